@@ -1,0 +1,169 @@
+/** Row types of every table, as Kysely sees them. Migrations are the source of truth. */
+import type { ColumnType, Generated } from "kysely";
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type Json<T = Record<string, unknown>> = ColumnType<T, string, string>;
+
+export interface PrincipalsTable {
+  id: string;
+  kind: "user" | "service";
+  name: string;
+  email: string | null;
+  display_name: string | null;
+  manager_id: string | null;
+  status: "active" | "disabled";
+  platform_roles: string[];
+  source: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface PasswordCredentialsTable {
+  principal_id: string;
+  hash: string;
+  updated_at: Timestamp;
+}
+
+export interface MfaTotpTable {
+  principal_id: string;
+  secret_sealed: string;
+  confirmed_at: Timestamp | null;
+  last_used_step: Generated<number>;
+  created_at: Timestamp;
+}
+
+export interface RecoveryCodesTable {
+  id: string;
+  principal_id: string;
+  code_hash: string;
+  used_at: Timestamp | null;
+}
+
+export interface GroupsTable {
+  id: string;
+  name: string;
+  description: string | null;
+  source: Generated<string>;
+  created_at: Timestamp;
+}
+
+export interface GroupMembersTable {
+  group_id: string;
+  principal_id: string;
+  added_at: Timestamp;
+}
+
+export interface RefreshSessionsTable {
+  id: string;
+  principal_id: string;
+  token_hash: string;
+  mfa_at: Timestamp | null;
+  created_at: Timestamp;
+  last_used_at: Timestamp;
+  expires_at: Timestamp;
+  revoked_at: Timestamp | null;
+  revoked_reason: string | null;
+  source_ip: string | null;
+  user_agent: string | null;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  principal_id: string;
+  name: string;
+  token_hash: string;
+  created_by: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  last_used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface LoginThrottleTable {
+  key: string;
+  failures: number;
+  window_started_at: Timestamp;
+  locked_until: Timestamp | null;
+}
+
+export interface SetupCodesTable {
+  id: string;
+  code_hash: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface SigningKeysTable {
+  id: string;
+  purpose: "token" | "audit";
+  public_jwk: Json;
+  private_sealed: string;
+  created_at: Timestamp;
+  retired_at: Timestamp | null;
+}
+
+export interface AuditEventsTable {
+  seq: number;
+  id: string;
+  time: Timestamp;
+  actor: string;
+  actor_id: string | null;
+  action: string;
+  subject: string | null;
+  outcome: "success" | "denied" | "failed";
+  reason: string | null;
+  correlation_id: string | null;
+  source_ip: string | null;
+  user_agent: string | null;
+  details: Json;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+}
+
+export interface AuditCheckpointsTable {
+  seq: number;
+  hash: string;
+  key_id: string;
+  signature: string;
+  signed_at: Timestamp;
+}
+
+export interface OutboxTable {
+  id: string;
+  kind: string;
+  idempotency_key: string;
+  payload: Json;
+  status: Generated<"pending" | "running" | "done" | "dead">;
+  attempts: Generated<number>;
+  max_attempts: Generated<number>;
+  next_attempt_at: Timestamp;
+  locked_until: Timestamp | null;
+  last_error: string | null;
+  created_at: Timestamp;
+  done_at: Timestamp | null;
+}
+
+export interface Database {
+  principals: PrincipalsTable;
+  password_credentials: PasswordCredentialsTable;
+  mfa_totp: MfaTotpTable;
+  recovery_codes: RecoveryCodesTable;
+  groups: GroupsTable;
+  group_members: GroupMembersTable;
+  refresh_sessions: RefreshSessionsTable;
+  api_tokens: ApiTokensTable;
+  login_throttle: LoginThrottleTable;
+  setup_codes: SetupCodesTable;
+  signing_keys: SigningKeysTable;
+  audit_events: AuditEventsTable;
+  audit_head: AuditHeadTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  outbox: OutboxTable;
+}

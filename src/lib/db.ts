@@ -1,0 +1,163 @@
+/**
+ * One store over two engines: PGlite (embedded, a data directory) and
+ * PostgreSQL (a `pg` pool). Both speak the same SQL; Kysely builds it.
+ */
+import { readdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
+import type { PGlite } from "@electric-sql/pglite";
+import pg from "pg";
+
+export type Engine = "pglite" | "postgres";
+
+export interface Store<DB> {
+  readonly engine: Engine;
+  readonly db: Kysely<DB>;
+  /** Runs `fn` in one transaction: everything it writes commits together or not at all. */
+  transaction<T>(fn: (tx: Transaction<DB>) => Promise<T>): Promise<T>;
+  /** Applies pending migrations; safe when several nodes start at once. */
+  migrate(dir: string): Promise<string[]>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StoreOptions {
+  /** A postgres:// URL selects PostgreSQL; otherwise PGlite in `dataDir`. */
+  databaseUrl?: string | undefined;
+  /** PGlite data directory; `memory://` for an in-memory database. */
+  dataDir?: string | undefined;
+  poolSize?: number;
+}
+
+const INT8_OID = 20;
+const NUMERIC_OID = 1700;
+
+/** bigint columns we use (sequence numbers, counters) fit in a JS number. */
+function parseInt8(value: string): number {
+  return Number(value);
+}
+
+export async function openStore<DB>(options: StoreOptions): Promise<Store<DB>> {
+  if (options.databaseUrl) return openPostgres<DB>(options.databaseUrl, options.poolSize ?? 10);
+  return openPglite<DB>(options.dataDir ?? "memory://");
+}
+
+function makeStore<DB>(engine: Engine, db: Kysely<DB>, close: () => Promise<void>): Store<DB> {
+  return {
+    engine,
+    db,
+    transaction: (fn) => db.transaction().execute(fn),
+    migrate: (dir) => migrate(db, dir),
+    ping: async () => {
+      await sql`select 1`.execute(db);
+    },
+    close,
+  };
+}
+
+async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    types: {
+      getTypeParser: ((oid: number, format?: "text" | "binary") =>
+        oid === INT8_OID ? parseInt8 : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+    },
+  });
+  // An idle client that errors (server restart) must not crash the process.
+  pool.on("error", () => undefined);
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  return makeStore("postgres", db, () => db.destroy());
+}
+
+/**
+ * PGlite is one connection. This pool hands it out to one holder at a time,
+ * so a transaction owns it from BEGIN to COMMIT and others queue behind it.
+ */
+function pglitePool(pglite: PGlite) {
+  let tail: Promise<void> = Promise.resolve();
+  const client = {
+    async query(text: string, parameters: readonly unknown[]) {
+      // Without parameters use the simple protocol, which allows scripts of several statements.
+      const result =
+        parameters.length === 0
+          ? ((await pglite.exec(text)).at(-1) ?? { rows: [], affectedRows: 0 })
+          : await pglite.query(text, parameters as unknown[]);
+      const command = /^\s*(insert|update|delete|merge)/i.exec(text)?.[1]?.toUpperCase() ?? "SELECT";
+      return { command, rowCount: result.affectedRows ?? result.rows.length, rows: result.rows };
+    },
+    release: () => undefined as void,
+  };
+  return {
+    async connect() {
+      let release!: () => void;
+      const next = new Promise<void>((resolve) => (release = resolve));
+      const previous = tail;
+      tail = previous.then(() => next);
+      await previous;
+      return { ...client, release };
+    },
+    end: async () => {
+      await tail;
+    },
+  };
+}
+
+async function openPglite<DB>(dataDir: string): Promise<Store<DB>> {
+  const { PGlite } = await import("@electric-sql/pglite");
+  const pglite = await PGlite.create(dataDir === "memory://" ? undefined : dataDir, {
+    parsers: { [INT8_OID]: parseInt8, [NUMERIC_OID]: (v: string) => v },
+  });
+  const db = new Kysely<DB>({
+    dialect: new PostgresDialect({ pool: pglitePool(pglite) as unknown as pg.Pool }),
+  });
+  return makeStore("pglite", db, async () => {
+    await db.destroy();
+    await pglite.close();
+  });
+}
+
+/** A stable number for the advisory lock that serializes migrations across nodes. */
+const MIGRATION_LOCK = 0x5717_0001;
+
+/**
+ * Applies `NNNN_name.sql` files from `dir` in order, each in its own
+ * transaction, under an advisory lock so two nodes starting at once apply each
+ * file exactly once.
+ */
+export async function migrate<DB>(db: Kysely<DB>, dir: string): Promise<string[]> {
+  const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
+  return db.connection().execute(async (conn) => {
+    await sql`select pg_advisory_lock(${MIGRATION_LOCK})`.execute(conn);
+    try {
+      await sql`create table if not exists schema_migrations (
+        name text primary key,
+        applied_at timestamptz not null default now()
+      )`.execute(conn);
+      const done = new Set(
+        (await sql<{ name: string }>`select name from schema_migrations`.execute(conn)).rows.map((r) => r.name),
+      );
+      const applied: string[] = [];
+      for (const file of files) {
+        if (done.has(file)) continue;
+        const text = await readFile(path.join(dir, file), "utf8");
+        await conn.transaction().execute(async (tx) => {
+          await sql.raw(text).execute(tx);
+          await sql`insert into schema_migrations (name) values (${file})`.execute(tx);
+        });
+        applied.push(file);
+      }
+      return applied;
+    } finally {
+      await sql`select pg_advisory_unlock(${MIGRATION_LOCK})`.execute(conn);
+    }
+  });
+}
+
+/** Lists migrations that exist on disk but are not applied yet (for /readyz). */
+export async function pendingMigrations<DB>(db: Kysely<DB>, dir: string): Promise<string[]> {
+  const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
+  const rows = await sql<{ name: string }>`select name from schema_migrations`.execute(db).catch(() => ({ rows: [] }));
+  const done = new Set(rows.rows.map((r) => r.name));
+  return files.filter((f) => !done.has(f));
+}

@@ -1,0 +1,65 @@
+/**
+ * The registry of stable error codes. Every error a client can see is one of
+ * these: an HTTP status, a human sentence, and whether the message may be shown
+ * as is. docs/errors.md documents each code; a test keeps the two in sync.
+ */
+export const ERROR_CODES = {
+  VALIDATION_FAILED: { status: 400, message: "The request is not valid." },
+  BAD_JSON: { status: 400, message: "The request body is not valid JSON." },
+  BAD_ENCODING: { status: 400, message: "The request body is not valid UTF-8." },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: "The request body must be application/json." },
+  PAYLOAD_TOO_LARGE: { status: 413, message: "The request body is too large." },
+  UNAUTHENTICATED: { status: 401, message: "Sign in first: no valid credentials were presented." },
+  TOKEN_EXPIRED: { status: 401, message: "The access token has expired; refresh it or sign in again." },
+  INVALID_CREDENTIALS: { status: 401, message: "The user name or password is wrong." },
+  MFA_REQUIRED: { status: 401, message: "A one-time code from the authenticator app is required." },
+  MFA_INVALID: { status: 401, message: "The one-time code is wrong or was already used." },
+  MFA_ALREADY_ENROLLED: { status: 409, message: "An authenticator is already enrolled for this account." },
+  MFA_NOT_STARTED: { status: 409, message: "Start the enrolment first with `stint mfa enroll`." },
+  ACCOUNT_LOCKED: { status: 429, message: "Too many failed sign-ins; try again later." },
+  ACCOUNT_DISABLED: { status: 403, message: "This account is disabled." },
+  FORBIDDEN: { status: 403, message: "You are not allowed to do that." },
+  NOT_FOUND: { status: 404, message: "Nothing was found there." },
+  ROUTE_NOT_FOUND: { status: 404, message: "There is no such endpoint." },
+  METHOD_NOT_ALLOWED: { status: 405, message: "That method is not allowed here." },
+  ALREADY_EXISTS: { status: 409, message: "Something with that name already exists." },
+  CONFLICT: { status: 409, message: "The request conflicts with the current state." },
+  SETUP_CODE_INVALID: { status: 401, message: "The setup code is wrong, used or expired." },
+  SETUP_ALREADY_DONE: { status: 409, message: "Stint already has an administrator." },
+  WEAK_PASSWORD: { status: 400, message: "The password is too weak: use at least 12 characters." },
+  RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
+  AUDIT_WRITE_FAILED: { status: 503, message: "The audit log could not be written, so nothing was changed." },
+  UNAVAILABLE: { status: 503, message: "The service is not ready." },
+  INTERNAL: { status: 500, message: "Something went wrong on our side; it has been logged." },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class StintError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>) {
+    super(message ?? ERROR_CODES[code].message);
+    this.name = "StintError";
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.details = details;
+  }
+}
+
+export function isStintError(error: unknown): error is StintError {
+  return error instanceof StintError;
+}
+
+/** The public error envelope. */
+export interface ErrorEnvelope {
+  error: { code: ErrorCode; message: string; details?: Record<string, unknown> };
+}
+
+export function toEnvelope(error: StintError): ErrorEnvelope {
+  return {
+    error: { code: error.code, message: error.message, ...(error.details ? { details: error.details } : {}) },
+  };
+}
