@@ -1,0 +1,87 @@
+/** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import type { AuditEvent } from "./audit.types.js";
+
+type Q = Kysely<Database>;
+
+export async function lockHead(tx: Q): Promise<{ seq: number; hash: string }> {
+  return tx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).forUpdate().executeTakeFirstOrThrow();
+}
+
+export async function readHead(db: Q): Promise<{ seq: number; hash: string }> {
+  return db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirstOrThrow();
+}
+
+export async function insertEvents(tx: Q, events: AuditEvent[]): Promise<void> {
+  await tx
+    .insertInto("audit_events")
+    .values(
+      events.map((e) => ({
+        seq: e.seq,
+        id: e.id,
+        time: e.time,
+        actor: e.actor,
+        actor_id: e.actorId,
+        action: e.action,
+        subject: e.subject,
+        outcome: e.outcome,
+        reason: e.reason,
+        correlation_id: e.correlationId,
+        source_ip: e.sourceIp,
+        user_agent: e.userAgent,
+        details: JSON.stringify(e.details),
+        prev_hash: e.prevHash,
+        hash: e.hash,
+      })),
+    )
+    .execute();
+}
+
+export async function moveHead(tx: Q, head: { seq: number; hash: string }): Promise<void> {
+  await tx.updateTable("audit_head").set(head).where("id", "=", 1).execute();
+}
+
+type EventRow = Awaited<ReturnType<typeof pageFrom>>[number];
+
+export function toEvent(row: EventRow): AuditEvent {
+  return {
+    seq: row.seq,
+    id: row.id,
+    time: new Date(row.time).toISOString(),
+    actor: row.actor,
+    actorId: row.actor_id,
+    action: row.action,
+    subject: row.subject,
+    outcome: row.outcome,
+    reason: row.reason,
+    correlationId: row.correlation_id,
+    sourceIp: row.source_ip,
+    userAgent: row.user_agent,
+    details: row.details,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+/** Events with seq > afterSeq, in order, `limit` at a time. */
+export function pageFrom(db: Q, afterSeq: number, limit: number, filter: { since?: Date | undefined } = {}) {
+  let query = db.selectFrom("audit_events").selectAll().where("seq", ">", afterSeq);
+  if (filter.since) query = query.where("time", ">=", filter.since);
+  return query.orderBy("seq").limit(limit).execute();
+}
+
+export async function insertCheckpoint(
+  tx: Q,
+  cp: { seq: number; hash: string; keyId: string; signature: string; signedAt: Date },
+): Promise<void> {
+  await tx
+    .insertInto("audit_checkpoints")
+    .values({ seq: cp.seq, hash: cp.hash, key_id: cp.keyId, signature: cp.signature, signed_at: cp.signedAt })
+    .onConflict((oc) => oc.column("seq").doNothing())
+    .execute();
+}
+
+export function listCheckpoints(db: Q) {
+  return db.selectFrom("audit_checkpoints").selectAll().orderBy("seq").execute();
+}
