@@ -1,0 +1,131 @@
+/**
+ * Configuration: environment variables over an optional YAML file, validated
+ * once with zod and frozen. A bad value is reported one line per problem.
+ */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { isIP } from "node:net";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { parseDuration } from "../lib/duration.js";
+
+const duration = z.string().transform((text, ctx) => {
+  try {
+    return parseDuration(text);
+  } catch (error) {
+    ctx.addIssue({ code: "custom", message: (error as Error).message });
+    return z.NEVER;
+  }
+});
+
+const listen = z
+  .string()
+  .refine(
+    (v) => /^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$/.test(v) && Number(v.slice(v.lastIndexOf(":") + 1)) <= 65535,
+    "must be host:port with a port up to 65535, e.g. 127.0.0.1:8420",
+  );
+
+const cidrOrIp = z.string().refine((v) => {
+  const [ip, bits, ...rest] = v.split("/");
+  if (rest.length > 0 || !ip || !isIP(ip)) return false;
+  return bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (isIP(ip) === 4 ? 32 : 128));
+}, "must be an IP address or CIDR range");
+
+export const configSchema = z
+  .object({
+    listen: listen.default("127.0.0.1:8420"),
+    dataDir: z.string().min(1).default(".stint"),
+    databaseUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\/\S+$/, "must be a postgres:// or postgresql:// URL")
+      .optional(),
+    masterKeyFile: z.string().min(1).optional(),
+    bootstrapAdminPassword: z.string().min(12, "must be at least 12 characters").max(1024).optional(),
+    bootstrapAdminName: z
+      .string()
+      .regex(/^[a-z][a-z0-9._-]{0,63}$/, "must be a lower-case name")
+      .default("admin"),
+    trustedProxies: z.array(cidrOrIp).default([]),
+    logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    accessTokenTtl: duration.default(600_000),
+    refreshSessionTtl: duration.default(43_200_000),
+    auditCheckpointEvery: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    loginMaxFailures: z.coerce.number().int().min(1).max(1000).default(5),
+    loginWindow: duration.default(900_000),
+    loginLockout: duration.default(900_000),
+    outboxPoll: duration.default(1000),
+  })
+  .strict();
+
+export type Config = Readonly<z.output<typeof configSchema> & { masterKeyFile: string }>;
+
+/** Environment variable → config key. */
+export const ENV_KEYS = {
+  STINT_LISTEN: "listen",
+  STINT_DATA_DIR: "dataDir",
+  STINT_DATABASE_URL: "databaseUrl",
+  STINT_MASTER_KEY_FILE: "masterKeyFile",
+  STINT_BOOTSTRAP_ADMIN_PASSWORD: "bootstrapAdminPassword",
+  STINT_BOOTSTRAP_ADMIN_NAME: "bootstrapAdminName",
+  STINT_TRUSTED_PROXIES: "trustedProxies",
+  STINT_LOG_LEVEL: "logLevel",
+  STINT_ACCESS_TOKEN_TTL: "accessTokenTtl",
+  STINT_REFRESH_SESSION_TTL: "refreshSessionTtl",
+  STINT_AUDIT_CHECKPOINT_EVERY: "auditCheckpointEvery",
+  STINT_LOGIN_MAX_FAILURES: "loginMaxFailures",
+  STINT_LOGIN_WINDOW: "loginWindow",
+  STINT_LOGIN_LOCKOUT: "loginLockout",
+  STINT_OUTBOX_POLL: "outboxPoll",
+} as const satisfies Record<string, keyof z.input<typeof configSchema>>;
+
+const KEY_TO_ENV = Object.fromEntries(Object.entries(ENV_KEYS).map(([env, key]) => [key, env]));
+
+export type ConfigResult = { ok: true; config: Config } | { ok: false; problems: string[] };
+
+/** Reads the environment (and the YAML file named by STINT_CONFIG_FILE or `file`). */
+export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult {
+  const problems: string[] = [];
+  let fromFile: Record<string, unknown> = {};
+  const configFile = file ?? env.STINT_CONFIG_FILE;
+  if (configFile) {
+    try {
+      const parsed: unknown = parseYaml(readFileSync(configFile, "utf8"));
+      if (parsed !== null && parsed !== undefined && (typeof parsed !== "object" || Array.isArray(parsed))) {
+        problems.push(`${configFile}: must be a YAML mapping of settings`);
+      } else {
+        fromFile = (parsed as Record<string, unknown> | null) ?? {};
+      }
+    } catch (error) {
+      problems.push(`${configFile}: ${(error as Error).message.split("\n")[0]}`);
+    }
+  }
+  const fromEnv: Record<string, unknown> = {};
+  for (const [name, key] of Object.entries(ENV_KEYS)) {
+    const value = env[name];
+    if (value === undefined || value === "") continue;
+    fromEnv[key] = key === "trustedProxies" ? value.split(",").map((s) => s.trim()).filter(Boolean) : value;
+  }
+  if (problems.length > 0) return { ok: false, problems };
+  const result = configSchema.safeParse({ ...fromFile, ...fromEnv });
+  if (!result.success) {
+    return {
+      ok: false,
+      problems: result.error.issues.map((issue) => {
+        const key = String(issue.path[0] ?? "");
+        const where = fromEnv[key] !== undefined ? (KEY_TO_ENV[key] ?? key) : key ? `${configFile ?? "config"}: ${issue.path.join(".")}` : (configFile ?? "config");
+        const message = issue.code === "unrecognized_keys" ? `unknown setting(s) ${issue.keys.join(", ")}` : issue.message;
+        // Never echo a value back: it may be a secret.
+        return `${where}: ${message}`;
+      }),
+    };
+  }
+  const value = result.data;
+  return {
+    ok: true,
+    config: Object.freeze({
+      ...value,
+      trustedProxies: Object.freeze([...value.trustedProxies]) as unknown as string[],
+      masterKeyFile: value.masterKeyFile ?? path.join(value.dataDir, "master.key"),
+    }),
+  };
+}
