@@ -1,0 +1,31 @@
+import { z } from "zod";
+import { ERROR_CODES, type ErrorCode } from "../lib/errors.js";
+
+export const errorEnvelope = z.object({
+  error: z.object({
+    code: z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]),
+    message: z.string(),
+    details: z.record(z.string(), z.unknown()).optional(),
+  }),
+});
+
+/** Names of principals, groups, tokens: lower-case, no spaces, usable in URLs and shells. */
+export const name = z
+  .string()
+  .regex(/^[a-z][a-z0-9._-]{0,63}$/, "must start with a letter and use only a-z, 0-9, '.', '_' or '-' (at most 64)");
+
+/** A free-text reason: printable, bounded. */
+export const reason = z
+  .string()
+  .trim()
+  .min(1)
+  .max(1000)
+  .refine((s) => !/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(s), "must not contain control characters");
+
+export const password = z.string().min(12, "must be at least 12 characters").max(1024);
+
+export const durationText = z.string().regex(/^\d{1,9}(s|m|h|d)$/, "must be a duration like 30s, 15m, 2h or 1d");
+
+export const isoTime = z.iso.datetime({ offset: true });
+
+export const ok = z.object({ ok: z.literal(true) });

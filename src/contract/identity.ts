@@ -1,0 +1,95 @@
+/** Request and response shapes of the identity API, shared by server, CLI and web. */
+import { z } from "zod";
+import { durationText, isoTime, name, password, reason } from "./common.js";
+
+export const platformRole = z.enum(["admin", "security", "auditor", "user"]);
+
+export const principal = z.object({
+  id: z.uuid(),
+  kind: z.enum(["user", "service"]),
+  name: z.string(),
+  email: z.string().nullable(),
+  displayName: z.string().nullable(),
+  manager: z.string().nullable(),
+  status: z.enum(["active", "disabled"]),
+  platformRoles: z.array(platformRole),
+  mfaEnrolled: z.boolean(),
+  groups: z.array(z.string()),
+  createdAt: isoTime,
+});
+export type PrincipalDto = z.infer<typeof principal>;
+
+export const loginRequest = z.strictObject({
+  username: z.string().min(1).max(64),
+  password: z.string().min(1).max(1024),
+  otp: z.string().min(6).max(64).optional(),
+});
+
+export const tokenPair = z.object({
+  accessToken: z.string(),
+  accessTokenExpiresAt: isoTime,
+  refreshToken: z.string(),
+  refreshTokenExpiresAt: isoTime,
+  principal,
+});
+export type TokenPairDto = z.infer<typeof tokenPair>;
+
+export const refreshRequest = z.strictObject({ refreshToken: z.string().min(1).max(512) });
+export const logoutRequest = z.strictObject({ refreshToken: z.string().min(1).max(512).optional() });
+
+export const setupRequest = z.strictObject({ code: z.string().min(1).max(128), username: name, password });
+
+export const totpEnrollment = z.object({ secret: z.string(), otpauthUri: z.string() });
+export const totpConfirmRequest = z.strictObject({ code: z.string().regex(/^\d{6}$/, "must be 6 digits") });
+export const recoveryCodes = z.object({ recoveryCodes: z.array(z.string()) });
+
+export const changePasswordRequest = z.strictObject({ currentPassword: z.string().min(1).max(1024), newPassword: password });
+export const setPasswordRequest = z.strictObject({ password });
+
+export const createUserRequest = z.strictObject({
+  name,
+  kind: z.enum(["user", "service"]).default("user"),
+  email: z.email().max(254).optional(),
+  displayName: z.string().trim().min(1).max(200).optional(),
+  manager: name.optional(),
+  password: password.optional(),
+  platformRoles: z.array(platformRole).min(1).max(4).optional(),
+});
+export const updateUserRequest = z.strictObject({
+  email: z.email().max(254).nullable().optional(),
+  displayName: z.string().trim().min(1).max(200).nullable().optional(),
+  manager: name.nullable().optional(),
+  platformRoles: z.array(platformRole).min(1).max(4).optional(),
+});
+export const disableUserRequest = z.strictObject({ reason });
+export const principalRef = z.object({ principal: name });
+export const principalList = z.object({ items: z.array(principal) });
+
+export const group = z.object({
+  id: z.uuid(),
+  name: z.string(),
+  description: z.string().nullable(),
+  members: z.array(z.string()),
+  createdAt: isoTime,
+});
+export const createGroupRequest = z.strictObject({ name, description: z.string().trim().max(500).optional() });
+export const groupMemberRequest = z.strictObject({ principal: name });
+export const groupList = z.object({ items: z.array(group) });
+
+export const apiToken = z.object({
+  id: z.uuid(),
+  name: z.string(),
+  principal: z.string(),
+  createdAt: isoTime,
+  expiresAt: isoTime,
+  lastUsedAt: isoTime.nullable(),
+  revokedAt: isoTime.nullable(),
+});
+export const createTokenRequest = z.strictObject({
+  name,
+  /** The service identity the token acts as. */
+  principal: name,
+  expiresIn: durationText.default("30d"),
+});
+export const createdToken = apiToken.extend({ token: z.string() });
+export const tokenList = z.object({ items: z.array(apiToken) });

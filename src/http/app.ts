@@ -1,0 +1,161 @@
+/**
+ * buildApp(deps): the HTTP API, separate from listen() so tests use app.inject.
+ * Every route declares what it requires of the caller (config.requirement);
+ * a route that forgets is refused at start-up: deny by default.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from "fastify";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import fastifySwagger from "@fastify/swagger";
+import {
+  hasZodFastifySchemaValidationErrors,
+  isResponseSerializationError,
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from "fastify-type-provider-zod";
+import type { Logger } from "../lib/logger.js";
+import { StintError, isStintError, toEnvelope } from "../lib/errors.js";
+import { newId } from "../lib/ids.js";
+import { authorize, isPermission, type Requirement } from "../modules/authz/authz.rules.js";
+import { ANONYMOUS, type Actor, type CallContext } from "../modules/authz/authz.types.js";
+
+export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger, ZodTypeProvider>;
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    requirement?: Requirement;
+  }
+  interface FastifyRequest {
+    actor: Actor;
+    callContext: CallContext;
+  }
+}
+
+export interface HttpDeps {
+  logger: Logger;
+  /** Trusted reverse proxies (IPs/CIDRs); X-Forwarded-For is honoured only from these. */
+  trustedProxies: readonly string[];
+  /** Resolves the bearer credential of a request into an actor (anonymous when absent). */
+  authenticate(request: FastifyRequest): Promise<Actor>;
+  bodyLimit?: number;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<void> | void): Promise<App> {
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    trustProxy: deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false,
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : newId();
+    },
+    requestIdLogLabel: "requestId",
+    disableRequestLogging: false,
+    routerOptions: { ignoreTrailingSlash: true },
+  }).withTypeProvider<ZodTypeProvider>() as unknown as App;
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  // JSON only, strictly UTF-8: invalid bytes are an error, not silently replaced.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(/^application\/([\w.+-]+\+)?json$/, { parseAs: "buffer" }, (_req, body, done) => {
+    const buffer = body as Buffer;
+    let text: string;
+    try {
+      text = utf8.decode(buffer);
+    } catch {
+      return done(new StintError("BAD_ENCODING"), undefined);
+    }
+    if (text.trim() === "") return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      done(new StintError("BAD_JSON"), undefined);
+    }
+  });
+
+  app.decorateRequest("actor", null as never);
+  app.decorateRequest("callContext", null as never);
+
+  // Deny by default: every route states its requirement.
+  app.addHook("onRoute", (route) => {
+    const requirement = route.config?.requirement;
+    if (requirement === undefined) throw new Error(`route ${route.method} ${route.url} declares no requirement`);
+    if (requirement !== "public" && requirement !== "authenticated" && !isPermission(requirement)) {
+      throw new Error(`route ${route.method} ${route.url} names unknown permission ${requirement}`);
+    }
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    reply.header("x-request-id", request.id);
+    reply.header("x-content-type-options", "nosniff");
+    reply.header("cache-control", "no-store");
+    request.callContext = {
+      correlationId: request.id,
+      sourceIp: request.ip ?? null,
+      userAgent: (request.headers["user-agent"] ?? "").slice(0, 512) || null,
+    };
+    request.actor = ANONYMOUS;
+    const requirement = request.routeOptions.config?.requirement;
+    if (requirement === undefined) return; // 404 handler
+    request.actor = await deps.authenticate(request);
+    authorize(request.actor, requirement);
+  });
+
+  app.setNotFoundHandler({}, (request, reply) => {
+    sendError(reply, new StintError("ROUTE_NOT_FOUND", `There is no endpoint ${request.method} ${request.url.split("?")[0]}.`));
+  });
+
+  app.setErrorHandler((error: unknown, request, reply) => {
+    if (isStintError(error)) return sendError(reply, error);
+    if (hasZodFastifySchemaValidationErrors(error)) {
+      const issues = error.validation.map((v) => ({
+        path: [error.validationContext ?? "body", ...String(v.instancePath ?? "").split("/").filter(Boolean)].join("."),
+        message: v.message ?? "is not valid",
+      }));
+      return sendError(
+        reply,
+        new StintError("VALIDATION_FAILED", `The request is not valid: ${issues.map((i) => `${i.path} ${i.message}`).join("; ")}.`, { issues }),
+      );
+    }
+    if (isResponseSerializationError(error)) {
+      request.log.error({ err: error }, "response did not match its schema");
+      return sendError(reply, new StintError("INTERNAL"));
+    }
+    const code = (error as { code?: string }).code;
+    const status = (error as { statusCode?: number }).statusCode;
+    if (code === "FST_ERR_CTP_BODY_TOO_LARGE") return sendError(reply, new StintError("PAYLOAD_TOO_LARGE"));
+    if (code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return sendError(reply, new StintError("UNSUPPORTED_MEDIA_TYPE"));
+    if (code === "FST_ERR_CTP_EMPTY_JSON_BODY" || code === "FST_ERR_CTP_INVALID_JSON_BODY") return sendError(reply, new StintError("BAD_JSON"));
+    if (code === "FST_ERR_CTP_INVALID_CONTENT_LENGTH") return sendError(reply, new StintError("VALIDATION_FAILED", "The Content-Length header is wrong."));
+    if (status !== undefined && status >= 400 && status < 500) {
+      return sendError(reply, new StintError("VALIDATION_FAILED", "The request could not be read."));
+    }
+    request.log.error({ err: error }, "unhandled error");
+    return sendError(reply, new StintError("INTERNAL"));
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: { title: "Stint API", version: "1", description: "Just-in-time privileged access." },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      security: [{ bearer: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+
+  app.get("/openapi.json", { config: { requirement: "public" }, schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(async (scoped) => register(scoped as unknown as App));
+  return app;
+}
+
+export function sendError(reply: FastifyReply, error: StintError): void {
+  if (error.status === 401) reply.header("www-authenticate", 'Bearer realm="stint"');
+  void reply.code(error.status).type("application/json").send(toEnvelope(error));
+}

@@ -1,0 +1,43 @@
+/**
+ * The one place that decides what a platform role may do in Stint itself.
+ * Deny by default: a permission not listed here is granted to nobody.
+ */
+import { StintError } from "../../lib/errors.js";
+import type { Actor, PlatformRole } from "./authz.types.js";
+
+export const PERMISSIONS = {
+  "users.read": ["admin", "security", "auditor"],
+  "users.write": ["admin"],
+  "groups.read": ["admin", "security", "auditor"],
+  "groups.write": ["admin"],
+  "tokens.read": ["admin", "auditor"],
+  "tokens.write": ["admin"],
+  "audit.read": ["admin", "security", "auditor"],
+  "outbox.read": ["admin"],
+  "outbox.write": ["admin"],
+  "metrics.read": ["admin", "auditor"],
+} as const satisfies Record<string, readonly PlatformRole[]>;
+
+export type Permission = keyof typeof PERMISSIONS;
+
+/** What a route asks of its caller: nothing, a signed-in principal, or a permission. */
+export type Requirement = "public" | "authenticated" | Permission;
+
+export function isPermission(value: string): value is Permission {
+  return Object.hasOwn(PERMISSIONS, value);
+}
+
+export function can(actor: Actor, permission: Permission): boolean {
+  if (actor.kind === "system") return true;
+  if (actor.kind !== "principal") return false;
+  const allowed: readonly PlatformRole[] = PERMISSIONS[permission] ?? [];
+  return actor.roles.some((role) => allowed.includes(role));
+}
+
+/** Throws UNAUTHENTICATED for anonymous callers and FORBIDDEN for everyone else who may not. */
+export function authorize(actor: Actor, requirement: Requirement): void {
+  if (requirement === "public") return;
+  if (actor.kind === "anonymous") throw new StintError("UNAUTHENTICATED");
+  if (requirement === "authenticated") return;
+  if (!can(actor, requirement)) throw new StintError("FORBIDDEN");
+}
