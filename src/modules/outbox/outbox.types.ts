@@ -1,0 +1,63 @@
+/** Entities and value types of the transactional outbox. */
+
+export type OutboxStatus = "pending" | "running" | "done" | "dead";
+
+export type OutboxPayload = Record<string, unknown>;
+
+/** One side effect waiting to happen (or that happened, or gave up). */
+export interface OutboxJob {
+  id: string;
+  kind: string;
+  /** Deterministic, e.g. `revoke:${grantId}`: the same effect is enqueued at most once. */
+  idempotencyKey: string;
+  payload: OutboxPayload;
+  status: OutboxStatus;
+  /** Attempts started so far; the claim increments it, so it also fences stale workers. */
+  attempts: number;
+  maxAttempts: number;
+  nextAttemptAt: Date;
+  lockedUntil: Date | null;
+  lastError: string | null;
+  createdAt: Date;
+  /** When the row reached a final state (done or dead). */
+  doneAt: Date | null;
+}
+
+export interface EnqueueInput {
+  kind: string;
+  idempotencyKey: string;
+  payload: OutboxPayload;
+  /** Defaults to the column default (10). */
+  maxAttempts?: number | undefined;
+  /** Do not run before this time (defaults to now). */
+  notBefore?: Date | undefined;
+}
+
+export interface HandlerContext {
+  jobId: string;
+  idempotencyKey: string;
+  /** 1 on the first attempt. */
+  attempt: number;
+  /** Aborted when the handler overruns its lease: stop work, another worker may take over. */
+  signal: AbortSignal;
+}
+
+/**
+ * Runs one side effect. It must be idempotent: delivery is at least once (a worker
+ * that loses its lease may finish after another worker has started the same row).
+ * Throw to fail the attempt; the error message is stored, so never put secrets in it.
+ */
+export type OutboxHandler = (payload: OutboxPayload, context: HandlerContext) => Promise<void>;
+
+export type OutboxHandlers = Readonly<Record<string, OutboxHandler>>;
+
+/** Exponential backoff with full jitter: delay ∈ [0, min(capMs, baseMs · 2^(attempt−1))]. */
+export interface BackoffPolicy {
+  baseMs: number;
+  capMs: number;
+}
+
+/** A source of uniform numbers in [0, 1), like Math.random. */
+export type RandomSource = () => number;
+
+export type FailureDecision = { status: "pending"; delayMs: number; nextAttemptAt: Date } | { status: "dead" };

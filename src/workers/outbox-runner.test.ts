@@ -1,0 +1,325 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { Registry } from "prom-client";
+import { openAppStore, type AppStore } from "../db/index.js";
+import { ENGINES } from "../testing/engines.js";
+import { auditHarness } from "../testing/harness.js";
+import { createOutboxService, outboxStore, type OutboxHandlers } from "../modules/outbox/index.js";
+import { createOutboxRunner, type OutboxRunnerOptions } from "./outbox-runner.js";
+
+const LEASE_MS = 30_000;
+const BACKOFF = { baseMs: 1_000, capMs: 60_000 };
+
+async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name}`);
+  const { values } = await metric.get();
+  const hit = values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val));
+  return hit?.value ?? 0;
+}
+
+describe.each(ENGINES)("outbox runner on %s", (engine) => {
+  let h: Awaited<ReturnType<typeof auditHarness>> | undefined;
+  const extraStores: AppStore[] = [];
+  afterEach(async () => {
+    for (const s of extraStores.splice(0)) await s.close();
+    await h?.cleanup();
+    h = undefined;
+  });
+
+  async function setup() {
+    h = await auditHarness(engine);
+    const outbox = createOutboxService({ store: h.store, clock: h.clock, audit: h.audit });
+    const harness = h;
+    const enqueue = (
+      kind: string,
+      idempotencyKey: string,
+      payload: Record<string, unknown> = {},
+      maxAttempts?: number,
+    ) => harness.store.transaction((tx) => outbox.enqueue(tx, { kind, idempotencyKey, payload, maxAttempts }));
+    const runner = (handlers: OutboxHandlers, options: Partial<OutboxRunnerOptions> = {}) => {
+      const registry = options.registry ?? new Registry();
+      return {
+        registry,
+        runner: createOutboxRunner({
+          store: harness.store,
+          clock: harness.clock,
+          audit: harness.audit,
+          handlers,
+          registry,
+          batchSize: 10,
+          leaseMs: LEASE_MS,
+          pollMs: 5,
+          random: () => 0.999,
+          backoff: BACKOFF,
+          ...options,
+        }),
+      };
+    };
+    const job = async (key: string) => (await outboxStore.findByIdempotencyKey(harness.store.db, key))!;
+    return { ...h, outbox, enqueue, runner, job };
+  }
+
+  it("runs a due row once, passes payload and attempt, and marks it done", async () => {
+    const { enqueue, runner, job, clock } = await setup();
+    await enqueue("notify", "notify:1", { to: "ops" });
+    await enqueue("notify", "notify:later", {}, undefined);
+    const calls: unknown[] = [];
+    const { runner: r, registry } = runner({
+      notify: async (payload, ctx) => {
+        calls.push([payload, ctx.idempotencyKey, ctx.attempt]);
+      },
+    });
+    expect(await r.runOnce()).toMatchObject({ claimed: 2, done: 2 });
+    expect(calls).toContainEqual([{ to: "ops" }, "notify:1", 1]);
+    expect(await job("notify:1")).toMatchObject({
+      status: "done",
+      attempts: 1,
+      doneAt: clock.now(),
+      lockedUntil: null,
+    });
+    expect(await r.runOnce()).toMatchObject({ claimed: 0 });
+    expect(await metricValue(registry, "stint_outbox_executed_total")).toBe(2);
+  });
+
+  it("a handler that fails twice then succeeds runs 3 times, waiting longer each time", async () => {
+    const { enqueue, runner, job, clock } = await setup();
+    await enqueue("provision", "provision:g1", { grantId: "g1" });
+    let calls = 0;
+    const { runner: r, registry } = runner({
+      provision: async () => {
+        calls += 1;
+        if (calls < 3) throw new Error(`target refused (call ${calls})`);
+      },
+    });
+
+    const start = clock.now().getTime();
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, retried: 1 });
+    const afterFirst = await job("provision:g1");
+    expect(afterFirst).toMatchObject({ status: "pending", attempts: 1, lastError: "target refused (call 1)" });
+    const firstDelay = afterFirst.nextAttemptAt.getTime() - start;
+    expect(firstDelay).toBeGreaterThan(0);
+    expect(firstDelay).toBeLessThanOrEqual(BACKOFF.baseMs);
+
+    // Not due yet: nothing is claimed.
+    clock.advance(firstDelay - 1);
+    expect(await r.runOnce()).toMatchObject({ claimed: 0 });
+    clock.advance(1);
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, retried: 1 });
+    const afterSecond = await job("provision:g1");
+    const secondDelay = afterSecond.nextAttemptAt.getTime() - clock.now().getTime();
+    expect(secondDelay).toBeGreaterThan(firstDelay);
+    expect(afterSecond.nextAttemptAt.getTime()).toBeGreaterThan(afterFirst.nextAttemptAt.getTime());
+
+    clock.advance(secondDelay);
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, done: 1 });
+    expect(calls).toBe(3);
+    expect(await job("provision:g1")).toMatchObject({ status: "done", attempts: 3, lastError: null });
+    expect(await metricValue(registry, "stint_outbox_failures_total", { kind: "provision" })).toBe(2);
+    expect(await metricValue(registry, "stint_outbox_executed_total")).toBe(1);
+  });
+
+  it("dead-letters after max attempts, with an audit event in the chain and a metric", async () => {
+    const { enqueue, runner, job, clock, audit } = await setup();
+    await enqueue("revoke", "revoke:g9", { grantId: "g9" }, 3);
+    let calls = 0;
+    const { runner: r, registry } = runner({
+      revoke: async () => {
+        calls += 1;
+        throw new Error("ldap down: bind password=hunter2 rejected");
+      },
+    });
+    for (let i = 0; i < 3; i++) {
+      await r.runOnce();
+      clock.advance(BACKOFF.capMs);
+    }
+    expect(await r.runOnce()).toMatchObject({ claimed: 0 });
+    expect(calls).toBe(3);
+    const dead = await job("revoke:g9");
+    expect(dead).toMatchObject({ status: "dead", attempts: 3, lockedUntil: null });
+    expect(dead.lastError).toBe("ldap down: bind password=[redacted] rejected");
+
+    const events = await audit.read({});
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({
+      actor: "system:system",
+      action: "outbox.dead_lettered",
+      outcome: "failed",
+      subject: `outbox:${dead.id}`,
+      reason: dead.lastError,
+      details: { kind: "revoke", idempotencyKey: "revoke:g9", attempts: 3 },
+    });
+    expect(JSON.stringify(events)).not.toContain("hunter2");
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 1 });
+    expect(await metricValue(registry, "stint_outbox_dead_letters_total")).toBe(1);
+    expect(await metricValue(registry, "stint_outbox_failures_total", { kind: "revoke" })).toBe(3);
+    expect(await registry.metrics()).toMatch(/^stint_outbox_dead_letters_total 1$/m);
+  });
+
+  it("an unknown kind fails each attempt and eventually dead-letters", async () => {
+    const { enqueue, runner, job, clock } = await setup();
+    await enqueue("nope", "nope:1", {}, 2);
+    await enqueue("constructor", "proto:1", {}, 1);
+    const { runner: r } = runner({});
+    expect(await r.runOnce()).toMatchObject({ claimed: 2, retried: 1, dead: 1 });
+    expect((await job("nope:1")).lastError).toBe('no handler for outbox kind "nope"');
+    expect(await job("proto:1")).toMatchObject({
+      status: "dead",
+      lastError: 'no handler for outbox kind "constructor"',
+    });
+    clock.advance(BACKOFF.capMs);
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, dead: 1 });
+    expect(await job("nope:1")).toMatchObject({ status: "dead", attempts: 2 });
+  });
+
+  it("reclaims a row whose worker died, and fences the dead worker's late outcome", async () => {
+    const { enqueue, runner, job, clock, store } = await setup();
+    await enqueue("notify", "notify:orphan", { n: 1 });
+    // A worker claims the row and then disappears.
+    const [claimed] = await outboxStore.claimDue(store.db, {
+      now: clock.now(),
+      leaseUntil: new Date(clock.now().getTime() + LEASE_MS),
+      limit: 10,
+    });
+    expect(claimed).toMatchObject({ status: "running", attempts: 1 });
+
+    const attempts: number[] = [];
+    const { runner: r } = runner({ notify: async (_p, ctx) => void attempts.push(ctx.attempt) });
+    expect(await r.runOnce()).toMatchObject({ claimed: 0 }); // lease still held
+    clock.advance(LEASE_MS + 1);
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, done: 1 });
+    expect(attempts).toEqual([2]);
+    expect(await job("notify:orphan")).toMatchObject({ status: "done", attempts: 2 });
+
+    // The first worker wakes up and reports: its writes match nothing.
+    expect(await outboxStore.markDone(store.db, { id: claimed!.id, attempt: 1, now: clock.now() })).toBe(false);
+    expect(
+      await outboxStore.markRetry(store.db, {
+        id: claimed!.id,
+        attempt: 1,
+        nextAttemptAt: clock.now(),
+        lastError: "late",
+      }),
+    ).toBe(false);
+    expect(await job("notify:orphan")).toMatchObject({ status: "done", attempts: 2, lastError: null });
+  });
+
+  it("a row whose last allowed attempt lost its lease is dead-lettered, not run again", async () => {
+    const { enqueue, runner, job, clock, store, audit } = await setup();
+    await enqueue("poison", "poison:1", {}, 1);
+    await outboxStore.claimDue(store.db, {
+      now: clock.now(),
+      leaseUntil: new Date(clock.now().getTime() + LEASE_MS),
+      limit: 1,
+    });
+    clock.advance(LEASE_MS + 1);
+    let ran = false;
+    const { runner: r } = runner({ poison: async () => void (ran = true) });
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, dead: 1 });
+    expect(ran).toBe(false);
+    expect(await job("poison:1")).toMatchObject({ status: "dead" });
+    expect((await audit.read({})).map((e) => e.action)).toEqual(["outbox.dead_lettered"]);
+  });
+
+  it("a handler that overruns its deadline fails the attempt and sees its signal aborted", async () => {
+    const { enqueue, runner, job } = await setup();
+    await enqueue("slow", "slow:1");
+    let aborted = false;
+    const { runner: r } = runner(
+      {
+        slow: (_p, ctx) =>
+          new Promise<void>((resolve) => {
+            ctx.signal.addEventListener("abort", () => {
+              aborted = true;
+              resolve();
+            });
+          }),
+      },
+      { handlerTimeoutMs: 50 },
+    );
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, retried: 1 });
+    expect(aborted).toBe(true);
+    expect((await job("slow:1")).lastError).toBe("HandlerTimeout: the handler did not finish within 50 ms");
+  });
+
+  it("two runners on separate connections never run the same row twice", async () => {
+    const { runner, store, url, clock } = await setup();
+    const total = 200;
+    await store.transaction(async (tx) => {
+      const outbox = createOutboxService({ store, clock, audit: h!.audit });
+      for (let i = 0; i < total; i++)
+        await outbox.enqueue(tx, { kind: "work", idempotencyKey: `work:${i}`, payload: { i } });
+    });
+    // On PostgreSQL the second runner gets a store (and pool) of its own, like another node.
+    const otherStore = url ? await openAppStore({ databaseUrl: url }) : store;
+    if (url) extraStores.push(otherStore);
+
+    const seen: number[] = [];
+    const byRunner = [0, 0];
+    const handlers = (who: 0 | 1): OutboxHandlers => ({
+      work: async (payload) => {
+        seen.push(payload.i as number);
+        byRunner[who]! += 1;
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 3));
+      },
+    });
+    const a = runner(handlers(0), { batchSize: 7 }).runner;
+    const b = runner(handlers(1), { batchSize: 7, store: otherStore }).runner;
+    const drain = async (r: typeof a) => {
+      while ((await r.runOnce()).claimed > 0);
+    };
+    await Promise.all([drain(a), drain(b), drain(a), drain(b)]);
+
+    expect(seen).toHaveLength(total);
+    expect(new Set(seen).size).toBe(total);
+    if (engine === "postgres") expect(Math.min(...byRunner)).toBeGreaterThan(0);
+    const states = await store.db.selectFrom("outbox").select(["status", "attempts"]).distinct().execute();
+    expect(states).toEqual([{ status: "done", attempts: 1 }]);
+  });
+
+  it("start polls until stopped, and stop waits for the work in flight", async () => {
+    const { enqueue, runner, job } = await setup();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let started = false;
+    const { runner: r } = runner({
+      slow: async () => {
+        started = true;
+        await gate;
+      },
+      quick: async () => undefined,
+    });
+    r.start();
+    r.start(); // idempotent
+    await enqueue("quick", "quick:1");
+    await enqueue("slow", "slow:1");
+    await expect.poll(() => started, { timeout: 5_000 }).toBe(true);
+    let stopped = false;
+    const stopping = r.stop().then(() => (stopped = true));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    expect(stopped).toBe(false);
+    release();
+    await stopping;
+    expect(await job("slow:1")).toMatchObject({ status: "done" });
+    expect(await job("quick:1")).toMatchObject({ status: "done" });
+  });
+
+  it("exposes depth per kind and the age of the oldest pending row at /metrics", async () => {
+    const { enqueue, runner, clock, store } = await setup();
+    const { registry } = runner({});
+    expect(await metricValue(registry, "stint_outbox_oldest_age_seconds")).toBe(0);
+    await enqueue("notify", "n:1");
+    clock.advance(90_000);
+    await enqueue("notify", "n:2");
+    await enqueue("revoke", "r:1");
+    await store.db.updateTable("outbox").set({ status: "done" }).where("idempotency_key", "=", "r:1").execute();
+    clock.advance(10_000);
+
+    const text = await registry.metrics();
+    expect(text).toMatch(/^stint_outbox_depth\{kind="notify"\} 2$/m);
+    expect(text).not.toMatch(/kind="revoke"/);
+    expect(text).toMatch(/^stint_outbox_oldest_age_seconds 100$/m);
+
+    // A second runner on the same registry shares the metrics instead of failing to register.
+    expect(() => runner({}, { registry })).not.toThrow();
+  });
+});

@@ -1,0 +1,347 @@
+/**
+ * The outbox runner. Each pass claims due rows in one short statement (SKIP LOCKED,
+ * so any number of runners on any number of nodes share the work), runs their
+ * handlers outside any transaction, then records the outcome of each attempt.
+ * Every write after the claim is fenced on (id, status running, attempts), so a
+ * worker that lost its lease can never overwrite the row's newer state.
+ */
+import { Counter, Gauge, type Registry } from "prom-client";
+import type { AppStore } from "../db/index.js";
+import type { Clock } from "../lib/clock.js";
+import type { Logger } from "../lib/logger.js";
+import type { AuditLog } from "../modules/audit/audit.service.js";
+import { SYSTEM, type CallContext } from "../modules/authz/authz.types.js";
+import {
+  assertBackoffPolicy,
+  decideAfterFailure,
+  DEFAULT_BACKOFF,
+  outboxStore,
+  safeErrorMessage,
+  type BackoffPolicy,
+  type OutboxHandlers,
+  type OutboxJob,
+  type RandomSource,
+} from "../modules/outbox/index.js";
+
+export interface OutboxRunnerOptions {
+  store: Pick<AppStore, "db" | "transaction">;
+  clock: Clock;
+  handlers: OutboxHandlers;
+  audit: Pick<AuditLog, "append">;
+  /** Metrics go here, never to the global registry. */
+  registry: Registry;
+  logger?: Pick<Logger, "info" | "warn" | "error"> | undefined;
+  /** Rows claimed per pass; their handlers run concurrently. */
+  batchSize?: number;
+  /** How long a claim holds a row; after that another runner may take it over. */
+  leaseMs?: number;
+  /** Pause between passes that found less than a full batch. */
+  pollMs?: number;
+  random?: RandomSource;
+  backoff?: Partial<BackoffPolicy>;
+  /** A handler running longer fails its attempt (and sees its signal aborted). Defaults to leaseMs. */
+  handlerTimeoutMs?: number;
+}
+
+export type AttemptOutcome = "done" | "retry" | "dead" | "stale" | "error";
+
+export interface RunSummary {
+  claimed: number;
+  done: number;
+  retried: number;
+  dead: number;
+  /** Outcomes dropped because the lease was lost meanwhile (another runner owns the row now). */
+  stale: number;
+  /** Outcomes that could not be written (database trouble); the lease will expire and the row rerun. */
+  errors: number;
+}
+
+export interface OutboxRunner {
+  runOnce(): Promise<RunSummary>;
+  /** Starts the poll loop (no-op when running). */
+  start(): void;
+  /** Stops polling and resolves once in-flight work has finished and been recorded. */
+  stop(): Promise<void>;
+}
+
+const NOOP_LOGGER = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+class HandlerTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`the handler did not finish within ${ms} ms`);
+    this.name = "HandlerTimeout";
+  }
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`outbox runner ${name} must be a positive integer`);
+  return value;
+}
+
+function getOrCreate<M>(registry: Registry, name: string, create: () => M): M {
+  return (registry.getSingleMetric(name) as M | undefined) ?? create();
+}
+
+/** Registers the outbox metrics on `registry` (once; a second runner on the same registry shares them). */
+export function outboxMetrics(
+  registry: Registry,
+  deps: { store: Pick<AppStore, "db">; clock: Clock; logger: Pick<Logger, "warn"> },
+) {
+  const { store, clock, logger } = deps;
+  const registers = [registry];
+  const depth: Gauge<"kind"> = getOrCreate(
+    registry,
+    "stint_outbox_depth",
+    () =>
+      new Gauge({
+        name: "stint_outbox_depth",
+        help: "Outbox rows still to do (pending or running), per kind.",
+        labelNames: ["kind"],
+        registers,
+        async collect() {
+          try {
+            const rows = await outboxStore.depthByKind(store.db);
+            depth.reset();
+            for (const row of rows) depth.set({ kind: row.kind }, row.count);
+          } catch (error) {
+            logger.warn({ err: safeErrorMessage(error) }, "outbox depth could not be read");
+          }
+        },
+      }),
+  );
+  const oldestAge: Gauge = getOrCreate(
+    registry,
+    "stint_outbox_oldest_age_seconds",
+    () =>
+      new Gauge({
+        name: "stint_outbox_oldest_age_seconds",
+        help: "Age of the oldest pending outbox row (0 when none).",
+        registers,
+        async collect() {
+          try {
+            const oldest = await outboxStore.oldestPendingCreatedAt(store.db);
+            oldestAge.set(oldest ? Math.max(0, (clock.now().getTime() - oldest.getTime()) / 1000) : 0);
+          } catch (error) {
+            logger.warn({ err: safeErrorMessage(error) }, "outbox age could not be read");
+          }
+        },
+      }),
+  );
+  return {
+    depth,
+    oldestAge,
+    failures: getOrCreate(
+      registry,
+      "stint_outbox_failures_total",
+      () =>
+        new Counter({
+          name: "stint_outbox_failures_total",
+          help: "Failed outbox attempts (including unknown kinds and timeouts), per kind.",
+          labelNames: ["kind"],
+          registers,
+        }),
+    ) as Counter<"kind">,
+    deadLetters: getOrCreate(
+      registry,
+      "stint_outbox_dead_letters_total",
+      () =>
+        new Counter({
+          name: "stint_outbox_dead_letters_total",
+          help: "Outbox rows that used up their attempts.",
+          registers,
+        }),
+    ) as Counter,
+    executed: getOrCreate(
+      registry,
+      "stint_outbox_executed_total",
+      () => new Counter({ name: "stint_outbox_executed_total", help: "Outbox rows run to success.", registers }),
+    ) as Counter,
+  };
+}
+
+export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
+  const { store, clock, handlers, audit } = options;
+  const logger = options.logger ?? NOOP_LOGGER;
+  const batchSize = positiveInteger("batchSize", options.batchSize ?? 10);
+  const leaseMs = positiveInteger("leaseMs", options.leaseMs ?? 30_000);
+  const pollMs = positiveInteger("pollMs", options.pollMs ?? 1_000);
+  const handlerTimeoutMs = positiveInteger("handlerTimeoutMs", options.handlerTimeoutMs ?? leaseMs);
+  const random = options.random ?? Math.random;
+  const policy: BackoffPolicy = { ...DEFAULT_BACKOFF, ...options.backoff };
+  assertBackoffPolicy(policy);
+  const metrics = outboxMetrics(options.registry, { store, clock, logger });
+
+  /** Runs the handler with a deadline; the signal tells a cooperative handler to give up. */
+  async function runHandler(job: OutboxJob): Promise<void> {
+    if (!Object.hasOwn(handlers, job.kind)) throw new Error(`no handler for outbox kind "${job.kind}"`);
+    const handler = handlers[job.kind]!;
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut: HandlerTimeoutError | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        timedOut = new HandlerTimeoutError(handlerTimeoutMs);
+        reject(timedOut);
+        controller.abort(timedOut);
+      }, handlerTimeoutMs);
+    });
+    try {
+      await Promise.race([
+        handler(job.payload, {
+          jobId: job.id,
+          idempotencyKey: job.idempotencyKey,
+          attempt: job.attempts,
+          signal: controller.signal,
+        }),
+        deadline,
+      ]);
+      // A handler that returns because it was aborted did not finish its work.
+      if (timedOut) throw timedOut;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async function deadLetter(job: OutboxJob, lastError: string): Promise<AttemptOutcome> {
+    const context: CallContext = { correlationId: `outbox:${job.id}`, sourceIp: null, userAgent: null };
+    const moved = await store.transaction(async (tx) => {
+      const dead = await outboxStore.markDead(tx, { id: job.id, attempt: job.attempts, now: clock.now(), lastError });
+      if (!dead) return false;
+      await audit.append(tx, SYSTEM, context, {
+        action: "outbox.dead_lettered",
+        outcome: "failed",
+        subject: `outbox:${job.id}`,
+        reason: lastError,
+        details: { kind: job.kind, idempotencyKey: job.idempotencyKey, attempts: job.attempts },
+      });
+      return true;
+    });
+    if (!moved) return "stale";
+    metrics.deadLetters.inc();
+    logger.error(
+      { outboxId: job.id, kind: job.kind, idempotencyKey: job.idempotencyKey, attempts: job.attempts, lastError },
+      "outbox row dead-lettered",
+    );
+    return "dead";
+  }
+
+  async function recordFailure(job: OutboxJob, error: unknown): Promise<AttemptOutcome> {
+    metrics.failures.inc({ kind: job.kind });
+    const lastError = safeErrorMessage(error);
+    const now = clock.now();
+    const decision = decideAfterFailure({ attempts: job.attempts, maxAttempts: job.maxAttempts, now, policy, random });
+    if (decision.status === "dead") return deadLetter(job, lastError);
+    const moved = await outboxStore.markRetry(store.db, {
+      id: job.id,
+      attempt: job.attempts,
+      nextAttemptAt: decision.nextAttemptAt,
+      lastError,
+    });
+    if (!moved) return "stale";
+    logger.warn(
+      { outboxId: job.id, kind: job.kind, attempt: job.attempts, retryInMs: decision.delayMs, lastError },
+      "outbox attempt failed",
+    );
+    return "retry";
+  }
+
+  async function attempt(job: OutboxJob): Promise<AttemptOutcome> {
+    // Claimed again after its last allowed attempt lost its lease (the worker died, perhaps
+    // because of this very row): count that as the final failure instead of running it again.
+    if (job.attempts > job.maxAttempts) {
+      return deadLetter(job, "the worker running the last attempt stopped before finishing");
+    }
+    try {
+      await runHandler(job);
+    } catch (error) {
+      return recordFailure(job, error);
+    }
+    const moved = await outboxStore.markDone(store.db, { id: job.id, attempt: job.attempts, now: clock.now() });
+    if (!moved) return "stale";
+    metrics.executed.inc();
+    return "done";
+  }
+
+  async function attemptSafely(job: OutboxJob): Promise<AttemptOutcome> {
+    try {
+      const outcome = await attempt(job);
+      if (outcome === "stale")
+        logger.warn({ outboxId: job.id, attempt: job.attempts }, "outbox lease lost; outcome dropped");
+      return outcome;
+    } catch (error) {
+      logger.error({ outboxId: job.id, err: safeErrorMessage(error) }, "outbox outcome could not be recorded");
+      return "error";
+    }
+  }
+
+  const inFlight = new Set<Promise<unknown>>();
+  function track<T>(promise: Promise<T>): Promise<T> {
+    inFlight.add(promise);
+    void promise.finally(() => inFlight.delete(promise)).catch(() => undefined);
+    return promise;
+  }
+
+  async function pass(): Promise<RunSummary> {
+    const now = clock.now();
+    const jobs = await outboxStore.claimDue(store.db, {
+      now,
+      leaseUntil: new Date(now.getTime() + leaseMs),
+      limit: batchSize,
+    });
+    const outcomes = await Promise.all(jobs.map(attemptSafely));
+    const count = (o: AttemptOutcome) => outcomes.filter((x) => x === o).length;
+    return {
+      claimed: jobs.length,
+      done: count("done"),
+      retried: count("retry"),
+      dead: count("dead"),
+      stale: count("stale"),
+      errors: count("error"),
+    };
+  }
+
+  const runOnce = () => track(pass());
+
+  let loop: Promise<void> | undefined;
+  let stopping = false;
+  let wake: (() => void) | undefined;
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  async function pollLoop(): Promise<void> {
+    while (!stopping) {
+      let full = false;
+      try {
+        full = (await runOnce()).claimed >= batchSize;
+      } catch (error) {
+        logger.error({ err: safeErrorMessage(error) }, "outbox pass failed");
+      }
+      if (stopping) break;
+      // A full batch suggests more is due: go again at once.
+      if (!full) await sleep(pollMs);
+    }
+  }
+
+  return {
+    runOnce,
+    start() {
+      if (loop) return;
+      stopping = false;
+      loop = pollLoop();
+    },
+    async stop() {
+      stopping = true;
+      wake?.();
+      await loop;
+      loop = undefined;
+      await Promise.allSettled([...inFlight]);
+    },
+  };
+}
