@@ -19,7 +19,19 @@ export default tseslint.config(
         "error",
         {
           patterns: [
-            { group: ["node:fs*", "node:net", "node:http*", "pg", "kysely", "@electric-sql/*", "**/*.store.js", "**/*.service.js"], message: "Rules are pure: no IO imports." },
+            {
+              group: [
+                "node:fs*",
+                "node:net",
+                "node:http*",
+                "pg",
+                "kysely",
+                "@electric-sql/*",
+                "**/*.store.js",
+                "**/*.service.js",
+              ],
+              message: "Rules are pure: no IO imports.",
+            },
           ],
         },
       ],
@@ -28,13 +40,26 @@ export default tseslint.config(
   {
     files: ["src/lib/**/*.ts"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [{ group: ["**/modules/**", "**/http/**", "**/cli/**"], message: "lib knows no domain." }] }],
+      "no-restricted-imports": [
+        "error",
+        { patterns: [{ group: ["**/modules/**", "**/http/**", "**/cli/**"], message: "lib knows no domain." }] },
+      ],
     },
   },
   {
     files: ["src/cli/**/*.ts"],
     rules: {
-      "no-restricted-imports": ["error", { patterns: [{ group: ["**/*.store.js", "**/*.service.js"], message: "The CLI talks to the API through src/contract only." }] }],
+      "no-restricted-imports": [
+        "error",
+        {
+          patterns: [
+            {
+              group: ["**/*.store.js", "**/*.service.js"],
+              message: "The CLI talks to the API through src/contract only.",
+            },
+          ],
+        },
+      ],
     },
   },
 );

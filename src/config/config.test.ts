@@ -42,9 +42,15 @@ describe("config", () => {
     const file = path.join(dir, "stint.yaml");
     writeFileSync(file, "listen: 0.0.0.0:9000\ndataDir: /var/lib/stint\ntrustedProxies: [10.1.2.3]\n");
     const ok = loadConfig({ STINT_LISTEN: "127.0.0.1:9001" }, file);
-    expect(ok).toMatchObject({ ok: true, config: { listen: "127.0.0.1:9001", dataDir: "/var/lib/stint", trustedProxies: ["10.1.2.3"] } });
+    expect(ok).toMatchObject({
+      ok: true,
+      config: { listen: "127.0.0.1:9001", dataDir: "/var/lib/stint", trustedProxies: ["10.1.2.3"] },
+    });
     writeFileSync(file, "listne: 0.0.0.0:9000\n");
-    expect(loadConfig({}, file)).toMatchObject({ ok: false, problems: [expect.stringMatching(/unknown setting\(s\) listne/)] });
+    expect(loadConfig({}, file)).toMatchObject({
+      ok: false,
+      problems: [expect.stringMatching(/unknown setting\(s\) listne/)],
+    });
     writeFileSync(file, "listen: [unclosed\n");
     expect(loadConfig({}, file)).toMatchObject({ ok: false, problems: [expect.stringContaining(file)] });
   });

@@ -103,7 +103,13 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
   for (const [name, key] of Object.entries(ENV_KEYS)) {
     const value = env[name];
     if (value === undefined || value === "") continue;
-    fromEnv[key] = key === "trustedProxies" ? value.split(",").map((s) => s.trim()).filter(Boolean) : value;
+    fromEnv[key] =
+      key === "trustedProxies"
+        ? value
+            .split(",")
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : value;
   }
   if (problems.length > 0) return { ok: false, problems };
   const result = configSchema.safeParse({ ...fromFile, ...fromEnv });
@@ -112,8 +118,14 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
       ok: false,
       problems: result.error.issues.map((issue) => {
         const key = String(issue.path[0] ?? "");
-        const where = fromEnv[key] !== undefined ? (KEY_TO_ENV[key] ?? key) : key ? `${configFile ?? "config"}: ${issue.path.join(".")}` : (configFile ?? "config");
-        const message = issue.code === "unrecognized_keys" ? `unknown setting(s) ${issue.keys.join(", ")}` : issue.message;
+        const where =
+          fromEnv[key] !== undefined
+            ? (KEY_TO_ENV[key] ?? key)
+            : key
+              ? `${configFile ?? "config"}: ${issue.path.join(".")}`
+              : (configFile ?? "config");
+        const message =
+          issue.code === "unrecognized_keys" ? `unknown setting(s) ${issue.keys.join(", ")}` : issue.message;
         // Never echo a value back: it may be a secret.
         return `${where}: ${message}`;
       }),

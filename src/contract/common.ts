@@ -20,7 +20,12 @@ export const reason = z
   .trim()
   .min(1)
   .max(1000)
-  .refine((s) => !/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(s), "must not contain control characters");
+  .refine((s) => ![...s].some(isControl), "must not contain control characters");
+
+function isControl(ch: string): boolean {
+  const code = ch.codePointAt(0)!;
+  return (code < 0x20 && ch !== "\n" && ch !== "\r" && ch !== "\t") || code === 0x7f;
+}
 
 export const password = z.string().min(12, "must be at least 12 characters").max(1024);
 

@@ -43,7 +43,10 @@ export const totpEnrollment = z.object({ secret: z.string(), otpauthUri: z.strin
 export const totpConfirmRequest = z.strictObject({ code: z.string().regex(/^\d{6}$/, "must be 6 digits") });
 export const recoveryCodes = z.object({ recoveryCodes: z.array(z.string()) });
 
-export const changePasswordRequest = z.strictObject({ currentPassword: z.string().min(1).max(1024), newPassword: password });
+export const changePasswordRequest = z.strictObject({
+  currentPassword: z.string().min(1).max(1024),
+  newPassword: password,
+});
 export const setPasswordRequest = z.strictObject({ password });
 
 export const createUserRequest = z.strictObject({

@@ -8,12 +8,12 @@ export interface PrincipalsTable {
   id: string;
   kind: "user" | "service";
   name: string;
-  email: string | null;
-  display_name: string | null;
-  manager_id: string | null;
-  status: "active" | "disabled";
+  email: ColumnType<string | null, string | null | undefined, string | null>;
+  display_name: ColumnType<string | null, string | null | undefined, string | null>;
+  manager_id: ColumnType<string | null, string | null | undefined, string | null>;
+  status: ColumnType<"active" | "disabled", "active" | "disabled" | undefined, "active" | "disabled">;
   platform_roles: string[];
-  source: string;
+  source: Generated<string>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -53,8 +53,6 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       const given = req.headers["x-request-id"];
       return typeof given === "string" && REQUEST_ID.test(given) ? given : newId();
     },
-    requestIdLogLabel: "requestId",
-    disableRequestLogging: false,
     routerOptions: { ignoreTrailingSlash: true },
   }).withTypeProvider<ZodTypeProvider>() as unknown as App;
 
@@ -108,19 +106,31 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
   });
 
   app.setNotFoundHandler({}, (request, reply) => {
-    sendError(reply, new StintError("ROUTE_NOT_FOUND", `There is no endpoint ${request.method} ${request.url.split("?")[0]}.`));
+    sendError(
+      reply,
+      new StintError("ROUTE_NOT_FOUND", `There is no endpoint ${request.method} ${request.url.split("?")[0]}.`),
+    );
   });
 
   app.setErrorHandler((error: unknown, request, reply) => {
     if (isStintError(error)) return sendError(reply, error);
     if (hasZodFastifySchemaValidationErrors(error)) {
       const issues = error.validation.map((v) => ({
-        path: [error.validationContext ?? "body", ...String(v.instancePath ?? "").split("/").filter(Boolean)].join("."),
+        path: [
+          error.validationContext ?? "body",
+          ...String(v.instancePath ?? "")
+            .split("/")
+            .filter(Boolean),
+        ].join("."),
         message: v.message ?? "is not valid",
       }));
       return sendError(
         reply,
-        new StintError("VALIDATION_FAILED", `The request is not valid: ${issues.map((i) => `${i.path} ${i.message}`).join("; ")}.`, { issues }),
+        new StintError(
+          "VALIDATION_FAILED",
+          `The request is not valid: ${issues.map((i) => `${i.path} ${i.message}`).join("; ")}.`,
+          { issues },
+        ),
       );
     }
     if (isResponseSerializationError(error)) {
@@ -131,8 +141,10 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     const status = (error as { statusCode?: number }).statusCode;
     if (code === "FST_ERR_CTP_BODY_TOO_LARGE") return sendError(reply, new StintError("PAYLOAD_TOO_LARGE"));
     if (code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") return sendError(reply, new StintError("UNSUPPORTED_MEDIA_TYPE"));
-    if (code === "FST_ERR_CTP_EMPTY_JSON_BODY" || code === "FST_ERR_CTP_INVALID_JSON_BODY") return sendError(reply, new StintError("BAD_JSON"));
-    if (code === "FST_ERR_CTP_INVALID_CONTENT_LENGTH") return sendError(reply, new StintError("VALIDATION_FAILED", "The Content-Length header is wrong."));
+    if (code === "FST_ERR_CTP_EMPTY_JSON_BODY" || code === "FST_ERR_CTP_INVALID_JSON_BODY")
+      return sendError(reply, new StintError("BAD_JSON"));
+    if (code === "FST_ERR_CTP_INVALID_CONTENT_LENGTH")
+      return sendError(reply, new StintError("VALIDATION_FAILED", "The Content-Length header is wrong."));
     if (status !== undefined && status >= 400 && status < 500) {
       return sendError(reply, new StintError("VALIDATION_FAILED", "The request could not be read."));
     }

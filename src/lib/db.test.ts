@@ -32,10 +32,7 @@ describe.each(ENGINES)("store on %s", (engine) => {
     t = await freshStore(engine);
     const now = new Date();
     const insert = (tx: Parameters<Parameters<TestStore["store"]["transaction"]>[0]>[0], name: string) =>
-      tx
-        .insertInto("groups")
-        .values({ id: crypto.randomUUID(), name, created_at: now })
-        .execute();
+      tx.insertInto("groups").values({ id: crypto.randomUUID(), name, created_at: now }).execute();
     await t.store.transaction(async (tx) => {
       await insert(tx, "a");
       await insert(tx, "b");
@@ -63,7 +60,10 @@ describe.each(ENGINES)("store on %s", (engine) => {
       Array.from({ length: 20 }, () =>
         store.transaction(async (tx) => {
           const head = await tx.selectFrom("audit_head").select("seq").forUpdate().executeTakeFirstOrThrow();
-          await tx.updateTable("audit_head").set({ seq: head.seq + 1 }).execute();
+          await tx
+            .updateTable("audit_head")
+            .set({ seq: head.seq + 1 })
+            .execute();
         }),
       ),
     );
@@ -73,7 +73,9 @@ describe.each(ENGINES)("store on %s", (engine) => {
 
   it("returns bigint and timestamptz columns with the same types on both engines", async () => {
     t = await freshStore(engine);
-    const row = await sql<{ big: number; at: Date }>`select 9007199254740::bigint as big, now() as at`.execute(t.store.db);
+    const row = await sql<{ big: number; at: Date }>`select 9007199254740::bigint as big, now() as at`.execute(
+      t.store.db,
+    );
     expect(row.rows[0]?.big).toBe(9007199254740);
     expect(row.rows[0]?.at).toBeInstanceOf(Date);
   });

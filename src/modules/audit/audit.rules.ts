@@ -28,7 +28,10 @@ export function hashEvent(event: Omit<AuditEvent, "hash">): string {
 }
 
 /** Links `event` after `prev` (seq and hash) and computes its hash. */
-export function chain(event: Omit<AuditEvent, "seq" | "prevHash" | "hash">, prev: { seq: number; hash: string }): AuditEvent {
+export function chain(
+  event: Omit<AuditEvent, "seq" | "prevHash" | "hash">,
+  prev: { seq: number; hash: string },
+): AuditEvent {
   const linked = { ...event, seq: prev.seq + 1, prevHash: prev.hash };
   return { ...linked, hash: hashEvent(linked) };
 }
@@ -64,7 +67,10 @@ export function createChainVerifier(checkpoints: readonly CheckpointCheck[] = []
     push(event: AuditEvent): boolean {
       if (broken) return false;
       if (event.seq !== expectedSeq) {
-        fail(expectedSeq, event.seq > expectedSeq ? `event ${expectedSeq} is missing` : `event ${event.seq} is out of order`);
+        fail(
+          expectedSeq,
+          event.seq > expectedSeq ? `event ${expectedSeq} is missing` : `event ${event.seq} is out of order`,
+        );
         return false;
       }
       if (event.prevHash !== prevHash) {
@@ -87,7 +93,8 @@ export function createChainVerifier(checkpoints: readonly CheckpointCheck[] = []
     finish(head: { seq: number; hash: string }): VerifyResult {
       const lastSeq = expectedSeq - 1;
       if (!broken) {
-        if (head.seq > lastSeq) fail(lastSeq + 1, `events ${lastSeq + 1}..${head.seq} are missing from the end of the log`);
+        if (head.seq > lastSeq)
+          fail(lastSeq + 1, `events ${lastSeq + 1}..${head.seq} are missing from the end of the log`);
         else if (head.seq < lastSeq) fail(head.seq + 1, `event ${head.seq + 1} was appended outside the chain head`);
         else if (head.hash !== prevHash) fail(head.seq, `event ${head.seq} does not match the chain head`);
         const beyond = checkpoints.find((cp) => cp.seq > lastSeq);

@@ -14,7 +14,12 @@ import * as auditStore from "./audit.store.js";
 import type { AuditEvent, AuditInput, VerifyResult } from "./audit.types.js";
 
 export interface AuditLog {
-  append(tx: Kysely<Database>, actor: Actor, context: CallContext, events: AuditInput | AuditInput[]): Promise<AuditEvent[]>;
+  append(
+    tx: Kysely<Database>,
+    actor: Actor,
+    context: CallContext,
+    events: AuditInput | AuditInput[],
+  ): Promise<AuditEvent[]>;
   /** Records an event in its own transaction (for denials and failures that change nothing else). */
   record(actor: Actor, context: CallContext, events: AuditInput | AuditInput[]): Promise<AuditEvent[]>;
   /** Signs a checkpoint over the current head (done every N events and at shutdown). */

@@ -8,7 +8,13 @@ import { chain, createChainVerifier, GENESIS_HASH, hashEvent } from "./audit.rul
 import type { AuditEvent } from "./audit.types.js";
 import { NO_CONTEXT, SYSTEM, type Actor } from "../authz/authz.types.js";
 
-const alice: Actor = { kind: "principal", id: "0190d000-0000-7000-8000-000000000001", name: "alice", principalKind: "user", roles: ["user"] };
+const alice: Actor = {
+  kind: "principal",
+  id: "0190d000-0000-7000-8000-000000000001",
+  name: "alice",
+  principalKind: "user",
+  roles: ["user"],
+};
 
 function makeChain(n: number): AuditEvent[] {
   const events: AuditEvent[] = [];
@@ -50,20 +56,25 @@ describe("audit chain rules", () => {
 
   it("any single change, deletion or swap is found at the right seq", () => {
     fc.assert(
-      fc.property(fc.integer({ min: 2, max: 30 }), fc.nat(), fc.constantFrom("edit", "delete", "swap"), (n, pick, kind) => {
-        const events = makeChain(n);
-        const k = pick % (n - 1); // index of the tampered event (not the last, for swap)
-        const tampered = [...events];
-        if (kind === "edit") tampered[k] = { ...tampered[k]!, reason: "changed" };
-        if (kind === "delete") tampered.splice(k, 1);
-        if (kind === "swap") [tampered[k], tampered[k + 1]] = [tampered[k + 1]!, tampered[k]!];
-        const verifier = createChainVerifier();
-        for (const e of tampered) if (!verifier.push(e)) break;
-        const last = events.at(-1)!;
-        const result = verifier.finish({ seq: last.seq, hash: last.hash });
-        expect(result.ok).toBe(false);
-        if (!result.ok) expect(result.brokenSeq).toBe(k + 1);
-      }),
+      fc.property(
+        fc.integer({ min: 2, max: 30 }),
+        fc.nat(),
+        fc.constantFrom("edit", "delete", "swap"),
+        (n, pick, kind) => {
+          const events = makeChain(n);
+          const k = pick % (n - 1); // index of the tampered event (not the last, for swap)
+          const tampered = [...events];
+          if (kind === "edit") tampered[k] = { ...tampered[k]!, reason: "changed" };
+          if (kind === "delete") tampered.splice(k, 1);
+          if (kind === "swap") [tampered[k], tampered[k + 1]] = [tampered[k + 1]!, tampered[k]!];
+          const verifier = createChainVerifier();
+          for (const e of tampered) if (!verifier.push(e)) break;
+          const last = events.at(-1)!;
+          const result = verifier.finish({ seq: last.seq, hash: last.hash });
+          expect(result.ok).toBe(false);
+          if (!result.ok) expect(result.brokenSeq).toBe(k + 1);
+        },
+      ),
     );
   });
 
@@ -71,7 +82,12 @@ describe("audit chain rules", () => {
     const events = makeChain(50);
     const verifier = createChainVerifier();
     events.forEach((e) => verifier.push(e));
-    expect(verifier.finish({ seq: 50, hash: events.at(-1)!.hash })).toEqual({ ok: true, count: 50, headSeq: 50, checkpoints: 0 });
+    expect(verifier.finish({ seq: 50, hash: events.at(-1)!.hash })).toEqual({
+      ok: true,
+      count: 50,
+      headSeq: 50,
+      checkpoints: 0,
+    });
   });
 });
 
@@ -115,7 +131,8 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
   it("names the seq of a row changed or deleted with raw SQL", async () => {
     h = await auditHarness(engine, { checkpointEvery: 10 });
     const { audit, store } = h;
-    for (let i = 0; i < 30; i++) await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success", subject: `s${i}` });
+    for (let i = 0; i < 30; i++)
+      await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success", subject: `s${i}` });
     await sql`update audit_events set reason = 'nothing to see' where seq = 17`.execute(store.db);
     expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 17 });
     await sql`delete from audit_events where seq = 5`.execute(store.db);
@@ -145,8 +162,8 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
 
   it("refuses to load the keyring under a different master key", async () => {
     h = await auditHarness(engine);
-    await expect(loadKeyring({ store: h.store, masterKey: Buffer.alloc(32, 7), clock: h.clock })).rejects.toBeInstanceOf(
-      MasterKeyMismatchError,
-    );
+    await expect(
+      loadKeyring({ store: h.store, masterKey: Buffer.alloc(32, 7), clock: h.clock }),
+    ).rejects.toBeInstanceOf(MasterKeyMismatchError);
   });
 });

@@ -15,7 +15,6 @@ export const PERMISSIONS = {
   "audit.read": ["admin", "security", "auditor"],
   "outbox.read": ["admin"],
   "outbox.write": ["admin"],
-  "metrics.read": ["admin", "auditor"],
 } as const satisfies Record<string, readonly PlatformRole[]>;
 
 export type Permission = keyof typeof PERMISSIONS;

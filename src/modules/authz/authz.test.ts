@@ -2,7 +2,13 @@ import { describe, expect, it } from "vitest";
 import { authorize, can, PERMISSIONS, type Permission } from "./authz.rules.js";
 import { ANONYMOUS, PLATFORM_ROLES, type Actor, type PlatformRole } from "./authz.types.js";
 
-const as = (...roles: PlatformRole[]): Actor => ({ kind: "principal", id: "x", name: "x", principalKind: "user", roles });
+const as = (...roles: PlatformRole[]): Actor => ({
+  kind: "principal",
+  id: "x",
+  name: "x",
+  principalKind: "user",
+  roles,
+});
 
 describe("authorization rules", () => {
   it("denies by default: a plain user holds no platform permission", () => {

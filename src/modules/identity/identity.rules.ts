@@ -17,7 +17,11 @@ export function isLocked(state: ThrottleState | undefined, now: Date): boolean {
 }
 
 /** The counter after one more failure; it locks when the count reaches the limit within the window. */
-export function recordFailure(state: ThrottleState | undefined, now: Date, policy: ThrottlePolicy): ThrottleState & { justLocked: boolean } {
+export function recordFailure(
+  state: ThrottleState | undefined,
+  now: Date,
+  policy: ThrottlePolicy,
+): ThrottleState & { justLocked: boolean } {
   const windowOpen = state && now.getTime() - state.windowStartedAt.getTime() < policy.windowMs;
   const failures = windowOpen ? state.failures + 1 : 1;
   const windowStartedAt = windowOpen ? state.windowStartedAt : now;

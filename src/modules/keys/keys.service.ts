@@ -70,7 +70,11 @@ export async function loadKeyring(deps: { store: AppStore; masterKey: Uint8Array
   const keys = rows.map((row) => {
     let privateKey: KeyObject;
     try {
-      privateKey = createPrivateKey({ key: open(wrapKey, row.private_sealed, `signing-key:${row.id}`), format: "der", type: "pkcs8" });
+      privateKey = createPrivateKey({
+        key: open(wrapKey, row.private_sealed, `signing-key:${row.id}`),
+        format: "der",
+        type: "pkcs8",
+      });
     } catch {
       throw new MasterKeyMismatchError();
     }

@@ -1,0 +1,69 @@
+/** Liveness, readiness, Prometheus metrics and the token JWKS. */
+import { Counter, Histogram, type Registry } from "prom-client";
+import { z } from "zod";
+import type { App } from "./app.js";
+
+export interface SystemDeps {
+  registry: Registry;
+  /** Throws when the node cannot serve: database unreachable or migrations pending. */
+  readiness(): Promise<{ database: boolean; migrations: boolean }>;
+  jwks(): { keys: Record<string, unknown>[] };
+}
+
+const health = z.object({ status: z.literal("ok") });
+const readiness = z.object({
+  status: z.enum(["ready", "not_ready"]),
+  checks: z.object({ database: z.boolean(), migrations: z.boolean() }),
+});
+
+export function registerSystemRoutes(app: App, deps: SystemDeps) {
+  const requests = new Counter({
+    name: "stint_http_requests_total",
+    help: "HTTP requests by route and status code.",
+    labelNames: ["method", "route", "status"],
+    registers: [deps.registry],
+  });
+  const duration = new Histogram({
+    name: "stint_http_request_duration_seconds",
+    help: "HTTP request duration by route.",
+    labelNames: ["method", "route"],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [deps.registry],
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+  });
+
+  app.get(
+    "/healthz",
+    { config: { requirement: "public" }, schema: { tags: ["system"], response: { 200: health } } },
+    async () => ({ status: "ok" as const }),
+  );
+
+  app.get(
+    "/readyz",
+    { config: { requirement: "public" }, schema: { tags: ["system"], response: { 200: readiness, 503: readiness } } },
+    async (_req, reply) => {
+      const checks = await deps.readiness().catch(() => ({ database: false, migrations: false }));
+      const ready = checks.database && checks.migrations;
+      reply.code(ready ? 200 : 503);
+      return { status: ready ? ("ready" as const) : ("not_ready" as const), checks };
+    },
+  );
+
+  app.get("/metrics", { config: { requirement: "public" }, schema: { tags: ["system"] } }, async (_req, reply) => {
+    reply.type(deps.registry.contentType);
+    return deps.registry.metrics();
+  });
+
+  app.get(
+    "/.well-known/jwks.json",
+    { config: { requirement: "public" }, schema: { tags: ["system"] } },
+    async (_req, reply) => {
+      reply.header("cache-control", "public, max-age=300");
+      return deps.jwks();
+    },
+  );
+}

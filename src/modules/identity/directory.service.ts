@@ -1,0 +1,397 @@
+/**
+ * Users, service identities, groups and API tokens. Each call authorizes
+ * first, then writes its change and audit event in one transaction.
+ * Disabling a principal ends every session and token it has, at once.
+ */
+import type { AppStore } from "../../db/index.js";
+import type { Clock } from "../../lib/clock.js";
+import { parseDuration } from "../../lib/duration.js";
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import { hashPassword, randomToken, sha256Hex, type ScryptParams } from "../../lib/security.js";
+import type { AuditLog } from "../audit/audit.service.js";
+import { authorize } from "../authz/authz.rules.js";
+import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
+import { formatApiToken, passwordProblem } from "./identity.rules.js";
+import * as identityStore from "./identity.store.js";
+import { toPrincipal, toPrincipals } from "./principal.mapper.js";
+import type { Principal } from "./identity.types.js";
+
+export interface DirectoryServiceDeps {
+  store: Pick<AppStore, "db" | "transaction">;
+  audit: Pick<AuditLog, "append">;
+  clock: Clock;
+  scrypt?: ScryptParams;
+}
+
+const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: string })?.code === "23505";
+}
+
+export function createDirectoryService(deps: DirectoryServiceDeps) {
+  const { store, audit, clock } = deps;
+
+  async function requirePrincipal(db: typeof store.db, name: string) {
+    const row = await identityStore.findPrincipalByName(db, name);
+    if (!row) throw new StintError("NOT_FOUND", `There is no user or service named ${name}.`);
+    return row;
+  }
+
+  return {
+    async listPrincipals(actor: Actor): Promise<Principal[]> {
+      authorize(actor, "users.read");
+      const rows = await identityStore.listPrincipals(store.db);
+      return toPrincipals(store.db, rows, rows);
+    },
+
+    async getPrincipal(actor: Actor, name: string): Promise<Principal> {
+      authorize(actor, "users.read");
+      return toPrincipal(store.db, await requirePrincipal(store.db, name));
+    },
+
+    async createPrincipal(
+      actor: Actor,
+      input: {
+        name: string;
+        kind: "user" | "service";
+        email?: string | undefined;
+        displayName?: string | undefined;
+        manager?: string | undefined;
+        password?: string | undefined;
+        platformRoles?: PlatformRole[] | undefined;
+      },
+      context: CallContext,
+    ): Promise<Principal> {
+      authorize(actor, "users.write");
+      if (input.password !== undefined) {
+        if (input.kind === "service")
+          throw new StintError("VALIDATION_FAILED", "Service identities sign in with API tokens, not passwords.");
+        const problem = passwordProblem(input.password, input.name);
+        if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
+      }
+      const passwordHash = input.password !== undefined ? await hashPassword(input.password, deps.scrypt) : undefined;
+      const roles = [...new Set<PlatformRole>(input.platformRoles ?? ["user"])];
+      try {
+        return await store.transaction(async (tx) => {
+          const now = clock.now();
+          const manager = input.manager ? await requirePrincipal(tx, input.manager) : undefined;
+          if (manager && manager.kind !== "user")
+            throw new StintError("VALIDATION_FAILED", "A manager must be a user, not a service.");
+          const id = newId();
+          await tx
+            .insertInto("principals")
+            .values({
+              id,
+              kind: input.kind,
+              name: input.name,
+              email: input.email ?? null,
+              display_name: input.displayName ?? null,
+              manager_id: manager?.id ?? null,
+              platform_roles: roles,
+              created_at: now,
+              updated_at: now,
+            })
+            .execute();
+          if (passwordHash) await identityStore.setPasswordHash(tx, id, passwordHash, now);
+          await audit.append(tx, actor, context, {
+            action: input.kind === "service" ? "service.create" : "user.create",
+            outcome: "success",
+            subject: `${input.kind}:${input.name}`,
+            details: {
+              platformRoles: roles,
+              manager: input.manager ?? null,
+              email: input.email ?? null,
+              password: passwordHash ? "set" : "none",
+            },
+          });
+          return toPrincipal(tx, (await identityStore.findPrincipalById(tx, id))!);
+        });
+      } catch (error) {
+        if (isUniqueViolation(error))
+          throw new StintError("ALREADY_EXISTS", `A user or service named ${input.name} already exists.`);
+        throw error;
+      }
+    },
+
+    async updatePrincipal(
+      actor: Actor,
+      name: string,
+      input: {
+        email?: string | null | undefined;
+        displayName?: string | null | undefined;
+        manager?: string | null | undefined;
+        platformRoles?: PlatformRole[] | undefined;
+      },
+      context: CallContext,
+    ): Promise<Principal> {
+      authorize(actor, "users.write");
+      return store.transaction(async (tx) => {
+        const row = await requirePrincipal(tx, name);
+        await identityStore.lockPrincipal(tx, row.id);
+        const changes: Record<string, unknown> = {};
+        if (input.email !== undefined) changes.email = input.email;
+        if (input.displayName !== undefined) changes.display_name = input.displayName;
+        if (input.manager !== undefined) {
+          const manager = input.manager === null ? null : await requirePrincipal(tx, input.manager);
+          if (manager?.id === row.id) throw new StintError("VALIDATION_FAILED", "Nobody is their own manager.");
+          changes.manager_id = manager?.id ?? null;
+        }
+        if (input.platformRoles !== undefined) {
+          const roles = [...new Set(input.platformRoles)];
+          if (
+            row.platform_roles.includes("admin") &&
+            !roles.includes("admin") &&
+            (await identityStore.countActiveAdmins(tx)) <= 1
+          ) {
+            throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
+          }
+          changes.platform_roles = roles;
+        }
+        if (Object.keys(changes).length === 0) return toPrincipal(tx, row);
+        await tx
+          .updateTable("principals")
+          .set({ ...changes, updated_at: clock.now() })
+          .where("id", "=", row.id)
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "user.update",
+          outcome: "success",
+          subject: `${row.kind}:${name}`,
+          details: {
+            changed: Object.keys(input).filter((k) => (input as Record<string, unknown>)[k] !== undefined),
+            platformRoles: input.platformRoles ?? null,
+          },
+        });
+        return toPrincipal(tx, (await identityStore.findPrincipalById(tx, row.id))!);
+      });
+    },
+
+    async setStatus(
+      actor: Actor,
+      name: string,
+      status: "active" | "disabled",
+      reason: string | undefined,
+      context: CallContext,
+    ): Promise<Principal> {
+      authorize(actor, "users.write");
+      return store.transaction(async (tx) => {
+        const found = await requirePrincipal(tx, name);
+        const row = (await identityStore.lockPrincipal(tx, found.id))!;
+        const now = clock.now();
+        if (row.status === status) return toPrincipal(tx, row);
+        let sessions = 0;
+        let tokens = 0;
+        if (status === "disabled") {
+          if (row.platform_roles.includes("admin") && (await identityStore.countActiveAdmins(tx)) <= 1) {
+            throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
+          }
+          sessions = await identityStore.revokeSessions(tx, row.id, now, "account disabled");
+          tokens = await identityStore.revokeApiTokens(tx, row.id, now);
+        }
+        await tx.updateTable("principals").set({ status, updated_at: now }).where("id", "=", row.id).execute();
+        await audit.append(tx, actor, context, {
+          action: status === "disabled" ? "user.disable" : "user.enable",
+          outcome: "success",
+          subject: `${row.kind}:${name}`,
+          reason: reason ?? null,
+          details: status === "disabled" ? { sessionsEnded: sessions, tokensRevoked: tokens } : {},
+        });
+        return toPrincipal(tx, (await identityStore.findPrincipalById(tx, row.id))!);
+      });
+    },
+
+    async setPassword(actor: Actor, name: string, password: string, context: CallContext): Promise<void> {
+      authorize(actor, "users.write");
+      const target = await requirePrincipal(store.db, name);
+      if (target.kind === "service")
+        throw new StintError("VALIDATION_FAILED", "Service identities sign in with API tokens, not passwords.");
+      const problem = passwordProblem(password, name);
+      if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
+      const passwordHash = await hashPassword(password, deps.scrypt);
+      await store.transaction(async (tx) => {
+        const now = clock.now();
+        await identityStore.setPasswordHash(tx, target.id, passwordHash, now);
+        const sessions = await identityStore.revokeSessions(tx, target.id, now, "password reset by an administrator");
+        await audit.append(tx, actor, context, {
+          action: "user.password_reset",
+          outcome: "success",
+          subject: `user:${name}`,
+          details: { sessionsEnded: sessions },
+        });
+      });
+    },
+
+    async listGroups(actor: Actor) {
+      authorize(actor, "groups.read");
+      return (await identityStore.listGroupsWithMembers(store.db)).map((g) => ({
+        id: g.id,
+        name: g.name,
+        description: g.description,
+        members: g.members,
+        createdAt: new Date(g.created_at).toISOString(),
+      }));
+    },
+
+    async createGroup(actor: Actor, input: { name: string; description?: string | undefined }, context: CallContext) {
+      authorize(actor, "groups.write");
+      try {
+        return await store.transaction(async (tx) => {
+          const now = clock.now();
+          const id = newId();
+          await tx
+            .insertInto("groups")
+            .values({ id, name: input.name, description: input.description ?? null, created_at: now })
+            .execute();
+          await audit.append(tx, actor, context, {
+            action: "group.create",
+            outcome: "success",
+            subject: `group:${input.name}`,
+          });
+          return {
+            id,
+            name: input.name,
+            description: input.description ?? null,
+            members: [] as string[],
+            createdAt: now.toISOString(),
+          };
+        });
+      } catch (error) {
+        if (isUniqueViolation(error))
+          throw new StintError("ALREADY_EXISTS", `A group named ${input.name} already exists.`);
+        throw error;
+      }
+    },
+
+    async changeMembership(
+      actor: Actor,
+      groupName: string,
+      principalName: string,
+      change: "add" | "remove",
+      context: CallContext,
+    ) {
+      authorize(actor, "groups.write");
+      await store.transaction(async (tx) => {
+        const group = await identityStore.findGroupByName(tx, groupName);
+        if (!group) throw new StintError("NOT_FOUND", `There is no group named ${groupName}.`);
+        const principal = await requirePrincipal(tx, principalName);
+        const now = clock.now();
+        const result =
+          change === "add"
+            ? await tx
+                .insertInto("group_members")
+                .values({ group_id: group.id, principal_id: principal.id, added_at: now })
+                .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
+                .executeTakeFirst()
+                .then((r) => Number(r.numInsertedOrUpdatedRows ?? 0))
+            : await tx
+                .deleteFrom("group_members")
+                .where("group_id", "=", group.id)
+                .where("principal_id", "=", principal.id)
+                .executeTakeFirst()
+                .then((r) => Number(r.numDeletedRows));
+        if (result === 0) return; // already so: nothing changed, nothing to record
+        await audit.append(tx, actor, context, {
+          action: change === "add" ? "group.member_added" : "group.member_removed",
+          outcome: "success",
+          subject: `group:${groupName}`,
+          details: { principal: principalName },
+        });
+      });
+    },
+
+    async listTokens(actor: Actor) {
+      authorize(actor, "tokens.read");
+      return (await identityStore.listApiTokens(store.db)).map((t) => ({
+        id: t.id,
+        name: t.name,
+        principal: t.principal,
+        createdAt: new Date(t.created_at).toISOString(),
+        expiresAt: new Date(t.expires_at).toISOString(),
+        lastUsedAt: t.last_used_at ? new Date(t.last_used_at).toISOString() : null,
+        revokedAt: t.revoked_at ? new Date(t.revoked_at).toISOString() : null,
+      }));
+    },
+
+    /** Creates an API token for a service identity. The token is returned once and only its hash is kept. */
+    async createToken(
+      actor: Actor,
+      input: { name: string; principal: string; expiresIn: string },
+      context: CallContext,
+    ) {
+      authorize(actor, "tokens.write");
+      const lifetime = parseDuration(input.expiresIn);
+      if (lifetime < 60_000 || lifetime > MAX_TOKEN_LIFETIME_MS) {
+        throw new StintError("VALIDATION_FAILED", "A token lives between 1m and 366d.", {
+          issues: [{ path: "body.expiresIn", message: "must be between 1m and 366d" }],
+        });
+      }
+      return store.transaction(async (tx) => {
+        const principal = await requirePrincipal(tx, input.principal);
+        if (principal.kind !== "service")
+          throw new StintError(
+            "VALIDATION_FAILED",
+            "API tokens are for service identities; people sign in with `stint login`.",
+          );
+        if (principal.status !== "active") throw new StintError("CONFLICT", `${input.principal} is disabled.`);
+        const now = clock.now();
+        const id = newId();
+        const secret = randomToken(32);
+        const expiresAt = new Date(now.getTime() + lifetime);
+        await tx
+          .insertInto("api_tokens")
+          .values({
+            id,
+            principal_id: principal.id,
+            name: input.name,
+            token_hash: sha256Hex(secret),
+            created_by: actor.kind === "principal" ? actor.id : null,
+            created_at: now,
+            expires_at: expiresAt,
+          })
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "token.create",
+          outcome: "success",
+          subject: `service:${input.principal}`,
+          details: { tokenId: id, name: input.name, expiresAt: expiresAt.toISOString() },
+        });
+        return {
+          id,
+          name: input.name,
+          principal: input.principal,
+          createdAt: now.toISOString(),
+          expiresAt: expiresAt.toISOString(),
+          lastUsedAt: null,
+          revokedAt: null,
+          token: formatApiToken(id, secret),
+        };
+      });
+    },
+
+    async revokeToken(actor: Actor, tokenId: string, context: CallContext): Promise<void> {
+      authorize(actor, "tokens.write");
+      await store.transaction(async (tx) => {
+        const row = await tx
+          .selectFrom("api_tokens")
+          .innerJoin("principals", "principals.id", "api_tokens.principal_id")
+          .select(["api_tokens.id", "api_tokens.revoked_at", "principals.name"])
+          .where("api_tokens.id", "=", tokenId)
+          .forUpdate()
+          .executeTakeFirst();
+        if (!row) throw new StintError("NOT_FOUND", "There is no such token.");
+        if (row.revoked_at) return;
+        await tx.updateTable("api_tokens").set({ revoked_at: clock.now() }).where("id", "=", tokenId).execute();
+        await audit.append(tx, actor, context, {
+          action: "token.revoke",
+          outcome: "success",
+          subject: `service:${row.name}`,
+          details: { tokenId },
+        });
+      });
+    },
+  };
+}
+
+export type DirectoryService = ReturnType<typeof createDirectoryService>;

@@ -1,0 +1,234 @@
+/** Thin handlers: contract schemas in, service call, contract schemas out. */
+import { z } from "zod";
+import type { App } from "../../http/app.js";
+import * as c from "../../contract/identity.js";
+import { ok } from "../../contract/common.js";
+import type { IdentityService } from "./identity.service.js";
+import type { DirectoryService } from "./directory.service.js";
+
+const nameParam = z.strictObject({ name: z.string().min(1).max(64) });
+const tokenIdParam = z.strictObject({ id: z.uuid() });
+const memberParams = z.strictObject({ name: z.string().max(64), principal: z.string().max(64) });
+
+export function registerIdentityRoutes(app: App, deps: { identity: IdentityService; directory: DirectoryService }) {
+  const { identity, directory } = deps;
+
+  app.post(
+    "/v1/setup",
+    {
+      config: { requirement: "public" },
+      schema: { tags: ["auth"], body: c.setupRequest, response: { 201: c.principal } },
+    },
+    async (req, reply) => {
+      reply.code(201);
+      return identity.setup(req.body, req.callContext);
+    },
+  );
+
+  app.post(
+    "/v1/auth/login",
+    {
+      config: { requirement: "public" },
+      schema: { tags: ["auth"], body: c.loginRequest, response: { 200: c.tokenPair } },
+    },
+    async (req) => identity.login(req.body, req.callContext),
+  );
+
+  app.post(
+    "/v1/auth/refresh",
+    {
+      config: { requirement: "public" },
+      schema: { tags: ["auth"], body: c.refreshRequest, response: { 200: c.tokenPair } },
+    },
+    async (req) => identity.refresh(req.body.refreshToken, req.callContext),
+  );
+
+  app.post(
+    "/v1/auth/logout",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["auth"], body: c.logoutRequest.optional(), response: { 200: ok } },
+    },
+    async (req) => {
+      await identity.logout(req.actor, req.callContext);
+      return { ok: true as const };
+    },
+  );
+
+  app.get(
+    "/v1/me",
+    { config: { requirement: "authenticated" }, schema: { tags: ["me"], response: { 200: c.principal } } },
+    async (req) => identity.me(req.actor),
+  );
+
+  app.post(
+    "/v1/me/mfa/totp",
+    { config: { requirement: "authenticated" }, schema: { tags: ["me"], response: { 200: c.totpEnrollment } } },
+    async (req) => identity.startTotpEnrollment(req.actor, req.callContext),
+  );
+
+  app.post(
+    "/v1/me/mfa/totp/confirm",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["me"], body: c.totpConfirmRequest, response: { 200: c.recoveryCodes } },
+    },
+    async (req) => identity.confirmTotpEnrollment(req.actor, req.body.code, req.callContext),
+  );
+
+  app.post(
+    "/v1/me/password",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["me"], body: c.changePasswordRequest, response: { 200: ok } },
+    },
+    async (req) => {
+      await identity.changePassword(req.actor, req.body, req.callContext);
+      return { ok: true as const };
+    },
+  );
+
+  app.get(
+    "/v1/users",
+    { config: { requirement: "users.read" }, schema: { tags: ["users"], response: { 200: c.principalList } } },
+    async (req) => ({
+      items: await directory.listPrincipals(req.actor),
+    }),
+  );
+
+  app.post(
+    "/v1/users",
+    {
+      config: { requirement: "users.write" },
+      schema: { tags: ["users"], body: c.createUserRequest, response: { 201: c.principal } },
+    },
+    async (req, reply) => {
+      reply.code(201);
+      return directory.createPrincipal(req.actor, req.body, req.callContext);
+    },
+  );
+
+  app.get(
+    "/v1/users/:name",
+    {
+      config: { requirement: "users.read" },
+      schema: { tags: ["users"], params: nameParam, response: { 200: c.principal } },
+    },
+    async (req) => directory.getPrincipal(req.actor, req.params.name),
+  );
+
+  app.patch(
+    "/v1/users/:name",
+    {
+      config: { requirement: "users.write" },
+      schema: { tags: ["users"], params: nameParam, body: c.updateUserRequest, response: { 200: c.principal } },
+    },
+    async (req) => directory.updatePrincipal(req.actor, req.params.name, req.body, req.callContext),
+  );
+
+  app.post(
+    "/v1/users/:name/disable",
+    {
+      config: { requirement: "users.write" },
+      schema: { tags: ["users"], params: nameParam, body: c.disableUserRequest, response: { 200: c.principal } },
+    },
+    async (req) => directory.setStatus(req.actor, req.params.name, "disabled", req.body.reason, req.callContext),
+  );
+
+  app.post(
+    "/v1/users/:name/enable",
+    {
+      config: { requirement: "users.write" },
+      schema: { tags: ["users"], params: nameParam, response: { 200: c.principal } },
+    },
+    async (req) => directory.setStatus(req.actor, req.params.name, "active", undefined, req.callContext),
+  );
+
+  app.put(
+    "/v1/users/:name/password",
+    {
+      config: { requirement: "users.write" },
+      schema: { tags: ["users"], params: nameParam, body: c.setPasswordRequest, response: { 200: ok } },
+    },
+    async (req) => {
+      await directory.setPassword(req.actor, req.params.name, req.body.password, req.callContext);
+      return { ok: true as const };
+    },
+  );
+
+  app.get(
+    "/v1/groups",
+    { config: { requirement: "groups.read" }, schema: { tags: ["groups"], response: { 200: c.groupList } } },
+    async (req) => ({
+      items: await directory.listGroups(req.actor),
+    }),
+  );
+
+  app.post(
+    "/v1/groups",
+    {
+      config: { requirement: "groups.write" },
+      schema: { tags: ["groups"], body: c.createGroupRequest, response: { 201: c.group } },
+    },
+    async (req, reply) => {
+      reply.code(201);
+      return directory.createGroup(req.actor, req.body, req.callContext);
+    },
+  );
+
+  app.post(
+    "/v1/groups/:name/members",
+    {
+      config: { requirement: "groups.write" },
+      schema: { tags: ["groups"], params: nameParam, body: c.groupMemberRequest, response: { 200: ok } },
+    },
+    async (req) => {
+      await directory.changeMembership(req.actor, req.params.name, req.body.principal, "add", req.callContext);
+      return { ok: true as const };
+    },
+  );
+
+  app.delete(
+    "/v1/groups/:name/members/:principal",
+    {
+      config: { requirement: "groups.write" },
+      schema: { tags: ["groups"], params: memberParams, response: { 200: ok } },
+    },
+    async (req) => {
+      await directory.changeMembership(req.actor, req.params.name, req.params.principal, "remove", req.callContext);
+      return { ok: true as const };
+    },
+  );
+
+  app.get(
+    "/v1/tokens",
+    { config: { requirement: "tokens.read" }, schema: { tags: ["tokens"], response: { 200: c.tokenList } } },
+    async (req) => ({
+      items: await directory.listTokens(req.actor),
+    }),
+  );
+
+  app.post(
+    "/v1/tokens",
+    {
+      config: { requirement: "tokens.write" },
+      schema: { tags: ["tokens"], body: c.createTokenRequest, response: { 201: c.createdToken } },
+    },
+    async (req, reply) => {
+      reply.code(201);
+      return directory.createToken(req.actor, req.body, req.callContext);
+    },
+  );
+
+  app.delete(
+    "/v1/tokens/:id",
+    {
+      config: { requirement: "tokens.write" },
+      schema: { tags: ["tokens"], params: tokenIdParam, response: { 200: ok } },
+    },
+    async (req) => {
+      await directory.revokeToken(req.actor, req.params.id, req.callContext);
+      return { ok: true as const };
+    },
+  );
+}

@@ -1,0 +1,681 @@
+/**
+ * Sign-in, sessions, MFA and the first administrator. Password and TOTP checks
+ * run outside transactions (they are slow); every outcome, including refusals,
+ * is audited, and every state change commits with its audit event.
+ */
+import { SignJWT, errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
+import * as OTPAuth from "otpauth";
+import { randomBytes } from "node:crypto";
+import { sql, type Kysely } from "kysely";
+import type { AppStore, Database } from "../../db/index.js";
+import type { Clock } from "../../lib/clock.js";
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import {
+  burnPasswordCheck,
+  constantTimeEqual,
+  deriveKey,
+  hashPassword,
+  open,
+  randomToken,
+  seal,
+  sha256Hex,
+  verifyPassword,
+  type ScryptParams,
+} from "../../lib/security.js";
+import type { AuditLog } from "../audit/audit.service.js";
+import { ANONYMOUS, SYSTEM, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
+import type { Keyring } from "../keys/keys.service.js";
+import {
+  RECOVERY_CODE,
+  TOTP_CODE,
+  isLocked,
+  isTotpReplay,
+  normalizeRecoveryCode,
+  parseApiToken,
+  parseRefreshToken,
+  passwordProblem,
+  recordFailure,
+  totpStep,
+  type ThrottleState,
+} from "./identity.rules.js";
+import * as identityStore from "./identity.store.js";
+import { toPrincipal } from "./principal.mapper.js";
+import {
+  ACCESS_TOKEN_AUDIENCE,
+  ACCESS_TOKEN_ISSUER,
+  type IdentityPolicy,
+  type Principal,
+  type TokenPair,
+} from "./identity.types.js";
+
+export interface IdentityServiceDeps {
+  store: Pick<AppStore, "db" | "transaction">;
+  audit: Pick<AuditLog, "append" | "record">;
+  keyring: Pick<Keyring, "current" | "publicKeys">;
+  clock: Clock;
+  masterKey: Uint8Array;
+  policy: IdentityPolicy;
+  scrypt?: ScryptParams;
+}
+
+const SETUP_LOCK = 0x5717_0003;
+const RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789";
+
+function recoveryCode(): string {
+  const bytes = randomBytes(10);
+  const chars = Array.from(bytes, (b) => RECOVERY_ALPHABET[b % RECOVERY_ALPHABET.length]).join("");
+  return `${chars.slice(0, 5)}-${chars.slice(5)}`;
+}
+
+function throttleState(
+  row: { failures: number; window_started_at: Date | string; locked_until: Date | string | null } | undefined,
+): ThrottleState | undefined {
+  if (!row) return undefined;
+  return {
+    failures: row.failures,
+    windowStartedAt: new Date(row.window_started_at),
+    lockedUntil: row.locked_until ? new Date(row.locked_until) : null,
+  };
+}
+
+export function createIdentityService(deps: IdentityServiceDeps) {
+  const { store, audit, keyring, clock, policy } = deps;
+  const totpKey = deriveKey(deps.masterKey, "totp");
+  const hash = (password: string) => hashPassword(password, deps.scrypt);
+
+  const userKey = (username: string) => `user:${username.toLowerCase()}`;
+  const ipKey = (context: CallContext) => `ip:${context.sourceIp ?? "unknown"}`;
+  const ipPolicy = { ...policy.throttle, maxFailures: policy.throttle.maxFailures * 4 };
+
+  function totpFor(name: string, secret: OTPAuth.Secret) {
+    return new OTPAuth.TOTP({ issuer: "Stint", label: name, algorithm: "SHA1", digits: 6, period: 30, secret });
+  }
+
+  /** Counts a failed sign-in against the account and the peer address, and audits it. */
+  async function failSignIn(
+    username: string,
+    context: CallContext,
+    reason: string,
+    code: "INVALID_CREDENTIALS" | "MFA_INVALID",
+  ): Promise<never> {
+    const now = clock.now();
+    await store.transaction(async (tx) => {
+      const keys = [userKey(username), ipKey(context)];
+      const rows = await identityStore.getThrottle(tx, keys);
+      const events: Parameters<AuditLog["append"]>[3] & unknown[] = [
+        { action: "auth.login", outcome: "denied", subject: `user:${username}`, reason },
+      ];
+      for (const key of keys) {
+        const next = recordFailure(
+          throttleState(rows.find((r) => r.key === key)),
+          now,
+          key.startsWith("ip:") ? ipPolicy : policy.throttle,
+        );
+        await identityStore.putThrottle(tx, key, next);
+        if (next.justLocked) {
+          events.push({
+            action: "auth.lockout",
+            outcome: "denied",
+            subject: key.startsWith("ip:") ? `ip:${context.sourceIp}` : `user:${username}`,
+            reason: `${next.failures} failed sign-ins`,
+            details: { lockedUntil: next.lockedUntil?.toISOString() },
+          });
+        }
+      }
+      await audit.append(tx, ANONYMOUS, context, events);
+    });
+    throw new StintError(code);
+  }
+
+  async function deny(
+    context: CallContext,
+    action: string,
+    subject: string,
+    reason: string,
+    error: StintError,
+    actor: Actor = ANONYMOUS,
+  ): Promise<never> {
+    await audit.record(actor, context, { action, outcome: "denied", subject, reason });
+    throw error;
+  }
+
+  async function signAccessToken(
+    principal: { id: string; name: string; kind: string; platform_roles: string[] },
+    sessionId: string,
+    mfaAt: Date | null,
+  ) {
+    const key = keyring.current("token");
+    const now = clock.now();
+    const expiresAt = new Date(now.getTime() + policy.accessTokenTtlMs);
+    const token = await new SignJWT({
+      name: principal.name,
+      kind: principal.kind,
+      roles: principal.platform_roles,
+      sid: sessionId,
+      amr: mfaAt ? ["pwd", "otp"] : ["pwd"],
+      ...(mfaAt ? { mfa_at: Math.floor(mfaAt.getTime() / 1000) } : {}),
+    })
+      .setProtectedHeader({ alg: "EdDSA", kid: key.id, typ: "JWT" })
+      .setSubject(principal.id)
+      .setIssuer(ACCESS_TOKEN_ISSUER)
+      .setAudience(ACCESS_TOKEN_AUDIENCE)
+      .setIssuedAt(Math.floor(now.getTime() / 1000))
+      .setExpirationTime(Math.floor(expiresAt.getTime() / 1000))
+      .setJti(randomToken(16))
+      .sign(key.privateKey);
+    return { token, expiresAt };
+  }
+
+  async function pairFor(
+    db: Kysely<Database>,
+    principal: identityStore.PrincipalRow,
+    session: { id: string; secret: string; expiresAt: Date; mfaAt: Date | null },
+  ): Promise<TokenPair> {
+    const access = await signAccessToken(principal, session.id, session.mfaAt);
+    return {
+      accessToken: access.token,
+      accessTokenExpiresAt: access.expiresAt.toISOString(),
+      refreshToken: `${session.id}.${session.secret}`,
+      refreshTokenExpiresAt: session.expiresAt.toISOString(),
+      principal: await toPrincipal(db, principal),
+    };
+  }
+
+  return {
+    /**
+     * Makes sure an administrator can exist: creates one from the bootstrap
+     * password, or issues a one-time setup code (returned to be printed once).
+     */
+    async bootstrap(options: {
+      adminName: string;
+      adminPassword?: string | undefined;
+    }): Promise<{ created?: string; setupCode?: string }> {
+      const passwordHash = options.adminPassword ? await hash(options.adminPassword) : undefined;
+      return store.transaction(async (tx) => {
+        await sql`select pg_advisory_xact_lock(${SETUP_LOCK})`.execute(tx);
+        if ((await identityStore.countActiveAdmins(tx)) > 0) return {};
+        const now = clock.now();
+        if (passwordHash) {
+          const existing = await identityStore.findPrincipalByName(tx, options.adminName);
+          if (existing) return {};
+          const id = newId();
+          await tx
+            .insertInto("principals")
+            .values({
+              id,
+              kind: "user",
+              name: options.adminName,
+              platform_roles: ["admin", "user"],
+              created_at: now,
+              updated_at: now,
+            })
+            .execute();
+          await identityStore.setPasswordHash(tx, id, passwordHash, now);
+          await audit.append(
+            tx,
+            SYSTEM,
+            { correlationId: "bootstrap", sourceIp: null, userAgent: null },
+            {
+              action: "user.create",
+              outcome: "success",
+              subject: `user:${options.adminName}`,
+              reason: "first administrator from STINT_BOOTSTRAP_ADMIN_PASSWORD",
+              details: { platformRoles: ["admin", "user"] },
+            },
+          );
+          return { created: options.adminName };
+        }
+        const code = randomToken(20);
+        await tx.updateTable("setup_codes").set({ used_at: now }).where("used_at", "is", null).execute();
+        await tx
+          .insertInto("setup_codes")
+          .values({
+            id: newId(),
+            code_hash: sha256Hex(code),
+            created_at: now,
+            expires_at: new Date(now.getTime() + 86_400_000),
+          })
+          .execute();
+        await audit.append(
+          tx,
+          SYSTEM,
+          { correlationId: "bootstrap", sourceIp: null, userAgent: null },
+          {
+            action: "setup.code_issued",
+            outcome: "success",
+            reason: "no administrator exists yet",
+          },
+        );
+        return { setupCode: code };
+      });
+    },
+
+    /** Claims the one-time setup code: creates the first administrator. */
+    async setup(input: { code: string; username: string; password: string }, context: CallContext): Promise<Principal> {
+      const problem = passwordProblem(input.password, input.username);
+      if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
+      const passwordHash = await hash(input.password);
+      const outcome = await store.transaction(async (tx) => {
+        await sql`select pg_advisory_xact_lock(${SETUP_LOCK})`.execute(tx);
+        const now = clock.now();
+        if ((await identityStore.countActiveAdmins(tx)) > 0) return { error: new StintError("SETUP_ALREADY_DONE") };
+        const codes = await tx
+          .selectFrom("setup_codes")
+          .selectAll()
+          .where("used_at", "is", null)
+          .where("expires_at", ">", now)
+          .execute();
+        const match = codes.find((c) => constantTimeEqual(c.code_hash, sha256Hex(input.code)));
+        if (!match) return { error: new StintError("SETUP_CODE_INVALID") };
+        if (await identityStore.findPrincipalByName(tx, input.username))
+          return { error: new StintError("ALREADY_EXISTS") };
+        const id = newId();
+        await tx
+          .insertInto("principals")
+          .values({
+            id,
+            kind: "user",
+            name: input.username,
+            platform_roles: ["admin", "user"],
+            created_at: now,
+            updated_at: now,
+          })
+          .execute();
+        await identityStore.setPasswordHash(tx, id, passwordHash, now);
+        await tx.updateTable("setup_codes").set({ used_at: now }).where("id", "=", match.id).execute();
+        await audit.append(tx, ANONYMOUS, context, {
+          action: "user.create",
+          outcome: "success",
+          subject: `user:${input.username}`,
+          reason: "first administrator from the setup code",
+          details: { platformRoles: ["admin", "user"] },
+        });
+        return { principal: await toPrincipal(tx, (await identityStore.findPrincipalById(tx, id))!) };
+      });
+      if ("error" in outcome && outcome.error) {
+        return deny(context, "setup.claim", `user:${input.username}`, outcome.error.message, outcome.error);
+      }
+      return (outcome as { principal: Principal }).principal;
+    },
+
+    async login(
+      input: { username: string; password: string; otp?: string | undefined },
+      context: CallContext,
+    ): Promise<TokenPair> {
+      const username = input.username.trim().toLowerCase();
+      const now = clock.now();
+      const throttle = await identityStore.getThrottle(store.db, [userKey(username), ipKey(context)]);
+      if (throttle.some((row) => isLocked(throttleState(row), now))) {
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "locked out after repeated failures",
+          new StintError("ACCOUNT_LOCKED"),
+        );
+      }
+
+      const principal = await identityStore.findPrincipalByName(store.db, username);
+      const storedHash = principal ? await identityStore.getPasswordHash(store.db, principal.id) : undefined;
+      if (!principal || !storedHash) {
+        await burnPasswordCheck(input.password, deps.scrypt);
+        return failSignIn(
+          username,
+          context,
+          principal ? "account has no password" : "unknown user",
+          "INVALID_CREDENTIALS",
+        );
+      }
+      if (!(await verifyPassword(input.password, storedHash))) {
+        return failSignIn(username, context, "wrong password", "INVALID_CREDENTIALS");
+      }
+      if (principal.status !== "active") {
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "account is disabled",
+          new StintError("ACCOUNT_DISABLED"),
+        );
+      }
+
+      const totp = await identityStore.getTotp(store.db, principal.id);
+      const mfaEnrolled = !!totp?.confirmed_at;
+      if (mfaEnrolled && !input.otp) {
+        return deny(context, "auth.login", `user:${username}`, "one-time code missing", new StintError("MFA_REQUIRED"));
+      }
+
+      const session = {
+        id: newId(),
+        secret: randomToken(32),
+        expiresAt: new Date(now.getTime() + policy.refreshSessionTtlMs),
+        mfaAt: mfaEnrolled ? now : null,
+      };
+      const result = await store.transaction(async (tx) => {
+        let method: "none" | "totp" | "recovery" = "none";
+        if (mfaEnrolled) {
+          const otp = input.otp!.trim();
+          const row = (await identityStore.getTotp(tx, principal.id, true))!;
+          if (TOTP_CODE.test(otp)) {
+            const secret = OTPAuth.Secret.fromBase32(
+              open(totpKey, row.secret_sealed, `totp:${principal.id}`).toString(),
+            );
+            const delta = totpFor(principal.name, secret).validate({ token: otp, timestamp: now.getTime(), window: 1 });
+            const step = delta === null ? -1 : totpStep(now.getTime(), delta);
+            if (delta === null || isTotpReplay(step, row.last_used_step))
+              return { failed: delta === null ? "wrong one-time code" : "one-time code reused" };
+            await tx
+              .updateTable("mfa_totp")
+              .set({ last_used_step: step })
+              .where("principal_id", "=", principal.id)
+              .execute();
+            method = "totp";
+          } else if (RECOVERY_CODE.test(normalizeRecoveryCode(otp))) {
+            const codeHash = sha256Hex(normalizeRecoveryCode(otp));
+            const codes = await tx
+              .selectFrom("recovery_codes")
+              .selectAll()
+              .where("principal_id", "=", principal.id)
+              .where("used_at", "is", null)
+              .forUpdate()
+              .execute();
+            const match = codes.find((c) => constantTimeEqual(c.code_hash, codeHash));
+            if (!match) return { failed: "wrong recovery code" };
+            await tx.updateTable("recovery_codes").set({ used_at: now }).where("id", "=", match.id).execute();
+            method = "recovery";
+          } else {
+            return { failed: "malformed one-time code" };
+          }
+        }
+        await tx
+          .insertInto("refresh_sessions")
+          .values({
+            id: session.id,
+            principal_id: principal.id,
+            token_hash: sha256Hex(session.secret),
+            mfa_at: session.mfaAt,
+            created_at: now,
+            last_used_at: now,
+            expires_at: session.expiresAt,
+            source_ip: context.sourceIp,
+            user_agent: context.userAgent,
+          })
+          .execute();
+        await identityStore.clearThrottle(tx, userKey(username));
+        const actor: Actor = {
+          kind: "principal",
+          id: principal.id,
+          name: principal.name,
+          principalKind: principal.kind,
+          roles: principal.platform_roles as PlatformRole[],
+        };
+        await audit.append(tx, actor, context, {
+          action: "auth.login",
+          outcome: "success",
+          subject: `user:${username}`,
+          details: {
+            sessionId: session.id,
+            mfa: method,
+            ...(method === "recovery" ? { recoveryCodesLeft: "reduced by one" } : {}),
+          },
+        });
+        return { pair: await pairFor(tx, principal, session) };
+      });
+      if ("failed" in result) return failSignIn(username, context, result.failed!, "MFA_INVALID");
+      return result.pair!;
+    },
+
+    /** Rotates the refresh token. A token presented after it was rotated ends the whole session. */
+    async refresh(refreshToken: string, context: CallContext): Promise<TokenPair> {
+      const parsed = parseRefreshToken(refreshToken);
+      if (!parsed) throw new StintError("UNAUTHENTICATED", "The refresh token is not valid; sign in again.");
+      const now = clock.now();
+      const result = await store.transaction(async (tx) => {
+        const session = await tx
+          .selectFrom("refresh_sessions")
+          .selectAll()
+          .where("id", "=", parsed.sessionId)
+          .forUpdate()
+          .executeTakeFirst();
+        if (!session || session.revoked_at || new Date(session.expires_at) <= now) return { denied: "session ended" };
+        const principal = await identityStore.findPrincipalById(tx, session.principal_id);
+        if (!principal || principal.status !== "active") return { denied: "account disabled" };
+        if (!constantTimeEqual(session.token_hash, sha256Hex(parsed.secret))) {
+          await tx
+            .updateTable("refresh_sessions")
+            .set({ revoked_at: now, revoked_reason: "refresh token reused" })
+            .where("id", "=", session.id)
+            .execute();
+          await audit.append(tx, ANONYMOUS, context, {
+            action: "auth.session_revoked",
+            outcome: "denied",
+            subject: `user:${principal.name}`,
+            reason: "a rotated refresh token was presented again; the session was ended",
+            details: { sessionId: session.id },
+          });
+          return { denied: "reuse" };
+        }
+        const secret = randomToken(32);
+        await tx
+          .updateTable("refresh_sessions")
+          .set({ token_hash: sha256Hex(secret), last_used_at: now })
+          .where("id", "=", session.id)
+          .execute();
+        const actor: Actor = {
+          kind: "principal",
+          id: principal.id,
+          name: principal.name,
+          principalKind: principal.kind,
+          roles: principal.platform_roles as PlatformRole[],
+        };
+        await audit.append(tx, actor, context, {
+          action: "auth.refresh",
+          outcome: "success",
+          subject: `user:${principal.name}`,
+          details: { sessionId: session.id },
+        });
+        return {
+          pair: await pairFor(tx, principal, {
+            id: session.id,
+            secret,
+            expiresAt: new Date(session.expires_at),
+            mfaAt: session.mfa_at ? new Date(session.mfa_at) : null,
+          }),
+        };
+      });
+      if ("denied" in result) throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
+      return result.pair!;
+    },
+
+    async logout(actor: Actor, context: CallContext): Promise<void> {
+      if (actor.kind !== "principal" || !actor.sessionId) throw new StintError("UNAUTHENTICATED");
+      const now = clock.now();
+      await store.transaction(async (tx) => {
+        await tx
+          .updateTable("refresh_sessions")
+          .set({ revoked_at: now, revoked_reason: "signed out" })
+          .where("id", "=", actor.sessionId!)
+          .where("revoked_at", "is", null)
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "auth.logout",
+          outcome: "success",
+          subject: `user:${actor.name}`,
+          details: { sessionId: actor.sessionId },
+        });
+      });
+    },
+
+    /** Turns an Authorization header into an actor. Every request pays one indexed lookup so revocation is immediate. */
+    async authenticate(authorization: string | undefined): Promise<Actor> {
+      if (authorization === undefined || authorization === "") return ANONYMOUS;
+      const match = /^Bearer ([\x21-\x7e]{1,4096})$/.exec(authorization);
+      if (!match) throw new StintError("UNAUTHENTICATED", "The Authorization header must be `Bearer <token>`.");
+      const token = match[1]!;
+      const now = clock.now();
+      const apiToken = parseApiToken(token);
+      if (apiToken) {
+        const row = await identityStore.findLiveApiToken(store.db, apiToken.tokenId, now);
+        if (!row || !constantTimeEqual(row.token_hash, sha256Hex(apiToken.secret)))
+          throw new StintError("UNAUTHENTICATED");
+        return {
+          kind: "principal",
+          id: row.id,
+          name: row.name,
+          principalKind: row.kind,
+          roles: row.platform_roles as PlatformRole[],
+          tokenId: row.token_id,
+        };
+      }
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(
+          token,
+          (header) => {
+            const key = header.kid ? keyring.publicKeys("token").get(header.kid) : undefined;
+            if (!key) throw new StintError("UNAUTHENTICATED");
+            return key;
+          },
+          { issuer: ACCESS_TOKEN_ISSUER, audience: ACCESS_TOKEN_AUDIENCE, algorithms: ["EdDSA"], currentDate: now },
+        ));
+      } catch (error) {
+        if (error instanceof joseErrors.JWTExpired) throw new StintError("TOKEN_EXPIRED");
+        throw new StintError("UNAUTHENTICATED");
+      }
+      const sessionId = typeof payload.sid === "string" ? payload.sid : "";
+      const live = sessionId ? await identityStore.findLiveSession(store.db, sessionId, now) : undefined;
+      if (!live || live.id !== payload.sub)
+        throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
+      return {
+        kind: "principal",
+        id: live.id,
+        name: live.name,
+        principalKind: live.kind,
+        roles: live.platform_roles as PlatformRole[],
+        sessionId,
+        mfaAt: live.mfa_at ? new Date(live.mfa_at) : null,
+      };
+    },
+
+    async me(actor: Actor): Promise<Principal> {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const row = await identityStore.findPrincipalById(store.db, actor.id);
+      if (!row) throw new StintError("UNAUTHENTICATED");
+      return toPrincipal(store.db, row);
+    },
+
+    async startTotpEnrollment(actor: Actor, context: CallContext): Promise<{ secret: string; otpauthUri: string }> {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const secret = new OTPAuth.Secret({ size: 20 });
+      const now = clock.now();
+      const enrolled = await store.transaction(async (tx) => {
+        const existing = await identityStore.getTotp(tx, actor.id, true);
+        if (existing?.confirmed_at) return true;
+        const sealed = seal(totpKey, secret.base32, `totp:${actor.id}`);
+        await tx
+          .insertInto("mfa_totp")
+          .values({ principal_id: actor.id, secret_sealed: sealed, created_at: now })
+          .onConflict((oc) =>
+            oc.column("principal_id").doUpdateSet({ secret_sealed: sealed, created_at: now, last_used_step: 0 }),
+          )
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "mfa.enrollment_started",
+          outcome: "success",
+          subject: `user:${actor.name}`,
+        });
+        return false;
+      });
+      if (enrolled)
+        return deny(
+          context,
+          "mfa.enrollment_started",
+          `user:${actor.name}`,
+          "already enrolled",
+          new StintError("MFA_ALREADY_ENROLLED"),
+          actor,
+        );
+      return { secret: secret.base32, otpauthUri: totpFor(actor.name, secret).toString() };
+    },
+
+    async confirmTotpEnrollment(
+      actor: Actor,
+      code: string,
+      context: CallContext,
+    ): Promise<{ recoveryCodes: string[] }> {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const now = clock.now();
+      const codes = Array.from({ length: 10 }, recoveryCode);
+      const result = await store.transaction(async (tx) => {
+        const row = await identityStore.getTotp(tx, actor.id, true);
+        if (!row) return { error: new StintError("MFA_NOT_STARTED") };
+        if (row.confirmed_at) return { error: new StintError("MFA_ALREADY_ENROLLED") };
+        const secret = OTPAuth.Secret.fromBase32(open(totpKey, row.secret_sealed, `totp:${actor.id}`).toString());
+        const delta = totpFor(actor.name, secret).validate({ token: code, timestamp: now.getTime(), window: 1 });
+        if (delta === null) return { error: new StintError("MFA_INVALID") };
+        await tx
+          .updateTable("mfa_totp")
+          .set({ confirmed_at: now, last_used_step: totpStep(now.getTime(), delta) })
+          .where("principal_id", "=", actor.id)
+          .execute();
+        await tx.deleteFrom("recovery_codes").where("principal_id", "=", actor.id).execute();
+        await tx
+          .insertInto("recovery_codes")
+          .values(codes.map((c) => ({ id: newId(), principal_id: actor.id, code_hash: sha256Hex(c), used_at: null })))
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "mfa.enrolled",
+          outcome: "success",
+          subject: `user:${actor.name}`,
+          details: { method: "totp", recoveryCodes: codes.length },
+        });
+        return { ok: true };
+      });
+      if ("error" in result && result.error)
+        return deny(context, "mfa.enrolled", `user:${actor.name}`, result.error.message, result.error, actor);
+      return { recoveryCodes: codes };
+    },
+
+    async changePassword(
+      actor: Actor,
+      input: { currentPassword: string; newPassword: string },
+      context: CallContext,
+    ): Promise<void> {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const stored = await identityStore.getPasswordHash(store.db, actor.id);
+      if (!stored || !(await verifyPassword(input.currentPassword, stored))) {
+        return deny(
+          context,
+          "user.password_changed",
+          `user:${actor.name}`,
+          "current password wrong",
+          new StintError("INVALID_CREDENTIALS"),
+          actor,
+        );
+      }
+      const problem = passwordProblem(input.newPassword, actor.name);
+      if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
+      const newHash = await hash(input.newPassword);
+      await store.transaction(async (tx) => {
+        const now = clock.now();
+        await identityStore.setPasswordHash(tx, actor.id, newHash, now);
+        // Other sessions end: whoever knew the old password is signed out.
+        await tx
+          .updateTable("refresh_sessions")
+          .set({ revoked_at: now, revoked_reason: "password changed" })
+          .where("principal_id", "=", actor.id)
+          .where("revoked_at", "is", null)
+          .where("id", "!=", actor.sessionId ?? "00000000-0000-0000-0000-000000000000")
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "user.password_changed",
+          outcome: "success",
+          subject: `user:${actor.name}`,
+        });
+      });
+    },
+  };
+}
+
+export type IdentityService = ReturnType<typeof createIdentityService>;

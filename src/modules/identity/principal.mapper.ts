@@ -1,0 +1,41 @@
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import type { PlatformRole } from "../authz/authz.types.js";
+import { principalFacts, type PrincipalRow } from "./identity.store.js";
+import type { Principal } from "./identity.types.js";
+
+/** Rows → API principals, with manager names, groups and MFA status, in two queries. */
+export async function toPrincipals(
+  db: Kysely<Database>,
+  rows: PrincipalRow[],
+  all?: PrincipalRow[],
+): Promise<Principal[]> {
+  const facts = await principalFacts(
+    db,
+    rows.map((r) => r.id),
+  );
+  const managerIds = rows.map((r) => r.manager_id).filter((id): id is string => id !== null);
+  const managers = new Map((all ?? []).map((p) => [p.id, p.name]));
+  const missing = managerIds.filter((id) => !managers.has(id));
+  if (missing.length > 0) {
+    const found = await db.selectFrom("principals").select(["id", "name"]).where("id", "in", missing).execute();
+    for (const m of found) managers.set(m.id, m.name);
+  }
+  return rows.map((row) => ({
+    id: row.id,
+    kind: row.kind,
+    name: row.name,
+    email: row.email,
+    displayName: row.display_name,
+    manager: row.manager_id ? (managers.get(row.manager_id) ?? null) : null,
+    status: row.status,
+    platformRoles: row.platform_roles as PlatformRole[],
+    mfaEnrolled: facts.mfa.has(row.id),
+    groups: facts.groups.get(row.id) ?? [],
+    createdAt: new Date(row.created_at).toISOString(),
+  }));
+}
+
+export async function toPrincipal(db: Kysely<Database>, row: PrincipalRow): Promise<Principal> {
+  return (await toPrincipals(db, [row]))[0]!;
+}

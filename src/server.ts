@@ -1,0 +1,134 @@
+/**
+ * The composition root: config → store → modules → HTTP app and workers.
+ * createServer() builds everything without listening, for tests and main.ts.
+ */
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { Registry, collectDefaultMetrics } from "prom-client";
+import type { Config } from "./config/config.js";
+import { MIGRATIONS_DIR, openAppStore, type AppStore } from "./db/index.js";
+import { pendingMigrations } from "./lib/db.js";
+import { systemClock, type Clock } from "./lib/clock.js";
+import type { Logger } from "./lib/logger.js";
+import type { ScryptParams } from "./lib/security.js";
+import { buildApp, type App } from "./http/app.js";
+import { registerSystemRoutes } from "./http/system.routes.js";
+import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
+import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
+import { loadKeyring } from "./modules/keys/keys.service.js";
+import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
+import { createDirectoryService, type DirectoryService } from "./modules/identity/directory.service.js";
+import { registerIdentityRoutes } from "./modules/identity/identity.routes.js";
+import { createOutboxRunner, type OutboxRunner } from "./workers/outbox-runner.js";
+import type { OutboxHandlers } from "./modules/outbox/index.js";
+
+export const VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
+
+export interface ServerDeps {
+  config: Config;
+  logger: Logger;
+  masterKey: Uint8Array;
+  clock?: Clock;
+  scrypt?: ScryptParams;
+  outboxHandlers?: OutboxHandlers;
+}
+
+export interface Server {
+  app: App;
+  store: AppStore;
+  audit: AuditLog;
+  identity: IdentityService;
+  directory: DirectoryService;
+  outbox: OutboxRunner;
+  registry: Registry;
+  /** Creates the first administrator or a setup code (printed by the caller). */
+  bootstrap(): Promise<{ created?: string; setupCode?: string }>;
+  close(): Promise<void>;
+}
+
+export async function createServer(deps: ServerDeps): Promise<Server> {
+  const { config, logger, masterKey } = deps;
+  const clock = deps.clock ?? systemClock;
+  if (!config.databaseUrl) await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const store = await openAppStore({ databaseUrl: config.databaseUrl, dataDir: path.join(config.dataDir, "db") });
+  try {
+    const applied = await store.migrate(MIGRATIONS_DIR);
+    if (applied.length > 0) logger.info({ applied }, "database migrated");
+    const keyring = await loadKeyring({ store, masterKey, clock });
+    const audit = createAuditLog({ store, keyring, clock, checkpointEvery: config.auditCheckpointEvery });
+    const policy = {
+      accessTokenTtlMs: config.accessTokenTtl,
+      refreshSessionTtlMs: config.refreshSessionTtl,
+      throttle: { maxFailures: config.loginMaxFailures, windowMs: config.loginWindow, lockoutMs: config.loginLockout },
+    };
+    const identity = createIdentityService({
+      store,
+      audit,
+      keyring,
+      clock,
+      masterKey,
+      policy,
+      ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
+    });
+    const directory = createDirectoryService({ store, audit, clock, ...(deps.scrypt ? { scrypt: deps.scrypt } : {}) });
+
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
+    const outbox = createOutboxRunner({
+      store,
+      clock,
+      audit,
+      registry,
+      logger,
+      handlers: deps.outboxHandlers ?? {},
+      pollMs: config.outboxPoll,
+    });
+
+    const app = await buildApp(
+      {
+        logger,
+        trustedProxies: config.trustedProxies,
+        authenticate: (request) => identity.authenticate(request.headers.authorization),
+      },
+      (scoped) => {
+        registerSystemRoutes(scoped, {
+          registry,
+          readiness: async () => {
+            await store.ping();
+            return { database: true, migrations: (await pendingMigrations(store.db, MIGRATIONS_DIR)).length === 0 };
+          },
+          jwks: () => keyring.jwks("token"),
+        });
+        registerIdentityRoutes(scoped, { identity, directory });
+        registerAuditRoutes(scoped, { audit, version: VERSION });
+      },
+    );
+
+    let closed = false;
+    return {
+      app,
+      store,
+      audit,
+      identity,
+      directory,
+      outbox,
+      registry,
+      bootstrap: () =>
+        identity.bootstrap({ adminName: config.bootstrapAdminName, adminPassword: config.bootstrapAdminPassword }),
+      async close() {
+        if (closed) return;
+        closed = true;
+        await app.close();
+        await outbox.stop();
+        await audit
+          .checkpoint()
+          .catch((error: unknown) => logger.error({ err: error }, "could not sign the shutdown audit checkpoint"));
+        await store.close();
+      },
+    };
+  } catch (error) {
+    await store.close().catch(() => undefined);
+    throw error;
+  }
+}
