@@ -1,0 +1,245 @@
+/**
+ * Audit log benchmark: append throughput (one event per transaction at
+ * concurrency 1 and 16, batches of 10 per transaction) and verify speed, on
+ * PGlite in memory, PGlite on a temporary data directory and PostgreSQL.
+ *
+ *   node --import tsx bench/audit.bench.ts [--events=1000] [--batched-events=4000]
+ *     [--engines=pglite-memory,pglite-dir,postgres]
+ *
+ * See bench/README.md for what the figures mean.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { sql } from "kysely";
+import { MIGRATIONS_DIR, openAppStore, type AppStore } from "../src/db/index.js";
+import { systemClock } from "../src/lib/clock.js";
+import { createAuditLog, type AuditLog } from "../src/modules/audit/audit.service.js";
+import type { AuditInput } from "../src/modules/audit/audit.types.js";
+import type { Actor, CallContext } from "../src/modules/authz/authz.types.js";
+import { loadKeyring } from "../src/modules/keys/keys.service.js";
+import { createPgDatabase, PG_ADMIN_URL } from "../src/testing/engines.js";
+
+const CONCURRENCY_HIGH = 16;
+const BATCH = 10;
+const WARMUP_EVENTS = 50;
+
+interface Options {
+  /** Events per one-event-per-transaction scenario. */
+  events: number;
+  /** Events per batched scenario. */
+  batchedEvents: number;
+  engines: string[];
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { events: 1000, batchedEvents: 4000, engines: ["pglite-memory", "pglite-dir", "postgres"] };
+  for (const arg of argv) {
+    const [key, value] = arg.split("=", 2);
+    if (key === "--events" && value && /^[1-9]\d*$/.test(value)) options.events = Number(value);
+    else if (key === "--batched-events" && value && /^[1-9]\d*$/.test(value)) options.batchedEvents = Number(value);
+    else if (key === "--engines" && value) options.engines = value.split(",");
+    else throw new Error(`unknown argument ${arg} (use --events=N, --batched-events=N, --engines=a,b)`);
+  }
+  if (options.batchedEvents % BATCH !== 0) throw new Error(`--batched-events must be a multiple of ${BATCH}`);
+  return options;
+}
+
+interface Opened {
+  store: AppStore;
+  note: string;
+  cleanup: () => Promise<void>;
+}
+
+const ENGINES: Record<string, () => Promise<Opened>> = {
+  "pglite-memory": async () => {
+    const store = await openAppStore({ dataDir: "memory://" });
+    return { store, note: "memory://", cleanup: () => store.close() };
+  },
+  "pglite-dir": async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "stint-bench-"));
+    const store = await openAppStore({ dataDir: dir });
+    return {
+      store,
+      note: dir,
+      cleanup: async () => {
+        await store.close();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  },
+  postgres: async () => {
+    const database = await createPgDatabase();
+    // A connection per worker, so the figures show the chain-head lock and not pool queueing.
+    const store = await openAppStore({ databaseUrl: database.url, poolSize: CONCURRENCY_HIGH + 1 });
+    const setting = async (name: string) =>
+      (await sql<{ setting: string }>`select current_setting(${name}) as setting`.execute(store.db)).rows[0]?.setting;
+    const host = new URL(PG_ADMIN_URL).host;
+    return {
+      store,
+      note:
+        `PostgreSQL ${await setting("server_version")} at ${host}, fresh database, ` +
+        `fsync=${await setting("fsync")}, synchronous_commit=${await setting("synchronous_commit")}`,
+      cleanup: async () => {
+        await store.close();
+        await database.drop();
+      },
+    };
+  },
+};
+
+const actor: Actor = {
+  kind: "principal",
+  id: "0190d000-0000-7000-8000-00000000be0c",
+  name: "bench",
+  principalKind: "user",
+  roles: ["admin"],
+};
+const context: CallContext = { correlationId: "bench", sourceIp: "192.0.2.1", userAgent: "stint-bench" };
+
+function inputs(first: number, count: number): AuditInput[] {
+  return Array.from({ length: count }, (_, k) => ({
+    action: "bench.append",
+    outcome: "success" as const,
+    subject: `thing:${first + k}`,
+    reason: "benchmark",
+    details: { n: first + k },
+  }));
+}
+
+interface Row {
+  engine: string;
+  scenario: string;
+  events: number;
+  transactions: number | null;
+  ms: number;
+  p50: number | null;
+  p99: number | null;
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+/** Appends `events` events, `perTx` per transaction, from `concurrency` workers sharing one queue. */
+async function appendRun(audit: AuditLog, events: number, perTx: number, concurrency: number) {
+  const transactions = events / perTx;
+  const latencies = new Float64Array(transactions);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < transactions; i = next++) {
+      const batch = inputs(i * perTx, perTx);
+      const started = performance.now();
+      await audit.record(actor, context, batch);
+      latencies[i] = performance.now() - started;
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const ms = performance.now() - started;
+  latencies.sort();
+  return { transactions, ms, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+}
+
+async function benchEngine(name: string, options: Options): Promise<Row[]> {
+  const open = ENGINES[name];
+  if (!open) throw new Error(`unknown engine ${name}`);
+  const opened = await open();
+  const { store } = opened;
+  const rows: Row[] = [];
+  try {
+    console.error(`# ${name}: ${opened.note}`);
+    await store.migrate(MIGRATIONS_DIR);
+    const keyring = await loadKeyring({ store, masterKey: randomBytes(32), clock: systemClock });
+    const audit = createAuditLog({ store, keyring, clock: systemClock, checkpointEvery: 1000 });
+    await appendRun(audit, WARMUP_EVENTS, 1, 1);
+    let total = WARMUP_EVENTS;
+
+    const { events: single, batchedEvents: batched } = options;
+    const scenarios: [string, number, number, number][] = [
+      ["append 1/tx, concurrency 1", single, 1, 1],
+      [`append 1/tx, concurrency ${CONCURRENCY_HIGH}`, single, 1, CONCURRENCY_HIGH],
+      [`append ${BATCH}/tx, concurrency 1`, batched, BATCH, 1],
+      [`append ${BATCH}/tx, concurrency ${CONCURRENCY_HIGH}`, batched, BATCH, CONCURRENCY_HIGH],
+    ];
+    for (const [scenario, events, perTx, concurrency] of scenarios) {
+      const r = await appendRun(audit, events, perTx, concurrency);
+      total += events;
+      rows.push({ engine: name, scenario, events, transactions: r.transactions, ms: r.ms, p50: r.p50, p99: r.p99 });
+      console.error(`  ${scenario}: ${Math.round(r.ms)} ms`);
+    }
+
+    const started = performance.now();
+    const result = await audit.verify();
+    const ms = performance.now() - started;
+    if (!result.ok || result.count !== total) {
+      throw new Error(`verify on ${name} expected ${total} intact events, got ${JSON.stringify(result)}`);
+    }
+    rows.push({
+      engine: name,
+      scenario: `verify (${result.checkpoints} checkpoints)`,
+      events: result.count,
+      transactions: null,
+      ms,
+      p50: null,
+      p99: null,
+    });
+    console.error(`  verify: ${Math.round(ms)} ms`);
+  } finally {
+    await opened.cleanup();
+  }
+  return rows;
+}
+
+function table(rows: Row[]): string {
+  const fmt = (n: number | null, digits = 0) =>
+    n === null ? "-" : n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  const head = ["engine", "scenario", "events", "tx", "total ms", "events/s", "tx/s", "tx p50 ms", "tx p99 ms"];
+  const body = rows.map((r) => [
+    r.engine,
+    r.scenario,
+    fmt(r.events),
+    fmt(r.transactions),
+    fmt(r.ms),
+    fmt((r.events / r.ms) * 1000),
+    r.transactions === null ? "-" : fmt((r.transactions / r.ms) * 1000),
+    fmt(r.p50, 2),
+    fmt(r.p99, 2),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)));
+  const line = (cells: string[]) =>
+    "| " + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") + " |";
+  const rule = "|" + widths.map((w, i) => (i < 2 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":")).join("|") + "|";
+  return [line(head), rule, ...body.map(line)].join("\n");
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  const cpus = os.cpus();
+  console.log(
+    `Stint audit benchmark — node ${process.version}, ${os.platform()} ${os.arch()}, ` +
+      `${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}`,
+  );
+  const started = performance.now();
+  const rows: Row[] = [];
+  const skipped: string[] = [];
+  for (const engine of options.engines) {
+    try {
+      rows.push(...(await benchEngine(engine, options)));
+    } catch (error) {
+      if (engine === "postgres" && (error as { code?: string }).code === "ECONNREFUSED") {
+        skipped.push(`postgres skipped: nothing listens at ${new URL(PG_ADMIN_URL).host} (set STINT_TEST_PG_URL)`);
+      } else throw error;
+    }
+  }
+  console.log(table(rows));
+  for (const line of skipped) console.log(line);
+  console.log(`total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
