@@ -1,0 +1,132 @@
+/** The audit log: verify the hash chain, export it for a SIEM, list recent events. */
+import { createWriteStream } from "node:fs";
+import { rename, unlink } from "node:fs/promises";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as NodeReadableStream } from "node:stream/web";
+import { randomBytes } from "node:crypto";
+import { type Command, Option } from "commander";
+import type { z } from "zod";
+import { auditEvent, auditPage, verifyResult } from "../../contract/audit.js";
+import { globalOptions, type CliContext, type CliOutput } from "../context.js";
+import { CliError } from "../exit-codes.js";
+import { type Column, emit, note, renderTable } from "../output.js";
+import { clientFor, integerIn, sinceToIso } from "./shared.js";
+
+type AuditEvent = z.infer<typeof auditEvent>;
+
+const EVENT_COLUMNS: readonly Column<AuditEvent>[] = [
+  { header: "SEQ", value: (event) => event.seq },
+  { header: "TIME", value: (event) => event.time },
+  { header: "ACTOR", value: (event) => event.actor },
+  { header: "ACTION", value: (event) => event.action },
+  { header: "SUBJECT", value: (event) => event.subject },
+  { header: "OUTCOME", value: (event) => event.outcome },
+  { header: "REASON", value: (event) => event.reason },
+];
+
+/** Writes a chunk and waits when the stream asks us to (a slow pipe reader). */
+async function writeWithBackpressure(output: CliOutput, chunk: Uint8Array): Promise<void> {
+  if (output.write(chunk) === false && output.once) {
+    await new Promise<void>((resolve) => output.once?.("drain", resolve));
+  }
+}
+
+function streamBroke(error: unknown): CliError {
+  return new CliError("SERVER_UNREACHABLE", `the export stream broke off: ${(error as Error).message}`);
+}
+
+/** Streams into `file` through a 0600 temporary file next to it, renamed into place only when complete. */
+async function exportToFile(body: ReadableStream<Uint8Array>, file: string): Promise<void> {
+  const target = path.resolve(file);
+  const temporary = path.join(path.dirname(target), `.${path.basename(target)}.${randomBytes(6).toString("hex")}.part`);
+  let writeFailed = false;
+  const destination = createWriteStream(temporary, { flags: "wx", mode: 0o600 });
+  destination.once("error", () => (writeFailed = true));
+  try {
+    await pipeline(Readable.fromWeb(body as NodeReadableStream<Uint8Array>), destination);
+    await rename(temporary, target);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    if (writeFailed || (error as NodeJS.ErrnoException).syscall !== undefined) {
+      throw new CliError("USAGE", `cannot write ${file}: ${(error as Error).message}`);
+    }
+    throw streamBroke(error);
+  }
+}
+
+export function registerAuditCommands(program: Command, ctx: CliContext): void {
+  const audit = program.command("audit").description("the hash-chained audit log (auditor, admin)");
+
+  audit
+    .command("verify")
+    .description("check the hash chain and the signed checkpoints; exit 3 when it is broken")
+    .action(async (_options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("GET", "/v1/audit/verify", { schema: verifyResult });
+      if (data.ok) {
+        emit(
+          ctx,
+          json,
+          raw,
+          () =>
+            `OK: ${data.count} events verified (head seq ${data.headSeq}, ${data.checkpoints} signed checkpoints)\n`,
+        );
+        return;
+      }
+      emit(ctx, json, raw, () => `BROKEN at seq ${data.brokenSeq}: ${data.problem}\n`);
+      throw new CliError("AUDIT_CHAIN_BROKEN", data.problem, { reported: true });
+    });
+
+  audit
+    .command("export")
+    .description("stream the audit log as JSON lines, CEF or OCSF, to stdout or a file")
+    .addOption(
+      new Option("--format <format>", "output format").choices(["jsonl", "cef", "ocsf"] as const).default("jsonl"),
+    )
+    .option("--since <time>", "only events at or after this time: ISO 8601, a date, or a duration back (24h, 7d)")
+    .option("--output <file>", "write to this file (created 0600, complete or not at all) instead of stdout")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  stint audit export --format cef --since 24h >> /var/log/stint.cef\n" +
+        "  stint audit export --format ocsf --since 2025-01-01T00:00:00Z --output audit.ocsf.jsonl\n",
+    )
+    .action(async (options: { format: string; since?: string; output?: string }, command: Command) => {
+      const since = options.since === undefined ? undefined : sinceToIso(options.since, ctx.now());
+      const client = await clientFor(ctx, command);
+      const body = await client.stream("/v1/audit/export", { format: options.format, since });
+      if (options.output !== undefined) {
+        await exportToFile(body, options.output);
+        note(ctx, `Wrote ${options.output}.`);
+        return;
+      }
+      try {
+        for await (const chunk of body) await writeWithBackpressure(ctx.stdout, chunk);
+      } catch (error) {
+        throw streamBroke(error);
+      }
+    });
+
+  audit
+    .command("list")
+    .alias("ls")
+    .description("list audit events, oldest first")
+    .option("--limit <n>", "at most this many events (1-1000)", integerIn(1, 1000), 50)
+    .option("--after-seq <seq>", "only events after this sequence number", integerIn(0, Number.MAX_SAFE_INTEGER))
+    .option("--since <time>", "only events at or after this time: ISO 8601, a date, or a duration back (24h)")
+    .addHelpText("after", "\nExample:\n  stint audit list --since 1h --limit 20\n")
+    .action(async (options: { limit: number; afterSeq?: number; since?: string }, command: Command) => {
+      const { json } = globalOptions(command);
+      const since = options.since === undefined ? undefined : sinceToIso(options.since, ctx.now());
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("GET", "/v1/audit/events", {
+        query: { afterSeq: options.afterSeq, since, limit: options.limit },
+        schema: auditPage,
+      });
+      emit(ctx, json, raw, () => (data.items.length === 0 ? "No events.\n" : renderTable(EVENT_COLUMNS, data.items)));
+      if (!json && data.nextAfterSeq !== null)
+        note(ctx, `More: stint audit list --after-seq ${data.nextAfterSeq} --limit ${options.limit}`);
+    });
+}

@@ -1,0 +1,151 @@
+/**
+ * The saved sign-in: one JSON file in the user's config directory. The directory is created 0700
+ * and the file is born 0600 (a temporary file opened with that mode, then renamed into place), so
+ * there is never a moment when the tokens are readable by anyone else.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { homedir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { z } from "zod";
+import { CliError } from "./exit-codes.js";
+
+export const CREDENTIALS_FILE = "credentials.json";
+const LOCK_FILE = "credentials.lock";
+export const DIR_MODE = 0o700;
+export const FILE_MODE = 0o600;
+
+const savedCredentials = z.object({
+  version: z.literal(1),
+  server: z.string().min(1),
+  principal: z.object({ id: z.string(), name: z.string() }),
+  accessToken: z.string().min(1),
+  accessTokenExpiresAt: z.string(),
+  refreshToken: z.string().min(1),
+  refreshTokenExpiresAt: z.string(),
+  savedAt: z.string(),
+});
+export type SavedCredentials = z.infer<typeof savedCredentials>;
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** `$STINT_CONFIG_DIR`, else `$XDG_CONFIG_HOME/stint`, else `~/.config/stint`. */
+export function configDir(env: Env): string {
+  const explicit = env.STINT_CONFIG_DIR;
+  if (explicit) return path.resolve(explicit);
+  const xdg = env.XDG_CONFIG_HOME;
+  // The XDG spec says a relative value is invalid and must be ignored.
+  if (xdg && path.isAbsolute(xdg)) return path.join(xdg, "stint");
+  return path.join(env.HOME || homedir(), ".config", "stint");
+}
+
+export function credentialsPath(env: Env): string {
+  return path.join(configDir(env), CREDENTIALS_FILE);
+}
+
+/** The saved credentials, or null when there are none. A damaged file is a configuration problem. */
+export async function loadCredentials(env: Env, warn?: (message: string) => void): Promise<SavedCredentials | null> {
+  const file = credentialsPath(env);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new CliError("CONFIG_INVALID", `Cannot read ${file}: ${(error as Error).message}`);
+  }
+  if (warn && process.platform !== "win32") {
+    const { mode } = await stat(file);
+    if ((mode & 0o077) !== 0) {
+      warn(`${file} is readable by others (mode ${(mode & 0o777).toString(8)}); run \`chmod 600 ${file}\``);
+    }
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  const parsed = savedCredentials.safeParse(json);
+  if (!parsed.success) {
+    throw new CliError("CONFIG_INVALID", `${file} is damaged; delete it and run \`stint login\` again`);
+  }
+  return parsed.data;
+}
+
+/** Writes the credentials atomically: a fresh 0600 file in a 0700 directory, renamed over the old one. */
+export async function saveCredentials(env: Env, credentials: SavedCredentials): Promise<string> {
+  const dir = configDir(env);
+  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  const file = path.join(dir, CREDENTIALS_FILE);
+  const temporary = path.join(dir, `.${CREDENTIALS_FILE}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+  const handle = await open(temporary, "wx", FILE_MODE);
+  try {
+    try {
+      await handle.writeFile(`${JSON.stringify(savedCredentials.parse(credentials), null, 2)}\n`, "utf8");
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, file);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
+  return file;
+}
+
+/** Removes the saved credentials; true when there was a file. */
+export async function deleteCredentials(env: Env): Promise<boolean> {
+  try {
+    await unlink(credentialsPath(env));
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw error;
+  }
+}
+
+/**
+ * Runs `work` while holding an exclusive lock file next to the credentials, so two `stint`
+ * processes never spend the same refresh token (the server would see a reuse). A lock older than
+ * `staleMs` is left over from a crashed process and is broken.
+ */
+export async function withCredentialsLock<T>(
+  env: Env,
+  work: () => Promise<T>,
+  options: { waitMs?: number; staleMs?: number } = {},
+): Promise<T> {
+  const waitMs = options.waitMs ?? 15_000;
+  const staleMs = options.staleMs ?? 30_000;
+  const dir = configDir(env);
+  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  const lock = path.join(dir, LOCK_FILE);
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      const handle = await open(lock, "wx", FILE_MODE);
+      await handle.close();
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const age = await stat(lock).then(
+        (info) => Date.now() - info.mtimeMs,
+        () => 0,
+      );
+      if (age > staleMs) {
+        await unlink(lock).catch(() => undefined);
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new CliError("CONFIG_INVALID", `Another stint process holds ${lock}; if none is running, delete it`);
+      }
+      await sleep(25);
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    await unlink(lock).catch(() => undefined);
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * The `stint` command tree and the one place where errors become exit codes. main.ts runs it on
+ * the real process; tests run it with a fake context.
+ */
+import { Command, CommanderError } from "commander";
+import { registerAuditCommands } from "./commands/audit.js";
+import { registerAuthCommands } from "./commands/auth.js";
+import { registerGroupCommands } from "./commands/groups.js";
+import { registerMfaCommands } from "./commands/mfa.js";
+import { registerServerCommand } from "./commands/server.js";
+import { registerTokenCommands } from "./commands/tokens.js";
+import { registerUserCommands } from "./commands/users.js";
+import type { CliContext } from "./context.js";
+import { CliError, EXIT_CODES, type ExitCode } from "./exit-codes.js";
+import { errorEnvelope, formatError, renderJson, reportError } from "./output.js";
+
+const ROOT_HELP = `
+Environment:
+  STINT_SERVER      server URL when --server is not given and no sign-in is saved
+  STINT_CONFIG_DIR  where credentials.json is kept (default $XDG_CONFIG_HOME/stint or ~/.config/stint)
+
+Exit codes:
+  0 ok                 1 unexpected error        2 usage or bad input
+  3 audit chain broken 4 not signed in / failed  5 forbidden
+  6 not found          7 conflict / exists       8 server unreachable
+`;
+
+/** Whether the command line asks for JSON, read before parsing so even usage errors honour it. */
+function wantsJson(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end === -1 ? argv : argv.slice(0, end)).includes("--json");
+}
+
+export function buildProgram(ctx: CliContext, json = false): Command {
+  const program = new Command("stint");
+  program
+    .description("Stint: just-in-time privileged access")
+    .version(ctx.version, "-V, --version", "print the version")
+    .option("--server <url>", "Stint server URL (default: the saved sign-in's, $STINT_SERVER, http://127.0.0.1:8420)")
+    .option("--json", "machine-readable output: the API's JSON on stdout")
+    .exitOverride()
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError("(add --help for usage)")
+    .configureOutput({
+      writeOut: (text) => ctx.stdout.write(text),
+      writeErr: (text) => ctx.stderr.write(text),
+      outputError: (text, write) => {
+        const message = text.replace(/^error:\s*/, "").trimEnd();
+        if (json) ctx.stdout.write(renderJson(errorEnvelope(new CliError("USAGE", message))));
+        write(formatError(new CliError("USAGE", message)));
+      },
+    })
+    .addHelpText("after", ROOT_HELP);
+
+  registerAuthCommands(program, ctx);
+  registerMfaCommands(program, ctx);
+  registerUserCommands(program, ctx);
+  registerGroupCommands(program, ctx);
+  registerTokenCommands(program, ctx);
+  registerAuditCommands(program, ctx);
+  registerServerCommand(program, ctx);
+  return program;
+}
+
+/** Runs one command line (without the node and script paths) and returns the exit code. */
+export async function runCli(argv: readonly string[], ctx: CliContext): Promise<ExitCode> {
+  const json = wantsJson(argv);
+  const program = buildProgram(ctx, json);
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return EXIT_CODES.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // commander has printed the help, the version or the usage error already.
+      return error.code === "commander.helpDisplayed" || error.code === "commander.version"
+        ? EXIT_CODES.ok
+        : EXIT_CODES.usage;
+    }
+    return reportError(ctx, json, error);
+  }
+}
