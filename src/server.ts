@@ -32,6 +32,8 @@ export interface ServerDeps {
   clock?: Clock;
   scrypt?: ScryptParams;
   outboxHandlers?: OutboxHandlers;
+  /** An already opened store (tests); otherwise opened from the config. */
+  store?: AppStore;
 }
 
 export interface Server {
@@ -50,8 +52,9 @@ export interface Server {
 export async function createServer(deps: ServerDeps): Promise<Server> {
   const { config, logger, masterKey } = deps;
   const clock = deps.clock ?? systemClock;
-  if (!config.databaseUrl) await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = await openAppStore({ databaseUrl: config.databaseUrl, dataDir: path.join(config.dataDir, "db") });
+  if (!deps.store && !config.databaseUrl) await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const store =
+    deps.store ?? (await openAppStore({ databaseUrl: config.databaseUrl, dataDir: path.join(config.dataDir, "db") }));
   try {
     const applied = await store.migrate(MIGRATIONS_DIR);
     if (applied.length > 0) logger.info({ applied }, "database migrated");
