@@ -3,13 +3,12 @@
  * the workers, and tell the operator how to sign in the first time.
  */
 import { readFile, writeFile, stat } from "node:fs/promises";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { mkdir } from "node:fs/promises";
 import { loadConfig } from "./config/config.js";
 import { createLogger } from "./lib/logger.js";
-import { createServer } from "./server.js";
-import { MasterKeyMismatchError } from "./modules/keys/keys.service.js";
 
 export class StartupError extends Error {}
 
@@ -34,6 +33,39 @@ export async function loadOrCreateMasterKey(file: string): Promise<{ key: Buffer
   return { key, created: true };
 }
 
+/**
+ * While the database opens and migrates (seconds on a first embedded start), the
+ * port already answers: /healthz says the process is alive, /readyz and every
+ * other route say 503 UNAVAILABLE. It also fails fast when the port is taken.
+ */
+function listenWhileStarting(host: string, port: number): Promise<HttpServer> {
+  const server = createHttpServer((req, res) => {
+    const alive = req.url === "/healthz";
+    const body = alive
+      ? { status: "ok" }
+      : req.url === "/readyz"
+        ? { status: "not_ready", checks: { database: false, migrations: false } }
+        : { error: { code: "UNAVAILABLE", message: "Stint is starting: the database is being opened and migrated." } };
+    res.writeHead(alive ? 200 : 503, {
+      "content-type": "application/json",
+      "cache-control": "no-store",
+      "retry-after": "1",
+    });
+    res.end(JSON.stringify(body));
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host, port }, () => resolve(server));
+  });
+}
+
+function closeHttp(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}
+
 export async function runServer(options: { configFile?: string | undefined } = {}): Promise<void> {
   const result = loadConfig(process.env, options.configFile);
   if (!result.ok) {
@@ -43,6 +75,21 @@ export async function runServer(options: { configFile?: string | undefined } = {
   const config = result.config;
   const logger = createLogger({ level: config.logLevel });
 
+  const host = config.listen.slice(0, config.listen.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+  const port = Number(config.listen.slice(config.listen.lastIndexOf(":") + 1));
+  let starting: HttpServer;
+  try {
+    starting = await listenWhileStarting(host, port);
+  } catch (error) {
+    process.stderr.write(
+      `stint: cannot listen on ${config.listen}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`,
+    );
+    process.exit(1);
+  }
+
+  // Loaded after the port is open: these modules take a while to import.
+  const { createServer } = await import("./server.js");
+  const { MasterKeyMismatchError } = await import("./modules/keys/keys.service.js");
   let server: Awaited<ReturnType<typeof createServer>>;
   try {
     const master = await loadOrCreateMasterKey(config.masterKeyFile);
@@ -62,10 +109,8 @@ export async function runServer(options: { configFile?: string | undefined } = {
   }
 
   const boot = await server.bootstrap();
-  const [host, port] = [
-    config.listen.slice(0, config.listen.lastIndexOf(":")).replace(/^\[|\]$/g, ""),
-    Number(config.listen.slice(config.listen.lastIndexOf(":") + 1)),
-  ];
+  await server.app.ready();
+  await closeHttp(starting);
   await server.app.listen({ host, port });
   const url = `http://${config.listen}`;
   server.outbox.start();
