@@ -87,6 +87,8 @@ export interface ApiClient {
   readonly server: string;
   /** The saved credentials when they belong to this server. */
   credentials(): SavedCredentials | null;
+  /** Throws "not signed in" now, before the user is asked to type anything. */
+  requireSession(): void;
   request<T = unknown>(method: string, path: string, options?: RequestOptions<T>): Promise<ApiResult<T>>;
   /** A streamed text answer (audit export); only the wait for the headers is timed out. */
   stream(path: string, query?: Query): Promise<ReadableStream<Uint8Array>>;
@@ -138,13 +140,26 @@ function expiresWithin(iso: string, now: number, marginMs: number): boolean {
   return Number.isNaN(at) || at - now < marginMs;
 }
 
+/** An answer whose headers are in; `settle` stops the timeout once the body is read. */
+interface Exchange {
+  response: Response;
+  settle: () => void;
+  timedOut: () => boolean;
+}
+
 export interface ClientOptions {
   /** The `--server` flag. */
   serverFlag?: string | undefined;
+  /**
+   * Use `$STINT_TOKEN` (an API token, for CI) as the bearer instead of the saved sign-in.
+   * Default true; login, setup and logout manage the saved sign-in and pass false.
+   */
+  useEnvToken?: boolean;
 }
 
 export async function createApiClient(ctx: CliContext, options: ClientOptions = {}): Promise<ApiClient> {
-  const saved = await loadCredentials(ctx.env, (message) => warn(ctx, message));
+  const envToken = options.useEnvToken === false ? undefined : ctx.env.STINT_TOKEN || undefined;
+  const saved = envToken ? null : await loadCredentials(ctx.env, (message) => warn(ctx, message));
   const server = resolveServer(options.serverFlag, saved, ctx.env);
   // Tokens are only ever sent to the server that issued them.
   let credentials: SavedCredentials | null = saved && saved.server === server ? saved : null;
@@ -177,7 +192,7 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
     body: unknown,
     query: Query | undefined,
     bearer: string | undefined,
-  ): Promise<{ response: Response; settle: () => void }> {
+  ): Promise<Exchange> {
     const headers: Record<string, string> = { accept: "application/json", "user-agent": userAgent };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (bearer) headers.authorization = `Bearer ${bearer}`;
@@ -211,14 +226,14 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
         { status: response.status },
       );
     }
-    return { response, settle };
+    return { response, settle, timedOut: () => timedOut };
   }
 
-  async function readText(response: Response, settle: () => void): Promise<string> {
+  async function readText({ response, settle, timedOut }: Exchange): Promise<string> {
     try {
       return await response.text();
     } catch (error) {
-      throw unreachable(server, error, false);
+      throw unreachable(server, error, timedOut());
     } finally {
       settle();
     }
@@ -243,14 +258,15 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
       if (expiresWithin(current.refreshTokenExpiresAt, ctx.now(), 0)) {
         throw new CliError("TOKEN_EXPIRED", "the session has expired; run `stint login` again");
       }
-      const { response, settle } = await exchange(
+      const answer = await exchange(
         "POST",
         "/v1/auth/refresh",
         { refreshToken: current.refreshToken },
         undefined,
         undefined,
       );
-      const text = await readText(response, settle);
+      const { response } = answer;
+      const text = await readText(answer);
       if (!response.ok) {
         const error = errorFromResponse(response.status, text);
         if (response.status === 400 || response.status === 401 || response.status === 403) {
@@ -271,6 +287,7 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
 
   async function bearerFor(auth: boolean | "if-valid"): Promise<string | undefined> {
     if (auth === false) return undefined;
+    if (envToken) return envToken;
     if (!credentials) {
       if (auth === "if-valid") return undefined;
       throw notSignedIn();
@@ -289,12 +306,12 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
     body: unknown,
     query: Query | undefined,
     auth: boolean | "if-valid",
-  ): Promise<{ response: Response; settle: () => void }> {
+  ): Promise<Exchange> {
     for (let attempt = 0; ; attempt += 1) {
       const bearer = await bearerFor(auth);
-      const { response, settle } = await exchange(method, path, body, query, bearer);
-      if (response.ok) return { response, settle };
-      const error = errorFromResponse(response.status, await readText(response, settle));
+      const answer = await exchange(method, path, body, query, bearer);
+      if (answer.response.ok) return answer;
+      const error = errorFromResponse(answer.response.status, await readText(answer));
       if (error.code === "TOKEN_EXPIRED" && auth === true && credentials && attempt === 0) {
         credentials = await refresh(credentials);
         continue;
@@ -329,9 +346,12 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
   return {
     server,
     credentials: () => credentials,
+    requireSession() {
+      if (!envToken && !credentials) throw notSignedIn();
+    },
     async request<T>(method: string, path: string, options: RequestOptions<T> = {}): Promise<ApiResult<T>> {
-      const { response, settle } = await send(method, path, options.body, options.query, options.auth ?? true);
-      return parseBody(await readText(response, settle), response.status, options.schema);
+      const answer = await send(method, path, options.body, options.query, options.auth ?? true);
+      return parseBody(await readText(answer), answer.response.status, options.schema);
     },
     async stream(path: string, query?: Query): Promise<ReadableStream<Uint8Array>> {
       const { response, settle } = await send("GET", path, undefined, query, true);

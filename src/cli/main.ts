@@ -8,7 +8,8 @@ import { runCli } from "./program.js";
 // `stint audit export | head` closes the pipe early: that is the reader's choice, not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
   if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
-  throw error;
+  process.stderr.write(`error: UNEXPECTED: cannot write to stdout (${error.code ?? error.message})\n`);
+  process.exit(1);
 });
 
 process.exitCode = await runCli(process.argv.slice(2), processContext());

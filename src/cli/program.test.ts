@@ -95,7 +95,10 @@ describe("stint CLI (fake API)", () => {
     });
   }
 
-  async function run(argv: string[], options: { stdin?: string; fetch?: typeof fetch } = {}) {
+  async function run(
+    argv: string[],
+    options: { stdin?: string; fetch?: typeof fetch; env?: Record<string, string> } = {},
+  ) {
     const stdin = new PassThrough();
     if (options.stdin !== undefined) stdin.end(options.stdin);
     const out: string[] = [];
@@ -104,7 +107,7 @@ describe("stint CLI (fake API)", () => {
       stdin: Object.assign(stdin, { isTTY: false }),
       stdout: { write: (chunk) => out.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString()) > 0 },
       stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
-      env: { STINT_CONFIG_DIR: dir, HOME: dir },
+      env: { STINT_CONFIG_DIR: dir, HOME: dir, ...options.env },
       fetch: options.fetch ?? fakeFetch,
       now: () => NOW,
       version: "0.0.0-test",
@@ -235,6 +238,21 @@ describe("stint CLI (fake API)", () => {
     expect(result.code).toBe(4);
     expect(result.stderr).toMatch(/signed in to http:\/\/127\.0\.0\.1:8420, not https:\/\/elsewhere\.example\.com/);
     expect(calls).toEqual([]);
+  });
+
+  it("uses $STINT_TOKEN as the bearer instead of the saved sign-in, and never refreshes it", async () => {
+    await signedIn();
+    on("GET", "/v1/me", (call) =>
+      call.authorization === "Bearer stint_api_token"
+        ? { status: 200, body: { ...alice, kind: "service", name: "ci-bot" } }
+        : envelope("TOKEN_EXPIRED", "expired", 401),
+    );
+    const ok = await run(["whoami", "--json"], { env: { STINT_TOKEN: "stint_api_token" } });
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ name: "ci-bot" });
+    const expired = await run(["whoami"], { env: { STINT_TOKEN: "revoked" } });
+    expect(expired).toMatchObject({ code: 4, stderr: "error: TOKEN_EXPIRED: expired\n" });
+    expect(calls.map((call) => new URL(call.url).pathname)).toEqual(["/v1/me", "/v1/me"]);
   });
 
   it("exits 8 when the server cannot be reached", async () => {
@@ -382,6 +400,8 @@ describe("stint CLI (fake API)", () => {
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/Exit codes:/);
     expect((await run(["--version"])).stdout).toBe("0.0.0-test\n");
+    expect((await run(["help", "users"])).code).toBe(0);
     expect((await run(["users"])).code).toBe(2);
+    expect((await run([])).code).toBe(2);
   });
 });

@@ -18,6 +18,7 @@ const ROOT_HELP = `
 Environment:
   STINT_SERVER      server URL when --server is not given and no sign-in is saved
   STINT_CONFIG_DIR  where credentials.json is kept (default $XDG_CONFIG_HOME/stint or ~/.config/stint)
+  STINT_TOKEN       an API token (stint tokens create) to use instead of the saved sign-in, e.g. in CI
 
 Exit codes:
   0 ok                 1 unexpected error        2 usage or bad input
@@ -71,10 +72,9 @@ export async function runCli(argv: readonly string[], ctx: CliContext): Promise<
     return EXIT_CODES.ok;
   } catch (error) {
     if (error instanceof CommanderError) {
-      // commander has printed the help, the version or the usage error already.
-      return error.code === "commander.helpDisplayed" || error.code === "commander.version"
-        ? EXIT_CODES.ok
-        : EXIT_CODES.usage;
+      // commander has printed the help, the version or the usage error already. Help that was
+      // asked for (--help, `stint help users`) exits 0; help shown for a missing command exits 2.
+      return error.exitCode === 0 ? EXIT_CODES.ok : EXIT_CODES.usage;
     }
     return reportError(ctx, json, error);
   }

@@ -65,7 +65,7 @@ async function signInAndSave(
   const previous = client.credentials();
   if (previous) {
     await client
-      .request("POST", "/v1/auth/logout", { body: { refreshToken: previous.refreshToken }, auth: "if-valid" })
+      .request("POST", "/v1/auth/logout", { body: { refreshToken: previous.refreshToken } })
       .catch(() => undefined);
   }
   await client.saveSession(pair);
@@ -106,7 +106,7 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     .action(async (options: { code: string; user: string; passwordStdin?: boolean }, command: Command) => {
       const { json } = globalOptions(command);
       const username = checkName("user name", options.user);
-      const client = await clientFor(ctx, command);
+      const client = await clientFor(ctx, command, false);
       warnIfPlainHttp(ctx, client.server);
       const password = checkNewPassword(
         await readPassword(ctx, {
@@ -139,7 +139,7 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     )
     .action(async (options: { user?: string; passwordStdin?: boolean; otp?: string }, command: Command) => {
       const { json } = globalOptions(command);
-      const client = await clientFor(ctx, command);
+      const client = await clientFor(ctx, command, false);
       warnIfPlainHttp(ctx, client.server);
       let username = options.user;
       if (username === undefined) {
@@ -161,7 +161,7 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     .description("end the session on the server and delete the saved credentials")
     .action(async (_options: unknown, command: Command) => {
       const { json } = globalOptions(command);
-      const client = await clientFor(ctx, command);
+      const client = await clientFor(ctx, command, false);
       const saved = client.credentials();
       if (!saved) {
         emit(ctx, json, { ok: true, revoked: false }, () => "Not signed in.\n");
@@ -170,10 +170,8 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
       let failure: CliError | undefined;
       let revoked = false;
       try {
-        await client.request("POST", "/v1/auth/logout", {
-          body: { refreshToken: saved.refreshToken },
-          auth: "if-valid",
-        });
+        // Authenticated (refreshing first if need be): the server ends the session of the caller.
+        await client.request("POST", "/v1/auth/logout", { body: { refreshToken: saved.refreshToken } });
         revoked = true;
       } catch (error) {
         // A session the server no longer accepts is as good as ended.
@@ -207,6 +205,7 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     .action(async (options: { passwordStdin?: boolean }, command: Command) => {
       const { json } = globalOptions(command);
       const client = await clientFor(ctx, command);
+      client.requireSession();
       const passwordStdin = options.passwordStdin === true;
       const currentPassword = await readPassword(ctx, { passwordStdin, label: "Current password: " });
       const newPassword = checkNewPassword(

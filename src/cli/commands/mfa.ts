@@ -65,7 +65,7 @@ export function registerMfaCommands(program: Command, ctx: CliContext): void {
         } catch (error) {
           const retry = isCliError(error) && (error.code === "MFA_INVALID" || error.code === "USAGE");
           if (!retry || attempt >= ATTEMPTS_AT_PROMPT) throw error;
-          note(ctx, `${error.message} Try again, or press Enter to stop.`);
+          note(ctx, `${error.message.replace(/\.$/, "")}. Try again, or press Enter to stop.`);
         }
       }
     });

@@ -7,8 +7,8 @@ import { globalOptions, type CliContext } from "../context.js";
 import { usageError } from "../exit-codes.js";
 import { warn } from "../output.js";
 
-export function clientFor(ctx: CliContext, command: Command): Promise<ApiClient> {
-  return createApiClient(ctx, { serverFlag: globalOptions(command).server });
+export function clientFor(ctx: CliContext, command: Command, useEnvToken = true): Promise<ApiClient> {
+  return createApiClient(ctx, { serverFlag: globalOptions(command).server, useEnvToken });
 }
 
 /** Passwords and tokens over plain HTTP to another machine can be read on the way. */

@@ -83,6 +83,7 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
       const kind = options.service ? "service" : "user";
       if (kind === "service" && options.passwordStdin) throw usageError("a service identity has no password");
       const client = await clientFor(ctx, command);
+      client.requireSession();
       let password: string | undefined;
       if (options.passwordStdin) {
         password = await readPassword(ctx, { passwordStdin: true, label: "" });
@@ -199,6 +200,7 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
     .action(async (userName: string, options: { passwordStdin?: boolean }, command: Command) => {
       const { json } = globalOptions(command);
       const client = await clientFor(ctx, command);
+      client.requireSession();
       const password = await readPassword(ctx, {
         passwordStdin: options.passwordStdin === true,
         label: `New password for ${userName}: `,
