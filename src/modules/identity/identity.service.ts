@@ -519,6 +519,8 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         const row = await identityStore.findLiveApiToken(store.db, apiToken.tokenId, now);
         if (!row || !constantTimeEqual(row.token_hash, sha256Hex(apiToken.secret)))
           throw new StintError("UNAUTHENTICATED");
+        const lastUsed = row.last_used_at ? new Date(row.last_used_at).getTime() : 0;
+        if (now.getTime() - lastUsed > 60_000) await identityStore.touchApiToken(store.db, row.token_id, now);
         return {
           kind: "principal",
           id: row.id,

@@ -147,6 +147,7 @@ export function findLiveApiToken(db: Q, tokenId: string, now: Date) {
     .select([
       "api_tokens.id as token_id",
       "api_tokens.token_hash",
+      "api_tokens.last_used_at",
       "principals.id",
       "principals.name",
       "principals.kind",
@@ -188,5 +189,15 @@ export function listApiTokens(db: Q) {
       "api_tokens.revoked_at",
     ])
     .orderBy("api_tokens.created_at", "desc")
+    .execute();
+}
+
+/** Usage telemetry, not a change of access: written at most once a minute per token. */
+export async function touchApiToken(db: Q, tokenId: string, now: Date) {
+  await db
+    .updateTable("api_tokens")
+    .set({ last_used_at: now })
+    .where("id", "=", tokenId)
+    .where((eb) => eb.or([eb("last_used_at", "is", null), eb("last_used_at", "<", new Date(now.getTime() - 60_000))]))
     .execute();
 }
