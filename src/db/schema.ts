@@ -150,6 +150,114 @@ export interface OutboxTable {
   done_at: Timestamp | null;
 }
 
+export interface TargetsTable {
+  id: string;
+  name: string;
+  kind: "internal" | "postgres" | "mysql" | "ldap" | "ssh-host" | "webhook";
+  address: string | null;
+  config: Json;
+  labels: Json<Record<string, string>>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface PoliciesTable {
+  id: string;
+  name: string;
+  description: string | null;
+  spec: Json;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface RolesTable {
+  id: string;
+  name: string;
+  description: string | null;
+  target_id: string;
+  policy_id: string;
+  entitlement: Json;
+  risk: "low" | "medium" | "high" | "critical";
+  owners: string[];
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface EligibilitiesTable {
+  id: string;
+  role_id: string;
+  principal_id: string | null;
+  group_id: string | null;
+  starts_at: Timestamp;
+  ends_at: Timestamp | null;
+  granted_by: string;
+  reason: string | null;
+  created_at: Timestamp;
+  removed_at: Timestamp | null;
+  expiry_reported_at: Timestamp | null;
+}
+
+export type RequestState =
+  | "pending"
+  | "approved"
+  | "provisioning"
+  | "active"
+  | "denied"
+  | "cancelled"
+  | "expired"
+  | "revoked"
+  | "deactivated"
+  | "failed";
+
+export interface ActivationRequestsTable {
+  id: string;
+  role_id: string;
+  requester_id: string;
+  extends_request_id: string | null;
+  state: RequestState;
+  duration_ms: number;
+  reason: string;
+  ticket: string | null;
+  break_glass: Generated<boolean>;
+  policy_snapshot: Json;
+  stages: Json<unknown[]>;
+  stage_index: Generated<number>;
+  stage_deadline: Timestamp | null;
+  mfa_at: Timestamp | null;
+  submitted_at: Timestamp;
+  decided_at: Timestamp | null;
+  activated_at: Timestamp | null;
+  expires_at: Timestamp | null;
+  ended_at: Timestamp | null;
+  end_reason: string | null;
+  ended_by: string | null;
+  extensions: Generated<number>;
+  expiring_notified_at: Timestamp | null;
+  updated_at: Timestamp;
+}
+
+export interface RequestDecisionsTable {
+  id: string;
+  request_id: string;
+  stage_index: number;
+  approver_id: string;
+  decision: "approve" | "deny";
+  reason: string | null;
+  decided_at: Timestamp;
+}
+
+export interface GrantsTable {
+  id: string;
+  request_id: string;
+  role_id: string;
+  principal_id: string;
+  state: "provisioning" | "active" | "revoking" | "revoked" | "failed";
+  attempts: Generated<number>;
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   principals: PrincipalsTable;
   password_credentials: PasswordCredentialsTable;
@@ -166,4 +274,11 @@ export interface Database {
   audit_head: AuditHeadTable;
   audit_checkpoints: AuditCheckpointsTable;
   outbox: OutboxTable;
+  targets: TargetsTable;
+  policies: PoliciesTable;
+  roles: RolesTable;
+  eligibilities: EligibilitiesTable;
+  activation_requests: ActivationRequestsTable;
+  request_decisions: RequestDecisionsTable;
+  grants: GrantsTable;
 }

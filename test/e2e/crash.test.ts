@@ -141,7 +141,7 @@ describe.each(ENGINES)("crash during concurrent user creation on %s", (engine) =
     return `Bearer ${body.accessToken}`;
   }
 
-  it("keeps users and their audit events together, and the chain verifies", { timeout: 120_000 }, async () => {
+  it("keeps users and their audit events together, and the chain verifies", { timeout: 240_000 }, async () => {
     const started = Date.now();
     const dataDir = await mkdtemp(path.join(tmpdir(), `stint-crash-${engine}-`));
     cleanups.push(() => rm(dataDir, { recursive: true, force: true }));

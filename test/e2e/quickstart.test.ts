@@ -41,7 +41,7 @@ describe("quickstart: npm start, then the CLI", () => {
       env: { STINT_LISTEN: `127.0.0.1:${port}`, STINT_DATA_DIR: path.join(work, ".stint"), STINT_LOG_LEVEL: "warn" },
     });
     healthMs = await waitForHealth(url, 10_000);
-  }, 30_000);
+  }, 180_000);
 
   afterAll(async () => {
     await server?.kill("SIGTERM");

@@ -54,7 +54,7 @@ export function start(
   return {
     child,
     output: () => output,
-    waitFor(pattern, timeoutMs = 30_000) {
+    waitFor(pattern, timeoutMs = 120_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
           const match = output.match(pattern);

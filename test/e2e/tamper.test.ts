@@ -59,7 +59,7 @@ describe.each<Engine>(["pglite", "postgres"])("audit verify after tampering on %
       server = start(process.execPath, ["bin/stint.js", "server"], { env: serverEnv });
       cleanups.push(() => server!.kill("SIGKILL"));
       await waitForHealth(url, 30_000);
-      await server.waitFor(/Stint is listening/, 60_000);
+      await server.waitFor(/Stint is listening/, 120_000);
     };
     await boot();
 

@@ -1,0 +1,130 @@
+/**
+ * Targets, roles, policies and eligibility: the shapes shared by the API, the
+ * CLI and the configuration file (configuration as code uses the same names).
+ */
+import { z } from "zod";
+import { durationText, isoTime, name, reason } from "./common.js";
+
+export const weekday = z.enum(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
+const clockTime = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "must be a time like 08:00");
+
+export const timeZone = z.string().refine((tz) => {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}, "must be an IANA time zone such as Europe/London");
+
+export const activationWindow = z.strictObject({
+  days: z.array(weekday).min(1),
+  from: clockTime,
+  to: clockTime,
+  timeZone,
+});
+
+export const approverSet = z
+  .strictObject({
+    groups: z.array(name).default([]),
+    users: z.array(name).default([]),
+    /** The requester's manager (from the directory). */
+    manager: z.boolean().default(false),
+  })
+  .refine(
+    (a) => a.manager || a.groups.length + a.users.length > 0,
+    "must name at least one approver (groups, users or manager)",
+  );
+
+export const approvalStage = z
+  .strictObject({
+    name: z.string().max(100).optional(),
+    approvers: approverSet,
+    /** Distinct approvals this stage needs. */
+    count: z.number().int().min(1).max(10).default(1),
+    timeout: durationText.optional(),
+    onTimeout: z.enum(["deny", "escalate", "approve"]).default("deny"),
+    escalateTo: approverSet.optional(),
+  })
+  .refine((s) => s.onTimeout !== "escalate" || s.escalateTo !== undefined, {
+    message: "onTimeout: escalate needs escalateTo",
+    path: ["escalateTo"],
+  })
+  .refine((s) => s.onTimeout === "deny" || s.timeout !== undefined, {
+    message: "a timeout action needs a timeout",
+    path: ["timeout"],
+  });
+
+export const policySpec = z.strictObject({
+  defaultDuration: durationText.default("1h"),
+  maxDuration: durationText.default("8h"),
+  mfa: z
+    .strictObject({ required: z.boolean().default(true), maxAge: durationText.default("15m") })
+    .default({ required: true, maxAge: "15m" }),
+  justification: z
+    .strictObject({
+      minLength: z.number().int().min(0).max(1000).default(10),
+      ticketRequired: z.boolean().default(false),
+      ticketPattern: z
+        .string()
+        .max(200)
+        .refine((p) => {
+          try {
+            new RegExp(p);
+            return true;
+          } catch {
+            return false;
+          }
+        }, "must be a valid regular expression")
+        .optional(),
+      /** Words that alone do not count as a reason. */
+      rejectWords: z
+        .array(z.string().min(1).max(50))
+        .default(["work", "fix", "access", "needed", "test", "debug", "admin"]),
+    })
+    .default({
+      minLength: 10,
+      ticketRequired: false,
+      rejectWords: ["work", "fix", "access", "needed", "test", "debug", "admin"],
+    }),
+  approval: z.strictObject({ stages: z.array(approvalStage).max(5).default([]) }).default({ stages: [] }),
+  windows: z.array(activationWindow).max(20).default([]),
+  outsideWindow: z.enum(["deny", "require-approval"]).default("deny"),
+  /** Approvers of the extra stage added outside the windows (outsideWindow: require-approval). */
+  outsideWindowApprovers: approverSet.optional(),
+  maxExtensions: z.number().int().min(0).max(100).default(0),
+  breakGlass: z.boolean().default(false),
+  notify: z.array(name).max(20).default([]),
+});
+export type PolicySpec = z.output<typeof policySpec>;
+
+export const riskTier = z.enum(["low", "medium", "high", "critical"]);
+
+export const targetKind = z.enum(["internal", "postgres", "mysql", "ldap", "ssh-host", "webhook"]);
+
+export const activationRequestState = z.enum([
+  "pending",
+  "approved",
+  "provisioning",
+  "active",
+  "denied",
+  "cancelled",
+  "expired",
+  "revoked",
+  "deactivated",
+  "failed",
+]);
+export type ActivationRequestState = z.infer<typeof activationRequestState>;
+
+export const submitRequest = z.strictObject({
+  role: name,
+  duration: durationText.optional(),
+  reason: reason,
+  ticket: z.string().trim().min(1).max(100).optional(),
+});
+
+export const decisionRequest = z.strictObject({ reason: reason.optional() });
+export const denyRequest = z.strictObject({ reason });
+export const extendRequest = z.strictObject({ by: durationText, reason });
+
+export { isoTime };
