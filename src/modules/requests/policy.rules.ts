@@ -1,0 +1,313 @@
+/**
+ * Pure policy rules for activation requests: duration, justification, activation
+ * windows, MFA freshness and extensions. No IO and no clock reads: callers pass `now`.
+ */
+import type { PolicySpec } from "../../contract/catalog.js";
+import { formatDuration, parseDuration } from "../../lib/duration.js";
+
+export type ActivationWindow = PolicySpec["windows"][number];
+type Weekday = ActivationWindow["days"][number];
+
+/** The shortest activation or extension worth provisioning and revoking at a target. */
+export const MIN_DURATION_MS = 60_000;
+
+/** How far a recorded MFA time may sit in the future: server nodes' clocks differ slightly. */
+export const MFA_CLOCK_SKEW_MS = 60_000;
+
+const WEEKDAYS: readonly Weekday[] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const MINUTES_PER_DAY = 1440;
+const MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY;
+
+// ---------------------------------------------------------------------------
+// Duration
+
+export type DurationResult =
+  { ok: true; durationMs: number } | { ok: false; code: "DURATION_TOO_LONG" | "DURATION_INVALID"; message: string };
+
+/**
+ * The activation length for a request: the policy default when none is asked for,
+ * otherwise the requested one if it is between 1m and the policy maximum.
+ * A default longer than the maximum (a policy written inconsistently) is cut to the
+ * maximum rather than refusing a user who asked for nothing in particular.
+ */
+export function resolveDuration(
+  spec: Pick<PolicySpec, "defaultDuration" | "maxDuration">,
+  requested?: string,
+): DurationResult {
+  const maxMs = parseDuration(spec.maxDuration);
+  if (requested === undefined) {
+    const durationMs = Math.min(parseDuration(spec.defaultDuration), maxMs);
+    if (durationMs < MIN_DURATION_MS) {
+      return {
+        ok: false,
+        code: "DURATION_INVALID",
+        message: `The role's policy allows no duration of at least ${formatDuration(MIN_DURATION_MS)}; ask its owners to fix it.`,
+      };
+    }
+    return { ok: true, durationMs };
+  }
+  let durationMs: number;
+  try {
+    durationMs = parseDuration(requested);
+  } catch {
+    return {
+      ok: false,
+      code: "DURATION_INVALID",
+      message: `"${requested}" is not a duration; write it like 30m, 2h or 1d.`,
+    };
+  }
+  if (durationMs < MIN_DURATION_MS) {
+    return {
+      ok: false,
+      code: "DURATION_INVALID",
+      message: `An activation must last at least ${formatDuration(MIN_DURATION_MS)}.`,
+    };
+  }
+  if (durationMs > maxMs) {
+    return {
+      ok: false,
+      code: "DURATION_TOO_LONG",
+      message: `${requested} is longer than this role allows; ask for at most ${formatDuration(maxMs)}.`,
+    };
+  }
+  return { ok: true, durationMs };
+}
+
+// ---------------------------------------------------------------------------
+// Justification
+
+export type JustificationResult = { ok: true } | { ok: false; problems: string[] };
+
+/** Words of a text, lower-cased, with punctuation and spacing dropped (any script). */
+function words(text: string): string[] {
+  return text
+    .toLowerCase()
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter((word) => word.length > 0);
+}
+
+/**
+ * A pattern as the policy author wrote it when it carries its own anchors; otherwise
+ * the whole ticket must match, so `ABC-\d+` does not accept `xABC-1y`.
+ */
+function ticketRegExp(pattern: string): RegExp {
+  const trailingBackslashes = /\\*(?=\$$)/.exec(pattern)?.[0].length ?? 0;
+  const anchored = pattern.startsWith("^") || (pattern.endsWith("$") && trailingBackslashes % 2 === 0);
+  return new RegExp(anchored ? pattern : `^(?:${pattern})$`);
+}
+
+/**
+ * Checks the reason and ticket against the policy and lists every problem at once, so
+ * a requester fixes them in one go. A reason whose words are all reject words ("fix",
+ * "needed access") says nothing, whatever its length; so does one with no words at all.
+ */
+export function checkJustification(
+  spec: Pick<PolicySpec, "justification">,
+  reason: string,
+  ticket?: string,
+): JustificationResult {
+  const rules = spec.justification;
+  const problems: string[] = [];
+  const trimmed = reason.trim();
+
+  if (trimmed.length < rules.minLength) {
+    problems.push(`The reason must be at least ${rules.minLength} characters long; say what you will do and why.`);
+  }
+  const reasonWords = words(trimmed);
+  const rejected = new Set(rules.rejectWords.flatMap(words));
+  if (reasonWords.length === 0) {
+    problems.push("The reason must say in words what you will do and why.");
+  } else if (reasonWords.every((word) => rejected.has(word))) {
+    problems.push(
+      `"${trimmed}" is too vague to be a reason; say what you will do and why (for example, the incident or change).`,
+    );
+  }
+
+  const givenTicket = ticket?.trim() || undefined;
+  if (givenTicket === undefined) {
+    if (rules.ticketRequired) problems.push("This role needs a ticket reference with every request.");
+  } else if (rules.ticketPattern !== undefined && !ticketRegExp(rules.ticketPattern).test(givenTicket)) {
+    problems.push(`The ticket "${givenTicket}" does not look like a ticket reference this role accepts.`);
+  }
+
+  return problems.length === 0 ? { ok: true } : { ok: false, problems };
+}
+
+// ---------------------------------------------------------------------------
+// Activation windows
+//
+// A window is a range of wall-clock times in its time zone: 08:00-18:00 means while
+// the clock there reads 08:00 to 17:59, whatever the UTC offset that day. The local
+// time is found from the zone's UTC offset at `now` (Intl, no dependency) and the
+// window is compared as minutes of the local week, which handles overnight windows
+// and the sun->mon wrap with one modulo. Consequences at DST changes, by design:
+// a window starting in the skipped hour starts when the clock jumps past it, and in
+// the repeated hour each reading of the clock is judged on its own.
+
+const offsetFormatters = new Map<string, Intl.DateTimeFormat>();
+
+/** The zone's offset from UTC at an instant, in milliseconds (east positive). */
+function utcOffsetMs(timeZone: string, instant: Date): number {
+  let formatter = offsetFormatters.get(timeZone);
+  if (formatter === undefined) {
+    formatter = new Intl.DateTimeFormat("en-US", { timeZone, timeZoneName: "longOffset" });
+    offsetFormatters.set(timeZone, formatter);
+  }
+  const label = formatter.formatToParts(instant).find((part) => part.type === "timeZoneName")?.value ?? "";
+  // "GMT", "GMT+01:00", "GMT-03:30", and for old local mean times "GMT+05:21:10".
+  const match = /^GMT(?:([+-])(\d{2}):(\d{2})(?::(\d{2}))?)?$/.exec(label);
+  if (match === null) throw new RangeError(`cannot read the UTC offset of ${timeZone} from "${label}"`);
+  const [, sign, hours = "0", minutes = "0", seconds = "0"] = match;
+  const magnitude = ((Number(hours) * 60 + Number(minutes)) * 60 + Number(seconds)) * 1000;
+  return sign === "-" ? -magnitude : magnitude;
+}
+
+/** Minutes since local Monday 00:00 in the zone, at an instant. */
+function localMinuteOfWeek(timeZone: string, now: Date): number {
+  const local = new Date(now.getTime() + utcOffsetMs(timeZone, now));
+  const mondayBasedDay = (local.getUTCDay() + 6) % 7;
+  return mondayBasedDay * MINUTES_PER_DAY + local.getUTCHours() * 60 + local.getUTCMinutes();
+}
+
+function minutesOf(clockTime: string): number {
+  const [hours = "0", minutes = "0"] = clockTime.split(":");
+  return Number(hours) * 60 + Number(minutes);
+}
+
+/** Whether a local minute of the week falls inside one window. */
+function windowContains(window: ActivationWindow, minuteOfWeek: number): boolean {
+  const from = minutesOf(window.from);
+  const to = minutesOf(window.to);
+  // from == to: the whole of each listed day; to < from: overnight, ending the next day.
+  const startInDay = from === to ? 0 : from;
+  const length = from === to ? MINUTES_PER_DAY : (to - from + MINUTES_PER_DAY) % MINUTES_PER_DAY;
+  return window.days.some((day) => {
+    const start = WEEKDAYS.indexOf(day) * MINUTES_PER_DAY + startInDay;
+    return (((minuteOfWeek - start) % MINUTES_PER_WEEK) + MINUTES_PER_WEEK) % MINUTES_PER_WEEK < length;
+  });
+}
+
+/**
+ * Whether `now` is inside any of the windows (no windows: always). `days` name the day
+ * a window starts on, so fri 22:00-06:00 covers Friday night into Saturday morning.
+ */
+export function isWithinWindows(windows: readonly ActivationWindow[], now: Date): boolean {
+  if (windows.length === 0) return true;
+  return windows.some((window) => windowContains(window, localMinuteOfWeek(window.timeZone, now)));
+}
+
+function describeDays(days: readonly Weekday[]): string {
+  const indexes = [...new Set(days.map((day) => WEEKDAYS.indexOf(day)))].sort((a, b) => a - b);
+  const runs: string[] = [];
+  for (let i = 0; i < indexes.length;) {
+    let j = i;
+    while (j + 1 < indexes.length && indexes[j + 1] === indexes[j]! + 1) j++;
+    const first = WEEKDAYS[indexes[i]!]!;
+    const last = WEEKDAYS[indexes[j]!]!;
+    if (j - i >= 2) runs.push(`${first}-${last}`);
+    else for (let k = i; k <= j; k++) runs.push(WEEKDAYS[indexes[k]!]!);
+    i = j + 1;
+  }
+  return runs.join(",");
+}
+
+/** A window as people read it: "mon-fri 08:00-18:00 Europe/London". */
+export function describeWindow(window: ActivationWindow): string {
+  const hours = window.from === window.to ? "all day" : `${window.from}-${window.to}`;
+  return `${describeDays(window.days)} ${hours} ${window.timeZone}`;
+}
+
+export type WindowDecision = { allowed: true; extraStage: boolean } | { allowed: false; reason: string };
+
+/**
+ * Inside the windows: allowed as usual. Outside: refused, or (outsideWindow:
+ * require-approval) allowed with one more approval stage, by outsideWindowApprovers.
+ */
+export function evaluateWindow(spec: Pick<PolicySpec, "windows" | "outsideWindow">, now: Date): WindowDecision {
+  if (isWithinWindows(spec.windows, now)) return { allowed: true, extraStage: false };
+  if (spec.outsideWindow === "require-approval") return { allowed: true, extraStage: true };
+  return {
+    allowed: false,
+    reason: `This role can be activated only during ${spec.windows.map(describeWindow).join("; ")}, and it is outside those hours now.`,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// MFA
+
+export type MfaResult = { ok: true } | { ok: false; code: "MFA_STEP_UP_REQUIRED"; message: string };
+
+/**
+ * When the policy requires MFA, the last MFA must be at most maxAge old (inclusive).
+ * A time slightly in the future is clock skew between nodes; further ahead is not trusted.
+ */
+export function checkMfaFreshness(spec: Pick<PolicySpec, "mfa">, mfaAt: Date | null, now: Date): MfaResult {
+  if (!spec.mfa.required) return { ok: true };
+  const maxAgeMs = parseDuration(spec.mfa.maxAge);
+  const ageMs = mfaAt === null ? Number.NaN : now.getTime() - mfaAt.getTime();
+  if (ageMs >= -MFA_CLOCK_SKEW_MS && ageMs <= maxAgeMs) return { ok: true };
+  return {
+    ok: false,
+    code: "MFA_STEP_UP_REQUIRED",
+    message: `This role needs a one-time code entered within the last ${formatDuration(maxAgeMs)}; confirm with your authenticator and try again.`,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Extensions
+
+export type ExtensionResult =
+  | { ok: true; expiresAt: Date }
+  | { ok: false; code: "EXTENSION_LIMIT_REACHED" | "DURATION_TOO_LONG" | "DURATION_INVALID"; reason: string };
+
+/**
+ * The rule: an activation may be extended at most maxExtensions times; each extension
+ * moves the current expiry by `by`, which must be between 1m and maxDuration (an
+ * extension is never longer than an activation could be). So the whole activation
+ * never exceeds maxDuration x (1 + maxExtensions) from its start; that bound is also
+ * checked directly, so a policy tightened since activation still caps it.
+ */
+export function checkExtension(
+  spec: Pick<PolicySpec, "maxDuration" | "maxExtensions">,
+  extensionsSoFar: number,
+  byMs: number,
+  currentExpiresAt: Date,
+  activatedAt: Date,
+): ExtensionResult {
+  if (spec.maxExtensions === 0) {
+    return { ok: false, code: "EXTENSION_LIMIT_REACHED", reason: "This role's policy does not allow extensions." };
+  }
+  if (extensionsSoFar >= spec.maxExtensions) {
+    const times = spec.maxExtensions === 1 ? "once" : `${spec.maxExtensions} times`;
+    return {
+      ok: false,
+      code: "EXTENSION_LIMIT_REACHED",
+      reason: `This activation was already extended ${times}, the most the role's policy allows; request a new activation.`,
+    };
+  }
+  const maxMs = parseDuration(spec.maxDuration);
+  if (!Number.isFinite(byMs) || byMs < MIN_DURATION_MS) {
+    return {
+      ok: false,
+      code: "DURATION_INVALID",
+      reason: `An extension must add at least ${formatDuration(MIN_DURATION_MS)}.`,
+    };
+  }
+  if (byMs > maxMs) {
+    return {
+      ok: false,
+      code: "DURATION_TOO_LONG",
+      reason: `An extension may add at most ${formatDuration(maxMs)} at a time.`,
+    };
+  }
+  const expiresAt = new Date(currentExpiresAt.getTime() + byMs);
+  const totalCapMs = maxMs * (1 + spec.maxExtensions);
+  if (expiresAt.getTime() - activatedAt.getTime() > totalCapMs) {
+    return {
+      ok: false,
+      code: "DURATION_TOO_LONG",
+      reason: `With this extension the activation would last longer than ${formatDuration(totalCapMs)} in total, the most this role allows.`,
+    };
+  }
+  return { ok: true, expiresAt };
+}
