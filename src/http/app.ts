@@ -22,7 +22,18 @@ import { ANONYMOUS, type Actor, type CallContext } from "../modules/authz/authz.
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger, ZodTypeProvider>;
 
+/** One registered route and what it requires (tests walk these). */
+export interface RouteEntry {
+  method: string;
+  url: string;
+  requirement: Requirement;
+}
+
 declare module "fastify" {
+  interface FastifyInstance {
+    /** Every route registered on the app, in registration order. */
+    routeTable: readonly RouteEntry[];
+  }
   interface FastifyContextConfig {
     requirement?: Requirement;
   }
@@ -54,6 +65,12 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       return typeof given === "string" && REQUEST_ID.test(given) ? given : newId();
     },
     routerOptions: { ignoreTrailingSlash: true },
+    // Malformed percent-encoding and over-long path parameters get the error envelope too.
+    frameworkErrors: (_error, _request, reply) =>
+      sendError(
+        reply,
+        new StintError("VALIDATION_FAILED", "The URL is badly percent-encoded or a part of it is too long."),
+      ),
   }).withTypeProvider<ZodTypeProvider>() as unknown as App;
 
   app.setValidatorCompiler(validatorCompiler);
@@ -61,7 +78,7 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
 
   // JSON only, strictly UTF-8: invalid bytes are an error, not silently replaced.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser(/^application\/([\w.+-]+\+)?json$/, { parseAs: "buffer" }, (_req, body, done) => {
+  app.addContentTypeParser(/^application\/([\w.+-]+\+)?json\s*(;|$)/i, { parseAs: "buffer" }, (_req, body, done) => {
     const buffer = body as Buffer;
     let text: string;
     try {
@@ -77,16 +94,29 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     }
   });
 
+  // PostgreSQL text holds neither U+0000 nor unpaired surrogates: refuse them here, not fail or alter them later.
+  app.addHook("preValidation", async (request) => {
+    if (hasUnstorableText([request.params, request.query, request.body])) {
+      throw new StintError(
+        "VALIDATION_FAILED",
+        "The request must not contain NUL (U+0000) characters or unpaired UTF-16 surrogates.",
+      );
+    }
+  });
+
   app.decorateRequest("actor", null as never);
   app.decorateRequest("callContext", null as never);
 
   // Deny by default: every route states its requirement.
+  const routeTable: RouteEntry[] = [];
+  app.decorate("routeTable", routeTable);
   app.addHook("onRoute", (route) => {
     const requirement = route.config?.requirement;
     if (requirement === undefined) throw new Error(`route ${route.method} ${route.url} declares no requirement`);
     if (requirement !== "public" && requirement !== "authenticated" && !isPermission(requirement)) {
       throw new Error(`route ${route.method} ${route.url} names unknown permission ${requirement}`);
     }
+    for (const method of [route.method].flat()) routeTable.push({ method, url: route.url, requirement });
   });
 
   app.addHook("onRequest", async (request, reply) => {
@@ -170,4 +200,23 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
 export function sendError(reply: FastifyReply, error: StintError): void {
   if (error.status === 401) reply.header("www-authenticate", 'Bearer realm="stint"');
   void reply.code(error.status).type("application/json").send(toEnvelope(error));
+}
+
+const UNPAIRED_SURROGATE = /\p{Cs}/u;
+const unstorable = (text: string) => text.includes("\u0000") || UNPAIRED_SURROGATE.test(text);
+
+/** Whether any string or key in a parsed request is unstorable text (iterative: bodies may nest deeply). */
+function hasUnstorableText(value: unknown): boolean {
+  const stack: unknown[] = [value];
+  while (stack.length > 0) {
+    const item = stack.pop();
+    if (typeof item === "string" && unstorable(item)) return true;
+    if (item !== null && typeof item === "object") {
+      for (const [key, child] of Object.entries(item)) {
+        if (unstorable(key)) return true;
+        stack.push(child);
+      }
+    }
+  }
+  return false;
 }

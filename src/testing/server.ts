@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import * as OTPAuth from "otpauth";
 import { loadConfig, type Config } from "../config/config.js";
 import type { Engine } from "../lib/db.js";
+import type { DestinationStream } from "pino";
 import { createLogger } from "../lib/logger.js";
 import type { Clock } from "../lib/clock.js";
 import type { PlatformRole } from "../modules/authz/authz.types.js";
@@ -17,11 +18,16 @@ import { freshStore } from "./engines.js";
 export const TEST_SCRYPT = { N: 2 ** 10, r: 8, p: 1 };
 export const ADMIN_PASSWORD = "admin-password-for-tests";
 
+/** The password userWithRoles gives `name`: letter-free, so it can never contain the name (WEAK_PASSWORD). */
+export function passwordFor(name: string): string {
+  return `#${Array.from(name, (ch) => ch.codePointAt(0)).join(".")}.0123456789`;
+}
+
 export interface TestServer extends Server {
   config: Config;
   /** Signs in and returns the Authorization header value. */
   login(name: string, password?: string, otp?: string): Promise<string>;
-  /** Creates a user with these platform roles (password `${name}-password-123`) and signs in. */
+  /** Creates a user with these platform roles (password `passwordFor(name)`) and signs in. */
   userWithRoles(name: string, roles: PlatformRole[]): Promise<string>;
   adminAuth: string;
   cleanup(): Promise<void>;
@@ -29,7 +35,14 @@ export interface TestServer extends Server {
 
 export async function testServer(
   engine: Engine = "pglite",
-  options: { env?: NodeJS.ProcessEnv; clock?: Clock; outboxHandlers?: OutboxHandlers; logLevel?: string } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    clock?: Clock;
+    outboxHandlers?: OutboxHandlers;
+    logLevel?: string;
+    /** Where log lines go (tests that read the logs); stdout otherwise. */
+    logDestination?: DestinationStream;
+  } = {},
 ): Promise<TestServer> {
   const t = await freshStore(engine);
   const parsed = loadConfig({
@@ -41,7 +54,10 @@ export async function testServer(
   const config = parsed.config;
   const server = await createServer({
     config,
-    logger: createLogger({ level: options.logLevel ?? "silent" }),
+    logger: createLogger({
+      level: options.logLevel ?? "silent",
+      ...(options.logDestination ? { destination: options.logDestination } : {}),
+    }),
     masterKey: randomBytes(32),
     store: t.store,
     scrypt: TEST_SCRYPT,
@@ -51,7 +67,7 @@ export async function testServer(
   await server.bootstrap();
   await server.app.ready();
 
-  async function login(name: string, password = `${name}-password-123`, otp?: string) {
+  async function login(name: string, password = passwordFor(name), otp?: string) {
     const res = await server.app.inject({
       method: "POST",
       url: "/v1/auth/login",
@@ -72,7 +88,7 @@ export async function testServer(
         method: "POST",
         url: "/v1/users",
         headers: { authorization: adminAuth },
-        payload: { name, password: `${name}-password-123`, platformRoles: roles },
+        payload: { name, password: passwordFor(name), platformRoles: roles },
       });
       if (res.statusCode !== 201) throw new Error(`create ${name} failed: ${res.body}`);
       return login(name);

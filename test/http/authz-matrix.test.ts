@@ -1,0 +1,259 @@
+/**
+ * Every route × every platform role (and anonymous) against one hand-written
+ * table. A route the table does not list, or a row naming a route that does not
+ * exist, fails the suite: a new endpoint cannot ship without stating who may
+ * call it.
+ *
+ * "yes" means the caller passes authorization: the answer may still be a 2xx,
+ * a 4xx about the input, or a 404, but never 401 or 403 (and never a 5xx).
+ * "no" means 401 UNAUTHENTICATED for anonymous callers and 403 FORBIDDEN for
+ * everyone else, in the error envelope. Each case signs in afresh, so a route
+ * such as logout cannot spoil the next one.
+ */
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import type { LightMyRequestResponse } from "fastify";
+import { ERROR_CODES, type ErrorCode } from "../../src/lib/errors.js";
+import type { PlatformRole } from "../../src/modules/authz/authz.types.js";
+import { passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
+
+// Fastify answers HEAD for every GET route; a HEAD route is covered by its GET row.
+const MATRIX = `
+  method  route                                    anonymous  user  auditor  security  admin
+  GET     /healthz                                 yes        yes   yes      yes       yes
+  GET     /readyz                                  yes        yes   yes      yes       yes
+  GET     /metrics                                 yes        yes   yes      yes       yes
+  GET     /.well-known/jwks.json                   yes        yes   yes      yes       yes
+  GET     /openapi.json                            yes        yes   yes      yes       yes
+  POST    /v1/setup                                yes        yes   yes      yes       yes
+  POST    /v1/auth/login                           yes        yes   yes      yes       yes
+  POST    /v1/auth/refresh                         yes        yes   yes      yes       yes
+  POST    /v1/auth/logout                          no         yes   yes      yes       yes
+  GET     /v1/me                                   no         yes   yes      yes       yes
+  POST    /v1/me/mfa/totp                          no         yes   yes      yes       yes
+  POST    /v1/me/mfa/totp/confirm                  no         yes   yes      yes       yes
+  POST    /v1/me/password                          no         yes   yes      yes       yes
+  GET     /v1/users                                no         no    yes      yes       yes
+  POST    /v1/users                                no         no    no       no        yes
+  GET     /v1/users/:name                          no         no    yes      yes       yes
+  PATCH   /v1/users/:name                          no         no    no       no        yes
+  POST    /v1/users/:name/disable                  no         no    no       no        yes
+  POST    /v1/users/:name/enable                   no         no    no       no        yes
+  PUT     /v1/users/:name/password                 no         no    no       no        yes
+  GET     /v1/groups                               no         no    yes      yes       yes
+  POST    /v1/groups                               no         no    no       no        yes
+  POST    /v1/groups/:name/members                 no         no    no       no        yes
+  DELETE  /v1/groups/:name/members/:principal      no         no    no       no        yes
+  GET     /v1/tokens                               no         no    yes      no        yes
+  POST    /v1/tokens                               no         no    no       no        yes
+  DELETE  /v1/tokens/:id                           no         no    no       no        yes
+  GET     /v1/audit/events                         no         no    yes      yes       yes
+  GET     /v1/audit/verify                         no         no    yes      yes       yes
+  GET     /v1/audit/export                         no         no    yes      yes       yes
+`;
+
+const CALLERS = ["anonymous", "user", "auditor", "security", "admin"] as const;
+type Caller = (typeof CALLERS)[number];
+
+interface Row {
+  key: string;
+  method: string;
+  route: string;
+  allowed: ReadonlySet<Caller>;
+}
+
+function parseMatrix(text: string): Row[] {
+  const lines = text
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+  const header = lines.shift()!.split(/\s+/);
+  if (header.join(" ") !== ["method", "route", ...CALLERS].join(" ")) throw new Error(`bad matrix header: ${header}`);
+  const rows = lines.map((line) => {
+    const [method, route, ...cells] = line.split(/\s+/);
+    if (!method || !route || cells.length !== CALLERS.length || cells.some((c) => c !== "yes" && c !== "no")) {
+      throw new Error(`bad matrix row: ${line}`);
+    }
+    const allowed = new Set(CALLERS.filter((_, i) => cells[i] === "yes"));
+    return { key: `${method} ${route}`, method, route, allowed };
+  });
+  const keys = rows.map((r) => r.key);
+  const twice = keys.filter((k, i) => keys.indexOf(k) !== i);
+  if (twice.length > 0) throw new Error(`matrix rows listed twice: ${twice.join(", ")}`);
+  return rows;
+}
+
+const ROWS = parseMatrix(MATRIX);
+
+// Fixtures the requests below act on; none of them is one of the callers.
+const TARGET = "matrix-target";
+const LOGIN_ONLY = "matrix-login";
+const SERVICE = "matrix-svc";
+const GROUP = "matrix-group";
+
+interface Probe {
+  url: string;
+  payload?: unknown;
+}
+type ProbeFactory = (ctx: { server: TestServer; fresh: (prefix: string) => string }) => Probe | Promise<Probe>;
+
+/**
+ * Plausible requests: valid where the effect is harmless, deliberately invalid
+ * (a 400 that still proves authorization passed) where a valid one would change
+ * a caller's credentials, or would answer 401 for a reason that is not authorization.
+ * Routes absent here are called on their own URL with no body.
+ */
+const PROBES: Record<string, ProbeFactory> = {
+  "GET /.well-known/jwks.json": () => ({ url: "/.well-known/jwks.json" }),
+  "POST /v1/setup": () => ({
+    url: "/v1/setup",
+    payload: { code: "not-a-real-setup-code", username: "matrix-setup", password: "a-long-enough-password-1" },
+  }),
+  "POST /v1/auth/login": () => ({
+    url: "/v1/auth/login",
+    payload: { username: LOGIN_ONLY, password: passwordFor(LOGIN_ONLY) },
+  }),
+  "POST /v1/auth/refresh": async ({ server }) => {
+    const res = await server.app.inject({
+      method: "POST",
+      url: "/v1/auth/login",
+      payload: { username: LOGIN_ONLY, password: passwordFor(LOGIN_ONLY) },
+    });
+    return { url: "/v1/auth/refresh", payload: { refreshToken: res.json<{ refreshToken: string }>().refreshToken } };
+  },
+  // A wrong six-digit code would be MFA_INVALID (401); a malformed one is refused by validation.
+  "POST /v1/me/mfa/totp/confirm": () => ({ url: "/v1/me/mfa/totp/confirm", payload: { code: "abcdef" } }),
+  "POST /v1/me/password": () => ({
+    url: "/v1/me/password",
+    payload: { currentPassword: "irrelevant", newPassword: "short" },
+  }),
+  "POST /v1/users": ({ fresh }) => ({ url: "/v1/users", payload: { name: fresh("matrix-new") } }),
+  "GET /v1/users/:name": () => ({ url: `/v1/users/${TARGET}` }),
+  "PATCH /v1/users/:name": () => ({ url: `/v1/users/${TARGET}`, payload: { displayName: "Matrix Target" } }),
+  "POST /v1/users/:name/disable": () => ({
+    url: `/v1/users/${TARGET}/disable`,
+    payload: { reason: "authorization matrix" },
+  }),
+  "POST /v1/users/:name/enable": () => ({ url: `/v1/users/${TARGET}/enable` }),
+  "PUT /v1/users/:name/password": () => ({
+    url: `/v1/users/${TARGET}/password`,
+    payload: { password: "a-brand-new-password-1" },
+  }),
+  "POST /v1/groups": ({ fresh }) => ({ url: "/v1/groups", payload: { name: fresh("matrix-group-new") } }),
+  "POST /v1/groups/:name/members": () => ({ url: `/v1/groups/${GROUP}/members`, payload: { principal: TARGET } }),
+  "DELETE /v1/groups/:name/members/:principal": () => ({ url: `/v1/groups/${GROUP}/members/${TARGET}` }),
+  "POST /v1/tokens": ({ fresh }) => ({
+    url: "/v1/tokens",
+    payload: { name: fresh("matrix-token"), principal: SERVICE },
+  }),
+  "DELETE /v1/tokens/:id": () => ({ url: `/v1/tokens/${randomUUID()}` }),
+  "GET /v1/audit/events": () => ({ url: "/v1/audit/events?limit=5" }),
+  "GET /v1/audit/export": () => ({ url: "/v1/audit/export?format=jsonl" }),
+};
+
+const ROLE_OF: Record<Exclude<Caller, "anonymous">, PlatformRole> = {
+  user: "user",
+  auditor: "auditor",
+  security: "security",
+  admin: "admin",
+};
+
+const envelope = z.strictObject({
+  error: z.strictObject({
+    code: z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]),
+    message: z.string().min(1),
+    details: z.record(z.string(), z.unknown()).optional(),
+  }),
+});
+
+/** Every case the matrix implies: each row, plus HEAD for each GET row, for each caller. */
+const CASES = ROWS.flatMap((row) =>
+  (row.method === "GET" ? [row.method, "HEAD"] : [row.method]).flatMap((method) =>
+    CALLERS.map((caller) => ({ row, method, caller, allowed: row.allowed.has(caller) })),
+  ),
+);
+
+describe("authorization matrix (PGlite)", () => {
+  let server: TestServer;
+  let counter = 0;
+  const fresh = (prefix: string) => `${prefix}-${++counter}`;
+
+  beforeAll(async () => {
+    server = await testServer("pglite");
+    for (const caller of Object.keys(ROLE_OF) as (keyof typeof ROLE_OF)[]) {
+      await server.userWithRoles(`matrix-${caller}`, [ROLE_OF[caller]]);
+    }
+    await server.userWithRoles(TARGET, ["user"]);
+    await server.userWithRoles(LOGIN_ONLY, ["user"]);
+    const admin = { authorization: server.adminAuth };
+    const made = await Promise.all([
+      server.app.inject({
+        method: "POST",
+        url: "/v1/users",
+        headers: admin,
+        payload: { name: SERVICE, kind: "service" },
+      }),
+      server.app.inject({ method: "POST", url: "/v1/groups", headers: admin, payload: { name: GROUP } }),
+    ]);
+    for (const res of made) expect(res.statusCode, res.body).toBe(201);
+  });
+
+  afterAll(async () => {
+    await server?.cleanup();
+  });
+
+  it("lists exactly the routes the app registers", () => {
+    const registered = server.app.routeTable.map((r) => `${r.method} ${r.url}`);
+    const listed = new Set(ROWS.map((r) => r.key));
+    // HEAD routes Fastify derives from GET routes are covered by the GET row.
+    const missing = registered.filter(
+      (key) => !listed.has(key) && !(key.startsWith("HEAD ") && listed.has(key.replace(/^HEAD /, "GET "))),
+    );
+    const stale = [...listed].filter((key) => !registered.includes(key));
+    expect(missing, "routes the matrix does not list: add a row for each").toEqual([]);
+    expect(stale, "matrix rows for routes that do not exist").toEqual([]);
+    expect(
+      Object.keys(PROBES).filter((key) => !listed.has(key)),
+      "probes for unlisted routes",
+    ).toEqual([]);
+  });
+
+  it("agrees with each route's declared requirement on who is public", () => {
+    for (const entry of server.app.routeTable) {
+      const row = ROWS.find((r) => r.key === `${entry.method === "HEAD" ? "GET" : entry.method} ${entry.url}`);
+      if (!row) continue; // reported by the test above
+      expect(row.allowed.has("anonymous"), `${entry.method} ${entry.url}`).toBe(entry.requirement === "public");
+    }
+  });
+
+  it.each(CASES.map((c) => [`${c.method} ${c.row.route} as ${c.caller}`, c] as const))(
+    "%s",
+    async (_name, { row, method, caller, allowed }) => {
+      const probe: Probe = await (PROBES[row.key] ?? (() => ({ url: row.route })))({ server, fresh });
+      expect(probe.url, "fill in the path parameters of this route in PROBES").not.toMatch(/\/:/);
+      const headers: Record<string, string> = {};
+      if (caller !== "anonymous") headers.authorization = await server.login(`matrix-${caller}`);
+      const res: LightMyRequestResponse = await server.app.inject({
+        method: method as "GET",
+        url: probe.url,
+        headers,
+        ...(probe.payload !== undefined ? { payload: probe.payload as object } : {}),
+      });
+      const detail = `${method} ${probe.url} as ${caller} → ${res.statusCode} ${res.body.slice(0, 300)}`;
+      expect(res.statusCode, detail).toBeLessThan(500);
+      if (allowed) {
+        expect([401, 403], detail).not.toContain(res.statusCode);
+        return;
+      }
+      const expected =
+        caller === "anonymous" ? { status: 401, code: "UNAUTHENTICATED" } : { status: 403, code: "FORBIDDEN" };
+      expect(res.statusCode, detail).toBe(expected.status);
+      if (caller === "anonymous") expect(res.headers["www-authenticate"], detail).toMatch(/^Bearer /);
+      if (method === "HEAD") return; // no body to look at
+      expect(res.headers["content-type"], detail).toMatch(/^application\/json/);
+      const body = envelope.parse(res.json());
+      expect(body.error.code, detail).toBe(expected.code);
+    },
+  );
+});
