@@ -114,6 +114,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
   await server.app.listen({ host, port });
   const url = `http://${config.listen}`;
   server.outbox.start();
+  server.scheduler.start();
 
   const lines = [
     `Stint is listening on ${url} (${config.databaseUrl ? "PostgreSQL" : `embedded database in ${path.resolve(config.dataDir)}`})`,

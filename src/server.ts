@@ -21,6 +21,10 @@ import { createIdentityService, type IdentityService } from "./modules/identity/
 import { createDirectoryService, type DirectoryService } from "./modules/identity/directory.service.js";
 import { registerIdentityRoutes } from "./modules/identity/identity.routes.js";
 import { createOutboxRunner, type OutboxRunner } from "./workers/outbox-runner.js";
+import { createScheduler, type Scheduler } from "./workers/scheduler.js";
+import { createRequestService, type RequestService } from "./modules/requests/requests.service.js";
+import { createActivationTokenIssuer } from "./modules/requests/activation-token.js";
+import { registerRequestRoutes } from "./modules/requests/requests.routes.js";
 import type { OutboxHandlers } from "./modules/outbox/index.js";
 
 export const VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
@@ -43,6 +47,8 @@ export interface Server {
   identity: IdentityService;
   directory: DirectoryService;
   outbox: OutboxRunner;
+  requests: RequestService;
+  scheduler: Scheduler;
   registry: Registry;
   /** Creates the first administrator or a setup code (printed by the caller). */
   bootstrap(): Promise<{ created?: string; setupCode?: string }>;
@@ -76,6 +82,10 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     });
     const directory = createDirectoryService({ store, audit, clock, ...(deps.scrypt ? { scrypt: deps.scrypt } : {}) });
 
+    const requests = createRequestService({ store, audit, clock });
+    const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
+    const scheduler = createScheduler({ requests, logger, pollMs: config.schedulerPoll });
+
     const registry = new Registry();
     collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
     const outbox = createOutboxRunner({
@@ -105,6 +115,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         });
         registerIdentityRoutes(scoped, { identity, directory });
         registerAuditRoutes(scoped, { audit, version: VERSION });
+        registerRequestRoutes(scoped, { requests, tokens: activationTokens });
       },
     );
 
@@ -116,6 +127,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       identity,
       directory,
       outbox,
+      requests,
+      scheduler,
       registry,
       bootstrap: () =>
         identity.bootstrap({ adminName: config.bootstrapAdminName, adminPassword: config.bootstrapAdminPassword }),
@@ -123,6 +136,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         if (closed) return;
         closed = true;
         await app.close();
+        await scheduler.stop();
         await outbox.stop();
         await audit
           .checkpoint()

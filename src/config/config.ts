@@ -54,6 +54,7 @@ export const configSchema = z
     loginWindow: duration.default(900_000),
     loginLockout: duration.default(900_000),
     outboxPoll: duration.default(1000),
+    schedulerPoll: duration.default(250),
   })
   .strict();
 
@@ -76,6 +77,7 @@ export const ENV_KEYS = {
   STINT_LOGIN_WINDOW: "loginWindow",
   STINT_LOGIN_LOCKOUT: "loginLockout",
   STINT_OUTBOX_POLL: "outboxPoll",
+  STINT_SCHEDULER_POLL: "schedulerPoll",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
 
 const KEY_TO_ENV = Object.fromEntries(Object.entries(ENV_KEYS).map(([env, key]) => [key, env]));

@@ -51,6 +51,18 @@ const MATRIX = `
   GET     /v1/audit/events                         no         no    yes      yes       yes
   GET     /v1/audit/verify                         no         no    yes      yes       yes
   GET     /v1/audit/export                         no         no    yes      yes       yes
+  GET     /v1/me/roles                             no         yes   yes      yes       yes
+  POST    /v1/me/roles/:role/deactivate            no         yes   yes      yes       yes
+  POST    /v1/me/roles/:role/extensions            no         yes   yes      yes       yes
+  POST    /v1/activation-requests                  no         yes   yes      yes       yes
+  GET     /v1/activation-requests                  no         yes   yes      yes       yes
+  GET     /v1/activation-requests/:id              no         yes   yes      yes       yes
+  POST    /v1/activation-requests/:id/approvals    no         yes   yes      yes       yes
+  POST    /v1/activation-requests/:id/denials      no         yes   yes      yes       yes
+  POST    /v1/activation-requests/:id/cancel       no         yes   yes      yes       yes
+  POST    /v1/activation-requests/:id/revoke       no         no    no       yes       yes
+  GET     /v1/check                                no         yes   yes      yes       yes
+  POST    /v1/tokens/activation                    no         yes   yes      yes       yes
 `;
 
 const CALLERS = ["anonymous", "user", "auditor", "security", "admin"] as const;
@@ -149,6 +161,31 @@ const PROBES: Record<string, ProbeFactory> = {
   }),
   "DELETE /v1/tokens/:id": () => ({ url: `/v1/tokens/${randomUUID()}` }),
   "GET /v1/audit/events": () => ({ url: "/v1/audit/events?limit=5" }),
+  // Business refusals (not eligible, self-approval) are 403s too; invalid input (400) proves authorization passed.
+  "POST /v1/activation-requests": () => ({
+    url: "/v1/activation-requests",
+    payload: { role: "Not A Role Name", reason: "x" },
+  }),
+  "GET /v1/activation-requests/:id": () => ({ url: `/v1/activation-requests/${randomUUID()}` }),
+  "POST /v1/activation-requests/:id/approvals": () => ({
+    url: `/v1/activation-requests/${randomUUID()}/approvals`,
+    payload: {},
+  }),
+  "POST /v1/activation-requests/:id/denials": () => ({
+    url: `/v1/activation-requests/${randomUUID()}/denials`,
+    payload: {},
+  }),
+  "POST /v1/activation-requests/:id/cancel": () => ({ url: `/v1/activation-requests/${randomUUID()}/cancel` }),
+  "POST /v1/activation-requests/:id/revoke": () => ({
+    url: `/v1/activation-requests/${randomUUID()}/revoke`,
+    payload: { reason: "authorization matrix" },
+  }),
+  "POST /v1/me/roles/:role/deactivate": () => ({ url: "/v1/me/roles/matrix-role/deactivate" }),
+  "POST /v1/me/roles/:role/extensions": () => ({
+    url: "/v1/me/roles/matrix-role/extensions",
+    payload: { by: "30m", reason: "authorization matrix" },
+  }),
+  "GET /v1/check": () => ({ url: "/v1/check?role=matrix-role" }),
   "GET /v1/audit/export": () => ({ url: "/v1/audit/export?format=jsonl" }),
 };
 

@@ -13,6 +13,11 @@ export const PERMISSIONS = {
   "tokens.read": ["admin", "auditor"],
   "tokens.write": ["admin"],
   "audit.read": ["admin", "security", "auditor"],
+  "catalog.read": ["admin", "security", "auditor"],
+  "catalog.write": ["admin", "security"],
+  "requests.read": ["admin", "security", "auditor"],
+  "requests.revoke": ["admin", "security"],
+  "access.check": ["admin", "security", "auditor"],
   "outbox.read": ["admin"],
   "outbox.write": ["admin"],
 } as const satisfies Record<string, readonly PlatformRole[]>;

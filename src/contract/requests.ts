@@ -1,0 +1,90 @@
+/** Activation requests, the check API and activation tokens. */
+import { z } from "zod";
+import { durationText, isoTime, name, reason } from "./common.js";
+
+export const activationRequest = z.object({
+  id: z.uuid(),
+  role: z.string(),
+  requester: z.string(),
+  state: z.enum(["pending", "approved", "provisioning", "active", "denied", "cancelled", "expired", "revoked", "deactivated", "failed"]),
+  duration: z.string(),
+  reason: z.string(),
+  ticket: z.string().nullable(),
+  breakGlass: z.boolean(),
+  extendsRequestId: z.uuid().nullable(),
+  stages: z.array(z.object({ name: z.string(), count: z.number().int(), approvals: z.array(z.string()), escalated: z.boolean() })),
+  stageIndex: z.number().int(),
+  stageDeadline: isoTime.nullable(),
+  submittedAt: isoTime,
+  decidedAt: isoTime.nullable(),
+  activatedAt: isoTime.nullable(),
+  expiresAt: isoTime.nullable(),
+  endedAt: isoTime.nullable(),
+  endReason: z.string().nullable(),
+  endedBy: z.string().nullable(),
+  extensions: z.number().int(),
+  decisions: z.array(
+    z.object({ stage: z.number().int(), approver: z.string(), decision: z.enum(["approve", "deny"]), reason: z.string().nullable(), decidedAt: isoTime }),
+  ),
+});
+export type ActivationRequestDto = z.infer<typeof activationRequest>;
+
+export const submitActivation = z.strictObject({
+  role: name,
+  duration: durationText.optional(),
+  reason,
+  ticket: z.string().trim().min(1).max(100).optional(),
+});
+export const approveBody = z.strictObject({ reason: reason.optional() });
+export const denyBody = z.strictObject({ reason });
+export const revokeBody = z.strictObject({ reason });
+export const extendBody = z.strictObject({ by: durationText, reason });
+export const requestIdParams = z.strictObject({ id: z.uuid() });
+export const roleParams = z.strictObject({ role: name });
+
+export const requestListQuery = z.strictObject({
+  scope: z.enum(["mine", "inbox", "all"]).default("mine"),
+  state: z.enum(["pending", "approved", "provisioning", "active", "denied", "cancelled", "expired", "revoked", "deactivated", "failed"]).optional(),
+  role: name.optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+});
+export const requestList = z.object({ items: z.array(activationRequest) });
+
+export const myRole = z.object({
+  role: z.string(),
+  description: z.string().nullable(),
+  risk: z.enum(["low", "medium", "high", "critical"]),
+  eligibleUntil: isoTime.nullable(),
+  policy: z.object({
+    defaultDuration: z.string(),
+    maxDuration: z.string(),
+    approvalRequired: z.boolean(),
+    approvalStages: z.number().int(),
+    mfaRequired: z.boolean(),
+    ticketRequired: z.boolean(),
+    breakGlass: z.boolean(),
+    maxExtensions: z.number().int(),
+  }),
+  state: z.string().nullable(),
+  requestId: z.uuid().nullable(),
+  expiresAt: isoTime.nullable(),
+});
+export const myRoles = z.object({ items: z.array(myRole) });
+
+export const checkQuery = z.strictObject({ principal: name, role: name });
+export const checkResult = z.object({
+  principal: z.string(),
+  role: z.string(),
+  allowed: z.boolean(),
+  reason: z.string(),
+  expiresAt: isoTime.nullable(),
+  requestId: z.uuid().nullable(),
+});
+
+export const activationToken = z.object({
+  token: z.string(),
+  expiresAt: isoTime,
+  roles: z.array(z.object({ role: z.string(), expiresAt: isoTime, requestId: z.uuid() })),
+});
+
+export const stepUpBody = z.strictObject({ otp: z.string().min(6).max(64) });

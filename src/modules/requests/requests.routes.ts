@@ -1,0 +1,141 @@
+/** Thin handlers for activation requests, the check API and activation tokens. */
+import type { App } from "../../http/app.js";
+import * as c from "../../contract/requests.js";
+import type { RequestService } from "./requests.service.js";
+import type { ActivationTokenIssuer } from "./activation-token.js";
+
+export function registerRequestRoutes(app: App, deps: { requests: RequestService; tokens: ActivationTokenIssuer }) {
+  const { requests } = deps;
+
+  app.get(
+    "/v1/me/roles",
+    { config: { requirement: "authenticated" }, schema: { tags: ["requests"], response: { 200: c.myRoles } } },
+    async (req) => ({
+      items: await requests.myRoles(req.actor),
+    }),
+  );
+
+  app.post(
+    "/v1/activation-requests",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["requests"], body: c.submitActivation, response: { 201: c.activationRequest } },
+    },
+    async (req, reply) => {
+      reply.code(201);
+      return requests.submit(req.actor, req.body, req.callContext);
+    },
+  );
+
+  app.get(
+    "/v1/activation-requests",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["requests"], querystring: c.requestListQuery, response: { 200: c.requestList } },
+    },
+    async (req) => ({
+      items: await requests.list(req.actor, {
+        scope: req.query.scope,
+        states: req.query.state ? [req.query.state] : undefined,
+        role: req.query.role,
+        limit: req.query.limit,
+      }),
+    }),
+  );
+
+  app.get(
+    "/v1/activation-requests/:id",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["requests"], params: c.requestIdParams, response: { 200: c.activationRequest } },
+    },
+    async (req) => requests.get(req.actor, req.params.id),
+  );
+
+  app.post(
+    "/v1/activation-requests/:id/approvals",
+    {
+      config: { requirement: "authenticated" },
+      schema: {
+        tags: ["requests"],
+        params: c.requestIdParams,
+        body: c.approveBody.optional(),
+        response: { 200: c.activationRequest },
+      },
+    },
+    async (req) => requests.decide(req.actor, req.params.id, "approve", req.body?.reason, req.callContext),
+  );
+
+  app.post(
+    "/v1/activation-requests/:id/denials",
+    {
+      config: { requirement: "authenticated" },
+      schema: {
+        tags: ["requests"],
+        params: c.requestIdParams,
+        body: c.denyBody,
+        response: { 200: c.activationRequest },
+      },
+    },
+    async (req) => requests.decide(req.actor, req.params.id, "deny", req.body.reason, req.callContext),
+  );
+
+  app.post(
+    "/v1/activation-requests/:id/cancel",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["requests"], params: c.requestIdParams, response: { 200: c.activationRequest } },
+    },
+    async (req) => requests.cancel(req.actor, req.params.id, req.callContext),
+  );
+
+  app.post(
+    "/v1/activation-requests/:id/revoke",
+    {
+      config: { requirement: "requests.revoke" },
+      schema: {
+        tags: ["requests"],
+        params: c.requestIdParams,
+        body: c.revokeBody,
+        response: { 200: c.activationRequest },
+      },
+    },
+    async (req) => requests.revoke(req.actor, req.params.id, req.body.reason, req.callContext),
+  );
+
+  app.post(
+    "/v1/me/roles/:role/deactivate",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["requests"], params: c.roleParams, response: { 200: c.activationRequest } },
+    },
+    async (req) => requests.deactivate(req.actor, req.params.role, req.callContext),
+  );
+
+  app.post(
+    "/v1/me/roles/:role/extensions",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["requests"], params: c.roleParams, body: c.extendBody, response: { 201: c.activationRequest } },
+    },
+    async (req, reply) => {
+      reply.code(201);
+      return requests.extend(req.actor, req.params.role, req.body, req.callContext);
+    },
+  );
+
+  app.get(
+    "/v1/check",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["check"], querystring: c.checkQuery, response: { 200: c.checkResult } },
+    },
+    async (req) => requests.check(req.actor, req.query.principal, req.query.role),
+  );
+
+  app.post(
+    "/v1/tokens/activation",
+    { config: { requirement: "authenticated" }, schema: { tags: ["check"], response: { 200: c.activationToken } } },
+    async (req) => deps.tokens.issue(req.actor),
+  );
+}

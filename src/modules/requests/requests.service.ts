@@ -1,0 +1,1100 @@
+/**
+ * Activation requests: submit, decide, cancel, extend, deactivate, revoke,
+ * and the scheduler's expiries and stage timeouts. Every call loads its facts
+ * inside one transaction (the request row locked), applies the pure rules,
+ * and writes the change, its audit events and its outbox rows together.
+ * Refusals are audited too, in their own transaction.
+ */
+import type { Kysely } from "kysely";
+import type { AppStore, Database } from "../../db/index.js";
+import { policySpec, type PolicySpec } from "../../contract/catalog.js";
+import type { Clock } from "../../lib/clock.js";
+import { formatDuration, parseDuration } from "../../lib/duration.js";
+import { StintError, type ErrorCode } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import type { AuditLog } from "../audit/audit.service.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import { authorize, can } from "../authz/authz.rules.js";
+import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
+import {
+  checkExtension,
+  checkJustification,
+  checkMfaFreshness,
+  evaluateWindow,
+  resolveDuration,
+} from "./policy.rules.js";
+import {
+  applyDecision,
+  applyTimeout,
+  assertTransition,
+  currentApprovers,
+  isNamedBy,
+  stageDeadline,
+  stagesFor,
+} from "./requests.rules.js";
+import * as requestStore from "./requests.store.js";
+import type { RequestState, Stage } from "./requests.types.js";
+
+/** Something happened to a request that people should hear about (delivered through the outbox). */
+export interface RequestEvent {
+  type:
+    | "submitted"
+    | "approved"
+    | "denied"
+    | "escalated"
+    | "activated"
+    | "expired"
+    | "revoked"
+    | "deactivated"
+    | "cancelled"
+    | "extended"
+    | "break_glass";
+  requestId: string;
+  role: string;
+  requester: string;
+  reason?: string | null;
+  by?: string;
+}
+
+export interface RequestServiceDeps {
+  store: Pick<AppStore, "db" | "transaction">;
+  audit: Pick<AuditLog, "append" | "record">;
+  clock: Clock;
+  /** Called inside the transaction; typically enqueues notifications in the outbox. */
+  onEvent?: (tx: Kysely<Database>, event: RequestEvent) => Promise<void>;
+  /** Called inside the transaction when a grant must be provisioned or revoked at a real target. */
+  onGrant?: (
+    tx: Kysely<Database>,
+    change: { grantId: string; requestId: string; action: "provision" | "revoke" },
+  ) => Promise<void>;
+}
+
+export interface RequestDto {
+  id: string;
+  role: string;
+  requester: string;
+  state: RequestState;
+  duration: string;
+  reason: string;
+  ticket: string | null;
+  breakGlass: boolean;
+  extendsRequestId: string | null;
+  stages: { name: string; count: number; approvals: string[]; escalated: boolean }[];
+  stageIndex: number;
+  stageDeadline: string | null;
+  submittedAt: string;
+  decidedAt: string | null;
+  activatedAt: string | null;
+  expiresAt: string | null;
+  endedAt: string | null;
+  endReason: string | null;
+  endedBy: string | null;
+  extensions: number;
+  decisions: {
+    stage: number;
+    approver: string;
+    decision: "approve" | "deny";
+    reason: string | null;
+    decidedAt: string;
+  }[];
+}
+
+const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString());
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: string })?.code === "23505";
+}
+
+/** A refusal that should be audited and then thrown, decided inside a transaction. */
+class Refusal {
+  constructor(
+    readonly code: ErrorCode,
+    readonly message: string,
+    readonly details?: Record<string, unknown>,
+  ) {}
+}
+
+export function createRequestService(deps: RequestServiceDeps) {
+  const { store, audit, clock } = deps;
+  const emit = async (tx: Kysely<Database>, event: RequestEvent) => deps.onEvent?.(tx, event);
+
+  function principalOf(actor: Actor): Extract<Actor, { kind: "principal" }> {
+    if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+    return actor;
+  }
+
+  async function refuse(
+    actor: Actor,
+    context: CallContext,
+    action: string,
+    subject: string,
+    refusal: Refusal,
+  ): Promise<never> {
+    await audit.record(actor, context, {
+      action,
+      outcome: "denied",
+      subject,
+      reason: refusal.message,
+      details: refusal.details,
+    });
+    throw new StintError(refusal.code, refusal.message, refusal.details);
+  }
+
+  async function toDto(db: Kysely<Database>, row: requestStore.RequestRow): Promise<RequestDto> {
+    const decisions = await requestStore.decisionsOf(db, row.id);
+    const stages = requestStore.stagesOf(row);
+    return {
+      id: row.id,
+      role: row.role_name,
+      requester: row.requester_name,
+      state: row.state,
+      duration: formatDuration(row.duration_ms),
+      reason: row.reason,
+      ticket: row.ticket,
+      breakGlass: row.break_glass,
+      extendsRequestId: row.extends_request_id,
+      stages: stages.map((stage, index) => ({
+        name: stage.name,
+        count: stage.count,
+        approvals: decisions
+          .filter((d) => d.stageIndex === index && d.decision === "approve")
+          .map((d) => d.approverName),
+        escalated: !!stage.escalated,
+      })),
+      stageIndex: row.stage_index,
+      stageDeadline: iso(row.stage_deadline),
+      submittedAt: iso(row.submitted_at)!,
+      decidedAt: iso(row.decided_at),
+      activatedAt: iso(row.activated_at),
+      expiresAt: iso(row.expires_at),
+      endedAt: iso(row.ended_at),
+      endReason: row.end_reason,
+      endedBy: row.ended_by,
+      extensions: row.extensions,
+      decisions: decisions.map((d) => ({
+        stage: d.stageIndex,
+        approver: d.approverName,
+        decision: d.decision,
+        reason: d.reason,
+        decidedAt: d.decidedAt.toISOString(),
+      })),
+    };
+  }
+
+  /** Approved: an extension moves its parent's expiry; an activation becomes active (or provisioning at a real target). */
+  async function grant(tx: Kysely<Database>, row: requestStore.RequestRow, now: Date): Promise<AuditInput[]> {
+    const subject = `request:${row.id}`;
+    if (row.extends_request_id) {
+      const parent = await requestStore.lockRequest(tx, row.extends_request_id);
+      if (!parent || parent.state !== "active" || !parent.expires_at) {
+        await tx
+          .updateTable("activation_requests")
+          .set({
+            state: "cancelled",
+            end_reason: "the activation ended before the extension was approved",
+            updated_at: now,
+          })
+          .where("id", "=", row.id)
+          .execute();
+        return [
+          {
+            action: "request.cancelled",
+            outcome: "success",
+            subject,
+            reason: "the activation ended before the extension was approved",
+          },
+        ];
+      }
+      const expiresAt = new Date(new Date(parent.expires_at).getTime() + row.duration_ms);
+      await tx
+        .updateTable("activation_requests")
+        .set({ state: "approved", decided_at: now, updated_at: now })
+        .where("id", "=", row.id)
+        .execute();
+      await tx
+        .updateTable("activation_requests")
+        .set({ expires_at: expiresAt, extensions: parent.extensions + 1, expiring_notified_at: null, updated_at: now })
+        .where("id", "=", parent.id)
+        .execute();
+      await emit(tx, {
+        type: "extended",
+        requestId: parent.id,
+        role: row.role_name,
+        requester: row.requester_name,
+        reason: row.reason,
+      });
+      return [
+        {
+          action: "request.extended",
+          outcome: "success",
+          subject: `request:${parent.id}`,
+          reason: row.reason,
+          details: {
+            extensionRequestId: row.id,
+            by: formatDuration(row.duration_ms),
+            expiresAt: expiresAt.toISOString(),
+            role: row.role_name,
+          },
+        },
+      ];
+    }
+    const grantId = newId();
+    if (row.target_kind === "internal") {
+      assertTransition("approved", "active");
+      const expiresAt = new Date(now.getTime() + row.duration_ms);
+      await tx
+        .updateTable("activation_requests")
+        .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
+        .where("id", "=", row.id)
+        .execute();
+      await tx
+        .insertInto("grants")
+        .values({
+          id: grantId,
+          request_id: row.id,
+          role_id: row.role_id,
+          principal_id: row.requester_id,
+          state: "active",
+          created_at: now,
+          updated_at: now,
+        })
+        .execute();
+      await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
+      return [
+        {
+          action: "request.activated",
+          outcome: "success",
+          subject,
+          details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
+        },
+      ];
+    }
+    await tx
+      .updateTable("activation_requests")
+      .set({ state: "provisioning", updated_at: now })
+      .where("id", "=", row.id)
+      .execute();
+    await tx
+      .insertInto("grants")
+      .values({
+        id: grantId,
+        request_id: row.id,
+        role_id: row.role_id,
+        principal_id: row.requester_id,
+        state: "provisioning",
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
+    await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
+    return [{ action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } }];
+  }
+
+  /** Ends an active activation (expired, deactivated, revoked): the grant goes with it, exactly once. */
+  async function end(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    state: "expired" | "deactivated" | "revoked",
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    assertTransition(row.state, state);
+    await tx
+      .updateTable("activation_requests")
+      .set({ state, ended_at: now, end_reason: reason, ended_by: by, updated_at: now })
+      .where("id", "=", row.id)
+      .execute();
+    const grants = await tx
+      .selectFrom("grants")
+      .select(["id", "state"])
+      .where("request_id", "=", row.id)
+      .forUpdate()
+      .execute();
+    for (const g of grants) {
+      // Stint itself enforces internal roles, so the grant ends here; a real target is revoked through the outbox.
+      const internal = row.target_kind === "internal";
+      await tx
+        .updateTable("grants")
+        .set({ state: internal ? "revoked" : "revoking", updated_at: now })
+        .where("id", "=", g.id)
+        .execute();
+      if (!internal) await deps.onGrant?.(tx, { grantId: g.id, requestId: row.id, action: "revoke" });
+    }
+    // A pending extension of an ended activation has nothing left to extend.
+    await tx
+      .updateTable("activation_requests")
+      .set({ state: "cancelled", end_reason: "the activation ended", updated_at: now })
+      .where("extends_request_id", "=", row.id)
+      .where("state", "=", "pending")
+      .execute();
+    await emit(tx, { type: state, requestId: row.id, role: row.role_name, requester: row.requester_name, reason, by });
+    return [
+      {
+        action: `request.${state}`,
+        outcome: "success",
+        subject: `request:${row.id}`,
+        reason,
+        details: {
+          role: row.role_name,
+          requester: row.requester_name,
+          activatedAt: iso(row.activated_at),
+          expiresAt: iso(row.expires_at),
+          endedAt: now.toISOString(),
+          lateByMs:
+            state === "expired" && row.expires_at ? now.getTime() - new Date(row.expires_at).getTime() : undefined,
+        },
+      },
+    ];
+  }
+
+  async function loadPolicy(row: { policy_spec: unknown }): Promise<PolicySpec> {
+    return policySpec.parse(row.policy_spec);
+  }
+
+  return {
+    async submit(
+      actor: Actor,
+      input: { role: string; duration?: string | undefined; reason: string; ticket?: string | undefined },
+      context: CallContext,
+    ): Promise<RequestDto> {
+      const principal = principalOf(actor);
+      const now = clock.now();
+      const subject = `role:${input.role}`;
+      const role = await requestStore.findRole(store.db, input.role);
+      if (!role || !(await requestStore.isEligible(store.db, principal.id, role.id, now))) {
+        return refuse(
+          actor,
+          context,
+          "request.submit",
+          subject,
+          new Refusal("NOT_ELIGIBLE", `You are not eligible for ${input.role} (or it does not exist).`),
+        );
+      }
+      const spec = await loadPolicy(role);
+      const duration = resolveDuration(spec, input.duration);
+      if (!duration.ok)
+        return refuse(actor, context, "request.submit", subject, new Refusal(duration.code, duration.message));
+      const justification = checkJustification(spec, input.reason, input.ticket);
+      if (!justification.ok) {
+        return refuse(
+          actor,
+          context,
+          "request.submit",
+          subject,
+          new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), { problems: justification.problems }),
+        );
+      }
+      const window = spec.breakGlass ? ({ allowed: true, extraStage: false } as const) : evaluateWindow(spec, now);
+      if (!window.allowed)
+        return refuse(actor, context, "request.submit", subject, new Refusal("OUTSIDE_WINDOW", window.reason));
+      const mfa = checkMfaFreshness(spec, actor.kind === "principal" ? (actor.mfaAt ?? null) : null, now);
+      if (!mfa.ok) return refuse(actor, context, "request.submit", subject, new Refusal(mfa.code, mfa.message));
+
+      const stages = stagesFor(spec, { extraWindowStage: window.extraStage, breakGlass: spec.breakGlass });
+      const id = newId();
+      try {
+        const outcome = await store.transaction(async (tx) => {
+          const open = await requestStore.findOpenRequest(tx, principal.id, role.id);
+          if (open) {
+            return new Refusal(
+              "REQUEST_ALREADY_OPEN",
+              `You already have a ${open.state} request for ${role.name}${open.state === "active" ? "; extend it instead" : ""}.`,
+              {
+                requestId: open.id,
+                state: open.state,
+              },
+            );
+          }
+          await tx
+            .insertInto("activation_requests")
+            .values({
+              id,
+              role_id: role.id,
+              requester_id: principal.id,
+              state: "pending",
+              duration_ms: duration.durationMs,
+              reason: input.reason,
+              ticket: input.ticket ?? null,
+              break_glass: spec.breakGlass,
+              policy_snapshot: JSON.stringify(spec),
+              stages: JSON.stringify(stages),
+              stage_index: 0,
+              stage_deadline: stageDeadline(stages[0], now),
+              mfa_at: principal.mfaAt ?? null,
+              submitted_at: now,
+              updated_at: now,
+            })
+            .execute();
+          const events: AuditInput[] = [
+            {
+              action: "request.submitted",
+              outcome: "success",
+              subject: `request:${id}`,
+              reason: input.reason,
+              details: {
+                role: role.name,
+                duration: formatDuration(duration.durationMs),
+                ticket: input.ticket ?? null,
+                stages: stages.length,
+                breakGlass: spec.breakGlass,
+                outsideWindow: window.extraStage,
+              },
+            },
+          ];
+          if (stages.length === 0) {
+            await tx
+              .updateTable("activation_requests")
+              .set({ state: "approved", decided_at: now, updated_at: now })
+              .where("id", "=", id)
+              .execute();
+            events.push({
+              action: "request.approved",
+              outcome: "success",
+              subject: `request:${id}`,
+              reason: spec.breakGlass ? "break-glass role: no approval" : "the role's policy needs no approval",
+              details: { role: role.name, automatic: true },
+            });
+            const row = (await requestStore.findRequest(tx, id))!;
+            events.push(...(await grant(tx, row, now)));
+          } else {
+            await emit(tx, {
+              type: "submitted",
+              requestId: id,
+              role: role.name,
+              requester: principal.name,
+              reason: input.reason,
+            });
+          }
+          if (spec.breakGlass) {
+            events.push({
+              action: "breakglass.used",
+              outcome: "success",
+              subject: `request:${id}`,
+              reason: input.reason,
+              details: { role: role.name, reviewRequired: true },
+            });
+            await emit(tx, {
+              type: "break_glass",
+              requestId: id,
+              role: role.name,
+              requester: principal.name,
+              reason: input.reason,
+            });
+          }
+          await audit.append(tx, actor, context, events);
+          return toDto(tx, (await requestStore.findRequest(tx, id))!);
+        });
+        if (outcome instanceof Refusal) return refuse(actor, context, "request.submit", subject, outcome);
+        return outcome;
+      } catch (error) {
+        if (isUniqueViolation(error)) {
+          return refuse(
+            actor,
+            context,
+            "request.submit",
+            subject,
+            new Refusal("REQUEST_ALREADY_OPEN", `You already have an open request for ${role.name}.`),
+          );
+        }
+        throw error;
+      }
+    },
+
+    async decide(
+      actor: Actor,
+      requestId: string,
+      decision: "approve" | "deny",
+      reason: string | undefined,
+      context: CallContext,
+    ): Promise<RequestDto> {
+      const principal = principalOf(actor);
+      if (decision === "deny" && !reason) throw new StintError("VALIDATION_FAILED", "A denial needs a reason.");
+      const action = decision === "approve" ? "request.approve" : "request.deny";
+      const outcome = await store.transaction(async (tx) => {
+        const now = clock.now();
+        const row = await requestStore.lockRequest(tx, requestId);
+        if (!row) return new Refusal("NOT_FOUND", "There is no such request.");
+        const approver = await requestStore.principalContext(tx, principal.id);
+        if (!approver) return new Refusal("UNAUTHENTICATED", "Sign in again.");
+        const decisions = await requestStore.decisionsOf(tx, row.id);
+        const result = applyDecision(
+          {
+            state: row.state,
+            requesterId: row.requester_id,
+            requesterManagerId: row.requester_manager_id,
+            stages: requestStore.stagesOf(row),
+            stageIndex: row.stage_index,
+            stageDeadline: row.stage_deadline ? new Date(row.stage_deadline) : null,
+            decisions,
+            risk: row.role_risk,
+          },
+          { id: approver.id, name: approver.name, groups: approver.groups },
+          decision,
+        );
+        if (!result.ok) {
+          // Someone who is neither the requester nor an approver learns nothing about the request.
+          const mayKnow = result.code !== "NOT_AN_APPROVER" || can(actor, "requests.read");
+          return new Refusal(
+            mayKnow ? result.code : "NOT_FOUND",
+            mayKnow ? result.message : "There is no such request.",
+            { requestId },
+          );
+        }
+        await tx
+          .insertInto("request_decisions")
+          .values({
+            id: newId(),
+            request_id: row.id,
+            stage_index: row.stage_index,
+            approver_id: approver.id,
+            decision,
+            reason: reason ?? null,
+            decided_at: now,
+          })
+          .execute();
+        const subject = `request:${row.id}`;
+        const base = { role: row.role_name, requester: row.requester_name, stage: row.stage_index + 1 };
+        const events: AuditInput[] = [];
+        switch (result.result) {
+          case "denied":
+            await tx
+              .updateTable("activation_requests")
+              .set({ state: "denied", decided_at: now, stage_deadline: null, updated_at: now })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.denied",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: base,
+            });
+            await emit(tx, {
+              type: "denied",
+              requestId: row.id,
+              role: row.role_name,
+              requester: row.requester_name,
+              reason: reason ?? null,
+              by: approver.name,
+            });
+            break;
+          case "recorded":
+            events.push({
+              action: "request.approval_recorded",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: { ...base, approvals: result.approvals, needed: result.needed },
+            });
+            break;
+          case "next_stage": {
+            const stages = requestStore.stagesOf(row);
+            await tx
+              .updateTable("activation_requests")
+              .set({
+                stage_index: result.stageIndex,
+                stage_deadline: stageDeadline(stages[result.stageIndex], now),
+                updated_at: now,
+              })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.stage_approved",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: base,
+            });
+            break;
+          }
+          case "approved": {
+            await tx
+              .updateTable("activation_requests")
+              .set({ state: "approved", decided_at: now, stage_deadline: null, updated_at: now })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.approved",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: base,
+            });
+            await emit(tx, {
+              type: "approved",
+              requestId: row.id,
+              role: row.role_name,
+              requester: row.requester_name,
+              reason: reason ?? null,
+              by: approver.name,
+            });
+            const approved = (await requestStore.findRequest(tx, row.id))!;
+            events.push(...(await grant(tx, approved, now)));
+            break;
+          }
+        }
+        await audit.append(tx, actor, context, events);
+        return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
+      });
+      if (outcome instanceof Refusal) return refuse(actor, context, action, `request:${requestId}`, outcome);
+      return outcome;
+    },
+
+    async cancel(actor: Actor, requestId: string, context: CallContext): Promise<RequestDto> {
+      const principal = principalOf(actor);
+      const outcome = await store.transaction(async (tx) => {
+        const now = clock.now();
+        const row = await requestStore.lockRequest(tx, requestId);
+        if (!row || row.requester_id !== principal.id)
+          return new Refusal("NOT_FOUND", "There is no such request of yours.");
+        if (row.state !== "pending" && row.state !== "approved")
+          return new Refusal("REQUEST_NOT_PENDING", `The request is ${row.state}; deactivate an active one instead.`);
+        await tx
+          .updateTable("activation_requests")
+          .set({
+            state: "cancelled",
+            ended_at: now,
+            end_reason: "cancelled by the requester",
+            ended_by: principal.name,
+            stage_deadline: null,
+            updated_at: now,
+          })
+          .where("id", "=", row.id)
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "request.cancelled",
+          outcome: "success",
+          subject: `request:${row.id}`,
+          details: { role: row.role_name },
+        });
+        await emit(tx, { type: "cancelled", requestId: row.id, role: row.role_name, requester: row.requester_name });
+        return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
+      });
+      if (outcome instanceof Refusal) return refuse(actor, context, "request.cancel", `request:${requestId}`, outcome);
+      return outcome;
+    },
+
+    /** Ends the caller's own active activation of a role early. */
+    async deactivate(actor: Actor, roleName: string, context: CallContext): Promise<RequestDto> {
+      const principal = principalOf(actor);
+      const outcome = await store.transaction(async (tx) => {
+        const now = clock.now();
+        const role = await requestStore.findRole(tx, roleName);
+        const open = role ? await requestStore.findOpenRequest(tx, principal.id, role.id) : undefined;
+        const row = open ? await requestStore.lockRequest(tx, open.id) : undefined;
+        if (!row || row.state !== "active")
+          return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName}.`);
+        const events = await end(tx, row, "deactivated", "ended early by the holder", principal.name, now);
+        await audit.append(tx, actor, context, events);
+        return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
+      });
+      if (outcome instanceof Refusal) return refuse(actor, context, "request.deactivate", `role:${roleName}`, outcome);
+      return outcome;
+    },
+
+    /** An administrator ends someone's activation (or a provisioning one), with a reason. */
+    async revoke(actor: Actor, requestId: string, reason: string, context: CallContext): Promise<RequestDto> {
+      authorize(actor, "requests.revoke");
+      const by = actor.kind === "principal" ? actor.name : "system";
+      const outcome = await store.transaction(async (tx) => {
+        const now = clock.now();
+        const row = await requestStore.lockRequest(tx, requestId);
+        if (!row) return new Refusal("NOT_FOUND", "There is no such request.");
+        if (row.state !== "active" && row.state !== "provisioning")
+          return new Refusal("NOT_ACTIVE", `The request is ${row.state}, not active.`);
+        const events = await end(tx, row, "revoked", reason, by, now);
+        await audit.append(tx, actor, context, events);
+        return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
+      });
+      if (outcome instanceof Refusal) return refuse(actor, context, "request.revoke", `request:${requestId}`, outcome);
+      return outcome;
+    },
+
+    /** Asks for more time on an active activation; the extension goes through the policy again. */
+    async extend(
+      actor: Actor,
+      roleName: string,
+      input: { by: string; reason: string },
+      context: CallContext,
+    ): Promise<RequestDto> {
+      const principal = principalOf(actor);
+      const now = clock.now();
+      const subject = `role:${roleName}`;
+      const role = await requestStore.findRole(store.db, roleName);
+      const open = role ? await requestStore.findOpenRequest(store.db, principal.id, role.id) : undefined;
+      if (!role || !open || open.state !== "active") {
+        return refuse(
+          actor,
+          context,
+          "request.extend",
+          subject,
+          new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName} to extend.`),
+        );
+      }
+      if (!(await requestStore.isEligible(store.db, principal.id, role.id, now))) {
+        return refuse(
+          actor,
+          context,
+          "request.extend",
+          subject,
+          new Refusal("NOT_ELIGIBLE", `You are no longer eligible for ${roleName}.`),
+        );
+      }
+      const spec = await loadPolicy(role);
+      let byMs: number;
+      try {
+        byMs = parseDuration(input.by);
+      } catch {
+        throw new StintError("VALIDATION_FAILED", "The extension must be a duration like 30m.");
+      }
+      const justification = checkJustification(spec, input.reason, undefined);
+      if (!justification.ok && !(spec.justification.ticketRequired && justification.problems.length === 1)) {
+        return refuse(
+          actor,
+          context,
+          "request.extend",
+          subject,
+          new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), { problems: justification.problems }),
+        );
+      }
+      const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now);
+      if (!mfa.ok) return refuse(actor, context, "request.extend", subject, new Refusal(mfa.code, mfa.message));
+      const window = evaluateWindow(spec, now);
+      if (!window.allowed)
+        return refuse(actor, context, "request.extend", subject, new Refusal("OUTSIDE_WINDOW", window.reason));
+      const outcome = await store.transaction(async (tx) => {
+        const parent = await requestStore.lockRequest(tx, open.id);
+        if (!parent || parent.state !== "active" || !parent.expires_at || !parent.activated_at)
+          return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName} to extend.`);
+        const check = checkExtension(
+          spec,
+          parent.extensions,
+          byMs,
+          new Date(parent.expires_at),
+          new Date(parent.activated_at),
+        );
+        if (!check.ok) return new Refusal(check.code, check.reason);
+        const stages = stagesFor(spec, { extraWindowStage: window.extraStage, breakGlass: spec.breakGlass });
+        const id = newId();
+        await tx
+          .insertInto("activation_requests")
+          .values({
+            id,
+            role_id: role.id,
+            requester_id: principal.id,
+            extends_request_id: parent.id,
+            state: "pending",
+            duration_ms: byMs,
+            reason: input.reason,
+            ticket: parent.ticket,
+            policy_snapshot: JSON.stringify(spec),
+            stages: JSON.stringify(stages),
+            stage_deadline: stageDeadline(stages[0], now),
+            mfa_at: principal.mfaAt ?? null,
+            submitted_at: now,
+            updated_at: now,
+          })
+          .execute();
+        const events: AuditInput[] = [
+          {
+            action: "request.extension_submitted",
+            outcome: "success",
+            subject: `request:${parent.id}`,
+            reason: input.reason,
+            details: { extensionRequestId: id, by: input.by, role: role.name, stages: stages.length },
+          },
+        ];
+        if (stages.length === 0) {
+          await tx
+            .updateTable("activation_requests")
+            .set({ state: "approved", decided_at: now, updated_at: now })
+            .where("id", "=", id)
+            .execute();
+          events.push(...(await grant(tx, (await requestStore.findRequest(tx, id))!, now)));
+        } else {
+          await emit(tx, {
+            type: "submitted",
+            requestId: id,
+            role: role.name,
+            requester: principal.name,
+            reason: input.reason,
+          });
+        }
+        await audit.append(tx, actor, context, events);
+        return toDto(tx, (await requestStore.findRequest(tx, id))!);
+      });
+      if (outcome instanceof Refusal) return refuse(actor, context, "request.extend", subject, outcome);
+      return outcome;
+    },
+
+    async get(actor: Actor, requestId: string): Promise<RequestDto> {
+      const principal = principalOf(actor);
+      const row = await requestStore.findRequest(store.db, requestId);
+      if (!row) throw new StintError("NOT_FOUND", "There is no such request.");
+      if (row.requester_id !== principal.id && !can(actor, "requests.read")) {
+        const me = await requestStore.principalContext(store.db, principal.id);
+        const stage = requestStore.stagesOf(row)[row.stage_index];
+        const approver =
+          me &&
+          stage &&
+          isNamedBy(currentApprovers(stage), { id: me.id, name: me.name, groups: me.groups }, row.requester_manager_id);
+        const decided = (await requestStore.decisionsOf(store.db, row.id)).some((d) => d.approverId === principal.id);
+        if (!approver && !decided) throw new StintError("NOT_FOUND", "There is no such request.");
+      }
+      return toDto(store.db, row);
+    },
+
+    /** mine: the caller's requests; inbox: pending requests the caller may decide now; all: everything (readers only). */
+    async list(
+      actor: Actor,
+      filter: {
+        scope: "mine" | "inbox" | "all";
+        states?: RequestState[] | undefined;
+        role?: string | undefined;
+        limit?: number | undefined;
+      },
+    ): Promise<RequestDto[]> {
+      const principal = principalOf(actor);
+      const limit = Math.min(filter.limit ?? 100, 500);
+      if (filter.scope === "all") authorize(actor, "requests.read");
+      if (filter.scope === "inbox") {
+        const me = await requestStore.principalContext(store.db, principal.id);
+        if (!me) return [];
+        const pending = await requestStore.listRequests(store.db, {
+          states: ["pending"],
+          roleName: filter.role,
+          limit: 1000,
+        });
+        const mine = pending.filter((row) => {
+          if (row.requester_id === me.id) return false;
+          const stage = requestStore.stagesOf(row)[row.stage_index];
+          return (
+            !!stage &&
+            isNamedBy(
+              currentApprovers(stage),
+              { id: me.id, name: me.name, groups: me.groups },
+              row.requester_manager_id,
+            )
+          );
+        });
+        return Promise.all(mine.slice(0, limit).map((row) => toDto(store.db, row)));
+      }
+      const rows = await requestStore.listRequests(store.db, {
+        requesterId: filter.scope === "mine" ? principal.id : undefined,
+        states: filter.states,
+        roleName: filter.role,
+        limit,
+      });
+      return Promise.all(rows.map((row) => toDto(store.db, row)));
+    },
+
+    /** The caller's eligible roles with their policy in plain words, and what is active or pending. */
+    async myRoles(actor: Actor) {
+      const principal = principalOf(actor);
+      const now = clock.now();
+      const roles = await requestStore.eligibleRoles(store.db, principal.id, now);
+      const open = await requestStore.listRequests(store.db, {
+        requesterId: principal.id,
+        states: ["pending", "approved", "provisioning", "active"],
+        limit: 500,
+      });
+      return roles.map((role) => {
+        const spec = policySpec.parse(role.policy_spec);
+        const current = open.find((r) => r.role_id === role.id && !r.extends_request_id);
+        const until = role.eligible_until ? new Date(role.eligible_until) : null;
+        return {
+          role: role.name,
+          description: role.description,
+          risk: role.risk,
+          eligibleUntil: until && Number.isFinite(until.getTime()) ? until.toISOString() : null,
+          policy: {
+            defaultDuration: spec.defaultDuration,
+            maxDuration: spec.maxDuration,
+            approvalRequired: spec.approval.stages.length > 0 && !spec.breakGlass,
+            approvalStages: spec.breakGlass ? 0 : spec.approval.stages.length,
+            mfaRequired: spec.mfa.required,
+            ticketRequired: spec.justification.ticketRequired,
+            breakGlass: spec.breakGlass,
+            maxExtensions: spec.maxExtensions,
+          },
+          state: current?.state ?? null,
+          requestId: current?.id ?? null,
+          expiresAt: current?.expires_at ? new Date(current.expires_at).toISOString() : null,
+        };
+      });
+    },
+
+    /** Scheduler: ends every activation whose time is up. Safe on any number of nodes: rows are claimed with SKIP LOCKED. */
+    async expireDue(limit = 100): Promise<number> {
+      return store.transaction(async (tx) => {
+        const now = clock.now();
+        const due = await requestStore.claimDueExpiries(tx, now, limit);
+        const events: AuditInput[] = [];
+        for (const { id } of due) {
+          const row = (await requestStore.findRequest(tx, id))!;
+          events.push(...(await end(tx, row, "expired", "the activation reached its end time", "system", now)));
+        }
+        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
+        return due.length;
+      });
+    },
+
+    /** Scheduler: applies stage timeouts (deny, escalate or approve, as each stage says). */
+    async processDeadlines(limit = 100): Promise<number> {
+      return store.transaction(async (tx) => {
+        const now = clock.now();
+        const due = await requestStore.claimDueDeadlines(tx, now, limit);
+        const events: AuditInput[] = [];
+        for (const { id } of due) {
+          const row = (await requestStore.findRequest(tx, id))!;
+          const stages = requestStore.stagesOf(row);
+          const result = applyTimeout(
+            {
+              state: row.state,
+              requesterId: row.requester_id,
+              requesterManagerId: row.requester_manager_id,
+              stages,
+              stageIndex: row.stage_index,
+              stageDeadline: row.stage_deadline ? new Date(row.stage_deadline) : null,
+              decisions: [],
+              risk: row.role_risk,
+            },
+            now,
+          );
+          const subject = `request:${row.id}`;
+          const base = { role: row.role_name, requester: row.requester_name, stage: row.stage_index + 1 };
+          if (result.result === "escalated") {
+            const updated: Stage[] = stages.map((s, i) => (i === row.stage_index ? result.stage : s));
+            await tx
+              .updateTable("activation_requests")
+              .set({ stages: JSON.stringify(updated), stage_deadline: result.deadline, updated_at: now })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.escalated",
+              outcome: "success",
+              subject,
+              reason: `${result.stage.name} timed out; escalated to the fallback approvers`,
+              details: base,
+            });
+            await emit(tx, {
+              type: "escalated",
+              requestId: row.id,
+              role: row.role_name,
+              requester: row.requester_name,
+            });
+          } else if (result.result === "denied") {
+            await tx
+              .updateTable("activation_requests")
+              .set({
+                state: "denied",
+                decided_at: now,
+                stage_deadline: null,
+                end_reason: result.reason,
+                ended_by: "system",
+                updated_at: now,
+              })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.denied",
+              outcome: "success",
+              subject,
+              reason: result.reason,
+              details: { ...base, timeout: true },
+            });
+            await emit(tx, {
+              type: "denied",
+              requestId: row.id,
+              role: row.role_name,
+              requester: row.requester_name,
+              reason: result.reason,
+              by: "system",
+            });
+          } else if (result.result === "next_stage") {
+            await tx
+              .updateTable("activation_requests")
+              .set({
+                stage_index: result.stageIndex,
+                stage_deadline: stageDeadline(stages[result.stageIndex], now),
+                updated_at: now,
+              })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.stage_approved",
+              outcome: "success",
+              subject,
+              reason: "stage timed out; the policy approves at the timeout",
+              details: base,
+            });
+          } else if (result.result === "approved") {
+            await tx
+              .updateTable("activation_requests")
+              .set({ state: "approved", decided_at: now, stage_deadline: null, updated_at: now })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.approved",
+              outcome: "success",
+              subject,
+              reason: result.reason,
+              details: { ...base, automatic: true },
+            });
+            events.push(...(await grant(tx, (await requestStore.findRequest(tx, row.id))!, now)));
+          } else {
+            await tx
+              .updateTable("activation_requests")
+              .set({ stage_deadline: null, updated_at: now })
+              .where("id", "=", row.id)
+              .execute();
+          }
+        }
+        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
+        return due.length;
+      });
+    },
+
+    nextExpiry: () => requestStore.nextExpiry(store.db),
+
+    /** Is `principal` holding `role` right now? Anyone may ask about themselves; readers about anyone. */
+    async check(actor: Actor, principalName: string, roleName: string) {
+      const caller = principalOf(actor);
+      if (caller.name !== principalName) authorize(actor, "access.check");
+      const now = clock.now();
+      const principal = await store.db
+        .selectFrom("principals")
+        .select(["id", "status"])
+        .where("name", "=", principalName)
+        .executeTakeFirst();
+      const base = { principal: principalName, role: roleName };
+      if (!principal) return { ...base, allowed: false, reason: "no such principal", expiresAt: null, requestId: null };
+      if (principal.status !== "active")
+        return { ...base, allowed: false, reason: "the principal is disabled", expiresAt: null, requestId: null };
+      const active = (await requestStore.activeFor(store.db, principal.id, now)).find((a) => a.role_name === roleName);
+      if (!active)
+        return {
+          ...base,
+          allowed: false,
+          reason: "no active activation of this role",
+          expiresAt: null,
+          requestId: null,
+        };
+      return {
+        ...base,
+        allowed: true,
+        reason: "active activation",
+        expiresAt: new Date(active.expires_at!).toISOString(),
+        requestId: active.id,
+      };
+    },
+
+    async activeRoles(actor: Actor) {
+      const principal = principalOf(actor);
+      return requestStore.activeFor(store.db, principal.id, clock.now());
+    },
+  };
+}
+
+export type RequestService = ReturnType<typeof createRequestService>;

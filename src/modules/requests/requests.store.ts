@@ -1,0 +1,258 @@
+/** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
+import { sql, type Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import type { Decision, Stage } from "./requests.types.js";
+
+type Q = Kysely<Database>;
+
+export function findRole(db: Q, name: string) {
+  return db
+    .selectFrom("roles")
+    .innerJoin("policies", "policies.id", "roles.policy_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .select([
+      "roles.id",
+      "roles.name",
+      "roles.risk",
+      "roles.entitlement",
+      "policies.name as policy_name",
+      "policies.spec as policy_spec",
+      "targets.name as target_name",
+      "targets.kind as target_kind",
+    ])
+    .where("roles.name", "=", name)
+    .executeTakeFirst();
+}
+export type RoleRow = NonNullable<Awaited<ReturnType<typeof findRole>>>;
+
+/** Eligibilities of a principal, directly or through a group, valid at `now`. */
+function eligibleQuery(db: Q, principalId: string, now: Date) {
+  return db
+    .selectFrom("eligibilities")
+    .where("eligibilities.removed_at", "is", null)
+    .where("eligibilities.starts_at", "<=", now)
+    .where((eb) => eb.or([eb("eligibilities.ends_at", "is", null), eb("eligibilities.ends_at", ">", now)]))
+    .where((eb) =>
+      eb.or([
+        eb("eligibilities.principal_id", "=", principalId),
+        eb(
+          "eligibilities.group_id",
+          "in",
+          eb
+            .selectFrom("group_members")
+            .select("group_members.group_id")
+            .where("group_members.principal_id", "=", principalId),
+        ),
+      ]),
+    );
+}
+
+export async function isEligible(db: Q, principalId: string, roleId: string, now: Date): Promise<boolean> {
+  const row = await eligibleQuery(db, principalId, now)
+    .select("eligibilities.id")
+    .where("eligibilities.role_id", "=", roleId)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+export function eligibleRoles(db: Q, principalId: string, now: Date) {
+  return eligibleQuery(db, principalId, now)
+    .innerJoin("roles", "roles.id", "eligibilities.role_id")
+    .innerJoin("policies", "policies.id", "roles.policy_id")
+    .select([
+      "roles.id",
+      "roles.name",
+      "roles.description",
+      "roles.risk",
+      "policies.spec as policy_spec",
+      sql<Date | null>`max(coalesce(eligibilities.ends_at, 'infinity'::timestamptz))`.as("eligible_until"),
+    ])
+    .groupBy(["roles.id", "roles.name", "roles.description", "roles.risk", "policies.spec"])
+    .orderBy("roles.name")
+    .execute();
+}
+
+export async function principalContext(db: Q, principalId: string) {
+  const principal = await db
+    .selectFrom("principals")
+    .select(["id", "name", "manager_id", "status"])
+    .where("id", "=", principalId)
+    .executeTakeFirst();
+  const groups = await db
+    .selectFrom("group_members")
+    .innerJoin("groups", "groups.id", "group_members.group_id")
+    .select("groups.name")
+    .where("group_members.principal_id", "=", principalId)
+    .execute();
+  return principal ? { ...principal, groups: groups.map((g) => g.name) } : undefined;
+}
+
+export function findOpenRequest(db: Q, requesterId: string, roleId: string) {
+  return db
+    .selectFrom("activation_requests")
+    .select(["id", "state", "expires_at"])
+    .where("requester_id", "=", requesterId)
+    .where("role_id", "=", roleId)
+    .where("extends_request_id", "is", null)
+    .where("state", "in", ["pending", "approved", "provisioning", "active"])
+    .executeTakeFirst();
+}
+
+const requestColumns = [
+  "activation_requests.id",
+  "activation_requests.role_id",
+  "activation_requests.requester_id",
+  "activation_requests.extends_request_id",
+  "activation_requests.state",
+  "activation_requests.duration_ms",
+  "activation_requests.reason",
+  "activation_requests.ticket",
+  "activation_requests.break_glass",
+  "activation_requests.policy_snapshot",
+  "activation_requests.stages",
+  "activation_requests.stage_index",
+  "activation_requests.stage_deadline",
+  "activation_requests.mfa_at",
+  "activation_requests.submitted_at",
+  "activation_requests.decided_at",
+  "activation_requests.activated_at",
+  "activation_requests.expires_at",
+  "activation_requests.ended_at",
+  "activation_requests.end_reason",
+  "activation_requests.ended_by",
+  "activation_requests.extensions",
+  "roles.name as role_name",
+  "roles.risk as role_risk",
+  "targets.kind as target_kind",
+  "principals.name as requester_name",
+  "principals.manager_id as requester_manager_id",
+] as const;
+
+function requestQuery(db: Q) {
+  return db
+    .selectFrom("activation_requests")
+    .innerJoin("roles", "roles.id", "activation_requests.role_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .innerJoin("principals", "principals.id", "activation_requests.requester_id")
+    .select(requestColumns);
+}
+export type RequestRow = NonNullable<Awaited<ReturnType<typeof findRequest>>>;
+
+export function findRequest(db: Q, id: string) {
+  return requestQuery(db).where("activation_requests.id", "=", id).executeTakeFirst();
+}
+
+/** Locks the request row for the rest of the transaction. */
+export async function lockRequest(db: Q, id: string): Promise<RequestRow | undefined> {
+  const locked = await db
+    .selectFrom("activation_requests")
+    .select("id")
+    .where("id", "=", id)
+    .forUpdate()
+    .executeTakeFirst();
+  return locked ? findRequest(db, id) : undefined;
+}
+
+export function listRequests(
+  db: Q,
+  filter: {
+    requesterId?: string | undefined;
+    states?: readonly string[] | undefined;
+    roleName?: string | undefined;
+    limit: number;
+  },
+) {
+  let query = requestQuery(db);
+  if (filter.requesterId) query = query.where("activation_requests.requester_id", "=", filter.requesterId);
+  if (filter.states?.length) query = query.where("activation_requests.state", "in", filter.states as never);
+  if (filter.roleName) query = query.where("roles.name", "=", filter.roleName);
+  return query.orderBy("activation_requests.submitted_at", "desc").limit(filter.limit).execute();
+}
+
+export async function decisionsOf(
+  db: Q,
+  requestId: string,
+): Promise<(Decision & { approverName: string; reason: string | null; decidedAt: Date })[]> {
+  const rows = await db
+    .selectFrom("request_decisions")
+    .innerJoin("principals", "principals.id", "request_decisions.approver_id")
+    .select([
+      "request_decisions.stage_index",
+      "request_decisions.approver_id",
+      "request_decisions.decision",
+      "request_decisions.reason",
+      "request_decisions.decided_at",
+      "principals.name",
+    ])
+    .where("request_decisions.request_id", "=", requestId)
+    .orderBy("request_decisions.decided_at")
+    .orderBy("request_decisions.id")
+    .execute();
+  return rows.map((r) => ({
+    stageIndex: r.stage_index,
+    approverId: r.approver_id,
+    decision: r.decision,
+    approverName: r.name,
+    reason: r.reason,
+    decidedAt: new Date(r.decided_at),
+  }));
+}
+
+export function stagesOf(row: { stages: unknown }): Stage[] {
+  return row.stages as Stage[];
+}
+
+/** Active activations whose time is up, locked for this transaction; others skip them. */
+export function claimDueExpiries(db: Q, now: Date, limit: number) {
+  return db
+    .selectFrom("activation_requests")
+    .select(["id"])
+    .where("state", "=", "active")
+    .where("expires_at", "<=", now)
+    .orderBy("expires_at")
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+}
+
+export function claimDueDeadlines(db: Q, now: Date, limit: number) {
+  return db
+    .selectFrom("activation_requests")
+    .select(["id"])
+    .where("state", "=", "pending")
+    .where("stage_deadline", "<=", now)
+    .orderBy("stage_deadline")
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+}
+
+export function nextExpiry(db: Q) {
+  return db
+    .selectFrom("activation_requests")
+    .select((eb) => eb.fn.min("expires_at").as("next"))
+    .where("state", "=", "active")
+    .executeTakeFirst()
+    .then((r) => (r?.next ? new Date(r.next) : null));
+}
+
+/** Active activations of a principal (what the check API and activation tokens report). */
+export function activeFor(db: Q, principalId: string, now: Date) {
+  return db
+    .selectFrom("activation_requests")
+    .innerJoin("roles", "roles.id", "activation_requests.role_id")
+    .select([
+      "activation_requests.id",
+      "roles.name as role_name",
+      "activation_requests.expires_at",
+      "activation_requests.activated_at",
+    ])
+    .where("activation_requests.requester_id", "=", principalId)
+    .where("activation_requests.state", "=", "active")
+    .where("activation_requests.expires_at", ">", now)
+    .where("activation_requests.extends_request_id", "is", null)
+    .orderBy("roles.name")
+    .execute();
+}

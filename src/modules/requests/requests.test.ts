@@ -1,0 +1,372 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { decodeJwt } from "jose";
+import { manualClock } from "../../lib/clock.js";
+import { ENGINES } from "../../testing/engines.js";
+import { testServer, type TestServer } from "../../testing/server.js";
+import { actAs, seedGroupMember, seedRole, seedUser } from "../../testing/pim.js";
+
+const MANAGER_APPROVAL = {
+  defaultDuration: "1h",
+  maxDuration: "2h",
+  mfa: { required: false, maxAge: "10m" },
+  justification: { minLength: 10, ticketPattern: "^(INC|CHG)-[0-9]+$" },
+  approval: { stages: [{ approvers: { manager: true }, count: 1 }] },
+};
+
+async function auditActions(server: TestServer, subject: string) {
+  const events = await server.audit.read({ limit: 10_000 });
+  return events.filter((e) => e.subject === subject).map((e) => `${e.action}:${e.outcome}:${e.actor}`);
+}
+
+describe.each(ENGINES)("activation requests on %s", (engine) => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  async function setup(start = "2026-03-02T10:00:00Z") {
+    const clock = manualClock(start);
+    server = await testServer(engine, { clock });
+    await seedUser(server, "carol");
+    await seedUser(server, "alice", { manager: "carol", groups: ["sre"] });
+    await seedUser(server, "bob", { groups: ["sre"] });
+    return { server, clock };
+  }
+
+  it("runs the manager-approval flow: submit, refuse self-approval, approve, active, check, expire", async () => {
+    const { server, clock } = await setup();
+    await seedRole(server, { name: "prod-db-reader", risk: "high", policy: MANAGER_APPROVAL, eligibleGroups: ["sre"] });
+    const alice = actAs(server, "alice");
+    const carol = actAs(server, "carol");
+    const bob = actAs(server, "bob");
+
+    const submitted = await alice("POST", "/v1/activation-requests", {
+      role: "prod-db-reader",
+      duration: "30m",
+      reason: "investigate slow queries on orders",
+      ticket: "INC-42",
+    });
+    expect(submitted.status).toBe(201);
+    expect(submitted.body).toMatchObject({
+      state: "pending",
+      role: "prod-db-reader",
+      requester: "alice",
+      duration: "30m",
+      expiresAt: null,
+    });
+    const id = submitted.body.id as string;
+
+    const again = await alice("POST", "/v1/activation-requests", {
+      role: "prod-db-reader",
+      reason: "investigate slow queries on orders",
+      ticket: "INC-42",
+    });
+    expect(again.status).toBe(409);
+    expect(again.body.error?.code).toBe("REQUEST_ALREADY_OPEN");
+
+    const self = await alice("POST", `/v1/activation-requests/${id}/approvals`, { reason: "I trust myself" });
+    expect(self.status).toBe(403);
+    expect(self.body.error?.code).toBe("SELF_APPROVAL");
+    // bob is neither requester nor approver: the request does not exist for him.
+    expect((await bob("POST", `/v1/activation-requests/${id}/approvals`, {})).status).toBe(404);
+    expect((await bob("GET", `/v1/activation-requests/${id}`)).status).toBe(404);
+
+    const inbox = await carol("GET", "/v1/activation-requests?scope=inbox");
+    expect((inbox.body.items as { id: string }[]).map((r) => r.id)).toEqual([id]);
+
+    clock.advance(5 * 60_000); // the clock starts at activation, not at the request
+    const approved = await carol("POST", `/v1/activation-requests/${id}/approvals`, { reason: "go ahead" });
+    expect(approved.status).toBe(200);
+    expect(approved.body).toMatchObject({ state: "active", activatedAt: clock.now().toISOString() });
+    expect(approved.body.expiresAt).toBe(new Date(clock.now().getTime() + 30 * 60_000).toISOString());
+
+    const late = await carol("POST", `/v1/activation-requests/${id}/approvals`, {});
+    expect(late.body.error?.code).toBe("REQUEST_NOT_PENDING");
+
+    expect((await alice("GET", "/v1/check?principal=alice&role=prod-db-reader")).body).toMatchObject({
+      allowed: true,
+      expiresAt: approved.body.expiresAt,
+    });
+    // Checking someone else needs a reader role.
+    expect((await bob("GET", "/v1/check?principal=alice&role=prod-db-reader")).status).toBe(403);
+
+    const token = await alice("POST", "/v1/tokens/activation");
+    expect(token.status).toBe(200);
+    const claims = decodeJwt(token.body.token as string);
+    expect(claims.roles).toEqual(["prod-db-reader"]);
+    expect(claims.exp! * 1000).toBeLessThanOrEqual(new Date(approved.body.expiresAt as string).getTime());
+
+    clock.advance(30 * 60_000 - 1);
+    await server.scheduler.runOnce();
+    expect((await alice("GET", "/v1/check?principal=alice&role=prod-db-reader")).body.allowed).toBe(true);
+    clock.advance(1);
+    expect(await server.scheduler.runOnce()).toEqual({ expired: 1, timedOut: 0 });
+    expect(await server.scheduler.runOnce()).toEqual({ expired: 0, timedOut: 0 });
+    expect((await alice("GET", "/v1/check?principal=alice&role=prod-db-reader")).body).toMatchObject({
+      allowed: false,
+    });
+    expect((await alice("GET", `/v1/activation-requests/${id}`)).body).toMatchObject({
+      state: "expired",
+      endReason: "the activation reached its end time",
+      endedBy: "system",
+    });
+
+    expect(await auditActions(server, `request:${id}`)).toEqual([
+      "request.submitted:success:alice",
+      "request.approve:denied:alice",
+      "request.approve:denied:bob",
+      "request.approved:success:carol",
+      "request.activated:success:carol",
+      "request.approve:denied:carol",
+      "request.expired:success:system:system",
+    ]);
+    expect(await server.audit.verify()).toMatchObject({ ok: true });
+  });
+
+  it("refuses what the policy refuses, each with its code, and audits it", async () => {
+    const { server } = await setup();
+    await seedRole(server, { name: "db", policy: MANAGER_APPROVAL, eligibleUsers: ["alice"] });
+    await seedRole(server, {
+      name: "mfa-role",
+      policy: { ...MANAGER_APPROVAL, mfa: { required: true, maxAge: "10m" } },
+      eligibleUsers: ["alice"],
+    });
+    const alice = actAs(server, "alice");
+    const cases: [Record<string, unknown>, number, string][] = [
+      [{ role: "db", duration: "3h", reason: "investigate slow queries", ticket: "INC-1" }, 400, "DURATION_TOO_LONG"],
+      [{ role: "db", reason: "fix", ticket: "INC-1" }, 400, "JUSTIFICATION_INVALID"],
+      [{ role: "db", reason: "investigate slow queries", ticket: "JIRA-1" }, 400, "JUSTIFICATION_INVALID"],
+      [{ role: "nope", reason: "investigate slow queries" }, 403, "NOT_ELIGIBLE"],
+      [{ role: "mfa-role", reason: "investigate slow queries", ticket: "INC-1" }, 401, "MFA_STEP_UP_REQUIRED"],
+    ];
+    for (const [payload, status, code] of cases) {
+      const res = await alice("POST", "/v1/activation-requests", payload);
+      expect([res.status, res.body.error?.code]).toEqual([status, code]);
+    }
+    expect(
+      (
+        await actAs(server, "bob")("POST", "/v1/activation-requests", {
+          role: "db",
+          reason: "investigate slow queries",
+          ticket: "INC-1",
+        })
+      ).body.error?.code,
+    ).toBe("NOT_ELIGIBLE");
+    const denied = (await server.audit.read({ limit: 1000 })).filter(
+      (e) => e.action === "request.submit" && e.outcome === "denied",
+    );
+    expect(denied).toHaveLength(6);
+    expect(await server.store.db.selectFrom("activation_requests").select("id").execute()).toEqual([]);
+  });
+
+  it("escalates a timed-out stage to the fallback group, whose approval activates", async () => {
+    const { server, clock } = await setup();
+    await seedUser(server, "dave", { groups: ["sre-leads"] });
+    await seedRole(server, {
+      name: "prod-admin",
+      policy: {
+        ...MANAGER_APPROVAL,
+        approval: {
+          stages: [
+            {
+              approvers: { manager: true },
+              count: 1,
+              timeout: "30m",
+              onTimeout: "escalate",
+              escalateTo: { groups: ["sre-leads"] },
+            },
+          ],
+        },
+      },
+      eligibleGroups: ["sre"],
+    });
+    const submitted = await actAs(server, "alice")("POST", "/v1/activation-requests", {
+      role: "prod-admin",
+      reason: "rotate the primary database",
+      ticket: "CHG-7",
+    });
+    const id = submitted.body.id as string;
+    expect((await actAs(server, "dave")("POST", `/v1/activation-requests/${id}/approvals`, {})).status).toBe(404);
+    clock.advance(30 * 60_000);
+    expect(await server.scheduler.runOnce()).toEqual({ expired: 0, timedOut: 1 });
+    const escalated = await actAs(server, "alice")("GET", `/v1/activation-requests/${id}`);
+    expect(escalated.body).toMatchObject({ state: "pending", stages: [{ escalated: true }] });
+    // After escalation the fallback set decides; the manager no longer does.
+    expect((await actAs(server, "carol")("POST", `/v1/activation-requests/${id}/approvals`, {})).status).toBe(404);
+    const approved = await actAs(server, "dave")("POST", `/v1/activation-requests/${id}/approvals`, {
+      reason: "covering for carol",
+    });
+    expect(approved.body).toMatchObject({ state: "active" });
+    expect((await auditActions(server, `request:${id}`)).filter((a) => a.startsWith("request.escalated"))).toHaveLength(
+      1,
+    );
+  });
+
+  it("denies at the timeout when the stage says deny, with a reason", async () => {
+    const { server, clock } = await setup();
+    await seedRole(server, {
+      name: "prod-admin",
+      policy: {
+        ...MANAGER_APPROVAL,
+        approval: { stages: [{ approvers: { manager: true }, count: 1, timeout: "15m", onTimeout: "deny" }] },
+      },
+      eligibleGroups: ["sre"],
+    });
+    const id = (
+      await actAs(server, "alice")("POST", "/v1/activation-requests", {
+        role: "prod-admin",
+        reason: "rotate the primary database",
+        ticket: "CHG-7",
+      })
+    ).body.id as string;
+    clock.advance(15 * 60_000 - 1);
+    expect((await server.scheduler.runOnce()).timedOut).toBe(0);
+    clock.advance(1);
+    expect((await server.scheduler.runOnce()).timedOut).toBe(1);
+    const denied = await actAs(server, "alice")("GET", `/v1/activation-requests/${id}`);
+    expect(denied.body).toMatchObject({ state: "denied", endReason: "stage 1 timed out without enough approvals" });
+    expect((await actAs(server, "carol")("POST", `/v1/activation-requests/${id}/approvals`, {})).body.error?.code).toBe(
+      "REQUEST_NOT_PENDING",
+    );
+  });
+
+  it("needs the stage's count of distinct approvers, and an approver only counts while named", async () => {
+    const { server } = await setup();
+    await seedUser(server, "dave", { groups: ["sre-leads"] });
+    await seedUser(server, "erin", { groups: ["sre-leads"] });
+    await seedRole(server, {
+      name: "owner",
+      policy: { ...MANAGER_APPROVAL, approval: { stages: [{ approvers: { groups: ["sre-leads"] }, count: 2 }] } },
+      eligibleGroups: ["sre"],
+    });
+    const id = (
+      await actAs(server, "alice")("POST", "/v1/activation-requests", {
+        role: "owner",
+        reason: "transfer the billing account",
+        ticket: "CHG-9",
+      })
+    ).body.id as string;
+    const first = await actAs(server, "dave")("POST", `/v1/activation-requests/${id}/approvals`, {});
+    expect(first.body).toMatchObject({ state: "pending", stages: [{ approvals: ["dave"] }] });
+    expect((await actAs(server, "dave")("POST", `/v1/activation-requests/${id}/approvals`, {})).body.error?.code).toBe(
+      "ALREADY_DECIDED",
+    );
+    await seedGroupMember(server, "sre-leads", "bob");
+    const second = await actAs(server, "bob")("POST", `/v1/activation-requests/${id}/approvals`, {});
+    expect(second.body).toMatchObject({ state: "active", stages: [{ approvals: ["dave", "bob"] }] });
+  });
+
+  it("lets the holder deactivate early and an admin revoke, each ending the grant once", async () => {
+    const { server } = await setup();
+    await seedRole(server, {
+      name: "quick",
+      policy: { ...MANAGER_APPROVAL, approval: { stages: [] }, justification: { minLength: 5 } },
+      eligibleUsers: ["alice", "bob"],
+    });
+    const alice = actAs(server, "alice");
+    const a = await alice("POST", "/v1/activation-requests", { role: "quick", reason: "check the replica lag" });
+    expect(a.body.state).toBe("active");
+    const off = await alice("POST", "/v1/me/roles/quick/deactivate");
+    expect(off.body).toMatchObject({ state: "deactivated", endedBy: "alice" });
+    expect((await alice("POST", "/v1/me/roles/quick/deactivate")).body.error?.code).toBe("NOT_ACTIVE");
+
+    const b = await actAs(server, "bob")("POST", "/v1/activation-requests", {
+      role: "quick",
+      reason: "check the replica lag",
+    });
+    const admin = await server.app.inject({
+      method: "POST",
+      url: `/v1/activation-requests/${b.body.id as string}/revoke`,
+      headers: { authorization: server.adminAuth },
+      payload: { reason: "suspicious use" },
+    });
+    expect(admin.json()).toMatchObject({ state: "revoked", endReason: "suspicious use", endedBy: "admin" });
+    const grants = await server.store.db.selectFrom("grants").select("state").execute();
+    expect(grants.map((g) => g.state)).toEqual(["revoked", "revoked"]);
+  });
+
+  it("extends through the policy again, up to maxExtensions", async () => {
+    const { server } = await setup();
+    await seedRole(server, {
+      name: "ext",
+      policy: { ...MANAGER_APPROVAL, approval: { stages: [] }, maxExtensions: 1 },
+      eligibleUsers: ["alice"],
+    });
+    const alice = actAs(server, "alice");
+    const active = await alice("POST", "/v1/activation-requests", {
+      role: "ext",
+      duration: "1h",
+      reason: "long running migration",
+      ticket: "CHG-1",
+    });
+    const extended = await alice("POST", "/v1/me/roles/ext/extensions", {
+      by: "30m",
+      reason: "migration is still running",
+    });
+    expect(extended.status).toBe(201);
+    const parent = await alice("GET", `/v1/activation-requests/${active.body.id as string}`);
+    expect(parent.body.extensions).toBe(1);
+    expect(
+      new Date(parent.body.expiresAt as string).getTime() - new Date(active.body.expiresAt as string).getTime(),
+    ).toBe(30 * 60_000);
+    expect(
+      (await alice("POST", "/v1/me/roles/ext/extensions", { by: "30m", reason: "migration is still running" })).body
+        .error?.code,
+    ).toBe("EXTENSION_LIMIT_REACHED");
+  });
+});
+
+describe("activation windows", () => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it.each([
+    // Monday 2 March 2026 (GMT): 09:30 London is inside 08:00-18:00; 19:00 is outside.
+    ["2026-03-02T09:30:00Z", "deny", 201, "active"],
+    ["2026-03-02T19:00:00Z", "deny", 403, "OUTSIDE_WINDOW"],
+    ["2026-03-02T19:00:00Z", "require-approval", 201, "pending"],
+    // Monday 30 March 2026 (BST, after the change): 07:30Z is 08:30 local, inside; 17:30Z is 18:30 local, outside.
+    ["2026-03-30T07:30:00Z", "deny", 201, "active"],
+    ["2026-03-30T17:30:00Z", "deny", 403, "OUTSIDE_WINDOW"],
+    // Saturday is never inside a Mon-Fri window.
+    ["2026-03-07T12:00:00Z", "require-approval", 201, "pending"],
+  ] as const)("at %s with outsideWindow %s answers %i %s", async (at, outside, status, expected) => {
+    const clock = manualClock(at);
+    server = await testServer("pglite", { clock });
+    await seedUser(server, "carol");
+    await seedUser(server, "alice", { manager: "carol" });
+    await seedRole(server, {
+      name: "windowed",
+      policy: {
+        ...MANAGER_APPROVAL,
+        approval: { stages: [] },
+        windows: [{ days: ["mon", "tue", "wed", "thu", "fri"], from: "08:00", to: "18:00", timeZone: "Europe/London" }],
+        outsideWindow: outside,
+        outsideWindowApprovers: { manager: true },
+      },
+      eligibleUsers: ["alice"],
+    });
+    const res = await actAs(server, "alice")("POST", "/v1/activation-requests", {
+      role: "windowed",
+      reason: "routine maintenance work",
+      ticket: "CHG-3",
+    });
+    expect(res.status).toBe(status);
+    expect(res.status === 201 ? res.body.state : res.body.error?.code).toBe(expected);
+    if (expected === "pending") {
+      expect(res.body.stages).toEqual([
+        { name: "outside activation window", count: 1, approvals: [], escalated: false },
+      ]);
+      const approved = await actAs(server, "carol")(
+        "POST",
+        `/v1/activation-requests/${res.body.id as string}/approvals`,
+        {},
+      );
+      expect(approved.body.state).toBe("active");
+    }
+  });
+});

@@ -1,0 +1,70 @@
+/**
+ * The scheduler: ends activations at their expiry and applies approval-stage
+ * timeouts. It polls often (sub-second); rows are claimed with SKIP LOCKED, so
+ * any number of nodes may run it without doing the same work twice, and after
+ * a restart the first pass ends everything overdue.
+ */
+import type { Logger } from "../lib/logger.js";
+import type { RequestService } from "../modules/requests/requests.service.js";
+
+export interface Scheduler {
+  /** One pass: expiries, then stage deadlines, until nothing more is due. */
+  runOnce(): Promise<{ expired: number; timedOut: number }>;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export function createScheduler(deps: {
+  requests: Pick<RequestService, "expireDue" | "processDeadlines">;
+  logger?: Pick<Logger, "error" | "info">;
+  pollMs?: number;
+  batchSize?: number;
+}): Scheduler {
+  const pollMs = deps.pollMs ?? 250;
+  const batch = deps.batchSize ?? 100;
+  let running = false;
+  let timer: NodeJS.Timeout | undefined;
+  let inFlight: Promise<unknown> = Promise.resolve();
+
+  async function runOnce() {
+    let expired = 0;
+    let timedOut = 0;
+    for (;;) {
+      const n = await deps.requests.expireDue(batch);
+      expired += n;
+      if (n < batch) break;
+    }
+    for (;;) {
+      const n = await deps.requests.processDeadlines(batch);
+      timedOut += n;
+      if (n < batch) break;
+    }
+    return { expired, timedOut };
+  }
+
+  function tick() {
+    if (!running) return;
+    inFlight = runOnce()
+      .then((r) => {
+        if (r.expired + r.timedOut > 0) deps.logger?.info(r, "scheduler pass");
+      })
+      .catch((error: unknown) => deps.logger?.error({ err: error }, "scheduler pass failed"))
+      .finally(() => {
+        if (running) timer = setTimeout(tick, pollMs);
+      });
+  }
+
+  return {
+    runOnce,
+    start() {
+      if (running) return;
+      running = true;
+      tick();
+    },
+    async stop() {
+      running = false;
+      if (timer) clearTimeout(timer);
+      await inFlight;
+    },
+  };
+}
