@@ -6,13 +6,26 @@ export const activationRequest = z.object({
   id: z.uuid(),
   role: z.string(),
   requester: z.string(),
-  state: z.enum(["pending", "approved", "provisioning", "active", "denied", "cancelled", "expired", "revoked", "deactivated", "failed"]),
+  state: z.enum([
+    "pending",
+    "approved",
+    "provisioning",
+    "active",
+    "denied",
+    "cancelled",
+    "expired",
+    "revoked",
+    "deactivated",
+    "failed",
+  ]),
   duration: z.string(),
   reason: z.string(),
   ticket: z.string().nullable(),
   breakGlass: z.boolean(),
   extendsRequestId: z.uuid().nullable(),
-  stages: z.array(z.object({ name: z.string(), count: z.number().int(), approvals: z.array(z.string()), escalated: z.boolean() })),
+  stages: z.array(
+    z.object({ name: z.string(), count: z.number().int(), approvals: z.array(z.string()), escalated: z.boolean() }),
+  ),
   stageIndex: z.number().int(),
   stageDeadline: isoTime.nullable(),
   submittedAt: isoTime,
@@ -24,7 +37,13 @@ export const activationRequest = z.object({
   endedBy: z.string().nullable(),
   extensions: z.number().int(),
   decisions: z.array(
-    z.object({ stage: z.number().int(), approver: z.string(), decision: z.enum(["approve", "deny"]), reason: z.string().nullable(), decidedAt: isoTime }),
+    z.object({
+      stage: z.number().int(),
+      approver: z.string(),
+      decision: z.enum(["approve", "deny"]),
+      reason: z.string().nullable(),
+      decidedAt: isoTime,
+    }),
   ),
 });
 export type ActivationRequestDto = z.infer<typeof activationRequest>;
@@ -44,7 +63,20 @@ export const roleParams = z.strictObject({ role: name });
 
 export const requestListQuery = z.strictObject({
   scope: z.enum(["mine", "inbox", "all"]).default("mine"),
-  state: z.enum(["pending", "approved", "provisioning", "active", "denied", "cancelled", "expired", "revoked", "deactivated", "failed"]).optional(),
+  state: z
+    .enum([
+      "pending",
+      "approved",
+      "provisioning",
+      "active",
+      "denied",
+      "cancelled",
+      "expired",
+      "revoked",
+      "deactivated",
+      "failed",
+    ])
+    .optional(),
   role: name.optional(),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 });

@@ -28,7 +28,10 @@ export const ERROR_CODES = {
   SETUP_ALREADY_DONE: { status: 409, message: "Stint already has an administrator." },
   WEAK_PASSWORD: { status: 400, message: "The password is too weak: use at least 12 characters." },
   NOT_ELIGIBLE: { status: 403, message: "You are not eligible for that role (or it does not exist)." },
-  REQUEST_ALREADY_OPEN: { status: 409, message: "You already have a pending or active request for that role; extend it instead." },
+  REQUEST_ALREADY_OPEN: {
+    status: 409,
+    message: "You already have a pending or active request for that role; extend it instead.",
+  },
   REQUEST_NOT_PENDING: { status: 409, message: "That request is no longer pending, so it takes no decision." },
   SELF_APPROVAL: { status: 403, message: "Nobody approves their own request." },
   NOT_AN_APPROVER: { status: 403, message: "The role's policy does not name you as an approver of this request." },
