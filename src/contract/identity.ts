@@ -96,3 +96,6 @@ export const createTokenRequest = z.strictObject({
 });
 export const createdToken = apiToken.extend({ token: z.string() });
 export const tokenList = z.object({ items: z.array(apiToken) });
+
+export const stepUpRequest = z.strictObject({ otp: z.string().min(6).max(64) });
+export const stepUpResult = z.object({ mfaAt: isoTime });

@@ -118,5 +118,3 @@ export const activationToken = z.object({
   expiresAt: isoTime,
   roles: z.array(z.object({ role: z.string(), expiresAt: isoTime, requestId: z.uuid() })),
 });
-
-export const stepUpBody = z.strictObject({ otp: z.string().min(6).max(64) });

@@ -29,6 +29,7 @@ const MATRIX = `
   POST    /v1/setup                                yes        yes   yes      yes       yes
   POST    /v1/auth/login                           yes        yes   yes      yes       yes
   POST    /v1/auth/refresh                         yes        yes   yes      yes       yes
+  POST    /v1/auth/step-up                         no         yes   yes      yes       yes
   POST    /v1/auth/logout                          no         yes   yes      yes       yes
   GET     /v1/me                                   no         yes   yes      yes       yes
   POST    /v1/me/mfa/totp                          no         yes   yes      yes       yes
@@ -185,6 +186,7 @@ const PROBES: Record<string, ProbeFactory> = {
     url: "/v1/me/roles/matrix-role/extensions",
     payload: { by: "30m", reason: "authorization matrix" },
   }),
+  "POST /v1/auth/step-up": () => ({ url: "/v1/auth/step-up", payload: { otp: "1" } }),
   "GET /v1/check": () => ({ url: "/v1/check?role=matrix-role" }),
   "GET /v1/audit/export": () => ({ url: "/v1/audit/export?format=jsonl" }),
 };

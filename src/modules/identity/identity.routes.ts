@@ -56,6 +56,15 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
     },
   );
 
+  app.post(
+    "/v1/auth/step-up",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["auth"], body: c.stepUpRequest, response: { 200: c.stepUpResult } },
+    },
+    async (req) => identity.stepUp(req.actor, req.body.otp, req.callContext),
+  );
+
   app.get(
     "/v1/me",
     { config: { requirement: "authenticated" }, schema: { tags: ["me"], response: { 200: c.principal } } },

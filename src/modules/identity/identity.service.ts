@@ -6,7 +6,7 @@
 import { SignJWT, errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
 import * as OTPAuth from "otpauth";
 import { randomBytes } from "node:crypto";
-import { sql, type Kysely } from "kysely";
+import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
@@ -59,7 +59,6 @@ export interface IdentityServiceDeps {
   scrypt?: ScryptParams;
 }
 
-const SETUP_LOCK = 0x5717_0003;
 const RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789";
 
 function recoveryCode(): string {
@@ -88,6 +87,43 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   const ipKey = (context: CallContext) => `ip:${context.sourceIp ?? "unknown"}`;
   const ipPolicy = { ...policy.throttle, maxFailures: policy.throttle.maxFailures * 4 };
 
+  /** Checks a TOTP code (each 30-second step once) or a single-use recovery code, consuming it. */
+  async function checkSecondFactor(
+    tx: Kysely<Database>,
+    principal: { id: string; name: string },
+    input: string,
+    now: Date,
+  ): Promise<{ method: "totp" | "recovery" } | { failed: string }> {
+    const otp = input.trim();
+    const row = await identityStore.getTotp(tx, principal.id, true);
+    if (!row?.confirmed_at) return { failed: "no authenticator enrolled" };
+    if (TOTP_CODE.test(otp)) {
+      const secret = OTPAuth.Secret.fromBase32(open(totpKey, row.secret_sealed, `totp:${principal.id}`).toString());
+      const delta = totpFor(principal.name, secret).validate({ token: otp, timestamp: now.getTime(), window: 1 });
+      const step = delta === null ? -1 : totpStep(now.getTime(), delta);
+      if (delta === null || isTotpReplay(step, row.last_used_step)) {
+        return { failed: delta === null ? "wrong one-time code" : "one-time code reused" };
+      }
+      await tx.updateTable("mfa_totp").set({ last_used_step: step }).where("principal_id", "=", principal.id).execute();
+      return { method: "totp" };
+    }
+    if (RECOVERY_CODE.test(normalizeRecoveryCode(otp))) {
+      const codeHash = sha256Hex(normalizeRecoveryCode(otp));
+      const codes = await tx
+        .selectFrom("recovery_codes")
+        .selectAll()
+        .where("principal_id", "=", principal.id)
+        .where("used_at", "is", null)
+        .forUpdate()
+        .execute();
+      const match = codes.find((c) => constantTimeEqual(c.code_hash, codeHash));
+      if (!match) return { failed: "wrong recovery code" };
+      await tx.updateTable("recovery_codes").set({ used_at: now }).where("id", "=", match.id).execute();
+      return { method: "recovery" };
+    }
+    return { failed: "malformed one-time code" };
+  }
+
   function totpFor(name: string, secret: OTPAuth.Secret) {
     return new OTPAuth.TOTP({ issuer: "Stint", label: name, algorithm: "SHA1", digits: 6, period: 30, secret });
   }
@@ -100,9 +136,12 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     code: "INVALID_CREDENTIALS" | "MFA_INVALID",
   ): Promise<never> {
     const now = clock.now();
-    await store.transaction(async (tx) => {
+    const alreadyLocked = await store.transaction(async (tx) => {
       const keys = [userKey(username), ipKey(context)];
+      await identityStore.ensureThrottle(tx, keys, now);
       const rows = await identityStore.getThrottle(tx, keys);
+      // Attempts that passed the early check while others were locking the account get the lockout answer too.
+      const locked = rows.some((row) => isLocked(throttleState(row), now));
       const events: Parameters<AuditLog["append"]>[3] & unknown[] = [
         { action: "auth.login", outcome: "denied", subject: `user:${username}`, reason },
       ];
@@ -124,8 +163,9 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         }
       }
       await audit.append(tx, ANONYMOUS, context, events);
+      return locked;
     });
-    throw new StintError(code);
+    throw new StintError(alreadyLocked ? "ACCOUNT_LOCKED" : code);
   }
 
   async function deny(
@@ -193,7 +233,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     }): Promise<{ created?: string; setupCode?: string }> {
       const passwordHash = options.adminPassword ? await hash(options.adminPassword) : undefined;
       return store.transaction(async (tx) => {
-        await sql`select pg_advisory_xact_lock(${SETUP_LOCK})`.execute(tx);
+        await identityStore.lockAdministrators(tx);
         if ((await identityStore.countActiveAdmins(tx)) > 0) return {};
         const now = clock.now();
         if (passwordHash) {
@@ -257,7 +297,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
       const passwordHash = await hash(input.password);
       const outcome = await store.transaction(async (tx) => {
-        await sql`select pg_advisory_xact_lock(${SETUP_LOCK})`.execute(tx);
+        await identityStore.lockAdministrators(tx);
         const now = clock.now();
         if ((await identityStore.countActiveAdmins(tx)) > 0) return { error: new StintError("SETUP_ALREADY_DONE") };
         const codes = await tx
@@ -353,40 +393,15 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         mfaAt: mfaEnrolled ? now : null,
       };
       const result = await store.transaction(async (tx) => {
+        // Checked again under the row locks: a lockout may have begun since the early check.
+        await identityStore.ensureThrottle(tx, [userKey(username)], now);
+        const throttleRows = await identityStore.getThrottle(tx, [userKey(username), ipKey(context)]);
+        if (throttleRows.some((row) => isLocked(throttleState(row), now))) return { locked: true };
         let method: "none" | "totp" | "recovery" = "none";
         if (mfaEnrolled) {
-          const otp = input.otp!.trim();
-          const row = (await identityStore.getTotp(tx, principal.id, true))!;
-          if (TOTP_CODE.test(otp)) {
-            const secret = OTPAuth.Secret.fromBase32(
-              open(totpKey, row.secret_sealed, `totp:${principal.id}`).toString(),
-            );
-            const delta = totpFor(principal.name, secret).validate({ token: otp, timestamp: now.getTime(), window: 1 });
-            const step = delta === null ? -1 : totpStep(now.getTime(), delta);
-            if (delta === null || isTotpReplay(step, row.last_used_step))
-              return { failed: delta === null ? "wrong one-time code" : "one-time code reused" };
-            await tx
-              .updateTable("mfa_totp")
-              .set({ last_used_step: step })
-              .where("principal_id", "=", principal.id)
-              .execute();
-            method = "totp";
-          } else if (RECOVERY_CODE.test(normalizeRecoveryCode(otp))) {
-            const codeHash = sha256Hex(normalizeRecoveryCode(otp));
-            const codes = await tx
-              .selectFrom("recovery_codes")
-              .selectAll()
-              .where("principal_id", "=", principal.id)
-              .where("used_at", "is", null)
-              .forUpdate()
-              .execute();
-            const match = codes.find((c) => constantTimeEqual(c.code_hash, codeHash));
-            if (!match) return { failed: "wrong recovery code" };
-            await tx.updateTable("recovery_codes").set({ used_at: now }).where("id", "=", match.id).execute();
-            method = "recovery";
-          } else {
-            return { failed: "malformed one-time code" };
-          }
+          const checked = await checkSecondFactor(tx, principal, input.otp!, now);
+          if ("failed" in checked) return { failed: checked.failed };
+          method = checked.method;
         }
         await tx
           .insertInto("refresh_sessions")
@@ -422,6 +437,14 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         });
         return { pair: await pairFor(tx, principal, session) };
       });
+      if ("locked" in result)
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "locked out after repeated failures",
+          new StintError("ACCOUNT_LOCKED"),
+        );
       if ("failed" in result) return failSignIn(username, context, result.failed!, "MFA_INVALID");
       return result.pair!;
     },
@@ -637,6 +660,29 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       if ("error" in result && result.error)
         return deny(context, "mfa.enrolled", `user:${actor.name}`, result.error.message, result.error, actor);
       return { recoveryCodes: codes };
+    },
+
+    /** Step-up: a fresh one-time code refreshes the session's MFA time (policies ask for a recent one). */
+    async stepUp(actor: Actor, otp: string, context: CallContext): Promise<{ mfaAt: string }> {
+      if (actor.kind !== "principal" || !actor.sessionId)
+        throw new StintError("UNAUTHENTICATED", "Step-up needs a signed-in session.");
+      const now = clock.now();
+      const result = await store.transaction(async (tx) => {
+        const checked = await checkSecondFactor(tx, actor, otp, now);
+        if ("failed" in checked) return checked;
+        await tx.updateTable("refresh_sessions").set({ mfa_at: now }).where("id", "=", actor.sessionId!).execute();
+        await audit.append(tx, actor, context, {
+          action: "auth.step_up",
+          outcome: "success",
+          subject: `user:${actor.name}`,
+          details: { sessionId: actor.sessionId, method: checked.method },
+        });
+        return checked;
+      });
+      if ("failed" in result) {
+        return deny(context, "auth.step_up", `user:${actor.name}`, result.failed, new StintError("MFA_INVALID"), actor);
+      }
+      return { mfaAt: now.toISOString() };
     },
 
     async changePassword(

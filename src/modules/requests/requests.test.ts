@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { decodeJwt } from "jose";
 import { manualClock } from "../../lib/clock.js";
 import { ENGINES } from "../../testing/engines.js";
-import { testServer, type TestServer } from "../../testing/server.js";
+import { testServer, totpNow, type TestServer } from "../../testing/server.js";
 import { actAs, seedGroupMember, seedRole, seedUser } from "../../testing/pim.js";
 
 const MANAGER_APPROVAL = {
@@ -158,6 +158,32 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     );
     expect(denied).toHaveLength(6);
     expect(await server.store.db.selectFrom("activation_requests").select("id").execute()).toEqual([]);
+  });
+
+  it("asks for a step-up when the session's MFA is stale, and accepts the activation after one", async () => {
+    const { server, clock } = await setup();
+    await seedRole(server, {
+      name: "mfa-role",
+      policy: { ...MANAGER_APPROVAL, approval: { stages: [] }, mfa: { required: true, maxAge: "10m" } },
+      eligibleUsers: ["alice"],
+    });
+    const auth = await server.login("alice");
+    const call = (url: string, payload: object) =>
+      server!.app.inject({ method: "POST", url, headers: { authorization: auth }, payload });
+    const { secret } = (await call("/v1/me/mfa/totp", {})).json<{ secret: string }>();
+    expect((await call("/v1/me/mfa/totp/confirm", { code: totpNow(secret, clock.now().getTime()) })).statusCode).toBe(
+      200,
+    );
+    const submit = { role: "mfa-role", reason: "investigate slow queries", ticket: "INC-5" };
+    expect((await call("/v1/activation-requests", submit)).json()).toMatchObject({
+      error: { code: "MFA_STEP_UP_REQUIRED" },
+    });
+    clock.advance(30_000);
+    expect((await call("/v1/auth/step-up", { otp: "000000" })).json()).toMatchObject({
+      error: { code: "MFA_INVALID" },
+    });
+    expect((await call("/v1/auth/step-up", { otp: totpNow(secret, clock.now().getTime()) })).statusCode).toBe(200);
+    expect((await call("/v1/activation-requests", submit)).json()).toMatchObject({ state: "active" });
   });
 
   it("escalates a timed-out stage to the fallback group, whose approval activates", async () => {
