@@ -3,6 +3,7 @@
  * the real process; tests run it with a fake context.
  */
 import { Command, CommanderError } from "commander";
+import { registerAccessCommands } from "./commands/access.js";
 import { registerAuditCommands } from "./commands/audit.js";
 import { registerAuthCommands } from "./commands/auth.js";
 import { registerGroupCommands } from "./commands/groups.js";
@@ -58,6 +59,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerUserCommands(program, ctx);
   registerGroupCommands(program, ctx);
   registerTokenCommands(program, ctx);
+  registerAccessCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerServerCommand(program, ctx);
   return program;

@@ -1,0 +1,574 @@
+/**
+ * Just-in-time access: your eligible roles, activation requests and their decisions, extensions,
+ * early ends, the check API and activation tokens.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Command, Option } from "commander";
+import type { z } from "zod";
+import { reason as reasonSchema } from "../../contract/common.js";
+import {
+  activationRequest,
+  activationToken,
+  checkResult,
+  myRoles,
+  requestList,
+  type ActivationRequestDto,
+} from "../../contract/requests.js";
+import { parseDuration } from "../../lib/duration.js";
+import { segment, type ApiClient } from "../client.js";
+import { globalOptions, type CliContext } from "../context.js";
+import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
+import { type Column, emit, formatError, note, renderJson, renderTable, sanitize } from "../output.js";
+import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
+
+type MyRole = z.infer<typeof myRoles>["items"][number];
+type RequestState = ActivationRequestDto["state"];
+
+/** How often `stint activate --wait` asks for news. */
+export const POLL_INTERVAL_MS = 1000;
+const DEFAULT_WAIT_TIMEOUT = "10m";
+const STATES = activationRequest.shape.state.options;
+/** States a request never leaves. */
+const FINAL_STATES: readonly RequestState[] = ["denied", "cancelled", "expired", "revoked", "deactivated", "failed"];
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+// ---------------------------------------------------------------------------
+// Wording
+
+/** A span of time for people: 45s, 23m, 1h 5m, 2d 3h. */
+export function humanSpan(ms: number): string {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  if (seconds < 60) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return minutes % 60 === 0 ? `${hours}h` : `${hours}h ${minutes % 60}m`;
+  const days = Math.floor(hours / 24);
+  return hours % 24 === 0 ? `${days}d` : `${days}d ${hours % 24}h`;
+}
+
+/** "in 23m" or "5m ago". */
+function relative(iso: string | null, now: number): string | null {
+  if (iso === null) return null;
+  const delta = Date.parse(iso) - now;
+  return delta >= 0 ? `in ${humanSpan(delta)}` : `${humanSpan(-delta)} ago`;
+}
+
+/** An ISO time without milliseconds, as people read it. */
+function clock(iso: string): string {
+  return iso.replace(/\.\d{3}(?=Z$)/, "");
+}
+
+/** The tail of a UUID: the start of a UUIDv7 is its timestamp, shared by requests made close together. */
+export function shortId(id: string): string {
+  return id.replace(/-/g, "").slice(-8);
+}
+
+/** A role's policy in plain words. */
+export function describePolicy(policy: MyRole["policy"]): string {
+  const parts = [`up to ${policy.maxDuration} (default ${policy.defaultDuration})`];
+  if (policy.breakGlass) parts.push("break-glass: no approval, reviewed afterwards");
+  else if (!policy.approvalRequired) parts.push("no approval");
+  else parts.push(policy.approvalStages === 1 ? "1 approval stage" : `${policy.approvalStages} approval stages`);
+  if (policy.mfaRequired) parts.push("MFA");
+  if (policy.ticketRequired) parts.push("ticket required");
+  if (policy.maxExtensions > 0)
+    parts.push(policy.maxExtensions === 1 ? "1 extension" : `${policy.maxExtensions} extensions`);
+  return parts.join(", ");
+}
+
+function describeRoleState(role: MyRole, now: number): string {
+  if (role.state === null) return "eligible";
+  if (role.state === "active" && role.expiresAt !== null) {
+    return `active, ${humanSpan(Date.parse(role.expiresAt) - now)} left`;
+  }
+  if (role.state === "pending") return "pending approval";
+  return role.state;
+}
+
+/** Where a pending request stands: "stage 1/2 (manager): 1 of 2 approvals (carol)". */
+export function describeProgress(request: ActivationRequestDto): string {
+  const stage = request.stages[request.stageIndex];
+  if (!stage) return request.state;
+  const who = stage.approvals.length > 0 ? ` (${stage.approvals.join(", ")})` : "";
+  const escalated = stage.escalated ? ", escalated" : "";
+  return (
+    `stage ${request.stageIndex + 1}/${request.stages.length} (${stage.name}${escalated}): ` +
+    `${stage.approvals.length} of ${stage.count} approvals${who}`
+  );
+}
+
+function stageColumn(request: ActivationRequestDto): string | null {
+  if (request.state !== "pending" || request.stages.length === 0) return null;
+  return `${request.stageIndex + 1}/${request.stages.length}`;
+}
+
+function describeActive(request: ActivationRequestDto, now: number): string {
+  if (request.expiresAt === null) return `${request.role} is active.`;
+  return `${request.role} is active until ${clock(request.expiresAt)} (${humanSpan(Date.parse(request.expiresAt) - now)} left).`;
+}
+
+/** Why a denied request was denied, and by whom. */
+function denialOf(request: ActivationRequestDto): { by: string; reason: string } {
+  const denial = [...request.decisions].reverse().find((decision) => decision.decision === "deny");
+  return {
+    by: denial?.approver ?? request.endedBy ?? "the policy",
+    reason: denial?.reason ?? request.endReason ?? "no reason given",
+  };
+}
+
+/** One line for a request that has reached `state`, after a submission or a decision. */
+function describeOutcome(request: ActivationRequestDto, now: number): string {
+  const whose = `${request.role} for ${request.requester}`;
+  switch (request.state) {
+    case "pending":
+      return `Request ${request.id} (${whose}) is pending: ${describeProgress(request)}.`;
+    case "active":
+      return describeActive(request, now);
+    case "approved":
+      return `Request ${request.id} (${whose}) is approved.`;
+    case "provisioning":
+      return `Request ${request.id} (${whose}) is approved; the access is being set up at the target.`;
+    case "denied": {
+      const { by, reason } = denialOf(request);
+      return `Request ${request.id} (${whose}) was denied by ${by}: ${reason}`;
+    }
+    default:
+      return `Request ${request.id} (${whose}) is ${request.state}${request.endReason ? `: ${request.endReason}` : ""}.`;
+  }
+}
+
+const REQUEST_COLUMNS = (now: number): readonly Column<ActivationRequestDto>[] => [
+  { header: "ID", value: (request) => shortId(request.id) },
+  { header: "ROLE", value: (request) => request.role },
+  { header: "REQUESTER", value: (request) => request.requester },
+  { header: "STATE", value: (request) => request.state },
+  { header: "AGE", value: (request) => humanSpan(now - Date.parse(request.submittedAt)) },
+  { header: "STAGE", value: (request) => stageColumn(request) },
+  { header: "EXPIRES", value: (request) => relative(request.expiresAt, now) },
+  { header: "REASON", value: (request) => request.reason },
+];
+
+const ROLE_COLUMNS = (now: number): readonly Column<MyRole>[] => [
+  { header: "ROLE", value: (role) => role.role },
+  { header: "STATE", value: (role) => describeRoleState(role, now) },
+  { header: "RISK", value: (role) => role.risk },
+  { header: "POLICY", value: (role) => describePolicy(role.policy) },
+  { header: "ELIGIBLE UNTIL", value: (role) => (role.eligibleUntil ? clock(role.eligibleUntil) : "no end") },
+];
+
+// ---------------------------------------------------------------------------
+// Input
+
+function checkReason(flag: string, value: string): string {
+  const parsed = reasonSchema.safeParse(value);
+  if (!parsed.success) throw usageError(`${flag} ${parsed.error.issues[0]?.message ?? "is not valid"}`);
+  return parsed.data;
+}
+
+/**
+ * A request id as typed: the full UUID, or at least 8 hex digits that begin or end exactly one of
+ * the requests the caller can list in `scopes` (the tables show the last 8).
+ */
+async function resolveRequestId(
+  client: ApiClient,
+  text: string,
+  scopes: readonly ("mine" | "inbox" | "all")[],
+): Promise<string> {
+  const typed = text.trim().toLowerCase();
+  if (UUID.test(typed)) return typed;
+  const hex = typed.replace(/-/g, "");
+  if (!/^[0-9a-f]{8,32}$/.test(hex)) {
+    throw usageError(`"${text}" is not a request id: give the UUID, or at least 8 of its hex digits`);
+  }
+  const seen = new Set<string>();
+  for (const scope of scopes) {
+    try {
+      const { data } = await client.request("GET", "/v1/activation-requests", {
+        query: { scope, limit: 500 },
+        schema: requestList,
+      });
+      for (const item of data.items) seen.add(item.id);
+    } catch (error) {
+      // `all` needs a reader role; the other scopes may still hold the request.
+      if (!(isCliError(error) && error.exitCode === EXIT_CODES.forbidden)) throw error;
+    }
+  }
+  const matches = [...seen].filter((id) => {
+    const digits = id.replace(/-/g, "");
+    return digits.startsWith(hex) || digits.endsWith(hex);
+  });
+  if (matches.length === 0) throw new CliError("NOT_FOUND", `no request of yours matches "${text}"`);
+  if (matches.length > 1) {
+    throw usageError(`"${text}" matches ${matches.length} requests (${matches.join(", ")}); give more digits`);
+  }
+  return matches[0]!;
+}
+
+// ---------------------------------------------------------------------------
+// Waiting
+
+/**
+ * Ends the command with `error` after the request has been shown: with --json the request's JSON
+ * on stdout, the error line on stderr either way.
+ */
+function finish(ctx: CliContext, json: boolean, raw: unknown, error: CliError): never {
+  if (json) ctx.stdout.write(renderJson(raw));
+  ctx.stderr.write(formatError(error));
+  throw new CliError(error.code, error.message, { exitCode: error.exitCode, reported: true });
+}
+
+/**
+ * Polls the request every second until it is active (returns it), ends otherwise (throws: exit 5
+ * when denied, 1 for any other end) or the time is up (exit 1). Progress goes to stderr.
+ */
+async function waitUntilActive(
+  ctx: CliContext,
+  client: ApiClient,
+  first: { data: ActivationRequestDto; raw: unknown },
+  timeoutMs: number,
+  json: boolean,
+): Promise<{ data: ActivationRequestDto; raw: unknown }> {
+  const deadline = ctx.now() + timeoutMs;
+  let current = first;
+  let lastProgress = "";
+  let unreachableNoted = false;
+  for (;;) {
+    const request = current.data;
+    if (request.state === "active") return current;
+    if (request.state === "denied") {
+      const { by, reason } = denialOf(request);
+      finish(ctx, json, current.raw, new CliError("REQUEST_DENIED", `denied by ${by}: ${reason}`, { exitCode: 5 }));
+    }
+    if (FINAL_STATES.includes(request.state)) {
+      const why = request.endReason ? `: ${request.endReason}` : "";
+      finish(
+        ctx,
+        json,
+        current.raw,
+        new CliError("REQUEST_ENDED", `the request ended ${request.state}${why}`, { exitCode: 1 }),
+      );
+    }
+    const progress =
+      request.state === "pending" ? `waiting for approval: ${describeProgress(request)}` : `${request.state}…`;
+    if (!json && progress !== lastProgress) note(ctx, sanitize(progress));
+    lastProgress = progress;
+    if (ctx.now() >= deadline) {
+      finish(
+        ctx,
+        json,
+        current.raw,
+        new CliError(
+          "WAIT_TIMEOUT",
+          `request ${request.id} is still ${request.state} after ${humanSpan(timeoutMs)}; it stays open ` +
+            `(\`stint requests --mine\` follows it, \`stint cancel ${request.id}\` withdraws it)`,
+          { exitCode: 1 },
+        ),
+      );
+    }
+    await sleep(POLL_INTERVAL_MS);
+    try {
+      current = await client.request("GET", `/v1/activation-requests/${segment(request.id)}`, {
+        schema: activationRequest,
+      });
+    } catch (error) {
+      // A server restarting or a network blip is no reason to give up the wait.
+      if (!(isCliError(error) && error.exitCode === EXIT_CODES.unreachable)) throw error;
+      if (!unreachableNoted && !json) note(ctx, `${error.message}; still trying`);
+      unreachableNoted = true;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Commands
+
+interface ActivateOptions {
+  for?: string;
+  reason: string;
+  ticket?: string;
+  wait?: boolean;
+  timeout: string;
+}
+
+interface RequestsOptions {
+  pending?: boolean;
+  inbox?: boolean;
+  mine?: boolean;
+  all?: boolean;
+  state?: string;
+  role?: string;
+  limit: number;
+}
+
+export function registerAccessCommands(program: Command, ctx: CliContext): void {
+  program
+    .command("roles")
+    .description("the roles you are eligible for, their policy, and which are active (with time left)")
+    .action(async (_options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("GET", "/v1/me/roles", { schema: myRoles });
+      const now = ctx.now();
+      emit(ctx, json, raw, () =>
+        data.items.length === 0 ? "You are not eligible for any role.\n" : renderTable(ROLE_COLUMNS(now), data.items),
+      );
+    });
+
+  program
+    .command("activate")
+    .description("request a role for a while; with --wait, follow it until it is active")
+    .argument("<role>", "the role to activate (see `stint roles`)")
+    .option("--for <duration>", "how long: 30m, 2h … (default: the role's default duration)", durationArgument)
+    .requiredOption("--reason <text>", "what you will do and why (recorded, shown to approvers)")
+    .option("--ticket <id>", "ticket or change reference, e.g. INC-1234")
+    .option("--wait", "wait until the request is active (exit 0), denied (exit 5) or ends otherwise (exit 1)")
+    .option(
+      "--timeout <duration>",
+      "with --wait: give up waiting after this long (exit 1)",
+      durationArgument,
+      DEFAULT_WAIT_TIMEOUT,
+    )
+    .addHelpText(
+      "after",
+      '\nExamples:\n  stint activate prod-db-reader --for 1h --reason "investigate slow orders queries" --ticket INC-1234\n' +
+        '  stint activate prod-db-reader --reason "restore from backup, CHG-77" --ticket CHG-77 --wait --timeout 30m\n',
+    )
+    .action(async (roleName: string, options: ActivateOptions, command: Command) => {
+      const { json } = globalOptions(command);
+      const role = checkName("role", roleName);
+      const reason = checkReason("--reason", options.reason);
+      const timeoutMs = parseDuration(options.timeout);
+      const client = await clientFor(ctx, command);
+      const submitted = await client.request("POST", "/v1/activation-requests", {
+        body: {
+          role,
+          reason,
+          ...(options.for !== undefined ? { duration: options.for } : {}),
+          ...(options.ticket !== undefined ? { ticket: options.ticket } : {}),
+        },
+        schema: activationRequest,
+      });
+      if (!options.wait) {
+        emit(ctx, json, submitted.raw, () => `${sanitize(describeOutcome(submitted.data, ctx.now()))}\n`);
+        if (!json && submitted.data.state === "pending") {
+          note(
+            ctx,
+            `Follow it with \`stint requests --mine\` (or submit again with --wait); withdraw it with \`stint cancel ${submitted.data.id}\`.`,
+          );
+        }
+        return;
+      }
+      if (!json && submitted.data.state !== "active") {
+        note(ctx, `Request ${submitted.data.id} submitted. Ctrl-C stops waiting; the request stays open.`);
+      }
+      const active = await waitUntilActive(ctx, client, submitted, timeoutMs, json);
+      emit(ctx, json, active.raw, () => `${sanitize(describeActive(active.data, ctx.now()))}\n`);
+    });
+
+  program
+    .command("requests")
+    .description("activation requests: yours (default), those waiting for your decision, or all")
+    .addOption(new Option("--mine", "your own requests (the default)").conflicts(["pending", "inbox", "all"]))
+    .addOption(new Option("--pending", "requests waiting for your decision now").conflicts(["inbox", "all"]))
+    .addOption(new Option("--inbox", "the same as --pending").conflicts(["all"]))
+    .addOption(new Option("--all", "everyone's requests (auditor, security, admin)"))
+    .addOption(new Option("--state <state>", "only requests in this state").choices(STATES))
+    .option("--role <role>", "only requests for this role")
+    .option("--limit <n>", "at most this many (1-500)", integerIn(1, 500), 100)
+    .addHelpText("after", "\nExamples:\n  stint requests --pending\n  stint requests --all --state active --json\n")
+    .action(async (options: RequestsOptions, command: Command) => {
+      const { json } = globalOptions(command);
+      const scope = options.pending || options.inbox ? "inbox" : options.all ? "all" : "mine";
+      if (options.role !== undefined) checkName("role", options.role);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("GET", "/v1/activation-requests", {
+        query: { scope, state: options.state, role: options.role, limit: options.limit },
+        schema: requestList,
+      });
+      const now = ctx.now();
+      const empty = scope === "inbox" ? "Nothing is waiting for your decision.\n" : "No requests.\n";
+      emit(ctx, json, raw, () => (data.items.length === 0 ? empty : renderTable(REQUEST_COLUMNS(now), data.items)));
+    });
+
+  program
+    .command("approve")
+    .description("approve a request that waits for your decision")
+    .argument("<id>", "request id (the UUID, or at least 8 of its hex digits)")
+    .option("--reason <text>", "why (recorded in the audit log)")
+    .addHelpText("after", '\nExample:\n  stint approve 7c1e9a42 --reason "matches INC-1234"\n')
+    .action(async (id: string, options: { reason?: string }, command: Command) => {
+      const { json } = globalOptions(command);
+      const reason = options.reason === undefined ? undefined : checkReason("--reason", options.reason);
+      const client = await clientFor(ctx, command);
+      const requestId = await resolveRequestId(client, id, ["inbox", "mine", "all"]);
+      const { data, raw } = await client.request("POST", `/v1/activation-requests/${segment(requestId)}/approvals`, {
+        body: reason === undefined ? {} : { reason },
+        schema: activationRequest,
+      });
+      emit(ctx, json, raw, () => {
+        const now = ctx.now();
+        if (data.state === "pending") return `Approval recorded. Now at ${sanitize(describeProgress(data))}.\n`;
+        if (data.state === "active") return `Approved. ${sanitize(describeActive(data, now))}\n`;
+        return `Approved. ${sanitize(describeOutcome(data, now))}\n`;
+      });
+    });
+
+  program
+    .command("deny")
+    .description("deny a request that waits for your decision")
+    .argument("<id>", "request id (the UUID, or at least 8 of its hex digits)")
+    .requiredOption("--reason <text>", "why (shown to the requester, recorded in the audit log)")
+    .addHelpText("after", '\nExample:\n  stint deny 7c1e9a42 --reason "no ticket for this change"\n')
+    .action(async (id: string, options: { reason: string }, command: Command) => {
+      const { json } = globalOptions(command);
+      const reason = checkReason("--reason", options.reason);
+      const client = await clientFor(ctx, command);
+      const requestId = await resolveRequestId(client, id, ["inbox", "mine", "all"]);
+      const { data, raw } = await client.request("POST", `/v1/activation-requests/${segment(requestId)}/denials`, {
+        body: { reason },
+        schema: activationRequest,
+      });
+      emit(
+        ctx,
+        json,
+        raw,
+        () => `Denied request ${data.id} (${sanitize(data.role)} for ${sanitize(data.requester)}).\n`,
+      );
+    });
+
+  program
+    .command("cancel")
+    .description("withdraw your own request while it is pending")
+    .argument("<id>", "request id (the UUID, or at least 8 of its hex digits)")
+    .action(async (id: string, _options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const client = await clientFor(ctx, command);
+      const requestId = await resolveRequestId(client, id, ["mine"]);
+      const { data, raw } = await client.request("POST", `/v1/activation-requests/${segment(requestId)}/cancel`, {
+        schema: activationRequest,
+      });
+      emit(ctx, json, raw, () => `Cancelled request ${data.id} (${sanitize(data.role)}).\n`);
+    });
+
+  program
+    .command("extend")
+    .description("ask for more time on an active role; the extension goes through the role's policy again")
+    .argument("<role>", "an active role of yours")
+    .requiredOption("--by <duration>", "how much longer: 30m, 1h …", durationArgument)
+    .requiredOption("--reason <text>", "why you need longer")
+    .addHelpText(
+      "after",
+      '\nExample:\n  stint extend prod-db-reader --by 30m --reason "the migration is slower than planned"\n',
+    )
+    .action(async (roleName: string, options: { by: string; reason: string }, command: Command) => {
+      const { json } = globalOptions(command);
+      const role = checkName("role", roleName);
+      const reason = checkReason("--reason", options.reason);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("POST", `/v1/me/roles/${segment(role)}/extensions`, {
+        body: { by: options.by, reason },
+        schema: activationRequest,
+      });
+      if (json) {
+        emit(ctx, json, raw, () => "");
+        return;
+      }
+      if (data.state === "pending") {
+        ctx.stdout.write(
+          `Extension ${data.id} of ${sanitize(role)} is pending: ${sanitize(describeProgress(data))}.\n`,
+        );
+        return;
+      }
+      if (data.state === "approved" && data.extendsRequestId !== null) {
+        const parent = await client.request("GET", `/v1/activation-requests/${segment(data.extendsRequestId)}`, {
+          schema: activationRequest,
+        });
+        ctx.stdout.write(`Extended by ${options.by}: ${sanitize(describeActive(parent.data, ctx.now()))}\n`);
+        return;
+      }
+      ctx.stdout.write(`${sanitize(describeOutcome(data, ctx.now()))}\n`);
+    });
+
+  program
+    .command("deactivate")
+    .description("end your own active role now, before it expires")
+    .argument("<role>", "an active role of yours")
+    .action(async (roleName: string, _options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const role = checkName("role", roleName);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("POST", `/v1/me/roles/${segment(role)}/deactivate`, {
+        schema: activationRequest,
+      });
+      emit(ctx, json, raw, () => `Deactivated ${sanitize(data.role)} (request ${data.id}).\n`);
+    });
+
+  program
+    .command("revoke")
+    .description("end someone's active role now (admin, security)")
+    .argument("<id>", "request id (the UUID, or at least 8 of its hex digits)")
+    .requiredOption("--reason <text>", "why (shown to the holder, recorded in the audit log)")
+    .addHelpText("after", '\nExample:\n  stint revoke 7c1e9a42 --reason "suspicious queries, see SEC-88"\n')
+    .action(async (id: string, options: { reason: string }, command: Command) => {
+      const { json } = globalOptions(command);
+      const reason = checkReason("--reason", options.reason);
+      const client = await clientFor(ctx, command);
+      const requestId = await resolveRequestId(client, id, ["all", "mine"]);
+      const { data, raw } = await client.request("POST", `/v1/activation-requests/${segment(requestId)}/revoke`, {
+        body: { reason },
+        schema: activationRequest,
+      });
+      emit(
+        ctx,
+        json,
+        raw,
+        () => `Revoked ${sanitize(data.role)} of ${sanitize(data.requester)} (request ${data.id}).\n`,
+      );
+    });
+
+  program
+    .command("check")
+    .description("does PRINCIPAL hold ROLE right now? exit 0 when allowed, 5 when not")
+    .argument("<principal>", "user or service name (someone else needs auditor, security or admin)")
+    .argument("<role>", "role name")
+    .addHelpText("after", "\nExample:\n  stint check alice prod-db-reader && echo allowed\n")
+    .action(async (principalName: string, roleName: string, _options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const principal = checkName("principal", principalName);
+      const role = checkName("role", roleName);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("GET", "/v1/check", {
+        query: { principal, role },
+        schema: checkResult,
+      });
+      if (data.allowed) {
+        const until = data.expiresAt
+          ? ` until ${clock(data.expiresAt)} (${humanSpan(Date.parse(data.expiresAt) - ctx.now())} left)`
+          : "";
+        emit(ctx, json, raw, () => `allowed: ${principal} holds ${role}${until}\n`);
+        return;
+      }
+      emit(ctx, json, raw, () => `not allowed: ${principal} does not hold ${role} (${sanitize(data.reason)})\n`);
+      throw new CliError("NOT_ALLOWED", data.reason, { exitCode: EXIT_CODES.forbidden, reported: true });
+    });
+
+  const token = program.command("token").description("short-lived tokens that prove your active roles");
+  token
+    .command("activation")
+    .description("a signed JWT listing your active roles, for services that trust Stint (see /.well-known/jwks.json)")
+    .addHelpText(
+      "after",
+      '\nExample:\n  curl -H "Authorization: Bearer $(stint token activation)" https://reports.internal/\n',
+    )
+    .action(async (_options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("POST", "/v1/tokens/activation", { schema: activationToken });
+      emit(ctx, json, raw, () => `${data.token}\n`);
+      if (!json) {
+        const roles = data.roles.map((role) => role.role).join(", ") || "none";
+        note(ctx, `Expires ${clock(data.expiresAt)}; active roles: ${sanitize(roles)}.`);
+      }
+    });
+}
