@@ -20,6 +20,8 @@ import { loadKeyring } from "./modules/keys/keys.service.js";
 import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
 import { createDirectoryService, type DirectoryService } from "./modules/identity/directory.service.js";
 import { registerIdentityRoutes } from "./modules/identity/identity.routes.js";
+import { createCatalogService } from "./modules/catalog/catalog.service.js";
+import { registerCatalogRoutes } from "./modules/catalog/catalog.routes.js";
 import { createOutboxRunner, type OutboxRunner } from "./workers/outbox-runner.js";
 import { createScheduler, type Scheduler } from "./workers/scheduler.js";
 import { createRequestService, type RequestService } from "./modules/requests/requests.service.js";
@@ -114,6 +116,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           jwks: () => keyring.jwks("token"),
         });
         registerIdentityRoutes(scoped, { identity, directory });
+        registerCatalogRoutes(scoped, { catalog: createCatalogService({ store, audit, clock }) });
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerRequestRoutes(scoped, { requests, tokens: activationTokens });
       },

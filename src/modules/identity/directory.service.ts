@@ -128,8 +128,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
     ): Promise<Principal> {
       authorize(actor, "users.write");
       return store.transaction(async (tx) => {
-        const row = await requirePrincipal(tx, name);
-        await identityStore.lockPrincipal(tx, row.id);
+        const row = (await identityStore.lockPrincipal(tx, (await requirePrincipal(tx, name)).id))!;
         const changes: Record<string, unknown> = {};
         if (input.email !== undefined) changes.email = input.email;
         if (input.displayName !== undefined) changes.display_name = input.displayName;
@@ -140,12 +139,11 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         }
         if (input.platformRoles !== undefined) {
           const roles = [...new Set(input.platformRoles)];
-          if (
-            row.platform_roles.includes("admin") &&
-            !roles.includes("admin") &&
-            (await identityStore.countActiveAdmins(tx)) <= 1
-          ) {
-            throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
+          // A disabled administrator is not counted, so demoting one takes nothing away.
+          if (row.status === "active" && row.platform_roles.includes("admin") && !roles.includes("admin")) {
+            await identityStore.lockAdministrators(tx);
+            if ((await identityStore.countActiveAdmins(tx)) <= 1)
+              throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
           }
           changes.platform_roles = roles;
         }
@@ -184,8 +182,10 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         let sessions = 0;
         let tokens = 0;
         if (status === "disabled") {
-          if (row.platform_roles.includes("admin") && (await identityStore.countActiveAdmins(tx)) <= 1) {
-            throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
+          if (row.platform_roles.includes("admin")) {
+            await identityStore.lockAdministrators(tx);
+            if ((await identityStore.countActiveAdmins(tx)) <= 1)
+              throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
           }
           sessions = await identityStore.revokeSessions(tx, row.id, now, "account disabled");
           tokens = await identityStore.revokeApiTokens(tx, row.id, now);

@@ -1,5 +1,5 @@
 /** SQL of identity. Every function takes the transaction (or db) it runs in. */
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 
 type Q = Kysely<Database>;
@@ -43,6 +43,15 @@ export async function principalFacts(db: Q, ids: string[]) {
   return { groups, mfa: new Set(mfaRows.map((r) => r.principal_id)) };
 }
 
+/**
+ * Serializes every change that could leave Stint without an active administrator
+ * (setup, disabling, demoting): each counts the administrators after taking it,
+ * so two concurrent removals cannot both see "another one is left".
+ */
+export async function lockAdministrators(db: Q) {
+  await sql`select pg_advisory_xact_lock(${0x5717_0003})`.execute(db);
+}
+
 export function countActiveAdmins(db: Q) {
   return db
     .selectFrom("principals")
@@ -71,7 +80,19 @@ export async function setPasswordHash(db: Q, principalId: string, hash: string, 
 }
 
 export function getThrottle(db: Q, keys: string[]) {
-  return db.selectFrom("login_throttle").selectAll().where("key", "in", keys).forUpdate().execute();
+  return db.selectFrom("login_throttle").selectAll().where("key", "in", keys).orderBy("key").forUpdate().execute();
+}
+
+/**
+ * Makes sure the counters exist, so the FOR UPDATE in getThrottle serializes
+ * concurrent failures; without a row to lock, two would both start from zero.
+ */
+export async function ensureThrottle(db: Q, keys: string[], now: Date) {
+  await db
+    .insertInto("login_throttle")
+    .values([...keys].sort().map((key) => ({ key, failures: 0, window_started_at: now, locked_until: null })))
+    .onConflict((oc) => oc.column("key").doNothing())
+    .execute();
 }
 
 export async function putThrottle(

@@ -1,0 +1,885 @@
+/**
+ * The catalog: targets, policies, roles and eligibility, by API and as
+ * configuration as code. Each call authorizes first; each write takes the
+ * catalog lock, then writes its change and its audit event in one transaction.
+ * A configuration file is planned and applied inside that one transaction, one
+ * audit event per change, and nothing at all when anything is wrong with it.
+ */
+import type { AppStore, Tx } from "../../db/index.js";
+import { policySpec, type PolicySpec } from "../../contract/catalog.js";
+import type {
+  ConfigApplyResultDto,
+  ConfigPlanDto,
+  ConfigProblem,
+  EligibilityDto,
+  EligibilityInput,
+  EligibilityUpdate,
+  PolicyDto,
+  PolicyInput,
+  RoleDto,
+  RoleInput,
+  TargetDto,
+  TargetInput,
+} from "../../contract/catalog-api.js";
+import type { Clock } from "../../lib/clock.js";
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import { actorLabel, type AuditLog } from "../audit/audit.service.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import { authorize } from "../authz/authz.rules.js";
+import type { Actor, CallContext } from "../authz/authz.types.js";
+import { parseConfig, renderConfig, sortProblems } from "./catalog.config.js";
+import { checkConfig, diffEntity, keyOf, planConfig, summarize } from "./catalog.plan.rules.js";
+import {
+  eligibilityName,
+  eligibilityStatus,
+  policyProblems,
+  policyReferences,
+  riskProblem,
+  sortedSet,
+} from "./catalog.rules.js";
+import * as catalogStore from "./catalog.store.js";
+import type {
+  CatalogFacts,
+  CatalogState,
+  Change,
+  DesiredCatalog,
+  EligibilityState,
+  FieldChange,
+  GroupState,
+  Path,
+  Plan,
+  PolicyState,
+  RoleState,
+  TargetState,
+} from "./catalog.types.js";
+
+export interface CatalogServiceDeps {
+  store: Pick<AppStore, "db" | "transaction">;
+  audit: Pick<AuditLog, "append">;
+  clock: Clock;
+}
+
+type Db = AppStore["db"];
+type Issue = { path: string; message: string };
+
+const quote = (name: string) => JSON.stringify(name);
+const iso = (value: Date | string) => new Date(value).toISOString();
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: string })?.code === "23505";
+}
+
+function isForeignKeyViolation(error: unknown): boolean {
+  return (error as { code?: string })?.code === "23503";
+}
+
+function invalid(issues: Issue[]): StintError {
+  return new StintError(
+    "VALIDATION_FAILED",
+    `The request is not valid: ${issues.map((i) => `${i.path} ${i.message}`).join("; ")}.`,
+    { issues },
+  );
+}
+
+function invalidFile(problems: ConfigProblem[]): StintError {
+  const sorted = sortProblems(problems);
+  const first = sorted[0]!;
+  const where = `${first.line}:${first.column}: ${first.path ? `${first.path}: ` : ""}`;
+  return new StintError(
+    "VALIDATION_FAILED",
+    `The configuration file has ${sorted.length} problem${sorted.length === 1 ? "" : "s"}, so nothing was changed; the first is ${where}${first.message}.`,
+    { problems: sorted },
+  );
+}
+
+const dotted = (path: Path) => path.join(".");
+
+/** A stored spec with every default filled in (rows written before a default existed still read right). */
+function normalizeSpec(raw: unknown): PolicySpec {
+  const parsed = policySpec.safeParse(raw);
+  return parsed.success ? parsed.data : (raw as PolicySpec);
+}
+
+function targetDto(row: catalogStore.TargetRow): TargetDto {
+  return {
+    id: row.id,
+    name: row.name,
+    kind: row.kind,
+    address: row.address,
+    labels: row.labels ?? {},
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+  };
+}
+
+function policyDto(row: catalogStore.PolicyRow, roles: string[]): PolicyDto {
+  return {
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    spec: normalizeSpec(row.spec),
+    roles,
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+  };
+}
+
+function roleDto(row: catalogStore.RoleRow): RoleDto {
+  return {
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    target: row.target_name,
+    policy: row.policy_name,
+    entitlement: row.entitlement ?? {},
+    risk: row.risk,
+    owners: row.owners,
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+  };
+}
+
+function eligibilityDto(row: catalogStore.EligibilityRow, now: Date): EligibilityDto {
+  const startsAt = new Date(row.starts_at);
+  const endsAt = row.ends_at ? new Date(row.ends_at) : null;
+  return {
+    id: row.id,
+    role: row.role_name,
+    principal: row.principal_name,
+    group: row.group_name,
+    startsAt: startsAt.toISOString(),
+    endsAt: endsAt?.toISOString() ?? null,
+    status: eligibilityStatus(startsAt, endsAt, now),
+    grantedBy: row.granted_by,
+    reason: row.reason,
+    createdAt: iso(row.created_at),
+  };
+}
+
+function auditAction(change: Change): string {
+  if (change.action === "delete") return change.kind === "eligibility" ? "eligibility.remove" : `${change.kind}.delete`;
+  return `${change.kind}.${change.action}`;
+}
+
+export function createCatalogService(deps: CatalogServiceDeps) {
+  const { store, audit, clock } = deps;
+
+  /** A catalog write: under the catalog lock, in one transaction; database refusals become stable codes. */
+  async function write<T>(fn: (tx: Tx) => Promise<T>, alreadyExists: string): Promise<T> {
+    try {
+      return await store.transaction(async (tx) => {
+        await catalogStore.lockCatalog(tx);
+        return fn(tx);
+      });
+    } catch (error) {
+      if (isUniqueViolation(error)) throw new StintError("ALREADY_EXISTS", alreadyExists);
+      if (isForeignKeyViolation(error))
+        throw new StintError("CONFLICT", "Something else in the catalog still refers to it.");
+      throw error;
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Checks shared by create and update
+
+  async function policyIssues(db: Db, spec: PolicySpec): Promise<Issue[]> {
+    const issues: Issue[] = policyProblems(spec).map((p) => ({
+      path: `body.spec.${dotted(p.path)}`,
+      message: p.message,
+    }));
+    const references = policyReferences(spec);
+    const groups = await catalogStore.groupNames(
+      db,
+      references.filter((r) => r.kind === "group").map((r) => r.name),
+    );
+    const users = await catalogStore.principalNames(
+      db,
+      references.filter((r) => r.kind === "user").map((r) => r.name),
+    );
+    for (const reference of references) {
+      const known = reference.kind === "group" ? groups.has(reference.name) : users.has(reference.name);
+      if (!known)
+        issues.push({
+          path: `body.spec.${dotted(reference.path)}`,
+          message: `unknown ${reference.kind} ${quote(reference.name)}`,
+        });
+    }
+    return issues;
+  }
+
+  async function roleValues(db: Db, input: RoleInput): Promise<catalogStore.RoleValues> {
+    const issues: Issue[] = [];
+    const target = await catalogStore.findTarget(db, input.target);
+    if (!target) issues.push({ path: "body.target", message: `unknown target ${quote(input.target)}` });
+    const policy = await catalogStore.findPolicy(db, input.policy);
+    if (!policy) issues.push({ path: "body.policy", message: `unknown policy ${quote(input.policy)}` });
+    const owners = sortedSet(input.owners);
+    const known = await catalogStore.groupNames(db, owners);
+    input.owners.forEach((owner, i) => {
+      if (!known.has(owner)) issues.push({ path: `body.owners.${i}`, message: `unknown group ${quote(owner)}` });
+    });
+    const problem = policy ? riskProblem(normalizeSpec(policy.spec), input.risk) : null;
+    if (problem) issues.push({ path: "body.risk", message: problem });
+    if (issues.length > 0 || !target || !policy) throw invalid(issues);
+    return {
+      name: input.name,
+      description: input.description ?? null,
+      target_id: target.id,
+      policy_id: policy.id,
+      entitlement: input.entitlement,
+      risk: input.risk,
+      owners,
+    };
+  }
+
+  async function requireTarget(db: Db, ref: string) {
+    const row = await catalogStore.findTarget(db, ref);
+    if (!row) throw new StintError("NOT_FOUND", `There is no target ${quote(ref)}.`);
+    return row;
+  }
+
+  async function requirePolicy(db: Db, ref: string) {
+    const row = await catalogStore.findPolicy(db, ref);
+    if (!row) throw new StintError("NOT_FOUND", `There is no policy ${quote(ref)}.`);
+    return row;
+  }
+
+  async function requireRole(db: Db, ref: string) {
+    const row = await catalogStore.findRole(db, ref);
+    if (!row) throw new StintError("NOT_FOUND", `There is no role ${quote(ref)}.`);
+    return row;
+  }
+
+  async function requireEligibility(db: Db, id: string, lock = false) {
+    const row = await catalogStore.findEligibility(db, id, lock);
+    if (!row) throw new StintError("NOT_FOUND", "There is no such eligibility.");
+    return row;
+  }
+
+  // -------------------------------------------------------------------------
+  // Configuration as code: state, facts, plan, execution
+
+  async function loadState(db: Db): Promise<CatalogState> {
+    const groups = await catalogStore.listGroupsWithMembers(db);
+    const policies = await catalogStore.listPolicies(db);
+    const targets = await catalogStore.listTargets(db);
+    const roles = await catalogStore.listRoles(db);
+    const eligibilities = await catalogStore.listEligibilities(db);
+    return {
+      groups: groups.map((g) => ({ name: g.name, description: g.description, members: sortedSet(g.members) })),
+      policies: policies.map((p) => ({ name: p.name, description: p.description, spec: normalizeSpec(p.spec) })),
+      targets: targets.map((t) => ({ name: t.name, kind: t.kind, address: t.address, labels: t.labels ?? {} })),
+      roles: roles.map((r) => ({
+        name: r.name,
+        description: r.description,
+        target: r.target_name,
+        policy: r.policy_name,
+        risk: r.risk,
+        owners: sortedSet(r.owners),
+        entitlement: r.entitlement ?? {},
+      })),
+      eligibility: eligibilities.map((e) => ({
+        role: e.role_name,
+        subjectKind: e.principal_name !== null ? ("user" as const) : ("group" as const),
+        subject: (e.principal_name ?? e.group_name)!,
+        from: iso(e.starts_at),
+        fromChosen: new Date(e.starts_at).getTime() !== new Date(e.created_at).getTime(),
+        until: e.ends_at ? iso(e.ends_at) : null,
+        reason: e.reason,
+      })),
+    };
+  }
+
+  async function loadFacts(db: Db): Promise<CatalogFacts> {
+    return {
+      principals: new Set((await catalogStore.principalIdsByName(db)).keys()),
+      rolesWithHistory: await catalogStore.roleNamesWithRequests(db),
+    };
+  }
+
+  /** Parses, checks and plans a file against the catalog as `db` sees it; every problem at once. */
+  async function prepare(
+    db: Db,
+    text: string,
+  ): Promise<{ plan: Plan; current: CatalogState; desired: DesiredCatalog }> {
+    const parsed = parseConfig(text);
+    if (parsed.fatal) throw invalidFile(parsed.problems);
+    const current = await loadState(db);
+    const problems = [
+      ...parsed.problems,
+      ...checkConfig(current, parsed.desired, await loadFacts(db), parsed.invalidNames).map(parsed.locate),
+    ];
+    if (problems.length > 0) throw invalidFile(problems);
+    return { plan: planConfig(current, parsed.desired), current, desired: parsed.desired };
+  }
+
+  function toDto(plan: Plan): ConfigPlanDto {
+    return { changes: plan.changes, summary: summarize(plan), notes: plan.notes };
+  }
+
+  async function executeChange(
+    tx: Tx,
+    change: Change,
+    wanted: Map<string, unknown>,
+    existing: Map<string, unknown>,
+    principals: Map<string, string>,
+    grantedBy: string,
+    now: Date,
+  ): Promise<void> {
+    const key = `${change.kind}\u0000${change.name}`;
+    const after = wanted.get(key);
+    const before = existing.get(key);
+    const principalId = (name: string) => {
+      const id = principals.get(name);
+      if (!id) throw new StintError("CONFLICT", `${name} no longer exists.`);
+      return id;
+    };
+    const groupId = async (name: string) => {
+      const group = await catalogStore.findGroup(tx, name);
+      if (!group) throw new StintError("CONFLICT", `The group ${name} no longer exists.`);
+      return group.id;
+    };
+    switch (change.kind) {
+      case "group": {
+        const group = after as GroupState | undefined;
+        if (change.action === "create") {
+          const id = newId();
+          await catalogStore.insertGroup(tx, id, group!.name, group!.description, now);
+          await catalogStore.addMembers(tx, id, group!.members.map(principalId), now);
+          return;
+        }
+        const id = await groupId(change.name);
+        if (change.action === "delete") return catalogStore.deleteGroup(tx, id);
+        const previous = before as GroupState;
+        if (group!.description !== previous.description)
+          await catalogStore.setGroupDescription(tx, id, group!.description);
+        const added = group!.members.filter((m) => !previous.members.includes(m));
+        const removed = previous.members.filter((m) => !group!.members.includes(m));
+        await catalogStore.addMembers(tx, id, added.map(principalId), now);
+        await catalogStore.removeMembers(tx, id, removed.map(principalId));
+        return;
+      }
+      case "policy": {
+        const policy = after as PolicyState | undefined;
+        const values = policy && { name: policy.name, description: policy.description, spec: policy.spec };
+        if (change.action === "create") return catalogStore.insertPolicy(tx, newId(), values!, now);
+        const row = await requirePolicy(tx, change.name);
+        if (change.action === "delete") return catalogStore.deletePolicy(tx, row.id);
+        return catalogStore.updatePolicy(tx, row.id, values!, now);
+      }
+      case "target": {
+        const target = after as TargetState | undefined;
+        if (change.action === "create") return catalogStore.insertTarget(tx, newId(), target!, now);
+        const row = await requireTarget(tx, change.name);
+        if (change.action === "delete") return catalogStore.deleteTarget(tx, row.id);
+        return catalogStore.updateTarget(tx, row.id, target!, now);
+      }
+      case "role": {
+        const role = after as RoleState | undefined;
+        const values = async (): Promise<catalogStore.RoleValues> => ({
+          name: role!.name,
+          description: role!.description,
+          target_id: (await requireTarget(tx, role!.target)).id,
+          policy_id: (await requirePolicy(tx, role!.policy)).id,
+          entitlement: role!.entitlement,
+          risk: role!.risk,
+          owners: role!.owners,
+        });
+        if (change.action === "create") return catalogStore.insertRole(tx, newId(), await values(), now);
+        const row = await requireRole(tx, change.name);
+        if (change.action === "delete") return catalogStore.deleteRole(tx, row.id);
+        return catalogStore.updateRole(tx, row.id, await values(), now);
+      }
+      case "eligibility": {
+        const e = (after ?? before) as EligibilityState;
+        const role = await requireRole(tx, e.role);
+        const subject =
+          e.subjectKind === "user" ? { principalId: principalId(e.subject) } : { groupId: await groupId(e.subject) };
+        if (change.action === "create") {
+          return catalogStore.insertEligibility(
+            tx,
+            newId(),
+            {
+              role_id: role.id,
+              principal_id: subject.principalId ?? null,
+              group_id: subject.groupId ?? null,
+              starts_at: e.from !== undefined ? new Date(e.from) : now,
+              ends_at: e.until !== null ? new Date(e.until) : null,
+              granted_by: grantedBy,
+              reason: e.reason,
+            },
+            now,
+          );
+        }
+        for (const row of await catalogStore.findEligibilitiesOf(tx, role.id, subject)) {
+          if (change.action === "delete") {
+            await catalogStore.removeEligibility(tx, row.id, now);
+          } else {
+            await catalogStore.updateEligibility(tx, row.id, {
+              starts_at: e.from !== undefined ? new Date(e.from) : new Date(row.starts_at),
+              ends_at: e.until !== null ? new Date(e.until) : null,
+              reason: e.reason,
+            });
+          }
+        }
+        return;
+      }
+    }
+  }
+
+  function index(state: CatalogState | DesiredCatalog): Map<string, unknown> {
+    const map = new Map<string, unknown>();
+    const add = (kind: Change["kind"], entities: unknown[] | undefined) => {
+      for (const entity of entities ?? []) {
+        const key = `${kind}\u0000${keyOf(kind, entity as never)}`;
+        if (!map.has(key)) map.set(key, entity);
+      }
+    };
+    add("group", state.groups);
+    add("policy", state.policies);
+    add("target", state.targets);
+    add("role", state.roles);
+    add("eligibility", state.eligibility);
+    return map;
+  }
+
+  return {
+    // -----------------------------------------------------------------------
+    // Targets
+
+    async listTargets(actor: Actor): Promise<TargetDto[]> {
+      authorize(actor, "catalog.read");
+      return (await catalogStore.listTargets(store.db)).map(targetDto);
+    },
+
+    async getTarget(actor: Actor, ref: string): Promise<TargetDto> {
+      authorize(actor, "catalog.read");
+      return targetDto(await requireTarget(store.db, ref));
+    },
+
+    async createTarget(actor: Actor, input: TargetInput, context: CallContext): Promise<TargetDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const now = clock.now();
+        const id = newId();
+        const values = { name: input.name, kind: input.kind, address: input.address ?? null, labels: input.labels };
+        await catalogStore.insertTarget(tx, id, values, now);
+        await audit.append(tx, actor, context, {
+          action: "target.create",
+          outcome: "success",
+          subject: `target:${input.name}`,
+          details: { source: "api", kind: values.kind, address: values.address, labels: values.labels },
+        });
+        return targetDto((await catalogStore.findTarget(tx, id))!);
+      }, `A target named ${input.name} already exists.`);
+    },
+
+    async updateTarget(actor: Actor, ref: string, input: TargetInput, context: CallContext): Promise<TargetDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const row = await requireTarget(tx, ref);
+        const values = { name: input.name, kind: input.kind, address: input.address ?? null, labels: input.labels };
+        const fields = diffEntity("target", { ...row, labels: row.labels ?? {} }, values);
+        if (row.name !== values.name) fields.unshift({ field: "name", from: row.name, to: values.name });
+        if (fields.length === 0) return targetDto(row);
+        await catalogStore.updateTarget(tx, row.id, values, clock.now());
+        await audit.append(tx, actor, context, {
+          action: "target.update",
+          outcome: "success",
+          subject: `target:${row.name}`,
+          details: { source: "api", fields },
+        });
+        return targetDto((await catalogStore.findTarget(tx, row.id))!);
+      }, `A target named ${input.name} already exists.`);
+    },
+
+    async deleteTarget(actor: Actor, ref: string, context: CallContext): Promise<void> {
+      authorize(actor, "catalog.write");
+      await write(async (tx) => {
+        const row = await requireTarget(tx, ref);
+        const roles = await catalogStore.roleNamesUsingTarget(tx, row.id);
+        if (roles.length > 0)
+          throw new StintError(
+            "CONFLICT",
+            `The target ${row.name} is used by the roles ${roles.join(", ")}; move or delete them first.`,
+          );
+        await catalogStore.deleteTarget(tx, row.id);
+        await audit.append(tx, actor, context, {
+          action: "target.delete",
+          outcome: "success",
+          subject: `target:${row.name}`,
+          details: { source: "api" },
+        });
+      }, "");
+    },
+
+    // -----------------------------------------------------------------------
+    // Policies
+
+    async listPolicies(actor: Actor): Promise<PolicyDto[]> {
+      authorize(actor, "catalog.read");
+      const roles = await catalogStore.roleNamesByPolicy(store.db);
+      return (await catalogStore.listPolicies(store.db)).map((row) => policyDto(row, roles.get(row.id) ?? []));
+    },
+
+    async getPolicy(actor: Actor, ref: string): Promise<PolicyDto> {
+      authorize(actor, "catalog.read");
+      const row = await requirePolicy(store.db, ref);
+      return policyDto(
+        row,
+        (await catalogStore.rolesUsingPolicy(store.db, row.id)).map((r) => r.name),
+      );
+    },
+
+    async createPolicy(actor: Actor, input: PolicyInput, context: CallContext): Promise<PolicyDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const issues = await policyIssues(tx, input.spec);
+        if (issues.length > 0) throw invalid(issues);
+        const now = clock.now();
+        const id = newId();
+        await catalogStore.insertPolicy(
+          tx,
+          id,
+          { name: input.name, description: input.description ?? null, spec: input.spec },
+          now,
+        );
+        await audit.append(tx, actor, context, {
+          action: "policy.create",
+          outcome: "success",
+          subject: `policy:${input.name}`,
+          details: { source: "api", spec: input.spec },
+        });
+        return policyDto((await catalogStore.findPolicy(tx, id))!, []);
+      }, `A policy named ${input.name} already exists.`);
+    },
+
+    async updatePolicy(actor: Actor, ref: string, input: PolicyInput, context: CallContext): Promise<PolicyDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const row = await requirePolicy(tx, ref);
+        const roles = await catalogStore.rolesUsingPolicy(tx, row.id);
+        const issues = await policyIssues(tx, input.spec);
+        for (const role of roles) {
+          const problem = riskProblem(input.spec, role.risk);
+          if (problem)
+            issues.push({ path: "body.spec.approval", message: `role ${quote(role.name)} uses it: ${problem}` });
+        }
+        if (issues.length > 0) throw invalid(issues);
+        const before = { name: row.name, description: row.description, spec: normalizeSpec(row.spec) };
+        const after = { name: input.name, description: input.description ?? null, spec: input.spec };
+        const fields = diffEntity("policy", before, after);
+        if (before.name !== after.name) fields.unshift({ field: "name", from: before.name, to: after.name });
+        const names = roles.map((r) => r.name);
+        if (fields.length === 0) return policyDto(row, names);
+        await catalogStore.updatePolicy(tx, row.id, after, clock.now());
+        await audit.append(tx, actor, context, {
+          action: "policy.update",
+          outcome: "success",
+          subject: `policy:${row.name}`,
+          details: { source: "api", fields },
+        });
+        return policyDto((await catalogStore.findPolicy(tx, row.id))!, names);
+      }, `A policy named ${input.name} already exists.`);
+    },
+
+    async deletePolicy(actor: Actor, ref: string, context: CallContext): Promise<void> {
+      authorize(actor, "catalog.write");
+      await write(async (tx) => {
+        const row = await requirePolicy(tx, ref);
+        const roles = await catalogStore.rolesUsingPolicy(tx, row.id);
+        if (roles.length > 0)
+          throw new StintError(
+            "CONFLICT",
+            `The policy ${row.name} is used by the roles ${roles.map((r) => r.name).join(", ")}; give them another policy first.`,
+          );
+        await catalogStore.deletePolicy(tx, row.id);
+        await audit.append(tx, actor, context, {
+          action: "policy.delete",
+          outcome: "success",
+          subject: `policy:${row.name}`,
+          details: { source: "api" },
+        });
+      }, "");
+    },
+
+    // -----------------------------------------------------------------------
+    // Roles
+
+    async listRoles(actor: Actor): Promise<RoleDto[]> {
+      authorize(actor, "catalog.read");
+      return (await catalogStore.listRoles(store.db)).map(roleDto);
+    },
+
+    async getRole(actor: Actor, ref: string): Promise<RoleDto> {
+      authorize(actor, "catalog.read");
+      return roleDto(await requireRole(store.db, ref));
+    },
+
+    async createRole(actor: Actor, input: RoleInput, context: CallContext): Promise<RoleDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const values = await roleValues(tx, input);
+        const id = newId();
+        await catalogStore.insertRole(tx, id, values, clock.now());
+        const row = (await catalogStore.findRole(tx, id))!;
+        await audit.append(tx, actor, context, {
+          action: "role.create",
+          outcome: "success",
+          subject: `role:${row.name}`,
+          details: {
+            source: "api",
+            target: row.target_name,
+            policy: row.policy_name,
+            risk: row.risk,
+            owners: row.owners,
+            entitlement: row.entitlement,
+          },
+        });
+        return roleDto(row);
+      }, `A role named ${input.name} already exists.`);
+    },
+
+    async updateRole(actor: Actor, ref: string, input: RoleInput, context: CallContext): Promise<RoleDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const row = await requireRole(tx, ref);
+        const values = await roleValues(tx, input);
+        const before = roleDto(row);
+        const after = {
+          name: values.name,
+          description: values.description,
+          target: (await catalogStore.findTarget(tx, values.target_id))!.name,
+          policy: (await catalogStore.findPolicy(tx, values.policy_id))!.name,
+          risk: values.risk,
+          owners: values.owners,
+          entitlement: values.entitlement,
+        };
+        const fields = diffEntity("role", { ...before, owners: sortedSet(before.owners) }, after);
+        if (before.name !== after.name) fields.unshift({ field: "name", from: before.name, to: after.name });
+        if (fields.length === 0) return before;
+        await catalogStore.updateRole(tx, row.id, values, clock.now());
+        await audit.append(tx, actor, context, {
+          action: "role.update",
+          outcome: "success",
+          subject: `role:${row.name}`,
+          details: { source: "api", fields },
+        });
+        return roleDto((await catalogStore.findRole(tx, row.id))!);
+      }, `A role named ${input.name} already exists.`);
+    },
+
+    async deleteRole(actor: Actor, ref: string, context: CallContext): Promise<void> {
+      authorize(actor, "catalog.write");
+      await write(async (tx) => {
+        const row = await requireRole(tx, ref);
+        const live = await catalogStore.countLiveEligibilities(tx, row.id);
+        if (live > 0)
+          throw new StintError(
+            "CONFLICT",
+            `The role ${row.name} still has ${live} eligibilit${live === 1 ? "y" : "ies"}; remove them first.`,
+          );
+        if (await catalogStore.roleHasRequests(tx, row.id))
+          throw new StintError(
+            "CONFLICT",
+            `The role ${row.name} has activation requests on record; deleting it would lose their history.`,
+          );
+        await catalogStore.deleteRole(tx, row.id);
+        await audit.append(tx, actor, context, {
+          action: "role.delete",
+          outcome: "success",
+          subject: `role:${row.name}`,
+          details: { source: "api" },
+        });
+      }, "");
+    },
+
+    // -----------------------------------------------------------------------
+    // Eligibility
+
+    async listEligibilities(actor: Actor, filter: catalogStore.EligibilityFilter = {}): Promise<EligibilityDto[]> {
+      authorize(actor, "catalog.read");
+      const now = clock.now();
+      return (await catalogStore.listEligibilities(store.db, filter)).map((row) => eligibilityDto(row, now));
+    },
+
+    async getEligibility(actor: Actor, id: string): Promise<EligibilityDto> {
+      authorize(actor, "catalog.read");
+      return eligibilityDto(await requireEligibility(store.db, id), clock.now());
+    },
+
+    async createEligibility(actor: Actor, input: EligibilityInput, context: CallContext): Promise<EligibilityDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const now = clock.now();
+        const issues: Issue[] = [];
+        const role = await catalogStore.findRole(tx, input.role);
+        if (!role) issues.push({ path: "body.role", message: `unknown role ${quote(input.role)}` });
+        const principal = input.principal !== undefined ? await catalogStore.findPrincipal(tx, input.principal) : null;
+        if (input.principal !== undefined && !principal)
+          issues.push({ path: "body.principal", message: `unknown user or service ${quote(input.principal)}` });
+        const group = input.group !== undefined ? await catalogStore.findGroup(tx, input.group) : null;
+        if (input.group !== undefined && !group)
+          issues.push({ path: "body.group", message: `unknown group ${quote(input.group)}` });
+        const startsAt = input.startsAt !== undefined ? new Date(input.startsAt) : now;
+        const endsAt = input.endsAt ? new Date(input.endsAt) : null;
+        if (endsAt && endsAt.getTime() <= startsAt.getTime())
+          issues.push({ path: "body.endsAt", message: "must be after startsAt" });
+        if (issues.length > 0 || !role) throw invalid(issues);
+        const subjectName = (principal?.name ?? group?.name)!;
+        const name = eligibilityName({
+          role: role.name,
+          subjectKind: principal ? "user" : "group",
+          subject: subjectName,
+        });
+        const subject = principal ? { principalId: principal.id } : { groupId: group!.id };
+        const existing = await catalogStore.findEligibilitiesOf(tx, role.id, subject);
+        if (existing.length > 0)
+          throw new StintError(
+            "ALREADY_EXISTS",
+            `${subjectName} is already eligible for ${role.name} (eligibility ${existing[0]!.id}); change that one instead.`,
+          );
+        const id = newId();
+        await catalogStore.insertEligibility(
+          tx,
+          id,
+          {
+            role_id: role.id,
+            principal_id: principal?.id ?? null,
+            group_id: group?.id ?? null,
+            starts_at: startsAt,
+            ends_at: endsAt,
+            granted_by: actorLabel(actor).actor,
+            reason: input.reason ?? null,
+          },
+          now,
+        );
+        await audit.append(tx, actor, context, {
+          action: "eligibility.create",
+          outcome: "success",
+          subject: `eligibility:${name}`,
+          reason: input.reason ?? null,
+          details: {
+            source: "api",
+            eligibilityId: id,
+            startsAt: startsAt.toISOString(),
+            endsAt: endsAt?.toISOString() ?? null,
+          },
+        });
+        return eligibilityDto((await catalogStore.findEligibility(tx, id))!, now);
+      }, "That eligibility already exists.");
+    },
+
+    async updateEligibility(
+      actor: Actor,
+      id: string,
+      input: EligibilityUpdate,
+      context: CallContext,
+    ): Promise<EligibilityDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const now = clock.now();
+        const row = await requireEligibility(tx, id, true);
+        const startsAt = input.startsAt !== undefined ? new Date(input.startsAt) : new Date(row.starts_at);
+        const endsAt = input.endsAt ? new Date(input.endsAt) : null;
+        if (endsAt && endsAt.getTime() <= startsAt.getTime())
+          throw invalid([{ path: "body.endsAt", message: "must be after startsAt" }]);
+        const fields: FieldChange[] = [];
+        const compare = (field: string, from: string | null, to: string | null) => {
+          if (from !== to) fields.push({ field, from, to });
+        };
+        compare("startsAt", iso(row.starts_at), startsAt.toISOString());
+        compare("endsAt", row.ends_at ? iso(row.ends_at) : null, endsAt?.toISOString() ?? null);
+        compare("reason", row.reason, input.reason ?? null);
+        if (fields.length === 0) return eligibilityDto(row, now);
+        await catalogStore.updateEligibility(tx, row.id, {
+          starts_at: startsAt,
+          ends_at: endsAt,
+          reason: input.reason ?? null,
+        });
+        const name = eligibilityName({
+          role: row.role_name,
+          subjectKind: row.principal_name !== null ? "user" : "group",
+          subject: (row.principal_name ?? row.group_name)!,
+        });
+        await audit.append(tx, actor, context, {
+          action: "eligibility.update",
+          outcome: "success",
+          subject: `eligibility:${name}`,
+          details: { source: "api", eligibilityId: row.id, fields },
+        });
+        return eligibilityDto((await catalogStore.findEligibility(tx, row.id))!, now);
+      }, "That eligibility already exists.");
+    },
+
+    async removeEligibility(actor: Actor, id: string, reason: string | undefined, context: CallContext): Promise<void> {
+      authorize(actor, "catalog.write");
+      await write(async (tx) => {
+        const row = await requireEligibility(tx, id, true);
+        await catalogStore.removeEligibility(tx, row.id, clock.now());
+        const name = eligibilityName({
+          role: row.role_name,
+          subjectKind: row.principal_name !== null ? "user" : "group",
+          subject: (row.principal_name ?? row.group_name)!,
+        });
+        await audit.append(tx, actor, context, {
+          action: "eligibility.remove",
+          outcome: "success",
+          subject: `eligibility:${name}`,
+          reason: reason ?? null,
+          details: { source: "api", eligibilityId: row.id },
+        });
+      }, "");
+    },
+
+    // -----------------------------------------------------------------------
+    // Configuration as code
+
+    /** The whole catalog, with the groups, as a configuration file that `applyConfig` accepts. */
+    async exportConfig(actor: Actor): Promise<string> {
+      authorize(actor, "catalog.read");
+      authorize(actor, "groups.read");
+      return renderConfig(await loadState(store.db));
+    },
+
+    /** What applying the file would change; VALIDATION_FAILED with details.problems when it is invalid. */
+    async diffConfig(actor: Actor, text: string): Promise<ConfigPlanDto> {
+      authorize(actor, "catalog.read");
+      return toDto((await prepare(store.db, text)).plan);
+    },
+
+    /**
+     * Makes the catalog what the file says, in one transaction with one audit
+     * event per change. An unchanged catalog writes nothing, not even an event.
+     * Changing groups also needs groups.write.
+     */
+    async applyConfig(actor: Actor, text: string, context: CallContext): Promise<ConfigApplyResultDto> {
+      authorize(actor, "catalog.write");
+      return write(async (tx) => {
+        const { plan, current, desired } = await prepare(tx, text);
+        if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
+        if (plan.changes.length === 0) return { ...toDto(plan), applied: false };
+        const now = clock.now();
+        const wanted = index(desired);
+        const existing = index(current);
+        const principals = await catalogStore.principalIdsByName(tx);
+        const grantedBy = actorLabel(actor).actor;
+        const events: AuditInput[] = [];
+        for (const change of plan.changes) {
+          await executeChange(tx, change, wanted, existing, principals, grantedBy, now);
+          events.push({
+            action: auditAction(change),
+            outcome: "success",
+            subject: `${change.kind}:${change.name}`,
+            details: { source: "config", fields: change.fields },
+          });
+        }
+        await audit.append(tx, actor, context, events);
+        return { ...toDto(plan), applied: true };
+      }, "Something the file creates already exists; run the diff again.");
+    },
+  };
+}
+
+export type CatalogService = ReturnType<typeof createCatalogService>;
