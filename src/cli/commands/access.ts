@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Command, Option } from "commander";
 import type { z } from "zod";
 import { reason as reasonSchema } from "../../contract/common.js";
+import { stepUpResult } from "../../contract/identity.js";
 import {
   activationRequest,
   activationToken,
@@ -19,6 +20,7 @@ import { segment, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
 import { type Column, emit, formatError, note, renderJson, renderTable, sanitize } from "../output.js";
+import { ask, isInteractive } from "../prompt.js";
 import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
 
 type MyRole = z.infer<typeof myRoles>["items"][number];
@@ -205,6 +207,42 @@ async function resolveRequestId(
   return matches[0]!;
 }
 
+/** POST /v1/auth/step-up: a fresh one-time code renews the session's MFA time. */
+async function stepUp(client: ApiClient, otp: string): Promise<void> {
+  const code = otp.replace(/\s+/g, "");
+  if (code === "") throw usageError("--otp needs the code the authenticator app shows");
+  await client.request("POST", "/v1/auth/step-up", { body: { otp: code }, schema: stepUpResult });
+}
+
+/**
+ * Sends a request that a role's policy may refuse for want of a recent MFA check. With --otp the
+ * step-up comes first; at a terminal, MFA_STEP_UP_REQUIRED turns into a prompt for the code and
+ * one more try.
+ */
+async function withStepUp<T>(
+  ctx: CliContext,
+  client: ApiClient,
+  otp: string | undefined,
+  send: () => Promise<T>,
+): Promise<T> {
+  if (otp !== undefined) await stepUp(client, otp);
+  try {
+    return await send();
+  } catch (error) {
+    if (!(isCliError(error) && error.code === "MFA_STEP_UP_REQUIRED")) throw error;
+    if (otp !== undefined || !isInteractive(ctx)) {
+      throw new CliError(error.code, `${error.message.replace(/\.$/, "")}; add --otp CODE`, {
+        exitCode: error.exitCode,
+        ...(error.status !== undefined ? { status: error.status } : {}),
+      });
+    }
+    const code = await ask(ctx, "This role needs a recent MFA check. One-time code: ");
+    if (code.trim() === "") throw error;
+    await stepUp(client, code);
+    return send();
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Waiting
 
@@ -287,6 +325,7 @@ interface ActivateOptions {
   for?: string;
   reason: string;
   ticket?: string;
+  otp?: string;
   wait?: boolean;
   timeout: string;
 }
@@ -322,6 +361,7 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
     .option("--for <duration>", "how long: 30m, 2h … (default: the role's default duration)", durationArgument)
     .requiredOption("--reason <text>", "what you will do and why (recorded, shown to approvers)")
     .option("--ticket <id>", "ticket or change reference, e.g. INC-1234")
+    .option("--otp <code>", "a fresh one-time code, for roles that need a recent MFA check")
     .option("--wait", "wait until the request is active (exit 0), denied (exit 5) or ends otherwise (exit 1)")
     .option(
       "--timeout <duration>",
@@ -340,15 +380,17 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
       const reason = checkReason("--reason", options.reason);
       const timeoutMs = parseDuration(options.timeout);
       const client = await clientFor(ctx, command);
-      const submitted = await client.request("POST", "/v1/activation-requests", {
-        body: {
-          role,
-          reason,
-          ...(options.for !== undefined ? { duration: options.for } : {}),
-          ...(options.ticket !== undefined ? { ticket: options.ticket } : {}),
-        },
-        schema: activationRequest,
-      });
+      const submitted = await withStepUp(ctx, client, options.otp, () =>
+        client.request("POST", "/v1/activation-requests", {
+          body: {
+            role,
+            reason,
+            ...(options.for !== undefined ? { duration: options.for } : {}),
+            ...(options.ticket !== undefined ? { ticket: options.ticket } : {}),
+          },
+          schema: activationRequest,
+        }),
+      );
       if (!options.wait) {
         emit(ctx, json, submitted.raw, () => `${sanitize(describeOutcome(submitted.data, ctx.now()))}\n`);
         if (!json && submitted.data.state === "pending") {
@@ -457,19 +499,22 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
     .argument("<role>", "an active role of yours")
     .requiredOption("--by <duration>", "how much longer: 30m, 1h …", durationArgument)
     .requiredOption("--reason <text>", "why you need longer")
+    .option("--otp <code>", "a fresh one-time code, for roles that need a recent MFA check")
     .addHelpText(
       "after",
       '\nExample:\n  stint extend prod-db-reader --by 30m --reason "the migration is slower than planned"\n',
     )
-    .action(async (roleName: string, options: { by: string; reason: string }, command: Command) => {
+    .action(async (roleName: string, options: { by: string; reason: string; otp?: string }, command: Command) => {
       const { json } = globalOptions(command);
       const role = checkName("role", roleName);
       const reason = checkReason("--reason", options.reason);
       const client = await clientFor(ctx, command);
-      const { data, raw } = await client.request("POST", `/v1/me/roles/${segment(role)}/extensions`, {
-        body: { by: options.by, reason },
-        schema: activationRequest,
-      });
+      const { data, raw } = await withStepUp(ctx, client, options.otp, () =>
+        client.request("POST", `/v1/me/roles/${segment(role)}/extensions`, {
+          body: { by: options.by, reason },
+          schema: activationRequest,
+        }),
+      );
       if (json) {
         emit(ctx, json, raw, () => "");
         return;
