@@ -27,6 +27,9 @@ import { createScheduler, type Scheduler } from "./workers/scheduler.js";
 import { createRequestService, type RequestService } from "./modules/requests/requests.service.js";
 import { createActivationTokenIssuer } from "./modules/requests/activation-token.js";
 import { registerRequestRoutes } from "./modules/requests/requests.routes.js";
+import { createRequestNotifications } from "./modules/requests/request-notifications.js";
+import { createNotifier, notifyHandlers } from "./modules/notify/index.js";
+import { createOutboxService } from "./modules/outbox/index.js";
 import type { OutboxHandlers } from "./modules/outbox/index.js";
 
 export const VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
@@ -84,7 +87,18 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     });
     const directory = createDirectoryService({ store, audit, clock, ...(deps.scrypt ? { scrypt: deps.scrypt } : {}) });
 
-    const requests = createRequestService({ store, audit, clock });
+    const channels = config.notifications.channels;
+    const outboxService = createOutboxService({ store, clock, audit });
+    const onEvent =
+      channels.length > 0
+        ? createRequestNotifications({
+            notifier: createNotifier({ channels }),
+            outbox: outboxService,
+            clock,
+            publicUrl: config.publicUrl ?? `http://${config.listen}`,
+          })
+        : undefined;
+    const requests = createRequestService({ store, audit, clock, ...(onEvent ? { onEvent } : {}) });
     const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
     const scheduler = createScheduler({ requests, logger, pollMs: config.schedulerPoll });
 
@@ -96,7 +110,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       audit,
       registry,
       logger,
-      handlers: deps.outboxHandlers ?? {},
+      handlers: { ...notifyHandlers(channels, { clock, logger }), ...deps.outboxHandlers },
       pollMs: config.outboxPoll,
     });
 

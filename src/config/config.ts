@@ -8,6 +8,7 @@ import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "../lib/duration.js";
+import { notificationsConfigSchema } from "../modules/notify/notify.types.js";
 
 const duration = z.string().transform((text, ctx) => {
   try {
@@ -55,6 +56,13 @@ export const configSchema = z
     loginLockout: duration.default(900_000),
     outboxPoll: duration.default(1000),
     schedulerPoll: duration.default(250),
+    /** The URL people reach Stint at; links in notifications point here. Defaults to http://<listen>. */
+    publicUrl: z
+      .string()
+      .regex(/^https?:\/\/[^\s/$.?#].[^\s]*$/, "must be an http(s) URL")
+      .optional(),
+    /** Notification channels (YAML file only: they hold webhook secrets and SMTP passwords). */
+    notifications: notificationsConfigSchema.default({ channels: [] }),
   })
   .strict();
 
@@ -78,6 +86,7 @@ export const ENV_KEYS = {
   STINT_LOGIN_LOCKOUT: "loginLockout",
   STINT_OUTBOX_POLL: "outboxPoll",
   STINT_SCHEDULER_POLL: "schedulerPoll",
+  STINT_PUBLIC_URL: "publicUrl",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
 
 const KEY_TO_ENV = Object.fromEntries(Object.entries(ENV_KEYS).map(([env, key]) => [key, env]));

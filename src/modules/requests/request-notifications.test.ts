@@ -1,0 +1,81 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { manualClock } from "../../lib/clock.js";
+import { testServer, type TestServer } from "../../testing/server.js";
+import { actAs, seedRole, seedUser } from "../../testing/pim.js";
+import { verifyWebhookSignature } from "../notify/index.js";
+
+const SECRET = "webhook-secret-for-tests-0123456789";
+
+describe("request notifications", () => {
+  let server: TestServer | undefined;
+  let receiver: Server | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    await new Promise((r) => (receiver ? receiver.close(r) : r(undefined)));
+    server = undefined;
+    receiver = undefined;
+  });
+
+  it("tells approvers of a new request and the requester of the outcome, through the outbox", async () => {
+    const received: { body: string; headers: IncomingMessage["headers"] }[] = [];
+    receiver = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        received.push({ body, headers: req.headers });
+        res.end("ok");
+      });
+    });
+    await new Promise<void>((r) => receiver!.listen(0, "127.0.0.1", r));
+    const port = (receiver.address() as { port: number }).port;
+    const dir = mkdtempSync(path.join(tmpdir(), "stint-notify-"));
+    const file = path.join(dir, "stint.yaml");
+    writeFileSync(
+      file,
+      `publicUrl: https://stint.example.com\nnotifications:\n  channels:\n    - { name: ops, kind: webhook, url: "http://127.0.0.1:${port}/hook", secret: "${SECRET}" }\n`,
+    );
+    const clock = manualClock("2026-03-02T10:00:00Z");
+    server = await testServer("pglite", { clock, env: { STINT_CONFIG_FILE: file } });
+    await seedUser(server, "carol");
+    await seedUser(server, "alice", { manager: "carol" });
+    await seedRole(server, {
+      name: "db",
+      policy: {
+        mfa: { required: false, maxAge: "10m" },
+        justification: { minLength: 5 },
+        approval: { stages: [{ approvers: { manager: true }, count: 1 }] },
+      },
+      eligibleUsers: ["alice"],
+    });
+    const id = (
+      await actAs(server, "alice")("POST", "/v1/activation-requests", { role: "db", reason: "look at the replica lag" })
+    ).body.id as string;
+    await server.outbox.runOnce();
+    await actAs(server, "carol")("POST", `/v1/activation-requests/${id}/denials`, {
+      reason: "use the read replica dashboard",
+    });
+    await server.outbox.runOnce();
+
+    const bodies = received.map(
+      (r) =>
+        JSON.parse(r.body) as { event: string; title: string; text: string; links: { label: string; url: string }[] },
+    );
+    expect(bodies.map((b) => b.event)).toEqual(["request.submitted", "request.denied"]);
+    expect(bodies[0]).toMatchObject({ title: "alice asks to activate db" });
+    expect(bodies[0]!.links.map((l) => l.url)).toEqual([
+      `https://stint.example.com/requests/${id}?decide=approve`,
+      `https://stint.example.com/requests/${id}?decide=deny`,
+    ]);
+    expect(bodies[1]).toMatchObject({
+      title: "db for alice was denied by carol",
+      text: "Reason: use the read replica dashboard",
+    });
+    for (const r of received) {
+      expect(verifyWebhookSignature(SECRET, String(r.headers["stint-signature"]), r.body, clock.now())).toBe(true);
+    }
+  });
+});

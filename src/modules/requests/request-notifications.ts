@@ -1,0 +1,126 @@
+/**
+ * Turns request events into notifications in the outbox: approvers hear of
+ * what waits for them, requesters hear every outcome. Runs inside the
+ * request's transaction, so a notification exists exactly when its change does.
+ */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import type { Clock } from "../../lib/clock.js";
+import type { Notification, Notifier } from "../notify/index.js";
+import type { OutboxService } from "../outbox/index.js";
+import { isNamedBy, currentApprovers } from "./requests.rules.js";
+import * as requestStore from "./requests.store.js";
+import type { RequestEvent } from "./requests.service.js";
+
+const TITLES: Record<RequestEvent["type"], (e: RequestEvent) => string> = {
+  submitted: (e) => `${e.requester} asks to activate ${e.role}`,
+  approved: (e) => `${e.role} for ${e.requester} was approved${e.by ? ` by ${e.by}` : ""}`,
+  denied: (e) => `${e.role} for ${e.requester} was denied${e.by ? ` by ${e.by}` : ""}`,
+  escalated: (e) => `${e.requester}'s request for ${e.role} was escalated`,
+  activated: (e) => `${e.role} is active for ${e.requester}`,
+  expired: (e) => `${e.role} for ${e.requester} has expired`,
+  revoked: (e) => `${e.role} for ${e.requester} was revoked${e.by ? ` by ${e.by}` : ""}`,
+  deactivated: (e) => `${e.requester} ended ${e.role}`,
+  cancelled: (e) => `${e.requester} cancelled the request for ${e.role}`,
+  extended: (e) => `${e.role} for ${e.requester} was extended`,
+  break_glass: (e) => `BREAK-GLASS: ${e.requester} activated ${e.role}`,
+};
+
+const EVENT_NAMES: Record<RequestEvent["type"], string> = {
+  submitted: "request.submitted",
+  approved: "request.approved",
+  denied: "request.denied",
+  escalated: "request.escalated",
+  activated: "request.activated",
+  expired: "request.expired",
+  revoked: "request.revoked",
+  deactivated: "request.deactivated",
+  cancelled: "request.cancelled",
+  extended: "request.extended",
+  break_glass: "breakglass.used",
+};
+
+/** Emails of the principals who may decide the request's current stage now. */
+async function approverEmails(db: Kysely<Database>, requestId: string): Promise<string[]> {
+  const row = await requestStore.findRequest(db, requestId);
+  const stage = row ? requestStore.stagesOf(row)[row.stage_index] : undefined;
+  if (!row || !stage) return [];
+  const candidates = await db
+    .selectFrom("principals")
+    .select(["id", "name", "email"])
+    .where("status", "=", "active")
+    .where("email", "is not", null)
+    .execute();
+  const memberships = await db
+    .selectFrom("group_members")
+    .innerJoin("groups", "groups.id", "group_members.group_id")
+    .select(["group_members.principal_id", "groups.name"])
+    .execute();
+  return candidates
+    .filter((p) => p.id !== row.requester_id)
+    .filter((p) =>
+      isNamedBy(
+        currentApprovers(stage),
+        { id: p.id, name: p.name, groups: memberships.filter((m) => m.principal_id === p.id).map((m) => m.name) },
+        row.requester_manager_id,
+      ),
+    )
+    .map((p) => p.email!);
+}
+
+export function createRequestNotifications(deps: {
+  notifier: Notifier;
+  outbox: Pick<OutboxService, "enqueue">;
+  clock: Clock;
+  publicUrl: string;
+}) {
+  return async (tx: Kysely<Database>, event: RequestEvent): Promise<void> => {
+    const toApprovers = event.type === "submitted" || event.type === "escalated";
+    const requester = await tx
+      .selectFrom("principals")
+      .select("email")
+      .where("name", "=", event.requester)
+      .executeTakeFirst();
+    const recipients = toApprovers
+      ? await approverEmails(tx, event.requestId)
+      : requester?.email
+        ? [requester.email]
+        : [];
+    const link = `${deps.publicUrl.replace(/\/$/, "")}/requests/${event.requestId}`;
+    const notification: Notification = {
+      event: EVENT_NAMES[event.type],
+      severity:
+        event.type === "break_glass"
+          ? "critical"
+          : event.type === "denied" || event.type === "revoked"
+            ? "warning"
+            : "info",
+      title: TITLES[event.type](event),
+      text:
+        [
+          event.reason ? `Reason: ${event.reason}` : null,
+          toApprovers
+            ? `Decide with: stint approve ${event.requestId} --reason "…" or stint deny ${event.requestId} --reason "…"`
+            : null,
+        ]
+          .filter(Boolean)
+          .join("\n") || TITLES[event.type](event),
+      fields: [
+        { label: "Role", value: event.role },
+        { label: "Requester", value: event.requester },
+        { label: "Request", value: event.requestId },
+      ],
+      links: toApprovers
+        ? [
+            { label: "Approve", url: `${link}?decide=approve`, style: "primary" },
+            { label: "Deny", url: `${link}?decide=deny`, style: "danger" },
+          ]
+        : [{ label: "Open", url: link }],
+      ...(recipients.length > 0 ? { recipients } : {}),
+      occurredAt: deps.clock.now().toISOString(),
+    };
+    await deps.notifier.enqueueNotification(tx, deps.outbox, notification, {
+      dedupeKey: `${event.type}:${event.requestId}:${deps.clock.now().getTime()}`,
+    });
+  };
+}
