@@ -134,6 +134,8 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     context: CallContext,
     reason: string,
     code: "INVALID_CREDENTIALS" | "MFA_INVALID",
+    /** Password and code checks after sign-in (step-up, password change) count against the same lockout. */
+    as: { action: string; actor: Actor } = { action: "auth.login", actor: ANONYMOUS },
   ): Promise<never> {
     const now = clock.now();
     const alreadyLocked = await store.transaction(async (tx) => {
@@ -143,7 +145,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       // Attempts that passed the early check while others were locking the account get the lockout answer too.
       const locked = rows.some((row) => isLocked(throttleState(row), now));
       const events: Parameters<AuditLog["append"]>[3] & unknown[] = [
-        { action: "auth.login", outcome: "denied", subject: `user:${username}`, reason },
+        { action: as.action, outcome: "denied", subject: `user:${username}`, reason },
       ];
       for (const key of keys) {
         const next = recordFailure(
@@ -162,10 +164,25 @@ export function createIdentityService(deps: IdentityServiceDeps) {
           });
         }
       }
-      await audit.append(tx, ANONYMOUS, context, events);
+      await audit.append(tx, as.actor, context, events);
       return locked;
     });
     throw new StintError(alreadyLocked ? "ACCOUNT_LOCKED" : code);
+  }
+
+  /** Refuses a check for an account (or peer) that is locked out. */
+  async function refuseIfLocked(username: string, context: CallContext, action: string, actor: Actor): Promise<void> {
+    const rows = await identityStore.getThrottle(store.db, [userKey(username), ipKey(context)]);
+    if (rows.some((row) => isLocked(throttleState(row), clock.now()))) {
+      await deny(
+        context,
+        action,
+        `user:${username}`,
+        "locked out after repeated failures",
+        new StintError("ACCOUNT_LOCKED"),
+        actor,
+      );
+    }
   }
 
   async function deny(
@@ -666,6 +683,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     async stepUp(actor: Actor, otp: string, context: CallContext): Promise<{ mfaAt: string }> {
       if (actor.kind !== "principal" || !actor.sessionId)
         throw new StintError("UNAUTHENTICATED", "Step-up needs a signed-in session.");
+      await refuseIfLocked(actor.name, context, "auth.step_up", actor);
       const now = clock.now();
       const result = await store.transaction(async (tx) => {
         const checked = await checkSecondFactor(tx, actor, otp, now);
@@ -680,7 +698,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         return checked;
       });
       if ("failed" in result) {
-        return deny(context, "auth.step_up", `user:${actor.name}`, result.failed, new StintError("MFA_INVALID"), actor);
+        return failSignIn(actor.name, context, result.failed, "MFA_INVALID", { action: "auth.step_up", actor });
       }
       return { mfaAt: now.toISOString() };
     },
@@ -691,16 +709,13 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       context: CallContext,
     ): Promise<void> {
       if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      await refuseIfLocked(actor.name, context, "user.password_changed", actor);
       const stored = await identityStore.getPasswordHash(store.db, actor.id);
       if (!stored || !(await verifyPassword(input.currentPassword, stored))) {
-        return deny(
-          context,
-          "user.password_changed",
-          `user:${actor.name}`,
-          "current password wrong",
-          new StintError("INVALID_CREDENTIALS"),
+        return failSignIn(actor.name, context, "current password wrong", "INVALID_CREDENTIALS", {
+          action: "user.password_changed",
           actor,
-        );
+        });
       }
       const problem = passwordProblem(input.newPassword, actor.name);
       if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);

@@ -186,6 +186,31 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     expect((await call("/v1/activation-requests", submit)).json()).toMatchObject({ state: "active" });
   });
 
+  it("counts wrong step-up codes against the account's lockout", async () => {
+    const { server, clock } = await setup();
+    const auth = await server.login("alice");
+    const call = (url: string, payload: object) =>
+      server!.app.inject({ method: "POST", url, headers: { authorization: auth }, payload });
+    const { secret } = (await call("/v1/me/mfa/totp", {})).json<{ secret: string }>();
+    await call("/v1/me/mfa/totp/confirm", { code: totpNow(secret, clock.now().getTime()) });
+    const codes: string[] = [];
+    for (let i = 0; i < 6; i++)
+      codes.push((await call("/v1/auth/step-up", { otp: "000000" })).json<{ error: { code: string } }>().error.code);
+    expect(codes).toEqual([
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "ACCOUNT_LOCKED",
+    ]);
+    clock.advance(30_000);
+    // Even the right code waits out the lockout.
+    expect((await call("/v1/auth/step-up", { otp: totpNow(secret, clock.now().getTime()) })).statusCode).toBe(429);
+    const lockouts = (await server.audit.read({ limit: 1000 })).filter((e) => e.action === "auth.lockout");
+    expect(lockouts.map((e) => e.subject)).toEqual(["user:alice"]);
+  });
+
   it("escalates a timed-out stage to the fallback group, whose approval activates", async () => {
     const { server, clock } = await setup();
     await seedUser(server, "dave", { groups: ["sre-leads"] });
