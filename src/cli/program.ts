@@ -6,6 +6,7 @@ import { Command, CommanderError } from "commander";
 import { registerAccessCommands } from "./commands/access.js";
 import { registerAuditCommands } from "./commands/audit.js";
 import { registerAuthCommands } from "./commands/auth.js";
+import { registerConfigCommands } from "./commands/config.js";
 import { registerGroupCommands } from "./commands/groups.js";
 import { registerMfaCommands } from "./commands/mfa.js";
 import { registerServerCommand } from "./commands/server.js";
@@ -60,6 +61,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerGroupCommands(program, ctx);
   registerTokenCommands(program, ctx);
   registerAccessCommands(program, ctx);
+  registerConfigCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerServerCommand(program, ctx);
   return program;
