@@ -64,6 +64,29 @@ const MATRIX = `
   POST    /v1/activation-requests/:id/revoke       no         no    no       yes       yes
   GET     /v1/check                                no         yes   yes      yes       yes
   POST    /v1/tokens/activation                    no         yes   yes      yes       yes
+  GET     /v1/targets                              no         no    yes      yes       yes
+  POST    /v1/targets                              no         no    no       yes       yes
+  GET     /v1/targets/:ref                         no         no    yes      yes       yes
+  PUT     /v1/targets/:ref                         no         no    no       yes       yes
+  DELETE  /v1/targets/:ref                         no         no    no       yes       yes
+  GET     /v1/policies                             no         no    yes      yes       yes
+  POST    /v1/policies                             no         no    no       yes       yes
+  GET     /v1/policies/:ref                        no         no    yes      yes       yes
+  PUT     /v1/policies/:ref                        no         no    no       yes       yes
+  DELETE  /v1/policies/:ref                        no         no    no       yes       yes
+  GET     /v1/roles                                no         no    yes      yes       yes
+  POST    /v1/roles                                no         no    no       yes       yes
+  GET     /v1/roles/:ref                           no         no    yes      yes       yes
+  PUT     /v1/roles/:ref                           no         no    no       yes       yes
+  DELETE  /v1/roles/:ref                           no         no    no       yes       yes
+  GET     /v1/eligibilities                        no         no    yes      yes       yes
+  POST    /v1/eligibilities                        no         no    no       yes       yes
+  GET     /v1/eligibilities/:id                    no         no    yes      yes       yes
+  PUT     /v1/eligibilities/:id                    no         no    no       yes       yes
+  DELETE  /v1/eligibilities/:id                    no         no    no       yes       yes
+  GET     /v1/config/export                        no         no    yes      yes       yes
+  POST    /v1/config/diff                          no         no    yes      yes       yes
+  POST    /v1/config/apply                         no         no    no       yes       yes
 `;
 
 const CALLERS = ["anonymous", "user", "auditor", "security", "admin"] as const;
@@ -189,6 +212,43 @@ const PROBES: Record<string, ProbeFactory> = {
   "POST /v1/auth/step-up": () => ({ url: "/v1/auth/step-up", payload: { otp: "1" } }),
   "GET /v1/check": () => ({ url: "/v1/check?role=matrix-role" }),
   "GET /v1/audit/export": () => ({ url: "/v1/audit/export?format=jsonl" }),
+  // Catalog: creates with fresh names are harmless; the rest name nothing that exists (404) or are invalid (400).
+  "POST /v1/targets": ({ fresh }) => ({
+    url: "/v1/targets",
+    payload: { name: fresh("matrix-target"), kind: "internal" },
+  }),
+  "GET /v1/targets/:ref": () => ({ url: "/v1/targets/matrix-nothing" }),
+  "PUT /v1/targets/:ref": () => ({
+    url: "/v1/targets/matrix-nothing",
+    payload: { name: "matrix-nothing", kind: "internal" },
+  }),
+  "DELETE /v1/targets/:ref": () => ({ url: "/v1/targets/matrix-nothing" }),
+  "POST /v1/policies": ({ fresh }) => ({ url: "/v1/policies", payload: { name: fresh("matrix-policy"), spec: {} } }),
+  "GET /v1/policies/:ref": () => ({ url: "/v1/policies/matrix-nothing" }),
+  "PUT /v1/policies/:ref": () => ({
+    url: "/v1/policies/matrix-nothing",
+    payload: { name: "matrix-nothing", spec: {} },
+  }),
+  "DELETE /v1/policies/:ref": () => ({ url: "/v1/policies/matrix-nothing" }),
+  "POST /v1/roles": ({ fresh }) => ({
+    url: "/v1/roles",
+    payload: { name: fresh("matrix-role"), target: "matrix-nothing", policy: "matrix-nothing", risk: "low" },
+  }),
+  "GET /v1/roles/:ref": () => ({ url: "/v1/roles/matrix-nothing" }),
+  "PUT /v1/roles/:ref": () => ({
+    url: "/v1/roles/matrix-nothing",
+    payload: { name: "matrix-nothing", target: "matrix-nothing", policy: "matrix-nothing", risk: "low" },
+  }),
+  "DELETE /v1/roles/:ref": () => ({ url: "/v1/roles/matrix-nothing" }),
+  "POST /v1/eligibilities": () => ({
+    url: "/v1/eligibilities",
+    payload: { role: "matrix-nothing", principal: TARGET },
+  }),
+  "GET /v1/eligibilities/:id": () => ({ url: `/v1/eligibilities/${randomUUID()}` }),
+  "PUT /v1/eligibilities/:id": () => ({ url: `/v1/eligibilities/${randomUUID()}`, payload: {} }),
+  "DELETE /v1/eligibilities/:id": () => ({ url: `/v1/eligibilities/${randomUUID()}` }),
+  "POST /v1/config/diff": () => ({ url: "/v1/config/diff", payload: { yaml: "apiVersion: stint/v1\n" } }),
+  "POST /v1/config/apply": () => ({ url: "/v1/config/apply", payload: { yaml: "apiVersion: stint/v1\n" } }),
 };
 
 const ROLE_OF: Record<Exclude<Caller, "anonymous">, PlatformRole> = {
