@@ -274,7 +274,8 @@ describe("access commands (fake API)", () => {
   });
 
   it("requests --pending asks for the inbox and shows a table with short ids", async () => {
-    on("GET", "/v1/activation-requests", () => ({ status: 200, body: { items: [request(), active] } }));
+    const ended = { ...active, state: "deactivated", endedAt: iso(-60_000), endedBy: "alice" };
+    on("GET", "/v1/activation-requests", () => ({ status: 200, body: { items: [request(), active, ended] } }));
     const result = await run(["requests", "--pending", "--role", "prod-db-reader"]);
     expect(result.code).toBe(0);
     expect(calls[0]!.url.searchParams.get("scope")).toBe("inbox");
@@ -283,6 +284,7 @@ describe("access commands (fake API)", () => {
     expect(lines[0]).toMatch(/^ID\s+ROLE\s+REQUESTER\s+STATE\s+AGE\s+STAGE\s+EXPIRES\s+REASON$/);
     expect(lines[1]).toMatch(/^0000abcd\s+prod-db-reader\s+alice\s+pending\s+5m\s+1\/1\s+-\s+investigate/);
     expect(lines[2]).toMatch(/^0000abcd\s+prod-db-reader\s+alice\s+active\s+5m\s+-\s+in 23m\s/);
+    expect(lines[3]).toMatch(/^0000abcd\s+prod-db-reader\s+alice\s+deactivated\s+5m\s+-\s+ended 1m ago\s/);
 
     await run(["requests"]);
     expect(calls.at(-1)!.url.searchParams.get("scope")).toBe("mine");

@@ -105,6 +105,13 @@ function stageColumn(request: ActivationRequestDto): string | null {
   return `${request.stageIndex + 1}/${request.stages.length}`;
 }
 
+/** When an activation ends ("in 23m"), or ended ("ended 5m ago"); nothing for requests that never became active. */
+function expiresColumn(request: ActivationRequestDto, now: number): string | null {
+  if (request.endedAt !== null && request.activatedAt !== null) return `ended ${relative(request.endedAt, now)}`;
+  if (request.state === "active" || request.state === "provisioning") return relative(request.expiresAt, now);
+  return null;
+}
+
 function describeActive(request: ActivationRequestDto, now: number): string {
   if (request.expiresAt === null) return `${request.role} is active.`;
   return `${request.role} is active until ${clock(request.expiresAt)} (${humanSpan(Date.parse(request.expiresAt) - now)} left).`;
@@ -147,7 +154,7 @@ const REQUEST_COLUMNS = (now: number): readonly Column<ActivationRequestDto>[] =
   { header: "STATE", value: (request) => request.state },
   { header: "AGE", value: (request) => humanSpan(now - Date.parse(request.submittedAt)) },
   { header: "STAGE", value: (request) => stageColumn(request) },
-  { header: "EXPIRES", value: (request) => relative(request.expiresAt, now) },
+  { header: "EXPIRES", value: (request) => expiresColumn(request, now) },
   { header: "REASON", value: (request) => request.reason },
 ];
 
