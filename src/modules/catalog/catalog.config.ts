@@ -56,7 +56,11 @@ export function parseConfig(text: string): ParsedConfig {
   if (doc.errors.length > 0) {
     result.problems = doc.errors.map((error) => {
       const { line, col } = lineCounter.linePos(error.pos[0]);
-      return { line, column: col, path: "", message: lowerFirst(error.message) };
+      const message =
+        error.code === "MULTIPLE_DOCS"
+          ? "a configuration file is a single YAML document (no second ---)"
+          : lowerFirst(error.message);
+      return { line, column: col, path: "", message };
     });
     return result;
   }
@@ -199,7 +203,8 @@ function zodProblems(error: z.ZodError, prefix: Path, input: unknown): PathProbl
         problems.push({ path: [...prefix, ...path, key], message: "unknown field", atKey: true });
       continue;
     }
-    const missing = issue.code === "invalid_type" && path.length > 0 && valueAt(input, path) === undefined;
+    // A refinement may point at an absent field on purpose ("onTimeout: escalate needs escalateTo"): keep its words.
+    const missing = issue.code !== "custom" && path.length > 0 && valueAt(input, path) === undefined;
     problems.push({ path: [...prefix, ...path], message: missing ? "is required" : lowerFirst(issue.message) });
   }
   return problems;

@@ -309,6 +309,13 @@ roles:
     expect(check("apiVersion: stint/v1\nroles:\n  - name: r\n    name: again\n")).toEqual([
       "4:5: : map keys must be unique",
     ]);
+    expect(check("apiVersion: stint/v1\n---\napiVersion: stint/v1\n")).toEqual([
+      "2:1: : a configuration file is a single YAML document (no second ---)",
+    ]);
+    expect(check("roles:\n")).toEqual([
+      "1:1: apiVersion: is required",
+      "1:1: roles: invalid input: expected array, received null",
+    ]);
     expect(check("- just\n- a list\n")).toEqual([
       "1:1: : the file must be a mapping that starts with apiVersion: stint/v1",
     ]);

@@ -166,7 +166,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
   const { store, audit, clock } = deps;
 
   /** A catalog write: under the catalog lock, in one transaction; database refusals become stable codes. */
-  async function write<T>(fn: (tx: Tx) => Promise<T>, alreadyExists: string): Promise<T> {
+  async function write<T>(fn: (tx: Tx) => Promise<T>, alreadyExists?: string): Promise<T> {
     try {
       return await store.transaction(async (tx) => {
         await catalogStore.lockCatalog(tx);
@@ -511,7 +511,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subject: `target:${row.name}`,
           details: { source: "api" },
         });
-      }, "");
+      });
     },
 
     // -----------------------------------------------------------------------
@@ -601,7 +601,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subject: `policy:${row.name}`,
           details: { source: "api" },
         });
-      }, "");
+      });
     },
 
     // -----------------------------------------------------------------------
@@ -692,7 +692,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subject: `role:${row.name}`,
           details: { source: "api" },
         });
-      }, "");
+      });
     },
 
     // -----------------------------------------------------------------------
@@ -830,7 +830,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           reason: reason ?? null,
           details: { source: "api", eligibilityId: row.id },
         });
-      }, "");
+      });
     },
 
     // -----------------------------------------------------------------------

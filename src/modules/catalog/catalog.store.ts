@@ -293,10 +293,18 @@ export async function updateEligibility(
   id: string,
   values: { starts_at: Date; ends_at: Date | null; reason: string | null },
 ): Promise<void> {
-  // A new end date is a new chance to report its expiry.
   await db
     .updateTable("eligibilities")
-    .set({ ...values, expiry_reported_at: null })
+    .set((eb) => ({
+      ...values,
+      // A new end date is a new chance to report its expiry; the same one keeps its report.
+      expiry_reported_at: eb
+        .case()
+        .when(sql<boolean>`ends_at is not distinct from ${values.ends_at}`)
+        .then(eb.ref("expiry_reported_at"))
+        .else(null)
+        .end(),
+    }))
     .where("id", "=", id)
     .execute();
 }

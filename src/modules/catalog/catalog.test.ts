@@ -404,6 +404,18 @@ describe.each(ENGINES)("catalog on %s", (engine) => {
     expect((await call(server, "PUT", `/v1/eligibilities/${alice.body.id}`, security, update)).status).toBe(200);
     expect(await headSeq(server)).toBe(seq);
 
+    // The expiry report of an end date survives other changes, and a new end date can be reported again.
+    const reported = () =>
+      sql<{ at: Date | null }>`select expiry_reported_at as at from eligibilities where id = ${alice.body.id}`
+        .execute(server.store.db)
+        .then((r) => r.rows[0]!.at);
+    await sql`update eligibilities set expiry_reported_at = now() where id = ${alice.body.id}`.execute(server.store.db);
+    await call(server, "PUT", `/v1/eligibilities/${alice.body.id}`, security, { ...update, reason: "reworded" });
+    expect(await reported()).not.toBeNull();
+    const sooner = new Date(Date.now() + 86_400_000).toISOString();
+    await call(server, "PUT", `/v1/eligibilities/${alice.body.id}`, security, { ...update, endsAt: sooner });
+    expect(await reported()).toBeNull();
+
     expect((await call(server, "DELETE", "/v1/roles/ops", security)).code).toBe("CONFLICT");
     const removed = await call(server, "DELETE", `/v1/eligibilities/${team.body.id}`, security, {
       reason: "team disbanded",
@@ -416,6 +428,8 @@ describe.each(ENGINES)("catalog on %s", (engine) => {
       "eligibility.create eligibility:ops/user:alice",
       "eligibility.create eligibility:ops/group:ops-team",
       "eligibility.create eligibility:ops/user:bob",
+      "eligibility.update eligibility:ops/user:alice",
+      "eligibility.update eligibility:ops/user:alice",
       "eligibility.update eligibility:ops/user:alice",
       "eligibility.remove eligibility:ops/group:ops-team",
     ]);
