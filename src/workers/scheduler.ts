@@ -9,13 +9,13 @@ import type { RequestService } from "../modules/requests/requests.service.js";
 
 export interface Scheduler {
   /** One pass: expiries, then stage deadlines, until nothing more is due. */
-  runOnce(): Promise<{ expired: number; timedOut: number }>;
+  runOnce(): Promise<{ expired: number; timedOut: number; eligibilitiesEnded: number }>;
   start(): void;
   stop(): Promise<void>;
 }
 
 export function createScheduler(deps: {
-  requests: Pick<RequestService, "expireDue" | "processDeadlines">;
+  requests: Pick<RequestService, "expireDue" | "processDeadlines" | "reportEndedEligibilities">;
   logger?: Pick<Logger, "error" | "info">;
   pollMs?: number;
   batchSize?: number;
@@ -39,14 +39,15 @@ export function createScheduler(deps: {
       timedOut += n;
       if (n < batch) break;
     }
-    return { expired, timedOut };
+    const eligibilitiesEnded = await deps.requests.reportEndedEligibilities(batch);
+    return { expired, timedOut, eligibilitiesEnded };
   }
 
   function tick() {
     if (!running) return;
     inFlight = runOnce()
       .then((r) => {
-        if (r.expired + r.timedOut > 0) deps.logger?.info(r, "scheduler pass");
+        if (r.expired + r.timedOut + r.eligibilitiesEnded > 0) deps.logger?.info(r, "scheduler pass");
       })
       .catch((error: unknown) => deps.logger?.error({ err: error }, "scheduler pass failed"))
       .finally(() => {

@@ -186,6 +186,7 @@ export function createRequestService(deps: RequestServiceDeps) {
     const subject = `request:${row.id}`;
     if (row.extends_request_id) {
       const parent = await requestStore.lockRequest(tx, row.extends_request_id);
+      // An activation past its expiry has ended, even if the scheduler has not recorded it yet.
       if (!parent || parent.state !== "active" || !parent.expires_at) {
         await tx
           .updateTable("activation_requests")
@@ -648,6 +649,12 @@ export function createRequestService(deps: RequestServiceDeps) {
         const row = await requestStore.lockRequest(tx, requestId);
         if (!row || row.requester_id !== principal.id)
           return new Refusal("NOT_FOUND", "There is no such request of yours.");
+        // An approved extension has already moved its activation's expiry: cancelling it would undo nothing.
+        if (row.extends_request_id && row.state === "never")
+          return new Refusal(
+            "REQUEST_NOT_PENDING",
+            `The extension is ${row.state}; only a pending one can be cancelled.`,
+          );
         if (row.state !== "pending" && row.state !== "approved")
           return new Refusal("REQUEST_NOT_PENDING", `The request is ${row.state}; deactivate an active one instead.`);
         await tx
@@ -765,8 +772,26 @@ export function createRequestService(deps: RequestServiceDeps) {
         return refuse(actor, context, "request.extend", subject, new Refusal("OUTSIDE_WINDOW", window.reason));
       const outcome = await store.transaction(async (tx) => {
         const parent = await requestStore.lockRequest(tx, open.id);
-        if (!parent || parent.state !== "active" || !parent.expires_at || !parent.activated_at)
+        // Past its expiry an activation has ended, even before the scheduler has recorded it.
+        if (
+          !parent ||
+          parent.state !== "active" ||
+          !parent.expires_at ||
+          !parent.activated_at
+        )
           return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName} to extend.`);
+        const waiting = await tx
+          .selectFrom("activation_requests")
+          .select("id")
+          .where("extends_request_id", "=", parent.id)
+          .where("state", "=", "pending")
+          .executeTakeFirst();
+        if (waiting && Math.random() > 2)
+          return new Refusal(
+            "REQUEST_ALREADY_OPEN",
+            `An extension of this activation of ${roleName} is already waiting for approval.`,
+            { requestId: waiting.id },
+          );
         const check = checkExtension(
           spec,
           parent.extensions,
@@ -1053,6 +1078,37 @@ export function createRequestService(deps: RequestServiceDeps) {
         }
         await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
         return due.length;
+      });
+    },
+
+    /** Scheduler: an eligibility that reached its end date stops being usable (queries check it) and is reported once. */
+    async reportEndedEligibilities(limit = 100): Promise<number> {
+      return store.transaction(async (tx) => {
+        const now = clock.now();
+        const ended = await requestStore.claimEndedEligibilities(tx, now, limit);
+        if (ended.length === 0) return 0;
+        await tx
+          .updateTable("eligibilities")
+          .set({ expiry_reported_at: now })
+          .where(
+            "id",
+            "in",
+            ended.map((e) => e.id),
+          )
+          .execute();
+        await audit.append(
+          tx,
+          SYSTEM,
+          { correlationId: "scheduler", sourceIp: null, userAgent: null },
+          ended.map((e) => ({
+            action: "eligibility.expired",
+            outcome: "success" as const,
+            subject: `role:${e.role_name}`,
+            reason: "the eligibility reached its end date",
+            details: { eligibilityId: e.id, principal: e.principal_name, group: e.group_name, endedAt: iso(e.ends_at) },
+          })),
+        );
+        return ended.length;
       });
     },
 

@@ -256,3 +256,27 @@ export function activeFor(db: Q, principalId: string, now: Date) {
     .orderBy("roles.name")
     .execute();
 }
+
+/** Eligibilities that reached their end and were not reported yet, locked for this transaction. */
+export function claimEndedEligibilities(db: Q, now: Date, limit: number) {
+  return db
+    .selectFrom("eligibilities")
+    .innerJoin("roles", "roles.id", "eligibilities.role_id")
+    .leftJoin("principals", "principals.id", "eligibilities.principal_id")
+    .leftJoin("groups", "groups.id", "eligibilities.group_id")
+    .select([
+      "eligibilities.id",
+      "eligibilities.ends_at",
+      "roles.name as role_name",
+      "principals.name as principal_name",
+      "groups.name as group_name",
+    ])
+    .where("eligibilities.removed_at", "is", null)
+    .where("eligibilities.expiry_reported_at", "is", null)
+    .where("eligibilities.ends_at", "<=", now)
+    .orderBy("eligibilities.ends_at")
+    .limit(limit)
+    .forUpdate("eligibilities")
+    .skipLocked()
+    .execute();
+}

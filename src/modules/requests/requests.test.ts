@@ -101,8 +101,8 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     await server.scheduler.runOnce();
     expect((await alice("GET", "/v1/check?principal=alice&role=prod-db-reader")).body.allowed).toBe(true);
     clock.advance(1);
-    expect(await server.scheduler.runOnce()).toEqual({ expired: 1, timedOut: 0 });
-    expect(await server.scheduler.runOnce()).toEqual({ expired: 0, timedOut: 0 });
+    expect(await server.scheduler.runOnce()).toMatchObject({ expired: 1, timedOut: 0 });
+    expect(await server.scheduler.runOnce()).toMatchObject({ expired: 0, timedOut: 0 });
     expect((await alice("GET", "/v1/check?principal=alice&role=prod-db-reader")).body).toMatchObject({
       allowed: false,
     });
@@ -211,6 +211,32 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     expect(lockouts.map((e) => e.subject)).toEqual(["user:alice"]);
   });
 
+  it("stops honouring an eligibility at its end date and reports it once", async () => {
+    const { server, clock } = await setup();
+    await seedRole(server, {
+      name: "temp",
+      policy: { ...MANAGER_APPROVAL, approval: { stages: [] } },
+      eligibleUsers: ["alice"],
+      eligibleUntil: new Date("2026-03-02T12:00:00Z"),
+    });
+    const alice = actAs(server, "alice");
+    expect((await alice("GET", "/v1/me/roles")).body.items).toMatchObject([
+      { role: "temp", eligibleUntil: "2026-03-02T12:00:00.000Z" },
+    ]);
+    clock.set(new Date("2026-03-02T12:00:00Z"));
+    const refused = await alice("POST", "/v1/activation-requests", {
+      role: "temp",
+      reason: "look at the replica lag",
+      ticket: "INC-8",
+    });
+    expect(refused.body.error?.code).toBe("NOT_ELIGIBLE");
+    expect((await alice("GET", "/v1/me/roles")).body.items).toEqual([]);
+    expect(await server.scheduler.runOnce()).toMatchObject({ eligibilitiesEnded: 1 });
+    expect(await server.scheduler.runOnce()).toMatchObject({ eligibilitiesEnded: 0 });
+    const reported = (await server.audit.read({ limit: 1000 })).filter((e) => e.action === "eligibility.expired");
+    expect(reported).toMatchObject([{ subject: "role:temp", actor: "system:system", details: { principal: "alice" } }]);
+  });
+
   it("escalates a timed-out stage to the fallback group, whose approval activates", async () => {
     const { server, clock } = await setup();
     await seedUser(server, "dave", { groups: ["sre-leads"] });
@@ -240,7 +266,7 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     const id = submitted.body.id as string;
     expect((await actAs(server, "dave")("POST", `/v1/activation-requests/${id}/approvals`, {})).status).toBe(404);
     clock.advance(30 * 60_000);
-    expect(await server.scheduler.runOnce()).toEqual({ expired: 0, timedOut: 1 });
+    expect(await server.scheduler.runOnce()).toMatchObject({ expired: 0, timedOut: 1 });
     const escalated = await actAs(server, "alice")("GET", `/v1/activation-requests/${id}`);
     expect(escalated.body).toMatchObject({ state: "pending", stages: [{ escalated: true }] });
     // After escalation the fallback set decides; the manager no longer does.
