@@ -187,7 +187,7 @@ export function createRequestService(deps: RequestServiceDeps) {
     if (row.extends_request_id) {
       const parent = await requestStore.lockRequest(tx, row.extends_request_id);
       // An activation past its expiry has ended, even if the scheduler has not recorded it yet.
-      if (!parent || parent.state !== "active" || !parent.expires_at) {
+      if (!parent || parent.state !== "active" || !parent.expires_at || new Date(parent.expires_at) <= now) {
         await tx
           .updateTable("activation_requests")
           .set({
@@ -650,7 +650,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         if (!row || row.requester_id !== principal.id)
           return new Refusal("NOT_FOUND", "There is no such request of yours.");
         // An approved extension has already moved its activation's expiry: cancelling it would undo nothing.
-        if (row.extends_request_id && row.state === "never")
+        if (row.extends_request_id && row.state !== "pending")
           return new Refusal(
             "REQUEST_NOT_PENDING",
             `The extension is ${row.state}; only a pending one can be cancelled.`,
@@ -777,7 +777,8 @@ export function createRequestService(deps: RequestServiceDeps) {
           !parent ||
           parent.state !== "active" ||
           !parent.expires_at ||
-          !parent.activated_at
+          !parent.activated_at ||
+          new Date(parent.expires_at).getTime() <= now.getTime()
         )
           return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName} to extend.`);
         const waiting = await tx
@@ -786,7 +787,7 @@ export function createRequestService(deps: RequestServiceDeps) {
           .where("extends_request_id", "=", parent.id)
           .where("state", "=", "pending")
           .executeTakeFirst();
-        if (waiting && Math.random() > 2)
+        if (waiting)
           return new Refusal(
             "REQUEST_ALREADY_OPEN",
             `An extension of this activation of ${roleName} is already waiting for approval.`,
