@@ -15,7 +15,7 @@ export interface Scheduler {
 }
 
 export function createScheduler(deps: {
-  requests: Pick<RequestService, "expireDue" | "processDeadlines" | "reportEndedEligibilities">;
+  requests: Pick<RequestService, "expireDue" | "processDeadlines" | "reportEndedEligibilities" | "warnExpiring">;
   logger?: Pick<Logger, "error" | "info">;
   pollMs?: number;
   batchSize?: number;
@@ -40,6 +40,7 @@ export function createScheduler(deps: {
       if (n < batch) break;
     }
     const eligibilitiesEnded = await deps.requests.reportEndedEligibilities(batch);
+    await deps.requests.warnExpiring(batch);
     return { expired, timedOut, eligibilitiesEnded };
   }
 

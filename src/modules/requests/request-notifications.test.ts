@@ -21,12 +21,13 @@ describe("request notifications", () => {
   });
 
   it("tells approvers of a new request and the requester of the outcome, through the outbox", async () => {
-    const received: { body: string; headers: IncomingMessage["headers"] }[] = [];
+    const clock = manualClock("2026-03-02T10:00:00Z");
+    const received: { body: string; headers: IncomingMessage["headers"]; at: Date }[] = [];
     receiver = createServer((req, res) => {
       let body = "";
       req.on("data", (c: Buffer) => (body += c.toString()));
       req.on("end", () => {
-        received.push({ body, headers: req.headers });
+        received.push({ body, headers: req.headers, at: clock.now() });
         res.end("ok");
       });
     });
@@ -38,7 +39,6 @@ describe("request notifications", () => {
       file,
       `publicUrl: https://stint.example.com\nnotifications:\n  channels:\n    - { name: ops, kind: webhook, url: "http://127.0.0.1:${port}/hook", secret: "${SECRET}" }\n`,
     );
-    const clock = manualClock("2026-03-02T10:00:00Z");
     server = await testServer("pglite", { clock, env: { STINT_CONFIG_FILE: file } });
     await seedUser(server, "carol");
     await seedUser(server, "alice", { manager: "carol" });
@@ -60,11 +60,35 @@ describe("request notifications", () => {
     });
     await server.outbox.runOnce();
 
+    await seedRole(server, {
+      name: "quick",
+      policy: { mfa: { required: false, maxAge: "10m" }, justification: { minLength: 5 }, approval: { stages: [] } },
+      eligibleUsers: ["alice"],
+    });
+    await actAs(server, "alice")("POST", "/v1/activation-requests", {
+      role: "quick",
+      duration: "30m",
+      reason: "look at the replica lag",
+    });
+    await server.outbox.runOnce(); // activated
+    clock.advance(20 * 60_000 - 1);
+    await server.scheduler.runOnce();
+    clock.advance(1);
+    await server.scheduler.runOnce();
+    await server.scheduler.runOnce();
+    await server.outbox.runOnce();
+
     const bodies = received.map(
       (r) =>
         JSON.parse(r.body) as { event: string; title: string; text: string; links: { label: string; url: string }[] },
     );
-    expect(bodies.map((b) => b.event)).toEqual(["request.submitted", "request.denied"]);
+    expect(bodies.map((b) => b.event)).toEqual([
+      "request.submitted",
+      "request.denied",
+      "request.activated",
+      "request.expiring",
+    ]);
+    expect(bodies[3]).toMatchObject({ title: "quick for alice ends soon" });
     expect(bodies[0]).toMatchObject({ title: "alice asks to activate db" });
     expect(bodies[0]!.links.map((l) => l.url)).toEqual([
       `https://stint.example.com/requests/${id}?decide=approve`,
@@ -75,7 +99,7 @@ describe("request notifications", () => {
       text: "Reason: use the read replica dashboard",
     });
     for (const r of received) {
-      expect(verifyWebhookSignature(SECRET, String(r.headers["stint-signature"]), r.body, clock.now())).toBe(true);
+      expect(verifyWebhookSignature(SECRET, String(r.headers["stint-signature"]), r.body, r.at)).toBe(true);
     }
   });
 });

@@ -13,6 +13,7 @@ import * as requestStore from "./requests.store.js";
 import type { RequestEvent } from "./requests.service.js";
 
 const TITLES: Record<RequestEvent["type"], (e: RequestEvent) => string> = {
+  expiring: (e) => `${e.role} for ${e.requester} ends soon`,
   submitted: (e) => `${e.requester} asks to activate ${e.role}`,
   approved: (e) => `${e.role} for ${e.requester} was approved${e.by ? ` by ${e.by}` : ""}`,
   denied: (e) => `${e.role} for ${e.requester} was denied${e.by ? ` by ${e.by}` : ""}`,
@@ -27,6 +28,7 @@ const TITLES: Record<RequestEvent["type"], (e: RequestEvent) => string> = {
 };
 
 const EVENT_NAMES: Record<RequestEvent["type"], string> = {
+  expiring: "request.expiring",
   submitted: "request.submitted",
   approved: "request.approved",
   denied: "request.denied",

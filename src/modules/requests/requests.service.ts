@@ -38,6 +38,7 @@ import type { RequestState, Stage } from "./requests.types.js";
 /** Something happened to a request that people should hear about (delivered through the outbox). */
 export interface RequestEvent {
   type:
+    | "expiring"
     | "submitted"
     | "approved"
     | "denied"
@@ -1076,6 +1077,34 @@ export function createRequestService(deps: RequestServiceDeps) {
               .where("id", "=", row.id)
               .execute();
           }
+        }
+        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
+        return due.length;
+      });
+    },
+
+    /** Scheduler: tells holders their activation ends soon (only when notifications are configured). */
+    async warnExpiring(limit = 100): Promise<number> {
+      if (!deps.onEvent) return 0;
+      return store.transaction(async (tx) => {
+        const now = clock.now();
+        const candidates = await requestStore.claimExpiring(tx, now, limit);
+        const due = candidates.filter(
+          (c) =>
+            new Date(c.expires_at!).getTime() - now.getTime() <=
+            Math.min(requestStore.EXPIRY_WARNING_MAX_MS, c.duration_ms / 2),
+        );
+        const events: AuditInput[] = [];
+        for (const { id } of due) {
+          const row = (await requestStore.findRequest(tx, id))!;
+          await tx.updateTable("activation_requests").set({ expiring_notified_at: now }).where("id", "=", id).execute();
+          await emit(tx, { type: "expiring", requestId: id, role: row.role_name, requester: row.requester_name });
+          events.push({
+            action: "request.expiry_warning",
+            outcome: "success",
+            subject: `request:${id}`,
+            details: { role: row.role_name, requester: row.requester_name, expiresAt: iso(row.expires_at) },
+          });
         }
         await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
         return due.length;

@@ -280,3 +280,22 @@ export function claimEndedEligibilities(db: Q, now: Date, limit: number) {
     .skipLocked()
     .execute();
 }
+
+/** Active activations close to their end whose holder was not warned yet. */
+export function claimExpiring(db: Q, now: Date, limit: number) {
+  return db
+    .selectFrom("activation_requests")
+    .select(["id", "duration_ms", "expires_at"])
+    .where("state", "=", "active")
+    .where("expiring_notified_at", "is", null)
+    .where("expires_at", ">", now)
+    .where("expires_at", "<=", new Date(now.getTime() + EXPIRY_WARNING_MAX_MS))
+    .orderBy("expires_at")
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+}
+
+/** Warn at most ten minutes before the end, and never earlier than half-way through. */
+export const EXPIRY_WARNING_MAX_MS = 10 * 60_000;
