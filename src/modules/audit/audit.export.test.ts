@@ -389,7 +389,11 @@ const eventArbitrary: fc.Arbitrary<AuditEvent> = fc.record({
   correlationId: fc.option(fc.string()),
   sourceIp: fc.option(fc.oneof(fc.ipV4(), fc.ipV6())),
   userAgent: fc.option(fc.string({ unit: "binary" })),
-  details: fc.dictionary(fc.string(), fc.jsonValue()) as fc.Arbitrary<Record<string, unknown>>,
+  // Details are stored as JSON, where -0 is 0: generate values that JSON can carry unchanged.
+  details: fc.dictionary(
+    fc.string(),
+    fc.jsonValue().map((v) => JSON.parse(JSON.stringify(v)) as unknown),
+  ) as fc.Arbitrary<Record<string, unknown>>,
   prevHash: fc.stringMatching(/^[0-9a-f]{64}$/),
   hash: fc.stringMatching(/^[0-9a-f]{64}$/),
 });
