@@ -103,11 +103,16 @@ function pglitePool(pglite: PGlite) {
   };
 }
 
+export const PGLITE_PARSERS = { [INT8_OID]: parseInt8, [NUMERIC_OID]: (v: string) => v };
+
 async function openPglite<DB>(dataDir: string): Promise<Store<DB>> {
   const { PGlite } = await import("@electric-sql/pglite");
-  const pglite = await PGlite.create(dataDir === "memory://" ? undefined : dataDir, {
-    parsers: { [INT8_OID]: parseInt8, [NUMERIC_OID]: (v: string) => v },
-  });
+  const pglite = await PGlite.create(dataDir === "memory://" ? undefined : dataDir, { parsers: PGLITE_PARSERS });
+  return storeOverPglite<DB>(pglite);
+}
+
+/** A store over an already open PGlite instance (tests clone a migrated template this way). */
+export function storeOverPglite<DB>(pglite: PGlite): Store<DB> {
   const db = new Kysely<DB>({
     dialect: new PostgresDialect({ pool: pglitePool(pglite) as unknown as pg.Pool }),
   });

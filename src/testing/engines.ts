@@ -4,8 +4,9 @@
  */
 import pg from "pg";
 import { randomBytes } from "node:crypto";
-import { openAppStore, MIGRATIONS_DIR, type AppStore } from "../db/index.js";
-import type { Engine } from "../lib/db.js";
+import { PGlite } from "@electric-sql/pglite";
+import { openAppStore, MIGRATIONS_DIR, type AppStore, type Database } from "../db/index.js";
+import { PGLITE_PARSERS, migrate, storeOverPglite, type Engine } from "../lib/db.js";
 
 export const ENGINES: Engine[] = ["pglite", "postgres"];
 export const PG_ADMIN_URL = process.env.STINT_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -37,8 +38,13 @@ export interface TestStore {
 
 export async function freshStore(engine: Engine, options: { migrate?: boolean } = {}): Promise<TestStore> {
   if (engine === "pglite") {
-    const store = await openAppStore({ dataDir: "memory://" });
-    if (options.migrate !== false) await store.migrate(MIGRATIONS_DIR);
+    if (options.migrate === false) {
+      const store = await openAppStore({ dataDir: "memory://" });
+      return { store, cleanup: () => store.close() };
+    }
+    // Cloning a migrated in-memory template is several times faster than creating and migrating anew.
+    const template = await pgliteTemplate();
+    const store = storeOverPglite<Database>((await template.clone()) as PGlite);
     return { store, cleanup: () => store.close() };
   }
   const database = await createPgDatabase();
@@ -52,4 +58,16 @@ export async function freshStore(engine: Engine, options: { migrate?: boolean } 
       await database.drop();
     },
   };
+}
+
+let template: Promise<PGlite> | undefined;
+
+/** One migrated, never-written PGlite per test process, cloned for each fresh store. */
+function pgliteTemplate(): Promise<PGlite> {
+  template ??= (async () => {
+    const pglite = await PGlite.create(undefined, { parsers: PGLITE_PARSERS });
+    await migrate(storeOverPglite<Database>(pglite).db, MIGRATIONS_DIR);
+    return pglite;
+  })();
+  return template;
 }
