@@ -350,6 +350,23 @@ export function createRequestService(deps: RequestServiceDeps) {
     ];
   }
 
+  async function moveToStage(tx: Kysely<Database>, row: requestStore.RequestRow, stageIndex: number, now: Date) {
+    const stages = requestStore.stagesOf(row);
+    await tx
+      .updateTable("activation_requests")
+      .set({ stage_index: stageIndex, stage_deadline: stageDeadline(stages[stageIndex], now), updated_at: now })
+      .where("id", "=", row.id)
+      .execute();
+  }
+
+  async function markApproved(tx: Kysely<Database>, requestId: string, now: Date) {
+    await tx
+      .updateTable("activation_requests")
+      .set({ state: "approved", decided_at: now, stage_deadline: null, updated_at: now })
+      .where("id", "=", requestId)
+      .execute();
+  }
+
   async function loadPolicy(row: { policy_spec: unknown }): Promise<PolicySpec> {
     return policySpec.parse(row.policy_spec);
   }
@@ -521,16 +538,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         if (!approver) return new Refusal("UNAUTHENTICATED", "Sign in again.");
         const decisions = await requestStore.decisionsOf(tx, row.id);
         const result = applyDecision(
-          {
-            state: row.state,
-            requesterId: row.requester_id,
-            requesterManagerId: row.requester_manager_id,
-            stages: requestStore.stagesOf(row),
-            stageIndex: row.stage_index,
-            stageDeadline: row.stage_deadline ? new Date(row.stage_deadline) : null,
-            decisions,
-            risk: row.role_risk,
-          },
+          requestStore.factsOf(row, decisions),
           { id: approver.id, name: approver.name, groups: approver.groups },
           decision,
         );
@@ -591,16 +599,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             });
             break;
           case "next_stage": {
-            const stages = requestStore.stagesOf(row);
-            await tx
-              .updateTable("activation_requests")
-              .set({
-                stage_index: result.stageIndex,
-                stage_deadline: stageDeadline(stages[result.stageIndex], now),
-                updated_at: now,
-              })
-              .where("id", "=", row.id)
-              .execute();
+            await moveToStage(tx, row, result.stageIndex, now);
             events.push({
               action: "request.stage_approved",
               outcome: "success",
@@ -611,11 +610,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             break;
           }
           case "approved": {
-            await tx
-              .updateTable("activation_requests")
-              .set({ state: "approved", decided_at: now, stage_deadline: null, updated_at: now })
-              .where("id", "=", row.id)
-              .execute();
+            await markApproved(tx, row.id, now);
             events.push({
               action: "request.approved",
               outcome: "success",
@@ -976,19 +971,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         for (const { id } of due) {
           const row = (await requestStore.findRequest(tx, id))!;
           const stages = requestStore.stagesOf(row);
-          const result = applyTimeout(
-            {
-              state: row.state,
-              requesterId: row.requester_id,
-              requesterManagerId: row.requester_manager_id,
-              stages,
-              stageIndex: row.stage_index,
-              stageDeadline: row.stage_deadline ? new Date(row.stage_deadline) : null,
-              decisions: [],
-              risk: row.role_risk,
-            },
-            now,
-          );
+          const result = applyTimeout(requestStore.factsOf(row, []), now);
           const subject = `request:${row.id}`;
           const base = { role: row.role_name, requester: row.requester_name, stage: row.stage_index + 1 };
           if (result.result === "escalated") {
@@ -1040,15 +1023,7 @@ export function createRequestService(deps: RequestServiceDeps) {
               by: "system",
             });
           } else if (result.result === "next_stage") {
-            await tx
-              .updateTable("activation_requests")
-              .set({
-                stage_index: result.stageIndex,
-                stage_deadline: stageDeadline(stages[result.stageIndex], now),
-                updated_at: now,
-              })
-              .where("id", "=", row.id)
-              .execute();
+            await moveToStage(tx, row, result.stageIndex, now);
             events.push({
               action: "request.stage_approved",
               outcome: "success",
@@ -1057,11 +1032,7 @@ export function createRequestService(deps: RequestServiceDeps) {
               details: base,
             });
           } else if (result.result === "approved") {
-            await tx
-              .updateTable("activation_requests")
-              .set({ state: "approved", decided_at: now, stage_deadline: null, updated_at: now })
-              .where("id", "=", row.id)
-              .execute();
+            await markApproved(tx, row.id, now);
             events.push({
               action: "request.approved",
               outcome: "success",

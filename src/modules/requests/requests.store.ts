@@ -1,7 +1,7 @@
 /** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
-import type { Decision, Stage } from "./requests.types.js";
+import type { Decision, RequestFacts, Stage } from "./requests.types.js";
 
 type Q = Kysely<Database>;
 
@@ -299,3 +299,17 @@ export function claimExpiring(db: Q, now: Date, limit: number) {
 
 /** Warn at most ten minutes before the end, and never earlier than half-way through. */
 export const EXPIRY_WARNING_MAX_MS = 10 * 60_000;
+
+/** What the pure rules need to know about a request row. */
+export function factsOf(row: RequestRow, decisions: Decision[]): RequestFacts {
+  return {
+    state: row.state,
+    requesterId: row.requester_id,
+    requesterManagerId: row.requester_manager_id,
+    stages: stagesOf(row),
+    stageIndex: row.stage_index,
+    stageDeadline: row.stage_deadline ? new Date(row.stage_deadline) : null,
+    decisions,
+    risk: row.role_risk,
+  };
+}
