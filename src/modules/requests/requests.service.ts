@@ -324,14 +324,22 @@ export function createRequestService(deps: RequestServiceDeps) {
       if (!internal) await deps.onGrant?.(tx, { grantId: g.id, requestId: row.id, action: "revoke" });
     }
     // A pending extension of an ended activation has nothing left to extend.
-    await tx
+    const cancelled = await tx
       .updateTable("activation_requests")
-      .set({ state: "cancelled", end_reason: "the activation ended", updated_at: now })
+      .set({ state: "cancelled", end_reason: "the activation ended", ended_by: "system", updated_at: now })
       .where("extends_request_id", "=", row.id)
       .where("state", "=", "pending")
+      .returning("id")
       .execute();
     await emit(tx, { type: state, requestId: row.id, role: row.role_name, requester: row.requester_name, reason, by });
     return [
+      ...cancelled.map((c): AuditInput => ({
+        action: "request.cancelled",
+        outcome: "success",
+        subject: `request:${c.id}`,
+        reason: "the activation it would extend ended",
+        details: { role: row.role_name, extends: row.id },
+      })),
       {
         action: `request.${state}`,
         outcome: "success",
@@ -365,6 +373,11 @@ export function createRequestService(deps: RequestServiceDeps) {
       .set({ state: "approved", decided_at: now, stage_deadline: null, updated_at: now })
       .where("id", "=", requestId)
       .execute();
+  }
+
+  /** An activation whose time is up ends as expired, whoever notices first (the scheduler or a caller). */
+  function isPastExpiry(row: requestStore.RequestRow, now: Date): boolean {
+    return row.state === "active" && row.expires_at !== null && new Date(row.expires_at).getTime() <= now.getTime();
   }
 
   async function loadPolicy(row: { policy_spec: unknown }): Promise<PolicySpec> {
@@ -544,7 +557,12 @@ export function createRequestService(deps: RequestServiceDeps) {
         );
         if (!result.ok) {
           // Someone who is neither the requester nor an approver learns nothing about the request.
-          const mayKnow = result.code !== "NOT_AN_APPROVER" || can(actor, "requests.read");
+          const stage = requestStore.stagesOf(row)[row.stage_index];
+          const involved =
+            row.requester_id === approver.id ||
+            decisions.some((d) => d.approverId === approver.id) ||
+            (!!stage && isNamedBy(currentApprovers(stage), approver, row.requester_manager_id));
+          const mayKnow = involved || can(actor, "requests.read");
           return new Refusal(
             mayKnow ? result.code : "NOT_FOUND",
             mayKnow ? result.message : "There is no such request.",
@@ -688,7 +706,9 @@ export function createRequestService(deps: RequestServiceDeps) {
         const row = open ? await requestStore.lockRequest(tx, open.id) : undefined;
         if (!row || row.state !== "active")
           return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName}.`);
-        const events = await end(tx, row, "deactivated", "ended early by the holder", principal.name, now);
+        const events = isPastExpiry(row, now)
+          ? await end(tx, row, "expired", "the activation reached its end time", "system", now)
+          : await end(tx, row, "deactivated", "ended early by the holder", principal.name, now);
         await audit.append(tx, actor, context, events);
         return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
       });
@@ -706,7 +726,9 @@ export function createRequestService(deps: RequestServiceDeps) {
         if (!row) return new Refusal("NOT_FOUND", "There is no such request.");
         if (row.state !== "active" && row.state !== "provisioning")
           return new Refusal("NOT_ACTIVE", `The request is ${row.state}, not active.`);
-        const events = await end(tx, row, "revoked", reason, by, now);
+        const events = isPastExpiry(row, now)
+          ? await end(tx, row, "expired", "the activation reached its end time", "system", now)
+          : await end(tx, row, "revoked", reason, by, now);
         await audit.append(tx, actor, context, events);
         return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
       });

@@ -83,6 +83,8 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
 
     const late = await carol("POST", `/v1/activation-requests/${id}/approvals`, {});
     expect(late.body.error?.code).toBe("REQUEST_NOT_PENDING");
+    // An outsider learns nothing, not even that the request is no longer pending.
+    expect((await bob("POST", `/v1/activation-requests/${id}/approvals`, {})).status).toBe(404);
 
     expect((await alice("GET", "/v1/check?principal=alice&role=prod-db-reader")).body).toMatchObject({
       allowed: true,
@@ -119,6 +121,7 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
       "request.approved:success:carol",
       "request.activated:success:carol",
       "request.approve:denied:carol",
+      "request.approve:denied:bob",
       "request.expired:success:system:system",
     ]);
     expect(await server.audit.verify()).toMatchObject({ ok: true });
