@@ -3,7 +3,7 @@
  * alice, eligible for prod-db-reader through the group sre (MFA, manager approval, max 2h), asks
  * for it with a reason and a ticket and waits; her own approval is refused; carol, her manager,
  * approves; `stint roles` shows it active with time left and the check API allows it; at expiry
- * (1 minute, the shortest the server allows) the check says not allowed; the audit export holds
+ * (1 minute: short, yet long enough for the steps in between on a loaded machine) the check says not allowed; the audit export holds
  * the request, the refused self-approval, the approval, the activation and the expiry with their
  * actors and reasons.
  *

@@ -30,7 +30,9 @@ describe("resolveDuration", () => {
     ["8h1m", { ok: false, code: "DURATION_INVALID" }],
     ["481m", { ok: false, code: "DURATION_TOO_LONG" }],
     ["1d", { ok: false, code: "DURATION_TOO_LONG" }],
-    ["59s", { ok: false, code: "DURATION_INVALID" }],
+    ["5s", { ok: true, durationMs: 5_000 }],
+    ["4s", { ok: false, code: "DURATION_INVALID" }],
+    ["4999ms", { ok: false, code: "DURATION_INVALID" }],
     ["0m", { ok: false, code: "DURATION_INVALID" }],
     ["soon", { ok: false, code: "DURATION_INVALID" }],
     ["", { ok: false, code: "DURATION_INVALID" }],
@@ -53,14 +55,14 @@ describe("resolveDuration", () => {
     });
   });
 
-  it("refuses when the policy allows nothing of at least 1m", () => {
-    expect(resolveDuration(spec({ defaultDuration: "30s", maxDuration: "8h" }))).toMatchObject({
+  it("refuses when the policy allows nothing of at least 5s", () => {
+    expect(resolveDuration(spec({ defaultDuration: "4s", maxDuration: "8h" }))).toMatchObject({
       ok: false,
       code: "DURATION_INVALID",
     });
   });
 
-  it("never returns more than the maximum, nor less than 1m", () => {
+  it("never returns more than the maximum, nor less than 5s", () => {
     const durationText = fc
       .tuple(fc.integer({ min: 0, max: 10_000 }), fc.constantFrom("ms", "s", "m", "h", "d"))
       .map(([amount, unit]) => `${amount}${unit}`);
@@ -494,8 +496,8 @@ describe("checkExtension", () => {
     [policy, 2, HOUR, "EXTENSION_LIMIT_REACHED", /already extended 2 times/],
     [spec({ maxDuration: "4h", maxExtensions: 1 }), 1, HOUR, "EXTENSION_LIMIT_REACHED", /already extended once/],
     [policy, 0, 4 * HOUR + 1, "DURATION_TOO_LONG", /at most 4h/],
-    [policy, 0, 59_999, "DURATION_INVALID", /at least 1m/],
-    [policy, 0, Number.NaN, "DURATION_INVALID", /at least 1m/],
+    [policy, 0, 4_999, "DURATION_INVALID", /at least 5s/],
+    [policy, 0, Number.NaN, "DURATION_INVALID", /at least 5s/],
   ] as const)("refuses: %#", (p, soFar, by, code, reason) => {
     const result = checkExtension(p, soFar, by, expiresAt, activatedAt);
     expect(result).toMatchObject({ ok: false, code });

@@ -9,7 +9,7 @@ export type ActivationWindow = PolicySpec["windows"][number];
 type Weekday = ActivationWindow["days"][number];
 
 /** The shortest activation or extension worth provisioning and revoking at a target. */
-export const MIN_DURATION_MS = 60_000;
+export const MIN_DURATION_MS = 5_000;
 
 /** How far a recorded MFA time may sit in the future: server nodes' clocks differ slightly. */
 export const MFA_CLOCK_SKEW_MS = 60_000;
@@ -26,7 +26,7 @@ export type DurationResult =
 
 /**
  * The activation length for a request: the policy default when none is asked for,
- * otherwise the requested one if it is between 1m and the policy maximum.
+ * otherwise the requested one if it is between 5s and the policy maximum.
  * A default longer than the maximum (a policy written inconsistently) is cut to the
  * maximum rather than refusing a user who asked for nothing in particular.
  */
@@ -262,7 +262,7 @@ export type ExtensionResult =
 
 /**
  * The rule: an activation may be extended at most maxExtensions times; each extension
- * moves the current expiry by `by`, which must be between 1m and maxDuration (an
+ * moves the current expiry by `by`, which must be between 5s and maxDuration (an
  * extension is never longer than an activation could be). So the whole activation
  * never exceeds maxDuration x (1 + maxExtensions) from its start; that bound is also
  * checked directly, so a policy tightened since activation still caps it.
