@@ -16,7 +16,7 @@ import { buildApp, type App } from "./http/app.js";
 import { registerSystemRoutes } from "./http/system.routes.js";
 import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
-import { loadKeyring } from "./modules/keys/keys.service.js";
+import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
 import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
 import { createDirectoryService, type DirectoryService } from "./modules/identity/directory.service.js";
 import { registerIdentityRoutes } from "./modules/identity/identity.routes.js";
@@ -28,6 +28,7 @@ import { createRequestService, type RequestService } from "./modules/requests/re
 import { createActivationTokenIssuer } from "./modules/requests/activation-token.js";
 import { registerRequestRoutes } from "./modules/requests/requests.routes.js";
 import { createRequestNotifications } from "./modules/requests/request-notifications.js";
+import { createDecisionLinks } from "./modules/requests/decision-links.js";
 import { createNotifier, notifyHandlers } from "./modules/notify/index.js";
 import { createOutboxService } from "./modules/outbox/index.js";
 import type { OutboxHandlers } from "./modules/outbox/index.js";
@@ -52,6 +53,7 @@ export interface Server {
   identity: IdentityService;
   directory: DirectoryService;
   outbox: OutboxRunner;
+  keyring: Keyring;
   requests: RequestService;
   scheduler: Scheduler;
   registry: Registry;
@@ -88,6 +90,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     const directory = createDirectoryService({ store, audit, clock, ...(deps.scrypt ? { scrypt: deps.scrypt } : {}) });
 
     const channels = config.notifications.channels;
+    const decisionLinks = createDecisionLinks({ keyring, clock });
     const outboxService = createOutboxService({ store, clock, audit });
     const onEvent =
       channels.length > 0
@@ -96,9 +99,10 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             outbox: outboxService,
             clock,
             publicUrl: config.publicUrl ?? `http://${config.listen}`,
+            decisionLinks,
           })
         : undefined;
-    const requests = createRequestService({ store, audit, clock, ...(onEvent ? { onEvent } : {}) });
+    const requests = createRequestService({ store, audit, clock, decisionLinks, ...(onEvent ? { onEvent } : {}) });
     const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
     const scheduler = createScheduler({ requests, logger, pollMs: config.schedulerPoll });
 
@@ -144,6 +148,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       identity,
       directory,
       outbox,
+      keyring,
       requests,
       scheduler,
       registry,

@@ -54,8 +54,9 @@ export const submitActivation = z.strictObject({
   reason,
   ticket: z.string().trim().min(1).max(100).optional(),
 });
-export const approveBody = z.strictObject({ reason: reason.optional() });
-export const denyBody = z.strictObject({ reason });
+const linkToken = z.string().min(20).max(2048);
+export const approveBody = z.strictObject({ reason: reason.optional(), linkToken: linkToken.optional() });
+export const denyBody = z.strictObject({ reason, linkToken: linkToken.optional() });
 export const revokeBody = z.strictObject({ reason });
 export const extendBody = z.strictObject({ by: durationText, reason });
 export const requestIdParams = z.strictObject({ id: z.uuid() });

@@ -258,6 +258,13 @@ export interface GrantsTable {
   updated_at: Timestamp;
 }
 
+export interface UsedDecisionLinksTable {
+  jti: string;
+  request_id: string;
+  used_by: string;
+  used_at: Timestamp;
+}
+
 export interface Database {
   principals: PrincipalsTable;
   password_credentials: PasswordCredentialsTable;
@@ -281,4 +288,5 @@ export interface Database {
   activation_requests: ActivationRequestsTable;
   request_decisions: RequestDecisionsTable;
   grants: GrantsTable;
+  used_decision_links: UsedDecisionLinksTable;
 }

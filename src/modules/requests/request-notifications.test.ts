@@ -7,6 +7,8 @@ import { manualClock } from "../../lib/clock.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 import { actAs, seedRole, seedUser } from "../../testing/pim.js";
 import { verifyWebhookSignature } from "../notify/index.js";
+import { createDecisionLinks } from "./decision-links.js";
+import { randomUUID } from "node:crypto";
 
 const SECRET = "webhook-secret-for-tests-0123456789";
 
@@ -55,9 +57,24 @@ describe("request notifications", () => {
       await actAs(server, "alice")("POST", "/v1/activation-requests", { role: "db", reason: "look at the replica lag" })
     ).body.id as string;
     await server.outbox.runOnce();
-    await actAs(server, "carol")("POST", `/v1/activation-requests/${id}/denials`, {
-      reason: "use the read replica dashboard",
+    // The deny link's one-time token works once, for that action only, and only for a named approver who is signed in.
+    const links = (JSON.parse(received[0]!.body) as { links: { label: string; url: string }[] }).links;
+    const tokenOf = (label: string) => new URL(links.find((l) => l.label === label)!.url).searchParams.get("link")!;
+    const carol = actAs(server, "carol");
+    const wrongAction = await carol("POST", `/v1/activation-requests/${id}/approvals`, { linkToken: tokenOf("Deny") });
+    expect(wrongAction.body.error?.code).toBe("VALIDATION_FAILED");
+    const self = await actAs(server, "alice")("POST", `/v1/activation-requests/${id}/denials`, {
+      reason: "nope",
+      linkToken: tokenOf("Deny"),
     });
+    expect(self.body.error?.code).toBe("SELF_APPROVAL");
+    const denied = await carol("POST", `/v1/activation-requests/${id}/denials`, {
+      reason: "use the read replica dashboard",
+      linkToken: tokenOf("Deny"),
+    });
+    expect(denied.body.state).toBe("denied");
+    const used = await server.store.db.selectFrom("used_decision_links").select("request_id").execute();
+    expect(used).toEqual([{ request_id: id }]);
     await server.outbox.runOnce();
 
     await seedRole(server, {
@@ -90,7 +107,7 @@ describe("request notifications", () => {
     ]);
     expect(bodies[3]).toMatchObject({ title: "quick for alice ends soon" });
     expect(bodies[0]).toMatchObject({ title: "alice asks to activate db" });
-    expect(bodies[0]!.links.map((l) => l.url)).toEqual([
+    expect(bodies[0]!.links.map((l) => l.url.replace(/&link=[^&]+$/, ""))).toEqual([
       `https://stint.example.com/requests/${id}?decide=approve`,
       `https://stint.example.com/requests/${id}?decide=deny`,
     ]);
@@ -100,6 +117,49 @@ describe("request notifications", () => {
     });
     for (const r of received) {
       expect(verifyWebhookSignature(SECRET, String(r.headers["stint-signature"]), r.body, r.at)).toBe(true);
+    }
+  });
+});
+
+describe("decision links", () => {
+  it("are one-time, bound to one request and one action, and expire", async () => {
+    const clock = manualClock("2026-03-02T10:00:00Z");
+    const server = await testServer("pglite", { clock });
+    try {
+      await seedUser(server, "carol");
+      await seedUser(server, "alice", { manager: "carol" });
+      await seedRole(server, {
+        name: "db",
+        policy: {
+          mfa: { required: false, maxAge: "10m" },
+          justification: { minLength: 5 },
+          approval: { stages: [{ approvers: { manager: true }, count: 1 }] },
+        },
+        eligibleUsers: ["alice"],
+      });
+      const alice = actAs(server, "alice");
+      const first = (await alice("POST", "/v1/activation-requests", { role: "db", reason: "look at the replica lag" }))
+        .body.id as string;
+      const links = createDecisionLinks({ keyring: server.keyring, clock });
+      const carolId = (
+        await server.store.db
+          .selectFrom("principals")
+          .select("id")
+          .where("name", "=", "carol")
+          .executeTakeFirstOrThrow()
+      ).id;
+      const consume = (token: string, id: string, action: "approve" | "deny") =>
+        server.store.transaction((tx) => links.consume(tx, token, id, action, carolId));
+      const token = await links.sign(first, "approve");
+      await expect(consume(token, first, "deny")).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+      await expect(consume(token, randomUUID(), "approve")).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+      await consume(token, first, "approve");
+      await expect(consume(token, first, "approve")).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+      const later = await links.sign(first, "approve");
+      clock.advance(24 * 3_600_000 + 1000);
+      await expect(consume(later, first, "approve")).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    } finally {
+      await server.cleanup();
     }
   });
 });

@@ -11,6 +11,7 @@ import type { OutboxService } from "../outbox/index.js";
 import { isNamedBy, currentApprovers } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import type { RequestEvent } from "./requests.service.js";
+import type { DecisionLinks } from "./decision-links.js";
 
 const TITLES: Record<RequestEvent["type"], (e: RequestEvent) => string> = {
   expiring: (e) => `${e.role} for ${e.requester} ends soon`,
@@ -75,6 +76,7 @@ export function createRequestNotifications(deps: {
   outbox: Pick<OutboxService, "enqueue">;
   clock: Clock;
   publicUrl: string;
+  decisionLinks?: Pick<DecisionLinks, "sign">;
 }) {
   return async (tx: Kysely<Database>, event: RequestEvent): Promise<void> => {
     const toApprovers = event.type === "submitted" || event.type === "escalated";
@@ -89,6 +91,11 @@ export function createRequestNotifications(deps: {
         ? [requester.email]
         : [];
     const link = `${deps.publicUrl.replace(/\/$/, "")}/requests/${event.requestId}`;
+    // One-time, expiring, and useless without the approver's own sign-in: see decision-links.ts.
+    const decisionLink = async (action: "approve" | "deny") =>
+      deps.decisionLinks
+        ? `${link}?decide=${action}&link=${await deps.decisionLinks.sign(event.requestId, action)}`
+        : `${link}?decide=${action}`;
     const notification: Notification = {
       event: EVENT_NAMES[event.type],
       severity:
@@ -114,8 +121,8 @@ export function createRequestNotifications(deps: {
       ],
       links: toApprovers
         ? [
-            { label: "Approve", url: `${link}?decide=approve`, style: "primary" },
-            { label: "Deny", url: `${link}?decide=deny`, style: "danger" },
+            { label: "Approve", url: await decisionLink("approve"), style: "primary" },
+            { label: "Deny", url: await decisionLink("deny"), style: "danger" },
           ]
         : [{ label: "Open", url: link }],
       ...(recipients.length > 0 ? { recipients } : {}),

@@ -63,7 +63,8 @@ export function registerRequestRoutes(app: App, deps: { requests: RequestService
         response: { 200: c.activationRequest },
       },
     },
-    async (req) => requests.decide(req.actor, req.params.id, "approve", req.body?.reason, req.callContext),
+    async (req) =>
+      requests.decide(req.actor, req.params.id, "approve", req.body?.reason, req.callContext, req.body?.linkToken),
   );
 
   app.post(
@@ -77,7 +78,8 @@ export function registerRequestRoutes(app: App, deps: { requests: RequestService
         response: { 200: c.activationRequest },
       },
     },
-    async (req) => requests.decide(req.actor, req.params.id, "deny", req.body.reason, req.callContext),
+    async (req) =>
+      requests.decide(req.actor, req.params.id, "deny", req.body.reason, req.callContext, req.body.linkToken),
   );
 
   app.post(

@@ -34,6 +34,7 @@ import {
 } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import type { RequestState, Stage } from "./requests.types.js";
+import type { DecisionLinks } from "./decision-links.js";
 
 /** Something happened to a request that people should hear about (delivered through the outbox). */
 export interface RequestEvent {
@@ -63,6 +64,8 @@ export interface RequestServiceDeps {
   clock: Clock;
   /** Called inside the transaction; typically enqueues notifications in the outbox. */
   onEvent?: (tx: Kysely<Database>, event: RequestEvent) => Promise<void>;
+  /** Verifies one-time decision-link tokens (from notifications). */
+  decisionLinks?: Pick<DecisionLinks, "consume">;
   /** Called inside the transaction when a grant must be provisioned or revoked at a real target. */
   onGrant?: (
     tx: Kysely<Database>,
@@ -539,6 +542,8 @@ export function createRequestService(deps: RequestServiceDeps) {
       decision: "approve" | "deny",
       reason: string | undefined,
       context: CallContext,
+      /** The one-time token of a notification's decision link, when the decision came through one. */
+      linkToken?: string,
     ): Promise<RequestDto> {
       const principal = principalOf(actor);
       if (decision === "deny" && !reason) throw new StintError("VALIDATION_FAILED", "A denial needs a reason.");
@@ -568,6 +573,15 @@ export function createRequestService(deps: RequestServiceDeps) {
             mayKnow ? result.message : "There is no such request.",
             { requestId },
           );
+        }
+        if (linkToken !== undefined) {
+          if (!deps.decisionLinks) return new Refusal("VALIDATION_FAILED", "Decision links are not enabled.");
+          try {
+            await deps.decisionLinks.consume(tx, linkToken, row.id, decision, approver.id);
+          } catch (error) {
+            if (error instanceof StintError) return new Refusal(error.code, error.message);
+            throw error;
+          }
         }
         await tx
           .insertInto("request_decisions")
