@@ -647,6 +647,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       context: CallContext,
     ): Promise<{ recoveryCodes: string[] }> {
       if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      await refuseIfLocked(actor.name, context, "mfa.enrolled", actor);
       const now = clock.now();
       const codes = Array.from({ length: 10 }, recoveryCode);
       const result = await store.transaction(async (tx) => {
@@ -674,8 +675,16 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         });
         return { ok: true };
       });
-      if ("error" in result && result.error)
+      if ("error" in result && result.error) {
+        // A wrong code counts against the lockout, like any other guess at a second factor.
+        if (result.error.code === "MFA_INVALID") {
+          return failSignIn(actor.name, context, result.error.message, "MFA_INVALID", {
+            action: "mfa.enrolled",
+            actor,
+          });
+        }
         return deny(context, "mfa.enrolled", `user:${actor.name}`, result.error.message, result.error, actor);
+      }
       return { recoveryCodes: codes };
     },
 

@@ -240,6 +240,28 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     expect(reported).toMatchObject([{ subject: "role:temp", actor: "system:system", details: { principal: "alice" } }]);
   });
 
+  it("counts wrong codes at TOTP enrolment against the lockout too", async () => {
+    const { server } = await setup();
+    const auth = await server.login("alice");
+    const call = (url: string, payload: object) =>
+      server!.app.inject({ method: "POST", url, headers: { authorization: auth }, payload });
+    await call("/v1/me/mfa/totp", {});
+    const codes: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      codes.push(
+        (await call("/v1/me/mfa/totp/confirm", { code: "000000" })).json<{ error: { code: string } }>().error.code,
+      );
+    }
+    expect(codes).toEqual([
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "MFA_INVALID",
+      "ACCOUNT_LOCKED",
+    ]);
+  });
+
   it("escalates a timed-out stage to the fallback group, whose approval activates", async () => {
     const { server, clock } = await setup();
     await seedUser(server, "dave", { groups: ["sre-leads"] });
