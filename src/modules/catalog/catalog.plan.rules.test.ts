@@ -10,6 +10,7 @@ import { minimizeSpec, parseConfig, renderConfig } from "./catalog.config.js";
 import { checkConfig, deepEqual, diffValues, formatPath, planConfig } from "./catalog.plan.rules.js";
 import { configTimeToIso, isoToConfigTime, riskProblem } from "./catalog.rules.js";
 import type { CatalogFacts, CatalogState, CurrentEligibility, DesiredCatalog } from "./catalog.types.js";
+import { SEED_CATALOG_YAML } from "../../testing/seed-catalog.js";
 
 const spec = (input: unknown = {}): PolicySpec => policySpec.parse(input);
 
@@ -53,43 +54,7 @@ function desiredOf(text: string): DesiredCatalog {
   return parsed.desired;
 }
 
-const FILE = `apiVersion: stint/v1
-groups:
-  - name: sre
-    members: [alice, bob]
-  - name: sre-leads
-    members: [carol]
-policies:
-  - name: high-risk
-    defaultDuration: 1h
-    maxDuration: 2h
-    mfa: { required: true, maxAge: 10m }
-    justification: { minLength: 20, ticketPattern: "^(INC|CHG)-[0-9]+$" }
-    approval:
-      stages:
-        - approvers: { manager: true }
-          count: 1
-          timeout: 30m
-          onTimeout: escalate
-          escalateTo: { groups: [sre-leads] }
-    windows:
-      - { days: [mon, tue, wed, thu, fri], from: "08:00", to: "18:00", timeZone: Europe/London }
-    outsideWindow: require-approval
-    maxExtensions: 1
-targets:
-  - name: stint
-    kind: internal
-roles:
-  - name: prod-db-reader
-    target: stint
-    risk: high
-    policy: high-risk
-    owners: [sre-leads]
-eligibility:
-  - role: prod-db-reader
-    groups: [sre]
-    until: 2027-11-24
-`;
+const FILE = SEED_CATALOG_YAML;
 
 /** The state after applying a desired catalog to an empty one, as the store would load it. */
 function applied(desired: DesiredCatalog): CatalogState {

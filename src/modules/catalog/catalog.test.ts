@@ -18,6 +18,7 @@ import { runCli } from "../../cli/program.js";
 import type { App } from "../../http/app.js";
 import { ENGINES } from "../../testing/engines.js";
 import { testServer, type TestServer } from "../../testing/server.js";
+import { SEED_CATALOG_YAML } from "../../testing/seed-catalog.js";
 
 interface Answer {
   status: number;
@@ -104,43 +105,7 @@ async function cli(server: TestServer, auth: string, argv: string[], dir: string
   return { code, stdout: out.join(""), stderr: err.join("") };
 }
 
-const FILE = `apiVersion: stint/v1
-groups:
-  - name: sre
-    members: [alice, bob]
-  - name: sre-leads
-    members: [carol]
-policies:
-  - name: high-risk
-    defaultDuration: 1h
-    maxDuration: 2h
-    mfa: { required: true, maxAge: 10m }
-    justification: { minLength: 20, ticketPattern: "^(INC|CHG)-[0-9]+$" }
-    approval:
-      stages:
-        - approvers: { manager: true }
-          count: 1
-          timeout: 30m
-          onTimeout: escalate
-          escalateTo: { groups: [sre-leads] }
-    windows:
-      - { days: [mon, tue, wed, thu, fri], from: "08:00", to: "18:00", timeZone: Europe/London }
-    outsideWindow: require-approval
-    maxExtensions: 1
-targets:
-  - name: stint
-    kind: internal
-roles:
-  - name: prod-db-reader
-    target: stint
-    risk: high
-    policy: high-risk
-    owners: [sre-leads]
-eligibility:
-  - role: prod-db-reader
-    groups: [sre]
-    until: 2027-11-24
-`;
+const FILE = SEED_CATALOG_YAML;
 
 const INVALID = `apiVersion: stint/v1
 groups:
