@@ -1,0 +1,93 @@
+/**
+ * The contract every connector keeps. A connector turns "this login holds this
+ * entitlement" into reality at one kind of target and back. It is called only
+ * from outbox workers and the reconciler, never inside a database transaction,
+ * and it holds the target's admin credential only for the duration of one call.
+ *
+ * Every operation is idempotent: provisioning what is already there, or revoking
+ * what is already gone, succeeds and changes nothing.
+ */
+
+/** A target as a connector sees it for one call. */
+export interface ConnectorTarget {
+  /** The target's name in Stint (for messages only). */
+  name: string;
+  /** Where the connector connects as an administrator: a URL, or host:port; never holds the secret itself. */
+  address: string;
+  /** Kind-specific settings from the target's `options` (already checked by `checkOptions`). */
+  options: Record<string, unknown>;
+  /** The admin credential (password, private key, signing secret) read for this call only, or null when none is set. */
+  credential: string | null;
+}
+
+/** One login and what it should hold (a role's `entitlement`, already checked by `checkEntitlement`). */
+export interface GrantSpec {
+  login: string;
+  entitlement: Record<string, unknown>;
+}
+
+export interface CallOptions {
+  /** Aborted when the outbox runner gives up on the attempt; a connector should stop and close its connections. */
+  signal?: AbortSignal;
+}
+
+/** A standing privilege found at a target. */
+export interface StandingAccess {
+  login: string;
+  /** In the target's own words, for people: "superuser", "member of pg_read_all_data", "sudoers: ALL=(ALL) ALL". */
+  privilege: string;
+  /**
+   * The entitlement that describes this privilege, in the connector's entitlement shape, so that
+   * `revoke({ login, entitlement })` removes it; null when Stint cannot remove it (a sudoers line).
+   */
+  entitlement: Record<string, unknown> | null;
+  /** When the login was last seen active, ISO 8601, where the target can tell; otherwise null. */
+  lastActivity: string | null;
+}
+
+export interface TestResult {
+  /** One line for people: the server's version, the account Stint acts as. */
+  detail: string;
+}
+
+export interface Connector {
+  readonly kind: "postgres" | "mysql" | "ldap" | "ssh-host" | "webhook";
+  /** Problems with a target's `options` (empty when fine), each a human sentence naming the field. */
+  checkOptions(options: Record<string, unknown>): string[];
+  /** Problems with a role's entitlement for this kind of target (empty when fine). */
+  checkEntitlement(entitlement: Record<string, unknown>): string[];
+  /** Problems with a login the identity mapping produced (empty when fine). */
+  checkLogin(login: string): string[];
+  /** Can Stint reach and administer the target? Throws a ConnectorError when not. */
+  test(target: ConnectorTarget, call?: CallOptions): Promise<TestResult>;
+  /** Gives the login the entitlement. Idempotent. */
+  provision(target: ConnectorTarget, grant: GrantSpec, call?: CallOptions): Promise<void>;
+  /**
+   * Takes the entitlement away and ends the login's live sessions where the target allows
+   * (so that an open connection cannot keep the privilege). Idempotent.
+   */
+  revoke(target: ConnectorTarget, grant: GrantSpec, call?: CallOptions): Promise<void>;
+  /** The logins that hold the entitlement now, sorted, without duplicates. */
+  observe(target: ConnectorTarget, entitlement: Record<string, unknown>, call?: CallOptions): Promise<string[]>;
+  /** Standing privileged access at the target. */
+  discover(target: ConnectorTarget, call?: CallOptions): Promise<StandingAccess[]>;
+}
+
+/**
+ * Why a connector call failed. `refused`: the target answered and said no (a missing role,
+ * a permission denied): retrying will not help, and the message is the target's own words.
+ * `unavailable`: the target could not be reached or did not answer in time: retry later.
+ * Messages never contain the credential or a connection string with a password in it.
+ */
+export class ConnectorError extends Error {
+  constructor(
+    readonly reason: "refused" | "unavailable",
+    message: string,
+  ) {
+    super(message);
+    this.name = "ConnectorError";
+  }
+}
+
+export const refused = (message: string) => new ConnectorError("refused", message);
+export const unavailable = (message: string) => new ConnectorError("unavailable", message);
