@@ -35,6 +35,29 @@ export const entitlement = z
   .refine((value) => JSON.stringify(value).length <= 16_384, "must be at most 16 KiB as JSON");
 export const owners = z.array(name).max(20);
 
+/** Where a target's admin credential is kept: a vault path such as `targets/app-db/admin`. */
+export const secretPath = z
+  .string()
+  .max(200)
+  .regex(
+    /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/,
+    "must be lower-case path segments (letters, digits, '.', '_', '-') separated by '/'",
+  );
+export const targetCredential = z.strictObject({ secret: secretPath });
+/** How a Stint principal maps to a login at the target. */
+export const identityMapping = z.strictObject({
+  /** `{{name}}`, `{{email}}` and `{{emailLocal}}` are replaced; the default is the Stint name. */
+  template: z.string().min(1).max(300).default("{{name}}"),
+  /** Exceptions to the template: Stint name → login. */
+  map: z.record(name, z.string().min(1).max(300)).default({}),
+});
+export type IdentityMapping = z.output<typeof identityMapping>;
+export const DEFAULT_IDENTITY: IdentityMapping = { template: "{{name}}", map: {} };
+/** Kind-specific settings of a target; each connector checks its own. */
+export const targetOptions = z
+  .record(z.string().max(100), z.unknown())
+  .refine((value) => JSON.stringify(value).length <= 16_384, "must be at most 16 KiB as JSON");
+
 // ---------------------------------------------------------------------------
 // Targets
 
@@ -43,6 +66,9 @@ export const targetInput = z.strictObject({
   kind: targetKind,
   address: address.optional(),
   labels: labels.default({}),
+  credential: targetCredential.optional(),
+  identity: identityMapping.optional(),
+  options: targetOptions.default({}),
 });
 export type TargetInput = z.output<typeof targetInput>;
 
@@ -52,6 +78,10 @@ export const target = z.object({
   kind: targetKind,
   address: z.string().nullable(),
   labels: z.record(z.string(), z.string()),
+  /** Where the admin credential is read from (never the credential itself), and whether one is stored there. */
+  credential: z.object({ secret: z.string(), stored: z.boolean() }).nullable(),
+  identity: z.object({ template: z.string(), map: z.record(z.string(), z.string()) }),
+  options: z.record(z.string(), z.unknown()),
   createdAt: isoTime,
   updatedAt: isoTime,
 });
@@ -243,6 +273,9 @@ export const configTarget = z.strictObject({
   kind: targetKind,
   address: address.optional(),
   labels: labels.default({}),
+  credential: targetCredential.optional(),
+  identity: identityMapping.optional(),
+  options: targetOptions.default({}),
 });
 
 export const configRole = z.strictObject({

@@ -95,6 +95,11 @@ export const policySpec = z.strictObject({
   maxExtensions: z.number().int().min(0).max(100).default(0),
   breakGlass: z.boolean().default(false),
   notify: z.array(name).max(20).default([]),
+  /**
+   * What a reconcile does with privilege found at the target without an activation behind it:
+   * `report` (audit, alert, count) or `remove` it as well.
+   */
+  drift: z.enum(["report", "remove"]).default("report"),
 });
 export type PolicySpec = z.output<typeof policySpec>;
 

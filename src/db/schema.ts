@@ -254,8 +254,30 @@ export interface GrantsTable {
   state: "provisioning" | "active" | "revoking" | "revoked" | "failed";
   attempts: Generated<number>;
   last_error: string | null;
+  login: string | null;
+  next_attempt_at: Timestamp | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface TargetSecretsTable {
+  path: string;
+  sealed: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface DriftFindingsTable {
+  id: string;
+  target_id: string;
+  role_id: string;
+  login: string;
+  kind: "unexpected" | "missing";
+  action: "reported" | "removing" | "removed" | "reprovisioning";
+  first_seen_at: Timestamp;
+  last_seen_at: Timestamp;
+  resolved_at: Timestamp | null;
+  resolution: string | null;
 }
 
 export interface UsedDecisionLinksTable {
@@ -289,4 +311,6 @@ export interface Database {
   request_decisions: RequestDecisionsTable;
   grants: GrantsTable;
   used_decision_links: UsedDecisionLinksTable;
+  target_secrets: TargetSecretsTable;
+  drift_findings: DriftFindingsTable;
 }

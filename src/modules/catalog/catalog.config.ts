@@ -6,7 +6,13 @@
 import { Document, LineCounter, isAlias, isMap, isNode, isScalar, isSeq, parseDocument, visit, type Node } from "yaml";
 import type { z } from "zod";
 import { policySpec, type PolicySpec } from "../../contract/catalog.js";
-import { CONFIG_SECTIONS, configFileTop, type ConfigProblem, type ConfigSection } from "../../contract/catalog-api.js";
+import {
+  CONFIG_SECTIONS,
+  DEFAULT_IDENTITY,
+  configFileTop,
+  type ConfigProblem,
+  type ConfigSection,
+} from "../../contract/catalog-api.js";
 import { deepEqual, formatPath } from "./catalog.plan.rules.js";
 import { configTimeToIso, isoToConfigTime, sortedSet } from "./catalog.rules.js";
 import type {
@@ -135,7 +141,18 @@ function toDesired(section: ConfigSection, data: unknown, at: Path): Located[] {
     }
     case "targets": {
       const t = data as z.output<(typeof CONFIG_SECTIONS)["targets"]>;
-      return [{ name: t.name, kind: t.kind, address: t.address ?? null, labels: t.labels, at } as Located];
+      return [
+        {
+          name: t.name,
+          kind: t.kind,
+          address: t.address ?? null,
+          labels: t.labels,
+          credential: t.credential?.secret ?? null,
+          identity: t.identity ?? DEFAULT_IDENTITY,
+          options: t.options,
+          at,
+        } as Located,
+      ];
     }
     case "roles": {
       const r = data as z.output<(typeof CONFIG_SECTIONS)["roles"]>;
@@ -347,6 +364,16 @@ export function renderConfig(state: CatalogState): string {
       kind: t.kind,
       ...(t.address !== null ? { address: t.address } : {}),
       ...(Object.keys(t.labels).length > 0 ? { labels: sortKeys(t.labels) } : {}),
+      ...(t.credential !== null ? { credential: { secret: t.credential } } : {}),
+      ...(t.identity.template !== DEFAULT_IDENTITY.template || Object.keys(t.identity.map).length > 0
+        ? {
+            identity: {
+              template: t.identity.template,
+              ...(Object.keys(t.identity.map).length > 0 ? { map: sortKeys(t.identity.map) } : {}),
+            },
+          }
+        : {}),
+      ...(Object.keys(t.options).length > 0 ? { options: sortKeys(t.options) } : {}),
     })),
     roles: [...state.roles].sort(byName).map((r) => ({
       name: r.name,

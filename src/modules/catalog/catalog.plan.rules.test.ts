@@ -25,7 +25,15 @@ const FACTS: CatalogFacts = {
   rolesWithHistory: new Set(),
 };
 
-const stint = { name: "stint", kind: "internal" as const, address: null, labels: {} };
+const stint = {
+  name: "stint",
+  kind: "internal" as const,
+  address: null,
+  labels: {},
+  credential: null,
+  identity: { template: "{{name}}", map: {} },
+  options: {},
+};
 const standard = { name: "standard", description: null, spec: spec() };
 const reader = {
   name: "reader",

@@ -79,7 +79,7 @@ type EntityOf = {
 const FIELDS: { [K in Kind]: readonly (keyof EntityOf[K] & string)[] } = {
   group: ["description", "members"],
   policy: ["description", "spec"],
-  target: ["kind", "address", "labels"],
+  target: ["kind", "address", "labels", "credential", "identity", "options"],
   role: ["description", "target", "policy", "risk", "owners", "entitlement"],
   eligibility: ["from", "until", "reason"],
 };

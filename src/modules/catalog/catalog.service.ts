@@ -39,6 +39,8 @@ import {
   sortedSet,
 } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
+import { DEFAULT_IDENTITY } from "../../contract/catalog-api.js";
+import { entitlementProblems, targetProblems } from "../connectors/index.js";
 import type {
   CatalogFacts,
   CatalogState,
@@ -48,6 +50,7 @@ import type {
   FieldChange,
   GroupState,
   Path,
+  PathProblem,
   Plan,
   PolicyState,
   RoleState,
@@ -72,6 +75,40 @@ function isUniqueViolation(error: unknown): boolean {
 
 function isForeignKeyViolation(error: unknown): boolean {
   return (error as { code?: string })?.code === "23503";
+}
+
+/** A target's values from the API, checked by its connector. */
+function targetValues(input: TargetInput): catalogStore.TargetValues {
+  const values = {
+    name: input.name,
+    kind: input.kind,
+    address: input.address ?? null,
+    labels: input.labels,
+    credential: input.credential?.secret ?? null,
+    identity: input.identity ?? DEFAULT_IDENTITY,
+    options: input.options,
+  };
+  const problems = targetProblems(values);
+  if (problems.length > 0) throw invalid(problems.map((p) => ({ path: `body.${p.field}`, message: p.message })));
+  return values;
+}
+
+/** Connector checks of a file's targets and roles, located in the file. */
+function connectorProblems(current: CatalogState, desired: DesiredCatalog): PathProblem[] {
+  const problems: PathProblem[] = [];
+  const kinds = new Map(current.targets.map((t) => [t.name, t.kind]));
+  for (const target of desired.targets ?? []) {
+    kinds.set(target.name, target.kind);
+    for (const p of targetProblems(target))
+      problems.push({ path: [...(target.at ?? []), p.field], message: p.message });
+  }
+  for (const role of desired.roles ?? []) {
+    const kind = kinds.get(role.target);
+    if (kind === undefined) continue; // checkConfig reports the unknown target
+    for (const message of entitlementProblems(kind, role.entitlement))
+      problems.push({ path: [...(role.at ?? []), "entitlement"], message });
+  }
+  return problems;
 }
 
 function invalid(issues: Issue[]): StintError {
@@ -101,13 +138,17 @@ function normalizeSpec(raw: unknown): PolicySpec {
   return parsed.success ? parsed.data : (raw as PolicySpec);
 }
 
-function targetDto(row: catalogStore.TargetRow): TargetDto {
+function targetDto(row: catalogStore.TargetRow, storedSecrets: ReadonlySet<string>): TargetDto {
+  const config = catalogStore.targetConfig(row.config);
   return {
     id: row.id,
     name: row.name,
     kind: row.kind,
     address: row.address,
     labels: row.labels ?? {},
+    credential: config.credential ? { secret: config.credential, stored: storedSecrets.has(config.credential) } : null,
+    identity: config.identity,
+    options: config.options,
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
   };
@@ -221,6 +262,9 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     });
     const problem = policy ? riskProblem(normalizeSpec(policy.spec), input.risk) : null;
     if (problem) issues.push({ path: "body.risk", message: problem });
+    if (target)
+      for (const message of entitlementProblems(target.kind, input.entitlement))
+        issues.push({ path: "body.entitlement", message });
     if (issues.length > 0 || !target || !policy) throw invalid(issues);
     return {
       name: input.name,
@@ -269,7 +313,13 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     return {
       groups: groups.map((g) => ({ name: g.name, description: g.description, members: sortedSet(g.members) })),
       policies: policies.map((p) => ({ name: p.name, description: p.description, spec: normalizeSpec(p.spec) })),
-      targets: targets.map((t) => ({ name: t.name, kind: t.kind, address: t.address, labels: t.labels ?? {} })),
+      targets: targets.map((t) => ({
+        name: t.name,
+        kind: t.kind,
+        address: t.address,
+        labels: t.labels ?? {},
+        ...catalogStore.targetConfig(t.config),
+      })),
       roles: roles.map((r) => ({
         name: r.name,
         description: r.description,
@@ -309,6 +359,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     const problems = [
       ...parsed.problems,
       ...checkConfig(current, parsed.desired, await loadFacts(db), parsed.invalidNames).map(parsed.locate),
+      ...connectorProblems(current, parsed.desired).map(parsed.locate),
     ];
     if (problems.length > 0) throw invalidFile(problems);
     return { plan: planConfig(current, parsed.desired), current, desired: parsed.desired };
@@ -450,12 +501,13 @@ export function createCatalogService(deps: CatalogServiceDeps) {
 
     async listTargets(actor: Actor): Promise<TargetDto[]> {
       authorize(actor, "catalog.read");
-      return (await catalogStore.listTargets(store.db)).map(targetDto);
+      const stored = await catalogStore.storedSecretPaths(store.db);
+      return (await catalogStore.listTargets(store.db)).map((row) => targetDto(row, stored));
     },
 
     async getTarget(actor: Actor, ref: string): Promise<TargetDto> {
       authorize(actor, "catalog.read");
-      return targetDto(await requireTarget(store.db, ref));
+      return targetDto(await requireTarget(store.db, ref), await catalogStore.storedSecretPaths(store.db));
     },
 
     async createTarget(actor: Actor, input: TargetInput, context: CallContext): Promise<TargetDto> {
@@ -463,15 +515,23 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       return write(async (tx) => {
         const now = clock.now();
         const id = newId();
-        const values = { name: input.name, kind: input.kind, address: input.address ?? null, labels: input.labels };
+        const values = targetValues(input);
         await catalogStore.insertTarget(tx, id, values, now);
         await audit.append(tx, actor, context, {
           action: "target.create",
           outcome: "success",
           subject: `target:${input.name}`,
-          details: { source: "api", kind: values.kind, address: values.address, labels: values.labels },
+          details: {
+            source: "api",
+            kind: values.kind,
+            address: values.address,
+            labels: values.labels,
+            credential: values.credential,
+            identity: values.identity,
+            options: values.options,
+          },
         });
-        return targetDto((await catalogStore.findTarget(tx, id))!);
+        return targetDto((await catalogStore.findTarget(tx, id))!, await catalogStore.storedSecretPaths(tx));
       }, `A target named ${input.name} already exists.`);
     },
 
@@ -479,10 +539,13 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       authorize(actor, "catalog.write");
       return write(async (tx) => {
         const row = await requireTarget(tx, ref);
-        const values = { name: input.name, kind: input.kind, address: input.address ?? null, labels: input.labels };
-        const fields = diffEntity("target", { ...row, labels: row.labels ?? {} }, values);
+        const values = targetValues(input);
+        const before = { ...row, labels: row.labels ?? {}, ...catalogStore.targetConfig(row.config) };
+        const fields = diffEntity("target", before, values);
         if (row.name !== values.name) fields.unshift({ field: "name", from: row.name, to: values.name });
-        if (fields.length === 0) return targetDto(row);
+        if (before.kind !== values.kind && (await catalogStore.roleNamesUsingTarget(tx, row.id)).length > 0)
+          throw invalid([{ path: "body.kind", message: "cannot change the kind of a target that has roles" }]);
+        if (fields.length === 0) return targetDto(row, await catalogStore.storedSecretPaths(tx));
         await catalogStore.updateTarget(tx, row.id, values, clock.now());
         await audit.append(tx, actor, context, {
           action: "target.update",
@@ -490,7 +553,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subject: `target:${row.name}`,
           details: { source: "api", fields },
         });
-        return targetDto((await catalogStore.findTarget(tx, row.id))!);
+        return targetDto((await catalogStore.findTarget(tx, row.id))!, await catalogStore.storedSecretPaths(tx));
       }, `A target named ${input.name} already exists.`);
     },
 

@@ -46,17 +46,44 @@ export interface TargetValues {
   kind: TargetKind;
   address: string | null;
   labels: Record<string, string>;
+  credential: string | null;
+  identity: { template: string; map: Record<string, string> };
+  options: Record<string, unknown>;
+}
+
+/** What the `config` column holds. */
+export interface TargetConfig {
+  credential: string | null;
+  identity: { template: string; map: Record<string, string> };
+  options: Record<string, unknown>;
+}
+
+/** Reads the `config` column, filling what rows written before these fields existed lack. */
+export function targetConfig(raw: unknown): TargetConfig {
+  const config = (raw ?? {}) as Partial<TargetConfig>;
+  return {
+    credential: config.credential ?? null,
+    identity: { template: config.identity?.template ?? "{{name}}", map: config.identity?.map ?? {} },
+    options: config.options ?? {},
+  };
 }
 
 /** Exactly the columns: callers may pass richer objects (a desired state carries its file position). */
 function targetColumns(values: TargetValues) {
-  return { name: values.name, kind: values.kind, address: values.address, labels: json(values.labels) };
+  const config: TargetConfig = { credential: values.credential, identity: values.identity, options: values.options };
+  return {
+    name: values.name,
+    kind: values.kind,
+    address: values.address,
+    labels: json(values.labels),
+    config: json(config),
+  };
 }
 
 export async function insertTarget(db: Q, id: string, values: TargetValues, now: Date): Promise<void> {
   await db
     .insertInto("targets")
-    .values({ id, ...targetColumns(values), config: "{}", created_at: now, updated_at: now })
+    .values({ id, ...targetColumns(values), created_at: now, updated_at: now })
     .execute();
 }
 
@@ -66,6 +93,12 @@ export async function updateTarget(db: Q, id: string, values: TargetValues, now:
     .set({ ...targetColumns(values), updated_at: now })
     .where("id", "=", id)
     .execute();
+}
+
+/** The paths of the target credentials that are stored (their values are never read here). */
+export async function storedSecretPaths(db: Q): Promise<Set<string>> {
+  const rows = await db.selectFrom("target_secrets").select("path").execute();
+  return new Set(rows.map((r) => r.path));
 }
 
 export async function deleteTarget(db: Q, id: string): Promise<void> {

@@ -27,6 +27,12 @@ export interface TargetState {
   kind: TargetKind;
   address: string | null;
   labels: Record<string, string>;
+  /** The vault path of the admin credential, or null for none. */
+  credential: string | null;
+  /** Stint principal → login at the target. */
+  identity: { template: string; map: Record<string, string> };
+  /** Kind-specific settings, checked by the target's connector. */
+  options: Record<string, unknown>;
 }
 
 export interface RoleState {

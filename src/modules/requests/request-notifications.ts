@@ -25,6 +25,7 @@ const TITLES: Record<RequestEvent["type"], (e: RequestEvent) => string> = {
   deactivated: (e) => `${e.requester} ended ${e.role}`,
   cancelled: (e) => `${e.requester} cancelled the request for ${e.role}`,
   extended: (e) => `${e.role} for ${e.requester} was extended`,
+  failed: (e) => `${e.role} for ${e.requester} could not be activated at the target`,
   break_glass: (e) => `BREAK-GLASS: ${e.requester} activated ${e.role}`,
 };
 
@@ -40,6 +41,7 @@ const EVENT_NAMES: Record<RequestEvent["type"], string> = {
   deactivated: "request.deactivated",
   cancelled: "request.cancelled",
   extended: "request.extended",
+  failed: "request.failed",
   break_glass: "breakglass.used",
 };
 
@@ -101,7 +103,7 @@ export function createRequestNotifications(deps: {
       severity:
         event.type === "break_glass"
           ? "critical"
-          : event.type === "denied" || event.type === "revoked"
+          : event.type === "denied" || event.type === "revoked" || event.type === "failed"
             ? "warning"
             : "info",
       title: TITLES[event.type](event),

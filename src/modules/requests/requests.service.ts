@@ -50,6 +50,7 @@ export interface RequestEvent {
     | "deactivated"
     | "cancelled"
     | "extended"
+    | "failed"
     | "break_glass";
   requestId: string;
   role: string;
@@ -980,6 +981,99 @@ export function createRequestService(deps: RequestServiceDeps) {
           requestId: current?.id ?? null,
           expiresAt: current?.expires_at ? new Date(current.expires_at).toISOString() : null,
         };
+      });
+    },
+
+    /**
+     * Worker: the target now holds the privilege. A provisioning request becomes active and its
+     * clock starts now. Returns false when the request ended meanwhile (the caller revokes again).
+     */
+    async provisioned(grantId: string, details: { login: string }): Promise<boolean> {
+      const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
+      return store.transaction(async (tx) => {
+        const now = clock.now();
+        const grantRow = await tx
+          .selectFrom("grants")
+          .select(["request_id"])
+          .where("id", "=", grantId)
+          .executeTakeFirst();
+        const row = grantRow && (await requestStore.lockRequest(tx, grantRow.request_id));
+        if (!row) return false;
+        const locked = await tx
+          .selectFrom("grants")
+          .select("state")
+          .where("id", "=", grantId)
+          .forUpdate()
+          .executeTakeFirstOrThrow();
+        if (row.state !== "provisioning" || locked.state !== "provisioning") return false;
+        assertTransition("provisioning", "active");
+        const expiresAt = new Date(now.getTime() + row.duration_ms);
+        await tx
+          .updateTable("activation_requests")
+          .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
+          .where("id", "=", row.id)
+          .execute();
+        await tx
+          .updateTable("grants")
+          .set({ state: "active", last_error: null, next_attempt_at: null, updated_at: now })
+          .where("id", "=", grantId)
+          .execute();
+        await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
+        await audit.append(tx, SYSTEM, context, {
+          action: "request.activated",
+          outcome: "success",
+          subject: `request:${row.id}`,
+          details: {
+            role: row.role_name,
+            requester: row.requester_name,
+            expiresAt: expiresAt.toISOString(),
+            grantId,
+            login: details.login,
+          },
+        });
+        return true;
+      });
+    },
+
+    /** Worker: the target refused the privilege (or never answered): the activation fails with its message. */
+    async provisionFailed(grantId: string, message: string): Promise<boolean> {
+      const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
+      return store.transaction(async (tx) => {
+        const now = clock.now();
+        const grantRow = await tx
+          .selectFrom("grants")
+          .select(["request_id"])
+          .where("id", "=", grantId)
+          .executeTakeFirst();
+        const row = grantRow && (await requestStore.lockRequest(tx, grantRow.request_id));
+        if (!row || row.state !== "provisioning") return false;
+        assertTransition("provisioning", "failed");
+        const reason = `the target refused: ${message}`.slice(0, 1000);
+        await tx
+          .updateTable("activation_requests")
+          .set({ state: "failed", ended_at: now, end_reason: reason, ended_by: "system", updated_at: now })
+          .where("id", "=", row.id)
+          .execute();
+        await tx
+          .updateTable("grants")
+          .set({ state: "failed", last_error: message.slice(0, 1000), next_attempt_at: null, updated_at: now })
+          .where("id", "=", grantId)
+          .execute();
+        await emit(tx, {
+          type: "failed",
+          requestId: row.id,
+          role: row.role_name,
+          requester: row.requester_name,
+          reason,
+        });
+        await audit.append(tx, SYSTEM, context, {
+          action: "request.failed",
+          outcome: "failed",
+          subject: `request:${row.id}`,
+          reason,
+          details: { role: row.role_name, requester: row.requester_name, grantId },
+        });
+        return true;
       });
     },
 

@@ -1,0 +1,100 @@
+/**
+ * The connectors, by target kind, and the checks the catalog runs on a target
+ * and its roles before saving them (so a bad option fails at `stint apply`,
+ * not at the first activation).
+ */
+import type { TargetKind } from "../catalog/catalog.types.js";
+import type { Connector } from "./connector.types.js";
+import { templateProblems, type IdentityMapping } from "./identity-mapping.rules.js";
+import { ldapConnector } from "./ldap/ldap.connector.js";
+import { mysqlConnector } from "./mysql/mysql.connector.js";
+import { postgresConnector } from "./postgres/postgres.connector.js";
+import { sshHostConnector } from "./ssh-host/ssh-host.connector.js";
+import { webhookConnector } from "./webhook/webhook.connector.js";
+
+export * from "./connector.types.js";
+export { loginFor, templateProblems, type IdentityMapping } from "./identity-mapping.rules.js";
+
+export type ConnectorKind = Exclude<TargetKind, "internal">;
+
+export const CONNECTORS: Readonly<Record<ConnectorKind, Connector>> = {
+  postgres: postgresConnector,
+  mysql: mysqlConnector,
+  ldap: ldapConnector,
+  "ssh-host": sshHostConnector,
+  webhook: webhookConnector,
+};
+
+/** The connector of a kind; null for `internal` targets, which Stint enforces itself. */
+export function connectorFor(kind: TargetKind): Connector | null {
+  return kind === "internal" ? null : CONNECTORS[kind];
+}
+
+const SCHEMES: Record<ConnectorKind, string[]> = {
+  postgres: ["postgres:", "postgresql:"],
+  mysql: ["mysql:", "mariadb:"],
+  ldap: ["ldap:", "ldaps:"],
+  "ssh-host": ["ssh:"],
+  webhook: ["https:", "http:"],
+};
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/;
+
+/** Problems with a target's admin address: it must be a URL of the kind's scheme and never carry a password. */
+export function addressProblems(kind: ConnectorKind, address: string | null): string[] {
+  if (address === null) return [`a ${kind} target needs an address`];
+  let url: URL;
+  try {
+    url = new URL(address);
+  } catch {
+    return [`must be a URL such as ${SCHEMES[kind][0]}//host:port`];
+  }
+  const problems: string[] = [];
+  if (!SCHEMES[kind].includes(url.protocol))
+    problems.push(`must start with ${SCHEMES[kind].map((s) => `${s}//`).join(" or ")}`);
+  if (url.password !== "")
+    problems.push("must not contain a password: declare `credential` and store the password there");
+  if (kind === "webhook" && url.protocol === "http:" && !LOOPBACK.test(url.hostname))
+    problems.push("must use https (plain http only to a loopback address)");
+  if (kind !== "webhook" && url.hostname === "") problems.push("must name a host");
+  return problems;
+}
+
+export interface TargetProblem {
+  field: "address" | "options" | "identity";
+  message: string;
+}
+
+/** Everything wrong with a target's definition, for its connector. */
+export function targetProblems(target: {
+  kind: TargetKind;
+  address: string | null;
+  options: Record<string, unknown>;
+  identity: IdentityMapping;
+}): TargetProblem[] {
+  const connector = connectorFor(target.kind);
+  if (!connector) {
+    const extra =
+      Object.keys(target.options).length > 0
+        ? [{ field: "options" as const, message: "an internal target takes no options" }]
+        : [];
+    return extra;
+  }
+  const kind = connector.kind;
+  return [
+    ...addressProblems(kind, target.address).map((message) => ({ field: "address" as const, message })),
+    ...connector.checkOptions(target.options).map((message) => ({ field: "options" as const, message })),
+    ...templateProblems(target.identity.template).map((message) => ({ field: "identity" as const, message })),
+    ...Object.entries(target.identity.map).flatMap(([user, login]) =>
+      connector
+        .checkLogin(login)
+        .map((message) => ({ field: "identity" as const, message: `map.${user}: ${message}` })),
+    ),
+  ];
+}
+
+/** Problems with a role's entitlement for its target's kind. */
+export function entitlementProblems(kind: TargetKind, entitlement: Record<string, unknown>): string[] {
+  const connector = connectorFor(kind);
+  return connector ? connector.checkEntitlement(entitlement) : [];
+}
