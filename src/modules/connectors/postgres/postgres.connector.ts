@@ -1,0 +1,284 @@
+/**
+ * PostgreSQL connector: an entitlement is membership in a role (GRANT/REVOKE) or a role
+ * attribute (ALTER ROLE … WITH X / NOX). Revoking also ends the login's backends, so an open
+ * connection cannot keep what was taken away. One client per call, always closed.
+ */
+import pg from "pg";
+import {
+  refused,
+  unavailable,
+  type CallOptions,
+  type Connector,
+  type ConnectorTarget,
+  type StandingAccess,
+} from "../connector.types.js";
+import {
+  ATTRIBUTE_COLUMNS,
+  checkAddress,
+  classifyFailure,
+  entitlementProblems,
+  loginProblems,
+  optionProblems,
+  parseAddress,
+  parseEntitlement,
+  parseOptions,
+  provisionSql,
+  revokeSql,
+  sortedUnique,
+  type PostgresEntitlement,
+} from "./postgres.rules.js";
+
+export { checkAddress } from "./postgres.rules.js";
+
+const CONNECT_TIMEOUT_MS = 5_000;
+const QUERY_TIMEOUT_MS = 30_000;
+const LOCK_TIMEOUT_MS = 10_000;
+/** How long revoke waits for each terminated backend to exit (PostgreSQL 14+). */
+const TERMINATE_WAIT_MS = 5_000;
+
+/** Opens one client as the target's admin, runs `work`, and closes the client whatever happens. */
+async function withClient<T>(
+  target: ConnectorTarget,
+  call: CallOptions | undefined,
+  work: (client: pg.Client) => Promise<T>,
+): Promise<T> {
+  const address = parseAddress(target.address);
+  const where = address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+  const signal = call?.signal;
+  if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted before connecting`);
+  const client = new pg.Client({
+    host: address.host,
+    port: address.port,
+    user: address.user,
+    database: address.database,
+    // Given here, never in a URL, so it cannot surface in a message that echoes the address.
+    password: target.credential ?? undefined,
+    ssl:
+      address.ssl === "disable"
+        ? false
+        : address.ssl === "require"
+          ? { rejectUnauthorized: false }
+          : { servername: address.host },
+    application_name: address.applicationName,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    query_timeout: QUERY_TIMEOUT_MS,
+    statement_timeout: QUERY_TIMEOUT_MS,
+    lock_timeout: LOCK_TIMEOUT_MS,
+  });
+  // A client whose backend goes away emits 'error'; the pending query rejects too, which is where we handle it.
+  client.on("error", () => {});
+  let closing: Promise<void> | undefined;
+  const close = () => (closing ??= client.end().catch(() => {}));
+  signal?.addEventListener("abort", close, { once: true });
+  try {
+    await client.connect();
+    return await work(client);
+  } catch (error) {
+    if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted`);
+    throw classifyFailure(error, { where, credential: target.credential });
+  } finally {
+    signal?.removeEventListener("abort", close);
+    await close();
+  }
+}
+
+function checkedLogin(login: string): string {
+  const problems = loginProblems(login);
+  if (problems.length > 0) throw refused(problems.join("; "));
+  return login;
+}
+
+async function roleExists(client: pg.Client, name: string): Promise<boolean> {
+  const result = await client.query("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [name]);
+  return result.rowCount !== null && result.rowCount > 0;
+}
+
+/** The grantors of each direct membership of `member` in `role` (PostgreSQL 16 keeps one row per grantor). */
+async function memberships(client: pg.Client, role: string, member: string): Promise<(string | null)[]> {
+  const result = await client.query<{ grantor: string | null }>(
+    `SELECT g.rolname AS grantor
+       FROM pg_catalog.pg_auth_members am
+       JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
+       JOIN pg_catalog.pg_roles m ON m.oid = am.member
+       LEFT JOIN pg_catalog.pg_roles g ON g.oid = am.grantor
+      WHERE r.rolname = $1 AND m.rolname = $2`,
+    [role, member],
+  );
+  return result.rows.map((row) => row.grantor);
+}
+
+async function revokeMembership(client: pg.Client, login: string, entitlement: PostgresEntitlement & { kind: "role" }) {
+  if (!(await roleExists(client, entitlement.role))) return;
+  let grantors = await memberships(client, entitlement.role, login);
+  if (grantors.length === 0) return;
+  await client.query(revokeSql(login, entitlement));
+  grantors = await memberships(client, entitlement.role, login);
+  // Memberships granted by someone else survive a plain REVOKE on PostgreSQL 16+.
+  for (const grantor of sortedUnique(grantors.filter((g): g is string => g !== null)))
+    await client.query(revokeSql(login, entitlement, grantor));
+  if ((await memberships(client, entitlement.role, login)).length > 0)
+    throw refused(`${login} is still a member of ${entitlement.role} after REVOKE`);
+}
+
+/** Ends every backend of `login` except our own, waiting for them to exit where the server can. */
+async function terminateSessions(client: pg.Client, login: string): Promise<void> {
+  const version = await client.query<{ num: number }>("SELECT current_setting('server_version_num')::int AS num");
+  const waits = version.rows[0]!.num >= 140000;
+  const result = await client.query<{ ended: boolean }>(
+    `SELECT ${waits ? "pg_catalog.pg_terminate_backend(pid, $2)" : "pg_catalog.pg_terminate_backend(pid)"} AS ended
+       FROM pg_catalog.pg_stat_activity
+      WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()`,
+    waits ? [login, TERMINATE_WAIT_MS] : [login],
+  );
+  const lingering = result.rows.filter((row) => !row.ended).length;
+  if (lingering > 0) throw unavailable(`${lingering} session(s) of ${login} did not end in time`);
+}
+
+interface AttributeRow {
+  rolname: string;
+  rolsuper: boolean;
+  rolcreaterole: boolean;
+  rolbypassrls: boolean;
+  rolcanlogin: boolean;
+}
+
+function privilegeText(privilege: string, canLogin: boolean): string {
+  return canLogin ? privilege : `${privilege} (NOLOGIN)`;
+}
+
+export const postgresConnector: Connector & { checkAddress(address: string): string[] } = {
+  kind: "postgres",
+  checkAddress,
+  checkOptions: optionProblems,
+  checkEntitlement: entitlementProblems,
+  checkLogin: loginProblems,
+
+  async test(target, call) {
+    return withClient(target, call, async (client) => {
+      const result = await client.query<{ version: string; user: string; rolsuper: boolean; rolcreaterole: boolean }>(
+        `SELECT current_setting('server_version') AS version, current_user AS "user", rolsuper, rolcreaterole
+           FROM pg_catalog.pg_roles WHERE rolname = current_user`,
+      );
+      const row = result.rows[0]!;
+      if (!row.rolsuper && !row.rolcreaterole)
+        throw refused(
+          `${row.user} can neither create nor alter roles: the admin login needs SUPERUSER or CREATEROLE to grant and revoke`,
+        );
+      return {
+        detail: `PostgreSQL ${row.version}, acting as ${row.user} (${row.rolsuper ? "superuser" : "CREATEROLE"})`,
+      };
+    });
+  },
+
+  async provision(target, grant, call) {
+    const login = checkedLogin(grant.login);
+    const entitlement = parseEntitlement(grant.entitlement);
+    await withClient(target, call, async (client) => {
+      // Both statements are no-ops when the login already holds the entitlement.
+      await client.query(provisionSql(login, entitlement));
+    });
+  },
+
+  async revoke(target, grant, call) {
+    const login = checkedLogin(grant.login);
+    const entitlement = parseEntitlement(grant.entitlement);
+    const options = parseOptions(target.options);
+    await withClient(target, call, async (client) => {
+      // A login that does not exist holds nothing and has no sessions.
+      if (!(await roleExists(client, login))) return;
+      if (entitlement.kind === "role") await revokeMembership(client, login, entitlement);
+      else await client.query(revokeSql(login, entitlement));
+      // Also when the privilege was already gone: a retry must finish what an interrupted revoke began.
+      if (options.terminateSessions) await terminateSessions(client, login);
+    });
+  },
+
+  async observe(target, rawEntitlement, call) {
+    const entitlement = parseEntitlement(rawEntitlement);
+    return withClient(target, call, async (client) => {
+      if (entitlement.kind === "attribute") {
+        const column = ATTRIBUTE_COLUMNS[entitlement.attribute];
+        const result = await client.query<{ rolname: string }>(
+          `SELECT rolname FROM pg_catalog.pg_roles WHERE ${column}`,
+        );
+        return sortedUnique(result.rows.map((row) => row.rolname));
+      }
+      if (!(await roleExists(client, entitlement.role))) throw refused(`role "${entitlement.role}" does not exist`);
+      const result = await client.query<{ member: string }>(
+        `SELECT m.rolname AS member
+           FROM pg_catalog.pg_auth_members am
+           JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
+           JOIN pg_catalog.pg_roles m ON m.oid = am.member
+          WHERE r.rolname = $1`,
+        [entitlement.role],
+      );
+      return sortedUnique(result.rows.map((row) => row.member));
+    });
+  },
+
+  async discover(target, call) {
+    const options = parseOptions(target.options);
+    return withClient(target, call, async (client) => {
+      const activity = await client.query<{ usename: string; last: Date | null }>(
+        `SELECT usename, max(greatest(backend_start, state_change)) AS last
+           FROM pg_catalog.pg_stat_activity WHERE usename IS NOT NULL GROUP BY usename`,
+      );
+      const lastSeen = new Map(activity.rows.map((row) => [row.usename, row.last?.toISOString() ?? null]));
+      const ignored = new Set(options.ignore);
+      const found: StandingAccess[] = [];
+      const add = (login: string, privilege: string, entitlement: Record<string, unknown>) => {
+        if (!ignored.has(login))
+          found.push({ login, privilege, entitlement, lastActivity: lastSeen.get(login) ?? null });
+      };
+
+      const attributed = await client.query<AttributeRow>(
+        `SELECT rolname, rolsuper, rolcreaterole, rolbypassrls, rolcanlogin
+           FROM pg_catalog.pg_roles WHERE rolsuper OR rolcreaterole OR rolbypassrls`,
+      );
+      for (const row of attributed.rows) {
+        if (row.rolsuper) add(row.rolname, privilegeText("superuser", row.rolcanlogin), { attribute: "SUPERUSER" });
+        if (row.rolcreaterole)
+          add(row.rolname, privilegeText("CREATEROLE", row.rolcanlogin), { attribute: "CREATEROLE" });
+        if (row.rolbypassrls) add(row.rolname, privilegeText("BYPASSRLS", row.rolcanlogin), { attribute: "BYPASSRLS" });
+      }
+
+      if (options.privilegedRoles.length > 0) {
+        const known = await client.query<{ rolname: string }>(
+          "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1)",
+          [options.privilegedRoles],
+        );
+        const missing = options.privilegedRoles.filter((role) => !known.rows.some((row) => row.rolname === role));
+        if (missing.length > 0)
+          throw refused(`options.privilegedRoles names role(s) that do not exist: ${missing.join(", ")}`);
+        const members = await client.query<{ role: string; member: string; rolcanlogin: boolean }>(
+          `SELECT r.rolname AS role, m.rolname AS member, m.rolcanlogin
+             FROM pg_catalog.pg_auth_members am
+             JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
+             JOIN pg_catalog.pg_roles m ON m.oid = am.member
+            WHERE r.rolname = ANY($1)`,
+          [options.privilegedRoles],
+        );
+        const seen = new Set<string>();
+        for (const row of members.rows) {
+          // PostgreSQL 16 can hold one membership per grantor; report it once.
+          const key = JSON.stringify([row.member, row.role]);
+          if (seen.has(key)) continue;
+          seen.add(key);
+          add(row.member, privilegeText(`member of ${row.role}`, row.rolcanlogin), { role: row.role });
+        }
+      }
+
+      return found.sort((a, b) =>
+        a.login !== b.login
+          ? a.login < b.login
+            ? -1
+            : 1
+          : a.privilege < b.privilege
+            ? -1
+            : a.privilege > b.privilege
+              ? 1
+              : 0,
+      );
+    });
+  },
+};

@@ -1,0 +1,186 @@
+import { describe, expect, it } from "vitest";
+import fc from "fast-check";
+import pg from "pg";
+import { ConnectorError } from "../connector.types.js";
+import {
+  checkAddress,
+  classifyFailure,
+  entitlementProblems,
+  loginProblems,
+  optionProblems,
+  parseAddress,
+  parseOptions,
+  provisionSql,
+  quoteIdent,
+  revokeSql,
+  sortedUnique,
+} from "./postgres.rules.js";
+
+describe("quoteIdent", () => {
+  it("agrees with node-postgres' escapeIdentifier on any string without NUL", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 1 }).filter((s) => !s.includes("\0")),
+        (name) => quoteIdent(name) === pg.escapeIdentifier(name),
+      ),
+    );
+  });
+
+  it("doubles embedded quotes, so the result is one identifier", () => {
+    expect(quoteIdent('a"; DROP ROLE postgres; --')).toBe('"a""; DROP ROLE postgres; --"');
+  });
+
+  it("refuses empty names and NUL", () => {
+    expect(() => quoteIdent("")).toThrow();
+    expect(() => quoteIdent("a\0b")).toThrow();
+  });
+});
+
+describe("logins", () => {
+  it.each(["alice", "_svc", "a.b@example.com", "x-1", "A".repeat(63)])("accepts %s", (login) => {
+    expect(loginProblems(login)).toEqual([]);
+  });
+  it.each(['a"b', "1abc", "", "a b", "a;b", "A".repeat(64), "public", "CURRENT_USER", "pg_monitor", "é"])(
+    "refuses %j",
+    (login) => {
+      expect(loginProblems(login)).toHaveLength(1);
+    },
+  );
+});
+
+describe("entitlements", () => {
+  it.each([
+    { role: "pg_read_all_data" },
+    { role: "app_readers" },
+    { attribute: "SUPERUSER" },
+    { attribute: "BYPASSRLS" },
+  ])("accepts %j", (entitlement) => {
+    expect(entitlementProblems(entitlement)).toEqual([]);
+  });
+  it.each([
+    [{}, /exactly one/],
+    [{ role: "a", attribute: "SUPERUSER" }, /exactly one/],
+    [{ role: 1 }, /must be a string/],
+    [{ role: 'x"; drop' }, /must start with/],
+    [{ role: "public" }, /reserved/],
+    [{ attribute: "superuser" }, /must be one of SUPERUSER/],
+    [{ attribute: "LOGIN" }, /must be one of/],
+    [{ privilege: "SELECT" }, /unknown field\(s\) privilege/],
+  ])("refuses %j", (entitlement, problem) => {
+    const problems = entitlementProblems(entitlement);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(problem);
+  });
+});
+
+describe("options", () => {
+  it("fills in defaults", () => {
+    expect(parseOptions({})).toEqual({ terminateSessions: true, privilegedRoles: [], ignore: [] });
+    expect(parseOptions({ terminateSessions: false, privilegedRoles: ["admins"], ignore: ["postgres"] })).toEqual({
+      terminateSessions: false,
+      privilegedRoles: ["admins"],
+      ignore: ["postgres"],
+    });
+  });
+  it("names each bad field", () => {
+    expect(
+      optionProblems({ terminateSessions: "yes", privilegedRoles: "admins", ignore: ["ok", 'bad"'], port: 1 }),
+    ).toEqual([
+      expect.stringContaining("options.port"),
+      expect.stringContaining("options.terminateSessions"),
+      expect.stringContaining("options.privilegedRoles must be a list"),
+      expect.stringContaining("options.ignore entry"),
+    ]);
+    expect(() => parseOptions({ ignore: 3 })).toThrow(ConnectorError);
+  });
+});
+
+describe("addresses", () => {
+  it("parses a plain URL", () => {
+    expect(parseAddress("postgres://postgres@127.0.0.1:5432/app")).toEqual({
+      host: "127.0.0.1",
+      port: 5432,
+      user: "postgres",
+      database: "app",
+      ssl: "disable",
+      applicationName: "stint",
+    });
+    expect(parseAddress("postgresql://admin%40corp@[::1]/?sslmode=verify-full&application_name=x")).toEqual({
+      host: "::1",
+      port: 5432,
+      user: "admin@corp",
+      database: "admin@corp",
+      ssl: "verify-full",
+      applicationName: "x",
+    });
+  });
+  it.each([
+    ["postgres://postgres:hunter2@db/app", /must not contain a password/],
+    ["postgres://postgres@db/app?password=hunter2", /not password/],
+    ["mysql://root@db/app", /postgres:\/\//],
+    ["postgres://db/app", /admin user/],
+    ["db:5432", /postgres:\/\//],
+    ["not a url", /must be a URL/],
+    ["postgres://postgres@db/app?sslmode=allow", /sslmode/],
+    ["postgres://postgres@db/app/extra", /just the database/],
+  ])("refuses %s without repeating it", (address, problem) => {
+    const problems = checkAddress(address);
+    expect(problems.join("\n")).toMatch(problem);
+    for (const line of problems) expect(line).not.toContain("hunter2");
+  });
+});
+
+describe("SQL", () => {
+  it("quotes both names", () => {
+    expect(provisionSql("a.b@c", { kind: "role", role: "readers" })).toBe('GRANT "readers" TO "a.b@c"');
+    expect(revokeSql("a.b@c", { kind: "role", role: "readers" })).toBe('REVOKE "readers" FROM "a.b@c"');
+    expect(revokeSql("a", { kind: "role", role: "r" }, "boss")).toBe('REVOKE "r" FROM "a" GRANTED BY "boss"');
+    expect(provisionSql("Alice", { kind: "attribute", attribute: "CREATEDB" })).toBe(
+      'ALTER ROLE "Alice" WITH CREATEDB',
+    );
+    expect(revokeSql("Alice", { kind: "attribute", attribute: "CREATEDB" })).toBe('ALTER ROLE "Alice" WITH NOCREATEDB');
+  });
+  it("sorts by code point and drops duplicates", () => {
+    expect(sortedUnique(["b", "B", "a", "b", "_"])).toEqual(["B", "_", "a", "b"]);
+  });
+});
+
+describe("classifyFailure", () => {
+  const context = { where: "db:5432", credential: "s3cret-pw" };
+  const serverError = (code: string, message: string) => Object.assign(new Error(message), { code, severity: "ERROR" });
+  it.each([
+    [serverError("42704", 'role "x" does not exist'), "refused", 'role "x" does not exist'],
+    [serverError("42501", "permission denied to grant role"), "refused", "permission denied"],
+    [serverError("28P01", 'password authentication failed for user "postgres"'), "refused", "password"],
+    [serverError("3D000", 'database "nope" does not exist'), "refused", "nope"],
+    [serverError("53300", "sorry, too many clients already"), "unavailable", "too many clients"],
+    [serverError("57P03", "the database system is starting up"), "unavailable", "starting up"],
+    [serverError("57014", "canceling statement due to statement timeout"), "unavailable", "timeout"],
+    [serverError("55P03", "canceling statement due to lock timeout"), "unavailable", "lock timeout"],
+    [
+      Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" }),
+      "unavailable",
+      "cannot reach",
+    ],
+    [new Error("timeout expired"), "unavailable", "did not answer in time"],
+    [new Error("Connection terminated unexpectedly"), "unavailable", "was lost"],
+    [new Error("SASL: SCRAM-SERVER-FIRST-MESSAGE: client password must be a string"), "refused", "credential"],
+    [new Error("The server does not support SSL connections"), "refused", "TLS"],
+    [new Error("something odd"), "unavailable", "something odd"],
+    ["a thrown string", "unavailable", "a thrown string"],
+  ])("%s → %s", (error, reason, words) => {
+    const failure = classifyFailure(error, context);
+    expect(failure).toBeInstanceOf(ConnectorError);
+    expect(failure.reason).toBe(reason);
+    expect(failure.message).toContain(words);
+  });
+  it("removes the credential from every message", () => {
+    for (const error of [
+      serverError("XX000", "internal: s3cret-pw leaked"),
+      serverError("08006", "s3cret-pw"),
+      new Error("weird s3cret-pw"),
+      new ConnectorError("refused", "s3cret-pw again"),
+    ])
+      expect(classifyFailure(error, context).message).not.toContain("s3cret-pw");
+  });
+});

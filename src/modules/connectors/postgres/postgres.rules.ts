@@ -1,0 +1,250 @@
+/**
+ * Pure rules of the PostgreSQL connector: what an address, options, entitlement
+ * and login may look like, identifier quoting, the SQL each operation sends, and
+ * how a failure is classified. No IO here (eslint enforces it).
+ */
+import { ConnectorError, refused, unavailable } from "../connector.types.js";
+
+/** Logins and role names Stint accepts; ASCII, so 63 characters fit PostgreSQL's 63-byte NAMEDATALEN limit. */
+export const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$/;
+
+/** Names PostgreSQL treats as keywords in role positions, never real roles. */
+const RESERVED_NAMES = ["public", "none", "current_role", "current_user", "session_user"];
+
+export const ATTRIBUTES = ["SUPERUSER", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION"] as const;
+export type Attribute = (typeof ATTRIBUTES)[number];
+
+/** The pg_roles column that says whether a role has an attribute (a fixed map, never user input). */
+export const ATTRIBUTE_COLUMNS: Readonly<Record<Attribute, string>> = {
+  SUPERUSER: "rolsuper",
+  CREATEROLE: "rolcreaterole",
+  CREATEDB: "rolcreatedb",
+  BYPASSRLS: "rolbypassrls",
+  REPLICATION: "rolreplication",
+};
+
+export type PostgresEntitlement = { kind: "role"; role: string } | { kind: "attribute"; attribute: Attribute };
+
+export interface PostgresOptions {
+  /** End the login's backends after a revoke. */
+  terminateSessions: boolean;
+  /** Roles whose direct members discovery reports. */
+  privilegedRoles: string[];
+  /** Logins discovery leaves out. */
+  ignore: string[];
+}
+
+export const DEFAULT_OPTIONS: Readonly<PostgresOptions> = { terminateSessions: true, privilegedRoles: [], ignore: [] };
+
+/** Double-quotes an identifier, doubling embedded quotes (as libpq's PQescapeIdentifier does). */
+export function quoteIdent(name: string): string {
+  if (name.length === 0 || name.includes("\0")) throw new Error("an identifier must be non-empty and free of NUL");
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function nameProblems(what: string, name: string): string[] {
+  if (!NAME_PATTERN.test(name))
+    return [
+      `${what} ${JSON.stringify(name)} must start with a letter or _ and contain only letters, digits, _ . @ - (at most 63 characters)`,
+    ];
+  if (RESERVED_NAMES.includes(name.toLowerCase())) return [`${what} ${JSON.stringify(name)} is a reserved word`];
+  return [];
+}
+
+export function loginProblems(login: string): string[] {
+  const problems = nameProblems("login", login);
+  if (problems.length === 0 && login.toLowerCase().startsWith("pg_"))
+    problems.push(`login ${JSON.stringify(login)} starts with pg_, which PostgreSQL reserves for its own roles`);
+  return problems;
+}
+
+export function entitlementProblems(entitlement: Record<string, unknown>): string[] {
+  const keys = Object.keys(entitlement);
+  const unknown = keys.filter((key) => key !== "role" && key !== "attribute");
+  if (unknown.length > 0)
+    return [
+      `entitlement has unknown field(s) ${unknown.join(", ")}: use { role: "<role>" } or { attribute: "<ATTR>" }`,
+    ];
+  if (keys.length !== 1) return ['entitlement needs exactly one of { role: "<role>" } or { attribute: "<ATTR>" }'];
+  if ("role" in entitlement) {
+    if (typeof entitlement.role !== "string") return ["entitlement.role must be a string (a role name)"];
+    return nameProblems("entitlement.role", entitlement.role);
+  }
+  if (typeof entitlement.attribute !== "string" || !(ATTRIBUTES as readonly string[]).includes(entitlement.attribute))
+    return [`entitlement.attribute must be one of ${ATTRIBUTES.join(", ")}`];
+  return [];
+}
+
+/** The entitlement in typed form; throws a refusal when it is not valid (callers check first). */
+export function parseEntitlement(entitlement: Record<string, unknown>): PostgresEntitlement {
+  const problems = entitlementProblems(entitlement);
+  if (problems.length > 0) throw refused(problems.join("; "));
+  return typeof entitlement.role === "string"
+    ? { kind: "role", role: entitlement.role }
+    : { kind: "attribute", attribute: entitlement.attribute as Attribute };
+}
+
+export function optionProblems(options: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  for (const key of Object.keys(options))
+    if (!(key in DEFAULT_OPTIONS))
+      problems.push(`options.${key} is not a postgres option (known: ${Object.keys(DEFAULT_OPTIONS).join(", ")})`);
+  if (options.terminateSessions !== undefined && typeof options.terminateSessions !== "boolean")
+    problems.push("options.terminateSessions must be true or false");
+  for (const key of ["privilegedRoles", "ignore"] as const) {
+    const value = options[key];
+    if (value === undefined) continue;
+    if (!Array.isArray(value) || value.some((item) => typeof item !== "string")) {
+      problems.push(`options.${key} must be a list of role names`);
+      continue;
+    }
+    for (const name of value as string[]) problems.push(...nameProblems(`options.${key} entry`, name));
+  }
+  return problems;
+}
+
+/** Options with defaults filled in; throws a refusal when they are not valid. */
+export function parseOptions(options: Record<string, unknown>): PostgresOptions {
+  const problems = optionProblems(options);
+  if (problems.length > 0) throw refused(problems.join("; "));
+  return {
+    terminateSessions: (options.terminateSessions as boolean | undefined) ?? DEFAULT_OPTIONS.terminateSessions,
+    privilegedRoles: [...((options.privilegedRoles as string[] | undefined) ?? [])],
+    ignore: [...((options.ignore as string[] | undefined) ?? [])],
+  };
+}
+
+export type SslMode = "disable" | "require" | "verify-full";
+
+export interface PostgresAddress {
+  host: string;
+  port: number;
+  user: string;
+  database: string;
+  ssl: SslMode;
+  applicationName: string;
+}
+
+const SSL_MODES: readonly string[] = ["disable", "require", "verify-full"];
+const QUERY_KEYS = ["sslmode", "application_name"];
+
+/**
+ * Problems with a target address: a postgres:// URL naming a user and a host, without a password
+ * (the password is the target's credential), and no query parameters but sslmode and application_name.
+ * Messages never repeat the address, which might hold a secret.
+ */
+export function checkAddress(address: string): string[] {
+  let url: URL;
+  try {
+    url = new URL(address);
+  } catch {
+    return ["the address must be a URL such as postgres://postgres@db.example.com:5432/app"];
+  }
+  const problems: string[] = [];
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:")
+    problems.push("the address must start with postgres:// or postgresql://");
+  if (url.password !== "")
+    problems.push("the address must not contain a password: store it as the target's credential");
+  if (url.username === "") problems.push("the address must name the admin user, as in postgres://postgres@host/app");
+  if (url.hostname === "") problems.push("the address must name a host");
+  for (const key of new Set(url.searchParams.keys()))
+    if (!QUERY_KEYS.includes(key))
+      problems.push(`the address may carry only ${QUERY_KEYS.join(" and ")} as parameters, not ${key}`);
+  const sslmode = url.searchParams.get("sslmode");
+  if (sslmode !== null && !SSL_MODES.includes(sslmode)) problems.push(`sslmode must be one of ${SSL_MODES.join(", ")}`);
+  if (url.pathname.length > 1 && url.pathname.slice(1).includes("/"))
+    problems.push("the address path must be just the database name");
+  return problems;
+}
+
+/** The parts of a valid address; throws a refusal listing the problems otherwise. */
+export function parseAddress(address: string): PostgresAddress {
+  const problems = checkAddress(address);
+  if (problems.length > 0) throw refused(problems.join("; "));
+  const url = new URL(address);
+  const user = decodeURIComponent(url.username);
+  const host = decodeURIComponent(url.hostname).replace(/^\[(.*)\]$/, "$1");
+  return {
+    host,
+    port: url.port === "" ? 5432 : Number(url.port),
+    user,
+    database: url.pathname.length > 1 ? decodeURIComponent(url.pathname.slice(1)) : user,
+    ssl: (url.searchParams.get("sslmode") as SslMode | null) ?? "disable",
+    applicationName: url.searchParams.get("application_name") ?? "stint",
+  };
+}
+
+export function provisionSql(login: string, entitlement: PostgresEntitlement): string {
+  return entitlement.kind === "role"
+    ? `GRANT ${quoteIdent(entitlement.role)} TO ${quoteIdent(login)}`
+    : `ALTER ROLE ${quoteIdent(login)} WITH ${entitlement.attribute}`;
+}
+
+/** With `grantedBy`, removes the membership a particular grantor gave (PostgreSQL 16 keeps one per grantor). */
+export function revokeSql(login: string, entitlement: PostgresEntitlement, grantedBy?: string): string {
+  if (entitlement.kind === "attribute") return `ALTER ROLE ${quoteIdent(login)} WITH NO${entitlement.attribute}`;
+  const by = grantedBy === undefined ? "" : ` GRANTED BY ${quoteIdent(grantedBy)}`;
+  return `REVOKE ${quoteIdent(entitlement.role)} FROM ${quoteIdent(login)}${by}`;
+}
+
+/** Sorted (by code point, not locale) and without duplicates, as `observe` promises. */
+export function sortedUnique(names: Iterable<string>): string[] {
+  return [...new Set(names)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * SQLSTATE classes and codes that mean "try again later": connection exceptions, insufficient
+ * resources, shutdown/startup, a cancelled statement (our timeout), lock timeouts, serialization failures.
+ */
+const TRANSIENT_CLASSES = ["08", "53", "58"];
+const TRANSIENT_CODES = ["57P01", "57P02", "57P03", "57P04", "57014", "55P03", "40001", "40P01"];
+const NETWORK_CODES = [
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EPIPE",
+];
+
+export interface FailureContext {
+  /** host:port, for messages. */
+  where: string;
+  /** Removed from every message. */
+  credential: string | null;
+}
+
+function redact(message: string, credential: string | null): string {
+  return credential ? message.replaceAll(credential, "***") : message;
+}
+
+/**
+ * A ConnectorError for anything a call threw: the server's own message when it answered (refused,
+ * unless its SQLSTATE says to retry), unavailable when it could not be reached or timed out.
+ */
+export function classifyFailure(error: unknown, context: FailureContext): ConnectorError {
+  if (error instanceof ConnectorError)
+    return new ConnectorError(error.reason, redact(error.message, context.credential));
+  const fields = (typeof error === "object" && error !== null ? error : {}) as {
+    code?: unknown;
+    message?: unknown;
+    severity?: unknown;
+  };
+  const message = redact(typeof fields.message === "string" ? fields.message : String(error), context.credential);
+  const code = typeof fields.code === "string" ? fields.code : "";
+  // A server error carries a five-character SQLSTATE and a severity.
+  if (/^[0-9A-Z]{5}$/.test(code) && typeof fields.severity === "string") {
+    const transient = TRANSIENT_CLASSES.includes(code.slice(0, 2)) || TRANSIENT_CODES.includes(code);
+    return transient ? unavailable(`${context.where}: ${message}`) : refused(message);
+  }
+  if (NETWORK_CODES.includes(code)) return unavailable(`cannot reach ${context.where} (${code})`);
+  if (message.startsWith("SASL:") || message.includes("password must be"))
+    return refused(`${context.where} asks for a password and none was accepted: set the target's credential`);
+  if (/timeout/i.test(message)) return unavailable(`${context.where} did not answer in time (${message})`);
+  if (/^Connection terminated/.test(message)) return unavailable(`the connection to ${context.where} was lost`);
+  // A TLS mismatch or a certificate that does not verify will not fix itself on retry.
+  if (/SSL|TLS|certificate/i.test(message)) return refused(`${context.where}: TLS failed (${message})`);
+  return unavailable(`${context.where}: unexpected failure (${message})`);
+}
