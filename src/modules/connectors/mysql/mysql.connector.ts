@@ -1,0 +1,397 @@
+/**
+ * MariaDB/MySQL connector: grants a role (made the account's default role) or a set of
+ * privileges to an existing account, and on revoke takes it away and kills the account's
+ * connections. Tested against MariaDB; the MySQL 8 paths (role_edges, default_roles) are
+ * the documented equivalents.
+ */
+import mysql from "mysql2/promise";
+import type { Connection, RowDataPacket } from "mysql2/promise";
+import {
+  refused,
+  unavailable,
+  type CallOptions,
+  type Connector,
+  type ConnectorTarget,
+  type GrantSpec,
+  type StandingAccess,
+} from "../connector.types.js";
+import {
+  accountSql,
+  adminPrivileges,
+  checkEntitlement,
+  checkLogin,
+  checkOptions,
+  classifyError,
+  grantPrivilegesSql,
+  granteeOfCurrentUser,
+  isIgnored,
+  parseAddress,
+  parseEntitlement,
+  parseGrantee,
+  quoteIdentifier,
+  readOptions,
+  revokePrivilegesSql,
+  schemaGrantName,
+  type GrantObject,
+  type MysqlEntitlement,
+  type MysqlOptions,
+} from "./mysql.rules.js";
+
+export { checkAddress } from "./mysql.rules.js";
+
+const CONNECT_TIMEOUT_MS = 5_000;
+const QUERY_TIMEOUT_MS = 30_000;
+const ER_NONEXISTING_GRANT = 1141;
+const ER_NONEXISTING_TABLE_GRANT = 1147;
+const ER_NO_SUCH_THREAD = 1094;
+
+interface Session {
+  target: ConnectorTarget;
+  options: MysqlOptions;
+  mariadb: boolean;
+  query(sql: string, values?: unknown[]): Promise<RowDataPacket[]>;
+}
+
+/** Opens one admin connection for `work`, always closes it, and classifies whatever fails. */
+async function withSession<T>(
+  target: ConnectorTarget,
+  call: CallOptions | undefined,
+  work: (session: Session) => Promise<T>,
+): Promise<T> {
+  const address = parseAddress(target.address);
+  if ("problems" in address) throw refused(`${target.name}: ${address.problems.join("; ")}`);
+  const context = { targetName: target.name, host: address.host, port: address.port, credential: target.credential };
+  const signal = call?.signal;
+  let connection: Connection | undefined;
+  let onAbort: (() => void) | undefined;
+  try {
+    if (signal?.aborted) throw unavailable(`${target.name}: call aborted`);
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        connection?.destroy();
+        reject(unavailable(`${target.name}: call aborted`));
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+    aborted.catch(() => undefined);
+    const connecting = mysql.createConnection({
+      host: address.host,
+      port: address.port,
+      user: address.user,
+      password: target.credential ?? undefined,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      multipleStatements: false,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+    });
+    // A connection that completes after an abort is closed straight away.
+    connecting.then((late) => (signal?.aborted ? late.destroy() : undefined)).catch(() => undefined);
+    connection = await Promise.race([connecting, aborted]);
+    const open = connection;
+    const query = async (sql: string, values?: unknown[]) => {
+      const [rows] = await Promise.race([open.query({ sql, values, timeout: QUERY_TIMEOUT_MS }), aborted]);
+      return rows as RowDataPacket[];
+    };
+    const [version] = await query("SELECT VERSION() AS version");
+    const mariadb = /mariadb/i.test(String(version?.version));
+    return await Promise.race([work({ target, options: readOptions(target.options), mariadb, query }), aborted]);
+  } catch (error) {
+    throw classifyError(error, context);
+  } finally {
+    if (onAbort) signal?.removeEventListener("abort", onAbort);
+    if (connection) await connection.end().catch(() => connection?.destroy());
+  }
+}
+
+function entitlementOf(raw: Record<string, unknown>): MysqlEntitlement {
+  const parsed = parseEntitlement(raw);
+  if ("problems" in parsed) throw refused(`invalid entitlement: ${parsed.problems.join("; ")}`);
+  return parsed;
+}
+
+function assertLogin(login: string): void {
+  const problems = checkLogin(login);
+  if (problems.length > 0) throw refused(problems.join("; "));
+}
+
+async function accountExists(session: Session, user: string): Promise<boolean> {
+  const rows = await session.query("SELECT 1 FROM mysql.user WHERE User = ? AND Host = ?", [
+    user,
+    session.options.accountHost,
+  ]);
+  return rows.length > 0;
+}
+
+/** Accounts (user, host) the role is granted to, leaving out roles granted to roles. */
+async function roleHolders(session: Session, role: string): Promise<{ user: string; host: string }[]> {
+  const rows = session.mariadb
+    ? await session.query("SELECT User AS user, Host AS host FROM mysql.roles_mapping WHERE Role = ? AND Host <> ''", [
+        role,
+      ])
+    : await session.query("SELECT TO_USER AS user, TO_HOST AS host FROM mysql.role_edges WHERE FROM_USER = ?", [role]);
+  return rows.map((row) => ({ user: String(row.user), host: String(row.host) }));
+}
+
+async function defaultRoles(session: Session, user: string): Promise<string[]> {
+  const host = session.options.accountHost;
+  const rows = session.mariadb
+    ? await session.query("SELECT default_role AS role FROM mysql.user WHERE User = ? AND Host = ?", [user, host])
+    : await session.query("SELECT DEFAULT_ROLE_USER AS role FROM mysql.default_roles WHERE USER = ? AND HOST = ?", [
+        user,
+        host,
+      ]);
+  return rows.map((row) => String(row.role ?? "")).filter((role) => role !== "");
+}
+
+async function setDefaultRoles(session: Session, user: string, roles: string[]): Promise<void> {
+  const account = accountSql(user, session.options.accountHost);
+  if (session.mariadb) {
+    // MariaDB keeps one default role per account.
+    const role = roles.length > 0 ? quoteIdentifier(roles[roles.length - 1]!) : "NONE";
+    await session.query(`SET DEFAULT ROLE ${role} FOR ${account}`);
+  } else {
+    const list = roles.length > 0 ? roles.map(quoteIdentifier).join(", ") : "NONE";
+    await session.query(`ALTER USER ${account} DEFAULT ROLE ${list}`);
+  }
+}
+
+async function provision(session: Session, login: string, entitlement: MysqlEntitlement): Promise<void> {
+  const host = session.options.accountHost;
+  // Checked first because a GRANT without NO_AUTO_CREATE_USER would create a passwordless account.
+  if (!(await accountExists(session, login)))
+    throw refused(`${session.target.name}: account ${accountSql(login, host)} does not exist`);
+  if (entitlement.kind === "privileges") {
+    await session.query(grantPrivilegesSql(entitlement.privileges, entitlement.on, login, host));
+    return;
+  }
+  await session.query(`GRANT ${quoteIdentifier(entitlement.role)} TO ${accountSql(login, host)}`);
+  const defaults = await defaultRoles(session, login);
+  if (session.mariadb ? defaults[0] !== entitlement.role : !defaults.includes(entitlement.role))
+    await setDefaultRoles(session, login, session.mariadb ? [entitlement.role] : [...defaults, entitlement.role]);
+}
+
+async function revoke(session: Session, login: string, entitlement: MysqlEntitlement): Promise<void> {
+  const host = session.options.accountHost;
+  if (await accountExists(session, login)) {
+    if (entitlement.kind === "privileges") {
+      try {
+        await session.query(revokePrivilegesSql(entitlement.privileges, entitlement.on, login, host));
+      } catch (error) {
+        const errno = (error as { errno?: unknown }).errno;
+        if (errno !== ER_NONEXISTING_GRANT && errno !== ER_NONEXISTING_TABLE_GRANT) throw error;
+      }
+    } else {
+      const holders = await roleHolders(session, entitlement.role);
+      if (holders.some((holder) => holder.user === login && holder.host === host))
+        await session.query(`REVOKE ${quoteIdentifier(entitlement.role)} FROM ${accountSql(login, host)}`);
+      // Revoking a role leaves it as the default role; clear it so nothing points at it.
+      const defaults = await defaultRoles(session, login);
+      if (defaults.includes(entitlement.role))
+        await setDefaultRoles(
+          session,
+          login,
+          defaults.filter((role) => role !== entitlement.role),
+        );
+    }
+  }
+  if (session.options.terminateSessions) await killSessions(session, login);
+}
+
+/** Kills every connection of the user (by user name, whatever host it came from), except our own. */
+async function killSessions(session: Session, user: string): Promise<void> {
+  const rows = await session.query(
+    "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE USER = ? AND ID <> CONNECTION_ID()",
+    [user],
+  );
+  for (const row of rows) {
+    const id = String(row.id);
+    if (!/^\d+$/.test(id)) continue;
+    try {
+      await session.query(`KILL CONNECTION ${id}`);
+    } catch (error) {
+      if ((error as { errno?: unknown }).errno !== ER_NO_SUCH_THREAD) throw error;
+    }
+  }
+}
+
+async function privilegeColumns(session: Session, table: "user" | "db"): Promise<string[]> {
+  const rows = await session.query(
+    "SELECT COLUMN_NAME AS name FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = ?",
+    [table],
+  );
+  return rows.map((row) => String(row.name)).filter((name) => /^[A-Za-z_]+_priv$/.test(name));
+}
+
+/** Accounts holding ALL PRIVILEGES exactly on the object, read from the grant tables. */
+async function holdersOfAll(session: Session, on: GrantObject): Promise<Set<string>> {
+  const holders = new Set<string>();
+  const host = session.options.accountHost;
+  if (on.table !== null) {
+    const [column] = await session.query("SHOW COLUMNS FROM mysql.tables_priv LIKE 'Table_priv'");
+    const members = /^set\((.*)\)$/i.exec(String(column?.Type))?.[1]?.match(/'[^']*'/g) ?? [];
+    const all = members.map((member) => member.slice(1, -1)).filter((member) => member !== "Grant");
+    const rows = await session.query(
+      "SELECT User AS user, Table_priv AS privs FROM mysql.tables_priv WHERE Db = ? AND Table_name = ? AND Host = ?",
+      [on.db, on.table, host],
+    );
+    for (const row of rows) {
+      const held = new Set(String(row.privs).split(","));
+      if (all.length > 0 && all.every((member) => held.has(member))) holders.add(String(row.user));
+    }
+    return holders;
+  }
+  const table = on.db === null ? "user" : "db";
+  const columns = (await privilegeColumns(session, table)).filter((column) => column !== "Grant_priv");
+  if (columns.length === 0) return holders;
+  const rows = await session.query(
+    `SELECT User AS user, ${table === "db" ? "Db AS db, " : ""}${columns.map(quoteIdentifier).join(", ")} FROM mysql.${table} WHERE Host = ?`,
+    [host],
+  );
+  for (const row of rows)
+    if ((on.db === null || row.db === schemaGrantName(on.db)) && columns.every((column) => row[column] === "Y"))
+      holders.add(String(row.user));
+  return holders;
+}
+
+async function observePrivileges(
+  session: Session,
+  entitlement: Extract<MysqlEntitlement, { kind: "privileges" }>,
+): Promise<string[]> {
+  const { on } = entitlement;
+  const rows =
+    on.db === null
+      ? await session.query(
+          "SELECT GRANTEE AS grantee, PRIVILEGE_TYPE AS privilege, IS_GRANTABLE AS grantable FROM information_schema.USER_PRIVILEGES",
+        )
+      : on.table === null
+        ? (
+            await session.query(
+              "SELECT GRANTEE AS grantee, PRIVILEGE_TYPE AS privilege, IS_GRANTABLE AS grantable, TABLE_SCHEMA AS db FROM information_schema.SCHEMA_PRIVILEGES",
+            )
+          ).filter((row) => row.db === schemaGrantName(on.db!))
+        : await session.query(
+            "SELECT GRANTEE AS grantee, PRIVILEGE_TYPE AS privilege, IS_GRANTABLE AS grantable FROM information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            [on.db, on.table],
+          );
+  const byUser = new Map<string, { privileges: Set<string>; grantable: boolean }>();
+  for (const row of rows) {
+    const account = parseGrantee(String(row.grantee));
+    if (account === null || account.host !== session.options.accountHost) continue;
+    const entry = byUser.get(account.user) ?? { privileges: new Set(), grantable: false };
+    entry.privileges.add(String(row.privilege).toUpperCase());
+    if (String(row.grantable).toUpperCase() === "YES") entry.grantable = true;
+    byUser.set(account.user, entry);
+  }
+  const named = entitlement.privileges.filter((p) => p !== "GRANT OPTION" && p !== "ALL PRIVILEGES");
+  const needsGrantOption = entitlement.privileges.includes("GRANT OPTION");
+  const allHolders = entitlement.privileges.includes("ALL PRIVILEGES") ? await holdersOfAll(session, on) : null;
+  const holders: string[] = [];
+  for (const [user, entry] of byUser)
+    if (
+      named.every((p) => entry.privileges.has(p)) &&
+      (!needsGrantOption || entry.grantable) &&
+      (allHolders === null || allHolders.has(user))
+    )
+      holders.push(user);
+  return holders;
+}
+
+async function observe(session: Session, entitlement: MysqlEntitlement): Promise<string[]> {
+  const users =
+    entitlement.kind === "role"
+      ? (await roleHolders(session, entitlement.role))
+          .filter((holder) => holder.host === session.options.accountHost)
+          .map((holder) => holder.user)
+      : await observePrivileges(session, entitlement);
+  return [...new Set(users)].sort();
+}
+
+async function discover(session: Session): Promise<StandingAccess[]> {
+  const { accountHost, ignore, privilegedRoles } = session.options;
+  const columns = await privilegeColumns(session, "user");
+  const hasIsRole = (
+    await session.query(
+      "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'user' AND COLUMN_NAME = 'is_role'",
+    )
+  ).length;
+  // Only User, Host and *_priv columns: mysql.user also holds password hashes.
+  const accounts = await session.query(
+    `SELECT User AS user, Host AS host${hasIsRole ? ", is_role AS isRole" : ""}${columns.map((c) => `, ${quoteIdentifier(c)}`).join("")} FROM mysql.user`,
+  );
+  const active = new Set(
+    (await session.query("SELECT DISTINCT USER AS user FROM information_schema.PROCESSLIST")).map((row) =>
+      String(row.user),
+    ),
+  );
+  const found: StandingAccess[] = [];
+  const add = (user: string, host: string, privilege: string, entitlement: Record<string, unknown>) => {
+    if (isIgnored(ignore, user, host)) return;
+    const mapped = host === accountHost;
+    found.push({
+      login: mapped ? user : `${user}@${host}`,
+      privilege,
+      // revoke() acts on user@accountHost only, so elsewhere Stint cannot remove it.
+      entitlement: mapped ? entitlement : null,
+      lastActivity: active.has(user) ? new Date().toISOString() : null,
+    });
+  };
+  const roles = new Map<string, string>(privilegedRoles.map((role) => [role, `member of role ${role}`]));
+  for (const account of accounts) {
+    const privileges = Object.fromEntries(columns.map((column) => [column, account[column]]));
+    const admin = adminPrivileges(privileges);
+    if (admin === null) continue;
+    const user = String(account.user);
+    if (String(account.isRole ?? "N").toUpperCase() === "Y") {
+      // A role with admin privileges makes its holders privileged too.
+      roles.set(user, `member of role ${user} (${admin.privilege})`);
+      continue;
+    }
+    add(user, String(account.host), admin.privilege, { privileges: admin.privileges, on: "*.*" });
+  }
+  for (const [role, privilege] of roles)
+    for (const holder of await roleHolders(session, role)) add(holder.user, holder.host, privilege, { role });
+  return found.sort((a, b) => a.login.localeCompare(b.login) || a.privilege.localeCompare(b.privilege));
+}
+
+async function test(session: Session): Promise<{ detail: string }> {
+  const [row] = await session.query("SELECT VERSION() AS version, CURRENT_USER() AS user");
+  const version = String(row?.version);
+  const currentUser = String(row?.user);
+  const grantee = granteeOfCurrentUser(currentUser);
+  const rows = (
+    await session.query(
+      "SELECT GRANTEE AS grantee, PRIVILEGE_TYPE AS privilege, IS_GRANTABLE AS grantable FROM information_schema.USER_PRIVILEGES",
+    )
+  ).filter((r) => r.grantee === grantee);
+  const privileges = new Set(rows.map((r) => String(r.privilege).toUpperCase()));
+  const grantOption = rows.some((r) => String(r.grantable).toUpperCase() === "YES");
+  const server = `${session.mariadb ? "MariaDB" : "MySQL"} ${version}`;
+  if (!privileges.has("SUPER") && !(privileges.has("CREATE USER") && grantOption))
+    throw refused(
+      `${session.target.name}: ${server}, connected as ${currentUser}, which may not grant (needs CREATE USER with GRANT OPTION, or SUPER)`,
+    );
+  return { detail: `${server}, connected as ${currentUser}, may grant` };
+}
+
+export const mysqlConnector: Connector = {
+  kind: "mysql",
+  checkOptions,
+  checkEntitlement,
+  checkLogin,
+  test: (target, call) => withSession(target, call, test),
+  provision: async (target, grant: GrantSpec, call) => {
+    const entitlement = entitlementOf(grant.entitlement);
+    assertLogin(grant.login);
+    return withSession(target, call, (session) => provision(session, grant.login, entitlement));
+  },
+  revoke: async (target, grant: GrantSpec, call) => {
+    const entitlement = entitlementOf(grant.entitlement);
+    assertLogin(grant.login);
+    return withSession(target, call, (session) => revoke(session, grant.login, entitlement));
+  },
+  observe: async (target, raw, call) => {
+    const entitlement = entitlementOf(raw);
+    return withSession(target, call, (session) => observe(session, entitlement));
+  },
+  discover: (target, call) => withSession(target, call, discover),
+};

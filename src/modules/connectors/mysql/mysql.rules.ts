@@ -1,0 +1,363 @@
+/**
+ * Pure rules of the MariaDB/MySQL connector: what an address, options, login and
+ * entitlement may look like, how names are quoted into SQL, how server errors are
+ * classified. No IO here; mysql.connector.ts does the talking.
+ */
+import { ConnectorError, refused, unavailable } from "../connector.types.js";
+
+/** User, role, database and table names are restricted to characters that need no escaping anywhere. */
+const LOGIN_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$/;
+const ROLE_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.$-]{0,127}$/;
+const OBJECT_NAME_PATTERN = /^[A-Za-z0-9_$][A-Za-z0-9_$-]{0,63}$/;
+const HOST_PATTERN = /^[A-Za-z0-9_.%:/-]{1,255}$/;
+/** Names MariaDB gives a special meaning to where a role is expected. */
+const RESERVED_ROLES = new Set(["NONE", "PUBLIC", "CURRENT_ROLE", "CURRENT_USER", "ALL"]);
+
+export const DEFAULT_PORT = 3306;
+
+export interface MysqlAddress {
+  host: string;
+  port: number;
+  user: string;
+}
+
+export interface MysqlOptions {
+  accountHost: string;
+  privilegedRoles: string[];
+  ignore: string[];
+  terminateSessions: boolean;
+}
+
+export type MysqlEntitlement =
+  { kind: "role"; role: string } | { kind: "privileges"; privileges: string[]; on: GrantObject };
+
+/** `*.*` (db and table null), `db.*` (table null) or `db.table`. */
+export interface GrantObject {
+  db: string | null;
+  table: string | null;
+}
+
+// ---------------------------------------------------------------- address
+
+/** Problems with a target address (`mysql://user@host:port` or `mariadb://…`); empty when fine. */
+export function checkAddress(address: string): string[] {
+  const parsed = parseAddress(address);
+  return "problems" in parsed ? parsed.problems : [];
+}
+
+export function parseAddress(address: string): MysqlAddress | { problems: string[] } {
+  let url: URL;
+  try {
+    url = new URL(address);
+  } catch {
+    return { problems: ["address must be a URL like mysql://root@127.0.0.1:3306"] };
+  }
+  const problems: string[] = [];
+  if (url.protocol !== "mysql:" && url.protocol !== "mariadb:")
+    problems.push(`address must start with mysql:// or mariadb://, not ${url.protocol}//`);
+  // Never echo the password back: it is exactly what must not be in messages.
+  if (url.password !== "") problems.push("address must not contain a password; set the target's credential instead");
+  const user = decodeURIComponent(url.username);
+  if (user === "") problems.push("address must name the admin user, as in mysql://root@127.0.0.1:3306");
+  else if (!LOGIN_PATTERN.test(user)) problems.push("address user may only contain letters, digits, _ . -");
+  if (url.hostname === "") problems.push("address must name a host");
+  if (url.search !== "" || url.hash !== "") problems.push("address must not have a query string or fragment");
+  if (url.pathname !== "" && url.pathname !== "/")
+    problems.push("address must not name a database; the connector works across databases");
+  if (problems.length > 0) return { problems };
+  const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+  return { host, port: url.port === "" ? DEFAULT_PORT : Number(url.port), user };
+}
+
+// ---------------------------------------------------------------- options
+
+export function checkOptions(options: Record<string, unknown>): string[] {
+  const problems: string[] = [];
+  const known = new Set(["accountHost", "privilegedRoles", "ignore", "terminateSessions"]);
+  for (const key of Object.keys(options))
+    if (!known.has(key)) problems.push(`options.${key} is not a MySQL option (use ${[...known].join(", ")})`);
+  const { accountHost, privilegedRoles, ignore, terminateSessions } = options;
+  if (accountHost !== undefined && (typeof accountHost !== "string" || !HOST_PATTERN.test(accountHost)))
+    problems.push('options.accountHost must be a host pattern such as "%", "localhost" or "10.0.%"');
+  if (privilegedRoles !== undefined) {
+    if (!Array.isArray(privilegedRoles)) problems.push("options.privilegedRoles must be a list of role names");
+    else
+      for (const role of privilegedRoles)
+        if (typeof role !== "string" || roleProblems(role).length > 0)
+          problems.push(`options.privilegedRoles has an invalid role name: ${JSON.stringify(role)}`);
+  }
+  if (ignore !== undefined) {
+    if (!Array.isArray(ignore)) problems.push("options.ignore must be a list of logins");
+    else
+      for (const login of ignore)
+        if (typeof login !== "string" || login === "")
+          problems.push(`options.ignore has an invalid login: ${JSON.stringify(login)}`);
+  }
+  if (terminateSessions !== undefined && typeof terminateSessions !== "boolean")
+    problems.push("options.terminateSessions must be true or false");
+  return problems;
+}
+
+/** Options with defaults filled in; call after checkOptions found nothing. */
+export function readOptions(options: Record<string, unknown>): MysqlOptions {
+  return {
+    accountHost: typeof options.accountHost === "string" ? options.accountHost : "%",
+    privilegedRoles: Array.isArray(options.privilegedRoles) ? (options.privilegedRoles as string[]) : [],
+    ignore: Array.isArray(options.ignore) ? (options.ignore as string[]) : [],
+    terminateSessions: typeof options.terminateSessions === "boolean" ? options.terminateSessions : true,
+  };
+}
+
+// ---------------------------------------------------------------- logins and entitlements
+
+export function checkLogin(login: string): string[] {
+  return LOGIN_PATTERN.test(login)
+    ? []
+    : [`login ${JSON.stringify(login)} must be 1-80 letters, digits, _ . - (starting with a letter, digit or _)`];
+}
+
+function roleProblems(role: string): string[] {
+  if (!ROLE_PATTERN.test(role)) return [`role ${JSON.stringify(role)} may only contain letters, digits, _ . $ -`];
+  if (RESERVED_ROLES.has(role.toUpperCase())) return [`role ${JSON.stringify(role)} is a reserved word`];
+  return [];
+}
+
+/** Privileges that exist only on `*.*`. */
+const GLOBAL_ONLY = new Set([
+  "RELOAD",
+  "SHUTDOWN",
+  "PROCESS",
+  "FILE",
+  "SHOW DATABASES",
+  "SUPER",
+  "REPLICATION SLAVE",
+  "REPLICATION CLIENT",
+  "CREATE USER",
+  "CREATE TABLESPACE",
+]);
+/** Privileges that may be granted on a single table. */
+const TABLE_LEVEL = new Set([
+  "SELECT",
+  "INSERT",
+  "UPDATE",
+  "DELETE",
+  "CREATE",
+  "DROP",
+  "REFERENCES",
+  "INDEX",
+  "ALTER",
+  "CREATE VIEW",
+  "SHOW VIEW",
+  "TRIGGER",
+  "DELETE HISTORY",
+  "GRANT OPTION",
+  "ALL PRIVILEGES",
+]);
+const SCHEMA_LEVEL = new Set([
+  ...TABLE_LEVEL,
+  "CREATE TEMPORARY TABLES",
+  "LOCK TABLES",
+  "EXECUTE",
+  "CREATE ROUTINE",
+  "ALTER ROUTINE",
+  "EVENT",
+]);
+/** The privilege names an entitlement may use; they go into SQL as keywords, so only these. */
+export const PRIVILEGES: ReadonlySet<string> = new Set([...SCHEMA_LEVEL, ...GLOBAL_ONLY]);
+
+/** "select", "all", " Show  view" → "SELECT", "ALL PRIVILEGES", "SHOW VIEW". */
+export function normalizePrivilege(name: string): string {
+  const upper = name.trim().replace(/\s+/g, " ").toUpperCase();
+  return upper === "ALL" ? "ALL PRIVILEGES" : upper;
+}
+
+export function parseGrantObject(on: string): GrantObject | null {
+  if (on === "*.*") return { db: null, table: null };
+  const dot = on.indexOf(".");
+  if (dot < 0) return null;
+  const db = on.slice(0, dot);
+  const table = on.slice(dot + 1);
+  if (!OBJECT_NAME_PATTERN.test(db)) return null;
+  if (table === "*") return { db, table: null };
+  return OBJECT_NAME_PATTERN.test(table) ? { db, table } : null;
+}
+
+export function checkEntitlement(entitlement: Record<string, unknown>): string[] {
+  const parsed = parseEntitlement(entitlement);
+  return "problems" in parsed ? parsed.problems : [];
+}
+
+export function parseEntitlement(entitlement: Record<string, unknown>): MysqlEntitlement | { problems: string[] } {
+  const keys = Object.keys(entitlement).sort().join(",");
+  if (keys === "role") {
+    const role = entitlement.role;
+    if (typeof role !== "string") return { problems: ["entitlement.role must be a role name"] };
+    const problems = roleProblems(role);
+    return problems.length > 0 ? { problems } : { kind: "role", role };
+  }
+  if (keys === "on,privileges") {
+    const problems: string[] = [];
+    const on = typeof entitlement.on === "string" ? parseGrantObject(entitlement.on) : null;
+    if (on === null)
+      problems.push('entitlement.on must be "*.*", "db.*" or "db.table" (letters, digits, _ $ - in names)');
+    const list = entitlement.privileges;
+    if (!Array.isArray(list) || list.length === 0 || list.some((p) => typeof p !== "string"))
+      return { problems: [...problems, "entitlement.privileges must be a non-empty list of privilege names"] };
+    const privileges = [...new Set((list as string[]).map(normalizePrivilege))].sort();
+    for (const privilege of privileges) {
+      if (!PRIVILEGES.has(privilege)) problems.push(`entitlement.privileges: ${JSON.stringify(privilege)} is unknown`);
+      else if (on !== null && on.db !== null && GLOBAL_ONLY.has(privilege))
+        problems.push(`entitlement.privileges: ${privilege} can only be granted on *.*`);
+      else if (on !== null && on.table !== null && !TABLE_LEVEL.has(privilege))
+        problems.push(`entitlement.privileges: ${privilege} cannot be granted on a single table`);
+    }
+    if (privileges.length === 1 && privileges[0] === "GRANT OPTION")
+      problems.push("entitlement.privileges must name more than GRANT OPTION");
+    return problems.length > 0 ? { problems } : { kind: "privileges", privileges, on: on! };
+  }
+  return {
+    problems: ['entitlement must be { role: "<role>" } or { privileges: ["SELECT", ...], on: "db.*" }'],
+  };
+}
+
+// ---------------------------------------------------------------- SQL
+
+/** A backquoted identifier. Names are pattern-checked already; quoting is the second line of defence. */
+export function quoteIdentifier(name: string): string {
+  if (name.includes("\0")) throw new Error("identifier contains NUL");
+  return "`" + name.replace(/`/g, "``") + "`";
+}
+
+/**
+ * A single-quoted string literal correct with and without NO_BACKSLASH_ESCAPES: it refuses
+ * backslashes (whose meaning depends on sql_mode) and doubles quotes.
+ */
+export function quoteString(value: string): string {
+  if (value.includes("\\") || value.includes("\0")) throw new Error("string literal contains a backslash or NUL");
+  return "'" + value.replace(/'/g, "''") + "'";
+}
+
+export function accountSql(user: string, host: string): string {
+  return `${quoteString(user)}@${quoteString(host)}`;
+}
+
+/**
+ * In a database-level GRANT, `_` and `%` in the database name are wildcards; escaping `_`
+ * keeps `app_db.*` from also matching `appXdb` (names cannot contain `%`). MariaDB stores
+ * and reports the escaped form, so observe compares against it too.
+ */
+export function schemaGrantName(db: string): string {
+  return db.replace(/_/g, "\\_");
+}
+
+export function grantObjectSql(on: GrantObject): string {
+  if (on.db === null) return "*.*";
+  if (on.table === null) return `${quoteIdentifier(schemaGrantName(on.db))}.*`;
+  return `${quoteIdentifier(on.db)}.${quoteIdentifier(on.table)}`;
+}
+
+export function grantPrivilegesSql(privileges: string[], on: GrantObject, user: string, host: string): string {
+  return `GRANT ${privilegeListSql(privileges)} ON ${grantObjectSql(on)} TO ${accountSql(user, host)}`;
+}
+
+export function revokePrivilegesSql(privileges: string[], on: GrantObject, user: string, host: string): string {
+  return `REVOKE ${privilegeListSql(privileges)} ON ${grantObjectSql(on)} FROM ${accountSql(user, host)}`;
+}
+
+function privilegeListSql(privileges: string[]): string {
+  for (const privilege of privileges) if (!PRIVILEGES.has(privilege)) throw new Error(`unknown privilege ${privilege}`);
+  return privileges.join(", ");
+}
+
+/** `'alice'@'%'` as information_schema writes a GRANTEE; null for anything else. */
+export function parseGrantee(grantee: string): { user: string; host: string } | null {
+  const match = /^'((?:[^']|'')*)'@'((?:[^']|'')*)'$/.exec(grantee);
+  return match ? { user: match[1]!.replace(/''/g, "'"), host: match[2]!.replace(/''/g, "'") } : null;
+}
+
+/** `root@127.0.0.1` as CURRENT_USER() returns it → `'root'@'127.0.0.1'` as in information_schema. */
+export function granteeOfCurrentUser(currentUser: string): string {
+  const at = currentUser.lastIndexOf("@");
+  const user = at < 0 ? currentUser : currentUser.slice(0, at);
+  const host = at < 0 ? "" : currentUser.slice(at + 1);
+  return `'${user.replace(/'/g, "''")}'@'${host.replace(/'/g, "''")}'`;
+}
+
+// ---------------------------------------------------------------- discovery
+
+/** The global privileges discovery looks for, by mysql.user column. */
+const ADMIN_COLUMNS: Record<string, string> = {
+  Super_priv: "SUPER",
+  Create_user_priv: "CREATE USER",
+  Grant_priv: "GRANT OPTION",
+};
+
+/**
+ * What a mysql.user row's `*_priv` columns grant that discovery cares about, or null when
+ * nothing: ALL PRIVILEGES (every column but Grant_priv set), or SUPER / CREATE USER / GRANT OPTION.
+ */
+export function adminPrivileges(columns: Record<string, unknown>): { privilege: string; privileges: string[] } | null {
+  const privColumns = Object.keys(columns).filter((column) => column.endsWith("_priv"));
+  const held = (column: string) => String(columns[column]).toUpperCase() === "Y";
+  if (!Object.keys(ADMIN_COLUMNS).some((column) => column in columns && held(column))) return null;
+  const withGrant = held("Grant_priv");
+  if (privColumns.filter((column) => column !== "Grant_priv").every(held))
+    return {
+      privilege: `ALL PRIVILEGES ON *.*${withGrant ? " WITH GRANT OPTION" : ""}`,
+      privileges: withGrant ? ["ALL PRIVILEGES", "GRANT OPTION"] : ["ALL PRIVILEGES"],
+    };
+  const privileges = Object.entries(ADMIN_COLUMNS)
+    .filter(([column]) => column in columns && held(column))
+    .map(([, privilege]) => privilege)
+    .sort();
+  return { privilege: `${privileges.join(", ")} ON *.*`, privileges };
+}
+
+/** Whether an ignore list names this account (by user, or by user@host). */
+export function isIgnored(ignore: string[], user: string, host: string): boolean {
+  return ignore.includes(user) || ignore.includes(`${user}@${host}`);
+}
+
+// ---------------------------------------------------------------- errors
+
+/** Network-level failures: the server could not be reached or went away. */
+const UNREACHABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EPIPE",
+  "PROTOCOL_CONNECTION_LOST",
+  "PROTOCOL_SEQUENCE_TIMEOUT",
+]);
+/** Server errors that say "not now" rather than "no": too many connections, lock waits, shutdown. */
+const TRANSIENT_ERRNOS = new Set([1040, 1053, 1205, 1213, 1317, 1927, 2006, 2013]);
+
+/**
+ * A ConnectorError for anything a call threw. The server's own message is kept for refusals;
+ * the credential is scrubbed from every message in case a server ever echoes it.
+ */
+export function classifyError(
+  error: unknown,
+  context: { targetName: string; host: string; port: number; credential: string | null },
+): ConnectorError {
+  const scrub = (message: string) =>
+    context.credential ? message.split(context.credential).join("[credential]") : message;
+  if (error instanceof ConnectorError) return new ConnectorError(error.reason, scrub(error.message));
+  const e = (typeof error === "object" && error !== null ? error : {}) as {
+    code?: unknown;
+    errno?: unknown;
+    sqlMessage?: unknown;
+  };
+  const code = typeof e.code === "string" ? e.code : "";
+  const where = `${context.targetName} (${context.host}:${context.port})`;
+  if (UNREACHABLE_CODES.has(code)) return unavailable(`${where}: cannot reach the server (${code})`);
+  if (typeof e.sqlMessage === "string" && typeof e.errno === "number") {
+    const message = `${context.targetName}: ${scrub(e.sqlMessage)}`;
+    return TRANSIENT_ERRNOS.has(e.errno) ? unavailable(message) : refused(message);
+  }
+  return unavailable(`${where}: unexpected error${/^[A-Z_]+$/.test(code) ? ` (${code})` : ""}`);
+}
