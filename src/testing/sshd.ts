@@ -1,0 +1,171 @@
+/**
+ * Test support: a real OpenSSH sshd on 127.0.0.1 with its own host key, config and
+ * authorized key in a temp dir (never /etc/ssh), plus local helpers for throwaway
+ * users and groups. Needs root and Debian's openssh-server.
+ */
+import { spawn, execFile } from "node:child_process";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdirSync } from "node:fs";
+import { createServer, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+export interface Sshd {
+  host: string;
+  port: number;
+  /** The host key's fingerprint as `ssh-keygen -lf` prints it: "SHA256:<base64>". */
+  hostKeyFingerprint: string;
+  adminUser: "root";
+  /** The admin client key, OpenSSH PEM. */
+  adminPrivateKey: string;
+  stop(): Promise<void>;
+}
+
+export async function startSshd(): Promise<Sshd> {
+  const dir = await mkdtemp(join(tmpdir(), "stint-sshd-"));
+  try {
+    const hostKey = join(dir, "host_ed25519");
+    const clientKey = join(dir, "admin_ed25519");
+    await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "stint-test-host", "-f", hostKey]);
+    await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "stint-test-admin", "-f", clientKey]);
+    const authorizedKeys = join(dir, "authorized_keys");
+    // Readable by the test users too: sshd reads authorized keys as the user logging in.
+    await chmod(dir, 0o755);
+    await writeFile(authorizedKeys, await readFile(`${clientKey}.pub`), { mode: 0o644 });
+    const { stdout: fingerprintLine } = await run("ssh-keygen", ["-lf", `${hostKey}.pub`]);
+    const hostKeyFingerprint = fingerprintLine.split(/\s+/)[1] ?? "";
+    if (!hostKeyFingerprint.startsWith("SHA256:")) throw new Error(`unexpected ssh-keygen output: ${fingerprintLine}`);
+
+    const port = await freePort();
+    const config = join(dir, "sshd_config");
+    await writeFile(
+      config,
+      [
+        `Port ${port}`,
+        "ListenAddress 127.0.0.1",
+        `HostKey ${hostKey}`,
+        `PidFile ${join(dir, "sshd.pid")}`,
+        `AuthorizedKeysFile ${authorizedKeys}`,
+        "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "UseDNS no",
+        "PrintMotd no",
+        "",
+      ].join("\n"),
+    );
+    // sshd's privilege separation directory; Debian's package creates it only when its service starts.
+    mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+
+    const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
+    let log = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-4000);
+    });
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    let running = true;
+    void exited.then(() => (running = false));
+
+    try {
+      await waitForPort(port, () => running, 10_000);
+    } catch (error) {
+      child.kill("SIGKILL");
+      throw new Error(`sshd did not start: ${(error as Error).message}\n${log}`);
+    }
+
+    return {
+      host: "127.0.0.1",
+      port,
+      hostKeyFingerprint,
+      adminUser: "root",
+      adminPrivateKey: await readFile(clientKey, "utf8"),
+      stop: async () => {
+        if (running) {
+          child.kill("SIGTERM");
+          await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
+          if (running) child.kill("SIGKILL");
+        }
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** A TCP port nobody listens on right now (for the sshd, or for "closed port" tests). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, alive: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!alive()) throw new Error("sshd exited");
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} did not open`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+function checkName(name: string): string {
+  if (!NAME.test(name)) throw new Error(`bad test user/group name: ${name}`);
+  return name;
+}
+
+/**
+ * A local user without a home directory (and, as useradd does on Debian, a group of the same name).
+ * With sshLogin the account is unlocked ("*" password: no password works, keys do), so the test
+ * sshd lets it in with the admin key.
+ */
+export async function createUser(name: string, options: { sshLogin?: boolean } = {}): Promise<void> {
+  await run("useradd", ["-M", "-s", "/bin/sh", ...(options.sshLogin ? ["-p", "*"] : []), checkName(name)]);
+}
+
+/** Removes the user (and its own group); a user that is not there is fine. */
+export async function deleteUser(name: string): Promise<void> {
+  await run("userdel", [checkName(name)]).catch((error: { stderr?: string }) => {
+    if (!/does not exist/.test(error.stderr ?? "")) throw error;
+  });
+}
+
+export async function createGroup(name: string): Promise<void> {
+  await run("groupadd", [checkName(name)]);
+}
+
+/** Removes the group; a group that is not there is fine. */
+export async function deleteGroup(name: string): Promise<void> {
+  await run("groupdel", [checkName(name)]).catch((error: { stderr?: string }) => {
+    if (!/does not exist/.test(error.stderr ?? "")) throw error;
+  });
+}
+
+/** The user's groups as the host sees them (`id -nG user`). */
+export async function idGroups(user: string): Promise<string[]> {
+  const { stdout } = await run("id", ["-nG", checkName(user)]);
+  return stdout.trim().split(/\s+/).filter(Boolean);
+}
