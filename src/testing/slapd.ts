@@ -1,0 +1,272 @@
+/**
+ * Test support: a real OpenLDAP slapd on 127.0.0.1 with its own slapd.conf and mdb
+ * database in a temp dir (never /etc/ldap), holding `dc=stint,dc=test` with
+ * `ou=people` and `ou=groups`. Needs Debian's slapd (/usr/sbin/slapd, modules in
+ * /usr/lib/ldap, schemas in /etc/ldap/schema).
+ *
+ *   const slapd = await startSlapd();
+ *   const alice = await addPerson(slapd, "alice", { password: "pw" });  // uid=alice,ou=people,…
+ *   const admins = await addGroup(slapd, "admins", [alice]);            // cn=admins,ou=groups,… (groupOfNames)
+ *   …
+ *   await slapd.stop();
+ *
+ * `lastbind on` is set, so a successful bind as a person records `pwdLastSuccess`.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Attribute, Change, Client } from "ldapts";
+
+export interface Slapd {
+  /** `ldap://127.0.0.1:<port>` */
+  url: string;
+  /** `dc=stint,dc=test` */
+  baseDn: string;
+  /** `ou=people,dc=stint,dc=test` */
+  peopleDn: string;
+  /** `ou=groups,dc=stint,dc=test` */
+  groupsDn: string;
+  /** The rootdn (no entry of its own; bypasses ACLs): `cn=admin,dc=stint,dc=test` */
+  rootDn: string;
+  /** Random per server. */
+  rootPassword: string;
+  /** Kills slapd and removes its directory. */
+  stop(): Promise<void>;
+}
+
+const BASE_DN = "dc=stint,dc=test";
+const SCHEMAS = ["core", "cosine", "inetorgperson", "nis"];
+
+export async function startSlapd(): Promise<Slapd> {
+  const dir = await mkdtemp(join(tmpdir(), "stint-slapd-"));
+  try {
+    await mkdir(join(dir, "data"), { mode: 0o700 });
+    const rootDn = `cn=admin,${BASE_DN}`;
+    const rootPassword = randomBytes(12).toString("hex");
+    const config = join(dir, "slapd.conf");
+    await writeFile(
+      config,
+      [
+        ...SCHEMAS.map((schema) => `include /etc/ldap/schema/${schema}.schema`),
+        `pidfile ${join(dir, "slapd.pid")}`,
+        `argsfile ${join(dir, "slapd.args")}`,
+        "modulepath /usr/lib/ldap",
+        "moduleload back_mdb",
+        "database mdb",
+        "maxsize 67108864",
+        `suffix "${BASE_DN}"`,
+        `rootdn "${rootDn}"`,
+        `rootpw ${rootPassword}`,
+        `directory ${join(dir, "data")}`,
+        "lastbind on",
+        "index objectClass eq",
+        "",
+      ].join("\n"),
+      { mode: 0o600 },
+    );
+
+    // A port can be taken between freePort() and slapd's bind; try a few.
+    for (let attempt = 1; ; attempt += 1) {
+      const port = await freePort();
+      const url = `ldap://127.0.0.1:${port}`;
+      // `-d 0` keeps slapd in the foreground (no fork), so the child is slapd itself and can be killed.
+      const child = spawn("/usr/sbin/slapd", ["-f", config, "-h", `${url}/`, "-d", "0"], {
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      let log = "";
+      const keep = (chunk: Buffer) => (log = (log + chunk.toString()).slice(-4000));
+      child.stdout.on("data", keep);
+      child.stderr.on("data", keep);
+      let running = true;
+      const exited = new Promise<void>((resolve) =>
+        child.once("exit", () => {
+          running = false;
+          resolve();
+        }),
+      );
+      const stop = async () => {
+        if (running) {
+          child.kill("SIGTERM");
+          await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
+          if (running) {
+            child.kill("SIGKILL");
+            await exited;
+          }
+        }
+      };
+
+      try {
+        await waitForBind(url, rootDn, rootPassword, () => running, 10_000);
+      } catch (error) {
+        await stop();
+        if (attempt < 3 && /bind|address already in use/i.test(log)) continue;
+        throw new Error(`slapd did not start: ${(error as Error).message}\n${log}`);
+      }
+
+      const slapd: Slapd = {
+        url,
+        baseDn: BASE_DN,
+        peopleDn: `ou=people,${BASE_DN}`,
+        groupsDn: `ou=groups,${BASE_DN}`,
+        rootDn,
+        rootPassword,
+        stop: async () => {
+          await stop();
+          await rm(dir, { recursive: true, force: true });
+        },
+      };
+      try {
+        await asRoot(slapd, async (client) => {
+          await client.add(BASE_DN, { objectClass: ["top", "dcObject", "organization"], dc: "stint", o: "Stint" });
+          await client.add(slapd.peopleDn, { objectClass: ["top", "organizationalUnit"], ou: "people" });
+          await client.add(slapd.groupsDn, { objectClass: ["top", "organizationalUnit"], ou: "groups" });
+        });
+      } catch (error) {
+        await slapd.stop();
+        throw error;
+      }
+      return slapd;
+    }
+  } catch (error) {
+    await rm(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+const NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/i;
+
+function checkName(name: string): string {
+  if (!NAME.test(name)) throw new Error(`bad test entry name: ${name}`);
+  return name;
+}
+
+/** Adds `uid=<uid>,ou=people,…` (inetOrgPerson, with a userPassword when given); returns its DN. */
+export async function addPerson(slapd: Slapd, uid: string, options: { password?: string } = {}): Promise<string> {
+  const dn = `uid=${checkName(uid)},${slapd.peopleDn}`;
+  await asRoot(slapd, (client) =>
+    client.add(dn, {
+      objectClass: ["top", "person", "organizationalPerson", "inetOrgPerson"],
+      uid,
+      cn: uid,
+      sn: uid,
+      ...(options.password === undefined ? {} : { userPassword: options.password }),
+    }),
+  );
+  return dn;
+}
+
+/**
+ * Adds `cn=<cn>,ou=groups,…` with these member DNs; returns its DN. A groupOfNames
+ * (attribute `member`) or groupOfUniqueNames (`uniqueMember`); both need at least one
+ * member, so an empty list gets the group's own DN as a placeholder.
+ */
+export async function addGroup(
+  slapd: Slapd,
+  cn: string,
+  members: string[],
+  objectClass: "groupOfNames" | "groupOfUniqueNames" = "groupOfNames",
+): Promise<string> {
+  const dn = `cn=${checkName(cn)},${slapd.groupsDn}`;
+  const attribute = objectClass === "groupOfNames" ? "member" : "uniqueMember";
+  await asRoot(slapd, (client) =>
+    client.add(dn, { objectClass: ["top", objectClass], cn, [attribute]: members.length > 0 ? members : [dn] }),
+  );
+  return dn;
+}
+
+/** The values of one attribute of an entry, as a plain client reads them (empty when the entry is missing). */
+export async function readAttribute(slapd: Slapd, dn: string, attribute: string): Promise<string[]> {
+  return asRoot(slapd, async (client) => {
+    try {
+      const { searchEntries } = await client.search(dn, { scope: "base", attributes: [attribute] });
+      const value = searchEntries[0]?.[attribute];
+      if (value === undefined) return [];
+      return (Array.isArray(value) ? value : [value]).map((v) => (Buffer.isBuffer(v) ? v.toString("utf8") : v));
+    } catch (error) {
+      if ((error as { code?: number }).code === 32) return [];
+      throw error;
+    }
+  });
+}
+
+/** Binds as `dn` with `password` (as the person would, e.g. to make slapd record pwdLastSuccess). */
+export async function bindAs(slapd: Slapd, dn: string, password: string): Promise<void> {
+  const client = new Client({ url: slapd.url, connectTimeout: 5000, timeout: 10_000 });
+  try {
+    await client.bind(dn, password);
+  } finally {
+    await client.unbind().catch(() => undefined);
+  }
+}
+
+/** Deletes an entry; an entry that is not there is fine. */
+export async function deleteEntry(slapd: Slapd, dn: string): Promise<void> {
+  await asRoot(slapd, async (client) => {
+    await client.del(dn).catch((error: { code?: number }) => {
+      if (error.code !== 32) throw error;
+    });
+  });
+}
+
+/** Adds (or removes) one value of an attribute as the rootdn, bypassing Stint. */
+export async function modifyAttribute(
+  slapd: Slapd,
+  dn: string,
+  operation: "add" | "delete",
+  attribute: string,
+  value: string,
+): Promise<void> {
+  await asRoot(slapd, (client) =>
+    client.modify(dn, new Change({ operation, modification: new Attribute({ type: attribute, values: [value] }) })),
+  );
+}
+
+/** Runs `work` on a client bound as the rootdn, and closes it. */
+export async function asRoot<T>(slapd: Slapd, work: (client: Client) => Promise<T>): Promise<T> {
+  const client = new Client({ url: slapd.url, connectTimeout: 5000, timeout: 10_000 });
+  try {
+    await client.bind(slapd.rootDn, slapd.rootPassword);
+    return await work(client);
+  } finally {
+    await client.unbind().catch(() => undefined);
+  }
+}
+
+/** A TCP port nobody listens on right now (for slapd, or for "closed port" tests). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForBind(
+  url: string,
+  dn: string,
+  password: string,
+  alive: () => boolean,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!alive()) throw new Error("slapd exited");
+    const client = new Client({ url, connectTimeout: 1000, timeout: 2000 });
+    try {
+      await client.bind(dn, password);
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    } finally {
+      await client.unbind().catch(() => undefined);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
