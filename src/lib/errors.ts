@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   MFA_STEP_UP_REQUIRED: { status: 401, message: "This role needs a recent MFA check: give a fresh one-time code." },
   EXTENSION_LIMIT_REACHED: { status: 409, message: "The activation cannot be extended any further." },
   NOT_ACTIVE: { status: 409, message: "That activation is not active." },
+  TARGET_UNAVAILABLE: { status: 502, message: "The target could not be reached or refused Stint's request." },
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
   AUDIT_WRITE_FAILED: { status: 503, message: "The audit log could not be written, so nothing was changed." },
   UNAVAILABLE: { status: 503, message: "The service is not ready." },

@@ -18,6 +18,8 @@ export const PERMISSIONS = {
   "requests.read": ["admin", "security", "auditor"],
   "requests.revoke": ["admin", "security"],
   "access.check": ["admin", "security", "auditor"],
+  "grants.read": ["admin", "security", "auditor"],
+  "targets.operate": ["admin", "security"],
   "outbox.read": ["admin"],
   "outbox.write": ["admin"],
 } as const satisfies Record<string, readonly PlatformRole[]>;

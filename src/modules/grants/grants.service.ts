@@ -1,0 +1,942 @@
+/**
+ * Grants at real targets: provisioning and revocation through the outbox,
+ * reconciliation (drift), discovery of standing access and its conversion to
+ * eligibility, target credentials and connection tests.
+ *
+ * Connectors run only in outbox handlers and in reconcile/discover/test calls,
+ * never inside a transaction; every state change they cause is written with its
+ * audit event afterwards, in one transaction, fenced on the state it expects.
+ */
+import type { Kysely } from "kysely";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { AppStore, Database } from "../../db/index.js";
+import { policySpec } from "../../contract/catalog.js";
+import type { Clock } from "../../lib/clock.js";
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import type { Logger } from "../../lib/logger.js";
+import { deriveKey, open, seal } from "../../lib/security.js";
+import type { AuditLog } from "../audit/audit.service.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import { authorize } from "../authz/authz.rules.js";
+import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
+import { targetConfig } from "../catalog/catalog.store.js";
+import {
+  ConnectorError,
+  connectorFor as defaultConnectorFor,
+  loginFor,
+  type Connector,
+  type ConnectorTarget,
+  type StandingAccess,
+} from "../connectors/index.js";
+import { safeErrorMessage, type OutboxHandlers, type OutboxService } from "../outbox/index.js";
+import type { RequestService } from "../requests/requests.service.js";
+import * as grantStore from "./grants.store.js";
+import { compareFindings, findDrift, normalizeLogin, type DriftKind } from "./reconcile.rules.js";
+
+export const JOB = {
+  provision: "grant.provision",
+  revoke: "grant.revoke",
+  removeDrift: "drift.remove",
+  reprovision: "drift.reprovision",
+  removeStanding: "standing.remove",
+  reconcile: "reconcile.target",
+} as const;
+
+/** Something operators should hear about now (delivered through the outbox, like request notifications). */
+export interface GrantAlert {
+  event: "drift.detected" | "grant.revoke_failing";
+  severity: "warning" | "critical";
+  title: string;
+  text: string;
+  dedupeKey: string;
+}
+
+export interface GrantServiceDeps {
+  store: Pick<AppStore, "db" | "transaction">;
+  audit: Pick<AuditLog, "append" | "record">;
+  clock: Clock;
+  outbox: Pick<OutboxService, "enqueue">;
+  requests: Pick<RequestService, "provisioned" | "provisionFailed">;
+  masterKey: Uint8Array;
+  registry: Registry;
+  logger?: Pick<Logger, "info" | "warn" | "error">;
+  /** Tests may wrap connectors; by default the built-in one of each kind. */
+  connectorFor?: (kind: string) => Connector | null;
+  onAlert?: (tx: Kysely<Database>, alert: GrantAlert) => Promise<void>;
+  /** Attempts before a provisioning that cannot reach its target fails the activation. */
+  provisionAttempts?: number;
+  /** Attempts of a revocation; practically unbounded, a revocation is never dropped. */
+  revokeAttempts?: number;
+}
+
+export interface DriftItem {
+  role: string;
+  login: string;
+  kind: DriftKind;
+  /** reported: audited and alerted; removing: queued for removal (policy drift: remove); reprovisioning: queued. */
+  action: "reported" | "removing" | "reprovisioning";
+  /** First seen in this cycle (false: seen in an earlier one and still there). */
+  new: boolean;
+  since: string;
+}
+
+export interface TargetReconcileReport {
+  target: string;
+  kind: string;
+  ok: boolean;
+  /** Why the target could not be compared (unreachable, refused); nothing changed then. */
+  error: string | null;
+  roles: { role: string; holders: number; skipped: string | null }[];
+  drift: DriftItem[];
+  resolved: { role: string; login: string; kind: DriftKind }[];
+}
+
+export interface GrantDto {
+  id: string;
+  requestId: string;
+  role: string;
+  target: string;
+  principal: string;
+  login: string | null;
+  state: string;
+  attempts: number;
+  lastError: string | null;
+  nextAttemptAt: string | null;
+  since: string;
+}
+
+export interface DiscoveredAccessDto extends StandingAccess {
+  /** The Stint principal whose mapped login this is, when there is one. */
+  principal: string | null;
+}
+
+export interface ConvertResult {
+  dryRun: boolean;
+  role: string;
+  converted: { login: string; principal: string; privilege: string; eligibility: "created" | "existing" }[];
+  skipped: { login: string; reason: string }[];
+}
+
+const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString());
+
+function asConnectorError(error: unknown): ConnectorError {
+  if (error instanceof ConnectorError) return error;
+  return new ConnectorError("unavailable", safeErrorMessage(error));
+}
+
+function getOrCreate<M>(registry: Registry, name: string, create: () => M): M {
+  return (registry.getSingleMetric(name) as M | undefined) ?? create();
+}
+
+function systemContext(correlationId: string): CallContext {
+  return { correlationId, sourceIp: null, userAgent: null };
+}
+
+export function createGrantService(deps: GrantServiceDeps) {
+  const { store, audit, clock, outbox } = deps;
+  const logger = deps.logger ?? { info: () => undefined, warn: () => undefined, error: () => undefined };
+  const connectorFor = deps.connectorFor ?? defaultConnectorFor;
+  const provisionAttempts = deps.provisionAttempts ?? 5;
+  const revokeAttempts = deps.revokeAttempts ?? 1000;
+  const secretKey = deriveKey(deps.masterKey, "target-secrets");
+  const alert = async (tx: Kysely<Database>, a: GrantAlert) => deps.onAlert?.(tx, a);
+
+  // -------------------------------------------------------------------------
+  // Metrics
+
+  const registers = [deps.registry];
+  const operations: Counter<"kind" | "operation" | "outcome"> = getOrCreate(
+    deps.registry,
+    "stint_connector_operations_total",
+    () =>
+      new Counter({
+        name: "stint_connector_operations_total",
+        help: "Connector calls by target kind, operation and outcome (ok, refused, unavailable).",
+        labelNames: ["kind", "operation", "outcome"],
+        registers,
+      }),
+  );
+  const revocationLatency: Histogram = getOrCreate(
+    deps.registry,
+    "stint_revocation_latency_seconds",
+    () =>
+      new Histogram({
+        name: "stint_revocation_latency_seconds",
+        help: "From the end of an activation to the privilege gone at the target.",
+        buckets: [0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600],
+        registers,
+      }),
+  );
+  const unsettled: Gauge<"target" | "state"> = getOrCreate(
+    deps.registry,
+    "stint_grants_unsettled",
+    () =>
+      new Gauge({
+        name: "stint_grants_unsettled",
+        help: "Grants still provisioning or revoking at their target.",
+        labelNames: ["target", "state"],
+        registers,
+        async collect() {
+          try {
+            const rows = await grantStore.unsettledCounts(store.db);
+            unsettled.reset();
+            stuck.reset();
+            for (const row of rows) {
+              unsettled.set({ target: row.target, state: row.state }, Number(row.count));
+              stuck.set({ target: row.target, state: row.state }, Number(row.failing ?? 0));
+            }
+          } catch (error) {
+            logger.warn({ err: safeErrorMessage(error) }, "grant counts could not be read");
+          }
+        },
+      }),
+  );
+  const stuck: Gauge<"target" | "state"> = getOrCreate(
+    deps.registry,
+    "stint_grants_stuck",
+    () =>
+      new Gauge({
+        name: "stint_grants_stuck",
+        help: "Grants provisioning or revoking whose last attempt at the target failed (retrying).",
+        labelNames: ["target", "state"],
+        registers,
+      }),
+  );
+  const drift: Gauge<"target" | "kind"> = getOrCreate(
+    deps.registry,
+    "stint_privilege_drift",
+    () =>
+      new Gauge({
+        name: "stint_privilege_drift",
+        help: "Open drift findings: privilege at a target without an activation (unexpected) or missing while active.",
+        labelNames: ["target", "kind"],
+        registers,
+        async collect() {
+          try {
+            const rows = await grantStore.openFindingCounts(store.db);
+            drift.reset();
+            for (const row of rows) drift.set({ target: row.target, kind: row.kind }, Number(row.count));
+          } catch (error) {
+            logger.warn({ err: safeErrorMessage(error) }, "drift counts could not be read");
+          }
+        },
+      }),
+  );
+
+  // -------------------------------------------------------------------------
+  // Targets and credentials
+
+  const secretAad = (path: string) => `target-secret:${path}`;
+
+  async function connectorTarget(
+    db: Kysely<Database>,
+    row: grantStore.TargetRow,
+  ): Promise<{ connector: Connector; target: ConnectorTarget; ignore: string[] }> {
+    const connector = connectorFor(row.kind);
+    if (!connector) throw new StintError("CONFLICT", `The target ${row.name} is internal: Stint enforces it itself.`);
+    const config = targetConfig(row.config);
+    let credential: string | null = null;
+    if (config.credential) {
+      const sealed = await grantStore.readSecret(db, config.credential);
+      if (!sealed)
+        throw new ConnectorError(
+          "refused",
+          `the credential ${config.credential} of target ${row.name} is not stored; set it with \`stint targets credential ${row.name}\``,
+        );
+      credential = open(secretKey, sealed.sealed, secretAad(config.credential)).toString("utf8");
+    }
+    const ignore = Array.isArray(config.options.ignore) ? (config.options.ignore as unknown[]).map(String) : [];
+    return {
+      connector,
+      target: { name: row.name, address: row.address ?? "", options: config.options, credential },
+      ignore,
+    };
+  }
+
+  async function call<T>(kind: string, operation: string, run: () => Promise<T>): Promise<T> {
+    try {
+      const result = await run();
+      operations.inc({ kind, operation, outcome: "ok" });
+      return result;
+    } catch (error) {
+      const failure = asConnectorError(error);
+      operations.inc({ kind, operation, outcome: failure.reason });
+      throw failure;
+    }
+  }
+
+  async function requireTarget(ref: string) {
+    const row = await grantStore.findTarget(store.db, ref);
+    if (!row) throw new StintError("NOT_FOUND", `There is no target ${JSON.stringify(ref)}.`);
+    return row;
+  }
+
+  /** Principal → login at a target, for every principal the mapping works for. */
+  async function loginsOf(db: Kysely<Database>, row: grantStore.TargetRow) {
+    const mapping = targetConfig(row.config).identity;
+    const byLogin = new Map<string, { id: string; name: string }>();
+    for (const p of await grantStore.principals(db)) {
+      const result = loginFor(mapping, p);
+      if ("login" in result) byLogin.set(normalizeLogin(row.kind, result.login), { id: p.id, name: p.name });
+    }
+    return byLogin;
+  }
+
+  // -------------------------------------------------------------------------
+  // The requests service's hook: a grant must be provisioned or revoked
+
+  async function onGrant(
+    tx: Kysely<Database>,
+    change: { grantId: string; requestId: string; action: "provision" | "revoke" },
+  ): Promise<void> {
+    if (change.action === "provision") {
+      const grant = await grantStore.findGrant(tx, change.grantId);
+      if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
+      const target = (await grantStore.findTarget(tx, grant.target_id))!;
+      const mapped = loginFor(targetConfig(target.config).identity, {
+        name: grant.principal_name,
+        email: grant.principal_email,
+      });
+      if ("login" in mapped) await grantStore.setGrantLogin(tx, change.grantId, mapped.login);
+      await outbox.enqueue(tx, {
+        kind: JOB.provision,
+        idempotencyKey: `provision:${change.grantId}`,
+        payload: { grantId: change.grantId, maxAttempts: provisionAttempts },
+        maxAttempts: provisionAttempts,
+      });
+      return;
+    }
+    await outbox.enqueue(tx, {
+      kind: JOB.revoke,
+      idempotencyKey: `revoke:${change.grantId}`,
+      payload: { grantId: change.grantId },
+      maxAttempts: revokeAttempts,
+    });
+  }
+
+  // -------------------------------------------------------------------------
+  // Outbox handlers
+
+  async function provisionJob(payload: Record<string, unknown>, attempt: number, signal: AbortSignal) {
+    const grantId = String(payload.grantId);
+    const maxAttempts = Number(payload.maxAttempts ?? provisionAttempts);
+    const grant = await grantStore.findGrant(store.db, grantId);
+    if (!grant || grant.state !== "provisioning") return;
+    const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
+    if (grant.login === null) {
+      const mapped = loginFor(targetConfig(targetRow.config).identity, {
+        name: grant.principal_name,
+        email: grant.principal_email,
+      });
+      await deps.requests.provisionFailed(grantId, "problem" in mapped ? mapped.problem : "no login could be mapped");
+      return;
+    }
+    const login = grant.login;
+    try {
+      const { connector, target } = await connectorTarget(store.db, targetRow);
+      problemsOf(connector.checkLogin(login), `the login ${login}`);
+      await call(connector.kind, "provision", () =>
+        connector.provision(target, { login, entitlement: grant.entitlement as Record<string, unknown> }, { signal }),
+      );
+    } catch (error) {
+      const failure = asConnectorError(error);
+      if (failure.reason === "refused" || attempt >= maxAttempts) {
+        await deps.requests.provisionFailed(
+          grantId,
+          failure.reason === "refused" ? failure.message : `the target did not answer: ${failure.message}`,
+        );
+        return;
+      }
+      await grantStore.recordGrantFailure(
+        store.db,
+        { id: grantId, state: "provisioning" },
+        failure.message,
+        clock.now(),
+        null,
+      );
+      throw failure;
+    }
+    if (!(await deps.requests.provisioned(grantId, { login }))) {
+      // The activation ended while the target was being changed: take the privilege away again.
+      await store.transaction((tx) =>
+        outbox.enqueue(tx, {
+          kind: JOB.revoke,
+          idempotencyKey: `revoke:${grantId}:after-provision`,
+          payload: { grantId, force: true },
+          maxAttempts: revokeAttempts,
+        }),
+      );
+    }
+  }
+
+  async function revokeJob(payload: Record<string, unknown>, attempt: number, signal: AbortSignal) {
+    const grantId = String(payload.grantId);
+    const force = payload.force === true;
+    const grant = await grantStore.findGrant(store.db, grantId);
+    if (!grant || (grant.state !== "revoking" && !force)) return;
+    const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
+    if (grant.login !== null) {
+      try {
+        const { connector, target } = await connectorTarget(store.db, targetRow);
+        const login = grant.login;
+        await call(connector.kind, "revoke", () =>
+          connector.revoke(target, { login, entitlement: grant.entitlement as Record<string, unknown> }, { signal }),
+        );
+      } catch (error) {
+        const failure = asConnectorError(error);
+        const now = clock.now();
+        await store.transaction(async (tx) => {
+          await grantStore.recordGrantFailure(tx, { id: grantId, state: "revoking" }, failure.message, now, null);
+          if (attempt === 1) {
+            // Audited and alerted once; later attempts are counted on the grant and in the metrics.
+            await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
+              action: "grant.revoke_failed",
+              outcome: "failed",
+              subject: `grant:${grantId}`,
+              reason: failure.message,
+              details: { role: grant.role_name, target: targetRow.name, login: grant.login, retrying: true },
+            });
+            await alert(tx, {
+              event: "grant.revoke_failing",
+              severity: "critical",
+              title: `Revoking ${grant.role_name} for ${grant.principal_name} at ${targetRow.name} is failing`,
+              text: `The target did not let Stint take the privilege away: ${failure.message}. Stint keeps retrying; see \`stint grants --stuck\`.`,
+              dedupeKey: `revoke-failing:${grantId}`,
+            });
+          }
+        });
+        logger.warn({ grantId, target: targetRow.name, attempt, err: failure.message }, "revocation failed; retrying");
+        throw failure;
+      }
+    }
+    const now = clock.now();
+    await store.transaction(async (tx) => {
+      const revoked = await grantStore.markRevoked(tx, grantId, now);
+      if (!revoked && !force) return;
+      await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
+        action: "grant.revoked",
+        outcome: "success",
+        subject: `grant:${grantId}`,
+        details: {
+          role: grant.role_name,
+          target: targetRow.name,
+          login: grant.login,
+          requestId: grant.request_id,
+          attempts: grant.attempts + 1,
+          ...(force ? { after: "provisioning finished after the activation ended" } : {}),
+        },
+      });
+    });
+    const ended = await store.db
+      .selectFrom("activation_requests")
+      .select("ended_at")
+      .where("id", "=", grant.request_id)
+      .executeTakeFirst();
+    if (ended?.ended_at)
+      revocationLatency.observe(Math.max(0, (now.getTime() - new Date(ended.ended_at).getTime()) / 1000));
+  }
+
+  function problemsOf(problems: string[], what: string) {
+    if (problems.length > 0) throw new ConnectorError("refused", `${what} is not valid: ${problems.join("; ")}`);
+  }
+
+  async function removeDriftJob(payload: Record<string, unknown>, signal: AbortSignal) {
+    const finding = await grantStore.findFinding(store.db, String(payload.findingId));
+    if (!finding || finding.resolved_at !== null) return;
+    const now = clock.now();
+    if (await grantStore.hasOpenGrant(store.db, finding.role_id, finding.login)) {
+      await store.transaction(async (tx) => {
+        if (!(await grantStore.resolveFinding(tx, finding.id, "an activation now backs it", now))) return;
+        await audit.append(tx, SYSTEM, systemContext(`drift:${finding.id}`), {
+          action: "drift.resolved",
+          outcome: "success",
+          subject: `target:${finding.target_name}`,
+          details: { role: finding.role_name, login: finding.login, kind: finding.kind, resolution: "activation" },
+        });
+      });
+      return;
+    }
+    const targetRow = (await grantStore.findTarget(store.db, finding.target_id))!;
+    const { connector, target } = await connectorTarget(store.db, targetRow);
+    await call(connector.kind, "revoke", () =>
+      connector.revoke(
+        target,
+        { login: finding.login, entitlement: finding.entitlement as Record<string, unknown> },
+        { signal },
+      ),
+    );
+    await store.transaction(async (tx) => {
+      if (!(await grantStore.resolveFinding(tx, finding.id, "removed by Stint", clock.now(), "removed"))) return;
+      await audit.append(tx, SYSTEM, systemContext(`drift:${finding.id}`), {
+        action: "drift.removed",
+        outcome: "success",
+        subject: `target:${finding.target_name}`,
+        details: { role: finding.role_name, login: finding.login },
+      });
+    });
+  }
+
+  async function reprovisionJob(payload: Record<string, unknown>, signal: AbortSignal) {
+    const finding = await grantStore.findFinding(store.db, String(payload.findingId));
+    if (!finding || finding.resolved_at !== null) return;
+    if (!(await grantStore.hasOpenGrant(store.db, finding.role_id, finding.login))) return;
+    const targetRow = (await grantStore.findTarget(store.db, finding.target_id))!;
+    const { connector, target } = await connectorTarget(store.db, targetRow);
+    await call(connector.kind, "provision", () =>
+      connector.provision(
+        target,
+        { login: finding.login, entitlement: finding.entitlement as Record<string, unknown> },
+        { signal },
+      ),
+    );
+    await store.transaction(async (tx) => {
+      if (!(await grantStore.resolveFinding(tx, finding.id, "provisioned again by Stint", clock.now()))) return;
+      await audit.append(tx, SYSTEM, systemContext(`drift:${finding.id}`), {
+        action: "drift.reprovisioned",
+        outcome: "success",
+        subject: `target:${finding.target_name}`,
+        details: { role: finding.role_name, login: finding.login },
+      });
+    });
+  }
+
+  async function removeStandingJob(payload: Record<string, unknown>, signal: AbortSignal) {
+    const targetRow = await grantStore.findTarget(store.db, String(payload.targetId));
+    if (!targetRow) return;
+    const login = String(payload.login);
+    const entitlement = payload.entitlement as Record<string, unknown>;
+    const { connector, target } = await connectorTarget(store.db, targetRow);
+    await call(connector.kind, "revoke", () => connector.revoke(target, { login, entitlement }, { signal }));
+    await store.transaction((tx) =>
+      audit.append(tx, SYSTEM, systemContext(`convert:${String(payload.conversionId)}`), {
+        action: "standing.removed",
+        outcome: "success",
+        subject: `target:${targetRow.name}`,
+        details: { login, entitlement, privilege: payload.privilege },
+      }),
+    );
+  }
+
+  const handlers: OutboxHandlers = {
+    [JOB.provision]: (payload, context) => provisionJob(payload, context.attempt, context.signal),
+    [JOB.revoke]: (payload, context) => revokeJob(payload, context.attempt, context.signal),
+    [JOB.removeDrift]: (payload, context) => removeDriftJob(payload, context.signal),
+    [JOB.reprovision]: (payload, context) => reprovisionJob(payload, context.signal),
+    [JOB.removeStanding]: (payload, context) => removeStandingJob(payload, context.signal),
+    [JOB.reconcile]: async (payload) => {
+      const row = await grantStore.findTarget(store.db, String(payload.targetId));
+      if (row) await reconcileTarget(row);
+    },
+  };
+
+  // -------------------------------------------------------------------------
+  // Reconciliation
+
+  async function reconcileTarget(row: grantStore.TargetRow): Promise<TargetReconcileReport> {
+    const report: TargetReconcileReport = {
+      target: row.name,
+      kind: row.kind,
+      ok: true,
+      error: null,
+      roles: [],
+      drift: [],
+      resolved: [],
+    };
+    const startedAt = clock.now();
+    const roles = await grantStore.rolesAt(store.db, row.id);
+    const observed = new Map<string, string[]>();
+    let ignore: string[] = [];
+    try {
+      const resolved = await connectorTarget(store.db, row);
+      ignore = resolved.ignore;
+      for (const role of roles) {
+        try {
+          const holders = await call(resolved.connector.kind, "observe", () =>
+            resolved.connector.observe(resolved.target, role.entitlement as Record<string, unknown>),
+          );
+          observed.set(role.id, holders);
+          report.roles.push({ role: role.name, holders: holders.length, skipped: null });
+        } catch (error) {
+          const failure = asConnectorError(error);
+          // A target that answers but cannot report holders for this role (a webhook without
+          // observe, a missing group) is skipped; an unreachable one stops the whole cycle.
+          if (failure.reason === "unavailable") throw failure;
+          report.roles.push({ role: role.name, holders: 0, skipped: failure.message });
+        }
+      }
+    } catch (error) {
+      const failure = asConnectorError(error);
+      logger.warn({ target: row.name, err: failure.message }, "reconcile could not read the target");
+      return { ...report, ok: false, error: failure.message };
+    }
+
+    await store.transaction(async (tx) => {
+      const now = clock.now();
+      const grants = await grantStore.grantsAt(tx, row.id, startedAt);
+      const open = await grantStore.openFindings(tx, row.id);
+      const events: AuditInput[] = [];
+      for (const role of roles) {
+        const holders = observed.get(role.id);
+        const roleOpen = open.filter((f) => f.role_id === role.id);
+        if (holders === undefined) continue;
+        const ofRole = grants.filter((g) => g.role_id === role.id && g.login !== null);
+        const found = findDrift(row.kind, {
+          active: ofRole.filter((g) => g.state === "active").map((g) => g.login!),
+          inFlux: ofRole.filter((g) => g.state !== "active").map((g) => g.login!),
+          observed: holders,
+          ignored: ignore,
+        });
+        const { opened, seen, closed } = compareFindings(row.kind, roleOpen, found);
+        const spec = policySpec.safeParse(role.policy_spec);
+        const remove = spec.success && spec.data.drift === "remove";
+        await grantStore.touchFindings(
+          tx,
+          seen.map((f) => f.id),
+          now,
+        );
+        for (const f of seen)
+          report.drift.push({
+            role: role.name,
+            login: f.login,
+            kind: f.kind,
+            action: f.action === "removed" ? "removing" : f.action,
+            new: false,
+            since: iso(f.first_seen_at)!,
+          });
+        for (const d of opened) {
+          const id = newId();
+          const action = d.kind === "missing" ? "reprovisioning" : remove ? "removing" : "reported";
+          await grantStore.insertFinding(tx, {
+            id,
+            targetId: row.id,
+            roleId: role.id,
+            login: d.login,
+            kind: d.kind,
+            action,
+            now,
+          });
+          if (action === "removing")
+            await outbox.enqueue(tx, {
+              kind: JOB.removeDrift,
+              idempotencyKey: `drift-remove:${id}`,
+              payload: { findingId: id },
+              maxAttempts: revokeAttempts,
+            });
+          if (action === "reprovisioning")
+            await outbox.enqueue(tx, {
+              kind: JOB.reprovision,
+              idempotencyKey: `drift-reprovision:${id}`,
+              payload: { findingId: id },
+            });
+          events.push({
+            action: "drift.detected",
+            outcome: "success",
+            subject: `target:${row.name}`,
+            reason:
+              d.kind === "unexpected"
+                ? `${d.login} holds ${role.name} at ${row.name} without an activation`
+                : `${d.login} has an active activation of ${role.name} but ${row.name} does not show it`,
+            details: { role: role.name, login: d.login, kind: d.kind, action, findingId: id },
+          });
+          await alert(tx, {
+            event: "drift.detected",
+            severity: d.kind === "unexpected" ? "critical" : "warning",
+            title:
+              d.kind === "unexpected"
+                ? `Privilege drift at ${row.name}: ${d.login} holds ${role.name} without an activation`
+                : `Privilege drift at ${row.name}: ${d.login} is missing ${role.name}`,
+            text:
+              action === "removing"
+                ? "The role's policy says to remove drift: Stint is taking it away."
+                : action === "reprovisioning"
+                  ? "Stint is provisioning it again."
+                  : "The role's policy says to report drift: find out who granted it, then remove it or convert it with `stint discover --convert`.",
+            dedupeKey: `drift:${id}`,
+          });
+          report.drift.push({
+            role: role.name,
+            login: d.login,
+            kind: d.kind,
+            action,
+            new: true,
+            since: now.toISOString(),
+          });
+        }
+        for (const f of closed) {
+          if (!(await grantStore.resolveFinding(tx, f.id, "no longer seen at the target", now))) continue;
+          events.push({
+            action: "drift.resolved",
+            outcome: "success",
+            subject: `target:${row.name}`,
+            details: { role: role.name, login: f.login, kind: f.kind, findingId: f.id, resolution: "gone" },
+          });
+          report.resolved.push({ role: role.name, login: f.login, kind: f.kind });
+        }
+      }
+      if (events.length > 0) await audit.append(tx, SYSTEM, systemContext(`reconcile:${row.name}`), events);
+    });
+    return report;
+  }
+
+  // -------------------------------------------------------------------------
+  // The service
+
+  return {
+    handlers,
+    onGrant,
+
+    /** Every node's scheduler may call this: one job per target per interval, whoever enqueues it first. */
+    async scheduleReconcile(intervalMs: number): Promise<number> {
+      const slot = Math.floor(clock.now().getTime() / intervalMs);
+      const targets = await grantStore.listTargets(store.db);
+      let queued = 0;
+      await store.transaction(async (tx) => {
+        for (const t of targets) {
+          const added = await outbox.enqueue(tx, {
+            kind: JOB.reconcile,
+            idempotencyKey: `reconcile:${t.id}:${slot}`,
+            payload: { targetId: t.id },
+            maxAttempts: 1,
+          });
+          if (added) queued += 1;
+        }
+      });
+      return queued;
+    },
+
+    /** Compares what Stint granted with what the targets have, now. */
+    async reconcile(actor: Actor, context: CallContext, targetRef?: string): Promise<TargetReconcileReport[]> {
+      authorize(actor, "targets.operate");
+      const rows = targetRef ? [await requireTarget(targetRef)] : await grantStore.listTargets(store.db);
+      if (rows.some((r) => r.kind === "internal"))
+        throw new StintError("CONFLICT", "An internal target has nothing to reconcile: Stint enforces it itself.");
+      const reports: TargetReconcileReport[] = [];
+      for (const row of rows) reports.push(await reconcileTarget(row));
+      await audit.record(actor, context, {
+        action: "reconcile.run",
+        outcome: reports.every((r) => r.ok) ? "success" : "failed",
+        subject: targetRef ? `target:${rows[0]!.name}` : null,
+        details: {
+          targets: reports.map((r) => ({
+            target: r.target,
+            ok: r.ok,
+            drift: r.drift.length,
+            new: r.drift.filter((d) => d.new).length,
+            resolved: r.resolved.length,
+          })),
+        },
+      });
+      return reports;
+    },
+
+    /** Grants on their way to or from a target; `stuck`: only those whose last attempt failed or that wait longer than a minute. */
+    async listUnsettled(actor: Actor, options: { stuck: boolean; limit?: number }): Promise<GrantDto[]> {
+      authorize(actor, "grants.read");
+      const now = clock.now();
+      const rows = await grantStore.unsettledGrants(store.db, { limit: Math.min(options.limit ?? 200, 1000) });
+      return rows
+        .filter((r) => !options.stuck || r.attempts > 0 || now.getTime() - new Date(r.updated_at).getTime() > 60_000)
+        .map((r) => ({
+          id: r.id,
+          requestId: r.request_id,
+          role: r.role_name,
+          target: r.target_name,
+          principal: r.principal_name,
+          login: r.login,
+          state: r.state,
+          attempts: r.attempts,
+          lastError: r.last_error,
+          nextAttemptAt: iso(r.next_attempt_at),
+          since: iso(r.updated_at)!,
+        }));
+    },
+
+    /** Can Stint reach and administer the target? */
+    async testTarget(actor: Actor, ref: string): Promise<{ target: string; ok: boolean; detail: string }> {
+      authorize(actor, "targets.operate");
+      const row = await requireTarget(ref);
+      try {
+        const { connector, target } = await connectorTarget(store.db, row);
+        const result = await call(connector.kind, "test", () => connector.test(target));
+        return { target: row.name, ok: true, detail: result.detail };
+      } catch (error) {
+        if (error instanceof StintError) throw error;
+        const failure = asConnectorError(error);
+        return { target: row.name, ok: false, detail: `${failure.reason}: ${failure.message}` };
+      }
+    },
+
+    /** Stores the target's admin credential (sealed); the value never comes back out of the API. */
+    async setCredential(actor: Actor, context: CallContext, ref: string, secret: string): Promise<{ secret: string }> {
+      authorize(actor, "targets.operate");
+      const row = await requireTarget(ref);
+      const path = targetConfig(row.config).credential;
+      if (!path)
+        throw new StintError(
+          "CONFLICT",
+          `The target ${row.name} declares no credential; add \`credential: { secret: targets/${row.name}/admin }\` to it first.`,
+        );
+      await store.transaction(async (tx) => {
+        const change = await grantStore.writeSecret(tx, path, seal(secretKey, secret, secretAad(path)), clock.now());
+        await audit.append(tx, actor, context, {
+          action: "target.credential_set",
+          outcome: "success",
+          subject: `target:${row.name}`,
+          details: { secret: path, change },
+        });
+      });
+      return { secret: path };
+    },
+
+    async deleteCredential(actor: Actor, context: CallContext, ref: string): Promise<void> {
+      authorize(actor, "targets.operate");
+      const row = await requireTarget(ref);
+      const path = targetConfig(row.config).credential;
+      await store.transaction(async (tx) => {
+        const deleted = path ? await grantStore.deleteSecret(tx, path) : false;
+        if (!deleted) throw new StintError("NOT_FOUND", `The target ${row.name} has no stored credential.`);
+        await audit.append(tx, actor, context, {
+          action: "target.credential_deleted",
+          outcome: "success",
+          subject: `target:${row.name}`,
+          details: { secret: path },
+        });
+      });
+    },
+
+    /** Standing privileged access at a target, with the Stint principal each login maps to. */
+    async discover(actor: Actor, context: CallContext, ref: string): Promise<DiscoveredAccessDto[]> {
+      authorize(actor, "targets.operate");
+      return discover(actor, context, await requireTarget(ref));
+    },
+
+    /**
+     * Phase one → phase two: the chosen standing access becomes eligibility for `role`
+     * (one transaction, audited), and its removal at the target goes through the outbox.
+     * Only access that the role grants back is converted; the rest is listed as skipped.
+     */
+    async convert(
+      actor: Actor,
+      context: CallContext,
+      ref: string,
+      input: { role: string; logins: string[] | null; dryRun: boolean; reason: string },
+    ): Promise<ConvertResult> {
+      authorize(actor, "targets.operate");
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const row = await requireTarget(ref);
+      const role = await grantStore.findRoleByName(store.db, input.role);
+      if (!role || role.target_id !== row.id)
+        throw new StintError("NOT_FOUND", `There is no role ${JSON.stringify(input.role)} at the target ${row.name}.`);
+      const found = await discover(actor, context, row);
+      const key = (login: string) => normalizeLogin(row.kind, login);
+      const wanted = input.logins ? new Set(input.logins.map(key)) : null;
+      const result: ConvertResult = { dryRun: input.dryRun, role: role.name, converted: [], skipped: [] };
+      const grants = JSON.stringify(role.entitlement);
+      for (const login of input.logins ?? [])
+        if (!found.some((a) => key(a.login) === key(login)))
+          result.skipped.push({ login, reason: "no standing privileged access was found for it" });
+      const byLogin = await loginsOf(store.db, row);
+      const plan: { access: DiscoveredAccessDto; principal: { id: string; name: string } }[] = [];
+      for (const access of found) {
+        if (wanted && !wanted.has(key(access.login))) continue;
+        if (JSON.stringify(access.entitlement) !== grants) {
+          // Without a list of logins, only what the role grants is looked at.
+          if (wanted)
+            result.skipped.push({
+              login: access.login,
+              reason: `${access.privilege}: the role ${role.name} does not grant this, so removing it would lose access`,
+            });
+          continue;
+        }
+        const principal = byLogin.get(key(access.login));
+        if (!principal) {
+          result.skipped.push({ login: access.login, reason: "no Stint user maps to this login" });
+          continue;
+        }
+        plan.push({ access, principal });
+      }
+      const conversionId = newId();
+      await store.transaction(async (tx) => {
+        const now = clock.now();
+        for (const { access, principal } of plan) {
+          const existing = await grantStore.isDirectlyEligible(tx, role.id, principal.id, now);
+          result.converted.push({
+            login: access.login,
+            principal: principal.name,
+            privilege: access.privilege,
+            eligibility: existing ? "existing" : "created",
+          });
+          if (input.dryRun) continue;
+          if (!existing)
+            await grantStore.insertEligibility(tx, {
+              id: newId(),
+              roleId: role.id,
+              principalId: principal.id,
+              grantedBy: actor.id,
+              reason: input.reason,
+              now,
+            });
+          await outbox.enqueue(tx, {
+            kind: JOB.removeStanding,
+            idempotencyKey: `standing-remove:${conversionId}:${principal.id}`,
+            payload: {
+              targetId: row.id,
+              login: access.login,
+              entitlement: access.entitlement,
+              privilege: access.privilege,
+              conversionId,
+            },
+            maxAttempts: revokeAttempts,
+          });
+        }
+        if (!input.dryRun && plan.length > 0)
+          await audit.append(tx, actor, context, {
+            action: "standing.converted",
+            outcome: "success",
+            subject: `target:${row.name}`,
+            reason: input.reason,
+            details: {
+              role: role.name,
+              conversionId,
+              converted: result.converted.map((c) => ({
+                login: c.login,
+                principal: c.principal,
+                privilege: c.privilege,
+              })),
+            },
+          });
+      });
+      return result;
+    },
+  };
+
+  async function discover(
+    actor: Actor,
+    context: CallContext,
+    row: grantStore.TargetRow,
+  ): Promise<DiscoveredAccessDto[]> {
+    let found: StandingAccess[];
+    try {
+      const { connector, target } = await connectorTarget(store.db, row);
+      found = await call(connector.kind, "discover", () => connector.discover(target));
+    } catch (error) {
+      if (error instanceof StintError) throw error;
+      const failure = asConnectorError(error);
+      throw new StintError("TARGET_UNAVAILABLE", `${row.name}: ${failure.message}`, { reason: failure.reason });
+    }
+    const byLogin = await loginsOf(store.db, row);
+    await audit.record(actor, context, {
+      action: "target.discovered",
+      outcome: "success",
+      subject: `target:${row.name}`,
+      details: { accounts: found.length },
+    });
+    return found.map((access) => ({
+      ...access,
+      principal: byLogin.get(normalizeLogin(row.kind, access.login))?.name ?? null,
+    }));
+  }
+}
+
+export type GrantService = ReturnType<typeof createGrantService>;

@@ -1,0 +1,354 @@
+/** SQL of grants at real targets, target credentials and drift findings. Every function takes its transaction or db. */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+
+type Q = Kysely<Database>;
+
+// ---------------------------------------------------------------------------
+// Targets and roles as the workers need them
+
+export function findTarget(db: Q, ref: string) {
+  const byId = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(ref);
+  return db
+    .selectFrom("targets")
+    .select(["id", "name", "kind", "address", "config"])
+    .where(byId ? "id" : "name", "=", ref)
+    .executeTakeFirst();
+}
+export type TargetRow = NonNullable<Awaited<ReturnType<typeof findTarget>>>;
+
+export function listTargets(db: Q) {
+  return db
+    .selectFrom("targets")
+    .select(["id", "name", "kind", "address", "config"])
+    .where("kind", "!=", "internal")
+    .orderBy("name")
+    .execute();
+}
+
+export function rolesAt(db: Q, targetId: string) {
+  return db
+    .selectFrom("roles")
+    .innerJoin("policies", "policies.id", "roles.policy_id")
+    .select(["roles.id", "roles.name", "roles.entitlement", "policies.spec as policy_spec"])
+    .where("roles.target_id", "=", targetId)
+    .orderBy("roles.name")
+    .execute();
+}
+
+export function findRoleByName(db: Q, name: string) {
+  return db
+    .selectFrom("roles")
+    .select(["id", "name", "target_id", "entitlement"])
+    .where("name", "=", name)
+    .executeTakeFirst();
+}
+
+/** Every principal with the fields identity mappings use. */
+export function principals(db: Q) {
+  return db.selectFrom("principals").select(["id", "name", "email", "status"]).orderBy("name").execute();
+}
+
+export function findPrincipal(db: Q, id: string) {
+  return db.selectFrom("principals").select(["id", "name", "email"]).where("id", "=", id).executeTakeFirst();
+}
+
+// ---------------------------------------------------------------------------
+// Grants
+
+/** A grant with everything a worker needs to act on it. */
+export function findGrant(db: Q, grantId: string) {
+  return db
+    .selectFrom("grants")
+    .innerJoin("activation_requests as r", "r.id", "grants.request_id")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .innerJoin("principals", "principals.id", "grants.principal_id")
+    .select([
+      "grants.id",
+      "grants.state",
+      "grants.login",
+      "grants.attempts",
+      "grants.request_id",
+      "grants.role_id",
+      "roles.name as role_name",
+      "roles.entitlement",
+      "targets.id as target_id",
+      "principals.name as principal_name",
+      "principals.email as principal_email",
+      "r.state as request_state",
+    ])
+    .where("grants.id", "=", grantId)
+    .executeTakeFirst();
+}
+export type GrantRow = NonNullable<Awaited<ReturnType<typeof findGrant>>>;
+
+export async function setGrantLogin(db: Q, grantId: string, login: string): Promise<void> {
+  await db.updateTable("grants").set({ login }).where("id", "=", grantId).execute();
+}
+
+/** Counts a failed attempt; fenced on the state so a grant that moved on is left alone. */
+export async function recordGrantFailure(
+  db: Q,
+  grant: { id: string; state: "provisioning" | "active" | "revoking" },
+  error: string,
+  now: Date,
+  nextAttemptAt: Date | null,
+): Promise<void> {
+  await db
+    .updateTable("grants")
+    .set((eb) => ({
+      attempts: eb("attempts", "+", 1),
+      last_error: error.slice(0, 1000),
+      next_attempt_at: nextAttemptAt,
+      updated_at: now,
+    }))
+    .where("id", "=", grant.id)
+    .where("state", "=", grant.state)
+    .execute();
+}
+
+/** Ends a revoking grant; false when it was not revoking (already done by another worker). */
+export async function markRevoked(db: Q, grantId: string, now: Date): Promise<boolean> {
+  const rows = await db
+    .updateTable("grants")
+    .set({ state: "revoked", last_error: null, next_attempt_at: null, updated_at: now })
+    .where("id", "=", grantId)
+    .where("state", "=", "revoking")
+    .returning("id")
+    .execute();
+  return rows.length > 0;
+}
+
+/**
+ * Grants of a target that the reconciler must respect: open ones, and those that ended
+ * since `since` (the target may still show them when it was observed).
+ */
+export function grantsAt(db: Q, targetId: string, since: Date) {
+  return db
+    .selectFrom("grants")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .select(["grants.id", "grants.role_id", "grants.login", "grants.state"])
+    .where("roles.target_id", "=", targetId)
+    .where((eb) =>
+      eb.or([
+        eb("grants.state", "in", ["provisioning", "active", "revoking"]),
+        eb("grants.state", "in", ["revoked", "failed"]).and("grants.updated_at", ">=", since),
+      ]),
+    )
+    .execute();
+}
+
+/** Open grants of one role and login (an activation now backs the privilege). */
+export async function hasOpenGrant(db: Q, roleId: string, login: string): Promise<boolean> {
+  const row = await db
+    .selectFrom("grants")
+    .select("id")
+    .where("role_id", "=", roleId)
+    .where("login", "=", login)
+    .where("state", "in", ["provisioning", "active"])
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Grants still on their way to or from a target, oldest first. */
+export function unsettledGrants(db: Q, options: { olderThan?: Date; limit: number }) {
+  let query = db
+    .selectFrom("grants")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .innerJoin("principals", "principals.id", "grants.principal_id")
+    .select([
+      "grants.id",
+      "grants.request_id",
+      "grants.state",
+      "grants.login",
+      "grants.attempts",
+      "grants.last_error",
+      "grants.next_attempt_at",
+      "grants.created_at",
+      "grants.updated_at",
+      "roles.name as role_name",
+      "targets.name as target_name",
+      "principals.name as principal_name",
+    ])
+    .where("grants.state", "in", ["provisioning", "revoking"]);
+  if (options.olderThan) query = query.where("grants.updated_at", "<", options.olderThan);
+  return query.orderBy("grants.updated_at").limit(options.limit).execute();
+}
+export type UnsettledGrantRow = Awaited<ReturnType<typeof unsettledGrants>>[number];
+
+/** How many grants are provisioning or revoking, by target, state and whether an attempt already failed. */
+export function unsettledCounts(db: Q) {
+  return db
+    .selectFrom("grants")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .select(({ fn }) => [
+      "targets.name as target",
+      "grants.state",
+      fn.countAll<string>().as("count"),
+      fn.sum<string>((eb) => eb.case().when("grants.attempts", ">", 0).then(1).else(0).end()).as("failing"),
+    ])
+    .where("grants.state", "in", ["provisioning", "revoking"])
+    .groupBy(["targets.name", "grants.state"])
+    .execute();
+}
+
+// ---------------------------------------------------------------------------
+// Target credentials
+
+export function readSecret(db: Q, path: string) {
+  return db.selectFrom("target_secrets").select("sealed").where("path", "=", path).executeTakeFirst();
+}
+
+export async function writeSecret(db: Q, path: string, sealed: string, now: Date): Promise<"created" | "updated"> {
+  const row = await db
+    .insertInto("target_secrets")
+    .values({ path, sealed, created_at: now, updated_at: now })
+    .onConflict((oc) => oc.column("path").doUpdateSet({ sealed, updated_at: now }))
+    .returning(["created_at", "updated_at"])
+    .executeTakeFirstOrThrow();
+  return new Date(row.created_at).getTime() === now.getTime() ? "created" : "updated";
+}
+
+export async function deleteSecret(db: Q, path: string): Promise<boolean> {
+  const rows = await db.deleteFrom("target_secrets").where("path", "=", path).returning("path").execute();
+  return rows.length > 0;
+}
+
+// ---------------------------------------------------------------------------
+// Drift findings
+
+export function openFindings(db: Q, targetId: string) {
+  return db
+    .selectFrom("drift_findings")
+    .select(["id", "role_id", "login", "kind", "action", "first_seen_at"])
+    .where("target_id", "=", targetId)
+    .where("resolved_at", "is", null)
+    .forUpdate()
+    .execute();
+}
+
+export async function insertFinding(
+  db: Q,
+  values: {
+    id: string;
+    targetId: string;
+    roleId: string;
+    login: string;
+    kind: "unexpected" | "missing";
+    action: "reported" | "removing" | "reprovisioning";
+    now: Date;
+  },
+): Promise<void> {
+  await db
+    .insertInto("drift_findings")
+    .values({
+      id: values.id,
+      target_id: values.targetId,
+      role_id: values.roleId,
+      login: values.login,
+      kind: values.kind,
+      action: values.action,
+      first_seen_at: values.now,
+      last_seen_at: values.now,
+    })
+    .execute();
+}
+
+export async function touchFindings(db: Q, ids: string[], now: Date): Promise<void> {
+  if (ids.length === 0) return;
+  await db.updateTable("drift_findings").set({ last_seen_at: now }).where("id", "in", ids).execute();
+}
+
+export async function setFindingAction(
+  db: Q,
+  id: string,
+  action: "reported" | "removing" | "reprovisioning",
+): Promise<void> {
+  await db.updateTable("drift_findings").set({ action }).where("id", "=", id).execute();
+}
+
+/** Closes an open finding; false when it was already closed. */
+export async function resolveFinding(
+  db: Q,
+  id: string,
+  resolution: string,
+  now: Date,
+  action?: "removed",
+): Promise<boolean> {
+  const rows = await db
+    .updateTable("drift_findings")
+    .set({ resolved_at: now, resolution, ...(action ? { action } : {}) })
+    .where("id", "=", id)
+    .where("resolved_at", "is", null)
+    .returning("id")
+    .execute();
+  return rows.length > 0;
+}
+
+export function findFinding(db: Q, id: string) {
+  return db
+    .selectFrom("drift_findings")
+    .innerJoin("roles", "roles.id", "drift_findings.role_id")
+    .innerJoin("targets", "targets.id", "drift_findings.target_id")
+    .select([
+      "drift_findings.id",
+      "drift_findings.target_id",
+      "drift_findings.role_id",
+      "drift_findings.login",
+      "drift_findings.kind",
+      "drift_findings.resolved_at",
+      "roles.name as role_name",
+      "roles.entitlement",
+      "targets.name as target_name",
+    ])
+    .where("drift_findings.id", "=", id)
+    .executeTakeFirst();
+}
+
+export function openFindingCounts(db: Q) {
+  return db
+    .selectFrom("drift_findings")
+    .innerJoin("targets", "targets.id", "drift_findings.target_id")
+    .select(({ fn }) => ["targets.name as target", "drift_findings.kind", fn.countAll<string>().as("count")])
+    .where("drift_findings.resolved_at", "is", null)
+    .groupBy(["targets.name", "drift_findings.kind"])
+    .execute();
+}
+
+// ---------------------------------------------------------------------------
+// Conversion of standing access
+
+export async function insertEligibility(
+  db: Q,
+  values: { id: string; roleId: string; principalId: string; grantedBy: string; reason: string; now: Date },
+): Promise<void> {
+  await db
+    .insertInto("eligibilities")
+    .values({
+      id: values.id,
+      role_id: values.roleId,
+      principal_id: values.principalId,
+      group_id: null,
+      starts_at: values.now,
+      ends_at: null,
+      granted_by: values.grantedBy,
+      reason: values.reason,
+      created_at: values.now,
+    })
+    .execute();
+}
+
+export async function isDirectlyEligible(db: Q, roleId: string, principalId: string, now: Date): Promise<boolean> {
+  const row = await db
+    .selectFrom("eligibilities")
+    .select("id")
+    .where("role_id", "=", roleId)
+    .where("principal_id", "=", principalId)
+    .where("removed_at", "is", null)
+    .where((eb) => eb.or([eb("ends_at", "is", null), eb("ends_at", ">", now)]))
+    .executeTakeFirst();
+  return row !== undefined;
+}

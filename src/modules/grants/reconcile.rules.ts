@@ -1,0 +1,79 @@
+/**
+ * What a reconcile cycle concludes for one role at one target, from what Stint
+ * granted and what the target shows. Pure: the service loads and writes.
+ *
+ * - unexpected: the target shows the privilege and no activation backs it.
+ * - missing: an activation is active and the target does not show the privilege.
+ * Grants on their way (provisioning, revoking, or ended while the target was being
+ * read) are in flux and never drift in either direction; ignored logins never drift.
+ */
+export type DriftKind = "unexpected" | "missing";
+
+export interface RoleObservation {
+  /** Logins with an active grant of the role. */
+  active: readonly string[];
+  /** Logins whose grant is changing, or changed while the target was read. */
+  inFlux: readonly string[];
+  /** Logins the target shows holding the role's entitlement. */
+  observed: readonly string[];
+  /** Logins the target's options say to leave alone. */
+  ignored: readonly string[];
+}
+
+export interface OpenFinding {
+  id: string;
+  login: string;
+  kind: DriftKind;
+}
+
+export interface Drift {
+  login: string;
+  kind: DriftKind;
+}
+
+/** How logins compare at a kind of target: LDAP DNs are case-insensitive and ignore spaces around separators. */
+export function normalizeLogin(kind: string, login: string): string {
+  if (kind !== "ldap") return login;
+  return login
+    .split(",")
+    .map((rdn) =>
+      rdn
+        .split("=")
+        .map((part) => part.trim())
+        .join("="),
+    )
+    .join(",")
+    .toLowerCase();
+}
+
+export function findDrift(kind: string, observation: RoleObservation): Drift[] {
+  const norm = (logins: readonly string[]) => new Set(logins.map((l) => normalizeLogin(kind, l)));
+  const active = norm(observation.active);
+  const inFlux = norm(observation.inFlux);
+  const ignored = norm(observation.ignored);
+  const observed = new Map(observation.observed.map((l) => [normalizeLogin(kind, l), l]));
+  const drift: Drift[] = [];
+  for (const [key, login] of observed)
+    if (!active.has(key) && !inFlux.has(key) && !ignored.has(key)) drift.push({ login, kind: "unexpected" });
+  for (const login of observation.active) {
+    const key = normalizeLogin(kind, login);
+    if (!observed.has(key) && !inFlux.has(key) && !ignored.has(key)) drift.push({ login, kind: "missing" });
+  }
+  return drift.sort((a, b) => (a.login < b.login ? -1 : a.login > b.login ? 1 : a.kind < b.kind ? -1 : 1));
+}
+
+/** Which findings open (new drift), stay open (seen again) and close (gone). */
+export function compareFindings<F extends OpenFinding>(
+  kind: string,
+  open: readonly F[],
+  drift: readonly Drift[],
+): { opened: Drift[]; seen: F[]; closed: F[] } {
+  const key = (d: Drift) => `${d.kind}\u0000${normalizeLogin(kind, d.login)}`;
+  const now = new Map(drift.map((d) => [key(d), d]));
+  const before = new Map(open.map((f) => [key(f), f]));
+  return {
+    opened: drift.filter((d) => !before.has(key(d))),
+    seen: open.filter((f) => now.has(key(f))),
+    closed: open.filter((f) => !now.has(key(f))),
+  };
+}
