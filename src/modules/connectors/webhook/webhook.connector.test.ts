@@ -76,6 +76,8 @@ async function startEndpoint(secret: string): Promise<Endpoint> {
     }
     if (path === "/echo") return send(res, 400, `bad request; your secret was ${secret} and key ${API_KEY}`);
     if (path === "/garbage") return send(res, 200, { holders: "everyone", accounts: [{ login: "" }] });
+    if (path === "/big" && call.action === "revoke")
+      return send(res, 503, `<html>${"overloaded ".repeat(20_000)}</html>`);
     if (path === "/flaky" && !failedOnce.has(call.id)) {
       failedOnce.add(call.id);
       return send(res, 503, { error: { message: "try again" } });
@@ -92,6 +94,7 @@ async function startEndpoint(secret: string): Promise<Endpoint> {
         const held = holders.get(call.login as string) ?? new Set<string>();
         held.add(key(call.entitlement));
         holders.set(call.login as string, held);
+        if (path === "/big") return send(res, 200, { log: "granted ".repeat(50_000) });
         return send(res, 204, "");
       }
       case "revoke":
@@ -323,6 +326,19 @@ describe("webhook connector against a real endpoint", () => {
     const redirect = await failure(webhookConnector.test(target("/redirect")));
     expect(redirect.reason).toBe("refused");
     expect(redirect.message).toContain("redirect");
+  });
+
+  it("reads long answers only as far as it needs", async () => {
+    const entitlement = { group: `big-${suffix}` };
+    // A long 2xx body does not undo a change that was made.
+    await webhookConnector.provision(target("/big"), { login: alice, entitlement });
+    expect(endpoint.holders.get(alice)?.has(key(entitlement))).toBe(true);
+    // A long error page is still a 503, quoted in part.
+    const error = await failure(webhookConnector.revoke(target("/big"), { login: alice, entitlement }));
+    expect(error.reason).toBe("unavailable");
+    expect(error.message).toMatch(/^the endpoint answered 503: <html>overloaded overloaded/);
+    expect(error.message.length).toBeLessThan(400);
+    await webhookConnector.revoke(target(), { login: alice, entitlement });
   });
 
   it("a closed port is unavailable", async () => {

@@ -36,9 +36,12 @@ import {
 
 export { checkAddress, DOES_NOT_REPORT_ACCOUNTS, DOES_NOT_REPORT_HOLDERS } from "./webhook.rules.js";
 
-/** Answers to observe/discover can be long lists; anything else is a short acknowledgement or error. */
+/** Answers to observe/discover can be long lists; of anything else Stint reads only the start. */
 const MAX_LIST_BODY_BYTES = 16 * 1024 * 1024;
 const MAX_OTHER_BODY_BYTES = 64 * 1024;
+
+/** What a 2xx answer's body is for: nothing (provision, revoke), a detail (test), a list (observe, discover). */
+type SuccessBody = "ignored" | "short" | "list";
 const USER_AGENT = "Stint-Connector/1";
 
 interface CallResult {
@@ -56,23 +59,23 @@ function redact(text: string, target: ConnectorTarget): string {
   return out;
 }
 
-/** Reads at most `limit` bytes of the body; more is an error (the stream is cancelled, closing the connection). */
-async function readLimited(response: Response, limit: number): Promise<string | null> {
-  if (!response.body) return "";
+/** Reads at most `limit` bytes of the body; the rest is not read (the stream is cancelled). */
+async function readLimited(response: Response, limit: number): Promise<{ text: string; complete: boolean }> {
+  if (!response.body) return { text: "", complete: true };
   const reader = response.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
+    chunks.push(value);
     size += value.byteLength;
     if (size > limit) {
       await reader.cancel().catch(() => undefined);
-      return null;
+      return { text: Buffer.concat(chunks).subarray(0, limit).toString("utf8"), complete: false };
     }
-    chunks.push(value);
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return { text: Buffer.concat(chunks).toString("utf8"), complete: true };
 }
 
 /** Why there is no answer, without the URL (its query may carry a token) or the secret. */
@@ -89,7 +92,7 @@ async function post(
   action: WebhookAction,
   fields: { login: string | null; entitlement: Record<string, unknown> | null; id: string },
   call: CallOptions,
-  maxBody: number,
+  successBody: SuccessBody,
 ): Promise<CallResult> {
   // Checked again here: the service checks at apply time, but a call must never go out unsigned or in clear text.
   const secretProblems = checkSecret(target.credential);
@@ -124,9 +127,17 @@ async function post(
       redirect: "manual",
     });
     const ok = response.status >= 200 && response.status < 300;
-    const text = await readLimited(response, ok ? maxBody : MAX_OTHER_BODY_BYTES);
-    if (text === null)
-      throw refused(`the endpoint answered with a body Stint cannot read: larger than ${maxBody} bytes`);
+    if (ok && successBody === "ignored") {
+      // The change is done; a body, however long, is not read.
+      await response.body?.cancel().catch(() => undefined);
+      return { status: response.status, text: "" };
+    }
+    const limit = ok && successBody === "list" ? MAX_LIST_BODY_BYTES : MAX_OTHER_BODY_BYTES;
+    const { text, complete } = await readLimited(response, limit);
+    if (ok && successBody === "list" && !complete)
+      throw refused(`the endpoint answered with a body Stint cannot read: longer than ${limit} bytes`);
+    // A long test detail is dropped; a long error is cut (only its start is quoted anyway).
+    if (ok && !complete) return { status: response.status, text: "" };
     return { status: response.status, text: redact(text, target) };
   } catch (error) {
     if (error instanceof ConnectorError) throw error;
@@ -160,7 +171,7 @@ async function change(
     action,
     { login: grant.login, entitlement: grant.entitlement, id },
     call,
-    MAX_OTHER_BODY_BYTES,
+    "ignored",
   );
   expectOk(action, result, target);
 }
@@ -175,13 +186,7 @@ export const webhookConnector: Connector = {
   checkLogin,
 
   async test(target, call = {}) {
-    const result = await post(
-      target,
-      "test",
-      { login: null, entitlement: null, id: readKey("test") },
-      call,
-      MAX_OTHER_BODY_BYTES,
-    );
+    const result = await post(target, "test", { login: null, entitlement: null, id: readKey("test") }, call, "short");
     expectOk("test", result, target);
     const detail = parseTestDetail(result.text);
     const host = new URL(target.address).host;
@@ -194,13 +199,7 @@ export const webhookConnector: Connector = {
   async observe(target, entitlement, call = {}) {
     const problems = checkEntitlement(entitlement);
     if (problems.length > 0) throw refused(problems[0] as string);
-    const result = await post(
-      target,
-      "observe",
-      { login: null, entitlement, id: readKey("observe") },
-      call,
-      MAX_LIST_BODY_BYTES,
-    );
+    const result = await post(target, "observe", { login: null, entitlement, id: readKey("observe") }, call, "list");
     expectOk("observe", result, target);
     return parsed(parseHolders(result.text), target);
   },
@@ -211,7 +210,7 @@ export const webhookConnector: Connector = {
       "discover",
       { login: null, entitlement: null, id: readKey("discover") },
       call,
-      MAX_LIST_BODY_BYTES,
+      "list",
     );
     expectOk("discover", result, target);
     return parsed(parseAccounts(result.text), target);
