@@ -122,14 +122,28 @@ async function accountExists(session: Session, user: string): Promise<boolean> {
   return rows.length > 0;
 }
 
-/** Accounts (user, host) the role is granted to, leaving out roles granted to roles. */
-async function roleHolders(session: Session, role: string): Promise<{ user: string; host: string }[]> {
+/**
+ * Accounts the role is granted to, leaving out roles granted to roles and, unless asked,
+ * the role's administrators (WITH ADMIN OPTION): Stint's own admin account must hold a role
+ * that way to grant it, and Stint never grants it that way.
+ */
+async function roleHolders(
+  session: Session,
+  role: string,
+  withAdmins = false,
+): Promise<{ user: string; host: string }[]> {
   const rows = session.mariadb
-    ? await session.query("SELECT User AS user, Host AS host FROM mysql.roles_mapping WHERE Role = ? AND Host <> ''", [
-        role,
-      ])
-    : await session.query("SELECT TO_USER AS user, TO_HOST AS host FROM mysql.role_edges WHERE FROM_USER = ?", [role]);
-  return rows.map((row) => ({ user: String(row.user), host: String(row.host) }));
+    ? await session.query(
+        "SELECT User AS user, Host AS host, Admin_option AS admin FROM mysql.roles_mapping WHERE Role = ? AND Host <> ''",
+        [role],
+      )
+    : await session.query(
+        "SELECT TO_USER AS user, TO_HOST AS host, WITH_ADMIN_OPTION AS admin FROM mysql.role_edges WHERE FROM_USER = ?",
+        [role],
+      );
+  return rows
+    .filter((row) => withAdmins || String(row.admin).toUpperCase() !== "Y")
+    .map((row) => ({ user: String(row.user), host: String(row.host) }));
 }
 
 async function defaultRoles(session: Session, user: string): Promise<string[]> {
@@ -174,14 +188,16 @@ async function revoke(session: Session, login: string, entitlement: MysqlEntitle
   const host = session.options.accountHost;
   if (await accountExists(session, login)) {
     if (entitlement.kind === "privileges") {
-      try {
-        await session.query(revokePrivilegesSql(entitlement.privileges, entitlement.on, login, host));
-      } catch (error) {
-        const errno = (error as { errno?: unknown }).errno;
-        if (errno !== ER_NONEXISTING_GRANT && errno !== ER_NONEXISTING_TABLE_GRANT) throw error;
-      }
+      for (const sql of revokePrivilegesSql(entitlement.privileges, entitlement.on, login, host))
+        try {
+          await session.query(sql);
+        } catch (error) {
+          // Nothing granted there: already revoked.
+          const errno = (error as { errno?: unknown }).errno;
+          if (errno !== ER_NONEXISTING_GRANT && errno !== ER_NONEXISTING_TABLE_GRANT) throw error;
+        }
     } else {
-      const holders = await roleHolders(session, entitlement.role);
+      const holders = await roleHolders(session, entitlement.role, true);
       if (holders.some((holder) => holder.user === login && holder.host === host))
         await session.query(`REVOKE ${quoteIdentifier(entitlement.role)} FROM ${accountSql(login, host)}`);
       // Revoking a role leaves it as the default role; clear it so nothing points at it.
@@ -323,9 +339,11 @@ async function discover(session: Session): Promise<StandingAccess[]> {
       String(row.user),
     ),
   );
+  const [self] = await session.query("SELECT CURRENT_USER() AS account");
   const found: StandingAccess[] = [];
   const add = (user: string, host: string, privilege: string, entitlement: Record<string, unknown>) => {
-    if (isIgnored(ignore, user, host)) return;
+    // Stint's own admin account is how Stint works, not standing access to convert.
+    if (isIgnored(ignore, user, host) || `${user}@${host}` === String(self?.account)) return;
     const mapped = host === accountHost;
     found.push({
       login: mapped ? user : `${user}@${host}`,
@@ -349,7 +367,7 @@ async function discover(session: Session): Promise<StandingAccess[]> {
     add(user, String(account.host), admin.privilege, { privileges: admin.privileges, on: "*.*" });
   }
   for (const [role, privilege] of roles)
-    for (const holder of await roleHolders(session, role)) add(holder.user, holder.host, privilege, { role });
+    for (const holder of await roleHolders(session, role, true)) add(holder.user, holder.host, privilege, { role });
   return found.sort((a, b) => a.login.localeCompare(b.login) || a.privilege.localeCompare(b.privilege));
 }
 

@@ -164,9 +164,16 @@ describe("quoting", () => {
     expect(grantPrivilegesSql(["SELECT", "INSERT"], on, "alice", "%")).toBe(
       "GRANT SELECT, INSERT ON `app\\_db`.* TO 'alice'@'%'",
     );
-    expect(revokePrivilegesSql(["SELECT"], { db: "app_db", table: "t_1" }, "alice", "%")).toBe(
+    expect(revokePrivilegesSql(["SELECT"], { db: "app_db", table: "t_1" }, "alice", "%")).toEqual([
       "REVOKE SELECT ON `app_db`.`t_1` FROM 'alice'@'%'",
+    ]);
+    expect(grantPrivilegesSql(["ALL PRIVILEGES", "GRANT OPTION"], { db: null, table: null }, "a", "%")).toBe(
+      "GRANT ALL PRIVILEGES ON *.* TO 'a'@'%' WITH GRANT OPTION",
     );
+    expect(revokePrivilegesSql(["ALL PRIVILEGES", "GRANT OPTION"], { db: null, table: null }, "a", "%")).toEqual([
+      "REVOKE ALL PRIVILEGES ON *.* FROM 'a'@'%'",
+      "REVOKE GRANT OPTION ON *.* FROM 'a'@'%'",
+    ]);
     expect(grantPrivilegesSql(["ALL PRIVILEGES"], { db: null, table: null }, "a", "localhost")).toBe(
       "GRANT ALL PRIVILEGES ON *.* TO 'a'@'localhost'",
     );

@@ -256,12 +256,20 @@ export function grantObjectSql(on: GrantObject): string {
   return `${quoteIdentifier(on.db)}.${quoteIdentifier(on.table)}`;
 }
 
+/** GRANT OPTION goes in a WITH clause: `GRANT ALL PRIVILEGES, GRANT OPTION` is a syntax error. */
 export function grantPrivilegesSql(privileges: string[], on: GrantObject, user: string, host: string): string {
-  return `GRANT ${privilegeListSql(privileges)} ON ${grantObjectSql(on)} TO ${accountSql(user, host)}`;
+  const rest = privileges.filter((privilege) => privilege !== "GRANT OPTION");
+  const withGrant = rest.length < privileges.length ? " WITH GRANT OPTION" : "";
+  return `GRANT ${privilegeListSql(rest)} ON ${grantObjectSql(on)} TO ${accountSql(user, host)}${withGrant}`;
 }
 
-export function revokePrivilegesSql(privileges: string[], on: GrantObject, user: string, host: string): string {
-  return `REVOKE ${privilegeListSql(privileges)} ON ${grantObjectSql(on)} FROM ${accountSql(user, host)}`;
+/** One statement per part, since `REVOKE ALL PRIVILEGES, GRANT OPTION ON …` is a syntax error too. */
+export function revokePrivilegesSql(privileges: string[], on: GrantObject, user: string, host: string): string[] {
+  const rest = privileges.filter((privilege) => privilege !== "GRANT OPTION");
+  const parts = rest.length < privileges.length ? [rest, ["GRANT OPTION"]] : [rest];
+  return parts
+    .filter((part) => part.length > 0)
+    .map((part) => `REVOKE ${privilegeListSql(part)} ON ${grantObjectSql(on)} FROM ${accountSql(user, host)}`);
 }
 
 function privilegeListSql(privileges: string[]): string {

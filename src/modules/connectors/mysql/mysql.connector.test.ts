@@ -1,0 +1,350 @@
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import mysql from "mysql2/promise";
+import type { Connection, RowDataPacket } from "mysql2/promise";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
+import { checkAddress, mysqlConnector } from "./mysql.connector.js";
+
+// A MariaDB (or MySQL) server the tests may create accounts on, as root with an empty password.
+const HOST = "127.0.0.1";
+const PORT = 3306;
+
+const hex = randomBytes(4).toString("hex");
+const db = `stint_t_${hex}`;
+/** Matches `db` only if `_` were left a wildcard in a database-level grant. */
+const lookalikeDb = db.replace(/_/g, "0");
+const role = `stint_r_${hex}`;
+const adminRole = `stint_ra_${hex}`;
+const missingRole = `stint_missing_${hex}`;
+const admin = `stint_adm_${hex}`;
+const user = `stint_t_${hex}`;
+const otherUser = `stint_o_${hex}`;
+const superUser = `stint_s_${hex}`;
+const allUser = `stint_a_${hex}`;
+const roleAdminUser = `stint_m_${hex}`;
+const adminPassword = `pw-${randomBytes(12).toString("hex")}`;
+const userPassword = `pw-${randomBytes(12).toString("hex")}`;
+
+const target: ConnectorTarget = {
+  name: "test-db",
+  address: `mysql://${admin}@${HOST}:${PORT}`,
+  options: { ignore: ["root", "mysql", "mariadb.sys"] },
+  credential: adminPassword,
+};
+
+let root: Connection;
+const opened: Connection[] = [];
+
+async function connectAs(login: string, password = userPassword): Promise<Connection> {
+  const connection = await mysql.createConnection({ host: HOST, port: PORT, user: login, password });
+  // A connection killed while idle reports it as an 'error' event; the next query fails anyway.
+  connection.on("error", () => undefined);
+  opened.push(connection);
+  return connection;
+}
+
+/** SELECT through a fresh connection, as a user would after activation. */
+async function freshSelect(login: string, from = `${db}.items`): Promise<unknown> {
+  const connection = await connectAs(login);
+  try {
+    const [rows] = await connection.query(`SELECT name FROM ${from}`);
+    return rows;
+  } finally {
+    await connection.end();
+  }
+}
+
+async function rootRows(sql: string, values?: unknown[]): Promise<RowDataPacket[]> {
+  const [rows] = await root.query(sql, values);
+  return rows as RowDataPacket[];
+}
+
+async function expectConnectorError(promise: Promise<unknown>, reason: "refused" | "unavailable"): Promise<string> {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(ConnectorError);
+  expect((error as ConnectorError).reason).toBe(reason);
+  const message = (error as ConnectorError).message;
+  expect(message).not.toContain(adminPassword);
+  return message;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+beforeAll(async () => {
+  root = await mysql.createConnection({ host: HOST, port: PORT, user: "root", password: "" });
+  for (const name of [db, lookalikeDb]) {
+    await root.query(`CREATE DATABASE \`${name}\``);
+    await root.query(`CREATE TABLE \`${name}\`.items (name VARCHAR(20))`);
+    await root.query(`INSERT INTO \`${name}\`.items VALUES ('apple')`);
+  }
+  await root.query(`CREATE USER '${admin}'@'%' IDENTIFIED BY '${adminPassword}'`);
+  await root.query(`GRANT ALL PRIVILEGES ON *.* TO '${admin}'@'%' WITH GRANT OPTION`);
+  for (const login of [user, otherUser, superUser, allUser, roleAdminUser])
+    await root.query(`CREATE USER '${login}'@'%' IDENTIFIED BY '${userPassword}'`);
+  await root.query(`CREATE USER '${allUser}'@'localhost' IDENTIFIED BY '${userPassword}'`);
+  await root.query(`CREATE ROLE ${role} WITH ADMIN '${admin}'@'%'`);
+  await root.query(`GRANT SELECT ON \`${db}\`.* TO ${role}`);
+  await root.query(`CREATE ROLE ${adminRole}`);
+  await root.query(`GRANT ${adminRole} TO '${admin}'@'%' WITH ADMIN OPTION`);
+  await root.query(`GRANT CREATE USER ON *.* TO ${adminRole}`);
+  await root.query(`GRANT ${adminRole} TO '${roleAdminUser}'@'%'`);
+  await root.query(`GRANT SUPER ON *.* TO '${superUser}'@'%'`);
+  await root.query(`GRANT ALL PRIVILEGES ON *.* TO '${allUser}'@'%' WITH GRANT OPTION`);
+  await root.query(`GRANT SUPER ON *.* TO '${allUser}'@'localhost'`);
+});
+
+afterAll(async () => {
+  for (const connection of opened) connection.destroy();
+  if (!root) return;
+  for (const login of [admin, user, otherUser, superUser, allUser, roleAdminUser])
+    await root.query(`DROP USER IF EXISTS '${login}'@'%'`);
+  await root.query(`DROP USER IF EXISTS '${allUser}'@'localhost'`);
+  for (const name of [role, adminRole]) await root.query(`DROP ROLE IF EXISTS ${name}`);
+  for (const name of [db, lookalikeDb]) await root.query(`DROP DATABASE IF EXISTS \`${name}\``);
+  await root.end();
+});
+
+describe("checkAddress", () => {
+  it("accepts mysql:// and mariadb:// and refuses a password in the URL", () => {
+    expect(checkAddress(target.address)).toEqual([]);
+    expect(checkAddress(`mariadb://${admin}@${HOST}:${PORT}`)).toEqual([]);
+    expect(checkAddress(`mysql://${admin}:${adminPassword}@${HOST}:${PORT}`).join(" ")).not.toContain(adminPassword);
+    expect(checkAddress(`mysql://${admin}:${adminPassword}@${HOST}:${PORT}`)).toHaveLength(1);
+  });
+});
+
+describe("test()", () => {
+  it("names the server version and the admin account", async () => {
+    const { detail } = await mysqlConnector.test(target);
+    expect(detail).toMatch(/MariaDB|MySQL/);
+    expect(detail).toContain(admin);
+  });
+
+  it("refuses an account that may not grant", async () => {
+    const weak = { ...target, address: `mysql://${otherUser}@${HOST}:${PORT}`, credential: userPassword };
+    const message = await expectConnectorError(mysqlConnector.test(weak), "refused");
+    expect(message).toContain("may not grant");
+  });
+});
+
+describe("role entitlement", () => {
+  const grant = { login: user, entitlement: { role } };
+
+  it("is refused to the account before provisioning", async () => {
+    await expect(freshSelect(user)).rejects.toThrow(/denied/i);
+    expect(await mysqlConnector.observe(target, { role })).toEqual([]);
+  });
+
+  it("provision lets a fresh connection read, and is idempotent", async () => {
+    await mysqlConnector.provision(target, grant);
+    await mysqlConnector.provision(target, grant);
+    expect(await freshSelect(user)).toEqual([{ name: "apple" }]);
+    expect(await mysqlConnector.observe(target, { role })).toEqual([user]);
+  });
+
+  it("revoke kills an open connection, refuses fresh ones, and is idempotent", async () => {
+    const held = await connectAs(user);
+    await held.query(`SELECT name FROM ${db}.items`);
+    await mysqlConnector.revoke(target, grant);
+    await expect(held.query("SELECT 1")).rejects.toThrow();
+    await expect(freshSelect(user)).rejects.toThrow(/denied/i);
+    expect(await mysqlConnector.observe(target, { role })).toEqual([]);
+    const [account] = await rootRows("SELECT default_role FROM mysql.user WHERE User = ? AND Host = '%'", [user]);
+    expect(account?.default_role).toBe("");
+    await mysqlConnector.revoke(target, grant);
+  });
+
+  it("does not create an account that does not exist", async () => {
+    const ghost = `stint_g_${hex}`;
+    const message = await expectConnectorError(
+      mysqlConnector.provision(target, { login: ghost, entitlement: { role } }),
+      "refused",
+    );
+    expect(message).toContain("does not exist");
+    expect(await rootRows("SELECT 1 FROM mysql.user WHERE User = ?", [ghost])).toEqual([]);
+    await mysqlConnector.revoke(target, { login: ghost, entitlement: { role } });
+  });
+});
+
+describe("privilege-set entitlement", () => {
+  const onDb = { privileges: ["select"], on: `${db}.*` };
+  const onTable = { privileges: ["SELECT", "INSERT"], on: `${db}.items` };
+
+  it("provision on db.* grants exactly that database, and is idempotent", async () => {
+    await mysqlConnector.provision(target, { login: otherUser, entitlement: onDb });
+    await mysqlConnector.provision(target, { login: otherUser, entitlement: onDb });
+    expect(await freshSelect(otherUser)).toEqual([{ name: "apple" }]);
+    // `_` in the database name must not act as a wildcard.
+    await expect(freshSelect(otherUser, `${lookalikeDb}.items`)).rejects.toThrow(/denied/i);
+    expect(await mysqlConnector.observe(target, onDb)).toEqual([otherUser]);
+    expect(await mysqlConnector.observe(target, { privileges: ["SELECT", "INSERT"], on: `${db}.*` })).toEqual([]);
+  });
+
+  it("revoke on db.* kills an open connection and refuses fresh ones", async () => {
+    const held = await connectAs(otherUser);
+    await held.query(`SELECT name FROM ${db}.items`);
+    await mysqlConnector.revoke(target, { login: otherUser, entitlement: onDb });
+    await expect(held.query("SELECT 1")).rejects.toThrow();
+    await expect(freshSelect(otherUser)).rejects.toThrow(/denied/i);
+    expect(await mysqlConnector.observe(target, onDb)).toEqual([]);
+    await mysqlConnector.revoke(target, { login: otherUser, entitlement: onDb });
+  });
+
+  it("grants and revokes on one table", async () => {
+    await mysqlConnector.provision(target, { login: otherUser, entitlement: onTable });
+    const connection = await connectAs(otherUser);
+    await connection.query(`INSERT INTO ${db}.items VALUES ('pear')`);
+    expect(await mysqlConnector.observe(target, onTable)).toEqual([otherUser]);
+    await mysqlConnector.revoke(target, { login: otherUser, entitlement: onTable });
+    await expect(connection.query("SELECT 1")).rejects.toThrow();
+    await expect(freshSelect(otherUser)).rejects.toThrow(/denied/i);
+    expect(await mysqlConnector.observe(target, onTable)).toEqual([]);
+    await mysqlConnector.revoke(target, { login: otherUser, entitlement: onTable });
+  });
+
+  it("observes ALL PRIVILEGES from the grant tables", async () => {
+    const all = { privileges: ["ALL"], on: `${db}.*` };
+    await mysqlConnector.provision(target, {
+      login: otherUser,
+      entitlement: { privileges: ["SELECT"], on: `${db}.*` },
+    });
+    expect(await mysqlConnector.observe(target, all)).toEqual([]);
+    await mysqlConnector.provision(target, { login: otherUser, entitlement: all });
+    expect(await mysqlConnector.observe(target, all)).toEqual([otherUser]);
+    await mysqlConnector.revoke(target, { login: otherUser, entitlement: all });
+    expect(await mysqlConnector.observe(target, all)).toEqual([]);
+    expect(await mysqlConnector.observe(target, { privileges: ["SELECT"], on: `${db}.*` })).toEqual([]);
+  });
+
+  it("grants and revokes WITH GRANT OPTION", async () => {
+    const withGrant = { privileges: ["SELECT", "GRANT OPTION"], on: `${db}.*` };
+    await mysqlConnector.provision(target, {
+      login: otherUser,
+      entitlement: { privileges: ["SELECT"], on: `${db}.*` },
+    });
+    expect(await mysqlConnector.observe(target, withGrant)).toEqual([]);
+    await mysqlConnector.provision(target, { login: otherUser, entitlement: withGrant });
+    expect(await mysqlConnector.observe(target, withGrant)).toEqual([otherUser]);
+    await mysqlConnector.revoke(target, { login: otherUser, entitlement: withGrant });
+    await mysqlConnector.revoke(target, { login: otherUser, entitlement: withGrant });
+    expect(await mysqlConnector.observe(target, { privileges: ["SELECT"], on: `${db}.*` })).toEqual([]);
+    const grants = await rootRows(`SHOW GRANTS FOR '${otherUser}'@'%'`);
+    expect(grants.map((row) => String(Object.values(row)[0])).join("\n")).not.toContain(db);
+  });
+
+  it("leaves sessions alone when terminateSessions is false", async () => {
+    const gentle = { ...target, options: { ...target.options, terminateSessions: false } };
+    await mysqlConnector.provision(gentle, { login: otherUser, entitlement: onDb });
+    const held = await connectAs(otherUser);
+    await mysqlConnector.revoke(gentle, { login: otherUser, entitlement: onDb });
+    await expect(held.query("SELECT 1")).resolves.toBeDefined();
+    await held.end();
+  });
+});
+
+describe("discover()", () => {
+  it("lists global admin accounts and holders of privileged roles, removable where mapped", async () => {
+    const held = await connectAs(superUser);
+    const found = (
+      await mysqlConnector.discover({ ...target, options: { ...target.options, privilegedRoles: [role] } })
+    ).filter((access) => access.login.includes(hex));
+    expect(found.map((access) => access.login)).toEqual(
+      [allUser, `${allUser}@localhost`, roleAdminUser, superUser].sort((a, b) => a.localeCompare(b)),
+    );
+    const byLogin = Object.fromEntries(found.map((access) => [access.login, access]));
+    expect(byLogin[allUser]).toMatchObject({
+      privilege: "ALL PRIVILEGES ON *.* WITH GRANT OPTION",
+      entitlement: { privileges: ["ALL PRIVILEGES", "GRANT OPTION"], on: "*.*" },
+      lastActivity: null,
+    });
+    expect(byLogin[`${allUser}@localhost`]).toMatchObject({ privilege: "SUPER ON *.*", entitlement: null });
+    expect(byLogin[roleAdminUser]).toMatchObject({ entitlement: { role: adminRole } });
+    expect(byLogin[superUser]).toMatchObject({ entitlement: { privileges: ["SUPER"], on: "*.*" } });
+    expect(byLogin[superUser]!.lastActivity).not.toBeNull();
+    expect(found.some((access) => access.login === admin)).toBe(false);
+    await held.end();
+  });
+
+  it("lists holders of privilegedRoles", async () => {
+    await mysqlConnector.provision(target, { login: user, entitlement: { role } });
+    const withRole = await mysqlConnector.discover({
+      ...target,
+      options: { ...target.options, privilegedRoles: [role] },
+    });
+    expect(withRole.find((access) => access.login === user)?.entitlement).toEqual({ role });
+    const without = await mysqlConnector.discover(target);
+    expect(without.some((access) => access.login === user)).toBe(false);
+    await mysqlConnector.revoke(target, { login: user, entitlement: { role } });
+  });
+
+  it("revoking a discovered entitlement removes it", async () => {
+    for (const login of [allUser, superUser, roleAdminUser]) {
+      const access = (await mysqlConnector.discover(target)).find((a) => a.login === login)!;
+      await mysqlConnector.revoke(target, { login, entitlement: access.entitlement! });
+    }
+    const left = (await mysqlConnector.discover(target)).filter((access) => access.login.includes(hex));
+    expect(left.map((access) => access.login)).toEqual([`${allUser}@localhost`]);
+    const grants = await rootRows(`SHOW GRANTS FOR '${allUser}'@'%'`);
+    expect(grants.map((row) => Object.values(row)[0])).toEqual([expect.stringMatching(/^GRANT USAGE ON \*\.\*/)]);
+  });
+});
+
+describe("failures", () => {
+  it("a closed port is unavailable", async () => {
+    const closed = { ...target, address: `mysql://${admin}@${HOST}:${await freePort()}` };
+    await expectConnectorError(mysqlConnector.test(closed), "unavailable");
+    await expectConnectorError(mysqlConnector.provision(closed, { login: user, entitlement: { role } }), "unavailable");
+  });
+
+  it("a nonexistent role is refused in the server's words", async () => {
+    const message = await expectConnectorError(
+      mysqlConnector.provision(target, { login: user, entitlement: { role: missingRole } }),
+      "refused",
+    );
+    expect(message).toContain(`Invalid role specification`);
+    expect(message).toContain(missingRole);
+  });
+
+  it("a wrong admin password is refused without echoing the credential", async () => {
+    const wrong = { ...target, credential: `${adminPassword}-wrong` };
+    const message = await expectConnectorError(mysqlConnector.test(wrong), "refused");
+    expect(message).toMatch(/Access denied/);
+    expect(message).not.toContain(wrong.credential);
+  });
+
+  it("an aborted call is unavailable", async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await expectConnectorError(mysqlConnector.observe(target, { role }, { signal: controller.signal }), "unavailable");
+  });
+
+  it("refuses an invalid login or entitlement before connecting", async () => {
+    await expectConnectorError(
+      mysqlConnector.provision(target, { login: "x' OR 1", entitlement: { role } }),
+      "refused",
+    );
+    await expectConnectorError(
+      mysqlConnector.provision(target, { login: user, entitlement: { privileges: ["SELECT"], on: "`x`.*" } }),
+      "refused",
+    );
+  });
+
+  it("leaves no admin connection open", async () => {
+    let open = Infinity;
+    for (let attempt = 0; attempt < 50 && open > 0; attempt += 1) {
+      open = (await rootRows("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", [admin])).length;
+      if (open > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(open).toBe(0);
+  });
+});
