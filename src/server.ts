@@ -32,6 +32,9 @@ import { createDecisionLinks } from "./modules/requests/decision-links.js";
 import { createNotifier, notifyHandlers } from "./modules/notify/index.js";
 import { createOutboxService } from "./modules/outbox/index.js";
 import type { OutboxHandlers } from "./modules/outbox/index.js";
+import type { Connector } from "./modules/connectors/index.js";
+import { createGrantService, type GrantService } from "./modules/grants/grants.service.js";
+import { registerGrantRoutes } from "./modules/grants/grants.routes.js";
 
 export const VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
 
@@ -42,6 +45,10 @@ export interface ServerDeps {
   clock?: Clock;
   scrypt?: ScryptParams;
   outboxHandlers?: OutboxHandlers;
+  /** Tests: shorter retry pauses than the configured ones. */
+  outboxBackoff?: { baseMs?: number; capMs?: number };
+  /** Tests: wrap the built-in connectors. */
+  connectorFor?: (kind: string) => Connector | null;
   /** An already opened store (tests); otherwise opened from the config. */
   store?: AppStore;
 }
@@ -55,6 +62,7 @@ export interface Server {
   outbox: OutboxRunner;
   keyring: Keyring;
   requests: RequestService;
+  grants: GrantService;
   scheduler: Scheduler;
   registry: Registry;
   /** Creates the first administrator or a setup code (printed by the caller). */
@@ -102,20 +110,60 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             decisionLinks,
           })
         : undefined;
-    const requests = createRequestService({ store, audit, clock, decisionLinks, ...(onEvent ? { onEvent } : {}) });
-    const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
-    const scheduler = createScheduler({ requests, logger, pollMs: config.schedulerPoll });
-
     const registry = new Registry();
     collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
+    // The two services call each other: a grant is provisioned for a request, and its outcome moves the request.
+    let grants: GrantService | undefined = undefined;
+    const requests = createRequestService({
+      store,
+      audit,
+      clock,
+      decisionLinks,
+      ...(onEvent ? { onEvent } : {}),
+      onGrant: (tx, change) => grants!.onGrant(tx, change),
+    });
+    const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
+    grants = createGrantService({
+      store,
+      audit,
+      clock,
+      outbox: outboxService,
+      requests,
+      masterKey,
+      registry,
+      logger,
+      ...(deps.connectorFor ? { connectorFor: deps.connectorFor } : {}),
+      ...(notifier
+        ? {
+            onAlert: async (tx, alert) => {
+              const { dedupeKey, ...notification } = alert;
+              await notifier.enqueueNotification(
+                tx,
+                outboxService,
+                { ...notification, occurredAt: clock.now().toISOString() },
+                { dedupeKey },
+              );
+            },
+          }
+        : {}),
+    });
+    const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
+    const scheduler = createScheduler({
+      requests,
+      logger,
+      pollMs: config.schedulerPoll,
+      reconcile: { intervalMs: config.reconcileInterval, schedule: grants.scheduleReconcile },
+    });
+
     const outbox = createOutboxRunner({
       store,
       clock,
       audit,
       registry,
       logger,
-      handlers: { ...notifyHandlers(channels, { clock, logger }), ...deps.outboxHandlers },
+      handlers: { ...notifyHandlers(channels, { clock, logger }), ...grants.handlers, ...deps.outboxHandlers },
       pollMs: config.outboxPoll,
+      backoff: { capMs: config.outboxBackoffCap, ...deps.outboxBackoff },
     });
 
     const app = await buildApp(
@@ -137,6 +185,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerCatalogRoutes(scoped, { catalog: createCatalogService({ store, audit, clock }) });
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerRequestRoutes(scoped, { requests, tokens: activationTokens });
+        registerGrantRoutes(scoped, { grants: grants! });
       },
     );
 
@@ -150,6 +199,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       outbox,
       keyring,
       requests,
+      grants,
       scheduler,
       registry,
       bootstrap: () =>

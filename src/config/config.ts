@@ -56,6 +56,10 @@ export const configSchema = z
     loginLockout: duration.default(900_000),
     outboxPoll: duration.default(1000),
     schedulerPoll: duration.default(250),
+    /** The longest pause between two attempts of an outbox job (a revocation at a target that is down, say). */
+    outboxBackoffCap: duration.default(600_000),
+    /** How often every target is compared with what Stint granted; 0 turns the schedule off. */
+    reconcileInterval: z.union([z.literal("0").transform(() => 0), duration]).default(300_000),
     /** The URL people reach Stint at; links in notifications point here. Defaults to http://<listen>. */
     publicUrl: z
       .string()
@@ -86,6 +90,8 @@ export const ENV_KEYS = {
   STINT_LOGIN_LOCKOUT: "loginLockout",
   STINT_OUTBOX_POLL: "outboxPoll",
   STINT_SCHEDULER_POLL: "schedulerPoll",
+  STINT_OUTBOX_BACKOFF_CAP: "outboxBackoffCap",
+  STINT_RECONCILE_INTERVAL: "reconcileInterval",
   STINT_PUBLIC_URL: "publicUrl",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
 

@@ -16,6 +16,8 @@ export interface Scheduler {
 
 export function createScheduler(deps: {
   requests: Pick<RequestService, "expireDue" | "processDeadlines" | "reportEndedEligibilities" | "warnExpiring">;
+  /** Queues a reconcile of every target once per interval (the outbox runs it, on whichever node claims it). */
+  reconcile?: { intervalMs: number; schedule: (intervalMs: number) => Promise<number> };
   logger?: Pick<Logger, "error" | "info">;
   pollMs?: number;
   batchSize?: number;
@@ -25,6 +27,7 @@ export function createScheduler(deps: {
   let running = false;
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<unknown> = Promise.resolve();
+  let lastReconcileSlot = -1;
 
   async function runOnce() {
     let expired = 0;
@@ -41,6 +44,13 @@ export function createScheduler(deps: {
     }
     const eligibilitiesEnded = await deps.requests.reportEndedEligibilities(batch);
     await deps.requests.warnExpiring(batch);
+    if (deps.reconcile && deps.reconcile.intervalMs > 0) {
+      const slot = Math.floor(Date.now() / deps.reconcile.intervalMs);
+      if (slot !== lastReconcileSlot) {
+        await deps.reconcile.schedule(deps.reconcile.intervalMs);
+        lastReconcileSlot = slot;
+      }
+    }
     return { expired, timedOut, eligibilitiesEnded };
   }
 

@@ -69,6 +69,13 @@ const MATRIX = `
   GET     /v1/targets/:ref                         no         no    yes      yes       yes
   PUT     /v1/targets/:ref                         no         no    no       yes       yes
   DELETE  /v1/targets/:ref                         no         no    no       yes       yes
+  POST    /v1/targets/:ref/test                    no         no    no       yes       yes
+  GET     /v1/targets/:ref/discovery               no         no    no       yes       yes
+  POST    /v1/targets/:ref/discovery/conversions   no         no    no       yes       yes
+  PUT     /v1/targets/:ref/credential              no         no    no       yes       yes
+  DELETE  /v1/targets/:ref/credential              no         no    no       yes       yes
+  GET     /v1/grants                               no         no    yes      yes       yes
+  POST    /v1/reconcile                            no         no    no       yes       yes
   GET     /v1/policies                             no         no    yes      yes       yes
   POST    /v1/policies                             no         no    no       yes       yes
   GET     /v1/policies/:ref                        no         no    yes      yes       yes
@@ -223,6 +230,18 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { name: "matrix-nothing", kind: "internal" },
   }),
   "DELETE /v1/targets/:ref": () => ({ url: "/v1/targets/matrix-nothing" }),
+  "POST /v1/targets/:ref/test": () => ({ url: "/v1/targets/matrix-nothing/test" }),
+  "GET /v1/targets/:ref/discovery": () => ({ url: "/v1/targets/matrix-nothing/discovery" }),
+  "POST /v1/targets/:ref/discovery/conversions": () => ({
+    url: "/v1/targets/matrix-nothing/discovery/conversions",
+    payload: { role: "matrix-nothing", reason: "authorization matrix", dryRun: true },
+  }),
+  "PUT /v1/targets/:ref/credential": () => ({
+    url: "/v1/targets/matrix-nothing/credential",
+    payload: { secret: "not-a-real-secret" },
+  }),
+  "DELETE /v1/targets/:ref/credential": () => ({ url: "/v1/targets/matrix-nothing/credential" }),
+  "POST /v1/reconcile": () => ({ url: "/v1/reconcile", payload: {} }),
   "POST /v1/policies": ({ fresh }) => ({ url: "/v1/policies", payload: { name: fresh("matrix-policy"), spec: {} } }),
   "GET /v1/policies/:ref": () => ({ url: "/v1/policies/matrix-nothing" }),
   "PUT /v1/policies/:ref": () => ({
