@@ -328,6 +328,32 @@ describe("failures", () => {
     await expectConnectorError(mysqlConnector.observe(target, { role }, { signal: controller.signal }), "unavailable");
   });
 
+  it("an abort while a query is blocked ends the call and its connection", async () => {
+    const locker = await connectAs("root", "");
+    await locker.query("LOCK TABLES mysql.global_priv WRITE");
+    try {
+      const controller = new AbortController();
+      const call = mysqlConnector.provision(
+        target,
+        { login: user, entitlement: { role } },
+        { signal: controller.signal },
+      );
+      let blocked = false;
+      while (!blocked) {
+        const rows = await rootRows(
+          "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO LIKE 'SELECT 1 FROM mysql.user%'",
+          [admin],
+        );
+        blocked = rows.length > 0;
+      }
+      controller.abort();
+      await expectConnectorError(call, "unavailable");
+    } finally {
+      await locker.query("UNLOCK TABLES");
+      await locker.end();
+    }
+  });
+
   it("refuses an invalid login or entitlement before connecting", async () => {
     await expectConnectorError(
       mysqlConnector.provision(target, { login: "x' OR 1", entitlement: { role } }),

@@ -88,6 +88,8 @@ async function withSession<T>(
     connecting.then((late) => (signal?.aborted ? late.destroy() : undefined)).catch(() => undefined);
     connection = await Promise.race([connecting, aborted]);
     const open = connection;
+    // A server that drops the connection between queries reports it as an event; the next query fails anyway.
+    open.on("error", () => undefined);
     const query = async (sql: string, values?: unknown[]) => {
       const [rows] = await Promise.race([open.query({ sql, values, timeout: QUERY_TIMEOUT_MS }), aborted]);
       return rows as RowDataPacket[];
@@ -99,7 +101,8 @@ async function withSession<T>(
     throw classifyError(error, context);
   } finally {
     if (onAbort) signal?.removeEventListener("abort", onAbort);
-    if (connection) await connection.end().catch(() => connection?.destroy());
+    if (connection && signal?.aborted) connection.destroy();
+    else if (connection) await connection.end().catch(() => connection?.destroy());
   }
 }
 
