@@ -35,6 +35,8 @@ const QUERY_TIMEOUT_MS = 30_000;
 const LOCK_TIMEOUT_MS = 10_000;
 /** How long revoke waits for each terminated backend to exit (PostgreSQL 14+). */
 const TERMINATE_WAIT_MS = 5_000;
+/** How often the server checks that our socket is still open while a statement runs. */
+const CONNECTION_CHECK_MS = 1_000;
 
 /** Opens one client as the target's admin, runs `work`, and closes the client whatever happens. */
 async function withClient<T>(
@@ -69,15 +71,33 @@ async function withClient<T>(
   client.on("error", () => {});
   let closing: Promise<void> | undefined;
   const close = () => (closing ??= client.end().catch(() => {}));
-  signal?.addEventListener("abort", close, { once: true });
+  // pg never settles connect() when the client is ended mid-handshake, so an abort must win a race instead.
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      reject(unavailable(`${target.name}: the call was aborted`));
+      void close();
+    };
+  });
+  signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await client.connect();
-    return await work(client);
+    const run = (async () => {
+      await client.connect();
+      // Closing the socket does not stop a statement already running (say, waiting for a lock), so an
+      // aborted grant could still commit later; PostgreSQL 14+ can notice the closed socket and cancel it.
+      await client.query(
+        `SELECT set_config('client_connection_check_interval', '${CONNECTION_CHECK_MS}', false)
+          WHERE current_setting('server_version_num')::int >= 140000`,
+      );
+      return work(client);
+    })();
+    run.catch(() => {}); // when the abort wins, whatever `run` does later is of no interest
+    return await (signal ? Promise.race([run, aborted]) : run);
   } catch (error) {
     if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted`);
     throw classifyFailure(error, { where, credential: target.credential });
   } finally {
-    signal?.removeEventListener("abort", close);
+    signal?.removeEventListener("abort", onAbort);
     await close();
   }
 }
