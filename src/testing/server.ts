@@ -39,6 +39,8 @@ export async function testServer(
     env?: NodeJS.ProcessEnv;
     clock?: Clock;
     outboxHandlers?: OutboxHandlers;
+    /** Shorter pauses between outbox retries than the configured ones. */
+    outboxBackoff?: { baseMs?: number; capMs?: number };
     logLevel?: string;
     /** Where log lines go (tests that read the logs); stdout otherwise. */
     logDestination?: DestinationStream;
@@ -63,6 +65,7 @@ export async function testServer(
     scrypt: TEST_SCRYPT,
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.outboxHandlers ? { outboxHandlers: options.outboxHandlers } : {}),
+    ...(options.outboxBackoff ? { outboxBackoff: options.outboxBackoff } : {}),
   });
   await server.bootstrap();
   await server.app.ready();

@@ -583,7 +583,8 @@ export function createGrantService(deps: GrantServiceDeps) {
         const ofRole = grants.filter((g) => g.role_id === role.id && g.login !== null);
         const found = findDrift(row.kind, {
           active: ofRole.filter((g) => g.state === "active").map((g) => g.login!),
-          inFlux: ofRole.filter((g) => g.state !== "active").map((g) => g.login!),
+          inFlux: ofRole.filter((g) => g.state === "provisioning" || g.state === "revoking").map((g) => g.login!),
+          recentlyEnded: ofRole.filter((g) => g.state === "revoked" || g.state === "failed").map((g) => g.login!),
           observed: holders,
           ignored: ignore,
         });

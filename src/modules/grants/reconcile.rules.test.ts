@@ -23,6 +23,18 @@ describe("drift", () => {
     ).toEqual([]);
   });
 
+  it("a grant that just ended is not unexpected, but does not hide an active one that is missing", () => {
+    expect(
+      findDrift("postgres", {
+        active: ["alice"],
+        inFlux: [],
+        recentlyEnded: ["alice", "bob"],
+        observed: ["bob"],
+        ignored: [],
+      }),
+    ).toEqual([{ login: "alice", kind: "missing" }]);
+  });
+
   it("compares LDAP DNs as LDAP does", () => {
     expect(normalizeLogin("ldap", "UID=Alice, OU=People,dc=Example,dc=org")).toBe(
       "uid=alice,ou=people,dc=example,dc=org",

@@ -4,16 +4,19 @@
  *
  * - unexpected: the target shows the privilege and no activation backs it.
  * - missing: an activation is active and the target does not show the privilege.
- * Grants on their way (provisioning, revoking, or ended while the target was being
- * read) are in flux and never drift in either direction; ignored logins never drift.
+ * Grants on their way (provisioning, revoking) are in flux and never drift in either
+ * direction; a grant that ended while the target was being read may still show there,
+ * so it is not unexpected (yet); ignored logins never drift.
  */
 export type DriftKind = "unexpected" | "missing";
 
 export interface RoleObservation {
   /** Logins with an active grant of the role. */
   active: readonly string[];
-  /** Logins whose grant is changing, or changed while the target was read. */
+  /** Logins whose grant is provisioning or revoking. */
   inFlux: readonly string[];
+  /** Logins whose grant ended while the target was read. */
+  recentlyEnded?: readonly string[];
   /** Logins the target shows holding the role's entitlement. */
   observed: readonly string[];
   /** Logins the target's options say to leave alone. */
@@ -51,10 +54,12 @@ export function findDrift(kind: string, observation: RoleObservation): Drift[] {
   const active = norm(observation.active);
   const inFlux = norm(observation.inFlux);
   const ignored = norm(observation.ignored);
+  const ended = norm(observation.recentlyEnded ?? []);
   const observed = new Map(observation.observed.map((l) => [normalizeLogin(kind, l), l]));
   const drift: Drift[] = [];
   for (const [key, login] of observed)
-    if (!active.has(key) && !inFlux.has(key) && !ignored.has(key)) drift.push({ login, kind: "unexpected" });
+    if (!active.has(key) && !inFlux.has(key) && !ended.has(key) && !ignored.has(key))
+      drift.push({ login, kind: "unexpected" });
   for (const login of observation.active) {
     const key = normalizeLogin(kind, login);
     if (!observed.has(key) && !inFlux.has(key) && !ignored.has(key)) drift.push({ login, kind: "missing" });
