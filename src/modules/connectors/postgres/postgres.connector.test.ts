@@ -292,6 +292,14 @@ describe("postgres connector: failures", () => {
     expect(error.message).toContain("does not exist");
   });
 
+  it("sslmode=require against a server without TLS is refused", async () => {
+    const ssl = await (await connectAs("postgres")).query("SHOW ssl");
+    if (ssl.rows[0].ssl === "on") return; // this check needs a server without TLS
+    const error = await rejection(connector.test({ ...target, address: `${url("postgres")}?sslmode=require` }));
+    expect(error.reason).toBe("refused");
+    expect(error.message).toContain("TLS");
+  });
+
   it("an address with a password is refused before connecting", async () => {
     const error = await rejection(
       connector.test({ ...target, address: `postgres://postgres:${credential}@127.0.0.1:5432/postgres` }),

@@ -55,12 +55,8 @@ async function withClient<T>(
     database: address.database,
     // Given here, never in a URL, so it cannot surface in a message that echoes the address.
     password: target.credential ?? undefined,
-    ssl:
-      address.ssl === "disable"
-        ? false
-        : address.ssl === "require"
-          ? { rejectUnauthorized: false }
-          : { servername: address.host },
+    // require: encrypted, unverified (as libpq); verify-full: Node checks the chain and the host name.
+    ssl: address.ssl === "disable" ? false : address.ssl === "require" ? { rejectUnauthorized: false } : true,
     application_name: address.applicationName,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     query_timeout: QUERY_TIMEOUT_MS,
@@ -79,6 +75,7 @@ async function withClient<T>(
       void close();
     };
   });
+  aborted.catch(() => {});
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     const run = (async () => {
