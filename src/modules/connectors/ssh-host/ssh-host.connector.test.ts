@@ -58,6 +58,14 @@ function members(group: string): string[] {
   return (line.split(":")[3] ?? "").split(",").filter(Boolean);
 }
 
+/** Established client connections to the test sshd. */
+function openConnections(): string[] {
+  return execFileSync("ss", ["-tnH", "state", "established", `( dport = :${sshd.port} )`])
+    .toString()
+    .split("\n")
+    .filter((line) => line.trim() !== "");
+}
+
 beforeAll(async () => {
   sshd = await startSshd();
   target = {
@@ -297,6 +305,20 @@ describe("errors", () => {
     );
     expect(error.reason).toBe("unavailable");
     expect(await idGroups(bob)).not.toContain(admins);
+  });
+
+  it("closes its connection after success, refusal, and an abort in mid-call", async () => {
+    await connector.observe(target, { group: devs });
+    expect(openConnections()).toEqual([]);
+    await failure(connector.observe(target, { group: name("nogroup") }));
+    expect(openConnections()).toEqual([]);
+
+    const controller = new AbortController();
+    const pending = failure(connector.discover(target, { signal: controller.signal }));
+    while (openConnections().length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+    controller.abort();
+    expect((await pending).reason).toBe("unavailable");
+    expect(openConnections()).toEqual([]);
   });
 
   it("no message holds the private key or any line of it", () => {

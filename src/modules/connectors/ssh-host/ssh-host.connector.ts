@@ -3,6 +3,8 @@
  * One SSH connection per call, host key pinned by fingerprint, every command built
  * from quoted argv (see ssh-host.rules.ts).
  */
+import { randomBytes } from "node:crypto";
+import { Socket } from "node:net";
 import { Client, type ClientErrorExtensions } from "ssh2";
 import {
   ConnectorError,
@@ -14,6 +16,7 @@ import {
   type StandingAccess,
 } from "../connector.types.js";
 import {
+  buildBatch,
   buildCommand,
   fingerprintFromHex,
   groupHolders,
@@ -28,26 +31,32 @@ import {
   parseSudoers,
   splitSudoersFiles,
   sudoersGroups,
+  splitBatch,
   sudoersHolders,
+  type CommandResult,
   type SshAddress,
   type SshHostOptions,
 } from "./ssh-host.rules.js";
 
 const CONNECT_TIMEOUT_MS = 5_000;
 const COMMAND_TIMEOUT_MS = 30_000;
+const CLOSE_WAIT_MS = 250;
 
-interface CommandResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+interface Command {
+  argv: string[];
+  /** Through `sudo -n` when useSudo is on and the admin user is not root (default true). */
+  privileged?: boolean;
 }
 
 interface Session {
   address: SshAddress;
   options: SshHostOptions;
-  /** Runs argv on the host, through `sudo -n` when useSudo is on and the admin user is not root. */
-  run(argv: string[], privileged?: boolean): Promise<CommandResult>;
+  /** Runs the commands in order in one round trip, whatever their exit status; one result each. */
+  run(...commands: Command[]): Promise<CommandResult[]>;
 }
+
+const plain = (...argv: string[]): Command => ({ argv, privileged: false });
+const privileged = (...argv: string[]): Command => ({ argv, privileged: true });
 
 export const sshHostConnector: Connector = {
   kind: "ssh-host",
@@ -69,18 +78,25 @@ export const sshHostConnector: Connector = {
   test: (target, call) =>
     withSession(target, call, async (session) => {
       const { address, options } = session;
-      const uid = firstLine((await expectOk(session.run(["id", "-u"], false))).stdout);
       const sudo = options.useSudo && address.user !== "root";
-      if (sudo) await expectOk(session.run(["true"]));
-      const system = firstLine((await expectOk(session.run(["uname", "-sr"], false))).stdout);
-      const how = sudo ? ", commands through sudo -n" : uid === "0" ? "" : ", not root and useSudo is off";
-      return { detail: `${system} at ${address.host}:${address.port}, as ${address.user} (uid ${uid}${how})` };
+      const [uid, system, sudoCheck] = await session.run(
+        plain("id", "-u"),
+        plain("uname", "-sr"),
+        ...(sudo ? [privileged("true")] : []),
+      );
+      for (const result of [uid!, system!, ...(sudoCheck ? [sudoCheck] : [])]) expectOk(result);
+      const id = firstLine(uid!.stdout);
+      const how = sudo ? ", commands through sudo -n" : id === "0" ? "" : ", not root and useSudo is off";
+      return {
+        detail: `${firstLine(system!.stdout)} at ${address.host}:${address.port}, as ${address.user} (uid ${id}${how})`,
+      };
     }),
 
   provision: (target, grant, call) =>
     withSession(target, call, async (session) => {
       const { login, group } = checkGrant(grant.login, grant.entitlement);
-      await expectOk(session.run(["gpasswd", "-a", login, group]));
+      const [added] = await session.run(privileged("gpasswd", "-a", login, group));
+      expectOk(added!);
     }),
 
   revoke: (target, grant, call) =>
@@ -90,56 +106,67 @@ export const sshHostConnector: Connector = {
       if (session.options.terminateSessions && (login === "root" || login === session.address.user)) {
         throw refused(`will not end every process of ${login}: terminateSessions is on for this target`);
       }
-      const removal = await session.run(["gpasswd", "-d", login, group]);
-      if (removal.code !== 0) {
-        if (!isNotMemberMessage(removal.stderr)) throw refusedBy(removal);
+      const [removal, passwd, groupEntry] = await session.run(
+        privileged("gpasswd", "-d", login, group),
+        plain("getent", "passwd", login),
+        plain("getent", "group", group),
+      );
+      if (removal!.code !== 0) {
+        if (!isNotMemberMessage(removal!.stderr)) throw refusedBy(removal!);
         // Not a listed member; but a primary group cannot be taken away by gpasswd.
-        const [user] = parsePasswd((await session.run(["getent", "passwd", login], false)).stdout);
-        const [entry] = parseGroups((await session.run(["getent", "group", group], false)).stdout);
+        const [user] = parsePasswd(passwd!.stdout);
+        const [entry] = parseGroups(groupEntry!.stdout);
         if (user && entry && user.gid === entry.gid) {
           throw refused(`${group} is the primary group of ${login}; Stint cannot remove it, change it with usermod -g`);
         }
       }
       if (session.options.terminateSessions) {
-        const kill = await session.run(["pkill", "-KILL", "-u", login]);
+        const [kill] = await session.run(privileged("pkill", "-KILL", "-u", login));
         // 1: no process matched; "invalid user name": the login is gone, so are its sessions.
-        if (kill.code !== 0 && kill.code !== 1 && !/invalid user name/.test(kill.stderr)) throw refusedBy(kill);
+        if (kill!.code !== 0 && kill!.code !== 1 && !/invalid user name/.test(kill!.stderr)) throw refusedBy(kill!);
       }
     }),
 
   observe: (target, entitlement, call) =>
     withSession(target, call, async (session) => {
       const group = checkGroup(entitlement);
-      const found = await session.run(["getent", "group", group], false);
-      if (found.code === 2) throw refused(`group "${group}" does not exist on ${session.address.host}`);
-      const [entry] = parseGroups((await expectOk(Promise.resolve(found))).stdout);
+      const [found, passwd] = await session.run(plain("getent", "group", group), plain("getent", "passwd"));
+      if (found!.code === 2) throw refused(`group "${group}" does not exist on ${session.address.host}`);
+      const [entry] = parseGroups(expectOk(found!).stdout);
       if (!entry) throw refused(`getent printed no entry for group "${group}"`);
-      const users = parsePasswd((await expectOk(session.run(["getent", "passwd"], false))).stdout);
-      const { members, primary } = groupHolders(entry, users);
+      const { members, primary } = groupHolders(entry, parsePasswd(expectOk(passwd!).stdout));
       return [...new Set([...members, ...primary])].sort();
     }),
 
   discover: (target, call) =>
     withSession(target, call, async (session) => {
       const { options } = session;
-      const sudoers = await session.run(["grep", "-rHZ", "", "/etc/sudoers", "/etc/sudoers.d"]);
-      if (sudoers.code === 2 && /Permission denied/.test(sudoers.stderr)) {
-        throw refused(`cannot read the sudoers files: ${firstLine(sudoers.stderr)} (useSudo may be needed)`);
-      }
-      const parsed = parseSudoers([...splitSudoersFiles(sudoers.stdout).values()].flat());
-
-      const keys = [...new Set([...options.privilegedGroups, ...sudoersGroups(parsed)])].map((key) =>
-        key.replace(/^#/, ""),
-      );
       // getent exits 2 when some key is not found; the others are still printed.
-      const groups = parseGroups((await session.run(["getent", "group", ...keys], false)).stdout);
-      const users = parsePasswd((await expectOk(session.run(["getent", "passwd"], false))).stdout);
+      const [sudoers, passwd, privilegedGroups] = await session.run(
+        privileged("grep", "-rHZ", "", "/etc/sudoers", "/etc/sudoers.d"),
+        plain("getent", "passwd"),
+        plain("getent", "group", ...options.privilegedGroups),
+      );
+      if (sudoers!.code === 2 && /Permission denied/.test(sudoers!.stderr)) {
+        throw refused(`cannot read the sudoers files: ${firstLine(sudoers!.stderr)} (useSudo may be needed)`);
+      }
+      const parsed = parseSudoers([...splitSudoersFiles(sudoers!.stdout).values()].flat());
+      const users = parsePasswd(expectOk(passwd!).stdout);
+      const groups = parseGroups(privilegedGroups!.stdout);
+      const missing = sudoersGroups(parsed)
+        .filter((key) => !groups.some((group) => group.name === key || `#${group.gid}` === key))
+        .map((key) => key.replace(/^#/, ""));
+      if (missing.length > 0) {
+        const [more] = await session.run(plain("getent", "group", ...missing));
+        groups.push(...parseGroups(more!.stdout));
+      }
 
       const found: Omit<StandingAccess, "lastActivity">[] = [];
       for (const group of groups.filter((entry) => options.privilegedGroups.includes(entry.name))) {
         const { members, primary } = groupHolders(group, users);
-        for (const login of members)
+        for (const login of members) {
           found.push({ login, privilege: `member of ${group.name}`, entitlement: { group: group.name } });
+        }
         for (const login of primary) found.push({ login, privilege: `primary group ${group.name}`, entitlement: null });
       }
       for (const { login, line } of sudoersHolders(parsed, { users, groups })) {
@@ -152,21 +179,18 @@ export const sshHostConnector: Connector = {
           .map((entry) => [`${entry.login}\n${entry.privilege}`, entry]),
       );
       const logins = [...new Set([...unique.values()].map((entry) => entry.login))];
-      const lastSeen = logins.length > 0 ? await lastLogins(session, logins) : new Map<string, string | null>();
+      // lastlog needs no privilege (/var/log/lastlog is world-readable); a host without it gives nulls.
+      const lastSeen = new Map<string, string | null>();
+      if (logins.length > 0) {
+        for (const result of await session.run(...logins.map((login) => plain("lastlog", "-u", login)))) {
+          for (const [login, when] of parseLastlog(result.stdout)) lastSeen.set(login, when);
+        }
+      }
       return [...unique.values()]
         .map((entry) => ({ ...entry, lastActivity: lastSeen.get(entry.login) ?? null }))
         .sort((a, b) => (a.login === b.login ? a.privilege.localeCompare(b.privilege) : a.login < b.login ? -1 : 1));
     }),
 };
-
-/** `lastlog -u` for each login in one round trip; a host without lastlog gives nulls. */
-async function lastLogins(session: Session, logins: string[]): Promise<Map<string, string | null>> {
-  const result = await session.run(
-    ["sh", "-c", logins.map((login) => buildCommand(["lastlog", "-u", login], false)).join("; ")],
-    false,
-  );
-  return parseLastlog(result.stdout);
-}
 
 function checkGroup(entitlement: Record<string, unknown>): string {
   const problems = sshHostConnector.checkEntitlement(entitlement);
@@ -180,8 +204,7 @@ function checkGrant(login: string, entitlement: Record<string, unknown>): { logi
   return { login, group: checkGroup(entitlement) };
 }
 
-async function expectOk(pending: Promise<CommandResult>): Promise<CommandResult> {
-  const result = await pending;
+function expectOk(result: CommandResult): CommandResult {
   if (result.code !== 0) throw refusedBy(result);
   return result;
 }
@@ -213,50 +236,66 @@ async function withSession<T>(
   if (!target.credential) throw refused(`target ${target.name} has no credential: set the admin user's private key`);
   const where = `${address.host}:${address.port}`;
 
+  if (call?.signal?.aborted) throw unavailable(`call to ${where} aborted`);
+
   const client = new Client();
+  // Our own socket, so that it can be closed for certain (ssh2's destroy() does nothing once end() ran).
+  const socket = new Socket();
   let closed = false;
+  let onAbort = () => {};
+  // Rejects when the connection drops or the call is aborted; raced against every step.
   const ended = new Promise<never>((_, reject) => {
-    const fail = (error: ConnectorError) => {
-      closed = true;
-      reject(error);
-    };
     // Deferred so that the "error" event, which says why, is handled first.
-    client.once("close", () => setImmediate(() => fail(unavailable(`the SSH connection to ${where} closed`))));
-    const signal = call?.signal;
-    if (signal?.aborted) fail(unavailable(`call to ${where} aborted`));
-    signal?.addEventListener(
-      "abort",
-      () => {
-        fail(unavailable(`call to ${where} aborted`));
-        client.destroy();
-      },
-      { once: true },
-    );
+    client.once("close", () => {
+      closed = true;
+      setImmediate(() => reject(unavailable(`the SSH connection to ${where} closed`)));
+    });
+    onAbort = () => {
+      reject(unavailable(`call to ${where} aborted`));
+      socket.destroy();
+    };
+    call?.signal?.addEventListener("abort", onAbort, { once: true });
   });
   ended.catch(() => undefined);
 
   try {
-    await Promise.race([connect(client, address, options.hostKey, target.credential, where), ended]);
+    socket.connect({ host: address.host, port: address.port });
+    await Promise.race([connect(client, socket, address, options.hostKey, target.credential, where), ended]);
+    const sudo = options.useSudo && address.user !== "root";
     const session: Session = {
       address,
       options,
-      run: (argv, privileged = true) =>
-        Promise.race([
-          exec(client, buildCommand(argv, privileged && options.useSudo && address.user !== "root"), where),
-          ended,
-        ]),
+      run: async (...commands) => {
+        const lines = commands.map((command) => buildCommand(command.argv, sudo && command.privileged !== false));
+        if (lines.length === 1) return [await Promise.race([exec(client, lines[0]!, where), ended])];
+        const marker = `stint-${randomBytes(12).toString("hex")}`;
+        const script = buildCommand(["sh", "-c", buildBatch(lines, marker)], false);
+        const batch = await Promise.race([exec(client, script, where), ended]);
+        const results = splitBatch(batch.stdout, batch.stderr, marker, lines.length);
+        if (results.length < lines.length) {
+          throw unavailable(`a command batch on ${where} stopped early: ${firstLine(batch.stderr) || "no message"}`);
+        }
+        return results;
+      },
     };
     return await Promise.race([work(session), ended]);
   } catch (error) {
     throw scrub(error, target.credential);
   } finally {
-    if (!closed) client.end();
-    client.destroy();
+    call?.signal?.removeEventListener("abort", onAbort);
+    if (!closed && !socket.destroyed) {
+      // A polite disconnect, a short wait for the server to hang up, then the socket goes regardless.
+      const gone = new Promise<void>((resolve) => client.once("close", () => resolve()));
+      client.end();
+      await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())]);
+    }
+    socket.destroy();
   }
 }
 
 function connect(
   client: Client,
+  socket: Socket,
   address: SshAddress,
   hostKey: string,
   privateKey: string,
@@ -264,8 +303,14 @@ function connect(
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     let presented: string | undefined;
-    client.once("ready", () => resolve());
-    client.once("error", (error: Error & ClientErrorExtensions & { code?: string }) => {
+    let ready = false;
+    client.once("ready", () => {
+      ready = true;
+      resolve();
+    });
+    // Kept for the whole call: an "error" without a listener would crash the process. After ready, "close" follows.
+    client.on("error", (error: Error & ClientErrorExtensions & { code?: string }) => {
+      if (ready) return;
       if (presented !== undefined && presented !== hostKey) {
         reject(
           refused(
@@ -284,8 +329,7 @@ function connect(
     });
     try {
       client.connect({
-        host: address.host,
-        port: address.port,
+        sock: socket,
         username: address.user,
         privateKey,
         readyTimeout: CONNECT_TIMEOUT_MS,
@@ -306,8 +350,9 @@ function exec(client: Client, command: string, where: string): Promise<CommandRe
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(unavailable(`a command on ${where} did not finish within ${COMMAND_TIMEOUT_MS / 1000} s`));
-      client.destroy();
+      client.end();
     }, COMMAND_TIMEOUT_MS);
+    timer.unref();
     client.exec(command, (error, channel) => {
       if (error) {
         clearTimeout(timer);

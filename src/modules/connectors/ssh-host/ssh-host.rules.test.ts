@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import fc from "fast-check";
 import {
+  buildBatch,
   buildCommand,
   fingerprintFromHex,
   groupHolders,
@@ -13,6 +14,7 @@ import {
   parsePasswd,
   parseSudoers,
   shellQuote,
+  splitBatch,
   splitSudoersFiles,
   sudoersGroups,
   sudoersHolders,
@@ -191,5 +193,32 @@ describe("lastlog", () => {
     );
     expect(seen.get("root")).toBeNull();
     expect(seen.get("alice")).toBe("2026-05-05T08:11:12.000Z");
+  });
+});
+
+describe("batches", () => {
+  const marker = "m0a1b2c3d4e5f6a7b8";
+
+  it("a real sh splits back into each command's output and status", () => {
+    const commands = [
+      buildCommand(["printf", "%s", "no newline"], false),
+      buildCommand(["sh", "-c", "echo out; echo err >&2; exit 3"], false),
+      buildCommand(["true"], false),
+      buildCommand(["printf", "two\\nlines\\n\\n"], false),
+    ];
+    const script = buildBatch(commands, marker);
+    const run = spawnSync("/bin/sh", ["-c", script]);
+    expect(splitBatch(run.stdout.toString(), run.stderr.toString(), marker, commands.length)).toEqual([
+      { code: 0, stdout: "no newline", stderr: "" },
+      { code: 3, stdout: "out\n", stderr: "err\n" },
+      { code: 0, stdout: "", stderr: "" },
+      { code: 0, stdout: "two\nlines\n\n", stderr: "" },
+    ]);
+  });
+
+  it("reports fewer results when the script stops early", () => {
+    const script = buildBatch([buildCommand(["true"], false), "exit 7", buildCommand(["true"], false)], marker);
+    const run = spawnSync("/bin/sh", ["-c", script]);
+    expect(splitBatch(run.stdout.toString(), run.stderr.toString(), marker, 3)).toHaveLength(1);
   });
 });

@@ -328,3 +328,36 @@ export function parseLastlog(text: string): Map<string, string | null> {
   }
   return seen;
 }
+
+export interface CommandResult {
+  /** Exit status; null when the command was killed or the status is missing. */
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Several command lines as one `sh` script, so a call costs one round trip (and one login-shell
+ * start) instead of one per command. After each command both streams get a marker line; stdout's
+ * marker carries the exit status. `marker` must be random per call so no output can forge it.
+ */
+export function buildBatch(commands: string[], marker: string): string {
+  return commands
+    .map((command) => `${command}\nprintf '\\n%s:%s\\n' '${marker}' "$?"\nprintf '\\n%s\\n' '${marker}' >&2`)
+    .join("\n");
+}
+
+/** Splits a batch's output back into one result per command (fewer when the script died early). */
+export function splitBatch(stdout: string, stderr: string, marker: string, count: number): CommandResult[] {
+  const outParts = stdout.split(new RegExp(`\\n${marker}:(\\d+)\\n`));
+  const errParts = stderr.split(`\n${marker}\n`);
+  const results: CommandResult[] = [];
+  for (let index = 0; index < count && 2 * index + 1 < outParts.length; index++) {
+    results.push({
+      code: Number(outParts[2 * index + 1]),
+      stdout: outParts[2 * index] ?? "",
+      stderr: errParts[index] ?? "",
+    });
+  }
+  return results;
+}
