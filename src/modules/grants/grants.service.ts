@@ -178,17 +178,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         labelNames: ["target", "state"],
         registers,
         async collect() {
-          try {
-            const rows = await grantStore.unsettledCounts(store.db);
-            unsettled.reset();
-            stuck.reset();
-            for (const row of rows) {
-              unsettled.set({ target: row.target, state: row.state }, Number(row.count));
-              stuck.set({ target: row.target, state: row.state }, Number(row.failing ?? 0));
-            }
-          } catch (error) {
-            logger.warn({ err: safeErrorMessage(error) }, "grant counts could not be read");
-          }
+          await collectUnsettled(unsettled, "count");
         },
       }),
   );
@@ -201,8 +191,21 @@ export function createGrantService(deps: GrantServiceDeps) {
         help: "Grants provisioning or revoking whose last attempt at the target failed (retrying).",
         labelNames: ["target", "state"],
         registers,
+        async collect() {
+          await collectUnsettled(stuck, "failing");
+        },
       }),
   );
+  // prom-client collects gauges concurrently, so each reads its own counts.
+  async function collectUnsettled(gauge: Gauge<"target" | "state">, column: "count" | "failing") {
+    try {
+      const rows = await grantStore.unsettledCounts(store.db);
+      gauge.reset();
+      for (const row of rows) gauge.set({ target: row.target, state: row.state }, Number(row[column] ?? 0));
+    } catch (error) {
+      logger.warn({ err: safeErrorMessage(error) }, "grant counts could not be read");
+    }
+  }
   const drift: Gauge<"target" | "kind"> = getOrCreate(
     deps.registry,
     "stint_privilege_drift",

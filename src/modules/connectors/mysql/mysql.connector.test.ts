@@ -5,6 +5,7 @@ import type { Connection, RowDataPacket } from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
 import { checkAddress, mysqlConnector } from "./mysql.connector.js";
+import { holdMariadb } from "../../../testing/mariadb.js";
 
 // A MariaDB (or MySQL) server the tests may create accounts on, as root with an empty password.
 const HOST = "127.0.0.1";
@@ -80,7 +81,11 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+let releaseMariadb: (() => Promise<void>) | undefined;
+
 beforeAll(async () => {
+  // Another test file stops and restarts this server (the revocation outage): never at the same time.
+  releaseMariadb = await holdMariadb();
   root = await mysql.createConnection({ host: HOST, port: PORT, user: "root", password: "" });
   for (const name of [db, lookalikeDb]) {
     await root.query(`CREATE DATABASE \`${name}\``);
@@ -105,13 +110,14 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const connection of opened) connection.destroy();
-  if (!root) return;
+  if (!root) return releaseMariadb?.();
   for (const login of [admin, user, otherUser, superUser, allUser, roleAdminUser])
     await root.query(`DROP USER IF EXISTS '${login}'@'%'`);
   await root.query(`DROP USER IF EXISTS '${allUser}'@'localhost'`);
   for (const name of [role, adminRole]) await root.query(`DROP ROLE IF EXISTS ${name}`);
   for (const name of [db, lookalikeDb]) await root.query(`DROP DATABASE IF EXISTS \`${name}\``);
   await root.end();
+  await releaseMariadb?.();
 });
 
 describe("checkAddress", () => {
