@@ -143,7 +143,7 @@ export const sshHostConnector: Connector = {
       const { options } = session;
       // getent exits 2 when some key is not found; the others are still printed.
       const [sudoers, passwd, privilegedGroups] = await session.run(
-        privileged("grep", "-rHZ", "", "/etc/sudoers", "/etc/sudoers.d"),
+        privileged("grep", "-rHZ", "^", "/etc/sudoers", "/etc/sudoers.d"),
         plain("getent", "passwd"),
         plain("getent", "group", ...options.privilegedGroups),
       );

@@ -164,7 +164,7 @@ export function isNotMemberMessage(stderr: string): boolean {
 }
 
 /**
- * `grep -rHZ '' /etc/sudoers /etc/sudoers.d` prints "path\0line" for each line. Groups lines by file,
+ * `grep -rHZ ^ /etc/sudoers /etc/sudoers.d` prints "path\0line" for each line. Groups lines by file,
  * leaving out the files sudo itself skips in an include directory (names with "." or ending in "~").
  */
 export function splitSudoersFiles(output: string): Map<string, string[]> {
