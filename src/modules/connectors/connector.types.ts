@@ -29,6 +29,11 @@ export interface GrantSpec {
 export interface CallOptions {
   /** Aborted when the outbox runner gives up on the attempt; a connector should stop and close its connections. */
   signal?: AbortSignal;
+  /**
+   * Names this one operation (`revoke:<grant id>`), the same on every retry of it and different for
+   * another activation of the same role by the same login. Connectors that call out (webhook) send it.
+   */
+  operationId?: string;
 }
 
 /** A standing privilege found at a target. */
@@ -58,6 +63,8 @@ export interface Connector {
   checkEntitlement(entitlement: Record<string, unknown>): string[];
   /** Problems with a login the identity mapping produced (empty when fine). */
   checkLogin(login: string): string[];
+  /** Problems with the target's admin address, when the connector checks more than the registry does. */
+  checkAddress?(address: string): string[];
   /** Can Stint reach and administer the target? Throws a ConnectorError when not. */
   test(target: ConnectorTarget, call?: CallOptions): Promise<TestResult>;
   /** Gives the login the entitlement. Idempotent. */

@@ -40,9 +40,14 @@ const SCHEMES: Record<ConnectorKind, string[]> = {
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/;
 
-/** Problems with a target's admin address: it must be a URL of the kind's scheme and never carry a password. */
+/**
+ * Problems with a target's admin address: it must be a URL of the kind's scheme and never carry a
+ * password; a connector that knows more about its addresses checks them itself.
+ */
 export function addressProblems(kind: ConnectorKind, address: string | null): string[] {
   if (address === null) return [`a ${kind} target needs an address`];
+  const own = CONNECTORS[kind].checkAddress;
+  if (own) return own(address);
   let url: URL;
   try {
     url = new URL(address);

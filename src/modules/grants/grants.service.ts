@@ -340,7 +340,11 @@ export function createGrantService(deps: GrantServiceDeps) {
       const { connector, target } = await connectorTarget(store.db, targetRow);
       problemsOf(connector.checkLogin(login), `the login ${login}`);
       await call(connector.kind, "provision", () =>
-        connector.provision(target, { login, entitlement: grant.entitlement as Record<string, unknown> }, { signal }),
+        connector.provision(
+          target,
+          { login, entitlement: grant.entitlement as Record<string, unknown> },
+          { signal, operationId: `provision:${grantId}` },
+        ),
       );
     } catch (error) {
       const failure = asConnectorError(error);
@@ -384,7 +388,11 @@ export function createGrantService(deps: GrantServiceDeps) {
         const { connector, target } = await connectorTarget(store.db, targetRow);
         const login = grant.login;
         await call(connector.kind, "revoke", () =>
-          connector.revoke(target, { login, entitlement: grant.entitlement as Record<string, unknown> }, { signal }),
+          connector.revoke(
+            target,
+            { login, entitlement: grant.entitlement as Record<string, unknown> },
+            { signal, operationId: `revoke:${grantId}` },
+          ),
         );
       } catch (error) {
         const failure = asConnectorError(error);
@@ -466,7 +474,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       connector.revoke(
         target,
         { login: finding.login, entitlement: finding.entitlement as Record<string, unknown> },
-        { signal },
+        { signal, operationId: `drift:${finding.id}` },
       ),
     );
     await store.transaction(async (tx) => {
@@ -490,7 +498,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       connector.provision(
         target,
         { login: finding.login, entitlement: finding.entitlement as Record<string, unknown> },
-        { signal },
+        { signal, operationId: `drift:${finding.id}` },
       ),
     );
     await store.transaction(async (tx) => {
@@ -510,7 +518,13 @@ export function createGrantService(deps: GrantServiceDeps) {
     const login = String(payload.login);
     const entitlement = payload.entitlement as Record<string, unknown>;
     const { connector, target } = await connectorTarget(store.db, targetRow);
-    await call(connector.kind, "revoke", () => connector.revoke(target, { login, entitlement }, { signal }));
+    await call(connector.kind, "revoke", () =>
+      connector.revoke(
+        target,
+        { login, entitlement },
+        { signal, operationId: `standing:${String(payload.conversionId)}:${login}` },
+      ),
+    );
     await store.transaction((tx) =>
       audit.append(tx, SYSTEM, systemContext(`convert:${String(payload.conversionId)}`), {
         action: "standing.removed",

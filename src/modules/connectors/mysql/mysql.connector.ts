@@ -16,6 +16,7 @@ import {
   type StandingAccess,
 } from "../connector.types.js";
 import {
+  checkAddress,
   accountSql,
   adminPrivileges,
   checkEntitlement,
@@ -399,6 +400,7 @@ export const mysqlConnector: Connector = {
   checkOptions,
   checkEntitlement,
   checkLogin,
+  checkAddress,
   test: (target, call) => withSession(target, call, test),
   provision: async (target, grant: GrantSpec, call) => {
     const entitlement = entitlementOf(grant.entitlement);

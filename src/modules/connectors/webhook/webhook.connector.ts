@@ -165,7 +165,8 @@ async function change(
 ): Promise<void> {
   const problems = [...checkLogin(grant.login), ...checkEntitlement(grant.entitlement)];
   if (problems.length > 0) throw refused(problems[0] as string);
-  const id = operationKey(action, target.name, grant.login, grant.entitlement);
+  // The caller's operation id tells two activations of the same role apart; without one, a key from the content.
+  const id = call.operationId ?? operationKey(action, target.name, grant.login, grant.entitlement);
   const result = await post(
     target,
     action,
@@ -184,6 +185,7 @@ export const webhookConnector: Connector = {
   checkOptions,
   checkEntitlement,
   checkLogin,
+  checkAddress,
 
   async test(target, call = {}) {
     const result = await post(target, "test", { login: null, entitlement: null, id: readKey("test") }, call, "short");
