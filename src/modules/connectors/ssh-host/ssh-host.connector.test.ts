@@ -269,6 +269,10 @@ describe("errors", () => {
   it("a login that could be read as shell is refused before anything runs", async () => {
     const error = await failure(connector.provision(target, { login: `${alice};id`, entitlement: { group: devs } }));
     expect(error.reason).toBe("refused");
+    // Refused, not unavailable, at an address where nothing listens: the check comes before connecting.
+    const nowhere = { ...target, address: `ssh://root@127.0.0.1:${await freePort()}` };
+    const early = await failure(connector.revoke(nowhere, { login: "$(reboot)", entitlement: { group: devs } }));
+    expect(early.reason).toBe("refused");
   });
 
   it("a key the host does not accept, or no key at all, is refused", async () => {

@@ -92,16 +92,18 @@ export const sshHostConnector: Connector = {
       };
     }),
 
-  provision: (target, grant, call) =>
-    withSession(target, call, async (session) => {
-      const { login, group } = checkGrant(grant.login, grant.entitlement);
+  provision: async (target, grant, call) => {
+    // Names are checked before connecting: nothing reaches the host unless it passes.
+    const { login, group } = checkGrant(grant.login, grant.entitlement);
+    return withSession(target, call, async (session) => {
       const [added] = await session.run(privileged("gpasswd", "-a", login, group));
       expectOk(added!);
-    }),
+    });
+  },
 
-  revoke: (target, grant, call) =>
-    withSession(target, call, async (session) => {
-      const { login, group } = checkGrant(grant.login, grant.entitlement);
+  revoke: async (target, grant, call) => {
+    const { login, group } = checkGrant(grant.login, grant.entitlement);
+    return withSession(target, call, async (session) => {
       // Killing every process of root or of the account Stint works through would take the host down with it.
       if (session.options.terminateSessions && (login === "root" || login === session.address.user)) {
         throw refused(`will not end every process of ${login}: terminateSessions is on for this target`);
@@ -125,18 +127,20 @@ export const sshHostConnector: Connector = {
         // 1: no process matched; "invalid user name": the login is gone, so are its sessions.
         if (kill!.code !== 0 && kill!.code !== 1 && !/invalid user name/.test(kill!.stderr)) throw refusedBy(kill!);
       }
-    }),
+    });
+  },
 
-  observe: (target, entitlement, call) =>
-    withSession(target, call, async (session) => {
-      const group = checkGroup(entitlement);
+  observe: async (target, entitlement, call) => {
+    const group = checkGroup(entitlement);
+    return withSession(target, call, async (session) => {
       const [found, passwd] = await session.run(plain("getent", "group", group), plain("getent", "passwd"));
       if (found!.code === 2) throw refused(`group "${group}" does not exist on ${session.address.host}`);
       const [entry] = parseGroups(expectOk(found!).stdout);
       if (!entry) throw refused(`getent printed no entry for group "${group}"`);
       const { members, primary } = groupHolders(entry, parsePasswd(expectOk(passwd!).stdout));
       return [...new Set([...members, ...primary])].sort();
-    }),
+    });
+  },
 
   discover: (target, call) =>
     withSession(target, call, async (session) => {
