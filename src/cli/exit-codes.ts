@@ -19,7 +19,7 @@ export const EXIT_CODES = {
   notFound: 6,
   /** It already exists, or conflicts with the current state. */
   conflict: 7,
-  /** The server could not be reached (refused, DNS, timeout) or is not ready. */
+  /** The server could not be reached (refused, DNS, timeout) or is not ready; or a target could not be. */
   unreachable: 8,
   /** Interrupted with Ctrl-C at a prompt (128 + SIGINT). */
   interrupted: 130,
@@ -87,6 +87,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   MFA_STEP_UP_REQUIRED: EXIT_CODES.unauthenticated,
   // availability and faults
   UNAVAILABLE: EXIT_CODES.unreachable,
+  TARGET_UNAVAILABLE: EXIT_CODES.unreachable,
   RATE_LIMITED: EXIT_CODES.unexpected,
   METHOD_NOT_ALLOWED: EXIT_CODES.unexpected,
   AUDIT_WRITE_FAILED: EXIT_CODES.unexpected,

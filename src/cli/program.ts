@@ -10,6 +10,7 @@ import { registerConfigCommands } from "./commands/config.js";
 import { registerGroupCommands } from "./commands/groups.js";
 import { registerMfaCommands } from "./commands/mfa.js";
 import { registerServerCommand } from "./commands/server.js";
+import { registerTargetCommands } from "./commands/targets.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
 import type { CliContext } from "./context.js";
@@ -25,7 +26,7 @@ Environment:
 Exit codes:
   0 ok                 1 unexpected error        2 usage or bad input
   3 audit chain broken 4 not signed in / failed  5 forbidden
-  6 not found          7 conflict / exists       8 server unreachable
+  6 not found          7 conflict / exists       8 server or target unreachable
 `;
 
 /** Whether the command line asks for JSON, read before parsing so even usage errors honour it. */
@@ -62,6 +63,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerTokenCommands(program, ctx);
   registerAccessCommands(program, ctx);
   registerConfigCommands(program, ctx);
+  registerTargetCommands(program, ctx); // after config: it adds to `stint targets`
   registerAuditCommands(program, ctx);
   registerServerCommand(program, ctx);
   return program;
