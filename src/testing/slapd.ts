@@ -40,7 +40,15 @@ export interface Slapd {
 const BASE_DN = "dc=stint,dc=test";
 const SCHEMAS = ["core", "cosine", "inetorgperson", "nis"];
 
-export async function startSlapd(): Promise<Slapd> {
+export interface SlapdOptions {
+  /**
+   * slapd.conf `access` directives for the database, one string each (default: none, which
+   * lets everyone read and only the rootdn write). Use `{{base}}` for the base DN.
+   */
+  access?: string[];
+}
+
+export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
   const dir = await mkdtemp(join(tmpdir(), "stint-slapd-"));
   try {
     await mkdir(join(dir, "data"), { mode: 0o700 });
@@ -63,6 +71,7 @@ export async function startSlapd(): Promise<Slapd> {
         `directory ${join(dir, "data")}`,
         "lastbind on",
         "index objectClass eq",
+        ...(options.access ?? []).map((line) => line.replaceAll("{{base}}", BASE_DN)),
         "",
       ].join("\n"),
       { mode: 0o600 },

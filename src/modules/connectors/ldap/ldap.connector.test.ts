@@ -289,3 +289,63 @@ describe("discover()", () => {
     expect(await ldapConnector.discover(target())).toEqual([]);
   });
 });
+
+describe("with the least privileges the docs ask for (a second slapd with ACLs)", () => {
+  let restricted: Slapd;
+  const servicePassword = `svc-${randomBytes(8).toString("hex")}`;
+  const readerPassword = `reader-${randomBytes(8).toString("hex")}`;
+  let service: string;
+  let reader: string;
+  let dave: string;
+  let group: string;
+
+  beforeAll(async () => {
+    // The ACL of docs/connectors/ldap.md, with the service account's DN filled in.
+    restricted = await startSlapd({
+      access: [
+        "access to attrs=userPassword by self write by anonymous auth by * none",
+        'access to dn.one="ou=groups,{{base}}" attrs=member,uniqueMember' +
+          ' by dn.exact="uid=stint-svc,ou=people,{{base}}" write by users read',
+        "access to * by users read",
+      ],
+    });
+    service = await addPerson(restricted, "stint-svc", { password: servicePassword });
+    reader = await addPerson(restricted, "reader", { password: readerPassword });
+    dave = await addPerson(restricted, "dave");
+    group = await addGroup(restricted, "dba", []);
+  });
+
+  afterAll(async () => {
+    await restricted?.stop();
+  });
+
+  const as = (bindDn: string, credential: string): ConnectorTarget => ({
+    name: "restricted",
+    address: restricted.url,
+    options: { bindDn, privilegedGroups: [group] },
+    credential,
+  });
+
+  it("the service account can provision, observe, discover and revoke", async () => {
+    const target = as(service, servicePassword);
+    expect((await ldapConnector.test(target)).detail).toContain("bound as uid=stint-svc");
+    await ldapConnector.provision(target, { login: dave, entitlement: { group } });
+    expect((await readAttribute(restricted, group, "member")).map((dn) => normalizeDn(dn))).toContain(
+      normalizeDn(dave),
+    );
+    expect(await ldapConnector.observe(target, { group })).toEqual([normalizeDn(dave)]);
+    expect((await ldapConnector.discover(target)).map((f) => f.login)).toEqual([normalizeDn(dave)]);
+    await ldapConnector.revoke(target, { login: dave, entitlement: { group } });
+    expect(await ldapConnector.observe(target, { group })).toEqual([]);
+  });
+
+  it("an account that may only read is refused, in the server's words, without its password", async () => {
+    const error = await failure(
+      ldapConnector.provision(as(reader, readerPassword), { login: dave, entitlement: { group } }),
+    );
+    expect(error.reason).toBe("refused");
+    expect(error.message).toContain("insufficientAccessRights (50)");
+    expect(error.message).not.toContain(readerPassword);
+    expect(await ldapConnector.observe(as(service, servicePassword), { group })).toEqual([]);
+  });
+});

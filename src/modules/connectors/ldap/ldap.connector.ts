@@ -23,6 +23,7 @@ import {
   checkEntitlement,
   checkLogin,
   checkOptions,
+  describeResult,
   groupOf,
   isTransientResult,
   lastActivityOf,
@@ -48,9 +49,9 @@ function scrub(text: string, target: ConnectorTarget): string {
   return secret.length >= 4 ? text.split(secret).join("[redacted]") : text;
 }
 
-/** The server's own words for a result (ldapts appends " Code: 0x.."), one line. */
+/** The server's own words for a result, one line. */
 function serverWords(error: ResultCodeError, target: ConnectorTarget): string {
-  return scrub(error.message.replace(/\s+/g, " ").trim(), target);
+  return scrub(describeResult(error.code, error.message), target);
 }
 
 /** Where the connector connects, without user info, path or query. */

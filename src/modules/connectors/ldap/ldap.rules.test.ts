@@ -4,6 +4,7 @@ import {
   checkEntitlement,
   checkLogin,
   checkOptions,
+  describeResult,
   escapeDnValue,
   fileTimeToIso,
   generalizedTimeToIso,
@@ -246,5 +247,15 @@ describe("timestamps", () => {
         lastLogonTimestamp: ["133500672000000000"],
       }),
     ).toBe("2024-03-01T00:00:00.000Z");
+  });
+});
+
+describe("describeResult", () => {
+  it("names the result and keeps the server's text, without ldapts' suffix", () => {
+    expect(describeResult(50, " Code: 0x32")).toBe("insufficientAccessRights (50)");
+    expect(describeResult(65, "object class 'groupOfNames' requires attribute 'member' Code: 0x41")).toBe(
+      "objectClassViolation (65): object class 'groupOfNames' requires attribute 'member'",
+    );
+    expect(describeResult(4096, "odd\nserver")).toBe("result (4096): odd server");
   });
 });

@@ -374,6 +374,54 @@ export const RESULT = {
   objectClassViolation: 65,
 } as const;
 
+/** RFC 4511 §4.1.9 result names, for messages (servers often send a code and no text). */
+const RESULT_NAMES: Record<number, string> = {
+  1: "operationsError",
+  2: "protocolError",
+  3: "timeLimitExceeded",
+  4: "sizeLimitExceeded",
+  7: "authMethodNotSupported",
+  8: "strongerAuthRequired",
+  11: "adminLimitExceeded",
+  12: "unavailableCriticalExtension",
+  13: "confidentialityRequired",
+  16: "noSuchAttribute",
+  17: "undefinedAttributeType",
+  18: "inappropriateMatching",
+  19: "constraintViolation",
+  20: "attributeOrValueExists",
+  21: "invalidAttributeSyntax",
+  32: "noSuchObject",
+  33: "aliasProblem",
+  34: "invalidDNSyntax",
+  36: "aliasDereferencingProblem",
+  48: "inappropriateAuthentication",
+  49: "invalidCredentials",
+  50: "insufficientAccessRights",
+  51: "busy",
+  52: "unavailable",
+  53: "unwillingToPerform",
+  54: "loopDetect",
+  64: "namingViolation",
+  65: "objectClassViolation",
+  66: "notAllowedOnNonLeaf",
+  67: "notAllowedOnRDN",
+  68: "entryAlreadyExists",
+  69: "objectClassModsProhibited",
+  71: "affectsMultipleDSAs",
+  80: "other",
+};
+
+/** A server's answer for people: `insufficientAccessRights (50)`, then its diagnostic text when it sent one. */
+export function describeResult(code: number, diagnostic: string): string {
+  const text = diagnostic
+    .replace(/\s*Code: 0x[0-9a-f]+\s*$/i, "")
+    .replace(/\s+/g, " ")
+    .trim();
+  const name = `${RESULT_NAMES[code] ?? "result"} (${code})`;
+  return text ? `${name}: ${text}` : name;
+}
+
 /** Whether an LDAP result code means "try again later" rather than "no". */
 export function isTransientResult(code: number): boolean {
   return code === RESULT.timeLimitExceeded || code === RESULT.busy || code === RESULT.unavailable;
