@@ -17,7 +17,7 @@ import {
   startSshd,
   type Sshd,
 } from "../../src/testing/sshd.js";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "./support-targets.js";
+import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
 const erin = `stint_t_${hex}`; // a Stint user, an LDAP uid and a unix user at once

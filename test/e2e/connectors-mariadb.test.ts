@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { holdMariadb, mariadbAnswers, MARIADB_URL, startMariadb, stopMariadb } from "../../src/testing/mariadb.js";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "./support-targets.js";
+import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_e2e_${hex}`;

@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "./support-targets.js";
+import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_e2e_${hex}`;

@@ -7,6 +7,7 @@
  * never inside a transaction; every state change they cause is written with its
  * audit event afterwards, in one transaction, fenced on the state it expects.
  */
+import canonicalize from "canonicalize";
 import type { Kysely } from "kysely";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { AppStore, Database } from "../../db/index.js";
@@ -752,22 +753,23 @@ export function createGrantService(deps: GrantServiceDeps) {
     async listUnsettled(actor: Actor, options: { stuck: boolean; limit?: number }): Promise<GrantDto[]> {
       authorize(actor, "grants.read");
       const now = clock.now();
-      const rows = await grantStore.unsettledGrants(store.db, { limit: Math.min(options.limit ?? 200, 1000) });
-      return rows
-        .filter((r) => !options.stuck || r.attempts > 0 || now.getTime() - new Date(r.updated_at).getTime() > 60_000)
-        .map((r) => ({
-          id: r.id,
-          requestId: r.request_id,
-          role: r.role_name,
-          target: r.target_name,
-          principal: r.principal_name,
-          login: r.login,
-          state: r.state,
-          attempts: r.attempts,
-          lastError: r.last_error,
-          nextAttemptAt: iso(r.next_attempt_at),
-          since: iso(r.updated_at)!,
-        }));
+      const rows = await grantStore.unsettledGrants(store.db, {
+        limit: Math.min(options.limit ?? 200, 1000),
+        ...(options.stuck ? { stuckBefore: new Date(now.getTime() - 60_000) } : {}),
+      });
+      return rows.map((r) => ({
+        id: r.id,
+        requestId: r.request_id,
+        role: r.role_name,
+        target: r.target_name,
+        principal: r.principal_name,
+        login: r.login,
+        state: r.state,
+        attempts: r.attempts,
+        lastError: r.last_error,
+        nextAttemptAt: iso(r.next_attempt_at),
+        since: iso(r.updated_at)!,
+      }));
     },
 
     /** Can Stint reach and administer the target? */
@@ -850,7 +852,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       const key = (login: string) => normalizeLogin(row.kind, login);
       const wanted = input.logins ? new Set(input.logins.map(key)) : null;
       const result: ConvertResult = { dryRun: input.dryRun, role: role.name, converted: [], skipped: [] };
-      const grants = JSON.stringify(role.entitlement);
+      const grants = canonicalize(role.entitlement);
       for (const login of input.logins ?? [])
         if (!found.some((a) => key(a.login) === key(login)))
           result.skipped.push({ login, reason: "no standing privileged access was found for it" });
@@ -858,7 +860,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       const plan: { access: DiscoveredAccessDto; principal: { id: string; name: string } }[] = [];
       for (const access of found) {
         if (wanted && !wanted.has(key(access.login))) continue;
-        if (JSON.stringify(access.entitlement) !== grants) {
+        if (access.entitlement === null || canonicalize(access.entitlement) !== grants) {
           // Without a list of logins, only what the role grants is looked at.
           if (wanted)
             result.skipped.push({
@@ -877,7 +879,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       const conversionId = newId();
       await store.transaction(async (tx) => {
         const now = clock.now();
-        for (const { access, principal } of plan) {
+        for (const [index, { access, principal }] of plan.entries()) {
           const existing = await grantStore.isDirectlyEligible(tx, role.id, principal.id, now);
           result.converted.push({
             login: access.login,
@@ -897,7 +899,7 @@ export function createGrantService(deps: GrantServiceDeps) {
             });
           await outbox.enqueue(tx, {
             kind: JOB.removeStanding,
-            idempotencyKey: `standing-remove:${conversionId}:${principal.id}`,
+            idempotencyKey: `standing-remove:${conversionId}:${index}`,
             payload: {
               targetId: row.id,
               login: access.login,

@@ -152,7 +152,7 @@ export async function hasOpenGrant(db: Q, roleId: string, login: string): Promis
 }
 
 /** Grants still on their way to or from a target, oldest first. */
-export function unsettledGrants(db: Q, options: { olderThan?: Date; limit: number }) {
+export function unsettledGrants(db: Q, options: { stuckBefore?: Date; limit: number }) {
   let query = db
     .selectFrom("grants")
     .innerJoin("roles", "roles.id", "grants.role_id")
@@ -173,7 +173,9 @@ export function unsettledGrants(db: Q, options: { olderThan?: Date; limit: numbe
       "principals.name as principal_name",
     ])
     .where("grants.state", "in", ["provisioning", "revoking"]);
-  if (options.olderThan) query = query.where("grants.updated_at", "<", options.olderThan);
+  // Stuck: an attempt failed, or it has waited since before `stuckBefore`.
+  const before = options.stuckBefore;
+  if (before) query = query.where((eb) => eb.or([eb("grants.attempts", ">", 0), eb("grants.updated_at", "<", before)]));
   return query.orderBy("grants.updated_at").limit(options.limit).execute();
 }
 export type UnsettledGrantRow = Awaited<ReturnType<typeof unsettledGrants>>[number];

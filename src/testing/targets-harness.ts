@@ -4,8 +4,8 @@
  * with the outbox and scheduler run by hand so each step can be checked.
  */
 import { expect } from "vitest";
-import { manualClock } from "../../src/lib/clock.js";
-import { ADMIN_PASSWORD, passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
+import { manualClock } from "../lib/clock.js";
+import { ADMIN_PASSWORD, passwordFor, testServer, type TestServer } from "./server.js";
 
 export interface TargetsHarness {
   server: TestServer;
