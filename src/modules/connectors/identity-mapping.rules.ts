@@ -19,9 +19,7 @@ export function templateProblems(template: string): string[] {
     variables += 1;
     const variable = match[1]!;
     if (!(TEMPLATE_VARIABLES as readonly string[]).includes(variable))
-      problems.push(
-        `unknown variable {{${variable}}} (use ${TEMPLATE_VARIABLES.map((v) => `{{${v}}}`).join(", ")})`,
-      );
+      problems.push(`unknown variable {{${variable}}} (use ${TEMPLATE_VARIABLES.map((v) => `{{${v}}}`).join(", ")})`);
   }
   const rest = template.replace(PLACEHOLDER, "");
   if (rest.includes("{{") || rest.includes("}}")) problems.push("has an unclosed or stray {{ or }}");
