@@ -14,6 +14,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -96,7 +97,14 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
           resolve();
         }),
       );
+      // If a test file forgets stop(), do not leave slapd (or its secrets) behind when the worker exits.
+      const onExit = () => {
+        if (running) child.kill("SIGKILL");
+        rmSync(dir, { recursive: true, force: true });
+      };
+      process.once("exit", onExit);
       const stop = async () => {
+        process.removeListener("exit", onExit);
         if (running) {
           child.kill("SIGTERM");
           await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
