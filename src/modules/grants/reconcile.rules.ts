@@ -8,6 +8,8 @@
  * direction; a grant that ended while the target was being read may still show there,
  * so it is not unexpected (yet); ignored logins never drift.
  */
+import { normalizeDn } from "../connectors/ldap/ldap.rules.js";
+
 export type DriftKind = "unexpected" | "missing";
 
 export interface RoleObservation {
@@ -34,19 +36,10 @@ export interface Drift {
   kind: DriftKind;
 }
 
-/** How logins compare at a kind of target: LDAP DNs are case-insensitive and ignore spaces around separators. */
+/** How logins compare at a kind of target: LDAP DNs as LDAP compares them (the connector's own parser). */
 export function normalizeLogin(kind: string, login: string): string {
   if (kind !== "ldap") return login;
-  return login
-    .split(",")
-    .map((rdn) =>
-      rdn
-        .split("=")
-        .map((part) => part.trim())
-        .join("="),
-    )
-    .join(",")
-    .toLowerCase();
+  return normalizeDn(login) ?? login.toLowerCase();
 }
 
 export function findDrift(kind: string, observation: RoleObservation): Drift[] {
