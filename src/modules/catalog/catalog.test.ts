@@ -178,15 +178,15 @@ describe.each(ENGINES)("catalog on %s", (engine) => {
     const target = await call(server, "POST", "/v1/targets", security, {
       name: "crm",
       kind: "postgres",
-      address: "db.internal:5432",
+      address: "postgres://stint@db.internal:5432/crm",
       labels: { env: "prod" },
     });
     expect(target.status, JSON.stringify(target.body)).toBe(201);
-    expect(target.body).toMatchObject({ name: "crm", kind: "postgres", address: "db.internal:5432" });
+    expect(target.body).toMatchObject({ name: "crm", kind: "postgres", address: "postgres://stint@db.internal:5432/crm" });
     expect((await call(server, "GET", `/v1/targets/${target.body.id}`, auditor)).body.name).toBe("crm");
     expect((await call(server, "GET", "/v1/targets/crm", auditor)).body.id).toBe(target.body.id);
 
-    const put = { name: "crm", kind: "postgres", address: "db.internal:5432", labels: { env: "staging" } };
+    const put = { name: "crm", kind: "postgres", address: "postgres://stint@db.internal:5432/crm", labels: { env: "staging" } };
     expect((await call(server, "PUT", `/v1/targets/${target.body.id}`, security, put)).body.labels).toEqual({
       env: "staging",
     });
@@ -227,7 +227,7 @@ describe.each(ENGINES)("catalog on %s", (engine) => {
       target: target.body.id,
       policy: "crm-policy",
       risk: "high",
-      entitlement: { grant: ["crm_admin"] },
+      entitlement: { role: "crm_admin" },
     });
     expect(role.status, JSON.stringify(role.body)).toBe(201);
     expect(role.body).toMatchObject({ target: "crm", policy: "crm-policy", risk: "high", owners: [] });
@@ -237,6 +237,7 @@ describe.each(ENGINES)("catalog on %s", (engine) => {
       target: "crm",
       policy: "crm-policy",
       risk: "low",
+      entitlement: { role: "crm_admin" },
     });
     expect(again.code).toBe("ALREADY_EXISTS");
     expect((await call(server, "GET", `/v1/roles/${role.body.id}`, auditor)).body.name).toBe("crm-admin");
