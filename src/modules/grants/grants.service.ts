@@ -119,6 +119,7 @@ export interface ConvertResult {
   skipped: { login: string; reason: string }[];
 }
 
+const OBSERVE_CONCURRENCY = 4;
 const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString());
 
 function asConnectorError(error: unknown): ConnectorError {
@@ -568,20 +569,35 @@ export function createGrantService(deps: GrantServiceDeps) {
     try {
       const resolved = await connectorTarget(store.db, row);
       ignore = resolved.ignore;
-      for (const role of roles) {
-        try {
-          const holders = await call(resolved.connector.kind, "observe", () =>
-            resolved.connector.observe(resolved.target, role.entitlement as Record<string, unknown>),
-          );
-          observed.set(role.id, holders);
-          report.roles.push({ role: role.name, holders: holders.length, skipped: null });
-        } catch (error) {
-          const failure = asConnectorError(error);
-          // A target that answers but cannot report holders for this role (a webhook without
-          // observe, a missing group) is skipped; an unreachable one stops the whole cycle.
-          if (failure.reason === "unavailable") throw failure;
-          report.roles.push({ role: role.name, holders: 0, skipped: failure.message });
+      const results = new Map<string, { holders: string[] } | { skipped: string }>();
+      // A few roles at a time: each observe is one admin connection, and a target should not see a burst.
+      let next = 0;
+      const worker = async () => {
+        while (next < roles.length) {
+          const role = roles[next++]!;
+          try {
+            const holders = await call(resolved.connector.kind, "observe", () =>
+              resolved.connector.observe(resolved.target, role.entitlement as Record<string, unknown>),
+            );
+            results.set(role.id, { holders });
+          } catch (error) {
+            const failure = asConnectorError(error);
+            // A target that answers but cannot report holders for this role (a webhook without
+            // observe, a missing group) is skipped; an unreachable one stops the whole cycle.
+            if (failure.reason === "unavailable") throw failure;
+            results.set(role.id, { skipped: failure.message });
+          }
         }
+      };
+      await Promise.all(Array.from({ length: Math.min(OBSERVE_CONCURRENCY, roles.length) }, worker));
+      for (const role of roles) {
+        const result = results.get(role.id)!;
+        if ("holders" in result) observed.set(role.id, result.holders);
+        report.roles.push({
+          role: role.name,
+          holders: "holders" in result ? result.holders.length : 0,
+          skipped: "skipped" in result ? result.skipped : null,
+        });
       }
     } catch (error) {
       const failure = asConnectorError(error);
