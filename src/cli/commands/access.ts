@@ -400,6 +400,9 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
       );
       if (!options.wait) {
         emit(ctx, json, submitted.raw, () => `${sanitize(describeOutcome(submitted.data, ctx.now()))}\n`);
+        if (!json && submitted.data.state === "provisioning") {
+          note(ctx, "`stint roles` shows it active once the target holds it; --wait waits for that.");
+        }
         if (!json && submitted.data.state === "pending") {
           note(
             ctx,
