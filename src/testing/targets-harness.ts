@@ -29,12 +29,12 @@ export interface ApiReply {
 }
 
 export async function targetsHarness(
-  options: { backoff?: { baseMs: number; capMs: number } } = {},
+  options: { backoff?: { baseMs: number; capMs: number }; env?: NodeJS.ProcessEnv } = {},
 ): Promise<TargetsHarness> {
   const clock = manualClock(new Date());
   const server = await testServer("pglite", {
     clock,
-    env: { STINT_RECONCILE_INTERVAL: "0" },
+    env: { STINT_RECONCILE_INTERVAL: "0", ...options.env },
     ...(options.backoff ? { outboxBackoff: options.backoff } : {}),
   });
   const inject = async (auth: string, method: string, url: string, payload?: unknown): Promise<ApiReply> => {

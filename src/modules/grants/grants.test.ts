@@ -7,7 +7,11 @@
  * leaves nothing behind at the target.
  */
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server } from "node:http";
 import { createServer, type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
 import { startWebhookEndpoint, type WebhookEndpoint } from "../../testing/webhook-endpoint.js";
@@ -28,10 +32,30 @@ async function rowCounts() {
   };
 }
 
+/** Notifications to the "ops" channel, as an on-call tool receives them. */
+const alerts: { event: string; title: string }[] = [];
+let receiver: Server;
+
 beforeAll(async () => {
   endpoint = await startWebhookEndpoint(SECRET);
-  h = await targetsHarness({ backoff: BACKOFF });
-  for (const user of ["fay", "gus", "hal", "ivy"]) await h.createUser(user);
+  receiver = createHttpServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk: Buffer) => (body += chunk.toString()));
+    req.on("end", () => {
+      alerts.push(JSON.parse(body) as { event: string; title: string });
+      res.end("ok");
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  const dir = mkdtempSync(path.join(tmpdir(), "stint-grants-"));
+  const file = path.join(dir, "stint.yaml");
+  const port = (receiver.address() as AddressInfo).port;
+  writeFileSync(
+    file,
+    `notifications:\n  channels:\n    - { name: ops, kind: webhook, url: "http://127.0.0.1:${port}/hook", secret: "${SECRET}" }\n`,
+  );
+  h = await targetsHarness({ backoff: BACKOFF, env: { STINT_CONFIG_FILE: file } });
+  for (const user of ["fay", "gus", "hal", "ivy", "jo"]) await h.createUser(user);
   await h.apply(`
 apiVersion: stint/v1
 policies:${selfServicePolicy("iam-self")}
@@ -52,13 +76,14 @@ roles:
     risk: high
 eligibility:
   - role: iam-admin
-    users: [fay, gus, hal, ivy]
+    users: [fay, gus, hal, ivy, jo]
 `);
 });
 
 afterAll(async () => {
   await h?.server.cleanup();
   await endpoint?.close();
+  await new Promise<void>((resolve) => (receiver ? receiver.close(() => resolve()) : resolve()));
 });
 
 describe("target definitions", () => {
@@ -269,5 +294,38 @@ roles:
     expect(JSON.stringify(discovery.body)).not.toMatch(/at .*\.js|SECRET|whsec/);
     const reconcile = await h.admin("POST", "/v1/reconcile", { target: "nowhere" });
     expect(reconcile.body.items).toEqual([expect.objectContaining({ target: "nowhere", ok: false })]);
+  });
+});
+
+describe("alerts", () => {
+  it("drift and a failing revocation reach the notification channels", async () => {
+    endpoint.mode = "ok";
+    endpoint.holders.set("mallory@example.com", new Set([JSON.stringify({ role: "arn:aws:iam::123:role/admin" })]));
+    const res = await h.admin("POST", "/v1/reconcile", { target: "cloud-iam" });
+    expect(res.body.items).toEqual([
+      expect.objectContaining({
+        drift: [expect.objectContaining({ login: "mallory@example.com", kind: "unexpected", new: true })],
+      }),
+    ]);
+    await h.drainOutbox();
+    expect(alerts).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ event: "drift.detected", title: expect.stringContaining("mallory@example.com") }),
+      ]),
+    );
+
+    const request = await h.activate("jo", "iam-admin");
+    expect(request.state).toBe("active");
+    endpoint.mode = "down";
+    await h.expireAll();
+    expect(alerts).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ event: "grant.revoke_failing", title: expect.stringContaining("jo") }),
+      ]),
+    );
+    endpoint.mode = "ok";
+    h.clock.advance(BACKOFF.capMs);
+    await h.drainOutbox();
+    expect(endpoint.holders.get("jo@example.com")?.size).toBe(0);
   });
 });
