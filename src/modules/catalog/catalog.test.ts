@@ -182,11 +182,20 @@ describe.each(ENGINES)("catalog on %s", (engine) => {
       labels: { env: "prod" },
     });
     expect(target.status, JSON.stringify(target.body)).toBe(201);
-    expect(target.body).toMatchObject({ name: "crm", kind: "postgres", address: "postgres://stint@db.internal:5432/crm" });
+    expect(target.body).toMatchObject({
+      name: "crm",
+      kind: "postgres",
+      address: "postgres://stint@db.internal:5432/crm",
+    });
     expect((await call(server, "GET", `/v1/targets/${target.body.id}`, auditor)).body.name).toBe("crm");
     expect((await call(server, "GET", "/v1/targets/crm", auditor)).body.id).toBe(target.body.id);
 
-    const put = { name: "crm", kind: "postgres", address: "postgres://stint@db.internal:5432/crm", labels: { env: "staging" } };
+    const put = {
+      name: "crm",
+      kind: "postgres",
+      address: "postgres://stint@db.internal:5432/crm",
+      labels: { env: "staging" },
+    };
     expect((await call(server, "PUT", `/v1/targets/${target.body.id}`, security, put)).body.labels).toEqual({
       env: "staging",
     });
