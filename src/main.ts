@@ -98,7 +98,10 @@ export async function runServer(options: { configFile?: string | undefined } = {
         { file: config.masterKeyFile },
         "created a new master key: back it up, it protects every secret in Stint",
       );
-    server = await createServer({ config, logger, masterKey: master.key });
+    const vaultKey = config.vaultKey
+      ? Buffer.from(config.vaultKey, "base64")
+      : (await loadOrCreateMasterKey(config.vaultKeyFile)).key;
+    server = await createServer({ config, logger, masterKey: master.key, vaultKey });
   } catch (error) {
     const message =
       error instanceof StartupError || error instanceof MasterKeyMismatchError

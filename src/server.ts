@@ -35,6 +35,8 @@ import type { OutboxHandlers } from "./modules/outbox/index.js";
 import type { Connector } from "./modules/connectors/index.js";
 import { createGrantService, type GrantService } from "./modules/grants/grants.service.js";
 import { registerGrantRoutes } from "./modules/grants/grants.routes.js";
+import { createVaultService, type VaultService } from "./modules/vault/vault.service.js";
+import { registerVaultRoutes } from "./modules/vault/vault.routes.js";
 
 export const VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
 
@@ -42,6 +44,8 @@ export interface ServerDeps {
   config: Config;
   logger: Logger;
   masterKey: Uint8Array;
+  /** The vault's root key (key file or STINT_VAULT_KEY); null in shamir mode or when none is given. */
+  vaultKey?: Uint8Array | null;
   clock?: Clock;
   scrypt?: ScryptParams;
   outboxHandlers?: OutboxHandlers;
@@ -63,6 +67,7 @@ export interface Server {
   keyring: Keyring;
   requests: RequestService;
   grants: GrantService;
+  vault: VaultService;
   scheduler: Scheduler;
   registry: Registry;
   /** Creates the first administrator or a setup code (printed by the caller). */
@@ -147,12 +152,14 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           }
         : {}),
     });
+    const vault = createVaultService({ store, audit, clock, fileKey: deps.vaultKey ?? null });
     const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
     const scheduler = createScheduler({
       requests,
       logger,
       pollMs: config.schedulerPoll,
       reconcile: { intervalMs: config.reconcileInterval, schedule: grants.scheduleReconcile },
+      checkouts: vault,
     });
 
     const outbox = createOutboxRunner({
@@ -186,6 +193,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerRequestRoutes(scoped, { requests, tokens: activationTokens });
         registerGrantRoutes(scoped, { grants: grants! });
+        registerVaultRoutes(scoped, { vault });
       },
     );
 
@@ -200,6 +208,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       keyring,
       requests,
       grants,
+      vault,
       scheduler,
       registry,
       bootstrap: () =>

@@ -41,6 +41,13 @@ export const configSchema = z
       .regex(/^postgres(ql)?:\/\/\S+$/, "must be a postgres:// or postgresql:// URL")
       .optional(),
     masterKeyFile: z.string().min(1).optional(),
+    /** The vault's root key file (32 bytes, base64; created 0600 on first start). */
+    vaultKeyFile: z.string().min(1).optional(),
+    /** The vault's root key itself, base64 (instead of the file). */
+    vaultKey: z
+      .string()
+      .refine((v) => Buffer.from(v, "base64").length === 32, "must be 32 bytes in base64")
+      .optional(),
     bootstrapAdminPassword: z.string().min(12, "must be at least 12 characters").max(1024).optional(),
     bootstrapAdminName: z
       .string()
@@ -70,7 +77,7 @@ export const configSchema = z
   })
   .strict();
 
-export type Config = Readonly<z.output<typeof configSchema> & { masterKeyFile: string }>;
+export type Config = Readonly<z.output<typeof configSchema> & { masterKeyFile: string; vaultKeyFile: string }>;
 
 /** Environment variable → config key. */
 export const ENV_KEYS = {
@@ -78,6 +85,8 @@ export const ENV_KEYS = {
   STINT_DATA_DIR: "dataDir",
   STINT_DATABASE_URL: "databaseUrl",
   STINT_MASTER_KEY_FILE: "masterKeyFile",
+  STINT_VAULT_KEY_FILE: "vaultKeyFile",
+  STINT_VAULT_KEY: "vaultKey",
   STINT_BOOTSTRAP_ADMIN_PASSWORD: "bootstrapAdminPassword",
   STINT_BOOTSTRAP_ADMIN_NAME: "bootstrapAdminName",
   STINT_TRUSTED_PROXIES: "trustedProxies",
@@ -155,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
       ...value,
       trustedProxies: Object.freeze([...value.trustedProxies]) as unknown as string[],
       masterKeyFile: value.masterKeyFile ?? path.join(value.dataDir, "master.key"),
+      vaultKeyFile: value.vaultKeyFile ?? path.join(value.dataDir, "vault.key"),
     }),
   };
 }

@@ -280,6 +280,60 @@ export interface DriftFindingsTable {
   resolution: string | null;
 }
 
+export interface VaultConfigTable {
+  id: number;
+  mode: "key-file" | "shamir";
+  shares: number | null;
+  threshold: number | null;
+  verifier: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface VaultKeksTable {
+  version: number;
+  wrapped: string;
+  state: "active" | "retired";
+  created_at: Timestamp;
+}
+
+export interface SecretsTable {
+  id: string;
+  path: string;
+  kind: "password" | "ssh-key" | "api-key" | "certificate" | "generic";
+  description: string | null;
+  owner: string | null;
+  metadata: Json<Record<string, string>>;
+  roles: string[];
+  platform_roles: string[];
+  checkout: Json;
+  current_version: number;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface SecretVersionsTable {
+  secret_id: string;
+  version: number;
+  ciphertext: string;
+  wrapped_key: string;
+  kek_version: number;
+  source: "put" | "generate" | "rotation";
+  created_by: string;
+  created_at: Timestamp;
+}
+
+export interface SecretCheckoutsTable {
+  id: string;
+  secret_id: string;
+  holder_id: string;
+  reason: string;
+  checked_out_at: Timestamp;
+  expires_at: Timestamp;
+  returned_at: Timestamp | null;
+  return_reason: string | null;
+}
+
 export interface UsedDecisionLinksTable {
   jti: string;
   request_id: string;
@@ -313,4 +367,9 @@ export interface Database {
   used_decision_links: UsedDecisionLinksTable;
   target_secrets: TargetSecretsTable;
   drift_findings: DriftFindingsTable;
+  vault_config: VaultConfigTable;
+  vault_keks: VaultKeksTable;
+  secrets: SecretsTable;
+  secret_versions: SecretVersionsTable;
+  secret_checkouts: SecretCheckoutsTable;
 }

@@ -41,6 +41,8 @@ export async function testServer(
     outboxHandlers?: OutboxHandlers;
     /** Shorter pauses between outbox retries than the configured ones. */
     outboxBackoff?: { baseMs?: number; capMs?: number };
+    /** The vault's key; null starts without one (sealed). Random by default. */
+    vaultKey?: Uint8Array | null;
     logLevel?: string;
     /** Where log lines go (tests that read the logs); stdout otherwise. */
     logDestination?: DestinationStream;
@@ -61,6 +63,7 @@ export async function testServer(
       ...(options.logDestination ? { destination: options.logDestination } : {}),
     }),
     masterKey: randomBytes(32),
+    vaultKey: options.vaultKey === undefined ? randomBytes(32) : options.vaultKey,
     store: t.store,
     scrypt: TEST_SCRYPT,
     ...(options.clock ? { clock: options.clock } : {}),

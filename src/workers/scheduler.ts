@@ -18,6 +18,8 @@ export function createScheduler(deps: {
   requests: Pick<RequestService, "expireDue" | "processDeadlines" | "reportEndedEligibilities" | "warnExpiring">;
   /** Queues a reconcile of every target once per interval (the outbox runs it, on whichever node claims it). */
   reconcile?: { intervalMs: number; schedule: (intervalMs: number) => Promise<number> };
+  /** Checks in vault check-outs that reached their end. */
+  checkouts?: { returnExpired: (limit?: number) => Promise<number> };
   logger?: Pick<Logger, "error" | "info">;
   pollMs?: number;
   batchSize?: number;
@@ -44,6 +46,7 @@ export function createScheduler(deps: {
     }
     const eligibilitiesEnded = await deps.requests.reportEndedEligibilities(batch);
     await deps.requests.warnExpiring(batch);
+    await deps.checkouts?.returnExpired(batch);
     if (deps.reconcile && deps.reconcile.intervalMs > 0) {
       const slot = Math.floor(Date.now() / deps.reconcile.intervalMs);
       if (slot !== lastReconcileSlot) {

@@ -76,6 +76,18 @@ const MATRIX = `
   DELETE  /v1/targets/:ref/credential              no         no    no       yes       yes
   GET     /v1/grants                               no         no    yes      yes       yes
   POST    /v1/reconcile                            no         no    no       yes       yes
+  GET     /v1/secrets                              no         yes   yes      yes       yes
+  PUT     /v1/secrets/:path                        no         no    no       yes       yes
+  GET     /v1/secrets/:path                        no         yes   yes      yes       yes
+  GET     /v1/secrets/:path/value                  no         yes   yes      yes       yes
+  GET     /v1/secrets/:path/versions               no         yes   yes      yes       yes
+  POST    /v1/secrets/:path/checkout               no         yes   yes      yes       yes
+  POST    /v1/secrets/:path/checkin                no         yes   yes      yes       yes
+  GET     /v1/operator/status                      no         no    no       no        yes
+  POST    /v1/operator/init                        no         no    no       no        yes
+  POST    /v1/operator/unseal                      no         no    no       no        yes
+  POST    /v1/operator/seal                        no         no    no       no        yes
+  POST    /v1/operator/rotate-key                  no         no    no       no        yes
   GET     /v1/policies                             no         no    yes      yes       yes
   POST    /v1/policies                             no         no    no       yes       yes
   GET     /v1/policies/:ref                        no         no    yes      yes       yes
@@ -242,6 +254,21 @@ const PROBES: Record<string, ProbeFactory> = {
   }),
   "DELETE /v1/targets/:ref/credential": () => ({ url: "/v1/targets/matrix-nothing/credential" }),
   "POST /v1/reconcile": () => ({ url: "/v1/reconcile", payload: {} }),
+  // Vault: paths that name nothing (404), invalid bodies (400), or operator calls that conflict with the mode (409).
+  "PUT /v1/secrets/:path": ({ fresh }) => ({
+    url: `/v1/secrets/${encodeURIComponent(`matrix/${fresh("s")}`)}`,
+    payload: { kind: "generic", value: "matrix value" },
+  }),
+  "GET /v1/secrets/:path": () => ({ url: "/v1/secrets/matrix%2Fnothing" }),
+  "GET /v1/secrets/:path/value": () => ({ url: "/v1/secrets/matrix%2Fnothing/value" }),
+  "GET /v1/secrets/:path/versions": () => ({ url: "/v1/secrets/matrix%2Fnothing/versions" }),
+  "POST /v1/secrets/:path/checkout": () => ({
+    url: "/v1/secrets/matrix%2Fnothing/checkout",
+    payload: { reason: "authorization matrix" },
+  }),
+  "POST /v1/secrets/:path/checkin": () => ({ url: "/v1/secrets/matrix%2Fnothing/checkin" }),
+  "POST /v1/operator/init": () => ({ url: "/v1/operator/init", payload: { shares: 1, threshold: 2 } }),
+  "POST /v1/operator/unseal": () => ({ url: "/v1/operator/unseal", payload: { share: "not-a-share-at-all" } }),
   "POST /v1/policies": ({ fresh }) => ({ url: "/v1/policies", payload: { name: fresh("matrix-policy"), spec: {} } }),
   "GET /v1/policies/:ref": () => ({ url: "/v1/policies/matrix-nothing" }),
   "PUT /v1/policies/:ref": () => ({

@@ -20,6 +20,9 @@ export const PERMISSIONS = {
   "access.check": ["admin", "security", "auditor"],
   "grants.read": ["admin", "security", "auditor"],
   "targets.operate": ["admin", "security"],
+  "secrets.read": ["admin", "security", "auditor"],
+  "secrets.write": ["admin", "security"],
+  "vault.operate": ["admin"],
   "outbox.read": ["admin"],
   "outbox.write": ["admin"],
 } as const satisfies Record<string, readonly PlatformRole[]>;

@@ -1,0 +1,120 @@
+/**
+ * Envelope encryption of secret versions. Each version gets its own random data
+ * key (AES-256-GCM); the data key is wrapped by a key-encryption key (KEK); both
+ * ciphertexts carry the version's binding (secret id, path, version) as
+ * authenticated data, so a row moved to another secret or version fails to open.
+ * KEKs are sealed under the vault's root key, which a verifier proves.
+ */
+import { randomBytes, randomInt } from "node:crypto";
+import { combine, split } from "shamir-secret-sharing";
+import { open, seal } from "../../lib/security.js";
+
+/** A ciphertext did not authenticate: tampered, swapped, or opened with the wrong key. */
+export class IntegrityError extends Error {
+  constructor(what: string) {
+    super(`${what} failed its integrity check`);
+    this.name = "IntegrityError";
+  }
+}
+
+export interface SealedVersion {
+  ciphertext: string;
+  wrappedKey: string;
+}
+
+export const binding = (secretId: string, path: string, version: number) => `${secretId}:${path}:v${version}`;
+
+export function sealVersion(kek: Uint8Array, bound: string, plaintext: string): SealedVersion {
+  const dataKey = randomBytes(32);
+  try {
+    return {
+      ciphertext: seal(dataKey, plaintext, `payload:${bound}`),
+      wrappedKey: seal(kek, dataKey, `data-key:${bound}`),
+    };
+  } finally {
+    dataKey.fill(0);
+  }
+}
+
+export function openVersion(kek: Uint8Array, bound: string, sealed: SealedVersion): string {
+  let dataKey: Buffer;
+  try {
+    dataKey = open(kek, sealed.wrappedKey, `data-key:${bound}`);
+  } catch {
+    throw new IntegrityError("the data key");
+  }
+  try {
+    return open(dataKey, sealed.ciphertext, `payload:${bound}`).toString("utf8");
+  } catch {
+    throw new IntegrityError("the payload");
+  } finally {
+    dataKey.fill(0);
+  }
+}
+
+/** Moves a data key from one KEK to another; the payload is not touched. */
+export function rewrapKey(from: Uint8Array, to: Uint8Array, bound: string, wrappedKey: string): string {
+  let dataKey: Buffer;
+  try {
+    dataKey = open(from, wrappedKey, `data-key:${bound}`);
+  } catch {
+    throw new IntegrityError("the data key");
+  }
+  try {
+    return seal(to, dataKey, `data-key:${bound}`);
+  } finally {
+    dataKey.fill(0);
+  }
+}
+
+export const newKey = () => randomBytes(32);
+export const wrapKek = (root: Uint8Array, version: number, kek: Uint8Array) => seal(root, kek, `kek:v${version}`);
+export function unwrapKek(root: Uint8Array, version: number, wrapped: string): Buffer {
+  try {
+    return open(root, wrapped, `kek:v${version}`);
+  } catch {
+    throw new IntegrityError(`key-encryption key v${version}`);
+  }
+}
+
+const VERIFIER_TEXT = "stint vault root key";
+export const verifierFor = (root: Uint8Array) => seal(root, VERIFIER_TEXT, "vault-verifier");
+export function verifies(root: Uint8Array, verifier: string): boolean {
+  try {
+    return open(root, verifier, "vault-verifier").toString("utf8") === VERIFIER_TEXT;
+  } catch {
+    return false;
+  }
+}
+
+const SHARE_PREFIX = "stint-share-";
+
+/** Splits the root key into printable shares (`stint-share-<hex>`); any `threshold` of them rebuild it. */
+export async function splitRoot(root: Uint8Array, shares: number, threshold: number): Promise<string[]> {
+  if (threshold === 1)
+    return Array.from({ length: shares }, () => `${SHARE_PREFIX}${Buffer.from(root).toString("hex")}`);
+  return (await split(root, shares, threshold)).map((s) => `${SHARE_PREFIX}${Buffer.from(s).toString("hex")}`);
+}
+
+export function parseShare(text: string): Uint8Array | null {
+  const trimmed = text.trim();
+  if (!trimmed.startsWith(SHARE_PREFIX)) return null;
+  const hex = trimmed.slice(SHARE_PREFIX.length);
+  if (!/^([0-9a-f]{2})+$/.test(hex)) return null;
+  return Buffer.from(hex, "hex");
+}
+
+/** The root key from shares (wrong or too few shares give a wrong key: check it with `verifies`). */
+export async function combineShares(shares: Uint8Array[], threshold: number): Promise<Uint8Array> {
+  if (threshold === 1) return shares[0]!;
+  return combine(shares);
+}
+
+const ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.~";
+
+/** A random password or API key from the CSPRNG (no look-alike characters). */
+export function generateValue(length: number): string {
+  let out = "";
+  for (let i = 0; i < length; i++) out += ALPHABET[randomInt(ALPHABET.length)];
+  return out;
+}

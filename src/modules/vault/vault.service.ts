@@ -1,0 +1,533 @@
+/**
+ * The vault: secrets with versions under envelope encryption, reads bound to
+ * active roles, exclusive check-outs, and the operator's seal/unseal/init and
+ * key rotation. Values never reach a log line, an audit event or an error.
+ *
+ * The root key lives only in this process's memory: from the vault key file (or
+ * STINT_VAULT_KEY) in key-file mode, or rebuilt from Shamir shares by an unseal
+ * in shamir mode. Without it, secret operations answer SEALED (or
+ * VAULT_KEY_INVALID for a key that does not match) and nothing else is affected.
+ */
+import { checkoutPolicy, type CheckoutPolicy, type PutSecretBody, type SecretMetaDto } from "../../contract/vault.js";
+import type { AppStore } from "../../db/index.js";
+import type { Clock } from "../../lib/clock.js";
+import { parseDuration } from "../../lib/duration.js";
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import type { AuditLog } from "../audit/audit.service.js";
+import { authorize, can } from "../authz/authz.rules.js";
+import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
+import {
+  binding,
+  combineShares,
+  generateValue,
+  IntegrityError,
+  newKey,
+  openVersion,
+  parseShare,
+  rewrapKey,
+  sealVersion,
+  splitRoot,
+  unwrapKek,
+  verifierFor,
+  verifies,
+  wrapKek,
+} from "./vault.crypto.js";
+import * as vaultStore from "./vault.store.js";
+
+export interface VaultServiceDeps {
+  store: Pick<AppStore, "db" | "transaction">;
+  audit: Pick<AuditLog, "append" | "record">;
+  clock: Clock;
+  /** The root key from the key file or environment (key-file mode); null when none was given. */
+  fileKey: Uint8Array | null;
+}
+
+const iso = (value: Date | string) => new Date(value).toISOString();
+
+function integrity(error: unknown): never {
+  if (error instanceof IntegrityError)
+    throw new StintError("INTEGRITY_FAILED", `The stored secret failed its integrity check (${error.message}).`);
+  throw error;
+}
+
+export function createVaultService(deps: VaultServiceDeps) {
+  const { store, audit, clock } = deps;
+  // Per process: the root key once known, and shares given towards an unseal.
+  let root: Uint8Array | null = null;
+  let pendingShares: Uint8Array[] = [];
+
+  function principalOf(actor: Actor) {
+    if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+    return actor;
+  }
+
+  /** The root key, initializing a fresh vault in key-file mode; SEALED or VAULT_KEY_INVALID otherwise. */
+  async function rootKey(): Promise<Uint8Array> {
+    if (root) return root;
+    const config = await vaultStore.config(store.db);
+    if (!config) {
+      if (!deps.fileKey) throw new StintError("SEALED", "The vault has no key: set STINT_VAULT_KEY or a key file.");
+      const key = deps.fileKey;
+      await store.transaction(async (tx) => {
+        if (await vaultStore.config(tx)) return;
+        const now = clock.now();
+        await vaultStore.writeConfig(
+          tx,
+          { mode: "key-file", shares: null, threshold: null, verifier: verifierFor(key) },
+          now,
+        );
+        await vaultStore.insertKek(tx, 1, wrapKek(key, 1, newKey()), now);
+        await audit.append(
+          tx,
+          SYSTEM,
+          { correlationId: "vault", sourceIp: null, userAgent: null },
+          {
+            action: "vault.initialized",
+            outcome: "success",
+            details: { mode: "key-file" },
+          },
+        );
+      });
+      return rootKey();
+    }
+    if (config.mode === "shamir") throw new StintError("SEALED");
+    if (!deps.fileKey) throw new StintError("SEALED", "The vault has no key: set STINT_VAULT_KEY or a key file.");
+    if (!verifies(deps.fileKey, config.verifier)) throw new StintError("VAULT_KEY_INVALID");
+    root = deps.fileKey;
+    return root;
+  }
+
+  async function activeKek(db: AppStore["db"]): Promise<{ version: number; key: Buffer }> {
+    const key = await rootKey();
+    const keks = (await vaultStore.keks(db)).filter((k) => k.state === "active");
+    const newest = keks.at(-1);
+    if (!newest) throw new StintError("INTEGRITY_FAILED", "The vault has no active key-encryption key.");
+    return { version: newest.version, key: unwrapKek(key, newest.version, newest.wrapped) };
+  }
+
+  async function kekOf(db: AppStore["db"], version: number): Promise<Buffer> {
+    const key = await rootKey();
+    const kek = (await vaultStore.keks(db)).find((k) => k.version === version);
+    if (!kek) throw new StintError("INTEGRITY_FAILED", `Key-encryption key v${version} is missing.`);
+    return unwrapKek(key, version, kek.wrapped);
+  }
+
+  async function metaDto(db: AppStore["db"], row: vaultStore.SecretRow): Promise<SecretMetaDto> {
+    const open = await vaultStore.openCheckout(db, row.id);
+    return {
+      path: row.path,
+      kind: row.kind,
+      description: row.description,
+      owner: row.owner,
+      metadata: row.metadata ?? {},
+      roles: row.roles,
+      platformRoles: row.platform_roles,
+      checkout: checkoutPolicy.parse(row.checkout ?? {}),
+      currentVersion: row.current_version,
+      checkedOut: open ? { holder: open.holder_name, until: iso(open.expires_at) } : null,
+      createdAt: iso(row.created_at),
+      updatedAt: iso(row.updated_at),
+    };
+  }
+
+  /** May this principal use the secret's value now: a listed platform role, or an active activation of a listed role. */
+  async function mayUse(actor: Actor, row: vaultStore.SecretRow): Promise<boolean> {
+    if (actor.kind !== "principal") return false;
+    if (actor.roles.some((r) => row.platform_roles.includes(r))) return true;
+    return vaultStore.hasActiveRole(store.db, actor.id, row.roles, clock.now());
+  }
+
+  async function refuse(
+    actor: Actor,
+    context: CallContext,
+    action: string,
+    path: string,
+    message: string,
+  ): Promise<never> {
+    await audit.record(actor, context, { action, outcome: "denied", subject: `secret:${path}`, reason: message });
+    // The same answer whether the secret exists or not.
+    throw new StintError("NOT_FOUND", message);
+  }
+
+  async function decrypt(row: vaultStore.SecretRow, version: number): Promise<string> {
+    const stored = await vaultStore.findVersion(store.db, row.id, version);
+    if (!stored) throw new StintError("NOT_FOUND", `${row.path} has no version ${version}.`);
+    try {
+      const kek = await kekOf(store.db, stored.kek_version);
+      return openVersion(kek, binding(row.id, row.path, version), {
+        ciphertext: stored.ciphertext,
+        wrappedKey: stored.wrapped_key,
+      });
+    } catch (error) {
+      return integrity(error);
+    }
+  }
+
+  async function returnExpired(limit = 100): Promise<number> {
+    return store.transaction(async (tx) => {
+      const now = clock.now();
+      const due = await vaultStore.claimExpiredCheckouts(tx, now, limit);
+      for (const c of due) await vaultStore.returnCheckout(tx, c.id, "expired", now);
+      if (due.length > 0)
+        await audit.append(
+          tx,
+          SYSTEM,
+          { correlationId: "scheduler", sourceIp: null, userAgent: null },
+          due.map((c) => ({
+            action: "secret.checked_in",
+            outcome: "success" as const,
+            subject: `secret:${c.path}`,
+            reason: "the check-out reached its end",
+            details: { holder: c.holder_name, automatic: true },
+          })),
+        );
+      return due.length;
+    });
+  }
+
+  return {
+    returnExpired,
+
+    async status() {
+      const config = await vaultStore.config(store.db);
+      const keks = await vaultStore.keks(store.db);
+      let sealed = root === null;
+      if (sealed && config?.mode !== "shamir" && deps.fileKey) {
+        sealed = !(config ? verifies(deps.fileKey, config.verifier) : true);
+      }
+      return {
+        mode: config?.mode ?? ("key-file" as const),
+        sealed,
+        progress: pendingShares.length,
+        threshold: config?.threshold ?? null,
+        shares: config?.shares ?? null,
+        keyVersion: keks.filter((k) => k.state === "active").at(-1)?.version ?? null,
+      };
+    },
+
+    async put(actor: Actor, context: CallContext, path: string, input: PutSecretBody): Promise<SecretMetaDto> {
+      authorize(actor, "secrets.write");
+      const who = principalOf(actor).name;
+      const value = input.value ?? generateValue(input.generate!.length);
+      const kek = await activeKek(store.db);
+      const row = await store.transaction(async (tx) => {
+        const now = clock.now();
+        const existing = await vaultStore.findSecret(tx, path, true);
+        const id = existing?.id ?? newId();
+        const version = (existing?.current_version ?? 0) + 1;
+        const sealed = sealVersion(kek.key, binding(id, path, version), value);
+        const fields = {
+          kind: input.kind,
+          description: input.description ?? existing?.description ?? null,
+          owner: input.owner ?? existing?.owner ?? null,
+          metadata: input.metadata ?? existing?.metadata ?? {},
+          roles: input.roles ?? existing?.roles ?? [],
+          platform_roles: input.platformRoles ?? existing?.platform_roles ?? [],
+          checkout:
+            input.checkout ?? (existing ? checkoutPolicy.parse(existing.checkout ?? {}) : checkoutPolicy.parse({})),
+          current_version: version,
+        };
+        if (existing) await vaultStore.updateSecret(tx, id, { ...fields, updated_at: now });
+        else await vaultStore.insertSecret(tx, { id, path, ...fields, created_at: now, updated_at: now });
+        await vaultStore.insertVersion(tx, {
+          secret_id: id,
+          version,
+          ciphertext: sealed.ciphertext,
+          wrapped_key: sealed.wrappedKey,
+          kek_version: kek.version,
+          source: input.generate ? "generate" : "put",
+          created_by: who,
+          created_at: now,
+        });
+        await audit.append(tx, actor, context, {
+          action: existing ? "secret.version_added" : "secret.created",
+          outcome: "success",
+          subject: `secret:${path}`,
+          details: {
+            kind: input.kind,
+            version,
+            generated: input.generate !== undefined,
+            roles: fields.roles,
+            platformRoles: fields.platform_roles,
+          },
+        });
+        return (await vaultStore.findSecret(tx, path))!;
+      });
+      return metaDto(store.db, row);
+    },
+
+    async list(actor: Actor): Promise<SecretMetaDto[]> {
+      const principal = principalOf(actor);
+      const rows = await vaultStore.listSecrets(store.db);
+      const all = can(principal, "secrets.read");
+      const visible: SecretMetaDto[] = [];
+      for (const row of rows) if (all || (await mayUse(actor, row))) visible.push(await metaDto(store.db, row));
+      return visible;
+    },
+
+    async meta(actor: Actor, path: string): Promise<SecretMetaDto> {
+      principalOf(actor);
+      const row = await vaultStore.findSecret(store.db, path);
+      if (!row || !(can(actor, "secrets.read") || (await mayUse(actor, row))))
+        throw new StintError("NOT_FOUND", `There is no secret ${path} you may see.`);
+      return metaDto(store.db, row);
+    },
+
+    async versions(actor: Actor, path: string) {
+      const meta = await this.meta(actor, path);
+      const row = (await vaultStore.findSecret(store.db, path))!;
+      const versions = await vaultStore.versionsOf(store.db, row.id);
+      return {
+        path,
+        items: versions.map((v) => ({
+          version: v.version,
+          source: v.source,
+          createdBy: v.created_by,
+          createdAt: iso(v.created_at),
+          current: v.version === meta.currentVersion,
+        })),
+      };
+    },
+
+    /** Reads a value (the current version unless one is named). Exclusive secrets need the reader's check-out. */
+    async read(actor: Actor, context: CallContext, path: string, version?: number) {
+      const principal = principalOf(actor);
+      await rootKey();
+      const row = await vaultStore.findSecret(store.db, path);
+      if (!row || !(await mayUse(actor, row)))
+        return refuse(
+          actor,
+          context,
+          "secret.read",
+          path,
+          `There is no secret ${path} that you may read now (activate a role that lists it).`,
+        );
+      const policy = checkoutPolicy.parse(row.checkout ?? {});
+      if (policy.exclusive) {
+        const open = await vaultStore.openCheckout(store.db, row.id);
+        if (!open || open.holder_id !== principal.id)
+          throw new StintError(
+            "CHECKED_OUT",
+            open
+              ? `${path} is checked out by ${open.holder_name} until ${iso(open.expires_at)}.`
+              : `${path} is exclusive: check it out first (stint secret checkout ${path}).`,
+            open ? { holder: open.holder_name, until: iso(open.expires_at) } : undefined,
+          );
+      }
+      const wanted = version ?? row.current_version;
+      const value = await decrypt(row, wanted);
+      await audit.record(actor, context, {
+        action: "secret.read",
+        outcome: "success",
+        subject: `secret:${path}`,
+        details: { version: wanted },
+      });
+      return { path, version: wanted, kind: row.kind, value };
+    },
+
+    async checkout(actor: Actor, context: CallContext, path: string, input: { duration?: string; reason: string }) {
+      const principal = principalOf(actor);
+      await rootKey();
+      const row = await vaultStore.findSecret(store.db, path);
+      if (!row || !(await mayUse(actor, row)))
+        return refuse(actor, context, "secret.checkout", path, `There is no secret ${path} that you may check out now (activate a role that lists it).`);
+      const policy: CheckoutPolicy = checkoutPolicy.parse(row.checkout ?? {});
+      const maxMs = parseDuration(policy.maxDuration);
+      const ms = input.duration ? parseDuration(input.duration) : maxMs;
+      if (ms > maxMs)
+        throw new StintError("DURATION_TOO_LONG", `${path} may be checked out for at most ${policy.maxDuration}.`);
+      const now = clock.now();
+      const expiresAt = new Date(now.getTime() + ms);
+      const id = newId();
+      const won = await store.transaction(async (tx) => {
+        if (
+          !(await vaultStore.tryCheckout(tx, {
+            id,
+            secretId: row.id,
+            holderId: principal.id,
+            reason: input.reason,
+            now,
+            expiresAt,
+          }))
+        )
+          return false;
+        await audit.append(tx, actor, context, {
+          action: "secret.checked_out",
+          outcome: "success",
+          subject: `secret:${path}`,
+          reason: input.reason,
+          details: { until: expiresAt.toISOString(), version: row.current_version },
+        });
+        return true;
+      });
+      if (!won) {
+        const open = await vaultStore.openCheckout(store.db, row.id);
+        const until = open ? iso(open.expires_at) : null;
+        throw new StintError(
+          "CHECKED_OUT",
+          `${path} is checked out by ${open?.holder_name ?? "someone"}${until ? ` until ${until}` : ""}.`,
+          { holder: open?.holder_name ?? null, until },
+        );
+      }
+      const value = await decrypt(row, row.current_version);
+      return { path, version: row.current_version, value, holder: principal.name, until: expiresAt.toISOString() };
+    },
+
+    async checkin(actor: Actor, context: CallContext, path: string) {
+      const principal = principalOf(actor);
+      const row = await vaultStore.findSecret(store.db, path);
+      const open = row ? await vaultStore.openCheckout(store.db, row.id) : undefined;
+      if (!row || !open || (open.holder_id !== principal.id && !can(actor, "secrets.write")))
+        throw new StintError("NOT_FOUND", `You hold no check-out of ${path}.`);
+      const policy = checkoutPolicy.parse(row.checkout ?? {});
+      const rotate = policy.rotateOnCheckin && (row.kind === "password" || row.kind === "api-key");
+      const kek = rotate ? await activeKek(store.db) : null;
+      let version = row.current_version;
+      await store.transaction(async (tx) => {
+        const now = clock.now();
+        if (!(await vaultStore.returnCheckout(tx, open.id, "checked in", now))) return;
+        if (rotate && kek) {
+          // A new value the borrower never saw. Secrets that live at a target are rotated there by the rotation job.
+          version += 1;
+          const sealed = sealVersion(kek.key, binding(row.id, row.path, version), generateValue(32));
+          await vaultStore.insertVersion(tx, {
+            secret_id: row.id,
+            version,
+            ciphertext: sealed.ciphertext,
+            wrapped_key: sealed.wrappedKey,
+            kek_version: kek.version,
+            source: "rotation",
+            created_by: "system",
+            created_at: now,
+          });
+          await tx
+            .updateTable("secrets")
+            .set({ current_version: version, updated_at: now })
+            .where("id", "=", row.id)
+            .execute();
+        }
+        await audit.append(tx, actor, context, {
+          action: "secret.checked_in",
+          outcome: "success",
+          subject: `secret:${path}`,
+          details: { holder: open.holder_name, rotated: rotate, version },
+        });
+      });
+      return { path, rotated: rotate, currentVersion: version };
+    },
+
+    // -----------------------------------------------------------------------
+    // Operator
+
+    /** Turns the vault to shamir mode: a new root key, split; existing KEKs re-wrapped under it. */
+    async init(actor: Actor, context: CallContext, input: { shares: number; threshold: number }) {
+      authorize(actor, "vault.operate");
+      const config = await vaultStore.config(store.db);
+      if (config?.mode === "shamir") throw new StintError("CONFLICT", "The vault is already initialized with shares.");
+      const current = config ? await rootKey() : null;
+      const next = newKey();
+      const shares = await splitRoot(next, input.shares, input.threshold);
+      await store.transaction(async (tx) => {
+        const now = clock.now();
+        const keks = await vaultStore.keks(tx);
+        if (keks.length === 0) await vaultStore.insertKek(tx, 1, wrapKek(next, 1, newKey()), now);
+        for (const kek of keks) {
+          if (!current) throw new StintError("SEALED");
+          await vaultStore.rewrapKek(
+            tx,
+            kek.version,
+            wrapKek(next, kek.version, unwrapKek(current, kek.version, kek.wrapped)),
+          );
+        }
+        await vaultStore.writeConfig(
+          tx,
+          { mode: "shamir", shares: input.shares, threshold: input.threshold, verifier: verifierFor(next) },
+          now,
+        );
+        await audit.append(tx, actor, context, {
+          action: "vault.initialized",
+          outcome: "success",
+          details: { mode: "shamir", shares: input.shares, threshold: input.threshold },
+        });
+      });
+      root = next;
+      pendingShares = [];
+      return { shares, threshold: input.threshold };
+    },
+
+    /** One share towards the threshold; at the threshold the rebuilt key must match the verifier. */
+    async unseal(actor: Actor, context: CallContext, share: string) {
+      authorize(actor, "vault.operate");
+      const config = await vaultStore.config(store.db);
+      if (config?.mode !== "shamir" || !config.threshold)
+        throw new StintError("CONFLICT", "The vault is not in sealed (shamir) mode: there is nothing to unseal.");
+      if (root) return this.status();
+      const parsed = parseShare(share);
+      if (!parsed) throw new StintError("VALIDATION_FAILED", "That is not a Stint unseal share (stint-share-…).");
+      if (!pendingShares.some((s) => Buffer.from(s).equals(parsed))) pendingShares.push(parsed);
+      if (pendingShares.length >= config.threshold) {
+        const candidate = await combineShares(pendingShares, config.threshold);
+        pendingShares = [];
+        const ok = verifies(candidate, config.verifier);
+        await audit.record(actor, context, { action: "vault.unsealed", outcome: ok ? "success" : "failed" });
+        if (!ok) throw new StintError("VAULT_KEY_INVALID", "Those shares do not rebuild the vault key; start again.");
+        root = candidate;
+      } else {
+        await audit.record(actor, context, {
+          action: "vault.unseal_share",
+          outcome: "success",
+          details: { progress: pendingShares.length, threshold: config.threshold },
+        });
+      }
+      return this.status();
+    },
+
+    async seal(actor: Actor, context: CallContext) {
+      authorize(actor, "vault.operate");
+      const config = await vaultStore.config(store.db);
+      if (config?.mode !== "shamir")
+        throw new StintError(
+          "CONFLICT",
+          "Only a vault initialized with shares can be sealed (its key would come back from the key file).",
+        );
+      root = null;
+      pendingShares = [];
+      await audit.record(actor, context, { action: "vault.sealed", outcome: "success" });
+      return this.status();
+    },
+
+    /** A new KEK; every data key re-wrapped under it in one transaction; payloads untouched. */
+    async rotateKey(actor: Actor, context: CallContext) {
+      authorize(actor, "vault.operate");
+      const key = await rootKey();
+      return store.transaction(async (tx) => {
+        const now = clock.now();
+        const keks = await vaultStore.keks(tx);
+        const version = (keks.at(-1)?.version ?? 0) + 1;
+        const next = newKey();
+        await vaultStore.insertKek(tx, version, wrapKek(key, version, next), now);
+        const unwrapped = new Map(keks.map((k) => [k.version, unwrapKek(key, k.version, k.wrapped)]));
+        const versions = await vaultStore.allVersions(tx);
+        try {
+          for (const v of versions) {
+            const bound = binding(v.secret_id, v.path, v.version);
+            const wrapped = rewrapKey(unwrapped.get(v.kek_version)!, next, bound, v.wrapped_key);
+            await vaultStore.setWrappedKey(tx, v.secret_id, v.version, wrapped, version);
+          }
+        } catch (error) {
+          integrity(error);
+        }
+        await vaultStore.retireKeksBefore(tx, version);
+        await audit.append(tx, actor, context, {
+          action: "vault.key_rotated",
+          outcome: "success",
+          details: { keyVersion: version, rewrapped: versions.length },
+        });
+        return { keyVersion: version, rewrapped: versions.length };
+      });
+    },
+  };
+}
+
+export type VaultService = ReturnType<typeof createVaultService>;

@@ -1,0 +1,234 @@
+/** SQL of the vault. Every function takes its transaction or db. */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+
+type Q = Kysely<Database>;
+const json = (value: unknown) => JSON.stringify(value);
+
+export function config(db: Q) {
+  return db.selectFrom("vault_config").selectAll().where("id", "=", 1).executeTakeFirst();
+}
+
+export async function writeConfig(
+  db: Q,
+  values: { mode: "key-file" | "shamir"; shares: number | null; threshold: number | null; verifier: string },
+  now: Date,
+): Promise<void> {
+  await db
+    .insertInto("vault_config")
+    .values({ id: 1, ...values, created_at: now, updated_at: now })
+    .onConflict((oc) => oc.column("id").doUpdateSet({ ...values, updated_at: now }))
+    .execute();
+}
+
+export function keks(db: Q) {
+  return db.selectFrom("vault_keks").selectAll().orderBy("version").execute();
+}
+
+export async function insertKek(db: Q, version: number, wrapped: string, now: Date): Promise<void> {
+  await db.insertInto("vault_keks").values({ version, wrapped, state: "active", created_at: now }).execute();
+}
+
+export async function rewrapKek(db: Q, version: number, wrapped: string): Promise<void> {
+  await db.updateTable("vault_keks").set({ wrapped }).where("version", "=", version).execute();
+}
+
+export async function retireKeksBefore(db: Q, version: number): Promise<void> {
+  await db.updateTable("vault_keks").set({ state: "retired" }).where("version", "<", version).execute();
+}
+
+export function findSecret(db: Q, path: string, lock = false) {
+  const query = db.selectFrom("secrets").selectAll().where("path", "=", path);
+  return (lock ? query.forUpdate() : query).executeTakeFirst();
+}
+export type SecretRow = NonNullable<Awaited<ReturnType<typeof findSecret>>>;
+
+export function listSecrets(db: Q) {
+  return db.selectFrom("secrets").selectAll().orderBy("path").execute();
+}
+
+export async function insertSecret(
+  db: Q,
+  row: Omit<SecretRow, "metadata" | "checkout"> & { metadata: Record<string, string>; checkout: unknown },
+): Promise<void> {
+  await db
+    .insertInto("secrets")
+    .values({ ...row, metadata: json(row.metadata), checkout: json(row.checkout) })
+    .execute();
+}
+
+export async function updateSecret(
+  db: Q,
+  id: string,
+  values: {
+    kind: SecretRow["kind"];
+    description: string | null;
+    owner: string | null;
+    metadata: Record<string, string>;
+    roles: string[];
+    platform_roles: string[];
+    checkout: unknown;
+    current_version: number;
+    updated_at: Date;
+  },
+): Promise<void> {
+  await db
+    .updateTable("secrets")
+    .set({ ...values, metadata: json(values.metadata), checkout: json(values.checkout) })
+    .where("id", "=", id)
+    .execute();
+}
+
+export async function insertVersion(
+  db: Q,
+  row: {
+    secret_id: string;
+    version: number;
+    ciphertext: string;
+    wrapped_key: string;
+    kek_version: number;
+    source: "put" | "generate" | "rotation";
+    created_by: string;
+    created_at: Date;
+  },
+): Promise<void> {
+  await db.insertInto("secret_versions").values(row).execute();
+}
+
+export function findVersion(db: Q, secretId: string, version: number) {
+  return db
+    .selectFrom("secret_versions")
+    .selectAll()
+    .where("secret_id", "=", secretId)
+    .where("version", "=", version)
+    .executeTakeFirst();
+}
+
+export function versionsOf(db: Q, secretId: string) {
+  return db
+    .selectFrom("secret_versions")
+    .select(["version", "source", "created_by", "created_at"])
+    .where("secret_id", "=", secretId)
+    .orderBy("version", "desc")
+    .execute();
+}
+
+/** Every version with its path, for re-wrapping under a new KEK. */
+export function allVersions(db: Q) {
+  return db
+    .selectFrom("secret_versions")
+    .innerJoin("secrets", "secrets.id", "secret_versions.secret_id")
+    .select([
+      "secret_versions.secret_id",
+      "secret_versions.version",
+      "secret_versions.wrapped_key",
+      "secret_versions.kek_version",
+      "secrets.path",
+    ])
+    .forUpdate("secret_versions")
+    .execute();
+}
+
+export async function setWrappedKey(
+  db: Q,
+  secretId: string,
+  version: number,
+  wrappedKey: string,
+  kekVersion: number,
+): Promise<void> {
+  await db
+    .updateTable("secret_versions")
+    .set({ wrapped_key: wrappedKey, kek_version: kekVersion })
+    .where("secret_id", "=", secretId)
+    .where("version", "=", version)
+    .execute();
+}
+
+// ---------------------------------------------------------------------------
+// Access
+
+/** Whether the principal has an active activation, now, of one of these roles. */
+export async function hasActiveRole(db: Q, principalId: string, roles: string[], now: Date): Promise<boolean> {
+  if (roles.length === 0) return false;
+  const row = await db
+    .selectFrom("activation_requests")
+    .innerJoin("roles", "roles.id", "activation_requests.role_id")
+    .select("activation_requests.id")
+    .where("activation_requests.requester_id", "=", principalId)
+    .where("activation_requests.state", "=", "active")
+    .where("activation_requests.expires_at", ">", now)
+    .where("roles.name", "in", roles)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Check-outs
+
+export function openCheckout(db: Q, secretId: string) {
+  return db
+    .selectFrom("secret_checkouts")
+    .innerJoin("principals", "principals.id", "secret_checkouts.holder_id")
+    .select([
+      "secret_checkouts.id",
+      "secret_checkouts.holder_id",
+      "secret_checkouts.expires_at",
+      "principals.name as holder_name",
+    ])
+    .where("secret_checkouts.secret_id", "=", secretId)
+    .where("secret_checkouts.returned_at", "is", null)
+    .executeTakeFirst();
+}
+
+/** Inserts an open check-out; false when another one is open (the unique index decides). */
+export async function tryCheckout(
+  db: Q,
+  row: { id: string; secretId: string; holderId: string; reason: string; now: Date; expiresAt: Date },
+): Promise<boolean> {
+  const inserted = await db
+    .insertInto("secret_checkouts")
+    .values({
+      id: row.id,
+      secret_id: row.secretId,
+      holder_id: row.holderId,
+      reason: row.reason,
+      checked_out_at: row.now,
+      expires_at: row.expiresAt,
+    })
+    .onConflict((oc) => oc.column("secret_id").where("returned_at", "is", null).doNothing())
+    .returning("id")
+    .execute();
+  return inserted.length > 0;
+}
+
+export async function returnCheckout(db: Q, id: string, reason: string, now: Date): Promise<boolean> {
+  const rows = await db
+    .updateTable("secret_checkouts")
+    .set({ returned_at: now, return_reason: reason })
+    .where("id", "=", id)
+    .where("returned_at", "is", null)
+    .returning("id")
+    .execute();
+  return rows.length > 0;
+}
+
+/** Open check-outs past their end, claimed so that several nodes never return one twice. */
+export function claimExpiredCheckouts(db: Q, now: Date, limit: number) {
+  return db
+    .selectFrom("secret_checkouts")
+    .innerJoin("secrets", "secrets.id", "secret_checkouts.secret_id")
+    .innerJoin("principals", "principals.id", "secret_checkouts.holder_id")
+    .select([
+      "secret_checkouts.id",
+      "secret_checkouts.secret_id",
+      "secrets.path",
+      "secrets.checkout",
+      "principals.name as holder_name",
+    ])
+    .where("secret_checkouts.returned_at", "is", null)
+    .where("secret_checkouts.expires_at", "<=", now)
+    .limit(limit)
+    .forUpdate("secret_checkouts")
+    .skipLocked()
+    .execute();
+}
