@@ -30,6 +30,8 @@ export interface TestServer extends Server {
   /** Creates a user with these platform roles (password `passwordFor(name)`) and signs in. */
   userWithRoles(name: string, roles: PlatformRole[]): Promise<string>;
   adminAuth: string;
+  /** The PostgreSQL database's URL (engine postgres only). */
+  databaseUrl: string | undefined;
   cleanup(): Promise<void>;
 }
 
@@ -89,6 +91,7 @@ export async function testServer(
     config,
     login,
     adminAuth,
+    databaseUrl: t.url,
     async userWithRoles(name, roles) {
       const res = await server.app.inject({
         method: "POST",

@@ -93,7 +93,10 @@ const SHARE_PREFIX = "stint-share-";
 export async function splitRoot(root: Uint8Array, shares: number, threshold: number): Promise<string[]> {
   if (threshold === 1)
     return Array.from({ length: shares }, () => `${SHARE_PREFIX}${Buffer.from(root).toString("hex")}`);
-  return (await split(root, shares, threshold)).map((s) => `${SHARE_PREFIX}${Buffer.from(s).toString("hex")}`);
+  // A plain Uint8Array: the library checks the exact type, and a Buffer from another realm fails it.
+  return (await split(Uint8Array.from(root), shares, threshold)).map(
+    (s) => `${SHARE_PREFIX}${Buffer.from(s).toString("hex")}`,
+  );
 }
 
 export function parseShare(text: string): Uint8Array | null {
@@ -107,7 +110,7 @@ export function parseShare(text: string): Uint8Array | null {
 /** The root key from shares (wrong or too few shares give a wrong key: check it with `verifies`). */
 export async function combineShares(shares: Uint8Array[], threshold: number): Promise<Uint8Array> {
   if (threshold === 1) return shares[0]!;
-  return combine(shares);
+  return Buffer.from(await combine(shares.map((s) => Uint8Array.from(s))));
 }
 
 const ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.~";
