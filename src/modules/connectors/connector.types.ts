@@ -55,7 +55,7 @@ export interface TestResult {
   detail: string;
 }
 
-export interface Connector {
+export interface Connector extends Partial<CredentialOperations> {
   readonly kind: "postgres" | "mysql" | "ldap" | "ssh-host" | "webhook";
   /** Problems with a target's `options` (empty when fine), each a human sentence naming the field. */
   checkOptions(options: Record<string, unknown>): string[];
@@ -78,6 +78,35 @@ export interface Connector {
   observe(target: ConnectorTarget, entitlement: Record<string, unknown>, call?: CallOptions): Promise<string[]>;
   /** Standing privileged access at the target. */
   discover(target: ConnectorTarget, call?: CallOptions): Promise<StandingAccess[]>;
+}
+
+/** A login minted for one activation: the connector creates it with this password and the entitlement. */
+export interface DynamicLoginSpec {
+  login: string;
+  password: string;
+  /** The role's entitlement with `dynamic: true`. */
+  entitlement: Record<string, unknown>;
+  /** When the activation ends; a target that can (PostgreSQL VALID UNTIL) refuses the login after it by itself. */
+  validUntil: Date;
+}
+
+/**
+ * Database connectors that can mint a login per activation (a role's entitlement with `dynamic: true`)
+ * and rotate a login's password. Optional: a connector without them cannot serve those roles.
+ */
+export interface CredentialOperations {
+  /** Creates the login with the password and grants it the entitlement. Idempotent for the same login. */
+  createLogin(target: ConnectorTarget, spec: DynamicLoginSpec, call?: CallOptions): Promise<void>;
+  /** Ends the login's sessions and drops it; a login that is gone already is fine. */
+  dropLogin(target: ConnectorTarget, spec: { login: string }, call?: CallOptions): Promise<void>;
+  /** Sets a login's password (the login must exist). */
+  setPassword(target: ConnectorTarget, spec: { login: string; password: string }, call?: CallOptions): Promise<void>;
+  /** Whether the login can sign in with this password now (a real sign-in, not a catalog lookup). */
+  verifyPassword(
+    target: ConnectorTarget,
+    spec: { login: string; password: string },
+    call?: CallOptions,
+  ): Promise<boolean>;
 }
 
 /**
