@@ -19,7 +19,10 @@ export const EXIT_CODES = {
   notFound: 6,
   /** It already exists, or conflicts with the current state. */
   conflict: 7,
-  /** The server could not be reached (refused, DNS, timeout) or is not ready; or a target could not be. */
+  /**
+   * The server could not be reached (refused, DNS, timeout) or is not ready; or a target could not be;
+   * or the vault is sealed or has the wrong key.
+   */
   unreachable: 8,
   /** Interrupted with Ctrl-C at a prompt (128 + SIGINT). */
   interrupted: 130,
@@ -81,6 +84,11 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   ALREADY_DECIDED: EXIT_CODES.conflict,
   EXTENSION_LIMIT_REACHED: EXIT_CODES.conflict,
   NOT_ACTIVE: EXIT_CODES.conflict,
+  // the vault
+  CHECKED_OUT: EXIT_CODES.conflict,
+  SEALED: EXIT_CODES.unreachable,
+  VAULT_KEY_INVALID: EXIT_CODES.unreachable,
+  INTEGRITY_FAILED: EXIT_CODES.unexpected,
   DURATION_TOO_LONG: EXIT_CODES.usage,
   DURATION_INVALID: EXIT_CODES.usage,
   JUSTIFICATION_INVALID: EXIT_CODES.usage,

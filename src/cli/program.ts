@@ -13,6 +13,7 @@ import { registerServerCommand } from "./commands/server.js";
 import { registerTargetCommands } from "./commands/targets.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
+import { registerVaultCommands } from "./commands/vault.js";
 import type { CliContext } from "./context.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./exit-codes.js";
 import { errorEnvelope, formatError, renderJson, reportError } from "./output.js";
@@ -26,7 +27,7 @@ Environment:
 Exit codes:
   0 ok                 1 unexpected error        2 usage or bad input
   3 audit chain broken 4 not signed in / failed  5 forbidden
-  6 not found          7 conflict / exists       8 server or target unreachable
+  6 not found          7 conflict / exists       8 server or target unreachable, vault sealed
 `;
 
 /** Whether the command line asks for JSON, read before parsing so even usage errors honour it. */
@@ -64,6 +65,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerAccessCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerTargetCommands(program, ctx); // after config: it adds to `stint targets`
+  registerVaultCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerServerCommand(program, ctx);
   return program;
