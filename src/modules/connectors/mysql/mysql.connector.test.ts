@@ -2,10 +2,12 @@ import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import mysql from "mysql2/promise";
 import type { Connection, RowDataPacket } from "mysql2/promise";
+import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
 import { checkAddress, mysqlConnector } from "./mysql.connector.js";
 import { holdMariadb } from "../../../testing/mariadb.js";
+import { passwordProblem, quotePassword } from "./mysql.rules.js";
 
 // A MariaDB (or MySQL) server the tests may create accounts on, as root with an empty password.
 const HOST = "127.0.0.1";
@@ -24,6 +26,9 @@ const otherUser = `stint_o_${hex}`;
 const superUser = `stint_s_${hex}`;
 const allUser = `stint_a_${hex}`;
 const roleAdminUser = `stint_m_${hex}`;
+const dynUser = `stint_d_${hex}`;
+const dynTableUser = `stint_dt_${hex}`;
+const dynGhost = `stint_dg_${hex}`;
 const adminPassword = `pw-${randomBytes(12).toString("hex")}`;
 const userPassword = `pw-${randomBytes(12).toString("hex")}`;
 
@@ -50,6 +55,16 @@ async function freshSelect(login: string, from = `${db}.items`): Promise<unknown
   const connection = await connectAs(login);
   try {
     const [rows] = await connection.query(`SELECT name FROM ${from}`);
+    return rows;
+  } finally {
+    await connection.end();
+  }
+}
+
+async function freshSelectAs(login: string, password: string): Promise<unknown> {
+  const connection = await connectAs(login, password);
+  try {
+    const [rows] = await connection.query(`SELECT name FROM ${db}.items`);
     return rows;
   } finally {
     await connection.end();
@@ -111,7 +126,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const connection of opened) connection.destroy();
   if (!root) return releaseMariadb?.();
-  for (const login of [admin, user, otherUser, superUser, allUser, roleAdminUser])
+  for (const login of [admin, user, otherUser, superUser, allUser, roleAdminUser, dynUser, dynTableUser, dynGhost])
     await root.query(`DROP USER IF EXISTS '${login}'@'%'`);
   await root.query(`DROP USER IF EXISTS '${allUser}'@'localhost'`);
   for (const name of [role, adminRole]) await root.query(`DROP ROLE IF EXISTS ${name}`);
@@ -302,6 +317,174 @@ describe("discover()", () => {
     expect(left.map((access) => access.login)).toEqual([`${allUser}@localhost`]);
     const grants = await rootRows(`SHOW GRANTS FOR '${allUser}'@'%'`);
     expect(grants.map((row) => Object.values(row)[0])).toEqual([expect.stringMatching(/^GRANT USAGE ON \*\.\*/)]);
+  });
+});
+
+describe("dynamic logins", () => {
+  const dynRole = { role, dynamic: true };
+  const dynTable = { privileges: ["SELECT"], on: `${db}.items`, dynamic: true };
+  const validUntil = new Date(Date.now() + 3_600_000);
+  // Quotes, a backslash and non-ASCII: each would break or change a naively quoted literal.
+  const password = `p'w"\\x é😀-${randomBytes(6).toString("hex")}`;
+  const newPassword = `n\\'${randomBytes(6).toString("hex")}`;
+
+  async function signIn(login: string, pass: string): Promise<Connection> {
+    return connectAs(login, pass);
+  }
+
+  async function expectNoPassword(promise: Promise<unknown>, reason: "refused" | "unavailable", ...secrets: string[]) {
+    const message = await expectConnectorError(promise, reason);
+    for (const secret of secrets) expect(message).not.toContain(secret);
+    return message;
+  }
+
+  it("accepts dynamic: true next to a role or a privilege set", () => {
+    expect(mysqlConnector.checkEntitlement(dynRole)).toEqual([]);
+    expect(mysqlConnector.checkEntitlement(dynTable)).toEqual([]);
+    expect(mysqlConnector.checkEntitlement({ role, dynamic: "yes" })).toHaveLength(1);
+  });
+
+  it("createLogin mints an account that signs in with the password and holds the role", async () => {
+    await mysqlConnector.createLogin!(target, { login: dynUser, password, entitlement: dynRole, validUntil });
+    const connection = await signIn(dynUser, password);
+    const [rows] = await connection.query(`SELECT name FROM ${db}.items`);
+    expect(rows).toContainEqual({ name: "apple" });
+    await connection.end();
+    await expect(signIn(dynUser, `${password}x`)).rejects.toThrow(/denied/i);
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password })).toBe(true);
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: `${password}x` })).toBe(false);
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: "" })).toBe(false);
+    expect(await mysqlConnector.observe(target, dynRole)).toEqual([dynUser]);
+  });
+
+  it("createLogin is idempotent: a retry re-keys the account and grants again", async () => {
+    await mysqlConnector.createLogin!(target, { login: dynUser, password, entitlement: dynRole, validUntil });
+    // A retry whose first attempt died after CREATE USER, before the grant.
+    await mysqlConnector.revoke(target, { login: dynUser, entitlement: { role } });
+    expect(await mysqlConnector.observe(target, dynRole)).toEqual([]);
+    await mysqlConnector.createLogin!(target, { login: dynUser, password, entitlement: dynRole, validUntil });
+    expect(await rootRows("SELECT Host FROM mysql.user WHERE User = ?", [dynUser])).toEqual([{ Host: "%" }]);
+    expect(await freshSelectAs(dynUser, password)).toContainEqual({ name: "apple" });
+  });
+
+  it("createLogin grants a privilege set and nothing more", async () => {
+    await mysqlConnector.createLogin!(target, {
+      login: dynTableUser,
+      password,
+      entitlement: dynTable,
+      validUntil,
+    });
+    const connection = await signIn(dynTableUser, password);
+    const [rows] = await connection.query(`SELECT name FROM ${db}.items`);
+    expect(rows).toContainEqual({ name: "apple" });
+    await expect(connection.query(`INSERT INTO ${db}.items VALUES ('x')`)).rejects.toThrow(/denied/i);
+    await connection.end();
+    expect(await mysqlConnector.observe(target, dynTable)).toEqual([dynTableUser]);
+  });
+
+  it("createLogin with a role that does not exist is refused and leaves no account", async () => {
+    const message = await expectNoPassword(
+      mysqlConnector.createLogin!(target, {
+        login: dynGhost,
+        password,
+        entitlement: { role: missingRole, dynamic: true },
+        validUntil,
+      }),
+      "refused",
+      password,
+    );
+    expect(message).toContain("Invalid role specification");
+    expect(await rootRows("SELECT 1 FROM mysql.user WHERE User = ?", [dynGhost])).toEqual([]);
+  });
+
+  it("setPassword: the old password stops working, the new one works", async () => {
+    await mysqlConnector.setPassword!(target, { login: dynUser, password: newPassword });
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password })).toBe(false);
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: newPassword })).toBe(true);
+    await expect(signIn(dynUser, password)).rejects.toThrow(/denied/i);
+    expect(await freshSelectAs(dynUser, newPassword)).toContainEqual({ name: "apple" });
+  });
+
+  it("setPassword refuses an account that does not exist, without creating it", async () => {
+    const message = await expectNoPassword(
+      mysqlConnector.setPassword!(target, { login: dynGhost, password: newPassword }),
+      "refused",
+      newPassword,
+    );
+    expect(message).toContain("does not exist");
+    expect(await rootRows("SELECT 1 FROM mysql.user WHERE User = ?", [dynGhost])).toEqual([]);
+  });
+
+  it("refuses an empty password or one with NUL without repeating it", async () => {
+    const spec = { login: dynGhost, entitlement: dynRole, validUntil };
+    await expectNoPassword(mysqlConnector.createLogin!(target, { ...spec, password: "" }), "refused");
+    const withNul = `secret-${hex}\0x`;
+    await expectNoPassword(
+      mysqlConnector.setPassword!(target, { login: dynUser, password: withNul }),
+      "refused",
+      withNul,
+      `secret-${hex}`,
+    );
+  });
+
+  it("dropLogin kills the open connection and drops the account; again is fine", async () => {
+    const held = await signIn(dynUser, newPassword);
+    await held.query(`SELECT name FROM ${db}.items`);
+    await mysqlConnector.dropLogin!(target, { login: dynUser });
+    await expect(held.query("SELECT 1")).rejects.toThrow();
+    expect(await rootRows("SELECT 1 FROM mysql.user WHERE User = ?", [dynUser])).toEqual([]);
+    await expect(signIn(dynUser, newPassword)).rejects.toThrow(/denied/i);
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: newPassword })).toBe(false);
+    expect(await mysqlConnector.observe(target, dynRole)).toEqual([]);
+    await mysqlConnector.dropLogin!(target, { login: dynUser });
+    await mysqlConnector.dropLogin!(target, { login: dynTableUser });
+    expect(await rootRows("SELECT 1 FROM mysql.user WHERE User = ?", [dynTableUser])).toEqual([]);
+  });
+
+  it("dropLogin refuses to drop the admin account itself", async () => {
+    await expectConnectorError(mysqlConnector.dropLogin!(target, { login: admin }), "refused");
+    expect(await rootRows("SELECT 1 FROM mysql.user WHERE User = ?", [admin])).toHaveLength(1);
+  });
+
+  it("a closed port is unavailable for every credential operation, without the password", async () => {
+    const closed = { ...target, address: `mysql://${admin}@${HOST}:${await freePort()}` };
+    await expectNoPassword(
+      mysqlConnector.verifyPassword!(closed, { login: dynUser, password }),
+      "unavailable",
+      password,
+    );
+    await expectNoPassword(
+      mysqlConnector.createLogin!(closed, { login: dynUser, password, entitlement: dynRole, validUntil }),
+      "unavailable",
+      password,
+    );
+    await expectNoPassword(mysqlConnector.setPassword!(closed, { login: dynUser, password }), "unavailable", password);
+    await expectNoPassword(mysqlConnector.dropLogin!(closed, { login: dynUser }), "unavailable");
+  });
+
+  it("quotes any password so the server reads it back unchanged, with and without NO_BACKSLASH_ESCAPES", async () => {
+    const [[mode]] = (await root.query("SELECT @@SESSION.sql_mode AS mode")) as [RowDataPacket[], unknown];
+    const samples = fc.sample(
+      fc.string({ unit: "binary", minLength: 1 }).filter((s) => passwordProblem(s) === null),
+      200,
+    );
+    samples.push("\\", "'", "\\'", "''\\\\", "a\\nb", "%_", "\u001a", password, newPassword);
+    try {
+      for (const backslashEscapes of [true, false]) {
+        await root.query(
+          backslashEscapes ? "SET SESSION sql_mode = ''" : "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
+        );
+        for (const sample of samples) {
+          const [[row]] = (await root.query(`SELECT ${quotePassword(sample, backslashEscapes)} AS v`)) as [
+            RowDataPacket[],
+            unknown,
+          ];
+          expect(row?.v).toBe(sample);
+        }
+      }
+    } finally {
+      await root.query("SET SESSION sql_mode = ?", [String(mode?.mode)]);
+    }
   });
 });
 

@@ -1,8 +1,9 @@
 /**
  * MariaDB/MySQL connector: grants a role (made the account's default role) or a set of
  * privileges to an existing account, and on revoke takes it away and kills the account's
- * connections. Tested against MariaDB; the MySQL 8 paths (role_edges, default_roles) are
- * the documented equivalents.
+ * connections. For `dynamic: true` roles it creates an account per activation and drops it
+ * at the end. Tested against MariaDB; the MySQL 8 paths (role_edges, default_roles) are the
+ * documented equivalents.
  */
 import mysql from "mysql2/promise";
 import type { Connection, RowDataPacket } from "mysql2/promise";
@@ -12,6 +13,7 @@ import {
   type CallOptions,
   type Connector,
   type ConnectorTarget,
+  type DynamicLoginSpec,
   type GrantSpec,
   type StandingAccess,
 } from "../connector.types.js";
@@ -29,7 +31,9 @@ import {
   parseAddress,
   parseEntitlement,
   parseGrantee,
+  passwordProblem,
   quoteIdentifier,
+  quotePassword,
   readOptions,
   revokePrivilegesSql,
   schemaGrantName,
@@ -45,6 +49,9 @@ const QUERY_TIMEOUT_MS = 30_000;
 const ER_NONEXISTING_GRANT = 1141;
 const ER_NONEXISTING_TABLE_GRANT = 1147;
 const ER_NO_SUCH_THREAD = 1094;
+const ER_CANNOT_USER = 1396;
+/** Access denied (wrong password), password expired, account locked (MariaDB, MySQL). */
+const SIGN_IN_REFUSED = new Set([1045, 1862, 4151, 3118]);
 
 interface Session {
   target: ConnectorTarget;
@@ -53,15 +60,31 @@ interface Session {
   query(sql: string, values?: unknown[]): Promise<RowDataPacket[]>;
 }
 
+interface SessionSettings<T> {
+  /** Sign in as this account instead of the admin (verifyPassword). */
+  as?: { user: string; password: string };
+  /** What to return when the server refuses the sign-in itself (wrong password, locked, expired). */
+  whenSignInRefused?: T;
+  /** Passwords the statements carry, scrubbed from every message. */
+  secrets?: string[];
+}
+
 /** Opens one admin connection for `work`, always closes it, and classifies whatever fails. */
 async function withSession<T>(
   target: ConnectorTarget,
   call: CallOptions | undefined,
   work: (session: Session) => Promise<T>,
+  settings: SessionSettings<T> = {},
 ): Promise<T> {
   const address = parseAddress(target.address);
   if ("problems" in address) throw refused(`${target.name}: ${address.problems.join("; ")}`);
-  const context = { targetName: target.name, host: address.host, port: address.port, credential: target.credential };
+  const context = {
+    targetName: target.name,
+    host: address.host,
+    port: address.port,
+    credential: target.credential,
+    secrets: [...(settings.secrets ?? []), ...(settings.as ? [settings.as.password] : [])],
+  };
   const signal = call?.signal;
   let connection: Connection | undefined;
   let onAbort: (() => void) | undefined;
@@ -78,8 +101,8 @@ async function withSession<T>(
     const connecting = mysql.createConnection({
       host: address.host,
       port: address.port,
-      user: address.user,
-      password: target.credential ?? undefined,
+      user: settings.as?.user ?? address.user,
+      password: settings.as ? settings.as.password : (target.credential ?? undefined),
       connectTimeout: CONNECT_TIMEOUT_MS,
       multipleStatements: false,
       supportBigNumbers: true,
@@ -99,6 +122,9 @@ async function withSession<T>(
     const mariadb = /mariadb/i.test(String(version?.version));
     return await Promise.race([work({ target, options: readOptions(target.options), mariadb, query }), aborted]);
   } catch (error) {
+    const errno = (error as { errno?: unknown }).errno;
+    if (settings.whenSignInRefused !== undefined && connection === undefined && SIGN_IN_REFUSED.has(errno as number))
+      return settings.whenSignInRefused;
     throw classifyError(error, context);
   } finally {
     if (onAbort) signal?.removeEventListener("abort", onAbort);
@@ -375,6 +401,63 @@ async function discover(session: Session): Promise<StandingAccess[]> {
   return found.sort((a, b) => a.login.localeCompare(b.login) || a.privilege.localeCompare(b.privilege));
 }
 
+/** The password as a literal for this session's sql_mode. */
+async function passwordSql(session: Session, password: string): Promise<string> {
+  const [row] = await session.query("SELECT @@SESSION.sql_mode AS mode");
+  return quotePassword(password, !/NO_BACKSLASH_ESCAPES/i.test(String(row?.mode)));
+}
+
+/**
+ * Creates (or, on a retry, re-keys) the account and grants the entitlement as provision does.
+ * An account this call created is dropped again when the grant fails, so no half-made login stays.
+ */
+async function createLogin(session: Session, spec: DynamicLoginSpec, entitlement: MysqlEntitlement): Promise<void> {
+  const account = accountSql(spec.login, session.options.accountHost);
+  const identified = `IDENTIFIED BY ${await passwordSql(session, spec.password)}`;
+  let created = false;
+  if (await accountExists(session, spec.login)) await session.query(`ALTER USER ${account} ${identified}`);
+  else
+    try {
+      await session.query(`CREATE USER ${account} ${identified}`);
+      created = true;
+    } catch (error) {
+      // Another attempt created it in between.
+      if ((error as { errno?: unknown }).errno !== ER_CANNOT_USER) throw error;
+      await session.query(`ALTER USER ${account} ${identified}`);
+    }
+  try {
+    await provision(session, spec.login, entitlement);
+  } catch (error) {
+    if (created) await session.query(`DROP USER IF EXISTS ${account}`).catch(() => undefined);
+    throw error;
+  }
+}
+
+/**
+ * Drops the account, then kills its connections: in that order no new connection can sign in
+ * between the two steps. The admin's own account is never dropped.
+ */
+async function dropLogin(session: Session, login: string): Promise<void> {
+  const host = session.options.accountHost;
+  const [self] = await session.query("SELECT CURRENT_USER() AS account");
+  if (String(self?.account) === `${login}@${host}`)
+    throw refused(`${session.target.name}: ${accountSql(login, host)} is the account Stint connects as`);
+  await session.query(`DROP USER IF EXISTS ${accountSql(login, host)}`);
+  await killSessions(session, login);
+}
+
+async function setPassword(session: Session, login: string, password: string): Promise<void> {
+  const account = accountSql(login, session.options.accountHost);
+  if (!(await accountExists(session, login)))
+    throw refused(`${session.target.name}: account ${account} does not exist`);
+  await session.query(`ALTER USER ${account} IDENTIFIED BY ${await passwordSql(session, password)}`);
+}
+
+function assertPassword(password: string): void {
+  const problem = passwordProblem(password);
+  if (problem !== null) throw refused(problem);
+}
+
 async function test(session: Session): Promise<{ detail: string }> {
   const [row] = await session.query("SELECT VERSION() AS version, CURRENT_USER() AS user");
   const version = String(row?.version);
@@ -417,4 +500,33 @@ export const mysqlConnector: Connector = {
     return withSession(target, call, (session) => observe(session, entitlement));
   },
   discover: (target, call) => withSession(target, call, discover),
+  createLogin: async (target, spec, call) => {
+    const entitlement = entitlementOf(spec.entitlement);
+    assertLogin(spec.login);
+    assertPassword(spec.password);
+    // MariaDB and MySQL have no VALID UNTIL: spec.validUntil is kept by Stint, which drops the login then.
+    return withSession(target, call, (session) => createLogin(session, spec, entitlement), {
+      secrets: [spec.password],
+    });
+  },
+  dropLogin: async (target, spec, call) => {
+    assertLogin(spec.login);
+    return withSession(target, call, (session) => dropLogin(session, spec.login));
+  },
+  setPassword: async (target, spec, call) => {
+    assertLogin(spec.login);
+    assertPassword(spec.password);
+    return withSession(target, call, (session) => setPassword(session, spec.login, spec.password), {
+      secrets: [spec.password],
+    });
+  },
+  verifyPassword: async (target, spec, call) => {
+    assertLogin(spec.login);
+    // An empty password would sign in to an account without one: not what is being asked.
+    if (spec.password === "") return false;
+    return withSession(target, call, async () => true, {
+      as: { user: spec.login, password: spec.password },
+      whenSignInRefused: false,
+    });
+  },
 };

@@ -16,7 +16,9 @@ import {
   parseAddress,
   parseEntitlement,
   parseGrantee,
+  passwordProblem,
   quoteIdentifier,
+  quotePassword,
   quoteString,
   readOptions,
   revokePrivilegesSql,
@@ -96,6 +98,9 @@ describe("entitlements", () => {
     { privileges: ["select", "Insert", " show  view "], on: "app.orders" },
     { privileges: ["ALL"], on: "*.*" },
     { privileges: ["SUPER", "CREATE USER", "GRANT OPTION"], on: "*.*" },
+    { role: "app_reader", dynamic: true },
+    { privileges: ["SELECT"], on: "app.*", dynamic: true },
+    { role: "app_reader", dynamic: false },
   ])("accepts %j", (entitlement) => {
     expect(checkEntitlement(entitlement)).toEqual([]);
   });
@@ -105,6 +110,7 @@ describe("entitlements", () => {
       kind: "privileges",
       privileges: ["ALL PRIVILEGES", "SELECT"],
       on: { db: "app_db", table: null },
+      dynamic: false,
     });
   });
 
@@ -128,6 +134,9 @@ describe("entitlements", () => {
     [{ privileges: ["SELECT"], on: "a.b.c" }],
     [{ privileges: ["SELECT"], on: "app%.*" }],
     [{ privileges: ["SELECT"] }],
+    [{ role: "r", dynamic: "true" }],
+    [{ role: "r", dynamic: 1 }],
+    [{ dynamic: true }],
   ])("refuses %j", (entitlement) => {
     expect(checkEntitlement(entitlement).length).toBeGreaterThan(0);
   });
@@ -157,6 +166,25 @@ describe("quoting", () => {
         },
       ),
     );
+  });
+
+  it("reads dynamic: true into the entitlement", () => {
+    expect(parseEntitlement({ role: "app_reader", dynamic: true })).toEqual({
+      kind: "role",
+      role: "app_reader",
+      dynamic: true,
+    });
+  });
+
+  it("quotePassword doubles quotes, and backslashes only where they escape", () => {
+    expect(quotePassword("it's", true)).toBe("'it''s'");
+    expect(quotePassword("a\\'b", true)).toBe("'a\\\\''b'");
+    expect(quotePassword("a\\'b", false)).toBe("'a\\''b'");
+    for (const bad of ["", "x\0y", "a\uD800b"]) {
+      expect(passwordProblem(bad)).not.toBeNull();
+      expect(() => quotePassword(bad, true)).toThrow();
+    }
+    expect(passwordProblem("ok 😀")).toBeNull();
   });
 
   it("writes GRANT and REVOKE with an escaped database name for database-level grants", () => {
@@ -247,6 +275,19 @@ describe("classifyError", () => {
       "unavailable",
     );
     expect(classifyError({ errno: 1040, sqlMessage: "Too many connections" }, context).reason).toBe("unavailable");
+  });
+
+  it("scrubs passwords a statement carries, and drops parse errors that may quote them", () => {
+    const withPassword = { ...context, secrets: ["n3w-pw"] };
+    const echoed = classifyError({ errno: 1819, sqlMessage: "policy says no to n3w-pw" }, withPassword);
+    expect(echoed.reason).toBe("refused");
+    expect(echoed.message).toBe("db: policy says no to [credential]");
+    const parse = classifyError(
+      { errno: 1064, sqlMessage: "You have an error in your SQL syntax near 'w-pw'' at line 1" },
+      withPassword,
+    );
+    expect(parse.reason).toBe("refused");
+    expect(parse.message).not.toContain("w-pw");
   });
 
   it("wraps unknown errors without their message", () => {

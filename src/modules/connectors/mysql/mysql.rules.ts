@@ -28,8 +28,10 @@ export interface MysqlOptions {
   terminateSessions: boolean;
 }
 
+/** `dynamic`: the role mints an account per activation (createLogin) instead of granting to an existing one. */
 export type MysqlEntitlement =
-  { kind: "role"; role: string } | { kind: "privileges"; privileges: string[]; on: GrantObject };
+  | { kind: "role"; role: string; dynamic: boolean }
+  | { kind: "privileges"; privileges: string[]; on: GrantObject; dynamic: boolean };
 
 /** `*.*` (db and table null), `db.*` (table null) or `db.table`. */
 export interface GrantObject {
@@ -188,12 +190,17 @@ export function checkEntitlement(entitlement: Record<string, unknown>): string[]
 }
 
 export function parseEntitlement(entitlement: Record<string, unknown>): MysqlEntitlement | { problems: string[] } {
-  const keys = Object.keys(entitlement).sort().join(",");
+  const keys = Object.keys(entitlement)
+    .filter((key) => key !== "dynamic")
+    .sort()
+    .join(",");
+  const dynamic = entitlement.dynamic ?? false;
+  if (typeof dynamic !== "boolean") return { problems: ["entitlement.dynamic must be true or false"] };
   if (keys === "role") {
     const role = entitlement.role;
     if (typeof role !== "string") return { problems: ["entitlement.role must be a role name"] };
     const problems = roleProblems(role);
-    return problems.length > 0 ? { problems } : { kind: "role", role };
+    return problems.length > 0 ? { problems } : { kind: "role", role, dynamic };
   }
   if (keys === "on,privileges") {
     const problems: string[] = [];
@@ -213,10 +220,12 @@ export function parseEntitlement(entitlement: Record<string, unknown>): MysqlEnt
     }
     if (privileges.length === 1 && privileges[0] === "GRANT OPTION")
       problems.push("entitlement.privileges must name more than GRANT OPTION");
-    return problems.length > 0 ? { problems } : { kind: "privileges", privileges, on: on! };
+    return problems.length > 0 ? { problems } : { kind: "privileges", privileges, on: on!, dynamic };
   }
   return {
-    problems: ['entitlement must be { role: "<role>" } or { privileges: ["SELECT", ...], on: "db.*" }'],
+    problems: [
+      'entitlement must be { role: "<role>" } or { privileges: ["SELECT", ...], on: "db.*" }, optionally with dynamic: true',
+    ],
   };
 }
 
@@ -235,6 +244,27 @@ export function quoteIdentifier(name: string): string {
 export function quoteString(value: string): string {
   if (value.includes("\\") || value.includes("\0")) throw new Error("string literal contains a backslash or NUL");
   return "'" + value.replace(/'/g, "''") + "'";
+}
+
+/**
+ * A password as a string literal. Unlike quoteString it must take any password, backslashes
+ * included, so it needs to know whether the session treats `\\` as an escape (sql_mode without
+ * NO_BACKSLASH_ESCAPES). Errors never repeat the password.
+ */
+export function quotePassword(password: string, backslashEscapes: boolean): string {
+  const problem = passwordProblem(password);
+  if (problem !== null) throw new Error(problem);
+  const quoted = password.replace(/'/g, "''");
+  return `'${backslashEscapes ? quoted.replace(/\\/g, "\\\\") : quoted}'`;
+}
+
+/** Why a password cannot be set as is (never repeating it), or null. */
+export function passwordProblem(password: string): string | null {
+  if (password === "") return "the password must not be empty";
+  if (password.includes("\0")) return "the password must not contain a NUL character";
+  // A lone surrogate would be sent as U+FFFD, so the account would get another password than asked.
+  if (/\p{Cs}/u.test(password)) return "the password must be well-formed Unicode";
+  return null;
 }
 
 export function accountSql(user: string, host: string): string {
@@ -342,6 +372,7 @@ const UNREACHABLE_CODES = new Set([
   "PROTOCOL_SEQUENCE_TIMEOUT",
 ]);
 /** Server errors that say "not now" rather than "no": too many connections, lock waits, shutdown. */
+const ER_PARSE_ERROR = 1064;
 const TRANSIENT_ERRNOS = new Set([1040, 1053, 1205, 1213, 1317, 1927, 2006, 2013]);
 
 /**
@@ -350,10 +381,11 @@ const TRANSIENT_ERRNOS = new Set([1040, 1053, 1205, 1213, 1317, 1927, 2006, 2013
  */
 export function classifyError(
   error: unknown,
-  context: { targetName: string; host: string; port: number; credential: string | null },
+  context: { targetName: string; host: string; port: number; credential: string | null; secrets?: string[] },
 ): ConnectorError {
+  const secrets = [context.credential, ...(context.secrets ?? [])].filter((secret): secret is string => !!secret);
   const scrub = (message: string) =>
-    context.credential ? message.split(context.credential).join("[credential]") : message;
+    secrets.reduce((scrubbed, secret) => scrubbed.split(secret).join("[credential]"), message);
   if (error instanceof ConnectorError) return new ConnectorError(error.reason, scrub(error.message));
   const e = (typeof error === "object" && error !== null ? error : {}) as {
     code?: unknown;
@@ -363,6 +395,9 @@ export function classifyError(
   const code = typeof e.code === "string" ? e.code : "";
   const where = `${context.targetName} (${context.host}:${context.port})`;
   if (UNREACHABLE_CODES.has(code)) return unavailable(`${where}: cannot reach the server (${code})`);
+  // A parse error quotes the statement from where it failed, which may be part of a password.
+  if (e.errno === ER_PARSE_ERROR && (context.secrets?.length ?? 0) > 0)
+    return refused(`${context.targetName}: the server could not parse a statement that sets a password`);
   if (typeof e.sqlMessage === "string" && typeof e.errno === "number") {
     const message = `${context.targetName}: ${scrub(e.sqlMessage)}`;
     return TRANSIENT_ERRNOS.has(e.errno) ? unavailable(message) : refused(message);
