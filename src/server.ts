@@ -128,6 +128,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       onGrant: (tx, change) => grants!.onGrant(tx, change),
     });
     const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
+    const vault = createVaultService({ store, audit, clock, fileKey: deps.vaultKey ?? null });
     grants = createGrantService({
       store,
       audit,
@@ -138,6 +139,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       registry,
       logger,
       ...(deps.connectorFor ? { connectorFor: deps.connectorFor } : {}),
+      vault: { sealValue: (b, v) => vault.sealValue(b, v), openValue: (b, s) => vault.openValue(b, s) },
       ...(notifier
         ? {
             onAlert: async (tx, alert) => {
@@ -152,7 +154,6 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           }
         : {}),
     });
-    const vault = createVaultService({ store, audit, clock, fileKey: deps.vaultKey ?? null });
     const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
     const scheduler = createScheduler({
       requests,

@@ -14,6 +14,7 @@ import { registerTargetCommands } from "./commands/targets.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
 import { registerVaultCommands } from "./commands/vault.js";
+import { registerDbCommands } from "./commands/db.js";
 import type { CliContext } from "./context.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./exit-codes.js";
 import { errorEnvelope, formatError, renderJson, reportError } from "./output.js";
@@ -66,6 +67,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerConfigCommands(program, ctx);
   registerTargetCommands(program, ctx); // after config: it adds to `stint targets`
   registerVaultCommands(program, ctx);
+  registerDbCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerServerCommand(program, ctx);
   return program;

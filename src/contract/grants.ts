@@ -90,3 +90,14 @@ export const credentialBody = z.strictObject({
   secret: z.string().min(1).max(16_384),
 });
 export const credentialResult = z.object({ secret: z.string() });
+
+export const credentialsParams = z.strictObject({ role: name });
+/** A login minted for the caller's activation (a role with `dynamic: true`). */
+export const dbCredentials = z.object({
+  host: z.string(),
+  port: z.number().int(),
+  database: z.string().nullable(),
+  user: z.string(),
+  password: z.string(),
+  expiresAt: isoTime,
+});

@@ -33,7 +33,8 @@ export type CheckoutPolicy = z.output<typeof checkoutPolicy>;
 
 export const putSecretBody = z
   .strictObject({
-    kind: secretKind.default("generic"),
+    /** Default: the stored kind, or generic for a new secret. */
+    kind: secretKind.optional(),
     /** The value; or `generate` to have Stint make a random one (passwords, API keys). */
     value: z.string().min(1).max(65_536).optional(),
     generate: z.strictObject({ length: z.number().int().min(12).max(256).default(32) }).optional(),

@@ -334,6 +334,15 @@ export interface SecretCheckoutsTable {
   return_reason: string | null;
 }
 
+export interface GrantCredentialsTable {
+  grant_id: string;
+  login: string;
+  ciphertext: string;
+  wrapped_key: string;
+  kek_version: number;
+  created_at: Timestamp;
+}
+
 export interface UsedDecisionLinksTable {
   jti: string;
   request_id: string;
@@ -372,4 +381,5 @@ export interface Database {
   secrets: SecretsTable;
   secret_versions: SecretVersionsTable;
   secret_checkouts: SecretCheckoutsTable;
+  grant_credentials: GrantCredentialsTable;
 }

@@ -55,6 +55,7 @@ const MATRIX = `
   GET     /v1/me/roles                             no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/deactivate            no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/extensions            no         yes   yes      yes       yes
+  GET     /v1/me/roles/:role/credentials           no         yes   yes      yes       yes
   POST    /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests/:id              no         yes   yes      yes       yes

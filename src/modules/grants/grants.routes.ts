@@ -21,6 +21,18 @@ export function registerGrantRoutes(app: App, deps: { grants: GrantService }) {
     }),
   );
 
+  app.get(
+    "/v1/me/roles/:role/credentials",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags, params: c.credentialsParams, response: { 200: c.dbCredentials } },
+    },
+    async (req, reply) => {
+      reply.header("cache-control", "no-store");
+      return grants.credentials(req.actor, req.callContext, req.params.role);
+    },
+  );
+
   app.post(
     "/v1/reconcile",
     {

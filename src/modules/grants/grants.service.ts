@@ -7,6 +7,7 @@
  * never inside a transaction; every state change they cause is written with its
  * audit event afterwards, in one transaction, fenced on the state it expects.
  */
+import { randomBytes } from "node:crypto";
 import canonicalize from "canonicalize";
 import type { Kysely } from "kysely";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
@@ -33,6 +34,8 @@ import {
 import { safeErrorMessage, type OutboxHandlers, type OutboxService } from "../outbox/index.js";
 import type { RequestService } from "../requests/requests.service.js";
 import * as grantStore from "./grants.store.js";
+import { generateValue } from "../vault/vault.crypto.js";
+import type { VaultService } from "../vault/vault.service.js";
 import { compareFindings, findDrift, normalizeLogin, type DriftKind } from "./reconcile.rules.js";
 
 export const JOB = {
@@ -65,6 +68,8 @@ export interface GrantServiceDeps {
   /** Tests may wrap connectors; by default the built-in one of each kind. */
   connectorFor?: (kind: string) => Connector | null;
   onAlert?: (tx: Kysely<Database>, alert: GrantAlert) => Promise<void>;
+  /** Seals the passwords of minted logins (roles with `dynamic: true`). */
+  vault?: Pick<VaultService, "sealValue" | "openValue">;
   /** Attempts before a provisioning that cannot reach its target fails the activation. */
   provisionAttempts?: number;
   /** Attempts of a revocation; practically unbounded, a revocation is never dropped. */
@@ -120,6 +125,18 @@ export interface ConvertResult {
 }
 
 const OBSERVE_CONCURRENCY = 4;
+/** A minted login's own VALID UNTIL, past the activation's end: a safety net if Stint cannot drop it in time. */
+const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
+
+/** A role whose entitlement says `dynamic: true` mints a login per activation. */
+export const isDynamic = (entitlement: unknown) =>
+  typeof entitlement === "object" && entitlement !== null && (entitlement as { dynamic?: unknown }).dynamic === true;
+
+/** `stint_alice_3f9a1c2e`: short enough for every database, unique per activation. */
+export function mintedLogin(principal: string): string {
+  return `stint_${principal.replace(/[^a-z0-9]/g, "_").slice(0, 16)}_${randomBytes(4).toString("hex")}`;
+}
+
 const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString());
 
 function asConnectorError(error: unknown): ConnectorError {
@@ -299,10 +316,9 @@ export function createGrantService(deps: GrantServiceDeps) {
       const grant = await grantStore.findGrant(tx, change.grantId);
       if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
       const target = (await grantStore.findTarget(tx, grant.target_id))!;
-      const mapped = loginFor(targetConfig(target.config).identity, {
-        name: grant.principal_name,
-        email: grant.principal_email,
-      });
+      const mapped = isDynamic(grant.entitlement)
+        ? { login: mintedLogin(grant.principal_name) }
+        : loginFor(targetConfig(target.config).identity, { name: grant.principal_name, email: grant.principal_email });
       if ("login" in mapped) await grantStore.setGrantLogin(tx, change.grantId, mapped.login);
       await outbox.enqueue(tx, {
         kind: JOB.provision,
@@ -338,16 +354,27 @@ export function createGrantService(deps: GrantServiceDeps) {
       return;
     }
     const login = grant.login;
+    const entitlement = grant.entitlement as Record<string, unknown>;
     try {
       const { connector, target } = await connectorTarget(store.db, targetRow);
       problemsOf(connector.checkLogin(login), `the login ${login}`);
-      await call(connector.kind, "provision", () =>
-        connector.provision(
-          target,
-          { login, entitlement: grant.entitlement as Record<string, unknown> },
-          { signal, operationId: `provision:${grantId}` },
-        ),
-      );
+      if (isDynamic(entitlement)) {
+        if (!connector.createLogin || !deps.vault)
+          throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
+        const password = await dynamicPassword(grantId, login);
+        const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
+        await call(connector.kind, "create_login", () =>
+          connector.createLogin!(
+            target,
+            { login, password, entitlement, validUntil },
+            { signal, operationId: `provision:${grantId}` },
+          ),
+        );
+      } else {
+        await call(connector.kind, "provision", () =>
+          connector.provision(target, { login, entitlement }, { signal, operationId: `provision:${grantId}` }),
+        );
+      }
     } catch (error) {
       const failure = asConnectorError(error);
       if (failure.reason === "refused" || attempt >= maxAttempts) {
@@ -389,13 +416,16 @@ export function createGrantService(deps: GrantServiceDeps) {
       try {
         const { connector, target } = await connectorTarget(store.db, targetRow);
         const login = grant.login;
-        await call(connector.kind, "revoke", () =>
-          connector.revoke(
-            target,
-            { login, entitlement: grant.entitlement as Record<string, unknown> },
-            { signal, operationId: `revoke:${grantId}` },
-          ),
-        );
+        const entitlement = grant.entitlement as Record<string, unknown>;
+        if (isDynamic(entitlement) && connector.dropLogin) {
+          await call(connector.kind, "drop_login", () =>
+            connector.dropLogin!(target, { login }, { signal, operationId: `revoke:${grantId}` }),
+          );
+        } else {
+          await call(connector.kind, "revoke", () =>
+            connector.revoke(target, { login, entitlement }, { signal, operationId: `revoke:${grantId}` }),
+          );
+        }
       } catch (error) {
         const failure = asConnectorError(error);
         const now = clock.now();
@@ -448,6 +478,37 @@ export function createGrantService(deps: GrantServiceDeps) {
       .executeTakeFirst();
     if (ended?.ended_at)
       revocationLatency.observe(Math.max(0, (now.getTime() - new Date(ended.ended_at).getTime()) / 1000));
+  }
+
+  /** The minted login's password: made and sealed once per grant, so a retry creates the same login. */
+  async function dynamicPassword(grantId: string, login: string): Promise<string> {
+    const vault = deps.vault!;
+    const bound = `grant:${grantId}`;
+    const stored = await grantStore.findCredential(store.db, grantId);
+    if (stored)
+      return vault.openValue(bound, {
+        ciphertext: stored.ciphertext,
+        wrappedKey: stored.wrapped_key,
+        kekVersion: stored.kek_version,
+      });
+    const password = generateValue(32);
+    let sealed: Awaited<ReturnType<typeof vault.sealValue>>;
+    try {
+      sealed = await vault.sealValue(bound, password);
+    } catch (error) {
+      // A sealed vault is an outage for this activation: retried, and failed in the end if it stays sealed.
+      if (error instanceof StintError) throw new ConnectorError("unavailable", `the vault: ${error.message}`);
+      throw error;
+    }
+    await grantStore.insertCredential(store.db, { grantId, login, ...sealed, now: clock.now() });
+    // Another worker may have stored one first: the stored one is the login's password.
+    const winner = (await grantStore.findCredential(store.db, grantId))!;
+    if (winner.ciphertext === sealed.ciphertext) return password;
+    return vault.openValue(bound, {
+      ciphertext: winner.ciphertext,
+      wrappedKey: winner.wrapped_key,
+      kekVersion: winner.kek_version,
+    });
   }
 
   function problemsOf(problems: string[], what: string) {
@@ -763,6 +824,44 @@ export function createGrantService(deps: GrantServiceDeps) {
         },
       });
       return reports;
+    },
+
+    /**
+     * The minted login of the caller's active activation of a role (`dynamic: true`), with where to connect.
+     * Audited; the password never is.
+     */
+    async credentials(actor: Actor, context: CallContext, roleName: string) {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const now = clock.now();
+      const grant = await grantStore.activeGrantOf(store.db, actor.id, roleName, now);
+      if (!grant || !isDynamic(grant.entitlement) || !deps.vault)
+        throw new StintError(
+          "NOT_ACTIVE",
+          `You have no active activation of ${roleName} with database credentials (a role with dynamic: true).`,
+        );
+      const stored = await grantStore.findCredential(store.db, grant.id);
+      if (!stored) throw new StintError("NOT_ACTIVE", `The credentials of ${roleName} are still being made.`);
+      const password = await deps.vault.openValue(`grant:${grant.id}`, {
+        ciphertext: stored.ciphertext,
+        wrappedKey: stored.wrapped_key,
+        kekVersion: stored.kek_version,
+      });
+      const url = new URL(grant.address ?? "");
+      const defaultPort = grant.target_kind === "postgres" ? 5432 : 3306;
+      await audit.record(actor, context, {
+        action: "grant.credentials_read",
+        outcome: "success",
+        subject: `grant:${grant.id}`,
+        details: { role: roleName, target: grant.target_name, login: stored.login },
+      });
+      return {
+        host: url.hostname,
+        port: url.port ? Number(url.port) : defaultPort,
+        database: decodeURIComponent(url.pathname.replace(/^\//, "")) || null,
+        user: stored.login,
+        password,
+        expiresAt: new Date(grant.expires_at!).toISOString(),
+      };
     },
 
     /** Grants on their way to or from a target; `stuck`: only those whose last attempt failed or that wait longer than a minute. */

@@ -77,6 +77,7 @@ export function findGrant(db: Q, grantId: string) {
       "principals.name as principal_name",
       "principals.email as principal_email",
       "r.state as request_state",
+      "r.duration_ms",
     ])
     .where("grants.id", "=", grantId)
     .executeTakeFirst();
@@ -353,4 +354,53 @@ export async function isDirectlyEligible(db: Q, roleId: string, principalId: str
     .where((eb) => eb.or([eb("ends_at", "is", null), eb("ends_at", ">", now)]))
     .executeTakeFirst();
   return row !== undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Minted logins' passwords (sealed by the vault)
+
+export function findCredential(db: Q, grantId: string) {
+  return db.selectFrom("grant_credentials").selectAll().where("grant_id", "=", grantId).executeTakeFirst();
+}
+
+export async function insertCredential(
+  db: Q,
+  row: { grantId: string; login: string; ciphertext: string; wrappedKey: string; kekVersion: number; now: Date },
+): Promise<void> {
+  await db
+    .insertInto("grant_credentials")
+    .values({
+      grant_id: row.grantId,
+      login: row.login,
+      ciphertext: row.ciphertext,
+      wrapped_key: row.wrappedKey,
+      kek_version: row.kekVersion,
+      created_at: row.now,
+    })
+    .onConflict((oc) => oc.column("grant_id").doNothing())
+    .execute();
+}
+
+/** The requester's active grant of a role, with its target, for reading a minted credential. */
+export function activeGrantOf(db: Q, principalId: string, roleName: string, now: Date) {
+  return db
+    .selectFrom("grants")
+    .innerJoin("activation_requests as r", "r.id", "grants.request_id")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .select([
+      "grants.id",
+      "grants.login",
+      "roles.entitlement",
+      "r.expires_at",
+      "targets.kind as target_kind",
+      "targets.address",
+      "targets.name as target_name",
+    ])
+    .where("grants.principal_id", "=", principalId)
+    .where("roles.name", "=", roleName)
+    .where("grants.state", "=", "active")
+    .where("r.state", "=", "active")
+    .where("r.expires_at", ">", now)
+    .executeTakeFirst();
 }

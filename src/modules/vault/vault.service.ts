@@ -189,6 +189,20 @@ export function createVaultService(deps: VaultServiceDeps) {
   return {
     returnExpired,
 
+    /** Seals a value that lives elsewhere (a dynamic credential) under the vault's current KEK, bound to `bound`. */
+    async sealValue(bound: string, value: string) {
+      const kek = await activeKek(store.db);
+      return { ...sealVersion(kek.key, bound, value), kekVersion: kek.version };
+    },
+
+    async openValue(bound: string, sealed: { ciphertext: string; wrappedKey: string; kekVersion: number }) {
+      try {
+        return openVersion(await kekOf(store.db, sealed.kekVersion), bound, sealed);
+      } catch (error) {
+        return integrity(error);
+      }
+    },
+
     async status() {
       const config = await vaultStore.config(store.db);
       const keks = await vaultStore.keks(store.db);
@@ -218,7 +232,7 @@ export function createVaultService(deps: VaultServiceDeps) {
         const version = (existing?.current_version ?? 0) + 1;
         const sealed = sealVersion(kek.key, binding(id, path, version), value);
         const fields = {
-          kind: input.kind,
+          kind: input.kind ?? existing?.kind ?? "generic",
           description: input.description ?? existing?.description ?? null,
           owner: input.owner ?? existing?.owner ?? null,
           metadata: input.metadata ?? existing?.metadata ?? {},
@@ -245,7 +259,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           outcome: "success",
           subject: `secret:${path}`,
           details: {
-            kind: input.kind,
+            kind: fields.kind,
             version,
             generated: input.generate !== undefined,
             roles: fields.roles,
@@ -331,7 +345,13 @@ export function createVaultService(deps: VaultServiceDeps) {
       await rootKey();
       const row = await vaultStore.findSecret(store.db, path);
       if (!row || !(await mayUse(actor, row)))
-        return refuse(actor, context, "secret.checkout", path, `There is no secret ${path} that you may check out now (activate a role that lists it).`);
+        return refuse(
+          actor,
+          context,
+          "secret.checkout",
+          path,
+          `There is no secret ${path} that you may check out now (activate a role that lists it).`,
+        );
       const policy: CheckoutPolicy = checkoutPolicy.parse(row.checkout ?? {});
       const maxMs = parseDuration(policy.maxDuration);
       const ms = input.duration ? parseDuration(input.duration) : maxMs;
@@ -514,6 +534,11 @@ export function createVaultService(deps: VaultServiceDeps) {
             const bound = binding(v.secret_id, v.path, v.version);
             const wrapped = rewrapKey(unwrapped.get(v.kek_version)!, next, bound, v.wrapped_key);
             await vaultStore.setWrappedKey(tx, v.secret_id, v.version, wrapped, version);
+          }
+          for (const g of await vaultStore.allGrantCredentials(tx)) {
+            const bound = vaultStore.grantBinding(g.grant_id);
+            const wrapped = rewrapKey(unwrapped.get(g.kek_version)!, next, bound, g.wrapped_key);
+            await vaultStore.setGrantCredentialKey(tx, g.grant_id, wrapped, version);
           }
         } catch (error) {
           integrity(error);

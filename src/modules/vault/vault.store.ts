@@ -232,3 +232,20 @@ export function claimExpiredCheckouts(db: Q, now: Date, limit: number) {
     .skipLocked()
     .execute();
 }
+
+// ---------------------------------------------------------------------------
+// Values sealed for other modules (dynamic credentials), re-wrapped with the rest
+
+export const grantBinding = (grantId: string) => `grant:${grantId}`;
+
+export function allGrantCredentials(db: Q) {
+  return db.selectFrom("grant_credentials").select(["grant_id", "wrapped_key", "kek_version"]).forUpdate().execute();
+}
+
+export async function setGrantCredentialKey(db: Q, grantId: string, wrappedKey: string, kekVersion: number) {
+  await db
+    .updateTable("grant_credentials")
+    .set({ wrapped_key: wrappedKey, kek_version: kekVersion })
+    .where("grant_id", "=", grantId)
+    .execute();
+}
