@@ -405,6 +405,19 @@ describe("dynamic logins", () => {
     expect(await freshSelectAs(dynUser, newPassword)).toContainEqual({ name: "apple" });
   });
 
+  it("verifyPassword says false for a locked account and an expired password", async () => {
+    try {
+      await root.query(`ALTER USER '${dynUser}'@'%' ACCOUNT LOCK`);
+      expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: newPassword })).toBe(false);
+      await root.query(`ALTER USER '${dynUser}'@'%' ACCOUNT UNLOCK PASSWORD EXPIRE`);
+      expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: newPassword })).toBe(false);
+    } finally {
+      await root.query(`ALTER USER '${dynUser}'@'%' ACCOUNT UNLOCK`);
+      await mysqlConnector.setPassword!(target, { login: dynUser, password: newPassword });
+    }
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: newPassword })).toBe(true);
+  });
+
   it("setPassword refuses an account that does not exist, without creating it", async () => {
     const message = await expectNoPassword(
       mysqlConnector.setPassword!(target, { login: dynGhost, password: newPassword }),

@@ -50,8 +50,11 @@ const ER_NONEXISTING_GRANT = 1141;
 const ER_NONEXISTING_TABLE_GRANT = 1147;
 const ER_NO_SUCH_THREAD = 1094;
 const ER_CANNOT_USER = 1396;
-/** Access denied (wrong password), password expired, account locked (MariaDB, MySQL). */
-const SIGN_IN_REFUSED = new Set([1045, 1862, 4151, 3118]);
+/**
+ * Access denied (wrong password); password expired, whether the server disconnects (1862) or
+ * opens a session that may only change it (1820); account locked (MariaDB 4151, MySQL 3118).
+ */
+const SIGN_IN_REFUSED = new Set([1045, 1862, 1820, 4151, 3118]);
 
 interface Session {
   target: ConnectorTarget;
@@ -123,7 +126,7 @@ async function withSession<T>(
     return await Promise.race([work({ target, options: readOptions(target.options), mariadb, query }), aborted]);
   } catch (error) {
     const errno = (error as { errno?: unknown }).errno;
-    if (settings.whenSignInRefused !== undefined && connection === undefined && SIGN_IN_REFUSED.has(errno as number))
+    if (settings.whenSignInRefused !== undefined && SIGN_IN_REFUSED.has(errno as number))
       return settings.whenSignInRefused;
     throw classifyError(error, context);
   } finally {
