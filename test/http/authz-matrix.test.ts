@@ -225,6 +225,7 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { reason: "authorization matrix" },
   }),
   "POST /v1/me/roles/:role/deactivate": () => ({ url: "/v1/me/roles/matrix-role/deactivate" }),
+  "GET /v1/me/roles/:role/credentials": () => ({ url: "/v1/me/roles/matrix-role/credentials" }),
   "POST /v1/me/roles/:role/extensions": () => ({
     url: "/v1/me/roles/matrix-role/extensions",
     payload: { by: "30m", reason: "authorization matrix" },
