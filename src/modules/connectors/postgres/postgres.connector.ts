@@ -1,8 +1,10 @@
 /**
  * PostgreSQL connector: an entitlement is membership in a role (GRANT/REVOKE) or a role
  * attribute (ALTER ROLE … WITH X / NOX). Revoking also ends the login's backends, so an open
- * connection cannot keep what was taken away. One client per call, always closed.
+ * connection cannot keep what was taken away. A role with `dynamic: true` mints a login per
+ * activation instead (createLogin/dropLogin). One client per call, always closed.
  */
+import { randomBytes } from "node:crypto";
 import pg from "pg";
 import {
   refused,
@@ -10,20 +12,28 @@ import {
   type CallOptions,
   type Connector,
   type ConnectorTarget,
+  type CredentialOperations,
   type StandingAccess,
 } from "../connector.types.js";
 import {
   ATTRIBUTE_COLUMNS,
   checkAddress,
   classifyFailure,
+  createLoginSql,
+  DYNAMIC_LOGIN_COMMENT,
   entitlementProblems,
   loginProblems,
   optionProblems,
   parseAddress,
   parseEntitlement,
+  parseDynamicRole,
   parseOptions,
+  passwordProblems,
   provisionSql,
+  quoteIdent,
+  quoteLiteral,
   revokeSql,
+  scramSecret,
   sortedUnique,
   type PostgresEntitlement,
 } from "./postgres.rules.js";
@@ -38,11 +48,21 @@ const TERMINATE_WAIT_MS = 5_000;
 /** How often the server checks that our socket is still open while a statement runs. */
 const CONNECTION_CHECK_MS = 1_000;
 
+interface ClientOptions<T> {
+  /** Connect as this login instead of the target's admin (verifyPassword). */
+  as?: { user: string; password: string };
+  /** Strings to remove from every error message, besides the target's credential. */
+  secrets?: string[];
+  /** Turns a failure into a result (verifyPassword's "wrong password"), or undefined to classify it. */
+  recover?: (error: unknown) => T | undefined;
+}
+
 /** Opens one client as the target's admin, runs `work`, and closes the client whatever happens. */
 async function withClient<T>(
   target: ConnectorTarget,
   call: CallOptions | undefined,
   work: (client: pg.Client) => Promise<T>,
+  options: ClientOptions<T> = {},
 ): Promise<T> {
   const address = parseAddress(target.address);
   const where = address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
@@ -51,10 +71,10 @@ async function withClient<T>(
   const client = new pg.Client({
     host: address.host,
     port: address.port,
-    user: address.user,
+    user: options.as?.user ?? address.user,
     database: address.database,
     // Given here, never in a URL, so it cannot surface in a message that echoes the address.
-    password: target.credential ?? undefined,
+    password: options.as ? options.as.password : (target.credential ?? undefined),
     // require: encrypted, unverified (as libpq); verify-full: Node checks the chain and the host name.
     ssl: address.ssl === "disable" ? false : address.ssl === "require" ? { rejectUnauthorized: false } : true,
     application_name: address.applicationName,
@@ -92,7 +112,9 @@ async function withClient<T>(
     return await (signal ? Promise.race([run, aborted]) : run);
   } catch (error) {
     if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted`);
-    throw classifyFailure(error, { where, credential: target.credential });
+    const recovered = options.recover?.(error);
+    if (recovered !== undefined) return recovered;
+    throw classifyFailure(error, { where, credential: target.credential, secrets: options.secrets });
   } finally {
     signal?.removeEventListener("abort", onAbort);
     await close();
@@ -151,6 +173,62 @@ async function terminateSessions(client: pg.Client, login: string): Promise<void
   if (lingering > 0) throw unavailable(`${lingering} session(s) of ${login} did not end in time`);
 }
 
+function checkedPassword(password: string): string {
+  const problems = passwordProblems(password);
+  if (problems.length > 0) throw refused(problems.join("; "));
+  return password;
+}
+
+/**
+ * The password as it goes into CREATE/ALTER ROLE: its SCRAM secret where it can be computed here,
+ * else the password itself; quoted either way. `secrets` are the forms to keep out of messages.
+ */
+function passwordLiteral(password: string): { literal: string; secrets: string[] } {
+  const secret = scramSecret(password, randomBytes(16));
+  const literal = quoteLiteral(secret ?? password);
+  return {
+    literal,
+    secrets: [password, literal.trim(), literal.trim().replace(/^E?'|'$/g, ""), ...(secret ? [secret] : [])],
+  };
+}
+
+/** Whether the login exists, and whether createLogin made it (its comment says so). */
+async function loginState(client: pg.Client, login: string): Promise<"missing" | "dynamic" | "other"> {
+  const result = await client.query<{ comment: string | null }>(
+    `SELECT pg_catalog.shobj_description(oid, 'pg_authid') AS comment FROM pg_catalog.pg_roles WHERE rolname = $1`,
+    [login],
+  );
+  if (result.rows.length === 0) return "missing";
+  return result.rows[0]!.comment === DYNAMIC_LOGIN_COMMENT ? "dynamic" : "other";
+}
+
+/** Grants CONNECT on the admin's database to `login` when it cannot connect otherwise (PUBLIC lost it). */
+async function ensureConnect(client: pg.Client, login: string): Promise<void> {
+  const result = await client.query<{ can: boolean; db: string }>(
+    `SELECT pg_catalog.has_database_privilege($1, pg_catalog.current_database(), 'CONNECT') AS can,
+            pg_catalog.current_database() AS db`,
+    [login],
+  );
+  const row = result.rows[0]!;
+  if (!row.can) await client.query(`GRANT CONNECT ON DATABASE ${quoteIdent(row.db)} TO ${quoteIdent(login)}`);
+}
+
+/** Takes back a CONNECT that ensureConnect gave, which would otherwise keep DROP ROLE from working. */
+async function revokeConnect(client: pg.Client, login: string): Promise<void> {
+  const result = await client.query<{ db: string }>(
+    `SELECT d.datname AS db
+       FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) acl
+       JOIN pg_catalog.pg_roles r ON r.oid = acl.grantee
+      WHERE d.datname = pg_catalog.current_database() AND r.rolname = $1 AND acl.privilege_type = 'CONNECT'`,
+    [login],
+  );
+  if (result.rows.length > 0)
+    await client.query(`REVOKE CONNECT ON DATABASE ${quoteIdent(result.rows[0]!.db)} FROM ${quoteIdent(login)}`);
+}
+
+/** SQLSTATEs of a sign-in that the server refused for the login or its password. */
+const AUTH_FAILURES = ["28P01", "28000"];
+
 interface AttributeRow {
   rolname: string;
   rolsuper: boolean;
@@ -163,7 +241,7 @@ function privilegeText(privilege: string, canLogin: boolean): string {
   return canLogin ? privilege : `${privilege} (NOLOGIN)`;
 }
 
-export const postgresConnector: Connector & { checkAddress(address: string): string[] } = {
+export const postgresConnector: Connector & CredentialOperations & { checkAddress(address: string): string[] } = {
   kind: "postgres",
   checkAddress,
   checkOptions: optionProblems,
@@ -296,6 +374,76 @@ export const postgresConnector: Connector & { checkAddress(address: string): str
               ? 1
               : 0,
       );
+    });
+  },
+  async createLogin(target, spec, call) {
+    const login = checkedLogin(spec.login);
+    const role = parseDynamicRole(spec.entitlement);
+    const password = checkedPassword(spec.password);
+    if (!(spec.validUntil instanceof Date) || Number.isNaN(spec.validUntil.getTime()))
+      throw refused("validUntil must be a valid date");
+    const { literal, secrets } = passwordLiteral(password);
+    await withClient(
+      target,
+      call,
+      async (client) => {
+        // One transaction, so a GRANT that fails (a missing role) leaves no login behind.
+        await client.query("BEGIN");
+        const state = await loginState(client, login);
+        // A retry finds the login it made; a login someone else made is never taken over.
+        if (state === "other")
+          throw refused(`login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`);
+        await client.query(createLoginSql(login, literal, spec.validUntil, state === "dynamic"));
+        if (state === "missing")
+          await client.query(`COMMENT ON ROLE ${quoteIdent(login)} IS ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)}`);
+        await client.query(provisionSql(login, { kind: "role", role }));
+        await ensureConnect(client, login);
+        await client.query("COMMIT");
+      },
+      { secrets },
+    );
+  },
+
+  async dropLogin(target, spec, call) {
+    const login = checkedLogin(spec.login);
+    await withClient(target, call, async (client) => {
+      const state = await loginState(client, login);
+      if (state === "missing") return;
+      if (state === "other") throw refused(`login ${login} was not created by Stint: not dropping it`);
+      // NOLOGIN first, so no new session starts between the terminate and the drop.
+      await client.query(`ALTER ROLE ${quoteIdent(login)} WITH NOLOGIN`);
+      await terminateSessions(client, login);
+      await revokeConnect(client, login);
+      // Fails (refused, in PostgreSQL's words) when the login owns objects or holds privileges elsewhere.
+      await client.query(`DROP ROLE IF EXISTS ${quoteIdent(login)}`);
+    });
+  },
+
+  async setPassword(target, spec, call) {
+    const login = checkedLogin(spec.login);
+    const { literal, secrets } = passwordLiteral(checkedPassword(spec.password));
+    await withClient(
+      target,
+      call,
+      async (client) => {
+        // ALTER ROLE of a missing login fails with 'role "x" does not exist'.
+        await client.query(`ALTER ROLE ${quoteIdent(login)} WITH PASSWORD ${literal.trim()}`);
+      },
+      { secrets },
+    );
+  },
+
+  async verifyPassword(target, spec, call) {
+    const login = checkedLogin(spec.login);
+    // PostgreSQL never signs anyone in with an empty password (unless it does not ask for one at all).
+    if (spec.password.length === 0) return false;
+    return withClient(target, call, async () => true, {
+      as: { user: login, password: spec.password },
+      secrets: [spec.password],
+      recover: (error) => {
+        const code = (error as { code?: unknown } | null)?.code;
+        return typeof code === "string" && AUTH_FAILURES.includes(code) ? false : undefined;
+      },
     });
   },
 };

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import pg from "pg";
 import { ConnectorError } from "../connector.types.js";
@@ -7,12 +8,18 @@ import {
   classifyFailure,
   entitlementProblems,
   loginProblems,
+  createLoginSql,
   optionProblems,
   parseAddress,
+  parseDynamicRole,
+  parseEntitlement,
   parseOptions,
+  passwordProblems,
   provisionSql,
   quoteIdent,
+  quoteLiteral,
   revokeSql,
+  scramSecret,
   sortedUnique,
 } from "./postgres.rules.js";
 
@@ -66,10 +73,78 @@ describe("entitlements", () => {
     [{ attribute: "superuser" }, /must be one of SUPERUSER/],
     [{ attribute: "LOGIN" }, /must be one of/],
     [{ privilege: "SELECT" }, /unknown field\(s\) privilege/],
+    [{ attribute: "SUPERUSER", dynamic: true }, /dynamic needs a role/],
+    [{ role: "a", dynamic: "true" }, /dynamic must be true or false/],
+    [{ dynamic: true }, /exactly one/],
   ])("refuses %j", (entitlement, problem) => {
     const problems = entitlementProblems(entitlement);
     expect(problems).toHaveLength(1);
     expect(problems[0]).toMatch(problem);
+  });
+});
+
+describe("dynamic entitlements", () => {
+  it("accepts dynamic with a role, and keeps it in the parsed form", () => {
+    expect(entitlementProblems({ role: "readers", dynamic: true })).toEqual([]);
+    expect(entitlementProblems({ attribute: "CREATEDB", dynamic: false })).toEqual([]);
+    expect(parseEntitlement({ role: "readers", dynamic: true })).toEqual({
+      kind: "role",
+      role: "readers",
+      dynamic: true,
+    });
+    expect(parseEntitlement({ role: "readers", dynamic: false })).toEqual({ kind: "role", role: "readers" });
+    expect(parseDynamicRole({ role: "readers", dynamic: true })).toBe("readers");
+  });
+  it("a dynamic login needs dynamic: true", () => {
+    expect(() => parseDynamicRole({ role: "readers" })).toThrow(ConnectorError);
+    expect(() => parseDynamicRole({ attribute: "SUPERUSER" })).toThrow(ConnectorError);
+  });
+});
+
+describe("quoteLiteral", () => {
+  it("agrees with node-postgres' escapeLiteral on any string without NUL", () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: "binary" }).filter((s) => !s.includes("\0")),
+        (value) => quoteLiteral(value) === pg.escapeLiteral(value),
+      ),
+    );
+  });
+  it("doubles quotes and backslashes", () => {
+    expect(quoteLiteral("it's")).toBe("'it''s'");
+    expect(quoteLiteral("a\\'b")).toBe(" E'a\\\\''b'");
+    expect(() => quoteLiteral("a\0b")).toThrow();
+  });
+});
+
+describe("passwords", () => {
+  it("refuses empty ones and NUL, without repeating them", () => {
+    expect(passwordProblems("s3cret")).toEqual([]);
+    expect(passwordProblems("")).toHaveLength(1);
+    expect(passwordProblems("s3cret\0")).toEqual([expect.not.stringContaining("s3cret")]);
+  });
+  it("SCRAM secret: the RFC 7677 example's keys, printable ASCII only", () => {
+    // RFC 7677 section 3: user "user", password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations;
+    // its ServerSignature checks out against the ServerKey computed here (the test against PostgreSQL is in
+    // postgres.credentials.test.ts).
+    const secret = scramSecret("pencil", Buffer.from("W22ZaJ0SNY7soEsUEjb6gQ==", "base64"))!;
+    expect(secret).toMatch(/^SCRAM-SHA-256\$4096:W22ZaJ0SNY7soEsUEjb6gQ==\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$/);
+    const serverKey = Buffer.from(secret.split(":").at(-1)!, "base64");
+    const authMessage =
+      "n=user,r=rOprNGfwEbeRWgbNEkqO,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    expect(createHmac("sha256", serverKey).update(authMessage).digest("base64")).toBe(
+      "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
+    );
+    expect(scramSecret("pä", Buffer.alloc(16))).toBeNull();
+    expect(scramSecret("tab\tx", Buffer.alloc(16))).toBeNull();
+  });
+  it("CREATE/ALTER ROLE quote the login and the validity", () => {
+    expect(createLoginSql('a"b', "'SCRAM'", new Date("2030-01-02T03:04:05Z"), false)).toBe(
+      `CREATE ROLE "a""b" WITH LOGIN PASSWORD 'SCRAM' VALID UNTIL '2030-01-02T03:04:05.000Z'`,
+    );
+    expect(createLoginSql("a", " E'x\\\\'", new Date(0), true)).toBe(
+      `ALTER ROLE "a" WITH LOGIN PASSWORD E'x\\\\' VALID UNTIL '1970-01-01T00:00:00.000Z'`,
+    );
   });
 });
 
@@ -173,6 +248,13 @@ describe("classifyFailure", () => {
     expect(failure).toBeInstanceOf(ConnectorError);
     expect(failure.reason).toBe(reason);
     expect(failure.message).toContain(words);
+  });
+  it("removes the other secrets too", () => {
+    const failure = classifyFailure(serverError("42601", "syntax error at or near 'pw-1' and pw-2"), {
+      ...context,
+      secrets: ["pw-1", "pw-2"],
+    });
+    expect(failure.message).toBe("syntax error at or near '***' and ***");
   });
   it("removes the credential from every message", () => {
     for (const error of [

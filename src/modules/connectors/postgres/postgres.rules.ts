@@ -3,6 +3,7 @@
  * and login may look like, identifier quoting, the SQL each operation sends, and
  * how a failure is classified. No IO here (eslint enforces it).
  */
+import { createHash, createHmac, pbkdf2Sync } from "node:crypto";
 import { ConnectorError, refused, unavailable } from "../connector.types.js";
 
 /** Logins and role names Stint accepts; ASCII, so 63 characters fit PostgreSQL's 63-byte NAMEDATALEN limit. */
@@ -23,7 +24,9 @@ export const ATTRIBUTE_COLUMNS: Readonly<Record<Attribute, string>> = {
   REPLICATION: "rolreplication",
 };
 
-export type PostgresEntitlement = { kind: "role"; role: string } | { kind: "attribute"; attribute: Attribute };
+/** `dynamic`: the role mints a login per activation (createLogin) instead of granting to an existing one. */
+export type PostgresEntitlement =
+  { kind: "role"; role: string; dynamic?: boolean } | { kind: "attribute"; attribute: Attribute };
 
 export interface PostgresOptions {
   /** End the login's backends after a revoke. */
@@ -59,13 +62,18 @@ export function loginProblems(login: string): string[] {
 }
 
 export function entitlementProblems(entitlement: Record<string, unknown>): string[] {
-  const keys = Object.keys(entitlement);
+  const keys = Object.keys(entitlement).filter((key) => key !== "dynamic");
   const unknown = keys.filter((key) => key !== "role" && key !== "attribute");
   if (unknown.length > 0)
     return [
       `entitlement has unknown field(s) ${unknown.join(", ")}: use { role: "<role>" } or { attribute: "<ATTR>" }`,
     ];
   if (keys.length !== 1) return ['entitlement needs exactly one of { role: "<role>" } or { attribute: "<ATTR>" }'];
+  if (entitlement.dynamic !== undefined && typeof entitlement.dynamic !== "boolean")
+    return ["entitlement.dynamic must be true or false"];
+  // A login minted with SUPERUSER (or CREATEROLE, BYPASSRLS) would be a superuser nobody reviewed: use a role.
+  if (entitlement.dynamic === true && "attribute" in entitlement)
+    return ['entitlement.dynamic needs a role ({ role: "<role>", dynamic: true }), not an attribute'];
   if ("role" in entitlement) {
     if (typeof entitlement.role !== "string") return ["entitlement.role must be a string (a role name)"];
     return nameProblems("entitlement.role", entitlement.role);
@@ -79,9 +87,63 @@ export function entitlementProblems(entitlement: Record<string, unknown>): strin
 export function parseEntitlement(entitlement: Record<string, unknown>): PostgresEntitlement {
   const problems = entitlementProblems(entitlement);
   if (problems.length > 0) throw refused(problems.join("; "));
-  return typeof entitlement.role === "string"
-    ? { kind: "role", role: entitlement.role }
-    : { kind: "attribute", attribute: entitlement.attribute as Attribute };
+  if (typeof entitlement.role !== "string") return { kind: "attribute", attribute: entitlement.attribute as Attribute };
+  return entitlement.dynamic === true
+    ? { kind: "role", role: entitlement.role, dynamic: true }
+    : { kind: "role", role: entitlement.role };
+}
+
+/** The role a dynamic login is granted; throws a refusal unless the entitlement is `{ role, dynamic: true }`. */
+export function parseDynamicRole(entitlement: Record<string, unknown>): string {
+  const parsed = parseEntitlement(entitlement);
+  if (parsed.kind !== "role" || parsed.dynamic !== true)
+    throw refused('a dynamic login needs an entitlement { role: "<role>", dynamic: true }');
+  return parsed.role;
+}
+
+/**
+ * A string literal for SQL, as node-postgres' escapeLiteral writes it: single quotes and
+ * backslashes doubled, and E'' when there is a backslash, so the result means the same whatever
+ * standard_conforming_strings says. NUL cannot be in a PostgreSQL string (and would cut the query).
+ */
+export function quoteLiteral(value: string): string {
+  if (value.includes("\0")) throw new Error("a literal must be free of NUL");
+  const body = value.replaceAll("'", "''").replaceAll("\\", "\\\\");
+  return value.includes("\\") ? ` E'${body}'` : `'${body}'`;
+}
+
+/** Problems with a password Stint is asked to set (never repeating it). */
+export function passwordProblems(password: string): string[] {
+  if (password.length === 0) return ["the password must not be empty (PostgreSQL never accepts an empty one)"];
+  if (password.includes("\0")) return ["the password must not contain NUL"];
+  return [];
+}
+
+/** PostgreSQL's default iteration count (scram_iterations, PostgreSQL 16+). */
+export const SCRAM_ITERATIONS = 4096;
+
+/**
+ * The SCRAM-SHA-256 secret PostgreSQL stores for a password (RFC 5802/7677, the format of
+ * pg_authid.rolpassword), so the password itself never reaches the server, its statement log or
+ * pg_stat_activity. Null for passwords outside printable ASCII, where PostgreSQL would first apply
+ * SASLprep (not done here): those are sent as a literal for the server to hash.
+ */
+export function scramSecret(password: string, salt: Buffer, iterations = SCRAM_ITERATIONS): string | null {
+  if (!/^[\x20-\x7e]+$/.test(password)) return null;
+  const salted = pbkdf2Sync(password, salt, iterations, 32, "sha256");
+  const clientKey = createHmac("sha256", salted).update("Client Key").digest();
+  const storedKey = createHash("sha256").update(clientKey).digest();
+  const serverKey = createHmac("sha256", salted).update("Server Key").digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString("base64")}$${storedKey.toString("base64")}:${serverKey.toString("base64")}`;
+}
+
+/** Marks a login createLogin minted, so that it never takes over, or drops, a login someone else made. */
+export const DYNAMIC_LOGIN_COMMENT = "stint: dynamic login";
+
+/** `passwordLiteral` is already quoted (see quoteLiteral); `validUntil` is quoted here. */
+export function createLoginSql(login: string, passwordLiteral: string, validUntil: Date, exists: boolean): string {
+  const verb = exists ? "ALTER" : "CREATE";
+  return `${verb} ROLE ${quoteIdent(login)} WITH LOGIN PASSWORD ${passwordLiteral.trim()} VALID UNTIL ${quoteLiteral(validUntil.toISOString())}`;
 }
 
 export function optionProblems(options: Record<string, unknown>): string[] {
@@ -214,10 +276,15 @@ export interface FailureContext {
   where: string;
   /** Removed from every message. */
   credential: string | null;
+  /** Also removed from every message: a password being set, its SCRAM secret, its quoted literal. */
+  secrets?: string[];
 }
 
-function redact(message: string, credential: string | null): string {
-  return credential ? message.replaceAll(credential, "***") : message;
+function redact(message: string, context: FailureContext): string {
+  let redacted = message;
+  for (const secret of [context.credential, ...(context.secrets ?? [])])
+    if (secret) redacted = redacted.replaceAll(secret, "***");
+  return redacted;
 }
 
 /**
@@ -225,14 +292,13 @@ function redact(message: string, credential: string | null): string {
  * unless its SQLSTATE says to retry), unavailable when it could not be reached or timed out.
  */
 export function classifyFailure(error: unknown, context: FailureContext): ConnectorError {
-  if (error instanceof ConnectorError)
-    return new ConnectorError(error.reason, redact(error.message, context.credential));
+  if (error instanceof ConnectorError) return new ConnectorError(error.reason, redact(error.message, context));
   const fields = (typeof error === "object" && error !== null ? error : {}) as {
     code?: unknown;
     message?: unknown;
     severity?: unknown;
   };
-  const message = redact(typeof fields.message === "string" ? fields.message : String(error), context.credential);
+  const message = redact(typeof fields.message === "string" ? fields.message : String(error), context);
   const code = typeof fields.code === "string" ? fields.code : "";
   // A server error carries a five-character SQLSTATE and a severity.
   if (/^[0-9A-Z]{5}$/.test(code) && typeof fields.severity === "string") {
