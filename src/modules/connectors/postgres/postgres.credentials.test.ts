@@ -326,6 +326,19 @@ describe("postgres credentials: setPassword and verifyPassword", () => {
     expect(error.message).toBe(`role "${missing}" does not exist`);
   });
 
+  it("a login that signs in but may not connect is refused; one that may not log in is false", async () => {
+    const noConnect = `stint_c_${hex}_noconnect`;
+    const noLogin = `stint_c_${hex}_nologin`;
+    const password = newPassword();
+    await admin.query(`CREATE ROLE ${q(noConnect)} LOGIN PASSWORD ${quoteLiteral(password)}`);
+    await admin.query(`CREATE ROLE ${q(noLogin)} NOLOGIN PASSWORD ${quoteLiteral(password)}`);
+    await admin.query(`GRANT CONNECT ON DATABASE ${q(database)} TO ${q(noLogin)}`);
+    const error = await rejection(connector.verifyPassword(target, { login: noConnect, password }));
+    expect(error.reason).toBe("refused");
+    expect(error.message).toContain("permission denied for database");
+    expect(await connector.verifyPassword(target, { login: noLogin, password })).toBe(false);
+  });
+
   it("an empty password never verifies", async () => {
     expect(await connector.verifyPassword(target, { login: human, password: "" })).toBe(false);
   });
