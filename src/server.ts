@@ -128,7 +128,32 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       onGrant: (tx, change) => grants!.onGrant(tx, change),
     });
     const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
-    const vault = createVaultService({ store, audit, clock, fileKey: deps.vaultKey ?? null });
+    const vault = createVaultService({
+      store,
+      audit,
+      clock,
+      fileKey: deps.vaultKey ?? null,
+      ...(notifier
+        ? {
+            onBreakGlass: async (tx, event) => {
+              await notifier.enqueueNotification(
+                tx,
+                outboxService,
+                {
+                  event: "breakglass.secret_revealed",
+                  severity: "critical",
+                  title: `BREAK-GLASS: ${event.by} revealed ${event.path}`,
+                  text: `Reason: ${event.reason}. A post-incident review is open (${event.reviewId}); the secret will be rotated.`,
+                  occurredAt: event.at.toISOString(),
+                },
+                { dedupeKey: `breakglass:${event.reviewId}` },
+              );
+            },
+          }
+        : {}),
+      // Deliver the alarm now, not at the next poll.
+      afterBreakGlass: () => void outbox.runOnce().catch(() => undefined),
+    });
     grants = createGrantService({
       store,
       audit,
@@ -161,6 +186,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       pollMs: config.schedulerPoll,
       reconcile: { intervalMs: config.reconcileInterval, schedule: grants.scheduleReconcile },
       checkouts: vault,
+      rotations: vault,
     });
 
     const outbox = createOutboxRunner({

@@ -46,6 +46,8 @@ export const putSecretBody = z
     /** Platform roles that may read it without an activation (deny by default). */
     platformRoles: z.array(platformRole).max(4).optional(),
     checkout: checkoutPolicy.optional(),
+    /** An emergency account: revealed only with a reason and fresh MFA, loudly, and rotated afterwards. */
+    breakGlass: z.boolean().optional(),
   })
   .refine((b) => (b.value === undefined) !== (b.generate === undefined), {
     message: "give either value or generate",
@@ -63,6 +65,8 @@ export const secretMeta = z.object({
   platformRoles: z.array(z.string()),
   checkout: checkoutPolicy,
   currentVersion: z.number().int(),
+  breakGlass: z.boolean(),
+  rotationDueAt: isoTime.nullable(),
   /** The open check-out, if any (exclusive secrets). */
   checkedOut: z.object({ holder: z.string(), until: isoTime }).nullable(),
   createdAt: isoTime,
@@ -117,3 +121,12 @@ export const initBody = z
 export const initResult = z.object({ shares: z.array(z.string()), threshold: z.number().int() });
 export const unsealBody = z.strictObject({ share: z.string().min(10).max(1000) });
 export const rotateKeyResult = z.object({ keyVersion: z.number().int(), rewrapped: z.number().int() });
+
+export const revealBody = z.strictObject({ reason });
+export const revealResult = z.object({
+  path: z.string(),
+  version: z.number().int(),
+  value: z.string(),
+  reviewId: z.uuid(),
+  rotationDueAt: isoTime,
+});

@@ -308,6 +308,8 @@ export interface SecretsTable {
   platform_roles: string[];
   checkout: Json;
   current_version: number;
+  break_glass: Generated<boolean>;
+  rotation_due_at: Timestamp | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -341,6 +343,20 @@ export interface GrantCredentialsTable {
   wrapped_key: string;
   kek_version: number;
   created_at: Timestamp;
+}
+
+export interface ReviewItemsTable {
+  id: string;
+  kind: "break-glass-secret" | "break-glass-activation";
+  subject: string;
+  actor_id: string | null;
+  reason: string;
+  status: "open" | "closed";
+  created_at: Timestamp;
+  due_at: Timestamp;
+  closed_at: Timestamp | null;
+  closed_by: string | null;
+  outcome: string | null;
 }
 
 export interface UsedDecisionLinksTable {
@@ -382,4 +398,5 @@ export interface Database {
   secret_versions: SecretVersionsTable;
   secret_checkouts: SecretCheckoutsTable;
   grant_credentials: GrantCredentialsTable;
+  review_items: ReviewItemsTable;
 }

@@ -20,6 +20,8 @@ export function createScheduler(deps: {
   reconcile?: { intervalMs: number; schedule: (intervalMs: number) => Promise<number> };
   /** Checks in vault check-outs that reached their end. */
   checkouts?: { returnExpired: (limit?: number) => Promise<number> };
+  /** Rotates secrets whose rotation is due (after a break-glass reveal). */
+  rotations?: { rotateDue: (limit?: number) => Promise<number> };
   logger?: Pick<Logger, "error" | "info">;
   pollMs?: number;
   batchSize?: number;
@@ -47,6 +49,8 @@ export function createScheduler(deps: {
     const eligibilitiesEnded = await deps.requests.reportEndedEligibilities(batch);
     await deps.requests.warnExpiring(batch);
     await deps.checkouts?.returnExpired(batch);
+    // A sealed vault cannot rotate: that waits for the unseal, without failing the rest of the pass.
+    await deps.rotations?.rotateDue(batch).catch(() => 0);
     if (deps.reconcile && deps.reconcile.intervalMs > 0) {
       const slot = Math.floor(Date.now() / deps.reconcile.intervalMs);
       if (slot !== lastReconcileSlot) {

@@ -84,6 +84,7 @@ const MATRIX = `
   GET     /v1/secrets/:path/versions               no         yes   yes      yes       yes
   POST    /v1/secrets/:path/checkout               no         yes   yes      yes       yes
   POST    /v1/secrets/:path/checkin                no         yes   yes      yes       yes
+  POST    /v1/secrets/:path/reveal                 no         yes   yes      yes       yes
   GET     /v1/operator/status                      no         no    no       no        yes
   POST    /v1/operator/init                        no         no    no       no        yes
   POST    /v1/operator/unseal                      no         no    no       no        yes
@@ -269,6 +270,10 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { reason: "authorization matrix" },
   }),
   "POST /v1/secrets/:path/checkin": () => ({ url: "/v1/secrets/matrix%2Fnothing/checkin" }),
+  "POST /v1/secrets/:path/reveal": () => ({
+    url: "/v1/secrets/matrix%2Fnothing/reveal",
+    payload: { reason: "authorization matrix" },
+  }),
   "POST /v1/operator/init": () => ({ url: "/v1/operator/init", payload: { shares: 1, threshold: 2 } }),
   "POST /v1/operator/unseal": () => ({ url: "/v1/operator/unseal", payload: { share: "not-a-share-at-all" } }),
   "POST /v1/policies": ({ fresh }) => ({ url: "/v1/policies", payload: { name: fresh("matrix-policy"), spec: {} } }),

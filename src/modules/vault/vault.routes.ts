@@ -67,6 +67,18 @@ export function registerVaultRoutes(app: App, deps: { vault: VaultService }) {
     async (req) => vault.checkin(req.actor, req.callContext, req.params.path),
   );
 
+  app.post(
+    "/v1/secrets/:path/reveal",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags, params: c.secretParams, body: c.revealBody, response: { 200: c.revealResult } },
+    },
+    async (req, reply) => {
+      reply.header("cache-control", "no-store");
+      return vault.reveal(req.actor, req.callContext, req.params.path, req.body.reason);
+    },
+  );
+
   app.get(
     "/v1/operator/status",
     { config: { requirement: "vault.operate" }, schema: { tags, response: { 200: c.vaultStatus } } },

@@ -9,7 +9,8 @@
  * VAULT_KEY_INVALID for a key that does not match) and nothing else is affected.
  */
 import { checkoutPolicy, type CheckoutPolicy, type PutSecretBody, type SecretMetaDto } from "../../contract/vault.js";
-import type { AppStore } from "../../db/index.js";
+import type { Kysely } from "kysely";
+import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
@@ -41,7 +42,21 @@ export interface VaultServiceDeps {
   clock: Clock;
   /** The root key from the key file or environment (key-file mode); null when none was given. */
   fileKey: Uint8Array | null;
+  /** In the reveal's transaction: tell every channel (through the outbox). */
+  onBreakGlass?: (
+    tx: Kysely<Database>,
+    event: { path: string; by: string; reason: string; reviewId: string; at: Date },
+  ) => Promise<void>;
+  /** After the reveal commits: deliver its notifications now rather than at the next poll. */
+  afterBreakGlass?: () => void;
 }
+
+/** How fresh the MFA of a break-glass reveal must be. */
+const BREAK_GLASS_MFA_MAX_AGE_MS = 5 * 60_000;
+/** A revealed break-glass secret is rotated this long after the reveal (time to finish the emergency). */
+const BREAK_GLASS_ROTATE_AFTER_MS = 60 * 60_000;
+/** The post-incident review is due within this. */
+const REVIEW_DUE_MS = 3 * 24 * 3600_000;
 
 const iso = (value: Date | string) => new Date(value).toISOString();
 
@@ -125,6 +140,8 @@ export function createVaultService(deps: VaultServiceDeps) {
       platformRoles: row.platform_roles,
       checkout: checkoutPolicy.parse(row.checkout ?? {}),
       currentVersion: row.current_version,
+      breakGlass: row.break_glass,
+      rotationDueAt: row.rotation_due_at ? iso(row.rotation_due_at) : null,
       checkedOut: open ? { holder: open.holder_name, until: iso(open.expires_at) } : null,
       createdAt: iso(row.created_at),
       updatedAt: iso(row.updated_at),
@@ -241,9 +258,18 @@ export function createVaultService(deps: VaultServiceDeps) {
           checkout:
             input.checkout ?? (existing ? checkoutPolicy.parse(existing.checkout ?? {}) : checkoutPolicy.parse({})),
           current_version: version,
+          break_glass: input.breakGlass ?? existing?.break_glass ?? false,
         };
         if (existing) await vaultStore.updateSecret(tx, id, { ...fields, updated_at: now });
-        else await vaultStore.insertSecret(tx, { id, path, ...fields, created_at: now, updated_at: now });
+        else
+          await vaultStore.insertSecret(tx, {
+            id,
+            path,
+            ...fields,
+            rotation_due_at: null,
+            created_at: now,
+            updated_at: now,
+          });
         await vaultStore.insertVersion(tx, {
           secret_id: id,
           version,
@@ -435,6 +461,115 @@ export function createVaultService(deps: VaultServiceDeps) {
         });
       });
       return { path, rotated: rotate, currentVersion: version };
+    },
+
+    /**
+     * Break-glass: reveals an emergency secret with a reason and a fresh MFA check, tells every channel,
+     * opens a post-incident review and schedules the secret's rotation, all with the audit event.
+     */
+    async reveal(actor: Actor, context: CallContext, path: string, reason: string) {
+      const principal = principalOf(actor);
+      await rootKey();
+      const row = await vaultStore.findSecret(store.db, path);
+      if (!row || !row.break_glass || !(await mayUse(actor, row)))
+        return refuse(
+          actor,
+          context,
+          "breakglass.reveal",
+          path,
+          `There is no break-glass secret ${path} you may reveal.`,
+        );
+      const now = clock.now();
+      const mfaAge = principal.mfaAt ? now.getTime() - principal.mfaAt.getTime() : Number.NaN;
+      if (!(mfaAge >= -30_000 && mfaAge <= BREAK_GLASS_MFA_MAX_AGE_MS)) {
+        await audit.record(actor, context, {
+          action: "breakglass.reveal",
+          outcome: "denied",
+          subject: `secret:${path}`,
+          reason: "no fresh MFA",
+        });
+        throw new StintError(
+          "MFA_STEP_UP_REQUIRED",
+          "Revealing a break-glass secret needs a one-time code entered within the last 5 minutes (stint login --otp, or step up).",
+        );
+      }
+      const value = await decrypt(row, row.current_version);
+      const reviewId = newId();
+      const rotationDueAt = new Date(now.getTime() + BREAK_GLASS_ROTATE_AFTER_MS);
+      await store.transaction(async (tx) => {
+        await vaultStore.insertReview(tx, {
+          id: reviewId,
+          kind: "break-glass-secret",
+          subject: `secret:${path}`,
+          actorId: principal.id,
+          reason,
+          now,
+          dueAt: new Date(now.getTime() + REVIEW_DUE_MS),
+        });
+        await vaultStore.setRotationDue(tx, row.id, rotationDueAt);
+        await audit.append(tx, actor, context, {
+          action: "breakglass.secret_revealed",
+          outcome: "success",
+          subject: `secret:${path}`,
+          reason,
+          details: { version: row.current_version, reviewId, rotationDueAt: rotationDueAt.toISOString() },
+        });
+        await deps.onBreakGlass?.(tx, { path, by: principal.name, reason, reviewId, at: now });
+      });
+      deps.afterBreakGlass?.();
+      return { path, version: row.current_version, value, reviewId, rotationDueAt: rotationDueAt.toISOString() };
+    },
+
+    /** Scheduler: secrets whose rotation is due get a new random version (passwords, API keys, generic values). */
+    async rotateDue(limit = 50): Promise<number> {
+      const due = await vaultStore.dueRotations(store.db, clock.now(), limit);
+      if (due.length === 0) return 0;
+      const kek = await activeKek(store.db);
+      let rotated = 0;
+      for (const { id } of due) {
+        await store.transaction(async (tx) => {
+          const row = await vaultStore.lockSecretById(tx, id);
+          const now = clock.now();
+          if (!row || !row.rotation_due_at || new Date(row.rotation_due_at) > now) return;
+          const local = row.kind === "password" || row.kind === "api-key" || row.kind === "generic";
+          let version = row.current_version;
+          if (local) {
+            version += 1;
+            const sealed = sealVersion(kek.key, binding(row.id, row.path, version), generateValue(32));
+            await vaultStore.insertVersion(tx, {
+              secret_id: row.id,
+              version,
+              ciphertext: sealed.ciphertext,
+              wrapped_key: sealed.wrappedKey,
+              kek_version: kek.version,
+              source: "rotation",
+              created_by: "system",
+              created_at: now,
+            });
+          }
+          await tx
+            .updateTable("secrets")
+            .set({ current_version: version, rotation_due_at: null, updated_at: now })
+            .where("id", "=", row.id)
+            .execute();
+          await audit.append(
+            tx,
+            SYSTEM,
+            { correlationId: "scheduler", sourceIp: null, userAgent: null },
+            {
+              action: local ? "secret.rotated" : "secret.rotation_needed",
+              outcome: local ? "success" : "failed",
+              subject: `secret:${row.path}`,
+              reason: local
+                ? "scheduled after a break-glass reveal"
+                : `a ${row.kind} is rotated by hand: replace it now`,
+              details: { version },
+            },
+          );
+          rotated += 1;
+        });
+      }
+      return rotated;
     },
 
     // -----------------------------------------------------------------------

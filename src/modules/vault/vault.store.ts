@@ -69,6 +69,7 @@ export async function updateSecret(
     platform_roles: string[];
     checkout: unknown;
     current_version: number;
+    break_glass: boolean;
     updated_at: Date;
   },
 ): Promise<void> {
@@ -248,4 +249,46 @@ export async function setGrantCredentialKey(db: Q, grantId: string, wrappedKey: 
     .set({ wrapped_key: wrappedKey, kek_version: kekVersion })
     .where("grant_id", "=", grantId)
     .execute();
+}
+
+// ---------------------------------------------------------------------------
+// Break-glass: reviews and rotation after a reveal
+
+export async function insertReview(
+  db: Q,
+  row: {
+    id: string;
+    kind: "break-glass-secret" | "break-glass-activation";
+    subject: string;
+    actorId: string;
+    reason: string;
+    now: Date;
+    dueAt: Date;
+  },
+): Promise<void> {
+  await db
+    .insertInto("review_items")
+    .values({
+      id: row.id,
+      kind: row.kind,
+      subject: row.subject,
+      actor_id: row.actorId,
+      reason: row.reason,
+      status: "open",
+      created_at: row.now,
+      due_at: row.dueAt,
+    })
+    .execute();
+}
+
+export async function setRotationDue(db: Q, secretId: string, at: Date): Promise<void> {
+  await db.updateTable("secrets").set({ rotation_due_at: at }).where("id", "=", secretId).execute();
+}
+
+export function dueRotations(db: Q, now: Date, limit: number) {
+  return db.selectFrom("secrets").select("id").where("rotation_due_at", "<=", now).limit(limit).execute();
+}
+
+export function lockSecretById(db: Q, id: string) {
+  return db.selectFrom("secrets").selectAll().where("id", "=", id).forUpdate().skipLocked().executeTakeFirst();
 }
