@@ -153,6 +153,25 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         : {}),
       // Deliver the alarm now, not at the next poll.
       afterBreakGlass: () => void outbox.runOnce().catch(() => undefined),
+      targets: { withCredentials: (name, work) => grants!.withCredentials(name, work) },
+      ...(notifier
+        ? {
+            onRotationFailed: async (tx, event) => {
+              await notifier.enqueueNotification(
+                tx,
+                outboxService,
+                {
+                  event: "secret.rotation_failed",
+                  severity: "critical",
+                  title: `Rotating ${event.path} failed`,
+                  text: event.reason,
+                  occurredAt: event.at.toISOString(),
+                },
+                { dedupeKey: `rotation-failed:${event.path}:${event.at.getTime()}` },
+              );
+            },
+          }
+        : {}),
     });
     grants = createGrantService({
       store,

@@ -48,6 +48,8 @@ export const putSecretBody = z
     checkout: checkoutPolicy.optional(),
     /** An emergency account: revealed only with a reason and fresh MFA, loudly, and rotated afterwards. */
     breakGlass: z.boolean().optional(),
+    /** The secret is this login's password at this target (PostgreSQL, MariaDB): `stint secret rotate` changes it there. */
+    rotation: z.strictObject({ target: name, login: z.string().min(1).max(300) }).optional(),
   })
   .refine((b) => (b.value === undefined) !== (b.generate === undefined), {
     message: "give either value or generate",
@@ -66,6 +68,7 @@ export const secretMeta = z.object({
   checkout: checkoutPolicy,
   currentVersion: z.number().int(),
   breakGlass: z.boolean(),
+  rotation: z.object({ target: z.string(), login: z.string() }).nullable(),
   rotationDueAt: isoTime.nullable(),
   /** The open check-out, if any (exclusive secrets). */
   checkedOut: z.object({ holder: z.string(), until: isoTime }).nullable(),
@@ -130,3 +133,5 @@ export const revealResult = z.object({
   reviewId: z.uuid(),
   rotationDueAt: isoTime,
 });
+
+export const rotateResult = z.object({ path: z.string(), version: z.number().int(), previousVersion: z.number().int() });

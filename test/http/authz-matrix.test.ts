@@ -85,6 +85,7 @@ const MATRIX = `
   POST    /v1/secrets/:path/checkout               no         yes   yes      yes       yes
   POST    /v1/secrets/:path/checkin                no         yes   yes      yes       yes
   POST    /v1/secrets/:path/reveal                 no         yes   yes      yes       yes
+  POST    /v1/secrets/:path/rotate                 no         no    no       yes       yes
   GET     /v1/operator/status                      no         no    no       no        yes
   POST    /v1/operator/init                        no         no    no       no        yes
   POST    /v1/operator/unseal                      no         no    no       no        yes
@@ -270,6 +271,7 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { reason: "authorization matrix" },
   }),
   "POST /v1/secrets/:path/checkin": () => ({ url: "/v1/secrets/matrix%2Fnothing/checkin" }),
+  "POST /v1/secrets/:path/rotate": () => ({ url: "/v1/secrets/matrix%2Fnothing/rotate" }),
   "POST /v1/secrets/:path/reveal": () => ({
     url: "/v1/secrets/matrix%2Fnothing/reveal",
     payload: { reason: "authorization matrix" },

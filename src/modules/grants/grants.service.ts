@@ -826,6 +826,28 @@ export function createGrantService(deps: GrantServiceDeps) {
       return reports;
     },
 
+    /** A password change at a target, for the vault's rotation: the connector's credential operations, for one call. */
+    async withCredentials<T>(
+      targetName: string,
+      work: (ops: {
+        setPassword(login: string, password: string): Promise<void>;
+        verifyPassword(login: string, password: string): Promise<boolean>;
+      }) => Promise<T>,
+    ): Promise<T> {
+      const row = await requireTarget(targetName);
+      const { connector, target } = await connectorTarget(store.db, row);
+      const setPassword = connector.setPassword;
+      const verifyPassword = connector.verifyPassword;
+      if (!setPassword || !verifyPassword)
+        throw new ConnectorError("refused", `a ${connector.kind} target cannot change passwords`);
+      return work({
+        setPassword: (login, password) =>
+          call(connector.kind, "set_password", () => setPassword.call(connector, target, { login, password })),
+        verifyPassword: (login, password) =>
+          call(connector.kind, "verify_password", () => verifyPassword.call(connector, target, { login, password })),
+      });
+    },
+
     /**
      * The minted login of the caller's active activation of a role (`dynamic: true`), with where to connect.
      * Audited; the password never is.

@@ -68,6 +68,15 @@ export function registerVaultRoutes(app: App, deps: { vault: VaultService }) {
   );
 
   app.post(
+    "/v1/secrets/:path/rotate",
+    {
+      config: { requirement: "secrets.write" },
+      schema: { tags, params: c.secretParams, response: { 200: c.rotateResult } },
+    },
+    async (req) => vault.rotate(req.actor, req.callContext, req.params.path),
+  );
+
+  app.post(
     "/v1/secrets/:path/reveal",
     {
       config: { requirement: "authenticated" },

@@ -49,6 +49,18 @@ export interface VaultServiceDeps {
   ) => Promise<void>;
   /** After the reveal commits: deliver its notifications now rather than at the next poll. */
   afterBreakGlass?: () => void;
+  /** Runs a password change at a target through its connector (the grants module owns connectors). */
+  targets?: {
+    withCredentials<T>(
+      targetName: string,
+      work: (ops: {
+        setPassword(login: string, password: string): Promise<void>;
+        verifyPassword(login: string, password: string): Promise<boolean>;
+      }) => Promise<T>,
+    ): Promise<T>;
+  };
+  /** In the transaction of a failed rotation: tell the channels. */
+  onRotationFailed?: (tx: Kysely<Database>, event: { path: string; reason: string; at: Date }) => Promise<void>;
 }
 
 /** How fresh the MFA of a break-glass reveal must be. */
@@ -141,6 +153,7 @@ export function createVaultService(deps: VaultServiceDeps) {
       checkout: checkoutPolicy.parse(row.checkout ?? {}),
       currentVersion: row.current_version,
       breakGlass: row.break_glass,
+      rotation: row.rotation ?? null,
       rotationDueAt: row.rotation_due_at ? iso(row.rotation_due_at) : null,
       checkedOut: open ? { holder: open.holder_name, until: iso(open.expires_at) } : null,
       createdAt: iso(row.created_at),
@@ -259,6 +272,7 @@ export function createVaultService(deps: VaultServiceDeps) {
             input.checkout ?? (existing ? checkoutPolicy.parse(existing.checkout ?? {}) : checkoutPolicy.parse({})),
           current_version: version,
           break_glass: input.breakGlass ?? existing?.break_glass ?? false,
+          rotation: input.rotation ?? existing?.rotation ?? null,
         };
         if (existing) await vaultStore.updateSecret(tx, id, { ...fields, updated_at: now });
         else
@@ -518,6 +532,100 @@ export function createVaultService(deps: VaultServiceDeps) {
       });
       deps.afterBreakGlass?.();
       return { path, version: row.current_version, value, reviewId, rotationDueAt: rotationDueAt.toISOString() };
+    },
+
+    /**
+     * Rotates a secret now. Bound to a login at a target: the new password is stored first (pending),
+     * set at the target, proven by a real sign-in, and only then made current; on any failure the old
+     * password is put back at the target, the pending version dropped, and the failure audited and alerted.
+     * Without a target: a new random version.
+     */
+    async rotate(actor: Actor, context: CallContext, path: string) {
+      authorize(actor, "secrets.write");
+      const kek = await activeKek(store.db);
+      const row = await vaultStore.findSecret(store.db, path);
+      if (!row) throw new StintError("NOT_FOUND", `There is no secret ${path}.`);
+      const next = generateValue(32);
+      const rotation = row.rotation;
+      const pending = await store.transaction(async (tx) => {
+        const locked = (await vaultStore.findSecret(tx, path, true))!;
+        const version = (await vaultStore.maxVersion(tx, locked.id)) + 1;
+        const sealed = sealVersion(kek.key, binding(locked.id, path, version), next);
+        await vaultStore.insertVersion(tx, {
+          secret_id: locked.id,
+          version,
+          ciphertext: sealed.ciphertext,
+          wrapped_key: sealed.wrappedKey,
+          kek_version: kek.version,
+          source: "rotation",
+          created_by: principalOf(actor).name,
+          created_at: clock.now(),
+        });
+        return { version, previous: locked.current_version };
+      });
+      if (rotation) {
+        if (!deps.targets) throw new StintError("CONFLICT", "Rotation at targets is not available on this server.");
+        const old = await decrypt(row, pending.previous);
+        try {
+          await deps.targets.withCredentials(rotation.target, async (ops) => {
+            await ops.setPassword(rotation.login, next);
+            if (!(await ops.verifyPassword(rotation.login, next)))
+              throw new Error("the new password does not sign in at the target");
+          });
+        } catch (error) {
+          const reason = error instanceof Error ? error.message : "the target failed";
+          let restored = false;
+          try {
+            restored = await deps.targets.withCredentials(rotation.target, async (ops) => {
+              await ops.setPassword(rotation.login, old);
+              return ops.verifyPassword(rotation.login, old);
+            });
+          } catch {
+            restored = false;
+          }
+          await store.transaction(async (tx) => {
+            await vaultStore.deleteVersion(tx, row.id, pending.version);
+            await audit.append(tx, actor, context, {
+              action: "secret.rotation_failed",
+              outcome: "failed",
+              subject: `secret:${path}`,
+              reason,
+              details: { target: rotation.target, login: rotation.login, oldPasswordRestored: restored },
+            });
+            await deps.onRotationFailed?.(tx, {
+              path,
+              reason: `${reason}${restored ? "; the old password still works" : "; the old password could NOT be restored"}`,
+              at: clock.now(),
+            });
+          });
+          throw new StintError(
+            "TARGET_UNAVAILABLE",
+            `Rotating ${path} failed: ${reason}. The previous version stays current.`,
+            {
+              oldPasswordRestored: restored,
+            },
+          );
+        }
+      }
+      await store.transaction(async (tx) => {
+        const now = clock.now();
+        await tx
+          .updateTable("secrets")
+          .set({ current_version: pending.version, rotation_due_at: null, updated_at: now })
+          .where("id", "=", row.id)
+          .execute();
+        await audit.append(tx, actor, context, {
+          action: "secret.rotated",
+          outcome: "success",
+          subject: `secret:${path}`,
+          details: {
+            version: pending.version,
+            previousVersion: pending.previous,
+            ...(rotation ? { target: rotation.target, login: rotation.login, verified: true } : {}),
+          },
+        });
+      });
+      return { path, version: pending.version, previousVersion: pending.previous };
     },
 
     /** Scheduler: secrets whose rotation is due get a new random version (passwords, API keys, generic values). */

@@ -49,11 +49,20 @@ export function listSecrets(db: Q) {
 
 export async function insertSecret(
   db: Q,
-  row: Omit<SecretRow, "metadata" | "checkout"> & { metadata: Record<string, string>; checkout: unknown },
+  row: Omit<SecretRow, "metadata" | "checkout" | "rotation"> & {
+    metadata: Record<string, string>;
+    checkout: unknown;
+    rotation: { target: string; login: string } | null;
+  },
 ): Promise<void> {
   await db
     .insertInto("secrets")
-    .values({ ...row, metadata: json(row.metadata), checkout: json(row.checkout) })
+    .values({
+      ...row,
+      metadata: json(row.metadata),
+      checkout: json(row.checkout),
+      rotation: row.rotation ? json(row.rotation) : null,
+    })
     .execute();
 }
 
@@ -70,12 +79,18 @@ export async function updateSecret(
     checkout: unknown;
     current_version: number;
     break_glass: boolean;
+    rotation: { target: string; login: string } | null;
     updated_at: Date;
   },
 ): Promise<void> {
   await db
     .updateTable("secrets")
-    .set({ ...values, metadata: json(values.metadata), checkout: json(values.checkout) })
+    .set({
+      ...values,
+      metadata: json(values.metadata),
+      checkout: json(values.checkout),
+      rotation: values.rotation ? json(values.rotation) : null,
+    })
     .where("id", "=", id)
     .execute();
 }
@@ -291,4 +306,17 @@ export function dueRotations(db: Q, now: Date, limit: number) {
 
 export function lockSecretById(db: Q, id: string) {
   return db.selectFrom("secrets").selectAll().where("id", "=", id).forUpdate().skipLocked().executeTakeFirst();
+}
+
+export async function maxVersion(db: Q, secretId: string): Promise<number> {
+  const row = await db
+    .selectFrom("secret_versions")
+    .select((eb) => eb.fn.max("version").as("max"))
+    .where("secret_id", "=", secretId)
+    .executeTakeFirst();
+  return Number(row?.max ?? 0);
+}
+
+export async function deleteVersion(db: Q, secretId: string, version: number): Promise<void> {
+  await db.deleteFrom("secret_versions").where("secret_id", "=", secretId).where("version", "=", version).execute();
 }
