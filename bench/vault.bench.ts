@@ -1,0 +1,304 @@
+/**
+ * Vault benchmark, on PGlite in memory and on PostgreSQL (the control plane's engine):
+ *
+ * 1. secret reads: `GET /v1/secrets/:path/value` by a user the secrets allow (`platformRoles: [user]`), round
+ *    robin over 100 secrets, at concurrency 1 and 16, through app.inject. Every read writes an audit event,
+ *    so reads serialize on the audit chain head.
+ * 2. dynamic credentials: an activation of a role with `dynamic: true` at a postgres target (the machine's
+ *    PostgreSQL), from submit through the outbox run at once to the minted login's credentials fetched and
+ *    a connection with them reading the granted table; then from deactivate to the login dropped.
+ *
+ *   node --import tsx bench/vault.bench.ts [--reads=2000] [--secrets=100] [--issuances=30]
+ *     [--engines=pglite,postgres]
+ *
+ * The target database, its NOLOGIN role and every minted login are dropped at the end.
+ */
+import { randomBytes } from "node:crypto";
+import os from "node:os";
+import { performance } from "node:perf_hooks";
+import pg from "pg";
+import type { Engine } from "../src/lib/db.js";
+import { PG_ADMIN_URL } from "../src/testing/engines.js";
+import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
+import { selfServicePolicy } from "../src/testing/targets-harness.js";
+
+const READ_CONCURRENCY = [1, 16];
+const WARMUP_READS = 100;
+const WARMUP_ISSUANCES = 2;
+/** Outbox passes allowed for one provisioning or drop before the run gives up. */
+const MAX_PASSES = 50;
+const ROLE = "bench-ledger-reader";
+
+interface Options {
+  reads: number;
+  secrets: number;
+  issuances: number;
+  engines: Engine[];
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = { reads: 2000, secrets: 100, issuances: 30, engines: ["pglite", "postgres"] };
+  const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
+  for (const arg of argv) {
+    const [key, value] = arg.split("=", 2);
+    if (key === "--reads" && count(value)) options.reads = count(value)!;
+    else if (key === "--secrets" && count(value)) options.secrets = count(value)!;
+    else if (key === "--issuances" && count(value)) options.issuances = count(value)!;
+    else if (key === "--engines" && value && value.split(",").every((e) => e === "pglite" || e === "postgres"))
+      options.engines = value.split(",") as Engine[];
+    else
+      throw new Error(`unknown argument ${arg} (use --reads=N, --secrets=N, --issuances=N, --engines=pglite,postgres)`);
+  }
+  return options;
+}
+
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+function summary(label: string, samples: number[], extra = "") {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const ms = (q: number) => quantile(sorted, q).toFixed(1).padStart(7);
+  console.log(
+    `${label.padEnd(48)} n=${String(sorted.length).padStart(5)}  p50 ${ms(0.5)} ms  p95 ${ms(0.95)} ms` +
+      `  p99 ${ms(0.99)} ms  max ${sorted.at(-1)!.toFixed(1).padStart(7)} ms${extra}`,
+  );
+}
+
+interface Reply {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+async function call(server: TestServer, auth: string, method: "GET" | "POST" | "PUT", url: string, payload?: object) {
+  const res = await server.app.inject({
+    method,
+    url,
+    headers: { authorization: auth },
+    ...(payload ? { payload } : {}),
+  });
+  return { status: res.statusCode, body: res.body ? (res.json() as Record<string, unknown>) : {} } as Reply;
+}
+
+function expectStatus(what: string, reply: Reply, status: number) {
+  if (reply.status !== status)
+    throw new Error(`${what}: expected ${status}, got ${reply.status} ${JSON.stringify(reply.body)}`);
+}
+
+/** Runs `ops` operations from `concurrency` workers sharing one queue; returns latencies and wall time. */
+async function run(ops: number, concurrency: number, op: (i: number) => Promise<number>) {
+  const latencies: number[] = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let i = next++; i < ops; i = next++) latencies.push(await op(i));
+    }),
+  );
+  return { latencies, ms: performance.now() - started };
+}
+
+async function benchReads(server: TestServer, engine: Engine, options: Options) {
+  const paths = Array.from({ length: options.secrets }, (_, i) => `bench/app-${String(i).padStart(3, "0")}/token`);
+  const values = paths.map(() => randomBytes(24).toString("base64url"));
+  for (const [i, path] of paths.entries()) {
+    const put = await call(server, server.adminAuth, "PUT", `/v1/secrets/${encodeURIComponent(path)}`, {
+      kind: "api-key",
+      value: values[i],
+      platformRoles: ["user"],
+    });
+    expectStatus(`put ${path}`, put, 200);
+  }
+  const reader = await server.userWithRoles("bench-reader", ["user"]);
+  const readOnce = async (i: number) => {
+    const k = i % paths.length;
+    const started = performance.now();
+    const reply = await call(server, reader, "GET", `/v1/secrets/${encodeURIComponent(paths[k]!)}/value`);
+    const latency = performance.now() - started;
+    expectStatus(`read ${paths[k]}`, reply, 200);
+    if (reply.body.value !== values[k]) throw new Error(`read ${paths[k]}: wrong value`);
+    return latency;
+  };
+  await run(WARMUP_READS, 1, readOnce);
+  for (const concurrency of READ_CONCURRENCY) {
+    const { latencies, ms } = await run(options.reads, concurrency, readOnce);
+    summary(
+      `${engine.padEnd(8)} secret read, concurrency ${concurrency}`,
+      latencies,
+      `  ${Math.round((latencies.length / ms) * 1000)} reads/s`,
+    );
+  }
+}
+
+interface Target {
+  /** The target database's URL, for Stint's catalog and for the connections made with minted logins. */
+  url: string;
+  /** The NOLOGIN role the minted logins are made members of. */
+  reader: string;
+}
+
+async function benchDynamic(server: TestServer, engine: Engine, options: Options, target: Target, user: string) {
+  const created = await call(server, server.adminAuth, "POST", "/v1/users", {
+    name: user,
+    password: passwordFor(user),
+  });
+  expectStatus(`create ${user}`, created, 201);
+  const apply = await call(server, server.adminAuth, "POST", "/v1/config/apply", {
+    yaml: `
+apiVersion: stint/v1
+policies:${selfServicePolicy("bench-self")}
+targets:
+  - name: bench-ledger
+    kind: postgres
+    address: ${target.url}
+roles:
+  - name: ${ROLE}
+    target: bench-ledger
+    entitlement: { role: ${target.reader}, dynamic: true }
+    policy: bench-self
+    risk: medium
+eligibility:
+  - role: ${ROLE}
+    users: [${user}]
+`,
+  });
+  expectStatus("config apply", apply, 200);
+  const auth = await server.login(user);
+  const root = new pg.Client({ connectionString: target.url });
+  await root.connect();
+
+  /** Runs the outbox until `done` holds, checking after each pass that claimed nothing more. */
+  const runOutboxUntil = async (what: string, done: () => Promise<boolean>) => {
+    for (let pass = 0; pass < MAX_PASSES; pass++) {
+      if ((await server.outbox.runOnce()).claimed === 0 && (await done())) return;
+    }
+    throw new Error(`${what}: not done after ${MAX_PASSES} outbox passes`);
+  };
+
+  const once = async (n: number) => {
+    const started = performance.now();
+    const submitted = await call(server, auth, "POST", "/v1/activation-requests", {
+      role: ROLE,
+      duration: "10m",
+      reason: `benchmark of dynamic credentials, run ${n}`,
+    });
+    expectStatus("submit", submitted, 201);
+    const id = String(submitted.body.id);
+    await runOutboxUntil("provisioning", async () => {
+      const now = await call(server, auth, "GET", `/v1/activation-requests/${id}`);
+      expectStatus("request", now, 200);
+      return now.body.state === "active";
+    });
+    const active = performance.now() - started;
+    const creds = await call(server, auth, "GET", `/v1/me/roles/${ROLE}/credentials`);
+    expectStatus("credentials", creds, 200);
+    const login = String(creds.body.user);
+    const client = new pg.Client({
+      host: String(creds.body.host),
+      port: Number(creds.body.port),
+      database: String(creds.body.database),
+      user: login,
+      password: String(creds.body.password),
+    });
+    await client.connect();
+    const rows = await client.query("select entry from ledger");
+    if (rows.rowCount !== 1) throw new Error(`the minted login read ${rows.rowCount} rows, expected 1`);
+    await client.end();
+    const usable = performance.now() - started;
+
+    const ending = performance.now();
+    const ended = await call(server, auth, "POST", `/v1/me/roles/${ROLE}/deactivate`);
+    expectStatus("deactivate", ended, 200);
+    await runOutboxUntil("drop", async () => {
+      const left = await root.query("select 1 from pg_roles where rolname = $1", [login]);
+      return left.rowCount === 0;
+    });
+    return { active, usable, dropped: performance.now() - ending };
+  };
+
+  try {
+    for (let i = 0; i < WARMUP_ISSUANCES; i++) await once(-i);
+    const active: number[] = [];
+    const usable: number[] = [];
+    const dropped: number[] = [];
+    for (let i = 0; i < options.issuances; i++) {
+      const r = await once(i);
+      active.push(r.active);
+      usable.push(r.usable);
+      dropped.push(r.dropped);
+    }
+    summary(`${engine.padEnd(8)} dynamic: submit → active`, active);
+    summary(`${engine.padEnd(8)} dynamic: submit → credentials usable`, usable);
+    summary(`${engine.padEnd(8)} dynamic: deactivate → login dropped`, dropped);
+  } finally {
+    await root.end();
+  }
+}
+
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  const cpus = os.cpus();
+  console.log(
+    `Stint vault benchmark — node ${process.version}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ` +
+      `load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(1))
+        .join(" ")}`,
+  );
+  console.log(
+    `${options.secrets} secrets, ${options.reads} reads per level via app.inject; ` +
+      `${options.issuances} dynamic-credential issuances (after ${WARMUP_ISSUANCES} warm-up) per engine`,
+  );
+  const started = performance.now();
+  const hex = randomBytes(4).toString("hex");
+  const database = `stint_bench_vault_${hex}`;
+  const reader = `stint_bench_vault_reader_${hex}`;
+  const user = `vb${hex}`;
+  const root = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await root.connect();
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${database}`;
+  const target: Target = { url: url.toString(), reader };
+  try {
+    await root.query(`create database ${database}`);
+    await root.query(`create role ${reader} nologin`);
+    const db = new pg.Client({ connectionString: target.url });
+    await db.connect();
+    await db.query("create table ledger (entry text)");
+    await db.query("insert into ledger values ('opening balance')");
+    await db.query("revoke all on ledger from public");
+    await db.query(`grant select on ledger to ${reader}`);
+    await db.end();
+
+    for (const engine of options.engines) {
+      const server = await testServer(engine, { env: { STINT_RECONCILE_INTERVAL: "0" } });
+      try {
+        await benchReads(server, engine, options);
+        await benchDynamic(server, engine, options, target, user);
+      } finally {
+        await server.cleanup();
+      }
+    }
+  } finally {
+    await root.query(`drop database if exists ${database} with (force)`);
+    const minted = await root.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
+      `stint\\_${user}\\_%`,
+    ]);
+    for (const r of minted.rows) await root.query(`drop role if exists ${r.rolname}`);
+    if (minted.rowCount) console.error(`dropped ${minted.rowCount} minted login(s) left behind`);
+    await root.query(`drop role if exists ${reader}`);
+    await root.end();
+  }
+  console.log(
+    "secret read: GET /v1/secrets/:path/value by a user the secret allows (platformRoles: [user]); each read " +
+      "writes an audit event, so reads serialize on the audit chain head.",
+  );
+  console.log(
+    "dynamic: submit → the outbox run at once until the request is active → GET /v1/me/roles/:role/credentials → " +
+      "a connection with the minted login reads the granted table. drop: deactivate → the outbox run until the " +
+      "login is gone from pg_roles.",
+  );
+  console.log(`total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
