@@ -300,6 +300,35 @@ describe("vault commands (real server)", () => {
     expect((await run(["secret", "get", "prod/db/admin", "--at-version", "1"])).stdout).toBe(`${VALUE}\n`);
   });
 
+  it("secret rotate makes a new current version and keeps the old one; rotation flags go together", async () => {
+    expect(
+      (await run(["secret", "put", "ops/webhook", "--generate", "--kind", "api-key", "--platform-role", "admin"])).code,
+    ).toBe(0);
+    const before = (await run(["secret", "get", "ops/webhook"])).stdout;
+    const rotated = await run(["secret", "rotate", "ops/webhook"]);
+    expect(rotated).toEqual({
+      code: 0,
+      stdout: "Rotated ops/webhook: version 2 is current; version 1 stays readable for rollback.\n",
+      stderr: "",
+    });
+    const after = (await run(["secret", "get", "ops/webhook"])).stdout;
+    expect(after).not.toBe(before);
+    expect((await run(["secret", "get", "ops/webhook", "--at-version", "1"])).stdout).toBe(before);
+    const lonely = await run(["secret", "put", "ops/db", "--generate", "--rotation-target", "app-db"]);
+    expect(lonely.code).toBe(2);
+    expect(lonely.stderr).toMatch(/--rotation-target and --rotation-login together/);
+  });
+
+  it("secret reveal refuses without a fresh MFA check and says how to get one", async () => {
+    expect(
+      (await run(["secret", "put", "emergency/root", "--generate", "--break-glass", "--platform-role", "admin"])).code,
+    ).toBe(0);
+    const refused = await run(["secret", "reveal", "emergency/root", "--reason", "database down, SSO unavailable"]);
+    expect(refused.code).toBe(4);
+    expect(refused.stdout).toBe("");
+    expect(refused.stderr).toMatch(/MFA_STEP_UP_REQUIRED/);
+  });
+
   it("no value in any stderr or audit event", async () => {
     const res = await server.app.inject({
       method: "GET",

@@ -12,6 +12,8 @@ import {
   checkout as checkoutResult,
   initResult,
   putSecretBody,
+  revealResult,
+  rotateResult,
   rotateKeyResult,
   secretKind,
   secretList,
@@ -150,6 +152,9 @@ interface PutOptions {
   exclusive?: boolean;
   maxCheckout?: string;
   rotateOnCheckin?: boolean;
+  breakGlass?: boolean;
+  rotationTarget?: string;
+  rotationLogin?: string;
 }
 
 function registerSecretCommands(program: Command, ctx: CliContext): void {
@@ -186,6 +191,12 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
     .option("--exclusive", "one holder at a time: reading it needs a check-out")
     .option("--max-checkout <duration>", "the longest check-out, e.g. 30m or 2h (default 1h)", durationArgument)
     .option("--rotate-on-checkin", "make a new random version at each check-in (password and api-key)")
+    .option(
+      "--break-glass",
+      "an emergency account: revealed only with `stint secret reveal` (reason, fresh MFA, alarms)",
+    )
+    .option("--rotation-target <target>", "the secret is a login's password at this target (with --rotation-login)")
+    .option("--rotation-login <login>", "the login at --rotation-target whose password `stint secret rotate` changes")
     .addHelpText(
       "after",
       "\nGive exactly one of --value-stdin and --generate. Roles and the check-out policy are kept\n" +
@@ -213,6 +224,8 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
             throw error;
           });
       }
+      if ((options.rotationTarget === undefined) !== (options.rotationLogin === undefined))
+        throw usageError("give --rotation-target and --rotation-login together");
       const policyGiven =
         options.exclusive !== undefined || options.maxCheckout !== undefined || options.rotateOnCheckin !== undefined;
       const body = {
@@ -223,6 +236,10 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
         ...(options.description !== undefined ? { description: options.description } : {}),
         ...(options.role !== undefined ? { roles: options.role } : {}),
         ...(options.platformRole !== undefined ? { platformRoles: [...new Set(options.platformRole)] } : {}),
+        ...(options.breakGlass ? { breakGlass: true } : {}),
+        ...(options.rotationTarget !== undefined && options.rotationLogin !== undefined
+          ? { rotation: { target: options.rotationTarget, login: options.rotationLogin } }
+          : {}),
         ...(policyGiven
           ? {
               checkout: {
@@ -331,6 +348,51 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
           `Checked out until ${clock(data.until)}; check it in with \`stint secret checkin ${sanitize(data.path)}\`.`,
         );
       }
+    });
+
+  secret
+    .command("rotate")
+    .description("a new value now; a login's password at a target is changed there and proven before it counts")
+    .argument("<path>", "the secret's path")
+    .action(async (path: string, _options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      checkPath(path);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("POST", secretUrl(path, "/rotate"), { schema: rotateResult });
+      emit(
+        ctx,
+        json,
+        raw,
+        () =>
+          `Rotated ${sanitize(data.path)}: version ${data.version} is current; version ${data.previousVersion} stays readable for rollback.\n`,
+      );
+    });
+
+  secret
+    .command("reveal")
+    .description("break-glass: reveal an emergency secret (needs a reason and MFA within 5 minutes; alerts everyone)")
+    .argument("<path>", "the secret's path")
+    .requiredOption("--reason <text>", "the emergency (recorded, sent to every channel, reviewed afterwards)")
+    .addHelpText(
+      "after",
+      "\nSign in with a fresh one-time code first: stint login --otp CODE\n" +
+        '\nExample:\n  stint secret reveal emergency/root --reason "INC-9: database down, SSO unavailable"\n',
+    )
+    .action(async (path: string, options: { reason: string }, command: Command) => {
+      const { json } = globalOptions(command);
+      checkPath(path);
+      const reason = checkReason(options.reason);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("POST", secretUrl(path, "/reveal"), {
+        body: { reason },
+        schema: revealResult,
+      });
+      emit(ctx, json, raw, () => `${data.value}\n`);
+      if (!json)
+        warn(
+          ctx,
+          `break-glass reveal recorded and announced; review ${data.reviewId} is open and ${sanitize(data.path)} is rotated at ${clock(data.rotationDueAt)}.`,
+        );
     });
 
   secret
