@@ -503,12 +503,27 @@ export function createRequestService(deps: RequestServiceDeps) {
             });
           }
           if (spec.breakGlass) {
+            // A break-glass activation is reviewed after the fact, always.
+            const reviewId = newId();
+            await tx
+              .insertInto("review_items")
+              .values({
+                id: reviewId,
+                kind: "break-glass-activation",
+                subject: `request:${id}`,
+                actor_id: principal.id,
+                reason: input.reason,
+                status: "open",
+                created_at: now,
+                due_at: new Date(now.getTime() + 3 * 24 * 3600_000),
+              })
+              .execute();
             events.push({
               action: "breakglass.used",
               outcome: "success",
               subject: `request:${id}`,
               reason: input.reason,
-              details: { role: role.name, reviewRequired: true },
+              details: { role: role.name, reviewRequired: true, reviewId },
             });
             await emit(tx, {
               type: "break_glass",

@@ -214,6 +214,30 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     expect(lockouts.map((e) => e.subject)).toEqual(["user:alice"]);
   });
 
+  it("a break-glass activation is immediate, audited as such, and opens a review item", async () => {
+    const { server } = await setup();
+    await seedRole(server, {
+      name: "emergency-admin",
+      risk: "critical",
+      policy: { mfa: { required: false }, breakGlass: true, approval: { stages: [{ approvers: { manager: true } }] } },
+      eligibleUsers: ["alice"],
+    });
+    const res = await actAs(server, "alice")("POST", "/v1/activation-requests", {
+      role: "emergency-admin",
+      reason: "primary database is down and SSO with it",
+    });
+    expect(res.body.state).toBe("active");
+    const reviews = await server.store.db.selectFrom("review_items").selectAll().execute();
+    expect(reviews).toEqual([
+      expect.objectContaining({
+        kind: "break-glass-activation",
+        subject: `request:${String(res.body.id)}`,
+        status: "open",
+        reason: "primary database is down and SSO with it",
+      }),
+    ]);
+  });
+
   it("stops honouring an eligibility at its end date and reports it once", async () => {
     const { server, clock } = await setup();
     await seedRole(server, {
