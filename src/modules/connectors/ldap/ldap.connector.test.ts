@@ -290,6 +290,110 @@ describe("discover()", () => {
   });
 });
 
+describe("password rotation (setPassword / verifyPassword)", () => {
+  let erin: string;
+  const oldPassword = `erin-old-${randomBytes(8).toString("hex")}`;
+  const newPassword = `erin-new-${randomBytes(8).toString("hex")}`;
+
+  beforeAll(async () => {
+    erin = await addPerson(slapd, `erin-${suffix}`, { password: oldPassword });
+    created.unshift(erin);
+  });
+
+  /** Whether a plain client can bind as the DN with the password. */
+  const canBind = (dn: string, password: string) =>
+    bindAs(slapd, dn, password).then(
+      () => true,
+      (error: { code?: number }) => {
+        if (error.code === 49) return false;
+        throw error;
+      },
+    );
+
+  it("setPassword replaces the password: the old one no longer binds, the new one does", async () => {
+    expect(await canBind(erin, oldPassword)).toBe(true);
+    await ldapConnector.setPassword!(target(), { login: erin, password: newPassword });
+    expect(await canBind(erin, oldPassword)).toBe(false);
+    expect(await canBind(erin, newPassword)).toBe(true);
+    // The server hashed it (Password Modify), so the clear value is not what it stores.
+    const stored = await readAttribute(slapd, erin, "userPassword");
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).not.toContain(newPassword);
+    expect(stored[0]).toMatch(/^\{[A-Z0-9-]+\}/);
+  });
+
+  it("verifyPassword signs in: true for the current password, false for the old one and a wrong one", async () => {
+    expect(await ldapConnector.verifyPassword!(target(), { login: erin, password: newPassword })).toBe(true);
+    expect(await ldapConnector.verifyPassword!(target(), { login: erin, password: oldPassword })).toBe(false);
+    expect(await ldapConnector.verifyPassword!(target(), { login: erin, password: "" })).toBe(false);
+    // Setting it back (what the vault does when a rotation fails) works the same way.
+    await ldapConnector.setPassword!(target(), { login: erin, password: oldPassword });
+    expect(await ldapConnector.verifyPassword!(target(), { login: erin, password: oldPassword })).toBe(true);
+    expect(await ldapConnector.verifyPassword!(target(), { login: erin, password: newPassword })).toBe(false);
+  });
+
+  it("verifyPassword needs no admin credential (it binds as the login only)", async () => {
+    const alone = target({}, { credential: null });
+    expect(await ldapConnector.verifyPassword!(alone, { login: erin, password: oldPassword })).toBe(true);
+  });
+
+  it("a missing entry is refused, without the password", async () => {
+    const ghost = `uid=ghost-${suffix},${slapd.peopleDn}`;
+    const error = await failure(ldapConnector.setPassword!(target(), { login: ghost, password: newPassword }));
+    expect(error.reason).toBe("refused");
+    expect(error.message).toContain("no entry");
+    expect(error.message).not.toContain(newPassword);
+    expect(error.message).not.toContain(slapd.rootPassword);
+    // Binding as a DN with no entry is an invalid credential, not an error.
+    expect(await ldapConnector.verifyPassword!(target(), { login: ghost, password: newPassword })).toBe(false);
+  });
+
+  it("a login that is not a DN is refused before connecting", async () => {
+    const error = await failure(ldapConnector.setPassword!(target(), { login: "erin)(uid=*", password: newPassword }));
+    expect(error.reason).toBe("refused");
+    expect(error.message).not.toContain(newPassword);
+  });
+
+  it("an empty password is refused (the server would make one up)", async () => {
+    const error = await failure(ldapConnector.setPassword!(target(), { login: erin, password: "" }));
+    expect(error.reason).toBe("refused");
+    expect(await canBind(erin, oldPassword)).toBe(true);
+  });
+
+  it("a wrong admin password is refused and changes nothing", async () => {
+    const wrong = `wrong-${randomBytes(8).toString("hex")}`;
+    const error = await failure(
+      ldapConnector.setPassword!(target({}, { credential: wrong }), { login: erin, password: newPassword }),
+    );
+    expect(error.reason).toBe("refused");
+    expect(error.message).not.toContain(wrong);
+    expect(error.message).not.toContain(newPassword);
+    expect(await canBind(erin, oldPassword)).toBe(true);
+  });
+
+  it("a closed port is unavailable for both, without the password", async () => {
+    const closed = target({}, { address: `ldap://127.0.0.1:${await freePort()}` });
+    for (const promise of [
+      ldapConnector.setPassword!(closed, { login: erin, password: newPassword }),
+      ldapConnector.verifyPassword!(closed, { login: erin, password: newPassword }),
+    ]) {
+      const error = await failure(promise);
+      expect(error.reason).toBe("unavailable");
+      expect(error.message).not.toContain(newPassword);
+      expect(error.message).not.toContain(slapd.rootPassword);
+    }
+  });
+
+  it("an aborted call is unavailable", async () => {
+    const controller = new AbortController();
+    controller.abort();
+    const error = await failure(
+      ldapConnector.verifyPassword!(target(), { login: erin, password: oldPassword }, { signal: controller.signal }),
+    );
+    expect(error.reason).toBe("unavailable");
+  });
+});
+
 describe("with the least privileges the docs ask for (a second slapd with ACLs)", () => {
   let restricted: Slapd;
   const servicePassword = `svc-${randomBytes(8).toString("hex")}`;
@@ -303,7 +407,8 @@ describe("with the least privileges the docs ask for (a second slapd with ACLs)"
     // The ACL of docs/connectors/ldap.md, with the service account's DN filled in.
     restricted = await startSlapd({
       access: [
-        "access to attrs=userPassword by self write by anonymous auth by * none",
+        'access to attrs=userPassword by dn.exact="uid=stint-svc,ou=people,{{base}}" write' +
+          " by self write by anonymous auth by * none",
         'access to dn.one="ou=groups,{{base}}" attrs=member,uniqueMember' +
           ' by dn.exact="uid=stint-svc,ou=people,{{base}}" write by users read',
         "access to * by users read",
@@ -337,6 +442,24 @@ describe("with the least privileges the docs ask for (a second slapd with ACLs)"
     expect((await ldapConnector.discover(target)).map((f) => f.login)).toEqual([normalizeDn(dave)]);
     await ldapConnector.revoke(target, { login: dave, entitlement: { group } });
     expect(await ldapConnector.observe(target, { group })).toEqual([]);
+  });
+
+  it("the service account can rotate a password; one that may only read is refused", async () => {
+    const frank = await addPerson(restricted, "frank", { password: "frank-old-pw" });
+    const next = `frank-${randomBytes(8).toString("hex")}`;
+    await ldapConnector.setPassword!(as(service, servicePassword), { login: frank, password: next });
+    expect(await ldapConnector.verifyPassword!(as(service, servicePassword), { login: frank, password: next })).toBe(
+      true,
+    );
+    const error = await failure(
+      ldapConnector.setPassword!(as(reader, readerPassword), { login: frank, password: "another-pw" }),
+    );
+    expect(error.reason).toBe("refused");
+    expect(error.message).toContain("insufficientAccessRights (50)");
+    expect(error.message).not.toContain("another-pw");
+    expect(await ldapConnector.verifyPassword!(as(service, servicePassword), { login: frank, password: next })).toBe(
+      true,
+    );
   });
 
   it("an account that may only read is refused, in the server's words, without its password", async () => {

@@ -6,7 +6,7 @@
  * unbinds. Values travel BER-encoded in modify requests, never in filters, so there
  * is nothing to inject into; DNs are still checked strictly (ldap.rules.ts).
  */
-import { Attribute, Change, Client, ResultCodeError, type Entry } from "ldapts";
+import { Attribute, BerWriter, Change, Client, ResultCodeError, type Entry } from "ldapts";
 import {
   ConnectorError,
   refused,
@@ -43,15 +43,16 @@ function resultCode(error: unknown): number | null {
   return error instanceof ResultCodeError ? error.code : null;
 }
 
-/** Removes the credential from text, in case a server or library ever echoes it. */
-function scrub(text: string, target: ConnectorTarget): string {
-  const secret = target.credential ?? "";
-  return secret.length >= 4 ? text.split(secret).join("[redacted]") : text;
+/** Removes the credential (and any other secret of the call) from text, in case a server or library echoes it. */
+function scrub(text: string, target: ConnectorTarget, extra: string[] = []): string {
+  return [target.credential ?? "", ...extra]
+    .filter((secret) => secret.length >= 4)
+    .reduce((clean, secret) => clean.split(secret).join("[redacted]"), text);
 }
 
 /** The server's own words for a result, one line. */
-function serverWords(error: ResultCodeError, target: ConnectorTarget): string {
-  return scrub(describeResult(error.code, error.message), target);
+function serverWords(error: ResultCodeError, target: ConnectorTarget, extra: string[] = []): string {
+  return scrub(describeResult(error.code, error.message), target, extra);
 }
 
 /** Where the connector connects, without user info, path or query. */
@@ -63,11 +64,11 @@ function endpointOf(address: string): { url: string; host: string } {
 }
 
 /** Any failure as a ConnectorError: the server's "no" is refused; anything else is unavailable, safely worded. */
-function classify(error: unknown, target: ConnectorTarget, doing: string): ConnectorError {
-  if (error instanceof ConnectorError) return error;
+function classify(error: unknown, target: ConnectorTarget, doing: string, extra: string[] = []): ConnectorError {
+  if (error instanceof ConnectorError) return new ConnectorError(error.reason, scrub(error.message, target, extra));
   const code = resultCode(error);
   if (code !== null) {
-    const words = serverWords(error as ResultCodeError, target);
+    const words = serverWords(error as ResultCodeError, target, extra);
     return isTransientResult(code)
       ? unavailable(`${target.name}: ${doing}: ${words}`)
       : refused(`${target.name}: ${doing}: ${words}`);
@@ -80,7 +81,7 @@ function classify(error: unknown, target: ConnectorTarget, doing: string): Conne
     firstLine === "Connection timeout"
       ? `: no connection within ${CONNECT_TIMEOUT_MS / 1000} s`
       : known.test(message)
-        ? `: ${scrub(firstLine, target)}`
+        ? `: ${scrub(firstLine, target, extra)}`
         : "";
   return unavailable(`${target.name}: ${doing}: the LDAP server did not answer${detail}`);
 }
@@ -95,13 +96,48 @@ async function withDirectory<T>(
   call: CallOptions | undefined,
   doing: string,
   work: (client: Client, settings: LdapSettings) => Promise<T>,
+  secrets: string[] = [],
+): Promise<T> {
+  const settings = settingsOf(target.options);
+  if (call?.signal?.aborted) throw unavailable(`${target.name}: ${doing}: cancelled`);
+  if (!target.credential)
+    // An empty password would make the bind anonymous (RFC 4513 §5.1.2) instead of failing.
+    throw refused(`${target.name}: no credential is set: store the password of ${settings.bindDn} as its credential`);
+  const credential = target.credential;
+  return withConnection(
+    target,
+    call,
+    doing,
+    async (client, endpoint) => {
+      try {
+        await client.bind(settings.bindDn, credential);
+      } catch (error) {
+        if (resultCode(error) === RESULT.invalidCredentials)
+          throw refused(
+            `${target.name}: cannot bind as ${settings.bindDn}: invalid credentials (wrong DN or password)`,
+          );
+        throw classify(error, target, `binding as ${settings.bindDn} at ${endpoint.host}`, secrets);
+      }
+      return work(client, settings);
+    },
+    secrets,
+  );
+}
+
+/**
+ * Connects and optionally upgrades with StartTLS, without binding; runs `work` and unbinds,
+ * also on error and on abort. `secrets` are scrubbed from messages besides the credential.
+ */
+async function withConnection<T>(
+  target: ConnectorTarget,
+  call: CallOptions | undefined,
+  doing: string,
+  work: (client: Client, endpoint: { url: string; host: string }) => Promise<T>,
+  secrets: string[],
 ): Promise<T> {
   const settings = settingsOf(target.options);
   const signal = call?.signal;
   if (signal?.aborted) throw unavailable(`${target.name}: ${doing}: cancelled`);
-  if (!target.credential)
-    // An empty password would make the bind anonymous (RFC 4513 §5.1.2) instead of failing.
-    throw refused(`${target.name}: no credential is set: store the password of ${settings.bindDn} as its credential`);
   let endpoint: { url: string; host: string };
   try {
     endpoint = endpointOf(target.address);
@@ -112,23 +148,15 @@ async function withDirectory<T>(
     throw refused(`${target.name}: options.startTls is for ldap:// addresses; ldaps:// is encrypted already`);
 
   const client = new Client({ url: endpoint.url, connectTimeout: CONNECT_TIMEOUT_MS, timeout: OPERATION_TIMEOUT_MS });
-  const credential = target.credential;
   const run = (async () => {
     if (settings.startTls) {
       try {
         await client.startTLS({ servername: new URL(target.address).hostname });
       } catch (error) {
-        throw classify(error, target, `StartTLS with ${endpoint.host}`);
+        throw classify(error, target, `StartTLS with ${endpoint.host}`, secrets);
       }
     }
-    try {
-      await client.bind(settings.bindDn, credential);
-    } catch (error) {
-      if (resultCode(error) === RESULT.invalidCredentials)
-        throw refused(`${target.name}: cannot bind as ${settings.bindDn}: invalid credentials (wrong DN or password)`);
-      throw classify(error, target, `binding as ${settings.bindDn} at ${endpoint.host}`);
-    }
-    return work(client, settings);
+    return work(client, endpoint);
   })();
 
   let onAbort: (() => void) | undefined;
@@ -143,7 +171,7 @@ async function withDirectory<T>(
   try {
     return await (signal ? Promise.race([run, aborted]) : run);
   } catch (error) {
-    throw classify(error, target, doing);
+    throw classify(error, target, doing, secrets);
   } finally {
     if (onAbort) signal?.removeEventListener("abort", onAbort);
     // After an abort `run` may still be connecting; close once it settles, without making the caller wait.
@@ -154,6 +182,19 @@ async function withDirectory<T>(
     if (signal?.aborted) void close.catch(() => undefined);
     else await close.catch(() => undefined);
   }
+}
+
+/** The LDAP Password Modify extended operation (RFC 3062). */
+const PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1";
+
+/** PasswdModifyRequestValue ::= SEQUENCE { userIdentity [0] OPTIONAL, oldPasswd [1] OPTIONAL, newPasswd [2] OPTIONAL } */
+export function passwordModifyRequest(dn: string, newPassword: string): Buffer {
+  const writer = new BerWriter();
+  writer.startSequence(0x30);
+  writer.writeString(dn, 0x80);
+  writer.writeString(newPassword, 0x82);
+  writer.endSequence();
+  return writer.buffer;
 }
 
 /** Values of an attribute of an entry (attribute names compared case-insensitively, as LDAP does). */
@@ -202,6 +243,13 @@ async function lastActivity(client: Client, dn: string): Promise<string | null> 
     if (resultCode(error) !== null) return null;
     throw error;
   }
+}
+
+/** The login as given, or refused when it is not a DN (it is never sent to the server then). */
+function checkedLogin(target: ConnectorTarget, login: string): string {
+  const problems = checkLogin(login);
+  if (problems.length > 0) throw refused(`${target.name}: ${problems.join("; ")}`);
+  return login;
 }
 
 function modification(operation: "add" | "delete", attribute: string, value: string): Change {
@@ -299,6 +347,50 @@ export const ldapConnector: Connector = {
       const members = await readMembers(client, target, group, settings.memberAttribute);
       return [...new Set(members.filter((dn) => !skip.has(dn)))].sort();
     });
+  },
+
+  // Rotation: `login` is the DN of an entry; its password is set by the admin and proven by a bind as the entry.
+  async setPassword(target, spec, call) {
+    const login = checkedLogin(target, spec.login);
+    // An absent or empty newPasswd would make the server generate a password (RFC 3062 §2) nobody knows.
+    if (!spec.password) throw refused(`${target.name}: will not set an empty password for ${login}`);
+    await withDirectory(
+      target,
+      call,
+      `setting the password of ${login}`,
+      async (client) => {
+        try {
+          // Password Modify lets the server hash the value as it is configured to (password-hash, ppolicy).
+          await client.exop(PASSWORD_MODIFY_OID, passwordModifyRequest(login, spec.password));
+        } catch (error) {
+          if (resultCode(error) === RESULT.noSuchObject)
+            throw refused(`${target.name}: there is no entry ${login} (check the target's identity template)`);
+          throw error;
+        }
+      },
+      [spec.password],
+    );
+  },
+
+  async verifyPassword(target, spec, call) {
+    const login = checkedLogin(target, spec.login);
+    // An empty password would be an unauthenticated bind (RFC 4513 §5.1.2), which proves nothing.
+    if (!spec.password) return false;
+    return withConnection(
+      target,
+      call,
+      `signing in as ${login}`,
+      async (client) => {
+        try {
+          await client.bind(login, spec.password);
+          return true;
+        } catch (error) {
+          if (resultCode(error) === RESULT.invalidCredentials) return false;
+          throw error;
+        }
+      },
+      [spec.password],
+    );
   },
 
   async discover(target, call) {
