@@ -49,7 +49,9 @@ export const putSecretBody = z
     /** An emergency account: revealed only with a reason and fresh MFA, loudly, and rotated afterwards. */
     breakGlass: z.boolean().optional(),
     /** The secret is this login's password at this target (PostgreSQL, MariaDB): `stint secret rotate` changes it there. */
-    rotation: z.strictObject({ target: name, login: z.string().min(1).max(300) }).optional(),
+    rotation: z
+      .strictObject({ target: name, login: z.string().min(1).max(300), every: durationText.optional() })
+      .optional(),
   })
   .refine((b) => (b.value === undefined) !== (b.generate === undefined), {
     message: "give either value or generate",
@@ -68,7 +70,7 @@ export const secretMeta = z.object({
   checkout: checkoutPolicy,
   currentVersion: z.number().int(),
   breakGlass: z.boolean(),
-  rotation: z.object({ target: z.string(), login: z.string() }).nullable(),
+  rotation: z.object({ target: z.string(), login: z.string(), every: z.string().optional() }).nullable(),
   rotationDueAt: isoTime.nullable(),
   /** The open check-out, if any (exclusive secrets). */
   checkedOut: z.object({ holder: z.string(), until: isoTime }).nullable(),
@@ -134,4 +136,8 @@ export const revealResult = z.object({
   rotationDueAt: isoTime,
 });
 
-export const rotateResult = z.object({ path: z.string(), version: z.number().int(), previousVersion: z.number().int() });
+export const rotateResult = z.object({
+  path: z.string(),
+  version: z.number().int(),
+  previousVersion: z.number().int(),
+});

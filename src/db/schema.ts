@@ -310,7 +310,7 @@ export interface SecretsTable {
   current_version: number;
   break_glass: Generated<boolean>;
   rotation_due_at: Timestamp | null;
-  rotation: Json<{ target: string; login: string }> | null;
+  rotation: Json<{ target: string; login: string; every?: string }> | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -121,6 +121,30 @@ targets:
     expect(previous.body.value).toBe(original);
   });
 
+  it("a scheduled rotation runs from the scheduler when it is due, the same way", async () => {
+    const auth = await admin();
+    const current = String((await call(server, auth, "GET", `/v1/secrets/${enc("scratch/app")}/value`)).body.value);
+    const put = await call(server, auth, "PUT", `/v1/secrets/${enc("scratch/app")}`, {
+      value: current,
+      rotation: { target: "scratch-db", login, every: "30d" },
+    });
+    expect(put.status).toBe(200);
+    const due = Date.parse(String(put.body.rotationDueAt));
+    expect(due - Date.now()).toBeGreaterThan(29 * 24 * 3600_000);
+    await server.store.db
+      .updateTable("secrets")
+      .set({ rotation_due_at: new Date(Date.now() - 1000) })
+      .where("path", "=", "scratch/app")
+      .execute();
+    await server.scheduler.runOnce();
+    const after = await call(server, auth, "GET", `/v1/secrets/${enc("scratch/app")}`);
+    expect(after.body.currentVersion).toBe(4);
+    const next = String((await call(server, auth, "GET", `/v1/secrets/${enc("scratch/app")}/value`)).body.value);
+    expect(await signsIn(login, current)).toBe(false);
+    expect(await signsIn(login, next)).toBe(true);
+    expect(Date.parse(String(after.body.rotationDueAt)) - Date.now()).toBeGreaterThan(29 * 24 * 3600_000);
+  });
+
   it("a rotation the target refuses changes nothing, keeps the old password working, and alerts", async () => {
     const auth = await admin();
     const put = await call(server, auth, "PUT", `/v1/secrets/${enc("scratch/ghost")}`, {

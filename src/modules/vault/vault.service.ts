@@ -10,6 +10,7 @@
  */
 import { checkoutPolicy, type CheckoutPolicy, type PutSecretBody, type SecretMetaDto } from "../../contract/vault.js";
 import type { Kysely } from "kysely";
+import ssh2 from "ssh2";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
@@ -71,6 +72,17 @@ const BREAK_GLASS_ROTATE_AFTER_MS = 60 * 60_000;
 const REVIEW_DUE_MS = 3 * 24 * 3600_000;
 
 const iso = (value: Date | string) => new Date(value).toISOString();
+
+/** A new random value of the secret's kind: an OpenSSH ed25519 private key for ssh-key, a password otherwise. */
+function newValueFor(kind: string): string {
+  return kind === "ssh-key" ? ssh2.utils.generateKeyPairSync("ed25519").private : generateValue(32);
+}
+
+/** When a secret with a rotation schedule is next due (null without one). */
+function nextRotation(row: { rotation: { every?: string } | null }, now: Date): Date | null {
+  const every = row.rotation?.every;
+  return every ? new Date(now.getTime() + parseDuration(every)) : null;
+}
 
 function integrity(error: unknown): never {
   if (error instanceof IntegrityError)
@@ -253,7 +265,9 @@ export function createVaultService(deps: VaultServiceDeps) {
     async put(actor: Actor, context: CallContext, path: string, input: PutSecretBody): Promise<SecretMetaDto> {
       authorize(actor, "secrets.write");
       const who = principalOf(actor).name;
-      const value = input.value ?? generateValue(input.generate!.length);
+      const kindOf = input.kind;
+      const value =
+        input.value ?? (kindOf === "ssh-key" ? newValueFor("ssh-key") : generateValue(input.generate!.length));
       const kek = await activeKek(store.db);
       const row = await store.transaction(async (tx) => {
         const now = clock.now();
@@ -306,6 +320,9 @@ export function createVaultService(deps: VaultServiceDeps) {
             platformRoles: fields.platform_roles,
           },
         });
+        // A new rotation schedule starts now.
+        if (fields.rotation?.every && !existing?.rotation_due_at)
+          await vaultStore.setRotationDue(tx, id, nextRotation(fields, now)!);
         return (await vaultStore.findSecret(tx, path))!;
       });
       return metaDto(store.db, row);
@@ -545,7 +562,9 @@ export function createVaultService(deps: VaultServiceDeps) {
       const kek = await activeKek(store.db);
       const row = await vaultStore.findSecret(store.db, path);
       if (!row) throw new StintError("NOT_FOUND", `There is no secret ${path}.`);
-      const next = generateValue(32);
+      if (row.kind === "certificate")
+        throw new StintError("CONFLICT", `${path} is a certificate: Stint does not issue certificates; put a new one.`);
+      const next = newValueFor(row.kind);
       const rotation = row.rotation;
       const pending = await store.transaction(async (tx) => {
         const locked = (await vaultStore.findSecret(tx, path, true))!;
@@ -558,7 +577,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           wrapped_key: sealed.wrappedKey,
           kek_version: kek.version,
           source: "rotation",
-          created_by: principalOf(actor).name,
+          created_by: actor.kind === "principal" ? actor.name : "system",
           created_at: clock.now(),
         });
         return { version, previous: locked.current_version };
@@ -611,7 +630,7 @@ export function createVaultService(deps: VaultServiceDeps) {
         const now = clock.now();
         await tx
           .updateTable("secrets")
-          .set({ current_version: pending.version, rotation_due_at: null, updated_at: now })
+          .set({ current_version: pending.version, rotation_due_at: nextRotation(row, now), updated_at: now })
           .where("id", "=", row.id)
           .execute();
         await audit.append(tx, actor, context, {
@@ -628,54 +647,28 @@ export function createVaultService(deps: VaultServiceDeps) {
       return { path, version: pending.version, previousVersion: pending.previous };
     },
 
-    /** Scheduler: secrets whose rotation is due get a new random version (passwords, API keys, generic values). */
+    /**
+     * Scheduler: rotates the secrets whose rotation is due (a schedule, or after a break-glass reveal),
+     * exactly as `rotate` does. A failed one is audited and alerted by `rotate`, and tried again in an hour.
+     */
     async rotateDue(limit = 50): Promise<number> {
       const due = await vaultStore.dueRotations(store.db, clock.now(), limit);
-      if (due.length === 0) return 0;
-      const kek = await activeKek(store.db);
       let rotated = 0;
-      for (const { id } of due) {
-        await store.transaction(async (tx) => {
-          const row = await vaultStore.lockSecretById(tx, id);
-          const now = clock.now();
-          if (!row || !row.rotation_due_at || new Date(row.rotation_due_at) > now) return;
-          const local = row.kind === "password" || row.kind === "api-key" || row.kind === "generic";
-          let version = row.current_version;
-          if (local) {
-            version += 1;
-            const sealed = sealVersion(kek.key, binding(row.id, row.path, version), generateValue(32));
-            await vaultStore.insertVersion(tx, {
-              secret_id: row.id,
-              version,
-              ciphertext: sealed.ciphertext,
-              wrapped_key: sealed.wrappedKey,
-              kek_version: kek.version,
-              source: "rotation",
-              created_by: "system",
-              created_at: now,
-            });
-          }
-          await tx
-            .updateTable("secrets")
-            .set({ current_version: version, rotation_due_at: null, updated_at: now })
-            .where("id", "=", row.id)
-            .execute();
-          await audit.append(
-            tx,
-            SYSTEM,
-            { correlationId: "scheduler", sourceIp: null, userAgent: null },
-            {
-              action: local ? "secret.rotated" : "secret.rotation_needed",
-              outcome: local ? "success" : "failed",
-              subject: `secret:${row.path}`,
-              reason: local
-                ? "scheduled after a break-glass reveal"
-                : `a ${row.kind} is rotated by hand: replace it now`,
-              details: { version },
-            },
-          );
+      for (const { path } of due) {
+        try {
+          await this.rotate(SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, path);
           rotated += 1;
-        });
+        } catch (error) {
+          if (error instanceof StintError && (error.code === "SEALED" || error.code === "VAULT_KEY_INVALID"))
+            throw error;
+          // A secret that cannot be rotated at all stops being due; anything else is tried again in an hour.
+          const cannot = error instanceof StintError && error.code === "CONFLICT";
+          await vaultStore.setRotationDueByPath(
+            store.db,
+            path,
+            cannot ? null : new Date(clock.now().getTime() + 3600_000),
+          );
+        }
       }
       return rotated;
     },

@@ -52,7 +52,7 @@ export async function insertSecret(
   row: Omit<SecretRow, "metadata" | "checkout" | "rotation"> & {
     metadata: Record<string, string>;
     checkout: unknown;
-    rotation: { target: string; login: string } | null;
+    rotation: { target: string; login: string; every?: string } | null;
   },
 ): Promise<void> {
   await db
@@ -79,7 +79,7 @@ export async function updateSecret(
     checkout: unknown;
     current_version: number;
     break_glass: boolean;
-    rotation: { target: string; login: string } | null;
+    rotation: { target: string; login: string; every?: string } | null;
     updated_at: Date;
   },
 ): Promise<void> {
@@ -301,7 +301,11 @@ export async function setRotationDue(db: Q, secretId: string, at: Date): Promise
 }
 
 export function dueRotations(db: Q, now: Date, limit: number) {
-  return db.selectFrom("secrets").select("id").where("rotation_due_at", "<=", now).limit(limit).execute();
+  return db.selectFrom("secrets").select(["id", "path"]).where("rotation_due_at", "<=", now).limit(limit).execute();
+}
+
+export async function setRotationDueByPath(db: Q, path: string, at: Date | null): Promise<void> {
+  await db.updateTable("secrets").set({ rotation_due_at: at }).where("path", "=", path).execute();
 }
 
 export function lockSecretById(db: Q, id: string) {
