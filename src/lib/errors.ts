@@ -45,7 +45,10 @@ export const ERROR_CODES = {
   NOT_ACTIVE: { status: 409, message: "That activation is not active." },
   SEALED: { status: 503, message: "The vault is sealed: an operator must unseal it (stint operator unseal)." },
   VAULT_KEY_INVALID: { status: 503, message: "The vault key does not match this vault, so no secret can be opened." },
-  INTEGRITY_FAILED: { status: 500, message: "A stored secret failed its integrity check; it may have been tampered with." },
+  INTEGRITY_FAILED: {
+    status: 500,
+    message: "A stored secret failed its integrity check; it may have been tampered with.",
+  },
   CHECKED_OUT: { status: 409, message: "The secret is checked out by someone else." },
   TARGET_UNAVAILABLE: { status: 502, message: "The target could not be reached or refused Stint's request." },
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
