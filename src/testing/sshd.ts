@@ -48,7 +48,8 @@ export async function startSshd(): Promise<Sshd> {
         "ListenAddress 127.0.0.1",
         `HostKey ${hostKey}`,
         `PidFile ${join(dir, "sshd.pid")}`,
-        `AuthorizedKeysFile ${authorizedKeys}`,
+        // The shared admin key, then each user's own file (for key rotation tests).
+        `AuthorizedKeysFile ${authorizedKeys} .ssh/authorized_keys`,
         "PermitRootLogin prohibit-password",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
@@ -140,15 +141,17 @@ function checkName(name: string): string {
 /**
  * A local user without a home directory (and, as useradd does on Debian, a group of the same name).
  * With sshLogin the account is unlocked ("*" password: no password works, keys do), so the test
- * sshd lets it in with the admin key.
+ * sshd lets it in with the admin key. With home, useradd creates /home/<name> (remove it with deleteUser's
+ * removeHome).
  */
-export async function createUser(name: string, options: { sshLogin?: boolean } = {}): Promise<void> {
-  await run("useradd", ["-M", "-s", "/bin/sh", ...(options.sshLogin ? ["-p", "*"] : []), checkName(name)]);
+export async function createUser(name: string, options: { sshLogin?: boolean; home?: boolean } = {}): Promise<void> {
+  const home = options.home ? ["-m"] : ["-M"];
+  await run("useradd", [...home, "-s", "/bin/sh", ...(options.sshLogin ? ["-p", "*"] : []), checkName(name)]);
 }
 
-/** Removes the user (and its own group); a user that is not there is fine. */
-export async function deleteUser(name: string): Promise<void> {
-  await run("userdel", [checkName(name)]).catch((error: { stderr?: string }) => {
+/** Removes the user (and its own group, and with removeHome its home directory); a user that is not there is fine. */
+export async function deleteUser(name: string, options: { removeHome?: boolean } = {}): Promise<void> {
+  await run("userdel", [...(options.removeHome ? ["-r"] : []), checkName(name)]).catch((error: { stderr?: string }) => {
     if (!/does not exist/.test(error.stderr ?? "")) throw error;
   });
 }

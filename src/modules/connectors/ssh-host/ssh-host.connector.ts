@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { Socket } from "node:net";
-import { Client, type ClientErrorExtensions } from "ssh2";
+import { Client, utils, type ClientErrorExtensions } from "ssh2";
 import {
   ConnectorError,
   refused,
@@ -16,11 +16,13 @@ import {
   type StandingAccess,
 } from "../connector.types.js";
 import {
+  AUTHORIZED_KEYS_SCRIPT,
   buildBatch,
   buildCommand,
   fingerprintFromHex,
   groupHolders,
   isNotMemberMessage,
+  managedKeyLine,
   nameProblems,
   optionProblems,
   parseAddress,
@@ -194,7 +196,65 @@ export const sshHostConnector: Connector = {
         .map((entry) => ({ ...entry, lastActivity: lastSeen.get(entry.login) ?? null }))
         .sort((a, b) => (a.login === b.login ? a.privilege.localeCompare(b.privilege) : a.login < b.login ? -1 : 1));
     }),
+  // Rotation: the "password" is the login's SSH private key. setPassword puts its public key into the login's
+  // authorized_keys as the one line marked stint-managed; verifyPassword signs in as the login with it.
+  async setPassword(target, spec, call) {
+    const login = checkLogin(spec.login);
+    const line = publicKeyLine(spec.password);
+    await withSession(
+      target,
+      call,
+      async (session) => {
+        const [passwd] = await session.run(plain("getent", "passwd", login));
+        if (passwd!.code === 2) throw refused(`user "${login}" does not exist on ${session.address.host}`);
+        const [user] = parsePasswd(expectOk(passwd!).stdout);
+        if (!user?.home) throw refused(`getent printed no home directory for "${login}"`);
+        // As the login, not as root: a symlink in its home cannot redirect the write.
+        const [written] = await session.run(
+          privileged("runuser", "-u", login, "--", "sh", "-c", AUTHORIZED_KEYS_SCRIPT, "stint", user.home, line),
+        );
+        expectOk(written!);
+      },
+      { secrets: [spec.password] },
+    );
+  },
+
+  async verifyPassword(target, spec, call) {
+    const login = checkLogin(spec.login);
+    publicKeyLine(spec.password); // refuses what is not a private key before connecting
+    try {
+      await withSession(target, call, async () => undefined, {
+        as: { user: login, privateKey: spec.password },
+        secrets: [spec.password],
+      });
+      return true;
+    } catch (error) {
+      if (error instanceof AuthenticationFailed) return false;
+      throw error;
+    }
+  },
 };
+
+function checkLogin(login: string): string {
+  const problems = nameProblems("the login", login);
+  if (problems.length > 0) throw refused(problems.join("; "));
+  return login;
+}
+
+/** The authorized_keys line for a private key; refused (without the parser's words) when it is not one. */
+function publicKeyLine(privateKey: string): string {
+  const unreadable = "the new key is not a private key this connector can read (OpenSSH or PEM, no passphrase)";
+  let parsed: ReturnType<typeof utils.parseKey>;
+  try {
+    parsed = utils.parseKey(privateKey);
+  } catch {
+    throw refused(unreadable);
+  }
+  if (parsed instanceof Error || !parsed.isPrivateKey()) throw refused(unreadable);
+  const line = managedKeyLine(parsed.type, parsed.getPublicSSH());
+  if (typeof line !== "string") throw refused(line.problem);
+  return line;
+}
 
 function checkGroup(entitlement: Record<string, unknown>): string {
   const problems = sshHostConnector.checkEntitlement(entitlement);
@@ -231,13 +291,22 @@ async function withSession<T>(
   target: ConnectorTarget,
   call: CallOptions | undefined,
   work: (session: Session) => Promise<T>,
+  extra: {
+    /** Sign in as this user with this key instead of the admin (the address's user and the credential). */
+    as?: { user: string; privateKey: string };
+    /** Secrets besides the credential to keep out of messages. */
+    secrets?: string[];
+  } = {},
 ): Promise<T> {
   const problems = optionProblems(target.options);
   if (problems.length > 0) throw refused(`target ${target.name}: ${problems.join("; ")}`);
   const options = parseOptions(target.options);
-  const address = parseAddress(target.address);
-  if ("problem" in address) throw refused(`target ${target.name}: ${address.problem}`);
-  if (!target.credential) throw refused(`target ${target.name} has no credential: set the admin user's private key`);
+  const parsed = parseAddress(target.address);
+  if ("problem" in parsed) throw refused(`target ${target.name}: ${parsed.problem}`);
+  const address = extra.as ? { ...parsed, user: extra.as.user } : parsed;
+  const privateKey = extra.as ? extra.as.privateKey : target.credential;
+  if (!privateKey) throw refused(`target ${target.name} has no credential: set the admin user's private key`);
+  const secrets = [target.credential ?? "", ...(extra.secrets ?? [])];
   const where = `${address.host}:${address.port}`;
 
   if (call?.signal?.aborted) throw unavailable(`call to ${where} aborted`);
@@ -264,7 +333,7 @@ async function withSession<T>(
 
   try {
     socket.connect({ host: address.host, port: address.port });
-    await Promise.race([connect(client, socket, address, options.hostKey, target.credential, where), ended]);
+    await Promise.race([connect(client, socket, address, options.hostKey, privateKey, where), ended]);
     const sudo = options.useSudo && address.user !== "root";
     const session: Session = {
       address,
@@ -284,7 +353,7 @@ async function withSession<T>(
     };
     return await Promise.race([work(session), ended]);
   } catch (error) {
-    throw scrub(error, target.credential);
+    throw scrub(error, secrets);
   } finally {
     call?.signal?.removeEventListener("abort", onAbort);
     if (!closed && !socket.destroyed) {
@@ -322,7 +391,11 @@ function connect(
           ),
         );
       } else if (error.level === "client-authentication") {
-        reject(refused(`${address.user}@${where} did not accept the credential (public key authentication failed)`));
+        reject(
+          new AuthenticationFailed(
+            `${address.user}@${where} did not accept the key (public key authentication failed)`,
+          ),
+        );
       } else if (error.level === "client-timeout") {
         reject(unavailable(`no SSH answer from ${where} within ${CONNECT_TIMEOUT_MS / 1000} s`));
       } else if (error.code) {
@@ -379,13 +452,21 @@ function exec(client: Client, command: string, where: string): Promise<CommandRe
   });
 }
 
-/** Every error leaves as a ConnectorError, with the credential (and each line of it) cut out. */
-function scrub(error: unknown, credential: string): ConnectorError {
-  const secrets = [credential, ...credential.split("\n").filter((line) => line.trim().length >= 12)].map((s) =>
-    s.trim(),
-  );
+/** The server refused the key: a refusal, which verifyPassword reports as false. */
+class AuthenticationFailed extends ConnectorError {
+  constructor(message: string) {
+    super("refused", message);
+  }
+}
+
+/** Every error leaves as a ConnectorError, with the credentials (and each line of them) cut out. */
+function scrub(error: unknown, credentials: string[]): ConnectorError {
+  const secrets = credentials
+    .flatMap((credential) => [credential, ...credential.split("\n").filter((line) => line.trim().length >= 12)])
+    .map((s) => s.trim());
   const clean = (message: string) =>
     secrets.reduce((text, secret) => (secret ? text.split(secret).join("[redacted]") : text), message);
+  if (error instanceof AuthenticationFailed) return new AuthenticationFailed(clean(error.message));
   if (error instanceof ConnectorError) return new ConnectorError(error.reason, clean(error.message));
   return unavailable(clean(`unexpected error: ${error instanceof Error ? error.message : String(error)}`));
 }

@@ -134,6 +134,8 @@ export interface PasswdEntry {
   login: string;
   uid: number;
   gid: number;
+  /** The home directory; "" when the entry has none. */
+  home: string;
 }
 
 /** Lines of `getent passwd`: name:password:uid:gid:gecos:home:shell */
@@ -145,7 +147,8 @@ export function parsePasswd(text: string): PasswdEntry[] {
     const uid = Number(fields[2]);
     const gid = Number(fields[3]);
     if (!Number.isInteger(uid) || !Number.isInteger(gid)) continue;
-    users.push({ login: fields[0], uid, gid });
+    // gecos may not hold ":", so the home is always the sixth field.
+    users.push({ login: fields[0], uid, gid, home: fields[5] ?? "" });
   }
   return users;
 }
@@ -361,3 +364,40 @@ export function splitBatch(stdout: string, stderr: string, marker: string, count
   }
   return results;
 }
+
+// ---------------------------------------------------------------- key rotation
+
+/** The comment that marks the one authorized_keys line Stint owns for a login. */
+export const STINT_MANAGED = "stint-managed";
+
+const KEY_TYPE = /^(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|sk-[a-z0-9@.-]+)$/;
+const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
+
+/** `<type> <base64> stint-managed`, or a problem when the parts do not look like an OpenSSH public key. */
+export function managedKeyLine(type: string, blob: Buffer): string | { problem: string } {
+  const base64 = blob.toString("base64");
+  if (!KEY_TYPE.test(type) || !BASE64.test(base64)) return { problem: `unsupported public key type "${type}"` };
+  return `${type} ${base64} ${STINT_MANAGED}`;
+}
+
+/**
+ * Puts one managed line into `$HOME/.ssh/authorized_keys`; run as the login (`runuser -u`), so it
+ * cannot be tricked through a symlink into writing elsewhere, and what it creates is the login's.
+ * Arguments: $1 the home directory (from getent), $2 the line. Every line not ending in the marker
+ * is kept as it is; the file is replaced in one rename. Exit 3: no home directory.
+ */
+export const AUTHORIZED_KEYS_SCRIPT = [
+  "set -eu",
+  "umask 077",
+  'home=$1 line=$2 dir="$1/.ssh"',
+  'if [ ! -d "$home" ]; then echo "home directory $home does not exist" >&2; exit 3; fi',
+  '[ -d "$dir" ] || mkdir -m 700 "$dir"',
+  'file="$dir/authorized_keys" tmp="$dir/.authorized_keys.stint.$$"',
+  "trap 'rm -f \"$tmp\"' EXIT",
+  ': > "$tmp"',
+  // grep exits 1 when it keeps no line, which is fine; 2 is an error.
+  `if [ -f "$file" ]; then rc=0; grep -v -e ' ${STINT_MANAGED}$' -- "$file" >> "$tmp" || rc=$?; [ "$rc" -le 1 ]; fi`,
+  `printf '%s\\n' "$line" >> "$tmp"`,
+  'chmod 600 "$tmp"',
+  'mv -f "$tmp" "$file"',
+].join("\n");
