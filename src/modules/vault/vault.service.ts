@@ -458,16 +458,19 @@ export function createVaultService(deps: VaultServiceDeps) {
       if (!row || !open || (open.holder_id !== principal.id && !can(actor, "secrets.write")))
         throw new StintError("NOT_FOUND", `You hold no check-out of ${path}.`);
       const policy = checkoutPolicy.parse(row.checkout ?? {});
-      const rotate = policy.rotateOnCheckin && (row.kind === "password" || row.kind === "api-key");
+      const wantsRotation = policy.rotateOnCheckin && row.kind !== "certificate";
+      // A login's password at a target is rotated there (proven, after the check-in); others get a new version here.
+      const atTarget = wantsRotation && row.rotation !== null;
+      const rotate = wantsRotation && !atTarget;
       const kek = rotate ? await activeKek(store.db) : null;
       let version = row.current_version;
       await store.transaction(async (tx) => {
         const now = clock.now();
         if (!(await vaultStore.returnCheckout(tx, open.id, "checked in", now))) return;
         if (rotate && kek) {
-          // A new value the borrower never saw. Secrets that live at a target are rotated there by the rotation job.
+          // A new value the borrower never saw.
           version += 1;
-          const sealed = sealVersion(kek.key, binding(row.id, row.path, version), generateValue(32));
+          const sealed = sealVersion(kek.key, binding(row.id, row.path, version), newValueFor(row.kind));
           await vaultStore.insertVersion(tx, {
             secret_id: row.id,
             version,
@@ -491,6 +494,14 @@ export function createVaultService(deps: VaultServiceDeps) {
           details: { holder: open.holder_name, rotated: rotate, version },
         });
       });
+      if (atTarget) {
+        const result = await this.rotate(SYSTEM, context, path).catch(async () => {
+          // Audited and alerted by rotate; the scheduler tries again within the hour.
+          await vaultStore.setRotationDueByPath(store.db, path, new Date(clock.now().getTime() + 3600_000));
+          return null;
+        });
+        return { path, rotated: result !== null, currentVersion: result?.version ?? version };
+      }
       return { path, rotated: rotate, currentVersion: version };
     },
 
