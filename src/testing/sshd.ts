@@ -24,7 +24,8 @@ export interface Sshd {
   stop(): Promise<void>;
 }
 
-export async function startSshd(): Promise<Sshd> {
+/** extraConfig: more sshd_config lines (e.g. `TrustedUserCAKeys <file>`), appended after the defaults. */
+export async function startSshd(options: { extraConfig?: string[] } = {}): Promise<Sshd> {
   const dir = await mkdtemp(join(tmpdir(), "stint-sshd-"));
   try {
     const hostKey = join(dir, "host_ed25519");
@@ -57,6 +58,7 @@ export async function startSshd(): Promise<Sshd> {
         "StrictModes no",
         "UseDNS no",
         "PrintMotd no",
+        ...(options.extraConfig ?? []),
         "",
       ].join("\n"),
     );
