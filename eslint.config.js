@@ -12,6 +12,24 @@ export default tseslint.config(
     },
   },
   {
+    files: ["src/**/*.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        {
+          paths: [
+            {
+              name: "ssh2",
+              importNames: ["utils"],
+              message:
+                "ssh2 is CommonJS: Node cannot import `utils` by name (it works in tests, fails in `npm start`); use the default export.",
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // Dependencies point inward: pure rules never do IO, lib knows no domain.
     files: ["src/**/*.rules.ts"],
     rules: {

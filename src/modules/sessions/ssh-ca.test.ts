@@ -8,7 +8,9 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { utils } from "ssh2";
+import ssh2 from "ssh2";
+
+const { utils } = ssh2;
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createUser, deleteUser, startSshd, type Sshd } from "../../testing/sshd.js";
 import {

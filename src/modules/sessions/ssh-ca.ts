@@ -16,7 +16,10 @@ import {
   type KeyObject,
 } from "node:crypto";
 import { isIP } from "node:net";
-import { utils } from "ssh2";
+import ssh2 from "ssh2";
+
+// ssh2 is CommonJS: Node's ESM loader cannot import `utils` by name.
+const { utils } = ssh2;
 
 const CERT_TYPES = {
   "ssh-ed25519": "ssh-ed25519-cert-v01@openssh.com",

@@ -5,7 +5,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { Socket } from "node:net";
-import { Client, utils, type ClientErrorExtensions } from "ssh2";
+import ssh2, { Client, type ClientErrorExtensions } from "ssh2";
+
+// ssh2 is CommonJS: Node's ESM loader finds `Client` by name but not `utils`.
+const { utils } = ssh2;
 import {
   ConnectorError,
   refused,
