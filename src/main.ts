@@ -98,9 +98,17 @@ export async function runServer(options: { configFile?: string | undefined } = {
         { file: config.masterKeyFile },
         "created a new master key: back it up, it protects every secret in Stint",
       );
-    const vaultKey = config.vaultKey
-      ? Buffer.from(config.vaultKey, "base64")
-      : (await loadOrCreateMasterKey(config.vaultKeyFile)).key;
+    let vaultKey: Buffer;
+    if (config.vaultKey) vaultKey = Buffer.from(config.vaultKey, "base64");
+    else {
+      const loaded = await loadOrCreateMasterKey(config.vaultKeyFile);
+      if (loaded.created)
+        logger.warn(
+          { file: config.vaultKeyFile },
+          "created a new vault key: back it up apart from the database, it opens every secret in the vault",
+        );
+      vaultKey = loaded.key;
+    }
     server = await createServer({ config, logger, masterKey: master.key, vaultKey });
   } catch (error) {
     const message =
