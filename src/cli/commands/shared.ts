@@ -1,6 +1,6 @@
 /** Small helpers the command groups share: the client for a command, option parsers, time input. */
 import { type Command, InvalidArgumentError } from "commander";
-import { durationText, isoTime, name } from "../../contract/common.js";
+import { durationText, isoTime, name, reason as reasonSchema } from "../../contract/common.js";
 import { parseDuration } from "../../lib/duration.js";
 import { createApiClient, isLoopback, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
@@ -59,4 +59,35 @@ export function sinceToIso(text: string, now: number): string {
   throw usageError(
     `--since "${text}" is neither a duration (24h, 7d) nor an ISO time with an offset (2025-01-31T08:00:00Z)`,
   );
+}
+
+/** A --reason checked like the API checks it, before anything is sent. */
+export function checkReason(value: string): string {
+  const parsed = reasonSchema.safeParse(value);
+  if (!parsed.success) throw usageError(`--reason ${parsed.error.issues[0]?.message ?? "is not valid"}`);
+  return parsed.data;
+}
+
+/** commander collector for a repeatable option that must not be empty. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  if (value.trim() === "") throw new InvalidArgumentError("must not be empty");
+  return [...(previous ?? []), value];
+}
+
+/** One trailing line ending (what `echo` and editors add) is not part of a secret; anything else is. */
+export function withoutTrailingNewline(text: string): string {
+  if (text.endsWith("\r\n")) return text.slice(0, -2);
+  if (text.endsWith("\n")) return text.slice(0, -1);
+  return text;
+}
+
+/** All of stdin, as UTF-8. */
+export async function readAll(ctx: CliContext): Promise<string> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of ctx.stdin) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+  } catch (error) {
+    throw usageError(`cannot read stdin: ${(error as Error).message}`);
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }

@@ -5,9 +5,8 @@
  * A target's credential is read from stdin or a file, never from argv (ps and shell history).
  */
 import { readFile } from "node:fs/promises";
-import { type Command, InvalidArgumentError } from "commander";
+import type { Command } from "commander";
 import type { z } from "zod";
-import { reason as reasonSchema } from "../../contract/common.js";
 import {
   convertResult,
   credentialBody,
@@ -22,7 +21,7 @@ import { globalOptions, type CliContext } from "../context.js";
 import { CliError, EXIT_CODES, usageError } from "../exit-codes.js";
 import { type Column, emit, formatError, renderTable, sanitize } from "../output.js";
 import { isInteractive, readFromTerminal } from "../prompt.js";
-import { clientFor, integerIn } from "./shared.js";
+import { checkReason, clientFor, collect, integerIn, readAll, withoutTrailingNewline } from "./shared.js";
 
 type TargetReport = z.infer<typeof reconcileReport>["items"][number];
 type Grant = z.infer<typeof grantList>["items"][number];
@@ -140,34 +139,6 @@ function renderConversion(target: string, result: Conversion): string {
 
 // ---------------------------------------------------------------------------
 // Input
-
-function checkReason(value: string): string {
-  const parsed = reasonSchema.safeParse(value);
-  if (!parsed.success) throw usageError(`--reason ${parsed.error.issues[0]?.message ?? "is not valid"}`);
-  return parsed.data;
-}
-
-function collect(value: string, previous: string[] | undefined): string[] {
-  if (value.trim() === "") throw new InvalidArgumentError("must not be empty");
-  return [...(previous ?? []), value];
-}
-
-/** One trailing line ending (what `echo` and editors add) is not part of the secret; anything else is. */
-function withoutTrailingNewline(text: string): string {
-  if (text.endsWith("\r\n")) return text.slice(0, -2);
-  if (text.endsWith("\n")) return text.slice(0, -1);
-  return text;
-}
-
-async function readAll(ctx: CliContext): Promise<string> {
-  const chunks: Buffer[] = [];
-  try {
-    for await (const chunk of ctx.stdin) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  } catch (error) {
-    throw usageError(`cannot read stdin: ${(error as Error).message}`);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
 
 /**
  * The credential: from --from-file, else stdin to its end. At a terminal, a prompt that does not

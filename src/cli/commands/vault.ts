@@ -6,7 +6,6 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { z } from "zod";
-import { reason as reasonSchema } from "../../contract/common.js";
 import {
   checkinResult,
   checkout as checkoutResult,
@@ -28,7 +27,15 @@ import { globalOptions, type CliContext } from "../context.js";
 import { CliError, isCliError, usageError } from "../exit-codes.js";
 import { type Column, emit, note, renderKeyValues, renderTable, sanitize, warn } from "../output.js";
 import { isInteractive, readFromTerminal, readStdinLine } from "../prompt.js";
-import { clientFor, durationArgument, integerIn } from "./shared.js";
+import {
+  checkReason,
+  clientFor,
+  collect,
+  durationArgument,
+  integerIn,
+  readAll,
+  withoutTrailingNewline,
+} from "./shared.js";
 
 type SecretMeta = z.infer<typeof secretMeta>;
 type SecretVersion = z.infer<typeof secretVersions>["items"][number];
@@ -51,34 +58,6 @@ function checkPath(value: string): string {
   const parsed = secretPathText.safeParse(value);
   if (!parsed.success) throw usageError(`PATH "${value}" ${parsed.error.issues[0]?.message ?? "is not valid"}`);
   return parsed.data;
-}
-
-function checkReason(value: string): string {
-  const parsed = reasonSchema.safeParse(value);
-  if (!parsed.success) throw usageError(`--reason ${parsed.error.issues[0]?.message ?? "is not valid"}`);
-  return parsed.data;
-}
-
-function collect(value: string, previous: string[] | undefined): string[] {
-  if (value.trim() === "") throw new InvalidArgumentError("must not be empty");
-  return [...(previous ?? []), value];
-}
-
-/** One trailing line ending (what `echo` and editors add) is not part of the value; anything else is. */
-function withoutTrailingNewline(text: string): string {
-  if (text.endsWith("\r\n")) return text.slice(0, -2);
-  if (text.endsWith("\n")) return text.slice(0, -1);
-  return text;
-}
-
-async function readAll(ctx: CliContext): Promise<string> {
-  const chunks: Buffer[] = [];
-  try {
-    for await (const chunk of ctx.stdin) chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
-  } catch (error) {
-    throw usageError(`cannot read stdin: ${(error as Error).message}`);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 /** The value: stdin to its end, or at a terminal one line without echo. */
