@@ -11,7 +11,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { superviseChild } from "./child-server.js";
 import { chown, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -103,43 +103,17 @@ export async function startPostgres(): Promise<PostgresInstance> {
         ],
         { uid: user.uid, gid: user.gid, cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
       );
-      let log = "";
-      const keep = (chunk: Buffer) => (log = (log + chunk.toString()).slice(-4000));
-      child.stdout.on("data", keep);
-      child.stderr.on("data", keep);
-      let running = true;
-      const exited = new Promise<void>((resolve) =>
-        child.once("exit", () => {
-          running = false;
-          resolve();
-        }),
-      );
-      // If a test file forgets stop(), do not leave the server (or its files) behind when the worker exits.
-      const onExit = () => {
-        if (running) child.kill("SIGQUIT");
-        rmSync(dir, { recursive: true, force: true });
-      };
-      process.once("exit", onExit);
-      const stopServer = async () => {
-        process.removeListener("exit", onExit);
-        if (!running) return;
-        child.kill("SIGINT"); // fast shutdown
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(resolve, 10_000)))]);
-        clearTimeout(timer);
-        if (running) {
-          child.kill("SIGKILL");
-          await exited;
-        }
-      };
+      // SIGINT is PostgreSQL's fast shutdown.
+      const server = superviseChild(child, { dir, signal: "SIGINT", graceMs: 10_000 });
+      const stopServer = () => server.stop();
 
       const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
       try {
-        await waitForConnection(port, adminPassword, () => running, 30_000);
+        await waitForConnection(port, adminPassword, server.running, 30_000);
       } catch (error) {
         await stopServer();
-        if (attempt < 3 && /could not bind|already in use/i.test(log)) continue;
-        throw new Error(`postgres did not start: ${(error as Error).message}\n${log}`);
+        if (attempt < 3 && /could not bind|already in use/i.test(server.log())) continue;
+        throw new Error(`postgres did not start: ${(error as Error).message}\n${server.log()}`);
       }
       return {
         url,

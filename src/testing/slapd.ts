@@ -14,7 +14,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { superviseChild } from "./child-server.js";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -86,41 +86,15 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
       const child = spawn("/usr/sbin/slapd", ["-f", config, "-h", `${url}/`, "-d", "0"], {
         stdio: ["ignore", "pipe", "pipe"],
       });
-      let log = "";
-      const keep = (chunk: Buffer) => (log = (log + chunk.toString()).slice(-4000));
-      child.stdout.on("data", keep);
-      child.stderr.on("data", keep);
-      let running = true;
-      const exited = new Promise<void>((resolve) =>
-        child.once("exit", () => {
-          running = false;
-          resolve();
-        }),
-      );
-      // If a test file forgets stop(), do not leave slapd (or its secrets) behind when the worker exits.
-      const onExit = () => {
-        if (running) child.kill("SIGKILL");
-        rmSync(dir, { recursive: true, force: true });
-      };
-      process.once("exit", onExit);
-      const stop = async () => {
-        process.removeListener("exit", onExit);
-        if (running) {
-          child.kill("SIGTERM");
-          await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
-          if (running) {
-            child.kill("SIGKILL");
-            await exited;
-          }
-        }
-      };
+      const server = superviseChild(child, { dir, signal: "SIGTERM", graceMs: 3000 });
+      const stop = () => server.stop();
 
       try {
-        await waitForBind(url, rootDn, rootPassword, () => running, 10_000);
+        await waitForBind(url, rootDn, rootPassword, server.running, 10_000);
       } catch (error) {
         await stop();
-        if (attempt < 3 && /bind|address already in use/i.test(log)) continue;
-        throw new Error(`slapd did not start: ${(error as Error).message}\n${log}`);
+        if (attempt < 3 && /bind|address already in use/i.test(server.log())) continue;
+        throw new Error(`slapd did not start: ${(error as Error).message}\n${server.log()}`);
       }
 
       const slapd: Slapd = {
