@@ -1,0 +1,167 @@
+/**
+ * Brokered sessions: what the proxies (src/proxies/ssh, src/proxies/pg) ask of the sessions module
+ * and what they get back. The proxies own sockets and protocols; the module owns every decision
+ * (who may connect where, with which upstream credential, under which policy), the recording, the
+ * audit trail and the kill switch.
+ */
+
+export type SessionKind = "ssh" | "postgres";
+
+/**
+ * Why a session ended. `killed`: an administrator ended it; `activation_ended`: the activation behind
+ * it expired, was deactivated or revoked; `recording_failed`: recording was required and stopped working.
+ */
+export type EndReason =
+  | "client_closed"
+  | "upstream_closed"
+  | "killed"
+  | "activation_ended"
+  | "recording_failed"
+  | "error"
+  | "shutdown";
+
+/** The role's policy for brokered sessions (policy `session:` block). */
+export interface SessionPolicy {
+  /** `required`: a session that cannot be recorded is refused or ended (fail closed). */
+  recording: "required" | "optional";
+  /** SSH port forwarding (direct-tcpip, tcpip-forward); refused unless true. */
+  portForwarding: boolean;
+  /** PostgreSQL: keep bound parameter values of extended-protocol queries in the query log. */
+  queryParameters: boolean;
+}
+
+export interface UpstreamPostgres {
+  kind: "postgres";
+  host: string;
+  port: number;
+  /** The database the client asked for, else the target address's, else the login name. */
+  database: string;
+  user: string;
+  password: string;
+}
+
+export interface UpstreamSsh {
+  kind: "ssh";
+  host: string;
+  port: number;
+  username: string;
+  /** The host key fingerprint the target is pinned to: "SHA256:<base64>" (`ssh-keygen -lf`). */
+  hostKey: string;
+  /** Exactly one of password / privateKey (OpenSSH PEM). */
+  password?: string;
+  privateKey?: string;
+}
+
+/** One entry of a PostgreSQL query log. */
+export interface QueryLogEntry {
+  statement: string;
+  /** Bound parameters (text form; null for SQL NULL; "<binary n bytes>" for binary), only when the policy keeps them. */
+  parameters?: (string | null)[];
+  durationMs: number;
+  /** From the CommandComplete tag ("SELECT 3" → 3), null when the tag has no count. */
+  rows: number | null;
+  /** The command tag's verb ("SELECT", "INSERT", "COPY"…), null when it failed. */
+  command: string | null;
+  /** The server's error message ("SQLSTATE: message"), null on success. */
+  error: string | null;
+}
+
+/**
+ * Writes one session's recording. Calls never throw and never block the relay: a write that fails is
+ * counted, and when the policy requires recording the session's signal is aborted with reason
+ * `recording_failed`.
+ */
+export interface SessionRecorder {
+  /** SSH terminal output (asciicast "o"). */
+  output(data: Buffer | string): void;
+  /** SSH terminal input typed by the user (asciicast "i"). */
+  input(data: Buffer | string): void;
+  /** SSH window size change (asciicast "r"). */
+  resize(cols: number, rows: number): void;
+  /**
+   * A non-terminal SSH fact: `exec` {command, exitCode?}, `sftp` {operation, path, direction?, bytes?},
+   * `scp` {direction, path, bytes}, `forward` {kind, host, port, allowed}, `subsystem` {name}.
+   */
+  event(name: string, fields: Record<string, unknown>): void;
+  /** A PostgreSQL query, logged when it completes (or fails). */
+  query(entry: QueryLogEntry): void;
+}
+
+/** A session the module opened: the proxy relays until `signal` aborts or either side closes, then calls `end`. */
+export interface BrokeredSession<U extends UpstreamPostgres | UpstreamSsh = UpstreamPostgres | UpstreamSsh> {
+  id: string;
+  /** Stint user name, role and target names (for logs and prompts). */
+  user: string;
+  role: string;
+  target: string;
+  policy: SessionPolicy;
+  /** Where and as whom to connect upstream. Never log it: it holds the credential. */
+  upstream: U;
+  recorder: SessionRecorder;
+  /**
+   * Aborted when the session must end at once: an administrator's kill, the activation ending, or a
+   * required recording failing. `signal.reason` is a SessionEnd.
+   */
+  signal: AbortSignal;
+  /** Bytes relayed: `up` client → target, `down` target → client. */
+  countBytes(direction: "up" | "down", bytes: number): void;
+  /**
+   * Ends the session (idempotent): closes the recording, stores its SHA-256, writes the audit event.
+   * After an abort, pass the signal's reason's `reason`.
+   */
+  end(reason: EndReason, detail?: string): Promise<void>;
+}
+
+/** The reason carried by an aborted BrokeredSession.signal. */
+export interface SessionEnd {
+  reason: EndReason;
+  /** A sentence for the user ("your activation of pg-admin was revoked by carol: …"). */
+  message: string;
+}
+
+/** A refusal the proxy shows the client as is (PostgreSQL ErrorResponse message, SSH banner/disconnect text). */
+export class SessionRefusedError extends Error {
+  override readonly name = "SessionRefusedError";
+  constructor(
+    /** Stable code: BAD_CREDENTIALS, NOT_ACTIVE, NO_CREDENTIAL, RECORDING_UNAVAILABLE, TARGET_UNSUPPORTED. */
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What the SSH proxy learns from a client's public-key offer, before the signature is checked. */
+export interface SshCertificateLogin {
+  /** Stint user name (the certificate's principal). */
+  user: string;
+  /** The target named after `%` in the SSH user name ("alice%prod-web" → "prod-web"). */
+  target: string;
+  /** The key the client must prove it holds (verify the userauth signature with it). */
+  publicKey: import("node:crypto").KeyObject;
+  /** The certificate's serial and key id, for the audit trail. */
+  serial: string;
+  keyId: string;
+}
+
+/** The decisions the proxies ask for. Every method throws SessionRefusedError with a clear message. */
+export interface SessionGate {
+  /**
+   * PostgreSQL: the startup's user ("alice%pg-read": Stint user and role) and the password the client
+   * sent (a Stint database token). Returns the opened session, upstream credential included.
+   */
+  openPostgres(input: {
+    user: string;
+    password: string;
+    database: string | null;
+    clientAddress: string;
+  }): Promise<BrokeredSession<UpstreamPostgres>>;
+  /**
+   * SSH, step 1: a public-key offer. `username` is what the client logs in as ("alice%prod-web"),
+   * `algorithm` and `key` the offered key (a certificate blob). Refuses anything but a valid Stint
+   * certificate for that user.
+   */
+  checkSshCertificate(input: { username: string; algorithm: string; key: Buffer }): SshCertificateLogin;
+  /** SSH, step 2: after the signature checked out, the session with its upstream. */
+  openSsh(login: SshCertificateLogin, input: { clientAddress: string }): Promise<BrokeredSession<UpstreamSsh>>;
+}
