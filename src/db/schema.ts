@@ -346,6 +346,47 @@ export interface GrantCredentialsTable {
   created_at: Timestamp;
 }
 
+export interface SshKeysTable {
+  purpose: "user-ca" | "proxy-host";
+  public_key: string;
+  sealed_private_key: string;
+  created_at: Timestamp;
+}
+
+export interface DatabaseTokensTable {
+  id: string;
+  token_hash: string;
+  principal_id: string;
+  request_id: string;
+  role_id: string;
+  once: boolean;
+  used_at: Timestamp | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+}
+
+export interface SessionsTable {
+  id: string;
+  kind: "ssh" | "postgres";
+  principal_id: string;
+  request_id: string;
+  role_id: string;
+  target_id: string;
+  login: string;
+  client_address: string | null;
+  node: string;
+  started_at: Timestamp;
+  ended_at: Timestamp | null;
+  end_reason: string | null;
+  end_detail: string | null;
+  ended_by: string | null;
+  recording_key: string | null;
+  recording_sha256: string | null;
+  recording_bytes: number | null;
+  bytes_up: Generated<number>;
+  bytes_down: Generated<number>;
+}
+
 export interface ReviewItemsTable {
   id: string;
   kind: "break-glass-secret" | "break-glass-activation";
@@ -400,4 +441,7 @@ export interface Database {
   secret_checkouts: SecretCheckoutsTable;
   grant_credentials: GrantCredentialsTable;
   review_items: ReviewItemsTable;
+  ssh_keys: SshKeysTable;
+  database_tokens: DatabaseTokensTable;
+  sessions: SessionsTable;
 }

@@ -28,6 +28,31 @@ describe.each(ENGINES)("store on %s", (engine) => {
     expect(applied.rows[0]?.n).toBe(a.length + b.length);
   });
 
+  it("delivers a NOTIFY to listeners when its transaction commits, never when it rolls back", async () => {
+    t = await freshStore(engine);
+    const got: string[] = [];
+    const arrived = new Promise<void>((resolve) => {
+      void t!.store.listen("stint_test_bus", (payload) => {
+        got.push(payload);
+        if (payload === "committed") resolve();
+      });
+    });
+    // Give the dedicated PostgreSQL connection a moment to LISTEN before anything is sent.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await expect(
+      t.store.transaction(async (tx) => {
+        await sql`select pg_notify('stint_test_bus', 'rolled back')`.execute(tx);
+        throw new Error("abort");
+      }),
+    ).rejects.toThrow("abort");
+    await t.store.transaction(async (tx) => {
+      await sql`select pg_notify('stint_test_bus', 'committed')`.execute(tx);
+    });
+    await arrived;
+    expect(got).toEqual(["committed"]);
+    await expect(t.store.listen("bad name; drop", () => undefined)).rejects.toThrow(/channel/);
+  });
+
   it("commits a transaction as a whole and rolls back as a whole", async () => {
     t = await freshStore(engine);
     const now = new Date();

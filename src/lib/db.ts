@@ -18,7 +18,20 @@ export interface Store<DB> {
   /** Applies pending migrations; safe when several nodes start at once. */
   migrate(dir: string): Promise<string[]>;
   ping(): Promise<void>;
+  /**
+   * Calls `onMessage` with the payload of every NOTIFY on `channel`, delivered when the notifying
+   * transaction commits (never for one that rolls back). Returns the function that stops listening.
+   * On PostgreSQL a dedicated connection listens and reconnects after a failure (notifications sent
+   * while it is down are lost: callers keep a slower safety net).
+   */
+  listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
+}
+
+const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+function checkChannel(channel: string): void {
+  if (!CHANNEL_NAME.test(channel)) throw new TypeError(`not a channel name: ${channel}`);
 }
 
 export interface StoreOptions {
@@ -42,10 +55,16 @@ export async function openStore<DB>(options: StoreOptions): Promise<Store<DB>> {
   return openPglite<DB>(options.dataDir ?? "memory://");
 }
 
-function makeStore<DB>(engine: Engine, db: Kysely<DB>, close: () => Promise<void>): Store<DB> {
+function makeStore<DB>(
+  engine: Engine,
+  db: Kysely<DB>,
+  close: () => Promise<void>,
+  listen: Store<DB>["listen"],
+): Store<DB> {
   return {
     engine,
     db,
+    listen,
     transaction: (fn) => db.transaction().execute(fn),
     migrate: (dir) => migrate(db, dir),
     ping: async () => {
@@ -67,7 +86,71 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
   // An idle client that errors (server restart) must not crash the process.
   pool.on("error", () => undefined);
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
-  return makeStore("postgres", db, () => db.destroy());
+  const listeners = new Set<() => Promise<void>>();
+  return makeStore(
+    "postgres",
+    db,
+    async () => {
+      await Promise.all([...listeners].map((stop) => stop()));
+      await db.destroy();
+    },
+    async (channel, onMessage) => {
+      checkChannel(channel);
+      const stop = await listenPostgres(url, channel, onMessage);
+      listeners.add(stop);
+      return async () => {
+        listeners.delete(stop);
+        await stop();
+      };
+    },
+  );
+}
+
+const LISTEN_RETRY_MS = 1000;
+
+async function listenPostgres(
+  url: string,
+  channel: string,
+  onMessage: (payload: string) => void,
+): Promise<() => Promise<void>> {
+  let client: pg.Client | null = null;
+  let stopped = false;
+  let retry: NodeJS.Timeout | undefined;
+  const drop = (c: pg.Client) => {
+    if (client === c) client = null;
+    c.end().catch(() => undefined);
+    if (stopped || retry) return;
+    retry = setTimeout(() => {
+      retry = undefined;
+      void connect().catch(() => undefined);
+    }, LISTEN_RETRY_MS);
+    retry.unref();
+  };
+  const connect = async () => {
+    const c = new pg.Client({ connectionString: url });
+    c.on("notification", (message) => {
+      if (message.channel === channel) onMessage(message.payload ?? "");
+    });
+    c.on("error", () => drop(c));
+    c.on("end", () => drop(c));
+    try {
+      await c.connect();
+      await c.query(`listen ${channel}`);
+    } catch (error) {
+      drop(c);
+      throw error;
+    }
+    if (stopped) await c.end().catch(() => undefined);
+    else client = c;
+  };
+  await connect();
+  return async () => {
+    stopped = true;
+    clearTimeout(retry);
+    const c = client;
+    client = null;
+    await c?.end().catch(() => undefined);
+  };
 }
 
 /**
@@ -116,10 +199,21 @@ export function storeOverPglite<DB>(pglite: PGlite): Store<DB> {
   const db = new Kysely<DB>({
     dialect: new PostgresDialect({ pool: pglitePool(pglite) as unknown as pg.Pool }),
   });
-  return makeStore("pglite", db, async () => {
-    await db.destroy();
-    await pglite.close();
-  });
+  return makeStore(
+    "pglite",
+    db,
+    async () => {
+      await db.destroy();
+      await pglite.close();
+    },
+    async (channel, onMessage) => {
+      checkChannel(channel);
+      const unsubscribe = await pglite.listen(channel, onMessage);
+      return async () => {
+        if (!pglite.closed) await unsubscribe();
+      };
+    },
+  );
 }
 
 /** A stable number for the advisory lock that serializes migrations across nodes. */
