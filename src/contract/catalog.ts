@@ -100,6 +100,17 @@ export const policySpec = z.strictObject({
    * `report` (audit, alert, count) or `remove` it as well.
    */
   drift: z.enum(["report", "remove"]).default("report"),
+  /** Brokered sessions (SSH and PostgreSQL proxies) of roles under this policy. */
+  session: z
+    .strictObject({
+      /** required: a session that cannot be recorded is refused, and ended if its recording fails. */
+      recording: z.enum(["required", "optional"]).default("optional"),
+      /** SSH port forwarding through the proxy (recorded); refused unless true. */
+      portForwarding: z.boolean().default(false),
+      /** Keep the bound parameters of PostgreSQL queries in the query log. */
+      queryParameters: z.boolean().default(false),
+    })
+    .default({ recording: "optional", portForwarding: false, queryParameters: false }),
 });
 export type PolicySpec = z.output<typeof policySpec>;
 

@@ -23,6 +23,8 @@ export const PERMISSIONS = {
   "secrets.read": ["admin", "security", "auditor"],
   "secrets.write": ["admin", "security"],
   "vault.operate": ["admin"],
+  "sessions.read": ["admin", "auditor"],
+  "sessions.kill": ["admin", "security"],
   "outbox.read": ["admin"],
   "outbox.write": ["admin"],
 } as const satisfies Record<string, readonly PlatformRole[]>;

@@ -367,6 +367,21 @@ function parsePublicKeyLine(line: string): { type: string; blob: Buffer; publicF
   }
 }
 
+/**
+ * An OpenSSH public key line ("ssh-ed25519 AAAA…" or "ssh-rsa AAAA…") as a node:crypto key, to verify
+ * the signature a client makes with the key its certificate certifies. Throws TypeError otherwise.
+ */
+export function publicKeyObject(line: string): KeyObject {
+  const { type, blob } = parsePublicKeyLine(line);
+  if (type === "ssh-ed25519") return ed25519PublicKey(blob);
+  const read = reader(blob);
+  read.text();
+  const e = read.string();
+  const n = read.string();
+  const unsigned = (b: Buffer) => (b[0] === 0 ? b.subarray(1) : b).toString("base64url");
+  return createPublicKey({ key: { kty: "RSA", e: unsigned(e), n: unsigned(n) }, format: "jwk" });
+}
+
 /** An ssh-ed25519 key blob (string "ssh-ed25519", string of 32 bytes) as a node:crypto key. */
 function ed25519PublicKey(blob: Buffer): KeyObject {
   const read = reader(blob);

@@ -361,6 +361,17 @@ export function createVaultService(deps: VaultServiceDeps) {
       };
     },
 
+    /**
+     * The current value of a secret for the session broker to inject upstream: no actor, because the
+     * user never receives it; the caller audits the session that used it (path and version, never the value).
+     */
+    async injectValue(path: string): Promise<{ version: number; kind: string; value: string } | null> {
+      await rootKey();
+      const row = await vaultStore.findSecret(store.db, path);
+      if (!row) return null;
+      return { version: row.current_version, kind: row.kind, value: await decrypt(row, row.current_version) };
+    },
+
     /** Reads a value (the current version unless one is named). Exclusive secrets need the reader's check-out. */
     async read(actor: Actor, context: CallContext, path: string, version?: number) {
       const principal = principalOf(actor);

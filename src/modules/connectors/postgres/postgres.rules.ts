@@ -5,6 +5,7 @@
  */
 import { createHash, createHmac, pbkdf2Sync } from "node:crypto";
 import { ConnectorError, refused, unavailable } from "../connector.types.js";
+import { sessionOptionProblems } from "../session-options.rules.js";
 
 /** Logins and role names Stint accepts; ASCII, so 63 characters fit PostgreSQL's 63-byte NAMEDATALEN limit. */
 export const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$/;
@@ -149,8 +150,11 @@ export function createLoginSql(login: string, passwordLiteral: string, validUnti
 export function optionProblems(options: Record<string, unknown>): string[] {
   const problems: string[] = [];
   for (const key of Object.keys(options))
-    if (!(key in DEFAULT_OPTIONS))
-      problems.push(`options.${key} is not a postgres option (known: ${Object.keys(DEFAULT_OPTIONS).join(", ")})`);
+    if (!(key in DEFAULT_OPTIONS) && key !== "session")
+      problems.push(
+        `options.${key} is not a postgres option (known: ${[...Object.keys(DEFAULT_OPTIONS), "session"].join(", ")})`,
+      );
+  problems.push(...sessionOptionProblems(options.session));
   if (options.terminateSessions !== undefined && typeof options.terminateSessions !== "boolean")
     problems.push("options.terminateSessions must be true or false");
   for (const key of ["privilegedRoles", "ignore"] as const) {

@@ -3,6 +3,7 @@
  * command building, and parsers for what the host prints (getent, sudoers,
  * lastlog). No IO here; the connector runs the commands.
  */
+import { sessionOptionProblems } from "../session-options.rules.js";
 
 /** A user or group name: the POSIX portable set, starting with a letter or "_", at most 32 characters. */
 export const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
@@ -18,7 +19,7 @@ export interface SshHostOptions {
   terminateSessions: boolean;
 }
 
-const OPTION_KEYS = ["hostKey", "privilegedGroups", "useSudo", "ignore", "terminateSessions"];
+const OPTION_KEYS = ["hostKey", "privilegedGroups", "useSudo", "ignore", "terminateSessions", "session"];
 
 export function nameProblems(what: string, value: unknown): string[] {
   if (typeof value !== "string") return [`${what} must be a string`];
@@ -45,6 +46,7 @@ export function optionProblems(options: Record<string, unknown>): string[] {
   } else if (typeof options.hostKey !== "string" || !HOST_KEY_PATTERN.test(normalizeFingerprint(options.hostKey))) {
     problems.push('options.hostKey must be a SHA-256 fingerprint like "SHA256:" followed by 43 base64 characters');
   }
+  problems.push(...sessionOptionProblems(options.session));
   problems.push(...nameListProblems("privilegedGroups", options.privilegedGroups));
   problems.push(...nameListProblems("ignore", options.ignore));
   for (const key of ["useSudo", "terminateSessions"]) {

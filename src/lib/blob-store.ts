@@ -1,0 +1,106 @@
+/**
+ * The blob store: recordings and other large, write-once files in a directory (the default), keyed by
+ * a relative path. A writer appends, hashes as it goes (SHA-256) and reports the first write failure
+ * instead of throwing, so a relay is never blocked or crashed by its recording.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream, type ReadStream } from "node:fs";
+import { mkdir, open, rename, stat, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+
+export interface BlobWriter {
+  readonly key: string;
+  /** Appends; never throws. After a failure further writes are dropped. */
+  write(data: Buffer | string): void;
+  /** The first write failure, if any. */
+  readonly failure: Error | null;
+  /** Called once, at the first write failure. */
+  onFailure(listener: (error: Error) => void): void;
+  /** Flushes and closes; the blob is then readable under its key. */
+  finish(): Promise<{ key: string; sha256: string; bytes: number }>;
+}
+
+export interface BlobStore {
+  readonly dir: string;
+  /** Creates a new blob (refuses an existing key). Throws when the store cannot be written to. */
+  create(key: string): Promise<BlobWriter>;
+  /** A blob's bytes as a stream; throws ENOENT for a missing key. */
+  read(key: string): Promise<ReadStream>;
+  size(key: string): Promise<number>;
+}
+
+const KEY = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
+
+export function createBlobStore(dir: string): BlobStore {
+  const root = path.resolve(dir);
+  const fileOf = (key: string) => {
+    if (!KEY.test(key) || key.includes("..")) throw new TypeError(`not a blob key: ${key}`);
+    return path.join(root, key);
+  };
+  return {
+    dir: root,
+    async create(key) {
+      const file = fileOf(key);
+      await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      // Written under a temporary name and renamed at the end: a reader never sees half a blob as whole.
+      const partial = `${file}.partial`;
+      const handle = await open(partial, "wx", 0o600);
+      return blobWriter(key, handle, partial, file);
+    },
+    read: async (key) => {
+      const file = fileOf(key);
+      await stat(file);
+      return createReadStream(file);
+    },
+    size: async (key) => (await stat(fileOf(key))).size,
+  };
+}
+
+function blobWriter(key: string, handle: FileHandle, partial: string, file: string): BlobWriter {
+  const hash = createHash("sha256");
+  let bytes = 0;
+  let failure: Error | null = null;
+  const listeners: ((error: Error) => void)[] = [];
+  let chain: Promise<void> = Promise.resolve();
+  const fail = (error: Error) => {
+    if (failure) return;
+    failure = error;
+    for (const listener of listeners) listener(error);
+  };
+  return {
+    key,
+    get failure() {
+      return failure;
+    },
+    onFailure(listener) {
+      if (failure) listener(failure);
+      else listeners.push(listener);
+    },
+    write(data) {
+      if (failure) return;
+      const chunk = typeof data === "string" ? Buffer.from(data) : Buffer.from(data);
+      hash.update(chunk);
+      bytes += chunk.length;
+      chain = chain.then(async () => {
+        if (failure) return;
+        try {
+          await handle.write(chunk);
+        } catch (error) {
+          fail(error as Error);
+        }
+      });
+    },
+    async finish() {
+      await chain;
+      try {
+        if (!failure) await handle.sync();
+      } catch (error) {
+        fail(error as Error);
+      }
+      await handle.close().catch(() => undefined);
+      if (failure) throw failure;
+      await rename(partial, file);
+      return { key, sha256: hash.digest("hex"), bytes };
+    },
+  };
+}

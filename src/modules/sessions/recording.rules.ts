@@ -1,0 +1,120 @@
+/**
+ * Recording formats, pure. SSH sessions: asciicast v2 (one JSON header line, then `[time, code, data]`
+ * lines: "o" output, "i" input, "r" resize "COLSxROWS", "m" a marker whose data is a JSON object for
+ * the non-terminal facts: exec, scp, sftp, forward). PostgreSQL sessions: JSON lines, a header
+ * `{ version: 1, kind: "postgres", … }` then one QueryLogEntry per line with its time `t`.
+ */
+import type { QueryLogEntry, SessionKind } from "./sessions.types.js";
+
+export interface RecordingMeta {
+  session: string;
+  user: string;
+  role: string;
+  target: string;
+  login: string;
+  startedAt: Date;
+}
+
+export interface AsciicastHeader {
+  version: 2;
+  width: number;
+  height: number;
+  timestamp: number;
+  title: string;
+  env?: Record<string, string>;
+  stint: { session: string; user: string; role: string; target: string; login: string };
+}
+
+export function asciicastHeader(meta: RecordingMeta, size: { cols: number; rows: number }, term?: string): string {
+  const header: AsciicastHeader = {
+    version: 2,
+    width: size.cols,
+    height: size.rows,
+    timestamp: Math.floor(meta.startedAt.getTime() / 1000),
+    title: `${meta.user} → ${meta.target} (${meta.role})`,
+    ...(term ? { env: { TERM: term } } : {}),
+    stint: { session: meta.session, user: meta.user, role: meta.role, target: meta.target, login: meta.login },
+  };
+  return `${JSON.stringify(header)}\n`;
+}
+
+/** Seconds since the start, with microsecond precision as asciinema writes them. */
+export function elapsed(startedAt: Date, now: Date): number {
+  return Math.max(0, Math.round((now.getTime() - startedAt.getTime()) * 1000) / 1_000_000);
+}
+
+export function asciicastEvent(time: number, code: "o" | "i" | "r" | "m", data: string): string {
+  return `${JSON.stringify([time, code, data])}\n`;
+}
+
+export function queryLogHeader(meta: RecordingMeta): string {
+  return `${JSON.stringify({
+    version: 1,
+    kind: "postgres",
+    session: meta.session,
+    user: meta.user,
+    role: meta.role,
+    target: meta.target,
+    login: meta.login,
+    startedAt: meta.startedAt.toISOString(),
+  })}\n`;
+}
+
+export function queryLogLine(time: number, entry: QueryLogEntry): string {
+  return `${JSON.stringify({ t: time, ...entry })}\n`;
+}
+
+export type ParsedRecording =
+  | {
+      kind: "ssh";
+      header: AsciicastHeader;
+      /** Terminal events in order. */
+      frames: { time: number; code: "o" | "i" | "r"; data: string }[];
+      /** Marker events (exec, scp, sftp, forward) in order. */
+      events: ({ time: number; event: string } & Record<string, unknown>)[];
+    }
+  | { kind: "postgres"; header: Record<string, unknown>; queries: (QueryLogEntry & { t: number })[] };
+
+/** Reads a stored recording back; throws on text that is not one. */
+export function parseRecording(text: string): ParsedRecording {
+  const lines = text.split("\n").filter((line) => line.length > 0);
+  if (lines.length === 0) throw new Error("the recording is empty");
+  const header = JSON.parse(lines[0]!) as Record<string, unknown>;
+  if (header.version === 2) {
+    const frames: { time: number; code: "o" | "i" | "r"; data: string }[] = [];
+    const events: ({ time: number; event: string } & Record<string, unknown>)[] = [];
+    for (const line of lines.slice(1)) {
+      const [time, code, data] = JSON.parse(line) as [number, string, string];
+      if (code === "m") events.push({ time, ...(JSON.parse(data) as { event: string }) });
+      else if (code === "o" || code === "i" || code === "r") frames.push({ time, code, data });
+    }
+    return { kind: "ssh", header: header as unknown as AsciicastHeader, frames, events };
+  }
+  if (header.version === 1 && header.kind === "postgres")
+    return {
+      kind: "postgres",
+      header,
+      queries: lines.slice(1).map((line) => JSON.parse(line) as QueryLogEntry & { t: number }),
+    };
+  throw new Error("not a Stint recording");
+}
+
+/** What `stint sessions play` prints without timing: the terminal output, or the query transcript. */
+export function transcript(recording: ParsedRecording): string {
+  if (recording.kind === "ssh")
+    return recording.frames
+      .filter((frame) => frame.code === "o")
+      .map((frame) => frame.data)
+      .join("");
+  return recording.queries
+    .map((q) => {
+      const outcome = q.error
+        ? `ERROR ${q.error}`
+        : `${q.command ?? "OK"}${q.rows !== null ? ` ${q.rows} row${q.rows === 1 ? "" : "s"}` : ""}`;
+      const parameters = q.parameters ? `\n  -- parameters: ${JSON.stringify(q.parameters)}` : "";
+      return `-- +${q.t.toFixed(3)}s (${q.durationMs.toFixed(1)} ms) ${outcome}\n${q.statement.trim()};${parameters}\n`;
+    })
+    .join("");
+}
+
+export const RECORDING_EXTENSION: Record<SessionKind, string> = { ssh: "cast", postgres: "jsonl" };

@@ -1,0 +1,933 @@
+/**
+ * Brokered sessions: the gate the proxies ask (who may connect where, as which upstream login, under
+ * which policy), recordings in the blob store, the audit trail, database tokens and SSH certificates,
+ * and the kill switch: every session of an activation ends when the activation ends, on every node
+ * (NOTIFY committed with the activation's end; a sweep catches what a lost notification missed).
+ */
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { AppStore } from "../../db/index.js";
+import type { BlobStore, BlobWriter } from "../../lib/blob-store.js";
+import type { Clock } from "../../lib/clock.js";
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import type { Logger } from "../../lib/logger.js";
+import { deriveKey, open, randomToken, seal, sha256Hex } from "../../lib/security.js";
+import { policySpec } from "../../contract/catalog.js";
+import type { AuditLog } from "../audit/audit.service.js";
+import { can } from "../authz/authz.rules.js";
+import type { Actor, CallContext } from "../authz/authz.types.js";
+import type { VaultService } from "../vault/vault.service.js";
+import { sessionOptionsOf } from "../connectors/session-options.rules.js";
+import * as postgresRules from "../connectors/postgres/postgres.rules.js";
+import * as sshHostRules from "../connectors/ssh-host/ssh-host.rules.js";
+import { createRecorder, type ActiveRecorder } from "./recorder.js";
+import { RECORDING_EXTENSION } from "./recording.rules.js";
+import * as sessionStore from "./sessions.store.js";
+import {
+  SessionRefusedError,
+  type BrokeredSession,
+  type EndReason,
+  type SessionEnd,
+  type SessionGate,
+  type SessionKind,
+  type SessionPolicy,
+  type SshCertificateLogin,
+  type UpstreamPostgres,
+  type UpstreamSsh,
+} from "./sessions.types.js";
+import {
+  generateCa,
+  parseCertificate,
+  publicKeyObject,
+  signUserCertificate,
+  verifyCertificate,
+  type CertExtension,
+} from "./ssh-ca.js";
+import ssh2 from "ssh2";
+
+const { utils } = ssh2;
+
+export const SESSIONS_CHANNEL = "stint_sessions";
+/** How far a client's clock may be behind ours and its certificate still be valid. */
+const CERT_BACKDATE_MS = 60_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+type BusMessage =
+  | { type: "activation"; requestId: string; role: string; state: string; by: string; reason: string; at: number }
+  | { type: "kill"; sessionId: string; by: string; reason: string; at: number };
+
+export interface SessionServiceDeps {
+  store: Pick<AppStore, "db" | "transaction" | "listen">;
+  audit: Pick<AuditLog, "append" | "record">;
+  clock: Clock;
+  masterKey: Uint8Array;
+  blobs: BlobStore;
+  registry: Registry;
+  logger: Logger;
+  vault: Pick<VaultService, "injectValue" | "openValue">;
+  /** This process, as recorded on its sessions. */
+  node?: string;
+  /** How often live sessions are checked against the database (the safety net behind NOTIFY). */
+  sweepMs?: number;
+}
+
+export interface ProxyAddress {
+  host: string;
+  port: number;
+}
+
+export interface SessionDto {
+  id: string;
+  kind: SessionKind;
+  user: string;
+  role: string;
+  target: string;
+  login: string;
+  requestId: string;
+  clientAddress: string | null;
+  node: string;
+  startedAt: string;
+  endedAt: string | null;
+  endReason: string | null;
+  endDetail: string | null;
+  endedBy: string | null;
+  live: boolean;
+  bytesUp: number;
+  bytesDown: number;
+  recording: { sha256: string | null; bytes: number | null; available: boolean } | null;
+}
+
+interface LiveEntry {
+  id: string;
+  requestId: string;
+  controller: AbortController;
+  /** When the cause of an abort happened (for the kill latency). */
+  causeAt: number | null;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export type SessionService = ReturnType<typeof createSessionService>;
+
+export function createSessionService(deps: SessionServiceDeps) {
+  const { store, audit, clock, blobs, registry, logger } = deps;
+  const node = deps.node ?? `${hostname()}:${process.pid}`;
+  const keyWrap = deriveKey(deps.masterKey, "ssh-keys");
+  const live = new Map<string, LiveEntry>();
+  const proxies: Partial<Record<SessionKind, ProxyAddress>> = {};
+  let stopListening: (() => Promise<void>) | null = null;
+  let sweepTimer: NodeJS.Timeout | undefined;
+
+  const liveGauge = new Gauge({
+    name: "stint_sessions_live",
+    help: "Brokered sessions open on this node",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
+  const bytesRelayed = new Counter({
+    name: "stint_session_bytes_total",
+    help: "Bytes relayed by the session proxies (up: client to target, down: target to client)",
+    labelNames: ["kind", "direction"],
+    registers: [registry],
+  });
+  const recordingFailures = new Counter({
+    name: "stint_session_recording_failures_total",
+    help: "Sessions whose recording could not be started or written",
+    labelNames: ["kind"],
+    registers: [registry],
+  });
+  const sessionsOpened = new Counter({
+    name: "stint_sessions_total",
+    help: "Session attempts through the proxies by outcome",
+    labelNames: ["kind", "outcome"],
+    registers: [registry],
+  });
+  const killLatency = new Histogram({
+    name: "stint_session_kill_latency_seconds",
+    help: "From a kill or the end of an activation to its sessions closed",
+    labelNames: ["cause"],
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+
+  // ---- keys ----
+
+  const keyCache = new Map<string, { publicKey: string; privateKey: string }>();
+  async function sshKey(purpose: "user-ca" | "proxy-host") {
+    const cached = keyCache.get(purpose);
+    if (cached) return cached;
+    let row = await sessionStore.findSshKey(store.db, purpose);
+    if (!row) {
+      const pair = purpose === "user-ca" ? generateCa() : hostKeyPair();
+      await sessionStore.insertSshKey(store.db, {
+        purpose,
+        publicKey: pair.publicKey,
+        sealedPrivateKey: seal(keyWrap, pair.privateKey, `ssh-key:${purpose}`),
+        now: clock.now(),
+      });
+      row = (await sessionStore.findSshKey(store.db, purpose))!;
+    }
+    const pair = {
+      publicKey: row.public_key,
+      privateKey: open(keyWrap, row.sealed_private_key, `ssh-key:${purpose}`).toString("utf8"),
+    };
+    keyCache.set(purpose, pair);
+    return pair;
+  }
+
+  // ---- helpers ----
+
+  const userActor = (id: string, name: string): Actor => ({
+    kind: "principal",
+    id,
+    name,
+    principalKind: "user",
+    roles: [],
+  });
+  const BROKER: Actor = { kind: "system", name: "session-broker" };
+  const context = (clientAddress: string | null): CallContext => ({
+    correlationId: newId(),
+    sourceIp: clientAddress,
+    userAgent: null,
+  });
+
+  function policyOf(row: sessionStore.ActivationRow): SessionPolicy {
+    const parsed = policySpec.safeParse(row.policy_spec);
+    return parsed.success ? parsed.data.session : { recording: "required", portForwarding: false, queryParameters: false };
+  }
+
+  async function refuse(
+    kind: SessionKind,
+    code: string,
+    message: string,
+    audit_: { actor: Actor; clientAddress: string | null; details: Record<string, unknown> } | null,
+  ): Promise<never> {
+    sessionsOpened.inc({ kind, outcome: "refused" });
+    if (audit_)
+      await audit
+        .record(audit_.actor, context(audit_.clientAddress), {
+          action: "session.refused",
+          outcome: "denied",
+          reason: message,
+          details: { kind, code, ...audit_.details },
+        })
+        .catch((error: unknown) => logger.error({ err: error }, "could not audit a refused session"));
+    throw new SessionRefusedError(code, message);
+  }
+
+  async function principalByName(name: string) {
+    return store.db
+      .selectFrom("principals")
+      .select(["id", "name", "status", "kind"])
+      .where("name", "=", name)
+      .executeTakeFirst();
+  }
+
+  async function sealedValue(
+    kind: SessionKind,
+    path: string,
+    who: { actor: Actor; clientAddress: string | null; details: Record<string, unknown> },
+  ) {
+    try {
+      const value = await deps.vault.injectValue(path);
+      if (value) return value;
+    } catch (error) {
+      if (error instanceof StintError)
+        return refuse(kind, "NO_CREDENTIAL", `The session credential cannot be read: ${error.message}`, who);
+      throw error;
+    }
+    return refuse(kind, "NO_CREDENTIAL", `The session credential ${path} is not in the vault.`, who);
+  }
+
+  function abort(entry: LiveEntry, end: SessionEnd, causeAt: number) {
+    if (entry.controller.signal.aborted) return;
+    entry.causeAt = causeAt;
+    entry.controller.abort(end);
+  }
+
+  /** Opens the session row, the recording and the audit event; everything a proxy gets back. */
+  async function openSession<U extends UpstreamPostgres | UpstreamSsh>(input: {
+    kind: SessionKind;
+    principal: { id: string; name: string };
+    activation: sessionStore.ActivationRow;
+    clientAddress: string | null;
+    upstream: U;
+    credential: string;
+    certificate?: { serial: string; keyId: string };
+  }): Promise<BrokeredSession<U>> {
+    const { kind, principal, activation, upstream } = input;
+    const policy = policyOf(activation);
+    const actor = userActor(principal.id, principal.name);
+    const id = newId();
+    const now = clock.now();
+    const who = {
+      actor,
+      clientAddress: input.clientAddress,
+      details: { role: activation.role_name, target: activation.target_name },
+    };
+    const month = now.toISOString().slice(0, 7).replace("-", "/");
+    const recordingKey = `recordings/${month}/${id}.${RECORDING_EXTENSION[kind]}`;
+    let writer: BlobWriter | null = null;
+    try {
+      writer = await blobs.create(recordingKey);
+    } catch (error) {
+      recordingFailures.inc({ kind });
+      logger.error({ err: error, session: id, blobs: blobs.dir }, "the recording store cannot be written to");
+      if (policy.recording === "required")
+        return refuse(
+          kind,
+          "RECORDING_UNAVAILABLE",
+          `Recording is required for ${activation.role_name} and the recording store cannot be written to, so the session is refused; tell your Stint administrator.`,
+          who,
+        );
+    }
+    const login = upstream.kind === "postgres" ? upstream.user : upstream.username;
+    try {
+      await store.transaction(async (tx) => {
+        await sessionStore.insertSession(tx, {
+          id,
+          kind,
+          principalId: principal.id,
+          requestId: activation.request_id,
+          roleId: activation.role_id,
+          targetId: activation.target_id,
+          login,
+          clientAddress: input.clientAddress,
+          node,
+          now,
+          recordingKey: writer ? recordingKey : null,
+        });
+        await audit.append(tx, actor, context(input.clientAddress), {
+          action: "session.started",
+          outcome: "success",
+          subject: `session:${id}`,
+          details: {
+            kind,
+            role: activation.role_name,
+            target: activation.target_name,
+            request: activation.request_id,
+            login,
+            credential: input.credential,
+            recording: writer ? policy.recording : "unavailable",
+            ...(input.certificate ? { certificate: input.certificate } : {}),
+          },
+        });
+      });
+    } catch (error) {
+      await writer?.finish().catch(() => undefined);
+      throw error;
+    }
+    sessionsOpened.inc({ kind, outcome: "opened" });
+    liveGauge.inc({ kind });
+
+    const controller = new AbortController();
+    const entry: LiveEntry = { id, requestId: activation.request_id, controller, causeAt: null, timer: undefined };
+    live.set(id, entry);
+    const expiresAt = new Date(activation.expires_at!).getTime();
+    const untilExpiry = Math.max(0, expiresAt - now.getTime());
+    if (untilExpiry < MAX_TIMER_MS) {
+      entry.timer = setTimeout(
+        () =>
+          abort(
+            entry,
+            {
+              reason: "activation_ended",
+              message: `Your activation of ${activation.role_name} expired, so this session is over.`,
+            },
+            expiresAt,
+          ),
+        untilExpiry,
+      );
+      entry.timer.unref();
+    }
+
+    const recorder: ActiveRecorder = createRecorder({
+      kind,
+      writer,
+      meta: {
+        session: id,
+        user: principal.name,
+        role: activation.role_name,
+        target: activation.target_name,
+        login,
+        startedAt: now,
+      },
+      clock,
+      onFailure: (error) => {
+        recordingFailures.inc({ kind });
+        logger.error({ err: error, session: id }, "a session recording failed");
+        if (policy.recording === "required")
+          abort(
+            entry,
+            {
+              reason: "recording_failed",
+              message: `Recording is required for ${activation.role_name} and it failed, so the session is ended.`,
+            },
+            clock.now().getTime(),
+          );
+      },
+    });
+
+    const bytes = { up: 0, down: 0 };
+    let ended: Promise<void> | null = null;
+    const end = (reason: EndReason, detail?: string): Promise<void> => {
+      ended ??= (async () => {
+        clearTimeout(entry.timer);
+        live.delete(id);
+        liveGauge.dec({ kind });
+        const endedAt = clock.now();
+        if (entry.causeAt !== null)
+          killLatency.observe(
+            { cause: reason === "killed" ? "killed" : "activation_ended" },
+            Math.max(0, (Date.now() - entry.causeAt) / 1000),
+          );
+        let recording: { key: string; sha256: string; bytes: number } | null = null;
+        try {
+          recording = await recorder.finish();
+        } catch (error) {
+          recordingFailures.inc({ kind });
+          logger.error({ err: error, session: id }, "a session recording could not be completed");
+        }
+        const signalReason = controller.signal.aborted ? (controller.signal.reason as SessionEnd) : null;
+        const sentence = detail ?? signalReason?.message ?? null;
+        try {
+          await store.transaction(async (tx) => {
+            const fields = {
+              recording: recording ? { sha256: recording.sha256, bytes: recording.bytes } : null,
+              bytesUp: bytes.up,
+              bytesDown: bytes.down,
+            };
+            const row = await sessionStore.endSession(tx, id, {
+              ...fields,
+              now: endedAt,
+              reason,
+              detail: sentence,
+              endedBy: null,
+            });
+            if (!row) await sessionStore.completeEndedSession(tx, id, fields);
+            await audit.append(tx, reason === "client_closed" ? actor : BROKER, context(input.clientAddress), {
+              action: "session.ended",
+              outcome: "success",
+              subject: `session:${id}`,
+              ...(sentence ? { reason: sentence } : {}),
+              details: {
+                kind,
+                user: principal.name,
+                role: activation.role_name,
+                target: activation.target_name,
+                endReason: reason,
+                bytesUp: bytes.up,
+                bytesDown: bytes.down,
+                recording: recording ? { key: recording.key, sha256: recording.sha256, bytes: recording.bytes } : null,
+              },
+            });
+          });
+        } catch (error) {
+          logger.error({ err: error, session: id }, "could not record the end of a session");
+        }
+      })();
+      return ended;
+    };
+
+    return {
+      id,
+      user: principal.name,
+      role: activation.role_name,
+      target: activation.target_name,
+      policy,
+      upstream,
+      recorder,
+      signal: controller.signal,
+      countBytes(direction, n) {
+        bytes[direction] += n;
+        bytesRelayed.inc({ kind, direction }, n);
+      },
+      end,
+    };
+  }
+
+  // ---- the gate ----
+
+  const gate: SessionGate = {
+    async openPostgres({ user, password, database, clientAddress }) {
+      const kind = "postgres";
+      const [userName, roleName, ...rest] = user.split("%");
+      if (!userName || !roleName || rest.length > 0)
+        return refuse(
+          kind,
+          "BAD_CREDENTIALS",
+          `Connect as <user>%<role> with the password \`stint db login ROLE\` prints (not "${user.slice(0, 64)}").`,
+          null,
+        );
+      const bad = `password authentication failed for ${userName}%${roleName}: not a valid Stint database token for that user and role (get one with \`stint db login ${roleName}\`)`;
+      const token = await sessionStore.findToken(store.db, sha256Hex(password));
+      const now = clock.now();
+      if (!token || token.principal_name !== userName || token.role_name !== roleName)
+        return refuse(kind, "BAD_CREDENTIALS", bad, {
+          actor: { kind: "anonymous" },
+          clientAddress,
+          details: { user: userName, role: roleName },
+        });
+      const who = {
+        actor: userActor(token.principal_id, token.principal_name),
+        clientAddress,
+        details: { role: roleName },
+      };
+      if (token.principal_status !== "active")
+        return refuse(kind, "BAD_CREDENTIALS", `The account ${userName} is disabled.`, who);
+      const activation = (await sessionStore.activeActivations(store.db, token.principal_id, now)).find(
+        (a) => a.request_id === token.request_id,
+      );
+      if (!activation || new Date(token.expires_at).getTime() <= now.getTime())
+        return refuse(
+          kind,
+          "NOT_ACTIVE",
+          `Your activation of ${roleName} has ended, and its database tokens with it: activate the role again, then run \`stint db login ${roleName}\`.`,
+          who,
+        );
+      if (token.once && !(await sessionStore.useOnceToken(store.db, token.id, now)))
+        return refuse(kind, "BAD_CREDENTIALS", `This single-use token (--once) was already used.`, who);
+      if (activation.target_kind !== "postgres")
+        return refuse(kind, "TARGET_UNSUPPORTED", `${roleName}'s target is not a PostgreSQL database.`, who);
+      const address = postgresRules.parseAddress(activation.address ?? "");
+      let upstreamUser: string;
+      let upstreamPassword: string;
+      let credential: string;
+      const entitlement = activation.entitlement as { dynamic?: unknown };
+      if (entitlement.dynamic === true) {
+        const stored = activation.grant_id
+          ? await store.db
+              .selectFrom("grant_credentials")
+              .selectAll()
+              .where("grant_id", "=", activation.grant_id)
+              .executeTakeFirst()
+          : undefined;
+        if (!stored || activation.grant_state !== "active")
+          return refuse(kind, "NO_CREDENTIAL", `The database login of ${roleName} is still being made.`, who);
+        upstreamUser = stored.login;
+        try {
+          upstreamPassword = await deps.vault.openValue(`grant:${activation.grant_id}`, {
+            ciphertext: stored.ciphertext,
+            wrappedKey: stored.wrapped_key,
+            kekVersion: stored.kek_version,
+          });
+        } catch (error) {
+          if (error instanceof StintError)
+            return refuse(kind, "NO_CREDENTIAL", `The session credential cannot be read: ${error.message}`, who);
+          throw error;
+        }
+        credential = "dynamic";
+      } else {
+        const options = sessionOptionsOf(configOptions(activation));
+        if (!options)
+          return refuse(
+            kind,
+            "NO_CREDENTIAL",
+            `The target ${activation.target_name} has no session credential (options.session) and ${roleName} is not dynamic.`,
+            who,
+          );
+        upstreamUser = options.login;
+        upstreamPassword = (await sealedValue(kind, options.secret, who)).value;
+        credential = options.secret;
+      }
+      const upstream: UpstreamPostgres = {
+        kind: "postgres",
+        host: address.host,
+        port: address.port,
+        database: database && database.length > 0 ? database : address.database,
+        user: upstreamUser,
+        password: upstreamPassword,
+      };
+      return openSession({
+        kind,
+        principal: { id: token.principal_id, name: token.principal_name },
+        activation,
+        clientAddress,
+        upstream,
+        credential,
+      });
+    },
+
+    checkSshCertificate({ username, algorithm, key }) {
+      const ca = keyCache.get("user-ca");
+      const [userName, targetName, ...rest] = username.split("%");
+      if (!userName || !targetName || rest.length > 0)
+        throw new SessionRefusedError("BAD_CREDENTIALS", "Log in as <user>%<target>, e.g. ssh alice%prod-web@stint.");
+      if (!ca || !algorithm.endsWith("-cert-v01@openssh.com"))
+        throw new SessionRefusedError("BAD_CREDENTIALS", "Only Stint certificates are accepted (stint ssh login).");
+      const line = `${algorithm} ${key.toString("base64")}`;
+      const verdict = verifyCertificate(line, ca.publicKey, clock.now(), { principal: userName });
+      if (!verdict.ok) throw new SessionRefusedError("BAD_CREDENTIALS", `The certificate is not valid: ${verdict.reason}`);
+      return {
+        user: userName,
+        target: targetName,
+        publicKey: publicKeyObject(verdict.certificate.publicKey),
+        serial: verdict.certificate.serial.toString(),
+        keyId: verdict.certificate.keyId,
+      };
+    },
+
+    async openSsh(login: SshCertificateLogin, { clientAddress }) {
+      const kind = "ssh";
+      const principal = await principalByName(login.user);
+      if (!principal || principal.status !== "active")
+        return refuse(kind, "BAD_CREDENTIALS", `The account ${login.user} is disabled.`, null);
+      const who = {
+        actor: userActor(principal.id, principal.name),
+        clientAddress,
+        details: { target: login.target, certificate: { serial: login.serial, keyId: login.keyId } },
+      };
+      const activation = (await sessionStore.activeActivations(store.db, principal.id, clock.now())).find(
+        (a) => a.target_name === login.target,
+      );
+      if (!activation)
+        return refuse(
+          kind,
+          "NOT_ACTIVE",
+          `You have no active role for ${login.target}: activate one first (stint activate ROLE).`,
+          who,
+        );
+      if (activation.target_kind !== "ssh-host")
+        return refuse(kind, "TARGET_UNSUPPORTED", `${login.target} is not an SSH host.`, who);
+      const options = configOptions(activation);
+      const session = sessionOptionsOf(options);
+      const address = sshHostRules.parseAddress(activation.address ?? "");
+      if (!session || "problem" in address)
+        return refuse(
+          kind,
+          "NO_CREDENTIAL",
+          `The target ${login.target} has no session credential (options.session), so Stint cannot open it.`,
+          who,
+        );
+      const secret = await sealedValue(kind, session.secret, who);
+      const upstream: UpstreamSsh = {
+        kind: "ssh",
+        host: address.host,
+        port: address.port,
+        username: session.login,
+        hostKey: sshHostRules.parseOptions(options).hostKey,
+        ...(secret.kind === "ssh-key" ? { privateKey: secret.value } : { password: secret.value }),
+      };
+      return openSession({
+        kind,
+        principal,
+        activation,
+        clientAddress,
+        upstream,
+        credential: session.secret,
+        certificate: { serial: login.serial, keyId: login.keyId },
+      });
+    },
+  };
+
+  function configOptions(row: sessionStore.ActivationRow): Record<string, unknown> {
+    const config = (row.target_config ?? {}) as { options?: Record<string, unknown> };
+    return config.options ?? {};
+  }
+
+  // ---- bus ----
+
+  function onBus(payload: string) {
+    let message: BusMessage;
+    try {
+      message = JSON.parse(payload) as BusMessage;
+    } catch {
+      return;
+    }
+    if (message.type === "kill") {
+      const entry = live.get(message.sessionId);
+      if (entry) abort(entry, { reason: "killed", message: `${message.by} ended this session: ${message.reason}` }, message.at);
+      return;
+    }
+    if (message.type === "activation") {
+      const how =
+        message.state === "expired"
+          ? "expired"
+          : `was ${message.state}${message.by && message.by !== "system" ? ` by ${message.by}` : ""}`;
+      const end: SessionEnd = {
+        reason: "activation_ended",
+        message: `Your activation of ${message.role} ${how}${message.reason ? `: ${message.reason}` : ""}; this session is over.`,
+      };
+      for (const entry of live.values()) if (entry.requestId === message.requestId) abort(entry, end, message.at);
+    }
+  }
+
+  async function sweep() {
+    if (live.size === 0) return;
+    const entries = [...live.values()];
+    const ended = await sessionStore.endedActivations(
+      store.db,
+      [...new Set(entries.map((e) => e.requestId))],
+      clock.now(),
+    );
+    const killed = await sessionStore.killedSessions(
+      store.db,
+      entries.map((e) => e.id),
+    );
+    const now = Date.now();
+    for (const entry of entries) {
+      if (killed.has(entry.id))
+        abort(entry, { reason: "killed", message: `An administrator ended this session: ${killed.get(entry.id) ?? ""}` }, now);
+      else if (ended.has(entry.requestId))
+        abort(entry, { reason: "activation_ended", message: "Your activation ended, so this session is over." }, now);
+    }
+  }
+
+  function toDto(row: sessionStore.SessionRow): SessionDto {
+    return {
+      id: row.id,
+      kind: row.kind,
+      user: row.user_name,
+      role: row.role_name,
+      target: row.target_name,
+      login: row.login,
+      requestId: row.request_id,
+      clientAddress: row.client_address,
+      node: row.node,
+      startedAt: new Date(row.started_at).toISOString(),
+      endedAt: row.ended_at ? new Date(row.ended_at).toISOString() : null,
+      endReason: row.end_reason,
+      endDetail: row.end_detail,
+      endedBy: row.ended_by,
+      live: row.ended_at === null,
+      bytesUp: Number(row.bytes_up),
+      bytesDown: Number(row.bytes_down),
+      recording: row.recording_key
+        ? {
+            sha256: row.recording_sha256,
+            bytes: row.recording_bytes === null ? null : Number(row.recording_bytes),
+            available: row.recording_sha256 !== null,
+          }
+        : null,
+    };
+  }
+
+  /** Recordings and session lists are for admins and auditors; to anyone else they do not exist. */
+  function mayRead(actor: Actor): boolean {
+    return can(actor, "sessions.read");
+  }
+
+  return {
+    gate,
+    node,
+
+    async start() {
+      await sshKey("user-ca");
+      stopListening = await store.listen(SESSIONS_CHANNEL, onBus);
+      const every = deps.sweepMs ?? 5000;
+      sweepTimer = setInterval(() => {
+        sweep().catch((error: unknown) => logger.warn({ err: error }, "session sweep failed"));
+      }, every);
+      sweepTimer.unref();
+    },
+
+    async stop() {
+      clearInterval(sweepTimer);
+      for (const entry of live.values())
+        abort(entry, { reason: "shutdown", message: "Stint is shutting down; reconnect in a moment." }, Date.now());
+      await stopListening?.().catch(() => undefined);
+      stopListening = null;
+    },
+
+    liveSessions: () => live.size,
+
+    setProxyAddress(kind: SessionKind, address: ProxyAddress) {
+      proxies[kind] = address;
+    },
+
+    proxyHostKey: () => sshKey("proxy-host").then((pair) => pair.privateKey),
+
+    /** Inside the transaction that ends an activation: its sessions end everywhere when it commits. */
+    async onActivationEnded(
+      tx: Parameters<Parameters<AppStore["transaction"]>[0]>[0],
+      ended: { requestId: string; role: string; state: string; by: string; reason: string },
+    ) {
+      const message: BusMessage = { type: "activation", ...ended, at: Date.now() };
+      await sessionStore.notify(tx, SESSIONS_CHANNEL, message);
+    },
+
+    /** The CA's public key and where the SSH proxy listens (public: hosts may trust the CA directly). */
+    async sshInfo() {
+      const [ca, host] = await Promise.all([sshKey("user-ca"), sshKey("proxy-host")]);
+      return {
+        caPublicKey: ca.publicKey,
+        proxy: proxies.ssh ? { ...proxies.ssh, hostKey: host.publicKey } : null,
+      };
+    },
+
+    /** Signs the caller's public key for as long as their activation of an SSH host role lasts. */
+    async issueSshCertificate(actor: Actor, ctx: CallContext, input: { publicKey: string; role?: string | undefined }) {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const now = clock.now();
+      const activations = (await sessionStore.activeActivations(store.db, actor.id, now)).filter(
+        (a) => a.target_kind === "ssh-host" && (input.role === undefined || a.role_name === input.role),
+      );
+      const activation = activations[0];
+      if (!activation)
+        throw new StintError(
+          "NOT_ACTIVE",
+          input.role
+            ? `You have no active activation of ${input.role} on an SSH host.`
+            : "You have no active role on an SSH host: activate one first.",
+        );
+      const ca = await sshKey("user-ca");
+      const policy = policyOf(activation);
+      const serial = BigInt(`0x${randomBytes(8).toString("hex")}`) & ((1n << 63n) - 1n);
+      const validBefore = new Date(activation.expires_at!);
+      const keyId = `stint:${actor.name}:${activation.request_id}`;
+      const extensions: CertExtension[] = ["permit-pty"];
+      if (policy.portForwarding) extensions.push("permit-port-forwarding");
+      let certificate: string;
+      try {
+        certificate = signUserCertificate({
+          caPrivateKey: ca.privateKey,
+          userPublicKey: input.publicKey,
+          keyId,
+          principals: [actor.name],
+          validAfter: new Date(now.getTime() - CERT_BACKDATE_MS),
+          validBefore,
+          serial,
+          extensions,
+        });
+      } catch (error) {
+        throw new StintError(
+          "VALIDATION_FAILED",
+          `That is not a public key Stint can certify (ssh-ed25519 or ssh-rsa): ${(error as Error).message}`,
+        );
+      }
+      const cert = parseCertificate(certificate);
+      await audit.record(actor, ctx, {
+        action: "ssh.certificate_issued",
+        outcome: "success",
+        subject: `request:${activation.request_id}`,
+        details: {
+          role: activation.role_name,
+          target: activation.target_name,
+          serial: serial.toString(),
+          keyId,
+          validBefore: validBefore.toISOString(),
+        },
+      });
+      return {
+        certificate,
+        keyId,
+        serial: serial.toString(),
+        principals: cert.principals,
+        validBefore: validBefore.toISOString(),
+        role: activation.role_name,
+        target: activation.target_name,
+      };
+    },
+
+    /** A password for the PostgreSQL proxy, bound to the caller, the role and this activation. */
+    async issueDatabaseToken(actor: Actor, ctx: CallContext, input: { role: string; once: boolean }) {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const now = clock.now();
+      const activation = (await sessionStore.activeActivations(store.db, actor.id, now)).find(
+        (a) => a.role_name === input.role,
+      );
+      if (!activation) throw new StintError("NOT_ACTIVE", `You have no active activation of ${input.role}.`);
+      if (activation.target_kind !== "postgres")
+        throw new StintError("VALIDATION_FAILED", `${input.role}'s target is not a PostgreSQL database.`);
+      if (!proxies.postgres) throw new StintError("UNAVAILABLE", "The PostgreSQL proxy is not running on this server.");
+      const token = `stint_${randomToken(32)}`;
+      const expiresAt = new Date(activation.expires_at!);
+      await store.transaction(async (tx) => {
+        await sessionStore.insertToken(tx, {
+          id: newId(),
+          tokenHash: sha256Hex(token),
+          principalId: actor.id,
+          requestId: activation.request_id,
+          roleId: activation.role_id,
+          once: input.once,
+          now,
+          expiresAt,
+        });
+        await audit.append(tx, actor, ctx, {
+          action: "session.token_issued",
+          outcome: "success",
+          subject: `request:${activation.request_id}`,
+          details: { role: input.role, target: activation.target_name, once: input.once, expiresAt: expiresAt.toISOString() },
+        });
+      });
+      const address = postgresRules.parseAddress(activation.address ?? "");
+      return {
+        host: proxies.postgres.host,
+        port: proxies.postgres.port,
+        database: address.database,
+        user: `${actor.name}%${input.role}`,
+        password: token,
+        expiresAt: expiresAt.toISOString(),
+      };
+    },
+
+    async list(actor: Actor, options: { live: boolean; limit?: number }): Promise<SessionDto[]> {
+      if (!mayRead(actor)) throw new StintError("NOT_FOUND", "There are no sessions you may see.");
+      const rows = await sessionStore.listSessions(store.db, {
+        live: options.live,
+        limit: Math.min(options.limit ?? 100, 1000),
+      });
+      return rows.map(toDto);
+    },
+
+    async show(actor: Actor, id: string): Promise<SessionDto> {
+      const row = mayRead(actor) ? await sessionStore.findSession(store.db, id) : undefined;
+      if (!row) throw new StintError("NOT_FOUND", `There is no session ${id} that you may see.`);
+      return toDto(row);
+    },
+
+    /** A finished recording's bytes; audited, because replaying a session is itself sensitive. */
+    async recording(actor: Actor, ctx: CallContext, id: string) {
+      const row = mayRead(actor) ? await sessionStore.findSession(store.db, id) : undefined;
+      if (!row) throw new StintError("NOT_FOUND", `There is no session ${id} that you may see.`);
+      if (!row.recording_key || !row.recording_sha256)
+        throw new StintError(
+          "NOT_FOUND",
+          row.ended_at ? `Session ${id} has no recording.` : `Session ${id} is still live; its recording is not finished.`,
+        );
+      const stream = await blobs.read(row.recording_key).catch(() => {
+        throw new StintError("NOT_FOUND", `The recording of session ${id} is missing from the blob store.`);
+      });
+      await audit.record(actor, ctx, {
+        action: "session.recording_read",
+        outcome: "success",
+        subject: `session:${id}`,
+        details: { sha256: row.recording_sha256 },
+      });
+      return {
+        kind: row.kind,
+        sha256: row.recording_sha256,
+        contentType: row.kind === "ssh" ? "application/x-asciicast" : "application/x-ndjson",
+        stream,
+      };
+    },
+
+    /** Ends a live session now, on whichever node relays it. */
+    async kill(actor: Actor, ctx: CallContext, id: string, reason: string): Promise<SessionDto> {
+      if (!can(actor, "sessions.kill")) throw new StintError("FORBIDDEN");
+      const by = actor.kind === "principal" ? actor.name : "system";
+      await store.transaction(async (tx) => {
+        const row = await sessionStore.findSession(tx, id);
+        if (!row) throw new StintError("NOT_FOUND", `There is no session ${id}.`);
+        const marked = await sessionStore.markKilled(tx, id, { now: clock.now(), by, reason });
+        if (!marked) throw new StintError("CONFLICT", `Session ${id} has already ended.`);
+        await audit.append(tx, actor, ctx, {
+          action: "session.killed",
+          outcome: "success",
+          subject: `session:${id}`,
+          reason,
+          details: { user: row.user_name, role: row.role_name, target: row.target_name },
+        });
+        const message: BusMessage = { type: "kill", sessionId: id, by, reason, at: Date.now() };
+        await sessionStore.notify(tx, SESSIONS_CHANNEL, message);
+      });
+      return toDto((await sessionStore.findSession(store.db, id))!);
+    },
+  };
+}
+
+function hostKeyPair(): { publicKey: string; privateKey: string } {
+  const pair = utils.generateKeyPairSync("ed25519", { comment: "stint-proxy" });
+  return { publicKey: pair.public.trim(), privateKey: pair.private };
+}
