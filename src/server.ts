@@ -37,6 +37,9 @@ import { createGrantService, type GrantService } from "./modules/grants/grants.s
 import { registerGrantRoutes } from "./modules/grants/grants.routes.js";
 import { createVaultService, type VaultService } from "./modules/vault/vault.service.js";
 import { registerVaultRoutes } from "./modules/vault/vault.routes.js";
+import { createBlobStore } from "./lib/blob-store.js";
+import { createSessionService, type SessionService } from "./modules/sessions/sessions.service.js";
+import { registerSessionRoutes } from "./modules/sessions/sessions.routes.js";
 
 export const VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
 
@@ -68,6 +71,7 @@ export interface Server {
   requests: RequestService;
   grants: GrantService;
   vault: VaultService;
+  sessions: SessionService;
   scheduler: Scheduler;
   registry: Registry;
   /** Creates the first administrator or a setup code (printed by the caller). */
@@ -119,6 +123,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
     // The two services call each other: a grant is provisioned for a request, and its outcome moves the request.
     let grants: GrantService | undefined = undefined;
+    let sessions: SessionService | undefined = undefined;
     const requests = createRequestService({
       store,
       audit,
@@ -126,6 +131,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       decisionLinks,
       ...(onEvent ? { onEvent } : {}),
       onGrant: (tx, change) => grants!.onGrant(tx, change),
+      onEnded: (tx, ended) => sessions!.onActivationEnded(tx, ended),
     });
     const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
     const vault = createVaultService({
@@ -198,6 +204,17 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           }
         : {}),
     });
+    sessions = createSessionService({
+      store,
+      audit,
+      clock,
+      masterKey,
+      blobs: createBlobStore(config.blobDir),
+      registry,
+      logger,
+      vault,
+    });
+    await sessions.start();
     const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
     const scheduler = createScheduler({
       requests,
@@ -240,6 +257,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerRequestRoutes(scoped, { requests, tokens: activationTokens });
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
+        registerSessionRoutes(scoped, { sessions: sessions! });
       },
     );
 
@@ -255,6 +273,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       requests,
       grants,
       vault,
+      sessions,
       scheduler,
       registry,
       bootstrap: () =>
@@ -265,6 +284,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         await app.close();
         await scheduler.stop();
         await outbox.stop();
+        await sessions!.stop();
         await audit
           .checkpoint()
           .catch((error: unknown) => logger.error({ err: error }, "could not sign the shutdown audit checkpoint"));

@@ -72,12 +72,28 @@ export const configSchema = z
       .string()
       .regex(/^https?:\/\/[^\s/$.?#].[^\s]*$/, "must be an http(s) URL")
       .optional(),
+    /** Where the SSH session proxy listens ("off" turns it off). Default 127.0.0.1:2222. */
+    sshProxyListen: z.union([z.literal("off"), listen]).optional(),
+    /** Where the PostgreSQL session proxy listens ("off" turns it off). Default 127.0.0.1:6543. */
+    pgProxyListen: z.union([z.literal("off"), listen]).optional(),
+    /** The host name clients use to reach the proxies (printed by `stint db login`, `stint ssh config`). */
+    proxyPublicHost: z
+      .string()
+      .regex(/^[A-Za-z0-9.:[\]-]{1,253}$/, "must be a host name or IP address")
+      .optional(),
+    /** The blob store directory (session recordings). Default <dataDir>/blobs. */
+    blobDir: z.string().min(1).optional(),
     /** Notification channels (YAML file only: they hold webhook secrets and SMTP passwords). */
     notifications: notificationsConfigSchema.default({ channels: [] }),
   })
   .strict();
 
-export type Config = Readonly<z.output<typeof configSchema> & { masterKeyFile: string; vaultKeyFile: string }>;
+export type Config = Readonly<
+  z.output<typeof configSchema> & { masterKeyFile: string; vaultKeyFile: string; blobDir: string }
+>;
+
+export const DEFAULT_SSH_PROXY_LISTEN = "127.0.0.1:2222";
+export const DEFAULT_PG_PROXY_LISTEN = "127.0.0.1:6543";
 
 /** Environment variable → config key. */
 export const ENV_KEYS = {
@@ -102,6 +118,10 @@ export const ENV_KEYS = {
   STINT_OUTBOX_BACKOFF_CAP: "outboxBackoffCap",
   STINT_RECONCILE_INTERVAL: "reconcileInterval",
   STINT_PUBLIC_URL: "publicUrl",
+  STINT_SSH_PROXY_LISTEN: "sshProxyListen",
+  STINT_PG_PROXY_LISTEN: "pgProxyListen",
+  STINT_PROXY_PUBLIC_HOST: "proxyPublicHost",
+  STINT_BLOB_DIR: "blobDir",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
 
 const KEY_TO_ENV = Object.fromEntries(Object.entries(ENV_KEYS).map(([env, key]) => [key, env]));
@@ -165,6 +185,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
       trustedProxies: Object.freeze([...value.trustedProxies]) as unknown as string[],
       masterKeyFile: value.masterKeyFile ?? path.join(value.dataDir, "master.key"),
       vaultKeyFile: value.vaultKeyFile ?? path.join(value.dataDir, "vault.key"),
+      blobDir: value.blobDir ?? path.join(value.dataDir, "blobs"),
     }),
   };
 }

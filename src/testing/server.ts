@@ -4,6 +4,9 @@
  * Password hashing uses cheaper scrypt parameters here only, to keep tests fast.
  */
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import * as OTPAuth from "otpauth";
 import { loadConfig, type Config } from "../config/config.js";
 import type { Engine } from "../lib/db.js";
@@ -51,9 +54,12 @@ export async function testServer(
   } = {},
 ): Promise<TestServer> {
   const t = await freshStore(engine);
+  // Recordings of this server's sessions, removed with it.
+  const blobDir = await mkdtemp(path.join(tmpdir(), "stint-blobs-"));
   const parsed = loadConfig({
     STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
     STINT_LOG_LEVEL: "silent",
+    STINT_BLOB_DIR: blobDir,
     ...options.env,
   });
   if (!parsed.ok) throw new Error(parsed.problems.join("\n"));
@@ -105,6 +111,7 @@ export async function testServer(
     async cleanup() {
       await server.close();
       await t.cleanup().catch(() => undefined);
+      await rm(blobDir, { recursive: true, force: true });
     },
   };
 }

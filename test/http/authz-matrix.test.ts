@@ -56,6 +56,13 @@ const MATRIX = `
   POST    /v1/me/roles/:role/deactivate            no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/extensions            no         yes   yes      yes       yes
   GET     /v1/me/roles/:role/credentials           no         yes   yes      yes       yes
+  GET     /v1/sessions                             no         yes   yes      yes       yes
+  GET     /v1/sessions/:id                         no         yes   yes      yes       yes
+  GET     /v1/sessions/:id/recording               no         yes   yes      yes       yes
+  POST    /v1/sessions/:id/kill                    no         no    no       yes       yes
+  POST    /v1/db/tokens                            no         yes   yes      yes       yes
+  POST    /v1/ssh/certificates                     no         yes   yes      yes       yes
+  GET     /v1/ssh/ca                               yes        yes   yes      yes       yes
   POST    /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests/:id              no         yes   yes      yes       yes
@@ -228,6 +235,18 @@ const PROBES: Record<string, ProbeFactory> = {
   }),
   "POST /v1/me/roles/:role/deactivate": () => ({ url: "/v1/me/roles/matrix-role/deactivate" }),
   "GET /v1/me/roles/:role/credentials": () => ({ url: "/v1/me/roles/matrix-role/credentials" }),
+  // Sessions answer 404 (not 403) to those who may not see them: the sign-in is the route's only requirement.
+  "GET /v1/sessions/:id": () => ({ url: `/v1/sessions/${randomUUID()}` }),
+  "GET /v1/sessions/:id/recording": () => ({ url: `/v1/sessions/${randomUUID()}/recording` }),
+  "POST /v1/sessions/:id/kill": () => ({
+    url: `/v1/sessions/${randomUUID()}/kill`,
+    payload: { reason: "authorization matrix" },
+  }),
+  "POST /v1/db/tokens": () => ({ url: "/v1/db/tokens", payload: { role: "matrix-role" } }),
+  "POST /v1/ssh/certificates": () => ({
+    url: "/v1/ssh/certificates",
+    payload: { publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOsfdPq9o7iVkMa1fJh3yQK0u6kd8nIo6ba2AjVfnM8j" },
+  }),
   "POST /v1/me/roles/:role/extensions": () => ({
     url: "/v1/me/roles/matrix-role/extensions",
     payload: { by: "30m", reason: "authorization matrix" },

@@ -72,6 +72,11 @@ export interface RequestServiceDeps {
     tx: Kysely<Database>,
     change: { grantId: string; requestId: string; action: "provision" | "revoke" },
   ) => Promise<void>;
+  /** Called inside the transaction that ends an active activation (its brokered sessions end with it). */
+  onEnded?: (
+    tx: Kysely<Database>,
+    ended: { requestId: string; role: string; state: "expired" | "deactivated" | "revoked"; by: string; reason: string },
+  ) => Promise<void>;
 }
 
 export interface RequestDto {
@@ -327,6 +332,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         .execute();
       if (!internal) await deps.onGrant?.(tx, { grantId: g.id, requestId: row.id, action: "revoke" });
     }
+    await deps.onEnded?.(tx, { requestId: row.id, role: row.role_name, state, by, reason });
     // A pending extension of an ended activation has nothing left to extend.
     const cancelled = await tx
       .updateTable("activation_requests")

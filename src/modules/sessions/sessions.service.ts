@@ -740,7 +740,7 @@ export function createSessionService(deps: SessionServiceDeps) {
 
     /** Inside the transaction that ends an activation: its sessions end everywhere when it commits. */
     async onActivationEnded(
-      tx: Parameters<Parameters<AppStore["transaction"]>[0]>[0],
+      tx: AppStore["db"],
       ended: { requestId: string; role: string; state: string; by: string; reason: string },
     ) {
       const message: BusMessage = { type: "activation", ...ended, at: Date.now() };
