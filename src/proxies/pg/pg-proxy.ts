@@ -1,0 +1,610 @@
+/**
+ * The PostgreSQL session proxy: a client signs in with its Stint user%role and a Stint database
+ * token as password; the sessions module (the gate) decides and hands back the upstream credential;
+ * the proxy signs in upstream with it (SCRAM-SHA-256, MD5 or cleartext) and from then on relays
+ * bytes unchanged both ways, logging queries. See README.md for the invariants.
+ */
+import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+import { createServer, type AddressInfo, type Socket } from "node:net";
+import type { Logger } from "../../lib/logger.js";
+import {
+  PgWireError,
+  SCRAM_SHA_256,
+  createScramNonce,
+  decodePasswordMessage,
+  encodeAuthenticationCleartextPassword,
+  encodeAuthenticationOk,
+  encodeBackendKeyData,
+  encodeCancelRequest,
+  encodeErrorResponse,
+  encodePasswordMessage,
+  encodeSaslInitialResponse,
+  encodeSaslResponse,
+  encodeSslResponse,
+  encodeStartupMessage,
+  encodeTerminate,
+  parseBackendMessage,
+  parseFrontendMessage,
+  parseScramServerFirst,
+  parseStartupBody,
+  scramClientFinal,
+  scramClientFirst,
+  verifyScramServerFinal,
+  type BackendMessage,
+  type FrontendMessage,
+  type ScramClientFinal,
+  type ScramClientFirst,
+} from "../../lib/pg-wire.js";
+import {
+  SessionRefusedError,
+  type BrokeredSession,
+  type EndReason,
+  type QueryLogEntry,
+  type SessionEnd,
+  type SessionGate,
+  type UpstreamPostgres,
+} from "../../modules/sessions/sessions.types.js";
+import { createQueryLogTracker } from "./query-log.js";
+import {
+  connectTcp,
+  createFrameInbox,
+  createFrameScanner,
+  forward,
+  frameBytes,
+  type Frame,
+  type FrameInbox,
+  type FrameScanner,
+  type KeptFrame,
+} from "./wire-stream.js";
+
+export interface PgProxyDeps {
+  gate: Pick<SessionGate, "openPostgres">;
+  logger: Logger;
+  /** Listen address; 127.0.0.1 unless told. */
+  host?: string;
+  /** 0: any free port. */
+  port: number;
+  /** Connecting and signing in upstream, until its first ReadyForQuery. */
+  connectTimeoutMs?: number;
+}
+
+export interface PgProxy {
+  listen(): Promise<{ host: string; port: number }>;
+  /** Stops accepting, ends every live session with reason "shutdown" and waits for their end. */
+  close(): Promise<void>;
+  liveSessions(): number;
+}
+
+/** A client gets this long to send its startup packet and its password. */
+const STARTUP_TIMEOUT_MS = 30_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+/** On a kill, how long to wait for the server's current message to end before cutting the client off. */
+const KILL_FLUSH_MS = 2_000;
+/** Sockets still open this long after their end are destroyed. */
+const LINGER_MS = 5_000;
+
+const SHUTDOWN: SessionEnd = { reason: "shutdown", message: "the Stint proxy is shutting down" };
+
+interface CancelTarget {
+  /** The secret the proxy gave the client. */
+  secret: Buffer;
+  host: string;
+  port: number;
+  processId: number;
+  secretKey: Buffer;
+}
+
+interface LiveSession {
+  stop(end: SessionEnd): Promise<void>;
+}
+
+class UpstreamFailure extends Error {
+  constructor(
+    readonly sqlstate: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function fatal(code: string, message: string): Buffer {
+  return encodeErrorResponse({ severity: "FATAL", code, message });
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function isSessionEnd(value: unknown): value is SessionEnd {
+  return typeof value === "object" && value !== null && "reason" in value && "message" in value;
+}
+
+/** PostgreSQL's MD5 password answer: "md5" + md5(md5(password + user) + salt). */
+export function md5PasswordAnswer(user: string, password: string, salt: Buffer): string {
+  const inner = createHash("md5")
+    .update(password + user, "utf8")
+    .digest("hex");
+  return (
+    "md5" +
+    createHash("md5")
+      .update(Buffer.concat([Buffer.from(inner, "latin1"), salt]))
+      .digest("hex")
+  );
+}
+
+function parseFrontendFrame(frame: Frame): FrontendMessage | null {
+  if (frame.body === null || frame.type === null) return null;
+  return parseFrontendMessage(frame.type, frame.body);
+}
+
+function parseBackendFrame(frame: Frame): BackendMessage | null {
+  if (frame.type === "D") return { kind: "DataRow", values: [] };
+  if (frame.body === null || frame.type === null) return null;
+  return parseBackendMessage(frame.type, frame.body);
+}
+
+/** Sends a CancelRequest to a server on a fresh connection; failures are only logged. */
+function sendCancel(log: Logger, target: Omit<CancelTarget, "secret">, timeoutMs: number): void {
+  connectTcp(target.host, target.port, timeoutMs).then(
+    (socket) => {
+      socket.on("error", () => {});
+      socket.setTimeout(timeoutMs, () => socket.destroy());
+      socket.end(encodeCancelRequest(target.processId, target.secretKey));
+    },
+    (error: unknown) => log.warn({ error: errorMessage(error) }, "could not forward a cancel request upstream"),
+  );
+}
+
+export function createPgProxy(deps: PgProxyDeps): PgProxy {
+  const log = deps.logger.child({ component: "pg-proxy" });
+  const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  /** The proxy's BackendKeyData process ids → the real server and key. Per process, like the sessions. */
+  const cancelTargets = new Map<number, CancelTarget>();
+  const handshaking = new Set<Socket>();
+  const inflight = new Set<Promise<void>>();
+  const live = new Set<LiveSession>();
+  let closing = false;
+
+  const server = createServer((client) => accept(client));
+  server.on("error", (error) => log.error({ error: error.message }, "postgres proxy listener error"));
+
+  function accept(client: Socket): void {
+    client.setNoDelay(true);
+    client.on("error", (error) => log.debug({ error: error.message }, "client socket error"));
+    if (closing) {
+      client.destroy();
+      return;
+    }
+    handshaking.add(client);
+    client.once("close", () => handshaking.delete(client));
+    const task = handleClient(client)
+      .catch((error: unknown) => {
+        log.error({ error: errorMessage(error) }, "postgres client connection failed");
+        client.destroy();
+      })
+      .finally(() => inflight.delete(task));
+    inflight.add(task);
+  }
+
+  function refuse(client: Socket, code: string, message: string): void {
+    if (!client.destroyed) client.end(fatal(code, message));
+    setTimeout(() => client.destroy(), LINGER_MS).unref();
+  }
+
+  function handleCancelRequest(processId: number, secretKey: Buffer): void {
+    const target = cancelTargets.get(processId);
+    if (
+      target === undefined ||
+      target.secret.length !== secretKey.length ||
+      !timingSafeEqual(target.secret, secretKey)
+    ) {
+      log.debug("cancel request with an unknown key ignored");
+      return;
+    }
+    sendCancel(log, target, connectTimeoutMs);
+  }
+
+  async function handleClient(client: Socket): Promise<void> {
+    const clientAddress = client.remoteAddress ?? "unknown";
+    const scanner = createFrameScanner({ startup: true });
+    const inbox = createFrameInbox(client, scanner);
+
+    let startup: Extract<FrontendMessage, { kind: "StartupMessage" }> | null = null;
+    let password: string;
+    try {
+      while (startup === null) {
+        const message = parseStartupBody((await inbox.next(STARTUP_TIMEOUT_MS)).body);
+        if (message.kind === "SSLRequest" || message.kind === "GSSENCRequest") {
+          client.write(encodeSslResponse(false));
+        } else if (message.kind === "CancelRequest") {
+          handleCancelRequest(message.processId, message.secretKey);
+          client.destroy();
+          return;
+        } else if (message.kind === "StartupMessage") {
+          startup = message;
+        }
+      }
+      const { user, replication } = startup.parameters;
+      if (user === undefined || user === "") {
+        refuse(client, "28000", "no user name in the startup packet (connect as user%role)");
+        return;
+      }
+      if (replication !== undefined && !["false", "off", "no", "0"].includes(replication.toLowerCase())) {
+        refuse(client, "0A000", "replication connections are not supported through the Stint proxy");
+        return;
+      }
+      client.write(encodeAuthenticationCleartextPassword());
+      const answer = await inbox.next(STARTUP_TIMEOUT_MS);
+      if (answer.type !== "p") {
+        refuse(client, "08P01", `expected a password message, got '${answer.type ?? "?"}'`);
+        return;
+      }
+      password = decodePasswordMessage(answer.body);
+    } catch (error) {
+      if (error instanceof PgWireError) refuse(client, "08P01", `invalid startup: ${error.message}`);
+      else client.destroy();
+      return;
+    }
+
+    if (startup === null) return;
+    const { user = "", database, ...rest } = startup.parameters;
+    let session: BrokeredSession<UpstreamPostgres>;
+    try {
+      session = await deps.gate.openPostgres({ user, password, database: database ?? null, clientAddress });
+    } catch (error) {
+      if (error instanceof SessionRefusedError) {
+        log.info({ user, clientAddress, code: error.code }, "postgres session refused");
+        const sqlstate = error.code === "BAD_CREDENTIALS" || error.code === "NOT_ACTIVE" ? "28P01" : "28000";
+        refuse(client, sqlstate, error.message);
+      } else {
+        log.error({ user, clientAddress, error: errorMessage(error) }, "opening a postgres session failed");
+        refuse(client, "XX000", "the Stint proxy could not open the session");
+      }
+      return;
+    }
+    handshaking.delete(client);
+    if (closing || client.destroyed) {
+      client.destroy();
+      await session.end(closing ? "shutdown" : "client_closed");
+      return;
+    }
+    startSession(client, inbox, scanner, session, rest, startup.protocolVersion);
+  }
+
+  function startSession(
+    client: Socket,
+    clientInbox: FrameInbox,
+    clientScanner: FrameScanner,
+    session: BrokeredSession<UpstreamPostgres>,
+    parameters: Record<string, string>,
+    protocolVersion: number,
+  ): void {
+    const slog = log.child({ sessionId: session.id, user: session.user, role: session.role, target: session.target });
+    const target = session.upstream;
+    const where = `${target.host}:${target.port}`;
+    const tracker = createQueryLogTracker({ keepParameters: session.policy.queryParameters });
+    let phase: "handshake" | "relay" | "killing" | "closed" = "handshake";
+    let upstream: Socket | null = null;
+    let upstreamScanner: FrameScanner | null = null;
+    let proxyProcessId: number | null = null;
+    let realKey: { processId: number; secretKey: Buffer } | null = null;
+    let deliverKill: (() => void) | null = null;
+    let killEnd: SessionEnd | null = null;
+    let resolveDone: () => void = () => {};
+    const done = new Promise<void>((resolve) => (resolveDone = resolve));
+
+    const finish = (reason: EndReason, detail?: string): void => {
+      if (phase === "closed") return;
+      phase = "closed";
+      session.signal.removeEventListener("abort", onAbort);
+      if (proxyProcessId !== null) cancelTargets.delete(proxyProcessId);
+      live.delete(entry);
+      client.end();
+      upstream?.end();
+      setTimeout(() => {
+        client.destroy();
+        upstream?.destroy();
+      }, LINGER_MS).unref();
+      slog.info({ reason }, "postgres session ended");
+      session
+        .end(reason, detail)
+        .catch((error: unknown) => slog.error({ error: errorMessage(error) }, "ending the session failed"))
+        .finally(resolveDone);
+    };
+
+    const kill = (end: SessionEnd): void => {
+      if (phase === "closed" || phase === "killing") return;
+      const wasRelay = phase === "relay";
+      phase = "killing";
+      killEnd = end;
+      slog.info({ reason: end.reason }, "ending postgres session");
+      if (realKey !== null && tracker.pending() > 0) sendCancel(slog, { ...realKey, ...target }, connectTimeoutMs);
+      if (upstream !== null) {
+        if (clientScanner.remainingInFrame() === 0) upstream.end(encodeTerminate());
+        else upstream.destroy();
+      }
+      deliverKill = () => {
+        if (phase !== "killing") return;
+        client.end(fatal("57P01", end.message));
+        finish(end.reason);
+      };
+      // The FATAL message must not land inside a message the server is halfway through sending.
+      if (!wasRelay || upstreamScanner?.remainingInFrame() === 0) {
+        deliverKill();
+        return;
+      }
+      setTimeout(() => {
+        if (phase !== "killing") return;
+        client.destroy();
+        finish(end.reason);
+      }, KILL_FLUSH_MS).unref();
+    };
+
+    const onAbort = (): void => {
+      const reason: unknown = session.signal.reason;
+      kill(isSessionEnd(reason) ? reason : { reason: "killed", message: "the session was ended" });
+    };
+
+    const entry: LiveSession = {
+      stop: (end) => {
+        kill(end);
+        return done;
+      },
+    };
+
+    const failProtocol = (side: string, error: unknown): void => {
+      slog.warn({ side, error: errorMessage(error) }, "malformed protocol stream; ending the session");
+      client.destroy();
+      upstream?.destroy();
+      finish("error", `malformed ${side} protocol stream: ${errorMessage(error)}`);
+    };
+
+    const trackFrontend = (frame: Frame): void => {
+      const message = parseFrontendFrame(frame);
+      if (message !== null) tracker.frontend(message);
+    };
+    const trackBackend = (frame: Frame): void => {
+      const message = parseBackendFrame(frame);
+      if (message === null) return;
+      for (const logged of tracker.backend(message)) record(logged);
+    };
+    const record = (logged: QueryLogEntry): void => session.recorder.query(logged);
+
+    const onClientData = (chunk: Buffer): void => {
+      if (phase !== "relay" || upstream === null) return;
+      try {
+        for (const frame of clientScanner.push(chunk)) trackFrontend(frame);
+      } catch (error) {
+        failProtocol("client", error);
+        return;
+      }
+      session.countBytes("up", chunk.length);
+      forward(client, upstream, chunk);
+    };
+
+    const onUpstreamData = (chunk: Buffer): void => {
+      const scanner = upstreamScanner;
+      if (upstream === null || scanner === null) return;
+      if (phase === "killing") {
+        // Pass on only the rest of the message in flight, then the FATAL.
+        let offset = 0;
+        while (offset < chunk.length && scanner.remainingInFrame() !== 0) {
+          const slice = chunk.subarray(offset, offset + (scanner.remainingInFrame() ?? 1));
+          try {
+            scanner.push(slice);
+          } catch {
+            break;
+          }
+          client.write(slice);
+          offset += slice.length;
+        }
+        if (scanner.remainingInFrame() === 0) deliverKill?.();
+        return;
+      }
+      if (phase !== "relay") return;
+      try {
+        for (const frame of scanner.push(chunk)) trackBackend(frame);
+      } catch (error) {
+        failProtocol("server", error);
+        return;
+      }
+      session.countBytes("down", chunk.length);
+      forward(upstream, client, chunk);
+    };
+
+    const upstreamRefusal = (frame: KeptFrame): UpstreamFailure => {
+      const message = parseBackendMessage("E", frame.body);
+      const fields = message.kind === "ErrorResponse" ? message.fields : {};
+      const code = fields.C ?? "08004";
+      // Class 28 upstream is about the proxy's credential, not the client's: not "your password is wrong".
+      return new UpstreamFailure(
+        code.startsWith("28") ? "08004" : code,
+        `the database at ${where} refused the session: ${fields.M ?? "no message"}`,
+      );
+    };
+
+    const authenticate = async (socket: Socket, inbox: FrameInbox, remaining: () => number): Promise<void> => {
+      let scram: { first: ScramClientFirst; final: ScramClientFinal | null } | null = null;
+      for (;;) {
+        const frame = await inbox.next(remaining());
+        if (frame.type === "E") throw upstreamRefusal(frame);
+        if (frame.type === "v" || frame.type === "N") {
+          client.write(frameBytes(frame));
+          continue;
+        }
+        if (frame.type !== "R") throw new UpstreamFailure("08P01", `unexpected '${frame.type ?? "?"}' from ${where}`);
+        const message = parseBackendMessage("R", frame.body);
+        switch (message.kind) {
+          case "AuthenticationOk":
+            return;
+          case "AuthenticationCleartextPassword":
+            socket.write(encodePasswordMessage(target.password));
+            break;
+          case "AuthenticationMD5Password":
+            socket.write(encodePasswordMessage(md5PasswordAnswer(target.user, target.password, message.salt)));
+            break;
+          case "AuthenticationSASL": {
+            if (!message.mechanisms.includes(SCRAM_SHA_256)) {
+              throw new UpstreamFailure("08004", `${where} offers no supported SASL mechanism`);
+            }
+            const first = scramClientFirst("", createScramNonce());
+            scram = { first, final: null };
+            socket.write(encodeSaslInitialResponse(SCRAM_SHA_256, Buffer.from(first.message, "utf8")));
+            break;
+          }
+          case "AuthenticationSASLContinue": {
+            if (scram === null) throw new UpstreamFailure("08P01", `unexpected SASL continue from ${where}`);
+            const serverFirst = parseScramServerFirst(message.data.toString("utf8"), scram.first.clientNonce);
+            scram.final = scramClientFinal(target.password, scram.first, serverFirst);
+            socket.write(encodeSaslResponse(Buffer.from(scram.final.message, "utf8")));
+            break;
+          }
+          case "AuthenticationSASLFinal":
+            if (scram?.final == null) throw new UpstreamFailure("08P01", `unexpected SASL final from ${where}`);
+            verifyScramServerFinal(message.data.toString("utf8"), scram.final.expectedServerSignature);
+            break;
+          default:
+            throw new UpstreamFailure("08004", `${where} asks for an authentication method the proxy does not support`);
+        }
+      }
+    };
+
+    const startRelay = (socket: Socket, scanner: FrameScanner, inbox: FrameInbox): void => {
+      phase = "relay";
+      const fromServer = inbox.detach();
+      const fromClient = clientInbox.detach();
+      socket.on("data", onUpstreamData);
+      client.on("data", onClientData);
+      try {
+        // Whatever arrived during the handshake after its last message goes on, in order.
+        for (const frame of fromClient) {
+          trackFrontend(frame);
+          socket.write(frameBytes(frame));
+        }
+        const clientPartial = clientScanner.pending();
+        if (clientPartial.length > 0) socket.write(clientPartial);
+        for (const frame of fromServer) {
+          trackBackend(frame);
+          client.write(frameBytes(frame));
+        }
+        const serverPartial = scanner.pending();
+        if (serverPartial.length > 0) client.write(serverPartial);
+      } catch (error) {
+        failProtocol("handshake", error);
+        return;
+      }
+      clientScanner.keep((type) => type !== "d");
+      scanner.keep((type) => type !== "D" && type !== "d");
+      slog.info("postgres session relaying");
+    };
+
+    const connectUpstream = async (): Promise<void> => {
+      const deadline = Date.now() + connectTimeoutMs;
+      const remaining = () => Math.max(1, deadline - Date.now());
+      let socket: Socket;
+      try {
+        socket = await connectTcp(target.host, target.port, connectTimeoutMs);
+      } catch (error) {
+        throw new UpstreamFailure("08006", `could not connect to the database at ${where}: ${errorMessage(error)}`);
+      }
+      socket.on("error", (error) => slog.debug({ error: error.message }, "upstream socket error"));
+      socket.on("close", () => {
+        if (phase === "relay") finish("upstream_closed");
+        if (phase !== "killing" || killEnd === null) return;
+        if (upstreamScanner?.remainingInFrame() === 0) deliverKill?.();
+        else {
+          client.destroy();
+          finish(killEnd.reason);
+        }
+      });
+      upstream = socket;
+      if (phase !== "handshake") {
+        socket.destroy();
+        return;
+      }
+      const scanner = createFrameScanner({ startup: false });
+      upstreamScanner = scanner;
+      const inbox = createFrameInbox(socket, scanner);
+      socket.write(
+        encodeStartupMessage({ ...parameters, user: target.user, database: target.database }, protocolVersion),
+      );
+      try {
+        await authenticate(socket, inbox, remaining);
+        client.write(encodeAuthenticationOk());
+        for (;;) {
+          const frame = await inbox.next(remaining());
+          if (frame.type === "E") throw upstreamRefusal(frame);
+          if (frame.type === "K") {
+            const key = parseBackendMessage("K", frame.body);
+            if (key.kind !== "BackendKeyData") continue;
+            realKey = { processId: key.processId, secretKey: key.secretKey };
+            let processId = randomInt(1, 2 ** 31 - 1);
+            while (cancelTargets.has(processId)) processId = randomInt(1, 2 ** 31 - 1);
+            const secret = randomBytes(key.secretKey.length);
+            cancelTargets.set(processId, { secret, host: target.host, port: target.port, ...realKey });
+            proxyProcessId = processId;
+            client.write(encodeBackendKeyData(processId, secret));
+            continue;
+          }
+          client.write(frameBytes(frame));
+          if (frame.type === "Z") break;
+        }
+      } catch (error) {
+        if (error instanceof UpstreamFailure || phase !== "handshake") throw error;
+        if (error instanceof PgWireError) {
+          throw new UpstreamFailure("08P01", `the database at ${where} answered badly: ${error.message}`);
+        }
+        throw new UpstreamFailure(
+          "08006",
+          `the database at ${where} did not complete the sign-in: ${errorMessage(error)}`,
+        );
+      }
+      if (phase === "handshake") startRelay(socket, scanner, inbox);
+    };
+
+    live.add(entry);
+    client.on("close", () => finish("client_closed"));
+    session.signal.addEventListener("abort", onAbort);
+    slog.info({ clientAddress: client.remoteAddress }, "postgres session opened");
+    if (session.signal.aborted) {
+      onAbort();
+      return;
+    }
+    connectUpstream().catch((error: unknown) => {
+      if (phase !== "handshake") return;
+      const failure =
+        error instanceof UpstreamFailure
+          ? error
+          : new UpstreamFailure("08006", `the database at ${where} failed: ${errorMessage(error)}`);
+      slog.warn({ error: failure.message }, "upstream sign-in failed");
+      client.end(fatal(failure.sqlstate, failure.message));
+      upstream?.destroy();
+      finish("error", failure.message);
+    });
+  }
+
+  return {
+    listen: () =>
+      new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(deps.port, deps.host ?? "127.0.0.1", () => {
+          server.off("error", reject);
+          const address = server.address() as AddressInfo;
+          log.info({ host: address.address, port: address.port }, "postgres proxy listening");
+          resolve({ host: address.address, port: address.port });
+        });
+      }),
+    close: async () => {
+      closing = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of handshaking) socket.destroy();
+      const stopping = [...live].map((session) => session.stop(SHUTDOWN));
+      await Promise.allSettled([...inflight]);
+      // Sessions opened while the gate was still answering.
+      stopping.push(...[...live].map((session) => session.stop(SHUTDOWN)));
+      await Promise.all(stopping);
+      await closed;
+    },
+    liveSessions: () => live.size,
+  };
+}

@@ -1,0 +1,239 @@
+/**
+ * Socket-side helpers shared by the proxy and the local tunnel. The codec's readers parse whole
+ * messages; a relay also needs message boundaries and the exact bytes, and must not buffer large
+ * DataRow/CopyData bodies it has no use for. So: a frame scanner that keeps only the bodies asked
+ * for, an inbox to await frames during a handshake, and forwarding with backpressure.
+ */
+import { connect, type Socket } from "node:net";
+import { DEFAULT_MAX_MESSAGE_LENGTH, DEFAULT_MAX_STARTUP_LENGTH, PgWireError } from "../../lib/pg-wire.js";
+
+export interface Frame {
+  /** The type byte; null for an untyped startup-phase message. */
+  type: string | null;
+  /** The body after the length word; null when this type's bodies are skipped. */
+  body: Buffer | null;
+  bodyLength: number;
+}
+
+export type KeptFrame = Frame & { body: Buffer };
+
+/** The exact wire bytes of a frame whose body was kept. */
+export function frameBytes(frame: KeptFrame): Buffer {
+  const head = Buffer.alloc(frame.type === null ? 4 : 5);
+  if (frame.type === null) {
+    head.writeInt32BE(frame.body.length + 4, 0);
+  } else {
+    head.write(frame.type, 0, "latin1");
+    head.writeInt32BE(frame.body.length + 4, 1);
+  }
+  return Buffer.concat([head, frame.body]);
+}
+
+export interface FrameScanner {
+  /** Feeds bytes; returns the frames they complete. Throws PgWireError on a malformed stream, then refuses more. */
+  push(chunk: Buffer): Frame[];
+  /** Which typed frames keep their bodies from the next frame on (untyped ones always do). */
+  keep(predicate: (type: string) => boolean): void;
+  /** The bytes received of the unfinished frame (its body must be kept). */
+  pending(): Buffer;
+  /** Bytes still needed to finish the current frame: 0 at a boundary, null while a header is incomplete. */
+  remainingInFrame(): number | null;
+}
+
+interface Current {
+  type: string | null;
+  header: Buffer;
+  bodyLength: number;
+  keep: boolean;
+  parts: Buffer[];
+  received: number;
+}
+
+/**
+ * `startup`: the stream starts with untyped messages (a client's), and turns typed after a
+ * StartupMessage (protocol major 3), as the codec's frontend reader does.
+ */
+export function createFrameScanner(options: { startup: boolean; maxMessageLength?: number }): FrameScanner {
+  const maxMessageLength = options.maxMessageLength ?? DEFAULT_MAX_MESSAGE_LENGTH;
+  let inStartup = options.startup;
+  let keep: (type: string) => boolean = () => true;
+  let header = Buffer.alloc(0);
+  let current: Current | null = null;
+  let failed: PgWireError | null = null;
+
+  const startFrame = (): void => {
+    const type = inStartup ? null : header.toString("latin1", 0, 1);
+    const length = header.readInt32BE(inStartup ? 0 : 1);
+    const [min, max] = inStartup ? [8, DEFAULT_MAX_STARTUP_LENGTH] : [4, maxMessageLength];
+    if (length < min) throw new PgWireError("LENGTH_TOO_SMALL", `message length ${length} is below ${min}`);
+    if (length > max) throw new PgWireError("LENGTH_TOO_LARGE", `message length ${length} exceeds ${max}`);
+    current = { type, header, bodyLength: length - 4, keep: type === null || keep(type), parts: [], received: 0 };
+    header = Buffer.alloc(0);
+  };
+
+  const scan = (chunk: Buffer): Frame[] => {
+    const out: Frame[] = [];
+    let offset = 0;
+    for (;;) {
+      if (current === null) {
+        const headerLength = inStartup ? 4 : 5;
+        const take = Math.min(headerLength - header.length, chunk.length - offset);
+        if (take > 0) header = Buffer.concat([header, chunk.subarray(offset, offset + take)]);
+        offset += take;
+        if (header.length < headerLength) return out;
+        startFrame();
+      }
+      const frame = current as unknown as Current;
+      const take = Math.min(frame.bodyLength - frame.received, chunk.length - offset);
+      if (frame.keep && take > 0) frame.parts.push(chunk.subarray(offset, offset + take));
+      frame.received += take;
+      offset += take;
+      if (frame.received < frame.bodyLength) return out;
+      const body = frame.keep ? Buffer.concat(frame.parts) : null;
+      out.push({ type: frame.type, body, bodyLength: frame.bodyLength });
+      if (frame.type === null && body !== null && body.length >= 4 && body.readInt32BE(0) >>> 16 === 3) {
+        inStartup = false;
+      }
+      current = null;
+      if (offset >= chunk.length) return out;
+    }
+  };
+
+  return {
+    push(chunk) {
+      if (failed !== null) throw new PgWireError("READER_FAILED", `the stream was already refused: ${failed.message}`);
+      try {
+        return scan(chunk);
+      } catch (error) {
+        failed =
+          error instanceof PgWireError ? error : new PgWireError("BAD_VALUE", `unparseable message: ${String(error)}`);
+        throw failed;
+      }
+    },
+    keep(predicate) {
+      keep = predicate;
+    },
+    pending() {
+      const frame = current as Current | null;
+      if (frame === null) return Buffer.from(header);
+      if (!frame.keep) throw new Error("pending(): the current frame's body is not kept");
+      return Buffer.concat([frame.header, ...frame.parts]);
+    },
+    remainingInFrame() {
+      const frame = current as Current | null;
+      if (frame !== null) return frame.bodyLength - frame.received;
+      return header.length === 0 ? 0 : null;
+    },
+  };
+}
+
+export class StreamClosedError extends Error {
+  override readonly name = "StreamClosedError";
+}
+
+export interface FrameInbox {
+  /** The next frame (body kept); rejects when the socket closes, the stream is malformed or time runs out. */
+  next(timeoutMs: number): Promise<KeptFrame>;
+  /** Stops listening and returns the frames scanned but not taken. Attach the next 'data' listener at once. */
+  detach(): KeptFrame[];
+}
+
+/** Buffers a handshake's frames so it can be written as sequential awaits. */
+export function createFrameInbox(socket: Socket, scanner: FrameScanner, maxBytes = 1024 * 1024): FrameInbox {
+  const frames: KeptFrame[] = [];
+  let failure: Error | null = null;
+  let received = 0;
+  let waiter: { resolve: (frame: KeptFrame) => void; reject: (error: Error) => void } | null = null;
+
+  const wake = (): void => {
+    if (waiter === null) return;
+    const current = waiter;
+    const frame = frames.shift();
+    if (frame !== undefined) {
+      waiter = null;
+      current.resolve(frame);
+    } else if (failure !== null) {
+      waiter = null;
+      current.reject(failure);
+    }
+  };
+  const fail = (error: Error): void => {
+    failure ??= error;
+    wake();
+  };
+  const onData = (chunk: Buffer): void => {
+    received += chunk.length;
+    if (received > maxBytes) {
+      fail(new PgWireError("LENGTH_TOO_LARGE", "too many bytes before the session was established"));
+      socket.destroy();
+      return;
+    }
+    try {
+      for (const frame of scanner.push(chunk)) frames.push(frame as KeptFrame);
+    } catch (error) {
+      fail(error as Error);
+    }
+    wake();
+  };
+  const onClose = (): void => fail(new StreamClosedError("the connection closed"));
+  socket.on("data", onData);
+  socket.on("close", onClose);
+  socket.on("end", onClose);
+
+  return {
+    next(timeoutMs) {
+      return new Promise<KeptFrame>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiter = null;
+          reject(new Error(`no answer within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiter = {
+          resolve: (frame) => {
+            clearTimeout(timer);
+            resolve(frame);
+          },
+          reject: (error) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        };
+        wake();
+      });
+    },
+    detach() {
+      socket.off("data", onData);
+      socket.off("close", onClose);
+      socket.off("end", onClose);
+      return frames.splice(0);
+    },
+  };
+}
+
+/** Writes `chunk` to `to`; when its buffer is full, pauses `from` until it drains. */
+export function forward(from: Socket, to: Socket, chunk: Buffer): void {
+  if (to.destroyed || !to.writable) return;
+  if (!to.write(chunk)) {
+    from.pause();
+    to.once("drain", () => from.resume());
+  }
+}
+
+/** Connects a TCP socket, or rejects after `timeoutMs`. */
+export async function connectTcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  const socket = connect({ host, port });
+  return new Promise<Socket>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
