@@ -1,0 +1,351 @@
+/**
+ * What happened in one SFTP session, from the raw bytes the SSH proxy relays: fed the client's bytes
+ * (requests) and the server's bytes (responses) as they pass, in any chunking, it returns the facts a
+ * recording keeps. Socket-free: buffers in, events out. SFTP version 3 (draft-ietf-secsh-filexfer-02),
+ * what OpenSSH speaks, plus OpenSSH's posix-rename, hardlink and lsetstat extensions.
+ *
+ * Choices:
+ * - A file handle gives one `open` event when it is closed (or when the session ends with it still
+ *   open), with its byte totals: `upload` when anything was written to it or it was opened for
+ *   writing, else `download`; `bytes` counts the data that crossed (WRITE requests the server
+ *   acknowledged, DATA replies to READ). An OPEN the server refuses gives an `open` event with ok false.
+ * - remove, rename, mkdir, rmdir, setstat (and fsetstat, lsetstat), symlink and link give one event
+ *   each when the server answers, with ok and the server's message on failure.
+ * - Reads of metadata (stat, lstat, fstat, realpath, readlink, opendir/readdir) are not events.
+ * - Never throws: a packet that cannot be parsed is skipped; a length beyond `maxPacket` means the
+ *   stream is not SFTP (or is desynchronised), and the tracker stops reporting.
+ */
+
+export type SftpOperation = "open" | "remove" | "rename" | "mkdir" | "rmdir" | "setstat" | "symlink" | "link";
+
+export interface SftpEvent {
+  operation: SftpOperation;
+  path: string;
+  /** File handles only: `upload` for writes, `download` for reads. */
+  direction?: "upload" | "download";
+  /** File handles only: bytes written (upload) or read (download). */
+  bytes?: number;
+  /** rename and link: the new name; symlink: what the link points to. */
+  newPath?: string;
+  /** Whether the server reported success (for a file handle: its OPEN and CLOSE). */
+  ok: boolean;
+  /** The server's status message when ok is false. */
+  error?: string;
+}
+
+export interface SftpTracker {
+  /** Bytes the client sent (requests). Returns the events they complete (none, in practice). */
+  fromClient(chunk: Buffer): SftpEvent[];
+  /** Bytes the server sent (responses). Returns the events they complete. */
+  fromServer(chunk: Buffer): SftpEvent[];
+  /** The session ended: events for file handles still open. */
+  end(): SftpEvent[];
+}
+
+/** Packet types (draft-ietf-secsh-filexfer-02 §3). */
+export const SFTP = {
+  INIT: 1,
+  VERSION: 2,
+  OPEN: 3,
+  CLOSE: 4,
+  READ: 5,
+  WRITE: 6,
+  LSTAT: 7,
+  FSTAT: 8,
+  SETSTAT: 9,
+  FSETSTAT: 10,
+  OPENDIR: 11,
+  READDIR: 12,
+  REMOVE: 13,
+  MKDIR: 14,
+  RMDIR: 15,
+  REALPATH: 16,
+  STAT: 17,
+  RENAME: 18,
+  READLINK: 19,
+  SYMLINK: 20,
+  STATUS: 101,
+  HANDLE: 102,
+  DATA: 103,
+  NAME: 104,
+  ATTRS: 105,
+  EXTENDED: 200,
+  EXTENDED_REPLY: 201,
+} as const;
+
+/** OPEN pflags. */
+export const SFTP_OPEN = { READ: 0x01, WRITE: 0x02, APPEND: 0x04, CREAT: 0x08, TRUNC: 0x10, EXCL: 0x20 } as const;
+
+const STATUS_OK = 0;
+/** OpenSSH's sftp-server allows 256 KiB packets; anything far larger is not SFTP. */
+const DEFAULT_MAX_PACKET = 1024 * 1024;
+/** Outstanding requests remembered; a client cannot grow the proxy's memory without bound. */
+const MAX_PENDING = 4096;
+const MAX_HANDLES = 1024;
+
+interface OpenFile {
+  path: string;
+  writing: boolean;
+  read: number;
+  written: number;
+}
+
+type Pending =
+  | { kind: "open"; path: string; writing: boolean }
+  | { kind: "close"; handle: string }
+  | { kind: "read"; handle: string }
+  | { kind: "write"; handle: string; bytes: number }
+  | { kind: "simple"; operation: Exclude<SftpOperation, "open">; path: string; newPath?: string };
+
+export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTracker {
+  const maxPacket = options.maxPacket ?? DEFAULT_MAX_PACKET;
+  const pending = new Map<number, Pending>();
+  const handles = new Map<string, OpenFile>();
+  let stopped = false;
+  const clientPackets = packetSplitter(maxPacket, () => (stopped = true));
+  const serverPackets = packetSplitter(maxPacket, () => (stopped = true));
+
+  const remember = (id: number, request: Pending) => {
+    if (pending.size < MAX_PENDING) pending.set(id, request);
+  };
+
+  function request(packet: Buffer): void {
+    const read = packetReader(packet);
+    const type = read.byte();
+    if (type === SFTP.INIT) return;
+    const id = read.uint32();
+    switch (type) {
+      case SFTP.OPEN: {
+        const path = read.text();
+        const flags = read.uint32();
+        remember(id, { kind: "open", path, writing: (flags & (SFTP_OPEN.WRITE | SFTP_OPEN.APPEND)) !== 0 });
+        return;
+      }
+      case SFTP.CLOSE:
+        remember(id, { kind: "close", handle: read.handle() });
+        return;
+      case SFTP.READ:
+        remember(id, { kind: "read", handle: read.handle() });
+        return;
+      case SFTP.WRITE: {
+        const handle = read.handle();
+        read.uint64(); // offset
+        remember(id, { kind: "write", handle, bytes: read.uint32() });
+        return;
+      }
+      case SFTP.REMOVE:
+        remember(id, { kind: "simple", operation: "remove", path: read.text() });
+        return;
+      case SFTP.MKDIR:
+        remember(id, { kind: "simple", operation: "mkdir", path: read.text() });
+        return;
+      case SFTP.RMDIR:
+        remember(id, { kind: "simple", operation: "rmdir", path: read.text() });
+        return;
+      case SFTP.SETSTAT:
+        remember(id, { kind: "simple", operation: "setstat", path: read.text() });
+        return;
+      case SFTP.FSETSTAT: {
+        const file = handles.get(read.handle());
+        if (file) remember(id, { kind: "simple", operation: "setstat", path: file.path });
+        return;
+      }
+      case SFTP.RENAME: {
+        const path = read.text();
+        remember(id, { kind: "simple", operation: "rename", path, newPath: read.text() });
+        return;
+      }
+      case SFTP.SYMLINK: {
+        // OpenSSH sends the target first and the link second (the draft's order reversed).
+        const target = read.text();
+        remember(id, { kind: "simple", operation: "symlink", path: read.text(), newPath: target });
+        return;
+      }
+      case SFTP.EXTENDED: {
+        const name = read.text();
+        if (name === "posix-rename@openssh.com" || name === "hardlink@openssh.com") {
+          const path = read.text();
+          const operation = name === "hardlink@openssh.com" ? "link" : "rename";
+          remember(id, { kind: "simple", operation, path, newPath: read.text() });
+        } else if (name === "lsetstat@openssh.com") {
+          remember(id, { kind: "simple", operation: "setstat", path: read.text() });
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  function response(packet: Buffer): SftpEvent[] {
+    const read = packetReader(packet);
+    const type = read.byte();
+    if (type === SFTP.VERSION) return [];
+    const id = read.uint32();
+    const asked = pending.get(id);
+    if (!asked) return [];
+    pending.delete(id);
+    const status = type === SFTP.STATUS ? { code: read.uint32(), message: read.textOrEmpty() } : undefined;
+    const failed = status !== undefined && status.code !== STATUS_OK;
+    switch (asked.kind) {
+      case "open":
+        if (type === SFTP.HANDLE) {
+          if (handles.size < MAX_HANDLES) {
+            handles.set(read.handle(), { path: asked.path, writing: asked.writing, read: 0, written: 0 });
+          }
+          return [];
+        }
+        return [
+          {
+            operation: "open",
+            path: asked.path,
+            direction: asked.writing ? "upload" : "download",
+            bytes: 0,
+            ok: false,
+            ...(status?.message ? { error: status.message } : {}),
+          },
+        ];
+      case "read": {
+        const file = handles.get(asked.handle);
+        if (file && type === SFTP.DATA) file.read += read.uint32();
+        return [];
+      }
+      case "write": {
+        const file = handles.get(asked.handle);
+        if (file && status && !failed) file.written += asked.bytes;
+        return [];
+      }
+      case "close": {
+        const file = handles.get(asked.handle);
+        if (!file) return [];
+        handles.delete(asked.handle);
+        return [fileEvent(file, !failed, failed ? status.message : undefined)];
+      }
+      case "simple":
+        return [
+          {
+            operation: asked.operation,
+            path: asked.path,
+            ...(asked.newPath !== undefined ? { newPath: asked.newPath } : {}),
+            ok: status !== undefined && !failed,
+            ...(failed && status.message ? { error: status.message } : {}),
+          },
+        ];
+    }
+  }
+
+  const guard = <T>(work: () => T[]): T[] => {
+    if (stopped) return [];
+    try {
+      return work();
+    } catch {
+      return [];
+    }
+  };
+
+  return {
+    fromClient: (chunk) =>
+      guard(() => {
+        for (const packet of clientPackets(chunk)) skipMalformed(() => request(packet));
+        return [];
+      }),
+    fromServer: (chunk) =>
+      guard(() => serverPackets(chunk).flatMap((packet) => skipMalformed(() => response(packet)) ?? [])),
+    end: () => {
+      const events = [...handles.values()].map((file) => fileEvent(file, false, "not closed"));
+      handles.clear();
+      pending.clear();
+      return events;
+    },
+  };
+}
+
+function fileEvent(file: OpenFile, ok: boolean, error: string | undefined): SftpEvent {
+  const upload = file.writing || file.written > 0;
+  return {
+    operation: "open",
+    path: file.path,
+    direction: upload ? "upload" : "download",
+    bytes: upload ? file.written : file.read,
+    ok,
+    ...(error ? { error } : {}),
+  };
+}
+
+function skipMalformed<T>(work: () => T): T | undefined {
+  try {
+    return work();
+  } catch (error) {
+    if (error instanceof TruncatedPacketError) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Splits a byte stream into SFTP packets (uint32 length, then that many bytes: type and payload).
+ * Returns the packets each chunk completes; keeps the partial one.
+ */
+export function packetSplitter(maxPacket: number, onOversize: () => void): (chunk: Buffer) => Buffer[] {
+  let chunks: Buffer[] = [];
+  let buffered = 0;
+  let broken = false;
+  return (chunk) => {
+    if (broken) return [];
+    chunks.push(chunk);
+    buffered += chunk.length;
+    const packets: Buffer[] = [];
+    for (;;) {
+      if (buffered < 4) break;
+      if (chunks[0]!.length < 4) chunks = [Buffer.concat(chunks)];
+      const length = chunks[0]!.readUInt32BE(0);
+      if (length === 0 || length > maxPacket) {
+        broken = true;
+        chunks = [];
+        buffered = 0;
+        onOversize();
+        break;
+      }
+      if (buffered < 4 + length) break;
+      const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      packets.push(all.subarray(4, 4 + length));
+      const rest = all.subarray(4 + length);
+      chunks = rest.length > 0 ? [rest] : [];
+      buffered = rest.length;
+    }
+    return packets;
+  };
+}
+
+class TruncatedPacketError extends Error {}
+
+interface PacketReader {
+  byte(): number;
+  uint32(): number;
+  uint64(): bigint;
+  string(): Buffer;
+  text(): string;
+  /** A trailing string that old servers may leave out. */
+  textOrEmpty(): string;
+  /** A handle, as a map key. */
+  handle(): string;
+}
+
+function packetReader(packet: Buffer): PacketReader {
+  let offset = 0;
+  const take = (length: number): Buffer => {
+    if (length > packet.length - offset) throw new TruncatedPacketError();
+    const bytes = packet.subarray(offset, offset + length);
+    offset += length;
+    return bytes;
+  };
+  const self: PacketReader = {
+    byte: () => take(1)[0]!,
+    uint32: () => take(4).readUInt32BE(0),
+    uint64: () => take(8).readBigUInt64BE(0),
+    string: () => take(self.uint32()),
+    text: () => self.string().toString("utf8"),
+    textOrEmpty: () => (offset < packet.length ? self.text() : ""),
+    handle: () => self.string().toString("hex"),
+  };
+  return self;
+}
