@@ -1,0 +1,165 @@
+/**
+ * `stint db proxy ROLE --port N`: a local listener that lets any local PostgreSQL client through to
+ * Stint's PostgreSQL proxy without a password. It signs in to the proxy as `user` ("alice%pg-read")
+ * with the Stint token from `password()`, then relays bytes both ways; the client sees the proxy's
+ * AuthenticationOk and everything after as the proxy sent it.
+ */
+import { createServer, type AddressInfo, type Socket } from "node:net";
+import type { Logger } from "../../lib/logger.js";
+import {
+  encodeErrorResponse,
+  encodePasswordMessage,
+  encodeSslResponse,
+  encodeStartupMessage,
+  parseBackendMessage,
+  parseStartupBody,
+  type FrontendMessage,
+} from "../../lib/pg-wire.js";
+import { connectTcp, createFrameInbox, createFrameScanner, forward, frameBytes } from "./wire-stream.js";
+
+export interface LocalTunnelOptions {
+  listenHost?: string;
+  /** 0: any free port. */
+  listenPort: number;
+  proxyHost: string;
+  proxyPort: number;
+  /** The Stint user and role, "alice%pg-read". */
+  user: string;
+  /** The Stint database token, asked for each new connection. */
+  password: () => Promise<string>;
+  connectTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface LocalTunnel {
+  listen(): Promise<{ port: number }>;
+  close(): Promise<void>;
+}
+
+const STARTUP_TIMEOUT_MS = 30_000;
+
+function fatal(code: string, message: string): Buffer {
+  return encodeErrorResponse({ severity: "FATAL", code, message });
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
+  const timeoutMs = options.connectTimeoutMs ?? 10_000;
+  const proxyAddress = `${options.proxyHost}:${options.proxyPort}`;
+  const sockets = new Set<Socket>();
+  const track = (socket: Socket): Socket => {
+    sockets.add(socket);
+    socket.on("error", (error) => options.logger?.debug({ error: error.message }, "tunnel socket error"));
+    socket.once("close", () => sockets.delete(socket));
+    return socket;
+  };
+
+  const server = createServer((client) => {
+    track(client).setNoDelay(true);
+    handle(client).catch((error: unknown) => {
+      options.logger?.warn({ error: errorMessage(error) }, "tunnel connection failed");
+      client.destroy();
+    });
+  });
+
+  async function handle(client: Socket): Promise<void> {
+    const scanner = createFrameScanner({ startup: true });
+    const inbox = createFrameInbox(client, scanner);
+    let startup: Extract<FrontendMessage, { kind: "StartupMessage" }> | null = null;
+    while (startup === null) {
+      const frame = await inbox.next(STARTUP_TIMEOUT_MS);
+      const message = parseStartupBody(frame.body);
+      if (message.kind === "SSLRequest" || message.kind === "GSSENCRequest") {
+        client.write(encodeSslResponse(false));
+      } else if (message.kind === "CancelRequest") {
+        // The proxy knows the key it handed out; pass the request on as is.
+        const proxy = track(await connectTcp(options.proxyHost, options.proxyPort, timeoutMs));
+        proxy.end(frameBytes(frame));
+        client.destroy();
+        return;
+      } else if (message.kind === "StartupMessage") {
+        startup = message;
+      }
+    }
+
+    let proxy: Socket;
+    try {
+      proxy = track(await connectTcp(options.proxyHost, options.proxyPort, timeoutMs));
+    } catch (error) {
+      client.end(fatal("08006", `could not reach the Stint proxy at ${proxyAddress}: ${errorMessage(error)}`));
+      return;
+    }
+    if (client.destroyed) {
+      proxy.destroy();
+      return;
+    }
+    const proxyScanner = createFrameScanner({ startup: false });
+    const proxyInbox = createFrameInbox(proxy, proxyScanner);
+    proxy.write(encodeStartupMessage({ ...startup.parameters, user: options.user }, startup.protocolVersion));
+    try {
+      for (;;) {
+        const frame = await proxyInbox.next(timeoutMs);
+        if (frame.type === "R") {
+          if (parseBackendMessage("R", frame.body).kind !== "AuthenticationCleartextPassword") {
+            throw new Error("the Stint proxy asked for an authentication method the tunnel does not answer");
+          }
+          let token: string;
+          try {
+            token = await options.password();
+          } catch (error) {
+            client.end(fatal("28000", `could not get a Stint database token: ${errorMessage(error)}`));
+            proxy.destroy();
+            return;
+          }
+          proxy.write(encodePasswordMessage(token));
+          break;
+        }
+        // A refusal (or a notice) before the password request goes to the client as sent.
+        client.write(frameBytes(frame));
+        if (frame.type === "E") {
+          client.end();
+          proxy.end();
+          return;
+        }
+      }
+    } catch (error) {
+      client.end(fatal("08006", `the Stint proxy at ${proxyAddress}: ${errorMessage(error)}`));
+      proxy.destroy();
+      return;
+    }
+
+    const fromProxy = proxyInbox.detach();
+    const fromClient = inbox.detach();
+    proxy.on("data", (chunk: Buffer) => forward(proxy, client, chunk));
+    client.on("data", (chunk: Buffer) => forward(client, proxy, chunk));
+    proxy.once("close", () => client.end());
+    client.once("close", () => proxy.end());
+    for (const frame of fromClient) proxy.write(frameBytes(frame));
+    const clientPartial = scanner.pending();
+    if (clientPartial.length > 0) proxy.write(clientPartial);
+    for (const frame of fromProxy) client.write(frameBytes(frame));
+    const proxyPartial = proxyScanner.pending();
+    if (proxyPartial.length > 0) client.write(proxyPartial);
+    if (client.destroyed) proxy.end();
+    if (proxy.destroyed) client.end();
+  }
+
+  return {
+    listen: () =>
+      new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(options.listenPort, options.listenHost ?? "127.0.0.1", () => {
+          server.off("error", reject);
+          resolve({ port: (server.address() as AddressInfo).port });
+        });
+      }),
+    close: async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+}
