@@ -15,6 +15,8 @@ import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
 import { registerVaultCommands } from "./commands/vault.js";
 import { registerDbCommands } from "./commands/db.js";
+import { registerSessionCommands } from "./commands/sessions.js";
+import { registerSshCommands } from "./commands/ssh.js";
 import type { CliContext } from "./context.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./exit-codes.js";
 import { errorEnvelope, formatError, renderJson, reportError } from "./output.js";
@@ -68,6 +70,8 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerTargetCommands(program, ctx); // after config: it adds to `stint targets`
   registerVaultCommands(program, ctx);
   registerDbCommands(program, ctx);
+  registerSshCommands(program, ctx);
+  registerSessionCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerServerCommand(program, ctx);
   return program;

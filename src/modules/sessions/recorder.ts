@@ -12,7 +12,7 @@ import {
   queryLogHeader,
   queryLogLine,
   type RecordingMeta,
-} from "./recording.rules.js";
+} from "../../contract/recording.js";
 import type { QueryLogEntry, SessionKind, SessionRecorder } from "./sessions.types.js";
 
 export interface ActiveRecorder extends SessionRecorder {

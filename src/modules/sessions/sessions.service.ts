@@ -23,7 +23,7 @@ import { sessionOptionsOf } from "../connectors/session-options.rules.js";
 import * as postgresRules from "../connectors/postgres/postgres.rules.js";
 import * as sshHostRules from "../connectors/ssh-host/ssh-host.rules.js";
 import { createRecorder, type ActiveRecorder } from "./recorder.js";
-import { RECORDING_EXTENSION } from "./recording.rules.js";
+import { RECORDING_EXTENSION } from "../../contract/recording.js";
 import * as sessionStore from "./sessions.store.js";
 import {
   SessionRefusedError,
@@ -194,7 +194,9 @@ export function createSessionService(deps: SessionServiceDeps) {
 
   function policyOf(row: sessionStore.ActivationRow): SessionPolicy {
     const parsed = policySpec.safeParse(row.policy_spec);
-    return parsed.success ? parsed.data.session : { recording: "required", portForwarding: false, queryParameters: false };
+    return parsed.success
+      ? parsed.data.session
+      : { recording: "required", portForwarding: false, queryParameters: false };
   }
 
   async function refuse(
@@ -558,7 +560,8 @@ export function createSessionService(deps: SessionServiceDeps) {
         throw new SessionRefusedError("BAD_CREDENTIALS", "Only Stint certificates are accepted (stint ssh login).");
       const line = `${algorithm} ${key.toString("base64")}`;
       const verdict = verifyCertificate(line, ca.publicKey, clock.now(), { principal: userName });
-      if (!verdict.ok) throw new SessionRefusedError("BAD_CREDENTIALS", `The certificate is not valid: ${verdict.reason}`);
+      if (!verdict.ok)
+        throw new SessionRefusedError("BAD_CREDENTIALS", `The certificate is not valid: ${verdict.reason}`);
       return {
         user: userName,
         target: targetName,
@@ -637,7 +640,8 @@ export function createSessionService(deps: SessionServiceDeps) {
     }
     if (message.type === "kill") {
       const entry = live.get(message.sessionId);
-      if (entry) abort(entry, { reason: "killed", message: `${message.by} ended this session: ${message.reason}` }, message.at);
+      if (entry)
+        abort(entry, { reason: "killed", message: `${message.by} ended this session: ${message.reason}` }, message.at);
       return;
     }
     if (message.type === "activation") {
@@ -668,7 +672,11 @@ export function createSessionService(deps: SessionServiceDeps) {
     const now = Date.now();
     for (const entry of entries) {
       if (killed.has(entry.id))
-        abort(entry, { reason: "killed", message: `An administrator ended this session: ${killed.get(entry.id) ?? ""}` }, now);
+        abort(
+          entry,
+          { reason: "killed", message: `An administrator ended this session: ${killed.get(entry.id) ?? ""}` },
+          now,
+        );
       else if (ended.has(entry.requestId))
         abort(entry, { reason: "activation_ended", message: "Your activation ended, so this session is over." }, now);
     }
@@ -848,7 +856,12 @@ export function createSessionService(deps: SessionServiceDeps) {
           action: "session.token_issued",
           outcome: "success",
           subject: `request:${activation.request_id}`,
-          details: { role: input.role, target: activation.target_name, once: input.once, expiresAt: expiresAt.toISOString() },
+          details: {
+            role: input.role,
+            target: activation.target_name,
+            once: input.once,
+            expiresAt: expiresAt.toISOString(),
+          },
         });
       });
       const address = postgresRules.parseAddress(activation.address ?? "");
@@ -884,7 +897,9 @@ export function createSessionService(deps: SessionServiceDeps) {
       if (!row.recording_key || !row.recording_sha256)
         throw new StintError(
           "NOT_FOUND",
-          row.ended_at ? `Session ${id} has no recording.` : `Session ${id} is still live; its recording is not finished.`,
+          row.ended_at
+            ? `Session ${id} has no recording.`
+            : `Session ${id} is still live; its recording is not finished.`,
         );
       const stream = await blobs.read(row.recording_key).catch(() => {
         throw new StintError("NOT_FOUND", `The recording of session ${id} is missing from the blob store.`);

@@ -12,13 +12,7 @@ export type SessionKind = "ssh" | "postgres";
  * it expired, was deactivated or revoked; `recording_failed`: recording was required and stopped working.
  */
 export type EndReason =
-  | "client_closed"
-  | "upstream_closed"
-  | "killed"
-  | "activation_ended"
-  | "recording_failed"
-  | "error"
-  | "shutdown";
+  "client_closed" | "upstream_closed" | "killed" | "activation_ended" | "recording_failed" | "error" | "shutdown";
 
 /** The role's policy for brokered sessions (policy `session:` block). */
 export interface SessionPolicy {

@@ -4,7 +4,7 @@
  * the non-terminal facts: exec, scp, sftp, forward). PostgreSQL sessions: JSON lines, a header
  * `{ version: 1, kind: "postgres", … }` then one QueryLogEntry per line with its time `t`.
  */
-import type { QueryLogEntry, SessionKind } from "./sessions.types.js";
+import type { QueryLogEntry, SessionKind } from "../modules/sessions/sessions.types.js";
 
 export interface RecordingMeta {
   session: string;

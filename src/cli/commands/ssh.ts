@@ -1,0 +1,150 @@
+/**
+ * `stint ssh login [ROLE]`: a short-lived OpenSSH certificate for your key, valid no longer than your
+ * activation, written next to the key (and added to your agent when one runs). `stint ssh config`:
+ * the ssh_config block and known_hosts line for Stint's SSH proxy. `stint ssh ca`: the CA public key
+ * for hosts that trust Stint's certificates directly (TrustedUserCAKeys).
+ */
+import { execFile } from "node:child_process";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { promisify } from "node:util";
+import type { Command } from "commander";
+import ssh2 from "ssh2";
+import { sshCertificate, sshInfo } from "../../contract/sessions.js";
+import { configDir } from "../credentials.js";
+import { globalOptions, type CliContext } from "../context.js";
+import { CliError } from "../exit-codes.js";
+import { emit, note, sanitize, warn } from "../output.js";
+import { checkName, clientFor } from "./shared.js";
+
+const { utils } = ssh2;
+const run = promisify(execFile);
+
+function sshDir(ctx: CliContext): string {
+  return path.join(configDir(ctx.env), "ssh");
+}
+
+/** The key Stint certifies: `--key` (a private key path; its `.pub` is read), else Stint's own key, made once. */
+async function keyPair(
+  ctx: CliContext,
+  keyPath: string | undefined,
+): Promise<{ privatePath: string; publicKey: string }> {
+  if (keyPath) {
+    const publicPath = keyPath.endsWith(".pub") ? keyPath : `${keyPath}.pub`;
+    const publicKey = await readFile(publicPath, "utf8").catch(() => {
+      throw new CliError("USAGE", `cannot read the public key ${publicPath}`);
+    });
+    return { privatePath: publicPath.slice(0, -4), publicKey: publicKey.trim() };
+  }
+  const dir = sshDir(ctx);
+  const privatePath = path.join(dir, "id_ed25519");
+  try {
+    return { privatePath, publicKey: (await readFile(`${privatePath}.pub`, "utf8")).trim() };
+  } catch {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const pair = utils.generateKeyPairSync("ed25519", { comment: "stint" });
+    await writeFile(privatePath, pair.private, { mode: 0o600 });
+    await writeFile(`${privatePath}.pub`, `${pair.public.trim()}\n`, { mode: 0o644 });
+    return { privatePath, publicKey: pair.public.trim() };
+  }
+}
+
+export function registerSshCommands(program: Command, ctx: CliContext): void {
+  const ssh = program.command("ssh").description("hosts reached through Stint's SSH proxy");
+
+  ssh
+    .command("login")
+    .description("get a certificate for your SSH key, valid while your activation lasts")
+    .argument("[role]", "the activated role (default: your activation on an SSH host that lasts longest)")
+    .option("--key <path>", "certify this key (private key path or its .pub) instead of Stint's own key")
+    .option("--no-agent", "do not add the key and certificate to the running ssh-agent")
+    .addHelpText(
+      "after",
+      "\nThe certificate is written next to the key as <key>-cert.pub; ssh offers it automatically.\n" +
+        "It expires with the activation, and the proxy checks the activation at every connection.\n" +
+        "\nExamples:\n  stint ssh login\n  stint ssh login web-root --key ~/.ssh/id_ed25519\n",
+    )
+    .action(async (roleName: string | undefined, options: { key?: string; agent: boolean }, command: Command) => {
+      const { json } = globalOptions(command);
+      const role = roleName === undefined ? undefined : checkName("role", roleName);
+      const client = await clientFor(ctx, command);
+      client.requireSession();
+      const { privatePath, publicKey } = await keyPair(ctx, options.key);
+      const { data, raw } = await client.request("POST", "/v1/ssh/certificates", {
+        body: { publicKey, ...(role ? { role } : {}) },
+        schema: sshCertificate,
+      });
+      const certPath = `${privatePath}-cert.pub`;
+      await writeFile(certPath, `${data.certificate}\n`, { mode: 0o644 });
+      await chmod(certPath, 0o644);
+      let agent = false;
+      if (options.agent && ctx.env.SSH_AUTH_SOCK) {
+        const lifetime = Math.max(1, Math.floor((Date.parse(data.validBefore) - ctx.now()) / 1000));
+        try {
+          // ssh-add loads <key>-cert.pub with the key; -t drops both when the certificate expires.
+          await run("ssh-add", ["-t", String(lifetime), privatePath], { env: { ...process.env, ...ctx.env } });
+          agent = true;
+        } catch (error) {
+          warn(ctx, `could not add the key to ssh-agent: ${(error as Error).message.split("\n")[0]}`);
+        }
+      }
+      const info = await client.request("GET", "/v1/ssh/ca", { schema: sshInfo, auth: false });
+      const proxy = info.data.proxy;
+      emit(ctx, json, { ...(raw as object), certificateFile: certPath, identityFile: privatePath, agent, proxy }, () =>
+        [
+          `Certificate for ${sanitize(data.principals.join(", "))} (${sanitize(data.role)} on ${sanitize(data.target)}), valid until ${data.validBefore}.`,
+          `Written to ${certPath}${agent ? " and added to your ssh-agent" : ""}.`,
+          ...(proxy
+            ? [
+                `Connect: ssh -i ${privatePath} -p ${proxy.port} ${data.principals[0] ?? "you"}%${data.target}@${proxy.host}`,
+                "(or add `stint ssh config` to ~/.ssh/config and run: ssh " +
+                  `${data.principals[0] ?? "you"}%${data.target}@stint)`,
+              ]
+            : [
+                "This Stint server runs no SSH proxy; hosts that trust `stint ssh ca` accept the certificate directly.",
+              ]),
+          "",
+        ].join("\n"),
+      );
+    });
+
+  ssh
+    .command("config")
+    .description("print the ~/.ssh/config block for Stint's SSH proxy (and save its host key)")
+    .action(async (_options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("GET", "/v1/ssh/ca", { schema: sshInfo, auth: false });
+      if (!data.proxy) throw new CliError("UNAVAILABLE", "this Stint server runs no SSH proxy");
+      const dir = sshDir(ctx);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const knownHosts = path.join(dir, "known_hosts");
+      const hostEntry = data.proxy.port === 22 ? data.proxy.host : `[${data.proxy.host}]:${data.proxy.port}`;
+      await writeFile(knownHosts, `${hostEntry} ${data.proxy.hostKey}\n`, { mode: 0o644 });
+      const identity = path.join(dir, "id_ed25519");
+      const block = [
+        "# Stint SSH proxy: ssh <you>%<target>@stint (after `stint activate` and `stint ssh login`)",
+        "Host stint",
+        `  HostName ${data.proxy.host}`,
+        `  Port ${data.proxy.port}`,
+        `  IdentityFile ${identity}`,
+        `  CertificateFile ${identity}-cert.pub`,
+        "  IdentitiesOnly yes",
+        `  UserKnownHostsFile ${knownHosts}`,
+        "  StrictHostKeyChecking yes",
+        "",
+      ].join("\n");
+      emit(ctx, json, { ...(raw as object), knownHostsFile: knownHosts, config: block }, () => block);
+      if (!json) note(ctx, `Append this to ~/.ssh/config. The proxy's host key is saved in ${knownHosts}.`);
+    });
+
+  ssh
+    .command("ca")
+    .description("print Stint's SSH user CA public key (for sshd's TrustedUserCAKeys)")
+    .action(async (_options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("GET", "/v1/ssh/ca", { schema: sshInfo, auth: false });
+      emit(ctx, json, raw, () => `${data.caPublicKey}\n`);
+    });
+}
