@@ -1,13 +1,24 @@
 /**
  * `stint db creds ROLE`: the database login Stint minted for your active activation of a role
  * with `dynamic: true`. The password is printed only here (stdout), never logged by Stint.
+ * `stint db login ROLE`: a token for Stint's PostgreSQL proxy (you never see the database's own
+ * credential); `stint db proxy ROLE --port N`: a local tunnel that needs no password at all.
  */
 import type { Command } from "commander";
 import { dbCredentials } from "../../contract/grants.js";
+import { dbToken } from "../../contract/sessions.js";
+import { createLocalTunnel } from "../../proxies/pg/local-tunnel.js";
 import { segment } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { emit, note } from "../output.js";
-import { checkName, clientFor } from "./shared.js";
+import { checkName, clientFor, integerIn } from "./shared.js";
+
+/** A libpq keyword/value string for psql ("host=… port=… user=… dbname=…"), values quoted as libpq wants. */
+function conninfo(parts: Record<string, string | number>): string {
+  return Object.entries(parts)
+    .map(([key, value]) => `${key}='${String(value).replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`)
+    .join(" ");
+}
 
 export function registerDbCommands(program: Command, ctx: CliContext): void {
   const db = program.command("db").description("databases reached through Stint");
@@ -38,5 +49,73 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
         ].join("\n"),
       );
       if (!json) note(ctx, "The login is dropped when the activation ends; do not store the password.");
+    });
+
+  db.command("login")
+    .description("a password for Stint's PostgreSQL proxy, valid while your activation of ROLE lasts")
+    .argument("<role>", "the role you activated")
+    .option("--once", "a token that opens a single connection")
+    .addHelpText(
+      "after",
+      "\nThe token works for many connections (pools, reconnects) until the activation ends; with --once\n" +
+        "it opens exactly one. Sessions through the proxy are recorded as a query log.\n" +
+        '\nExamples:\n  stint db login app-db\n  psql "$(stint db login app-db --json | jq -r \'"host=\\(.host) port=\\(.port) user=\\(.user) password=\\(.password) dbname=\\(.database)"\')"\n',
+    )
+    .action(async (roleName: string, options: { once?: boolean }, command: Command) => {
+      const { json } = globalOptions(command);
+      const role = checkName("role", roleName);
+      const client = await clientFor(ctx, command);
+      const { data, raw } = await client.request("POST", "/v1/db/tokens", {
+        body: { role, once: options.once === true },
+        schema: dbToken,
+      });
+      emit(ctx, json, raw, () =>
+        [
+          `host:     ${data.host}`,
+          `port:     ${data.port}`,
+          `database: ${data.database}`,
+          `user:     ${data.user}`,
+          `password: ${data.password}`,
+          `expires:  ${data.expiresAt}`,
+          "",
+          `psql "${conninfo({ host: data.host, port: data.port, user: data.user, dbname: data.database })}"  (password above)`,
+          "",
+        ].join("\n"),
+      );
+      if (!json) note(ctx, "The token dies with the activation; your session is recorded.");
+    });
+
+  db.command("proxy")
+    .description("a local tunnel to Stint's PostgreSQL proxy that needs no password")
+    .argument("<role>", "the role you activated")
+    .requiredOption("--port <n>", "the local port to listen on (127.0.0.1)", integerIn(1, 65535))
+    .addHelpText(
+      "after",
+      "\nRuns until interrupted (Ctrl-C). Any local client connects without a password:\n" +
+        "\nExamples:\n  stint db proxy app-db --port 15432 &\n  psql -h 127.0.0.1 -p 15432 -d app\n",
+    )
+    .action(async (roleName: string, options: { port: number }, command: Command) => {
+      const role = checkName("role", roleName);
+      const client = await clientFor(ctx, command);
+      const { data } = await client.request("POST", "/v1/db/tokens", { body: { role, once: false }, schema: dbToken });
+      const tunnel = createLocalTunnel({
+        listenHost: "127.0.0.1",
+        listenPort: options.port,
+        proxyHost: data.host,
+        proxyPort: data.port,
+        user: data.user,
+        password: () => Promise.resolve(data.password),
+      });
+      const { port } = await tunnel.listen();
+      note(
+        ctx,
+        `Listening on 127.0.0.1:${port} for ${role} until ${data.expiresAt}: psql -h 127.0.0.1 -p ${port} -d ${data.database}`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once("SIGINT", stop);
+        process.once("SIGTERM", stop);
+      });
+      await tunnel.close();
     });
 }
