@@ -1,0 +1,747 @@
+/**
+ * The SSH session proxy: an SSH server that lets a user in with a Stint user certificate only, asks
+ * the sessions module (SessionGate) for a brokered session, connects to the target with the vaulted
+ * credential over a host-key-pinned SSH connection, and relays session channels (shell, exec, scp,
+ * sftp and other subsystems) and, when the policy allows, port forwards, recording what happens.
+ * Invariants are in README.md next to this file.
+ */
+import { createHash, timingSafeEqual, verify, type KeyObject } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import type { Duplex, Readable, Writable } from "node:stream";
+import ssh2 from "ssh2";
+import type {
+  AuthContext,
+  ClientChannel,
+  Connection,
+  PseudoTtyInfo,
+  PublicKeyAuthContext,
+  ServerChannel,
+  Session,
+  Client as SshClient,
+} from "ssh2";
+import type { Logger } from "../../lib/logger.js";
+import {
+  SessionRefusedError,
+  type BrokeredSession,
+  type EndReason,
+  type SessionEnd,
+  type SessionGate,
+  type SshCertificateLogin,
+  type UpstreamSsh,
+} from "../../modules/sessions/sessions.types.js";
+import { createSftpTracker } from "./sftp-log.js";
+
+// ssh2 is CommonJS: Node's ESM loader cannot import its classes by name.
+const { Server, Client } = ssh2;
+
+export interface SshProxyDeps {
+  gate: Pick<SessionGate, "checkSshCertificate" | "openSsh">;
+  /** The proxy's host key, OpenSSH PEM private key. */
+  hostKey: string;
+  logger: Logger;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** 0 picks a free port (see listen()'s result). */
+  port: number;
+  /** Shown to clients before authentication. */
+  banner?: string;
+  /** Time a client has to authenticate (default 60 s). */
+  loginGraceMs?: number;
+  /** Time the target has to accept the vaulted credential (default 15 s). */
+  upstreamTimeoutMs?: number;
+}
+
+export interface SshProxy {
+  listen(): Promise<{ host: string; port: number }>;
+  /** Stops listening and ends every live session with reason "shutdown". */
+  close(): Promise<void>;
+  /** Brokered sessions currently relayed. */
+  liveSessions(): number;
+}
+
+/** Certificate key algorithms a client may offer (OpenSSH PROTOCOL.certkeys). */
+const CERTIFICATE_ALGORITHMS = new Set([
+  "ssh-ed25519-cert-v01@openssh.com",
+  "ssh-rsa-cert-v01@openssh.com",
+  "rsa-sha2-256-cert-v01@openssh.com",
+  "rsa-sha2-512-cert-v01@openssh.com",
+]);
+/** How long the user has to read the kill message before both connections close. */
+const KILL_GRACE_MS = 250;
+/** After asking both sides to close, sockets still open are destroyed. */
+const FORCE_CLOSE_MS = 2000;
+
+export function createSshProxy(deps: SshProxyDeps): SshProxy {
+  const { gate, logger } = deps;
+  const host = deps.host ?? "127.0.0.1";
+  const connections = new Set<ProxiedConnection>();
+  let shuttingDown = false;
+
+  const server = new Server(
+    { hostKeys: [deps.hostKey], ...(deps.banner ? { banner: deps.banner } : {}) },
+    (client, info) => {
+      if (shuttingDown) {
+        client.end();
+        return;
+      }
+      const connection = proxyConnection(client, info.ip, {
+        gate,
+        logger,
+        loginGraceMs: deps.loginGraceMs ?? 60_000,
+        upstreamTimeoutMs: deps.upstreamTimeoutMs ?? 15_000,
+      });
+      connections.add(connection);
+      void connection.closed.then(() => connections.delete(connection));
+    },
+  );
+  server.on("error", (error: Error) => logger.error({ err: error }, "ssh proxy server error"));
+
+  return {
+    listen: () =>
+      new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(deps.port, host, () => {
+          server.off("error", reject);
+          const address = server.address() as AddressInfo;
+          resolve({ host: address.address, port: address.port });
+        });
+      }),
+    close: async () => {
+      shuttingDown = true;
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const all = [...connections];
+      for (const connection of all) connection.shutdown();
+      await Promise.all(all.map((connection) => connection.closed));
+      await stopped;
+    },
+    liveSessions: () => [...connections].filter((connection) => connection.hasSession()).length,
+  };
+}
+
+// --- one client connection -----------------------------------------------------------------------
+
+interface ConnectionDeps {
+  gate: SshProxyDeps["gate"];
+  logger: Logger;
+  loginGraceMs: number;
+  upstreamTimeoutMs: number;
+}
+
+interface ProxiedConnection {
+  /** Resolves once both connections are closed and the session (if any) has ended. */
+  closed: Promise<void>;
+  hasSession(): boolean;
+  shutdown(): void;
+}
+
+interface Live {
+  session: BrokeredSession<UpstreamSsh>;
+  upstream: SshClient;
+  /** Open client-side session channels (where a kill message goes). */
+  channels: Set<ServerChannel>;
+}
+
+function proxyConnection(client: Connection, clientAddress: string, deps: ConnectionDeps): ProxiedConnection {
+  const { gate } = deps;
+  let log = deps.logger.child({ clientAddress });
+  let live: Live | undefined;
+  let clientClosed = false;
+  let ending = false;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
+  let sessionEnded: Promise<void> = Promise.resolve();
+
+  const loginTimer = setTimeout(() => {
+    if (!live) client.end();
+  }, deps.loginGraceMs);
+
+  client.on("error", (error: Error) => log.debug({ err: error }, "ssh client connection error"));
+  client.on("close", () => {
+    clientClosed = true;
+    clearTimeout(loginTimer);
+    finish("client_closed");
+    void sessionEnded.then(resolveClosed);
+  });
+
+  client.on("authentication", (ctx) => {
+    authenticate(ctx).catch((error: unknown) => {
+      log.error({ err: error }, "ssh authentication failed unexpectedly");
+      safely(() => ctx.reject(["publickey"]));
+    });
+  });
+
+  async function authenticate(ctx: AuthContext): Promise<void> {
+    if (ctx.method !== "publickey" || live || ending) return ctx.reject(["publickey"]);
+    if (!CERTIFICATE_ALGORITHMS.has(ctx.key.algo)) return ctx.reject(["publickey"]);
+    let login: SshCertificateLogin;
+    try {
+      login = gate.checkSshCertificate({
+        username: ctx.username,
+        algorithm: certificateKeyType(ctx.key.algo),
+        key: ctx.key.data,
+      });
+    } catch (error) {
+      log.info({ username: ctx.username, reason: refusalText(error) }, "ssh certificate refused");
+      return ctx.reject(["publickey"]);
+    }
+    // An offer without a signature: the client asks whether this key would do before signing.
+    if (!ctx.signature || !ctx.blob) return ctx.accept();
+    if (!userauthSignatureValid(ctx, login.publicKey)) {
+      log.warn({ user: login.user, serial: login.serial }, "ssh certificate offered without a valid signature");
+      return ctx.reject(["publickey"]);
+    }
+
+    let session: BrokeredSession<UpstreamSsh>;
+    try {
+      session = await gate.openSsh(login, { clientAddress });
+    } catch (error) {
+      log.info({ user: login.user, target: login.target, reason: refusalText(error) }, "ssh session refused");
+      sendAuthBanner(ctx, `Stint: ${refusalText(error)}`);
+      return ctx.reject(["publickey"]);
+    }
+    log = log.child({ sessionId: session.id, user: session.user, target: session.target });
+
+    let upstream: SshClient;
+    try {
+      upstream = await connectUpstream(session.upstream, deps.upstreamTimeoutMs);
+    } catch (error) {
+      const reason = (error as Error).message;
+      log.warn({ reason }, "ssh target unreachable");
+      sendAuthBanner(ctx, `Stint: cannot open ${session.target}: ${reason}`);
+      ctx.reject(["publickey"]);
+      await endSession(session, "error", reason, log);
+      return;
+    }
+    if (clientClosed || session.signal.aborted) {
+      upstream.end();
+      const reason = session.signal.aborted ? endOf(session.signal).reason : "client_closed";
+      await endSession(session, reason, undefined, log);
+      if (!clientClosed) ctx.reject(["publickey"]);
+      return;
+    }
+
+    live = { session, upstream, channels: new Set() };
+    clearTimeout(loginTimer);
+    ctx.accept();
+    log.info({ role: session.role, serial: login.serial, keyId: login.keyId }, "ssh session opened");
+    watchUpstream(live);
+    session.signal.addEventListener("abort", () => kill(endOf(session.signal)), { once: true });
+  }
+
+  function watchUpstream({ upstream }: Live): void {
+    upstream.on("error", (error: Error) => log.debug({ err: error }, "ssh target connection error"));
+    upstream.on("close", () => finish("upstream_closed"));
+    // Remote forwarding: the target tells of a connection to a port it listens on for us.
+    upstream.on("tcp connection", (details, accept, reject) => {
+      if (ending) return reject();
+      client.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (error, channel) => {
+        if (error) return reject();
+        relayForward(channel, accept());
+      });
+    });
+  }
+
+  client.on("session", (accept, reject) => {
+    if (!live || ending) return reject();
+    relaySession(accept(), live);
+  });
+
+  client.on("tcpip", (accept, reject, info) => {
+    if (!live || ending) return reject();
+    const { session, upstream } = live;
+    const allowed = session.policy.portForwarding;
+    session.recorder.event("forward", { kind: "direct-tcpip", host: info.destIP, port: info.destPort, allowed });
+    if (!allowed) return reject();
+    upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (error, channel) => {
+      if (error) return reject();
+      relayForward(accept(), channel);
+    });
+  });
+
+  client.on("request", (accept, reject, name, info) => {
+    if (!live || ending || (name !== "tcpip-forward" && name !== "cancel-tcpip-forward")) return reject?.();
+    const { session, upstream } = live;
+    if (name === "cancel-tcpip-forward") {
+      upstream.unforwardIn(info.bindAddr, info.bindPort, (error) => (error ? reject?.() : accept?.()));
+      return;
+    }
+    const allowed = session.policy.portForwarding;
+    session.recorder.event("forward", { kind: "tcpip-forward", host: info.bindAddr, port: info.bindPort, allowed });
+    if (!allowed) return reject?.();
+    upstream.forwardIn(info.bindAddr, info.bindPort, (error, port) => (error ? reject?.() : accept?.(port)));
+  });
+
+  function relaySession(channelSession: Session, { session, upstream, channels }: Live): void {
+    let pty: PseudoTtyInfo | undefined;
+    const env: Record<string, string> = {};
+    let remote: ClientChannel | undefined;
+    let started = false;
+
+    channelSession.on("pty", (accept, reject, info) => {
+      if (started) return reject?.();
+      pty = info;
+      session.recorder.resize(info.cols, info.rows);
+      accept?.();
+    });
+    channelSession.on("window-change", (accept, _reject, info) => {
+      session.recorder.resize(info.cols, info.rows);
+      safely(() => remote?.setWindow(info.rows, info.cols, info.height, info.width));
+      accept?.();
+    });
+    channelSession.on("env", (accept, reject, info) => {
+      if (started) return reject?.();
+      env[info.key] = info.val;
+      accept?.();
+    });
+    channelSession.on("signal", (accept, _reject, info) => {
+      safely(() => remote?.signal(info.name));
+      accept?.();
+    });
+    channelSession.on("auth-agent", (_accept, reject) => reject?.());
+    channelSession.on("x11", (_accept, reject) => reject?.());
+
+    const start = (kind: "shell" | "exec" | "subsystem", detail: string, open: (done: OpenCallback) => void) => {
+      return (accept: () => ServerChannel, reject: () => void) => {
+        if (started || ending) return reject();
+        started = true;
+        open((error, channel) => {
+          if (error || !channel || ending) {
+            log.info({ kind, reason: error?.message }, "ssh channel refused by the target");
+            if (channel) safely(() => channel.close());
+            return reject();
+          }
+          remote = channel;
+          const local = accept();
+          channels.add(local);
+          local.on("close", () => channels.delete(local));
+          relayChannel(local, channel, kind, detail, session);
+        });
+      };
+    };
+    const options = () => ({ ...(pty ? { pty: ptyOptions(pty) } : {}), env });
+
+    channelSession.on(
+      "shell",
+      start("shell", "", (done) => upstream.shell(pty ? ptyOptions(pty) : false, { env }, done)),
+    );
+    channelSession.on("exec", (accept, reject, info) =>
+      start("exec", info.command, (done) => upstream.exec(info.command, options(), done))(accept, reject),
+    );
+    channelSession.on("subsystem", (accept, reject, info) =>
+      start("subsystem", info.name, (done) => upstream.subsys(info.name, done))(accept, reject),
+    );
+  }
+
+  /**
+   * Pipes one session channel both ways. Shell: output and input recorded. Exec: the output recorded,
+   * then an `exec` event with the exit code; scp is an `scp` event instead. SFTP: `sftp` events.
+   */
+  function relayChannel(
+    local: ServerChannel,
+    remote: ClientChannel,
+    kind: "shell" | "exec" | "subsystem",
+    detail: string,
+    session: BrokeredSession<UpstreamSsh>,
+  ): void {
+    const { recorder } = session;
+    const scp = kind === "exec" ? parseScpCommand(detail) : undefined;
+    const sftp = kind === "subsystem" && detail === "sftp" ? createSftpTracker() : undefined;
+    const scpBytes = scp ? createScpCounter() : undefined;
+    if (kind === "subsystem") recorder.event("subsystem", { name: detail });
+    let exit: { exitCode?: number; signal?: string } = {};
+
+    const recordOutput = kind === "shell" || (kind === "exec" && !scp);
+    const fromTarget = (data: Buffer) => {
+      session.countBytes("down", data.length);
+      if (recordOutput) recorder.output(data);
+      if (sftp) for (const event of sftp.fromServer(data)) recorder.event("sftp", { ...event });
+      if (scp?.direction === "download") scpBytes?.feed(data);
+    };
+    const fromClient = (data: Buffer) => {
+      session.countBytes("up", data.length);
+      if (kind === "shell") recorder.input(data);
+      if (sftp) for (const event of sftp.fromClient(data)) recorder.event("sftp", { ...event });
+      if (scp?.direction === "upload") scpBytes?.feed(data);
+    };
+
+    relayStream(remote, local, fromTarget);
+    relayStream(remote.stderr, local.stderr, fromTarget);
+    relayStream(local, remote, fromClient);
+    // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
+    local.on("end", () => safely(() => remote.end()));
+    local.on("error", (error: Error) => log.debug({ err: error }, "ssh client channel error"));
+    remote.on("error", (error: Error) => log.debug({ err: error }, "ssh target channel error"));
+
+    remote.on("exit", (code: number | null, signal?: string, coreDumped?: boolean, description?: string) => {
+      if (typeof code === "number") {
+        exit = { exitCode: code };
+        safely(() => local.exit(code));
+      } else if (signal) {
+        exit = { signal: signal.replace(/^SIG/, "") };
+        safely(() => local.exit(signal.replace(/^SIG/, ""), coreDumped === true, description ?? ""));
+      }
+    });
+    let recorded = false;
+    const recordEnd = () => {
+      if (recorded) return;
+      recorded = true;
+      if (scp) {
+        recorder.event("scp", { direction: scp.direction, path: scp.path, bytes: scpBytes?.bytes() ?? 0 });
+      } else if (kind === "exec") {
+        recorder.event("exec", { command: detail, ...exit });
+      }
+      if (sftp) for (const event of sftp.end()) recorder.event("sftp", { ...event });
+    };
+    remote.on("close", () => {
+      recordEnd();
+      safely(() => local.end());
+    });
+    local.on("close", () => {
+      recordEnd();
+      safely(() => remote.close());
+    });
+  }
+
+  /** A forwarded TCP connection: bytes both ways, counted, not recorded. */
+  function relayForward(local: Duplex, remote: Duplex): void {
+    const session = live?.session;
+    relayStream(remote, local, (data) => session?.countBytes("down", data.length));
+    relayStream(local, remote, (data) => session?.countBytes("up", data.length));
+    local.on("end", () => safely(() => remote.end()));
+    remote.on("end", () => safely(() => local.end()));
+    for (const side of [local, remote]) {
+      side.on("error", (error: Error) => log.debug({ err: error }, "ssh forward channel error"));
+      side.on("close", () => {
+        safely(() => local.destroy());
+        safely(() => remote.destroy());
+      });
+    }
+  }
+
+  function kill(end: SessionEnd): void {
+    if (ending || !live) return;
+    log.info({ reason: end.reason }, "ssh session ended by Stint");
+    for (const channel of live.channels) {
+      safely(() => channel.stderr.write(`\r\nStint: ${end.message}\r\n`));
+    }
+    setTimeout(() => finish(end.reason, end.message), KILL_GRACE_MS);
+  }
+
+  /** Ends both connections and the session, once, with the first reason that came. */
+  function finish(reason: EndReason, detail?: string): void {
+    if (ending) return;
+    ending = true;
+    clearTimeout(loginTimer);
+    const current = live;
+    if (current) {
+      safely(() => current.upstream.end());
+      sessionEnded = endSession(current.session, reason, detail, log);
+    }
+    if (!clientClosed) {
+      safely(() => client.end());
+      setTimeout(() => {
+        if (current) safely(() => current.upstream.destroy());
+        if (!clientClosed) safely(() => (client as unknown as { _sock?: { destroy(): void } })._sock?.destroy());
+      }, FORCE_CLOSE_MS).unref();
+    }
+  }
+
+  return {
+    closed,
+    hasSession: () => live !== undefined && !ending,
+    shutdown: () => {
+      if (live && !ending) {
+        kill({ reason: "shutdown", message: "the Stint SSH proxy is shutting down." });
+      } else {
+        finish("shutdown");
+      }
+    },
+  };
+}
+
+type OpenCallback = (error: Error | undefined, channel: ClientChannel | undefined) => void;
+
+// --- authentication ------------------------------------------------------------------------------
+
+/**
+ * The certificate type to hand the gate: the offered algorithm, except that RSA certificates signed
+ * with SHA-2 are offered as rsa-sha2-256/512-cert-v01 while the certificate itself says ssh-rsa-cert-v01.
+ */
+function certificateKeyType(algorithm: string): string {
+  return algorithm.startsWith("rsa-sha2-") ? "ssh-rsa-cert-v01@openssh.com" : algorithm;
+}
+
+/**
+ * Whether the userauth request is signed by the key the certificate certifies. ssh2 leaves a
+ * certificate's signature as the SSH signature blob (string algorithm, string signature); the
+ * algorithm must match the certified key and the offered algorithm (no SHA-1 RSA).
+ */
+export function userauthSignatureValid(
+  ctx: Pick<PublicKeyAuthContext, "key" | "signature" | "blob">,
+  publicKey: KeyObject,
+): boolean {
+  if (!ctx.signature || !ctx.blob) return false;
+  try {
+    const parsed = parseSignatureBlob(ctx.signature);
+    if (!parsed) return false;
+    const { algorithm, signature } = parsed;
+    const offered = ctx.key.algo;
+    if (publicKey.asymmetricKeyType === "ed25519") {
+      if (algorithm !== "ssh-ed25519" || offered !== "ssh-ed25519-cert-v01@openssh.com") return false;
+      return verify(null, ctx.blob, publicKey, signature);
+    }
+    if (publicKey.asymmetricKeyType === "rsa") {
+      const hash = algorithm === "rsa-sha2-256" ? "sha256" : algorithm === "rsa-sha2-512" ? "sha512" : undefined;
+      if (!hash || offered !== `${algorithm}-cert-v01@openssh.com`) return false;
+      return verify(hash, ctx.blob, publicKey, signature);
+    }
+    return false;
+  } catch {
+    return false;
+  }
+}
+
+function parseSignatureBlob(blob: Buffer): { algorithm: string; signature: Buffer } | undefined {
+  if (blob.length < 4) return undefined;
+  const nameLength = blob.readUInt32BE(0);
+  if (nameLength === 0 || nameLength > 64 || 4 + nameLength + 4 > blob.length) return undefined;
+  const algorithm = blob.subarray(4, 4 + nameLength).toString("latin1");
+  const signatureLength = blob.readUInt32BE(4 + nameLength);
+  const start = 8 + nameLength;
+  if (start + signatureLength !== blob.length) return undefined;
+  return { algorithm, signature: blob.subarray(start) };
+}
+
+/** What ssh2's Protocol object must look like for sendAuthBanner (checked at run time). */
+interface ProtocolInternals {
+  _kexinit?: unknown;
+  _queue?: Buffer[];
+  _packetRW: { write: { allocStart: number; alloc(size: number): Buffer; finalize(packet: Buffer): Buffer } };
+  _cipher: { encrypt(packet: Buffer): void };
+}
+
+const MESSAGE_USERAUTH_BANNER = 53;
+
+/**
+ * Sends SSH_MSG_USERAUTH_BANNER (RFC 4252 §5.4) so the client shows why it is refused. ssh2 only sends
+ * the fixed banner of the server options, so this writes the packet through ssh2's own packet writer;
+ * if ssh2's internals ever change shape, the client is refused without the message.
+ */
+function sendAuthBanner(ctx: AuthContext, message: string): void {
+  const protocol = (ctx as unknown as { _protocol?: Partial<ProtocolInternals> })._protocol;
+  if (
+    !protocol ||
+    typeof protocol._packetRW?.write.alloc !== "function" ||
+    typeof protocol._packetRW.write.finalize !== "function" ||
+    typeof protocol._cipher?.encrypt !== "function"
+  ) {
+    return;
+  }
+  const { write } = protocol._packetRW;
+  const cipher = protocol._cipher;
+  safely(() => {
+    const text = Buffer.from(`${message.replace(/[\r\n]+$/, "")}\n`, "utf8");
+    const start = write.allocStart;
+    const packet = write.alloc(1 + 4 + text.length + 4);
+    packet[start] = MESSAGE_USERAUTH_BANNER;
+    packet.writeUInt32BE(text.length, start + 1);
+    text.copy(packet, start + 5);
+    packet.writeUInt32BE(0, start + 5 + text.length); // language tag
+    const finalized = write.finalize(packet);
+    if (protocol._kexinit !== undefined) {
+      // A key exchange is running: queue it as ssh2 does.
+      (protocol._queue ??= []).push(finalized);
+    } else {
+      cipher.encrypt(finalized);
+    }
+  });
+}
+
+function refusalText(error: unknown): string {
+  if (error instanceof SessionRefusedError) return error.message;
+  return "Stint could not open the session.";
+}
+
+// --- upstream ------------------------------------------------------------------------------------
+
+/** "SHA256:<base64 without padding>" of an SSH public key blob, as `ssh-keygen -l` prints it. */
+export function hostKeyFingerprint(keyBlob: Buffer): string {
+  return `SHA256:${createHash("sha256").update(keyBlob).digest("base64").replace(/=+$/, "")}`;
+}
+
+function fingerprintMatches(keyBlob: Buffer, pinned: string): boolean {
+  const seen = Buffer.from(hostKeyFingerprint(keyBlob));
+  const expected = Buffer.from(pinned.trim());
+  return seen.length === expected.length && timingSafeEqual(seen, expected);
+}
+
+/** Connects with the vaulted credential; refuses a target whose host key is not the pinned one. */
+function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshClient> {
+  return new Promise((resolve, reject) => {
+    const connection = new Client();
+    let hostKeyMismatch = false;
+    connection.once("ready", () => {
+      connection.removeAllListeners("error");
+      resolve(connection);
+    });
+    connection.once("error", (error: Error & { level?: string }) => {
+      connection.on("error", () => undefined);
+      safely(() => connection.end());
+      if (hostKeyMismatch) return reject(new Error("the target's host key does not match the pinned key"));
+      if (error.level === "client-authentication") return reject(new Error("the target refused the credential"));
+      if (error.level === "client-timeout") return reject(new Error("the target did not answer in time"));
+      reject(new Error("the target cannot be reached"));
+    });
+    try {
+      connection.connect({
+        host: upstream.host,
+        port: upstream.port,
+        username: upstream.username,
+        ...(upstream.privateKey !== undefined
+          ? { privateKey: upstream.privateKey, authHandler: ["publickey"] }
+          : { password: upstream.password, authHandler: ["password"] }),
+        hostVerifier: (key: Buffer) => {
+          const ok = fingerprintMatches(key, upstream.hostKey);
+          if (!ok) hostKeyMismatch = true;
+          return ok;
+        },
+        readyTimeout: timeoutMs,
+        keepaliveInterval: 30_000,
+      });
+    } catch {
+      reject(new Error("the target's connection settings are not usable"));
+    }
+  });
+}
+
+// --- relaying ------------------------------------------------------------------------------------
+
+/** Data from `from` to `to`, each chunk seen by `observe` first, with backpressure; no end propagation. */
+function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => void): void {
+  from.on("data", (data: Buffer) => {
+    try {
+      observe(data);
+    } catch {
+      // Recording never stops the relay (the recorder itself reports its failures).
+    }
+    if (!to.writable) return;
+    if (!to.write(data)) {
+      from.pause();
+      to.once("drain", () => from.resume());
+    }
+  });
+}
+
+function ptyOptions(info: PseudoTtyInfo) {
+  return {
+    term: info.term,
+    cols: info.cols,
+    rows: info.rows,
+    width: info.width,
+    height: info.height,
+    modes: info.modes,
+  };
+}
+
+// --- scp (the legacy rcp protocol: `scp -O`, or OpenSSH before 9.0) ------------------------------
+
+/** `scp -t PATH` (the client uploads to PATH) or `scp -f PATH` (the client downloads PATH). */
+export function parseScpCommand(command: string): { direction: "upload" | "download"; path: string } | undefined {
+  const words = command.trim().split(/\s+/);
+  if (words[0] === undefined || !/(^|\/)scp$/.test(words[0])) return undefined;
+  let direction: "upload" | "download" | undefined;
+  let index = 1;
+  for (; index < words.length; index++) {
+    const word = words[index]!;
+    if (word === "--") {
+      index++;
+      break;
+    }
+    if (!word.startsWith("-")) break;
+    if (word.includes("t")) direction = "upload";
+    if (word.includes("f")) direction = "download";
+  }
+  if (!direction) return undefined;
+  const path = words
+    .slice(index)
+    .join(" ")
+    .replace(/^'(.*)'$/, "$1");
+  return { direction, path };
+}
+
+/**
+ * Counts the file bytes of the sending side of an scp stream: control lines ("C0644 12 name\n",
+ * "D…", "E", "T…"), then for C the file's bytes and one status byte.
+ */
+export function createScpCounter(): { feed(data: Buffer): void; bytes(): number } {
+  let line = 0;
+  let header = "";
+  let remaining = 0;
+  let skipStatus = false;
+  let total = 0;
+  return {
+    feed(data) {
+      let offset = 0;
+      while (offset < data.length) {
+        if (remaining > 0) {
+          const take = Math.min(remaining, data.length - offset);
+          remaining -= take;
+          total += take;
+          offset += take;
+          if (remaining === 0) skipStatus = true;
+          continue;
+        }
+        if (skipStatus) {
+          skipStatus = false;
+          offset++;
+          continue;
+        }
+        const byte = data[offset++]!;
+        if (byte !== 0x0a) {
+          if (line++ < 4096) header += String.fromCharCode(byte);
+          continue;
+        }
+        const file = /^C[0-7]{4} (\d+) /.exec(header);
+        line = 0;
+        header = "";
+        if (file) {
+          remaining = Number(file[1]);
+          if (remaining === 0) skipStatus = true;
+        }
+      }
+    },
+    bytes: () => total,
+  };
+}
+
+// --- helpers -------------------------------------------------------------------------------------
+
+function endOf(signal: AbortSignal): SessionEnd {
+  const reason = signal.reason as Partial<SessionEnd> | undefined;
+  return {
+    reason: reason?.reason ?? "killed",
+    message: typeof reason?.message === "string" ? reason.message : "the session was ended.",
+  };
+}
+
+async function endSession(
+  session: BrokeredSession,
+  reason: EndReason,
+  detail: string | undefined,
+  log: Logger,
+): Promise<void> {
+  try {
+    await session.end(reason, detail);
+    log.info({ reason }, "ssh session ended");
+  } catch (error) {
+    log.error({ err: error }, "ending the ssh session failed");
+  }
+}
+
+function safely(work: () => unknown): void {
+  try {
+    work();
+  } catch {
+    // A channel or connection already gone: nothing left to do.
+  }
+}
