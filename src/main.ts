@@ -126,10 +126,28 @@ export async function runServer(options: { configFile?: string | undefined } = {
   const url = `http://${config.listen}`;
   server.outbox.start();
   server.scheduler.start();
+  const { startProxies } = await import("./proxies/index.js");
+  let proxies: Awaited<ReturnType<typeof startProxies>>;
+  try {
+    proxies = await startProxies({ config, sessions: server.sessions, logger });
+  } catch (error) {
+    process.stderr.write(`stint: could not start a session proxy: ${(error as Error).message}\n`);
+    await server.close().catch(() => undefined);
+    process.exit(2);
+  }
 
   const lines = [
     `Stint is listening on ${url} (${config.databaseUrl ? "PostgreSQL" : `embedded database in ${path.resolve(config.dataDir)}`})`,
   ];
+  if (proxies.ssh || proxies.postgres)
+    lines.push(
+      `Session proxies: ${[
+        proxies.ssh ? `SSH on ${proxies.ssh.host}:${proxies.ssh.port}` : null,
+        proxies.postgres ? `PostgreSQL on ${proxies.postgres.host}:${proxies.postgres.port}` : null,
+      ]
+        .filter(Boolean)
+        .join(", ")}`,
+    );
   if (boot.created)
     lines.push(
       `First administrator "${boot.created}" created from STINT_BOOTSTRAP_ADMIN_PASSWORD.`,
@@ -148,6 +166,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, "shutting down");
+    await proxies.close().catch((error: unknown) => logger.error({ err: error }, "closing the session proxies failed"));
     await server.close().catch((error: unknown) => logger.error({ err: error }, "shutdown failed"));
     process.exit(0);
   };

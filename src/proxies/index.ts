@@ -1,0 +1,84 @@
+/**
+ * Starts the session proxies a configuration asks for and tells the sessions module where they
+ * listen. A proxy left at its default address that finds the port taken is skipped with a warning (a
+ * second Stint on one machine still starts); one configured explicitly must bind or the start fails.
+ */
+import { DEFAULT_PG_PROXY_LISTEN, DEFAULT_SSH_PROXY_LISTEN, type Config } from "../config/config.js";
+import type { Logger } from "../lib/logger.js";
+import type { SessionService } from "../modules/sessions/sessions.service.js";
+import { createPgProxy } from "./pg/pg-proxy.js";
+import { createSshProxy } from "./ssh/ssh-proxy.js";
+
+export interface RunningProxies {
+  ssh: { host: string; port: number } | null;
+  postgres: { host: string; port: number } | null;
+  close(): Promise<void>;
+}
+
+function split(listen: string): { host: string; port: number } {
+  const at = listen.lastIndexOf(":");
+  return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, "$1"), port: Number(listen.slice(at + 1)) };
+}
+
+/** What clients are told to connect to: the public host when set, else the bound one (0.0.0.0 → this host's loopback). */
+function advertised(config: Config, bound: { host: string; port: number }) {
+  const host = config.proxyPublicHost ?? (bound.host === "0.0.0.0" || bound.host === "::" ? "127.0.0.1" : bound.host);
+  return { host, port: bound.port };
+}
+
+export async function startProxies(deps: {
+  config: Config;
+  sessions: SessionService;
+  logger: Logger;
+}): Promise<RunningProxies> {
+  const { config, sessions, logger } = deps;
+  const closers: (() => Promise<void>)[] = [];
+  const result: RunningProxies = {
+    ssh: null,
+    postgres: null,
+    close: async () => {
+      await Promise.all(closers.map((close) => close().catch(() => undefined)));
+    },
+  };
+
+  async function start(
+    kind: "ssh" | "postgres",
+    setting: string | undefined,
+    fallback: string,
+    make: (address: { host: string; port: number }) => Promise<{
+      listen(): Promise<{ host: string; port: number }>;
+      close(): Promise<void>;
+    }>,
+  ) {
+    if (setting === "off") return;
+    const address = split(setting ?? fallback);
+    const proxy = await make(address);
+    try {
+      const bound = await proxy.listen();
+      const shown = advertised(config, bound);
+      sessions.setProxyAddress(kind, shown);
+      result[kind] = shown;
+      closers.push(() => proxy.close());
+      logger.info({ kind, listen: `${bound.host}:${bound.port}` }, "session proxy listening");
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (setting === undefined && code === "EADDRINUSE") {
+        logger.warn(
+          { kind, listen: fallback },
+          `the ${kind} session proxy's default address is taken; it is off (set ${kind === "ssh" ? "STINT_SSH_PROXY_LISTEN" : "STINT_PG_PROXY_LISTEN"})`,
+        );
+        return;
+      }
+      await result.close();
+      throw error;
+    }
+  }
+
+  await start("ssh", config.sshProxyListen, DEFAULT_SSH_PROXY_LISTEN, async (address) =>
+    createSshProxy({ gate: sessions.gate, hostKey: await sessions.proxyHostKey(), logger, ...address }),
+  );
+  await start("postgres", config.pgProxyListen, DEFAULT_PG_PROXY_LISTEN, async (address) =>
+    createPgProxy({ gate: sessions.gate, logger, ...address }),
+  );
+  return result;
+}
