@@ -57,7 +57,10 @@ const openSshPublicKey = z
   .string()
   .trim()
   .max(16_384)
-  .regex(/^(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,2}( .*)?$/, "must be an OpenSSH public key line (ssh-ed25519 or ssh-rsa)");
+  .regex(
+    /^(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,2}( .*)?$/,
+    "must be an OpenSSH public key line (ssh-ed25519 or ssh-rsa)",
+  );
 export const sshCertificateBody = z.strictObject({ publicKey: openSshPublicKey, role: name.optional() });
 export const sshCertificate = z.object({
   certificate: z.string(),
