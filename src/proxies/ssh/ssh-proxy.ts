@@ -276,6 +276,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     const env: Record<string, string> = {};
     let remote: ClientChannel | undefined;
     let started = false;
+    /** A window change came before the target's channel was open. */
+    let resized = false;
 
     channelSession.on("pty", (accept, reject, info) => {
       if (started) return reject?.();
@@ -285,6 +287,10 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     });
     channelSession.on("window-change", (accept, _reject, info) => {
       session.recorder.resize(info.cols, info.rows);
+      if (pty) {
+        pty = { ...pty, cols: info.cols, rows: info.rows, width: info.width, height: info.height };
+        resized = true;
+      }
       safely(() => remote?.setWindow(info.rows, info.cols, info.height, info.width));
       accept?.();
     });
@@ -300,22 +306,39 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     channelSession.on("auth-agent", (_accept, reject) => reject?.());
     channelSession.on("x11", (_accept, reject) => reject?.());
 
+    /**
+     * ssh2 must accept a shell/exec/subsystem request at once: a client EOF that follows (an empty
+     * stdin) makes a later accept impossible. So the client's channel is accepted first and its data
+     * waits, paused, until the target's channel is open; a target that refuses gets the client a
+     * message and exit status 1.
+     */
     const start = (kind: "shell" | "exec" | "subsystem", detail: string, open: (done: OpenCallback) => void) => {
-      return (accept: () => ServerChannel, reject: () => void) => {
+      return (accept: () => ServerChannel | undefined, reject: () => void) => {
         if (started || ending) return reject();
         started = true;
-        open((error, channel) => {
-          if (error || !channel || ending) {
-            log.info({ kind, reason: error?.message }, "ssh channel refused by the target");
-            if (channel) safely(() => channel.close());
-            return reject();
-          }
-          remote = channel;
-          const local = accept();
-          channels.add(local);
-          local.on("close", () => channels.delete(local));
-          relayChannel(local, channel, kind, detail, session);
-        });
+        const local = accept();
+        if (!local) return;
+        local.pause();
+        channels.add(local);
+        local.on("close", () => channels.delete(local));
+        local.on("error", (error: Error) => log.debug({ err: error }, "ssh client channel error"));
+        const refuse = (reason: string | undefined) => {
+          log.info({ kind, reason }, "ssh channel refused by the target");
+          safely(() => local.stderr.write(`Stint: ${session.target} refused the ${kind} request.\r\n`));
+          safely(() => local.exit(1));
+          safely(() => local.end());
+        };
+        try {
+          open((error, channel) => {
+            if (error || !channel) return refuse(error?.message);
+            if (ending || local.destroyed) return safely(() => channel.close());
+            remote = channel;
+            if (pty && resized) safely(() => channel.setWindow(pty!.rows, pty!.cols, pty!.height, pty!.width));
+            relayChannel(local, channel, kind, detail, session);
+          });
+        } catch (error) {
+          refuse((error as Error).message);
+        }
       };
     };
     const options = () => ({ ...(pty ? { pty: ptyOptions(pty) } : {}), env });
@@ -366,10 +389,10 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
 
     relayStream(remote, local, fromTarget);
     relayStream(remote.stderr, local.stderr, fromTarget);
-    relayStream(local, remote, fromClient);
     // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
     local.on("end", () => safely(() => remote.end()));
-    local.on("error", (error: Error) => log.debug({ err: error }, "ssh client channel error"));
+    relayStream(local, remote, fromClient);
+    local.resume();
     remote.on("error", (error: Error) => log.debug({ err: error }, "ssh target channel error"));
 
     remote.on("exit", (code: number | null, signal?: string, coreDumped?: boolean, description?: string) => {
