@@ -488,6 +488,68 @@ const CASES: Case[] = [
     code: "VALIDATION_FAILED",
   })),
 
+  // ── Sessions: tokens, certificates, kills
+  ...[{}, { role: SQL }, { role: "x", once: "yes" }, { role: "x", extra: 1 }].map((body): Case => ({
+    name: `db token ${JSON.stringify(body).slice(0, 40)}`,
+    method: "POST",
+    url: "/v1/db/tokens",
+    body,
+    status: 400,
+    code: "VALIDATION_FAILED",
+  })),
+  {
+    name: "db token without activation",
+    method: "POST",
+    url: "/v1/db/tokens",
+    body: { role: "nope" },
+    status: 409,
+    code: "NOT_ACTIVE",
+  },
+  ...[
+    {},
+    { publicKey: HTML },
+    { publicKey: "ssh-dss AAAAB3NzaC1kc3M=" },
+    { publicKey: `ssh-ed25519 ${"A".repeat(20000)}` },
+    { publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOsfdPq9o7iVkMa1fJh3yQK0u6kd8nIo6ba2AjVfnM8j", role: SQL },
+  ].map((body): Case => ({
+    name: `ssh certificate ${JSON.stringify(body).slice(0, 40)}`,
+    method: "POST",
+    url: "/v1/ssh/certificates",
+    body,
+    status: 400,
+    code: "VALIDATION_FAILED",
+  })),
+  {
+    name: "session id not a uuid",
+    method: "GET",
+    url: `/v1/sessions/${encodeURIComponent(SQL)}`,
+    status: 400,
+    code: "VALIDATION_FAILED",
+  },
+  {
+    name: "kill without reason",
+    method: "POST",
+    url: `/v1/sessions/${randomUUID()}/kill`,
+    body: {},
+    status: 400,
+    code: "VALIDATION_FAILED",
+  },
+  {
+    name: "kill an unknown session",
+    method: "POST",
+    url: `/v1/sessions/${randomUUID()}/kill`,
+    body: { reason: "testing bad input handling" },
+    status: 404,
+    code: "NOT_FOUND",
+  },
+  {
+    name: "recording of an unknown session",
+    method: "GET",
+    url: `/v1/sessions/${randomUUID()}/recording`,
+    status: 404,
+    code: "NOT_FOUND",
+  },
+
   // ── Credentials that are not credentials
   ...[
     "Basic YWRtaW46YWRtaW4=",
