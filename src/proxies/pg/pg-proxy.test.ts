@@ -1,0 +1,612 @@
+/**
+ * The PostgreSQL proxy against real servers and real clients: psql and node-postgres, through the
+ * proxy to a throwaway cluster that checks passwords with SCRAM-SHA-256, compared with the same
+ * clients connected directly. The only stand-in is the SessionGate (the sessions module's decision),
+ * a few lines below that map one Stint user and token to the cluster and keep what gets recorded.
+ */
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { connect } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../lib/logger.js";
+import { encodeCancelRequest } from "../../lib/pg-wire.js";
+import { int32 } from "../../lib/pg-wire/buffers.js";
+import {
+  SessionRefusedError,
+  type BrokeredSession,
+  type EndReason,
+  type QueryLogEntry,
+  type SessionEnd,
+  type SessionGate,
+  type UpstreamPostgres,
+} from "../../modules/sessions/sessions.types.js";
+import { startPostgres, type PostgresInstance } from "../../testing/postgres-instance.js";
+import { createLocalTunnel } from "./local-tunnel.js";
+import { createPgProxy, type PgProxy } from "./pg-proxy.js";
+
+const STINT_USER = "alice%pg-read";
+const TOKEN = `stint-db-${randomUUID()}`;
+const UPSTREAM_USER = "app_user";
+const UPSTREAM_PASSWORD = `upstream-${randomUUID()}`;
+const DATABASE = "appdb";
+const REFUSAL = "the Stint token is not valid (expired or revoked); run `stint db token pg-read`";
+
+interface TestSession {
+  session: BrokeredSession<UpstreamPostgres>;
+  controller: AbortController;
+  queries: QueryLogEntry[];
+  ends: { reason: EndReason; detail?: string }[];
+  bytes: { up: number; down: number };
+}
+
+/** The sessions module's part, reduced to: one user, one token, one upstream (changeable per test). */
+function createTestGate(upstream: () => UpstreamPostgres) {
+  const calls: { user: string; password: string; database: string | null; clientAddress: string }[] = [];
+  const sessions: TestSession[] = [];
+  const gate: Pick<SessionGate, "openPostgres"> = {
+    openPostgres: async (input) => {
+      calls.push({ ...input });
+      if (input.user !== STINT_USER) throw new SessionRefusedError("NOT_ACTIVE", `no active role for ${input.user}`);
+      if (input.password !== TOKEN) throw new SessionRefusedError("BAD_CREDENTIALS", REFUSAL);
+      const controller = new AbortController();
+      const record: TestSession = {
+        controller,
+        queries: [],
+        ends: [],
+        bytes: { up: 0, down: 0 },
+        session: {
+          id: randomUUID(),
+          user: "alice",
+          role: "pg-read",
+          target: "app-db",
+          policy: { recording: "required", portForwarding: false, queryParameters: true },
+          upstream: { ...upstream(), database: input.database ?? UPSTREAM_USER },
+          recorder: {
+            output: () => {},
+            input: () => {},
+            resize: () => {},
+            event: () => {},
+            query: (entry) => record.queries.push(entry),
+          },
+          signal: controller.signal,
+          countBytes: (direction, n) => {
+            record.bytes[direction] += n;
+          },
+          end: async (reason, detail) => {
+            record.ends.push(detail === undefined ? { reason } : { reason, detail });
+          },
+        },
+      };
+      sessions.push(record);
+      return record.session;
+    },
+  };
+  return { gate, calls, sessions };
+}
+
+async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>) {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(25);
+  }
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function psql(
+  port: number,
+  args: string[],
+  env: Record<string, string | undefined> = {},
+): Promise<Run> & {
+  child: ReturnType<typeof spawn>;
+} {
+  const child = spawn(
+    "psql",
+    ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", String(port), "-d", DATABASE, ...args],
+    {
+      env: {
+        PATH: process.env.PATH,
+        PGUSER: STINT_USER,
+        PGPASSWORD: TOKEN,
+        PGCONNECT_TIMEOUT: "10",
+        PGSSLMODE: "prefer",
+        PGPASSFILE: "/nonexistent/stint-test-pgpass",
+        ...env,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const done = new Promise<Run>((resolve) => child.on("close", (code) => resolve({ code, stdout, stderr })));
+  return Object.assign(done, { child });
+}
+
+/** What node-postgres keeps of BackendKeyData (not in its types). */
+function backendKey(client: pg.ClientBase): { processId: number; secretKey: number } {
+  const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+  return { processId: processID, secretKey };
+}
+
+/** A CancelRequest sent by hand with the key the client received, as libpq's PQcancel does. */
+async function sendCancel(port: number, key: { processId: number; secretKey: number }): Promise<void> {
+  const socket = connect({ host: "127.0.0.1", port });
+  await once(socket, "connect");
+  socket.end(encodeCancelRequest(key.processId, int32(key.secretKey)));
+  await once(socket, "close");
+}
+
+/** node-postgres runs any object with submit() as a query: the COPY sub-protocol by hand. */
+function copyQuery(
+  client: pg.ClientBase,
+  sql: string,
+  rows: string[] = [],
+): Promise<{ tag: string; data: string; error?: string }> {
+  return new Promise((resolve) => {
+    let tag = "";
+    let error: string | undefined;
+    const out: Buffer[] = [];
+    interface Connection {
+      query(text: string): void;
+      sendCopyFromChunk(chunk: Buffer): void;
+      endCopyFrom(): void;
+    }
+    const submittable = {
+      submit: (connection: Connection) => connection.query(sql),
+      handleCopyInResponse: (connection: Connection) => {
+        for (const row of rows) connection.sendCopyFromChunk(Buffer.from(row));
+        connection.endCopyFrom();
+      },
+      handleCopyData: (message: { chunk: Buffer }) => out.push(message.chunk),
+      handleCommandComplete: (message: { text: string }) => (tag = message.text),
+      // node-postgres forgets a query once it failed: no handleReadyForQuery follows an error.
+      handleError: (err: Error & { code?: string }) => {
+        error = `${err.code}: ${err.message}`;
+        resolve({ tag, data: Buffer.concat(out).toString(), error });
+      },
+      handleReadyForQuery: () =>
+        resolve({ tag, data: Buffer.concat(out).toString(), ...(error === undefined ? {} : { error }) }),
+      handleRowDescription: () => {},
+      handleDataRow: () => {},
+      handleEmptyQuery: () => {},
+      handlePortalSuspended: () => {},
+    };
+    void client.query(submittable as unknown as pg.QueryConfig);
+  });
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** The same mixed workload, run through the proxy and directly; returns what a user would compare. */
+async function workload(pool: pg.Pool, cancelPort: number) {
+  const simple = await Promise.all(
+    range(12).map((i) => pool.query(`SELECT ${i} AS i, repeat('x', ${i}) AS s`).then((r) => r.rows)),
+  );
+  const params = await Promise.all(
+    range(24).map((i) =>
+      pool
+        .query("SELECT $1::int * 2 AS doubled, $2::text AS label, $3::text IS NULL AS is_null", [i, `é-${i}`, null])
+        .then((r) => r.rows[0] as unknown),
+    ),
+  );
+  const named = await Promise.all(
+    range(40).map((i) =>
+      pool
+        .query({ name: "square", text: "SELECT $1::int * $1::int AS square", values: [i] })
+        .then((r) => r.rows[0] as unknown),
+    ),
+  );
+  const client = await pool.connect();
+  try {
+    await client.query("CREATE TEMP TABLE copy_t (id int, name text)");
+    const copyIn = await copyQuery(client, "COPY copy_t FROM STDIN", ["1\tone\n2\ttwo\n", "3\tthree\n"]);
+    const copyOut = await copyQuery(client, "COPY (SELECT * FROM copy_t ORDER BY id) TO STDOUT");
+    const copyBad = await copyQuery(client, "COPY copy_t FROM STDIN", ["x\ty\n"]);
+    const notices: string[] = [];
+    const onNotice = (notice: { message?: string }) => notices.push(notice.message ?? "");
+    client.on("notice", onNotice);
+    await client.query("DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$");
+    client.off("notice", onNotice);
+    const divide = await client.query("SELECT 1/0").then(
+      () => null,
+      (e: pg.DatabaseError) => ({ code: e.code, message: e.message }),
+    );
+    const badParam = await client.query("SELECT $1::int", ["abc"]).then(
+      () => null,
+      (e: pg.DatabaseError) => ({ code: e.code, message: e.message }),
+    );
+    await client.query("BEGIN");
+    await client.query("INSERT INTO copy_t VALUES ($1, $2)", [4, "four"]);
+    const inTransaction = (await client.query("SELECT count(*)::int AS n FROM copy_t")).rows;
+    await client.query("ROLLBACK");
+    const afterRollback = (await client.query("SELECT count(*)::int AS n FROM copy_t")).rows;
+    const big = await client.query("SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g");
+    const sleeping = client.query("SELECT pg_sleep(30)").then(
+      () => "not cancelled",
+      (e: pg.DatabaseError) => `${e.code}: ${e.message}`,
+    );
+    await delay(300);
+    await sendCancel(cancelPort, backendKey(client));
+    const cancelled = await sleeping;
+    const stillUsable = (await client.query("SELECT 'ok' AS still")).rows;
+    return {
+      simple,
+      params,
+      named,
+      copyIn,
+      copyOut,
+      copyBad,
+      notices,
+      divide,
+      badParam,
+      inTransaction,
+      afterRollback,
+      big: { count: big.rowCount, last: big.rows.at(-1) as unknown },
+      cancelled,
+      stillUsable,
+    };
+  } finally {
+    client.release();
+  }
+}
+
+describe("PostgreSQL proxy", () => {
+  let instance: PostgresInstance;
+  let proxy: PgProxy;
+  let proxyPort: number;
+  let upstream: UpstreamPostgres;
+  let admin: pg.Client;
+  const logLines: string[] = [];
+  const testGate = createTestGate(() => upstream);
+  const logger = createLogger({ level: "debug", destination: { write: (line: string) => logLines.push(line) } });
+
+  beforeAll(async () => {
+    instance = await startPostgres();
+    admin = new pg.Client({
+      host: "127.0.0.1",
+      port: instance.port,
+      user: "postgres",
+      password: instance.adminPassword,
+      database: "postgres",
+    });
+    await admin.connect();
+    await admin.query(`CREATE ROLE ${UPSTREAM_USER} LOGIN PASSWORD '${UPSTREAM_PASSWORD}'`);
+    await admin.query(`CREATE DATABASE ${DATABASE} OWNER ${UPSTREAM_USER}`);
+    upstream = {
+      kind: "postgres",
+      host: "127.0.0.1",
+      port: instance.port,
+      database: DATABASE,
+      user: UPSTREAM_USER,
+      password: UPSTREAM_PASSWORD,
+    };
+    proxy = createPgProxy({ gate: testGate.gate, logger, port: 0 });
+    proxyPort = (await proxy.listen()).port;
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await admin?.end();
+    await instance?.stop();
+  });
+
+  const sessionsSince = (count: number) => testGate.sessions.slice(count);
+
+  it("psql runs queries through the proxy, signed in upstream with SCRAM; the query log lists them", async () => {
+    const before = testGate.sessions.length;
+    const run = await psql(
+      proxyPort,
+      [
+        "-c",
+        "SELECT current_user",
+        "-c",
+        "CREATE TABLE items (id int PRIMARY KEY, name text)",
+        "-c",
+        "INSERT INTO items VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+        "-c",
+        "SELECT count(*) FROM items",
+        "-c",
+        "SHOW application_name",
+      ],
+      { PGAPPNAME: "stint-test" },
+    );
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe("app_user\n3\nstint-test\n");
+
+    expect(testGate.calls.at(-1)).toEqual({
+      user: STINT_USER,
+      password: TOKEN,
+      database: DATABASE,
+      clientAddress: "127.0.0.1",
+    });
+    const [record] = sessionsSince(before);
+    expect(record).toBeDefined();
+    if (record === undefined) return;
+    await waitFor("the session's end", () => record.ends.length > 0);
+    expect(record.ends).toEqual([{ reason: "client_closed" }]);
+    expect(record.queries.map(({ statement, command, rows, error }) => ({ statement, command, rows, error }))).toEqual([
+      { statement: "SELECT current_user", command: "SELECT", rows: 1, error: null },
+      {
+        statement: "CREATE TABLE items (id int PRIMARY KEY, name text)",
+        command: "CREATE TABLE",
+        rows: null,
+        error: null,
+      },
+      { statement: "INSERT INTO items VALUES (1, 'a'), (2, 'b'), (3, 'c')", command: "INSERT", rows: 3, error: null },
+      { statement: "SELECT count(*) FROM items", command: "SELECT", rows: 1, error: null },
+      { statement: "SHOW application_name", command: "SHOW", rows: null, error: null },
+    ]);
+    for (const entry of record.queries) expect(entry.durationMs).toBeGreaterThanOrEqual(0);
+    expect(record.bytes.up).toBeGreaterThan(0);
+    expect(record.bytes.down).toBeGreaterThan(0);
+    expect(proxy.liveSessions()).toBe(0);
+  });
+
+  it("psql COPY FROM STDIN and TO STDOUT, and an error, through the proxy", async () => {
+    const before = testGate.sessions.length;
+    const child = spawn(
+      "psql",
+      ["-X", "-q", "-h", "127.0.0.1", "-p", String(proxyPort), "-d", DATABASE, "-c", "COPY items FROM STDIN"],
+      { env: { PATH: process.env.PATH, PGUSER: STINT_USER, PGPASSWORD: TOKEN }, stdio: ["pipe", "pipe", "pipe"] },
+    );
+    child.stdin.end("10\tten\n11\televen\n");
+    const [code] = (await once(child, "close")) as [number];
+    expect(code).toBe(0);
+    const out = await psql(proxyPort, ["-c", "COPY (SELECT * FROM items WHERE id >= 10 ORDER BY id) TO STDOUT"]);
+    expect(out.stdout).toBe("10\tten\n11\televen\n");
+    const failed = await psql(proxyPort, ["-c", "SELECT 1/0"]);
+    expect(failed.code).not.toBe(0);
+    expect(failed.stderr).toContain("division by zero");
+
+    const queries = sessionsSince(before).flatMap((s) => s.queries);
+    expect(queries.map(({ command, rows, error }) => ({ command, rows, error }))).toEqual([
+      { command: "COPY", rows: 2, error: null },
+      { command: "COPY", rows: 2, error: null },
+      { command: null, rows: null, error: "22012: division by zero" },
+    ]);
+  });
+
+  it("a wrong token: psql fails with the gate's message and no session is opened", async () => {
+    const before = testGate.sessions.length;
+    const calls = testGate.calls.length;
+    const run = await psql(proxyPort, ["-c", "SELECT 1"], { PGPASSWORD: "not-the-token" });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain(REFUSAL);
+    expect(testGate.calls.slice(calls)).toMatchObject([{ user: STINT_USER, password: "not-the-token" }]);
+    expect(testGate.sessions.length).toBe(before);
+    const upstreamSessions = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1", [
+      UPSTREAM_USER,
+    ]);
+    expect(upstreamSessions.rows[0]).toEqual({ n: 0 });
+  });
+
+  it("a pool of 10 gets the same results through the proxy as directly", async () => {
+    const before = testGate.sessions.length;
+    const viaProxy = new pg.Pool({
+      host: "127.0.0.1",
+      port: proxyPort,
+      user: STINT_USER,
+      password: TOKEN,
+      database: DATABASE,
+      max: 10,
+    });
+    const direct = new pg.Pool({ ...upstream, max: 10 });
+    try {
+      const [proxied, straight] = [await workload(viaProxy, proxyPort), await workload(direct, instance.port)];
+      expect(proxied).toEqual(straight);
+      // And they are what they should be, not just equal.
+      expect(proxied.copyIn.tag).toBe("COPY 3");
+      expect(proxied.copyOut.data).toBe("1\tone\n2\ttwo\n3\tthree\n");
+      expect(proxied.copyBad.error).toMatch(/^22P02: invalid input syntax for type integer/);
+      expect(proxied.notices).toEqual(["hello 42"]);
+      expect(proxied.divide?.code).toBe("22012");
+      expect(proxied.badParam?.code).toBe("22P02");
+      expect(proxied.cancelled).toBe("57014: canceling statement due to user request");
+      expect(proxied.big.count).toBe(20000);
+      expect(proxied.named.at(7)).toEqual({ square: 49 });
+
+      // The client holds the proxy's key, not the server's.
+      const client = await viaProxy.connect();
+      try {
+        const { rows } = await client.query("SELECT pg_backend_pid() AS pid");
+        expect(backendKey(client).processId).not.toBe((rows[0] as { pid: number }).pid);
+      } finally {
+        client.release();
+      }
+    } finally {
+      await Promise.all([viaProxy.end(), direct.end()]);
+    }
+
+    const opened = sessionsSince(before);
+    expect(opened.length).toBeGreaterThanOrEqual(1);
+    expect(opened.length).toBeLessThanOrEqual(10);
+    await waitFor("every pooled session's end", () => opened.every((s) => s.ends.length === 1));
+    const queries = opened.flatMap((s) => s.queries);
+    expect(queries).toContainEqual(
+      expect.objectContaining({
+        statement: "SELECT $1::int * $1::int AS square",
+        parameters: ["7"],
+        command: "SELECT",
+        rows: 1,
+        error: null,
+      }),
+    );
+    expect(queries).toContainEqual(
+      expect.objectContaining({ statement: "COPY copy_t FROM STDIN", command: "COPY", rows: 3 }),
+    );
+    expect(queries).toContainEqual(
+      expect.objectContaining({
+        statement: "SELECT $1::int",
+        parameters: ["abc"],
+        error: expect.stringMatching(/^22P02/),
+      }),
+    );
+    expect(queries).toContainEqual(
+      expect.objectContaining({
+        statement: "SELECT pg_sleep(30)",
+        error: "57014: canceling statement due to user request",
+      }),
+    );
+    expect(queries.filter((q) => q.statement === "SELECT $1::int * $1::int AS square")).toHaveLength(40);
+    for (const q of queries) expect(q.durationMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it("a pipelining client: the query log keeps the order and the parameters", async () => {
+    const before = testGate.sessions.length;
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: proxyPort,
+      user: STINT_USER,
+      password: TOKEN,
+      database: DATABASE,
+      pipeline: true,
+    });
+    await client.connect();
+    try {
+      const results = await Promise.all(
+        range(20).map((i) => client.query("SELECT $1::int + 1 AS next", [i]).then((r) => r.rows[0] as unknown)),
+      );
+      expect(results).toEqual(range(20).map((i) => ({ next: i + 1 })));
+    } finally {
+      await client.end();
+    }
+    const [record] = sessionsSince(before);
+    expect(record?.queries.map((q) => q.parameters)).toEqual(range(20).map((i) => [String(i)]));
+  });
+
+  it("aborting the session's signal ends psql at once with the message; end is called once", async () => {
+    const before = testGate.sessions.length;
+    const run = psql(proxyPort, ["-c", "SELECT pg_sleep(30)"]);
+    const record = await waitFor("the session", () => sessionsSince(before)[0]);
+    await waitFor("pg_sleep upstream", async () => {
+      const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
+      return rows.length > 0;
+    });
+    const started = Date.now();
+    const end: SessionEnd = { reason: "killed", message: "your session was ended by carol: INC-7" };
+    record.controller.abort(end);
+    const result = await run;
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("your session was ended by carol: INC-7");
+    await waitFor("the end", () => record.ends.length > 0);
+    await delay(200);
+    expect(record.ends).toEqual([{ reason: "killed" }]);
+    // The query is stopped upstream too, not left running.
+    await waitFor("pg_sleep gone upstream", async () => {
+      const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
+      return rows.length === 0;
+    });
+  });
+
+  it("aborting an idle node-postgres session: the client gets the FATAL message", async () => {
+    const before = testGate.sessions.length;
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: proxyPort,
+      user: STINT_USER,
+      password: TOKEN,
+      database: DATABASE,
+    });
+    const errors: string[] = [];
+    client.on("error", (error) => errors.push(error.message));
+    await client.connect();
+    await client.query("SELECT 1");
+    const record = sessionsSince(before)[0];
+    record?.controller.abort({ reason: "activation_ended", message: "your activation of pg-read expired" });
+    await waitFor("the client's error", () => errors.length > 0);
+    expect(errors[0]).toContain("your activation of pg-read expired");
+    await waitFor("the end", () => (record?.ends.length ?? 0) > 0);
+    expect(record?.ends).toEqual([{ reason: "activation_ended" }]);
+    await client.end().catch(() => {});
+  });
+
+  it("an upstream that refuses the credential: a clear error, never the upstream password", async () => {
+    const saved = upstream;
+    upstream = { ...saved, password: "wrong-upstream-password" };
+    const before = testGate.sessions.length;
+    try {
+      const run = await psql(proxyPort, ["-c", "SELECT 1"]);
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toContain(`the database at 127.0.0.1:${instance.port} refused the session`);
+      expect(run.stderr).toContain("password authentication failed");
+      expect(run.stderr).not.toContain("wrong-upstream-password");
+      upstream = { ...saved, port: 1 };
+      const unreachable = await psql(proxyPort, ["-c", "SELECT 1"]);
+      expect(unreachable.stderr).toContain("could not connect to the database at 127.0.0.1:1");
+    } finally {
+      upstream = saved;
+    }
+    const opened = sessionsSince(before);
+    await waitFor("both ends", () => opened.every((s) => s.ends.length > 0));
+    expect(opened.map((s) => s.ends[0]?.reason)).toEqual(["error", "error"]);
+  });
+
+  it("the local tunnel: psql with no password at all", async () => {
+    const tunnel = createLocalTunnel({
+      listenPort: 0,
+      proxyHost: "127.0.0.1",
+      proxyPort,
+      user: STINT_USER,
+      password: () => Promise.resolve(TOKEN),
+    });
+    const { port } = await tunnel.listen();
+    try {
+      const run = await psql(port, ["-w", "-c", "SELECT current_user"], { PGPASSWORD: undefined, PGUSER: "alice" });
+      expect(run.stderr).toBe("");
+      expect(run.stdout).toBe("app_user\n");
+      expect(testGate.calls.at(-1)).toMatchObject({ user: STINT_USER, password: TOKEN });
+
+      // A cancel through the tunnel reaches the server.
+      const client = new pg.Client({ host: "127.0.0.1", port, user: "alice", database: DATABASE });
+      await client.connect();
+      const sleeping = client.query("SELECT pg_sleep(30)").then(
+        () => "not cancelled",
+        (e: pg.DatabaseError) => e.code,
+      );
+      await delay(300);
+      await sendCancel(port, backendKey(client));
+      expect(await sleeping).toBe("57014");
+      await client.end();
+    } finally {
+      await tunnel.close();
+    }
+  });
+
+  it("close() ends live sessions with reason shutdown", async () => {
+    const gate = createTestGate(() => upstream);
+    const own = createPgProxy({ gate: gate.gate, logger, port: 0 });
+    const { port } = await own.listen();
+    const client = new pg.Client({ host: "127.0.0.1", port, user: STINT_USER, password: TOKEN, database: DATABASE });
+    const errors: string[] = [];
+    client.on("error", (error) => errors.push(error.message));
+    await client.connect();
+    expect(own.liveSessions()).toBe(1);
+    await own.close();
+    expect(own.liveSessions()).toBe(0);
+    expect(gate.sessions[0]?.ends).toEqual([{ reason: "shutdown" }]);
+    await waitFor("the client's error", () => errors.length > 0);
+    expect(errors[0]).toContain("shutting down");
+    await client.end().catch(() => {});
+  });
+
+  it("never logs the token or the upstream password", () => {
+    expect(logLines.length).toBeGreaterThan(0);
+    const all = logLines.join("");
+    expect(all).not.toContain(TOKEN);
+    expect(all).not.toContain(UPSTREAM_PASSWORD);
+  });
+});
