@@ -5,7 +5,7 @@
  * it is given so the tests can read it.
  */
 import { execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes, sign } from "node:crypto";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -24,7 +24,13 @@ import {
   type UpstreamSsh,
 } from "../../modules/sessions/sessions.types.js";
 import { freePort, startSshd, type Sshd } from "../../testing/sshd.js";
-import { createSshProxy, type SshProxy } from "./ssh-proxy.js";
+import {
+  createScpCounter,
+  createSshProxy,
+  parseScpCommand,
+  userauthSignatureValid,
+  type SshProxy,
+} from "./ssh-proxy.js";
 
 const { utils } = ssh2;
 const run = promisify(execFile);
@@ -171,9 +177,10 @@ const at = (offsetMs: number) => new Date(Math.floor((Date.now() + offsetMs) / 1
 async function userKey(
   name: string,
   cert: { caPrivateKey?: string; principals?: string[]; validAfter?: Date; validBefore?: Date } | null = {},
+  type: "ed25519" | "rsa" = "ed25519",
 ): Promise<string> {
   const path = join(dir, name);
-  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path]);
+  await run("ssh-keygen", ["-q", "-t", type, "-N", "", "-C", name, "-f", path]);
   if (cert) {
     const line = signUserCertificate({
       caPrivateKey: cert.caPrivateKey ?? ca.privateKey,
@@ -302,6 +309,11 @@ describe("exec", () => {
     expect(session.output()).toContain("to-stderr");
     expect(session.bytes.down).toBeGreaterThanOrEqual("root\nto-stderr\n".length);
     expect(proxy.liveSessions()).toBe(0);
+  }, 30_000);
+
+  it("takes an RSA certificate too (offered as rsa-sha2-512-cert-v01)", async () => {
+    const rsaKey = await userKey("alice-rsa", {}, "rsa");
+    expect(await ssh(rsaKey, "web1", ["id -un"])).toMatchObject({ code: 0, stdout: "root\n" });
   }, 30_000);
 
   it("propagates exit codes and stdin", async () => {
@@ -482,6 +494,31 @@ describe("refusals", () => {
     expect(openCalls).toBe(before);
   }, 30_000);
 
+  it("password authentication is never accepted", async () => {
+    const before = openCalls;
+    const error = await new Promise<Error & { level?: string }>((resolve) => {
+      const connection = new ssh2.Client();
+      connection.on("error", (failure: Error) => {
+        connection.end();
+        resolve(failure);
+      });
+      connection.on("ready", () => {
+        connection.end();
+        resolve(new Error("authenticated"));
+      });
+      connection.connect({
+        host: "127.0.0.1",
+        port: proxyPort,
+        username: "alice%web1",
+        password: "anything",
+        tryKeyboard: true,
+        hostVerifier: () => true,
+      });
+    });
+    expect(error.level).toBe("client-authentication");
+    expect(openCalls).toBe(before);
+  }, 30_000);
+
   it("a gate refusal is shown to the user", async () => {
     const result = await ssh(aliceKey, "db9", ["id -un"]);
     expect(result.code).toBe(255);
@@ -658,3 +695,82 @@ function knownHostsFor(port: number): string {
   writeFileSync(path, `[127.0.0.1]:${port} ${proxyHostKey.public.trim()}\n`);
   return path;
 }
+
+describe("userauthSignatureValid", () => {
+  const ed = generateKeyPairSync("ed25519");
+  const otherEd = generateKeyPairSync("ed25519");
+  const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const blob = Buffer.from("session id + userauth request");
+  const sshString = (value: string | Buffer) => {
+    const bytes = Buffer.from(value);
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(bytes.length);
+    return Buffer.concat([length, bytes]);
+  };
+  const signatureBlob = (algorithm: string, signature: Buffer) =>
+    Buffer.concat([sshString(algorithm), sshString(signature)]);
+  const context = (algo: string, signature: Buffer | undefined) => ({
+    key: { algo, data: Buffer.alloc(0) },
+    signature,
+    blob,
+  });
+  const edSignature = signatureBlob("ssh-ed25519", sign(null, blob, ed.privateKey));
+  const rsa512 = signatureBlob("rsa-sha2-512", sign("sha512", blob, rsa.privateKey));
+  const rsaSha1 = signatureBlob("ssh-rsa", sign("sha1", blob, rsa.privateKey));
+
+  it.each([
+    ["ed25519, right key", "ssh-ed25519-cert-v01@openssh.com", edSignature, ed.publicKey, true],
+    ["ed25519, another key", "ssh-ed25519-cert-v01@openssh.com", edSignature, otherEd.publicKey, false],
+    ["ed25519, no signature", "ssh-ed25519-cert-v01@openssh.com", undefined, ed.publicKey, false],
+    [
+      "ed25519, the bare signature",
+      "ssh-ed25519-cert-v01@openssh.com",
+      sign(null, blob, ed.privateKey),
+      ed.publicKey,
+      false,
+    ],
+    ["rsa-sha2-512", "rsa-sha2-512-cert-v01@openssh.com", rsa512, rsa.publicKey, true],
+    ["rsa-sha2-512 offered as rsa-sha2-256", "rsa-sha2-256-cert-v01@openssh.com", rsa512, rsa.publicKey, false],
+    ["SHA-1 RSA", "ssh-rsa-cert-v01@openssh.com", rsaSha1, rsa.publicKey, false],
+    ["an RSA signature for an ed25519 key", "ssh-ed25519-cert-v01@openssh.com", rsa512, ed.publicKey, false],
+  ] as const)("%s", (_name, algo, signature, publicKey, expected) => {
+    expect(userauthSignatureValid(context(algo, signature), publicKey)).toBe(expected);
+  });
+
+  it("a signature over other data fails", () => {
+    const ctx = { ...context("ssh-ed25519-cert-v01@openssh.com", edSignature), blob: Buffer.from("other") };
+    expect(userauthSignatureValid(ctx, ed.publicKey)).toBe(false);
+  });
+});
+
+describe("scp helpers", () => {
+  it.each([
+    ["scp -t /tmp/x", { direction: "upload", path: "/tmp/x" }],
+    ["scp -v -p -t -- /tmp/a b", { direction: "upload", path: "/tmp/a b" }],
+    ["scp -f '/etc/hostname'", { direction: "download", path: "/etc/hostname" }],
+    ["/usr/bin/scp -r -f /srv", { direction: "download", path: "/srv" }],
+    ["scp /tmp/x", undefined],
+    ["ls -t /tmp", undefined],
+  ] as const)("parseScpCommand(%s)", (command, expected) => {
+    expect(parseScpCommand(command)).toEqual(expected);
+  });
+
+  it("createScpCounter counts file bytes, not control lines, in any chunking", () => {
+    const stream = Buffer.concat([
+      Buffer.from("T1700000000 0 1700000000 0\nC0644 5 a.txt\n"),
+      Buffer.from("hello"),
+      Buffer.from([0]),
+      Buffer.from("D0755 0 dir\nC0600 0 empty\n"),
+      Buffer.from([0]),
+      Buffer.from("C0600 3 b\n"),
+      Buffer.from("\n\nC"), // file content that looks like protocol
+      Buffer.from([0]),
+      Buffer.from("E\n"),
+    ]);
+    for (const size of [stream.length, 1, 4]) {
+      const counter = createScpCounter();
+      for (let offset = 0; offset < stream.length; offset += size) counter.feed(stream.subarray(offset, offset + size));
+      expect(counter.bytes()).toBe(8);
+    }
+  });
+});

@@ -604,7 +604,9 @@ function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshC
     const connection = new Client();
     let hostKeyMismatch = false;
     connection.once("ready", () => {
+      // The caller adds its own listener; until then an error must not crash the process.
       connection.removeAllListeners("error");
+      connection.on("error", () => undefined);
       resolve(connection);
     });
     connection.once("error", (error: Error & { level?: string }) => {
