@@ -12,8 +12,14 @@ import { setTimeout as delay } from "node:timers/promises";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../lib/logger.js";
-import { encodeCancelRequest } from "../../lib/pg-wire.js";
-import { int32 } from "../../lib/pg-wire/buffers.js";
+import {
+  GSSENC_REQUEST_CODE,
+  encodeAuthenticationCleartextPassword,
+  encodeCancelRequest,
+  encodeSslRequest,
+  encodeStartupMessage,
+} from "../../lib/pg-wire.js";
+import { int32, untyped } from "../../lib/pg-wire/buffers.js";
 import {
   SessionRefusedError,
   type BrokeredSession,
@@ -379,6 +385,19 @@ describe("PostgreSQL proxy", () => {
     ]);
   });
 
+  it("answers SSLRequest and GSSENCRequest with 'N', then asks for the password in clear", async () => {
+    const socket = connect({ host: "127.0.0.1", port: proxyPort });
+    await once(socket, "connect");
+    const read = async () => (await once(socket, "data"))[0] as Buffer;
+    socket.write(untyped(int32(GSSENC_REQUEST_CODE)));
+    expect((await read()).toString("latin1")).toBe("N");
+    socket.write(encodeSslRequest());
+    expect((await read()).toString("latin1")).toBe("N");
+    socket.write(encodeStartupMessage({ user: STINT_USER, database: DATABASE }));
+    expect(await read()).toEqual(encodeAuthenticationCleartextPassword());
+    socket.destroy();
+  });
+
   it("a wrong token: psql fails with the gate's message and no session is opened", async () => {
     const before = testGate.sessions.length;
     const calls = testGate.calls.length;
@@ -485,6 +504,34 @@ describe("PostgreSQL proxy", () => {
     }
     const [record] = sessionsSince(before);
     expect(record?.queries.map((q) => q.parameters)).toEqual(range(20).map((i) => [String(i)]));
+  });
+
+  it("backpressure: a client that stops reading stops the proxy reading from the server", async () => {
+    const before = testGate.sessions.length;
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: proxyPort,
+      user: STINT_USER,
+      password: TOKEN,
+      database: DATABASE,
+    });
+    await client.connect();
+    try {
+      const record = sessionsSince(before)[0];
+      const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
+      const total = 64 * 1024 * 1024;
+      const query = client.query("SELECT repeat('x', 1048576) AS chunk FROM generate_series(1, 64)");
+      socket.pause();
+      await delay(1_500);
+      // Without backpressure the whole 64 MiB would have passed by now; kernel buffers hold a few MiB.
+      expect(record?.bytes.down).toBeLessThan(total / 2);
+      socket.resume();
+      const result = await query;
+      expect(result.rowCount).toBe(64);
+      expect(record?.bytes.down).toBeGreaterThan(total);
+    } finally {
+      await client.end();
+    }
   });
 
   it("aborting the session's signal ends psql at once with the message; end is called once", async () => {

@@ -209,12 +209,18 @@ export function createFrameInbox(socket: Socket, scanner: FrameScanner, maxBytes
   };
 }
 
+const waitingForDrain = new WeakSet<Socket>();
+
 /** Writes `chunk` to `to`; when its buffer is full, pauses `from` until it drains. */
 export function forward(from: Socket, to: Socket, chunk: Buffer): void {
   if (to.destroyed || !to.writable) return;
-  if (!to.write(chunk)) {
+  if (!to.write(chunk) && !waitingForDrain.has(to)) {
+    waitingForDrain.add(to);
     from.pause();
-    to.once("drain", () => from.resume());
+    to.once("drain", () => {
+      waitingForDrain.delete(to);
+      from.resume();
+    });
   }
 }
 
