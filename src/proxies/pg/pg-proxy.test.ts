@@ -7,6 +7,7 @@
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
+import { readFile, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import pg from "pg";
@@ -600,6 +601,39 @@ describe("PostgreSQL proxy", () => {
     const opened = sessionsSince(before);
     await waitFor("both ends", () => opened.every((s) => s.ends.length > 0));
     expect(opened.map((s) => s.ends[0]?.reason)).toEqual(["error", "error"]);
+  });
+
+  it("signs in upstream with MD5 or a cleartext password when that is what the server asks", async () => {
+    const hbaFile = ((await admin.query("SHOW hba_file")).rows[0] as { hba_file: string }).hba_file;
+    const original = await readFile(hbaFile, "utf8");
+    await writeFile(
+      hbaFile,
+      `host all md5_user 127.0.0.1/32 md5\nhost all clear_user 127.0.0.1/32 password\n${original}`,
+    );
+    await admin.query("SELECT pg_reload_conf()");
+    await admin.query("SET password_encryption = 'md5'");
+    await admin.query(`CREATE ROLE md5_user LOGIN PASSWORD '${UPSTREAM_PASSWORD}'`);
+    await admin.query("RESET password_encryption");
+    await admin.query(`CREATE ROLE clear_user LOGIN PASSWORD '${UPSTREAM_PASSWORD}'`);
+    const stored = await admin.query(
+      "SELECT rolname, left(rolpassword, 3) AS kind FROM pg_authid WHERE rolname IN ('md5_user', 'clear_user') ORDER BY rolname",
+    );
+    expect(stored.rows).toEqual([
+      { rolname: "clear_user", kind: "SCR" },
+      { rolname: "md5_user", kind: "md5" },
+    ]);
+    await delay(300); // the reload is asynchronous
+    const saved = upstream;
+    try {
+      for (const user of ["md5_user", "clear_user"]) {
+        upstream = { ...saved, user };
+        const run = await psql(proxyPort, ["-c", "SELECT current_user"]);
+        expect(run.stderr).toBe("");
+        expect(run.stdout).toBe(`${user}\n`);
+      }
+    } finally {
+      upstream = saved;
+    }
   });
 
   it("the local tunnel: psql with no password at all", async () => {
