@@ -9,7 +9,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import type { Command } from "commander";
-import ssh2 from "ssh2";
+import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 import { sshCertificate, sshInfo } from "../../contract/sessions.js";
 import { configDir } from "../credentials.js";
 import { globalOptions, type CliContext } from "../context.js";
@@ -17,7 +17,6 @@ import { CliError } from "../exit-codes.js";
 import { emit, note, sanitize, warn } from "../output.js";
 import { checkName, clientFor } from "./shared.js";
 
-const { utils } = ssh2;
 const run = promisify(execFile);
 
 function sshDir(ctx: CliContext): string {
@@ -42,10 +41,10 @@ async function keyPair(
     return { privatePath, publicKey: (await readFile(`${privatePath}.pub`, "utf8")).trim() };
   } catch {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const pair = utils.generateKeyPairSync("ed25519", { comment: "stint" });
-    await writeFile(privatePath, pair.private, { mode: 0o600 });
-    await writeFile(`${privatePath}.pub`, `${pair.public.trim()}\n`, { mode: 0o644 });
-    return { privatePath, publicKey: pair.public.trim() };
+    const pair = generateEd25519KeyPair("stint");
+    await writeFile(privatePath, pair.privateKey, { mode: 0o600 });
+    await writeFile(`${privatePath}.pub`, `${pair.publicKey}\n`, { mode: 0o644 });
+    return { privatePath, publicKey: pair.publicKey };
   }
 }
 

@@ -45,9 +45,7 @@ import {
   verifyCertificate,
   type CertExtension,
 } from "./ssh-ca.js";
-import ssh2 from "ssh2";
-
-const { utils } = ssh2;
+import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 
 export const SESSIONS_CHANNEL = "stint_sessions";
 /** How far a client's clock may be behind ours and its certificate still be valid. */
@@ -943,6 +941,5 @@ export function createSessionService(deps: SessionServiceDeps) {
 }
 
 function hostKeyPair(): { publicKey: string; privateKey: string } {
-  const pair = utils.generateKeyPairSync("ed25519", { comment: "stint-proxy" });
-  return { publicKey: pair.public.trim(), privateKey: pair.private };
+  return generateEd25519KeyPair("stint-proxy");
 }

@@ -17,6 +17,7 @@ import {
 } from "node:crypto";
 import { isIP } from "node:net";
 import ssh2 from "ssh2";
+import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 
 // ssh2 is CommonJS: Node's ESM loader cannot import `utils` by name.
 const { utils } = ssh2;
@@ -98,8 +99,7 @@ export class MalformedCertificateError extends Error {
 }
 
 export function generateCa(): SshCa {
-  const pair = utils.generateKeyPairSync("ed25519", { comment: "stint-ca" });
-  return { privateKey: pair.private, publicKey: pair.public.trim() };
+  return generateEd25519KeyPair("stint-ca");
 }
 
 export function signUserCertificate(input: SignUserCertificateInput): string {
