@@ -349,6 +349,47 @@ async function upload(
   return { seconds, mbPerSecond: source.bytes / 1e6 / seconds };
 }
 
+interface SessionRow {
+  kind: string;
+  user: string;
+  live: boolean;
+  endReason: string | null;
+  bytesUp: number;
+  recording: { bytes: number | null; available: boolean } | null;
+}
+
+/** The user's sessions once none is live (the proxies end them just after the client leaves), summed per kind. */
+async function recordedSessions(server: TestServer, user: string) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const listed = await call(server, server.adminAuth, "GET", "/v1/sessions?limit=1000");
+    expectStatus("sessions", listed, 200);
+    const mine = (listed.body.items as SessionRow[]).filter((s) => s.user === user);
+    if (mine.every((s) => !s.live) || Date.now() > deadline) {
+      return (["postgres", "ssh"] as const).map((kind) => {
+        const of = mine.filter((s) => s.kind === kind);
+        return {
+          kind,
+          sessions: of.length,
+          endReasons: Object.entries(
+            of.reduce<Record<string, number>>((counts, s) => {
+              const reason = s.endReason ?? "live";
+              counts[reason] = (counts[reason] ?? 0) + 1;
+              return counts;
+            }, {}),
+          )
+            .map(([reason, n]) => `${n} ${reason}`)
+            .join(", "),
+          recorded: of.filter((s) => s.recording?.available).length,
+          recordingBytes: of.reduce((sum, s) => sum + (s.recording?.bytes ?? 0), 0),
+          bytesUp: of.reduce((sum, s) => sum + s.bytesUp, 0),
+        };
+      });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 // ---- main ----
@@ -407,7 +448,8 @@ async function main() {
   }
 
   // sshd, and the Unix user and group the ssh-host role's grant adds it to.
-  const sshd = await startSshd();
+  // The test sshd has no SFTP subsystem by default; OpenSSH's scp speaks SFTP unless -O.
+  const sshd = await startSshd({ extraConfig: ["Subsystem sftp internal-sftp"] });
   defer("stop sshd", () => sshd.stop());
   await createUser(user);
   defer("delete the Unix user", () => deleteUser(user));
@@ -577,6 +619,9 @@ eligibility:
     }
   }
 
+  // The proxied runs were brokered sessions: each one ended and left a recording.
+  const brokered = await recordedSessions(server, user);
+
   // ---- figures ----
   console.log("");
   console.log(
@@ -627,6 +672,13 @@ eligibility:
       "Stint proxy: a token or certificate checked, a session opened and recorded (query log / transfer events); " +
       "pgbouncer: transaction pooling, auth_type any, nothing recorded.",
   );
+  for (const b of brokered) {
+    console.log(
+      `${b.kind} sessions through the proxy: ${b.sessions} (ended: ${b.endReasons}; ${b.recorded} with a ` +
+        `recording, ${(b.recordingBytes / 1e6).toFixed(1)} MB of recordings, ${(b.bytesUp / 1e6).toFixed(1)} MB ` +
+        "client → target)",
+    );
+  }
   console.log(
     `load average now ${os
       .loadavg()
