@@ -400,6 +400,10 @@ describe("PostgreSQL proxy", () => {
   });
 
   it("a wrong token: psql fails with the gate's message and no session is opened", async () => {
+    const upstreamBackends = async () =>
+      (await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1", [UPSTREAM_USER]))
+        .rows[0] as { n: number };
+    await waitFor("earlier sessions' backends to exit", async () => (await upstreamBackends()).n === 0);
     const before = testGate.sessions.length;
     const calls = testGate.calls.length;
     const run = await psql(proxyPort, ["-c", "SELECT 1"], { PGPASSWORD: "not-the-token" });
@@ -407,10 +411,7 @@ describe("PostgreSQL proxy", () => {
     expect(run.stderr).toContain(REFUSAL);
     expect(testGate.calls.slice(calls)).toMatchObject([{ user: STINT_USER, password: "not-the-token" }]);
     expect(testGate.sessions.length).toBe(before);
-    const upstreamSessions = await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1", [
-      UPSTREAM_USER,
-    ]);
-    expect(upstreamSessions.rows[0]).toEqual({ n: 0 });
+    expect(await upstreamBackends()).toEqual({ n: 0 });
   });
 
   it("a pool of 10 gets the same results through the proxy as directly", async () => {

@@ -290,6 +290,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let realKey: { processId: number; secretKey: Buffer } | null = null;
     let deliverKill: (() => void) | null = null;
     let killEnd: SessionEnd | null = null;
+    /** The client sent Terminate: whichever socket closes first, the client ended the session. */
+    let clientTerminated = false;
     let resolveDone: () => void = () => {};
     const done = new Promise<void>((resolve) => (resolveDone = resolve));
 
@@ -360,6 +362,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     };
 
     const trackFrontend = (frame: Frame): void => {
+      if (frame.type === "X") clientTerminated = true;
       const message = parseFrontendFrame(frame);
       if (message !== null) tracker.frontend(message);
     };
@@ -509,7 +512,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       }
       socket.on("error", (error) => slog.debug({ error: error.message }, "upstream socket error"));
       socket.on("close", () => {
-        if (phase === "relay") finish("upstream_closed");
+        if (phase === "relay") finish(clientTerminated ? "client_closed" : "upstream_closed");
         if (phase !== "killing" || killEnd === null) return;
         if (upstreamScanner?.remainingInFrame() === 0) deliverKill?.();
         else {
