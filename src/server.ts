@@ -14,6 +14,7 @@ import type { Logger } from "./lib/logger.js";
 import type { ScryptParams } from "./lib/security.js";
 import { buildApp, type App } from "./http/app.js";
 import { registerSystemRoutes } from "./http/system.routes.js";
+import { registerWebRoutes } from "./http/web.routes.js";
 import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
 import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
@@ -242,7 +243,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         trustedProxies: config.trustedProxies,
         authenticate: (request) => identity.authenticate(request.headers.authorization),
       },
-      (scoped) => {
+      async (scoped) => {
+        await registerWebRoutes(scoped);
         registerSystemRoutes(scoped, {
           registry,
           readiness: async () => {

@@ -4,7 +4,22 @@
  * the non-terminal facts: exec, scp, sftp, forward). PostgreSQL sessions: JSON lines, a header
  * `{ version: 1, kind: "postgres", … }` then one QueryLogEntry per line with its time `t`.
  */
-import type { QueryLogEntry, SessionKind } from "../modules/sessions/sessions.types.js";
+export type SessionKind = "ssh" | "postgres";
+
+/** One entry of a PostgreSQL query log. */
+export interface QueryLogEntry {
+  statement: string;
+  /** Bound parameters (text form; null for SQL NULL; "<binary n bytes>" for binary), only when the policy keeps them. */
+  parameters?: (string | null)[];
+  durationMs: number;
+  /** From the CommandComplete tag ("SELECT 3" → 3), null when the tag has no count. */
+  rows: number | null;
+  /** The command tag's verb ("SELECT", "INSERT", "COPY"…), null when it failed. */
+  command: string | null;
+  /** The server's error message ("SQLSTATE: message"), null on success. */
+  error: string | null;
+}
+
 
 export interface RecordingMeta {
   session: string;

@@ -26,6 +26,15 @@ const MATRIX = `
   GET     /metrics                                 yes        yes   yes      yes       yes
   GET     /.well-known/jwks.json                   yes        yes   yes      yes       yes
   GET     /openapi.json                            yes        yes   yes      yes       yes
+  GET     /                                        yes        yes   yes      yes       yes
+  GET     /approvals                               yes        yes   yes      yes       yes
+  GET     /requests                                yes        yes   yes      yes       yes
+  GET     /sessions                                yes        yes   yes      yes       yes
+  GET     /vault                                   yes        yes   yes      yes       yes
+  GET     /admin                                   yes        yes   yes      yes       yes
+  GET     /audit                                   yes        yes   yes      yes       yes
+  GET     /dashboards                              yes        yes   yes      yes       yes
+  GET     /assets/*                                yes        yes   yes      yes       yes
   POST    /v1/setup                                yes        yes   yes      yes       yes
   POST    /v1/auth/login                           yes        yes   yes      yes       yes
   POST    /v1/auth/refresh                         yes        yes   yes      yes       yes
@@ -236,6 +245,7 @@ const PROBES: Record<string, ProbeFactory> = {
   "POST /v1/me/roles/:role/deactivate": () => ({ url: "/v1/me/roles/matrix-role/deactivate" }),
   "GET /v1/me/roles/:role/credentials": () => ({ url: "/v1/me/roles/matrix-role/credentials" }),
   // Sessions answer 404 (not 403) to those who may not see them: the sign-in is the route's only requirement.
+  "GET /assets/*": () => ({ url: "/assets/no-such-file.js" }),
   "GET /v1/sessions/:id": () => ({ url: `/v1/sessions/${randomUUID()}` }),
   "GET /v1/sessions/:id/recording": () => ({ url: `/v1/sessions/${randomUUID()}/recording` }),
   "POST /v1/sessions/:id/kill": () => ({

@@ -5,7 +5,9 @@
  * audit trail and the kill switch.
  */
 
-export type SessionKind = "ssh" | "postgres";
+import type { QueryLogEntry, SessionKind } from "../../contract/recording.js";
+
+export type { QueryLogEntry, SessionKind };
 
 /**
  * Why a session ended. `killed`: an administrator ended it; `activation_ended`: the activation behind
@@ -44,20 +46,6 @@ export interface UpstreamSsh {
   /** Exactly one of password / privateKey (OpenSSH PEM). */
   password?: string;
   privateKey?: string;
-}
-
-/** One entry of a PostgreSQL query log. */
-export interface QueryLogEntry {
-  statement: string;
-  /** Bound parameters (text form; null for SQL NULL; "<binary n bytes>" for binary), only when the policy keeps them. */
-  parameters?: (string | null)[];
-  durationMs: number;
-  /** From the CommandComplete tag ("SELECT 3" → 3), null when the tag has no count. */
-  rows: number | null;
-  /** The command tag's verb ("SELECT", "INSERT", "COPY"…), null when it failed. */
-  command: string | null;
-  /** The server's error message ("SQLSTATE: message"), null on success. */
-  error: string | null;
 }
 
 /**

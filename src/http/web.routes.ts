@@ -1,0 +1,47 @@
+/**
+ * The web UI: the single-page app built by Vite into dist/web, served at `/` and at each page's path
+ * (so a reload or a shared link works). Hashed assets are cached for a year; the page itself is
+ * revalidated every time, so a new release is picked up at once. The UI talks only to /v1.
+ */
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import fastifyStatic from "@fastify/static";
+import { StintError } from "../lib/errors.js";
+import type { App } from "./app.js";
+
+/** Where `npm run build` puts the UI, from src/http (tests) and from dist/http (the built server) alike. */
+export const WEB_DIR = fileURLToPath(new URL("../../dist/web", import.meta.url));
+
+/** The UI's pages: each answers with the app, which shows the page for its path. */
+export const WEB_PAGES = ["/", "/approvals", "/requests", "/sessions", "/vault", "/admin", "/audit", "/dashboards"];
+
+const SECURITY_HEADERS = {
+  "content-security-policy":
+    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "x-frame-options": "DENY",
+};
+
+export async function registerWebRoutes(app: App, dir = WEB_DIR): Promise<void> {
+  const built = () => existsSync(`${dir}/index.html`);
+  await app.register(fastifyStatic, { root: dir, serve: false });
+  const notBuilt = () =>
+    new StintError("UNAVAILABLE", "The web UI is not built on this server: run `npm run build`, then restart.");
+
+  for (const page of WEB_PAGES)
+    app.get(page, { config: { requirement: "public" }, schema: { hide: true } }, async (_request, reply) => {
+      if (!built()) throw notBuilt();
+      reply.headers({ ...SECURITY_HEADERS, "cache-control": "no-cache" });
+      return reply.sendFile("index.html", { cacheControl: false });
+    });
+
+  app.get("/assets/*", { config: { requirement: "public" }, schema: { hide: true } }, async (request, reply) => {
+    const file = (request.params as { "*": string })["*"];
+    if (!/^[A-Za-z0-9._-]+$/.test(file)) throw new StintError("NOT_FOUND", "There is no such file.");
+    if (!built()) throw notBuilt();
+    if (!existsSync(`${dir}/assets/${file}`)) throw new StintError("NOT_FOUND", "There is no such file.");
+    reply.headers({ ...SECURITY_HEADERS, "cache-control": "public, max-age=31536000, immutable" });
+    return reply.sendFile(`assets/${file}`, { cacheControl: false });
+  });
+}

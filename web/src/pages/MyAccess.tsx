@@ -1,0 +1,344 @@
+/**
+ * My access: eligible roles with their policy in plain words, active ones with a live countdown,
+ * one-click deactivate and extend, and the activate dialog (duration, reason, ticket, MFA step-up)
+ * that follows the request through its approval stages.
+ */
+import {
+  Alert,
+  Badge,
+  Button,
+  Card,
+  Group,
+  Modal,
+  PasswordInput,
+  Select,
+  SimpleGrid,
+  Stack,
+  Stepper,
+  Text,
+  TextInput,
+  Textarea,
+  Title,
+} from "@mantine/core";
+import { useCallback, useEffect, useState } from "react";
+import { submitActivation, extendBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
+import { api, ApiError } from "../api.js";
+import { formatCountdown, policyInWords, riskColor, useNow, zodFieldErrors } from "../ui.js";
+
+export interface MyRole {
+  role: string;
+  description: string | null;
+  risk: "low" | "medium" | "high" | "critical";
+  eligibleUntil: string | null;
+  policy: {
+    defaultDuration: string;
+    maxDuration: string;
+    approvalRequired: boolean;
+    approvalStages: number;
+    mfaRequired: boolean;
+    ticketRequired: boolean;
+    breakGlass: boolean;
+    maxExtensions: number;
+  };
+  state: string | null;
+  requestId: string | null;
+  expiresAt: string | null;
+}
+
+const DURATIONS = ["15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"];
+const toMs = (d: string) => Number(d.slice(0, -1)) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[d.slice(-1) as "s"]!;
+
+export default function MyAccess() {
+  const [roles, setRoles] = useState<MyRole[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [activating, setActivating] = useState<MyRole | null>(null);
+  const [extending, setExtending] = useState<MyRole | null>(null);
+  const now = useNow(1000);
+
+  const load = useCallback(async () => {
+    try {
+      setRoles((await api<{ items: MyRole[] }>("GET", "/v1/me/roles")).items);
+      setError(null);
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  }, []);
+  useEffect(() => {
+    void load();
+    const timer = setInterval(() => void load(), 5000);
+    return () => clearInterval(timer);
+  }, [load]);
+
+  async function deactivate(role: MyRole) {
+    try {
+      await api("POST", `/v1/me/roles/${encodeURIComponent(role.role)}/deactivate`);
+      await load();
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  }
+
+  const active = roles?.filter((r) => r.state === "active") ?? [];
+  return (
+    <Stack>
+      <Title order={1} size="h2">
+        My access
+      </Title>
+      {error && (
+        <Alert color="red" role="alert">
+          {error}
+        </Alert>
+      )}
+      <Title order={2} size="h4">
+        Active now
+      </Title>
+      {active.length === 0 && <Text c="dimmed">Nothing is active: you hold no standing privilege.</Text>}
+      <SimpleGrid cols={{ base: 1, md: 2 }}>
+        {active.map((r) => (
+          <Card key={r.role} withBorder aria-label={`${r.role} active`}>
+            <Group justify="space-between">
+              <Text fw={600}>{r.role}</Text>
+              <Badge color="green">active</Badge>
+            </Group>
+            <Text size="sm" data-testid={`countdown-${r.role}`} aria-live="polite">
+              {r.expiresAt ? `${formatCountdown(Date.parse(r.expiresAt) - now)} left` : ""}
+            </Text>
+            <Group mt="sm">
+              <Button color="red" variant="light" onClick={() => void deactivate(r)}>
+                Deactivate {r.role}
+              </Button>
+              {r.policy.maxExtensions > 0 && (
+                <Button variant="default" onClick={() => setExtending(r)}>
+                  Extend
+                </Button>
+              )}
+            </Group>
+          </Card>
+        ))}
+      </SimpleGrid>
+      <Title order={2} size="h4">
+        Eligible roles
+      </Title>
+      {roles && roles.length === 0 && <Text c="dimmed">You are not eligible for any role yet.</Text>}
+      <SimpleGrid cols={{ base: 1, md: 2, lg: 3 }}>
+        {roles?.map((r) => (
+          <Card key={r.role} withBorder>
+            <Group justify="space-between" wrap="nowrap">
+              <Text fw={600}>{r.role}</Text>
+              <Badge color={riskColor(r.risk)} variant="light">
+                {r.risk}
+              </Badge>
+            </Group>
+            {r.description && <Text size="sm">{r.description}</Text>}
+            <Text size="sm" c="dimmed" mt={4}>
+              {policyInWords(r.policy)}
+            </Text>
+            <Group mt="sm" justify="space-between">
+              <Text size="sm">{r.state ? `State: ${r.state}` : "Not active"}</Text>
+              <Button
+                onClick={() => setActivating(r)}
+                disabled={r.state === "active" || r.state === "pending" || r.state === "provisioning"}
+                aria-label={`Activate ${r.role}`}
+              >
+                Activate
+              </Button>
+            </Group>
+          </Card>
+        ))}
+      </SimpleGrid>
+      {activating && (
+        <ActivateDialog
+          role={activating}
+          onClose={() => {
+            setActivating(null);
+            void load();
+          }}
+        />
+      )}
+      {extending && (
+        <ExtendDialog
+          role={extending}
+          onClose={() => {
+            setExtending(null);
+            void load();
+          }}
+        />
+      )}
+    </Stack>
+  );
+}
+
+function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }) {
+  const durations = DURATIONS.filter((d) => toMs(d) <= toMs(role.policy.maxDuration));
+  const [duration, setDuration] = useState(role.policy.defaultDuration);
+  const [reason, setReason] = useState("");
+  const [ticket, setTicket] = useState("");
+  const [otp, setOtp] = useState("");
+  const [needOtp, setNeedOtp] = useState(false);
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [request, setRequest] = useState<ActivationRequestDto | null>(null);
+
+  useEffect(() => {
+    if (!request || !["pending", "approved", "provisioning"].includes(request.state)) return;
+    const timer = setInterval(() => {
+      void api<ActivationRequestDto>("GET", `/v1/activation-requests/${request.id}`).then(setRequest, () => undefined);
+    }, 1500);
+    return () => clearInterval(timer);
+  }, [request]);
+
+  async function submit() {
+    setError(null);
+    const body = {
+      role: role.role,
+      duration,
+      reason: reason.trim(),
+      ...(ticket.trim() ? { ticket: ticket.trim() } : {}),
+    };
+    // The API's own schema: what it would refuse is shown here and nothing is sent.
+    const parsed = submitActivation.safeParse(body);
+    if (!parsed.success) {
+      setErrors(zodFieldErrors(parsed.error));
+      return;
+    }
+    setErrors({});
+    setBusy(true);
+    try {
+      if (needOtp && otp.trim()) await api("POST", "/v1/auth/step-up", { otp: otp.trim() });
+      setRequest(await api<ActivationRequestDto>("POST", "/v1/activation-requests", parsed.data));
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "MFA_STEP_UP_REQUIRED") {
+        setNeedOtp(true);
+        setError("This role needs a fresh one-time code from your authenticator app.");
+      } else if (e instanceof ApiError) {
+        const fields = e.fieldErrors();
+        if (e.code === "JUSTIFICATION_INVALID") fields.reason = e.message;
+        if (e.code === "DURATION_TOO_LONG" || e.code === "DURATION_INVALID") fields.duration = e.message;
+        if (e.code === "MFA_INVALID") fields.otp = e.message;
+        setErrors(fields);
+        if (Object.keys(fields).length === 0) setError(e.message);
+      } else setError((e as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const stages = request?.stages ?? [];
+  return (
+    <Modal opened onClose={onClose} title={`Activate ${role.role}`} size="lg">
+      {request ? (
+        <Stack>
+          <Text>
+            Request <code>{request.id.slice(0, 8)}</code>: <strong>{request.state}</strong>
+          </Text>
+          {stages.length > 0 && (
+            <Stepper active={request.stageIndex} orientation="vertical" size="sm">
+              {stages.map((s) => (
+                <Stepper.Step
+                  key={s.name}
+                  label={s.name}
+                  description={`${s.approvals.length}/${s.count} approval${s.count === 1 ? "" : "s"}${s.escalated ? " (escalated)" : ""}`}
+                />
+              ))}
+            </Stepper>
+          )}
+          {request.state === "active" && request.expiresAt && (
+            <Alert color="green">Active until {new Date(request.expiresAt).toLocaleString()}.</Alert>
+          )}
+          {["denied", "failed", "cancelled"].includes(request.state) && (
+            <Alert color="red">{request.endReason ?? request.decisions.at(-1)?.reason ?? request.state}</Alert>
+          )}
+          <Button onClick={onClose}>Close</Button>
+        </Stack>
+      ) : (
+        <Stack>
+          <Text size="sm" c="dimmed">
+            {policyInWords(role.policy)}
+          </Text>
+          {error && (
+            <Alert color="red" role="alert">
+              {error}
+            </Alert>
+          )}
+          <Select
+            label="Duration"
+            data={durations.includes(duration) ? durations : [duration, ...durations]}
+            value={duration}
+            onChange={(v) => v && setDuration(v)}
+            error={errors.duration}
+            allowDeselect={false}
+          />
+          <Textarea
+            label="Reason"
+            description="What you will do and why; reviewers read this."
+            value={reason}
+            onChange={(e) => setReason(e.currentTarget.value)}
+            error={errors.reason}
+            autosize
+            minRows={2}
+          />
+          <TextInput
+            label={role.policy.ticketRequired ? "Ticket (required)" : "Ticket"}
+            value={ticket}
+            onChange={(e) => setTicket(e.currentTarget.value)}
+            error={errors.ticket}
+          />
+          {needOtp && (
+            <PasswordInput
+              label="One-time code"
+              value={otp}
+              onChange={(e) => setOtp(e.currentTarget.value)}
+              error={errors.otp}
+              autoComplete="one-time-code"
+            />
+          )}
+          <Group justify="flex-end">
+            <Button variant="default" onClick={onClose}>
+              Cancel
+            </Button>
+            <Button onClick={() => void submit()} loading={busy}>
+              Request access
+            </Button>
+          </Group>
+        </Stack>
+      )}
+    </Modal>
+  );
+}
+
+function ExtendDialog({ role, onClose }: { role: MyRole; onClose: () => void }) {
+  const [by, setBy] = useState("30m");
+  const [reason, setReason] = useState("");
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [error, setError] = useState<string | null>(null);
+  async function submit() {
+    const parsed = extendBody.safeParse({ by, reason: reason.trim() });
+    if (!parsed.success) return setErrors(zodFieldErrors(parsed.error));
+    try {
+      await api("POST", `/v1/me/roles/${encodeURIComponent(role.role)}/extensions`, parsed.data);
+      onClose();
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  }
+  return (
+    <Modal opened onClose={onClose} title={`Extend ${role.role}`}>
+      <Stack>
+        {error && (
+          <Alert color="red" role="alert">
+            {error}
+          </Alert>
+        )}
+        <Select label="By" data={DURATIONS.slice(0, 5)} value={by} onChange={(v) => v && setBy(v)} error={errors.by} />
+        <Textarea
+          label="Reason"
+          value={reason}
+          onChange={(e) => setReason(e.currentTarget.value)}
+          error={errors.reason}
+        />
+        <Button onClick={() => void submit()}>Extend</Button>
+      </Stack>
+    </Modal>
+  );
+}

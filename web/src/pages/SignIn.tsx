@@ -1,0 +1,87 @@
+/** Sign-in with password and, when the account has one, a TOTP code; clear errors, session expiry told. */
+import { Alert, Button, Center, Paper, PasswordInput, Stack, TextInput, Title, Text } from "@mantine/core";
+import { useState, type FormEvent } from "react";
+import { ApiError, signIn, takeExpiredNotice } from "../api.js";
+
+export function SignIn() {
+  const [expired] = useState(() => takeExpiredNotice());
+  const [username, setUsername] = useState("");
+  const [password, setPassword] = useState("");
+  const [otp, setOtp] = useState("");
+  const [needOtp, setNeedOtp] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function submit(event: FormEvent) {
+    event.preventDefault();
+    setError(null);
+    setBusy(true);
+    try {
+      await signIn(username.trim(), password, needOtp ? otp.trim() : undefined);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === "MFA_REQUIRED") {
+        setNeedOtp(true);
+        setError("Enter the six-digit code from your authenticator app.");
+      } else setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <Center mih="100vh" p="md">
+      <Paper withBorder shadow="sm" p="xl" w="100%" maw={400} component="main">
+        <form onSubmit={(e) => void submit(e)} aria-label="Sign in">
+          <Stack>
+            <Title order={1} size="h2">
+              Sign in to Stint
+            </Title>
+            <Text size="sm" c="dimmed">
+              Just-in-time access: nothing is standing, everything is recorded.
+            </Text>
+            {expired && (
+              <Alert color="yellow" role="status">
+                Your session has expired; sign in again.
+              </Alert>
+            )}
+            {error && (
+              <Alert color="red" role="alert">
+                {error}
+              </Alert>
+            )}
+            <TextInput
+              label="User name"
+              name="username"
+              autoComplete="username"
+              required
+              value={username}
+              onChange={(e) => setUsername(e.currentTarget.value)}
+            />
+            <PasswordInput
+              label="Password"
+              name="password"
+              autoComplete="current-password"
+              required
+              value={password}
+              onChange={(e) => setPassword(e.currentTarget.value)}
+            />
+            {needOtp && (
+              <TextInput
+                label="One-time code"
+                name="otp"
+                inputMode="numeric"
+                autoComplete="one-time-code"
+                required
+                value={otp}
+                onChange={(e) => setOtp(e.currentTarget.value)}
+              />
+            )}
+            <Button type="submit" loading={busy}>
+              Sign in
+            </Button>
+          </Stack>
+        </form>
+      </Paper>
+    </Center>
+  );
+}
