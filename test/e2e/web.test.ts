@@ -1,0 +1,313 @@
+/**
+ * The web UI in a real browser (playwright-core driving Debian's /usr/bin/chromium) against the built
+ * server: alice requests a role, carol approves it in her own browser context, alice sees it active with
+ * a countdown and deactivates it, and the audit explorer shows all of it. Plus: a form refuses invalid
+ * input next to the field without sending anything; axe-core finds no serious or critical violation on
+ * the main pages; screenshots at laptop and phone widths; the JavaScript each page loads, gzipped.
+ */
+import { mkdirSync, mkdtempSync, rmSync, existsSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { gzipSync } from "node:zlib";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assertBuilt, BIN, freePort, ROOT, start, type RunningProcess } from "./support.js";
+
+const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
+const ADMIN_PASSWORD = "web-ui-admin-password";
+const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
+/** Screenshots go here (not committed: test-output/ is ignored). */
+export const SCREENSHOT_DIR = path.join(ROOT, "test-output", "screenshots");
+const REASON = "investigate slow queries on the orders database";
+const MAX_JS_GZIP = 500 * 1024;
+
+let work: string;
+let url: string;
+let server: RunningProcess;
+let browser: Browser;
+
+async function apiAs(user: string, password: string) {
+  const res = await fetch(`${url}/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: user, password }),
+  });
+  const { accessToken } = (await res.json()) as { accessToken: string };
+  return async (method: string, route: string, body?: unknown) => {
+    const r = await fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: r.status, body: (await r.json().catch(() => ({}))) as Record<string, unknown> };
+  };
+}
+
+async function signIn(context: BrowserContext, user: string, password: string): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(url);
+  await page.getByLabel("User name").fill(user);
+  await page.getByLabel(/^Password/).fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "My access" }).waitFor();
+  return page;
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  if (!existsSync(path.join(ROOT, "dist/web/index.html"))) throw new Error("dist/web is missing: run `npm run build`");
+  work = mkdtempSync(path.join(tmpdir(), "stint-web-"));
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  server = start(process.execPath, [BIN, "server"], {
+    env: {
+      STINT_LISTEN: `127.0.0.1:${port}`,
+      STINT_DATA_DIR: path.join(work, "data"),
+      STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      STINT_SSH_PROXY_LISTEN: "off",
+      STINT_PG_PROXY_LISTEN: "off",
+      STINT_SCHEDULER_POLL: "200ms",
+      STINT_OUTBOX_POLL: "200ms",
+      STINT_LOG_LEVEL: "warn",
+    },
+  });
+  await server.waitFor(/Stint is listening/, 90_000);
+  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
+  expect(
+    (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
+  ).toBe(201);
+  const applied = await admin("POST", "/v1/config/apply", {
+    yaml: `apiVersion: stint/v1
+policies:
+  - name: reviewed
+    defaultDuration: 1h
+    maxDuration: 4h
+    mfa: { required: false }
+    justification: { minLength: 20 }
+    approval:
+      stages:
+        - approvers: { users: [carol] }
+          count: 1
+targets:
+  - name: stint
+    kind: internal
+roles:
+  - name: prod-db-reader
+    description: Read-only access to the orders database
+    target: stint
+    risk: high
+    policy: reviewed
+eligibility:
+  - role: prod-db-reader
+    users: [alice]
+`,
+  });
+  expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+  mkdirSync(SCREENSHOT_DIR, { recursive: true });
+}, 180_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.kill("SIGTERM");
+  if (work) rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("the web UI", () => {
+  it("alice requests, carol approves in her own browser, alice sees the countdown and deactivates; the audit explorer shows it", async () => {
+    const aliceContext = await browser.newContext();
+    const carolContext = await browser.newContext();
+    const alice = await signIn(aliceContext, "alice", PASSWORDS.alice);
+    await alice.getByRole("button", { name: "Activate prod-db-reader" }).click();
+    const dialog = alice.getByRole("dialog", { name: "Activate prod-db-reader" });
+    await dialog.getByLabel("Reason").fill(REASON);
+    await dialog.getByRole("button", { name: "Request access" }).click();
+    await dialog.getByText("pending").waitFor();
+    await dialog.getByRole("button", { name: "Close" }).click();
+
+    const carol = await signIn(carolContext, "carol", PASSWORDS.carol);
+    await carol.getByRole("link", { name: "Approvals" }).click();
+    await carol.getByRole("heading", { name: "Approvals" }).waitFor();
+    const row = carol.locator('[data-testid^="request-"]', { hasText: "prod-db-reader" });
+    await expect(row.getByText("alice")).toBeTruthy();
+    await row.getByRole("button", { name: "Approve alice's request for prod-db-reader" }).click();
+    const approve = carol.getByRole("dialog");
+    await approve.getByLabel("Reason (optional)").fill("looked at the ticket, fine");
+    await approve.getByRole("button", { name: "Approve", exact: true }).click();
+    await row.waitFor({ state: "detached", timeout: 15_000 });
+
+    // alice's page picks the activation up by itself (it refreshes) and counts down.
+    const countdown = alice.getByTestId("countdown-prod-db-reader");
+    await countdown.waitFor({ timeout: 20_000 });
+    const first = await countdown.innerText();
+    expect(first).toMatch(/^(\d+h )?\d+m \d\ds left$/);
+    await alice.waitForTimeout(2200);
+    expect(await countdown.innerText()).not.toBe(first);
+    await alice.screenshot({ path: path.join(SCREENSHOT_DIR, "my-access-active-desktop.png"), fullPage: true });
+    await alice.getByRole("button", { name: "Deactivate prod-db-reader" }).click();
+    await countdown.waitFor({ state: "detached", timeout: 15_000 });
+
+    const adminContext = await browser.newContext();
+    const admin = await signIn(adminContext, "admin", ADMIN_PASSWORD);
+    await admin.getByRole("link", { name: "Audit" }).click();
+    await admin.getByRole("heading", { name: "Audit" }).waitFor();
+    await admin.getByText(/Chain verified/).waitFor({ timeout: 15_000 });
+    for (const action of ["request.submitted", "request.approved", "request.activated", "request.deactivated"])
+      await admin.getByText(action, { exact: true }).first().waitFor({ timeout: 15_000 });
+    await Promise.all([aliceContext.close(), carolContext.close(), adminContext.close()]);
+  });
+
+  it("a form given invalid input shows the API's error next to the field and sends nothing", async () => {
+    const context = await browser.newContext();
+    const page = await signIn(context, "alice", PASSWORDS.alice);
+    const sent: string[] = [];
+    page.on("request", (request) => {
+      if (request.method() !== "GET") sent.push(`${request.method()} ${new URL(request.url()).pathname}`);
+    });
+    await page.getByRole("button", { name: "Activate prod-db-reader" }).click();
+    const dialog = page.getByRole("dialog", { name: "Activate prod-db-reader" });
+    const reason = dialog.getByLabel("Reason");
+    await reason.fill("   ");
+    await dialog.getByRole("button", { name: "Request access" }).click();
+    // The contract's own message, attached to the field (aria-describedby → the error text).
+    const described = await reason.getAttribute("aria-describedby");
+    expect(described).toBeTruthy();
+    const errorText = await page
+      .locator(`[id="${described!.split(" ").find((id) => id.includes("error"))}"]`)
+      .innerText();
+    expect(errorText).toMatch(/Too small|at least|>=1/i);
+    await expect(reason.getAttribute("aria-invalid")).resolves.toBe("true");
+    expect(sent.filter((s) => s.includes("/v1/activation-requests"))).toEqual([]);
+
+    // The server's own refusal (the policy wants 20 characters) lands next to the same field.
+    await reason.fill("too short reason");
+    await dialog.getByRole("button", { name: "Request access" }).click();
+    await dialog
+      .getByText(/justification|at least 20|characters/i)
+      .first()
+      .waitFor();
+    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const requests = await admin("GET", "/v1/activation-requests?scope=all&state=pending");
+    expect((requests.body.items as unknown[]).length).toBe(0);
+    await context.close();
+  });
+
+  const PAGES = ["/", "/approvals", "/requests", "/sessions", "/vault", "/admin", "/audit", "/dashboards"];
+
+  it("axe-core finds no serious or critical violation on the sign-in page and each main page", async () => {
+    // Our CSP forbids inline scripts, which is how axe is put into the page.
+    const context = await browser.newContext({ bypassCSP: true });
+    const signInPage = await context.newPage();
+    await signInPage.goto(url);
+    const found: Record<string, string[]> = { "/ (sign-in)": await seriousViolations(signInPage) };
+    await signInPage.close();
+    const page = await signIn(context, "admin", ADMIN_PASSWORD);
+    for (const route of PAGES) {
+      await openPage(page, route);
+      found[route] = await seriousViolations(page);
+    }
+    expect(found).toEqual(Object.fromEntries(Object.keys(found).map((k) => [k, []])));
+    await context.close();
+  });
+
+  it("writes screenshots of the main pages at laptop and phone widths", async () => {
+    for (const [label, viewport] of [
+      ["desktop", { width: 1280, height: 800 }],
+      ["phone", { width: 375, height: 812 }],
+    ] as const) {
+      const context = await browser.newContext({ viewport });
+      const page = await signIn(context, "admin", ADMIN_PASSWORD);
+      for (const route of PAGES) {
+        await openPage(page, route);
+        const name = route === "/" ? "my-access" : route.slice(1);
+        const file = path.join(SCREENSHOT_DIR, `${name}-${label}.png`);
+        await page.screenshot({ path: file, fullPage: true });
+        expect(existsSync(file)).toBe(true);
+        // Nothing wider than the screen: usable without sideways scrolling of the page itself.
+        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        expect(overflow, `${route} at ${label}`).toBeLessThanOrEqual(1);
+      }
+      await context.close();
+    }
+  });
+
+  it("serves the bundle with caching headers, and no page loads more than 500 KB of JavaScript gzipped", async () => {
+    const index = await fetch(url);
+    expect(index.headers.get("cache-control")).toBe("no-cache");
+    expect(index.headers.get("content-security-policy")).toContain("default-src 'self'");
+    const html = await index.text();
+    const asset = /\/assets\/[^"]+\.js/.exec(html)![0];
+    const cached = await fetch(`${url}${asset}`);
+    expect(cached.headers.get("cache-control")).toBe("public, max-age=31536000, immutable");
+
+    const context = await browser.newContext();
+    const page = await signIn(context, "admin", ADMIN_PASSWORD);
+    const sizes: Record<string, number> = {};
+    for (const route of PAGES) {
+      // A fresh page per route: everything it needs, as a first visit would load it.
+      const fresh = await context.newPage();
+      const scripts = new Map<string, number>();
+      fresh.on("response", async (response) => {
+        if (response.request().resourceType() !== "script") return;
+        const body = await response.body().catch(() => Buffer.alloc(0));
+        scripts.set(response.url(), gzipSync(body).length);
+      });
+      await fresh.goto(`${url}${route}`);
+      // Signed out in a new page (tokens live in memory): sign in, then the page loads its own chunk.
+      await fresh.getByLabel("User name").fill("admin");
+      await fresh.getByLabel(/^Password/).fill(ADMIN_PASSWORD);
+      await fresh.getByRole("button", { name: "Sign in" }).click();
+      await fresh.waitForLoadState("networkidle");
+      sizes[route] = [...scripts.values()].reduce((a, b) => a + b, 0);
+      await fresh.close();
+    }
+    console.log(
+      "JavaScript per page, gzipped: " +
+        Object.entries(sizes)
+          .map(([route, bytes]) => `${route} ${(bytes / 1024).toFixed(1)} KB`)
+          .join(", "),
+    );
+    writeFileSync(path.join(SCREENSHOT_DIR, "..", "bundle-sizes.json"), JSON.stringify(sizes, null, 2));
+    for (const [route, bytes] of Object.entries(sizes)) {
+      expect(bytes, route).toBeGreaterThan(50 * 1024);
+      expect(bytes, route).toBeLessThan(MAX_JS_GZIP);
+    }
+    await page.close();
+    await context.close();
+  });
+});
+
+async function openPage(page: Page, route: string) {
+  const label = {
+    "/": "My access",
+    "/approvals": "Approvals",
+    "/requests": "Requests",
+    "/sessions": "Sessions",
+    "/vault": "Vault",
+    "/admin": "Administration",
+    "/audit": "Audit",
+    "/dashboards": "Dashboards",
+  }[route]!;
+  // In-app navigation (a reload would sign out: tokens live in memory); the links may be folded away on a phone.
+  await page.evaluate((to) => {
+    window.history.pushState(null, "", to);
+    window.dispatchEvent(new PopStateEvent("popstate"));
+  }, route);
+  await page.getByRole("heading", { name: label, level: 1 }).waitFor();
+  await page.waitForLoadState("networkidle");
+}
+
+async function seriousViolations(page: Page): Promise<string[]> {
+  await page.addScriptTag({ path: path.join(ROOT, "node_modules/axe-core/axe.min.js") });
+  const result = (await page.evaluate(async () => {
+    const axe = (window as unknown as { axe: { run(options: unknown): Promise<unknown> } }).axe;
+    return axe.run({ runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+  })) as { violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[] };
+  return result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+}
