@@ -56,16 +56,36 @@ export function createBlobStore(dir: string): BlobStore {
   };
 }
 
+/** Writes are coalesced: a busy session appends many small lines, written in one call per turn of the event loop. */
 function blobWriter(key: string, handle: FileHandle, partial: string, file: string): BlobWriter {
   const hash = createHash("sha256");
   let bytes = 0;
   let failure: Error | null = null;
   const listeners: ((error: Error) => void)[] = [];
-  let chain: Promise<void> = Promise.resolve();
+  let queued: Buffer[] = [];
+  let flushing: Promise<void> | null = null;
   const fail = (error: Error) => {
     if (failure) return;
     failure = error;
     for (const listener of listeners) listener(error);
+  };
+  const flush = (): Promise<void> => {
+    flushing ??= (async () => {
+      // Let the current turn add its lines first.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      while (queued.length > 0 && !failure) {
+        const batch = queued.length === 1 ? queued[0]! : Buffer.concat(queued);
+        queued = [];
+        try {
+          await handle.write(batch);
+        } catch (error) {
+          fail(error as Error);
+        }
+      }
+      queued = [];
+      flushing = null;
+    })();
+    return flushing;
   };
   return {
     key,
@@ -81,17 +101,11 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
       const chunk = typeof data === "string" ? Buffer.from(data) : Buffer.from(data);
       hash.update(chunk);
       bytes += chunk.length;
-      chain = chain.then(async () => {
-        if (failure) return;
-        try {
-          await handle.write(chunk);
-        } catch (error) {
-          fail(error as Error);
-        }
-      });
+      queued.push(chunk);
+      void flush();
     },
     async finish() {
-      await chain;
+      while (flushing || queued.length > 0) await flush();
       try {
         if (!failure) await handle.sync();
       } catch (error) {

@@ -228,7 +228,7 @@ describe("the web UI", () => {
         await page.screenshot({ path: file, fullPage: true });
         expect(existsSync(file)).toBe(true);
         // Nothing wider than the screen: usable without sideways scrolling of the page itself.
-        const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+        const overflow = (await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")) as number;
         expect(overflow, `${route} at ${label}`).toBeLessThanOrEqual(1);
       }
       await context.close();
@@ -293,10 +293,9 @@ async function openPage(page: Page, route: string) {
     "/dashboards": "Dashboards",
   }[route]!;
   // In-app navigation (a reload would sign out: tokens live in memory); the links may be folded away on a phone.
-  await page.evaluate((to) => {
-    window.history.pushState(null, "", to);
-    window.dispatchEvent(new PopStateEvent("popstate"));
-  }, route);
+  await page.evaluate(
+    `window.history.pushState(null, "", ${JSON.stringify(route)}); window.dispatchEvent(new PopStateEvent("popstate"));`,
+  );
   await page.getByRole("heading", { name: label, level: 1 }).waitFor();
   await page.waitForLoadState("networkidle");
 }
@@ -304,7 +303,7 @@ async function openPage(page: Page, route: string) {
 async function seriousViolations(page: Page): Promise<string[]> {
   await page.addScriptTag({ path: path.join(ROOT, "node_modules/axe-core/axe.min.js") });
   const result = (await page.evaluate(async () => {
-    const axe = (window as unknown as { axe: { run(options: unknown): Promise<unknown> } }).axe;
+    const axe = (globalThis as unknown as { axe: { run(options: unknown): Promise<unknown> } }).axe;
     return axe.run({ runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
   })) as { violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[] };
   return result.violations

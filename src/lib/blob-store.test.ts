@@ -1,0 +1,44 @@
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { createBlobStore } from "./blob-store.js";
+
+let dir: string | undefined;
+afterEach(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+describe("blob store", () => {
+  it("stores every line written, in order, under its key only once finished, with its SHA-256", async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "stint-blobs-"));
+    const blobs = createBlobStore(dir);
+    const writer = await blobs.create("recordings/2026/11/a.jsonl");
+    const lines = Array.from({ length: 5000 }, (_, i) => `{"n":${i}}\n`);
+    for (const line of lines) writer.write(line);
+    expect(existsSync(path.join(dir, "recordings/2026/11/a.jsonl"))).toBe(false);
+    const done = await writer.finish();
+    const text = await readFile(path.join(dir, "recordings/2026/11/a.jsonl"), "utf8");
+    expect(text).toBe(lines.join(""));
+    expect(done).toEqual({
+      key: "recordings/2026/11/a.jsonl",
+      sha256: createHash("sha256").update(text).digest("hex"),
+      bytes: Buffer.byteLength(text),
+    });
+    expect(await blobs.size(done.key)).toBe(done.bytes);
+    await expect(blobs.create("recordings/2026/11/a.jsonl.partial")).resolves.toBeDefined();
+  });
+
+  it("refuses keys that leave the store and stores that cannot be written", async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "stint-blobs-"));
+    const blobs = createBlobStore(dir);
+    for (const key of ["../x", "/etc/passwd", "a/../../b", "A B"])
+      await expect(blobs.create(key)).rejects.toThrow(/blob key/);
+    await writeFile(path.join(dir, "recordings"), "a file where a directory should be");
+    await expect(blobs.create("recordings/2026/x.cast")).rejects.toThrow(/ENOTDIR|EEXIST/);
+    await expect(blobs.read("missing/x.cast")).rejects.toThrow(/ENOENT/);
+  });
+});
