@@ -1,0 +1,159 @@
+/**
+ * Pieces shared by the Approvals and Requests pages: badges whose colours pass WCAG AA on white
+ * (Mantine's default greens and oranges are too light for white text), stage progress, and the
+ * detail of one activation request.
+ */
+import { Badge, Group, Stack, Stepper, Table, Text } from "@mantine/core";
+import type { ActivationRequestDto } from "../../../../src/contract/requests.js";
+import { shortTime } from "../../ui.js";
+
+export type Risk = "low" | "medium" | "high" | "critical";
+export type Tone = "gray" | "blue" | "cyan" | "green" | "yellow" | "orange" | "red";
+
+/** Filled badge colours with at least 4.5:1 contrast between text and background. */
+export function toneProps(tone: Tone): { color: string; c: string } {
+  switch (tone) {
+    case "gray":
+      return { color: "gray.7", c: "white" };
+    case "blue":
+      return { color: "blue.9", c: "white" };
+    case "cyan":
+      return { color: "cyan.9", c: "white" };
+    case "green":
+      return { color: "teal.9", c: "white" };
+    case "yellow":
+      return { color: "yellow.4", c: "black" };
+    case "orange":
+      return { color: "orange.6", c: "black" };
+    case "red":
+      return { color: "red.9", c: "white" };
+  }
+}
+
+export const STATE_TONE: Record<ActivationRequestDto["state"], Tone> = {
+  pending: "blue",
+  approved: "cyan",
+  provisioning: "cyan",
+  active: "green",
+  denied: "red",
+  failed: "red",
+  revoked: "red",
+  cancelled: "gray",
+  expired: "gray",
+  deactivated: "gray",
+};
+
+const RISK_TONE: Record<Risk, Tone> = { low: "gray", medium: "yellow", high: "orange", critical: "red" };
+
+export function StateBadge({ state }: { state: ActivationRequestDto["state"] }) {
+  return <Badge {...toneProps(STATE_TONE[state])}>{state}</Badge>;
+}
+
+export function RiskBadge({ risk }: { risk: Risk }) {
+  return <Badge {...toneProps(RISK_TONE[risk])}>{risk} risk</Badge>;
+}
+
+/** "Stage 1 of 2 (security): 0/1 approvals" — or nothing for a request without approval stages. */
+export function stageInWords(request: ActivationRequestDto): string {
+  const stage = request.stages[request.stageIndex];
+  if (!stage) return request.stages.length === 0 ? "No approval needed" : "All stages approved";
+  const label = /^\d+$/.test(stage.name) || !stage.name ? "" : ` (${stage.name})`;
+  return (
+    `Stage ${request.stageIndex + 1} of ${request.stages.length}${label}: ` +
+    `${stage.approvals.length}/${stage.count} approval${stage.count === 1 ? "" : "s"}` +
+    (stage.escalated ? ", escalated" : "")
+  );
+}
+
+/** When the grant ends or ended, in words. */
+export function endsInWords(request: ActivationRequestDto): string {
+  if (request.endedAt) return `ended ${shortTime(request.endedAt)}`;
+  if (request.expiresAt) return `ends ${shortTime(request.expiresAt)}`;
+  return "—";
+}
+
+/** Everything about one request: its fields, stages, decisions and how it ended. */
+export function RequestDetail({ request }: { request: ActivationRequestDto }) {
+  const rows: [string, string][] = [
+    ["Role", request.role],
+    ["Requester", request.requester],
+    ["Duration", request.duration],
+    ["Reason", request.reason],
+    ["Ticket", request.ticket ?? "—"],
+    ["Break-glass", request.breakGlass ? "yes" : "no"],
+    ["Submitted", shortTime(request.submittedAt)],
+    ["Decided", shortTime(request.decidedAt)],
+    ["Activated", shortTime(request.activatedAt)],
+    ["Expires", shortTime(request.expiresAt)],
+    ["Ended", shortTime(request.endedAt)],
+    ["End reason", request.endReason ?? "—"],
+    ["Ended by", request.endedBy ?? "—"],
+    ["Extensions", String(request.extensions)],
+    ["Request id", request.id],
+  ];
+  if (request.extendsRequestId) rows.push(["Extends request", request.extendsRequestId]);
+  return (
+    <Stack>
+      <Group>
+        <StateBadge state={request.state} />
+        {request.stageDeadline && request.state === "pending" && (
+          <Text size="sm">Stage deadline {shortTime(request.stageDeadline)}</Text>
+        )}
+      </Group>
+      <Table variant="vertical" layout="fixed" withTableBorder>
+        <Table.Tbody>
+          {rows.map(([label, value]) => (
+            <Table.Tr key={label}>
+              <Table.Th w={130}>{label}</Table.Th>
+              <Table.Td style={{ overflowWrap: "anywhere" }}>{value}</Table.Td>
+            </Table.Tr>
+          ))}
+        </Table.Tbody>
+      </Table>
+      <Text fw={600} component="h3" size="md">
+        Approval stages
+      </Text>
+      {request.stages.length === 0 ? (
+        <Text size="sm" c="dimmed">
+          This request needed no approval.
+        </Text>
+      ) : (
+        <Stepper
+          active={request.state === "pending" ? request.stageIndex : request.stages.length}
+          orientation="vertical"
+          size="sm"
+        >
+          {request.stages.map((s, i) => (
+            <Stepper.Step
+              key={`${s.name}-${i}`}
+              label={s.name || `Stage ${i + 1}`}
+              description={
+                `${s.approvals.length}/${s.count} approval${s.count === 1 ? "" : "s"}` +
+                (s.approvals.length ? ` (${s.approvals.join(", ")})` : "") +
+                (s.escalated ? ", escalated" : "")
+              }
+            />
+          ))}
+        </Stepper>
+      )}
+      <Text fw={600} component="h3" size="md">
+        Decisions
+      </Text>
+      {request.decisions.length === 0 ? (
+        <Text size="sm" c="dimmed">
+          No decisions yet.
+        </Text>
+      ) : (
+        <Stack gap="xs">
+          {request.decisions.map((d, i) => (
+            <Text size="sm" key={i}>
+              <strong>{d.approver}</strong> {d.decision === "approve" ? "approved" : "denied"} stage {d.stage + 1} at{" "}
+              {shortTime(d.decidedAt)}
+              {d.reason ? `: ${d.reason}` : ""}
+            </Text>
+          ))}
+        </Stack>
+      )}
+    </Stack>
+  );
+}
