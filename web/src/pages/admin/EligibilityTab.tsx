@@ -1,0 +1,274 @@
+/**
+ * Eligibility: who may activate which role, and until when. Create, change the end and reason, and
+ * remove; each checked with the API's schema before sending.
+ */
+import {
+  Badge,
+  Button,
+  Group,
+  Modal,
+  SegmentedControl,
+  Select,
+  Stack,
+  Table,
+  Text,
+  TextInput,
+  Textarea,
+} from "@mantine/core";
+import { useState } from "react";
+import {
+  eligibilityInput,
+  eligibilityUpdate,
+  type EligibilityDto,
+  type RoleDto,
+} from "../../../../src/contract/catalog-api.js";
+import { api } from "../../api.js";
+import { shortTime } from "../../ui.js";
+import { toneProps } from "../requests/shared.js";
+import { canWriteCatalog, clientErrors, ConfirmDelete, FormAlert, serverErrors, useList } from "./shared.js";
+
+const FIELDS = ["role", "principal", "group", "endsAt", "startsAt", "reason"];
+const STATUS_TONE = { active: "green", scheduled: "blue", ended: "gray" } as const;
+
+/** A `datetime-local` value (local time, no zone) as an ISO time with offset; "" stays "". */
+function localToIso(local: string): string {
+  if (!local) return "";
+  const date = new Date(local);
+  return Number.isNaN(date.getTime()) ? local : date.toISOString();
+}
+
+function isoToLocal(iso: string | null): string {
+  if (!iso) return "";
+  const date = new Date(iso);
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+export function EligibilityTab() {
+  const { items, error, reload } = useList<EligibilityDto>("/v1/eligibilities");
+  const [editing, setEditing] = useState<EligibilityDto | "new" | null>(null);
+  const [removing, setRemoving] = useState<EligibilityDto | null>(null);
+  const write = canWriteCatalog();
+  const who = (e: EligibilityDto) => (e.principal ? `user ${e.principal}` : `group ${e.group ?? "?"}`);
+  return (
+    <Stack>
+      <Group justify="space-between">
+        <Text c="dimmed" size="sm">
+          Who may ask for a role. Eligibility is not access: activation still follows the role&apos;s policy.
+        </Text>
+        {write && <Button onClick={() => setEditing("new")}>New eligibility</Button>}
+      </Group>
+      <FormAlert message={error} />
+      <Table.ScrollContainer minWidth={820}>
+        <Table striped highlightOnHover>
+          <Table.Thead>
+            <Table.Tr>
+              <Table.Th>Role</Table.Th>
+              <Table.Th>Who</Table.Th>
+              <Table.Th>Status</Table.Th>
+              <Table.Th>From</Table.Th>
+              <Table.Th>Until</Table.Th>
+              <Table.Th>Granted by</Table.Th>
+              <Table.Th>Reason</Table.Th>
+              {write && <Table.Th>Actions</Table.Th>}
+            </Table.Tr>
+          </Table.Thead>
+          <Table.Tbody>
+            {items?.map((e) => (
+              <Table.Tr key={e.id}>
+                <Table.Td fw={600}>{e.role}</Table.Td>
+                <Table.Td>{who(e)}</Table.Td>
+                <Table.Td>
+                  <Badge {...toneProps(STATUS_TONE[e.status])}>{e.status}</Badge>
+                </Table.Td>
+                <Table.Td>{shortTime(e.startsAt)}</Table.Td>
+                <Table.Td>{e.endsAt ? shortTime(e.endsAt) : "no end"}</Table.Td>
+                <Table.Td>{e.grantedBy}</Table.Td>
+                <Table.Td>{e.reason ?? ""}</Table.Td>
+                {write && (
+                  <Table.Td>
+                    <Group gap="xs" wrap="nowrap">
+                      <Button
+                        size="xs"
+                        variant="default"
+                        onClick={() => setEditing(e)}
+                        aria-label={`Edit eligibility of ${who(e)} for ${e.role}`}
+                      >
+                        Edit
+                      </Button>
+                      <Button
+                        size="xs"
+                        variant="subtle"
+                        color="red.8"
+                        onClick={() => setRemoving(e)}
+                        aria-label={`Remove eligibility of ${who(e)} for ${e.role}`}
+                      >
+                        Remove
+                      </Button>
+                    </Group>
+                  </Table.Td>
+                )}
+              </Table.Tr>
+            ))}
+          </Table.Tbody>
+        </Table>
+      </Table.ScrollContainer>
+      {items?.length === 0 && <Text c="dimmed">Nobody is eligible for any role yet.</Text>}
+      {editing && (
+        <EligibilityForm
+          eligibility={editing === "new" ? null : editing}
+          onClose={() => setEditing(null)}
+          onSaved={() => {
+            setEditing(null);
+            void reload();
+          }}
+        />
+      )}
+      {removing && (
+        <ConfirmDelete
+          title="Remove eligibility"
+          what={`${who(removing)} will no longer be able to ask for ${removing.role}. Active activations are not ended by this.`}
+          confirmLabel="Remove eligibility"
+          onConfirm={async () => {
+            await api("DELETE", `/v1/eligibilities/${removing.id}`, {});
+            await reload();
+          }}
+          onClose={() => setRemoving(null)}
+        />
+      )}
+    </Stack>
+  );
+}
+
+function EligibilityForm({
+  eligibility,
+  onClose,
+  onSaved,
+}: {
+  eligibility: EligibilityDto | null;
+  onClose: () => void;
+  onSaved: () => void;
+}) {
+  const roles = useList<RoleDto>("/v1/roles").items ?? [];
+  const [role, setRole] = useState<string | null>(eligibility?.role ?? null);
+  const [kind, setKind] = useState<"user" | "group">(eligibility?.group ? "group" : "user");
+  const [who, setWho] = useState(eligibility?.principal ?? eligibility?.group ?? "");
+  const [until, setUntil] = useState(isoToLocal(eligibility?.endsAt ?? null));
+  const [reason, setReason] = useState(eligibility?.reason ?? "");
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function submit() {
+    setError(null);
+    const endsAt = localToIso(until);
+    let result: { success: true; data: unknown } | { success: false; errors: Record<string, string> };
+    if (eligibility) {
+      const parsed = eligibilityUpdate.safeParse({
+        endsAt: endsAt || null,
+        reason: reason.trim() ? reason.trim() : null,
+      });
+      result = parsed.success
+        ? { success: true, data: parsed.data }
+        : { success: false, errors: clientErrors(parsed.error, FIELDS, "reason") };
+    } else {
+      const parsed = eligibilityInput.safeParse({
+        role: role ?? "",
+        ...(kind === "user" ? { principal: who.trim() } : { group: who.trim() }),
+        ...(endsAt ? { endsAt } : {}),
+        ...(reason.trim() ? { reason: reason.trim() } : {}),
+      });
+      result = parsed.success
+        ? { success: true, data: parsed.data }
+        : { success: false, errors: clientErrors(parsed.error, FIELDS, "reason") };
+    }
+    if (!result.success) {
+      setErrors(result.errors);
+      return;
+    }
+    setErrors({});
+    setBusy(true);
+    try {
+      if (eligibility) await api("PUT", `/v1/eligibilities/${eligibility.id}`, result.data);
+      else await api("POST", "/v1/eligibilities", result.data);
+      onSaved();
+    } catch (e) {
+      const found = serverErrors(e, FIELDS, "reason", { ALREADY_EXISTS: "principal" });
+      setErrors(found.fields);
+      setError(found.message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const whoError = errors.principal ?? errors.group;
+  const roleNames = roles.map((r) => r.name);
+  return (
+    <Modal
+      opened
+      onClose={onClose}
+      title={eligibility ? `Edit eligibility for ${eligibility.role}` : "New eligibility"}
+      size="lg"
+    >
+      <Stack>
+        <FormAlert message={error} />
+        <Select
+          label="Role"
+          data={role && !roleNames.includes(role) ? [role, ...roleNames] : roleNames}
+          value={role}
+          onChange={setRole}
+          error={errors.role}
+          searchable
+          disabled={!!eligibility}
+        />
+        <Stack gap={4}>
+          <Text size="sm" fw={500} id="eligibility-who-kind">
+            Eligible
+          </Text>
+          <SegmentedControl
+            aria-labelledby="eligibility-who-kind"
+            data={[
+              { value: "user", label: "A user" },
+              { value: "group", label: "A group" },
+            ]}
+            value={kind}
+            onChange={(v) => setKind(v as "user" | "group")}
+            disabled={!!eligibility}
+          />
+        </Stack>
+        <TextInput
+          label={kind === "user" ? "User" : "Group"}
+          description={kind === "user" ? "A user or service name." : "A group name."}
+          value={who}
+          onChange={(e) => setWho(e.currentTarget.value)}
+          error={whoError}
+          disabled={!!eligibility}
+        />
+        <TextInput
+          type="datetime-local"
+          label="Until"
+          description="Leave empty for no end."
+          value={until}
+          onChange={(e) => setUntil(e.currentTarget.value)}
+          error={errors.endsAt}
+        />
+        <Textarea
+          label="Reason"
+          value={reason}
+          onChange={(e) => setReason(e.currentTarget.value)}
+          error={errors.reason}
+          autosize
+          minRows={2}
+        />
+        <Group justify="flex-end">
+          <Button variant="default" onClick={onClose}>
+            Cancel
+          </Button>
+          <Button onClick={() => void submit()} loading={busy}>
+            {eligibility ? "Save eligibility" : "Create eligibility"}
+          </Button>
+        </Group>
+      </Stack>
+    </Modal>
+  );
+}

@@ -1,0 +1,152 @@
+/**
+ * Pieces shared by the administration tabs: loading a list, turning client (zod) and server
+ * (ApiError) problems into messages per form field, and JSON text fields for the advanced parts.
+ */
+import { Alert, Button, Group, Modal, Stack, Text, Textarea } from "@mantine/core";
+import { useCallback, useEffect, useState } from "react";
+import type { ZodError } from "zod";
+import { api, ApiError, hasRole } from "../../api.js";
+import { zodFieldErrors } from "../../ui.js";
+
+/** Catalog writes are for admin and security; auditors see read-only lists. */
+export function canWriteCatalog(): boolean {
+  return hasRole("admin", "security");
+}
+
+export function useList<T>(path: string): {
+  items: T[] | null;
+  error: string | null;
+  reload: () => Promise<void>;
+} {
+  const [items, setItems] = useState<T[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const reload = useCallback(async () => {
+    try {
+      setItems((await api<{ items: T[] }>("GET", path)).items);
+      setError(null);
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  }, [path]);
+  useEffect(() => {
+    void reload();
+  }, [reload]);
+  return { items, error, reload };
+}
+
+/**
+ * Folds problems into the fields a form shows: a problem whose path is one of `fields` (or lies
+ * under one) goes there; any other goes to `fallback` as "path: message", so none is lost.
+ */
+export function toFields(problems: Record<string, string>, fields: string[], fallback: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [path, message] of Object.entries(problems)) {
+    const field = fields.find((f) => path === f || path.startsWith(`${f}.`));
+    if (field) out[field] ??= message;
+    else out[fallback] = out[fallback] ? `${out[fallback]}; ${path}: ${message}` : `${path}: ${message}`;
+  }
+  return out;
+}
+
+export function clientErrors(error: ZodError, fields: string[], fallback: string): Record<string, string> {
+  return toFields(zodFieldErrors(error), fields, fallback);
+}
+
+/** A server refusal as field messages, or as one sentence for the form when no field is named. */
+export function serverErrors(
+  error: unknown,
+  fields: string[],
+  fallback: string,
+  codeFields: Record<string, string> = {},
+): { fields: Record<string, string>; message: string | null } {
+  if (!(error instanceof ApiError)) return { fields: {}, message: (error as Error).message };
+  const byField = toFields(error.fieldErrors(), fields, fallback);
+  const field = codeFields[error.code];
+  if (field) byField[field] ??= error.message;
+  return Object.keys(byField).length > 0 ? { fields: byField, message: null } : { fields: {}, message: error.message };
+}
+
+/** JSON text of an object field; an empty text is `empty`. Throws a readable message on bad JSON. */
+export function parseJsonField(text: string, empty: unknown): unknown {
+  if (text.trim() === "") return empty;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (e) {
+    throw new Error(`must be valid JSON (${(e as Error).message})`);
+  }
+}
+
+export function JsonField(props: {
+  label: string;
+  description?: string;
+  value: string;
+  onChange: (value: string) => void;
+  error?: string | undefined;
+  readOnly?: boolean;
+}) {
+  return (
+    <Textarea
+      label={props.label}
+      description={props.description}
+      value={props.value}
+      onChange={(e) => props.onChange(e.currentTarget.value)}
+      error={props.error}
+      autosize
+      minRows={3}
+      maxRows={14}
+      readOnly={props.readOnly}
+      styles={{ input: { fontFamily: "var(--mantine-font-family-monospace)", fontSize: 13 } }}
+      spellCheck={false}
+    />
+  );
+}
+
+export function FormAlert({ message }: { message: string | null }) {
+  if (!message) return null;
+  return (
+    <Alert color="red" role="alert">
+      {message}
+    </Alert>
+  );
+}
+
+/** A yes/no dialog for deletes: says what goes, and shows the server's refusal if there is one. */
+export function ConfirmDelete(props: {
+  title: string;
+  what: string;
+  confirmLabel: string;
+  onConfirm: () => Promise<void>;
+  onClose: () => void;
+}) {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  async function confirm() {
+    setBusy(true);
+    try {
+      await props.onConfirm();
+      props.onClose();
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <Modal opened onClose={props.onClose} title={props.title}>
+      <Stack>
+        <FormAlert message={error} />
+        <Text>{props.what}</Text>
+        <Group justify="flex-end">
+          <Button variant="default" onClick={props.onClose}>
+            Cancel
+          </Button>
+          <Button color="red" loading={busy} onClick={() => void confirm()}>
+            {props.confirmLabel}
+          </Button>
+        </Group>
+      </Stack>
+    </Modal>
+  );
+}
+
+export const pretty = (value: unknown) => JSON.stringify(value, null, 2);
