@@ -106,7 +106,7 @@ export default function Approvals() {
       <Title order={1} size="h2">
         Approvals
       </Title>
-      <Text c="dimmed">Pending requests waiting for your decision. The list refreshes every 5 seconds.</Text>
+      <Text c="gray.7">Pending requests waiting for your decision. The list refreshes every 5 seconds.</Text>
       {error && (
         <Alert color="red" role="alert">
           {error}
@@ -117,8 +117,10 @@ export default function Approvals() {
           <Button onClick={() => setBulk(chosen)} disabled={chosen.length === 0}>
             Approve selected ({chosen.length})
           </Button>
-          <Text size="sm" c="dimmed">
-            Only low-risk requests can be approved together.
+          <Text size="sm" c="gray.7">
+            {items.some((r) => risks[r.role])
+              ? "Only low-risk requests can be approved together."
+              : "Approving several at once needs the roles' risk, which is not visible to you."}
           </Text>
         </Group>
       )}
@@ -142,7 +144,7 @@ export default function Approvals() {
                   {risks[r.role] && <RiskBadge risk={risks[r.role]!} />}
                   {r.breakGlass && <Badge color="red.9">break-glass</Badge>}
                 </Group>
-                <Text size="sm" c="dimmed">
+                <Text size="sm" c="gray.7">
                   waiting {formatAge(r.submittedAt, now)}
                 </Text>
               </Group>
@@ -210,14 +212,14 @@ function History({
   if (history === undefined) return null;
   if (history === null)
     return (
-      <Text size="sm" c="dimmed">
+      <Text size="sm" c="gray.7">
         History not visible to you.
       </Text>
     );
   const earlier = history.filter((h) => h.requester === request.requester && h.id !== request.id);
   if (earlier.length === 0)
     return (
-      <Text size="sm" c="dimmed">
+      <Text size="sm" c="gray.7">
         No earlier requests by {request.requester} for this role.
       </Text>
     );
@@ -230,7 +232,7 @@ function History({
       {earlier.slice(0, 3).map((h) => (
         <Group key={h.id} gap="xs" wrap="nowrap">
           <StateBadge state={h.state} />
-          <Text size="sm" c="dimmed" style={{ overflowWrap: "anywhere" }}>
+          <Text size="sm" c="gray.7" style={{ overflowWrap: "anywhere" }}>
             {formatAge(h.submittedAt, now)} ago: {h.reason}
           </Text>
         </Group>

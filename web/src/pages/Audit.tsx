@@ -146,7 +146,7 @@ export default function Audit() {
         </Button>
       </Group>
       {events && (
-        <Text size="sm" c="dimmed" aria-live="polite">
+        <Text size="sm" c="gray.7" aria-live="polite">
           {shown.length} of {events.length} {more ? `newest events (the API holds older ones)` : "events"} match.
         </Text>
       )}
@@ -184,12 +184,14 @@ export default function Audit() {
                       {e.seq}
                     </Anchor>
                   </Table.Td>
-                  <Table.Td>{shortTime(e.time)}</Table.Td>
+                  <Table.Td style={{ whiteSpace: "nowrap" }}>{shortTime(e.time)}</Table.Td>
                   <Table.Td>{e.actor}</Table.Td>
-                  <Table.Td>{e.action}</Table.Td>
+                  <Table.Td style={{ whiteSpace: "nowrap" }}>{e.action}</Table.Td>
                   <Table.Td style={{ overflowWrap: "anywhere" }}>{e.subject ?? "—"}</Table.Td>
                   <Table.Td>
-                    <Badge {...toneProps(OUTCOME_TONE[e.outcome])}>{e.outcome}</Badge>
+                    <Badge {...toneProps(OUTCOME_TONE[e.outcome])} miw="max-content">
+                      {e.outcome}
+                    </Badge>
                   </Table.Td>
                 </Table.Tr>
               ))}
@@ -220,14 +222,14 @@ export default function Audit() {
 }
 
 function ChainStatus({ verify }: { verify: Verify | null }) {
-  if (!verify) return <Text c="dimmed">Verifying the chain…</Text>;
+  if (!verify) return <Text c="gray.7">Verifying the chain…</Text>;
   if (verify.ok)
     return (
       <Group gap="sm">
         <Badge {...toneProps("green")} size="lg" tt="none">
           Chain verified ({verify.count} events)
         </Badge>
-        <Text size="sm" c="dimmed">
+        <Text size="sm" c="gray.7">
           head at seq {verify.headSeq}, {verify.checkpoints} checkpoint{verify.checkpoints === 1 ? "" : "s"}
         </Text>
       </Group>
@@ -275,7 +277,9 @@ function EventDetail({ event }: { event: AuditEvent }) {
       <Text fw={600} component="h3" size="md">
         Details
       </Text>
-      <Code block>{JSON.stringify(event.details, null, 2)}</Code>
+      <Code block tabIndex={0} role="region" aria-label="Details as JSON">
+        {JSON.stringify(event.details, null, 2)}
+      </Code>
     </Stack>
   );
 }

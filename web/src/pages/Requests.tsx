@@ -169,6 +169,8 @@ export default function Requests() {
                     <Anchor
                       component="button"
                       type="button"
+                      ta="left"
+                      style={{ whiteSpace: "nowrap" }}
                       onClick={(e) => {
                         e.stopPropagation();
                         setOpenId(r.id);

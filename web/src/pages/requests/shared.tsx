@@ -46,18 +46,26 @@ export const STATE_TONE: Record<ActivationRequestDto["state"], Tone> = {
 const RISK_TONE: Record<Risk, Tone> = { low: "gray", medium: "yellow", high: "orange", critical: "red" };
 
 export function StateBadge({ state }: { state: ActivationRequestDto["state"] }) {
-  return <Badge {...toneProps(STATE_TONE[state])}>{state}</Badge>;
+  return (
+    <Badge {...toneProps(STATE_TONE[state])} miw="max-content">
+      {state}
+    </Badge>
+  );
 }
 
 export function RiskBadge({ risk }: { risk: Risk }) {
-  return <Badge {...toneProps(RISK_TONE[risk])}>{risk} risk</Badge>;
+  return (
+    <Badge {...toneProps(RISK_TONE[risk])} miw="max-content">
+      {risk} risk
+    </Badge>
+  );
 }
 
 /** "Stage 1 of 2 (security): 0/1 approvals" — or nothing for a request without approval stages. */
 export function stageInWords(request: ActivationRequestDto): string {
   const stage = request.stages[request.stageIndex];
   if (!stage) return request.stages.length === 0 ? "No approval needed" : "All stages approved";
-  const label = /^\d+$/.test(stage.name) || !stage.name ? "" : ` (${stage.name})`;
+  const label = /^(stage )?\d+$/i.test(stage.name) || !stage.name ? "" : ` (${stage.name})`;
   return (
     `Stage ${request.stageIndex + 1} of ${request.stages.length}${label}: ` +
     `${stage.approvals.length}/${stage.count} approval${stage.count === 1 ? "" : "s"}` +
@@ -114,7 +122,7 @@ export function RequestDetail({ request }: { request: ActivationRequestDto }) {
         Approval stages
       </Text>
       {request.stages.length === 0 ? (
-        <Text size="sm" c="dimmed">
+        <Text size="sm" c="gray.7">
           This request needed no approval.
         </Text>
       ) : (
@@ -122,6 +130,7 @@ export function RequestDetail({ request }: { request: ActivationRequestDto }) {
           active={request.state === "pending" ? request.stageIndex : request.stages.length}
           orientation="vertical"
           size="sm"
+          styles={{ stepDescription: { color: "var(--mantine-color-gray-7)" } }}
         >
           {request.stages.map((s, i) => (
             <Stepper.Step
@@ -140,7 +149,7 @@ export function RequestDetail({ request }: { request: ActivationRequestDto }) {
         Decisions
       </Text>
       {request.decisions.length === 0 ? (
-        <Text size="sm" c="dimmed">
+        <Text size="sm" c="gray.7">
           No decisions yet.
         </Text>
       ) : (
