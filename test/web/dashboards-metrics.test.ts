@@ -1,6 +1,7 @@
 /** The dashboards' reading of `/metrics`: parsing, sums and histogram quantiles. */
 import { describe, expect, it } from "vitest";
 import {
+  bucketCounts,
   histogramQuantile,
   metricFigures,
   parsePrometheus,
@@ -127,6 +128,20 @@ describe("histograms", () => {
     const empty = readHistogram(parsePrometheus('x_bucket{le="1"} 0\nx_bucket{le="+Inf"} 0\nx_sum 0\nx_count 0'), "x");
     expect(histogramQuantile(empty, 0.5)).toBeNull();
     expect(histogramQuantile(null, 0.5)).toBeNull();
+  });
+});
+
+describe("bucketCounts", () => {
+  it("turns cumulative buckets into observations per bucket", () => {
+    const h = readHistogram(parsePrometheus(SCRAPE), "stint_revocation_latency_seconds");
+    expect(bucketCounts(h)).toEqual([
+      { upTo: 0.5, count: 2 },
+      { upTo: 1, count: 4 },
+      { upTo: 2, count: 2 },
+      { upTo: 5, count: 2 },
+      { upTo: Infinity, count: 0 },
+    ]);
+    expect(bucketCounts(null)).toEqual([]);
   });
 });
 

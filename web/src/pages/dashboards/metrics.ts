@@ -190,3 +190,17 @@ export function metricFigures(samples: Sample[]): MetricFigures {
     outboxDeadLetters: sumMetric(samples, "stint_outbox_dead_letters_total"),
   };
 }
+
+/**
+ * Observations per bucket (not cumulative), for a bar chart: `upTo` is the bucket's upper bound in
+ * seconds (Infinity for the last), `count` the observations above the previous bound and up to it.
+ */
+export function bucketCounts(histogram: Histogram | null): { upTo: number; count: number }[] {
+  if (!histogram) return [];
+  let previous = 0;
+  return histogram.buckets.map((b) => {
+    const count = Math.max(0, b.count - previous);
+    previous = b.count;
+    return { upTo: b.le, count };
+  });
+}

@@ -132,27 +132,27 @@ export function standingVsEligible(
 // ---------------------------------------------------------------------------
 // On-call
 
-export interface Pending {
-  request: Request;
+export interface Pending<R extends Request = Request> {
+  request: R;
   ageMs: number;
 }
 
 /** Requests waiting for an approval, oldest first. */
-export function pendingApprovals(requests: Request[], now: number): Pending[] {
+export function pendingApprovals<R extends Request>(requests: R[], now: number): Pending<R>[] {
   return requests
     .filter((r) => r.state === "pending")
     .map((request) => ({ request, ageMs: Math.max(0, now - Date.parse(request.submittedAt)) }))
     .sort((a, b) => b.ageMs - a.ageMs || a.request.id.localeCompare(b.request.id));
 }
 
-export interface Active {
-  request: Request;
+export interface Active<R extends Request = Request> {
+  request: R;
   /** Milliseconds until it ends; null when the grant has no end. */
   leftMs: number | null;
 }
 
 /** Elevations in force now, the soonest to end first (those without an end last). */
-export function activeElevations(requests: Request[], now: number): Active[] {
+export function activeElevations<R extends Request>(requests: R[], now: number): Active<R>[] {
   return requests
     .filter((r) => r.state === "active" && (r.expiresAt === null || Date.parse(r.expiresAt) > now))
     .map((request) => ({ request, leftMs: request.expiresAt ? Date.parse(request.expiresAt) - now : null }))
@@ -160,7 +160,7 @@ export function activeElevations(requests: Request[], now: number): Active[] {
 }
 
 /** Break-glass requests submitted in the window, newest first. */
-export function breakGlassUse(requests: Request[], now: number, days = WINDOW_DAYS): Request[] {
+export function breakGlassUse<R extends Request>(requests: R[], now: number, days = WINDOW_DAYS): R[] {
   return requests
     .filter((r) => r.breakGlass && inWindow(r.submittedAt, now, days))
     .sort((a, b) => Date.parse(b.submittedAt) - Date.parse(a.submittedAt));
