@@ -32,7 +32,8 @@ export function formatAge(fromIso: string, now = Date.now()): string {
 }
 
 export function riskColor(risk: string): string {
-  return { low: "gray", medium: "yellow", high: "orange", critical: "red" }[risk] ?? "gray";
+  // Dark shades: readable (WCAG AA) as outline badges on white.
+  return { low: "gray.8", medium: "yellow.9", high: "orange.9", critical: "red.9" }[risk] ?? "gray.8";
 }
 
 export function policyInWords(policy: {

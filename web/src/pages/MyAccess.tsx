@@ -92,13 +92,13 @@ export default function MyAccess() {
       <Title order={2} size="h4">
         Active now
       </Title>
-      {active.length === 0 && <Text c="dimmed">Nothing is active: you hold no standing privilege.</Text>}
+      {active.length === 0 && <Text c="gray.7">Nothing is active: you hold no standing privilege.</Text>}
       <SimpleGrid cols={{ base: 1, md: 2 }}>
         {active.map((r) => (
           <Card key={r.role} withBorder aria-label={`${r.role} active`}>
             <Group justify="space-between">
               <Text fw={600}>{r.role}</Text>
-              <Badge color="green">active</Badge>
+              <Badge color="green.9">active</Badge>
             </Group>
             <Text size="sm" data-testid={`countdown-${r.role}`} aria-live="polite">
               {r.expiresAt ? `${formatCountdown(Date.parse(r.expiresAt) - now)} left` : ""}
@@ -119,18 +119,18 @@ export default function MyAccess() {
       <Title order={2} size="h4">
         Eligible roles
       </Title>
-      {roles && roles.length === 0 && <Text c="dimmed">You are not eligible for any role yet.</Text>}
+      {roles && roles.length === 0 && <Text c="gray.7">You are not eligible for any role yet.</Text>}
       <SimpleGrid cols={{ base: 1, md: 2, lg: 3 }}>
         {roles?.map((r) => (
           <Card key={r.role} withBorder>
             <Group justify="space-between" wrap="nowrap">
               <Text fw={600}>{r.role}</Text>
-              <Badge color={riskColor(r.risk)} variant="light">
+              <Badge color={riskColor(r.risk)} variant="outline">
                 {r.risk}
               </Badge>
             </Group>
             {r.description && <Text size="sm">{r.description}</Text>}
-            <Text size="sm" c="dimmed" mt={4}>
+            <Text size="sm" c="gray.7" mt={4}>
               {policyInWords(r.policy)}
             </Text>
             <Group mt="sm" justify="space-between">
@@ -253,7 +253,7 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
         </Stack>
       ) : (
         <Stack>
-          <Text size="sm" c="dimmed">
+          <Text size="sm" c="gray.7">
             {policyInWords(role.policy)}
           </Text>
           {error && (

@@ -36,7 +36,7 @@ export function SignIn() {
             <Title order={1} size="h2">
               Sign in to Stint
             </Title>
-            <Text size="sm" c="dimmed">
+            <Text size="sm" c="gray.7">
               Just-in-time access: nothing is standing, everything is recorded.
             </Text>
             {expired && (
