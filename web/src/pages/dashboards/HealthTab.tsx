@@ -3,7 +3,7 @@
  * kill latency, live sessions, unsettled grants and the outbox from the answering node's /metrics.
  */
 import { AreaChart, BarChart, LineChart } from "@mantine/charts";
-import { Alert, SimpleGrid, Stack } from "@mantine/core";
+import { Alert, SimpleGrid, Stack, Text } from "@mantine/core";
 import { bucketCounts, histogramQuantile, type Histogram } from "./metrics.js";
 import {
   formatPercent,
@@ -86,7 +86,7 @@ export function HealthTab({ data }: { data: DashboardData }) {
           tone={m && m.outboxOldestAgeSeconds > 300 ? "orange" : undefined}
           hint={
             m
-              ? `jobs to do; oldest waiting ${formatSeconds(m.outboxOldestAgeSeconds)}; ${m.outboxDeadLetters} dead letters`
+              ? `jobs to do; ${m.outboxOldestAgeSeconds > 0 ? `oldest waiting ${formatSeconds(m.outboxOldestAgeSeconds)}` : "none waiting"}; ${m.outboxDeadLetters} dead letters`
               : undefined
           }
         />
@@ -153,6 +153,7 @@ export function HealthTab({ data }: { data: DashboardData }) {
 }
 
 function LatencyBars({ histogram }: { histogram: Histogram | null }) {
+  if (!histogram || histogram.count === 0) return <Text c="dimmed">Nothing measured yet.</Text>;
   const bars = bucketCounts(histogram).map((b) => ({
     bucket: b.upTo === Infinity ? "more" : `≤ ${formatSeconds(b.upTo)}`,
     count: b.count,
