@@ -4,6 +4,7 @@ import {
   bucketCounts,
   histogramQuantile,
   metricFigures,
+  quantileBeyondLastBound,
   parsePrometheus,
   readHistogram,
   sumByLabel,
@@ -125,6 +126,9 @@ describe("histograms", () => {
   it("answers the highest finite bound for a rank in the +Inf bucket, and null when empty", () => {
     const kill = readHistogram(samples, "stint_session_kill_latency_seconds");
     expect(histogramQuantile(kill, 0.95)).toBe(0.1);
+    expect(quantileBeyondLastBound(kill, 0.95)).toBe(true);
+    expect(quantileBeyondLastBound(kill, 0.5)).toBe(false);
+    expect(quantileBeyondLastBound(revocation, 0.95)).toBe(false);
     const empty = readHistogram(parsePrometheus('x_bucket{le="1"} 0\nx_bucket{le="+Inf"} 0\nx_sum 0\nx_count 0'), "x");
     expect(histogramQuantile(empty, 0.5)).toBeNull();
     expect(histogramQuantile(null, 0.5)).toBeNull();

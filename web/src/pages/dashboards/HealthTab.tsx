@@ -4,7 +4,7 @@
  */
 import { AreaChart, BarChart, LineChart } from "@mantine/charts";
 import { Alert, SimpleGrid, Stack, Text } from "@mantine/core";
-import { bucketCounts, histogramQuantile, type Histogram } from "./metrics.js";
+import { bucketCounts, histogramQuantile, quantileBeyondLastBound, type Histogram } from "./metrics.js";
 import {
   formatPercent,
   formatSeconds,
@@ -18,18 +18,28 @@ import {
 } from "./sli.js";
 import { ChartCard, Stat, type DashboardData } from "./shared.js";
 
+/** "≈ 875 ms", or "over 100 ms" when the quantile lies in the +Inf bucket. */
+function estimate(histogram: Histogram | null, q: number): string {
+  const value = formatSeconds(histogramQuantile(histogram, q));
+  return quantileBeyondLastBound(histogram, q) ? `over ${value}` : `≈ ${value}`;
+}
+
+function median(histogram: Histogram | null): string {
+  const value = formatSeconds(histogramQuantile(histogram, 0.5));
+  return quantileBeyondLastBound(histogram, 0.5) ? `> ${value}` : value;
+}
+
 function latencyHint(histogram: Histogram | null, what: string): string {
   if (!histogram || histogram.count === 0) return `no ${what} measured since this node started`;
-  const p95 = histogramQuantile(histogram, 0.95);
-  return `95th percentile ≈ ${formatSeconds(p95)}; ${histogram.count} ${what} since this node started`;
+  return `95th percentile ${estimate(histogram, 0.95)}; ${histogram.count} ${what} since this node started`;
 }
 
 function latencyCaption(histogram: Histogram | null, what: string): string {
   if (!histogram || histogram.count === 0) return `No ${what} measured since this node started.`;
   const most = bucketCounts(histogram).reduce((a, b) => (b.count > a.count ? b : a));
   return (
-    `${histogram.count} ${what} since this node started: median ≈ ${formatSeconds(histogramQuantile(histogram, 0.5))}, ` +
-    `95th percentile ≈ ${formatSeconds(histogramQuantile(histogram, 0.95))} (estimated from buckets); ` +
+    `${histogram.count} ${what} since this node started: median ${estimate(histogram, 0.5)}, ` +
+    `95th percentile ${estimate(histogram, 0.95)} (estimated from buckets); ` +
     `most took ${bucketLabel(most.upTo)}.`
   );
 }
@@ -65,12 +75,12 @@ export function HealthTab({ data }: { data: DashboardData }) {
         />
         <Stat
           label="Revocation latency"
-          value={m ? formatSeconds(histogramQuantile(revocation, 0.5)) : "—"}
+          value={m ? median(revocation) : "—"}
           hint={m ? `median; ${latencyHint(revocation, "revocations")}` : undefined}
         />
         <Stat
           label="Session kill latency"
-          value={m ? formatSeconds(histogramQuantile(kill, 0.5)) : "—"}
+          value={m ? median(kill) : "—"}
           hint={m ? `median; ${latencyHint(kill, "kills")}` : undefined}
         />
         <Stat label="Live sessions" value={m ? m.sessionsLive : "—"} hint="brokered sessions open on this node" />

@@ -204,3 +204,12 @@ export function bucketCounts(histogram: Histogram | null): { upTo: number; count
     return { upTo: b.le, count };
   });
 }
+
+/** Whether the q-quantile lies beyond the highest finite bucket bound (the estimate is then a lower bound). */
+export function quantileBeyondLastBound(histogram: Histogram | null, q: number): boolean {
+  if (!histogram) return false;
+  const finite = histogram.buckets.filter((b) => b.le !== Infinity);
+  const total = histogram.buckets[histogram.buckets.length - 1]?.count ?? 0;
+  const lastFinite = finite[finite.length - 1]?.count ?? 0;
+  return total > 0 && q * total > lastFinite;
+}
