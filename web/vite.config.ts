@@ -12,15 +12,17 @@ export default defineConfig({
     emptyOutDir: true,
     sourcemap: false,
     chunkSizeWarningLimit: 800,
-    rollupOptions: {
+    rolldownOptions: {
       output: {
-        // Libraries change less often than pages: their chunks stay cached across releases.
-        manualChunks(id) {
-          if (id.includes("node_modules/recharts") || id.includes("node_modules/d3-")) return "charts";
-          if (id.includes("node_modules/@mantine") || id.includes("node_modules/@floating-ui")) return "mantine";
-          if (id.includes("node_modules/react") || id.includes("node_modules/scheduler")) return "react";
-          if (id.includes("node_modules/zod")) return "zod";
-          return undefined;
+        // Libraries change less often than pages: their chunks stay cached across releases. Charts load
+        // only with the Dashboards page (a test checks what each page loads).
+        codeSplitting: {
+          groups: [
+            { name: "react", test: /node_modules[\\/](react|react-dom|scheduler)[\\/]/, priority: 40 },
+            { name: "mantine", test: /node_modules[\\/](@mantine[\\/](core|hooks)|@floating-ui)[\\/]/, priority: 30 },
+            { name: "zod", test: /node_modules[\\/]zod[\\/]/, priority: 20 },
+            { name: "charts", test: /node_modules[\\/](recharts|d3-|@mantine[\\/]charts)/, priority: 10 },
+          ],
         },
       },
     },
