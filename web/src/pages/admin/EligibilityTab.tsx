@@ -183,6 +183,7 @@ function EligibilityForm({
         : { success: false, errors: clientErrors(parsed.error, FIELDS, "reason") };
     }
     if (!result.success) {
+      if (!eligibility && !role) result.errors.role = "Choose a role.";
       setErrors(result.errors);
       return;
     }

@@ -147,7 +147,10 @@ function RoleForm({ role, onClose, onSaved }: { role: RoleDto | null; onClose: (
     // The API's own schema: what it would refuse is shown here and nothing is sent.
     const parsed = roleInput.safeParse(body);
     if (!parsed.success) {
-      setErrors(clientErrors(parsed.error, FIELDS, "entitlement"));
+      const found = clientErrors(parsed.error, FIELDS, "entitlement");
+      if (!target) found.target = "Choose a target.";
+      if (!policy) found.policy = "Choose a policy.";
+      setErrors(found);
       return;
     }
     setErrors({});
