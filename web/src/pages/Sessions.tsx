@@ -205,7 +205,7 @@ function KillDialog({
   async function submit() {
     setError(null);
     const parsed = killBody.safeParse({ reason: reason.trim() });
-    if (!parsed.success) return setErrors(zodFieldErrors(parsed.error));
+    if (!parsed.success) return setErrors(reason.trim() ? zodFieldErrors(parsed.error) : { reason: "Give a reason." });
     setErrors({});
     setBusy(true);
     try {

@@ -15,6 +15,11 @@ const toMs = (d: string) => Number(d.slice(0, -1)) * { s: 1e3, m: 6e4, h: 3.6e6,
 
 export const segment = (path: string) => encodeURIComponent(path);
 
+/** "Give a reason." rather than zod's length message when the reason is empty. */
+export function withReasonHint(errors: Record<string, string>, reason: string): Record<string, string> {
+  return reason.trim() === "" && errors.reason ? { ...errors, reason: "Give a reason." } : errors;
+}
+
 function ErrorAlert({ message }: { message: string | null }) {
   if (!message) return null;
   return (
@@ -37,7 +42,7 @@ export function CheckoutDialog({ secret, onClose }: { secret: SecretMetaDto; onC
   async function submit() {
     setError(null);
     const parsed = checkoutBody.safeParse({ reason: reason.trim(), duration });
-    if (!parsed.success) return setErrors(zodFieldErrors(parsed.error));
+    if (!parsed.success) return setErrors(withReasonHint(zodFieldErrors(parsed.error), reason));
     setErrors({});
     setBusy(true);
     try {
@@ -125,7 +130,7 @@ export function RevealDialog({ secret, onClose }: { secret: SecretMetaDto; onClo
   async function submit() {
     setError(null);
     const parsed = revealBody.safeParse({ reason: reason.trim() });
-    const fields = parsed.success ? {} : zodFieldErrors(parsed.error);
+    const fields = parsed.success ? {} : withReasonHint(zodFieldErrors(parsed.error), reason);
     const code = stepUpRequest.safeParse({ otp: otp.trim() });
     if (needOtp && !code.success) fields.otp = "Enter the 6-digit code from your authenticator app.";
     if (!parsed.success || Object.keys(fields).length > 0) return setErrors(fields);
