@@ -220,7 +220,12 @@ function KillDialog({
     }
   }
   return (
-    <Modal opened onClose={onClose} title={`Kill session ${short(session.id)}`}>
+    <Modal
+      opened
+      closeButtonProps={{ "aria-label": "Close" }}
+      onClose={onClose}
+      title={`Kill session ${short(session.id)}`}
+    >
       <Stack>
         <Text size="sm">
           {session.user} on {session.target} as {session.login} ({kindLabel(session.kind)}), connected since{" "}

@@ -99,7 +99,8 @@ export function EligibilityTab() {
                       <Button
                         size="xs"
                         variant="subtle"
-                        color="red.8"
+                        color="red"
+                        c="red.9"
                         onClick={() => setRemoving(e)}
                         aria-label={`Remove eligibility of ${who(e)} for ${e.role}`}
                       >
@@ -207,6 +208,7 @@ function EligibilityForm({
   return (
     <Modal
       opened
+      closeButtonProps={{ "aria-label": "Close" }}
       onClose={onClose}
       title={eligibility ? `Edit eligibility for ${eligibility.role}` : "New eligibility"}
       size="lg"

@@ -99,7 +99,8 @@ export function PoliciesTab() {
                       <Button
                         size="xs"
                         variant="subtle"
-                        color="red.8"
+                        color="red"
+                        c="red.9"
                         onClick={() => setDeleting(p)}
                         aria-label={`Delete policy ${p.name}`}
                       >
@@ -236,7 +237,13 @@ function PolicyForm({
   }
 
   return (
-    <Modal opened onClose={onClose} title={policy ? `Edit policy ${policy.name}` : "New policy"} size="lg">
+    <Modal
+      opened
+      closeButtonProps={{ "aria-label": "Close" }}
+      onClose={onClose}
+      title={policy ? `Edit policy ${policy.name}` : "New policy"}
+      size="lg"
+    >
       <Stack>
         <FormAlert message={error} />
         <TextInput

@@ -71,7 +71,8 @@ export function RolesTab() {
                       <Button
                         size="xs"
                         variant="subtle"
-                        color="red.8"
+                        color="red"
+                        c="red.9"
                         onClick={() => setDeleting(r)}
                         aria-label={`Delete role ${r.name}`}
                       >
@@ -171,7 +172,13 @@ function RoleForm({ role, onClose, onSaved }: { role: RoleDto | null; onClose: (
   const withCurrent = (names: string[], current: string | null) =>
     current && !names.includes(current) ? [current, ...names] : names;
   return (
-    <Modal opened onClose={onClose} title={role ? `Edit role ${role.name}` : "New role"} size="lg">
+    <Modal
+      opened
+      closeButtonProps={{ "aria-label": "Close" }}
+      onClose={onClose}
+      title={role ? `Edit role ${role.name}` : "New role"}
+      size="lg"
+    >
       <Stack>
         <FormAlert message={error} />
         <TextInput

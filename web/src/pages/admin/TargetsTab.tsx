@@ -83,7 +83,8 @@ export function TargetsTab() {
                       <Button
                         size="xs"
                         variant="subtle"
-                        color="red.8"
+                        color="red"
+                        c="red.9"
                         onClick={() => setDeleting(t)}
                         aria-label={`Delete target ${t.name}`}
                       >
@@ -185,7 +186,13 @@ function TargetForm({
   }
 
   return (
-    <Modal opened onClose={onClose} title={target ? `Edit target ${target.name}` : "New target"} size="lg">
+    <Modal
+      opened
+      closeButtonProps={{ "aria-label": "Close" }}
+      onClose={onClose}
+      title={target ? `Edit target ${target.name}` : "New target"}
+      size="lg"
+    >
       <Stack>
         <FormAlert message={error} />
         <TextInput

@@ -132,7 +132,7 @@ export function ConfirmDelete(props: {
     }
   }
   return (
-    <Modal opened onClose={props.onClose} title={props.title}>
+    <Modal opened closeButtonProps={{ "aria-label": "Close" }} onClose={props.onClose} title={props.title}>
       <Stack>
         <FormAlert message={error} />
         <Text>{props.what}</Text>

@@ -85,7 +85,13 @@ export function SessionDetail({ session, onClose }: { session: SessionView; onCl
     ["Traffic", `${formatBytes(session.bytesUp)} up, ${formatBytes(session.bytesDown)} down`],
   ];
   return (
-    <Modal opened onClose={onClose} title={`Session ${session.id.slice(0, 8)}`} size="xl">
+    <Modal
+      opened
+      closeButtonProps={{ "aria-label": "Close" }}
+      onClose={onClose}
+      title={`Session ${session.id.slice(0, 8)}`}
+      size="xl"
+    >
       <Stack>
         <SimpleGrid cols={{ base: 1, sm: 2 }} spacing="xs">
           {facts.map(([label, value]) => (

@@ -63,7 +63,7 @@ export function CheckoutDialog({ secret, onClose }: { secret: SecretMetaDto; onC
   }
 
   return (
-    <Modal opened onClose={onClose} title={`Check out ${secret.path}`}>
+    <Modal opened closeButtonProps={{ "aria-label": "Close" }} onClose={onClose} title={`Check out ${secret.path}`}>
       {result ? (
         <Stack>
           <Text size="sm">
@@ -163,7 +163,7 @@ export function RevealDialog({ secret, onClose }: { secret: SecretMetaDto; onClo
   }
 
   return (
-    <Modal opened onClose={onClose} title={`Reveal ${secret.path}`}>
+    <Modal opened closeButtonProps={{ "aria-label": "Close" }} onClose={onClose} title={`Reveal ${secret.path}`}>
       {result ? (
         <Stack>
           <Alert color="orange" variant="light">
