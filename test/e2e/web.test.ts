@@ -200,6 +200,28 @@ describe("the web UI", () => {
     const requests = await admin("GET", "/v1/activation-requests?scope=all&state=pending");
     expect((requests.body.items as unknown[]).length).toBe(0);
     await context.close();
+
+    // An administrator's form: a role name the API's schema refuses.
+    const adminContext = await browser.newContext();
+    const adminPage = await signIn(adminContext, "admin", ADMIN_PASSWORD);
+    const adminSent: string[] = [];
+    adminPage.on("request", (request) => {
+      if (request.method() !== "GET") adminSent.push(`${request.method()} ${new URL(request.url()).pathname}`);
+    });
+    await openPage(adminPage, "/admin");
+    await adminPage.getByRole("tab", { name: "Roles" }).click();
+    await adminPage.getByRole("button", { name: "New role" }).click();
+    const roleDialog = adminPage.getByRole("dialog", { name: "New role" });
+    const nameField = roleDialog.getByLabel(/^Name/);
+    await nameField.fill("Bad Name!");
+    await roleDialog.getByRole("button", { name: "Create role" }).click();
+    await roleDialog.getByText(/must start with a letter and use only a-z/).waitFor();
+    await expect(nameField.getAttribute("aria-invalid")).resolves.toBe("true");
+    expect(adminSent.filter((s) => s.includes("/v1/roles"))).toEqual([]);
+    expect(((await admin("GET", "/v1/roles")).body.items as { name: string }[]).map((r) => r.name)).toEqual([
+      "prod-db-reader",
+    ]);
+    await adminContext.close();
   });
 
   const PAGES = ["/", "/approvals", "/requests", "/sessions", "/vault", "/admin", "/audit", "/dashboards"];
@@ -311,8 +333,15 @@ async function seriousViolations(page: Page): Promise<string[]> {
   const result = (await page.evaluate(async () => {
     const axe = (globalThis as unknown as { axe: { run(options: unknown): Promise<unknown> } }).axe;
     return axe.run({ runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
-  })) as { violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[] };
+  })) as {
+    violations: { id: string; impact: string | null; nodes: { target: string[]; failureSummary?: string }[] }[];
+  };
   return result.violations
     .filter((v) => v.impact === "serious" || v.impact === "critical")
-    .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+    .map(
+      (v) =>
+        `${v.id} (${v.impact}): ${v.nodes
+          .map((n) => `${n.target.join(" ")} — ${(n.failureSummary ?? "").split("\n").slice(1, 2).join("").trim()}`)
+          .join(", ")}`,
+    );
 }

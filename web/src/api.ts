@@ -126,7 +126,8 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   if (!res.ok) throw await errorOf(res);
   if (res.status === 204) return undefined as T;
   const type = res.headers.get("content-type") ?? "";
-  return (type.includes("json") ? await res.json() : await res.text()) as T;
+  const json = /^application\/(json|[\w.-]+\+json)\s*(;|$)/i.test(type);
+  return (json ? await res.json() : await res.text()) as T;
 }
 
 export async function signIn(username: string, password: string, otp?: string): Promise<void> {

@@ -99,7 +99,7 @@ export function ExecutiveTab({ data }: { data: DashboardData }) {
               data={topRoles.map((t) => ({ name: t.name, value: t.count }))}
               barsLabel="Role"
               valueLabel="Requests"
-              barColor="indigo.1"
+              barColor="indigo.0"
               barTextColor="indigo.9"
             />
           ) : (
@@ -113,7 +113,7 @@ export function ExecutiveTab({ data }: { data: DashboardData }) {
               data={topRequesters.map((t) => ({ name: t.name, value: t.count }))}
               barsLabel="Requester"
               valueLabel="Requests"
-              barColor="teal.1"
+              barColor="teal.0"
               barTextColor="teal.9"
             />
           ) : (
