@@ -20,7 +20,6 @@ export interface QueryLogEntry {
   error: string | null;
 }
 
-
 export interface RecordingMeta {
   session: string;
   user: string;

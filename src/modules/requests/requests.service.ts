@@ -75,7 +75,13 @@ export interface RequestServiceDeps {
   /** Called inside the transaction that ends an active activation (its brokered sessions end with it). */
   onEnded?: (
     tx: Kysely<Database>,
-    ended: { requestId: string; role: string; state: "expired" | "deactivated" | "revoked"; by: string; reason: string },
+    ended: {
+      requestId: string;
+      role: string;
+      state: "expired" | "deactivated" | "revoked";
+      by: string;
+      reason: string;
+    },
   ) => Promise<void>;
 }
 
