@@ -41,6 +41,8 @@ export function start(
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
+    // Its own process group, so that kill() reaches what it starts too (`npm start` → sh → node).
+    detached: true,
   });
   let output = "";
   const listeners = new Set<() => void>();
@@ -74,7 +76,11 @@ export function start(
     },
     async kill(signal = "SIGTERM") {
       if (child.exitCode === null && child.signalCode === null) {
-        child.kill(signal);
+        try {
+          process.kill(-child.pid!, signal);
+        } catch {
+          child.kill(signal);
+        }
         await exited;
       }
     },

@@ -166,7 +166,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
   let closing = false;
 
   const server = createServer((client) => accept(client));
-  server.on("error", (error) => log.error({ error: error.message }, "postgres proxy listener error"));
+  // Errors after the listener is up; a failure to listen rejects listen() instead (the caller reports it).
+  const onServerError = (error: Error) => log.error({ error: error.message }, "postgres proxy listener error");
 
   function accept(client: Socket): void {
     client.setNoDelay(true);
@@ -592,6 +593,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         server.once("error", reject);
         server.listen(deps.port, deps.host ?? "127.0.0.1", () => {
           server.off("error", reject);
+          server.on("error", onServerError);
           const address = server.address() as AddressInfo;
           log.info({ host: address.address, port: address.port }, "postgres proxy listening");
           resolve({ host: address.address, port: address.port });

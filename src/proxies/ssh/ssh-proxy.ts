@@ -94,7 +94,8 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
       void connection.closed.then(() => connections.delete(connection));
     },
   );
-  server.on("error", (error: Error) => logger.error({ err: error }, "ssh proxy server error"));
+  // Errors after the listener is up; a failure to listen rejects listen() instead (the caller reports it).
+  const onServerError = (error: Error) => logger.error({ err: error }, "ssh proxy server error");
 
   return {
     listen: () =>
@@ -102,6 +103,7 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
         server.once("error", reject);
         server.listen(deps.port, host, () => {
           server.off("error", reject);
+          server.on("error", onServerError);
           const address = server.address() as AddressInfo;
           resolve({ host: address.address, port: address.port });
         });
