@@ -385,6 +385,7 @@ export interface SessionsTable {
   recording_bytes: number | null;
   bytes_up: Generated<number>;
   bytes_down: Generated<number>;
+  seen_at: Timestamp | null;
 }
 
 export interface ReviewItemsTable {

@@ -655,9 +655,19 @@ export function createSessionService(deps: SessionServiceDeps) {
     }
   }
 
+  /** How long a live session may go untouched before another node ends it as lost. */
+  const lostAfterMs = Math.max(60_000, 6 * (deps.sweepMs ?? 5000));
+
   async function sweep() {
-    if (live.size === 0) return;
     const entries = [...live.values()];
+    // This node's own sessions first, so that they are never taken for lost ones.
+    await sessionStore.touchSessions(
+      store.db,
+      entries.map((e) => e.id),
+      clock.now(),
+    );
+    await reapLost();
+    if (entries.length === 0) return;
     const ended = await sessionStore.endedActivations(
       store.db,
       [...new Set(entries.map((e) => e.requestId))],
@@ -678,6 +688,26 @@ export function createSessionService(deps: SessionServiceDeps) {
       else if (ended.has(entry.requestId))
         abort(entry, { reason: "activation_ended", message: "Your activation ended, so this session is over." }, now);
     }
+  }
+
+  async function reapLost() {
+    const now = clock.now();
+    await store.transaction(async (tx) => {
+      const lost = await sessionStore.reapLostSessions(tx, new Date(now.getTime() - lostAfterMs), now);
+      if (lost.length === 0) return;
+      await audit.append(
+        tx,
+        BROKER,
+        context(null),
+        lost.map((row) => ({
+          action: "session.ended",
+          outcome: "success" as const,
+          subject: `session:${row.id}`,
+          reason: `The Stint node relaying this session (${row.node}) stopped answering.`,
+          details: { kind: row.kind, endReason: "node_lost", node: row.node, request: row.request_id },
+        })),
+      );
+    });
   }
 
   function toDto(row: sessionStore.SessionRow): SessionDto {
@@ -737,6 +767,9 @@ export function createSessionService(deps: SessionServiceDeps) {
     },
 
     liveSessions: () => live.size,
+
+    /** One sweep now (the timer runs it every few seconds): touch this node's sessions, end lost ones, catch missed kills. */
+    sweepOnce: () => sweep(),
 
     setProxyAddress(kind: SessionKind, address: ProxyAddress) {
       proxies[kind] = address;

@@ -148,6 +148,7 @@ export async function insertSession(
       client_address: row.clientAddress,
       node: row.node,
       started_at: row.now,
+      seen_at: row.now,
       recording_key: row.recordingKey,
     })
     .execute();
@@ -277,6 +278,27 @@ export async function killedSessions(db: Q, ids: string[]): Promise<Map<string, 
     .where("ended_at", "is not", null)
     .execute();
   return new Map(rows.map((r) => [r.id, r.end_detail]));
+}
+
+/** The relaying node is alive: its live sessions were seen now. */
+export async function touchSessions(db: Q, ids: string[], now: Date) {
+  if (ids.length === 0) return;
+  await db.updateTable("sessions").set({ seen_at: now }).where("id", "in", ids).where("ended_at", "is", null).execute();
+}
+
+/** Ends live sessions no node has touched since `before` (their node died); returns them for the audit log. */
+export function reapLostSessions(db: Q, before: Date, now: Date) {
+  return db
+    .updateTable("sessions")
+    .set((eb) => ({
+      ended_at: now,
+      end_reason: "node_lost",
+      end_detail: sql<string>`'The Stint node relaying this session (' || ${eb.ref("node")} || ') stopped answering; the connection went with it.'`,
+    }))
+    .where("ended_at", "is", null)
+    .where("seen_at", "<", before)
+    .returning(["id", "node", "kind", "principal_id", "request_id"])
+    .execute();
 }
 
 export async function notify(db: Q, channel: string, payload: unknown) {

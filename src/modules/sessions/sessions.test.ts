@@ -298,6 +298,37 @@ describe("kill", () => {
   });
 });
 
+describe("lost nodes", () => {
+  it("a live session no node touches any more is ended as node_lost by another node's sweep, and audited", async () => {
+    await h.activate(bob, "sess-reader");
+    const t = await token(bob, "sess-reader");
+    const session = await h.server.sessions.gate.openPostgres({
+      user: t.user,
+      password: t.password,
+      database: null,
+      clientAddress: "::1",
+    });
+    // A copy of it, relayed by a node that died two minutes ago.
+    const lostId = crypto.randomUUID();
+    const db = h.server.store.db;
+    const row = await db.selectFrom("sessions").selectAll().where("id", "=", session.id).executeTakeFirstOrThrow();
+    const past = new Date(h.clock.now().getTime() - 120_000);
+    await db
+      .insertInto("sessions")
+      .values({ ...row, id: lostId, node: "gone-host:4242", started_at: past, seen_at: past, recording_key: null })
+      .execute();
+    await h.server.sessions.sweepOnce();
+    const lost = await h.admin("GET", `/v1/sessions/${lostId}`);
+    expect(lost.body).toMatchObject({ live: false, endReason: "node_lost" });
+    expect(String(lost.body.endDetail)).toContain("gone-host:4242");
+    // This node's own live session was touched, not taken for lost.
+    expect((await h.admin("GET", `/v1/sessions/${session.id}`)).body).toMatchObject({ live: true });
+    const ended = (await auditEvents("session.ended")).find((e) => e.subject === `session:${lostId}`);
+    expect(ended?.details).toMatchObject({ endReason: "node_lost", node: "gone-host:4242" });
+    await session.end("client_closed");
+  });
+});
+
 describe("SSH certificates", () => {
   it("are refused without an activation, and the gate takes only Stint's", async () => {
     await h.apply(
