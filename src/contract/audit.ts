@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { isoTime } from "./common.js";
+import { isoTime, name } from "./common.js";
 
 export const auditEvent = z.object({
   seq: z.number().int(),
@@ -21,10 +21,33 @@ export const auditEvent = z.object({
 
 export const auditQuery = z.strictObject({
   afterSeq: z.coerce.number().int().min(0).default(0),
+  /** Newest first: events before this sequence number (the next page's `nextBeforeSeq`). */
+  beforeSeq: z.coerce.number().int().min(1).optional(),
+  order: z.enum(["asc", "desc"]).default("asc"),
   since: isoTime.optional(),
+  until: isoTime.optional(),
+  /** Exactly this actor ("alice", "system:scheduler"). */
+  actor: z.string().trim().min(1).max(200).optional(),
+  /** Exactly this action, or every action that starts with it when it ends with "*" ("request.*"). */
+  action: z
+    .string()
+    .trim()
+    .regex(
+      /^[a-z0-9_.]{1,100}\*?$/,
+      "must be an action like request.approved, or a prefix ending with * like request.*",
+    )
+    .optional(),
+  /** Events about this role (their details name it). */
+  role: name.optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
-export const auditPage = z.object({ items: z.array(auditEvent), nextAfterSeq: z.number().int().nullable() });
+export const auditPage = z.object({
+  items: z.array(auditEvent),
+  /** Oldest-first paging: pass as afterSeq for the next page; null at the end. */
+  nextAfterSeq: z.number().int().nullable(),
+  /** Newest-first paging (order=desc): pass as beforeSeq for the next page; null at the end. */
+  nextBeforeSeq: z.number().int().nullable().optional(),
+});
 
 export const verifyResult = z.union([
   z.object({ ok: z.literal(true), count: z.number().int(), headSeq: z.number().int(), checkpoints: z.number().int() }),

@@ -116,17 +116,35 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     .option("--limit <n>", "at most this many events (1-1000)", integerIn(1, 1000), 50)
     .option("--after-seq <seq>", "only events after this sequence number", integerIn(0, Number.MAX_SAFE_INTEGER))
     .option("--since <time>", "only events at or after this time: ISO 8601, a date, or a duration back (24h)")
-    .addHelpText("after", "\nExample:\n  stint audit list --since 1h --limit 20\n")
-    .action(async (options: { limit: number; afterSeq?: number; since?: string }, command: Command) => {
-      const { json } = globalOptions(command);
-      const since = options.since === undefined ? undefined : sinceToIso(options.since, ctx.now());
-      const client = await clientFor(ctx, command);
-      const { data, raw } = await client.request("GET", "/v1/audit/events", {
-        query: { afterSeq: options.afterSeq, since, limit: options.limit },
-        schema: auditPage,
-      });
-      emit(ctx, json, raw, () => (data.items.length === 0 ? "No events.\n" : renderTable(EVENT_COLUMNS, data.items)));
-      if (!json && data.nextAfterSeq !== null)
-        note(ctx, `More: stint audit list --after-seq ${data.nextAfterSeq} --limit ${options.limit}`);
-    });
+    .option("--actor <name>", "only events by this actor (alice, system:scheduler)")
+    .option("--action <action>", "only this action (request.approved), or a prefix ending with * (request.*)")
+    .option("--role <role>", "only events about this role")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  stint audit list --since 1h --limit 20\n  stint audit list --actor carol --action 'request.*' --role prod-db-reader\n",
+    )
+    .action(
+      async (
+        options: { limit: number; afterSeq?: number; since?: string; actor?: string; action?: string; role?: string },
+        command: Command,
+      ) => {
+        const { json } = globalOptions(command);
+        const since = options.since === undefined ? undefined : sinceToIso(options.since, ctx.now());
+        const client = await clientFor(ctx, command);
+        const { data, raw } = await client.request("GET", "/v1/audit/events", {
+          query: {
+            afterSeq: options.afterSeq,
+            since,
+            actor: options.actor,
+            action: options.action,
+            role: options.role,
+            limit: options.limit,
+          },
+          schema: auditPage,
+        });
+        emit(ctx, json, raw, () => (data.items.length === 0 ? "No events.\n" : renderTable(EVENT_COLUMNS, data.items)));
+        if (!json && data.nextAfterSeq !== null)
+          note(ctx, `More: stint audit list --after-seq ${data.nextAfterSeq} --limit ${options.limit}`);
+      },
+    );
 }

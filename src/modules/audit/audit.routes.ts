@@ -16,12 +16,22 @@ export function registerAuditRoutes(app: App, deps: { audit: AuditLog; version: 
     },
     async (req) => {
       authorize(req.actor, "audit.read");
+      const q = req.query;
       const items = await audit.read({
-        afterSeq: req.query.afterSeq,
-        since: req.query.since ? new Date(req.query.since) : undefined,
-        limit: req.query.limit,
+        afterSeq: q.afterSeq,
+        order: q.beforeSeq !== undefined ? "desc" : q.order,
+        beforeSeq: q.beforeSeq,
+        since: q.since ? new Date(q.since) : undefined,
+        until: q.until ? new Date(q.until) : undefined,
+        actor: q.actor,
+        action: q.action,
+        role: q.role,
+        limit: q.limit,
       });
-      return { items, nextAfterSeq: items.length === req.query.limit ? items.at(-1)!.seq : null };
+      const full = items.length === q.limit;
+      return q.beforeSeq !== undefined || q.order === "desc"
+        ? { items, nextAfterSeq: null, nextBeforeSeq: full ? items.at(-1)!.seq : null }
+        : { items, nextAfterSeq: full ? items.at(-1)!.seq : null };
     },
   );
 

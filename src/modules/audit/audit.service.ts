@@ -26,7 +26,9 @@ export interface AuditLog {
   checkpoint(): Promise<{ seq: number } | null>;
   verify(onProgress?: (count: number) => void): Promise<VerifyResult>;
   /** Events after `afterSeq`, oldest first, in pages. */
-  read(options: { afterSeq?: number; since?: Date; limit?: number }): Promise<AuditEvent[]>;
+  read(
+    options: { afterSeq?: number; limit?: number; order?: "asc" | "desc"; beforeSeq?: number } & auditStore.EventFilter,
+  ): Promise<AuditEvent[]>;
 }
 
 export function actorLabel(actor: Actor): { actor: string; actorId: string | null } {
@@ -132,8 +134,12 @@ export function createAuditLog(deps: {
       return verifier.finish(head);
     },
 
-    async read({ afterSeq = 0, since, limit = 1000 }) {
-      const rows = await auditStore.pageFrom(store.db, afterSeq, Math.min(limit, 10_000), { since });
+    async read({ afterSeq = 0, limit = 1000, order = "asc", beforeSeq, ...filter }) {
+      const size = Math.min(limit, 10_000);
+      const rows =
+        order === "desc"
+          ? await auditStore.pageBefore(store.db, beforeSeq, size, filter)
+          : await auditStore.pageFrom(store.db, afterSeq, size, filter);
       return rows.map(auditStore.toEvent);
     },
   };

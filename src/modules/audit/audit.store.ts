@@ -1,5 +1,5 @@
 /** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { AuditEvent } from "./audit.types.js";
 
@@ -65,10 +65,42 @@ export function toEvent(row: EventRow): AuditEvent {
 }
 
 /** Events with seq > afterSeq, in order, `limit` at a time. */
-export function pageFrom(db: Q, afterSeq: number, limit: number, filter: { since?: Date | undefined } = {}) {
-  let query = db.selectFrom("audit_events").selectAll().where("seq", ">", afterSeq);
+export interface EventFilter {
+  since?: Date | undefined;
+  until?: Date | undefined;
+  actor?: string | undefined;
+  /** Exact, or a prefix when it ends with "*". */
+  action?: string | undefined;
+  /** details.role, or the subject role:<name> */
+  role?: string | undefined;
+}
+
+function filtered(db: Q, filter: EventFilter) {
+  let query = db.selectFrom("audit_events").selectAll();
   if (filter.since) query = query.where("time", ">=", filter.since);
-  return query.orderBy("seq").limit(limit).execute();
+  if (filter.until) query = query.where("time", "<", filter.until);
+  if (filter.actor) query = query.where("actor", "=", filter.actor);
+  if (filter.action?.endsWith("*"))
+    query = query.where("action", "like", `${filter.action.slice(0, -1).replace(/[\\%_]/g, "\\$&")}%`);
+  else if (filter.action) query = query.where("action", "=", filter.action);
+  if (filter.role) {
+    const role = filter.role;
+    query = query.where((eb) =>
+      eb.or([eb(sql<string>`details->>'role'`, "=", role), eb("subject", "=", `role:${role}`)]),
+    );
+  }
+  return query;
+}
+
+export function pageFrom(db: Q, afterSeq: number, limit: number, filter: EventFilter = {}) {
+  return filtered(db, filter).where("seq", ">", afterSeq).orderBy("seq").limit(limit).execute();
+}
+
+/** Newest first, before `beforeSeq` (all when undefined). */
+export function pageBefore(db: Q, beforeSeq: number | undefined, limit: number, filter: EventFilter = {}) {
+  let query = filtered(db, filter);
+  if (beforeSeq !== undefined) query = query.where("seq", "<", beforeSeq);
+  return query.orderBy("seq", "desc").limit(limit).execute();
 }
 
 export async function insertCheckpoint(
