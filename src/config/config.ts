@@ -76,6 +76,9 @@ export const configSchema = z
     sshProxyListen: z.union([z.literal("off"), listen]).optional(),
     /** Where the PostgreSQL session proxy listens ("off" turns it off). Default 127.0.0.1:6543. */
     pgProxyListen: z.union([z.literal("off"), listen]).optional(),
+    /** PEM certificate (chain) and key files for the PostgreSQL proxy: with them it speaks TLS only. */
+    pgProxyTlsCert: z.string().min(1).optional(),
+    pgProxyTlsKey: z.string().min(1).optional(),
     /** The host name clients use to reach the proxies (printed by `stint db login`, `stint ssh config`). */
     proxyPublicHost: z
       .string()
@@ -86,7 +89,11 @@ export const configSchema = z
     /** Notification channels (YAML file only: they hold webhook secrets and SMTP passwords). */
     notifications: notificationsConfigSchema.default({ channels: [] }),
   })
-  .strict();
+  .strict()
+  .refine((c) => (c.pgProxyTlsCert === undefined) === (c.pgProxyTlsKey === undefined), {
+    message: "STINT_PG_PROXY_TLS_CERT and STINT_PG_PROXY_TLS_KEY go together: set both or neither",
+    path: ["pgProxyTlsCert"],
+  });
 
 export type Config = Readonly<
   z.output<typeof configSchema> & { masterKeyFile: string; vaultKeyFile: string; blobDir: string }
@@ -121,6 +128,8 @@ export const ENV_KEYS = {
   STINT_SSH_PROXY_LISTEN: "sshProxyListen",
   STINT_PG_PROXY_LISTEN: "pgProxyListen",
   STINT_PROXY_PUBLIC_HOST: "proxyPublicHost",
+  STINT_PG_PROXY_TLS_CERT: "pgProxyTlsCert",
+  STINT_PG_PROXY_TLS_KEY: "pgProxyTlsKey",
   STINT_BLOB_DIR: "blobDir",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
 

@@ -3,6 +3,7 @@
  * listen. A proxy left at its default address that finds the port taken is skipped with a warning (a
  * second Stint on one machine still starts); one configured explicitly must bind or the start fails.
  */
+import { readFile } from "node:fs/promises";
 import { DEFAULT_PG_PROXY_LISTEN, DEFAULT_SSH_PROXY_LISTEN, type Config } from "../config/config.js";
 import type { Logger } from "../lib/logger.js";
 import type { SessionService } from "../modules/sessions/sessions.service.js";
@@ -77,8 +78,12 @@ export async function startProxies(deps: {
   await start("ssh", config.sshProxyListen, DEFAULT_SSH_PROXY_LISTEN, async (address) =>
     createSshProxy({ gate: sessions.gate, hostKey: await sessions.proxyHostKey(), logger, ...address }),
   );
-  await start("postgres", config.pgProxyListen, DEFAULT_PG_PROXY_LISTEN, async (address) =>
-    createPgProxy({ gate: sessions.gate, logger, ...address }),
-  );
+  await start("postgres", config.pgProxyListen, DEFAULT_PG_PROXY_LISTEN, async (address) => {
+    const tls =
+      config.pgProxyTlsCert && config.pgProxyTlsKey
+        ? { cert: await readFile(config.pgProxyTlsCert), key: await readFile(config.pgProxyTlsKey) }
+        : undefined;
+    return createPgProxy({ gate: sessions.gate, logger, ...address, ...(tls ? { tls } : {}) });
+  });
   return result;
 }

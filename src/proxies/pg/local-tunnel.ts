@@ -4,11 +4,14 @@
  * with the Stint token from `password()`, then relays bytes both ways; the client sees the proxy's
  * AuthenticationOk and everything after as the proxy sent it.
  */
+import { once } from "node:events";
+import { connect as tlsConnect } from "node:tls";
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import type { Logger } from "../../lib/logger.js";
 import {
   encodeErrorResponse,
   encodePasswordMessage,
+  encodeSslRequest,
   encodeSslResponse,
   encodeStartupMessage,
   parseBackendMessage,
@@ -65,6 +68,21 @@ export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
     });
   });
 
+  /**
+   * Asks the proxy for TLS and upgrades when it agrees (a proxy with a certificate accepts nothing
+   * else). Like psql's sslmode=require, the certificate is not checked against a CA.
+   */
+  async function secureIfOffered(socket: Socket): Promise<Socket> {
+    socket.write(encodeSslRequest());
+    const [answer] = (await once(socket, "data")) as [Buffer];
+    if (answer.length !== 1 || (answer[0] !== 0x53 && answer[0] !== 0x4e))
+      throw new Error("the Stint proxy answered the TLS request with something else");
+    if (answer[0] === 0x4e) return socket;
+    const secure = tlsConnect({ socket, rejectUnauthorized: false });
+    await once(secure, "secureConnect");
+    return track(secure);
+  }
+
   async function handle(client: Socket): Promise<void> {
     const scanner = createFrameScanner({ startup: true });
     const inbox = createFrameInbox(client, scanner);
@@ -87,7 +105,7 @@ export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
 
     let proxy: Socket;
     try {
-      proxy = track(await connectTcp(options.proxyHost, options.proxyPort, timeoutMs));
+      proxy = await secureIfOffered(track(await connectTcp(options.proxyHost, options.proxyPort, timeoutMs)));
     } catch (error) {
       client.end(fatal("08006", `could not reach the Stint proxy at ${proxyAddress}: ${errorMessage(error)}`));
       return;

@@ -4,10 +4,13 @@
  * clients connected directly. The only stand-in is the SessionGate (the sessions module's decision),
  * a few lines below that map one Stint user and token to the cluster and keep what gets recorded.
  */
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { once } from "node:events";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import pg from "pg";
@@ -397,6 +400,80 @@ describe("PostgreSQL proxy", () => {
     socket.write(encodeStartupMessage({ user: STINT_USER, database: DATABASE }));
     expect(await read()).toEqual(encodeAuthenticationCleartextPassword());
     socket.destroy();
+  });
+
+  it("with a certificate: psql with sslmode=require is served over TLS, a plaintext startup is refused", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "stint-pg-tls-"));
+    const run = promisify(execFile);
+    await run("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-keyout",
+      path.join(dir, "key.pem"),
+      "-out",
+      path.join(dir, "cert.pem"),
+    ]);
+    const secure = createPgProxy({
+      gate: testGate.gate,
+      logger,
+      port: 0,
+      tls: { cert: await readFile(path.join(dir, "cert.pem")), key: await readFile(path.join(dir, "key.pem")) },
+    });
+    const { port } = await secure.listen();
+    try {
+      const before = testGate.sessions.length;
+      const ok = await psql(
+        port,
+        ["-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()", "-c", "select 'over tls'"],
+        {
+          PGSSLMODE: "require",
+        },
+      );
+      expect(ok.stderr).toBe("");
+      expect(ok.stdout).toContain("over tls");
+      expect(testGate.sessions.length).toBe(before + 1);
+      const plain = await psql(port, ["-c", "select 1"], { PGSSLMODE: "disable" });
+      expect(plain.code).not.toBe(0);
+      expect(plain.stderr).toContain("accepts only TLS connections");
+      expect(testGate.sessions.length).toBe(before + 1);
+      // `stint db proxy`'s tunnel asks for TLS and gets it.
+      const tunnel = createLocalTunnel({
+        listenPort: 0,
+        proxyHost: "127.0.0.1",
+        proxyPort: port,
+        user: STINT_USER,
+        password: () => Promise.resolve(TOKEN),
+      });
+      const tunnelPort = (await tunnel.listen()).port;
+      try {
+        const viaTunnel = await psql(tunnelPort, ["-w", "-c", "SELECT 'tunnelled'"], {
+          PGPASSWORD: undefined,
+          PGSSLMODE: "disable",
+        });
+        expect(viaTunnel.stderr).toBe("");
+        expect(viaTunnel.stdout).toBe("tunnelled\n");
+      } finally {
+        await tunnel.close();
+      }
+      // The proxy answers 'S'.
+      const socket = connect({ host: "127.0.0.1", port });
+      await once(socket, "connect");
+      socket.write(encodeSslRequest());
+      expect(((await once(socket, "data"))[0] as Buffer).toString("latin1")).toBe("S");
+      socket.destroy();
+    } finally {
+      await secure.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("a wrong token: psql fails with the gate's message and no session is opened", async () => {

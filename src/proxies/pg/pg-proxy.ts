@@ -6,6 +6,7 @@
  */
 import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
 import { createServer, type AddressInfo, type Socket } from "node:net";
+import { TLSSocket, createSecureContext } from "node:tls";
 import type { Logger } from "../../lib/logger.js";
 import {
   PgWireError,
@@ -66,6 +67,11 @@ export interface PgProxyDeps {
   port: number;
   /** Connecting and signing in upstream, until its first ReadyForQuery. */
   connectTimeoutMs?: number;
+  /**
+   * TLS for clients (PEM certificate chain and key). When given, SSLRequest is answered 'S' and a
+   * startup without TLS is refused: the token never crosses the network in clear.
+   */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
 export interface PgProxy {
@@ -165,6 +171,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
   const live = new Set<LiveSession>();
   let closing = false;
 
+  const secureContext = deps.tls ? createSecureContext({ cert: deps.tls.cert, key: deps.tls.key }) : null;
   const server = createServer((client) => accept(client));
   // Errors after the listener is up; a failure to listen rejects listen() instead (the caller reports it).
   const onServerError = (error: Error) => log.error({ error: error.message }, "postgres proxy listener error");
@@ -205,17 +212,30 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     sendCancel(log, target, connectTimeoutMs);
   }
 
-  async function handleClient(client: Socket): Promise<void> {
-    const clientAddress = client.remoteAddress ?? "unknown";
-    const scanner = createFrameScanner({ startup: true });
-    const inbox = createFrameInbox(client, scanner);
+  async function handleClient(raw: Socket): Promise<void> {
+    const clientAddress = raw.remoteAddress ?? "unknown";
+    let client: Socket = raw;
+    let scanner = createFrameScanner({ startup: true });
+    let inbox = createFrameInbox(client, scanner);
 
     let startup: Extract<FrontendMessage, { kind: "StartupMessage" }> | null = null;
     let password: string;
     try {
       while (startup === null) {
         const message = parseStartupBody((await inbox.next(STARTUP_TIMEOUT_MS)).body);
-        if (message.kind === "SSLRequest" || message.kind === "GSSENCRequest") {
+        if (message.kind === "SSLRequest" && secureContext && client === raw) {
+          // Bytes sent after the SSLRequest, before the handshake, would be read as if they came over TLS: refuse.
+          if (inbox.detach().length > 0 || scanner.pending().length > 0) {
+            raw.destroy();
+            return;
+          }
+          raw.write(encodeSslResponse(true));
+          const secure = new TLSSocket(raw, { isServer: true, secureContext });
+          secure.on("error", (error) => log.debug({ error: error.message }, "client TLS error"));
+          client = secure;
+          scanner = createFrameScanner({ startup: true });
+          inbox = createFrameInbox(client, scanner);
+        } else if (message.kind === "SSLRequest" || message.kind === "GSSENCRequest") {
           client.write(encodeSslResponse(false));
         } else if (message.kind === "CancelRequest") {
           handleCancelRequest(message.processId, message.secretKey);
@@ -226,6 +246,10 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         }
       }
       const { user, replication } = startup.parameters;
+      if (secureContext && client === raw) {
+        refuse(client, "28000", "the Stint proxy accepts only TLS connections: connect with sslmode=require");
+        return;
+      }
       if (user === undefined || user === "") {
         refuse(client, "28000", "no user name in the startup packet (connect as user%role)");
         return;
@@ -263,7 +287,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       }
       return;
     }
-    handshaking.delete(client);
+    handshaking.delete(raw);
     if (closing || client.destroyed) {
       client.destroy();
       await session.end(closing ? "shutdown" : "client_closed");
