@@ -25,7 +25,15 @@ import {
 import { api } from "../../api.js";
 import { shortTime } from "../../ui.js";
 import { toneProps } from "../requests/shared.js";
-import { canWriteCatalog, clientErrors, ConfirmDelete, FormAlert, serverErrors, useList } from "./shared.js";
+import {
+  canWriteCatalog,
+  clientErrors,
+  ConfirmDelete,
+  FormAlert,
+  RowActions,
+  serverErrors,
+  useList,
+} from "./shared.js";
 
 const FIELDS = ["role", "principal", "group", "endsAt", "startsAt", "reason"];
 const STATUS_TONE = { active: "green", scheduled: "blue", ended: "gray" } as const;
@@ -86,28 +94,12 @@ export function EligibilityTab() {
                 <Table.Td>{e.grantedBy}</Table.Td>
                 <Table.Td>{e.reason ?? ""}</Table.Td>
                 {write && (
-                  <Table.Td>
-                    <Group gap="xs" wrap="nowrap">
-                      <Button
-                        size="xs"
-                        variant="default"
-                        onClick={() => setEditing(e)}
-                        aria-label={`Edit eligibility of ${who(e)} for ${e.role}`}
-                      >
-                        Edit
-                      </Button>
-                      <Button
-                        size="xs"
-                        variant="subtle"
-                        color="red"
-                        c="red.9"
-                        onClick={() => setRemoving(e)}
-                        aria-label={`Remove eligibility of ${who(e)} for ${e.role}`}
-                      >
-                        Remove
-                      </Button>
-                    </Group>
-                  </Table.Td>
+                  <RowActions
+                    subject={`eligibility of ${who(e)} for ${e.role}`}
+                    onEdit={() => setEditing(e)}
+                    onDelete={() => setRemoving(e)}
+                    deleteVerb="Remove"
+                  />
                 )}
               </Table.Tr>
             ))}

@@ -18,6 +18,7 @@ import {
   pretty,
   serverErrors,
   useList,
+  RowActions,
 } from "./shared.js";
 
 const FIELDS = [
@@ -86,28 +87,11 @@ export function PoliciesTab() {
                 <Table.Td>{p.roles.join(", ") || "—"}</Table.Td>
                 <Table.Td>{p.description ?? ""}</Table.Td>
                 {write && (
-                  <Table.Td>
-                    <Group gap="xs" wrap="nowrap">
-                      <Button
-                        size="xs"
-                        variant="default"
-                        onClick={() => setEditing(p)}
-                        aria-label={`Edit policy ${p.name}`}
-                      >
-                        Edit
-                      </Button>
-                      <Button
-                        size="xs"
-                        variant="subtle"
-                        color="red"
-                        c="red.9"
-                        onClick={() => setDeleting(p)}
-                        aria-label={`Delete policy ${p.name}`}
-                      >
-                        Delete
-                      </Button>
-                    </Group>
-                  </Table.Td>
+                  <RowActions
+                    subject={`policy ${p.name}`}
+                    onEdit={() => setEditing(p)}
+                    onDelete={() => setDeleting(p)}
+                  />
                 )}
               </Table.Tr>
             ))}

@@ -14,6 +14,7 @@ import {
   pretty,
   serverErrors,
   useList,
+  RowActions,
 } from "./shared.js";
 
 const FIELDS = ["name", "description", "target", "policy", "risk", "owners", "entitlement"];
@@ -58,28 +59,7 @@ export function RolesTab() {
                 <Table.Td>{r.owners.join(", ") || "—"}</Table.Td>
                 <Table.Td>{r.description ?? ""}</Table.Td>
                 {write && (
-                  <Table.Td>
-                    <Group gap="xs" wrap="nowrap">
-                      <Button
-                        size="xs"
-                        variant="default"
-                        onClick={() => setEditing(r)}
-                        aria-label={`Edit role ${r.name}`}
-                      >
-                        Edit
-                      </Button>
-                      <Button
-                        size="xs"
-                        variant="subtle"
-                        color="red"
-                        c="red.9"
-                        onClick={() => setDeleting(r)}
-                        aria-label={`Delete role ${r.name}`}
-                      >
-                        Delete
-                      </Button>
-                    </Group>
-                  </Table.Td>
+                  <RowActions subject={`role ${r.name}`} onEdit={() => setEditing(r)} onDelete={() => setDeleting(r)} />
                 )}
               </Table.Tr>
             ))}

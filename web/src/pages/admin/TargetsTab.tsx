@@ -14,6 +14,7 @@ import {
   pretty,
   serverErrors,
   useList,
+  RowActions,
 } from "./shared.js";
 
 const FIELDS = ["name", "kind", "address", "credential", "identity", "labels", "options"];
@@ -70,28 +71,11 @@ export function TargetsTab() {
                     .join(", ") || "—"}
                 </Table.Td>
                 {write && (
-                  <Table.Td>
-                    <Group gap="xs" wrap="nowrap">
-                      <Button
-                        size="xs"
-                        variant="default"
-                        onClick={() => setEditing(t)}
-                        aria-label={`Edit target ${t.name}`}
-                      >
-                        Edit
-                      </Button>
-                      <Button
-                        size="xs"
-                        variant="subtle"
-                        color="red"
-                        c="red.9"
-                        onClick={() => setDeleting(t)}
-                        aria-label={`Delete target ${t.name}`}
-                      >
-                        Delete
-                      </Button>
-                    </Group>
-                  </Table.Td>
+                  <RowActions
+                    subject={`target ${t.name}`}
+                    onEdit={() => setEditing(t)}
+                    onDelete={() => setDeleting(t)}
+                  />
                 )}
               </Table.Tr>
             ))}

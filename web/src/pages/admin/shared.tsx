@@ -2,7 +2,7 @@
  * Pieces shared by the administration tabs: loading a list, turning client (zod) and server
  * (ApiError) problems into messages per form field, and JSON text fields for the advanced parts.
  */
-import { Alert, Button, Group, Modal, Stack, Text, Textarea } from "@mantine/core";
+import { Alert, Button, Group, Modal, Stack, Table, Text, Textarea } from "@mantine/core";
 import { useCallback, useEffect, useState } from "react";
 import type { ZodError } from "zod";
 import { api, ApiError, hasRole } from "../../api.js";
@@ -150,3 +150,27 @@ export function ConfirmDelete(props: {
 }
 
 export const pretty = (value: unknown) => JSON.stringify(value, null, 2);
+
+/** The Edit and Delete (or Remove) buttons of a catalog row, named after what they act on. */
+export function RowActions(props: { subject: string; onEdit: () => void; onDelete: () => void; deleteVerb?: string }) {
+  const verb = props.deleteVerb ?? "Delete";
+  return (
+    <Table.Td>
+      <Group gap="xs" wrap="nowrap">
+        <Button size="xs" variant="default" onClick={props.onEdit} aria-label={`Edit ${props.subject}`}>
+          Edit
+        </Button>
+        <Button
+          size="xs"
+          variant="subtle"
+          color="red"
+          c="red.9"
+          onClick={props.onDelete}
+          aria-label={`${verb} ${props.subject}`}
+        >
+          {verb}
+        </Button>
+      </Group>
+    </Table.Td>
+  );
+}
