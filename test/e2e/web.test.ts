@@ -326,6 +326,12 @@ async function openPage(page: Page, route: string) {
   );
   await page.getByRole("heading", { name: label, level: 1 }).waitFor();
   await page.waitForLoadState("networkidle");
+  // Pages that load several sources say so until all are in.
+  await page
+    .getByText("Loading…")
+    .first()
+    .waitFor({ state: "detached", timeout: 10_000 })
+    .catch(() => undefined);
 }
 
 async function seriousViolations(page: Page): Promise<string[]> {
