@@ -303,6 +303,32 @@ describe.each(ENGINES)("outbox runner on %s", (engine) => {
     expect(await job("quick:1")).toMatchObject({ status: "done" });
   });
 
+  it("a started runner wakes when a due job commits, not at its next poll", async () => {
+    const { enqueue, runner, store, job } = await setup();
+    let ranAt = 0;
+    const { runner: r } = runner({ prompt: async () => void (ranAt = Date.now()) }, { pollMs: 60_000 });
+    r.start();
+    // The first pass finds nothing; the runner then sleeps for a minute. Give its LISTEN a moment.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const committedAt = Date.now();
+    await enqueue("prompt", "prompt:1");
+    await expect.poll(() => ranAt, { timeout: 5_000 }).toBeGreaterThan(0);
+    expect(ranAt - committedAt).toBeLessThan(1000);
+    // A job that becomes due later is not run now.
+    await store.transaction(async (tx) => {
+      const outbox = createOutboxService({ store, clock: h!.clock, audit: h!.audit });
+      await outbox.enqueue(tx, {
+        kind: "prompt",
+        idempotencyKey: "prompt:later",
+        payload: {},
+        notBefore: new Date(h!.clock.now().getTime() + 3_600_000),
+      });
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await job("prompt:later")).toMatchObject({ status: "pending" });
+    await r.stop();
+  });
+
   it("exposes depth per kind and the age of the oldest pending row at /metrics", async () => {
     const { enqueue, runner, clock, store } = await setup();
     const { registry } = runner({});

@@ -24,7 +24,8 @@ import {
 } from "../modules/outbox/index.js";
 
 export interface OutboxRunnerOptions {
-  store: Pick<AppStore, "db" | "transaction">;
+  /** With `listen`, a started runner wakes as soon as a due job is committed (NOTIFY), not at its next poll. */
+  store: Pick<AppStore, "db" | "transaction"> & Partial<Pick<AppStore, "listen">>;
   clock: Clock;
   handlers: OutboxHandlers;
   audit: Pick<AuditLog, "append">;
@@ -305,6 +306,9 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   let loop: Promise<void> | undefined;
   let stopping = false;
   let wake: (() => void) | undefined;
+  /** A job became due while a pass ran: go again without sleeping. */
+  let due = false;
+  let unlisten: (() => Promise<void>) | undefined;
 
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
@@ -324,8 +328,12 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
         logger.error({ err: safeErrorMessage(error) }, "outbox pass failed");
       }
       if (stopping) break;
-      // A full batch suggests more is due: go again at once.
-      if (!full) await sleep(pollMs);
+      // A full batch suggests more is due: go again at once; so does a job committed during the pass.
+      if (full || due) {
+        due = false;
+        continue;
+      }
+      await sleep(pollMs);
     }
   }
 
@@ -335,9 +343,23 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       if (loop) return;
       stopping = false;
       loop = pollLoop();
+      const listen = options.store.listen;
+      if (listen)
+        void listen(outboxStore.DUE_CHANNEL, () => {
+          due = true;
+          wake?.();
+        }).then(
+          (stop) => {
+            if (stopping) void stop();
+            else unlisten = stop;
+          },
+          (error: unknown) => logger.warn({ err: safeErrorMessage(error) }, "outbox runner cannot listen; it polls"),
+        );
     },
     async stop() {
       stopping = true;
+      await unlisten?.().catch(() => undefined);
+      unlisten = undefined;
       wake?.();
       await loop;
       loop = undefined;

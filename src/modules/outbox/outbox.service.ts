@@ -57,7 +57,7 @@ export function createOutboxService(deps: {
     async enqueue(tx, input) {
       checkInput(input);
       const now = clock.now();
-      return outboxStore.insertJob(tx, {
+      const inserted = await outboxStore.insertJob(tx, {
         id: newId(),
         kind: input.kind,
         idempotencyKey: input.idempotencyKey,
@@ -66,6 +66,9 @@ export function createOutboxService(deps: {
         nextAttemptAt: input.notBefore ?? now,
         createdAt: now,
       });
+      // Due now: wake the runners when this commits instead of waiting for their next poll.
+      if (!input.notBefore || input.notBefore.getTime() <= now.getTime()) await outboxStore.notifyDue(tx);
+      return inserted;
     },
 
     async listDeadLetters(actor, options = {}) {

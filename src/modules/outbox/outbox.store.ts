@@ -171,3 +171,10 @@ export async function oldestPendingCreatedAt(db: Q): Promise<Date | null> {
     .executeTakeFirst();
   return row?.oldest ? new Date(row.oldest) : null;
 }
+
+/** The channel runners listen on: a job became due (sent in the enqueuing transaction, delivered at commit). */
+export const DUE_CHANNEL = "stint_outbox";
+
+export async function notifyDue(tx: Q): Promise<void> {
+  await sql`select pg_notify(${DUE_CHANNEL}, '')`.execute(tx);
+}
