@@ -83,13 +83,17 @@ export function deriveKey(masterKey: Uint8Array, purpose: string): Buffer {
   return Buffer.from(hkdfSync("sha256", masterKey, Buffer.alloc(0), `stint:${purpose}`, 32));
 }
 
+/** GCM's full tag. A decipher left to the tag it is given accepts 4 bytes, which is forged in 2^32 tries. */
+const GCM_TAG_BYTES = 16;
+const GCM_IV_BYTES = 12;
+
 /**
  * AES-256-GCM with associated data that binds a ciphertext to where it lives
  * (e.g. `totp:<principal id>`), so rows cannot be swapped. Output: v1.iv.tag.ciphertext (base64url).
  */
 export function seal(key: Uint8Array, plaintext: Uint8Array | string, associatedData: string): string {
-  const iv = randomBytes(12);
-  const cipher = createCipheriv("aes-256-gcm", key, iv);
+  const iv = randomBytes(GCM_IV_BYTES);
+  const cipher = createCipheriv("aes-256-gcm", key, iv, { authTagLength: GCM_TAG_BYTES });
   cipher.setAAD(Buffer.from(associatedData));
   const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
   return ["v1", iv.toString("base64url"), cipher.getAuthTag().toString("base64url"), body.toString("base64url")].join(
@@ -100,9 +104,12 @@ export function seal(key: Uint8Array, plaintext: Uint8Array | string, associated
 export function open(key: Uint8Array, sealed: string, associatedData: string): Buffer {
   const parts = sealed.split(".");
   if (parts.length !== 4 || parts[0] !== "v1") throw new Error("sealed value has an unknown format");
-  const [, iv, tag, body] = parts as [string, string, string, string];
-  const decipher = createDecipheriv("aes-256-gcm", key, Buffer.from(iv, "base64url"));
+  const [, ivText, tagText, body] = parts as [string, string, string, string];
+  const iv = Buffer.from(ivText, "base64url");
+  const tag = Buffer.from(tagText, "base64url");
+  if (iv.length !== GCM_IV_BYTES || tag.length !== GCM_TAG_BYTES) throw new Error("sealed value has a wrong IV or tag");
+  const decipher = createDecipheriv("aes-256-gcm", key, iv, { authTagLength: GCM_TAG_BYTES });
   decipher.setAAD(Buffer.from(associatedData));
-  decipher.setAuthTag(Buffer.from(tag, "base64url"));
+  decipher.setAuthTag(tag);
   return Buffer.concat([decipher.update(Buffer.from(body, "base64url")), decipher.final()]);
 }
