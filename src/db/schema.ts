@@ -57,6 +57,8 @@ export interface RefreshSessionsTable {
   id: string;
   principal_id: string;
   token_hash: string;
+  /** Hashes of the secrets this session rotated away from (bounded; newest last). */
+  previous_token_hashes: Generated<string[]>;
   mfa_at: Timestamp | null;
   created_at: Timestamp;
   last_used_at: Timestamp;

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import {
+  REFRESH_HISTORY,
+  classifyRefreshSecret,
   formatApiToken,
   isLocked,
   isTotpReplay,
@@ -8,6 +10,7 @@ import {
   parseRefreshToken,
   passwordProblem,
   recordFailure,
+  rememberRotated,
   totpStep,
   type ThrottleState,
 } from "./identity.rules.js";
@@ -63,5 +66,33 @@ describe("one-time codes and tokens", () => {
     expect(passwordProblem("alice-is-great-123", "alice")).toMatch(/user name/);
     expect(passwordProblem("aaaaaaaaaaaaaaaa", "bob")).toMatch(/distinct/);
     expect(passwordProblem("correct horse battery", "bob")).toBeNull();
+  });
+});
+
+describe("refresh secrets (issue 12 finding 12)", () => {
+  const equal = (a: string, b: string) => a === b;
+  it("is current, reused only when it was a previous secret of the session, otherwise unknown", () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.stringMatching(/^[0-9a-f]{8}$/), { minLength: 2, maxLength: 20 }), (hashes) => {
+        const [current, ...previous] = hashes as [string, ...string[]];
+        const stranger = "z".repeat(8);
+        expect(classifyRefreshSecret(current, { currentHash: current, previousHashes: previous }, equal)).toBe(
+          "current",
+        );
+        for (const old of previous)
+          expect(classifyRefreshSecret(old, { currentHash: current, previousHashes: previous }, equal)).toBe("reused");
+        expect(classifyRefreshSecret(stranger, { currentHash: current, previousHashes: previous }, equal)).toBe(
+          "unknown",
+        );
+      }),
+    );
+  });
+
+  it("remembers the newest rotated secrets, a bounded number", () => {
+    let remembered: string[] = [];
+    for (let i = 0; i < REFRESH_HISTORY + 10; i++) remembered = rememberRotated(remembered, `h${i}`);
+    expect(remembered).toHaveLength(REFRESH_HISTORY);
+    expect(remembered.at(-1)).toBe(`h${REFRESH_HISTORY + 9}`);
+    expect(remembered[0]).toBe("h10");
   });
 });

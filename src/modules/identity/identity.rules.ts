@@ -59,6 +59,30 @@ export function parseRefreshToken(token: string): { sessionId: string; secret: s
   return match ? { sessionId: match[1]!, secret: match[2]! } : null;
 }
 
+/** How many rotated refresh secrets a session remembers for reuse detection. */
+export const REFRESH_HISTORY = 50;
+
+/**
+ * What a presented refresh secret is to its session, by hash: the current one (rotate), one it rotated
+ * away from (reuse: two parties hold the chain, end the session), or neither (a wrong token, nothing
+ * more: knowing a session id must not be enough to end it). Every hash is compared, in constant time.
+ */
+export function classifyRefreshSecret(
+  presentedHash: string,
+  session: { currentHash: string; previousHashes: readonly string[] },
+  equal: (a: string, b: string) => boolean,
+): "current" | "reused" | "unknown" {
+  let reused = false;
+  for (const previous of session.previousHashes) reused = equal(previous, presentedHash) || reused;
+  if (equal(session.currentHash, presentedHash)) return "current";
+  return reused ? "reused" : "unknown";
+}
+
+/** The remembered hashes after rotating away from `currentHash`: the newest REFRESH_HISTORY. */
+export function rememberRotated(previousHashes: readonly string[], currentHash: string): string[] {
+  return [...previousHashes, currentHash].slice(-REFRESH_HISTORY);
+}
+
 export function formatApiToken(tokenId: string, secret: string): string {
   return `stint_${tokenId.replaceAll("-", "")}_${secret}`;
 }

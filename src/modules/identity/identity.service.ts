@@ -36,6 +36,8 @@ import {
   parseRefreshToken,
   passwordProblem,
   recordFailure,
+  rememberRotated,
+  classifyRefreshSecret,
   totpStep,
   type ThrottleState,
 } from "./identity.rules.js";
@@ -466,7 +468,10 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       return result.pair!;
     },
 
-    /** Rotates the refresh token. A token presented after it was rotated ends the whole session. */
+    /**
+     * Rotates the refresh token. A token presented after it was rotated ends the whole session; a secret
+     * that never was the session's is refused and changes nothing.
+     */
     async refresh(refreshToken: string, context: CallContext): Promise<TokenPair> {
       const parsed = parseRefreshToken(refreshToken);
       if (!parsed) throw new StintError("UNAUTHENTICATED", "The refresh token is not valid; sign in again.");
@@ -481,7 +486,22 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         if (!session || session.revoked_at || new Date(session.expires_at) <= now) return { denied: "session ended" };
         const principal = await identityStore.findPrincipalById(tx, session.principal_id);
         if (!principal || principal.status !== "active") return { denied: "account disabled" };
-        if (!constantTimeEqual(session.token_hash, sha256Hex(parsed.secret))) {
+        const presented = classifyRefreshSecret(
+          sha256Hex(parsed.secret),
+          { currentHash: session.token_hash, previousHashes: session.previous_token_hashes ?? [] },
+          constantTimeEqual,
+        );
+        if (presented === "unknown") {
+          await audit.append(tx, ANONYMOUS, context, {
+            action: "auth.refresh",
+            outcome: "denied",
+            subject: `user:${principal.name}`,
+            reason: "a refresh token that never belonged to the session",
+            details: { sessionId: session.id },
+          });
+          return { denied: "wrong secret" };
+        }
+        if (presented === "reused") {
           await tx
             .updateTable("refresh_sessions")
             .set({ revoked_at: now, revoked_reason: "refresh token reused" })
@@ -499,7 +519,11 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         const secret = randomToken(32);
         await tx
           .updateTable("refresh_sessions")
-          .set({ token_hash: sha256Hex(secret), last_used_at: now })
+          .set({
+            token_hash: sha256Hex(secret),
+            previous_token_hashes: rememberRotated(session.previous_token_hashes ?? [], session.token_hash),
+            last_used_at: now,
+          })
           .where("id", "=", session.id)
           .execute();
         const actor: Actor = {
