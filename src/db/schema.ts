@@ -135,6 +135,8 @@ export interface AuditCheckpointsTable {
   key_id: string;
   signature: string;
   signed_at: Timestamp;
+  /** The checkpoint interval in force after this checkpoint (signed); null for checkpoints signed before 0014. */
+  every: number | null;
 }
 
 export interface OutboxTable {
