@@ -267,6 +267,10 @@ export interface GrantsTable {
 export interface TargetSecretsTable {
   path: string;
   sealed: string;
+  /** The target it belongs to (null: stored before 0011 and not yet re-sealed). */
+  target_id: string | null;
+  /** The endpoint fingerprint it was set for (custody.rules endpointOf). */
+  endpoint: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -315,8 +319,18 @@ export interface SecretsTable {
   break_glass: Generated<boolean>;
   rotation_due_at: Timestamp | null;
   rotation: Json<{ target: string; login: string; every?: string }> | null;
+  rotation_claimed_by: Generated<string | null>;
+  rotation_claimed_until: Generated<Timestamp | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
+}
+
+export interface SecretTargetAllowancesTable {
+  path: string;
+  target_id: string;
+  endpoint: string;
+  granted_by: string;
+  created_at: Timestamp;
 }
 
 export interface SecretVersionsTable {
@@ -328,6 +342,8 @@ export interface SecretVersionsTable {
   source: "put" | "generate" | "rotation";
   created_by: string;
   created_at: Timestamp;
+  /** Written before a rotation changed the target; current only once the rotation commits. */
+  pending: Generated<boolean>;
 }
 
 export interface SecretCheckoutsTable {
@@ -443,6 +459,7 @@ export interface Database {
   vault_keks: VaultKeksTable;
   secrets: SecretsTable;
   secret_versions: SecretVersionsTable;
+  secret_target_allowances: SecretTargetAllowancesTable;
   secret_checkouts: SecretCheckoutsTable;
   grant_credentials: GrantCredentialsTable;
   review_items: ReviewItemsTable;
