@@ -36,6 +36,14 @@ export const ERROR_CODES = {
   SELF_APPROVAL: { status: 403, message: "Nobody approves their own request." },
   NOT_AN_APPROVER: { status: 403, message: "The role's policy does not name you as an approver of this request." },
   ALREADY_DECIDED: { status: 409, message: "You already decided on this stage of the request." },
+  DISTINCT_APPROVERS_REQUIRED: {
+    status: 403,
+    message: "You approved an earlier stage of this request; each stage needs a different approver.",
+  },
+  REQUESTER_NOT_ELIGIBLE: {
+    status: 409,
+    message: "The requester is disabled or no longer eligible for the role; the request was cancelled.",
+  },
   DURATION_TOO_LONG: { status: 400, message: "The duration is longer than the role's policy allows." },
   DURATION_INVALID: { status: 400, message: "The duration is not valid for this role." },
   JUSTIFICATION_INVALID: { status: 400, message: "The justification does not meet the role's policy." },
