@@ -13,7 +13,18 @@ import type { App } from "./app.js";
 export const WEB_DIR = fileURLToPath(new URL("../../dist/web", import.meta.url));
 
 /** The UI's pages: each answers with the app, which shows the page for its path. */
-export const WEB_PAGES = ["/", "/approvals", "/requests", "/sessions", "/vault", "/admin", "/audit", "/dashboards"];
+export const WEB_PAGES = [
+  "/",
+  "/approvals",
+  "/requests",
+  // One request, where notification links lead: the decision token rides in the fragment, never here.
+  "/requests/:id",
+  "/sessions",
+  "/vault",
+  "/admin",
+  "/audit",
+  "/dashboards",
+];
 
 const SECURITY_HEADERS = {
   "content-security-policy":

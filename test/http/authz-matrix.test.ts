@@ -29,6 +29,7 @@ const MATRIX = `
   GET     /                                        yes        yes   yes      yes       yes
   GET     /approvals                               yes        yes   yes      yes       yes
   GET     /requests                                yes        yes   yes      yes       yes
+  GET     /requests/:id                            yes        yes   yes      yes       yes
   GET     /sessions                                yes        yes   yes      yes       yes
   GET     /vault                                   yes        yes   yes      yes       yes
   GET     /admin                                   yes        yes   yes      yes       yes
@@ -180,6 +181,7 @@ type ProbeFactory = (ctx: { server: TestServer; fresh: (prefix: string) => strin
  */
 const PROBES: Record<string, ProbeFactory> = {
   "GET /.well-known/jwks.json": () => ({ url: "/.well-known/jwks.json" }),
+  "GET /requests/:id": () => ({ url: `/requests/${randomUUID()}` }),
   "POST /v1/setup": () => ({
     url: "/v1/setup",
     payload: { code: "not-a-real-setup-code", username: "matrix-setup", password: "a-long-enough-password-1" },

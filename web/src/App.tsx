@@ -6,6 +6,7 @@ import { AppShell, Burger, Group, NavLink, ScrollArea, Text, Button, Loader, Cen
 import { useDisclosure } from "@mantine/hooks";
 import { lazy, Suspense, useEffect, useState, useSyncExternalStore, type ComponentType } from "react";
 import { currentSession, hasRole, onSessionChange, signOut } from "./api.js";
+import { requestIdOfPath } from "./decision-link.js";
 import { SignIn } from "./pages/SignIn.js";
 
 interface Page {
@@ -47,6 +48,9 @@ const PAGES: Page[] = [
   },
 ];
 
+/** One request (where notification links lead), under the Requests entry. */
+const RequestPage = lazy(() => import("./pages/RequestPage.js"));
+
 function usePath(): [string, (path: string) => void] {
   const [path, setPath] = useState(window.location.pathname);
   useEffect(() => {
@@ -67,7 +71,8 @@ export function App() {
   const [opened, { toggle, close }] = useDisclosure();
   if (!session) return <SignIn />;
   const visible = PAGES.filter((p) => p.roles.length === 0 || hasRole(...p.roles));
-  const page = visible.find((p) => p.path === path) ?? visible[0]!;
+  const requestId = requestIdOfPath(path);
+  const page = visible.find((p) => p.path === (requestId ? "/requests" : path)) ?? visible[0]!;
   const Current = page.component;
   return (
     <AppShell
@@ -124,7 +129,7 @@ export function App() {
             </Center>
           }
         >
-          <Current />
+          {requestId ? <RequestPage id={requestId} key={requestId} /> : <Current />}
         </Suspense>
       </AppShell.Main>
     </AppShell>

@@ -2,6 +2,8 @@ import "@mantine/core/styles.css";
 import { MantineProvider, createTheme, type CSSVariablesResolver } from "@mantine/core";
 import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
+// First, before anything renders: takes a decision link's token out of the address bar.
+import "./decision-link.js";
 import { App } from "./App.js";
 
 // Colours chosen for WCAG AA contrast on white.

@@ -58,7 +58,7 @@ export const notificationSchema = z.strictObject({
     .array(z.strictObject({ label: singleLine(60), value: printable(500) }))
     .max(20)
     .optional(),
-  /** e.g. approve/deny links. They are stored in the outbox row: never put tokens in them. */
+  /** e.g. approve/deny links. They are stored in the outbox row: never a credential, and never a token outside the fragment. */
   links: z
     .array(
       z.strictObject({

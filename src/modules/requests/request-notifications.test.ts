@@ -59,7 +59,8 @@ describe("request notifications", () => {
     await server.outbox.runOnce();
     // The deny link's one-time token works once, for that action only, and only for a named approver who is signed in.
     const links = (JSON.parse(received[0]!.body) as { links: { label: string; url: string }[] }).links;
-    const tokenOf = (label: string) => new URL(links.find((l) => l.label === label)!.url).searchParams.get("link")!;
+    const tokenOf = (label: string) =>
+      new URLSearchParams(new URL(links.find((l) => l.label === label)!.url).hash.slice(1)).get("token")!;
     const carol = actAs(server, "carol");
     const wrongAction = await carol("POST", `/v1/activation-requests/${id}/approvals`, { linkToken: tokenOf("Deny") });
     expect(wrongAction.body.error?.code).toBe("VALIDATION_FAILED");
@@ -107,9 +108,9 @@ describe("request notifications", () => {
     ]);
     expect(bodies[3]).toMatchObject({ title: "quick for alice ends soon" });
     expect(bodies[0]).toMatchObject({ title: "alice asks to activate db" });
-    expect(bodies[0]!.links.map((l) => l.url.replace(/&link=[^&]+$/, ""))).toEqual([
-      `https://stint.example.com/requests/${id}?decide=approve`,
-      `https://stint.example.com/requests/${id}?decide=deny`,
+    expect(bodies[0]!.links.map((l) => l.url.replace(/&token=[^&]+$/, ""))).toEqual([
+      `https://stint.example.com/requests/${id}#decide=approve`,
+      `https://stint.example.com/requests/${id}#decide=deny`,
     ]);
     expect(bodies[1]).toMatchObject({
       title: "db for alice was denied by carol",

@@ -93,11 +93,13 @@ export function createRequestNotifications(deps: {
         ? [requester.email]
         : [];
     const link = `${deps.publicUrl.replace(/\/$/, "")}/requests/${event.requestId}`;
-    // One-time, expiring, and useless without the approver's own sign-in: see decision-links.ts.
+    // One-time, expiring, and useless without the approver's own sign-in: see decision-links.ts. The token
+    // rides in the fragment, which browsers never send to a server: no request log, proxy log or Referer
+    // holds it; the page at /requests/<id> reads it and posts it in the decision's body.
     const decisionLink = async (action: "approve" | "deny") =>
       deps.decisionLinks
-        ? `${link}?decide=${action}&link=${await deps.decisionLinks.sign(event.requestId, action)}`
-        : `${link}?decide=${action}`;
+        ? `${link}#decide=${action}&token=${await deps.decisionLinks.sign(event.requestId, action)}`
+        : `${link}#decide=${action}`;
     const notification: Notification = {
       event: EVENT_NAMES[event.type],
       severity:
