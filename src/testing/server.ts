@@ -10,6 +10,7 @@ import path from "node:path";
 import * as OTPAuth from "otpauth";
 import { loadConfig, type Config } from "../config/config.js";
 import type { Engine } from "../lib/db.js";
+import type { AppStore } from "../db/index.js";
 import type { DestinationStream } from "pino";
 import { createLogger } from "../lib/logger.js";
 import type { Clock } from "../lib/clock.js";
@@ -51,6 +52,8 @@ export async function testServer(
     logLevel?: string;
     /** Where log lines go (tests that read the logs); stdout otherwise. */
     logDestination?: DestinationStream;
+    /** Wraps the fresh store before the server gets it (tests that watch the queries a server runs). */
+    wrapStore?: (store: AppStore) => AppStore;
   } = {},
 ): Promise<TestServer> {
   const t = await freshStore(engine);
@@ -72,7 +75,7 @@ export async function testServer(
     }),
     masterKey: randomBytes(32),
     vaultKey: options.vaultKey === undefined ? randomBytes(32) : options.vaultKey,
-    store: t.store,
+    store: options.wrapStore ? options.wrapStore(t.store) : t.store,
     scrypt: TEST_SCRYPT,
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.outboxHandlers ? { outboxHandlers: options.outboxHandlers } : {}),
