@@ -49,7 +49,7 @@ export function listSecrets(db: Q) {
 
 export async function insertSecret(
   db: Q,
-  row: Omit<SecretRow, "metadata" | "checkout" | "rotation"> & {
+  row: Omit<SecretRow, "metadata" | "checkout" | "rotation" | "rotation_claimed_by" | "rotation_claimed_until"> & {
     metadata: Record<string, string>;
     checkout: unknown;
     rotation: { target: string; login: string; every?: string } | null;
