@@ -41,4 +41,27 @@ describe("blob store", () => {
     await expect(blobs.create("recordings/2026/x.cast")).rejects.toThrow(/ENOTDIR|EEXIST/);
     await expect(blobs.read("missing/x.cast")).rejects.toThrow(/ENOENT/);
   });
+
+  it("a write during or after finish() is refused and never spoils the blob (finding 8: recordings left .partial)", async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "stint-blobs-"));
+    const blobs = createBlobStore(dir);
+    const writer = await blobs.create("recordings/late.cast");
+    expect(writer.write("first\n")).toBe(true);
+    const finishing = writer.finish();
+    // A relay that had not yet heard of the end keeps writing, while the file syncs, closes and is renamed.
+    const late = [writer.write("late\n")];
+    await new Promise((resolve) => setImmediate(resolve));
+    late.push(writer.write("later\n"));
+    const done = await finishing;
+    late.push(writer.write("after\n"));
+    expect(late).toEqual([false, false, false]);
+    expect(writer.open).toBe(false);
+    expect(writer.failure).toBeNull();
+    const text = await readFile(path.join(dir, "recordings/late.cast"), "utf8");
+    expect(text).toBe("first\n");
+    expect(existsSync(path.join(dir, "recordings/late.cast.partial"))).toBe(false);
+    expect(done.sha256).toBe(createHash("sha256").update(text).digest("hex"));
+    // finish() again answers the same.
+    await expect(writer.finish()).resolves.toEqual(done);
+  });
 });

@@ -10,8 +10,13 @@ import path from "node:path";
 
 export interface BlobWriter {
   readonly key: string;
-  /** Appends; never throws. After a failure further writes are dropped. */
-  write(data: Buffer | string): void;
+  /**
+   * Appends; never throws. Returns false when the data was not taken: after a failure, or once
+   * finish() was called (the blob is sealed: its bytes and hash can no longer change).
+   */
+  write(data: Buffer | string): boolean;
+  /** Whether the writer still takes data (no failure, finish() not called). */
+  readonly open: boolean;
   /** The first write failure, if any. */
   readonly failure: Error | null;
   /** Called once, at the first write failure. */
@@ -64,6 +69,9 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
   const listeners: ((error: Error) => void)[] = [];
   let queued: Buffer[] = [];
   let flushing: Promise<void> | null = null;
+  /** Set by finish(): a write that comes later (a relay still running) must not reach a closing file. */
+  let sealed = false;
+  let finished: Promise<{ key: string; sha256: string; bytes: number }> | null = null;
   const fail = (error: Error) => {
     if (failure) return;
     failure = error;
@@ -92,29 +100,40 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
     get failure() {
       return failure;
     },
+    get open() {
+      return !sealed && !failure;
+    },
     onFailure(listener) {
       if (failure) listener(failure);
       else listeners.push(listener);
     },
     write(data) {
-      if (failure) return;
+      if (failure || sealed) return false;
       const chunk = typeof data === "string" ? Buffer.from(data) : Buffer.from(data);
       hash.update(chunk);
       bytes += chunk.length;
       queued.push(chunk);
       void flush();
+      return true;
     },
-    async finish() {
-      while (flushing || queued.length > 0) await flush();
-      try {
-        if (!failure) await handle.sync();
-      } catch (error) {
-        fail(error as Error);
-      }
-      await handle.close().catch(() => undefined);
-      if (failure) throw failure;
-      await rename(partial, file);
-      return { key, sha256: hash.digest("hex"), bytes };
+    finish() {
+      sealed = true;
+      finished ??= complete();
+      return finished;
     },
   };
+
+  /** Writes what was taken before the seal, then syncs, closes and renames: once, whoever asks. */
+  async function complete(): Promise<{ key: string; sha256: string; bytes: number }> {
+    while (flushing || queued.length > 0) await flush();
+    try {
+      if (!failure) await handle.sync();
+    } catch (error) {
+      fail(error as Error);
+    }
+    await handle.close().catch(() => undefined);
+    if (failure) throw failure;
+    await rename(partial, file);
+    return { key, sha256: hash.digest("hex"), bytes };
+  }
 }

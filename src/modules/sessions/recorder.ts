@@ -1,6 +1,8 @@
 /**
  * A session's recorder: formats events (recording.rules.ts) into a blob writer. Never throws into the
- * relay; the first write failure is reported once through `onFailure`.
+ * relay; the first write failure is reported once through `onFailure`. Once finish() is called it takes
+ * nothing more and every call answers false, so a relay that checks the answer never passes bytes the
+ * recording does not hold, and a late write can never spoil a blob being closed.
  */
 import { StringDecoder } from "node:string_decoder";
 import type { BlobWriter } from "../../lib/blob-store.js";
@@ -16,6 +18,8 @@ import {
 import type { QueryLogEntry, SessionKind, SessionRecorder } from "./sessions.types.js";
 
 export interface ActiveRecorder extends SessionRecorder {
+  /** False once the recording takes nothing more (finish() called, or a write failed). */
+  readonly open: boolean;
   /** Closes the blob: its key, SHA-256 and size, or null when nothing was recorded (no writer). */
   finish(): Promise<{ key: string; sha256: string; bytes: number } | null>;
 }
@@ -35,7 +39,9 @@ export function createRecorder(options: {
   let size = { cols: 80, rows: 24 };
   const out = new StringDecoder("utf8");
   const typed = new StringDecoder("utf8");
-  const write = (line: string) => writer?.write(line);
+  let finished = false;
+  // Without a writer (optional recording, store unavailable) there is nothing to keep, and nothing to refuse.
+  const write = (line: string): boolean => (writer ? writer.write(line) : !finished);
   const ensureHeader = () => {
     if (headerWritten) return;
     headerWritten = true;
@@ -49,40 +55,45 @@ export function createRecorder(options: {
     typeof data === "string" ? data : decoder.write(data);
 
   return {
+    get open() {
+      return !finished && (writer === null || writer.open);
+    },
     output(data) {
-      if (kind !== "ssh") return;
+      if (kind !== "ssh" || finished) return !finished;
       ensureHeader();
       const chunk = text(out, data);
-      if (chunk) write(asciicastEvent(time(), "o", chunk));
+      return chunk ? write(asciicastEvent(time(), "o", chunk)) : true;
     },
     input(data) {
-      if (kind !== "ssh") return;
+      if (kind !== "ssh" || finished) return !finished;
       ensureHeader();
       const chunk = text(typed, data);
-      if (chunk) write(asciicastEvent(time(), "i", chunk));
+      return chunk ? write(asciicastEvent(time(), "i", chunk)) : true;
     },
     resize(cols, rows) {
-      if (kind !== "ssh" || !(cols > 0 && rows > 0)) return;
+      if (kind !== "ssh" || finished || !(cols > 0 && rows > 0)) return !finished;
       if (!headerWritten) {
         // The first size the client announces is the terminal's size from the start.
         size = { cols, rows };
         ensureHeader();
-        return;
+        return true;
       }
-      write(asciicastEvent(time(), "r", `${cols}x${rows}`));
+      return write(asciicastEvent(time(), "r", `${cols}x${rows}`));
     },
     event(name, fields) {
-      if (kind !== "ssh") return;
+      if (kind !== "ssh" || finished) return !finished;
       ensureHeader();
-      write(asciicastEvent(time(), "m", JSON.stringify({ event: name, ...fields })));
+      return write(asciicastEvent(time(), "m", JSON.stringify({ event: name, ...fields })));
     },
     query(entry: QueryLogEntry) {
-      if (kind !== "postgres") return;
-      write(queryLogLine(time(), entry));
+      if (kind !== "postgres" || finished) return !finished;
+      return write(queryLogLine(time(), entry));
     },
     async finish() {
+      if (kind === "ssh" && !finished) ensureHeader();
+      // From here on every call answers false: the relay must not pass what is no longer recorded.
+      finished = true;
       if (!writer) return null;
-      if (kind === "ssh") ensureHeader();
       return writer.finish();
     },
   };

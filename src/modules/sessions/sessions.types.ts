@@ -51,12 +51,13 @@ export interface UpstreamSsh {
 /**
  * Writes one session's recording. Calls never throw and never block the relay: a write that fails is
  * counted, and when the policy requires recording the session's signal is aborted with reason
- * `recording_failed`.
+ * `recording_failed`. Once the session's `end` has begun the recording takes nothing more: a proxy stops
+ * relaying first, so that nothing passes that the recording does not hold.
  */
 export interface SessionRecorder {
   /** SSH terminal output (asciicast "o"). */
   output(data: Buffer | string): void;
-  /** SSH terminal input typed by the user (asciicast "i"). */
+  /** SSH input: typed at a terminal, or the stdin of an exec channel (asciicast "i"). */
   input(data: Buffer | string): void;
   /** SSH window size change (asciicast "r"). */
   resize(cols: number, rows: number): void;

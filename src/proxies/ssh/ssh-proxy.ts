@@ -153,6 +153,9 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
   let sessionEnded: Promise<void> = Promise.resolve();
 
+  /** The relay stops the moment the session starts to end, before its recording is closed. */
+  const relaying = () => !ending;
+
   const loginTimer = setTimeout(() => {
     if (!live) client.end();
   }, deps.loginGraceMs);
@@ -389,11 +392,11 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
       if (scp?.direction === "upload") scpBytes?.feed(data);
     };
 
-    relayStream(remote, local, fromTarget);
-    relayStream(remote.stderr, local.stderr, fromTarget);
+    relayStream(remote, local, fromTarget, relaying);
+    relayStream(remote.stderr, local.stderr, fromTarget, relaying);
     // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
     local.on("end", () => safely(() => remote.end()));
-    relayStream(local, remote, fromClient);
+    relayStream(local, remote, fromClient, relaying);
     local.resume();
     remote.on("error", (error: Error) => log.debug({ err: error }, "ssh target channel error"));
 
@@ -430,8 +433,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   /** A forwarded TCP connection: bytes both ways, counted, not recorded. */
   function relayForward(local: Duplex, remote: Duplex): void {
     const session = live?.session;
-    relayStream(remote, local, (data) => session?.countBytes("down", data.length));
-    relayStream(local, remote, (data) => session?.countBytes("up", data.length));
+    relayStream(remote, local, (data) => session?.countBytes("down", data.length), relaying);
+    relayStream(local, remote, (data) => session?.countBytes("up", data.length), relaying);
     local.on("end", () => safely(() => remote.end()));
     remote.on("end", () => safely(() => local.end()));
     for (const side of [local, remote]) {
@@ -643,9 +646,14 @@ function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshC
 
 // --- relaying ------------------------------------------------------------------------------------
 
-/** Data from `from` to `to`, each chunk seen by `observe` first, with backpressure; no end propagation. */
-function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => void): void {
+/**
+ * Data from `from` to `to`, each chunk seen by `observe` first, with backpressure; no end propagation.
+ * Once `relaying()` answers false (the session is ending and its recording closing) chunks are dropped:
+ * nothing passes that the recording did not take.
+ */
+function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => void, relaying: () => boolean): void {
   from.on("data", (data: Buffer) => {
+    if (!relaying()) return;
     try {
       observe(data);
     } catch {

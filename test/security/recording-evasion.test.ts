@@ -1,0 +1,191 @@
+/**
+ * Recording evasion and loss (issue 12, finding 8, SSH part; acceptance 4): a real Stint server, the real
+ * SSH proxy, a real sshd and the OpenSSH client. What a user sends or sees through the proxy is in the
+ * recording, whatever the channel; and a session ended by an administrator's kill, a revoke or the
+ * activation's expiry in the middle of output keeps a complete recording whose SHA-256 is the one the
+ * audit log holds.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseRecording, transcript, type ParsedRecording } from "../../src/contract/recording.js";
+import { sshSessionsHarness, type IssuedCertificate, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
+
+const REPETITIONS = 20;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+let h: SshSessionsHarness;
+
+beforeAll(async () => {
+  const users = Array.from({ length: REPETITIONS }, (_, i) => `rec${i}u${Math.floor(Math.random() * 1e6)}`);
+  h = await sshSessionsHarness({ users });
+}, 120_000);
+
+afterAll(async () => {
+  await h?.cleanup();
+}, 60_000);
+
+interface SessionItem {
+  id: string;
+  user: string;
+  live: boolean;
+  endReason: string | null;
+  recording: { sha256: string | null; bytes: number | null; available: boolean } | null;
+}
+
+async function sessionsOf(user: string): Promise<SessionItem[]> {
+  const res = await h.admin("GET", "/v1/sessions?limit=1000");
+  return (res.body.items as SessionItem[]).filter((s) => s.user === user);
+}
+
+async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined | null | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+async function endedAudit(sessionId: string) {
+  const res = await h.admin("GET", "/v1/audit/events?limit=1000&action=session.ended&order=desc");
+  const items = res.body.items as { subject: string | null; details: Record<string, unknown> }[];
+  return items.find((e) => e.subject === `session:${sessionId}`);
+}
+
+/** The stored recording: present under its key (never left .partial), hashing to what the audit log says. */
+async function checkedRecording(session: SessionItem): Promise<ParsedRecording> {
+  const ended = await until("the session.ended event", () => endedAudit(session.id));
+  const recorded = ended.details.recording as { key: string; sha256: string; bytes: number } | null;
+  expect(recorded, `session ${session.id} ended without a recording`).not.toBeNull();
+  const file = path.join(h.server.config.blobDir, recorded!.key);
+  expect(existsSync(`${file}.partial`), "the recording was left .partial").toBe(false);
+  const bytes = readFileSync(file);
+  expect(createHash("sha256").update(bytes).digest("hex")).toBe(recorded!.sha256);
+  expect(bytes.length).toBe(recorded!.bytes);
+  const row = (await sessionsOf(session.user)).find((s) => s.id === session.id)!;
+  expect(row.recording).toMatchObject({ sha256: recorded!.sha256, available: true });
+  // What an auditor replays: through the API, byte for byte, with the same hash.
+  const served = await h.server.app.inject({
+    method: "GET",
+    url: `/v1/sessions/${session.id}/recording`,
+    headers: { authorization: h.server.adminAuth },
+  });
+  expect(served.statusCode).toBe(200);
+  expect(served.headers["x-content-sha256"]).toBe(recorded!.sha256);
+  expect(createHash("sha256").update(served.rawPayload).digest("hex")).toBe(recorded!.sha256);
+  return parseRecording(bytes.toString("utf8"));
+}
+
+type Ender = (users: string[], sessions: Map<string, SessionItem>, requests: Map<string, string>) => Promise<void>;
+
+/**
+ * Each user streams output (`seq`) through the proxy; `end` ends all of those sessions mid-output. Every
+ * recording must be complete and verifiable, and hold at least everything the client printed.
+ */
+async function endMidOutput(ender: Ender, duration = "10m") {
+  const users = h.users;
+  const requests = new Map<string, string>();
+  const certs = new Map<string, IssuedCertificate>();
+  await Promise.all(
+    users.map(async (user) => {
+      requests.set(user, await h.activate(user, "web-shell", duration));
+      certs.set(user, await h.certify(user));
+    }),
+  );
+  try {
+    await streamAndEnd(users, certs, requests, ender);
+  } finally {
+    // The next test activates again.
+    for (const id of requests.values())
+      await h.admin("POST", `/v1/activation-requests/${id}/revoke`, { reason: "the test is over, next one" });
+  }
+}
+
+async function streamAndEnd(
+  users: string[],
+  certs: Map<string, IssuedCertificate>,
+  requests: Map<string, string>,
+  ender: Ender,
+) {
+  const clients = users.map((user) => ({
+    user,
+    ...h.spawnSsh(certs.get(user)!.key, `${user}%web`, ["seq 1 100000000"]),
+  }));
+  const sessions = new Map<string, SessionItem>();
+  for (const user of users) {
+    const client = clients.find((c) => c.user === user)!;
+    sessions.set(
+      user,
+      await until(`${user}'s live session`, async () => {
+        if (client.child.exitCode !== null) throw new Error(`ssh for ${user} exited: ${client.output()}`);
+        return (await sessionsOf(user)).find((s) => s.live);
+      }),
+    );
+  }
+  // Output is flowing at every client.
+  await until("output at every client", async () => clients.every((c) => c.output().length > 10_000));
+  await ender(users, sessions, requests);
+  await Promise.all(clients.map((c) => c.exited));
+  for (const client of clients) {
+    const session = sessions.get(client.user)!;
+    const ended = await until(`${client.user}'s session to end`, async () =>
+      (await sessionsOf(client.user)).find((s) => s.id === session.id && !s.live),
+    );
+    expect(ended.endReason).toMatch(/killed|activation_ended/);
+    const recording = await checkedRecording(session);
+    const seen = client.output().split("\nStint:")[0]!.replace(/\r/g, "");
+    const numbers = seen.split("\n").filter((line) => /^\d+$/.test(line));
+    expect(numbers.length).toBeGreaterThan(100);
+    // Everything the client was shown is in the recording.
+    expect(transcript(recording).replace(/\r/g, "").startsWith(numbers.join("\n"))).toBe(true);
+  }
+}
+
+describe("recording loss when a session is ended mid-output (finding 8, acceptance 4)", () => {
+  it(`an administrator's kill: ${REPETITIONS} sessions keep complete recordings whose SHA-256 matches the audit log`, async () => {
+    await endMidOutput(async (users, sessions) => {
+      await Promise.all(
+        users.map(async (user) => {
+          const res = await h.admin("POST", `/v1/sessions/${sessions.get(user)!.id}/kill`, {
+            reason: "suspicious output, ending it",
+          });
+          expect(res.status, JSON.stringify(res.body)).toBe(200);
+        }),
+      );
+    });
+  }, 120_000);
+
+  it(`a revoke: ${REPETITIONS} sessions keep complete recordings whose SHA-256 matches the audit log`, async () => {
+    await endMidOutput(async (users, _sessions, requests) => {
+      await Promise.all(
+        users.map(async (user) => {
+          const res = await h.admin("POST", `/v1/activation-requests/${requests.get(user)!}/revoke`, {
+            reason: "change window closed early",
+          });
+          expect(res.status, JSON.stringify(res.body)).toBe(200);
+        }),
+      );
+    });
+  }, 120_000);
+
+  it(`the activation's expiry: ${REPETITIONS} sessions keep complete recordings whose SHA-256 matches the audit log`, async () => {
+    await endMidOutput(async (users, sessions) => {
+      // Nothing to do: the activations expire by themselves (the scheduler and the session timers).
+      await until(
+        "every session to end at expiry",
+        async () => {
+          for (const user of users)
+            if ((await sessionsOf(user)).find((s) => s.id === sessions.get(user)!.id)?.live) return false;
+          return true;
+        },
+        60_000,
+      );
+    }, "20s");
+  }, 120_000);
+});
