@@ -84,6 +84,25 @@ export const configSchema = z
       .string()
       .regex(/^[A-Za-z0-9.:[\]-]{1,253}$/, "must be a host name or IP address")
       .optional(),
+    /**
+     * The bearer token Prometheus presents to scrape /metrics (at least 32 characters). Without it only
+     * signed-in admin, security and auditor users may read the metrics.
+     */
+    metricsToken: z
+      .string()
+      .min(32, "must be at least 32 characters")
+      .max(512)
+      .regex(/^[\x21-\x7e]+$/, "must be printable ASCII without spaces")
+      .optional(),
+    /** How often the metrics read from the database are refreshed, however often /metrics is scraped. */
+    metricsRefresh: duration.refine((ms) => ms >= 1000, "must be at least 1s").default(15_000),
+    /**
+     * Networks Stint may connect to (targets, webhooks) although its address policy blocks them by default:
+     * cloud metadata services, link-local, unspecified, multicast and reserved ranges.
+     */
+    allowNetworks: z.array(cidrOrIp).default([]),
+    /** Networks Stint never connects to, whatever else allows them (e.g. 127.0.0.0/8 in production). */
+    denyNetworks: z.array(cidrOrIp).default([]),
     /** The blob store directory (session recordings). Default <dataDir>/blobs. */
     blobDir: z.string().min(1).optional(),
     /** Notification channels (YAML file only: they hold webhook secrets and SMTP passwords). */
@@ -131,6 +150,10 @@ export const ENV_KEYS = {
   STINT_PG_PROXY_TLS_CERT: "pgProxyTlsCert",
   STINT_PG_PROXY_TLS_KEY: "pgProxyTlsKey",
   STINT_BLOB_DIR: "blobDir",
+  STINT_METRICS_TOKEN: "metricsToken",
+  STINT_METRICS_REFRESH: "metricsRefresh",
+  STINT_ALLOW_NETWORKS: "allowNetworks",
+  STINT_DENY_NETWORKS: "denyNetworks",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
 
 const KEY_TO_ENV = Object.fromEntries(Object.entries(ENV_KEYS).map(([env, key]) => [key, env]));
@@ -159,7 +182,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
     const value = env[name];
     if (value === undefined || value === "") continue;
     fromEnv[key] =
-      key === "trustedProxies"
+      key === "trustedProxies" || key === "allowNetworks" || key === "denyNetworks"
         ? value
             .split(",")
             .map((s) => s.trim())
@@ -192,6 +215,8 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
     config: Object.freeze({
       ...value,
       trustedProxies: Object.freeze([...value.trustedProxies]) as unknown as string[],
+      allowNetworks: Object.freeze([...value.allowNetworks]) as unknown as string[],
+      denyNetworks: Object.freeze([...value.denyNetworks]) as unknown as string[],
       masterKeyFile: value.masterKeyFile ?? path.join(value.dataDir, "master.key"),
       vaultKeyFile: value.vaultKeyFile ?? path.join(value.dataDir, "vault.key"),
       blobDir: value.blobDir ?? path.join(value.dataDir, "blobs"),
