@@ -373,6 +373,18 @@ export interface SshKeysTable {
   created_at: Timestamp;
 }
 
+/** An issued SSH certificate, bound to its activation and target (serial: the uint64 in decimal). */
+export interface SshCertificatesTable {
+  serial: string;
+  principal_id: string;
+  request_id: string;
+  target_id: string;
+  principal: string;
+  key_id: string;
+  issued_at: Timestamp;
+  valid_before: Timestamp;
+}
+
 export interface DatabaseTokensTable {
   id: string;
   token_hash: string;
@@ -464,6 +476,7 @@ export interface Database {
   grant_credentials: GrantCredentialsTable;
   review_items: ReviewItemsTable;
   ssh_keys: SshKeysTable;
+  ssh_certificates: SshCertificatesTable;
   database_tokens: DatabaseTokensTable;
   sessions: SessionsTable;
 }
