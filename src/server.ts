@@ -242,11 +242,14 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         logger,
         trustedProxies: config.trustedProxies,
         authenticate: (request) => identity.authenticate(request.headers.authorization),
+        scrapeToken: config.metricsToken,
       },
       async (scoped) => {
         await registerWebRoutes(scoped);
         registerSystemRoutes(scoped, {
           registry,
+          clock,
+          metricsRefreshMs: config.metricsRefresh,
           readiness: async () => {
             await store.ping();
             return { database: true, migrations: (await pendingMigrations(store.db, MIGRATIONS_DIR)).length === 0 };

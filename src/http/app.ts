@@ -17,6 +17,7 @@ import {
 import type { Logger } from "../lib/logger.js";
 import { StintError, isStintError, toEnvelope } from "../lib/errors.js";
 import { newId } from "../lib/ids.js";
+import { constantTimeEqual } from "../lib/security.js";
 import { authorize, isPermission, type Requirement } from "../modules/authz/authz.rules.js";
 import { ANONYMOUS, type Actor, type CallContext } from "../modules/authz/authz.types.js";
 
@@ -36,6 +37,8 @@ declare module "fastify" {
   }
   interface FastifyContextConfig {
     requirement?: Requirement;
+    /** The route also admits the configured scrape token (`Bearer <STINT_METRICS_TOKEN>`), as no one in particular. */
+    scrapeToken?: boolean;
   }
   interface FastifyRequest {
     actor: Actor;
@@ -50,6 +53,8 @@ export interface HttpDeps {
   /** Resolves the bearer credential of a request into an actor (anonymous when absent). */
   authenticate(request: FastifyRequest): Promise<Actor>;
   bodyLimit?: number;
+  /** The metrics scrape token; routes with `config.scrapeToken` admit it. */
+  scrapeToken?: string | undefined;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -131,6 +136,9 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     request.actor = ANONYMOUS;
     const requirement = request.routeOptions.config?.requirement;
     if (requirement === undefined) return; // 404 handler
+    // A scraper's token is no principal's: it opens the few routes that say so and nothing else.
+    if (request.routeOptions.config?.scrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization))
+      return;
     request.actor = await deps.authenticate(request);
     authorize(request.actor, requirement);
   });
@@ -195,6 +203,10 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
 
   await app.register(async (scoped) => register(scoped as unknown as App));
   return app;
+}
+
+function isScrapeToken(token: string | undefined, authorization: string | undefined): boolean {
+  return token !== undefined && authorization !== undefined && constantTimeEqual(authorization, `Bearer ${token}`);
 }
 
 export function sendError(reply: FastifyReply, error: StintError): void {

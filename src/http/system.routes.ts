@@ -1,10 +1,15 @@
 /** Liveness, readiness, Prometheus metrics and the token JWKS. */
 import { Counter, Histogram, type Registry } from "prom-client";
 import { z } from "zod";
+import type { Clock } from "../lib/clock.js";
 import type { App } from "./app.js";
+import { throttleCollectors } from "./metrics-refresh.js";
 
 export interface SystemDeps {
   registry: Registry;
+  clock: Clock;
+  /** How often figures computed at scrape time (database counts) are computed again. */
+  metricsRefreshMs: number;
   /** Throws when the node cannot serve: database unreachable or migrations pending. */
   readiness(): Promise<{ database: boolean; migrations: boolean }>;
   jwks(): { keys: Record<string, unknown>[] };
@@ -53,10 +58,17 @@ export function registerSystemRoutes(app: App, deps: SystemDeps) {
     },
   );
 
-  app.get("/metrics", { config: { requirement: "public" }, schema: { tags: ["system"] } }, async (_req, reply) => {
-    reply.type(deps.registry.contentType);
-    return deps.registry.metrics();
-  });
+  // Not public: the figures describe who holds what, and a scrape used to cost database queries each time.
+  const throttle = throttleCollectors(deps.registry, { clock: deps.clock, refreshMs: deps.metricsRefreshMs });
+  app.get(
+    "/metrics",
+    { config: { requirement: "metrics.read", scrapeToken: true }, schema: { tags: ["system"] } },
+    async (_req, reply) => {
+      throttle();
+      reply.type(deps.registry.contentType);
+      return deps.registry.metrics();
+    },
+  );
 
   app.get(
     "/.well-known/jwks.json",

@@ -23,7 +23,7 @@ const MATRIX = `
   method  route                                    anonymous  user  auditor  security  admin
   GET     /healthz                                 yes        yes   yes      yes       yes
   GET     /readyz                                  yes        yes   yes      yes       yes
-  GET     /metrics                                 yes        yes   yes      yes       yes
+  GET     /metrics                                 no         no    yes      yes       yes
   GET     /.well-known/jwks.json                   yes        yes   yes      yes       yes
   GET     /openapi.json                            yes        yes   yes      yes       yes
   GET     /                                        yes        yes   yes      yes       yes

@@ -26,6 +26,8 @@ export const PERMISSIONS = {
   "sessions.read": ["admin", "auditor"],
   "sessions.kill": ["admin", "security"],
   "outbox.read": ["admin"],
+  /** The Prometheus metrics (the Dashboards page reads them); Prometheus itself uses STINT_METRICS_TOKEN. */
+  "metrics.read": ["admin", "security", "auditor"],
   "outbox.write": ["admin"],
 } as const satisfies Record<string, readonly PlatformRole[]>;
 
