@@ -126,6 +126,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
   const url = `http://${config.listen}`;
   server.outbox.start();
   server.scheduler.start();
+  server.auditAnchor.start();
   const { startProxies } = await import("./proxies/index.js");
   let proxies: Awaited<ReturnType<typeof startProxies>>;
   try {

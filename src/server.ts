@@ -16,6 +16,7 @@ import { buildApp, type App } from "./http/app.js";
 import { registerSystemRoutes } from "./http/system.routes.js";
 import { registerWebRoutes } from "./http/web.routes.js";
 import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
+import { createAnchorWriter, type AnchorWriter } from "./modules/audit/audit.anchor.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
 import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
 import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
@@ -65,6 +66,8 @@ export interface Server {
   app: App;
   store: AppStore;
   audit: AuditLog;
+  /** Signs the audit head and rewrites the anchor file; main starts its timer. */
+  auditAnchor: AnchorWriter;
   identity: IdentityService;
   directory: DirectoryService;
   outbox: OutboxRunner;
@@ -91,6 +94,15 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     if (applied.length > 0) logger.info({ applied }, "database migrated");
     const keyring = await loadKeyring({ store, masterKey, clock });
     const audit = createAuditLog({ store, keyring, clock, checkpointEvery: config.auditCheckpointEvery });
+    const auditAnchor = createAnchorWriter({
+      audit,
+      file: config.auditAnchorFile,
+      intervalMs: config.auditAnchorInterval,
+      logger,
+    });
+    // Anchors the head left by the last run (a crash signs no shutdown checkpoint), and fails fast on an
+    // anchor file that cannot be written.
+    await auditAnchor.write();
     const policy = {
       accessTokenTtlMs: config.accessTokenTtl,
       refreshSessionTtlMs: config.refreshSessionTtl,
@@ -271,6 +283,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       app,
       store,
       audit,
+      auditAnchor,
       identity,
       directory,
       outbox,
@@ -290,8 +303,9 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         await scheduler.stop();
         await outbox.stop();
         await sessions!.stop();
-        await audit
-          .checkpoint()
+        await auditAnchor.stop();
+        await auditAnchor
+          .write()
           .catch((error: unknown) => logger.error({ err: error }, "could not sign the shutdown audit checkpoint"));
         await store.close();
       },

@@ -2,7 +2,7 @@
  * The CLI end to end against a scripted fake API (no server): arguments, output, exit codes,
  * token refresh and what is saved. Real-server tests live in test/e2e.
  */
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
@@ -359,6 +359,38 @@ describe("stint CLI (fake API)", () => {
     const json = await run(["audit", "verify", "--json"]);
     expect(json.code).toBe(3);
     expect(JSON.parse(json.stdout)).toEqual(answer);
+  });
+
+  it("audit verify --anchor posts the anchor file's signed head, and refuses a file that is no anchor", async () => {
+    await signedIn();
+    const anchor = {
+      format: "stint-audit-anchor/v1",
+      seq: 10,
+      hash: "a".repeat(64),
+      every: 5,
+      time: "2026-03-01T09:00:00.000Z",
+      keyId: "audit-k1",
+      signature: "c2lnbmF0dXJl",
+    };
+    const file = path.join(dir, "anchor.json");
+    await writeFile(file, JSON.stringify(anchor));
+    let answer: unknown = { ok: true, count: 12, headSeq: 12, checkpoints: 3, anchorSeq: 10 };
+    on("POST", "/v1/audit/verify", () => ({ status: 200, body: answer }));
+    expect(await run(["audit", "verify", "--anchor", file])).toEqual({
+      code: 0,
+      stdout: "OK: 12 events verified (head seq 12, 3 signed checkpoints), anchored at seq 10\n",
+      stderr: "",
+    });
+    expect(calls[0]?.body).toEqual({ anchor });
+    answer = { ok: false, count: 9, brokenSeq: 10, problem: "event 10 differs from the anchored head" };
+    const broken = await run(["audit", "verify", "--anchor", file]);
+    expect(broken.code).toBe(3);
+    expect(broken.stdout).toBe("BROKEN at seq 10: event 10 differs from the anchored head\n");
+
+    await writeFile(file, JSON.stringify({ ...anchor, hash: "not a hash" }));
+    const bad = await run(["audit", "verify", "--anchor", file]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/is not an audit anchor: check hash/);
   });
 
   it("audit export streams lines and turns --since 24h into an ISO time", async () => {

@@ -58,6 +58,10 @@ export const configSchema = z
     accessTokenTtl: duration.default(600_000),
     refreshSessionTtl: duration.default(43_200_000),
     auditCheckpointEvery: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    /** Where the latest signed audit head is written (atomically) for the operator to ship elsewhere. */
+    auditAnchorFile: z.string().min(1).optional(),
+    /** How often the audit head is signed (if it moved) and the anchor file rewritten. */
+    auditAnchorInterval: duration.refine((ms) => ms >= 1000, "must be at least 1s").default(60_000),
     loginMaxFailures: z.coerce.number().int().min(1).max(1000).default(5),
     loginWindow: duration.default(900_000),
     loginLockout: duration.default(900_000),
@@ -136,6 +140,8 @@ export const ENV_KEYS = {
   STINT_ACCESS_TOKEN_TTL: "accessTokenTtl",
   STINT_REFRESH_SESSION_TTL: "refreshSessionTtl",
   STINT_AUDIT_CHECKPOINT_EVERY: "auditCheckpointEvery",
+  STINT_AUDIT_ANCHOR_FILE: "auditAnchorFile",
+  STINT_AUDIT_ANCHOR_INTERVAL: "auditAnchorInterval",
   STINT_LOGIN_MAX_FAILURES: "loginMaxFailures",
   STINT_LOGIN_WINDOW: "loginWindow",
   STINT_LOGIN_LOCKOUT: "loginLockout",

@@ -49,8 +49,31 @@ export const auditPage = z.object({
   nextBeforeSeq: z.number().int().nullable().optional(),
 });
 
+/** A signed audit head held outside the database (the anchor file, GET /v1/audit/anchor, the export stream). */
+export const auditAnchor = z.strictObject({
+  format: z.literal("stint-audit-anchor/v1"),
+  seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  hash: z.string().regex(/^[0-9a-f]{64}$/, "must be a SHA-256 hash in lower-case hex"),
+  every: z.number().int().min(1).max(1_000_000),
+  time: isoTime,
+  keyId: z.string().min(1).max(200),
+  signature: z.string().regex(/^[A-Za-z0-9_-]{1,200}$/, "must be a base64url signature"),
+});
+
+export const verifyRequest = z.strictObject({
+  /** Check that the chain still holds this signed head (same seq, same hash). */
+  anchor: auditAnchor.optional(),
+});
+
 export const verifyResult = z.union([
-  z.object({ ok: z.literal(true), count: z.number().int(), headSeq: z.number().int(), checkpoints: z.number().int() }),
+  z.object({
+    ok: z.literal(true),
+    count: z.number().int(),
+    headSeq: z.number().int(),
+    checkpoints: z.number().int(),
+    /** The anchored seq the chain was checked against, when an anchor was given. */
+    anchorSeq: z.number().int().optional(),
+  }),
   z.object({ ok: z.literal(false), count: z.number().int(), brokenSeq: z.number().int(), problem: z.string() }),
 ]);
 

@@ -61,6 +61,8 @@ const MATRIX = `
   DELETE  /v1/tokens/:id                           no         no    no       no        yes
   GET     /v1/audit/events                         no         no    yes      yes       yes
   GET     /v1/audit/verify                         no         no    yes      yes       yes
+  POST    /v1/audit/verify                         no         no    yes      yes       yes
+  GET     /v1/audit/anchor                         no         no    yes      yes       yes
   GET     /v1/audit/export                         no         no    yes      yes       yes
   GET     /v1/me/roles                             no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/deactivate            no         yes   yes      yes       yes
@@ -73,6 +75,7 @@ const MATRIX = `
   POST    /v1/db/tokens                            no         yes   yes      yes       yes
   POST    /v1/ssh/certificates                     no         yes   yes      yes       yes
   GET     /v1/ssh/ca                               yes        yes   yes      yes       yes
+  GET     /v1/ssh/krl                              yes        yes   yes      yes       yes
   POST    /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests/:id              no         yes   yes      yes       yes
@@ -266,6 +269,7 @@ const PROBES: Record<string, ProbeFactory> = {
   "POST /v1/auth/step-up": () => ({ url: "/v1/auth/step-up", payload: { otp: "1" } }),
   "GET /v1/check": () => ({ url: "/v1/check?role=matrix-role" }),
   "GET /v1/audit/export": () => ({ url: "/v1/audit/export?format=jsonl" }),
+  "POST /v1/audit/verify": () => ({ url: "/v1/audit/verify", payload: {} }),
   // Catalog: creates with fresh names are harmless; the rest name nothing that exists (404) or are invalid (400).
   "POST /v1/targets": ({ fresh }) => ({
     url: "/v1/targets",

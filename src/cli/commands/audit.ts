@@ -1,6 +1,6 @@
 /** The audit log: verify the hash chain, export it for a SIEM, list recent events. */
 import { createWriteStream } from "node:fs";
-import { rename, unlink } from "node:fs/promises";
+import { readFile, rename, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -8,7 +8,7 @@ import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { randomBytes } from "node:crypto";
 import { type Command, Option } from "commander";
 import type { z } from "zod";
-import { auditEvent, auditPage, verifyResult } from "../../contract/audit.js";
+import { auditAnchor, auditEvent, auditPage, verifyResult } from "../../contract/audit.js";
 import { globalOptions, type CliContext, type CliOutput } from "../context.js";
 import { CliError } from "../exit-codes.js";
 import { type Column, emit, note, renderTable } from "../output.js";
@@ -56,28 +56,93 @@ async function exportToFile(body: ReadableStream<Uint8Array>, file: string): Pro
   }
 }
 
+/** Reads and checks an anchor file (the server's STINT_AUDIT_ANCHOR_FILE, `stint audit anchor`, or an exported line). */
+async function readAnchor(file: string): Promise<z.infer<typeof auditAnchor>> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (error) {
+    throw new CliError("USAGE", `cannot read ${file}: ${(error as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new CliError("USAGE", `${file} is not an audit anchor: it is not JSON`);
+  }
+  const result = auditAnchor.safeParse(parsed);
+  if (!result.success) {
+    const fields = [...new Set(result.error.issues.map((issue) => issue.path.join(".") || "(the file)"))];
+    throw new CliError("USAGE", `${file} is not an audit anchor: check ${fields.join(", ")}`);
+  }
+  return result.data;
+}
+
 export function registerAuditCommands(program: Command, ctx: CliContext): void {
   const audit = program.command("audit").description("the hash-chained audit log (auditor, admin)");
 
   audit
     .command("verify")
-    .description("check the hash chain and the signed checkpoints; exit 3 when it is broken")
-    .action(async (_options: unknown, command: Command) => {
+    .description(
+      "check the hash chain, the required signed checkpoints and an anchor kept elsewhere; exit 3 when broken",
+    )
+    .option(
+      "--anchor <file>",
+      "also check that the log still holds this signed head (an anchor file kept outside Stint)",
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  stint audit verify\n  stint audit verify --anchor /mnt/worm/stint/anchor-20260301T090000Z.json\n",
+    )
+    .action(async (options: { anchor?: string }, command: Command) => {
       const { json } = globalOptions(command);
+      const anchor = options.anchor === undefined ? undefined : await readAnchor(options.anchor);
       const client = await clientFor(ctx, command);
-      const { data, raw } = await client.request("GET", "/v1/audit/verify", { schema: verifyResult });
+      const { data, raw } =
+        anchor === undefined
+          ? await client.request("GET", "/v1/audit/verify", { schema: verifyResult })
+          : await client.request("POST", "/v1/audit/verify", { body: { anchor }, schema: verifyResult });
       if (data.ok) {
         emit(
           ctx,
           json,
           raw,
           () =>
-            `OK: ${data.count} events verified (head seq ${data.headSeq}, ${data.checkpoints} signed checkpoints)\n`,
+            `OK: ${data.count} events verified (head seq ${data.headSeq}, ${data.checkpoints} signed checkpoints)` +
+            `${data.anchorSeq === undefined ? "" : `, anchored at seq ${data.anchorSeq}`}\n`,
         );
         return;
       }
       emit(ctx, json, raw, () => `BROKEN at seq ${data.brokenSeq}: ${data.problem}\n`);
       throw new CliError("AUDIT_CHAIN_BROKEN", data.problem, { reported: true });
+    });
+
+  audit
+    .command("anchor")
+    .description("the latest signed head of the audit log, to keep outside Stint for `audit verify --anchor`")
+    .option("--output <file>", "write it to this file (replaced atomically) instead of stdout")
+    .addHelpText("after", "\nExample:\n  stint audit anchor --output anchor-$(date -u +%s).json\n")
+    .action(async (options: { output?: string }, command: Command) => {
+      const client = await clientFor(ctx, command);
+      const { data } = await client.request("GET", "/v1/audit/anchor", { schema: auditAnchor });
+      const text = `${JSON.stringify(data, null, 2)}\n`;
+      if (options.output === undefined) {
+        ctx.stdout.write(text);
+        return;
+      }
+      const target = path.resolve(options.output);
+      const temporary = path.join(
+        path.dirname(target),
+        `.${path.basename(target)}.${randomBytes(6).toString("hex")}.part`,
+      );
+      try {
+        await writeFile(temporary, text, { flag: "wx", mode: 0o644 });
+        await rename(temporary, target);
+      } catch (error) {
+        await unlink(temporary).catch(() => undefined);
+        throw new CliError("USAGE", `cannot write ${options.output}: ${(error as Error).message}`);
+      }
+      note(ctx, `Wrote ${options.output} (seq ${data.seq}).`);
     });
 
   audit

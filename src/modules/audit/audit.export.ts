@@ -3,7 +3,7 @@
  * Pure functions, one event in, one line (or object) out; the export worker
  * owns transport and batching. The mappings are documented in docs/audit-export.md.
  */
-import type { AuditEvent, AuditOutcome } from "./audit.types.js";
+import type { AuditAnchor, AuditEvent, AuditOutcome } from "./audit.types.js";
 
 export type ExportFormat = "jsonl" | "cef" | "ocsf";
 export const EXPORT_FORMATS: readonly ExportFormat[] = ["jsonl", "cef", "ocsf"];
@@ -27,6 +27,88 @@ export function formatEvent(format: ExportFormat, event: AuditEvent, options: Ex
       return toCef(event, options.productVersion);
     case "ocsf":
       return JSON.stringify(toOcsf(event, options.productVersion));
+  }
+}
+
+// ---------------------------------------------------------------- signed heads
+
+/** The action name of a signed-head record in the export stream. */
+export const CHECKPOINT_ACTION = "audit.checkpoint";
+
+/**
+ * A signed head (checkpoint) as one line, written after the event it covers. JSON lines carry the anchor
+ * itself (a line can be saved as an anchor file for `stint audit verify --anchor`); CEF and OCSF carry it
+ * whole in `cs6` and `unmapped.anchor`.
+ */
+export function formatAnchor(format: ExportFormat, anchor: AuditAnchor, options: ExportOptions = {}): string {
+  const ordered: AuditAnchor = {
+    format: anchor.format,
+    seq: anchor.seq,
+    hash: anchor.hash,
+    every: anchor.every,
+    time: anchor.time,
+    keyId: anchor.keyId,
+    signature: anchor.signature,
+  };
+  switch (format) {
+    case "jsonl":
+      return JSON.stringify(ordered);
+    case "cef": {
+      const header = [
+        "CEF:0",
+        cefHeaderEscape(VENDOR),
+        cefHeaderEscape(PRODUCT),
+        cefHeaderEscape(options.productVersion ?? UNKNOWN_VERSION),
+        CHECKPOINT_ACTION,
+        "Audit checkpoint",
+        "1",
+      ].join("|");
+      const ext: [string, string | number][] = [
+        ["rt", Date.parse(anchor.time)],
+        ["externalId", anchor.seq],
+        ["cs1", anchor.hash],
+        ["cs1Label", "hash"],
+        ["cs4", anchor.keyId],
+        ["cs4Label", "keyId"],
+        ["cs5", anchor.signature],
+        ["cs5Label", "signature"],
+        ["cn1", anchor.every],
+        ["cn1Label", "every"],
+        ["cs6", JSON.stringify(ordered)],
+        ["cs6Label", "anchor"],
+      ];
+      return `${header}|${ext.map(([key, value]) => `${key}=${cefValueEscape(String(value))}`).join(" ")}`;
+    }
+    case "ocsf":
+      return JSON.stringify({
+        category_uid: API_ACTIVITY.categoryUid,
+        category_name: API_ACTIVITY.categoryName,
+        class_uid: API_ACTIVITY.classUid,
+        class_name: API_ACTIVITY.className,
+        activity_id: OTHER[0],
+        activity_name: OTHER[1],
+        type_uid: API_ACTIVITY.classUid * 100 + OTHER[0],
+        type_name: `${API_ACTIVITY.className}: ${OTHER[1]}`,
+        time: Date.parse(anchor.time),
+        severity_id: SEVERITY.success.ocsfId,
+        severity: SEVERITY.success.ocsfName,
+        status_id: 1,
+        status: "Success",
+        message: `audit head signed at seq ${anchor.seq}`,
+        actor: { user: { name: "system:audit" } },
+        api: { operation: CHECKPOINT_ACTION, service: { name: PRODUCT } },
+        src_endpoint: { name: "stint" },
+        metadata: {
+          version: OCSF_VERSION,
+          product: {
+            name: PRODUCT,
+            vendor_name: VENDOR,
+            ...(options.productVersion !== undefined && { version: options.productVersion }),
+          },
+          uid: `checkpoint-${anchor.seq}`,
+        },
+        unmapped: { anchor: ordered },
+      });
   }
 }
 

@@ -1,9 +1,10 @@
 import { Readable } from "node:stream";
 import type { App } from "../../http/app.js";
 import * as c from "../../contract/audit.js";
+import { StintError } from "../../lib/errors.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { AuditLog } from "./audit.service.js";
-import { formatEvent } from "./audit.export.js";
+import { formatAnchor, formatEvent } from "./audit.export.js";
 
 export function registerAuditRoutes(app: App, deps: { audit: AuditLog; version: string }) {
   const { audit } = deps;
@@ -44,6 +45,30 @@ export function registerAuditRoutes(app: App, deps: { audit: AuditLog; version: 
     },
   );
 
+  // POST because the anchor (the signed head an auditor kept outside the database) travels in the body.
+  app.post(
+    "/v1/audit/verify",
+    {
+      config: { requirement: "audit.read" },
+      schema: { tags: ["audit"], body: c.verifyRequest, response: { 200: c.verifyResult } },
+    },
+    async (req) => {
+      authorize(req.actor, "audit.read");
+      return audit.verify(req.body.anchor ? { anchor: req.body.anchor } : {});
+    },
+  );
+
+  app.get(
+    "/v1/audit/anchor",
+    { config: { requirement: "audit.read" }, schema: { tags: ["audit"], response: { 200: c.auditAnchor } } },
+    async (req) => {
+      authorize(req.actor, "audit.read");
+      const anchor = await audit.latestAnchor();
+      if (!anchor) throw new StintError("NOT_FOUND", "No audit checkpoint has been signed yet.");
+      return anchor;
+    },
+  );
+
   app.get(
     "/v1/audit/export",
     { config: { requirement: "audit.read" }, schema: { tags: ["audit"], querystring: c.exportQuery } },
@@ -51,12 +76,22 @@ export function registerAuditRoutes(app: App, deps: { audit: AuditLog; version: 
       authorize(req.actor, "audit.read");
       const { format } = req.query;
       const since = req.query.since ? new Date(req.query.since) : undefined;
+      const options = { productVersion: deps.version };
+      // Each signed head follows the event it covers, so the SIEM holds the anchors as well as the events.
       async function* lines() {
         let afterSeq = 0;
         for (;;) {
           const page = await audit.read({ afterSeq, since, limit: 5000 });
           if (page.length === 0) return;
-          yield page.map((event) => `${formatEvent(format, event, { productVersion: deps.version })}\n`).join("");
+          const anchors = await audit.anchorsBetween(page[0]!.seq, page.at(-1)!.seq);
+          let next = 0;
+          let chunk = "";
+          for (const event of page) {
+            chunk += `${formatEvent(format, event, options)}\n`;
+            while (next < anchors.length && anchors[next]!.seq <= event.seq)
+              chunk += `${formatAnchor(format, anchors[next++]!, options)}\n`;
+          }
+          yield chunk;
           afterSeq = page.at(-1)!.seq;
         }
       }

@@ -36,12 +36,69 @@ export function chain(
   return { ...linked, hash: hashEvent(linked) };
 }
 
-/** The text an audit checkpoint signature covers. */
-export function checkpointMessage(seq: number, hash: string): string {
-  return `stint-audit-checkpoint:v1:${seq}:${hash}`;
+/** A checkpoint as its signature covers it; `every` and `signedAt` are null for checkpoints signed before v2. */
+export interface CheckpointFields {
+  seq: number;
+  hash: string;
+  /** The checkpoint interval in force after this checkpoint. */
+  every: number | null;
+  signedAt: string;
+}
+
+/**
+ * The text an audit checkpoint signature covers. v2 signs the interval and the time too, so a database
+ * writer can change neither; v1 (seq and hash only) is still read for checkpoints signed before it.
+ */
+export function checkpointMessage(cp: CheckpointFields): string {
+  if (cp.every === null) return `stint-audit-checkpoint:v1:${cp.seq}:${cp.hash}`;
+  return `stint-audit-checkpoint:v2:${cp.seq}:${cp.hash}:${cp.every}:${cp.signedAt}`;
+}
+
+/** The seqs of the checkpoints an append from `fromSeq` (exclusive) to `toSeq` must sign: every multiple of `every`. */
+export function boundariesCrossed(fromSeq: number, toSeq: number, every: number): number[] {
+  const seqs: number[] = [];
+  for (let seq = (Math.floor(fromSeq / every) + 1) * every; seq <= toSeq; seq += every) seqs.push(seq);
+  return seqs;
 }
 
 export interface CheckpointCheck {
+  seq: number;
+  hash: string;
+  every: number | null;
+  signatureValid: boolean;
+}
+
+/**
+ * The first seq at which a required checkpoint is missing, or undefined. The signer writes one at every
+ * multiple of its interval; each checkpoint declares the interval in force after it, so between two
+ * checkpoints no multiple of the earlier one's interval may fall, and after the last none up to the head.
+ * Before the first checkpoint the first one's interval applies (`every`, the configured one, if none).
+ * Intervals of v1 checkpoints are unknown: the gap after one is checked with the next one's, or `every`.
+ */
+export function firstMissingCheckpoint(
+  checkpoints: readonly Pick<CheckpointCheck, "seq" | "every">[],
+  /** null: only between checkpoints. */
+  headSeq: number | null,
+  every: number,
+): number | undefined {
+  const sorted = [...checkpoints].sort((a, b) => a.seq - b.seq);
+  let previous: { seq: number; every: number | null } = { seq: 0, every: sorted[0]?.every ?? every };
+  const nextDue = (after: { seq: number; every: number | null }, fallback: number | null) => {
+    const interval = after.every ?? fallback;
+    return interval === null ? Infinity : (Math.floor(after.seq / interval) + 1) * interval;
+  };
+  for (const cp of sorted) {
+    const due = nextDue(previous, cp.every);
+    if (due < cp.seq) return due;
+    previous = cp;
+  }
+  if (headSeq === null) return undefined;
+  const due = nextDue(previous, every);
+  return due <= headSeq ? due : undefined;
+}
+
+/** An anchor held outside the database: a signed head the chain must still contain. */
+export interface AnchorCheck {
   seq: number;
   hash: string;
   signatureValid: boolean;
@@ -50,17 +107,28 @@ export interface CheckpointCheck {
 /**
  * Incremental verifier: give it the checkpoints, feed events in seq order,
  * then the head row. The first problem found names its seq.
+ * With `every`, a checkpoint missing where the signer must have written one breaks the chain; with
+ * `anchor`, so does a chain that no longer holds the anchored head (edited, re-chained or truncated).
  */
-export function createChainVerifier(checkpoints: readonly CheckpointCheck[] = []) {
+export function createChainVerifier(
+  checkpoints: readonly CheckpointCheck[] = [],
+  options: { every?: number; anchor?: AnchorCheck } = {},
+) {
   let expectedSeq = 1;
   let prevHash = GENESIS_HASH;
   let count = 0;
   let broken: { seq: number; problem: string } | undefined;
   const bySeq = new Map(checkpoints.map((cp) => [cp.seq, cp]));
+  const { anchor } = options;
 
   const fail = (seq: number, problem: string) => {
     broken ??= { seq, problem };
   };
+  if (anchor && !anchor.signatureValid)
+    fail(anchor.seq, `the anchor at seq ${anchor.seq} was not signed by this Stint's audit key`);
+  // Between checkpoints the list alone tells; after the last one it takes the head (in finish).
+  const missingBetween =
+    options.every === undefined ? undefined : firstMissingCheckpoint(checkpoints, null, options.every);
 
   return {
     /** Returns false once the chain is broken (callers may stop reading). */
@@ -84,6 +152,10 @@ export function createChainVerifier(checkpoints: readonly CheckpointCheck[] = []
       const cp = bySeq.get(event.seq);
       if (cp && !cp.signatureValid) fail(cp.seq, `the checkpoint at ${cp.seq} has an invalid signature`);
       else if (cp && cp.hash !== event.hash) fail(cp.seq, `event ${cp.seq} differs from its signed checkpoint`);
+      else if (event.seq === missingBetween)
+        fail(event.seq, `the signed checkpoint required at seq ${event.seq} is missing`);
+      else if (anchor && event.seq === anchor.seq && anchor.hash !== event.hash)
+        fail(event.seq, `event ${event.seq} differs from the anchored head: the log was rewritten since the anchor`);
       if (broken) return false;
       prevHash = event.hash;
       expectedSeq += 1;
@@ -99,9 +171,24 @@ export function createChainVerifier(checkpoints: readonly CheckpointCheck[] = []
         else if (head.hash !== prevHash) fail(head.seq, `event ${head.seq} does not match the chain head`);
         const beyond = checkpoints.find((cp) => cp.seq > lastSeq);
         if (beyond) fail(lastSeq + 1, `a signed checkpoint covers event ${beyond.seq}, which is missing`);
+        if (anchor && anchor.seq > lastSeq)
+          fail(
+            lastSeq + 1,
+            `the log ends at seq ${lastSeq} but the anchor covers seq ${anchor.seq}: events were removed since the anchor`,
+          );
+        const missingTail =
+          options.every === undefined ? undefined : firstMissingCheckpoint(checkpoints, lastSeq, options.every);
+        if (missingTail !== undefined)
+          fail(missingTail, `the signed checkpoint required at seq ${missingTail} is missing`);
       }
       if (broken) return { ok: false, count, brokenSeq: broken.seq, problem: broken.problem };
-      return { ok: true, count, headSeq: lastSeq, checkpoints: checkpoints.length };
+      return {
+        ok: true,
+        count,
+        headSeq: lastSeq,
+        checkpoints: checkpoints.length,
+        ...(anchor && { anchorSeq: anchor.seq }),
+      };
     },
   };
 }

@@ -9,9 +9,9 @@ import type { Clock } from "../../lib/clock.js";
 import { newId } from "../../lib/ids.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import type { Keyring } from "../keys/keys.service.js";
-import { chain, checkpointMessage, createChainVerifier } from "./audit.rules.js";
+import { boundariesCrossed, chain, checkpointMessage, createChainVerifier } from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
-import type { AuditEvent, AuditInput, VerifyResult } from "./audit.types.js";
+import type { AuditAnchor, AuditEvent, AuditInput, VerifyResult } from "./audit.types.js";
 
 export interface AuditLog {
   append(
@@ -22,9 +22,22 @@ export interface AuditLog {
   ): Promise<AuditEvent[]>;
   /** Records an event in its own transaction (for denials and failures that change nothing else). */
   record(actor: Actor, context: CallContext, events: AuditInput | AuditInput[]): Promise<AuditEvent[]>;
-  /** Signs a checkpoint over the current head (done every N events and at shutdown). */
+  /** Signs a checkpoint over the current head (besides the required one every N events: at shutdown). */
   checkpoint(): Promise<{ seq: number } | null>;
-  verify(onProgress?: (count: number) => void): Promise<VerifyResult>;
+  /**
+   * The signed head to ship outside the database: signs one over the current head first when the head has
+   * moved past the newest checkpoint, so events after the last N-boundary are covered too. Null when empty.
+   */
+  anchor(): Promise<AuditAnchor | null>;
+  /** The newest checkpoint whose signature verifies, as an anchor (read only). */
+  latestAnchor(): Promise<AuditAnchor | null>;
+  /** Signed checkpoints with fromSeq <= seq <= toSeq whose signature verifies, oldest first (for the export stream). */
+  anchorsBetween(fromSeq: number, toSeq: number): Promise<AuditAnchor[]>;
+  /**
+   * Re-hashes the chain, checks every checkpoint signature, that no required checkpoint is missing and,
+   * given an anchor held outside the database, that the chain still holds that signed head.
+   */
+  verify(options?: { anchor?: AuditAnchor; onProgress?: (count: number) => void }): Promise<VerifyResult>;
   /** Events after `afterSeq`, oldest first, in pages. */
   read(
     options: { afterSeq?: number; limit?: number; order?: "asc" | "desc"; beforeSeq?: number } & auditStore.EventFilter,
@@ -51,9 +64,48 @@ export function createAuditLog(deps: {
   const { store, keyring, clock } = deps;
   const every = deps.checkpointEvery ?? 1000;
 
-  async function signCheckpoint(tx: Kysely<Database>, head: { seq: number; hash: string }) {
-    const { keyId, signature } = keyring.signDetached("audit", checkpointMessage(head.seq, head.hash));
-    await auditStore.insertCheckpoint(tx, { ...head, keyId, signature, signedAt: clock.now() });
+  async function signCheckpoint(tx: Kysely<Database>, head: { seq: number; hash: string }): Promise<AuditAnchor> {
+    const signedAt = clock.now();
+    const time = signedAt.toISOString();
+    const { keyId, signature } = keyring.signDetached(
+      "audit",
+      checkpointMessage({ seq: head.seq, hash: head.hash, every, signedAt: time }),
+    );
+    await auditStore.insertCheckpoint(tx, { ...head, every, keyId, signature, signedAt });
+    return { format: "stint-audit-anchor/v1", seq: head.seq, hash: head.hash, every, time, keyId, signature };
+  }
+
+  /** A stored checkpoint as an anchor, if it is v2 and its signature verifies (a database writer may have added it). */
+  function asAnchor(row: auditStore.CheckpointRow): AuditAnchor | null {
+    if (row.every === null) return null;
+    const anchor: AuditAnchor = {
+      format: "stint-audit-anchor/v1",
+      seq: Number(row.seq),
+      hash: row.hash,
+      every: row.every,
+      time: new Date(row.signed_at).toISOString(),
+      keyId: row.key_id,
+      signature: row.signature,
+    };
+    return anchorSignatureValid(anchor) ? anchor : null;
+  }
+
+  function anchorSignatureValid(anchor: Pick<AuditAnchor, "seq" | "hash" | "every" | "time" | "keyId" | "signature">) {
+    const message = checkpointMessage({
+      seq: anchor.seq,
+      hash: anchor.hash,
+      every: anchor.every,
+      signedAt: anchor.time,
+    });
+    return keyring.verifyDetached("audit", anchor.keyId, message, anchor.signature);
+  }
+
+  async function latestAnchor(db: Kysely<Database>): Promise<AuditAnchor | null> {
+    for (const row of await auditStore.latestCheckpoints(db, 20)) {
+      const anchor = asAnchor(row);
+      if (anchor) return anchor;
+    }
+    return null;
   }
 
   const append: AuditLog["append"] = async (tx, actor, context, input) => {
@@ -86,7 +138,10 @@ export function createAuditLog(deps: {
     }
     await auditStore.insertEvents(tx, events);
     await auditStore.moveHead(tx, { seq: prev.seq, hash: prev.hash });
-    if (Math.floor(prev.seq / every) > Math.floor(head.seq / every)) await signCheckpoint(tx, prev);
+    // A checkpoint at exactly every multiple of N, in the transaction that writes that event: verify
+    // treats a missing one as tampering, so none may depend on a later step that could be skipped.
+    for (const seq of boundariesCrossed(head.seq, prev.seq, every))
+      await signCheckpoint(tx, events[seq - head.seq - 1]!);
     return events;
   };
 
@@ -103,17 +158,46 @@ export function createAuditLog(deps: {
       });
     },
 
-    async verify(onProgress) {
+    async anchor() {
+      return store.transaction(async (tx) => {
+        const head = await auditStore.lockHead(tx);
+        if (head.seq === 0) return null;
+        const latest = await latestAnchor(tx);
+        if (latest && latest.seq === head.seq && latest.hash === head.hash) return latest;
+        return signCheckpoint(tx, head);
+      });
+    },
+
+    latestAnchor: () => latestAnchor(store.db),
+
+    async anchorsBetween(fromSeq, toSeq) {
+      const rows = await auditStore.checkpointsBetween(store.db, fromSeq, toSeq);
+      return rows.map(asAnchor).filter((anchor): anchor is AuditAnchor => anchor !== null);
+    },
+
+    async verify({ anchor, onProgress } = {}) {
       // Checkpoints first, then the head: a checkpoint commits with the head it covers, so every
       // checkpoint read here is at or below the head. Events appended later are left for the next run.
       const signed = await auditStore.listCheckpoints(store.db);
       const head = await auditStore.readHead(store.db);
-      const checkpoints = signed.map((cp) => ({
-        seq: cp.seq,
-        hash: cp.hash,
-        signatureValid: keyring.verifyDetached("audit", cp.key_id, checkpointMessage(cp.seq, cp.hash), cp.signature),
-      }));
-      const verifier = createChainVerifier(checkpoints);
+      const checkpoints = signed.map((cp) => {
+        const fields = {
+          seq: Number(cp.seq),
+          hash: cp.hash,
+          every: cp.every,
+          signedAt: new Date(cp.signed_at).toISOString(),
+        };
+        return {
+          seq: fields.seq,
+          hash: fields.hash,
+          every: fields.every,
+          signatureValid: keyring.verifyDetached("audit", cp.key_id, checkpointMessage(fields), cp.signature),
+        };
+      });
+      const verifier = createChainVerifier(checkpoints, {
+        every,
+        ...(anchor && { anchor: { seq: anchor.seq, hash: anchor.hash, signatureValid: anchorSignatureValid(anchor) } }),
+      });
       let after = 0;
       for (;;) {
         const rows = await auditStore.pageFrom(store.db, after, 5000);

@@ -105,11 +105,18 @@ export function pageBefore(db: Q, beforeSeq: number | undefined, limit: number, 
 
 export async function insertCheckpoint(
   tx: Q,
-  cp: { seq: number; hash: string; keyId: string; signature: string; signedAt: Date },
+  cp: { seq: number; hash: string; every: number; keyId: string; signature: string; signedAt: Date },
 ): Promise<void> {
   await tx
     .insertInto("audit_checkpoints")
-    .values({ seq: cp.seq, hash: cp.hash, key_id: cp.keyId, signature: cp.signature, signed_at: cp.signedAt })
+    .values({
+      seq: cp.seq,
+      hash: cp.hash,
+      every: cp.every,
+      key_id: cp.keyId,
+      signature: cp.signature,
+      signed_at: cp.signedAt,
+    })
     .onConflict((oc) => oc.column("seq").doNothing())
     .execute();
 }
@@ -117,3 +124,21 @@ export async function insertCheckpoint(
 export function listCheckpoints(db: Q) {
   return db.selectFrom("audit_checkpoints").selectAll().orderBy("seq").execute();
 }
+
+/** Checkpoints with fromSeq <= seq <= toSeq, oldest first. */
+export function checkpointsBetween(db: Q, fromSeq: number, toSeq: number) {
+  return db
+    .selectFrom("audit_checkpoints")
+    .selectAll()
+    .where("seq", ">=", fromSeq)
+    .where("seq", "<=", toSeq)
+    .orderBy("seq")
+    .execute();
+}
+
+/** The newest checkpoints first, `limit` of them. */
+export function latestCheckpoints(db: Q, limit: number) {
+  return db.selectFrom("audit_checkpoints").selectAll().orderBy("seq", "desc").limit(limit).execute();
+}
+
+export type CheckpointRow = Awaited<ReturnType<typeof listCheckpoints>>[number];

@@ -28,5 +28,22 @@ export interface AuditEvent {
 }
 
 export type VerifyResult =
-  | { ok: true; count: number; headSeq: number; checkpoints: number }
+  | { ok: true; count: number; headSeq: number; checkpoints: number; anchorSeq?: number }
   | { ok: false; count: number; brokenSeq: number; problem: string };
+
+/**
+ * The latest signed head, as shipped outside the database (the anchor file, GET /v1/audit/anchor and a
+ * record in the SIEM export). `stint audit verify --anchor FILE` checks that the chain still holds it.
+ */
+export interface AuditAnchor {
+  format: "stint-audit-anchor/v1";
+  seq: number;
+  hash: string;
+  /** The checkpoint interval in force when it was signed. */
+  every: number;
+  /** When it was signed (ISO 8601); covered by the signature. */
+  time: string;
+  keyId: string;
+  /** Ed25519 over `stint-audit-checkpoint:v2:<seq>:<hash>:<every>:<time>`, base64url. */
+  signature: string;
+}
