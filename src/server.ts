@@ -117,7 +117,15 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       policy,
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
     });
-    const directory = createDirectoryService({ store, audit, clock, ...(deps.scrypt ? { scrypt: deps.scrypt } : {}) });
+    const directory = createDirectoryService({
+      store,
+      audit,
+      clock,
+      ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
+      // Disabling someone or taking them out of a group ends what they held on it, in the same transaction.
+      onAccessBasisLost: (tx, actor, context, scope, reason) =>
+        requests.endAccessWithoutBasis(tx, actor, context, scope, reason),
+    });
 
     const channels = config.notifications.channels;
     const decisionLinks = createDecisionLinks({ keyring, clock });
@@ -269,7 +277,15 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           jwks: () => keyring.jwks("token"),
         });
         registerIdentityRoutes(scoped, { identity, directory });
-        registerCatalogRoutes(scoped, { catalog: createCatalogService({ store, audit, clock }) });
+        registerCatalogRoutes(scoped, {
+          catalog: createCatalogService({
+            store,
+            audit,
+            clock,
+            onAccessBasisLost: (tx, actor, context, scope, reason) =>
+              requests.endAccessWithoutBasis(tx, actor, context, scope, reason),
+          }),
+        });
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerRequestRoutes(scoped, { requests, tokens: activationTokens });
         registerGrantRoutes(scoped, { grants: grants! });

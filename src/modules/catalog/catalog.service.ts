@@ -61,6 +61,17 @@ export interface CatalogServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
   audit: Pick<AuditLog, "append">;
   clock: Clock;
+  /**
+   * Called inside the transaction that removes or narrows eligibility (or changes groups by file): ends the
+   * open activations that lost their basis (the requests service). No scope means every open activation.
+   */
+  onAccessBasisLost?: (
+    tx: Tx,
+    actor: Actor,
+    context: CallContext,
+    scope: { roleIds?: string[] },
+    reason?: string,
+  ) => Promise<unknown>;
 }
 
 type Db = AppStore["db"];
@@ -872,6 +883,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subject: `eligibility:${name}`,
           details: { source: "api", eligibilityId: row.id, fields },
         });
+        // An eligibility moved to start later or end sooner may no longer carry what is active on it.
+        await deps.onAccessBasisLost?.(tx, actor, context, { roleIds: [row.role_id] }, "its eligibility changed");
         return eligibilityDto((await catalogStore.findEligibility(tx, row.id))!, now);
       }, "That eligibility already exists.");
     },
@@ -893,6 +906,13 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           reason: reason ?? null,
           details: { source: "api", eligibilityId: row.id },
         });
+        await deps.onAccessBasisLost?.(
+          tx,
+          actor,
+          context,
+          { roleIds: [row.role_id] },
+          reason ? `eligibility removed (${reason})` : "eligibility removed",
+        );
       });
     },
 
@@ -939,6 +959,9 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           });
         }
         await audit.append(tx, actor, context, events);
+        // Eligibility or group membership a file took away ends what stood on it, in this transaction.
+        if (plan.changes.some((change) => change.kind === "eligibility" || change.kind === "group"))
+          await deps.onAccessBasisLost?.(tx, actor, context, {}, "changed by configuration");
         return { ...toDto(plan), applied: true };
       }, "Something the file creates already exists; run the diff again.");
     },

@@ -1,9 +1,11 @@
 /**
  * Users, service identities, groups and API tokens. Each call authorizes
  * first, then writes its change and audit event in one transaction.
- * Disabling a principal ends every session and token it has, at once.
+ * Disabling a principal ends every session and token it has, at once, and every
+ * activation it holds or waits for (through the requests service, same transaction).
  */
-import type { AppStore } from "../../db/index.js";
+import type { Kysely } from "kysely";
+import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
@@ -22,6 +24,17 @@ export interface DirectoryServiceDeps {
   audit: Pick<AuditLog, "append">;
   clock: Clock;
   scrypt?: ScryptParams;
+  /**
+   * Called inside the transaction that disables a principal or removes it from a group: ends the open
+   * activations that lost their basis (the requests service), so access never outlives the change.
+   */
+  onAccessBasisLost?: (
+    tx: Kysely<Database>,
+    actor: Actor,
+    context: CallContext,
+    scope: { principalIds: string[] },
+    reason?: string,
+  ) => Promise<unknown>;
 }
 
 const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
@@ -198,6 +211,9 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           reason: reason ?? null,
           details: status === "disabled" ? { sessionsEnded: sessions, tokensRevoked: tokens } : {},
         });
+        // Pending requests are cancelled and active activations revoked in this same transaction.
+        if (status === "disabled")
+          await deps.onAccessBasisLost?.(tx, actor, context, { principalIds: [row.id] }, reason ?? undefined);
         return toPrincipal(tx, (await identityStore.findPrincipalById(tx, row.id))!);
       });
     },
@@ -298,6 +314,15 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           subject: `group:${groupName}`,
           details: { principal: principalName },
         });
+        // An eligibility held through this group no longer carries what was activated on it.
+        if (change === "remove")
+          await deps.onAccessBasisLost?.(
+            tx,
+            actor,
+            context,
+            { principalIds: [principal.id] },
+            `removed from the group ${groupName}`,
+          );
       });
     },
 

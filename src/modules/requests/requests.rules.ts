@@ -142,6 +142,23 @@ export function applyTimeout(request: RequestFacts, now: Date): TimeoutOutcome {
   return { result: "denied", reason: `${stage.name} ${why} without enough approvals` };
 }
 
+/** What an activation stands on, as it is now: the requester's account and their eligibility for the role. */
+export interface ActivationBasis {
+  requesterActive: boolean;
+  eligible: boolean;
+}
+
+/**
+ * Why an activation may not start or go on, or null when it may. Checked wherever a request becomes
+ * approved, provisioning, active or extended, and whenever an account, an eligibility or a group membership
+ * is taken away: access never outlives what it was granted on.
+ */
+export function basisProblem(basis: ActivationBasis): string | null {
+  if (!basis.requesterActive) return "the requester's account is disabled";
+  if (!basis.eligible) return "the requester is no longer eligible for the role";
+  return null;
+}
+
 /** The expiry of an activation: fixed when it becomes active; only an approved extension moves it. */
 export function expiryOf(activatedAt: Date, durationMs: number): Date {
   return new Date(activatedAt.getTime() + durationMs);

@@ -27,6 +27,7 @@ import {
   applyDecision,
   applyTimeout,
   assertTransition,
+  basisProblem,
   currentApprovers,
   isNamedBy,
   stageDeadline,
@@ -197,9 +198,94 @@ export function createRequestService(deps: RequestServiceDeps) {
     };
   }
 
+  /** Why `row`'s requester may not hold its role now (disabled, no longer eligible), or null. */
+  async function lostBasis(
+    tx: Kysely<Database>,
+    row: { requester_id: string; role_id: string },
+    now: Date,
+  ): Promise<string | null> {
+    const status = await requestStore.principalStatus(tx, row.requester_id);
+    return basisProblem({
+      requesterActive: status === "active",
+      eligible: status === "active" && (await requestStore.isEligible(tx, row.requester_id, row.role_id, now)),
+    });
+  }
+
+  /** A request that has not started (pending, approved) ends as cancelled, with the reason and who ended it. */
+  async function cancelUnstarted(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    assertTransition(row.state, "cancelled");
+    await tx
+      .updateTable("activation_requests")
+      .set({
+        state: "cancelled",
+        ended_at: now,
+        end_reason: reason,
+        ended_by: by,
+        stage_deadline: null,
+        updated_at: now,
+      })
+      .where("id", "=", row.id)
+      .execute();
+    await emit(tx, {
+      type: "cancelled",
+      requestId: row.id,
+      role: row.role_name,
+      requester: row.requester_name,
+      reason,
+      by,
+    });
+    return [
+      {
+        action: "request.cancelled",
+        outcome: "success",
+        subject: `request:${row.id}`,
+        reason,
+        details: {
+          role: row.role_name,
+          requester: row.requester_name,
+          ...(row.extends_request_id ? { extends: row.extends_request_id } : {}),
+        },
+      },
+    ];
+  }
+
+  /**
+   * Ends every open activation in `scope` whose requester lost what it stood on (account, eligibility):
+   * pending ones are cancelled, active and provisioning ones revoked (at the target through the outbox).
+   * Runs inside the transaction that took the basis away, so nothing outlives it even for a moment.
+   */
+  async function endWithoutBasis(
+    tx: Kysely<Database>,
+    scope: { principalIds?: string[]; roleIds?: string[] },
+    cause: { by: string; reason?: string },
+    now: Date,
+  ): Promise<AuditInput[]> {
+    if (scope.principalIds?.length === 0 || scope.roleIds?.length === 0) return [];
+    const events: AuditInput[] = [];
+    for (const { id } of await requestStore.lockOpenActivations(tx, scope)) {
+      const row = (await requestStore.findRequest(tx, id))!;
+      const lost = await lostBasis(tx, row, now);
+      if (!lost) continue;
+      const reason = cause.reason ? `${lost}: ${cause.reason}` : lost;
+      if (row.state === "pending" || row.state === "approved")
+        events.push(...(await cancelUnstarted(tx, row, reason, cause.by, now)));
+      else events.push(...(await end(tx, row, "revoked", reason, cause.by, now)));
+    }
+    return events;
+  }
+
   /** Approved: an extension moves its parent's expiry; an activation becomes active (or provisioning at a real target). */
   async function grant(tx: Kysely<Database>, row: requestStore.RequestRow, now: Date): Promise<AuditInput[]> {
     const subject = `request:${row.id}`;
+    // Whatever approved it (people, a timeout, a policy without stages), nothing starts without its basis.
+    const lost = await lostBasis(tx, row, now);
+    if (lost) return cancelUnstarted(tx, row, lost, "system", now);
     if (row.extends_request_id) {
       const parent = await requestStore.lockRequest(tx, row.extends_request_id);
       // An activation past its expiry has ended, even if the scheduler has not recorded it yet.
@@ -443,6 +529,9 @@ export function createRequestService(deps: RequestServiceDeps) {
       const id = newId();
       try {
         const outcome = await store.transaction(async (tx) => {
+          // Taken first, so a concurrent disable either waits for this request (and ends it) or is seen here.
+          if ((await requestStore.principalStatus(tx, principal.id, true)) !== "active")
+            return new Refusal("ACCOUNT_DISABLED", "This account is disabled.");
           const open = await requestStore.findOpenRequest(tx, principal.id, role.id);
           if (open) {
             return new Refusal(
@@ -601,6 +690,14 @@ export function createRequestService(deps: RequestServiceDeps) {
             mayKnow ? result.message : "There is no such request.",
             { requestId },
           );
+        }
+        if (decision === "approve") {
+          const lost = await lostBasis(tx, row, now);
+          if (lost) {
+            // The request cannot start any more: it ends here, and the approver hears why.
+            await audit.append(tx, SYSTEM, context, await cancelUnstarted(tx, row, lost, "system", now));
+            return new Refusal("REQUESTER_NOT_ELIGIBLE", `The request was cancelled: ${lost}.`, { requestId });
+          }
         }
         if (linkToken !== undefined) {
           if (!deps.decisionLinks) return new Refusal("VALIDATION_FAILED", "Decision links are not enabled.");
@@ -831,6 +928,8 @@ export function createRequestService(deps: RequestServiceDeps) {
       if (!window.allowed)
         return refuse(actor, context, "request.extend", subject, new Refusal("OUTSIDE_WINDOW", window.reason));
       const outcome = await store.transaction(async (tx) => {
+        if ((await requestStore.principalStatus(tx, principal.id, true)) !== "active")
+          return new Refusal("ACCOUNT_DISABLED", "This account is disabled.");
         const parent = await requestStore.lockRequest(tx, open.id);
         // Past its expiry an activation has ended, even before the scheduler has recorded it.
         if (
@@ -1013,7 +1112,8 @@ export function createRequestService(deps: RequestServiceDeps) {
 
     /**
      * Worker: the target now holds the privilege. A provisioning request becomes active and its
-     * clock starts now. Returns false when the request ended meanwhile (the caller revokes again).
+     * clock starts now. Returns false when the request ended meanwhile (the caller revokes again). A
+     * requester who lost the basis meanwhile (disabled, no longer eligible) is revoked here instead.
      */
     async provisioned(grantId: string, details: { login: string }): Promise<boolean> {
       const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
@@ -1033,6 +1133,12 @@ export function createRequestService(deps: RequestServiceDeps) {
           .forUpdate()
           .executeTakeFirstOrThrow();
         if (row.state !== "provisioning" || locked.state !== "provisioning") return false;
+        const lost = await lostBasis(tx, row, now);
+        if (lost) {
+          // The target changed for someone who may no longer hold the role: take it away again, now.
+          await audit.append(tx, SYSTEM, context, await end(tx, row, "revoked", lost, "system", now));
+          return true;
+        }
         assertTransition("provisioning", "active");
         const expiresAt = new Date(now.getTime() + row.duration_ms);
         await tx
@@ -1266,8 +1372,29 @@ export function createRequestService(deps: RequestServiceDeps) {
             details: { eligibilityId: e.id, principal: e.principal_name, group: e.group_name, endedAt: iso(e.ends_at) },
           })),
         );
+        // What was activated on an eligibility that ended does not outlive it.
+        const roleIds = [...new Set(ended.map((e) => e.role_id))];
+        const events = await endWithoutBasis(tx, { roleIds }, { by: "system", reason: "the eligibility ended" }, now);
+        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
         return ended.length;
       });
+    },
+
+    /**
+     * Called inside the transaction that disables an account, removes an eligibility or a group membership:
+     * every open activation in `scope` that lost its basis ends in that same transaction, audited as `actor`.
+     */
+    async endAccessWithoutBasis(
+      tx: Kysely<Database>,
+      actor: Actor,
+      context: CallContext,
+      scope: { principalIds?: string[]; roleIds?: string[] },
+      reason?: string,
+    ): Promise<number> {
+      const by = actor.kind === "principal" ? actor.name : "system";
+      const events = await endWithoutBasis(tx, scope, { by, ...(reason ? { reason } : {}) }, clock.now());
+      await audit.append(tx, actor, context, events);
+      return events.filter((e) => e.action !== "request.cancelled" || !e.details?.extends).length;
     },
 
     nextExpiry: () => requestStore.nextExpiry(store.db),

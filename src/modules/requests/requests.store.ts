@@ -72,6 +72,28 @@ export function eligibleRoles(db: Q, principalId: string, now: Date) {
     .execute();
 }
 
+/** The requester's account status, locked against a concurrent disable (FOR SHARE) when asked. */
+export async function principalStatus(db: Q, principalId: string, lock = false) {
+  const query = db.selectFrom("principals").select(["id", "status"]).where("id", "=", principalId);
+  const row = await (lock ? query.forShare() : query).executeTakeFirst();
+  return row?.status;
+}
+
+/**
+ * Open activations (not extensions) of some principals or roles, or of everyone, locked in id order for
+ * the rest of the transaction: what a change to accounts, eligibility or groups must check again.
+ */
+export function lockOpenActivations(db: Q, scope: { principalIds?: string[]; roleIds?: string[] }) {
+  let query = db
+    .selectFrom("activation_requests")
+    .select(["id"])
+    .where("extends_request_id", "is", null)
+    .where("state", "in", ["pending", "approved", "provisioning", "active"]);
+  if (scope.principalIds) query = query.where("requester_id", "in", scope.principalIds);
+  if (scope.roleIds) query = query.where("role_id", "in", scope.roleIds);
+  return query.orderBy("id").forUpdate().execute();
+}
+
 export async function principalContext(db: Q, principalId: string) {
   const principal = await db
     .selectFrom("principals")
@@ -267,6 +289,7 @@ export function claimEndedEligibilities(db: Q, now: Date, limit: number) {
     .select([
       "eligibilities.id",
       "eligibilities.ends_at",
+      "eligibilities.role_id",
       "roles.name as role_name",
       "principals.name as principal_name",
       "groups.name as group_name",
