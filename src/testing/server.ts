@@ -47,6 +47,8 @@ export async function testServer(
     outboxHandlers?: OutboxHandlers;
     /** Shorter pauses between outbox retries than the configured ones. */
     outboxBackoff?: { baseMs?: number; capMs?: number };
+    /** The master key (random by default); a test that must open what Stint sealed passes its own. */
+    masterKey?: Uint8Array;
     /** The vault's key; null starts without one (sealed). Random by default. */
     vaultKey?: Uint8Array | null;
     logLevel?: string;
@@ -73,7 +75,7 @@ export async function testServer(
       level: options.logLevel ?? "silent",
       ...(options.logDestination ? { destination: options.logDestination } : {}),
     }),
-    masterKey: randomBytes(32),
+    masterKey: options.masterKey ?? randomBytes(32),
     vaultKey: options.vaultKey === undefined ? randomBytes(32) : options.vaultKey,
     store: options.wrapStore ? options.wrapStore(t.store) : t.store,
     scrypt: TEST_SCRYPT,

@@ -40,6 +40,8 @@ export interface IssuedCertificate {
 
 export interface SshSessionsHarness {
   server: TestServer;
+  /** The server's master key (tests that forge what only a broken CA would sign open its key with it). */
+  masterKey: Uint8Array;
   sshd: Sshd;
   proxy: SshProxy;
   proxyPort: number;
@@ -60,6 +62,8 @@ export interface SshSessionsHarness {
     command: string[],
     options?: { input?: string; extra?: string[]; timeoutMs?: number },
   ): Promise<ClientResult>;
+  /** Runs ssh straight to an sshd (no proxy), trusting any host key, with the key and its certificate. */
+  sshDirect(key: string, sshd: Sshd, login: string, command: string[]): Promise<ClientResult>;
   /** Starts ssh to the proxy and returns at once (for sessions ended while they run). */
   spawnSsh(
     key: string,
@@ -91,7 +95,9 @@ export async function sshSessionsHarness(options: HarnessOptions = {}): Promise<
   const sshd = await startSshd({ extraConfig: ["MaxStartups 200", ...(options.sshdConfig ?? [])] });
   await createUser(unixUser);
   await createGroup(wheel);
+  const masterKey = randomBytes(32);
   const server = await testServer("pglite", {
+    masterKey,
     env: {
       STINT_RECONCILE_INTERVAL: "0",
       STINT_OUTBOX_POLL: "100ms",
@@ -205,6 +211,21 @@ ${targets.map((name) => `  - role: ${name}-shell\n    users: [${users.join(", ")
     `${login}@127.0.0.1`,
   ];
 
+  const runClient = (args: string[], input = "", timeoutMs = 20_000): Promise<ClientResult> =>
+    new Promise((resolve) => {
+      const child = spawn("ssh", args, { stdio: ["pipe", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+      child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+      const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+      child.on("close", (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr });
+      });
+      child.stdin.end(input);
+    });
+
   const spawnSsh: SshSessionsHarness["spawnSsh"] = (key, login, command, extra = []) => {
     const child = spawn("ssh", [...sshArgs(key, login, extra), ...command], { stdio: ["pipe", "pipe", "pipe"] });
     let output = "";
@@ -217,6 +238,7 @@ ${targets.map((name) => `  - role: ${name}-shell\n    users: [${users.join(", ")
   let keys = 0;
   return {
     server,
+    masterKey,
     sshd,
     proxy,
     proxyPort,
@@ -257,23 +279,29 @@ ${targets.map((name) => `  - role: ${name}-shell\n    users: [${users.join(", ")
       return { key, ...body };
     },
     sshArgs,
-    ssh(key, login, command, opts = {}) {
-      return new Promise((resolve) => {
-        const child = spawn("ssh", [...sshArgs(key, login, opts.extra), ...command], {
-          stdio: ["pipe", "pipe", "pipe"],
-        });
-        let stdout = "";
-        let stderr = "";
-        child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-        const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 20_000);
-        child.on("close", (code) => {
-          clearTimeout(timer);
-          resolve({ code, stdout, stderr });
-        });
-        child.stdin.end(opts.input ?? "");
-      });
-    },
+    ssh: (key, login, command, opts = {}) =>
+      runClient([...sshArgs(key, login, opts.extra), ...command], opts.input, opts.timeoutMs),
+    sshDirect: (key, target, login, command) =>
+      runClient([
+        "-F",
+        "/dev/null",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-i",
+        key,
+        "-p",
+        String(target.port),
+        `${login}@${target.host}`,
+        ...command,
+      ]),
     spawnSsh,
     async cleanup() {
       await proxy.close().catch(() => undefined);

@@ -74,6 +74,14 @@ export function registerSessionRoutes(app: App, deps: { sessions: SessionService
       sessions.issueSshCertificate(req.actor, req.callContext, { publicKey: req.body.publicKey, role: req.body.role }),
   );
 
+  // Public like the CA key: hosts that trust the CA fetch it without a Stint identity (sshd RevokedKeys).
+  app.get("/v1/ssh/krl", { config: { requirement: "public" }, schema: { tags } }, async (_req, reply) => {
+    const krl = await sessions.sshKrl();
+    reply.header("content-type", "application/octet-stream");
+    reply.header("cache-control", "no-store");
+    return reply.send(krl);
+  });
+
   app.get(
     "/v1/ssh/ca",
     { config: { requirement: "public" }, schema: { tags, response: { 200: c.sshInfo } } },

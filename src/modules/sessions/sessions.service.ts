@@ -45,6 +45,7 @@ import {
   verifyCertificate,
   type CertExtension,
 } from "./ssh-ca.js";
+import { encodeKrl } from "./ssh-krl.js";
 import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 
 export const SESSIONS_CHANNEL = "stint_sessions";
@@ -557,7 +558,8 @@ export function createSessionService(deps: SessionServiceDeps) {
       if (!ca || !algorithm.endsWith("-cert-v01@openssh.com"))
         throw new SessionRefusedError("BAD_CREDENTIALS", "Only Stint certificates are accepted (stint ssh login).");
       const line = `${algorithm} ${key.toString("base64")}`;
-      const verdict = verifyCertificate(line, ca.publicKey, clock.now(), { principal: userName });
+      // The principal is the whole login, user and target: a certificate names the one target it is for.
+      const verdict = verifyCertificate(line, ca.publicKey, clock.now(), { principal: username });
       if (!verdict.ok)
         throw new SessionRefusedError("BAD_CREDENTIALS", `The certificate is not valid: ${verdict.reason}`);
       return {
@@ -579,14 +581,30 @@ export function createSessionService(deps: SessionServiceDeps) {
         clientAddress,
         details: { target: login.target, certificate: { serial: login.serial, keyId: login.keyId } },
       };
+      // The certificate is bound to the activation and target it was issued for: only that activation,
+      // while it lasts, opens a session (not another one of the same user, not another target).
+      const issued = await sessionStore.findSshCertificate(store.db, login.serial);
+      if (
+        !issued ||
+        issued.principal_id !== principal.id ||
+        issued.key_id !== login.keyId ||
+        issued.principal !== `${login.user}%${login.target}` ||
+        issued.target_name !== login.target
+      )
+        return refuse(
+          kind,
+          "BAD_CREDENTIALS",
+          `This certificate was not issued for ${login.target}: run stint ssh login for it.`,
+          who,
+        );
       const activation = (await sessionStore.activeActivations(store.db, principal.id, clock.now())).find(
-        (a) => a.target_name === login.target,
+        (a) => a.request_id === issued.request_id && a.target_name === login.target,
       );
       if (!activation)
         return refuse(
           kind,
           "NOT_ACTIVE",
-          `You have no active role for ${login.target}: activate one first (stint activate ROLE).`,
+          `The activation this certificate was issued for (${issued.request_id}) has ended: activate again (stint activate ROLE), then run stint ssh login.`,
           who,
         );
       if (activation.target_kind !== "ssh-host")
@@ -795,6 +813,23 @@ export function createSessionService(deps: SessionServiceDeps) {
       };
     },
 
+    /**
+     * The OpenSSH KRL for hosts that trust the CA directly (sshd RevokedKeys): every certificate not yet
+     * expired whose activation ended. Built from the database at each call, so always current.
+     */
+    async sshKrl(): Promise<Buffer> {
+      const ca = await sshKey("user-ca");
+      const now = clock.now();
+      const serials = await sessionStore.revokedSshSerials(store.db, now);
+      return encodeKrl({
+        caPublicKey: ca.publicKey,
+        serials: serials.map((serial) => BigInt(serial)),
+        version: BigInt(now.getTime()),
+        generatedAt: now,
+        comment: "Stint: certificates of ended activations",
+      });
+    },
+
     /** Signs the caller's public key for as long as their activation of an SSH host role lasts. */
     async issueSshCertificate(actor: Actor, ctx: CallContext, input: { publicKey: string; role?: string | undefined }) {
       if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
@@ -810,11 +845,19 @@ export function createSessionService(deps: SessionServiceDeps) {
             ? `You have no active activation of ${input.role} on an SSH host.`
             : "You have no active role on an SSH host: activate one first.",
         );
-      const ca = await sshKey("user-ca");
+      const [ca, proxyHost] = await Promise.all([sshKey("user-ca"), sshKey("proxy-host")]);
+      const offered = input.publicKey.trim().split(/\s+/).slice(0, 2).join(" ");
+      // Never certify Stint's own keys: a certificate for the CA key is a CA that logs in as a user.
+      for (const own of [ca.publicKey, proxyHost.publicKey])
+        if (offered === own.trim().split(/\s+/).slice(0, 2).join(" "))
+          throw new StintError("VALIDATION_FAILED", "That key is one of Stint's own keys; certify your own key.");
       const policy = policyOf(activation);
       const serial = BigInt(`0x${randomBytes(8).toString("hex")}`) & ((1n << 63n) - 1n);
       const validBefore = new Date(activation.expires_at!);
+      // What the certificate is for, in the certificate: the one target (principal user%target, which
+      // hosts trusting the CA list in AuthorizedPrincipalsFile) and the activation (key id).
       const keyId = `stint:${actor.name}:${activation.request_id}`;
+      const principal = `${actor.name}%${activation.target_name}`;
       const extensions: CertExtension[] = ["permit-pty"];
       if (policy.portForwarding) extensions.push("permit-port-forwarding");
       let certificate: string;
@@ -823,7 +866,7 @@ export function createSessionService(deps: SessionServiceDeps) {
           caPrivateKey: ca.privateKey,
           userPublicKey: input.publicKey,
           keyId,
-          principals: [actor.name],
+          principals: [principal],
           validAfter: new Date(now.getTime() - CERT_BACKDATE_MS),
           validBefore,
           serial,
@@ -836,17 +879,30 @@ export function createSessionService(deps: SessionServiceDeps) {
         );
       }
       const cert = parseCertificate(certificate);
-      await audit.record(actor, ctx, {
-        action: "ssh.certificate_issued",
-        outcome: "success",
-        subject: `request:${activation.request_id}`,
-        details: {
-          role: activation.role_name,
-          target: activation.target_name,
+      await store.transaction(async (tx) => {
+        await sessionStore.insertSshCertificate(tx, {
           serial: serial.toString(),
+          principalId: actor.id,
+          requestId: activation.request_id,
+          targetId: activation.target_id,
+          principal,
           keyId,
-          validBefore: validBefore.toISOString(),
-        },
+          now,
+          validBefore,
+        });
+        await audit.append(tx, actor, ctx, {
+          action: "ssh.certificate_issued",
+          outcome: "success",
+          subject: `request:${activation.request_id}`,
+          details: {
+            role: activation.role_name,
+            target: activation.target_name,
+            principal,
+            serial: serial.toString(),
+            keyId,
+            validBefore: validBefore.toISOString(),
+          },
+        });
       });
       return {
         certificate,

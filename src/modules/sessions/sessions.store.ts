@@ -26,6 +26,73 @@ export async function insertSshKey(
     .execute();
 }
 
+export async function insertSshCertificate(
+  db: Q,
+  row: {
+    serial: string;
+    principalId: string;
+    requestId: string;
+    targetId: string;
+    principal: string;
+    keyId: string;
+    now: Date;
+    validBefore: Date;
+  },
+) {
+  await db
+    .insertInto("ssh_certificates")
+    .values({
+      serial: row.serial,
+      principal_id: row.principalId,
+      request_id: row.requestId,
+      target_id: row.targetId,
+      principal: row.principal,
+      key_id: row.keyId,
+      issued_at: row.now,
+      valid_before: row.validBefore,
+    })
+    .execute();
+}
+
+/** An issued certificate with the activation and target it is bound to. */
+export function findSshCertificate(db: Q, serial: string) {
+  return db
+    .selectFrom("ssh_certificates as c")
+    .innerJoin("targets", "targets.id", "c.target_id")
+    .select([
+      "c.serial",
+      "c.principal_id",
+      "c.request_id",
+      "c.principal",
+      "c.key_id",
+      "c.valid_before",
+      "targets.name as target_name",
+    ])
+    .where("c.serial", "=", serial)
+    .executeTakeFirst();
+}
+
+/** Serials of certificates not yet expired whose activation is no longer active: the KRL's content. */
+export async function revokedSshSerials(db: Q, now: Date): Promise<string[]> {
+  const rows = await db
+    .selectFrom("ssh_certificates as c")
+    .innerJoin("activation_requests as r", "r.id", "c.request_id")
+    .select("c.serial")
+    .where("c.valid_before", ">", now)
+    .where((eb) => eb.or([eb("r.state", "!=", "active"), eb("r.expires_at", "<=", now)]))
+    .execute();
+  return rows.map((r) => r.serial);
+}
+
+/** An activation's state and current expiry (an extension moves it). */
+export function activationExpiry(db: Q, requestId: string) {
+  return db
+    .selectFrom("activation_requests")
+    .select(["state", "expires_at"])
+    .where("id", "=", requestId)
+    .executeTakeFirst();
+}
+
 /** The active activations of a principal whose role's target is reachable through a proxy. */
 export function activeActivations(db: Q, principalId: string, now: Date) {
   return db

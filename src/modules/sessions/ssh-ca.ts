@@ -106,6 +106,7 @@ export function signUserCertificate(input: SignUserCertificateInput): string {
   const ca = parseCaPrivateKey(input.caPrivateKey);
   const userKey = parsePublicKeyLine(input.userPublicKey);
   if (!(userKey.type in CERT_TYPES)) throw new TypeError(`unsupported user key type ${userKey.type}`);
+  if (userKey.blob.equals(ca.publicBlob)) throw new TypeError("refusing to certify the CA's own key");
   const certType = CERT_TYPES[userKey.type as UserKeyType];
   const keyId = checkKeyId(input.keyId);
   const principals = checkPrincipals(input.principals);
@@ -165,7 +166,15 @@ export function verifyCertificate(
   } catch (error) {
     throw new TypeError(`bad CA public key: ${(error as Error).message}`);
   }
-  const checks = [signedByCa, signatureValid, isUserCertificate, hasPrincipals, withinWindow, knownCriticalOptions];
+  const checks = [
+    signedByCa,
+    signatureValid,
+    isUserCertificate,
+    notTheCaKey,
+    hasPrincipals,
+    withinWindow,
+    knownCriticalOptions,
+  ];
   for (const check of checks) {
     const reason = check(decoded, { caBlob, now, principal: options.principal });
     if (reason) return { ok: false, reason };
@@ -195,6 +204,14 @@ const signatureValid: Check = ({ signed, signatureAlgorithm, signature, signatur
 
 const isUserCertificate: Check = ({ certificate }) =>
   certificate.type === "user" ? undefined : "not a user certificate";
+
+/** A certificate for the CA's own key would let whoever holds the CA key pass as a user (and vice versa). */
+const notTheCaKey: Check = ({ certificate }, { caBlob }) => {
+  const certified = Buffer.from(certificate.publicKey.split(" ")[1] ?? "", "base64");
+  return certified.length === caBlob.length && timingSafeEqual(certified, caBlob)
+    ? "certifies the CA's own key"
+    : undefined;
+};
 
 const hasPrincipals: Check = ({ certificate }, { principal }) => {
   if (certificate.principals.length === 0) return "no principals";
