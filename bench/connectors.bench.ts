@@ -57,7 +57,7 @@ policies:${selfServicePolicy("bench-self")}
 targets:
   - name: bench-db
     kind: postgres
-    address: ${admin}/${database}
+    address: ${admin}/${database}?sslmode=disable
     identity: { map: { bench: ${login} } }
 roles:
 ${roles

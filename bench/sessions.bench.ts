@@ -485,7 +485,7 @@ policies:
 targets:
   - name: bench-db
     kind: postgres
-    address: ${targetUrl.toString()}
+    address: ${targetUrl.toString()}?sslmode=disable
   - name: ${SSH_TARGET}
     kind: ssh-host
     address: ssh://root@127.0.0.1:${sshd.port}

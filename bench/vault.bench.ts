@@ -147,7 +147,7 @@ policies:${selfServicePolicy("bench-self")}
 targets:
   - name: bench-ledger
     kind: postgres
-    address: ${target.url}
+    address: ${target.url}?sslmode=disable
 roles:
   - name: ${ROLE}
     target: bench-ledger

@@ -18,6 +18,8 @@ export interface QueryLogEntry {
   command: string | null;
   /** The server's error message ("SQLSTATE: message"), null on success. */
   error: string | null;
+  /** The session ended (killed, revoked, expired, closed) before this statement's result came. */
+  interrupted?: true;
 }
 
 export interface RecordingMeta {

@@ -3,6 +3,7 @@
  * (https://www.postgresql.org/docs/current/protocol-message-formats.html), never
  * produced by the encoders they check.
  */
+import { createHash } from "node:crypto";
 import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
@@ -35,6 +36,7 @@ import {
   parseScramServerFirst,
   scramClientFinal,
   scramClientFirst,
+  tlsServerEndPoint,
   verifyScramServerFinal,
   type BackendMessage,
   type FrontendMessage,
@@ -583,6 +585,29 @@ describe("SCRAM-SHA-256 client", () => {
     expectCode(() => parseScramServerFirst(`r=${clientNonce}x,s=!!,i=1`, clientNonce), "SCRAM_INVALID");
     expectCode(() => parseScramServerFirst(`m=ext,r=${clientNonce}x,s=QUJD,i=1`, clientNonce), "SCRAM_INVALID");
     expectCode(() => scramClientFirst("user", "has,comma"), "SCRAM_INVALID");
+  });
+
+  it("binds to the channel: p=tls-server-end-point with the certificate hash in c=", () => {
+    const hash = Buffer.alloc(32, 7);
+    const first = scramClientFirst("", clientNonce, { kind: "tls-server-end-point", certificateHash: hash });
+    expect(first.mechanism).toBe("SCRAM-SHA-256-PLUS");
+    expect(first.message).toBe(`p=tls-server-end-point,,n=,r=${clientNonce}`);
+    const final = scramClientFinal("pencil", first, parseScramServerFirst(serverFirst, clientNonce));
+    const c = /^c=([^,]+),/.exec(final.message)?.[1] ?? "";
+    expect(Buffer.from(c, "base64")).toEqual(Buffer.concat([Buffer.from("p=tls-server-end-point,,"), hash]));
+    // Over TLS without binding the client says it could have bound ("y"), so a server that offers it sees a downgrade.
+    const unbound = scramClientFirst("", clientNonce, { kind: "unused" });
+    expect(unbound.message.startsWith("y,,")).toBe(true);
+    expect(unbound.mechanism).toBe("SCRAM-SHA-256");
+  });
+
+  it("tls-server-end-point hashes the certificate with its signature's hash (RFC 5929)", () => {
+    // A minimal DER skeleton: Certificate { tbs { }, AlgorithmIdentifier { ecdsa-with-SHA384 }, signature }.
+    const oid = Buffer.from([0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
+    const body = Buffer.concat([Buffer.from([0x30, 0x00, 0x30, oid.length]), oid, Buffer.from([0x03, 0x01, 0x00])]);
+    const cert = Buffer.concat([Buffer.from([0x30, body.length]), body]);
+    expect(tlsServerEndPoint(cert)).toEqual(createHash("sha384").update(cert).digest());
+    expectCode(() => tlsServerEndPoint(Buffer.from([0x31, 0x00])), "SCRAM_INVALID");
   });
 
   it("escapes = and , in the user name", () => {

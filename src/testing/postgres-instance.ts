@@ -8,11 +8,16 @@
  *   new pg.Client({ host: "127.0.0.1", port: instance.port, user: "postgres", password: instance.adminPassword })
  *   (not { connectionString, password }: node-postgres lets the URL's empty password win)
  *   await instance.stop();                    // stops the server and removes the dir
+ *
+ * With `{ tls: true }` the cluster has a server certificate from a CA made for it (instance.tls.ca,
+ * for 127.0.0.1 and localhost), `ssl=on`, and pg_hba accepts TCP only over TLS (`hostssl …
+ * scram-sha-256`); it also listens on 127.0.0.2, a name its certificate does not carry.
+ * `createTestCa()` makes more CAs (an untrusted one, say); both need the `openssl` command.
  */
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { superviseChild } from "./child-server.js";
-import { chown, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chown, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -28,8 +33,60 @@ export interface PostgresInstance {
   port: number;
   /** The `postgres` superuser's password, random per instance. */
   adminPassword: string;
+  /** With `tls`: the PEM of the CA that issued the server certificate. */
+  tls?: { ca: string };
   /** Stops the server (fast shutdown: open sessions are ended) and removes its directory. */
   stop(): Promise<void>;
+}
+
+export interface TestCa {
+  /** PEM certificate of the CA. */
+  cert: string;
+  /** Issues a certificate for `names` (DNS names or IP addresses): PEM cert and key. */
+  issue(names: string[]): Promise<{ cert: string; key: string }>;
+}
+
+/** A throwaway certificate authority (EC P-256), made with the openssl command in a temp dir. */
+export async function createTestCa(commonName = "Stint test CA"): Promise<TestCa> {
+  const dir = await mkdtemp(join(tmpdir(), "stint-ca-"));
+  try {
+    const key = join(dir, "ca.key");
+    const cert = join(dir, "ca.crt");
+    await run("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key]);
+    await run("openssl", [
+      ...["req", "-x509", "-new", "-key", key, "-out", cert, "-days", "2", "-subj", `/CN=${commonName}`],
+      ...["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]);
+    const caKey = await readFile(key, "utf8");
+    const caCert = await readFile(cert, "utf8");
+    return {
+      cert: caCert,
+      async issue(names) {
+        const work = await mkdtemp(join(tmpdir(), "stint-cert-"));
+        try {
+          const files = { caKey: join(work, "ca.key"), caCert: join(work, "ca.crt"), key: join(work, "server.key") };
+          await writeFile(files.caKey, caKey, { mode: 0o600 });
+          await writeFile(files.caCert, caCert);
+          const csr = join(work, "server.csr");
+          const out = join(work, "server.crt");
+          const ext = join(work, "ext.cnf");
+          const san = names.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(",");
+          await writeFile(ext, `subjectAltName=${san}\nextendedKeyUsage=serverAuth\n`);
+          await run("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", files.key]);
+          await run("openssl", ["req", "-new", "-key", files.key, "-out", csr, "-subj", `/CN=${names[0] ?? "server"}`]);
+          await run("openssl", [
+            ...["x509", "-req", "-in", csr, "-CA", files.caCert, "-CAkey", files.caKey, "-CAcreateserial"],
+            ...["-out", out, "-days", "2", "-sha256", "-extfile", ext],
+          ]);
+          return { cert: await readFile(out, "utf8"), key: await readFile(files.key, "utf8") };
+        } finally {
+          await rm(work, { recursive: true, force: true });
+        }
+      },
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 async function postgresUser(): Promise<{ uid: number; gid: number }> {
@@ -48,7 +105,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-export async function startPostgres(): Promise<PostgresInstance> {
+export async function startPostgres(options: { tls?: boolean } = {}): Promise<PostgresInstance> {
   const user = await postgresUser();
   const dir = await mkdtemp(join(tmpdir(), "stint-pg-"));
   try {
@@ -77,6 +134,22 @@ export async function startPostgres(): Promise<PostgresInstance> {
       { uid: user.uid, gid: user.gid, cwd: dir, timeout: 60_000 },
     );
     await rm(pwfile);
+    let tls: { ca: string } | undefined;
+    const tlsSettings: string[] = [];
+    if (options.tls) {
+      const ca = await createTestCa("Stint test cluster CA");
+      const issued = await ca.issue(["127.0.0.1", "localhost"]);
+      const certFile = join(dir, "server.crt");
+      const keyFile = join(dir, "server.key");
+      await writeFile(certFile, issued.cert);
+      await writeFile(keyFile, issued.key, { mode: 0o600 });
+      await chown(certFile, user.uid, user.gid);
+      await chown(keyFile, user.uid, user.gid);
+      // TCP only over TLS, passwords only by SCRAM: what a production cluster should look like.
+      await writeFile(join(data, "pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.0/8 scram-sha-256\n");
+      tlsSettings.push("-c", "ssl=on", "-c", `ssl_cert_file=${certFile}`, "-c", `ssl_key_file=${keyFile}`);
+      tls = { ca: ca.cert };
+    }
 
     // A port can be taken between freePort() and the server's bind; try a few.
     for (let attempt = 1; ; attempt += 1) {
@@ -91,7 +164,7 @@ export async function startPostgres(): Promise<PostgresInstance> {
           "-k",
           dir,
           "-c",
-          "listen_addresses=127.0.0.1",
+          `listen_addresses=${options.tls ? "127.0.0.1,127.0.0.2" : "127.0.0.1"}`,
           "-c",
           "fsync=off",
           "-c",
@@ -100,6 +173,7 @@ export async function startPostgres(): Promise<PostgresInstance> {
           "full_page_writes=off",
           "-c",
           "password_encryption=scram-sha-256",
+          ...tlsSettings,
         ],
         { uid: user.uid, gid: user.gid, cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
       );
@@ -109,7 +183,7 @@ export async function startPostgres(): Promise<PostgresInstance> {
 
       const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
       try {
-        await waitForConnection(port, adminPassword, server.running, 30_000);
+        await waitForConnection(port, adminPassword, server.running, 30_000, tls?.ca);
       } catch (error) {
         await stopServer();
         if (attempt < 3 && /could not bind|already in use/i.test(server.log())) continue;
@@ -119,6 +193,7 @@ export async function startPostgres(): Promise<PostgresInstance> {
         url,
         port,
         adminPassword,
+        ...(tls ? { tls } : {}),
         stop: async () => {
           await stopServer();
           await rm(dir, { recursive: true, force: true });
@@ -131,7 +206,13 @@ export async function startPostgres(): Promise<PostgresInstance> {
   }
 }
 
-async function waitForConnection(port: number, password: string, running: () => boolean, ms: number): Promise<void> {
+async function waitForConnection(
+  port: number,
+  password: string,
+  running: () => boolean,
+  ms: number,
+  ca?: string,
+): Promise<void> {
   const deadline = Date.now() + ms;
   for (;;) {
     if (!running()) throw new Error("the server exited");
@@ -142,6 +223,7 @@ async function waitForConnection(port: number, password: string, running: () => 
       database: "postgres",
       password,
       connectionTimeoutMillis: 2_000,
+      ...(ca ? { ssl: { ca } } : {}),
     });
     client.on("error", () => {});
     try {

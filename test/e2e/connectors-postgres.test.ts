@@ -79,7 +79,7 @@ policies:${selfServicePolicy("pg-self")}${selfServicePolicy("pg-strict", "remove
 targets:
   - name: app-db
     kind: postgres
-    address: ${adminUrl}/${database}
+    address: ${adminUrl}/${database}?sslmode=disable
     identity: { template: "stint_e2e_{{name}}" }
     options: { ignore: [postgres] }
 roles:

@@ -61,7 +61,7 @@ policies:${selfServicePolicy("dyn-self")}
 targets:
   - name: ledger-pg
     kind: postgres
-    address: postgres://postgres@127.0.0.1:5432/${pgDatabase}
+    address: postgres://postgres@127.0.0.1:5432/${pgDatabase}?sslmode=disable
   - name: ledger-maria
     kind: mysql
     address: ${MARIADB_URL}

@@ -138,7 +138,7 @@ policies:
 targets:
   - name: app-db
     kind: postgres
-    address: postgres://postgres@127.0.0.1:5432/${database}
+    address: postgres://postgres@127.0.0.1:5432/${database}?sslmode=disable
   - name: web
     kind: ssh-host
     address: ssh://root@127.0.0.1:${sshd.port}

@@ -1,16 +1,31 @@
 /**
  * SCRAM-SHA-256 client (RFC 5802, RFC 7677) as pure functions: the caller supplies the
- * nonce and carries the state between steps. No channel binding ("n,,", c=biws).
+ * nonce and carries the state between steps. Channel binding (SCRAM-SHA-256-PLUS with
+ * tls-server-end-point, RFC 5929) when the caller gives the server certificate's hash.
  */
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from "node:crypto";
 import { PgWireError } from "./errors.js";
 
 export const SCRAM_SHA_256 = "SCRAM-SHA-256";
-const GS2_HEADER = "n,,";
+export const SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS";
+
+/**
+ * How the client binds the exchange to the TLS channel: "none" without TLS ("n,,"); "unused" over
+ * TLS when the server offers no binding ("y,,": a server that does offer it then detects the
+ * downgrade); "tls-server-end-point" with the server certificate's hash (SCRAM-SHA-256-PLUS).
+ */
+export type ScramChannelBinding =
+  { kind: "none" } | { kind: "unused" } | { kind: "tls-server-end-point"; certificateHash: Buffer };
+
+const GS2_HEADERS = { none: "n,,", unused: "y,,", "tls-server-end-point": "p=tls-server-end-point,," } as const;
 
 export interface ScramClientFirst {
   /** The whole client-first-message, sent in SASLInitialResponse. */
   message: string;
+  /** The mechanism to name in SASLInitialResponse. */
+  mechanism: typeof SCRAM_SHA_256 | typeof SCRAM_SHA_256_PLUS;
+  /** c= of the client-final-message: the GS2 header and, when bound, the channel binding data. */
+  channelBindingInput: Buffer;
   /** client-first-message-bare, part of the AuthMessage. */
   bare: string;
   clientNonce: string;
@@ -44,11 +59,88 @@ function fail(message: string): never {
 }
 
 /** PostgreSQL ignores the SCRAM user name (it uses the startup user), so libpq sends an empty one. */
-export function scramClientFirst(username: string, clientNonce: string): ScramClientFirst {
+export function scramClientFirst(
+  username: string,
+  clientNonce: string,
+  binding: ScramChannelBinding = { kind: "none" },
+): ScramClientFirst {
   if (clientNonce === "" || /[^\x21-\x2b\x2d-\x7e]/.test(clientNonce))
     fail("the client nonce must be printable, no comma");
   const bare = `n=${saslName(username)},r=${clientNonce}`;
-  return { message: GS2_HEADER + bare, bare, clientNonce };
+  const header = GS2_HEADERS[binding.kind];
+  const bound = binding.kind === "tls-server-end-point";
+  if (bound && binding.certificateHash.length === 0) fail("channel binding needs the certificate hash");
+  return {
+    message: header + bare,
+    mechanism: bound ? SCRAM_SHA_256_PLUS : SCRAM_SHA_256,
+    channelBindingInput: Buffer.concat([
+      Buffer.from(header, "utf8"),
+      bound ? binding.certificateHash : Buffer.alloc(0),
+    ]),
+    bare,
+    clientNonce,
+  };
+}
+
+/** Hash algorithm by signature algorithm OID, for tls-server-end-point (MD5 and SHA-1 become SHA-256). */
+const SIGNATURE_HASHES: Record<string, string> = {
+  "1.2.840.113549.1.1.4": "sha256", // md5WithRSAEncryption
+  "1.2.840.113549.1.1.5": "sha256", // sha1WithRSAEncryption
+  "1.2.840.113549.1.1.14": "sha224",
+  "1.2.840.113549.1.1.11": "sha256",
+  "1.2.840.113549.1.1.12": "sha384",
+  "1.2.840.113549.1.1.13": "sha512",
+  "1.2.840.10045.4.1": "sha256", // ecdsa-with-SHA1
+  "1.2.840.10045.4.3.1": "sha224",
+  "1.2.840.10045.4.3.2": "sha256",
+  "1.2.840.10045.4.3.3": "sha384",
+  "1.2.840.10045.4.3.4": "sha512",
+};
+
+/** Reads a DER length at `at`; returns it and where the content starts. */
+function derLength(der: Buffer, at: number): { length: number; start: number } {
+  const first = der[at];
+  if (first === undefined) fail("certificate: truncated");
+  if (first < 0x80) return { length: first, start: at + 1 };
+  const bytes = first & 0x7f;
+  if (bytes === 0 || bytes > 4 || at + 1 + bytes > der.length) fail("certificate: bad length");
+  let length = 0;
+  for (let i = 0; i < bytes; i++) length = length * 256 + (der[at + 1 + i] ?? 0);
+  return { length, start: at + 1 + bytes };
+}
+
+function derOid(bytes: Buffer): string {
+  const first = bytes[0] ?? 0;
+  const parts = [Math.floor(first / 40), first % 40];
+  let value = 0;
+  for (const byte of bytes.subarray(1)) {
+    value = value * 128 + (byte & 0x7f);
+    if (byte < 0x80) {
+      parts.push(value);
+      value = 0;
+    }
+  }
+  return parts.join(".");
+}
+
+/**
+ * tls-server-end-point channel binding data (RFC 5929 section 4.1): the hash of the server's DER
+ * certificate with its signature's hash algorithm (SHA-256 for MD5 and SHA-1). Throws for a
+ * signature algorithm with no single hash (Ed25519, RSA-PSS), as PostgreSQL cannot bind those either.
+ */
+export function tlsServerEndPoint(certificate: Buffer): Buffer {
+  const expect = (at: number, tag: number): { length: number; start: number } => {
+    if (certificate[at] !== tag) fail("certificate: unexpected DER structure");
+    return derLength(certificate, at + 1);
+  };
+  const outer = expect(0, 0x30);
+  const tbs = expect(outer.start, 0x30);
+  const algorithm = expect(tbs.start + tbs.length, 0x30);
+  const oid = expect(algorithm.start, 0x06);
+  const name = derOid(certificate.subarray(oid.start, oid.start + oid.length));
+  const hash = SIGNATURE_HASHES[name];
+  if (hash === undefined) fail(`channel binding: no hash for the certificate signature algorithm ${name}`);
+  return createHash(hash).update(certificate).digest();
 }
 
 function attributes(message: string): Map<string, string> {
@@ -99,7 +191,7 @@ export function scramClientFinal(
   );
   const clientKey = hmac(saltedPassword, "Client Key");
   const storedKey = createHash("sha256").update(clientKey).digest();
-  const withoutProof = `c=${Buffer.from(GS2_HEADER).toString("base64")},r=${serverFirst.nonce}`;
+  const withoutProof = `c=${clientFirst.channelBindingInput.toString("base64")},r=${serverFirst.nonce}`;
   const authMessage = `${clientFirst.bare},${serverFirst.raw},${withoutProof}`;
   const clientSignature = hmac(storedKey, authMessage);
   const proof = Buffer.alloc(clientKey.length);

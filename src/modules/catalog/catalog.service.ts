@@ -40,7 +40,7 @@ import {
 } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
 import { DEFAULT_IDENTITY } from "../../contract/catalog-api.js";
-import { entitlementProblems, targetProblems } from "../connectors/index.js";
+import { entitlementProblems, targetProblems, targetWarnings } from "../connectors/index.js";
 import type {
   CatalogFacts,
   CatalogState,
@@ -373,7 +373,11 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       ...connectorProblems(current, parsed.desired).map(parsed.locate),
     ];
     if (problems.length > 0) throw invalidFile(problems);
-    return { plan: planConfig(current, parsed.desired), current, desired: parsed.desired };
+    const plan = planConfig(current, parsed.desired);
+    // Opt-ins that weaken how Stint reaches a target (TLS off, cleartext passwords) are said every time.
+    for (const target of parsed.desired.targets ?? [])
+      for (const warning of targetWarnings(target)) plan.notes.push(`warning: target ${target.name}: ${warning}`);
+    return { plan, current, desired: parsed.desired };
   }
 
   function toDto(plan: Plan): ConfigPlanDto {

@@ -65,6 +65,11 @@ export interface Connector extends Partial<CredentialOperations> {
   checkLogin(login: string): string[];
   /** Problems with the target's admin address, when the connector checks more than the registry does. */
   checkAddress?(address: string): string[];
+  /**
+   * What a valid definition weakens (TLS off or unverified, a weaker sign-in opted into), each a
+   * sentence for the people applying it; shown as warnings by `stint diff`/`apply`.
+   */
+  securityWarnings?(address: string | null, options: Record<string, unknown>): string[];
   /** Can Stint reach and administer the target? Throws a ConnectorError when not. */
   test(target: ConnectorTarget, call?: CallOptions): Promise<TestResult>;
   /** Gives the login the entitlement. Idempotent. */

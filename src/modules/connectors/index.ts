@@ -65,6 +65,15 @@ export function addressProblems(kind: ConnectorKind, address: string | null): st
   return problems;
 }
 
+/** Warnings about what a valid target definition weakens (see Connector.securityWarnings). */
+export function targetWarnings(target: {
+  kind: TargetKind;
+  address: string | null;
+  options: Record<string, unknown>;
+}): string[] {
+  return connectorFor(target.kind)?.securityWarnings?.(target.address, target.options) ?? [];
+}
+
 export interface TargetProblem {
   field: "address" | "options" | "identity";
   message: string;

@@ -150,7 +150,7 @@ describe("target definitions", () => {
 targets:
   - name: app-db
     kind: postgres
-    address: postgres://postgres@127.0.0.1:5432/app
+    address: postgres://postgres@127.0.0.1:5432/app?sslmode=disable
 roles:
   - name: app-db-reader
     target: app-db

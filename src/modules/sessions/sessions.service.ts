@@ -492,6 +492,18 @@ export function createSessionService(deps: SessionServiceDeps) {
       if (activation.target_kind !== "postgres")
         return refuse(kind, "TARGET_UNSUPPORTED", `${roleName}'s target is not a PostgreSQL database.`, who);
       const address = postgresRules.parseAddress(activation.address ?? "");
+      // The database is the target's, or one its options.databases lists: the client does not choose.
+      // libpq asks for a database named like the user when none is given: that means "the default".
+      const asked = database !== null && database !== "" && database !== user ? database : null;
+      const databases = (configOptions(activation).databases as string[] | undefined) ?? [];
+      const pinned = asked ?? address.database;
+      if (pinned !== address.database && !databases.includes(pinned))
+        return refuse(
+          kind,
+          "TARGET_UNSUPPORTED",
+          `${roleName} reaches only the database ${address.database}${databases.length > 0 ? ` (or ${databases.join(", ")})` : ""} on ${activation.target_name}, not ${pinned.slice(0, 63)}.`,
+          who,
+        );
       let upstreamUser: string;
       let upstreamPassword: string;
       let credential: string;
@@ -532,13 +544,17 @@ export function createSessionService(deps: SessionServiceDeps) {
         upstreamPassword = (await sealedValue(kind, options.secret, who)).value;
         credential = options.secret;
       }
+      const targetOptions = configOptions(activation);
+      const security = postgresRules.upstreamSecurity(address, targetOptions);
       const upstream: UpstreamPostgres = {
         kind: "postgres",
         host: address.host,
         port: address.port,
-        database: database && database.length > 0 ? database : address.database,
+        database: pinned,
         user: upstreamUser,
         password: upstreamPassword,
+        tls: security.tls,
+        allowAuth: security.allow,
       };
       return openSession({
         kind,

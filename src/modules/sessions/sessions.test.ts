@@ -40,7 +40,7 @@ policies:${selfServicePolicy("sess-self")}
 targets:
   - name: sess-pg
     kind: postgres
-    address: postgres://postgres@127.0.0.1:5432/${database}
+    address: postgres://postgres@127.0.0.1:5432/${database}?sslmode=disable
   - name: sess-host
     kind: ssh-host
     address: ssh://root@127.0.0.1:1

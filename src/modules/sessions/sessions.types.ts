@@ -30,10 +30,14 @@ export interface UpstreamPostgres {
   kind: "postgres";
   host: string;
   port: number;
-  /** The database the client asked for, else the target address's, else the login name. */
+  /** The target address's database, or one of the target's options.databases the client asked for. */
   database: string;
   user: string;
   password: string;
+  /** TLS towards the database as the target's sslmode says; null only when it opted out (sslmode=disable). */
+  tls: { mode: "require" | "verify-ca" | "verify-full"; ca: string | null } | null;
+  /** Sign-ins accepted besides SCRAM-SHA-256-PLUS (the target's options.auth.allow; scram-sha-256 without TLS). */
+  allowAuth: ("scram-sha-256" | "md5" | "password")[];
 }
 
 export interface UpstreamSsh {

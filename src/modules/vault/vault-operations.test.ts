@@ -93,7 +93,7 @@ describe("rotation of a PostgreSQL login's password", () => {
 targets:
   - name: scratch-db
     kind: postgres
-    address: ${instance.url}
+    address: ${instance.url}?sslmode=disable
     credential: { secret: targets/scratch-db/admin }
 `,
     });

@@ -283,13 +283,14 @@ describe("PostgreSQL proxy", () => {
   const logger = createLogger({ level: "debug", destination: { write: (line: string) => logLines.push(line) } });
 
   beforeAll(async () => {
-    instance = await startPostgres();
+    instance = await startPostgres({ tls: true });
     admin = new pg.Client({
       host: "127.0.0.1",
       port: instance.port,
       user: "postgres",
       password: instance.adminPassword,
       database: "postgres",
+      ssl: { ca: instance.tls!.ca },
     });
     await admin.connect();
     await admin.query(`CREATE ROLE ${UPSTREAM_USER} LOGIN PASSWORD '${UPSTREAM_PASSWORD}'`);
@@ -301,6 +302,8 @@ describe("PostgreSQL proxy", () => {
       database: DATABASE,
       user: UPSTREAM_USER,
       password: UPSTREAM_PASSWORD,
+      tls: { mode: "verify-full", ca: instance.tls!.ca },
+      allowAuth: [],
     };
     proxy = createPgProxy({ gate: testGate.gate, logger, port: 0 });
     proxyPort = (await proxy.listen()).port;
@@ -501,7 +504,15 @@ describe("PostgreSQL proxy", () => {
       database: DATABASE,
       max: 10,
     });
-    const direct = new pg.Pool({ ...upstream, max: 10 });
+    const direct = new pg.Pool({
+      host: upstream.host,
+      port: upstream.port,
+      user: upstream.user,
+      password: upstream.password,
+      database: upstream.database,
+      ssl: { ca: instance.tls!.ca },
+      max: 10,
+    });
     try {
       const [proxied, straight] = [await workload(viaProxy, proxyPort), await workload(direct, instance.port)];
       expect(proxied).toEqual(straight);
@@ -516,11 +527,11 @@ describe("PostgreSQL proxy", () => {
       expect(proxied.big.count).toBe(20000);
       expect(proxied.named.at(7)).toEqual({ square: 49 });
 
-      // The client holds the proxy's key, not the server's.
+      // The client holds the server's real process id (pg_backend_pid() agrees), with a secret of the proxy's.
       const client = await viaProxy.connect();
       try {
         const { rows } = await client.query("SELECT pg_backend_pid() AS pid");
-        expect(backendKey(client).processId).not.toBe((rows[0] as { pid: number }).pid);
+        expect(backendKey(client).processId).toBe((rows[0] as { pid: number }).pid);
       } finally {
         client.release();
       }
@@ -681,7 +692,7 @@ describe("PostgreSQL proxy", () => {
     expect(opened.map((s) => s.ends[0]?.reason)).toEqual(["error", "error"]);
   });
 
-  it("signs in upstream with MD5 or a cleartext password when that is what the server asks", async () => {
+  it("signs in upstream with MD5 or a cleartext password only when the target opted into it (finding 2)", async () => {
     const hbaFile = ((await admin.query("SHOW hba_file")).rows[0] as { hba_file: string }).hba_file;
     const original = await readFile(hbaFile, "utf8");
     await writeFile(
@@ -703,8 +714,15 @@ describe("PostgreSQL proxy", () => {
     await delay(300); // the reload is asynchronous
     const saved = upstream;
     try {
-      for (const user of ["md5_user", "clear_user"]) {
+      for (const [user, method] of [
+        ["md5_user", "md5"],
+        ["clear_user", "password"],
+      ] as const) {
         upstream = { ...saved, user };
+        const refused = await psql(proxyPort, ["-c", "SELECT current_user"]);
+        expect(refused.code).not.toBe(0);
+        expect(refused.stderr).toContain(`options.auth.allow: [${method}]`);
+        upstream = { ...saved, user, allowAuth: [method] };
         const run = await psql(proxyPort, ["-c", "SELECT current_user"]);
         expect(run.stderr).toBe("");
         expect(run.stdout).toBe(`${user}\n`);

@@ -1,16 +1,18 @@
 /**
  * The PostgreSQL session proxy: a client signs in with its Stint user%role and a Stint database
  * token as password; the sessions module (the gate) decides and hands back the upstream credential;
- * the proxy signs in upstream with it (SCRAM-SHA-256, MD5 or cleartext) and from then on relays
- * bytes unchanged both ways, logging queries. See README.md for the invariants.
+ * the proxy signs in upstream with it (over TLS, by SCRAM-SHA-256-PLUS unless the target opted into
+ * less) and from then on relays bytes unchanged both ways, logging queries. See README.md for the invariants.
  */
-import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import { TLSSocket, createSecureContext } from "node:tls";
+import { Counter, Gauge, type Registry } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
 import {
   PgWireError,
   SCRAM_SHA_256,
+  SCRAM_SHA_256_PLUS,
   createScramNonce,
   decodePasswordMessage,
   encodeAuthenticationCleartextPassword,
@@ -30,6 +32,7 @@ import {
   parseStartupBody,
   scramClientFinal,
   scramClientFirst,
+  tlsServerEndPoint,
   verifyScramServerFinal,
   type BackendMessage,
   type FrontendMessage,
@@ -46,6 +49,7 @@ import {
   type UpstreamPostgres,
 } from "../../modules/sessions/sessions.types.js";
 import { createQueryLogTracker } from "./query-log.js";
+import { startUpstreamTls } from "./upstream-tls.js";
 import {
   connectTcp,
   createFrameInbox,
@@ -72,6 +76,14 @@ export interface PgProxyDeps {
    * startup without TLS is refused: the token never crosses the network in clear.
    */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** From accept to the client's password: one deadline, whatever the client sends meanwhile. */
+  handshakeTimeoutMs?: number;
+  /** Open client connections (signing in or in session) at most; more are refused (53300). */
+  maxConnections?: number;
+  /** The same, per client IP address. */
+  maxConnectionsPerSource?: number;
+  /** Where the proxy's connection gauge and refusal counter go. */
+  registry?: Registry;
 }
 
 export interface PgProxy {
@@ -81,8 +93,30 @@ export interface PgProxy {
   liveSessions(): number;
 }
 
-/** A client gets this long to send its startup packet and its password. */
-const STARTUP_TIMEOUT_MS = 30_000;
+/** A client gets this long from accept to send its startup packet and its password. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 15_000;
+export const DEFAULT_MAX_CONNECTIONS = 1000;
+export const DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 100;
+
+/**
+ * Startup parameters passed on to the server (lower case: PostgreSQL compares them so). All are
+ * settings a session may SET itself anyway; the rest are dropped and `options` (which sets any
+ * setting, `-c role=…` too) is refused. user and database are the gate's.
+ */
+const FORWARDED_PARAMETERS = new Map(
+  [
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "extra_float_digits",
+    "search_path",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+  ].map((name) => [name.toLowerCase(), name]),
+);
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** On a kill, how long to wait for the server's current message to end before cutting the client off. */
 const KILL_FLUSH_MS = 2_000;
@@ -92,7 +126,7 @@ const LINGER_MS = 5_000;
 const SHUTDOWN: SessionEnd = { reason: "shutdown", message: "the Stint proxy is shutting down" };
 
 interface CancelTarget {
-  /** The secret the proxy gave the client. */
+  /** The secret the proxy gave the client (with the server's real process id). */
   secret: Buffer;
   host: string;
   port: number;
@@ -161,11 +195,46 @@ function sendCancel(log: Logger, target: Omit<CancelTarget, "secret">, timeoutMs
   );
 }
 
+function metric<T>(registry: Registry | undefined, name: string, make: (registers: Registry[]) => T): T {
+  const existing = registry?.getSingleMetric(name);
+  return (existing as T | undefined) ?? make(registry ? [registry] : []);
+}
+
 export function createPgProxy(deps: PgProxyDeps): PgProxy {
   const log = deps.logger.child({ component: "pg-proxy" });
   const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  /** The proxy's BackendKeyData process ids → the real server and key. Per process, like the sessions. */
-  const cancelTargets = new Map<number, CancelTarget>();
+  const handshakeTimeoutMs = deps.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const maxConnections = deps.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const maxPerSource = deps.maxConnectionsPerSource ?? DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
+  const connectionsGauge = metric(
+    deps.registry,
+    "stint_pg_proxy_connections",
+    (registers) =>
+      new Gauge({
+        name: "stint_pg_proxy_connections",
+        help: "Open client connections of the PostgreSQL proxy",
+        registers,
+      }),
+  );
+  const refusals = metric(
+    deps.registry,
+    "stint_pg_proxy_refused_connections_total",
+    (registers) =>
+      new Counter({
+        name: "stint_pg_proxy_refused_connections_total",
+        help: "Client connections the PostgreSQL proxy refused or cut: max_connections, max_per_source, handshake_timeout",
+        labelNames: ["reason"],
+        registers,
+      }),
+  );
+  /**
+   * The server's real process id → the keys handed out for it (one per session; two servers may
+   * reuse a pid). A cancel is forwarded only when the pid and the secret match one entry together.
+   */
+  const cancelTargets = new Map<number, CancelTarget[]>();
+  /** Open client connections per source address, for the per-source cap. */
+  const perSource = new Map<string, number>();
+  let openConnections = 0;
   const handshaking = new Set<Socket>();
   const inflight = new Set<Promise<void>>();
   const live = new Set<LiveSession>();
@@ -183,6 +252,27 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       client.destroy();
       return;
     }
+    const source = client.remoteAddress ?? "unknown";
+    const fromSource = perSource.get(source) ?? 0;
+    if (openConnections >= maxConnections || fromSource >= maxPerSource) {
+      const reason = openConnections >= maxConnections ? "max_connections" : "max_per_source";
+      refusals.inc({ reason });
+      log.warn({ clientAddress: source, reason }, "postgres proxy connection refused: too many connections");
+      // PostgreSQL's own answer when it is full; the socket goes at once, holding nothing.
+      client.end(fatal("53300", "sorry, too many clients already"));
+      setTimeout(() => client.destroy(), 1_000).unref();
+      return;
+    }
+    openConnections += 1;
+    perSource.set(source, fromSource + 1);
+    connectionsGauge.inc();
+    client.once("close", () => {
+      openConnections -= 1;
+      const left = (perSource.get(source) ?? 1) - 1;
+      if (left <= 0) perSource.delete(source);
+      else perSource.set(source, left);
+      connectionsGauge.dec();
+    });
     handshaking.add(client);
     client.once("close", () => handshaking.delete(client));
     const task = handleClient(client)
@@ -200,16 +290,24 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
   }
 
   function handleCancelRequest(processId: number, secretKey: Buffer): void {
-    const target = cancelTargets.get(processId);
-    if (
-      target === undefined ||
-      target.secret.length !== secretKey.length ||
-      !timingSafeEqual(target.secret, secretKey)
-    ) {
+    const target = (cancelTargets.get(processId) ?? []).find(
+      (entry) => entry.secret.length === secretKey.length && timingSafeEqual(entry.secret, secretKey),
+    );
+    if (target === undefined) {
       log.debug("cancel request with an unknown key ignored");
       return;
     }
     sendCancel(log, target, connectTimeoutMs);
+  }
+
+  function addCancelTarget(target: CancelTarget): void {
+    cancelTargets.set(target.processId, [...(cancelTargets.get(target.processId) ?? []), target]);
+  }
+
+  function removeCancelTarget(target: CancelTarget): void {
+    const left = (cancelTargets.get(target.processId) ?? []).filter((entry) => entry !== target);
+    if (left.length > 0) cancelTargets.set(target.processId, left);
+    else cancelTargets.delete(target.processId);
   }
 
   async function handleClient(raw: Socket): Promise<void> {
@@ -217,12 +315,25 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let client: Socket = raw;
     let scanner = createFrameScanner({ startup: true });
     let inbox = createFrameInbox(client, scanner);
+    // One deadline from accept: SSLRequests, TLS and trickled bytes all count against it.
+    const deadline = Date.now() + handshakeTimeoutMs;
+    const timer = setTimeout(() => {
+      if (!handshaking.has(raw)) return;
+      refusals.inc({ reason: "handshake_timeout" });
+      log.info({ clientAddress }, "postgres client did not sign in in time; closing");
+      raw.destroy();
+    }, handshakeTimeoutMs);
+    timer.unref();
+    raw.once("close", () => clearTimeout(timer));
+    // The timer above ends a stalled client (and counts it); reads wait a little longer so it is the one.
+    const remaining = () => Math.max(1, deadline - Date.now()) + 1_000;
 
     let startup: Extract<FrontendMessage, { kind: "StartupMessage" }> | null = null;
     let password: string;
+    let forwarded: Record<string, string>;
     try {
       while (startup === null) {
-        const message = parseStartupBody((await inbox.next(STARTUP_TIMEOUT_MS)).body);
+        const message = parseStartupBody((await inbox.next(remaining())).body);
         if (message.kind === "SSLRequest" && secureContext && client === raw) {
           // Bytes sent after the SSLRequest, before the handshake, would be read as if they came over TLS: refuse.
           if (inbox.detach().length > 0 || scanner.pending().length > 0) {
@@ -258,21 +369,33 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         refuse(client, "0A000", "replication connections are not supported through the Stint proxy");
         return;
       }
+      const parameters = forwardedParameters(startup.parameters);
+      if ("refused" in parameters) {
+        refuse(client, "42501", parameters.refused);
+        return;
+      }
+      forwarded = parameters.forwarded;
       client.write(encodeAuthenticationCleartextPassword());
-      const answer = await inbox.next(STARTUP_TIMEOUT_MS);
+      const answer = await inbox.next(remaining());
+      if (answer.type === "X") {
+        // The client gave up before signing in (node-postgres' connect-then-end): goodbye, silently.
+        client.destroy();
+        return;
+      }
       if (answer.type !== "p") {
         refuse(client, "08P01", `expected a password message, got '${answer.type ?? "?"}'`);
         return;
       }
       password = decodePasswordMessage(answer.body);
-    } catch (error) {
-      if (error instanceof PgWireError) refuse(client, "08P01", `invalid startup: ${error.message}`);
-      else client.destroy();
+      clearTimeout(timer);
+    } catch {
+      // A malformed or truncated startup, a closed socket or the deadline: PostgreSQL closes without a word.
+      client.destroy();
       return;
     }
 
     if (startup === null) return;
-    const { user = "", database, ...rest } = startup.parameters;
+    const { user = "", database } = startup.parameters;
     let session: BrokeredSession<UpstreamPostgres>;
     try {
       session = await deps.gate.openPostgres({ user, password, database: database ?? null, clientAddress });
@@ -293,7 +416,29 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       await session.end(closing ? "shutdown" : "client_closed");
       return;
     }
-    startSession(client, inbox, scanner, session, rest, startup.protocolVersion);
+    startSession(client, inbox, scanner, session, forwarded, startup.protocolVersion);
+  }
+
+  /** The startup parameters that go upstream, or why the connection is refused. */
+  function forwardedParameters(
+    parameters: Record<string, string>,
+  ): { forwarded: Record<string, string> } | { refused: string } {
+    const forwarded: Record<string, string> = {};
+    const dropped: string[] = [];
+    for (const [name, value] of Object.entries(parameters)) {
+      const lower = name.toLowerCase();
+      if (lower === "user" || lower === "database" || lower === "replication") continue;
+      if (lower === "options")
+        return {
+          refused:
+            "the Stint proxy does not pass on the options startup parameter (command-line settings); SET what you need after connecting",
+        };
+      const canonical = FORWARDED_PARAMETERS.get(lower);
+      if (canonical === undefined) dropped.push(name.slice(0, 64));
+      else forwarded[canonical] = value;
+    }
+    if (dropped.length > 0) log.debug({ dropped }, "startup parameters not passed on");
+    return { forwarded };
   }
 
   function startSession(
@@ -311,7 +456,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let phase: "handshake" | "relay" | "killing" | "closed" = "handshake";
     let upstream: Socket | null = null;
     let upstreamScanner: FrameScanner | null = null;
-    let proxyProcessId: number | null = null;
+    let cancelTarget: CancelTarget | null = null;
     let realKey: { processId: number; secretKey: Buffer } | null = null;
     let deliverKill: (() => void) | null = null;
     let killEnd: SessionEnd | null = null;
@@ -324,7 +469,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       if (phase === "closed") return;
       phase = "closed";
       session.signal.removeEventListener("abort", onAbort);
-      if (proxyProcessId !== null) cancelTargets.delete(proxyProcessId);
+      if (cancelTarget !== null) removeCancelTarget(cancelTarget);
       live.delete(entry);
       client.end();
       upstream?.end();
@@ -332,6 +477,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         client.destroy();
         upstream?.destroy();
       }, LINGER_MS).unref();
+      // A statement still running when the session ended (a close, not only a kill) is logged, marked interrupted.
+      for (const logged of tracker.interrupt(reason)) record(logged);
       slog.info({ reason }, "postgres session ended");
       session
         .end(reason, detail)
@@ -346,6 +493,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       killEnd = end;
       slog.info({ reason: end.reason }, "ending postgres session");
       if (realKey !== null && tracker.pending() > 0) sendCancel(slog, { ...realKey, ...target }, connectTimeoutMs);
+      // What was running when the session was ended is logged too, marked interrupted.
+      if (wasRelay) for (const logged of tracker.interrupt(end.reason)) record(logged);
       if (upstream !== null) {
         if (clientScanner.remainingInFrame() === 0) upstream.end(encodeTerminate());
         else upstream.destroy();
@@ -451,6 +600,15 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       );
     };
 
+    /** Refuses a sign-in method the target did not opt into, before any form of the password is sent. */
+    const requireAllowed = (method: "password" | "md5" | "scram-sha-256", what: string): void => {
+      if (target.allowAuth.includes(method)) return;
+      throw new UpstreamFailure(
+        "08004",
+        `the database at ${where} asks for ${what}; Stint signs in there only by SCRAM-SHA-256${target.tls ? " with channel binding" : ""} (the target may opt in with options.auth.allow: [${method}])`,
+      );
+    };
+
     const authenticate = async (socket: Socket, inbox: FrameInbox, remaining: () => number): Promise<void> => {
       let scram: { first: ScramClientFirst; final: ScramClientFinal | null } | null = null;
       for (;;) {
@@ -466,18 +624,32 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
           case "AuthenticationOk":
             return;
           case "AuthenticationCleartextPassword":
+            requireAllowed("password", "the password in clear");
             socket.write(encodePasswordMessage(target.password));
             break;
           case "AuthenticationMD5Password":
+            requireAllowed("md5", "an MD5 password");
             socket.write(encodePasswordMessage(md5PasswordAnswer(target.user, target.password, message.salt)));
             break;
           case "AuthenticationSASL": {
-            if (!message.mechanisms.includes(SCRAM_SHA_256)) {
+            let first: ScramClientFirst;
+            if (socket instanceof TLSSocket && message.mechanisms.includes(SCRAM_SHA_256_PLUS)) {
+              const certificate = socket.getPeerCertificate().raw;
+              first = scramClientFirst("", createScramNonce(), {
+                kind: "tls-server-end-point",
+                certificateHash: tlsServerEndPoint(certificate),
+              });
+            } else if (message.mechanisms.includes(SCRAM_SHA_256)) {
+              requireAllowed("scram-sha-256", "SCRAM-SHA-256 without channel binding");
+              // "y": we could bind but the server did not offer it; a server that did would see the downgrade.
+              first = scramClientFirst("", createScramNonce(), {
+                kind: socket instanceof TLSSocket ? "unused" : "none",
+              });
+            } else {
               throw new UpstreamFailure("08004", `${where} offers no supported SASL mechanism`);
             }
-            const first = scramClientFirst("", createScramNonce());
             scram = { first, final: null };
-            socket.write(encodeSaslInitialResponse(SCRAM_SHA_256, Buffer.from(first.message, "utf8")));
+            socket.write(encodeSaslInitialResponse(first.mechanism, Buffer.from(first.message, "utf8")));
             break;
           }
           case "AuthenticationSASLContinue": {
@@ -535,6 +707,20 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       } catch (error) {
         throw new UpstreamFailure("08006", `could not connect to the database at ${where}: ${errorMessage(error)}`);
       }
+      if (target.tls !== null) {
+        const plain = socket;
+        plain.on("error", (error) => slog.debug({ error: error.message }, "upstream socket error"));
+        upstream = plain;
+        try {
+          socket = await startUpstreamTls(plain, target.host, target.tls, remaining());
+        } catch (error) {
+          plain.destroy();
+          throw new UpstreamFailure(
+            "08006",
+            `no secure connection to the database at ${where}: ${errorMessage(error)}`,
+          );
+        }
+      }
       socket.on("error", (error) => slog.debug({ error: error.message }, "upstream socket error"));
       socket.on("close", () => {
         if (phase === "relay") finish(clientTerminated ? "client_closed" : "upstream_closed");
@@ -566,12 +752,12 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
             const key = parseBackendMessage("K", frame.body);
             if (key.kind !== "BackendKeyData") continue;
             realKey = { processId: key.processId, secretKey: key.secretKey };
-            let processId = randomInt(1, 2 ** 31 - 1);
-            while (cancelTargets.has(processId)) processId = randomInt(1, 2 ** 31 - 1);
+            // The real process id (pg_backend_pid(), NOTIFY's sender, pg_terminate_backend agree with
+            // it); only the secret is ours, so the server's key never leaves the proxy.
             const secret = randomBytes(key.secretKey.length);
-            cancelTargets.set(processId, { secret, host: target.host, port: target.port, ...realKey });
-            proxyProcessId = processId;
-            client.write(encodeBackendKeyData(processId, secret));
+            cancelTarget = { secret, host: target.host, port: target.port, ...realKey };
+            addCancelTarget(cancelTarget);
+            client.write(encodeBackendKeyData(key.processId, secret));
             continue;
           }
           client.write(frameBytes(frame));

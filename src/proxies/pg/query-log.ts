@@ -29,6 +29,11 @@ export interface QueryLogTracker {
   backend(message: BackendMessage): QueryLogEntry[];
   /** Requests sent and not yet answered by ReadyForQuery. */
   pending(): number;
+  /**
+   * The session is ending: one entry, marked interrupted, for each statement still waiting for its
+   * result (the one running, and any queued behind it), so that a kill never hides what ran.
+   */
+  interrupt(reason: string): QueryLogEntry[];
 }
 
 type OpKind = "simple" | "parse" | "bind" | "describe" | "execute" | "close" | "sync" | "function";
@@ -222,5 +227,15 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
     },
 
     pending: () => queue.length,
+
+    interrupt(reason) {
+      const out: QueryLogEntry[] = [];
+      for (const op of queue.splice(0)) {
+        if (op.kind !== "simple" && op.kind !== "execute" && op.kind !== "function") continue;
+        const rows = op.dataRows > 0 ? op.dataRows : null;
+        out.push({ ...entry(op, { rows, command: null, error: `interrupted: ${reason}` }), interrupted: true });
+      }
+      return out;
+    },
   };
 }

@@ -24,16 +24,18 @@ const roles = [login, readers, oddLogin, superuser, privileged, privilegedMember
 const appName = `stint_t_${hex}_admin`;
 const credential = `cred-${randomBytes(8).toString("hex")}`;
 
-function url(user: string, db = database, extra = ""): string {
+/** The machine's server speaks no TLS: its addresses opt out explicitly (sslmode=disable). */
+function url(user: string, db = database, extra = "", sslmode = "disable"): string {
   const u = new URL(SERVER);
   u.username = encodeURIComponent(user);
   u.pathname = `/${db}`;
-  return `${u.toString()}${extra}`;
+  u.search = "";
+  return `${u.toString()}?sslmode=${sslmode}${extra}`;
 }
 
 const target: ConnectorTarget = {
   name: "test-pg",
-  address: url(new URL(SERVER).username, database, `?application_name=${appName}`),
+  address: url(new URL(SERVER).username, database, `&application_name=${appName}`),
   options: {},
   // Trust auth ignores it; it is here to prove it never reaches a message.
   credential,
@@ -297,7 +299,7 @@ describe("postgres connector: failures", () => {
   it("sslmode=require against a server without TLS is refused", async () => {
     const ssl = await (await connectAs("postgres")).query("SHOW ssl");
     if (ssl.rows[0].ssl === "on") return; // this check needs a server without TLS
-    const error = await rejection(connector.test({ ...target, address: `${url("postgres")}?sslmode=require` }));
+    const error = await rejection(connector.test({ ...target, address: url("postgres", database, "", "require") }));
     expect(error.reason).toBe("refused");
     expect(error.message).toContain("TLS");
   });
@@ -309,7 +311,7 @@ describe("postgres connector: failures", () => {
     expect(error.reason).toBe("refused");
   });
 
-  it("sends the credential as the password and keeps it out of the server's error", async () => {
+  it("sends the credential in clear only to a target that opted in, and keeps it out of the server's error", async () => {
     // A server that asks for a cleartext password and echoes it back in its refusal.
     let received = "";
     const server = net.createServer((socket) => {
@@ -328,7 +330,13 @@ describe("postgres connector: failures", () => {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     try {
       const { port } = server.address() as net.AddressInfo;
-      const error = await rejection(connector.test({ ...target, address: `postgres://postgres@127.0.0.1:${port}/x` }));
+      const error = await rejection(
+        connector.test({
+          ...target,
+          address: `postgres://postgres@127.0.0.1:${port}/x?sslmode=disable`,
+          options: { auth: { allow: ["password"] } },
+        }),
+      );
       expect(received).toBe(credential);
       expect(error.reason).toBe("refused");
       expect(error.message).toBe('password "***" is wrong');

@@ -34,8 +34,11 @@ import {
   quoteLiteral,
   revokeSql,
   scramSecret,
+  securityWarnings,
   sortedUnique,
+  upstreamSecurity,
   type PostgresEntitlement,
+  type UpstreamSecurity,
 } from "./postgres.rules.js";
 
 export { checkAddress } from "./postgres.rules.js";
@@ -57,6 +60,44 @@ interface ClientOptions<T> {
   recover?: (error: unknown) => T | undefined;
 }
 
+/** node-postgres' TLS settings for a target's sslmode: libpq's meaning of each mode. */
+function sslConfig(security: UpstreamSecurity): pg.ClientConfig["ssl"] {
+  const tls = security.tls;
+  if (tls === null) return false;
+  const ca = tls.ca === null ? {} : { ca: tls.ca };
+  if (tls.mode === "require") return { ...ca, rejectUnauthorized: false };
+  if (tls.mode === "verify-ca") return { ...ca, rejectUnauthorized: true, checkServerIdentity: () => undefined };
+  return { ...ca, rejectUnauthorized: true };
+}
+
+/**
+ * Keeps the password from a server that asks for it in a form the target did not opt into
+ * (cleartext, MD5, SCRAM without channel binding over TLS): node-postgres answers whatever is asked,
+ * so the password is a function that refuses once such a request has been seen. The connection's
+ * events fire before node-postgres asks for the password (our listeners are attached first).
+ */
+function guardedPassword(client: pg.Client, security: UpstreamSecurity, where: string, password: string | undefined) {
+  let refusal: string | null = null;
+  const connection = (client as unknown as { connection: NodeJS.EventEmitter }).connection;
+  connection.on("authenticationCleartextPassword", () => {
+    if (!security.allow.includes("password"))
+      refusal = `${where} asks for the password in clear; Stint sends it only by SCRAM-SHA-256 (opt in with options.auth.allow: [password])`;
+  });
+  connection.on("authenticationMD5Password", () => {
+    if (!security.allow.includes("md5"))
+      refusal = `${where} asks for an MD5 password; Stint signs in only by SCRAM-SHA-256 (opt in with options.auth.allow: [md5])`;
+  });
+  connection.on("authenticationSASL", (message: { mechanisms: string[] }) => {
+    const bound = security.tls !== null && message.mechanisms.includes("SCRAM-SHA-256-PLUS");
+    if (!bound && !security.allow.includes("scram-sha-256"))
+      refusal = `${where} offers SCRAM-SHA-256 without channel binding over TLS (opt in with options.auth.allow: [scram-sha-256])`;
+  });
+  return async (): Promise<string | undefined> => {
+    if (refusal !== null) throw refused(refusal);
+    return password;
+  };
+}
+
 /** Opens one client as the target's admin, runs `work`, and closes the client whatever happens. */
 async function withClient<T>(
   target: ConnectorTarget,
@@ -65,6 +106,7 @@ async function withClient<T>(
   options: ClientOptions<T> = {},
 ): Promise<T> {
   const address = parseAddress(target.address);
+  const security = upstreamSecurity(address, target.options);
   const where = address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
   const signal = call?.signal;
   if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted before connecting`);
@@ -73,16 +115,22 @@ async function withClient<T>(
     port: address.port,
     user: options.as?.user ?? address.user,
     database: address.database,
-    // Given here, never in a URL, so it cannot surface in a message that echoes the address.
-    password: options.as ? options.as.password : (target.credential ?? undefined),
-    // require: encrypted, unverified (as libpq); verify-full: Node checks the chain and the host name.
-    ssl: address.ssl === "disable" ? false : address.ssl === "require" ? { rejectUnauthorized: false } : true,
+    ssl: sslConfig(security),
+    // SCRAM-SHA-256-PLUS (bound to the TLS channel) whenever the server offers it over TLS.
+    enableChannelBinding: security.tls !== null,
     application_name: address.applicationName,
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     query_timeout: QUERY_TIMEOUT_MS,
     statement_timeout: QUERY_TIMEOUT_MS,
     lock_timeout: LOCK_TIMEOUT_MS,
   });
+  // Given here, never in a URL, so it cannot surface in a message that echoes the address.
+  client.password = guardedPassword(
+    client,
+    security,
+    where,
+    options.as ? options.as.password : (target.credential ?? undefined),
+  ) as unknown as string;
   // A client whose backend goes away emits 'error'; the pending query rejects too, which is where we handle it.
   client.on("error", () => {});
   let closing: Promise<void> | undefined;
@@ -245,6 +293,7 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
   kind: "postgres",
   checkAddress,
   checkOptions: optionProblems,
+  securityWarnings,
   checkEntitlement: entitlementProblems,
   checkLogin: loginProblems,
 

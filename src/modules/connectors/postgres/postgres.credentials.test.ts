@@ -42,7 +42,14 @@ function spec(login: string, password: string, validUntil = new Date(Date.now() 
 
 /** A client signed in as `user` with `password` to the test database, closed in afterAll. */
 async function signIn(user: string, password: string): Promise<pg.Client> {
-  const client = new pg.Client({ host: "127.0.0.1", port: instance.port, user, password, database });
+  const client = new pg.Client({
+    host: "127.0.0.1",
+    port: instance.port,
+    user,
+    password,
+    database,
+    ssl: { ca: instance.tls!.ca },
+  });
   client.on("error", () => {});
   openClients.push(client);
   await client.connect();
@@ -90,14 +97,21 @@ async function closedPort(): Promise<number> {
 }
 
 beforeAll(async () => {
-  instance = await startPostgres();
+  // TLS and SCRAM, as a production cluster: the connector verifies it against the cluster's own CA.
+  instance = await startPostgres({ tls: true });
   target = {
     name: "test-pg-creds",
     address: `postgres://postgres@127.0.0.1:${instance.port}/${database}?application_name=${appName}`,
-    options: {},
+    options: { tls: { ca: instance.tls!.ca } },
     credential: instance.adminPassword,
   };
-  admin = new pg.Client({ host: "127.0.0.1", port: instance.port, user: "postgres", password: instance.adminPassword });
+  admin = new pg.Client({
+    host: "127.0.0.1",
+    port: instance.port,
+    user: "postgres",
+    password: instance.adminPassword,
+    ssl: { ca: instance.tls!.ca },
+  });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${q(database)}`);
   await admin.query(`REVOKE CONNECT ON DATABASE ${q(database)} FROM PUBLIC`);
@@ -110,6 +124,7 @@ beforeAll(async () => {
     user: "postgres",
     password: instance.adminPassword,
     database,
+    ssl: { ca: instance.tls!.ca },
   });
   await setup.connect();
   try {
@@ -287,6 +302,7 @@ describe("postgres credentials: dropLogin", () => {
       user: "postgres",
       password: instance.adminPassword,
       database,
+      ssl: { ca: instance.tls!.ca },
     });
     await owner.connect();
     try {
@@ -375,7 +391,11 @@ describe("postgres credentials: setPassword and verifyPassword", () => {
       const { port } = server.address() as net.AddressInfo;
       const error = await rejection(
         connector.verifyPassword(
-          { ...target, address: `postgres://postgres@127.0.0.1:${port}/x` },
+          {
+            ...target,
+            address: `postgres://postgres@127.0.0.1:${port}/x?sslmode=disable`,
+            options: { auth: { allow: ["password"] } },
+          },
           { login: human, password },
         ),
       );

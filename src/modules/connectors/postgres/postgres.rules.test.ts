@@ -14,6 +14,8 @@ import {
   parseDynamicRole,
   parseEntitlement,
   parseOptions,
+  securityWarnings,
+  upstreamSecurity,
   passwordProblems,
   provisionSql,
   quoteIdent,
@@ -170,6 +172,49 @@ describe("options", () => {
   });
 });
 
+describe("upstream security (finding 2)", () => {
+  const address = (query = "") => parseAddress(`postgres://stint@db.example.com/app${query}`);
+  it("verify-full and SCRAM-SHA-256-PLUS only, unless the target opts into less", () => {
+    expect(upstreamSecurity(address(), {})).toEqual({ tls: { mode: "verify-full", ca: null }, allow: [] });
+    expect(upstreamSecurity(address("?sslmode=verify-ca"), { tls: { ca: "PEM" } })).toEqual({
+      tls: { mode: "verify-ca", ca: "PEM" },
+      allow: [],
+    });
+    // Without TLS there is nothing to bind to: plain SCRAM is the best there is, and no more.
+    expect(upstreamSecurity(address("?sslmode=disable"), {})).toEqual({ tls: null, allow: ["scram-sha-256"] });
+    expect(upstreamSecurity(address(), { auth: { allow: ["md5", "md5"] } }).allow).toEqual(["md5"]);
+  });
+  it("checks tls, auth and databases options", () => {
+    expect(
+      optionProblems({ tls: { ca: "not pem", mode: "x" }, auth: { allow: ["kerberos"] }, databases: [1] }),
+    ).toEqual([
+      expect.stringContaining("options.tls.mode is not a TLS setting"),
+      expect.stringContaining("options.tls.ca must be PEM"),
+      expect.stringContaining("options.auth.allow must be a list"),
+      expect.stringContaining("options.databases must be a list"),
+    ]);
+    expect(optionProblems({ tls: { ca: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----" } })).toEqual([
+      "options.tls.ca: certificate 1 cannot be read",
+    ]);
+  });
+  it("warns about every opt-in that weakens the sign-in, and nothing else", () => {
+    expect(securityWarnings("postgres://stint@db/app", {})).toEqual([]);
+    expect(
+      securityWarnings("postgres://stint@db/app?sslmode=disable", { auth: { allow: ["password", "md5"] } }),
+    ).toEqual([
+      expect.stringContaining("sslmode=disable"),
+      expect.stringContaining("password sends the target's password"),
+      expect.stringContaining("md5"),
+    ]);
+    expect(securityWarnings("postgres://stint@db/app?sslmode=require", { auth: { allow: ["scram-sha-256"] } })).toEqual(
+      [expect.stringContaining("not checked"), expect.stringContaining("without channel binding")],
+    );
+    expect(securityWarnings("postgres://stint@db/app?sslmode=verify-ca", {})).toEqual([
+      expect.stringContaining("host name is not checked"),
+    ]);
+  });
+});
+
 describe("addresses", () => {
   it("parses a plain URL", () => {
     expect(parseAddress("postgres://postgres@127.0.0.1:5432/app")).toEqual({
@@ -177,7 +222,8 @@ describe("addresses", () => {
       port: 5432,
       user: "postgres",
       database: "app",
-      ssl: "disable",
+      // TLS with chain and host name checks unless the address opts out.
+      ssl: "verify-full",
       applicationName: "stint",
     });
     expect(parseAddress("postgresql://admin%40corp@[::1]/?sslmode=verify-full&application_name=x")).toEqual({

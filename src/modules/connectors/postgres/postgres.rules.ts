@@ -3,7 +3,7 @@
  * and login may look like, identifier quoting, the SQL each operation sends, and
  * how a failure is classified. No IO here (eslint enforces it).
  */
-import { createHash, createHmac, pbkdf2Sync } from "node:crypto";
+import { X509Certificate, createHash, createHmac, pbkdf2Sync } from "node:crypto";
 import { ConnectorError, refused, unavailable } from "../connector.types.js";
 import { sessionOptionProblems } from "../session-options.rules.js";
 
@@ -39,6 +39,25 @@ export interface PostgresOptions {
 }
 
 export const DEFAULT_OPTIONS: Readonly<PostgresOptions> = { terminateSessions: true, privilegedRoles: [], ignore: [] };
+
+/** Options keys besides DEFAULT_OPTIONS': session (the proxy's login), tls, auth, databases. */
+const OTHER_OPTION_KEYS = ["session", "tls", "auth", "databases"];
+
+/**
+ * Sign-in methods a target may opt into besides SCRAM-SHA-256 with channel binding (always
+ * accepted): "scram-sha-256" without channel binding over TLS, "md5" and "password" (cleartext).
+ * Without TLS (sslmode=disable) there is no channel to bind, so SCRAM-SHA-256 is then accepted too.
+ */
+export const WEAK_AUTH_METHODS = ["scram-sha-256", "md5", "password"] as const;
+export type WeakAuthMethod = (typeof WEAK_AUTH_METHODS)[number];
+
+/** How Stint signs in to a target (the connector and the session proxy alike). */
+export interface UpstreamSecurity {
+  /** null: no TLS (sslmode=disable, an explicit opt-in). */
+  tls: { mode: "require" | "verify-ca" | "verify-full"; ca: string | null } | null;
+  /** Accepted besides SCRAM-SHA-256-PLUS. */
+  allow: WeakAuthMethod[];
+}
 
 /** Double-quotes an identifier, doubling embedded quotes (as libpq's PQescapeIdentifier does). */
 export function quoteIdent(name: string): string {
@@ -147,14 +166,67 @@ export function createLoginSql(login: string, passwordLiteral: string, validUnti
   return `${verb} ROLE ${quoteIdent(login)} WITH LOGIN PASSWORD ${passwordLiteral.trim()} VALID UNTIL ${quoteLiteral(validUntil.toISOString())}`;
 }
 
+function tlsOptionProblems(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return ['options.tls must be a mapping such as { ca: "<PEM certificates>" }'];
+  const record = value as Record<string, unknown>;
+  const problems = Object.keys(record)
+    .filter((key) => key !== "ca")
+    .map((key) => `options.tls.${key} is not a TLS setting (known: ca; the mode is the address's sslmode)`);
+  if (record.ca === undefined) return problems;
+  if (typeof record.ca !== "string" || !record.ca.includes("-----BEGIN CERTIFICATE-----")) {
+    problems.push("options.tls.ca must be PEM certificates (-----BEGIN CERTIFICATE-----)");
+    return problems;
+  }
+  const blocks = record.ca.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch {
+      problems.push(`options.tls.ca: certificate ${i + 1} cannot be read`);
+    }
+  }
+  if (blocks.length === 0) problems.push("options.tls.ca holds no complete certificate");
+  return problems;
+}
+
+function authOptionProblems(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return ["options.auth must be a mapping such as { allow: [md5] }"];
+  const record = value as Record<string, unknown>;
+  const problems = Object.keys(record)
+    .filter((key) => key !== "allow")
+    .map((key) => `options.auth.${key} is not an auth setting (known: allow)`);
+  const allow = record.allow;
+  if (
+    allow !== undefined &&
+    (!Array.isArray(allow) || allow.some((m) => !(WEAK_AUTH_METHODS as readonly unknown[]).includes(m)))
+  )
+    problems.push(`options.auth.allow must be a list of ${WEAK_AUTH_METHODS.join(", ")}`);
+  return problems;
+}
+
+function databasesProblems(value: unknown): string[] {
+  if (value === undefined) return [];
+  if (
+    !Array.isArray(value) ||
+    value.some((name) => typeof name !== "string" || name === "" || name.length > 63 || name.includes("\0"))
+  )
+    return ["options.databases must be a list of database names"];
+  return [];
+}
+
 export function optionProblems(options: Record<string, unknown>): string[] {
   const problems: string[] = [];
+  const known = [...Object.keys(DEFAULT_OPTIONS), ...OTHER_OPTION_KEYS];
   for (const key of Object.keys(options))
-    if (!(key in DEFAULT_OPTIONS) && key !== "session")
-      problems.push(
-        `options.${key} is not a postgres option (known: ${[...Object.keys(DEFAULT_OPTIONS), "session"].join(", ")})`,
-      );
+    if (!known.includes(key)) problems.push(`options.${key} is not a postgres option (known: ${known.join(", ")})`);
   problems.push(...sessionOptionProblems(options.session));
+  problems.push(...tlsOptionProblems(options.tls));
+  problems.push(...authOptionProblems(options.auth));
+  problems.push(...databasesProblems(options.databases));
   if (options.terminateSessions !== undefined && typeof options.terminateSessions !== "boolean")
     problems.push("options.terminateSessions must be true or false");
   for (const key of ["privilegedRoles", "ignore"] as const) {
@@ -180,7 +252,8 @@ export function parseOptions(options: Record<string, unknown>): PostgresOptions 
   };
 }
 
-export type SslMode = "disable" | "require" | "verify-full";
+/** libpq's names; verify-full (chain and host name) unless the address says otherwise. */
+export type SslMode = "disable" | "require" | "verify-ca" | "verify-full";
 
 export interface PostgresAddress {
   host: string;
@@ -191,7 +264,7 @@ export interface PostgresAddress {
   applicationName: string;
 }
 
-const SSL_MODES: readonly string[] = ["disable", "require", "verify-full"];
+const SSL_MODES: readonly string[] = ["disable", "require", "verify-ca", "verify-full"];
 const QUERY_KEYS = ["sslmode", "application_name"];
 
 /**
@@ -235,9 +308,53 @@ export function parseAddress(address: string): PostgresAddress {
     port: url.port === "" ? 5432 : Number(url.port),
     user,
     database: url.pathname.length > 1 ? decodeURIComponent(url.pathname.slice(1)) : user,
-    ssl: (url.searchParams.get("sslmode") as SslMode | null) ?? "disable",
+    ssl: (url.searchParams.get("sslmode") as SslMode | null) ?? "verify-full",
     applicationName: url.searchParams.get("application_name") ?? "stint",
   };
+}
+
+/**
+ * How to sign in to a target: TLS as its address's sslmode says (verify-full by default) with the
+ * CA bundle of options.tls.ca (else the system's), and the weaker methods options.auth.allow opts into.
+ */
+export function upstreamSecurity(address: PostgresAddress, options: Record<string, unknown>): UpstreamSecurity {
+  const tls = (options.tls ?? {}) as { ca?: string };
+  const auth = (options.auth ?? {}) as { allow?: WeakAuthMethod[] };
+  const allow = [...new Set(auth.allow ?? [])];
+  if (address.ssl === "disable") {
+    // Without TLS there is no channel to bind: plain SCRAM is then the strongest there is.
+    if (!allow.includes("scram-sha-256")) allow.push("scram-sha-256");
+    return { tls: null, allow };
+  }
+  return { tls: { mode: address.ssl, ca: tls.ca ?? null }, allow };
+}
+
+/**
+ * What a target's definition weakens, for people applying it (plan notes): each an opt-in that
+ * lets a network attacker read or capture what Stint sends. Empty for a valid target that opts into nothing.
+ */
+export function securityWarnings(address: string | null, options: Record<string, unknown>): string[] {
+  if (address === null || checkAddress(address).length > 0 || optionProblems(options).length > 0) return [];
+  const parsed = parseAddress(address);
+  const warnings: string[] = [];
+  if (parsed.ssl === "disable")
+    warnings.push(
+      "sslmode=disable: Stint talks to this database in clear (queries, results and any password it is asked for)",
+    );
+  else if (parsed.ssl === "require")
+    warnings.push("sslmode=require: the server certificate is not checked, so anyone in the path can pose as it");
+  else if (parsed.ssl === "verify-ca")
+    warnings.push("sslmode=verify-ca: the server certificate's host name is not checked");
+  const allow = ((options.auth as { allow?: string[] } | undefined)?.allow ?? []).filter(
+    (m, i, all) => all.indexOf(m) === i,
+  );
+  if (allow.includes("password"))
+    warnings.push("options.auth.allow: password sends the target's password itself when the server asks for it");
+  if (allow.includes("md5"))
+    warnings.push("options.auth.allow: md5 answers with a replayable hash of the target's password");
+  if (allow.includes("scram-sha-256") && parsed.ssl !== "disable")
+    warnings.push("options.auth.allow: scram-sha-256 lets the sign-in go without channel binding");
+  return warnings;
 }
 
 export function provisionSql(login: string, entitlement: PostgresEntitlement): string {
