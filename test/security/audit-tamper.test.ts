@@ -15,13 +15,10 @@ import { CompiledQuery } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import { ENGINES } from "../../src/testing/engines.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
-import { GENESIS_HASH, hashEvent } from "../../src/modules/audit/audit.rules.js";
-import type { AuditEvent } from "../../src/modules/audit/audit.types.js";
+import { rewriteReason, truncateAfter, type Row } from "../../src/testing/audit-writer.js";
 import { NO_CONTEXT, SYSTEM } from "../../src/modules/authz/authz.types.js";
 
 const EVERY = 5;
-
-type Row = Record<string, unknown>;
 
 /** SQL as the attacker runs it: a separate connection on PostgreSQL, the store's own on PGlite (single-process). */
 async function databaseWriter(server: TestServer) {
@@ -40,46 +37,6 @@ async function databaseWriter(server: TestServer) {
   };
 }
 type Writer = Awaited<ReturnType<typeof databaseWriter>>;
-
-function rowToEvent(row: Row): AuditEvent {
-  return {
-    seq: Number(row.seq),
-    id: String(row.id),
-    time: new Date(row.time as string).toISOString(),
-    actor: row.actor as string,
-    actorId: row.actor_id as string | null,
-    action: row.action as string,
-    subject: row.subject as string | null,
-    outcome: row.outcome as AuditEvent["outcome"],
-    reason: row.reason as string | null,
-    correlationId: row.correlation_id as string | null,
-    sourceIp: row.source_ip as string | null,
-    userAgent: row.user_agent as string | null,
-    details: (typeof row.details === "string" ? JSON.parse(row.details) : row.details) as Record<string, unknown>,
-    prevHash: row.prev_hash as string,
-    hash: row.hash as string,
-  };
-}
-
-/** Edits event `seq` and re-links every event after it (and the head), as a writer who knows the format would. */
-async function rewrite(db: Writer, seq: number, edit: (event: AuditEvent) => Partial<AuditEvent>): Promise<void> {
-  const rows = await db.query("select * from audit_events where seq >= $1 order by seq", [seq]);
-  const before = await db.query("select hash from audit_events where seq = $1", [seq - 1]);
-  let prevHash = (before[0]?.hash as string | undefined) ?? GENESIS_HASH;
-  for (const row of rows) {
-    const original = rowToEvent(row);
-    const changed = { ...original, ...(original.seq === seq ? edit(original) : {}), prevHash };
-    const hash = hashEvent(changed);
-    await db.query("update audit_events set reason = $1, prev_hash = $2, hash = $3 where seq = $4", [
-      changed.reason,
-      prevHash,
-      hash,
-      original.seq,
-    ]);
-    prevHash = hash;
-  }
-  await db.query("update audit_head set hash = $1 where id = 1", [prevHash]);
-}
 
 async function headSeq(db: Writer): Promise<number> {
   return Number((await db.query("select seq from audit_head where id = 1"))[0]!.seq);
@@ -173,7 +130,7 @@ describe.each(ENGINES)("rewritable audit log by a database writer (finding 7) on
   it("deleting every checkpoint and re-chaining an edit fails verification: a checkpoint is required every N events", async () => {
     const { server: s, db } = await anchoredLog();
     await db.query("delete from audit_checkpoints");
-    await rewrite(db, 3, () => ({ reason: "it never happened" }));
+    await rewriteReason(db.query, 3, "it never happened");
     const result = await verify(s);
     expect(result).toMatchObject({ ok: false, brokenSeq: 5 });
     expect(result.problem).toMatch(/checkpoint/);
@@ -188,7 +145,7 @@ describe.each(ENGINES)("rewritable audit log by a database writer (finding 7) on
   it("an event edited after the last checkpoint, its tail re-chained, fails against the anchor", async () => {
     const { server: s, db, anchor } = await anchoredLog();
     await db.query("delete from audit_checkpoints where seq > 15");
-    await rewrite(db, 16, () => ({ reason: "nothing to see" }));
+    await rewriteReason(db.query, 16, "nothing to see");
     // Inside the database the rewrite is consistent: only the anchor held outside can tell.
     expect(await verify(s)).toMatchObject({ ok: true });
     const result = await verify(s, anchor);
@@ -198,9 +155,7 @@ describe.each(ENGINES)("rewritable audit log by a database writer (finding 7) on
 
   it("truncating the tail after the anchored head fails against the anchor", async () => {
     const { server: s, db, anchor } = await anchoredLog();
-    await db.query("delete from audit_checkpoints where seq > 15");
-    await db.query("delete from audit_events where seq > 15");
-    await db.query("update audit_head set seq = 15, hash = (select hash from audit_events where seq = 15)");
+    await truncateAfter(db.query, 15);
     expect(await verify(s)).toMatchObject({ ok: true });
     const result = await verify(s, anchor);
     expect(result).toMatchObject({ ok: false, brokenSeq: 16 });
@@ -209,7 +164,7 @@ describe.each(ENGINES)("rewritable audit log by a database writer (finding 7) on
 
   it("forged checkpoint signatures fail, even with the attacker's public key in signing_keys", async () => {
     const { server: s, db } = await anchoredLog();
-    await rewrite(db, 2, () => ({ reason: "forged" }));
+    await rewriteReason(db.query, 2, "forged");
     const attacker = generateKeyPairSync("ed25519");
     const jwk = attacker.publicKey.export({ format: "jwk" });
     const keys = await db.query("select id from signing_keys where purpose = 'audit'");
