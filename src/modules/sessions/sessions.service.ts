@@ -325,23 +325,38 @@ export function createSessionService(deps: SessionServiceDeps) {
     const controller = new AbortController();
     const entry: LiveEntry = { id, requestId: activation.request_id, controller, causeAt: null, timer: undefined };
     live.set(id, entry);
-    const expiresAt = new Date(activation.expires_at!).getTime();
-    const untilExpiry = Math.max(0, expiresAt - now.getTime());
-    if (untilExpiry < MAX_TIMER_MS) {
-      entry.timer = setTimeout(
-        () =>
-          abort(
-            entry,
-            {
-              reason: "activation_ended",
-              message: `Your activation of ${activation.role_name} expired, so this session is over.`,
-            },
-            expiresAt,
-          ),
-        untilExpiry,
+    // A timer at the activation's expiry ends the session; when it fires it asks the database first,
+    // because an extension moves the expiry (the session then lives on, to the new one).
+    const expired = (at: number) =>
+      abort(
+        entry,
+        {
+          reason: "activation_ended",
+          message: `Your activation of ${activation.role_name} expired, so this session is over.`,
+        },
+        at,
       );
+    const armExpiry = (at: number) => {
+      clearTimeout(entry.timer);
+      const wait = Math.max(0, at - clock.now().getTime());
+      if (wait >= MAX_TIMER_MS || controller.signal.aborted) return;
+      entry.timer = setTimeout(() => void atExpiry(at), wait);
       entry.timer.unref();
-    }
+    };
+    const atExpiry = async (at: number) => {
+      let current: { state: string; expires_at: Date | null } | undefined;
+      try {
+        current = await sessionStore.activationExpiry(store.db, activation.request_id);
+      } catch (error) {
+        // Unknown whether it was extended: fail closed, at the expiry known.
+        logger.warn({ err: error, session: id }, "could not read the activation's expiry; ending the session");
+        return expired(at);
+      }
+      const expiresAt = current?.expires_at ? new Date(current.expires_at).getTime() : at;
+      if (current?.state === "active" && expiresAt > clock.now().getTime()) return armExpiry(expiresAt);
+      expired(Math.min(at, expiresAt));
+    };
+    armExpiry(new Date(activation.expires_at!).getTime());
 
     const recorder: ActiveRecorder = createRecorder({
       kind,
