@@ -256,7 +256,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     const { session, upstream } = live;
     const allowed = session.policy.portForwarding;
     session.recorder.event("forward", { kind: "direct-tcpip", host: info.destIP, port: info.destPort, allowed });
-    if (!allowed) return reject();
+    if (!allowed) return rejectProhibited(client, reject, `Stint: port forwarding is not allowed for ${session.role}`);
     upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (error, channel) => {
       if (error) return reject();
       relayForward(accept(), channel);
@@ -488,6 +488,30 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
 }
 
 type OpenCallback = (error: Error | undefined, channel: ClientChannel | undefined) => void;
+
+const OPEN_ADMINISTRATIVELY_PROHIBITED = 1;
+
+/**
+ * Refuses a channel open as SSH_OPEN_ADMINISTRATIVELY_PROHIBITED (RFC 4254 §5.1) with a description, so
+ * the client says "administratively prohibited: <why>". ssh2's reject() always sends CONNECT_FAILED and
+ * no text, so for the one synchronous call the connection's protocol object sends ours instead; if
+ * ssh2's internals ever change shape, the channel is still refused (with ssh2's code).
+ */
+function rejectProhibited(client: Connection, reject: () => void, description: string): void {
+  type Fail = (remote: number, reason: number, description: string) => void;
+  const protocol = (client as unknown as { _protocol?: { channelOpenFail?: Fail } })._protocol;
+  const original = protocol?.channelOpenFail;
+  if (!protocol || typeof original !== "function") return reject();
+  const own = Object.hasOwn(protocol, "channelOpenFail");
+  protocol.channelOpenFail = (remote: number) =>
+    original.call(protocol, remote, OPEN_ADMINISTRATIVELY_PROHIBITED, description);
+  try {
+    reject();
+  } finally {
+    if (own) protocol.channelOpenFail = original;
+    else delete protocol.channelOpenFail;
+  }
+}
 
 // --- authentication ------------------------------------------------------------------------------
 
