@@ -225,6 +225,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           }
         : {}),
     });
+    // Credentials stored before they were bound to their target are bound (once) before anything uses them.
+    await grants.bindStoredCredentials();
     sessions = createSessionService({
       store,
       audit,

@@ -39,6 +39,9 @@ import {
   sortedSet,
 } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
+import { applyCustody, checkCustody, type CustodyCheck } from "./custody.js";
+import { storedCredentials } from "./custody.store.js";
+import { endpointOf } from "./custody.rules.js";
 import { DEFAULT_IDENTITY } from "../../contract/catalog-api.js";
 import { entitlementProblems, targetProblems, targetWarnings } from "../connectors/index.js";
 import type {
@@ -104,6 +107,24 @@ function targetValues(input: TargetInput): catalogStore.TargetValues {
   return values;
 }
 
+/** Where a stored target's credential goes now (custody.rules endpointOf). */
+function endpointOfRow(row: catalogStore.TargetRow): string {
+  return endpointOf({ kind: row.kind, address: row.address, options: catalogStore.targetConfig(row.config).options });
+}
+
+/** Custody checks of a target from the API: VALIDATION_FAILED with the fields at fault. */
+async function custodyOrThrow(
+  tx: Tx,
+  actor: Actor,
+  values: catalogStore.TargetValues,
+  existing: catalogStore.TargetRow | null,
+): Promise<CustodyCheck> {
+  const check = await checkCustody(tx, actor, values, existing);
+  if (check.problems.length > 0)
+    throw invalid(check.problems.map((p) => ({ path: `body.${p.field}`, message: p.message })));
+  return check;
+}
+
 /** Connector checks of a file's targets and roles, located in the file. */
 function connectorProblems(current: CatalogState, desired: DesiredCatalog): PathProblem[] {
   const problems: PathProblem[] = [];
@@ -149,7 +170,8 @@ function normalizeSpec(raw: unknown): PolicySpec {
   return parsed.success ? parsed.data : (raw as PolicySpec);
 }
 
-function targetDto(row: catalogStore.TargetRow, storedSecrets: ReadonlySet<string>): TargetDto {
+/** `stored`: a credential is stored at the path for this very target (custody binds it to the target). */
+function targetDto(row: catalogStore.TargetRow, storedSecrets: ReadonlyMap<string, string | null>): TargetDto {
   const config = catalogStore.targetConfig(row.config);
   return {
     id: row.id,
@@ -157,7 +179,9 @@ function targetDto(row: catalogStore.TargetRow, storedSecrets: ReadonlySet<strin
     kind: row.kind,
     address: row.address,
     labels: row.labels ?? {},
-    credential: config.credential ? { secret: config.credential, stored: storedSecrets.has(config.credential) } : null,
+    credential: config.credential
+      ? { secret: config.credential, stored: storedSecrets.get(config.credential) === row.id }
+      : null,
     identity: config.identity,
     options: config.options,
     createdAt: iso(row.created_at),
@@ -363,6 +387,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
   async function prepare(
     db: Db,
     text: string,
+    actor: Actor,
   ): Promise<{ plan: Plan; current: CatalogState; desired: DesiredCatalog }> {
     const parsed = parseConfig(text);
     if (parsed.fatal) throw invalidFile(parsed.problems);
@@ -374,6 +399,17 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     ];
     if (problems.length > 0) throw invalidFile(problems);
     const plan = planConfig(current, parsed.desired);
+    // What a changed target may name as its credential and session secret, checked against what is stored.
+    const changed = new Set(
+      plan.changes.filter((c) => c.kind === "target" && c.action !== "delete").map((c) => c.name),
+    );
+    for (const target of parsed.desired.targets ?? []) {
+      if (!changed.has(target.name)) continue;
+      const existingRow = (await catalogStore.findTarget(db, target.name)) ?? null;
+      for (const p of (await checkCustody(db, actor, target, existingRow)).problems)
+        problems.push(parsed.locate({ path: [...(target.at ?? []), p.field], message: p.message }));
+    }
+    if (problems.length > 0) throw invalidFile(problems);
     // Opt-ins that weaken how Stint reaches a target (TLS off, cleartext passwords) are said every time.
     for (const target of parsed.desired.targets ?? [])
       for (const warning of targetWarnings(target)) plan.notes.push(`warning: target ${target.name}: ${warning}`);
@@ -516,13 +552,13 @@ export function createCatalogService(deps: CatalogServiceDeps) {
 
     async listTargets(actor: Actor): Promise<TargetDto[]> {
       authorize(actor, "catalog.read");
-      const stored = await catalogStore.storedSecretPaths(store.db);
+      const stored = await storedCredentials(store.db);
       return (await catalogStore.listTargets(store.db)).map((row) => targetDto(row, stored));
     },
 
     async getTarget(actor: Actor, ref: string): Promise<TargetDto> {
       authorize(actor, "catalog.read");
-      return targetDto(await requireTarget(store.db, ref), await catalogStore.storedSecretPaths(store.db));
+      return targetDto(await requireTarget(store.db, ref), await storedCredentials(store.db));
     },
 
     async createTarget(actor: Actor, input: TargetInput, context: CallContext): Promise<TargetDto> {
@@ -531,7 +567,16 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         const now = clock.now();
         const id = newId();
         const values = targetValues(input);
+        const custody = await custodyOrThrow(tx, actor, values, null);
         await catalogStore.insertTarget(tx, id, values, now);
+        const custodyEvents = await applyCustody(
+          tx,
+          { id, name: values.name },
+          custody,
+          false,
+          actorLabel(actor).actor,
+          now,
+        );
         await audit.append(tx, actor, context, {
           action: "target.create",
           outcome: "success",
@@ -546,7 +591,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
             options: values.options,
           },
         });
-        return targetDto((await catalogStore.findTarget(tx, id))!, await catalogStore.storedSecretPaths(tx));
+        await audit.append(tx, actor, context, custodyEvents);
+        return targetDto((await catalogStore.findTarget(tx, id))!, await storedCredentials(tx));
       }, `A target named ${input.name} already exists.`);
     },
 
@@ -560,7 +606,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         if (row.name !== values.name) fields.unshift({ field: "name", from: row.name, to: values.name });
         if (before.kind !== values.kind && (await catalogStore.roleNamesUsingTarget(tx, row.id)).length > 0)
           throw invalid([{ path: "body.kind", message: "cannot change the kind of a target that has roles" }]);
-        if (fields.length === 0) return targetDto(row, await catalogStore.storedSecretPaths(tx));
+        if (fields.length === 0) return targetDto(row, await storedCredentials(tx));
+        const custody = await custodyOrThrow(tx, actor, values, row);
         await catalogStore.updateTarget(tx, row.id, values, clock.now());
         await audit.append(tx, actor, context, {
           action: "target.update",
@@ -568,7 +615,21 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subject: `target:${row.name}`,
           details: { source: "api", fields },
         });
-        return targetDto((await catalogStore.findTarget(tx, row.id))!, await catalogStore.storedSecretPaths(tx));
+        const moved = custody.endpoint !== endpointOfRow(row);
+        await audit.append(
+          tx,
+          actor,
+          context,
+          await applyCustody(
+            tx,
+            { id: row.id, name: values.name },
+            custody,
+            moved,
+            actorLabel(actor).actor,
+            clock.now(),
+          ),
+        );
+        return targetDto((await catalogStore.findTarget(tx, row.id))!, await storedCredentials(tx));
       }, `A target named ${input.name} already exists.`);
     },
 
@@ -933,7 +994,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     /** What applying the file would change; VALIDATION_FAILED with details.problems when it is invalid. */
     async diffConfig(actor: Actor, text: string): Promise<ConfigPlanDto> {
       authorize(actor, "catalog.read");
-      return toDto((await prepare(store.db, text)).plan);
+      return toDto((await prepare(store.db, text, actor)).plan);
     },
 
     /**
@@ -944,7 +1005,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     async applyConfig(actor: Actor, text: string, context: CallContext): Promise<ConfigApplyResultDto> {
       authorize(actor, "catalog.write");
       return write(async (tx) => {
-        const { plan, current, desired } = await prepare(tx, text);
+        const { plan, current, desired } = await prepare(tx, text, actor);
         if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
         if (plan.changes.length === 0) return { ...toDto(plan), applied: false };
         const now = clock.now();
@@ -954,6 +1015,10 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         const grantedBy = actorLabel(actor).actor;
         const events: AuditInput[] = [];
         for (const change of plan.changes) {
+          const before =
+            change.kind === "target" && change.action !== "delete"
+              ? ((await catalogStore.findTarget(tx, change.name)) ?? null)
+              : null;
           await executeChange(tx, change, wanted, existing, principals, grantedBy, now);
           events.push({
             action: auditAction(change),
@@ -961,6 +1026,18 @@ export function createCatalogService(deps: CatalogServiceDeps) {
             subject: `${change.kind}:${change.name}`,
             details: { source: "config", fields: change.fields },
           });
+          if (change.kind === "target" && change.action !== "delete") {
+            // Checked in prepare; the stored credential and session allowances follow the new definition.
+            const row = (await catalogStore.findTarget(tx, change.name))!;
+            const custody = await custodyOrThrow(
+              tx,
+              actor,
+              wanted.get(`target\u0000${change.name}`) as TargetState,
+              before,
+            );
+            const moved = before !== null && custody.endpoint !== endpointOfRow(before);
+            events.push(...(await applyCustody(tx, { id: row.id, name: row.name }, custody, moved, grantedBy, now)));
+          }
         }
         await audit.append(tx, actor, context, events);
         // Eligibility or group membership a file took away ends what stood on it, in this transaction.

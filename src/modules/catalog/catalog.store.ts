@@ -95,12 +95,6 @@ export async function updateTarget(db: Q, id: string, values: TargetValues, now:
     .execute();
 }
 
-/** The paths of the target credentials that are stored (their values are never read here). */
-export async function storedSecretPaths(db: Q): Promise<Set<string>> {
-  const rows = await db.selectFrom("target_secrets").select("path").execute();
-  return new Set(rows.map((r) => r.path));
-}
-
 export async function deleteTarget(db: Q, id: string): Promise<void> {
   await db.deleteFrom("targets").where("id", "=", id).execute();
 }

@@ -23,6 +23,9 @@ import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import { targetConfig } from "../catalog/catalog.store.js";
+import { credentialBinding, endpointOf, legacyCredentialBinding } from "../catalog/custody.rules.js";
+import * as custodyStore from "../catalog/custody.store.js";
+import { sessionOptionsOf } from "../connectors/session-options.rules.js";
 import {
   ConnectorError,
   connectorFor as defaultConnectorFor,
@@ -249,7 +252,36 @@ export function createGrantService(deps: GrantServiceDeps) {
   // -------------------------------------------------------------------------
   // Targets and credentials
 
-  const secretAad = (path: string) => `target-secret:${path}`;
+  /** Where the target's credential may go now: the fingerprint of its kind, address and endpoint options. */
+  const endpointOfRow = (row: grantStore.TargetRow) =>
+    endpointOf({ kind: row.kind, address: row.address, options: targetConfig(row.config).options });
+
+  /**
+   * The target's admin credential, opened only for the target it was set for at the endpoint it was set for
+   * (both are in the sealed value's associated data, so a row pointed at or moved from elsewhere does not open).
+   */
+  async function openCredential(db: Kysely<Database>, row: grantStore.TargetRow, path: string): Promise<string> {
+    const sealed = await grantStore.readSecret(db, path);
+    const setAgain = `set it with \`stint targets credential ${row.name}\``;
+    if (!sealed)
+      throw new ConnectorError("refused", `the credential ${path} of target ${row.name} is not stored; ${setAgain}`);
+    if (sealed.target_id !== row.id)
+      throw new ConnectorError("refused", `the credential ${path} does not belong to target ${row.name}; ${setAgain}`);
+    const endpoint = endpointOfRow(row);
+    if (sealed.endpoint !== endpoint)
+      throw new ConnectorError(
+        "refused",
+        `the credential of target ${row.name} was set for another address; ${setAgain} for this one`,
+      );
+    try {
+      return open(secretKey, sealed.sealed, credentialBinding(row.id, path, endpoint)).toString("utf8");
+    } catch {
+      throw new ConnectorError(
+        "refused",
+        `the credential of target ${row.name} failed its integrity check; ${setAgain}`,
+      );
+    }
+  }
 
   async function connectorTarget(
     db: Kysely<Database>,
@@ -258,16 +290,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     const connector = connectorFor(row.kind);
     if (!connector) throw new StintError("CONFLICT", `The target ${row.name} is internal: Stint enforces it itself.`);
     const config = targetConfig(row.config);
-    let credential: string | null = null;
-    if (config.credential) {
-      const sealed = await grantStore.readSecret(db, config.credential);
-      if (!sealed)
-        throw new ConnectorError(
-          "refused",
-          `the credential ${config.credential} of target ${row.name} is not stored; set it with \`stint targets credential ${row.name}\``,
-        );
-      credential = open(secretKey, sealed.sealed, secretAad(config.credential)).toString("utf8");
-    }
+    const credential = config.credential ? await openCredential(db, row, config.credential) : null;
     const ignore = Array.isArray(config.options.ignore) ? (config.options.ignore as unknown[]).map(String) : [];
     return {
       connector,
@@ -924,7 +947,10 @@ export function createGrantService(deps: GrantServiceDeps) {
       }
     },
 
-    /** Stores the target's admin credential (sealed); the value never comes back out of the API. */
+    /**
+     * Stores the target's admin credential, sealed and bound to the target and its endpoint; the value never
+     * comes back out of the API. A path whose stored value belongs to another target is refused.
+     */
     async setCredential(actor: Actor, context: CallContext, ref: string, secret: string): Promise<{ secret: string }> {
       authorize(actor, "targets.operate");
       const row = await requireTarget(ref);
@@ -934,8 +960,23 @@ export function createGrantService(deps: GrantServiceDeps) {
           "CONFLICT",
           `The target ${row.name} declares no credential; add \`credential: { secret: targets/${row.name}/admin }\` to it first.`,
         );
+      const endpoint = endpointOfRow(row);
       await store.transaction(async (tx) => {
-        const change = await grantStore.writeSecret(tx, path, seal(secretKey, secret, secretAad(path)), clock.now());
+        const change = await grantStore.writeSecret(
+          tx,
+          {
+            path,
+            targetId: row.id,
+            endpoint,
+            sealed: seal(secretKey, secret, credentialBinding(row.id, path, endpoint)),
+          },
+          clock.now(),
+        );
+        if (change === "taken")
+          throw new StintError(
+            "CONFLICT",
+            `The credential ${path} belongs to another target; ${row.name} cannot set it.`,
+          );
         await audit.append(tx, actor, context, {
           action: "target.credential_set",
           outcome: "success",
@@ -951,7 +992,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       const row = await requireTarget(ref);
       const path = targetConfig(row.config).credential;
       await store.transaction(async (tx) => {
-        const deleted = path ? await grantStore.deleteSecret(tx, path) : false;
+        const deleted = path ? await grantStore.deleteSecret(tx, path, row.id) : false;
         if (!deleted) throw new StintError("NOT_FOUND", `The target ${row.name} has no stored credential.`);
         await audit.append(tx, actor, context, {
           action: "target.credential_deleted",
@@ -960,6 +1001,83 @@ export function createGrantService(deps: GrantServiceDeps) {
           details: { secret: path },
         });
       });
+    },
+
+    /**
+     * At start, after the upgrade to bound credentials: credentials stored before are re-sealed for the one
+     * target that names their path, and session secrets targets named before get their allowance when one
+     * target alone names them and they are not break-glass. Anything named by several targets (or none)
+     * stays unbound: no target can use it until an operator sets or allows it again, and the log says so.
+     */
+    async bindStoredCredentials(): Promise<{ bound: number; unbound: string[] }> {
+      const targets = await grantStore.listTargets(store.db);
+      const unbound: string[] = [];
+      const sessionPaths = new Map<string, grantStore.TargetRow[]>();
+      for (const target of targets) {
+        const session = sessionOptionsOf(targetConfig(target.config).options);
+        if (session) sessionPaths.set(session.secret, [...(sessionPaths.get(session.secret) ?? []), target]);
+      }
+      for (const [path, named] of sessionPaths) {
+        const facts = await custodyStore.sessionSecretFacts(store.db, path);
+        if (facts.allowance) continue;
+        if (named.length !== 1 || facts.secret?.breakGlass) {
+          unbound.push(path);
+          continue;
+        }
+        const target = named[0]!;
+        await store.transaction(async (tx) => {
+          await custodyStore.allow(tx, {
+            path,
+            targetId: target.id,
+            endpoint: endpointOfRow(target),
+            grantedBy: "upgrade",
+            now: clock.now(),
+          });
+          await audit.append(tx, SYSTEM, systemContext("upgrade"), {
+            action: "secret.allowed",
+            outcome: "success",
+            subject: `secret:${path}`,
+            details: { target: target.name, by: "upgrade" },
+          });
+        });
+      }
+      const rows = await grantStore.unboundSecrets(store.db);
+      let bound = 0;
+      for (const secretRow of rows) {
+        const owners = targets.filter((t) => targetConfig(t.config).credential === secretRow.path);
+        if (owners.length !== 1) {
+          unbound.push(secretRow.path);
+          continue;
+        }
+        const target = owners[0]!;
+        const endpoint = endpointOfRow(target);
+        const value = open(secretKey, secretRow.sealed, legacyCredentialBinding(secretRow.path));
+        try {
+          await store.transaction(async (tx) => {
+            await grantStore.bindSecret(tx, {
+              path: secretRow.path,
+              targetId: target.id,
+              endpoint,
+              sealed: seal(secretKey, value, credentialBinding(target.id, secretRow.path, endpoint)),
+            });
+            await audit.append(tx, SYSTEM, systemContext("upgrade"), {
+              action: "target.credential_bound",
+              outcome: "success",
+              subject: `target:${target.name}`,
+              details: { secret: secretRow.path },
+            });
+          });
+        } finally {
+          value.fill(0);
+        }
+        bound += 1;
+      }
+      if (unbound.length > 0)
+        logger.warn(
+          { paths: unbound },
+          "credentials and session secrets named by no target, by several or break-glass were not bound; set or allow them again per target",
+        );
+      return { bound, unbound };
     },
 
     /** Standing privileged access at a target, with the Stint principal each login maps to. */

@@ -202,22 +202,72 @@ export function unsettledCounts(db: Q) {
 // Target credentials
 
 export function readSecret(db: Q, path: string) {
-  return db.selectFrom("target_secrets").select("sealed").where("path", "=", path).executeTakeFirst();
+  return db
+    .selectFrom("target_secrets")
+    .select(["sealed", "target_id", "endpoint"])
+    .where("path", "=", path)
+    .executeTakeFirst();
 }
 
-export async function writeSecret(db: Q, path: string, sealed: string, now: Date): Promise<"created" | "updated"> {
-  const row = await db
+/**
+ * Stores a target's credential, bound to the target: a path whose stored value belongs to another target is
+ * left alone ("taken"). Rows from before 0011 (no target) are taken over.
+ */
+export async function writeSecret(
+  db: Q,
+  row: { path: string; targetId: string; endpoint: string; sealed: string },
+  now: Date,
+): Promise<"created" | "updated" | "taken"> {
+  const written = await db
     .insertInto("target_secrets")
-    .values({ path, sealed, created_at: now, updated_at: now })
-    .onConflict((oc) => oc.column("path").doUpdateSet({ sealed, updated_at: now }))
+    .values({
+      path: row.path,
+      sealed: row.sealed,
+      target_id: row.targetId,
+      endpoint: row.endpoint,
+      created_at: now,
+      updated_at: now,
+    })
+    .onConflict((oc) =>
+      oc
+        .column("path")
+        .doUpdateSet({ sealed: row.sealed, target_id: row.targetId, endpoint: row.endpoint, updated_at: now })
+        .where((eb) =>
+          eb.or([eb("target_secrets.target_id", "=", row.targetId), eb("target_secrets.target_id", "is", null)]),
+        ),
+    )
     .returning(["created_at", "updated_at"])
-    .executeTakeFirstOrThrow();
-  return new Date(row.created_at).getTime() === now.getTime() ? "created" : "updated";
+    .executeTakeFirst();
+  if (!written) return "taken";
+  return new Date(written.created_at).getTime() === now.getTime() ? "created" : "updated";
 }
 
-export async function deleteSecret(db: Q, path: string): Promise<boolean> {
-  const rows = await db.deleteFrom("target_secrets").where("path", "=", path).returning("path").execute();
+/** Deletes the target's own stored credential at this path (never another target's). */
+export async function deleteSecret(db: Q, path: string, targetId: string): Promise<boolean> {
+  const rows = await db
+    .deleteFrom("target_secrets")
+    .where("path", "=", path)
+    .where((eb) => eb.or([eb("target_id", "=", targetId), eb("target_id", "is", null)]))
+    .returning("path")
+    .execute();
   return rows.length > 0;
+}
+
+/** Credentials stored before 0011, to be re-sealed bound to their target. */
+export function unboundSecrets(db: Q) {
+  return db.selectFrom("target_secrets").select(["path", "sealed"]).where("target_id", "is", null).execute();
+}
+
+export async function bindSecret(
+  db: Q,
+  row: { path: string; targetId: string; endpoint: string; sealed: string },
+): Promise<void> {
+  await db
+    .updateTable("target_secrets")
+    .set({ sealed: row.sealed, target_id: row.targetId, endpoint: row.endpoint })
+    .where("path", "=", row.path)
+    .where("target_id", "is", null)
+    .execute();
 }
 
 // ---------------------------------------------------------------------------

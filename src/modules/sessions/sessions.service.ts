@@ -225,13 +225,23 @@ export function createSessionService(deps: SessionServiceDeps) {
       .executeTakeFirst();
   }
 
+  /**
+   * The session secret for the target's upstream. The vault decides (one decision for every value it
+   * releases): only a secret allowed for this target at its current endpoint, never a break-glass one.
+   */
   async function sealedValue(
     kind: SessionKind,
     path: string,
+    activation: sessionStore.ActivationRow,
     who: { actor: Actor; clientAddress: string | null; details: Record<string, unknown> },
   ) {
     try {
-      const value = await deps.vault.injectValue(path);
+      const value = await deps.vault.injectValue(path, {
+        id: activation.target_id,
+        kind: activation.target_kind,
+        address: activation.address,
+        options: configOptions(activation),
+      });
       if (value) return value;
     } catch (error) {
       if (error instanceof StintError)
@@ -556,7 +566,7 @@ export function createSessionService(deps: SessionServiceDeps) {
             who,
           );
         upstreamUser = options.login;
-        upstreamPassword = (await sealedValue(kind, options.secret, who)).value;
+        upstreamPassword = (await sealedValue(kind, options.secret, activation, who)).value;
         credential = options.secret;
       }
       const targetOptions = configOptions(activation);
@@ -650,7 +660,7 @@ export function createSessionService(deps: SessionServiceDeps) {
           `The target ${login.target} has no session credential (options.session), so Stint cannot open it.`,
           who,
         );
-      const secret = await sealedValue(kind, session.secret, who);
+      const secret = await sealedValue(kind, session.secret, activation, who);
       const upstream: UpstreamSsh = {
         kind: "ssh",
         host: address.host,

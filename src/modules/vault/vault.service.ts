@@ -36,6 +36,7 @@ import {
   wrapKek,
 } from "./vault.crypto.js";
 import * as vaultStore from "./vault.store.js";
+import { endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
 
 export interface VaultServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
@@ -362,13 +363,25 @@ export function createVaultService(deps: VaultServiceDeps) {
     },
 
     /**
-     * The current value of a secret for the session broker to inject upstream: no actor, because the
-     * user never receives it; the caller audits the session that used it (path and version, never the value).
+     * The current value of a secret for the session broker to inject upstream towards `target`: no actor,
+     * because the user never receives it; the caller audits the session that used it (path and version,
+     * never the value). Only a secret allowed for that target at its endpoint as it is now, never break-glass.
      */
-    async injectValue(path: string): Promise<{ version: number; kind: string; value: string } | null> {
+    async injectValue(
+      path: string,
+      target: { id: string; kind: string; address: string | null; options: Record<string, unknown> },
+    ): Promise<{ version: number; kind: string; value: string }> {
       await rootKey();
       const row = await vaultStore.findSecret(store.db, path);
-      if (!row) return null;
+      const allowance = await vaultStore.allowanceOf(store.db, path);
+      const problem = sessionSecretUsable({
+        targetId: target.id,
+        endpoint: endpointOf(target),
+        secret: row ? { breakGlass: row.break_glass } : null,
+        allowance: allowance ? { targetId: allowance.target_id, endpoint: allowance.endpoint } : null,
+      });
+      if (problem || !row)
+        throw new StintError("NOT_FOUND", `The session secret ${path} ${problem ?? "is not in the vault"}.`);
       return { version: row.current_version, kind: row.kind, value: await decrypt(row, row.current_version) };
     },
 

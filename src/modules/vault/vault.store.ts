@@ -163,6 +163,15 @@ export async function setWrappedKey(
 // ---------------------------------------------------------------------------
 // Access
 
+/** Which target's sessions may use the secret, and for which endpoint (custody.rules). */
+export function allowanceOf(db: Q, path: string) {
+  return db
+    .selectFrom("secret_target_allowances")
+    .select(["target_id", "endpoint", "granted_by", "created_at"])
+    .where("path", "=", path)
+    .executeTakeFirst();
+}
+
 /** Whether the principal has an active activation, now, of one of these roles. */
 export async function hasActiveRole(db: Q, principalId: string, roles: string[], now: Date): Promise<boolean> {
   if (roles.length === 0) return false;

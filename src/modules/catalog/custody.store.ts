@@ -1,0 +1,73 @@
+/** SQL of credential custody as the catalog sees it: who holds a stored credential or a session secret. */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+
+type Q = Kysely<Database>;
+
+/** The target a stored credential belongs to (null target: stored before 0011), or undefined when none is stored. */
+export function storedCredential(db: Q, path: string) {
+  return db.selectFrom("target_secrets").select(["target_id"]).where("path", "=", path).executeTakeFirst();
+}
+
+/** Paths of stored credentials → the target each belongs to. */
+export async function storedCredentials(db: Q): Promise<Map<string, string | null>> {
+  const rows = await db.selectFrom("target_secrets").select(["path", "target_id"]).execute();
+  return new Map(rows.map((r) => [r.path, r.target_id]));
+}
+
+/** Forgets every credential stored for the target (its endpoint moved); the paths that were stored. */
+export async function dropCredentials(db: Q, targetId: string): Promise<string[]> {
+  const rows = await db.deleteFrom("target_secrets").where("target_id", "=", targetId).returning("path").execute();
+  return rows.map((r) => r.path);
+}
+
+/** The vault secret at a path (never its value) and the allowance that path has, if any. */
+export async function sessionSecretFacts(db: Q, path: string) {
+  const secret = await db
+    .selectFrom("secrets")
+    .select(["break_glass", "platform_roles"])
+    .where("path", "=", path)
+    .executeTakeFirst();
+  const allowance = await db
+    .selectFrom("secret_target_allowances")
+    .select(["target_id", "endpoint"])
+    .where("path", "=", path)
+    .executeTakeFirst();
+  return {
+    secret: secret ? { breakGlass: secret.break_glass, platformRoles: secret.platform_roles } : null,
+    allowance: allowance ? { targetId: allowance.target_id, endpoint: allowance.endpoint } : null,
+  };
+}
+
+/** Drops the target's allowances made for another endpoint; the paths dropped. */
+export async function dropStaleAllowances(db: Q, targetId: string, endpoint: string): Promise<string[]> {
+  const rows = await db
+    .deleteFrom("secret_target_allowances")
+    .where("target_id", "=", targetId)
+    .where("endpoint", "!=", endpoint)
+    .returning("path")
+    .execute();
+  return rows.map((r) => r.path);
+}
+
+/** Allows the target's sessions to use the secret at its endpoint (one target per path: the index decides). */
+export async function allow(
+  db: Q,
+  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date },
+): Promise<void> {
+  await db
+    .insertInto("secret_target_allowances")
+    .values({
+      path: row.path,
+      target_id: row.targetId,
+      endpoint: row.endpoint,
+      granted_by: row.grantedBy,
+      created_at: row.now,
+    })
+    .onConflict((oc) =>
+      oc
+        .columns(["path", "target_id"])
+        .doUpdateSet({ endpoint: row.endpoint, granted_by: row.grantedBy, created_at: row.now }),
+    )
+    .execute();
+}

@@ -1,0 +1,452 @@
+/**
+ * Class: credential custody (issue 12, findings 1 and 3).
+ *
+ * A `security` user writes the catalog but must never reach the credentials Stint keeps for targets:
+ * not by defining a target at a host they control that names another target's credential or a
+ * break-glass secret, not by pointing an existing target somewhere else, and not through a session
+ * whose upstream is theirs. The "host they control" is a real TCP listener speaking enough of the
+ * PostgreSQL protocol to ask for a cleartext password: every connection and every byte it receives
+ * is kept, and no test may see one arrive while a credential is at stake.
+ */
+import { randomBytes } from "node:crypto";
+import { createServer, type Server, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { SessionRefusedError } from "../../src/modules/sessions/sessions.types.js";
+import { loadConfig } from "../../src/config/config.js";
+import { openAppStore } from "../../src/db/index.js";
+import { createLogger } from "../../src/lib/logger.js";
+import { deriveKey, seal } from "../../src/lib/security.js";
+import { legacyCredentialBinding } from "../../src/modules/catalog/custody.rules.js";
+import { createServer as createStint } from "../../src/server.js";
+import { createPgDatabase } from "../../src/testing/engines.js";
+import { startPostgres } from "../../src/testing/postgres-instance.js";
+import { ADMIN_PASSWORD, TEST_SCRYPT } from "../../src/testing/server.js";
+
+/** A PostgreSQL-speaking listener that asks every client for its password in clear and keeps what it hears. */
+interface Trap {
+  port: number;
+  connections: number;
+  heard: Buffer;
+  close(): Promise<void>;
+}
+
+async function startTrap(): Promise<Trap> {
+  const sockets = new Set<Socket>();
+  const trap = { port: 0, connections: 0, heard: Buffer.alloc(0) } as Trap;
+  const server: Server = createServer((socket) => {
+    trap.connections += 1;
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => undefined);
+    let buffer = Buffer.alloc(0);
+    let started = false;
+    socket.on("data", (chunk) => {
+      trap.heard = Buffer.concat([trap.heard, chunk]);
+      buffer = Buffer.concat([buffer, chunk]);
+      if (started || buffer.length < 8) return;
+      const code = buffer.readInt32BE(4);
+      if (code === 80877103 || code === 80877104) {
+        // SSLRequest / GSSENCRequest: no.
+        socket.write("N");
+        buffer = buffer.subarray(8);
+        return;
+      }
+      started = true;
+      // AuthenticationCleartextPassword: the client answers with its password.
+      socket.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 3]));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  trap.port = (server.address() as { port: number }).port;
+  trap.close = () =>
+    new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy();
+      server.close(() => resolve());
+    });
+  return trap;
+}
+
+const hex = randomBytes(4).toString("hex");
+const VICTIM_PASSWORD = `victim-admin-password-${hex}`;
+const SESSION_PASSWORD = `victim-session-password-${hex}`;
+const BREAK_GLASS_PASSWORD = `break-glass-root-password-${hex}`;
+const mallory = `mallory${hex}`;
+
+let h: TargetsHarness;
+let trap: Trap;
+let pgRoot: pg.Client;
+let malloryAuth: string;
+
+async function asMallory(method: "GET" | "POST" | "PUT" | "DELETE", url: string, payload?: unknown) {
+  const res = await h.server.app.inject({
+    method,
+    url,
+    headers: { authorization: malloryAuth },
+    ...(payload !== undefined ? { payload: payload as object } : {}),
+  });
+  return {
+    status: res.statusCode,
+    body: (res.body ? res.json() : {}) as Record<string, unknown> & { error?: { code: string; message: string } },
+  };
+}
+
+function expectNothingHeard() {
+  expect(trap.connections, "a connection reached the attacker's listener").toBe(0);
+  expect(trap.heard.toString("latin1")).not.toContain(VICTIM_PASSWORD);
+  expect(trap.heard.toString("latin1")).not.toContain(SESSION_PASSWORD);
+  expect(trap.heard.toString("latin1")).not.toContain(BREAK_GLASS_PASSWORD);
+}
+
+async function auditActions(prefix: string) {
+  const res = await h.admin("GET", "/v1/audit/events?limit=1000");
+  return (res.body.items as { action: string; subject: string | null; details: Record<string, unknown> }[]).filter(
+    (e) => e.action.startsWith(prefix),
+  );
+}
+
+beforeAll(async () => {
+  pgRoot = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" });
+  await pgRoot.connect();
+  h = await targetsHarness();
+  h.server.sessions.setProxyAddress("postgres", { host: "127.0.0.1", port: 6543 });
+  trap = await startTrap();
+  malloryAuth = await h.server.userWithRoles(mallory, ["security"]);
+  await h.apply(`
+apiVersion: stint/v1
+policies:${selfServicePolicy("custody-self")}
+targets:
+  - name: prod-db
+    kind: postgres
+    address: postgres://stint_admin@127.0.0.1:5432/postgres?sslmode=disable
+    credential: { secret: targets/prod-db/admin }
+    options:
+      session: { login: app_ops, secret: targets/prod-db/session }
+`);
+  const set = await h.admin("PUT", "/v1/targets/prod-db/credential", { secret: VICTIM_PASSWORD });
+  expect(set.status, JSON.stringify(set.body)).toBe(200);
+  for (const [path, value, extra] of [
+    ["targets/prod-db/session", SESSION_PASSWORD, {}],
+    ["breakglass/root", BREAK_GLASS_PASSWORD, { breakGlass: true }],
+  ] as const) {
+    const put = await h.admin("PUT", `/v1/secrets/${encodeURIComponent(path)}`, {
+      kind: "password",
+      value,
+      platformRoles: ["admin"],
+      ...extra,
+    });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+  }
+});
+
+afterAll(async () => {
+  await trap?.close();
+  await h?.server.cleanup();
+  if (pgRoot) {
+    await pgRoot.query(`drop role if exists ${mallory}`).catch(() => undefined);
+    await pgRoot.query(`drop role if exists custody_ro_${hex}`).catch(() => undefined);
+    await pgRoot.end();
+  }
+});
+
+describe("target credential custody (finding 1)", () => {
+  it("refuses a new target that names another target's credential, and its test reaches nobody", async () => {
+    const created = await asMallory("POST", "/v1/targets", {
+      name: "mallory-db",
+      kind: "postgres",
+      address: `postgres://stint_admin@127.0.0.1:${trap.port}/postgres?sslmode=disable`,
+      credential: { secret: "targets/prod-db/admin" },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(400);
+    expect(created.body.error?.code).toBe("VALIDATION_FAILED");
+    const tested = await asMallory("POST", "/v1/targets/mallory-db/test");
+    expect(tested.status).toBe(404);
+    // Nor through configuration as code.
+    const applied = await asMallory("POST", "/v1/config/apply", {
+      yaml: `
+apiVersion: stint/v1
+targets:
+  - name: mallory-db
+    kind: postgres
+    address: postgres://stint_admin@127.0.0.1:${trap.port}/postgres?sslmode=disable
+    credential: { secret: targets/prod-db/admin }
+`,
+    });
+    expect(applied.status, JSON.stringify(applied.body)).toBe(400);
+    expectNothingHeard();
+  });
+
+  it("a credential pointed at from another target's row does not open there (bound to the target id)", async () => {
+    // A target of her own, with its own credential path: allowed.
+    const created = await asMallory("POST", "/v1/targets", {
+      name: "mallory-own",
+      kind: "postgres",
+      address: `postgres://stint_admin@127.0.0.1:${trap.port}/postgres?sslmode=disable`,
+      credential: { secret: "targets/mallory-own/admin" },
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // A database writer repoints it at prod-db's credential behind the API's back.
+    const row = await h.server.store.db
+      .selectFrom("targets")
+      .select("config")
+      .where("name", "=", "mallory-own")
+      .executeTakeFirstOrThrow();
+    const config = { ...(row.config as Record<string, unknown>), credential: "targets/prod-db/admin" };
+    await h.server.store.db
+      .updateTable("targets")
+      .set({ config: JSON.stringify(config) as never })
+      .where("name", "=", "mallory-own")
+      .execute();
+    const tested = await asMallory("POST", "/v1/targets/mallory-own/test");
+    expect(tested.status, JSON.stringify(tested.body)).toBe(200);
+    expect(tested.body.ok).toBe(false);
+    expect(JSON.stringify(tested.body)).not.toContain(VICTIM_PASSWORD);
+    expectNothingHeard();
+  });
+
+  it("changing an existing target's address invalidates its credential until it is set again (API, file, database)", async () => {
+    // Through the API.
+    const current = await h.admin("GET", "/v1/targets/prod-db");
+    const moved = await asMallory("PUT", "/v1/targets/prod-db", {
+      name: "prod-db",
+      kind: "postgres",
+      address: `postgres://stint_admin@127.0.0.1:${trap.port}/postgres?sslmode=disable`,
+      credential: current.body.credential ? { secret: "targets/prod-db/admin" } : undefined,
+      options: current.body.options,
+      identity: current.body.identity,
+      labels: current.body.labels,
+    });
+    expect(moved.status, JSON.stringify(moved.body)).toBe(200);
+    expect(moved.body.credential).toEqual({ secret: "targets/prod-db/admin", stored: false });
+    const tested = await asMallory("POST", "/v1/targets/prod-db/test");
+    expect(tested.body.ok).toBe(false);
+    expect(String(tested.body.detail)).toMatch(/not stored|set it/);
+    expectNothingHeard();
+    const invalidated = await auditActions("target.credential_invalidated");
+    expect(invalidated.some((e) => e.subject === "target:prod-db")).toBe(true);
+
+    // Back home, set again by an admin; then a file moves it: invalidated again.
+    await h.admin("PUT", "/v1/targets/prod-db", {
+      name: "prod-db",
+      kind: "postgres",
+      address: "postgres://stint_admin@127.0.0.1:5432/postgres?sslmode=disable",
+      credential: { secret: "targets/prod-db/admin" },
+      options: current.body.options,
+      identity: current.body.identity,
+      labels: current.body.labels,
+    });
+    expect((await h.admin("PUT", "/v1/targets/prod-db/credential", { secret: VICTIM_PASSWORD })).status).toBe(200);
+    const applied = await asMallory("POST", "/v1/config/apply", {
+      yaml: `
+apiVersion: stint/v1
+targets:
+  - name: prod-db
+    kind: postgres
+    address: postgres://stint_admin@127.0.0.1:${trap.port}/postgres?sslmode=disable
+    credential: { secret: targets/prod-db/admin }
+    options:
+      session: { login: app_ops, secret: targets/prod-db/session }
+`,
+    });
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+    expect((await asMallory("POST", "/v1/targets/prod-db/test")).body.ok).toBe(false);
+    expectNothingHeard();
+
+    // Back home once more, set again; a database writer moves the address: the sealed credential no longer opens.
+    await h.admin("PUT", "/v1/targets/prod-db", {
+      name: "prod-db",
+      kind: "postgres",
+      address: "postgres://stint_admin@127.0.0.1:5432/postgres?sslmode=disable",
+      credential: { secret: "targets/prod-db/admin" },
+      options: current.body.options,
+      identity: current.body.identity,
+      labels: current.body.labels,
+    });
+    expect((await h.admin("PUT", "/v1/targets/prod-db/credential", { secret: VICTIM_PASSWORD })).status).toBe(200);
+    await h.server.store.db
+      .updateTable("targets")
+      .set({ address: `postgres://stint_admin@127.0.0.1:${trap.port}/postgres?sslmode=disable` })
+      .where("name", "=", "prod-db")
+      .execute();
+    expect((await asMallory("POST", "/v1/targets/prod-db/test")).body.ok).toBe(false);
+    expectNothingHeard();
+    await h.server.store.db
+      .updateTable("targets")
+      .set({ address: "postgres://stint_admin@127.0.0.1:5432/postgres?sslmode=disable" })
+      .where("name", "=", "prod-db")
+      .execute();
+  });
+
+  it("refuses options.session.secret naming a break-glass secret or another target's secret at definition", async () => {
+    for (const secret of ["breakglass/root", "targets/prod-db/session", "targets/prod-db/admin"]) {
+      const created = await asMallory("POST", "/v1/targets", {
+        name: "mallory-sessions",
+        kind: "postgres",
+        address: `postgres://app_ops@127.0.0.1:${trap.port}/postgres?sslmode=disable`,
+        options: { session: { login: "app_ops", secret } },
+      });
+      expect(created.status, `${secret}: ${JSON.stringify(created.body)}`).toBe(400);
+      expect(created.body.error?.code).toBe("VALIDATION_FAILED");
+    }
+    expectNothingHeard();
+  });
+
+  it("refuses at session open a session secret the target does not own (changed behind the API) or that is break-glass", async () => {
+    // The target is the machine's PostgreSQL (trust): provisioning grants a real role to a real login.
+    await pgRoot.query(`create role ${mallory} login`);
+    await pgRoot.query(`create role custody_ro_${hex} nologin`);
+    await h.apply(`
+apiVersion: stint/v1
+policies:${selfServicePolicy("custody-self")}
+targets:
+  - name: mallory-sessions
+    kind: postgres
+    address: postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+    options:
+      session: { login: app_ops, secret: targets/mallory-sessions/session }
+roles:
+  - name: mallory-sessions-ops
+    target: mallory-sessions
+    entitlement: { role: custody_ro_${hex} }
+    policy: custody-self
+    risk: low
+eligibility:
+  - role: mallory-sessions-ops
+    users: [${mallory}]
+`);
+    // Her own target's own secret: she put it, so it is hers to use.
+    const own = await asMallory("PUT", `/v1/secrets/${encodeURIComponent("targets/mallory-sessions/session")}`, {
+      kind: "password",
+      value: "mallory-knows-this-one",
+      platformRoles: ["security"],
+    });
+    expect(own.status, JSON.stringify(own.body)).toBe(200);
+    const request = await h.activate(mallory, "mallory-sessions-ops");
+    expect(request.state, JSON.stringify(request)).toBe("active");
+    const gate = h.server.sessions.gate;
+    const open = async () => {
+      const token = await h.as(mallory, "POST", "/v1/db/tokens", { role: "mallory-sessions-ops" });
+      expect(token.status, JSON.stringify(token.body)).toBe(200);
+      const body = token.body as { user: string; password: string };
+      return gate
+        .openPostgres({ user: body.user, password: body.password, database: null, clientAddress: "127.0.0.1" })
+        .then(
+          (session) => ({ session, error: null as unknown }),
+          (error: unknown) => ({ session: null, error }),
+        );
+    };
+    const allowed = await open();
+    expect(allowed.error).toBeNull();
+    expect(allowed.session?.upstream).toMatchObject({ user: "app_ops", password: "mallory-knows-this-one" });
+    await allowed.session?.end("client_closed");
+
+    for (const secret of ["targets/prod-db/session", "breakglass/root"]) {
+      const row = await h.server.store.db
+        .selectFrom("targets")
+        .select("config")
+        .where("name", "=", "mallory-sessions")
+        .executeTakeFirstOrThrow();
+      const config = row.config as { options: Record<string, unknown> };
+      config.options = { ...config.options, session: { login: "app_ops", secret } };
+      await h.server.store.db
+        .updateTable("targets")
+        .set({ config: JSON.stringify(config) as never })
+        .where("name", "=", "mallory-sessions")
+        .execute();
+      const result = await open();
+      if (result.session) await result.session.end("client_closed");
+      expect(result.session?.upstream, `${secret} was released to a session`).toBeUndefined();
+      expect(result.error).toBeInstanceOf(SessionRefusedError);
+      expect(String((result.error as Error).message)).not.toContain(SESSION_PASSWORD);
+    }
+    expectNothingHeard();
+  });
+});
+
+describe("credentials stored before they were bound to their target (upgrade)", () => {
+  it("are re-sealed for their one target at start and keep working against a real PostgreSQL", async () => {
+    const instance = await startPostgres();
+    const database = await createPgDatabase();
+    const masterKey = randomBytes(32);
+    const vaultKey = randomBytes(32);
+    const parsed = loadConfig({
+      STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+      STINT_LOG_LEVEL: "silent",
+      STINT_RECONCILE_INTERVAL: "0",
+    });
+    if (!parsed.ok) throw new Error(parsed.problems.join("\n"));
+    const start = async () => {
+      const server = await createStint({
+        config: parsed.config,
+        logger: createLogger({ level: "silent" }),
+        masterKey,
+        vaultKey,
+        store: await openAppStore({ databaseUrl: database.url }),
+        scrypt: TEST_SCRYPT,
+      });
+      await server.bootstrap();
+      await server.app.ready();
+      const login = await server.app.inject({
+        method: "POST",
+        url: "/v1/auth/login",
+        payload: { username: parsed.config.bootstrapAdminName, password: ADMIN_PASSWORD },
+      });
+      const authorization = `Bearer ${login.json<{ accessToken: string }>().accessToken}`;
+      const call = async (method: "GET" | "POST" | "PUT", url: string, payload?: unknown) => {
+        const res = await server.app.inject({
+          method,
+          url,
+          headers: { authorization },
+          ...(payload !== undefined ? { payload: payload as object } : {}),
+        });
+        return { status: res.statusCode, body: res.json<Record<string, unknown>>() };
+      };
+      return { server, call };
+    };
+    try {
+      const first = await start();
+      const created = await first.call("POST", "/v1/targets", {
+        name: "legacy-db",
+        kind: "postgres",
+        address: `postgres://postgres@127.0.0.1:${instance.port}/postgres?sslmode=disable`,
+        credential: { secret: "targets/legacy-db/admin" },
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      expect(
+        (await first.call("PUT", "/v1/targets/legacy-db/credential", { secret: instance.adminPassword })).status,
+      ).toBe(200);
+      expect((await first.call("POST", "/v1/targets/legacy-db/test")).body.ok).toBe(true);
+      // Turn the row into what a release before the binding stored: sealed to its path alone, no target.
+      const key = deriveKey(masterKey, "target-secrets");
+      await first.server.store.db
+        .updateTable("target_secrets")
+        .set({
+          sealed: seal(key, instance.adminPassword, legacyCredentialBinding("targets/legacy-db/admin")),
+          target_id: null,
+          endpoint: null,
+        })
+        .where("path", "=", "targets/legacy-db/admin")
+        .execute();
+      expect((await first.call("POST", "/v1/targets/legacy-db/test")).body.ok).toBe(false);
+      await first.server.close();
+
+      const second = await start();
+      try {
+        const row = await second.server.store.db
+          .selectFrom("target_secrets")
+          .select(["target_id"])
+          .where("path", "=", "targets/legacy-db/admin")
+          .executeTakeFirstOrThrow();
+        expect(row.target_id).toBe(created.body.id);
+        const tested = await second.call("POST", "/v1/targets/legacy-db/test");
+        expect(tested.body, JSON.stringify(tested.body)).toMatchObject({ ok: true });
+      } finally {
+        await second.server.close();
+      }
+    } finally {
+      await database.drop();
+      await instance.stop();
+    }
+  });
+});
