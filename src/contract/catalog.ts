@@ -87,7 +87,16 @@ export const policySpec = z.strictObject({
       ticketRequired: false,
       rejectWords: ["work", "fix", "access", "needed", "test", "debug", "admin"],
     }),
-  approval: z.strictObject({ stages: z.array(approvalStage).max(5).default([]) }).default({ stages: [] }),
+  approval: z
+    .strictObject({
+      stages: z.array(approvalStage).max(5).default([]),
+      /**
+       * Whether one person may approve more than one stage of a request. Off: each stage is approved by
+       * people who approved no earlier stage, so two stages always mean at least two people.
+       */
+      sameApproverAcrossStages: z.boolean().default(false),
+    })
+    .default({ stages: [], sameApproverAcrossStages: false }),
   windows: z.array(activationWindow).max(20).default([]),
   outsideWindow: z.enum(["deny", "require-approval"]).default("deny"),
   /** Approvers of the extra stage added outside the windows (outsideWindow: require-approval). */

@@ -301,6 +301,7 @@ export function minimizeSpec(spec: PolicySpec): Record<string, unknown> {
             ...(stage.onTimeout !== "deny" ? { onTimeout: stage.onTimeout } : {}),
             ...(stage.escalateTo !== undefined ? { escalateTo: minimizeApprovers(stage.escalateTo) } : {}),
           })),
+          ...(spec.approval.sameApproverAcrossStages ? { sameApproverAcrossStages: true } : {}),
         };
         break;
       }

@@ -334,7 +334,12 @@ describe("activation requests: random operation sequences keep the invariants", 
    * The oracle: may `who` decide on the request now? Computed from the test's own policies,
    * managers and group membership; only the stage index and its escalation come from the row.
    */
-  async function mayDecide(run: Run, who: User, requestId: string): Promise<{ allowed: boolean; stage: number }> {
+  async function mayDecide(
+    run: Run,
+    who: User,
+    requestId: string,
+    kind: "approve" | "deny" = "deny",
+  ): Promise<{ allowed: boolean; stage: number }> {
     const row = await loadRequest(requestId);
     if (row.state !== "pending") return { allowed: false, stage: row.stage_index };
     const requester = run.short.get(row.requester)!;
@@ -356,7 +361,18 @@ describe("activation requests: random operation sequences keep the invariants", 
       .where("stage_index", "=", row.stage_index)
       .where("approver_id", "=", run.id[who])
       .executeTakeFirst();
-    return { allowed: already === undefined, stage: row.stage_index };
+    // Whoever approved an earlier stage does not approve another (the policies here keep the default).
+    const approvedEarlier =
+      kind === "approve" &&
+      (await server.store.db
+        .selectFrom("request_decisions")
+        .select("id")
+        .where("request_id", "=", requestId)
+        .where("stage_index", "<", row.stage_index)
+        .where("approver_id", "=", run.id[who])
+        .where("decision", "=", "approve")
+        .executeTakeFirst()) !== undefined;
+    return { allowed: already === undefined && !approvedEarlier, stage: row.stage_index };
   }
 
   /** The request `ref` points at: among the run's requests in `states`, or among all with `ref.any`. */
@@ -424,10 +440,10 @@ describe("activation requests: random operation sequences keep the invariants", 
         if (o.who.as === "approver") {
           // Someone the oracle says may decide now, if there is anyone.
           const named: User[] = [];
-          for (const u of USERS) if ((await mayDecide(run, u, requestId)).allowed) named.push(u);
+          for (const u of USERS) if ((await mayDecide(run, u, requestId, o.kind)).allowed) named.push(u);
           if (named.length) actor = named[o.who.n % named.length]!;
         }
-        const oracle = await mayDecide(run, actor, requestId);
+        const oracle = await mayDecide(run, actor, requestId, o.kind);
         const before = await decisionCount(requestId, run.id[actor]);
         const path = o.kind === "approve" ? "approvals" : "denials";
         const res = await call(run.name[actor], "POST", `/v1/activation-requests/${requestId}/${path}`, {

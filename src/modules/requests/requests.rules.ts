@@ -82,7 +82,10 @@ export function currentApprovers(stage: Stage): ApproverSet {
   return stage.escalated && stage.escalateTo ? stage.escalateTo : stage.approvers;
 }
 
-/** Applies one approver's decision. The requester never decides; only a named approver counts, once per stage. */
+/**
+ * Applies one approver's decision. The requester never decides; only a named approver counts, once per stage,
+ * and (unless the policy says otherwise) a person's approval counts for one stage of a request only.
+ */
 export function applyDecision(
   request: RequestFacts,
   approver: Approver,
@@ -107,6 +110,19 @@ export function applyDecision(
     return { ok: false, code: "ALREADY_DECIDED", message: "You already decided on this stage of the request." };
   }
   if (decision === "deny") return { ok: true, result: "denied" };
+  // Two stages mean two people: someone who approved an earlier stage does not count again (denying stays open).
+  if (
+    !request.sameApproverAcrossStages &&
+    request.decisions.some(
+      (d) => d.stageIndex !== request.stageIndex && d.approverId === approver.id && d.decision === "approve",
+    )
+  ) {
+    return {
+      ok: false,
+      code: "DISTINCT_APPROVERS_REQUIRED",
+      message: "You approved an earlier stage of this request; this stage needs someone else.",
+    };
+  }
   const approvals = new Set(
     request.decisions
       .filter((d) => d.stageIndex === request.stageIndex && d.decision === "approve")

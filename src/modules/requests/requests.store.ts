@@ -334,5 +334,9 @@ export function factsOf(row: RequestRow, decisions: Decision[]): RequestFacts {
     stageDeadline: row.stage_deadline ? new Date(row.stage_deadline) : null,
     decisions,
     risk: row.role_risk,
+    // Snapshots from before the option existed lack it: they get the default, distinct approvers.
+    sameApproverAcrossStages:
+      (row.policy_snapshot as { approval?: { sameApproverAcrossStages?: unknown } } | null)?.approval
+        ?.sameApproverAcrossStages === true,
   };
 }

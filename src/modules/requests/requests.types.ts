@@ -38,6 +38,8 @@ export interface RequestFacts {
   stageDeadline: Date | null;
   decisions: Decision[];
   risk: "low" | "medium" | "high" | "critical";
+  /** The policy (as snapshotted at submission) lets one person approve several stages. */
+  sameApproverAcrossStages: boolean;
 }
 
 /** Who is deciding, with their group names as they are now. */
@@ -50,7 +52,8 @@ export interface Approver {
 export type DecisionOutcome =
   | {
       ok: false;
-      code: "REQUEST_NOT_PENDING" | "SELF_APPROVAL" | "NOT_AN_APPROVER" | "ALREADY_DECIDED";
+      code:
+        "REQUEST_NOT_PENDING" | "SELF_APPROVAL" | "NOT_AN_APPROVER" | "ALREADY_DECIDED" | "DISTINCT_APPROVERS_REQUIRED";
       message: string;
     }
   | { ok: true; result: "denied" }

@@ -1,0 +1,132 @@
+/**
+ * Pure decision rules: who may decide, and that a multi-stage policy always needs as many people as it has
+ * stages (issue 12 finding 13) unless the policy explicitly lets one person approve several stages.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { applyDecision, basisProblem } from "./requests.rules.js";
+import type { Approver, Decision, RequestFacts, Stage } from "./requests.types.js";
+
+const everyone = { groups: ["approvers"], users: [], manager: false };
+const stage = (count = 1): Stage => ({
+  name: `stage x${count}`,
+  approvers: everyone,
+  count,
+  timeoutMs: null,
+  onTimeout: "deny",
+  escalateTo: null,
+});
+const person = (n: number): Approver => ({ id: `p${n}`, name: `person${n}`, groups: ["approvers"] });
+const requester = { id: "requester", name: "requester", groups: ["approvers"] };
+
+function facts(stages: Stage[], overrides: Partial<RequestFacts> = {}): RequestFacts {
+  return {
+    state: "pending",
+    requesterId: requester.id,
+    requesterManagerId: null,
+    stages,
+    stageIndex: 0,
+    stageDeadline: null,
+    decisions: [],
+    risk: "high",
+    sameApproverAcrossStages: false,
+    ...overrides,
+  };
+}
+
+/** Runs approvals in order through the rules, as the service does; returns the final facts and what each answered. */
+function run(start: RequestFacts, approvers: Approver[]) {
+  const request = { ...start, decisions: [...start.decisions] };
+  const answers: string[] = [];
+  for (const approver of approvers) {
+    if (request.state !== "pending") break;
+    const outcome = applyDecision(request, approver, "approve");
+    answers.push(outcome.ok ? outcome.result : outcome.code);
+    if (!outcome.ok) continue;
+    request.decisions.push({ stageIndex: request.stageIndex, approverId: approver.id, decision: "approve" });
+    if (outcome.result === "next_stage") request.stageIndex = outcome.stageIndex;
+    if (outcome.result === "approved") request.state = "approved";
+  }
+  return { request, answers };
+}
+
+describe("applyDecision: distinct approvers across stages (finding 13)", () => {
+  it.each([
+    // [stages (counts), approvers in order, sameApproverAcrossStages, final state, answers]
+    [[1, 1], [1, 1], false, "pending", ["next_stage", "DISTINCT_APPROVERS_REQUIRED"]],
+    [[1, 1], [1, 2], false, "approved", ["next_stage", "approved"]],
+    [[1, 1], [1, 1], true, "approved", ["next_stage", "approved"]],
+    [[2, 1], [1, 2, 1], false, "pending", ["recorded", "next_stage", "DISTINCT_APPROVERS_REQUIRED"]],
+    [[2, 1], [1, 2, 2, 3], false, "approved", ["recorded", "next_stage", "DISTINCT_APPROVERS_REQUIRED", "approved"]],
+    [
+      [1, 1, 1],
+      [1, 2, 1, 3],
+      false,
+      "approved",
+      ["next_stage", "next_stage", "DISTINCT_APPROVERS_REQUIRED", "approved"],
+    ],
+    [[1], [1], false, "approved", ["approved"]],
+  ] as const)("stages %j approved by %j (same allowed: %s) ends %s", (counts, order, same, state, answers) => {
+    const result = run(
+      facts(
+        counts.map((c) => stage(c)),
+        { sameApproverAcrossStages: same },
+      ),
+      order.map(person),
+    );
+    expect(result.request.state).toBe(state);
+    expect(result.answers).toEqual(answers);
+  });
+
+  it("someone who approved an earlier stage may still deny a later one", () => {
+    const decisions: Decision[] = [{ stageIndex: 0, approverId: "p1", decision: "approve" }];
+    const outcome = applyDecision(facts([stage(), stage()], { stageIndex: 1, decisions }), person(1), "deny");
+    expect(outcome).toEqual({ ok: true, result: "denied" });
+  });
+
+  it("the requester never approves, whatever the option says", () => {
+    const outcome = applyDecision(facts([stage()], { sameApproverAcrossStages: true }), requester, "approve");
+    expect(outcome.ok ? outcome.result : outcome.code).toBe("SELF_APPROVAL");
+  });
+
+  it("property: by default an approved request had disjoint approvers per stage, at least the sum of the counts", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.integer({ min: 0, max: 5 }), { maxLength: 40 }),
+        fc.boolean(),
+        (counts, order, same) => {
+          const { request } = run(
+            facts(
+              counts.map((c) => stage(c)),
+              { sameApproverAcrossStages: same },
+            ),
+            order.map(person),
+          );
+          if (request.state !== "approved") return;
+          const byStage = counts.map(
+            (_, index) => new Set(request.decisions.filter((d) => d.stageIndex === index).map((d) => d.approverId)),
+          );
+          // Within a stage approvals are always distinct people.
+          byStage.forEach((people, index) => expect(people.size).toBeGreaterThanOrEqual(counts[index]!));
+          if (same) return;
+          const all = new Set(request.decisions.map((d) => d.approverId));
+          expect(all.size).toBe(request.decisions.length);
+          expect(all.size).toBeGreaterThanOrEqual(counts.reduce((a, b) => a + b, 0));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe("basisProblem", () => {
+  it.each([
+    [true, true, null],
+    [false, true, "the requester's account is disabled"],
+    [false, false, "the requester's account is disabled"],
+    [true, false, "the requester is no longer eligible for the role"],
+  ] as const)("active %s, eligible %s: %s", (requesterActive, eligible, problem) => {
+    expect(basisProblem({ requesterActive, eligible })).toBe(problem);
+  });
+});
