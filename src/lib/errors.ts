@@ -58,6 +58,10 @@ export const ERROR_CODES = {
     message: "A stored secret failed its integrity check; it may have been tampered with.",
   },
   CHECKED_OUT: { status: 409, message: "The secret is checked out by someone else." },
+  BREAK_GLASS_ONLY: {
+    status: 403,
+    message: "This is a break-glass secret: only its reveal releases it (stint secret reveal), with fresh MFA.",
+  },
   TARGET_UNAVAILABLE: { status: 502, message: "The target could not be reached or refused Stint's request." },
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
   AUDIT_WRITE_FAILED: { status: 503, message: "The audit log could not be written, so nothing was changed." },
