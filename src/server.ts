@@ -34,7 +34,7 @@ import { createDecisionLinks } from "./modules/requests/decision-links.js";
 import { createNotifier, notifyHandlers } from "./modules/notify/index.js";
 import { createOutboxService } from "./modules/outbox/index.js";
 import type { OutboxHandlers } from "./modules/outbox/index.js";
-import type { Connector } from "./modules/connectors/index.js";
+import { configureAddressPolicy, type Connector } from "./modules/connectors/index.js";
 import { createGrantService, type GrantService } from "./modules/grants/grants.service.js";
 import { registerGrantRoutes } from "./modules/grants/grants.routes.js";
 import { createVaultService, type VaultService } from "./modules/vault/vault.service.js";
@@ -127,6 +127,9 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         requests.endAccessWithoutBasis(tx, actor, context, scope, reason),
     });
 
+    // Where Stint may connect on someone's say-so (targets, webhooks): see src/lib/address-policy.ts.
+    const addressPolicy = { allow: config.allowNetworks, deny: config.denyNetworks };
+    configureAddressPolicy(addressPolicy);
     const channels = config.notifications.channels;
     const decisionLinks = createDecisionLinks({ keyring, clock });
     const outboxService = createOutboxService({ store, clock, audit });
@@ -254,7 +257,11 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       audit,
       registry,
       logger,
-      handlers: { ...notifyHandlers(channels, { clock, logger }), ...grants.handlers, ...deps.outboxHandlers },
+      handlers: {
+        ...notifyHandlers(channels, { clock, logger, addressPolicy }),
+        ...grants.handlers,
+        ...deps.outboxHandlers,
+      },
       pollMs: config.outboxPoll,
       backoff: { capMs: config.outboxBackoffCap, ...deps.outboxBackoff },
     });

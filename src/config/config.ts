@@ -9,6 +9,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "../lib/duration.js";
 import { notificationsConfigSchema } from "../modules/notify/notify.types.js";
+import { literalAddressProblems } from "../lib/address-policy.js";
 
 const duration = z.string().transform((text, ctx) => {
   try {
@@ -116,6 +117,16 @@ export const configSchema = z
   .refine((c) => (c.pgProxyTlsCert === undefined) === (c.pgProxyTlsKey === undefined), {
     message: "STINT_PG_PROXY_TLS_CERT and STINT_PG_PROXY_TLS_KEY go together: set both or neither",
     path: ["pgProxyTlsCert"],
+  })
+  // A notification channel at a literal address the address policy refuses fails here, at start.
+  .superRefine((c, ctx) => {
+    const policy = { allow: c.allowNetworks, deny: c.denyNetworks };
+    c.notifications.channels.forEach((channel, i) => {
+      const field = channel.kind === "email" ? "host" : "url";
+      const address = channel.kind === "email" ? channel.host : channel.url;
+      for (const message of literalAddressProblems(address, policy))
+        ctx.addIssue({ code: "custom", message, path: ["notifications", "channels", i, field] });
+    });
   });
 
 export type Config = Readonly<

@@ -11,6 +11,9 @@ import { mysqlConnector } from "./mysql/mysql.connector.js";
 import { postgresConnector } from "./postgres/postgres.connector.js";
 import { sshHostConnector } from "./ssh-host/ssh-host.connector.js";
 import { webhookConnector } from "./webhook/webhook.connector.js";
+import { DEFAULT_ADDRESS_POLICY, literalAddressProblems, type AddressPolicy } from "../../lib/address-policy.js";
+import { AddressRefusedError, checkAddressHosts } from "../../lib/address-guard.js";
+import { ConnectorError, type ConnectorTarget } from "./connector.types.js";
 
 export * from "./connector.types.js";
 export { loginFor, templateProblems, type IdentityMapping } from "./identity-mapping.rules.js";
@@ -25,9 +28,60 @@ export const CONNECTORS: Readonly<Record<ConnectorKind, Connector>> = {
   webhook: webhookConnector,
 };
 
-/** The connector of a kind; null for `internal` targets, which Stint enforces itself. */
+/**
+ * Where Stint may connect (STINT_ALLOW_NETWORKS, STINT_DENY_NETWORKS): set once at start from the
+ * configuration, read by every address check below, at apply time and at connect time.
+ */
+let addressPolicy: AddressPolicy = DEFAULT_ADDRESS_POLICY;
+
+export function configureAddressPolicy(policy: AddressPolicy): void {
+  addressPolicy = Object.freeze({ allow: [...policy.allow], deny: [...policy.deny] });
+}
+
+export function currentAddressPolicy(): AddressPolicy {
+  return addressPolicy;
+}
+
+const isTarget = (value: unknown): value is ConnectorTarget =>
+  typeof value === "object" && value !== null && typeof (value as { address?: unknown }).address === "string";
+
+/**
+ * The connector with every call that reaches a target preceded by the address policy on what the target's
+ * address resolves to now: a name re-pointed at the metadata service after `stint apply` is refused too.
+ */
+function guarded(connector: Connector): Connector {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(connector)) {
+    if (typeof value !== "function") {
+      wrapped[name] = value;
+      continue;
+    }
+    const method = value as (...args: unknown[]) => unknown;
+    wrapped[name] = (...args: unknown[]) => {
+      const target = args[0];
+      if (!isTarget(target)) return method.apply(connector, args);
+      return (async () => {
+        try {
+          await checkAddressHosts(target.address, addressPolicy);
+        } catch (error) {
+          if (error instanceof AddressRefusedError)
+            throw new ConnectorError("refused", `target ${target.name}: ${error.message}`);
+          throw error;
+        }
+        return method.apply(connector, args);
+      })();
+    };
+  }
+  return wrapped as unknown as Connector;
+}
+
+const GUARDED = Object.fromEntries(
+  Object.entries(CONNECTORS).map(([kind, connector]) => [kind, guarded(connector)]),
+) as Readonly<Record<ConnectorKind, Connector>>;
+
+/** The connector of a kind (guarded by the address policy); null for `internal` targets, which Stint enforces itself. */
 export function connectorFor(kind: TargetKind): Connector | null {
-  return kind === "internal" ? null : CONNECTORS[kind];
+  return kind === "internal" ? null : GUARDED[kind];
 }
 
 const SCHEMES: Record<ConnectorKind, string[]> = {
@@ -46,8 +100,10 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/;
  */
 export function addressProblems(kind: ConnectorKind, address: string | null): string[] {
   if (address === null) return [`a ${kind} target needs an address`];
+  // Literal addresses in any spelling; names are judged when resolved, at connect time.
+  const policy = literalAddressProblems(address, addressPolicy);
   const own = CONNECTORS[kind].checkAddress;
-  if (own) return own(address);
+  if (own) return [...own(address), ...policy];
   let url: URL;
   try {
     url = new URL(address);
@@ -62,7 +118,7 @@ export function addressProblems(kind: ConnectorKind, address: string | null): st
   if (kind === "webhook" && url.protocol === "http:" && !LOOPBACK.test(url.hostname))
     problems.push("must use https (plain http only to a loopback address)");
   if (kind !== "webhook" && url.hostname === "") problems.push("must name a host");
-  return problems;
+  return [...problems, ...policy];
 }
 
 /** Warnings about what a valid target definition weakens (see Connector.securityWarnings). */

@@ -4,6 +4,8 @@
  * from `notifyHandlers` delivers one row (HTTP POST or SMTP). A failed delivery
  * throws, so the outbox retries it with backoff and dead-letters it in the end.
  */
+import type { AddressPolicy } from "../../lib/address-policy.js";
+import { AddressRefusedError, checkAddressHosts } from "../../lib/address-guard.js";
 import type { Kysely } from "kysely";
 import { createTransport, type SendMailOptions, type Transporter } from "nodemailer";
 import type { Database } from "../../db/index.js";
@@ -59,6 +61,8 @@ export interface NotifyHandlerOptions {
   /** For the signature timestamp. */
   clock?: Clock | undefined;
   logger?: Pick<Logger, "warn"> | undefined;
+  /** Where deliveries may connect (STINT_ALLOW_NETWORKS / STINT_DENY_NETWORKS); the built-in blocks by default. */
+  addressPolicy?: AddressPolicy | undefined;
 }
 
 const DEDUPE_KEY = /^[\x21-\x7e]{1,120}$/;
@@ -268,6 +272,14 @@ export function notifyHandlers(channels: readonly unknown[], options: NotifyHand
       const channel = configured.get(name);
       if (!channel) throw new Error(`notification channel "${name}" is not configured`);
       const label = `${channel.kind} "${name}"`;
+      // Judged on what the name resolves to now (it may have been re-pointed since the config was read).
+      try {
+        await checkAddressHosts(channel.kind === "email" ? channel.host : channel.url, options.addressPolicy);
+      } catch (error) {
+        if (error instanceof AddressRefusedError)
+          throw new Error(`${label} refused by the address policy: ${error.message}`);
+        throw error;
+      }
       switch (channel.kind) {
         case "webhook": {
           const body = webhookBody(n);

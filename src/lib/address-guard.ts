@@ -1,0 +1,61 @@
+/**
+ * The address policy (./address-policy.ts) at connect time: a host name is resolved and every address it
+ * resolves to is judged, so a name that points at the metadata service (or is re-pointed there after
+ * the target was saved) is refused as surely as the literal address.
+ */
+import { lookup as dnsLookup } from "node:dns/promises";
+import {
+  DEFAULT_ADDRESS_POLICY,
+  hostsOfAddress,
+  judgeAddress,
+  parseIpLiteral,
+  type AddressPolicy,
+} from "./address-policy.js";
+
+export class AddressRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "AddressRefusedError";
+  }
+}
+
+export type Resolve = (host: string) => Promise<{ address: string; family: number }[]>;
+
+const systemResolve: Resolve = (host) => dnsLookup(host, { all: true, verbatim: true });
+
+/**
+ * Resolves `host` and returns its addresses when the policy allows every one of them; throws
+ * AddressRefusedError otherwise (one bad answer is enough: a client may pick any of them).
+ */
+export async function checkHost(
+  host: string,
+  policy: AddressPolicy = DEFAULT_ADDRESS_POLICY,
+  resolve: Resolve = systemResolve,
+): Promise<string[]> {
+  const literal = parseIpLiteral(host);
+  const addresses = literal ? [host] : (await resolve(host)).map((a) => a.address);
+  for (const address of addresses) {
+    const verdict = judgeAddress(address, policy);
+    if (!verdict.allowed)
+      throw new AddressRefusedError(
+        literal ? `${host} is refused: ${verdict.reason}` : `${host} resolves to ${verdict.reason}`,
+      );
+  }
+  return addresses;
+}
+
+/** Checks every host of a target address or URL (see hostsOfAddress). Unresolvable names pass: the connection fails on its own. */
+export async function checkAddressHosts(
+  address: string,
+  policy: AddressPolicy = DEFAULT_ADDRESS_POLICY,
+  resolve: Resolve = systemResolve,
+): Promise<void> {
+  for (const host of hostsOfAddress(address)) {
+    if (host.startsWith("/")) continue; // a Unix socket directory (libpq's host=/run/postgresql)
+    try {
+      await checkHost(host, policy, resolve);
+    } catch (error) {
+      if (error instanceof AddressRefusedError) throw error;
+    }
+  }
+}
