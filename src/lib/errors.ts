@@ -40,6 +40,10 @@ export const ERROR_CODES = {
     status: 403,
     message: "You approved an earlier stage of this request; each stage needs a different approver.",
   },
+  SELF_GRANT: {
+    status: 403,
+    message: "Nobody grants themselves access; someone else must make this change.",
+  },
   REQUESTER_NOT_ELIGIBLE: {
     status: 409,
     message: "The requester is disabled or no longer eligible for the role; the request was cancelled.",
