@@ -100,9 +100,9 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       intervalMs: config.auditAnchorInterval,
       logger,
     });
-    // Anchors the head left by the last run (a crash signs no shutdown checkpoint), and fails fast on an
-    // anchor file that cannot be written.
-    await auditAnchor.write();
+    // Anchors the head left by the last run (a crash signs no shutdown checkpoint) under this node's
+    // checkpoint interval, and fails fast on an anchor file that cannot be written.
+    await auditAnchor.write({ starting: true });
     const policy = {
       accessTokenTtlMs: config.accessTokenTtl,
       refreshSessionTtlMs: config.refreshSessionTtl,

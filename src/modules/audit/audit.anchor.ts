@@ -12,8 +12,11 @@ import type { AuditLog } from "./audit.service.js";
 import type { AuditAnchor } from "./audit.types.js";
 
 export interface AnchorWriter {
-  /** Signs the head if it moved and writes the anchor file (when one is configured). */
-  write(): Promise<AuditAnchor | null>;
+  /**
+   * Signs the head if it moved and writes the anchor file (when one is configured). `starting`: the
+   * node's first write, which also states its checkpoint interval (see AuditLog.anchor).
+   */
+  write(options?: { starting?: boolean }): Promise<AuditAnchor | null>;
   start(): void;
   stop(): Promise<void>;
 }
@@ -49,8 +52,8 @@ export function createAnchorWriter(deps: {
   let running: Promise<unknown> = Promise.resolve();
   let lastWritten: string | undefined;
 
-  async function writeOnce(): Promise<AuditAnchor | null> {
-    const anchor = await audit.anchor();
+  async function writeOnce(options: { starting?: boolean }): Promise<AuditAnchor | null> {
+    const anchor = await audit.anchor(options);
     if (anchor === null || file === undefined) return anchor;
     const text = `${JSON.stringify(anchor, null, 2)}\n`;
     if (text !== lastWritten) {
@@ -61,8 +64,9 @@ export function createAnchorWriter(deps: {
   }
 
   // One write at a time: a tick and a shutdown never interleave their renames.
-  const write = () => {
-    const next = running.then(writeOnce, writeOnce);
+  const write = (options: { starting?: boolean } = {}) => {
+    const once = () => writeOnce(options);
+    const next = running.then(once, once);
     running = next.catch(() => undefined);
     return next;
   };

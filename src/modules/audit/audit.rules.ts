@@ -70,10 +70,14 @@ export interface CheckpointCheck {
 
 /**
  * The first seq at which a required checkpoint is missing, or undefined. The signer writes one at every
- * multiple of its interval; each checkpoint declares the interval in force after it, so between two
- * checkpoints no multiple of the earlier one's interval may fall, and after the last none up to the head.
- * Before the first checkpoint the first one's interval applies (`every`, the configured one, if none).
- * Intervals of v1 checkpoints are unknown: the gap after one is checked with the next one's, or `every`.
+ * multiple of its interval, and each checkpoint states the interval it was signed under. The interval
+ * changes only when a node starts, and a starting node first signs a checkpoint that states its interval
+ * (see `AuditLog.anchor`); so the events after a checkpoint, up to the next one, were written under the
+ * interval the earlier one states, and no multiple of it may fall strictly between them. After the last
+ * checkpoint, none may fall up to the head. Before the first checkpoint its own interval applies (the
+ * configured `every` with none): the one false report left is a first node that crashes before the log's
+ * first checkpoint (the anchor writer signs within its interval) and restarts with another interval.
+ * A v1 checkpoint (signed before intervals were) states none: the next one's, or `every`, stands in.
  */
 export function firstMissingCheckpoint(
   checkpoints: readonly Pick<CheckpointCheck, "seq" | "every">[],
@@ -82,18 +86,15 @@ export function firstMissingCheckpoint(
   every: number,
 ): number | undefined {
   const sorted = [...checkpoints].sort((a, b) => a.seq - b.seq);
-  let previous: { seq: number; every: number | null } = { seq: 0, every: sorted[0]?.every ?? every };
-  const nextDue = (after: { seq: number; every: number | null }, fallback: number | null) => {
-    const interval = after.every ?? fallback;
-    return interval === null ? Infinity : (Math.floor(after.seq / interval) + 1) * interval;
-  };
+  const nextMultiple = (after: number, interval: number) => (Math.floor(after / interval) + 1) * interval;
+  let previous: { seq: number; every: number | null } = { seq: 0, every: null };
   for (const cp of sorted) {
-    const due = nextDue(previous, cp.every);
-    if (due < cp.seq) return due;
+    const interval = previous.every ?? cp.every;
+    if (interval !== null && nextMultiple(previous.seq, interval) < cp.seq) return nextMultiple(previous.seq, interval);
     previous = cp;
   }
   if (headSeq === null) return undefined;
-  const due = nextDue(previous, every);
+  const due = nextMultiple(previous.seq, previous.every ?? every);
   return due <= headSeq ? due : undefined;
 }
 

@@ -7,7 +7,7 @@ import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { newId } from "../../lib/ids.js";
-import type { Actor, CallContext } from "../authz/authz.types.js";
+import { NO_CONTEXT, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { Keyring } from "../keys/keys.service.js";
 import { boundariesCrossed, chain, checkpointMessage, createChainVerifier } from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
@@ -27,8 +27,11 @@ export interface AuditLog {
   /**
    * The signed head to ship outside the database: signs one over the current head first when the head has
    * moved past the newest checkpoint, so events after the last N-boundary are covered too. Null when empty.
+   * `starting`: a node coming up states its checkpoint interval before it writes anything (verify reads
+   * each stretch of the log with the interval its first checkpoint states); when the head's checkpoint
+   * states another, the change is recorded as an `audit.checkpoint_interval` event and signed.
    */
-  anchor(): Promise<AuditAnchor | null>;
+  anchor(options?: { starting?: boolean }): Promise<AuditAnchor | null>;
   /** The newest checkpoint whose signature verifies, as an anchor (read only). */
   latestAnchor(): Promise<AuditAnchor | null>;
   /** Signed checkpoints with fromSeq <= seq <= toSeq whose signature verifies, oldest first (for the export stream). */
@@ -43,6 +46,8 @@ export interface AuditLog {
     options: { afterSeq?: number; limit?: number; order?: "asc" | "desc"; beforeSeq?: number } & auditStore.EventFilter,
   ): Promise<AuditEvent[]>;
 }
+
+const AUDIT_ACTOR: Actor = { kind: "system", name: "audit" };
 
 export function actorLabel(actor: Actor): { actor: string; actorId: string | null } {
   switch (actor.kind) {
@@ -158,12 +163,22 @@ export function createAuditLog(deps: {
       });
     },
 
-    async anchor() {
+    async anchor({ starting = false } = {}) {
       return store.transaction(async (tx) => {
         const head = await auditStore.lockHead(tx);
         if (head.seq === 0) return null;
         const latest = await latestAnchor(tx);
-        if (latest && latest.seq === head.seq && latest.hash === head.hash) return latest;
+        if (latest && latest.seq === head.seq && latest.hash === head.hash) {
+          if (!starting || latest.every === every) return latest;
+          const [changed] = await append(tx, AUDIT_ACTOR, NO_CONTEXT, {
+            action: "audit.checkpoint_interval",
+            outcome: "success",
+            details: { from: latest.every, to: every },
+          });
+          // The event may itself fall on a boundary, already signed by append.
+          if (changed!.seq % every === 0) return (await latestAnchor(tx))!;
+          return signCheckpoint(tx, changed!);
+        }
         return signCheckpoint(tx, head);
       });
     },

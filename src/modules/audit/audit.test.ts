@@ -3,8 +3,17 @@ import fc from "fast-check";
 import { sql } from "kysely";
 import { ENGINES } from "../../testing/engines.js";
 import { auditHarness } from "../../testing/harness.js";
+import { createAuditLog } from "./audit.service.js";
 import { loadKeyring, MasterKeyMismatchError } from "../keys/keys.service.js";
-import { chain, createChainVerifier, GENESIS_HASH, hashEvent } from "./audit.rules.js";
+import {
+  boundariesCrossed,
+  chain,
+  checkpointMessage,
+  createChainVerifier,
+  firstMissingCheckpoint,
+  GENESIS_HASH,
+  hashEvent,
+} from "./audit.rules.js";
 import type { AuditEvent } from "./audit.types.js";
 import { NO_CONTEXT, SYSTEM, type Actor } from "../authz/authz.types.js";
 
@@ -91,6 +100,126 @@ describe("audit chain rules", () => {
   });
 });
 
+describe("required checkpoints", () => {
+  it("an append signs at exactly every multiple of N it crosses", () => {
+    expect(boundariesCrossed(0, 4, 5)).toEqual([]);
+    expect(boundariesCrossed(4, 5, 5)).toEqual([5]);
+    expect(boundariesCrossed(3, 17, 5)).toEqual([5, 10, 15]);
+    expect(boundariesCrossed(5, 9, 5)).toEqual([]);
+  });
+
+  /** What the signer writes: a checkpoint at every multiple of the interval in force, plus head checkpoints. */
+  const signerRun = fc
+    .array(
+      fc.record({
+        events: fc.integer({ min: 1, max: 40 }),
+        every: fc.integer({ min: 1, max: 12 }),
+        headCheckpoint: fc.boolean(),
+      }),
+      { minLength: 1, maxLength: 8 },
+    )
+    .map((runs) => {
+      const checkpoints = new Map<number, number>();
+      let head = 0;
+      for (const [index, run] of runs.entries()) {
+        // A starting node states its interval first (AuditLog.anchor({ starting })): it signs the head it
+        // found, or, when that is signed under another interval, records the change as an event and signs that.
+        if (index > 0 && head > 0) {
+          if (!checkpoints.has(head)) checkpoints.set(head, run.every);
+          else if (checkpoints.get(head) !== run.every) checkpoints.set(++head, run.every);
+        }
+        for (const seq of boundariesCrossed(head, head + run.events, run.every)) checkpoints.set(seq, run.every);
+        head += run.events;
+        // The first run's head is signed before any restart (by the anchor writer's tick): a node that crashes
+        // before the log's first checkpoint and restarts with another interval is the one case verify
+        // reports falsely.
+        if ((run.headCheckpoint || index === 0) && !checkpoints.has(head)) checkpoints.set(head, run.every);
+      }
+      const list = [...checkpoints].map(([seq, every]) => ({ seq, every })).sort((a, b) => a.seq - b.seq);
+      return { checkpoints: list, head, every: runs.at(-1)!.every };
+    });
+
+  it("nothing is missing from what the signer writes, across interval changes between runs", () => {
+    fc.assert(
+      fc.property(signerRun, ({ checkpoints, head, every }) => {
+        expect(firstMissingCheckpoint(checkpoints, head, every)).toBeUndefined();
+      }),
+    );
+  });
+
+  it("deleting any required checkpoint of a log is found at its seq (or an earlier missing one)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 12 }),
+        fc.integer({ min: 1, max: 200 }),
+        fc.array(fc.integer({ min: 1, max: 200 })),
+        fc.nat(),
+        (every, head, headCheckpoints, pick) => {
+          fc.pre(head >= every);
+          // Boundaries, and the head checkpoints the anchor writer adds between them.
+          const seqs = new Set([...boundariesCrossed(0, head, every), ...headCheckpoints.filter((seq) => seq <= head)]);
+          const checkpoints = [...seqs].sort((a, b) => a - b).map((seq) => ({ seq, every }));
+          expect(firstMissingCheckpoint(checkpoints, head, every)).toBeUndefined();
+          const boundaries = boundariesCrossed(0, head, every);
+          const removed = boundaries[pick % boundaries.length]!;
+          const missing = firstMissingCheckpoint(
+            checkpoints.filter((cp) => cp.seq !== removed),
+            head,
+            every,
+          );
+          expect(missing).toBe(removed);
+        },
+      ),
+    );
+  });
+
+  it("a log with no checkpoint at all needs one once it reaches N events", () => {
+    expect(firstMissingCheckpoint([], 999, 1000)).toBeUndefined();
+    expect(firstMissingCheckpoint([], 1000, 1000)).toBe(1000);
+    expect(firstMissingCheckpoint([], 2500, 1000)).toBe(1000);
+  });
+
+  it("checkpoints signed before v2 (no interval) are checked with the interval that follows them", () => {
+    const legacy = [{ seq: 1003, every: null }];
+    expect(firstMissingCheckpoint(legacy, 1999, 1000)).toBeUndefined();
+    expect(firstMissingCheckpoint(legacy, 2000, 1000)).toBe(2000);
+    expect(firstMissingCheckpoint([...legacy, { seq: 2000, every: 1000 }], 2400, 1000)).toBeUndefined();
+  });
+
+  it("the v2 message binds the interval and the time; v1 reads as before", () => {
+    const base = { seq: 5, hash: "a".repeat(64), every: 5, signedAt: "2026-03-01T09:00:00.000Z" };
+    expect(checkpointMessage(base)).toBe(`stint-audit-checkpoint:v2:5:${"a".repeat(64)}:5:2026-03-01T09:00:00.000Z`);
+    expect(checkpointMessage({ ...base, every: null })).toBe(`stint-audit-checkpoint:v1:5:${"a".repeat(64)}`);
+  });
+
+  it("the verifier names a missing required checkpoint at its seq, and an anchor the chain no longer holds", () => {
+    const events = makeChain(12);
+    const valid = (seq: number) => ({ seq, hash: events[seq - 1]!.hash, every: 5, signatureValid: true });
+    const run = (checkpoints: ReturnType<typeof valid>[], options: Parameters<typeof createChainVerifier>[1]) => {
+      const verifier = createChainVerifier(checkpoints, options);
+      for (const e of events) if (!verifier.push(e)) break;
+      return verifier.finish({ seq: 12, hash: events[11]!.hash });
+    };
+    expect(run([valid(5), valid(10)], { every: 5 })).toMatchObject({ ok: true, checkpoints: 2 });
+    expect(run([valid(10)], { every: 5 })).toMatchObject({ ok: false, brokenSeq: 5 });
+    expect(run([valid(5)], { every: 5 })).toMatchObject({ ok: false, brokenSeq: 10 });
+    const anchor = { seq: 12, hash: events[11]!.hash, signatureValid: true };
+    expect(run([valid(5), valid(10)], { every: 5, anchor })).toMatchObject({ ok: true, anchorSeq: 12 });
+    expect(run([valid(5), valid(10)], { every: 5, anchor: { ...anchor, hash: "0".repeat(64) } })).toMatchObject({
+      ok: false,
+      brokenSeq: 12,
+    });
+    expect(run([valid(5), valid(10)], { every: 5, anchor: { ...anchor, seq: 14 } })).toMatchObject({
+      ok: false,
+      brokenSeq: 13,
+    });
+    expect(run([valid(5), valid(10)], { every: 5, anchor: { ...anchor, signatureValid: false } })).toMatchObject({
+      ok: false,
+      brokenSeq: 12,
+    });
+  });
+});
+
 describe.each(ENGINES)("audit log on %s", (engine) => {
   let h: Awaited<ReturnType<typeof auditHarness>> | undefined;
   afterEach(async () => {
@@ -158,6 +287,83 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
     await audit.checkpoint();
     await sql`update audit_checkpoints set signature = ${"A".repeat(86)}`.execute(store.db);
     expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 1 });
+  });
+
+  it("a batch crossing two boundaries signs both, at exactly the multiples", async () => {
+    h = await auditHarness(engine, { checkpointEvery: 4 });
+    const { audit, store } = h;
+    await audit.record(
+      alice,
+      NO_CONTEXT,
+      Array.from({ length: 9 }, () => ({ action: "x", outcome: "success" as const })),
+    );
+    const rows = await store.db.selectFrom("audit_checkpoints").select(["seq", "every"]).orderBy("seq").execute();
+    expect(rows.map((row) => [Number(row.seq), row.every])).toEqual([
+      [4, 4],
+      [8, 4],
+    ]);
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 9, checkpoints: 2 });
+  });
+
+  it("anchor() signs the head once it moved, and only then", async () => {
+    h = await auditHarness(engine, { checkpointEvery: 100 });
+    const { audit } = h;
+    expect(await audit.anchor()).toBeNull();
+    await audit.record(alice, NO_CONTEXT, [
+      { action: "x", outcome: "success" },
+      { action: "y", outcome: "success" },
+    ]);
+    const first = await audit.anchor();
+    expect(first).toMatchObject({ format: "stint-audit-anchor/v1", seq: 2, every: 100 });
+    expect(await audit.anchor()).toEqual(first);
+    expect(await audit.latestAnchor()).toEqual(first);
+    expect(await audit.verify({ anchor: first! })).toMatchObject({ ok: true, anchorSeq: 2, checkpoints: 1 });
+  });
+
+  it("a node restarting with another interval states it first; verify reads each stretch with its own", async () => {
+    h = await auditHarness(engine, { checkpointEvery: 5 });
+    const { store, keyring, clock } = h;
+    const record = (log: typeof h.audit, n: number) =>
+      log.record(
+        alice,
+        NO_CONTEXT,
+        Array.from({ length: n }, () => ({ action: "x", outcome: "success" as const })),
+      );
+    await record(h.audit, 7);
+    await h.audit.anchor(); // the shutdown checkpoint at 7, under interval 5
+    const wider = createAuditLog({ store, keyring, clock, checkpointEvery: 8 });
+    expect(await wider.anchor({ starting: true })).toMatchObject({ seq: 8, every: 8 });
+    const change = (await wider.read({ afterSeq: 7 }))[0]!;
+    expect(change).toMatchObject({
+      action: "audit.checkpoint_interval",
+      actor: "system:audit",
+      details: { from: 5, to: 8 },
+    });
+    await record(wider, 13); // 9..21: a checkpoint at 16 only
+    // Crash (no shutdown checkpoint), then back to 5: the head is signed under 5 before anything is written.
+    const narrower = createAuditLog({ store, keyring, clock, checkpointEvery: 5 });
+    expect(await narrower.anchor({ starting: true })).toMatchObject({ seq: 21, every: 5 });
+    await record(narrower, 6);
+    for (const log of [h.audit, wider, narrower]) expect(await log.verify()).toMatchObject({ ok: true, count: 27 });
+    const seqs = await store.db.selectFrom("audit_checkpoints").select("seq").orderBy("seq").execute();
+    expect(seqs.map((row) => Number(row.seq))).toEqual([5, 7, 8, 16, 21, 25]);
+  });
+
+  it("a log with checkpoints signed before v2 still verifies", async () => {
+    h = await auditHarness(engine, { checkpointEvery: 1000 });
+    const { audit, store, keyring } = h;
+    for (let i = 0; i < 3; i++) await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success" });
+    const event = (await audit.read({})).at(-1)!;
+    const { keyId, signature } = keyring.signDetached(
+      "audit",
+      checkpointMessage({ seq: 3, hash: event.hash, every: null, signedAt: "" }),
+    );
+    await sql`insert into audit_checkpoints (seq, hash, key_id, signature, signed_at) values (3, ${event.hash}, ${keyId}, ${signature}, now())`.execute(
+      store.db,
+    );
+    expect(await audit.verify()).toMatchObject({ ok: true, checkpoints: 1 });
+    // A v1 checkpoint serves no anchor: only v2 signs the interval and time an anchor carries.
+    expect(await audit.latestAnchor()).toBeNull();
   });
 
   it("refuses to load the keyring under a different master key", async () => {
