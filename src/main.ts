@@ -130,7 +130,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
   const { startProxies } = await import("./proxies/index.js");
   let proxies: Awaited<ReturnType<typeof startProxies>>;
   try {
-    proxies = await startProxies({ config, sessions: server.sessions, logger });
+    proxies = await startProxies({ config, sessions: server.sessions, logger, registry: server.registry });
   } catch (error) {
     process.stderr.write(`stint: could not start a session proxy: ${(error as Error).message}\n`);
     await server.close().catch(() => undefined);

@@ -79,6 +79,11 @@ export const configSchema = z
       .optional(),
     /** Where the SSH session proxy listens ("off" turns it off). Default 127.0.0.1:2222. */
     sshProxyListen: z.union([z.literal("off"), listen]).optional(),
+    /** How long an SSH proxy client has from accept until it is signed in (version line, key exchange, certificate). */
+    sshProxyHandshakeTimeout: duration.default(30_000),
+    /** Connections the SSH proxy holds at once, overall and from one source address; more are closed at accept. */
+    sshProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    sshProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
     /** Where the PostgreSQL session proxy listens ("off" turns it off). Default 127.0.0.1:6543. */
     pgProxyListen: z.union([z.literal("off"), listen]).optional(),
     /** PEM certificate (chain) and key files for the PostgreSQL proxy: with them it speaks TLS only. */
@@ -162,6 +167,9 @@ export const ENV_KEYS = {
   STINT_RECONCILE_INTERVAL: "reconcileInterval",
   STINT_PUBLIC_URL: "publicUrl",
   STINT_SSH_PROXY_LISTEN: "sshProxyListen",
+  STINT_SSH_PROXY_HANDSHAKE_TIMEOUT: "sshProxyHandshakeTimeout",
+  STINT_SSH_PROXY_MAX_CONNECTIONS: "sshProxyMaxConnections",
+  STINT_SSH_PROXY_MAX_CONNECTIONS_PER_ADDRESS: "sshProxyMaxConnectionsPerAddress",
   STINT_PG_PROXY_LISTEN: "pgProxyListen",
   STINT_PROXY_PUBLIC_HOST: "proxyPublicHost",
   STINT_PG_PROXY_TLS_CERT: "pgProxyTlsCert",

@@ -5,6 +5,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { DEFAULT_PG_PROXY_LISTEN, DEFAULT_SSH_PROXY_LISTEN, type Config } from "../config/config.js";
+import type { Registry } from "prom-client";
 import type { Logger } from "../lib/logger.js";
 import type { SessionService } from "../modules/sessions/sessions.service.js";
 import { createPgProxy } from "./pg/pg-proxy.js";
@@ -31,6 +32,8 @@ export async function startProxies(deps: {
   config: Config;
   sessions: SessionService;
   logger: Logger;
+  /** Where the proxies' connection figures go (/metrics). */
+  registry?: Registry;
 }): Promise<RunningProxies> {
   const { config, sessions, logger } = deps;
   const closers: (() => Promise<void>)[] = [];
@@ -76,7 +79,16 @@ export async function startProxies(deps: {
   }
 
   await start("ssh", config.sshProxyListen, DEFAULT_SSH_PROXY_LISTEN, async (address) =>
-    createSshProxy({ gate: sessions.gate, hostKey: await sessions.proxyHostKey(), logger, ...address }),
+    createSshProxy({
+      gate: sessions.gate,
+      hostKey: await sessions.proxyHostKey(),
+      logger,
+      ...address,
+      handshakeTimeoutMs: config.sshProxyHandshakeTimeout,
+      maxConnections: config.sshProxyMaxConnections,
+      maxConnectionsPerAddress: config.sshProxyMaxConnectionsPerAddress,
+      ...(deps.registry ? { registry: deps.registry } : {}),
+    }),
   );
   await start("postgres", config.pgProxyListen, DEFAULT_PG_PROXY_LISTEN, async (address) => {
     const tls =

@@ -112,6 +112,10 @@ export async function sshSessionsHarness(options: HarnessOptions = {}): Promise<
     hostKey: await server.sessions.proxyHostKey(),
     logger: createLogger({ level: process.env.SSH_PROXY_LOG ?? "silent" }),
     port: 0,
+    handshakeTimeoutMs: server.config.sshProxyHandshakeTimeout,
+    maxConnections: server.config.sshProxyMaxConnections,
+    maxConnectionsPerAddress: server.config.sshProxyMaxConnectionsPerAddress,
+    registry: server.registry,
     ...options.proxy,
   });
   const proxyPort = (await proxy.listen()).port;

@@ -6,7 +6,8 @@
  * Invariants are in README.md next to this file.
  */
 import { createHash, timingSafeEqual, verify, type KeyObject } from "node:crypto";
-import type { AddressInfo } from "node:net";
+import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
+import { Counter, Gauge, type Registry } from "prom-client";
 import type { Duplex, Readable, Writable } from "node:stream";
 import ssh2 from "ssh2";
 import type {
@@ -45,8 +46,14 @@ export interface SshProxyDeps {
   port: number;
   /** Shown to clients before authentication. */
   banner?: string;
-  /** Time a client has to authenticate (default 60 s). */
-  loginGraceMs?: number;
+  /** One deadline from accept until the client is signed in, whatever it sends or not (default 30 s). */
+  handshakeTimeoutMs?: number;
+  /** Connections held at once (default 1000); one more is closed at accept. */
+  maxConnections?: number;
+  /** Connections held at once from one source address (default 50). */
+  maxConnectionsPerAddress?: number;
+  /** Where the connection figures go (stint_ssh_proxy_*); none when absent. */
+  registry?: Registry;
   /** Time the target has to accept the vaulted credential (default 15 s). */
   upstreamTimeoutMs?: number;
 }
@@ -76,6 +83,14 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
   const host = deps.host ?? "127.0.0.1";
   const connections = new Set<ProxiedConnection>();
   let shuttingDown = false;
+  const handshakeTimeoutMs = deps.handshakeTimeoutMs ?? 30_000;
+  const maxConnections = deps.maxConnections ?? 1000;
+  const maxPerAddress = deps.maxConnectionsPerAddress ?? 50;
+  const metrics = proxyMetrics(deps.registry);
+  const sockets = new Set<Socket>();
+  const perAddress = new Map<string, number>();
+  /** Deadlines of sockets not yet signed in, by "address|port" (what ssh2 tells of a connection). */
+  const deadlines = new Map<string, NodeJS.Timeout>();
 
   const server = new Server(
     { hostKeys: [deps.hostKey], ...(deps.banner ? { banner: deps.banner } : {}) },
@@ -84,36 +99,85 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
         client.end();
         return;
       }
+      const peer = `${info.ip}|${info.port}`;
       const connection = proxyConnection(client, info.ip, {
         gate,
         logger,
-        loginGraceMs: deps.loginGraceMs ?? 60_000,
         upstreamTimeoutMs: deps.upstreamTimeoutMs ?? 15_000,
+        signedIn: () => {
+          clearTimeout(deadlines.get(peer));
+          deadlines.delete(peer);
+        },
       });
       connections.add(connection);
       void connection.closed.then(() => connections.delete(connection));
     },
   );
+
+  /**
+   * Accepting is ours, not ssh2's: ssh2 only reports a connection once the client's version line came,
+   * so a client that sends nothing would never be timed out. The caps and the one handshake deadline
+   * start at accept; the socket then goes to ssh2.
+   */
+  const tcp = createTcpServer((socket) => {
+    const address = socket.remoteAddress ?? "unknown";
+    socket.on("error", () => undefined);
+    if (shuttingDown) return void socket.destroy();
+    if (sockets.size >= maxConnections) {
+      metrics?.refused.inc({ reason: "overall" });
+      return void socket.destroy();
+    }
+    const fromAddress = perAddress.get(address) ?? 0;
+    if (fromAddress >= maxPerAddress) {
+      metrics?.refused.inc({ reason: "per_address" });
+      return void socket.destroy();
+    }
+    perAddress.set(address, fromAddress + 1);
+    sockets.add(socket);
+    metrics?.open.inc();
+    const peer = `${address}|${socket.remotePort}`;
+    const deadline = setTimeout(() => {
+      deadlines.delete(peer);
+      metrics?.timeouts.inc();
+      logger.info({ clientAddress: address }, "ssh client did not sign in in time");
+      socket.destroy();
+    }, handshakeTimeoutMs);
+    deadline.unref();
+    deadlines.set(peer, deadline);
+    socket.once("close", () => {
+      clearTimeout(deadline);
+      if (deadlines.get(peer) === deadline) deadlines.delete(peer);
+      sockets.delete(socket);
+      metrics?.open.dec();
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left > 0) perAddress.set(address, left);
+      else perAddress.delete(address);
+    });
+    server.injectSocket(socket);
+  });
   // Errors after the listener is up; a failure to listen rejects listen() instead (the caller reports it).
   const onServerError = (error: Error) => logger.error({ err: error }, "ssh proxy server error");
+  server.on("error", onServerError);
 
   return {
     listen: () =>
       new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(deps.port, host, () => {
-          server.off("error", reject);
-          server.on("error", onServerError);
-          const address = server.address() as AddressInfo;
+        tcp.once("error", reject);
+        tcp.listen(deps.port, host, () => {
+          tcp.off("error", reject);
+          tcp.on("error", onServerError);
+          const address = tcp.address() as AddressInfo;
           resolve({ host: address.address, port: address.port });
         });
       }),
     close: async () => {
       shuttingDown = true;
-      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      const stopped = new Promise<void>((resolve) => tcp.close(() => resolve()));
       const all = [...connections];
       for (const connection of all) connection.shutdown();
       await Promise.all(all.map((connection) => connection.closed));
+      // Sockets that never became SSH connections (no version line yet).
+      for (const socket of sockets) socket.destroy();
       await stopped;
     },
     liveSessions: () => [...connections].filter((connection) => connection.hasSession()).length,
@@ -125,8 +189,31 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
 interface ConnectionDeps {
   gate: SshProxyDeps["gate"];
   logger: Logger;
-  loginGraceMs: number;
   upstreamTimeoutMs: number;
+  /** The client is signed in: its handshake deadline no longer applies. */
+  signedIn(): void;
+}
+
+function proxyMetrics(registry: Registry | undefined) {
+  if (!registry) return undefined;
+  return {
+    open: new Gauge({
+      name: "stint_ssh_proxy_connections",
+      help: "Connections the SSH proxy holds (signed in or not)",
+      registers: [registry],
+    }),
+    refused: new Counter({
+      name: "stint_ssh_proxy_connections_refused_total",
+      help: "Connections the SSH proxy closed at accept because a cap was reached (overall, per_address)",
+      labelNames: ["reason"],
+      registers: [registry],
+    }),
+    timeouts: new Counter({
+      name: "stint_ssh_proxy_handshake_timeouts_total",
+      help: "Connections cut off because they were not signed in by the handshake deadline",
+      registers: [registry],
+    }),
+  };
 }
 
 interface ProxiedConnection {
@@ -156,14 +243,9 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   /** The relay stops the moment the session starts to end, before its recording is closed. */
   const relaying = () => !ending;
 
-  const loginTimer = setTimeout(() => {
-    if (!live) client.end();
-  }, deps.loginGraceMs);
-
   client.on("error", (error: Error) => log.debug({ err: error }, "ssh client connection error"));
   client.on("close", () => {
     clientClosed = true;
-    clearTimeout(loginTimer);
     finish("client_closed");
     void sessionEnded.then(resolveClosed);
   });
@@ -226,7 +308,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     }
 
     live = { session, upstream, channels: new Set() };
-    clearTimeout(loginTimer);
+    deps.signedIn();
     ctx.accept();
     log.info({ role: session.role, serial: login.serial, keyId: login.keyId }, "ssh session opened");
     watchUpstream(live);
@@ -459,7 +541,6 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   function finish(reason: EndReason, detail?: string): void {
     if (ending) return;
     ending = true;
-    clearTimeout(loginTimer);
     const current = live;
     if (current) {
       safely(() => current.upstream.end());
