@@ -4,6 +4,7 @@ import {
   cefHeaderEscape,
   cefValueEscape,
   EXPORT_FORMATS,
+  formatAnchor,
   formatEvent,
   humanLabel,
   ocsfClassOf,
@@ -11,7 +12,8 @@ import {
   toJsonl,
   toOcsf,
 } from "./audit.export.js";
-import type { AuditEvent } from "./audit.types.js";
+import { auditAnchor } from "../../contract/audit.js";
+import type { AuditAnchor, AuditEvent } from "./audit.types.js";
 
 /** A minimal event: every nullable field null, so each case below adds only what it tests. */
 const base: AuditEvent = {
@@ -454,5 +456,56 @@ describe("formatEvent", () => {
     expect(humanLabel("activation.approve")).toBe("Activation approve");
     expect(humanLabel("auth.mfa_verify")).toBe("Auth mfa verify");
     expect(humanLabel("...")).toBe("...");
+  });
+});
+
+describe("signed heads in the stream", () => {
+  const anchor: AuditAnchor = {
+    format: "stint-audit-anchor/v1",
+    seq: 2000,
+    hash: "ab".repeat(32),
+    every: 1000,
+    time: "2026-03-01T09:00:00.000Z",
+    keyId: "audit-k1",
+    signature: "c2lnbmF0dXJlLW9mLXRoZS1oZWFk",
+  };
+
+  it("a JSON line is the anchor itself, fields in order, readable as an anchor file", () => {
+    const line = formatAnchor("jsonl", { ...anchor, extra: "left out" } as AuditAnchor);
+    expect(Object.keys(JSON.parse(line) as object)).toEqual([
+      "format",
+      "seq",
+      "hash",
+      "every",
+      "time",
+      "keyId",
+      "signature",
+    ]);
+    expect(auditAnchor.parse(JSON.parse(line))).toEqual(anchor);
+  });
+
+  it("CEF carries every field and the anchor whole", () => {
+    const { header, extension } = parseCef(formatAnchor("cef", anchor, { productVersion: "1.2.3" }));
+    expect(header).toEqual(["CEF:0", "Stint", "Stint", "1.2.3", "audit.checkpoint", "Audit checkpoint", "1"]);
+    expect(extension.get("externalId")).toBe("2000");
+    expect(extension.get("cs1")).toBe(anchor.hash);
+    expect(extension.get("cs4")).toBe(anchor.keyId);
+    expect(extension.get("cs5")).toBe(anchor.signature);
+    expect(extension.get("cn1")).toBe("1000");
+    expect(extension.get("rt")).toBe(String(Date.parse(anchor.time)));
+    expect(JSON.parse(extension.get("cs6")!)).toEqual(anchor);
+  });
+
+  it("OCSF is an API Activity with the anchor in unmapped; every format is one line", () => {
+    const ocsf = JSON.parse(formatAnchor("ocsf", anchor)) as Record<string, unknown>;
+    expect(ocsf).toMatchObject({
+      class_uid: 6003,
+      activity_id: 99,
+      type_uid: 600399,
+      api: { operation: "audit.checkpoint" },
+      metadata: { uid: "checkpoint-2000" },
+      unmapped: { anchor },
+    });
+    for (const format of EXPORT_FORMATS) expect(formatAnchor(format, anchor)).not.toMatch(/[\r\n]/);
   });
 });
