@@ -5,7 +5,8 @@
  * file atomically, for the operator to ship off the machine; `stint audit verify --anchor` checks a copy.
  */
 import { randomBytes } from "node:crypto";
-import { open, rename, unlink } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, open, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { AuditLog } from "./audit.service.js";
@@ -54,7 +55,12 @@ export function createAnchorWriter(deps: {
 
   async function writeOnce(options: { starting?: boolean }): Promise<AuditAnchor | null> {
     const anchor = await audit.anchor(options);
-    if (anchor === null || file === undefined) return anchor;
+    if (file === undefined) return anchor;
+    // An empty log has nothing to anchor yet, but a path that cannot be written should stop a starting node.
+    if (anchor === null) {
+      if (options.starting) await access(path.dirname(path.resolve(file)), constants.W_OK);
+      return anchor;
+    }
     const text = `${JSON.stringify(anchor, null, 2)}\n`;
     if (text !== lastWritten) {
       await writeFileAtomically(file, text);
