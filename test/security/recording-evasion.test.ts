@@ -7,6 +7,7 @@
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { createServer, type Server as NetServer } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRecording, transcript, type ParsedRecording } from "../../src/contract/recording.js";
@@ -15,13 +16,24 @@ import { sshSessionsHarness, type IssuedCertificate, type SshSessionsHarness } f
 const REPETITIONS = 20;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let h: SshSessionsHarness;
+let echo: NetServer;
+let echoPort: number;
 
 beforeAll(async () => {
   const users = Array.from({ length: REPETITIONS }, (_, i) => `rec${i}u${Math.floor(Math.random() * 1e6)}`);
-  h = await sshSessionsHarness({ users });
+  h = await sshSessionsHarness({
+    users,
+    policy: "    session: { recording: required, portForwarding: true }",
+    // A subsystem that is a shell: what an unrecorded subsystem would hide.
+    sshdConfig: ["Subsystem stint-hidden /bin/sh"],
+  });
+  echo = createServer((socket) => socket.pipe(socket));
+  await new Promise<void>((resolve) => echo.listen(0, "127.0.0.1", resolve));
+  echoPort = (echo.address() as { port: number }).port;
 }, 120_000);
 
 afterAll(async () => {
+  await new Promise<void>((resolve) => (echo ? echo.close(() => resolve()) : resolve()));
   await h?.cleanup();
 }, 60_000);
 
@@ -188,4 +200,101 @@ describe("recording loss when a session is ended mid-output (finding 8, acceptan
       );
     }, "20s");
   }, 120_000);
+});
+
+describe("recording evasion through tunnels and `ssh -tt 'scp -t; bash'` (finding 8)", () => {
+  let user: string;
+  let key: string;
+  let requestId: string;
+
+  beforeAll(async () => {
+    user = h.users[0]!;
+    requestId = await h.activate(user, "web-shell");
+    key = (await h.certify(user, "web-shell")).key;
+  }, 60_000);
+
+  afterAll(async () => {
+    await h.admin("POST", `/v1/activation-requests/${requestId}/revoke`, { reason: "the test is over, next one" });
+  });
+
+  /** The recording of the user's newest session, once it has ended. */
+  async function newest(): Promise<ParsedRecording & { kind: "ssh" }> {
+    const session = await until("the session to end", async () => {
+      const [latest] = await sessionsOf(user);
+      return latest && !latest.live && latest.recording?.available ? latest : undefined;
+    });
+    const recording = await checkedRecording(session);
+    if (recording.kind !== "ssh") throw new Error("not an SSH recording");
+    return recording;
+  }
+  const typed = (r: ParsedRecording & { kind: "ssh" }) =>
+    r.frames
+      .filter((f) => f.code === "i")
+      .map((f) => f.data)
+      .join("");
+
+  it("the stdin of an exec channel is recorded (`echo CMD | ssh host sh`)", async () => {
+    const result = await h.ssh(key, `${user}%web`, ["sh"], { input: "echo piped-$((6*7))\n" });
+    expect(result).toMatchObject({ code: 0, stdout: "piped-42\n" });
+    const recording = await newest();
+    expect(typed(recording)).toContain("echo piped-$((6*7))");
+    expect(transcript(recording)).toContain("piped-42");
+  }, 60_000);
+
+  it("`ssh host 'scp -f FILE; sh'` is not taken for scp: the shell behind it is recorded", async () => {
+    const result = await h.ssh(key, `${user}%web`, ["scp -f /nonexistent-stint-file; sh"], {
+      // scp -f reads one byte (the client's go-ahead) first; the shell behind it takes the rest.
+      input: "\0echo hidden-$((6*7))\n",
+    });
+    expect(result.stdout).toContain("hidden-42");
+    const recording = await newest();
+    expect(typed(recording)).toContain("echo hidden-$((6*7))");
+    expect(transcript(recording)).toContain("hidden-42");
+    expect(recording.events.find((e) => e.event === "scp")).toBeUndefined();
+  }, 60_000);
+
+  it("`ssh -tt host 'scp -t /tmp; sh'` with a terminal is recorded as the shell it is", async () => {
+    const client = h.spawnSsh(key, `${user}%web`, ["scp -t /tmp; sh"], ["-tt"]);
+    // scp -t waits for its protocol: a bad line ends it, and the shell behind it takes the rest.
+    client.child.stdin.write("X\n");
+    await until("the shell", async () => client.output().length > 0 || null, 10_000).catch(() => undefined);
+    client.child.stdin.write("echo tty-$((6*7)); exit\n");
+    await client.exited;
+    expect(client.output()).toContain("tty-42");
+    const recording = await newest();
+    expect(transcript(recording)).toContain("tty-42");
+    expect(typed(recording)).toContain("echo tty-$((6*7))");
+  }, 60_000);
+
+  it("a subsystem other than sftp (here a shell behind `Subsystem stint-hidden /bin/sh`) never runs unrecorded", async () => {
+    const result = await h.ssh(key, `${user}%web`, ["-s", "stint-hidden"], { input: "echo sub-$((6*7))\n" });
+    const recording = await newest();
+    if (result.stdout.includes("sub-42")) {
+      // Relayed: then all of it is in the recording.
+      expect(typed(recording)).toContain("echo sub-$((6*7))");
+      expect(transcript(recording)).toContain("sub-42");
+    } else {
+      expect(result.code).not.toBe(0);
+      expect(recording.events).toContainEqual(
+        expect.objectContaining({ event: "subsystem", name: "stint-hidden", allowed: false }),
+      );
+    }
+  }, 60_000);
+
+  it("the bytes of a port forward (ssh -W) are in the recording, both ways", async () => {
+    const result = await h.ssh(key, `${user}%web`, [], {
+      extra: ["-W", `127.0.0.1:${echoPort}`],
+      input: "through-the-tunnel-4242\n",
+      timeoutMs: 5000,
+    });
+    expect(result.stdout).toContain("through-the-tunnel-4242");
+    const recording = await newest();
+    const forwarded = recording.events.filter((e) => e.event === "forward_data");
+    const bytes = (direction: string) =>
+      Buffer.concat(
+        forwarded.filter((e) => e.direction === direction).map((e) => Buffer.from(String(e.data), "base64")),
+      ).toString();
+    expect(bytes("up")).toContain("through-the-tunnel-4242");
+    expect(bytes("down")).toContain("through-the-tunnel-4242");
+  }, 60_000);
 });

@@ -748,7 +748,13 @@ describe("userauthSignatureValid", () => {
 describe("scp helpers", () => {
   it.each([
     ["scp -t /tmp/x", { direction: "upload", path: "/tmp/x" }],
-    ["scp -v -p -t -- /tmp/a b", { direction: "upload", path: "/tmp/a b" }],
+    ["scp -v -p -t -- '/tmp/a b'", { direction: "upload", path: "/tmp/a b" }],
+    // More than one plain scp for the remote shell: a shell, recorded as one (issue 12 finding 8).
+    ["scp -t /tmp; bash", undefined],
+    ["scp -f /etc/hostname && sh", undefined],
+    ["scp -t /tmp/a b", undefined],
+    ["scp -t '/tmp/x'$(id)", undefined],
+    ["scp -f /srv\nsh", undefined],
     ["scp -f '/etc/hostname'", { direction: "download", path: "/etc/hostname" }],
     ["/usr/bin/scp -r -f /srv", { direction: "download", path: "/srv" }],
     ["scp /tmp/x", undefined],

@@ -240,6 +240,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
   let sessionEnded: Promise<void> = Promise.resolve();
 
+  let forwards = 0;
   /** The relay stops the moment the session starts to end, before its recording is closed. */
   const relaying = () => !ending;
 
@@ -323,7 +324,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
       if (ending) return reject();
       client.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (error, channel) => {
         if (error) return reject();
-        relayForward(channel, accept());
+        relayForward(channel, accept(), { kind: "tcpip-forward", host: details.destIP, port: details.destPort });
       });
     });
   }
@@ -341,7 +342,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     if (!allowed) return rejectProhibited(client, reject, `Stint: port forwarding is not allowed for ${session.role}`);
     upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (error, channel) => {
       if (error) return reject();
-      relayForward(accept(), channel);
+      relayForward(accept(), channel, { kind: "direct-tcpip", host: info.destIP, port: info.destPort });
     });
   });
 
@@ -421,7 +422,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
             if (ending || local.destroyed) return safely(() => channel.close());
             remote = channel;
             if (pty && resized) safely(() => channel.setWindow(pty!.rows, pty!.cols, pty!.height, pty!.width));
-            relayChannel(local, channel, kind, detail, session);
+            relayChannel(local, channel, kind, detail, session, pty !== undefined);
           });
         } catch (error) {
           refuse((error as Error).message);
@@ -437,9 +438,15 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     channelSession.on("exec", (accept, reject, info) =>
       start("exec", info.command, (done) => upstream.exec(info.command, options(), done))(accept, reject),
     );
-    channelSession.on("subsystem", (accept, reject, info) =>
-      start("subsystem", info.name, (done) => upstream.subsys(info.name, done))(accept, reject),
-    );
+    channelSession.on("subsystem", (accept, reject, info) => {
+      // Only SFTP is understood (sftp-log.ts); any other subsystem could be a shell by another name.
+      if (info.name !== "sftp") {
+        session.recorder.event("subsystem", { name: info.name, allowed: false });
+        log.info({ subsystem: info.name }, "ssh subsystem refused");
+        return reject();
+      }
+      start("subsystem", info.name, (done) => upstream.subsys(info.name, done))(accept, reject);
+    });
   }
 
   /**
@@ -452,9 +459,11 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     kind: "shell" | "exec" | "subsystem",
     detail: string,
     session: BrokeredSession<UpstreamSsh>,
+    withTerminal: boolean,
   ): void {
     const { recorder } = session;
-    const scp = kind === "exec" ? parseScpCommand(detail) : undefined;
+    // scp's file bytes are counted, not recorded: only for a plain scp command without a terminal.
+    const scp = kind === "exec" && !withTerminal ? parseScpCommand(detail) : undefined;
     const sftp = kind === "subsystem" && detail === "sftp" ? createSftpTracker() : undefined;
     const scpBytes = scp ? createScpCounter() : undefined;
     if (kind === "subsystem") recorder.event("subsystem", { name: detail });
@@ -469,7 +478,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     };
     const fromClient = (data: Buffer) => {
       session.countBytes("up", data.length);
-      if (kind === "shell") recorder.input(data);
+      // A terminal's keystrokes, and an exec's stdin (`echo CMD | ssh host sh` runs what it carries).
+      if (recordOutput) recorder.input(data);
       if (sftp) for (const event of sftp.fromClient(data)) recorder.event("sftp", { ...event });
       if (scp?.direction === "upload") scpBytes?.feed(data);
     };
@@ -512,11 +522,19 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     });
   }
 
-  /** A forwarded TCP connection: bytes both ways, counted, not recorded. */
-  function relayForward(local: Duplex, remote: Duplex): void {
+  /**
+   * A forwarded TCP connection: bytes both ways, counted and recorded (`forward_data` events, base64), so a
+   * tunnel carries nothing the recording does not hold.
+   */
+  function relayForward(local: Duplex, remote: Duplex, forward: { kind: string; host: string; port: number }): void {
     const session = live?.session;
-    relayStream(remote, local, (data) => session?.countBytes("down", data.length), relaying);
-    relayStream(local, remote, (data) => session?.countBytes("up", data.length), relaying);
+    const id = ++forwards;
+    const observe = (direction: "up" | "down") => (data: Buffer) => {
+      session?.countBytes(direction, data.length);
+      session?.recorder.event("forward_data", { id, ...forward, direction, data: data.toString("base64") });
+    };
+    relayStream(remote, local, observe("down"), relaying);
+    relayStream(local, remote, observe("up"), relaying);
     local.on("end", () => safely(() => remote.end()));
     remote.on("end", () => safely(() => local.end()));
     for (const side of [local, remote]) {
@@ -802,12 +820,17 @@ export function parseScpCommand(command: string): { direction: "upload" | "downl
     if (word.includes("f")) direction = "download";
   }
   if (!direction) return undefined;
-  const path = words
-    .slice(index)
-    .join(" ")
-    .replace(/^'(.*)'$/, "$1");
+  // One path, bare or in single quotes as scp sends it, and nothing a shell would read as more
+  // (`scp -t /tmp; bash` is a shell, not scp, and is recorded as one).
+  const rest = words.slice(index).join(" ");
+  const quoted = /^'([^']*)'$/.exec(rest);
+  const path = quoted ? quoted[1]! : rest;
+  if (path.length === 0 || SHELL_SYNTAX.test(path) || (!quoted && /\s/.test(path))) return undefined;
   return { direction, path };
 }
+
+/** Characters that make a command line more than one plain command for the remote shell. */
+const SHELL_SYNTAX = /[;&|`$<>(){}\\\n\r*?[\]!#~"']/;
 
 /**
  * Counts the file bytes of the sending side of an scp stream: control lines ("C0644 12 name\n",
