@@ -39,6 +39,7 @@ import {
   sortedSet,
 } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
+import { guardOwnAccess } from "../requests/self-grant.js";
 import { applyCustody, checkCustody, type CustodyCheck } from "./custody.js";
 import { storedCredentials } from "./custody.store.js";
 import { endpointOf } from "./custody.rules.js";
@@ -852,6 +853,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       authorize(actor, "catalog.write");
       return write(async (tx) => {
         const now = clock.now();
+        // Nobody makes themselves eligible (directly or through a group they are in): checked on the outcome.
+        const ownAccess = await guardOwnAccess(tx, actor);
         const issues: Issue[] = [];
         const role = await catalogStore.findRole(tx, input.role);
         if (!role) issues.push({ path: "body.role", message: `unknown role ${quote(input.role)}` });
@@ -906,6 +909,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
             endsAt: endsAt?.toISOString() ?? null,
           },
         });
+        await ownAccess.check(tx, now);
         return eligibilityDto((await catalogStore.findEligibility(tx, id))!, now);
       }, "That eligibility already exists.");
     },
@@ -920,6 +924,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       return write(async (tx) => {
         const now = clock.now();
         const row = await requireEligibility(tx, id, true);
+        const ownAccess = await guardOwnAccess(tx, actor);
         const startsAt = input.startsAt !== undefined ? new Date(input.startsAt) : new Date(row.starts_at);
         const endsAt = input.endsAt ? new Date(input.endsAt) : null;
         if (endsAt && endsAt.getTime() <= startsAt.getTime())
@@ -950,6 +955,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         });
         // An eligibility moved to start later or end sooner may no longer carry what is active on it.
         await deps.onAccessBasisLost?.(tx, actor, context, { roleIds: [row.role_id] }, "its eligibility changed");
+        await ownAccess.check(tx, now);
         return eligibilityDto((await catalogStore.findEligibility(tx, row.id))!, now);
       }, "That eligibility already exists.");
     },
@@ -1006,6 +1012,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       authorize(actor, "catalog.write");
       return write(async (tx) => {
         const { plan, current, desired } = await prepare(tx, text, actor);
+        const ownAccess = await guardOwnAccess(tx, actor);
         if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
         if (plan.changes.length === 0) return { ...toDto(plan), applied: false };
         const now = clock.now();
@@ -1040,6 +1047,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           }
         }
         await audit.append(tx, actor, context, events);
+        // A file does not make the person applying it eligible for more (eligibility, their groups).
+        await ownAccess.check(tx, now);
         // Eligibility or group membership a file took away ends what stood on it, in this transaction.
         if (plan.changes.some((change) => change.kind === "eligibility" || change.kind === "group"))
           await deps.onAccessBasisLost?.(tx, actor, context, {}, "changed by configuration");

@@ -14,6 +14,7 @@ import { hashPassword, randomToken, sha256Hex, type ScryptParams } from "../../l
 import type { AuditLog } from "../audit/audit.service.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
+import { guardOwnAccess } from "../requests/self-grant.js";
 import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import { toPrincipal, toPrincipals } from "./principal.mapper.js";
@@ -293,6 +294,8 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         if (!group) throw new StintError("NOT_FOUND", `There is no group named ${groupName}.`);
         const principal = await requirePrincipal(tx, principalName);
         const now = clock.now();
+        // Joining a group that carries eligibility is granting oneself roles: someone else must add you.
+        const ownAccess = await guardOwnAccess(tx, actor);
         const result =
           change === "add"
             ? await tx
@@ -308,6 +311,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
                 .executeTakeFirst()
                 .then((r) => Number(r.numDeletedRows));
         if (result === 0) return; // already so: nothing changed, nothing to record
+        await ownAccess.check(tx, now);
         await audit.append(tx, actor, context, {
           action: change === "add" ? "group.member_added" : "group.member_removed",
           outcome: "success",

@@ -4,7 +4,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { applyDecision, basisProblem } from "./requests.rules.js";
+import { applyDecision, basisProblem, widenedEligibility } from "./requests.rules.js";
 import type { Approver, Decision, RequestFacts, Stage } from "./requests.types.js";
 
 const everyone = { groups: ["approvers"], users: [], manager: false };
@@ -128,5 +128,55 @@ describe("basisProblem", () => {
     [true, false, "the requester is no longer eligible for the role"],
   ] as const)("active %s, eligible %s: %s", (requesterActive, eligible, problem) => {
     expect(basisProblem({ requesterActive, eligible })).toBe(problem);
+  });
+});
+
+describe("widenedEligibility (owners granting themselves roles, Teleport GHSA-76cc-p55w-63g3)", () => {
+  const w = (role: string, startsAt: number, endsAt = Number.POSITIVE_INFINITY) => ({ role, startsAt, endsAt });
+  it.each([
+    ["nothing changes", [w("a", 0, 100)], [w("a", 0, 100)], []],
+    ["a new role", [], [w("a", 0)], ["a"]],
+    ["a later end", [w("a", 0, 100)], [w("a", 0, 200)], ["a"]],
+    ["no end instead of an end", [w("a", 0, 100)], [w("a", 0)], ["a"]],
+    ["an earlier start still ahead", [w("a", 50, 100)], [w("a", 20, 100)], ["a"]],
+    ["an earlier start in the past is nothing new", [w("a", 5, 100)], [w("a", 0, 100)], []],
+    ["a narrower window", [w("a", 0, 100)], [w("a", 20, 50)], []],
+    ["removed", [w("a", 0, 100)], [], []],
+    ["an ended window granted again", [w("a", 0, 5)], [w("a", 0, 5)], []],
+    ["direct and group windows merge", [w("a", 0, 60), w("a", 50, 100)], [w("a", 10, 100)], []],
+    ["a gap is not covered", [w("a", 0, 40), w("a", 60, 100)], [w("a", 10, 100)], ["a"]],
+    ["another role does not cover", [w("b", 0)], [w("a", 10, 20)], ["a"]],
+  ] as const)("%s", (_, before, after, widened) => {
+    expect(widenedEligibility([...before], [...after], 10)).toEqual(widened);
+  });
+
+  it("property: the same windows, or any narrowing of them, never widen", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            role: fc.constantFrom("a", "b", "c"),
+            startsAt: fc.integer({ min: 0, max: 100 }),
+            length: fc.integer({ min: 1, max: 100 }),
+            shrinkStart: fc.integer({ min: 0, max: 50 }),
+            shrinkEnd: fc.integer({ min: 0, max: 50 }),
+          }),
+          { maxLength: 6 },
+        ),
+        fc.integer({ min: 0, max: 200 }),
+        (windows, now) => {
+          const before = windows.map((x) => w(x.role, x.startsAt, x.startsAt + x.length));
+          const after = windows.map((x) =>
+            w(
+              x.role,
+              x.startsAt + Math.min(x.shrinkStart, x.length),
+              x.startsAt + x.length - Math.min(x.shrinkEnd, x.length),
+            ),
+          );
+          expect(widenedEligibility(before, before, now)).toEqual([]);
+          expect(widenedEligibility(before, after, now)).toEqual([]);
+        },
+      ),
+    );
   });
 });

@@ -175,6 +175,39 @@ export function basisProblem(basis: ActivationBasis): string | null {
   return null;
 }
 
+/** One eligibility of a principal for a role, as times in ms (endsAt Infinity: no end). */
+export interface EligibilityWindow {
+  role: string;
+  startsAt: number;
+  endsAt: number;
+}
+
+/**
+ * The roles for which `after` makes a principal eligible at some moment (from `now` on) that `before` did
+ * not: a new role, an earlier start or a later end. Windows of one role are merged first, so holding a role
+ * directly and through a group counts as their union.
+ */
+export function widenedEligibility(before: EligibilityWindow[], after: EligibilityWindow[], now: number): string[] {
+  const union = (role: string) =>
+    before
+      .filter((w) => w.role === role && w.endsAt > w.startsAt)
+      .sort((a, b) => a.startsAt - b.startsAt)
+      .reduce<{ startsAt: number; endsAt: number }[]>((merged, w) => {
+        const last = merged.at(-1);
+        if (last && w.startsAt <= last.endsAt) last.endsAt = Math.max(last.endsAt, w.endsAt);
+        else merged.push({ startsAt: w.startsAt, endsAt: w.endsAt });
+        return merged;
+      }, []);
+  const widened = new Set<string>();
+  for (const w of after) {
+    const from = Math.max(w.startsAt, now);
+    if (w.endsAt <= from) continue; // over already: grants nothing
+    const covered = union(w.role).some((u) => u.startsAt <= from && u.endsAt >= w.endsAt);
+    if (!covered) widened.add(w.role);
+  }
+  return [...widened].sort();
+}
+
 /** The expiry of an activation: fixed when it becomes active; only an approved extension moves it. */
 export function expiryOf(activatedAt: Date, durationMs: number): Date {
   return new Date(activatedAt.getTime() + durationMs);

@@ -55,6 +55,29 @@ export async function isEligible(db: Q, principalId: string, roleId: string, now
   return row !== undefined;
 }
 
+/** Every live eligibility of a principal, directly or through its groups, whatever its dates. */
+export function eligibilityWindowsOf(db: Q, principalId: string) {
+  return db
+    .selectFrom("eligibilities")
+    .innerJoin("roles", "roles.id", "eligibilities.role_id")
+    .select(["roles.name as role_name", "eligibilities.starts_at", "eligibilities.ends_at"])
+    .where("eligibilities.removed_at", "is", null)
+    .where((eb) =>
+      eb.or([
+        eb("eligibilities.principal_id", "=", principalId),
+        eb(
+          "eligibilities.group_id",
+          "in",
+          eb
+            .selectFrom("group_members")
+            .select("group_members.group_id")
+            .where("group_members.principal_id", "=", principalId),
+        ),
+      ]),
+    )
+    .execute();
+}
+
 export function eligibleRoles(db: Q, principalId: string, now: Date) {
   return eligibleQuery(db, principalId, now)
     .innerJoin("roles", "roles.id", "eligibilities.role_id")

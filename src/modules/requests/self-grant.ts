@@ -1,0 +1,44 @@
+/**
+ * Nobody grants themselves access (Teleport GHSA-76cc-p55w-63g3). A change that could add to someone's
+ * eligibility (an eligibility created or changed, a group membership, a configuration file) takes a
+ * snapshot of the actor's own eligibility first and compares after the change, in the same transaction:
+ * if the actor became eligible for more (a new role, an earlier start, a later end), the change is refused
+ * and the transaction rolls back. Comparing outcomes instead of inspecting each kind of change covers every
+ * path, including a group the actor belongs to and a file that adds them to one.
+ */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import { StintError } from "../../lib/errors.js";
+import type { Actor } from "../authz/authz.types.js";
+import { widenedEligibility, type EligibilityWindow } from "./requests.rules.js";
+import { eligibilityWindowsOf } from "./requests.store.js";
+
+export interface OwnAccessGuard {
+  /** Throws SELF_GRANT (rolling the transaction back) when the actor's own eligibility grew since the snapshot. */
+  check(tx: Kysely<Database>, now: Date): Promise<void>;
+}
+
+async function windowsOf(tx: Kysely<Database>, principalId: string): Promise<EligibilityWindow[]> {
+  return (await eligibilityWindowsOf(tx, principalId)).map((row) => ({
+    role: row.role_name,
+    startsAt: new Date(row.starts_at).getTime(),
+    endsAt: row.ends_at === null ? Number.POSITIVE_INFINITY : new Date(row.ends_at).getTime(),
+  }));
+}
+
+/** Snapshots the actor's eligibility; workers and the system (no principal) are not guarded. */
+export async function guardOwnAccess(tx: Kysely<Database>, actor: Actor): Promise<OwnAccessGuard> {
+  if (actor.kind !== "principal") return { check: async () => undefined };
+  const before = await windowsOf(tx, actor.id);
+  return {
+    async check(db, now) {
+      const widened = widenedEligibility(before, await windowsOf(db, actor.id), now.getTime());
+      if (widened.length === 0) return;
+      throw new StintError(
+        "SELF_GRANT",
+        `This change would make you eligible for more (${widened.join(", ")}); someone else must make it.`,
+        { roles: widened },
+      );
+    },
+  };
+}
