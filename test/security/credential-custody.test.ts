@@ -22,7 +22,7 @@ import { legacyCredentialBinding } from "../../src/modules/catalog/custody.rules
 import { createServer as createStint } from "../../src/server.js";
 import { createPgDatabase } from "../../src/testing/engines.js";
 import { startPostgres } from "../../src/testing/postgres-instance.js";
-import { ADMIN_PASSWORD, TEST_SCRYPT } from "../../src/testing/server.js";
+import { ADMIN_PASSWORD, TEST_SCRYPT, passwordFor, totpNow } from "../../src/testing/server.js";
 
 /** A PostgreSQL-speaking listener that asks every client for its password in clear and keeps what it hears. */
 interface Trap {
@@ -448,5 +448,77 @@ describe("credentials stored before they were bound to their target (upgrade)", 
       await database.drop();
       await instance.stop();
     }
+  });
+});
+
+describe("break-glass secrets only through their reveal (finding 3)", () => {
+  const BG_VALUE = `break-glass-db-root-${hex}`;
+  const path = encodeURIComponent("breakglass/db-root");
+
+  it("a user with read and check-out rights on a break-glass path is refused on every ordinary path", async () => {
+    const put = await h.admin("PUT", `/v1/secrets/${path}`, {
+      kind: "password",
+      value: BG_VALUE,
+      platformRoles: ["security"],
+      breakGlass: true,
+      checkout: { exclusive: false, maxDuration: "1h" },
+    });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const attempts = [
+      await asMallory("GET", `/v1/secrets/${path}/value`),
+      await asMallory("GET", `/v1/secrets/${path}/value?version=1`),
+      await asMallory("POST", `/v1/secrets/${path}/checkout`, { reason: "just looking", duration: "5m" }),
+      // secrets.write may add a version, but not turn the break-glass off or widen who may read it.
+      await asMallory("PUT", `/v1/secrets/${path}`, { kind: "password", value: "x".repeat(20), breakGlass: false }),
+      await asMallory("PUT", `/v1/secrets/${path}`, {
+        kind: "password",
+        value: "x".repeat(20),
+        platformRoles: ["security", "user"],
+      }),
+    ];
+    for (const attempt of attempts) {
+      expect(attempt.status, JSON.stringify(attempt.body)).toBeGreaterThanOrEqual(400);
+      expect(JSON.stringify(attempt.body)).not.toContain(BG_VALUE);
+    }
+    expect(attempts[0]!.body.error?.code).toBe("BREAK_GLASS_ONLY");
+    expect(attempts[2]!.body.error?.code).toBe("BREAK_GLASS_ONLY");
+    expect(attempts[3]!.body.error?.code).toBe("FORBIDDEN");
+    const meta = await h.admin("GET", `/v1/secrets/${path}`);
+    expect(meta.body).toMatchObject({
+      breakGlass: true,
+      platformRoles: ["security"],
+      currentVersion: 1,
+      checkedOut: null,
+    });
+    const checkouts = await h.server.store.db.selectFrom("secret_checkouts").selectAll().execute();
+    expect(checkouts).toEqual([]);
+    const denied = await auditActions("secret.");
+    expect(denied.filter((e) => e.subject === "secret:breakglass/db-root").length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("the reveal still releases it, with fresh MFA, a review item, the alarm's audit event and a rotation scheduled", async () => {
+    const stale = await asMallory("POST", `/v1/secrets/${path}/reveal`, { reason: "prod down, INC-4242, no login" });
+    expect(stale.body.error?.code).toBe("MFA_STEP_UP_REQUIRED");
+    const started = await asMallory("POST", "/v1/me/mfa/totp");
+    const seed = String(started.body.secret);
+    expect(
+      (await asMallory("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(seed, h.clock.now().getTime()) })).status,
+    ).toBe(200);
+    malloryAuth = await h.server.login(mallory, passwordFor(mallory), totpNow(seed, h.clock.now().getTime() + 30_000));
+    const reveal = await asMallory("POST", `/v1/secrets/${path}/reveal`, { reason: "prod down, INC-4242, no login" });
+    expect(reveal.status, JSON.stringify(reveal.body)).toBe(200);
+    expect(reveal.body.value).toBe(BG_VALUE);
+    const review = await h.server.store.db
+      .selectFrom("review_items")
+      .selectAll()
+      .where("id", "=", String(reveal.body.reviewId))
+      .executeTakeFirstOrThrow();
+    expect(review).toMatchObject({ kind: "break-glass-secret", subject: "secret:breakglass/db-root", status: "open" });
+    expect((await auditActions("breakglass.secret_revealed")).length).toBe(1);
+    const meta = await h.admin("GET", `/v1/secrets/${path}`);
+    expect(meta.body.rotationDueAt).toBe(reveal.body.rotationDueAt);
+    // Fresh MFA does not open the ordinary paths either.
+    const read = await asMallory("GET", `/v1/secrets/${path}/value`);
+    expect(read.body.error?.code).toBe("BREAK_GLASS_ONLY");
   });
 });

@@ -37,6 +37,7 @@ import {
 } from "./vault.crypto.js";
 import * as vaultStore from "./vault.store.js";
 import { endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
+import { custodyChanges, releaseProblem, type ReleasePurpose, type SecretAccessFields } from "./vault.rules.js";
 
 export interface VaultServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
@@ -83,6 +84,19 @@ function newValueFor(kind: string): string {
 function nextRotation(row: { rotation: { every?: string } | null }, now: Date): Date | null {
   const every = row.rotation?.every;
   return every ? new Date(now.getTime() + parseDuration(every)) : null;
+}
+
+/** A secret's access fields as stored, or as they would be after `input` (put keeps what it does not name). */
+function accessFields(
+  row: { roles: string[]; platform_roles: string[]; break_glass: boolean; rotation: SecretAccessFields["rotation"] },
+  input?: PutSecretBody,
+): SecretAccessFields {
+  return {
+    roles: input?.roles ?? row.roles,
+    platformRoles: input?.platformRoles ?? row.platform_roles,
+    breakGlass: input?.breakGlass ?? row.break_glass,
+    rotation: input?.rotation ?? row.rotation,
+  };
 }
 
 function integrity(error: unknown): never {
@@ -207,6 +221,43 @@ export function createVaultService(deps: VaultServiceDeps) {
     }
   }
 
+  /**
+   * The one decision before any value leaves the vault (read, check-out, session injection, reveal, the
+   * rotation's restore): a break-glass secret leaves only through its reveal. Denials by a person are audited.
+   */
+  async function assertReleasable(
+    purpose: ReleasePurpose,
+    row: vaultStore.SecretRow,
+    who?: { actor: Actor; context: CallContext },
+  ): Promise<void> {
+    const problem = releaseProblem(purpose, { breakGlass: row.break_glass });
+    if (problem === null) return;
+    if (who)
+      await audit.record(who.actor, who.context, {
+        action: `secret.${purpose === "checkout" ? "checkout" : purpose}`,
+        outcome: "denied",
+        subject: `secret:${row.path}`,
+        reason: problem === "break-glass" ? "a break-glass secret is released only by its reveal" : "not break-glass",
+      });
+    if (problem === "break-glass")
+      throw new StintError(
+        "BREAK_GLASS_ONLY",
+        `${row.path} is a break-glass secret: only its reveal releases it (stint secret reveal ${row.path} --reason …, with a fresh one-time code).`,
+      );
+    throw new StintError("NOT_FOUND", `There is no break-glass secret ${row.path} you may reveal.`);
+  }
+
+  /** Decides (assertReleasable), then decrypts: the only way a value is opened for someone or something. */
+  async function release(
+    purpose: ReleasePurpose,
+    row: vaultStore.SecretRow,
+    version: number,
+    who?: { actor: Actor; context: CallContext },
+  ): Promise<string> {
+    await assertReleasable(purpose, row, who);
+    return decrypt(row, version);
+  }
+
   async function returnExpired(limit = 100): Promise<number> {
     return store.transaction(async (tx) => {
       const now = clock.now();
@@ -270,9 +321,33 @@ export function createVaultService(deps: VaultServiceDeps) {
       const value =
         input.value ?? (kindOf === "ssh-key" ? newValueFor("ssh-key") : generateValue(input.generate!.length));
       const kek = await activeKek(store.db);
+      // Who may read it, its break-glass and its rotation target are the operator's: secrets.write adds versions.
+      const operator = can(actor, "vault.operate");
+      const custodyRefusal = (changed: string[]) =>
+        new StintError(
+          "FORBIDDEN",
+          `Only an operator (admin) changes who may read ${path}, its break-glass or its rotation (asked: ${changed.join(", ")}).`,
+        );
+      const current = operator ? undefined : await vaultStore.findSecret(store.db, path);
+      if (current) {
+        const changed = custodyChanges(accessFields(current), accessFields(current, input));
+        if (changed.length > 0) {
+          await audit.record(actor, context, {
+            action: "secret.version_added",
+            outcome: "denied",
+            subject: `secret:${path}`,
+            reason: `only an operator changes ${changed.join(", ")}`,
+          });
+          throw custodyRefusal(changed);
+        }
+      }
       const row = await store.transaction(async (tx) => {
         const now = clock.now();
         const existing = await vaultStore.findSecret(tx, path, true);
+        if (existing && !operator) {
+          const changed = custodyChanges(accessFields(existing), accessFields(existing, input));
+          if (changed.length > 0) throw custodyRefusal(changed);
+        }
         const id = existing?.id ?? newId();
         const version = (existing?.current_version ?? 0) + 1;
         const sealed = sealVersion(kek.key, binding(id, path, version), value);
@@ -382,7 +457,11 @@ export function createVaultService(deps: VaultServiceDeps) {
       });
       if (problem || !row)
         throw new StintError("NOT_FOUND", `The session secret ${path} ${problem ?? "is not in the vault"}.`);
-      return { version: row.current_version, kind: row.kind, value: await decrypt(row, row.current_version) };
+      return {
+        version: row.current_version,
+        kind: row.kind,
+        value: await release("session", row, row.current_version),
+      };
     },
 
     /** Reads a value (the current version unless one is named). Exclusive secrets need the reader's check-out. */
@@ -398,6 +477,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           path,
           `There is no secret ${path} that you may read now (activate a role that lists it).`,
         );
+      await assertReleasable("read", row, { actor, context });
       const policy = checkoutPolicy.parse(row.checkout ?? {});
       if (policy.exclusive) {
         const open = await vaultStore.openCheckout(store.db, row.id);
@@ -411,7 +491,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           );
       }
       const wanted = version ?? row.current_version;
-      const value = await decrypt(row, wanted);
+      const value = await release("read", row, wanted, { actor, context });
       await audit.record(actor, context, {
         action: "secret.read",
         outcome: "success",
@@ -433,6 +513,8 @@ export function createVaultService(deps: VaultServiceDeps) {
           path,
           `There is no secret ${path} that you may check out now (activate a role that lists it).`,
         );
+      // Before any check-out row: a break-glass secret is never checked out.
+      await assertReleasable("checkout", row, { actor, context });
       const policy: CheckoutPolicy = checkoutPolicy.parse(row.checkout ?? {});
       const maxMs = parseDuration(policy.maxDuration);
       const ms = input.duration ? parseDuration(input.duration) : maxMs;
@@ -471,7 +553,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           { holder: open?.holder_name ?? null, until },
         );
       }
-      const value = await decrypt(row, row.current_version);
+      const value = await release("checkout", row, row.current_version, { actor, context });
       return { path, version: row.current_version, value, holder: principal.name, until: expiresAt.toISOString() };
     },
 
@@ -559,7 +641,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           "Revealing a break-glass secret needs a one-time code entered within the last 5 minutes (stint login --otp, or step up).",
         );
       }
-      const value = await decrypt(row, row.current_version);
+      const value = await release("reveal", row, row.current_version, { actor, context });
       const reviewId = newId();
       const rotationDueAt = new Date(now.getTime() + BREAK_GLASS_ROTATE_AFTER_MS);
       await store.transaction(async (tx) => {
@@ -619,7 +701,7 @@ export function createVaultService(deps: VaultServiceDeps) {
       });
       if (rotation) {
         if (!deps.targets) throw new StintError("CONFLICT", "Rotation at targets is not available on this server.");
-        const old = await decrypt(row, pending.previous);
+        const old = await release("rotation", row, pending.previous);
         try {
           await deps.targets.withCredentials(rotation.target, async (ops) => {
             await ops.setPassword(rotation.login, next);
