@@ -89,6 +89,11 @@ export const configSchema = z
     /** PEM certificate (chain) and key files for the PostgreSQL proxy: with them it speaks TLS only. */
     pgProxyTlsCert: z.string().min(1).optional(),
     pgProxyTlsKey: z.string().min(1).optional(),
+    /** How long a PostgreSQL proxy client has from accept until it has sent its password (SSLRequests and TLS included). */
+    pgProxyHandshakeTimeout: duration.default(15_000),
+    /** Connections the PostgreSQL proxy holds at once, overall and from one source address; more are refused at accept. */
+    pgProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    pgProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
     /** The host name clients use to reach the proxies (printed by `stint db login`, `stint ssh config`). */
     proxyPublicHost: z
       .string()
@@ -174,6 +179,9 @@ export const ENV_KEYS = {
   STINT_PROXY_PUBLIC_HOST: "proxyPublicHost",
   STINT_PG_PROXY_TLS_CERT: "pgProxyTlsCert",
   STINT_PG_PROXY_TLS_KEY: "pgProxyTlsKey",
+  STINT_PG_PROXY_HANDSHAKE_TIMEOUT: "pgProxyHandshakeTimeout",
+  STINT_PG_PROXY_MAX_CONNECTIONS: "pgProxyMaxConnections",
+  STINT_PG_PROXY_MAX_CONNECTIONS_PER_ADDRESS: "pgProxyMaxConnectionsPerAddress",
   STINT_BLOB_DIR: "blobDir",
   STINT_METRICS_TOKEN: "metricsToken",
   STINT_METRICS_REFRESH: "metricsRefresh",

@@ -95,7 +95,16 @@ export async function startProxies(deps: {
       config.pgProxyTlsCert && config.pgProxyTlsKey
         ? { cert: await readFile(config.pgProxyTlsCert), key: await readFile(config.pgProxyTlsKey) }
         : undefined;
-    return createPgProxy({ gate: sessions.gate, logger, ...address, ...(tls ? { tls } : {}) });
+    return createPgProxy({
+      gate: sessions.gate,
+      logger,
+      ...address,
+      ...(tls ? { tls } : {}),
+      handshakeTimeoutMs: config.pgProxyHandshakeTimeout,
+      maxConnections: config.pgProxyMaxConnections,
+      maxConnectionsPerAddress: config.pgProxyMaxConnectionsPerAddress,
+      ...(deps.registry ? { registry: deps.registry } : {}),
+    });
   });
   return result;
 }

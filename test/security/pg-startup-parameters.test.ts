@@ -78,12 +78,13 @@ describe("client-chosen upstream database and startup parameters (finding 10)", 
       password: token,
       database: pgh.database,
       max: 1,
+      // Sent as startup parameters as given (the typings know only some names).
       connection: {
         default_transaction_read_only: "off",
         role: "postgres",
         session_authorization: "postgres",
         search_path: "pg_catalog, public",
-      },
+      } as unknown as postgres.ConnectionParameters,
       onnotice: () => {},
     });
     try {

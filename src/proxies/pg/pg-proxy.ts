@@ -81,7 +81,7 @@ export interface PgProxyDeps {
   /** Open client connections (signing in or in session) at most; more are refused (53300). */
   maxConnections?: number;
   /** The same, per client IP address. */
-  maxConnectionsPerSource?: number;
+  maxConnectionsPerAddress?: number;
   /** Where the proxy's connection gauge and refusal counter go. */
   registry?: Registry;
 }
@@ -96,7 +96,7 @@ export interface PgProxy {
 /** A client gets this long from accept to send its startup packet and its password. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 15_000;
 export const DEFAULT_MAX_CONNECTIONS = 1000;
-export const DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 100;
+export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 50;
 
 /**
  * Startup parameters passed on to the server (lower case: PostgreSQL compares them so). All are
@@ -205,25 +205,35 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
   const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const handshakeTimeoutMs = deps.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   const maxConnections = deps.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  const maxPerSource = deps.maxConnectionsPerSource ?? DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
+  const maxPerAddress = deps.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
   const connectionsGauge = metric(
     deps.registry,
     "stint_pg_proxy_connections",
     (registers) =>
       new Gauge({
         name: "stint_pg_proxy_connections",
-        help: "Open client connections of the PostgreSQL proxy",
+        help: "Client connections the PostgreSQL proxy holds (signed in or not)",
         registers,
       }),
   );
   const refusals = metric(
     deps.registry,
-    "stint_pg_proxy_refused_connections_total",
+    "stint_pg_proxy_connections_refused_total",
     (registers) =>
       new Counter({
-        name: "stint_pg_proxy_refused_connections_total",
-        help: "Client connections the PostgreSQL proxy refused or cut: max_connections, max_per_source, handshake_timeout",
+        name: "stint_pg_proxy_connections_refused_total",
+        help: "Connections the PostgreSQL proxy closed at accept because a cap was reached (overall, per_address)",
         labelNames: ["reason"],
+        registers,
+      }),
+  );
+  const handshakeTimeouts = metric(
+    deps.registry,
+    "stint_pg_proxy_handshake_timeouts_total",
+    (registers) =>
+      new Counter({
+        name: "stint_pg_proxy_handshake_timeouts_total",
+        help: "PostgreSQL proxy connections cut off because they had not signed in by the handshake deadline",
         registers,
       }),
   );
@@ -254,8 +264,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     }
     const source = client.remoteAddress ?? "unknown";
     const fromSource = perSource.get(source) ?? 0;
-    if (openConnections >= maxConnections || fromSource >= maxPerSource) {
-      const reason = openConnections >= maxConnections ? "max_connections" : "max_per_source";
+    if (openConnections >= maxConnections || fromSource >= maxPerAddress) {
+      const reason = openConnections >= maxConnections ? "overall" : "per_address";
       refusals.inc({ reason });
       log.warn({ clientAddress: source, reason }, "postgres proxy connection refused: too many connections");
       // PostgreSQL's own answer when it is full; the socket goes at once, holding nothing.
@@ -319,7 +329,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     const deadline = Date.now() + handshakeTimeoutMs;
     const timer = setTimeout(() => {
       if (!handshaking.has(raw)) return;
-      refusals.inc({ reason: "handshake_timeout" });
+      handshakeTimeouts.inc();
       log.info({ clientAddress }, "postgres client did not sign in in time; closing");
       raw.destroy();
     }, handshakeTimeoutMs);
