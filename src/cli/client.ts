@@ -91,7 +91,8 @@ export interface ApiClient {
   requireSession(): void;
   request<T = unknown>(method: string, path: string, options?: RequestOptions<T>): Promise<ApiResult<T>>;
   /** A streamed text answer (audit export); only the wait for the headers is timed out. */
-  stream(path: string, query?: Query): Promise<ReadableStream<Uint8Array>>;
+  /** `auth: false` for public downloads (the SSH KRL), so a host without a Stint sign-in can fetch them. */
+  stream(path: string, query?: Query, auth?: boolean): Promise<ReadableStream<Uint8Array>>;
   /** Saves a freshly issued token pair as the credentials for this server. */
   saveSession(pair: TokenPairDto): Promise<SavedCredentials>;
 }
@@ -353,8 +354,8 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
       const answer = await send(method, path, options.body, options.query, options.auth ?? true);
       return parseBody(await readText(answer), answer.response.status, options.schema);
     },
-    async stream(path: string, query?: Query): Promise<ReadableStream<Uint8Array>> {
-      const { response, settle } = await send("GET", path, undefined, query, true);
+    async stream(path: string, query?: Query, auth = true): Promise<ReadableStream<Uint8Array>> {
+      const { response, settle } = await send("GET", path, undefined, query, auth);
       settle();
       if (!response.body) throw new CliError("BAD_RESPONSE", "the server sent no body");
       return response.body;

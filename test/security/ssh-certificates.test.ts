@@ -7,9 +7,13 @@
  */
 import { execFile } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { PassThrough } from "node:stream";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CliContext } from "../../src/cli/context.js";
+import { runCli } from "../../src/cli/program.js";
 import { deriveKey, open } from "../../src/lib/security.js";
 import { generateCa } from "../../src/modules/sessions/ssh-ca.js";
 import { startSshd, type Sshd } from "../../src/testing/sshd.js";
@@ -22,6 +26,7 @@ let hostB: Sshd;
 let krlFile: string;
 let caPublicKey: string;
 let caPrivateKeyFile: string;
+let apiUrl: string;
 
 async function refreshKrl() {
   const res = await h.server.app.inject({ method: "GET", url: "/v1/ssh/krl" });
@@ -44,8 +49,29 @@ async function liveSessionCount(): Promise<number> {
   return h.server.sessions.liveSessions();
 }
 
+/** The real CLI program against the server (listening on 127.0.0.1), with no credentials. */
+async function stint(argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const stdin = new PassThrough();
+  stdin.end("");
+  const ctx: CliContext = {
+    stdin,
+    stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
+    stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+    env: { STINT_CONFIG_DIR: join(h.dir, "cli"), HOME: join(h.dir, "cli"), STINT_SERVER: apiUrl, STINT_TOKEN: "" },
+    fetch: globalThis.fetch,
+    now: () => Date.now(),
+    version: "0.0.0-test",
+  };
+  const code = await runCli(argv, ctx);
+  return { code, stdout: out.join(""), stderr: err.join("") };
+}
+
 beforeAll(async () => {
   h = await sshSessionsHarness({ extraTargets: ["hostb"] });
+  await h.server.app.listen({ port: 0, host: "127.0.0.1" });
+  apiUrl = `http://127.0.0.1:${(h.server.app.server.address() as AddressInfo).port}`;
   ann = h.users[0]!;
   const info = (await h.server.app.inject({ method: "GET", url: "/v1/ssh/ca" })).json<{ caPublicKey: string }>();
   caPublicKey = info.caPublicKey;
@@ -123,7 +149,9 @@ describe("SSH certificates are bound to a target and an activation, and revocabl
     const cert = await h.certify(ann, "hostb-shell");
     expect(await direct(cert.key)).toMatchObject({ code: 0, stdout: "direct-ok\n" });
     await revoke(hostbRequest);
-    await refreshKrl();
+    // As a host's timer does it: `stint ssh krl -o FILE`, without any Stint sign-in.
+    const written = await stint(["ssh", "krl", "-o", krlFile]);
+    expect(written.code, written.stderr).toBe(0);
     const query = await run("ssh-keygen", ["-Q", "-f", krlFile, `${cert.key}-cert.pub`]).then(
       (r) => r.stdout,
       (e: { stdout: string }) => e.stdout,

@@ -2,10 +2,11 @@
  * `stint ssh login [ROLE]`: a short-lived OpenSSH certificate for your key, valid no longer than your
  * activation, written next to the key (and added to your agent when one runs). `stint ssh config`:
  * the ssh_config block and known_hosts line for Stint's SSH proxy. `stint ssh ca`: the CA public key
- * for hosts that trust Stint's certificates directly (TrustedUserCAKeys).
+ * for hosts that trust Stint's certificates directly (TrustedUserCAKeys). `stint ssh krl`: the revocation
+ * list of certificates whose activation ended, for those hosts' RevokedKeys.
  */
 import { execFile } from "node:child_process";
-import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import type { Command } from "commander";
@@ -89,18 +90,20 @@ export function registerSshCommands(program: Command, ctx: CliContext): void {
       }
       const info = await client.request("GET", "/v1/ssh/ca", { schema: sshInfo, auth: false });
       const proxy = info.data.proxy;
+      // The certificate's one principal is the login: <you>%<target>.
+      const login = data.principals[0] ?? `you%${data.target}`;
       emit(ctx, json, { ...(raw as object), certificateFile: certPath, identityFile: privatePath, agent, proxy }, () =>
         [
           `Certificate for ${sanitize(data.principals.join(", "))} (${sanitize(data.role)} on ${sanitize(data.target)}), valid until ${data.validBefore}.`,
           `Written to ${certPath}${agent ? " and added to your ssh-agent" : ""}.`,
           ...(proxy
             ? [
-                `Connect: ssh -i ${privatePath} -p ${proxy.port} ${data.principals[0] ?? "you"}%${data.target}@${proxy.host}`,
-                "(or add `stint ssh config` to ~/.ssh/config and run: ssh " +
-                  `${data.principals[0] ?? "you"}%${data.target}@stint)`,
+                `Connect: ssh -i ${privatePath} -p ${proxy.port} ${login}@${proxy.host}`,
+                "(or add `stint ssh config` to ~/.ssh/config and run: ssh " + `${login}@stint)`,
               ]
             : [
-                "This Stint server runs no SSH proxy; hosts that trust `stint ssh ca` accept the certificate directly.",
+                "This Stint server runs no SSH proxy; hosts that trust `stint ssh ca` accept the certificate directly",
+                `for the principal ${login} (list it in their AuthorizedPrincipalsFile).`,
               ]),
           "",
         ].join("\n"),
@@ -135,6 +138,41 @@ export function registerSshCommands(program: Command, ctx: CliContext): void {
       ].join("\n");
       emit(ctx, json, { ...(raw as object), knownHostsFile: knownHosts, config: block }, () => block);
       if (!json) note(ctx, `Append this to ~/.ssh/config. The proxy's host key is saved in ${knownHosts}.`);
+    });
+
+  ssh
+    .command("krl")
+    .description("write Stint's SSH key revocation list (for sshd's RevokedKeys on hosts that trust the CA)")
+    .option("-o, --output <file>", "where to write it (replaced atomically); default: standard output")
+    .addHelpText(
+      "after",
+      "\nThe list holds every Stint certificate whose activation ended before the certificate expires.\n" +
+        "Fetch it often (cron or a systemd timer) on hosts with TrustedUserCAKeys; no sign-in is needed.\n" +
+        "\nExample:\n  stint ssh krl -o /etc/ssh/stint.krl   # sshd_config: RevokedKeys /etc/ssh/stint.krl\n",
+    )
+    .action(async (options: { output?: string }, command: Command) => {
+      const client = await clientFor(ctx, command);
+      const stream = await client.stream("/v1/ssh/krl", undefined, false);
+      const chunks: Uint8Array[] = [];
+      const reader = stream.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+      }
+      const krl = Buffer.concat(chunks);
+      // "SSHKRL\n\0": never replace a host's list with something else (an error page, a proxy's answer).
+      if (!krl.subarray(0, 8).equals(Buffer.from("SSHKRL\n\0", "latin1")))
+        throw new CliError("BAD_RESPONSE", "the server's answer is not an OpenSSH KRL");
+      if (!options.output) {
+        ctx.stdout.write(krl);
+        return;
+      }
+      // sshd reads the file at every sign-in: write it whole under another name, then rename.
+      const temporary = `${options.output}.${process.pid}.tmp`;
+      await writeFile(temporary, krl, { mode: 0o644 });
+      await rename(temporary, options.output);
+      note(ctx, `Wrote ${krl.length} bytes to ${options.output}.`);
     });
 
   ssh
