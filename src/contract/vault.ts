@@ -136,6 +136,15 @@ export const revealResult = z.object({
   rotationDueAt: isoTime,
 });
 
+/** A vault secret a target's sessions may inject (`stint secret allow PATH --target T`). */
+export const allowanceParams = z.strictObject({ path: secretPathText, target: z.string().min(1).max(64) });
+export const allowanceResult = z.object({
+  path: z.string(),
+  target: z.string(),
+  grantedBy: z.string(),
+  createdAt: isoTime,
+});
+
 export const rotateResult = z.object({
   path: z.string(),
   version: z.number().int(),

@@ -106,6 +106,8 @@ const MATRIX = `
   POST    /v1/secrets/:path/checkin                no         yes   yes      yes       yes
   POST    /v1/secrets/:path/reveal                 no         yes   yes      yes       yes
   POST    /v1/secrets/:path/rotate                 no         no    no       yes       yes
+  PUT     /v1/secrets/:path/targets/:target        no         no    no       no        yes
+  DELETE  /v1/secrets/:path/targets/:target        no         no    no       no        yes
   GET     /v1/operator/status                      no         no    no       no        yes
   POST    /v1/operator/init                        no         no    no       no        yes
   POST    /v1/operator/unseal                      no         no    no       no        yes
@@ -307,6 +309,8 @@ const PROBES: Record<string, ProbeFactory> = {
   }),
   "POST /v1/secrets/:path/checkin": () => ({ url: "/v1/secrets/matrix%2Fnothing/checkin" }),
   "POST /v1/secrets/:path/rotate": () => ({ url: "/v1/secrets/matrix%2Fnothing/rotate" }),
+  "PUT /v1/secrets/:path/targets/:target": () => ({ url: "/v1/secrets/matrix%2Fnothing/targets/matrix-nothing" }),
+  "DELETE /v1/secrets/:path/targets/:target": () => ({ url: "/v1/secrets/matrix%2Fnothing/targets/matrix-nothing" }),
   "POST /v1/secrets/:path/reveal": () => ({
     url: "/v1/secrets/matrix%2Fnothing/reveal",
     payload: { reason: "authorization matrix" },

@@ -225,6 +225,9 @@ targets:
     expectNothingHeard();
     const invalidated = await auditActions("target.credential_invalidated");
     expect(invalidated.some((e) => e.subject === "target:prod-db")).toBe(true);
+    // Its session secret no longer goes there either, until an admin allows it again.
+    const sessionDropped = await auditActions("target.session_secret_invalidated");
+    expect(sessionDropped.some((e) => e.subject === "target:prod-db")).toBe(true);
 
     // Back home, set again by an admin; then a file moves it: invalidated again.
     await h.admin("PUT", "/v1/targets/prod-db", {
@@ -289,6 +292,33 @@ targets:
       expect(created.status, `${secret}: ${JSON.stringify(created.body)}`).toBe(400);
       expect(created.body.error?.code).toBe("VALIDATION_FAILED");
     }
+    expectNothingHeard();
+  });
+
+  it("another secret is used by a target only with an admin's explicit, audited allowance", async () => {
+    const put = await h.admin("PUT", `/v1/secrets/${encodeURIComponent("shared/ops-login")}`, {
+      kind: "password",
+      value: SESSION_PASSWORD,
+      platformRoles: ["admin"],
+    });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    const definition = {
+      name: "ops-db",
+      kind: "postgres",
+      address: `postgres://app_ops@127.0.0.1:${trap.port}/postgres?sslmode=disable`,
+      options: { session: { login: "app_ops", secret: "shared/ops-login" } },
+    };
+    expect((await asMallory("POST", "/v1/targets", definition)).status).toBe(400);
+    expect((await asMallory("POST", "/v1/targets", { ...definition, options: {} })).status).toBe(201);
+    const self = await asMallory("PUT", `/v1/secrets/${encodeURIComponent("shared/ops-login")}/targets/ops-db`);
+    expect(self.status).toBe(403);
+    const allowed = await h.admin("PUT", `/v1/secrets/${encodeURIComponent("shared/ops-login")}/targets/ops-db`);
+    expect(allowed.status, JSON.stringify(allowed.body)).toBe(200);
+    expect((await asMallory("PUT", "/v1/targets/ops-db", definition)).status).toBe(200);
+    expect((await auditActions("secret.allowed")).some((e) => e.subject === "secret:shared/ops-login")).toBe(true);
+    // A break-glass secret is never allowed, not even by an admin.
+    const bg = await h.admin("PUT", `/v1/secrets/${encodeURIComponent("breakglass/root")}/targets/ops-db`);
+    expect(bg.body.error?.code).toBe("BREAK_GLASS_ONLY");
     expectNothingHeard();
   });
 

@@ -7,6 +7,7 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { z } from "zod";
 import {
+  allowanceResult,
   checkinResult,
   checkout as checkoutResult,
   initResult,
@@ -344,6 +345,38 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
         raw,
         () =>
           `Rotated ${sanitize(data.path)}: version ${data.version} is current; version ${data.previousVersion} stays readable for rollback.\n`,
+      );
+    });
+
+  secret
+    .command("allow")
+    .description("let a target's sessions inject this secret, at the target's address as it is now (admin)")
+    .argument("<path>", "the secret's path")
+    .requiredOption("--target <name>", "the target whose options.session.secret names it")
+    .option("--revoke", "take the allowance away instead")
+    .addHelpText(
+      "after",
+      "\nA target's own secrets (targets/<name>/…) need no allowance when their author may read them; an address\n" +
+        "change of the target drops allowances until an admin gives them again.\n" +
+        "\nExamples:\n  stint secret allow db/app/app_ops --target app-db\n" +
+        "  stint secret allow db/app/app_ops --target app-db --revoke\n",
+    )
+    .action(async (path: string, options: { target: string; revoke?: boolean }, command: Command) => {
+      const { json } = globalOptions(command);
+      checkPath(path);
+      const client = await clientFor(ctx, command);
+      const url = secretUrl(path, `/targets/${segment(options.target)}`);
+      if (options.revoke) {
+        const { raw } = await client.request("DELETE", url);
+        emit(ctx, json, raw, () => `${sanitize(path)} is no longer allowed for ${sanitize(options.target)}.\n`);
+        return;
+      }
+      const { data, raw } = await client.request("PUT", url, { schema: allowanceResult });
+      emit(
+        ctx,
+        json,
+        raw,
+        () => `Sessions of ${sanitize(data.target)} may use ${sanitize(data.path)} (at its current address).\n`,
       );
     });
 

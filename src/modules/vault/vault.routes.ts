@@ -76,6 +76,23 @@ export function registerVaultRoutes(app: App, deps: { vault: VaultService }) {
     async (req) => vault.rotate(req.actor, req.callContext, req.params.path),
   );
 
+  app.put(
+    "/v1/secrets/:path/targets/:target",
+    {
+      config: { requirement: "vault.operate" },
+      schema: { tags, params: c.allowanceParams, response: { 200: c.allowanceResult } },
+    },
+    async (req) => vault.allowForTarget(req.actor, req.callContext, req.params.path, req.params.target),
+  );
+  app.delete(
+    "/v1/secrets/:path/targets/:target",
+    { config: { requirement: "vault.operate" }, schema: { tags, params: c.allowanceParams } },
+    async (req, reply) => {
+      await vault.disallowForTarget(req.actor, req.callContext, req.params.path, req.params.target);
+      return reply.code(204).send();
+    },
+  );
+
   app.post(
     "/v1/secrets/:path/reveal",
     {

@@ -16,7 +16,7 @@ import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
-import type { AuditLog } from "../audit/audit.service.js";
+import { actorLabel, type AuditLog } from "../audit/audit.service.js";
 import { authorize, can } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import {
@@ -37,6 +37,8 @@ import {
 } from "./vault.crypto.js";
 import * as vaultStore from "./vault.store.js";
 import { endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
+import { findTarget, targetConfig } from "../catalog/catalog.store.js";
+import * as custodyStore from "../catalog/custody.store.js";
 import { custodyChanges, releaseProblem, type ReleasePurpose, type SecretAccessFields } from "./vault.rules.js";
 
 export interface VaultServiceDeps {
@@ -462,6 +464,63 @@ export function createVaultService(deps: VaultServiceDeps) {
         kind: row.kind,
         value: await release("session", row, row.current_version),
       };
+    },
+
+    /**
+     * An operator's explicit grant: the target's sessions may inject this secret, at the target's endpoint
+     * as it is now (a later address change needs the grant again). Never a break-glass secret; a secret is
+     * used by one target at most.
+     */
+    async allowForTarget(actor: Actor, context: CallContext, path: string, targetRef: string) {
+      authorize(actor, "vault.operate");
+      const by = actorLabel(actor).actor;
+      return store.transaction(async (tx) => {
+        const target = await findTarget(tx, targetRef);
+        const row = await vaultStore.findSecret(tx, path, true);
+        if (!target || !row) throw new StintError("NOT_FOUND", `There is no secret ${path} or no target ${targetRef}.`);
+        if (row.break_glass)
+          throw new StintError("BREAK_GLASS_ONLY", `${path} is a break-glass secret: no session may inject it.`);
+        const held = await vaultStore.allowanceOf(tx, path);
+        if (held && held.target_id !== target.id)
+          throw new StintError(
+            "CONFLICT",
+            `${path} is already the session secret of another target; disallow it there first.`,
+          );
+        const now = clock.now();
+        await custodyStore.allow(tx, {
+          path,
+          targetId: target.id,
+          endpoint: endpointOf({
+            kind: target.kind,
+            address: target.address,
+            options: targetConfig(target.config).options,
+          }),
+          grantedBy: by,
+          now,
+        });
+        await audit.append(tx, actor, context, {
+          action: "secret.allowed",
+          outcome: "success",
+          subject: `secret:${path}`,
+          details: { target: target.name, by: "operator" },
+        });
+        return { path, target: target.name, grantedBy: by, createdAt: now.toISOString() };
+      });
+    },
+
+    async disallowForTarget(actor: Actor, context: CallContext, path: string, targetRef: string): Promise<void> {
+      authorize(actor, "vault.operate");
+      await store.transaction(async (tx) => {
+        const target = await findTarget(tx, targetRef);
+        const removed = target ? await vaultStore.deleteAllowance(tx, path, target.id) : false;
+        if (!target || !removed) throw new StintError("NOT_FOUND", `${path} is not allowed for a target ${targetRef}.`);
+        await audit.append(tx, actor, context, {
+          action: "secret.disallowed",
+          outcome: "success",
+          subject: `secret:${path}`,
+          details: { target: target.name },
+        });
+      });
     },
 
     /** Reads a value (the current version unless one is named). Exclusive secrets need the reader's check-out. */
