@@ -86,6 +86,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   NOT_ACTIVE: EXIT_CODES.conflict,
   // the vault
   CHECKED_OUT: EXIT_CODES.conflict,
+  BREAK_GLASS_ONLY: EXIT_CODES.forbidden,
   SEALED: EXIT_CODES.unreachable,
   VAULT_KEY_INVALID: EXIT_CODES.unreachable,
   INTEGRITY_FAILED: EXIT_CODES.unexpected,
