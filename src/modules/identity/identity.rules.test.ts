@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import {
   REFRESH_HISTORY,
+  canonicalUsername,
   classifyRefreshSecret,
   formatApiToken,
   isLocked,
@@ -94,5 +95,27 @@ describe("refresh secrets (issue 12 finding 12)", () => {
     expect(remembered).toHaveLength(REFRESH_HISTORY);
     expect(remembered.at(-1)).toBe(`h${REFRESH_HISTORY + 9}`);
     expect(remembered[0]).toBe("h10");
+  });
+});
+
+describe("canonicalUsername (lockout bypass by username case)", () => {
+  it.each([
+    ["alice", "alice"],
+    ["ALICE", "alice"],
+    ["  Alice\t", "alice"],
+    ["\uff41\uff4c\uff49\uff43\uff45", "alice"], // full-width
+    ["\uff21\uff2c\uff29\uff23\uff25", "alice"],
+    ["\u212Aate", "kate"], // Kelvin sign
+    ["\ufb01nance", "finance"], // the fi ligature
+  ])("%j is %j", (input, expected) => {
+    expect(canonicalUsername(input)).toBe(expected);
+  });
+
+  it("is idempotent", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme" }), (s) => {
+        expect(canonicalUsername(canonicalUsername(s))).toBe(canonicalUsername(s));
+      }),
+    );
   });
 });

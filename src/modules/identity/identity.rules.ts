@@ -53,6 +53,15 @@ export function normalizeRecoveryCode(input: string): string {
   return input.trim().toLowerCase();
 }
 
+/**
+ * The one form of a name typed at sign-in: compatibility forms folded (NFKC: full-width letters, ligatures),
+ * surrounding whitespace dropped, lower case. The account lookup and the lockout counters both use it, so no
+ * spelling of a name gets a fresh set of guesses or escapes its lockout. Stored names are already in this form.
+ */
+export function canonicalUsername(input: string): string {
+  return input.normalize("NFKC").trim().toLowerCase().normalize("NFKC");
+}
+
 /** Refresh tokens are `<session id>.<secret>`; API tokens `stint_<token id>_<secret>`. */
 export function parseRefreshToken(token: string): { sessionId: string; secret: string } | null {
   const match = /^([0-9a-f-]{36})\.([A-Za-z0-9_-]{43})$/.exec(token);

@@ -29,6 +29,7 @@ import type { Keyring } from "../keys/keys.service.js";
 import {
   RECOVERY_CODE,
   TOTP_CODE,
+  canonicalUsername,
   isLocked,
   isTotpReplay,
   normalizeRecoveryCode,
@@ -85,7 +86,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   const totpKey = deriveKey(deps.masterKey, "totp");
   const hash = (password: string) => hashPassword(password, deps.scrypt);
 
-  const userKey = (username: string) => `user:${username.toLowerCase()}`;
+  const userKey = (username: string) => `user:${canonicalUsername(username)}`;
   const ipKey = (context: CallContext) => `ip:${context.sourceIp ?? "unknown"}`;
   const ipPolicy = { ...policy.throttle, maxFailures: policy.throttle.maxFailures * 4 };
 
@@ -362,7 +363,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       input: { username: string; password: string; otp?: string | undefined },
       context: CallContext,
     ): Promise<TokenPair> {
-      const username = input.username.trim().toLowerCase();
+      const username = canonicalUsername(input.username);
       const now = clock.now();
       const throttle = await identityStore.getThrottle(store.db, [userKey(username), ipKey(context)]);
       if (throttle.some((row) => isLocked(throttleState(row), now))) {
