@@ -183,6 +183,12 @@ describe.each<Engine>(["pglite", "postgres"])(
       copyFileSync(anchorFile, shipped);
       const anchoredSeq = (JSON.parse(readFileSync(shipped, "utf8")) as { seq: number }).seq;
 
+      // An auditor can also pull it over the API: the same signed head, or a newer one.
+      const pulled = path.join(work, "pulled-anchor.json");
+      expect((await cli(["audit", "anchor", "--output", pulled], { env })).code).toBe(0);
+      expect((JSON.parse(readFileSync(pulled, "utf8")) as { seq: number }).seq).toBeGreaterThanOrEqual(anchoredSeq);
+      expect((await cli(["audit", "verify", "--anchor", pulled], { env })).code).toBe(0);
+
       const clean = await cli(["audit", "verify", "--anchor", shipped], { env });
       expect(clean.code).toBe(0);
       expect(clean.stdout).toMatch(new RegExp(`anchored at seq ${anchoredSeq}\\b`));
