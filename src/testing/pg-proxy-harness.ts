@@ -32,6 +32,10 @@ export interface PgProxyHarness {
   admin: pg.Client;
   /** Activates the role when it is not active, and returns a new database token. */
   token(): Promise<string>;
+  /** The activation token() made, or null before; after a revoke or expiry call forgetActivation(). */
+  requestId(): string | null;
+  /** The activation ended (revoked, expired): the next token() activates again. */
+  forgetActivation(): void;
   /** node-postgres settings for a client through the proxy. */
   clientConfig(token: string, extra?: pg.ClientConfig): pg.ClientConfig;
   close(): Promise<void>;
@@ -102,7 +106,7 @@ eligibility:
   });
   expect(put.status, JSON.stringify(put.body)).toBe(200);
 
-  let active = false;
+  let requestId: string | null = null;
   return {
     instance,
     h,
@@ -114,14 +118,18 @@ eligibility:
     database,
     admin,
     async token() {
-      if (!active) {
+      if (requestId === null) {
         const request = await h.activate(user, role, "1h");
         expect(request.state, JSON.stringify(request)).toBe("active");
-        active = true;
+        requestId = String(request.id);
       }
       const res = await h.as(user, "POST", "/v1/db/tokens", { role });
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       return String(res.body.password);
+    },
+    requestId: () => requestId,
+    forgetActivation() {
+      requestId = null;
     },
     clientConfig(token, extra = {}) {
       return {

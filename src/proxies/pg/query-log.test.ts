@@ -383,6 +383,42 @@ describe("query log tracker", () => {
     ]);
     expect(entries).toEqual([{ statement: "", durationMs: 0, rows: null, command: null, error: "57P01: terminating" }]);
   });
+
+  it("interrupt() logs the statements still waiting for a result, marked interrupted, once (finding 8)", () => {
+    let time = 0;
+    const tracker = createQueryLogTracker({ keepParameters: true, now: () => time });
+    const frontend = createFrontendReader({ startupDone: true });
+    const backend = createBackendReader();
+    for (const m of frontend.push(
+      Buffer.concat([fe.query("SELECT pg_sleep(60)"), ...extended("SELECT $1", ["7"]), fe.sync()]),
+    ))
+      tracker.frontend(m);
+    time = 5;
+    for (const m of backend.push(Buffer.concat([typed("T", int16(0)), typed("D", int16(0)), typed("D", int16(0))])))
+      tracker.backend(m);
+    time = 9;
+    expect(tracker.interrupt("killed")).toEqual([
+      {
+        statement: "SELECT pg_sleep(60)",
+        durationMs: 9,
+        rows: 2,
+        command: null,
+        error: "interrupted: killed",
+        interrupted: true,
+      },
+      {
+        statement: "SELECT $1",
+        parameters: ["7"],
+        durationMs: 0,
+        rows: null,
+        command: null,
+        error: "interrupted: killed",
+        interrupted: true,
+      },
+    ]);
+    expect(tracker.pending()).toBe(0);
+    expect(tracker.interrupt("killed")).toEqual([]);
+  });
 });
 
 describe("command tags and parameters", () => {
