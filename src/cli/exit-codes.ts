@@ -96,6 +96,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   MFA_STEP_UP_REQUIRED: EXIT_CODES.unauthenticated,
   // availability and faults
   UNAVAILABLE: EXIT_CODES.unreachable,
+  STORE_UNAVAILABLE: EXIT_CODES.unreachable,
   TARGET_UNAVAILABLE: EXIT_CODES.unreachable,
   RATE_LIMITED: EXIT_CODES.unexpected,
   METHOD_NOT_ALLOWED: EXIT_CODES.unexpected,

@@ -70,6 +70,10 @@ export const ERROR_CODES = {
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
   AUDIT_WRITE_FAILED: { status: 503, message: "The audit log could not be written, so nothing was changed." },
   UNAVAILABLE: { status: 503, message: "The service is not ready." },
+  STORE_UNAVAILABLE: {
+    status: 503,
+    message: "Stint lost its connection to its database for a moment; try again in a few seconds.",
+  },
   INTERNAL: { status: 500, message: "Something went wrong on our side; it has been logged." },
 } as const satisfies Record<string, { status: number; message: string }>;
 
