@@ -15,6 +15,7 @@ import {
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
 import type { Logger } from "../lib/logger.js";
+import { isStoreUnavailable } from "../lib/db.js";
 import { StintError, isStintError, toEnvelope } from "../lib/errors.js";
 import { newId } from "../lib/ids.js";
 import { constantTimeEqual } from "../lib/security.js";
@@ -186,6 +187,11 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     if (status !== undefined && status >= 400 && status < 500) {
       return sendError(reply, new StintError("VALIDATION_FAILED", "The request could not be read."));
     }
+    // A lost store connection is an outage, not a bug: a retryable 503 (with Retry-After).
+    if (isStoreUnavailable(error)) {
+      request.log.warn({ err: error }, "the store connection was lost during the request");
+      return sendError(reply, new StintError("STORE_UNAVAILABLE"));
+    }
     request.log.error({ err: error }, "unhandled error");
     return sendError(reply, new StintError("INTERNAL"));
   });
@@ -209,8 +215,12 @@ function isScrapeToken(token: string | undefined, authorization: string | undefi
   return token !== undefined && authorization !== undefined && constantTimeEqual(authorization, `Bearer ${token}`);
 }
 
+/** How long a client should wait before retrying after a lost store connection (reconnecting takes about a second). */
+const STORE_RETRY_AFTER_SECONDS = 2;
+
 export function sendError(reply: FastifyReply, error: StintError): void {
   if (error.status === 401) reply.header("www-authenticate", 'Bearer realm="stint"');
+  if (error.code === "STORE_UNAVAILABLE") reply.header("retry-after", String(STORE_RETRY_AFTER_SECONDS));
   void reply.code(error.status).type("application/json").send(toEnvelope(error));
 }
 

@@ -78,12 +78,21 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
   const pool = new pg.Pool({
     connectionString: url,
     max,
+    // While the store is unreachable a request fails within seconds instead of waiting for ever.
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    // Notices a peer that vanished without closing (a failover, a cut network) on an idle connection.
+    keepAlive: true,
     types: {
       getTypeParser: ((oid: number, format?: "text" | "binary") =>
         oid === INT8_OID ? parseInt8 : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
     },
   });
-  // An idle client that errors (server restart) must not crash the process.
+  // A connection can die at any moment (pg_terminate_backend, a restart, a failover). The pool
+  // listens for errors only on idle clients; a client checked out when its connection dies would
+  // emit an unhandled 'error' and kill the process. So every client gets its own listener for
+  // life: the query in flight still rejects (its caller answers 503 STORE_UNAVAILABLE), and the
+  // pool discards the broken client when it is released and opens a fresh one on demand.
+  pool.on("connect", (client) => client.on("error", () => undefined));
   pool.on("error", () => undefined);
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   const listeners = new Set<() => Promise<void>>();
@@ -107,6 +116,38 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
 }
 
 const LISTEN_RETRY_MS = 1000;
+const CONNECT_TIMEOUT_MS = 5000;
+
+/** SQLSTATEs that mean the connection or the server went away, not that the statement was wrong. */
+const CONNECTION_LOST_STATES = new Set(["57P01", "57P02", "57P03", "53300"]);
+const CONNECTION_LOST_ERRNOS = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+const CONNECTION_LOST_MESSAGES =
+  /^(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect|Connection ended unexpectedly)/;
+
+/**
+ * Whether `error` (or an error it wraps, via `cause`) says the store could not be reached or its
+ * connection was lost: the statement may not have run, and trying again later is the remedy.
+ */
+export function isStoreUnavailable(error: unknown): boolean {
+  for (let e = error, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string") {
+      if (code.startsWith("08") && code.length === 5) return true; // connection_exception class
+      if (CONNECTION_LOST_STATES.has(code) || CONNECTION_LOST_ERRNOS.has(code)) return true;
+    }
+    if (CONNECTION_LOST_MESSAGES.test(e.message)) return true;
+  }
+  return false;
+}
 
 async function listenPostgres(
   url: string,
