@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { sql } from "kysely";
 import { ENGINES } from "../../testing/engines.js";
 import { auditHarness } from "../../testing/harness.js";
-import { createAuditLog } from "./audit.service.js";
+import { createAuditLog, type AuditLog } from "./audit.service.js";
 import { loadKeyring, MasterKeyMismatchError } from "../keys/keys.service.js";
 import {
   boundariesCrossed,
@@ -323,7 +323,7 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
   it("a node restarting with another interval states it first; verify reads each stretch with its own", async () => {
     h = await auditHarness(engine, { checkpointEvery: 5 });
     const { store, keyring, clock } = h;
-    const record = (log: typeof h.audit, n: number) =>
+    const record = (log: AuditLog, n: number) =>
       log.record(
         alice,
         NO_CONTEXT,
