@@ -7,6 +7,7 @@ import {
   checkMfaFreshness,
   describeWindow,
   evaluateWindow,
+  windowProblemAtActivation,
   isWithinWindows,
   MIN_DURATION_MS,
   resolveDuration,
@@ -424,6 +425,14 @@ describe("evaluateWindow", () => {
       reason:
         "This role can be activated only during mon-fri 08:00-18:00 Europe/London; sat,sun 10:00-12:00 UTC, and it is outside those hours now.",
     });
+  });
+
+  it("at activation: a deny policy outside its windows says why; inside, break-glass and require-approval pass", () => {
+    expect(windowProblemAtActivation(spec({ windows }), saturday9)).toMatch(/only during mon-fri 08:00-18:00/);
+    expect(windowProblemAtActivation(spec({ windows }), monday9)).toBeNull();
+    expect(windowProblemAtActivation(spec({ windows, breakGlass: true }), saturday9)).toBeNull();
+    expect(windowProblemAtActivation(spec({ windows, outsideWindow: "require-approval" }), saturday9)).toBeNull();
+    expect(windowProblemAtActivation(spec(), saturday9)).toBeNull();
   });
 
   it("outside, with require-approval, allows with an extra stage", () => {

@@ -232,6 +232,21 @@ export function evaluateWindow(spec: Pick<PolicySpec, "windows" | "outsideWindow
   };
 }
 
+/**
+ * Why an activation may not start at `now` under the policy's windows, or null. Checked when a request is
+ * made and again when it would become active (a person's final approval, a stage approving on timeout), so
+ * `outsideWindow: deny` holds however long the approval took. Break-glass roles are exempt by design; under
+ * `require-approval` the extra stage is decided when the request is made.
+ */
+export function windowProblemAtActivation(
+  spec: Pick<PolicySpec, "windows" | "outsideWindow" | "breakGlass">,
+  now: Date,
+): string | null {
+  if (spec.breakGlass || spec.outsideWindow !== "deny") return null;
+  const window = evaluateWindow(spec, now);
+  return window.allowed ? null : window.reason;
+}
+
 // ---------------------------------------------------------------------------
 // MFA
 

@@ -22,6 +22,7 @@ import {
   checkMfaFreshness,
   evaluateWindow,
   resolveDuration,
+  windowProblemAtActivation,
 } from "./policy.rules.js";
 import {
   applyDecision,
@@ -286,6 +287,9 @@ export function createRequestService(deps: RequestServiceDeps) {
     // Whatever approved it (people, a timeout, a policy without stages), nothing starts without its basis.
     const lost = await lostBasis(tx, row, now);
     if (lost) return cancelUnstarted(tx, row, lost, "system", now);
+    // A deny rule holds at activation too: a timeout that approves after the window closed activates nothing.
+    const closed = windowProblemAtActivation(await loadPolicy({ policy_spec: row.policy_snapshot }), now);
+    if (closed) return cancelUnstarted(tx, row, `outside the role's activation windows: ${closed}`, "system", now);
     if (row.extends_request_id) {
       const parent = await requestStore.lockRequest(tx, row.extends_request_id);
       // An activation past its expiry has ended, even if the scheduler has not recorded it yet.
@@ -690,6 +694,11 @@ export function createRequestService(deps: RequestServiceDeps) {
             mayKnow ? result.message : "There is no such request.",
             { requestId },
           );
+        }
+        if (decision === "approve" && result.result === "approved") {
+          // The approval that would activate it must fall inside the windows; nothing is recorded otherwise.
+          const closed = windowProblemAtActivation(await loadPolicy({ policy_spec: row.policy_snapshot }), now);
+          if (closed) return new Refusal("OUTSIDE_WINDOW", closed, { requestId });
         }
         if (decision === "approve") {
           const lost = await lostBasis(tx, row, now);
