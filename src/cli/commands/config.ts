@@ -45,7 +45,8 @@ export function renderPlan(plan: ConfigPlanDto): string {
   lines.push(
     plan.changes.length === 0 ? "No changes." : `Plan: ${create} to create, ${update} to change, ${remove} to delete.`,
   );
-  for (const text of plan.notes) lines.push(`note: ${sanitize(text)}`);
+  // Security warnings (a target opting out of TLS or into cleartext passwords) come already labelled.
+  for (const text of plan.notes) lines.push(text.startsWith("warning: ") ? sanitize(text) : `note: ${sanitize(text)}`);
   return `${lines.join("\n")}\n`;
 }
 
