@@ -82,10 +82,10 @@ describe("slow clients stalling the accept loop (PostgreSQL proxy, finding 9)", 
     const accepted = Date.now();
     const repeat = setInterval(() => socket.writable && socket.write(encodeSslRequest()), 200);
     try {
-      const after = await closedWithin(socket, 6_000, accepted);
+      const after = await closedWithin(socket, 8_000, accepted);
       expect(after, "closed by the deadline, not reset by each SSLRequest").not.toBeNull();
       expect(after!).toBeGreaterThanOrEqual(1_400);
-      expect(after!).toBeLessThan(3_000);
+      expect(after!).toBeLessThan(5_000); // the deadline plus slack for a loaded machine; unfixed, it never comes
     } finally {
       clearInterval(repeat);
     }
@@ -105,9 +105,9 @@ describe("slow clients stalling the accept loop (PostgreSQL proxy, finding 9)", 
       if (socket.writable && sent < startup.length) socket.write(startup.subarray(sent, ++sent));
     }, 100);
     try {
-      const after = await closedWithin(socket, 6_000, accepted);
+      const after = await closedWithin(socket, 8_000, accepted);
       expect(after).not.toBeNull();
-      expect(after!).toBeLessThan(3_000);
+      expect(after!).toBeLessThan(5_000); // the deadline plus slack for a loaded machine; unfixed, it never comes
     } finally {
       clearInterval(trickle);
     }
