@@ -230,6 +230,12 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     });
     // Credentials stored before they were bound to their target are bound (once) before anything uses them.
     await grants.bindStoredCredentials();
+    // A rotation whose node died between changing the target and committing is settled on what the target accepts.
+    await vault.reconcilePending().catch((error: unknown) => {
+      const code = (error as { code?: string }).code;
+      if (code !== "SEALED" && code !== "VAULT_KEY_INVALID")
+        logger.warn({ err: error }, "pending rotations not settled");
+    });
     sessions = createSessionService({
       store,
       audit,

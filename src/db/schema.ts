@@ -319,8 +319,8 @@ export interface SecretsTable {
   break_glass: Generated<boolean>;
   rotation_due_at: Timestamp | null;
   rotation: Json<{ target: string; login: string; every?: string }> | null;
-  rotation_claimed_by: Generated<string | null>;
-  rotation_claimed_until: Generated<Timestamp | null>;
+  rotation_claimed_by: string | null;
+  rotation_claimed_until: Timestamp | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

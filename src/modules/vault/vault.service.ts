@@ -64,10 +64,14 @@ export interface VaultServiceDeps {
       }) => Promise<T>,
     ): Promise<T>;
   };
+  /** This node's name, recorded on the rotations it claims. */
+  node?: string;
   /** In the transaction of a failed rotation: tell the channels. */
   onRotationFailed?: (tx: Kysely<Database>, event: { path: string; reason: string; at: Date }) => Promise<void>;
 }
 
+/** How long a node's claim on a rotation lasts: past it, the rotation counts as abandoned (its node died). */
+const ROTATION_LEASE_MS = 10 * 60_000;
 /** How fresh the MFA of a break-glass reveal must be. */
 const BREAK_GLASS_MFA_MAX_AGE_MS = 5 * 60_000;
 /** A revealed break-glass secret is rotated this long after the reveal (time to finish the emergency). */
@@ -109,6 +113,8 @@ function integrity(error: unknown): never {
 
 export function createVaultService(deps: VaultServiceDeps) {
   const { store, audit, clock } = deps;
+  // Who holds a rotation claim: this service instance (a node may run several in tests).
+  const node = `${deps.node ?? "node"}:${newId()}`;
   // Per process: the root key once known, and shares given towards an unseal.
   let root: Uint8Array | null = null;
   let pendingShares: Uint8Array[] = [];
@@ -282,6 +288,168 @@ export function createVaultService(deps: VaultServiceDeps) {
     });
   }
 
+  /** The body of a rotation whose claim this node holds (see `rotate`). */
+  async function rotateClaimed(
+    actor: Actor,
+    context: CallContext,
+    row: vaultStore.SecretRow,
+    kek: { version: number; key: Buffer },
+  ) {
+    const path = row.path;
+    const next = newValueFor(row.kind);
+    const rotation = row.rotation;
+    const pending = await store.transaction(async (tx) => {
+      const locked = (await vaultStore.findSecret(tx, path, true))!;
+      const version = (await vaultStore.maxVersion(tx, locked.id)) + 1;
+      const sealed = sealVersion(kek.key, binding(locked.id, path, version), next);
+      await vaultStore.insertVersion(tx, {
+        secret_id: locked.id,
+        version,
+        ciphertext: sealed.ciphertext,
+        wrapped_key: sealed.wrappedKey,
+        kek_version: kek.version,
+        source: "rotation",
+        created_by: actor.kind === "principal" ? actor.name : "system",
+        created_at: clock.now(),
+        pending: true,
+      });
+      return { version, previous: locked.current_version };
+    });
+    if (rotation) {
+      if (!deps.targets) {
+        await vaultStore.deleteVersion(store.db, row.id, pending.version);
+        throw new StintError("CONFLICT", "Rotation at targets is not available on this server.");
+      }
+      const old = await release("rotation", row, pending.previous);
+      try {
+        await deps.targets.withCredentials(rotation.target, async (ops) => {
+          await ops.setPassword(rotation.login, next);
+          if (!(await ops.verifyPassword(rotation.login, next)))
+            throw new Error("the new password does not sign in at the target");
+        });
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : "the target failed";
+        let restored = false;
+        try {
+          restored = await deps.targets.withCredentials(rotation.target, async (ops) => {
+            await ops.setPassword(rotation.login, old);
+            return ops.verifyPassword(rotation.login, old);
+          });
+        } catch {
+          restored = false;
+        }
+        await store.transaction(async (tx) => {
+          await vaultStore.deleteVersion(tx, row.id, pending.version);
+          await audit.append(tx, actor, context, {
+            action: "secret.rotation_failed",
+            outcome: "failed",
+            subject: `secret:${path}`,
+            reason,
+            details: { target: rotation.target, login: rotation.login, oldPasswordRestored: restored },
+          });
+          await deps.onRotationFailed?.(tx, {
+            path,
+            reason: `${reason}${restored ? "; the old password still works" : "; the old password could NOT be restored"}`,
+            at: clock.now(),
+          });
+        });
+        throw new StintError(
+          "TARGET_UNAVAILABLE",
+          `Rotating ${path} failed: ${reason}. The previous version stays current.`,
+          {
+            oldPasswordRestored: restored,
+          },
+        );
+      }
+    }
+    await store.transaction(async (tx) => {
+      const now = clock.now();
+      // Fenced: a reconcile that already settled this version (after our claim ran out) is not undone.
+      if (!(await vaultStore.commitPending(tx, row.id, pending.version))) return;
+      await tx
+        .updateTable("secrets")
+        .set({ current_version: pending.version, rotation_due_at: nextRotation(row, now), updated_at: now })
+        .where("id", "=", row.id)
+        .execute();
+      await audit.append(tx, actor, context, {
+        action: "secret.rotated",
+        outcome: "success",
+        subject: `secret:${path}`,
+        details: {
+          version: pending.version,
+          previousVersion: pending.previous,
+          ...(rotation ? { target: rotation.target, login: rotation.login, verified: true } : {}),
+        },
+      });
+    });
+    return { path, version: pending.version, previousVersion: pending.previous };
+  }
+
+  /** One abandoned pending version, settled on what the target accepts (see `reconcilePending`). */
+  async function settlePending(path: string, version: number): Promise<boolean> {
+    const row = await vaultStore.findSecret(store.db, path);
+    if (!row) return false;
+    const context: CallContext = { correlationId: "rotation-reconcile", sourceIp: null, userAgent: null };
+    const settle = async (outcome: "new" | "old") =>
+      store.transaction(async (tx) => {
+        const now = clock.now();
+        if (outcome === "new") {
+          if (!(await vaultStore.commitPending(tx, row.id, version))) return;
+          await tx
+            .updateTable("secrets")
+            .set({ current_version: version, rotation_due_at: nextRotation(row, now), updated_at: now })
+            .where("id", "=", row.id)
+            .execute();
+        } else {
+          await vaultStore.deleteVersion(tx, row.id, version);
+        }
+        await audit.append(tx, SYSTEM, context, {
+          action: "secret.rotation_reconciled",
+          outcome: "success",
+          subject: `secret:${path}`,
+          reason: "a rotation's node stopped between changing the target and committing",
+          details: { settledOn: outcome, version: outcome === "new" ? version : row.current_version },
+        });
+      });
+    const rotation = row.rotation;
+    // Without a target the pending value never left the vault.
+    if (!rotation || !deps.targets) {
+      await settle("old");
+      return true;
+    }
+    const fresh = await release("rotation", row, version);
+    const old = await release("rotation", row, row.current_version);
+    let verdict: "new" | "old" | "neither";
+    try {
+      verdict = await deps.targets.withCredentials(rotation.target, async (ops) => {
+        if (await ops.verifyPassword(rotation.login, fresh)) return "new";
+        if (await ops.verifyPassword(rotation.login, old)) return "old";
+        return "neither";
+      });
+    } catch {
+      return false; // the target is not answering: ask again at the next pass
+    }
+    if (verdict !== "neither") {
+      await settle(verdict);
+      return true;
+    }
+    await store.transaction(async (tx) => {
+      await audit.append(tx, SYSTEM, context, {
+        action: "secret.rotation_reconciled",
+        outcome: "failed",
+        subject: `secret:${path}`,
+        reason: "neither the pending nor the current password signs in at the target",
+        details: { target: rotation.target, login: rotation.login, pendingVersion: version },
+      });
+      await deps.onRotationFailed?.(tx, {
+        path,
+        reason: `neither the pending version ${version} nor the current password signs in as ${rotation.login} at ${rotation.target}`,
+        at: clock.now(),
+      });
+    });
+    return false;
+  }
+
   return {
     returnExpired,
 
@@ -351,7 +519,8 @@ export function createVaultService(deps: VaultServiceDeps) {
           if (changed.length > 0) throw custodyRefusal(changed);
         }
         const id = existing?.id ?? newId();
-        const version = (existing?.current_version ?? 0) + 1;
+        // After any version a rotation left pending, not only after the current one.
+        const version = existing ? (await vaultStore.maxVersion(tx, existing.id)) + 1 : 1;
         const sealed = sealVersion(kek.key, binding(id, path, version), value);
         const fields = {
           kind: input.kind ?? existing?.kind ?? "generic",
@@ -634,7 +803,7 @@ export function createVaultService(deps: VaultServiceDeps) {
         if (!(await vaultStore.returnCheckout(tx, open.id, "checked in", now))) return;
         if (rotate && kek) {
           // A new value the borrower never saw.
-          version += 1;
+          version = (await vaultStore.maxVersion(tx, row.id)) + 1;
           const sealed = sealVersion(kek.key, binding(row.id, row.path, version), newValueFor(row.kind));
           await vaultStore.insertVersion(tx, {
             secret_id: row.id,
@@ -728,111 +897,49 @@ export function createVaultService(deps: VaultServiceDeps) {
     },
 
     /**
-     * Rotates a secret now. Bound to a login at a target: the new password is stored first (pending),
-     * set at the target, proven by a real sign-in, and only then made current; on any failure the old
-     * password is put back at the target, the pending version dropped, and the failure audited and alerted.
-     * Without a target: a new random version.
+     * Rotates a secret now. Bound to a login at a target: the rotation is claimed (one node, one rotation,
+     * for ROTATION_LEASE_MS), the new password stored as a pending version, set at the target, proven by a
+     * real sign-in, and only then made current; on any failure the old password is put back at the target,
+     * the pending version dropped, and the failure audited and alerted. A node that dies in between leaves
+     * the pending version to `reconcilePending`. Without a target: a new random version.
      */
-    async rotate(actor: Actor, context: CallContext, path: string) {
+    async rotate(actor: Actor, context: CallContext, path: string, options: { claimed?: boolean } = {}) {
       authorize(actor, "secrets.write");
       const kek = await activeKek(store.db);
       const row = await vaultStore.findSecret(store.db, path);
       if (!row) throw new StintError("NOT_FOUND", `There is no secret ${path}.`);
       if (row.kind === "certificate")
         throw new StintError("CONFLICT", `${path} is a certificate: Stint does not issue certificates; put a new one.`);
-      const next = newValueFor(row.kind);
-      const rotation = row.rotation;
-      const pending = await store.transaction(async (tx) => {
-        const locked = (await vaultStore.findSecret(tx, path, true))!;
-        const version = (await vaultStore.maxVersion(tx, locked.id)) + 1;
-        const sealed = sealVersion(kek.key, binding(locked.id, path, version), next);
-        await vaultStore.insertVersion(tx, {
-          secret_id: locked.id,
-          version,
-          ciphertext: sealed.ciphertext,
-          wrapped_key: sealed.wrappedKey,
-          kek_version: kek.version,
-          source: "rotation",
-          created_by: actor.kind === "principal" ? actor.name : "system",
-          created_at: clock.now(),
-        });
-        return { version, previous: locked.current_version };
-      });
-      if (rotation) {
-        if (!deps.targets) throw new StintError("CONFLICT", "Rotation at targets is not available on this server.");
-        const old = await release("rotation", row, pending.previous);
-        try {
-          await deps.targets.withCredentials(rotation.target, async (ops) => {
-            await ops.setPassword(rotation.login, next);
-            if (!(await ops.verifyPassword(rotation.login, next)))
-              throw new Error("the new password does not sign in at the target");
-          });
-        } catch (error) {
-          const reason = error instanceof Error ? error.message : "the target failed";
-          let restored = false;
-          try {
-            restored = await deps.targets.withCredentials(rotation.target, async (ops) => {
-              await ops.setPassword(rotation.login, old);
-              return ops.verifyPassword(rotation.login, old);
-            });
-          } catch {
-            restored = false;
-          }
-          await store.transaction(async (tx) => {
-            await vaultStore.deleteVersion(tx, row.id, pending.version);
-            await audit.append(tx, actor, context, {
-              action: "secret.rotation_failed",
-              outcome: "failed",
-              subject: `secret:${path}`,
-              reason,
-              details: { target: rotation.target, login: rotation.login, oldPasswordRestored: restored },
-            });
-            await deps.onRotationFailed?.(tx, {
-              path,
-              reason: `${reason}${restored ? "; the old password still works" : "; the old password could NOT be restored"}`,
-              at: clock.now(),
-            });
-          });
-          throw new StintError(
-            "TARGET_UNAVAILABLE",
-            `Rotating ${path} failed: ${reason}. The previous version stays current.`,
-            {
-              oldPasswordRestored: restored,
-            },
-          );
-        }
-      }
-      await store.transaction(async (tx) => {
+      if (!options.claimed) {
         const now = clock.now();
-        await tx
-          .updateTable("secrets")
-          .set({ current_version: pending.version, rotation_due_at: nextRotation(row, now), updated_at: now })
-          .where("id", "=", row.id)
-          .execute();
-        await audit.append(tx, actor, context, {
-          action: "secret.rotated",
-          outcome: "success",
-          subject: `secret:${path}`,
-          details: {
-            version: pending.version,
-            previousVersion: pending.previous,
-            ...(rotation ? { target: rotation.target, login: rotation.login, verified: true } : {}),
-          },
-        });
-      });
-      return { path, version: pending.version, previousVersion: pending.previous };
+        if (!(await vaultStore.claimRotation(store.db, row.id, node, now, new Date(now.getTime() + ROTATION_LEASE_MS))))
+          throw new StintError("CONFLICT", `A rotation of ${path} is already running; try again when it ends.`);
+      }
+      try {
+        return await rotateClaimed(actor, context, row, kek);
+      } finally {
+        await vaultStore.releaseRotation(store.db, row.id, node).catch(() => undefined);
+      }
     },
 
     /**
      * Scheduler: rotates the secrets whose rotation is due (a schedule, or after a break-glass reveal),
-     * exactly as `rotate` does. A failed one is audited and alerted by `rotate`, and tried again in an hour.
+     * exactly as `rotate` does, each claimed first so that of several nodes one rotates it. A failed one is
+     * audited and alerted by `rotate`, and tried again in an hour. Pending versions a dead node left are
+     * settled first.
      */
     async rotateDue(limit = 50): Promise<number> {
+      await this.reconcilePending();
       const due = await vaultStore.dueRotations(store.db, clock.now(), limit);
       let rotated = 0;
-      for (const { path } of due) {
+      for (const { id, path } of due) {
+        const now = clock.now();
+        if (!(await vaultStore.claimRotation(store.db, id, node, now, new Date(now.getTime() + ROTATION_LEASE_MS))))
+          continue; // another node has it
         try {
-          await this.rotate(SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, path);
+          await this.rotate(SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, path, {
+            claimed: true,
+          });
           rotated += 1;
         } catch (error) {
           if (error instanceof StintError && (error.code === "SEALED" || error.code === "VAULT_KEY_INVALID"))
@@ -847,6 +954,36 @@ export function createVaultService(deps: VaultServiceDeps) {
         }
       }
       return rotated;
+    },
+
+    /**
+     * Settles the pending versions of rotations whose node died between storing the new password and
+     * committing it (their claim ran out): the target decides. The pending password signs in: it becomes
+     * current. The old one does: the pending version is dropped. Neither: it stays pending, audited and
+     * alerted, for an operator. A target that cannot be reached is asked again at the next pass.
+     */
+    async reconcilePending(): Promise<{ settled: number }> {
+      const abandoned = await vaultStore.abandonedPending(store.db, clock.now());
+      let settled = 0;
+      for (const pending of abandoned) {
+        const now = clock.now();
+        if (
+          !(await vaultStore.claimRotation(
+            store.db,
+            pending.secret_id,
+            node,
+            now,
+            new Date(now.getTime() + ROTATION_LEASE_MS),
+          ))
+        )
+          continue;
+        try {
+          if (await settlePending(pending.path, pending.version)) settled += 1;
+        } finally {
+          await vaultStore.releaseRotation(store.db, pending.secret_id, node).catch(() => undefined);
+        }
+      }
+      return { settled };
     },
 
     // -----------------------------------------------------------------------

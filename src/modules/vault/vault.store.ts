@@ -106,6 +106,8 @@ export async function insertVersion(
     source: "put" | "generate" | "rotation";
     created_by: string;
     created_at: Date;
+    /** A rotation's version before the target changed: current only once the rotation commits. */
+    pending?: boolean;
   },
 ): Promise<void> {
   await db.insertInto("secret_versions").values(row).execute();
@@ -342,4 +344,58 @@ export async function maxVersion(db: Q, secretId: string): Promise<number> {
 
 export async function deleteVersion(db: Q, secretId: string, version: number): Promise<void> {
   await db.deleteFrom("secret_versions").where("secret_id", "=", secretId).where("version", "=", version).execute();
+}
+
+// ---------------------------------------------------------------------------
+// Rotation claims and pending versions
+
+/**
+ * Claims the secret's rotation for `holder` until `until`, unless another claim is still running: a
+ * conditional update, so of two nodes asking at once exactly one wins.
+ */
+export async function claimRotation(db: Q, secretId: string, holder: string, now: Date, until: Date): Promise<boolean> {
+  const rows = await db
+    .updateTable("secrets")
+    .set({ rotation_claimed_by: holder, rotation_claimed_until: until })
+    .where("id", "=", secretId)
+    .where((eb) => eb.or([eb("rotation_claimed_until", "is", null), eb("rotation_claimed_until", "<=", now)]))
+    .returning("id")
+    .execute();
+  return rows.length > 0;
+}
+
+export async function releaseRotation(db: Q, secretId: string, holder: string): Promise<void> {
+  await db
+    .updateTable("secrets")
+    .set({ rotation_claimed_by: null, rotation_claimed_until: null })
+    .where("id", "=", secretId)
+    .where("rotation_claimed_by", "=", holder)
+    .execute();
+}
+
+/** Makes a pending version current (fenced: false when it is no longer pending, i.e. someone settled it). */
+export async function commitPending(db: Q, secretId: string, version: number): Promise<boolean> {
+  const rows = await db
+    .updateTable("secret_versions")
+    .set({ pending: false })
+    .where("secret_id", "=", secretId)
+    .where("version", "=", version)
+    .where("pending", "=", true)
+    .returning("version")
+    .execute();
+  return rows.length > 0;
+}
+
+/** Pending versions whose rotation is claimed by nobody, or by a claim that ran out (its node died). */
+export function abandonedPending(db: Q, now: Date) {
+  return db
+    .selectFrom("secret_versions")
+    .innerJoin("secrets", "secrets.id", "secret_versions.secret_id")
+    .select(["secrets.id as secret_id", "secrets.path", "secret_versions.version"])
+    .where("secret_versions.pending", "=", true)
+    .where((eb) =>
+      eb.or([eb("secrets.rotation_claimed_until", "is", null), eb("secrets.rotation_claimed_until", "<=", now)]),
+    )
+    .orderBy("secret_versions.created_at")
+    .execute();
 }
