@@ -48,6 +48,10 @@ export interface SshSessionsHarness {
   dir: string;
   /** The Stint users made for the test (eligible for every role). */
   users: string[];
+  /** The catalog applied at start (to apply a changed copy). */
+  catalog: string;
+  /** The Unix group the roles grant (for extra roles a test adds). */
+  group: string;
   admin(method: "GET" | "POST" | "PUT" | "DELETE", url: string, payload?: unknown): Promise<ApiReply>;
   as(user: string, method: "GET" | "POST" | "PUT", url: string, payload?: unknown): Promise<ApiReply>;
   /** Activates and waits until active; returns the request id. */
@@ -242,6 +246,8 @@ ${targets.map((name) => `  - role: ${name}-shell\n    users: [${users.join(", ")
   let keys = 0;
   return {
     server,
+    catalog: yaml,
+    group: wheel,
     masterKey,
     sshd,
     proxy,

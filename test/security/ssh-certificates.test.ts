@@ -16,7 +16,7 @@ import type { CliContext } from "../../src/cli/context.js";
 import { runCli } from "../../src/cli/program.js";
 import { deriveKey, open } from "../../src/lib/security.js";
 import { generateCa } from "../../src/modules/sessions/ssh-ca.js";
-import { startSshd, type Sshd } from "../../src/testing/sshd.js";
+import { createUser, deleteUser, startSshd, type Sshd } from "../../src/testing/sshd.js";
 import { sshSessionsHarness, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
 
 const run = promisify(execFile);
@@ -240,5 +240,68 @@ describe("certificate accepted as CA or with empty principals (Teleport CVE-2025
       expect(res.status, publicKey).toBe(400);
       expect(res.body).not.toHaveProperty("certificate");
     }
+  }, 60_000);
+});
+
+describe("a session login per role (finding 5): a low-risk role does not get a critical role's upstream login", () => {
+  const lowLogin = `stlow${Math.floor(Math.random() * 1e6)}`;
+
+  beforeAll(async () => {
+    await createUser(lowLogin, { sshLogin: true });
+    const catalog = h.catalog
+      .replace(
+        "roles:\n",
+        `roles:
+  - name: web-read
+    target: web
+    entitlement: { group: ${h.group}, session: { login: ${lowLogin}, secret: targets/web/read-only } }
+    policy: ssh-self
+    risk: low
+`,
+      )
+      .replace("eligibility:\n", `eligibility:\n  - role: web-read\n    users: [${ann}]\n`);
+    const applied = await h.admin("POST", "/v1/config/apply", { yaml: catalog });
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+    const put = await h.admin("PUT", `/v1/secrets/${encodeURIComponent("targets/web/read-only")}`, {
+      kind: "ssh-key",
+      value: h.sshd.adminPrivateKey,
+    });
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+  }, 60_000);
+
+  afterAll(async () => {
+    await deleteUser(lowLogin);
+  });
+
+  it("a role's entitlement.session is checked at apply time", async () => {
+    const bad = h.catalog.replace(
+      "roles:\n",
+      `roles:
+  - name: web-bad
+    target: web
+    entitlement: { group: ${h.group}, session: { login: "bad login", secret: x } }
+    policy: ssh-self
+    risk: low
+`,
+    );
+    const res = await h.admin("POST", "/v1/config/apply", { yaml: bad });
+    expect(res.status).toBe(400);
+    expect(JSON.stringify(res.body)).toContain("entitlement.session.login");
+  });
+
+  it("the low-risk role's sessions log in as its own login, the critical role's as the target's", async () => {
+    // Until an admin allows the role's secret for the target, the vault does not release it.
+    await h.activate(ann, "web-read");
+    const cert = await h.certify(ann, "web-read");
+    const before = await h.ssh(cert.key, `${ann}%web`, ["id -un"]);
+    expect(before.code).toBe(255);
+    const allowed = await h.admin("PUT", `/v1/secrets/${encodeURIComponent("targets/web/read-only")}/targets/web`);
+    expect(allowed.status, JSON.stringify(allowed.body)).toBe(200);
+    expect(await h.ssh(cert.key, `${ann}%web`, ["id -un"])).toMatchObject({ code: 0, stdout: `${lowLogin}\n` });
+
+    // Active already when the whole file runs; activated here when this test runs alone.
+    await h.activate(ann, "web-shell").catch(() => undefined);
+    const critical = await h.certify(ann, "web-shell");
+    expect(await h.ssh(critical.key, `${ann}%web`, ["id -un"])).toMatchObject({ code: 0, stdout: "root\n" });
   }, 60_000);
 });

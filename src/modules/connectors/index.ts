@@ -15,6 +15,7 @@ import { DEFAULT_ADDRESS_POLICY, literalAddressProblems, type AddressPolicy } fr
 import { AddressRefusedError, checkAddressHosts } from "../../lib/address-guard.js";
 import { ConnectorError, type ConnectorTarget } from "./connector.types.js";
 
+import { roleSessionProblems, withoutRoleSession } from "./session-options.rules.js";
 export * from "./connector.types.js";
 export { loginFor, templateProblems, type IdentityMapping } from "./identity-mapping.rules.js";
 
@@ -57,7 +58,9 @@ function guarded(connector: Connector): Connector {
       continue;
     }
     const method = value as (...args: unknown[]) => unknown;
-    wrapped[name] = (...args: unknown[]) => {
+    wrapped[name] = (...given: unknown[]) => {
+      // A role's session login (entitlement.session) is the session proxies', not the connector's.
+      const args = given.map(withoutSessionLogin);
       const target = args[0];
       if (!isTarget(target)) return method.apply(connector, args);
       return (async () => {
@@ -73,6 +76,17 @@ function guarded(connector: Connector): Connector {
     };
   }
   return wrapped as unknown as Connector;
+}
+
+/** An entitlement, or a grant carrying one, without `session`; anything else as it is. */
+function withoutSessionLogin(arg: unknown): unknown {
+  if (typeof arg !== "object" || arg === null || Array.isArray(arg)) return arg;
+  const record = arg as Record<string, unknown>;
+  if ("session" in record && !("address" in record) && !("entitlement" in record)) return withoutRoleSession(record);
+  const entitlement = record.entitlement;
+  if (typeof entitlement === "object" && entitlement !== null && "session" in entitlement)
+    return { ...record, entitlement: withoutRoleSession(entitlement as Record<string, unknown>) };
+  return arg;
 }
 
 const GUARDED = Object.fromEntries(
@@ -163,8 +177,13 @@ export function targetProblems(target: {
   ];
 }
 
+/** Kinds whose roles may name their own session login (`entitlement.session`) for the session proxies. */
+const SESSION_KINDS: readonly TargetKind[] = ["ssh-host", "postgres"];
+
 /** Problems with a role's entitlement for its target's kind. */
 export function entitlementProblems(kind: TargetKind, entitlement: Record<string, unknown>): string[] {
   const connector = connectorFor(kind);
-  return connector ? connector.checkEntitlement(entitlement) : [];
+  if (!connector) return [];
+  if (!SESSION_KINDS.includes(kind)) return connector.checkEntitlement(entitlement);
+  return [...connector.checkEntitlement(entitlement), ...roleSessionProblems(entitlement)];
 }

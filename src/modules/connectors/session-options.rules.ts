@@ -33,3 +33,26 @@ export function sessionOptionsOf(options: Record<string, unknown>): SessionOptio
   const { login, secret } = options.session as SessionOptions;
   return { login, secret };
 }
+
+/**
+ * A role's own session login (`entitlement.session`, ssh-host and postgres): a low-risk role need not get
+ * the upstream login of a critical one on the same target. Not part of what the connector grants, so it
+ * is taken out before the entitlement reaches a connector.
+ */
+export function roleSessionOf(entitlement: Record<string, unknown>): SessionOptions | null {
+  return sessionOptionsOf({ session: entitlement.session });
+}
+
+/** Problems with a role's `entitlement.session` (none when absent). */
+export function roleSessionProblems(entitlement: Record<string, unknown>): string[] {
+  return sessionOptionProblems(entitlement.session).map((problem) =>
+    problem.replace(/options\.session/g, "entitlement.session"),
+  );
+}
+
+/** The entitlement as its connector knows it: without the role's session login. */
+export function withoutRoleSession(entitlement: Record<string, unknown>): Record<string, unknown> {
+  if (!("session" in entitlement)) return entitlement;
+  const { session: _session, ...rest } = entitlement;
+  return rest;
+}

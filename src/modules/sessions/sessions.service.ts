@@ -19,7 +19,7 @@ import type { AuditLog } from "../audit/audit.service.js";
 import { can } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import type { VaultService } from "../vault/vault.service.js";
-import { sessionOptionsOf } from "../connectors/session-options.rules.js";
+import { roleSessionOf, sessionOptionsOf } from "../connectors/session-options.rules.js";
 import * as postgresRules from "../connectors/postgres/postgres.rules.js";
 import * as sshHostRules from "../connectors/ssh-host/ssh-host.rules.js";
 import { createRecorder, type ActiveRecorder } from "./recorder.js";
@@ -557,7 +557,7 @@ export function createSessionService(deps: SessionServiceDeps) {
         }
         credential = "dynamic";
       } else {
-        const options = sessionOptionsOf(configOptions(activation));
+        const options = sessionLoginOf(activation);
         if (!options)
           return refuse(
             kind,
@@ -651,7 +651,7 @@ export function createSessionService(deps: SessionServiceDeps) {
       if (activation.target_kind !== "ssh-host")
         return refuse(kind, "TARGET_UNSUPPORTED", `${login.target} is not an SSH host.`, who);
       const options = configOptions(activation);
-      const session = sessionOptionsOf(options);
+      const session = sessionLoginOf(activation);
       const address = sshHostRules.parseAddress(activation.address ?? "");
       if (!session || "problem" in address)
         return refuse(
@@ -680,6 +680,14 @@ export function createSessionService(deps: SessionServiceDeps) {
       });
     },
   };
+
+  /**
+   * The upstream login of a session: the role's own (`entitlement.session`), else the target's
+   * (`options.session`). Either way the vault releases the secret only if it is allowed for this target.
+   */
+  function sessionLoginOf(row: sessionStore.ActivationRow) {
+    return roleSessionOf((row.entitlement ?? {}) as Record<string, unknown>) ?? sessionOptionsOf(configOptions(row));
+  }
 
   function configOptions(row: sessionStore.ActivationRow): Record<string, unknown> {
     const config = (row.target_config ?? {}) as { options?: Record<string, unknown> };
