@@ -152,6 +152,8 @@ export interface OutboxTable {
   last_error: string | null;
   created_at: Timestamp;
   done_at: Timestamp | null;
+  /** What the row talks to (`target:<id>`, `channel:<name>`): the runner caps rows running per lane. */
+  lane: string | null;
 }
 
 export interface TargetsTable {

@@ -329,6 +329,67 @@ describe.each(ENGINES)("outbox runner on %s", (engine) => {
     await r.stop();
   });
 
+  it("keeps claiming while one lane hangs: another lane's jobs finish at once, and a lane runs at most laneConcurrency at a time (issue 13 finding 3)", async () => {
+    const { outbox, store, runner, job } = await setup();
+    const until = async (what: string, check: () => Promise<boolean> | boolean, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!(await check())) {
+        if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    };
+    const add = (key: string, kind: string, lane: string) =>
+      store.transaction((tx) => outbox.enqueue(tx, { kind, idempotencyKey: key, payload: {}, lane }));
+    for (let i = 0; i < 6; i++) await add(`slow:${i}`, "revoke_slow", "target:slow");
+    const hanging: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const { runner: r } = runner(
+      {
+        revoke_slow: async (_payload, ctx) => {
+          hanging.push(ctx.idempotencyKey);
+          await gate;
+        },
+        revoke_fast: async () => undefined,
+      },
+      { laneConcurrency: 2, pollMs: 50 },
+    );
+    r.start();
+    try {
+      await until("the slow target's calls hang", () => hanging.length >= 2, 5_000);
+      // Jobs for a healthy target, queued while the slow target's calls hang.
+      const fast = ["fast:0", "fast:1", "fast:2", "fast:3"];
+      for (const key of fast) await add(key, "revoke_fast", "target:fast");
+      const started = Date.now();
+      await until(
+        "the healthy target's jobs finish",
+        async () => (await Promise.all(fast.map(job))).every((j) => j.status === "done"),
+        2_000,
+      );
+      expect(Date.now() - started).toBeLessThan(2_000);
+      // The slow lane runs at most two at once; the rest wait unclaimed (their lease is not ticking).
+      expect(hanging).toHaveLength(2);
+      const slow = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => job(`slow:${i}`)));
+      expect(slow.filter((j) => j.status === "running")).toHaveLength(2);
+      expect(slow.filter((j) => j.status === "pending")).toHaveLength(4);
+    } finally {
+      release();
+      await r.stop();
+    }
+    // Once the target answers, the rest of its lane runs too.
+    r.start();
+    try {
+      await until(
+        "the slow target's remaining jobs finish",
+        async () =>
+          (await Promise.all([0, 1, 2, 3, 4, 5].map((i) => job(`slow:${i}`)))).every((j) => j.status === "done"),
+        5_000,
+      );
+    } finally {
+      await r.stop();
+    }
+  });
+
   it("exposes depth per kind and the age of the oldest pending row at /metrics", async () => {
     const { enqueue, runner, clock, store } = await setup();
     const { registry } = runner({});

@@ -1,7 +1,10 @@
 /**
- * The outbox runner. Each pass claims due rows in one short statement (SKIP LOCKED,
- * so any number of runners on any number of nodes share the work), runs their
- * handlers outside any transaction, then records the outcome of each attempt.
+ * The outbox runner. It claims due rows in short statements (SKIP LOCKED, so any
+ * number of runners on any number of nodes share the work), runs their handlers
+ * outside any transaction, then records the outcome of each attempt. Started, it
+ * claims continuously: whenever a slot is free (at most `concurrency` handlers at
+ * once, and at most `laneConcurrency` of one lane — one target, one channel), not
+ * when a whole batch has finished, so a slow or dead target never holds up another's jobs.
  * Every write after the claim is fenced on (id, status running, attempts), so a
  * worker that lost its lease can never overwrite the row's newer state.
  */
@@ -32,8 +35,12 @@ export interface OutboxRunnerOptions {
   /** Metrics go here, never to the global registry. */
   registry: Registry;
   logger?: Pick<Logger, "info" | "warn" | "error"> | undefined;
-  /** Rows claimed per pass; their handlers run concurrently. */
+  /** Rows claimed per statement at most. */
   batchSize?: number;
+  /** Handlers running at once on this runner, all lanes together. */
+  concurrency?: number;
+  /** Handlers of one lane (`target:<id>`, `channel:<name>`) running at once on this runner. */
+  laneConcurrency?: number;
   /** How long a claim holds a row; after that another runner may take it over. */
   leaseMs?: number;
   /** Pause between passes that found less than a full batch. */
@@ -59,9 +66,9 @@ export interface RunSummary {
 
 export interface OutboxRunner {
   runOnce(): Promise<RunSummary>;
-  /** Starts the poll loop (no-op when running). */
+  /** Starts claiming continuously (no-op when running). */
   start(): void;
-  /** Stops polling and resolves once in-flight work has finished and been recorded. */
+  /** Stops claiming and resolves once in-flight work has finished and been recorded. */
   stop(): Promise<void>;
 }
 
@@ -164,6 +171,8 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   const { store, clock, handlers, audit } = options;
   const logger = options.logger ?? NOOP_LOGGER;
   const batchSize = positiveInteger("batchSize", options.batchSize ?? 10);
+  const concurrency = positiveInteger("concurrency", options.concurrency ?? 32);
+  const laneConcurrency = positiveInteger("laneConcurrency", options.laneConcurrency ?? 4);
   const leaseMs = positiveInteger("leaseMs", options.leaseMs ?? 30_000);
   const pollMs = positiveInteger("pollMs", options.pollMs ?? 1_000);
   const handlerTimeoutMs = positiveInteger("handlerTimeoutMs", options.handlerTimeoutMs ?? leaseMs);
@@ -282,14 +291,44 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     return promise;
   }
 
-  async function pass(): Promise<RunSummary> {
+  /** Attempts running now (loop and runOnce alike), and how many per lane. */
+  let running = 0;
+  const laneLoad = new Map<string, number>();
+
+  /** Claims up to `limit` rows that fit the free room of their lanes. */
+  async function claim(limit: number): Promise<OutboxJob[]> {
+    const room: Record<string, number> = {};
+    for (const [lane, load] of laneLoad) room[lane] = Math.max(0, laneConcurrency - load);
     const now = clock.now();
-    const jobs = await outboxStore.claimDue(store.db, {
+    return outboxStore.claimDue(store.db, {
       now,
       leaseUntil: new Date(now.getTime() + leaseMs),
-      limit: batchSize,
+      limit,
+      perLane: laneConcurrency,
+      room,
     });
-    const outcomes = await Promise.all(jobs.map(attemptSafely));
+  }
+
+  /** Runs one claimed row, counting it against the overall and lane limits until its outcome is recorded. */
+  function launch(job: OutboxJob, onSettled?: () => void): Promise<AttemptOutcome> {
+    running += 1;
+    if (job.lane !== null) laneLoad.set(job.lane, (laneLoad.get(job.lane) ?? 0) + 1);
+    return track(
+      attemptSafely(job).finally(() => {
+        running -= 1;
+        if (job.lane !== null) {
+          const load = (laneLoad.get(job.lane) ?? 1) - 1;
+          if (load > 0) laneLoad.set(job.lane, load);
+          else laneLoad.delete(job.lane);
+        }
+        onSettled?.();
+      }),
+    );
+  }
+
+  async function pass(): Promise<RunSummary> {
+    const jobs = await claim(batchSize);
+    const outcomes = await Promise.all(jobs.map((job) => launch(job)));
     const count = (o: AttemptOutcome) => outcomes.filter((x) => x === o).length;
     return {
       claimed: jobs.length,
@@ -306,7 +345,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   let loop: Promise<void> | undefined;
   let stopping = false;
   let wake: (() => void) | undefined;
-  /** A job became due while a pass ran: go again without sleeping. */
+  /** Something changed while claiming (a job became due, a slot freed): claim again without sleeping. */
   let due = false;
   let unlisten: (() => Promise<void>) | undefined;
 
@@ -319,20 +358,30 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       };
     });
 
-  async function pollLoop(): Promise<void> {
+  const nudge = () => {
+    due = true;
+    wake?.();
+  };
+
+  async function claimLoop(): Promise<void> {
     while (!stopping) {
-      let full = false;
-      try {
-        full = (await runOnce()).claimed >= batchSize;
-      } catch (error) {
-        logger.error({ err: safeErrorMessage(error) }, "outbox pass failed");
+      due = false;
+      let more = false;
+      const free = concurrency - running;
+      if (free > 0) {
+        const limit = Math.min(batchSize, free);
+        try {
+          const jobs = await claim(limit);
+          // A finished attempt frees its slot (and its lane's): claim again at once.
+          for (const job of jobs) void launch(job, nudge);
+          // As many as asked for suggests more is due.
+          more = jobs.length >= limit;
+        } catch (error) {
+          logger.error({ err: safeErrorMessage(error) }, "outbox pass failed");
+        }
       }
       if (stopping) break;
-      // A full batch suggests more is due: go again at once; so does a job committed during the pass.
-      if (full || due) {
-        due = false;
-        continue;
-      }
+      if ((more && running < concurrency) || due) continue;
       await sleep(pollMs);
     }
   }
@@ -342,13 +391,10 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     start() {
       if (loop) return;
       stopping = false;
-      loop = pollLoop();
+      loop = claimLoop();
       const listen = options.store.listen;
       if (listen)
-        void listen(outboxStore.DUE_CHANNEL, () => {
-          due = true;
-          wake?.();
-        }).then(
+        void listen(outboxStore.DUE_CHANNEL, nudge).then(
           (stop) => {
             if (stopping) void stop();
             else unlisten = stop;

@@ -37,6 +37,7 @@ import {
 import { safeErrorMessage, type OutboxHandlers, type OutboxService } from "../outbox/index.js";
 import type { RequestService } from "../requests/requests.service.js";
 import * as grantStore from "./grants.store.js";
+import { withTargetLanes } from "./grants.lanes.js";
 import { generateValue } from "../vault/vault.crypto.js";
 import type { VaultService } from "../vault/vault.service.js";
 import { compareFindings, findDrift, normalizeLogin, type DriftKind } from "./reconcile.rules.js";
@@ -156,7 +157,9 @@ function systemContext(correlationId: string): CallContext {
 }
 
 export function createGrantService(deps: GrantServiceDeps) {
-  const { store, audit, clock, outbox } = deps;
+  const { store, audit, clock } = deps;
+  // Every job runs in its target's outbox lane, so one slow target cannot hold up the others.
+  const outbox = withTargetLanes(deps.outbox);
   const logger = deps.logger ?? { info: () => undefined, warn: () => undefined, error: () => undefined };
   const connectorFor = deps.connectorFor ?? defaultConnectorFor;
   const provisionAttempts = deps.provisionAttempts ?? 5;

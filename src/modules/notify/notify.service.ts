@@ -129,6 +129,8 @@ export function createNotifier(deps: { channels: readonly unknown[] }): Notifier
           kind: NOTIFY_DELIVER,
           idempotencyKey: `notify:${options.dedupeKey}:${name}`,
           payload: { ...payload },
+          // A slow channel holds up only its own deliveries.
+          lane: `channel:${name}`,
         });
         (added ? result.enqueued : result.duplicates).push(name);
       }

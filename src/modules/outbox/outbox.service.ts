@@ -65,6 +65,7 @@ export function createOutboxService(deps: {
         maxAttempts: input.maxAttempts,
         nextAttemptAt: input.notBefore ?? now,
         createdAt: now,
+        lane: input.lane,
       });
       // Due now: wake the runners when this commits instead of waiting for their next poll.
       if (!input.notBefore || input.notBefore.getTime() <= now.getTime()) await outboxStore.notifyDue(tx);

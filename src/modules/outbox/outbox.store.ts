@@ -21,6 +21,7 @@ export function toJob(row: OutboxRow): OutboxJob {
     lastError: row.last_error,
     createdAt: new Date(row.created_at),
     doneAt: row.done_at === null ? null : new Date(row.done_at),
+    lane: row.lane ?? null,
   };
 }
 
@@ -35,6 +36,7 @@ export async function insertJob(
     maxAttempts: number | undefined;
     nextAttemptAt: Date;
     createdAt: Date;
+    lane?: string | undefined;
   },
 ): Promise<boolean> {
   const inserted = await tx
@@ -47,6 +49,7 @@ export async function insertJob(
       ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
       next_attempt_at: job.nextAttemptAt,
       created_at: job.createdAt,
+      lane: job.lane ?? null,
     })
     .onConflict((oc) => oc.column("idempotency_key").doNothing())
     .returning("id")
@@ -59,28 +62,42 @@ export async function insertJob(
  * and running rows whose lease expired (their worker died). Rows another worker is
  * claiming right now are skipped, not waited for. The claim increments `attempts`,
  * which then fences every later write of this attempt.
+ *
+ * Lanes: at most `room[lane]` rows of a lane (default `perLane`) are claimed, and none of a lane
+ * with no room left, so the caller's rows of one slow lane never take the place of another lane's.
+ * Rows without a lane are limited only by `limit`.
  */
-export async function claimDue(db: Q, input: { now: Date; leaseUntil: Date; limit: number }): Promise<OutboxJob[]> {
-  const rows = await db
-    .updateTable("outbox")
-    .set({ status: "running", attempts: sql<number>`attempts + 1`, locked_until: input.leaseUntil })
-    .where("id", "in", (eb) =>
-      eb
-        .selectFrom("outbox as due")
-        .select("due.id")
-        .where((w) =>
-          w.or([
-            w.and([w("due.status", "=", "pending"), w("due.next_attempt_at", "<=", input.now)]),
-            w.and([w("due.status", "=", "running"), w("due.locked_until", "<", input.now)]),
-          ]),
-        )
-        .orderBy("due.next_attempt_at")
-        .limit(input.limit)
-        .forUpdate()
-        .skipLocked(),
-    )
-    .returningAll()
-    .execute();
+export async function claimDue(
+  db: Q,
+  input: { now: Date; leaseUntil: Date; limit: number; perLane?: number; room?: Record<string, number> },
+): Promise<OutboxJob[]> {
+  const perLane = input.perLane ?? input.limit;
+  const room = JSON.stringify(input.room ?? {});
+  // Look past the first `limit` due rows: some of them may belong to lanes that are full.
+  const scan = Math.max(input.limit * 5, 50);
+  const { rows } = await sql<OutboxRow>`
+    update outbox
+       set status = 'running', attempts = attempts + 1, locked_until = ${input.leaseUntil}
+     where id in (
+       select ranked.id from (
+         select due.id, due.lane, due.next_attempt_at,
+                row_number() over (partition by due.lane order by due.next_attempt_at, due.id) as place
+           from (
+             select o.id, o.lane, o.next_attempt_at
+               from outbox o
+              where ((o.status = 'pending' and o.next_attempt_at <= ${input.now})
+                  or (o.status = 'running' and o.locked_until < ${input.now}))
+                and (o.lane is null or coalesce((${room}::jsonb ->> o.lane)::int, ${perLane}::int) > 0)
+              order by o.next_attempt_at
+              limit ${scan}::int
+                for update skip locked
+           ) due
+       ) ranked
+        where ranked.lane is null or ranked.place <= coalesce((${room}::jsonb ->> ranked.lane)::int, ${perLane}::int)
+        order by ranked.next_attempt_at
+        limit ${input.limit}::int
+     )
+    returning *`.execute(db);
   return rows.map(toJob).sort((a, b) => a.nextAttemptAt.getTime() - b.nextAttemptAt.getTime());
 }
 

@@ -21,6 +21,8 @@ export interface OutboxJob {
   createdAt: Date;
   /** When the row reached a final state (done or dead). */
   doneAt: Date | null;
+  /** What it talks to (`target:<id>`, `channel:<name>`), or null: runners cap how many of one lane run at once. */
+  lane: string | null;
 }
 
 export interface EnqueueInput {
@@ -31,6 +33,11 @@ export interface EnqueueInput {
   maxAttempts?: number | undefined;
   /** Do not run before this time (defaults to now). */
   notBefore?: Date | undefined;
+  /**
+   * What the job talks to, e.g. `target:${targetId}`: a runner runs only a few jobs of one lane at a
+   * time, so a slow or dead target holds up its own jobs and never another's. Omit for none.
+   */
+  lane?: string | undefined;
 }
 
 export interface HandlerContext {
