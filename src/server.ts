@@ -123,8 +123,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       clock,
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
       // Disabling someone or taking them out of a group ends what they held on it, in the same transaction.
-      onAccessBasisLost: (tx, actor, context, scope, reason) =>
-        requests.endAccessWithoutBasis(tx, actor, context, scope, reason),
+      onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
     });
 
     // Where Stint may connect on someone's say-so (targets, webhooks): see src/lib/address-policy.ts.
@@ -297,8 +296,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             store,
             audit,
             clock,
-            onAccessBasisLost: (tx, actor, context, scope, reason) =>
-              requests.endAccessWithoutBasis(tx, actor, context, scope, reason),
+            onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
           }),
         });
         registerAuditRoutes(scoped, { audit, version: VERSION });

@@ -10,6 +10,8 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { actAs, seedRole, seedUser } from "../../src/testing/pim.js";
+import { testServer } from "../../src/testing/server.js";
 import { targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
@@ -251,5 +253,58 @@ describe("grants outliving their basis (Warpgate GHSA-vv28-4wq5-g7q8; issue 12 f
     expect(ended.state).toBe("revoked");
     expect(String(ended.endReason)).toMatch(/eligib/);
     await eventuallyNotMember(loginOf(hank));
+  });
+});
+
+describe("grants outliving their basis, races (Warpgate GHSA-vv28-4wq5-g7q8; issue 12 finding 4)", () => {
+  it("an approval racing a disable on the real PostgreSQL store never leaves an activation standing", async () => {
+    const server = await testServer("postgres");
+    try {
+      await seedUser(server, "approver", { groups: ["leads"] });
+      const rounds = 8;
+      for (let i = 0; i < rounds; i++) await seedUser(server, `racer${i}`, { groups: ["racers"] });
+      await seedRole(server, {
+        name: "raced",
+        policy: { mfa: { required: false }, approval: { stages: [{ approvers: { groups: ["leads"] } }] } },
+        eligibleGroups: ["racers"],
+      });
+      const approve = actAs(server, "approver");
+      for (let i = 0; i < rounds; i++) {
+        const name = `racer${i}`;
+        const submitted = await actAs(server, name)("POST", "/v1/activation-requests", {
+          role: "raced",
+          reason: "investigating incident 4242 in production",
+        });
+        expect(submitted.status, JSON.stringify(submitted.body)).toBe(201);
+        const id = String(submitted.body.id);
+        // Both start together; whichever commits first, the other must see it.
+        const [approval, disable] = await Promise.all([
+          approve("POST", `/v1/activation-requests/${id}/approvals`, { reason: "fine" }),
+          server.app.inject({
+            method: "POST",
+            url: `/v1/users/${name}/disable`,
+            headers: { authorization: server.adminAuth },
+            payload: { reason: "left" },
+          }),
+        ]);
+        // Neither fails on a deadlock: both take the request row before the audit head.
+        expect(disable.statusCode, disable.body).toBe(200);
+        expect([200, 409]).toContain(approval.status);
+        const row = await server.store.db
+          .selectFrom("activation_requests")
+          .select(["state"])
+          .where("id", "=", id)
+          .executeTakeFirstOrThrow();
+        expect(["cancelled", "revoked"]).toContain(row.state);
+        const grants = await server.store.db
+          .selectFrom("grants")
+          .select("state")
+          .where("request_id", "=", id)
+          .execute();
+        for (const g of grants) expect(g.state).not.toBe("active");
+      }
+    } finally {
+      await server.cleanup();
+    }
   });
 });

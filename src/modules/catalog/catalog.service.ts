@@ -67,15 +67,15 @@ export interface CatalogServiceDeps {
   clock: Clock;
   /**
    * Called inside the transaction that removes or narrows eligibility (or changes groups by file): ends the
-   * open activations that lost their basis (the requests service). No scope means every open activation.
+   * open activations that lost their basis (the requests service) and returns their audit events. No scope
+   * means every open activation. Called before this transaction's own audit append: the request rows are
+   * locked before the audit head, in the order every request transaction takes them (no deadlock).
    */
   onAccessBasisLost?: (
     tx: Tx,
-    actor: Actor,
-    context: CallContext,
     scope: { roleIds?: string[] },
-    reason?: string,
-  ) => Promise<unknown>;
+    cause: { by: string; reason?: string },
+  ) => Promise<AuditInput[]>;
 }
 
 type Db = AppStore["db"];
@@ -947,15 +947,23 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subjectKind: row.principal_name !== null ? "user" : "group",
           subject: (row.principal_name ?? row.group_name)!,
         });
-        await audit.append(tx, actor, context, {
-          action: "eligibility.update",
-          outcome: "success",
-          subject: `eligibility:${name}`,
-          details: { source: "api", eligibilityId: row.id, fields },
-        });
-        // An eligibility moved to start later or end sooner may no longer carry what is active on it.
-        await deps.onAccessBasisLost?.(tx, actor, context, { roleIds: [row.role_id] }, "its eligibility changed");
         await ownAccess.check(tx, now);
+        // An eligibility moved to start later or end sooner may no longer carry what is active on it.
+        const ended =
+          (await deps.onAccessBasisLost?.(
+            tx,
+            { roleIds: [row.role_id] },
+            { by: actorLabel(actor).actor, reason: "its eligibility changed" },
+          )) ?? [];
+        await audit.append(tx, actor, context, [
+          {
+            action: "eligibility.update",
+            outcome: "success",
+            subject: `eligibility:${name}`,
+            details: { source: "api", eligibilityId: row.id, fields },
+          },
+          ...ended,
+        ]);
         return eligibilityDto((await catalogStore.findEligibility(tx, row.id))!, now);
       }, "That eligibility already exists.");
     },
@@ -970,20 +978,22 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           subjectKind: row.principal_name !== null ? "user" : "group",
           subject: (row.principal_name ?? row.group_name)!,
         });
-        await audit.append(tx, actor, context, {
-          action: "eligibility.remove",
-          outcome: "success",
-          subject: `eligibility:${name}`,
-          reason: reason ?? null,
-          details: { source: "api", eligibilityId: row.id },
-        });
-        await deps.onAccessBasisLost?.(
-          tx,
-          actor,
-          context,
-          { roleIds: [row.role_id] },
-          reason ? `eligibility removed (${reason})` : "eligibility removed",
-        );
+        const ended =
+          (await deps.onAccessBasisLost?.(
+            tx,
+            { roleIds: [row.role_id] },
+            { by: actorLabel(actor).actor, reason: reason ? `eligibility removed (${reason})` : "eligibility removed" },
+          )) ?? [];
+        await audit.append(tx, actor, context, [
+          {
+            action: "eligibility.remove",
+            outcome: "success",
+            subject: `eligibility:${name}`,
+            reason: reason ?? null,
+            details: { source: "api", eligibilityId: row.id },
+          },
+          ...ended,
+        ]);
       });
     },
 
@@ -1046,12 +1056,14 @@ export function createCatalogService(deps: CatalogServiceDeps) {
             events.push(...(await applyCustody(tx, { id: row.id, name: row.name }, custody, moved, grantedBy, now)));
           }
         }
-        await audit.append(tx, actor, context, events);
         // A file does not make the person applying it eligible for more (eligibility, their groups).
         await ownAccess.check(tx, now);
         // Eligibility or group membership a file took away ends what stood on it, in this transaction.
         if (plan.changes.some((change) => change.kind === "eligibility" || change.kind === "group"))
-          await deps.onAccessBasisLost?.(tx, actor, context, {}, "changed by configuration");
+          events.push(
+            ...((await deps.onAccessBasisLost?.(tx, {}, { by: grantedBy, reason: "changed by configuration" })) ?? []),
+          );
+        await audit.append(tx, actor, context, events);
         return { ...toDto(plan), applied: true };
       }, "Something the file creates already exists; run the diff again.");
     },

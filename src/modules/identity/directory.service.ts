@@ -12,6 +12,7 @@ import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { hashPassword, randomToken, sha256Hex, type ScryptParams } from "../../lib/security.js";
 import type { AuditLog } from "../audit/audit.service.js";
+import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
@@ -27,18 +28,20 @@ export interface DirectoryServiceDeps {
   scrypt?: ScryptParams;
   /**
    * Called inside the transaction that disables a principal or removes it from a group: ends the open
-   * activations that lost their basis (the requests service), so access never outlives the change.
+   * activations that lost their basis (the requests service), so access never outlives the change, and
+   * returns their audit events. Called before this transaction's audit append, so request rows are locked
+   * before the audit head, in the order request transactions take them.
    */
   onAccessBasisLost?: (
     tx: Kysely<Database>,
-    actor: Actor,
-    context: CallContext,
     scope: { principalIds: string[] },
-    reason?: string,
-  ) => Promise<unknown>;
+    cause: { by: string; reason?: string },
+  ) => Promise<AuditInput[]>;
 }
 
 const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
+
+const actorName = (actor: Actor) => (actor.kind === "principal" ? actor.name : "system");
 
 function isUniqueViolation(error: unknown): boolean {
   return (error as { code?: string })?.code === "23505";
@@ -205,16 +208,28 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           tokens = await identityStore.revokeApiTokens(tx, row.id, now);
         }
         await tx.updateTable("principals").set({ status, updated_at: now }).where("id", "=", row.id).execute();
-        await audit.append(tx, actor, context, {
-          action: status === "disabled" ? "user.disable" : "user.enable",
-          outcome: "success",
-          subject: `${row.kind}:${name}`,
-          reason: reason ?? null,
-          details: status === "disabled" ? { sessionsEnded: sessions, tokensRevoked: tokens } : {},
-        });
         // Pending requests are cancelled and active activations revoked in this same transaction.
-        if (status === "disabled")
-          await deps.onAccessBasisLost?.(tx, actor, context, { principalIds: [row.id] }, reason ?? undefined);
+        const ended =
+          status === "disabled"
+            ? ((await deps.onAccessBasisLost?.(
+                tx,
+                { principalIds: [row.id] },
+                { by: actorName(actor), ...(reason ? { reason } : {}) },
+              )) ?? [])
+            : [];
+        await audit.append(tx, actor, context, [
+          {
+            action: status === "disabled" ? "user.disable" : "user.enable",
+            outcome: "success",
+            subject: `${row.kind}:${name}`,
+            reason: reason ?? null,
+            details:
+              status === "disabled"
+                ? { sessionsEnded: sessions, tokensRevoked: tokens, requestsEnded: ended.length }
+                : {},
+          },
+          ...ended,
+        ]);
         return toPrincipal(tx, (await identityStore.findPrincipalById(tx, row.id))!);
       });
     },
@@ -312,21 +327,24 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
                 .then((r) => Number(r.numDeletedRows));
         if (result === 0) return; // already so: nothing changed, nothing to record
         await ownAccess.check(tx, now);
-        await audit.append(tx, actor, context, {
-          action: change === "add" ? "group.member_added" : "group.member_removed",
-          outcome: "success",
-          subject: `group:${groupName}`,
-          details: { principal: principalName },
-        });
         // An eligibility held through this group no longer carries what was activated on it.
-        if (change === "remove")
-          await deps.onAccessBasisLost?.(
-            tx,
-            actor,
-            context,
-            { principalIds: [principal.id] },
-            `removed from the group ${groupName}`,
-          );
+        const ended =
+          change === "remove"
+            ? ((await deps.onAccessBasisLost?.(
+                tx,
+                { principalIds: [principal.id] },
+                { by: actorName(actor), reason: `removed from the group ${groupName}` },
+              )) ?? [])
+            : [];
+        await audit.append(tx, actor, context, [
+          {
+            action: change === "add" ? "group.member_added" : "group.member_removed",
+            outcome: "success",
+            subject: `group:${groupName}`,
+            details: { principal: principalName },
+          },
+          ...ended,
+        ]);
       });
     },
 

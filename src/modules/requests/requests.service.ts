@@ -1391,19 +1391,15 @@ export function createRequestService(deps: RequestServiceDeps) {
 
     /**
      * Called inside the transaction that disables an account, removes an eligibility or a group membership:
-     * every open activation in `scope` that lost its basis ends in that same transaction, audited as `actor`.
+     * every open activation in `scope` that lost its basis ends in that same transaction. Returns the audit
+     * events for the caller to append with its own (after these row locks, as every request transaction does).
      */
     async endAccessWithoutBasis(
       tx: Kysely<Database>,
-      actor: Actor,
-      context: CallContext,
       scope: { principalIds?: string[]; roleIds?: string[] },
-      reason?: string,
-    ): Promise<number> {
-      const by = actor.kind === "principal" ? actor.name : "system";
-      const events = await endWithoutBasis(tx, scope, { by, ...(reason ? { reason } : {}) }, clock.now());
-      await audit.append(tx, actor, context, events);
-      return events.filter((e) => e.action !== "request.cancelled" || !e.details?.extends).length;
+      cause: { by: string; reason?: string },
+    ): Promise<AuditInput[]> {
+      return endWithoutBasis(tx, scope, cause, clock.now());
     },
 
     nextExpiry: () => requestStore.nextExpiry(store.db),
