@@ -148,6 +148,44 @@ function asConnectorError(error: unknown): ConnectorError {
   return new ConnectorError("unavailable", safeErrorMessage(error));
 }
 
+/**
+ * A connector error without any of these secrets (and, for keys, without any long line of them): each
+ * connector scrubs its own messages too, but a target's words pass through here whatever the connector.
+ */
+export function withoutSecrets(error: unknown, secrets: readonly (string | null | undefined)[]): ConnectorError {
+  const failure = asConnectorError(error);
+  const pieces = secrets
+    .filter((secret): secret is string => typeof secret === "string" && secret.length >= 4)
+    .flatMap((secret) => [secret, ...secret.split("\n").filter((line) => line.trim().length >= 12)])
+    .sort((a, b) => b.length - a.length);
+  let message = failure.message;
+  for (const piece of pieces) message = message.split(piece).join("[redacted]");
+  return message === failure.message ? failure : new ConnectorError(failure.reason, message);
+}
+
+/** The connector with every call's failure scrubbed of the secrets it was given (see withoutSecrets). */
+function scrubbing(connector: Connector, secrets: readonly (string | null)[]): Connector {
+  return new Proxy(connector, {
+    get(object, property, receiver) {
+      const value: unknown = Reflect.get(object, property, receiver);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        let result: unknown;
+        try {
+          result = (value as (...a: unknown[]) => unknown).apply(object, args);
+        } catch (error) {
+          throw withoutSecrets(error, secrets);
+        }
+        return result instanceof Promise
+          ? result.catch((error: unknown) => {
+              throw withoutSecrets(error, secrets);
+            })
+          : result;
+      };
+    },
+  });
+}
+
 function getOrCreate<M>(registry: Registry, name: string, create: () => M): M {
   return (registry.getSingleMetric(name) as M | undefined) ?? create();
 }
@@ -296,7 +334,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     const credential = config.credential ? await openCredential(db, row, config.credential) : null;
     const ignore = Array.isArray(config.options.ignore) ? (config.options.ignore as unknown[]).map(String) : [];
     return {
-      connector,
+      connector: scrubbing(connector, [credential]),
       target: { name: row.name, address: row.address ?? "", options: config.options, credential },
       ignore,
     };
@@ -868,9 +906,17 @@ export function createGrantService(deps: GrantServiceDeps) {
         throw new ConnectorError("refused", `a ${connector.kind} target cannot change passwords`);
       return work({
         setPassword: (login, password) =>
-          call(connector.kind, "set_password", () => setPassword.call(connector, target, { login, password })),
+          call(connector.kind, "set_password", () =>
+            setPassword.call(connector, target, { login, password }).catch((error: unknown) => {
+              throw withoutSecrets(error, [password, target.credential]);
+            }),
+          ),
         verifyPassword: (login, password) =>
-          call(connector.kind, "verify_password", () => verifyPassword.call(connector, target, { login, password })),
+          call(connector.kind, "verify_password", () =>
+            verifyPassword.call(connector, target, { login, password }).catch((error: unknown) => {
+              throw withoutSecrets(error, [password, target.credential]);
+            }),
+          ),
       });
     },
 
