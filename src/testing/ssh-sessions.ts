@@ -266,7 +266,8 @@ ${targets.map((name) => `  - role: ${name}-shell\n    users: [${users.join(", ")
         "activate",
       );
       const id = String(res.body.id);
-      const deadline = Date.now() + 20_000;
+      // Provisioning runs through the outbox, one SSH call per activation: slow on a busy machine.
+      const deadline = Date.now() + 120_000;
       for (;;) {
         const now = await admin("GET", `/v1/activation-requests/${id}`);
         if (now.body.state === "active") return id;
