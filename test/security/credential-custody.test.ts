@@ -505,6 +505,12 @@ describe("break-glass secrets only through their reveal (finding 3)", () => {
         value: "x".repeat(20),
         platformRoles: ["security", "user"],
       }),
+      // Nor point its rotation at her own target (a failed rotation sets the old password back there).
+      await asMallory("PUT", `/v1/secrets/${path}`, {
+        kind: "password",
+        value: "x".repeat(20),
+        rotation: { target: "mallory-own", login: "stint_admin" },
+      }),
     ];
     for (const attempt of attempts) {
       expect(attempt.status, JSON.stringify(attempt.body)).toBeGreaterThanOrEqual(400);
@@ -513,6 +519,7 @@ describe("break-glass secrets only through their reveal (finding 3)", () => {
     expect(attempts[0]!.body.error?.code).toBe("BREAK_GLASS_ONLY");
     expect(attempts[2]!.body.error?.code).toBe("BREAK_GLASS_ONLY");
     expect(attempts[3]!.body.error?.code).toBe("FORBIDDEN");
+    expect(attempts[5]!.body.error?.code).toBe("FORBIDDEN");
     const meta = await h.admin("GET", `/v1/secrets/${path}`);
     expect(meta.body).toMatchObject({
       breakGlass: true,

@@ -329,6 +329,34 @@ describe("vault commands (real server)", () => {
     expect(refused.stderr).toMatch(/MFA_STEP_UP_REQUIRED/);
   });
 
+  it("secret get of a break-glass secret exits 5 BREAK_GLASS_ONLY; secret allow gives a target its session secret", async () => {
+    const got = await run(["secret", "get", "emergency/root"]);
+    expect(got.code).toBe(5);
+    expect(got.stdout).toBe("");
+    expect(got.stderr).toMatch(/BREAK_GLASS_ONLY/);
+
+    const target = await server.app.inject({
+      method: "POST",
+      url: "/v1/targets",
+      headers: { authorization: server.adminAuth },
+      payload: { name: "cli-db", kind: "postgres", address: "postgres://app@127.0.0.1:5432/app?sslmode=disable" },
+    });
+    expect(target.statusCode, target.body).toBe(201);
+    const allowed = await run(["secret", "allow", "prod/db/admin", "--target", "cli-db"]);
+    expect(allowed).toEqual({
+      code: 0,
+      stdout: "Sessions of cli-db may use prod/db/admin (at its current address).\n",
+      stderr: "",
+    });
+    const bg = await run(["secret", "allow", "emergency/root", "--target", "cli-db"]);
+    expect(bg.code).toBe(5);
+    const notAdmin = await run(["secret", "allow", "prod/db/admin", "--target", "cli-db"], { as: carol });
+    expect(notAdmin.code).toBe(5);
+    const revoked = await run(["secret", "allow", "prod/db/admin", "--target", "cli-db", "--revoke"]);
+    expect(revoked.code).toBe(0);
+    expect(revoked.stdout).toBe("prod/db/admin is no longer allowed for cli-db.\n");
+  });
+
   it("no value in any stderr or audit event", async () => {
     const res = await server.app.inject({
       method: "GET",
