@@ -92,6 +92,45 @@ describe("owners granting themselves roles (Teleport GHSA-76cc-p55w-63g3)", () =
     expect(await eligibleRoles("sec1")).toEqual(["prod-ops"]);
   });
 
+  it("nor change the rules of a role they are eligible for: its policy or its entitlement, by API or by file", async () => {
+    const policy = await call(secAuth, "GET", "/v1/policies/prod-ops-policy");
+    expect(policy.status).toBe(200);
+    const weaker = await call(secAuth, "PUT", "/v1/policies/prod-ops-policy", {
+      name: "prod-ops-policy",
+      spec: { mfa: { required: false } },
+    });
+    expect(weaker.status, JSON.stringify(weaker.body)).toBe(403);
+    expect(weaker.body.error?.code).toBe("SELF_GRANT");
+    const role = await call(secAuth, "GET", "/v1/roles/prod-ops");
+    const { name, target, policy: rolePolicy, risk, owners } = role.body as Record<string, unknown>;
+    const stronger = await call(secAuth, "PUT", "/v1/roles/prod-ops", {
+      name,
+      target,
+      policy: rolePolicy,
+      risk,
+      owners,
+      entitlement: { scope: "everything" },
+    });
+    expect(stronger.status, JSON.stringify(stronger.body)).toBe(403);
+    expect(stronger.body.error?.code).toBe("SELF_GRANT");
+    const file = `apiVersion: stint/v1\npolicies:\n  - name: prod-ops-policy\n    mfa: { required: false }\n`;
+    const applied = await call(secAuth, "POST", "/v1/config/apply", { yaml: file });
+    expect(applied.status, JSON.stringify(applied.body)).toBe(403);
+    expect(applied.body.error?.code).toBe("SELF_GRANT");
+    // The approval the policy asks for still stands.
+    const submitted = await actAs(server, "sec1")("POST", "/v1/activation-requests", {
+      role: "prod-ops",
+      reason: REASON,
+    });
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(201);
+    expect(submitted.body.state).toBe("pending");
+    // Someone who is not eligible may change it.
+    const byOther = await call(adminTwoAuth, "POST", "/v1/config/apply", {
+      yaml: `apiVersion: stint/v1\npolicies:\n  - name: prod-ops-policy\n    mfa: { required: false }\n    approval: { stages: [{ approvers: { groups: [approvers] }, count: 1 }] }\n    maxExtensions: 1\n`,
+    });
+    expect(byOther.status, JSON.stringify(byOther.body)).toBe(200);
+  });
+
   it("an administrator cannot join a group that carries eligibility, by API or by file", async () => {
     const join = await call(adminTwoAuth, "POST", "/v1/groups/dba/members", { principal: "admin2" });
     expect(join.status).toBe(403);

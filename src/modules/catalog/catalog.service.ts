@@ -699,6 +699,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       authorize(actor, "catalog.write");
       return write(async (tx) => {
         const row = await requirePolicy(tx, ref);
+        // Nobody changes the policy of a role they are eligible for (dropping its approval, say).
+        const ownAccess = await guardOwnAccess(tx, actor);
         const roles = await catalogStore.rolesUsingPolicy(tx, row.id);
         const issues = await policyIssues(tx, input.spec);
         for (const role of roles) {
@@ -714,6 +716,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         const names = roles.map((r) => r.name);
         if (fields.length === 0) return policyDto(row, names);
         await catalogStore.updatePolicy(tx, row.id, after, clock.now());
+        await ownAccess.check(tx, clock.now());
         await audit.append(tx, actor, context, {
           action: "policy.update",
           outcome: "success",
@@ -785,6 +788,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       authorize(actor, "catalog.write");
       return write(async (tx) => {
         const row = await requireRole(tx, ref);
+        // Nor what a role they are eligible for grants, or which policy governs it.
+        const ownAccess = await guardOwnAccess(tx, actor);
         const values = await roleValues(tx, input);
         const before = roleDto(row);
         const after = {
@@ -800,6 +805,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         if (before.name !== after.name) fields.unshift({ field: "name", from: before.name, to: after.name });
         if (fields.length === 0) return before;
         await catalogStore.updateRole(tx, row.id, values, clock.now());
+        await ownAccess.check(tx, clock.now());
         await audit.append(tx, actor, context, {
           action: "role.update",
           outcome: "success",

@@ -78,6 +78,25 @@ export function eligibilityWindowsOf(db: Q, principalId: string) {
     .execute();
 }
 
+/** The rules of roles by name: target, entitlement, risk, policy and its spec (ordered by name). */
+export async function rulesOfRoles(db: Q, names: string[]) {
+  if (names.length === 0) return [];
+  return db
+    .selectFrom("roles")
+    .innerJoin("policies", "policies.id", "roles.policy_id")
+    .select([
+      "roles.name",
+      "roles.target_id",
+      "roles.entitlement",
+      "roles.risk",
+      "roles.policy_id",
+      "policies.spec as policy_spec",
+    ])
+    .where("roles.name", "in", names)
+    .orderBy("roles.name")
+    .execute();
+}
+
 export function eligibleRoles(db: Q, principalId: string, now: Date) {
   return eligibleQuery(db, principalId, now)
     .innerJoin("roles", "roles.id", "eligibilities.role_id")
