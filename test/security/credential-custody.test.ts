@@ -441,6 +441,7 @@ describe("credentials stored before they were bound to their target (upgrade)", 
         kind: "postgres",
         address: `postgres://postgres@127.0.0.1:${instance.port}/postgres?sslmode=disable`,
         credential: { secret: "targets/legacy-db/admin" },
+        options: { session: { login: "postgres", secret: "db/legacy/session" } },
       });
       expect(created.status, JSON.stringify(created.body)).toBe(201);
       expect(
@@ -459,6 +460,8 @@ describe("credentials stored before they were bound to their target (upgrade)", 
         .where("path", "=", "targets/legacy-db/admin")
         .execute();
       expect((await first.call("POST", "/v1/targets/legacy-db/test")).body.ok).toBe(false);
+      // And its session secret as named before allowances existed.
+      await first.server.store.db.deleteFrom("secret_target_allowances").execute();
       await first.server.close();
 
       const second = await start();
@@ -469,6 +472,12 @@ describe("credentials stored before they were bound to their target (upgrade)", 
           .where("path", "=", "targets/legacy-db/admin")
           .executeTakeFirstOrThrow();
         expect(row.target_id).toBe(created.body.id);
+        const allowance = await second.server.store.db
+          .selectFrom("secret_target_allowances")
+          .select(["target_id", "granted_by"])
+          .where("path", "=", "db/legacy/session")
+          .executeTakeFirstOrThrow();
+        expect(allowance).toEqual({ target_id: created.body.id, granted_by: "upgrade" });
         const tested = await second.call("POST", "/v1/targets/legacy-db/test");
         expect(tested.body, JSON.stringify(tested.body)).toMatchObject({ ok: true });
       } finally {
