@@ -529,6 +529,19 @@ describe("break-glass secrets only through their reveal (finding 3)", () => {
     expect(attempts[2]!.body.error?.code).toBe("BREAK_GLASS_ONLY");
     expect(attempts[3]!.body.error?.code).toBe("FORBIDDEN");
     expect(attempts[5]!.body.error?.code).toBe("FORBIDDEN");
+    // A login's password at a target changes by rotation, not by a value a writer chose.
+    const rotated = await h.admin("PUT", `/v1/secrets/${encodeURIComponent("db/rotated")}`, {
+      kind: "password",
+      value: "the-password-on-file-1",
+      platformRoles: ["admin"],
+      rotation: { target: "prod-db", login: "app_ops" },
+    });
+    expect(rotated.status, JSON.stringify(rotated.body)).toBe(200);
+    const chosen = await asMallory("PUT", `/v1/secrets/${encodeURIComponent("db/rotated")}`, {
+      kind: "password",
+      value: "a-value-mallory-knows",
+    });
+    expect(chosen.body.error?.code).toBe("FORBIDDEN");
     const meta = await h.admin("GET", `/v1/secrets/${path}`);
     expect(meta.body).toMatchObject({
       breakGlass: true,

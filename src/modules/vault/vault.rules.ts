@@ -33,7 +33,7 @@ const sameSet = (a: readonly string[], b: readonly string[]) =>
 /**
  * The fields of an existing secret whose change would widen who may read it, turn off its break-glass,
  * or send its current value somewhere (a rotation restores the old password at its target on failure):
- * only an operator changes them.
+ * only an operator changes them, or puts a new value on a secret that is a login's password at a target.
  */
 export function custodyChanges(before: SecretAccessFields, after: SecretAccessFields): string[] {
   const changed: string[] = [];
@@ -42,5 +42,8 @@ export function custodyChanges(before: SecretAccessFields, after: SecretAccessFi
   if (before.breakGlass !== after.breakGlass) changed.push("breakGlass");
   const rotationKey = (r: SecretAccessFields["rotation"]) => (r ? `${r.target}\u0000${r.login}` : "");
   if (rotationKey(before.rotation) !== rotationKey(after.rotation)) changed.push("rotation");
+  // A login's password at a target changes by rotation (set there, proven, then stored), not by a value put
+  // here: the vault would hold a password the target does not, and a failed rotation would set it back there.
+  else if (before.rotation !== null) changed.push("value of a rotated login");
   return changed;
 }
