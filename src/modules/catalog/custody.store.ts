@@ -71,3 +71,23 @@ export async function allow(
     )
     .execute();
 }
+
+/** An allowance taken over at upgrade: inserted only when the path has none yet (false: another node did it). */
+export async function adopt(
+  db: Q,
+  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date },
+): Promise<boolean> {
+  const rows = await db
+    .insertInto("secret_target_allowances")
+    .values({
+      path: row.path,
+      target_id: row.targetId,
+      endpoint: row.endpoint,
+      granted_by: row.grantedBy,
+      created_at: row.now,
+    })
+    .onConflict((oc) => oc.column("path").doNothing())
+    .returning("path")
+    .execute();
+  return rows.length > 0;
+}

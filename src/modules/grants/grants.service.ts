@@ -1075,13 +1075,14 @@ export function createGrantService(deps: GrantServiceDeps) {
         }
         const target = named[0]!;
         await store.transaction(async (tx) => {
-          await custodyStore.allow(tx, {
+          const adopted = await custodyStore.adopt(tx, {
             path,
             targetId: target.id,
             endpoint: endpointOfRow(target),
             grantedBy: "upgrade",
             now: clock.now(),
           });
+          if (!adopted) return;
           await audit.append(tx, SYSTEM, systemContext("upgrade"), {
             action: "secret.allowed",
             outcome: "success",
@@ -1100,15 +1101,23 @@ export function createGrantService(deps: GrantServiceDeps) {
         }
         const target = owners[0]!;
         const endpoint = endpointOfRow(target);
-        const value = open(secretKey, secretRow.sealed, legacyCredentialBinding(secretRow.path));
+        let value: Buffer;
+        try {
+          value = open(secretKey, secretRow.sealed, legacyCredentialBinding(secretRow.path));
+        } catch {
+          // Not sealed to its path under this master key: it cannot be bound, only set again.
+          unbound.push(secretRow.path);
+          continue;
+        }
         try {
           await store.transaction(async (tx) => {
-            await grantStore.bindSecret(tx, {
+            const bound = await grantStore.bindSecret(tx, {
               path: secretRow.path,
               targetId: target.id,
               endpoint,
               sealed: seal(secretKey, value, credentialBinding(target.id, secretRow.path, endpoint)),
             });
+            if (!bound) return;
             await audit.append(tx, SYSTEM, systemContext("upgrade"), {
               action: "target.credential_bound",
               outcome: "success",

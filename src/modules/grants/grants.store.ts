@@ -261,13 +261,16 @@ export function unboundSecrets(db: Q) {
 export async function bindSecret(
   db: Q,
   row: { path: string; targetId: string; endpoint: string; sealed: string },
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  // Fenced on the row being unbound still: of several nodes starting at once, one binds it.
+  const rows = await db
     .updateTable("target_secrets")
     .set({ sealed: row.sealed, target_id: row.targetId, endpoint: row.endpoint })
     .where("path", "=", row.path)
     .where("target_id", "is", null)
+    .returning("path")
     .execute();
+  return rows.length > 0;
 }
 
 // ---------------------------------------------------------------------------
