@@ -115,6 +115,7 @@ export function createVaultService(deps: VaultServiceDeps) {
   const { store, audit, clock } = deps;
   // Who holds a rotation claim: this service instance (a node may run several in tests).
   const node = `${deps.node ?? "node"}:${newId()}`;
+  let lastReconcileAt = Number.NEGATIVE_INFINITY;
   // Per process: the root key once known, and shares given towards an unseal.
   let root: Uint8Array | null = null;
   let pendingShares: Uint8Array[] = [];
@@ -929,7 +930,12 @@ export function createVaultService(deps: VaultServiceDeps) {
      * settled first.
      */
     async rotateDue(limit = 50): Promise<number> {
-      await this.reconcilePending();
+      // The scheduler passes often; abandoned rotations are looked for once a minute (claims last ten).
+      const now = clock.now().getTime();
+      if (now - lastReconcileAt >= 60_000) {
+        lastReconcileAt = now;
+        await this.reconcilePending();
+      }
       const due = await vaultStore.dueRotations(store.db, clock.now(), limit);
       let rotated = 0;
       for (const { id, path } of due) {
