@@ -162,6 +162,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       audit,
       clock,
       fileKey: deps.vaultKey ?? null,
+      masterKey,
       ...(notifier
         ? {
             onBreakGlass: async (tx, event) => {
@@ -296,6 +297,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             store,
             audit,
             clock,
+            masterKey,
             onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
           }),
         });

@@ -333,6 +333,8 @@ export interface SecretTargetAllowancesTable {
   endpoint: string;
   granted_by: string;
   created_at: Timestamp;
+  /** HMAC over path, target and endpoint (custody.rules allowanceMac); null only before 0011_allowance_mac. */
+  mac: string | null;
 }
 
 export interface SecretVersionsTable {

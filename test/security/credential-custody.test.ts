@@ -18,7 +18,7 @@ import { loadConfig } from "../../src/config/config.js";
 import { openAppStore } from "../../src/db/index.js";
 import { createLogger } from "../../src/lib/logger.js";
 import { deriveKey, seal } from "../../src/lib/security.js";
-import { legacyCredentialBinding } from "../../src/modules/catalog/custody.rules.js";
+import { endpointOf, legacyCredentialBinding } from "../../src/modules/catalog/custody.rules.js";
 import { createServer as createStint } from "../../src/server.js";
 import { createPgDatabase } from "../../src/testing/engines.js";
 import { startPostgres } from "../../src/testing/postgres-instance.js";
@@ -371,6 +371,31 @@ eligibility:
     expect(allowed.session?.upstream).toMatchObject({ user: "app_ops", password: "mallory-knows-this-one" });
     await allowed.session?.end("client_closed");
 
+    // A database writer also hands prod-db's session secret to her target, allowance and all (no MAC to make).
+    const target = await h.server.store.db
+      .selectFrom("targets")
+      .select(["id", "kind", "address", "config"])
+      .where("name", "=", "mallory-sessions")
+      .executeTakeFirstOrThrow();
+    await h.server.store.db
+      .deleteFrom("secret_target_allowances")
+      .where("path", "=", "targets/prod-db/session")
+      .execute();
+    await h.server.store.db
+      .insertInto("secret_target_allowances")
+      .values({
+        path: "targets/prod-db/session",
+        target_id: target.id,
+        endpoint: endpointOf({
+          kind: target.kind,
+          address: target.address,
+          options: (target.config as { options: Record<string, unknown> }).options,
+        }),
+        granted_by: "admin",
+        created_at: new Date(),
+        mac: randomBytes(32).toString("base64url"),
+      })
+      .execute();
     for (const secret of ["targets/prod-db/session", "breakglass/root"]) {
       const row = await h.server.store.db
         .selectFrom("targets")

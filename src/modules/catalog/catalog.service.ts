@@ -23,6 +23,7 @@ import type {
 } from "../../contract/catalog-api.js";
 import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
+import { deriveKey } from "../../lib/security.js";
 import { newId } from "../../lib/ids.js";
 import { actorLabel, type AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
@@ -65,6 +66,8 @@ export interface CatalogServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
   audit: Pick<AuditLog, "append">;
   clock: Clock;
+  /** The master key: session-secret allowances are MACed with a key derived from it (custody.rules). */
+  masterKey: Uint8Array;
   /**
    * Called inside the transaction that removes or narrows eligibility (or changes groups by file): ends the
    * open activations that lost their basis (the requests service) and returns their audit events. No scope
@@ -241,6 +244,7 @@ function auditAction(change: Change): string {
 
 export function createCatalogService(deps: CatalogServiceDeps) {
   const { store, audit, clock } = deps;
+  const allowanceKey = deriveKey(deps.masterKey, "secret-allowances");
 
   /** A catalog write: under the catalog lock, in one transaction; database refusals become stable codes. */
   async function write<T>(fn: (tx: Tx) => Promise<T>, alreadyExists?: string): Promise<T> {
@@ -577,6 +581,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           false,
           actorLabel(actor).actor,
           now,
+          allowanceKey,
         );
         await audit.append(tx, actor, context, {
           action: "target.create",
@@ -628,6 +633,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
             moved,
             actorLabel(actor).actor,
             clock.now(),
+            allowanceKey,
           ),
         );
         return targetDto((await catalogStore.findTarget(tx, row.id))!, await storedCredentials(tx));
@@ -1059,7 +1065,9 @@ export function createCatalogService(deps: CatalogServiceDeps) {
               before,
             );
             const moved = before !== null && custody.endpoint !== endpointOfRow(before);
-            events.push(...(await applyCustody(tx, { id: row.id, name: row.name }, custody, moved, grantedBy, now)));
+            events.push(
+              ...(await applyCustody(tx, { id: row.id, name: row.name }, custody, moved, grantedBy, now, allowanceKey)),
+            );
           }
         }
         // A file does not make the person applying it eligible for more (eligibility, their groups).

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { custodyChanges, releaseProblem } from "../vault/vault.rules.js";
 import {
+  allowanceMac,
   credentialPathProblem,
   endpointOf,
   sessionSecretDecision,
@@ -101,21 +102,35 @@ describe("sessionSecretDecision", () => {
 });
 
 describe("sessionSecretUsable", () => {
+  const key = Buffer.alloc(32, 7);
+  const made = (targetId: string, endpoint: string) => ({
+    targetId,
+    endpoint,
+    mac: allowanceMac(key, { path: "db/app", targetId, endpoint }),
+  });
   const usable = (over: Partial<Parameters<typeof sessionSecretUsable>[0]>) =>
     sessionSecretUsable({
+      key,
+      path: "db/app",
       targetId: "t1",
       endpoint: "E",
       secret: { breakGlass: false },
-      allowance: { targetId: "t1", endpoint: "E" },
+      allowance: made("t1", "E"),
       ...over,
     });
-  it("needs the secret, not break-glass, allowed for this target at this endpoint", () => {
+  it("needs the secret, not break-glass, allowed by Stint for this target at this endpoint", () => {
     expect(usable({})).toBeNull();
     expect(usable({ secret: null })).not.toBeNull();
     expect(usable({ secret: { breakGlass: true } })).not.toBeNull();
     expect(usable({ allowance: null })).not.toBeNull();
-    expect(usable({ allowance: { targetId: "t2", endpoint: "E" } })).not.toBeNull();
-    expect(usable({ allowance: { targetId: "t1", endpoint: "OLD" } })).not.toBeNull();
+    expect(usable({ allowance: made("t2", "E") })).not.toBeNull();
+    expect(usable({ allowance: made("t1", "OLD") })).not.toBeNull();
+  });
+  it("refuses an allowance whose MAC is missing or does not cover its fields (written in the database)", () => {
+    expect(usable({ allowance: { targetId: "t1", endpoint: "E", mac: null } })).toMatch(/did not make/);
+    expect(usable({ allowance: { ...made("t1", "OLD"), endpoint: "E" } })).toMatch(/did not make/);
+    expect(usable({ path: "db/other" })).toMatch(/did not make/);
+    expect(usable({ key: Buffer.alloc(32, 8) })).toMatch(/did not make/);
   });
 });
 

@@ -4,7 +4,7 @@
  * set for; whoever points a secret at an endpoint must be someone who could read it anyway (or an admin).
  * No IO: the catalog, grants and vault modules load the facts and apply these decisions.
  */
-import { createHash } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import canonicalize from "canonicalize";
 
 /** The vault prefix a target owns: `targets/<name>/`. */
@@ -105,16 +105,40 @@ export function sessionSecretDecision(facts: SessionSecretFacts): SessionSecretD
   };
 }
 
-/** At session open: the allowance must be this target's, for its endpoint as it is now, and not break-glass. */
+/** The MAC an allowance carries, under a key derived from the master key: a database writer cannot make one. */
+export function allowanceMac(key: Uint8Array, allowance: { path: string; targetId: string; endpoint: string }): string {
+  return createHmac("sha256", key)
+    .update(`secret-allowance:v1\u0000${allowance.path}\u0000${allowance.targetId}\u0000${allowance.endpoint}`)
+    .digest("base64url");
+}
+
+function macMatches(
+  key: Uint8Array,
+  allowance: { path: string; targetId: string; endpoint: string; mac: string | null },
+) {
+  if (allowance.mac === null) return false;
+  const expected = Buffer.from(allowanceMac(key, allowance));
+  const given = Buffer.from(allowance.mac);
+  return expected.length === given.length && timingSafeEqual(expected, given);
+}
+
+/**
+ * At session open: the allowance must be this target's, for its endpoint as it is now, carry its MAC, and
+ * the secret must not be break-glass.
+ */
 export function sessionSecretUsable(facts: {
+  key: Uint8Array;
+  path: string;
   targetId: string;
   endpoint: string;
   secret: { breakGlass: boolean } | null;
-  allowance: { targetId: string; endpoint: string } | null;
+  allowance: { targetId: string; endpoint: string; mac: string | null } | null;
 }): string | null {
   if (!facts.secret) return "is not in the vault";
   if (facts.secret.breakGlass) return "is a break-glass secret: only its reveal releases it";
   if (!facts.allowance || facts.allowance.targetId !== facts.targetId) return "is not allowed for this target";
+  if (!macMatches(facts.key, { ...facts.allowance, path: facts.path }))
+    return "has an allowance Stint did not make (changed in the database): an admin must allow it again";
   if (facts.allowance.endpoint !== facts.endpoint)
     return "was allowed for another address of this target: an admin must allow it again";
   return null;

@@ -53,7 +53,7 @@ export async function dropStaleAllowances(db: Q, targetId: string, endpoint: str
 /** Allows the target's sessions to use the secret at its endpoint (one target per path: the index decides). */
 export async function allow(
   db: Q,
-  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date },
+  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date; mac: string },
 ): Promise<void> {
   await db
     .insertInto("secret_target_allowances")
@@ -63,11 +63,12 @@ export async function allow(
       endpoint: row.endpoint,
       granted_by: row.grantedBy,
       created_at: row.now,
+      mac: row.mac,
     })
     .onConflict((oc) =>
       oc
         .columns(["path", "target_id"])
-        .doUpdateSet({ endpoint: row.endpoint, granted_by: row.grantedBy, created_at: row.now }),
+        .doUpdateSet({ endpoint: row.endpoint, granted_by: row.grantedBy, created_at: row.now, mac: row.mac }),
     )
     .execute();
 }
@@ -75,7 +76,7 @@ export async function allow(
 /** An allowance taken over at upgrade: inserted only when the path has none yet (false: another node did it). */
 export async function adopt(
   db: Q,
-  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date },
+  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date; mac: string },
 ): Promise<boolean> {
   const rows = await db
     .insertInto("secret_target_allowances")
@@ -85,9 +86,29 @@ export async function adopt(
       endpoint: row.endpoint,
       granted_by: row.grantedBy,
       created_at: row.now,
+      mac: row.mac,
     })
     .onConflict((oc) => oc.column("path").doNothing())
     .returning("path")
     .execute();
   return rows.length > 0;
+}
+
+/** Allowances written before they carried a MAC (given theirs once, at start). */
+export function allowancesWithoutMac(db: Q) {
+  return db
+    .selectFrom("secret_target_allowances")
+    .select(["path", "target_id", "endpoint"])
+    .where("mac", "is", null)
+    .execute();
+}
+
+export async function setAllowanceMac(db: Q, row: { path: string; targetId: string; mac: string }): Promise<void> {
+  await db
+    .updateTable("secret_target_allowances")
+    .set({ mac: row.mac })
+    .where("path", "=", row.path)
+    .where("target_id", "=", row.targetId)
+    .where("mac", "is", null)
+    .execute();
 }

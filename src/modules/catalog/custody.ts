@@ -11,6 +11,7 @@ import type { Actor } from "../authz/authz.types.js";
 import { sessionOptionsOf } from "../connectors/session-options.rules.js";
 import { targetConfig, type TargetRow } from "./catalog.store.js";
 import {
+  allowanceMac,
   credentialPathProblem,
   endpointOf,
   sessionSecretDecision,
@@ -84,6 +85,7 @@ export async function applyCustody(
   endpointMoved: boolean,
   grantedBy: string,
   now: Date,
+  allowanceKey: Uint8Array,
 ): Promise<AuditInput[]> {
   const events: AuditInput[] = [];
   const subject = `target:${target.name}`;
@@ -102,7 +104,14 @@ export async function applyCustody(
   const granted =
     check.session?.decision.ok && check.session.decision.allowance === "grant" ? check.session.path : null;
   if (granted !== null)
-    await custodyStore.allow(tx, { path: granted, targetId: target.id, endpoint: check.endpoint, grantedBy, now });
+    await custodyStore.allow(tx, {
+      path: granted,
+      targetId: target.id,
+      endpoint: check.endpoint,
+      grantedBy,
+      now,
+      mac: allowanceMac(allowanceKey, { path: granted, targetId: target.id, endpoint: check.endpoint }),
+    });
   const lost = staleSessions.filter((path) => path !== granted);
   if (lost.length > 0)
     events.push({

@@ -23,7 +23,7 @@ import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import { targetConfig } from "../catalog/catalog.store.js";
-import { credentialBinding, endpointOf, legacyCredentialBinding } from "../catalog/custody.rules.js";
+import { allowanceMac, credentialBinding, endpointOf, legacyCredentialBinding } from "../catalog/custody.rules.js";
 import * as custodyStore from "../catalog/custody.store.js";
 import { sessionOptionsOf } from "../connectors/session-options.rules.js";
 import {
@@ -203,6 +203,7 @@ export function createGrantService(deps: GrantServiceDeps) {
   const provisionAttempts = deps.provisionAttempts ?? 5;
   const revokeAttempts = deps.revokeAttempts ?? 1000;
   const secretKey = deriveKey(deps.masterKey, "target-secrets");
+  const allowanceKey = deriveKey(deps.masterKey, "secret-allowances");
   const alert = async (tx: Kysely<Database>, a: GrantAlert) => deps.onAlert?.(tx, a);
 
   // -------------------------------------------------------------------------
@@ -1075,12 +1076,14 @@ export function createGrantService(deps: GrantServiceDeps) {
         }
         const target = named[0]!;
         await store.transaction(async (tx) => {
+          const endpoint = endpointOfRow(target);
           const adopted = await custodyStore.adopt(tx, {
             path,
             targetId: target.id,
-            endpoint: endpointOfRow(target),
+            endpoint,
             grantedBy: "upgrade",
             now: clock.now(),
+            mac: allowanceMac(allowanceKey, { path, targetId: target.id, endpoint }),
           });
           if (!adopted) return;
           await audit.append(tx, SYSTEM, systemContext("upgrade"), {
@@ -1091,6 +1094,17 @@ export function createGrantService(deps: GrantServiceDeps) {
           });
         });
       }
+      // Allowances made before they carried a MAC get theirs (the database as it is at the upgrade is trusted).
+      for (const allowance of await custodyStore.allowancesWithoutMac(store.db))
+        await custodyStore.setAllowanceMac(store.db, {
+          path: allowance.path,
+          targetId: allowance.target_id,
+          mac: allowanceMac(allowanceKey, {
+            path: allowance.path,
+            targetId: allowance.target_id,
+            endpoint: allowance.endpoint,
+          }),
+        });
       const rows = await grantStore.unboundSecrets(store.db);
       let bound = 0;
       for (const secretRow of rows) {

@@ -36,7 +36,8 @@ import {
   wrapKek,
 } from "./vault.crypto.js";
 import * as vaultStore from "./vault.store.js";
-import { endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
+import { allowanceMac, endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
+import { deriveKey } from "../../lib/security.js";
 import { findTarget, targetConfig } from "../catalog/catalog.store.js";
 import * as custodyStore from "../catalog/custody.store.js";
 import { custodyChanges, releaseProblem, type ReleasePurpose, type SecretAccessFields } from "./vault.rules.js";
@@ -64,6 +65,8 @@ export interface VaultServiceDeps {
       }) => Promise<T>,
     ): Promise<T>;
   };
+  /** The master key: session-secret allowances carry a MAC under a key derived from it (none: none is usable). */
+  masterKey?: Uint8Array;
   /** This node's name, recorded on the rotations it claims. */
   node?: string;
   /** In the transaction of a failed rotation: tell the channels. */
@@ -116,6 +119,7 @@ export function createVaultService(deps: VaultServiceDeps) {
   // Who holds a rotation claim: this service instance (a node may run several in tests).
   const node = `${deps.node ?? "node"}:${newId()}`;
   let lastReconcileAt = Number.NEGATIVE_INFINITY;
+  const allowanceKey = deps.masterKey ? deriveKey(deps.masterKey, "secret-allowances") : null;
   // Per process: the root key once known, and shares given towards an unseal.
   let root: Uint8Array | null = null;
   let pendingShares: Uint8Array[] = [];
@@ -621,12 +625,18 @@ export function createVaultService(deps: VaultServiceDeps) {
       await rootKey();
       const row = await vaultStore.findSecret(store.db, path);
       const allowance = await vaultStore.allowanceOf(store.db, path);
-      const problem = sessionSecretUsable({
-        targetId: target.id,
-        endpoint: endpointOf(target),
-        secret: row ? { breakGlass: row.break_glass } : null,
-        allowance: allowance ? { targetId: allowance.target_id, endpoint: allowance.endpoint } : null,
-      });
+      const problem = allowanceKey
+        ? sessionSecretUsable({
+            key: allowanceKey,
+            path,
+            targetId: target.id,
+            endpoint: endpointOf(target),
+            secret: row ? { breakGlass: row.break_glass } : null,
+            allowance: allowance
+              ? { targetId: allowance.target_id, endpoint: allowance.endpoint, mac: allowance.mac }
+              : null,
+          })
+        : "cannot be checked on this server";
       if (problem || !row)
         throw new StintError("NOT_FOUND", `The session secret ${path} ${problem ?? "is not in the vault"}.`);
       return {
@@ -656,17 +666,20 @@ export function createVaultService(deps: VaultServiceDeps) {
             "CONFLICT",
             `${path} is already the session secret of another target; disallow it there first.`,
           );
+        if (!allowanceKey) throw new StintError("CONFLICT", "Session secrets cannot be allowed on this server.");
         const now = clock.now();
+        const endpoint = endpointOf({
+          kind: target.kind,
+          address: target.address,
+          options: targetConfig(target.config).options,
+        });
         await custodyStore.allow(tx, {
           path,
           targetId: target.id,
-          endpoint: endpointOf({
-            kind: target.kind,
-            address: target.address,
-            options: targetConfig(target.config).options,
-          }),
+          endpoint,
           grantedBy: by,
           now,
+          mac: allowanceMac(allowanceKey, { path, targetId: target.id, endpoint }),
         });
         await audit.append(tx, actor, context, {
           action: "secret.allowed",

@@ -169,7 +169,7 @@ export async function setWrappedKey(
 export function allowanceOf(db: Q, path: string) {
   return db
     .selectFrom("secret_target_allowances")
-    .select(["target_id", "endpoint", "granted_by", "created_at"])
+    .select(["target_id", "endpoint", "granted_by", "created_at", "mac"])
     .where("path", "=", path)
     .executeTakeFirst();
 }
