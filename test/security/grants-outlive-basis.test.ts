@@ -261,7 +261,7 @@ describe("grants outliving their basis, races (Warpgate GHSA-vv28-4wq5-g7q8; iss
     const server = await testServer("postgres");
     try {
       await seedUser(server, "approver", { groups: ["leads"] });
-      const rounds = 8;
+      const rounds = 12;
       for (let i = 0; i < rounds; i++) await seedUser(server, `racer${i}`, { groups: ["racers"] });
       await seedRole(server, {
         name: "raced",

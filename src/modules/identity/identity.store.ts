@@ -12,8 +12,13 @@ export function findPrincipalById(db: Q, id: string) {
   return db.selectFrom("principals").selectAll().where("id", "=", id).executeTakeFirst();
 }
 
+/**
+ * Locks a principal against concurrent changes of its status or roles. NO KEY UPDATE, not UPDATE: rows that
+ * reference the principal (a grant inserted by an approval running now) take KEY SHARE, which this lock does
+ * not block, so a disable and an approval of that principal's request cannot deadlock.
+ */
 export function lockPrincipal(db: Q, id: string) {
-  return db.selectFrom("principals").selectAll().where("id", "=", id).forUpdate().executeTakeFirst();
+  return db.selectFrom("principals").selectAll().where("id", "=", id).forNoKeyUpdate().executeTakeFirst();
 }
 
 export function listPrincipals(db: Q) {

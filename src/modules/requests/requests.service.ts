@@ -1369,22 +1369,25 @@ export function createRequestService(deps: RequestServiceDeps) {
             ended.map((e) => e.id),
           )
           .execute();
-        await audit.append(
+        // What was activated on an eligibility that ended does not outlive it. The request rows are locked
+        // before the audit head, as every request transaction does.
+        const roleIds = [...new Set(ended.map((e) => e.role_id))];
+        const endedAccess = await endWithoutBasis(
           tx,
-          SYSTEM,
-          { correlationId: "scheduler", sourceIp: null, userAgent: null },
-          ended.map((e) => ({
+          { roleIds },
+          { by: "system", reason: "the eligibility ended" },
+          now,
+        );
+        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, [
+          ...ended.map((e) => ({
             action: "eligibility.expired",
             outcome: "success" as const,
             subject: `role:${e.role_name}`,
             reason: "the eligibility reached its end date",
             details: { eligibilityId: e.id, principal: e.principal_name, group: e.group_name, endedAt: iso(e.ends_at) },
           })),
-        );
-        // What was activated on an eligibility that ended does not outlive it.
-        const roleIds = [...new Set(ended.map((e) => e.role_id))];
-        const events = await endWithoutBasis(tx, { roleIds }, { by: "system", reason: "the eligibility ended" }, now);
-        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
+          ...endedAccess,
+        ]);
         return ended.length;
       });
     },
