@@ -34,6 +34,18 @@ export class MasterKeyMismatchError extends Error {
   }
 }
 
+/**
+ * The audit key is gone while the log holds checkpoints it signed: minting a new one would let whoever removed it
+ * have the server sign a rewritten history. The node refuses to start; the key comes back from a backup.
+ */
+export class AuditKeyMissingError extends Error {
+  constructor() {
+    super(
+      "the audit signing key is missing from signing_keys while the audit log holds signed checkpoints: someone with write access to the database may have removed it; restore the signing_keys rows from a backup (docs/operations.md)",
+    );
+  }
+}
+
 const KEYRING_LOCK = 0x5717_0002;
 
 export async function loadKeyring(deps: { store: AppStore; masterKey: Uint8Array; clock: Clock }): Promise<Keyring> {
@@ -50,6 +62,8 @@ export async function loadKeyring(deps: { store: AppStore; masterKey: Uint8Array
         .where("retired_at", "is", null)
         .executeTakeFirst();
       if (existing) continue;
+      if (purpose === "audit" && (await tx.selectFrom("audit_checkpoints").select("seq").limit(1).executeTakeFirst()))
+        throw new AuditKeyMissingError();
       const id = `${purpose}-${randomToken(16)}`;
       const { privateKey, publicKey } = generateKeyPairSync("ed25519");
       const der = privateKey.export({ format: "der", type: "pkcs8" });
