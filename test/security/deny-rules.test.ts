@@ -14,8 +14,17 @@ import { testServer, type TestServer } from "../../src/testing/server.js";
 const clock = manualClock(new Date("2026-12-02T16:50:00Z"));
 let server: TestServer;
 const REASON = "restart the stuck billing workers for incident 4711";
-const window = { days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], from: "09:00", to: "17:00", timeZone: "UTC" };
-const base = { mfa: { required: false }, windows: [window], outsideWindow: "deny" };
+const window = {
+  days: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+  from: "09:00",
+  to: "17:00",
+  timeZone: "UTC",
+} as const;
+const base = {
+  mfa: { required: false },
+  windows: [{ ...window, days: [...window.days] }],
+  outsideWindow: "deny" as const,
+};
 
 beforeAll(async () => {
   server = await testServer("pglite", { clock });
