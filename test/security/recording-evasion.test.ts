@@ -264,10 +264,12 @@ describe("recording evasion through tunnels and `ssh -tt 'scp -t; bash'` (findin
 
   it("`ssh -tt host 'scp -t /tmp; sh'` with a terminal is recorded as the shell it is", async () => {
     const client = h.spawnSsh(key, `${user}%web`, ["scp -t /tmp; sh"], ["-tt"]);
+    const stdin = client.child.stdin;
+    if (!stdin) throw new Error("ssh was spawned without a stdin pipe");
     // scp -t waits for its protocol: a bad line ends it, and the shell behind it takes the rest.
-    client.child.stdin.write("X\n");
+    stdin.write("X\n");
     await until("the shell", async () => client.output().length > 0 || null, 10_000).catch(() => undefined);
-    client.child.stdin.write("echo tty-$((6*7)); exit\n");
+    stdin.write("echo tty-$((6*7)); exit\n");
     await client.exited;
     expect(client.output()).toContain("tty-42");
     const recording = await newest();
