@@ -258,6 +258,12 @@ describe("a wrong key, and a sealed vault", () => {
     expect(read.body.error?.code).toBe("VAULT_KEY_INVALID");
     expect(JSON.stringify(read.body)).not.toMatch(/at .*\.(js|ts)/);
     expect((await call(wrong.server.app, auth, "GET", "/v1/audit/verify")).body).toMatchObject({ ok: true });
+    // Someone other than the admin applying the file: nobody grants themselves eligibility (SELF_GRANT).
+    const created = await call(wrong.server.app, auth, "POST", "/v1/users", {
+      name: "oncall",
+      password: passwordFor("oncall"),
+    });
+    expect(created.status).toBe(201);
     const apply = await call(wrong.server.app, auth, "POST", "/v1/config/apply", {
       yaml: `apiVersion: stint/v1
 policies:${selfServicePolicy("self")}
@@ -271,11 +277,17 @@ roles:
     risk: low
 eligibility:
   - role: on-call
-    users: [admin]
+    users: [oncall]
 `,
     });
     expect(apply.status).toBe(200);
-    const activation = await call(wrong.server.app, auth, "POST", "/v1/activation-requests", {
+    const signIn = await wrong.server.app.inject({
+      method: "POST",
+      url: "/v1/auth/login",
+      payload: { username: "oncall", password: passwordFor("oncall") },
+    });
+    const oncall = `Bearer ${signIn.json<{ accessToken: string }>().accessToken}`;
+    const activation = await call(wrong.server.app, oncall, "POST", "/v1/activation-requests", {
       role: "on-call",
       reason: "the vault key is wrong but on-call still works",
     });
