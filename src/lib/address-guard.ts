@@ -59,3 +59,20 @@ export async function checkAddressHosts(
     }
   }
 }
+
+/**
+ * The one address to connect to for `host`: resolved once, every answer judged (checkHost), the first
+ * returned. Connecting to it instead of the name means no second lookup, so a name re-pointed between
+ * the check and the connection (DNS rebinding) is not followed. Throws AddressRefusedError when the
+ * policy refuses an answer, and a plain Error when the name does not resolve.
+ */
+export async function resolveAllowedAddress(
+  host: string,
+  policy: AddressPolicy = DEFAULT_ADDRESS_POLICY,
+  resolve: Resolve = systemResolve,
+): Promise<string> {
+  const addresses = await checkHost(host, policy, resolve);
+  const first = addresses[0];
+  if (first === undefined) throw new Error(`${host} does not resolve`);
+  return parseIpLiteral(first) ? first.replace(/^\[(.*)\]$/, "$1") : first;
+}

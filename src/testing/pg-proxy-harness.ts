@@ -42,7 +42,13 @@ export interface PgProxyHarness {
 }
 
 export async function pgProxyHarness(
-  options: { proxy?: Partial<PgProxyDeps>; recording?: "required" | "optional"; targetOptions?: string } = {},
+  options: {
+    proxy?: Partial<PgProxyDeps>;
+    recording?: "required" | "optional";
+    targetOptions?: string;
+    /** The target's address (default `postgres://postgres@127.0.0.1:<port>/appdb`), e.g. by name or through a relay. */
+    address?: (instance: PostgresInstance) => string;
+  } = {},
 ): Promise<PgProxyHarness> {
   const hex = randomBytes(4).toString("hex");
   const user = `ann${hex}`;
@@ -81,7 +87,7 @@ policies:${selfServicePolicy("app-self")}
 targets:
   - name: app-db
     kind: postgres
-    address: postgres://postgres@127.0.0.1:${instance.port}/${database}
+    address: ${options.address?.(instance) ?? `postgres://postgres@127.0.0.1:${instance.port}/${database}`}
     credential: { secret: targets/app-db/admin }
     identity: { map: { ${user}: ${login} } }
     options:

@@ -87,6 +87,8 @@ export interface HarnessOptions {
   env?: NodeJS.ProcessEnv;
   proxy?: Partial<Omit<SshProxyDeps, "gate" | "hostKey" | "logger" | "port">>;
   sshdConfig?: string[];
+  /** The targets' address (default `ssh://root@127.0.0.1:<sshd port>`), e.g. by name or through a relay. */
+  address?: (sshd: Sshd) => string;
 }
 
 export async function sshSessionsHarness(options: HarnessOptions = {}): Promise<SshSessionsHarness> {
@@ -167,7 +169,7 @@ ${targets
   .map(
     (name) => `  - name: ${name}
     kind: ssh-host
-    address: ssh://root@127.0.0.1:${sshd.port}
+    address: ${options.address?.(sshd) ?? `ssh://root@127.0.0.1:${sshd.port}`}
     credential: { secret: targets/${name}/admin }
     identity: { map: { ${users.map((u) => `${u}: ${unixUser}`).join(", ")} } }
     options:

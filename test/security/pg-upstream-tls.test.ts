@@ -278,6 +278,7 @@ eligibility:
       fakeUpstream = {
         kind: "postgres",
         host,
+        address: host,
         port: instance.port,
         database: DATABASE,
         user: SESSION_LOGIN,
@@ -314,6 +315,7 @@ eligibility:
         fakeUpstream = {
           kind: "postgres",
           host: "127.0.0.1",
+          address: "127.0.0.1",
           port: fake.port,
           database: DATABASE,
           user: SESSION_LOGIN,
@@ -341,6 +343,7 @@ eligibility:
         fakeUpstream = {
           kind: "postgres",
           host: "127.0.0.1",
+          address: "127.0.0.1",
           port: fake.port,
           database: DATABASE,
           user: SESSION_LOGIN,

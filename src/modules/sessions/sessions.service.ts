@@ -20,6 +20,8 @@ import { can } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import type { VaultService } from "../vault/vault.service.js";
 import { roleSessionOf, sessionOptionsOf } from "../connectors/session-options.rules.js";
+import { currentAddressPolicy } from "../connectors/index.js";
+import { AddressRefusedError, resolveAllowedAddress } from "../../lib/address-guard.js";
 import * as postgresRules from "../connectors/postgres/postgres.rules.js";
 import * as sshHostRules from "../connectors/ssh-host/ssh-host.rules.js";
 import { createRecorder, type ActiveRecorder } from "./recorder.js";
@@ -215,6 +217,26 @@ export function createSessionService(deps: SessionServiceDeps) {
         })
         .catch((error: unknown) => logger.error({ err: error }, "could not audit a refused session"));
     throw new SessionRefusedError(code, message);
+  }
+
+  /**
+   * Where the proxy may connect for `host`: resolved now and judged by the address policy (as the
+   * connectors are), before any secret is opened. A name that resolves to the metadata service or a
+   * denied network is refused; the proxy connects to the returned address only.
+   */
+  async function upstreamAddress(
+    kind: SessionKind,
+    host: string,
+    target: string,
+    who: { actor: Actor; clientAddress: string | null; details: Record<string, unknown> },
+  ): Promise<string> {
+    try {
+      return await resolveAllowedAddress(host, currentAddressPolicy());
+    } catch (error) {
+      if (error instanceof AddressRefusedError)
+        return refuse(kind, "ADDRESS_REFUSED", `Stint does not connect to ${target}: ${error.message}.`, who);
+      return refuse(kind, "TARGET_UNREACHABLE", `The address of ${target} (${host}) does not resolve.`, who);
+    }
   }
 
   async function principalByName(name: string) {
@@ -529,6 +551,7 @@ export function createSessionService(deps: SessionServiceDeps) {
           `${roleName} reaches only the database ${address.database}${databases.length > 0 ? ` (or ${databases.join(", ")})` : ""} on ${activation.target_name}, not ${pinned.slice(0, 63)}.`,
           who,
         );
+      const connectTo = await upstreamAddress(kind, address.host, activation.target_name, who);
       let upstreamUser: string;
       let upstreamPassword: string;
       let credential: string;
@@ -574,6 +597,7 @@ export function createSessionService(deps: SessionServiceDeps) {
       const upstream: UpstreamPostgres = {
         kind: "postgres",
         host: address.host,
+        address: connectTo,
         port: address.port,
         database: pinned,
         user: upstreamUser,
@@ -660,10 +684,12 @@ export function createSessionService(deps: SessionServiceDeps) {
           `The target ${login.target} has no session credential (options.session), so Stint cannot open it.`,
           who,
         );
+      const connectTo = await upstreamAddress(kind, address.host, login.target, who);
       const secret = await sealedValue(kind, session.secret, activation, who);
       const upstream: UpstreamSsh = {
         kind: "ssh",
         host: address.host,
+        address: connectTo,
         port: address.port,
         username: session.login,
         hostKey: sshHostRules.parseOptions(options).hostKey,

@@ -29,6 +29,12 @@ export interface SessionPolicy {
 export interface UpstreamPostgres {
   kind: "postgres";
   host: string;
+  /**
+   * The IP address \`host\` resolved to when the session opened, judged by the address policy: the proxy
+   * connects here and nowhere else (no second lookup, so a name re-pointed afterwards is not followed).
+   * \`host\` stays the name, for TLS (SNI, verify-full) and messages.
+   */
+  address: string;
   port: number;
   /** The target address's database, or one of the target's options.databases the client asked for. */
   database: string;
@@ -43,6 +49,12 @@ export interface UpstreamPostgres {
 export interface UpstreamSsh {
   kind: "ssh";
   host: string;
+  /**
+   * The IP address \`host\` resolved to when the session opened, judged by the address policy: the proxy
+   * connects here and nowhere else (no second lookup, so a name re-pointed afterwards is not followed).
+   * \`host\` stays the name, for TLS (SNI, verify-full) and messages.
+   */
+  address: string;
   port: number;
   username: string;
   /** The host key fingerprint the target is pinned to: "SHA256:<base64>" (`ssh-keygen -lf`). */
@@ -110,7 +122,10 @@ export interface SessionEnd {
 export class SessionRefusedError extends Error {
   override readonly name = "SessionRefusedError";
   constructor(
-    /** Stable code: BAD_CREDENTIALS, NOT_ACTIVE, NO_CREDENTIAL, RECORDING_UNAVAILABLE, TARGET_UNSUPPORTED. */
+    /**
+     * Stable code: BAD_CREDENTIALS, NOT_ACTIVE, NO_CREDENTIAL, RECORDING_UNAVAILABLE, TARGET_UNSUPPORTED,
+     * ADDRESS_REFUSED (the target's address resolves where the address policy forbids), TARGET_UNREACHABLE.
+     */
     readonly code: string,
     message: string,
   ) {

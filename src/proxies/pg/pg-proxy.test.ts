@@ -298,6 +298,7 @@ describe("PostgreSQL proxy", () => {
     upstream = {
       kind: "postgres",
       host: "127.0.0.1",
+      address: "127.0.0.1",
       port: instance.port,
       database: DATABASE,
       user: UPSTREAM_USER,

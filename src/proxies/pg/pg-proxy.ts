@@ -502,7 +502,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       phase = "killing";
       killEnd = end;
       slog.info({ reason: end.reason }, "ending postgres session");
-      if (realKey !== null && tracker.pending() > 0) sendCancel(slog, { ...realKey, ...target }, connectTimeoutMs);
+      if (realKey !== null && tracker.pending() > 0)
+        sendCancel(slog, { ...realKey, host: target.address, port: target.port }, connectTimeoutMs);
       // What was running when the session was ended is logged too, marked interrupted.
       if (wasRelay) for (const logged of tracker.interrupt(end.reason)) record(logged);
       if (upstream !== null) {
@@ -713,7 +714,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       const remaining = () => Math.max(1, deadline - Date.now());
       let socket: Socket;
       try {
-        socket = await connectTcp(target.host, target.port, connectTimeoutMs);
+        // The address the gate resolved and judged (no second lookup); TLS below checks the name.
+        socket = await connectTcp(target.address, target.port, connectTimeoutMs);
       } catch (error) {
         throw new UpstreamFailure("08006", `could not connect to the database at ${where}: ${errorMessage(error)}`);
       }
@@ -765,7 +767,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
             // The real process id (pg_backend_pid(), NOTIFY's sender, pg_terminate_backend agree with
             // it); only the secret is ours, so the server's key never leaves the proxy.
             const secret = randomBytes(key.secretKey.length);
-            cancelTarget = { secret, host: target.host, port: target.port, ...realKey };
+            cancelTarget = { secret, host: target.address, port: target.port, ...realKey };
             addCancelTarget(cancelTarget);
             client.write(encodeBackendKeyData(key.processId, secret));
             continue;

@@ -151,6 +151,7 @@ const gate: Pick<SessionGate, "checkSshCertificate" | "openSsh"> = {
     const upstream: UpstreamSsh = {
       kind: "ssh",
       host: sshd.host,
+      address: sshd.host,
       port: sshd.port,
       username: sshd.adminUser,
       hostKey: spec.hostKey ?? sshd.hostKeyFingerprint,

@@ -747,7 +747,8 @@ function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshC
     });
     try {
       connection.connect({
-        host: upstream.host,
+        // The address the gate resolved and judged by the address policy: no second lookup.
+        host: upstream.address,
         port: upstream.port,
         username: upstream.username,
         ...(upstream.privateKey !== undefined
