@@ -81,9 +81,16 @@ export async function runServer(options: { configFile?: string | undefined } = {
   try {
     starting = await listenWhileStarting(host, port);
   } catch (error) {
-    process.stderr.write(
-      `stint: cannot listen on ${config.listen}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}\n`,
-    );
+    const code = (error as NodeJS.ErrnoException).code;
+    const hint =
+      code === "EADDRINUSE"
+        ? `the address is in use: another Stint server (or another program) may be running there. ` +
+          `Stop it, or pick another port with STINT_LISTEN (e.g. STINT_LISTEN=${host.includes(":") ? `[${host}]` : host}:${port + 1}) ` +
+          `or \`listen:\` in the configuration file`
+        : code === "EACCES"
+          ? `permission denied: ports below 1024 need privileges; pick another port with STINT_LISTEN`
+          : (code ?? (error as Error).message);
+    process.stderr.write(`stint: cannot listen on ${config.listen}: ${hint}\n`);
     process.exit(1);
   }
 
@@ -111,12 +118,16 @@ export async function runServer(options: { configFile?: string | undefined } = {
     }
     server = await createServer({ config, logger, masterKey: master.key, vaultKey });
   } catch (error) {
+    // A held or unwritable data directory is the operator's to settle, like a bad configuration.
+    const operatorMustAct =
+      error instanceof StartupError ||
+      (error instanceof Error && (error.name === "DataDirLockedError" || error.name === "DataDirUnwritableError"));
     const message =
-      error instanceof StartupError || error instanceof MasterKeyMismatchError
-        ? error.message
+      operatorMustAct || error instanceof MasterKeyMismatchError
+        ? (error as Error).message
         : `could not start: ${(error as Error).message}`;
     process.stderr.write(`stint: ${message}\n`);
-    process.exit(error instanceof StartupError ? 2 : 1);
+    process.exit(operatorMustAct ? 2 : 1);
   }
 
   const boot = await server.bootstrap();

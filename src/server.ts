@@ -88,7 +88,12 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
   const clock = deps.clock ?? systemClock;
   if (!deps.store && !config.databaseUrl) await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const store =
-    deps.store ?? (await openAppStore({ databaseUrl: config.databaseUrl, dataDir: path.join(config.dataDir, "db") }));
+    deps.store ??
+    (await openAppStore({
+      databaseUrl: config.databaseUrl,
+      dataDir: path.join(config.dataDir, "db"),
+      lockOwner: `stint server listening on ${config.listen}`,
+    }));
   try {
     const applied = await store.migrate(MIGRATIONS_DIR);
     if (applied.length > 0) logger.info({ applied }, "database migrated");

@@ -2,11 +2,12 @@
  * One store over two engines: PGlite (embedded, a data directory) and
  * PostgreSQL (a `pg` pool). Both speak the same SQL; Kysely builds it.
  */
-import { readdir, readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
 import type { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
+import { lockDataDir } from "./data-dir-lock.js";
 
 export type Engine = "pglite" | "postgres";
 
@@ -40,6 +41,8 @@ export interface StoreOptions {
   /** PGlite data directory; `memory://` for an in-memory database. */
   dataDir?: string | undefined;
   poolSize?: number;
+  /** Who opens an embedded data directory, named to a second server refused its lock. */
+  lockOwner?: string | undefined;
 }
 
 const INT8_OID = 20;
@@ -52,7 +55,7 @@ function parseInt8(value: string): number {
 
 export async function openStore<DB>(options: StoreOptions): Promise<Store<DB>> {
   if (options.databaseUrl) return openPostgres<DB>(options.databaseUrl, options.poolSize ?? 10);
-  return openPglite<DB>(options.dataDir ?? "memory://");
+  return openPglite<DB>(options.dataDir ?? "memory://", options.lockOwner ?? `stint (pid ${process.pid})`);
 }
 
 function makeStore<DB>(
@@ -229,14 +232,48 @@ function pglitePool(pglite: PGlite) {
 
 export const PGLITE_PARSERS = { [INT8_OID]: parseInt8, [NUMERIC_OID]: (v: string) => v };
 
-async function openPglite<DB>(dataDir: string): Promise<Store<DB>> {
+async function openPglite<DB>(dataDir: string, lockOwner: string): Promise<Store<DB>> {
   const { PGlite } = await import("@electric-sql/pglite");
-  const pglite = await PGlite.create(dataDir === "memory://" ? undefined : dataDir, { parsers: PGLITE_PARSERS });
-  return storeOverPglite<DB>(pglite);
+  if (dataDir === "memory://") return storeOverPglite<DB>(await PGlite.create(undefined, { parsers: PGLITE_PARSERS }));
+  // PGlite is one process's database: a second process on the same files would silently lose writes.
+  const lock = await lockWritableDataDir(dataDir, lockOwner);
+  try {
+    const pglite = await PGlite.create(dataDir, { parsers: PGLITE_PARSERS });
+    return storeOverPglite<DB>(pglite, () => lock.release());
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
+}
+
+/** Creates the directory's parent if needed and takes the lock, naming an unwritable place plainly. */
+async function lockWritableDataDir(dataDir: string, owner: string) {
+  const resolved = path.resolve(dataDir);
+  try {
+    await mkdir(path.dirname(resolved), { recursive: true, mode: 0o700 });
+    return lockDataDir(resolved, owner);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EROFS" || code === "EACCES" || code === "EPERM")
+      throw new DataDirUnwritableError(
+        `the data directory ${path.dirname(resolved)} is not writable (${code}${code === "EROFS" ? ": read-only file system" : ""}); ` +
+          "the embedded database keeps its files there: point STINT_DATA_DIR at a writable directory",
+      );
+    if (code === "ENOSPC")
+      throw new DataDirUnwritableError(
+        `the data directory ${path.dirname(resolved)} is full (ENOSPC): free some space or point STINT_DATA_DIR elsewhere`,
+      );
+    throw error;
+  }
+}
+
+/** The embedded data directory cannot be written (read-only, no permission, full). */
+export class DataDirUnwritableError extends Error {
+  override name = "DataDirUnwritableError";
 }
 
 /** A store over an already open PGlite instance (tests clone a migrated template this way). */
-export function storeOverPglite<DB>(pglite: PGlite): Store<DB> {
+export function storeOverPglite<DB>(pglite: PGlite, onClosed?: () => void): Store<DB> {
   const db = new Kysely<DB>({
     dialect: new PostgresDialect({ pool: pglitePool(pglite) as unknown as pg.Pool }),
   });
@@ -245,7 +282,11 @@ export function storeOverPglite<DB>(pglite: PGlite): Store<DB> {
     db,
     async () => {
       await db.destroy();
-      await pglite.close();
+      try {
+        await pglite.close();
+      } finally {
+        onClosed?.();
+      }
     },
     async (channel, onMessage) => {
       checkChannel(channel);
