@@ -11,6 +11,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { AppStore } from "../db/index.js";
 import type { Clock } from "../lib/clock.js";
+import { FailpointCrash } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
 import type { AuditLog } from "../modules/audit/audit.service.js";
 import { SYSTEM, type CallContext } from "../modules/authz/authz.types.js";
@@ -51,7 +52,7 @@ export interface OutboxRunnerOptions {
   handlerTimeoutMs?: number;
 }
 
-export type AttemptOutcome = "done" | "retry" | "dead" | "stale" | "error";
+export type AttemptOutcome = "done" | "retry" | "dead" | "stale" | "error" | "crashed";
 
 export interface RunSummary {
   claimed: number;
@@ -264,6 +265,8 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     try {
       await runHandler(job);
     } catch (error) {
+      // A test's simulated crash: the node "died" here, so nothing is recorded and the lease runs out.
+      if (error instanceof FailpointCrash) return "crashed";
       return recordFailure(job, error);
     }
     const moved = await outboxStore.markDone(store.db, { id: job.id, attempt: job.attempts, now: clock.now() });

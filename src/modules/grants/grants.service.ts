@@ -15,6 +15,7 @@ import type { AppStore, Database } from "../../db/index.js";
 import { policySpec } from "../../contract/catalog.js";
 import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
+import { failpoint } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
 import { deriveKey, open, seal } from "../../lib/security.js";
@@ -34,13 +35,13 @@ import {
   type ConnectorTarget,
   type StandingAccess,
 } from "../connectors/index.js";
-import { safeErrorMessage, type OutboxHandlers, type OutboxService } from "../outbox/index.js";
+import { outboxStore, safeErrorMessage, type OutboxHandlers, type OutboxService } from "../outbox/index.js";
 import type { RequestService } from "../requests/requests.service.js";
 import * as grantStore from "./grants.store.js";
 import { withTargetLanes } from "./grants.lanes.js";
 import { generateValue } from "../vault/vault.crypto.js";
 import type { VaultService } from "../vault/vault.service.js";
-import { compareFindings, findDrift, normalizeLogin, type DriftKind } from "./reconcile.rules.js";
+import { compareFindings, driftAction, findDrift, normalizeLogin, type DriftKind } from "./reconcile.rules.js";
 
 export const JOB = {
   provision: "grant.provision",
@@ -78,6 +79,11 @@ export interface GrantServiceDeps {
   provisionAttempts?: number;
   /** Attempts of a revocation; practically unbounded, a revocation is never dropped. */
   revokeAttempts?: number;
+  /**
+   * How long after the lease of an in-flight provisioning attempt its target call may still land: an
+   * activation that ends while its provisioning runs gets a revocation due that long after (default 60 s).
+   */
+  provisionSettleMs?: number;
 }
 
 export interface DriftItem {
@@ -202,6 +208,7 @@ export function createGrantService(deps: GrantServiceDeps) {
   const connectorFor = deps.connectorFor ?? defaultConnectorFor;
   const provisionAttempts = deps.provisionAttempts ?? 5;
   const revokeAttempts = deps.revokeAttempts ?? 1000;
+  const provisionSettleMs = deps.provisionSettleMs ?? 60_000;
   const secretKey = deriveKey(deps.masterKey, "target-secrets");
   const allowanceKey = deriveKey(deps.masterKey, "secret-allowances");
   const alert = async (tx: Kysely<Database>, a: GrantAlert) => deps.onAlert?.(tx, a);
@@ -399,6 +406,33 @@ export function createGrantService(deps: GrantServiceDeps) {
       payload: { grantId: change.grantId },
       maxAttempts: revokeAttempts,
     });
+    // Ended while its provisioning is still to run or running: that attempt may change the target after the
+    // revocation above has run, and its node may die before it says so. A second revocation, due once the
+    // attempt's lease is over, commits here with the end, so no crash anywhere can lose it (issue 13 finding 2).
+    const provision = await outboxStore.findByIdempotencyKey(tx, `provision:${change.grantId}`);
+    if (provision && (provision.status === "pending" || provision.status === "running")) {
+      const now = clock.now().getTime();
+      const leaseEnd = Math.max(now, provision.lockedUntil?.getTime() ?? now);
+      await outbox.enqueue(tx, {
+        kind: JOB.revoke,
+        idempotencyKey: `revoke:${change.grantId}:provision-in-flight`,
+        payload: { grantId: change.grantId, force: true, after: "the activation ended while it was being provisioned" },
+        maxAttempts: revokeAttempts,
+        notBefore: new Date(leaseEnd + provisionSettleMs),
+      });
+    }
+  }
+
+  /** A forced revocation, due now: the privilege may be at the target although the grant has ended. */
+  async function revokeAfterProvisioning(grantId: string, key: string, after: string): Promise<void> {
+    await store.transaction((tx) =>
+      outbox.enqueue(tx, {
+        kind: JOB.revoke,
+        idempotencyKey: `revoke:${grantId}:${key}`,
+        payload: { grantId, force: true, after },
+        maxAttempts: revokeAttempts,
+      }),
+    );
   }
 
   // -------------------------------------------------------------------------
@@ -408,7 +442,14 @@ export function createGrantService(deps: GrantServiceDeps) {
     const grantId = String(payload.grantId);
     const maxAttempts = Number(payload.maxAttempts ?? provisionAttempts);
     const grant = await grantStore.findGrant(store.db, grantId);
-    if (!grant || grant.state !== "provisioning") return;
+    if (!grant) return;
+    if (grant.state !== "provisioning") {
+      // A retry: an earlier attempt may have changed the target and died before saying so. If the grant has
+      // ended meanwhile, leave a revocation behind before returning (active grants are revoked when they end).
+      if (attempt > 1 && grant.login !== null && grant.state !== "active")
+        await revokeAfterProvisioning(grantId, `before-attempt:${attempt}`, "an earlier provisioning attempt stopped");
+      return;
+    }
     const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
     if (grant.login === null) {
       const mapped = loginFor(targetConfig(targetRow.config).identity, {
@@ -420,6 +461,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     }
     const login = grant.login;
     const entitlement = grant.entitlement as Record<string, unknown>;
+    await failpoint("grant.provision.before-target");
     try {
       const { connector, target } = await connectorTarget(store.db, targetRow);
       problemsOf(connector.checkLogin(login), `the login ${login}`);
@@ -447,6 +489,9 @@ export function createGrantService(deps: GrantServiceDeps) {
           grantId,
           failure.reason === "refused" ? failure.message : `the target did not answer: ${failure.message}`,
         );
+        // A call that timed out or lost its connection may still have changed the target: take it away.
+        if (failure.reason !== "refused")
+          await revokeAfterProvisioning(grantId, `after-attempt:${attempt}`, "the provisioning did not finish");
         return;
       }
       await grantStore.recordGrantFailure(
@@ -458,15 +503,14 @@ export function createGrantService(deps: GrantServiceDeps) {
       );
       throw failure;
     }
+    await failpoint("grant.provision.after-target");
     if (!(await deps.requests.provisioned(grantId, { login }))) {
       // The activation ended while the target was being changed: take the privilege away again.
-      await store.transaction((tx) =>
-        outbox.enqueue(tx, {
-          kind: JOB.revoke,
-          idempotencyKey: `revoke:${grantId}:after-provision`,
-          payload: { grantId, force: true },
-          maxAttempts: revokeAttempts,
-        }),
+      await failpoint("grant.provision.before-follow-up");
+      await revokeAfterProvisioning(
+        grantId,
+        `after-attempt:${attempt}`,
+        "provisioning finished after the activation ended",
       );
     }
   }
@@ -532,7 +576,14 @@ export function createGrantService(deps: GrantServiceDeps) {
           login: grant.login,
           requestId: grant.request_id,
           attempts: grant.attempts + 1,
-          ...(force ? { after: "provisioning finished after the activation ended" } : {}),
+          ...(force
+            ? {
+                after:
+                  typeof payload.after === "string"
+                    ? payload.after
+                    : "provisioning finished after the activation ended",
+              }
+            : {}),
         },
       });
     });
@@ -735,6 +786,11 @@ export function createGrantService(deps: GrantServiceDeps) {
       const now = clock.now();
       const grants = await grantStore.grantsAt(tx, row.id, startedAt);
       const open = await grantStore.openFindings(tx, row.id);
+      const leftByStint = new Set(
+        (await grantStore.endedGrantLogins(tx, row.id)).map(
+          (g) => `${g.role_id}\u0000${normalizeLogin(row.kind, g.login)}`,
+        ),
+      );
       const events: AuditInput[] = [];
       for (const role of roles) {
         const holders = observed.get(role.id);
@@ -767,7 +823,8 @@ export function createGrantService(deps: GrantServiceDeps) {
           });
         for (const d of opened) {
           const id = newId();
-          const action = d.kind === "missing" ? "reprovisioning" : remove ? "removing" : "reported";
+          const left = leftByStint.has(`${role.id}\u0000${normalizeLogin(row.kind, d.login)}`);
+          const action = driftAction({ kind: d.kind, policyRemove: remove, leftByStint: left });
           await grantStore.insertFinding(tx, {
             id,
             targetId: row.id,
@@ -796,9 +853,18 @@ export function createGrantService(deps: GrantServiceDeps) {
             subject: `target:${row.name}`,
             reason:
               d.kind === "unexpected"
-                ? `${d.login} holds ${role.name} at ${row.name} without an activation`
+                ? left
+                  ? `${d.login} holds ${role.name} at ${row.name} after Stint's grant of it ended`
+                  : `${d.login} holds ${role.name} at ${row.name} without an activation`
                 : `${d.login} has an active activation of ${role.name} but ${row.name} does not show it`,
-            details: { role: role.name, login: d.login, kind: d.kind, action, findingId: id },
+            details: {
+              role: role.name,
+              login: d.login,
+              kind: d.kind,
+              action,
+              findingId: id,
+              ...(left && d.kind === "unexpected" ? { leftByStint: true } : {}),
+            },
           });
           await alert(tx, {
             event: "drift.detected",
@@ -809,7 +875,9 @@ export function createGrantService(deps: GrantServiceDeps) {
                 : `Privilege drift at ${row.name}: ${d.login} is missing ${role.name}`,
             text:
               action === "removing"
-                ? "The role's policy says to remove drift: Stint is taking it away."
+                ? left
+                  ? "Stint granted it for an activation that has ended: Stint is taking it away."
+                  : "The role's policy says to remove drift: Stint is taking it away."
                 : action === "reprovisioning"
                   ? "Stint is provisioning it again."
                   : "The role's policy says to report drift: find out who granted it, then remove it or convert it with `stint discover --convert`.",

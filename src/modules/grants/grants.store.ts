@@ -1,5 +1,5 @@
 /** SQL of grants at real targets, target credentials and drift findings. Every function takes its transaction or db. */
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 
 type Q = Kysely<Database>;
@@ -138,6 +138,23 @@ export function grantsAt(db: Q, targetId: string, since: Date) {
       ]),
     )
     .execute();
+}
+
+/**
+ * (role, login) pairs of a target whose latest grant has ended (revoked or failed): privilege such a login
+ * still holds was put there by Stint for a grant that is over (a provisioning that landed after its
+ * revocation), so the reconciler removes it whatever the drift policy.
+ */
+export async function endedGrantLogins(db: Q, targetId: string): Promise<{ role_id: string; login: string }[]> {
+  const { rows } = await sql<{ role_id: string; login: string }>`
+    select latest.role_id, latest.login from (
+      select distinct on (g.role_id, g.login) g.role_id, g.login, g.state
+        from grants g join roles r on r.id = g.role_id
+       where r.target_id = ${targetId} and g.login is not null
+       order by g.role_id, g.login, g.created_at desc, g.id desc
+    ) latest
+     where latest.state in ('revoked', 'failed')`.execute(db);
+  return rows;
 }
 
 /** Open grants of one role and login (an activation now backs the privilege). */

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { compareFindings, findDrift, normalizeLogin } from "./reconcile.rules.js";
+import { compareFindings, driftAction, findDrift, normalizeLogin } from "./reconcile.rules.js";
 
 describe("drift", () => {
   it("reports privilege without an activation, and activations the target lacks", () => {
@@ -78,5 +78,20 @@ describe("findings across cycles", () => {
     expect(result.opened).toEqual([{ login: "bob", kind: "missing" }]);
     expect(result.seen.map((f) => f.id)).toEqual(["1"]);
     expect(result.closed.map((f) => f.id)).toEqual(["2"]);
+  });
+});
+
+describe("drift action", () => {
+  it("removes privilege Stint left behind for an ended grant whatever the policy; reports other unexpected privilege under drift: report", () => {
+    expect(driftAction({ kind: "unexpected", policyRemove: false, leftByStint: true })).toBe("removing");
+    expect(driftAction({ kind: "unexpected", policyRemove: false, leftByStint: false })).toBe("reported");
+    expect(driftAction({ kind: "unexpected", policyRemove: true, leftByStint: false })).toBe("removing");
+    fc.assert(
+      fc.property(
+        fc.boolean(),
+        fc.boolean(),
+        (policyRemove, leftByStint) => driftAction({ kind: "missing", policyRemove, leftByStint }) === "reprovisioning",
+      ),
+    );
   });
 });

@@ -75,3 +75,16 @@ export function compareFindings<F extends OpenFinding>(
     closed: open.filter((f) => !now.has(key(f))),
   };
 }
+
+export type DriftAction = "reported" | "removing" | "reprovisioning";
+
+/**
+ * What Stint does about new drift. Missing privilege of an active grant is provisioned again. Unexpected
+ * privilege is removed when the role's policy says `drift: remove`, and ALWAYS when Stint itself put it
+ * there for a grant that has since ended (`leftByStint`: the login's latest grant of the role ended, e.g.
+ * its provisioning landed after the revocation): `drift: report` is for privilege granted outside Stint.
+ */
+export function driftAction(input: { kind: DriftKind; policyRemove: boolean; leftByStint: boolean }): DriftAction {
+  if (input.kind === "missing") return "reprovisioning";
+  return input.policyRemove || input.leftByStint ? "removing" : "reported";
+}
