@@ -419,6 +419,75 @@ eligibility:
   });
 });
 
+describe("a role's session secret (entitlement.session, finding 1 and 5)", () => {
+  const role = (target: string, secret: string | null) => ({
+    name: "mallory-role",
+    target,
+    policy: "custody-self",
+    risk: "low",
+    entitlement: { role: "pg_read_all_data", ...(secret ? { session: { login: "app_ops", secret } } : {}) },
+  });
+  // Break-glass: only its reveal releases it. Another target's: prod-db's session secret (allowed for
+  // prod-db) and prod-db's admin credential path.
+  const FORBIDDEN = ["breakglass/root", "targets/prod-db/session", "targets/prod-db/admin"];
+
+  beforeAll(async () => {
+    const created = await asMallory("POST", "/v1/targets", {
+      name: "mallory-roles",
+      kind: "postgres",
+      address: `postgres://app_ops@127.0.0.1:${trap.port}/postgres?sslmode=disable`,
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+  });
+
+  it("refuses a role whose session secret is break-glass or another target's, at create and update (API); nothing stored", async () => {
+    for (const [target, secret] of [
+      ...FORBIDDEN.map((secret) => ["mallory-roles", secret] as const),
+      ["prod-db", "breakglass/root"] as const,
+    ]) {
+      const created = await asMallory("POST", "/v1/roles", role(target, secret));
+      expect(created.status, `${target} ${secret}: ${JSON.stringify(created.body)}`).toBe(400);
+      expect(created.body.error?.code).toBe("VALIDATION_FAILED");
+      expect(created.body.error?.message).toContain("entitlement.session.secret");
+      expect((await asMallory("GET", "/v1/roles/mallory-role")).status).toBe(404);
+    }
+    // Update: a role without a session login may not be given one of those either.
+    expect((await asMallory("POST", "/v1/roles", role("mallory-roles", null))).status).toBe(201);
+    for (const secret of FORBIDDEN) {
+      const updated = await asMallory("PUT", "/v1/roles/mallory-role", role("mallory-roles", secret));
+      expect(updated.status, `${secret}: ${JSON.stringify(updated.body)}`).toBe(400);
+      expect(updated.body.error?.message).toContain("entitlement.session.secret");
+    }
+    const stored = await asMallory("GET", "/v1/roles/mallory-role");
+    expect((stored.body.entitlement as Record<string, unknown>).session).toBeUndefined();
+    // The target's own path is hers to name (the vault still releases it only where it is allowed).
+    const own = await asMallory("PUT", "/v1/roles/mallory-role", role("mallory-roles", "targets/mallory-roles/ro"));
+    expect(own.status, JSON.stringify(own.body)).toBe(200);
+    expect((await asMallory("DELETE", "/v1/roles/mallory-role")).status).toBe(200);
+    expectNothingHeard();
+  });
+
+  it("refuses the same through stint apply (the configuration file); nothing stored", async () => {
+    for (const secret of FORBIDDEN) {
+      const applied = await asMallory("POST", "/v1/config/apply", {
+        yaml: `apiVersion: stint/v1
+roles:
+  - name: mallory-file-role
+    target: mallory-roles
+    entitlement: { role: pg_read_all_data, session: { login: app_ops, secret: ${secret} } }
+    policy: custody-self
+    risk: low
+`,
+      });
+      expect(applied.status, `${secret}: ${JSON.stringify(applied.body)}`).toBe(400);
+      expect(applied.body.error?.code).toBe("VALIDATION_FAILED");
+      expect(applied.body.error?.message).toContain("entitlement.session.secret");
+      expect((await asMallory("GET", "/v1/roles/mallory-file-role")).status).toBe(404);
+    }
+    expectNothingHeard();
+  });
+});
+
 describe("credentials stored before they were bound to their target (upgrade)", () => {
   it("are re-sealed for their one target at start and keep working against a real PostgreSQL", async () => {
     const instance = await startPostgres();

@@ -41,7 +41,7 @@ import {
 } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
-import { applyCustody, checkCustody, type CustodyCheck } from "./custody.js";
+import { applyCustody, checkCustody, roleSessionProblem, type CustodyCheck } from "./custody.js";
 import { storedCredentials } from "./custody.store.js";
 import { endpointOf } from "./custody.rules.js";
 import { DEFAULT_IDENTITY } from "../../contract/catalog-api.js";
@@ -114,6 +114,17 @@ function targetValues(input: TargetInput): catalogStore.TargetValues {
 /** Where a stored target's credential goes now (custody.rules endpointOf). */
 function endpointOfRow(row: catalogStore.TargetRow): string {
   return endpointOf({ kind: row.kind, address: row.address, options: catalogStore.targetConfig(row.config).options });
+}
+
+/** A stored target as custody checks see it. */
+function targetDefinition(row: catalogStore.TargetRow) {
+  return {
+    id: row.id,
+    name: row.name,
+    kind: row.kind,
+    address: row.address,
+    options: catalogStore.targetConfig(row.config).options,
+  };
 }
 
 /** Custody checks of a target from the API: VALIDATION_FAILED with the fields at fault. */
@@ -289,7 +300,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     return issues;
   }
 
-  async function roleValues(db: Db, input: RoleInput): Promise<catalogStore.RoleValues> {
+  async function roleValues(db: Db, actor: Actor, input: RoleInput): Promise<catalogStore.RoleValues> {
     const issues: Issue[] = [];
     const target = await catalogStore.findTarget(db, input.target);
     if (!target) issues.push({ path: "body.target", message: `unknown target ${quote(input.target)}` });
@@ -302,9 +313,13 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     });
     const problem = policy ? riskProblem(normalizeSpec(policy.spec), input.risk) : null;
     if (problem) issues.push({ path: "body.risk", message: problem });
-    if (target)
+    if (target) {
       for (const message of entitlementProblems(target.kind, input.entitlement))
         issues.push({ path: "body.entitlement", message });
+      // The role's own session secret gets the custody decision a target's gets (custody.ts).
+      const session = await roleSessionProblem(db, actor, input.entitlement, targetDefinition(target));
+      if (session) issues.push({ path: "body.entitlement", message: session });
+    }
     if (issues.length > 0 || !target || !policy) throw invalid(issues);
     return {
       name: input.name,
@@ -413,6 +428,19 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       const existingRow = (await catalogStore.findTarget(db, target.name)) ?? null;
       for (const p of (await checkCustody(db, actor, target, existingRow)).problems)
         problems.push(parsed.locate({ path: [...(target.at ?? []), p.field], message: p.message }));
+    }
+    // What a created or changed role may name as its own session secret, for its target as the file leaves it.
+    const changedRoles = new Set(
+      plan.changes.filter((c) => c.kind === "role" && c.action !== "delete").map((c) => c.name),
+    );
+    for (const role of parsed.desired.roles ?? []) {
+      if (!changedRoles.has(role.name)) continue;
+      const stored = (await catalogStore.findTarget(db, role.target)) ?? null;
+      const inFile = (parsed.desired.targets ?? []).find((t) => t.name === role.target);
+      const target = inFile ? { ...inFile, id: stored?.id ?? null } : stored ? targetDefinition(stored) : null;
+      if (!target) continue; // checkConfig reports the unknown target
+      const problem = await roleSessionProblem(db, actor, role.entitlement, target);
+      if (problem) problems.push(parsed.locate({ path: [...(role.at ?? []), "entitlement"], message: problem }));
     }
     if (problems.length > 0) throw invalidFile(problems);
     // Opt-ins that weaken how Stint reaches a target (TLS off, cleartext passwords) are said every time.
@@ -769,7 +797,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     async createRole(actor: Actor, input: RoleInput, context: CallContext): Promise<RoleDto> {
       authorize(actor, "catalog.write");
       return write(async (tx) => {
-        const values = await roleValues(tx, input);
+        const values = await roleValues(tx, actor, input);
         const id = newId();
         await catalogStore.insertRole(tx, id, values, clock.now());
         const row = (await catalogStore.findRole(tx, id))!;
@@ -796,7 +824,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         const row = await requireRole(tx, ref);
         // Nor what a role they are eligible for grants, or which policy governs it.
         const ownAccess = await guardOwnAccess(tx, actor);
-        const values = await roleValues(tx, input);
+        const values = await roleValues(tx, actor, input);
         const before = roleDto(row);
         const after = {
           name: values.name,

@@ -8,7 +8,7 @@ import type { Database } from "../../db/index.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { can } from "../authz/authz.rules.js";
 import type { Actor } from "../authz/authz.types.js";
-import { sessionOptionsOf } from "../connectors/session-options.rules.js";
+import { roleSessionOf, sessionOptionsOf } from "../connectors/session-options.rules.js";
 import { targetConfig, type TargetRow } from "./catalog.store.js";
 import {
   allowanceMac,
@@ -72,6 +72,36 @@ export async function checkCustody(
       problems.push({ field: "options", message: `options.session.secret ${decision.problem}` });
   }
   return { problems, endpoint, session };
+}
+
+/**
+ * Why a role may not name its session secret (`entitlement.session.secret`), or null. The same decision
+ * as a target's options.session.secret, for the role's target: never a break-glass secret, never one
+ * allowed for another target, otherwise only what its author could hand out. Unlike a target's
+ * definition it grants no allowance: the vault releases the secret only once an admin allows it for
+ * the target (`stint secret allow`), checked again at every session open. `target.id` is null for a
+ * target the same file creates.
+ */
+export async function roleSessionProblem(
+  tx: Kysely<Database>,
+  actor: Actor,
+  entitlement: Record<string, unknown>,
+  target: Omit<TargetDefinition, "credential"> & { id: string | null },
+): Promise<string | null> {
+  const session = roleSessionOf(entitlement);
+  if (!session) return null;
+  const facts = await custodyStore.sessionSecretFacts(tx, session.secret);
+  const decision = sessionSecretDecision({
+    targetName: target.name,
+    targetId: target.id,
+    path: session.secret,
+    endpoint: endpointOf(target),
+    ...facts,
+    actor: { roles: actor.kind === "principal" ? actor.roles : [], admin: can(actor, "vault.operate") },
+  });
+  // Stale: the allowance is this target's, made for an endpoint it left; the vault refuses it until an
+  // admin allows it again, as for the target's own session secret.
+  return decision.ok || decision.stale ? null : `entitlement.session.secret ${decision.problem}`;
 }
 
 /**
