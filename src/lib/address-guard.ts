@@ -74,5 +74,6 @@ export async function resolveAllowedAddress(
   const addresses = await checkHost(host, policy, resolve);
   const first = addresses[0];
   if (first === undefined) throw new Error(`${host} does not resolve`);
-  return parseIpLiteral(first) ? first.replace(/^\[(.*)\]$/, "$1") : first;
+  // In its plain spelling (a literal may be written `0xa9fea9fe`, `[::1]`): that exact address, no resolver.
+  return judgeAddress(first, policy).address;
 }
