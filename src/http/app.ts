@@ -4,7 +4,7 @@
  * a route that forgets is refused at start-up: deny by default.
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from "fastify";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import fastifySwagger from "@fastify/swagger";
 import {
   hasZodFastifySchemaValidationErrors,
@@ -77,6 +77,25 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
         reply,
         new StintError("VALIDATION_FAILED", "The URL is badly percent-encoded or a part of it is too long."),
       ),
+    // Errors Node's HTTP parser meets before there is a request (a 100 KB URL overflows the header
+    // limit) get the error envelope too, written on the socket that is then closed.
+    clientErrorHandler: (error, socket) => {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ECONNRESET" || socket.destroyed) return;
+      const stint =
+        code === "HPE_HEADER_OVERFLOW"
+          ? new StintError("HEADERS_TOO_LARGE")
+          : code === "ERR_HTTP_REQUEST_TIMEOUT"
+            ? new StintError("REQUEST_TIMEOUT")
+            : new StintError("VALIDATION_FAILED", "The request could not be read as HTTP.");
+      const body = JSON.stringify(toEnvelope(stint));
+      if (socket.writable)
+        socket.write(
+          `HTTP/1.1 ${stint.status} ${STATUS_CODES[stint.status] ?? ""}\r\nContent-Type: application/json\r\n` +
+            `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+        );
+      socket.destroy();
+    },
   }).withTypeProvider<ZodTypeProvider>() as unknown as App;
 
   app.setValidatorCompiler(validatorCompiler);
@@ -93,6 +112,15 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       return done(new StintError("BAD_ENCODING"), undefined);
     }
     if (text.trim() === "") return done(null, undefined);
+    // No Stint body nests deeply; a 10,000-deep one only costs stack and time in every walker after the parse.
+    if (nestedDeeperThan(text, MAX_JSON_DEPTH))
+      return done(
+        new StintError(
+          "VALIDATION_FAILED",
+          `The request body is nested too deeply (more than ${MAX_JSON_DEPTH} levels).`,
+        ),
+        undefined,
+      );
     try {
       done(null, JSON.parse(text));
     } catch {
@@ -122,7 +150,12 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     if (requirement !== "public" && requirement !== "authenticated" && !isPermission(requirement)) {
       throw new Error(`route ${route.method} ${route.url} names unknown permission ${requirement}`);
     }
-    for (const method of [route.method].flat()) routeTable.push({ method, url: route.url, requirement });
+    const methods = [route.method].flat();
+    for (const method of methods) routeTable.push({ method, url: route.url, requirement });
+    // A route without a body schema takes no body: `null`, `[]` or a field it ignores must not reach
+    // it as if the call were plain (a seal sent with any body sealed the vault).
+    if (route.schema?.body === undefined && methods.some((method) => BODY_METHODS.has(method)))
+      route.preValidation = [...[route.preValidation ?? []].flat(), refuseBody];
   });
 
   app.addHook("onRequest", async (request, reply) => {
@@ -222,6 +255,36 @@ export function sendError(reply: FastifyReply, error: StintError): void {
   if (error.status === 401) reply.header("www-authenticate", 'Bearer realm="stint"');
   if (error.code === "STORE_UNAVAILABLE") reply.header("retry-after", String(STORE_RETRY_AFTER_SECONDS));
   void reply.code(error.status).type("application/json").send(toEnvelope(error));
+}
+
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/** For endpoints that take no body: none, or an empty object, is all they accept. */
+async function refuseBody(request: FastifyRequest): Promise<void> {
+  const body: unknown = request.body;
+  if (body === undefined) return;
+  if (body !== null && typeof body === "object" && !Array.isArray(body) && Object.keys(body).length === 0) return;
+  throw new StintError("VALIDATION_FAILED", "This endpoint takes no request body: send none, or {}.");
+}
+
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether JSON `text` opens more than `max` arrays or objects inside each other (one pass, strings skipped). */
+export function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (ch === 0x22) inString = false;
+    } else if (ch === 0x22) inString = true;
+    else if (ch === 0x5b || ch === 0x7b) {
+      if (++depth > max) return true;
+    } else if (ch === 0x5d || ch === 0x7d) depth--;
+  }
+  return false;
 }
 
 const UNPAIRED_SURROGATE = /\p{Cs}/u;

@@ -9,6 +9,11 @@ export const ERROR_CODES = {
   BAD_ENCODING: { status: 400, message: "The request body is not valid UTF-8." },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: "The request body must be application/json." },
   PAYLOAD_TOO_LARGE: { status: 413, message: "The request body is too large." },
+  HEADERS_TOO_LARGE: {
+    status: 431,
+    message: "The request line and headers are too large (a very long URL or query string, or too many headers).",
+  },
+  REQUEST_TIMEOUT: { status: 408, message: "The request did not arrive in time." },
   UNAUTHENTICATED: { status: 401, message: "Sign in first: no valid credentials were presented." },
   TOKEN_EXPIRED: { status: 401, message: "The access token has expired; refresh it or sign in again." },
   INVALID_CREDENTIALS: { status: 401, message: "The user name or password is wrong." },
@@ -73,6 +78,10 @@ export const ERROR_CODES = {
   STORE_UNAVAILABLE: {
     status: 503,
     message: "Stint lost its connection to its database for a moment; try again in a few seconds.",
+  },
+  STORAGE_FULL: {
+    status: 503,
+    message: "Stint's disk is full, so nothing was changed; an operator must free space.",
   },
   INTERNAL: { status: 500, message: "Something went wrong on our side; it has been logged." },
 } as const satisfies Record<string, { status: number; message: string }>;

@@ -67,7 +67,9 @@ export function rewrapKey(from: Uint8Array, to: Uint8Array, bound: string, wrapp
   }
 }
 
-export const newKey = () => randomBytes(32);
+/** Root keys, KEKs and data keys are all 32 bytes (AES-256). */
+export const ROOT_KEY_BYTES = 32;
+export const newKey = () => randomBytes(ROOT_KEY_BYTES);
 export const wrapKek = (root: Uint8Array, version: number, kek: Uint8Array) => seal(root, kek, `kek:v${version}`);
 export function unwrapKek(root: Uint8Array, version: number, wrapped: string): Buffer {
   try {
@@ -99,12 +101,18 @@ export async function splitRoot(root: Uint8Array, shares: number, threshold: num
   );
 }
 
-export function parseShare(text: string): Uint8Array | null {
+/**
+ * A share's bytes, or null when `text` is not one. Given the vault's threshold, the length is checked
+ * too: a share of the 32-byte root is the root itself (threshold 1) or 33 bytes (the split's x coordinate).
+ */
+export function parseShare(text: string, threshold?: number): Uint8Array | null {
   const trimmed = text.trim();
   if (!trimmed.startsWith(SHARE_PREFIX)) return null;
   const hex = trimmed.slice(SHARE_PREFIX.length);
   if (!/^([0-9a-f]{2})+$/.test(hex)) return null;
-  return Buffer.from(hex, "hex");
+  const bytes = Buffer.from(hex, "hex");
+  if (threshold !== undefined && bytes.length !== (threshold === 1 ? ROOT_KEY_BYTES : ROOT_KEY_BYTES + 1)) return null;
+  return bytes;
 }
 
 /** The root key from shares (wrong or too few shares give a wrong key: check it with `verifies`). */

@@ -1050,9 +1050,18 @@ export function createVaultService(deps: VaultServiceDeps) {
       const config = await vaultStore.config(store.db);
       if (config?.mode !== "shamir" || !config.threshold)
         throw new StintError("CONFLICT", "The vault is not in sealed (shamir) mode: there is nothing to unseal.");
-      if (root) return this.status();
-      const parsed = parseShare(share);
-      if (!parsed) throw new StintError("VALIDATION_FAILED", "That is not a Stint unseal share (stint-share-…).");
+      // The share is checked before anything else: garbage must never earn a 200, sealed or not.
+      const parsed = parseShare(share, config.threshold);
+      if (!parsed)
+        throw new StintError(
+          "VALIDATION_FAILED",
+          "That is not an unseal share of this vault (stint-share- followed by the hex printed by stint operator init).",
+        );
+      if (root)
+        throw new StintError(
+          "CONFLICT",
+          "The vault is already unsealed on this node: no share is needed (stint operator status shows it).",
+        );
       if (!pendingShares.some((s) => Buffer.from(s).equals(parsed))) pendingShares.push(parsed);
       if (pendingShares.length >= config.threshold) {
         const candidate = await combineShares(pendingShares, config.threshold);
