@@ -29,9 +29,14 @@ export interface ApiReply {
 }
 
 export async function targetsHarness(
-  options: { backoff?: { baseMs: number; capMs: number }; env?: NodeJS.ProcessEnv } = {},
+  options: {
+    backoff?: { baseMs: number; capMs: number };
+    env?: NodeJS.ProcessEnv;
+    /** A clock that follows real time (plus what `advance` adds), for tests of a started runner. */
+    realTime?: boolean;
+  } = {},
 ): Promise<TargetsHarness> {
-  const clock = manualClock(new Date());
+  const clock = options.realTime ? realTimeClock() : manualClock(new Date());
   const server = await testServer("pglite", {
     clock,
     env: { STINT_RECONCILE_INTERVAL: "0", ...options.env },
@@ -106,4 +111,18 @@ export function selfServicePolicy(name: string, drift: "report" | "remove" = "re
     mfa: { required: false }
     maxDuration: 8h
     drift: ${drift}`;
+}
+
+/** Real time, moved forward by `advance` (the manual clock's interface, for tests that run the workers live). */
+function realTimeClock(): ReturnType<typeof manualClock> {
+  let offset = 0;
+  return {
+    now: () => new Date(Date.now() + offset),
+    advance: (ms: number) => {
+      offset += ms;
+    },
+    set: (t: Date) => {
+      offset = t.getTime() - Date.now();
+    },
+  };
 }

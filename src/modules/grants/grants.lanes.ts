@@ -11,6 +11,11 @@ export function targetLane(targetId: string): string {
   return `target:${targetId}`;
 }
 
+/** The lane of a target's recovery probe: its own, so hanging calls in the target's lane never hold it up. */
+export function probeLane(targetId: string): string {
+  return `probe:${targetId}`;
+}
+
 /** The target a grants job talks to, read in the enqueuing transaction (payloads carry ids only). */
 async function targetOf(tx: Kysely<Database>, payload: EnqueueInput["payload"]): Promise<string | undefined> {
   if (typeof payload.targetId === "string") return payload.targetId;

@@ -38,7 +38,7 @@ import {
 import { outboxStore, safeErrorMessage, type OutboxHandlers, type OutboxService } from "../outbox/index.js";
 import type { RequestService } from "../requests/requests.service.js";
 import * as grantStore from "./grants.store.js";
-import { withTargetLanes } from "./grants.lanes.js";
+import { probeLane, targetLane, withTargetLanes } from "./grants.lanes.js";
 import { generateValue } from "../vault/vault.crypto.js";
 import type { VaultService } from "../vault/vault.service.js";
 import { compareFindings, driftAction, findDrift, normalizeLogin, type DriftKind } from "./reconcile.rules.js";
@@ -50,6 +50,7 @@ export const JOB = {
   reprovision: "drift.reprovision",
   removeStanding: "standing.remove",
   reconcile: "reconcile.target",
+  probe: "target.probe",
 } as const;
 
 /** Something operators should hear about now (delivered through the outbox, like request notifications). */
@@ -84,6 +85,11 @@ export interface GrantServiceDeps {
    * activation that ends while its provisioning runs gets a revocation due that long after (default 60 s).
    */
   provisionSettleMs?: number;
+  /**
+   * While a target has jobs waiting on a backoff because it did not answer, it is probed this often
+   * (the connector's test call); as soon as it answers they are made due now (default 2 s).
+   */
+  probeIntervalMs?: number;
 }
 
 export interface DriftItem {
@@ -209,6 +215,7 @@ export function createGrantService(deps: GrantServiceDeps) {
   const provisionAttempts = deps.provisionAttempts ?? 5;
   const revokeAttempts = deps.revokeAttempts ?? 1000;
   const provisionSettleMs = deps.provisionSettleMs ?? 60_000;
+  const probeIntervalMs = deps.probeIntervalMs ?? 2_000;
   const secretKey = deriveKey(deps.masterKey, "target-secrets");
   const allowanceKey = deriveKey(deps.masterKey, "secret-allowances");
   const alert = async (tx: Kysely<Database>, a: GrantAlert) => deps.onAlert?.(tx, a);
@@ -540,6 +547,8 @@ export function createGrantService(deps: GrantServiceDeps) {
         const now = clock.now();
         await store.transaction(async (tx) => {
           await grantStore.recordGrantFailure(tx, { id: grantId, state: "revoking" }, failure.message, now, null);
+          // The target did not answer: probe it, so the revocation runs as soon as it does, not after the backoff.
+          if (failure.reason === "unavailable") await startProbing(tx, targetRow.id);
           if (attempt === 1) {
             // Audited and alerted once; later attempts are counted on the grant and in the metrics.
             await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
@@ -594,6 +603,62 @@ export function createGrantService(deps: GrantServiceDeps) {
       .executeTakeFirst();
     if (ended?.ended_at)
       revocationLatency.observe(Math.max(0, (now.getTime() - new Date(ended.ended_at).getTime()) / 1000));
+  }
+
+  /** Starts a target's probe chain unless one is already on its way. */
+  async function startProbing(tx: Kysely<Database>, targetId: string): Promise<void> {
+    const lane = probeLane(targetId);
+    if (await outboxStore.hasOpen(tx, { kind: JOB.probe, lane })) return;
+    await outbox.enqueue(tx, {
+      kind: JOB.probe,
+      idempotencyKey: `probe:${targetId}:${newId()}`,
+      payload: { targetId },
+      maxAttempts: 1,
+      notBefore: new Date(clock.now().getTime() + probeIntervalMs),
+      lane,
+    });
+  }
+
+  /**
+   * One probe of a target with jobs stuck in backoff (issue 13 finding 4): the connector's test call. If the
+   * target answers, its waiting jobs are made due now and the runners woken; if not, the next probe is queued
+   * `probeIntervalMs` later, for as long as jobs wait. One row per chain stays (finished links are removed).
+   */
+  async function probeJob(payload: Record<string, unknown>, signal: AbortSignal) {
+    const targetRow = await grantStore.findTarget(store.db, String(payload.targetId));
+    if (!targetRow) return;
+    let answered = false;
+    try {
+      const { connector, target } = await connectorTarget(store.db, targetRow);
+      await call(connector.kind, "probe", () =>
+        connector.test(target, { signal, operationId: `probe:${targetRow.id}` }),
+      );
+      answered = true;
+    } catch {
+      // Still down (or refusing Stint): the jobs keep their backoff, and the probe goes on.
+    }
+    const lane = targetLane(targetRow.id);
+    await store.transaction(async (tx) => {
+      const now = clock.now();
+      if (answered) {
+        const woken = await outboxStore.expediteLane(tx, { lane, now });
+        if (woken > 0) {
+          await outboxStore.notifyDue(tx);
+          logger.info({ target: targetRow.name, jobs: woken }, "target answers again; its waiting jobs run now");
+        }
+        return;
+      }
+      if ((await outboxStore.countBackedOff(tx, { lane, now })) === 0) return;
+      await outboxStore.deleteDone(tx, { kind: JOB.probe, lane: probeLane(targetRow.id) });
+      await outbox.enqueue(tx, {
+        kind: JOB.probe,
+        idempotencyKey: `probe:${targetRow.id}:${newId()}`,
+        payload: { targetId: targetRow.id },
+        maxAttempts: 1,
+        notBefore: new Date(now.getTime() + probeIntervalMs),
+        lane: probeLane(targetRow.id),
+      });
+    });
   }
 
   /** The minted login's password: made and sealed once per grant, so a retry creates the same login. */
@@ -720,6 +785,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     [JOB.removeDrift]: (payload, context) => removeDriftJob(payload, context.signal),
     [JOB.reprovision]: (payload, context) => reprovisionJob(payload, context.signal),
     [JOB.removeStanding]: (payload, context) => removeStandingJob(payload, context.signal),
+    [JOB.probe]: (payload, context) => probeJob(payload, context.signal),
     [JOB.reconcile]: async (payload) => {
       const row = await grantStore.findTarget(store.db, String(payload.targetId));
       if (row) await reconcileTarget(row);

@@ -195,3 +195,56 @@ export const DUE_CHANNEL = "stint_outbox";
 export async function notifyDue(tx: Q): Promise<void> {
   await sql`select pg_notify(${DUE_CHANNEL}, '')`.execute(tx);
 }
+
+/**
+ * Makes the rows of a lane that wait on a backoff after a failed attempt due now (their target answers
+ * again), so recovery does not wait up to the backoff cap. Rows never tried (a revocation deliberately
+ * due later) keep their time. Returns how many; the caller notifies the runners in the same transaction.
+ */
+export async function expediteLane(db: Q, input: { lane: string; now: Date }): Promise<number> {
+  const rows = await db
+    .updateTable("outbox")
+    .set({ next_attempt_at: input.now })
+    .where("lane", "=", input.lane)
+    .where("status", "=", "pending")
+    .where("attempts", ">", 0)
+    .where("next_attempt_at", ">", input.now)
+    .returning("id")
+    .execute();
+  return rows.length;
+}
+
+/** Rows of a lane waiting on a backoff after a failed attempt. */
+export async function countBackedOff(db: Q, input: { lane: string; now: Date }): Promise<number> {
+  const row = await db
+    .selectFrom("outbox")
+    .select(sql<number>`count(*)::int`.as("count"))
+    .where("lane", "=", input.lane)
+    .where("status", "=", "pending")
+    .where("attempts", ">", 0)
+    .where("next_attempt_at", ">", input.now)
+    .executeTakeFirstOrThrow();
+  return row.count;
+}
+
+/** Whether a row of this kind and lane is still to run (pending or running). */
+export async function hasOpen(db: Q, input: { kind: string; lane: string }): Promise<boolean> {
+  const row = await db
+    .selectFrom("outbox")
+    .select("id")
+    .where("kind", "=", input.kind)
+    .where("lane", "=", input.lane)
+    .where("status", "in", ["pending", "running"])
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Removes finished rows of a kind and lane (a chain of short-lived probes keeps only its live link). */
+export async function deleteDone(db: Q, input: { kind: string; lane: string }): Promise<void> {
+  await db
+    .deleteFrom("outbox")
+    .where("kind", "=", input.kind)
+    .where("lane", "=", input.lane)
+    .where("status", "=", "done")
+    .execute();
+}
