@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, type ReadStream } from "node:fs";
-import { mkdir, open, rename, stat, type FileHandle } from "node:fs/promises";
+import { mkdir, open, rename, stat, statfs, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 
 export interface BlobWriter {
@@ -36,8 +36,12 @@ export interface BlobStore {
 
 const KEY = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
 
-export function createBlobStore(dir: string): BlobStore {
+/** Below this much free space a new blob is refused at once rather than failing at its first write. */
+export const MIN_FREE_BYTES = 1024 * 1024;
+
+export function createBlobStore(dir: string, options: { minFreeBytes?: number } = {}): BlobStore {
   const root = path.resolve(dir);
+  const minFree = options.minFreeBytes ?? MIN_FREE_BYTES;
   const fileOf = (key: string) => {
     if (!KEY.test(key) || key.includes("..")) throw new TypeError(`not a blob key: ${key}`);
     return path.join(root, key);
@@ -49,6 +53,14 @@ export function createBlobStore(dir: string): BlobStore {
       await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
       // Written under a temporary name and renamed at the end: a reader never sees half a blob as whole.
       const partial = `${file}.partial`;
+      // A full disk still lets an empty file be created; its first write would fail after the caller
+      // (a session under `recording: required`) was already let in. So refuse here, leaving nothing.
+      const free = await statfs(path.dirname(file));
+      if (free.bavail * free.bsize < minFree)
+        throw Object.assign(
+          new Error(`no space left for a new blob in ${path.dirname(file)} (${free.bavail * free.bsize} bytes free)`),
+          { code: "ENOSPC" },
+        );
       const handle = await open(partial, "wx", 0o600);
       return blobWriter(key, handle, partial, file);
     },

@@ -5,7 +5,8 @@
  * and test/e2e/sessions-*.test.ts drive the same gate with real clients.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { readFile, writeFile, mkdtemp, rm } from "node:fs/promises";
+import { spawnSync } from "node:child_process";
+import { mkdir, readdir, readFile, writeFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
@@ -256,6 +257,37 @@ describe("recordings", () => {
       await rm(original, { force: true });
     } finally {
       await h.apply(catalog("optional"));
+    }
+  });
+
+  it("a full recordings directory under recording: required refuses at open and leaves no .partial file (issue 13 finding 6)", async () => {
+    // A real full disk: a 1 MiB tmpfs over the recordings directory, filled. Needs root (mount).
+    const recordings = path.join(h.server.config.blobDir, "recordings");
+    await rm(recordings, { recursive: true, force: true });
+    await mkdir(recordings, { recursive: true });
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", recordings]).status === 0;
+    if (!mounted) {
+      console.warn("skipped: cannot mount a tmpfs here (needs root)");
+      return;
+    }
+    await h.apply(catalog("required"));
+    try {
+      spawnSync("dd", ["if=/dev/zero", `of=${path.join(recordings, "filler")}`, "bs=64k"]); // fills it (ENOSPC)
+      const t = await token(bob, "sess-reader");
+      const refused = await refusal(
+        h.server.sessions.gate.openPostgres({
+          user: t.user,
+          password: t.password,
+          database: null,
+          clientAddress: "::1",
+        }),
+      );
+      expect(refused.code).toBe("RECORDING_UNAVAILABLE");
+      const left = (await readdir(recordings, { recursive: true })).filter((f) => String(f).endsWith(".partial"));
+      expect(left).toEqual([]);
+    } finally {
+      await h.apply(catalog("optional"));
+      spawnSync("umount", ["-l", recordings]); // lazily: a writer may still hold a file there
     }
   });
 });
