@@ -44,7 +44,7 @@ function listenWhileStarting(host: string, port: number): Promise<HttpServer> {
     const body = alive
       ? { status: "ok" }
       : req.url === "/readyz"
-        ? { status: "not_ready", checks: { database: false, migrations: false } }
+        ? { status: "not_ready", checks: { database: false, migrations: false, disk: true } }
         : { error: { code: "UNAVAILABLE", message: "Stint is starting: the database is being opened and migrated." } };
     res.writeHead(alive ? 200 : 503, {
       "content-type": "application/json",

@@ -39,9 +39,13 @@ import { createGrantService, type GrantService } from "./modules/grants/grants.s
 import { registerGrantRoutes } from "./modules/grants/grants.routes.js";
 import { createVaultService, type VaultService } from "./modules/vault/vault.service.js";
 import { registerVaultRoutes } from "./modules/vault/vault.routes.js";
-import { createBlobStore } from "./lib/blob-store.js";
+import { createBlobStore, MIN_FREE_BYTES } from "./lib/blob-store.js";
+import { freeBytes } from "./lib/disk.js";
 import { createSessionService, type SessionService } from "./modules/sessions/sessions.service.js";
 import { registerSessionRoutes } from "./modules/sessions/sessions.routes.js";
+
+/** How long /readyz reports not ready after a request failed on a full disk. */
+const DISK_FULL_NOT_READY_MS = 30_000;
 
 export const VERSION: string = (createRequire(import.meta.url)("../package.json") as { version: string }).version;
 
@@ -277,12 +281,14 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       backoff: { capMs: config.outboxBackoffCap, ...deps.outboxBackoff },
     });
 
+    let diskFullAt = 0;
     const app = await buildApp(
       {
         logger,
         trustedProxies: config.trustedProxies,
         authenticate: (request) => identity.authenticate(request.headers.authorization),
         scrapeToken: config.metricsToken,
+        onDiskFull: () => (diskFullAt = Date.now()),
       },
       async (scoped) => {
         await registerWebRoutes(scoped);
@@ -292,7 +298,16 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           metricsRefreshMs: config.metricsRefresh,
           readiness: async () => {
             await store.ping();
-            return { database: true, migrations: (await pendingMigrations(store.db, MIGRATIONS_DIR)).length === 0 };
+            // Not ready while the embedded database's disk is (nearly) full, or soon after a write failed on a
+            // full disk (PostgreSQL's disk is not ours to measure; its disk_full errors tell).
+            const disk =
+              Date.now() - diskFullAt > DISK_FULL_NOT_READY_MS &&
+              (config.databaseUrl !== undefined || (await freeBytes(config.dataDir)) >= MIN_FREE_BYTES);
+            return {
+              database: true,
+              migrations: (await pendingMigrations(store.db, MIGRATIONS_DIR)).length === 0,
+              disk,
+            };
           },
           jwks: () => keyring.jwks("token"),
         });

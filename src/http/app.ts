@@ -16,6 +16,7 @@ import {
 } from "fastify-type-provider-zod";
 import type { Logger } from "../lib/logger.js";
 import { isStoreUnavailable } from "../lib/db.js";
+import { isDiskFull } from "../lib/disk.js";
 import { StintError, isStintError, toEnvelope } from "../lib/errors.js";
 import { newId } from "../lib/ids.js";
 import { constantTimeEqual } from "../lib/security.js";
@@ -56,6 +57,8 @@ export interface HttpDeps {
   bodyLimit?: number;
   /** The metrics scrape token; routes with `config.scrapeToken` admit it. */
   scrapeToken?: string | undefined;
+  /** Told when a request failed on a full disk (readiness reports it). */
+  onDiskFull?: () => void;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -225,6 +228,12 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       request.log.warn({ err: error }, "the store connection was lost during the request");
       return sendError(reply, new StintError("STORE_UNAVAILABLE"));
     }
+    // A full disk is an operator's problem, not a bug: a 503 that says so, and the node reports not ready.
+    if (isDiskFull(error)) {
+      request.log.error({ err: error }, "the disk is full: the request's change was not made");
+      deps.onDiskFull?.();
+      return sendError(reply, new StintError("STORAGE_FULL"));
+    }
     request.log.error({ err: error }, "unhandled error");
     return sendError(reply, new StintError("INTERNAL"));
   });
@@ -251,9 +260,13 @@ function isScrapeToken(token: string | undefined, authorization: string | undefi
 /** How long a client should wait before retrying after a lost store connection (reconnecting takes about a second). */
 const STORE_RETRY_AFTER_SECONDS = 2;
 
+/** Freeing disk space takes an operator: clients should not hammer a full node. */
+const STORAGE_RETRY_AFTER_SECONDS = 30;
+
 export function sendError(reply: FastifyReply, error: StintError): void {
   if (error.status === 401) reply.header("www-authenticate", 'Bearer realm="stint"');
   if (error.code === "STORE_UNAVAILABLE") reply.header("retry-after", String(STORE_RETRY_AFTER_SECONDS));
+  if (error.code === "STORAGE_FULL") reply.header("retry-after", String(STORAGE_RETRY_AFTER_SECONDS));
   void reply.code(error.status).type("application/json").send(toEnvelope(error));
 }
 

@@ -10,15 +10,15 @@ export interface SystemDeps {
   clock: Clock;
   /** How often figures computed at scrape time (database counts) are computed again. */
   metricsRefreshMs: number;
-  /** Throws when the node cannot serve: database unreachable or migrations pending. */
-  readiness(): Promise<{ database: boolean; migrations: boolean }>;
+  /** Throws when the node cannot serve: database unreachable or migrations pending; `disk` false when full. */
+  readiness(): Promise<{ database: boolean; migrations: boolean; disk: boolean }>;
   jwks(): { keys: Record<string, unknown>[] };
 }
 
 const health = z.object({ status: z.literal("ok") });
 const readiness = z.object({
   status: z.enum(["ready", "not_ready"]),
-  checks: z.object({ database: z.boolean(), migrations: z.boolean() }),
+  checks: z.object({ database: z.boolean(), migrations: z.boolean(), disk: z.boolean() }),
 });
 
 export function registerSystemRoutes(app: App, deps: SystemDeps) {
@@ -51,8 +51,8 @@ export function registerSystemRoutes(app: App, deps: SystemDeps) {
     "/readyz",
     { config: { requirement: "public" }, schema: { tags: ["system"], response: { 200: readiness, 503: readiness } } },
     async (_req, reply) => {
-      const checks = await deps.readiness().catch(() => ({ database: false, migrations: false }));
-      const ready = checks.database && checks.migrations;
+      const checks = await deps.readiness().catch(() => ({ database: false, migrations: false, disk: true }));
+      const ready = checks.database && checks.migrations && checks.disk;
       reply.code(ready ? 200 : 503);
       return { status: ready ? ("ready" as const) : ("not_ready" as const), checks };
     },
