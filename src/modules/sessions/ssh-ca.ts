@@ -18,6 +18,7 @@ import {
 import { isIP } from "node:net";
 import ssh2 from "ssh2";
 import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
+import { sshString, uint32, uint64 } from "../../lib/ssh-wire.js";
 
 // ssh2 is CommonJS: Node's ESM loader cannot import `utils` by name.
 const { utils } = ssh2;
@@ -478,23 +479,6 @@ function sortByBytes(names: readonly string[]): string[] {
 }
 
 // --- wire encoding (RFC 4251 §5) ----------------------------------------------------------------
-
-function uint32(value: number): Buffer {
-  const out = Buffer.alloc(4);
-  out.writeUInt32BE(value);
-  return out;
-}
-
-function uint64(value: bigint): Buffer {
-  const out = Buffer.alloc(8);
-  out.writeBigUInt64BE(value);
-  return out;
-}
-
-function sshString(value: string | Buffer): Buffer {
-  const bytes = typeof value === "string" ? Buffer.from(value, "utf8") : value;
-  return Buffer.concat([uint32(bytes.length), bytes]);
-}
 
 function encodeOptions(pairs: [string, Buffer][]): Buffer {
   return Buffer.concat(pairs.map(([name, data]) => Buffer.concat([sshString(name), sshString(data)])));

@@ -3,6 +3,7 @@
  * stock sshd (`RevokedKeys FILE`) and `ssh-keygen -Q` read it. Stint lists by serial the certificates
  * its CA issued for activations that ended before the certificates expire. Socket-free, no IO.
  */
+import { sshString, uint32, uint64 } from "../../lib/ssh-wire.js";
 
 const KRL_MAGIC = 0x5353484b524c0a00n; // "SSHKRL\n\0"
 const KRL_FORMAT_VERSION = 1;
@@ -56,20 +57,4 @@ function keyBlob(line: string): Buffer {
   if (length < 0 || blob.subarray(4, 4 + length).toString("latin1") !== type)
     throw new TypeError("the line's type and the key's differ");
   return blob;
-}
-
-function uint32(value: number): Buffer {
-  const out = Buffer.alloc(4);
-  out.writeUInt32BE(value);
-  return out;
-}
-
-function uint64(value: bigint): Buffer {
-  const out = Buffer.alloc(8);
-  out.writeBigUInt64BE(value);
-  return out;
-}
-
-function sshString(bytes: Buffer): Buffer {
-  return Buffer.concat([uint32(bytes.length), bytes]);
 }
