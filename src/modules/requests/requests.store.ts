@@ -1,5 +1,5 @@
 /** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
-import { sql, type Kysely } from "kysely";
+import { sql, type ExpressionBuilder, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { Decision, RequestFacts, Stage } from "./requests.types.js";
 
@@ -25,6 +25,21 @@ export function findRole(db: Q, name: string) {
 }
 export type RoleRow = NonNullable<Awaited<ReturnType<typeof findRole>>>;
 
+/** An eligibility held by the principal directly or through one of its groups. */
+function heldBy(eb: ExpressionBuilder<Database, "eligibilities">, principalId: string) {
+  return eb.or([
+    eb("eligibilities.principal_id", "=", principalId),
+    eb(
+      "eligibilities.group_id",
+      "in",
+      eb
+        .selectFrom("group_members")
+        .select("group_members.group_id")
+        .where("group_members.principal_id", "=", principalId),
+    ),
+  ]);
+}
+
 /** Eligibilities of a principal, directly or through a group, valid at `now`. */
 function eligibleQuery(db: Q, principalId: string, now: Date) {
   return db
@@ -32,19 +47,7 @@ function eligibleQuery(db: Q, principalId: string, now: Date) {
     .where("eligibilities.removed_at", "is", null)
     .where("eligibilities.starts_at", "<=", now)
     .where((eb) => eb.or([eb("eligibilities.ends_at", "is", null), eb("eligibilities.ends_at", ">", now)]))
-    .where((eb) =>
-      eb.or([
-        eb("eligibilities.principal_id", "=", principalId),
-        eb(
-          "eligibilities.group_id",
-          "in",
-          eb
-            .selectFrom("group_members")
-            .select("group_members.group_id")
-            .where("group_members.principal_id", "=", principalId),
-        ),
-      ]),
-    );
+    .where((eb) => heldBy(eb, principalId));
 }
 
 export async function isEligible(db: Q, principalId: string, roleId: string, now: Date): Promise<boolean> {
@@ -62,19 +65,7 @@ export function eligibilityWindowsOf(db: Q, principalId: string) {
     .innerJoin("roles", "roles.id", "eligibilities.role_id")
     .select(["roles.name as role_name", "eligibilities.starts_at", "eligibilities.ends_at"])
     .where("eligibilities.removed_at", "is", null)
-    .where((eb) =>
-      eb.or([
-        eb("eligibilities.principal_id", "=", principalId),
-        eb(
-          "eligibilities.group_id",
-          "in",
-          eb
-            .selectFrom("group_members")
-            .select("group_members.group_id")
-            .where("group_members.principal_id", "=", principalId),
-        ),
-      ]),
-    )
+    .where((eb) => heldBy(eb, principalId))
     .execute();
 }
 
