@@ -33,6 +33,7 @@ import {
   encodeStartupMessage,
   encodeSync,
   encodeTerminate,
+  parseBackendMessage,
   parseScramServerFirst,
   scramClientFinal,
   scramClientFirst,
@@ -668,5 +669,39 @@ describe("against a real PostgreSQL server (127.0.0.1:5432, trust)", () => {
     } finally {
       socket.destroy();
     }
+  });
+});
+
+// Found by `npm run fuzz` (fuzz/README.md); the inputs are also in fuzz/corpus/.
+describe("fuzz findings", () => {
+  const clientNonce = "rOprNGfwEbeRWgbNEkqO";
+
+  it("refuses a server's iteration count the client cannot compute (RangeError from pbkdf2, or hours of work)", () => {
+    const first = scramClientFirst("", clientNonce);
+    for (const iterations of ["9999999999", "2147483647", "1000001"]) {
+      expectCode(() => parseScramServerFirst(`r=${clientNonce}x,s=QUJD,i=${iterations}`, clientNonce), "SCRAM_INVALID");
+    }
+    const parsed = parseScramServerFirst(`r=${clientNonce}x,s=QUJD,i=1000000`, clientNonce);
+    expect(parsed.iterations).toBe(1_000_000);
+    expect(() => scramClientFinal("pencil", first, { ...parsed, iterations: 1 })).not.toThrow();
+  });
+
+  it("refuses to encode what would be read back as another message", () => {
+    // U+0100 was written as its low byte, the NUL that ends the field list: the client read TRAILING_BYTES.
+    expectCode(
+      () => encodeErrorResponse({ severity: "ERROR", code: "XX000", message: "m", extra: { "\u0100": "x" } }),
+      "BAD_VALUE",
+    );
+    expect(
+      parseBackendMessage(
+        "E",
+        encodeErrorResponse({ severity: "ERROR", code: "XX000", message: "m", extra: { "\u00ff": "x" } }).subarray(5),
+      ),
+    ).toMatchObject({
+      fields: { "\u00ff": "x" },
+    });
+    // An empty name is the terminator of both lists.
+    expectCode(() => encodeAuthenticationSasl(["SCRAM-SHA-256", ""]), "BAD_VALUE");
+    expectCode(() => encodeStartupMessage({ "": "x", user: "alice" }), "BAD_VALUE");
   });
 });

@@ -197,6 +197,8 @@ export function encodeAuthenticationCleartextPassword(): Buffer {
 }
 
 export function encodeAuthenticationSasl(mechanisms: string[]): Buffer {
+  // An empty name would be read back as the list's terminator.
+  if (mechanisms.includes("")) throw new PgWireError("BAD_VALUE", "a SASL mechanism name cannot be empty");
   return typed("R", int32(10), ...mechanisms.map(cstring), Buffer.of(0));
 }
 
@@ -226,7 +228,12 @@ export function encodeErrorResponse(error: {
     ...Object.entries(error.extra ?? {}),
   ];
   const parts = fields.map(([code, value]) => {
-    if (code.length !== 1 || code === "\0") throw new PgWireError("BAD_VALUE", `bad error field code ${code}`);
+    // One byte on the wire: a code beyond Latin-1 would be cut to its low byte (U+0100 to the NUL
+    // that ends the field list), so the client would read a different message.
+    const byte = code.charCodeAt(0);
+    if (code.length !== 1 || byte === 0 || byte > 0xff) {
+      throw new PgWireError("BAD_VALUE", `bad error field code ${JSON.stringify(code)}`);
+    }
     return Buffer.concat([Buffer.from(code, "latin1"), cstring(value)]);
   });
   return typed("E", ...parts, Buffer.of(0));

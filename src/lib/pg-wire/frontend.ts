@@ -154,6 +154,8 @@ export function decodeSaslResponse(data: Buffer): Buffer {
 }
 
 export function encodeStartupMessage(parameters: Record<string, string>, protocolVersion = PROTOCOL_3_0): Buffer {
+  // An empty name would be read back as the end of the parameter list.
+  if (Object.hasOwn(parameters, "")) throw new PgWireError("BAD_VALUE", "a startup parameter name cannot be empty");
   const pairs = Object.entries(parameters).flatMap(([k, v]) => [cstring(k), cstring(v)]);
   return untyped(int32(protocolVersion), ...pairs, Buffer.of(0));
 }

@@ -10,6 +10,14 @@ export const SCRAM_SHA_256 = "SCRAM-SHA-256";
 export const SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS";
 
 /**
+ * The most PBKDF2 iterations a server may ask of this client. The server chooses the count and the
+ * client computes it synchronously, so a hostile or misconfigured server could stall the event
+ * loop for hours (2^31 - 1) or, above that, make pbkdf2 throw a RangeError. PostgreSQL's default
+ * is 4096; this leaves room for hardened settings (OWASP's 600 000) and keeps the cost near a second.
+ */
+export const MAX_SCRAM_ITERATIONS = 1_000_000;
+
+/**
  * How the client binds the exchange to the TLS channel: "none" without TLS ("n,,"); "unused" over
  * TLS when the server offers no binding ("y,,": a server that does offer it then detects the
  * downgrade); "tls-server-end-point" with the server certificate's hash (SCRAM-SHA-256-PLUS).
@@ -165,6 +173,9 @@ export function parseScramServerFirst(message: string, clientNonce: string): Scr
     fail("the server nonce does not extend the client nonce");
   }
   if (!/^[1-9][0-9]{0,9}$/.test(iterations)) fail("the iteration count is not a positive integer");
+  if (Number(iterations) > MAX_SCRAM_ITERATIONS) {
+    fail(`the iteration count ${iterations} exceeds the ${MAX_SCRAM_ITERATIONS} this client computes`);
+  }
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(salt) || salt.length % 4 !== 0) fail("the salt is not base64");
   return { raw: message, nonce, salt: Buffer.from(salt, "base64"), iterations: Number(iterations) };
 }
