@@ -22,10 +22,16 @@ export interface Store<DB> {
   /**
    * Calls `onMessage` with the payload of every NOTIFY on `channel`, delivered when the notifying
    * transaction commits (never for one that rolls back). Returns the function that stops listening.
-   * On PostgreSQL a dedicated connection listens and reconnects after a failure (notifications sent
-   * while it is down are lost: callers keep a slower safety net).
+   * On PostgreSQL a dedicated connection listens and reconnects after a failure (a store restart,
+   * a failover, a terminated backend). Notifications sent while it is down are lost, so
+   * `onReconnect` is called each time it listens again: the caller looks for what it may have missed
+   * (the outbox claims due jobs) instead of waiting for its slower safety-net poll.
    */
-  listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
+  listen(
+    channel: string,
+    onMessage: (payload: string) => void,
+    options?: { onReconnect?: () => void },
+  ): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -106,9 +112,9 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
       await Promise.all([...listeners].map((stop) => stop()));
       await db.destroy();
     },
-    async (channel, onMessage) => {
+    async (channel, onMessage, options) => {
       checkChannel(channel);
-      const stop = await listenPostgres(url, channel, onMessage);
+      const stop = await listenPostgres(url, channel, onMessage, options?.onReconnect);
       listeners.add(stop);
       return async () => {
         listeners.delete(stop);
@@ -156,14 +162,17 @@ async function listenPostgres(
   url: string,
   channel: string,
   onMessage: (payload: string) => void,
+  onReconnect: (() => void) | undefined,
 ): Promise<() => Promise<void>> {
   let client: pg.Client | null = null;
   let stopped = false;
   let retry: NodeJS.Timeout | undefined;
+  let listened = false;
   const drop = (c: pg.Client) => {
     if (client === c) client = null;
     c.end().catch(() => undefined);
-    if (stopped || retry) return;
+    // A late 'end' of a connection already replaced must not open a second listener.
+    if (stopped || retry || client) return;
     retry = setTimeout(() => {
       retry = undefined;
       void connect().catch(() => undefined);
@@ -171,7 +180,7 @@ async function listenPostgres(
     retry.unref();
   };
   const connect = async () => {
-    const c = new pg.Client({ connectionString: url });
+    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
     c.on("notification", (message) => {
       if (message.channel === channel) onMessage(message.payload ?? "");
     });
@@ -184,8 +193,14 @@ async function listenPostgres(
       drop(c);
       throw error;
     }
-    if (stopped) await c.end().catch(() => undefined);
-    else client = c;
+    if (stopped) {
+      await c.end().catch(() => undefined);
+      return;
+    }
+    client = c;
+    // Whatever was notified while no connection listened is lost: let the caller catch up.
+    if (listened) onReconnect?.();
+    listened = true;
   };
   await connect();
   return async () => {

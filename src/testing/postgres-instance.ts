@@ -7,6 +7,7 @@
  *   const instance = await startPostgres();   // instance.url: postgres://postgres@127.0.0.1:<port>/postgres
  *   new pg.Client({ host: "127.0.0.1", port: instance.port, user: "postgres", password: instance.adminPassword })
  *   (not { connectionString, password }: node-postgres lets the URL's empty password win)
+ *   await instance.restart({ downMs: 3000 }); // stopped, down 3 s, started again on the same port and data
  *   await instance.stop();                    // stops the server and removes the dir
  *
  * With `{ tls: true }` the cluster has a server certificate from a CA made for it (instance.tls.ca,
@@ -35,6 +36,11 @@ export interface PostgresInstance {
   adminPassword: string;
   /** With `tls`: the PEM of the CA that issued the server certificate. */
   tls?: { ca: string };
+  /**
+   * Stops the server (fast shutdown: open sessions are ended), waits `downMs` with nothing listening
+   * on the port, and starts it again on the same port and data directory; resolves once it answers.
+   */
+  restart(options?: { downMs?: number }): Promise<void>;
   /** Stops the server (fast shutdown: open sessions are ended) and removes its directory. */
   stop(): Promise<void>;
 }
@@ -151,41 +157,30 @@ export async function startPostgres(options: { tls?: boolean } = {}): Promise<Po
       tls = { ca: ca.cert };
     }
 
-    // A port can be taken between freePort() and the server's bind; try a few.
-    for (let attempt = 1; ; attempt += 1) {
-      const port = await freePort();
+    const listen = options.tls ? "127.0.0.1,127.0.0.2" : "127.0.0.1";
+    const launch = (port: number) => {
       const child = spawn(
         join(BIN, "postgres"),
         [
-          "-D",
-          data,
-          "-p",
-          String(port),
-          "-k",
-          dir,
-          "-c",
-          `listen_addresses=${options.tls ? "127.0.0.1,127.0.0.2" : "127.0.0.1"}`,
-          "-c",
-          "fsync=off",
-          "-c",
-          "synchronous_commit=off",
-          "-c",
-          "full_page_writes=off",
-          "-c",
-          "password_encryption=scram-sha-256",
-          ...tlsSettings,
+          ...["-D", data, "-p", String(port), "-k", dir, "-c", `listen_addresses=${listen}`],
+          ...["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+          ...["-c", "password_encryption=scram-sha-256", ...tlsSettings],
         ],
         { uid: user.uid, gid: user.gid, cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
       );
       // SIGINT is PostgreSQL's fast shutdown.
-      const server = superviseChild(child, { dir, signal: "SIGINT", graceMs: 10_000 });
-      const stopServer = () => server.stop();
+      return superviseChild(child, { dir, signal: "SIGINT", graceMs: 10_000 });
+    };
 
+    // A port can be taken between freePort() and the server's bind; try a few.
+    for (let attempt = 1; ; attempt += 1) {
+      const port = await freePort();
+      let server = launch(port);
       const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
       try {
         await waitForConnection(port, adminPassword, server.running, 30_000, tls?.ca);
       } catch (error) {
-        await stopServer();
+        await server.stop();
         if (attempt < 3 && /could not bind|already in use/i.test(server.log())) continue;
         throw new Error(`postgres did not start: ${(error as Error).message}\n${server.log()}`);
       }
@@ -194,8 +189,19 @@ export async function startPostgres(options: { tls?: boolean } = {}): Promise<Po
         port,
         adminPassword,
         ...(tls ? { tls } : {}),
+        restart: async ({ downMs = 0 } = {}) => {
+          await server.stop();
+          await new Promise((resolve) => setTimeout(resolve, downMs));
+          // The port was ours a moment ago; a client of the old server in TIME_WAIT does not hold it.
+          server = launch(port);
+          try {
+            await waitForConnection(port, adminPassword, server.running, 30_000, tls?.ca);
+          } catch (error) {
+            throw new Error(`postgres did not restart: ${(error as Error).message}\n${server.log()}`);
+          }
+        },
         stop: async () => {
-          await stopServer();
+          await server.stop();
           await rm(dir, { recursive: true, force: true });
         },
       };

@@ -397,7 +397,9 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       loop = claimLoop();
       const listen = options.store.listen;
       if (listen)
-        void listen(outboxStore.DUE_CHANNEL, nudge).then(
+        // After a reconnect (a store restart, a failover) claim at once: a job committed while
+        // nobody listened sent a NOTIFY that is lost, and the poll may be a minute away.
+        void listen(outboxStore.DUE_CHANNEL, nudge, { onReconnect: nudge }).then(
           (stop) => {
             if (stopping) void stop();
             else unlisten = stop;
