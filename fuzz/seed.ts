@@ -8,9 +8,11 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import fc from "fast-check";
 import { generateEd25519KeyPair } from "../src/lib/ssh-keys.js";
 import { generateCa, signUserCertificate } from "../src/modules/sessions/ssh-ca.js";
 import { CORPUS_DIR } from "./harness.js";
+import { httpApi } from "./targets/http-api.js";
 import { CLIENT_NONCE } from "./targets/scram.js";
 import { rsaLine } from "./targets/ssh-cert.js";
 
@@ -254,4 +256,22 @@ for (const [target, files] of Object.entries(seeds)) {
     writeFileSync(join(CORPUS_DIR, target, file), bytes);
   }
   console.log(`${target}: ${Object.keys(files).length} seeds`);
+}
+
+// --- http-api: a generated request per operation, from a fixed fast-check seed ------------------
+const context = await httpApi.setup();
+try {
+  const samples = fc.sample(httpApi.valid(context), { numRuns: 400, seed: 13 });
+  const byOperation = new Map<number, Buffer>();
+  for (const sample of samples) {
+    const index = sample.bytes.readUInt16BE(0);
+    if (!byOperation.has(index)) byOperation.set(index, sample.bytes);
+  }
+  mkdirSync(join(CORPUS_DIR, httpApi.name), { recursive: true });
+  for (const [index, bytes] of byOperation) {
+    writeFileSync(join(CORPUS_DIR, httpApi.name, `seed-operation-${index}.bin`), bytes);
+  }
+  console.log(`${httpApi.name}: ${byOperation.size} seeds`);
+} finally {
+  await httpApi.teardown(context);
 }
