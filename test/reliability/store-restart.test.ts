@@ -311,7 +311,7 @@ describe("store restart (issue 13 finding 1)", () => {
     downTotalMs += up - down;
 
     // LISTEN is back: with a minute's poll, only a NOTIFY (or the catch-up on reconnecting)
-    // provisions an activation requested as soon as the store answers within about a second.
+    // provisions an activation requested as soon as the store answers within a second or two.
     const after = await waitFor("an activation accepted after the second restart", 5_000, async () => {
       const res = await call("POST", "/v1/activation-requests", alice, {
         role: "restart-after",
@@ -329,7 +329,8 @@ describe("store restart (issue 13 finding 1)", () => {
     loading = false;
     await Promise.all(readers);
     expect(provisioned, `not provisioned within ${provisionedMs} ms: a NOTIFY was lost`).toBe(true);
-    expect(provisionedMs).toBeLessThan(1_500);
+    // LISTEN retries every second; without the catch-up this waits for the minute-long poll.
+    expect(provisionedMs).toBeLessThan(2_000);
 
     expect(exited, `the server exited:\n${output}`).toBeUndefined();
     expect(failures).toEqual([]);
@@ -346,7 +347,7 @@ describe("store restart (issue 13 finding 1)", () => {
     expect(answers.filter((a) => a.ms > ANSWER_BOUND_MS).map((a) => `${a.what} took ${a.ms} ms`)).toEqual([]);
     // The outage was felt, and activations were acknowledged around it.
     expect(answers.filter((a) => a.code === "STORE_UNAVAILABLE").length).toBeGreaterThan(0);
-    expect(acknowledged.length).toBeGreaterThan(10);
+    expect(acknowledged.length).toBeGreaterThanOrEqual(ROLES);
 
     // Every acknowledged activation exists and ended by its expiry, give or take the time the store was down.
     const slackMs = downTotalMs + 2_000;
