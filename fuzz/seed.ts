@@ -247,6 +247,11 @@ add(
   "proto-keys",
   b("apiVersion: stint/v1\n__proto__: {prune: true}\nconstructor: 1\nroles:\n  - __proto__: {name: x}\n"),
 );
+add(
+  "config",
+  "finding-collection-keys",
+  b("apiVersion: stint/v1\n? [a, b]\n: 1\n{x: y}: 2\nroles:\n  - ? {name: r}\n    : x\n"),
+);
 add("config", "tags", b("apiVersion: !!binary aGVsbG8=\nroles: !!set {a, b}\ngroups: !!omap [{a: 1}]\n"));
 
 for (const [target, files] of Object.entries(seeds)) {

@@ -8,13 +8,29 @@ import fc from "fast-check";
 import { parseConfig } from "../../src/modules/catalog/catalog.config.js";
 import { expect, only, type FuzzTarget, type ValidInput } from "../harness.js";
 
+/** parseConfig with process warnings caught: the YAML library warns on stderr, past the problem list. */
+function parseQuietly(text: string) {
+  const warnings: string[] = [];
+  const emitWarning = process.emitWarning;
+  process.emitWarning = ((warning: string | Error) => {
+    warnings.push(String(warning));
+  }) as typeof process.emitWarning;
+  try {
+    return { parsed: parseConfig(text), warnings };
+  } finally {
+    process.emitWarning = emitWarning;
+  }
+}
+
 function check(input: Buffer): void {
   const text = input.toString("utf8");
-  const parsed = only(
+  const result = only(
     () => false,
     "parseConfig",
-    () => parseConfig(text),
+    () => parseQuietly(text),
   );
+  expect(result === undefined || result.warnings.length === 0, `parseConfig warned: ${result?.warnings.join("; ")}`);
+  const parsed = result?.parsed;
   if (parsed === undefined) return;
   const lines = text.split(/\r\n|\r|\n/).length;
   for (const problem of parsed.problems) {

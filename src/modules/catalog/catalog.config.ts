@@ -52,7 +52,9 @@ export interface ParsedConfig {
 /** Parses a configuration file. Never throws: everything wrong is in `problems`. */
 export function parseConfig(text: string): ParsedConfig {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // logLevel "error": the library's warnings go to process.emitWarning (stderr, past the problem
+  // list); what they warn about is reported as a problem below instead.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, logLevel: "error" });
   const locate = (problem: PathProblem): ConfigProblem => {
     const { line, col } = lineCounter.linePos(offsetOf(doc, problem.path, problem.atKey ?? false));
     return { line, column: col, path: formatPath(problem.path), message: problem.message };
@@ -68,6 +70,26 @@ export function parseConfig(text: string): ParsedConfig {
           : lowerFirst(error.message);
       return { line, column: col, path: "", message };
     });
+    return result;
+  }
+  // A key that is a mapping or a list (`? [a, b]`) means nothing in this file; JavaScript objects
+  // would turn it into the string "[ a, b ]" (found by fuzzing, fuzz/README.md).
+  const keyProblems: ConfigProblem[] = [];
+  visit(doc, {
+    Pair(_, pair) {
+      const key = isAlias(pair.key) ? pair.key.resolve(doc) : pair.key;
+      if (!isMap(key) && !isSeq(key)) return;
+      const { line, col } = lineCounter.linePos(isNode(pair.key) ? (pair.key.range?.[0] ?? 0) : 0);
+      keyProblems.push({
+        line,
+        column: col,
+        path: "",
+        message: "a key must be a plain value, not a mapping or a list",
+      });
+    },
+  });
+  if (keyProblems.length > 0) {
+    result.problems = keyProblems;
     return result;
   }
   let raw: unknown;

@@ -462,3 +462,24 @@ describe("small rules", () => {
     expect(riskProblem(spec(), "critical")).toBeNull();
   });
 });
+
+// Found by fuzzing (fuzz/README.md): the YAML library stringified these keys and printed a process warning.
+describe("parseConfig: keys that are mappings or lists", () => {
+  it("reports them as problems at their line, without a process warning", () => {
+    const warnings: unknown[] = [];
+    const emitWarning = process.emitWarning;
+    process.emitWarning = ((warning: unknown) => void warnings.push(warning)) as typeof process.emitWarning;
+    let parsed;
+    try {
+      parsed = parseConfig("apiVersion: stint/v1\n? [a, b]\n: 1\nroles:\n  - ? {name: r}\n    : x\n");
+    } finally {
+      process.emitWarning = emitWarning;
+    }
+    expect(warnings).toEqual([]);
+    expect(parsed.fatal).toBe(true);
+    expect(parsed.problems.map((p) => [p.line, p.message])).toEqual([
+      [2, "a key must be a plain value, not a mapping or a list"],
+      [5, "a key must be a plain value, not a mapping or a list"],
+    ]);
+  });
+});
