@@ -64,7 +64,11 @@ export function registerAuditRoutes(app: App, deps: { audit: AuditLog; version: 
     async (req) => {
       authorize(req.actor, "audit.read");
       const anchor = await audit.latestAnchor();
-      if (!anchor) throw new StintError("NOT_FOUND", "No audit checkpoint has been signed yet.");
+      if (!anchor)
+        throw new StintError(
+          "NOT_FOUND",
+          "No audit checkpoint has been signed yet: the server signs the head within STINT_AUDIT_ANCHOR_INTERVAL (60s by default) of new events; ask again then.",
+        );
       return anchor;
     },
   );
