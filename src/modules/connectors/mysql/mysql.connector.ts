@@ -51,10 +51,12 @@ const ER_NONEXISTING_TABLE_GRANT = 1147;
 const ER_NO_SUCH_THREAD = 1094;
 const ER_CANNOT_USER = 1396;
 /**
- * Access denied (wrong password); password expired, whether the server disconnects (1862) or
- * opens a session that may only change it (1820); account locked (MariaDB 4151, MySQL 3118).
+ * Access denied (wrong password: 1045; or 1698, the same refusal without "using password", which MariaDB
+ * sometimes answers for an account that does not exist, e.g. just dropped); password expired, whether the
+ * server disconnects (1862) or opens a session that may only change it (1820); account locked (MariaDB 4151,
+ * MySQL 3118).
  */
-const SIGN_IN_REFUSED = new Set([1045, 1862, 1820, 4151, 3118]);
+const SIGN_IN_REFUSED = new Set([1045, 1698, 1862, 1820, 4151, 3118]);
 
 interface Session {
   target: ConnectorTarget;
