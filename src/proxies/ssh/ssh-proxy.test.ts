@@ -664,7 +664,14 @@ describe("kill", () => {
     const exitedAt = Number(/ssh-exit=\d+ at=(\d+)/.exec(pane)?.[1]);
     expect(exitedAt - started, pane).toBeLessThan(1000);
     expect(await session.ended).toBe("killed");
-    expect(proxy.liveSessions()).toBe(0);
+    // The proxy counts the connection until its socket has closed, a moment after the session ended.
+    expect(
+      await eventually(
+        async () => proxy.liveSessions(),
+        (live) => live === 0,
+        2000,
+      ),
+    ).toBe(0);
   }, 30_000);
 });
 
