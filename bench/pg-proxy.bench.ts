@@ -1,0 +1,551 @@
+/**
+ * PostgreSQL proxy benchmark (issue 14, acceptance 6): `pgbench -S -n -c 8 -j 2 -T <seconds>` straight to
+ * the machine's PostgreSQL, through Debian's PgBouncer (session pooling, records nothing) and through
+ * Stint's PostgreSQL proxy (a Stint database token as the password, a dynamic login minted upstream,
+ * every query written to the session's recording), interleaved `--rounds` times. Prints tps per run,
+ * each path's ratio to the direct run of its round, the medians and PASS when Stint's median ratio is
+ * at least PgBouncer's.
+ *
+ *   npm run bench:pgproxy -- [--seconds=15] [--rounds=3] [--engine=pglite|postgres]
+ *
+ * Stint (its store on PGlite in memory, or on a fresh database of the machine's PostgreSQL) and its
+ * proxy run in this process, as they do in `stint server`; pgbench and pgbouncer are child processes.
+ * Needs pgbench (PostgreSQL 15's client) and pgbouncer (`apt-get install -y -qq pgbouncer
+ * postgresql-contrib` when missing). The database, logins, pgbouncer and temp files are removed at the
+ * end, also on failure. `runPgProxyBench()` returns the figures for the throughput harness.
+ *
+ * To profile the proxy under this load: `node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx
+ * bench/pg-proxy.bench.ts --rounds=1` (the profile covers this process, so Stint's proxy).
+ */
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import pg from "pg";
+import { destination as logDestination } from "pino";
+import { createLogger } from "../src/lib/logger.js";
+import { startProxies } from "../src/proxies/index.js";
+import type { Engine } from "../src/lib/db.js";
+import { PG_ADMIN_URL } from "../src/testing/engines.js";
+import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
+import { freePort } from "../src/testing/sshd.js";
+
+const CLIENTS = 8;
+const THREADS = 2;
+const SCALE = 10;
+const WARMUP_SECONDS = 3;
+const MAX_PASSES = 50;
+const ROLE = "bench-pgproxy";
+const PGBENCH_CANDIDATES = ["/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench"];
+const PGBOUNCER = "/usr/sbin/pgbouncer";
+
+export type PgProxyPath = "direct" | "pgbouncer" | "stint";
+export const PG_PROXY_PATHS: readonly PgProxyPath[] = ["direct", "pgbouncer", "stint"];
+
+export interface PgProxyBenchOptions {
+  /** Seconds per pgbench run (15 in the acceptance). */
+  seconds?: number;
+  /** Interleaved rounds of direct / pgbouncer / stint (3 in the acceptance). */
+  rounds?: number;
+  /** Stint's own store; the proxied database is always the machine's PostgreSQL. */
+  engine?: Engine;
+  /** Progress lines (stderr by default). */
+  progress?: (line: string) => void;
+}
+
+export interface PgbenchRun {
+  tps: number;
+  latencyMs: number;
+  transactions: number;
+}
+
+export interface PgProxyBenchResult {
+  seconds: number;
+  rounds: number;
+  /** tps and latency per path, one entry per round. */
+  runs: Record<PgProxyPath, PgbenchRun[]>;
+  /** Each run's tps divided by the direct run of its round. */
+  ratios: { pgbouncer: number[]; stint: number[] };
+  median: { tps: Record<PgProxyPath, number>; ratio: { pgbouncer: number; stint: number } };
+  /** Stint's median ratio to direct is at least PgBouncer's. */
+  pass: boolean;
+  /** Sessions the proxy recorded during the runs (each pgbench client is one), and their recordings' bytes. */
+  recorded: { sessions: number; withRecording: number; recordingBytes: number };
+  load: { before: string; after: string };
+}
+
+export const median = (values: number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+// ---- child processes ----
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program without blocking the event loop (the proxy lives in this process). */
+function exec(file: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}) {
+  return new Promise<Ran>((resolve) => {
+    execFile(
+      file,
+      args,
+      { env: options.env ?? process.env, timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
+  });
+}
+
+async function mustExec(what: string, file: string, args: string[], options: Parameters<typeof exec>[2] = {}) {
+  const ran = await exec(file, args, options);
+  if (ran.code !== 0) throw new Error(`${what} failed (exit ${ran.code}): ${ran.stderr.trim().slice(-800)}`);
+  return ran;
+}
+
+async function uptime(): Promise<string> {
+  const ran = await exec("uptime", []);
+  return ran.code === 0
+    ? ran.stdout.trim()
+    : `load average: ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(", ")}`;
+}
+
+async function waitForPort(port: number, alive: () => boolean, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!alive()) throw new Error("the process exited");
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once("error", () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`port ${port} did not open within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+// ---- pgbench ----
+
+interface Endpoint {
+  host: string;
+  port: number;
+  user: string;
+  database: string;
+  password?: string;
+}
+
+function pgbenchBinary(): string {
+  const found = PGBENCH_CANDIDATES.find((file) => existsSync(file));
+  if (found === undefined)
+    throw new Error(`pgbench not found (looked at ${PGBENCH_CANDIDATES.join(", ")}): install postgresql-client-15`);
+  return found;
+}
+
+function pgbenchEnv(endpoint: Endpoint): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PGCONNECT_TIMEOUT: "10" };
+  for (const key of ["PGPASSWORD", "PGSERVICE", "PGOPTIONS", "PGSSLMODE"]) delete env[key];
+  if (endpoint.password !== undefined) env.PGPASSWORD = endpoint.password;
+  return env;
+}
+
+async function pgbench(binary: string, what: string, endpoint: Endpoint, seconds: number): Promise<PgbenchRun> {
+  const ran = await exec(
+    binary,
+    [
+      ...["-S", "-n", "-c", String(CLIENTS), "-j", String(THREADS), "-T", String(seconds)],
+      ...["-h", endpoint.host, "-p", String(endpoint.port), "-U", endpoint.user, endpoint.database],
+    ],
+    { env: pgbenchEnv(endpoint), timeoutMs: (seconds + 60) * 1000 },
+  );
+  const tps = /^tps = ([\d.]+)/m.exec(ran.stdout);
+  const latency = /^latency average = ([\d.]+) ms/m.exec(ran.stdout);
+  const transactions = /^number of transactions actually processed: (\d+)/m.exec(ran.stdout);
+  const failed = /^number of failed transactions: (\d+)/m.exec(ran.stdout);
+  if (ran.code !== 0 || !tps || !latency || !transactions)
+    throw new Error(`pgbench ${what} failed (exit ${ran.code}): ${(ran.stderr || ran.stdout).trim().slice(-800)}`);
+  if (failed && failed[1] !== "0") throw new Error(`pgbench ${what}: ${failed[1]} failed transactions`);
+  return { tps: Number(tps[1]), latencyMs: Number(latency[1]), transactions: Number(transactions[1]) };
+}
+
+// ---- pgbouncer ----
+
+async function ensurePgbouncer(progress: (line: string) => void): Promise<void> {
+  if (existsSync(PGBOUNCER)) return;
+  progress("pgbouncer is missing: apt-get install -y -qq pgbouncer postgresql-contrib");
+  const installed = await exec("apt-get", ["install", "-y", "-qq", "pgbouncer", "postgresql-contrib"], {
+    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    timeoutMs: 300_000,
+  });
+  if (installed.code !== 0 || !existsSync(PGBOUNCER))
+    throw new Error(`apt-get install pgbouncer failed: ${installed.stderr.trim().split("\n").at(-1) ?? ""}`);
+}
+
+/** Debian's pgbouncer in session mode on a free port; config and logs in a temp dir. */
+async function startPgbouncer(
+  database: string,
+  pgPort: number,
+  defer: (what: string, run: () => Promise<unknown>) => void,
+): Promise<number> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "stint-bench-pgbouncer-"));
+  defer("remove the pgbouncer dir", () => rm(dir, { recursive: true, force: true }));
+  // pgbouncer refuses to run as root: as root, run it as the postgres OS user (setpriv execs, so the pid is its own).
+  let command = PGBOUNCER;
+  let prefix: string[] = [];
+  if (process.getuid?.() === 0) {
+    const uid = Number((await mustExec("id -u postgres", "id", ["-u", "postgres"])).stdout.trim());
+    const gid = Number((await mustExec("id -g postgres", "id", ["-g", "postgres"])).stdout.trim());
+    await chown(dir, uid, gid);
+    command = "setpriv";
+    prefix = ["--reuid", String(uid), "--regid", String(gid), "--init-groups", PGBOUNCER];
+  }
+  const port = await freePort();
+  const config = path.join(dir, "pgbouncer.ini");
+  await writeFile(
+    config,
+    [
+      "[databases]",
+      `${database} = host=127.0.0.1 port=${pgPort} dbname=${database} user=postgres`,
+      "[pgbouncer]",
+      "listen_addr = 127.0.0.1",
+      `listen_port = ${port}`,
+      "unix_socket_dir =",
+      "auth_type = any",
+      "pool_mode = session",
+      `default_pool_size = ${CLIENTS * 2}`,
+      "max_client_conn = 100",
+      "ignore_startup_parameters = extra_float_digits",
+      `logfile = ${path.join(dir, "pgbouncer.log")}`,
+      `pidfile = ${path.join(dir, "pgbouncer.pid")}`,
+      "",
+    ].join("\n"),
+  );
+  await chmod(config, 0o644);
+  const child = spawn(command, [...prefix, config], { stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  child.stderr.on("data", (chunk: Buffer) => (log = (log + chunk.toString()).slice(-2000)));
+  let running = true;
+  const exited = new Promise<void>((resolve) => {
+    child.once("exit", () => resolve());
+    child.once("error", (error) => {
+      log += String(error);
+      resolve();
+    });
+  });
+  void exited.then(() => (running = false));
+  defer("stop pgbouncer", async () => {
+    if (!running) return;
+    child.kill("SIGTERM");
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
+    if (running) child.kill("SIGKILL");
+  });
+  try {
+    await waitForPort(port, () => running, 10_000);
+  } catch (error) {
+    throw new Error(`pgbouncer did not start (${(error as Error).message}): ${log.trim().slice(-400)}`);
+  }
+  return port;
+}
+
+// ---- Stint ----
+
+interface Reply {
+  status: number;
+  body: Record<string, unknown>;
+}
+
+async function call(server: TestServer, auth: string, method: "GET" | "POST" | "PUT", url: string, payload?: object) {
+  const res = await server.app.inject({
+    method,
+    url,
+    headers: { authorization: auth },
+    ...(payload ? { payload } : {}),
+  });
+  return { status: res.statusCode, body: res.body ? (res.json() as Record<string, unknown>) : {} } as Reply;
+}
+
+function expectStatus(what: string, reply: Reply, status: number) {
+  if (reply.status !== status)
+    throw new Error(`${what}: expected ${status}, got ${reply.status} ${JSON.stringify(reply.body)}`);
+}
+
+/** Runs the outbox until it claims nothing. */
+async function drainOutbox(server: TestServer, what: string) {
+  for (let pass = 0; ; pass++) {
+    if (pass >= MAX_PASSES) throw new Error(`${what}: the outbox was still busy after ${MAX_PASSES} passes`);
+    if ((await server.outbox.runOnce()).claimed === 0) return;
+  }
+}
+
+interface SessionRow {
+  user: string;
+  kind: string;
+  live: boolean;
+  recording: { available: boolean; bytes: number } | null;
+}
+
+/** The user's postgres sessions once none is live (the proxy ends them just after the client leaves). */
+async function recordedSessions(server: TestServer, user: string) {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const listed = await call(server, server.adminAuth, "GET", "/v1/sessions?limit=1000");
+    expectStatus("sessions", listed, 200);
+    const mine = (listed.body.items as SessionRow[]).filter((s) => s.user === user && s.kind === "postgres");
+    if (mine.every((s) => !s.live) || Date.now() > deadline)
+      return {
+        sessions: mine.length,
+        withRecording: mine.filter((s) => s.recording?.available).length,
+        recordingBytes: mine.reduce((sum, s) => sum + (s.recording?.bytes ?? 0), 0),
+      };
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+// ---- the benchmark ----
+
+export async function runPgProxyBench(options: PgProxyBenchOptions = {}): Promise<PgProxyBenchResult> {
+  const seconds = options.seconds ?? 15;
+  const rounds = options.rounds ?? 3;
+  const engine = options.engine ?? "pglite";
+  const progress = options.progress ?? ((line: string) => console.error(`· ${line}`));
+  const cleanups: { what: string; run: () => Promise<unknown> }[] = [];
+  const defer = (what: string, run: () => Promise<unknown>) => cleanups.push({ what, run });
+  try {
+    const binary = pgbenchBinary();
+    await ensurePgbouncer(progress);
+    const loadBefore = await uptime();
+    const hex = randomBytes(4).toString("hex");
+    const database = `stint_bench_pgproxy_${hex}`;
+    const reader = `stint_bench_pgproxy_reader_${hex}`;
+    const user = `pb${hex}`;
+    const adminUrl = new URL(PG_ADMIN_URL);
+    const pgHost = adminUrl.hostname;
+    const pgPort = Number(adminUrl.port || 5432);
+    const pgAdminUser = decodeURIComponent(adminUrl.username || "postgres");
+    const targetUrl = new URL(PG_ADMIN_URL);
+    targetUrl.pathname = `/${database}`;
+
+    // The pgbench database and the NOLOGIN role the minted logins join.
+    const root = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await root.connect();
+    defer("close the admin connection", () => root.end());
+    defer("drop the database, the minted logins and the NOLOGIN role", async () => {
+      await root.query(`drop database if exists ${database} with (force)`);
+      const minted = await root.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
+        `stint\\_${user}\\_%`,
+      ]);
+      for (const r of minted.rows) await root.query(`drop role if exists ${r.rolname}`);
+      await root.query(`drop role if exists ${reader}`);
+    });
+    await root.query(`create database ${database}`);
+    await root.query(`create role ${reader} nologin`);
+    progress(`pgbench -i -s ${SCALE} into ${database}`);
+    const direct: Endpoint = { host: pgHost, port: pgPort, user: pgAdminUser, database };
+    await mustExec(
+      "pgbench -i",
+      binary,
+      ["-i", "-q", "-s", String(SCALE), "-h", pgHost, "-p", String(pgPort), "-U", pgAdminUser, database],
+      { env: pgbenchEnv(direct), timeoutMs: 300_000 },
+    );
+    {
+      const db = new pg.Client({ connectionString: targetUrl.toString() });
+      await db.connect();
+      await db.query(
+        `grant select on pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history to ${reader}`,
+      );
+      await db.end();
+    }
+
+    const bouncerPort = await startPgbouncer(database, pgPort, defer);
+    const viaBouncer: Endpoint = { ...direct, host: "127.0.0.1", port: bouncerPort };
+
+    // Stint in this process, its PostgreSQL proxy on a free port, every session recorded.
+    const server = await testServer(engine, {
+      env: { STINT_PG_PROXY_LISTEN: "127.0.0.1:0", STINT_SSH_PROXY_LISTEN: "off", STINT_RECONCILE_INTERVAL: "0" },
+    });
+    defer("stop the Stint server", () => server.cleanup());
+    const proxies = await startProxies({
+      config: server.config,
+      sessions: server.sessions,
+      logger: createLogger({ level: "warn", destination: logDestination(2) }),
+    });
+    defer("close the proxy", () => proxies.close());
+    if (!proxies.postgres) throw new Error("the PostgreSQL proxy did not start");
+
+    expectStatus(
+      `create ${user}`,
+      await call(server, server.adminAuth, "POST", "/v1/users", { name: user, password: passwordFor(user) }),
+      201,
+    );
+    expectStatus(
+      "config apply",
+      await call(server, server.adminAuth, "POST", "/v1/config/apply", {
+        yaml: `
+apiVersion: stint/v1
+policies:
+  - name: bench-recorded
+    mfa: { required: false }
+    maxDuration: 8h
+    session: { recording: required }
+targets:
+  - name: bench-db
+    kind: postgres
+    address: ${targetUrl.toString()}?sslmode=disable
+roles:
+  - name: ${ROLE}
+    target: bench-db
+    entitlement: { role: ${reader}, dynamic: true }
+    policy: bench-recorded
+    risk: medium
+eligibility:
+  - role: ${ROLE}
+    users: [${user}]
+`,
+      }),
+      200,
+    );
+    const auth = await server.login(user);
+    const submitted = await call(server, auth, "POST", "/v1/activation-requests", {
+      role: ROLE,
+      duration: "1h",
+      reason: "PostgreSQL proxy benchmark",
+    });
+    expectStatus(`activate ${ROLE}`, submitted, 201);
+    await drainOutbox(server, `activate ${ROLE}`);
+    const request = await call(server, auth, "GET", `/v1/activation-requests/${String(submitted.body.id)}`);
+    if (request.body.state !== "active")
+      throw new Error(`activate ${ROLE}: the request is ${String(request.body.state)}`);
+    defer("deactivate", async () => {
+      await call(server, auth, "POST", `/v1/me/roles/${ROLE}/deactivate`);
+      await drainOutbox(server, "deactivate").catch(() => undefined);
+    });
+    const viaStint = async (): Promise<Endpoint> => {
+      const token = await call(server, auth, "POST", "/v1/db/tokens", { role: ROLE });
+      expectStatus("database token", token, 200);
+      return {
+        host: String(token.body.host),
+        port: Number(token.body.port),
+        user: String(token.body.user),
+        database: String(token.body.database),
+        password: String(token.body.password),
+      };
+    };
+
+    progress(`warm-up, ${WARMUP_SECONDS} s on each path`);
+    await pgbench(binary, "warm-up direct", direct, WARMUP_SECONDS);
+    await pgbench(binary, "warm-up pgbouncer", viaBouncer, WARMUP_SECONDS);
+    await pgbench(binary, "warm-up stint", await viaStint(), WARMUP_SECONDS);
+
+    const runs: Record<PgProxyPath, PgbenchRun[]> = { direct: [], pgbouncer: [], stint: [] };
+    for (let round = 1; round <= rounds; round++) {
+      for (const via of PG_PROXY_PATHS) {
+        const endpoint = via === "direct" ? direct : via === "pgbouncer" ? viaBouncer : await viaStint();
+        const run = await pgbench(binary, via, endpoint, seconds);
+        runs[via].push(run);
+        progress(`round ${round}/${rounds} ${via.padEnd(9)} ${run.tps.toFixed(0).padStart(7)} tps`);
+      }
+    }
+    const recorded = await recordedSessions(server, user);
+    const ratioOf = (via: "pgbouncer" | "stint") => runs[via].map((run, i) => run.tps / runs.direct[i]!.tps);
+    const ratios = { pgbouncer: ratioOf("pgbouncer"), stint: ratioOf("stint") };
+    const ratio = { pgbouncer: median(ratios.pgbouncer), stint: median(ratios.stint) };
+    return {
+      seconds,
+      rounds,
+      runs,
+      ratios,
+      median: {
+        tps: {
+          direct: median(runs.direct.map((r) => r.tps)),
+          pgbouncer: median(runs.pgbouncer.map((r) => r.tps)),
+          stint: median(runs.stint.map((r) => r.tps)),
+        },
+        ratio,
+      },
+      pass: ratio.stint >= ratio.pgbouncer,
+      recorded,
+      load: { before: loadBefore, after: await uptime() },
+    };
+  } finally {
+    for (const step of cleanups.reverse())
+      await step.run().catch((error: unknown) => console.error(`cleanup: ${step.what} failed: ${String(error)}`));
+  }
+}
+
+export function formatPgProxyBench(result: PgProxyBenchResult): string {
+  const lines: string[] = [];
+  lines.push(
+    `pgbench -S -n -c ${CLIENTS} -j ${THREADS} -T ${result.seconds} (select-only, scale ${SCALE}), ` +
+      `direct / PgBouncer (session pooling) / Stint proxy (query recording on), interleaved ${result.rounds}×`,
+  );
+  lines.push(
+    `${"path".padEnd(11)}${result.runs.direct.map((_, i) => `run ${i + 1} tps`.padStart(13)).join("")}` +
+      `${"median tps".padStart(12)}${"ratios to direct".padStart(24)}${"median ×".padStart(10)}`,
+  );
+  for (const via of PG_PROXY_PATHS) {
+    const ratios = via === "direct" ? [] : result.ratios[via];
+    lines.push(
+      `${via.padEnd(11)}${result.runs[via].map((r) => r.tps.toFixed(0).padStart(13)).join("")}` +
+        `${result.median.tps[via].toFixed(0).padStart(12)}` +
+        `${ratios
+          .map((r) => r.toFixed(2))
+          .join(" ")
+          .padStart(24)}${(via === "direct" ? "1.00" : result.median.ratio[via].toFixed(2)).padStart(10)}`,
+    );
+  }
+  lines.push(
+    `${result.pass ? "PASS" : "FAIL"}: Stint's ratio to direct ${result.median.ratio.stint.toFixed(2)} ` +
+      `${result.pass ? "≥" : "<"} PgBouncer's ${result.median.ratio.pgbouncer.toFixed(2)}`,
+  );
+  lines.push(
+    `Stint sessions: ${result.recorded.sessions} (${result.recorded.withRecording} with a recording, ` +
+      `${(result.recorded.recordingBytes / 1e6).toFixed(1)} MB of query log)`,
+  );
+  lines.push(`uptime before: ${result.load.before}`);
+  lines.push(`uptime after:  ${result.load.after}`);
+  return lines.join("\n");
+}
+
+function parseArgs(argv: string[]): PgProxyBenchOptions {
+  const options: PgProxyBenchOptions = {};
+  const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
+  for (const arg of argv) {
+    const [key, value] = arg.split("=", 2);
+    if (key === "--seconds" && count(value)) options.seconds = count(value)!;
+    else if (key === "--rounds" && count(value)) options.rounds = count(value)!;
+    else if (key === "--engine" && (value === "pglite" || value === "postgres")) options.engine = value;
+    else throw new Error(`unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres)`);
+  }
+  return options;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  const cpus = os.cpus();
+  console.log(
+    `Stint PostgreSQL proxy benchmark — node ${process.version}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}`,
+  );
+  // Ctrl-C reaches pgbench and pgbouncer too (one process group): the run then fails and cleans up.
+  process.on("SIGINT", () => console.error("interrupted: cleaning up"));
+  runPgProxyBench(parseArgs(process.argv.slice(2)))
+    .then((result) => console.log(formatPgProxyBench(result)))
+    .catch((error: unknown) => {
+      console.error(error);
+      process.exitCode = 1;
+    });
+}
