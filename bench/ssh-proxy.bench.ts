@@ -1,0 +1,456 @@
+/**
+ * SSH proxy throughput against an OpenSSH jump host (issue 14, acceptance 7).
+ *
+ * A `--size-mb` file of random bytes is copied to and from a real sshd (this machine's OpenSSH, on a high
+ * port, as root) by the real clients, three ways:
+ *
+ * - direct: the client straight to the sshd;
+ * - jump host: `-J` through a second local sshd (OpenSSH's direct-tcpip relay: the end-to-end SSH
+ *   connection passes through one more encrypted hop that records nothing);
+ * - Stint: through Stint's SSH proxy with a Stint certificate; the proxy logs in upstream with the vaulted
+ *   key and records the session (recording required by the policy: `scp`/`sftp` events with byte totals,
+ *   an `exec` recording for rsync).
+ *
+ * Tools: scp (SFTP, OpenSSH's default), scp -O (the legacy protocol), sftp (get/put in batch mode) and
+ * rsync (over `ssh -F …`), each in both directions. Rounds are interleaved (every case and path once, then
+ * again, the path order rotating) so that a burst of load from elsewhere hits every path alike. Every copy
+ * is checked at the destination (size and SHA-256). Per run: MB/s, the ratio to the same round's direct
+ * run and the CPU seconds Stint's process spent; per case: medians, the median ratios and PASS when Stint's
+ * ratio is at least the jump host's.
+ *
+ *   node --import tsx bench/ssh-proxy.bench.ts [--size-mb=200] [--rounds=3] [--tools=scp,scp-O,sftp,rsync]
+ *     [--directions=download,upload]
+ *
+ * `runSshProxyBench()` returns the figures (for an aggregate harness); the main prints them. Everything
+ * started (Stint in this process on PGlite, both sshds, the Unix user and group, temp files) is removed at
+ * the end, also on failure.
+ */
+import { execFile, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream, readFileSync } from "node:fs";
+import { mkdtemp, open, rm, stat, unlink, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { pathToFileURL } from "node:url";
+import { sshSessionsHarness } from "../src/testing/ssh-sessions.js";
+import { startSshd } from "../src/testing/sshd.js";
+
+export type SshTool = "scp" | "scp-O" | "sftp" | "rsync";
+export type Direction = "download" | "upload";
+export type SshPath = "direct" | "jump" | "stint";
+
+export interface SshProxyBenchOptions {
+  sizeMb: number;
+  rounds: number;
+  tools: SshTool[];
+  directions: Direction[];
+  /** Progress lines (default: stderr). */
+  progress?: (line: string) => void;
+}
+
+export interface SshRun {
+  round: number;
+  seconds: number;
+  mbPerSecond: number;
+  /** This run's MB/s over the same round's direct run. */
+  ratio: number;
+  /** CPU seconds (user + system) of the process Stint runs in, during the run. */
+  stintCpuSeconds: number;
+  /** 1-minute load average when the run started. */
+  load: number;
+}
+
+export interface SshCase {
+  tool: SshTool;
+  direction: Direction;
+  runs: Record<SshPath, SshRun[]>;
+  medianMbPerSecond: Record<SshPath, number>;
+  /** Medians of the per-round ratios to direct. */
+  medianRatio: { jump: number; stint: number };
+  /** Stint's median ratio ≥ the jump host's. */
+  pass: boolean;
+}
+
+export interface SshProxyBenchResult {
+  sizeMb: number;
+  bytes: number;
+  rounds: number;
+  machine: { cpus: number; model: string; node: string };
+  uptimeBefore: string;
+  uptimeAfter: string;
+  cases: SshCase[];
+  /** What Stint recorded for its runs (one session per run). */
+  stintSessions: { sessions: number; recorded: number; recordingBytes: number; largestRecordingBytes: number };
+  pass: boolean;
+}
+
+const PATHS: SshPath[] = ["direct", "jump", "stint"];
+const ROLE = "web-shell";
+
+export async function runSshProxyBench(options: SshProxyBenchOptions): Promise<SshProxyBenchResult> {
+  const progress = options.progress ?? ((line: string) => console.error(`· ${line}`));
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const defer = (step: () => Promise<unknown>) => cleanups.push(step);
+  try {
+    const uptimeBefore = await uptime();
+    progress("starting the target sshd, the jump host sshd and Stint (PGlite, SSH proxy, recording required)");
+    const harness = await sshSessionsHarness({ sshdConfig: ["Subsystem sftp internal-sftp"] });
+    defer(() => harness.cleanup());
+    const jump = await startSshd();
+    defer(() => jump.stop());
+    const user = harness.users[0]!;
+    await harness.activate(user, ROLE, "8h");
+    const certified = await harness.certify(user, ROLE);
+
+    const dir = await mkdtemp(path.join(os.tmpdir(), "stint-bench-sshproxy-"));
+    defer(() => rm(dir, { recursive: true, force: true }));
+    const targetKey = path.join(dir, "target_ed25519");
+    const jumpKey = path.join(dir, "jump_ed25519");
+    await writeFile(targetKey, harness.sshd.adminPrivateKey, { mode: 0o600 });
+    await writeFile(jumpKey, jump.adminPrivateKey, { mode: 0o600 });
+    const knownHosts = path.join(dir, "known_hosts");
+    const scanned = await mustRun("ssh-keyscan", [...["-t", "ed25519", "-p", String(harness.sshd.port), "127.0.0.1"]]);
+    const scannedJump = await mustRun("ssh-keyscan", ["-t", "ed25519", "-p", String(jump.port), "127.0.0.1"]);
+    const proxyLine = readFileSync(path.join(harness.dir, "known_hosts"), "utf8");
+    await writeFile(knownHosts, `${scanned.stdout}${scannedJump.stdout}${proxyLine}`);
+    // One config for every client (scp, sftp, and rsync's ssh; ProxyJump's own ssh reads it too).
+    const config = path.join(dir, "ssh_config");
+    await writeFile(
+      config,
+      [
+        "Host target",
+        "  HostName 127.0.0.1",
+        `  Port ${harness.sshd.port}`,
+        "  User root",
+        `  IdentityFile ${targetKey}`,
+        "Host jump",
+        "  HostName 127.0.0.1",
+        `  Port ${jump.port}`,
+        "  User root",
+        `  IdentityFile ${jumpKey}`,
+        "Host stint",
+        "  HostName 127.0.0.1",
+        `  Port ${harness.proxyPort}`,
+        `  User ${user}%web`,
+        `  IdentityFile ${certified.key}`,
+        "Host *",
+        "  BatchMode yes",
+        "  IdentitiesOnly yes",
+        "  StrictHostKeyChecking yes",
+        `  UserKnownHostsFile ${knownHosts}`,
+        "  GlobalKnownHostsFile /dev/null",
+        "  LogLevel ERROR",
+        "  ConnectTimeout 20",
+        "",
+      ].join("\n"),
+    );
+
+    const bytes = options.sizeMb * 1024 * 1024;
+    progress(`writing ${options.sizeMb} MiB of random bytes`);
+    const source = path.join(dir, "source.bin");
+    const sha256 = await randomFile(source, options.sizeMb);
+    const destination = path.join(dir, "copy.bin");
+
+    const cases: { tool: SshTool; direction: Direction; runs: Record<SshPath, SshRun[]> }[] = [];
+    for (const tool of options.tools)
+      for (const direction of options.directions)
+        cases.push({ tool, direction, runs: { direct: [], jump: [], stint: [] } });
+
+    for (let round = 1; round <= options.rounds; round++) {
+      // The path order rotates from round to round: none always runs first after another case.
+      const order = PATHS.map((_, i) => PATHS[(i + round - 1) % PATHS.length]!);
+      for (const entry of cases) {
+        const measured = new Map<SshPath, Omit<SshRun, "ratio">>();
+        for (const via of order) {
+          const load = os.loadavg()[0]!;
+          const cpu = process.cpuUsage();
+          const started = performance.now();
+          await transfer(entry.tool, entry.direction, via, { config, source, destination });
+          const seconds = (performance.now() - started) / 1000;
+          const used = process.cpuUsage(cpu);
+          await checkCopy(destination, bytes, sha256, `${entry.tool} ${entry.direction} ${via}`);
+          await unlink(destination);
+          const run = {
+            round,
+            seconds,
+            mbPerSecond: bytes / 1e6 / seconds,
+            stintCpuSeconds: (used.user + used.system) / 1e6,
+            load,
+          };
+          measured.set(via, run);
+          progress(
+            `round ${round}/${options.rounds} ${label(entry.tool, entry.direction).padEnd(17)} ${via.padEnd(6)} ` +
+              `${run.mbPerSecond.toFixed(1).padStart(6)} MB/s  ${seconds.toFixed(2)} s  load ${load.toFixed(2)}`,
+          );
+        }
+        const direct = measured.get("direct")!.mbPerSecond;
+        for (const via of PATHS) {
+          const run = measured.get(via)!;
+          entry.runs[via].push({ ...run, ratio: run.mbPerSecond / direct });
+        }
+      }
+    }
+
+    const stintSessions = await recorded(harness, user, options.rounds * cases.length);
+    const results: SshCase[] = cases.map((entry) => {
+      const medianMbPerSecond = Object.fromEntries(
+        PATHS.map((via) => [via, median(entry.runs[via].map((r) => r.mbPerSecond))]),
+      ) as Record<SshPath, number>;
+      const medianRatio = {
+        jump: median(entry.runs.jump.map((r) => r.ratio)),
+        stint: median(entry.runs.stint.map((r) => r.ratio)),
+      };
+      return { ...entry, medianMbPerSecond, medianRatio, pass: medianRatio.stint >= medianRatio.jump };
+    });
+    const cpus = os.cpus();
+    return {
+      sizeMb: options.sizeMb,
+      bytes,
+      rounds: options.rounds,
+      machine: { cpus: cpus.length, model: cpus[0]?.model.trim() ?? "unknown", node: process.version },
+      uptimeBefore,
+      uptimeAfter: await uptime(),
+      cases: results,
+      stintSessions,
+      pass: results.every((c) => c.pass),
+    };
+  } finally {
+    for (const step of cleanups.reverse()) {
+      await step().catch((error: unknown) => console.error(`cleanup failed: ${String(error)}`));
+    }
+  }
+}
+
+// ---- the clients ----
+
+interface Files {
+  config: string;
+  /** The file uploaded, and the file downloaded (same machine). */
+  source: string;
+  /** Where the copy lands, either way. */
+  destination: string;
+}
+
+const HOSTS: Record<SshPath, { host: string; jump: string[] }> = {
+  direct: { host: "target", jump: [] },
+  jump: { host: "target", jump: ["-J", "jump"] },
+  stint: { host: "stint", jump: [] },
+};
+
+async function transfer(tool: SshTool, direction: Direction, via: SshPath, files: Files): Promise<void> {
+  const { host, jump } = HOSTS[via];
+  const [from, to] =
+    direction === "upload"
+      ? [files.source, `${host}:${files.destination}`]
+      : [`${host}:${files.source}`, files.destination];
+  switch (tool) {
+    case "scp":
+    case "scp-O":
+      await mustRun("scp", ["-q", "-F", files.config, ...(tool === "scp-O" ? ["-O"] : []), ...jump, from, to]);
+      return;
+    case "sftp": {
+      const command =
+        direction === "upload"
+          ? `put ${files.source} ${files.destination}`
+          : `get ${files.source} ${files.destination}`;
+      await mustRun("sftp", ["-q", "-F", files.config, ...jump, "-b", "-", host], command);
+      return;
+    }
+    case "rsync":
+      // A fresh destination each time: the whole file crosses (no delta against an old copy).
+      await mustRun("rsync", ["-e", ["ssh", "-F", files.config, ...jump].join(" "), from, to]);
+      return;
+  }
+}
+
+function label(tool: SshTool, direction: Direction): string {
+  if (tool === "sftp") return direction === "download" ? "sftp get" : "sftp put";
+  return `${tool === "scp-O" ? "scp -O" : tool} ${direction === "download" ? "down" : "up"}`;
+}
+
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a client without blocking the event loop (Stint's proxy lives in this process). */
+function runClient(file: string, args: string[], input = ""): Promise<Ran> {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout = (stdout + chunk.toString()).slice(-8000)));
+    child.stderr.on("data", (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-8000)));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 900_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input);
+  });
+}
+
+async function mustRun(file: string, args: string[], input?: string): Promise<Ran> {
+  const ran = await runClient(file, args, input);
+  if (ran.code !== 0) throw new Error(`${file} ${args.join(" ")} failed (exit ${ran.code}): ${ran.stderr.trim()}`);
+  return ran;
+}
+
+function uptime(): Promise<string> {
+  return new Promise((resolve) =>
+    execFile("uptime", (error, stdout) => resolve(error ? os.loadavg().join(" ") : stdout.trim())),
+  );
+}
+
+// ---- files ----
+
+/** A file of random bytes (incompressible), written in 1 MiB chunks; returns its SHA-256. */
+async function randomFile(file: string, sizeMb: number): Promise<string> {
+  const hash = createHash("sha256");
+  const handle = await open(file, "w", 0o644);
+  try {
+    for (let i = 0; i < sizeMb; i++) {
+      const chunk = randomBytes(1024 * 1024);
+      hash.update(chunk);
+      await handle.write(chunk);
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest("hex");
+}
+
+async function checkCopy(file: string, bytes: number, sha256: string, what: string): Promise<void> {
+  const copied = await stat(file);
+  if (copied.size !== bytes) throw new Error(`${what}: ${copied.size} bytes at the destination, expected ${bytes}`);
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  if (hash.digest("hex") !== sha256) throw new Error(`${what}: the copy's SHA-256 differs from the source's`);
+}
+
+// ---- what Stint recorded ----
+
+interface SessionRow {
+  kind: string;
+  user: string;
+  live: boolean;
+  recording: { bytes: number | null; available: boolean } | null;
+}
+
+async function recorded(
+  harness: Awaited<ReturnType<typeof sshSessionsHarness>>,
+  user: string,
+  expected: number,
+): Promise<SshProxyBenchResult["stintSessions"]> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const listed = await harness.admin("GET", "/v1/sessions?limit=1000");
+    const mine = ((listed.body.items ?? []) as SessionRow[]).filter((s) => s.user === user && s.kind === "ssh");
+    const settled = mine.length >= expected && mine.every((s) => !s.live);
+    if (settled || Date.now() > deadline) {
+      const sizes = mine.map((s) => s.recording?.bytes ?? 0);
+      return {
+        sessions: mine.length,
+        recorded: mine.filter((s) => s.recording?.available).length,
+        recordingBytes: sizes.reduce((a, b) => a + b, 0),
+        largestRecordingBytes: Math.max(0, ...sizes),
+      };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+// ---- main ----
+
+function parseArgs(argv: string[]): SshProxyBenchOptions {
+  const options: SshProxyBenchOptions = {
+    sizeMb: 200,
+    rounds: 3,
+    tools: ["scp", "scp-O", "sftp", "rsync"],
+    directions: ["download", "upload"],
+  };
+  const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
+  for (const arg of argv) {
+    const [key, value = ""] = arg.split("=", 2);
+    if (key === "--size-mb" && count(value)) options.sizeMb = count(value)!;
+    else if (key === "--rounds" && count(value)) options.rounds = count(value)!;
+    else if (key === "--tools" && value.split(",").every((t) => ["scp", "scp-O", "sftp", "rsync"].includes(t)))
+      options.tools = value.split(",") as SshTool[];
+    else if (key === "--directions" && value.split(",").every((d) => d === "download" || d === "upload"))
+      options.directions = value.split(",") as Direction[];
+    else
+      throw new Error(
+        `unknown argument ${arg} (use --size-mb=N, --rounds=N, --tools=scp,scp-O,sftp,rsync, --directions=download,upload)`,
+      );
+  }
+  return options;
+}
+
+export function printSshProxyBench(result: SshProxyBenchResult): void {
+  console.log(
+    `SSH proxy vs OpenSSH jump host — ${result.sizeMb} MiB (${(result.bytes / 1e6).toFixed(1)} MB), ` +
+      `${result.rounds} interleaved rounds; node ${result.machine.node}, ${result.machine.cpus} × ${result.machine.model}`,
+  );
+  console.log(`uptime before: ${result.uptimeBefore}`);
+  console.log("");
+  console.log(
+    `${"case".padEnd(17)}${"path".padEnd(8)}${"MB/s per round".padStart(24)}${"median".padStart(9)}` +
+      `${"× direct per round".padStart(22)}${"median ×".padStart(10)}${"Stint CPU s".padStart(13)}`,
+  );
+  for (const entry of result.cases) {
+    for (const via of PATHS) {
+      const runs = entry.runs[via];
+      console.log(
+        `${label(entry.tool, entry.direction).padEnd(17)}${via.padEnd(8)}` +
+          `${runs
+            .map((r) => r.mbPerSecond.toFixed(1))
+            .join(" ")
+            .padStart(24)}${entry.medianMbPerSecond[via].toFixed(1).padStart(9)}` +
+          `${runs
+            .map((r) => r.ratio.toFixed(2))
+            .join(" ")
+            .padStart(22)}` +
+          `${(via === "direct" ? "1.00" : entry.medianRatio[via].toFixed(2)).padStart(10)}` +
+          `${median(runs.map((r) => r.stintCpuSeconds))
+            .toFixed(2)
+            .padStart(13)}`,
+      );
+    }
+    console.log(
+      `${"".padEnd(17)}${entry.pass ? "PASS" : "FAIL"}: Stint ${entry.medianRatio.stint.toFixed(2)}× of direct, ` +
+        `jump host ${entry.medianRatio.jump.toFixed(2)}× (Stint ≥ jump host wanted)`,
+    );
+  }
+  const s = result.stintSessions;
+  console.log("");
+  console.log(
+    `Stint sessions: ${s.sessions}, ${s.recorded} with a recording; recordings ${(s.recordingBytes / 1e3).toFixed(1)} kB ` +
+      `in all, largest ${(s.largestRecordingBytes / 1e3).toFixed(1)} kB (file bytes are counted, not copied)`,
+  );
+  console.log(`uptime after: ${result.uptimeAfter}`);
+  console.log(
+    `${result.pass ? "PASS" : "FAIL"}: ${result.cases.filter((c) => c.pass).length}/${result.cases.length} cases ` +
+      "with Stint's ratio to direct ≥ the jump host's",
+  );
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  runSshProxyBench(parseArgs(process.argv.slice(2)))
+    .then((result) => {
+      printSshProxyBench(result);
+      if (!result.pass) process.exitCode = 1;
+    })
+    .catch((error: unknown) => {
+      console.error(error);
+      process.exitCode = 1;
+    })
+    .then(() => process.exit());
+}
