@@ -7,7 +7,8 @@ import { randomBytes } from "node:crypto";
 import net from "node:net";
 import pg from "pg";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
-import { checkAddress, postgresConnector as connector } from "./postgres.connector.js";
+import { DEFAULT_POOL_SETTINGS } from "../connection-pool.js";
+import { checkAddress, postgresConnector as connector, postgresPools } from "./postgres.connector.js";
 
 const SERVER = process.env.STINT_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const hex = randomBytes(4).toString("hex");
@@ -367,22 +368,32 @@ describe("postgres connector: failures", () => {
     );
     const waiting = async () =>
       (
-        await admin.query(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        await admin.query<{ pid: number }>(
+          "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
           [appName],
         )
-      ).rows[0].n;
-    expect(await until(async () => (await waiting()) === 1)).toBe(true);
+      ).rows.map((row) => row.pid);
+    expect(await until(async () => (await waiting()).length === 1)).toBe(true);
+    const [pid] = await waiting();
     controller.abort();
     expect((await rejection(pending)).reason).toBe("unavailable");
-    // The server notices the closed socket and cancels the waiting statement (well before lock_timeout, 10 s).
-    const cancelled = await until(async () => (await backends()) === 0, 5_000);
+    // The aborted call's connection is closed, not pooled: the server notices the closed socket, cancels the
+    // waiting statement (well before lock_timeout, 10 s) and its backend ends.
+    const gone = async () => (await admin.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).rowCount === 0;
+    const cancelled = await until(gone, 5_000);
     await blocker.query("ROLLBACK");
     expect(cancelled).toBe(true);
     expect(await isSuperuser(login)).toBe(false);
   });
 
-  it("leaves no connection open", async () => {
+  it("keeps at most its pool's connections open, idle, and none once the pools are closed", async () => {
+    const open = await admin.query<{ state: string }>(
+      "SELECT state FROM pg_stat_activity WHERE application_name = $1",
+      [appName],
+    );
+    expect(open.rows.length).toBeLessThanOrEqual(DEFAULT_POOL_SETTINGS.max);
+    expect(open.rows.every((row) => row.state === "idle")).toBe(true);
+    await postgresPools.closeAll();
     // Backends end asynchronously after the client closes its socket.
     expect(await until(async () => (await backends()) === 0)).toBe(true);
   });

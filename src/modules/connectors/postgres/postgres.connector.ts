@@ -2,10 +2,11 @@
  * PostgreSQL connector: an entitlement is membership in a role (GRANT/REVOKE) or a role
  * attribute (ALTER ROLE … WITH X / NOX). Revoking also ends the login's backends, so an open
  * connection cannot keep what was taken away. A role with `dynamic: true` mints a login per
- * activation instead (createLogin/dropLogin). One client per call, always closed.
+ * activation instead (createLogin/dropLogin). Admin connections are pooled per target (../connection-pool.ts).
  */
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { createConnectionPools, poolKey } from "../connection-pool.js";
 import {
   refused,
   unavailable,
@@ -50,6 +51,8 @@ const LOCK_TIMEOUT_MS = 10_000;
 const TERMINATE_WAIT_MS = 5_000;
 /** How often the server checks that our socket is still open while a statement runs. */
 const CONNECTION_CHECK_MS = 1_000;
+/** How long closing a pooled client waits for the server's goodbye before cutting the socket. */
+const CLOSE_WAIT_MS = 1_000;
 
 interface ClientOptions<T> {
   /** Connect as this login instead of the target's admin (verifyPassword). */
@@ -98,22 +101,104 @@ function guardedPassword(client: pg.Client, security: UpstreamSecurity, where: s
   };
 }
 
-/** Opens one client as the target's admin, runs `work`, and closes the client whatever happens. */
-async function withClient<T>(
-  target: ConnectorTarget,
-  call: CallOptions | undefined,
-  work: (client: pg.Client) => Promise<T>,
-  options: ClientOptions<T> = {},
-): Promise<T> {
+/** SQLSTATEs and messages that say the connection itself is gone (pg_terminate_backend, a restart, a reset). */
+const LOST_CODES = ["57P01", "57P02", "57P03", "ECONNRESET", "EPIPE"];
+const LOST_MESSAGE = /^Connection terminated|not queryable|connection error/;
+
+function connectionLost(error: unknown): boolean {
+  const { code, message } = (typeof error === "object" && error !== null ? error : {}) as {
+    code?: unknown;
+    message?: unknown;
+  };
+  if (typeof code === "string" && (LOST_CODES.includes(code) || code.startsWith("08"))) return true;
+  return typeof message === "string" && LOST_MESSAGE.test(message);
+}
+
+type PgInternals = {
+  _queryable?: boolean;
+  _ending?: boolean;
+  _ended?: boolean;
+  connection: { stream: { ref?(): void; unref?(): void; destroy?(): void } };
+};
+const internals = (client: pg.Client) => client as unknown as PgInternals;
+
+/**
+ * The pools of admin connections (see ../connection-pool.ts). A pooled client is signed in already: it keeps
+ * no password (guardedPassword's function is replaced once connected), and it is in no transaction when idle.
+ */
+export const postgresPools = createConnectionPools<pg.Client>({
+  close: async (client) => {
+    // end() waits for the socket to close; a server that never answers must not hold a shutdown.
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        internals(client).connection.stream.destroy?.();
+        resolve();
+      }, CLOSE_WAIT_MS);
+    });
+    await Promise.race([client.end().catch(() => {}), cut]);
+    clearTimeout(timer);
+  },
+  watch: (client, lost) => {
+    client.on("error", lost);
+    client.on("end", lost);
+  },
+  reusable: (client) => {
+    const state = internals(client);
+    return state._queryable !== false && !state._ending && !state._ended && client.getTransactionStatus() === "I";
+  },
+  lostConnection: connectionLost,
+  hold: (client, held) => {
+    const stream = internals(client).connection.stream;
+    if (held) stream.ref?.();
+    else stream.unref?.();
+  },
+});
+
+interface Endpoint {
+  address: ReturnType<typeof parseAddress>;
+  security: UpstreamSecurity;
+  where: string;
+}
+
+function endpointOf(target: ConnectorTarget): Endpoint {
   const address = parseAddress(target.address);
   const security = upstreamSecurity(address, target.options);
   const where = address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
-  const signal = call?.signal;
+  return { address, security, where };
+}
+
+/** Rejects with "aborted" when `signal` aborts (never when there is none); `stop` removes the listener. */
+function abortion(target: ConnectorTarget, signal: AbortSignal | undefined, onAbort: () => void = () => {}) {
+  let stop = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    if (!signal) return;
+    const listener = () => {
+      reject(unavailable(`${target.name}: the call was aborted`));
+      onAbort();
+    };
+    signal.addEventListener("abort", listener, { once: true });
+    stop = () => signal.removeEventListener("abort", listener);
+  });
+  aborted.catch(() => {});
+  return { aborted, stop };
+}
+
+/**
+ * Opens and signs in one client (as the target's admin, or as `as`). Settles when the call aborts, closing the
+ * client: pg never settles connect() when the client is ended mid-handshake, so the abort must win a race.
+ */
+async function openClient(
+  target: ConnectorTarget,
+  { address, security, where }: Endpoint,
+  signal: AbortSignal | undefined,
+  as?: { user: string; password: string },
+): Promise<pg.Client> {
   if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted before connecting`);
   const client = new pg.Client({
     host: address.host,
     port: address.port,
-    user: options.as?.user ?? address.user,
+    user: as?.user ?? address.user,
     database: address.database,
     ssl: sslConfig(security),
     // SCRAM-SHA-256-PLUS (bound to the TLS channel) whenever the server offers it over TLS.
@@ -129,43 +214,80 @@ async function withClient<T>(
     client,
     security,
     where,
-    options.as ? options.as.password : (target.credential ?? undefined),
+    as ? as.password : (target.credential ?? undefined),
   ) as unknown as string;
   // A client whose backend goes away emits 'error'; the pending query rejects too, which is where we handle it.
   client.on("error", () => {});
-  let closing: Promise<void> | undefined;
-  const close = () => (closing ??= client.end().catch(() => {}));
-  // pg never settles connect() when the client is ended mid-handshake, so an abort must win a race instead.
-  let onAbort = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => {
-      reject(unavailable(`${target.name}: the call was aborted`));
-      void close();
-    };
-  });
-  aborted.catch(() => {});
-  signal?.addEventListener("abort", onAbort, { once: true });
+  const { aborted, stop } = abortion(target, signal, () => void client.end().catch(() => {}));
   try {
-    const run = (async () => {
+    const ready = (async () => {
       await client.connect();
+      // Signed in: the password is not needed again, and a pooled client must not keep it.
+      client.password = (async () => {
+        throw refused(`${where} asks for the password again`);
+      }) as unknown as string;
       // Closing the socket does not stop a statement already running (say, waiting for a lock), so an
       // aborted grant could still commit later; PostgreSQL 14+ can notice the closed socket and cancel it.
       await client.query(
         `SELECT set_config('client_connection_check_interval', '${CONNECTION_CHECK_MS}', false)
           WHERE current_setting('server_version_num')::int >= 140000`,
       );
-      return work(client);
     })();
-    run.catch(() => {}); // when the abort wins, whatever `run` does later is of no interest
-    return await (signal ? Promise.race([run, aborted]) : run);
+    ready.catch(() => {}); // when the abort wins, whatever `ready` does later is of no interest
+    await Promise.race([ready, aborted]);
+    return client;
+  } catch (error) {
+    void client.end().catch(() => {});
+    throw error;
+  } finally {
+    stop();
+  }
+}
+
+/**
+ * Runs `work` on a client of the target's admin: a pooled one (see postgresPools), or, signing in as another
+ * login (verifyPassword), a client of its own that is always closed. On abort the call fails at once and the
+ * client is closed, which also cancels a statement in flight (PostgreSQL 14+).
+ */
+async function withClient<T>(
+  target: ConnectorTarget,
+  call: CallOptions | undefined,
+  work: (client: pg.Client) => Promise<T>,
+  options: ClientOptions<T> = {},
+): Promise<T> {
+  const endpoint = endpointOf(target);
+  const signal = call?.signal;
+  if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted before connecting`);
+  const run = async (client: pg.Client) => {
+    const { aborted, stop } = abortion(target, signal);
+    try {
+      const working = work(client);
+      working.catch(() => {}); // when the abort wins, whatever `work` does later is of no interest
+      return await Promise.race([working, aborted]);
+    } finally {
+      stop();
+    }
+  };
+  try {
+    if (options.as) {
+      const client = await openClient(target, endpoint, signal, options.as);
+      try {
+        return await run(client);
+      } finally {
+        await client.end().catch(() => {});
+      }
+    }
+    return await postgresPools.use(
+      poolKey("postgres", target),
+      (opening) => openClient(target, endpoint, opening),
+      run,
+      signal,
+    );
   } catch (error) {
     if (signal?.aborted) throw unavailable(`${target.name}: the call was aborted`);
     const recovered = options.recover?.(error);
     if (recovered !== undefined) return recovered;
-    throw classifyFailure(error, { where, credential: target.credential, secrets: options.secrets });
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-    await close();
+    throw classifyFailure(error, { where: endpoint.where, credential: target.credential, secrets: options.secrets });
   }
 }
 

@@ -10,7 +10,7 @@ import fc from "fast-check";
 import pg from "pg";
 import { ConnectorError, type ConnectorTarget, type DynamicLoginSpec } from "../connector.types.js";
 import { startPostgres, type PostgresInstance } from "../../../testing/postgres-instance.js";
-import { postgresConnector as connector } from "./postgres.connector.js";
+import { postgresConnector as connector, postgresPools } from "./postgres.connector.js";
 import { quoteLiteral, scramSecret } from "./postgres.rules.js";
 
 const hex = randomBytes(4).toString("hex");
@@ -405,7 +405,8 @@ describe("postgres credentials: setPassword and verifyPassword", () => {
     }
   });
 
-  it("leaves no admin connection open", async () => {
+  it("leaves no admin connection open once the pools are closed", async () => {
+    await postgresPools.closeAll();
     const count = async () =>
       (await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1", [appName]))
         .rows[0].n;
