@@ -12,6 +12,8 @@
  * - remove, rename, mkdir, rmdir, setstat (and fsetstat, lsetstat), symlink and link give one event
  *   each when the server answers, with ok and the server's message on failure.
  * - Reads of metadata (stat, lstat, fstat, realpath, readlink, opendir/readdir) are not events.
+ * - Only headers are read: the data of WRITE requests and DATA replies is stepped over, never copied
+ *   nor kept (`packetHeads`), so a transfer costs the tracker a few bytes per packet.
  * - Never throws: a packet that cannot be parsed is skipped; a length beyond `maxPacket` means the
  *   stream is not SFTP (or is desynchronised), and the tracker stops reporting.
  */
@@ -82,6 +84,27 @@ const DEFAULT_MAX_PACKET = 1024 * 1024;
 /** Outstanding requests remembered; a client cannot grow the proxy's memory without bound. */
 const MAX_PENDING = 4096;
 const MAX_HANDLES = 1024;
+/** Handles are at most 256 bytes (draft-ietf-secsh-filexfer-02 §6.2; OpenSSH's are 4); a longer one is not read. */
+const MAX_HANDLE = 1024;
+
+/**
+ * What the tracker reads of a request: a WRITE up to its data's length field (type, id, handle, offset,
+ * length), never the data; any other request whole (paths, flags: small).
+ */
+function requestHead(type: number): number {
+  return type === SFTP.WRITE ? 1 + 4 + 4 + MAX_HANDLE + 8 + 4 : Number.MAX_SAFE_INTEGER;
+}
+
+/**
+ * What the tracker reads of a response: a DATA reply up to its data's length field (type, id, length),
+ * NAME, ATTRS and EXTENDED_REPLY up to their id (nothing else of them is used), any other whole
+ * (STATUS, HANDLE: small).
+ */
+function responseHead(type: number): number {
+  if (type === SFTP.DATA) return 1 + 4 + 4;
+  if (type === SFTP.NAME || type === SFTP.ATTRS || type === SFTP.EXTENDED_REPLY) return 1 + 4;
+  return Number.MAX_SAFE_INTEGER;
+}
 
 interface OpenFile {
   path: string;
@@ -102,8 +125,8 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
   const pending = new Map<number, Pending>();
   const handles = new Map<string, OpenFile>();
   let stopped = false;
-  const clientPackets = packetSplitter(maxPacket, () => (stopped = true));
-  const serverPackets = packetSplitter(maxPacket, () => (stopped = true));
+  const clientPackets = packetHeads(maxPacket, requestHead, () => (stopped = true));
+  const serverPackets = packetHeads(maxPacket, responseHead, () => (stopped = true));
 
   const remember = (id: number, request: Pending) => {
     if (pending.size < MAX_PENDING) pending.set(id, request);
@@ -246,11 +269,11 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
   return {
     fromClient: (chunk) =>
       guard(() => {
-        for (const packet of clientPackets(chunk)) skipMalformed(() => request(packet));
+        for (const packet of clientPackets(chunk)) skipMalformed(() => request(packet.head));
         return [];
       }),
     fromServer: (chunk) =>
-      guard(() => serverPackets(chunk).flatMap((packet) => skipMalformed(() => response(packet)) ?? [])),
+      guard(() => serverPackets(chunk).flatMap((packet) => skipMalformed(() => response(packet.head)) ?? [])),
     end: () => {
       const events = [...handles.values()].map((file) => fileEvent(file, false, "not closed"));
       handles.clear();
@@ -281,38 +304,85 @@ function skipMalformed<T>(work: () => T): T | undefined {
   }
 }
 
+/** The start of one SFTP packet: as much of it as the tracker reads. */
+export interface PacketHead {
+  /** The packet's length after its length field (type byte and payload), as the field says. */
+  length: number;
+  /** The packet's first bytes from its type byte on: all of them, or the first `keep(type)`. */
+  head: Buffer;
+}
+
 /**
- * Splits a byte stream into SFTP packets (uint32 length, then that many bytes: type and payload).
- * Returns the packets each chunk completes; keeps the partial one.
+ * Splits a byte stream into SFTP packets (uint32 length, then that many bytes: type and payload) and
+ * returns the start of each packet a chunk reaches: `keep(type)` bytes of it at most (type included),
+ * the rest is stepped over, never copied nor held, so the file data a DATA reply or a WRITE request
+ * carries costs nothing but the arithmetic. A head inside one chunk is a view of it; only a head cut
+ * by a chunk boundary is copied (a few bytes, or one small packet). A packet is reported once its head
+ * has arrived, possibly before its last bytes. A length of 0 or beyond `maxPacket` is not SFTP: the
+ * splitter stops for good and calls `onOversize`.
  */
-export function packetSplitter(maxPacket: number, onOversize: () => void): (chunk: Buffer) => Buffer[] {
-  let chunks: Buffer[] = [];
-  let buffered = 0;
+export function packetHeads(
+  maxPacket: number,
+  keep: (type: number) => number,
+  onOversize: () => void,
+): (chunk: Buffer) => PacketHead[] {
+  const lengthBytes = Buffer.alloc(4);
+  let lengthHave = 0;
+  /** The current packet's length, or -1 while its length field is being read. */
+  let length = -1;
+  /** Head bytes wanted of the current packet (-1 until its type byte is seen), and those collected. */
+  let want = -1;
+  let pieces: Buffer[] = [];
+  let have = 0;
+  /** Bytes of the current packet left to step over after its head. */
+  let skip = 0;
   let broken = false;
   return (chunk) => {
-    if (broken) return [];
-    chunks.push(chunk);
-    buffered += chunk.length;
-    const packets: Buffer[] = [];
-    for (;;) {
-      if (buffered < 4) break;
-      if (chunks[0]!.length < 4) chunks = [Buffer.concat(chunks)];
-      const length = chunks[0]!.readUInt32BE(0);
-      if (length === 0 || length > maxPacket) {
-        broken = true;
-        chunks = [];
-        buffered = 0;
-        onOversize();
-        break;
+    const heads: PacketHead[] = [];
+    let offset = 0;
+    while (!broken && offset < chunk.length) {
+      const left = chunk.length - offset;
+      if (skip > 0) {
+        const step = Math.min(skip, left);
+        skip -= step;
+        offset += step;
+        continue;
       }
-      if (buffered < 4 + length) break;
-      const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      packets.push(all.subarray(4, 4 + length));
-      const rest = all.subarray(4 + length);
-      chunks = rest.length > 0 ? [rest] : [];
-      buffered = rest.length;
+      if (length < 0) {
+        if (lengthHave === 0 && left >= 4) {
+          length = chunk.readUInt32BE(offset);
+          offset += 4;
+        } else {
+          const step = Math.min(4 - lengthHave, left);
+          chunk.copy(lengthBytes, lengthHave, offset, offset + step);
+          lengthHave += step;
+          offset += step;
+          if (lengthHave < 4) continue;
+          length = lengthBytes.readUInt32BE(0);
+          lengthHave = 0;
+        }
+        if (length === 0 || length > maxPacket) {
+          broken = true;
+          pieces = [];
+          onOversize();
+          break;
+        }
+        want = -1;
+        have = 0;
+        continue;
+      }
+      if (want < 0) want = Math.max(1, Math.min(length, keep(chunk[offset]!)));
+      const step = Math.min(want - have, left);
+      pieces.push(chunk.subarray(offset, offset + step));
+      have += step;
+      offset += step;
+      if (have < want) continue;
+      heads.push({ length, head: pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, have) });
+      pieces = [];
+      skip = length - want;
+      length = -1;
     }
-    return packets;
+    return heads;
   };
 }
 
