@@ -2,10 +2,11 @@
  * MariaDB/MySQL connector: grants a role (made the account's default role) or a set of
  * privileges to an existing account, and on revoke takes it away and kills the account's
  * connections. For `dynamic: true` roles it creates an account per activation and drops it
- * at the end. Tested against MariaDB; the MySQL 8 paths (role_edges, default_roles) are the
+ * at the end. Admin connections are pooled per target (../connection-pool.ts). Tested against MariaDB; the MySQL 8 paths (role_edges, default_roles) are the
  * documented equivalents.
  */
 import mysql from "mysql2/promise";
+import { createConnectionPools, poolKey } from "../connection-pool.js";
 import type { Connection, RowDataPacket } from "mysql2/promise";
 import {
   refused,
@@ -46,6 +47,8 @@ export { checkAddress } from "./mysql.rules.js";
 
 const CONNECT_TIMEOUT_MS = 5_000;
 const QUERY_TIMEOUT_MS = 30_000;
+/** How long closing a pooled connection waits for the server's goodbye before cutting the socket. */
+const CLOSE_WAIT_MS = 1_000;
 const ER_NONEXISTING_GRANT = 1141;
 const ER_NONEXISTING_TABLE_GRANT = 1147;
 const ER_NO_SUCH_THREAD = 1094;
@@ -74,7 +77,128 @@ interface SessionSettings<T> {
   secrets?: string[];
 }
 
-/** Opens one admin connection for `work`, always closes it, and classifies whatever fails. */
+/** The driver's connection under mysql2's promise wrapper: its state, its socket, its settings. */
+interface CoreConnection {
+  state: string;
+  stream?: { ref?(): void; unref?(): void; destroyed?: boolean };
+  config: Record<string, unknown>;
+  on(event: "error" | "end", listener: () => void): unknown;
+}
+const core = (connection: Connection) => (connection as unknown as { connection: CoreConnection }).connection;
+
+/** Errors that say the connection itself was gone (KILL, a restart, a reset), not that a statement failed. */
+const LOST_CODES = new Set(["PROTOCOL_CONNECTION_LOST", "ECONNRESET", "EPIPE", "ER_CONNECTION_KILLED"]);
+/** ER_CONNECTION_KILLED (MariaDB), CR_SERVER_GONE_ERROR, CR_SERVER_LOST. */
+const LOST_ERRNOS = new Set([1927, 2006, 2013]);
+
+function connectionLost(error: unknown): boolean {
+  const { code, errno, message } = (typeof error === "object" && error !== null ? error : {}) as {
+    code?: unknown;
+    errno?: unknown;
+    message?: unknown;
+  };
+  if (typeof code === "string" && LOST_CODES.has(code)) return true;
+  if (typeof errno === "number" && LOST_ERRNOS.has(errno)) return true;
+  return typeof message === "string" && /closed state|connection lost/i.test(message);
+}
+
+/** Whether each pooled connection's server is MariaDB (asked once, when it is opened). */
+const isMariadb = new WeakMap<Connection, boolean>();
+
+/**
+ * The pools of admin connections (see ../connection-pool.ts). A pooled connection is signed in already and
+ * keeps no password (mysql2's copy is cleared once connected).
+ */
+export const mysqlPools = createConnectionPools<Connection>({
+  close: async (connection) => {
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        connection.destroy();
+        resolve();
+      }, CLOSE_WAIT_MS);
+    });
+    await Promise.race([connection.end().catch(() => connection.destroy()), cut]);
+    clearTimeout(timer);
+  },
+  watch: (connection, lost) => {
+    core(connection).on("error", lost);
+    core(connection).on("end", lost);
+  },
+  reusable: (connection) => core(connection).state === "authenticated",
+  lostConnection: connectionLost,
+  hold: (connection, held) => {
+    const stream = core(connection).stream;
+    if (held) stream?.ref?.();
+    else stream?.unref?.();
+  },
+});
+
+/** Rejects with "aborted" when `signal` aborts; `stop` removes the listener. */
+function abortion(target: ConnectorTarget, signal: AbortSignal | undefined, onAbort: () => void = () => {}) {
+  let stop = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    if (!signal) return;
+    const listener = () => {
+      onAbort();
+      reject(unavailable(`${target.name}: call aborted`));
+    };
+    signal.addEventListener("abort", listener, { once: true });
+    stop = () => signal.removeEventListener("abort", listener);
+  });
+  aborted.catch(() => undefined);
+  return { aborted, stop };
+}
+
+/** Opens and signs in one connection (as the admin, or as `as`); an abort destroys it and wins the race. */
+async function openConnection(
+  target: ConnectorTarget,
+  address: { host: string; port: number; user: string },
+  signal: AbortSignal | undefined,
+  as?: { user: string; password: string },
+): Promise<Connection> {
+  if (signal?.aborted) throw unavailable(`${target.name}: call aborted`);
+  const connecting = mysql.createConnection({
+    host: address.host,
+    port: address.port,
+    user: as?.user ?? address.user,
+    password: as ? as.password : (target.credential ?? undefined),
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    multipleStatements: false,
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+  });
+  // A connection that completes after an abort is closed straight away.
+  connecting.then((late) => (signal?.aborted ? late.destroy() : undefined)).catch(() => undefined);
+  const { aborted, stop } = abortion(target, signal);
+  try {
+    const connection = await Promise.race([connecting, aborted]);
+    // A server that drops the connection between queries reports it as an event; the next query fails anyway.
+    connection.on("error", () => undefined);
+    // Signed in: mysql2 keeps the password only for a later change of user, which Stint never does.
+    const config = core(connection).config;
+    for (const field of ["password", "password1", "password2", "password3", "passwordSha1"]) config[field] = undefined;
+    try {
+      const [rows] = await Promise.race([
+        connection.query({ sql: "SELECT VERSION() AS version", timeout: QUERY_TIMEOUT_MS }),
+        aborted,
+      ]);
+      isMariadb.set(connection, /mariadb/i.test(String((rows as RowDataPacket[])[0]?.version)));
+    } catch (error) {
+      connection.destroy();
+      throw error;
+    }
+    return connection;
+  } finally {
+    stop();
+  }
+}
+
+/**
+ * Runs `work` on an admin connection of the target's pool (see mysqlPools), or, signing in as another account
+ * (verifyPassword), on a connection of its own that is always closed; classifies whatever fails. On abort the
+ * call fails at once and the connection is destroyed.
+ */
 async function withSession<T>(
   target: ConnectorTarget,
   call: CallOptions | undefined,
@@ -91,50 +215,46 @@ async function withSession<T>(
     secrets: [...(settings.secrets ?? []), ...(settings.as ? [settings.as.password] : [])],
   };
   const signal = call?.signal;
-  let connection: Connection | undefined;
-  let onAbort: (() => void) | undefined;
-  try {
-    if (signal?.aborted) throw unavailable(`${target.name}: call aborted`);
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => {
-        connection?.destroy();
-        reject(unavailable(`${target.name}: call aborted`));
+  const run = async (connection: Connection) => {
+    const { aborted, stop } = abortion(target, signal, () => connection.destroy());
+    try {
+      const query = async (sql: string, values?: unknown[]) => {
+        const [rows] = await Promise.race([connection.query({ sql, values, timeout: QUERY_TIMEOUT_MS }), aborted]);
+        return rows as RowDataPacket[];
       };
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
-    aborted.catch(() => undefined);
-    const connecting = mysql.createConnection({
-      host: address.host,
-      port: address.port,
-      user: settings.as?.user ?? address.user,
-      password: settings.as ? settings.as.password : (target.credential ?? undefined),
-      connectTimeout: CONNECT_TIMEOUT_MS,
-      multipleStatements: false,
-      supportBigNumbers: true,
-      bigNumberStrings: true,
-    });
-    // A connection that completes after an abort is closed straight away.
-    connecting.then((late) => (signal?.aborted ? late.destroy() : undefined)).catch(() => undefined);
-    connection = await Promise.race([connecting, aborted]);
-    const open = connection;
-    // A server that drops the connection between queries reports it as an event; the next query fails anyway.
-    open.on("error", () => undefined);
-    const query = async (sql: string, values?: unknown[]) => {
-      const [rows] = await Promise.race([open.query({ sql, values, timeout: QUERY_TIMEOUT_MS }), aborted]);
-      return rows as RowDataPacket[];
-    };
-    const [version] = await query("SELECT VERSION() AS version");
-    const mariadb = /mariadb/i.test(String(version?.version));
-    return await Promise.race([work({ target, options: readOptions(target.options), mariadb, query }), aborted]);
+      const session = {
+        target,
+        options: readOptions(target.options),
+        mariadb: isMariadb.get(connection) ?? false,
+        query,
+      };
+      return await Promise.race([work(session), aborted]);
+    } finally {
+      stop();
+    }
+  };
+  try {
+    if (settings.as) {
+      const connection = await openConnection(target, address, signal, settings.as);
+      try {
+        return await run(connection);
+      } finally {
+        if (signal?.aborted) connection.destroy();
+        else await connection.end().catch(() => connection.destroy());
+      }
+    }
+    return await mysqlPools.use(
+      poolKey("mysql", target),
+      (opening) => openConnection(target, address, opening),
+      run,
+      signal,
+    );
   } catch (error) {
+    if (signal?.aborted) throw classifyError(unavailable(`${target.name}: call aborted`), context);
     const errno = (error as { errno?: unknown }).errno;
     if (settings.whenSignInRefused !== undefined && SIGN_IN_REFUSED.has(errno as number))
       return settings.whenSignInRefused;
     throw classifyError(error, context);
-  } finally {
-    if (onAbort) signal?.removeEventListener("abort", onAbort);
-    if (connection && signal?.aborted) connection.destroy();
-    else if (connection) await connection.end().catch(() => connection?.destroy());
   }
 }
 
