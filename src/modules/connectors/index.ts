@@ -7,8 +7,8 @@ import type { TargetKind } from "../catalog/catalog.types.js";
 import type { Connector } from "./connector.types.js";
 import { templateProblems, type IdentityMapping } from "./identity-mapping.rules.js";
 import { ldapConnector } from "./ldap/ldap.connector.js";
-import { mysqlConnector } from "./mysql/mysql.connector.js";
-import { postgresConnector } from "./postgres/postgres.connector.js";
+import { mysqlConnector, mysqlPools } from "./mysql/mysql.connector.js";
+import { postgresConnector, postgresPools } from "./postgres/postgres.connector.js";
 import { sshHostConnector } from "./ssh-host/ssh-host.connector.js";
 import { webhookConnector } from "./webhook/webhook.connector.js";
 import { DEFAULT_ADDRESS_POLICY, literalAddressProblems, type AddressPolicy } from "../../lib/address-policy.js";
@@ -41,6 +41,15 @@ export function configureAddressPolicy(policy: AddressPolicy): void {
 
 export function currentAddressPolicy(): AddressPolicy {
   return addressPolicy;
+}
+
+/**
+ * Closes the connectors' pooled admin connections (idle ones now, busy ones when their call ends), for a
+ * server shutting down after its workers stopped. Idle connections never keep the process alive, and a later
+ * call opens new ones.
+ */
+export async function closeConnectorPools(): Promise<void> {
+  await Promise.all([postgresPools.closeAll(), mysqlPools.closeAll()]);
 }
 
 const isTarget = (value: unknown): value is ConnectorTarget =>

@@ -7,6 +7,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
+import { spawn } from "node:child_process";
 import net from "node:net";
 import pg from "pg";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
@@ -253,4 +254,29 @@ describe("postgres connector: pooled admin connections", () => {
     expect(postgresPools.stats()).toEqual([]);
     expect(await until(async () => (await backends(appName)).length === 0)).toBe(true);
   });
+});
+
+describe("postgres connector: pooled connections and the process", () => {
+  it("an idle pooled connection does not keep the process alive", async () => {
+    const { target } = targetFor();
+    const script = `
+      import { postgresConnector } from ${JSON.stringify(new URL("./postgres.connector.ts", import.meta.url).pathname)};
+      const target = JSON.parse(process.env.TARGET);
+      await postgresConnector.observe(target, { role: process.env.ROLE });
+      console.log("observed");
+    `;
+    const started = Date.now();
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      env: { ...process.env, TARGET: JSON.stringify(target), ROLE: readers },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+    expect(output).toContain("observed");
+    expect(code).toBe(0);
+    // Well before the 30 s idle close: nothing but the idle connection could have held it.
+    expect(Date.now() - started).toBeLessThan(DEFAULT_POOL_SETTINGS.idleMs - 5_000);
+  }, 40_000);
 });
