@@ -1,50 +1,302 @@
 /**
- * Connector benchmark: against the real PostgreSQL, how long an activation of a
- * role at a real target takes from submit to the privilege usable (the outbox
- * run at once, as a worker with no backlog would), and how long from the end of
- * the activation to the privilege gone with the login's open connection ended.
- * Also one reconcile cycle of a target with N roles.
+ * Connector benchmark, against the machine's real PostgreSQL as the target.
  *
- *   node --import tsx bench/connectors.bench.ts [--activations=50] [--roles=20]
+ * 1. dynamic login (issue 14 acceptance 5): a whole Stint server with its outbox runner started (woken by
+ *    NOTIFY on commit, as in production), on PostgreSQL and on PGlite. A requester submits an activation of a
+ *    role with `dynamic: true`, waits until the request is active, reads its credentials through the API and
+ *    signs in at the target with them: submit → the login works, excluding nothing. Sequential requesters, then
+ *    concurrent ones; PASS/FAIL against p99 < 25 ms.
+ * 2. role membership: Stint on PGlite, the outbox run at once after each submit (no runner): submit → the
+ *    login holds the role; deactivate with an open connection of the login → membership gone and the backend
+ *    terminated. Then reconcile cycles of a target with N roles.
  *
- * Stint runs on PGlite in memory (the control plane), the target is PostgreSQL.
+ *   node --import tsx bench/connectors.bench.ts [--logins=100] [--concurrency=4] [--engines=postgres,pglite]
+ *     [--activations=50] [--roles=20] [--scenarios=dynamic,membership]
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
-import { passwordFor } from "../src/testing/server.js";
+import type { Engine } from "../src/lib/db.js";
+import { PG_ADMIN_URL } from "../src/testing/engines.js";
+import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
 import { selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
 
-function option(name: string, fallback: number): number {
-  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
-  const value = arg ? Number(arg.split("=")[1]) : fallback;
-  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer`);
-  return value;
+/** Issue 14 acceptance 5: submit → the dynamic login works at the server, p99. */
+const DYNAMIC_P99_TARGET_MS = 25;
+const WARMUP_LOGINS = 5;
+/** How often a requester looks whether its request is active (a direct query; see waitActive). */
+const ACTIVE_POLL_MS = 1;
+const ROLE = "bench-dyn-reader";
+
+interface Options {
+  logins: number;
+  concurrency: number;
+  engines: Engine[];
+  activations: number;
+  roles: number;
+  scenarios: string[];
+}
+
+function parseArgs(argv: string[]): Options {
+  const options: Options = {
+    logins: 100,
+    concurrency: 4,
+    engines: ["postgres", "pglite"],
+    activations: 50,
+    roles: 20,
+    scenarios: ["dynamic", "membership"],
+  };
+  const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
+  for (const arg of argv) {
+    const [key, value] = arg.split("=", 2);
+    if (key === "--logins" && count(value)) options.logins = count(value)!;
+    else if (key === "--concurrency" && count(value)) options.concurrency = count(value)!;
+    else if (key === "--activations" && count(value)) options.activations = count(value)!;
+    else if (key === "--roles" && count(value)) options.roles = count(value)!;
+    else if (key === "--engines" && value && value.split(",").every((e) => e === "pglite" || e === "postgres"))
+      options.engines = value.split(",") as Engine[];
+    else if (key === "--scenarios" && value && value.split(",").every((s) => s === "dynamic" || s === "membership"))
+      options.scenarios = value.split(",");
+    else
+      throw new Error(
+        `unknown argument ${arg} (use --logins=N, --concurrency=N, --engines=postgres,pglite, --activations=N, ` +
+          "--roles=N, --scenarios=dynamic,membership)",
+      );
+  }
+  return options;
 }
 
 const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-function summary(label: string, samples: number[]) {
+const load = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(" ");
+
+function summary(label: string, samples: number[], extra = "") {
   const sorted = [...samples].sort((a, b) => a - b);
+  const ms = (q: number) => quantile(sorted, q).toFixed(1).padStart(6);
   console.log(
-    `${label.padEnd(44)} n=${String(sorted.length).padStart(3)}  p50 ${quantile(sorted, 0.5).toFixed(1).padStart(7)} ms` +
-      `  p95 ${quantile(sorted, 0.95).toFixed(1).padStart(7)} ms  max ${sorted.at(-1)!.toFixed(1).padStart(7)} ms`,
+    `${label.padEnd(46)} n=${String(sorted.length).padStart(4)}  p50 ${ms(0.5)}  p95 ${ms(0.95)}  p99 ${ms(0.99)}` +
+      `  max ${sorted.at(-1)!.toFixed(1).padStart(6)} ms${extra}`,
   );
 }
 
-async function main() {
-  const activations = option("activations", 50);
-  const roleCount = option("roles", 20);
+/** The p50 of each phase, for "where the time goes". */
+function phases(label: string, samples: Phases[]) {
+  const p50 = (pick: (p: Phases) => number) => {
+    const sorted = samples.map(pick).sort((a, b) => a - b);
+    return quantile(sorted, 0.5).toFixed(1);
+  };
+  console.log(
+    `${"".padEnd(2)}${label}: p50 submit ${p50((p) => p.submit)} · provisioning ${p50((p) => p.provisioning)}` +
+      ` · credentials read ${p50((p) => p.credentials)} · sign-in ${p50((p) => p.signIn)} ms`,
+  );
+}
+
+interface Phases {
+  /** POST /v1/activation-requests until its 201. */
+  submit: number;
+  /** The 201 until the request is active (outbox wake-up, the provisioning job, the activation). */
+  provisioning: number;
+  /** GET /v1/me/roles/:role/credentials. */
+  credentials: number;
+  /** A new connection at the target as the minted login, and a SELECT of the granted table. */
+  signIn: number;
+  total: number;
+}
+
+interface DynamicTarget {
+  url: string;
+  reader: string;
+  /** Names the requesters (and so their minted logins, `stint_<user>_…`), unique to this run. */
+  userPrefix: string;
+}
+
+async function inject(server: TestServer, auth: string, method: "GET" | "POST", url: string, payload?: object) {
+  const res = await server.app.inject({
+    method,
+    url,
+    headers: { authorization: auth },
+    ...(payload ? { payload } : {}),
+  });
+  return { status: res.statusCode, body: (res.body ? res.json() : {}) as Record<string, unknown> };
+}
+
+function expectStatus(what: string, res: { status: number; body: unknown }, status: number) {
+  if (res.status !== status) throw new Error(`${what}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+}
+
+/**
+ * Submit → the minted login reads the granted table, on a server whose outbox runner is started (NOTIFY wakes
+ * it). Each requester is its own user; it waits for its drop before submitting again, so every sample is one
+ * full issuance while the other requesters' issuances and drops run beside it.
+ */
+async function benchDynamic(engine: Engine, options: Options, target: DynamicTarget, root: pg.Client) {
+  const requesters = Math.max(options.concurrency, 1);
+  const server = await testServer(engine, { env: { STINT_RECONCILE_INTERVAL: "0" } });
+  // The requesters look at their request's state with a direct query: on PostgreSQL on a connection of their
+  // own (not the server's pool), on PGlite through the store (it has one connection).
+  const watcher = engine === "postgres" ? new pg.Pool({ connectionString: server.databaseUrl, max: requesters }) : null;
+  try {
+    const users = Array.from({ length: requesters }, (_, i) => `${target.userPrefix}${engine[1]}${i}`);
+    for (const user of users)
+      expectStatus(
+        `create ${user}`,
+        await inject(server, server.adminAuth, "POST", "/v1/users", { name: user, password: passwordFor(user) }),
+        201,
+      );
+    expectStatus(
+      "config apply",
+      await inject(server, server.adminAuth, "POST", "/v1/config/apply", {
+        yaml: `
+apiVersion: stint/v1
+policies:${selfServicePolicy("bench-self")}
+targets:
+  - name: bench-ledger
+    kind: postgres
+    address: ${target.url}?sslmode=disable
+roles:
+  - name: ${ROLE}
+    target: bench-ledger
+    entitlement: { role: ${target.reader}, dynamic: true }
+    policy: bench-self
+    risk: medium
+eligibility:
+  - role: ${ROLE}
+    users: [${users.join(", ")}]
+`,
+      }),
+      200,
+    );
+    const auths = await Promise.all(users.map((user) => server.login(user)));
+    server.outbox.start();
+
+    const stateOf = async (id: string): Promise<string | undefined> => {
+      if (watcher)
+        return (await watcher.query<{ state: string }>("select state from activation_requests where id = $1", [id]))
+          .rows[0]?.state;
+      const row = await server.store.db
+        .selectFrom("activation_requests")
+        .select("state")
+        .where("id", "=", id)
+        .executeTakeFirst();
+      return row?.state;
+    };
+    const waitFor = async (what: string, done: () => Promise<boolean>, pollMs: number) => {
+      const deadline = performance.now() + 30_000;
+      while (!(await done())) {
+        if (performance.now() > deadline) throw new Error(`${what}: not done after 30 s`);
+        await sleep(pollMs);
+      }
+    };
+
+    const issue = async (auth: string, n: number): Promise<Phases> => {
+      const started = performance.now();
+      const submitted = await inject(server, auth, "POST", "/v1/activation-requests", {
+        role: ROLE,
+        duration: "10m",
+        reason: `benchmark of dynamic logins, run ${n}`,
+      });
+      expectStatus("submit", submitted, 201);
+      const id = String(submitted.body.id);
+      const afterSubmit = performance.now();
+      await waitFor(
+        "provisioning",
+        async () => {
+          const state = await stateOf(id);
+          if (state === "failed") throw new Error(`request ${id} failed`);
+          return state === "active";
+        },
+        ACTIVE_POLL_MS,
+      );
+      const active = performance.now();
+      const creds = await inject(server, auth, "GET", `/v1/me/roles/${ROLE}/credentials`);
+      expectStatus("credentials", creds, 200);
+      const read = performance.now();
+      const client = new pg.Client({
+        host: String(creds.body.host),
+        port: Number(creds.body.port),
+        database: String(creds.body.database),
+        user: String(creds.body.user),
+        password: String(creds.body.password),
+      });
+      await client.connect();
+      const rows = await client.query("select entry from ledger");
+      await client.end();
+      if (rows.rowCount !== 1) throw new Error(`the minted login read ${rows.rowCount} rows, expected 1`);
+      const works = performance.now();
+
+      expectStatus("deactivate", await inject(server, auth, "POST", `/v1/me/roles/${ROLE}/deactivate`), 200);
+      await waitFor(
+        "drop",
+        async () => (await root.query("select 1 from pg_roles where rolname = $1", [creds.body.user])).rowCount === 0,
+        5,
+      );
+      return {
+        submit: afterSubmit - started,
+        provisioning: active - afterSubmit,
+        credentials: read - active,
+        signIn: works - read,
+        total: works - started,
+      };
+    };
+
+    for (let i = 0; i < WARMUP_LOGINS; i++) await issue(auths[0]!, -i);
+
+    const verdict = (samples: number[]) => {
+      const p99 = quantile(
+        [...samples].sort((a, b) => a - b),
+        0.99,
+      );
+      return `  ${p99 < DYNAMIC_P99_TARGET_MS ? "PASS" : "FAIL"} (p99 < ${DYNAMIC_P99_TARGET_MS} ms)`;
+    };
+    console.error(`${engine}: ${options.logins} sequential dynamic logins (load ${load()})`);
+    const sequential: Phases[] = [];
+    for (let i = 0; i < options.logins; i++) sequential.push(await issue(auths[0]!, i));
+    summary(
+      `${engine.padEnd(8)} submit → login works, 1 at a time`,
+      sequential.map((p) => p.total),
+      verdict(sequential.map((p) => p.total)),
+    );
+    phases("1 at a time", sequential);
+
+    if (requesters > 1) {
+      console.error(`${engine}: ${options.logins} dynamic logins by ${requesters} requesters (load ${load()})`);
+      const concurrent: Phases[] = [];
+      let next = 0;
+      const startedAll = performance.now();
+      await Promise.all(
+        auths.map(async (auth) => {
+          while (next < options.logins) concurrent.push(await issue(auth, next++));
+        }),
+      );
+      const seconds = (performance.now() - startedAll) / 1000;
+      summary(
+        `${engine.padEnd(8)} submit → login works, ${requesters} at once`,
+        concurrent.map((p) => p.total),
+        `${verdict(concurrent.map((p) => p.total))}  ${(concurrent.length / seconds).toFixed(0)} logins/s with drops`,
+      );
+      phases(`${requesters} at once`, concurrent);
+    }
+  } finally {
+    await watcher?.end().catch(() => undefined);
+    await server.cleanup();
+  }
+}
+
+async function benchMembership(options: Options) {
   const hex = randomBytes(4).toString("hex");
   const database = `stint_bench_${hex}`;
   const login = `stint_bench_user_${hex}`;
-  const admin = "postgres://postgres@127.0.0.1:5432";
-  const root = new pg.Client({ connectionString: `${admin}/postgres` });
+  const admin = new URL(PG_ADMIN_URL);
+  admin.pathname = "";
+  const adminUrl = admin.toString().replace(/\/$/, "");
+  const root = new pg.Client({ connectionString: PG_ADMIN_URL });
   await root.connect();
-  const roles = Array.from({ length: roleCount }, (_, i) => `stint_bench_r${i}_${hex}`);
-  console.log(
-    `connectors bench: ${os.cpus().length} cpus, load ${os.loadavg()[0]!.toFixed(1)}, node ${process.version}`,
-  );
+  const roles = Array.from({ length: options.roles }, (_, i) => `stint_bench_r${i}_${hex}`);
   await root.query(`create database ${database}`);
   await root.query(`create role ${login} login`);
   for (const role of roles) await root.query(`create role ${role} nologin`);
@@ -57,7 +309,7 @@ policies:${selfServicePolicy("bench-self")}
 targets:
   - name: bench-db
     kind: postgres
-    address: ${admin}/${database}?sslmode=disable
+    address: ${adminUrl}/${database}?sslmode=disable
     identity: { map: { bench: ${login} } }
 roles:
 ${roles
@@ -76,7 +328,7 @@ eligibility:
     const auth = await h.server.login("bench", passwordFor("bench"));
     const elevate: number[] = [];
     const revoke: number[] = [];
-    for (let i = 0; i < activations; i++) {
+    for (let i = 0; i < options.activations; i++) {
       const started = performance.now();
       const res = await h.server.app.inject({
         method: "POST",
@@ -87,7 +339,7 @@ eligibility:
       if (res.statusCode !== 201) throw new Error(res.body);
       await h.drainOutbox();
       elevate.push(performance.now() - started);
-      const held = new pg.Client({ connectionString: `postgres://${login}@127.0.0.1:5432/${database}` });
+      const held = new pg.Client({ connectionString: `${adminUrl.replace("postgres@", `${login}@`)}/${database}` });
       held.on("error", () => undefined);
       await held.connect();
       const ended = performance.now();
@@ -100,8 +352,8 @@ eligibility:
       revoke.push(performance.now() - ended);
       await held.end().catch(() => undefined);
     }
-    summary("submit → privilege at PostgreSQL", elevate);
-    summary("deactivate → revoked, sessions terminated", revoke);
+    summary("pglite   submit → privilege (outbox run at once)", elevate);
+    summary("pglite   deactivate → revoked, sessions ended", revoke);
     const cycles: number[] = [];
     for (let i = 0; i < 10; i++) {
       const started = performance.now();
@@ -109,7 +361,7 @@ eligibility:
       if (res.status !== 200) throw new Error(JSON.stringify(res.body));
       cycles.push(performance.now() - started);
     }
-    summary(`reconcile of a target with ${roleCount} roles`, cycles);
+    summary(`pglite   reconcile of a target with ${options.roles} roles`, cycles);
   } finally {
     await h.server.cleanup();
     await root.query(`drop database if exists ${database} with (force)`);
@@ -118,4 +370,56 @@ eligibility:
   }
 }
 
-await main();
+async function main() {
+  const options = parseArgs(process.argv.slice(2));
+  const cpus = os.cpus();
+  console.log(
+    `Stint connectors benchmark — node ${process.version}, ${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ` +
+      `load average ${load()}`,
+  );
+  const started = performance.now();
+  if (options.scenarios.includes("dynamic")) {
+    const hex = randomBytes(4).toString("hex");
+    const database = `stint_bench_dyn_${hex}`;
+    const reader = `stint_bench_dyn_reader_${hex}`;
+    const root = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await root.connect();
+    const url = new URL(PG_ADMIN_URL);
+    url.pathname = `/${database}`;
+    try {
+      await root.query(`create database ${database}`);
+      await root.query(`create role ${reader} nologin`);
+      const db = new pg.Client({ connectionString: url.toString() });
+      await db.connect();
+      await db.query("create table ledger (entry text)");
+      await db.query("insert into ledger values ('opening balance')");
+      await db.query("revoke all on ledger from public");
+      await db.query(`grant select on ledger to ${reader}`);
+      await db.end();
+      for (const engine of options.engines)
+        await benchDynamic(engine, options, { url: url.toString(), reader, userPrefix: `dyn${hex}` }, root);
+    } finally {
+      await root.query(`drop database if exists ${database} with (force)`);
+      const minted = await root.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
+        `stint\\_dyn${hex}%`,
+      ]);
+      for (const r of minted.rows) await root.query(`drop role if exists ${pg.escapeIdentifier(r.rolname)}`);
+      if (minted.rowCount) console.error(`dropped ${minted.rowCount} minted login(s) left behind`);
+      await root.query(`drop role if exists ${reader}`);
+      await root.end();
+    }
+    console.log(
+      "dynamic: the server's outbox runner started (NOTIFY wakes it); submit (app.inject) → the request active " +
+        `(looked up every ${ACTIVE_POLL_MS} ms with a direct query) → GET /v1/me/roles/:role/credentials → a new ` +
+        "connection as the minted login reads the granted table. Each requester then deactivates and waits for " +
+        "the drop (untimed, but load for the others).",
+    );
+  }
+  if (options.scenarios.includes("membership")) await benchMembership(options);
+  console.log(`load average ${load()} at the end; total ${((performance.now() - started) / 1000).toFixed(1)} s`);
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
