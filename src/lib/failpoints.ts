@@ -5,24 +5,66 @@
  * Inert in production: nothing arms a failpoint outside tests, and an unarmed failpoint is one
  * map lookup on an empty map. A "crash" throws FailpointCrash; the outbox runner treats it as the
  * node dying at that point: it records nothing, so the row stays `running` until its lease expires
- * and another attempt takes it over, exactly as after a real crash.
+ * and another attempt takes it over, exactly as after a real crash. A crash inside a transaction
+ * rolls it back, as the death of its connection would.
+ *
+ * Every name is registered in FAILPOINTS with what has and has not happened when it fires;
+ * `test/reliability/failpoint-walk.test.ts` crashes at each one, and fails on one it does not walk.
  */
 
+/** Every failpoint, with the state of the world when it fires. */
+export const FAILPOINTS = {
+  "grant.provision.before-target": "a provisioning attempt is about to change the target; nothing changed there yet",
+  "grant.provision.after-credential":
+    "a minted login's password is sealed and stored (dynamic roles); the login is not created at the target yet",
+  "grant.provision.after-target": "the target holds the privilege; the activation is not marked active yet",
+  "grant.provision.before-follow-up":
+    "the target holds the privilege of an activation that ended meanwhile; its removal is not queued yet",
+  "grant.provision.after-give-up":
+    "the activation failed because its target did not answer (a call may still have landed); the removal is not queued yet",
+  "grant.end.before-commit":
+    "inside the transaction that ends an activation (expiry, revoke, deactivate), its revocations queued; nothing committed",
+  "grant.revoke.before-target": "a revocation attempt is about to call the target; the privilege is still there",
+  "grant.revoke.after-target":
+    "the target no longer holds the privilege; the grant is not marked revoked (nor audited) yet",
+  "grant.probe.after-target":
+    "an unreachable target answered its probe; its revocations waiting on a backoff are not made due yet",
+  "drift.remove.after-target":
+    "the reconciler removed privilege from the target (drift, or Stint's own leftover); the finding is not resolved yet",
+  "scheduler.expiry.after-commit":
+    "a scheduler pass committed the end of due activations (their revocations queued); nothing else ran yet",
+  "outbox.job.before-run":
+    "an outbox row is claimed (its lease taken, the attempt counted); its handler has not started",
+  "outbox.job.before-done": "an outbox handler finished its work; the row is not marked done yet (it will run again)",
+} as const satisfies Record<string, string>;
+
+export type FailpointName = keyof typeof FAILPOINTS;
+
+export const FAILPOINT_NAMES = Object.keys(FAILPOINTS) as FailpointName[];
+
 export class FailpointCrash extends Error {
-  constructor(readonly failpoint: string) {
+  constructor(readonly failpoint: FailpointName) {
     super(`failpoint ${failpoint}: simulated crash`);
     this.name = "FailpointCrash";
   }
 }
 
-/** What an armed failpoint does: crash here, or run a function (pause, make a change) and go on. */
+/** What an armed failpoint does: crash here, or run a function (pause, make a change, throw) and go on. */
 export type FailpointAction = "crash" | (() => void | Promise<void>);
 
-const armed = new Map<string, { action: FailpointAction; remaining: number }>();
+/** An armed failpoint: how many times it has fired since it was armed. */
+export interface ArmedFailpoint {
+  readonly fired: number;
+}
+
+const armed = new Map<string, { action: FailpointAction; remaining: number; state: { fired: number } }>();
 
 /** Arms `name` for the next `times` passes (default once). Tests only. */
-export function armFailpoint(name: string, action: FailpointAction = "crash", times = 1): void {
-  armed.set(name, { action, remaining: times });
+export function armFailpoint(name: FailpointName, action: FailpointAction = "crash", times = 1): ArmedFailpoint {
+  if (!Object.hasOwn(FAILPOINTS, name)) throw new RangeError(`there is no failpoint ${JSON.stringify(name)}`);
+  const state = { fired: 0 };
+  armed.set(name, { action, remaining: times, state });
+  return state;
 }
 
 export function disarmFailpoints(): void {
@@ -30,11 +72,12 @@ export function disarmFailpoints(): void {
 }
 
 /** A named point in a worker path; does nothing unless a test armed it. */
-export async function failpoint(name: string): Promise<void> {
+export async function failpoint(name: FailpointName): Promise<void> {
   if (armed.size === 0) return;
   const point = armed.get(name);
   if (!point) return;
   point.remaining -= 1;
+  point.state.fired += 1;
   if (point.remaining <= 0) armed.delete(name);
   if (point.action === "crash") throw new FailpointCrash(name);
   await point.action();

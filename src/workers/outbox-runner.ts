@@ -11,7 +11,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { AppStore } from "../db/index.js";
 import type { Clock } from "../lib/clock.js";
-import { FailpointCrash } from "../lib/failpoints.js";
+import { failpoint, FailpointCrash } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
 import type { AuditLog } from "../modules/audit/audit.service.js";
 import { SYSTEM, type CallContext } from "../modules/authz/authz.types.js";
@@ -262,13 +262,14 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     if (job.attempts > job.maxAttempts) {
       return deadLetter(job, "the worker running the last attempt stopped before finishing");
     }
+    await failpoint("outbox.job.before-run");
     try {
       await runHandler(job);
     } catch (error) {
-      // A test's simulated crash: the node "died" here, so nothing is recorded and the lease runs out.
-      if (error instanceof FailpointCrash) return "crashed";
+      if (error instanceof FailpointCrash) throw error;
       return recordFailure(job, error);
     }
+    await failpoint("outbox.job.before-done");
     const moved = await outboxStore.markDone(store.db, { id: job.id, attempt: job.attempts, now: clock.now() });
     if (!moved) return "stale";
     metrics.executed.inc();
@@ -282,6 +283,8 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
         logger.warn({ outboxId: job.id, attempt: job.attempts }, "outbox lease lost; outcome dropped");
       return outcome;
     } catch (error) {
+      // A test's simulated crash: the node "died" here, so nothing is recorded and the lease runs out.
+      if (error instanceof FailpointCrash) return "crashed";
       logger.error({ outboxId: job.id, err: safeErrorMessage(error) }, "outbox outcome could not be recorded");
       return "error";
     }

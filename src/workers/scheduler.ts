@@ -4,6 +4,7 @@
  * any number of nodes may run it without doing the same work twice, and after
  * a restart the first pass ends everything overdue.
  */
+import { failpoint } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
 import type { RequestService } from "../modules/requests/requests.service.js";
 
@@ -38,6 +39,7 @@ export function createScheduler(deps: {
     let timedOut = 0;
     for (;;) {
       const n = await deps.requests.expireDue(batch);
+      if (n > 0) await failpoint("scheduler.expiry.after-commit");
       expired += n;
       if (n < batch) break;
     }

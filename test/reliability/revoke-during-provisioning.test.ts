@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
+import { armFailpoint, disarmFailpoints, type FailpointName } from "../../src/lib/failpoints.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
@@ -38,7 +38,7 @@ async function isMember(login: string): Promise<boolean> {
  * The sequence of the finding, up to the crash: provisioning reaches the target call; meanwhile an admin
  * revokes and the revocation runs (nothing to remove yet); the GRANT commits; the node dies at `crashAt`.
  */
-async function revokeDuringProvisioningThenCrash(user: string, crashAt: string): Promise<string> {
+async function revokeDuringProvisioningThenCrash(user: string, crashAt: FailpointName): Promise<string> {
   const res = await h.as(user, "POST", "/v1/activation-requests", {
     role: "db-reader",
     duration: "1h",
@@ -106,7 +106,7 @@ afterAll(async () => {
 });
 
 describe("a crash while provisioning an activation that was revoked meanwhile (issue 13 finding 2)", () => {
-  it.each([
+  it.each<[FailpointName, number]>([
     ["grant.provision.after-target", 0],
     ["grant.provision.before-follow-up", 1],
   ])("crashed at %s: the retried attempt leaves a revocation behind", async (crashAt, index) => {
@@ -122,7 +122,7 @@ describe("a crash while provisioning an activation that was revoked meanwhile (i
   it("a provisioning never retried (its last attempt died) is covered by the revocation queued with the end", async () => {
     const user = users[2]!;
     const grantId = await revokeDuringProvisioningThenCrash(user, "grant.provision.after-target");
-    // That was its last attempt: the runner dead-letters it instead of running it again.
+    // As if that was its last attempt and its settling attempts died too: the runner dead-letters it.
     await h.server.store.db
       .updateTable("outbox")
       .set({ max_attempts: 1 })

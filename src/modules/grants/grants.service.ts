@@ -15,7 +15,7 @@ import type { AppStore, Database } from "../../db/index.js";
 import { policySpec } from "../../contract/catalog.js";
 import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
-import { failpoint } from "../../lib/failpoints.js";
+import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
 import { deriveKey, open, seal } from "../../lib/security.js";
@@ -141,6 +141,19 @@ export interface ConvertResult {
 }
 
 const OBSERVE_CONCURRENCY = 4;
+/**
+ * Attempts a provisioning row has beyond the provisioning's own budget. The runner dead-letters a row whose last
+ * allowed attempt died (its node crashed), which would leave the grant `provisioning` for good, and perhaps the
+ * privilege at the target. These attempts never call the target: they fail the activation and queue the removal
+ * of what the attempt that died may have left. Two, so a node dying while settling is settled too.
+ */
+const SETTLING_ATTEMPTS = 2;
+/**
+ * A probe is one link of a chain that queues the next itself, so it is not retried on failure; but a probe whose
+ * node died is run again once (otherwise dead-lettered, the chain would end and the target's revocations would
+ * wait out their backoff).
+ */
+const PROBE_ATTEMPTS = 2;
 /** A minted login's own VALID UNTIL, past the activation's end: a safety net if Stint cannot drop it in time. */
 const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
 
@@ -403,7 +416,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         kind: JOB.provision,
         idempotencyKey: `provision:${change.grantId}`,
         payload: { grantId: change.grantId, maxAttempts: provisionAttempts },
-        maxAttempts: provisionAttempts,
+        maxAttempts: provisionAttempts + SETTLING_ATTEMPTS,
       });
       return;
     }
@@ -428,6 +441,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         notBefore: new Date(leaseEnd + provisionSettleMs),
       });
     }
+    await failpoint("grant.end.before-commit");
   }
 
   /** A forced revocation, due now: the privilege may be at the target although the grant has ended. */
@@ -448,8 +462,16 @@ export function createGrantService(deps: GrantServiceDeps) {
   async function provisionJob(payload: Record<string, unknown>, attempt: number, signal: AbortSignal) {
     const grantId = String(payload.grantId);
     const maxAttempts = Number(payload.maxAttempts ?? provisionAttempts);
-    const grant = await grantStore.findGrant(store.db, grantId);
+    let grant = await grantStore.findGrant(store.db, grantId);
     if (!grant) return;
+    if (grant.state === "provisioning" && attempt > maxAttempts) {
+      // Its budget is spent and the last attempt stopped before finishing (its node died, or it overran its
+      // lease), perhaps after the target call: fail the activation, then (below) leave a revocation behind.
+      logger.warn({ grantId, attempt }, "provisioning settled: its last attempt stopped before finishing");
+      await deps.requests.provisionFailed(grantId, "its last provisioning attempt stopped before finishing");
+      grant = await grantStore.findGrant(store.db, grantId);
+      if (!grant) return;
+    }
     if (grant.state !== "provisioning") {
       // A retry: an earlier attempt may have changed the target and died before saying so. If the grant has
       // ended meanwhile, leave a revocation behind before returning (active grants are revoked when they end).
@@ -476,6 +498,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         if (!connector.createLogin || !deps.vault)
           throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
         const password = await dynamicPassword(grantId, login);
+        await failpoint("grant.provision.after-credential");
         const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
         await call(connector.kind, "create_login", () =>
           connector.createLogin!(
@@ -490,15 +513,17 @@ export function createGrantService(deps: GrantServiceDeps) {
         );
       }
     } catch (error) {
+      if (error instanceof FailpointCrash) throw error;
       const failure = asConnectorError(error);
       if (failure.reason === "refused" || attempt >= maxAttempts) {
         await deps.requests.provisionFailed(
           grantId,
           failure.reason === "refused" ? failure.message : `the target did not answer: ${failure.message}`,
         );
+        if (failure.reason === "refused") return;
         // A call that timed out or lost its connection may still have changed the target: take it away.
-        if (failure.reason !== "refused")
-          await revokeAfterProvisioning(grantId, `after-attempt:${attempt}`, "the provisioning did not finish");
+        await failpoint("grant.provision.after-give-up");
+        await revokeAfterProvisioning(grantId, `after-attempt:${attempt}`, "the provisioning did not finish");
         return;
       }
       await grantStore.recordGrantFailure(
@@ -528,6 +553,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     const grant = await grantStore.findGrant(store.db, grantId);
     if (!grant || (grant.state !== "revoking" && !force)) return;
     const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
+    await failpoint("grant.revoke.before-target");
     if (grant.login !== null) {
       try {
         const { connector, target } = await connectorTarget(store.db, targetRow);
@@ -571,6 +597,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         throw failure;
       }
     }
+    await failpoint("grant.revoke.after-target");
     const now = clock.now();
     await store.transaction(async (tx) => {
       const revoked = await grantStore.markRevoked(tx, grantId, now);
@@ -613,7 +640,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       kind: JOB.probe,
       idempotencyKey: `probe:${targetId}:${newId()}`,
       payload: { targetId },
-      maxAttempts: 1,
+      maxAttempts: PROBE_ATTEMPTS,
       notBefore: new Date(clock.now().getTime() + probeIntervalMs),
       lane,
     });
@@ -637,6 +664,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     } catch {
       // Still down (or refusing Stint): the jobs keep their backoff, and the probe goes on.
     }
+    if (answered) await failpoint("grant.probe.after-target");
     const lane = targetLane(targetRow.id);
     await store.transaction(async (tx) => {
       const now = clock.now();
@@ -654,7 +682,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         kind: JOB.probe,
         idempotencyKey: `probe:${targetRow.id}:${newId()}`,
         payload: { targetId: targetRow.id },
-        maxAttempts: 1,
+        maxAttempts: PROBE_ATTEMPTS,
         notBefore: new Date(now.getTime() + probeIntervalMs),
         lane: probeLane(targetRow.id),
       });
@@ -721,6 +749,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         { signal, operationId: `drift:${finding.id}` },
       ),
     );
+    await failpoint("drift.remove.after-target");
     await store.transaction(async (tx) => {
       if (!(await grantStore.resolveFinding(tx, finding.id, "removed by Stint", clock.now(), "removed"))) return;
       await audit.append(tx, SYSTEM, systemContext(`drift:${finding.id}`), {
