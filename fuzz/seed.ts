@@ -1,8 +1,10 @@
 /**
  * Writes the seed corpus (fuzz/corpus/<target>/seed-*.bin): messages from the protocol
  * documentation and RFC examples, written by hand like src/lib/pg-wire.test.ts's fixtures, plus
- * certificates and configuration files. Run once with `node --import tsx fuzz/seed.ts`; the output
- * is committed. Findings (finding-*.bin, written by `npm run fuzz`) are kept beside the seeds.
+ * certificates and configuration files, SFTP sessions, scp commands, SSH signatures and a real SSH
+ * client's first bytes. Run with `node --import tsx fuzz/seed.ts [target…]` (every target when none
+ * is named); the output is committed. Findings (finding-*.bin, written by `npm run fuzz`) are kept
+ * beside the seeds.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -11,10 +13,15 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { generateEd25519KeyPair } from "../src/lib/ssh-keys.js";
 import { generateCa, signUserCertificate } from "../src/modules/sessions/ssh-ca.js";
-import { CORPUS_DIR } from "./harness.js";
-import { httpApi } from "./targets/http-api.js";
+import { CORPUS_DIR, type FuzzTarget } from "./harness.js";
 import { CLIENT_NONCE } from "./targets/scram.js";
+import { scp } from "./targets/scp.js";
+import { sftp } from "./targets/sftp.js";
 import { rsaLine } from "./targets/ssh-cert.js";
+import { sshUserauth } from "./targets/ssh-userauth.js";
+
+const only = process.argv.slice(2);
+const wanted = (target: string) => only.length === 0 || only.includes(target);
 
 /** Strings are literal ASCII text, arrays are raw bytes. */
 const b = (...parts: (string | number[])[]): Buffer =>
@@ -254,7 +261,33 @@ add(
 );
 add("config", "tags", b("apiVersion: !!binary aGVsbG8=\nroles: !!set {a, b}\ngroups: !!omap [{a: 1}]\n"));
 
+// --- ssh-userauth, sftp, scp: hand-written edges, and valid inputs from a fixed fast-check seed ------
+/** Valid inputs that pass (one that meets an open finding of fuzz/pending is left out). */
+const sample = (target: FuzzTarget, count: number) =>
+  fc.sample(target.valid!, { numRuns: count, seed: 13 }).forEach((v, i) => {
+    try {
+      target.check(v.bytes);
+      add(target.name, `valid-${i}`, v.bytes);
+    } catch {
+      // an open finding's input: fuzz/pending holds one of its kind
+    }
+  });
+sample(sshUserauth, 6);
+add("ssh-userauth", "empty-blob", b([0, 0, 0]));
+add("ssh-userauth", "huge-name-length", b([0, 0, 0], [0xff, 0xff, 0xff, 0xff], "ssh-ed25519"));
+add("ssh-userauth", "sha1-rsa", b([3, 1, 0], [0, 0, 0, 7], "ssh-rsa", [0, 0, 0, 4], "abcd"));
+sample(sftp, 8);
+add("sftp", "oversize-length", b([0, 0], [0, 0, 4], [0x7f, 0xff, 0xff, 0xff]));
+add("sftp", "zero-length", b([0, 0], [0, 0, 8], [0, 0, 0, 0, 0, 0, 0, 5, 3]));
+add("sftp", "response-before-request", b([1, 1], [1, 0, 13], [0, 0, 0, 9, 101, 0, 0, 0, 1, 0, 0, 0, 0]));
+sample(scp, 8);
+add("scp", "command-quoted", b([0], "scp -t 'my file'"));
+add("scp", "command-dash-dash", b([0], "scp -f -- -odd"));
+add("scp", "stream-huge-size", b([1, 7], "C0644 99999999999999999999 big\n", "abc"));
+add("scp", "stream-no-newline", b([1, 0], "C0644 5 x"));
+
 for (const [target, files] of Object.entries(seeds)) {
+  if (!wanted(target)) continue;
   mkdirSync(join(CORPUS_DIR, target), { recursive: true });
   for (const [name, bytes] of Object.entries(files)) {
     const file = name.startsWith("finding-") ? `${name}.bin` : `seed-${name}.bin`;
@@ -264,19 +297,50 @@ for (const [target, files] of Object.entries(seeds)) {
 }
 
 // --- http-api: a generated request per operation, from a fixed fast-check seed ------------------
-const context = await httpApi.setup();
-try {
-  const samples = fc.sample(httpApi.valid(context), { numRuns: 400, seed: 13 });
-  const byOperation = new Map<number, Buffer>();
-  for (const sample of samples) {
-    const index = sample.bytes.readUInt16BE(0);
-    if (!byOperation.has(index)) byOperation.set(index, sample.bytes);
+const { httpApi } = await import("./targets/http-api.js");
+const context = wanted(httpApi.name) ? await httpApi.setup() : undefined;
+if (context) {
+  try {
+    const samples = fc.sample(httpApi.valid(context), { numRuns: 400, seed: 13 });
+    const byOperation = new Map<number, Buffer>();
+    for (const sample of samples) {
+      const index = sample.bytes.readUInt16BE(0);
+      if (!byOperation.has(index)) byOperation.set(index, sample.bytes);
+    }
+    mkdirSync(join(CORPUS_DIR, httpApi.name), { recursive: true });
+    for (const [index, bytes] of byOperation) {
+      writeFileSync(join(CORPUS_DIR, httpApi.name, `seed-operation-${index}.bin`), bytes);
+    }
+    console.log(`${httpApi.name}: ${byOperation.size} seeds`);
+  } finally {
+    await httpApi.teardown(context);
   }
-  mkdirSync(join(CORPUS_DIR, httpApi.name), { recursive: true });
-  for (const [index, bytes] of byOperation) {
-    writeFileSync(join(CORPUS_DIR, httpApi.name, `seed-operation-${index}.bin`), bytes);
+}
+
+// --- ssh-handshake: a real client's first bytes (raw), and sign-in attempts ----------------------
+if (wanted("ssh-handshake")) {
+  const { captureClientBytes, sshHandshake } = await import("./targets/ssh-handshake.js");
+  const context = await sshHandshake.setup();
+  try {
+    const dir = join(CORPUS_DIR, sshHandshake.name);
+    mkdirSync(dir, { recursive: true });
+    const client = await captureClientBytes(context);
+    const version = client.subarray(0, client.indexOf(0x0a) + 1);
+    const files: Record<string, Buffer> = {
+      "raw-client-handshake": b([0, 0xff], [...client]),
+      "raw-client-handshake-half-closed": b([0, 0xfc], [...client]),
+      "raw-version-only": b([0, 0x07], [...version]),
+      "raw-version-byte-by-byte": b([0, 0x00], [...version]),
+      "raw-nothing": b([0, 3]),
+      "raw-http": b([0, 0xfc], "GET / HTTP/1.1\r\nHost: stint\r\n\r\n"),
+      "raw-long-line": b([0, 0xfc], "SSH-2.0-", "x".repeat(400), "\r\n"),
+    };
+    fc.sample(sshHandshake.valid(context), { numRuns: 8, seed: 13 }).forEach((v, i) => {
+      files[`sign-in-${i}`] = v.bytes;
+    });
+    for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, `seed-${name}.bin`), bytes);
+    console.log(`${sshHandshake.name}: ${Object.keys(files).length} seeds`);
+  } finally {
+    await sshHandshake.teardown(context);
   }
-  console.log(`${httpApi.name}: ${byOperation.size} seeds`);
-} finally {
-  await httpApi.teardown(context);
 }

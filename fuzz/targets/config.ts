@@ -6,7 +6,7 @@
  */
 import fc from "fast-check";
 import { parseConfig } from "../../src/modules/catalog/catalog.config.js";
-import { expect, only, type FuzzTarget, type ValidInput } from "../harness.js";
+import { expect, feature, kindOf, only, type FuzzTarget, type ValidInput } from "../harness.js";
 
 /** parseConfig with process warnings caught: the YAML library warns on stderr, past the problem list. */
 function parseQuietly(text: string) {
@@ -40,7 +40,9 @@ function check(input: Buffer): void {
     );
     expect(Number.isInteger(problem.column) && problem.column >= 1, `problem at column ${problem.column}`);
     expect(typeof problem.message === "string" && problem.message.length > 0, "a problem without a message");
+    feature(`problem:${kindOf(problem.message)}`);
   }
+  feature(parsed.fatal ? "fatal" : `kinds:${Object.keys(parsed.desired).sort().join(",")}`);
   if (parsed.fatal) {
     expect(parsed.problems.length > 0, "a fatal parse without a problem");
     return;

@@ -10,15 +10,7 @@
 import fc from "fast-check";
 import { ERROR_CODES } from "../../src/lib/errors.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
-import { expect, type ValidInput } from "../harness.js";
-
-export interface AsyncFuzzTarget<C> {
-  name: string;
-  setup: () => Promise<C>;
-  check: (context: C, input: Buffer) => Promise<void>;
-  valid: (context: C) => fc.Arbitrary<ValidInput>;
-  teardown: (context: C) => Promise<void>;
-}
+import { expect, feature, type AsyncFuzzTarget, type ValidInput } from "../harness.js";
 
 interface Operation {
   method: string;
@@ -149,6 +141,7 @@ async function check(context: Context, input: Buffer): Promise<void> {
     throw error;
   }
   const what = `${operation.method} ${url} → ${response.statusCode}`;
+  feature(`${operation.method} ${operation.path} ${response.statusCode}`);
   expect(response.statusCode !== 500 && response.statusCode < 600, `${what}: ${response.body.slice(0, 300)}`);
   expect(!/\n\s+at .+:\d+:\d+/.test(response.body), `${what}: a stack trace in the answer`);
   if (response.statusCode >= 400) {

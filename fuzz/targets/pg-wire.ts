@@ -37,7 +37,7 @@ import {
   type FrontendMessage,
   type MessageReader,
 } from "../../src/lib/pg-wire.js";
-import { FuzzFinding, describe, expect, type FuzzTarget, type ValidInput } from "../harness.js";
+import { FuzzFinding, describe, expect, feature, type FuzzTarget, type ValidInput } from "../harness.js";
 
 type Outcome<M> = { messages: M[]; buffered: number } | { code: string };
 
@@ -66,6 +66,7 @@ function checkStream<M>(make: () => MessageReader<M>, input: Buffer): void {
   const stream = input.subarray(2);
   const whole = readAll(make(), stream, Math.max(1, stream.length));
   const chunked = readAll(make(), stream, chunkSize);
+  noteFeatures(whole);
   if ("code" in whole) {
     expect(
       "code" in chunked && chunked.code === whole.code,
@@ -74,6 +75,18 @@ function checkStream<M>(make: () => MessageReader<M>, input: Buffer): void {
   } else {
     expect(isDeepStrictEqual(whole, chunked), `chunked read (${chunkSize}) differs from the whole read`);
   }
+}
+
+/** Which message kind followed which, and how the stream ended. */
+function noteFeatures<M>(outcome: Outcome<M>): void {
+  if ("code" in outcome) return feature(`refused:${outcome.code}`);
+  let previous = "start";
+  for (const message of outcome.messages) {
+    const kind = String((message as { kind?: unknown }).kind);
+    feature(`${previous}>${kind}`);
+    previous = kind;
+  }
+  feature(`${previous}>${outcome.buffered > 0 ? "partial" : "end"}`);
 }
 
 function frontendReader(input: Buffer) {
