@@ -2,6 +2,8 @@
  * The composition root: config → store → modules → HTTP app and workers.
  * createServer() builds everything without listening, for tests and main.ts.
  */
+import { randomUUID } from "node:crypto";
+import { hostname } from "node:os";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -18,6 +20,7 @@ import { registerWebRoutes } from "./http/web.routes.js";
 import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
 import { createAnchorWriter, type AnchorWriter } from "./modules/audit/audit.anchor.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
+import { createAuditSequencer, storeLease, type AuditSequencer } from "./modules/audit/audit.sequencer.js";
 import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
 import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
 import { createDirectoryService, type DirectoryService } from "./modules/identity/directory.service.js";
@@ -72,6 +75,8 @@ export interface Server {
   audit: AuditLog;
   /** Signs the audit head and rewrites the anchor file; main starts its timer. */
   auditAnchor: AnchorWriter;
+  /** Chains committed audit events in the background (PostgreSQL); started with the server. */
+  auditSequencer: AuditSequencer;
   identity: IdentityService;
   directory: DirectoryService;
   outbox: OutboxRunner;
@@ -98,11 +103,18 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       dataDir: path.join(config.dataDir, "db"),
       lockOwner: `stint server listening on ${config.listen}`,
     }));
+  let auditSequencer: AuditSequencer | undefined;
   try {
     const applied = await store.migrate(MIGRATIONS_DIR);
     if (applied.length > 0) logger.info({ applied }, "database migrated");
     const keyring = await loadKeyring({ store, masterKey, clock });
-    const audit = createAuditLog({ store, keyring, clock, checkpointEvery: config.auditCheckpointEvery });
+    const audit = createAuditLog({
+      store,
+      keyring,
+      clock,
+      checkpointEvery: config.auditCheckpointEvery,
+      ...(config.auditSequencing !== "auto" && { sequencing: config.auditSequencing }),
+    });
     const auditAnchor = createAnchorWriter({
       audit,
       file: config.auditAnchorFile,
@@ -153,6 +165,16 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         : undefined;
     const registry = new Registry();
     collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
+    const sequencer = createAuditSequencer({
+      audit,
+      lease: storeLease(store),
+      holder: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+      registry,
+      logger,
+      alertAfterMs: config.auditLagAlert,
+    });
+    auditSequencer = sequencer;
+    sequencer.start();
     // The two services call each other: a grant is provisioned for a request, and its outcome moves the request.
     let grants: GrantService | undefined = undefined;
     let sessions: SessionService | undefined = undefined;
@@ -335,6 +357,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       store,
       audit,
       auditAnchor,
+      auditSequencer: sequencer,
       identity,
       directory,
       outbox,
@@ -355,6 +378,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         await outbox.stop();
         await sessions!.stop();
         await auditAnchor.stop();
+        await sequencer.stop();
         await auditAnchor
           .write()
           .catch((error: unknown) => logger.error({ err: error }, "could not sign the shutdown audit checkpoint"));
@@ -362,6 +386,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       },
     };
   } catch (error) {
+    await auditSequencer?.stop().catch(() => undefined);
     await store.close().catch(() => undefined);
     throw error;
   }

@@ -63,6 +63,10 @@ export const configSchema = z
     auditAnchorFile: z.string().min(1).optional(),
     /** How often the audit head is signed (if it moved) and the anchor file rewritten. */
     auditAnchorInterval: duration.refine((ms) => ms >= 1000, "must be at least 1s").default(60_000),
+    /** Who chains audit events: `auto` is inline on PGlite and the background sequencer on PostgreSQL. */
+    auditSequencing: z.enum(["auto", "inline", "background"]).default("auto"),
+    /** Committed audit events unchained for longer than this raise the alert. */
+    auditLagAlert: duration.refine((ms) => ms >= 1000, "must be at least 1s").default(30_000),
     loginMaxFailures: z.coerce.number().int().min(1).max(1000).default(5),
     loginWindow: duration.default(900_000),
     loginLockout: duration.default(900_000),
@@ -163,6 +167,8 @@ export const ENV_KEYS = {
   STINT_AUDIT_CHECKPOINT_EVERY: "auditCheckpointEvery",
   STINT_AUDIT_ANCHOR_FILE: "auditAnchorFile",
   STINT_AUDIT_ANCHOR_INTERVAL: "auditAnchorInterval",
+  STINT_AUDIT_SEQUENCING: "auditSequencing",
+  STINT_AUDIT_LAG_ALERT: "auditLagAlert",
   STINT_LOGIN_MAX_FAILURES: "loginMaxFailures",
   STINT_LOGIN_WINDOW: "loginWindow",
   STINT_LOGIN_LOCKOUT: "loginLockout",

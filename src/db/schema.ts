@@ -123,6 +123,30 @@ export interface AuditEventsTable {
   hash: string;
 }
 
+/** Events committed but not yet chained (migration 0018); the sequencer moves them into audit_events. */
+export interface AuditPendingTable {
+  pos: Generated<number>;
+  id: string;
+  time: Timestamp;
+  actor: string;
+  actor_id: string | null;
+  action: string;
+  subject: string | null;
+  outcome: "success" | "denied" | "failed";
+  reason: string | null;
+  correlation_id: string | null;
+  source_ip: string | null;
+  user_agent: string | null;
+  details: Json;
+  mac: string;
+}
+
+export interface AuditSequencerTable {
+  id: number;
+  holder: string | null;
+  expires_at: Timestamp;
+}
+
 export interface AuditHeadTable {
   id: number;
   seq: number;
@@ -459,6 +483,8 @@ export interface Database {
   signing_keys: SigningKeysTable;
   audit_events: AuditEventsTable;
   audit_head: AuditHeadTable;
+  audit_pending: AuditPendingTable;
+  audit_sequencer: AuditSequencerTable;
   audit_checkpoints: AuditCheckpointsTable;
   outbox: OutboxTable;
   targets: TargetsTable;

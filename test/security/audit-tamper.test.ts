@@ -65,8 +65,11 @@ describe.each(ENGINES)("rewritable audit log by a database writer (finding 7) on
       },
     });
     writer = await databaseWriter(server);
-    while ((await headSeq(writer)) < 17)
+    // One event at a time, each chained before the next (on PostgreSQL the sequencer chains in the background).
+    while ((await headSeq(writer)) < 17) {
       await server.audit.record(SYSTEM, NO_CONTEXT, { action: "thing.done", outcome: "success", reason: "routine" });
+      await server.audit.catchUp();
+    }
     await server.auditAnchor.write();
     const anchor = JSON.parse(await readFile(anchorFile, "utf8")) as Record<string, unknown>;
     return { server, db: writer, anchor };

@@ -1,7 +1,7 @@
 /** Pure rules of the audit chain: canonical encoding, hashing, verification. */
 import canonicalize from "canonicalize";
 import { createHash } from "node:crypto";
-import type { AuditEvent, VerifyResult } from "./audit.types.js";
+import type { AuditEvent, PendingAuditEvent, VerifyResult } from "./audit.types.js";
 
 export const GENESIS_HASH = "0".repeat(64);
 
@@ -25,6 +25,30 @@ export function hashEvent(event: Omit<AuditEvent, "hash">): string {
   });
   if (canonical === undefined) throw new Error("audit event cannot be encoded");
   return createHash("sha256").update(canonical).digest("hex");
+}
+
+/**
+ * The text a pending event's MAC covers: the RFC 8785 canonical JSON of every field it has before it is
+ * chained. The sequencer chains a pending event only when its MAC verifies.
+ */
+export function pendingMessage(event: PendingAuditEvent): string {
+  const canonical = canonicalize({
+    v: "stint-audit-pending:v1",
+    id: event.id,
+    time: event.time,
+    actor: event.actor,
+    actorId: event.actorId,
+    action: event.action,
+    subject: event.subject,
+    outcome: event.outcome,
+    reason: event.reason,
+    correlationId: event.correlationId,
+    sourceIp: event.sourceIp,
+    userAgent: event.userAgent,
+    details: event.details,
+  });
+  if (canonical === undefined) throw new Error("audit event cannot be encoded");
+  return canonical;
 }
 
 /** Links `event` after `prev` (seq and hash) and computes its hash. */

@@ -1,7 +1,9 @@
 /**
- * The audit log. `append` runs inside the caller's transaction: the change and
- * its events commit together or not at all. Each append locks the chain head,
- * which totally orders the chain.
+ * The audit log. `append` runs inside the caller's transaction: the change and its events commit
+ * together or not at all. The events are written unchained (`audit_pending`, with a MAC) and take no
+ * lock; `chainPending` links committed ones into the hash chain in batches under the head lock, from the
+ * background sequencer (`audit.sequencer.ts`, one per cluster) or, in `inline` mode, in the appending
+ * transaction itself (PGlite, where transactions run one at a time anyway).
  */
 import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
@@ -9,19 +11,46 @@ import type { Clock } from "../../lib/clock.js";
 import { newId } from "../../lib/ids.js";
 import { NO_CONTEXT, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { Keyring } from "../keys/keys.service.js";
-import { boundariesCrossed, chain, checkpointMessage, createChainVerifier } from "./audit.rules.js";
+import { boundariesCrossed, chain, checkpointMessage, createChainVerifier, pendingMessage } from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
-import type { AuditAnchor, AuditEvent, AuditInput, VerifyResult } from "./audit.types.js";
+import type { AuditAnchor, AuditEvent, AuditInput, PendingAuditEvent, VerifyResult } from "./audit.types.js";
+
+/** What one chaining pass did. */
+export interface ChainResult {
+  chained: number;
+  /** Pending rows whose MAC did not verify (written by someone without the master key): not chained. */
+  rejected: number;
+  /** The time of each chained event, for the lag (chained at - event time). */
+  times: string[];
+}
+
+export type AuditSequencing = "inline" | "background";
 
 export interface AuditLog {
+  /**
+   * Writes the events in the caller's transaction (no row of the chain is locked): they are chained
+   * once the transaction committed, in `inline` mode before it commits.
+   */
   append(
     tx: Kysely<Database>,
     actor: Actor,
     context: CallContext,
     events: AuditInput | AuditInput[],
-  ): Promise<AuditEvent[]>;
+  ): Promise<PendingAuditEvent[]>;
   /** Records an event in its own transaction (for denials and failures that change nothing else). */
-  record(actor: Actor, context: CallContext, events: AuditInput | AuditInput[]): Promise<AuditEvent[]>;
+  record(actor: Actor, context: CallContext, events: AuditInput | AuditInput[]): Promise<PendingAuditEvent[]>;
+  readonly sequencing: AuditSequencing;
+  /**
+   * Chains up to `limit` committed pending events, in `pos` order, under the head lock, signing the
+   * checkpoints they cross: in `tx` when given, else in a transaction of its own.
+   */
+  chainPending(tx?: Kysely<Database>, limit?: number): Promise<ChainResult>;
+  /** Chains until nothing committed is pending (or `maxPasses` passes ran); the events chained. */
+  catchUp(maxPasses?: number): Promise<number>;
+  /** Events committed and not chained yet, and the time of the oldest. */
+  pendingStats(): Promise<{ count: number; oldest: Date | null }>;
+  /** Called after each append that leaves chaining to the sequencer (it wakes sooner than its poll). */
+  onPending(listener: () => void): void;
   /** Signs a checkpoint over the current head (besides the required one every N events: at shutdown). */
   checkpoint(): Promise<{ seq: number } | null>;
   /**
@@ -61,13 +90,19 @@ export function actorLabel(actor: Actor): { actor: string; actorId: string | nul
 }
 
 export function createAuditLog(deps: {
-  store: Pick<AppStore, "db" | "transaction">;
-  keyring: Pick<Keyring, "signDetached" | "verifyDetached">;
+  store: Pick<AppStore, "db" | "transaction" | "engine">;
+  keyring: Pick<Keyring, "signDetached" | "verifyDetached" | "mac" | "macValid">;
   clock: Clock;
   checkpointEvery?: number;
+  /** Default: `inline` on PGlite (one connection: transactions are serial already), `background` on PostgreSQL. */
+  sequencing?: AuditSequencing;
+  /** Called with what a pass rejected (the sequencer logs it and counts it). */
+  onRejected?: (rows: { pos: number; id: string; action: string }[]) => void;
 }): AuditLog {
   const { store, keyring, clock } = deps;
   const every = deps.checkpointEvery ?? 1000;
+  const sequencing: AuditSequencing = deps.sequencing ?? (store.engine === "postgres" ? "background" : "inline");
+  const pendingListeners: (() => void)[] = [];
 
   async function signCheckpoint(tx: Kysely<Database>, head: { seq: number; hash: string }): Promise<AuditAnchor> {
     const signedAt = clock.now();
@@ -116,46 +151,115 @@ export function createAuditLog(deps: {
   const append: AuditLog["append"] = async (tx, actor, context, input) => {
     const inputs = Array.isArray(input) ? input : [input];
     if (inputs.length === 0) return [];
-    const head = await auditStore.lockHead(tx);
     const who = actorLabel(actor);
     const time = clock.now().toISOString();
+    const events: PendingAuditEvent[] = inputs.map((item) => ({
+      id: newId(),
+      time,
+      ...who,
+      action: item.action,
+      subject: item.subject ?? null,
+      outcome: item.outcome,
+      reason: item.reason ?? null,
+      correlationId: context.correlationId,
+      sourceIp: context.sourceIp,
+      userAgent: context.userAgent,
+      details: item.details ?? {},
+    }));
+    await auditStore.insertPending(
+      tx,
+      events.map((event) => ({ event, mac: keyring.mac("audit-pending", pendingMessage(event)) })),
+    );
+    if (sequencing === "inline") await chainPending(tx);
+    else for (const listener of pendingListeners) listener();
+    return events;
+  };
+
+  /** Links `events` after `head`, writes them, moves the head and signs the checkpoints they cross. */
+  async function link(tx: Kysely<Database>, head: { seq: number; hash: string }, items: PendingAuditEvent[]) {
     const events: AuditEvent[] = [];
     let prev = head;
-    for (const item of inputs) {
-      const event = chain(
-        {
-          id: newId(),
-          time,
-          ...who,
-          action: item.action,
-          subject: item.subject ?? null,
-          outcome: item.outcome,
-          reason: item.reason ?? null,
-          correlationId: context.correlationId,
-          sourceIp: context.sourceIp,
-          userAgent: context.userAgent,
-          details: item.details ?? {},
-        },
-        prev,
-      );
+    for (const item of items) {
+      const event = chain(item, prev);
       events.push(event);
       prev = event;
     }
     await auditStore.insertEvents(tx, events);
     await auditStore.moveHead(tx, { seq: prev.seq, hash: prev.hash });
-    // A checkpoint at exactly every multiple of N, in the transaction that writes that event: verify
+    // A checkpoint at exactly every multiple of N, in the transaction that chains that event: verify
     // treats a missing one as tampering, so none may depend on a later step that could be skipped.
     for (const seq of boundariesCrossed(head.seq, prev.seq, every))
       await signCheckpoint(tx, events[seq - head.seq - 1]!);
     return events;
-  };
+  }
+
+  async function chainIn(tx: Kysely<Database>, limit: number): Promise<ChainResult> {
+    const head = await auditStore.lockHead(tx);
+    const rows = await auditStore.takePending(tx, limit);
+    if (rows.length === 0) return { chained: 0, rejected: 0, times: [] };
+    const genuine: PendingAuditEvent[] = [];
+    const rejected: { pos: number; id: string; action: string }[] = [];
+    for (const row of rows) {
+      const event = auditStore.pendingToEvent(row);
+      if (keyring.macValid("audit-pending", pendingMessage(event), row.mac)) genuine.push(event);
+      else rejected.push({ pos: Number(row.pos), id: row.id, action: row.action });
+    }
+    // A row no node wrote is not chained as what it claims; the chain records that it was there.
+    const notes: PendingAuditEvent[] = rejected.map((row) => ({
+      id: newId(),
+      time: clock.now().toISOString(),
+      ...actorLabel(AUDIT_ACTOR),
+      action: "audit.pending_rejected",
+      subject: null,
+      outcome: "failed",
+      reason: "an unchained audit event failed its integrity check (written outside Stint?)",
+      correlationId: null,
+      sourceIp: null,
+      userAgent: null,
+      details: { pos: row.pos, claimedId: row.id, claimedAction: row.action },
+    }));
+    await link(tx, head, [...genuine, ...notes]);
+    if (rejected.length > 0) deps.onRejected?.(rejected);
+    return { chained: genuine.length, rejected: rejected.length, times: genuine.map((e) => e.time) };
+  }
+
+  const chainPending: AuditLog["chainPending"] = (tx, limit = 2000) =>
+    tx ? chainIn(tx, limit) : store.transaction((own) => chainIn(own, limit));
+
+  async function catchUp(maxPasses = 50): Promise<number> {
+    let total = 0;
+    for (let pass = 0; pass < maxPasses; pass++) {
+      if (!(await auditStore.anyPending(store.db))) break;
+      const result = await chainPending();
+      total += result.chained;
+      if (result.chained + result.rejected === 0) break;
+    }
+    return total;
+  }
+
+  /** Chains everything committed in `tx` (holding the head lock: nothing else chains meanwhile). */
+  async function chainAll(tx: Kysely<Database>): Promise<void> {
+    // Bounded: under load others keep committing; what commits after this pass is the sequencer's.
+    for (let pass = 0; pass < 10; pass++) {
+      const result = await chainIn(tx, 5000);
+      if (result.chained + result.rejected === 0) return;
+    }
+  }
 
   return {
     append,
     record: (actor, context, events) => store.transaction((tx) => append(tx, actor, context, events)),
+    sequencing,
+    chainPending,
+    catchUp,
+    pendingStats: () => auditStore.pendingStats(store.db),
+    onPending(listener) {
+      pendingListeners.push(listener);
+    },
 
     async checkpoint() {
       return store.transaction(async (tx) => {
+        await chainAll(tx);
         const head = await auditStore.lockHead(tx);
         if (head.seq === 0) return null;
         await signCheckpoint(tx, head);
@@ -165,19 +269,22 @@ export function createAuditLog(deps: {
 
     async anchor({ starting = false } = {}) {
       return store.transaction(async (tx) => {
+        await chainAll(tx);
         const head = await auditStore.lockHead(tx);
         if (head.seq === 0) return null;
         const latest = await latestAnchor(tx);
         if (latest && latest.seq === head.seq && latest.hash === head.hash) {
           if (!starting || latest.every === every) return latest;
-          const [changed] = await append(tx, AUDIT_ACTOR, NO_CONTEXT, {
+          await append(tx, AUDIT_ACTOR, NO_CONTEXT, {
             action: "audit.checkpoint_interval",
             outcome: "success",
             details: { from: latest.every, to: every },
           });
-          // The event may itself fall on a boundary, already signed by append.
-          if (changed!.seq % every === 0) return (await latestAnchor(tx))!;
-          return signCheckpoint(tx, changed!);
+          await chainAll(tx);
+          const changed = await auditStore.lockHead(tx);
+          // The event may itself fall on a boundary, already signed when it was chained.
+          if (changed.seq % every === 0) return (await latestAnchor(tx))!;
+          return signCheckpoint(tx, changed);
         }
         return signCheckpoint(tx, head);
       });
@@ -191,6 +298,9 @@ export function createAuditLog(deps: {
     },
 
     async verify({ anchor, onProgress } = {}) {
+      // What committed before the call is chained first (a pass of our own under the head lock), so a
+      // verify right after a change covers it; what commits meanwhile is counted as pending.
+      await catchUp();
       // Checkpoints first, then the head: a checkpoint commits with the head it covers, so every
       // checkpoint read here is at or below the head. Events appended later are left for the next run.
       const signed = await auditStore.listCheckpoints(store.db);
@@ -230,10 +340,15 @@ export function createAuditLog(deps: {
         after = rows.at(-1)!.seq;
         onProgress?.(after);
       }
-      return verifier.finish(head);
+      const result = verifier.finish(head);
+      if (!result.ok) return result;
+      const { count } = await auditStore.pendingStats(store.db);
+      return count > 0 ? { ...result, pending: count } : result;
     },
 
     async read({ afterSeq = 0, limit = 1000, order = "asc", beforeSeq, ...filter }) {
+      // Read-your-writes: what committed before this read is chained before it is read.
+      await catchUp(5);
       const size = Math.min(limit, 10_000);
       const rows =
         order === "desc"

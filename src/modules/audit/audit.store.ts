@@ -1,7 +1,7 @@
 /** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
-import type { AuditEvent } from "./audit.types.js";
+import type { AuditEvent, PendingAuditEvent } from "./audit.types.js";
 
 type Q = Kysely<Database>;
 
@@ -35,6 +35,104 @@ export async function insertEvents(tx: Q, events: AuditEvent[]): Promise<void> {
         hash: e.hash,
       })),
     )
+    .execute();
+}
+
+/** An event committed by its transaction but not chained yet; `mac` proves a Stint node wrote it. */
+export async function insertPending(tx: Q, events: { event: PendingAuditEvent; mac: string }[]): Promise<void> {
+  await tx
+    .insertInto("audit_pending")
+    .values(
+      events.map(({ event: e, mac }) => ({
+        id: e.id,
+        time: e.time,
+        actor: e.actor,
+        actor_id: e.actorId,
+        action: e.action,
+        subject: e.subject,
+        outcome: e.outcome,
+        reason: e.reason,
+        correlation_id: e.correlationId,
+        source_ip: e.sourceIp,
+        user_agent: e.userAgent,
+        details: JSON.stringify(e.details),
+        mac,
+      })),
+    )
+    .execute();
+}
+
+/**
+ * Removes up to `limit` pending events, oldest `pos` first, and returns them in that order. Run under
+ * the head lock (`lockHead`), in the transaction that chains them: they leave `audit_pending` exactly
+ * when they enter `audit_events`.
+ */
+export async function takePending(tx: Q, limit: number) {
+  const rows = await tx
+    .deleteFrom("audit_pending")
+    .where("pos", "in", (eb) => eb.selectFrom("audit_pending").select("pos").orderBy("pos").limit(limit))
+    .returningAll()
+    .execute();
+  return rows.sort((a, b) => Number(a.pos) - Number(b.pos));
+}
+
+export type PendingRow = Awaited<ReturnType<typeof takePending>>[number];
+
+export function pendingToEvent(row: PendingRow): PendingAuditEvent {
+  return {
+    id: row.id,
+    time: new Date(row.time).toISOString(),
+    actor: row.actor,
+    actorId: row.actor_id,
+    action: row.action,
+    subject: row.subject,
+    outcome: row.outcome,
+    reason: row.reason,
+    correlationId: row.correlation_id,
+    sourceIp: row.source_ip,
+    userAgent: row.user_agent,
+    details: row.details as Record<string, unknown>,
+  };
+}
+
+/** How many events wait to be chained, and the time of the oldest. */
+export async function pendingStats(db: Q): Promise<{ count: number; oldest: Date | null }> {
+  const row = await db
+    .selectFrom("audit_pending")
+    .select((eb) => [eb.fn.countAll<number>().as("count"), eb.fn.min("time").as("oldest")])
+    .executeTakeFirstOrThrow();
+  return { count: Number(row.count), oldest: row.oldest === null ? null : new Date(row.oldest) };
+}
+
+/** True when a pending event is there at all (cheaper than counting). */
+export async function anyPending(db: Q): Promise<boolean> {
+  const row = await db.selectFrom("audit_pending").select("pos").limit(1).executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * Takes or renews the background sequencer's lease for `holder` until the database's now() + ttlMs, if it
+ * is free, expired or already held by `holder`. True when `holder` holds it now.
+ */
+export async function takeLease(db: Q, holder: string, ttlMs: number): Promise<boolean> {
+  const row = await db
+    .updateTable("audit_sequencer")
+    .set({ holder, expires_at: sql<Date>`now() + make_interval(secs => ${ttlMs / 1000})` })
+    .where("id", "=", 1)
+    .where((eb) =>
+      eb.or([eb("holder", "=", holder), eb("holder", "is", null), eb("expires_at", "<", sql<Date>`now()`)]),
+    )
+    .returning("holder")
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+export async function releaseLease(db: Q, holder: string): Promise<void> {
+  await db
+    .updateTable("audit_sequencer")
+    .set({ holder: null, expires_at: sql<Date>`'epoch'::timestamptz` })
+    .where("id", "=", 1)
+    .where("holder", "=", holder)
     .execute();
 }
 

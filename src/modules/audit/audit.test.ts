@@ -262,6 +262,7 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
     const { audit, store } = h;
     for (let i = 0; i < 30; i++)
       await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success", subject: `s${i}` });
+    await audit.catchUp(); // chained (the sequencer's work on PostgreSQL) before the rows are edited
     await sql`update audit_events set reason = 'nothing to see' where seq = 17`.execute(store.db);
     expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 17 });
     await sql`delete from audit_events where seq = 5`.execute(store.db);
@@ -272,6 +273,7 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
     h = await auditHarness(engine, { checkpointEvery: 10 });
     const { audit, store } = h;
     for (let i = 0; i < 25; i++) await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success" });
+    await audit.catchUp();
     await sql`delete from audit_events where seq > 22`.execute(store.db);
     expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 23 });
     // An attacker who rewrites the head too is still caught by the checkpoint at 20.
@@ -297,6 +299,7 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
       NO_CONTEXT,
       Array.from({ length: 9 }, () => ({ action: "x", outcome: "success" as const })),
     );
+    await audit.catchUp();
     const rows = await store.db.selectFrom("audit_checkpoints").select(["seq", "every"]).orderBy("seq").execute();
     expect(rows.map((row) => [Number(row.seq), row.every])).toEqual([
       [4, 4],
@@ -323,12 +326,15 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
   it("a node restarting with another interval states it first; verify reads each stretch with its own", async () => {
     h = await auditHarness(engine, { checkpointEvery: 5 });
     const { store, keyring, clock } = h;
-    const record = (log: AuditLog, n: number) =>
-      log.record(
+    // Each node chains what it writes before it stops (its sequencer), so each stretch is chained under its interval.
+    const record = async (log: AuditLog, n: number) => {
+      await log.record(
         alice,
         NO_CONTEXT,
         Array.from({ length: n }, () => ({ action: "x", outcome: "success" as const })),
       );
+      await log.catchUp();
+    };
     await record(h.audit, 7);
     await h.audit.anchor(); // the shutdown checkpoint at 7, under interval 5
     const wider = createAuditLog({ store, keyring, clock, checkpointEvery: 8 });

@@ -27,8 +27,15 @@ export interface AuditEvent {
   hash: string;
 }
 
+/** An event as its transaction writes it: not chained yet (no seq, no hashes). */
+export type PendingAuditEvent = Omit<AuditEvent, "seq" | "prevHash" | "hash">;
+
+/**
+ * `pending`: events committed but not chained yet when verify finished (the sequencer chains them within
+ * its lag); the chained prefix is what was verified.
+ */
 export type VerifyResult =
-  | { ok: true; count: number; headSeq: number; checkpoints: number; anchorSeq?: number }
+  | { ok: true; count: number; headSeq: number; checkpoints: number; anchorSeq?: number; pending?: number }
   | { ok: false; count: number; brokenSeq: number; problem: string };
 
 /**

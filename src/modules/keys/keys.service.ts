@@ -3,7 +3,16 @@
  * Private halves are sealed under a key derived from the master key; a node
  * with the wrong master key refuses to start instead of minting new keys.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
+import {
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  sign,
+  timingSafeEqual,
+  verify,
+  type KeyObject,
+} from "node:crypto";
 import { sql } from "kysely";
 import type { AppStore } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
@@ -26,7 +35,15 @@ export interface Keyring {
   jwks(purpose: KeyPurpose): { keys: Record<string, unknown>[] };
   signDetached(purpose: KeyPurpose, message: string): { keyId: string; signature: string };
   verifyDetached(purpose: KeyPurpose, keyId: string, message: string, signature: string): boolean;
+  /**
+   * HMAC-SHA256 (hex) under a key derived from the master key for `purpose`: proves a row was written by a
+   * node holding the master key (a database writer cannot compute it).
+   */
+  mac(purpose: MacPurpose, message: string): string;
+  macValid(purpose: MacPurpose, message: string, mac: string): boolean;
 }
+
+export type MacPurpose = "audit-pending";
 
 export class MasterKeyMismatchError extends Error {
   constructor() {
@@ -112,9 +129,24 @@ export async function loadKeyring(deps: { store: AppStore; masterKey: Uint8Array
   const publicKeys = (purpose: KeyPurpose) =>
     new Map(keys.filter((k) => k.key.purpose === purpose).map((k) => [k.key.id, k.key.publicKey]));
 
+  const macKeys = new Map<MacPurpose, Buffer>();
+  const macKey = (purpose: MacPurpose) => {
+    let key = macKeys.get(purpose);
+    if (!key) macKeys.set(purpose, (key = deriveKey(deps.masterKey, `mac:${purpose}`)));
+    return key;
+  };
+  const mac = (purpose: MacPurpose, message: string) =>
+    createHmac("sha256", macKey(purpose)).update(message).digest("hex");
+
   return {
     current,
     publicKeys,
+    mac,
+    macValid(purpose, message, given) {
+      const expected = Buffer.from(mac(purpose, message), "hex");
+      const actual = Buffer.from(given, "hex");
+      return actual.length === expected.length && timingSafeEqual(actual, expected);
+    },
     jwks: (purpose) => ({ keys: keys.filter((k) => k.key.purpose === purpose).map((k) => k.key.publicJwk) }),
     signDetached(purpose, message) {
       const key = current(purpose);

@@ -1,0 +1,258 @@
+/**
+ * The background audit sequencer: chains committed events (`audit_pending` → `audit_events`) in
+ * batches, off the business transactions' critical path — the design of Trillian's log signer and
+ * Certificate Transparency's merge delay.
+ *
+ * One runs per cluster: every node runs this loop, and only the holder of the lease row
+ * (`audit_sequencer`, renewed every third of its TTL against the database's clock) chains in the
+ * background; when the holder dies its lease runs out and the next node to try takes over. The lease
+ * is for efficiency, not correctness: a chaining pass runs under the chain head's row lock, so two
+ * passes never interleave, and a pending row leaves `audit_pending` in the transaction that chains it,
+ * so a crash at any moment loses nothing and chains nothing twice.
+ *
+ * It wakes when this node appends (a nudge a few milliseconds later, once the transaction has likely
+ * committed) and polls otherwise. It does not use LISTEN/NOTIFY: PostgreSQL serializes the commits of
+ * every transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), which is the very
+ * contention this takes away.
+ */
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { Logger } from "../../lib/logger.js";
+import type { AppStore } from "../../db/index.js";
+import type { AuditLog } from "./audit.service.js";
+import * as auditStore from "./audit.store.js";
+
+export interface AuditSequencer {
+  start(): void;
+  /** Stops the loop after the pass in flight and gives the lease up (a node shutting down cleanly). */
+  stop(): Promise<void>;
+  /** True while this node holds the lease. */
+  isLeader(): boolean;
+}
+
+export interface AuditSequencerOptions {
+  audit: Pick<AuditLog, "chainPending" | "pendingStats" | "onPending" | "sequencing">;
+  lease: {
+    take(holder: string, ttlMs: number): Promise<boolean>;
+    release(holder: string): Promise<void>;
+  };
+  /** This node's name in the lease row. */
+  holder: string;
+  registry?: Registry | undefined;
+  logger?: Pick<Logger, "info" | "warn" | "error"> | undefined;
+  /** Poll interval while idle (default 25 ms). */
+  pollMs?: number;
+  /** Lease TTL (default 5 s): a dead holder is replaced within about this long. */
+  leaseMs?: number;
+  /** Events per chaining transaction (default 2000). */
+  batch?: number;
+  /** Unchained for longer than this raises the alert (log error + `stint_audit_lag_alerts_total`). Default 30 s. */
+  alertAfterMs?: number;
+  now?: () => number;
+}
+
+function metric<M>(registry: Registry | undefined, name: string, create: (registers: Registry[]) => M): M {
+  const existing = registry?.getSingleMetric(name);
+  if (existing) return existing as M;
+  return create(registry ? [registry] : []);
+}
+
+export function createAuditSequencer(options: AuditSequencerOptions): AuditSequencer {
+  const { audit, lease, holder, registry } = options;
+  const pollMs = options.pollMs ?? 25;
+  const leaseMs = options.leaseMs ?? 5000;
+  const batch = options.batch ?? 2000;
+  const alertAfterMs = options.alertAfterMs ?? 30_000;
+  const now = options.now ?? Date.now;
+  const logger = options.logger ?? { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+  const lag = metric(
+    registry,
+    "stint_audit_chaining_lag_seconds",
+    (registers) =>
+      new Histogram({
+        name: "stint_audit_chaining_lag_seconds",
+        help: "From an audit event's time (in its transaction) to its chaining by the sequencer.",
+        buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+        registers,
+      }),
+  );
+  const rejectedTotal = metric(
+    registry,
+    "stint_audit_rejected_events_total",
+    (registers) =>
+      new Counter({
+        name: "stint_audit_rejected_events_total",
+        help: "Unchained audit rows whose integrity check failed (not written by a Stint node); each is recorded in the chain.",
+        registers,
+      }),
+  );
+  const alerts = metric(
+    registry,
+    "stint_audit_lag_alerts_total",
+    (registers) =>
+      new Counter({
+        name: "stint_audit_lag_alerts_total",
+        help: "Times the oldest unchained audit event was older than the configured limit.",
+        registers,
+      }),
+  );
+  // Read at scrape time, from any node: what waits to be chained cluster-wide.
+  let stats: Promise<{ count: number; oldest: Date | null }> | undefined;
+  const readStats = () => (stats ??= audit.pendingStats().finally(() => setTimeout(() => (stats = undefined), 100)));
+  metric(
+    registry,
+    "stint_audit_unchained_events",
+    (registers) =>
+      new Gauge({
+        name: "stint_audit_unchained_events",
+        help: "Audit events committed and not chained yet.",
+        registers,
+        async collect() {
+          try {
+            this.set((await readStats()).count);
+          } catch {
+            // The store is down: the gauge keeps its last value; the readiness check says why.
+          }
+        },
+      }),
+  );
+  metric(
+    registry,
+    "stint_audit_unchained_age_seconds",
+    (registers) =>
+      new Gauge({
+        name: "stint_audit_unchained_age_seconds",
+        help: "Age of the oldest audit event committed and not chained yet (0 when none waits).",
+        registers,
+        async collect() {
+          try {
+            const { oldest } = await readStats();
+            this.set(oldest ? Math.max(0, (now() - oldest.getTime()) / 1000) : 0);
+          } catch {
+            // as above
+          }
+        },
+      }),
+  );
+
+  let running = false;
+  let leader = false;
+  let leaseCheckedAt = 0;
+  let wake: (() => void) | undefined;
+  let nudgeTimer: NodeJS.Timeout | undefined;
+  let loop: Promise<void> | undefined;
+  let alerting = false;
+  let lastAlertAt = 0;
+
+  audit.onPending(() => {
+    if (!running || !leader || nudgeTimer) return;
+    nudgeTimer = setTimeout(() => {
+      nudgeTimer = undefined;
+      wake?.();
+    }, 2);
+  });
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wake = undefined;
+        resolve();
+      }
+      wake = done;
+    });
+
+  async function holdLease(): Promise<boolean> {
+    const at = now();
+    if (leader && at - leaseCheckedAt < leaseMs / 3) return true;
+    const had = leader;
+    try {
+      leader = await lease.take(holder, leaseMs);
+    } catch (error) {
+      // Without the store we cannot tell whether we still hold it: stop chaining until we know.
+      leader = false;
+      logger.warn({ err: error instanceof Error ? error.message : String(error) }, "audit sequencer lease unreachable");
+    }
+    leaseCheckedAt = at;
+    if (leader && !had) logger.info({ holder }, "this node sequences the audit log");
+    if (!leader && had) logger.warn({ holder }, "this node lost the audit sequencer lease");
+    return leader;
+  }
+
+  async function checkLag(): Promise<void> {
+    const { oldest } = await audit.pendingStats();
+    const age = oldest ? now() - oldest.getTime() : 0;
+    if (age > alertAfterMs) {
+      if (!alerting || now() - lastAlertAt > 60_000) {
+        alerts.inc();
+        lastAlertAt = now();
+        logger.error(
+          { ageSeconds: Math.round(age / 1000) },
+          "audit events are waiting longer than allowed to be chained",
+        );
+      }
+      alerting = true;
+    } else alerting = false;
+  }
+
+  async function run(): Promise<void> {
+    let lastLagCheck = 0;
+    while (running) {
+      try {
+        if (!(await holdLease())) {
+          await sleep(leaseMs / 3);
+          continue;
+        }
+        const result = await audit.chainPending(undefined, batch);
+        const at = now();
+        for (const time of result.times) lag.observe(Math.max(0, (at - Date.parse(time)) / 1000));
+        if (result.rejected > 0) {
+          rejectedTotal.inc(result.rejected);
+          logger.error(
+            { rejected: result.rejected },
+            "unchained audit rows failed their integrity check and were not chained (recorded as audit.pending_rejected)",
+          );
+        }
+        if (at - lastLagCheck > 5000) {
+          lastLagCheck = at;
+          await checkLag();
+        }
+        // A full batch: more is waiting; go on at once.
+        if (result.chained + result.rejected < batch) await sleep(pollMs);
+      } catch (error) {
+        logger.warn({ err: error instanceof Error ? error.message : String(error) }, "audit chaining pass failed");
+        await sleep(Math.max(pollMs, 500));
+      }
+    }
+  }
+
+  return {
+    start() {
+      if (running || audit.sequencing !== "background") return;
+      running = true;
+      loop = run();
+    },
+    async stop() {
+      if (!running) return;
+      running = false;
+      if (nudgeTimer) clearTimeout(nudgeTimer);
+      nudgeTimer = undefined;
+      wake?.();
+      await loop;
+      if (leader) {
+        leader = false;
+        await lease.release(holder).catch(() => undefined);
+      }
+    },
+    isLeader: () => leader,
+  };
+}
+
+/** The lease in the store's `audit_sequencer` row. */
+export function storeLease(store: Pick<AppStore, "db">): AuditSequencerOptions["lease"] {
+  return {
+    take: (holder, ttlMs) => auditStore.takeLease(store.db, holder, ttlMs),
+    release: (holder) => auditStore.releaseLease(store.db, holder),
+  };
+}
