@@ -36,6 +36,8 @@ export const FAILPOINTS = {
   "outbox.job.before-run":
     "an outbox row is claimed (its lease taken, the attempt counted); its handler has not started",
   "outbox.job.before-done": "an outbox handler finished its work; the row is not marked done yet (it will run again)",
+  "audit.sequence.before-commit":
+    "a chaining pass took pending audit events, linked them into the chain and signed its checkpoints; nothing committed",
 } as const satisfies Record<string, string>;
 
 export type FailpointName = keyof typeof FAILPOINTS;

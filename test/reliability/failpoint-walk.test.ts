@@ -639,6 +639,29 @@ const WALK: Scenario[] = [
       expect(await w.auditActions(`grant:${w.grantId}`)).toEqual(["grant.revoked"]);
     },
   },
+  {
+    failpoint: "audit.sequence.before-commit",
+    what: "the node chaining audit events dies before its chaining transaction commits",
+    role: "static",
+    ends: "expired",
+    async crash(w) {
+      await w.activateA();
+      w.crashAt("audit.sequence.before-commit");
+      // Inline sequencing (PGlite): the expiry's own transaction chains, and dies with it. Background
+      // (PostgreSQL): the expiry commits; the pass that chains its events dies (the server's sequencer, or ours).
+      await w.expireA();
+      if (w.crash!.armed.fired === 0) await w.d.server.audit.catchUp().catch(() => undefined);
+    },
+    async check(w) {
+      // Nothing lost (the walk counted one end event), nothing waiting, nothing chained twice.
+      await w.d.server.audit.catchUp();
+      expect((await w.d.server.audit.pendingStats()).count).toBe(0);
+      const twice = await sql<{ id: string }>`select id from audit_events group by id having count(*) > 1`.execute(
+        w.db,
+      );
+      expect(twice.rows).toEqual([]);
+    },
+  },
 ];
 
 const END_EVENTS = ["request.expired", "request.revoked", "request.deactivated", "request.failed"];

@@ -8,6 +8,7 @@
 import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
+import { failpoint } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import { NO_CONTEXT, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { Keyring } from "../keys/keys.service.js";
@@ -219,6 +220,7 @@ export function createAuditLog(deps: {
       details: { pos: row.pos, claimedId: row.id, claimedAction: row.action },
     }));
     await link(tx, head, [...genuine, ...notes]);
+    await failpoint("audit.sequence.before-commit");
     if (rejected.length > 0) deps.onRejected?.(rejected);
     return { chained: genuine.length, rejected: rejected.length, times: genuine.map((e) => e.time) };
   }
