@@ -136,7 +136,7 @@ describe("mysql connector: pooled admin connections", () => {
     await observe(target);
     const [before] = await connections();
     const rotated = `pw-${randomBytes(12).toString("hex")}`;
-    await connector.setPassword(target, { login: admin, password: rotated });
+    await connector.setPassword!(target, { login: admin, password: rotated });
     const oldPassword = adminPassword;
     adminPassword = rotated;
 

@@ -4,7 +4,8 @@
  * connection cannot keep what was taken away. A role with `dynamic: true` mints a login per
  * activation instead (createLogin/dropLogin). Admin connections are pooled per target (../connection-pool.ts).
  */
-import { randomBytes } from "node:crypto";
+import { pbkdf2, randomBytes } from "node:crypto";
+import { promisify } from "node:util";
 import pg from "pg";
 import { createConnectionPools, poolKey } from "../connection-pool.js";
 import {
@@ -34,7 +35,9 @@ import {
   quoteIdent,
   quoteLiteral,
   revokeSql,
-  scramSecret,
+  SCRAM_ITERATIONS,
+  scramHashable,
+  scramSecretOf,
   securityWarnings,
   sortedUnique,
   upstreamSecurity,
@@ -113,6 +116,9 @@ function connectionLost(error: unknown): boolean {
   if (typeof code === "string" && (LOST_CODES.includes(code) || code.startsWith("08"))) return true;
   return typeof message === "string" && LOST_MESSAGE.test(message);
 }
+
+/** server_version_num of each client, asked once when it connects. */
+const serverVersion = new WeakMap<pg.Client, number>();
 
 type PgInternals = {
   _queryable?: boolean;
@@ -228,10 +234,12 @@ async function openClient(
       }) as unknown as string;
       // Closing the socket does not stop a statement already running (say, waiting for a lock), so an
       // aborted grant could still commit later; PostgreSQL 14+ can notice the closed socket and cancel it.
-      await client.query(
-        `SELECT set_config('client_connection_check_interval', '${CONNECTION_CHECK_MS}', false)
-          WHERE current_setting('server_version_num')::int >= 140000`,
+      const version = await client.query<{ num: number }>(
+        `SELECT current_setting('server_version_num')::int AS num,
+                CASE WHEN current_setting('server_version_num')::int >= 140000
+                     THEN set_config('client_connection_check_interval', '${CONNECTION_CHECK_MS}', false) END AS checked`,
       );
+      serverVersion.set(client, version.rows[0]!.num);
     })();
     ready.catch(() => {}); // when the abort wins, whatever `ready` does later is of no interest
     await Promise.race([ready, aborted]);
@@ -331,8 +339,7 @@ async function revokeMembership(client: pg.Client, login: string, entitlement: P
 
 /** Ends every backend of `login` except our own, waiting for them to exit where the server can. */
 async function terminateSessions(client: pg.Client, login: string): Promise<void> {
-  const version = await client.query<{ num: number }>("SELECT current_setting('server_version_num')::int AS num");
-  const waits = version.rows[0]!.num >= 140000;
+  const waits = (serverVersion.get(client) ?? 0) >= 140000;
   const result = await client.query<{ ended: boolean }>(
     `SELECT ${waits ? "pg_catalog.pg_terminate_backend(pid, $2)" : "pg_catalog.pg_terminate_backend(pid)"} AS ended
        FROM pg_catalog.pg_stat_activity
@@ -349,12 +356,18 @@ function checkedPassword(password: string): string {
   return password;
 }
 
+const pbkdf2Async = promisify(pbkdf2);
+
 /**
  * The password as it goes into CREATE/ALTER ROLE: its SCRAM secret where it can be computed here,
  * else the password itself; quoted either way. `secrets` are the forms to keep out of messages.
+ * The 4,096 PBKDF2 rounds (about a millisecond) run on libuv's thread pool, not on the event loop.
  */
-function passwordLiteral(password: string): { literal: string; secrets: string[] } {
-  const secret = scramSecret(password, randomBytes(16));
+async function passwordLiteral(password: string): Promise<{ literal: string; secrets: string[] }> {
+  const salt = randomBytes(16);
+  const secret = scramHashable(password)
+    ? scramSecretOf(await pbkdf2Async(password, salt, SCRAM_ITERATIONS, 32, "sha256"), salt)
+    : null;
   const literal = quoteLiteral(secret ?? password);
   return {
     literal,
@@ -362,28 +375,29 @@ function passwordLiteral(password: string): { literal: string; secrets: string[]
   };
 }
 
-/** Whether the login exists, and whether createLogin made it (its comment says so). */
-async function loginState(client: pg.Client, login: string): Promise<"missing" | "dynamic" | "other"> {
-  const result = await client.query<{ comment: string | null }>(
-    `SELECT pg_catalog.shobj_description(oid, 'pg_authid') AS comment FROM pg_catalog.pg_roles WHERE rolname = $1`,
-    [login],
-  );
-  if (result.rows.length === 0) return "missing";
-  return result.rows[0]!.comment === DYNAMIC_LOGIN_COMMENT ? "dynamic" : "other";
-}
-
-/** Grants CONNECT on the admin's database to `login` when it cannot connect otherwise (PUBLIC lost it). */
-async function ensureConnect(client: pg.Client, login: string): Promise<void> {
-  const result = await client.query<{ can: boolean; db: string }>(
-    `SELECT pg_catalog.has_database_privilege($1, pg_catalog.current_database(), 'CONNECT') AS can,
-            pg_catalog.current_database() AS db`,
+/**
+ * Whether the login exists, and whether createLogin made it (its comment says so); whether it (or, while it
+ * does not exist, PUBLIC) may connect to the admin's database, and that database's name.
+ */
+async function loginState(
+  client: pg.Client,
+  login: string,
+): Promise<{ state: "missing" | "dynamic" | "other"; canConnect: boolean; database: string }> {
+  const result = await client.query<{ found: boolean; comment: string | null; can: boolean; db: string }>(
+    `SELECT r.oid IS NOT NULL AS found,
+            pg_catalog.shobj_description(r.oid, 'pg_authid') AS comment,
+            pg_catalog.has_database_privilege(COALESCE(r.rolname, 'public'), pg_catalog.current_database(), 'CONNECT')
+              AS can,
+            pg_catalog.current_database() AS db
+       FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $1`,
     [login],
   );
   const row = result.rows[0]!;
-  if (!row.can) await client.query(`GRANT CONNECT ON DATABASE ${quoteIdent(row.db)} TO ${quoteIdent(login)}`);
+  const state = !row.found ? "missing" : row.comment === DYNAMIC_LOGIN_COMMENT ? "dynamic" : "other";
+  return { state, canConnect: row.can, database: row.db };
 }
 
-/** Takes back a CONNECT that ensureConnect gave, which would otherwise keep DROP ROLE from working. */
+/** Takes back a CONNECT that createLogin gave, which would otherwise keep DROP ROLE from working. */
 async function revokeConnect(client: pg.Client, login: string): Promise<void> {
   const result = await client.query<{ db: string }>(
     `SELECT d.datname AS db
@@ -553,23 +567,27 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
     const password = checkedPassword(spec.password);
     if (!(spec.validUntil instanceof Date) || Number.isNaN(spec.validUntil.getTime()))
       throw refused("validUntil must be a valid date");
-    const { literal, secrets } = passwordLiteral(password);
+    const { literal, secrets } = await passwordLiteral(password);
     await withClient(
       target,
       call,
       async (client) => {
-        // One transaction, so a GRANT that fails (a missing role) leaves no login behind.
-        await client.query("BEGIN");
-        const state = await loginState(client, login);
+        const { state, canConnect, database } = await loginState(client, login);
         // A retry finds the login it made; a login someone else made is never taken over.
         if (state === "other")
           throw refused(`login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`);
-        await client.query(createLoginSql(login, literal, spec.validUntil, state === "dynamic"));
-        if (state === "missing")
-          await client.query(`COMMENT ON ROLE ${quoteIdent(login)} IS ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)}`);
-        await client.query(provisionSql(login, { kind: "role", role }));
-        await ensureConnect(client, login);
-        await client.query("COMMIT");
+        const statements = [
+          createLoginSql(login, literal, spec.validUntil, state === "dynamic"),
+          ...(state === "missing"
+            ? [`COMMENT ON ROLE ${quoteIdent(login)} IS ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)}`]
+            : []),
+          provisionSql(login, { kind: "role", role }),
+          // When PUBLIC lost CONNECT on the admin's database, the login could not sign in without it.
+          ...(canConnect ? [] : [`GRANT CONNECT ON DATABASE ${quoteIdent(database)} TO ${quoteIdent(login)}`]),
+        ];
+        // One simple query: its statements run as one transaction, so a GRANT that fails (a missing role)
+        // leaves no login behind, and they cost one round trip.
+        await client.query(statements.join(";\n"));
       },
       { secrets },
     );
@@ -578,7 +596,7 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
   async dropLogin(target, spec, call) {
     const login = checkedLogin(spec.login);
     await withClient(target, call, async (client) => {
-      const state = await loginState(client, login);
+      const { state } = await loginState(client, login);
       if (state === "missing") return;
       if (state === "other") throw refused(`login ${login} was not created by Stint: not dropping it`);
       // NOLOGIN first, so no new session starts between the terminate and the drop.
@@ -592,7 +610,7 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
 
   async setPassword(target, spec, call) {
     const login = checkedLogin(spec.login);
-    const { literal, secrets } = passwordLiteral(checkedPassword(spec.password));
+    const { literal, secrets } = await passwordLiteral(checkedPassword(spec.password));
     await withClient(
       target,
       call,

@@ -149,8 +149,15 @@ export const SCRAM_ITERATIONS = 4096;
  * SASLprep (not done here): those are sent as a literal for the server to hash.
  */
 export function scramSecret(password: string, salt: Buffer, iterations = SCRAM_ITERATIONS): string | null {
-  if (!/^[\x20-\x7e]+$/.test(password)) return null;
-  const salted = pbkdf2Sync(password, salt, iterations, 32, "sha256");
+  if (!scramHashable(password)) return null;
+  return scramSecretOf(pbkdf2Sync(password, salt, iterations, 32, "sha256"), salt, iterations);
+}
+
+/** Whether scramSecret can hash the password here (printable ASCII: SASLprep leaves it as it is). */
+export const scramHashable = (password: string) => /^[\x20-\x7e]+$/.test(password);
+
+/** The SCRAM-SHA-256 secret from the salted password (PBKDF2-HMAC-SHA-256 of the password, `salt`, `iterations`). */
+export function scramSecretOf(salted: Buffer, salt: Buffer, iterations = SCRAM_ITERATIONS): string {
   const clientKey = createHmac("sha256", salted).update("Client Key").digest();
   const storedKey = createHash("sha256").update(clientKey).digest();
   const serverKey = createHmac("sha256", salted).update("Server Key").digest();
