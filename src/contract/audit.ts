@@ -73,6 +73,8 @@ export const verifyResult = z.union([
     checkpoints: z.number().int(),
     /** The anchored seq the chain was checked against, when an anchor was given. */
     anchorSeq: z.number().int().optional(),
+    /** Events committed after verify began and not chained yet (verified next time). */
+    pending: z.number().int().optional(),
   }),
   z.object({ ok: z.literal(false), count: z.number().int(), brokenSeq: z.number().int(), problem: z.string() }),
 ]);

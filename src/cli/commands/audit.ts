@@ -109,7 +109,8 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
           raw,
           () =>
             `OK: ${data.count} events verified (head seq ${data.headSeq}, ${data.checkpoints} signed checkpoints)` +
-            `${data.anchorSeq === undefined ? "" : `, anchored at seq ${data.anchorSeq}`}\n`,
+            `${data.anchorSeq === undefined ? "" : `, anchored at seq ${data.anchorSeq}`}` +
+            `${data.pending ? `; ${data.pending} newer events still waiting to be chained` : ""}\n`,
         );
         return;
       }
