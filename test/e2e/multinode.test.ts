@@ -3,7 +3,8 @@
  * (`node bin/stint.js server`) on one PostgreSQL database, 200 activations,
  * one process killed with SIGKILL. Every activation must end within 2 s of its
  * expiry and exactly once (one request.expired audit event each), and the
- * audit chain must verify.
+ * audit chain must verify. Node A holds the audit sequencer's lease when it dies: node B takes it over and
+ * chains what A left; no event is lost or chained twice.
  *
  * The activations last 5 s, as the acceptance text asks. They come in two
  * waves of 100, submitted 2.5 s apart and spread over both nodes: while the
@@ -300,10 +301,20 @@ describe("expiry on two nodes with one killed", () => {
         if (expiredAtKill >= KILL_AFTER_EXPIRED || Date.now() > killDeadline) break;
         await sleep(20);
       }
+      // Node A started first: it holds the audit sequencer's lease, so the kill takes the sequencer down mid-load.
+      const holder = async () =>
+        (await db.query<{ holder: string | null }>("select holder from audit_sequencer")).rows[0]?.holder ?? "";
+      expect(await holder()).toContain(`:${a.child.pid}:`);
       a.child.kill("SIGKILL");
       const killedAt = Date.now();
       const death = await a.exited;
       expect(death.signal).toBe("SIGKILL");
+      // Node B takes the lease over once A's runs out (5 s) and chains what A's transactions committed.
+      while (!(await holder()).includes(`:${b.child.pid}:`)) {
+        expect(Date.now() - killedAt, "node B did not take the sequencer over").toBeLessThan(15_000);
+        await sleep(50);
+      }
+      const takeoverMs = Date.now() - killedAt;
 
       // 5. Wait until the last expiry + 3 s, then look at the database.
       const lastExpiry = Math.max(...activations.map((x) => x.expiresAt));
@@ -335,6 +346,16 @@ describe("expiry on two nodes with one killed", () => {
         late.map((r) => `${r.id}: ${r.ended_at!.getTime() - r.expires_at.getTime()} ms`),
         "ended more than 2 s late",
       ).toEqual([]);
+
+      // Nothing the killed sequencer left behind is lost or chained twice: nothing waits, every id once.
+      for (;;) {
+        const { rows: waiting } = await db.query<{ n: string }>("select count(*) as n from audit_pending");
+        if (Number(waiting[0]!.n) === 0) break;
+        expect(Date.now() - lastExpiry, "audit events still waiting to be chained").toBeLessThan(20_000);
+        await sleep(50);
+      }
+      const { rows: twice } = await db.query("select id from audit_events group by id having count(*) > 1");
+      expect(twice, "audit events chained twice").toEqual([]);
 
       // Exactly one end event per activation, and it is the expiry.
       const { rows: ends } = await db.query<{ subject: string; action: string; n: string }>(
@@ -372,7 +393,7 @@ describe("expiry on two nodes with one killed", () => {
           `and ${secondWaveMs} ms, ${WAVE_GAP_MS / 1000} s apart); node A killed ${killedAt - firstWaveAt} ms after ` +
           `the first wave began, with ${expiredAtKill} expired; expired by A ${byA}, by B ${byB} (from their logs); ` +
           `lateness min ${lateness[0]} ms, p50 ${percentile(lateness, 50)} ms, p99 ${percentile(lateness, 99)} ms, ` +
-          `max ${lateness.at(-1)} ms; audit events ${verify.count}; boot and seeding ${booted} ms, total ${Date.now() - started} ms`,
+          `max ${lateness.at(-1)} ms; audit events ${verify.count}; sequencer taken over by B in ${takeoverMs} ms; boot and seeding ${booted} ms, total ${Date.now() - started} ms`,
       );
     },
   );
