@@ -9,7 +9,6 @@
  *
  * Needs the build (`npm run build`).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -18,74 +17,30 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { policySpec } from "../../src/contract/catalog.js";
 import { newId } from "../../src/lib/ids.js";
 import { createPgDatabase, PG_ADMIN_URL } from "../../src/testing/engines.js";
-import { assertBuilt, freePort, ROOT } from "../e2e/support.js";
+import { assertBuilt } from "../e2e/support.js";
+import {
+  queryOnce,
+  sleep,
+  startServerNode,
+  successOrStoreUnavailable,
+  terminateBackends,
+  waitFor as waitForCondition,
+  type Answer,
+  type ServerNode,
+} from "./support.js";
 
 const ADMIN_PASSWORD = "store-outage-admin-password";
 const ALICE_PASSWORD = "drill-password-for-the-requester";
 const TERMINATIONS = 6;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-interface Answer {
-  status: number;
-  code?: string;
-  retryAfter: string | null;
-}
-
-let child: ChildProcess;
-let output = "";
-let base: string;
+let node: ServerNode;
 let database: { url: string; drop: () => Promise<void> };
 let dataDir: string;
-let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
 
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env))
-    if (!key.startsWith("STINT_") && key !== "NODE_OPTIONS") env[key] = value;
-  return { ...env, ...extra };
-}
-
-async function call(method: string, url: string, auth?: string, body?: unknown): Promise<Answer & { body: unknown }> {
-  const res = await fetch(`${base}${url}`, {
-    method,
-    headers: {
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-      ...(auth ? { authorization: auth } : {}),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  const code = (parsed as { error?: { code?: string } } | null)?.error?.code;
-  return { status: res.status, ...(code ? { code } : {}), retryAfter: res.headers.get("retry-after"), body: parsed };
-}
-
-async function login(name: string, password: string): Promise<string> {
-  const res = await call("POST", "/v1/auth/login", undefined, { username: name, password });
-  if (res.status !== 200) throw new Error(`login ${name}: ${res.status} ${JSON.stringify(res.body)}`);
-  return `Bearer ${(res.body as { accessToken: string }).accessToken}`;
-}
-
-/** Terminates every backend of the server's database (the LISTEN connection too). */
-async function terminateBackends(): Promise<number> {
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await admin.connect();
-  try {
-    const name = new URL(database.url).pathname.slice(1);
-    const result = await admin.query(
-      "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-      [name],
-    );
-    return result.rowCount ?? 0;
-  } finally {
-    await admin.end();
-  }
-}
+const call = (method: string, url: string, auth?: string, body?: unknown) => node.call(method, url, auth, body);
+const login = (name: string, password: string) => node.login(name, password);
+const waitFor = <T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>) =>
+  waitForCondition(what, timeoutMs, probe, () => node.output());
 
 /** A role on an internal target that anyone eligible activates without approval, MFA or a long reason. */
 async function seedRole(roleName: string, principal: string): Promise<void> {
@@ -123,25 +78,10 @@ async function seedRole(roleName: string, principal: string): Promise<void> {
 }
 
 async function grantState(requestId: string): Promise<string | undefined> {
-  const db = new pg.Client({ connectionString: database.url });
-  await db.connect();
-  try {
-    const result = await db.query<{ state: string }>("select state from grants where request_id = $1", [requestId]);
-    return result.rows[0]?.state;
-  } finally {
-    await db.end();
-  }
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(`${what} did not happen within ${timeoutMs} ms; server output:\n${output}`);
-    await sleep(100);
-  }
+  const rows = await queryOnce<{ state: string }>(database.url, "select state from grants where request_id = $1", [
+    requestId,
+  ]);
+  return rows[0]?.state;
 }
 
 /** Activates `role` as alice for `duration`: the grant must reach `active` through the outbox. */
@@ -155,39 +95,17 @@ beforeAll(async () => {
   assertBuilt();
   database = await createPgDatabase();
   dataDir = await mkdtemp(path.join(tmpdir(), "stint-store-outage-"));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  child = spawn(process.execPath, ["bin/stint.js", "server"], {
-    cwd: ROOT,
-    env: childEnv({
-      STINT_LISTEN: `127.0.0.1:${port}`,
-      STINT_DATA_DIR: dataDir,
-      STINT_DATABASE_URL: database.url,
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      STINT_LOG_LEVEL: "warn",
-      // Only a NOTIFY makes the outbox run a job promptly: the poll would take a minute.
-      STINT_OUTBOX_POLL: "60s",
-      STINT_SSH_PROXY_LISTEN: "off",
-      STINT_PG_PROXY_LISTEN: "off",
-    }),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const collect = (chunk: Buffer) => (output = (output + chunk.toString("utf8")).slice(-20_000));
-  child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
-  child.once("exit", (code, signal) => (exited = { code, signal }));
-  await waitFor("readiness", 60_000, async () => {
-    if (exited) throw new Error(`the server exited early:\n${output}`);
-    const res = await fetch(`${base}/readyz`);
-    return res.ok ? true : undefined;
+  node = await startServerNode("outage", {
+    STINT_DATA_DIR: dataDir,
+    STINT_DATABASE_URL: database.url,
+    STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    // Only a NOTIFY makes the outbox run a job promptly: the poll would take a minute.
+    STINT_OUTBOX_POLL: "60s",
   });
 }, 120_000);
 
 afterAll(async () => {
-  if (child && !exited) {
-    child.kill("SIGKILL");
-    await new Promise((resolve) => child.once("exit", resolve));
-  }
+  await node?.kill();
   await database?.drop().catch(() => undefined);
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
@@ -231,20 +149,19 @@ describe("store connection loss (issue 13 finding 1)", () => {
     }
     const load = Promise.all(Array.from({ length: 4 }, worker));
     let terminated = 0;
+    const databaseName = new URL(database.url).pathname.slice(1);
     for (let i = 0; i < TERMINATIONS; i++) {
       await sleep(400);
-      terminated += await terminateBackends();
+      terminated += await terminateBackends(PG_ADMIN_URL, databaseName);
     }
     await sleep(400);
     loading = false;
     await load;
 
-    expect(exited, `the server exited:\n${output}`).toBeUndefined();
+    expect(node.exited(), `the server exited:\n${node.output()}`).toBeUndefined();
     expect(terminated).toBeGreaterThan(TERMINATIONS);
     expect(failures).toEqual([]);
-    const unexpected = answers.filter(
-      (a) => !(a.status < 300 || (a.status === 503 && a.code === "STORE_UNAVAILABLE" && a.retryAfter !== null)),
-    );
+    const unexpected = answers.filter((a) => !successOrStoreUnavailable(a));
     expect(unexpected).toEqual([]);
     // The outage was felt: some requests in flight lost their connection and said so.
     expect(answers.filter((a) => a.code === "STORE_UNAVAILABLE").length).toBeGreaterThan(0);
@@ -270,6 +187,6 @@ describe("store connection loss (issue 13 finding 1)", () => {
     await waitFor("expiry and revocation after the outage", 15_000, async () =>
       (await grantState(second)) === "revoked" ? true : undefined,
     );
-    expect(exited).toBeUndefined();
+    expect(node.exited()).toBeUndefined();
   });
 });

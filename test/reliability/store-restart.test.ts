@@ -10,16 +10,25 @@
  *
  * Needs the build (`npm run build`), root and Debian's postgresql-15 (a throwaway cluster).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { randomBytes } from "node:crypto";
-import { startPostgres, type PostgresInstance } from "../../src/testing/postgres-instance.js";
 import { selfServicePolicy } from "../../src/testing/targets-harness.js";
-import { assertBuilt, freePort, ROOT } from "../e2e/support.js";
+import { assertBuilt } from "../e2e/support.js";
+import {
+  postgresTarget,
+  queryOnce,
+  sleep,
+  startServerNode,
+  startStoreCluster,
+  successOrStoreUnavailable,
+  waitFor as waitForCondition,
+  type Answer,
+  type ServerNode,
+  type StoreCluster,
+} from "./support.js";
 
 const ADMIN_PASSWORD = "store-restart-admin-password";
 const ALICE_PASSWORD = "drill-password-for-the-requester";
@@ -29,139 +38,33 @@ const DOWN_MS = 3_000;
 /** No request may take longer than this, outage or not (the pool's connect timeout is 5 s). */
 const ANSWER_BOUND_MS = 8_000;
 /** The target: a database on the machine's PostgreSQL (not the store's cluster, which restarts). */
-const TARGET_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres";
-const hex = randomBytes(4).toString("hex");
-const targetDb = `stint_rs_${hex}`;
-const aliceLogin = `stint_rs_alice_${hex}`;
-const targetRoles = [...Array.from({ length: ROLES }, (_, i) => `stint_rs_r${i}_${hex}`), `stint_rs_after_${hex}`];
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const target = postgresTarget({
+  prefix: "stint_rs",
+  users: ["alice"],
+  roles: [...Array.from({ length: ROLES }, (_, i) => `restart-${i}`), "restart-after"],
+});
 
-interface Answer {
-  what: string;
-  status: number;
-  code?: string;
-  retryAfter: string | null;
-  ms: number;
-  body: unknown;
-}
-
-let cluster: PostgresInstance;
-let databaseUrl: string;
-let child: ChildProcess;
-let output = "";
-let base: string;
+let store: StoreCluster;
+let node: ServerNode;
 let dataDir: string;
 /** The read load runs while true (afterAll stops it too, should an assertion throw first). */
 let loading = false;
-let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
 
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env))
-    if (!key.startsWith("STINT_") && key !== "NODE_OPTIONS") env[key] = value;
-  return { ...env, ...extra };
-}
-
-async function call(method: string, url: string, auth?: string, body?: unknown): Promise<Answer> {
-  const started = Date.now();
-  const res = await fetch(`${base}${url}`, {
-    method,
-    headers: {
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-      ...(auth ? { authorization: auth } : {}),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  const code = (parsed as { error?: { code?: string } } | null)?.error?.code;
-  return {
-    what: `${method} ${url}`,
-    status: res.status,
-    ...(code ? { code } : {}),
-    retryAfter: res.headers.get("retry-after"),
-    ms: Date.now() - started,
-    body: parsed,
-  };
-}
-
-async function login(name: string, password: string): Promise<string> {
-  const res = await call("POST", "/v1/auth/login", undefined, { username: name, password });
-  if (res.status !== 200) throw new Error(`login ${name}: ${res.status} ${JSON.stringify(res.body)}`);
-  return `Bearer ${(res.body as { accessToken: string }).accessToken}`;
-}
-
-async function query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
-  const db = new pg.Client({ connectionString: databaseUrl });
-  db.on("error", () => undefined);
-  await db.connect();
-  try {
-    return (await db.query<R>(text, values)).rows;
-  } finally {
-    await db.end();
-  }
-}
-
-async function onTarget<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> {
-  const db = new pg.Client({ connectionString: TARGET_ADMIN_URL });
-  await db.connect();
-  try {
-    return (await db.query<R>(text, values)).rows;
-  } finally {
-    await db.end();
-  }
-}
-
-/** The target roles alice's login is a member of right now. */
-async function memberships(): Promise<string[]> {
-  const rows = await onTarget<{ role: string }>(
-    `select r.rolname as role from pg_auth_members m join pg_roles r on r.oid = m.roleid
-       join pg_roles u on u.oid = m.member where u.rolname = $1`,
-    [aliceLogin],
-  );
-  return rows.map((r) => r.role);
-}
+const call = (method: string, url: string, auth?: string, body?: unknown) => node.call(method, url, auth, body);
+const login = (name: string, password: string) => node.login(name, password);
+const query = <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
+  queryOnce<R>(store.databaseUrl, text, values);
+const waitFor = <T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>) =>
+  waitForCondition(what, timeoutMs, probe, () => node.output());
 
 /** A real PostgreSQL target and roles anyone eligible activates without approval or MFA. */
 async function seedRoles(admin: string): Promise<void> {
-  await onTarget(`create database ${targetDb}`);
-  await onTarget(`create role ${aliceLogin} login`);
-  for (const role of targetRoles) await onTarget(`create role ${role} nologin`);
-  const roleYaml = targetRoles
-    .map(
-      (role, i) => `
-  - name: ${i < ROLES ? `restart-${i}` : "restart-after"}
-    target: restart-db
-    entitlement: { role: ${role} }
-    policy: restart-self
-    risk: low`,
-    )
-    .join("");
+  await target.create();
   const applied = await call("POST", "/v1/config/apply", admin, {
     yaml: `
 apiVersion: stint/v1
 policies:${selfServicePolicy("restart-self")}
-targets:
-  - name: restart-db
-    kind: postgres
-    address: postgres://postgres@127.0.0.1:5432/${targetDb}?sslmode=disable
-    identity: { template: "stint_rs_{{name}}_${hex}" }
-    options: { ignore: [postgres] }
-roles:${roleYaml}
-eligibility:
-${targetRoles
-  .map(
-    (_, i) => `  - role: ${i < ROLES ? `restart-${i}` : "restart-after"}
-    users: [alice]`,
-  )
-  .join("\n")}
-`,
+${target.yaml("restart-self")}`,
   });
   if (applied.status >= 300) throw new Error(`apply: ${applied.status} ${JSON.stringify(applied.body)}`);
 }
@@ -179,69 +82,24 @@ async function revokedCount(requestIds: string[]): Promise<number> {
   return Number(rows[0]!.n);
 }
 
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(`${what} did not happen within ${timeoutMs} ms; server output:\n${output}`);
-    await sleep(100);
-  }
-}
-
 beforeAll(async () => {
   assertBuilt();
-  cluster = await startPostgres();
-  const admin = new pg.Client({
-    host: "127.0.0.1",
-    port: cluster.port,
-    user: "postgres",
-    database: "postgres",
-    password: cluster.adminPassword,
-  });
-  await admin.connect();
-  await admin.query("create database stint");
-  await admin.end();
-  databaseUrl = `postgres://postgres:${cluster.adminPassword}@127.0.0.1:${cluster.port}/stint`;
+  store = await startStoreCluster();
   dataDir = await mkdtemp(path.join(tmpdir(), "stint-store-restart-"));
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  child = spawn(process.execPath, ["bin/stint.js", "server"], {
-    cwd: ROOT,
-    env: childEnv({
-      STINT_LISTEN: `127.0.0.1:${port}`,
-      STINT_DATA_DIR: dataDir,
-      STINT_DATABASE_URL: databaseUrl,
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      STINT_LOG_LEVEL: "warn",
-      // Only a NOTIFY makes the outbox run a job promptly: the poll would take a minute.
-      STINT_OUTBOX_POLL: "60s",
-      STINT_SSH_PROXY_LISTEN: "off",
-      STINT_PG_PROXY_LISTEN: "off",
-    }),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const collect = (chunk: Buffer) => (output = (output + chunk.toString("utf8")).slice(-20_000));
-  child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
-  child.once("exit", (code, signal) => (exited = { code, signal }));
-  await waitFor("readiness", 60_000, async () => {
-    if (exited) throw new Error(`the server exited early:\n${output}`);
-    const res = await fetch(`${base}/readyz`);
-    return res.ok ? true : undefined;
+  node = await startServerNode("restart", {
+    STINT_DATA_DIR: dataDir,
+    STINT_DATABASE_URL: store.databaseUrl,
+    STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    // Only a NOTIFY makes the outbox run a job promptly: the poll would take a minute.
+    STINT_OUTBOX_POLL: "60s",
   });
 }, 120_000);
 
 afterAll(async () => {
   loading = false;
-  if (child && !exited) {
-    child.kill("SIGKILL");
-    await new Promise((resolve) => child.once("exit", resolve));
-  }
-  await cluster?.stop().catch(() => undefined);
-  await onTarget(`drop database if exists ${targetDb} with (force)`).catch(() => undefined);
-  for (const role of [aliceLogin, ...targetRoles]) await onTarget(`drop role if exists ${role}`).catch(() => undefined);
+  await node?.kill();
+  await store?.stop().catch(() => undefined);
+  await target.drop();
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
 
@@ -291,7 +149,7 @@ describe("store restart (issue 13 finding 1)", () => {
     let downTotalMs = 0;
     await sleep(2_500);
     let down = Date.now();
-    await cluster.restart({ downMs: DOWN_MS });
+    await store.instance.restart({ downMs: DOWN_MS });
     let up = Date.now();
     downTotalMs += up - down;
     await waitFor("a successful read after the first restart", 5_000, async () =>
@@ -306,7 +164,7 @@ describe("store restart (issue 13 finding 1)", () => {
     );
     await sleep(500);
     down = Date.now();
-    await cluster.restart({ downMs: DOWN_MS });
+    await store.instance.restart({ downMs: DOWN_MS });
     up = Date.now();
     downTotalMs += up - down;
 
@@ -332,13 +190,12 @@ describe("store restart (issue 13 finding 1)", () => {
     // LISTEN retries every second; without the catch-up this waits for the minute-long poll.
     expect(provisionedMs).toBeLessThan(2_000);
 
-    expect(exited, `the server exited:\n${output}`).toBeUndefined();
+    expect(node.exited(), `the server exited:\n${node.output()}`).toBeUndefined();
     expect(failures).toEqual([]);
     const unexpected = answers.filter(
       (a) =>
         !(
-          a.status < 300 ||
-          (a.status === 503 && a.code === "STORE_UNAVAILABLE" && a.retryAfter !== null) ||
+          successOrStoreUnavailable(a) ||
           // The workload asks for a role whose previous activation is still running: its own doing.
           (a.status === 409 && a.what.startsWith("POST"))
         ),
@@ -371,12 +228,12 @@ describe("store restart (issue 13 finding 1)", () => {
     ).toEqual([]);
 
     // No privilege remains at the target but the one activation still running.
-    expect(await memberships()).toEqual([targetRoles[ROLES]]);
+    expect(await target.memberships()).toEqual([{ user: "alice", role: "restart-after" }]);
 
     const verified = await call("POST", "/v1/audit/verify", admin, {});
     expect(verified.status, JSON.stringify(verified.body)).toBe(200);
     expect(verified.body).toMatchObject({ ok: true });
-    expect(exited).toBeUndefined();
+    expect(node.exited()).toBeUndefined();
     console.info(
       `store restart: ${answers.length} answers (${answers.filter((a) => a.code === "STORE_UNAVAILABLE").length} STORE_UNAVAILABLE), ` +
         `${acknowledged.length} activations acknowledged, down ${downTotalMs} ms in all, back within ${recoveryMs}/${secondRecoveryMs} ms, ` +
