@@ -103,7 +103,7 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
   // pool discards the broken client when it is released and opens a fresh one on demand.
   pool.on("connect", (client) => client.on("error", () => undefined));
   pool.on("error", () => undefined);
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: checkedAfterLoss(pool) }) });
   const listeners = new Set<() => Promise<void>>();
   return makeStore(
     "postgres",
@@ -122,6 +122,63 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
       };
     },
   );
+}
+
+/**
+ * The pool as Kysely sees it, handing out only connections that are alive after a loss. When the
+ * server ends backends (pg_terminate_backend of all of them, a restart, a failover), the caller whose
+ * statement failed learns it first, while the idle connections' own notices still wait in their
+ * sockets: the pool would hand one of them to the very next statement (the outbox recording that
+ * attempt's failure, say), which then fails as well. So every statement that fails for a lost
+ * connection marks the idle ones suspect, and a suspect connection answers `select 1` before it is
+ * handed out; one that cannot is discarded and the next taken (a fresh one once none is left).
+ */
+function checkedAfterLoss(pool: pg.Pool) {
+  /** Bumped at every connection loss seen; a connection checked at an older one is suspect. */
+  let losses = 0;
+  const checkedAt = new WeakMap<pg.PoolClient, number>();
+  const wrappers = new WeakMap<pg.PoolClient, pg.PoolClient>();
+  const noteLoss = (error: unknown) => {
+    if (isStoreUnavailable(error)) losses += 1;
+  };
+  pool.on("connect", (client) => {
+    checkedAt.set(client, losses);
+    client.on("error", noteLoss);
+  });
+  /** The client with a query() that notes a loss before its caller hears of it. */
+  const wrap = (client: pg.PoolClient): pg.PoolClient => {
+    let wrapper = wrappers.get(client);
+    if (!wrapper) {
+      wrapper = Object.create(client) as pg.PoolClient;
+      wrapper.query = ((...args: Parameters<pg.PoolClient["query"]>) => {
+        const result = (client.query as (...a: unknown[]) => unknown)(...args);
+        if (result instanceof Promise) result.catch(noteLoss);
+        return result;
+      }) as pg.PoolClient["query"];
+      wrapper.release = (error?: Error | boolean) => client.release(error);
+      wrappers.set(client, wrapper);
+    }
+    return wrapper;
+  };
+  return {
+    async connect(): Promise<pg.PoolClient> {
+      // Each idle connection is tried at most once; then the pool opens a fresh one (or fails to).
+      for (let tries = 0; ; tries++) {
+        const client = await pool.connect();
+        const seen = losses;
+        if ((checkedAt.get(client) ?? -1) >= seen) return wrap(client);
+        try {
+          await client.query("select 1");
+          checkedAt.set(client, seen);
+          return wrap(client);
+        } catch (error) {
+          client.release(true);
+          if (!isStoreUnavailable(error) || tries >= pool.options.max) throw error;
+        }
+      }
+    },
+    end: () => pool.end(),
+  };
 }
 
 const LISTEN_RETRY_MS = 1000;

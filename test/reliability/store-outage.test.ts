@@ -6,15 +6,19 @@
  * flight either succeeds or gets 503 STORE_UNAVAILABLE with Retry-After; afterwards requests succeed,
  * every acknowledged write is there, and the scheduler, the outbox runner and LISTEN/NOTIFY work again
  * (the outbox polls only every minute here, so a prompt provisioning shows the NOTIFY wake-up).
+ * And in the store itself: right after a statement loses its connection, the next statement gets a
+ * live one (the pool's idle connections died with it, their notices still unread).
  *
  * Needs the build (`npm run build`).
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { sql } from "kysely";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { policySpec } from "../../src/contract/catalog.js";
+import { isStoreUnavailable, openStore } from "../../src/lib/db.js";
 import { newId } from "../../src/lib/ids.js";
 import { createPgDatabase, PG_ADMIN_URL } from "../../src/testing/engines.js";
 import { assertBuilt } from "../e2e/support.js";
@@ -188,5 +192,40 @@ describe("store connection loss (issue 13 finding 1)", () => {
       (await grantState(second)) === "revoked" ? true : undefined,
     );
     expect(node.exited()).toBeUndefined();
+  });
+
+  it("after a statement loses its connection, the very next statement gets a live one", async () => {
+    const own = await createPgDatabase();
+    const store = await openStore({ databaseUrl: own.url, poolSize: 5 });
+    const name = new URL(own.url).pathname.slice(1);
+    try {
+      for (let round = 1; round <= 5; round++) {
+        // Idle pooled connections, and one statement in flight when every backend is terminated.
+        await Promise.all(Array.from({ length: 4 }, () => sql`select pg_sleep(0.01)`.execute(store.db)));
+        // When it fails, the next statement goes at once, as the outbox runner records a failed attempt.
+        const inFlight = sql`select pg_sleep(30)`.execute(store.db).then(
+          () => ({ error: new Error("the statement survived its backend"), next: undefined }),
+          async (error: unknown) => ({
+            error,
+            next: await sql<{ one: number }>`select 1 as one`.execute(store.db).catch((e: unknown) => e),
+          }),
+        );
+        await waitFor("the statement to run", 5_000, async () => {
+          const rows = await queryOnce(
+            PG_ADMIN_URL,
+            "select 1 from pg_stat_activity where datname = $1 and query = 'select pg_sleep(30)'",
+            [name],
+          );
+          return rows.length > 0 || undefined;
+        });
+        expect(await terminateBackends(PG_ADMIN_URL, name)).toBeGreaterThanOrEqual(2);
+        const { error, next } = await inFlight;
+        expect(isStoreUnavailable(error), String(error)).toBe(true);
+        expect(next, `round ${round}: ${String(next)}`).toEqual({ rows: [{ one: 1 }] });
+      }
+    } finally {
+      await store.close();
+      await own.drop();
+    }
   });
 });
