@@ -156,7 +156,11 @@ describe("store restart (issue 13 finding 1)", () => {
       (await call("GET", "/v1/users", admin)).status === 200 ? true : undefined,
     );
     const recoveryMs = Date.now() - up;
+    // Activations go on a while after it (on a loaded machine, until each role has had one).
     await sleep(2_500);
+    await waitFor("an activation acknowledged per role", 30_000, async () =>
+      acknowledged.length >= ROLES ? true : undefined,
+    );
     activating = false;
     await Promise.all(activators);
     await waitFor("every activation acknowledged so far ended", DURATION_S * 1000 + downTotalMs + 5_000, async () =>
