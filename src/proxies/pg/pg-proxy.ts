@@ -34,7 +34,6 @@ import {
   scramClientFirst,
   tlsServerEndPoint,
   verifyScramServerFinal,
-  type BackendMessage,
   type FrontendMessage,
   type ScramClientFinal,
   type ScramClientFirst,
@@ -48,15 +47,16 @@ import {
   type SessionGate,
   type UpstreamPostgres,
 } from "../../modules/sessions/sessions.types.js";
-import { createQueryLogTracker } from "./query-log.js";
+import { createQueryLogTracker, type TrackedBackendMessage } from "./query-log.js";
 import { startUpstreamTls } from "./upstream-tls.js";
 import {
   connectTcp,
   createFrameInbox,
   createFrameScanner,
+  createRelayScanner,
   forward,
   frameBytes,
-  type Frame,
+  messageTypes,
   type FrameInbox,
   type FrameScanner,
   type KeptFrame,
@@ -120,6 +120,8 @@ const FORWARDED_PARAMETERS = new Map(
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** On a kill, how long to wait for the server's current message to end before cutting the client off. */
 const KILL_FLUSH_MS = 2_000;
+/** Relayed byte counts reach the sessions module (metrics, the session's totals) at most this late. */
+const BYTES_FLUSH_MS = 250;
 /** Sockets still open this long after their end are destroyed. */
 const LINGER_MS = 5_000;
 
@@ -172,15 +174,53 @@ export function md5PasswordAnswer(user: string, password: string, salt: Buffer):
   );
 }
 
-function parseFrontendFrame(frame: Frame): FrontendMessage | null {
-  if (frame.body === null || frame.type === null) return null;
-  return parseFrontendMessage(frame.type, frame.body);
+/**
+ * In session, the relay reads the bodies of these client messages only (what the query log needs:
+ * Query, Parse, Bind, Describe, Execute, Close, FunctionCall), and of these server messages only
+ * (CommandComplete, ErrorResponse); every other message is relayed on its header alone.
+ */
+const FRONTEND_READ = messageTypes("QPBDECF");
+const BACKEND_READ = messageTypes("CE");
+const QUERY = 0x51; // 'Q'
+const SYNC_TYPE = 0x53; // 'S'
+const TERMINATE = 0x58; // 'X'
+const COMMAND_COMPLETE = 0x43; // 'C'
+const SYNC: FrontendMessage = Object.freeze({ kind: "Sync" });
+
+/** The backend messages the query log follows by kind alone, by type byte. */
+const BACKEND_BY_TYPE: (TrackedBackendMessage | undefined)[] = (() => {
+  const table: (TrackedBackendMessage | undefined)[] = new Array(256);
+  const kinds: [string, TrackedBackendMessage["kind"]][] = [
+    ["1", "ParseComplete"],
+    ["2", "BindComplete"],
+    ["3", "CloseComplete"],
+    ["T", "RowDescription"],
+    ["n", "NoData"],
+    ["D", "DataRow"],
+    ["I", "EmptyQueryResponse"],
+    ["s", "PortalSuspended"],
+    ["V", "FunctionCallResponse"],
+    ["Z", "ReadyForQuery"],
+  ];
+  for (const [type, kind] of kinds) table[type.charCodeAt(0)] = Object.freeze({ kind }) as TrackedBackendMessage;
+  return table;
+})();
+
+/** A client message the query log reads, from its type byte and body; the codec's checks apply. */
+function frontendMessage(type: number, body: Buffer): FrontendMessage {
+  // The common case, read directly: one NUL-terminated string and nothing after it.
+  if (type === QUERY && body.length > 0 && body.indexOf(0) === body.length - 1)
+    return { kind: "Query", sql: body.toString("utf8", 0, body.length - 1) };
+  return parseFrontendMessage(String.fromCharCode(type), body);
 }
 
-function parseBackendFrame(frame: Frame): BackendMessage | null {
-  if (frame.type === "D") return { kind: "DataRow", values: [] };
-  if (frame.body === null || frame.type === null) return null;
-  return parseBackendMessage(frame.type, frame.body);
+/** A server message the query log reads (CommandComplete, ErrorResponse); the codec's checks apply. */
+function backendMessage(type: number, body: Buffer): TrackedBackendMessage {
+  if (type === COMMAND_COMPLETE && body.length > 0 && body.indexOf(0) === body.length - 1)
+    return { kind: "CommandComplete", tag: body.toString("utf8", 0, body.length - 1) };
+  const message = parseBackendMessage(String.fromCharCode(type), body);
+  if (message.kind === "CommandComplete" || message.kind === "ErrorResponse") return message;
+  throw new PgWireError("BAD_VALUE", `unexpected '${String.fromCharCode(type)}' message`);
 }
 
 /** Sends a CancelRequest to a server on a fresh connection; failures are only logged. */
@@ -465,7 +505,9 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     const tracker = createQueryLogTracker({ keepParameters: session.policy.queryParameters });
     let phase: "handshake" | "relay" | "killing" | "closed" = "handshake";
     let upstream: Socket | null = null;
-    let upstreamScanner: FrameScanner | null = null;
+    /** Where the streams' frames end: the handshake's scanners, then (in session) the relay's. */
+    let upstreamScanner: Pick<FrameScanner, "remainingInFrame"> | null = null;
+    let clientFrames: Pick<FrameScanner, "remainingInFrame"> = clientScanner;
     let cancelTarget: CancelTarget | null = null;
     let realKey: { processId: number; secretKey: Buffer } | null = null;
     let deliverKill: (() => void) | null = null;
@@ -475,9 +517,33 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let resolveDone: () => void = () => {};
     const done = new Promise<void>((resolve) => (resolveDone = resolve));
 
+    /**
+     * Relayed bytes are counted here and handed to the sessions module in sums (a metric update per
+     * chunk costs as much as relaying it): at most BYTES_FLUSH_MS late, and all of them before the
+     * session ends.
+     */
+    const relayed = { up: 0, down: 0 };
+    let bytesTimer: NodeJS.Timeout | null = null;
+    const flushBytes = (): void => {
+      if (bytesTimer !== null) clearTimeout(bytesTimer);
+      bytesTimer = null;
+      if (relayed.up > 0) session.countBytes("up", relayed.up);
+      if (relayed.down > 0) session.countBytes("down", relayed.down);
+      relayed.up = 0;
+      relayed.down = 0;
+    };
+    const countBytes = (direction: "up" | "down", n: number): void => {
+      relayed[direction] += n;
+      if (bytesTimer === null) {
+        bytesTimer = setTimeout(flushBytes, BYTES_FLUSH_MS);
+        bytesTimer.unref();
+      }
+    };
+
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;
       phase = "closed";
+      flushBytes();
       session.signal.removeEventListener("abort", onAbort);
       if (cancelTarget !== null) removeCancelTarget(cancelTarget);
       live.delete(entry);
@@ -507,7 +573,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       // What was running when the session was ended is logged too, marked interrupted.
       if (wasRelay) for (const logged of tracker.interrupt(end.reason)) record(logged);
       if (upstream !== null) {
-        if (clientScanner.remainingInFrame() === 0) upstream.end(encodeTerminate());
+        if (clientFrames.remainingInFrame() === 0) upstream.end(encodeTerminate());
         else upstream.destroy();
       }
       deliverKill = () => {
@@ -546,33 +612,43 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       finish("error", `malformed ${side} protocol stream: ${errorMessage(error)}`);
     };
 
-    const trackFrontend = (frame: Frame): void => {
-      if (frame.type === "X") clientTerminated = true;
-      const message = parseFrontendFrame(frame);
-      if (message !== null) tracker.frontend(message);
-    };
-    const trackBackend = (frame: Frame): void => {
-      const message = parseBackendFrame(frame);
-      if (message === null) return;
-      for (const logged of tracker.backend(message)) record(logged);
-    };
     const record = (logged: QueryLogEntry): void => session.recorder.query(logged);
+    /** A client message in session: the query log reads what it needs (see FRONTEND_READ). */
+    const trackFrontend = (type: number, body: Buffer | null): void => {
+      if (phase !== "relay") return;
+      if (type === SYNC_TYPE) tracker.frontend(SYNC);
+      else if (type === TERMINATE) clientTerminated = true;
+      else if (body !== null && FRONTEND_READ[type] === 1) tracker.frontend(frontendMessage(type, body));
+    };
+    /** A server message in session: most are followed by their type alone (see BACKEND_READ). */
+    const trackBackend = (type: number, body: Buffer | null): void => {
+      if (phase !== "relay") return;
+      const message = body !== null && BACKEND_READ[type] === 1 ? backendMessage(type, body) : BACKEND_BY_TYPE[type];
+      if (message === undefined) return;
+      const logged = tracker.backend(message);
+      for (let i = 0; i < logged.length; i++) record(logged[i]!);
+    };
+    const clientRelay = createRelayScanner({ keep: FRONTEND_READ, onFrame: trackFrontend });
+    const upstreamRelay = createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend });
+    const trackKept = (frame: KeptFrame, track: (type: number, body: Buffer | null) => void): void => {
+      if (frame.type !== null) track(frame.type.charCodeAt(0), frame.body);
+    };
 
     const onClientData = (chunk: Buffer): void => {
       if (phase !== "relay" || upstream === null) return;
       try {
-        for (const frame of clientScanner.push(chunk)) trackFrontend(frame);
+        clientRelay.push(chunk);
       } catch (error) {
         failProtocol("client", error);
         return;
       }
-      session.countBytes("up", chunk.length);
+      countBytes("up", chunk.length);
       forward(client, upstream, chunk);
     };
 
     const onUpstreamData = (chunk: Buffer): void => {
-      const scanner = upstreamScanner;
-      if (upstream === null || scanner === null) return;
+      const scanner = upstreamRelay;
+      if (upstream === null) return;
       if (phase === "killing") {
         // Pass on only the rest of the message in flight, then the FATAL.
         let offset = 0;
@@ -591,12 +667,12 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       }
       if (phase !== "relay") return;
       try {
-        for (const frame of scanner.push(chunk)) trackBackend(frame);
+        scanner.push(chunk);
       } catch (error) {
         failProtocol("server", error);
         return;
       }
-      session.countBytes("down", chunk.length);
+      countBytes("down", chunk.length);
       forward(upstream, client, chunk);
     };
 
@@ -684,28 +760,35 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       phase = "relay";
       const fromServer = inbox.detach();
       const fromClient = clientInbox.detach();
+      // From here on the relay's scanners follow the streams, from where the handshake's stopped.
+      clientFrames = clientRelay;
+      upstreamScanner = upstreamRelay;
       socket.on("data", onUpstreamData);
       client.on("data", onClientData);
       try {
         // Whatever arrived during the handshake after its last message goes on, in order.
         for (const frame of fromClient) {
-          trackFrontend(frame);
+          trackKept(frame, trackFrontend);
           socket.write(frameBytes(frame));
         }
         const clientPartial = clientScanner.pending();
-        if (clientPartial.length > 0) socket.write(clientPartial);
+        if (clientPartial.length > 0) {
+          clientRelay.push(clientPartial);
+          socket.write(clientPartial);
+        }
         for (const frame of fromServer) {
-          trackBackend(frame);
+          trackKept(frame, trackBackend);
           client.write(frameBytes(frame));
         }
         const serverPartial = scanner.pending();
-        if (serverPartial.length > 0) client.write(serverPartial);
+        if (serverPartial.length > 0) {
+          upstreamRelay.push(serverPartial);
+          client.write(serverPartial);
+        }
       } catch (error) {
         failProtocol("handshake", error);
         return;
       }
-      clientScanner.keep((type) => type !== "d");
-      scanner.keep((type) => type !== "D" && type !== "d");
       slog.info("postgres session relaying");
     };
 

@@ -3,6 +3,7 @@
  * encoders (and its field writers for the messages it has no encoder for), framed by the codec's
  * readers, with a clock moved by hand.
  */
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   createBackendReader,
@@ -13,6 +14,7 @@ import {
   encodeSync,
 } from "../../lib/pg-wire.js";
 import { cstring, int16, int32, typed } from "../../lib/pg-wire/buffers.js";
+import { queryLogLine } from "../../contract/recording.js";
 import type { QueryLogEntry } from "../../modules/sessions/sessions.types.js";
 import { createQueryLogTracker, describeParameters, parseCommandTag } from "./query-log.js";
 
@@ -432,6 +434,42 @@ describe("command tags and parameters", () => {
     ["FETCH 10", "FETCH", 10],
   ])("%s", (tag, command, rows) => {
     expect(parseCommandTag(tag)).toEqual({ command, rows });
+  });
+
+  it("reads any tag as the general rule does (words; trailing numbers are counts, the last one the rows)", () => {
+    const general = (tag: string) => {
+      const words = tag.trim().split(/\s+/);
+      let end = words.length;
+      while (end > 0 && /^\d+$/.test(words[end - 1] ?? "")) end--;
+      const counts = words.slice(end);
+      const command = words.slice(0, end).join(" ");
+      return { command: command === "" ? tag : command, rows: counts.length > 0 ? Number(counts.at(-1)) : null };
+    };
+    const tagText = fc.stringMatching(/^[A-Z0-9 \t]{0,12}$/);
+    fc.assert(
+      fc.property(tagText, (tag) => {
+        expect(parseCommandTag(tag)).toEqual(general(tag));
+      }),
+    );
+  });
+
+  it("a recorded line is the entry as JSON, its time first", () => {
+    const entries: QueryLogEntry[] = [
+      { statement: "SELECT 1", durationMs: 0.25, rows: 1, command: "SELECT", error: null },
+      {
+        statement: 'say "hi"\n\u2028',
+        durationMs: 0,
+        rows: null,
+        command: null,
+        error: "42P01: no",
+        parameters: ["x", null],
+      },
+      { statement: "", durationMs: 3, rows: 2, command: null, error: "interrupted: killed", interrupted: true },
+    ];
+    for (const [i, entry] of entries.entries()) {
+      const time = [0, 1.5, 12345.678][i]!;
+      expect(queryLogLine(time, entry)).toBe(`${JSON.stringify({ t: time, ...entry })}\n`);
+    }
   });
 
   it("decodes text, describes binary, keeps NULL", () => {

@@ -16,17 +16,43 @@
  *   arrived if later, to when its result arrived. PostgreSQL buffers extended-protocol results until
  *   Sync or Flush, so statements pipelined in one batch cannot be timed apart.
  */
-import type { BackendMessage, FrontendMessage } from "../../lib/pg-wire.js";
+import type { BackendMessage, FrontendMessage, NoticeFields } from "../../lib/pg-wire.js";
 import type { QueryLogEntry } from "../../modules/sessions/sessions.types.js";
+
+/**
+ * What the tracker reads of a backend message: the kind, a CommandComplete's tag and an
+ * ErrorResponse's fields. A relay passes these (constants for the bodiless kinds) instead of parsing
+ * every message it forwards; a whole BackendMessage does as well.
+ */
+export type TrackedBackendMessage =
+  | {
+      kind:
+        | "ParseComplete"
+        | "BindComplete"
+        | "CloseComplete"
+        | "RowDescription"
+        | "NoData"
+        | "DataRow"
+        | "EmptyQueryResponse"
+        | "PortalSuspended"
+        | "FunctionCallResponse"
+        | "ReadyForQuery";
+    }
+  | { kind: "CommandComplete"; tag: string }
+  | { kind: "ErrorResponse"; fields: NoticeFields };
+
+/** Most backend messages complete no entry: one shared empty answer, not an array each. */
+const NO_ENTRIES: readonly QueryLogEntry[] = Object.freeze([]);
 
 export interface QueryLogTracker {
   /** A message the client sent (after the startup phase). */
   frontend(message: FrontendMessage): void;
   /**
-   * A message the server sent; returns the entries it completes. Only the kind of a DataRow is read
-   * (to count rows of a suspended portal), so a proxy may pass `{ kind: "DataRow", values: [] }`.
+   * A message the server sent; returns the entries it completes. Only the kind of most messages is
+   * read (a DataRow's, to count rows of a suspended portal), the tag of a CommandComplete and the
+   * fields of an ErrorResponse: see TrackedBackendMessage.
    */
-  backend(message: BackendMessage): QueryLogEntry[];
+  backend(message: TrackedBackendMessage | BackendMessage): readonly QueryLogEntry[];
   /** Requests sent and not yet answered by ReadyForQuery. */
   pending(): number;
   /**
@@ -38,14 +64,15 @@ export interface QueryLogTracker {
 
 type OpKind = "simple" | "parse" | "bind" | "describe" | "execute" | "close" | "sync" | "function";
 
+/** One request waiting for its answer. Every Op has every field (one object shape: the hot path stays fast). */
 interface Op {
   kind: OpKind;
   statement: string;
-  parameters?: (string | null)[];
+  parameters: (string | null)[] | undefined;
   receivedAt: number;
   dataRows: number;
   /** Reverts this message's effect on named statements/portals when PostgreSQL skips or refuses it. */
-  undo?: () => void;
+  undo: (() => void) | undefined;
 }
 
 interface Portal {
@@ -55,6 +82,16 @@ interface Portal {
 
 /** "INSERT 0 5" → INSERT, 5; "SELECT 3" → SELECT, 3; "CREATE TABLE" → CREATE TABLE, null. */
 export function parseCommandTag(tag: string): { command: string; rows: number | null } {
+  // The usual tag, read directly: capital letters, one space, digits ("SELECT 1", "UPDATE 10").
+  const space = tag.indexOf(" ");
+  if (space > 0 && space < tag.length - 1) {
+    let plain = true;
+    for (let i = 0; i < tag.length && plain; i++) {
+      const code = tag.charCodeAt(i);
+      plain = i < space ? code >= 65 && code <= 90 : i === space || (code >= 48 && code <= 57);
+    }
+    if (plain) return { command: tag.slice(0, space), rows: Number(tag.slice(space + 1)) };
+  }
   const words = tag.trim().split(/\s+/);
   let end = words.length;
   while (end > 0 && /^\d+$/.test(words[end - 1] ?? "")) end--;
@@ -81,8 +118,9 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
   const queue: Op[] = [];
   let lastResultAt = Number.NEGATIVE_INFINITY;
 
-  const push = (op: Omit<Op, "receivedAt" | "dataRows">): void => {
-    queue.push({ ...op, receivedAt: now(), dataRows: 0 });
+  const push = (kind: OpKind, statement: string, parameters?: (string | null)[], undo?: () => void): void => {
+    const op: Op = { kind, statement, parameters, receivedAt: now(), dataRows: 0, undo };
+    queue.push(op);
   };
 
   /** Sets a map entry and returns how to put the old value back. */
@@ -97,11 +135,22 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
     };
   };
 
-  const entry = (op: Op | undefined, result: Pick<QueryLogEntry, "rows" | "command" | "error">): QueryLogEntry => {
+  const entry = (
+    op: Op | undefined,
+    rows: number | null,
+    command: string | null,
+    error: string | null,
+  ): QueryLogEntry => {
     const at = now();
     const startedAt = Math.max(op?.receivedAt ?? at, lastResultAt);
     lastResultAt = at;
-    const out: QueryLogEntry = { statement: op?.statement ?? "", durationMs: round(at - startedAt), ...result };
+    const out: QueryLogEntry = {
+      statement: op?.statement ?? "",
+      durationMs: round(at - startedAt),
+      rows,
+      command,
+      error,
+    };
     if (options.keepParameters && op?.parameters !== undefined) out.parameters = op.parameters;
     return out;
   };
@@ -115,22 +164,18 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
     for (const op of skipped.reverse()) op.undo?.();
   };
 
-  const shiftIf = (...kinds: OpKind[]): void => {
-    if (queue[0] !== undefined && kinds.includes(queue[0].kind)) queue.shift();
+  const shiftIf = (kind: OpKind): void => {
+    if (queue[0]?.kind === kind) queue.shift();
   };
 
   return {
     frontend(message) {
       switch (message.kind) {
         case "Query":
-          push({ kind: "simple", statement: message.sql });
+          push("simple", message.sql);
           return;
         case "Parse":
-          push({
-            kind: "parse",
-            statement: message.query,
-            undo: setWithUndo(statements, message.name, message.query),
-          });
+          push("parse", message.query, undefined, setWithUndo(statements, message.name, message.query));
           return;
         case "Bind": {
           const statement = statements.get(message.statement) ?? unknownStatement(message.statement);
@@ -138,7 +183,7 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
             ? describeParameters(message.paramFormats, message.params)
             : undefined;
           const portal: Portal = parameters === undefined ? { statement } : { statement, parameters };
-          push({ kind: "bind", ...portal, undo: setWithUndo(portals, message.portal, portal) });
+          push("bind", statement, parameters, setWithUndo(portals, message.portal, portal));
           return;
         }
         case "Describe": {
@@ -146,24 +191,25 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
             message.target === "S"
               ? (statements.get(message.name) ?? unknownStatement(message.name))
               : (portals.get(message.name)?.statement ?? unknownStatement(message.name));
-          push({ kind: "describe", statement });
+          push("describe", statement);
           return;
         }
         case "Execute": {
           const portal = portals.get(message.portal);
-          push({ kind: "execute", ...(portal ?? { statement: `<unknown portal ${JSON.stringify(message.portal)}>` }) });
+          if (portal === undefined) push("execute", `<unknown portal ${JSON.stringify(message.portal)}>`);
+          else push("execute", portal.statement, portal.parameters);
           return;
         }
         case "Close": {
           const map: Map<string, unknown> = message.target === "S" ? statements : portals;
-          push({ kind: "close", statement: "", undo: setWithUndo(map, message.name, undefined) });
+          push("close", "", undefined, setWithUndo(map, message.name, undefined));
           return;
         }
         case "Sync":
-          push({ kind: "sync", statement: "" });
+          push("sync", "");
           return;
         case "FunctionCall":
-          push({ kind: "function", statement: `<function call ${message.functionOid}>` });
+          push("function", `<function call ${message.functionOid}>`);
           return;
         default:
           // Flush, Terminate, COPY data, password messages: no response to wait for.
@@ -176,37 +222,38 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
       switch (message.kind) {
         case "ParseComplete":
           shiftIf("parse");
-          return [];
+          return NO_ENTRIES;
         case "BindComplete":
           shiftIf("bind");
-          return [];
+          return NO_ENTRIES;
         case "CloseComplete":
           shiftIf("close");
-          return [];
+          return NO_ENTRIES;
         case "RowDescription":
         case "NoData":
           shiftIf("describe");
-          return [];
+          return NO_ENTRIES;
         case "DataRow":
           if (head !== undefined) head.dataRows += 1;
-          return [];
+          return NO_ENTRIES;
         case "CommandComplete": {
-          const out = [entry(head, { ...parseCommandTag(message.tag), error: null })];
+          const tag = parseCommandTag(message.tag);
+          const out = [entry(head, tag.rows, tag.command, null)];
           if (head?.kind === "execute") queue.shift();
           return out;
         }
         case "EmptyQueryResponse":
         case "PortalSuspended": {
           const rows = message.kind === "PortalSuspended" ? (head?.dataRows ?? 0) : null;
-          const out = [entry(head, { rows, command: null, error: null })];
+          const out = [entry(head, rows, null, null)];
           if (head?.kind === "execute") queue.shift();
           return out;
         }
         case "FunctionCallResponse":
-          return [entry(head, { rows: null, command: "FUNCTION CALL", error: null })];
+          return [entry(head, null, "FUNCTION CALL", null)];
         case "ErrorResponse": {
           const code = message.fields.C ?? "XX000";
-          const out = [entry(head, { rows: null, command: null, error: `${code}: ${message.fields.M ?? ""}` })];
+          const out = [entry(head, null, null, `${code}: ${message.fields.M ?? ""}`)];
           if (head !== undefined && head.kind !== "simple" && head.kind !== "sync" && head.kind !== "function") {
             queue.shift();
             skipUntilSync();
@@ -219,10 +266,10 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
             const op = queue.shift() as Op;
             if (op.kind === "sync" || op.kind === "simple" || op.kind === "function") break;
           }
-          return [];
+          return NO_ENTRIES;
         }
         default:
-          return [];
+          return NO_ENTRIES;
       }
     },
 
@@ -233,7 +280,9 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
       for (const op of queue.splice(0)) {
         if (op.kind !== "simple" && op.kind !== "execute" && op.kind !== "function") continue;
         const rows = op.dataRows > 0 ? op.dataRows : null;
-        out.push({ ...entry(op, { rows, command: null, error: `interrupted: ${reason}` }), interrupted: true });
+        const logged = entry(op, rows, null, `interrupted: ${reason}`);
+        logged.interrupted = true;
+        out.push(logged);
       }
       return out;
     },

@@ -127,6 +127,114 @@ export function createFrameScanner(options: { startup: boolean; maxMessageLength
   };
 }
 
+/**
+ * What a relay scans an established session with: typed frames only, reported one by one to a
+ * callback fixed at creation (no arrays, no frame objects). A frame's body is handed over only when
+ * its type is kept, and then without a copy when the frame lies within one chunk (a view of the
+ * chunk, valid until the callback returns unless the callback keeps it); only a kept body split
+ * across chunks is assembled. Skipped bodies are never buffered, so DataRow and CopyData cost
+ * nothing but their headers.
+ */
+export interface RelayScanner {
+  /** Feeds bytes, calling `onFrame` for each frame they complete. Throws PgWireError on a bad length, then refuses more. */
+  push(chunk: Buffer): void;
+  /** Bytes still needed to finish the current frame: 0 at a boundary, null while a header is incomplete. */
+  remainingInFrame(): number | null;
+}
+
+/** The type codes (bytes) of the message types listed. */
+export function messageTypes(types: string): Uint8Array {
+  const table = new Uint8Array(256);
+  for (let i = 0; i < types.length; i++) table[types.charCodeAt(i)] = 1;
+  return table;
+}
+
+const HEADER_LENGTH = 5;
+const NO_BODY = Buffer.alloc(0);
+
+export function createRelayScanner(options: {
+  /** Types whose bodies `onFrame` receives (see messageTypes); others get null. */
+  keep: Uint8Array;
+  onFrame: (type: number, body: Buffer | null) => void;
+  maxMessageLength?: number;
+}): RelayScanner {
+  const { keep, onFrame } = options;
+  const maxMessageLength = options.maxMessageLength ?? DEFAULT_MAX_MESSAGE_LENGTH;
+  const header = Buffer.alloc(HEADER_LENGTH);
+  let headerFill = 0;
+  /** Body bytes still to come of the current frame; -1 between frames (reading a header). */
+  let remaining = -1;
+  let type = 0;
+  let keeping = false;
+  let parts: Buffer[] = [];
+  let failed: PgWireError | null = null;
+
+  const fail = (length: number): never => {
+    failed =
+      length < 4
+        ? new PgWireError("LENGTH_TOO_SMALL", `message length ${length} is below 4`)
+        : new PgWireError("LENGTH_TOO_LARGE", `message length ${length} exceeds ${maxMessageLength}`);
+    throw failed;
+  };
+
+  return {
+    push(chunk) {
+      if (failed !== null) throw new PgWireError("READER_FAILED", `the stream was already refused: ${failed.message}`);
+      const end = chunk.length;
+      let offset = 0;
+      while (offset < end) {
+        if (remaining < 0) {
+          let length: number;
+          if (headerFill === 0 && end - offset >= HEADER_LENGTH) {
+            type = chunk[offset]!;
+            length = chunk.readInt32BE(offset + 1);
+            offset += HEADER_LENGTH;
+          } else {
+            while (headerFill < HEADER_LENGTH && offset < end) header[headerFill++] = chunk[offset++]!;
+            if (headerFill < HEADER_LENGTH) return;
+            headerFill = 0;
+            type = header[0]!;
+            length = header.readInt32BE(1);
+          }
+          if (length < 4 || length > maxMessageLength) fail(length);
+          remaining = length - 4;
+          keeping = keep[type] === 1;
+          if (remaining === 0) {
+            remaining = -1;
+            onFrame(type, keeping ? NO_BODY : null);
+            continue;
+          }
+          if (keeping && end - offset >= remaining) {
+            // The whole body is in this chunk: a view, no copy.
+            const body = chunk.subarray(offset, offset + remaining);
+            offset += remaining;
+            remaining = -1;
+            onFrame(type, body);
+            continue;
+          }
+        }
+        const take = Math.min(remaining, end - offset);
+        if (keeping) parts.push(chunk.subarray(offset, offset + take));
+        offset += take;
+        remaining -= take;
+        if (remaining === 0) {
+          remaining = -1;
+          let body: Buffer | null = null;
+          if (keeping) {
+            body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+            parts = [];
+          }
+          onFrame(type, body);
+        }
+      }
+    },
+    remainingInFrame() {
+      if (remaining >= 0) return remaining;
+      return headerFill === 0 ? 0 : null;
+    },
+  };
+}
+
 export class StreamClosedError extends Error {
   override readonly name = "StreamClosedError";
 }
