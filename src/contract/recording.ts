@@ -77,7 +77,10 @@ export function queryLogHeader(meta: RecordingMeta): string {
 }
 
 export function queryLogLine(time: number, entry: QueryLogEntry): string {
-  return `${JSON.stringify({ t: time, ...entry })}\n`;
+  // The line of JSON.stringify({ t: time, ...entry }) without copying the entry into a new object
+  // (one line per statement of every PostgreSQL session: the copy cost more than the rest).
+  const fields = JSON.stringify(entry);
+  return `{"t":${JSON.stringify(time)}${fields === "{}" ? "}" : `,${fields.slice(1)}`}\n`;
 }
 
 export type ParsedRecording =

@@ -73,13 +73,24 @@ export function createBlobStore(dir: string, options: { minFreeBytes?: number } 
   };
 }
 
-/** Writes are coalesced: a busy session appends many small lines, written in one call per turn of the event loop. */
+/**
+ * A blob's bytes go to its file in batches: once BLOB_BATCH_BYTES wait, or BLOB_BATCH_MS after the
+ * first byte of a batch, whichever comes first (a busy PostgreSQL session appends a short line per
+ * statement; a write call each cost as much as relaying the statement). finish() writes the rest, so
+ * a finished blob and its SHA-256 hold every byte taken. A crash of the process loses at most the
+ * batch not yet written (the blob is then left `.partial` in any case).
+ */
+export const BLOB_BATCH_BYTES = 64 * 1024;
+export const BLOB_BATCH_MS = 100;
+
 function blobWriter(key: string, handle: FileHandle, partial: string, file: string): BlobWriter {
   const hash = createHash("sha256");
   let bytes = 0;
   let failure: Error | null = null;
   const listeners: ((error: Error) => void)[] = [];
   let queued: Buffer[] = [];
+  let queuedBytes = 0;
+  let timer: NodeJS.Timeout | null = null;
   let flushing: Promise<void> | null = null;
   /** Set by finish(): a write that comes later (a relay still running) must not reach a closing file. */
   let sealed = false;
@@ -89,23 +100,40 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
     failure = error;
     for (const listener of listeners) listener(error);
   };
+  /** Writes what waits; goes on while a full batch (or, once sealed, anything) waits. */
   const flush = (): Promise<void> => {
+    if (timer !== null) clearTimeout(timer);
+    timer = null;
     flushing ??= (async () => {
       // Let the current turn add its lines first.
       await new Promise<void>((resolve) => setImmediate(resolve));
       while (queued.length > 0 && !failure) {
-        const batch = queued.length === 1 ? queued[0]! : Buffer.concat(queued);
+        const batch = queued.length === 1 ? queued[0]! : Buffer.concat(queued, queuedBytes);
         queued = [];
+        queuedBytes = 0;
+        // Hashed as written, in order: one update per batch gives the same SHA-256 as one per write.
+        hash.update(batch);
         try {
           await handle.write(batch);
         } catch (error) {
           fail(error as Error);
         }
+        if (queuedBytes < BLOB_BATCH_BYTES && !sealed) break;
       }
-      queued = [];
+      if (failure) {
+        queued = [];
+        queuedBytes = 0;
+      }
       flushing = null;
+      if (queued.length > 0) schedule();
     })();
     return flushing;
+  };
+  /** A batch under BLOB_BATCH_BYTES is written BLOB_BATCH_MS after its first byte. */
+  const schedule = (): void => {
+    if (timer !== null || flushing !== null || failure) return;
+    timer = setTimeout(() => void flush(), BLOB_BATCH_MS);
+    timer.unref();
   };
   return {
     key,
@@ -122,10 +150,11 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
     write(data) {
       if (failure || sealed) return false;
       const chunk = typeof data === "string" ? Buffer.from(data) : Buffer.from(data);
-      hash.update(chunk);
       bytes += chunk.length;
       queued.push(chunk);
-      void flush();
+      queuedBytes += chunk.length;
+      if (queuedBytes >= BLOB_BATCH_BYTES) void flush();
+      else schedule();
       return true;
     },
     finish() {
