@@ -14,16 +14,17 @@
  * postgresql-contrib` when missing). The database, logins, pgbouncer and temp files are removed at the
  * end, also on failure. `runPgProxyBench()` returns the figures for the throughput harness.
  *
- * To profile the proxy under this load: `node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx
- * bench/pg-proxy.bench.ts --rounds=1` (the profile covers this process, so Stint's proxy).
+ * To see where the proxy's CPU goes under this load: `--profile=/tmp/stint.cpuprofile` writes a CPU
+ * profile of this process covering the first Stint run only (open it in Chrome DevTools).
  */
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { Session as InspectorSession } from "node:inspector/promises";
 import { pathToFileURL } from "node:url";
 import pg from "pg";
 import { destination as logDestination } from "pino";
@@ -42,6 +43,8 @@ const MAX_PASSES = 50;
 const ROLE = "bench-pgproxy";
 const PGBENCH_CANDIDATES = ["/usr/lib/postgresql/15/bin/pgbench", "/usr/bin/pgbench"];
 const PGBOUNCER = "/usr/sbin/pgbouncer";
+/** Linux's USER_HZ: /proc's CPU times are in these ticks. */
+const CLOCK_TICKS = 100;
 
 export type PgProxyPath = "direct" | "pgbouncer" | "stint";
 export const PG_PROXY_PATHS: readonly PgProxyPath[] = ["direct", "pgbouncer", "stint"];
@@ -55,12 +58,21 @@ export interface PgProxyBenchOptions {
   engine?: Engine;
   /** Progress lines (stderr by default). */
   progress?: (line: string) => void;
+  /** Writes a CPU profile of this process (so of Stint's proxy) covering only the Stint runs. */
+  profileFile?: string;
 }
 
 export interface PgbenchRun {
   tps: number;
   latencyMs: number;
   transactions: number;
+  /**
+   * CPU the proxy itself spent per transaction (user + system, all its threads), in µs: Stint's whole
+   * process, or the pgbouncer process; null for direct. Unlike tps it hardly depends on what else runs.
+   */
+  proxyCpuUsPerTx: number | null;
+  /** The same, of which in the kernel (system time). */
+  proxySystemUsPerTx: number | null;
 }
 
 export interface PgProxyBenchResult {
@@ -70,7 +82,11 @@ export interface PgProxyBenchResult {
   runs: Record<PgProxyPath, PgbenchRun[]>;
   /** Each run's tps divided by the direct run of its round. */
   ratios: { pgbouncer: number[]; stint: number[] };
-  median: { tps: Record<PgProxyPath, number>; ratio: { pgbouncer: number; stint: number } };
+  median: {
+    tps: Record<PgProxyPath, number>;
+    ratio: { pgbouncer: number; stint: number };
+    proxyCpuUsPerTx: { pgbouncer: number; stint: number };
+  };
   /** Stint's median ratio to direct is at least PgBouncer's. */
   pass: boolean;
   /** Sessions the proxy recorded during the runs (each pgbench client is one), and their recordings' bytes. */
@@ -165,7 +181,27 @@ function pgbenchEnv(endpoint: Endpoint): NodeJS.ProcessEnv {
   return env;
 }
 
-async function pgbench(binary: string, what: string, endpoint: Endpoint, seconds: number): Promise<PgbenchRun> {
+interface CpuSeconds {
+  user: number;
+  system: number;
+}
+
+/** CPU seconds a process has used so far, from /proc. */
+async function processCpuSeconds(pid: number): Promise<CpuSeconds> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces) start at field 3; utime and stime are 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
+}
+
+async function pgbench(
+  binary: string,
+  what: string,
+  endpoint: Endpoint,
+  seconds: number,
+  proxyCpuSeconds: (() => Promise<CpuSeconds>) | null = null,
+): Promise<PgbenchRun> {
+  const cpuBefore = proxyCpuSeconds ? await proxyCpuSeconds() : null;
   const ran = await exec(
     binary,
     [
@@ -181,7 +217,17 @@ async function pgbench(binary: string, what: string, endpoint: Endpoint, seconds
   if (ran.code !== 0 || !tps || !latency || !transactions)
     throw new Error(`pgbench ${what} failed (exit ${ran.code}): ${(ran.stderr || ran.stdout).trim().slice(-800)}`);
   if (failed && failed[1] !== "0") throw new Error(`pgbench ${what}: ${failed[1]} failed transactions`);
-  return { tps: Number(tps[1]), latencyMs: Number(latency[1]), transactions: Number(transactions[1]) };
+  const cpuAfter = proxyCpuSeconds ? await proxyCpuSeconds() : null;
+  const count = Number(transactions[1]);
+  const perTx = (seconds: number) => (seconds * 1e6) / count;
+  return {
+    tps: Number(tps[1]),
+    latencyMs: Number(latency[1]),
+    transactions: count,
+    proxyCpuUsPerTx:
+      cpuBefore && cpuAfter ? perTx(cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) : null,
+    proxySystemUsPerTx: cpuBefore && cpuAfter ? perTx(cpuAfter.system - cpuBefore.system) : null,
+  };
 }
 
 // ---- pgbouncer ----
@@ -202,7 +248,7 @@ async function startPgbouncer(
   database: string,
   pgPort: number,
   defer: (what: string, run: () => Promise<unknown>) => void,
-): Promise<number> {
+): Promise<{ port: number; pid: number }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), "stint-bench-pgbouncer-"));
   defer("remove the pgbouncer dir", () => rm(dir, { recursive: true, force: true }));
   // pgbouncer refuses to run as root: as root, run it as the postgres OS user (setpriv execs, so the pid is its own).
@@ -260,7 +306,7 @@ async function startPgbouncer(
   } catch (error) {
     throw new Error(`pgbouncer did not start (${(error as Error).message}): ${log.trim().slice(-400)}`);
   }
-  return port;
+  return { port, pid: child.pid! };
 }
 
 // ---- Stint ----
@@ -372,8 +418,17 @@ export async function runPgProxyBench(options: PgProxyBenchOptions = {}): Promis
       await db.end();
     }
 
-    const bouncerPort = await startPgbouncer(database, pgPort, defer);
-    const viaBouncer: Endpoint = { ...direct, host: "127.0.0.1", port: bouncerPort };
+    const bouncer = await startPgbouncer(database, pgPort, defer);
+    const viaBouncer: Endpoint = { ...direct, host: "127.0.0.1", port: bouncer.port };
+    const cpuOf: Record<PgProxyPath, (() => Promise<CpuSeconds>) | null> = {
+      direct: null,
+      pgbouncer: () => processCpuSeconds(bouncer.pid),
+      // Stint's whole process: the proxy, its recordings, and whatever else the server does meanwhile.
+      stint: () => {
+        const used = process.cpuUsage();
+        return Promise.resolve({ user: used.user / 1e6, system: used.system / 1e6 });
+      },
+    };
 
     // Stint in this process, its PostgreSQL proxy on a free port, every session recorded.
     const server = await testServer(engine, {
@@ -452,14 +507,34 @@ eligibility:
     await pgbench(binary, "warm-up pgbouncer", viaBouncer, WARMUP_SECONDS);
     await pgbench(binary, "warm-up stint", await viaStint(), WARMUP_SECONDS);
 
+    const profiler = options.profileFile ? new InspectorSession() : null;
+    const profiles: { profile: object }[] = [];
+    if (profiler !== null) {
+      profiler.connect();
+      await profiler.post("Profiler.enable");
+      await profiler.post("Profiler.setSamplingInterval", { interval: 200 });
+      defer("disconnect the profiler", async () => profiler.disconnect());
+    }
     const runs: Record<PgProxyPath, PgbenchRun[]> = { direct: [], pgbouncer: [], stint: [] };
     for (let round = 1; round <= rounds; round++) {
       for (const via of PG_PROXY_PATHS) {
         const endpoint = via === "direct" ? direct : via === "pgbouncer" ? viaBouncer : await viaStint();
-        const run = await pgbench(binary, via, endpoint, seconds);
+        const profiling = via === "stint" && profiler !== null;
+        if (profiling) await profiler.post("Profiler.start");
+        const run = await pgbench(binary, via, endpoint, seconds, cpuOf[via]);
+        if (profiling) profiles.push(await profiler.post("Profiler.stop"));
         runs[via].push(run);
-        progress(`round ${round}/${rounds} ${via.padEnd(9)} ${run.tps.toFixed(0).padStart(7)} tps`);
+        const cpu =
+          run.proxyCpuUsPerTx === null
+            ? ""
+            : `, proxy CPU ${run.proxyCpuUsPerTx.toFixed(1)} µs/tx (system ${run.proxySystemUsPerTx!.toFixed(1)})`;
+        progress(`round ${round}/${rounds} ${via.padEnd(9)} ${run.tps.toFixed(0).padStart(7)} tps${cpu}`);
       }
+    }
+    if (options.profileFile && profiles.length > 0) {
+      // The first Stint run's profile (one file; open it in Chrome DevTools or speedscope).
+      await writeFile(options.profileFile, JSON.stringify(profiles[0]!.profile));
+      progress(`CPU profile of the first Stint run: ${options.profileFile}`);
     }
     const recorded = await recordedSessions(server, user);
     const ratioOf = (via: "pgbouncer" | "stint") => runs[via].map((run, i) => run.tps / runs.direct[i]!.tps);
@@ -477,6 +552,10 @@ eligibility:
           stint: median(runs.stint.map((r) => r.tps)),
         },
         ratio,
+        proxyCpuUsPerTx: {
+          pgbouncer: median(runs.pgbouncer.map((r) => r.proxyCpuUsPerTx!)),
+          stint: median(runs.stint.map((r) => r.proxyCpuUsPerTx!)),
+        },
       },
       pass: ratio.stint >= ratio.pgbouncer,
       recorded,
@@ -514,6 +593,10 @@ export function formatPgProxyBench(result: PgProxyBenchResult): string {
       `${result.pass ? "≥" : "<"} PgBouncer's ${result.median.ratio.pgbouncer.toFixed(2)}`,
   );
   lines.push(
+    `proxy CPU per transaction (user + system, median): PgBouncer ${result.median.proxyCpuUsPerTx.pgbouncer.toFixed(1)} µs, ` +
+      `Stint ${result.median.proxyCpuUsPerTx.stint.toFixed(1)} µs (its whole process)`,
+  );
+  lines.push(
     `Stint sessions: ${result.recorded.sessions} (${result.recorded.withRecording} with a recording, ` +
       `${(result.recorded.recordingBytes / 1e6).toFixed(1)} MB of query log)`,
   );
@@ -530,7 +613,11 @@ function parseArgs(argv: string[]): PgProxyBenchOptions {
     if (key === "--seconds" && count(value)) options.seconds = count(value)!;
     else if (key === "--rounds" && count(value)) options.rounds = count(value)!;
     else if (key === "--engine" && (value === "pglite" || value === "postgres")) options.engine = value;
-    else throw new Error(`unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres)`);
+    else if (key === "--profile" && value) options.profileFile = path.resolve(value);
+    else
+      throw new Error(
+        `unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres, --profile=FILE.cpuprofile)`,
+      );
   }
   return options;
 }
