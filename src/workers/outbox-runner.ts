@@ -11,6 +11,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { AppStore } from "../db/index.js";
 import type { Clock } from "../lib/clock.js";
+import { isStoreUnavailable } from "../lib/db.js";
 import { failpoint, FailpointCrash } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
 import type { AuditLog } from "../modules/audit/audit.service.js";
@@ -213,20 +214,40 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     }
   }
 
+  /**
+   * Writes an attempt's outcome. The store may be unreachable for a moment (a lost connection, a
+   * restart, a failover): try again until it answers, for up to half the lease, rather than leave the
+   * row to wait out its whole lease. Every outcome write is fenced on (id, running, attempts), so a
+   * repeated one that already committed, or one another runner overtook, changes nothing.
+   */
+  async function recordOutcome<T>(write: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + leaseMs / 2;
+    for (let delayMs = 100; ; delayMs = Math.min(delayMs * 2, 1_000)) {
+      try {
+        return await write();
+      } catch (error) {
+        if (!isStoreUnavailable(error) || Date.now() + delayMs > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
+  }
+
   async function deadLetter(job: OutboxJob, lastError: string): Promise<AttemptOutcome> {
     const context: CallContext = { correlationId: `outbox:${job.id}`, sourceIp: null, userAgent: null };
-    const moved = await store.transaction(async (tx) => {
-      const dead = await outboxStore.markDead(tx, { id: job.id, attempt: job.attempts, now: clock.now(), lastError });
-      if (!dead) return false;
-      await audit.append(tx, SYSTEM, context, {
-        action: "outbox.dead_lettered",
-        outcome: "failed",
-        subject: `outbox:${job.id}`,
-        reason: lastError,
-        details: { kind: job.kind, idempotencyKey: job.idempotencyKey, attempts: job.attempts },
-      });
-      return true;
-    });
+    const moved = await recordOutcome(() =>
+      store.transaction(async (tx) => {
+        const dead = await outboxStore.markDead(tx, { id: job.id, attempt: job.attempts, now: clock.now(), lastError });
+        if (!dead) return false;
+        await audit.append(tx, SYSTEM, context, {
+          action: "outbox.dead_lettered",
+          outcome: "failed",
+          subject: `outbox:${job.id}`,
+          reason: lastError,
+          details: { kind: job.kind, idempotencyKey: job.idempotencyKey, attempts: job.attempts },
+        });
+        return true;
+      }),
+    );
     if (!moved) return "stale";
     metrics.deadLetters.inc();
     logger.error(
@@ -242,12 +263,14 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     const now = clock.now();
     const decision = decideAfterFailure({ attempts: job.attempts, maxAttempts: job.maxAttempts, now, policy, random });
     if (decision.status === "dead") return deadLetter(job, lastError);
-    const moved = await outboxStore.markRetry(store.db, {
-      id: job.id,
-      attempt: job.attempts,
-      nextAttemptAt: decision.nextAttemptAt,
-      lastError,
-    });
+    const moved = await recordOutcome(() =>
+      outboxStore.markRetry(store.db, {
+        id: job.id,
+        attempt: job.attempts,
+        nextAttemptAt: decision.nextAttemptAt,
+        lastError,
+      }),
+    );
     if (!moved) return "stale";
     logger.warn(
       { outboxId: job.id, kind: job.kind, attempt: job.attempts, retryInMs: decision.delayMs, lastError },
@@ -270,7 +293,9 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       return recordFailure(job, error);
     }
     await failpoint("outbox.job.before-done");
-    const moved = await outboxStore.markDone(store.db, { id: job.id, attempt: job.attempts, now: clock.now() });
+    const moved = await recordOutcome(() =>
+      outboxStore.markDone(store.db, { id: job.id, attempt: job.attempts, now: clock.now() }),
+    );
     if (!moved) return "stale";
     metrics.executed.inc();
     return "done";
