@@ -17,6 +17,7 @@ import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
+import { CompiledQuery } from "kysely";
 import pg from "pg";
 import type { Engine } from "../src/lib/db.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
@@ -86,14 +87,36 @@ function summary(label: string, samples: number[], extra = "") {
 
 /** The p50 of each phase, for "where the time goes". */
 function phases(label: string, samples: Phases[]) {
-  const p50 = (pick: (p: Phases) => number) => {
-    const sorted = samples.map(pick).sort((a, b) => a - b);
-    return quantile(sorted, 0.5).toFixed(1);
-  };
+  const p50 = <T>(of: T[], pick: (p: T) => number) =>
+    of.length === 0
+      ? "n/a"
+      : quantile(
+          of.map(pick).sort((a, b) => a - b),
+          0.5,
+        ).toFixed(1);
   console.log(
-    `${"".padEnd(2)}${label}: p50 submit ${p50((p) => p.submit)} · provisioning ${p50((p) => p.provisioning)}` +
-      ` · credentials read ${p50((p) => p.credentials)} · sign-in ${p50((p) => p.signIn)} ms`,
+    `  ${label}: p50 submit ${p50(samples, (p) => p.submit)} · provisioning ${p50(samples, (p) => p.provisioning)}` +
+      ` · credentials read ${p50(samples, (p) => p.credentials)} · sign-in ${p50(samples, (p) => p.signIn)} ms`,
   );
+  const inside = samples.flatMap((p) => (p.inside ? [p.inside] : []));
+  console.log(
+    `  ${label}, inside the server (its clock, ms resolution): p50 enqueued → claimed ${p50(inside, (i) => i.wakeUp)}` +
+      ` · claimed → password sealed ${p50(inside, (i) => i.prelude)}` +
+      ` · sealed → active (createLogin + activation) ${p50(inside, (i) => i.connectorAndActivation)} ms`,
+  );
+}
+
+/** The outbox runner's lease (its default, which the server does not change): a claim sets locked_until to now + it. */
+const OUTBOX_LEASE_MS = 30_000;
+
+/** Where the provisioning time went, from the server's own timestamps (ms, Date resolution), after submit. */
+interface Inside {
+  /** The job enqueued (in the submit's transaction) → claimed by the runner: commit, NOTIFY, wake-up, claim. */
+  wakeUp: number;
+  /** Claimed → the minted password sealed and stored: the job's reads, the vault. */
+  prelude: number;
+  /** Password stored → the request active: the connector's createLogin, then the activation's transaction. */
+  connectorAndActivation: number;
 }
 
 interface Phases {
@@ -106,6 +129,7 @@ interface Phases {
   /** A new connection at the target as the minted login, and a SELECT of the granted table. */
   signIn: number;
   total: number;
+  inside: Inside | null;
 }
 
 interface DynamicTarget {
@@ -185,6 +209,29 @@ eligibility:
         .executeTakeFirst();
       return row?.state;
     };
+    const insideOf = async (id: string): Promise<Inside | null> => {
+      const query = `select extract(epoch from o.created_at) * 1000 as enqueued,
+                            extract(epoch from o.locked_until) * 1000 as locked,
+                            extract(epoch from c.created_at) * 1000 as sealed,
+                            extract(epoch from r.activated_at) * 1000 as activated
+                       from activation_requests r
+                       join grants g on g.request_id = r.id
+                       join outbox o on o.idempotency_key = 'provision:' || g.id
+                       join grant_credentials c on c.grant_id = g.id
+                      where r.id = $1`;
+      const rows = watcher
+        ? (await watcher.query(query, [id])).rows
+        : (await server.store.db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(query, [id]))).rows;
+      const row = rows[0] as Record<string, unknown> | undefined;
+      if (!row) return null;
+      const [enqueued, locked, sealed, activated] = ["enqueued", "locked", "sealed", "activated"].map((k) =>
+        Number(row[k]),
+      ) as [number, number, number, number];
+      const claimed = locked - OUTBOX_LEASE_MS;
+      // A retried job was claimed more than once: its figures would mislead.
+      if (!(enqueued <= claimed && claimed <= sealed && sealed <= activated)) return null;
+      return { wakeUp: claimed - enqueued, prelude: sealed - claimed, connectorAndActivation: activated - sealed };
+    };
     const waitFor = async (what: string, done: () => Promise<boolean>, pollMs: number) => {
       const deadline = performance.now() + 30_000;
       while (!(await done())) {
@@ -228,6 +275,7 @@ eligibility:
       await client.end();
       if (rows.rowCount !== 1) throw new Error(`the minted login read ${rows.rowCount} rows, expected 1`);
       const works = performance.now();
+      const inside = await insideOf(id);
 
       expectStatus("deactivate", await inject(server, auth, "POST", `/v1/me/roles/${ROLE}/deactivate`), 200);
       await waitFor(
@@ -241,6 +289,7 @@ eligibility:
         credentials: read - active,
         signIn: works - read,
         total: works - started,
+        inside,
       };
     };
 
