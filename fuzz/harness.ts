@@ -115,14 +115,29 @@ export async function withFeaturesAsync<T>(fn: () => Promise<T>): Promise<{ resu
   }
 }
 
-/** An error message reduced to its kind: numbers, quoted and long runs of input left out. */
+/**
+ * An error reduced to its kind. A finding: its message with quoted parts, numbers and long runs of
+ * input left out. A parser's refusal: its error code when it has one, else the leading words of its
+ * message (what follows is usually the input echoed back).
+ */
 export function kindOf(error: unknown): string {
-  const text = error instanceof Error ? `${error.name}:${error.message}` : String(error);
-  return text
-    .replace(/"(?:[^"\\]|\\.)*"/g, "Q")
-    .replace(/\d+/g, "N")
-    .replace(/[A-Za-z0-9+/=_-]{24,}/g, "B")
-    .slice(0, 80);
+  const reduce = (text: string) =>
+    text
+      .replace(/"(?:[^"\\]|\\.)*"/g, "Q")
+      .replace(/\d+/g, "N")
+      .replace(/[A-Za-z0-9+/=_-]{24,}/g, "B")
+      .slice(0, 80);
+  if (error instanceof FuzzFinding) return reduce(`${error.name}:${error.message}`);
+  // Words only: a refusal's message often goes on with the input ("unsupported key type ssh-foo").
+  const words = (text: string) =>
+    /^[A-Za-z ,'()-]*/
+      .exec(text.split(": ")[0] ?? "")![0]
+      .trim()
+      .slice(0, 80);
+  if (!(error instanceof Error)) return words(String(error));
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string") return `${error.name}:${code}`;
+  return `${error.name}:${words(error.message)}`;
 }
 
 /** Runs `fn` and turns any throw that `allowed` does not accept into a finding. */
