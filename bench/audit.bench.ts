@@ -1,9 +1,12 @@
 /**
- * Audit log benchmark: append throughput (one event per transaction at
- * concurrency 1 and 16, batches of 10 per transaction) and verify speed, on
+ * Audit log benchmark: audited transactions per second (one event per
+ * transaction at concurrency 1, 16 and 32; batches of 10 per transaction), the
+ * chaining lag (event time → chained by the sequencer) and verify speed, on
  * PGlite in memory, PGlite on a temporary data directory and PostgreSQL.
+ * Issue 14 acceptance 1 (PostgreSQL): ≥ 3,000 tx/s at 32 writers, verify
+ * ≥ 200,000 events/s, chaining lag p99 ≤ 100 ms; printed as PASS/FAIL.
  *
- *   node --import tsx bench/audit.bench.ts [--events=1000] [--batched-events=4000]
+ *   node --import tsx bench/audit.bench.ts [--events=4000] [--batched-events=20000]
  *     [--engines=pglite-memory,pglite-dir,postgres]
  *
  * See bench/README.md for what the figures mean.
@@ -17,12 +20,14 @@ import { sql } from "kysely";
 import { MIGRATIONS_DIR, openAppStore, type AppStore } from "../src/db/index.js";
 import { systemClock } from "../src/lib/clock.js";
 import { createAuditLog, type AuditLog } from "../src/modules/audit/audit.service.js";
+import { createAuditSequencer, storeLease } from "../src/modules/audit/audit.sequencer.js";
 import type { AuditInput } from "../src/modules/audit/audit.types.js";
 import type { Actor, CallContext } from "../src/modules/authz/authz.types.js";
 import { loadKeyring } from "../src/modules/keys/keys.service.js";
 import { createPgDatabase, PG_ADMIN_URL } from "../src/testing/engines.js";
 
-const CONCURRENCY_HIGH = 16;
+const CONCURRENCY_HIGH = 32;
+const CONCURRENCY_MID = 16;
 const BATCH = 10;
 const WARMUP_EVENTS = 50;
 
@@ -35,7 +40,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { events: 1000, batchedEvents: 4000, engines: ["pglite-memory", "pglite-dir", "postgres"] };
+  const options: Options = { events: 4000, batchedEvents: 20000, engines: ["pglite-memory", "pglite-dir", "postgres"] };
   for (const arg of argv) {
     const [key, value] = arg.split("=", 2);
     if (key === "--events" && value && /^[1-9]\d*$/.test(value)) options.events = Number(value);
@@ -109,7 +114,7 @@ function inputs(first: number, count: number): AuditInput[] {
   }));
 }
 
-interface Row {
+export interface Row {
   engine: string;
   scenario: string;
   events: number;
@@ -117,6 +122,8 @@ interface Row {
   ms: number;
   p50: number | null;
   p99: number | null;
+  /** Chaining lag p99 (ms) over the scenario's events: from the event's time to its chaining. */
+  lagP99: number | null;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -154,22 +161,52 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
     await store.migrate(MIGRATIONS_DIR);
     const keyring = await loadKeyring({ store, masterKey: randomBytes(32), clock: systemClock });
     const audit = createAuditLog({ store, keyring, clock: systemClock, checkpointEvery: 1000 });
+    // Every chaining pass's lag, from the events' own times (set in their transactions, before commit).
+    let lags: number[] = [];
+    const chainPending = audit.chainPending;
+    const measured: AuditLog = {
+      ...audit,
+      chainPending: async (tx, limit) => {
+        const result = await chainPending(tx, limit);
+        const now = Date.now();
+        for (const time of result.times) lags.push(now - Date.parse(time));
+        return result;
+      },
+    };
+    const sequencer = createAuditSequencer({ audit: measured, lease: storeLease(store), holder: "bench" });
+    sequencer.start();
+    console.error(`  sequencing: ${audit.sequencing}`);
     await appendRun(audit, WARMUP_EVENTS, 1, 1);
     let total = WARMUP_EVENTS;
 
     const { events: single, batchedEvents: batched } = options;
     const scenarios: [string, number, number, number][] = [
-      ["append 1/tx, concurrency 1", single, 1, 1],
+      ["append 1/tx, concurrency 1", Math.min(single, 1000), 1, 1],
+      [`append 1/tx, concurrency ${CONCURRENCY_MID}`, single, 1, CONCURRENCY_MID],
       [`append 1/tx, concurrency ${CONCURRENCY_HIGH}`, single, 1, CONCURRENCY_HIGH],
-      [`append ${BATCH}/tx, concurrency 1`, batched, BATCH, 1],
+      [`append ${BATCH}/tx, concurrency 1`, Math.min(batched, 5000), BATCH, 1],
       [`append ${BATCH}/tx, concurrency ${CONCURRENCY_HIGH}`, batched, BATCH, CONCURRENCY_HIGH],
     ];
     for (const [scenario, events, perTx, concurrency] of scenarios) {
+      lags = [];
       const r = await appendRun(audit, events, perTx, concurrency);
+      // Wait for the sequencer to chain the scenario's last events (inline: already done).
+      while ((await audit.pendingStats()).count > 0) await new Promise((resolve) => setTimeout(resolve, 5));
       total += events;
-      rows.push({ engine: name, scenario, events, transactions: r.transactions, ms: r.ms, p50: r.p50, p99: r.p99 });
+      const sorted = Float64Array.from(lags).sort();
+      rows.push({
+        engine: name,
+        scenario,
+        events,
+        transactions: r.transactions,
+        ms: r.ms,
+        p50: r.p50,
+        p99: r.p99,
+        lagP99: audit.sequencing === "background" ? percentile(sorted, 99) : null,
+      });
       console.error(`  ${scenario}: ${Math.round(r.ms)} ms`);
     }
+    await sequencer.stop();
 
     const started = performance.now();
     const result = await audit.verify();
@@ -185,6 +222,7 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
       ms,
       p50: null,
       p99: null,
+      lagP99: null,
     });
     console.error(`  verify: ${Math.round(ms)} ms`);
   } finally {
@@ -196,7 +234,18 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
 function table(rows: Row[]): string {
   const fmt = (n: number | null, digits = 0) =>
     n === null ? "-" : n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
-  const head = ["engine", "scenario", "events", "tx", "total ms", "events/s", "tx/s", "tx p50 ms", "tx p99 ms"];
+  const head = [
+    "engine",
+    "scenario",
+    "events",
+    "tx",
+    "total ms",
+    "events/s",
+    "tx/s",
+    "tx p50 ms",
+    "tx p99 ms",
+    "chain lag p99 ms",
+  ];
   const body = rows.map((r) => [
     r.engine,
     r.scenario,
@@ -207,12 +256,44 @@ function table(rows: Row[]): string {
     r.transactions === null ? "-" : fmt((r.transactions / r.ms) * 1000),
     fmt(r.p50, 2),
     fmt(r.p99, 2),
+    fmt(r.lagP99, 1),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)));
   const line = (cells: string[]) =>
     "| " + cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") + " |";
   const rule = "|" + widths.map((w, i) => (i < 2 ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":")).join("|") + "|";
   return [line(head), rule, ...body.map(line)].join("\n");
+}
+
+/** Issue 14 acceptance 1, judged on the PostgreSQL rows. */
+export function verdicts(rows: Row[]): { target: string; value: string; pass: boolean }[] {
+  const pg = rows.filter((r) => r.engine === "postgres");
+  const at32 = pg.find((r) => r.scenario === `append 1/tx, concurrency ${CONCURRENCY_HIGH}`);
+  const verify = pg.find((r) => r.scenario.startsWith("verify"));
+  if (!at32 || !verify) return [];
+  const txs = (at32.transactions! / at32.ms) * 1000;
+  const vps = (verify.events / verify.ms) * 1000;
+  const lag = at32.lagP99 ?? Number.POSITIVE_INFINITY;
+  return [
+    { target: "audited tx/s at 32 writers (PostgreSQL) >= 3,000", value: txs.toFixed(0), pass: txs >= 3000 },
+    { target: "audit verify events/s >= 200,000", value: vps.toFixed(0), pass: vps >= 200_000 },
+    { target: "chaining lag p99 at 32 writers <= 100 ms", value: lag.toFixed(1), pass: lag <= 100 },
+  ];
+}
+
+export async function runAuditBench(argv: string[] = []): Promise<Row[]> {
+  const options = parseArgs(argv);
+  const rows: Row[] = [];
+  for (const engine of options.engines) {
+    try {
+      rows.push(...(await benchEngine(engine, options)));
+    } catch (error) {
+      if (engine === "postgres" && (error as { code?: string }).code === "ECONNREFUSED") {
+        console.error(`postgres skipped: nothing listens at ${new URL(PG_ADMIN_URL).host} (set STINT_TEST_PG_URL)`);
+      } else throw error;
+    }
+  }
+  return rows;
 }
 
 async function main() {
@@ -236,10 +317,18 @@ async function main() {
   }
   console.log(table(rows));
   for (const line of skipped) console.log(line);
+  for (const v of verdicts(rows)) console.log(`${v.pass ? "PASS" : "FAIL"}  ${v.target}: ${v.value}`);
+  console.log(
+    `load average ${os
+      .loadavg()
+      .map((n) => n.toFixed(2))
+      .join(" ")}`,
+  );
   console.log(`total ${((performance.now() - started) / 1000).toFixed(1)} s`);
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exitCode = 1;
-});
+if (import.meta.url === `file://${process.argv[1]}`)
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });

@@ -325,10 +325,14 @@ export function createAuditLog(deps: {
         every,
         ...(anchor && { anchor: { seq: anchor.seq, hash: anchor.hash, signatureValid: anchorSignatureValid(anchor) } }),
       });
-      let after = 0;
-      for (;;) {
-        const rows = await auditStore.pageFrom(store.db, after, 5000);
+      // The next page is read while this one is hashed (the database and the hashing overlap).
+      const PAGE = 10_000;
+      let next: Promise<auditStore.EventRow[]> | null = auditStore.pageFrom(store.db, 0, PAGE);
+      while (next) {
+        const rows: auditStore.EventRow[] = await next;
         if (rows.length === 0) break;
+        const last = rows.at(-1)!.seq;
+        next = rows.length === PAGE && last < head.seq ? auditStore.pageFrom(store.db, last, PAGE) : null;
         let going = true;
         for (const row of rows) {
           if (row.seq > head.seq) {
@@ -338,9 +342,11 @@ export function createAuditLog(deps: {
           going = verifier.push(auditStore.toEvent(row));
           if (!going) break;
         }
-        if (!going) break;
-        after = rows.at(-1)!.seq;
-        onProgress?.(after);
+        if (!going) {
+          await next?.catch(() => undefined);
+          break;
+        }
+        onProgress?.(last);
       }
       const result = verifier.finish(head);
       if (!result.ok) return result;

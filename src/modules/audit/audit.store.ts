@@ -140,7 +140,7 @@ export async function moveHead(tx: Q, head: { seq: number; hash: string }): Prom
   await tx.updateTable("audit_head").set(head).where("id", "=", 1).execute();
 }
 
-type EventRow = Awaited<ReturnType<typeof pageFrom>>[number];
+export type EventRow = Awaited<ReturnType<typeof pageFrom>>[number];
 
 export function toEvent(row: EventRow): AuditEvent {
   return {

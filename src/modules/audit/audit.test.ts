@@ -7,6 +7,8 @@ import { createAuditLog, type AuditLog } from "./audit.service.js";
 import { loadKeyring, MasterKeyMismatchError } from "../keys/keys.service.js";
 import {
   boundariesCrossed,
+  canonicalEvent,
+  canonicalGeneral,
   chain,
   checkpointMessage,
   createChainVerifier,
@@ -61,6 +63,35 @@ describe("audit chain rules", () => {
       expect(hashEvent({ ...e, [field]: "x" })).not.toBe(e.hash);
     }
     expect(hashEvent({ ...e, details: { i: 1 } })).not.toBe(e.hash);
+  });
+
+  it("the fast canonical encoding is exactly the general RFC 8785 one, for any event", () => {
+    const text = fc.string({ unit: "binary" });
+    const maybe = fc.option(text, { nil: null });
+    fc.assert(
+      fc.property(
+        fc.record({
+          seq: fc.nat(),
+          id: text,
+          time: text,
+          actor: text,
+          actorId: maybe,
+          action: text,
+          subject: maybe,
+          outcome: fc.constantFrom("success" as const, "denied" as const, "failed" as const),
+          reason: maybe,
+          correlationId: maybe,
+          sourceIp: maybe,
+          userAgent: maybe,
+          details: fc.dictionary(text, fc.jsonValue()),
+          prevHash: text,
+        }),
+        (event) => {
+          expect(canonicalEvent(event)).toBe(canonicalGeneral(event));
+        },
+      ),
+      { numRuns: 2000 },
+    );
   });
 
   it("any single change, deletion or swap is found at the right seq", () => {
