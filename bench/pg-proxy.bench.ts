@@ -365,6 +365,10 @@ async function recordedSessions(server: TestServer, user: string) {
 
 // ---- the benchmark ----
 
+/**
+ * Runs the comparison and returns its figures (formatPgProxyBench prints them). Stint's CPU per
+ * transaction is this process's: run nothing else in it meanwhile.
+ */
 export async function runPgProxyBench(options: PgProxyBenchOptions = {}): Promise<PgProxyBenchResult> {
   const seconds = options.seconds ?? 15;
   const rounds = options.rounds ?? 3;
