@@ -11,7 +11,7 @@
  *    terminated. Then reconcile cycles of a target with N roles.
  *
  *   node --import tsx bench/connectors.bench.ts [--logins=100] [--concurrency=4] [--engines=postgres,pglite]
- *     [--activations=50] [--roles=20] [--scenarios=dynamic,membership]
+ *     [--activations=50] [--roles=20] [--scenarios=dynamic,connector,membership]
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
@@ -20,15 +20,19 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { CompiledQuery } from "kysely";
 import pg from "pg";
 import type { Engine } from "../src/lib/db.js";
+import { connectorFor, type ConnectorTarget } from "../src/modules/connectors/index.js";
+import { postgresPools } from "../src/modules/connectors/postgres/postgres.connector.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
+import { startPostgres, type PostgresInstance } from "../src/testing/postgres-instance.js";
+import { DUE_CHANNEL as OUTBOX_CHANNEL } from "../src/modules/outbox/outbox.store.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
 import { selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
 
 /** Issue 14 acceptance 5: submit → the dynamic login works at the server, p99. */
 const DYNAMIC_P99_TARGET_MS = 25;
 const WARMUP_LOGINS = 5;
-/** How often a requester looks whether its request is active (a direct query; see waitActive). */
-const ACTIVE_POLL_MS = 1;
+/** A requester looks whether its request is active after each transaction of the server, and at least this often. */
+const ACTIVE_POLL_MS = 20;
 const ROLE = "bench-dyn-reader";
 
 interface Options {
@@ -47,7 +51,7 @@ function parseArgs(argv: string[]): Options {
     engines: ["postgres", "pglite"],
     activations: 50,
     roles: 20,
-    scenarios: ["dynamic", "membership"],
+    scenarios: ["dynamic", "connector", "membership"],
   };
   const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
   for (const arg of argv) {
@@ -58,12 +62,16 @@ function parseArgs(argv: string[]): Options {
     else if (key === "--roles" && count(value)) options.roles = count(value)!;
     else if (key === "--engines" && value && value.split(",").every((e) => e === "pglite" || e === "postgres"))
       options.engines = value.split(",") as Engine[];
-    else if (key === "--scenarios" && value && value.split(",").every((s) => s === "dynamic" || s === "membership"))
+    else if (
+      key === "--scenarios" &&
+      value &&
+      value.split(",").every((s) => ["dynamic", "connector", "membership"].includes(s))
+    )
       options.scenarios = value.split(",");
     else
       throw new Error(
         `unknown argument ${arg} (use --logins=N, --concurrency=N, --engines=postgres,pglite, --activations=N, ` +
-          "--roles=N, --scenarios=dynamic,membership)",
+          "--roles=N, --scenarios=dynamic,connector,membership)",
       );
   }
   return options;
@@ -98,22 +106,50 @@ function phases(label: string, samples: Phases[]) {
     `  ${label}: p50 submit ${p50(samples, (p) => p.submit)} · provisioning ${p50(samples, (p) => p.provisioning)}` +
       ` · credentials read ${p50(samples, (p) => p.credentials)} · sign-in ${p50(samples, (p) => p.signIn)} ms`,
   );
+  const counted = samples.flatMap((p) => (p.counts ? [p.counts] : []));
+  if (counted.length > 0) {
+    const median = (pick: (c: NonNullable<Phases["counts"]>) => number) =>
+      quantile(
+        counted.map(pick).sort((a, b) => a - b),
+        0.5,
+      );
+    console.log(
+      `  ${label}, statements (median; store + target): submit ${median((c) => c.submit.store)}` +
+        ` + ${median((c) => c.submit.target)} · provisioning ${median((c) => c.provisioning.store)}` +
+        ` + ${median((c) => c.provisioning.target)} · credentials read ${median((c) => c.credentials.store)}` +
+        ` + ${median((c) => c.credentials.target)}`,
+    );
+  }
   const inside = samples.flatMap((p) => (p.inside ? [p.inside] : []));
   console.log(
-    `  ${label}, inside the server (its clock, ms resolution): p50 enqueued → claimed ${p50(inside, (i) => i.wakeUp)}` +
-      ` · claimed → password sealed ${p50(inside, (i) => i.prelude)}` +
+    `  ${label}, inside the server (its clock, ms resolution): p50 enqueued → NOTIFY heard ${p50(inside, (i) => i.wakeUp)}` +
+      ` · NOTIFY heard → password sealed ${p50(inside, (i) => i.prelude)}` +
       ` · sealed → active (createLogin + activation) ${p50(inside, (i) => i.connectorAndActivation)} ms`,
   );
 }
 
-/** The outbox runner's lease (its default, which the server does not change): a claim sets locked_until to now + it. */
-const OUTBOX_LEASE_MS = 30_000;
+/**
+ * Statements sent by node-postgres clients in this process, by database: the store's (engine postgres) and the
+ * target's. Counted by wrapping Client.prototype.query (observed, not changed), so that the round trips on the
+ * way to a working login can be told apart whatever the host's load does to their duration.
+ */
+const statements = { store: 0, target: 0, other: 0 };
+let targetDatabase = "";
+let storeDatabase = "";
+const originalQuery = pg.Client.prototype.query;
+pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+  const database = (this as unknown as { database?: string }).database;
+  if (database === targetDatabase) statements.target += 1;
+  else if (database === storeDatabase) statements.store += 1;
+  else statements.other += 1;
+  return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
+} as typeof pg.Client.prototype.query;
 
 /** Where the provisioning time went, from the server's own timestamps (ms, Date resolution), after submit. */
 interface Inside {
-  /** The job enqueued (in the submit's transaction) → claimed by the runner: commit, NOTIFY, wake-up, claim. */
+  /** The job enqueued (in the submit's transaction) → its NOTIFY heard by the runner: the rest of the transaction, commit, delivery. */
   wakeUp: number;
-  /** Claimed → the minted password sealed and stored: the job's reads, the vault. */
+  /** NOTIFY heard → the minted password sealed and stored: the claim, the job's reads, the vault. */
   prelude: number;
   /** Password stored → the request active: the connector's createLogin, then the activation's transaction. */
   connectorAndActivation: number;
@@ -130,7 +166,11 @@ interface Phases {
   signIn: number;
   total: number;
   inside: Inside | null;
+  /** Statements to the store and to the target in each phase (engine postgres, 1 requester at a time only). */
+  counts: { submit: Count; provisioning: Count; credentials: Count } | null;
 }
+
+type Count = { store: number; target: number };
 
 interface DynamicTarget {
   url: string;
@@ -160,10 +200,43 @@ function expectStatus(what: string, res: { status: number; body: unknown }, stat
  */
 async function benchDynamic(engine: Engine, options: Options, target: DynamicTarget, root: pg.Client) {
   const requesters = Math.max(options.concurrency, 1);
-  const server = await testServer(engine, { env: { STINT_RECONCILE_INTERVAL: "0" } });
+  // When the server's runner hears each NOTIFY on the outbox channel (observed, not changed).
+  const notified: number[] = [];
+  // Requesters waiting for the next transaction of the server to end: a request turns active at a commit, so
+  // they look at its state then (and at least every ACTIVE_POLL_MS), not in a busy loop.
+  const committed: (() => void)[] = [];
+  const nextCommit = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      committed.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  targetDatabase = new URL(target.url).pathname.slice(1);
+  const server = await testServer(engine, {
+    env: { STINT_RECONCILE_INTERVAL: "0" },
+    wrapStore: (store) =>
+      Object.assign(Object.create(store) as typeof store, {
+        transaction: <T>(fn: Parameters<typeof store.transaction<T>>[0]) =>
+          store.transaction(fn).finally(() => {
+            for (const wake of committed.splice(0)) wake();
+          }),
+        listen: (channel: string, onMessage: (payload: string) => void, opts?: { onReconnect?: () => void }) =>
+          store.listen(
+            channel,
+            (payload) => {
+              if (channel === OUTBOX_CHANNEL) notified.push(Date.now());
+              onMessage(payload);
+            },
+            opts,
+          ),
+      }),
+  });
   // The requesters look at their request's state with a direct query: on PostgreSQL on a connection of their
   // own (not the server's pool), on PGlite through the store (it has one connection).
   const watcher = engine === "postgres" ? new pg.Pool({ connectionString: server.databaseUrl, max: requesters }) : null;
+  storeDatabase = server.databaseUrl ? new URL(server.databaseUrl).pathname.slice(1) : "";
   try {
     const users = Array.from({ length: requesters }, (_, i) => `${target.userPrefix}${engine[1]}${i}`);
     for (const user of users)
@@ -211,36 +284,40 @@ eligibility:
     };
     const insideOf = async (id: string): Promise<Inside | null> => {
       const query = `select extract(epoch from o.created_at) * 1000 as enqueued,
-                            extract(epoch from o.locked_until) * 1000 as locked,
                             extract(epoch from c.created_at) * 1000 as sealed,
                             extract(epoch from r.activated_at) * 1000 as activated
                        from activation_requests r
                        join grants g on g.request_id = r.id
                        join outbox o on o.idempotency_key = 'provision:' || g.id
                        join grant_credentials c on c.grant_id = g.id
-                      where r.id = $1`;
+                      where r.id = $1 and o.attempts = 1`;
       const rows = watcher
         ? (await watcher.query(query, [id])).rows
         : (await server.store.db.executeQuery<Record<string, unknown>>(CompiledQuery.raw(query, [id]))).rows;
       const row = rows[0] as Record<string, unknown> | undefined;
       if (!row) return null;
-      const [enqueued, locked, sealed, activated] = ["enqueued", "locked", "sealed", "activated"].map((k) =>
-        Number(row[k]),
-      ) as [number, number, number, number];
-      const claimed = locked - OUTBOX_LEASE_MS;
-      // A retried job was claimed more than once: its figures would mislead.
-      if (!(enqueued <= claimed && claimed <= sealed && sealed <= activated)) return null;
-      return { wakeUp: claimed - enqueued, prelude: sealed - claimed, connectorAndActivation: activated - sealed };
+      const [enqueued, sealed, activated] = ["enqueued", "sealed", "activated"].map((k) => Number(row[k])) as [
+        number,
+        number,
+        number,
+      ];
+      // The first NOTIFY on the outbox channel heard at or after the enqueue (ms resolution on both sides).
+      const heard = notified.find((at) => at >= enqueued);
+      if (heard === undefined || heard > sealed) return null;
+      return { wakeUp: heard - enqueued, prelude: sealed - heard, connectorAndActivation: activated - sealed };
     };
-    const waitFor = async (what: string, done: () => Promise<boolean>, pollMs: number) => {
+    const waitFor = async (what: string, done: () => Promise<boolean>, wait: () => Promise<void>) => {
       const deadline = performance.now() + 30_000;
       while (!(await done())) {
         if (performance.now() > deadline) throw new Error(`${what}: not done after 30 s`);
-        await sleep(pollMs);
+        await wait();
       }
     };
 
-    const issue = async (auth: string, n: number): Promise<Phases> => {
+    /** `alone`: no other requester runs meanwhile, so the statements counted are this issuance's. */
+    const issue = async (auth: string, n: number, alone: boolean): Promise<Phases> => {
+      const snapshot = () => ({ store: statements.store, target: statements.target });
+      const counts0 = snapshot();
       const started = performance.now();
       const submitted = await inject(server, auth, "POST", "/v1/activation-requests", {
         role: ROLE,
@@ -250,19 +327,25 @@ eligibility:
       expectStatus("submit", submitted, 201);
       const id = String(submitted.body.id);
       const afterSubmit = performance.now();
+      const counts1 = snapshot();
+      let looks = 0;
       await waitFor(
         "provisioning",
         async () => {
+          looks += 1;
           const state = await stateOf(id);
           if (state === "failed") throw new Error(`request ${id} failed`);
           return state === "active";
         },
-        ACTIVE_POLL_MS,
+        () => nextCommit(ACTIVE_POLL_MS),
       );
       const active = performance.now();
+      const counts2 = snapshot();
       const creds = await inject(server, auth, "GET", `/v1/me/roles/${ROLE}/credentials`);
       expectStatus("credentials", creds, 200);
       const read = performance.now();
+      const counts3 = snapshot();
+      const diff = (a: Count, b: Count) => ({ store: b.store - a.store, target: b.target - a.target });
       const client = new pg.Client({
         host: String(creds.body.host),
         port: Number(creds.body.port),
@@ -281,7 +364,7 @@ eligibility:
       await waitFor(
         "drop",
         async () => (await root.query("select 1 from pg_roles where rolname = $1", [creds.body.user])).rowCount === 0,
-        5,
+        () => sleep(10),
       );
       return {
         submit: afterSubmit - started,
@@ -290,10 +373,19 @@ eligibility:
         signIn: works - read,
         total: works - started,
         inside,
+        counts:
+          !alone || engine !== "postgres"
+            ? null
+            : {
+                submit: diff(counts0, counts1),
+                // Less the requester's own looks at the request's state (one statement each, on the store).
+                provisioning: { ...diff(counts1, counts2), store: diff(counts1, counts2).store - looks },
+                credentials: diff(counts2, counts3),
+              },
       };
     };
 
-    for (let i = 0; i < WARMUP_LOGINS; i++) await issue(auths[0]!, -i);
+    for (let i = 0; i < WARMUP_LOGINS; i++) await issue(auths[0]!, -i, true);
 
     const verdict = (samples: number[]) => {
       const p99 = quantile(
@@ -304,11 +396,18 @@ eligibility:
     };
     console.error(`${engine}: ${options.logins} sequential dynamic logins (load ${load()})`);
     const sequential: Phases[] = [];
-    for (let i = 0; i < options.logins; i++) sequential.push(await issue(auths[0]!, i));
+    const cpuBefore = process.cpuUsage();
+    for (let i = 0; i < options.logins; i++) sequential.push(await issue(auths[0]!, i, true));
+    const cpu = process.cpuUsage(cpuBefore);
     summary(
       `${engine.padEnd(8)} submit → login works, 1 at a time`,
       sequential.map((p) => p.total),
       verdict(sequential.map((p) => p.total)),
+    );
+    // Less sensitive to other processes on the host than wall time: this process's CPU (server and requester,
+    // the drop included), per issuance.
+    console.log(
+      `  1 at a time: ${((cpu.user + cpu.system) / 1000 / options.logins).toFixed(1)} ms of this process's CPU per issuance`,
     );
     phases("1 at a time", sequential);
 
@@ -319,7 +418,7 @@ eligibility:
       const startedAll = performance.now();
       await Promise.all(
         auths.map(async (auth) => {
-          while (next < options.logins) concurrent.push(await issue(auth, next++));
+          while (next < options.logins) concurrent.push(await issue(auth, next++, false));
         }),
       );
       const seconds = (performance.now() - startedAll) / 1000;
@@ -419,6 +518,106 @@ eligibility:
   }
 }
 
+/**
+ * The connector alone: createLogin then dropLogin of a dynamic login, each on a warm pooled admin connection
+ * and on a new one (the pool emptied first, as every call was before pooling), interleaved so that both see
+ * the same host. Against the machine's PostgreSQL (trust, no TLS) and, where the PostgreSQL 15 binaries and root
+ * are there, a throwaway cluster that signs in with SCRAM over TLS (verify-full), as a production target does.
+ */
+async function benchConnector(options: Options) {
+  const connector = connectorFor("postgres")!;
+  const hex = randomBytes(4).toString("hex");
+  const run = async (label: string, target: ConnectorTarget, admin: pg.Client) => {
+    const reader = `stint_bench_cr_${hex}`;
+    await admin.query(`create role ${reader} nologin`);
+    try {
+      const times = {
+        warmCreate: [] as number[],
+        warmDrop: [] as number[],
+        coldCreate: [] as number[],
+        coldDrop: [] as number[],
+      };
+      const once = async (n: number, cold: boolean) => {
+        const login = `stint_bench_c_${hex}_${n}${cold ? "c" : "w"}`;
+        const spec = {
+          login,
+          password: randomBytes(24).toString("base64url"),
+          entitlement: { role: reader, dynamic: true },
+          validUntil: new Date(Date.now() + 600_000),
+        };
+        if (cold) await postgresPools.closeAll();
+        let t = performance.now();
+        await connector.createLogin!(target, spec);
+        const create = performance.now() - t;
+        if (cold) await postgresPools.closeAll();
+        t = performance.now();
+        await connector.dropLogin!(target, { login });
+        const drop = performance.now() - t;
+        if (n < 0) return;
+        (cold ? times.coldCreate : times.warmCreate).push(create);
+        (cold ? times.coldDrop : times.warmDrop).push(drop);
+      };
+      for (let i = 0; i < 3; i++) await once(-1 - i, i % 2 === 0);
+      for (let i = 0; i < options.logins; i++) {
+        await once(i, true);
+        await once(i, false);
+      }
+      summary(`${label} createLogin, new connection`, times.coldCreate);
+      summary(`${label} createLogin, pooled connection`, times.warmCreate);
+      summary(`${label} dropLogin, new connection`, times.coldDrop);
+      summary(`${label} dropLogin, pooled connection`, times.warmDrop);
+    } finally {
+      await postgresPools.closeAll();
+      await admin.query(`drop role if exists ${reader}`);
+    }
+  };
+
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  const local = new URL(PG_ADMIN_URL);
+  try {
+    await run(
+      "trust, no TLS ",
+      { name: "bench-local", address: `${local.toString()}?sslmode=disable`, options: {}, credential: null },
+      admin,
+    );
+  } finally {
+    await admin.end();
+  }
+
+  let instance: PostgresInstance;
+  try {
+    instance = await startPostgres({ tls: true });
+  } catch (error) {
+    console.log(`(no SCRAM/TLS cluster: ${(error as Error).message.split("\n")[0]})`);
+    return;
+  }
+  const scram = new pg.Client({
+    host: "127.0.0.1",
+    port: instance.port,
+    user: "postgres",
+    password: instance.adminPassword,
+    database: "postgres",
+    ssl: { ca: instance.tls!.ca },
+  });
+  try {
+    await scram.connect();
+    await run(
+      "SCRAM over TLS",
+      {
+        name: "bench-scram",
+        address: `postgres://postgres@127.0.0.1:${instance.port}/postgres`,
+        options: { tls: { ca: instance.tls!.ca } },
+        credential: instance.adminPassword,
+      },
+      scram,
+    );
+  } finally {
+    await scram.end().catch(() => undefined);
+    await instance.stop();
+  }
+}
+
 async function main() {
   const options = parseArgs(process.argv.slice(2));
   const cpus = os.cpus();
@@ -459,10 +658,15 @@ async function main() {
     }
     console.log(
       "dynamic: the server's outbox runner started (NOTIFY wakes it); submit (app.inject) → the request active " +
-        `(looked up every ${ACTIVE_POLL_MS} ms with a direct query) → GET /v1/me/roles/:role/credentials → a new ` +
+        `(looked up with a direct query after each of the server's transactions, and every ${ACTIVE_POLL_MS} ms) → ` +
+        "GET /v1/me/roles/:role/credentials → a new " +
         "connection as the minted login reads the granted table. Each requester then deactivates and waits for " +
         "the drop (untimed, but load for the others).",
     );
+  }
+  if (options.scenarios.includes("connector")) {
+    console.error(`connector alone: ${options.logins} createLogin/dropLogin each way (load ${load()})`);
+    await benchConnector(options);
   }
   if (options.scenarios.includes("membership")) await benchMembership(options);
   console.log(`load average ${load()} at the end; total ${((performance.now() - started) / 1000).toFixed(1)} s`);
