@@ -567,16 +567,24 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
     const password = checkedPassword(spec.password);
     if (!(spec.validUntil instanceof Date) || Number.isNaN(spec.validUntil.getTime()))
       throw refused("validUntil must be a valid date");
-    const { literal, secrets } = await passwordLiteral(password);
+    // Hashed on the thread pool while the login's state is asked.
+    const hashing = passwordLiteral(password);
+    const secrets = [password];
     await withClient(
       target,
       call,
       async (client) => {
         const { state, canConnect, database } = await loginState(client, login);
+        const { literal, secrets: forms } = await hashing;
+        secrets.push(...forms);
         // A retry finds the login it made; a login someone else made is never taken over.
         if (state === "other")
           throw refused(`login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`);
         const statements = [
+          // A login that a target crash right after this commit loses is a sign-in that fails (fail closed), not a
+          // privilege kept: so this one transaction does not wait for the target's WAL flush. Drops, revocations
+          // and password changes always do.
+          "SET LOCAL synchronous_commit TO off",
           createLoginSql(login, literal, spec.validUntil, state === "dynamic"),
           ...(state === "missing"
             ? [`COMMENT ON ROLE ${quoteIdent(login)} IS ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)}`]
