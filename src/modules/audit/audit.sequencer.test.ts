@@ -12,6 +12,7 @@ import { createAuditLog } from "./audit.service.js";
 import { createAuditSequencer, storeLease, type AuditSequencer } from "./audit.sequencer.js";
 import * as auditStore from "./audit.store.js";
 import { systemClock } from "../../lib/clock.js";
+import type { Logger } from "../../lib/logger.js";
 
 const alice: Actor = {
   kind: "principal",
@@ -199,6 +200,39 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     expect(await audit.verify()).toMatchObject({ ok: true, count: 1 });
     // A stuck in its lease call never stops; it is abandoned like a dead node.
     void a.stop();
+  });
+
+  it("raises the lag alert on every node when nobody chains (the lease holder died)", async () => {
+    const { audit, store } = await setup();
+    // A holder that died with a long lease: nobody chains until it runs out.
+    expect(await auditStore.takeLease(store.db, "dead-node", 60_000)).toBe(true);
+    await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success" });
+    const registry = new Registry();
+    const errors: string[] = [];
+    const logger = {
+      info: () => undefined,
+      warn: () => undefined,
+      error: (...args: unknown[]) => void errors.push(String(args[1])),
+    } as unknown as Pick<Logger, "info" | "warn" | "error">;
+    const b = createAuditSequencer({
+      audit,
+      lease: storeLease(store),
+      holder: "b",
+      registry,
+      logger,
+      pollMs: 10,
+      alertAfterMs: 1000,
+    });
+    sequencers.push(b);
+    b.start();
+    const alerts = async () => (await registry.getSingleMetric("stint_audit_lag_alerts_total")!.get()).values[0]?.value;
+    await until(async () => (await alerts()) === 1, 10_000);
+    expect(b.isLeader()).toBe(false);
+    expect(errors).toContain("audit events are waiting longer than allowed to be chained");
+    const age = await registry.getSingleMetric("stint_audit_unchained_age_seconds")!.get();
+    expect(age.values[0]!.value).toBeGreaterThanOrEqual(1);
+    const waiting = await registry.getSingleMetric("stint_audit_unchained_events")!.get();
+    expect(waiting.values[0]!.value).toBe(1);
   });
 
   it("verify covers what committed before it was called and reports what still waits", async () => {

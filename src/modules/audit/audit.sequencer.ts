@@ -30,7 +30,7 @@ export interface AuditSequencer {
 }
 
 export interface AuditSequencerOptions {
-  audit: Pick<AuditLog, "chainPending" | "pendingStats" | "onPending" | "sequencing">;
+  audit: Pick<AuditLog, "chainPending" | "pendingStats" | "anyPending" | "onPending" | "sequencing">;
   lease: {
     take(holder: string, ttlMs: number): Promise<boolean>;
     release(holder: string): Promise<void>;
@@ -62,6 +62,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   const leaseMs = options.leaseMs ?? 5000;
   const batch = options.batch ?? 2000;
   const alertAfterMs = options.alertAfterMs ?? 30_000;
+  const lagCheckMs = Math.min(5000, Math.max(100, alertAfterMs / 2));
   const now = options.now ?? Date.now;
   const logger = options.logger ?? { info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -198,13 +199,25 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
 
   async function run(): Promise<void> {
     let lastLagCheck = 0;
+    let idle = false;
     while (running) {
       try {
+        // Every node watches the lag, leader or not: a cluster where nobody chains must raise the alert.
+        if (now() - lastLagCheck > lagCheckMs) {
+          lastLagCheck = now();
+          await checkLag();
+        }
         if (!(await holdLease())) {
           await sleep(leaseMs / 3);
           continue;
         }
+        // Idle, a poll is one cheap read; the chaining transaction only when something waits.
+        if (idle && !(await audit.anyPending())) {
+          await sleep(pollMs);
+          continue;
+        }
         const result = await audit.chainPending(undefined, batch);
+        idle = result.chained + result.rejected === 0;
         const at = now();
         for (const time of result.times) lag.observe(Math.max(0, (at - Date.parse(time)) / 1000));
         if (result.rejected > 0) {
@@ -213,10 +226,6 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
             { rejected: result.rejected },
             "unchained audit rows failed their integrity check and were not chained (recorded as audit.pending_rejected)",
           );
-        }
-        if (at - lastLagCheck > 5000) {
-          lastLagCheck = at;
-          await checkLag();
         }
         // A full batch: more is waiting; go on at once.
         if (result.chained + result.rejected < batch) await sleep(pollMs);

@@ -50,6 +50,8 @@ export interface AuditLog {
   catchUp(maxPasses?: number): Promise<number>;
   /** Events committed and not chained yet, and the time of the oldest. */
   pendingStats(): Promise<{ count: number; oldest: Date | null }>;
+  /** Whether any committed event waits to be chained (one cheap read). */
+  anyPending(): Promise<boolean>;
   /** Called after each append that leaves chaining to the sequencer (it wakes sooner than its poll). */
   onPending(listener: () => void): void;
   /** Signs a checkpoint over the current head (besides the required one every N events: at shutdown). */
@@ -255,6 +257,7 @@ export function createAuditLog(deps: {
     chainPending,
     catchUp,
     pendingStats: () => auditStore.pendingStats(store.db),
+    anyPending: () => auditStore.anyPending(store.db),
     onPending(listener) {
       pendingListeners.push(listener);
     },
