@@ -65,6 +65,8 @@ interface Session {
   target: ConnectorTarget;
   options: MysqlOptions;
   mariadb: boolean;
+  /** Whether the session's sql_mode lets a backslash escape in a string literal (no NO_BACKSLASH_ESCAPES). */
+  backslashEscapes: boolean;
   query(sql: string, values?: unknown[]): Promise<RowDataPacket[]>;
 }
 
@@ -102,8 +104,11 @@ function connectionLost(error: unknown): boolean {
   return typeof message === "string" && /closed state|connection lost/i.test(message);
 }
 
-/** Whether each pooled connection's server is MariaDB (asked once, when it is opened). */
-const isMariadb = new WeakMap<Connection, boolean>();
+/**
+ * What each connection's server is (MariaDB or MySQL) and whether its session's sql_mode lets a backslash
+ * escape in a string literal: asked once, when it is opened (nothing in a call changes the session's sql_mode).
+ */
+const serverOf = new WeakMap<Connection, { mariadb: boolean; backslashEscapes: boolean }>();
 
 /**
  * The pools of admin connections (see ../connection-pool.ts). A pooled connection is signed in already and
@@ -180,10 +185,14 @@ async function openConnection(
     for (const field of ["password", "password1", "password2", "password3", "passwordSha1"]) config[field] = undefined;
     try {
       const [rows] = await Promise.race([
-        connection.query({ sql: "SELECT VERSION() AS version", timeout: QUERY_TIMEOUT_MS }),
+        connection.query({ sql: "SELECT VERSION() AS version, @@SESSION.sql_mode AS mode", timeout: QUERY_TIMEOUT_MS }),
         aborted,
       ]);
-      isMariadb.set(connection, /mariadb/i.test(String((rows as RowDataPacket[])[0]?.version)));
+      const row = (rows as RowDataPacket[])[0];
+      serverOf.set(connection, {
+        mariadb: /mariadb/i.test(String(row?.version)),
+        backslashEscapes: !/NO_BACKSLASH_ESCAPES/i.test(String(row?.mode)),
+      });
     } catch (error) {
       connection.destroy();
       throw error;
@@ -225,7 +234,8 @@ async function withSession<T>(
       const session = {
         target,
         options: readOptions(target.options),
-        mariadb: isMariadb.get(connection) ?? false,
+        mariadb: serverOf.get(connection)?.mariadb ?? false,
+        backslashEscapes: serverOf.get(connection)?.backslashEscapes ?? true,
         query,
       };
       return await Promise.race([work(session), aborted]);
@@ -527,9 +537,8 @@ async function discover(session: Session): Promise<StandingAccess[]> {
 }
 
 /** The password as a literal for this session's sql_mode. */
-async function passwordSql(session: Session, password: string): Promise<string> {
-  const [row] = await session.query("SELECT @@SESSION.sql_mode AS mode");
-  return quotePassword(password, !/NO_BACKSLASH_ESCAPES/i.test(String(row?.mode)));
+function passwordSql(session: Session, password: string): string {
+  return quotePassword(password, session.backslashEscapes);
 }
 
 /**
@@ -538,7 +547,7 @@ async function passwordSql(session: Session, password: string): Promise<string> 
  */
 async function createLogin(session: Session, spec: DynamicLoginSpec, entitlement: MysqlEntitlement): Promise<void> {
   const account = accountSql(spec.login, session.options.accountHost);
-  const identified = `IDENTIFIED BY ${await passwordSql(session, spec.password)}`;
+  const identified = `IDENTIFIED BY ${passwordSql(session, spec.password)}`;
   let created = false;
   if (await accountExists(session, spec.login)) await session.query(`ALTER USER ${account} ${identified}`);
   else
@@ -575,7 +584,7 @@ async function setPassword(session: Session, login: string, password: string): P
   const account = accountSql(login, session.options.accountHost);
   if (!(await accountExists(session, login)))
     throw refused(`${session.target.name}: account ${account} does not exist`);
-  await session.query(`ALTER USER ${account} IDENTIFIED BY ${await passwordSql(session, password)}`);
+  await session.query(`ALTER USER ${account} IDENTIFIED BY ${passwordSql(session, password)}`);
 }
 
 function assertPassword(password: string): void {
