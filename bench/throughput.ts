@@ -1,0 +1,158 @@
+/**
+ * `npm run bench:throughput` — issue 14's acceptance in one run: every benchmark that judges one of its
+ * targets, one after another (never two at once: they would measure each other), each in its own
+ * process so one's leftovers cannot slow the next. Each benchmark prints its own table and PASS/FAIL
+ * lines; this collects them, prints a summary with the machine and its load before and after each,
+ * and writes everything to bench/results/latest.json.
+ *
+ *   node --import tsx bench/throughput.ts [--only=audit,pim,...] [--quick]
+ *
+ * `--quick` passes each benchmark its smaller sizes (a smoke run; the figures do not judge anything).
+ */
+import { spawn } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+interface Bench {
+  name: string;
+  /** What of issue 14's acceptance it shows. */
+  judges: string;
+  file: string;
+  args: string[];
+  quickArgs: string[];
+}
+
+const BENCHES: Bench[] = [
+  {
+    name: "audit",
+    judges: "1: audited tx/s at 32 writers, verify events/s, chaining lag",
+    file: "bench/audit.bench.ts",
+    args: ["--engines=pglite-memory,postgres"],
+    quickArgs: ["--engines=postgres", "--events=500", "--batched-events=1000"],
+  },
+  {
+    name: "pim",
+    judges: "2, 3: time-to-elevate at 1/10/50 requesters; check API against bare Fastify",
+    file: "bench/pim.bench.ts",
+    args: [],
+    quickArgs: ["--users=10", "--elevations=50", "--checks=500", "--level-seconds=2"],
+  },
+  {
+    name: "vault",
+    judges: "4: secret reads at 16 readers",
+    file: "bench/vault.bench.ts",
+    args: [],
+    quickArgs: [],
+  },
+  {
+    name: "connectors",
+    judges: "5: dynamic PostgreSQL login, submit → the login works",
+    file: "bench/connectors.bench.ts",
+    args: [],
+    quickArgs: [],
+  },
+  {
+    name: "pgproxy",
+    judges: "6: pgbench -S through Stint's PostgreSQL proxy against PgBouncer",
+    file: "bench/pg-proxy.bench.ts",
+    args: [],
+    quickArgs: [],
+  },
+  {
+    name: "sshproxy",
+    judges: "7: scp/sftp/rsync through Stint's SSH proxy against an OpenSSH jump host",
+    file: "bench/ssh-proxy.bench.ts",
+    args: [],
+    quickArgs: [],
+  },
+];
+
+interface Outcome {
+  name: string;
+  judges: string;
+  exitCode: number | null;
+  seconds: number;
+  loadBefore: number[];
+  loadAfter: number[];
+  verdicts: string[];
+  stdout: string;
+}
+
+function run(bench: Bench, quick: boolean): Promise<Outcome> {
+  const started = Date.now();
+  const loadBefore = os.loadavg();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", bench.file, ...(quick ? bench.quickArgs : bench.args)], {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let stdout = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      process.stdout.write(chunk);
+      stdout += chunk.toString("utf8");
+    });
+    child.on("close", (exitCode) => {
+      const verdicts = stdout
+        .split("\n")
+        .map((line) => line.trim())
+        .filter((line) => /\b(PASS|FAIL)\b/.test(line));
+      resolve({
+        name: bench.name,
+        judges: bench.judges,
+        exitCode,
+        seconds: Math.round((Date.now() - started) / 1000),
+        loadBefore,
+        loadAfter: os.loadavg(),
+        verdicts,
+        stdout,
+      });
+    });
+  });
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const only = args
+    .find((a) => a.startsWith("--only="))
+    ?.slice("--only=".length)
+    .split(",");
+  const quick = args.includes("--quick");
+  for (const arg of args)
+    if (!arg.startsWith("--only=") && arg !== "--quick")
+      throw new Error(`unknown argument ${arg} (use --only=a,b and --quick)`);
+  const chosen = only ? BENCHES.filter((b) => only.includes(b.name)) : BENCHES;
+  const cpus = os.cpus();
+  const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`;
+  console.log(`Stint throughput run — ${new Date().toISOString()} — ${machine}${quick ? " — QUICK (not judged)" : ""}`);
+  const outcomes: Outcome[] = [];
+  for (const bench of chosen) {
+    console.log(`\n=== ${bench.name} (${bench.judges}) ===`);
+    outcomes.push(await run(bench, quick));
+  }
+  const load = (l: number[]) => l.map((n) => n.toFixed(2)).join(" ");
+  console.log("\n=== summary ===");
+  for (const o of outcomes) {
+    console.log(
+      `${o.name}: exit ${o.exitCode}, ${o.seconds} s, load before ${load(o.loadBefore)} after ${load(o.loadAfter)}`,
+    );
+    for (const v of o.verdicts) console.log(`  ${v}`);
+    if (o.verdicts.length === 0) console.log("  (no PASS/FAIL line printed)");
+  }
+  const dir = path.join(ROOT, "bench", "results");
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    path.join(dir, "latest.json"),
+    `${JSON.stringify({ date: new Date().toISOString(), machine, quick, outcomes }, null, 2)}\n`,
+  );
+  console.log(`\nwrote bench/results/latest.json`);
+  if (outcomes.some((o) => o.exitCode !== 0)) process.exitCode = 1;
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exitCode = 1;
+});
