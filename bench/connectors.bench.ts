@@ -198,7 +198,7 @@ function expectStatus(what: string, res: { status: number; body: unknown }, stat
  * it). Each requester is its own user; it waits for its drop before submitting again, so every sample is one
  * full issuance while the other requesters' issuances and drops run beside it.
  */
-async function benchDynamic(engine: Engine, options: Options, target: DynamicTarget, root: pg.Client) {
+async function benchDynamic(engine: Engine, options: Options, target: DynamicTarget, root: pg.Pool) {
   const requesters = Math.max(options.concurrency, 1);
   // When the server's runner hears each NOTIFY on the outbox channel (observed, not changed).
   const notified: number[] = [];
@@ -644,8 +644,14 @@ async function main() {
       await db.query("revoke all on ledger from public");
       await db.query(`grant select on ledger to ${reader}`);
       await db.end();
-      for (const engine of options.engines)
-        await benchDynamic(engine, options, { url: url.toString(), reader, userPrefix: `dyn${hex}` }, root);
+      // The requesters look for their login's drop at once: a pool, not one client.
+      const checks = new pg.Pool({ connectionString: PG_ADMIN_URL, max: options.concurrency });
+      try {
+        for (const engine of options.engines)
+          await benchDynamic(engine, options, { url: url.toString(), reader, userPrefix: `dyn${hex}` }, checks);
+      } finally {
+        await checks.end();
+      }
     } finally {
       await root.query(`drop database if exists ${database} with (force)`);
       const minted = await root.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
