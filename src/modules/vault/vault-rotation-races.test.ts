@@ -108,6 +108,7 @@ async function currentValue(server: Server, path: string): Promise<{ version: nu
 }
 
 async function events(server: Server, action: string, path: string): Promise<number> {
+  await server.audit.catchUp(); // committed events, chained (the sequencer's work on PostgreSQL)
   const rows = await server.store.db
     .selectFrom("audit_events")
     .select("id")
