@@ -1,6 +1,6 @@
 /**
  * `npm run soak -- [--minutes=30] [--store=postgres|pglite] [--warmup-minutes=5] [--window-minutes=5]
- * [--sample-seconds=10]` — issue 13, acceptance 7.
+ * [--sample-seconds=10] [--heap-snapshots] [--access-token-ttl=10m]` — issue 13, acceptance 7.
  *
  * Starts the built server (`node bin/stint.js server`, dist/) on a fresh PostgreSQL database on
  * 127.0.0.1:5432 (or, with --store=pglite, its embedded store in a fresh data directory), with the
@@ -55,6 +55,8 @@ interface Options {
   windowMinutes: number;
   sampleSeconds: number;
   heapSnapshots: boolean;
+  /** The server's STINT_ACCESS_TOKEN_TTL, when given (short ones exercise the clients' renewal). */
+  accessTokenTtl?: string;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -78,9 +80,10 @@ function parseOptions(argv: string[]): Options {
     else if (key === "--window-minutes" && n > 0) options.windowMinutes = n;
     else if (key === "--sample-seconds" && n > 0) options.sampleSeconds = n;
     else if (key === "--store" && (value === "postgres" || value === "pglite")) options.store = value;
+    else if (key === "--access-token-ttl" && /^\d+[smh]$/.test(value)) options.accessTokenTtl = value;
     else
       throw new Error(
-        `unknown argument ${arg} (use --minutes=N, --store=postgres|pglite, --warmup-minutes=N, --window-minutes=N, --sample-seconds=N, --heap-snapshots)`,
+        `unknown argument ${arg} (use --minutes=N, --store=postgres|pglite, --warmup-minutes=N, --window-minutes=N, --sample-seconds=N, --heap-snapshots, --access-token-ttl=5m)`,
       );
   }
   return options;
@@ -196,22 +199,38 @@ let secretReads = 0;
 let node!: ServerNode;
 const tokens = new Map<string, string>();
 
-/** One API call as a user; recorded as an operation of `kind`. Throws nothing: the answer says. */
+/** Passwords by user name (the administrator's is the bootstrap one). */
+const passwords = new Map<string, string>();
+
+/**
+ * One API call as a user (no operation recorded). An access token that has expired is renewed by
+ * signing in again, as a client would, and the call made once more. Throws nothing: the answer says.
+ */
+async function callAs(user: string, method: string, url: string, body?: unknown): Promise<Answer> {
+  const once = async (): Promise<Answer> => {
+    const started = Date.now();
+    try {
+      return await node.call(method, url, tokens.get(user), body);
+    } catch (error) {
+      return {
+        what: `${method} ${url}`,
+        status: 0,
+        code: (error as Error).name,
+        retryAfter: null,
+        ms: Date.now() - started,
+        body: null,
+      };
+    }
+  };
+  const answer = await once();
+  if (answer.status !== 401 || answer.code !== "TOKEN_EXPIRED") return answer;
+  await signIn(user, passwords.get(user) ?? PASSWORD);
+  return once();
+}
+
+/** One API call as a user, recorded as an operation of `kind`. */
 async function api(kind: string, user: string, method: string, url: string, body?: unknown): Promise<Answer> {
-  const started = Date.now();
-  let answer: Answer;
-  try {
-    answer = await node.call(method, url, tokens.get(user), body);
-  } catch (error) {
-    answer = {
-      what: `${method} ${url}`,
-      status: 0,
-      code: (error as Error).name,
-      retryAfter: null,
-      ms: Date.now() - started,
-      body: null,
-    };
-  }
+  const answer = await callAs(user, method, url, body);
   record(kind, answer.status >= 200 && answer.status < 300, answer.ms, `${kind} ${answer.status} ${answer.code ?? ""}`);
   return answer;
 }
@@ -488,15 +507,16 @@ const ENDED = new Set(["expired", "deactivated", "revoked"]);
 
 async function verify(): Promise<string[]> {
   const lost: string[] = [];
-  const admin = tokens.get("admin");
+  const admin = (method: string, url: string) => callAs("admin", method, url);
   // Every activation has had its time: wait until the API shows each one ended.
   const deadline = Math.max(...acknowledged.map((a) => a.expiresAt), Date.now()) + 180_000;
   const states = new Map<string, { state?: string; endedAt?: string | null; decisions?: { approver: string }[] }>();
   for (;;) {
     const open = acknowledged.filter((a) => !ENDED.has(states.get(a.id)?.state ?? ""));
     for (const a of open) {
-      const answer = await node.call("GET", `/v1/activation-requests/${a.id}`, admin).catch(() => undefined);
-      if (answer?.status === 200) states.set(a.id, answer.body as never);
+      const answer = await admin("GET", `/v1/activation-requests/${a.id}`);
+      if (answer.status === 200) states.set(a.id, answer.body as never);
+      else if (answer.status !== 404) progress(`reading ${a.id}: ${answer.status} ${answer.code ?? ""}`);
     }
     const still = acknowledged.filter((a) => !ENDED.has(states.get(a.id)?.state ?? ""));
     if (still.length === 0 || Date.now() > deadline) break;
@@ -516,7 +536,7 @@ async function verify(): Promise<string[]> {
   // Each proxied session is recorded, for its activation, and ended.
   const withSession = acknowledged.filter((a) => a.session);
   if (withSession.length > 0) {
-    const answer = await node.call("GET", "/v1/sessions?limit=500", admin);
+    const answer = await admin("GET", "/v1/sessions?limit=500");
     const sessions = (answer.body as { items?: { requestId: string; endedAt: string | null }[] }).items ?? [];
     for (const a of withSession) {
       const session = sessions.find((s) => s.requestId === a.id);
@@ -544,7 +564,11 @@ async function verify(): Promise<string[]> {
   // Every acknowledged secret read has its audit event.
   let audited = 0;
   for (let after = 0; ;) {
-    const page = await node.call("GET", `/v1/audit/events?action=secret.read&afterSeq=${after}&limit=1000`, admin);
+    const page = await admin("GET", `/v1/audit/events?action=secret.read&afterSeq=${after}&limit=1000`);
+    if (page.status !== 200) {
+      lost.push(`the audit events cannot be read: ${page.status} ${page.code ?? ""}`);
+      break;
+    }
     const items = (page.body as { items?: { seq: number }[] }).items ?? [];
     audited += items.length;
     if (items.length < 1000) break;
@@ -552,7 +576,7 @@ async function verify(): Promise<string[]> {
   }
   if (audited < secretReads) lost.push(`${secretReads} secret reads acknowledged, ${audited} audited`);
   // The audit chain verifies.
-  const verified = await node.call("GET", "/v1/audit/verify", admin);
+  const verified = await admin("GET", "/v1/audit/verify");
   const result = verified.body as { ok?: boolean; events?: number; checked?: number };
   if (verified.status !== 200 || result.ok !== true)
     lost.push(`the audit chain does not verify: ${verified.status} ${JSON.stringify(verified.body).slice(0, 300)}`);
@@ -577,6 +601,7 @@ async function main(): Promise<number> {
     STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
     STINT_PG_PROXY_LISTEN: `127.0.0.1:${await freePort()}`,
     STINT_METRICS_TOKEN: METRICS_TOKEN,
+    ...(options.accessTokenTtl ? { STINT_ACCESS_TOKEN_TTL: options.accessTokenTtl } : {}),
   };
   let diagnostics: string | undefined;
   if (options.heapSnapshots) {
@@ -607,7 +632,8 @@ async function main(): Promise<number> {
   cleanups.push(() => node.kill());
   const pid = node.child.pid!;
   if (!(await signIn("admin", ADMIN_PASSWORD))) throw new Error(`admin sign-in failed:\n${node.output()}`);
-  const admin = (method: string, url: string, body?: unknown) => node.call(method, url, tokens.get("admin"), body);
+  passwords.set("admin", ADMIN_PASSWORD);
+  const admin = (method: string, url: string, body?: unknown) => callAs("admin", method, url, body);
   progress("users, catalog and secrets");
   for (const user of [...REQUESTERS, ...APPROVERS])
     await must(admin("POST", "/v1/users", { name: user, password: PASSWORD }), `user ${user}`);
