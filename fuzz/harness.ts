@@ -117,8 +117,8 @@ export async function withFeaturesAsync<T>(fn: () => Promise<T>): Promise<{ resu
 
 /**
  * An error reduced to its kind. A finding: its message with quoted parts, numbers and long runs of
- * input left out. A parser's refusal: its error code when it has one, else the leading words of its
- * message (what follows is usually the input echoed back).
+ * input left out. A parser's refusal: its error code when it has one, else the first three words of
+ * its message (what follows is often the input echoed back).
  */
 export function kindOf(error: unknown): string {
   const reduce = (text: string) =>
@@ -128,12 +128,13 @@ export function kindOf(error: unknown): string {
       .replace(/[A-Za-z0-9+/=_-]{24,}/g, "B")
       .slice(0, 80);
   if (error instanceof FuzzFinding) return reduce(`${error.name}:${error.message}`);
-  // Words only: a refusal's message often goes on with the input ("unsupported key type ssh-foo").
+  // Three words at most: a refusal's message often goes on with the input ("unsupported key type ssh-foo").
   const words = (text: string) =>
-    /^[A-Za-z ,'()-]*/
-      .exec(text.split(": ")[0] ?? "")![0]
-      .trim()
-      .slice(0, 80);
+    (text.split(": ")[0] ?? "")
+      .split(" ")
+      .slice(0, 3)
+      .map((w) => (/^[A-Za-z,'()-]+$/.test(w) ? w : "X"))
+      .join(" ");
   if (!(error instanceof Error)) return words(String(error));
   const code = (error as { code?: unknown }).code;
   if (typeof code === "string") return `${error.name}:${code}`;

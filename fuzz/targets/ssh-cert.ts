@@ -23,7 +23,7 @@ import {
   verifyCertificate,
   type CertExtension,
 } from "../../src/modules/sessions/ssh-ca.js";
-import { expect, only, type FuzzTarget, type ValidInput } from "../harness.js";
+import { expect, feature, kindOf, only, type FuzzTarget, type ValidInput } from "../harness.js";
 
 const CA = generateCa();
 const OTHER_CA = generateCa();
@@ -66,6 +66,7 @@ function check(input: Buffer): void {
     "verifyCertificate",
     () => verifyCertificate(line, CA.publicKey, NOW, principal === undefined ? {} : { principal }),
   );
+  if (verdict !== undefined) feature(`verdict:${verdict.ok ? "ok" : kindOf(new Error(verdict.reason))}`);
   // Only certificates the valid generator had this CA sign may pass.
   if (verdict?.ok === true) {
     expect(
