@@ -41,6 +41,7 @@ const TABLES = ["targets", "policies", "roles", "eligibilities", "groups", "grou
 
 /** Row counts of everything configuration as code could touch, and of the audit log. */
 async function snapshot(server: TestServer): Promise<Record<string, number>> {
+  await server.audit.catchUp(); // committed events, chained (the sequencer's work on PostgreSQL)
   const counts: Record<string, number> = {};
   for (const table of TABLES) {
     const result = await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)}`.execute(
@@ -56,6 +57,7 @@ async function snapshot(server: TestServer): Promise<Record<string, number>> {
 }
 
 async function headSeq(server: TestServer): Promise<number> {
+  await server.audit.catchUp();
   const result = await sql<{ seq: number }>`select coalesce(max(seq), 0)::int as seq from audit_events`.execute(
     server.store.db,
   );
