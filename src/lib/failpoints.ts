@@ -27,6 +27,8 @@ export const FAILPOINTS = {
   "grant.revoke.before-target": "a revocation attempt is about to call the target; the privilege is still there",
   "grant.revoke.after-target":
     "the target no longer holds the privilege; the grant is not marked revoked (nor audited) yet",
+  "grant.restore.after-target":
+    "a removal for another grant of the same login and entitlement took a live grant's membership; it is back at the target, and whether that grant is still live is not checked yet",
   "grant.probe.after-target":
     "an unreachable target answered its probe; its revocations waiting on a backoff are not made due yet",
   "drift.remove.after-target":

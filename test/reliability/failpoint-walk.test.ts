@@ -385,6 +385,8 @@ interface Scenario {
   ends: "expired" | "revoked" | "failed";
   /** Longest time from the activation's end to the privilege gone at the target (default: one lease and 1 s). */
   recoveryMs?: number;
+  /** The scenario submits the walked activation itself (something else happens first). */
+  submitsItself?: boolean;
   /** Drives the activation up to node A's crash at `failpoint`. */
   crash(w: Walk): Promise<void>;
   /** What else a user checks after the recovery. */
@@ -549,6 +551,40 @@ const WALK: Scenario[] = [
     },
   },
   {
+    failpoint: "grant.restore.after-target",
+    what: "the revocation of the user's earlier activation lands after this one's GRANT; the membership is put back and the node dies before checking it is still needed",
+    role: "static",
+    ends: "expired",
+    submitsItself: true,
+    async crash(w) {
+      // The user's earlier activation of the same role, ended by the user: one membership for both.
+      const earlier = await w.d.api(w.user, "POST", "/v1/activation-requests", {
+        role: "walk-static",
+        duration: "10m",
+        reason: "walking the failpoints of issue 13",
+      });
+      expect(earlier.status, JSON.stringify(earlier.body)).toBe(201);
+      await w.drain(w.d.nodeA);
+      expect(await w.held()).toBe(true);
+      const ended = await w.d.api(w.user, "POST", "/v1/me/roles/walk-static/deactivate");
+      expect(ended.status, JSON.stringify(ended.body)).toBe(200);
+      // Its revocation has checked that no active grant relies on the membership; before its REVOKE lands, the
+      // user activates again (the GRANT finds the membership there).
+      w.arm("grant.revoke.before-target", async () => {
+        await w.submit();
+        await w.activateA();
+      });
+      w.crashAt("grant.restore.after-target");
+      await w.drain(w.d.nodeA);
+      expect(await w.held()).toBe(true);
+      expect((await w.request()).state).toBe("active");
+    },
+    async check(w) {
+      const actions = await w.auditActions(`grant:${w.grantId}`);
+      expect(actions.filter((a) => a === "grant.restored")).toHaveLength(1);
+    },
+  },
+  {
     failpoint: "grant.probe.after-target",
     what: "the target was down at the expiry; it answers its probe and the node dies before waking the revocation",
     role: "flaky",
@@ -669,7 +705,7 @@ const END_EVENTS = ["request.expired", "request.revoked", "request.deactivated",
 async function walk(d: Deployment, scenario: Scenario, index: number): Promise<void> {
   const w = new Walk(d, d.user(index), scenario.role);
   const deadBefore = await d.server.store.db.selectFrom("outbox").select("id").where("status", "=", "dead").execute();
-  await w.submit();
+  if (!scenario.submitsItself) await w.submit();
   await scenario.crash(w);
   // The scenario's node died at its failpoint, once.
   expect(w.crash?.name).toBe(scenario.failpoint);

@@ -35,7 +35,13 @@ import {
   type ConnectorTarget,
   type StandingAccess,
 } from "../connectors/index.js";
-import { outboxStore, safeErrorMessage, type OutboxHandlers, type OutboxService } from "../outbox/index.js";
+import {
+  outboxStore,
+  safeErrorMessage,
+  type HandlerContext,
+  type OutboxHandlers,
+  type OutboxService,
+} from "../outbox/index.js";
 import type { RequestService } from "../requests/requests.service.js";
 import * as grantStore from "./grants.store.js";
 import { probeLane, targetLane, withTargetLanes } from "./grants.lanes.js";
@@ -51,6 +57,7 @@ export const JOB = {
   removeStanding: "standing.remove",
   reconcile: "reconcile.target",
   probe: "target.probe",
+  restore: "grant.restore",
 } as const;
 
 /** Something operators should hear about now (delivered through the outbox, like request notifications). */
@@ -547,12 +554,90 @@ export function createGrantService(deps: GrantServiceDeps) {
     }
   }
 
-  async function revokeJob(payload: Record<string, unknown>, attempt: number, signal: AbortSignal) {
+  // -------------------------------------------------------------------------
+  // Shared memberships: the same login holding the same entitlement at a target, whichever grant asked for it
+
+  /**
+   * The membership a grant holds at its target, which every grant of the same login and entitlement there
+   * shares (the same role activated again, or another role granting the same thing); null for a minted login,
+   * which is its grant's alone.
+   */
+  function membershipOf(grant: grantStore.GrantRow): grantStore.MembershipKey | null {
+    if (grant.login === null || isDynamic(grant.entitlement)) return null;
+    return { targetId: grant.target_id, login: grant.login, entitlement: grant.entitlement };
+  }
+
+  /**
+   * Queues, in the caller's transaction, the restore of each of these live grants' membership: a removal at the
+   * target (the outbox job `job`, this attempt) may have taken it away after a grant started relying on it.
+   */
+  async function queueRestores(
+    tx: Kysely<Database>,
+    holders: readonly { id: string }[],
+    job: Pick<HandlerContext, "idempotencyKey" | "attempt">,
+    after: string,
+  ): Promise<void> {
+    for (const holder of holders)
+      await outbox.enqueue(tx, {
+        kind: JOB.restore,
+        idempotencyKey: `restore:${holder.id}:${job.idempotencyKey}:${job.attempt}`,
+        payload: { grantId: holder.id, after },
+        maxAttempts: revokeAttempts,
+      });
+  }
+
+  async function revokeJob(payload: Record<string, unknown>, job: HandlerContext) {
     const grantId = String(payload.grantId);
     const force = payload.force === true;
     const grant = await grantStore.findGrant(store.db, grantId);
     if (!grant || (grant.state !== "revoking" && !force)) return;
     const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
+    const membership = membershipOf(grant);
+    const restoreReason = `the revocation of grant ${grantId} removed it at the target`;
+
+    /** Marks the grant revoked and audits it (a forced revocation is audited even when it already was). */
+    async function recordRevoked(tx: Kysely<Database>, now: Date, extra: Record<string, unknown>): Promise<void> {
+      const revoked = await grantStore.markRevoked(tx, grantId, now);
+      if (!revoked && !force) return;
+      await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
+        action: "grant.revoked",
+        outcome: "success",
+        subject: `grant:${grantId}`,
+        details: {
+          role: grant!.role_name,
+          target: targetRow.name,
+          login: grant!.login,
+          requestId: grant!.request_id,
+          attempts: grant!.attempts + 1,
+          ...(force
+            ? {
+                after:
+                  typeof payload.after === "string"
+                    ? payload.after
+                    : "provisioning finished after the activation ended",
+              }
+            : {}),
+          ...extra,
+        },
+      });
+    }
+
+    if (membership) {
+      // The same login holds the same privilege for an activation that is active now: the membership is that
+      // activation's as much as this one's, and its own end takes it away. Decided with those grants locked, so
+      // one that ends meanwhile queues its revocation after this decision.
+      const kept = await store.transaction(async (tx) => {
+        const holders = await grantStore.grantsSharing(tx, membership, { states: ["active"], exceptGrantId: grantId });
+        if (holders.length === 0) return false;
+        // An earlier attempt of this job may have reached the target and stopped before saying so: put it back.
+        if (job.attempt > 1) await queueRestores(tx, holders, job, restoreReason);
+        await recordRevoked(tx, clock.now(), {
+          keptFor: { grantId: holders[0]!.id, requestId: holders[0]!.request_id },
+        });
+        return true;
+      });
+      if (kept) return;
+    }
     await failpoint("grant.revoke.before-target");
     if (grant.login !== null) {
       try {
@@ -561,11 +646,11 @@ export function createGrantService(deps: GrantServiceDeps) {
         const entitlement = grant.entitlement as Record<string, unknown>;
         if (isDynamic(entitlement) && connector.dropLogin) {
           await call(connector.kind, "drop_login", () =>
-            connector.dropLogin!(target, { login }, { signal, operationId: `revoke:${grantId}` }),
+            connector.dropLogin!(target, { login }, { signal: job.signal, operationId: `revoke:${grantId}` }),
           );
         } else {
           await call(connector.kind, "revoke", () =>
-            connector.revoke(target, { login, entitlement }, { signal, operationId: `revoke:${grantId}` }),
+            connector.revoke(target, { login, entitlement }, { signal: job.signal, operationId: `revoke:${grantId}` }),
           );
         }
       } catch (error) {
@@ -575,7 +660,7 @@ export function createGrantService(deps: GrantServiceDeps) {
           await grantStore.recordGrantFailure(tx, { id: grantId, state: "revoking" }, failure.message, now, null);
           // The target did not answer: probe it, so the revocation runs as soon as it does, not after the backoff.
           if (failure.reason === "unavailable") await startProbing(tx, targetRow.id);
-          if (attempt === 1) {
+          if (job.attempt === 1) {
             // Audited and alerted once; later attempts are counted on the grant and in the metrics.
             await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
               action: "grant.revoke_failed",
@@ -593,35 +678,26 @@ export function createGrantService(deps: GrantServiceDeps) {
             });
           }
         });
-        logger.warn({ grantId, target: targetRow.name, attempt, err: failure.message }, "revocation failed; retrying");
+        logger.warn(
+          { grantId, target: targetRow.name, attempt: job.attempt, err: failure.message },
+          "revocation failed; retrying",
+        );
         throw failure;
       }
     }
     await failpoint("grant.revoke.after-target");
     const now = clock.now();
     await store.transaction(async (tx) => {
-      const revoked = await grantStore.markRevoked(tx, grantId, now);
-      if (!revoked && !force) return;
-      await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
-        action: "grant.revoked",
-        outcome: "success",
-        subject: `grant:${grantId}`,
-        details: {
-          role: grant.role_name,
-          target: targetRow.name,
-          login: grant.login,
-          requestId: grant.request_id,
-          attempts: grant.attempts + 1,
-          ...(force
-            ? {
-                after:
-                  typeof payload.after === "string"
-                    ? payload.after
-                    : "provisioning finished after the activation ended",
-              }
-            : {}),
-        },
-      });
+      // A grant of the same membership that started after the check above may have had its GRANT land before this
+      // REVOKE did: the membership is put back for every one still provisioning or active.
+      const holders = membership
+        ? await grantStore.grantsSharing(tx, membership, {
+            states: ["provisioning", "active"],
+            exceptGrantId: grantId,
+          })
+        : [];
+      await queueRestores(tx, holders, job, restoreReason);
+      await recordRevoked(tx, now, holders.length > 0 ? { restoring: holders.map((h) => h.id) } : {});
     });
     const ended = await store.db
       .selectFrom("activation_requests")
@@ -630,6 +706,91 @@ export function createGrantService(deps: GrantServiceDeps) {
       .executeTakeFirst();
     if (ended?.ended_at)
       revocationLatency.observe(Math.max(0, (now.getTime() - new Date(ended.ended_at).getTime()) / 1000));
+  }
+
+  /**
+   * Puts back the membership of a live grant that a removal at the target took away: the revocation of another
+   * grant of the same login and entitlement (or a drift or standing removal) that checked no active grant relied
+   * on it, and then landed after this grant's GRANT. Checked again after the call: a grant that ended meanwhile
+   * may have had its own revocation run before this GRANT landed, so a forced revocation follows.
+   *
+   * Never at the same time as the grant's own provisioning: two GRANTs of one membership at once fail at
+   * PostgreSQL (a duplicate key in pg_auth_members), and the loser would fail the activation.
+   */
+  async function restoreJob(payload: Record<string, unknown>, job: HandlerContext) {
+    const grantId = String(payload.grantId);
+    const grant = await grantStore.findGrant(store.db, grantId);
+    const membership = grant ? membershipOf(grant) : null;
+    if (!grant || !membership) return;
+    const followUp = {
+      kind: JOB.revoke,
+      idempotencyKey: `revoke:${grantId}:after-${job.idempotencyKey}:${job.attempt}`,
+      payload: { grantId, force: true, after: "its membership was restored after the activation ended" },
+      maxAttempts: revokeAttempts,
+    };
+    if (grant.state !== "provisioning" && grant.state !== "active") {
+      // Ended before this attempt; an earlier one may have reached the target and stopped before saying so.
+      if (job.attempt > 1) await store.transaction((tx) => outbox.enqueue(tx, followUp));
+      return;
+    }
+    if (grant.state === "provisioning") {
+      const provision = await outboxStore.findByIdempotencyKey(store.db, `provision:${grantId}`);
+      // Not running: its next attempt (if any) GRANTs after the removal that queued this, and before the grant
+      // is active. Running: that attempt may have GRANTed before the removal; come back once its lease is over.
+      if (provision?.status !== "running") return;
+      const leaseEnd = Math.max(clock.now().getTime(), provision.lockedUntil?.getTime() ?? 0);
+      await store.transaction((tx) =>
+        outbox.enqueue(tx, {
+          kind: JOB.restore,
+          idempotencyKey: `${job.idempotencyKey}:after-provisioning:${provision.attempts}`,
+          payload,
+          maxAttempts: revokeAttempts,
+          notBefore: new Date(leaseEnd + 1),
+        }),
+      );
+      return;
+    }
+    const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
+    try {
+      const { connector, target } = await connectorTarget(store.db, targetRow);
+      problemsOf(connector.checkLogin(membership.login), `the login ${membership.login}`);
+      await call(connector.kind, "restore", () =>
+        connector.provision(
+          target,
+          { login: membership.login, entitlement: grant.entitlement as Record<string, unknown> },
+          { signal: job.signal, operationId: `restore:${grantId}` },
+        ),
+      );
+    } catch (error) {
+      const failure = asConnectorError(error);
+      // Refused: retrying will not help; the reconciler reports the privilege missing (and provisions it again).
+      if (failure.reason === "refused") {
+        logger.warn({ grantId, target: targetRow.name, err: failure.message }, "a membership could not be restored");
+        return;
+      }
+      throw failure;
+    }
+    await failpoint("grant.restore.after-target");
+    await store.transaction(async (tx) => {
+      const state = await grantStore.lockGrantState(tx, grantId);
+      if (state !== "provisioning" && state !== "active") {
+        // Ended while its membership was being put back: its revocation may have run before this GRANT landed.
+        await outbox.enqueue(tx, followUp);
+        return;
+      }
+      await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
+        action: "grant.restored",
+        outcome: "success",
+        subject: `grant:${grantId}`,
+        reason: typeof payload.after === "string" ? payload.after : null,
+        details: {
+          role: grant.role_name,
+          target: targetRow.name,
+          login: membership.login,
+          requestId: grant.request_id,
+        },
+      });
+    });
   }
 
   /** Starts a target's probe chain unless one is already on its way. */
@@ -724,33 +885,45 @@ export function createGrantService(deps: GrantServiceDeps) {
     if (problems.length > 0) throw new ConnectorError("refused", `${what} is not valid: ${problems.join("; ")}`);
   }
 
-  async function removeDriftJob(payload: Record<string, unknown>, signal: AbortSignal) {
+  async function removeDriftJob(payload: Record<string, unknown>, job: HandlerContext) {
     const finding = await grantStore.findFinding(store.db, String(payload.findingId));
     if (!finding || finding.resolved_at !== null) return;
-    const now = clock.now();
-    if (await grantStore.hasOpenGrant(store.db, finding.role_id, finding.login)) {
-      await store.transaction(async (tx) => {
-        if (!(await grantStore.resolveFinding(tx, finding.id, "an activation now backs it", now))) return;
-        await audit.append(tx, SYSTEM, systemContext(`drift:${finding.id}`), {
-          action: "drift.resolved",
-          outcome: "success",
-          subject: `target:${finding.target_name}`,
-          details: { role: finding.role_name, login: finding.login, kind: finding.kind, resolution: "activation" },
-        });
+    const membership: grantStore.MembershipKey = {
+      targetId: finding.target_id,
+      login: finding.login,
+      entitlement: finding.entitlement,
+    };
+    const restoreReason = `the removal of drift ${finding.id} removed it at the target`;
+    // An activation of this role or of another granting the same privilege to the login now backs it.
+    const backed = await store.transaction(async (tx) => {
+      const holders = await grantStore.grantsSharing(tx, membership, { states: ["provisioning", "active"] });
+      if (holders.length === 0) return false;
+      // An earlier attempt may have removed it and stopped before saying so: put it back.
+      if (job.attempt > 1) await queueRestores(tx, holders, job, restoreReason);
+      if (!(await grantStore.resolveFinding(tx, finding.id, "an activation now backs it", clock.now()))) return true;
+      await audit.append(tx, SYSTEM, systemContext(`drift:${finding.id}`), {
+        action: "drift.resolved",
+        outcome: "success",
+        subject: `target:${finding.target_name}`,
+        details: { role: finding.role_name, login: finding.login, kind: finding.kind, resolution: "activation" },
       });
-      return;
-    }
+      return true;
+    });
+    if (backed) return;
     const targetRow = (await grantStore.findTarget(store.db, finding.target_id))!;
     const { connector, target } = await connectorTarget(store.db, targetRow);
     await call(connector.kind, "revoke", () =>
       connector.revoke(
         target,
         { login: finding.login, entitlement: finding.entitlement as Record<string, unknown> },
-        { signal, operationId: `drift:${finding.id}` },
+        { signal: job.signal, operationId: `drift:${finding.id}` },
       ),
     );
     await failpoint("drift.remove.after-target");
     await store.transaction(async (tx) => {
+      // An activation that started after the check above may have had its GRANT land before this REVOKE.
+      const holders = await grantStore.grantsSharing(tx, membership, { states: ["provisioning", "active"] });
+      await queueRestores(tx, holders, job, restoreReason);
       if (!(await grantStore.resolveFinding(tx, finding.id, "removed by Stint", clock.now(), "removed"))) return;
       await audit.append(tx, SYSTEM, systemContext(`drift:${finding.id}`), {
         action: "drift.removed",
@@ -785,35 +958,56 @@ export function createGrantService(deps: GrantServiceDeps) {
     });
   }
 
-  async function removeStandingJob(payload: Record<string, unknown>, signal: AbortSignal) {
+  async function removeStandingJob(payload: Record<string, unknown>, job: HandlerContext) {
     const targetRow = await grantStore.findTarget(store.db, String(payload.targetId));
     if (!targetRow) return;
     const login = String(payload.login);
     const entitlement = payload.entitlement as Record<string, unknown>;
+    const membership: grantStore.MembershipKey = { targetId: targetRow.id, login, entitlement };
+    const restoreReason = `the removal of standing access (conversion ${String(payload.conversionId)}) removed it`;
+    const standingRemoved = (details: Record<string, unknown>): AuditInput => ({
+      action: "standing.removed",
+      outcome: "success",
+      subject: `target:${targetRow.name}`,
+      details: { login, entitlement, privilege: payload.privilege, ...details },
+    });
+    // The login holds it for an active activation now: it is no longer standing, and that activation's end
+    // takes it away.
+    const kept = await store.transaction(async (tx) => {
+      const holders = await grantStore.grantsSharing(tx, membership, { states: ["active"] });
+      if (holders.length === 0) return false;
+      if (job.attempt > 1) await queueRestores(tx, holders, job, restoreReason);
+      await audit.append(
+        tx,
+        SYSTEM,
+        systemContext(`convert:${String(payload.conversionId)}`),
+        standingRemoved({ keptFor: { grantId: holders[0]!.id, requestId: holders[0]!.request_id } }),
+      );
+      return true;
+    });
+    if (kept) return;
     const { connector, target } = await connectorTarget(store.db, targetRow);
     await call(connector.kind, "revoke", () =>
       connector.revoke(
         target,
         { login, entitlement },
-        { signal, operationId: `standing:${String(payload.conversionId)}:${login}` },
+        { signal: job.signal, operationId: `standing:${String(payload.conversionId)}:${login}` },
       ),
     );
-    await store.transaction((tx) =>
-      audit.append(tx, SYSTEM, systemContext(`convert:${String(payload.conversionId)}`), {
-        action: "standing.removed",
-        outcome: "success",
-        subject: `target:${targetRow.name}`,
-        details: { login, entitlement, privilege: payload.privilege },
-      }),
-    );
+    await store.transaction(async (tx) => {
+      const holders = await grantStore.grantsSharing(tx, membership, { states: ["provisioning", "active"] });
+      await queueRestores(tx, holders, job, restoreReason);
+      await audit.append(tx, SYSTEM, systemContext(`convert:${String(payload.conversionId)}`), standingRemoved({}));
+    });
   }
 
   const handlers: OutboxHandlers = {
     [JOB.provision]: (payload, context) => provisionJob(payload, context.attempt, context.signal),
-    [JOB.revoke]: (payload, context) => revokeJob(payload, context.attempt, context.signal),
-    [JOB.removeDrift]: (payload, context) => removeDriftJob(payload, context.signal),
+    [JOB.revoke]: (payload, context) => revokeJob(payload, context),
+    [JOB.restore]: (payload, context) => restoreJob(payload, context),
+    [JOB.removeDrift]: (payload, context) => removeDriftJob(payload, context),
     [JOB.reprovision]: (payload, context) => reprovisionJob(payload, context.signal),
-    [JOB.removeStanding]: (payload, context) => removeStandingJob(payload, context.signal),
+    [JOB.removeStanding]: (payload, context) => removeStandingJob(payload, context),
     [JOB.probe]: (payload, context) => probeJob(payload, context.signal),
     [JOB.reconcile]: async (payload) => {
       const row = await grantStore.findTarget(store.db, String(payload.targetId));
@@ -881,9 +1075,11 @@ export function createGrantService(deps: GrantServiceDeps) {
       const now = clock.now();
       const grants = await grantStore.grantsAt(tx, row.id, startedAt);
       const open = await grantStore.openFindings(tx, row.id);
+      // Roles granting the same entitlement share one membership per login (see the README).
+      const entitlementOf = new Map(roles.map((r) => [r.id, canonicalize(r.entitlement) ?? ""]));
       const leftByStint = new Set(
         (await grantStore.endedGrantLogins(tx, row.id)).map(
-          (g) => `${g.role_id}\u0000${normalizeLogin(row.kind, g.login)}`,
+          (g) => `${canonicalize(g.entitlement) ?? ""}\u0000${normalizeLogin(row.kind, g.login)}`,
         ),
       );
       const events: AuditInput[] = [];
@@ -891,11 +1087,15 @@ export function createGrantService(deps: GrantServiceDeps) {
         const holders = observed.get(role.id);
         const roleOpen = open.filter((f) => f.role_id === role.id);
         if (holders === undefined) continue;
+        const entitlement = entitlementOf.get(role.id)!;
         const ofRole = grants.filter((g) => g.role_id === role.id && g.login !== null);
         const found = findDrift(row.kind, {
           active: ofRole.filter((g) => g.state === "active").map((g) => g.login!),
           inFlux: ofRole.filter((g) => g.state === "provisioning" || g.state === "revoking").map((g) => g.login!),
           recentlyEnded: ofRole.filter((g) => g.state === "revoked" || g.state === "failed").map((g) => g.login!),
+          sharedWith: grants
+            .filter((g) => g.role_id !== role.id && g.login !== null && entitlementOf.get(g.role_id) === entitlement)
+            .map((g) => g.login!),
           observed: holders,
           ignored: ignore,
         });
@@ -918,7 +1118,7 @@ export function createGrantService(deps: GrantServiceDeps) {
           });
         for (const d of opened) {
           const id = newId();
-          const left = leftByStint.has(`${role.id}\u0000${normalizeLogin(row.kind, d.login)}`);
+          const left = leftByStint.has(`${entitlement}\u0000${normalizeLogin(row.kind, d.login)}`);
           const action = driftAction({ kind: d.kind, policyRemove: remove, leftByStint: left });
           await grantStore.insertFinding(tx, {
             id,

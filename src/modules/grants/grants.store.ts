@@ -109,6 +109,12 @@ export async function recordGrantFailure(
     .execute();
 }
 
+/** A grant's state, its row locked until the transaction ends (its own state changes wait). */
+export async function lockGrantState(db: Q, grantId: string): Promise<GrantState | undefined> {
+  const row = await db.selectFrom("grants").select("state").where("id", "=", grantId).forUpdate().executeTakeFirst();
+  return row?.state;
+}
+
 /** Ends a revoking grant; false when it was not revoking (already done by another worker). */
 export async function markRevoked(db: Q, grantId: string, now: Date): Promise<boolean> {
   const rows = await db
@@ -141,20 +147,52 @@ export function grantsAt(db: Q, targetId: string, since: Date) {
 }
 
 /**
- * (role, login) pairs of a target whose latest grant has ended (revoked or failed): privilege such a login
- * still holds was put there by Stint for a grant that is over (a provisioning that landed after its
- * revocation), so the reconciler removes it whatever the drift policy.
+ * (entitlement, login) pairs of a target whose latest grant (of any role granting that entitlement there) has
+ * ended (revoked or failed): privilege such a login still holds was put there by Stint for a grant that is over
+ * (a provisioning that landed after its revocation), so the reconciler removes it whatever the drift policy.
  */
-export async function endedGrantLogins(db: Q, targetId: string): Promise<{ role_id: string; login: string }[]> {
-  const { rows } = await sql<{ role_id: string; login: string }>`
-    select latest.role_id, latest.login from (
-      select distinct on (g.role_id, g.login) g.role_id, g.login, g.state
+export async function endedGrantLogins(db: Q, targetId: string): Promise<{ entitlement: unknown; login: string }[]> {
+  const { rows } = await sql<{ entitlement: unknown; login: string }>`
+    select latest.entitlement, latest.login from (
+      select distinct on (r.entitlement, g.login) r.entitlement, g.login, g.state
         from grants g join roles r on r.id = g.role_id
        where r.target_id = ${targetId} and g.login is not null
-       order by g.role_id, g.login, g.created_at desc, g.id desc
+       order by r.entitlement, g.login, g.created_at desc, g.id desc
     ) latest
      where latest.state in ('revoked', 'failed')`.execute(db);
   return rows;
+}
+
+/** What makes two grants share one membership at a target: the same login holding the same entitlement. */
+export interface MembershipKey {
+  targetId: string;
+  login: string;
+  entitlement: unknown;
+}
+
+export type GrantState = "provisioning" | "active" | "revoking" | "revoked" | "failed";
+
+/**
+ * The grants in `states` that share the membership `key` names (any role at the target granting the same
+ * entitlement, compared as jsonb), oldest first, without `exceptGrantId`. Locked: a decision taken on them
+ * (keep the membership, put it back) and their own state changes (provisioned, ended, which lock their row)
+ * happen one after the other.
+ */
+export async function grantsSharing(
+  db: Q,
+  key: MembershipKey,
+  options: { states: readonly GrantState[]; exceptGrantId?: string },
+): Promise<{ id: string; request_id: string; state: string }[]> {
+  let query = db
+    .selectFrom("grants")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .select(["grants.id", "grants.request_id", "grants.state"])
+    .where("roles.target_id", "=", key.targetId)
+    .where(sql<boolean>`roles.entitlement = ${JSON.stringify(key.entitlement ?? {})}::jsonb`)
+    .where("grants.login", "=", key.login)
+    .where("grants.state", "in", [...options.states]);
+  if (options.exceptGrantId !== undefined) query = query.where("grants.id", "!=", options.exceptGrantId);
+  return query.orderBy("grants.created_at").orderBy("grants.id").forUpdate("grants").execute();
 }
 
 /** Open grants of one role and login (an activation now backs the privilege). */

@@ -35,6 +35,21 @@ describe("drift", () => {
     ).toEqual([{ login: "alice", kind: "missing" }]);
   });
 
+  it("a membership another role's grant of the same entitlement backs is never unexpected, nor missing for this role", () => {
+    expect(
+      findDrift("postgres", {
+        active: ["alice"],
+        inFlux: [],
+        sharedWith: ["alice", "bob", "carol"],
+        observed: ["bob", "mallory"],
+        ignored: [],
+      }),
+    ).toEqual([
+      { login: "alice", kind: "missing" },
+      { login: "mallory", kind: "unexpected" },
+    ]);
+  });
+
   it("compares LDAP DNs as LDAP does", () => {
     expect(normalizeLogin("ldap", "UID=Alice, OU=People,dc=Example,dc=org")).toBe(
       "uid=alice,ou=people,dc=example,dc=org",

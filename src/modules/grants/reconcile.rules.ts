@@ -6,7 +6,8 @@
  * - missing: an activation is active and the target does not show the privilege.
  * Grants on their way (provisioning, revoking) are in flux and never drift in either
  * direction; a grant that ended while the target was being read may still show there,
- * so it is not unexpected (yet); ignored logins never drift.
+ * so it is not unexpected (yet); ignored logins never drift. Roles at one target granting the same entitlement
+ * share one membership per login: another such role's grant backs it.
  */
 import { normalizeDn } from "../connectors/ldap/ldap.rules.js";
 
@@ -19,6 +20,12 @@ export interface RoleObservation {
   inFlux: readonly string[];
   /** Logins whose grant ended while the target was read. */
   recentlyEnded?: readonly string[];
+  /**
+   * Logins with a grant of another role at the target granting the same entitlement (open, or ended while the
+   * target was read): the membership is one, and it is theirs, so it is never unexpected for this role. It is
+   * not this role's to miss either.
+   */
+  sharedWith?: readonly string[];
   /** Logins the target shows holding the role's entitlement. */
   observed: readonly string[];
   /** Logins the target's options say to leave alone. */
@@ -48,10 +55,11 @@ export function findDrift(kind: string, observation: RoleObservation): Drift[] {
   const inFlux = norm(observation.inFlux);
   const ignored = norm(observation.ignored);
   const ended = norm(observation.recentlyEnded ?? []);
+  const shared = norm(observation.sharedWith ?? []);
   const observed = new Map(observation.observed.map((l) => [normalizeLogin(kind, l), l]));
   const drift: Drift[] = [];
   for (const [key, login] of observed)
-    if (!active.has(key) && !inFlux.has(key) && !ended.has(key) && !ignored.has(key))
+    if (!active.has(key) && !inFlux.has(key) && !ended.has(key) && !shared.has(key) && !ignored.has(key))
       drift.push({ login, kind: "unexpected" });
   for (const login of observation.active) {
     const key = normalizeLogin(kind, login);
