@@ -17,6 +17,7 @@ import type { ScryptParams } from "./lib/security.js";
 import { buildApp, type App } from "./http/app.js";
 import { registerSystemRoutes } from "./http/system.routes.js";
 import { registerWebRoutes } from "./http/web.routes.js";
+import { createAccessIndex, type AccessIndex } from "./modules/access-index/access-index.service.js";
 import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
 import { createAnchorWriter, type AnchorWriter } from "./modules/audit/audit.anchor.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
@@ -73,6 +74,8 @@ export interface Server {
   app: App;
   store: AppStore;
   audit: AuditLog;
+  /** This node's in-memory index of active activations and principals (the hot paths read it). */
+  accessIndex: AccessIndex;
   /** Signs the audit head and rewrites the anchor file; main starts its timer. */
   auditAnchor: AnchorWriter;
   /** Chains committed audit events in the background (PostgreSQL); started with the server. */
@@ -104,6 +107,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       lockOwner: `stint server listening on ${config.listen}`,
     }));
   let auditSequencer: AuditSequencer | undefined;
+  let startedIndex: AccessIndex | undefined;
   try {
     const applied = await store.migrate(MIGRATIONS_DIR);
     if (applied.length > 0) logger.info({ applied }, "database migrated");
@@ -124,13 +128,19 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     // Anchors the head left by the last run (a crash signs no shutdown checkpoint) under this node's
     // checkpoint interval, and fails fast on an anchor file that cannot be written.
     await auditAnchor.write({ starting: true });
+    // Loaded before anything answers; the services below tell it every change through `tracked` transactions.
+    const accessIndex = createAccessIndex({ store, clock, logger });
+    startedIndex = accessIndex;
+    await accessIndex.start();
+    const indexed = accessIndex.tracked(store);
     const policy = {
       accessTokenTtlMs: config.accessTokenTtl,
       refreshSessionTtlMs: config.refreshSessionTtl,
       throttle: { maxFailures: config.loginMaxFailures, windowMs: config.loginWindow, lockoutMs: config.loginLockout },
     };
     const identity = createIdentityService({
-      store,
+      store: indexed,
+      index: accessIndex,
       audit,
       keyring,
       clock,
@@ -139,7 +149,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
     });
     const directory = createDirectoryService({
-      store,
+      store: indexed,
+      index: accessIndex,
       audit,
       clock,
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
@@ -165,6 +176,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         : undefined;
     const registry = new Registry();
     collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
+    accessIndex.registerMetrics(registry);
     const sequencer = createAuditSequencer({
       audit,
       lease: storeLease(store),
@@ -179,7 +191,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     let grants: GrantService | undefined = undefined;
     let sessions: SessionService | undefined = undefined;
     const requests = createRequestService({
-      store,
+      store: indexed,
+      index: accessIndex,
       audit,
       clock,
       decisionLinks,
@@ -189,7 +202,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     });
     const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
     const vault = createVaultService({
-      store,
+      store: indexed,
+      index: accessIndex,
       audit,
       clock,
       fileKey: deps.vaultKey ?? null,
@@ -276,6 +290,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       registry,
       logger,
       vault,
+      index: accessIndex,
     });
     await sessions.start();
     const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
@@ -356,6 +371,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       app,
       store,
       audit,
+      accessIndex,
       auditAnchor,
       auditSequencer: sequencer,
       identity,
@@ -377,6 +393,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         await scheduler.stop();
         await outbox.stop();
         await sessions!.stop();
+        await accessIndex.stop();
         await auditAnchor.stop();
         await sequencer.stop();
         await auditAnchor
@@ -387,6 +404,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     };
   } catch (error) {
     await auditSequencer?.stop().catch(() => undefined);
+    await startedIndex?.stop().catch(() => undefined);
     await store.close().catch(() => undefined);
     throw error;
   }

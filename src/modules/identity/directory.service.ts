@@ -11,6 +11,7 @@ import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { hashPassword, randomToken, sha256Hex, type ScryptParams } from "../../lib/security.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
@@ -18,7 +19,7 @@ import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
 import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
-import { toPrincipal, toPrincipals } from "./principal.mapper.js";
+import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js";
 import type { Principal } from "./identity.types.js";
 
 export interface DirectoryServiceDeps {
@@ -37,6 +38,8 @@ export interface DirectoryServiceDeps {
     scope: { principalIds: string[] },
     cause: { by: string; reason?: string },
   ) => Promise<AuditInput[]>;
+  /** Tells every node's access index (and the caches of sessions and tokens on it) what changed, at commit. */
+  index?: Pick<AccessIndex, "send">;
 }
 
 const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
@@ -48,7 +51,14 @@ function isUniqueViolation(error: unknown): boolean {
 }
 
 export function createDirectoryService(deps: DirectoryServiceDeps) {
-  const { store, audit, clock } = deps;
+  const { store, audit, clock, index } = deps;
+
+  /** In the transaction that created or changed a principal: every node's index learns it at commit. */
+  async function tellPrincipal(tx: Kysely<Database>, id: string) {
+    if (!index) return;
+    const row = await identityStore.findPrincipalById(tx, id);
+    if (row) await index.send(tx, { t: "prn", p: principalEntry(row) });
+  }
 
   async function requirePrincipal(db: typeof store.db, name: string) {
     const row = await identityStore.findPrincipalByName(db, name);
@@ -112,6 +122,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
             })
             .execute();
           if (passwordHash) await identityStore.setPasswordHash(tx, id, passwordHash, now);
+          await tellPrincipal(tx, id);
           await audit.append(tx, actor, context, {
             action: input.kind === "service" ? "service.create" : "user.create",
             outcome: "success",
@@ -170,6 +181,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           .set({ ...changes, updated_at: clock.now() })
           .where("id", "=", row.id)
           .execute();
+        await tellPrincipal(tx, row.id);
         await audit.append(tx, actor, context, {
           action: "user.update",
           outcome: "success",
@@ -208,6 +220,8 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           tokens = await identityStore.revokeApiTokens(tx, row.id, now);
         }
         await tx.updateTable("principals").set({ status, updated_at: now }).where("id", "=", row.id).execute();
+        // Its sessions and tokens (revoked above) are dropped from every node's cache with it.
+        await tellPrincipal(tx, row.id);
         // Pending requests are cancelled and active activations revoked in this same transaction.
         const ended =
           status === "disabled"
@@ -246,6 +260,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         const now = clock.now();
         await identityStore.setPasswordHash(tx, target.id, passwordHash, now);
         const sessions = await identityStore.revokeSessions(tx, target.id, now, "password reset by an administrator");
+        await index?.send(tx, { t: "pses", pid: target.id });
         await audit.append(tx, actor, context, {
           action: "user.password_reset",
           outcome: "success",
@@ -430,6 +445,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         if (!row) throw new StintError("NOT_FOUND", "There is no such token.");
         if (row.revoked_at) return;
         await tx.updateTable("api_tokens").set({ revoked_at: clock.now() }).where("id", "=", tokenId).execute();
+        await index?.send(tx, { t: "tok", id: tokenId });
         await audit.append(tx, actor, context, {
           action: "token.revoke",
           outcome: "success",

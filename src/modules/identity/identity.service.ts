@@ -23,6 +23,7 @@ import {
   verifyPassword,
   type ScryptParams,
 } from "../../lib/security.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import { ANONYMOUS, SYSTEM, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
 import type { Keyring } from "../keys/keys.service.js";
@@ -43,7 +44,8 @@ import {
   type ThrottleState,
 } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
-import { toPrincipal } from "./principal.mapper.js";
+import { createAuthCache, type CachedSession, type VerifiedAccessToken } from "./auth-cache.js";
+import { principalEntry, toPrincipal } from "./principal.mapper.js";
 import {
   ACCESS_TOKEN_AUDIENCE,
   ACCESS_TOKEN_ISSUER,
@@ -60,6 +62,11 @@ export interface IdentityServiceDeps {
   masterKey: Uint8Array;
   policy: IdentityPolicy;
   scrypt?: ScryptParams;
+  /**
+   * The node's access index: principals from memory, and the messages that keep every node's caches of
+   * sessions and tokens current. Without it every request reads the database.
+   */
+  index?: Pick<AccessIndex, "view" | "subscribe" | "generation" | "send">;
 }
 
 const RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789";
@@ -82,8 +89,16 @@ function throttleState(
 }
 
 export function createIdentityService(deps: IdentityServiceDeps) {
-  const { store, audit, keyring, clock, policy } = deps;
+  const { store, audit, keyring, clock, policy, index } = deps;
   const totpKey = deriveKey(deps.masterKey, "totp");
+  const cache = index ? createAuthCache({ index }) : undefined;
+
+  /** In the transaction that created or changed a principal: every node's index learns it at commit. */
+  async function tellPrincipal(tx: Kysely<Database>, id: string) {
+    if (!index) return;
+    const row = await identityStore.findPrincipalById(tx, id);
+    if (row) await index.send(tx, { t: "prn", p: principalEntry(row) });
+  }
   const hash = (password: string) => hashPassword(password, deps.scrypt);
 
   const userKey = (username: string) => `user:${canonicalUsername(username)}`;
@@ -242,6 +257,89 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     };
   }
 
+  /**
+   * An access token's signature, issuer, audience and expiry. A token that verified once is remembered by its
+   * SHA-256 until its expiry: later requests check only the expiry and that its key is still trusted.
+   */
+  async function verifyAccessToken(token: string, now: Date): Promise<VerifiedAccessToken> {
+    const tokenHash = cache ? sha256Hex(token) : "";
+    const known = cache?.verified(tokenHash);
+    if (known) {
+      if (keyring.publicKeys("token").has(known.kid)) {
+        // jose's rule: expired once `exp` is at or before the current second.
+        if (known.exp <= Math.floor(now.getTime() / 1000)) throw new StintError("TOKEN_EXPIRED");
+        return known;
+      }
+      cache!.forgetVerified(tokenHash);
+    }
+    let payload: JWTPayload;
+    let kid = "";
+    try {
+      ({ payload } = await jwtVerify(
+        token,
+        (header) => {
+          const key = header.kid ? keyring.publicKeys("token").get(header.kid) : undefined;
+          if (!key) throw new StintError("UNAUTHENTICATED");
+          kid = header.kid!;
+          return key;
+        },
+        { issuer: ACCESS_TOKEN_ISSUER, audience: ACCESS_TOKEN_AUDIENCE, algorithms: ["EdDSA"], currentDate: now },
+      ));
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) throw new StintError("TOKEN_EXPIRED");
+      throw new StintError("UNAUTHENTICATED");
+    }
+    const verified: VerifiedAccessToken = {
+      sub: typeof payload.sub === "string" ? payload.sub : "",
+      sid: typeof payload.sid === "string" ? payload.sid : "",
+      kid,
+      exp: typeof payload.exp === "number" ? payload.exp : 0,
+    };
+    if (cache && verified.exp > 0) cache.rememberVerified(tokenHash, verified);
+    return verified;
+  }
+
+  /** An API token (`stint_…`): its hash compared in constant time, its principal active. */
+  async function authenticateApiToken(apiToken: { tokenId: string; secret: string }, now: Date): Promise<Actor> {
+    const nowMs = now.getTime();
+    const view = index?.view();
+    let known = view && cache ? cache.apiToken(apiToken.tokenId, nowMs) : undefined;
+    let principal = known && view?.principal(known.principalId);
+    if (!known || !principal) {
+      const mark = cache?.mark();
+      const row = await identityStore.findLiveApiToken(store.db, apiToken.tokenId, now);
+      if (!row || !constantTimeEqual(row.token_hash, sha256Hex(apiToken.secret)))
+        throw new StintError("UNAUTHENTICATED");
+      known = {
+        tokenHash: row.token_hash,
+        principalId: row.id,
+        expiresAt: new Date(row.expires_at).getTime(),
+        lastUsedAt: row.last_used_at ? new Date(row.last_used_at).getTime() : 0,
+        loadedAt: nowMs,
+      };
+      principal = { id: row.id, name: row.name, kind: row.kind, status: "active", platformRoles: row.platform_roles };
+      if (view && cache && mark) cache.rememberApiToken(apiToken.tokenId, known, mark);
+    } else if (
+      !constantTimeEqual(known.tokenHash, sha256Hex(apiToken.secret)) ||
+      known.expiresAt <= nowMs ||
+      principal.status !== "active"
+    ) {
+      throw new StintError("UNAUTHENTICATED");
+    }
+    if (nowMs - known.lastUsedAt > 60_000) {
+      known.lastUsedAt = nowMs;
+      await identityStore.touchApiToken(store.db, apiToken.tokenId, now);
+    }
+    return {
+      kind: "principal",
+      id: principal.id,
+      name: principal.name,
+      principalKind: principal.kind,
+      roles: principal.platformRoles as PlatformRole[],
+      tokenId: apiToken.tokenId,
+    };
+  }
+
   return {
     /**
      * Makes sure an administrator can exist: creates one from the bootstrap
@@ -272,6 +370,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
             })
             .execute();
           await identityStore.setPasswordHash(tx, id, passwordHash, now);
+          await tellPrincipal(tx, id);
           await audit.append(
             tx,
             SYSTEM,
@@ -343,6 +442,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
           })
           .execute();
         await identityStore.setPasswordHash(tx, id, passwordHash, now);
+        await tellPrincipal(tx, id);
         await tx.updateTable("setup_codes").set({ used_at: now }).where("id", "=", match.id).execute();
         await audit.append(tx, ANONYMOUS, context, {
           action: "user.create",
@@ -508,6 +608,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
             .set({ revoked_at: now, revoked_reason: "refresh token reused" })
             .where("id", "=", session.id)
             .execute();
+          await index?.send(tx, { t: "ses", sid: session.id });
           await audit.append(tx, ANONYMOUS, context, {
             action: "auth.session_revoked",
             outcome: "denied",
@@ -563,6 +664,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
           .where("id", "=", actor.sessionId!)
           .where("revoked_at", "is", null)
           .execute();
+        await index?.send(tx, { t: "ses", sid: actor.sessionId! });
         await audit.append(tx, actor, context, {
           action: "auth.logout",
           outcome: "success",
@@ -572,7 +674,11 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       });
     },
 
-    /** Turns an Authorization header into an actor. Every request pays one indexed lookup so revocation is immediate. */
+    /**
+     * Turns an Authorization header into an actor. A revoked session, a revoked token or a disabled principal
+     * is refused at the next request: from memory when the access index vouches for its messages (every
+     * node hears them when they commit), from the database otherwise.
+     */
     async authenticate(authorization: string | undefined): Promise<Actor> {
       if (authorization === undefined || authorization === "") return ANONYMOUS;
       const match = /^Bearer ([\x21-\x7e]{1,4096})$/.exec(authorization);
@@ -580,48 +686,49 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       const token = match[1]!;
       const now = clock.now();
       const apiToken = parseApiToken(token);
-      if (apiToken) {
-        const row = await identityStore.findLiveApiToken(store.db, apiToken.tokenId, now);
-        if (!row || !constantTimeEqual(row.token_hash, sha256Hex(apiToken.secret)))
-          throw new StintError("UNAUTHENTICATED");
-        const lastUsed = row.last_used_at ? new Date(row.last_used_at).getTime() : 0;
-        if (now.getTime() - lastUsed > 60_000) await identityStore.touchApiToken(store.db, row.token_id, now);
-        return {
-          kind: "principal",
-          id: row.id,
-          name: row.name,
-          principalKind: row.kind,
-          roles: row.platform_roles as PlatformRole[],
-          tokenId: row.token_id,
-        };
+      if (apiToken) return authenticateApiToken(apiToken, now);
+      const verified = await verifyAccessToken(token, now);
+      const view = index?.view();
+      if (view && cache) {
+        const session = cache.session(verified.sid, now.getTime());
+        const principal = session && view.principal(session.principalId);
+        if (session && principal) {
+          if (
+            session.principalId !== verified.sub ||
+            session.expiresAt <= now.getTime() ||
+            principal.status !== "active"
+          )
+            throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
+          return {
+            kind: "principal",
+            id: principal.id,
+            name: principal.name,
+            principalKind: principal.kind,
+            roles: principal.platformRoles as PlatformRole[],
+            sessionId: verified.sid,
+            mfaAt: session.mfaAt === null ? null : new Date(session.mfaAt),
+          };
+        }
       }
-      let payload: JWTPayload;
-      try {
-        ({ payload } = await jwtVerify(
-          token,
-          (header) => {
-            const key = header.kid ? keyring.publicKeys("token").get(header.kid) : undefined;
-            if (!key) throw new StintError("UNAUTHENTICATED");
-            return key;
-          },
-          { issuer: ACCESS_TOKEN_ISSUER, audience: ACCESS_TOKEN_AUDIENCE, algorithms: ["EdDSA"], currentDate: now },
-        ));
-      } catch (error) {
-        if (error instanceof joseErrors.JWTExpired) throw new StintError("TOKEN_EXPIRED");
-        throw new StintError("UNAUTHENTICATED");
-      }
-      const sessionId = typeof payload.sid === "string" ? payload.sid : "";
-      const live = sessionId ? await identityStore.findLiveSession(store.db, sessionId, now) : undefined;
-      if (!live || live.id !== payload.sub)
+      const mark = cache?.mark();
+      const live = verified.sid ? await identityStore.findLiveSession(store.db, verified.sid, now) : undefined;
+      if (!live || live.id !== verified.sub)
         throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
+      const cached: CachedSession = {
+        principalId: live.id,
+        mfaAt: live.mfa_at ? new Date(live.mfa_at).getTime() : null,
+        expiresAt: new Date(live.session_expires_at).getTime(),
+        loadedAt: now.getTime(),
+      };
+      if (view && cache && mark) cache.rememberSession(verified.sid, cached, mark);
       return {
         kind: "principal",
         id: live.id,
         name: live.name,
         principalKind: live.kind,
         roles: live.platform_roles as PlatformRole[],
-        sessionId,
-        mfaAt: live.mfa_at ? new Date(live.mfa_at) : null,
+        sessionId: verified.sid,
+        mfaAt: cached.mfaAt === null ? null : new Date(cached.mfaAt),
       };
     },
 
@@ -723,6 +830,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         const checked = await checkSecondFactor(tx, actor, otp, now);
         if ("failed" in checked) return checked;
         await tx.updateTable("refresh_sessions").set({ mfa_at: now }).where("id", "=", actor.sessionId!).execute();
+        await index?.send(tx, { t: "ses", sid: actor.sessionId! });
         await audit.append(tx, actor, context, {
           action: "auth.step_up",
           outcome: "success",
@@ -765,6 +873,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
           .where("revoked_at", "is", null)
           .where("id", "!=", actor.sessionId ?? "00000000-0000-0000-0000-000000000000")
           .execute();
+        await index?.send(tx, { t: "pses", pid: actor.id });
         await audit.append(tx, actor, context, {
           action: "user.password_changed",
           outcome: "success",

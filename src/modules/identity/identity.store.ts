@@ -154,6 +154,7 @@ export function findLiveSession(db: Q, sessionId: string, now: Date) {
     .select([
       "refresh_sessions.id as session_id",
       "refresh_sessions.mfa_at",
+      "refresh_sessions.expires_at as session_expires_at",
       "principals.id",
       "principals.name",
       "principals.kind",
@@ -174,6 +175,7 @@ export function findLiveApiToken(db: Q, tokenId: string, now: Date) {
       "api_tokens.id as token_id",
       "api_tokens.token_hash",
       "api_tokens.last_used_at",
+      "api_tokens.expires_at",
       "principals.id",
       "principals.name",
       "principals.kind",

@@ -39,3 +39,8 @@ export async function toPrincipals(
 export async function toPrincipal(db: Kysely<Database>, row: PrincipalRow): Promise<Principal> {
   return (await toPrincipals(db, [row]))[0]!;
 }
+
+/** What the access index keeps of a principal (sent in a `prn` message by every change to one). */
+export function principalEntry(row: Pick<PrincipalRow, "id" | "name" | "kind" | "status" | "platform_roles">) {
+  return { id: row.id, name: row.name, kind: row.kind, status: row.status, platformRoles: [...row.platform_roles] };
+}

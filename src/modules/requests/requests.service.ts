@@ -12,6 +12,7 @@ import type { Clock } from "../../lib/clock.js";
 import { formatDuration, parseDuration } from "../../lib/duration.js";
 import { StintError, type ErrorCode } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize, can } from "../authz/authz.rules.js";
@@ -85,6 +86,11 @@ export interface RequestServiceDeps {
       reason: string;
     },
   ) => Promise<void>;
+  /**
+   * The node's access index: the check API and activation tokens answer from it, and every transaction
+   * that starts, extends or ends an activation tells it (all nodes hear it at commit).
+   */
+  index?: Pick<AccessIndex, "view" | "send">;
 }
 
 export interface RequestDto {
@@ -133,8 +139,22 @@ class Refusal {
 }
 
 export function createRequestService(deps: RequestServiceDeps) {
-  const { store, audit, clock } = deps;
+  const { store, audit, clock, index } = deps;
   const emit = async (tx: Kysely<Database>, event: RequestEvent) => deps.onEvent?.(tx, event);
+
+  /** In the transaction that made `row` active or moved its expiry: every node's index learns it at commit. */
+  async function tellActive(tx: Kysely<Database>, row: requestStore.RequestRow, activatedAt: Date, expiresAt: Date) {
+    await index?.send(tx, {
+      t: "act",
+      id: row.id,
+      pid: row.requester_id,
+      pn: row.requester_name,
+      rid: row.role_id,
+      rn: row.role_name,
+      exp: expiresAt.getTime(),
+      since: activatedAt.getTime(),
+    });
+  }
 
   function principalOf(actor: Actor): Extract<Actor, { kind: "principal" }> {
     if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
@@ -323,6 +343,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         .set({ expires_at: expiresAt, extensions: parent.extensions + 1, expiring_notified_at: null, updated_at: now })
         .where("id", "=", parent.id)
         .execute();
+      await tellActive(tx, parent, new Date(parent.activated_at ?? now), expiresAt);
       await emit(tx, {
         type: "extended",
         requestId: parent.id,
@@ -354,6 +375,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
         .where("id", "=", row.id)
         .execute();
+      await tellActive(tx, row, now, expiresAt);
       await tx
         .insertInto("grants")
         .values({
@@ -412,6 +434,7 @@ export function createRequestService(deps: RequestServiceDeps) {
       .set({ state, ended_at: now, end_reason: reason, ended_by: by, updated_at: now })
       .where("id", "=", row.id)
       .execute();
+    await index?.send(tx, { t: "end", id: row.id });
     const grants = await tx
       .selectFrom("grants")
       .select(["id", "state"])
@@ -1155,6 +1178,7 @@ export function createRequestService(deps: RequestServiceDeps) {
           .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
           .where("id", "=", row.id)
           .execute();
+        await tellActive(tx, row, now, expiresAt);
         await tx
           .updateTable("grants")
           .set({ state: "active", last_error: null, next_attempt_at: null, updated_at: now })
@@ -1407,21 +1431,36 @@ export function createRequestService(deps: RequestServiceDeps) {
 
     nextExpiry: () => requestStore.nextExpiry(store.db),
 
-    /** Is `principal` holding `role` right now? Anyone may ask about themselves; readers about anyone. */
+    /**
+     * Is `principal` holding `role` right now? Anyone may ask about themselves; readers about anyone. Answered
+     * from the access index (no database round trip) when it vouches for itself, else from the database.
+     */
     async check(actor: Actor, principalName: string, roleName: string) {
       const caller = principalOf(actor);
       if (caller.name !== principalName) authorize(actor, "access.check");
-      const now = clock.now();
-      const principal = await store.db
-        .selectFrom("principals")
-        .select(["id", "status"])
-        .where("name", "=", principalName)
-        .executeTakeFirst();
       const base = { principal: principalName, role: roleName };
+      const view = index?.view();
+      let principal: { id: string; status: string } | null | undefined;
+      let active: { id: string; expiresAt: Date } | undefined;
+      if (view) {
+        principal = view.principalByName(principalName);
+        const found = principal && view.activeFor(principal.id).find((a) => a.roleName === roleName);
+        active = found ? { id: found.requestId, expiresAt: new Date(found.expiresAt) } : undefined;
+      } else {
+        const now = clock.now();
+        principal = await store.db
+          .selectFrom("principals")
+          .select(["id", "status"])
+          .where("name", "=", principalName)
+          .executeTakeFirst();
+        const found =
+          principal &&
+          (await requestStore.activeFor(store.db, principal.id, now)).find((a) => a.role_name === roleName);
+        active = found ? { id: found.id, expiresAt: new Date(found.expires_at!) } : undefined;
+      }
       if (!principal) return { ...base, allowed: false, reason: "no such principal", expiresAt: null, requestId: null };
       if (principal.status !== "active")
         return { ...base, allowed: false, reason: "the principal is disabled", expiresAt: null, requestId: null };
-      const active = (await requestStore.activeFor(store.db, principal.id, now)).find((a) => a.role_name === roleName);
       if (!active)
         return {
           ...base,
@@ -1434,14 +1473,31 @@ export function createRequestService(deps: RequestServiceDeps) {
         ...base,
         allowed: true,
         reason: "active activation",
-        expiresAt: new Date(active.expires_at!).toISOString(),
+        expiresAt: active.expiresAt.toISOString(),
         requestId: active.id,
       };
     },
 
-    async activeRoles(actor: Actor) {
+    /** The caller's live activations (for activation tokens), from the access index when it vouches for itself. */
+    async activeRoles(
+      actor: Actor,
+    ): Promise<{ id: string; role_name: string; expires_at: Date; activated_at: Date | null }[]> {
       const principal = principalOf(actor);
-      return requestStore.activeFor(store.db, principal.id, clock.now());
+      const view = index?.view();
+      if (view)
+        return view.activeFor(principal.id).map((a) => ({
+          id: a.requestId,
+          role_name: a.roleName,
+          expires_at: new Date(a.expiresAt),
+          activated_at: a.activatedAt ? new Date(a.activatedAt) : null,
+        }));
+      const rows = await requestStore.activeFor(store.db, principal.id, clock.now());
+      return rows.map((r) => ({
+        id: r.id,
+        role_name: r.role_name,
+        expires_at: new Date(r.expires_at!),
+        activated_at: r.activated_at ? new Date(r.activated_at) : null,
+      }));
     },
   };
 }

@@ -15,6 +15,7 @@ import { newId } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
 import { deriveKey, open, randomToken, seal, sha256Hex } from "../../lib/security.js";
 import { policySpec } from "../../contract/catalog.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import { can } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
@@ -72,6 +73,8 @@ export interface SessionServiceDeps {
   node?: string;
   /** How often live sessions are checked against the database (the safety net behind NOTIFY). */
   sweepMs?: number;
+  /** The node's access index: the gate refuses an activation it does not hold live before any database read. */
+  index?: Pick<AccessIndex, "view">;
 }
 
 export interface ProxyAddress {
@@ -497,6 +500,16 @@ export function createSessionService(deps: SessionServiceDeps) {
 
   // ---- the gate ----
 
+  /**
+   * The gate's decision on an activation, from the access index: one it does not hold live (ended, expired
+   * by the clock) opens nothing, before any database read. The upstream details are then read with the
+   * same conditions, so both must agree. Without a current index the database alone decides.
+   */
+  function heldLive(requestId: string): boolean {
+    const view = deps.index?.view();
+    return view ? view.activation(requestId) !== null : true;
+  }
+
   const gate: SessionGate = {
     async openPostgres({ user, password, database, clientAddress }) {
       const kind = "postgres";
@@ -524,9 +537,11 @@ export function createSessionService(deps: SessionServiceDeps) {
       };
       if (token.principal_status !== "active")
         return refuse(kind, "BAD_CREDENTIALS", `The account ${userName} is disabled.`, who);
-      const activation = (await sessionStore.activeActivations(store.db, token.principal_id, now)).find(
-        (a) => a.request_id === token.request_id,
-      );
+      const activation = heldLive(token.request_id)
+        ? (await sessionStore.activeActivations(store.db, token.principal_id, now)).find(
+            (a) => a.request_id === token.request_id,
+          )
+        : undefined;
       if (!activation || new Date(token.expires_at).getTime() <= now.getTime())
         return refuse(
           kind,
@@ -662,9 +677,11 @@ export function createSessionService(deps: SessionServiceDeps) {
           `This certificate was not issued for ${login.target}: run stint ssh login for it.`,
           who,
         );
-      const activation = (await sessionStore.activeActivations(store.db, principal.id, clock.now())).find(
-        (a) => a.request_id === issued.request_id && a.target_name === login.target,
-      );
+      const activation = heldLive(issued.request_id)
+        ? (await sessionStore.activeActivations(store.db, principal.id, clock.now())).find(
+            (a) => a.request_id === issued.request_id && a.target_name === login.target,
+          )
+        : undefined;
       if (!activation)
         return refuse(
           kind,

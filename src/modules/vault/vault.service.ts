@@ -16,6 +16,7 @@ import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
 import { actorLabel, type AuditLog } from "../audit/audit.service.js";
 import { authorize, can } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
@@ -36,6 +37,7 @@ import {
   wrapKek,
 } from "./vault.crypto.js";
 import * as vaultStore from "./vault.store.js";
+import { createAuditBatcher, type AuditBatcherOptions } from "./audit-batch.js";
 import { allowanceMac, endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
 import { deriveKey } from "../../lib/security.js";
 import { findTarget, targetConfig } from "../catalog/catalog.store.js";
@@ -71,6 +73,14 @@ export interface VaultServiceDeps {
   node?: string;
   /** In the transaction of a failed rotation: tell the channels. */
   onRotationFailed?: (tx: Kysely<Database>, event: { path: string; reason: string; at: Date }) => Promise<void>;
+  /**
+   * The node's access index: reads decide from it (no database round trip) and keep secrets' sealed
+   * versions in memory, dropped by the messages every change to a secret sends. Without it, reads ask the
+   * database each time.
+   */
+  index?: Pick<AccessIndex, "view" | "send" | "subscribe" | "generation">;
+  /** Group commit of the reads' audit events (see audit-batch.ts). */
+  readAudit?: AuditBatcherOptions;
 }
 
 /** How long a node's claim on a rotation lasts: past it, the rotation counts as abandoned (its node died). */
@@ -114,6 +124,43 @@ function integrity(error: unknown): never {
   throw error;
 }
 
+/** A sealed version as a read needs it. */
+interface SealedCopy {
+  ciphertext: string;
+  wrapped_key: string;
+  kek_version: number;
+}
+
+/** What a read took from memory, checked against the database when its audit event is committed. */
+interface MemoryRead {
+  row: vaultStore.SecretRow;
+  version: number;
+  sealed: SealedCopy;
+}
+
+const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** The fields a read decides on are as the database holds them. */
+function sameSecret(now: vaultStore.SecretCheckRow, row: vaultStore.SecretRow): boolean {
+  return (
+    now.path === row.path &&
+    now.kind === row.kind &&
+    now.current_version === row.current_version &&
+    now.break_glass === row.break_glass &&
+    sameList(now.roles, row.roles) &&
+    sameList(now.platform_roles, row.platform_roles) &&
+    JSON.stringify(now.checkout ?? null) === JSON.stringify(row.checkout ?? null)
+  );
+}
+
+function sameSealed(now: vaultStore.SecretCheckRow, sealed: SealedCopy): boolean {
+  return (
+    now.ciphertext === sealed.ciphertext &&
+    now.wrapped_key === sealed.wrapped_key &&
+    now.kek_version === sealed.kek_version
+  );
+}
+
 export function createVaultService(deps: VaultServiceDeps) {
   const { store, audit, clock } = deps;
   // Who holds a rotation claim: this service instance (a node may run several in tests).
@@ -123,6 +170,79 @@ export function createVaultService(deps: VaultServiceDeps) {
   // Per process: the root key once known, and shares given towards an unseal.
   let root: Uint8Array | null = null;
   let pendingShares: Uint8Array[] = [];
+  const index = deps.index;
+
+  // What reads keep in memory while the index vouches for its messages (see README.md): secret rows by
+  // path, sealed versions by path and version, and unwrapped KEKs (dropped whenever the vault is sealed).
+  // Only `read` uses the rows and versions, and each read checks them against the database in its audit
+  // batch's transaction (`verifyCopies`): a stale or tampered copy is never what a read returns.
+  const rowCache = new Map<string, vaultStore.SecretRow>();
+  const versionCache = new Map<string, Map<number, SealedCopy>>();
+  const kekCache = new Map<number, Buffer>();
+  let cacheChanges = 0;
+  const forgetSecret = (path: string) => {
+    cacheChanges += 1;
+    rowCache.delete(path);
+    versionCache.delete(path);
+  };
+  const forgetAll = () => {
+    cacheChanges += 1;
+    rowCache.clear();
+    versionCache.clear();
+    kekCache.clear();
+  };
+  index?.subscribe({
+    onMessage(message) {
+      if (message.t === "sec") forgetSecret(message.path);
+      else if (message.t === "kek") forgetAll();
+    },
+    onReset: forgetAll,
+  });
+  /** A mark taken before a database read: its result is kept only if nothing changed meanwhile. */
+  const cacheMark = () => `${index?.generation() ?? 0}:${cacheChanges}`;
+  /** In the transaction that changes a secret's row or versions: every node drops what it kept of it. */
+  const tellSecret = (tx: Kysely<Database>, path: string) => index?.send(tx, { t: "sec", path });
+  const tellKeks = (tx: Kysely<Database>) => index?.send(tx, { t: "kek" });
+
+  /** The secret's row, from memory (read from the database once). */
+  async function cachedSecret(path: string): Promise<vaultStore.SecretRow | undefined> {
+    const cached = rowCache.get(path);
+    if (cached) return cached;
+    const mark = cacheMark();
+    const row = await vaultStore.findSecret(store.db, path);
+    if (row && mark === cacheMark()) rowCache.set(path, row);
+    return row;
+  }
+
+  /** A sealed version, from memory (read from the database once). */
+  async function cachedVersion(row: vaultStore.SecretRow, version: number): Promise<SealedCopy | undefined> {
+    const remembered = versionCache.get(row.path)?.get(version);
+    if (remembered) return remembered;
+    const mark = cacheMark();
+    const stored = await vaultStore.findVersion(store.db, row.id, version);
+    if (!stored) return undefined;
+    const copy = { ciphertext: stored.ciphertext, wrapped_key: stored.wrapped_key, kek_version: stored.kek_version };
+    if (mark === cacheMark()) {
+      let versions = versionCache.get(row.path);
+      if (!versions) versionCache.set(row.path, (versions = new Map()));
+      versions.set(version, copy);
+    }
+    return copy;
+  }
+
+  /** In a read batch's transaction: which reads from memory used what the database still holds. */
+  async function verifyCopies(tx: Kysely<Database>, reads: MemoryRead[]): Promise<boolean[]> {
+    const current = await vaultStore.secretVersionsForCheck(
+      tx,
+      reads.map((r) => ({ secretId: r.row.id, version: r.version })),
+    );
+    return reads.map((r) => {
+      const now = current.find((c) => c.id === r.row.id && c.version === r.version);
+      return now !== undefined && sameSecret(now, r.row) && sameSealed(now, r.sealed);
+    });
+  }
+
+  const readAudit = createAuditBatcher<MemoryRead>({ store, audit, verify: verifyCopies, ...deps.readAudit });
 
   function principalOf(actor: Actor) {
     if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
@@ -175,9 +295,15 @@ export function createVaultService(deps: VaultServiceDeps) {
 
   async function kekOf(db: AppStore["db"], version: number): Promise<Buffer> {
     const key = await rootKey();
+    const remembered = index?.view() ? kekCache.get(version) : undefined;
+    if (remembered) return remembered;
+    const mark = cacheMark();
     const kek = (await vaultStore.keks(db)).find((k) => k.version === version);
     if (!kek) throw new StintError("INTEGRITY_FAILED", `Key-encryption key v${version} is missing.`);
-    return unwrapKek(key, version, kek.wrapped);
+    const unwrapped = unwrapKek(key, version, kek.wrapped);
+    // Only while unsealed by the same root: a seal in between drops everything.
+    if (index?.view() && mark === cacheMark() && root === key) kekCache.set(version, unwrapped);
+    return unwrapped;
   }
 
   async function metaDto(db: AppStore["db"], row: vaultStore.SecretRow): Promise<SecretMetaDto> {
@@ -205,6 +331,8 @@ export function createVaultService(deps: VaultServiceDeps) {
   async function mayUse(actor: Actor, row: vaultStore.SecretRow): Promise<boolean> {
     if (actor.kind !== "principal") return false;
     if (actor.roles.some((r) => row.platform_roles.includes(r))) return true;
+    const view = index?.view();
+    if (view) return view.hasActiveRole(actor.id, row.roles);
     return vaultStore.hasActiveRole(store.db, actor.id, row.roles, clock.now());
   }
 
@@ -271,6 +399,73 @@ export function createVaultService(deps: VaultServiceDeps) {
     return decrypt(row, version);
   }
 
+  /**
+   * A read decided and opened from memory, or null when memory cannot decide it alone: not allowed by the
+   * copy (denials are made from the database row), break-glass, exclusive, missing, not opening, or found
+   * stale when its audit event was committed (then nothing was recorded or returned).
+   */
+  async function readFromMemory(actor: Actor, context: CallContext, path: string, version?: number) {
+    const row = await cachedSecret(path);
+    if (!row || row.break_glass || !(await mayUse(actor, row))) return null;
+    if (checkoutPolicy.parse(row.checkout ?? {}).exclusive) return null;
+    const wanted = version ?? row.current_version;
+    const sealed = await cachedVersion(row, wanted);
+    if (!sealed) return null;
+    let value: string;
+    try {
+      const kek = await kekOf(store.db, sealed.kek_version);
+      value = openVersion(kek, binding(row.id, row.path, wanted), {
+        ciphertext: sealed.ciphertext,
+        wrappedKey: sealed.wrapped_key,
+      });
+    } catch {
+      return null;
+    }
+    const recorded = await readAudit.record(
+      actor,
+      context,
+      { action: "secret.read", outcome: "success", subject: `secret:${path}`, details: { version: wanted } },
+      { row, version: wanted, sealed },
+    );
+    return recorded ? { path, version: wanted, kind: row.kind, value } : null;
+  }
+
+  /** A read decided and opened from the database: every refusal, and whatever memory could not answer. */
+  async function readFromDatabase(actor: Actor, context: CallContext, path: string, version?: number) {
+    const principal = principalOf(actor);
+    const row = await vaultStore.findSecret(store.db, path);
+    if (!row || !(await mayUse(actor, row)))
+      return refuse(
+        actor,
+        context,
+        "secret.read",
+        path,
+        `There is no secret ${path} that you may read now (activate a role that lists it).`,
+      );
+    await assertReleasable("read", row, { actor, context });
+    const policy = checkoutPolicy.parse(row.checkout ?? {});
+    if (policy.exclusive) {
+      const open = await vaultStore.openCheckout(store.db, row.id);
+      if (!open || open.holder_id !== principal.id)
+        throw new StintError(
+          "CHECKED_OUT",
+          open
+            ? `${path} is checked out by ${open.holder_name} until ${iso(open.expires_at)}.`
+            : `${path} is exclusive: check it out first (stint secret checkout ${path}).`,
+          open ? { holder: open.holder_name, until: iso(open.expires_at) } : undefined,
+        );
+    }
+    const wanted = version ?? row.current_version;
+    const value = await release("read", row, wanted, { actor, context });
+    await readAudit.record(actor, context, {
+      action: "secret.read",
+      outcome: "success",
+      subject: `secret:${path}`,
+      details: { version: wanted },
+    });
+    return { path, version: wanted, kind: row.kind, value };
+  }
+
   async function returnExpired(limit = 100): Promise<number> {
     return store.transaction(async (tx) => {
       const now = clock.now();
@@ -322,7 +517,10 @@ export function createVaultService(deps: VaultServiceDeps) {
     });
     if (rotation) {
       if (!deps.targets) {
-        await vaultStore.deleteVersion(store.db, row.id, pending.version);
+        await store.transaction(async (tx) => {
+          await vaultStore.deleteVersion(tx, row.id, pending.version);
+          await tellSecret(tx, path);
+        });
         throw new StintError("CONFLICT", "Rotation at targets is not available on this server.");
       }
       const old = await release("rotation", row, pending.previous);
@@ -345,6 +543,7 @@ export function createVaultService(deps: VaultServiceDeps) {
         }
         await store.transaction(async (tx) => {
           await vaultStore.deleteVersion(tx, row.id, pending.version);
+          await tellSecret(tx, path);
           await audit.append(tx, actor, context, {
             action: "secret.rotation_failed",
             outcome: "failed",
@@ -376,6 +575,7 @@ export function createVaultService(deps: VaultServiceDeps) {
         .set({ current_version: pending.version, rotation_due_at: nextRotation(row, now), updated_at: now })
         .where("id", "=", row.id)
         .execute();
+      await tellSecret(tx, path);
       await audit.append(tx, actor, context, {
         action: "secret.rotated",
         outcome: "success",
@@ -398,6 +598,7 @@ export function createVaultService(deps: VaultServiceDeps) {
     const settle = async (outcome: "new" | "old") =>
       store.transaction(async (tx) => {
         const now = clock.now();
+        await tellSecret(tx, path);
         if (outcome === "new") {
           if (!(await vaultStore.commitPending(tx, row.id, version))) return;
           await tx
@@ -560,6 +761,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           created_by: who,
           created_at: now,
         });
+        await tellSecret(tx, path);
         await audit.append(tx, actor, context, {
           action: existing ? "secret.version_added" : "secret.created",
           outcome: "success",
@@ -706,41 +908,22 @@ export function createVaultService(deps: VaultServiceDeps) {
       });
     },
 
-    /** Reads a value (the current version unless one is named). Exclusive secrets need the reader's check-out. */
+    /**
+     * Reads a value (the current version unless one is named). Exclusive secrets need the reader's check-out.
+     * While the access index vouches for itself the decision and the sealed value come from memory, and the
+     * read's audit event is committed with other reads' (group commit) after checking, in that transaction,
+     * that the copy used is what the database holds; the value is returned only after that commit. Anything
+     * else (a refusal, break-glass, an exclusive secret, a stale copy) is decided from the database.
+     */
     async read(actor: Actor, context: CallContext, path: string, version?: number) {
-      const principal = principalOf(actor);
+      principalOf(actor);
       await rootKey();
-      const row = await vaultStore.findSecret(store.db, path);
-      if (!row || !(await mayUse(actor, row)))
-        return refuse(
-          actor,
-          context,
-          "secret.read",
-          path,
-          `There is no secret ${path} that you may read now (activate a role that lists it).`,
-        );
-      await assertReleasable("read", row, { actor, context });
-      const policy = checkoutPolicy.parse(row.checkout ?? {});
-      if (policy.exclusive) {
-        const open = await vaultStore.openCheckout(store.db, row.id);
-        if (!open || open.holder_id !== principal.id)
-          throw new StintError(
-            "CHECKED_OUT",
-            open
-              ? `${path} is checked out by ${open.holder_name} until ${iso(open.expires_at)}.`
-              : `${path} is exclusive: check it out first (stint secret checkout ${path}).`,
-            open ? { holder: open.holder_name, until: iso(open.expires_at) } : undefined,
-          );
+      if (index?.view()) {
+        const fromMemory = await readFromMemory(actor, context, path, version);
+        if (fromMemory) return fromMemory;
+        forgetSecret(path);
       }
-      const wanted = version ?? row.current_version;
-      const value = await release("read", row, wanted, { actor, context });
-      await audit.record(actor, context, {
-        action: "secret.read",
-        outcome: "success",
-        subject: `secret:${path}`,
-        details: { version: wanted },
-      });
-      return { path, version: wanted, kind: row.kind, value };
+      return readFromDatabase(actor, context, path, version);
     },
 
     async checkout(actor: Actor, context: CallContext, path: string, input: { duration?: string; reason: string }) {
@@ -834,6 +1017,7 @@ export function createVaultService(deps: VaultServiceDeps) {
             .set({ current_version: version, updated_at: now })
             .where("id", "=", row.id)
             .execute();
+          await tellSecret(tx, row.path);
         }
         await audit.append(tx, actor, context, {
           action: "secret.checked_in",
@@ -1033,6 +1217,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           { mode: "shamir", shares: input.shares, threshold: input.threshold, verifier: verifierFor(next) },
           now,
         );
+        await tellKeks(tx);
         await audit.append(tx, actor, context, {
           action: "vault.initialized",
           outcome: "success",
@@ -1090,6 +1275,7 @@ export function createVaultService(deps: VaultServiceDeps) {
         );
       root = null;
       pendingShares = [];
+      forgetAll();
       await audit.record(actor, context, { action: "vault.sealed", outcome: "success" });
       return this.status();
     },
@@ -1121,6 +1307,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           integrity(error);
         }
         await vaultStore.retireKeksBefore(tx, version);
+        await tellKeks(tx);
         await audit.append(tx, actor, context, {
           action: "vault.key_rotated",
           outcome: "success",

@@ -399,3 +399,30 @@ export function abandonedPending(db: Q, now: Date) {
     .orderBy("secret_versions.created_at")
     .execute();
 }
+
+/** Secrets with the given versions, as a read decides and opens them (one query for a batch of reads). */
+export function secretVersionsForCheck(db: Q, wanted: { secretId: string; version: number }[]) {
+  const unique = [...new Map(wanted.map((w) => [`${w.secretId}:${w.version}`, w])).values()];
+  return db
+    .selectFrom("secret_versions as v")
+    .innerJoin("secrets as s", "s.id", "v.secret_id")
+    .select([
+      "s.id",
+      "s.path",
+      "s.kind",
+      "s.current_version",
+      "s.break_glass",
+      "s.roles",
+      "s.platform_roles",
+      "s.checkout",
+      "v.version",
+      "v.ciphertext",
+      "v.wrapped_key",
+      "v.kek_version",
+    ])
+    .where((eb) =>
+      eb.or(unique.map((w) => eb.and([eb("v.secret_id", "=", w.secretId), eb("v.version", "=", w.version)]))),
+    )
+    .execute();
+}
+export type SecretCheckRow = Awaited<ReturnType<typeof secretVersionsForCheck>>[number];

@@ -1,0 +1,213 @@
+/**
+ * The access index's pure rules: whatever order, repetition or replay its messages arrive in, it ends where
+ * the database is (what ended stays ended, the expiry is the latest one); a reload never loses what arrived
+ * during its read; the heartbeat notices a skipped ping; junk from the channel is ignored.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  applyMessage,
+  drift,
+  emptyHeartbeat,
+  emptyState,
+  heardPing,
+  heartbeatFresh,
+  liveActivationsOf,
+  mergeSnapshot,
+  parseMessage,
+  type Touched,
+} from "./access-index.rules.js";
+import type { AccessMessage, ActiveActivation } from "./access-index.types.js";
+
+const uuid = (n: number) => `00000000-0000-7000-8000-${n.toString(16).padStart(12, "0")}`;
+const PRINCIPAL = uuid(900);
+const ROLE = uuid(901);
+const NOW = 1_000_000;
+
+const act = (id: number, exp: number): AccessMessage => ({
+  t: "act",
+  at: 0,
+  id: uuid(id),
+  pid: PRINCIPAL,
+  pn: "alice",
+  rid: ROLE,
+  rn: `role-${id}`,
+  exp,
+  since: NOW - 1,
+});
+const end = (id: number): AccessMessage => ({ t: "end", at: 0, id: uuid(id) });
+
+/** One activation's true history as the database commits it: activated, maybe extended, maybe ended. */
+const history = fc
+  .record({
+    id: fc.integer({ min: 1, max: 6 }),
+    exp: fc.integer({ min: NOW - 500, max: NOW + 5000 }),
+    extensions: fc.array(fc.integer({ min: 1, max: 1000 }), { maxLength: 3 }),
+    ended: fc.boolean(),
+  })
+  .map(({ id, exp, extensions, ended }) => {
+    const messages: AccessMessage[] = [act(id, exp)];
+    let current = exp;
+    for (const by of extensions) messages.push(act(id, (current += by)));
+    if (ended) messages.push(end(id));
+    return { id, messages, finalExp: current, ended };
+  });
+
+/** Histories with distinct ids. */
+const histories = fc.uniqueArray(history, { selector: (h) => h.id, maxLength: 6 });
+
+function finalLive(hs: { id: number; finalExp: number; ended: boolean }[], now: number) {
+  return hs
+    .filter((h) => !h.ended && h.finalExp > now)
+    .map((h) => h.id)
+    .sort();
+}
+
+function liveIds(state: ReturnType<typeof emptyState>, now: number) {
+  return liveActivationsOf(state, PRINCIPAL, now)
+    .map((a) => Number.parseInt(a.requestId.slice(-12), 16))
+    .sort();
+}
+
+describe("access index rules", () => {
+  it("ends where the database is, whatever order messages arrive in, even repeated", () => {
+    fc.assert(
+      fc.property(histories, fc.func(fc.integer()), fc.array(fc.nat(), { maxLength: 10 }), (hs, order, repeats) => {
+        const all = hs.flatMap((h) => h.messages);
+        // Any interleaving and any duplicates (a replay after a reload, a message heard twice).
+        const delivered = [...all, ...repeats.map((r) => all[r % Math.max(1, all.length)]!).filter(Boolean)];
+        const shuffled = delivered
+          .map((m, i) => ({ m, k: order(i) }))
+          .sort((a, b) => a.k - b.k)
+          .map((x) => x.m);
+        const state = emptyState();
+        for (const message of shuffled) applyMessage(state, message, NOW);
+        expect(liveIds(state, NOW)).toEqual(finalLive(hs, NOW));
+        for (const h of hs.filter((x) => !x.ended))
+          expect(state.activations.get(uuid(h.id))?.expiresAt).toBe(h.finalExp);
+      }),
+    );
+  });
+
+  it("an ended activation never comes back: an act after its end is ignored", () => {
+    const state = emptyState();
+    applyMessage(state, act(1, NOW + 60_000), NOW);
+    applyMessage(state, end(1), NOW);
+    applyMessage(state, act(1, NOW + 120_000), NOW);
+    expect(liveActivationsOf(state, PRINCIPAL, NOW)).toEqual([]);
+  });
+
+  it("an expiry needs no message: past expiresAt the activation is not live", () => {
+    const state = emptyState();
+    applyMessage(state, act(1, NOW + 1000), NOW);
+    expect(liveActivationsOf(state, PRINCIPAL, NOW + 999)).toHaveLength(1);
+    expect(liveActivationsOf(state, PRINCIPAL, NOW + 1000)).toEqual([]);
+  });
+
+  it("a reload keeps what arrived during its read and the tombstones, and takes the rest from the snapshot", () => {
+    fc.assert(
+      fc.property(histories, fc.nat(), (hs, cutSeed) => {
+        // The snapshot saw a prefix of the commits; the rest arrived as messages during (or after) the read.
+        const all = hs.flatMap((h) => h.messages);
+        const cut = all.length === 0 ? 0 : cutSeed % (all.length + 1);
+        const truthAtSnapshot = emptyState();
+        for (const m of all.slice(0, cut)) applyMessage(truthAtSnapshot, m, NOW);
+        const snapshot = { activations: [...truthAtSnapshot.activations.values()], principals: [] };
+        // The live state heard everything (some of it before the read began).
+        const live = emptyState();
+        const touched: Touched = { activations: new Set(), principals: new Set(), roles: new Set() };
+        for (const [i, m] of all.entries()) {
+          applyMessage(live, m, NOW);
+          if (i >= cut && (m.t === "act" || m.t === "end")) touched.activations.add(m.id);
+        }
+        const next = mergeSnapshot(snapshot, live, touched, NOW);
+        expect(liveIds(next, NOW)).toEqual(finalLive(hs, NOW));
+      }),
+    );
+  });
+
+  it("a reload drops an activation whose end never arrived, and counts it as drift", () => {
+    const live = emptyState();
+    applyMessage(live, act(1, NOW + 60_000), NOW);
+    applyMessage(live, act(2, NOW + 60_000), NOW);
+    const snapshot = { activations: [live.activations.get(uuid(2))!], principals: [] };
+    const touched: Touched = { activations: new Set(), principals: new Set(), roles: new Set() };
+    const next = mergeSnapshot(snapshot, live, touched, NOW);
+    expect(liveIds(next, NOW)).toEqual([2]);
+    expect(drift(live, next, touched, NOW)).toEqual({ extra: 1, missing: 0 });
+  });
+
+  it("a principal changed during a reload keeps its newer live state, not the snapshot's", () => {
+    const live = emptyState();
+    const alice = { id: PRINCIPAL, name: "alice", kind: "user" as const, platformRoles: ["user"] };
+    applyMessage(live, { t: "prn", at: 0, p: { ...alice, status: "disabled" } }, NOW);
+    const touched: Touched = { activations: new Set(), principals: new Set([PRINCIPAL]), roles: new Set() };
+    const next = mergeSnapshot({ activations: [], principals: [{ ...alice, status: "active" }] }, live, touched, NOW);
+    expect(next.principals.get(PRINCIPAL)?.status).toBe("disabled");
+    expect(next.principalIdsByName.get("alice")).toBe(PRINCIPAL);
+  });
+
+  it("the heartbeat is fresh only while a recent ping was heard, and a skipped ping means lost messages", () => {
+    const hb = emptyHeartbeat();
+    expect(heartbeatFresh(hb, 0, 1000)).toBe(false);
+    hb.outstanding.set(1, 100);
+    expect(heardPing(hb, 1)).toEqual({ lost: false });
+    expect(heartbeatFresh(hb, 1100, 1000)).toBe(true);
+    expect(heartbeatFresh(hb, 1101, 1000)).toBe(false);
+    hb.outstanding.set(2, 200);
+    hb.outstanding.set(3, 300);
+    expect(heardPing(hb, 3)).toEqual({ lost: true }); // 2 was committed and never heard
+    expect(hb.heardSentAt).toBe(300);
+    expect(heardPing(hb, 2)).toEqual({ lost: false }); // forgotten: heard late or twice changes nothing
+  });
+
+  it("ignores anything on the channel that is not a well-formed message", () => {
+    const junk = ["", "null", "42", "[]", "{", '{"t":"act","id":"x"}', '{"t":"nope"}', '{"t":"end","id":7}'];
+    for (const payload of junk) expect(parseMessage(payload)).toBeNull();
+    fc.assert(
+      fc.property(fc.string(), (payload) => {
+        expect(() => parseMessage(payload)).not.toThrow();
+      }),
+    );
+    const message = act(1, NOW);
+    expect(parseMessage(JSON.stringify(message))).toEqual(message);
+    const principal: AccessMessage = {
+      t: "prn",
+      at: 5,
+      p: { id: PRINCIPAL, name: "alice", kind: "user", status: "active", platformRoles: ["user"] },
+    };
+    expect(parseMessage(JSON.stringify(principal))).toEqual(principal);
+    expect(parseMessage(JSON.stringify({ ...principal, p: { ...principal.p, status: "root" } }))).toBeNull();
+  });
+
+  it("lists a principal's live activations by role name", () => {
+    const state = emptyState();
+    const activations: ActiveActivation[] = [3, 1, 2].map((n) => ({
+      requestId: uuid(n),
+      principalId: PRINCIPAL,
+      principalName: "alice",
+      roleId: ROLE,
+      roleName: `role-${n}`,
+      expiresAt: NOW + n,
+      activatedAt: NOW,
+    }));
+    for (const a of activations)
+      applyMessage(
+        state,
+        {
+          t: "act",
+          at: 0,
+          id: a.requestId,
+          pid: a.principalId,
+          pn: a.principalName,
+          rid: a.roleId,
+          rn: a.roleName,
+          exp: a.expiresAt,
+          since: a.activatedAt,
+        },
+        NOW,
+      );
+    expect(liveActivationsOf(state, PRINCIPAL, NOW).map((a) => a.roleName)).toEqual(["role-1", "role-2", "role-3"]);
+    expect(liveActivationsOf(state, PRINCIPAL, NOW + 2).map((a) => a.roleName)).toEqual(["role-3"]);
+  });
+});

@@ -1,0 +1,308 @@
+/**
+ * Pure rules of the access index: how a message changes the state, how a snapshot from the database is
+ * merged with what arrived while it was read, and when the index may answer at all.
+ *
+ * Activations merge monotonically, so that messages may arrive late, twice or out of order (a reload
+ * replays what came during the read) without ever bringing back something that ended:
+ * - an ended activation is terminal (the state machine never leaves expired/deactivated/revoked), so an
+ *   `end` is remembered (a tombstone) and a later `act` for that id is ignored;
+ * - an `act` only ever moves the expiry later (activation sets it, an extension adds to it).
+ */
+import type { AccessMessage, AccessMessageOf, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
+
+export interface IndexState {
+  activations: Map<string, ActiveActivation>;
+  /** principal id → request ids of its activations in `activations`. */
+  byPrincipal: Map<string, Set<string>>;
+  /** Request ids that ended → until when (epoch ms) the tombstone is kept. */
+  ended: Map<string, number>;
+  principals: Map<string, PrincipalEntry>;
+  principalIdsByName: Map<string, string>;
+}
+
+/** How long an ended activation's tombstone is kept after its expiry (or after it was heard of). */
+export const TOMBSTONE_KEEP_MS = 10 * 60_000;
+
+export function emptyState(): IndexState {
+  return {
+    activations: new Map(),
+    byPrincipal: new Map(),
+    ended: new Map(),
+    principals: new Map(),
+    principalIdsByName: new Map(),
+  };
+}
+
+/** Active now: the clock decides, an expiry needs no event. */
+export function isLive(activation: ActiveActivation, nowMs: number): boolean {
+  return activation.expiresAt > nowMs;
+}
+
+function putActivation(state: IndexState, activation: ActiveActivation): void {
+  const existing = state.activations.get(activation.requestId);
+  if (existing) {
+    // Only later: an extension moves the expiry; a replayed older message must not pull it back.
+    if (activation.expiresAt > existing.expiresAt) existing.expiresAt = activation.expiresAt;
+    existing.roleName = activation.roleName;
+    return;
+  }
+  state.activations.set(activation.requestId, { ...activation });
+  let ids = state.byPrincipal.get(activation.principalId);
+  if (!ids) state.byPrincipal.set(activation.principalId, (ids = new Set()));
+  ids.add(activation.requestId);
+}
+
+function dropActivation(state: IndexState, requestId: string): ActiveActivation | undefined {
+  const existing = state.activations.get(requestId);
+  if (!existing) return undefined;
+  state.activations.delete(requestId);
+  const ids = state.byPrincipal.get(existing.principalId);
+  ids?.delete(requestId);
+  if (ids?.size === 0) state.byPrincipal.delete(existing.principalId);
+  return existing;
+}
+
+/** An activation became active or was extended; ignored for one that already ended. */
+export function applyActivated(state: IndexState, message: AccessMessageOf<"act">): void {
+  if (state.ended.has(message.id)) return;
+  putActivation(state, {
+    requestId: message.id,
+    principalId: message.pid,
+    principalName: message.pn,
+    roleId: message.rid,
+    roleName: message.rn,
+    expiresAt: message.exp,
+    activatedAt: message.since,
+  });
+}
+
+/** An activation ended: gone now, and remembered so that no late message brings it back. */
+export function applyEnded(state: IndexState, requestId: string, nowMs: number): void {
+  const gone = dropActivation(state, requestId);
+  const keepUntil = Math.max(gone?.expiresAt ?? 0, nowMs) + TOMBSTONE_KEEP_MS;
+  state.ended.set(requestId, Math.max(keepUntil, state.ended.get(requestId) ?? 0));
+}
+
+export function applyPrincipal(state: IndexState, principal: PrincipalEntry): void {
+  const previous = state.principals.get(principal.id);
+  if (previous && previous.name !== principal.name && state.principalIdsByName.get(previous.name) === principal.id)
+    state.principalIdsByName.delete(previous.name);
+  state.principals.set(principal.id, { ...principal, platformRoles: [...principal.platformRoles] });
+  state.principalIdsByName.set(principal.name, principal.id);
+}
+
+export function applyRoleRenamed(state: IndexState, roleId: string, name: string): void {
+  for (const activation of state.activations.values()) if (activation.roleId === roleId) activation.roleName = name;
+}
+
+/** Applies one message to the state; the messages for other caches (sessions, tokens, vault) change nothing here. */
+export function applyMessage(state: IndexState, message: AccessMessage, nowMs: number): void {
+  switch (message.t) {
+    case "act":
+      return applyActivated(state, message);
+    case "end":
+      return applyEnded(state, message.id, nowMs);
+    case "prn":
+      return applyPrincipal(state, message.p);
+    case "role":
+      return applyRoleRenamed(state, message.id, message.name);
+    default:
+      return;
+  }
+}
+
+/** The ids a message is about in this state (what a reload must take from the live state, not the snapshot). */
+export function touchedBy(message: AccessMessage): { activation?: string; principal?: string; role?: string } {
+  switch (message.t) {
+    case "act":
+    case "end":
+      return { activation: message.id };
+    case "prn":
+      return { principal: message.p.id };
+    case "role":
+      return { role: message.id };
+    default:
+      return {};
+  }
+}
+
+/** A principal's activations that are live at `nowMs`, by role name. */
+export function liveActivationsOf(state: IndexState, principalId: string, nowMs: number): ActiveActivation[] {
+  const ids = state.byPrincipal.get(principalId);
+  if (!ids) return [];
+  const live: ActiveActivation[] = [];
+  for (const id of ids) {
+    const activation = state.activations.get(id)!;
+    if (isLive(activation, nowMs)) live.push(activation);
+  }
+  return live.sort((a, b) => (a.roleName < b.roleName ? -1 : a.roleName > b.roleName ? 1 : 0));
+}
+
+export interface Snapshot {
+  activations: ActiveActivation[];
+  principals: PrincipalEntry[];
+}
+
+export interface Touched {
+  activations: Set<string>;
+  principals: Set<string>;
+  roles: Set<string>;
+}
+
+/**
+ * The state after a full reload: the database's snapshot, except for what messages delivered while it
+ * was read are about: for those the live state (which applied them in commit order) is at least as new.
+ * Tombstones are kept: an ended activation the snapshot still saw active had ended all the same.
+ */
+export function mergeSnapshot(snapshot: Snapshot, live: IndexState, touched: Touched, nowMs: number): IndexState {
+  const next = emptyState();
+  for (const [id, until] of live.ended) if (until > nowMs) next.ended.set(id, until);
+  for (const activation of snapshot.activations) {
+    if (next.ended.has(activation.requestId)) continue;
+    if (touched.activations.has(activation.requestId)) continue;
+    putActivation(next, activation);
+  }
+  for (const id of touched.activations) {
+    const current = live.activations.get(id);
+    if (current && !next.ended.has(id)) putActivation(next, current);
+  }
+  for (const principal of snapshot.principals)
+    if (!touched.principals.has(principal.id)) applyPrincipal(next, principal);
+  for (const id of touched.principals) {
+    const current = live.principals.get(id);
+    if (current) applyPrincipal(next, current);
+  }
+  for (const roleId of touched.roles) {
+    const renamed = [...live.activations.values()].find((a) => a.roleId === roleId);
+    if (renamed) applyRoleRenamed(next, roleId, renamed.roleName);
+  }
+  return next;
+}
+
+/**
+ * What a reload found the index had wrong (outside what was in flight while it read): activations live
+ * in the index but not in the database (`extra`: an end that never arrived, the dangerous kind) and the
+ * other way round (`missing`).
+ */
+export function drift(before: IndexState, after: IndexState, touched: Touched, nowMs: number) {
+  let extra = 0;
+  let missing = 0;
+  for (const [id, activation] of before.activations)
+    if (isLive(activation, nowMs) && !touched.activations.has(id) && !after.activations.has(id)) extra += 1;
+  for (const [id, activation] of after.activations)
+    if (isLive(activation, nowMs) && !touched.activations.has(id) && !before.activations.has(id)) missing += 1;
+  return { extra, missing };
+}
+
+/** Forgets tombstones whose time has passed. */
+export function pruneEnded(state: IndexState, nowMs: number): void {
+  for (const [id, until] of state.ended) if (until <= nowMs) state.ended.delete(id);
+}
+
+// ---------------------------------------------------------------------------
+// Heartbeat
+
+/**
+ * A node proves its listening connection works by sending itself pings, one after another through the
+ * pool (ping n+1 only once ping n's statement returned), and hearing them. Notifications on one connection
+ * arrive in commit order, so hearing ping n means every message committed before ping n was sent has been
+ * applied. A committed ping that is skipped (n-1 committed, then n heard without n-1) means the connection
+ * lost messages: the index must reload.
+ */
+export interface HeartbeatState {
+  /**
+   * Pings sent and not heard yet: number → when (monotonic ms) it was sent. Entered before the statement
+   * is sent (a ping may be heard before its statement returns) and removed when the statement fails.
+   */
+  outstanding: Map<number, number>;
+  /** When the newest heard ping was sent (monotonic ms), or -Infinity. */
+  heardSentAt: number;
+  heardN: number;
+}
+
+export function emptyHeartbeat(): HeartbeatState {
+  return { outstanding: new Map(), heardSentAt: Number.NEGATIVE_INFINITY, heardN: 0 };
+}
+
+/** Our ping `n` came back. Returns whether an earlier committed ping was skipped (messages were lost). */
+export function heardPing(state: HeartbeatState, n: number): { lost: boolean } {
+  const sentAt = state.outstanding.get(n);
+  if (sentAt === undefined) return { lost: false }; // heard twice, or its statement failed and was forgotten
+  let lost = false;
+  for (const [m] of state.outstanding) {
+    if (m < n) {
+      lost = true;
+      state.outstanding.delete(m);
+    }
+  }
+  state.outstanding.delete(n);
+  if (n > state.heardN) {
+    state.heardN = n;
+    state.heardSentAt = sentAt;
+  }
+  return { lost };
+}
+
+/** Whether what the index holds is known to include every change committed more than `maxSilenceMs` ago. */
+export function heartbeatFresh(state: HeartbeatState, nowMonotonic: number, maxSilenceMs: number): boolean {
+  return nowMonotonic - state.heardSentAt <= maxSilenceMs;
+}
+
+// ---------------------------------------------------------------------------
+// Messages from the wire
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const isId = (v: unknown): v is string => typeof v === "string" && UUID.test(v);
+const isText = (v: unknown): v is string => typeof v === "string" && v.length > 0 && v.length <= 1024;
+const isTime = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+
+function parsePrincipal(value: unknown): PrincipalEntry | null {
+  if (typeof value !== "object" || value === null) return null;
+  const p = value as Record<string, unknown>;
+  if (!isId(p.id) || !isText(p.name)) return null;
+  if (p.kind !== "user" && p.kind !== "service") return null;
+  if (p.status !== "active" && p.status !== "disabled") return null;
+  if (!Array.isArray(p.platformRoles) || !p.platformRoles.every((r) => typeof r === "string")) return null;
+  return { id: p.id, name: p.name, kind: p.kind, status: p.status, platformRoles: p.platformRoles as string[] };
+}
+
+/** A payload from the channel as a message, or null when it is not one (it is ignored). */
+export function parseMessage(payload: string): AccessMessage | null {
+  let m: Record<string, unknown>;
+  try {
+    const parsed: unknown = JSON.parse(payload);
+    if (typeof parsed !== "object" || parsed === null) return null;
+    m = parsed as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  const at = isTime(m.at) ? m.at : 0;
+  switch (m.t) {
+    case "act":
+      if (!isId(m.id) || !isId(m.pid) || !isText(m.pn) || !isId(m.rid) || !isText(m.rn)) return null;
+      if (!isTime(m.exp) || !isTime(m.since)) return null;
+      return { t: "act", at, id: m.id, pid: m.pid, pn: m.pn, rid: m.rid, rn: m.rn, exp: m.exp, since: m.since };
+    case "end":
+      return isId(m.id) ? { t: "end", at, id: m.id } : null;
+    case "prn": {
+      const p = parsePrincipal(m.p);
+      return p ? { t: "prn", at, p } : null;
+    }
+    case "ses":
+      return isId(m.sid) ? { t: "ses", at, sid: m.sid } : null;
+    case "pses":
+      return isId(m.pid) ? { t: "pses", at, pid: m.pid } : null;
+    case "tok":
+      return isId(m.id) ? { t: "tok", at, id: m.id } : null;
+    case "role":
+      return isId(m.id) && isText(m.name) ? { t: "role", at, id: m.id, name: m.name } : null;
+    case "sec":
+      return typeof m.path === "string" ? { t: "sec", at, path: m.path } : null;
+    case "kek":
+      return { t: "kek", at };
+    case "ping":
+      return typeof m.node === "string" && typeof m.n === "number" ? { t: "ping", at, node: m.node, n: m.n } : null;
+    default:
+      return null;
+  }
+}

@@ -1,0 +1,384 @@
+/**
+ * The access index: every node's in-memory copy of the active activations and of the principals, for the
+ * hot paths (the check API, activation tokens, bearer-token authentication, the vault's access decision,
+ * the proxies' per-connection gate). See README.md for its invariants.
+ *
+ * Loaded at start after the node listens on `stint_access`; kept current by the messages the transactions
+ * send (`send`, delivered at commit: LISTEN/NOTIFY on PostgreSQL, in-process on PGlite) and applied at once
+ * on the node that committed (`tracked`); reloaded in full after a lost connection and, as a cross-check
+ * against the database, on a timer. While it cannot vouch for itself (`view()` is null) callers ask the
+ * database, as they did before it existed.
+ */
+import { hostname } from "node:os";
+import { performance } from "node:perf_hooks";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { Kysely } from "kysely";
+import type { AppStore, Database } from "../../db/index.js";
+import type { Clock } from "../../lib/clock.js";
+import { newId } from "../../lib/ids.js";
+import type { Logger } from "../../lib/logger.js";
+import {
+  applyMessage,
+  drift,
+  emptyHeartbeat,
+  emptyState,
+  heardPing,
+  heartbeatFresh,
+  isLive,
+  liveActivationsOf,
+  mergeSnapshot,
+  parseMessage,
+  touchedBy,
+  type IndexState,
+  type Touched,
+} from "./access-index.rules.js";
+import * as indexStore from "./access-index.store.js";
+import type { AccessMessage, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
+
+/** Messages as services write them: `at` is added when sent. */
+export type AccessMessageBody = AccessMessage extends infer M
+  ? M extends AccessMessage
+    ? Omit<M, "at">
+    : never
+  : never;
+
+export interface AccessIndexDeps {
+  store: Pick<AppStore, "db" | "engine" | "listen">;
+  clock: Clock;
+  logger?: Pick<Logger, "warn" | "info">;
+  registry?: Registry;
+  /** This node's name in its heartbeats. */
+  node?: string;
+  /** How often the whole index is read again from the database and compared (drift is counted and logged). */
+  crossCheckMs?: number;
+  /** PostgreSQL: how often the node sends itself a heartbeat through the store. */
+  heartbeatMs?: number;
+  /**
+   * PostgreSQL: answers come from memory only while the newest heartbeat heard was sent at most this long
+   * ago, i.e. while every change committed before then is known to be applied. Otherwise from the database.
+   */
+  maxSilenceMs?: number;
+}
+
+/** Hears the same messages as the index (caches built on top of it) and when it lost some. */
+export interface AccessSubscriber {
+  onMessage?(message: AccessMessage): void;
+  /** Messages may have been lost: drop everything cached. */
+  onReset?(): void;
+}
+
+/** What the index answers, valid for the moment it was asked (see `view()`). */
+export interface AccessView {
+  /** The principal's live activations, by role name. */
+  activeFor(principalId: string): ActiveActivation[];
+  /** The activation if it is live now, else null. */
+  activation(requestId: string): ActiveActivation | null;
+  /** Whether the principal holds a live activation of one of these roles (by name). */
+  hasActiveRole(principalId: string, roleNames: readonly string[]): boolean;
+  principal(id: string): PrincipalEntry | null;
+  principalByName(name: string): PrincipalEntry | null;
+}
+
+export const DEFAULT_CROSS_CHECK_MS = 30_000;
+export const DEFAULT_HEARTBEAT_MS = 250;
+export const DEFAULT_MAX_SILENCE_MS = 1_000;
+const RELOAD_RETRY_MS = 1_000;
+
+export function createAccessIndex(deps: AccessIndexDeps) {
+  const { store, clock } = deps;
+  const node = deps.node ?? `${hostname()}:${process.pid}:${newId()}`;
+  const crossCheckMs = deps.crossCheckMs ?? DEFAULT_CROSS_CHECK_MS;
+  const heartbeatMs = deps.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+  const maxSilenceMs = deps.maxSilenceMs ?? DEFAULT_MAX_SILENCE_MS;
+  const heartbeatNeeded = store.engine === "postgres";
+
+  let state: IndexState = emptyState();
+  let loaded = false;
+  let needsReload = true;
+  let reloading: Promise<void> | null = null;
+  let reloadAgain = false;
+  let touched: Touched | null = null;
+  const heartbeat = emptyHeartbeat();
+  let pingN = 0;
+  let beating = false;
+  let started = false;
+  let stopListening: (() => Promise<void>) | null = null;
+  let crossCheckTimer: NodeJS.Timeout | undefined;
+  let heartbeatTimer: NodeJS.Timeout | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  /** Bumped whenever messages may have been lost: caches compare it before and after a database read. */
+  let generation = 0;
+  const subscribers = new Set<AccessSubscriber>();
+  const pendingByTx = new WeakMap<object, AccessMessage[]>();
+
+  const registers = deps.registry ? [deps.registry] : [];
+  const metrics = {
+    activations: new Gauge({
+      name: "stint_access_index_activations",
+      help: "Activations held in this node's access index (some may be past their expiry, which counts)",
+      registers,
+      collect() {
+        this.set(state.activations.size);
+      },
+    }),
+    current: new Gauge({
+      name: "stint_access_index_current",
+      help: "1 while this node's access index answers from memory, 0 while it asks the database",
+      registers,
+      collect() {
+        this.set(isCurrent() ? 1 : 0);
+      },
+    }),
+    lag: new Histogram({
+      name: "stint_access_index_message_lag_seconds",
+      help: "From a change's message being written (sender's clock) to this node applying it",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    reloads: new Counter({
+      name: "stint_access_index_reloads_total",
+      help: "Full reloads of the access index from the database, by reason",
+      labelNames: ["reason"],
+      registers,
+    }),
+    drift: new Counter({
+      name: "stint_access_index_drift_total",
+      help: "Activations a reload found the index had wrong: extra (live in memory, ended in the database) or missing",
+      labelNames: ["kind"],
+      registers,
+    }),
+    fallbacks: new Counter({
+      name: "stint_access_index_fallbacks_total",
+      help: "Hot-path answers taken from the database because the index could not vouch for itself",
+      registers,
+    }),
+  };
+
+  function isCurrent(): boolean {
+    if (!loaded || needsReload) return false;
+    return !heartbeatNeeded || heartbeatFresh(heartbeat, performance.now(), maxSilenceMs);
+  }
+
+  function apply(message: AccessMessage) {
+    applyMessage(state, message, clock.now().getTime());
+    if (touched) {
+      const about = touchedBy(message);
+      if (about.activation) touched.activations.add(about.activation);
+      if (about.principal) touched.principals.add(about.principal);
+      if (about.role) touched.roles.add(about.role);
+    }
+    for (const subscriber of subscribers) subscriber.onMessage?.(message);
+  }
+
+  function receive(payload: string) {
+    const message = parseMessage(payload);
+    if (!message) return;
+    if (message.t === "ping") {
+      if (message.node === node && heardPing(heartbeat, message.n).lost) lose("heartbeat-skipped");
+      return;
+    }
+    if (message.at > 0) metrics.lag.observe(Math.max(0, Date.now() - message.at) / 1000);
+    apply(message);
+  }
+
+  /** Messages may have been lost: nothing cached is trusted until a full reload that started after now. */
+  function lose(reason: string) {
+    generation += 1;
+    needsReload = true;
+    for (const subscriber of subscribers) subscriber.onReset?.();
+    deps.logger?.warn(
+      { reason },
+      "access index: messages may have been lost; answering from the database until reloaded",
+    );
+    void reload(reason).catch(() => undefined);
+  }
+
+  function reload(reason: string): Promise<void> {
+    if (reloading) {
+      reloadAgain = true;
+      return reloading;
+    }
+    reloading = (async () => {
+      do {
+        reloadAgain = false;
+        const seen: Touched = { activations: new Set(), principals: new Set(), roles: new Set() };
+        touched = seen;
+        try {
+          const [activations, principals] = await Promise.all([
+            indexStore.loadActive(store.db),
+            indexStore.loadPrincipals(store.db),
+          ]);
+          const now = clock.now().getTime();
+          const next = mergeSnapshot({ activations, principals }, state, seen, now);
+          const found = drift(state, next, seen, now);
+          const wasLoaded = loaded;
+          state = next;
+          loaded = true;
+          metrics.reloads.inc({ reason });
+          if (wasLoaded && (found.extra > 0 || found.missing > 0)) {
+            metrics.drift.inc({ kind: "extra" }, found.extra);
+            metrics.drift.inc({ kind: "missing" }, found.missing);
+            deps.logger?.warn({ reason, ...found }, "access index: a reload found activations the index had wrong");
+          }
+        } finally {
+          touched = null;
+        }
+      } while (reloadAgain);
+      needsReload = false;
+    })()
+      .catch((error: unknown) => {
+        deps.logger?.warn({ err: error, reason }, "access index: reload failed; trying again");
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(() => void reload(reason).catch(() => undefined), RELOAD_RETRY_MS);
+        retryTimer.unref();
+        throw error;
+      })
+      .finally(() => {
+        reloading = null;
+      });
+    return reloading;
+  }
+
+  async function beat() {
+    const n = ++pingN;
+    heartbeat.outstanding.set(n, performance.now());
+    try {
+      await indexStore.notify(store.db, { t: "ping", at: Date.now(), node, n });
+    } catch {
+      heartbeat.outstanding.delete(n);
+    }
+  }
+
+  const view: AccessView = {
+    activeFor: (principalId) => liveActivationsOf(state, principalId, clock.now().getTime()),
+    activation(requestId) {
+      const activation = state.activations.get(requestId);
+      return activation && isLive(activation, clock.now().getTime()) ? activation : null;
+    },
+    hasActiveRole(principalId, roleNames) {
+      if (roleNames.length === 0) return false;
+      const ids = state.byPrincipal.get(principalId);
+      if (!ids) return false;
+      const now = clock.now().getTime();
+      for (const id of ids) {
+        const activation = state.activations.get(id)!;
+        if (isLive(activation, now) && roleNames.includes(activation.roleName)) return true;
+      }
+      return false;
+    },
+    principal: (id) => state.principals.get(id) ?? null,
+    principalByName(name) {
+      const id = state.principalIdsByName.get(name);
+      return id === undefined ? null : (state.principals.get(id) ?? null);
+    },
+  };
+
+  return {
+    node,
+
+    /** Listens, loads, and starts the heartbeat and the cross-check. */
+    async start() {
+      if (started) return;
+      started = true;
+      stopListening = await store.listen(indexStore.ACCESS_CHANNEL, receive, {
+        onReconnect: () => lose("listen-reconnected"),
+      });
+      await reload("start");
+      crossCheckTimer = setInterval(() => void reload("cross-check").catch(() => undefined), crossCheckMs);
+      crossCheckTimer.unref();
+      if (heartbeatNeeded) {
+        heartbeatTimer = setInterval(() => {
+          if (beating) return;
+          beating = true;
+          void beat().finally(() => (beating = false));
+        }, heartbeatMs);
+        heartbeatTimer.unref();
+        await beat();
+      }
+    },
+
+    async stop() {
+      clearInterval(crossCheckTimer);
+      clearInterval(heartbeatTimer);
+      clearTimeout(retryTimer);
+      started = false;
+      loaded = false;
+      await stopListening?.().catch(() => undefined);
+      stopListening = null;
+      await reloading?.catch(() => undefined);
+    },
+
+    /**
+     * The index's answers, or null when it cannot vouch for them right now (not loaded, a reload pending
+     * after lost messages, no recent heartbeat): the caller then asks the database.
+     */
+    view(): AccessView | null {
+      if (isCurrent()) return view;
+      if (started) metrics.fallbacks.inc();
+      return null;
+    },
+
+    /** Whether `view()` would answer (without counting a fallback). */
+    current: isCurrent,
+
+    /** Changes whenever messages may have been lost (a cache must not keep what it read across a change). */
+    generation: () => generation,
+
+    subscribe(subscriber: AccessSubscriber): () => void {
+      subscribers.add(subscriber);
+      return () => subscribers.delete(subscriber);
+    },
+
+    /**
+     * Inside a transaction: tells every node, when it commits. A transaction run through `tracked` also
+     * applies it on this node right after the commit, before the call that made the change returns.
+     */
+    async send(tx: Kysely<Database>, body: AccessMessageBody): Promise<void> {
+      const message = { ...body, at: Date.now() } as AccessMessage;
+      await indexStore.notify(tx, message);
+      pendingByTx.get(tx)?.push(message);
+    },
+
+    /**
+     * The store, with transactions whose messages are applied on this node as soon as they commit (read
+     * your own writes: a revocation answered is a revocation this node honours). Other nodes hear them
+     * through the channel.
+     */
+    tracked<S extends Pick<AppStore, "transaction">>(inner: S): S {
+      const transaction: AppStore["transaction"] = async (fn) => {
+        const messages: AccessMessage[] = [];
+        const result = await inner.transaction(async (tx) => {
+          pendingByTx.set(tx, messages);
+          return fn(tx);
+        });
+        for (const message of messages) apply(message);
+        return result;
+      };
+      return Object.assign(Object.create(inner) as S, { transaction });
+    },
+
+    /** A full reload now (tests; the timer does it every `crossCheckMs`). */
+    reload: (reason = "requested") => reload(reason),
+
+    /** Simulates lost messages (tests): exactly what a skipped heartbeat or a reconnect does. */
+    lose: (reason = "requested") => lose(reason),
+
+    /** Registers the index's metrics (when the registry was not known at creation). */
+    registerMetrics(registry: Registry) {
+      for (const metric of Object.values(metrics)) registry.registerMetric(metric);
+    },
+
+    stats() {
+      return {
+        loaded,
+        current: isCurrent(),
+        activations: state.activations.size,
+        principals: state.principals.size,
+        tombstones: state.ended.size,
+        generation,
+      };
+    },
+  };
+}
+
+export type AccessIndex = ReturnType<typeof createAccessIndex>;

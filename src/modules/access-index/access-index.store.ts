@@ -1,0 +1,69 @@
+/** SQL of the access index: the snapshot a node loads, and the notification a transaction sends. */
+import { sql, type Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import type { AccessMessage, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
+
+type Q = Kysely<Database>;
+
+/** The channel every node listens on. */
+export const ACCESS_CHANNEL = "stint_access";
+
+/** Every activation in state `active` (expired ones too: the clock decides when they stop counting). */
+export async function loadActive(db: Q): Promise<ActiveActivation[]> {
+  const rows = await db
+    .selectFrom("activation_requests")
+    .innerJoin("roles", "roles.id", "activation_requests.role_id")
+    .innerJoin("principals", "principals.id", "activation_requests.requester_id")
+    .select([
+      "activation_requests.id",
+      "activation_requests.requester_id",
+      "principals.name as principal_name",
+      "activation_requests.role_id",
+      "roles.name as role_name",
+      "activation_requests.expires_at",
+      "activation_requests.activated_at",
+    ])
+    .where("activation_requests.state", "=", "active")
+    .where("activation_requests.extends_request_id", "is", null)
+    .execute();
+  return rows
+    .filter((r) => r.expires_at !== null)
+    .map((r) => ({
+      requestId: r.id,
+      principalId: r.requester_id,
+      principalName: r.principal_name,
+      roleId: r.role_id,
+      roleName: r.role_name,
+      expiresAt: new Date(r.expires_at!).getTime(),
+      activatedAt: r.activated_at ? new Date(r.activated_at).getTime() : 0,
+    }));
+}
+
+export async function loadPrincipals(db: Q): Promise<PrincipalEntry[]> {
+  const rows = await db.selectFrom("principals").select(["id", "name", "kind", "status", "platform_roles"]).execute();
+  return rows.map(principalEntry);
+}
+
+export async function loadPrincipal(db: Q, id: string): Promise<PrincipalEntry | undefined> {
+  const row = await db
+    .selectFrom("principals")
+    .select(["id", "name", "kind", "status", "platform_roles"])
+    .where("id", "=", id)
+    .executeTakeFirst();
+  return row ? principalEntry(row) : undefined;
+}
+
+function principalEntry(row: {
+  id: string;
+  name: string;
+  kind: "user" | "service";
+  status: "active" | "disabled";
+  platform_roles: string[];
+}): PrincipalEntry {
+  return { id: row.id, name: row.name, kind: row.kind, status: row.status, platformRoles: row.platform_roles };
+}
+
+/** Sends `message` to every node; delivered when the transaction commits, never if it rolls back. */
+export async function notify(db: Q, message: AccessMessage): Promise<void> {
+  await sql`select pg_notify(${ACCESS_CHANNEL}, ${JSON.stringify(message)})`.execute(db);
+}

@@ -1,0 +1,132 @@
+/**
+ * Secret reads at memory speed (issue 14, item 3), on both engines: the access decision and the sealed
+ * value come from memory (no read of the secret, its versions, the KEKs, the activations or the session);
+ * every read still has its audit event, committed before the value is returned (a read whose event cannot
+ * be committed returns nothing); a new version and the end of an activation are honoured by the next read.
+ */
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
+import { afterEach, describe, expect, it } from "vitest";
+import type { AppStore } from "../../db/index.js";
+import { ENGINES } from "../../testing/engines.js";
+import { seedRole, seedUser } from "../../testing/pim.js";
+import { testServer, type TestServer } from "../../testing/server.js";
+
+const READ_TABLES = new Set([
+  "secrets",
+  "secret_versions",
+  "vault_keks",
+  "vault_config",
+  "activation_requests",
+  "principals",
+  "refresh_sessions",
+  "roles",
+]);
+
+function tableOf(node: RootOperationNode): string | undefined {
+  const n = node as unknown as { from?: { froms?: { table?: { identifier?: { name?: string } } }[] } };
+  return n.from?.froms?.[0]?.table?.identifier?.name;
+}
+
+/** Counts reads of the tables behind a secret read, and can make every transaction fail. */
+function instrumented() {
+  const state = { reads: 0, failTransactions: false };
+  const plugin: KyselyPlugin = {
+    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+      const table = tableOf(args.node);
+      if (args.node.kind === "SelectQueryNode" && table && READ_TABLES.has(table)) state.reads++;
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => args.result,
+  };
+  const wrap = (store: AppStore): AppStore => ({
+    engine: store.engine,
+    db: store.db.withPlugin(plugin),
+    transaction: (fn) =>
+      state.failTransactions
+        ? Promise.reject(new Error("the store refused the transaction (test)"))
+        : store.transaction((tx) => fn(tx.withPlugin(plugin))),
+    migrate: (dir) => store.migrate(dir),
+    ping: () => store.ping(),
+    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
+    close: () => store.close(),
+  });
+  return { state, wrap };
+}
+
+describe.each(ENGINES)("secret reads on %s", (engine) => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it("decide and open from memory; every read has its audit event; changes are honoured by the next read", async () => {
+    const { state, wrap } = instrumented();
+    server = await testServer(engine, { wrapStore: wrap });
+    const s = server;
+    await seedUser(s, "rita", { groups: ["payments"] });
+    await seedRole(s, {
+      name: "payments-oncall",
+      policy: {
+        defaultDuration: "30m",
+        maxDuration: "1h",
+        mfa: { required: false, maxAge: "10m" },
+        justification: { minLength: 5 },
+        approval: { stages: [] },
+      },
+      eligibleGroups: ["payments"],
+    });
+    const rita = await s.login("rita");
+    const call = async (auth: string, method: "GET" | "POST" | "PUT", url: string, payload?: object) => {
+      const res = await s.app.inject({
+        method,
+        url,
+        headers: { authorization: auth },
+        ...(payload ? { payload } : {}),
+      });
+      return { status: res.statusCode, body: res.json() as Record<string, unknown> };
+    };
+    const path = `/v1/secrets/${encodeURIComponent("payments/psp/api-key")}/value`;
+    const put = await call(s.adminAuth, "PUT", `/v1/secrets/${encodeURIComponent("payments/psp/api-key")}`, {
+      kind: "api-key",
+      value: "psp-key-version-one",
+      roles: ["payments-oncall"],
+    });
+    expect(put.status).toBe(200);
+    expect((await call(rita, "GET", path)).status).toBe(404); // no activation yet
+    const activated = await call(rita, "POST", "/v1/activation-requests", {
+      role: "payments-oncall",
+      reason: "refund run",
+    });
+    expect(activated.body.state).toBe("active");
+    expect((await call(rita, "GET", path)).body).toMatchObject({ value: "psp-key-version-one", version: 1 });
+
+    const readsBefore = (await s.audit.read({ action: "secret.read", limit: 10_000 })).length;
+    state.reads = 0;
+    const replies = await Promise.all(Array.from({ length: 48 }, () => call(rita, "GET", path)));
+    for (const reply of replies) expect(reply.body).toMatchObject({ value: "psp-key-version-one" });
+    expect(state.reads).toBe(0);
+    const events = await s.audit.read({ action: "secret.read", limit: 10_000 });
+    expect(events.length - readsBefore).toBe(48);
+    expect(JSON.stringify(events)).not.toContain("psp-key-version-one");
+    expect(events.at(-1)).toMatchObject({ actor: "rita", outcome: "success", subject: "secret:payments/psp/api-key" });
+
+    // A read whose audit event cannot be committed gives nothing away.
+    state.failTransactions = true;
+    const unaudited = await s.app.inject({ method: "GET", url: path, headers: { authorization: rita } });
+    state.failTransactions = false;
+    expect(unaudited.statusCode).toBe(500);
+    expect(unaudited.body).not.toContain("psp-key-version-one");
+
+    // A new version is what the next read returns; the end of the activation stops the next read.
+    await call(s.adminAuth, "PUT", `/v1/secrets/${encodeURIComponent("payments/psp/api-key")}`, {
+      value: "psp-key-version-two",
+    });
+    expect((await call(rita, "GET", path)).body).toMatchObject({ value: "psp-key-version-two", version: 2 });
+    expect((await call(rita, "GET", `${path}?version=1`)).body).toMatchObject({ value: "psp-key-version-one" });
+    expect((await call(rita, "POST", "/v1/me/roles/payments-oncall/deactivate")).status).toBe(200);
+    const after = await call(rita, "GET", path);
+    expect(after.status).toBe(404);
+    expect(JSON.stringify(after.body)).not.toContain("psp-key");
+  });
+});
