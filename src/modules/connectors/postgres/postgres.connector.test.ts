@@ -175,6 +175,16 @@ describe("postgres connector: role membership", () => {
     expect(await connector.observe(target, { role: readers })).toEqual([login]);
   });
 
+  it("the same membership granted at the same moment on several connections: every call succeeds", async () => {
+    // Two roles with one entitlement, or two nodes: PostgreSQL answers the later GRANT with a unique violation.
+    for (let round = 0; round < 5; round++) {
+      await connector.revoke(target, grant);
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => connector.provision(target, grant)));
+      expect(results.filter((r) => r.status === "rejected")).toEqual([]);
+      expect(await connector.observe(target, { role: readers })).toEqual([login]);
+    }
+  });
+
   it("revokes: an open session is ended, a new one is refused; twice is fine", async () => {
     const open = await connectAs(login);
     // A session acting as the role keeps acting as it after REVOKE; only ending it takes that away.

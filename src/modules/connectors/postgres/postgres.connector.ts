@@ -454,8 +454,18 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
     const login = checkedLogin(grant.login);
     const entitlement = parseEntitlement(grant.entitlement);
     await withClient(target, call, async (client) => {
-      // Both statements are no-ops when the login already holds the entitlement.
-      await client.query(provisionSql(login, entitlement));
+      // A no-op when the login already holds the entitlement.
+      try {
+        await client.query(provisionSql(login, entitlement));
+      } catch (error) {
+        // Two GRANTs of one membership at the same moment (two roles with one entitlement, two nodes): the
+        // later one fails with a unique violation in pg_auth_members, and the membership is there.
+        const raced =
+          entitlement.kind === "role" &&
+          (error as { code?: unknown }).code === "23505" &&
+          (await memberships(client, entitlement.role, login)).length > 0;
+        if (!raced) throw error;
+      }
     });
   },
 
