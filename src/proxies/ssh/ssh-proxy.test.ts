@@ -27,6 +27,7 @@ import { freePort, startSshd, type Sshd } from "../../testing/sshd.js";
 import {
   createScpCounter,
   createSshProxy,
+  parseRsyncCommand,
   parseScpCommand,
   userauthSignatureValid,
   type SshProxy,
@@ -54,6 +55,8 @@ interface TargetSpec {
   policy?: Partial<SessionPolicy>;
   hostKey?: string;
   refuse?: string;
+  /** Where the proxy connects instead of the sshd's own port (a relay in front of it). */
+  port?: number;
 }
 
 function testSession(target: string, upstream: UpstreamSsh, policy: SessionPolicy): TestSession {
@@ -152,7 +155,7 @@ const gate: Pick<SessionGate, "checkSshCertificate" | "openSsh"> = {
       kind: "ssh",
       host: sshd.host,
       address: sshd.host,
-      port: sshd.port,
+      port: spec.port ?? sshd.port,
       username: sshd.adminUser,
       hostKey: spec.hostKey ?? sshd.hostKeyFingerprint,
       privateKey: sshd.adminPrivateKey,
@@ -330,6 +333,118 @@ describe("exec", () => {
   }, 30_000);
 });
 
+/** A TCP relay to `port` on 127.0.0.1 that counts the bytes it passed each way (with backpressure). */
+async function countingRelay(port: number) {
+  const counts = { toTarget: 0, fromTarget: 0 };
+  const server = createServer((socket) => {
+    const target = connect(port, "127.0.0.1");
+    socket.on("data", (chunk: Buffer) => (counts.toTarget += chunk.length));
+    target.on("data", (chunk: Buffer) => (counts.fromTarget += chunk.length));
+    socket.pipe(target);
+    target.pipe(socket);
+    for (const side of [socket, target]) {
+      side.on("error", () => undefined);
+      side.on("close", () => {
+        socket.destroy();
+        target.destroy();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    counts,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe("flow control", () => {
+  /**
+   * Relays on both sides of the proxy: what entered the proxy minus what left it is what it holds. The
+   * proxy holds per direction at most the window it granted (4 MiB), ssh2's readable and writable
+   * buffers (2 MiB each) and what is in flight to the receiver's window (2 MiB); without backpressure
+   * it would take the whole 200 MB.
+   */
+  const BOUND = 16 * 1024 * 1024;
+  let upstream: Awaited<ReturnType<typeof countingRelay>>;
+  let front: Awaited<ReturnType<typeof countingRelay>>;
+  let frontKnownHosts: string;
+
+  beforeAll(async () => {
+    upstream = await countingRelay(sshd.port);
+    targets.set("counted", { port: upstream.port });
+    front = await countingRelay(proxyPort);
+    frontKnownHosts = join(dir, "known_hosts_front");
+    writeFileSync(frontKnownHosts, `[127.0.0.1]:${front.port} ${proxyHostKey.public.trim()}\n`);
+  });
+  afterAll(async () => {
+    await upstream?.close();
+    await front?.close();
+  });
+
+  /** Waits until `value()` has not moved for `quietMs` (or the deadline passed) and returns it. */
+  async function settled(value: () => number, quietMs = 3000, timeoutMs = 30_000): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    let last = value();
+    let since = Date.now();
+    while (Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const now = value();
+      if (now !== last) {
+        last = now;
+        since = Date.now();
+      } else if (last > 0 && Date.now() - since >= quietMs) {
+        break;
+      }
+    }
+    return last;
+  }
+  const args = (command: string) => [
+    ...sshOptions(aliceKey, frontKnownHosts),
+    "-p",
+    String(front.port),
+    "alice%counted@127.0.0.1",
+    command,
+  ];
+
+  it("a client that stops reading stops the target: the proxy holds a bounded amount, not the whole stream", async () => {
+    const before = { ...upstream.counts, ...{ front: front.counts.fromTarget } };
+    // 200 MB offered; the client's stdout is never read.
+    const child = spawn("ssh", args("head -c 200000000 /dev/zero"), { stdio: ["ignore", "pipe", "ignore"] });
+    try {
+      const entered = await settled(() => upstream.counts.fromTarget - before.fromTarget);
+      const left = front.counts.fromTarget - before.front;
+      expect(entered).toBeGreaterThan(BOUND / 4);
+      expect(entered - left).toBeLessThan(BOUND);
+    } finally {
+      child.kill("SIGKILL");
+    }
+    await lastSession().ended;
+  }, 60_000);
+
+  it("a target that stops reading stops the client: the proxy holds a bounded amount of the upload", async () => {
+    const before = { ...upstream.counts, ...{ front: front.counts.toTarget } };
+    const child = spawn("ssh", args("sleep 60"), { stdio: ["pipe", "ignore", "ignore"] });
+    const block = Buffer.alloc(1024 * 1024);
+    let offered = 0;
+    const feed = () => {
+      while (offered < 200 * block.length && child.stdin.write(block)) offered += block.length;
+    };
+    child.stdin.on("drain", feed);
+    child.stdin.on("error", () => undefined);
+    feed();
+    try {
+      const entered = await settled(() => front.counts.toTarget - before.front);
+      const left = upstream.counts.toTarget - before.toTarget;
+      expect(entered).toBeGreaterThan(BOUND / 4);
+      expect(entered - left).toBeLessThan(BOUND);
+    } finally {
+      child.kill("SIGKILL");
+    }
+    await lastSession().ended;
+  }, 60_000);
+});
+
 describe("interactive shell", () => {
   it("relays a terminal: output, input and sizes are recorded", async () => {
     await terminal("shell", aliceKey, "web1");
@@ -373,7 +488,8 @@ describe("file transfer", () => {
   const remotePath = (path: string) => `alice%web1@127.0.0.1:${path}`;
 
   afterAll(() => {
-    for (const suffix of ["-scp", "-legacy", "-sftp", "-sftp-renamed"]) rmSync(`${remote}${suffix}`, { force: true });
+    for (const suffix of ["-scp", "-legacy", "-sftp", "-sftp-renamed", "-rsync"])
+      rmSync(`${remote}${suffix}`, { force: true });
   });
 
   it("scp (SFTP mode, OpenSSH's default): upload and download are byte-identical and recorded", async () => {
@@ -424,6 +540,49 @@ describe("file transfer", () => {
     });
     // File contents are not terminal output.
     expect(lastSession().outputs).toEqual([]);
+  }, 30_000);
+
+  it("rsync over ssh: upload and download are byte-identical, recorded as rsync events without the file data", async () => {
+    const rsh = ["ssh", ...sshOptions(aliceKey), "-p", String(proxyPort)].join(" ");
+    const local = join(dir, "rsync-up.bin");
+    writeFileSync(local, content);
+    expect(await client("rsync", ["-e", rsh, local, remotePath(`${remote}-rsync`)])).toMatchObject({ code: 0 });
+    expect(readFileSync(`${remote}-rsync`).equals(content)).toBe(true);
+    let session = lastSession();
+    await session.ended;
+    const up = session.events.find((event) => event.name === "rsync")?.fields;
+    expect(up).toMatchObject({ direction: "upload", paths: [`${remote}-rsync`], exitCode: 0 });
+    expect(up?.command).toMatch(/^rsync --server /);
+    // The bytes rsync's sending side sent: the file and a little protocol.
+    expect(up?.bytes).toBeGreaterThanOrEqual(content.length);
+    expect(up?.bytes).toBeLessThan(content.length + 4096);
+    expect(session.events.filter((event) => event.name === "exec")).toEqual([]);
+    expect([...session.inputs, ...session.outputs]).toEqual([]);
+
+    const back = join(dir, "rsync-down.bin");
+    expect(await client("rsync", ["-e", rsh, remotePath(`${remote}-rsync`), back])).toMatchObject({ code: 0 });
+    expect(readFileSync(back).equals(content)).toBe(true);
+    session = lastSession();
+    await session.ended;
+    expect(session.events.find((event) => event.name === "rsync")?.fields).toMatchObject({
+      direction: "download",
+      paths: [`${remote}-rsync`],
+      exitCode: 0,
+    });
+    expect([...session.inputs, ...session.outputs]).toEqual([]);
+  }, 30_000);
+
+  it("`rsync --server --daemon` is not taken for rsync: its bytes both ways are recorded as an exec's", async () => {
+    await ssh(aliceKey, "web1", ["rsync", "--server", "--daemon", "."], ["-T"]);
+    const session = lastSession();
+    await session.ended;
+    expect(session.events.filter((event) => event.name === "rsync")).toEqual([]);
+    expect(session.events).toContainEqual({
+      name: "exec",
+      fields: expect.objectContaining({ command: "rsync --server --daemon ." }) as unknown,
+    });
+    // What the target's rsync said is in the recording.
+    expect(session.output()).toMatch(/rsync/);
   }, 30_000);
 
   it("sftp -b: put, get, rename, mkdir, rmdir, rm, each recorded", async () => {
@@ -753,7 +912,7 @@ describe("userauthSignatureValid", () => {
   });
 });
 
-describe("scp helpers", () => {
+describe("scp and rsync helpers", () => {
   it.each([
     ["scp -t /tmp/x", { direction: "upload", path: "/tmp/x" }],
     ["scp -v -p -t -- '/tmp/a b'", { direction: "upload", path: "/tmp/a b" }],
@@ -769,6 +928,45 @@ describe("scp helpers", () => {
     ["ls -t /tmp", undefined],
   ] as const)("parseScpCommand(%s)", (command, expected) => {
     expect(parseScpCommand(command)).toEqual(expected);
+  });
+
+  it.each([
+    [
+      "rsync --server -logDtpre.iLsfxCIvu . /tmp/dst",
+      { direction: "upload", paths: ["/tmp/dst"], options: ["-logDtpre.iLsfxCIvu"] },
+    ],
+    [
+      "rsync --server --sender -e.LsfxCIvu . /tmp/src",
+      { direction: "download", paths: ["/tmp/src"], options: ["-e.LsfxCIvu"] },
+    ],
+    [
+      "/usr/bin/rsync --server -logDtprze.iLsfxCIvu --delete --link-dest /srv/old --bwlimit=1000 . /srv/new",
+      {
+        direction: "upload",
+        paths: ["/srv/new"],
+        options: ["-logDtprze.iLsfxCIvu", "--delete", "--link-dest", "/srv/old", "--bwlimit=1000"],
+      },
+    ],
+    // More than rsync for the remote shell, or an rsync that could run programs: an exec, recorded whole.
+    ["rsync --server -e.LsfxCIvu . /tmp/x; sh", undefined],
+    ["rsync --server -e.LsfxCIvu . /tmp/x\nsh", undefined],
+    ["rsync --server -e.LsfxCIvu --temp-dir --daemon . /x", undefined],
+    ["rsync --server -e.LsfxCIvu -T /tmp . /x", undefined],
+    ["rsync --server -e.LsfxCIvu . /tmp/dst\\ dir", undefined],
+    ["rsync --server --daemon .", undefined],
+    ["rsync --server --daem --config=/tmp/evil.conf .", undefined],
+    ["rsync --server --dparam=pre-xfer-exec=id . /x", undefined],
+    ["rsync --server -M--log-file=/tmp/l . /x", undefined],
+    ["rsync --server -resh . /x", undefined],
+    ["rsync --server -e sh . /x", undefined],
+    ["rsync --server --rsh=sh . /x", undefined],
+    ["rsync --server --files-from=host:/list . /x", undefined],
+    ["rsync --server -e.LsfxCIvu .", undefined],
+    ["rsync --server -e.LsfxCIvu /tmp/x", undefined],
+    ["rsync -e.LsfxCIvu . /tmp/x", undefined],
+    ["rsync --server -- . /x", undefined],
+  ] as const)("parseRsyncCommand(%s)", (command, expected) => {
+    expect(parseRsyncCommand(command)).toEqual(expected);
   });
 
   it("createScpCounter counts file bytes, not control lines, in any chunking", () => {

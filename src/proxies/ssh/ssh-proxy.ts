@@ -451,7 +451,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
 
   /**
    * Pipes one session channel both ways. Shell: output and input recorded. Exec: the output recorded,
-   * then an `exec` event with the exit code; scp is an `scp` event instead. SFTP: `sftp` events.
+   * then an `exec` event with the exit code; scp is an `scp` event instead, rsync an `rsync` event (file
+   * data counted, not recorded). SFTP: `sftp` events.
    */
   function relayChannel(
     local: ServerChannel,
@@ -464,17 +465,21 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     const { recorder } = session;
     // scp's file bytes are counted, not recorded: only for a plain scp command without a terminal.
     const scp = kind === "exec" && !withTerminal ? parseScpCommand(detail) : undefined;
+    // rsync's likewise: the command, the paths and the bytes its sending side sent.
+    const rsync = kind === "exec" && !withTerminal && !scp ? parseRsyncCommand(detail) : undefined;
+    let rsyncBytes = 0;
     const sftp = kind === "subsystem" && detail === "sftp" ? createSftpTracker() : undefined;
     const scpBytes = scp ? createScpCounter() : undefined;
     if (kind === "subsystem") recorder.event("subsystem", { name: detail });
     let exit: { exitCode?: number; signal?: string } = {};
 
-    const recordOutput = kind === "shell" || (kind === "exec" && !scp);
+    const recordOutput = kind === "shell" || (kind === "exec" && !scp && !rsync);
     const fromTarget = (data: Buffer) => {
       session.countBytes("down", data.length);
       if (recordOutput) recorder.output(data);
       if (sftp) for (const event of sftp.fromServer(data)) recorder.event("sftp", { ...event });
       if (scp?.direction === "download") scpBytes?.feed(data);
+      if (rsync?.direction === "download") rsyncBytes += data.length;
     };
     const fromClient = (data: Buffer) => {
       session.countBytes("up", data.length);
@@ -482,6 +487,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
       if (recordOutput) recorder.input(data);
       if (sftp) for (const event of sftp.fromClient(data)) recorder.event("sftp", { ...event });
       if (scp?.direction === "upload") scpBytes?.feed(data);
+      if (rsync?.direction === "upload") rsyncBytes += data.length;
     };
 
     relayStream(remote, local, fromTarget, relaying);
@@ -507,6 +513,9 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
       recorded = true;
       if (scp) {
         recorder.event("scp", { direction: scp.direction, path: scp.path, bytes: scpBytes?.bytes() ?? 0 });
+      } else if (rsync) {
+        const { direction, paths, options } = rsync;
+        recorder.event("rsync", { command: detail, direction, paths, options, bytes: rsyncBytes, ...exit });
       } else if (kind === "exec") {
         recorder.event("exec", { command: detail, ...exit });
       }
@@ -774,8 +783,24 @@ function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshC
  * Data from `from` to `to`, each chunk seen by `observe` first, with backpressure; no end propagation.
  * Once `relaying()` answers false (the session is ending and its recording closing) chunks are dropped:
  * nothing passes that the recording did not take.
+ *
+ * Flow control across the two hops (the cost of a jump host, not more):
+ * - `from` stops (pause) only while `to` holds more than its high-water mark, and starts again on its
+ *   `drain`; one listener each, not one per chunk.
+ * - When `from` is an SSH channel, the window its sender may fill is topped up to RELAY_WINDOW as soon
+ *   as a quarter of it has been passed on to a `to` that is not backed up (ssh2 alone keeps 2 MiB and
+ *   grants more only once half is used): the sender never waits for the proxy while the proxy is busy
+ *   or descheduled. While `to` is backed up nothing is granted, so what the proxy holds per direction
+ *   stays bounded (RELAY_WINDOW + ssh2's 2 MiB readable and writable buffers).
  */
 function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => void, relaying: () => boolean): void {
+  const window = channelWindow(from, RELAY_WINDOW);
+  let waiting = false;
+  to.on("drain", () => {
+    if (!waiting) return;
+    waiting = false;
+    from.resume();
+  });
   from.on("data", (data: Buffer) => {
     if (!relaying()) return;
     try {
@@ -784,11 +809,55 @@ function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => vo
       // Recording never stops the relay (the recorder itself reports its failures).
     }
     if (!to.writable) return;
-    if (!to.write(data)) {
+    if (to.write(data)) {
+      window?.grant();
+    } else if (!waiting) {
+      waiting = true;
       from.pause();
-      to.once("drain", () => from.resume());
     }
   });
+}
+
+/**
+ * How much one relayed channel direction lets its sender send ahead. ssh2 keeps 2 MiB (topped up at
+ * half); OpenSSH's session channels keep 2 MiB topped up every 96 KiB. 4 MiB topped up every 1 MiB keeps
+ * at least 3 MiB open. ssh2 cannot take packets over 35,000 bytes, so the packet size stays 32 KiB (what
+ * OpenSSH uses for sessions too).
+ */
+const RELAY_WINDOW = 4 * 1024 * 1024;
+
+/** What relayStream uses of an ssh2 channel (checked at run time; a stream without them is relayed as is). */
+interface ChannelInternals {
+  incoming?: { window: number };
+  outgoing?: { id: number; state: string };
+  _client?: { _protocol?: { channelWindowAdjust?(id: number, amount: number): void } };
+}
+
+/**
+ * Grants the sender of an ssh2 channel more window (SSH_MSG_CHANNEL_WINDOW_ADJUST, RFC 4254 §5.2) the way
+ * ssh2 does itself (its count first, then the message), up to `size`, once a quarter is used. ssh2 only
+ * adjusts while its count is at or below 1 MiB and never above 2 MiB, so the two never disagree on the
+ * count: if ssh2's internals ever change shape, the channel keeps ssh2's own window.
+ */
+function channelWindow(stream: Readable, size: number): { grant(): void } | undefined {
+  const channel = stream as unknown as ChannelInternals;
+  const { incoming, outgoing } = channel;
+  const protocol = channel._client?._protocol;
+  if (
+    typeof incoming?.window !== "number" ||
+    typeof outgoing?.id !== "number" ||
+    typeof protocol?.channelWindowAdjust !== "function"
+  ) {
+    return undefined;
+  }
+  return {
+    grant() {
+      const missing = size - incoming.window;
+      if (missing < size / 4 || outgoing.state === "closed") return;
+      incoming.window += missing;
+      protocol.channelWindowAdjust!(outgoing.id, missing);
+    },
+  };
 }
 
 function ptyOptions(info: PseudoTtyInfo) {
@@ -832,6 +901,77 @@ export function parseScpCommand(command: string): { direction: "upload" | "downl
 
 /** Characters that make a command line more than one plain command for the remote shell. */
 const SHELL_SYNTAX = /[;&|`$<>(){}\\\n\r*?[\]!#~"']/;
+
+// --- rsync (`rsync -e ssh`, which runs `rsync --server …` on the target) ---------------------------
+
+/**
+ * The command an rsync client runs on the target through ssh: `rsync --server [--sender] <options> .
+ * <path>…` (`--sender`: the target sends, a download). Only what a real client sends is taken, and
+ * nothing that could make the target's rsync run a program: no shell syntax in any word (so escaped
+ * or quoted paths are not taken either), `e` only as the `e.<capabilities>` tail of a short-option
+ * group, no `M`, and none of the long options (nor a prefix of one) that start a daemon, read its
+ * configuration, run a remote shell or read a file list from elsewhere. Anything else is an exec like
+ * any other, recorded whole.
+ */
+export function parseRsyncCommand(
+  command: string,
+): { direction: "upload" | "download"; paths: string[]; options: string[] } | undefined {
+  // The whole line: a newline between two words is a second command for the remote shell.
+  if (SHELL_SYNTAX.test(command)) return undefined;
+  const words = command.trim().split(/\s+/);
+  if (words[0] === undefined || !/(^|\/)rsync$/.test(words[0]) || words[1] !== "--server") return undefined;
+  let direction: "upload" | "download" = "upload";
+  const options: string[] = [];
+  let index = 2;
+  for (; index < words.length && words[index] !== "."; index++) {
+    const word = words[index]!;
+    if (word === "--sender") {
+      direction = "download";
+      continue;
+    }
+    if (word.startsWith("--")) {
+      const name = word.slice(2).split("=", 1)[0]!;
+      if (name.length === 0 || RSYNC_REFUSED.some((refused) => refused.startsWith(name))) return undefined;
+      options.push(word);
+      // `--link-dest DIR`, `--temp-dir DIR`: the value is the next word.
+      if (!word.includes("=") && RSYNC_VALUE_WORD.has(name)) {
+        const value = words[++index];
+        if (value === undefined || value.startsWith("-") || value === ".") return undefined;
+        options.push(value);
+      }
+      continue;
+    }
+    // Letters but `e` (a remote shell) and `M` (a remote option), then at most the `e.<capabilities>` tail.
+    if (!/^-[A-LN-Za-df-z]*(e\.[A-Za-z]*)?$/.test(word) || word === "-") return undefined;
+    options.push(word);
+  }
+  const paths = words.slice(index + 1);
+  if (words[index] !== "." || paths.length === 0) return undefined;
+  return { direction, paths, options };
+}
+
+/**
+ * rsync long options a proxied rsync must not carry, refused by any prefix too (popt may take one):
+ * daemon mode and its parameters and configuration (`pre-xfer exec` runs programs), remote shells, and
+ * file lists or early input read from elsewhere.
+ */
+const RSYNC_REFUSED = [
+  "daemon",
+  "dparam",
+  "config",
+  "rsh",
+  "rsync-path",
+  "remote-option",
+  "early-input",
+  "files-from",
+  "copy-as",
+  "address",
+  "port",
+  "sockopts",
+  "connect-program",
+];
+/** rsync long options a client sends with their value as the next word. */
+const RSYNC_VALUE_WORD = new Set(["link-dest", "compare-dest", "copy-dest", "temp-dir", "partial-dir", "backup-dir"]);
 
 /**
  * Counts the file bytes of the sending side of an scp stream: control lines ("C0644 12 name\n",
