@@ -19,6 +19,8 @@ export interface Sshd {
   /** The host key's fingerprint as `ssh-keygen -lf` prints it: "SHA256:<base64>". */
   hostKeyFingerprint: string;
   adminUser: "root";
+  /** The listening sshd's process id (its connections are its children). */
+  pid: number;
   /** The admin client key, OpenSSH PEM. */
   adminPrivateKey: string;
   stop(): Promise<void>;
@@ -86,6 +88,7 @@ export async function startSshd(options: { extraConfig?: string[] } = {}): Promi
       port,
       hostKeyFingerprint,
       adminUser: "root",
+      pid: child.pid ?? 0,
       adminPrivateKey: await readFile(clientKey, "utf8"),
       stop: async () => {
         if (running) {
