@@ -52,8 +52,11 @@ export interface HttpDeps {
   logger: Logger;
   /** Trusted reverse proxies (IPs/CIDRs); X-Forwarded-For is honoured only from these. */
   trustedProxies: readonly string[];
-  /** Resolves the bearer credential of a request into an actor (anonymous when absent). */
-  authenticate(request: FastifyRequest): Promise<Actor>;
+  /**
+   * Resolves the bearer credential of a request into an actor (anonymous when absent): synchronously when
+   * it can answer from memory (no promise, no extra turn of the event loop on the hot path).
+   */
+  authenticate(request: FastifyRequest): Actor | Promise<Actor>;
   bodyLimit?: number;
   /** The metrics scrape token; routes with `config.scrapeToken` admit it. */
   scrapeToken?: string | undefined;
@@ -132,13 +135,16 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
   });
 
   // PostgreSQL text holds neither U+0000 nor unpaired surrogates: refuse them here, not fail or alter them later.
-  app.addHook("preValidation", async (request) => {
-    if (hasUnstorableText([request.params, request.query, request.body])) {
-      throw new StintError(
-        "VALIDATION_FAILED",
-        "The request must not contain NUL (U+0000) characters or unpaired UTF-16 surrogates.",
+  // (Hooks on every request take a callback rather than return a promise: one less turn per hook.)
+  app.addHook("preValidation", (request, _reply, done) => {
+    if (hasUnstorableText([request.params, request.query, request.body]))
+      return done(
+        new StintError(
+          "VALIDATION_FAILED",
+          "The request must not contain NUL (U+0000) characters or unpaired UTF-16 surrogates.",
+        ),
       );
-    }
+    done();
   });
 
   app.decorateRequest("actor", null as never);
@@ -161,7 +167,7 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       route.preValidation = [...[route.preValidation ?? []].flat(), refuseBody];
   });
 
-  app.addHook("onRequest", async (request, reply) => {
+  app.addHook("onRequest", (request, reply, done) => {
     reply.header("x-request-id", request.id);
     reply.header("x-content-type-options", "nosniff");
     reply.header("cache-control", "no-store");
@@ -171,13 +177,34 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       userAgent: (request.headers["user-agent"] ?? "").slice(0, 512) || null,
     };
     request.actor = ANONYMOUS;
-    const requirement = request.routeOptions.config?.requirement;
-    if (requirement === undefined) return; // 404 handler
+    const config = request.routeOptions.config;
+    const requirement = config?.requirement;
+    if (requirement === undefined) return done(); // 404 handler
     // A scraper's token is no principal's: it opens the few routes that say so and nothing else.
-    if (request.routeOptions.config?.scrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization))
-      return;
-    request.actor = await deps.authenticate(request);
-    authorize(request.actor, requirement);
+    if (config?.scrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization)) return done();
+    const admit = (actor: Actor) => {
+      request.actor = actor;
+      authorize(actor, requirement);
+    };
+    let resolved: Actor | Promise<Actor>;
+    try {
+      resolved = deps.authenticate(request);
+      if (!(resolved instanceof Promise)) admit(resolved);
+    } catch (error) {
+      return done(error as Error);
+    }
+    if (!(resolved instanceof Promise)) return done();
+    resolved.then(
+      (actor) => {
+        try {
+          admit(actor);
+        } catch (error) {
+          return done(error as Error);
+        }
+        done();
+      },
+      (error: unknown) => done(error as Error),
+    );
   });
 
   app.setNotFoundHandler({}, (request, reply) => {

@@ -44,7 +44,7 @@ import {
   type ThrottleState,
 } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
-import { createAuthCache, type CachedSession, type VerifiedAccessToken } from "./auth-cache.js";
+import { createAuthCache, type VerifiedAccessToken } from "./auth-cache.js";
 import { principalEntry, toPrincipal } from "./principal.mapper.js";
 import {
   ACCESS_TOKEN_AUDIENCE,
@@ -258,20 +258,23 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   }
 
   /**
-   * An access token's signature, issuer, audience and expiry. A token that verified once is remembered by its
-   * SHA-256 until its expiry: later requests check only the expiry and that its key is still trusted.
+   * An access token already verified on this node (remembered by its SHA-256 until its expiry): only the
+   * expiry and that its key is still trusted are checked again. Undefined when it must be verified.
    */
-  async function verifyAccessToken(token: string, now: Date): Promise<VerifiedAccessToken> {
-    const tokenHash = cache ? sha256Hex(token) : "";
+  function knownAccessToken(tokenHash: string, now: Date): VerifiedAccessToken | undefined {
     const known = cache?.verified(tokenHash);
-    if (known) {
-      if (keyring.publicKeys("token").has(known.kid)) {
-        // jose's rule: expired once `exp` is at or before the current second.
-        if (known.exp <= Math.floor(now.getTime() / 1000)) throw new StintError("TOKEN_EXPIRED");
-        return known;
-      }
+    if (!known) return undefined;
+    if (!keyring.publicKeys("token").has(known.kid)) {
       cache!.forgetVerified(tokenHash);
+      return undefined;
     }
+    // jose's rule: expired once `exp` is at or before the current second.
+    if (known.exp <= Math.floor(now.getTime() / 1000)) throw new StintError("TOKEN_EXPIRED");
+    return known;
+  }
+
+  /** An access token's signature (Ed25519), issuer, audience and expiry; remembered once verified. */
+  async function verifyAccessToken(token: string, tokenHash: string, now: Date): Promise<VerifiedAccessToken> {
     let payload: JWTPayload;
     let kid = "";
     try {
@@ -297,6 +300,58 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     };
     if (cache && verified.exp > 0) cache.rememberVerified(tokenHash, verified);
     return verified;
+  }
+
+  /**
+   * The actor behind a verified access token from memory (its session cached, its principal in the access
+   * index), or undefined when the database must be asked. Throws when memory knows the session ended.
+   */
+  function sessionFromMemory(verified: VerifiedAccessToken, now: Date): Actor | undefined {
+    const view = index?.view();
+    if (!view || !cache) return undefined;
+    const session = cache.session(verified.sid, now.getTime());
+    const principal = session && view.principal(session.principalId);
+    if (!session || !principal) return undefined;
+    if (session.principalId !== verified.sub || session.expiresAt <= now.getTime() || principal.status !== "active")
+      throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
+    return {
+      kind: "principal",
+      id: principal.id,
+      name: principal.name,
+      principalKind: principal.kind,
+      roles: principal.platformRoles as PlatformRole[],
+      sessionId: verified.sid,
+      mfaAt: session.mfaAt === null ? null : new Date(session.mfaAt),
+    };
+  }
+
+  /** The actor behind a verified access token from the database (and the session remembered). */
+  async function sessionFromDatabase(verified: VerifiedAccessToken, now: Date): Promise<Actor> {
+    const remembering = index?.view() && cache ? cache.mark() : undefined;
+    const live = verified.sid ? await identityStore.findLiveSession(store.db, verified.sid, now) : undefined;
+    if (!live || live.id !== verified.sub)
+      throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
+    const mfaAt = live.mfa_at ? new Date(live.mfa_at).getTime() : null;
+    if (remembering)
+      cache!.rememberSession(
+        verified.sid,
+        {
+          principalId: live.id,
+          mfaAt,
+          expiresAt: new Date(live.session_expires_at).getTime(),
+          loadedAt: now.getTime(),
+        },
+        remembering,
+      );
+    return {
+      kind: "principal",
+      id: live.id,
+      name: live.name,
+      principalKind: live.kind,
+      roles: live.platform_roles as PlatformRole[],
+      sessionId: verified.sid,
+      mfaAt: mfaAt === null ? null : new Date(mfaAt),
+    };
   }
 
   /** An API token (`stint_…`): its hash compared in constant time, its principal active. */
@@ -677,9 +732,10 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     /**
      * Turns an Authorization header into an actor. A revoked session, a revoked token or a disabled principal
      * is refused at the next request: from memory when the access index vouches for its messages (every
-     * node hears them when they commit), from the database otherwise.
+     * node hears them when they commit), from the database otherwise. Answers synchronously when memory
+     * answers (the hot path costs no promise); throws synchronously for a malformed header.
      */
-    async authenticate(authorization: string | undefined): Promise<Actor> {
+    authenticate(authorization: string | undefined): Actor | Promise<Actor> {
       if (authorization === undefined || authorization === "") return ANONYMOUS;
       const match = /^Bearer ([\x21-\x7e]{1,4096})$/.exec(authorization);
       if (!match) throw new StintError("UNAUTHENTICATED", "The Authorization header must be `Bearer <token>`.");
@@ -687,49 +743,14 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       const now = clock.now();
       const apiToken = parseApiToken(token);
       if (apiToken) return authenticateApiToken(apiToken, now);
-      const verified = await verifyAccessToken(token, now);
-      const view = index?.view();
-      if (view && cache) {
-        const session = cache.session(verified.sid, now.getTime());
-        const principal = session && view.principal(session.principalId);
-        if (session && principal) {
-          if (
-            session.principalId !== verified.sub ||
-            session.expiresAt <= now.getTime() ||
-            principal.status !== "active"
-          )
-            throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
-          return {
-            kind: "principal",
-            id: principal.id,
-            name: principal.name,
-            principalKind: principal.kind,
-            roles: principal.platformRoles as PlatformRole[],
-            sessionId: verified.sid,
-            mfaAt: session.mfaAt === null ? null : new Date(session.mfaAt),
-          };
-        }
-      }
-      const mark = cache?.mark();
-      const live = verified.sid ? await identityStore.findLiveSession(store.db, verified.sid, now) : undefined;
-      if (!live || live.id !== verified.sub)
-        throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
-      const cached: CachedSession = {
-        principalId: live.id,
-        mfaAt: live.mfa_at ? new Date(live.mfa_at).getTime() : null,
-        expiresAt: new Date(live.session_expires_at).getTime(),
-        loadedAt: now.getTime(),
-      };
-      if (view && cache && mark) cache.rememberSession(verified.sid, cached, mark);
-      return {
-        kind: "principal",
-        id: live.id,
-        name: live.name,
-        principalKind: live.kind,
-        roles: live.platform_roles as PlatformRole[],
-        sessionId: verified.sid,
-        mfaAt: cached.mfaAt === null ? null : new Date(cached.mfaAt),
-      };
+      const tokenHash = cache ? sha256Hex(token) : "";
+      const known = knownAccessToken(tokenHash, now);
+      const fromMemory = known && sessionFromMemory(known, now);
+      if (fromMemory) return fromMemory;
+      return (async () => {
+        const verified = known ?? (await verifyAccessToken(token, tokenHash, now));
+        return sessionFromMemory(verified, now) ?? sessionFromDatabase(verified, now);
+      })();
     },
 
     async me(actor: Actor): Promise<Principal> {
