@@ -17,8 +17,8 @@
  * Needs the build (`npm run build`), root and Debian's postgresql-15 (the throwaway cluster), and
  * PostgreSQL on 127.0.0.1:5432 (the target).
  *
- * Opt-in (`STINT_CHAOS=1 npx vitest run test/reliability/store-chaos.test.ts`): it passed alone 5 runs
- * out of 6 on a loaded 2-core machine, but inside the full suite (another heavy file beside it) both
+ * Opt-in (`STINT_CHAOS=1 npx vitest run test/reliability/store-chaos.test.ts`): it passed alone in 5 runs
+ * of 7 on a loaded 2-core machine (load 8–24), but inside the full suite (another heavy file beside it) both
  * nodes' expiry once stalled ~20 s after a restart — under investigation (issue 13 stays open) — and a
  * flaky gate would stop every change from landing.
  */
