@@ -126,7 +126,7 @@ function injectCall(server: TestServer): Call {
 
 /** Real HTTP: the server listens on an ephemeral port; fetch (undici) keeps connections alive. */
 async function httpCall(server: TestServer): Promise<Call> {
-  await server.app.listen({ host: "127.0.0.1", port: 0 });
+  if (!server.app.server.listening) await server.app.listen({ host: "127.0.0.1", port: 0 });
   const { port } = server.app.server.address() as AddressInfo;
   const base = `http://127.0.0.1:${port}`;
   return async (method, url, auth, payload) => {
@@ -341,7 +341,8 @@ async function benchCheckLoad(engine: Engine, fixture: Fixture, options: Options
   const { server, users, checker } = fixture;
   const call = injectCall(server);
   const active = await activateHalf(call, users);
-  await server.app.listen({ host: "127.0.0.1", port: 0 });
+  // The http transport's scenarios may have made it listen already.
+  if (!server.app.server.listening) await server.app.listen({ host: "127.0.0.1", port: 0 });
   const stintPort = (server.app.server.address() as AddressInfo).port;
   const bare = Fastify();
   bare.get("/", async () => ({}));

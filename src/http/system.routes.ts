@@ -35,10 +35,22 @@ export function registerSystemRoutes(app: App, deps: SystemDeps) {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [deps.registry],
   });
+  // The children for each (method, route, status), found once: prom-client hashes a label object at every
+  // call otherwise, on every request.
+  const children = new Map<string, { count: { inc(): void }; time: { observe(seconds: number): void } }>();
   app.addHook("onResponse", (request, reply, done) => {
     const route = request.routeOptions.url ?? "unmatched";
-    requests.inc({ method: request.method, route, status: String(reply.statusCode) });
-    duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    const key = `${request.method} ${reply.statusCode} ${route}`;
+    let child = children.get(key);
+    if (!child) {
+      child = {
+        count: requests.labels({ method: request.method, route, status: String(reply.statusCode) }),
+        time: duration.labels({ method: request.method, route }),
+      };
+      children.set(key, child);
+    }
+    child.count.inc();
+    child.time.observe(reply.elapsedTime / 1000);
     done();
   });
 
