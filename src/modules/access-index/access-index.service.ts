@@ -58,6 +58,8 @@ export interface AccessIndexDeps {
    * ago, i.e. while every change committed before then is known to be applied. Otherwise from the database.
    */
   maxSilenceMs?: number;
+  /** How often role names are compared with the database (the catalog sends no message when it renames one). */
+  roleNamesMs?: number;
 }
 
 /** Hears the same messages as the index (caches built on top of it) and when it lost some. */
@@ -82,6 +84,7 @@ export interface AccessView {
 export const DEFAULT_CROSS_CHECK_MS = 30_000;
 export const DEFAULT_HEARTBEAT_MS = 250;
 export const DEFAULT_MAX_SILENCE_MS = 1_000;
+export const DEFAULT_ROLE_NAMES_MS = 2_000;
 const RELOAD_RETRY_MS = 1_000;
 
 export function createAccessIndex(deps: AccessIndexDeps) {
@@ -106,6 +109,8 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   let crossCheckTimer: NodeJS.Timeout | undefined;
   let heartbeatTimer: NodeJS.Timeout | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
+  let roleNamesTimer: NodeJS.Timeout | undefined;
+  let checkingRoleNames = false;
   /** Bumped whenever messages may have been lost: caches compare it before and after a database read. */
   let generation = 0;
   const subscribers = new Set<AccessSubscriber>();
@@ -239,6 +244,25 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     return reloading;
   }
 
+  /** Renames the activations of roles renamed in the database (messages carry the name at activation). */
+  async function checkRoleNames() {
+    if (checkingRoleNames || !loaded) return;
+    checkingRoleNames = true;
+    try {
+      const names = new Map((await indexStore.roleNames(store.db)).map((r) => [r.id, r.name]));
+      const renamed = new Map<string, string>();
+      for (const activation of state.activations.values()) {
+        const name = names.get(activation.roleId);
+        if (name !== undefined && name !== activation.roleName) renamed.set(activation.roleId, name);
+      }
+      for (const [id, name] of renamed) apply({ t: "role", at: 0, id, name });
+    } catch {
+      // The store is unreachable: the next pass (or the cross-check) catches up.
+    } finally {
+      checkingRoleNames = false;
+    }
+  }
+
   async function beat() {
     const n = ++pingN;
     heartbeat.outstanding.set(n, performance.now());
@@ -286,6 +310,8 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       await reload("start");
       crossCheckTimer = setInterval(() => void reload("cross-check").catch(() => undefined), crossCheckMs);
       crossCheckTimer.unref();
+      roleNamesTimer = setInterval(() => void checkRoleNames(), deps.roleNamesMs ?? DEFAULT_ROLE_NAMES_MS);
+      roleNamesTimer.unref();
       if (heartbeatNeeded) {
         heartbeatTimer = setInterval(() => {
           if (beating) return;
@@ -299,6 +325,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
 
     async stop() {
       clearInterval(crossCheckTimer);
+      clearInterval(roleNamesTimer);
       clearInterval(heartbeatTimer);
       clearTimeout(retryTimer);
       started = false;
@@ -356,6 +383,9 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       };
       return Object.assign(Object.create(inner) as S, { transaction });
     },
+
+    /** Compares role names with the database now (tests; the timer does it every `roleNamesMs`). */
+    checkRoleNames,
 
     /** A full reload now (tests; the timer does it every `crossCheckMs`). */
     reload: (reason = "requested") => reload(reason),

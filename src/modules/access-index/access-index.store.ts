@@ -63,6 +63,11 @@ function principalEntry(row: {
   return { id: row.id, name: row.name, kind: row.kind, status: row.status, platformRoles: row.platform_roles };
 }
 
+/** Every role's id and current name (a rename is picked up from this, see the README). */
+export function roleNames(db: Q): Promise<{ id: string; name: string }[]> {
+  return db.selectFrom("roles").select(["id", "name"]).execute();
+}
+
 /** Sends `message` to every node; delivered when the transaction commits, never if it rolls back. */
 export async function notify(db: Q, message: AccessMessage): Promise<void> {
   await sql`select pg_notify(${ACCESS_CHANNEL}, ${JSON.stringify(message)})`.execute(db);

@@ -205,6 +205,16 @@ describe.each(ENGINES)("access index on %s", (engine) => {
     expect(await check()).toMatchObject({ allowed: false });
   });
 
+  it("a renamed role (the catalog sends no message) is found by its new name within the role-name pass", async () => {
+    const { server, alice, call, check } = await setup();
+    await call(alice, "POST", "/v1/activation-requests", { role: "db-reader", reason: "before the rename" });
+    await server.store.db.updateTable("roles").set({ name: "db-reader-v2" }).where("name", "=", "db-reader").execute();
+    await server.accessIndex.checkRoleNames();
+    expect(await check()).toMatchObject({ allowed: false }); // the old name
+    const renamed = await call(server.adminAuth, "GET", "/v1/check?principal=alice&role=db-reader-v2");
+    expect(renamed.body).toMatchObject({ allowed: true });
+  });
+
   it.runIf(engine === "postgres")(
     "a killed listening connection is noticed: answers come from the database, then from a full reload",
     async () => {
