@@ -97,10 +97,9 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
         registers,
       }),
   );
-  // Read at scrape time, from any node: what waits to be chained cluster-wide.
-  let stats: Promise<{ count: number; oldest: Date | null }> | undefined;
-  const readStats = () => (stats ??= audit.pendingStats().finally(() => setTimeout(() => (stats = undefined), 100)));
-  metric(
+  // Set by the lag watch (every few seconds, on every node), never read at scrape time: a scrape must not
+  // cost a database read (STINT_METRICS_REFRESH decides how often those happen).
+  const unchained = metric(
     registry,
     "stint_audit_unchained_events",
     (registers) =>
@@ -108,16 +107,9 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
         name: "stint_audit_unchained_events",
         help: "Audit events committed and not chained yet.",
         registers,
-        async collect() {
-          try {
-            this.set((await readStats()).count);
-          } catch {
-            // The store is down: the gauge keeps its last value; the readiness check says why.
-          }
-        },
       }),
   );
-  metric(
+  const unchainedAge = metric(
     registry,
     "stint_audit_unchained_age_seconds",
     (registers) =>
@@ -125,14 +117,6 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
         name: "stint_audit_unchained_age_seconds",
         help: "Age of the oldest audit event committed and not chained yet (0 when none waits).",
         registers,
-        async collect() {
-          try {
-            const { oldest } = await readStats();
-            this.set(oldest ? Math.max(0, (now() - oldest.getTime()) / 1000) : 0);
-          } catch {
-            // as above
-          }
-        },
       }),
   );
 
@@ -182,8 +166,10 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   }
 
   async function checkLag(): Promise<void> {
-    const { oldest } = await audit.pendingStats();
-    const age = oldest ? now() - oldest.getTime() : 0;
+    const { count, oldest } = await audit.pendingStats();
+    const age = oldest ? Math.max(0, now() - oldest.getTime()) : 0;
+    unchained.set(count);
+    unchainedAge.set(age / 1000);
     if (age > alertAfterMs) {
       if (!alerting || now() - lastAlertAt > 60_000) {
         alerts.inc();
