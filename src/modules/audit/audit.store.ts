@@ -13,28 +13,28 @@ export async function readHead(db: Q): Promise<{ seq: number; hash: string }> {
   return db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirstOrThrow();
 }
 
+/** The columns an event has before it is chained (shared by audit_pending and audit_events). */
+function eventColumns(e: PendingAuditEvent) {
+  return {
+    id: e.id,
+    time: e.time,
+    actor: e.actor,
+    actor_id: e.actorId,
+    action: e.action,
+    subject: e.subject,
+    outcome: e.outcome,
+    reason: e.reason,
+    correlation_id: e.correlationId,
+    source_ip: e.sourceIp,
+    user_agent: e.userAgent,
+    details: JSON.stringify(e.details),
+  };
+}
+
 export async function insertEvents(tx: Q, events: AuditEvent[]): Promise<void> {
   await tx
     .insertInto("audit_events")
-    .values(
-      events.map((e) => ({
-        seq: e.seq,
-        id: e.id,
-        time: e.time,
-        actor: e.actor,
-        actor_id: e.actorId,
-        action: e.action,
-        subject: e.subject,
-        outcome: e.outcome,
-        reason: e.reason,
-        correlation_id: e.correlationId,
-        source_ip: e.sourceIp,
-        user_agent: e.userAgent,
-        details: JSON.stringify(e.details),
-        prev_hash: e.prevHash,
-        hash: e.hash,
-      })),
-    )
+    .values(events.map((e) => ({ ...eventColumns(e), seq: e.seq, prev_hash: e.prevHash, hash: e.hash })))
     .execute();
 }
 
@@ -42,23 +42,7 @@ export async function insertEvents(tx: Q, events: AuditEvent[]): Promise<void> {
 export async function insertPending(tx: Q, events: { event: PendingAuditEvent; mac: string }[]): Promise<void> {
   await tx
     .insertInto("audit_pending")
-    .values(
-      events.map(({ event: e, mac }) => ({
-        id: e.id,
-        time: e.time,
-        actor: e.actor,
-        actor_id: e.actorId,
-        action: e.action,
-        subject: e.subject,
-        outcome: e.outcome,
-        reason: e.reason,
-        correlation_id: e.correlationId,
-        source_ip: e.sourceIp,
-        user_agent: e.userAgent,
-        details: JSON.stringify(e.details),
-        mac,
-      })),
-    )
+    .values(events.map(({ event, mac }) => ({ ...eventColumns(event), mac })))
     .execute();
 }
 
