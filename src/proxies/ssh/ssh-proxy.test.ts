@@ -926,6 +926,19 @@ describe("scp and rsync helpers", () => {
     ["/usr/bin/scp -r -f /srv", { direction: "download", path: "/srv" }],
     ["scp /tmp/x", undefined],
     ["ls -t /tmp", undefined],
+    // A shell operator or expansion in an option word or the program word (fuzz/corpus/scp).
+    ["scp -t;sh /tmp/x", undefined],
+    ["scp -t&&bash -s x", undefined],
+    ["scp -f$(id) x", undefined],
+    ["/tmp/a;/usr/bin/scp -t /tmp/x", undefined],
+    ["$(cmd)/scp -t x", undefined],
+    ["`cmd`/scp -t x", undefined],
+    ["./scp -t x", undefined],
+    ["scp -t x\tsh", undefined],
+    // A quoted path is kept as written, blanks and all.
+    ["scp -t 'a  b'", { direction: "upload", path: "a  b" }],
+    ["scp -t 'a\tb'", { direction: "upload", path: "a\tb" }],
+    ["scp -t '/tmp/$(x)'", { direction: "upload", path: "/tmp/$(x)" }],
   ] as const)("parseScpCommand(%s)", (command, expected) => {
     expect(parseScpCommand(command)).toEqual(expected);
   });

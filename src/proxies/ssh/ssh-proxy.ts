@@ -873,31 +873,35 @@ function ptyOptions(info: PseudoTtyInfo) {
 
 // --- scp (the legacy rcp protocol: `scp -O`, or OpenSSH before 9.0) ------------------------------
 
-/** `scp -t PATH` (the client uploads to PATH) or `scp -f PATH` (the client downloads PATH). */
+/**
+ * `scp -t PATH` (the client uploads to PATH) or `scp -f PATH` (the client downloads PATH), exactly as
+ * an scp client sends it, or undefined. Read strictly, because an scp exec's bytes are counted, not
+ * recorded: anything a shell could read as more than one plain scp command (an operator or expansion
+ * in any word, a program word that merely ends in `/scp`) is an exec like any other, recorded whole.
+ * The program is `scp` or an absolute path to it; the options are `-` and letters or digits, one of
+ * them `t` or `f`; the path is one bare word, or one single-quoted string kept as written.
+ */
 export function parseScpCommand(command: string): { direction: "upload" | "download"; path: string } | undefined {
-  const words = command.trim().split(/\s+/);
-  if (words[0] === undefined || !/(^|\/)scp$/.test(words[0])) return undefined;
+  const match = SCP_COMMAND.exec(command);
+  if (!match) return undefined;
+  const options = match[1]!.split(/[ \t]+/).filter((word) => word.length > 0);
   let direction: "upload" | "download" | undefined;
-  let index = 1;
-  for (; index < words.length; index++) {
-    const word = words[index]!;
-    if (word === "--") {
-      index++;
-      break;
-    }
-    if (!word.startsWith("-")) break;
-    if (word.includes("t")) direction = "upload";
-    if (word.includes("f")) direction = "download";
+  for (const option of options) {
+    if (option.includes("t")) direction = "upload";
+    if (option.includes("f")) direction = "download";
   }
   if (!direction) return undefined;
-  // One path, bare or in single quotes as scp sends it, and nothing a shell would read as more
-  // (`scp -t /tmp; bash` is a shell, not scp, and is recorded as one).
-  const rest = words.slice(index).join(" ");
-  const quoted = /^'([^']*)'$/.exec(rest);
-  const path = quoted ? quoted[1]! : rest;
-  if (path.length === 0 || SHELL_SYNTAX.test(path) || (!quoted && /\s/.test(path))) return undefined;
+  const path = match[2] ?? match[3]!;
+  if (path.length === 0 || (match[3] !== undefined && SHELL_SYNTAX.test(path))) return undefined;
   return { direction, path };
 }
+
+/**
+ * scp, its options (with an optional `--`), then one path: bare (group 3) or in single quotes with
+ * no quote inside (group 2). Blanks are spaces and tabs only; a line break is a second command.
+ */
+const SCP_COMMAND =
+  /^[ \t]*(?:\/[A-Za-z0-9_./-]*\/)?scp((?:[ \t]+-[A-Za-z0-9]+)+)(?:[ \t]+--)?[ \t]+(?:'([^'\n\r]*)'|([^\s']+))[ \t]*$/;
 
 /** Characters that make a command line more than one plain command for the remote shell. */
 const SHELL_SYNTAX = /[;&|`$<>(){}\\\n\r*?[\]!#~"']/;
