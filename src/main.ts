@@ -139,6 +139,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
   server.scheduler.start();
   server.auditAnchor.start();
   const { startProxies } = await import("./proxies/index.js");
+  const { closeConnectorPools } = await import("./modules/connectors/index.js");
   let proxies: Awaited<ReturnType<typeof startProxies>>;
   try {
     proxies = await startProxies({ config, sessions: server.sessions, logger, registry: server.registry });
@@ -180,6 +181,10 @@ export async function runServer(options: { configFile?: string | undefined } = {
     logger.info({ signal }, "shutting down");
     await proxies.close().catch((error: unknown) => logger.error({ err: error }, "closing the session proxies failed"));
     await server.close().catch((error: unknown) => logger.error({ err: error }, "shutdown failed"));
+    // The targets see the pooled admin connections end cleanly rather than drop with the process.
+    await closeConnectorPools().catch((error: unknown) =>
+      logger.error({ err: error }, "closing the connectors' connections failed"),
+    );
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
