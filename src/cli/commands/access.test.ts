@@ -11,7 +11,7 @@ import type { CliContext } from "../context.js";
 import { saveCredentials } from "../credentials.js";
 import { exitCodeFor } from "../exit-codes.js";
 import { runCli } from "../program.js";
-import { describePolicy, humanSpan, shortId } from "./access.js";
+import { describePolicy, humanSpan, pollDelay, shortId } from "./access.js";
 
 const SERVER = "http://127.0.0.1:8420";
 const NOW = Date.parse("2030-01-01T12:00:00.000Z");
@@ -400,6 +400,15 @@ describe("access commands (fake API)", () => {
     expect(result).toMatchObject({ code: 0, stdout: `${body.token}\n` });
     expect(result.stderr).toContain("active roles: prod-db-reader");
     expect(JSON.parse((await run(["token", "activation", "--json"])).stdout)).toEqual(body);
+  });
+});
+
+describe("activate --wait pacing", () => {
+  it("asks again within 50 ms at first, then backs off to once a second", () => {
+    const delays = Array.from({ length: 8 }, (_, asked) => pollDelay(asked));
+    expect(delays).toEqual([50, 100, 200, 400, 800, 1000, 1000, 1000]);
+    // An auto-approved activation that is active 200 ms after submission is seen within 350 ms.
+    expect(delays.slice(0, 3).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(350);
   });
 });
 

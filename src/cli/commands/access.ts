@@ -26,8 +26,14 @@ import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
 type MyRole = z.infer<typeof myRoles>["items"][number];
 type RequestState = ActivationRequestDto["state"];
 
-/** How often `stint activate --wait` asks for news. */
-export const POLL_INTERVAL_MS = 1000;
+/**
+ * How long `stint activate --wait` waits before asking again, after `asked` questions: soon at first (an
+ * auto-approved role is active within tens of milliseconds, and a requester should not wait a second
+ * for nothing), then once a second while a request waits for a person.
+ */
+export function pollDelay(asked: number): number {
+  return Math.min(1000, 50 * 2 ** Math.max(0, asked));
+}
 const DEFAULT_WAIT_TIMEOUT = "10m";
 const STATES = activationRequest.shape.state.options;
 /** States a request never leaves. */
@@ -278,6 +284,7 @@ async function waitUntilActive(
   let current = first;
   let lastProgress = "";
   let unreachableNoted = false;
+  let asked = 0;
   for (;;) {
     const request = current.data;
     if (request.state === "active") return current;
@@ -311,7 +318,7 @@ async function waitUntilActive(
         ),
       );
     }
-    await sleep(POLL_INTERVAL_MS);
+    await sleep(pollDelay(asked++));
     try {
       current = await client.request("GET", `/v1/activation-requests/${segment(request.id)}`, {
         schema: activationRequest,
