@@ -63,6 +63,20 @@ const BENCHES: Bench[] = [
     quickArgs: [],
   },
   {
+    name: "revoke",
+    judges: "8b: revoke → every live session on every node closed, over 50 trials",
+    file: "bench/revoke-sessions.bench.ts",
+    args: [],
+    quickArgs: ["--trials=5"],
+  },
+  {
+    name: "rss",
+    judges: "9: server RSS idle and after each of three repetitions (growth ≤ 10%)",
+    file: "bench/rss.bench.ts",
+    args: [],
+    quickArgs: ["--repetitions=2", "--seconds=3"],
+  },
+  {
     name: "sshproxy",
     judges: "7: scp/sftp/rsync through Stint's SSH proxy against an OpenSSH jump host",
     file: "bench/ssh-proxy.bench.ts",
