@@ -5,8 +5,9 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, type ReadStream } from "node:fs";
-import { mkdir, open, rename, stat, statfs, type FileHandle } from "node:fs/promises";
+import { link, mkdir, open, rename, stat, statfs, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
+import { failpoint, FailpointCrash } from "./failpoints.js";
 
 export interface BlobWriter {
   readonly key: string;
@@ -32,6 +33,12 @@ export interface BlobStore {
   /** A blob's bytes as a stream; throws ENOENT for a missing key. */
   read(key: string): Promise<ReadStream>;
   size(key: string): Promise<number>;
+  /**
+   * A blob whose writer died with its process (its session's node was lost): the whole blob when its
+   * writer got to finish, otherwise the `.partial` file made readable under its key. Its SHA-256 and
+   * size as they are now, and whether it is partial; null when this store holds neither file.
+   */
+  salvage(key: string): Promise<{ key: string; sha256: string; bytes: number; partial: boolean } | null>;
 }
 
 const KEY = /^[a-z0-9][a-z0-9._-]*(\/[a-z0-9][a-z0-9._-]*)*$/;
@@ -70,6 +77,31 @@ export function createBlobStore(dir: string, options: { minFreeBytes?: number } 
       return createReadStream(file);
     },
     size: async (key) => (await stat(fileOf(key))).size,
+    async salvage(key) {
+      const file = fileOf(key);
+      let partial = false;
+      try {
+        // Linked, not renamed: a blob finished meanwhile is never overwritten.
+        await link(`${file}.partial`, file);
+        partial = true;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "ENOENT" && code !== "EEXIST") throw error;
+      }
+      const hash = createHash("sha256");
+      let bytes = 0;
+      try {
+        for await (const chunk of createReadStream(file)) {
+          hash.update(chunk as Buffer);
+          bytes += (chunk as Buffer).length;
+        }
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+        throw error;
+      }
+      if (partial) await unlink(`${file}.partial`).catch(() => undefined);
+      return { key, sha256: hash.digest("hex"), bytes, partial };
+    },
   };
 }
 
@@ -94,6 +126,8 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
   let flushing: Promise<void> | null = null;
   /** Set by finish(): a write that comes later (a relay still running) must not reach a closing file. */
   let sealed = false;
+  /** A test's simulated crash (failpoint): the process is dead here; the file stays `.partial` as it is. */
+  let crashed: FailpointCrash | null = null;
   let finished: Promise<{ key: string; sha256: string; bytes: number }> | null = null;
   const fail = (error: Error) => {
     if (failure) return;
@@ -118,6 +152,16 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
         } catch (error) {
           fail(error as Error);
         }
+        try {
+          await failpoint("session.recording.after-write");
+        } catch (error) {
+          if (!(error instanceof FailpointCrash)) throw error;
+          crashed = error;
+          queued = [];
+          queuedBytes = 0;
+          await handle.close().catch(() => undefined);
+          break;
+        }
         if (queuedBytes < BLOB_BATCH_BYTES && !sealed) break;
       }
       if (failure) {
@@ -131,7 +175,7 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
   };
   /** A batch under BLOB_BATCH_BYTES is written BLOB_BATCH_MS after its first byte. */
   const schedule = (): void => {
-    if (timer !== null || flushing !== null || failure) return;
+    if (timer !== null || flushing !== null || failure || crashed) return;
     timer = setTimeout(() => void flush(), BLOB_BATCH_MS);
     timer.unref();
   };
@@ -141,14 +185,14 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
       return failure;
     },
     get open() {
-      return !sealed && !failure;
+      return !sealed && !failure && !crashed;
     },
     onFailure(listener) {
       if (failure) listener(failure);
       else listeners.push(listener);
     },
     write(data) {
-      if (failure || sealed) return false;
+      if (failure || sealed || crashed) return false;
       const chunk = typeof data === "string" ? Buffer.from(data) : Buffer.from(data);
       bytes += chunk.length;
       queued.push(chunk);
@@ -166,7 +210,8 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
 
   /** Writes what was taken before the seal, then syncs, closes and renames: once, whoever asks. */
   async function complete(): Promise<{ key: string; sha256: string; bytes: number }> {
-    while (flushing || queued.length > 0) await flush();
+    while (!crashed && (flushing || queued.length > 0)) await flush();
+    if (crashed) throw crashed; // a dead process closes nothing: the file stays `.partial`
     try {
       if (!failure) await handle.sync();
     } catch (error) {

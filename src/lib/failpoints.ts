@@ -8,8 +8,13 @@
  * and another attempt takes it over, exactly as after a real crash. A crash inside a transaction
  * rolls it back, as the death of its connection would.
  *
+ * A crash in the vault's rotation leaves its claim held (a dead node releases nothing); a crash in a
+ * session's recording stops its blob writer where it is, the file left `.partial`.
+ *
  * Every name is registered in FAILPOINTS with what has and has not happened when it fires;
- * `test/reliability/failpoint-walk.test.ts` crashes at each one, and fails on one it does not walk.
+ * `test/reliability/failpoint-walk.test.ts` crashes at each one of the activation paths and
+ * `test/reliability/failpoint-rotation-recording.test.ts` at each `vault.` and `session.` one; each
+ * fails on a failpoint of its paths that it does not walk.
  */
 
 /** Every failpoint, with the state of the world when it fires. */
@@ -40,6 +45,18 @@ export const FAILPOINTS = {
   "outbox.job.before-done": "an outbox handler finished its work; the row is not marked done yet (it will run again)",
   "audit.sequence.before-commit":
     "a chaining pass took pending audit events, linked them into the chain and signed its checkpoints; nothing committed",
+  "vault.rotate.after-pending":
+    "a rotation stored its new password as a pending version (its claim held); the target still has the old one",
+  "vault.rotate.after-target":
+    "the target accepts a rotation's new password (set, and proven by a sign-in); its version is still pending",
+  "vault.rotate.before-commit":
+    "inside the transaction that makes a rotation's version current, its secret.rotated event appended; nothing committed",
+  "session.recording.after-write":
+    "a batch of a live session's recording reached its .partial file; the session is live, its row not ended",
+  "session.end.after-recording":
+    "a session's relay stopped and its recording is whole under its key (SHA-256 taken); its row is not ended yet",
+  "session.end.before-commit":
+    "inside the transaction that ends a session, its session.ended event (naming the recording) appended; nothing committed",
 } as const satisfies Record<string, string>;
 
 export type FailpointName = keyof typeof FAILPOINTS;

@@ -11,6 +11,7 @@ import type { AppStore } from "../../db/index.js";
 import type { BlobStore, BlobWriter } from "../../lib/blob-store.js";
 import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
+import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import type { Logger } from "../../lib/logger.js";
 import { deriveKey, open, randomToken, seal, sha256Hex } from "../../lib/security.js";
@@ -437,9 +438,11 @@ export function createSessionService(deps: SessionServiceDeps) {
         try {
           recording = await recorder.finish();
         } catch (error) {
+          if (error instanceof FailpointCrash) throw error; // the node died while recording: nothing more
           recordingFailures.inc({ kind });
           logger.error({ err: error, session: id }, "a session recording could not be completed");
         }
+        await failpoint("session.end.after-recording");
         const signalReason = controller.signal.aborted ? (controller.signal.reason as SessionEnd) : null;
         const sentence = detail ?? signalReason?.message ?? null;
         try {
@@ -473,8 +476,10 @@ export function createSessionService(deps: SessionServiceDeps) {
                 recording: recording ? { key: recording.key, sha256: recording.sha256, bytes: recording.bytes } : null,
               },
             });
+            await failpoint("session.end.before-commit");
           });
         } catch (error) {
+          if (error instanceof FailpointCrash) throw error;
           logger.error({ err: error, session: id }, "could not record the end of a session");
         }
       })();
@@ -800,23 +805,66 @@ export function createSessionService(deps: SessionServiceDeps) {
     }
   }
 
+  /**
+   * Ends the live sessions of nodes that stopped touching them. Each one's recording is kept: the blob
+   * its node finished, or the `.partial` file it was writing (all but at most its last batch), made
+   * readable under its key; its SHA-256 and size go on the row and into `session.ended`. A recording
+   * this node's blob store does not hold is named in `session.ended` as not found, never dropped silently.
+   */
   async function reapLost() {
     const now = clock.now();
     await store.transaction(async (tx) => {
       const lost = await sessionStore.reapLostSessions(tx, new Date(now.getTime() - lostAfterMs), now);
       if (lost.length === 0) return;
-      await audit.append(
-        tx,
-        BROKER,
-        context(null),
-        lost.map((row) => ({
+      const keys = new Map(
+        (
+          await tx
+            .selectFrom("sessions")
+            .select(["id", "recording_key", "bytes_up", "bytes_down"])
+            .where(
+              "id",
+              "in",
+              lost.map((row) => row.id),
+            )
+            .execute()
+        ).map((row) => [row.id, row]),
+      );
+      const events = [];
+      for (const row of lost) {
+        const stored = keys.get(row.id);
+        const key = stored?.recording_key ?? null;
+        let recording: { key: string; sha256?: string; bytes?: number; partial?: boolean; found: boolean } | null =
+          null;
+        if (key) {
+          const kept = await blobs.salvage(key).catch((error: unknown) => {
+            logger.error({ err: error, session: row.id }, "the recording of a lost session could not be kept");
+            return null;
+          });
+          recording = kept ? { ...kept, found: true } : { key, found: false };
+          if (kept)
+            await sessionStore.completeEndedSession(tx, row.id, {
+              recording: { sha256: kept.sha256, bytes: kept.bytes },
+              bytesUp: Number(stored!.bytes_up),
+              bytesDown: Number(stored!.bytes_down),
+            });
+        }
+        const kept =
+          recording === null
+            ? ""
+            : recording.found
+              ? recording.partial
+                ? " Its recording is kept as far as it reached the disk."
+                : " Its recording is kept whole."
+              : ` Its recording (${key}) is not in this node's blob store.`;
+        events.push({
           action: "session.ended",
           outcome: "success" as const,
           subject: `session:${row.id}`,
-          reason: `The Stint node relaying this session (${row.node}) stopped answering.`,
-          details: { kind: row.kind, endReason: "node_lost", node: row.node, request: row.request_id },
-        })),
-      );
+          reason: `The Stint node relaying this session (${row.node}) stopped answering.${kept}`,
+          details: { kind: row.kind, endReason: "node_lost", node: row.node, request: row.request_id, recording },
+        });
+      }
+      await audit.append(tx, BROKER, context(null), events);
     });
   }
 

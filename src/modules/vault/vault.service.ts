@@ -15,6 +15,7 @@ import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
+import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import { actorLabel, type AuditLog } from "../audit/audit.service.js";
@@ -515,6 +516,7 @@ export function createVaultService(deps: VaultServiceDeps) {
       });
       return { version, previous: locked.current_version };
     });
+    await failpoint("vault.rotate.after-pending");
     if (rotation) {
       if (!deps.targets) {
         await store.transaction(async (tx) => {
@@ -565,6 +567,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           },
         );
       }
+      await failpoint("vault.rotate.after-target");
     }
     await store.transaction(async (tx) => {
       const now = clock.now();
@@ -586,6 +589,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           ...(rotation ? { target: rotation.target, login: rotation.login, verified: true } : {}),
         },
       });
+      await failpoint("vault.rotate.before-commit");
     });
     return { path, version: pending.version, previousVersion: pending.previous };
   }
@@ -1113,10 +1117,15 @@ export function createVaultService(deps: VaultServiceDeps) {
         if (!(await vaultStore.claimRotation(store.db, row.id, node, now, new Date(now.getTime() + ROTATION_LEASE_MS))))
           throw new StintError("CONFLICT", `A rotation of ${path} is already running; try again when it ends.`);
       }
+      let crashed = false;
       try {
         return await rotateClaimed(actor, context, row, kek);
+      } catch (error) {
+        // A test's simulated crash: a dead node releases nothing; its claim runs out (see reconcilePending).
+        crashed = error instanceof FailpointCrash;
+        throw error;
       } finally {
-        await vaultStore.releaseRotation(store.db, row.id, node).catch(() => undefined);
+        if (!crashed) await vaultStore.releaseRotation(store.db, row.id, node).catch(() => undefined);
       }
     },
 
@@ -1145,6 +1154,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           });
           rotated += 1;
         } catch (error) {
+          if (error instanceof FailpointCrash) throw error; // the node died here: it reschedules nothing
           if (error instanceof StintError && (error.code === "SEALED" || error.code === "VAULT_KEY_INVALID"))
             throw error;
           // A secret that cannot be rotated at all stops being due; anything else is tried again in an hour.
