@@ -1,7 +1,8 @@
 /**
  * The web UI: the single-page app built by Vite into dist/web, served at `/` and at each page's path
  * (so a reload or a shared link works). Hashed assets are cached for a year; the page itself is
- * revalidated every time, so a new release is picked up at once. The UI talks only to /v1.
+ * revalidated every time, so a new release is picked up at once. Scripts, styles and the page go out
+ * brotli- or gzip-compressed when the browser accepts it, compressed once at build. The UI talks only to /v1.
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -36,7 +37,9 @@ const SECURITY_HEADERS = {
 
 export async function registerWebRoutes(app: App, dir = WEB_DIR): Promise<void> {
   const built = () => existsSync(`${dir}/index.html`);
-  await app.register(fastifyStatic, { root: dir, serve: false });
+  // `npm run build` writes .br and .gz beside each asset (web/vite.config.ts): a browser that accepts
+  // them gets them, with Vary: Accept-Encoding; anything else gets the file as it is.
+  await app.register(fastifyStatic, { root: dir, serve: false, preCompressed: true });
   const notBuilt = () =>
     new StintError("UNAVAILABLE", "The web UI is not built on this server: run `npm run build`, then restart.");
 
