@@ -193,7 +193,11 @@ export function createRequestService(deps: RequestServiceDeps) {
   }
 
   async function toDto(db: Kysely<Database>, row: requestStore.RequestRow): Promise<RequestDto> {
-    const decisions = await requestStore.decisionsOf(db, row.id);
+    return dtoOf(row, await requestStore.decisionsOf(db, row.id));
+  }
+
+  /** The answer for a request whose row and decisions the caller already holds (no read). */
+  function dtoOf(row: requestStore.RequestRow, decisions: requestStore.DecisionOf[]): RequestDto {
     const stages = requestStore.stagesOf(row);
     return {
       id: row.id,
@@ -239,11 +243,8 @@ export function createRequestService(deps: RequestServiceDeps) {
     row: { requester_id: string; role_id: string },
     now: Date,
   ): Promise<string | null> {
-    const status = await requestStore.principalStatus(tx, row.requester_id);
-    return basisProblem({
-      requesterActive: status === "active",
-      eligible: status === "active" && (await requestStore.isEligible(tx, row.requester_id, row.role_id, now)),
-    });
+    const basis = await requestStore.basisOf(tx, row.requester_id, row.role_id, now);
+    return basisProblem({ requesterActive: basis.active, eligible: basis.active && basis.eligible });
   }
 
   /** A request that has not started (pending, approved) ends as cancelled, with the reason and who ended it. */
@@ -433,8 +434,47 @@ export function createRequestService(deps: RequestServiceDeps) {
     return [{ action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } }];
   }
 
+  /**
+   * A request written already approved in its final state (`active` on the internal target, else
+   * `provisioning`): its grant, the index's message (or the provisioning job) and the notification.
+   */
+  async function started(tx: Kysely<Database>, row: requestStore.RequestRow, now: Date): Promise<AuditInput[]> {
+    const grantId = newId();
+    const active = row.state === "active";
+    await tx
+      .insertInto("grants")
+      .values({
+        id: grantId,
+        request_id: row.id,
+        role_id: row.role_id,
+        principal_id: row.requester_id,
+        state: active ? "active" : "provisioning",
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
+    const subject = `request:${row.id}`;
+    if (!active) {
+      await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
+      return [
+        { action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } },
+      ];
+    }
+    const expiresAt = new Date(row.expires_at!);
+    await tellActive(tx, row, now, expiresAt);
+    await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
+    return [
+      {
+        action: "request.activated",
+        outcome: "success",
+        subject,
+        details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
+      },
+    ];
+  }
+
   /** Ends an active activation (expired, deactivated, revoked): the grant goes with it, exactly once. */
-  async function end(
+  function end(
     tx: Kysely<Database>,
     row: requestStore.RequestRow,
     state: "expired" | "deactivated" | "revoked",
@@ -442,48 +482,58 @@ export function createRequestService(deps: RequestServiceDeps) {
     by: string,
     now: Date,
   ): Promise<AuditInput[]> {
-    assertTransition(row.state, state);
-    await tx
-      .updateTable("activation_requests")
-      .set({ state, ended_at: now, end_reason: reason, ended_by: by, updated_at: now })
-      .where("id", "=", row.id)
-      .execute();
-    await index?.send(tx, { t: "end", id: row.id });
-    const grants = await tx
-      .selectFrom("grants")
-      .select(["id", "state"])
-      .where("request_id", "=", row.id)
-      .forUpdate()
-      .execute();
-    for (const g of grants) {
-      // Stint itself enforces internal roles, so the grant ends here; a real target is revoked through the outbox.
-      const internal = row.target_kind === "internal";
-      await tx
-        .updateTable("grants")
-        .set({ state: internal ? "revoked" : "revoking", updated_at: now })
-        .where("id", "=", g.id)
-        .execute();
-      if (!internal) await deps.onGrant?.(tx, { grantId: g.id, requestId: row.id, action: "revoke" });
+    return endMany(tx, [row], state, reason, by, now);
+  }
+
+  /**
+   * Ends activations (rows locked by the caller) with one set-based statement per table, however many: their
+   * rows, their grants (Stint enforces internal roles itself, so those grants end here; a real target is
+   * revoked through the outbox) and their pending extensions. Returns their audit events, for one append.
+   */
+  async function endMany(
+    tx: Kysely<Database>,
+    rows: requestStore.RequestRow[],
+    state: "expired" | "deactivated" | "revoked",
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    if (rows.length === 0) return [];
+    for (const row of rows) assertTransition(row.state, state);
+    const ids = rows.map((row) => row.id);
+    await requestStore.markEnded(tx, ids, { state, reason, by, now });
+    const internal = rows.filter((row) => row.target_kind === "internal").map((row) => row.id);
+    const external = rows.filter((row) => row.target_kind !== "internal").map((row) => row.id);
+    if (internal.length > 0) await requestStore.endGrants(tx, internal, "revoked", now);
+    if (external.length > 0)
+      for (const g of await requestStore.endGrants(tx, external, "revoking", now))
+        await deps.onGrant?.(tx, { grantId: g.id, requestId: g.request_id, action: "revoke" });
+    for (const row of rows) {
+      await index?.send(tx, { t: "end", id: row.id });
+      await deps.onEnded?.(tx, { requestId: row.id, role: row.role_name, state, by, reason });
     }
-    await deps.onEnded?.(tx, { requestId: row.id, role: row.role_name, state, by, reason });
     // A pending extension of an ended activation has nothing left to extend.
-    const cancelled = await tx
-      .updateTable("activation_requests")
-      .set({ state: "cancelled", end_reason: "the activation ended", ended_by: "system", updated_at: now })
-      .where("extends_request_id", "=", row.id)
-      .where("state", "=", "pending")
-      .returning("id")
-      .execute();
-    await emit(tx, { type: state, requestId: row.id, role: row.role_name, requester: row.requester_name, reason, by });
-    return [
-      ...cancelled.map((c): AuditInput => ({
-        action: "request.cancelled",
-        outcome: "success",
-        subject: `request:${c.id}`,
-        reason: "the activation it would extend ended",
-        details: { role: row.role_name, extends: row.id },
-      })),
-      {
+    const cancelled = await requestStore.cancelExtensionsOf(tx, ids, now);
+    const events: AuditInput[] = [];
+    for (const row of rows) {
+      await emit(tx, {
+        type: state,
+        requestId: row.id,
+        role: row.role_name,
+        requester: row.requester_name,
+        reason,
+        by,
+      });
+      for (const c of cancelled)
+        if (c.extends_request_id === row.id)
+          events.push({
+            action: "request.cancelled",
+            outcome: "success",
+            subject: `request:${c.id}`,
+            reason: "the activation it would extend ended",
+            details: { role: row.role_name, extends: row.id },
+          });
+      events.push({
         action: `request.${state}`,
         outcome: "success",
         subject: `request:${row.id}`,
@@ -497,8 +547,9 @@ export function createRequestService(deps: RequestServiceDeps) {
           lateByMs:
             state === "expired" && row.expires_at ? now.getTime() - new Date(row.expires_at).getTime() : undefined,
         },
-      },
-    ];
+      });
+    }
+    return events;
   }
 
   async function moveToStage(tx: Kysely<Database>, row: requestStore.RequestRow, stageIndex: number, now: Date) {
@@ -536,74 +587,101 @@ export function createRequestService(deps: RequestServiceDeps) {
       const principal = principalOf(actor);
       const now = clock.now();
       const subject = `role:${input.role}`;
-      const role = await requestStore.findRole(store.db, input.role);
-      if (!role || !(await requestStore.isEligible(store.db, principal.id, role.id, now))) {
-        return refuse(
-          actor,
-          context,
-          "request.submit",
-          subject,
-          new Refusal("NOT_ELIGIBLE", `You are not eligible for ${input.role} (or it does not exist).`),
-        );
-      }
-      const spec = await loadPolicy(role);
-      const duration = resolveDuration(spec, input.duration);
-      if (!duration.ok)
-        return refuse(actor, context, "request.submit", subject, new Refusal(duration.code, duration.message));
-      const justification = checkJustification(spec, input.reason, input.ticket);
-      if (!justification.ok) {
-        return refuse(
-          actor,
-          context,
-          "request.submit",
-          subject,
-          new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), { problems: justification.problems }),
-        );
-      }
-      const window = spec.breakGlass ? ({ allowed: true, extraStage: false } as const) : evaluateWindow(spec, now);
-      if (!window.allowed)
-        return refuse(actor, context, "request.submit", subject, new Refusal("OUTSIDE_WINDOW", window.reason));
-      const mfa = checkMfaFreshness(spec, actor.kind === "principal" ? (actor.mfaAt ?? null) : null, now);
-      if (!mfa.ok) return refuse(actor, context, "request.submit", subject, new Refusal(mfa.code, mfa.message));
-
-      const stages = stagesFor(spec, { extraWindowStage: window.extraStage, breakGlass: spec.breakGlass });
       const id = newId();
+      let roleName = input.role;
       try {
+        // One read decides everything (role, policy, eligibility, account), inside the transaction that
+        // writes; a refusal writes nothing here and is audited on its own below.
         const outcome = await store.transaction(async (tx) => {
-          // Taken first, so a concurrent disable either waits for this request (and ends it) or is seen here.
-          if ((await requestStore.principalStatus(tx, principal.id, true)) !== "active")
-            return new Refusal("ACCOUNT_DISABLED", "This account is disabled.");
-          const open = await requestStore.findOpenRequest(tx, principal.id, role.id);
-          if (open) {
-            return new Refusal(
-              "REQUEST_ALREADY_OPEN",
-              `You already have a ${open.state} request for ${role.name}${open.state === "active" ? "; extend it instead" : ""}.`,
-              {
-                requestId: open.id,
-                state: open.state,
-              },
-            );
+          const facts = await requestStore.submitFacts(tx, principal.id, input.role, now);
+          if (!facts || !facts.role_id || !facts.role_name || !facts.eligible)
+            return new Refusal("NOT_ELIGIBLE", `You are not eligible for ${input.role} (or it does not exist).`);
+          roleName = facts.role_name;
+          const spec = await loadPolicy(facts);
+          const duration = resolveDuration(spec, input.duration);
+          if (!duration.ok) return new Refusal(duration.code, duration.message);
+          const justification = checkJustification(spec, input.reason, input.ticket);
+          if (!justification.ok)
+            return new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), {
+              problems: justification.problems,
+            });
+          const window = spec.breakGlass ? ({ allowed: true, extraStage: false } as const) : evaluateWindow(spec, now);
+          if (!window.allowed) return new Refusal("OUTSIDE_WINDOW", window.reason);
+          const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now);
+          if (!mfa.ok) return new Refusal(mfa.code, mfa.message);
+          // The requester's row is locked (FOR SHARE) by the read: a concurrent disable waits for this request.
+          if (facts.status !== "active") return new Refusal("ACCOUNT_DISABLED", "This account is disabled.");
+
+          const stages = stagesFor(spec, { extraWindowStage: window.extraStage, breakGlass: spec.breakGlass });
+          // A policy without stages approves at once, and the basis was checked above in this transaction: the
+          // row is written in its final state (active, or provisioning at a real target), not moved there.
+          const automatic = stages.length === 0;
+          const internal = facts.target_kind === "internal";
+          const state: RequestState = !automatic ? "pending" : internal ? "active" : "provisioning";
+          if (automatic) {
+            assertTransition("pending", "approved");
+            assertTransition("approved", state);
           }
-          await tx
+          const expiresAt = state === "active" ? new Date(now.getTime() + duration.durationMs) : null;
+          const row: requestStore.RequestRow = {
+            id,
+            role_id: facts.role_id,
+            requester_id: principal.id,
+            extends_request_id: null,
+            state,
+            duration_ms: duration.durationMs,
+            reason: input.reason,
+            ticket: input.ticket ?? null,
+            break_glass: spec.breakGlass,
+            policy_snapshot: spec as unknown as Record<string, unknown>,
+            stages,
+            stage_index: 0,
+            stage_deadline: stageDeadline(stages[0], now),
+            mfa_at: principal.mfaAt ?? null,
+            submitted_at: now,
+            decided_at: automatic ? now : null,
+            activated_at: expiresAt ? now : null,
+            expires_at: expiresAt,
+            ended_at: null,
+            end_reason: null,
+            ended_by: null,
+            extensions: 0,
+            role_name: facts.role_name,
+            role_risk: facts.role_risk!,
+            target_kind: facts.target_kind!,
+            requester_name: facts.requester_name,
+            requester_manager_id: facts.requester_manager_id,
+          };
+          // The partial unique index allows one open request per requester and role: a second is not written.
+          const {
+            role_name: _roleName,
+            role_risk: _risk,
+            target_kind: _kind,
+            requester_name: _name,
+            requester_manager_id: _manager,
+            ...columns
+          } = row;
+          const inserted = await tx
             .insertInto("activation_requests")
             .values({
-              id,
-              role_id: role.id,
-              requester_id: principal.id,
-              state: "pending",
-              duration_ms: duration.durationMs,
-              reason: input.reason,
-              ticket: input.ticket ?? null,
-              break_glass: spec.breakGlass,
+              ...columns,
               policy_snapshot: JSON.stringify(spec),
               stages: JSON.stringify(stages),
-              stage_index: 0,
-              stage_deadline: stageDeadline(stages[0], now),
-              mfa_at: principal.mfaAt ?? null,
-              submitted_at: now,
               updated_at: now,
             })
-            .execute();
+            .onConflict((oc) => oc.doNothing())
+            .returning("id")
+            .executeTakeFirst();
+          if (!inserted) {
+            const open = await requestStore.findOpenRequest(tx, principal.id, facts.role_id);
+            return new Refusal(
+              "REQUEST_ALREADY_OPEN",
+              open
+                ? `You already have a ${open.state} request for ${facts.role_name}${open.state === "active" ? "; extend it instead" : ""}.`
+                : `You already have an open request for ${facts.role_name}.`,
+              open ? { requestId: open.id, state: open.state } : undefined,
+            );
+          }
           const events: AuditInput[] = [
             {
               action: "request.submitted",
@@ -611,7 +689,7 @@ export function createRequestService(deps: RequestServiceDeps) {
               subject: `request:${id}`,
               reason: input.reason,
               details: {
-                role: role.name,
+                role: facts.role_name,
                 duration: formatDuration(duration.durationMs),
                 ticket: input.ticket ?? null,
                 stages: stages.length,
@@ -620,27 +698,21 @@ export function createRequestService(deps: RequestServiceDeps) {
               },
             },
           ];
-          if (stages.length === 0) {
-            await tx
-              .updateTable("activation_requests")
-              .set({ state: "approved", decided_at: now, updated_at: now })
-              .where("id", "=", id)
-              .execute();
+          if (automatic) {
             events.push({
               action: "request.approved",
               outcome: "success",
               subject: `request:${id}`,
               reason: spec.breakGlass ? "break-glass role: no approval" : "the role's policy needs no approval",
-              details: { role: role.name, automatic: true },
+              details: { role: facts.role_name, automatic: true },
             });
-            const row = (await requestStore.findRequest(tx, id))!;
-            events.push(...(await grant(tx, row, now)));
+            events.push(...(await started(tx, row, now)));
           } else {
             await emit(tx, {
               type: "submitted",
               requestId: id,
-              role: role.name,
-              requester: principal.name,
+              role: facts.role_name,
+              requester: row.requester_name,
               reason: input.reason,
             });
           }
@@ -665,18 +737,18 @@ export function createRequestService(deps: RequestServiceDeps) {
               outcome: "success",
               subject: `request:${id}`,
               reason: input.reason,
-              details: { role: role.name, reviewRequired: true, reviewId },
+              details: { role: facts.role_name, reviewRequired: true, reviewId },
             });
             await emit(tx, {
               type: "break_glass",
               requestId: id,
-              role: role.name,
-              requester: principal.name,
+              role: facts.role_name,
+              requester: row.requester_name,
               reason: input.reason,
             });
           }
           await audit.append(tx, actor, context, events);
-          return toDto(tx, (await requestStore.findRequest(tx, id))!);
+          return dtoOf(row, []);
         });
         if (outcome instanceof Refusal) return refuse(actor, context, "request.submit", subject, outcome);
         return outcome;
@@ -687,7 +759,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             context,
             "request.submit",
             subject,
-            new Refusal("REQUEST_ALREADY_OPEN", `You already have an open request for ${role.name}.`),
+            new Refusal("REQUEST_ALREADY_OPEN", `You already have an open request for ${roleName}.`),
           );
         }
         throw error;
@@ -886,16 +958,18 @@ export function createRequestService(deps: RequestServiceDeps) {
       const principal = principalOf(actor);
       const outcome = await store.transaction(async (tx) => {
         const now = clock.now();
-        const role = await requestStore.findRole(tx, roleName);
-        const open = role ? await requestStore.findOpenRequest(tx, principal.id, role.id) : undefined;
-        const row = open ? await requestStore.lockRequest(tx, open.id) : undefined;
-        if (!row || row.state !== "active")
+        const open = await requestStore.lockOpenOfRole(tx, principal.id, roleName);
+        if (!open || open.row.state !== "active")
           return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName}.`);
-        const events = isPastExpiry(row, now)
-          ? await end(tx, row, "expired", "the activation reached its end time", "system", now)
-          : await end(tx, row, "deactivated", "ended early by the holder", principal.name, now);
-        await audit.append(tx, actor, context, events);
-        return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
+        const { row, decisions } = open;
+        const ended = isPastExpiry(row, now)
+          ? { state: "expired" as const, reason: "the activation reached its end time", by: "system" }
+          : { state: "deactivated" as const, reason: "ended early by the holder", by: principal.name };
+        await audit.append(tx, actor, context, await end(tx, row, ended.state, ended.reason, ended.by, now));
+        return dtoOf(
+          { ...row, state: ended.state, ended_at: now, end_reason: ended.reason, ended_by: ended.by },
+          decisions,
+        );
       });
       if (outcome instanceof Refusal) return refuse(actor, context, "request.deactivate", `role:${roleName}`, outcome);
       return outcome;
@@ -1165,20 +1239,10 @@ export function createRequestService(deps: RequestServiceDeps) {
       const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
       return store.transaction(async (tx) => {
         const now = clock.now();
-        const grantRow = await tx
-          .selectFrom("grants")
-          .select(["request_id"])
-          .where("id", "=", grantId)
-          .executeTakeFirst();
-        const row = grantRow && (await requestStore.lockRequest(tx, grantRow.request_id));
-        if (!row) return false;
-        const locked = await tx
-          .selectFrom("grants")
-          .select("state")
-          .where("id", "=", grantId)
-          .forUpdate()
-          .executeTakeFirstOrThrow();
-        if (row.state !== "provisioning" || locked.state !== "provisioning") return false;
+        const locked = await requestStore.lockRequestOfGrant(tx, grantId);
+        if (!locked) return false;
+        const { row } = locked;
+        if (row.state !== "provisioning" || locked.grantState !== "provisioning") return false;
         const lost = await lostBasis(tx, row, now);
         if (lost) {
           // The target changed for someone who may no longer hold the role: take it away again, now.
@@ -1220,12 +1284,7 @@ export function createRequestService(deps: RequestServiceDeps) {
       const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
       return store.transaction(async (tx) => {
         const now = clock.now();
-        const grantRow = await tx
-          .selectFrom("grants")
-          .select(["request_id"])
-          .where("id", "=", grantId)
-          .executeTakeFirst();
-        const row = grantRow && (await requestStore.lockRequest(tx, grantRow.request_id));
+        const row = (await requestStore.lockRequestOfGrant(tx, grantId))?.row;
         if (!row || row.state !== "provisioning") return false;
         assertTransition("provisioning", "failed");
         const reason = `the target refused: ${message}`.slice(0, 1000);
@@ -1262,11 +1321,7 @@ export function createRequestService(deps: RequestServiceDeps) {
       return store.transaction(async (tx) => {
         const now = clock.now();
         const due = await requestStore.claimDueExpiries(tx, now, limit);
-        const events: AuditInput[] = [];
-        for (const { id } of due) {
-          const row = (await requestStore.findRequest(tx, id))!;
-          events.push(...(await end(tx, row, "expired", "the activation reached its end time", "system", now)));
-        }
+        const events = await endMany(tx, due, "expired", "the activation reached its end time", "system", now);
         await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
         return due.length;
       });

@@ -113,6 +113,40 @@ export async function principalStatus(db: Q, principalId: string, lock = false) 
 }
 
 /**
+ * Everything submit decides on, read in one statement inside its transaction: the requester's status (its row
+ * locked FOR SHARE, so a concurrent disable either waits for this request and ends it, or is seen here), the
+ * role with its policy and target (null columns when there is no such role), and whether the requester holds
+ * an eligibility for it valid at `now`, directly or through a group.
+ */
+export function submitFacts(db: Q, principalId: string, roleName: string, now: Date) {
+  return db
+    .selectFrom("principals")
+    .leftJoin("roles", (join) => join.on("roles.name", "=", roleName))
+    .leftJoin("policies", "policies.id", "roles.policy_id")
+    .leftJoin("targets", "targets.id", "roles.target_id")
+    .select((eb) => [
+      "principals.status",
+      "principals.name as requester_name",
+      "principals.manager_id as requester_manager_id",
+      "roles.id as role_id",
+      "roles.name as role_name",
+      "roles.risk as role_risk",
+      "policies.spec as policy_spec",
+      "targets.kind as target_kind",
+      eb
+        .exists(
+          eligibleQuery(db, principalId, now)
+            .select("eligibilities.id")
+            .where("eligibilities.role_id", "=", sql.ref<string>("roles.id")),
+        )
+        .as("eligible"),
+    ])
+    .where("principals.id", "=", principalId)
+    .modifyEnd(sql`for share of principals`)
+    .executeTakeFirst();
+}
+
+/**
  * Open activations (not extensions) of some principals or roles, or of everyone, locked in id order for
  * the rest of the transaction: what a change to accounts, eligibility or groups must check again.
  */
@@ -197,15 +231,94 @@ export function findRequest(db: Q, id: string) {
   return requestQuery(db).where("activation_requests.id", "=", id).executeTakeFirst();
 }
 
-/** Locks the request row for the rest of the transaction. */
-export async function lockRequest(db: Q, id: string): Promise<RequestRow | undefined> {
-  const locked = await db
-    .selectFrom("activation_requests")
-    .select("id")
-    .where("id", "=", id)
-    .forUpdate()
+/**
+ * Locks the request row for the rest of the transaction and reads it, in one statement: after waiting for
+ * another transaction's lock, the row read is the version that transaction left.
+ */
+export function lockRequest(db: Q, id: string): Promise<RequestRow | undefined> {
+  return requestQuery(db)
+    .where("activation_requests.id", "=", id)
+    .modifyEnd(sql`for update of activation_requests`)
     .executeTakeFirst();
-  return locked ? findRequest(db, id) : undefined;
+}
+
+/** The request a grant was made for and the grant's state, both rows locked, in one statement. */
+export async function lockRequestOfGrant(db: Q, grantId: string) {
+  const row = await requestQuery(db)
+    .innerJoin("grants", "grants.request_id", "activation_requests.id")
+    .select("grants.state as grant_state")
+    .where("grants.id", "=", grantId)
+    .modifyEnd(sql`for update of activation_requests, grants`)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const { grant_state, ...request } = row;
+  return { row: request as RequestRow, grantState: grant_state };
+}
+
+/** Is the principal active, and eligible for the role at `now`? One statement. */
+export async function basisOf(db: Q, principalId: string, roleId: string, now: Date) {
+  const row = await db
+    .selectFrom("principals")
+    .select((eb) => [
+      "principals.status",
+      eb
+        .exists(
+          eligibleQuery(db, principalId, now).select("eligibilities.id").where("eligibilities.role_id", "=", roleId),
+        )
+        .as("eligible"),
+    ])
+    .where("principals.id", "=", principalId)
+    .executeTakeFirst();
+  return { active: row?.status === "active", eligible: row?.eligible === true };
+}
+
+/** The decisions on a request as one JSON column, in the order `decisionsOf` reads them. */
+const decisionsColumn = sql<DecisionJson[]>`(
+  select coalesce(json_agg(json_build_object(
+    'stage_index', d.stage_index, 'approver_id', d.approver_id, 'decision', d.decision,
+    'reason', d.reason, 'decided_at', d.decided_at, 'name', p.name) order by d.decided_at, d.id), '[]'::json)
+  from request_decisions d join principals p on p.id = d.approver_id
+  where d.request_id = activation_requests.id)`.as("decisions");
+
+interface DecisionJson {
+  stage_index: number;
+  approver_id: string;
+  decision: "approve" | "deny";
+  reason: string | null;
+  decided_at: string;
+  name: string;
+}
+
+export type DecisionOf = Awaited<ReturnType<typeof decisionsOf>>[number];
+
+function decisionsFromJson(rows: DecisionJson[]): DecisionOf[] {
+  return rows.map((r) => ({
+    stageIndex: r.stage_index,
+    approverId: r.approver_id,
+    decision: r.decision,
+    approverName: r.name,
+    reason: r.reason,
+    decidedAt: new Date(r.decided_at),
+  }));
+}
+
+/**
+ * The caller's open activation (not an extension) of a role, by its name, locked for the rest of the
+ * transaction, with its decisions: one statement. A row another transaction ended meanwhile is not returned
+ * (the lock waits for it, then the row is checked again).
+ */
+export async function lockOpenOfRole(db: Q, requesterId: string, roleName: string) {
+  const row = await requestQuery(db)
+    .select(decisionsColumn)
+    .where("activation_requests.requester_id", "=", requesterId)
+    .where("roles.name", "=", roleName)
+    .where("activation_requests.extends_request_id", "is", null)
+    .where("activation_requests.state", "in", ["pending", "approved", "provisioning", "active"])
+    .modifyEnd(sql`for update of activation_requests`)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const { decisions, ...request } = row;
+  return { row: request as RequestRow, decisions: decisionsFromJson(decisions) };
 }
 
 export function listRequests(
@@ -257,17 +370,51 @@ export function stagesOf(row: { stages: unknown }): Stage[] {
   return row.stages as Stage[];
 }
 
-/** Active activations whose time is up, locked for this transaction; others skip them. */
-export function claimDueExpiries(db: Q, now: Date, limit: number) {
-  return db
-    .selectFrom("activation_requests")
-    .select(["id"])
-    .where("state", "=", "active")
-    .where("expires_at", "<=", now)
-    .orderBy("expires_at")
+/**
+ * Active activations whose time is up, soonest first, whole rows locked for this transaction (one
+ * statement); other nodes' schedulers skip them.
+ */
+export function claimDueExpiries(db: Q, now: Date, limit: number): Promise<RequestRow[]> {
+  return requestQuery(db)
+    .where("activation_requests.state", "=", "active")
+    .where("activation_requests.expires_at", "<=", now)
+    .orderBy("activation_requests.expires_at")
     .limit(limit)
-    .forUpdate()
-    .skipLocked()
+    .modifyEnd(sql`for update of activation_requests skip locked`)
+    .execute();
+}
+
+/** The end of activations, set-based: their rows take the end state. */
+export async function markEnded(
+  db: Q,
+  ids: string[],
+  end: { state: "expired" | "deactivated" | "revoked"; reason: string; by: string; now: Date },
+) {
+  await db
+    .updateTable("activation_requests")
+    .set({ state: end.state, ended_at: end.now, end_reason: end.reason, ended_by: end.by, updated_at: end.now })
+    .where("id", "in", ids)
+    .execute();
+}
+
+/** The grants of ended requests take `state` (one statement); returns them. */
+export function endGrants(db: Q, requestIds: string[], state: "revoked" | "revoking", now: Date) {
+  return db
+    .updateTable("grants")
+    .set({ state, updated_at: now })
+    .where("request_id", "in", requestIds)
+    .returning(["id", "request_id"])
+    .execute();
+}
+
+/** Pending extensions of ended activations have nothing left to extend: cancelled (one statement). */
+export function cancelExtensionsOf(db: Q, requestIds: string[], now: Date) {
+  return db
+    .updateTable("activation_requests")
+    .set({ state: "cancelled", end_reason: "the activation ended", ended_by: "system", updated_at: now })
+    .where("extends_request_id", "in", requestIds)
+    .where("state", "=", "pending")
+    .returning(["id", "extends_request_id"])
     .execute();
 }
 

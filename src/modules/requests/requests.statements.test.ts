@@ -1,0 +1,137 @@
+/**
+ * Issue 14 item 4: an elevation is one short transaction. Counts the SQL statements (and transactions) that
+ * one auto-approved submit of an internal role (→ active) and one deactivate send to the store, and holds
+ * them under a ceiling so a regression fails here rather than in a benchmark. The service is called as its
+ * HTTP route calls it (the route adds no query: authentication answers from memory, see the access-index
+ * tests). Only the statements of the call itself are counted (AsyncLocalStorage marks them): background work
+ * (the audit sequencer, heartbeats, the outbox runner) runs outside it. BEGIN and COMMIT are not statements
+ * here; transactions are counted apart.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
+import { afterEach, describe, expect, it } from "vitest";
+import type { AppStore } from "../../db/index.js";
+import type { Actor } from "../authz/authz.types.js";
+import { ENGINES } from "../../testing/engines.js";
+import { seedRole, seedUser } from "../../testing/pim.js";
+import { testServer, type TestServer } from "../../testing/server.js";
+
+/**
+ * The ceilings (statements per call on PostgreSQL). Measured before issue 14 item 4: submit 15, deactivate 13
+ * (each in one transaction). Now submit: one read (account, role, policy, eligibility), the request inserted
+ * in its final state, its grant, the index's message, the audit events. Deactivate: one locking read (with
+ * the decisions), the request, its grant, its pending extensions, two messages (index, sessions), the audit.
+ */
+const SUBMIT_MAX_STATEMENTS = 5;
+const DEACTIVATE_MAX_STATEMENTS = 7;
+/** On PGlite the audit log chains in the appending transaction (`inline`): four more statements. */
+const INLINE_CHAINING = { pglite: 4, postgres: 0 };
+
+/** A statement's kind and first table, e.g. `update activation_requests`, `raw` for sql`…`. */
+function describeNode(node: RootOperationNode): string {
+  const n = node as unknown as {
+    kind: string;
+    from?: { froms?: { table?: { identifier?: { name?: string } } }[] };
+    table?: { table?: { identifier?: { name?: string } } };
+    into?: { table?: { identifier?: { name?: string } } };
+  };
+  const kind = n.kind.replace(/QueryNode$|Node$/, "").toLowerCase();
+  const table = (n.from?.froms?.[0]?.table ?? n.table?.table ?? n.into?.table)?.identifier?.name;
+  return table ? `${kind} ${table}` : kind;
+}
+
+function counting() {
+  const scope = new AsyncLocalStorage<{ statements: string[]; transactions: number }>();
+  // A statement counts when its result comes back: a subquery built on its own passes transformQuery too.
+  const described = new WeakMap<object, string>();
+  const plugin: KyselyPlugin = {
+    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+      described.set(args.queryId, describeNode(args.node));
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => {
+      scope.getStore()?.statements.push(described.get(args.queryId) ?? "?");
+      return args.result;
+    },
+  };
+  const wrap = (store: AppStore): AppStore => ({
+    engine: store.engine,
+    db: store.db.withPlugin(plugin),
+    transaction: (fn) => {
+      const counted = scope.getStore();
+      if (counted) counted.transactions++;
+      return store.transaction((tx) => fn(tx.withPlugin(plugin)));
+    },
+    migrate: (dir) => store.migrate(dir),
+    ping: () => store.ping(),
+    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
+    close: () => store.close(),
+  });
+  /** Runs `call` and returns what it sent to the store. */
+  const measure = async <T>(call: () => Promise<T>) => {
+    const counted = { statements: [] as string[], transactions: 0 };
+    const result = await scope.run(counted, call);
+    return { result, ...counted };
+  };
+  return { wrap, measure };
+}
+
+describe.each(ENGINES)("statements of an elevation on %s", (engine) => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it("an auto-approved submit → active and a deactivate stay under their statement ceilings", async () => {
+    const { wrap, measure } = counting();
+    server = await testServer(engine, { wrapStore: wrap });
+    await seedUser(server, "alice", { groups: ["sre"] });
+    await seedRole(server, {
+      name: "self-service",
+      policy: {
+        defaultDuration: "30m",
+        maxDuration: "2h",
+        mfa: { required: false, maxAge: "10m" },
+        justification: { minLength: 10 },
+        approval: { stages: [] },
+      },
+      eligibleGroups: ["sre"],
+    });
+    const s = server;
+    const row = await s.store.db
+      .selectFrom("principals")
+      .select("id")
+      .where("name", "=", "alice")
+      .executeTakeFirstOrThrow();
+    const alice: Actor = { kind: "principal", id: row.id, name: "alice", principalKind: "user", roles: ["user"] };
+    const context = { correlationId: "statements-test", sourceIp: "127.0.0.1", userAgent: null };
+    // The first round warms what a node keeps in memory; the next ones are counted.
+    for (let round = 0; round < 3; round++) {
+      const submitted = await measure(() =>
+        s.requests.submit(alice, { role: "self-service", reason: "rotate the replica's keys" }, context),
+      );
+      expect(submitted.result).toMatchObject({ state: "active", role: "self-service", requester: "alice" });
+      expect(submitted.result.expiresAt).not.toBeNull();
+      const ended = await measure(() => s.requests.deactivate(alice, "self-service", context));
+      expect(ended.result).toMatchObject({ state: "deactivated", id: submitted.result.id, endedBy: "alice" });
+      if (round === 0) continue;
+      const report = `submit: ${submitted.statements.length} in ${submitted.transactions} tx ${JSON.stringify(submitted.statements)}; deactivate: ${ended.statements.length} in ${ended.transactions} tx ${JSON.stringify(ended.statements)}`;
+      expect(submitted.statements.length, report).toBeLessThanOrEqual(SUBMIT_MAX_STATEMENTS + INLINE_CHAINING[engine]);
+      expect(submitted.transactions, report).toBe(1);
+      expect(ended.statements.length, report).toBeLessThanOrEqual(DEACTIVATE_MAX_STATEMENTS + INLINE_CHAINING[engine]);
+      expect(ended.transactions, report).toBe(1);
+    }
+    // What the statements wrote is all there: the activation, its grant ended with it, and its audit events.
+    const audit = await s.store.db
+      .selectFrom("audit_pending")
+      .select("action")
+      .unionAll(s.store.db.selectFrom("audit_events").select("action"))
+      .execute();
+    const actions = audit.map((e) => e.action);
+    for (const action of ["request.submitted", "request.approved", "request.activated", "request.deactivated"])
+      expect(actions.filter((a) => a === action)).toHaveLength(3);
+    const grants = await s.store.db.selectFrom("grants").select("state").execute();
+    expect(grants.map((g) => g.state)).toEqual(["revoked", "revoked", "revoked"]);
+  });
+});
