@@ -3,6 +3,15 @@
  * timeouts. It polls often (sub-second); rows are claimed with SKIP LOCKED, so
  * any number of nodes may run it without doing the same work twice, and after
  * a restart the first pass ends everything overdue.
+ *
+ * Overdue work is ended in small transactions, and a transaction that fails makes the next one
+ * smaller (halved, down to one row; it grows back after each success). A transaction that ends n
+ * activations costs about ten statements each, so its length grows with the backlog, and it commits
+ * all or nothing: when the store keeps losing connections (terminated backends, a failover, a flaky
+ * network) a batch longer than the gap between two losses never commits, the backlog grows while it
+ * retries, and the next batch is longer still. Both nodes then stall together (SKIP LOCKED hands the
+ * whole backlog to one of them) until the losses stop: seen in the store chaos test as activations
+ * ending 20–50 s late under load. Small batches that shrink on failure always make progress.
  */
 import { failpoint } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
@@ -25,10 +34,15 @@ export function createScheduler(deps: {
   rotations?: { rotateDue: (limit?: number) => Promise<number> };
   logger?: Pick<Logger, "error" | "info">;
   pollMs?: number;
+  /** Rows a pass handles at most in each of the other steps (warnings, eligibility ends, check-ins, rotations). */
   batchSize?: number;
+  /** Activations or stage deadlines one transaction ends at most (fewer after a failed one; it loops until done). */
+  endBatchSize?: number;
 }): Scheduler {
   const pollMs = deps.pollMs ?? 250;
   const batch = deps.batchSize ?? 100;
+  const expiries = shrinkingBatch(deps.endBatchSize ?? DEFAULT_END_BATCH);
+  const deadlines = shrinkingBatch(deps.endBatchSize ?? DEFAULT_END_BATCH);
   let running = false;
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<unknown> = Promise.resolve();
@@ -38,15 +52,15 @@ export function createScheduler(deps: {
     let expired = 0;
     let timedOut = 0;
     for (;;) {
-      const n = await deps.requests.expireDue(batch);
-      if (n > 0) await failpoint("scheduler.expiry.after-commit");
-      expired += n;
-      if (n < batch) break;
+      const n = await expiries.run((limit) => deps.requests.expireDue(limit));
+      if (n.done > 0) await failpoint("scheduler.expiry.after-commit");
+      expired += n.done;
+      if (n.done < n.limit) break;
     }
     for (;;) {
-      const n = await deps.requests.processDeadlines(batch);
-      timedOut += n;
-      if (n < batch) break;
+      const n = await deadlines.run((limit) => deps.requests.processDeadlines(limit));
+      timedOut += n.done;
+      if (n.done < n.limit) break;
     }
     const eligibilitiesEnded = await deps.requests.reportEndedEligibilities(batch);
     await deps.requests.warnExpiring(batch);
@@ -69,7 +83,12 @@ export function createScheduler(deps: {
       .then((r) => {
         if (r.expired + r.timedOut + r.eligibilitiesEnded > 0) deps.logger?.info(r, "scheduler pass");
       })
-      .catch((error: unknown) => deps.logger?.error({ err: error }, "scheduler pass failed"))
+      .catch((error: unknown) =>
+        deps.logger?.error(
+          { err: error, nextEndBatch: { expiries: expiries.current(), deadlines: deadlines.current() } },
+          "scheduler pass failed",
+        ),
+      )
       .finally(() => {
         if (running) timer = setTimeout(tick, pollMs);
       });
@@ -86,6 +105,32 @@ export function createScheduler(deps: {
       running = false;
       if (timer) clearTimeout(timer);
       await inFlight;
+    },
+  };
+}
+
+/** Ends per transaction by default: some 150 statements, well under a second even on a loaded host. */
+const DEFAULT_END_BATCH = 16;
+
+/**
+ * A batch size that halves after a failed transaction (down to 1) and doubles back after a committed
+ * one (up to `max`), so a store that keeps dropping connections still lets some transaction commit.
+ */
+export function shrinkingBatch(max: number) {
+  if (!Number.isInteger(max) || max < 1) throw new RangeError("scheduler endBatchSize must be a positive integer");
+  let limit = max;
+  return {
+    current: () => limit,
+    async run(step: (limit: number) => Promise<number>): Promise<{ done: number; limit: number }> {
+      const asked = limit;
+      try {
+        const done = await step(asked);
+        limit = Math.min(max, asked * 2);
+        return { done, limit: asked };
+      } catch (error) {
+        limit = Math.max(1, Math.floor(asked / 2));
+        throw error;
+      }
     },
   };
 }
