@@ -16,6 +16,10 @@
  * one `session.ended`; its recording is readable, holds what reached the disk before the crash, and its SHA-256 is
  * the one in `session.ended` and on the row; no `.partial` file is left; the audit chain verifies.
  *
+ * Besides the crashes: a rotation paused past its claim (a stalled node) while another node settles its pending
+ * version on the old password must not leave the target on a password the vault does not hold (it did: node A then
+ * changed the target, its fenced commit did nothing, and it answered success).
+ *
  * The test fails when a `vault.` or `session.` failpoint is registered but not walked, and when a scenario's
  * failpoint does not fire.
  */
@@ -331,6 +335,63 @@ async function walkRotation(d: Deployment, scenario: RotationScenario, index: nu
   expect(verified.ok, JSON.stringify(verified)).toBe(true);
 }
 
+/**
+ * Not a crash: node A pauses after storing its pending version (a stalled connection) past its claim; node B
+ * settles the version on the old password (the target still has it); then A wakes up and changes the target.
+ */
+async function rotationOutlivesClaim(d: Deployment, index: number): Promise<void> {
+  const { server, clock, admin } = d;
+  const login = `fpr_slow_${index}_${hex}`;
+  const original = `orig-${randomBytes(10).toString("hex")}`;
+  const secretPath = `fpr/slow-${index}/${hex}`;
+  await asRoot((c) => c.query(`create role ${login} login password '${original}'`));
+  await server.vault.put(admin, context, secretPath, {
+    kind: "password",
+    value: original,
+    platformRoles: ["admin"],
+    rotation: { target: "fpr-db", login, every: "30d" },
+  } as never);
+  const nodeB = createVaultService({
+    store: server.store,
+    audit: server.audit,
+    clock,
+    fileKey: d.vaultKey,
+    masterKey: d.masterKey,
+    node: "node-b",
+    targets: { withCredentials: (name, work) => server.grants.withCredentials(name, work) },
+  });
+  const paused = armFailpoint("vault.rotate.after-pending", async () => {
+    clock.advance(ROTATION_LEASE_MS + 1_000);
+    expect((await nodeB.reconcilePending()).settled).toBe(1);
+  });
+  const outcome = await server.vault.rotate(admin, context, secretPath).then(
+    (result) => result,
+    (error: unknown) => error,
+  );
+  expect(paused.fired).toBe(1);
+  // Whatever node A answers, the vault's current version is the password the target accepts, and nothing pends.
+  const current = await nodeB.read(admin, context, secretPath);
+  expect(
+    await signsIn(login, current.value),
+    `the vault's current version signs in (A said ${JSON.stringify(outcome)})`,
+  ).toBe(true);
+  const pending = await server.store.db
+    .selectFrom("secret_versions")
+    .innerJoin("secrets", "secrets.id", "secret_versions.secret_id")
+    .select("secret_versions.version")
+    .where("secrets.path", "=", secretPath)
+    .where("secret_versions.pending", "=", true)
+    .execute();
+  expect(pending).toEqual([]);
+  // A did not report a rotation that did not happen.
+  const events = await auditOf(d, `secret:${secretPath}`);
+  expect(events.filter((e) => e.action === "secret.rotated")).toEqual([]);
+  expect(outcome).toMatchObject({ code: "CONFLICT" });
+  expect(events.filter((e) => e.action === "secret.rotation_failed")).toHaveLength(1);
+  const verified = await server.audit.verify();
+  expect(verified.ok, JSON.stringify(verified)).toBe(true);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Session recording
 
@@ -490,6 +551,10 @@ describe.each(ENGINES)("a crash at every rotation and recording failpoint, store
       await walkRotation(d, scenario, index + (engine === "pglite" ? 0 : 10));
     },
   );
+
+  it("a rotation that outlives its claim while another node settles it leaves the vault and the target agreeing", async () => {
+    await rotationOutlivesClaim(d, engine === "pglite" ? 0 : 10);
+  });
 
   it.each(RECORDINGS.map((scenario, index) => ({ scenario, index, name: `${scenario.failpoint}: ${scenario.what}` })))(
     "$name",

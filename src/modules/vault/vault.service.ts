@@ -569,10 +569,10 @@ export function createVaultService(deps: VaultServiceDeps) {
       }
       await failpoint("vault.rotate.after-target");
     }
-    await store.transaction(async (tx) => {
+    const committed = await store.transaction(async (tx) => {
       const now = clock.now();
       // Fenced: a reconcile that already settled this version (after our claim ran out) is not undone.
-      if (!(await vaultStore.commitPending(tx, row.id, pending.version))) return;
+      if (!(await vaultStore.commitPending(tx, row.id, pending.version))) return false;
       await tx
         .updateTable("secrets")
         .set({ current_version: pending.version, rotation_due_at: nextRotation(row, now), updated_at: now })
@@ -590,8 +590,58 @@ export function createVaultService(deps: VaultServiceDeps) {
         },
       });
       await failpoint("vault.rotate.before-commit");
+      return true;
     });
+    if (!committed) await outlivedClaim(actor, context, path, pending.version);
     return { path, version: pending.version, previousVersion: pending.previous };
+  }
+
+  /**
+   * A rotation whose claim ran out while it worked (a stalled node) and whose pending version another node
+   * settled meanwhile. Settled on this version: done. Settled on the old password (the target had not changed
+   * yet when it was asked) and then changed by this node: the target is given the vault's current password
+   * back, and the rotation fails, audited and alerted, as any failed rotation.
+   */
+  async function outlivedClaim(actor: Actor, context: CallContext, path: string, version: number): Promise<void> {
+    const now = await vaultStore.findSecret(store.db, path);
+    if (!now || now.current_version === version) return;
+    const rotation = now.rotation;
+    let restored = false;
+    if (rotation && deps.targets) {
+      const current = await release("rotation", now, now.current_version);
+      try {
+        restored = await deps.targets.withCredentials(rotation.target, async (ops) => {
+          await ops.setPassword(rotation.login, current);
+          return ops.verifyPassword(rotation.login, current);
+        });
+      } catch {
+        restored = false;
+      }
+    }
+    const reason = "the rotation outlived its claim and another node settled it on the previous password";
+    await store.transaction(async (tx) => {
+      await audit.append(tx, actor, context, {
+        action: "secret.rotation_failed",
+        outcome: "failed",
+        subject: `secret:${path}`,
+        reason,
+        details: {
+          version: now.current_version,
+          ...(rotation ? { target: rotation.target, login: rotation.login } : {}),
+          currentPasswordRestored: restored,
+        },
+      });
+      await deps.onRotationFailed?.(tx, {
+        path,
+        reason: `${reason}${restored ? "; the target has the vault's current password again" : "; the target could NOT be given the vault's current password"}`,
+        at: clock.now(),
+      });
+    });
+    throw new StintError(
+      "CONFLICT",
+      `Rotating ${path} took longer than its claim and another node settled it meanwhile; version ${now.current_version} stays current${restored ? " and the target has its password again" : ", but the target could not be given its password back"}.`,
+      { currentPasswordRestored: restored },
+    );
   }
 
   /** One abandoned pending version, settled on what the target accepts (see `reconcilePending`). */
@@ -1158,7 +1208,11 @@ export function createVaultService(deps: VaultServiceDeps) {
           if (error instanceof StintError && (error.code === "SEALED" || error.code === "VAULT_KEY_INVALID"))
             throw error;
           // A secret that cannot be rotated at all stops being due; anything else is tried again in an hour.
-          const cannot = error instanceof StintError && error.code === "CONFLICT";
+          // (A rotation that outlived its claim failed this time only: tried again in an hour too.)
+          const cannot =
+            error instanceof StintError &&
+            error.code === "CONFLICT" &&
+            error.details?.currentPasswordRestored === undefined;
           await vaultStore.setRotationDueByPath(
             store.db,
             path,
