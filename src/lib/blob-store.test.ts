@@ -64,4 +64,27 @@ describe("blob store", () => {
     // finish() again answers the same.
     await expect(writer.finish()).resolves.toEqual(done);
   });
+
+  it("salvage keeps a dead writer's blob: the .partial file made readable, a whole one as it is, none as null", async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "stint-blobs-"));
+    const blobs = createBlobStore(dir);
+    const sha = (text: string) => createHash("sha256").update(text).digest("hex");
+    // A writer whose process died: what reached the disk sits in the .partial file.
+    await writeFile(path.join(dir, "cut.jsonl.partial"), "line 1\nline 2\n");
+    expect(await blobs.salvage("cut.jsonl")).toEqual({
+      key: "cut.jsonl",
+      sha256: sha("line 1\nline 2\n"),
+      bytes: 14,
+      partial: true,
+    });
+    expect(await readFile(path.join(dir, "cut.jsonl"), "utf8")).toBe("line 1\nline 2\n");
+    expect(existsSync(path.join(dir, "cut.jsonl.partial"))).toBe(false);
+    // A writer that finished before its process died.
+    const writer = await blobs.create("whole.cast");
+    writer.write("all of it\n");
+    const done = await writer.finish();
+    expect(await blobs.salvage("whole.cast")).toEqual({ ...done, partial: false });
+    // Neither file here (another node's directory).
+    expect(await blobs.salvage("elsewhere.cast")).toBeNull();
+  });
 });
