@@ -3,7 +3,14 @@
  * Every route declares what it requires of the caller (config.requirement);
  * a route that forgets is refused at start-up: deny by default.
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from "fastify";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type RawServerDefault,
+} from "fastify";
+import { randomUUID } from "node:crypto";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import fastifySwagger from "@fastify/swagger";
 import {
@@ -18,7 +25,6 @@ import type { Logger } from "../lib/logger.js";
 import { isStoreUnavailable } from "../lib/db.js";
 import { isDiskFull } from "../lib/disk.js";
 import { StintError, isStintError, toEnvelope } from "../lib/errors.js";
-import { newId } from "../lib/ids.js";
 import { constantTimeEqual } from "../lib/security.js";
 import { authorize, isPermission, type Requirement } from "../modules/authz/authz.rules.js";
 import { ANONYMOUS, type Actor, type CallContext } from "../modules/authz/authz.types.js";
@@ -74,8 +80,14 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     trustProxy: deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false,
     genReqId: (req) => {
       const given = req.headers["x-request-id"];
-      return typeof given === "string" && REQUEST_ID.test(given) ? given : newId();
+      return typeof given === "string" && REQUEST_ID.test(given) ? given : requestId();
     },
+    // A request's logger is made when something logs through it, not for every request (pino's child()
+    // serialises and redacts its bindings: ~5 µs a request, for a logger that at `warn` never writes).
+    childLoggerFactory: (logger, bindings, options) =>
+      options.level === undefined && options.serializers === undefined
+        ? lazyChild(logger, bindings)
+        : logger.child(bindings, options),
     routerOptions: { ignoreTrailingSlash: true },
     // Malformed percent-encoding and over-long path parameters get the error envelope too.
     frameworkErrors: (_error, _request, reply) =>
@@ -182,22 +194,22 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     if (requirement === undefined) return done(); // 404 handler
     // A scraper's token is no principal's: it opens the few routes that say so and nothing else.
     if (config?.scrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization)) return done();
-    const admit = (actor: Actor) => {
-      request.actor = actor;
-      authorize(actor, requirement);
-    };
     let resolved: Actor | Promise<Actor>;
     try {
       resolved = deps.authenticate(request);
-      if (!(resolved instanceof Promise)) admit(resolved);
+      if (!(resolved instanceof Promise)) {
+        request.actor = resolved;
+        authorize(resolved, requirement);
+        return done();
+      }
     } catch (error) {
       return done(error as Error);
     }
-    if (!(resolved instanceof Promise)) return done();
     resolved.then(
       (actor) => {
+        request.actor = actor;
         try {
-          admit(actor);
+          authorize(actor, requirement);
         } catch (error) {
           return done(error as Error);
         }
@@ -305,6 +317,81 @@ async function refuseBody(request: FastifyRequest): Promise<void> {
   if (body === undefined) return;
   if (body !== null && typeof body === "object" && !Array.isArray(body) && Object.keys(body).length === 0) return;
   throw new StintError("VALIDATION_FAILED", "This endpoint takes no request body: send none, or {}.");
+}
+
+/**
+ * A request id: a UUIDv7 (time-ordered, like every id in Stint) made from one `randomUUID()` (whose
+ * randomness Node draws in batches) with the millisecond time written over its first 48 bits: ~0.2 µs
+ * where `uuid`'s v7 took ~2 µs on every request.
+ */
+export function requestId(): string {
+  const random = randomUUID();
+  const ms = Date.now();
+  if (ms !== stampedMs) {
+    stampedMs = ms;
+    const hex = ms.toString(16).padStart(12, "0");
+    stamp = `${hex.slice(0, 8)}-${hex.slice(8)}-7`;
+  }
+  return stamp + random.slice(15);
+}
+let stampedMs = -1;
+let stamp = "";
+
+/**
+ * A child logger made on first use: until something is written through it (an error, a request log line
+ * at `info`), a request's logger costs one small object. Its level follows its parent's.
+ */
+class LazyChildLogger {
+  #child: Logger | undefined;
+  constructor(
+    readonly parent: Logger,
+    readonly childBindings: Record<string, unknown>,
+  ) {}
+  #real(): Logger {
+    return (this.#child ??= this.parent.child(this.childBindings));
+  }
+  #log(level: "fatal" | "error" | "warn" | "info" | "debug" | "trace", args: unknown[]) {
+    if (this.#child === undefined && !this.parent.isLevelEnabled(level)) return;
+    (this.#real()[level] as (...a: unknown[]) => void)(...args);
+  }
+  fatal(...args: unknown[]) {
+    this.#log("fatal", args);
+  }
+  error(...args: unknown[]) {
+    this.#log("error", args);
+  }
+  warn(...args: unknown[]) {
+    this.#log("warn", args);
+  }
+  info(...args: unknown[]) {
+    this.#log("info", args);
+  }
+  debug(...args: unknown[]) {
+    this.#log("debug", args);
+  }
+  trace(...args: unknown[]) {
+    this.#log("trace", args);
+  }
+  silent() {}
+  child(bindings: Record<string, unknown>, options?: object): Logger {
+    return this.#real().child(bindings, options);
+  }
+  isLevelEnabled(level: string): boolean {
+    return (this.#child ?? this.parent).isLevelEnabled(level);
+  }
+  bindings(): Record<string, unknown> {
+    return this.#real().bindings();
+  }
+  get level(): string {
+    return (this.#child ?? this.parent).level;
+  }
+  set level(level: string) {
+    this.#real().level = level;
+  }
+}
+
+function lazyChild(parent: FastifyBaseLogger, bindings: Record<string, unknown>): FastifyBaseLogger {
+  return new LazyChildLogger(parent as Logger, bindings) as unknown as FastifyBaseLogger;
 }
 
 export const MAX_JSON_DEPTH = 64;

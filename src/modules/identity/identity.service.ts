@@ -5,7 +5,7 @@
  */
 import { SignJWT, errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
 import * as OTPAuth from "otpauth";
-import { randomBytes } from "node:crypto";
+import { hash as digestOnce, randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
@@ -86,6 +86,19 @@ function throttleState(
     windowStartedAt: new Date(row.window_started_at),
     lockedUntil: row.locked_until ? new Date(row.locked_until) : null,
   };
+}
+
+const BEARER = "Bearer ";
+
+/** `Bearer <token>`, the token 1 to 4,096 printable ASCII characters (a loop: the regex cost ~1 µs a request). */
+export function isBearerHeader(header: string): boolean {
+  const length = header.length;
+  if (length <= BEARER.length || length > BEARER.length + 4096 || !header.startsWith(BEARER)) return false;
+  for (let i = BEARER.length; i < length; i++) {
+    const code = header.charCodeAt(i);
+    if (code < 0x21 || code > 0x7e) return false;
+  }
+  return true;
 }
 
 export function createIdentityService(deps: IdentityServiceDeps) {
@@ -737,13 +750,14 @@ export function createIdentityService(deps: IdentityServiceDeps) {
      */
     authenticate(authorization: string | undefined): Actor | Promise<Actor> {
       if (authorization === undefined || authorization === "") return ANONYMOUS;
-      const match = /^Bearer ([\x21-\x7e]{1,4096})$/.exec(authorization);
-      if (!match) throw new StintError("UNAUTHENTICATED", "The Authorization header must be `Bearer <token>`.");
-      const token = match[1]!;
+      if (!isBearerHeader(authorization))
+        throw new StintError("UNAUTHENTICATED", "The Authorization header must be `Bearer <token>`.");
+      const token = authorization.slice(BEARER.length);
       const now = clock.now();
       const apiToken = parseApiToken(token);
       if (apiToken) return authenticateApiToken(apiToken, now);
-      const tokenHash = cache ? sha256Hex(token) : "";
+      // One-shot hash (no Hash object): the same SHA-256 hex as sha256Hex, a few µs less on every request.
+      const tokenHash = cache ? digestOnce("sha256", token, "hex") : "";
       const known = knownAccessToken(tokenHash, now);
       const fromMemory = known && sessionFromMemory(known, now);
       if (fromMemory) return fromMemory;
