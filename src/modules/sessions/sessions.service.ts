@@ -813,10 +813,30 @@ export function createSessionService(deps: SessionServiceDeps) {
    */
   async function reapLost() {
     const now = clock.now();
+    const before = new Date(now.getTime() - lostAfterMs);
+    // Read first (most sweeps find nothing: no transaction), and keep the recordings outside the transaction
+    // (hashing a long recording must not hold it open).
+    const candidates = await store.db
+      .selectFrom("sessions")
+      .select(["id", "recording_key"])
+      .where("ended_at", "is", null)
+      .where("seen_at", "<", before)
+      .execute();
+    if (candidates.length === 0) return;
+    type Kept = { key: string; sha256?: string; bytes?: number; partial?: boolean; found: boolean };
+    const keep = async (id: string, key: string): Promise<Kept> => {
+      const kept = await blobs.salvage(key).catch((error: unknown) => {
+        logger.error({ err: error, session: id }, "the recording of a lost session could not be kept");
+        return null;
+      });
+      return kept ? { ...kept, found: true } : { key, found: false };
+    };
+    const salvaged = new Map<string, Kept>();
+    for (const c of candidates) if (c.recording_key) salvaged.set(c.id, await keep(c.id, c.recording_key));
     await store.transaction(async (tx) => {
-      const lost = await sessionStore.reapLostSessions(tx, new Date(now.getTime() - lostAfterMs), now);
+      const lost = await sessionStore.reapLostSessions(tx, before, now);
       if (lost.length === 0) return;
-      const keys = new Map(
+      const stored = new Map(
         (
           await tx
             .selectFrom("sessions")
@@ -831,24 +851,17 @@ export function createSessionService(deps: SessionServiceDeps) {
       );
       const events = [];
       for (const row of lost) {
-        const stored = keys.get(row.id);
-        const key = stored?.recording_key ?? null;
-        let recording: { key: string; sha256?: string; bytes?: number; partial?: boolean; found: boolean } | null =
-          null;
-        if (key) {
-          const kept = await blobs.salvage(key).catch((error: unknown) => {
-            logger.error({ err: error, session: row.id }, "the recording of a lost session could not be kept");
-            return null;
+        const own = stored.get(row.id);
+        const key = own?.recording_key ?? null;
+        // A session lost since the read above is kept here.
+        const recording = key ? (salvaged.get(row.id) ?? (await keep(row.id, key))) : null;
+        if (recording?.found)
+          await sessionStore.completeEndedSession(tx, row.id, {
+            recording: { sha256: recording.sha256!, bytes: recording.bytes! },
+            bytesUp: Number(own!.bytes_up),
+            bytesDown: Number(own!.bytes_down),
           });
-          recording = kept ? { ...kept, found: true } : { key, found: false };
-          if (kept)
-            await sessionStore.completeEndedSession(tx, row.id, {
-              recording: { sha256: kept.sha256, bytes: kept.bytes },
-              bytesUp: Number(stored!.bytes_up),
-              bytesDown: Number(stored!.bytes_down),
-            });
-        }
-        const kept =
+        const sentence =
           recording === null
             ? ""
             : recording.found
@@ -860,7 +873,7 @@ export function createSessionService(deps: SessionServiceDeps) {
           action: "session.ended",
           outcome: "success" as const,
           subject: `session:${row.id}`,
-          reason: `The Stint node relaying this session (${row.node}) stopped answering.${kept}`,
+          reason: `The Stint node relaying this session (${row.node}) stopped answering.${sentence}`,
           details: { kind: row.kind, endReason: "node_lost", node: row.node, request: row.request_id, recording },
         });
       }
@@ -942,6 +955,16 @@ export function createSessionService(deps: SessionServiceDeps) {
     ) {
       const message: BusMessage = { type: "activation", ...ended, at: Date.now() };
       await sessionStore.notify(tx, SESSIONS_CHANNEL, message);
+    },
+
+    /** `onActivationEnded` for many activations ended in one transaction: one statement. */
+    async onActivationsEnded(
+      tx: AppStore["db"],
+      ended: { requestId: string; role: string; state: string; by: string; reason: string }[],
+    ) {
+      const at = Date.now();
+      const messages: BusMessage[] = ended.map((e) => ({ type: "activation", ...e, at }));
+      await sessionStore.notifyMany(tx, SESSIONS_CHANNEL, messages);
     },
 
     /** The CA's public key and where the SSH proxy listens (public: hosts may trust the CA directly). */
