@@ -14,7 +14,8 @@
  * sweep touches its sessions once it is dead) records statements and node A dies at the failpoint. Node B (the test
  * server's sessions service) sweeps a minute later. Then: the session is ended (`node_lost`), not left live; exactly
  * one `session.ended`; its recording is readable, holds what reached the disk before the crash, and its SHA-256 is
- * the one in `session.ended` and on the row; no `.partial` file is left; the audit chain verifies.
+ * the one in `session.ended` and on the row; no `.partial` file is left; the audit chain verifies. When node A kept
+ * its recordings in a directory of its own, node B says in `session.ended` that it does not hold the recording.
  *
  * Besides the crashes: a rotation paused past its claim (a stalled node) while another node settles its pending
  * version on the old password must not leave the target on a password the vault does not hold (it did: node A then
@@ -24,7 +25,8 @@
  * failpoint does not fire.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { readdir } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { Registry } from "prom-client";
@@ -443,9 +445,9 @@ const RECORDINGS: RecordingScenario[] = [
   },
 ];
 
-async function walkRecording(d: Deployment, scenario: RecordingScenario, user: string): Promise<void> {
+/** An activation of `user` and a PostgreSQL session through node A's gate, recorded into `blobDir`. */
+async function openOnNodeA(d: Deployment, user: string, blobDir: string): Promise<OpenSession> {
   const { server, clock } = d;
-  const db = server.store.db;
   const activation = await d.api(user, "POST", "/v1/activation-requests", {
     role: "fpr-session",
     duration: "1h",
@@ -456,25 +458,32 @@ async function walkRecording(d: Deployment, scenario: RecordingScenario, user: s
   const token = await d.api(user, "POST", "/v1/db/tokens", { role: "fpr-session" });
   expect(token.status, JSON.stringify(token.body)).toBe(200);
 
-  // Node A: a sessions service of its own on the same store and blob directory, never started (no sweep runs
-  // on it: once it is dead, nothing touches its sessions).
+  // Node A: a sessions service of its own on the same store, never started (no sweep runs on it: once it is
+  // dead, nothing touches its sessions).
   const nodeA = createSessionService({
     store: server.store,
     audit: server.audit,
     clock,
     masterKey: d.masterKey,
-    blobs: createBlobStore(server.config.blobDir),
+    blobs: createBlobStore(blobDir),
     registry: new Registry(),
     logger: createLogger({ level: "silent" }),
     vault: server.vault,
     node: `node-a-${hex}`,
   });
-  const session = await nodeA.gate.openPostgres({
+  return nodeA.gate.openPostgres({
     user: String(token.body.user),
     password: String(token.body.password),
     database: null,
     clientAddress: "127.0.0.1",
   });
+}
+
+async function walkRecording(d: Deployment, scenario: RecordingScenario, user: string): Promise<void> {
+  const { server, clock } = d;
+  const db = server.store.db;
+  // Node A records into the blob directory node B reads (one shared STINT_BLOB_DIR).
+  const session = await openOnNodeA(d, user, server.config.blobDir);
   const expected = await scenario.crash(session, d);
   disarmFailpoints();
   const row = await db.selectFrom("sessions").select(["ended_at"]).where("id", "=", session.id).executeTakeFirst();
@@ -513,6 +522,34 @@ async function walkRecording(d: Deployment, scenario: RecordingScenario, user: s
   expect(verified.ok, JSON.stringify(verified)).toBe(true);
 }
 
+/** Node A kept its recordings in a directory of its own: node B cannot keep the recording, and says so. */
+async function recordingElsewhere(d: Deployment, user: string): Promise<void> {
+  const { server, clock } = d;
+  const elsewhere = await mkdtemp(path.join(tmpdir(), "stint-blobs-node-a-"));
+  try {
+    const session = await openOnNodeA(d, user, elsewhere);
+    const armed = armFailpoint("session.recording.after-write", "crash");
+    session.recorder.query(statement("select 'on node A only'"));
+    await until("the batch is written and the node dies", () => armed.fired === 1);
+    disarmFailpoints();
+    clock.advance(SESSION_LOST_MS + 1_000);
+    await server.sessions.sweepOnce();
+
+    const shown = await d.api(null, "GET", `/v1/sessions/${session.id}`);
+    expect(shown.body).toMatchObject({ live: false, endReason: "node_lost", recording: { available: false } });
+    const events = await auditOf(d, `session:${session.id}`);
+    expect(events.map((e) => e.action)).toEqual(["session.started", "session.ended"]);
+    const key = `recordings/${new Date(String(shown.body.startedAt)).toISOString().slice(0, 7).replace("-", "/")}/${session.id}.jsonl`;
+    expect(events[1]!.details.recording).toEqual({ key, found: false });
+    // Not lost: node A's directory still holds what reached its disk.
+    expect(await readFile(path.join(elsewhere, `${key}.partial`), "utf8")).toContain("on node A only");
+    const verified = await server.audit.verify();
+    expect(verified.ok, JSON.stringify(verified)).toBe(true);
+  } finally {
+    await rm(elsewhere, { recursive: true, force: true });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 
 beforeAll(async () => {
@@ -534,7 +571,7 @@ it("walks every registered failpoint of the vault's rotation and session recordi
 
 describe.each(ENGINES)("a crash at every rotation and recording failpoint, store on %s", (engine) => {
   const tag = engine === "pglite" ? "l" : "q";
-  const users = RECORDINGS.map((_, i) => `r${i}${tag}${hex}`);
+  const users = [...RECORDINGS, "elsewhere"].map((_, i) => `r${i}${tag}${hex}`);
   let d: Deployment;
 
   beforeAll(async () => {
@@ -551,6 +588,10 @@ describe.each(ENGINES)("a crash at every rotation and recording failpoint, store
       await walkRotation(d, scenario, index + (engine === "pglite" ? 0 : 10));
     },
   );
+
+  it("a lost node's recording that another node's blob store does not hold is named in session.ended as not found", async () => {
+    await recordingElsewhere(d, users[RECORDINGS.length]!);
+  });
 
   it("a rotation that outlives its claim while another node settles it leaves the vault and the target agreeing", async () => {
     await rotationOutlivesClaim(d, engine === "pglite" ? 0 : 10);
