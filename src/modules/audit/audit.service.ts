@@ -38,6 +38,14 @@ export interface AuditLog {
     context: CallContext,
     events: AuditInput | AuditInput[],
   ): Promise<PendingAuditEvent[]>;
+  /**
+   * `append` for the events of many calls at once (group commit): one INSERT for all of them, in the order
+   * given, each with its own actor and context. Returns each call's events.
+   */
+  appendMany(
+    tx: Kysely<Database>,
+    calls: readonly { actor: Actor; context: CallContext; events: AuditInput | AuditInput[] }[],
+  ): Promise<PendingAuditEvent[][]>;
   /** Records an event in its own transaction (for denials and failures that change nothing else). */
   record(actor: Actor, context: CallContext, events: AuditInput | AuditInput[]): Promise<PendingAuditEvent[]>;
   readonly sequencing: AuditSequencing;
@@ -151,12 +159,10 @@ export function createAuditLog(deps: {
     return null;
   }
 
-  const append: AuditLog["append"] = async (tx, actor, context, input) => {
-    const inputs = Array.isArray(input) ? input : [input];
-    if (inputs.length === 0) return [];
+  /** The pending events of one call: one id each, the call's time, actor and context. */
+  function pendingEvents(actor: Actor, context: CallContext, inputs: AuditInput[], time: string) {
     const who = actorLabel(actor);
-    const time = clock.now().toISOString();
-    const events: PendingAuditEvent[] = inputs.map((item) => ({
+    return inputs.map((item): PendingAuditEvent => ({
       id: newId(),
       time,
       ...who,
@@ -169,13 +175,32 @@ export function createAuditLog(deps: {
       userAgent: context.userAgent,
       details: item.details ?? {},
     }));
+  }
+
+  /** Writes `events` (one multi-row INSERT, a MAC per row) and chains them inline or wakes the sequencer. */
+  async function writePending(tx: Kysely<Database>, events: PendingAuditEvent[]) {
+    if (events.length === 0) return;
     await auditStore.insertPending(
       tx,
       events.map((event) => ({ event, mac: keyring.mac("audit-pending", pendingMessage(event)) })),
     );
     if (sequencing === "inline") await chainPending(tx);
     else for (const listener of pendingListeners) listener();
+  }
+
+  const append: AuditLog["append"] = async (tx, actor, context, input) => {
+    const events = pendingEvents(actor, context, Array.isArray(input) ? input : [input], clock.now().toISOString());
+    await writePending(tx, events);
     return events;
+  };
+
+  const appendMany: AuditLog["appendMany"] = async (tx, calls) => {
+    const time = clock.now().toISOString();
+    const perCall = calls.map((call) =>
+      pendingEvents(call.actor, call.context, Array.isArray(call.events) ? call.events : [call.events], time),
+    );
+    await writePending(tx, perCall.flat());
+    return perCall;
   };
 
   /** Links `events` after `head`, writes them, moves the head and signs the checkpoints they cross. */
@@ -252,6 +277,7 @@ export function createAuditLog(deps: {
 
   return {
     append,
+    appendMany,
     record: (actor, context, events) => store.transaction((tx) => append(tx, actor, context, events)),
     sequencing,
     chainPending,

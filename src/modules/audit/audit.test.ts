@@ -288,6 +288,47 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
     expect(result).toEqual({ ok: true, count: 200, headSeq: 200, checkpoints: 8 });
   });
 
+  it("appendMany writes many calls' events in the caller's transaction, each with its own actor and context", async () => {
+    h = await auditHarness(engine, { checkpointEvery: 3 });
+    const { store, audit } = h;
+    const written = await store.transaction((tx) =>
+      audit.appendMany(tx, [
+        {
+          actor: alice,
+          context: { ...NO_CONTEXT, correlationId: "r1" },
+          events: { action: "secret.read", outcome: "success", subject: "secret:a" },
+        },
+        { actor: SYSTEM, context: { ...NO_CONTEXT, correlationId: "r2" }, events: [] },
+        {
+          actor: SYSTEM,
+          context: { ...NO_CONTEXT, correlationId: "r3" },
+          events: [
+            { action: "secret.read", outcome: "success", subject: "secret:b" },
+            { action: "secret.read", outcome: "denied", subject: "secret:c", reason: "no" },
+          ],
+        },
+      ]),
+    );
+    expect(written.map((events) => events.length)).toEqual([1, 0, 2]);
+    // A batch whose transaction fails leaves none of its events.
+    await expect(
+      store.transaction(async (tx) => {
+        await audit.appendMany(tx, [
+          { actor: alice, context: NO_CONTEXT, events: { action: "lost", outcome: "success" } },
+        ]);
+        throw new Error("the batch failed");
+      }),
+    ).rejects.toThrow();
+    await audit.catchUp();
+    const events = await audit.read({});
+    expect(events.map((e) => [e.actor, e.correlationId, e.subject, e.outcome])).toEqual([
+      ["alice", "r1", "secret:a", "success"],
+      ["system:system", "r3", "secret:b", "success"],
+      ["system:system", "r3", "secret:c", "denied"],
+    ]);
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 3, checkpoints: 1 });
+  });
+
   it("names the seq of a row changed or deleted with raw SQL", async () => {
     h = await auditHarness(engine, { checkpointEvery: 10 });
     const { audit, store } = h;

@@ -36,7 +36,7 @@ export interface AuditBatcherOptions {
 export function createAuditBatcher<C>(
   deps: {
     store: Pick<AppStore, "transaction">;
-    audit: Pick<AuditLog, "append">;
+    audit: Pick<AuditLog, "appendMany">;
     /** In the batch's transaction: for each of `checked`, whether it is still what the database holds. */
     verify?: (tx: Kysely<Database>, checked: C[]) => Promise<boolean[]>;
   } & AuditBatcherOptions,
@@ -60,8 +60,11 @@ export function createAuditBatcher<C>(
       );
       toCheck.forEach((i, k) => (recorded[i] = fresh[k] === true));
     }
-    for (const [i, item] of batch.entries())
-      if (recorded[i]) await deps.audit.append(tx, item.actor, item.context, item.events);
+    // One multi-row INSERT for the whole batch (a MAC per row, as `append` writes them).
+    await deps.audit.appendMany(
+      tx,
+      batch.filter((_, i) => recorded[i]),
+    );
     return recorded;
   }
 

@@ -47,7 +47,7 @@ import { custodyChanges, releaseProblem, type ReleasePurpose, type SecretAccessF
 
 export interface VaultServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append" | "record">;
+  audit: Pick<AuditLog, "append" | "appendMany" | "record">;
   clock: Clock;
   /** The root key from the key file or environment (key-file mode); null when none was given. */
   fileKey: Uint8Array | null;
