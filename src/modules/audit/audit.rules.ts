@@ -1,15 +1,17 @@
 /** Pure rules of the audit chain: canonical encoding, hashing, verification. */
 import canonicalize from "canonicalize";
-import { createHash } from "node:crypto";
+import { hash as digestOnce } from "node:crypto";
 import type { AuditEvent, PendingAuditEvent, VerifyResult } from "./audit.types.js";
 
 export const GENESIS_HASH = "0".repeat(64);
 
 /** SHA-256 over the RFC 8785 canonical JSON of every field but the hash itself. */
 export function hashEvent(event: Omit<AuditEvent, "hash">): string {
-  return createHash("sha256").update(canonicalEvent(event)).digest("hex");
+  // One-shot: no Hash object per event (verify hashes every event).
+  return digestOnce("sha256", canonicalEvent(event), "hex");
 }
 
+const nullableString = (value: unknown) => value === null || typeof value === "string";
 const str = (value: string | null) => (value === null ? "null" : JSON.stringify(value));
 
 /**
@@ -20,12 +22,21 @@ const str = (value: string | null) => (value === null ? "null" : JSON.stringify(
  */
 export function canonicalEvent(event: Omit<AuditEvent, "hash">): string {
   const e = event;
-  const strings = [e.action, e.actor, e.id, e.outcome, e.prevHash, e.time];
-  const nullable = [e.actorId, e.correlationId, e.reason, e.sourceIp, e.subject, e.userAgent];
+  // Field by field, no arrays: this runs once per event in verify's loop.
   if (
     !Number.isSafeInteger(e.seq) ||
-    strings.some((v) => typeof v !== "string") ||
-    nullable.some((v) => v !== null && typeof v !== "string")
+    typeof e.action !== "string" ||
+    typeof e.actor !== "string" ||
+    typeof e.id !== "string" ||
+    typeof e.outcome !== "string" ||
+    typeof e.prevHash !== "string" ||
+    typeof e.time !== "string" ||
+    !nullableString(e.actorId) ||
+    !nullableString(e.correlationId) ||
+    !nullableString(e.reason) ||
+    !nullableString(e.sourceIp) ||
+    !nullableString(e.subject) ||
+    !nullableString(e.userAgent)
   )
     return canonicalGeneral(e);
   const details = canonicalize(e.details);

@@ -356,19 +356,19 @@ export function createAuditLog(deps: {
       });
       // The next page is read while this one is hashed (the database and the hashing overlap).
       const PAGE = 10_000;
-      let next: Promise<auditStore.EventRow[]> | null = auditStore.pageFrom(store.db, 0, PAGE);
+      let next: Promise<AuditEvent[]> | null = auditStore.eventsForVerify(store.db, 0, PAGE);
       while (next) {
-        const rows: auditStore.EventRow[] = await next;
-        if (rows.length === 0) break;
-        const last = rows.at(-1)!.seq;
-        next = rows.length === PAGE && last < head.seq ? auditStore.pageFrom(store.db, last, PAGE) : null;
+        const events: AuditEvent[] = await next;
+        if (events.length === 0) break;
+        const last = events.at(-1)!.seq;
+        next = events.length === PAGE && last < head.seq ? auditStore.eventsForVerify(store.db, last, PAGE) : null;
         let going = true;
-        for (const row of rows) {
-          if (row.seq > head.seq) {
+        for (const event of events) {
+          if (event.seq > head.seq) {
             going = false;
             break;
           }
-          going = verifier.push(auditStore.toEvent(row));
+          going = verifier.push(event);
           if (!going) break;
         }
         if (!going) {

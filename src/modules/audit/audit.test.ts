@@ -329,6 +329,17 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
     expect(await audit.verify()).toMatchObject({ ok: true, count: 3, checkpoints: 1 });
   });
 
+  it("reports a time moved by less than a millisecond with raw SQL", async () => {
+    h = await auditHarness(engine);
+    const { audit, store } = h;
+    for (let i = 0; i < 5; i++)
+      await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success", subject: `s${i}` });
+    await audit.catchUp();
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 5 });
+    await sql`update audit_events set time = time + interval '1 microsecond' where seq = 3`.execute(store.db);
+    expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 3 });
+  });
+
   it("names the seq of a row changed or deleted with raw SQL", async () => {
     h = await auditHarness(engine, { checkpointEvery: 10 });
     const { audit, store } = h;
