@@ -336,8 +336,13 @@ export function createGrantService(deps: GrantServiceDeps) {
    * The target's admin credential, opened only for the target it was set for at the endpoint it was set for
    * (both are in the sealed value's associated data, so a row pointed at or moved from elsewhere does not open).
    */
-  async function openCredential(db: Kysely<Database>, row: grantStore.TargetRow, path: string): Promise<string> {
-    const sealed = await grantStore.readSecret(db, path);
+  async function openCredential(
+    db: Kysely<Database>,
+    row: grantStore.TargetRow,
+    path: string,
+    read?: grantStore.StoredTargetSecret | null,
+  ): Promise<string> {
+    const sealed = read === undefined ? await grantStore.readSecret(db, path) : read;
     const setAgain = `set it with \`stint targets credential ${row.name}\``;
     if (!sealed)
       throw new ConnectorError("refused", `the credential ${path} of target ${row.name} is not stored; ${setAgain}`);
@@ -359,14 +364,16 @@ export function createGrantService(deps: GrantServiceDeps) {
     }
   }
 
+  /** `secret`: the target's stored credential when the caller read it already (null: none is stored). */
   async function connectorTarget(
     db: Kysely<Database>,
     row: grantStore.TargetRow,
+    secret?: grantStore.StoredTargetSecret | null,
   ): Promise<{ connector: Connector; target: ConnectorTarget; ignore: string[] }> {
     const connector = connectorFor(row.kind);
     if (!connector) throw new StintError("CONFLICT", `The target ${row.name} is internal: Stint enforces it itself.`);
     const config = targetConfig(row.config);
-    const credential = config.credential ? await openCredential(db, row, config.credential) : null;
+    const credential = config.credential ? await openCredential(db, row, config.credential, secret) : null;
     const ignore = Array.isArray(config.options.ignore) ? (config.options.ignore as unknown[]).map(String) : [];
     return {
       connector: scrubbing(connector, [credential]),
@@ -469,15 +476,18 @@ export function createGrantService(deps: GrantServiceDeps) {
   async function provisionJob(payload: Record<string, unknown>, attempt: number, signal: AbortSignal) {
     const grantId = String(payload.grantId);
     const maxAttempts = Number(payload.maxAttempts ?? provisionAttempts);
-    let grant = await grantStore.findGrant(store.db, grantId);
-    if (!grant) return;
+    // The grant, its target, the target's credential and a stored password: one statement.
+    let read = await grantStore.grantToProvision(store.db, grantId);
+    if (!read) return;
+    let grant = read.grant;
     if (grant.state === "provisioning" && attempt > maxAttempts) {
       // Its budget is spent and the last attempt stopped before finishing (its node died, or it overran its
       // lease), perhaps after the target call: fail the activation, then (below) leave a revocation behind.
       logger.warn({ grantId, attempt }, "provisioning settled: its last attempt stopped before finishing");
       await deps.requests.provisionFailed(grantId, "its last provisioning attempt stopped before finishing");
-      grant = await grantStore.findGrant(store.db, grantId);
-      if (!grant) return;
+      read = await grantStore.grantToProvision(store.db, grantId);
+      if (!read) return;
+      grant = read.grant;
     }
     if (grant.state !== "provisioning") {
       // A retry: an earlier attempt may have changed the target and died before saying so. If the grant has
@@ -486,7 +496,7 @@ export function createGrantService(deps: GrantServiceDeps) {
         await revokeAfterProvisioning(grantId, `before-attempt:${attempt}`, "an earlier provisioning attempt stopped");
       return;
     }
-    const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
+    const targetRow = read.target;
     if (grant.login === null) {
       const mapped = loginFor(targetConfig(targetRow.config).identity, {
         name: grant.principal_name,
@@ -499,12 +509,12 @@ export function createGrantService(deps: GrantServiceDeps) {
     const entitlement = grant.entitlement as Record<string, unknown>;
     await failpoint("grant.provision.before-target");
     try {
-      const { connector, target } = await connectorTarget(store.db, targetRow);
+      const { connector, target } = await connectorTarget(store.db, targetRow, read.targetSecret);
       problemsOf(connector.checkLogin(login), `the login ${login}`);
       if (isDynamic(entitlement)) {
         if (!connector.createLogin || !deps.vault)
           throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
-        const password = await dynamicPassword(grantId, login);
+        const password = await dynamicPassword(grantId, login, read.credential);
         await failpoint("grant.provision.after-credential");
         const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
         await call(connector.kind, "create_login", () =>
@@ -850,11 +860,17 @@ export function createGrantService(deps: GrantServiceDeps) {
     });
   }
 
-  /** The minted login's password: made and sealed once per grant, so a retry creates the same login. */
-  async function dynamicPassword(grantId: string, login: string): Promise<string> {
+  /**
+   * The minted login's password: made and sealed once per grant, so a retry creates the same login. `stored`:
+   * the sealed password the attempt read with its grant (null: none yet).
+   */
+  async function dynamicPassword(
+    grantId: string,
+    login: string,
+    stored: grantStore.StoredCredential | null,
+  ): Promise<string> {
     const vault = deps.vault!;
     const bound = `grant:${grantId}`;
-    const stored = await grantStore.findCredential(store.db, grantId);
     if (stored)
       return vault.openValue(bound, {
         ciphertext: stored.ciphertext,
@@ -870,10 +886,9 @@ export function createGrantService(deps: GrantServiceDeps) {
       if (error instanceof StintError) throw new ConnectorError("unavailable", `the vault: ${error.message}`);
       throw error;
     }
-    await grantStore.insertCredential(store.db, { grantId, login, ...sealed, now: clock.now() });
-    // Another worker may have stored one first: the stored one is the login's password.
+    if (await grantStore.insertCredential(store.db, { grantId, login, ...sealed, now: clock.now() })) return password;
+    // Another worker stored one first: the stored one is the login's password.
     const winner = (await grantStore.findCredential(store.db, grantId))!;
-    if (winner.ciphertext === sealed.ciphertext) return password;
     return vault.openValue(bound, {
       ciphertext: winner.ciphertext,
       wrappedKey: winner.wrapped_key,
@@ -1297,12 +1312,14 @@ export function createGrantService(deps: GrantServiceDeps) {
           "NOT_ACTIVE",
           `You have no active activation of ${roleName} with database credentials (a role with dynamic: true).`,
         );
-      const stored = await grantStore.findCredential(store.db, grant.id);
-      if (!stored) throw new StintError("NOT_ACTIVE", `The credentials of ${roleName} are still being made.`);
+      // The sealed password came with the grant (null columns while it is not stored yet).
+      if (grant.ciphertext === null || grant.credential_login === null)
+        throw new StintError("NOT_ACTIVE", `The credentials of ${roleName} are still being made.`);
+      const stored = { login: grant.credential_login };
       const password = await deps.vault.openValue(`grant:${grant.id}`, {
-        ciphertext: stored.ciphertext,
-        wrappedKey: stored.wrapped_key,
-        kekVersion: stored.kek_version,
+        ciphertext: grant.ciphertext,
+        wrappedKey: grant.wrapped_key!,
+        kekVersion: grant.kek_version!,
       });
       const url = new URL(grant.address ?? "");
       const defaultPort = grant.target_kind === "postgres" ? 5432 : 3306;

@@ -84,6 +84,84 @@ export function findGrant(db: Q, grantId: string) {
 }
 export type GrantRow = NonNullable<Awaited<ReturnType<typeof findGrant>>>;
 
+/**
+ * What a provisioning attempt reads, in one statement: the grant (as findGrant), its target's row, the
+ * target's sealed admin credential (the path its config names; null when none is stored or named) and the
+ * minted login's sealed password (null until one is stored).
+ */
+export async function grantToProvision(db: Q, grantId: string) {
+  const row = await db
+    .selectFrom("grants")
+    .innerJoin("activation_requests as r", "r.id", "grants.request_id")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .innerJoin("principals", "principals.id", "grants.principal_id")
+    .leftJoin("target_secrets as ts", (join) => join.on(sql<boolean>`ts.path = targets.config->>'credential'`))
+    .leftJoin("grant_credentials as gc", "gc.grant_id", "grants.id")
+    .select([
+      "grants.id",
+      "grants.state",
+      "grants.login",
+      "grants.attempts",
+      "grants.request_id",
+      "grants.role_id",
+      "roles.name as role_name",
+      "roles.entitlement",
+      "targets.id as target_id",
+      "principals.name as principal_name",
+      "principals.email as principal_email",
+      "r.state as request_state",
+      "r.duration_ms",
+      "targets.name as target_name",
+      "targets.kind as target_kind",
+      "targets.address as target_address",
+      "targets.config as target_config",
+      "ts.sealed as secret_sealed",
+      "ts.target_id as secret_target_id",
+      "ts.endpoint as secret_endpoint",
+      "gc.login as credential_login",
+      "gc.ciphertext as credential_ciphertext",
+      "gc.wrapped_key as credential_wrapped_key",
+      "gc.kek_version as credential_kek_version",
+    ])
+    .where("grants.id", "=", grantId)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const {
+    target_name,
+    target_kind,
+    target_address,
+    target_config,
+    secret_sealed,
+    secret_target_id,
+    secret_endpoint,
+    credential_login,
+    credential_ciphertext,
+    credential_wrapped_key,
+    credential_kek_version,
+    ...grant
+  } = row;
+  const target: TargetRow = {
+    id: grant.target_id,
+    name: target_name,
+    kind: target_kind,
+    address: target_address,
+    config: target_config,
+  };
+  const targetSecret =
+    secret_sealed === null ? null : { sealed: secret_sealed, target_id: secret_target_id, endpoint: secret_endpoint };
+  const credential =
+    credential_ciphertext === null
+      ? null
+      : {
+          login: credential_login!,
+          ciphertext: credential_ciphertext,
+          wrapped_key: credential_wrapped_key!,
+          kek_version: credential_kek_version!,
+        };
+  return { grant: grant satisfies GrantRow, target, targetSecret, credential };
+}
+
 export async function setGrantLogin(db: Q, grantId: string, login: string): Promise<void> {
   await db.updateTable("grants").set({ login }).where("id", "=", grantId).execute();
 }
@@ -467,6 +545,17 @@ export async function isDirectlyEligible(db: Q, roleId: string, principalId: str
 // ---------------------------------------------------------------------------
 // Minted logins' passwords (sealed by the vault)
 
+/** A target's sealed admin credential as stored (readSecret). */
+export type StoredTargetSecret = NonNullable<Awaited<ReturnType<typeof readSecret>>>;
+
+/** A minted login's sealed password as a provisioning attempt uses it. */
+export interface StoredCredential {
+  login: string;
+  ciphertext: string;
+  wrapped_key: string;
+  kek_version: number;
+}
+
 export function findCredential(db: Q, grantId: string) {
   return db.selectFrom("grant_credentials").selectAll().where("grant_id", "=", grantId).executeTakeFirst();
 }
@@ -474,8 +563,8 @@ export function findCredential(db: Q, grantId: string) {
 export async function insertCredential(
   db: Q,
   row: { grantId: string; login: string; ciphertext: string; wrappedKey: string; kekVersion: number; now: Date },
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  const inserted = await db
     .insertInto("grant_credentials")
     .values({
       grant_id: row.grantId,
@@ -486,16 +575,22 @@ export async function insertCredential(
       created_at: row.now,
     })
     .onConflict((oc) => oc.column("grant_id").doNothing())
-    .execute();
+    .returning("grant_id")
+    .executeTakeFirst();
+  return inserted !== undefined;
 }
 
-/** The requester's active grant of a role, with its target, for reading a minted credential. */
+/**
+ * The requester's active grant of a role, with its target and its minted login's sealed password (null
+ * columns until one is stored), for reading a minted credential.
+ */
 export function activeGrantOf(db: Q, principalId: string, roleName: string, now: Date) {
   return db
     .selectFrom("grants")
     .innerJoin("activation_requests as r", "r.id", "grants.request_id")
     .innerJoin("roles", "roles.id", "grants.role_id")
     .innerJoin("targets", "targets.id", "roles.target_id")
+    .leftJoin("grant_credentials as gc", "gc.grant_id", "grants.id")
     .select([
       "grants.id",
       "grants.login",
@@ -504,6 +599,10 @@ export function activeGrantOf(db: Q, principalId: string, roleName: string, now:
       "targets.kind as target_kind",
       "targets.address",
       "targets.name as target_name",
+      "gc.login as credential_login",
+      "gc.ciphertext",
+      "gc.wrapped_key",
+      "gc.kek_version",
     ])
     .where("grants.principal_id", "=", principalId)
     .where("roles.name", "=", roleName)

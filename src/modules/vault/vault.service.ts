@@ -180,6 +180,10 @@ export function createVaultService(deps: VaultServiceDeps) {
   const rowCache = new Map<string, vaultStore.SecretRow>();
   const versionCache = new Map<string, Map<number, SealedCopy>>();
   const kekCache = new Map<number, Buffer>();
+  // The active KEK, unwrapped (what seals minted logins' passwords and new versions), with the root it was
+  // unwrapped under: dropped with the other KEKs on a "kek" message (a rotation or a re-wrap, sent in its
+  // transaction) and when this node changes them itself.
+  let activeKekCache: { version: number; key: Buffer; root: Uint8Array } | null = null;
   let cacheChanges = 0;
   const forgetSecret = (path: string) => {
     cacheChanges += 1;
@@ -191,6 +195,7 @@ export function createVaultService(deps: VaultServiceDeps) {
     rowCache.clear();
     versionCache.clear();
     kekCache.clear();
+    activeKekCache = null;
   };
   index?.subscribe({
     onMessage(message) {
@@ -286,12 +291,23 @@ export function createVaultService(deps: VaultServiceDeps) {
     return root;
   }
 
+  /**
+   * The newest active KEK: from memory while the index vouches for its messages (read from the database once
+   * after each rotation or re-wrap, whose transaction sends the "kek" message that drops it on every node).
+   */
   async function activeKek(db: AppStore["db"]): Promise<{ version: number; key: Buffer }> {
     const key = await rootKey();
+    const remembered = index?.view() ? activeKekCache : null;
+    if (remembered && remembered.root === key) return { version: remembered.version, key: remembered.key };
+    const mark = cacheMark();
     const keks = (await vaultStore.keks(db)).filter((k) => k.state === "active");
     const newest = keks.at(-1);
     if (!newest) throw new StintError("INTEGRITY_FAILED", "The vault has no active key-encryption key.");
-    return { version: newest.version, key: unwrapKek(key, newest.version, newest.wrapped) };
+    const unwrapped = unwrapKek(key, newest.version, newest.wrapped);
+    // Only while unsealed by the same root and nothing changed meanwhile.
+    if (index?.view() && mark === cacheMark() && root === key)
+      activeKekCache = { version: newest.version, key: unwrapped, root: key };
+    return { version: newest.version, key: unwrapped };
   }
 
   async function kekOf(db: AppStore["db"], version: number): Promise<Buffer> {
@@ -1288,6 +1304,7 @@ export function createVaultService(deps: VaultServiceDeps) {
           details: { mode: "shamir", shares: input.shares, threshold: input.threshold },
         });
       });
+      forgetAll();
       root = next;
       pendingShares = [];
       return { shares, threshold: input.threshold };
@@ -1348,7 +1365,7 @@ export function createVaultService(deps: VaultServiceDeps) {
     async rotateKey(actor: Actor, context: CallContext) {
       authorize(actor, "vault.operate");
       const key = await rootKey();
-      return store.transaction(async (tx) => {
+      const rotated = await store.transaction(async (tx) => {
         const now = clock.now();
         const keks = await vaultStore.keks(tx);
         const version = (keks.at(-1)?.version ?? 0) + 1;
@@ -1379,6 +1396,9 @@ export function createVaultService(deps: VaultServiceDeps) {
         });
         return { keyVersion: version, rewrapped: versions.length };
       });
+      // This node seals with the new KEK from now on, without waiting for its own "kek" message.
+      forgetAll();
+      return rotated;
     },
   };
 }

@@ -1,0 +1,173 @@
+/**
+ * Issue 14 acceptance 5: a dynamic PostgreSQL login, submit → the login works. Counts the SQL statements (and
+ * transactions) that the provisioning job of a `dynamic: true` role (one outbox pass: the claim, the job's
+ * reads, the password minted and sealed in the vault, the activation, the job's completion) and the
+ * credentials read (`GET /v1/me/roles/:role/credentials`, the service as its route calls it) send to the store,
+ * and holds them under a ceiling so a regression fails here rather than in a benchmark. The target is the
+ * machine's PostgreSQL: the minted login must read the table. Statements to the target are not counted here
+ * (bench/connectors.bench.ts prints them).
+ */
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Actor } from "../authz/authz.types.js";
+import { ENGINES, PG_ADMIN_URL } from "../../testing/engines.js";
+import { passwordFor, testServer, type TestServer } from "../../testing/server.js";
+import { statementCounter } from "../../testing/statements.js";
+
+/**
+ * The ceilings on PostgreSQL. Measured before (after 2cfbb77): provisioning 14 statements (the claim; the
+ * grant, its target, a stored password and the active KEK read apart; the password inserted then read back;
+ * the activation's transaction, 6; the job's completion), the credentials read 3 (the grant, then its
+ * password, then the audit event). Now the grant, its target, the target's credential and a stored password
+ * are one read, the KEK comes from memory, the insert says whether it won (RETURNING), and the credentials
+ * read takes the password with the grant. Transactions: only the activation's (the claim, the password's
+ * insert, the completion and the read's audit event commit on their own).
+ */
+const PROVISION_MAX_STATEMENTS = 10;
+const PROVISION_MAX_TRANSACTIONS = 1;
+const CREDENTIALS_MAX_STATEMENTS = 2;
+/** On PGlite the audit log chains in the appending transaction (`inline`): four more per audited transaction. */
+const INLINE_CHAINING = { pglite: 4, postgres: 0 };
+
+const hex = randomBytes(4).toString("hex");
+const database = `stint_dst_${hex}`;
+const reader = `stint_dst_reader_${hex}`;
+const user = `dyn${hex}`;
+const role = "ledger-reader";
+
+let root: pg.Client;
+
+beforeAll(async () => {
+  root = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await root.connect();
+  await root.query(`create database ${database}`);
+  await root.query(`create role ${reader} nologin`);
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${database}`;
+  const db = new pg.Client({ connectionString: url.toString() });
+  await db.connect();
+  await db.query("create table ledger (entry text)");
+  await db.query("insert into ledger values ('opening balance')");
+  await db.query("revoke all on ledger from public");
+  await db.query(`grant select on ledger to ${reader}`);
+  await db.end();
+});
+
+afterAll(async () => {
+  if (!root) return;
+  await root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
+  const minted = await root.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
+    `stint_${user}_%`,
+  ]);
+  for (const r of minted.rows) await root.query(`drop role if exists ${r.rolname}`).catch(() => undefined);
+  await root.query(`drop role if exists ${reader}`).catch(() => undefined);
+  await root.end();
+});
+
+describe.each(ENGINES)("statements of a dynamic login on %s", (engine) => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it("provisioning a minted login and reading its credentials stay under their statement ceilings", async () => {
+    const { wrap, measure } = statementCounter();
+    server = await testServer(engine, { wrapStore: wrap, env: { STINT_RECONCILE_INTERVAL: "0" } });
+    const s = server;
+    const inject = async (auth: string, method: string, url: string, payload?: object) => {
+      const res = await s.app.inject({
+        method: method as "GET",
+        url,
+        headers: { authorization: auth },
+        ...(payload ? { payload } : {}),
+      });
+      return { status: res.statusCode, body: res.body ? (res.json() as Record<string, unknown>) : {} };
+    };
+    const created = await inject(s.adminAuth, "POST", "/v1/users", { name: user, password: passwordFor(user) });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const applied = await inject(s.adminAuth, "POST", "/v1/config/apply", {
+      yaml: `
+apiVersion: stint/v1
+policies:
+  - name: dyn-self
+    mfa: { required: false }
+    maxDuration: 8h
+targets:
+  - name: ledger
+    kind: postgres
+    address: postgres://postgres@127.0.0.1:5432/${database}?sslmode=disable
+roles:
+  - name: ${role}
+    target: ledger
+    entitlement: { role: ${reader}, dynamic: true }
+    policy: dyn-self
+    risk: medium
+eligibility:
+  - role: ${role}
+    users: [${user}]
+`,
+    });
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+    const row = await s.store.db
+      .selectFrom("principals")
+      .select("id")
+      .where("name", "=", user)
+      .executeTakeFirstOrThrow();
+    const actor: Actor = { kind: "principal", id: row.id, name: user, principalKind: "user", roles: ["user"] };
+    const context = { correlationId: "statements-test", sourceIp: "127.0.0.1", userAgent: null };
+    const drain = async () => {
+      for (let i = 0; i < 10; i++) if ((await s.outbox.runOnce()).claimed === 0) return;
+    };
+
+    // The first round warms what a node keeps in memory; the next ones are counted.
+    for (let round = 0; round < 3; round++) {
+      const submitted = await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
+      expect(submitted.state).toBe("provisioning");
+      const provisioned = await measure(() => s.outbox.runOnce());
+      expect(provisioned.result).toMatchObject({ claimed: 1, done: 1 });
+      const request = await s.store.db
+        .selectFrom("activation_requests")
+        .select("state")
+        .where("id", "=", submitted.id)
+        .executeTakeFirstOrThrow();
+      expect(request.state).toBe("active");
+      const read = await measure(() => s.grants.credentials(actor, context, role));
+      // The minted login works at the server.
+      const client = new pg.Client({
+        host: read.result.host,
+        port: read.result.port,
+        database: read.result.database ?? undefined,
+        user: read.result.user,
+        password: read.result.password,
+      });
+      await client.connect();
+      const rows = (await client.query<{ entry: string }>("select entry from ledger")).rows;
+      await client.end();
+      expect(rows).toEqual([{ entry: "opening balance" }]);
+
+      await s.requests.deactivate(actor, role, context);
+      await drain();
+      if (round === 0) continue;
+      const report = `provision: ${provisioned.statements.length} in ${provisioned.transactions} tx ${JSON.stringify(provisioned.statements)}; credentials: ${read.statements.length} in ${read.transactions} tx ${JSON.stringify(read.statements)}`;
+      expect(provisioned.statements.length, report).toBeLessThanOrEqual(
+        PROVISION_MAX_STATEMENTS + INLINE_CHAINING[engine],
+      );
+      expect(provisioned.transactions, report).toBeLessThanOrEqual(PROVISION_MAX_TRANSACTIONS);
+      expect(read.statements.length, report).toBeLessThanOrEqual(CREDENTIALS_MAX_STATEMENTS + INLINE_CHAINING[engine]);
+    }
+    // What the statements wrote is all there: each activation audited as provisioned and its credentials read.
+    const audit = await s.store.db
+      .selectFrom("audit_pending")
+      .select("action")
+      .unionAll(s.store.db.selectFrom("audit_events").select("action"))
+      .execute();
+    const actions = audit.map((e) => e.action);
+    expect(actions.filter((a) => a === "request.activated")).toHaveLength(3);
+    expect(actions.filter((a) => a === "grant.credentials_read")).toHaveLength(3);
+    // No minted login is left at the target.
+    const left = await root.query("select rolname from pg_roles where rolname like $1", [`stint_${user}_%`]);
+    expect(left.rows).toEqual([]);
+  });
+});

@@ -1,0 +1,64 @@
+/**
+ * Test support: counts the SQL statements (and transactions) a call sends to the store. Wrap the store with
+ * `wrap` (testServer's `wrapStore`), then `measure(() => call())`: only the statements of the call itself are
+ * counted (AsyncLocalStorage marks them), so background work (the audit sequencer, heartbeats, a started
+ * outbox runner) is not. BEGIN and COMMIT are not statements here; transactions are counted apart.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
+import type { AppStore } from "../db/index.js";
+
+/** A statement's kind and first table, e.g. `update activation_requests`, `raw` for sql`…`. */
+export function describeNode(node: RootOperationNode): string {
+  const n = node as unknown as {
+    kind: string;
+    from?: { froms?: { table?: { identifier?: { name?: string } } }[] };
+    table?: { table?: { identifier?: { name?: string } } };
+    into?: { table?: { identifier?: { name?: string } } };
+  };
+  const kind = n.kind.replace(/QueryNode$|Node$/, "").toLowerCase();
+  const table = (n.from?.froms?.[0]?.table ?? n.table?.table ?? n.into?.table)?.identifier?.name;
+  return table ? `${kind} ${table}` : kind;
+}
+
+export interface Measured<T> {
+  result: T;
+  statements: string[];
+  transactions: number;
+}
+
+export function statementCounter() {
+  const scope = new AsyncLocalStorage<{ statements: string[]; transactions: number }>();
+  // A statement counts when its result comes back: a subquery built on its own passes transformQuery too.
+  const described = new WeakMap<object, string>();
+  const plugin: KyselyPlugin = {
+    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+      described.set(args.queryId, describeNode(args.node));
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => {
+      scope.getStore()?.statements.push(described.get(args.queryId) ?? "?");
+      return args.result;
+    },
+  };
+  const wrap = (store: AppStore): AppStore => ({
+    engine: store.engine,
+    db: store.db.withPlugin(plugin),
+    transaction: (fn) => {
+      const counted = scope.getStore();
+      if (counted) counted.transactions++;
+      return store.transaction((tx) => fn(tx.withPlugin(plugin)));
+    },
+    migrate: (dir) => store.migrate(dir),
+    ping: () => store.ping(),
+    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
+    close: () => store.close(),
+  });
+  /** Runs `call` and returns what it sent to the store. */
+  const measure = async <T>(call: () => Promise<T>): Promise<Measured<T>> => {
+    const counted = { statements: [] as string[], transactions: 0 };
+    const result = await scope.run(counted, call);
+    return { result, ...counted };
+  };
+  return { wrap, measure };
+}
