@@ -198,7 +198,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       decisionLinks,
       ...(onEvent ? { onEvent } : {}),
       onGrant: (tx, change) => grants!.onGrant(tx, change),
-      onEnded: (tx, ended) => sessions!.onActivationEnded(tx, ended),
+      onEnded: (tx, ended) => sessions!.onActivationsEnded(tx, ended),
     });
     const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
     const vault = createVaultService({

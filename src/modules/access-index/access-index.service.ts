@@ -366,6 +366,14 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       pendingByTx.get(tx)?.push(message);
     },
 
+    /** `send` for many messages, in one statement (the scheduler ending a batch of activations). */
+    async sendMany(tx: Kysely<Database>, bodies: AccessMessageBody[]): Promise<void> {
+      const at = Date.now();
+      const messages = bodies.map((body) => ({ ...body, at }) as AccessMessage);
+      await indexStore.notifyMany(tx, messages);
+      pendingByTx.get(tx)?.push(...messages);
+    },
+
     /**
      * The store, with transactions whose messages are applied on this node as soon as they commit (read
      * your own writes: a revocation answered is a revocation this node honours). Other nodes hear them

@@ -72,3 +72,12 @@ export function roleNames(db: Q): Promise<{ id: string; name: string }[]> {
 export async function notify(db: Q, message: AccessMessage): Promise<void> {
   await sql`select pg_notify(${ACCESS_CHANNEL}, ${JSON.stringify(message)})`.execute(db);
 }
+
+/** Sends `messages` in this order, in one statement (ending thousands of activations at once). */
+export async function notifyMany(db: Q, messages: AccessMessage[]): Promise<void> {
+  if (messages.length === 0) return;
+  const payloads = messages.map((message) => JSON.stringify(message));
+  await sql`select pg_notify(${ACCESS_CHANNEL}, m) from unnest(${payloads}::text[]) with ordinality as t(m, n) order by n`.execute(
+    db,
+  );
+}

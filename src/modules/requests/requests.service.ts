@@ -75,7 +75,10 @@ export interface RequestServiceDeps {
     tx: Kysely<Database>,
     change: { grantId: string; requestId: string; action: "provision" | "revoke" },
   ) => Promise<void>;
-  /** Called inside the transaction that ends an active activation (its brokered sessions end with it). */
+  /**
+   * Called inside the transaction that ends active activations (their brokered sessions end with them), once
+   * for all the activations it ends.
+   */
   onEnded?: (
     tx: Kysely<Database>,
     ended: {
@@ -84,13 +87,13 @@ export interface RequestServiceDeps {
       state: "expired" | "deactivated" | "revoked";
       by: string;
       reason: string;
-    },
+    }[],
   ) => Promise<void>;
   /**
    * The node's access index: the check API and activation tokens answer from it, and every transaction
    * that starts, extends or ends an activation tells it (all nodes hear it at commit).
    */
-  index?: Pick<AccessIndex, "view" | "send">;
+  index?: Pick<AccessIndex, "view" | "send" | "sendMany">;
 }
 
 export interface RequestDto {
@@ -486,9 +489,9 @@ export function createRequestService(deps: RequestServiceDeps) {
   }
 
   /**
-   * Ends activations (rows locked by the caller) with one set-based statement per table, however many: their
-   * rows, their grants (Stint enforces internal roles itself, so those grants end here; a real target is
-   * revoked through the outbox) and their pending extensions. Returns their audit events, for one append.
+   * Ends activations (rows locked by the caller) in one set-based statement however many (the request rows,
+   * their grants, their pending extensions), then sends their messages in one statement each and returns
+   * their audit events, for one append.
    */
   async function endMany(
     tx: Kysely<Database>,
@@ -500,20 +503,32 @@ export function createRequestService(deps: RequestServiceDeps) {
   ): Promise<AuditInput[]> {
     if (rows.length === 0) return [];
     for (const row of rows) assertTransition(row.state, state);
-    const ids = rows.map((row) => row.id);
-    await requestStore.markEnded(tx, ids, { state, reason, by, now });
-    const internal = rows.filter((row) => row.target_kind === "internal").map((row) => row.id);
-    const external = rows.filter((row) => row.target_kind !== "internal").map((row) => row.id);
-    if (internal.length > 0) await requestStore.endGrants(tx, internal, "revoked", now);
-    if (external.length > 0)
-      for (const g of await requestStore.endGrants(tx, external, "revoking", now))
-        await deps.onGrant?.(tx, { grantId: g.id, requestId: g.request_id, action: "revoke" });
-    for (const row of rows) {
-      await index?.send(tx, { t: "end", id: row.id });
-      await deps.onEnded?.(tx, { requestId: row.id, role: row.role_name, state, by, reason });
-    }
-    // A pending extension of an ended activation has nothing left to extend.
-    const cancelled = await requestStore.cancelExtensionsOf(tx, ids, now);
+    const done = await requestStore.endActivations(tx, { ids: rows.map((row) => row.id) }, { state, reason, by, now });
+    return ended(tx, done, state, reason, by, now);
+  }
+
+  /** What follows the end of activations (see `endActivations`): revocations, messages, audit events. */
+  async function ended(
+    tx: Kysely<Database>,
+    rows: requestStore.EndedRow[],
+    state: "expired" | "deactivated" | "revoked",
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    if (rows.length === 0) return [];
+    // A real target is revoked through the outbox (Stint enforces internal roles itself: nothing to queue).
+    for (const row of rows)
+      if (row.grant_id && row.target_kind !== "internal")
+        await deps.onGrant?.(tx, { grantId: row.grant_id, requestId: row.id, action: "revoke" });
+    await index?.sendMany(
+      tx,
+      rows.map((row) => ({ t: "end", id: row.id })),
+    );
+    await deps.onEnded?.(
+      tx,
+      rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
+    );
     const events: AuditInput[] = [];
     for (const row of rows) {
       await emit(tx, {
@@ -524,15 +539,14 @@ export function createRequestService(deps: RequestServiceDeps) {
         reason,
         by,
       });
-      for (const c of cancelled)
-        if (c.extends_request_id === row.id)
-          events.push({
-            action: "request.cancelled",
-            outcome: "success",
-            subject: `request:${c.id}`,
-            reason: "the activation it would extend ended",
-            details: { role: row.role_name, extends: row.id },
-          });
+      for (const id of row.cancelled)
+        events.push({
+          action: "request.cancelled",
+          outcome: "success",
+          subject: `request:${id}`,
+          reason: "the activation it would extend ended",
+          details: { role: row.role_name, extends: row.id },
+        });
       events.push({
         action: `request.${state}`,
         outcome: "success",
@@ -1320,8 +1334,14 @@ export function createRequestService(deps: RequestServiceDeps) {
     async expireDue(limit = 100): Promise<number> {
       return store.transaction(async (tx) => {
         const now = clock.now();
-        const due = await requestStore.claimDueExpiries(tx, now, limit);
-        const events = await endMany(tx, due, "expired", "the activation reached its end time", "system", now);
+        const reason = "the activation reached its end time";
+        // Claimed and ended in one statement (active → expired, checked by its WHERE), whatever their number.
+        const due = await requestStore.endActivations(
+          tx,
+          { dueAt: now, limit },
+          { state: "expired", reason, by: "system", now },
+        );
+        const events = await ended(tx, due, "expired", reason, "system", now);
         await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
         return due.length;
       });

@@ -370,52 +370,68 @@ export function stagesOf(row: { stages: unknown }): Stage[] {
   return row.stages as Stage[];
 }
 
+/** An activation that ended, with what followed from it: its grant (if any), its cancelled extensions. */
+export interface EndedRow {
+  id: string;
+  target_kind: string;
+  role_name: string;
+  requester_name: string;
+  activated_at: Date | null;
+  expires_at: Date | null;
+  grant_id: string | null;
+  cancelled: string[];
+}
+
 /**
- * Active activations whose time is up, soonest first, whole rows locked for this transaction (one
- * statement); other nodes' schedulers skip them.
+ * Ends activations in one statement, set-based whatever their number: the given ones (locked by the caller),
+ * or up to `limit` active ones whose time is up, soonest first (claimed here; rows another node's scheduler
+ * holds are skipped). Their rows take the end state; their grants end too (`revoked` on the internal target,
+ * which Stint enforces itself; `revoking` elsewhere, for the outbox to revoke at the target); their pending
+ * extensions are cancelled (nothing left to extend).
  */
-export function claimDueExpiries(db: Q, now: Date, limit: number): Promise<RequestRow[]> {
-  return requestQuery(db)
-    .where("activation_requests.state", "=", "active")
-    .where("activation_requests.expires_at", "<=", now)
-    .orderBy("activation_requests.expires_at")
-    .limit(limit)
-    .modifyEnd(sql`for update of activation_requests skip locked`)
-    .execute();
-}
-
-/** The end of activations, set-based: their rows take the end state. */
-export async function markEnded(
+export async function endActivations(
   db: Q,
-  ids: string[],
+  which: { ids: string[] } | { dueAt: Date; limit: number },
   end: { state: "expired" | "deactivated" | "revoked"; reason: string; by: string; now: Date },
-) {
-  await db
-    .updateTable("activation_requests")
-    .set({ state: end.state, ended_at: end.now, end_reason: end.reason, ended_by: end.by, updated_at: end.now })
-    .where("id", "in", ids)
-    .execute();
-}
-
-/** The grants of ended requests take `state` (one statement); returns them. */
-export function endGrants(db: Q, requestIds: string[], state: "revoked" | "revoking", now: Date) {
-  return db
-    .updateTable("grants")
-    .set({ state, updated_at: now })
-    .where("request_id", "in", requestIds)
-    .returning(["id", "request_id"])
-    .execute();
-}
-
-/** Pending extensions of ended activations have nothing left to extend: cancelled (one statement). */
-export function cancelExtensionsOf(db: Q, requestIds: string[], now: Date) {
-  return db
-    .updateTable("activation_requests")
-    .set({ state: "cancelled", end_reason: "the activation ended", ended_by: "system", updated_at: now })
-    .where("extends_request_id", "in", requestIds)
-    .where("state", "=", "pending")
-    .returning(["id", "extends_request_id"])
-    .execute();
+): Promise<EndedRow[]> {
+  const chosen =
+    "ids" in which
+      ? sql`select unnest(${which.ids}::uuid[]) as id`
+      : sql`select id from activation_requests
+          where state = 'active' and expires_at <= ${which.dueAt}
+          order by expires_at limit ${which.limit}
+          for update skip locked`;
+  const { now } = end;
+  const result = await sql<EndedRow>`
+    with chosen as (${chosen}),
+    ended as (
+      update activation_requests a
+      set state = ${end.state}, ended_at = ${now}, end_reason = ${end.reason}, ended_by = ${end.by},
+        updated_at = ${now}
+      from chosen, roles r, targets t, principals p
+      where a.id = chosen.id and r.id = a.role_id and t.id = r.target_id and p.id = a.requester_id
+      returning a.id, t.kind as target_kind, r.name as role_name, p.name as requester_name, a.activated_at,
+        a.expires_at
+    ),
+    grants_ended as (
+      update grants g
+      set state = case when ended.target_kind = 'internal' then 'revoked' else 'revoking' end, updated_at = ${now}
+      from ended
+      where g.request_id = ended.id
+      returning g.id, g.request_id
+    ),
+    extensions_cancelled as (
+      update activation_requests x
+      set state = 'cancelled', end_reason = 'the activation ended', ended_by = 'system', updated_at = ${now}
+      from ended
+      where x.extends_request_id = ended.id and x.state = 'pending'
+      returning x.id, x.extends_request_id
+    )
+    select ended.*, grants_ended.id as grant_id,
+      array(select c.id::text from extensions_cancelled c where c.extends_request_id = ended.id order by c.id) as cancelled
+    from ended left join grants_ended on grants_ended.request_id = ended.id
+    order by ended.expires_at, ended.id`.execute(db);
+  return result.rows;
 }
 
 export function claimDueDeadlines(db: Q, now: Date, limit: number) {

@@ -371,3 +371,12 @@ export function reapLostSessions(db: Q, before: Date, now: Date) {
 export async function notify(db: Q, channel: string, payload: unknown) {
   await sql`select pg_notify(${channel}, ${JSON.stringify(payload)})`.execute(db);
 }
+
+/** `notify` for many payloads, in this order, in one statement. */
+export async function notifyMany(db: Q, channel: string, payloads: unknown[]) {
+  if (payloads.length === 0) return;
+  const texts = payloads.map((payload) => JSON.stringify(payload));
+  await sql`select pg_notify(${channel}, m) from unnest(${texts}::text[]) with ordinality as t(m, n) order by n`.execute(
+    db,
+  );
+}
