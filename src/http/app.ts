@@ -424,9 +424,12 @@ function hasUnstorableText(value: unknown): boolean {
     const item = stack.pop();
     if (typeof item === "string" && unstorable(item)) return true;
     if (item !== null && typeof item === "object") {
-      for (const [key, child] of Object.entries(item)) {
+      // for…in over own keys: no entries array per object on every request.
+      const record = item as Record<string, unknown>;
+      for (const key in record) {
+        if (!Object.hasOwn(record, key)) continue;
         if (unstorable(key)) return true;
-        stack.push(child);
+        stack.push(record[key]);
       }
     }
   }
