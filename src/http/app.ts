@@ -83,7 +83,8 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       return typeof given === "string" && REQUEST_ID.test(given) ? given : requestId();
     },
     // A request's logger is made when something logs through it, not for every request (pino's child()
-    // serialises and redacts its bindings: ~5 µs a request, for a logger that at `warn` never writes).
+    // serialises and redacts its bindings: ~5 µs a request, for a logger that at `warn` and above writes
+    // nothing on a successful request; at `info` Fastify's request log lines make it anyway).
     childLoggerFactory: (logger, bindings, options) =>
       options.level === undefined && options.serializers === undefined
         ? lazyChild(logger, bindings)
