@@ -118,6 +118,32 @@ describe.each(ENGINES)("outbox runner on %s", (engine) => {
     expect(await metricValue(registry, "stint_outbox_executed_total")).toBe(1);
   });
 
+  it("an attempt that lost its store connection is retried within the first backoff step, whatever its number (issue 13)", async () => {
+    const { enqueue, runner, job, clock } = await setup();
+    await enqueue("revoke", "revoke:g1", { grantId: "g1" });
+    let calls = 0;
+    const { runner: r } = runner({
+      revoke: async () => {
+        calls += 1;
+        // What a statement of the handler's gets when pg_terminate_backend or a restart ends its connection.
+        if (calls <= 4)
+          throw Object.assign(new Error("terminating connection due to administrator command"), { code: "57P01" });
+      },
+    });
+    const delays: number[] = [];
+    for (let attempt = 1; attempt <= 4; attempt++) {
+      expect(await r.runOnce()).toMatchObject({ claimed: 1, retried: 1 });
+      const row = await job("revoke:g1");
+      expect(row).toMatchObject({ status: "pending", attempts: attempt });
+      delays.push(row.nextAttemptAt.getTime() - clock.now().getTime());
+      clock.advance(delays.at(-1)!);
+    }
+    // A failing target would wait up to 1, 2, 4, 8 s (here, with the jitter at its top, just under each).
+    expect(delays.filter((ms) => ms > BACKOFF.baseMs)).toEqual([]);
+    expect(await r.runOnce()).toMatchObject({ claimed: 1, done: 1 });
+    expect(await job("revoke:g1")).toMatchObject({ status: "done", attempts: 5 });
+  });
+
   it("dead-letters after max attempts, with an audit event in the chain and a metric", async () => {
     const { enqueue, runner, job, clock, audit } = await setup();
     await enqueue("revoke", "revoke:g9", { grantId: "g9" }, 3);

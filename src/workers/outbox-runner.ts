@@ -18,6 +18,7 @@ import type { AuditLog } from "../modules/audit/audit.service.js";
 import { SYSTEM, type CallContext } from "../modules/authz/authz.types.js";
 import {
   assertBackoffPolicy,
+  backoffMs,
   decideAfterFailure,
   DEFAULT_BACKOFF,
   outboxStore,
@@ -263,17 +264,22 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     const now = clock.now();
     const decision = decideAfterFailure({ attempts: job.attempts, maxAttempts: job.maxAttempts, now, policy, random });
     if (decision.status === "dead") return deadLetter(job, lastError);
+    // The attempt lost its store connection (a terminated backend, a restart): the target is not to blame,
+    // and the write below reaching the store shows it is back. Backing off as for a failing target (up to
+    // 2^n s) would only hold the revocation up: retry within the first step (baseMs, jittered), whatever
+    // the attempt. The attempt still counts towards maxAttempts.
+    const delayMs = isStoreUnavailable(error) ? backoffMs(1, policy, random) : decision.delayMs;
     const moved = await recordOutcome(() =>
       outboxStore.markRetry(store.db, {
         id: job.id,
         attempt: job.attempts,
-        nextAttemptAt: decision.nextAttemptAt,
+        nextAttemptAt: new Date(now.getTime() + delayMs),
         lastError,
       }),
     );
     if (!moved) return "stale";
     logger.warn(
-      { outboxId: job.id, kind: job.kind, attempt: job.attempts, retryInMs: decision.delayMs, lastError },
+      { outboxId: job.id, kind: job.kind, attempt: job.attempts, retryInMs: delayMs, lastError },
       "outbox attempt failed",
     );
     return "retry";
