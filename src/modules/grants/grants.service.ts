@@ -514,16 +514,31 @@ export function createGrantService(deps: GrantServiceDeps) {
       if (isDynamic(entitlement)) {
         if (!connector.createLogin || !deps.vault)
           throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
-        const password = await dynamicPassword(grantId, login, read.credential);
-        await failpoint("grant.provision.after-credential");
+        const minted = await dynamicPassword(grantId, login, read.credential);
         const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
-        await call(connector.kind, "create_login", () =>
-          connector.createLogin!(
-            target,
-            { login, password, entitlement, validUntil },
-            { signal, operationId: `provision:${grantId}` },
-          ),
-        );
+        const createLogin = (password: string) =>
+          call(connector.kind, "create_login", () =>
+            connector.createLogin!(
+              target,
+              { login, password, entitlement, validUntil },
+              { signal, operationId: `provision:${grantId}` },
+            ),
+          );
+        // A new password's insert commits while the target creates the login (its commit is off the critical
+        // path); both have finished, and succeeded, before the activation. A login made with a password that
+        // is then not stored is harmless: the retry seals a new one and createLogin sets it on the login it
+        // made (both connectors), and a grant that fails or ends has its login dropped whatever its password.
+        const [storing, creating] = await Promise.allSettled([
+          minted.stored.then(async (winner) => {
+            await failpoint("grant.provision.after-credential");
+            return winner;
+          }),
+          createLogin(minted.password),
+        ]);
+        if (storing.status === "rejected") throw storing.reason;
+        if (creating.status === "rejected") throw creating.reason;
+        // Another worker stored its password first: the login gets that one (that worker sets it too).
+        if (storing.value !== null) await createLogin(storing.value);
       } else {
         await call(connector.kind, "provision", () =>
           connector.provision(target, { login, entitlement }, { signal, operationId: `provision:${grantId}` }),
@@ -861,22 +876,21 @@ export function createGrantService(deps: GrantServiceDeps) {
   }
 
   /**
-   * The minted login's password: made and sealed once per grant, so a retry creates the same login. `stored`:
-   * the sealed password the attempt read with its grant (null: none yet).
+   * The minted login's password: made and sealed once per grant, so a retry creates the same login.
+   * `stored`: the sealed password the attempt read with its grant (null: none yet). Returns the password to
+   * create the login with and the storing of a new one (already done for a stored one): null once stored, or
+   * the password another worker stored first, which the login must have instead.
    */
   async function dynamicPassword(
     grantId: string,
     login: string,
     stored: grantStore.StoredCredential | null,
-  ): Promise<string> {
+  ): Promise<{ password: string; stored: Promise<string | null> }> {
     const vault = deps.vault!;
     const bound = `grant:${grantId}`;
-    if (stored)
-      return vault.openValue(bound, {
-        ciphertext: stored.ciphertext,
-        wrappedKey: stored.wrapped_key,
-        kekVersion: stored.kek_version,
-      });
+    const openSealed = (row: grantStore.StoredCredential) =>
+      vault.openValue(bound, { ciphertext: row.ciphertext, wrappedKey: row.wrapped_key, kekVersion: row.kek_version });
+    if (stored) return { password: await openSealed(stored), stored: Promise.resolve(null) };
     const password = generateValue(32);
     let sealed: Awaited<ReturnType<typeof vault.sealValue>>;
     try {
@@ -886,14 +900,14 @@ export function createGrantService(deps: GrantServiceDeps) {
       if (error instanceof StintError) throw new ConnectorError("unavailable", `the vault: ${error.message}`);
       throw error;
     }
-    if (await grantStore.insertCredential(store.db, { grantId, login, ...sealed, now: clock.now() })) return password;
-    // Another worker stored one first: the stored one is the login's password.
-    const winner = (await grantStore.findCredential(store.db, grantId))!;
-    return vault.openValue(bound, {
-      ciphertext: winner.ciphertext,
-      wrappedKey: winner.wrapped_key,
-      kekVersion: winner.kek_version,
-    });
+    const storing = (async () => {
+      if (await grantStore.insertCredential(store.db, { grantId, login, ...sealed, now: clock.now() })) return null;
+      // Another worker stored one first: the stored one is the login's password.
+      return openSealed((await grantStore.findCredential(store.db, grantId))!);
+    })();
+    // Awaited by the caller (allSettled); never an unhandled rejection meanwhile.
+    storing.catch(() => undefined);
+    return { password, stored: storing };
   }
 
   function problemsOf(problems: string[], what: string) {

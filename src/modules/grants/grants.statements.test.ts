@@ -10,10 +10,23 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { AppStore } from "../../db/index.js";
+import { armFailpoint, disarmFailpoints } from "../../lib/failpoints.js";
 import type { Actor } from "../authz/authz.types.js";
 import { ENGINES, PG_ADMIN_URL } from "../../testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../../testing/server.js";
 import { statementCounter } from "../../testing/statements.js";
+import { scramSecret } from "../connectors/postgres/postgres.rules.js";
+
+/** Whether the login's password at the server is `password` (the machine's server trusts local sign-ins). */
+async function passwordIs(login: string, password: string): Promise<boolean> {
+  const row = (
+    await root.query<{ rolpassword: string | null }>("select rolpassword from pg_authid where rolname = $1", [login])
+  ).rows[0];
+  const match = /^SCRAM-SHA-256\$(\d+):([^$]+)\$/.exec(row?.rolpassword ?? "");
+  if (!match) return false;
+  return scramSecret(password, Buffer.from(match[2]!, "base64"), Number(match[1])) === row!.rolpassword;
+}
 
 /**
  * The ceilings on PostgreSQL. Measured before (after 2cfbb77): provisioning 14 statements (the claim; the
@@ -68,13 +81,14 @@ afterAll(async () => {
 describe.each(ENGINES)("statements of a dynamic login on %s", (engine) => {
   let server: TestServer | undefined;
   afterEach(async () => {
+    disarmFailpoints();
     await server?.cleanup();
     server = undefined;
   });
 
-  it("provisioning a minted login and reading its credentials stay under their statement ceilings", async () => {
-    const { wrap, measure } = statementCounter();
-    server = await testServer(engine, { wrapStore: wrap, env: { STINT_RECONCILE_INTERVAL: "0" } });
+  /** A server with a user eligible for a dynamic role at the machine's PostgreSQL. */
+  async function setup(wrapStore?: (store: AppStore) => AppStore) {
+    server = await testServer(engine, { ...(wrapStore ? { wrapStore } : {}), env: { STINT_RECONCILE_INTERVAL: "0" } });
     const s = server;
     const inject = async (auth: string, method: string, url: string, payload?: object) => {
       const res = await s.app.inject({
@@ -121,6 +135,12 @@ eligibility:
       for (let i = 0; i < 10; i++) if ((await s.outbox.runOnce()).claimed === 0) return;
     };
 
+    return { s, actor, context, drain };
+  }
+
+  it("provisioning a minted login and reading its credentials stay under their statement ceilings", async () => {
+    const { wrap, measure } = statementCounter();
+    const { s, actor, context, drain } = await setup(wrap);
     // The first round warms what a node keeps in memory; the next ones are counted.
     for (let round = 0; round < 3; round++) {
       const submitted = await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
@@ -134,7 +154,8 @@ eligibility:
         .executeTakeFirstOrThrow();
       expect(request.state).toBe("active");
       const read = await measure(() => s.grants.credentials(actor, context, role));
-      // The minted login works at the server.
+      // The minted login works at the server, with the password read.
+      expect(await passwordIs(read.result.user, read.result.password)).toBe(true);
       const client = new pg.Client({
         host: read.result.host,
         port: read.result.port,
@@ -169,5 +190,48 @@ eligibility:
     // No minted login is left at the target.
     const left = await root.query("select rolname from pg_roles where rolname like $1", [`stint_${user}_%`]);
     expect(left.rows).toEqual([]);
+  });
+
+  it("a password another worker stored first is the one the login gets", async () => {
+    const { s, actor, context, drain } = await setup();
+    const submitted = await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
+    // Between this attempt's read (no password stored yet) and its insert, another worker stores its own.
+    armFailpoint("grant.provision.before-target", async () => {
+      const grant = await s.store.db
+        .selectFrom("grants")
+        .select(["id", "login"])
+        .where("request_id", "=", submitted.id)
+        .executeTakeFirstOrThrow();
+      const sealed = await s.vault.sealValue(`grant:${grant.id}`, "the-other-workers-password-1234");
+      await s.store.db
+        .insertInto("grant_credentials")
+        .values({
+          grant_id: grant.id,
+          login: grant.login!,
+          ciphertext: sealed.ciphertext,
+          wrapped_key: sealed.wrappedKey,
+          kek_version: sealed.kekVersion,
+          created_at: new Date(),
+        })
+        .execute();
+    });
+    expect(await s.outbox.runOnce()).toMatchObject({ claimed: 1, done: 1 });
+    const read = await s.grants.credentials(actor, context, role);
+    expect(read.password).toBe("the-other-workers-password-1234");
+    expect(await passwordIs(read.user, read.password)).toBe(true);
+    const client = new pg.Client({
+      host: read.host,
+      port: read.port,
+      database: read.database ?? undefined,
+      user: read.user,
+      password: read.password,
+    });
+    await client.connect();
+    expect((await client.query<{ entry: string }>("select entry from ledger")).rows).toEqual([
+      { entry: "opening balance" },
+    ]);
+    await client.end();
+    await s.requests.deactivate(actor, role, context);
+    await drain();
   });
 });
