@@ -402,7 +402,16 @@ export async function endActivations(
           order by expires_at limit ${which.limit}
           for update skip locked`;
   const { now } = end;
-  const result = await sql<EndedRow>`
+  // One row of three JSON arrays: joining the data-modifying CTEs' outputs would be planned as nested loops
+  // (their row counts are unknown to the planner), quadratic in the batch.
+  const result = await sql<{
+    ended: (Omit<EndedRow, "grant_id" | "cancelled" | "activated_at" | "expires_at"> & {
+      activated_at: string | null;
+      expires_at: string | null;
+    })[];
+    grants: { id: string; request_id: string }[];
+    cancelled: { id: string; extends_request_id: string }[];
+  }>`
     with chosen as (${chosen}),
     ended as (
       update activation_requests a
@@ -427,11 +436,22 @@ export async function endActivations(
       where x.extends_request_id = ended.id and x.state = 'pending'
       returning x.id, x.extends_request_id
     )
-    select ended.*, grants_ended.id as grant_id,
-      array(select c.id::text from extensions_cancelled c where c.extends_request_id = ended.id order by c.id) as cancelled
-    from ended left join grants_ended on grants_ended.request_id = ended.id
-    order by ended.expires_at, ended.id`.execute(db);
-  return result.rows;
+    select
+      (select coalesce(json_agg(e order by e.expires_at, e.id), '[]') from ended e) as ended,
+      (select coalesce(json_agg(g), '[]') from grants_ended g) as grants,
+      (select coalesce(json_agg(c order by c.id), '[]') from extensions_cancelled c) as cancelled`.execute(db);
+  const { ended, grants, cancelled } = result.rows[0]!;
+  const grantOf = new Map(grants.map((g) => [g.request_id, g.id]));
+  const cancelledOf = new Map<string, string[]>();
+  for (const c of cancelled)
+    cancelledOf.set(c.extends_request_id, [...(cancelledOf.get(c.extends_request_id) ?? []), c.id]);
+  return ended.map((e) => ({
+    ...e,
+    activated_at: e.activated_at === null ? null : new Date(e.activated_at),
+    expires_at: e.expires_at === null ? null : new Date(e.expires_at),
+    grant_id: grantOf.get(e.id) ?? null,
+    cancelled: cancelledOf.get(e.id) ?? [],
+  }));
 }
 
 export function claimDueDeadlines(db: Q, now: Date, limit: number) {
