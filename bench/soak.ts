@@ -732,7 +732,7 @@ const sampleAll = async () => {
 
 const minutesOf = (ms: number) => Number((ms / 60_000).toFixed(1));
 const median = (xs: number[]) => {
-  const sorted = [...xs].sort((a, b) => a - b);
+  const sorted = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
   return sorted.length === 0 ? Number.NaN : sorted[Math.floor((sorted.length - 1) / 2)]!;
 };
 const percentile = (xs: number[], p: number) => {
@@ -1024,7 +1024,9 @@ async function main(): Promise<number> {
   console.log(
     `node lifetimes (RSS and fds: medians of the first ${options.judgeWindowMinutes} min after a ${options.lifetimeWarmupMinutes}-min warm-up → the last ${options.judgeWindowMinutes} min of the load in that lifetime):`,
   );
-  console.log("| node | lifetime | minutes | ended | RSS MB | fds | judged |\n|---|--:|---|---|---|---|---|");
+  console.log(
+    "| node | lifetime | minutes | ended | RSS MB | fds | V8 heap used MB (not judged) | judged |\n|---|--:|---|---|---|---|---|---|",
+  );
   let judged = 0;
   let flat = 0;
   for (const life of lifetimes) {
@@ -1040,14 +1042,15 @@ async function main(): Promise<number> {
     };
     const rss = change((s) => s.rssMb);
     const fds = change((s) => s.fds);
+    const heap = change((s) => s.heapMb);
     const ok = long && Math.abs(rss.change) <= 0.1 && Math.abs(fds.change) <= 0.1;
     if (long) judged++;
     if (ok) flat++;
     const span = `${minutesOf(life.start - started)}–${minutesOf(stop - started)}`;
     console.log(
       long
-        ? `| ${life.node} | ${life.lifetime} | ${span} | ${life.ended ?? ""} | ${rss.a.toFixed(0)} → ${rss.b.toFixed(0)} (${pct(rss.change)}) | ${fds.a} → ${fds.b} (${pct(fds.change)}) | ${ok ? "flat" : "NOT FLAT"} |`
-        : `| ${life.node} | ${life.lifetime} | ${span} | ${life.ended ?? ""} | ${Math.round(median(own.map((s) => s.rssMb)))} (median) | ${median(own.map((s) => s.fds))} (median) | too short |`,
+        ? `| ${life.node} | ${life.lifetime} | ${span} | ${life.ended ?? ""} | ${rss.a.toFixed(0)} → ${rss.b.toFixed(0)} (${pct(rss.change)}) | ${fds.a} → ${fds.b} (${pct(fds.change)}) | ${heap.a.toFixed(0)} → ${heap.b.toFixed(0)} (${pct(heap.change)}) | ${ok ? "flat" : "NOT FLAT"} |`
+        : `| ${life.node} | ${life.lifetime} | ${span} | ${life.ended ?? ""} | ${Math.round(median(own.map((s) => s.rssMb)))} (median) | ${median(own.map((s) => s.fds))} (median) | ${Math.round(median(own.map((s) => s.heapMb)))} (median) | too short |`,
     );
   }
   console.log(
@@ -1090,6 +1093,10 @@ async function main(): Promise<number> {
       `lifetimes flat within 10% (RSS and fds): ${flat} of ${judged} judged; ` +
       `unhandled errors: ${unhandled.length}; unexpected exits: ${unexpectedExits.length})`,
   );
+  // Every sample, for a closer look at a curve (removed with nothing else: it is in the temp directory).
+  const dump = path.join(tmpdir(), `stint-soak-samples-${hex}.json`);
+  await writeFile(dump, JSON.stringify({ started, lifetimes, kills, samples }));
+  console.log(`samples: ${dump}`);
   console.log(`uptime at end: ${uptime()}`);
   if (diagnostics) console.log(`heap snapshots: ${diagnostics}`);
   return pass ? 0 : 1;
