@@ -149,9 +149,9 @@ pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
 interface Inside {
   /** The job enqueued (in the submit's transaction) → its NOTIFY heard by the runner: the rest of the transaction, commit, delivery. */
   wakeUp: number;
-  /** NOTIFY heard → the minted password sealed and stored: the claim, the job's reads, the vault. */
+  /** NOTIFY heard → the minted password sealed (its row's created_at): the claim, the job's read, the vault. */
   prelude: number;
-  /** Password stored → the request active: the connector's createLogin, then the activation's transaction. */
+  /** Password sealed → the request active: createLogin beside the password's insert, then the activation's transaction. */
   connectorAndActivation: number;
 }
 
