@@ -20,8 +20,10 @@
 /** Every failpoint, with the state of the world when it fires. */
 export const FAILPOINTS = {
   "grant.provision.before-target": "a provisioning attempt is about to change the target; nothing changed there yet",
+  "grant.provision.before-credential":
+    "a minted login's new password is sealed but not stored (dynamic roles); the target may be creating the login with it",
   "grant.provision.after-credential":
-    "a minted login's password is sealed and stored (dynamic roles); the login is not created at the target yet",
+    "a minted login's password is sealed and stored (dynamic roles); the target may be creating the login with it",
   "grant.provision.after-target": "the target holds the privilege; the activation is not marked active yet",
   "grant.provision.before-follow-up":
     "the target holds the privilege of an activation that ended meanwhile; its removal is not queued yet",

@@ -419,8 +419,18 @@ const WALK: Scenario[] = [
     },
   },
   {
+    failpoint: "grant.provision.before-credential",
+    what: "the provisioning of a dynamic login dies before storing its new password, the login made with it",
+    role: "dynamic",
+    ends: "expired",
+    async crash(w) {
+      w.crashAt("grant.provision.before-credential");
+      await w.drain(w.d.nodeA);
+    },
+  },
+  {
     failpoint: "grant.provision.after-credential",
-    what: "the provisioning of a dynamic login dies after storing its password, before creating the login",
+    what: "the provisioning of a dynamic login dies after storing its password, the login being made beside it",
     role: "dynamic",
     ends: "expired",
     async crash(w) {

@@ -901,6 +901,7 @@ export function createGrantService(deps: GrantServiceDeps) {
       throw error;
     }
     const storing = (async () => {
+      await failpoint("grant.provision.before-credential");
       if (await grantStore.insertCredential(store.db, { grantId, login, ...sealed, now: clock.now() })) return null;
       // Another worker stored one first: the stored one is the login's password.
       return openSealed((await grantStore.findCredential(store.db, grantId))!);
