@@ -581,6 +581,29 @@ function table(rows: Row[]): string {
   return [line(head), rule, ...body.map(line)].join("\n");
 }
 
+/** Issue 14 acceptance 2: time-to-elevate p99 at 50 concurrent requesters on PostgreSQL. */
+const ELEVATE_GOAL_P99_MS = 25;
+const ELEVATE_JUDGED_CONCURRENCY = 50;
+
+function elevateVerdicts(rows: Row[]): string[] {
+  return rows
+    .filter(
+      (r) =>
+        r.engine === "postgres" && r.scenario === "time-to-elevate" && r.concurrency === ELEVATE_JUDGED_CONCURRENCY,
+    )
+    .map((r) => {
+      const perSecond = rows
+        .filter((o) => o.engine === r.engine && o.transport === r.transport && o.scenario === r.scenario)
+        .map((o) => `${o.concurrency}: ${Math.round((o.ops / o.ms) * 1000)}/s`)
+        .join(", ");
+      return (
+        `acceptance 2, time-to-elevate at ${r.concurrency} requesters on postgres via ${r.transport}: p99 ` +
+        `${r.p99.toFixed(1)} ms (target < ${ELEVATE_GOAL_P99_MS} ms); elevations/s ${perSecond}: ` +
+        `${r.p99 < ELEVATE_GOAL_P99_MS ? "PASS" : "FAIL"}`
+      );
+    });
+}
+
 async function main() {
   const options = parseArgs(process.argv.slice(2));
   const cpus = os.cpus();
@@ -659,6 +682,7 @@ async function main() {
         `${worst < STALENESS_GOAL_MS ? "PASS" : "FAIL"}`,
     );
   }
+  for (const line of elevateVerdicts(rows)) console.log(line);
   if (rows.some((r) => r.capped))
     console.log(`* cut short by the ${options.levelSeconds} s budget per level (--level-seconds).`);
   for (const line of skipped) console.log(line);

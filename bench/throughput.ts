@@ -63,6 +63,13 @@ const BENCHES: Bench[] = [
     quickArgs: [],
   },
   {
+    name: "expiry",
+    judges: "8a: 100,000 activations expiring in waves, lateness p99",
+    file: "bench/expiry.bench.ts",
+    args: [],
+    quickArgs: ["--activations=10000", "--waves=2", "--gap-seconds=3"],
+  },
+  {
     name: "revoke",
     judges: "8b: revoke → every live session on every node closed, over 50 trials",
     file: "bench/revoke-sessions.bench.ts",
