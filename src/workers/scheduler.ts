@@ -4,14 +4,13 @@
  * any number of nodes may run it without doing the same work twice, and after
  * a restart the first pass ends everything overdue.
  *
- * Overdue work is ended in small transactions, and a transaction that fails makes the next one
- * smaller (halved, down to one row; it grows back by one after each success). A transaction that ends n
- * activations costs about ten statements each, so its length grows with the backlog, and it commits
- * all or nothing: when the store keeps losing connections (terminated backends, a failover, a flaky
- * network) a batch longer than the gap between two losses never commits, the backlog grows while it
- * retries, and the next batch is longer still. Both nodes then stall together (SKIP LOCKED hands the
- * whole backlog to one of them) until the losses stop: seen in the store chaos test as activations
- * ending 20–50 s late under load. Small batches that shrink on failure always make progress.
+ * Overdue work is ended in bounded transactions, and a transaction that fails makes the next one
+ * smaller (halved, down to one row; doubled back after each success). A transaction commits all or
+ * nothing: when the store keeps losing connections (terminated backends, a failover, a flaky network)
+ * one longer than the gap between two losses never commits, the backlog grows while it retries, and
+ * the next one is longer still. Both nodes then stall together (SKIP LOCKED hands the whole backlog
+ * to one of them) until the losses stop: seen in the store chaos test, when each end cost ~10
+ * statements, as 45 activations ending 53 s late in one commit under load. Halving always makes progress.
  */
 import { failpoint } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
@@ -41,8 +40,8 @@ export function createScheduler(deps: {
 }): Scheduler {
   const pollMs = deps.pollMs ?? 250;
   const batch = deps.batchSize ?? 100;
-  const expiries = shrinkingBatch(deps.endBatchSize ?? DEFAULT_END_BATCH);
-  const deadlines = shrinkingBatch(deps.endBatchSize ?? DEFAULT_END_BATCH);
+  const expiries = shrinkingBatch(deps.endBatchSize ?? DEFAULT_EXPIRY_BATCH);
+  const deadlines = shrinkingBatch(deps.endBatchSize ?? DEFAULT_DEADLINE_BATCH);
   let running = false;
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<unknown> = Promise.resolve();
@@ -110,15 +109,18 @@ export function createScheduler(deps: {
 }
 
 /**
- * Ends per transaction at most by default: some 80 statements. On a loaded 2-core host (load ~18) a
- * statement can take 15 ms, so 16 ends took longer than the 2 s between two losses in the store chaos test.
+ * Activations one expiry transaction ends at most by default. Ending is set-based (`endActivations`: six round
+ * trips whatever the number, ~130 ms for 500 on a loaded host), so a large batch is short; bench/expiry.bench.ts
+ * measured 16 per transaction far too slow for a wave of 10,000 (p99 13 s against 2.5 s at 500).
  */
-const DEFAULT_END_BATCH = 8;
+const DEFAULT_EXPIRY_BATCH = 500;
+/** Stage deadlines are still applied one row at a time (several statements each): fewer per transaction. */
+const DEFAULT_DEADLINE_BATCH = 16;
 
 /**
- * A batch size that halves after a failed transaction (down to 1) and grows by one after a committed
- * one (up to `max`): it settles near the largest transaction that commits between two connection
- * losses, so a store that keeps dropping connections still lets the backlog drain.
+ * A batch size that halves after a failed transaction (down to 1) and doubles back after a committed
+ * one (up to `max`): when the store keeps dropping connections it soon reaches a transaction short
+ * enough to commit between two losses, so the backlog drains instead of growing.
  */
 export function shrinkingBatch(max: number) {
   if (!Number.isInteger(max) || max < 1) throw new RangeError("scheduler endBatchSize must be a positive integer");
@@ -129,7 +131,7 @@ export function shrinkingBatch(max: number) {
       const asked = limit;
       try {
         const done = await step(asked);
-        limit = Math.min(max, asked + 1);
+        limit = Math.min(max, asked * 2);
         return { done, limit: asked };
       } catch (error) {
         limit = Math.max(1, Math.floor(asked / 2));

@@ -24,8 +24,8 @@
  * of overdue activations in one transaction (up to 100, some ten statements each), and on a loaded host
  * that transaction outlasted the ~2 s between two terminations, so it never committed while the backlog
  * (and the next transaction) grew — 45 activations once ended 53 s late in a single commit, right after
- * the last termination. The scheduler now ends at most 8 per transaction and halves that after a failed
- * one (src/workers/scheduler.ts; its unit test models the store). A second, smaller cause: a revocation
+ * the last termination. The scheduler now halves its batch after a failed transaction (and ending is
+ * set-based: a few statements whatever the batch; src/workers/scheduler.ts, its unit test models the store). A second, smaller cause: a revocation
  * whose attempts lost their store connection backed off as for a failing target (1, 2, 4 s…); the outbox
  * runner now retries those within the first step.
  */
