@@ -257,3 +257,39 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     expect(await audit.verify()).toMatchObject({ ok: true, count: 4 });
   });
 });
+
+describe("a store that cuts long chaining passes", () => {
+  it("a pass that cannot commit is retried half as large, so the backlog drains (it never did at 2000 a pass)", async () => {
+    let pending = 300;
+    const asked: number[] = [];
+    const audit = {
+      sequencing: "background" as const,
+      // Passes of more than 100 events outlive the store's connection: they fail, and nothing is chained.
+      chainPending: (_tx?: unknown, limit = 2000) => {
+        asked.push(limit);
+        if (limit > 100) return Promise.reject(new Error("Connection terminated unexpectedly"));
+        const chained = Math.min(limit, pending);
+        pending -= chained;
+        return Promise.resolve({ chained, rejected: 0, times: [] as string[] });
+      },
+      anyPending: () => Promise.resolve(pending > 0),
+      pendingStats: () => Promise.resolve({ count: pending, oldest: null }),
+      onPending: () => undefined,
+    };
+    const sequencer = createAuditSequencer({
+      audit,
+      lease: { take: () => Promise.resolve(true), release: () => Promise.resolve() },
+      holder: "a",
+      pollMs: 5,
+    });
+    sequencer.start();
+    try {
+      const deadline = Date.now() + 30_000;
+      while (pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    } finally {
+      await sequencer.stop();
+    }
+    expect(pending).toBe(0);
+    expect(asked.slice(0, 6)).toEqual([2000, 1000, 500, 250, 125, 62]);
+  }, 40_000);
+});

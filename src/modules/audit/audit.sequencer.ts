@@ -18,7 +18,8 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
 import type { AppStore } from "../../db/index.js";
-import type { AuditLog } from "./audit.service.js";
+import { shrinkingBatch } from "../../lib/shrinking-batch.js";
+import type { AuditLog, ChainResult } from "./audit.service.js";
 import * as auditStore from "./audit.store.js";
 
 export interface AuditSequencer {
@@ -60,7 +61,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   const { audit, lease, holder, registry } = options;
   const pollMs = options.pollMs ?? 25;
   const leaseMs = options.leaseMs ?? 5000;
-  const batch = options.batch ?? 2000;
+  const passes = shrinkingBatch(options.batch ?? 2000);
   const alertAfterMs = options.alertAfterMs ?? 30_000;
   const lagCheckMs = Math.min(5000, Math.max(100, alertAfterMs / 2));
   const now = options.now ?? Date.now;
@@ -202,7 +203,13 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
           await sleep(pollMs);
           continue;
         }
-        const result = await audit.chainPending(undefined, batch);
+        // All or nothing per pass: a pass cut by a lost connection is retried half as large, so a burst's
+        // backlog drains even when the store drops connections faster than a full pass commits.
+        let result: ChainResult = { chained: 0, rejected: 0, times: [] };
+        const { limit } = await passes.run(async (n) => {
+          result = await audit.chainPending(undefined, n);
+          return result.chained + result.rejected;
+        });
         idle = result.chained + result.rejected === 0;
         const at = now();
         for (const time of result.times) lag.observe(Math.max(0, (at - Date.parse(time)) / 1000));
@@ -214,7 +221,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
           );
         }
         // A full batch: more is waiting; go on at once.
-        if (result.chained + result.rejected < batch) await sleep(pollMs);
+        if (result.chained + result.rejected < limit) await sleep(pollMs);
       } catch (error) {
         logger.warn({ err: error instanceof Error ? error.message : String(error) }, "audit chaining pass failed");
         await sleep(Math.max(pollMs, 500));
