@@ -1,6 +1,6 @@
 /**
- * `npm run soak -- [--minutes=30] [--nodes=3] [--kill-every-minutes=4] [--store=postgres|pglite]
- * [--lifetime-warmup-minutes=3] [--judge-window-minutes=3] [--window-minutes=3] [--sample-seconds=10]
+ * `npm run soak -- [--minutes=30] [--nodes=3] [--kill-every-minutes=5] [--store=postgres|pglite]
+ * [--lifetime-warmup-minutes=6] [--judge-window-minutes=3] [--window-minutes=3] [--sample-seconds=10]
  * [--heap-snapshots] [--access-token-ttl=10m]` — issue 13, acceptance 7.
  *
  * Starts --nodes built servers (`node bin/stint.js server`, dist/) on ONE fresh Stint database on
@@ -38,7 +38,7 @@
  * Flatness across restarts: a restart resets a process's memory, so RSS and descriptors are judged
  * within each node LIFETIME (one process, start to SIGKILL or to the end of the load). In every
  * lifetime at least --lifetime-warmup-minutes + 2 × --judge-window-minutes long, the median of the
- * samples in its first judge window after its warm-up (ages 3–6 min by default) is compared with the
+ * samples in its first judge window after its warm-up (ages 6–9 min by default: every process steps up once by ~15 MB at 3–6 min, then holds) is compared with the
  * median of its last judge window (its last 3 min); each must be within 10%. Shorter lifetimes are
  * shown but not judged. The table of lifetimes also shows each one's first-window figure, so a
  * growth that carries across restarts (a node that starts fatter every time) is visible too.
@@ -99,8 +99,8 @@ function parseOptions(argv: string[]): Options {
   const options: Options = {
     minutes: 30,
     nodes: 3,
-    killEveryMinutes: 4,
-    lifetimeWarmupMinutes: 3,
+    killEveryMinutes: 5,
+    lifetimeWarmupMinutes: 6,
     judgeWindowMinutes: 3,
     store: "postgres",
     windowMinutes: 3,
