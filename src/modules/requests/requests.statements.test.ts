@@ -7,14 +7,12 @@
  * (the audit sequencer, heartbeats, the outbox runner) runs outside it. BEGIN and COMMIT are not statements
  * here; transactions are counted apart.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
-import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
-import type { AppStore } from "../../db/index.js";
 import type { Actor } from "../authz/authz.types.js";
 import { ENGINES } from "../../testing/engines.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
 import { testServer, type TestServer } from "../../testing/server.js";
+import { statementCounter } from "../../testing/statements.js";
 
 /**
  * The ceilings (statements per call on PostgreSQL). Measured before issue 14 item 4: submit 15, deactivate 13
@@ -28,55 +26,6 @@ const DEACTIVATE_MAX_STATEMENTS = 5;
 /** On PGlite the audit log chains in the appending transaction (`inline`): four more statements. */
 const INLINE_CHAINING = { pglite: 4, postgres: 0 };
 
-/** A statement's kind and first table, e.g. `update activation_requests`, `raw` for sql`…`. */
-function describeNode(node: RootOperationNode): string {
-  const n = node as unknown as {
-    kind: string;
-    from?: { froms?: { table?: { identifier?: { name?: string } } }[] };
-    table?: { table?: { identifier?: { name?: string } } };
-    into?: { table?: { identifier?: { name?: string } } };
-  };
-  const kind = n.kind.replace(/QueryNode$|Node$/, "").toLowerCase();
-  const table = (n.from?.froms?.[0]?.table ?? n.table?.table ?? n.into?.table)?.identifier?.name;
-  return table ? `${kind} ${table}` : kind;
-}
-
-function counting() {
-  const scope = new AsyncLocalStorage<{ statements: string[]; transactions: number }>();
-  // A statement counts when its result comes back: a subquery built on its own passes transformQuery too.
-  const described = new WeakMap<object, string>();
-  const plugin: KyselyPlugin = {
-    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-      described.set(args.queryId, describeNode(args.node));
-      return args.node;
-    },
-    transformResult: async (args: PluginTransformResultArgs) => {
-      scope.getStore()?.statements.push(described.get(args.queryId) ?? "?");
-      return args.result;
-    },
-  };
-  const wrap = (store: AppStore): AppStore => ({
-    engine: store.engine,
-    db: store.db.withPlugin(plugin),
-    transaction: (fn) => {
-      const counted = scope.getStore();
-      if (counted) counted.transactions++;
-      return store.transaction((tx) => fn(tx.withPlugin(plugin)));
-    },
-    migrate: (dir) => store.migrate(dir),
-    ping: () => store.ping(),
-    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
-    close: () => store.close(),
-  });
-  /** Runs `call` and returns what it sent to the store. */
-  const measure = async <T>(call: () => Promise<T>) => {
-    const counted = { statements: [] as string[], transactions: 0 };
-    const result = await scope.run(counted, call);
-    return { result, ...counted };
-  };
-  return { wrap, measure };
-}
-
 describe.each(ENGINES)("statements of an elevation on %s", (engine) => {
   let server: TestServer | undefined;
   afterEach(async () => {
@@ -85,7 +34,7 @@ describe.each(ENGINES)("statements of an elevation on %s", (engine) => {
   });
 
   it("an auto-approved submit → active and a deactivate stay under their statement ceilings", async () => {
-    const { wrap, measure } = counting();
+    const { wrap, measure } = statementCounter();
     server = await testServer(engine, { wrapStore: wrap });
     await seedUser(server, "alice", { groups: ["sre"] });
     await seedRole(server, {
