@@ -57,30 +57,34 @@ export function findPrincipal(db: Q, id: string) {
 // Grants
 
 /** A grant with everything a worker needs to act on it. */
-export function findGrant(db: Q, grantId: string) {
+/** A grant with its request, role, target and principal: what findGrant and grantToProvision both read. */
+function grantsJoined(db: Q) {
   return db
     .selectFrom("grants")
     .innerJoin("activation_requests as r", "r.id", "grants.request_id")
     .innerJoin("roles", "roles.id", "grants.role_id")
     .innerJoin("targets", "targets.id", "roles.target_id")
-    .innerJoin("principals", "principals.id", "grants.principal_id")
-    .select([
-      "grants.id",
-      "grants.state",
-      "grants.login",
-      "grants.attempts",
-      "grants.request_id",
-      "grants.role_id",
-      "roles.name as role_name",
-      "roles.entitlement",
-      "targets.id as target_id",
-      "principals.name as principal_name",
-      "principals.email as principal_email",
-      "r.state as request_state",
-      "r.duration_ms",
-    ])
-    .where("grants.id", "=", grantId)
-    .executeTakeFirst();
+    .innerJoin("principals", "principals.id", "grants.principal_id");
+}
+
+const GRANT_COLUMNS = [
+  "grants.id",
+  "grants.state",
+  "grants.login",
+  "grants.attempts",
+  "grants.request_id",
+  "grants.role_id",
+  "roles.name as role_name",
+  "roles.entitlement",
+  "targets.id as target_id",
+  "principals.name as principal_name",
+  "principals.email as principal_email",
+  "r.state as request_state",
+  "r.duration_ms",
+] as const;
+
+export function findGrant(db: Q, grantId: string) {
+  return grantsJoined(db).select(GRANT_COLUMNS).where("grants.id", "=", grantId).executeTakeFirst();
 }
 export type GrantRow = NonNullable<Awaited<ReturnType<typeof findGrant>>>;
 
@@ -90,28 +94,11 @@ export type GrantRow = NonNullable<Awaited<ReturnType<typeof findGrant>>>;
  * minted login's sealed password (null until one is stored).
  */
 export async function grantToProvision(db: Q, grantId: string) {
-  const row = await db
-    .selectFrom("grants")
-    .innerJoin("activation_requests as r", "r.id", "grants.request_id")
-    .innerJoin("roles", "roles.id", "grants.role_id")
-    .innerJoin("targets", "targets.id", "roles.target_id")
-    .innerJoin("principals", "principals.id", "grants.principal_id")
+  const row = await grantsJoined(db)
     .leftJoin("target_secrets as ts", (join) => join.on(sql<boolean>`ts.path = targets.config->>'credential'`))
     .leftJoin("grant_credentials as gc", "gc.grant_id", "grants.id")
     .select([
-      "grants.id",
-      "grants.state",
-      "grants.login",
-      "grants.attempts",
-      "grants.request_id",
-      "grants.role_id",
-      "roles.name as role_name",
-      "roles.entitlement",
-      "targets.id as target_id",
-      "principals.name as principal_name",
-      "principals.email as principal_email",
-      "r.state as request_state",
-      "r.duration_ms",
+      ...GRANT_COLUMNS,
       "targets.name as target_name",
       "targets.kind as target_kind",
       "targets.address as target_address",
