@@ -403,7 +403,9 @@ export async function endActivations(
           for update skip locked`;
   const { now } = end;
   // One row of three JSON arrays: joining the data-modifying CTEs' outputs would be planned as nested loops
-  // (their row counts are unknown to the planner), quadratic in the batch.
+  // (their row counts are unknown to the planner), quadratic in the batch. The chosen rows are looked up by
+  // primary key (`= any(array(…))`): joined to the CTE, the planner hashed all of activation_requests and of
+  // grants for every batch (a sequential scan of each, ~30 ms of 90 per batch of 500 among 10,000).
   const result = await sql<{
     ended: (Omit<EndedRow, "grant_id" | "cancelled" | "activated_at" | "expires_at"> & {
       activated_at: string | null;
@@ -417,8 +419,8 @@ export async function endActivations(
       update activation_requests a
       set state = ${end.state}, ended_at = ${now}, end_reason = ${end.reason}, ended_by = ${end.by},
         updated_at = ${now}
-      from chosen, roles r, targets t, principals p
-      where a.id = chosen.id and r.id = a.role_id and t.id = r.target_id and p.id = a.requester_id
+      from roles r, targets t, principals p
+      where a.id = any(array(select id from chosen)) and r.id = a.role_id and t.id = r.target_id and p.id = a.requester_id
       returning a.id, t.kind as target_kind, r.name as role_name, p.name as requester_name, a.activated_at,
         a.expires_at
     ),
