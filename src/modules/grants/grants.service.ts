@@ -71,7 +71,7 @@ export interface GrantAlert {
 
 export interface GrantServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append" | "record">;
+  audit: Pick<AuditLog, "append" | "record" | "sequencing">;
   clock: Clock;
   outbox: Pick<OutboxService, "enqueue">;
   requests: Pick<RequestService, "provisioned" | "provisionFailed">;
@@ -419,18 +419,23 @@ export function createGrantService(deps: GrantServiceDeps) {
     change: { grantId: string; requestId: string; action: "provision" | "revoke" },
   ): Promise<void> {
     if (change.action === "provision") {
-      const grant = await grantStore.findGrant(tx, change.grantId);
+      // In the submit's transaction: its entitlement, target and principal in one read, and the lane given (the
+      // wrapper would read the target again).
+      const grant = await grantStore.grantLoginInputs(tx, change.grantId);
       if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
-      const target = (await grantStore.findTarget(tx, grant.target_id))!;
       const mapped = isDynamic(grant.entitlement)
         ? { login: mintedLogin(grant.principal_name) }
-        : loginFor(targetConfig(target.config).identity, { name: grant.principal_name, email: grant.principal_email });
+        : loginFor(targetConfig(grant.target_config).identity, {
+            name: grant.principal_name,
+            email: grant.principal_email,
+          });
       if ("login" in mapped) await grantStore.setGrantLogin(tx, change.grantId, mapped.login);
       await outbox.enqueue(tx, {
         kind: JOB.provision,
         idempotencyKey: `provision:${change.grantId}`,
         payload: { grantId: change.grantId, maxAttempts: provisionAttempts },
         maxAttempts: provisionAttempts + SETTLING_ATTEMPTS,
+        lane: targetLane(grant.target_id),
       });
       return;
     }
@@ -1338,12 +1343,16 @@ export function createGrantService(deps: GrantServiceDeps) {
       });
       const url = new URL(grant.address ?? "");
       const defaultPort = grant.target_kind === "postgres" ? 5432 : 3306;
-      await audit.record(actor, context, {
+      const read: AuditInput = {
         action: "grant.credentials_read",
         outcome: "success",
         subject: `grant:${grant.id}`,
         details: { role: roleName, target: grant.target_name, login: stored.login },
-      });
+      };
+      // The event has committed before the password is returned. With a background sequencer its one INSERT
+      // commits on its own (no BEGIN and COMMIT round trips); chaining inline needs its transaction.
+      if (audit.sequencing === "background") await audit.append(store.db, actor, context, read);
+      else await audit.record(actor, context, read);
       return {
         host: url.hostname,
         port: url.port ? Number(url.port) : defaultPort,

@@ -149,6 +149,27 @@ export async function grantToProvision(db: Q, grantId: string) {
   return { grant: grant satisfies GrantRow, target, targetSecret, credential };
 }
 
+/**
+ * What the login of a new grant is made from, in one statement: its entitlement, its target (the identity
+ * mapping is in its config) and its principal.
+ */
+export function grantLoginInputs(db: Q, grantId: string) {
+  return db
+    .selectFrom("grants")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
+    .innerJoin("principals", "principals.id", "grants.principal_id")
+    .select([
+      "roles.entitlement",
+      "targets.id as target_id",
+      "targets.config as target_config",
+      "principals.name as principal_name",
+      "principals.email as principal_email",
+    ])
+    .where("grants.id", "=", grantId)
+    .executeTakeFirst();
+}
+
 export async function setGrantLogin(db: Q, grantId: string, login: string): Promise<void> {
   await db.updateTable("grants").set({ login }).where("id", "=", grantId).execute();
 }
