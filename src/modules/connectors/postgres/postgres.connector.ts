@@ -21,6 +21,7 @@ import {
   ATTRIBUTE_COLUMNS,
   checkAddress,
   classifyFailure,
+  createLoginBatchSql,
   createLoginSql,
   DYNAMIC_LOGIN_COMMENT,
   entitlementProblems,
@@ -397,6 +398,26 @@ async function loginState(
   return { state, canConnect: row.can, database: row.db };
 }
 
+/** createLogin without PL/pgSQL: the login's state, then one simple query (one transaction) that acts on it. */
+async function createLoginStepwise(client: pg.Client, login: string, role: string, literal: string, validUntil: Date) {
+  const { state, canConnect, database } = await loginState(client, login);
+  // A retry finds the login it made; a login someone else made is never taken over.
+  if (state === "other")
+    throw refused(`login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`);
+  const statements = [
+    // As createLoginBatchSql: this one transaction does not wait for the target's WAL flush (fail closed).
+    "SET LOCAL synchronous_commit TO off",
+    createLoginSql(login, literal, validUntil, state === "dynamic"),
+    ...(state === "missing" ? [`COMMENT ON ROLE ${quoteIdent(login)} IS ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)}`] : []),
+    provisionSql(login, { kind: "role", role }),
+    // When PUBLIC lost CONNECT on the admin's database, the login could not sign in without it.
+    ...(canConnect ? [] : [`GRANT CONNECT ON DATABASE ${quoteIdent(database)} TO ${quoteIdent(login)}`]),
+  ];
+  // One simple query: its statements run as one transaction, so a GRANT that fails (a missing role) leaves no
+  // login behind.
+  await client.query(statements.join(";\n"));
+}
+
 /** Takes back a CONNECT that createLogin gave, which would otherwise keep DROP ROLE from working. */
 async function revokeConnect(client: pg.Client, login: string): Promise<void> {
   const result = await client.query<{ db: string }>(
@@ -577,35 +598,25 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
     const password = checkedPassword(spec.password);
     if (!(spec.validUntil instanceof Date) || Number.isNaN(spec.validUntil.getTime()))
       throw refused("validUntil must be a valid date");
-    // Hashed on the thread pool while the login's state is asked.
+    // Hashed on the thread pool while a connection is taken from the pool (or opened).
     const hashing = passwordLiteral(password);
     const secrets = [password];
     await withClient(
       target,
       call,
       async (client) => {
-        const { state, canConnect, database } = await loginState(client, login);
         const { literal, secrets: forms } = await hashing;
         secrets.push(...forms);
-        // A retry finds the login it made; a login someone else made is never taken over.
-        if (state === "other")
-          throw refused(`login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`);
-        const statements = [
-          // A login that a target crash right after this commit loses is a sign-in that fails (fail closed), not a
-          // privilege kept: so this one transaction does not wait for the target's WAL flush. Drops, revocations
-          // and password changes always do.
-          "SET LOCAL synchronous_commit TO off",
-          createLoginSql(login, literal, spec.validUntil, state === "dynamic"),
-          ...(state === "missing"
-            ? [`COMMENT ON ROLE ${quoteIdent(login)} IS ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)}`]
-            : []),
-          provisionSql(login, { kind: "role", role }),
-          // When PUBLIC lost CONNECT on the admin's database, the login could not sign in without it.
-          ...(canConnect ? [] : [`GRANT CONNECT ON DATABASE ${quoteIdent(database)} TO ${quoteIdent(login)}`]),
-        ];
-        // One simple query: its statements run as one transaction, so a GRANT that fails (a missing role)
-        // leaves no login behind, and they cost one round trip.
-        await client.query(statements.join(";\n"));
+        try {
+          // One round trip: the login's state, its creation, password, validity, membership and CONNECT.
+          await client.query(createLoginBatchSql(login, role, literal, spec.validUntil));
+        } catch (error) {
+          // A target where PL/pgSQL is missing or not usable by the admin: the same in two round trips. Any other
+          // failure of these codes (a missing role, a privilege the admin lacks) fails there again, as it is.
+          const code = (error as { code?: unknown }).code;
+          if (code !== "42704" && code !== "42501") throw error;
+          await createLoginStepwise(client, login, role, literal, spec.validUntil);
+        }
       },
       { secrets },
     );

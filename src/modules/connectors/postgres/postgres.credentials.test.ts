@@ -11,7 +11,7 @@ import pg from "pg";
 import { ConnectorError, type ConnectorTarget, type DynamicLoginSpec } from "../connector.types.js";
 import { startPostgres, type PostgresInstance } from "../../../testing/postgres-instance.js";
 import { postgresConnector as connector, postgresPools } from "./postgres.connector.js";
-import { quoteLiteral, scramSecret } from "./postgres.rules.js";
+import { dollarQuoted, quoteLiteral, scramSecret } from "./postgres.rules.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_c_${hex}`;
@@ -166,6 +166,17 @@ describe("postgres credentials: checks", () => {
     await admin.query("RESET standard_conforming_strings");
   });
 
+  it("dollarQuoted round-trips any string through the server, its own tags included", async () => {
+    const strings = fc.sample(
+      fc.string({ unit: "binary" }).filter((s) => !s.includes("\0")),
+      200,
+    );
+    strings.push("$stint$", "x$stint", "$stint$$stint0$", "a$stint0", "$$", "$", "END $stint$; DROP ROLE postgres; --");
+    const values = strings.map((s, i) => `(${i}, ${dollarQuoted(s)})`).join(", ");
+    const rows = (await admin.query<{ i: number; v: string }>(`SELECT * FROM (VALUES ${values}) AS t(i, v)`)).rows;
+    expect(rows.map((row) => row.v)).toEqual(strings);
+  });
+
   it("computes the same SCRAM secret as PostgreSQL", async () => {
     const role = `stint_c_${hex}_scram`;
     await admin.query(`CREATE ROLE ${q(role)} PASSWORD 'pencil'`);
@@ -253,6 +264,78 @@ describe("postgres credentials: createLogin", () => {
     expect(error.message).toContain("not created by Stint");
     expect(await connector.verifyPassword(target, { login: human, password: "human-pw" })).toBe(true);
     expect(await readAs(human, "human-pw")).toBe("42501"); // signed in; not a reader
+  });
+
+  it("takes one round trip on a pooled connection, a retry too", async () => {
+    await connector.test(target); // a signed-in connection in the pool
+    const sent: string[] = [];
+    const query = pg.Client.prototype.query;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      if ((this as unknown as { database?: string }).database === database) sent.push(String(args[0]).slice(0, 40));
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof query;
+    const login = newLogin();
+    const password = newPassword();
+    try {
+      await connector.createLogin(target, spec(login, password));
+      await connector.createLogin(target, spec(login, password));
+    } finally {
+      pg.Client.prototype.query = query;
+    }
+    expect(sent, JSON.stringify(sent)).toHaveLength(2);
+    expect(await readAs(login, password)).toBe("ok");
+  });
+
+  it("a target without PL/pgSQL gets the same in two round trips: created, idempotent, never taking over", async () => {
+    const plain = `stint_c_${hex}_noplpgsql`;
+    await admin.query(`CREATE DATABASE ${q(plain)}`);
+    await admin.query(`REVOKE CONNECT ON DATABASE ${q(plain)} FROM PUBLIC`);
+    const setup = new pg.Client({
+      host: "127.0.0.1",
+      port: instance.port,
+      user: "postgres",
+      password: instance.adminPassword,
+      database: plain,
+      ssl: { ca: instance.tls!.ca },
+    });
+    await setup.connect();
+    try {
+      await setup.query("DROP EXTENSION plpgsql");
+      await setup.query("CREATE TABLE secrets (id int)");
+      await setup.query("INSERT INTO secrets VALUES (1)");
+      await setup.query(`GRANT SELECT ON secrets TO ${q(readers)}`);
+    } finally {
+      await setup.end();
+    }
+    const there = {
+      ...target,
+      name: "test-pg-creds-plain",
+      address: target.address.replace(`/${database}?`, `/${plain}?`),
+    };
+    const login = newLogin();
+    const first = newPassword();
+    const second = newPassword();
+    await connector.createLogin(there, spec(login, first));
+    await connector.createLogin(there, spec(login, second));
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: instance.port,
+      user: login,
+      password: second,
+      database: plain,
+      ssl: { ca: instance.tls!.ca },
+    });
+    await client.connect();
+    try {
+      expect((await client.query("SELECT id FROM secrets")).rows).toEqual([{ id: 1 }]);
+    } finally {
+      await client.end();
+    }
+    expect(await connector.verifyPassword(there, { login, password: first })).toBe(false);
+    const error = await rejection(connector.createLogin(there, spec(human, newPassword())));
+    expect(error.message).toContain("not created by Stint");
+    await connector.dropLogin(there, { login });
+    expect(await roleRow(login)).toBeUndefined();
   });
 
   it("refuses entitlements that are not dynamic roles, bad logins and empty passwords before connecting", async () => {

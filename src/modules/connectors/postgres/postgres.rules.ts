@@ -173,6 +173,57 @@ export function createLoginSql(login: string, passwordLiteral: string, validUnti
   return `${verb} ROLE ${quoteIdent(login)} WITH LOGIN PASSWORD ${passwordLiteral.trim()} VALID UNTIL ${quoteLiteral(validUntil.toISOString())}`;
 }
 
+/**
+ * createLogin's one round trip: one simple query, so one transaction that does not wait for the target's WAL flush
+ * (a login a target crash then loses fails to sign in: fail closed). A PL/pgSQL block looks at the login first:
+ * one someone else made is refused (SQLSTATE 42710, nothing changed); a missing one is created (NOLOGIN) and
+ * marked as Stint's; CONNECT on the admin's database is granted when neither the login nor PUBLIC has it. Then,
+ * outside the block, the password and validity are set and the role granted. The password (already a SCRAM
+ * secret where one can be computed) is never in the block, so no PL/pgSQL error context can repeat it.
+ * `passwordLiteral` is quoted already (see quoteLiteral).
+ */
+export function createLoginBatchSql(login: string, role: string, passwordLiteral: string, validUntil: Date): string {
+  const name = quoteLiteral(login);
+  const mark = quoteLiteral(DYNAMIC_LOGIN_COMMENT);
+  const refusal = quoteLiteral(
+    `login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`,
+  );
+  const body = `
+DECLARE
+  found boolean;
+  note text;
+  can_connect boolean;
+BEGIN
+  SELECT r.oid IS NOT NULL, pg_catalog.shobj_description(r.oid, 'pg_authid'),
+         pg_catalog.has_database_privilege(COALESCE(r.rolname, 'public'), pg_catalog.current_database(), 'CONNECT')
+    INTO found, note, can_connect
+    FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = ${name};
+  IF found AND note IS DISTINCT FROM ${mark} THEN
+    RAISE EXCEPTION USING ERRCODE = '42710', MESSAGE = ${refusal};
+  END IF;
+  IF NOT found THEN
+    CREATE ROLE ${quoteIdent(login)};
+    COMMENT ON ROLE ${quoteIdent(login)} IS ${mark};
+  END IF;
+  IF NOT can_connect THEN
+    EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I', pg_catalog.current_database(), ${name});
+  END IF;
+END`;
+  return [
+    "SET LOCAL synchronous_commit TO off",
+    `DO ${dollarQuoted(body)}`,
+    createLoginSql(login, passwordLiteral, validUntil, true),
+    provisionSql(login, { kind: "role", role }),
+  ].join(";\n");
+}
+
+/** `text` dollar-quoted with a tag it does not contain. */
+export function dollarQuoted(text: string): string {
+  let tag = "$stint$";
+  for (let n = 0; text.includes(tag) || text.endsWith(tag.slice(0, -1)); n++) tag = `$stint${n}$`;
+  return `${tag}${text}${tag}`;
+}
+
 function tlsOptionProblems(value: unknown): string[] {
   if (value === undefined) return [];
   if (typeof value !== "object" || value === null || Array.isArray(value))
