@@ -15,12 +15,17 @@
  * The target database, its NOLOGIN role and every minted login are dropped at the end.
  */
 import { randomBytes } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { Session as InspectorSession } from "node:inspector/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import { sql } from "kysely";
 import pg from "pg";
+import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs } from "kysely";
+import type { AppStore } from "../src/db/index.js";
 import type { Engine } from "../src/lib/db.js";
+import { describeNode } from "../src/testing/statements.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
 import { selfServicePolicy } from "../src/testing/targets-harness.js";
@@ -45,6 +50,10 @@ interface Options {
   loadSeconds: number;
   /** Skip the dynamic credentials (a read-only run). */
   readsOnly: boolean;
+  /** Skip the app.inject levels: only the reads over HTTP (implies readsOnly). */
+  httpOnly: boolean;
+  /** A CPU profile of the server's process during the reads over HTTP (of the last engine run). */
+  profileFile?: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -55,6 +64,7 @@ function parseArgs(argv: string[]): Options {
     engines: ["pglite", "postgres"],
     loadSeconds: 8,
     readsOnly: false,
+    httpOnly: false,
   };
   const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
   for (const arg of argv) {
@@ -66,10 +76,12 @@ function parseArgs(argv: string[]): Options {
       options.engines = value.split(",") as Engine[];
     else if (key === "--load-seconds" && count(value)) options.loadSeconds = count(value)!;
     else if (key === "--reads-only" && value === undefined) options.readsOnly = true;
+    else if (key === "--http-only" && value === undefined) options.httpOnly = options.readsOnly = true;
+    else if (key === "--profile" && value) options.profileFile = value;
     else
       throw new Error(
         "unknown argument " +
-          `${arg} (use --reads=N, --secrets=N, --issuances=N, --engines=pglite,postgres, --load-seconds=N, --reads-only)`,
+          `${arg} (use --reads=N, --secrets=N, --issuances=N, --engines=pglite,postgres, --load-seconds=N, --reads-only, --http-only, --profile=FILE.cpuprofile)`,
       );
   }
   return options;
@@ -83,6 +95,63 @@ function summary(label: string, samples: number[], extra = "") {
     `${label.padEnd(48)} n=${String(sorted.length).padStart(5)}  p50 ${ms(0.5)} ms  p95 ${ms(0.95)} ms` +
       `  p99 ${ms(0.99)} ms  max ${sorted.at(-1)!.toFixed(1).padStart(7)} ms${extra}`,
   );
+}
+
+/**
+ * Counts every statement and transaction the server sends to its store, background work included (the
+ * audit sequencer): what a read costs in round trips, all in. BEGIN and COMMIT are not statements here.
+ */
+function storeCounter() {
+  const counts = { statements: new Map<string, number>(), transactions: 0 };
+  const plugin: KyselyPlugin = {
+    transformQuery(args: PluginTransformQueryArgs) {
+      const kind = describeNode(args.node);
+      counts.statements.set(kind, (counts.statements.get(kind) ?? 0) + 1);
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => args.result,
+  };
+  const wrap = (store: AppStore): AppStore => ({
+    engine: store.engine,
+    db: store.db.withPlugin(plugin),
+    transaction: (fn) => {
+      counts.transactions += 1;
+      return store.transaction((tx) => fn(tx.withPlugin(plugin)));
+    },
+    migrate: (dir) => store.migrate(dir),
+    ping: () => store.ping(),
+    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
+    close: () => store.close(),
+  });
+  const snapshot = () => ({ statements: new Map(counts.statements), transactions: counts.transactions });
+  /** Per `per` (reads): statements by kind and transactions since `before`. */
+  const since = (before: ReturnType<typeof snapshot>, per: number) => {
+    const parts: string[] = [];
+    let total = 0;
+    for (const [kind, n] of counts.statements) {
+      const d = n - (before.statements.get(kind) ?? 0);
+      if (d === 0) continue;
+      total += d;
+      parts.push(`${kind} ${(d / per).toFixed(3)}`);
+    }
+    const tx = (counts.transactions - before.transactions) / per;
+    return `${(total / per).toFixed(3)} statements (${parts.join(", ")}), ${tx.toFixed(3)} transactions`;
+  };
+  return { wrap, snapshot, since };
+}
+
+/** The server process's CPU while it serves nothing (timers, heartbeats, the sequencer's polls), µs per ms. */
+async function idleCpu(ms = 2000): Promise<number> {
+  const before = process.cpuUsage();
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / (performance.now() - started);
+}
+
+/** CPU µs per operation, less what the process spends idle over the same time. */
+function netCpuPerOp(cpu: NodeJS.CpuUsage, idlePerMs: number, ms: number, ops: number): number {
+  return (cpu.user + cpu.system - idlePerMs * ms) / ops;
 }
 
 interface Reply {
@@ -118,7 +187,12 @@ async function run(ops: number, concurrency: number, op: (i: number) => Promise<
   return { latencies, ms: performance.now() - started };
 }
 
-async function benchReads(server: TestServer, engine: Engine, options: Options) {
+async function benchReads(
+  server: TestServer,
+  engine: Engine,
+  options: Options,
+  counter: ReturnType<typeof storeCounter>,
+) {
   const paths = Array.from({ length: options.secrets }, (_, i) => `bench/app-${String(i).padStart(3, "0")}/token`);
   const values = paths.map(() => randomBytes(24).toString("base64url"));
   for (const [i, path] of paths.entries()) {
@@ -140,12 +214,16 @@ async function benchReads(server: TestServer, engine: Engine, options: Options) 
     return latency;
   };
   await run(WARMUP_READS, 1, readOnce);
-  for (const concurrency of READ_CONCURRENCY) {
+  for (const concurrency of options.httpOnly ? [] : READ_CONCURRENCY) {
+    const idle = await idleCpu();
+    const cpuBefore = process.cpuUsage();
     const { latencies, ms } = await run(options.reads, concurrency, readOnce);
+    const cpu = process.cpuUsage(cpuBefore);
     summary(
       `${engine.padEnd(8)} secret read, concurrency ${concurrency}`,
       latencies,
-      `  ${Math.round((latencies.length / ms) * 1000)} reads/s`,
+      `  ${Math.round((latencies.length / ms) * 1000)} reads/s, ` +
+        `CPU ${netCpuPerOp(cpu, idle, ms, latencies.length).toFixed(0)} µs/read net of idle`,
     );
   }
 
@@ -160,6 +238,18 @@ async function benchReads(server: TestServer, engine: Engine, options: Options) 
     return Number(rows[0]!.n);
   };
   const before = await readEvents();
+  const statementsBefore = counter.snapshot();
+  const batchesBefore = server.vault.readAuditStats();
+  const idle = await idleCpu();
+  const profiler = options.profileFile ? new InspectorSession() : null;
+  if (profiler) {
+    profiler.connect();
+    await profiler.post("Profiler.enable");
+    await profiler.post("Profiler.setSamplingInterval", { interval: 200 });
+    await profiler.post("Profiler.start");
+  }
+  const cpuBefore = process.cpuUsage();
+  const loadStarted = performance.now();
   const result = await loadHttp({
     port,
     connections: LOAD_READERS,
@@ -170,6 +260,16 @@ async function benchReads(server: TestServer, engine: Engine, options: Options) 
       expect: values[k]!,
     })),
   });
+  const cpu = process.cpuUsage(cpuBefore);
+  const loadMs = performance.now() - loadStarted;
+  if (profiler) {
+    const { profile } = await profiler.post("Profiler.stop");
+    profiler.disconnect();
+    await writeFile(options.profileFile!, JSON.stringify(profile));
+    console.log(`CPU profile of the server's process during the reads over HTTP: ${options.profileFile}`);
+  }
+  const batches = server.vault.readAuditStats();
+  const statements = counter.since(statementsBefore, result.responses);
   const events = (await readEvents()) - before;
   if (result.wrong > 0) throw new Error(`${result.wrong} wrong answers, e.g. ${result.problems.join(" | ")}`);
   const pass = result.perSecond >= LOAD_MIN_PER_SECOND && result.p99 < LOAD_MAX_P99_MS && events === result.responses;
@@ -178,6 +278,16 @@ async function benchReads(server: TestServer, engine: Engine, options: Options) 
       `${Math.round(result.perSecond)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ` +
       `secret.read events ${events} for ${result.responses} reads — acceptance 4 (≥ ${LOAD_MIN_PER_SECOND}/s, ` +
       `p99 < ${LOAD_MAX_P99_MS} ms, every read audited): ${pass ? "PASS" : "FAIL"}`,
+  );
+  // Where a read's cost goes in the server's process (this one; the load generator is another process).
+  const readBatches = batches.batches - batchesBefore.batches;
+  console.log(
+    `${engine.padEnd(8)}   server CPU ${((cpu.user + cpu.system) / result.responses).toFixed(0)} µs/read ` +
+      `(user ${(cpu.user / result.responses).toFixed(0)}, system ${(cpu.system / result.responses).toFixed(0)}; ` +
+      `${netCpuPerOp(cpu, idle, loadMs, result.responses).toFixed(0)} net of idle, which was ` +
+      `${(idle / 10).toFixed(1)}% of a core); ` +
+      `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch; ` +
+      `per read: ${statements}`,
   );
 }
 
@@ -322,9 +432,10 @@ async function main() {
     await db.end();
 
     for (const engine of options.engines) {
-      const server = await testServer(engine, { env: { STINT_RECONCILE_INTERVAL: "0" } });
+      const counter = storeCounter();
+      const server = await testServer(engine, { env: { STINT_RECONCILE_INTERVAL: "0" }, wrapStore: counter.wrap });
       try {
-        await benchReads(server, engine, options);
+        await benchReads(server, engine, options, counter);
         if (!options.readsOnly) await benchDynamic(server, engine, options, target, user);
       } finally {
         await server.cleanup();

@@ -1,16 +1,24 @@
 /**
  * Group commit of audit events that change nothing else (secret reads): events of concurrent calls are
- * appended in one transaction, and each call's promise resolves only once that transaction committed, so
- * a caller still gives nothing away (a secret's value) before its event is durable.
+ * appended together, and each call's promise resolves only once they are committed, so a caller still
+ * gives nothing away (a secret's value) before its event is durable. If a batch fails, every call in it
+ * fails.
  *
- * A call may carry what it read from memory (`checked`): the batch's transaction first asks `verify`,
- * once for the whole batch, whether those are still what the database holds; the events of calls whose
- * copy is stale (or was tampered with in the database) are not appended and their promise resolves
- * `false`: the caller reads again from the database and records that read instead.
+ * A call may carry what it read from memory (`checked`): the batch first asks `verify`, once for the whole
+ * batch, whether those are still what the database holds; the events of calls whose copy is stale (or was
+ * tampered with in the database) are not appended and their promise resolves `false`: the caller reads
+ * again from the database and records that read instead.
  *
- * With no batch in flight, a call is committed at once, alone (no added latency when idle). While batches
- * are in flight, calls wait up to `windowMs` (or until `maxBatch` calls wait) and go together; at most
- * `maxInFlight` batches run at a time. If a batch fails, every call in it fails.
+ * On PostgreSQL a batch is two statements sent on their own, without BEGIN and COMMIT: the check (a
+ * SELECT) and one multi-row INSERT of the events, which is atomic by itself. A transaction around them
+ * would guarantee nothing more (at READ COMMITTED the check sees what was committed when it ran, either
+ * way). Only where appending also chains the events (inline sequencing, PGlite) does the batch run in a
+ * transaction, so that the chaining commits with them.
+ *
+ * When fewer than `maxInFlight` batches run, everything waiting goes at once (no added latency when idle);
+ * otherwise calls queue until a batch ends, then go together (up to `maxBatch` a batch). With N concurrent
+ * callers and two batches in flight a batch carries about N / 2 calls: the fewer batches in flight, the
+ * fewer statements per call, and the longer a call may wait for a free slot.
  */
 import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
@@ -28,71 +36,71 @@ interface Waiting<C> {
 }
 
 export interface AuditBatcherOptions {
-  windowMs?: number;
+  /** At most this many calls a batch (default 256). */
   maxBatch?: number;
+  /** At most this many batches being committed at a time (default 2). */
   maxInFlight?: number;
 }
 
 export function createAuditBatcher<C>(
   deps: {
-    store: Pick<AppStore, "transaction">;
-    audit: Pick<AuditLog, "appendMany">;
-    /** In the batch's transaction: for each of `checked`, whether it is still what the database holds. */
-    verify?: (tx: Kysely<Database>, checked: C[]) => Promise<boolean[]>;
+    store: Pick<AppStore, "db" | "transaction">;
+    audit: Pick<AuditLog, "appendMany"> & Partial<Pick<AuditLog, "sequencing">>;
+    /** For each of `checked`, whether it is still what the database holds. */
+    verify?: (db: Kysely<Database>, checked: C[]) => Promise<boolean[]>;
   } & AuditBatcherOptions,
 ) {
-  const windowMs = deps.windowMs ?? 2;
-  const maxBatch = deps.maxBatch ?? 128;
-  const maxInFlight = deps.maxInFlight ?? 4;
+  const maxBatch = deps.maxBatch ?? 256;
+  const maxInFlight = deps.maxInFlight ?? 2;
+  // Background sequencing: the append is the INSERT alone, so it needs no transaction around it.
+  const alone = deps.audit.sequencing === "background";
   let queue: Waiting<C>[] = [];
   let inFlight = 0;
-  let timer: NodeJS.Timeout | undefined;
   let batches = 0;
   let events = 0;
+  let stale = 0;
 
-  async function commit(tx: Kysely<Database>, batch: Waiting<C>[]): Promise<boolean[]> {
+  async function commitIn(db: Kysely<Database>, batch: Waiting<C>[]): Promise<boolean[]> {
     const recorded = batch.map(() => true);
     const toCheck = batch.flatMap((item, i) => (item.checked === undefined ? [] : [i]));
     if (toCheck.length > 0 && deps.verify) {
       const fresh = await deps.verify(
-        tx,
+        db,
         toCheck.map((i) => batch[i]!.checked!),
       );
       toCheck.forEach((i, k) => (recorded[i] = fresh[k] === true));
     }
-    // One multi-row INSERT for the whole batch (a MAC per row, as `append` writes them).
-    await deps.audit.appendMany(
-      tx,
-      batch.filter((_, i) => recorded[i]),
-    );
+    const append = batch.filter((_, i) => recorded[i]);
+    if (append.length > 0) await deps.audit.appendMany(db, append);
     return recorded;
   }
 
-  function flush() {
-    clearTimeout(timer);
-    timer = undefined;
-    if (queue.length === 0 || inFlight >= maxInFlight) return;
-    const batch = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch);
-    queue = queue.length <= maxBatch ? [] : queue.slice(maxBatch);
-    inFlight += 1;
-    batches += 1;
-    events += batch.length;
-    deps.store
-      .transaction((tx) => commit(tx, batch))
-      .then(
-        (recorded) => batch.forEach((item, i) => item.resolve(recorded[i]!)),
-        (error: unknown) => batch.forEach((item) => item.reject(error)),
-      )
-      .finally(() => {
-        inFlight -= 1;
-        if (queue.length >= maxBatch) flush();
-        else if (queue.length > 0) wait();
-      });
+  function commit(batch: Waiting<C>[]): Promise<boolean[]> {
+    if (alone) return commitIn(deps.store.db, batch);
+    return deps.store.transaction((tx) => commitIn(tx, batch));
   }
 
-  function wait() {
-    if (inFlight === 0 || queue.length >= maxBatch) return flush();
-    timer ??= setTimeout(flush, windowMs);
+  function flush() {
+    while (queue.length > 0 && inFlight < maxInFlight) {
+      const batch = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch);
+      queue = queue.length <= maxBatch ? [] : queue.slice(maxBatch);
+      inFlight += 1;
+      batches += 1;
+      events += batch.length;
+      commit(batch)
+        .then(
+          (recorded) =>
+            batch.forEach((item, i) => {
+              if (!recorded[i]) stale += 1;
+              item.resolve(recorded[i]!);
+            }),
+          (error: unknown) => batch.forEach((item) => item.reject(error)),
+        )
+        .finally(() => {
+          inFlight -= 1;
+          flush();
+        });
+    }
   }
 
   return {
@@ -103,10 +111,10 @@ export function createAuditBatcher<C>(
     record(actor: Actor, context: CallContext, input: AuditInput | AuditInput[], checked?: C): Promise<boolean> {
       return new Promise<boolean>((resolve, reject) => {
         queue.push({ actor, context, events: Array.isArray(input) ? input : [input], checked, resolve, reject });
-        wait();
+        flush();
       });
     },
-    stats: () => ({ batches, events, waiting: queue.length, inFlight }),
+    stats: () => ({ batches, events, stale, waiting: queue.length, inFlight }),
   };
 }
 

@@ -10,6 +10,7 @@
  */
 import { checkoutPolicy, type CheckoutPolicy, type PutSecretBody, type SecretMetaDto } from "../../contract/vault.js";
 import type { Kysely } from "kysely";
+import { performance } from "node:perf_hooks";
 import ssh2 from "ssh2";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
@@ -47,7 +48,7 @@ import { custodyChanges, releaseProblem, type ReleasePurpose, type SecretAccessF
 
 export interface VaultServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append" | "appendMany" | "record">;
+  audit: Pick<AuditLog, "append" | "appendMany" | "record"> & Partial<Pick<AuditLog, "sequencing">>;
   clock: Clock;
   /** The root key from the key file or environment (key-file mode); null when none was given. */
   fileKey: Uint8Array | null;
@@ -125,11 +126,32 @@ function integrity(error: unknown): never {
   throw error;
 }
 
-/** A sealed version as a read needs it. */
+/** How long a node keeps a secret's row or an opened version at most, messages or not (see README.md). */
+const READ_CACHE_MAX_AGE_MS = 30_000;
+/** Past this many opened versions in memory, the node forgets them all and starts again. */
+const READ_CACHE_MAX_VALUES = 10_000;
+
+/** A secret's row as reads decide on it, kept in memory. */
+interface CachedSecret {
+  row: vaultStore.SecretRow;
+  /** The row's check-out policy says exclusive (decided from the database only). */
+  exclusive: boolean;
+  /** performance.now() when it was read from the database. */
+  at: number;
+}
+
+/** A sealed version as the database holds it. */
 interface SealedCopy {
   ciphertext: string;
   wrapped_key: string;
   kek_version: number;
+}
+
+/** A version kept in memory: the sealed copy read from the database, and what it opened to. */
+interface CachedValue {
+  sealed: SealedCopy;
+  value: string;
+  at: number;
 }
 
 /** What a read took from memory, checked against the database when its audit event is committed. */
@@ -174,11 +196,12 @@ export function createVaultService(deps: VaultServiceDeps) {
   const index = deps.index;
 
   // What reads keep in memory while the index vouches for its messages (see README.md): secret rows by
-  // path, sealed versions by path and version, and unwrapped KEKs (dropped whenever the vault is sealed).
-  // Only `read` uses the rows and versions, and each read checks them against the database in its audit
-  // batch's transaction (`verifyCopies`): a stale or tampered copy is never what a read returns.
-  const rowCache = new Map<string, vaultStore.SecretRow>();
-  const versionCache = new Map<string, Map<number, SealedCopy>>();
+  // path, opened values by path and version, and unwrapped KEKs. Dropped by the "sec" message of every change
+  // to the secret (and the "kek" message of every key change), when the index cannot vouch for itself, when
+  // the vault is sealed, and at the latest READ_CACHE_MAX_AGE_MS after they were read from the database.
+  const rowCache = new Map<string, CachedSecret>();
+  const valueCache = new Map<string, Map<number, CachedValue>>();
+  let cachedValues = 0;
   const kekCache = new Map<number, Buffer>();
   // The active KEK, unwrapped (what seals minted logins' passwords and new versions), with the root it was
   // unwrapped under: dropped with the other KEKs on a "kek" message (a rotation or a re-wrap, sent in its
@@ -188,12 +211,14 @@ export function createVaultService(deps: VaultServiceDeps) {
   const forgetSecret = (path: string) => {
     cacheChanges += 1;
     rowCache.delete(path);
-    versionCache.delete(path);
+    cachedValues -= valueCache.get(path)?.size ?? 0;
+    valueCache.delete(path);
   };
   const forgetAll = () => {
     cacheChanges += 1;
     rowCache.clear();
-    versionCache.clear();
+    valueCache.clear();
+    cachedValues = 0;
     kekCache.clear();
     activeKekCache = null;
   };
@@ -210,36 +235,51 @@ export function createVaultService(deps: VaultServiceDeps) {
   const tellSecret = (tx: Kysely<Database>, path: string) => index?.send(tx, { t: "sec", path });
   const tellKeks = (tx: Kysely<Database>) => index?.send(tx, { t: "kek" });
 
-  /** The secret's row, from memory (read from the database once). */
-  async function cachedSecret(path: string): Promise<vaultStore.SecretRow | undefined> {
+  /** The secret's row as reads decide on it, from memory (read from the database when not kept or too old). */
+  async function cachedSecret(path: string): Promise<CachedSecret | undefined> {
     const cached = rowCache.get(path);
-    if (cached) return cached;
+    if (cached && performance.now() - cached.at < READ_CACHE_MAX_AGE_MS) return cached;
     const mark = cacheMark();
+    const at = performance.now();
     const row = await vaultStore.findSecret(store.db, path);
-    if (row && mark === cacheMark()) rowCache.set(path, row);
-    return row;
+    if (!row) return undefined;
+    const entry = { row, exclusive: checkoutPolicy.parse(row.checkout ?? {}).exclusive, at };
+    if (mark === cacheMark()) rowCache.set(path, entry);
+    return entry;
   }
 
-  /** A sealed version, from memory (read from the database once). */
-  async function cachedVersion(row: vaultStore.SecretRow, version: number): Promise<SealedCopy | undefined> {
-    const remembered = versionCache.get(row.path)?.get(version);
-    if (remembered) return remembered;
+  /** A version, opened, from memory (read from the database and opened when not kept or too old). */
+  async function cachedValue(row: vaultStore.SecretRow, version: number): Promise<CachedValue | undefined> {
+    const remembered = valueCache.get(row.path)?.get(version);
+    if (remembered && performance.now() - remembered.at < READ_CACHE_MAX_AGE_MS) return remembered;
     const mark = cacheMark();
+    const at = performance.now();
     const stored = await vaultStore.findVersion(store.db, row.id, version);
     if (!stored) return undefined;
-    const copy = { ciphertext: stored.ciphertext, wrapped_key: stored.wrapped_key, kek_version: stored.kek_version };
+    const sealed = { ciphertext: stored.ciphertext, wrapped_key: stored.wrapped_key, kek_version: stored.kek_version };
+    const kek = await kekOf(store.db, stored.kek_version);
+    const value = openVersion(kek, binding(row.id, row.path, version), {
+      ciphertext: sealed.ciphertext,
+      wrappedKey: sealed.wrapped_key,
+    });
+    const entry = { sealed, value, at };
     if (mark === cacheMark()) {
-      let versions = versionCache.get(row.path);
-      if (!versions) versionCache.set(row.path, (versions = new Map()));
-      versions.set(version, copy);
+      if (cachedValues >= READ_CACHE_MAX_VALUES) {
+        valueCache.clear();
+        cachedValues = 0;
+      }
+      let versions = valueCache.get(row.path);
+      if (!versions) valueCache.set(row.path, (versions = new Map()));
+      if (!versions.has(version)) cachedValues += 1;
+      versions.set(version, entry);
     }
-    return copy;
+    return entry;
   }
 
-  /** In a read batch's transaction: which reads from memory used what the database still holds. */
-  async function verifyCopies(tx: Kysely<Database>, reads: MemoryRead[]): Promise<boolean[]> {
+  /** For a read batch: which reads from memory used what the database holds now (one SELECT a batch). */
+  async function verifyCopies(db: Kysely<Database>, reads: MemoryRead[]): Promise<boolean[]> {
     const current = await vaultStore.secretVersionsForCheck(
-      tx,
+      db,
       reads.map((r) => ({ secretId: r.row.id, version: r.version })),
     );
     return reads.map((r) => {
@@ -422,29 +462,26 @@ export function createVaultService(deps: VaultServiceDeps) {
    * stale when its audit event was committed (then nothing was recorded or returned).
    */
   async function readFromMemory(actor: Actor, context: CallContext, path: string, version?: number) {
-    const row = await cachedSecret(path);
-    if (!row || row.break_glass || !(await mayUse(actor, row))) return null;
-    if (checkoutPolicy.parse(row.checkout ?? {}).exclusive) return null;
+    const cached = await cachedSecret(path);
+    if (!cached || cached.row.break_glass || cached.exclusive || !(await mayUse(actor, cached.row))) return null;
+    const row = cached.row;
     const wanted = version ?? row.current_version;
-    const sealed = await cachedVersion(row, wanted);
-    if (!sealed) return null;
-    let value: string;
+    let opened: CachedValue | undefined;
     try {
-      const kek = await kekOf(store.db, sealed.kek_version);
-      value = openVersion(kek, binding(row.id, row.path, wanted), {
-        ciphertext: sealed.ciphertext,
-        wrappedKey: sealed.wrapped_key,
-      });
+      opened = await cachedValue(row, wanted);
     } catch {
-      return null;
+      return null; // the database read answers (INTEGRITY_FAILED for a version that does not open)
     }
+    if (opened === undefined) return null;
     const recorded = await readAudit.record(
       actor,
       context,
       { action: "secret.read", outcome: "success", subject: `secret:${path}`, details: { version: wanted } },
-      { row, version: wanted, sealed },
+      { row, version: wanted, sealed: opened.sealed },
     );
-    return recorded ? { path, version: wanted, kind: row.kind, value } : null;
+    if (recorded) return { path, version: wanted, kind: row.kind, value: opened.value };
+    forgetSecret(path); // stale or altered in the database: read again from there
+    return null;
   }
 
   /** A read decided and opened from the database: every refusal, and whatever memory could not answer. */
@@ -985,13 +1022,15 @@ export function createVaultService(deps: VaultServiceDeps) {
      * that the copy used is what the database holds; the value is returned only after that commit. Anything
      * else (a refusal, break-glass, an exclusive secret, a stale copy) is decided from the database.
      */
+    /** How the reads' audit events were group-committed so far (for the benchmark). */
+    readAuditStats: () => readAudit.stats(),
+
     async read(actor: Actor, context: CallContext, path: string, version?: number) {
       principalOf(actor);
       await rootKey();
       if (index?.view()) {
         const fromMemory = await readFromMemory(actor, context, path, version);
         if (fromMemory) return fromMemory;
-        forgetSecret(path);
       }
       return readFromDatabase(actor, context, path, version);
     },
