@@ -11,7 +11,11 @@
  *    terminated. Then reconcile cycles of a target with N roles.
  *
  *   node --import tsx bench/connectors.bench.ts [--logins=100] [--concurrency=4] [--engines=postgres,pglite]
- *     [--activations=50] [--roles=20] [--scenarios=dynamic,connector,membership]
+ *     [--activations=50] [--roles=20] [--scenarios=dynamic,connector,membership] [--trace=N]
+ *
+ * `--trace=N` prints, for N issuances one at a time (after the sequential samples), every statement sent to the
+ * store and to the target with its start and end (ms after the submit) and the requester's milestones: where the
+ * milliseconds go. A statement is shown by its first words only, cut before any PASSWORD.
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
@@ -42,6 +46,7 @@ interface Options {
   activations: number;
   roles: number;
   scenarios: string[];
+  trace: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -52,6 +57,7 @@ function parseArgs(argv: string[]): Options {
     activations: 50,
     roles: 20,
     scenarios: ["dynamic", "connector", "membership"],
+    trace: 0,
   };
   const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
   for (const arg of argv) {
@@ -60,6 +66,7 @@ function parseArgs(argv: string[]): Options {
     else if (key === "--concurrency" && count(value)) options.concurrency = count(value)!;
     else if (key === "--activations" && count(value)) options.activations = count(value)!;
     else if (key === "--roles" && count(value)) options.roles = count(value)!;
+    else if (key === "--trace" && count(value)) options.trace = count(value)!;
     else if (key === "--engines" && value && value.split(",").every((e) => e === "pglite" || e === "postgres"))
       options.engines = value.split(",") as Engine[];
     else if (
@@ -71,7 +78,7 @@ function parseArgs(argv: string[]): Options {
     else
       throw new Error(
         `unknown argument ${arg} (use --logins=N, --concurrency=N, --engines=postgres,pglite, --activations=N, ` +
-          "--roles=N, --scenarios=dynamic,connector,membership)",
+          "--roles=N, --scenarios=dynamic,connector,membership, --trace=N)",
       );
   }
   return options;
@@ -139,11 +146,55 @@ let storeDatabase = "";
 const originalQuery = pg.Client.prototype.query;
 pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
   const database = (this as unknown as { database?: string }).database;
-  if (database === targetDatabase) statements.target += 1;
-  else if (database === storeDatabase) statements.store += 1;
-  else statements.other += 1;
-  return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
+  const where = database === targetDatabase ? "target" : database === storeDatabase ? "store" : "other";
+  statements[where] += 1;
+  if (!timeline) return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
+  const user = (this as unknown as { user?: string }).user ?? "";
+  const what = `${where === "target" && user !== "postgres" ? "login" : where} ${statementText(args[0])}`;
+  const started = mark(`${what} …`);
+  const finish = () => mark(`${what} ✓`, started);
+  const last = args.at(-1);
+  if (typeof last === "function")
+    args[args.length - 1] = (...r: unknown[]) => {
+      finish();
+      return (last as (...a: unknown[]) => unknown)(...r);
+    };
+  const result = (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
+  if (result && typeof (result as Promise<unknown>).then === "function")
+    (result as Promise<unknown>).then(finish, finish);
+  return result;
 } as typeof pg.Client.prototype.query;
+
+/** `--trace`: the milestones of one issuance, ms after its submit started (null: not tracing). */
+let timeline: { at: number; what: string; took?: number }[] | null = null;
+let timelineStart = 0;
+function mark(what: string, since?: number): number {
+  const at = performance.now();
+  timeline?.push({ at: at - timelineStart, what, ...(since === undefined ? {} : { took: at - since }) });
+  return at;
+}
+
+/** A statement's first words, never what follows a PASSWORD (a SCRAM secret is in createLogin's statement). */
+function statementText(query: unknown): string {
+  const text = typeof query === "string" ? query : String((query as { text?: unknown } | null)?.text ?? "(prepared)");
+  const words = text
+    .replace(/\s+/g, " ")
+    .trim()
+    .split(/\s*(?:PASSWORD|password)\b/)[0]!;
+  return words.length > 72 ? `${words.slice(0, 72)}…` : words;
+}
+
+const WORKS = "requester: the login read the table";
+
+function printTimeline(label: string) {
+  if (!timeline) return;
+  console.log(`  ${label}`);
+  for (const { at, what, took } of timeline) {
+    console.log(`    ${at.toFixed(2).padStart(7)}  ${took === undefined ? "" : `(${took.toFixed(2)}) `}${what}`);
+    // What follows (the insideOf query, the deactivation and the drop) is not on the timed path.
+    if (what === WORKS) break;
+  }
+}
 
 /** Where the provisioning time went, from the server's own timestamps (ms, Date resolution), after submit. */
 interface Inside {
@@ -226,7 +277,10 @@ async function benchDynamic(engine: Engine, options: Options, target: DynamicTar
           store.listen(
             channel,
             (payload) => {
-              if (channel === OUTBOX_CHANNEL) notified.push(Date.now());
+              if (channel === OUTBOX_CHANNEL) {
+                notified.push(Date.now());
+                mark("server: NOTIFY heard on the outbox channel");
+              }
               onMessage(payload);
             },
             opts,
@@ -319,6 +373,7 @@ eligibility:
       const snapshot = () => ({ store: statements.store, target: statements.target });
       const counts0 = snapshot();
       const started = performance.now();
+      timelineStart = started;
       const submitted = await inject(server, auth, "POST", "/v1/activation-requests", {
         role: ROLE,
         duration: "10m",
@@ -326,7 +381,7 @@ eligibility:
       });
       expectStatus("submit", submitted, 201);
       const id = String(submitted.body.id);
-      const afterSubmit = performance.now();
+      const afterSubmit = mark("requester: submit answered 201");
       const counts1 = snapshot();
       let looks = 0;
       await waitFor(
@@ -339,11 +394,11 @@ eligibility:
         },
         () => nextCommit(ACTIVE_POLL_MS),
       );
-      const active = performance.now();
+      const active = mark("requester: saw the request active");
       const counts2 = snapshot();
       const creds = await inject(server, auth, "GET", `/v1/me/roles/${ROLE}/credentials`);
       expectStatus("credentials", creds, 200);
-      const read = performance.now();
+      const read = mark("requester: credentials answered 200");
       const counts3 = snapshot();
       const diff = (a: Count, b: Count) => ({ store: b.store - a.store, target: b.target - a.target });
       const client = new pg.Client({
@@ -354,10 +409,11 @@ eligibility:
         password: String(creds.body.password),
       });
       await client.connect();
+      mark("requester: signed in as the minted login");
       const rows = await client.query("select entry from ledger");
       await client.end();
       if (rows.rowCount !== 1) throw new Error(`the minted login read ${rows.rowCount} rows, expected 1`);
-      const works = performance.now();
+      const works = mark(WORKS);
       const inside = await insideOf(id);
 
       expectStatus("deactivate", await inject(server, auth, "POST", `/v1/me/roles/${ROLE}/deactivate`), 200);
@@ -410,6 +466,12 @@ eligibility:
       `  1 at a time: ${((cpu.user + cpu.system) / 1000 / options.logins).toFixed(1)} ms of this process's CPU per issuance`,
     );
     phases("1 at a time", sequential);
+    for (let i = 0; i < options.trace; i++) {
+      timeline = [];
+      const traced = await issue(auths[0]!, options.logins + i, true);
+      printTimeline(`trace ${i + 1} of ${options.trace}: submit → login works ${traced.total.toFixed(1)} ms`);
+      timeline = null;
+    }
 
     if (requesters > 1) {
       console.error(`${engine}: ${options.logins} dynamic logins by ${requesters} requesters (load ${load()})`);
