@@ -298,6 +298,19 @@ describe("packetHeads", () => {
     }
   });
 
+  it("chunks cut exactly where stepped-over data ends or starts (a channel packet per SFTP piece)", () => {
+    const payload = Buffer.alloc(40_000, 7);
+    const first = data(5, payload);
+    const keep = (type: number) => (type === SFTP.DATA ? 9 : Number.MAX_SAFE_INTEGER);
+    const split = packetHeads(1024 * 1024, keep, () => undefined);
+    // The head, then the data in two pieces that end exactly at the packet's end, then the next packet.
+    const pieces = [first.subarray(0, 13), first.subarray(13, 30_013), first.subarray(30_013), ok(6), Buffer.alloc(0)];
+    expect(pieces.flatMap((piece) => split(piece))).toEqual([
+      { length: 1 + 4 + 4 + payload.length, head: Buffer.concat([Buffer.of(SFTP.DATA), u32(5), u32(payload.length)]) },
+      { length: ok(6).length - 4, head: ok(6).subarray(4) },
+    ]);
+  });
+
   it("a head inside one chunk is a view of it, not a copy", () => {
     const bytes = data(1, Buffer.alloc(1000, 9));
     const [first] = packetHeads(

@@ -257,23 +257,31 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
     }
   }
 
-  const guard = <T>(work: () => T[]): T[] => {
-    if (stopped) return [];
-    try {
-      return work();
-    } catch {
-      return [];
-    }
-  };
-
+  // Called for every chunk relayed (tens of thousands a second in a transfer): no closure nor array is made
+  // for a chunk that completes nothing, the common case (file data stepped over).
   return {
-    fromClient: (chunk) =>
-      guard(() => {
-        for (const packet of clientPackets(chunk)) skipMalformed(() => request(packet.head));
-        return [];
-      }),
-    fromServer: (chunk) =>
-      guard(() => serverPackets(chunk).flatMap((packet) => skipMalformed(() => response(packet.head)) ?? [])),
+    fromClient(chunk) {
+      if (stopped) return NO_EVENTS;
+      try {
+        for (const packet of clientPackets(chunk)) skipMalformed(request, packet.head);
+      } catch {
+        // Never throws (see above).
+      }
+      return NO_EVENTS;
+    },
+    fromServer(chunk) {
+      if (stopped) return NO_EVENTS;
+      let events: SftpEvent[] = NO_EVENTS;
+      try {
+        for (const packet of serverPackets(chunk)) {
+          const found = skipMalformed(response, packet.head);
+          if (found !== undefined && found.length > 0) events = events === NO_EVENTS ? found : events.concat(found);
+        }
+      } catch {
+        // Never throws (see above).
+      }
+      return events;
+    },
     end: () => {
       const events = [...handles.values()].map((file) => fileEvent(file, false, "not closed"));
       handles.clear();
@@ -282,6 +290,10 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
     },
   };
 }
+
+/** What a chunk that completes nothing returns (shared: callers only read it). */
+const NO_EVENTS: SftpEvent[] = [];
+const NO_HEADS: PacketHead[] = [];
 
 function fileEvent(file: OpenFile, ok: boolean, error: string | undefined): SftpEvent {
   const upload = file.writing || file.written > 0;
@@ -295,9 +307,9 @@ function fileEvent(file: OpenFile, ok: boolean, error: string | undefined): Sftp
   };
 }
 
-function skipMalformed<T>(work: () => T): T | undefined {
+function skipMalformed<T>(work: (packet: Buffer) => T, packet: Buffer): T | undefined {
   try {
-    return work();
+    return work(packet);
   } catch (error) {
     if (error instanceof TruncatedPacketError) return undefined;
     throw error;
@@ -338,7 +350,12 @@ export function packetHeads(
   let skip = 0;
   let broken = false;
   return (chunk) => {
-    const heads: PacketHead[] = [];
+    // File data: the whole chunk lies inside the packet being stepped over.
+    if (skip >= chunk.length && !broken) {
+      skip -= chunk.length;
+      return NO_HEADS;
+    }
+    let heads = NO_HEADS;
     let offset = 0;
     while (!broken && offset < chunk.length) {
       const left = chunk.length - offset;
@@ -377,6 +394,7 @@ export function packetHeads(
       have += step;
       offset += step;
       if (have < want) continue;
+      if (heads === NO_HEADS) heads = [];
       heads.push({ length, head: pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, have) });
       pieces = [];
       skip = length - want;

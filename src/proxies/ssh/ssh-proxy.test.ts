@@ -10,6 +10,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "
 import { connect, createServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PassThrough, Writable } from "node:stream";
 import { promisify } from "node:util";
 import ssh2 from "ssh2";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -30,6 +31,7 @@ import {
   parseRsyncCommand,
   parseScpCommand,
   userauthSignatureValid,
+  writeBatch,
   type SshProxy,
 } from "./ssh-proxy.js";
 
@@ -443,6 +445,45 @@ describe("flow control", () => {
     }
     await lastSession().ended;
   }, 60_000);
+});
+
+describe("write batching", () => {
+  it("packets written in one turn of the event loop leave in one socket write, and none is held past it", async () => {
+    const writes: string[][] = [];
+    const socket = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        writes.push([chunk.toString()]);
+        done();
+      },
+      writev(chunks, done) {
+        writes.push(chunks.map(({ chunk }) => (chunk as Buffer).toString()));
+        done();
+      },
+    });
+    const channel = Object.assign(new PassThrough(), { _client: { _sock: socket } });
+    const batch = writeBatch(channel)!;
+    const nextTick = () => new Promise((resolve) => process.nextTick(resolve));
+
+    batch.cork();
+    socket.write("packet 1");
+    batch.cork();
+    socket.write("packet 2");
+    expect(writes).toEqual([]);
+    await nextTick();
+    expect(writes).toEqual([["packet 1", "packet 2"]]);
+
+    batch.cork();
+    socket.write("packet 3");
+    await nextTick();
+    expect(writes).toEqual([["packet 1", "packet 2"], ["packet 3"]]);
+    // Not corked any more: a write outside a batch goes at once.
+    socket.write("packet 4");
+    expect(writes.at(-1)).toEqual(["packet 4"]);
+  });
+
+  it("a destination that is not an ssh2 channel is written as is", () => {
+    expect(writeBatch(new PassThrough())).toBeUndefined();
+  });
 });
 
 describe("interactive shell", () => {

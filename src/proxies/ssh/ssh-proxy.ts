@@ -153,6 +153,8 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
       if (left > 0) perAddress.set(address, left);
       else perAddress.delete(address);
     });
+    // The relay batches its writes itself (writeBatch); Nagle would hold a packet's tail for an ACK.
+    socket.setNoDelay(true);
     server.injectSocket(socket);
   });
   // Errors after the listener is up; a failure to listen rejects listen() instead (the caller reports it).
@@ -771,6 +773,8 @@ function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshC
         readyTimeout: timeoutMs,
         keepaliveInterval: 30_000,
       });
+      // As on the client side: the relay batches its writes, Nagle would only hold back a packet's tail.
+      connection.setNoDelay(true);
     } catch {
       reject(new Error("the target's connection settings are not usable"));
     }
@@ -795,6 +799,7 @@ function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshC
  */
 function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => void, relaying: () => boolean): void {
   const window = channelWindow(from, RELAY_WINDOW);
+  const batch = writeBatch(to);
   let waiting = false;
   to.on("drain", () => {
     if (!waiting) return;
@@ -809,6 +814,7 @@ function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => vo
       // Recording never stops the relay (the recorder itself reports its failures).
     }
     if (!to.writable) return;
+    batch?.cork();
     if (to.write(data)) {
       window?.grant();
     } else if (!waiting) {
@@ -816,6 +822,32 @@ function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => vo
       from.pause();
     }
   });
+}
+
+/**
+ * Packets written to one destination during one turn of the event loop leave in one socket write: the
+ * destination connection's socket is corked at the first chunk and uncorked once the turn's work is done
+ * (process.nextTick), so nothing is held past the current tick. One read from the source's socket
+ * (up to 64 KiB) carries up to two 32 KiB packets: they now cost one write system call, not two.
+ * With this batching the sockets run without Nagle's algorithm (setNoDelay), which would otherwise hold
+ * the tail of a batch until the peer acknowledges the previous segment.
+ */
+export function writeBatch(to: Writable): { cork(): void } | undefined {
+  const socket = (to as unknown as { _client?: { _sock?: Writable } })._client?._sock;
+  if (!socket || typeof socket.cork !== "function" || typeof socket.uncork !== "function") return undefined;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  return {
+    cork() {
+      if (corked) return;
+      corked = true;
+      socket.cork();
+      process.nextTick(uncork);
+    },
+  };
 }
 
 /**
