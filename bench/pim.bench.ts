@@ -15,12 +15,13 @@
  * See bench/README.md for what the figures mean.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import Fastify from "fastify";
+import { sql } from "kysely";
 import type { Engine } from "../src/lib/db.js";
 import { loadConfig } from "../src/config/config.js";
 import { openAppStore } from "../src/db/index.js";
@@ -231,6 +232,56 @@ async function setUp(engine: Engine, options: Options): Promise<Fixture> {
   return { server, users, checker, signedInAt };
 }
 
+/** CPU time per elevation (submit and deactivate) of one level: this process, and the database's backends. */
+interface ElevateCpu {
+  engine: Engine;
+  transport: Transport;
+  concurrency: number;
+  ops: number;
+  /** This process: the server, and the benchmark's own client (fetch or app.inject); and of it, in the kernel. */
+  processMs: number;
+  systemMs: number;
+  /** PostgreSQL backends of the benchmark's database, from /proc (NaN on PGlite, which runs in this process). */
+  backendsMs: number;
+}
+const elevateCpu: ElevateCpu[] = [];
+/** The same measured over IDLE_MS with no request (before the levels, after the warm-up). */
+const elevateIdle: Omit<ElevateCpu, "concurrency" | "ops">[] = [];
+const IDLE_MS = 2000;
+
+/** Linux's USER_HZ: /proc's CPU times are in these ticks. */
+const CLOCK_TICKS = 100;
+
+/** Starts measuring this process's CPU and that of the database's PostgreSQL backends (from /proc). */
+async function cpuMeter(server: TestServer, engine: Engine) {
+  const backends = async (seen: Set<number>) => {
+    if (engine !== "postgres") return new Map<number, number>();
+    const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity
+      where datname = current_database()`.execute(server.store.db);
+    for (const row of rows) seen.add(row.pid);
+    const ms = new Map<number, number>();
+    for (const pid of seen) {
+      const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+      if (!stat) continue; // gone: the pool keeps its connections, so little is lost
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ms.set(pid, ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS);
+    }
+    return ms;
+  };
+  const seen = new Set<number>();
+  const before = await backends(seen);
+  const cpu = process.cpuUsage();
+  return {
+    async stop() {
+      const used = process.cpuUsage(cpu);
+      const after = await backends(seen);
+      let backendsMs = engine === "postgres" ? 0 : Number.NaN;
+      for (const [pid, ms] of after) backendsMs += ms - (before.get(pid) ?? 0);
+      return { processMs: (used.user + used.system) / 1000, systemMs: used.system / 1000, backendsMs };
+    },
+  };
+}
+
 /** Submits as `user` and returns the latency until the response says active; then deactivates (not timed). */
 async function elevateOnce(call: Call, user: { name: string; auth: string }, n: number): Promise<number> {
   const started = performance.now();
@@ -268,11 +319,18 @@ async function benchTransport(
 
   if (options.scenarios.includes("elevate")) {
     await run(WARMUP_ELEVATIONS, 1, (i) => elevateOnce(call, users[0]!, i));
+    // What the server spends with nothing asked of it (timers, the sequencer's poll, the index's checks): a
+    // level's CPU includes it, more of it per elevation the slower the level.
+    const idle = await cpuMeter(server, engine);
+    await new Promise((resolve) => setTimeout(resolve, IDLE_MS));
+    elevateIdle.push({ engine, transport, ...(await idle.stop()) });
     for (const concurrency of elevateLevels(options)) {
       tokensStillValid();
+      const cpu = await cpuMeter(server, engine);
       // Each worker is its own requester (a distinct user), so no request meets another's active grant.
       const r = await run(options.elevations, concurrency, (i, w) => elevateOnce(call, users[w]!, i), budget);
       push("time-to-elevate", concurrency, r);
+      elevateCpu.push({ engine, transport, concurrency, ops: r.ops, ...(await cpu.stop()) });
     }
   }
   if (!options.scenarios.includes("check")) return rows;
@@ -585,6 +643,43 @@ function table(rows: Row[]): string {
 const ELEVATE_GOAL_P99_MS = 25;
 const ELEVATE_JUDGED_CONCURRENCY = 50;
 
+/**
+ * CPU per elevation at each level, and the rate the host's two cores allow at most: this process is one
+ * thread (its CPU per elevation bounds it alone), and it shares the cores with the backends.
+ */
+function elevateCpuLines(): string[] {
+  if (elevateCpu.length === 0) return [];
+  const lines = [
+    `\ntime-to-elevate, CPU per elevation (submit + deactivate), ${os.cpus().length} cores:`,
+    "| engine | via | conc. | process ms | of which kernel | backends ms | bound elevations/s |",
+    "|---|---|--:|--:|--:|--:|--:|",
+  ];
+  for (const c of elevateCpu) {
+    const processMs = c.processMs / c.ops;
+    const backendsMs = c.backendsMs / c.ops;
+    const cores = os.cpus().length;
+    const bound = Number.isNaN(backendsMs)
+      ? 1000 / processMs
+      : Math.min(1000 / processMs, (cores * 1000) / (processMs + backendsMs));
+    lines.push(
+      `| ${c.engine} | ${c.transport} | ${c.concurrency} | ${processMs.toFixed(2)} | ${(c.systemMs / c.ops).toFixed(2)} | ` +
+        `${Number.isNaN(backendsMs) ? "-" : backendsMs.toFixed(2)} | ${Math.round(bound)} |`,
+    );
+  }
+  for (const idle of elevateIdle)
+    lines.push(
+      `idle (${idle.engine} via ${idle.transport}, ${IDLE_MS / 1000} s, no request): process ` +
+        `${((idle.processMs * 1000) / IDLE_MS).toFixed(0)} ms/s, backends ` +
+        `${Number.isNaN(idle.backendsMs) ? "-" : ((idle.backendsMs * 1000) / IDLE_MS).toFixed(0)} ms/s`,
+    );
+  lines.push(
+    "process = this process (the server and the benchmark's client: fetch, or app.inject); backends = the " +
+      "database's PostgreSQL backends. bound = min(1000 / process ms, cores × 1000 / (process + backends ms)), " +
+      "if nothing else ran on the host.",
+  );
+  return lines;
+}
+
 function elevateVerdicts(rows: Row[]): string[] {
   return rows
     .filter(
@@ -682,6 +777,7 @@ async function main() {
         `${worst < STALENESS_GOAL_MS ? "PASS" : "FAIL"}`,
     );
   }
+  for (const line of elevateCpuLines()) console.log(line);
   for (const line of elevateVerdicts(rows)) console.log(line);
   if (rows.some((r) => r.capped))
     console.log(`* cut short by the ${options.levelSeconds} s budget per level (--level-seconds).`);
