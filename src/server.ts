@@ -47,6 +47,9 @@ import { createBlobStore, MIN_FREE_BYTES } from "./lib/blob-store.js";
 import { freeBytes } from "./lib/disk.js";
 import { createSessionService, type SessionService } from "./modules/sessions/sessions.service.js";
 import { registerSessionRoutes } from "./modules/sessions/sessions.routes.js";
+import { createWorkloadService } from "./modules/workload/workload.service.js";
+import { createIssuerKeys } from "./modules/workload/jwks.js";
+import { registerWorkloadRoutes } from "./modules/workload/workload.routes.js";
 
 /** How long /readyz reports not ready after a request failed on a full disk. */
 const DISK_FULL_NOT_READY_MS = 30_000;
@@ -363,6 +366,14 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
         registerSessionRoutes(scoped, { sessions: sessions! });
+        registerWorkloadRoutes(scoped, {
+          workload: createWorkloadService({
+            store,
+            audit,
+            clock,
+            issuerKeys: createIssuerKeys({ cooldownMs: config.workloadJwksCooldown }),
+          }),
+        });
       },
     );
 

@@ -116,6 +116,11 @@ export const configSchema = z
     /** How often the metrics read from the database are refreshed, however often /metrics is scraped. */
     metricsRefresh: duration.refine((ms) => ms >= 1000, "must be at least 1s").default(15_000),
     /**
+     * Workload identity: the least time between two fetches of one issuer's key set. A token signed by a key
+     * Stint has not seen refetches the set, at most this often (a rotated-in key is picked up at once).
+     */
+    workloadJwksCooldown: duration.default(30_000),
+    /**
      * Networks Stint may connect to (targets, webhooks) although its address policy blocks them by default:
      * cloud metadata services, link-local, unspecified, multicast and reserved ranges.
      */
@@ -191,6 +196,7 @@ export const ENV_KEYS = {
   STINT_BLOB_DIR: "blobDir",
   STINT_METRICS_TOKEN: "metricsToken",
   STINT_METRICS_REFRESH: "metricsRefresh",
+  STINT_WORKLOAD_JWKS_COOLDOWN: "workloadJwksCooldown",
   STINT_ALLOW_NETWORKS: "allowNetworks",
   STINT_DENY_NETWORKS: "denyNetworks",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;

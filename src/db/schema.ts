@@ -81,6 +81,28 @@ export interface ApiTokensTable {
   revoked_at: Timestamp | null;
 }
 
+/** A service identity's trust in an external OIDC issuer (migration 0019, modules/workload). */
+export interface WorkloadTrustsTable {
+  id: string;
+  principal_id: string;
+  name: string;
+  issuer: string;
+  audiences: string[];
+  conditions: Json<Record<string, string>>;
+  token_ttl_ms: number;
+  created_by: string | null;
+  created_at: Timestamp;
+}
+
+/** A job token's `jti` already exchanged, per issuer (migration 0019). */
+export interface WorkloadTokenUsesTable {
+  issuer: string;
+  jti: string;
+  keep_until: Timestamp;
+  principal_id: string;
+  used_at: Timestamp;
+}
+
 export interface LoginThrottleTable {
   key: string;
   failures: number;
@@ -478,6 +500,8 @@ export interface Database {
   group_members: GroupMembersTable;
   refresh_sessions: RefreshSessionsTable;
   api_tokens: ApiTokensTable;
+  workload_trusts: WorkloadTrustsTable;
+  workload_token_uses: WorkloadTokenUsesTable;
   login_throttle: LoginThrottleTable;
   setup_codes: SetupCodesTable;
   signing_keys: SigningKeysTable;

@@ -71,6 +71,21 @@ export const ERROR_CODES = {
     status: 403,
     message: "This is a break-glass secret: only its reveal releases it (stint secret reveal), with fresh MFA.",
   },
+  WORKLOAD_TOKEN_INVALID: {
+    status: 401,
+    message: "The job token is not valid: its issuer, audience, signature or key does not check out.",
+  },
+  WORKLOAD_TOKEN_EXPIRED: {
+    status: 401,
+    message: "The job token has expired; a job token is exchanged while it runs.",
+  },
+  WORKLOAD_TOKEN_REPLAYED: { status: 401, message: "This job token was already exchanged; each one is accepted once." },
+  WORKLOAD_NO_TRUST: { status: 403, message: "No service identity trusts this job (its issuer, audience and claims)." },
+  WORKLOAD_AMBIGUOUS: {
+    status: 409,
+    message: "Several service identities trust this job; name the one to act as.",
+  },
+  WORKLOAD_ISSUER_UNAVAILABLE: { status: 502, message: "The issuer's signing keys could not be fetched; try again." },
   TARGET_UNAVAILABLE: { status: 502, message: "The target could not be reached or refused Stint's request." },
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
   AUDIT_WRITE_FAILED: { status: 503, message: "The audit log could not be written, so nothing was changed." },

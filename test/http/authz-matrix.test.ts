@@ -39,6 +39,7 @@ const MATRIX = `
   POST    /v1/setup                                yes        yes   yes      yes       yes
   POST    /v1/auth/login                           yes        yes   yes      yes       yes
   POST    /v1/auth/refresh                         yes        yes   yes      yes       yes
+  POST    /v1/auth/token-exchange                  yes        yes   yes      yes       yes
   POST    /v1/auth/step-up                         no         yes   yes      yes       yes
   POST    /v1/auth/logout                          no         yes   yes      yes       yes
   GET     /v1/me                                   no         yes   yes      yes       yes
@@ -58,6 +59,9 @@ const MATRIX = `
   DELETE  /v1/groups/:name/members/:principal      no         no    no       no        yes
   GET     /v1/tokens                               no         no    yes      no        yes
   POST    /v1/tokens                               no         no    no       no        yes
+  GET     /v1/services/:name/trusts                no         no    yes      no        yes
+  POST    /v1/services/:name/trusts                no         no    no       no        yes
+  DELETE  /v1/services/:name/trusts/:trust         no         no    no       no        yes
   DELETE  /v1/tokens/:id                           no         no    no       no        yes
   GET     /v1/audit/events                         no         no    yes      yes       yes
   GET     /v1/audit/verify                         no         no    yes      yes       yes
@@ -229,6 +233,9 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { name: fresh("matrix-token"), principal: SERVICE },
   }),
   "DELETE /v1/tokens/:id": () => ({ url: `/v1/tokens/${randomUUID()}` }),
+  "GET /v1/services/:name/trusts": () => ({ url: "/v1/services/no-such-service/trusts" }),
+  "POST /v1/services/:name/trusts": () => ({ url: "/v1/services/no-such-service/trusts", payload: {} }),
+  "DELETE /v1/services/:name/trusts/:trust": () => ({ url: "/v1/services/no-such-service/trusts/none" }),
   "GET /v1/audit/events": () => ({ url: "/v1/audit/events?limit=5" }),
   // Business refusals (not eligible, self-approval) are 403s too; invalid input (400) proves authorization passed.
   "POST /v1/activation-requests": () => ({

@@ -35,6 +35,9 @@ const raw = (...parts: (string | number[] | Buffer)[]) =>
   Buffer.concat(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "utf8") : Buffer.from(p))));
 
 const SQL = "'; drop table principals; --";
+const EXCHANGE = encodeURIComponent("urn:ietf:params:oauth:grant-type:token-exchange");
+const JWT_TYPE = encodeURIComponent("urn:ietf:params:oauth:token-type:jwt");
+const FORM = "application/x-www-form-urlencoded";
 const SQL2 = "robert'); DROP TABLE groups;--";
 const HTML = "<script>alert(1)</script>";
 const ATTR = '" onmouseover="alert(1)';
@@ -121,6 +124,44 @@ const CASES: Case[] = [
     status: 400,
     code: "BAD_ENCODING",
   },
+
+  // ── RFC 8693 token exchange (a form or JSON, anonymous)
+  ...(
+    [
+      ["no subject_token", FORM, `grant_type=${EXCHANGE}&subject_token_type=${JWT_TYPE}`, 400, "VALIDATION_FAILED"],
+      [
+        "a parameter given twice",
+        FORM,
+        `grant_type=${EXCHANGE}&grant_type=${EXCHANGE}&subject_token=a.b.c&subject_token_type=${JWT_TYPE}`,
+        400,
+        "VALIDATION_FAILED",
+      ],
+      [
+        "another grant type",
+        FORM,
+        `grant_type=password&subject_token=a.b.c&subject_token_type=${JWT_TYPE}`,
+        400,
+        "VALIDATION_FAILED",
+      ],
+      [
+        "a subject token over 16 KiB",
+        FORM,
+        `grant_type=${EXCHANGE}&subject_token=${"a".repeat(17_000)}&subject_token_type=${JWT_TYPE}`,
+        400,
+        "VALIDATION_FAILED",
+      ],
+      ["a form over 32 KiB", FORM, `grant_type=${EXCHANGE}&pad=${"a".repeat(40_000)}`, 413, "PAYLOAD_TOO_LARGE"],
+      ["text/plain", "text/plain", `grant_type=${EXCHANGE}`, 415, "UNSUPPORTED_MEDIA_TYPE"],
+    ] as const
+  ).map(([what, contentType, body, status, code]): Case => ({
+    name: `token exchange: ${what}`,
+    url: "/v1/auth/token-exchange",
+    body,
+    contentType,
+    authorization: "",
+    status,
+    code,
+  })),
 
   // ── Media types other than JSON
   ...(
@@ -741,6 +782,24 @@ describe.each(ENGINES)("bad input (%s)", (engine) => {
       expect(res.statusCode, res.body).toBe(401);
       expect(res.json<{ error: { code: string } }>().error.code).toBe("INVALID_CREDENTIALS");
       expectNoLeak(res, username);
+    }
+    const end = await counts();
+    expect(end).toEqual({ ...start, audit_events: start.audit_events! + 2 });
+    expect((await server.audit.verify()).ok).toBe(true);
+  });
+
+  it("refuses a token exchange whose subject token is no JWT (SQL and HTML in it), audits it once, writes nothing else", async () => {
+    const start = await counts();
+    for (const junk of [SQL, HTML]) {
+      const res = await server.app.inject({
+        method: "POST",
+        url: "/v1/auth/token-exchange",
+        headers: { "content-type": FORM },
+        payload: `grant_type=${EXCHANGE}&subject_token=${encodeURIComponent(junk)}&subject_token_type=${JWT_TYPE}`,
+      });
+      expect(res.statusCode, res.body).toBe(401);
+      expect(res.json<{ error: { code: string } }>().error.code).toBe("WORKLOAD_TOKEN_INVALID");
+      expectNoLeak(res, junk);
     }
     const end = await counts();
     expect(end).toEqual({ ...start, audit_events: start.audit_events! + 2 });

@@ -1,0 +1,407 @@
+/**
+ * Workload identity by OIDC token exchange (issue 15, acceptance 5): a local issuer on loopback (discovery and
+ * JWKS over real HTTP, keys generated here) mints CI job tokens; the matching job trades its token for a Stint
+ * token, activates an auto-approved role and reads a dynamic PostgreSQL login that works at the machine's
+ * PostgreSQL. Tokens of another repository or ref, a replayed jti, an expired token, a token for another
+ * audience, a forged signature, an unknown issuer and a key the issuer rotated out are refused, each with its
+ * code, audited, creating nothing; a key the issuer rotated in works without a restart.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { createServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { exportJWK, generateKeyPair, SignJWT, type JWK, type KeyLike } from "jose";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+
+const hex = randomBytes(4).toString("hex");
+const pgDatabase = `stint_wl_${hex}`;
+const pgReader = `stint_wl_reader_${hex}`;
+const SERVICE = `ci${hex}`;
+const EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt";
+
+interface Issuer {
+  url: string;
+  /** Requests the issuer answered (discovery and JWKS). */
+  hits: string[];
+  publish(keys: SigningKey[]): void;
+  close(): Promise<void>;
+}
+
+interface SigningKey {
+  kid: string;
+  privateKey: KeyLike;
+  jwk: JWK;
+}
+
+async function signingKey(kid: string): Promise<SigningKey> {
+  const { privateKey, publicKey } = await generateKeyPair("RS256");
+  return { kid, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" } };
+}
+
+async function startIssuer(): Promise<Issuer> {
+  let published: JWK[] = [];
+  const hits: string[] = [];
+  let url = "";
+  const server: HttpServer = createServer((req, res) => {
+    hits.push(req.url ?? "");
+    res.setHeader("content-type", "application/json");
+    if (req.url === "/.well-known/openid-configuration")
+      res.end(
+        JSON.stringify({ issuer: url, jwks_uri: `${url}/jwks`, id_token_signing_alg_values_supported: ["RS256"] }),
+      );
+    else if (req.url === "/jwks") res.end(JSON.stringify({ keys: published }));
+    else {
+      res.statusCode = 404;
+      res.end("{}");
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url,
+    hits,
+    publish: (keys) => (published = keys.map((k) => k.jwk)),
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+let h: TargetsHarness;
+let pgRoot: pg.Client;
+let issuer: Issuer;
+let stranger: Issuer;
+let keyA: SigningKey;
+let keyB: SigningKey;
+
+/** A GitHub-Actions-shaped job token. */
+async function jobToken(
+  key: SigningKey,
+  over: { claims?: Record<string, unknown>; iss?: string; aud?: string; iat?: number; exp?: number; jti?: string } = {},
+): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({
+    repository: "acme/app",
+    ref: "refs/heads/main",
+    environment: "production",
+    actor: "octocat",
+    ...over.claims,
+  })
+    .setProtectedHeader({ alg: "RS256", kid: key.kid, typ: "JWT" })
+    .setIssuer(over.iss ?? issuer.url)
+    .setAudience(over.aud ?? "stint")
+    .setSubject("repo:acme/app:ref:refs/heads/main")
+    .setIssuedAt(over.iat ?? now)
+    .setExpirationTime(over.exp ?? now + 300)
+    .setJti(over.jti ?? randomUUID())
+    .sign(key.privateKey);
+}
+
+async function exchange(token: string, options: { form?: boolean; service?: string } = {}) {
+  const fields: Record<string, string> = {
+    grant_type: EXCHANGE_GRANT,
+    subject_token: token,
+    subject_token_type: JWT_TYPE,
+    ...(options.service ? { service: options.service } : {}),
+  };
+  const res = await h.server.app.inject({
+    method: "POST",
+    url: "/v1/auth/token-exchange",
+    ...(options.form === false
+      ? { payload: fields }
+      : {
+          headers: { "content-type": "application/x-www-form-urlencoded" },
+          payload: new URLSearchParams(fields).toString(),
+        }),
+  });
+  return {
+    status: res.statusCode,
+    headers: res.headers,
+    body: res.json() as Record<string, unknown> & { error?: { code: string; message: string } },
+  };
+}
+
+async function asToken(token: string, method: "GET" | "POST", url: string, payload?: object) {
+  const res = await h.server.app.inject({
+    method,
+    url,
+    headers: { authorization: `Bearer ${token}` },
+    ...(payload ? { payload } : {}),
+  });
+  return { status: res.statusCode, body: res.json() as Record<string, unknown> & { error?: { code: string } } };
+}
+
+async function apiTokensOfService(): Promise<number> {
+  const res = await h.admin("GET", "/v1/tokens");
+  return (res.body.items as { principal: string }[]).filter((t) => t.principal === SERVICE).length;
+}
+
+async function exchangeEvents() {
+  const res = await h.admin("GET", "/v1/audit/events?action=auth.token_exchange&limit=200");
+  return res.body.items as {
+    outcome: string;
+    reason: string | null;
+    subject: string | null;
+    details: Record<string, unknown>;
+  }[];
+}
+
+beforeAll(async () => {
+  [keyA, keyB] = await Promise.all([signingKey("key-a"), signingKey("key-b")]);
+  issuer = await startIssuer();
+  issuer.publish([keyA]);
+  stranger = await startIssuer();
+  stranger.publish([keyA]);
+
+  pgRoot = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
+  await pgRoot.connect();
+  await pgRoot.query(`create database ${pgDatabase}`);
+  await pgRoot.query(`create role ${pgReader} nologin`);
+  const pgDb = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:5432/${pgDatabase}` });
+  await pgDb.connect();
+  await pgDb.query("create table releases (version text)");
+  await pgDb.query("insert into releases values ('1.0.0')");
+  await pgDb.query("revoke all on releases from public");
+  await pgDb.query(`grant select on releases to ${pgReader}`);
+  await pgDb.end();
+
+  h = await targetsHarness({ env: { STINT_WORKLOAD_JWKS_COOLDOWN: "0s" } });
+  const created = await h.admin("POST", "/v1/users", { name: SERVICE, kind: "service" });
+  expect(created.status, JSON.stringify(created.body)).toBe(201);
+  await h.apply(`
+apiVersion: stint/v1
+policies:${selfServicePolicy("ci-auto")}
+targets:
+  - name: releases-pg
+    kind: postgres
+    address: postgres://postgres@127.0.0.1:5432/${pgDatabase}?sslmode=disable
+roles:
+  - name: releases-reader
+    target: releases-pg
+    entitlement: { role: ${pgReader}, dynamic: true }
+    policy: ci-auto
+    risk: medium
+eligibility:
+  - role: releases-reader
+    users: [${SERVICE}]
+`);
+  const trust = await h.admin("POST", `/v1/services/${SERVICE}/trusts`, {
+    name: "main-deploys",
+    issuer: issuer.url,
+    audiences: ["stint"],
+    conditions: { repository: "acme/app", ref: "refs/heads/main" },
+    tokenTtl: "10m",
+  });
+  expect(trust.status, JSON.stringify(trust.body)).toBe(201);
+});
+
+afterAll(async () => {
+  await h?.server.cleanup();
+  await issuer?.close();
+  await stranger?.close();
+  if (pgRoot) {
+    await pgRoot.query(`drop database if exists ${pgDatabase} with (force)`).catch(() => undefined);
+    const minted = await pgRoot.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
+      `stint_${SERVICE}_%`,
+    ]);
+    for (const r of minted.rows) await pgRoot.query(`drop role if exists ${r.rolname}`).catch(() => undefined);
+    await pgRoot.query(`drop role if exists ${pgReader}`).catch(() => undefined);
+    await pgRoot.end();
+  }
+});
+
+describe("workload identity: token exchange", () => {
+  it("the matching job gets a short-lived token, activates an auto-approved role and uses a dynamic PostgreSQL login", async () => {
+    const token = await jobToken(keyA);
+    const res = await exchange(token);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.headers["cache-control"]).toBe("no-store");
+    expect(res.body).toMatchObject({
+      issued_token_type: "urn:ietf:params:oauth:token-type:access_token",
+      token_type: "Bearer",
+      expires_in: 600,
+      service: SERVICE,
+    });
+    const stintToken = res.body.access_token as string;
+    expect(stintToken).toMatch(/^stint_[0-9a-f]{32}_/);
+
+    const me = await asToken(stintToken, "GET", "/v1/me");
+    expect(me.body).toMatchObject({ name: SERVICE, kind: "service" });
+    const submitted = await asToken(stintToken, "POST", "/v1/activation-requests", {
+      role: "releases-reader",
+      duration: "15m",
+      reason: "deploy pipeline run 1234 for acme/app",
+    });
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(201);
+    await h.drainOutbox();
+    const creds = await asToken(stintToken, "GET", "/v1/me/roles/releases-reader/credentials");
+    expect(creds.status, JSON.stringify(creds.body)).toBe(200);
+    const login = creds.body as { host: string; port: number; database: string; user: string; password: string };
+    const client = new pg.Client({
+      host: login.host,
+      port: login.port,
+      database: login.database,
+      user: login.user,
+      password: login.password,
+    });
+    client.on("error", () => undefined);
+    await client.connect();
+    expect((await client.query("select version from releases")).rows).toEqual([{ version: "1.0.0" }]);
+    await client.end();
+
+    const events = await exchangeEvents();
+    const accepted = events.find((e) => e.outcome === "success");
+    expect(accepted).toMatchObject({
+      subject: `service:${SERVICE}`,
+      details: expect.objectContaining({
+        issuer: issuer.url,
+        trust: "main-deploys",
+        claims: expect.objectContaining({ repository: "acme/app", ref: "refs/heads/main" }),
+      }),
+    });
+    // Neither the job's token nor the minted one is in the audit log.
+    const all = JSON.stringify((await h.admin("GET", "/v1/audit/events?limit=500")).body);
+    expect(all).not.toContain(token.split(".")[2]);
+    expect(all).not.toContain(stintToken.split("_").at(-1));
+
+    // The job ends its access when done: the minted login is dropped at the server.
+    expect((await asToken(stintToken, "POST", "/v1/me/roles/releases-reader/deactivate")).status).toBe(200);
+    await h.drainOutbox();
+    const left = await pgRoot.query("select 1 from pg_roles where rolname = $1", [login.user]);
+    expect(left.rowCount).toBe(0);
+  });
+
+  it("accepts JSON as well as the RFC 8693 form", async () => {
+    const res = await exchange(await jobToken(keyA), { form: false });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+  });
+
+  it("refuses a token from another repository, another ref, another audience, each creating nothing", async () => {
+    const before = await apiTokensOfService();
+    const otherRepo = await exchange(await jobToken(keyA, { claims: { repository: "mallory/fork" } }));
+    expect(otherRepo.status).toBe(403);
+    expect(otherRepo.body.error?.code).toBe("WORKLOAD_NO_TRUST");
+    const otherRef = await exchange(await jobToken(keyA, { claims: { ref: "refs/heads/feature-x" } }));
+    expect(otherRef.body.error?.code).toBe("WORKLOAD_NO_TRUST");
+    const otherAud = await exchange(await jobToken(keyA, { aud: "someone-else" }));
+    expect(otherAud.status).toBe(401);
+    expect(otherAud.body.error?.code).toBe("WORKLOAD_TOKEN_INVALID");
+    expect(await apiTokensOfService()).toBe(before);
+    const denied = (await exchangeEvents()).filter((e) => e.outcome === "denied");
+    expect(denied.map((e) => e.reason)).toEqual(
+      expect.arrayContaining(["no trust matches the claims", "claim aud does not check out"]),
+    );
+    expect(denied.find((e) => e.reason === "no trust matches the claims")?.details).toMatchObject({
+      claims: expect.objectContaining({ repository: "mallory/fork" }),
+    });
+  });
+
+  it("accepts a jti once: the replay is refused and audited", async () => {
+    const token = await jobToken(keyA, { jti: `run-${hex}-1` });
+    expect((await exchange(token)).status).toBe(200);
+    const before = await apiTokensOfService();
+    const replay = await exchange(token);
+    expect(replay.status).toBe(401);
+    expect(replay.body.error?.code).toBe("WORKLOAD_TOKEN_REPLAYED");
+    // The same jti signed again (a new token) is still a replay: the jti is what is spent.
+    const again = await exchange(await jobToken(keyA, { jti: `run-${hex}-1` }));
+    expect(again.body.error?.code).toBe("WORKLOAD_TOKEN_REPLAYED");
+    expect(await apiTokensOfService()).toBe(before);
+    expect((await exchangeEvents()).some((e) => e.reason === "jti already exchanged")).toBe(true);
+  });
+
+  it("refuses an expired token, a long-lived one and a forged signature", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = await exchange(await jobToken(keyA, { iat: now - 900, exp: now - 300 }));
+    expect(expired.status).toBe(401);
+    expect(expired.body.error?.code).toBe("WORKLOAD_TOKEN_EXPIRED");
+    const longLived = await exchange(await jobToken(keyA, { iat: now - 10, exp: now + 7200 }));
+    expect(longLived.body.error?.code).toBe("WORKLOAD_TOKEN_EXPIRED");
+    // Signed with a key of the attacker's under the published key's kid.
+    const forger = await signingKey("key-a");
+    const forged = await exchange(await jobToken(forger));
+    expect(forged.status).toBe(401);
+    expect(forged.body.error?.code).toBe("WORKLOAD_TOKEN_INVALID");
+    // An unsigned token ("alg": "none") is no token.
+    const [, payload] = (await jobToken(keyA)).split(".");
+    const none = `${Buffer.from('{"alg":"none","typ":"JWT"}').toString("base64url")}.${payload}.`;
+    expect((await exchange(none)).body.error?.code).toBe("WORKLOAD_TOKEN_INVALID");
+    expect((await exchange("not-a-jwt")).body.error?.code).toBe("WORKLOAD_TOKEN_INVALID");
+  });
+
+  it("refuses an issuer no trust names without ever contacting it", async () => {
+    const hitsBefore = stranger.hits.length;
+    const res = await exchange(await jobToken(keyA, { iss: stranger.url }));
+    expect(res.status).toBe(403);
+    expect(res.body.error?.code).toBe("WORKLOAD_NO_TRUST");
+    expect(stranger.hits.length).toBe(hitsBefore);
+  });
+
+  it("picks up a rotated-in key without a restart and refuses the rotated-out one", async () => {
+    expect((await exchange(await jobToken(keyA))).status).toBe(200);
+    issuer.publish([keyB]);
+    const rotatedIn = await exchange(await jobToken(keyB));
+    expect(rotatedIn.status, JSON.stringify(rotatedIn.body)).toBe(200);
+    const rotatedOut = await exchange(await jobToken(keyA));
+    expect(rotatedOut.status).toBe(401);
+    expect(rotatedOut.body.error?.code).toBe("WORKLOAD_TOKEN_INVALID");
+    issuer.publish([keyA, keyB]);
+  });
+
+  it("with two service identities trusting the job, it must name one; a disabled identity gets nothing and its tokens stop", async () => {
+    const second = `ci${hex}b`;
+    expect((await h.admin("POST", "/v1/users", { name: second, kind: "service" })).status).toBe(201);
+    const trust = await h.admin("POST", `/v1/services/${second}/trusts`, {
+      name: "any-branch",
+      issuer: issuer.url,
+      audiences: ["stint"],
+      conditions: { repository: "acme/*" },
+    });
+    expect(trust.status, JSON.stringify(trust.body)).toBe(201);
+    const ambiguous = await exchange(await jobToken(keyA));
+    expect(ambiguous.status).toBe(409);
+    expect(ambiguous.body.error?.code).toBe("WORKLOAD_AMBIGUOUS");
+    const named = await exchange(await jobToken(keyA), { service: second });
+    expect(named.status, JSON.stringify(named.body)).toBe(200);
+    const secondToken = named.body.access_token as string;
+    expect((await asToken(secondToken, "GET", "/v1/me")).status).toBe(200);
+
+    expect((await h.admin("POST", `/v1/users/${second}/disable`, { reason: "pipeline retired" })).status).toBe(200);
+    expect((await asToken(secondToken, "GET", "/v1/me")).status).toBe(401);
+    const afterDisable = await exchange(await jobToken(keyA, { claims: { ref: "refs/heads/other" } }));
+    expect(afterDisable.body.error?.code).toBe("WORKLOAD_NO_TRUST");
+    expect((await h.admin("DELETE", `/v1/services/${second}/trusts/any-branch`)).status).toBe(200);
+  });
+});
+
+describe("workload identity: trusts", () => {
+  it("refuses a trust that would admit every job of the issuer, a remote plain-http issuer, a bad lifetime", async () => {
+    const base = { name: "t", issuer: issuer.url, audiences: ["stint"], conditions: { repository: "acme/app" } };
+    for (const [body, path] of [
+      [{ ...base, conditions: {} }, "body.conditions"],
+      [{ ...base, conditions: { repository: "*" } }, "body.conditions.repository"],
+      [{ ...base, issuer: "http://ci.example.com" }, "body.issuer"],
+      [{ ...base, tokenTtl: "2h" }, "body.tokenTtl"],
+    ] as const) {
+      const res = await h.admin("POST", `/v1/services/${SERVICE}/trusts`, body);
+      expect(res.status, JSON.stringify(res.body)).toBe(400);
+      expect(res.body.error?.code).toBe("VALIDATION_FAILED");
+      expect(JSON.stringify(res.body)).toContain(path);
+    }
+    const list = await h.admin("GET", `/v1/services/${SERVICE}/trusts`);
+    expect((list.body.items as { name: string }[]).map((t) => t.name)).toEqual(["main-deploys"]);
+  });
+
+  it("trusts belong to service identities only, and changes are audited", async () => {
+    await h.createUser(`person${hex}`);
+    const onUser = await h.admin("POST", `/v1/services/person${hex}/trusts`, {
+      name: "x",
+      issuer: issuer.url,
+      audiences: ["stint"],
+      conditions: { repository: "acme/app" },
+    });
+    expect(onUser.status).toBe(404);
+    const events = await h.admin("GET", "/v1/audit/events?action=workload.trust.create&limit=50");
+    expect((events.body.items as { subject: string }[]).map((e) => e.subject)).toContain(`service:${SERVICE}`);
+  });
+});
