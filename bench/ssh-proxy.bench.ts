@@ -31,6 +31,7 @@ import { createReadStream, readFileSync } from "node:fs";
 import { mkdtemp, open, rm, stat, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { Session as InspectorSession } from "node:inspector/promises";
 import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { ADMIN_PASSWORD } from "../src/testing/server.js";
@@ -46,6 +47,10 @@ export interface SshProxyBenchOptions {
   rounds: number;
   tools: SshTool[];
   directions: Direction[];
+  /** The paths run (default all three); without `direct` there are no ratios (while iterating on one path). */
+  paths?: SshPath[];
+  /** Writes a V8 CPU profile of this process (so of Stint's proxy) covering the first Stint run only. */
+  profileFile?: string;
   /** Progress lines (default: stderr). */
   progress?: (line: string) => void;
 }
@@ -170,18 +175,36 @@ export async function runSshProxyBench(options: SshProxyBenchOptions): Promise<S
       for (const direction of options.directions)
         cases.push({ tool, direction, runs: { direct: [], jump: [], stint: [] } });
 
+    const profiler = options.profileFile ? new InspectorSession() : null;
+    let profiled = false;
+    if (profiler !== null) {
+      profiler.connect();
+      await profiler.post("Profiler.enable");
+      await profiler.post("Profiler.setSamplingInterval", { interval: 200 });
+      defer(async () => profiler.disconnect());
+    }
+
     for (let round = 1; round <= options.rounds; round++) {
       // The path order rotates from round to round: none always runs first after another case.
-      const order = PATHS.map((_, i) => PATHS[(i + round - 1) % PATHS.length]!);
+      const paths = options.paths ?? PATHS;
+      const order = paths.map((_, i) => paths[(i + round - 1) % paths.length]!);
       for (const entry of cases) {
         const measured = new Map<SshPath, Omit<SshRun, "ratio">>();
         for (const via of order) {
           const load = os.loadavg()[0]!;
           const jumpCpu = processCpuSeconds(jump.pid);
           const cpu = process.cpuUsage();
+          const profiling = via === "stint" && profiler !== null && !profiled;
+          if (profiling) await profiler.post("Profiler.start");
           const started = performance.now();
           await transfer(entry.tool, entry.direction, via, { config, source, destination });
           const seconds = (performance.now() - started) / 1000;
+          if (profiling) {
+            const { profile } = await profiler.post("Profiler.stop");
+            await writeFile(options.profileFile!, JSON.stringify(profile));
+            profiled = true;
+            progress(`CPU profile of this Stint run: ${options.profileFile}`);
+          }
           const used = process.cpuUsage(cpu);
           // The jump host's connection processes are reaped (and counted) once the client is gone.
           const jumpCpuSeconds = await settledCpu(jump.pid, jumpCpu);
@@ -198,14 +221,15 @@ export async function runSshProxyBench(options: SshProxyBenchOptions): Promise<S
           measured.set(via, run);
           progress(
             `round ${round}/${options.rounds} ${label(entry.tool, entry.direction).padEnd(17)} ${via.padEnd(6)} ` +
-              `${run.mbPerSecond.toFixed(1).padStart(6)} MB/s  ${seconds.toFixed(2)} s  load ${load.toFixed(2)}`,
+              `${run.mbPerSecond.toFixed(1).padStart(6)} MB/s  ${seconds.toFixed(2)} s  load ${load.toFixed(2)}` +
+              (via === "direct"
+                ? ""
+                : `  ${via === "stint" ? "Stint process" : "jump sshd"} CPU ` +
+                  `${(((via === "stint" ? run.stintCpuSeconds : run.jumpCpuSeconds) * 1e6) / (bytes / 1e6)).toFixed(0)} µs/MB`),
           );
         }
-        const direct = measured.get("direct")!.mbPerSecond;
-        for (const via of PATHS) {
-          const run = measured.get(via)!;
-          entry.runs[via].push({ ...run, ratio: run.mbPerSecond / direct });
-        }
+        const direct = measured.get("direct")?.mbPerSecond ?? Number.NaN;
+        for (const [via, run] of measured) entry.runs[via].push({ ...run, ratio: run.mbPerSecond / direct });
       }
     }
 
@@ -222,8 +246,9 @@ export async function runSshProxyBench(options: SshProxyBenchOptions): Promise<S
         jump: median(entry.runs.jump.map((r) => r.jumpCpuSeconds)),
         stint: median(
           entry.runs.stint.map((r, i) => {
-            const direct = entry.runs.direct[i]!;
-            return Math.max(0, r.stintCpuSeconds - (direct.stintCpuSeconds / direct.seconds) * r.seconds);
+            const direct = entry.runs.direct[i];
+            const background = direct ? (direct.stintCpuSeconds / direct.seconds) * r.seconds : 0;
+            return Math.max(0, r.stintCpuSeconds - background);
           }),
         ),
       };
@@ -430,6 +455,7 @@ async function recorded(
 }
 
 const median = (values: number[]) => {
+  if (values.length === 0) return Number.NaN;
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
@@ -453,9 +479,13 @@ function parseArgs(argv: string[]): SshProxyBenchOptions {
       options.tools = value.split(",") as SshTool[];
     else if (key === "--directions" && value.split(",").every((d) => d === "download" || d === "upload"))
       options.directions = value.split(",") as Direction[];
+    else if (key === "--paths" && value.split(",").every((p) => (PATHS as string[]).includes(p)))
+      options.paths = value.split(",") as SshPath[];
+    else if (key === "--profile" && value) options.profileFile = path.resolve(value);
     else
       throw new Error(
-        `unknown argument ${arg} (use --size-mb=N, --rounds=N, --tools=scp,scp-O,sftp,rsync, --directions=download,upload)`,
+        `unknown argument ${arg} (use --size-mb=N, --rounds=N, --tools=scp,scp-O,sftp,rsync, --directions=download,upload, ` +
+          "--paths=direct,jump,stint, --profile=FILE.cpuprofile)",
       );
   }
   return options;
@@ -470,11 +500,12 @@ export function printSshProxyBench(result: SshProxyBenchResult): void {
   console.log("");
   console.log(
     `${"case".padEnd(17)}${"path".padEnd(8)}${"MB/s per round".padStart(24)}${"median".padStart(9)}` +
-      `${"× direct per round".padStart(22)}${"median ×".padStart(10)}${"relay CPU s".padStart(13)}`,
+      `${"× direct per round".padStart(22)}${"median ×".padStart(10)}${"relay CPU µs/MB".padStart(17)}`,
   );
   for (const entry of result.cases) {
     for (const via of PATHS) {
       const runs = entry.runs[via];
+      if (runs.length === 0) continue;
       console.log(
         `${label(entry.tool, entry.direction).padEnd(17)}${via.padEnd(8)}` +
           `${runs
@@ -486,7 +517,7 @@ export function printSshProxyBench(result: SshProxyBenchResult): void {
             .join(" ")
             .padStart(22)}` +
           `${(via === "direct" ? "1.00" : entry.medianRatio[via].toFixed(2)).padStart(10)}` +
-          `${(via === "direct" ? "" : entry.relayCpuSeconds[via].toFixed(2)).padStart(13)}`,
+          `${(via === "direct" ? "" : ((entry.relayCpuSeconds[via] * 1e6) / (result.bytes / 1e6)).toFixed(0)).padStart(17)}`,
       );
     }
     console.log(
@@ -504,7 +535,7 @@ export function printSshProxyBench(result: SshProxyBenchResult): void {
         : " (a recording holds file contents)"),
   );
   console.log(
-    "relay CPU s: the jump host's sshd (its connections' processes) during the jump run; Stint's process during " +
+    "relay CPU µs/MB: what relaying one MB cost — the jump host's sshd (its connections' processes) during the jump run; Stint's process during " +
       "its run less its background (its CPU rate in the same round's direct run).",
   );
   console.log(`uptime after: ${result.uptimeAfter}`);
