@@ -93,6 +93,14 @@ export interface DynamicLoginSpec {
   entitlement: Record<string, unknown>;
   /** When the activation ends; a target that can (PostgreSQL VALID UNTIL) refuses the login after it by itself. */
   validUntil: Date;
+  /** `password` as this connector's mintPassword gave it: its target-side form was computed ahead. */
+  minted?: MintedPassword;
+}
+
+/** A new password with what the connector computed for it ahead of time (opaque to the caller). */
+export interface MintedPassword {
+  readonly password: string;
+  readonly prepared: unknown;
 }
 
 /**
@@ -100,6 +108,11 @@ export interface DynamicLoginSpec {
  * and rotate a login's password. Optional: a connector without them cannot serve those roles.
  */
 export interface CredentialOperations {
+  /**
+   * Optional: a new password made by `generate`, whose target-side form (PostgreSQL: its SCRAM secret) the
+   * connector computed ahead of time, off the caller's path; pass it to createLogin as `spec.minted`.
+   */
+  mintPassword?(generate: () => string): MintedPassword;
   /** Creates the login with the password and grants it the entitlement. Idempotent for the same login. */
   createLogin(target: ConnectorTarget, spec: DynamicLoginSpec, call?: CallOptions): Promise<void>;
   /** Ends the login's sessions and drops it; a login that is gone already is fine. */

@@ -33,6 +33,7 @@ import {
   loginFor,
   type Connector,
   type ConnectorTarget,
+  type MintedPassword,
   type StandingAccess,
 } from "../connectors/index.js";
 import {
@@ -519,13 +520,19 @@ export function createGrantService(deps: GrantServiceDeps) {
       if (isDynamic(entitlement)) {
         if (!connector.createLogin || !deps.vault)
           throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
-        const minted = await dynamicPassword(grantId, login, read.credential);
+        const minted = await dynamicPassword(grantId, login, read.credential, connector);
         const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
         const createLogin = (password: string) =>
           call(connector.kind, "create_login", () =>
             connector.createLogin!(
               target,
-              { login, password, entitlement, validUntil },
+              {
+                login,
+                password,
+                entitlement,
+                validUntil,
+                ...(minted.prepared?.password === password ? { minted: minted.prepared } : {}),
+              },
               { signal, operationId: `provision:${grantId}` },
             ),
           );
@@ -890,13 +897,16 @@ export function createGrantService(deps: GrantServiceDeps) {
     grantId: string,
     login: string,
     stored: grantStore.StoredCredential | null,
-  ): Promise<{ password: string; stored: Promise<string | null> }> {
+    connector: Pick<Connector, "mintPassword">,
+  ): Promise<{ password: string; stored: Promise<string | null>; prepared?: MintedPassword }> {
     const vault = deps.vault!;
     const bound = `grant:${grantId}`;
     const openSealed = (row: grantStore.StoredCredential) =>
       vault.openValue(bound, { ciphertext: row.ciphertext, wrappedKey: row.wrapped_key, kekVersion: row.kek_version });
     if (stored) return { password: await openSealed(stored), stored: Promise.resolve(null) };
-    const password = generateValue(32);
+    // The connector's own minting where it has one: the target-side form (a SCRAM secret) is ready already.
+    const prepared = connector.mintPassword?.(() => generateValue(32));
+    const password = prepared?.password ?? generateValue(32);
     let sealed: Awaited<ReturnType<typeof vault.sealValue>>;
     try {
       sealed = await vault.sealValue(bound, password);
@@ -913,7 +923,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     })();
     // Awaited by the caller (allSettled); never an unhandled rejection meanwhile.
     storing.catch(() => undefined);
-    return { password, stored: storing };
+    return { password, stored: storing, ...(prepared ? { prepared } : {}) };
   }
 
   function problemsOf(problems: string[], what: string) {

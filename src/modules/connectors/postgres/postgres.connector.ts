@@ -376,6 +376,47 @@ async function passwordLiteral(password: string): Promise<{ literal: string; sec
   };
 }
 
+type PasswordLiteral = Awaited<ReturnType<typeof passwordLiteral>>;
+
+/** How many passwords mintPassword keeps ready, with their SCRAM secrets computed. */
+const MINT_STOCK = 4;
+/** How long after a take the stock is refilled: not in the middle of the activation that took it. */
+const MINT_REFILL_DELAY_MS = 50;
+const mintStock: { password: string; prepared: Promise<PasswordLiteral> }[] = [];
+/** What mintPassword handed out: createLogin trusts a `prepared` only from here, for its own password. */
+const mintedHere = new WeakMap<object, string>();
+let refill: NodeJS.Timeout | null = null;
+
+/**
+ * A new password whose SCRAM secret is ready (the 4,096 PBKDF2 rounds, ~1–2 ms of the thread pool, were done
+ * ahead), or computed now when the stock is empty. The stock is refilled a moment later, with `generate`; a
+ * password is handed out once. A pending hashing rejects only on a broken crypto library; createLogin then
+ * hashes again.
+ */
+function mintPassword(generate: () => string): { password: string; prepared: Promise<PasswordLiteral> } {
+  const taken = mintStock.shift() ?? fresh(generate);
+  if (refill === null) {
+    refill = setTimeout(() => {
+      refill = null;
+      try {
+        while (mintStock.length < MINT_STOCK) mintStock.push(fresh(generate));
+      } catch {
+        // A generator whose password is refused: mintPassword itself then says so to its caller.
+      }
+    }, MINT_REFILL_DELAY_MS);
+    refill.unref();
+  }
+  mintedHere.set(taken.prepared, taken.password);
+  return taken;
+}
+
+function fresh(generate: () => string): { password: string; prepared: Promise<PasswordLiteral> } {
+  const password = checkedPassword(generate());
+  const prepared = passwordLiteral(password);
+  prepared.catch(() => undefined);
+  return { password, prepared };
+}
+
 /**
  * Whether the login exists, and whether createLogin made it (its comment says so); whether it (or, while it
  * does not exist, PUBLIC) may connect to the admin's database, and that database's name.
@@ -453,6 +494,7 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
   securityWarnings,
   checkEntitlement: entitlementProblems,
   checkLogin: loginProblems,
+  mintPassword,
 
   async test(target, call) {
     return withClient(target, call, async (client) => {
@@ -598,8 +640,12 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
     const password = checkedPassword(spec.password);
     if (!(spec.validUntil instanceof Date) || Number.isNaN(spec.validUntil.getTime()))
       throw refused("validUntil must be a valid date");
-    // Hashed on the thread pool while a connection is taken from the pool (or opened).
-    const hashing = passwordLiteral(password);
+    // Minted here: hashed already. Else hashed on the thread pool while a connection is taken from the pool.
+    const prepared = spec.minted?.prepared;
+    const hashing =
+      prepared instanceof Promise && mintedHere.get(prepared) === password
+        ? (prepared as Promise<PasswordLiteral>).catch(() => passwordLiteral(password))
+        : passwordLiteral(password);
     const secrets = [password];
     await withClient(
       target,

@@ -286,6 +286,35 @@ describe("postgres credentials: createLogin", () => {
     expect(await readAs(login, password)).toBe("ok");
   });
 
+  it("a minted password's SCRAM secret, computed ahead, is the one set; minted passwords are never handed out twice", async () => {
+    const generate = () => newPassword();
+    const minted = Array.from({ length: 10 }, () => connector.mintPassword(generate));
+    expect(new Set(minted.map((m) => m.password)).size).toBe(10);
+    const first = minted[0]!;
+    const ahead = (await (first.prepared as Promise<{ literal: string }>)).literal;
+    const login = newLogin();
+    await connector.createLogin(target, { ...spec(login, first.password), minted: first });
+    expect(quoteLiteral((await roleRow(login))!.rolpassword!)).toBe(ahead);
+    expect(await readAs(login, first.password)).toBe("ok");
+    // The stock refills later with passwords of its own.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const later = connector.mintPassword(generate);
+    expect(minted.map((m) => m.password)).not.toContain(later.password);
+  });
+
+  it("a minted password's prepared secret is never set for another password", async () => {
+    const minted = connector.mintPassword(() => newPassword());
+    const login = newLogin();
+    const password = newPassword();
+    await connector.createLogin(target, { ...spec(login, password), minted });
+    expect(await readAs(login, password)).toBe("ok");
+    expect(await readAs(login, minted.password)).toBe("28P01");
+    // Nor a look-alike of one handed out, whatever its password says.
+    const forged = { password: minted.password, prepared: Promise.resolve({ literal: "'forged'", secrets: [] }) };
+    await connector.createLogin(target, { ...spec(login, minted.password), minted: forged });
+    expect(await readAs(login, minted.password)).toBe("ok");
+  });
+
   it("a target without PL/pgSQL gets the same in two round trips: created, idempotent, never taking over", async () => {
     const plain = `stint_c_${hex}_noplpgsql`;
     await admin.query(`CREATE DATABASE ${q(plain)}`);
