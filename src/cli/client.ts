@@ -95,6 +95,12 @@ export interface ApiClient {
   stream(path: string, query?: Query, auth?: boolean): Promise<ReadableStream<Uint8Array>>;
   /** Saves a freshly issued token pair as the credentials for this server. */
   saveSession(pair: TokenPairDto): Promise<SavedCredentials>;
+  /** Saves an API token a token exchange returned, as the sign-in for this server (never refreshed). */
+  saveExchanged(token: {
+    accessToken: string;
+    expiresAt: string;
+    principal: { id: string; name: string };
+  }): Promise<void>;
 }
 
 /** A path segment from a user-supplied name or id. */
@@ -256,6 +262,13 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
         credentials = current;
         return current;
       }
+      if (current.exchanged) {
+        credentials = null;
+        throw new CliError(
+          "TOKEN_EXPIRED",
+          "the exchanged token has expired; exchange a new job token (`stint login --token-exchange-from-env VAR`)",
+        );
+      }
       if (expiresWithin(current.refreshTokenExpiresAt, ctx.now(), 0)) {
         throw new CliError("TOKEN_EXPIRED", "the session has expired; run `stint login` again");
       }
@@ -293,7 +306,9 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
       if (auth === "if-valid") return undefined;
       throw notSignedIn();
     }
-    if (expiresWithin(credentials.accessTokenExpiresAt, ctx.now(), REFRESH_MARGIN_MS)) {
+    // An exchanged token is used to its last second: there is nothing to refresh it with.
+    const margin = credentials.exchanged ? 0 : REFRESH_MARGIN_MS;
+    if (expiresWithin(credentials.accessTokenExpiresAt, ctx.now(), margin)) {
       if (auth === "if-valid") return undefined;
       credentials = await refresh(credentials);
     }
@@ -359,6 +374,21 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
       settle();
       if (!response.body) throw new CliError("BAD_RESPONSE", "the server sent no body");
       return response.body;
+    },
+    async saveExchanged(token): Promise<void> {
+      const next: SavedCredentials = {
+        version: 1,
+        server,
+        principal: token.principal,
+        accessToken: token.accessToken,
+        accessTokenExpiresAt: token.expiresAt,
+        refreshToken: "",
+        refreshTokenExpiresAt: token.expiresAt,
+        savedAt: new Date(ctx.now()).toISOString(),
+        exchanged: true,
+      };
+      await withCredentialsLock(ctx.env, () => saveCredentials(ctx.env, next));
+      credentials = next;
     },
     async saveSession(pair: TokenPairDto): Promise<SavedCredentials> {
       const next = toSavedCredentials(server, pair, ctx.now());

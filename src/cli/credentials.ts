@@ -22,9 +22,12 @@ const savedCredentials = z.object({
   principal: z.object({ id: z.string(), name: z.string() }),
   accessToken: z.string().min(1),
   accessTokenExpiresAt: z.string(),
-  refreshToken: z.string().min(1),
+  /** Empty for an exchanged sign-in (`exchanged`), which is never refreshed. */
+  refreshToken: z.string(),
   refreshTokenExpiresAt: z.string(),
   savedAt: z.string(),
+  /** A workload's API token from `stint login --token-exchange-from-env`: used until it expires, then exchanged anew. */
+  exchanged: z.boolean().optional(),
 });
 export type SavedCredentials = z.infer<typeof savedCredentials>;
 

@@ -12,6 +12,7 @@ import { registerMfaCommands } from "./commands/mfa.js";
 import { registerServerCommand } from "./commands/server.js";
 import { registerTargetCommands } from "./commands/targets.js";
 import { registerTokenCommands } from "./commands/tokens.js";
+import { registerTrustCommands } from "./commands/trusts.js";
 import { registerUserCommands } from "./commands/users.js";
 import { registerVaultCommands } from "./commands/vault.js";
 import { registerDbCommands } from "./commands/db.js";
@@ -65,6 +66,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerUserCommands(program, ctx);
   registerGroupCommands(program, ctx);
   registerTokenCommands(program, ctx);
+  registerTrustCommands(program, ctx);
   registerAccessCommands(program, ctx);
   registerConfigCommands(program, ctx);
   registerTargetCommands(program, ctx); // after config: it adds to `stint targets`

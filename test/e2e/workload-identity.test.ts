@@ -7,11 +7,18 @@
  * code, audited, creating nothing; a key the issuer rotated in works without a restart.
  */
 import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type Server as HttpServer } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { PassThrough } from "node:stream";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type KeyLike } from "jose";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CliContext } from "../../src/cli/context.js";
+import { runCli } from "../../src/cli/program.js";
+import { ADMIN_PASSWORD } from "../../src/testing/server.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
@@ -403,5 +410,146 @@ describe("workload identity: trusts", () => {
     expect(onUser.status).toBe(404);
     const events = await h.admin("GET", "/v1/audit/events?action=workload.trust.create&limit=50");
     expect((events.body.items as { subject: string }[]).map((e) => e.subject)).toContain(`service:${SERVICE}`);
+  });
+});
+
+describe("workload identity: stint login --token-exchange-from-env", () => {
+  const SERVER = "http://127.0.0.1:8420";
+  /** The CLI's fetch, answered by the in-process server. */
+  const bridge: typeof fetch = async (input, init) => {
+    const url = new URL(String(input));
+    const res = await h.server.app.inject({
+      method: (init?.method ?? "GET") as "GET",
+      url: `${url.pathname}${url.search}`,
+      headers: init?.headers as Record<string, string>,
+      ...(typeof init?.body === "string" ? { payload: init.body } : {}),
+    });
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(res.headers)) if (value !== undefined) headers.set(name, String(value));
+    return new Response(res.statusCode === 204 ? null : res.body, { status: res.statusCode, headers });
+  };
+
+  async function cli(dir: string, argv: string[], env: Record<string, string> = {}, input?: string) {
+    const stdin = new PassThrough();
+    stdin.end(input);
+    const out: string[] = [];
+    const err: string[] = [];
+    const ctx: CliContext = {
+      stdin: Object.assign(stdin, { isTTY: false }),
+      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
+      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+      env: { STINT_CONFIG_DIR: dir, HOME: dir, STINT_SERVER: SERVER, ...env },
+      fetch: bridge,
+      now: () => Date.now(),
+      version: "0.0.0-test",
+    };
+    const code = await runCli(argv, ctx);
+    return { code, stdout: out.join(""), stderr: err.join("") };
+  }
+
+  it("signs a pipeline in from the job token in an environment variable, never printing or saving that token", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "stint-cli-wl-"));
+    try {
+      const jobJwt = await jobToken(keyA);
+      const login = await cli(dir, ["login", "--token-exchange-from-env", "CI_JOB_JWT", "--json"], {
+        CI_JOB_JWT: jobJwt,
+      });
+      expect(login.code, login.stderr).toBe(0);
+      expect(JSON.parse(login.stdout)).toMatchObject({
+        principal: { name: SERVICE, kind: "service" },
+        exchanged: true,
+      });
+      const saved = await readFile(path.join(dir, "credentials.json"), "utf8");
+      expect(JSON.parse(saved)).toMatchObject({ exchanged: true, principal: { name: SERVICE } });
+      for (const text of [login.stdout, login.stderr, saved]) expect(text).not.toContain(jobJwt.split(".")[2]);
+
+      const whoami = await cli(dir, ["whoami", "--json"]);
+      expect(whoami.code, whoami.stderr).toBe(0);
+      expect(JSON.parse(whoami.stdout)).toMatchObject({ name: SERVICE });
+
+      // The job token is spent: a second login with it is refused with the server's code.
+      const again = await cli(dir, ["login", "--token-exchange-from-env", "CI_JOB_JWT"], { CI_JOB_JWT: jobJwt });
+      expect(again.code).not.toBe(0);
+      expect(again.stderr).toContain("WORKLOAD_TOKEN_REPLAYED");
+
+      const logout = await cli(dir, ["logout"]);
+      expect(logout.code, logout.stderr).toBe(0);
+      expect((await cli(dir, ["whoami"])).code).not.toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses an unset variable or a password flag beside it, before calling the server", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "stint-cli-wl-"));
+    try {
+      const unset = await cli(dir, ["login", "--token-exchange-from-env", "NOT_SET_ANYWHERE"]);
+      expect(unset.code).toBe(2);
+      expect(unset.stderr).toContain("NOT_SET_ANYWHERE");
+      const mixed = await cli(dir, ["login", "--token-exchange-from-env", "CI_JOB_JWT", "--user", "alice"], {
+        CI_JOB_JWT: "x.y.z",
+      });
+      expect(mixed.code).toBe(2);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an administrator adds, lists and removes a trust with stint trusts", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "stint-cli-wl-"));
+    try {
+      const admin = h.server.config.bootstrapAdminName;
+      const login = await cli(dir, ["login", "--user", admin, "--password-stdin"], {}, `${ADMIN_PASSWORD}\n`);
+      expect(login.code, login.stderr).toBe(0);
+      const add = await cli(dir, [
+        "trusts",
+        "add",
+        SERVICE,
+        "--name",
+        "release-tags",
+        "--issuer",
+        issuer.url,
+        "--audience",
+        "stint",
+        "--claim",
+        "repository=acme/app",
+        "--claim",
+        "ref=refs/tags/v*",
+        "--token-ttl",
+        "5m",
+      ]);
+      expect(add.code, add.stderr).toBe(0);
+      const list = await cli(dir, ["trusts", "list", SERVICE, "--json"]);
+      expect(JSON.parse(list.stdout).items).toContainEqual(
+        expect.objectContaining({
+          name: "release-tags",
+          conditions: { repository: "acme/app", ref: "refs/tags/v*" },
+          tokenTtlMs: 300_000,
+        }),
+      );
+      const tagJob = await exchange(await jobToken(keyA, { claims: { ref: "refs/tags/v1.2.3" } }));
+      expect(tagJob.status, JSON.stringify(tagJob.body)).toBe(200);
+      expect(tagJob.body.expires_in).toBe(300);
+      const bad = await cli(dir, [
+        "trusts",
+        "add",
+        SERVICE,
+        "--name",
+        "x",
+        "--issuer",
+        issuer.url,
+        "--audience",
+        "a",
+        "--claim",
+        "novalue",
+      ]);
+      expect(bad.code).toBe(2);
+      const remove = await cli(dir, ["trusts", "remove", SERVICE, "release-tags"]);
+      expect(remove.code, remove.stderr).toBe(0);
+      const after = await exchange(await jobToken(keyA, { claims: { ref: "refs/tags/v1.2.4" } }));
+      expect(after.body.error?.code).toBe("WORKLOAD_NO_TRUST");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { password as passwordSchema } from "../../contract/common.js";
 import { principal, tokenPair, type PrincipalDto, type TokenPairDto } from "../../contract/identity.js";
+import { JWT_TOKEN_TYPES, TOKEN_EXCHANGE_GRANT, tokenExchangeResult } from "../../contract/workload.js";
 import type { ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { deleteCredentials } from "../credentials.js";
@@ -95,6 +96,46 @@ export function describePrincipal(who: PrincipalDto, server?: string): string {
   ]);
 }
 
+interface LoginOptions {
+  user?: string;
+  passwordStdin?: boolean;
+  otp?: string;
+  tokenExchangeFromEnv?: string;
+  service?: string;
+}
+
+/**
+ * POST /v1/auth/token-exchange with the job token read from an environment variable (never an argument: the
+ * process list would show it), then saves the API token it returns as this server's sign-in.
+ */
+async function exchangeJobToken(ctx: CliContext, client: ApiClient, variable: string, service: string | undefined) {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(variable)) throw usageError(`${variable} is not an environment variable name`);
+  const jobToken = ctx.env[variable];
+  if (!jobToken) throw usageError(`the environment variable ${variable} is empty or not set`);
+  const { data } = await client.request("POST", "/v1/auth/token-exchange", {
+    body: {
+      grant_type: TOKEN_EXCHANGE_GRANT,
+      subject_token: jobToken,
+      subject_token_type: JWT_TOKEN_TYPES[0],
+      ...(service !== undefined ? { service: checkName("service", service) } : {}),
+    },
+    auth: false,
+    schema: tokenExchangeResult,
+  });
+  await client.saveExchanged({
+    accessToken: data.access_token,
+    expiresAt: data.expires_at,
+    principal: { id: "", name: data.service },
+  });
+  const { data: me } = await client.request("GET", "/v1/me", { schema: principal });
+  await client.saveExchanged({
+    accessToken: data.access_token,
+    expiresAt: data.expires_at,
+    principal: { id: me.id, name: me.name },
+  });
+  return { server: client.server, principal: me, expiresAt: data.expires_at, exchanged: true };
+}
+
 export function registerAuthCommands(program: Command, ctx: CliContext): void {
   program
     .command("setup")
@@ -132,15 +173,37 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     .option("--user <name>", "user name (prompted for at a terminal when omitted)")
     .option("--password-stdin", "read the password as one line from stdin instead of prompting")
     .option("--otp <code>", "one-time code from the authenticator app, if the account has MFA")
+    .option(
+      "--token-exchange-from-env <var>",
+      "CI: trade the OIDC job token in this environment variable for a short-lived token of the service identity that trusts the job",
+    )
+    .option(
+      "--service <name>",
+      "with --token-exchange-from-env: the service identity to act as, when several trust the job",
+    )
     .addHelpText(
       "after",
       "\nExamples:\n  stint login --server https://stint.example.com --user alice\n" +
-        "  printf '%s\\n' \"$PASSWORD\" | stint login --user ci-bot --password-stdin --otp 123456\n",
+        "  printf '%s\\n' \"$PASSWORD\" | stint login --user ci-bot --password-stdin --otp 123456\n" +
+        "  stint login --server https://stint.example.com --token-exchange-from-env CI_JOB_JWT\n",
     )
-    .action(async (options: { user?: string; passwordStdin?: boolean; otp?: string }, command: Command) => {
+    .action(async (options: LoginOptions, command: Command) => {
       const { json } = globalOptions(command);
       const client = await clientFor(ctx, command, false);
       warnIfPlainHttp(ctx, client.server);
+      if (options.tokenExchangeFromEnv !== undefined) {
+        if (options.user !== undefined || options.passwordStdin || options.otp !== undefined)
+          throw usageError("--token-exchange-from-env signs in a workload: it takes no --user, password or --otp");
+        const summary = await exchangeJobToken(ctx, client, options.tokenExchangeFromEnv, options.service);
+        emit(
+          ctx,
+          json,
+          summary,
+          () => `Signed in to ${client.server} as ${summary.principal.name} until ${summary.expiresAt}.\n`,
+        );
+        return;
+      }
+      if (options.service !== undefined) throw usageError("--service goes with --token-exchange-from-env");
       let username = options.user;
       if (username === undefined) {
         if (!isInteractive(ctx)) throw usageError("--user is required when stdin is not a terminal");
@@ -165,6 +228,17 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
       const saved = client.credentials();
       if (!saved) {
         emit(ctx, json, { ok: true, revoked: false }, () => "Not signed in.\n");
+        return;
+      }
+      if (saved.exchanged) {
+        // An exchanged API token has no session to end; it lapses at its expiry (an admin may revoke it sooner).
+        await deleteCredentials(ctx.env);
+        emit(
+          ctx,
+          json,
+          { ok: true, revoked: false },
+          () => `Signed out of ${client.server}; the exchanged token lapses at ${saved.accessTokenExpiresAt}.\n`,
+        );
         return;
       }
       let failure: CliError | undefined;
