@@ -601,9 +601,12 @@ async function benchConnector(options: Options) {
       };
       const once = async (n: number, cold: boolean) => {
         const login = `stint_bench_c_${hex}_${n}${cold ? "c" : "w"}`;
+        // Minted as the grants service does: its SCRAM secret computed ahead (when the stock has one).
+        const minted = connector.mintPassword!(() => randomBytes(24).toString("base64url"));
         const spec = {
           login,
-          password: randomBytes(24).toString("base64url"),
+          password: minted.password,
+          minted,
           entitlement: { role: reader, dynamic: true },
           validUntil: new Date(Date.now() + 600_000),
         };
