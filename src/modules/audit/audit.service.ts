@@ -354,29 +354,7 @@ export function createAuditLog(deps: {
         every,
         ...(anchor && { anchor: { seq: anchor.seq, hash: anchor.hash, signatureValid: anchorSignatureValid(anchor) } }),
       });
-      // The next page is read while this one is hashed (the database and the hashing overlap).
-      const PAGE = 10_000;
-      let next: Promise<AuditEvent[]> | null = auditStore.eventsForVerify(store.db, 0, PAGE);
-      while (next) {
-        const events: AuditEvent[] = await next;
-        if (events.length === 0) break;
-        const last = events.at(-1)!.seq;
-        next = events.length === PAGE && last < head.seq ? auditStore.eventsForVerify(store.db, last, PAGE) : null;
-        let going = true;
-        for (const event of events) {
-          if (event.seq > head.seq) {
-            going = false;
-            break;
-          }
-          going = verifier.push(event);
-          if (!going) break;
-        }
-        if (!going) {
-          await next?.catch(() => undefined);
-          break;
-        }
-        onProgress?.(last);
-      }
+      await auditStore.visitForVerify(store.db, head.seq, verifier.push, onProgress);
       const result = verifier.finish(head);
       if (!result.ok) return result;
       const { count } = await auditStore.pendingStats(store.db);

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import fc from "fast-check";
+import canonicalize from "canonicalize";
 import { sql } from "kysely";
 import { ENGINES } from "../../testing/engines.js";
 import { auditHarness } from "../../testing/harness.js";
@@ -16,6 +17,7 @@ import {
   GENESIS_HASH,
   hashEvent,
 } from "./audit.rules.js";
+import * as auditStore from "./audit.store.js";
 import type { AuditEvent } from "./audit.types.js";
 import { NO_CONTEXT, SYSTEM, type Actor } from "../authz/authz.types.js";
 
@@ -53,6 +55,50 @@ function makeChain(n: number): AuditEvent[] {
   }
   return events;
 }
+
+/** Two events as Stint hashed them before verify's fast paths (the hashes computed by that code). */
+const OLD_CHAIN: [AuditEvent, string][] = [
+  [
+    {
+      seq: 1,
+      id: "0190d000-0000-7000-8000-000000000001",
+      time: "2026-01-01T00:00:00.000Z",
+      actor: "alice",
+      actorId: "0190d000-0000-7000-8000-00000000a11c",
+      action: "role.activate",
+      subject: "role:db-admin",
+      outcome: "success",
+      reason: null,
+      correlationId: "c1",
+      sourceIp: "192.0.2.1",
+      userAgent: "curl/8.0",
+      details: { role: "db-admin", grantId: "g1", durationSeconds: 3600, flags: [true, null, 1.5] },
+      prevHash: GENESIS_HASH,
+      hash: "d7b458eb9bf320b4b86eb51d94c781d9d02ed4e50168a4f840180b4be424143e",
+    },
+    "d7b458eb9bf320b4b86eb51d94c781d9d02ed4e50168a4f840180b4be424143e",
+  ],
+  [
+    {
+      seq: 2,
+      id: "0190d000-0000-7000-8000-000000000002",
+      time: "2026-01-01T00:00:00.123456Z",
+      actor: 'bob "the \\ admin"\n\t\u0001\u001f\u007f é 😀',
+      actorId: null,
+      action: "x",
+      subject: null,
+      outcome: "denied",
+      reason: "line1\nline2 \u2028",
+      correlationId: null,
+      sourceIp: null,
+      userAgent: null,
+      details: { "10": 1, "9": 2, b: { z: "\u001e", a: "é😀" }, a: [], "": "" },
+      prevHash: "d7b458eb9bf320b4b86eb51d94c781d9d02ed4e50168a4f840180b4be424143e",
+      hash: "923060eff3c6e7aac688e7fa38273732a2cf1f5610db34fc2726bb41c7806438",
+    },
+    "923060eff3c6e7aac688e7fa38273732a2cf1f5610db34fc2726bb41c7806438",
+  ],
+];
 
 describe("audit chain rules", () => {
   it("hash is independent of key order and covers every field", () => {
@@ -92,6 +138,91 @@ describe("audit chain rules", () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  it("the encoding is byte for byte the one every chain so far was hashed with", () => {
+    // Before verify's fast paths: JSON.stringify for each top-level string, the canonicalizer for details.
+    const before = (e: Omit<AuditEvent, "hash">) => {
+      const j = (v: string | null) => JSON.stringify(v);
+      const details = canonicalize(e.details);
+      if (details === undefined) throw new Error("audit event cannot be encoded");
+      return (
+        `{"action":${j(e.action)},"actor":${j(e.actor)},"actorId":${j(e.actorId)},` +
+        `"correlationId":${j(e.correlationId)},"details":${details},"id":${j(e.id)},` +
+        `"outcome":${j(e.outcome)},"prevHash":${j(e.prevHash)},"reason":${j(e.reason)},"seq":${e.seq},` +
+        `"sourceIp":${j(e.sourceIp)},"subject":${j(e.subject)},"time":${j(e.time)},"userAgent":${j(e.userAgent)}}`
+      );
+    };
+    const outcome = (f: () => string) => {
+      try {
+        return f();
+      } catch (error) {
+        return `throws ${(error as Error).message}`;
+      }
+    };
+    // Characters JSON escapes or may (quote, backslash, controls, lone and paired surrogates), and keys
+    // JavaScript orders apart from the others (integer-like ones).
+    const tricky = fc.string({
+      unit: fc.constantFrom(
+        "a",
+        "b",
+        "é",
+        '"',
+        "\\",
+        "\n",
+        "\u0000",
+        "\u001f",
+        "\u007f",
+        "\u2028",
+        "\ud800",
+        "\udc00",
+        "😀",
+        "1",
+        "10",
+        "9",
+      ),
+    });
+    const text = fc.oneof(tricky, fc.string({ unit: "binary" }));
+    const maybe = fc.option(text, { nil: null });
+    const value = fc.letrec((tie) => ({
+      value: fc.oneof(
+        { depthSize: "small" },
+        fc.jsonValue(),
+        text,
+        fc.double(),
+        fc.array(tie("value")),
+        fc.dictionary(text, tie("value")),
+      ),
+    })).value;
+    fc.assert(
+      fc.property(
+        fc.record({
+          seq: fc.nat(),
+          id: text,
+          time: text,
+          actor: text,
+          actorId: maybe,
+          action: text,
+          subject: maybe,
+          outcome: fc.constantFrom("success" as const, "denied" as const, "failed" as const),
+          reason: maybe,
+          correlationId: maybe,
+          sourceIp: maybe,
+          userAgent: maybe,
+          details: fc.oneof(
+            fc.dictionary(text, value),
+            fc.dictionary(fc.stringMatching(/^[a-z]{1,8}$/), fc.jsonValue()),
+          ),
+          prevHash: text,
+        }),
+        (event) => {
+          expect(outcome(() => canonicalEvent(event))).toBe(outcome(() => before(event)));
+        },
+      ),
+      { numRuns: 3000 },
+    );
+    // Hashes written before the change, with every kind of character an event can hold.
+    for (const [event, hash] of OLD_CHAIN) expect(hashEvent(event)).toBe(hash);
   });
 
   it("any single change, deletion or swap is found at the right seq", () => {
@@ -453,6 +584,87 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
     expect(await audit.verify()).toMatchObject({ ok: true, checkpoints: 1 });
     // A v1 checkpoint serves no anchor: only v2 signs the interval and time an anchor carries.
     expect(await audit.latestAnchor()).toBeNull();
+  });
+
+  it("a chain written before verify's fast paths still verifies, whatever its events hold", async () => {
+    h = await auditHarness(engine);
+    const { audit, store } = h;
+    for (const [e] of OLD_CHAIN)
+      await sql`insert into audit_events (seq, id, time, actor, actor_id, action, subject, outcome, reason,
+          correlation_id, source_ip, user_agent, details, prev_hash, hash)
+        values (${e.seq}, ${e.id}, ${e.time}, ${e.actor}, ${e.actorId}, ${e.action}, ${e.subject}, ${e.outcome},
+          ${e.reason}, ${e.correlationId}, ${e.sourceIp}, ${e.userAgent}, ${JSON.stringify(e.details)}, ${e.prevHash},
+          ${e.hash})`.execute(store.db);
+    const last = OLD_CHAIN.at(-1)![0];
+    await sql`update audit_head set seq = ${last.seq}, hash = ${last.hash}`.execute(store.db);
+    expect(await audit.verify()).toEqual({ ok: true, count: 2, headSeq: 2, checkpoints: 0 });
+    expect(await audit.read({})).toEqual(OLD_CHAIN.map(([e]) => e));
+  });
+
+  it("verify reads every event as written, across pages and fields holding its separators", async () => {
+    h = await auditHarness(engine, { checkpointEvery: 4 });
+    const { audit, store } = h;
+    const odd = ["plain", 'a "quoted" \\ path', "tab\tnew\nline", "unit\u001fsep", "rec\u001esep", "é 😀 \u2028", ""];
+    for (let i = 0; i < 14; i++) {
+      const text = odd[i % odd.length]!;
+      await audit.record(
+        alice,
+        { correlationId: text, sourceIp: i % 2 ? "192.0.2.1" : null, userAgent: text },
+        {
+          action: `x.${i}`,
+          outcome: "success",
+          subject: i % 4 ? text : null,
+          reason: i % 5 ? null : text,
+          details: { [text]: text, "10": i, "9": [text, null, 1.25], nested: { z: 1, a: text } },
+        },
+      );
+    }
+    await audit.catchUp();
+    const written = await audit.read({});
+    expect(written).toHaveLength(14);
+    expect(await audit.verify()).toEqual({ ok: true, count: 14, headSeq: 14, checkpoints: 3 });
+    // Small pages: boundaries everywhere, and pages whose texts do not split (read again as columns).
+    for (const pageSize of [1, 3, 5, 20]) {
+      const visited: AuditEvent[] = [];
+      const pages: number[] = [];
+      await auditStore.visitForVerify(
+        store.db,
+        14,
+        (e) => visited.push(e) > 0,
+        (seq) => pages.push(seq),
+        pageSize,
+      );
+      expect(visited).toEqual(written);
+      expect(pages.at(-1)).toBe(14);
+    }
+    // A visitor that stops is not called again; events past the head are not visited.
+    const seen: number[] = [];
+    await auditStore.visitForVerify(store.db, 14, (e) => seen.push(e.seq) < 6, undefined, 4);
+    expect(seen).toEqual([1, 2, 3, 4, 5, 6]);
+    seen.length = 0;
+    await auditStore.visitForVerify(store.db, 9, (e) => seen.push(e.seq) > 0, undefined, 4);
+    expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it("names the seq of a row a database writer made ambiguous to read", async () => {
+    h = await auditHarness(engine);
+    const { audit, store } = h;
+    for (let i = 0; i < 12; i++)
+      await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success", subject: i % 2 ? `s${i}` : null });
+    await audit.catchUp();
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 12 });
+    // A separator inside a field (the row splits into one field too many).
+    await sql`update audit_events set action = action || chr(31) || 'y' where seq = 11`.execute(store.db);
+    expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 11 });
+    // A NULL where the schema forbids one (its constraint dropped first).
+    await sql`alter table audit_events alter column actor drop not null`.execute(store.db);
+    await sql`update audit_events set actor = null where seq = 8`.execute(store.db);
+    expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 8 });
+    // NULL and empty are different values.
+    await sql`update audit_events set subject = '' where seq = 5`.execute(store.db);
+    expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 5 });
+    await sql`update audit_events set correlation_id = null where seq = 2`.execute(store.db);
+    expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 2 });
   });
 
   it("refuses to load the keyring under a different master key", async () => {
