@@ -439,23 +439,16 @@ export function createRequestService(deps: RequestServiceDeps) {
 
   /**
    * A request written already approved in its final state (`active` on the internal target, else
-   * `provisioning`): its grant, the index's message (or the provisioning job) and the notification.
+   * `provisioning`) with its grant (`insertRequest`): the index's message (or the provisioning job) and the
+   * notification.
    */
-  async function started(tx: Kysely<Database>, row: requestStore.RequestRow, now: Date): Promise<AuditInput[]> {
-    const grantId = newId();
+  async function started(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    grantId: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
     const active = row.state === "active";
-    await tx
-      .insertInto("grants")
-      .values({
-        id: grantId,
-        request_id: row.id,
-        role_id: row.role_id,
-        principal_id: row.requester_id,
-        state: active ? "active" : "provisioning",
-        created_at: now,
-        updated_at: now,
-      })
-      .execute();
     const subject = `request:${row.id}`;
     if (!active) {
       await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
@@ -675,17 +668,13 @@ export function createRequestService(deps: RequestServiceDeps) {
             requester_manager_id: _manager,
             ...columns
           } = row;
-          const inserted = await tx
-            .insertInto("activation_requests")
-            .values({
-              ...columns,
-              policy_snapshot: JSON.stringify(spec),
-              stages: JSON.stringify(stages),
-              updated_at: now,
-            })
-            .onConflict((oc) => oc.doNothing())
-            .returning("id")
-            .executeTakeFirst();
+          // Approved at once: its grant is written with it, in the same statement.
+          const grantId = automatic ? newId() : null;
+          const inserted = await requestStore.insertRequest(
+            tx,
+            { ...columns, policy_snapshot: JSON.stringify(spec), stages: JSON.stringify(stages), updated_at: now },
+            grantId ? { id: grantId, state: state === "active" ? "active" : "provisioning", at: now } : null,
+          );
           if (!inserted) {
             const open = await requestStore.findOpenRequest(tx, principal.id, facts.role_id);
             return new Refusal(
@@ -720,7 +709,7 @@ export function createRequestService(deps: RequestServiceDeps) {
               reason: spec.breakGlass ? "break-glass role: no approval" : "the role's policy needs no approval",
               details: { role: facts.role_name, automatic: true },
             });
-            events.push(...(await started(tx, row, now)));
+            events.push(...(await started(tx, row, grantId!, now)));
           } else {
             await emit(tx, {
               type: "submitted",

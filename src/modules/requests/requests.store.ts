@@ -1,5 +1,5 @@
 /** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
-import { sql, type ExpressionBuilder, type Kysely } from "kysely";
+import { sql, type ExpressionBuilder, type Insertable, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { Decision, RequestFacts, Stage } from "./requests.types.js";
 
@@ -368,6 +368,44 @@ export async function decisionsOf(
 
 export function stagesOf(row: { stages: unknown }): Stage[] {
   return row.stages as Stage[];
+}
+
+/**
+ * Inserts a request, unless its requester has one open for its role (the partial unique index: then nothing is
+ * written and the answer is false). A request written already approved in its final state gets its grant
+ * (`active` on the internal target, `provisioning` elsewhere) in the same statement: one round trip, and no
+ * grant without its request.
+ */
+export async function insertRequest(
+  db: Q,
+  values: Insertable<Database["activation_requests"]>,
+  grant: { id: string; state: "active" | "provisioning"; at: Date } | null,
+): Promise<boolean> {
+  const request = db
+    .insertInto("activation_requests")
+    .values(values)
+    .onConflict((oc) => oc.doNothing());
+  if (!grant) return (await request.returning("id").executeTakeFirst()) !== undefined;
+  const inserted = await db
+    .with("request", () => request.returning(["id", "role_id", "requester_id"]))
+    .insertInto("grants")
+    .columns(["id", "request_id", "role_id", "principal_id", "state", "created_at", "updated_at"])
+    .expression((eb) =>
+      eb
+        .selectFrom("request")
+        .select([
+          sql<string>`${grant.id}::uuid`.as("id"),
+          "request.id as request_id",
+          "request.role_id",
+          "request.requester_id as principal_id",
+          sql<string>`${grant.state}::text`.as("state"),
+          sql<Date>`${grant.at}::timestamptz`.as("created_at"),
+          sql<Date>`${grant.at}::timestamptz`.as("updated_at"),
+        ]),
+    )
+    .returning("grants.id")
+    .executeTakeFirst();
+  return inserted !== undefined;
 }
 
 /** An activation that ended, with what followed from it: its grant (if any), its cancelled extensions. */
