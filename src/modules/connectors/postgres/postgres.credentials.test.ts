@@ -288,7 +288,7 @@ describe("postgres credentials: createLogin", () => {
 
   it("a minted password's SCRAM secret, computed ahead, is the one set; minted passwords are never handed out twice", async () => {
     const generate = () => newPassword();
-    const minted = Array.from({ length: 10 }, () => connector.mintPassword(generate));
+    const minted = Array.from({ length: 10 }, () => connector.mintPassword!(generate));
     expect(new Set(minted.map((m) => m.password)).size).toBe(10);
     const first = minted[0]!;
     const ahead = (await (first.prepared as Promise<{ literal: string }>)).literal;
@@ -298,12 +298,12 @@ describe("postgres credentials: createLogin", () => {
     expect(await readAs(login, first.password)).toBe("ok");
     // The stock refills later with passwords of its own.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const later = connector.mintPassword(generate);
+    const later = connector.mintPassword!(generate);
     expect(minted.map((m) => m.password)).not.toContain(later.password);
   });
 
   it("a minted password's prepared secret is never set for another password", async () => {
-    const minted = connector.mintPassword(() => newPassword());
+    const minted = connector.mintPassword!(() => newPassword());
     const login = newLogin();
     const password = newPassword();
     await connector.createLogin(target, { ...spec(login, password), minted });
