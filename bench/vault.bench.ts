@@ -286,7 +286,8 @@ async function benchReads(
       `(user ${(cpu.user / result.responses).toFixed(0)}, system ${(cpu.system / result.responses).toFixed(0)}; ` +
       `${netCpuPerOp(cpu, idle, loadMs, result.responses).toFixed(0)} net of idle, which was ` +
       `${(idle / 10).toFixed(1)}% of a core); ` +
-      `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch; ` +
+      `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch, ` +
+      `${batches.stale - batchesBefore.stale} found stale; ` +
       `per read: ${statements}`,
   );
 }
