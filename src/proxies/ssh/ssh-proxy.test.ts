@@ -26,6 +26,7 @@ import {
 } from "../../modules/sessions/sessions.types.js";
 import { freePort, startSshd, type Sshd } from "../../testing/sshd.js";
 import {
+  countPerTick,
   createScpCounter,
   createSshProxy,
   parseRsyncCommand,
@@ -479,6 +480,21 @@ describe("write batching", () => {
     // Not corked any more: a write outside a batch goes at once.
     socket.write("packet 4");
     expect(writes.at(-1)).toEqual(["packet 4"]);
+  });
+
+  it("byte counts of one turn reach the session once, before the next turn", async () => {
+    const counted: number[] = [];
+    const count = countPerTick((bytes) => counted.push(bytes));
+    count(32_768);
+    count(0);
+    count(13);
+    expect(counted).toEqual([]);
+    await new Promise((resolve) => process.nextTick(resolve));
+    expect(counted).toEqual([32_781]);
+    count(5);
+    // A timer (a kill's grace period, an expiry) runs in a later turn: the count is in by then.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    expect(counted).toEqual([32_781, 5]);
   });
 
   it("a destination that is not an ssh2 channel is written as is", () => {

@@ -476,15 +476,17 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     let exit: { exitCode?: number; signal?: string } = {};
 
     const recordOutput = kind === "shell" || (kind === "exec" && !scp && !rsync);
+    const countDown = countPerTick((bytes) => session.countBytes("down", bytes));
+    const countUp = countPerTick((bytes) => session.countBytes("up", bytes));
     const fromTarget = (data: Buffer) => {
-      session.countBytes("down", data.length);
+      countDown(data.length);
       if (recordOutput) recorder.output(data);
       if (sftp) for (const event of sftp.fromServer(data)) recorder.event("sftp", { ...event });
       if (scp?.direction === "download") scpBytes?.feed(data);
       if (rsync?.direction === "download") rsyncBytes += data.length;
     };
     const fromClient = (data: Buffer) => {
-      session.countBytes("up", data.length);
+      countUp(data.length);
       // A terminal's keystrokes, and an exec's stdin (`echo CMD | ssh host sh` runs what it carries).
       if (recordOutput) recorder.input(data);
       if (sftp) for (const event of sftp.fromClient(data)) recorder.event("sftp", { ...event });
@@ -540,9 +542,12 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   function relayForward(local: Duplex, remote: Duplex, forward: { kind: string; host: string; port: number }): void {
     const session = live?.session;
     const id = ++forwards;
-    const observe = (direction: "up" | "down") => (data: Buffer) => {
-      session?.countBytes(direction, data.length);
-      session?.recorder.event("forward_data", { id, ...forward, direction, data: data.toString("base64") });
+    const observe = (direction: "up" | "down") => {
+      const count = countPerTick((bytes) => session?.countBytes(direction, bytes));
+      return (data: Buffer) => {
+        count(data.length);
+        session?.recorder.event("forward_data", { id, ...forward, direction, data: data.toString("base64") });
+      };
     };
     relayStream(remote, local, observe("down"), relaying);
     relayStream(local, remote, observe("up"), relaying);
@@ -822,6 +827,25 @@ function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => vo
       from.pause();
     }
   });
+}
+
+/**
+ * Byte counts summed over one turn of the event loop and handed on once: `session.countBytes` updates a
+ * labelled metric (~1% of a transfer's CPU when called per 32 KiB chunk, and one read carries two). The
+ * sum goes out on process.nextTick, before any I/O or timer of a later turn, so before the session ends.
+ */
+export function countPerTick(count: (bytes: number) => void): (bytes: number) => void {
+  let pending = 0;
+  const flush = () => {
+    const bytes = pending;
+    pending = 0;
+    count(bytes);
+  };
+  return (bytes) => {
+    if (bytes <= 0) return;
+    if (pending === 0) process.nextTick(flush);
+    pending += bytes;
+  };
 }
 
 /**
