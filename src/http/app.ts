@@ -31,11 +31,11 @@ import { ANONYMOUS, type Actor, type CallContext } from "../modules/authz/authz.
 
 export type App = FastifyInstance<RawServerDefault, IncomingMessage, ServerResponse, Logger, ZodTypeProvider>;
 
-/** One registered route and what it requires (tests walk these). */
+/** One registered route (per method) and what it requires: in `routeTable` (tests walk it) and on each request. */
 export interface RouteEntry {
-  method: string;
-  url: string;
-  requirement: Requirement;
+  readonly method: string;
+  readonly url: string;
+  readonly requirement: Requirement;
 }
 
 declare module "fastify" {
@@ -51,6 +51,11 @@ declare module "fastify" {
   interface FastifyRequest {
     actor: Actor;
     callContext: CallContext;
+    /**
+     * The route that matched, null until its first hook ran (none for an unknown route). Read this, not
+     * `routeOptions`, on a hot path: that getter builds a new object at each read.
+     */
+    route: RouteEntry | null;
   }
 }
 
@@ -149,8 +154,14 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
 
   // PostgreSQL text holds neither U+0000 nor unpaired surrogates: refuse them here, not fail or alter them later.
   // (Hooks on every request take a callback rather than return a promise: one less turn per hook.)
+  // Params and query are made of the URL's own characters unless it holds a percent escape: one pass over
+  // the URL then answers for both, and only a body, or an escaped URL, is walked.
   app.addHook("preValidation", (request, _reply, done) => {
-    if (hasUnstorableText([request.params, request.query, request.body]))
+    const urlNeedsWalk = ESCAPED_OR_UNSTORABLE.test(request.url);
+    if (
+      (urlNeedsWalk && hasUnstorableText([request.params, request.query])) ||
+      (request.body !== undefined && hasUnstorableText(request.body))
+    )
       return done(
         new StintError(
           "VALIDATION_FAILED",
@@ -162,6 +173,7 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
 
   app.decorateRequest("actor", null as never);
   app.decorateRequest("callContext", null as never);
+  app.decorateRequest("route", null);
 
   // Deny by default: every route states its requirement.
   const routeTable: RouteEntry[] = [];
@@ -173,54 +185,60 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       throw new Error(`route ${route.method} ${route.url} names unknown permission ${requirement}`);
     }
     const methods = [route.method].flat();
-    for (const method of methods) routeTable.push({ method, url: route.url, requirement });
+    const entries = new Map<string, RouteEntry>();
+    for (const method of methods) {
+      const entry = Object.freeze({ method, url: route.url, requirement });
+      routeTable.push(entry);
+      entries.set(method, entry);
+    }
+    // Each route carries its own authentication hook, its requirement known when it is made: nothing to
+    // look up per request (`request.routeOptions` builds an object at each read). A new array, so that the
+    // HEAD route Fastify copies from a GET's options before this hook runs gets exactly one of its own.
+    route.onRequest = [authenticateFor(entries, route.config?.scrapeToken === true), ...[route.onRequest ?? []].flat()];
     // A route without a body schema takes no body: `null`, `[]` or a field it ignores must not reach
     // it as if the call were plain (a seal sent with any body sealed the vault).
     if (route.schema?.body === undefined && methods.some((method) => BODY_METHODS.has(method)))
       route.preValidation = [...[route.preValidation ?? []].flat(), refuseBody];
   });
 
-  app.addHook("onRequest", (request, reply, done) => {
-    reply.header("x-request-id", request.id);
-    reply.header("x-content-type-options", "nosniff");
-    reply.header("cache-control", "no-store");
-    request.callContext = {
-      correlationId: request.id,
-      sourceIp: request.ip ?? null,
-      userAgent: (request.headers["user-agent"] ?? "").slice(0, 512) || null,
-    };
-    request.actor = ANONYMOUS;
-    const config = request.routeOptions.config;
-    const requirement = config?.requirement;
-    if (requirement === undefined) return done(); // 404 handler
-    // A scraper's token is no principal's: it opens the few routes that say so and nothing else.
-    if (config?.scrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization)) return done();
-    let resolved: Actor | Promise<Actor>;
-    try {
-      resolved = deps.authenticate(request);
-      if (!(resolved instanceof Promise)) {
-        request.actor = resolved;
-        authorize(resolved, requirement);
-        return done();
-      }
-    } catch (error) {
-      return done(error as Error);
-    }
-    resolved.then(
-      (actor) => {
-        request.actor = actor;
-        try {
-          authorize(actor, requirement);
-        } catch (error) {
-          return done(error as Error);
+  /** The route's onRequest hook: the response's standing headers, the call context, the actor, the verdict. */
+  function authenticateFor(entries: ReadonlyMap<string, RouteEntry>, admitsScrapeToken: boolean) {
+    const only = entries.size === 1 ? entries.values().next().value : undefined;
+    return (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => {
+      stampRequest(request, reply);
+      const route = only ?? entries.get(request.method)!;
+      request.route = route;
+      const requirement = route.requirement;
+      // A scraper's token is no principal's: it opens the few routes that say so and nothing else.
+      if (admitsScrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization)) return done();
+      let resolved: Actor | Promise<Actor>;
+      try {
+        resolved = deps.authenticate(request);
+        if (!(resolved instanceof Promise)) {
+          request.actor = resolved;
+          authorize(resolved, requirement);
+          return done();
         }
-        done();
-      },
-      (error: unknown) => done(error as Error),
-    );
-  });
+      } catch (error) {
+        return done(error as Error);
+      }
+      resolved.then(
+        (actor) => {
+          request.actor = actor;
+          try {
+            authorize(actor, requirement);
+          } catch (error) {
+            return done(error as Error);
+          }
+          done();
+        },
+        (error: unknown) => done(error as Error),
+      );
+    };
+  }
 
   app.setNotFoundHandler({}, (request, reply) => {
+    stampRequest(request, reply);
     sendError(
       reply,
       new StintError("ROUTE_NOT_FOUND", `There is no endpoint ${request.method} ${request.url.split("?")[0]}.`),
@@ -303,7 +321,25 @@ const STORE_RETRY_AFTER_SECONDS = 2;
 /** Freeing disk space takes an operator: clients should not hammer a full node. */
 const STORAGE_RETRY_AFTER_SECONDS = 30;
 
+/**
+ * What every answer carries (request id, nosniff, no-store) and what every handler may read (call context,
+ * anonymous until authenticated). Done by each route's first hook; an answer made before that (unknown
+ * route, unreadable URL) gets it from `sendError`.
+ */
+function stampRequest(request: FastifyRequest, reply: FastifyReply): void {
+  reply.header("x-request-id", request.id);
+  reply.header("x-content-type-options", "nosniff");
+  reply.header("cache-control", "no-store");
+  request.callContext = {
+    correlationId: request.id,
+    sourceIp: request.ip ?? null,
+    userAgent: (request.headers["user-agent"] ?? "").slice(0, 512) || null,
+  };
+  request.actor = ANONYMOUS;
+}
+
 export function sendError(reply: FastifyReply, error: StintError): void {
+  if (reply.request.callContext === null) stampRequest(reply.request, reply);
   if (error.status === 401) reply.header("www-authenticate", 'Bearer realm="stint"');
   if (error.code === "STORE_UNAVAILABLE") reply.header("retry-after", String(STORE_RETRY_AFTER_SECONDS));
   if (error.code === "STORAGE_FULL") reply.header("retry-after", String(STORAGE_RETRY_AFTER_SECONDS));
@@ -416,6 +452,9 @@ export function nestedDeeperThan(text: string, max: number): boolean {
 }
 
 const UNPAIRED_SURROGATE = /\p{Cs}/u;
+/** A URL whose decoded parts may differ from its characters (`%`), or whose characters are unstorable. */
+// eslint-disable-next-line no-control-regex -- NUL is exactly what it looks for
+const ESCAPED_OR_UNSTORABLE = /[%\u0000\p{Cs}]/u;
 const unstorable = (text: string) => text.includes("\u0000") || UNPAIRED_SURROGATE.test(text);
 
 /** Whether any string or key in a parsed request is unstorable text (iterative: bodies may nest deeply). */

@@ -1,8 +1,9 @@
 /** Liveness, readiness, Prometheus metrics and the token JWKS. */
-import { Counter, Histogram, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { z } from "zod";
 import type { Clock } from "../lib/clock.js";
 import type { App } from "./app.js";
+import { createHttpMetrics } from "./http-metrics.js";
 import { throttleCollectors } from "./metrics-refresh.js";
 
 export interface SystemDeps {
@@ -22,35 +23,10 @@ const readiness = z.object({
 });
 
 export function registerSystemRoutes(app: App, deps: SystemDeps) {
-  const requests = new Counter({
-    name: "stint_http_requests_total",
-    help: "HTTP requests by route and status code.",
-    labelNames: ["method", "route", "status"],
-    registers: [deps.registry],
-  });
-  const duration = new Histogram({
-    name: "stint_http_request_duration_seconds",
-    help: "HTTP request duration by route.",
-    labelNames: ["method", "route"],
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-    registers: [deps.registry],
-  });
-  // The children for each (method, route, status), found once: prom-client hashes a label object at every
-  // call otherwise, on every request.
-  const children = new Map<string, { count: { inc(): void }; time: { observe(seconds: number): void } }>();
+  // Counted in plain numbers per response, made into Prometheus series when scraped (see http-metrics.ts).
+  const metrics = createHttpMetrics(deps.registry);
   app.addHook("onResponse", (request, reply, done) => {
-    const route = request.routeOptions.url ?? "unmatched";
-    const key = `${request.method} ${reply.statusCode} ${route}`;
-    let child = children.get(key);
-    if (!child) {
-      child = {
-        count: requests.labels({ method: request.method, route, status: String(reply.statusCode) }),
-        time: duration.labels({ method: request.method, route }),
-      };
-      children.set(key, child);
-    }
-    child.count.inc();
-    child.time.observe(reply.elapsedTime / 1000);
+    metrics.observe(request.route, request.method, reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
 
