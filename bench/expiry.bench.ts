@@ -267,7 +267,11 @@ interface Result {
   /** Events still waiting for the sequencer after CHAIN_WAIT_MS (verify covers the chained prefix). */
   pending: number;
   audited: number;
+  /** request.expired events beyond one per activation (an activation ended twice): must be 0. */
+  duplicates: number;
   endBatch: string;
+  /** How long before the first wave was due the scheduler started (negative: after, and lateness includes it). */
+  headStartMs: number;
   /** Per wave: activations, lateness p50 / p99 / max. */
   perWave: { wave: number; n: number; p50: number; p99: number; max: number }[];
   batches: BatchRecord[];
@@ -288,10 +292,13 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
     const seeding = performance.now();
     const firstExpiry = Date.now() + 3_600_000; // placeholder, moved below once seeding is done
     await seed(server, options.activations, options.waves, firstExpiry, options.gapMs);
-    // Seeding takes a while: the waves are placed relative to its end, so the first starts LEAD_MS from now.
-    const start = Date.now() + LEAD_MS;
+    // Seeding takes a while: the waves are placed relative to its end, the first LEAD_MS from now plus half the
+    // seeding's time (moving the expiries, vacuuming and loading the index take about that on a busy host).
+    const start = Date.now() + LEAD_MS + Math.round((performance.now() - seeding) / 2);
     await sql`update activation_requests set expires_at = expires_at - ${`${firstExpiry - start} milliseconds`}::interval
       where state = 'active'`.execute(server.store.db);
+    // The update left a dead version of every row (and its index entries) that each claim would step over.
+    await sql`vacuum analyze activation_requests, grants`.execute(server.store.db);
     await server.accessIndex.reload("benchmark seeded");
     console.error(
       `# ${engine}: ${options.activations} activations seeded in ${Math.round(performance.now() - seeding)} ms; ` +
@@ -335,6 +342,12 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
             pollMs: server.config.schedulerPoll,
             endBatchSize: options.endBatch,
           });
+    // Lateness counts from each expiry: a scheduler that started after the first wave was due would add its delay.
+    const headStartMs = start - Date.now();
+    if (headStartMs < 0)
+      console.error(
+        `  the scheduler starts ${-headStartMs} ms after the first wave was due (preparing overran the lead)`,
+      );
     scheduler.start();
     // --schedulers=N: N - 1 more schedulers on the same server, as N nodes would run (rows are claimed with
     // SKIP LOCKED, so their transactions end disjoint rows in parallel).
@@ -377,15 +390,15 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
     console.error(`  ${ended} ended; lateness p50 ${quantile(sorted, 0.5).toFixed(0)} ms, p99 ${p99.toFixed(0)} ms`);
     // Every end committed with its audit event (pending or already chained). The sequencer chains them in the
     // background: give it a bounded time, then verify the chained prefix and say how many still wait.
-    const countExpired = async (table: "audit_pending" | "audit_events") =>
-      Number(
-        (
-          await sql<{
-            n: string;
-          }>`select count(*) as n from ${sql.table(table)} where action = 'request.expired'`.execute(server.store.db)
-        ).rows[0]!.n,
-      );
-    const audited = (await countExpired("audit_pending")) + (await countExpired("audit_events"));
+    // One statement (one snapshot): counted in two, an event the sequencer moves between them counts twice.
+    const counted = (
+      await sql<{ events: string; activations: string }>`select count(*) as events,
+          count(distinct subject) as activations
+        from (select subject from audit_pending where action = 'request.expired'
+          union all select subject from audit_events where action = 'request.expired') e`.execute(server.store.db)
+    ).rows[0]!;
+    const audited = Number(counted.activations);
+    const duplicates = Number(counted.events) - audited;
     const drainUntil = Date.now() + CHAIN_WAIT_MS;
     while ((await server.audit.anyPending()) && Date.now() < drainUntil)
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -403,10 +416,12 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
       verified: verify.ok,
       pending,
       audited,
+      duplicates,
       endBatch:
         (options.endBatch === undefined ? "server's" : String(options.endBatch)) +
         (options.schedulers > 1 ? ` × ${options.schedulers} schedulers` : ""),
       perWave,
+      headStartMs,
       batches: profiler.batches,
       nodeCpuMs: (nodeCpu.user + nodeCpu.system) / 1000,
       pgCpuMs,
@@ -510,12 +525,23 @@ async function main() {
       "transaction's `end` message heard by the node). The scheduler polls every 250 ms.",
   );
   for (const r of results) printProfile(r);
+  for (const r of results)
+    if (r.headStartMs < 0)
+      console.log(
+        `${r.engine}: the scheduler started ${-r.headStartMs} ms after the first wave was due (preparing overran ` +
+          `the lead on a busy host): the first wave's lateness includes that delay.`,
+      );
   console.log(`uptime after: ${uptime()}`);
   for (const r of results) {
-    const pass = r.ended === r.activations && r.audited === r.activations && r.verified && r.p99 < GOAL_P99_MS;
+    const pass =
+      r.ended === r.activations &&
+      r.audited === r.activations &&
+      r.duplicates === 0 &&
+      r.verified &&
+      r.p99 < GOAL_P99_MS;
     console.log(
       `acceptance 8, ${r.activations} activations expiring in ${r.waves} waves on ${r.engine}: lateness p99 ` +
-        `${r.p99.toFixed(0)} ms (target < ${GOAL_P99_MS} ms), ${r.ended} ended, ${r.audited} audited, chain ` +
+        `${r.p99.toFixed(0)} ms (target < ${GOAL_P99_MS} ms), ${r.ended} ended, ${r.audited} audited (${r.duplicates} twice), chain ` +
         `${r.verified ? "verifies" : "broken"}: ${pass ? "PASS" : "FAIL"}`,
     );
   }
