@@ -16,7 +16,7 @@
  * See bench/README.md for what the figures mean.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -251,6 +251,34 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
 }
 
 /**
+ * CPU time (µs) each backend of the store's database has used, by pid, read from /proc: only when the
+ * database runs on this machine (PostgreSQL on loopback); null otherwise (PGlite runs in this process).
+ */
+async function serverCpu(store: AppStore): Promise<Map<number, number> | null> {
+  if (store.engine !== "postgres") return null;
+  const { rows } = await sql<{
+    pid: number;
+  }>`select pid from pg_stat_activity where datname = current_database()`.execute(store.db);
+  const ticks = new Map<number, number>();
+  try {
+    for (const { pid } of rows) {
+      const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+      // utime and stime, in clock ticks of 10 ms (Linux's USER_HZ).
+      ticks.set(pid, (Number(fields[11]) + Number(fields[12])) * 10_000);
+    }
+  } catch {
+    return null;
+  }
+  return ticks;
+}
+
+function serverCpuSince(before: Map<number, number>, after: Map<number, number>): number {
+  let total = 0;
+  for (const [pid, used] of after) total += used - (before.get(pid) ?? 0);
+  return total;
+}
+
+/**
  * Verify alone: writes `options.verifyOnly` events quickly (500 per transaction, chained inline), then
  * times `verify` `options.verifyRuns` times: wall time and this process's CPU (user + system) per event.
  */
@@ -270,23 +298,27 @@ async function benchVerifyOnly(name: string, options: Options): Promise<Row[]> {
       await audit.record(actor, context, inputs(written, Math.min(perTx, options.verifyOnly - written)));
     console.error(`  wrote ${options.verifyOnly} events`);
     for (let run = 1; run <= options.verifyRuns; run++) {
+      const serverBefore = await serverCpu(store);
       const cpu = process.cpuUsage();
       const started = performance.now();
       const result = await audit.verify();
       const ms = performance.now() - started;
       const used = process.cpuUsage(cpu);
+      const serverAfter = await serverCpu(store);
       if (!result.ok || result.count !== options.verifyOnly)
         throw new Error(
           `verify on ${name} expected ${options.verifyOnly} intact events, got ${JSON.stringify(result)}`,
         );
       const cpuPerEvent = (used.user + used.system) / result.count;
+      const server = serverAfter && serverBefore ? serverCpuSince(serverBefore, serverAfter) / result.count : null;
+      const serverNote = server === null ? "" : `, database ${server.toFixed(2)} µs CPU/event`;
       console.error(
         `  verify run ${run}: ${Math.round(ms)} ms, ${Math.round((result.count / ms) * 1000)} events/s, ` +
-          `${cpuPerEvent.toFixed(2)} µs CPU/event, load ${os.loadavg()[0]!.toFixed(2)}`,
+          `${cpuPerEvent.toFixed(2)} µs CPU/event${serverNote}, load ${os.loadavg()[0]!.toFixed(2)}`,
       );
       rows.push({
         engine: name,
-        scenario: `verify (${result.checkpoints} checkpoints), run ${run}, ${cpuPerEvent.toFixed(2)} µs CPU/event`,
+        scenario: `verify (${result.checkpoints} checkpoints), run ${run}, ${cpuPerEvent.toFixed(2)} µs CPU/event${serverNote}`,
         events: result.count,
         transactions: null,
         ms,
