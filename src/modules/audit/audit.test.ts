@@ -660,6 +660,13 @@ describe.each(ENGINES)("audit log on %s", (engine) => {
     await sql`alter table audit_events alter column actor drop not null`.execute(store.db);
     await sql`update audit_events set actor = null where seq = 8`.execute(store.db);
     expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 8 });
+    await sql`alter table audit_events alter column details drop not null, alter column time drop not null`.execute(
+      store.db,
+    );
+    await sql`update audit_events set details = null where seq = 7`.execute(store.db);
+    expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 7 });
+    await sql`update audit_events set time = null where seq = 6`.execute(store.db);
+    expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 6 });
     // NULL and empty are different values.
     await sql`update audit_events set subject = '' where seq = 5`.execute(store.db);
     expect(await audit.verify()).toMatchObject({ ok: false, brokenSeq: 5 });
