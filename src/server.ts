@@ -50,6 +50,8 @@ import { registerSessionRoutes } from "./modules/sessions/sessions.routes.js";
 import { createWorkloadService } from "./modules/workload/workload.service.js";
 import { createIssuerKeys } from "./modules/workload/jwks.js";
 import { registerWorkloadRoutes } from "./modules/workload/workload.routes.js";
+import { createScimService } from "./modules/scim/scim.service.js";
+import { registerScimRoutes } from "./modules/scim/scim.routes.js";
 
 /** How long /readyz reports not ready after a request failed on a full disk. */
 const DISK_FULL_NOT_READY_MS = 30_000;
@@ -372,6 +374,16 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             audit,
             clock,
             issuerKeys: createIssuerKeys({ cooldownMs: config.workloadJwksCooldown }),
+          }),
+        });
+        registerScimRoutes(scoped, {
+          scim: createScimService({
+            store: indexed,
+            index: accessIndex,
+            audit,
+            clock,
+            services: config.scimServices,
+            onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
           }),
         });
       },

@@ -121,6 +121,13 @@ export const configSchema = z
      */
     workloadJwksCooldown: duration.default(30_000),
     /**
+     * SCIM 2.0 (/scim/v2): the service identities whose API tokens may provision users and groups (the identity
+     * provider's connection). Empty: SCIM refuses everyone.
+     */
+    scimServices: z
+      .array(z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, "must be a service identity's name"))
+      .default([]),
+    /**
      * Networks Stint may connect to (targets, webhooks) although its address policy blocks them by default:
      * cloud metadata services, link-local, unspecified, multicast and reserved ranges.
      */
@@ -197,6 +204,7 @@ export const ENV_KEYS = {
   STINT_METRICS_TOKEN: "metricsToken",
   STINT_METRICS_REFRESH: "metricsRefresh",
   STINT_WORKLOAD_JWKS_COOLDOWN: "workloadJwksCooldown",
+  STINT_SCIM_SERVICES: "scimServices",
   STINT_ALLOW_NETWORKS: "allowNetworks",
   STINT_DENY_NETWORKS: "denyNetworks",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
@@ -227,7 +235,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
     const value = env[name];
     if (value === undefined || value === "") continue;
     fromEnv[key] =
-      key === "trustedProxies" || key === "allowNetworks" || key === "denyNetworks"
+      key === "trustedProxies" || key === "allowNetworks" || key === "denyNetworks" || key === "scimServices"
         ? value
             .split(",")
             .map((s) => s.trim())
@@ -262,6 +270,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
       trustedProxies: Object.freeze([...value.trustedProxies]) as unknown as string[],
       allowNetworks: Object.freeze([...value.allowNetworks]) as unknown as string[],
       denyNetworks: Object.freeze([...value.denyNetworks]) as unknown as string[],
+      scimServices: Object.freeze([...value.scimServices]) as unknown as string[],
       masterKeyFile: value.masterKeyFile ?? path.join(value.dataDir, "master.key"),
       vaultKeyFile: value.vaultKeyFile ?? path.join(value.dataDir, "vault.key"),
       blobDir: value.blobDir ?? path.join(value.dataDir, "blobs"),

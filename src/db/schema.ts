@@ -14,6 +14,10 @@ export interface PrincipalsTable {
   status: ColumnType<"active" | "disabled", "active" | "disabled" | undefined, "active" | "disabled">;
   platform_roles: string[];
   source: Generated<string>;
+  /** The identity provider's id for a principal SCIM provisioned (migration 0020). */
+  external_id: Generated<string | null>;
+  /** The userName the identity provider gave (migration 0020). */
+  scim_name: Generated<string | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -44,6 +48,8 @@ export interface GroupsTable {
   name: string;
   description: string | null;
   source: Generated<string>;
+  external_id: Generated<string | null>;
+  scim_name: Generated<string | null>;
   created_at: Timestamp;
 }
 

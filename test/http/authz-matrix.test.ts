@@ -62,6 +62,18 @@ const MATRIX = `
   GET     /v1/services/:name/trusts                no         no    yes      no        yes
   POST    /v1/services/:name/trusts                no         no    no       no        yes
   DELETE  /v1/services/:name/trusts/:trust         no         no    no       no        yes
+  GET     /scim/v2/ServiceProviderConfig           no         yes   yes      yes       yes
+  GET     /scim/v2/Users                           no         no    no       no        no
+  POST    /scim/v2/Users                           no         no    no       no        no
+  GET     /scim/v2/Users/:id                       no         no    no       no        no
+  PUT     /scim/v2/Users/:id                       no         no    no       no        no
+  PATCH   /scim/v2/Users/:id                       no         no    no       no        no
+  DELETE  /scim/v2/Users/:id                       no         no    no       no        no
+  GET     /scim/v2/Groups                          no         no    no       no        no
+  POST    /scim/v2/Groups                          no         no    no       no        no
+  GET     /scim/v2/Groups/:id                      no         no    no       no        no
+  PATCH   /scim/v2/Groups/:id                      no         no    no       no        no
+  DELETE  /scim/v2/Groups/:id                      no         no    no       no        no
   DELETE  /v1/tokens/:id                           no         no    no       no        yes
   GET     /v1/audit/events                         no         no    yes      yes       yes
   GET     /v1/audit/verify                         no         no    yes      yes       yes
@@ -236,6 +248,13 @@ const PROBES: Record<string, ProbeFactory> = {
   "GET /v1/services/:name/trusts": () => ({ url: "/v1/services/no-such-service/trusts" }),
   "POST /v1/services/:name/trusts": () => ({ url: "/v1/services/no-such-service/trusts", payload: {} }),
   "DELETE /v1/services/:name/trusts/:trust": () => ({ url: "/v1/services/no-such-service/trusts/none" }),
+  "GET /scim/v2/Users/:id": () => ({ url: `/scim/v2/Users/${randomUUID()}` }),
+  "PUT /scim/v2/Users/:id": () => ({ url: `/scim/v2/Users/${randomUUID()}` }),
+  "PATCH /scim/v2/Users/:id": () => ({ url: `/scim/v2/Users/${randomUUID()}` }),
+  "DELETE /scim/v2/Users/:id": () => ({ url: `/scim/v2/Users/${randomUUID()}` }),
+  "GET /scim/v2/Groups/:id": () => ({ url: `/scim/v2/Groups/${randomUUID()}` }),
+  "PATCH /scim/v2/Groups/:id": () => ({ url: `/scim/v2/Groups/${randomUUID()}` }),
+  "DELETE /scim/v2/Groups/:id": () => ({ url: `/scim/v2/Groups/${randomUUID()}` }),
   "GET /v1/audit/events": () => ({ url: "/v1/audit/events?limit=5" }),
   // Business refusals (not eligible, self-approval) are 403s too; invalid input (400) proves authorization passed.
   "POST /v1/activation-requests": () => ({
@@ -367,6 +386,13 @@ const envelope = z.strictObject({
   }),
 });
 
+const scimError = z.strictObject({
+  schemas: z.tuple([z.literal("urn:ietf:params:scim:api:messages:2.0:Error")]),
+  status: z.string(),
+  scimType: z.string().optional(),
+  detail: z.string().min(1),
+});
+
 /** Every case the matrix implies: each row, plus HEAD for each GET row, for each caller. */
 const CASES = ROWS.flatMap((row) =>
   (row.method === "GET" ? [row.method, "HEAD"] : [row.method]).flatMap((method) =>
@@ -451,6 +477,12 @@ describe("authorization matrix (PGlite)", () => {
       expect(res.statusCode, detail).toBe(expected.status);
       if (caller === "anonymous") expect(res.headers["www-authenticate"], detail).toMatch(/^Bearer /);
       if (method === "HEAD") return; // no body to look at
+      if (row.route.startsWith("/scim/")) {
+        // SCIM clients read SCIM's error shape (RFC 7644 §3.12).
+        expect(res.headers["content-type"], detail).toMatch(/^application\/scim\+json/);
+        expect(scimError.parse(res.json()).status, detail).toBe(String(expected.status));
+        return;
+      }
       expect(res.headers["content-type"], detail).toMatch(/^application\/json/);
       const body = envelope.parse(res.json());
       expect(body.error.code, detail).toBe(expected.code);

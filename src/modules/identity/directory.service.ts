@@ -20,6 +20,7 @@ import { guardOwnAccess } from "../requests/self-grant.js";
 import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js";
+import { disablePrincipal } from "./principal-lifecycle.js";
 import type { Principal } from "./identity.types.js";
 
 export interface DirectoryServiceDeps {
@@ -210,27 +211,20 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         if (row.status === status) return toPrincipal(tx, row);
         let sessions = 0;
         let tokens = 0;
+        let ended: AuditInput[] = [];
         if (status === "disabled") {
-          if (row.platform_roles.includes("admin")) {
-            await identityStore.lockAdministrators(tx);
-            if ((await identityStore.countActiveAdmins(tx)) <= 1)
-              throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
-          }
-          sessions = await identityStore.revokeSessions(tx, row.id, now, "account disabled");
-          tokens = await identityStore.revokeApiTokens(tx, row.id, now);
+          ({
+            sessionsEnded: sessions,
+            tokensRevoked: tokens,
+            ended,
+          } = await disablePrincipal(tx, { onAccessBasisLost: deps.onAccessBasisLost, tellPrincipal }, row, now, {
+            by: actorName(actor),
+            ...(reason ? { reason } : {}),
+          }));
+        } else {
+          await tx.updateTable("principals").set({ status, updated_at: now }).where("id", "=", row.id).execute();
+          await tellPrincipal(tx, row.id);
         }
-        await tx.updateTable("principals").set({ status, updated_at: now }).where("id", "=", row.id).execute();
-        // Its sessions and tokens (revoked above) are dropped from every node's cache with it.
-        await tellPrincipal(tx, row.id);
-        // Pending requests are cancelled and active activations revoked in this same transaction.
-        const ended =
-          status === "disabled"
-            ? ((await deps.onAccessBasisLost?.(
-                tx,
-                { principalIds: [row.id] },
-                { by: actorName(actor), ...(reason ? { reason } : {}) },
-              )) ?? [])
-            : [];
         await audit.append(tx, actor, context, [
           {
             action: status === "disabled" ? "user.disable" : "user.enable",

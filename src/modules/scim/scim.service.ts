@@ -1,0 +1,538 @@
+/**
+ * SCIM 2.0 provisioning of users and groups by an identity provider (Entra ID, Okta), authenticated as a service
+ * identity the configuration names (`scimServices`). SCIM sees and changes only what it created (source `scim`):
+ * a local account or group with the same name is never taken over. Every change is one transaction with its audit
+ * events; a user made inactive or deleted is disabled in that transaction (sessions and tokens revoked, pending
+ * requests cancelled, activations revoked at the targets through the outbox), and a member removed from a group
+ * loses what they activated through it, the same way.
+ */
+import type { Kysely } from "kysely";
+import type { AppStore } from "../../db/index.js";
+import type { Database } from "../../db/schema.js";
+import type { Clock } from "../../lib/clock.js";
+import { newId } from "../../lib/ids.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
+import type { AuditLog } from "../audit/audit.service.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import type { Actor, CallContext } from "../authz/authz.types.js";
+import * as identityStore from "../identity/identity.store.js";
+import { principalEntry } from "../identity/principal.mapper.js";
+import { disablePrincipal, type LifecycleDeps } from "../identity/principal-lifecycle.js";
+import {
+  etag,
+  groupPatch,
+  paging,
+  parseFilter,
+  ScimError,
+  SCHEMA_GROUP,
+  SCHEMA_LIST,
+  SCHEMA_USER,
+  stintName,
+  userFromResource,
+  userPatch,
+  type UserFields,
+} from "./scim.rules.js";
+
+export interface ScimServiceDeps {
+  store: Pick<AppStore, "db" | "transaction">;
+  audit: Pick<AuditLog, "append">;
+  clock: Clock;
+  /** Service identities allowed to provision. */
+  services: readonly string[];
+  onAccessBasisLost?: LifecycleDeps["onAccessBasisLost"];
+  index?: Pick<AccessIndex, "send">;
+  /** The base URL resources' `meta.location` starts with (e.g. https://stint.example.com/scim/v2). */
+  baseUrl?: string;
+}
+
+type Db = Kysely<Database>;
+type UserRow = Awaited<ReturnType<typeof identityStore.findPrincipalById>> & object;
+
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: string })?.code === "23505";
+}
+
+export function createScimService(deps: ScimServiceDeps) {
+  const { store, audit, clock } = deps;
+  const base = deps.baseUrl ?? "/scim/v2";
+
+  async function tellPrincipal(tx: Db, id: string) {
+    if (!deps.index) return;
+    const row = await identityStore.findPrincipalById(tx, id);
+    if (row) await deps.index.send(tx, { t: "prn", p: principalEntry(row) });
+  }
+  const lifecycle: LifecycleDeps = { onAccessBasisLost: deps.onAccessBasisLost, tellPrincipal };
+
+  /** Only the service identities the configuration names provision; anyone else is told no. */
+  function allow(actor: Actor): string {
+    if (actor.kind === "principal" && actor.principalKind === "service" && deps.services.includes(actor.name))
+      return actor.name;
+    throw new ScimError(403, "This identity may not provision users (it is not in scimServices).");
+  }
+
+  async function groupsOf(db: Db, principalId: string) {
+    return db
+      .selectFrom("group_members")
+      .innerJoin("groups", "groups.id", "group_members.group_id")
+      .select(["groups.id", "groups.name", "groups.scim_name"])
+      .where("group_members.principal_id", "=", principalId)
+      .where("groups.source", "=", "scim")
+      .orderBy("groups.name")
+      .execute();
+  }
+
+  async function userResource(db: Db, row: UserRow) {
+    const updated = new Date(row.updated_at);
+    return {
+      schemas: [SCHEMA_USER],
+      id: row.id,
+      externalId: row.external_id ?? undefined,
+      userName: row.scim_name ?? row.name,
+      displayName: row.display_name ?? undefined,
+      active: row.status === "active",
+      emails: row.email ? [{ value: row.email, primary: true, type: "work" }] : [],
+      groups: (await groupsOf(db, row.id)).map((g) => ({ value: g.id, display: g.scim_name ?? g.name })),
+      "urn:stint:params:scim:user": { name: row.name },
+      meta: {
+        resourceType: "User",
+        created: new Date(row.created_at).toISOString(),
+        lastModified: updated.toISOString(),
+        version: etag(updated),
+        location: `${base}/Users/${row.id}`,
+      },
+    };
+  }
+
+  async function scimUser(db: Db, id: string, lock = false): Promise<UserRow> {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(404, `There is no user ${id.slice(0, 64)}.`);
+    let query = db.selectFrom("principals").selectAll().where("id", "=", id).where("source", "=", "scim");
+    if (lock) query = query.forUpdate();
+    const row = await query.executeTakeFirst();
+    if (!row) throw new ScimError(404, `There is no user ${id}.`);
+    return row;
+  }
+
+  /** Applies what a PUT or PATCH says, in the caller's transaction; the audit events of the change. */
+  async function changeUser(tx: Db, row: UserRow, fields: UserFields, by: string): Promise<AuditInput[]> {
+    if (fields.userName !== undefined && stintName(fields.userName) !== row.name)
+      throw new ScimError(400, `userName cannot change the user's name in Stint (${row.name}).`, "mutability");
+    const now = clock.now();
+    const changes: Record<string, unknown> = {};
+    if (fields.userName !== undefined && fields.userName !== row.scim_name) changes.scim_name = fields.userName;
+    if (fields.externalId !== undefined && fields.externalId !== row.external_id)
+      changes.external_id = fields.externalId;
+    if (fields.displayName !== undefined && fields.displayName !== row.display_name)
+      changes.display_name = fields.displayName;
+    if (fields.email !== undefined && fields.email !== row.email) changes.email = fields.email;
+    const events: AuditInput[] = [];
+    if (Object.keys(changes).length > 0) {
+      await tx
+        .updateTable("principals")
+        .set({ ...changes, updated_at: now })
+        .where("id", "=", row.id)
+        .execute();
+      await tellPrincipal(tx, row.id);
+      events.push({
+        action: "user.update",
+        outcome: "success",
+        subject: `user:${row.name}`,
+        details: { source: "scim", changed: Object.keys(changes) },
+      });
+    }
+    if (fields.active === false && row.status === "active") {
+      const result = await disablePrincipal(tx, lifecycle, row, now, { by, reason: "deprovisioned by SCIM" });
+      events.push(
+        {
+          action: "user.disable",
+          outcome: "success",
+          subject: `user:${row.name}`,
+          reason: "deprovisioned by SCIM",
+          details: {
+            source: "scim",
+            sessionsEnded: result.sessionsEnded,
+            tokensRevoked: result.tokensRevoked,
+            requestsEnded: result.ended.length,
+          },
+        },
+        ...result.ended,
+      );
+    } else if (fields.active === true && row.status === "disabled") {
+      await tx.updateTable("principals").set({ status: "active", updated_at: now }).where("id", "=", row.id).execute();
+      await tellPrincipal(tx, row.id);
+      events.push({
+        action: "user.enable",
+        outcome: "success",
+        subject: `user:${row.name}`,
+        details: { source: "scim" },
+      });
+    }
+    return events;
+  }
+
+  function checkVersion(row: { updated_at: Date | string }, ifMatch: string | undefined): void {
+    if (ifMatch !== undefined && ifMatch !== "*" && ifMatch !== etag(new Date(row.updated_at)))
+      throw new ScimError(412, "The resource changed since that version (If-Match).");
+  }
+
+  async function groupRow(db: Db, id: string, lock = false) {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(404, `There is no group ${id.slice(0, 64)}.`);
+    let query = db.selectFrom("groups").selectAll().where("id", "=", id).where("source", "=", "scim");
+    if (lock) query = query.forUpdate();
+    const row = await query.executeTakeFirst();
+    if (!row) throw new ScimError(404, `There is no group ${id}.`);
+    return row;
+  }
+
+  async function groupResource(
+    db: Db,
+    row: { id: string; name: string; scim_name: string | null; external_id: string | null; created_at: Date | string },
+  ) {
+    const members = await db
+      .selectFrom("group_members")
+      .innerJoin("principals", "principals.id", "group_members.principal_id")
+      .select(["principals.id", "principals.name", "principals.scim_name"])
+      .where("group_members.group_id", "=", row.id)
+      .orderBy("principals.name")
+      .execute();
+    return {
+      schemas: [SCHEMA_GROUP],
+      id: row.id,
+      externalId: row.external_id ?? undefined,
+      displayName: row.scim_name ?? row.name,
+      members: members.map((m) => ({ value: m.id, display: m.scim_name ?? m.name, type: "User" })),
+      meta: {
+        resourceType: "Group",
+        created: new Date(row.created_at).toISOString(),
+        location: `${base}/Groups/${row.id}`,
+      },
+    };
+  }
+
+  /** Members by SCIM id: only users SCIM provisioned. */
+  async function memberRows(tx: Db, ids: string[]) {
+    if (ids.length === 0) return [];
+    for (const id of ids)
+      if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(400, `No user ${id.slice(0, 64)}.`, "invalidValue");
+    const rows = await tx
+      .selectFrom("principals")
+      .select(["id", "name"])
+      .where("id", "in", ids)
+      .where("source", "=", "scim")
+      .execute();
+    const missing = ids.filter((id) => !rows.some((r) => r.id === id));
+    if (missing.length > 0) throw new ScimError(400, `No provisioned user ${missing[0]}.`, "invalidValue");
+    return rows;
+  }
+
+  /** Adds and removes members in the caller's transaction; those removed lose what they activated through it. */
+  async function changeMembers(
+    tx: Db,
+    group: { id: string; name: string },
+    add: string[],
+    remove: string[],
+    by: string,
+  ): Promise<AuditInput[]> {
+    const now = clock.now();
+    const events: AuditInput[] = [];
+    for (const member of await memberRows(tx, [...new Set(add)])) {
+      const added = await tx
+        .insertInto("group_members")
+        .values({ group_id: group.id, principal_id: member.id, added_at: now })
+        .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
+        .executeTakeFirst();
+      if (Number(added.numInsertedOrUpdatedRows ?? 0) > 0)
+        events.push({
+          action: "group.member_added",
+          outcome: "success",
+          subject: `group:${group.name}`,
+          details: { principal: member.name, source: "scim" },
+        });
+    }
+    const removedIds: string[] = [];
+    for (const member of await memberRows(tx, [...new Set(remove)])) {
+      const removed = await tx
+        .deleteFrom("group_members")
+        .where("group_id", "=", group.id)
+        .where("principal_id", "=", member.id)
+        .executeTakeFirst();
+      if (Number(removed.numDeletedRows) > 0) {
+        removedIds.push(member.id);
+        events.push({
+          action: "group.member_removed",
+          outcome: "success",
+          subject: `group:${group.name}`,
+          details: { principal: member.name, source: "scim" },
+        });
+      }
+    }
+    if (removedIds.length > 0)
+      events.push(
+        ...((await deps.onAccessBasisLost?.(
+          tx,
+          { principalIds: removedIds },
+          { by, reason: `removed from the group ${group.name}` },
+        )) ?? []),
+      );
+    return events;
+  }
+
+  return {
+    async createUser(actor: Actor, body: unknown, context: CallContext) {
+      const by = allow(actor);
+      const fields = userFromResource(body);
+      const name = stintName(fields.userName);
+      try {
+        return await store.transaction(async (tx) => {
+          const now = clock.now();
+          const id = newId();
+          await tx
+            .insertInto("principals")
+            .values({
+              id,
+              kind: "user",
+              name,
+              email: fields.email ?? null,
+              display_name: fields.displayName ?? null,
+              platform_roles: ["user"],
+              status: fields.active === false ? "disabled" : "active",
+              source: "scim",
+              external_id: fields.externalId ?? null,
+              scim_name: fields.userName,
+              created_at: now,
+              updated_at: now,
+            })
+            .execute();
+          await tellPrincipal(tx, id);
+          await audit.append(tx, actor, context, {
+            action: "user.create",
+            outcome: "success",
+            subject: `user:${name}`,
+            details: { source: "scim", by, userName: fields.userName, externalId: fields.externalId ?? null },
+          });
+          return userResource(tx, (await identityStore.findPrincipalById(tx, id))!);
+        });
+      } catch (error) {
+        if (isUniqueViolation(error))
+          throw new ScimError(
+            409,
+            `A user named ${name} already exists (a local account is never taken over).`,
+            "uniqueness",
+          );
+        throw error;
+      }
+    },
+
+    async getUser(actor: Actor, id: string) {
+      allow(actor);
+      return userResource(store.db, await scimUser(store.db, id));
+    },
+
+    async listUsers(actor: Actor, query: { filter?: string | undefined; startIndex?: unknown; count?: unknown }) {
+      allow(actor);
+      const { offset, limit } = paging(query.startIndex, query.count);
+      let select = store.db.selectFrom("principals").selectAll().where("source", "=", "scim");
+      if (query.filter !== undefined) {
+        const { attribute, value } = parseFilter(query.filter, ["userName", "externalId", "id"]);
+        if (attribute === "userName") select = select.where("name", "=", stintName(value));
+        else if (attribute === "externalId") select = select.where("external_id", "=", value);
+        else select = /^[0-9a-f-]{36}$/i.test(value) ? select.where("id", "=", value) : select.where("id", "is", null);
+      }
+      const all = await select.orderBy("created_at").orderBy("id").execute();
+      const page = all.slice(offset, offset + limit);
+      return {
+        schemas: [SCHEMA_LIST],
+        totalResults: all.length,
+        startIndex: offset + 1,
+        itemsPerPage: page.length,
+        Resources: await Promise.all(page.map((row) => userResource(store.db, row))),
+      };
+    },
+
+    async replaceUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
+      const by = allow(actor);
+      const fields = userFromResource(body);
+      return store.transaction(async (tx) => {
+        const row = await scimUser(tx, id, true);
+        checkVersion(row, ifMatch);
+        const events = await changeUser(tx, row, fields, by);
+        if (events.length > 0) await audit.append(tx, actor, context, events);
+        return userResource(tx, (await identityStore.findPrincipalById(tx, row.id))!);
+      });
+    },
+
+    async patchUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
+      const by = allow(actor);
+      const fields = userPatch(body);
+      return store.transaction(async (tx) => {
+        const row = await scimUser(tx, id, true);
+        checkVersion(row, ifMatch);
+        const events = await changeUser(tx, row, fields, by);
+        if (events.length > 0) await audit.append(tx, actor, context, events);
+        return userResource(tx, (await identityStore.findPrincipalById(tx, row.id))!);
+      });
+    },
+
+    /** DELETE disables the user (its history stays) and hides it from SCIM: a later GET answers 404. */
+    async deleteUser(actor: Actor, id: string, context: CallContext): Promise<void> {
+      const by = allow(actor);
+      await store.transaction(async (tx) => {
+        const row = await scimUser(tx, id, true);
+        const events = await changeUser(tx, row, { active: false }, by);
+        await tx
+          .updateTable("principals")
+          .set({ source: "scim-deleted", updated_at: clock.now() })
+          .where("id", "=", row.id)
+          .execute();
+        await audit.append(tx, actor, context, [
+          ...events,
+          { action: "user.deprovision", outcome: "success", subject: `user:${row.name}`, details: { source: "scim" } },
+        ]);
+      });
+    },
+
+    async createGroup(actor: Actor, body: unknown, context: CallContext) {
+      const by = allow(actor);
+      const group = body as { displayName?: unknown; externalId?: unknown; members?: unknown } | null;
+      if (typeof group?.displayName !== "string" || group.displayName === "")
+        throw new ScimError(400, "displayName is required.", "invalidValue");
+      const displayName = group.displayName.slice(0, 256);
+      const name = stintName(displayName);
+      const externalId = typeof group.externalId === "string" ? group.externalId.slice(0, 256) : null;
+      try {
+        return await store.transaction(async (tx) => {
+          const id = newId();
+          const now = clock.now();
+          await tx
+            .insertInto("groups")
+            .values({
+              id,
+              name,
+              description: null,
+              source: "scim",
+              external_id: externalId,
+              scim_name: displayName,
+              created_at: now,
+            })
+            .execute();
+          const members = Array.isArray(group.members)
+            ? groupPatch({ Operations: [{ op: "add", path: "members", value: group.members }] }).add
+            : [];
+          const events = await changeMembers(tx, { id, name }, members, [], by);
+          await audit.append(tx, actor, context, [
+            {
+              action: "group.create",
+              outcome: "success",
+              subject: `group:${name}`,
+              details: { source: "scim", displayName, externalId },
+            },
+            ...events,
+          ]);
+          return groupResource(tx, (await groupRow(tx, id))!);
+        });
+      } catch (error) {
+        if (isUniqueViolation(error))
+          throw new ScimError(
+            409,
+            `A group named ${name} already exists (a local group is never taken over).`,
+            "uniqueness",
+          );
+        throw error;
+      }
+    },
+
+    async getGroup(actor: Actor, id: string) {
+      allow(actor);
+      return groupResource(store.db, await groupRow(store.db, id));
+    },
+
+    async listGroups(actor: Actor, query: { filter?: string | undefined; startIndex?: unknown; count?: unknown }) {
+      allow(actor);
+      const { offset, limit } = paging(query.startIndex, query.count);
+      let select = store.db.selectFrom("groups").selectAll().where("source", "=", "scim");
+      if (query.filter !== undefined) {
+        const { attribute, value } = parseFilter(query.filter, ["displayName", "externalId", "id"]);
+        if (attribute === "displayName") select = select.where("name", "=", stintName(value));
+        else if (attribute === "externalId") select = select.where("external_id", "=", value);
+        else select = /^[0-9a-f-]{36}$/i.test(value) ? select.where("id", "=", value) : select.where("id", "is", null);
+      }
+      const all = await select.orderBy("created_at").orderBy("id").execute();
+      const page = all.slice(offset, offset + limit);
+      return {
+        schemas: [SCHEMA_LIST],
+        totalResults: all.length,
+        startIndex: offset + 1,
+        itemsPerPage: page.length,
+        Resources: await Promise.all(page.map((row) => groupResource(store.db, row))),
+      };
+    },
+
+    async patchGroup(actor: Actor, id: string, body: unknown, context: CallContext) {
+      const by = allow(actor);
+      const patch = groupPatch(body);
+      return store.transaction(async (tx) => {
+        const group = await groupRow(tx, id, true);
+        if (patch.displayName !== undefined && stintName(patch.displayName) !== group.name)
+          throw new ScimError(
+            400,
+            `displayName cannot change the group's name in Stint (${group.name}).`,
+            "mutability",
+          );
+        let { add, remove } = patch;
+        if (patch.replace !== undefined) {
+          const current = await tx
+            .selectFrom("group_members")
+            .select("principal_id")
+            .where("group_id", "=", group.id)
+            .execute();
+          const keep = new Set(patch.replace);
+          remove = [...remove, ...current.map((c) => c.principal_id).filter((p) => !keep.has(p))];
+          add = [...add, ...patch.replace];
+        }
+        const events = await changeMembers(tx, group, add, remove, by);
+        if (patch.externalId !== undefined && patch.externalId !== group.external_id) {
+          await tx.updateTable("groups").set({ external_id: patch.externalId }).where("id", "=", group.id).execute();
+          events.push({
+            action: "group.update",
+            outcome: "success",
+            subject: `group:${group.name}`,
+            details: { source: "scim", changed: ["externalId"] },
+          });
+        }
+        if (events.length > 0) await audit.append(tx, actor, context, events);
+        return groupResource(tx, group);
+      });
+    },
+
+    /** DELETE empties the group (members lose what they activated through it) and hides it from SCIM. */
+    async deleteGroup(actor: Actor, id: string, context: CallContext): Promise<void> {
+      const by = allow(actor);
+      await store.transaction(async (tx) => {
+        const group = await groupRow(tx, id, true);
+        const current = await tx
+          .selectFrom("group_members")
+          .select("principal_id")
+          .where("group_id", "=", group.id)
+          .execute();
+        const events = await changeMembers(
+          tx,
+          group,
+          [],
+          current.map((c) => c.principal_id),
+          by,
+        );
+        await tx.updateTable("groups").set({ source: "scim-deleted" }).where("id", "=", group.id).execute();
+        await audit.append(tx, actor, context, [
+          ...events,
+          {
+            action: "group.deprovision",
+            outcome: "success",
+            subject: `group:${group.name}`,
+            details: { source: "scim" },
+          },
+        ]);
+      });
+    },
+  };
+}
+
+export type ScimService = ReturnType<typeof createScimService>;
