@@ -410,4 +410,26 @@ describe("SCIM: who may provision, and what it may touch", () => {
       (await scim(ENTRA, "GET", `/Groups?filter=${encodeURIComponent('displayName eq "g"')}`)).body.totalResults,
     ).toBe(0);
   });
+
+  it("pages what it provisioned: totalResults of all, Resources of the page, in creation order", async () => {
+    const created: string[] = [];
+    for (const n of [1, 2, 3]) {
+      const res = await scim(OKTA, "POST", "/Users", {
+        userName: `pager${n}.${hex}@example.com`,
+        externalId: `pg-${hex}-${n}`,
+      });
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
+      created.push(res.body.id as string);
+    }
+    const all = await scim(OKTA, "GET", "/Users?startIndex=1&count=200");
+    const ids = (all.body.Resources ?? []).map((r) => r.id);
+    const mine = ids.filter((id) => created.includes(id as string));
+    expect(mine).toEqual(created);
+    const at = ids.indexOf(created[1]) + 1;
+    const page = await scim(OKTA, "GET", `/Users?startIndex=${at}&count=2`);
+    expect(page.body).toMatchObject({ totalResults: all.body.totalResults, startIndex: at, itemsPerPage: 2 });
+    expect((page.body.Resources ?? []).map((r) => r.id)).toEqual([created[1], created[2]]);
+    const byExternal = await scim(OKTA, "GET", `/Users?filter=${encodeURIComponent(`externalId eq "pg-${hex}-3"`)}`);
+    expect((byExternal.body.Resources ?? []).map((r) => r.id)).toEqual([created[2]]);
+  });
 });

@@ -46,6 +46,9 @@ export interface ScimServiceDeps {
 }
 
 type Db = Kysely<Database>;
+type ListQuery = { filter?: string | undefined; startIndex?: unknown; count?: unknown };
+/** An id no row has (a filter on a malformed id, an empty page). */
+const NO_ID = "00000000-0000-0000-0000-000000000000";
 type UserRow = Awaited<ReturnType<typeof identityStore.findPrincipalById>> & object;
 
 function isUniqueViolation(error: unknown): boolean {
@@ -276,6 +279,35 @@ export function createScimService(deps: ScimServiceDeps) {
     return events;
   }
 
+  /**
+   * One page of what SCIM provisioned in `table` (its ids, in creation order) and how many match in all, for a
+   * filter on the name attribute (matched through the Stint name it maps to), `externalId` or `id`.
+   */
+  async function listed(table: "principals" | "groups", nameAttribute: string, query: ListQuery) {
+    const { offset, limit } = paging(query.startIndex, query.count);
+    // Both tables have the columns used here; Kysely's types cannot say so for a union of table names.
+    let select = store.db.selectFrom(table as "groups").where("source", "=", "scim");
+    if (query.filter !== undefined) {
+      const { attribute, value } = parseFilter(query.filter, [nameAttribute, "externalId", "id"]);
+      if (attribute === nameAttribute) select = select.where("name", "=", stintName(value));
+      else if (attribute === "externalId") select = select.where("external_id", "=", value);
+      else select = select.where("id", "=", /^[0-9a-f-]{36}$/i.test(value) ? value : NO_ID);
+    }
+    const total = await select.select((eb) => eb.fn.countAll<string>().as("n")).executeTakeFirstOrThrow();
+    const page = await select.select("id").orderBy("created_at").orderBy("id").offset(offset).limit(limit).execute();
+    return { total: Number(total.n), offset, ids: page.map((r) => r.id) };
+  }
+
+  function listResponse(found: { total: number; offset: number }, resources: unknown[]) {
+    return {
+      schemas: [SCHEMA_LIST],
+      totalResults: found.total,
+      startIndex: found.offset + 1,
+      itemsPerPage: resources.length,
+      Resources: resources,
+    };
+  }
+
   return {
     async createUser(actor: Actor, body: unknown, context: CallContext) {
       const by = allow(actor);
@@ -327,25 +359,16 @@ export function createScimService(deps: ScimServiceDeps) {
       return userResource(store.db, await scimUser(store.db, id));
     },
 
-    async listUsers(actor: Actor, query: { filter?: string | undefined; startIndex?: unknown; count?: unknown }) {
+    async listUsers(actor: Actor, query: ListQuery) {
       allow(actor);
-      const { offset, limit } = paging(query.startIndex, query.count);
-      let select = store.db.selectFrom("principals").selectAll().where("source", "=", "scim");
-      if (query.filter !== undefined) {
-        const { attribute, value } = parseFilter(query.filter, ["userName", "externalId", "id"]);
-        if (attribute === "userName") select = select.where("name", "=", stintName(value));
-        else if (attribute === "externalId") select = select.where("external_id", "=", value);
-        else select = /^[0-9a-f-]{36}$/i.test(value) ? select.where("id", "=", value) : select.where("id", "is", null);
-      }
-      const all = await select.orderBy("created_at").orderBy("id").execute();
-      const page = all.slice(offset, offset + limit);
-      return {
-        schemas: [SCHEMA_LIST],
-        totalResults: all.length,
-        startIndex: offset + 1,
-        itemsPerPage: page.length,
-        Resources: await Promise.all(page.map((row) => userResource(store.db, row))),
-      };
+      const found = await listed("principals", "userName", query);
+      const rows = await store.db
+        .selectFrom("principals")
+        .selectAll()
+        .where("id", "in", found.ids.length > 0 ? found.ids : [NO_ID])
+        .execute();
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      return listResponse(found, await Promise.all(found.ids.map((id) => userResource(store.db, byId.get(id)!))));
     },
 
     async replaceUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
@@ -445,25 +468,16 @@ export function createScimService(deps: ScimServiceDeps) {
       return groupResource(store.db, await groupRow(store.db, id));
     },
 
-    async listGroups(actor: Actor, query: { filter?: string | undefined; startIndex?: unknown; count?: unknown }) {
+    async listGroups(actor: Actor, query: ListQuery) {
       allow(actor);
-      const { offset, limit } = paging(query.startIndex, query.count);
-      let select = store.db.selectFrom("groups").selectAll().where("source", "=", "scim");
-      if (query.filter !== undefined) {
-        const { attribute, value } = parseFilter(query.filter, ["displayName", "externalId", "id"]);
-        if (attribute === "displayName") select = select.where("name", "=", stintName(value));
-        else if (attribute === "externalId") select = select.where("external_id", "=", value);
-        else select = /^[0-9a-f-]{36}$/i.test(value) ? select.where("id", "=", value) : select.where("id", "is", null);
-      }
-      const all = await select.orderBy("created_at").orderBy("id").execute();
-      const page = all.slice(offset, offset + limit);
-      return {
-        schemas: [SCHEMA_LIST],
-        totalResults: all.length,
-        startIndex: offset + 1,
-        itemsPerPage: page.length,
-        Resources: await Promise.all(page.map((row) => groupResource(store.db, row))),
-      };
+      const found = await listed("groups", "displayName", query);
+      const rows = await store.db
+        .selectFrom("groups")
+        .selectAll()
+        .where("id", "in", found.ids.length > 0 ? found.ids : [NO_ID])
+        .execute();
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      return listResponse(found, await Promise.all(found.ids.map((id) => groupResource(store.db, byId.get(id)!))));
     },
 
     async patchGroup(actor: Actor, id: string, body: unknown, context: CallContext) {
