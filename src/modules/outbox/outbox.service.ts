@@ -16,6 +16,11 @@ import type { EnqueueInput, OutboxJob } from "./outbox.types.js";
 export interface OutboxService {
   /** Adds a row in `tx`. Returns false (and changes nothing) when the idempotency key exists. */
   enqueue(tx: Kysely<Database>, input: EnqueueInput): Promise<boolean>;
+  /**
+   * `enqueue` for many rows in one statement (and one wake-up of the runners): per input, whether it was
+   * written (false when its idempotency key exists, or an earlier input has it).
+   */
+  enqueueMany(tx: Kysely<Database>, inputs: EnqueueInput[]): Promise<boolean[]>;
   /** Dead rows, newest first; page with `beforeId` = the last id of the previous page. */
   listDeadLetters(actor: Actor, options?: { limit?: number; beforeId?: string }): Promise<OutboxJob[]>;
   /** Puts a dead row back to pending with a fresh budget of attempts; audited with the change. */
@@ -70,6 +75,36 @@ export function createOutboxService(deps: {
       // Due now: wake the runners when this commits instead of waiting for their next poll.
       if (!input.notBefore || input.notBefore.getTime() <= now.getTime()) await outboxStore.notifyDue(tx);
       return inserted;
+    },
+
+    async enqueueMany(tx, inputs) {
+      for (const input of inputs) checkInput(input);
+      if (inputs.length === 0) return [];
+      const now = clock.now();
+      const ids = inputs.map(() => newId());
+      const written = await outboxStore.insertJobs(
+        tx,
+        inputs.map((input, i) => ({
+          id: ids[i]!,
+          kind: input.kind,
+          idempotencyKey: input.idempotencyKey,
+          payload: input.payload,
+          maxAttempts: input.maxAttempts,
+          nextAttemptAt: input.notBefore ?? now,
+          createdAt: now,
+          lane: input.lane,
+        })),
+      );
+      // Each key counts once: the first input that has it.
+      const claimed = new Set<string>();
+      const result = inputs.map((input) => {
+        const first = written.has(input.idempotencyKey) && !claimed.has(input.idempotencyKey);
+        claimed.add(input.idempotencyKey);
+        return first;
+      });
+      if (inputs.some((input, i) => result[i] && (!input.notBefore || input.notBefore.getTime() <= now.getTime())))
+        await outboxStore.notifyDue(tx);
+      return result;
     },
 
     async listDeadLetters(actor, options = {}) {

@@ -58,6 +58,35 @@ export async function insertJob(
 }
 
 /**
+ * Inserts pending rows in one statement; a row whose idempotency key exists (or comes earlier in `jobs`) is not
+ * written. Returns the keys written.
+ */
+export async function insertJobs(tx: Q, jobs: Parameters<typeof insertJob>[1][]): Promise<Set<string>> {
+  const seen = new Set<string>();
+  const unique = jobs.filter((job) => !seen.has(job.idempotencyKey) && seen.add(job.idempotencyKey));
+  if (unique.length === 0) return new Set();
+  const inserted = await tx
+    .insertInto("outbox")
+    .values(
+      unique.map((job) => ({
+        id: job.id,
+        kind: job.kind,
+        idempotency_key: job.idempotencyKey,
+        payload: JSON.stringify(job.payload),
+        // Left out, a row takes the column's default (Kysely writes DEFAULT for it in a multi-row insert).
+        ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
+        next_attempt_at: job.nextAttemptAt,
+        created_at: job.createdAt,
+        lane: job.lane ?? null,
+      })),
+    )
+    .onConflict((oc) => oc.column("idempotency_key").doNothing())
+    .returning("idempotency_key")
+    .execute();
+  return new Set(inserted.map((row) => row.idempotency_key));
+}
+
+/**
  * Claims up to `limit` due rows in one statement: pending rows whose time has come,
  * and running rows whose lease expired (their worker died). Rows another worker is
  * claiming right now are skipped, not waited for. The claim increments `attempts`,

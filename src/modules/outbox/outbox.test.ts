@@ -214,6 +214,50 @@ describe.each(ENGINES)("outbox service on %s", (engine) => {
     ]);
   });
 
+  it("enqueueMany writes each key once (existing or repeated ones are not written) with each row's own attempts, lane and due time", async () => {
+    const { store, outbox, clock } = await setup();
+    await store.transaction((tx) =>
+      outbox.enqueue(tx, { kind: "revoke", idempotencyKey: "revoke:g1", payload: { n: 1 } }),
+    );
+    const written = await store.transaction((tx) =>
+      outbox.enqueueMany(tx, [
+        { kind: "revoke", idempotencyKey: "revoke:g1", payload: { n: 2 } },
+        { kind: "notify", idempotencyKey: "notify:a", payload: { n: 3 }, maxAttempts: 4, lane: "channel:ops" },
+        { kind: "notify", idempotencyKey: "notify:a", payload: { n: 4 } },
+        {
+          kind: "notify",
+          idempotencyKey: "notify:b",
+          payload: { n: 5 },
+          notBefore: new Date(clock.now().getTime() + 60_000),
+        },
+      ]),
+    );
+    expect(written).toEqual([false, true, false, true]);
+    await expect(store.transaction((tx) => outbox.enqueueMany(tx, []))).resolves.toEqual([]);
+    const rows = await store.db
+      .selectFrom("outbox")
+      .select(["idempotency_key", "payload", "max_attempts", "lane", "next_attempt_at"])
+      .orderBy("idempotency_key")
+      .execute();
+    expect(rows).toEqual([
+      {
+        idempotency_key: "notify:a",
+        payload: { n: 3 },
+        max_attempts: 4,
+        lane: "channel:ops",
+        next_attempt_at: clock.now(),
+      },
+      {
+        idempotency_key: "notify:b",
+        payload: { n: 5 },
+        max_attempts: 10,
+        lane: null,
+        next_attempt_at: new Date(clock.now().getTime() + 60_000),
+      },
+      { idempotency_key: "revoke:g1", payload: { n: 1 }, max_attempts: 10, lane: null, next_attempt_at: clock.now() },
+    ]);
+  });
+
   it("honours notBefore and refuses malformed input", async () => {
     const { store, outbox, clock } = await setup();
     const later = new Date(clock.now().getTime() + 60_000);

@@ -2,6 +2,9 @@
  * Turns request events into notifications in the outbox: approvers hear of
  * what waits for them, requesters hear every outcome. Runs inside the
  * request's transaction, so a notification exists exactly when its change does.
+ * Many events at once (the scheduler ending a batch of activations) cost a
+ * constant number of statements: one read of the requesters' addresses and one
+ * insert of all their outbox rows.
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
@@ -75,23 +78,19 @@ async function approverEmails(db: Kysely<Database>, requestId: string): Promise<
 
 export function createRequestNotifications(deps: {
   notifier: Notifier;
-  outbox: Pick<OutboxService, "enqueue">;
+  outbox: Pick<OutboxService, "enqueue" | "enqueueMany">;
   clock: Clock;
   publicUrl: string;
   decisionLinks?: Pick<DecisionLinks, "sign">;
 }) {
-  return async (tx: Kysely<Database>, event: RequestEvent): Promise<void> => {
+  /** The notification of one event, to `recipients`, handed to the notifier with `outbox`. */
+  async function enqueue(
+    tx: Kysely<Database>,
+    outbox: Pick<OutboxService, "enqueue">,
+    event: RequestEvent,
+    recipients: string[],
+  ): Promise<void> {
     const toApprovers = event.type === "submitted" || event.type === "escalated";
-    const requester = await tx
-      .selectFrom("principals")
-      .select("email")
-      .where("name", "=", event.requester)
-      .executeTakeFirst();
-    const recipients = toApprovers
-      ? await approverEmails(tx, event.requestId)
-      : requester?.email
-        ? [requester.email]
-        : [];
     const link = `${deps.publicUrl.replace(/\/$/, "")}/requests/${event.requestId}`;
     // One-time, expiring, and useless without the approver's own sign-in: see decision-links.ts. The token
     // rides in the fragment, which browsers never send to a server: no request log, proxy log or Referer
@@ -132,8 +131,39 @@ export function createRequestNotifications(deps: {
       ...(recipients.length > 0 ? { recipients } : {}),
       occurredAt: deps.clock.now().toISOString(),
     };
-    await deps.notifier.enqueueNotification(tx, deps.outbox, notification, {
+    await deps.notifier.enqueueNotification(tx, outbox, notification, {
       dedupeKey: `${event.type}:${event.requestId}:${deps.clock.now().getTime()}`,
     });
+  }
+
+  /** Approvers of what waits for them; the requester of anything else. */
+  async function recipientsOf(tx: Kysely<Database>, event: RequestEvent, emails: Map<string, string | null>) {
+    if (event.type === "submitted" || event.type === "escalated") return approverEmails(tx, event.requestId);
+    const email = emails.get(event.requester);
+    return email ? [email] : [];
+  }
+
+  return async (tx: Kysely<Database>, events: RequestEvent | RequestEvent[]): Promise<void> => {
+    const all = Array.isArray(events) ? events : [events];
+    if (all.length === 0) return;
+    const names = [...new Set(all.map((event) => event.requester))];
+    const emails = new Map(
+      (await tx.selectFrom("principals").select(["name", "email"]).where("name", "in", names).execute()).map((p) => [
+        p.name,
+        p.email,
+      ]),
+    );
+    if (all.length === 1) return enqueue(tx, deps.outbox, all[0]!, await recipientsOf(tx, all[0]!, emails));
+    // The notifier writes one row per channel through `outbox.enqueue`: collected here, then written in one
+    // insert. What it reports per row (written or a duplicate) is not used here.
+    const rows: Parameters<OutboxService["enqueue"]>[1][] = [];
+    const collecting = {
+      enqueue: async (_tx: Kysely<Database>, input: Parameters<OutboxService["enqueue"]>[1]) => {
+        rows.push(input);
+        return true;
+      },
+    };
+    for (const event of all) await enqueue(tx, collecting, event, await recipientsOf(tx, event, emails));
+    await deps.outbox.enqueueMany(tx, rows);
   };
 }

@@ -4,12 +4,16 @@
  * (`endActivations`). Several concurrent callers here stand for several nodes (on PostgreSQL they run on
  * separate pool connections; PGlite has one connection, so they take turns).
  */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { manualClock } from "../../lib/clock.js";
 import { newId } from "../../lib/ids.js";
 import { ENGINES } from "../../testing/engines.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
 import { testServer, type TestServer } from "../../testing/server.js";
+import { statementCounter } from "../../testing/statements.js";
 import type { Actor } from "../authz/authz.types.js";
 
 const USERS = 6;
@@ -121,5 +125,78 @@ describe.each(ENGINES)("expiry of many activations on %s", (engine) => {
     const cancelled = events.filter((e) => e.action === "request.cancelled").map((e) => e.subject);
     expect(cancelled).toEqual([`request:${extensionId}`]);
     expect((await s.audit.verify()).ok).toBe(true);
+  });
+});
+
+describe.each(ENGINES)("expiry with notification channels on %s", (engine) => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it("tells every requester whose activation expired, in a number of statements that does not grow with the batch", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "stint-expiry-notify-"));
+    const file = path.join(dir, "stint.yaml");
+    writeFileSync(
+      file,
+      "notifications:\n  channels:\n" +
+        '    - { name: ops, kind: webhook, url: "http://127.0.0.1:9/hook", secret: "webhook-secret-for-tests-0123456789" }\n' +
+        '    - { name: chat, kind: slack, url: "http://127.0.0.1:9/slack" }\n',
+    );
+    const clock = manualClock("2026-03-02T10:00:00Z");
+    const { wrap, measure } = statementCounter();
+    server = await testServer(engine, { clock, env: { STINT_CONFIG_FILE: file }, wrapStore: wrap });
+    const s = server;
+    const expired = new Map<string, string>();
+    const actors: (Actor & { kind: "principal" })[] = [];
+    for (let u = 0; u < 8; u++) {
+      const name = `user-${u}`;
+      await seedUser(s, name, { groups: ["sre"] });
+      const { id } = await s.store.db
+        .selectFrom("principals")
+        .select("id")
+        .where("name", "=", name)
+        .executeTakeFirstOrThrow();
+      actors.push({ kind: "principal", id, name, principalKind: "user", roles: ["user"] });
+    }
+    await seedRole(s, { name: "short", policy: policy("30m"), eligibleGroups: ["sre"] });
+    const context = { correlationId: "expiry-test", sourceIp: null, userAgent: null };
+    for (const actor of actors)
+      expired.set(
+        (await s.requests.submit(actor, { role: "short", reason: "expiry test activation" }, context)).id,
+        actor.name,
+      );
+    const before = await s.store.db.selectFrom("outbox").select("id").where("kind", "=", "notify.deliver").execute();
+
+    clock.advance(31 * 60_000);
+    const small = await measure(() => s.requests.expireDue(2));
+    const large = await measure(() => s.requests.expireDue(100));
+    expect(small.result + large.result).toBe(expired.size);
+    // Two activations or six: the same statements (per-row notification writes would add ~3 per activation).
+    expect(large.statements, JSON.stringify(large.statements)).toEqual(small.statements);
+
+    const rows = await s.store.db
+      .selectFrom("outbox")
+      .select(["payload", "lane"])
+      .where("kind", "=", "notify.deliver")
+      .where(
+        "id",
+        "not in",
+        before.map((row) => row.id),
+      )
+      .execute();
+    const delivered = rows.map((row) => {
+      const payload = (typeof row.payload === "string" ? JSON.parse(row.payload) : row.payload) as {
+        channel: string;
+        notification: { event: string; title: string; fields: { label: string; value: string }[] };
+      };
+      const request = payload.notification.fields.find((f) => f.label === "Request")!.value;
+      return `${payload.channel}:${payload.notification.event}:${request}:${payload.notification.title}`;
+    });
+    const expected = [...expired].flatMap(([id, name]) =>
+      ["ops", "chat"].map((channel) => `${channel}:request.expired:${id}:short for ${name} has expired`),
+    );
+    expect(delivered.sort()).toEqual(expected.sort());
   });
 });

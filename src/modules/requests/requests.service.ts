@@ -66,8 +66,11 @@ export interface RequestServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
   audit: Pick<AuditLog, "append" | "record">;
   clock: Clock;
-  /** Called inside the transaction; typically enqueues notifications in the outbox. */
-  onEvent?: (tx: Kysely<Database>, event: RequestEvent) => Promise<void>;
+  /**
+   * Called inside the transaction; typically enqueues notifications in the outbox. Many at once (activations
+   * ended together) come in one call, which should cost a bounded number of statements whatever their number.
+   */
+  onEvent?: (tx: Kysely<Database>, event: RequestEvent | RequestEvent[]) => Promise<void>;
   /** Verifies one-time decision-link tokens (from notifications). */
   decisionLinks?: Pick<DecisionLinks, "consume">;
   /** Called inside the transaction when a grant must be provisioned or revoked at a real target. */
@@ -522,16 +525,19 @@ export function createRequestService(deps: RequestServiceDeps) {
       tx,
       rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
     );
-    const events: AuditInput[] = [];
-    for (const row of rows) {
-      await emit(tx, {
+    await deps.onEvent?.(
+      tx,
+      rows.map((row) => ({
         type: state,
         requestId: row.id,
         role: row.role_name,
         requester: row.requester_name,
         reason,
         by,
-      });
+      })),
+    );
+    const events: AuditInput[] = [];
+    for (const row of rows) {
       for (const id of row.cancelled)
         events.push({
           action: "request.cancelled",
