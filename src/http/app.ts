@@ -12,6 +12,7 @@ import Fastify, {
 } from "fastify";
 import { randomUUID } from "node:crypto";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import fastifyCompress from "@fastify/compress";
 import fastifySwagger from "@fastify/swagger";
 import {
   hasZodFastifySchemaValidationErrors,
@@ -74,6 +75,9 @@ export interface HttpDeps {
   /** Told when a request failed on a full disk (readiness reports it). */
   onDiskFull?: () => void;
 }
+
+/** Answers smaller than this are sent as they are: compressing them costs more than the bytes saved. */
+export const COMPRESS_THRESHOLD_BYTES = 1024;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -294,6 +298,16 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     }
     request.log.error({ err: error }, "unhandled error");
     return sendError(reply, new StintError("INTERNAL"));
+  });
+
+  // API answers of 1 KiB or more go out brotli- or gzip-compressed when the client accepts it (a page of
+  // audit events or the OpenAPI document shrink 5–10×); smaller ones, and routes that say `compress: false`
+  // (the check API: its answer is ~200 bytes and it must pay for no hook), as they are. Static assets arrive
+  // compressed already (web.routes.ts) and pass through. Compressed request bodies are not accepted.
+  await app.register(fastifyCompress, {
+    encodings: ["br", "gzip"],
+    threshold: COMPRESS_THRESHOLD_BYTES,
+    globalDecompression: false,
   });
 
   await app.register(fastifySwagger, {
