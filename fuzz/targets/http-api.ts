@@ -144,7 +144,24 @@ async function check(context: Context, input: Buffer): Promise<void> {
   feature(`${operation.method} ${operation.path} ${response.statusCode}`);
   expect(response.statusCode !== 500 && response.statusCode < 600, `${what}: ${response.body.slice(0, 300)}`);
   expect(!/\n\s+at .+:\d+:\d+/.test(response.body), `${what}: a stack trace in the answer`);
-  if (response.statusCode >= 400) {
+  let scimShaped = false;
+  if (response.statusCode >= 400 && operation.path.startsWith("/scim/")) {
+    // SCIM answers in its own error shape (RFC 7644 §3.12), with the HTTP status as a string — except where the
+    // request never reached SCIM (a URL the platform refuses before routing): that is the error envelope.
+    let error: { schemas?: unknown; status?: unknown; detail?: unknown } | undefined;
+    try {
+      error = response.json();
+    } catch {
+      error = undefined;
+    }
+    scimShaped = Array.isArray(error?.schemas) && error.schemas[0] === "urn:ietf:params:scim:api:messages:2.0:Error";
+    if (scimShaped)
+      expect(
+        error?.status === String(response.statusCode) && typeof error?.detail === "string",
+        `${what}: a SCIM error without its status or detail: ${response.body.slice(0, 300)}`,
+      );
+  }
+  if (response.statusCode >= 400 && !scimShaped) {
     let envelope: { error?: { code?: string; message?: string } } | undefined;
     try {
       envelope = response.json();
