@@ -43,7 +43,11 @@ function counting() {
   const plugin: KyselyPlugin = {
     transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
       const table = tableOf(args.node);
-      if (table && HOT_TABLES.has(table)) counter.queries++;
+      // The index's own pass over every role's name (a timer, every 2 s: `roleNames`, a select without a where)
+      // is not a hot path; under load it lands inside the measured loop.
+      const wholeRolesTable =
+        table === "roles" && args.node.kind === "SelectQueryNode" && !("where" in args.node && args.node.where);
+      if (table && HOT_TABLES.has(table) && !wholeRolesTable) counter.queries++;
       return args.node;
     },
     transformResult: async (args: PluginTransformResultArgs) => args.result,
