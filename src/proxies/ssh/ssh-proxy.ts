@@ -238,6 +238,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   let live: Live | undefined;
   let clientClosed = false;
   let ending = false;
+  /** Set when Stint ends the session: a channel the client opens during the grace period gets the message too. */
+  let killing: SessionEnd | undefined;
   let resolveClosed: () => void = () => undefined;
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
   let sessionEnded: Promise<void> = Promise.resolve();
@@ -410,6 +412,10 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
         if (!local) return;
         local.pause();
         channels.add(local);
+        if (killing) {
+          const { message } = killing;
+          safely(() => local.stderr.write(`\r\nStint: ${message}\r\n`));
+        }
         local.on("close", () => channels.delete(local));
         local.on("error", (error: Error) => log.debug({ err: error }, "ssh client channel error"));
         const refuse = (reason: string | undefined) => {
@@ -563,7 +569,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   }
 
   function kill(end: SessionEnd): void {
-    if (ending || !live) return;
+    if (ending || !live || killing) return;
+    killing = end;
     log.info({ reason: end.reason }, "ssh session ended by Stint");
     for (const channel of live.channels) {
       safely(() => channel.stderr.write(`\r\nStint: ${end.message}\r\n`));
