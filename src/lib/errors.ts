@@ -86,6 +86,22 @@ export const ERROR_CODES = {
     message: "Several service identities trust this job; name the one to act as.",
   },
   WORKLOAD_ISSUER_UNAVAILABLE: { status: 502, message: "The issuer's signing keys could not be fetched; try again." },
+  WEBAUTHN_REQUIRED: {
+    status: 401,
+    message: "This needs a fresh passkey (WebAuthn) check with user verification; a one-time code does not count.",
+  },
+  WEBAUTHN_INVALID: {
+    status: 401,
+    message: "The passkey answer did not verify (wrong origin, relying party, signature or key).",
+  },
+  WEBAUTHN_CHALLENGE_INVALID: {
+    status: 401,
+    message: "The passkey challenge is unknown, expired or already used; ask for a new one.",
+  },
+  WEBAUTHN_CLONED_AUTHENTICATOR: {
+    status: 401,
+    message: "The passkey's signature counter went back: it may have been cloned, so it was refused.",
+  },
   TARGET_UNAVAILABLE: { status: 502, message: "The target could not be reached or refused Stint's request." },
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
   AUDIT_WRITE_FAILED: { status: 503, message: "The audit log could not be written, so nothing was changed." },
