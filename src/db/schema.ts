@@ -66,6 +66,8 @@ export interface RefreshSessionsTable {
   /** Hashes of the secrets this session rotated away from (bounded; newest last). */
   previous_token_hashes: Generated<string[]>;
   mfa_at: Timestamp | null;
+  /** The last passkey (WebAuthn, user verified) check of the session; mfa_at is the last MFA of any kind. */
+  webauthn_at: Generated<Timestamp | null>;
   created_at: Timestamp;
   last_used_at: Timestamp;
   expires_at: Timestamp;
@@ -497,6 +499,44 @@ export interface UsedDecisionLinksTable {
   used_at: Timestamp;
 }
 
+export interface WebauthnCredentialsTable {
+  id: string;
+  principal_id: string;
+  credential_id: string;
+  public_key: string;
+  sign_count: ColumnType<number | string, number, number>;
+  transports: string[];
+  name: string;
+  aaguid: string;
+  backed_up: boolean;
+  created_at: Timestamp;
+  last_used_at: Timestamp | null;
+}
+
+export interface WebauthnChallengesTable {
+  id: string;
+  principal_id: string;
+  purpose: "register" | "login" | "step_up";
+  challenge: string;
+  session_id: string | null;
+  handoff_id: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+}
+
+export interface StepUpHandoffsTable {
+  id: string;
+  principal_id: string;
+  session_id: string;
+  match_code: string;
+  source_ip: string | null;
+  user_agent: string | null;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  completed_at: Timestamp | null;
+}
+
 export interface Database {
   principals: PrincipalsTable;
   password_credentials: PasswordCredentialsTable;
@@ -539,4 +579,7 @@ export interface Database {
   ssh_certificates: SshCertificatesTable;
   database_tokens: DatabaseTokensTable;
   sessions: SessionsTable;
+  webauthn_credentials: WebauthnCredentialsTable;
+  webauthn_challenges: WebauthnChallengesTable;
+  step_up_handoffs: StepUpHandoffsTable;
 }
