@@ -373,7 +373,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             store,
             audit,
             clock,
-            issuerKeys: createIssuerKeys({ cooldownMs: config.workloadJwksCooldown }),
+            issuerKeys: createIssuerKeys({ cooldownMs: config.workloadJwksCooldown, addressPolicy }),
           }),
         });
         registerScimRoutes(scoped, {

@@ -86,6 +86,10 @@ export const ERROR_CODES = {
     message: "Several service identities trust this job; name the one to act as.",
   },
   WORKLOAD_ISSUER_UNAVAILABLE: { status: 502, message: "The issuer's signing keys could not be fetched; try again." },
+  WORKLOAD_ISSUER_REFUSED: {
+    status: 502,
+    message: "The issuer's discovery document or key set is at an address Stint does not connect to.",
+  },
   WEBAUTHN_REQUIRED: {
     status: 401,
     message: "This needs a fresh passkey (WebAuthn) check with user verification; a one-time code does not count.",

@@ -102,6 +102,8 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
         currentDate: clock.now(),
       }));
     } catch (error) {
+      // A refetch of the key set (an unknown kid, old keys) that failed or was refused.
+      if (error instanceof StintError) return refuse(context, error, "issuer keys unavailable", { issuer });
       if (error instanceof joseErrors.JWTExpired)
         return refuse(context, new StintError("WORKLOAD_TOKEN_EXPIRED"), "job token expired", { issuer });
       const reason =
@@ -111,11 +113,7 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
             ? "bad signature"
             : error instanceof joseErrors.JWTClaimValidationFailed
               ? `claim ${error.claim} does not check out`
-              : error instanceof joseErrors.JWKSTimeout
-                ? "issuer keys timed out"
-                : "not a valid token";
-      if (error instanceof joseErrors.JWKSTimeout)
-        return refuse(context, new StintError("WORKLOAD_ISSUER_UNAVAILABLE"), reason, { issuer });
+              : "not a valid token";
       return refuse(context, new StintError("WORKLOAD_TOKEN_INVALID"), reason, { issuer });
     }
     const problem = jobTokenProblem(payload, Math.floor(clock.now().getTime() / 1000));
