@@ -106,6 +106,46 @@ export const ERROR_CODES = {
     status: 401,
     message: "The passkey's signature counter went back: it may have been cloned, so it was refused.",
   },
+  SSO_PROVIDER_UNKNOWN: { status: 404, message: "There is no single sign-on provider by that name." },
+  SSO_STATE_INVALID: {
+    status: 400,
+    message: "This sign-in is unknown, expired or was already finished; start it again.",
+  },
+  SSO_ISSUER_MISMATCH: { status: 401, message: "The identity provider's answer names another issuer." },
+  SSO_AUDIENCE_MISMATCH: { status: 401, message: "The identity provider's ID token was not issued to Stint." },
+  SSO_BAD_SIGNATURE: {
+    status: 401,
+    message: "The ID token's signature does not verify with a key the identity provider publishes.",
+  },
+  SSO_TOKEN_EXPIRED: { status: 401, message: "The identity provider's ID token has expired; sign in again." },
+  SSO_NONCE_MISMATCH: { status: 401, message: "The ID token was not issued for this sign-in (nonce mismatch)." },
+  SSO_TOKEN_INVALID: { status: 401, message: "The identity provider's answer is not valid." },
+  SSO_PROVIDER_DENIED: { status: 401, message: "The identity provider did not sign you in." },
+  SSO_PROVIDER_UNAVAILABLE: { status: 502, message: "The identity provider could not be reached; try again." },
+  SSO_CLAIM_MISSING: {
+    status: 401,
+    message: "The identity provider did not say who you are (the claim naming the user is missing or not usable).",
+  },
+  SSO_EMAIL_DOMAIN_DENIED: {
+    status: 403,
+    message: "Your e-mail address's domain may not sign in to Stint through this provider.",
+  },
+  SSO_ACCOUNT_CONFLICT: {
+    status: 409,
+    message: "A Stint account of that name exists and is not linked to this identity provider; ask an administrator.",
+  },
+  SSO_CODE_INVALID: {
+    status: 401,
+    message: "The sign-in code is wrong, expired or already used, or does not match this client.",
+  },
+  SSO_AUTHORIZATION_PENDING: {
+    status: 400,
+    message: "The sign-in is not finished yet at the identity provider; keep polling.",
+  },
+  PASSWORD_SIGNIN_DISABLED: {
+    status: 403,
+    message: "Passwords are turned off here: sign in with single sign-on.",
+  },
   TARGET_UNAVAILABLE: { status: 502, message: "The target could not be reached or refused Stint's request." },
   RATE_LIMITED: { status: 429, message: "Too many requests; slow down." },
   AUDIT_WRITE_FAILED: { status: 503, message: "The audit log could not be written, so nothing was changed." },

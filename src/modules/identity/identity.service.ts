@@ -67,6 +67,11 @@ export interface IdentityServiceDeps {
    * sessions and tokens current. Without it every request reads the database.
    */
   index?: Pick<AccessIndex, "view" | "subscribe" | "generation" | "send">;
+  /**
+   * Who may sign in with a password: everyone (the default), or only the named break-glass accounts when
+   * single sign-on is the way in (`passwordSignIn: break-glass`).
+   */
+  passwordSignIn?: { mode: "everyone" | "break-glass"; breakGlassUsers: readonly string[] };
 }
 
 const RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789";
@@ -233,6 +238,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     principal: { id: string; name: string; kind: string; platform_roles: string[] },
     sessionId: string,
     mfaAt: Date | null,
+    amr: string[] | null = null,
   ) {
     const key = keyring.current("token");
     const now = clock.now();
@@ -242,7 +248,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       kind: principal.kind,
       roles: principal.platform_roles,
       sid: sessionId,
-      amr: mfaAt ? ["pwd", "otp"] : ["pwd"],
+      amr: amr ?? (mfaAt ? ["pwd", "otp"] : ["pwd"]),
       ...(mfaAt ? { mfa_at: Math.floor(mfaAt.getTime() / 1000) } : {}),
     })
       .setProtectedHeader({ alg: "EdDSA", kid: key.id, typ: "JWT" })
@@ -259,9 +265,9 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   async function pairFor(
     db: Kysely<Database>,
     principal: identityStore.PrincipalRow,
-    session: { id: string; secret: string; expiresAt: Date; mfaAt: Date | null },
+    session: { id: string; secret: string; expiresAt: Date; mfaAt: Date | null; amr?: string[] | null },
   ): Promise<TokenPair> {
-    const access = await signAccessToken(principal, session.id, session.mfaAt);
+    const access = await signAccessToken(principal, session.id, session.mfaAt, session.amr ?? null);
     return {
       accessToken: access.token,
       accessTokenExpiresAt: access.expiresAt.toISOString(),
@@ -534,6 +540,15 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     ): Promise<TokenPair> {
       const username = canonicalUsername(input.username);
       const now = clock.now();
+      const passwords = deps.passwordSignIn;
+      if (passwords?.mode === "break-glass" && !passwords.breakGlassUsers.includes(username))
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "passwords are turned off (single sign-on only) and this is no break-glass account",
+          new StintError("PASSWORD_SIGNIN_DISABLED"),
+        );
       const throttle = await identityStore.getThrottle(store.db, [userKey(username), ipKey(context)]);
       if (throttle.some((row) => isLocked(throttleState(row), now))) {
         return deny(
@@ -716,11 +731,51 @@ export function createIdentityService(deps: IdentityServiceDeps) {
             secret,
             expiresAt: new Date(session.expires_at),
             mfaAt: session.mfa_at ? new Date(session.mfa_at) : null,
+            amr: session.amr,
           }),
         };
       });
       if ("denied" in result) throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
       return result.pair!;
+    },
+
+    /**
+     * Opens a session for a principal another module already authenticated (single sign-on), in the caller's
+     * transaction: the caller checked the principal is active and audits the sign-in. `amr` is what the access
+     * tokens say of how it was opened; `mfaAt` counts as the session's last MFA when the caller vouches for it.
+     */
+    async openSession(
+      tx: Kysely<Database>,
+      principalId: string,
+      options: { amr: string[]; mfaAt: Date | null },
+      context: CallContext,
+    ): Promise<TokenPair> {
+      const principal = await identityStore.findPrincipalById(tx, principalId);
+      if (!principal || principal.status !== "active") throw new StintError("ACCOUNT_DISABLED");
+      const now = clock.now();
+      const session = {
+        id: newId(),
+        secret: randomToken(32),
+        expiresAt: new Date(now.getTime() + policy.refreshSessionTtlMs),
+        mfaAt: options.mfaAt,
+        amr: options.amr,
+      };
+      await tx
+        .insertInto("refresh_sessions")
+        .values({
+          id: session.id,
+          principal_id: principal.id,
+          token_hash: sha256Hex(session.secret),
+          mfa_at: session.mfaAt,
+          amr: session.amr,
+          created_at: now,
+          last_used_at: now,
+          expires_at: session.expiresAt,
+          source_ip: context.sourceIp,
+          user_agent: context.userAgent,
+        })
+        .execute();
+      return pairFor(tx, principal, session);
     },
 
     async logout(actor: Actor, context: CallContext): Promise<void> {
