@@ -73,7 +73,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
     process.exit(2);
   }
   const config = result.config;
-  const logger = createLogger({ level: config.logLevel });
+  const logger = createLogger({ level: config.logLevel, format: config.logFormat });
 
   const host = config.listen.slice(0, config.listen.lastIndexOf(":")).replace(/^\[|\]$/g, "");
   const port = Number(config.listen.slice(config.listen.lastIndexOf(":") + 1));

@@ -22,7 +22,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
-import type { Logger } from "../lib/logger.js";
+import { redactUrl, type Logger } from "../lib/logger.js";
 import { isStoreUnavailable } from "../lib/db.js";
 import { isDiskFull } from "../lib/disk.js";
 import { StintError, isStintError, toEnvelope } from "../lib/errors.js";
@@ -98,6 +98,9 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       options.level === undefined && options.serializers === undefined
         ? lazyChild(logger, bindings)
         : logger.child(bindings, options),
+    // One line per request at most, and only at `debug` (below): Fastify's own two lines per request at `info`
+    // buried a first run's setup code under the web UI's asset requests.
+    disableRequestLogging: true,
     routerOptions: { ignoreTrailingSlash: true },
     // Malformed percent-encoding and over-long path parameters get the error envelope too.
     frameworkErrors: (_error, _request, reply) =>
@@ -174,6 +177,23 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       );
     done();
   });
+
+  // The request log: one line when the response is sent (method, redacted URL, status, time), at `debug`;
+  // no hook at all when the level is above it, so a production server pays nothing for it.
+  if (deps.logger.isLevelEnabled("debug"))
+    app.addHook("onResponse", (request, reply, done) => {
+      request.log.debug(
+        {
+          method: request.method,
+          url: redactUrl(request.url),
+          statusCode: reply.statusCode,
+          ms: Math.round(reply.elapsedTime * 10) / 10,
+          remoteAddress: request.ip,
+        },
+        "request",
+      );
+      done();
+    });
 
   app.decorateRequest("actor", null as never);
   app.decorateRequest("callContext", null as never);

@@ -1,4 +1,5 @@
 import { pino, type Logger, type DestinationStream } from "pino";
+import pinoPretty from "pino-pretty";
 
 /** Paths whose values never reach a log line. */
 export const REDACT_PATHS = [
@@ -82,7 +83,33 @@ function serializeRequest(request: {
   };
 }
 
-export function createLogger(options: { level?: string; destination?: DestinationStream } = {}): Logger {
+/** How log lines are written: `auto` is readable on a terminal and JSON lines otherwise. */
+export type LogFormat = "auto" | "json" | "pretty";
+
+/** Whether lines go out readable (pretty) rather than as JSON: `auto` follows whether stdout is a terminal. */
+export function isPretty(format: LogFormat, stdoutIsTty = process.stdout.isTTY === true): boolean {
+  return format === "pretty" || (format === "auto" && stdoutIsTty);
+}
+
+/**
+ * The readable format: one line per entry (time, level, message, then the fields), written synchronously in
+ * this process (no worker thread). Redaction happens before it, as for JSON.
+ */
+function prettyStream(destination?: DestinationStream): DestinationStream {
+  return pinoPretty({
+    sync: true,
+    singleLine: true,
+    colorize: destination === undefined && process.stdout.isTTY === true,
+    translateTime: "SYS:HH:MM:ss.l",
+    ignore: "pid,hostname,service",
+    ...(destination ? { destination: destination as never } : {}),
+  });
+}
+
+export function createLogger(
+  options: { level?: string; destination?: DestinationStream; format?: LogFormat } = {},
+): Logger {
+  const pretty = options.format !== undefined && isPretty(options.format);
   return pino(
     {
       level: options.level ?? "info",
@@ -92,6 +119,6 @@ export function createLogger(options: { level?: string; destination?: Destinatio
       base: { service: "stint" },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    options.destination,
+    pretty ? prettyStream(options.destination) : options.destination,
   );
 }
