@@ -8,7 +8,8 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer, type Server as HttpServer } from "node:http";
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http";
+import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { PassThrough } from "node:stream";
@@ -47,7 +48,8 @@ async function signingKey(kid: string): Promise<SigningKey> {
   return { kid, privateKey, jwk: { ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" } };
 }
 
-async function startIssuer(): Promise<Issuer> {
+/** A loopback issuer; `jwksUri` (default: its own /jwks) is what its discovery document names. */
+async function startIssuer(options: { jwksUri?: () => string } = {}): Promise<Issuer> {
   let published: JWK[] = [];
   const hits: string[] = [];
   let url = "";
@@ -56,7 +58,11 @@ async function startIssuer(): Promise<Issuer> {
     res.setHeader("content-type", "application/json");
     if (req.url === "/.well-known/openid-configuration")
       res.end(
-        JSON.stringify({ issuer: url, jwks_uri: `${url}/jwks`, id_token_signing_alg_values_supported: ["RS256"] }),
+        JSON.stringify({
+          issuer: url,
+          jwks_uri: options.jwksUri?.() ?? `${url}/jwks`,
+          id_token_signing_alg_values_supported: ["RS256"],
+        }),
       );
     else if (req.url === "/jwks") res.end(JSON.stringify({ keys: published }));
     else {
@@ -71,6 +77,27 @@ async function startIssuer(): Promise<Issuer> {
     hits,
     publish: (keys) => (published = keys.map((k) => k.jwk)),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** A loopback HTTP server answering every request with `handle` (which may never answer). */
+async function startRawServer(handle: (req: IncomingMessage, res: ServerResponse) => void) {
+  let requests = 0;
+  const server = createServer((req, res) => {
+    requests++;
+    handle(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    get requests() {
+      return requests;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -138,9 +165,9 @@ async function asToken(token: string, method: "GET" | "POST", url: string, paylo
   return { status: res.statusCode, body: res.json() as Record<string, unknown> & { error?: { code: string } } };
 }
 
-async function apiTokensOfService(): Promise<number> {
+async function apiTokensOfService(service = SERVICE): Promise<number> {
   const res = await h.admin("GET", "/v1/tokens");
-  return (res.body.items as { principal: string }[]).filter((t) => t.principal === SERVICE).length;
+  return (res.body.items as { principal: string }[]).filter((t) => t.principal === service).length;
 }
 
 async function exchangeEvents() {
@@ -172,7 +199,8 @@ beforeAll(async () => {
   await pgDb.query(`grant select on releases to ${pgReader}`);
   await pgDb.end();
 
-  h = await targetsHarness({ env: { STINT_WORKLOAD_JWKS_COOLDOWN: "0s" } });
+  // 127.0.0.2 stands for an internal network the operator walled off.
+  h = await targetsHarness({ env: { STINT_WORKLOAD_JWKS_COOLDOWN: "0s", STINT_DENY_NETWORKS: "127.0.0.2/32" } });
   const created = await h.admin("POST", "/v1/users", { name: SERVICE, kind: "service" });
   expect(created.status, JSON.stringify(created.body)).toBe(201);
   await h.apply(`
@@ -378,6 +406,143 @@ describe("workload identity: token exchange", () => {
     const afterDisable = await exchange(await jobToken(keyA, { claims: { ref: "refs/heads/other" } }));
     expect(afterDisable.body.error?.code).toBe("WORKLOAD_NO_TRUST");
     expect((await h.admin("DELETE", `/v1/services/${second}/trusts/any-branch`)).status).toBe(200);
+  });
+});
+
+describe("workload identity: issuer fetches go through the address policy", () => {
+  const ATTACKED = `ci${hex}x`;
+  /** Connections made to an address STINT_DENY_NETWORKS lists (there must be none). */
+  let deniedConnections = 0;
+  let denied: NetServer;
+  let deniedUrl = "";
+  let trustCount = 0;
+
+  beforeAll(async () => {
+    denied = createNetServer((socket) => {
+      deniedConnections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => denied.listen(0, "127.0.0.2", resolve));
+    deniedUrl = `127.0.0.2:${(denied.address() as AddressInfo).port}`;
+    expect((await h.admin("POST", "/v1/users", { name: ATTACKED, kind: "service" })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve) => denied?.close(() => resolve()));
+  });
+
+  /** A trust of the attacked service identity on `url`, so that its tokens are looked at. */
+  async function trustIssuer(url: string) {
+    const res = await h.admin("POST", `/v1/services/${ATTACKED}/trusts`, {
+      name: `t${++trustCount}`,
+      issuer: url,
+      audiences: ["stint"],
+      conditions: { repository: "acme/app" },
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+  }
+
+  async function deniedEvent(issuerUrl: string) {
+    return (await exchangeEvents()).find((e) => e.outcome === "denied" && e.details.issuer === issuerUrl);
+  }
+
+  it("refuses a jwks_uri at the metadata service or in STINT_DENY_NETWORKS, connecting nowhere and keeping nothing", async () => {
+    let jwksUri = "https://169.254.169.254/latest/meta-data/jwks";
+    const evil = await startIssuer({ jwksUri: () => jwksUri });
+    evil.publish([keyA]);
+    try {
+      await trustIssuer(evil.url);
+      const before = await apiTokensOfService(ATTACKED);
+      const metadata = await exchange(await jobToken(keyA, { iss: evil.url }));
+      expect(metadata.status, JSON.stringify(metadata.body)).toBe(502);
+      expect(metadata.body.error?.code).toBe("WORKLOAD_ISSUER_REFUSED");
+      expect(metadata.body.error?.message).toContain("169.254.169.254");
+      expect((await deniedEvent(evil.url))?.details).toMatchObject({ code: "WORKLOAD_ISSUER_REFUSED" });
+
+      jwksUri = `https://${deniedUrl}/jwks`;
+      const deny = await exchange(await jobToken(keyA, { iss: evil.url }));
+      expect(deny.body.error?.code).toBe("WORKLOAD_ISSUER_REFUSED");
+      expect(deny.body.error?.message).toContain("STINT_DENY_NETWORKS");
+      expect(deniedConnections).toBe(0);
+      expect(evil.hits.filter((u) => u.includes("jwks"))).toEqual([]);
+      expect(await apiTokensOfService(ATTACKED)).toBe(before);
+
+      // Nothing of the refused document was kept: once it names its own key set, the next exchange
+      // reads the discovery document again and works.
+      jwksUri = `${evil.url}/jwks`;
+      const discoveries = evil.hits.length;
+      const fixed = await exchange(await jobToken(keyA, { iss: evil.url }));
+      expect(fixed.status, JSON.stringify(fixed.body)).toBe(200);
+      expect(evil.hits.length).toBeGreaterThan(discoveries);
+    } finally {
+      await evil.close();
+    }
+  });
+
+  it("follows no redirect: one to an address STINT_DENY_NETWORKS lists is refused without connecting there", async () => {
+    const redirecting = await startRawServer((req, res) => {
+      res.writeHead(302, { location: `http://${deniedUrl}${req.url ?? "/"}` });
+      res.end();
+    });
+    try {
+      await trustIssuer(redirecting.url);
+      const res = await exchange(await jobToken(keyA, { iss: redirecting.url }));
+      expect(res.status, JSON.stringify(res.body)).toBe(502);
+      expect(res.body.error?.code).toBe("WORKLOAD_ISSUER_REFUSED");
+      expect(res.body.error?.message).toContain("redirect");
+      expect(redirecting.requests).toBe(1);
+      expect(deniedConnections).toBe(0);
+      expect((await deniedEvent(redirecting.url))?.details).toMatchObject({ code: "WORKLOAD_ISSUER_REFUSED" });
+    } finally {
+      await redirecting.close();
+    }
+  });
+
+  it("a silent issuer, an endless answer and a huge one fail alone: other issuers' jobs exchange meanwhile", async () => {
+    // Accepts the connection and never answers.
+    const silent = await startRawServer(() => undefined);
+    // Answers the headers and the start of a document, then nothing more.
+    const endless = await startRawServer((_req, res) => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"issuer": "');
+    });
+    // Streams a 16 MiB document (no content-length).
+    const huge = await startRawServer((_req, res) => {
+      res.on("error", () => undefined);
+      res.writeHead(200, { "content-type": "application/json" });
+      const chunk = `"${"x".repeat(64 * 1024 - 2)}",`;
+      res.write("[");
+      let sent = 0;
+      const pump = () => {
+        while (sent < 256 && res.write(chunk)) sent++;
+        if (sent < 256) res.once("drain", pump);
+        else res.end('""]');
+      };
+      pump();
+    });
+    try {
+      for (const s of [silent, endless, huge]) await trustIssuer(s.url);
+      const tokens = await Promise.all([silent, endless, huge].map((s) => jobToken(keyA, { iss: s.url })));
+      const settled = new Set<string>();
+      const pending = [silent, endless, huge].map((s, i) => exchange(tokens[i]!).finally(() => settled.add(s.url)));
+      // A job of a working issuer is exchanged while the silent and endless ones are still waiting.
+      const meanwhile = await exchange(await jobToken(keyA));
+      expect(meanwhile.status, JSON.stringify(meanwhile.body)).toBe(200);
+      expect(settled.has(silent.url)).toBe(false);
+      expect(settled.has(endless.url)).toBe(false);
+      // Each ends at the deadline (or the size cap) with the issuer's code, none hangs.
+      for (const res of await Promise.all(pending)) {
+        expect(res.status, JSON.stringify(res.body)).toBe(502);
+        expect(res.body.error?.code).toBe("WORKLOAD_ISSUER_UNAVAILABLE");
+      }
+      for (const s of [silent, endless, huge])
+        expect((await deniedEvent(s.url))?.details).toMatchObject({ code: "WORKLOAD_ISSUER_UNAVAILABLE" });
+      const messages = (await Promise.all(pending)).map((r) => r.body.error?.message ?? "");
+      expect(messages[0]).toContain("no answer within");
+      expect(messages[1]).toContain("no answer within");
+      expect(messages[2]).toContain("larger than");
+    } finally {
+      for (const s of [silent, endless, huge]) await s.close();
+    }
   });
 });
 
