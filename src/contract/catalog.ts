@@ -55,11 +55,31 @@ export const approvalStage = z
     path: ["timeout"],
   });
 
+/** Second factors a policy may insist on: a TOTP code (recovery codes count as TOTP), or a passkey. */
+export const mfaMethod = z.enum(["totp", "webauthn"]);
+
 export const policySpec = z.strictObject({
   defaultDuration: durationText.default("1h"),
   maxDuration: durationText.default("8h"),
   mfa: z
-    .strictObject({ required: z.boolean().default(true), maxAge: durationText.default("15m") })
+    .strictObject({
+      required: z.boolean().default(true),
+      maxAge: durationText.default("15m"),
+      /**
+       * Which second factors count for this policy's freshness check; absent = any (TOTP, recovery code or
+       * passkey). `[webauthn]` accepts only a passkey check with user verification.
+       */
+      methods: z
+        .array(mfaMethod)
+        .min(1)
+        .max(2)
+        .refine((m) => new Set(m).size === m.length, "must not repeat a method")
+        .optional(),
+    })
+    .refine((m) => m.required || m.methods === undefined, {
+      message: "methods only apply when MFA is required",
+      path: ["methods"],
+    })
     .default({ required: true, maxAge: "15m" }),
   justification: z
     .strictObject({

@@ -94,6 +94,8 @@ export const myRole = z.object({
     approvalRequired: z.boolean(),
     approvalStages: z.number().int(),
     mfaRequired: z.boolean(),
+    /** The second factors that count for it (empty when MFA is not required). */
+    mfaMethods: z.array(z.enum(["totp", "webauthn"])).optional(),
     ticketRequired: z.boolean(),
     breakGlass: z.boolean(),
     maxExtensions: z.number().int(),

@@ -13,6 +13,8 @@ export type Actor =
       sessionId?: string | undefined;
       tokenId?: string | undefined;
       mfaAt?: Date | null | undefined;
+      /** The session's last passkey (WebAuthn, user verified) check; mfaAt is the last MFA of any kind. */
+      webauthnAt?: Date | null | undefined;
     }
   | { kind: "anonymous" }
   | { kind: "system"; name: string };

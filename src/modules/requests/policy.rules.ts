@@ -250,17 +250,33 @@ export function windowProblemAtActivation(
 // ---------------------------------------------------------------------------
 // MFA
 
-export type MfaResult = { ok: true } | { ok: false; code: "MFA_STEP_UP_REQUIRED"; message: string };
+export type MfaResult =
+  { ok: true } | { ok: false; code: "MFA_STEP_UP_REQUIRED" | "WEBAUTHN_REQUIRED"; message: string };
 
 /**
  * When the policy requires MFA, the last MFA must be at most maxAge old (inclusive).
  * A time slightly in the future is clock skew between nodes; further ahead is not trusted.
+ * A policy whose `methods` leave out TOTP counts only the session's last passkey check (`webauthnAt`):
+ * a fresh one-time code then answers WEBAUTHN_REQUIRED, not MFA_STEP_UP_REQUIRED.
  */
-export function checkMfaFreshness(spec: Pick<PolicySpec, "mfa">, mfaAt: Date | null, now: Date): MfaResult {
+export function checkMfaFreshness(
+  spec: Pick<PolicySpec, "mfa">,
+  mfaAt: Date | null,
+  now: Date,
+  webauthnAt: Date | null = null,
+): MfaResult {
   if (!spec.mfa.required) return { ok: true };
   const maxAgeMs = parseDuration(spec.mfa.maxAge);
-  const ageMs = mfaAt === null ? Number.NaN : now.getTime() - mfaAt.getTime();
+  const passkeyOnly = spec.mfa.methods !== undefined && !spec.mfa.methods.includes("totp");
+  const at = passkeyOnly ? webauthnAt : mfaAt;
+  const ageMs = at === null ? Number.NaN : now.getTime() - at.getTime();
   if (ageMs >= -MFA_CLOCK_SKEW_MS && ageMs <= maxAgeMs) return { ok: true };
+  if (passkeyOnly)
+    return {
+      ok: false,
+      code: "WEBAUTHN_REQUIRED",
+      message: `This role needs a passkey check (with user verification) within the last ${formatDuration(maxAgeMs)}; a one-time code does not count. Step up with your passkey and try again.`,
+    };
   return {
     ok: false,
     code: "MFA_STEP_UP_REQUIRED",

@@ -620,7 +620,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             });
           const window = spec.breakGlass ? ({ allowed: true, extraStage: false } as const) : evaluateWindow(spec, now);
           if (!window.allowed) return new Refusal("OUTSIDE_WINDOW", window.reason);
-          const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now);
+          const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now, principal.webauthnAt ?? null);
           if (!mfa.ok) return new Refusal(mfa.code, mfa.message);
           // The requester's row is locked (FOR SHARE) by the read: a concurrent disable waits for this request.
           if (facts.status !== "active") return new Refusal("ACCOUNT_DISABLED", "This account is disabled.");
@@ -1051,7 +1051,7 @@ export function createRequestService(deps: RequestServiceDeps) {
           new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), { problems: justification.problems }),
         );
       }
-      const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now);
+      const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now, principal.webauthnAt ?? null);
       if (!mfa.ok) return refuse(actor, context, "request.extend", subject, new Refusal(mfa.code, mfa.message));
       const window = evaluateWindow(spec, now);
       if (!window.allowed)
@@ -1228,6 +1228,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             approvalRequired: spec.approval.stages.length > 0 && !spec.breakGlass,
             approvalStages: spec.breakGlass ? 0 : spec.approval.stages.length,
             mfaRequired: spec.mfa.required,
+            mfaMethods: spec.mfa.required ? (spec.mfa.methods ?? ["totp", "webauthn"]) : [],
             ticketRequired: spec.justification.ticketRequired,
             breakGlass: spec.breakGlass,
             maxExtensions: spec.maxExtensions,
