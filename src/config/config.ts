@@ -9,6 +9,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "../lib/duration.js";
 import { notificationsConfigSchema } from "../modules/notify/notify.types.js";
+import { siemConfigSchema } from "../modules/siem/siem.types.js";
 import { literalAddressProblems } from "../lib/address-policy.js";
 
 const duration = z.string().transform((text, ctx) => {
@@ -139,6 +140,8 @@ export const configSchema = z
     blobDir: z.string().min(1).optional(),
     /** Notification channels (YAML file only: they hold webhook secrets and SMTP passwords). */
     notifications: notificationsConfigSchema.default({ channels: [] }),
+    /** SIEM streaming destinations (YAML file only; a HEC token is read from a file or an environment variable). */
+    siem: siemConfigSchema.default({ destinations: [] }),
   })
   .strict()
   .refine((c) => (c.pgProxyTlsCert === undefined) === (c.pgProxyTlsKey === undefined), {
@@ -153,6 +156,15 @@ export const configSchema = z
       const address = channel.kind === "email" ? channel.host : channel.url;
       for (const message of literalAddressProblems(address, policy))
         ctx.addIssue({ code: "custom", message, path: ["notifications", "channels", i, field] });
+    });
+    c.siem.destinations.forEach((destination, i) => {
+      const address = destination.kind === "hec" ? destination.url : destination.host;
+      for (const message of literalAddressProblems(address, policy))
+        ctx.addIssue({
+          code: "custom",
+          message,
+          path: ["siem", "destinations", i, destination.kind === "hec" ? "url" : "host"],
+        });
     });
   });
 
