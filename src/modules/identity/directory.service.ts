@@ -21,6 +21,7 @@ import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js";
 import { disablePrincipal } from "./principal-lifecycle.js";
+import { removeMemberships } from "./group-membership.js";
 import type { Principal } from "./identity.types.js";
 
 export interface DirectoryServiceDeps {
@@ -320,40 +321,33 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         const now = clock.now();
         // Joining a group that carries eligibility is granting oneself roles: someone else must add you.
         const ownAccess = await guardOwnAccess(tx, actor);
-        const result =
-          change === "add"
-            ? await tx
-                .insertInto("group_members")
-                .values({ group_id: group.id, principal_id: principal.id, added_at: now })
-                .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
-                .executeTakeFirst()
-                .then((r) => Number(r.numInsertedOrUpdatedRows ?? 0))
-            : await tx
-                .deleteFrom("group_members")
-                .where("group_id", "=", group.id)
-                .where("principal_id", "=", principal.id)
-                .executeTakeFirst()
-                .then((r) => Number(r.numDeletedRows));
-        if (result === 0) return; // already so: nothing changed, nothing to record
+        if (change === "remove") {
+          // An eligibility held through this group no longer carries what was activated on it.
+          const events = await removeMemberships(
+            tx,
+            { onAccessBasisLost: deps.onAccessBasisLost },
+            [{ group, principal }],
+            { by: actorName(actor) },
+          );
+          if (events.length === 0) return; // already so: nothing changed, nothing to record
+          await ownAccess.check(tx, now);
+          await audit.append(tx, actor, context, events);
+          return;
+        }
+        const added = await tx
+          .insertInto("group_members")
+          .values({ group_id: group.id, principal_id: principal.id, added_at: now })
+          .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
+          .executeTakeFirst()
+          .then((r) => Number(r.numInsertedOrUpdatedRows ?? 0));
+        if (added === 0) return; // already so: nothing changed, nothing to record
         await ownAccess.check(tx, now);
-        // An eligibility held through this group no longer carries what was activated on it.
-        const ended =
-          change === "remove"
-            ? ((await deps.onAccessBasisLost?.(
-                tx,
-                { principalIds: [principal.id] },
-                { by: actorName(actor), reason: `removed from the group ${groupName}` },
-              )) ?? [])
-            : [];
-        await audit.append(tx, actor, context, [
-          {
-            action: change === "add" ? "group.member_added" : "group.member_removed",
-            outcome: "success",
-            subject: `group:${groupName}`,
-            details: { principal: principalName },
-          },
-          ...ended,
-        ]);
+        await audit.append(tx, actor, context, {
+          action: "group.member_added",
+          outcome: "success",
+          subject: `group:${groupName}`,
+          details: { principal: principalName },
+        });
       });
     },
 
