@@ -1,5 +1,5 @@
-import { pino, type Logger, type DestinationStream } from "pino";
-import pinoPretty from "pino-pretty";
+import { pino, destination as pinoDestination, type Logger, type DestinationStream } from "pino";
+import { prettyFactory } from "pino-pretty";
 
 /** Paths whose values never reach a log line. */
 export const REDACT_PATHS = [
@@ -96,14 +96,18 @@ export function isPretty(format: LogFormat, stdoutIsTty = process.stdout.isTTY =
  * this process (no worker thread). Redaction happens before it, as for JSON.
  */
 function prettyStream(destination?: DestinationStream): DestinationStream {
-  return pinoPretty({
-    sync: true,
+  const format = prettyFactory({
     singleLine: true,
     colorize: destination === undefined && process.stdout.isTTY === true,
     translateTime: "SYS:HH:MM:ss.l",
     ignore: "pid,hostname,service",
-    ...(destination ? { destination: destination as never } : {}),
   });
+  const out = destination ?? pinoDestination({ dest: 1, sync: true });
+  return {
+    write(line: string) {
+      out.write(format(line));
+    },
+  };
 }
 
 export function createLogger(
