@@ -130,7 +130,15 @@ export async function runServer(options: { configFile?: string | undefined } = {
     process.exit(operatorMustAct ? 2 : 1);
   }
 
-  const boot = await server.bootstrap();
+  let boot: Awaited<ReturnType<typeof server.bootstrap>>;
+  try {
+    boot = await server.bootstrap();
+  } catch (error) {
+    // A bootstrap password the rules refuse: said plainly, nothing created, the operator fixes the setting.
+    process.stderr.write(`stint: ${(error as Error).message}\n`);
+    await server.close().catch(() => undefined);
+    process.exit(2);
+  }
   await server.app.ready();
   await closeHttp(starting);
   await server.app.listen({ host, port });
@@ -138,6 +146,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
   server.outbox.start();
   server.scheduler.start();
   server.auditAnchor.start();
+  await server.siem.start();
   const { startProxies } = await import("./proxies/index.js");
   const { closeConnectorPools } = await import("./modules/connectors/index.js");
   let proxies: Awaited<ReturnType<typeof startProxies>>;

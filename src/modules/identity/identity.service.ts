@@ -432,6 +432,13 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         if (passwordHash) {
           const existing = await identityStore.findPrincipalByName(tx, options.adminName);
           if (existing) return {};
+          // The first administrator meets the rules everyone else's password meets.
+          const problem = passwordProblem(options.adminPassword!, options.adminName);
+          if (problem)
+            throw new StintError(
+              "WEAK_PASSWORD",
+              `STINT_BOOTSTRAP_ADMIN_PASSWORD ${problem} (the rules every password meets: at least 12 characters, not containing the user name, more than a few distinct characters).`,
+            );
           const id = newId();
           await tx
             .insertInto("principals")
