@@ -67,7 +67,7 @@ export interface RefreshSessionsTable {
   previous_token_hashes: Generated<string[]>;
   mfa_at: Timestamp | null;
   /** The last passkey (WebAuthn, user verified) check of the session; mfa_at is the last MFA of any kind. */
-  webauthn_at: Generated<Timestamp | null>;
+  webauthn_at: Timestamp | null;
   created_at: Timestamp;
   last_used_at: Timestamp;
   expires_at: Timestamp;
