@@ -22,6 +22,7 @@ import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js"
 import { createAnchorWriter, type AnchorWriter } from "./modules/audit/audit.anchor.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
 import { createAuditSequencer, storeLease, type AuditSequencer } from "./modules/audit/audit.sequencer.js";
+import { createSiemService, registerSiemRoutes, type SiemService } from "./modules/siem/index.js";
 import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
 import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
 import { createDirectoryService, type DirectoryService } from "./modules/identity/directory.service.js";
@@ -85,6 +86,8 @@ export interface Server {
   auditAnchor: AnchorWriter;
   /** Chains committed audit events in the background (PostgreSQL); started with the server. */
   auditSequencer: AuditSequencer;
+  /** Streams the audit chain to the configured SIEM destinations; main starts it. */
+  siem: SiemService;
   identity: IdentityService;
   directory: DirectoryService;
   outbox: OutboxRunner;
@@ -192,6 +195,16 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     });
     auditSequencer = sequencer;
     sequencer.start();
+    // Reads HEC tokens now: a missing one stops the start, not the first delivery.
+    const siem = createSiemService({
+      store,
+      audit,
+      destinations: config.siem.destinations,
+      holder: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+      registry,
+      logger,
+      productVersion: VERSION,
+    });
     // The two services call each other: a grant is provisioned for a request, and its outcome moves the request.
     let grants: GrantService | undefined = undefined;
     let sessions: SessionService | undefined = undefined;
@@ -364,6 +377,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           }),
         });
         registerAuditRoutes(scoped, { audit, version: VERSION });
+        registerSiemRoutes(scoped, { siem });
         registerRequestRoutes(scoped, { requests, tokens: activationTokens });
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
@@ -397,6 +411,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       accessIndex,
       auditAnchor,
       auditSequencer: sequencer,
+      siem,
       identity,
       directory,
       outbox,
@@ -417,6 +432,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         await outbox.stop();
         await sessions!.stop();
         await accessIndex.stop();
+        await siem.stop();
         await auditAnchor.stop();
         await sequencer.stop();
         await auditAnchor
