@@ -129,6 +129,24 @@ export const configSchema = z
     scimServices: z
       .array(z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, "must be a service identity's name"))
       .default([]),
+    /** Passkeys: the WebAuthn relying party id (a host name, never an IP address). Default: publicUrl's host. */
+    webauthnRpId: z
+      .string()
+      .regex(
+        /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/,
+        "must be a host name",
+      )
+      .optional(),
+    /** Passkeys: the name authenticators show. */
+    webauthnRpName: z.string().trim().min(1).max(100).default("Stint"),
+    /** Passkeys: the origins an answer may come from. Default: publicUrl's origin. */
+    webauthnOrigins: z
+      .array(z.string().regex(/^https?:\/\/[^\s/?#]+$/, "must be an origin like https://stint.example.com"))
+      .default([]),
+    /** Passkeys: how long a challenge may be answered. */
+    webauthnChallengeTtl: duration
+      .refine((ms) => ms >= 30_000 && ms <= 600_000, "must be between 30s and 10m")
+      .default(300_000),
     /**
      * Networks Stint may connect to (targets, webhooks) although its address policy blocks them by default:
      * cloud metadata services, link-local, unspecified, multicast and reserved ranges.
@@ -144,6 +162,18 @@ export const configSchema = z
     siem: siemConfigSchema.default({ destinations: [] }),
   })
   .strict()
+  .refine(
+    (c) =>
+      c.webauthnRpId === undefined ||
+      c.webauthnOrigins.every((origin) => {
+        const host = new URL(origin).hostname;
+        return host === c.webauthnRpId || host.endsWith(`.${c.webauthnRpId}`);
+      }),
+    {
+      message: "each of STINT_WEBAUTHN_ORIGINS must be STINT_WEBAUTHN_RP_ID or a subdomain of it",
+      path: ["webauthnOrigins"],
+    },
+  )
   .refine((c) => (c.pgProxyTlsCert === undefined) === (c.pgProxyTlsKey === undefined), {
     message: "STINT_PG_PROXY_TLS_CERT and STINT_PG_PROXY_TLS_KEY go together: set both or neither",
     path: ["pgProxyTlsCert"],
@@ -219,6 +249,10 @@ export const ENV_KEYS = {
   STINT_METRICS_REFRESH: "metricsRefresh",
   STINT_WORKLOAD_JWKS_COOLDOWN: "workloadJwksCooldown",
   STINT_SCIM_SERVICES: "scimServices",
+  STINT_WEBAUTHN_RP_ID: "webauthnRpId",
+  STINT_WEBAUTHN_RP_NAME: "webauthnRpName",
+  STINT_WEBAUTHN_ORIGINS: "webauthnOrigins",
+  STINT_WEBAUTHN_CHALLENGE_TTL: "webauthnChallengeTtl",
   STINT_ALLOW_NETWORKS: "allowNetworks",
   STINT_DENY_NETWORKS: "denyNetworks",
 } as const satisfies Record<string, keyof z.input<typeof configSchema>>;
@@ -249,7 +283,11 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
     const value = env[name];
     if (value === undefined || value === "") continue;
     fromEnv[key] =
-      key === "trustedProxies" || key === "allowNetworks" || key === "denyNetworks" || key === "scimServices"
+      key === "trustedProxies" ||
+      key === "allowNetworks" ||
+      key === "denyNetworks" ||
+      key === "scimServices" ||
+      key === "webauthnOrigins"
         ? value
             .split(",")
             .map((s) => s.trim())
@@ -285,6 +323,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
       allowNetworks: Object.freeze([...value.allowNetworks]) as unknown as string[],
       denyNetworks: Object.freeze([...value.denyNetworks]) as unknown as string[],
       scimServices: Object.freeze([...value.scimServices]) as unknown as string[],
+      webauthnOrigins: Object.freeze([...value.webauthnOrigins]) as unknown as string[],
       masterKeyFile: value.masterKeyFile ?? path.join(value.dataDir, "master.key"),
       vaultKeyFile: value.vaultKeyFile ?? path.join(value.dataDir, "vault.key"),
       blobDir: value.blobDir ?? path.join(value.dataDir, "blobs"),
