@@ -16,6 +16,7 @@ import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import * as identityStore from "../identity/identity.store.js";
+import * as provisioning from "../identity/provisioning.js";
 import { principalEntry } from "../identity/principal.mapper.js";
 import { disablePrincipal, type LifecycleDeps } from "../identity/principal-lifecycle.js";
 import {
@@ -47,9 +48,10 @@ export interface ScimServiceDeps {
 
 type Db = Kysely<Database>;
 type ListQuery = { filter?: string | undefined; startIndex?: unknown; count?: unknown };
-/** An id no row has (a filter on a malformed id, an empty page). */
-const NO_ID = "00000000-0000-0000-0000-000000000000";
-type UserRow = Awaited<ReturnType<typeof identityStore.findPrincipalById>> & object;
+type UserRow = identityStore.PrincipalRow;
+/** What SCIM provisioned; a deleted resource is kept as `scim-deleted`, hidden from SCIM. */
+const SOURCE = "scim";
+const DELETED = "scim-deleted";
 
 function isUniqueViolation(error: unknown): boolean {
   return (error as { code?: string })?.code === "23505";
@@ -73,17 +75,6 @@ export function createScimService(deps: ScimServiceDeps) {
     throw new ScimError(403, "This identity may not provision users (it is not in scimServices).");
   }
 
-  async function groupsOf(db: Db, principalId: string) {
-    return db
-      .selectFrom("group_members")
-      .innerJoin("groups", "groups.id", "group_members.group_id")
-      .select(["groups.id", "groups.name", "groups.scim_name"])
-      .where("group_members.principal_id", "=", principalId)
-      .where("groups.source", "=", "scim")
-      .orderBy("groups.name")
-      .execute();
-  }
-
   async function userResource(db: Db, row: UserRow) {
     const updated = new Date(row.updated_at);
     return {
@@ -94,7 +85,10 @@ export function createScimService(deps: ScimServiceDeps) {
       displayName: row.display_name ?? undefined,
       active: row.status === "active",
       emails: row.email ? [{ value: row.email, primary: true, type: "work" }] : [],
-      groups: (await groupsOf(db, row.id)).map((g) => ({ value: g.id, display: g.scim_name ?? g.name })),
+      groups: (await provisioning.sourcedGroupsOf(db, row.id, SOURCE)).map((g) => ({
+        value: g.id,
+        display: g.scim_name ?? g.name,
+      })),
       "urn:stint:params:scim:user": { name: row.name },
       meta: {
         resourceType: "User",
@@ -108,9 +102,7 @@ export function createScimService(deps: ScimServiceDeps) {
 
   async function scimUser(db: Db, id: string, lock = false): Promise<UserRow> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(404, `There is no user ${id.slice(0, 64)}.`);
-    let query = db.selectFrom("principals").selectAll().where("id", "=", id).where("source", "=", "scim");
-    if (lock) query = query.forUpdate();
-    const row = await query.executeTakeFirst();
+    const row = await provisioning.findSourcedPrincipal(db, id, SOURCE, lock);
     if (!row) throw new ScimError(404, `There is no user ${id}.`);
     return row;
   }
@@ -120,7 +112,7 @@ export function createScimService(deps: ScimServiceDeps) {
     if (fields.userName !== undefined && stintName(fields.userName) !== row.name)
       throw new ScimError(400, `userName cannot change the user's name in Stint (${row.name}).`, "mutability");
     const now = clock.now();
-    const changes: Record<string, unknown> = {};
+    const changes: Parameters<typeof provisioning.updatePrincipalAttributes>[2] = {};
     if (fields.userName !== undefined && fields.userName !== row.scim_name) changes.scim_name = fields.userName;
     if (fields.externalId !== undefined && fields.externalId !== row.external_id)
       changes.external_id = fields.externalId;
@@ -129,11 +121,7 @@ export function createScimService(deps: ScimServiceDeps) {
     if (fields.email !== undefined && fields.email !== row.email) changes.email = fields.email;
     const events: AuditInput[] = [];
     if (Object.keys(changes).length > 0) {
-      await tx
-        .updateTable("principals")
-        .set({ ...changes, updated_at: now })
-        .where("id", "=", row.id)
-        .execute();
+      await provisioning.updatePrincipalAttributes(tx, row.id, changes, now);
       await tellPrincipal(tx, row.id);
       events.push({
         action: "user.update",
@@ -160,7 +148,7 @@ export function createScimService(deps: ScimServiceDeps) {
         ...result.ended,
       );
     } else if (fields.active === true && row.status === "disabled") {
-      await tx.updateTable("principals").set({ status: "active", updated_at: now }).where("id", "=", row.id).execute();
+      await provisioning.updatePrincipalAttributes(tx, row.id, { status: "active" }, now);
       await tellPrincipal(tx, row.id);
       events.push({
         action: "user.enable",
@@ -179,9 +167,7 @@ export function createScimService(deps: ScimServiceDeps) {
 
   async function groupRow(db: Db, id: string, lock = false) {
     if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(404, `There is no group ${id.slice(0, 64)}.`);
-    let query = db.selectFrom("groups").selectAll().where("id", "=", id).where("source", "=", "scim");
-    if (lock) query = query.forUpdate();
-    const row = await query.executeTakeFirst();
+    const row = await provisioning.findSourcedGroup(db, id, SOURCE, lock);
     if (!row) throw new ScimError(404, `There is no group ${id}.`);
     return row;
   }
@@ -190,13 +176,7 @@ export function createScimService(deps: ScimServiceDeps) {
     db: Db,
     row: { id: string; name: string; scim_name: string | null; external_id: string | null; created_at: Date | string },
   ) {
-    const members = await db
-      .selectFrom("group_members")
-      .innerJoin("principals", "principals.id", "group_members.principal_id")
-      .select(["principals.id", "principals.name", "principals.scim_name"])
-      .where("group_members.group_id", "=", row.id)
-      .orderBy("principals.name")
-      .execute();
+    const members = await provisioning.membersOf(db, row.id);
     return {
       schemas: [SCHEMA_GROUP],
       id: row.id,
@@ -216,12 +196,7 @@ export function createScimService(deps: ScimServiceDeps) {
     if (ids.length === 0) return [];
     for (const id of ids)
       if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(400, `No user ${id.slice(0, 64)}.`, "invalidValue");
-    const rows = await tx
-      .selectFrom("principals")
-      .select(["id", "name"])
-      .where("id", "in", ids)
-      .where("source", "=", "scim")
-      .execute();
+    const rows = await provisioning.sourcedPrincipalsByIds(tx, ids, SOURCE);
     const missing = ids.filter((id) => !rows.some((r) => r.id === id));
     if (missing.length > 0) throw new ScimError(400, `No provisioned user ${missing[0]}.`, "invalidValue");
     return rows;
@@ -238,12 +213,7 @@ export function createScimService(deps: ScimServiceDeps) {
     const now = clock.now();
     const events: AuditInput[] = [];
     for (const member of await memberRows(tx, [...new Set(add)])) {
-      const added = await tx
-        .insertInto("group_members")
-        .values({ group_id: group.id, principal_id: member.id, added_at: now })
-        .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
-        .executeTakeFirst();
-      if (Number(added.numInsertedOrUpdatedRows ?? 0) > 0)
+      if (await provisioning.addMembership(tx, group.id, member.id, now))
         events.push({
           action: "group.member_added",
           outcome: "success",
@@ -253,12 +223,7 @@ export function createScimService(deps: ScimServiceDeps) {
     }
     const removedIds: string[] = [];
     for (const member of await memberRows(tx, [...new Set(remove)])) {
-      const removed = await tx
-        .deleteFrom("group_members")
-        .where("group_id", "=", group.id)
-        .where("principal_id", "=", member.id)
-        .executeTakeFirst();
-      if (Number(removed.numDeletedRows) > 0) {
+      if (await provisioning.removeMembership(tx, group.id, member.id)) {
         removedIds.push(member.id);
         events.push({
           action: "group.member_removed",
@@ -283,19 +248,17 @@ export function createScimService(deps: ScimServiceDeps) {
    * One page of what SCIM provisioned in `table` (its ids, in creation order) and how many match in all, for a
    * filter on the name attribute (matched through the Stint name it maps to), `externalId` or `id`.
    */
-  async function listed(table: "principals" | "groups", nameAttribute: string, query: ListQuery) {
+  async function listed(table: provisioning.SourcedTable, nameAttribute: string, query: ListQuery) {
     const { offset, limit } = paging(query.startIndex, query.count);
-    // Both tables have the columns used here; Kysely's types cannot say so for a union of table names.
-    let select = store.db.selectFrom(table as "groups").where("source", "=", "scim");
+    let criterion: provisioning.SourcedCriterion;
     if (query.filter !== undefined) {
       const { attribute, value } = parseFilter(query.filter, [nameAttribute, "externalId", "id"]);
-      if (attribute === nameAttribute) select = select.where("name", "=", stintName(value));
-      else if (attribute === "externalId") select = select.where("external_id", "=", value);
-      else select = select.where("id", "=", /^[0-9a-f-]{36}$/i.test(value) ? value : NO_ID);
+      criterion =
+        attribute === nameAttribute
+          ? { by: "name", value: stintName(value) }
+          : { by: attribute === "externalId" ? "externalId" : "id", value };
     }
-    const total = await select.select((eb) => eb.fn.countAll<string>().as("n")).executeTakeFirstOrThrow();
-    const page = await select.select("id").orderBy("created_at").orderBy("id").offset(offset).limit(limit).execute();
-    return { total: Number(total.n), offset, ids: page.map((r) => r.id) };
+    return { ...(await provisioning.pageSourced(store.db, table, SOURCE, criterion, offset, limit)), offset };
   }
 
   function listResponse(found: { total: number; offset: number }, resources: unknown[]) {
@@ -317,23 +280,19 @@ export function createScimService(deps: ScimServiceDeps) {
         return await store.transaction(async (tx) => {
           const now = clock.now();
           const id = newId();
-          await tx
-            .insertInto("principals")
-            .values({
-              id,
-              kind: "user",
-              name,
-              email: fields.email ?? null,
-              display_name: fields.displayName ?? null,
-              platform_roles: ["user"],
-              status: fields.active === false ? "disabled" : "active",
-              source: "scim",
-              external_id: fields.externalId ?? null,
-              scim_name: fields.userName,
-              created_at: now,
-              updated_at: now,
-            })
-            .execute();
+          await provisioning.insertPrincipal(tx, {
+            id,
+            kind: "user",
+            name,
+            email: fields.email ?? null,
+            display_name: fields.displayName ?? null,
+            platform_roles: ["user"],
+            status: fields.active === false ? "disabled" : "active",
+            source: SOURCE,
+            external_id: fields.externalId ?? null,
+            scim_name: fields.userName,
+            now,
+          });
           await tellPrincipal(tx, id);
           await audit.append(tx, actor, context, {
             action: "user.create",
@@ -362,13 +321,8 @@ export function createScimService(deps: ScimServiceDeps) {
     async listUsers(actor: Actor, query: ListQuery) {
       allow(actor);
       const found = await listed("principals", "userName", query);
-      const rows = await store.db
-        .selectFrom("principals")
-        .selectAll()
-        .where("id", "in", found.ids.length > 0 ? found.ids : [NO_ID])
-        .execute();
-      const byId = new Map(rows.map((r) => [r.id, r]));
-      return listResponse(found, await Promise.all(found.ids.map((id) => userResource(store.db, byId.get(id)!))));
+      const rows = await provisioning.principalsByIds(store.db, found.ids);
+      return listResponse(found, await Promise.all(rows.map((row) => userResource(store.db, row))));
     },
 
     async replaceUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
@@ -401,11 +355,7 @@ export function createScimService(deps: ScimServiceDeps) {
       await store.transaction(async (tx) => {
         const row = await scimUser(tx, id, true);
         const events = await changeUser(tx, row, { active: false }, by);
-        await tx
-          .updateTable("principals")
-          .set({ source: "scim-deleted", updated_at: clock.now() })
-          .where("id", "=", row.id)
-          .execute();
+        await provisioning.updatePrincipalAttributes(tx, row.id, { source: DELETED }, clock.now());
         await audit.append(tx, actor, context, [
           ...events,
           { action: "user.deprovision", outcome: "success", subject: `user:${row.name}`, details: { source: "scim" } },
@@ -425,18 +375,7 @@ export function createScimService(deps: ScimServiceDeps) {
         return await store.transaction(async (tx) => {
           const id = newId();
           const now = clock.now();
-          await tx
-            .insertInto("groups")
-            .values({
-              id,
-              name,
-              description: null,
-              source: "scim",
-              external_id: externalId,
-              scim_name: displayName,
-              created_at: now,
-            })
-            .execute();
+          await provisioning.insertGroup(tx, { id, name, source: SOURCE, externalId, scimName: displayName, now });
           const members = Array.isArray(group.members)
             ? groupPatch({ Operations: [{ op: "add", path: "members", value: group.members }] }).add
             : [];
@@ -471,13 +410,8 @@ export function createScimService(deps: ScimServiceDeps) {
     async listGroups(actor: Actor, query: ListQuery) {
       allow(actor);
       const found = await listed("groups", "displayName", query);
-      const rows = await store.db
-        .selectFrom("groups")
-        .selectAll()
-        .where("id", "in", found.ids.length > 0 ? found.ids : [NO_ID])
-        .execute();
-      const byId = new Map(rows.map((r) => [r.id, r]));
-      return listResponse(found, await Promise.all(found.ids.map((id) => groupResource(store.db, byId.get(id)!))));
+      const rows = await provisioning.groupsByIds(store.db, found.ids);
+      return listResponse(found, await Promise.all(rows.map((row) => groupResource(store.db, row))));
     },
 
     async patchGroup(actor: Actor, id: string, body: unknown, context: CallContext) {
@@ -493,18 +427,14 @@ export function createScimService(deps: ScimServiceDeps) {
           );
         let { add, remove } = patch;
         if (patch.replace !== undefined) {
-          const current = await tx
-            .selectFrom("group_members")
-            .select("principal_id")
-            .where("group_id", "=", group.id)
-            .execute();
+          const current = await provisioning.memberIdsOf(tx, group.id);
           const keep = new Set(patch.replace);
-          remove = [...remove, ...current.map((c) => c.principal_id).filter((p) => !keep.has(p))];
+          remove = [...remove, ...current.filter((p) => !keep.has(p))];
           add = [...add, ...patch.replace];
         }
         const events = await changeMembers(tx, group, add, remove, by);
         if (patch.externalId !== undefined && patch.externalId !== group.external_id) {
-          await tx.updateTable("groups").set({ external_id: patch.externalId }).where("id", "=", group.id).execute();
+          await provisioning.updateGroupAttributes(tx, group.id, { external_id: patch.externalId });
           events.push({
             action: "group.update",
             outcome: "success",
@@ -522,19 +452,8 @@ export function createScimService(deps: ScimServiceDeps) {
       const by = allow(actor);
       await store.transaction(async (tx) => {
         const group = await groupRow(tx, id, true);
-        const current = await tx
-          .selectFrom("group_members")
-          .select("principal_id")
-          .where("group_id", "=", group.id)
-          .execute();
-        const events = await changeMembers(
-          tx,
-          group,
-          [],
-          current.map((c) => c.principal_id),
-          by,
-        );
-        await tx.updateTable("groups").set({ source: "scim-deleted" }).where("id", "=", group.id).execute();
+        const events = await changeMembers(tx, group, [], await provisioning.memberIdsOf(tx, group.id), by);
+        await provisioning.updateGroupAttributes(tx, group.id, { source: DELETED });
         await audit.append(tx, actor, context, [
           ...events,
           {

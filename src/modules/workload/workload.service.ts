@@ -13,7 +13,7 @@ import type { AuditLog } from "../audit/audit.service.js";
 import { ANONYMOUS, type Actor, type CallContext } from "../authz/authz.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import { insertApiToken } from "../identity/api-token.js";
-import { findPrincipalByName } from "../identity/identity.store.js";
+import { activeServiceIdentities, findServiceIdentity, lockServiceIdentity } from "../identity/service-identity.js";
 import { createIssuerKeys, type IssuerKeys } from "./jwks.js";
 import {
   auditedClaims,
@@ -57,11 +57,20 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
   const { store, audit, clock } = deps;
   const issuerKeys = deps.issuerKeys ?? createIssuerKeys();
 
-  async function requireService(name: string) {
-    const row = await findPrincipalByName(store.db, name);
-    if (!row || row.kind !== "service")
-      throw new StintError("NOT_FOUND", `There is no service identity named ${name}.`);
+  async function requireService(db: typeof store.db, name: string) {
+    const row = await findServiceIdentity(db, name);
+    if (!row) throw new StintError("NOT_FOUND", `There is no service identity named ${name}.`);
     return row;
+  }
+
+  /** The trusts naming an issuer, of active service identities only, with their names. */
+  async function trustsOfIssuer(issuer: string): Promise<WorkloadTrust[]> {
+    const records = await workloadStore.trustsOfIssuer(store.db, issuer);
+    const active = await activeServiceIdentities(store.db, [...new Set(records.map((r) => r.principalId))]);
+    return records.flatMap((r) => {
+      const service = active.get(r.principalId);
+      return service === undefined ? [] : [{ ...r, service }];
+    });
   }
 
   /** Audits a refused exchange (in its own transaction) and throws its error. */
@@ -147,8 +156,11 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
   return {
     async listTrusts(actor: Actor, service: string): Promise<WorkloadTrust[]> {
       authorize(actor, "tokens.read");
-      const principal = await requireService(service);
-      return workloadStore.trustsOfService(store.db, principal.id);
+      const principal = await requireService(store.db, service);
+      return (await workloadStore.trustsOfService(store.db, principal.id)).map((t) => ({
+        ...t,
+        service: principal.name,
+      }));
     },
 
     async createTrust(
@@ -184,9 +196,7 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
         );
       const now = clock.now();
       return store.transaction(async (tx) => {
-        const principal = await findPrincipalByName(tx, service);
-        if (!principal || principal.kind !== "service")
-          throw new StintError("NOT_FOUND", `There is no service identity named ${service}.`);
+        const principal = await requireService(tx, service);
         const trust: WorkloadTrust = {
           id: newId(),
           principalId: principal.id,
@@ -223,9 +233,7 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
     async deleteTrust(actor: Actor, service: string, name: string, context: CallContext): Promise<void> {
       authorize(actor, "tokens.write");
       await store.transaction(async (tx) => {
-        const principal = await findPrincipalByName(tx, service);
-        if (!principal || principal.kind !== "service")
-          throw new StintError("NOT_FOUND", `There is no service identity named ${service}.`);
+        const principal = await requireService(tx, service);
         const deleted = await workloadStore.deleteTrust(tx, principal.id, name);
         if (!deleted) throw new StintError("NOT_FOUND", `${service} has no trust named ${name}.`);
         await audit.append(tx, actor, context, {
@@ -251,7 +259,7 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
         return refuse(context, new StintError("WORKLOAD_TOKEN_INVALID"), "not a JWT with an issuer", {});
       }
       // Only issuers a trust names are ever contacted.
-      const trusts = await workloadStore.trustsOfIssuer(store.db, issuer);
+      const trusts = await trustsOfIssuer(issuer);
       if (trusts.length === 0)
         return refuse(context, new StintError("WORKLOAD_NO_TRUST"), "no trust names the issuer", {
           issuer: issuer.slice(0, 200),
@@ -280,13 +288,8 @@ export function createWorkloadService(deps: WorkloadServiceDeps) {
       let replayed = false;
       const result = await store
         .transaction(async (tx) => {
-          const principal = await tx
-            .selectFrom("principals")
-            .select(["id", "name", "kind", "status"])
-            .where("id", "=", trust.principalId)
-            .forShare()
-            .executeTakeFirst();
-          if (!principal || principal.kind !== "service" || principal.status !== "active")
+          const principal = await lockServiceIdentity(tx, trust.principalId);
+          if (!principal || principal.status !== "active")
             throw new StintError("WORKLOAD_NO_TRUST", "The service identity that trusts this job is disabled.");
           const fresh = await workloadStore.useJti(tx, {
             issuer,

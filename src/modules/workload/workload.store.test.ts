@@ -2,6 +2,7 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { ENGINES, freshStore, type TestStore } from "../../testing/engines.js";
+import { activeServiceIdentities } from "../identity/service-identity.js";
 import * as workloadStore from "./workload.store.js";
 
 const ISS = "https://ci.example.com";
@@ -37,7 +38,7 @@ describe.each(ENGINES)("workload store (%s)", (engine) => {
     };
   }
 
-  it("finds the trusts of an issuer, of active service identities only, with their conditions as written", async () => {
+  it("finds the trusts of an issuer with their conditions as written; the active service identities among them", async () => {
     t = await freshStore(engine);
     const live = await service("deployer");
     const gone = await service("retired", "disabled");
@@ -46,14 +47,32 @@ describe.each(ENGINES)("workload store (%s)", (engine) => {
     await workloadStore.insertTrust(t.store.db, trust(gone, "main"));
     await workloadStore.insertTrust(t.store.db, trust(live, "other", "https://elsewhere.example.com"));
     const found = await workloadStore.trustsOfIssuer(t.store.db, ISS);
-    expect(found).toEqual([
-      expect.objectContaining({
-        service: "deployer",
-        name: "main",
-        audiences: ["stint"],
-        conditions: { repository: "acme/*" },
-      }),
-    ]);
+    expect(found).toHaveLength(2);
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          principalId: live,
+          name: "main",
+          audiences: ["stint"],
+          conditions: { repository: "acme/*" },
+        }),
+        expect.objectContaining({ principalId: gone, name: "main" }),
+      ]),
+    );
+    // The exchange keeps the trusts of active service identities only, named by the identity module.
+    const user = randomUUID();
+    await t.store.db
+      .insertInto("principals")
+      .values({
+        id: user,
+        kind: "user",
+        name: "ann",
+        platform_roles: [],
+        created_at: new Date(),
+        updated_at: new Date(),
+      })
+      .execute();
+    expect(await activeServiceIdentities(t.store.db, [live, gone, user])).toEqual(new Map([[live, "deployer"]]));
     expect((await workloadStore.trustsOfService(t.store.db, live)).map((x) => x.name)).toEqual(["main", "other"]);
     expect(await workloadStore.deleteTrust(t.store.db, live, "main")).toEqual({ issuer: ISS });
     expect(await workloadStore.deleteTrust(t.store.db, live, "main")).toBeUndefined();

@@ -4,31 +4,21 @@ import type { Database } from "../../db/schema.js";
 import type { WorkloadTrust } from "./workload.types.js";
 
 type Db = Kysely<Database>;
+/** A trust as stored: the service identity by id (its name and status are the identity module's). */
+export type TrustRecord = Omit<WorkloadTrust, "service">;
 
 function trustQuery(db: Db) {
   return db
     .selectFrom("workload_trusts")
-    .innerJoin("principals", "principals.id", "workload_trusts.principal_id")
-    .select([
-      "workload_trusts.id",
-      "workload_trusts.principal_id",
-      "principals.name as service",
-      "workload_trusts.name",
-      "workload_trusts.issuer",
-      "workload_trusts.audiences",
-      "workload_trusts.conditions",
-      "workload_trusts.token_ttl_ms",
-      "workload_trusts.created_at",
-    ]);
+    .select(["id", "principal_id", "name", "issuer", "audiences", "conditions", "token_ttl_ms", "created_at"]);
 }
 
 type TrustRow = Awaited<ReturnType<ReturnType<typeof trustQuery>["execute"]>>[number];
 
-function toTrust(row: TrustRow): WorkloadTrust {
+function toTrust(row: TrustRow): TrustRecord {
   return {
     id: row.id,
     principalId: row.principal_id,
-    service: row.service,
     name: row.name,
     issuer: row.issuer,
     audiences: row.audiences,
@@ -38,21 +28,14 @@ function toTrust(row: TrustRow): WorkloadTrust {
   };
 }
 
-/** The trusts naming this issuer, of active service identities only. */
-export async function trustsOfIssuer(db: Db, issuer: string): Promise<WorkloadTrust[]> {
-  const rows = await trustQuery(db)
-    .where("workload_trusts.issuer", "=", issuer)
-    .where("principals.kind", "=", "service")
-    .where("principals.status", "=", "active")
-    .execute();
+/** The trusts naming this issuer (of any service identity: the caller keeps those of active ones). */
+export async function trustsOfIssuer(db: Db, issuer: string): Promise<TrustRecord[]> {
+  const rows = await trustQuery(db).where("issuer", "=", issuer).orderBy("id").execute();
   return rows.map(toTrust);
 }
 
-export async function trustsOfService(db: Db, principalId: string): Promise<WorkloadTrust[]> {
-  const rows = await trustQuery(db)
-    .where("workload_trusts.principal_id", "=", principalId)
-    .orderBy("workload_trusts.name")
-    .execute();
+export async function trustsOfService(db: Db, principalId: string): Promise<TrustRecord[]> {
+  const rows = await trustQuery(db).where("principal_id", "=", principalId).orderBy("name").execute();
   return rows.map(toTrust);
 }
 

@@ -1,0 +1,183 @@
+/**
+ * What an identity provider's provisioning (SCIM) reads and writes of principals, groups and memberships, as
+ * functions of the identity module: the tables stay identity's own. Every function takes the transaction (or db)
+ * it runs in and sees only rows of the `source` it is given, so a provisioner never reads or changes a local
+ * account or group.
+ */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/schema.js";
+import type { PrincipalRow } from "./identity.store.js";
+
+type Q = Kysely<Database>;
+export type GroupRow = Awaited<ReturnType<typeof findSourcedGroup>> & object;
+
+/** An id no row has (an empty page, a filter on a malformed id). */
+const NO_ID = "00000000-0000-0000-0000-000000000000";
+
+export function findSourcedPrincipal(db: Q, id: string, source: string, lock = false) {
+  let query = db.selectFrom("principals").selectAll().where("id", "=", id).where("source", "=", source);
+  if (lock) query = query.forUpdate();
+  return query.executeTakeFirst();
+}
+
+export function findSourcedGroup(db: Q, id: string, source: string, lock = false) {
+  let query = db.selectFrom("groups").selectAll().where("id", "=", id).where("source", "=", source);
+  if (lock) query = query.forUpdate();
+  return query.executeTakeFirst();
+}
+
+export async function insertPrincipal(
+  tx: Q,
+  values: Pick<
+    PrincipalRow,
+    "id" | "kind" | "name" | "email" | "display_name" | "platform_roles" | "status" | "source" | "external_id"
+  > & { scim_name: string | null; now: Date },
+): Promise<void> {
+  const { now, ...row } = values;
+  await tx
+    .insertInto("principals")
+    .values({ ...row, created_at: now, updated_at: now })
+    .execute();
+}
+
+/** Sets the attributes an identity provider keeps (only those given), and the principal's version. */
+export async function updatePrincipalAttributes(
+  tx: Q,
+  id: string,
+  changes: Partial<Pick<PrincipalRow, "email" | "display_name" | "external_id" | "status" | "source">> & {
+    scim_name?: string | null;
+  },
+  now: Date,
+): Promise<void> {
+  await tx
+    .updateTable("principals")
+    .set({ ...changes, updated_at: now })
+    .where("id", "=", id)
+    .execute();
+}
+
+export async function insertGroup(
+  tx: Q,
+  values: { id: string; name: string; source: string; externalId: string | null; scimName: string; now: Date },
+): Promise<void> {
+  await tx
+    .insertInto("groups")
+    .values({
+      id: values.id,
+      name: values.name,
+      description: null,
+      source: values.source,
+      external_id: values.externalId,
+      scim_name: values.scimName,
+      created_at: values.now,
+    })
+    .execute();
+}
+
+export async function updateGroupAttributes(
+  tx: Q,
+  id: string,
+  changes: { external_id?: string | null; source?: string },
+): Promise<void> {
+  await tx.updateTable("groups").set(changes).where("id", "=", id).execute();
+}
+
+/** The groups of `source` a principal is a member of, by name. */
+export function sourcedGroupsOf(db: Q, principalId: string, source: string) {
+  return db
+    .selectFrom("group_members")
+    .innerJoin("groups", "groups.id", "group_members.group_id")
+    .select(["groups.id", "groups.name", "groups.scim_name"])
+    .where("group_members.principal_id", "=", principalId)
+    .where("groups.source", "=", source)
+    .orderBy("groups.name")
+    .execute();
+}
+
+/** A group's members, by name. */
+export function membersOf(db: Q, groupId: string) {
+  return db
+    .selectFrom("group_members")
+    .innerJoin("principals", "principals.id", "group_members.principal_id")
+    .select(["principals.id", "principals.name", "principals.scim_name"])
+    .where("group_members.group_id", "=", groupId)
+    .orderBy("principals.name")
+    .execute();
+}
+
+/** The principals of `source` among `ids` (id and name); ids of other sources or none are left out. */
+export function sourcedPrincipalsByIds(db: Q, ids: string[], source: string) {
+  if (ids.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom("principals")
+    .select(["id", "name"])
+    .where("id", "in", ids)
+    .where("source", "=", source)
+    .execute();
+}
+
+/** Adds a membership; false when it existed already. */
+export async function addMembership(tx: Q, groupId: string, principalId: string, now: Date): Promise<boolean> {
+  const added = await tx
+    .insertInto("group_members")
+    .values({ group_id: groupId, principal_id: principalId, added_at: now })
+    .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
+    .executeTakeFirst();
+  return Number(added.numInsertedOrUpdatedRows ?? 0) > 0;
+}
+
+export type SourcedTable = "principals" | "groups";
+export type SourcedCriterion = { by: "name" | "externalId" | "id"; value: string } | undefined;
+
+/**
+ * One page of the rows of `source` in `table` (their ids, in creation order) and how many match in all,
+ * optionally those with one name, external id or id.
+ */
+export async function pageSourced(
+  db: Q,
+  table: SourcedTable,
+  source: string,
+  criterion: SourcedCriterion,
+  offset: number,
+  limit: number,
+): Promise<{ total: number; ids: string[] }> {
+  // Both tables have the columns used here; Kysely's types cannot say so for a union of table names.
+  let select = db.selectFrom(table as "groups").where("source", "=", source);
+  if (criterion?.by === "name") select = select.where("name", "=", criterion.value);
+  else if (criterion?.by === "externalId") select = select.where("external_id", "=", criterion.value);
+  else if (criterion?.by === "id")
+    select = select.where("id", "=", /^[0-9a-f-]{36}$/i.test(criterion.value) ? criterion.value : NO_ID);
+  const total = await select.select((eb) => eb.fn.countAll<string>().as("n")).executeTakeFirstOrThrow();
+  const page = await select.select("id").orderBy("created_at").orderBy("id").offset(offset).limit(limit).execute();
+  return { total: Number(total.n), ids: page.map((r) => r.id) };
+}
+
+/** Principals by id, in the order of `ids` (ids no row has are left out). */
+export async function principalsByIds(db: Q, ids: string[]): Promise<PrincipalRow[]> {
+  const rows = ids.length > 0 ? await db.selectFrom("principals").selectAll().where("id", "in", ids).execute() : [];
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.flatMap((id) => byId.get(id) ?? []);
+}
+
+/** Groups by id, in the order of `ids` (ids no row has are left out). */
+export async function groupsByIds(db: Q, ids: string[]): Promise<GroupRow[]> {
+  const rows = ids.length > 0 ? await db.selectFrom("groups").selectAll().where("id", "in", ids).execute() : [];
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.flatMap((id) => byId.get(id) ?? []);
+}
+
+/** The ids of a group's members. */
+export async function memberIdsOf(db: Q, groupId: string): Promise<string[]> {
+  const rows = await db.selectFrom("group_members").select("principal_id").where("group_id", "=", groupId).execute();
+  return rows.map((r) => r.principal_id);
+}
+
+/** Removes a membership; false when there was none. */
+export async function removeMembership(tx: Q, groupId: string, principalId: string): Promise<boolean> {
+  const removed = await tx
+    .deleteFrom("group_members")
+    .where("group_id", "=", groupId)
+    .where("principal_id", "=", principalId)
+    .executeTakeFirst();
+  return Number(removed.numDeletedRows) > 0;
+}
