@@ -80,6 +80,7 @@ const MATRIX = `
   POST    /v1/audit/verify                         no         no    yes      yes       yes
   GET     /v1/audit/anchor                         no         no    yes      yes       yes
   GET     /v1/audit/export                         no         no    yes      yes       yes
+  GET     /v1/siem/destinations                    no         no    yes      yes       yes
   GET     /v1/me/roles                             no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/deactivate            no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/extensions            no         yes   yes      yes       yes
