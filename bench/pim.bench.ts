@@ -489,7 +489,7 @@ async function benchStaleness(): Promise<StalenessRow[]> {
   try {
     const parsed = loadConfig({
       STINT_DATABASE_URL: database.url,
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: "bench-admin-password",
+      STINT_BOOTSTRAP_ADMIN_PASSWORD: "bench-root-password",
       STINT_LOG_LEVEL: "silent",
       STINT_BLOB_DIR: blobDir,
     });

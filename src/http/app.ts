@@ -4,6 +4,7 @@
  * a route that forgets is refused at start-up: deny by default.
  */
 import Fastify, {
+  LogController,
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyReply,
@@ -100,7 +101,7 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
         : logger.child(bindings, options),
     // One line per request at most, and only at `debug` (below): Fastify's own two lines per request at `info`
     // buried a first run's setup code under the web UI's asset requests.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true },
     // Malformed percent-encoding and over-long path parameters get the error envelope too.
     frameworkErrors: (_error, _request, reply) =>

@@ -20,7 +20,7 @@ import { createServer, type Server } from "../server.js";
 import { freshStore } from "./engines.js";
 
 export const TEST_SCRYPT = { N: 2 ** 10, r: 8, p: 1 };
-export const ADMIN_PASSWORD = "admin-password-for-tests";
+export const ADMIN_PASSWORD = "root-password-for-tests";
 
 /** The password userWithRoles gives `name`: letter-free, so it can never contain the name (WEAK_PASSWORD). */
 export function passwordFor(name: string): string {

@@ -19,7 +19,7 @@ import { createPgDatabase, ENGINES } from "../../src/testing/engines.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const BUILT_CLI = path.join(ROOT, "dist", "cli", "main.js");
-const ADMIN_PASSWORD = "crash-test-admin-password";
+const ADMIN_PASSWORD = "crash-test-root-password";
 const TOTAL = 1000;
 const CONCURRENCY = 64;
 /** SIGKILL as soon as this many creations have been acknowledged. */

@@ -28,7 +28,7 @@ import { hashPassword } from "../../src/lib/security.js";
 import { createPgDatabase } from "../../src/testing/engines.js";
 import { assertBuilt, freePort, ROOT } from "./support.js";
 
-const ADMIN_PASSWORD = "multinode-admin-password";
+const ADMIN_PASSWORD = "multinode-root-password";
 const USERS = 10;
 const ROLES_PER_WAVE = 10;
 /** USERS × ROLES_PER_WAVE activations per wave, two waves. */

@@ -19,7 +19,7 @@ import * as OTPAuth from "otpauth";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assertBuilt, BIN, cli, freePort, start, type CliResult, type RunningProcess } from "./support.js";
 
-const ADMIN_PASSWORD = "pim-scenario-admin-password";
+const ADMIN_PASSWORD = "pim-scenario-root-password";
 const REASON = "investigate slow queries on the orders database";
 const TICKET = "INC-4711";
 const APPROVAL_REASON = "matches INC-4711, go ahead";

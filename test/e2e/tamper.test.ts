@@ -14,7 +14,7 @@ import { createPgDatabase } from "../../src/testing/engines.js";
 import { rewriteReason, truncateAfter, type Query } from "../../src/testing/audit-writer.js";
 import { assertBuilt, cli, freePort, start, waitForHealth, type RunningProcess } from "./support.js";
 
-const ADMIN_PASSWORD = "tamper-test-admin-password";
+const ADMIN_PASSWORD = "tamper-test-root-password";
 
 type Engine = "pglite" | "postgres";
 

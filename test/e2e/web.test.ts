@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assertBuilt, BIN, freePort, ROOT, start, type RunningProcess } from "./support.js";
 
 const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
-const ADMIN_PASSWORD = "web-ui-admin-password";
+const ADMIN_PASSWORD = "web-ui-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 /** Screenshots go here (not committed: test-output/ is ignored). */
 export const SCREENSHOT_DIR = path.join(ROOT, "test-output", "screenshots");

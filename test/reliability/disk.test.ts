@@ -13,7 +13,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assertBuilt, BIN, freePort, start, type RunningProcess } from "../e2e/support.js";
 
-const ADMIN_PASSWORD = "disk-edges-admin-password";
+const ADMIN_PASSWORD = "disk-edges-root-password";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {

@@ -14,7 +14,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { assertBuilt, BIN, freePort, start, type RunningProcess } from "../e2e/support.js";
 
-const ADMIN_PASSWORD = "data-dir-lock-admin-password";
+const ADMIN_PASSWORD = "data-dir-lock-root-password";
 const READY_TIMEOUT_MS = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

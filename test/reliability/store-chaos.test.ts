@@ -52,7 +52,7 @@ import {
   type StoreCluster,
 } from "./support.js";
 
-const ADMIN_PASSWORD = "store-chaos-admin-password";
+const ADMIN_PASSWORD = "store-chaos-root-password";
 const USER_PASSWORD = "chaos-drill-password-for-requesters";
 const USERS = ["ann", "ben", "cal", "dee"];
 const ROLES = Array.from({ length: 12 }, (_, i) => `chaos-${i}`);

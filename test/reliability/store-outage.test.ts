@@ -33,7 +33,7 @@ import {
   type ServerNode,
 } from "./support.js";
 
-const ADMIN_PASSWORD = "store-outage-admin-password";
+const ADMIN_PASSWORD = "store-outage-root-password";
 const ALICE_PASSWORD = "drill-password-for-the-requester";
 const TERMINATIONS = 6;
 

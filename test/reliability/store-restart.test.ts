@@ -30,7 +30,7 @@ import {
   type StoreCluster,
 } from "./support.js";
 
-const ADMIN_PASSWORD = "store-restart-admin-password";
+const ADMIN_PASSWORD = "store-restart-root-password";
 const ALICE_PASSWORD = "drill-password-for-the-requester";
 const ROLES = 8;
 const DURATION_S = 5;

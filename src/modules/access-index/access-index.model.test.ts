@@ -54,7 +54,7 @@ describe("access index on two nodes (model-based, PostgreSQL)", () => {
     blobDir = await mkdtemp(path.join(tmpdir(), "stint-model-"));
     const parsed = loadConfig({
       STINT_DATABASE_URL: database.url,
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: "model-admin-password",
+      STINT_BOOTSTRAP_ADMIN_PASSWORD: "model-root-password",
       STINT_LOG_LEVEL: "silent",
       STINT_BLOB_DIR: blobDir,
     });
