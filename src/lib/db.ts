@@ -199,6 +199,11 @@ const CONNECTION_LOST_ERRNOS = new Set([
 const CONNECTION_LOST_MESSAGES =
   /^(Connection terminated|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect|Connection ended unexpectedly)/;
 
+/** Whether `error` is PostgreSQL's unique_violation (SQLSTATE 23505): the store's, PGlite's or a PostgreSQL target's. */
+export function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null | undefined)?.code === "23505";
+}
+
 /**
  * Whether `error` (or an error it wraps, via `cause`) says the store could not be reached or its
  * connection was lost: the statement may not have run, and trying again later is the remedy.

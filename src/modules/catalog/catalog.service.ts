@@ -23,6 +23,7 @@ import type {
 } from "../../contract/catalog-api.js";
 import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
+import { isUniqueViolation } from "../../lib/db.js";
 import { deriveKey } from "../../lib/security.js";
 import { newId } from "../../lib/ids.js";
 import { actorLabel, type AuditLog } from "../audit/audit.service.js";
@@ -86,10 +87,6 @@ type Issue = { path: string; message: string };
 
 const quote = (name: string) => JSON.stringify(name);
 const iso = (value: Date | string) => new Date(value).toISOString();
-
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: string })?.code === "23505";
-}
 
 function isForeignKeyViolation(error: unknown): boolean {
   return (error as { code?: string })?.code === "23503";

@@ -10,6 +10,7 @@ import type { AppStore, Database } from "../../db/index.js";
 import { policySpec, type PolicySpec } from "../../contract/catalog.js";
 import type { Clock } from "../../lib/clock.js";
 import { formatDuration, parseDuration } from "../../lib/duration.js";
+import { isUniqueViolation } from "../../lib/db.js";
 import { StintError, type ErrorCode } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
@@ -130,10 +131,6 @@ export interface RequestDto {
 }
 
 const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString());
-
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: string })?.code === "23505";
-}
 
 /** A refusal that should be audited and then thrown, decided inside a transaction. */
 class Refusal {

@@ -10,6 +10,7 @@ import type { Kysely } from "kysely";
 import type { AppStore } from "../../db/index.js";
 import type { Database } from "../../db/schema.js";
 import type { Clock } from "../../lib/clock.js";
+import { isUniqueViolation } from "../../lib/db.js";
 import { newId } from "../../lib/ids.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
@@ -52,10 +53,6 @@ type UserRow = identityStore.PrincipalRow;
 /** What SCIM provisioned; a deleted resource is kept as `scim-deleted`, hidden from SCIM. */
 const SOURCE = "scim";
 const DELETED = "scim-deleted";
-
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: string })?.code === "23505";
-}
 
 export function createScimService(deps: ScimServiceDeps) {
   const { store, audit, clock } = deps;

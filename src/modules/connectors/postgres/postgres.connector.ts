@@ -7,6 +7,7 @@
 import { pbkdf2, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import pg from "pg";
+import { isUniqueViolation } from "../../../lib/db.js";
 import { createConnectionPools, poolKey } from "../connection-pool.js";
 import {
   refused,
@@ -525,7 +526,7 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
         // later one fails with a unique violation in pg_auth_members, and the membership is there.
         const raced =
           entitlement.kind === "role" &&
-          (error as { code?: unknown }).code === "23505" &&
+          isUniqueViolation(error) &&
           (await memberships(client, entitlement.role, login)).length > 0;
         if (!raced) throw error;
       }
