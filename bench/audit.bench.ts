@@ -143,6 +143,10 @@ export interface Row {
   p99: number | null;
   /** Chaining lag p99 (ms) over the scenario's events: from the event's time to its chaining. */
   lagP99: number | null;
+  /** CPU of this process per event (µs), the sequencer's chaining included (append scenarios). */
+  cpuPerEvent?: number | null;
+  /** CPU of the database's backends per event (µs), from /proc (PostgreSQL on this machine). */
+  dbCpuPerEvent?: number | null;
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -208,9 +212,14 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
     ];
     for (const [scenario, events, perTx, concurrency] of scenarios) {
       lags = [];
+      const serverBefore = await serverCpu(store);
+      const cpu = process.cpuUsage();
       const r = await appendRun(audit, events, perTx, concurrency);
       // Wait for the sequencer to chain the scenario's last events (inline: already done).
       while ((await audit.pendingStats()).count > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      // Appending and chaining, the waiting loop's reads included (a few per scenario).
+      const used = process.cpuUsage(cpu);
+      const serverAfter = await serverCpu(store);
       total += events;
       const sorted = Float64Array.from(lags).sort();
       rows.push({
@@ -222,8 +231,10 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
         p50: r.p50,
         p99: r.p99,
         lagP99: audit.sequencing === "background" ? percentile(sorted, 99) : null,
+        cpuPerEvent: (used.user + used.system) / events,
+        dbCpuPerEvent: serverBefore && serverAfter ? serverCpuSince(serverBefore, serverAfter) / events : null,
       });
-      console.error(`  ${scenario}: ${Math.round(r.ms)} ms`);
+      console.error(`  ${scenario}: ${Math.round(r.ms)} ms, load ${os.loadavg()[0]!.toFixed(2)}`);
     }
     await sequencer.stop();
 
@@ -347,6 +358,8 @@ function table(rows: Row[]): string {
     "tx p50 ms",
     "tx p99 ms",
     "chain lag p99 ms",
+    "CPU µs/event",
+    "db CPU µs/event",
   ];
   const body = rows.map((r) => [
     r.engine,
@@ -359,6 +372,8 @@ function table(rows: Row[]): string {
     fmt(r.p50, 2),
     fmt(r.p99, 2),
     fmt(r.lagP99, 1),
+    fmt(r.cpuPerEvent ?? null, 1),
+    fmt(r.dbCpuPerEvent ?? null, 1),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)));
   const line = (cells: string[]) =>

@@ -12,7 +12,16 @@ import { failpoint } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import { NO_CONTEXT, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { Keyring } from "../keys/keys.service.js";
-import { boundariesCrossed, chain, checkpointMessage, createChainVerifier, pendingMessage } from "./audit.rules.js";
+import {
+  boundariesCrossed,
+  canonicalParts,
+  chain,
+  checkpointMessage,
+  createChainVerifier,
+  pendingMessageGeneral,
+  pendingMessageOf,
+  type CanonicalParts,
+} from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
 import type { AuditAnchor, AuditEvent, AuditInput, PendingAuditEvent, VerifyResult } from "./audit.types.js";
 
@@ -88,6 +97,11 @@ export interface AuditLog {
 }
 
 const AUDIT_ACTOR: Actor = { kind: "system", name: "audit" };
+
+/** The text a pending event's MAC covers (`pendingMessage`), from its parts when it has them. */
+function macMessage(event: PendingAuditEvent, parts: CanonicalParts | null): string {
+  return parts ? pendingMessageOf(parts) : pendingMessageGeneral(event);
+}
 
 export function actorLabel(actor: Actor): { actor: string; actorId: string | null } {
   switch (actor.kind) {
@@ -182,7 +196,7 @@ export function createAuditLog(deps: {
     if (events.length === 0) return;
     await auditStore.insertPending(
       tx,
-      events.map((event) => ({ event, mac: keyring.mac("audit-pending", pendingMessage(event)) })),
+      events.map((event) => ({ event, mac: keyring.mac("audit-pending", macMessage(event, canonicalParts(event))) })),
     );
     if (sequencing === "inline") await chainPending(tx);
     else for (const listener of pendingListeners) listener();
@@ -204,11 +218,15 @@ export function createAuditLog(deps: {
   };
 
   /** Links `events` after `head`, writes them, moves the head and signs the checkpoints they cross. */
-  async function link(tx: Kysely<Database>, head: { seq: number; hash: string }, items: PendingAuditEvent[]) {
+  async function link(
+    tx: Kysely<Database>,
+    head: { seq: number; hash: string },
+    items: { event: PendingAuditEvent; parts: CanonicalParts | null }[],
+  ) {
     const events: AuditEvent[] = [];
     let prev = head;
     for (const item of items) {
-      const event = chain(item, prev);
+      const event = chain(item.event, prev, item.parts);
       events.push(event);
       prev = event;
     }
@@ -225,11 +243,13 @@ export function createAuditLog(deps: {
     const head = await auditStore.lockHead(tx);
     const rows = await auditStore.takePending(tx, limit);
     if (rows.length === 0) return { chained: 0, rejected: 0, times: [] };
-    const genuine: PendingAuditEvent[] = [];
+    const genuine: { event: PendingAuditEvent; parts: CanonicalParts | null }[] = [];
     const rejected: { pos: number; id: string; action: string }[] = [];
     for (const row of rows) {
       const event = auditStore.pendingToEvent(row);
-      if (keyring.macValid("audit-pending", pendingMessage(event), row.mac)) genuine.push(event);
+      // Written once: the MAC's text and the hash's are made of the same parts.
+      const parts = canonicalParts(event);
+      if (keyring.macValid("audit-pending", macMessage(event, parts), row.mac)) genuine.push({ event, parts });
       else rejected.push({ pos: Number(row.pos), id: row.id, action: row.action });
     }
     // A row no node wrote is not chained as what it claims; the chain records that it was there.
@@ -246,10 +266,10 @@ export function createAuditLog(deps: {
       userAgent: null,
       details: { pos: row.pos, claimedId: row.id, claimedAction: row.action },
     }));
-    await link(tx, head, [...genuine, ...notes]);
+    await link(tx, head, [...genuine, ...notes.map((event) => ({ event, parts: canonicalParts(event) }))]);
     await failpoint("audit.sequence.before-commit");
     if (rejected.length > 0) deps.onRejected?.(rejected);
-    return { chained: genuine.length, rejected: rejected.length, times: genuine.map((e) => e.time) };
+    return { chained: genuine.length, rejected: rejected.length, times: genuine.map((item) => item.event.time) };
   }
 
   const chainPending: AuditLog["chainPending"] = (tx, limit = 2000) =>
