@@ -7,6 +7,7 @@
 import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
+import { isUniqueViolation } from "../../lib/db.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
@@ -47,10 +48,6 @@ export interface DirectoryServiceDeps {
 const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
 
 const actorName = (actor: Actor) => (actor.kind === "principal" ? actor.name : "system");
-
-function isUniqueViolation(error: unknown): boolean {
-  return (error as { code?: string })?.code === "23505";
-}
 
 export function createDirectoryService(deps: DirectoryServiceDeps) {
   const { store, audit, clock, index } = deps;
