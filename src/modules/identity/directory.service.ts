@@ -22,7 +22,7 @@ import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js";
 import { disablePrincipal } from "./principal-lifecycle.js";
-import { removeMemberships } from "./group-membership.js";
+import { addMemberships, removeMemberships } from "./group-membership.js";
 import type { Principal } from "./identity.types.js";
 
 export interface DirectoryServiceDeps {
@@ -331,20 +331,10 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           await audit.append(tx, actor, context, events);
           return;
         }
-        const added = await tx
-          .insertInto("group_members")
-          .values({ group_id: group.id, principal_id: principal.id, added_at: now })
-          .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
-          .executeTakeFirst()
-          .then((r) => Number(r.numInsertedOrUpdatedRows ?? 0));
-        if (added === 0) return; // already so: nothing changed, nothing to record
+        const added = await addMemberships(tx, [{ group, principal }], now);
+        if (added.length === 0) return; // already so: nothing changed, nothing to record
         await ownAccess.check(tx, now);
-        await audit.append(tx, actor, context, {
-          action: "group.member_added",
-          outcome: "success",
-          subject: `group:${groupName}`,
-          details: { principal: principalName },
-        });
+        await audit.append(tx, actor, context, added);
       });
     },
 

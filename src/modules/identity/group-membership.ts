@@ -15,6 +15,34 @@ export interface MembershipRemoval {
 }
 
 /**
+ * Adds each membership that does not exist yet, in the caller's transaction; returns one `group.member_added`
+ * event per membership added (none when all existed). One sequence for `stint groups add` (directory) and SCIM.
+ */
+export async function addMemberships(
+  tx: Kysely<Database>,
+  additions: MembershipRemoval[],
+  now: Date,
+  cause: { source?: string } = {},
+): Promise<AuditInput[]> {
+  const events: AuditInput[] = [];
+  for (const { group, principal } of additions) {
+    const added = await tx
+      .insertInto("group_members")
+      .values({ group_id: group.id, principal_id: principal.id, added_at: now })
+      .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
+      .executeTakeFirst();
+    if (Number(added.numInsertedOrUpdatedRows ?? 0) === 0) continue;
+    events.push({
+      action: "group.member_added",
+      outcome: "success",
+      subject: `group:${group.name}`,
+      details: { principal: principal.name, ...(cause.source ? { source: cause.source } : {}) },
+    });
+  }
+  return events;
+}
+
+/**
  * Removes each membership that exists; returns the audit events of what changed (one `group.member_removed` per
  * membership removed, then the events of the access that ended). Nothing removed: no events.
  */
