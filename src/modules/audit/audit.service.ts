@@ -98,6 +98,8 @@ export interface AuditLog {
 
 const AUDIT_ACTOR: Actor = { kind: "system", name: "audit" };
 
+type PendingRowRef = Pick<auditStore.PendingRow, "pos">;
+
 /** The text a pending event's MAC covers (`pendingMessage`), from its parts when it has them. */
 function macMessage(event: PendingAuditEvent, parts: CanonicalParts | null): string {
   return parts ? pendingMessageOf(parts) : pendingMessageGeneral(event);
@@ -217,21 +219,46 @@ export function createAuditLog(deps: {
     return perCall;
   };
 
-  /** Links `events` after `head`, writes them, moves the head and signs the checkpoints they cross. */
+  /**
+   * Links the pending rows that verified and the notes after `head`, moves them into the chain (the
+   * pending rows from `audit_pending` itself, the notes from their values), moves the head and signs the
+   * checkpoints they cross.
+   */
   async function link(
     tx: Kysely<Database>,
     head: { seq: number; hash: string },
-    items: { event: PendingAuditEvent; parts: CanonicalParts | null }[],
+    taken: readonly PendingRowRef[],
+    genuine: readonly { pos: string | number; event: PendingAuditEvent; parts: CanonicalParts | null }[],
+    notes: readonly PendingAuditEvent[],
   ) {
     const events: AuditEvent[] = [];
     let prev = head;
-    for (const item of items) {
+    for (const item of genuine) {
       const event = chain(item.event, prev, item.parts);
       events.push(event);
       prev = event;
     }
-    await auditStore.insertEvents(tx, events);
-    await auditStore.moveHead(tx, { seq: prev.seq, hash: prev.hash });
+    const noted: AuditEvent[] = [];
+    for (const note of notes) {
+      const event = chain(note, prev, canonicalParts(note));
+      events.push(event);
+      noted.push(event);
+      prev = event;
+    }
+    await auditStore.insertEvents(tx, noted);
+    const moved = await auditStore.moveChained(
+      tx,
+      taken.map((row) => row.pos),
+      genuine.map((item, i) => ({
+        pos: item.pos,
+        seq: events[i]!.seq,
+        prevHash: events[i]!.prevHash,
+        hash: events[i]!.hash,
+      })),
+      { seq: prev.seq, hash: prev.hash },
+    );
+    // Only this transaction (it holds the head lock) moves pending rows: one missing was deleted by hand.
+    if (moved !== genuine.length) throw new Error(`audit chaining moved ${moved} of ${genuine.length} pending events`);
     // A checkpoint at exactly every multiple of N, in the transaction that chains that event: verify
     // treats a missing one as tampering, so none may depend on a later step that could be skipped.
     for (const seq of boundariesCrossed(head.seq, prev.seq, every))
@@ -241,15 +268,16 @@ export function createAuditLog(deps: {
 
   async function chainIn(tx: Kysely<Database>, limit: number): Promise<ChainResult> {
     const head = await auditStore.lockHead(tx);
-    const rows = await auditStore.takePending(tx, limit);
+    const rows = await auditStore.readPending(tx, limit);
     if (rows.length === 0) return { chained: 0, rejected: 0, times: [] };
-    const genuine: { event: PendingAuditEvent; parts: CanonicalParts | null }[] = [];
+    const genuine: { pos: string; event: PendingAuditEvent; parts: CanonicalParts | null }[] = [];
     const rejected: { pos: number; id: string; action: string }[] = [];
     for (const row of rows) {
       const event = auditStore.pendingToEvent(row);
       // Written once: the MAC's text and the hash's are made of the same parts.
       const parts = canonicalParts(event);
-      if (keyring.macValid("audit-pending", macMessage(event, parts), row.mac)) genuine.push({ event, parts });
+      if (keyring.macValid("audit-pending", macMessage(event, parts), row.mac))
+        genuine.push({ pos: row.pos, event, parts });
       else rejected.push({ pos: Number(row.pos), id: row.id, action: row.action });
     }
     // A row no node wrote is not chained as what it claims; the chain records that it was there.
@@ -266,7 +294,7 @@ export function createAuditLog(deps: {
       userAgent: null,
       details: { pos: row.pos, claimedId: row.id, claimedAction: row.action },
     }));
-    await link(tx, head, [...genuine, ...notes.map((event) => ({ event, parts: canonicalParts(event) }))]);
+    await link(tx, head, rows, genuine, notes);
     await failpoint("audit.sequence.before-commit");
     if (rejected.length > 0) deps.onRejected?.(rejected);
     return { chained: genuine.length, rejected: rejected.length, times: genuine.map((item) => item.event.time) };

@@ -13,62 +13,125 @@ export async function readHead(db: Q): Promise<{ seq: number; hash: string }> {
   return db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirstOrThrow();
 }
 
-/** The columns an event has before it is chained (shared by audit_pending and audit_events). */
-function eventColumns(e: PendingAuditEvent) {
-  return {
-    id: e.id,
-    time: e.time,
-    actor: e.actor,
-    actor_id: e.actorId,
-    action: e.action,
-    subject: e.subject,
-    outcome: e.outcome,
-    reason: e.reason,
-    correlation_id: e.correlationId,
-    source_ip: e.sourceIp,
-    user_agent: e.userAgent,
-    details: JSON.stringify(e.details),
-  };
+/** The columns of an event, as arrays of one parameter each (`unnest`), in `EVENT_INSERT_COLUMNS` order. */
+function columnArrays(events: readonly PendingAuditEvent[]) {
+  const n = events.length;
+  const id = new Array<string>(n);
+  const time = new Array<string>(n);
+  const actor = new Array<string>(n);
+  const actorId = new Array<string | null>(n);
+  const action = new Array<string>(n);
+  const subject = new Array<string | null>(n);
+  const outcome = new Array<string>(n);
+  const reason = new Array<string | null>(n);
+  const correlationId = new Array<string | null>(n);
+  const sourceIp = new Array<string | null>(n);
+  const userAgent = new Array<string | null>(n);
+  const details = new Array<string>(n);
+  for (let i = 0; i < n; i++) {
+    const e = events[i]!;
+    id[i] = e.id;
+    time[i] = e.time;
+    actor[i] = e.actor;
+    actorId[i] = e.actorId;
+    action[i] = e.action;
+    subject[i] = e.subject;
+    outcome[i] = e.outcome;
+    reason[i] = e.reason;
+    correlationId[i] = e.correlationId;
+    sourceIp[i] = e.sourceIp;
+    userAgent[i] = e.userAgent;
+    details[i] = JSON.stringify(e.details);
+  }
+  return sql`${id}::uuid[], ${time}::timestamptz[], ${actor}::text[], ${actorId}::uuid[], ${action}::text[],
+    ${subject}::text[], ${outcome}::text[], ${reason}::text[], ${correlationId}::text[], ${sourceIp}::text[],
+    ${userAgent}::text[], ${details}::jsonb[]`;
 }
 
+/** The columns an event has before it is chained (shared by audit_pending and audit_events). */
+const EVENT_INSERT_COLUMNS = [
+  "id",
+  "time",
+  "actor",
+  "actor_id",
+  "action",
+  "subject",
+  "outcome",
+  "reason",
+  "correlation_id",
+  "source_ip",
+  "user_agent",
+  "details",
+] as const;
+
+/**
+ * Chained events the sequencer made itself (`audit.pending_rejected` notes): not in `audit_pending`, so
+ * written from their values. An INSERT of `unnest` arrays: one parameter per column whatever the count.
+ */
 export async function insertEvents(tx: Q, events: AuditEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  const seqs = events.map((e) => e.seq);
+  const prev = events.map((e) => e.prevHash);
+  const hashes = events.map((e) => e.hash);
   await tx
     .insertInto("audit_events")
-    .values(events.map((e) => ({ ...eventColumns(e), seq: e.seq, prev_hash: e.prevHash, hash: e.hash })))
-    .execute();
-}
-
-/** An event committed by its transaction but not chained yet; `mac` proves a Stint node wrote it. */
-export async function insertPending(tx: Q, events: { event: PendingAuditEvent; mac: string }[]): Promise<void> {
-  await tx
-    .insertInto("audit_pending")
-    .values(events.map(({ event, mac }) => ({ ...eventColumns(event), mac })))
+    .columns([...EVENT_INSERT_COLUMNS, "seq", "prev_hash", "hash"])
+    .expression(
+      sql`select * from unnest(${columnArrays(events)}, ${seqs}::bigint[], ${prev}::text[], ${hashes}::text[])`,
+    )
     .execute();
 }
 
 /**
- * Removes up to `limit` pending events, oldest `pos` first, and returns them in that order. Run under
- * the head lock (`lockHead`), in the transaction that chains them: they leave `audit_pending` exactly
- * when they enter `audit_events`.
+ * An event committed by its transaction but not chained yet; `mac` proves a Stint node wrote it. One
+ * INSERT of `unnest` arrays, one parameter per column: a multi-row VALUES list had one per value, which
+ * Kysely built (and node-postgres serialized) value by value.
  */
-export async function takePending(tx: Q, limit: number) {
-  // `pos = any(array(…))`: the positions are read once (an init plan) and deleted by the primary key.
-  // `pos in (select … limit n)` let the planner, with statistics from before a burst, pick a nested
-  // loop over the whole table: tens of seconds a pass at 74k pending events, quadratic in the backlog.
-  const rows = await tx
-    .deleteFrom("audit_pending")
-    .where(sql<boolean>`pos = any(array(select p.pos from audit_pending p order by p.pos limit ${limit}))`)
-    .returningAll()
+export async function insertPending(tx: Q, events: { event: PendingAuditEvent; mac: string }[]): Promise<void> {
+  if (events.length === 0) return;
+  const macs = events.map((e) => e.mac);
+  await tx
+    .insertInto("audit_pending")
+    .columns([...EVENT_INSERT_COLUMNS, "mac"])
+    .expression(sql`select * from unnest(${columnArrays(events.map((e) => e.event))}, ${macs}::text[])`)
     .execute();
-  return rows.sort((a, b) => Number(a.pos) - Number(b.pos));
 }
 
-export type PendingRow = Awaited<ReturnType<typeof takePending>>[number];
+/** A pending event as the sequencer reads it: `time` as the database stores it (`TIME_TEXT`). */
+export interface PendingRow {
+  pos: string;
+  id: string;
+  time: string;
+  actor: string;
+  actor_id: string | null;
+  action: string;
+  subject: string | null;
+  outcome: AuditEvent["outcome"];
+  reason: string | null;
+  correlation_id: string | null;
+  source_ip: string | null;
+  user_agent: string | null;
+  details: Record<string, unknown>;
+  mac: string;
+}
+
+/**
+ * Up to `limit` pending events, oldest `pos` first. Run under the head lock (`lockHead`): only the
+ * transaction holding it moves pending events (`moveChained`), so what this reads stays there until then.
+ * The time is read as text, exactly (as verify reads it): a time moved below the millisecond no longer
+ * matches its MAC, where a `Date` would have dropped the change.
+ */
+export async function readPending(tx: Q, limit: number): Promise<PendingRow[]> {
+  const { rows } = await sql<PendingRow>`select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject,
+      outcome, reason, correlation_id, source_ip, user_agent, details, mac
+    from audit_pending order by pos limit ${limit}`.execute(tx);
+  return rows;
+}
 
 export function pendingToEvent(row: PendingRow): PendingAuditEvent {
   return {
     id: row.id,
-    time: new Date(row.time).toISOString(),
+    time: eventTime(row.time),
     actor: row.actor,
     actorId: row.actor_id,
     action: row.action,
@@ -78,8 +141,41 @@ export function pendingToEvent(row: PendingRow): PendingAuditEvent {
     correlationId: row.correlation_id,
     sourceIp: row.source_ip,
     userAgent: row.user_agent,
-    details: row.details as Record<string, unknown>,
+    details: row.details,
   };
+}
+
+/**
+ * Moves pending events into the chain in one statement, under the head lock: deletes the pending rows at
+ * `taken` (the chained ones and those rejected), inserts each chained one into `audit_events` from its
+ * pending row with its `seq`, `prevHash` and `hash`, and moves the head. The columns never travel back
+ * from this process: only four arrays do. Returns how many rows it moved; the caller fails the pass (and
+ * rolls it back) unless that is every chained one.
+ */
+export async function moveChained(
+  tx: Q,
+  taken: readonly (number | string)[],
+  chained: readonly { pos: number | string; seq: number; prevHash: string; hash: string }[],
+  head: { seq: number; hash: string },
+): Promise<number> {
+  const pos = chained.map((c) => String(c.pos));
+  const seqs = chained.map((c) => c.seq);
+  const prev = chained.map((c) => c.prevHash);
+  const hashes = chained.map((c) => c.hash);
+  const { rows } = await sql<{ moved: string }>`with taken as (
+      delete from audit_pending where pos = any(${taken.map(String)}::bigint[]) returning *
+    ), moved as (
+      insert into audit_events (seq, id, time, actor, actor_id, action, subject, outcome, reason, correlation_id,
+        source_ip, user_agent, details, prev_hash, hash)
+      select c.seq, t.id, t.time, t.actor, t.actor_id, t.action, t.subject, t.outcome, t.reason, t.correlation_id,
+        t.source_ip, t.user_agent, t.details, c.prev_hash, c.hash
+      from unnest(${pos}::bigint[], ${seqs}::bigint[], ${prev}::text[], ${hashes}::text[]) as c(pos, seq, prev_hash, hash)
+      join taken t on t.pos = c.pos
+      returning 1
+    )
+    update audit_head set seq = ${head.seq}, hash = ${head.hash} where id = 1
+    returning (select count(*) from moved) as moved`.execute(tx);
+  return Number(rows[0]?.moved ?? 0);
 }
 
 /** How many events wait to be chained, and the time of the oldest. */
