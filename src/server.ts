@@ -53,6 +53,10 @@ import { createIssuerKeys } from "./modules/workload/jwks.js";
 import { registerWorkloadRoutes } from "./modules/workload/workload.routes.js";
 import { createScimService } from "./modules/scim/scim.service.js";
 import { registerScimRoutes } from "./modules/scim/scim.routes.js";
+import { createProviderClients } from "./modules/sso/sso.client.js";
+import { resolveProviders } from "./modules/sso/sso.config.js";
+import { createSsoService } from "./modules/sso/sso.service.js";
+import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
 
 /** How long /readyz reports not ready after a request failed on a full disk. */
 const DISK_FULL_NOT_READY_MS = 30_000;
@@ -155,6 +159,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       masterKey,
       policy,
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
+      passwordSignIn: { mode: config.passwordSignIn, breakGlassUsers: config.breakGlassUsers },
     });
     const directory = createDirectoryService({
       store: indexed,
@@ -169,6 +174,10 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     // Where Stint may connect on someone's say-so (targets, webhooks): see src/lib/address-policy.ts.
     const addressPolicy = { allow: config.allowNetworks, deny: config.denyNetworks };
     configureAddressPolicy(addressPolicy);
+    // Single sign-on providers, their client secrets read now (a missing one fails the start).
+    const ssoClients = createProviderClients(resolveProviders(config.ssoProviders, process.env), {
+      policy: addressPolicy,
+    });
     const channels = config.notifications.channels;
     const decisionLinks = createDecisionLinks({ keyring, clock });
     const outboxService = createOutboxService({ store, clock, audit });
@@ -388,6 +397,19 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             audit,
             clock,
             issuerKeys: createIssuerKeys({ cooldownMs: config.workloadJwksCooldown, addressPolicy }),
+          }),
+        });
+        registerSsoRoutes(scoped, {
+          sso: createSsoService({
+            store: indexed,
+            index: accessIndex,
+            audit,
+            clock,
+            identity,
+            masterKey,
+            clients: ssoClients,
+            publicUrl: config.publicUrl ?? `http://${config.listen}`,
+            onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
           }),
         });
         registerScimRoutes(scoped, {

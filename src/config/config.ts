@@ -11,6 +11,7 @@ import { parseDuration } from "../lib/duration.js";
 import { notificationsConfigSchema } from "../modules/notify/notify.types.js";
 import { siemConfigSchema } from "../modules/siem/siem.types.js";
 import { literalAddressProblems } from "../lib/address-policy.js";
+import { ssoProviderSchema } from "../modules/sso/sso.types.js";
 
 const duration = z.string().transform((text, ctx) => {
   try {
@@ -148,6 +149,23 @@ export const configSchema = z
       .refine((ms) => ms >= 30_000 && ms <= 600_000, "must be between 30s and 10m")
       .default(300_000),
     /**
+     * OIDC single sign-on providers (YAML file only): issuer, client id, the client secret from a file or an
+     * environment variable, scopes, the claims naming the user and listing the groups, allowed e-mail domains.
+     */
+    ssoProviders: z
+      .array(ssoProviderSchema)
+      .max(20)
+      .default([])
+      .refine((list) => new Set(list.map((p) => p.id)).size === list.length, "provider ids must be unique")
+      .refine(
+        (list) => list.every((p) => !["device", "redeem", "providers"].includes(p.id)),
+        "device, redeem and providers are not provider ids (they name routes)",
+      ),
+    /** Who may sign in with a password: everyone, or only `breakGlassUsers` (single sign-on for the rest). */
+    passwordSignIn: z.enum(["everyone", "break-glass"]).default("everyone"),
+    /** The accounts that keep their password when `passwordSignIn` is `break-glass`. */
+    breakGlassUsers: z.array(z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, "must be a user name")).default([]),
+    /**
      * Networks Stint may connect to (targets, webhooks) although its address policy blocks them by default:
      * cloud metadata services, link-local, unspecified, multicast and reserved ranges.
      */
@@ -177,6 +195,10 @@ export const configSchema = z
   .refine((c) => (c.pgProxyTlsCert === undefined) === (c.pgProxyTlsKey === undefined), {
     message: "STINT_PG_PROXY_TLS_CERT and STINT_PG_PROXY_TLS_KEY go together: set both or neither",
     path: ["pgProxyTlsCert"],
+  })
+  .refine((c) => c.passwordSignIn === "everyone" || c.ssoProviders.length > 0, {
+    message: "passwordSignIn: break-glass needs at least one of ssoProviders (or nobody else could sign in)",
+    path: ["passwordSignIn"],
   })
   // A notification channel at a literal address the address policy refuses fails here, at start.
   .superRefine((c, ctx) => {
@@ -249,6 +271,8 @@ export const ENV_KEYS = {
   STINT_METRICS_REFRESH: "metricsRefresh",
   STINT_WORKLOAD_JWKS_COOLDOWN: "workloadJwksCooldown",
   STINT_SCIM_SERVICES: "scimServices",
+  STINT_PASSWORD_SIGN_IN: "passwordSignIn",
+  STINT_BREAK_GLASS_USERS: "breakGlassUsers",
   STINT_WEBAUTHN_RP_ID: "webauthnRpId",
   STINT_WEBAUTHN_RP_NAME: "webauthnRpName",
   STINT_WEBAUTHN_ORIGINS: "webauthnOrigins",
@@ -287,6 +311,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
       key === "allowNetworks" ||
       key === "denyNetworks" ||
       key === "scimServices" ||
+      key === "breakGlassUsers" ||
       key === "webauthnOrigins"
         ? value
             .split(",")
@@ -323,6 +348,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
       allowNetworks: Object.freeze([...value.allowNetworks]) as unknown as string[],
       denyNetworks: Object.freeze([...value.denyNetworks]) as unknown as string[],
       scimServices: Object.freeze([...value.scimServices]) as unknown as string[],
+      breakGlassUsers: Object.freeze([...value.breakGlassUsers]) as unknown as string[],
       webauthnOrigins: Object.freeze([...value.webauthnOrigins]) as unknown as string[],
       masterKeyFile: value.masterKeyFile ?? path.join(value.dataDir, "master.key"),
       vaultKeyFile: value.vaultKeyFile ?? path.join(value.dataDir, "vault.key"),

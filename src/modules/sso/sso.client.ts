@@ -1,0 +1,97 @@
+/**
+ * The providers' openid-client configurations: discovered once per provider (again after a failure), every request
+ * the library makes (discovery, keys, token and device endpoints) judged by the address policy first and sent
+ * without following redirects. http is allowed only for a provider on a loopback address.
+ */
+import * as oidc from "openid-client";
+import { AddressRefusedError, resolveAllowedAddress } from "../../lib/address-guard.js";
+import { DEFAULT_ADDRESS_POLICY, type AddressPolicy } from "../../lib/address-policy.js";
+import { StintError } from "../../lib/errors.js";
+import { issuerProblem, type SsoProvider } from "./sso.types.js";
+
+export interface ProviderClientsOptions {
+  policy?: AddressPolicy;
+  /** Deadline of each request to a provider. */
+  timeoutMs?: number;
+}
+
+export function guardedFetch(policy: AddressPolicy, timeoutMs: number): oidc.CustomFetch {
+  return async (url, options) => {
+    const target = new URL(url);
+    if (target.protocol !== "https:" && issuerProblem(target.origin) !== null)
+      throw new StintError("SSO_PROVIDER_UNAVAILABLE", `${target.origin} is not https.`);
+    try {
+      await resolveAllowedAddress(target.hostname.replace(/^\[(.*)\]$/, "$1"), policy);
+    } catch (error) {
+      throw new StintError(
+        "SSO_PROVIDER_UNAVAILABLE",
+        error instanceof AddressRefusedError
+          ? `The provider's address is refused by the address policy: ${error.message}.`
+          : `${target.hostname} does not resolve.`,
+      );
+    }
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, AbortSignal.timeout(timeoutMs)])
+      : AbortSignal.timeout(timeoutMs);
+    return fetch(url, { ...options, redirect: "manual", signal } as RequestInit);
+  };
+}
+
+export function createProviderClients(providers: readonly SsoProvider[], options: ProviderClientsOptions = {}) {
+  const policy = options.policy ?? DEFAULT_ADDRESS_POLICY;
+  const timeoutMs = options.timeoutMs ?? 5_000;
+  const fetcher = guardedFetch(policy, timeoutMs);
+  const byId = new Map(providers.map((p) => [p.id, p]));
+  const configs = new Map<string, Promise<oidc.Configuration>>();
+
+  async function discover(provider: SsoProvider): Promise<oidc.Configuration> {
+    const insecure = new URL(provider.issuer).protocol === "http:";
+    try {
+      const config = await oidc.discovery(
+        new URL(provider.issuer),
+        provider.clientId,
+        provider.clientSecret ?? undefined,
+        provider.clientSecret ? oidc.ClientSecretPost(provider.clientSecret) : oidc.None(),
+        {
+          execute: insecure ? [oidc.allowInsecureRequests] : [],
+          [oidc.customFetch]: fetcher,
+          timeout: Math.ceil(timeoutMs / 1000),
+        },
+      );
+      config[oidc.customFetch] = fetcher;
+      return config;
+    } catch (error) {
+      if (error instanceof StintError) throw error;
+      const cause = (error as { cause?: unknown }).cause;
+      if (cause instanceof StintError) throw cause;
+      throw new StintError(
+        "SSO_PROVIDER_UNAVAILABLE",
+        `The discovery document of ${provider.issuer} could not be read or names another issuer.`,
+      );
+    }
+  }
+
+  return {
+    provider(id: string): SsoProvider {
+      const provider = byId.get(id);
+      if (!provider) throw new StintError("SSO_PROVIDER_UNKNOWN");
+      return provider;
+    },
+    list(): SsoProvider[] {
+      return [...byId.values()];
+    },
+    /** The provider's configuration, discovered once (a failed discovery is tried again next time). */
+    async configOf(id: string): Promise<oidc.Configuration> {
+      const provider = this.provider(id);
+      let config = configs.get(id);
+      if (!config) {
+        config = discover(provider);
+        configs.set(id, config);
+        config.catch(() => configs.delete(id));
+      }
+      return config;
+    },
+  };
+}
+
+export type ProviderClients = ReturnType<typeof createProviderClients>;

@@ -1,0 +1,171 @@
+/** SQL of single sign-on (Kysely); every function takes the transaction or connection it runs on. */
+import { sql, type Kysely } from "kysely";
+import type { Database } from "../../db/schema.js";
+import "./sso.schema.js";
+
+type Db = Kysely<Database>;
+
+/** Drops a few attempts and handoffs past their expiry, so the tables stay the size of the sign-ins under way. */
+export async function sweep(db: Db, now: Date): Promise<void> {
+  await sql`delete from sso_attempts where ctid = any(array(
+    select ctid from sso_attempts where expires_at < ${now} limit 100))`.execute(db);
+  await sql`delete from sso_handoffs where ctid = any(array(
+    select ctid from sso_handoffs where expires_at < ${now} limit 100))`.execute(db);
+}
+
+export async function insertAttempt(
+  db: Db,
+  row: {
+    stateHash: string;
+    provider: string;
+    nonce: string;
+    codeVerifier: string;
+    clientChallenge: string;
+    clientRedirect: string | null;
+    now: Date;
+    expiresAt: Date;
+  },
+): Promise<void> {
+  await db
+    .insertInto("sso_attempts")
+    .values({
+      state_hash: row.stateHash,
+      provider: row.provider,
+      nonce: row.nonce,
+      code_verifier: row.codeVerifier,
+      client_challenge: row.clientChallenge,
+      client_redirect: row.clientRedirect,
+      created_at: row.now,
+      expires_at: row.expiresAt,
+    })
+    .execute();
+}
+
+/** Marks an attempt used and returns it; undefined when it is unknown, expired or was used before. */
+export async function consumeAttempt(db: Db, stateHash: string, provider: string, now: Date) {
+  return db
+    .updateTable("sso_attempts")
+    .set({ used_at: now })
+    .where("state_hash", "=", stateHash)
+    .where("provider", "=", provider)
+    .where("used_at", "is", null)
+    .where("expires_at", ">", now)
+    .returning(["nonce", "code_verifier", "client_challenge", "client_redirect"])
+    .executeTakeFirst();
+}
+
+/** An attempt as it is (used or not), to know where to send a browser whose callback is refused. */
+export async function findAttempt(db: Db, stateHash: string) {
+  return db
+    .selectFrom("sso_attempts")
+    .select(["client_redirect", "provider"])
+    .where("state_hash", "=", stateHash)
+    .executeTakeFirst();
+}
+
+export async function insertHandoff(
+  db: Db,
+  row: {
+    codeHash: string;
+    kind: "code" | "device";
+    provider: string;
+    principalId: string | null;
+    clientChallenge: string | null;
+    deviceCodeSealed: string | null;
+    pollIntervalS: number | null;
+    amr: string[] | null;
+    mfaAt: Date | null;
+    now: Date;
+    expiresAt: Date;
+  },
+): Promise<void> {
+  await db
+    .insertInto("sso_handoffs")
+    .values({
+      code_hash: row.codeHash,
+      kind: row.kind,
+      provider: row.provider,
+      principal_id: row.principalId,
+      client_challenge: row.clientChallenge,
+      device_code_sealed: row.deviceCodeSealed,
+      poll_interval_s: row.pollIntervalS,
+      amr: row.amr,
+      mfa_at: row.mfaAt,
+      created_at: row.now,
+      expires_at: row.expiresAt,
+    })
+    .execute();
+}
+
+/** A live (unused, unexpired) handoff of this kind, locked for the caller's transaction. */
+export async function lockHandoff(db: Db, codeHash: string, kind: "code" | "device", now: Date) {
+  return db
+    .selectFrom("sso_handoffs")
+    .selectAll()
+    .where("code_hash", "=", codeHash)
+    .where("kind", "=", kind)
+    .where("used_at", "is", null)
+    .where("expires_at", ">", now)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+export async function useHandoff(db: Db, codeHash: string, now: Date): Promise<void> {
+  await db.updateTable("sso_handoffs").set({ used_at: now }).where("code_hash", "=", codeHash).execute();
+}
+
+export async function setPollInterval(db: Db, codeHash: string, seconds: number): Promise<void> {
+  await db.updateTable("sso_handoffs").set({ poll_interval_s: seconds }).where("code_hash", "=", codeHash).execute();
+}
+
+export async function lockLink(db: Db, issuer: string, subject: string) {
+  return db
+    .selectFrom("oidc_identities")
+    .selectAll()
+    .where("issuer", "=", issuer)
+    .where("subject", "=", subject)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+export async function insertLink(
+  db: Db,
+  row: { issuer: string; subject: string; provider: string; principalId: string; now: Date },
+): Promise<void> {
+  await db
+    .insertInto("oidc_identities")
+    .values({
+      issuer: row.issuer,
+      subject: row.subject,
+      provider: row.provider,
+      principal_id: row.principalId,
+      created_at: row.now,
+      last_sign_in_at: row.now,
+    })
+    .execute();
+}
+
+export async function touchLink(db: Db, issuer: string, subject: string, now: Date): Promise<void> {
+  await db
+    .updateTable("oidc_identities")
+    .set({ last_sign_in_at: now })
+    .where("issuer", "=", issuer)
+    .where("subject", "=", subject)
+    .execute();
+}
+
+/** The principal's memberships of groups of source `oidc`. */
+export async function oidcGroupsOf(db: Db, principalId: string) {
+  return db
+    .selectFrom("group_members")
+    .innerJoin("groups", "groups.id", "group_members.group_id")
+    .select(["groups.id", "groups.name"])
+    .where("group_members.principal_id", "=", principalId)
+    .where("groups.source", "=", "oidc")
+    .execute();
+}
+
+export async function groupsNamed(db: Db, names: string[]) {
+  if (names.length === 0) return [];
+  return db.selectFrom("groups").select(["id", "name", "source"]).where("name", "in", names).forShare().execute();
+}
