@@ -2,6 +2,7 @@
  * The `stint` command tree and the one place where errors become exit codes. main.ts runs it on
  * the real process; tests run it with a fake context.
  */
+import tab from "@bomb.sh/tab/commander";
 import { Command, CommanderError } from "commander";
 import { registerAccessCommands } from "./commands/access.js";
 import { registerAuditCommands } from "./commands/audit.js";
@@ -76,6 +77,9 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerSessionCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerServerCommand(program, ctx);
+  // Last, so that it sees every command: `stint completion bash|zsh|fish|powershell` prints the shell's script,
+  // which asks `stint complete -- <words>` (hidden) for the commands and options that fit.
+  tab(program, { completionCommandName: "completion" });
   return program;
 }
 
