@@ -2,6 +2,7 @@
  * Just-in-time access: your eligible roles, activation requests and their decisions, extensions,
  * early ends, the check API and activation tokens.
  */
+import { shortId } from "../../contract/short-id.js";
 import { setTimeout as sleep } from "node:timers/promises";
 import { type Command, Option } from "commander";
 import type { z } from "zod";
@@ -67,10 +68,7 @@ function clock(iso: string): string {
   return iso.replace(/\.\d{3}(?=Z$)/, "");
 }
 
-/** The tail of a UUID: the start of a UUIDv7 is its timestamp, shared by requests made close together. */
-export function shortId(id: string): string {
-  return id.replace(/-/g, "").slice(-8);
-}
+export { shortId };
 
 /** A role's policy in plain words. */
 export function describePolicy(policy: MyRole["policy"]): string {

@@ -24,6 +24,7 @@ import { useCallback, useEffect, useState } from "react";
 import { submitActivation, extendBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
 import { api, ApiError } from "../api.js";
 import { formatCountdown, policyInWords, riskColor, useNow, zodFieldErrors } from "../ui.js";
+import { shortId } from "../../../src/contract/short-id.js";
 
 export interface MyRole {
   role: string;
@@ -230,7 +231,7 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
       {request ? (
         <Stack>
           <Text>
-            Request <code>{request.id.slice(0, 8)}</code>: <strong>{request.state}</strong>
+            Request <code>{shortId(request.id)}</code>: <strong>{request.state}</strong>
           </Text>
           {stages.length > 0 && (
             <Stepper active={request.stageIndex} orientation="vertical" size="sm">

@@ -9,9 +9,10 @@ import { api, ApiError, hasRole } from "../api.js";
 import { formatAge, shortTime, useNow, zodFieldErrors } from "../ui.js";
 import { toneProps } from "./requests/shared.js";
 import { formatBytes, SessionDetail } from "./sessions/SessionDetail.js";
+import { shortId } from "../../../src/contract/short-id.js";
 
 const kindLabel = (kind: SessionView["kind"]) => (kind === "ssh" ? "SSH" : "PostgreSQL");
-const short = (id: string) => id.slice(0, 8);
+const short = shortId;
 
 function useSessions(query: string, everyMs: number | null) {
   const [items, setItems] = useState<SessionView[] | null>(null);

@@ -8,6 +8,7 @@ import type { SessionView } from "../../../../src/contract/sessions.js";
 import { parseRecording, transcript, type ParsedRecording } from "../../../../src/contract/recording.js";
 import { api, ApiError, currentSession } from "../../api.js";
 import { shortTime } from "../../ui.js";
+import { shortId } from "../../../../src/contract/short-id.js";
 
 const TerminalPlayer = lazy(() => import("./TerminalPlayer.js"));
 
@@ -89,7 +90,7 @@ export function SessionDetail({ session, onClose }: { session: SessionView; onCl
       opened
       closeButtonProps={{ "aria-label": "Close" }}
       onClose={onClose}
-      title={`Session ${session.id.slice(0, 8)}`}
+      title={`Session ${shortId(session.id)}`}
       size="xl"
     >
       <Stack>

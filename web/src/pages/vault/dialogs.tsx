@@ -9,6 +9,7 @@ import { checkoutBody, revealBody, type SecretMetaDto } from "../../../../src/co
 import { api, ApiError } from "../../api.js";
 import { shortTime, zodFieldErrors } from "../../ui.js";
 import { SecretValue } from "./SecretValue.js";
+import { shortId } from "../../../../src/contract/short-id.js";
 
 const DURATIONS = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"];
 const toMs = (d: string) => Number(d.slice(0, -1)) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[d.slice(-1) as "s"]!;
@@ -167,7 +168,7 @@ export function RevealDialog({ secret, onClose }: { secret: SecretMetaDto; onClo
       {result ? (
         <Stack>
           <Alert color="orange" variant="light">
-            This reveal is recorded and reviewed (review {result.reviewId.slice(0, 8)}). The secret must be rotated by{" "}
+            This reveal is recorded and reviewed (review {shortId(result.reviewId)}). The secret must be rotated by{" "}
             {shortTime(result.rotationDueAt)}.
           </Alert>
           <SecretValue label="Secret value" value={result.value} />
