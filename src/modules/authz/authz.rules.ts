@@ -52,5 +52,19 @@ export function authorize(actor: Actor, requirement: Requirement): void {
   if (requirement === "public") return;
   if (actor.kind === "anonymous") throw new StintError("UNAUTHENTICATED");
   if (requirement === "authenticated") return;
-  if (!can(actor, requirement)) throw new StintError("FORBIDDEN");
+  if (!can(actor, requirement)) throw new StintError("FORBIDDEN", forbiddenMessage(actor, requirement));
+}
+
+/**
+ * What a refusal says: the platform roles that may, and the caller's own, so the person knows whom to ask.
+ * It names the route's permission only, never whether a particular object exists.
+ */
+export function forbiddenMessage(actor: Actor, permission: Permission): string {
+  const allowed: readonly string[] = PERMISSIONS[permission];
+  const needs =
+    allowed.length === 1
+      ? `the platform role ${allowed[0]}`
+      : `one of the platform roles ${allowed.slice(0, -1).join(", ")} or ${allowed.at(-1)}`;
+  const has = actor.kind === "principal" && actor.roles.length > 0 ? actor.roles.join(", ") : "none";
+  return `You are not allowed to do that: it needs ${needs} (permission ${permission}); yours: ${has}.`;
 }

@@ -29,6 +29,18 @@ describe("authorization rules", () => {
     expect(() => authorize(as("auditor"), "users.write")).toThrow(expect.objectContaining({ code: "FORBIDDEN" }));
   });
 
+  it("a refusal names the platform roles that may and the caller's own, so the person knows whom to ask", () => {
+    expect(() => authorize(as("auditor"), "users.write")).toThrow(
+      "You are not allowed to do that: it needs the platform role admin (permission users.write); yours: auditor.",
+    );
+    expect(() => authorize(as("user"), "catalog.write")).toThrow(
+      "it needs one of the platform roles admin or security (permission catalog.write); yours: user.",
+    );
+    expect(() => authorize(as("user"), "audit.read")).toThrow(
+      "it needs one of the platform roles admin, security or auditor (permission audit.read); yours: user.",
+    );
+  });
+
   it("roles combine as a union", () => {
     expect(can(as("user", "auditor"), "audit.read")).toBe(true);
     expect(PLATFORM_ROLES).toEqual(["admin", "security", "auditor", "user"]);
