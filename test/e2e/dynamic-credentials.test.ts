@@ -10,6 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { holdMariadb, MARIADB_URL } from "../../src/testing/mariadb.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { pgTarget, type PgTarget } from "./pg-target.js";
 
 const hex = randomBytes(4).toString("hex");
 const pgDatabase = `stint_dyn_${hex}`;
@@ -19,6 +20,7 @@ const myReader = `stint_dyn_r_${hex}`;
 const user = `kim${hex}`;
 
 let h: TargetsHarness;
+let target: PgTarget | undefined;
 let pgRoot: pg.Client;
 let myRoot: mysql.Connection;
 let release: (() => Promise<void>) | undefined;
@@ -34,17 +36,13 @@ interface Creds {
 
 beforeAll(async () => {
   release = await holdMariadb();
-  pgRoot = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
-  await pgRoot.connect();
-  await pgRoot.query(`create database ${pgDatabase}`);
-  await pgRoot.query(`create role ${pgReader} nologin`);
-  const pgDb = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:5432/${pgDatabase}` });
-  await pgDb.connect();
-  await pgDb.query("create table ledger (entry text)");
-  await pgDb.query("insert into ledger values ('opening balance')");
-  await pgDb.query("revoke all on ledger from public");
-  await pgDb.query(`grant select on ledger to ${pgReader}`);
-  await pgDb.end();
+  target = await pgTarget({
+    database: pgDatabase,
+    reader: pgReader,
+    table: { name: "ledger", column: "entry", value: "opening balance" },
+    mintedFor: user,
+  });
+  pgRoot = target.root;
 
   myRoot = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root", password: "" });
   await myRoot.query(`create database \`${myDatabase}\``);
@@ -61,7 +59,7 @@ policies:${selfServicePolicy("dyn-self")}
 targets:
   - name: ledger-pg
     kind: postgres
-    address: postgres://postgres@127.0.0.1:5432/${pgDatabase}?sslmode=disable
+    address: ${target.address}
   - name: ledger-maria
     kind: mysql
     address: ${MARIADB_URL}
@@ -86,15 +84,7 @@ eligibility:
 
 afterAll(async () => {
   await h?.server.cleanup();
-  if (pgRoot) {
-    await pgRoot.query(`drop database if exists ${pgDatabase} with (force)`).catch(() => undefined);
-    const minted = await pgRoot.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
-      `stint_${user}_%`,
-    ]);
-    for (const r of minted.rows) await pgRoot.query(`drop role if exists ${r.rolname}`).catch(() => undefined);
-    await pgRoot.query(`drop role if exists ${pgReader}`).catch(() => undefined);
-    await pgRoot.end();
-  }
+  await target?.cleanup();
   if (myRoot) {
     const [rows] = await myRoot.query("select User from mysql.user where User like ?", [`stint\\_${user}\\_%`]);
     for (const r of rows as { User: string }[]) await myRoot.query(`drop user if exists '${r.User}'@'%'`);

@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliContext } from "../../src/cli/context.js";
 import { runCli } from "../../src/cli/program.js";
 import { ADMIN_PASSWORD } from "../../src/testing/server.js";
+import { pgTarget, type PgTarget } from "./pg-target.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
@@ -102,6 +103,7 @@ async function startRawServer(handle: (req: IncomingMessage, res: ServerResponse
 }
 
 let h: TargetsHarness;
+let target: PgTarget | undefined;
 let pgRoot: pg.Client;
 let issuer: Issuer;
 let stranger: Issuer;
@@ -187,17 +189,13 @@ beforeAll(async () => {
   stranger = await startIssuer();
   stranger.publish([keyA]);
 
-  pgRoot = new pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" });
-  await pgRoot.connect();
-  await pgRoot.query(`create database ${pgDatabase}`);
-  await pgRoot.query(`create role ${pgReader} nologin`);
-  const pgDb = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:5432/${pgDatabase}` });
-  await pgDb.connect();
-  await pgDb.query("create table releases (version text)");
-  await pgDb.query("insert into releases values ('1.0.0')");
-  await pgDb.query("revoke all on releases from public");
-  await pgDb.query(`grant select on releases to ${pgReader}`);
-  await pgDb.end();
+  target = await pgTarget({
+    database: pgDatabase,
+    reader: pgReader,
+    table: { name: "releases", column: "version", value: "1.0.0" },
+    mintedFor: SERVICE,
+  });
+  pgRoot = target.root;
 
   // 127.0.0.2 stands for an internal network the operator walled off.
   h = await targetsHarness({ env: { STINT_WORKLOAD_JWKS_COOLDOWN: "0s", STINT_DENY_NETWORKS: "127.0.0.2/32" } });
@@ -209,7 +207,7 @@ policies:${selfServicePolicy("ci-auto")}
 targets:
   - name: releases-pg
     kind: postgres
-    address: postgres://postgres@127.0.0.1:5432/${pgDatabase}?sslmode=disable
+    address: ${target.address}
 roles:
   - name: releases-reader
     target: releases-pg
@@ -234,15 +232,7 @@ afterAll(async () => {
   await h?.server.cleanup();
   await issuer?.close();
   await stranger?.close();
-  if (pgRoot) {
-    await pgRoot.query(`drop database if exists ${pgDatabase} with (force)`).catch(() => undefined);
-    const minted = await pgRoot.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
-      `stint_${SERVICE}_%`,
-    ]);
-    for (const r of minted.rows) await pgRoot.query(`drop role if exists ${r.rolname}`).catch(() => undefined);
-    await pgRoot.query(`drop role if exists ${pgReader}`).catch(() => undefined);
-    await pgRoot.end();
-  }
+  await target?.cleanup();
 });
 
 describe("workload identity: token exchange", () => {

@@ -116,16 +116,6 @@ export function sourcedPrincipalsByIds(db: Q, ids: string[], source: string) {
     .execute();
 }
 
-/** Adds a membership; false when it existed already. */
-export async function addMembership(tx: Q, groupId: string, principalId: string, now: Date): Promise<boolean> {
-  const added = await tx
-    .insertInto("group_members")
-    .values({ group_id: groupId, principal_id: principalId, added_at: now })
-    .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
-    .executeTakeFirst();
-  return Number(added.numInsertedOrUpdatedRows ?? 0) > 0;
-}
-
 export type SourcedTable = "principals" | "groups";
 export type SourcedCriterion = { by: "name" | "externalId" | "id"; value: string } | undefined;
 
@@ -170,14 +160,4 @@ export async function groupsByIds(db: Q, ids: string[]): Promise<GroupRow[]> {
 export async function memberIdsOf(db: Q, groupId: string): Promise<string[]> {
   const rows = await db.selectFrom("group_members").select("principal_id").where("group_id", "=", groupId).execute();
   return rows.map((r) => r.principal_id);
-}
-
-/** Removes a membership; false when there was none. */
-export async function removeMembership(tx: Q, groupId: string, principalId: string): Promise<boolean> {
-  const removed = await tx
-    .deleteFrom("group_members")
-    .where("group_id", "=", groupId)
-    .where("principal_id", "=", principalId)
-    .executeTakeFirst();
-  return Number(removed.numDeletedRows) > 0;
 }

@@ -19,6 +19,7 @@ import type { Actor, CallContext } from "../authz/authz.types.js";
 import * as identityStore from "../identity/identity.store.js";
 import * as provisioning from "../identity/provisioning.js";
 import { principalEntry } from "../identity/principal.mapper.js";
+import { addMemberships, removeMemberships } from "../identity/group-membership.js";
 import { disablePrincipal, type LifecycleDeps } from "../identity/principal-lifecycle.js";
 import {
   etag,
@@ -207,38 +208,45 @@ export function createScimService(deps: ScimServiceDeps) {
     remove: string[],
     by: string,
   ): Promise<AuditInput[]> {
-    const now = clock.now();
-    const events: AuditInput[] = [];
-    for (const member of await memberRows(tx, [...new Set(add)])) {
-      if (await provisioning.addMembership(tx, group.id, member.id, now))
-        events.push({
-          action: "group.member_added",
-          outcome: "success",
-          subject: `group:${group.name}`,
-          details: { principal: member.name, source: "scim" },
-        });
-    }
-    const removedIds: string[] = [];
-    for (const member of await memberRows(tx, [...new Set(remove)])) {
-      if (await provisioning.removeMembership(tx, group.id, member.id)) {
-        removedIds.push(member.id);
-        events.push({
-          action: "group.member_removed",
-          outcome: "success",
-          subject: `group:${group.name}`,
-          details: { principal: member.name, source: "scim" },
-        });
-      }
-    }
-    if (removedIds.length > 0)
-      events.push(
-        ...((await deps.onAccessBasisLost?.(
-          tx,
-          { principalIds: removedIds },
-          { by, reason: `removed from the group ${group.name}` },
-        )) ?? []),
-      );
-    return events;
+    const memberships = async (ids: string[]) =>
+      (await memberRows(tx, [...new Set(ids)])).map((principal) => ({ group, principal }));
+    return [
+      ...(await addMemberships(tx, await memberships(add), clock.now(), { source: SOURCE })),
+      ...(await removeMemberships(tx, lifecycle, await memberships(remove), { by, source: SOURCE })),
+    ];
+  }
+
+  /** A name another resource holds (a local one too: it is never taken over) is SCIM's 409 `uniqueness`. */
+  function uniqueness(what: "user" | "group", name: string) {
+    return (error: unknown): never => {
+      if (isUniqueViolation(error))
+        throw new ScimError(
+          409,
+          `A ${what} named ${name} already exists (a local ${what === "user" ? "account" : "group"} is never taken over).`,
+          "uniqueness",
+        );
+      throw error;
+    };
+  }
+
+  /** PUT and PATCH of a user: the fields `parse` reads from the body, applied under If-Match. */
+  async function updateUser(
+    actor: Actor,
+    id: string,
+    fields: (body: unknown) => UserFields,
+    body: unknown,
+    ifMatch: string | undefined,
+    context: CallContext,
+  ) {
+    const by = allow(actor);
+    const change = fields(body);
+    return store.transaction(async (tx) => {
+      const row = await scimUser(tx, id, true);
+      checkVersion(row, ifMatch);
+      const events = await changeUser(tx, row, change, by);
+      if (events.length > 0) await audit.append(tx, actor, context, events);
+      return userResource(tx, (await identityStore.findPrincipalById(tx, row.id))!);
+    });
   }
 
   /**
@@ -273,8 +281,8 @@ export function createScimService(deps: ScimServiceDeps) {
       const by = allow(actor);
       const fields = userFromResource(body);
       const name = stintName(fields.userName);
-      try {
-        return await store.transaction(async (tx) => {
+      return store
+        .transaction(async (tx) => {
           const now = clock.now();
           const id = newId();
           await provisioning.insertPrincipal(tx, {
@@ -298,16 +306,8 @@ export function createScimService(deps: ScimServiceDeps) {
             details: { source: "scim", by, userName: fields.userName, externalId: fields.externalId ?? null },
           });
           return userResource(tx, (await identityStore.findPrincipalById(tx, id))!);
-        });
-      } catch (error) {
-        if (isUniqueViolation(error))
-          throw new ScimError(
-            409,
-            `A user named ${name} already exists (a local account is never taken over).`,
-            "uniqueness",
-          );
-        throw error;
-      }
+        })
+        .catch(uniqueness("user", name));
     },
 
     async getUser(actor: Actor, id: string) {
@@ -322,28 +322,12 @@ export function createScimService(deps: ScimServiceDeps) {
       return listResponse(found, await Promise.all(rows.map((row) => userResource(store.db, row))));
     },
 
-    async replaceUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
-      const by = allow(actor);
-      const fields = userFromResource(body);
-      return store.transaction(async (tx) => {
-        const row = await scimUser(tx, id, true);
-        checkVersion(row, ifMatch);
-        const events = await changeUser(tx, row, fields, by);
-        if (events.length > 0) await audit.append(tx, actor, context, events);
-        return userResource(tx, (await identityStore.findPrincipalById(tx, row.id))!);
-      });
+    replaceUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
+      return updateUser(actor, id, userFromResource, body, ifMatch, context);
     },
 
-    async patchUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
-      const by = allow(actor);
-      const fields = userPatch(body);
-      return store.transaction(async (tx) => {
-        const row = await scimUser(tx, id, true);
-        checkVersion(row, ifMatch);
-        const events = await changeUser(tx, row, fields, by);
-        if (events.length > 0) await audit.append(tx, actor, context, events);
-        return userResource(tx, (await identityStore.findPrincipalById(tx, row.id))!);
-      });
+    patchUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
+      return updateUser(actor, id, userPatch, body, ifMatch, context);
     },
 
     /** DELETE disables the user (its history stays) and hides it from SCIM: a later GET answers 404. */
@@ -368,8 +352,8 @@ export function createScimService(deps: ScimServiceDeps) {
       const displayName = group.displayName.slice(0, 256);
       const name = stintName(displayName);
       const externalId = typeof group.externalId === "string" ? group.externalId.slice(0, 256) : null;
-      try {
-        return await store.transaction(async (tx) => {
+      return store
+        .transaction(async (tx) => {
           const id = newId();
           const now = clock.now();
           await provisioning.insertGroup(tx, { id, name, source: SOURCE, externalId, scimName: displayName, now });
@@ -387,16 +371,8 @@ export function createScimService(deps: ScimServiceDeps) {
             ...events,
           ]);
           return groupResource(tx, (await groupRow(tx, id))!);
-        });
-      } catch (error) {
-        if (isUniqueViolation(error))
-          throw new ScimError(
-            409,
-            `A group named ${name} already exists (a local group is never taken over).`,
-            "uniqueness",
-          );
-        throw error;
-      }
+        })
+        .catch(uniqueness("group", name));
     },
 
     async getGroup(actor: Actor, id: string) {
