@@ -27,6 +27,9 @@ import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
 import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
 import { createDirectoryService, type DirectoryService } from "./modules/identity/directory.service.js";
 import { registerIdentityRoutes } from "./modules/identity/identity.routes.js";
+import { createPasskeyService } from "./modules/passkeys/passkeys.service.js";
+import { relyingPartyFrom } from "./modules/passkeys/passkeys.rules.js";
+import { registerPasskeyRoutes } from "./modules/passkeys/passkeys.routes.js";
 import { createCatalogService } from "./modules/catalog/catalog.service.js";
 import { registerCatalogRoutes } from "./modules/catalog/catalog.routes.js";
 import { createOutboxRunner, type OutboxRunner } from "./workers/outbox-runner.js";
@@ -150,7 +153,23 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       refreshSessionTtlMs: config.refreshSessionTtl,
       throttle: { maxFailures: config.loginMaxFailures, windowMs: config.loginWindow, lockoutMs: config.loginLockout },
     };
+    const publicUrl = config.publicUrl ?? `http://${config.listen}`;
+    const passkeys = createPasskeyService({
+      store: indexed,
+      index: accessIndex,
+      audit,
+      clock,
+      relyingParty: relyingPartyFrom({
+        publicUrl,
+        rpId: config.webauthnRpId,
+        rpName: config.webauthnRpName,
+        origins: config.webauthnOrigins,
+      }),
+      challengeTtlMs: config.webauthnChallengeTtl,
+      publicUrl,
+    });
     const identity = createIdentityService({
+      passkeys,
       store: indexed,
       index: accessIndex,
       audit,
@@ -376,6 +395,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           jwks: () => keyring.jwks("token"),
         });
         registerIdentityRoutes(scoped, { identity, directory });
+        registerPasskeyRoutes(scoped, { passkeys });
         registerCatalogRoutes(scoped, {
           catalog: createCatalogService({
             store,

@@ -1,6 +1,7 @@
 /** Request and response shapes of the identity API, shared by server, CLI and web. */
 import { z } from "zod";
 import { durationText, isoTime, name, password, reason } from "./common.js";
+import { webauthnAssertion } from "./passkeys.js";
 
 export const platformRole = z.enum(["admin", "security", "auditor", "user"]);
 
@@ -19,11 +20,18 @@ export const principal = z.object({
 });
 export type PrincipalDto = z.infer<typeof principal>;
 
-export const loginRequest = z.strictObject({
-  username: z.string().min(1).max(64),
-  password: z.string().min(1).max(1024),
-  otp: z.string().min(6).max(64).optional(),
-});
+export const loginRequest = z
+  .strictObject({
+    username: z.string().min(1).max(64),
+    password: z.string().min(1).max(1024),
+    otp: z.string().min(6).max(64).optional(),
+    /** A passkey answer to the challenge that MFA_REQUIRED carried in `details.webauthn`. */
+    webauthn: webauthnAssertion.optional(),
+  })
+  .refine((r) => r.otp === undefined || r.webauthn === undefined, {
+    message: "give a one-time code or a passkey answer, not both",
+    path: ["webauthn"],
+  });
 
 export const tokenPair = z.object({
   accessToken: z.string(),

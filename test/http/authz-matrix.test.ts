@@ -35,6 +35,8 @@ const MATRIX = `
   GET     /admin                                   yes        yes   yes      yes       yes
   GET     /audit                                   yes        yes   yes      yes       yes
   GET     /dashboards                              yes        yes   yes      yes       yes
+  GET     /account                                 yes        yes   yes      yes       yes
+  GET     /step-up/:id                             yes        yes   yes      yes       yes
   GET     /assets/*                                yes        yes   yes      yes       yes
   POST    /v1/setup                                yes        yes   yes      yes       yes
   POST    /v1/auth/login                           yes        yes   yes      yes       yes
@@ -46,6 +48,15 @@ const MATRIX = `
   POST    /v1/me/mfa/totp                          no         yes   yes      yes       yes
   POST    /v1/me/mfa/totp/confirm                  no         yes   yes      yes       yes
   POST    /v1/me/password                          no         yes   yes      yes       yes
+  GET     /v1/me/webauthn/credentials              no         yes   yes      yes       yes
+  POST    /v1/me/webauthn/credentials              no         yes   yes      yes       yes
+  POST    /v1/me/webauthn/registration-options     no         yes   yes      yes       yes
+  PATCH   /v1/me/webauthn/credentials/:id          no         yes   yes      yes       yes
+  DELETE  /v1/me/webauthn/credentials/:id          no         yes   yes      yes       yes
+  POST    /v1/auth/webauthn/step-up-options        no         yes   yes      yes       yes
+  POST    /v1/auth/webauthn/step-up                no         yes   yes      yes       yes
+  POST    /v1/auth/step-up-handoffs                no         yes   yes      yes       yes
+  GET     /v1/auth/step-up-handoffs/:id            no         yes   yes      yes       yes
   GET     /v1/users                                no         no    yes      yes       yes
   POST    /v1/users                                no         no    no       no        yes
   GET     /v1/users/:name                          no         no    yes      yes       yes
@@ -296,6 +307,20 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { by: "30m", reason: "authorization matrix" },
   }),
   "POST /v1/auth/step-up": () => ({ url: "/v1/auth/step-up", payload: { otp: "1" } }),
+  // Passkeys: invalid bodies (400) and ids that name nothing (404) prove authorization passed.
+  "POST /v1/me/webauthn/credentials": () => ({ url: "/v1/me/webauthn/credentials", payload: {} }),
+  "PATCH /v1/me/webauthn/credentials/:id": () => ({
+    url: `/v1/me/webauthn/credentials/${randomUUID()}`,
+    payload: { name: "matrix key" },
+  }),
+  "DELETE /v1/me/webauthn/credentials/:id": () => ({ url: `/v1/me/webauthn/credentials/${randomUUID()}` }),
+  "POST /v1/auth/webauthn/step-up-options": () => ({
+    url: "/v1/auth/webauthn/step-up-options",
+    payload: { handoff: "not-a-uuid" },
+  }),
+  "POST /v1/auth/webauthn/step-up": () => ({ url: "/v1/auth/webauthn/step-up", payload: {} }),
+  "GET /v1/auth/step-up-handoffs/:id": () => ({ url: `/v1/auth/step-up-handoffs/${randomUUID()}` }),
+  "GET /step-up/:id": () => ({ url: `/step-up/${randomUUID()}` }),
   "GET /v1/check": () => ({ url: "/v1/check?role=matrix-role" }),
   "GET /v1/audit/export": () => ({ url: "/v1/audit/export?format=jsonl" }),
   "POST /v1/audit/verify": () => ({ url: "/v1/audit/verify", payload: {} }),

@@ -22,6 +22,8 @@ export interface VerifiedAccessToken {
 export interface CachedSession {
   principalId: string;
   mfaAt: number | null;
+  /** The session's last passkey check (a policy may count only that one). */
+  webauthnAt: number | null;
   expiresAt: number;
   loadedAt: number;
 }

@@ -44,8 +44,10 @@ import {
   type ThrottleState,
 } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
+import type { PasskeyService } from "../passkeys/passkeys.service.js";
 import { createAuthCache, type VerifiedAccessToken } from "./auth-cache.js";
 import { principalEntry, toPrincipal } from "./principal.mapper.js";
+import type { WebauthnAssertionDto } from "../../contract/passkeys.js";
 import {
   ACCESS_TOKEN_AUDIENCE,
   ACCESS_TOKEN_ISSUER,
@@ -72,6 +74,8 @@ export interface IdentityServiceDeps {
    * single sign-on is the way in (`passwordSignIn: break-glass`).
    */
   passwordSignIn?: { mode: "everyone" | "break-glass"; breakGlassUsers: readonly string[] };
+  /** Passkeys as a second factor at sign-in (modules/passkeys). Without it only TOTP is asked for. */
+  passkeys?: Pick<PasskeyService, "hasPasskeys" | "loginOptions" | "checkAssertion">;
 }
 
 const RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789";
@@ -170,7 +174,12 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     username: string,
     context: CallContext,
     reason: string,
-    code: "INVALID_CREDENTIALS" | "MFA_INVALID",
+    code:
+      | "INVALID_CREDENTIALS"
+      | "MFA_INVALID"
+      | "WEBAUTHN_INVALID"
+      | "WEBAUTHN_CHALLENGE_INVALID"
+      | "WEBAUTHN_CLONED_AUTHENTICATOR",
     /** Password and code checks after sign-in (step-up, password change) count against the same lockout. */
     as: { action: string; actor: Actor } = { action: "auth.login", actor: ANONYMOUS },
   ): Promise<never> {
@@ -239,6 +248,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     sessionId: string,
     mfaAt: Date | null,
     amr: string[] | null = null,
+    webauthnAt: Date | null = null,
   ) {
     const key = keyring.current("token");
     const now = clock.now();
@@ -248,7 +258,8 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       kind: principal.kind,
       roles: principal.platform_roles,
       sid: sessionId,
-      amr: amr ?? (mfaAt ? ["pwd", "otp"] : ["pwd"]),
+      // RFC 8176: `hwk` when the session's last second factor was a passkey (proof of a hardware-bound key).
+      amr: amr ?? (mfaAt ? ["pwd", webauthnAt && webauthnAt.getTime() >= mfaAt.getTime() ? "hwk" : "otp"] : ["pwd"]),
       ...(mfaAt ? { mfa_at: Math.floor(mfaAt.getTime() / 1000) } : {}),
     })
       .setProtectedHeader({ alg: "EdDSA", kid: key.id, typ: "JWT" })
@@ -265,9 +276,22 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   async function pairFor(
     db: Kysely<Database>,
     principal: identityStore.PrincipalRow,
-    session: { id: string; secret: string; expiresAt: Date; mfaAt: Date | null; amr?: string[] | null },
+    session: {
+      id: string;
+      secret: string;
+      expiresAt: Date;
+      mfaAt: Date | null;
+      amr?: string[] | null;
+      webauthnAt?: Date | null;
+    },
   ): Promise<TokenPair> {
-    const access = await signAccessToken(principal, session.id, session.mfaAt, session.amr ?? null);
+    const access = await signAccessToken(
+      principal,
+      session.id,
+      session.mfaAt,
+      session.amr ?? null,
+      session.webauthnAt ?? null,
+    );
     return {
       accessToken: access.token,
       accessTokenExpiresAt: access.expiresAt.toISOString(),
@@ -342,6 +366,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       roles: principal.platformRoles as PlatformRole[],
       sessionId: verified.sid,
       mfaAt: session.mfaAt === null ? null : new Date(session.mfaAt),
+      webauthnAt: session.webauthnAt === null ? null : new Date(session.webauthnAt),
     };
   }
 
@@ -352,12 +377,14 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     if (!live || live.id !== verified.sub)
       throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
     const mfaAt = live.mfa_at ? new Date(live.mfa_at).getTime() : null;
+    const webauthnAt = live.webauthn_at ? new Date(live.webauthn_at).getTime() : null;
     if (remembering)
       cache!.rememberSession(
         verified.sid,
         {
           principalId: live.id,
           mfaAt,
+          webauthnAt,
           expiresAt: new Date(live.session_expires_at).getTime(),
           loadedAt: now.getTime(),
         },
@@ -371,6 +398,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       roles: live.platform_roles as PlatformRole[],
       sessionId: verified.sid,
       mfaAt: mfaAt === null ? null : new Date(mfaAt),
+      webauthnAt: webauthnAt === null ? null : new Date(webauthnAt),
     };
   }
 
@@ -542,7 +570,13 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     },
 
     async login(
-      input: { username: string; password: string; otp?: string | undefined },
+      input: {
+        username: string;
+        password: string;
+        otp?: string | undefined;
+        /** A passkey answer to the challenge a previous MFA_REQUIRED carried. */
+        webauthn?: WebauthnAssertionDto | undefined;
+      },
       context: CallContext,
     ): Promise<TokenPair> {
       const username = canonicalUsername(input.username);
@@ -592,9 +626,28 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       }
 
       const totp = await identityStore.getTotp(store.db, principal.id);
-      const mfaEnrolled = !!totp?.confirmed_at;
-      if (mfaEnrolled && !input.otp) {
-        return deny(context, "auth.login", `user:${username}`, "one-time code missing", new StintError("MFA_REQUIRED"));
+      const totpEnrolled = !!totp?.confirmed_at;
+      const passkeyEnrolled = deps.passkeys ? await deps.passkeys.hasPasskeys(store.db, principal.id) : false;
+      const mfaEnrolled = totpEnrolled || passkeyEnrolled;
+      if (mfaEnrolled && !input.otp && !input.webauthn) {
+        const methods = [...(totpEnrolled ? ["totp"] : []), ...(passkeyEnrolled ? ["webauthn"] : [])];
+        // The challenge is issued only now that the password checked out: it never tells who has passkeys.
+        const webauthn = passkeyEnrolled ? await deps.passkeys!.loginOptions(principal.id) : undefined;
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          totpEnrolled ? "one-time code missing" : "passkey missing",
+          new StintError(
+            "MFA_REQUIRED",
+            !passkeyEnrolled
+              ? undefined
+              : totpEnrolled
+                ? "A second factor is required: a one-time code (`otp`) or your passkey (`webauthn`, answering details.webauthn)."
+                : "A passkey is required: this account's second factor is a passkey. Sign in with it in the web UI (or answer details.webauthn as `webauthn`).",
+            { methods, ...(webauthn ? { webauthn } : {}) },
+          ),
+        );
       }
 
       const session = {
@@ -602,16 +655,32 @@ export function createIdentityService(deps: IdentityServiceDeps) {
         secret: randomToken(32),
         expiresAt: new Date(now.getTime() + policy.refreshSessionTtlMs),
         mfaAt: mfaEnrolled ? now : null,
+        webauthnAt: null as Date | null,
       };
+      type LoginFailure = { failed: string; code: Parameters<typeof failSignIn>[3] };
       const result = await store.transaction(async (tx) => {
         // Checked again under the row locks: a lockout may have begun since the early check.
         await identityStore.ensureThrottle(tx, [userKey(username)], now);
         const throttleRows = await identityStore.getThrottle(tx, [userKey(username), ipKey(context)]);
         if (throttleRows.some((row) => isLocked(throttleState(row), now))) return { locked: true };
-        let method: "none" | "totp" | "recovery" = "none";
-        if (mfaEnrolled) {
+        let method: "none" | "totp" | "recovery" | "webauthn" = "none";
+        let credential: { id: string; name: string } | undefined;
+        if (mfaEnrolled && input.webauthn) {
+          if (!passkeyEnrolled) return { failed: "no passkey registered", code: "WEBAUTHN_INVALID" } as LoginFailure;
+          const checked = await deps.passkeys!.checkAssertion(tx, {
+            principal,
+            purpose: "login",
+            assertion: input.webauthn,
+            actor: ANONYMOUS,
+            context,
+          });
+          if ("failed" in checked) return { failed: checked.failed, code: checked.code } as LoginFailure;
+          method = "webauthn";
+          credential = checked.credential;
+          session.webauthnAt = now;
+        } else if (mfaEnrolled) {
           const checked = await checkSecondFactor(tx, principal, input.otp!, now);
-          if ("failed" in checked) return { failed: checked.failed };
+          if ("failed" in checked) return { failed: checked.failed, code: "MFA_INVALID" } as LoginFailure;
           method = checked.method;
         }
         await tx
@@ -621,6 +690,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
             principal_id: principal.id,
             token_hash: sha256Hex(session.secret),
             mfa_at: session.mfaAt,
+            webauthn_at: session.webauthnAt,
             created_at: now,
             last_used_at: now,
             expires_at: session.expiresAt,
@@ -644,6 +714,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
             sessionId: session.id,
             mfa: method,
             ...(method === "recovery" ? { recoveryCodesLeft: "reduced by one" } : {}),
+            ...(credential ? { credential: credential.id, credentialName: credential.name } : {}),
           },
         });
         return { pair: await pairFor(tx, principal, session) };
@@ -656,7 +727,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
           "locked out after repeated failures",
           new StintError("ACCOUNT_LOCKED"),
         );
-      if ("failed" in result) return failSignIn(username, context, result.failed!, "MFA_INVALID");
+      if ("failed" in result) return failSignIn(username, context, result.failed, result.code);
       return result.pair!;
     },
 
@@ -739,6 +810,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
             expiresAt: new Date(session.expires_at),
             mfaAt: session.mfa_at ? new Date(session.mfa_at) : null,
             amr: session.amr,
+            webauthnAt: session.webauthn_at ? new Date(session.webauthn_at) : null,
           }),
         };
       });

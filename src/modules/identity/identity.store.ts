@@ -154,6 +154,7 @@ export function findLiveSession(db: Q, sessionId: string, now: Date) {
     .select([
       "refresh_sessions.id as session_id",
       "refresh_sessions.mfa_at",
+      "refresh_sessions.webauthn_at",
       "refresh_sessions.expires_at as session_expires_at",
       "principals.id",
       "principals.name",
