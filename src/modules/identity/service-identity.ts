@@ -14,14 +14,13 @@ export interface ServiceIdentity {
   status: "active" | "disabled";
 }
 
+function serviceIdentities(db: Q) {
+  return db.selectFrom("principals").select(["id", "name", "status"]).where("kind", "=", "service");
+}
+
 /** The service identity named `name`; undefined when there is none (or the name is a user's). */
 export async function findServiceIdentity(db: Q, name: string): Promise<ServiceIdentity | undefined> {
-  return db
-    .selectFrom("principals")
-    .select(["id", "name", "status"])
-    .where("name", "=", name)
-    .where("kind", "=", "service")
-    .executeTakeFirst();
+  return serviceIdentities(db).where("name", "=", name).executeTakeFirst();
 }
 
 /**
@@ -29,24 +28,12 @@ export async function findServiceIdentity(db: Q, name: string): Promise<ServiceI
  * and a token is never minted for an identity being disabled); undefined when there is none.
  */
 export async function lockServiceIdentity(tx: Q, id: string): Promise<ServiceIdentity | undefined> {
-  return tx
-    .selectFrom("principals")
-    .select(["id", "name", "status"])
-    .where("id", "=", id)
-    .where("kind", "=", "service")
-    .forShare()
-    .executeTakeFirst();
+  return serviceIdentities(tx).where("id", "=", id).forShare().executeTakeFirst();
 }
 
 /** The names of the active service identities among `ids` (id → name); others are left out. */
 export async function activeServiceIdentities(db: Q, ids: string[]): Promise<Map<string, string>> {
   if (ids.length === 0) return new Map();
-  const rows = await db
-    .selectFrom("principals")
-    .select(["id", "name"])
-    .where("id", "in", ids)
-    .where("kind", "=", "service")
-    .where("status", "=", "active")
-    .execute();
+  const rows = await serviceIdentities(db).where("id", "in", ids).where("status", "=", "active").execute();
   return new Map(rows.map((r) => [r.id, r.name]));
 }
