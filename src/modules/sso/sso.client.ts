@@ -59,6 +59,9 @@ export function createProviderClients(providers: readonly SsoProvider[], options
         },
       );
       config[oidc.customFetch] = fetcher;
+      // openid-client does not verify the signature of an ID token received straight from the token endpoint
+      // (OIDC Core allows trusting TLS instead); Stint always verifies it against the provider's published keys.
+      oidc.enableNonRepudiationChecks(config);
       return config;
     } catch (error) {
       if (error instanceof StintError) throw error;
