@@ -24,6 +24,8 @@ export const EXIT_CODES = {
    * or the vault is sealed or has the wrong key.
    */
   unreachable: 8,
+  /** `stint check`: answered, and the answer is no (the principal does not hold the role right now). */
+  notHeld: 9,
   /** Interrupted with Ctrl-C at a prompt (128 + SIGINT). */
   interrupted: 130,
 } as const;

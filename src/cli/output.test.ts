@@ -28,6 +28,7 @@ describe("exit codes", () => {
       notFound: 6,
       conflict: 7,
       unreachable: 8,
+      notHeld: 9,
       interrupted: 130,
     });
   });

@@ -33,6 +33,7 @@ Exit codes:
   0 ok                 1 unexpected error        2 usage or bad input
   3 audit chain broken 4 not signed in / failed  5 forbidden
   6 not found          7 conflict / exists       8 server or target unreachable, vault sealed
+  9 stint check: does not hold the role
 `;
 
 /** Whether the command line asks for JSON, read before parsing so even usage errors honour it. */

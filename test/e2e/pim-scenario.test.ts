@@ -207,7 +207,7 @@ describe("PIM scenario through the CLI: request, approval, activation, check, ex
     ]);
     const rolesTable = (await expectExit(alice, ["roles"], 0)).stdout;
     expect(rolesTable).toMatch(/prod-db-reader\s+eligible\s+high\s+up to 2h \(default 1h\), 1 approval stage, MFA/);
-    await expectExit(alice, ["check", "alice", "prod-db-reader"], 5);
+    await expectExit(alice, ["check", "alice", "prod-db-reader"], 9);
 
     // 4. alice asks for one minute and waits (a separate process, as at her terminal).
     const activateArgs = [
@@ -290,7 +290,7 @@ describe("PIM scenario through the CLI: request, approval, activation, check, ex
       const check = await alice(["check", "alice", "prod-db-reader"]);
       if (check.code === 0) lastAllowedStart = startedAt;
       else {
-        expect(check.code, shown(["check", "alice", "prod-db-reader"], check)).toBe(5);
+        expect(check.code, shown(["check", "alice", "prod-db-reader"], check)).toBe(9);
         expect(check.stdout).toMatch(/^not allowed: alice does not hold prod-db-reader/);
         deniedAt = Date.now();
         break;

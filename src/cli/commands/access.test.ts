@@ -381,11 +381,11 @@ describe("access commands (fake API)", () => {
 
     allowed = false;
     const no = await run(["check", "alice", "prod-db-reader"]);
-    expect(no.code).toBe(5);
+    expect(no.code).toBe(9);
     expect(no.stdout).toBe("not allowed: alice does not hold prod-db-reader (no active activation of this role)\n");
     expect(no.stderr).toBe("");
     const json = await run(["check", "alice", "prod-db-reader", "--json"]);
-    expect(json.code).toBe(5);
+    expect(json.code).toBe(9);
     expect(JSON.parse(json.stdout)).toMatchObject({ allowed: false });
   });
 

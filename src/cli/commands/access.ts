@@ -589,7 +589,7 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
 
   program
     .command("check")
-    .description("does PRINCIPAL hold ROLE right now? exit 0 when allowed, 5 when not")
+    .description("does PRINCIPAL hold ROLE right now? exit 0 when it does, 9 when not (5: you may not ask)")
     .argument("<principal>", "user or service name (someone else needs auditor, security or admin)")
     .argument("<role>", "role name")
     .addHelpText("after", "\nExample:\n  stint check alice prod-db-reader && echo allowed\n")
@@ -610,7 +610,7 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
         return;
       }
       emit(ctx, json, raw, () => `not allowed: ${principal} does not hold ${role} (${sanitize(data.reason)})\n`);
-      throw new CliError("NOT_ALLOWED", data.reason, { exitCode: EXIT_CODES.forbidden, reported: true });
+      throw new CliError("NOT_ALLOWED", data.reason, { exitCode: EXIT_CODES.notHeld, reported: true });
     });
 
   const token = program.command("token").description("short-lived tokens that prove your active roles");
