@@ -448,6 +448,12 @@ describe("workload identity: issuer fetches go through the address policy", () =
       expect(metadata.body.error?.message).toContain("169.254.169.254");
       expect((await deniedEvent(evil.url))?.details).toMatchObject({ code: "WORKLOAD_ISSUER_REFUSED" });
 
+      // An issuer itself at a denied address is not contacted either.
+      const deniedIssuer = `https://${deniedUrl}`;
+      await trustIssuer(deniedIssuer);
+      const walled = await exchange(await jobToken(keyA, { iss: deniedIssuer }));
+      expect(walled.body.error?.code).toBe("WORKLOAD_ISSUER_REFUSED");
+
       jwksUri = `https://${deniedUrl}/jwks`;
       const deny = await exchange(await jobToken(keyA, { iss: evil.url }));
       expect(deny.body.error?.code).toBe("WORKLOAD_ISSUER_REFUSED");
