@@ -347,6 +347,13 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       reconcile: { intervalMs: config.reconcileInterval, schedule: grants.scheduleReconcile },
       checkouts: vault,
       rotations: vault,
+      // Wakes at the next expiry (re-armed by the index's `act` messages), not only at the next poll.
+      expiries: {
+        next: () => requests.nextExpiry(),
+        onActivated: (listener) =>
+          accessIndex.subscribe({ onMessage: (message) => void (message.t === "act" && listener(message.exp)) }),
+      },
+      now: () => clock.now().getTime(),
     });
 
     const outbox = createOutboxRunner({

@@ -11,6 +11,11 @@
  * the next one is longer still. Both nodes then stall together (SKIP LOCKED hands the whole backlog
  * to one of them) until the losses stop: seen in the store chaos test, when each end cost ~10
  * statements, as 45 activations ending 53 s late in one commit under load. Halving always makes progress.
+ *
+ * Expiries do not wait for the poll: given `expiries`, the scheduler sets a timer at the earliest expiry
+ * it knows (read after each pass) and moves it earlier when an activation starts or is extended (the
+ * access index's `act` messages, which every node hears); when it fires, the next pass starts at once.
+ * The poll stays as the fallback (a missed message, another node's clock, stage deadlines and the rest).
  */
 import { failpoint } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
@@ -38,6 +43,15 @@ export function createScheduler(deps: {
   batchSize?: number;
   /** Activations or stage deadlines one transaction ends at most (fewer after a failed one; it loops until done). */
   endBatchSize?: number;
+  /** Wakes the scheduler at the next expiry instead of the next poll (see above). */
+  expiries?: {
+    /** The earliest expiry of an active activation (read after each pass). */
+    next: () => Promise<Date | null>;
+    /** Calls `listener` with the expiry (epoch ms) of each activation started or extended; returns an unsubscribe. */
+    onActivated: (listener: (expiresAt: number) => void) => () => void;
+  };
+  /** The clock the timer is set against (epoch ms; default Date.now). */
+  now?: () => number;
 }): Scheduler {
   const pollMs = deps.pollMs ?? 250;
   const batch = deps.batchSize ?? 100;
@@ -47,6 +61,45 @@ export function createScheduler(deps: {
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<unknown> = Promise.resolve();
   let lastReconcileSlot = -1;
+  const now = deps.now ?? Date.now;
+  /** A pass runs (or is about to): a wake then only asks for another one right after it. */
+  let ticking = false;
+  let wakeRequested = false;
+  let wakeTimer: NodeJS.Timeout | undefined;
+  /** When `wakeTimer` fires (epoch ms), Infinity when unset. */
+  let wakeAt = Number.POSITIVE_INFINITY;
+  let unsubscribe: (() => void) | undefined;
+
+  /** Starts a pass now, or right after the one running. */
+  function wake() {
+    if (!running) return;
+    if (ticking) {
+      wakeRequested = true;
+      return;
+    }
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    tick();
+  }
+
+  /**
+   * Sets the wake timer at `at` (epoch ms) unless it is set earlier already. Only for an expiry still
+   * ahead: one already due that a pass left (rows another node holds, a clock behind) is the poll's, or
+   * the scheduler would spin on it.
+   */
+  function wakeAtExpiry(at: number) {
+    if (!running || !(at < wakeAt) || !(at > now())) return;
+    if (wakeTimer) clearTimeout(wakeTimer);
+    wakeAt = at;
+    // A millisecond late: an expiry is due once the clock has reached it. Never longer than a timer holds.
+    const delay = Math.min(Math.max(0, at - now() + 1), MAX_TIMER_MS);
+    wakeTimer = setTimeout(() => {
+      wakeTimer = undefined;
+      wakeAt = Number.POSITIVE_INFINITY;
+      wake();
+    }, delay);
+    wakeTimer.unref?.();
+  }
 
   async function runOnce() {
     let expired = 0;
@@ -79,9 +132,14 @@ export function createScheduler(deps: {
 
   function tick() {
     if (!running) return;
+    ticking = true;
+    wakeRequested = false;
     inFlight = runOnce()
-      .then((r) => {
+      .then(async (r) => {
         if (r.expired + r.timedOut + r.eligibilitiesEnded > 0) deps.logger?.info(r, "scheduler pass");
+        // The earliest expiry left, read after the pass (what it ended is gone).
+        const next = await deps.expiries?.next();
+        if (next) wakeAtExpiry(next.getTime());
       })
       .catch((error: unknown) =>
         deps.logger?.error(
@@ -90,7 +148,8 @@ export function createScheduler(deps: {
         ),
       )
       .finally(() => {
-        if (running) timer = setTimeout(tick, pollMs);
+        ticking = false;
+        if (running) timer = setTimeout(tick, wakeRequested ? 0 : pollMs);
       });
   }
 
@@ -99,11 +158,17 @@ export function createScheduler(deps: {
     start() {
       if (running) return;
       running = true;
+      unsubscribe = deps.expiries?.onActivated((expiresAt) => wakeAtExpiry(expiresAt));
       tick();
     },
     async stop() {
       running = false;
+      unsubscribe?.();
+      unsubscribe = undefined;
       if (timer) clearTimeout(timer);
+      if (wakeTimer) clearTimeout(wakeTimer);
+      wakeTimer = undefined;
+      wakeAt = Number.POSITIVE_INFINITY;
       await inFlight;
     },
   };
@@ -115,6 +180,8 @@ export function createScheduler(deps: {
  * measured 16 per transaction far too slow for a wave of 10,000 (p99 13 s against 2.5 s at 500).
  */
 const DEFAULT_EXPIRY_BATCH = 500;
+/** setTimeout's longest delay (about 24.8 days); a later expiry is re-armed after the next pass. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Stage deadlines are still applied one row at a time (several statements each): fewer per transaction. */
 const DEFAULT_DEADLINE_BATCH = 16;
 
