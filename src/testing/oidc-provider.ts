@@ -126,7 +126,11 @@ export async function browseThrough(authorizationUrl: string, login: string, iss
     }
     const html = await res.text();
     const form = /<form[^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/i.exec(html);
-    if (!form) throw new Error(`no form at ${url.pathname} (status ${res.status}): ${html.slice(0, 300)}`);
+    // A page without a form is where the provider's part ends (the device flow's "signed in" page).
+    if (!form) {
+      if (res.status === 200) return url;
+      throw new Error(`no form at ${url.pathname} (status ${res.status}): ${html.slice(0, 300)}`);
+    }
     const fields = new URLSearchParams();
     for (const input of form[2]!.matchAll(/<input[^>]*>/gi)) {
       const name = /name="([^"]+)"/.exec(input[0])?.[1];

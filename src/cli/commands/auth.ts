@@ -10,6 +10,7 @@ import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
 import { emit, note, renderKeyValues, warn } from "../output.js";
 import { ask, isInteractive, readPassword, readStdinLine } from "../prompt.js";
 import { checkName, clientFor, warnIfPlainHttp } from "./shared.js";
+import { deviceLogin, ssoLogin } from "./sso-login.js";
 
 /** What `--json` prints after a sign-in: never the tokens themselves. */
 function sessionSummary(server: string, pair: TokenPairDto): Record<string, unknown> {
@@ -102,6 +103,8 @@ interface LoginOptions {
   otp?: string;
   tokenExchangeFromEnv?: string;
   service?: string;
+  sso?: string | boolean;
+  device?: string | boolean;
 }
 
 /**
@@ -181,11 +184,15 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
       "--service <name>",
       "with --token-exchange-from-env: the service identity to act as, when several trust the job",
     )
+    .option("--sso [provider]", "single sign-on in a browser (the CLI listens on 127.0.0.1 for the way back)")
+    .option("--device [provider]", "single sign-on with a code to confirm on any device (no browser here)")
     .addHelpText(
       "after",
       "\nExamples:\n  stint login --server https://stint.example.com --user alice\n" +
         "  printf '%s\\n' \"$PASSWORD\" | stint login --user ci-bot --password-stdin --otp 123456\n" +
-        "  stint login --server https://stint.example.com --token-exchange-from-env CI_JOB_JWT\n",
+        "  stint login --server https://stint.example.com --token-exchange-from-env CI_JOB_JWT\n" +
+        "  stint login --server https://stint.example.com --sso\n" +
+        "  stint login --server https://stint.example.com --device corp\n",
     )
     .action(async (options: LoginOptions, command: Command) => {
       const { json } = globalOptions(command);
@@ -204,6 +211,24 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
         return;
       }
       if (options.service !== undefined) throw usageError("--service goes with --token-exchange-from-env");
+      if (options.sso !== undefined || options.device !== undefined) {
+        if (options.sso !== undefined && options.device !== undefined) throw usageError("--sso or --device, not both");
+        if (options.user !== undefined || options.passwordStdin || options.otp !== undefined)
+          throw usageError("single sign-on takes no --user, password or --otp: the identity provider asks");
+        const wanted = options.sso ?? options.device;
+        const pair =
+          options.sso !== undefined
+            ? await ssoLogin(ctx, client, typeof wanted === "string" ? wanted : undefined)
+            : await deviceLogin(ctx, client, typeof wanted === "string" ? wanted : undefined);
+        const previous = client.credentials();
+        if (previous && !previous.exchanged)
+          await client
+            .request("POST", "/v1/auth/logout", { body: { refreshToken: previous.refreshToken } })
+            .catch(() => undefined);
+        await client.saveSession(pair);
+        emit(ctx, json, sessionSummary(client.server, pair), () => describeSignIn(ctx, client.server, pair.principal));
+        return;
+      }
       let username = options.user;
       if (username === undefined) {
         if (!isInteractive(ctx)) throw usageError("--user is required when stdin is not a terminal");
