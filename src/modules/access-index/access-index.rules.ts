@@ -8,6 +8,7 @@
  *   `end` is remembered (a tombstone) and a later `act` for that id is ignored;
  * - an `act` only ever moves the expiry later (activation sets it, an extension adds to it).
  */
+import { unpackIds } from "../../lib/packed-ids.js";
 import type { AccessMessage, AccessMessageOf, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
 
 export interface IndexState {
@@ -264,6 +265,29 @@ function parsePrincipal(value: unknown): PrincipalEntry | null {
   if (p.status !== "active" && p.status !== "disabled") return null;
   if (!Array.isArray(p.platformRoles) || !p.platformRoles.every((r) => typeof r === "string")) return null;
   return { id: p.id, name: p.name, kind: p.kind, status: p.status, platformRoles: p.platformRoles as string[] };
+}
+
+/**
+ * A payload from the channel as the messages it carries: an `ends` message (a batch of activations
+ * ended in one transaction, `payloadsOf`) as one `end` message per id, in order; anything else as
+ * `parseMessage` reads it. Empty when it is not a message (it is ignored).
+ */
+export function parseMessages(payload: string): AccessMessage[] {
+  // The batch's own shape is checked before the general parse (one JSON.parse either way).
+  if (payload.startsWith('{"t":"ends"')) {
+    let m: Record<string, unknown>;
+    try {
+      m = JSON.parse(payload) as Record<string, unknown>;
+    } catch {
+      return [];
+    }
+    const ids = unpackIds(m.ids);
+    if (ids === null) return [];
+    const at = isTime(m.at) ? m.at : 0;
+    return ids.map((id) => ({ t: "end", at, id }));
+  }
+  const message = parseMessage(payload);
+  return message ? [message] : [];
 }
 
 /** A payload from the channel as a message, or null when it is not one (it is ignored). */

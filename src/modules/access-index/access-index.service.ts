@@ -27,7 +27,7 @@ import {
   isLive,
   liveActivationsOf,
   mergeSnapshot,
-  parseMessage,
+  parseMessages,
   touchedBy,
   type IndexState,
   type Touched,
@@ -176,14 +176,16 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   }
 
   function receive(payload: string) {
-    const message = parseMessage(payload);
-    if (!message) return;
-    if (message.t === "ping") {
-      if (message.node === node && heardPing(heartbeat, message.n).lost) lose("heartbeat-skipped");
+    const messages = parseMessages(payload);
+    if (messages.length === 0) return;
+    const first = messages[0]!;
+    if (first.t === "ping") {
+      if (first.node === node && heardPing(heartbeat, first.n).lost) lose("heartbeat-skipped");
       return;
     }
-    if (message.at > 0) metrics.lag.observe(Math.max(0, Date.now() - message.at) / 1000);
-    apply(message);
+    // A batch is one notification: its lag is observed once.
+    if (first.at > 0) metrics.lag.observe(Math.max(0, Date.now() - first.at) / 1000);
+    for (const message of messages) apply(message);
   }
 
   /** Messages may have been lost: nothing cached is trusted until a full reload that started after now. */

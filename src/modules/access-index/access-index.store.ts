@@ -1,6 +1,7 @@
 /** SQL of the access index: the snapshot a node loads, and the notification a transaction sends. */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import { MAX_PACKED_IDS, packIds } from "../../lib/packed-ids.js";
 import type { AccessMessage, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
 
 type Q = Kysely<Database>;
@@ -73,10 +74,37 @@ export async function notify(db: Q, message: AccessMessage): Promise<void> {
   await sql`select pg_notify(${ACCESS_CHANNEL}, ${JSON.stringify(message)})`.execute(db);
 }
 
+/**
+ * The payloads of `messages`, in order: a run of `end` messages travels as `ends` messages of up to
+ * `MAX_PACKED_IDS` packed ids each (`parseMessages` gives them back as `end` messages), so a batch of 500
+ * activations ended is two notifications, not 500, for the database to queue and every node to read.
+ */
+export function payloadsOf(messages: readonly AccessMessage[]): string[] {
+  const payloads: string[] = [];
+  for (let i = 0; i < messages.length;) {
+    const message = messages[i]!;
+    if (message.t !== "end") {
+      payloads.push(JSON.stringify(message));
+      i++;
+      continue;
+    }
+    const run: AccessMessage[] = [];
+    while (i < messages.length && messages[i]!.t === "end" && run.length < MAX_PACKED_IDS) run.push(messages[i++]!);
+    const ids = packIds(run.map((m) => (m as { id: string }).id));
+    if (run.length > 1 && ids !== null) payloads.push(JSON.stringify({ t: "ends", at: run[0]!.at, ids }));
+    else for (const m of run) payloads.push(JSON.stringify(m));
+  }
+  return payloads;
+}
+
 /** Sends `messages` in this order, in one statement (ending thousands of activations at once). */
 export async function notifyMany(db: Q, messages: AccessMessage[]): Promise<void> {
   if (messages.length === 0) return;
-  const payloads = messages.map((message) => JSON.stringify(message));
+  const payloads = payloadsOf(messages);
+  if (payloads.length === 1) {
+    await sql`select pg_notify(${ACCESS_CHANNEL}, ${payloads[0]})`.execute(db);
+    return;
+  }
   await sql`select pg_notify(${ACCESS_CHANNEL}, m) from unnest(${payloads}::text[]) with ordinality as t(m, n) order by n`.execute(
     db,
   );

@@ -50,16 +50,13 @@ import {
   type CertExtension,
 } from "./ssh-ca.js";
 import { encodeKrl } from "./ssh-krl.js";
+import { endedPayloads, parseBus, type ActivationEnded, type BusMessage } from "./sessions.bus.js";
 import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 
 export const SESSIONS_CHANNEL = "stint_sessions";
 /** How far a client's clock may be behind ours and its certificate still be valid. */
 const CERT_BACKDATE_MS = 60_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
-
-type BusMessage =
-  | { type: "activation"; requestId: string; role: string; state: string; by: string; reason: string; at: number }
-  | { type: "kill"; sessionId: string; by: string; reason: string; at: number };
 
 export interface SessionServiceDeps {
   store: Pick<AppStore, "db" | "transaction" | "listen">;
@@ -745,19 +742,21 @@ export function createSessionService(deps: SessionServiceDeps) {
   // ---- bus ----
 
   function onBus(payload: string) {
-    let message: BusMessage;
-    try {
-      message = JSON.parse(payload) as BusMessage;
-    } catch {
-      return;
-    }
-    if (message.type === "kill") {
-      const entry = live.get(message.sessionId);
+    const messages = parseBus(payload);
+    if (messages.length === 0) return;
+    const first = messages[0]!;
+    if (first.type === "kill") {
+      const entry = live.get(first.sessionId);
       if (entry)
-        abort(entry, { reason: "killed", message: `${message.by} ended this session: ${message.reason}` }, message.at);
+        abort(entry, { reason: "killed", message: `${first.by} ended this session: ${first.reason}` }, first.at);
       return;
     }
-    if (message.type === "activation") {
+    // Activations ended (one, or a batch of them): the live sessions are looked through once.
+    const ended = new Map<string, ActivationEnded>();
+    for (const message of messages) if (message.type === "activation") ended.set(message.requestId, message);
+    for (const entry of [...live.values()]) {
+      const message = ended.get(entry.requestId);
+      if (!message) continue;
       const how =
         message.state === "expired"
           ? "expired"
@@ -766,7 +765,7 @@ export function createSessionService(deps: SessionServiceDeps) {
         reason: "activation_ended",
         message: `Your activation of ${message.role} ${how}${message.reason ? `: ${message.reason}` : ""}; this session is over.`,
       };
-      for (const entry of live.values()) if (entry.requestId === message.requestId) abort(entry, end, message.at);
+      abort(entry, end, message.at);
     }
   }
 
@@ -963,8 +962,8 @@ export function createSessionService(deps: SessionServiceDeps) {
       ended: { requestId: string; role: string; state: string; by: string; reason: string }[],
     ) {
       const at = Date.now();
-      const messages: BusMessage[] = ended.map((e) => ({ type: "activation", ...e, at }));
-      await sessionStore.notifyMany(tx, SESSIONS_CHANNEL, messages);
+      // A batch travels as a few `activations` messages (sessions.bus.ts), not one notification each.
+      await sessionStore.notifyTexts(tx, SESSIONS_CHANNEL, endedPayloads(ended.map((e) => ({ ...e, at }))));
     },
 
     /** The CA's public key and where the SSH proxy listens (public: hosts may trust the CA directly). */

@@ -374,8 +374,20 @@ export async function notify(db: Q, channel: string, payload: unknown) {
 
 /** `notify` for many payloads, in this order, in one statement. */
 export async function notifyMany(db: Q, channel: string, payloads: unknown[]) {
-  if (payloads.length === 0) return;
-  const texts = payloads.map((payload) => JSON.stringify(payload));
+  await notifyTexts(
+    db,
+    channel,
+    payloads.map((payload) => JSON.stringify(payload)),
+  );
+}
+
+/** Payloads already written as text, in this order, in one statement. */
+export async function notifyTexts(db: Q, channel: string, texts: string[]) {
+  if (texts.length === 0) return;
+  if (texts.length === 1) {
+    await sql`select pg_notify(${channel}, ${texts[0]})`.execute(db);
+    return;
+  }
   await sql`select pg_notify(${channel}, m) from unnest(${texts}::text[]) with ordinality as t(m, n) order by n`.execute(
     db,
   );
