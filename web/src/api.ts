@@ -137,6 +137,14 @@ export async function signIn(username: string, password: string, otp?: string): 
   adopt((await res.json()) as TokenPairDto);
 }
 
+/** Single sign-on: the one-time code Stint sent back, redeemed with this tab's PKCE verifier. */
+export async function signInWithSsoCode(code: string, codeVerifier: string): Promise<void> {
+  const res = await send("POST", "/v1/auth/sso/redeem", { code, codeVerifier }, null);
+  if (!res.ok) throw await errorOf(res);
+  expiredNotice = false;
+  adopt((await res.json()) as TokenPairDto);
+}
+
 export async function signOut(): Promise<void> {
   const current = session;
   endSession(false);

@@ -25,6 +25,7 @@ import { submitActivation, extendBody, type ActivationRequestDto } from "../../.
 import { api, ApiError } from "../api.js";
 import { formatCountdown, policyInWords, riskColor, useNow, zodFieldErrors } from "../ui.js";
 import { shortId } from "../../../src/contract/short-id.js";
+import { MyGroups } from "./MyGroups.js";
 
 export interface MyRole {
   role: string;
@@ -85,6 +86,7 @@ export default function MyAccess() {
       <Title order={1} size="h2">
         My access
       </Title>
+      <MyGroups />
       {error && (
         <Alert color="red" role="alert">
           {error}

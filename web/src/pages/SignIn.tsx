@@ -2,6 +2,7 @@
 import { Alert, Button, Center, Paper, PasswordInput, Stack, TextInput, Title, Text } from "@mantine/core";
 import { useState, type FormEvent } from "react";
 import { ApiError, signIn, takeExpiredNotice } from "../api.js";
+import { SsoSignIn } from "./SsoSignIn.js";
 
 export function SignIn() {
   const [expired] = useState(() => takeExpiredNotice());
@@ -49,6 +50,7 @@ export function SignIn() {
                 {error}
               </Alert>
             )}
+            <SsoSignIn />
             <TextInput
               label="User name"
               name="username"
