@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliContext } from "../../src/cli/context.js";
 import { runCli } from "../../src/cli/program.js";
 import { ADMIN_PASSWORD } from "../../src/testing/server.js";
+import { injectFetch } from "./inject-fetch.js";
 import { pgTarget, type PgTarget } from "./pg-target.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
@@ -577,18 +578,7 @@ describe("workload identity: trusts", () => {
 describe("workload identity: stint login --token-exchange-from-env", () => {
   const SERVER = "http://127.0.0.1:8420";
   /** The CLI's fetch, answered by the in-process server. */
-  const bridge: typeof fetch = async (input, init) => {
-    const url = new URL(String(input));
-    const res = await h.server.app.inject({
-      method: (init?.method ?? "GET") as "GET",
-      url: `${url.pathname}${url.search}`,
-      headers: init?.headers as Record<string, string>,
-      ...(typeof init?.body === "string" ? { payload: init.body } : {}),
-    });
-    const headers = new Headers();
-    for (const [name, value] of Object.entries(res.headers)) if (value !== undefined) headers.set(name, String(value));
-    return new Response(res.statusCode === 204 ? null : res.body, { status: res.statusCode, headers });
-  };
+  const bridge = injectFetch(() => h.server.app);
 
   async function cli(dir: string, argv: string[], env: Record<string, string> = {}, input?: string) {
     const stdin = new PassThrough();
