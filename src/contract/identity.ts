@@ -46,6 +46,8 @@ export const refreshRequest = z.strictObject({ refreshToken: z.string().min(1).m
 export const logoutRequest = z.strictObject({ refreshToken: z.string().min(1).max(512).optional() });
 
 export const setupRequest = z.strictObject({ code: z.string().min(1).max(128), username: name, password });
+export const setupCheckRequest = z.strictObject({ code: z.string().min(1).max(128) });
+export const setupCheckResult = z.object({ valid: z.literal(true) });
 
 export const totpEnrollment = z.object({ secret: z.string(), otpauthUri: z.string() });
 export const totpConfirmRequest = z.strictObject({ code: z.string().regex(/^\d{6}$/, "must be 6 digits") });

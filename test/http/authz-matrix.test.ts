@@ -39,6 +39,7 @@ const MATRIX = `
   GET     /step-up/:id                             yes        yes   yes      yes       yes
   GET     /assets/*                                yes        yes   yes      yes       yes
   POST    /v1/setup                                yes        yes   yes      yes       yes
+  POST    /v1/setup/check                          yes        yes   yes      yes       yes
   POST    /v1/auth/login                           yes        yes   yes      yes       yes
   POST    /v1/auth/refresh                         yes        yes   yes      yes       yes
   POST    /v1/auth/token-exchange                  yes        yes   yes      yes       yes
@@ -219,6 +220,7 @@ const PROBES: Record<string, ProbeFactory> = {
     url: "/v1/setup",
     payload: { code: "not-a-real-setup-code", username: "matrix-setup", password: "a-long-enough-password-1" },
   }),
+  "POST /v1/setup/check": () => ({ url: "/v1/setup/check", payload: { code: "not-a-real-setup-code" } }),
   "POST /v1/auth/login": () => ({
     url: "/v1/auth/login",
     payload: { username: LOGIN_ONLY, password: passwordFor(LOGIN_ONLY) },

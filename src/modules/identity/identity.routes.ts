@@ -14,6 +14,15 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
   const { identity, directory } = deps;
 
   app.post(
+    "/v1/setup/check",
+    {
+      config: { requirement: "public" },
+      schema: { tags: ["auth"], body: c.setupCheckRequest, response: { 200: c.setupCheckResult } },
+    },
+    async (req) => identity.checkSetupCode(req.body.code, req.callContext),
+  );
+
+  app.post(
     "/v1/setup",
     {
       config: { requirement: "public" },

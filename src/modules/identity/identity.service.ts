@@ -569,6 +569,30 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       return (outcome as { principal: Principal }).principal;
     },
 
+    /**
+     * Whether a setup code would be accepted, without using it: `stint setup` asks before it prompts for a
+     * password (twice), so a mistyped code is said first. A refusal is audited like a failed claim; the code
+     * (160 random bits) is no easier to guess here than through the claim itself.
+     */
+    async checkSetupCode(code: string, context: CallContext): Promise<{ valid: true }> {
+      const now = clock.now();
+      const error =
+        (await identityStore.countActiveAdmins(store.db)) > 0
+          ? new StintError("SETUP_ALREADY_DONE")
+          : (
+                await store.db
+                  .selectFrom("setup_codes")
+                  .select("code_hash")
+                  .where("used_at", "is", null)
+                  .where("expires_at", ">", now)
+                  .execute()
+              ).some((c) => constantTimeEqual(c.code_hash, sha256Hex(code)))
+            ? undefined
+            : new StintError("SETUP_CODE_INVALID");
+      if (error) return deny(context, "setup.check", "setup", error.message, error);
+      return { valid: true };
+    },
+
     async login(
       input: {
         username: string;
