@@ -205,12 +205,13 @@ export function createSiemService(options: SiemServiceOptions): SiemService {
     async function confirm(persisted: Position): Promise<Position> {
       const position = sender.confirmed(now());
       if (!position) return persisted;
-      if (!(await siemStore.advance(store.db, name, holder, position))) {
-        // The lease ran out under us: another node may deliver now; stop and start over from its cursor.
+      if (!(await siemStore.advance(store.db, name, holder, position, leaseMs))) {
+        // Another node took the lease: it delivers now; stop and start over from its cursor when ours again.
         state.leader = false;
         sender.reset();
-        throw new Error("lost the lease before the cursor could move");
+        throw new Error("another node took the lease before the cursor could move");
       }
+      state.leaseCheckedAt = now();
       await refreshLag(position.seq);
       return position;
     }

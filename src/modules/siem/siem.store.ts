@@ -75,19 +75,22 @@ export async function releaseLease(db: Q, destination: string, holder: string): 
 }
 
 /**
- * Moves the cursor forward, only under a lease `holder` still holds (a node that lost it moves nothing).
- * True when it moved (or stood there already).
+ * Moves the cursor forward and renews the lease, only while the row still names `holder`: a node whose
+ * lease another node took moves nothing. A lease that merely ran out (a long send, a paused process) with
+ * nobody taking it over is still this node's: nobody else can have delivered meanwhile, since taking it
+ * writes the taker's name. True when it moved (or stood there already).
  */
 export async function advance(
   db: Q,
   destination: string,
   holder: string,
   to: { seq: number; checkpointSeq: number },
+  ttlMs: number,
 ): Promise<boolean> {
   const { rows } = await sql<{ destination: string }>`update siem_cursors
     set seq = greatest(seq, ${to.seq}), checkpoint_seq = greatest(checkpoint_seq, ${to.checkpointSeq}),
-      delivered_at = now(), updated_at = now()
-    where destination = ${destination} and holder = ${holder} and lease_expires_at > now()
+      delivered_at = now(), updated_at = now(), lease_expires_at = now() + make_interval(secs => ${ttlMs / 1000})
+    where destination = ${destination} and holder = ${holder}
     returning destination`.execute(db);
   return rows.length === 1;
 }
