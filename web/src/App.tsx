@@ -46,7 +46,12 @@ const PAGES: Page[] = [
     roles: ["admin", "security", "auditor"],
     component: lazy(() => import("./pages/Dashboards.js")),
   },
+  { path: "/account", label: "Account", roles: [], component: lazy(() => import("./pages/Account.js")) },
 ];
+
+/** A CLI session's passkey step-up handed to the browser (/step-up/<id>). */
+const StepUpHandoff = lazy(() => import("./pages/StepUpHandoff.js"));
+const handoffIdOfPath = (path: string) => /^\/step-up\/([0-9a-f-]{36})$/.exec(path)?.[1] ?? null;
 
 /** One request (where notification links lead), under the Requests entry. */
 const RequestPage = lazy(() => import("./pages/RequestPage.js"));
@@ -72,6 +77,7 @@ export function App() {
   if (!session) return <SignIn />;
   const visible = PAGES.filter((p) => p.roles.length === 0 || hasRole(...p.roles));
   const requestId = requestIdOfPath(path);
+  const handoffId = handoffIdOfPath(path);
   const page = visible.find((p) => p.path === (requestId ? "/requests" : path)) ?? visible[0]!;
   const Current = page.component;
   return (
@@ -129,7 +135,13 @@ export function App() {
             </Center>
           }
         >
-          {requestId ? <RequestPage id={requestId} key={requestId} /> : <Current />}
+          {handoffId ? (
+            <StepUpHandoff id={handoffId} key={handoffId} />
+          ) : requestId ? (
+            <RequestPage id={requestId} key={requestId} />
+          ) : (
+            <Current />
+          )}
         </Suspense>
       </AppShell.Main>
     </AppShell>

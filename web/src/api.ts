@@ -137,6 +137,18 @@ export async function signIn(username: string, password: string, otp?: string): 
   adopt((await res.json()) as TokenPairDto);
 }
 
+/** Password and a passkey answer to the challenge MFA_REQUIRED carried. */
+export async function signInWithPasskey(
+  username: string,
+  password: string,
+  webauthn: { challengeId: string; response: unknown },
+): Promise<void> {
+  const res = await send("POST", "/v1/auth/login", { username, password, webauthn }, null);
+  if (!res.ok) throw await errorOf(res);
+  expiredNotice = false;
+  adopt((await res.json()) as TokenPairDto);
+}
+
 /** Single sign-on: the one-time code Stint sent back, redeemed with this tab's PKCE verifier. */
 export async function signInWithSsoCode(code: string, codeVerifier: string): Promise<void> {
   const res = await send("POST", "/v1/auth/sso/redeem", { code, codeVerifier }, null);

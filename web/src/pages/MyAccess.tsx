@@ -26,6 +26,7 @@ import { api, ApiError } from "../api.js";
 import { formatCountdown, policyInWords, riskColor, useNow, zodFieldErrors } from "../ui.js";
 import { shortId } from "../../../src/contract/short-id.js";
 import { MyGroups } from "./MyGroups.js";
+import { PasskeyStepUp } from "./passkeys/PasskeyStepUp.js";
 
 export interface MyRole {
   role: string;
@@ -178,6 +179,7 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
   const [ticket, setTicket] = useState("");
   const [otp, setOtp] = useState("");
   const [needOtp, setNeedOtp] = useState(false);
+  const [needPasskey, setNeedPasskey] = useState(false);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -214,6 +216,9 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
       if (e instanceof ApiError && e.code === "MFA_STEP_UP_REQUIRED") {
         setNeedOtp(true);
         setError("This role needs a fresh one-time code from your authenticator app.");
+      } else if (e instanceof ApiError && e.code === "WEBAUTHN_REQUIRED") {
+        setNeedPasskey(true);
+        setError(e.message);
       } else if (e instanceof ApiError) {
         const fields = e.fieldErrors();
         if (e.code === "JUSTIFICATION_INVALID") fields.reason = e.message;
@@ -294,6 +299,15 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
               onChange={(e) => setOtp(e.currentTarget.value)}
               error={errors.otp}
               autoComplete="one-time-code"
+            />
+          )}
+          {needPasskey && (
+            <PasskeyStepUp
+              label="Confirm with passkey and request"
+              onDone={() => {
+                setNeedPasskey(false);
+                void submit();
+              }}
             />
           )}
           <Group justify="flex-end">

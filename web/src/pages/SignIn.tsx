@@ -2,6 +2,8 @@
 import { Alert, Button, Center, Paper, PasswordInput, Stack, TextInput, Title, Text } from "@mantine/core";
 import { useState, type FormEvent } from "react";
 import { ApiError, signIn, takeExpiredNotice } from "../api.js";
+import type { WebauthnOptionsDto } from "../../../src/contract/passkeys.js";
+import { PasskeySignIn } from "./passkeys/PasskeySignIn.js";
 import { SsoSignIn } from "./SsoSignIn.js";
 
 export function SignIn() {
@@ -10,6 +12,8 @@ export function SignIn() {
   const [password, setPassword] = useState("");
   const [otp, setOtp] = useState("");
   const [needOtp, setNeedOtp] = useState(false);
+  // The second factors the account has, and the passkey challenge, from MFA_REQUIRED.
+  const [mfa, setMfa] = useState<{ methods: string[]; webauthn?: WebauthnOptionsDto } | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
@@ -21,8 +25,11 @@ export function SignIn() {
       await signIn(username.trim(), password, needOtp ? otp.trim() : undefined);
     } catch (e) {
       if (e instanceof ApiError && e.code === "MFA_REQUIRED") {
-        setNeedOtp(true);
-        setError("Enter the six-digit code from your authenticator app.");
+        const details = (e.details ?? {}) as { methods?: string[]; webauthn?: WebauthnOptionsDto };
+        setMfa({ methods: details.methods ?? ["totp"], ...(details.webauthn ? { webauthn: details.webauthn } : {}) });
+        setNeedOtp((details.methods ?? ["totp"]).includes("totp"));
+        if ((details.methods ?? ["totp"]).includes("totp"))
+          setError(needOtp ? e.message : "Enter the six-digit code from your authenticator app.");
       } else setError(e instanceof Error ? e.message : String(e));
     } finally {
       setBusy(false);
@@ -78,9 +85,20 @@ export function SignIn() {
                 onChange={(e) => setOtp(e.currentTarget.value)}
               />
             )}
-            <Button type="submit" loading={busy}>
-              Sign in
-            </Button>
+            {mfa?.webauthn && (
+              <PasskeySignIn
+                username={username.trim()}
+                password={password}
+                challenge={mfa.webauthn}
+                orCode={needOtp}
+                onRestart={() => setMfa({ methods: mfa.methods })}
+              />
+            )}
+            {(!mfa || needOtp || !mfa.webauthn) && (
+              <Button type="submit" loading={busy}>
+                Sign in
+              </Button>
+            )}
           </Stack>
         </form>
       </Paper>
