@@ -216,7 +216,7 @@ eligibility:
     }>().items;
     const removed = events.find((e) => e.action === "group.member_removed" && e.subject === "group:dba");
     expect(removed?.details).toMatchObject({ principal: "alice", source: "oidc" });
-    expect(events.some((e) => /revoke|end/.test(e.action) && JSON.stringify(e).includes(id))).toBe(true);
+    expect(events.some((e) => e.action === "request.revoked" && JSON.stringify(e).includes(id))).toBe(true);
   });
 
   it("a replayed callback (the same state twice) is refused with SSO_STATE_INVALID and audited", async () => {
