@@ -57,6 +57,11 @@ describe("quickstart: npm start, then the CLI", () => {
 
   it("signs in as the first admin, enrols TOTP, and then refuses sign-ins without a valid code", async () => {
     const [, , code] = await server.waitFor(/npx stint setup --server (\S+) --code (\S+) --user admin/);
+    // A mistyped code is said before any password is asked for (no terminal here: asking would fail otherwise).
+    const mistyped = await cli(["setup", "--code", `${code!}x`, "--user", "admin"], { env });
+    expect(mistyped.code).toBe(4);
+    expect(mistyped.stderr).toContain("SETUP_CODE_INVALID");
+    expect(mistyped.stderr).not.toMatch(/terminal|password/i);
     const setup = await cli(["setup", "--code", code!, "--user", "admin", "--password-stdin"], {
       env,
       input: `${PASSWORD}\n`,

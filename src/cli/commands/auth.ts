@@ -1,7 +1,13 @@
 /** Signing in and out: setup, login, logout, whoami, password. */
 import type { Command } from "commander";
 import { password as passwordSchema } from "../../contract/common.js";
-import { principal, tokenPair, type PrincipalDto, type TokenPairDto } from "../../contract/identity.js";
+import {
+  principal,
+  setupCheckResult,
+  tokenPair,
+  type PrincipalDto,
+  type TokenPairDto,
+} from "../../contract/identity.js";
 import { JWT_TOKEN_TYPES, TOKEN_EXCHANGE_GRANT, tokenExchangeResult } from "../../contract/workload.js";
 import type { ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
@@ -152,6 +158,12 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
       const username = checkName("user name", options.user);
       const client = await clientFor(ctx, command, false);
       warnIfPlainHttp(ctx, client.server);
+      // A mistyped or used code is said before the password is asked for (twice).
+      await client.request("POST", "/v1/setup/check", {
+        body: { code: options.code },
+        auth: false,
+        schema: setupCheckResult,
+      });
       const password = checkNewPassword(
         await readPassword(ctx, {
           passwordStdin: options.passwordStdin === true,
