@@ -43,6 +43,12 @@ const MATRIX = `
   POST    /v1/auth/login                           yes        yes   yes      yes       yes
   POST    /v1/auth/refresh                         yes        yes   yes      yes       yes
   POST    /v1/auth/token-exchange                  yes        yes   yes      yes       yes
+  GET     /v1/auth/sso/providers                   yes        yes   yes      yes       yes
+  GET     /v1/auth/sso/:provider/login             yes        yes   yes      yes       yes
+  GET     /v1/auth/sso/:provider/callback          yes        yes   yes      yes       yes
+  POST    /v1/auth/sso/redeem                      yes        yes   yes      yes       yes
+  POST    /v1/auth/sso/:provider/device            yes        yes   yes      yes       yes
+  POST    /v1/auth/sso/device/token                yes        yes   yes      yes       yes
   POST    /v1/auth/step-up                         no         yes   yes      yes       yes
   POST    /v1/auth/logout                          no         yes   yes      yes       yes
   GET     /v1/me                                   no         yes   yes      yes       yes
@@ -221,6 +227,13 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { code: "not-a-real-setup-code", username: "matrix-setup", password: "a-long-enough-password-1" },
   }),
   "POST /v1/setup/check": () => ({ url: "/v1/setup/check", payload: { code: "not-a-real-setup-code" } }),
+  // Single sign-on is public: with no provider configured these answer 404 SSO_PROVIDER_UNKNOWN, and the
+  // redeem and device-token bodies are invalid (a real code would answer 401 for a reason that is not authorization).
+  "GET /v1/auth/sso/:provider/login": () => ({ url: `/v1/auth/sso/corp/login?code_challenge=${"a".repeat(43)}` }),
+  "GET /v1/auth/sso/:provider/callback": () => ({ url: "/v1/auth/sso/corp/callback?state=x&code=y" }),
+  "POST /v1/auth/sso/redeem": () => ({ url: "/v1/auth/sso/redeem", payload: { code: "x", codeVerifier: "short" } }),
+  "POST /v1/auth/sso/:provider/device": () => ({ url: "/v1/auth/sso/corp/device", payload: {} }),
+  "POST /v1/auth/sso/device/token": () => ({ url: "/v1/auth/sso/device/token", payload: {} }),
   "POST /v1/auth/login": () => ({
     url: "/v1/auth/login",
     payload: { username: LOGIN_ONLY, password: passwordFor(LOGIN_ONLY) },
