@@ -303,12 +303,33 @@ export function chain(
   prev: { seq: number; hash: string },
   parts?: CanonicalParts | null,
 ): AuditEvent {
-  const linked = { ...event, seq: prev.seq + 1, prevHash: prev.hash };
-  const hash =
-    parts && Number.isSafeInteger(linked.seq) && typeof linked.prevHash === "string" && plain(linked.prevHash)
-      ? digestOnce("sha256", canonicalOf(parts, linked.seq, linked.prevHash), "hex")
+  // Field by field, not spread: the sequencer links every event (two spreads of fifteen fields cost more
+  // than writing its canonical JSON from the parts).
+  const seq = prev.seq + 1;
+  const prevHash = prev.hash;
+  const linked: AuditEvent = {
+    seq,
+    id: event.id,
+    time: event.time,
+    actor: event.actor,
+    actorId: event.actorId,
+    action: event.action,
+    subject: event.subject,
+    outcome: event.outcome,
+    reason: event.reason,
+    correlationId: event.correlationId,
+    sourceIp: event.sourceIp,
+    userAgent: event.userAgent,
+    details: event.details,
+    prevHash,
+    hash: "",
+  };
+  // The hash covers every field but itself (`canonicalEvent` never reads it).
+  linked.hash =
+    parts && Number.isSafeInteger(seq) && typeof prevHash === "string" && plain(prevHash)
+      ? digestOnce("sha256", canonicalOf(parts, seq, prevHash), "hex")
       : hashEvent(linked);
-  return { ...linked, hash };
+  return linked;
 }
 
 /** A checkpoint as its signature covers it; `every` and `signedAt` are null for checkpoints signed before v2. */
