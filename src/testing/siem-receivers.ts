@@ -184,6 +184,8 @@ export interface HecReceiver {
   port: number;
   url: string;
   requests: HecRequestLog[];
+  /** Queries of `/services/collector/ack` (indexer acknowledgement). */
+  ackRequests: { channel: string | string[] | undefined; ids: number[] }[];
   /** Events of the requests answered 200, in arrival order. */
   accepted(): HecRequestLog["events"];
   /** Decides each request's fate: answer now, answer after a delay, or with another status. */
@@ -196,13 +198,25 @@ export async function hecReceiver(token: string): Promise<HecReceiver> {
   const requests: HecRequestLog[] = [];
   let behaviour: ((n: number) => { status: number; delayMs?: number }) | undefined;
   let count = 0;
+  const ackQueries = new Map<number, number>();
+  const ackRequests: { channel: string | string[] | undefined; ids: number[] }[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
-      const n = count++;
       const authorization = req.headers.authorization;
       const body = Buffer.concat(chunks).toString("utf8");
+      if (req.url?.endsWith("/ack")) {
+        // Indexer acknowledgement: an id is "indexed" from its second query on (so a client must poll).
+        const ids = (JSON.parse(body) as { acks: number[] }).acks;
+        const acks = Object.fromEntries(ids.map((id) => [String(id), (ackQueries.get(id) ?? 0) > 0]));
+        for (const id of ids) ackQueries.set(id, (ackQueries.get(id) ?? 0) + 1);
+        ackRequests.push({ channel: req.headers["x-splunk-request-channel"], ids });
+        res.writeHead(authorization === `Splunk ${token}` ? 200 : 401, { "content-type": "application/json" });
+        res.end(JSON.stringify({ acks }));
+        return;
+      }
+      const n = count++;
       const decided = behaviour?.(n) ?? { status: 200 };
       let status = decided.status;
       if (authorization !== `Splunk ${token}`) status = 401;
@@ -215,7 +229,9 @@ export async function hecReceiver(token: string): Promise<HecReceiver> {
         res.writeHead(status, { "content-type": "application/json" });
         res.end(
           status === 200
-            ? '{"text":"Success","code":0}'
+            ? req.headers["x-splunk-request-channel"]
+              ? `{"text":"Success","code":0,"ackId":${n}}`
+              : '{"text":"Success","code":0}'
             : status === 401
               ? '{"text":"Invalid token","code":4}'
               : '{"text":"Internal Error","code":8}',
@@ -231,6 +247,7 @@ export async function hecReceiver(token: string): Promise<HecReceiver> {
     port,
     url: `http://127.0.0.1:${port}/services/collector/event`,
     requests,
+    ackRequests,
     accepted: () => requests.filter((r) => r.status === 200).flatMap((r) => r.events),
     behave: (fn) => (behaviour = fn),
     close: () =>
