@@ -10,6 +10,7 @@ import { registerAuthCommands } from "./commands/auth.js";
 import { registerConfigCommands } from "./commands/config.js";
 import { registerGroupCommands } from "./commands/groups.js";
 import { registerMfaCommands } from "./commands/mfa.js";
+import { registerStepUpCommand } from "./commands/step-up.js";
 import { registerServerCommand } from "./commands/server.js";
 import { registerTargetCommands } from "./commands/targets.js";
 import { registerTokenCommands } from "./commands/tokens.js";
@@ -65,6 +66,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
 
   registerAuthCommands(program, ctx);
   registerMfaCommands(program, ctx);
+  registerStepUpCommand(program, ctx);
   registerUserCommands(program, ctx);
   registerGroupCommands(program, ctx);
   registerTokenCommands(program, ctx);

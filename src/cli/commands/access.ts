@@ -23,6 +23,7 @@ import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
 import { type Column, emit, formatError, note, renderJson, renderTable, sanitize } from "../output.js";
 import { ask, isInteractive } from "../prompt.js";
 import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
+import { stepUpInBrowser } from "./step-up.js";
 
 type MyRole = z.infer<typeof myRoles>["items"][number];
 type RequestState = ActivationRequestDto["state"];
@@ -240,6 +241,16 @@ async function withStepUp<T>(
   try {
     return await send();
   } catch (error) {
+    if (isCliError(error) && error.code === "WEBAUTHN_REQUIRED") {
+      // The policy wants a passkey: at a terminal the browser confirms it (the CLI prints the link and waits).
+      if (!isInteractive(ctx))
+        throw new CliError(error.code, `${error.message.replace(/\.$/, "")}; run \`stint step-up --webauthn\` first`, {
+          exitCode: error.exitCode,
+          ...(error.status !== undefined ? { status: error.status } : {}),
+        });
+      await stepUpInBrowser(ctx, client, 5 * 60_000);
+      return send();
+    }
     if (!(isCliError(error) && error.code === "MFA_STEP_UP_REQUIRED")) throw error;
     if (otp !== undefined || !isInteractive(ctx)) {
       throw new CliError(error.code, `${error.message.replace(/\.$/, "")}; add --otp CODE`, {

@@ -1,0 +1,87 @@
+/**
+ * `stint step-up`: renews the session's MFA time before a role or secret that asks for a recent check.
+ * With a one-time code (`--otp`) directly; with a passkey (`--webauthn`) through the browser: the server
+ * opens a hand-off, the CLI prints its link and match code, the person confirms on the Stint web page
+ * (signed in as the same user) with their passkey, and the CLI polls until it is done.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import type { Command } from "commander";
+import { stepUpResult } from "../../contract/identity.js";
+import { stepUpHandoff, stepUpHandoffStatus } from "../../contract/passkeys.js";
+import { parseDuration } from "../../lib/duration.js";
+import { segment, type ApiClient } from "../client.js";
+import { globalOptions, type CliContext } from "../context.js";
+import { CliError, usageError } from "../exit-codes.js";
+import { emit, note, renderKeyValues, sanitize } from "../output.js";
+import { ask, isInteractive } from "../prompt.js";
+import { clientFor, durationArgument } from "./shared.js";
+
+const POLL_MS = 1000;
+
+/**
+ * Hands the session's passkey step-up to the browser and waits: the link and the match code go to stderr
+ * (stdout stays for --json). Resolves when the page confirmed it; throws when it expired or time is up.
+ */
+export async function stepUpInBrowser(
+  ctx: CliContext,
+  client: ApiClient,
+  timeoutMs: number,
+): Promise<{ completedAt: string; raw: unknown }> {
+  const { data: handoff } = await client.request("POST", "/v1/auth/step-up-handoffs", { schema: stepUpHandoff });
+  note(ctx, `Open this link in a browser signed in to Stint as you, and confirm with your passkey:`);
+  note(ctx, `  ${sanitize(handoff.url)}`);
+  note(ctx, `The page must show the code ${sanitize(handoff.matchCode)}. Waiting…`);
+  const deadline = Math.min(ctx.now() + timeoutMs, new Date(handoff.expiresAt).getTime());
+  for (;;) {
+    const { data, raw } = await client.request("GET", `/v1/auth/step-up-handoffs/${segment(handoff.id)}`, {
+      schema: stepUpHandoffStatus,
+    });
+    if (data.status === "completed") return { completedAt: data.completedAt!, raw };
+    if (data.status === "expired" || ctx.now() >= deadline)
+      throw new CliError("STEP_UP_TIMEOUT", "the passkey step-up was not confirmed in time; run the command again", {
+        exitCode: 1,
+      });
+    await sleep(POLL_MS);
+  }
+}
+
+interface StepUpOptions {
+  otp?: string;
+  webauthn?: boolean;
+  timeout: string;
+}
+
+export function registerStepUpCommand(program: Command, ctx: CliContext): void {
+  program
+    .command("step-up")
+    .description("renew this session's MFA check: a one-time code, or your passkey through the browser")
+    .option("--otp <code>", "a fresh one-time code from the authenticator app")
+    .option("--webauthn", "confirm with a passkey: prints a link to a Stint page and waits until it is confirmed")
+    .option("--timeout <duration>", "with --webauthn: give up waiting after this long (exit 1)", durationArgument, "5m")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  stint step-up --otp 492039\n  stint step-up --webauthn     # for roles whose policy requires a passkey\n",
+    )
+    .action(async (options: StepUpOptions, command: Command) => {
+      const { json } = globalOptions(command);
+      if (options.otp !== undefined && options.webauthn) throw usageError("give --otp or --webauthn, not both");
+      const client = await clientFor(ctx, command);
+      if (options.webauthn) {
+        const done = await stepUpInBrowser(ctx, client, parseDuration(options.timeout));
+        emit(ctx, json, done.raw, () => renderKeyValues([["mfa", `passkey, ${done.completedAt}`]]));
+        return;
+      }
+      let otp = options.otp;
+      if (otp === undefined) {
+        if (!isInteractive(ctx)) throw usageError("give --otp CODE or --webauthn");
+        otp = await ask(ctx, "One-time code: ");
+      }
+      const code = otp.replace(/\s+/g, "");
+      if (code === "") throw usageError("--otp needs the code the authenticator app shows");
+      const { data, raw } = await client.request("POST", "/v1/auth/step-up", {
+        body: { otp: code },
+        schema: stepUpResult,
+      });
+      emit(ctx, json, raw, () => renderKeyValues([["mfa", `one-time code, ${data.mfaAt}`]]));
+    });
+}
