@@ -12,16 +12,21 @@ export const HANDOFF_TTL_MS = 2 * 60_000;
 /** At most this many groups are taken from a claim (more is a misconfigured provider, not a person). */
 export const MAX_GROUPS = 200;
 
-/** A Stint name (user or group) made of a claim value: lower case, other characters `.`; null when none is left. */
-export function nameFrom(value: string): string | null {
+/**
+ * A Stint name (user or group) made of a claim value: lower case, other characters `.`; a value that does not start
+ * with a letter gets `prefix` in front (Entra's group object ids: `0f8f…` → `g0f8f…`); null when nothing is left.
+ */
+export function nameFrom(value: string, prefix = "u"): string | null {
   let name = value
     .normalize("NFKC")
     .toLowerCase()
     .replace(/[^a-z0-9._-]+/g, ".")
-    .replace(/^[^a-z]+/, "")
+    .replace(/^[._-]+/, "")
     .replace(/[._-]+$/, "");
+  if (name === "") return null;
+  if (!/^[a-z]/.test(name)) name = `${prefix}${name}`;
   if (name.length > 64) name = name.slice(0, 64).replace(/[._-]+$/, "");
-  return name === "" ? null : name;
+  return name;
 }
 
 export type Refusal = { refused: ErrorCode; reason: string };
@@ -38,7 +43,7 @@ export function groupNamesOf(value: unknown): string[] {
   const names = new Set<string>();
   for (const item of list) {
     if (typeof item !== "string") continue;
-    const name = nameFrom(item);
+    const name = nameFrom(item, "g");
     if (name) names.add(name);
     if (names.size >= MAX_GROUPS) break;
   }
@@ -77,10 +82,7 @@ export function identityFromClaims(
       return { refused: "SSO_EMAIL_DOMAIN_DENIED", reason: `email domain ${domain.slice(0, 100)} is not allowed` };
   }
   const raw = claimText(claims, provider.usernameClaim);
-  const name =
-    raw === undefined
-      ? null
-      : nameFrom(raw.includes("@") && provider.usernameClaim === "email" ? raw.split("@")[0]! : raw);
+  const name = raw === undefined ? null : nameFrom(raw);
   if (!name) return { refused: "SSO_CLAIM_MISSING", reason: `no usable ${provider.usernameClaim} claim` };
   const mfaAt = providerMfaAt(provider, claims, now);
   return {
