@@ -6,6 +6,7 @@ import tab from "@bomb.sh/tab/commander";
 import { Command, CommanderError } from "commander";
 import { registerAccessCommands } from "./commands/access.js";
 import { registerAuditCommands } from "./commands/audit.js";
+import { registerSiemCommands } from "./commands/siem.js";
 import { registerAuthCommands } from "./commands/auth.js";
 import { registerConfigCommands } from "./commands/config.js";
 import { registerGroupCommands } from "./commands/groups.js";
@@ -79,6 +80,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerSshCommands(program, ctx);
   registerSessionCommands(program, ctx);
   registerAuditCommands(program, ctx);
+  registerSiemCommands(program, ctx);
   registerServerCommand(program, ctx);
   // Last, so that it sees every command: `stint completion bash|zsh|fish|powershell` prints the shell's script,
   // which asks `stint complete -- <words>` (hidden) for the commands and options that fit.
