@@ -120,6 +120,21 @@ describe("checkJustification", () => {
     for (const problem of result.problems) expect(problem).toMatch(/^[A-Z"].*[.]$/);
   });
 
+  it("says which ticket pattern the role accepts, up front and when a ticket does not match", () => {
+    const missing = checkJustification(withTicket, "restart the stuck replication");
+    expect(missing).toEqual({
+      ok: false,
+      problems: ["This role needs a ticket reference with every request (--ticket, matching [A-Z]+-\\d+)."],
+    });
+    const wrong = checkJustification(withTicket, "restart the stuck replication", "inc-42");
+    expect(wrong).toEqual({
+      ok: false,
+      problems: [
+        'The ticket "inc-42" does not look like a ticket reference this role accepts (the whole ticket must match [A-Z]+-\\d+).',
+      ],
+    });
+  });
+
   it("counts length after trimming", () => {
     const policy12 = spec({ justification: { minLength: 12 } });
     expect(checkJustification(policy12, "   rotate keys   ").ok).toBe(false);

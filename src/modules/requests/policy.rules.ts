@@ -125,9 +125,14 @@ export function checkJustification(
 
   const givenTicket = ticket?.trim() || undefined;
   if (givenTicket === undefined) {
-    if (rules.ticketRequired) problems.push("This role needs a ticket reference with every request.");
+    if (rules.ticketRequired)
+      problems.push(
+        `This role needs a ticket reference with every request (--ticket${rules.ticketPattern !== undefined ? `, matching ${rules.ticketPattern}` : ""}).`,
+      );
   } else if (rules.ticketPattern !== undefined && !ticketRegExp(rules.ticketPattern).test(givenTicket)) {
-    problems.push(`The ticket "${givenTicket}" does not look like a ticket reference this role accepts.`);
+    problems.push(
+      `The ticket "${givenTicket}" does not look like a ticket reference this role accepts (the whole ticket must match ${rules.ticketPattern}).`,
+    );
   }
 
   return problems.length === 0 ? { ok: true } : { ok: false, problems };

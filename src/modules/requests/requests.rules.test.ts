@@ -4,7 +4,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { applyDecision, basisProblem, widenedEligibility } from "./requests.rules.js";
+import { alreadyOpenMessage, applyDecision, basisProblem, widenedEligibility } from "./requests.rules.js";
 import type { Approver, Decision, RequestFacts, Stage } from "./requests.types.js";
 
 const everyone = { groups: ["approvers"], users: [], manager: false };
@@ -178,5 +178,25 @@ describe("widenedEligibility (owners granting themselves roles, Teleport GHSA-76
         },
       ),
     );
+  });
+});
+
+describe("a second request for a role that has an open one", () => {
+  const id = "01934b6e-0000-7000-8000-00000000abcd";
+  it.each([
+    ["active", 2, "You already have an active request for db; extend it instead (stint extend db)."],
+    [
+      "active",
+      0,
+      "You already have an active request for db; its policy allows no extensions: deactivate it first (stint deactivate db) or wait until it ends.",
+    ],
+    [
+      "pending",
+      0,
+      `You already have a pending request for db; wait for its decision, or cancel it (stint cancel ${id}).`,
+    ],
+    ["provisioning", 1, "You already have a provisioning request for db."],
+  ])("%s (extensions %d) says so in words, with what to do", (state, maxExtensions, message) => {
+    expect(alreadyOpenMessage("db", { id, state }, maxExtensions)).toBe(message);
   });
 });

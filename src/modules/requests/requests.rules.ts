@@ -212,3 +212,18 @@ export function widenedEligibility(before: EligibilityWindow[], after: Eligibili
 export function expiryOf(activatedAt: Date, durationMs: number): Date {
   return new Date(activatedAt.getTime() + durationMs);
 }
+
+/** What a second request for a role says: the open one's state in plain words, and what to do instead. */
+export function alreadyOpenMessage(role: string, open: { id: string; state: string }, maxExtensions: number): string {
+  const state = open.state;
+  const article = /^[aeiou]/.test(state) ? "an" : "a";
+  const advice =
+    state === "active"
+      ? maxExtensions > 0
+        ? `; extend it instead (stint extend ${role})`
+        : `; its policy allows no extensions: deactivate it first (stint deactivate ${role}) or wait until it ends`
+      : state === "pending"
+        ? `; wait for its decision, or cancel it (stint cancel ${open.id})`
+        : "";
+  return `You already have ${article} ${state} request for ${role}${advice}.`;
+}

@@ -27,6 +27,7 @@ import {
   windowProblemAtActivation,
 } from "./policy.rules.js";
 import {
+  alreadyOpenMessage,
   applyDecision,
   applyTimeout,
   assertTransition,
@@ -683,7 +684,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             return new Refusal(
               "REQUEST_ALREADY_OPEN",
               open
-                ? `You already have a ${open.state} request for ${facts.role_name}${open.state === "active" ? "; extend it instead" : ""}.`
+                ? alreadyOpenMessage(facts.role_name, open, spec.maxExtensions)
                 : `You already have an open request for ${facts.role_name}.`,
               open ? { requestId: open.id, state: open.state } : undefined,
             );
