@@ -203,6 +203,24 @@ describe("ID tokens that must not sign anyone in (each its own code, nothing cre
     expect(await counts()).toEqual(before);
   });
 
+  it("the provider's own refusal (the person cancelled: error=access_denied) is SSO_PROVIDER_DENIED, audited", async () => {
+    const before = await counts();
+    const start = await server.app.inject({
+      method: "GET",
+      url: `/v1/auth/sso/crafted/login?code_challenge=${pkceChallenge()}`,
+    });
+    const state = new URL(start.headers.location as string).searchParams.get("state")!;
+    const back = await server.app.inject({
+      method: "GET",
+      url: `/v1/auth/sso/crafted/callback?error=access_denied&state=${encodeURIComponent(state)}`,
+    });
+    expect(new URLSearchParams(new URL(back.headers.location as string).hash.slice(1)).get("sso_error")).toBe(
+      "SSO_PROVIDER_DENIED",
+    );
+    expect(await counts()).toEqual(before);
+    expect(await deniedCodes()).toContain("SSO_PROVIDER_DENIED");
+  });
+
   it("the same provider's untouched token signs in (the refusals above are the tokens' doing)", async () => {
     mutation = "none";
     const before = await counts();

@@ -124,6 +124,16 @@ describe("single sign-on with a real OpenID Provider", () => {
       headers: { authorization: `Bearer ${pair.accessToken}` },
     });
     expect(me.statusCode).toBe(200);
+    // The access token says how the session was opened (and so do the ones a refresh gives).
+    const amrOf = (token: string) =>
+      (JSON.parse(Buffer.from(token.split(".")[1]!, "base64url").toString()) as { amr: string[] }).amr;
+    expect(amrOf(pair.accessToken)).toEqual(["oidc"]);
+    const refreshed = await server.app.inject({
+      method: "POST",
+      url: "/v1/auth/refresh",
+      payload: { refreshToken: res.json<{ refreshToken: string }>().refreshToken },
+    });
+    expect(amrOf(refreshed.json<{ accessToken: string }>().accessToken)).toEqual(["oidc"]);
     const row = await server.store.db
       .selectFrom("principals")
       .select(["source"])
