@@ -273,6 +273,49 @@ describe("access commands (fake API)", () => {
     expect(done.stdout).toContain("prod-db-reader is active until");
   });
 
+  it("MFA_STEP_UP_REQUIRED for someone with no authenticator app says to enrol one, not to add --otp", async () => {
+    on("GET", "/v1/me", () => ({
+      status: 200,
+      body: {
+        id: ID,
+        kind: "user",
+        name: "alice",
+        email: null,
+        displayName: null,
+        manager: null,
+        status: "active",
+        platformRoles: ["user"],
+        mfaEnrolled: false,
+        groups: [],
+        createdAt: iso(-86_400_000),
+      },
+    }));
+    on("POST", "/v1/activation-requests", () => ({
+      status: 401,
+      body: { error: { code: "MFA_STEP_UP_REQUIRED", message: "This role needs a recent MFA check." } },
+    }));
+    const refused = await run(["activate", "prod-db-reader", "--reason", "investigate slow queries"]);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain(
+      "MFA_STEP_UP_REQUIRED: This role needs a recent MFA check; you have no authenticator app enrolled: run `stint mfa enroll` first",
+    );
+    expect(refused.stderr).not.toContain("--otp");
+  });
+
+  it("approve of a short id nothing waiting matches says it may be decided already, not 'of yours'", async () => {
+    on("GET", "/v1/activation-requests", (call) =>
+      call.url.searchParams.get("scope") === "all"
+        ? { status: 403, body: { error: { code: "FORBIDDEN", message: "You are not allowed to do that." } } }
+        : { status: 200, body: { items: [] } },
+    );
+    const result = await run(["approve", "7c1e9a42"]);
+    expect(result.code).toBe(6);
+    expect(result.stderr).toContain(
+      'NOT_FOUND: no request waiting for your decision matches "7c1e9a42": it may be decided already',
+    );
+    expect(result.stderr).not.toContain("of yours");
+  });
+
   it("requests --pending asks for the inbox and shows a table with short ids", async () => {
     const ended = { ...active, state: "deactivated", endedAt: iso(-60_000), endedBy: "alice" };
     on("GET", "/v1/activation-requests", () => ({ status: 200, body: { items: [request(), active, ended] } }));

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type Command, Option } from "commander";
 import type { z } from "zod";
 import { reason as reasonSchema } from "../../contract/common.js";
-import { stepUpResult } from "../../contract/identity.js";
+import { principal, stepUpResult } from "../../contract/identity.js";
 import {
   activationRequest,
   activationToken,
@@ -188,6 +188,7 @@ async function resolveRequestId(
   client: ApiClient,
   text: string,
   scopes: readonly ("mine" | "inbox" | "all")[],
+  nothing = `no request of yours matches "${text}"`,
 ): Promise<string> {
   const typed = text.trim().toLowerCase();
   if (UUID.test(typed)) return typed;
@@ -212,7 +213,7 @@ async function resolveRequestId(
     const digits = id.replace(/-/g, "");
     return digits.startsWith(hex) || digits.endsWith(hex);
   });
-  if (matches.length === 0) throw new CliError("NOT_FOUND", `no request of yours matches "${text}"`);
+  if (matches.length === 0) throw new CliError("NOT_FOUND", nothing);
   if (matches.length > 1) {
     throw usageError(`"${text}" matches ${matches.length} requests (${matches.join(", ")}); give more digits`);
   }
@@ -252,6 +253,17 @@ async function withStepUp<T>(
       return send();
     }
     if (!(isCliError(error) && error.code === "MFA_STEP_UP_REQUIRED")) throw error;
+    // Nobody can type a one-time code without an authenticator app: say how to get one instead.
+    const me = await client
+      .request("GET", "/v1/me", { schema: principal })
+      .then((answer) => answer.data)
+      .catch(() => undefined);
+    if (me && !me.mfaEnrolled)
+      throw new CliError(
+        error.code,
+        `${error.message.replace(/\.$/, "")}; you have no authenticator app enrolled: run \`stint mfa enroll\` first (a passkey also counts: \`stint step-up --webauthn\`)`,
+        { exitCode: error.exitCode, ...(error.status !== undefined ? { status: error.status } : {}) },
+      );
     if (otp !== undefined || !isInteractive(ctx)) {
       throw new CliError(error.code, `${error.message.replace(/\.$/, "")}; add --otp CODE`, {
         exitCode: error.exitCode,
@@ -469,7 +481,12 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
       const { json } = globalOptions(command);
       const reason = options.reason === undefined ? undefined : checkReason("--reason", options.reason);
       const client = await clientFor(ctx, command);
-      const requestId = await resolveRequestId(client, id, ["inbox", "mine", "all"]);
+      const requestId = await resolveRequestId(
+        client,
+        id,
+        ["inbox", "mine", "all"],
+        `no request waiting for your decision matches "${id}": it may be decided already (\`stint requests --pending\` lists what waits for you), or give the full id`,
+      );
       const { data, raw } = await client.request("POST", `/v1/activation-requests/${segment(requestId)}/approvals`, {
         body: reason === undefined ? {} : { reason },
         schema: activationRequest,
@@ -492,7 +509,12 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
       const { json } = globalOptions(command);
       const reason = checkReason("--reason", options.reason);
       const client = await clientFor(ctx, command);
-      const requestId = await resolveRequestId(client, id, ["inbox", "mine", "all"]);
+      const requestId = await resolveRequestId(
+        client,
+        id,
+        ["inbox", "mine", "all"],
+        `no request waiting for your decision matches "${id}": it may be decided already (\`stint requests --pending\` lists what waits for you), or give the full id`,
+      );
       const { data, raw } = await client.request("POST", `/v1/activation-requests/${segment(requestId)}/denials`, {
         body: { reason },
         schema: activationRequest,
