@@ -480,8 +480,9 @@ export interface SessionsTable {
 
 export interface ReviewItemsTable {
   id: string;
-  kind: "break-glass-secret" | "break-glass-activation";
+  kind: "break-glass-secret" | "break-glass-activation" | "eligibility";
   subject: string;
+  /** Break-glass: who used it; eligibility: whose access is reviewed. */
   actor_id: string | null;
   reason: string;
   status: "open" | "closed";
@@ -490,6 +491,41 @@ export interface ReviewItemsTable {
   closed_at: Timestamp | null;
   closed_by: string | null;
   outcome: string | null;
+  /** Access review campaigns (migration 0025). */
+  campaign_id: Generated<string | null>;
+  eligibility_id: Generated<string | null>;
+  role_id: Generated<string | null>;
+  reviewer_ids: Generated<string[]>;
+  evidence: Generated<unknown>;
+  on_missed: Generated<"remove" | "keep" | null>;
+  decision_reason: Generated<string | null>;
+}
+
+export interface ReviewDefinitionsTable {
+  name: string;
+  spec: unknown;
+  next_open_at: Timestamp;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface ReviewCampaignsTable {
+  id: string;
+  name: string;
+  definition_name: string | null;
+  scope: unknown;
+  reviewers: unknown;
+  on_missed: "remove" | "keep" | "by-risk";
+  remind_every_ms: ColumnType<string | null, number | null, number | null>;
+  escalate_to: string | null;
+  status: "open" | "closed";
+  opened_at: Timestamp;
+  due_at: Timestamp;
+  last_reminded_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  escalated_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  closed_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  closed_by: ColumnType<string | null, string | null | undefined, string | null>;
+  created_by: string;
 }
 
 export interface UsedDecisionLinksTable {
@@ -575,6 +611,8 @@ export interface Database {
   secret_checkouts: SecretCheckoutsTable;
   grant_credentials: GrantCredentialsTable;
   review_items: ReviewItemsTable;
+  review_definitions: ReviewDefinitionsTable;
+  review_campaigns: ReviewCampaignsTable;
   ssh_keys: SshKeysTable;
   ssh_certificates: SshCertificatesTable;
   database_tokens: DatabaseTokensTable;
