@@ -49,6 +49,10 @@ export const ERROR_CODES = {
     status: 403,
     message: "Nobody grants themselves access; someone else must make this change.",
   },
+  SELF_REVIEW: { status: 403, message: "Nobody reviews their own access; another reviewer must decide this item." },
+  NOT_A_REVIEWER: { status: 403, message: "You are not a reviewer of this review item." },
+  REVIEW_ITEM_CLOSED: { status: 409, message: "That review item is already decided or closed." },
+  CAMPAIGN_CLOSED: { status: 409, message: "That review campaign is closed." },
   REQUESTER_NOT_ELIGIBLE: {
     status: 409,
     message: "The requester is disabled or no longer eligible for the role; the request was cancelled.",
