@@ -25,6 +25,9 @@ export const PERMISSIONS = {
   "vault.operate": ["admin"],
   "sessions.read": ["admin", "auditor"],
   "sessions.kill": ["admin", "security"],
+  /** Access review campaigns: open, close, see every item. Deciding an item needs only to be its reviewer. */
+  "reviews.read": ["admin", "security", "auditor"],
+  "reviews.manage": ["admin", "security"],
   "outbox.read": ["admin"],
   /** The Prometheus metrics (the Dashboards page reads them); Prometheus itself uses STINT_METRICS_TOKEN. */
   "metrics.read": ["admin", "security", "auditor"],
