@@ -86,6 +86,7 @@ describe("SIEM deliverer", () => {
     await server.siem.start();
     await nodeB.start();
     await record(server, 30);
+    await server.audit.catchUp();
     const head = async () => (await server.siem.status())[0]!.headSeq;
     await until("the destination to catch up", async () => {
       const s = (await nodeB.status())[0]!;
@@ -99,6 +100,7 @@ describe("SIEM deliverer", () => {
     const second = a.deliveringHere ? nodeB : server.siem;
     await first.stop();
     await record(server, 20);
+    await server.audit.catchUp();
     await until("the other node to take over and catch up", async () => {
       const s = (await second.status())[0]!;
       return s.deliveringHere && s.deliveredSeq === (await head()) ? s : undefined;
@@ -125,6 +127,26 @@ describe("SIEM deliverer", () => {
     const channels = new Set(receiver.ackRequests.map((r) => r.channel));
     expect(channels.size).toBe(1);
     expect([...channels][0]).toMatch(/^[0-9a-f-]{36}$/);
+    await server.siem.stop();
+  }, 60_000);
+
+  it("a destination that starts at the head gets only what is chained after it was first seen", async () => {
+    const { server, receiver } = await setup({ startAt: "head" });
+    await record(server, 5);
+    await server.audit.catchUp();
+    const before = (await server.siem.status())[0]!.headSeq;
+    await server.siem.start();
+    await record(server, 3);
+    await server.audit.catchUp();
+    await until("the destination to catch up", async () => {
+      const s = (await server.siem.status())[0]!;
+      return s.deliveredSeq === s.headSeq && s.headSeq >= before + 3 ? s : undefined;
+    });
+    const seqs = receiver
+      .accepted()
+      .filter((e) => e.fields.stint_type === "event")
+      .map((e) => Number(e.fields.stint_seq));
+    expect(seqs).toEqual([before + 1, before + 2, before + 3]);
     await server.siem.stop();
   }, 60_000);
 
