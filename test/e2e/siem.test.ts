@@ -250,6 +250,8 @@ describe("SIEM streaming to rsyslog (TCP and TLS) and Splunk HEC", () => {
     await tcp.start();
     stint = await startStint();
     await makeEvents(stint, "after", 10);
+    // Everything made is chained before the head is compared (the background sequencer chains within ms).
+    await stint.server.audit.catchUp();
     const caughtUp = await until("every destination to reach the head", async () => {
       const s = await status(stint);
       return s.every((d) => d.deliveredSeq === d.headSeq && d.headSeq > 0) ? s : undefined;
