@@ -127,7 +127,15 @@ export function refusalOfClientError(error: unknown): Refusal {
     return { refused: "SSO_BAD_SIGNATURE", reason: "the signature does not verify" };
   if (/iss.*parameter|issuer/i.test(message))
     return { refused: "SSO_ISSUER_MISMATCH", reason: "the issuer does not match" };
-  if (e?.name === "TypeError" || code === "OAUTH_RESPONSE_IS_NOT_CONFORM" || code === "OAUTH_RESPONSE_IS_NOT_JSON")
+  const causeName = (e?.cause as { name?: string } | undefined)?.name;
+  if (
+    e?.name === "TypeError" ||
+    causeName === "TypeError" ||
+    code === "OAUTH_TIMEOUT" ||
+    code === "OAUTH_ABORT" ||
+    code === "OAUTH_RESPONSE_IS_NOT_CONFORM" ||
+    code === "OAUTH_RESPONSE_IS_NOT_JSON"
+  )
     return { refused: "SSO_PROVIDER_UNAVAILABLE", reason: "the provider's answer could not be read" };
   return { refused: "SSO_TOKEN_INVALID", reason: "the provider's answer is not valid" };
 }

@@ -72,6 +72,13 @@ class Refused extends Error {
   }
 }
 
+/** A StintError raised inside the library's fetch (the address policy, a timeout) comes back wrapped: unwrap it. */
+function throwIfStint(error: unknown): void {
+  if (error instanceof StintError) throw error;
+  const cause = (error as { cause?: unknown } | null)?.cause;
+  if (cause instanceof StintError) throw cause;
+}
+
 function s256(verifier: string): string {
   return createHash("sha256").update(verifier).digest("base64url");
 }
@@ -81,6 +88,8 @@ export function createSsoService(deps: SsoServiceDeps) {
   const publicUrl = deps.publicUrl.replace(/\/+$/, "");
   const deviceKey = deriveKey(deps.masterKey, "sso-device-code");
 
+  /** Errors `refuse` already audited (the callback audits any other refusal it sends back). */
+  const audited = new WeakSet<StintError>();
   const redirectUri = (provider: string) => `${publicUrl}/v1/auth/sso/${provider}/callback`;
 
   async function tellPrincipal(tx: Db, id: string) {
@@ -105,11 +114,13 @@ export function createSsoService(deps: SsoServiceDeps) {
     });
     // Only the provider's OAuth error code goes back to the client (never a claim or a token).
     const providerError = refusal.details?.error;
-    throw new StintError(
+    const error = new StintError(
       refusal.code,
       undefined,
       typeof providerError === "string" ? { error: providerError } : undefined,
     );
+    audited.add(error);
+    throw error;
   }
 
   /** Groups of the claim joined (created, source `oidc`, when missing); `oidc` groups it no longer lists left. */
@@ -398,7 +409,7 @@ export function createSsoService(deps: SsoServiceDeps) {
             idTokenExpected: true,
           });
         } catch (error) {
-          if (error instanceof StintError) throw error;
+          throwIfStint(error);
           const refusal = refusalOfClientError(error);
           const providerError = (error as { error?: unknown }).error;
           return await refuse(context, provider.id, {
@@ -428,7 +439,7 @@ export function createSsoService(deps: SsoServiceDeps) {
         return { location: back(redirect, { code }) };
       } catch (error) {
         if (error instanceof StintError) {
-          if (error.code === "SSO_PROVIDER_UNAVAILABLE")
+          if (!audited.has(error))
             await audit
               .record(ANONYMOUS, context, {
                 action: "auth.login",
@@ -507,7 +518,7 @@ export function createSsoService(deps: SsoServiceDeps) {
       try {
         response = await oidc.initiateDeviceAuthorization(config, { scope: provider.scopes.join(" ") });
       } catch (error) {
-        if (error instanceof StintError) throw error;
+        throwIfStint(error);
         const refusal = refusalOfClientError(error);
         return refuse(context, provider.id, {
           code: refusal.refused === "SSO_PROVIDER_DENIED" ? "SSO_PROVIDER_DENIED" : "SSO_PROVIDER_UNAVAILABLE",
@@ -558,7 +569,7 @@ export function createSsoService(deps: SsoServiceDeps) {
       try {
         tokens = await oidc.genericGrantRequest(config, DEVICE_GRANT, { device_code: deviceCode });
       } catch (error) {
-        if (error instanceof StintError) throw error;
+        throwIfStint(error);
         const providerError = (error as { error?: unknown }).error;
         const interval = handoff.poll_interval_s ?? 5;
         if (providerError === "authorization_pending")
