@@ -91,7 +91,10 @@ export function SignIn() {
                 password={password}
                 challenge={mfa.webauthn}
                 orCode={needOtp}
-                onRestart={() => setMfa({ methods: mfa.methods })}
+                onRestart={(message) => {
+                  setError(message);
+                  setMfa({ methods: mfa.methods });
+                }}
               />
             )}
             {(!mfa || needOtp || !mfa.webauthn) && (

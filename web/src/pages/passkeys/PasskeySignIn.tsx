@@ -11,8 +11,8 @@ export function PasskeySignIn(props: {
   challenge: WebauthnOptionsDto;
   /** TOTP is offered beside the passkey. */
   orCode: boolean;
-  /** The challenge was used (a refusal): the form asks the server for a new one. */
-  onRestart: () => void;
+  /** The challenge was used (a refusal): the form shows why and asks the server for a new one. */
+  onRestart: (message: string) => void;
 }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -23,8 +23,9 @@ export function PasskeySignIn(props: {
     try {
       await signInWithPasskey(props.username, props.password, await answerChallenge(props.challenge));
     } catch (e) {
-      setError(e instanceof ApiError ? e.message : browserProblem(e));
-      props.onRestart();
+      // A refusal by the server used the challenge up; the browser's own (cancel, timeout) did not.
+      if (e instanceof ApiError) props.onRestart(e.message);
+      else setError(browserProblem(e));
     } finally {
       setBusy(false);
     }
