@@ -6,6 +6,7 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import path from "node:path";
 
@@ -194,13 +195,13 @@ export interface HecReceiver {
 }
 
 /** A Splunk HEC event endpoint: checks `Authorization: Splunk <token>`, answers `{"text":"Success","code":0}`. */
-export async function hecReceiver(token: string): Promise<HecReceiver> {
+export async function hecReceiver(token: string, tls?: { certFile: string; keyFile: string }): Promise<HecReceiver> {
   const requests: HecRequestLog[] = [];
   let behaviour: ((n: number) => { status: number; delayMs?: number }) | undefined;
   let count = 0;
   const ackQueries = new Map<number, number>();
   const ackRequests: { channel: string | string[] | undefined; ids: number[] }[] = [];
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -240,12 +241,15 @@ export async function hecReceiver(token: string): Promise<HecReceiver> {
       if (decided.delayMs) setTimeout(answer, decided.delayMs);
       else answer();
     });
-  });
+  };
+  const server = tls
+    ? https.createServer({ cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) }, handler)
+    : http.createServer(handler);
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as net.AddressInfo).port;
   return {
     port,
-    url: `http://127.0.0.1:${port}/services/collector/event`,
+    url: `${tls ? "https" : "http"}://127.0.0.1:${port}/services/collector/event`,
     requests,
     ackRequests,
     accepted: () => requests.filter((r) => r.status === 200).flatMap((r) => r.events),

@@ -246,6 +246,40 @@ describe("SIEM over TLS with the wrong certificate", () => {
   );
 });
 
+describe("SIEM to HEC over https", () => {
+  it("delivers to a receiver whose certificate the CA file vouches for, and refuses one it does not", async () => {
+    const dir = await tempDir();
+    const trusted = makePki(dir, "hec-trusted", { dns: ["localhost"], ips: ["127.0.0.1"] });
+    const other = makePki(dir, "hec-other", { dns: ["localhost"], ips: ["127.0.0.1"] });
+    const good = await hecReceiver(HEC_TOKEN, trusted);
+    const bad = await hecReceiver(HEC_TOKEN, other);
+    cleanups.push(
+      () => good.close(),
+      () => bad.close(),
+    );
+    const tokenFile = path.join(dir, "token");
+    await writeFile(tokenFile, HEC_TOKEN);
+    const common = { kind: "hec", tokenFile, caFile: trusted.caFile, format: "json", retryCapMs: 500 };
+    const server = await stintWith(dir, [
+      { ...common, name: "good", url: good.url },
+      { ...common, name: "bad", url: bad.url },
+    ]);
+    await server.userWithRoles("https-user", ["user"]);
+    const [goodStatus, badStatus] = await until("the trusted receiver to catch up and the other to fail", async () => {
+      const s = await server.status();
+      const g = s.find((d) => d.name === "good")!;
+      const b = s.find((d) => d.name === "bad")!;
+      return g.deliveredSeq === g.headSeq && g.headSeq > 0 && b.retries >= 1 ? [g, b] : undefined;
+    });
+    expect(goodStatus.lastError).toBeNull();
+    expect(good.accepted().length).toBeGreaterThan(0);
+    expect(badStatus.deliveredSeq).toBe(0);
+    expect(badStatus.lastError).toMatch(/certificate|issuer/i);
+    // The untrusted receiver never got a request: the token never reached it.
+    expect(bad.requests).toHaveLength(0);
+  }, 60_000);
+});
+
 describe("SIEM to a HEC receiver that fails and answers slowly", () => {
   it("retries with backoff; duplicates only of the batch whose answer came after the timeout; the token is never logged", async () => {
     const dir = await tempDir();
