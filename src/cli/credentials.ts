@@ -4,12 +4,12 @@
  * there is never a moment when the tokens are readable by anyone else.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, rename, stat, unlink } from "node:fs/promises";
 import { homedir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
-import { CliError } from "./exit-codes.js";
+import { CliError, usageError } from "./exit-codes.js";
 
 export const CREDENTIALS_FILE = "credentials.json";
 const LOCK_FILE = "credentials.lock";
@@ -43,8 +43,71 @@ export function configDir(env: Env): string {
   return path.join(env.HOME || homedir(), ".config", "stint");
 }
 
+/** The profile every sign-in belongs to unless another is chosen. */
+export const DEFAULT_PROFILE = "default";
+const CURRENT_PROFILE_FILE = "current-profile";
+/** A profile's name is a directory name: no separators, no dots first (`..`), nothing a shell mangles. */
+const PROFILE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+
+export function checkProfileName(name: string): string {
+  if (!PROFILE_NAME.test(name))
+    throw usageError(
+      `"${name}" is not a profile name: letters, digits, "-" and "_", at most 64, starting with a letter or digit`,
+    );
+  return name;
+}
+
+/** The profile in force: `$STINT_PROFILE` (set from --profile too), else the one `stint auth switch` chose. */
+export async function currentProfile(env: Env): Promise<string> {
+  if (env.STINT_PROFILE !== undefined && env.STINT_PROFILE !== "") return checkProfileName(env.STINT_PROFILE);
+  const chosen = await readFile(path.join(configDir(env), CURRENT_PROFILE_FILE), "utf8").then(
+    (text) => text.trim(),
+    () => "",
+  );
+  return chosen === "" ? DEFAULT_PROFILE : checkProfileName(chosen);
+}
+
+/** Makes NAME the profile used when neither --profile nor $STINT_PROFILE says otherwise. */
+export async function chooseProfile(env: Env, name: string): Promise<void> {
+  const dir = configDir(env);
+  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  const temporary = path.join(dir, `.${CURRENT_PROFILE_FILE}.${process.pid}.tmp`);
+  const handle = await open(temporary, "w", FILE_MODE);
+  try {
+    await handle.writeFile(`${checkProfileName(name)}\n`, "utf8");
+  } finally {
+    await handle.close();
+  }
+  await rename(temporary, path.join(dir, CURRENT_PROFILE_FILE));
+}
+
+/**
+ * Where a profile keeps its sign-in (and SSH certificates): the config directory itself for the default
+ * profile (as before profiles existed), `profiles/NAME` for the others. `env.STINT_PROFILE` is resolved
+ * (runCli sets it once per command line), so this needs no file read.
+ */
+export function profileDir(env: Env): string {
+  const name = env.STINT_PROFILE ? checkProfileName(env.STINT_PROFILE) : DEFAULT_PROFILE;
+  return name === DEFAULT_PROFILE ? configDir(env) : path.join(configDir(env), "profiles", name);
+}
+
+/** Every profile that holds a sign-in, the default first. */
+export async function listProfiles(env: Env): Promise<string[]> {
+  const names: string[] = [];
+  const hasCredentials = (name: string) =>
+    stat(credentialsPath({ ...env, STINT_PROFILE: name })).then(
+      () => true,
+      () => false,
+    );
+  if (await hasCredentials(DEFAULT_PROFILE)) names.push(DEFAULT_PROFILE);
+  const others = await readdir(path.join(configDir(env), "profiles")).catch(() => [] as string[]);
+  for (const name of others.sort())
+    if (PROFILE_NAME.test(name) && name !== DEFAULT_PROFILE && (await hasCredentials(name))) names.push(name);
+  return names;
+}
+
 export function credentialsPath(env: Env): string {
-  return path.join(configDir(env), CREDENTIALS_FILE);
+  return path.join(profileDir(env), CREDENTIALS_FILE);
 }
 
 /** The saved credentials, or null when there are none. A damaged file is a configuration problem. */
@@ -78,7 +141,8 @@ export async function loadCredentials(env: Env, warn?: (message: string) => void
 
 /** Writes the credentials atomically: a fresh 0600 file in a 0700 directory, renamed over the old one. */
 export async function saveCredentials(env: Env, credentials: SavedCredentials): Promise<string> {
-  const dir = configDir(env);
+  await mkdir(configDir(env), { recursive: true, mode: DIR_MODE });
+  const dir = profileDir(env);
   await mkdir(dir, { recursive: true, mode: DIR_MODE });
   const file = path.join(dir, CREDENTIALS_FILE);
   const temporary = path.join(dir, `.${CREDENTIALS_FILE}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
@@ -121,7 +185,8 @@ export async function withCredentialsLock<T>(
 ): Promise<T> {
   const waitMs = options.waitMs ?? 15_000;
   const staleMs = options.staleMs ?? 30_000;
-  const dir = configDir(env);
+  await mkdir(configDir(env), { recursive: true, mode: DIR_MODE });
+  const dir = profileDir(env);
   await mkdir(dir, { recursive: true, mode: DIR_MODE });
   const lock = path.join(dir, LOCK_FILE);
   const deadline = Date.now() + waitMs;

@@ -22,6 +22,7 @@ import { registerDbCommands } from "./commands/db.js";
 import { registerSessionCommands } from "./commands/sessions.js";
 import { registerSshCommands } from "./commands/ssh.js";
 import type { CliContext } from "./context.js";
+import { checkProfileName, currentProfile } from "./credentials.js";
 import { CliError, EXIT_CODES, type ExitCode } from "./exit-codes.js";
 import { errorEnvelope, formatError, renderJson, reportError } from "./output.js";
 
@@ -29,6 +30,7 @@ const ROOT_HELP = `
 Environment:
   STINT_SERVER      server URL when --server is not given and no sign-in is saved
   STINT_CONFIG_DIR  where credentials.json is kept (default $XDG_CONFIG_HOME/stint or ~/.config/stint)
+  STINT_PROFILE     the saved sign-in to use when --profile is not given (stint auth status lists them)
   STINT_TOKEN       an API token (stint tokens create) to use instead of the saved sign-in, e.g. in CI
 
 Exit codes:
@@ -51,6 +53,10 @@ export function buildProgram(ctx: CliContext, json = false): Command {
     .version(ctx.version, "-V, --version", "print the version")
     .option("--server <url>", "Stint server URL (default: the saved sign-in's, $STINT_SERVER, http://127.0.0.1:8420)")
     .option("--json", "machine-readable output: the API's JSON on stdout")
+    .option(
+      "--profile <name>",
+      "which saved sign-in to use ($STINT_PROFILE; default: the one `stint auth switch` chose)",
+    )
     .exitOverride()
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError("(add --help for usage)")
@@ -89,8 +95,37 @@ export function buildProgram(ctx: CliContext, json = false): Command {
 }
 
 /** Runs one command line (without the node and script paths) and returns the exit code. */
-export async function runCli(argv: readonly string[], ctx: CliContext): Promise<ExitCode> {
+/** `--profile NAME` as typed (before `--`), read before parsing: every command's credentials depend on it. */
+function profileArgument(argv: readonly string[]): string | undefined {
+  const end = argv.indexOf("--");
+  const args = end === -1 ? argv : argv.slice(0, end);
+  let found: string | undefined;
+  args.forEach((arg, i) => {
+    if (arg === "--profile" && i + 1 < args.length) found = args[i + 1];
+    else if (arg.startsWith("--profile=")) found = arg.slice("--profile=".length);
+  });
+  return found;
+}
+
+/**
+ * The context with the profile in force written into its environment (`STINT_PROFILE`): from --profile,
+ * else $STINT_PROFILE, else the one `stint auth switch` chose, else `default`.
+ */
+async function withProfile(ctx: CliContext, argv: readonly string[]): Promise<CliContext> {
+  const typed = profileArgument(argv);
+  const profile = typed !== undefined ? checkProfileName(typed) : await currentProfile(ctx.env);
+  const source = typed !== undefined ? "flag" : ctx.env.STINT_PROFILE ? "env" : "chosen";
+  return { ...ctx, env: { ...ctx.env, STINT_PROFILE: profile, STINT_PROFILE_SOURCE: source } };
+}
+
+export async function runCli(argv: readonly string[], given: CliContext): Promise<ExitCode> {
   const json = wantsJson(argv);
+  let ctx = given;
+  try {
+    ctx = await withProfile(given, argv);
+  } catch (error) {
+    return reportError(given, json, error);
+  }
   const program = buildProgram(ctx, json);
   try {
     await program.parseAsync([...argv], { from: "user" });

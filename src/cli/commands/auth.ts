@@ -11,9 +11,9 @@ import {
 import { JWT_TOKEN_TYPES, TOKEN_EXCHANGE_GRANT, tokenExchangeResult } from "../../contract/workload.js";
 import type { ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
-import { deleteCredentials } from "../credentials.js";
+import { chooseProfile, deleteCredentials, listProfiles, loadCredentials } from "../credentials.js";
 import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
-import { emit, note, renderKeyValues, warn } from "../output.js";
+import { emit, note, renderKeyValues, renderTable, warn } from "../output.js";
 import { ask, isInteractive, readPassword, readStdinLine } from "../prompt.js";
 import { checkName, clientFor, warnIfPlainHttp } from "./shared.js";
 import { deviceLogin, ssoLogin } from "./sso-login.js";
@@ -296,6 +296,85 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
         throw failure;
       }
       emit(ctx, json, { ok: true, revoked }, () => `Signed out of ${client.server}.\n`);
+    });
+
+  // Profiles: one saved sign-in each, so one shell can act as alice and as carol in turn (like `gh auth`
+  // and `kubectl config use-context`).
+  const auth = program.command("auth").description("saved sign-ins (profiles): which exist, which is in use");
+  auth
+    .command("status")
+    .description("list the profiles with a saved sign-in: server, user, until when, and which is in use")
+    .addHelpText("after", "\nExample:\n  stint login --profile carol --user carol && stint auth status\n")
+    .action(async (_options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const inUse = ctx.env.STINT_PROFILE ?? "default";
+      const rows: {
+        profile: string;
+        current: boolean;
+        server: string | null;
+        user: string | null;
+        signedInUntil: string | null;
+        expired: boolean;
+      }[] = [];
+      for (const name of await listProfiles(ctx.env)) {
+        const saved = await loadCredentials({ ...ctx.env, STINT_PROFILE: name }).catch(() => null);
+        rows.push({
+          profile: name,
+          current: name === inUse,
+          server: saved?.server ?? null,
+          user: saved?.principal.name ?? null,
+          signedInUntil: saved ? (saved.exchanged ? saved.accessTokenExpiresAt : saved.refreshTokenExpiresAt) : null,
+          expired: saved
+            ? Date.parse(saved.exchanged ? saved.accessTokenExpiresAt : saved.refreshTokenExpiresAt) <= ctx.now()
+            : true,
+        });
+      }
+      emit(ctx, json, { current: inUse, profiles: rows }, () => {
+        if (rows.length === 0)
+          return `No saved sign-in. Sign in with \`stint login\` (add --profile NAME for another).\n`;
+        return renderTable(
+          [
+            { header: "PROFILE", value: (row: (typeof rows)[number]) => row.profile },
+            { header: "IN USE", value: (row) => (row.current ? "yes" : "") },
+            { header: "USER", value: (row) => row.user ?? "-" },
+            { header: "SERVER", value: (row) => row.server ?? "-" },
+            {
+              header: "SIGNED IN UNTIL",
+              value: (row) => (row.signedInUntil === null ? "-" : row.expired ? "expired" : row.signedInUntil),
+            },
+          ],
+          rows,
+        );
+      });
+      if (!json && !rows.some((row) => row.current))
+        note(ctx, `The profile in use, ${inUse}, has no saved sign-in: \`stint login --profile ${inUse}\`.`);
+    });
+  auth
+    .command("switch")
+    .description("use profile NAME from now on (when neither --profile nor $STINT_PROFILE says otherwise)")
+    .argument("<name>", "a profile with a saved sign-in (see `stint auth status`)")
+    .addHelpText(
+      "after",
+      "\nExample:\n  stint auth switch carol   # then: stint approve ...; stint auth switch default\n",
+    )
+    .action(async (name: string, _options: unknown, command: Command) => {
+      const { json } = globalOptions(command);
+      const profiles = await listProfiles(ctx.env);
+      if (!profiles.includes(name))
+        throw new CliError(
+          "NOT_FOUND",
+          `no profile ${JSON.stringify(name)} has a saved sign-in; sign in to it first: stint login --profile ${/^[A-Za-z0-9_-]+$/.test(name) ? name : "NAME"}`,
+        );
+      await chooseProfile(ctx.env, name);
+      const saved = await loadCredentials({ ...ctx.env, STINT_PROFILE: name });
+      emit(
+        ctx,
+        json,
+        { current: name },
+        () => `Now using profile ${name}${saved ? ` (${saved.principal.name} at ${saved.server})` : ""}.\n`,
+      );
+      if (ctx.env.STINT_PROFILE_SOURCE === "env")
+        note(ctx, "$STINT_PROFILE is set in this shell and wins over the switch.");
     });
 
   program

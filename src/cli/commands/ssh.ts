@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import type { Command } from "commander";
 import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 import { sshCertificate, sshInfo } from "../../contract/sessions.js";
-import { configDir } from "../credentials.js";
+import { profileDir } from "../credentials.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError } from "../exit-codes.js";
 import { emit, note, sanitize, warn } from "../output.js";
@@ -21,7 +21,7 @@ import { checkName, clientFor } from "./shared.js";
 const run = promisify(execFile);
 
 function sshDir(ctx: CliContext): string {
-  return path.join(configDir(ctx.env), "ssh");
+  return path.join(profileDir(ctx.env), "ssh");
 }
 
 /** The key Stint certifies: `--key` (a private key path; its `.pub` is read), else Stint's own key, made once. */
