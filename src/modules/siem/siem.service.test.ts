@@ -150,6 +150,27 @@ describe("SIEM deliverer", () => {
     await server.siem.stop();
   }, 60_000);
 
+  it("a HEC token that cannot be read stops the start, saying where it looked", () => {
+    const destination = siemDestinationSchema.parse({
+      name: "splunk",
+      kind: "hec",
+      url: "https://splunk.example.com:8088/services/collector/event",
+      tokenEnv: "STINT_TEST_MISSING_HEC_TOKEN",
+      format: "json",
+    });
+    const deps = { store: {} as never, audit: {} as never, holder: "h", destinations: [destination] };
+    expect(() => createSiemService({ ...deps, env: {} })).toThrow(
+      "SIEM destination splunk: the HEC token is empty ($STINT_TEST_MISSING_HEC_TOKEN)",
+    );
+    expect(() => createSiemService({ ...deps, env: { STINT_TEST_MISSING_HEC_TOKEN: "has space" } })).toThrow(
+      /printable ASCII without spaces$/,
+    );
+    const file = siemDestinationSchema.parse({ ...destination, tokenEnv: undefined, tokenFile: "/nonexistent/token" });
+    expect(() => createSiemService({ ...deps, destinations: [file] })).toThrow(
+      "SIEM destination splunk: cannot read tokenFile /nonexistent/token (ENOENT)",
+    );
+  });
+
   it("refuses a HEC URL that would send the token in clear over the network, and a token set twice", () => {
     const base = { name: "x", kind: "hec", format: "json", tokenEnv: "T" };
     expect(
