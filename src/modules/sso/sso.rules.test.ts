@@ -59,6 +59,18 @@ describe("identityFromClaims", () => {
     expect(refused({ preferred_username: "@@@" })).toBe("SSO_CLAIM_MISSING");
     expect(refused({ sub: undefined })).toBe("SSO_CLAIM_MISSING");
   });
+  it("an Entra overage (groups elsewhere) leaves memberships alone; an absent claim is no groups", () => {
+    const overage = identityFromClaims(
+      provider,
+      provider.issuer,
+      { ...claims, groups: undefined, _claim_names: { groups: "src1" } },
+      NOW,
+    );
+    expect(overage).toMatchObject({ identity: { groups: null } });
+    const none = identityFromClaims(provider, provider.issuer, { ...claims, groups: undefined }, NOW);
+    expect(none).toMatchObject({ identity: { groups: [] } });
+  });
+
   it("counts the provider's MFA only for configured amr/acr values, at its auth_time", () => {
     const authTime = Math.floor(NOW.getTime() / 1000) - 60;
     expect(providerMfaAt(provider, { amr: ["pwd"] }, NOW)).toBeNull();

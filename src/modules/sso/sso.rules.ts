@@ -50,6 +50,12 @@ export function groupNamesOf(value: unknown): string[] {
   return [...names].sort();
 }
 
+/** The token says its groups did not fit and are to be fetched elsewhere (Entra's distributed "overage" claim). */
+function groupsElsewhere(claims: Record<string, unknown>, claim: string): boolean {
+  const names = claims._claim_names;
+  return claims[claim] === undefined && typeof names === "object" && names !== null && claim in names;
+}
+
 /** When the provider's authentication counts as MFA under its configuration: its time, else null. */
 export function providerMfaAt(
   provider: Pick<SsoProvider, "mfaAmr" | "mfaAcr">,
@@ -92,7 +98,11 @@ export function identityFromClaims(
       name,
       email,
       displayName: claimText(claims, "name") ?? null,
-      groups: provider.groupsClaim ? groupNamesOf(claims[provider.groupsClaim]) : [],
+      groups: !provider.groupsClaim
+        ? []
+        : groupsElsewhere(claims, provider.groupsClaim)
+          ? null
+          : groupNamesOf(claims[provider.groupsClaim]),
       mfaAt,
       amr: mfaAt ? ["oidc", "mfa"] : ["oidc"],
     },

@@ -133,10 +133,11 @@ export function createSsoService(deps: SsoServiceDeps) {
   ): Promise<{ events: AuditInput[]; ignored: string[] }> {
     const events: AuditInput[] = [];
     const ignored: string[] = [];
-    if (!provider.groupsClaim) return { events, ignored };
-    const existing = await ssoStore.groupsNamed(tx, identity.groups);
+    if (!provider.groupsClaim || identity.groups === null) return { events, ignored };
+    const claimed = identity.groups;
+    const existing = await ssoStore.groupsNamed(tx, claimed);
     const wanted: { id: string; name: string }[] = [];
-    for (const name of identity.groups) {
+    for (const name of claimed) {
       const group = existing.find((g) => g.name === name);
       if (group && group.source !== "oidc") {
         // A local or SCIM group of that name is not the provider's to fill.
@@ -186,7 +187,7 @@ export function createSsoService(deps: SsoServiceDeps) {
           details: { principal: principal.name, source: "oidc", provider: provider.id },
         });
     }
-    const dropped = (await ssoStore.oidcGroupsOf(tx, principal.id)).filter((g) => !identity.groups.includes(g.name));
+    const dropped = (await ssoStore.oidcGroupsOf(tx, principal.id)).filter((g) => !claimed.includes(g.name));
     events.push(
       ...(await removeMemberships(
         tx,
@@ -276,7 +277,7 @@ export function createSsoService(deps: SsoServiceDeps) {
           issuer: identity.issuer,
           sub: identity.subject,
           mfa: identity.mfaAt !== null,
-          groups: identity.groups,
+          groups: identity.groups ?? "not in the token (left as they were)",
           ...(groups.ignored.length > 0 ? { groupsIgnored: groups.ignored } : {}),
         },
       },

@@ -72,7 +72,11 @@ export interface SsoIdentity {
   name: string;
   email: string | null;
   displayName: string | null;
-  groups: string[];
+  /**
+   * The groups of the claim; null when the provider said they are elsewhere (Entra's overage: more groups than
+   * fit in a token, `_claim_names.groups`): memberships are then left as they are, not emptied.
+   */
+  groups: string[] | null;
   /** When the provider's MFA counts: the time of it (the provider's auth_time, or now). */
   mfaAt: Date | null;
   amr: string[];
