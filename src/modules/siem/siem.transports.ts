@@ -78,6 +78,9 @@ export function createSyslogSender(destination: SyslogDestination, now: () => nu
 
   async function connect(): Promise<net.Socket> {
     if (socket && alive) return socket;
+    // Batches written on a connection that broke must go again first: reconnecting here and writing the next
+    // batch would let it confirm past them. The deliverer resets and resends from its cursor.
+    if (pending.length > 0) throw failure ?? new SendError("the connection closed with batches unconfirmed");
     drop();
     failure = undefined;
     const opened = await withTimeout(
