@@ -55,6 +55,9 @@ async function signIn(
     return (await attempt(otp)).data;
   } catch (error) {
     if (!(isCliError(error) && error.code === "MFA_REQUIRED" && otp === undefined && isInteractive(ctx))) throw error;
+    // A passkey-only account has no code to type: the CLI signs in with TOTP only (passkeys in the web UI).
+    const methods = error.details?.methods;
+    if (Array.isArray(methods) && !methods.includes("totp")) throw error;
     const code = (await ask(ctx, "One-time code: ")).replace(/\s+/g, "");
     if (code === "") throw error;
     return (await attempt(code)).data;
