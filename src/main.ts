@@ -145,6 +145,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
   const url = `http://${config.listen}`;
   server.outbox.start();
   server.scheduler.start();
+  server.reviewsWorker.start();
   server.auditAnchor.start();
   await server.siem.start();
   const { startProxies } = await import("./proxies/index.js");

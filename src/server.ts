@@ -60,6 +60,8 @@ import { createProviderClients } from "./modules/sso/sso.client.js";
 import { resolveProviders } from "./modules/sso/sso.config.js";
 import { createSsoService } from "./modules/sso/sso.service.js";
 import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
+import { createReviewService, registerReviewRoutes } from "./modules/reviews/index.js";
+import { createReviewsWorker, type ReviewsWorker } from "./workers/reviews-worker.js";
 
 /** How long /readyz reports not ready after a request failed on a full disk. */
 const DISK_FULL_NOT_READY_MS = 30_000;
@@ -104,6 +106,8 @@ export interface Server {
   vault: VaultService;
   sessions: SessionService;
   scheduler: Scheduler;
+  /** Access reviews: opens recurring campaigns, sends reminders, applies missed items at the due date. */
+  reviewsWorker: ReviewsWorker;
   registry: Registry;
   /** Creates the first administrator or a setup code (printed by the caller). */
   bootstrap(): Promise<{ created?: string; setupCode?: string }>;
@@ -356,6 +360,26 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       now: () => clock.now().getTime(),
     });
 
+    const reviews = createReviewService({
+      store: indexed,
+      audit,
+      clock,
+      onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
+      ...(notifier
+        ? {
+            notify: async (tx, { dedupeKey, ...notice }) => {
+              await notifier.enqueueNotification(
+                tx,
+                outboxService,
+                { ...notice, occurredAt: clock.now().toISOString() },
+                { dedupeKey },
+              );
+            },
+          }
+        : {}),
+    });
+    const reviewsWorker = createReviewsWorker({ reviews, logger, pollMs: config.schedulerPoll });
+
     const outbox = createOutboxRunner({
       store,
       clock,
@@ -414,6 +438,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         });
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerSiemRoutes(scoped, { siem });
+        registerReviewRoutes(scoped, { reviews });
         registerRequestRoutes(scoped, { requests, tokens: activationTokens });
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
@@ -470,6 +495,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       vault,
       sessions,
       scheduler,
+      reviewsWorker,
       registry,
       bootstrap: () =>
         identity.bootstrap({ adminName: config.bootstrapAdminName, adminPassword: config.bootstrapAdminPassword }),
@@ -478,6 +504,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         closed = true;
         await app.close();
         await scheduler.stop();
+        await reviewsWorker.stop();
         await outbox.stop();
         await sessions!.stop();
         await accessIndex.stop();

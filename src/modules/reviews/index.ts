@@ -1,0 +1,3 @@
+/** The reviews module: access review campaigns (recertification). */
+export { createReviewService, type ReviewService, type ReviewServiceDeps } from "./reviews.service.js";
+export { registerReviewRoutes } from "./reviews.routes.js";

@@ -1,0 +1,88 @@
+/** Pure rules of access reviews: who reviews, what is recommended, what a missed item becomes, who may decide. */
+import { StintError } from "../../lib/errors.js";
+import type { Evidence, OnMissed, Risk } from "./reviews.types.js";
+
+export const DAY_MS = 86_400_000;
+/** Eligibility not activated for this long is recommended for removal. */
+export const DORMANT_DAYS = 90;
+
+/** What an undecided item becomes at the due date: the campaign's choice, else remove for high and critical. */
+export function onMissedFor(campaign: OnMissed | "by-risk", risk: Risk): OnMissed {
+  if (campaign !== "by-risk") return campaign;
+  return risk === "high" || risk === "critical" ? "remove" : "keep";
+}
+
+/** The recommendation shown with an item's evidence. */
+export function recommend(
+  facts: { lastActivationAt: Date | null; activationsInPeriod: number; lastSignInAt: Date | null; periodDays: number },
+  now: Date,
+): Evidence {
+  const dormantSince = now.getTime() - DORMANT_DAYS * DAY_MS;
+  const unused = facts.lastActivationAt === null || facts.lastActivationAt.getTime() < dormantSince;
+  const base = {
+    lastActivationAt: facts.lastActivationAt?.toISOString() ?? null,
+    activationsInPeriod: facts.activationsInPeriod,
+    periodDays: facts.periodDays,
+    lastSignInAt: facts.lastSignInAt?.toISOString() ?? null,
+  };
+  if (unused)
+    return {
+      ...base,
+      recommendation: "remove",
+      recommendationText:
+        facts.lastActivationAt === null ? "never activated → remove" : `not used in ${DORMANT_DAYS} days → remove`,
+    };
+  return {
+    ...base,
+    recommendation: "keep",
+    recommendationText: `used ${facts.activationsInPeriod} time(s) in the last ${facts.periodDays} days → keep`,
+  };
+}
+
+/**
+ * The reviewers of one item: the union of the sources, never the subject (nor a member of the group the
+ * eligibility names); the fallback's members when that leaves nobody.
+ */
+export function reviewersFor(input: {
+  subjectIds: readonly string[];
+  owners: readonly string[];
+  manager: string | null;
+  groups: readonly string[];
+  fallback: readonly string[];
+}): string[] {
+  const excluded = new Set(input.subjectIds);
+  const pick = (ids: readonly string[]) => [...new Set(ids)].filter((id) => !excluded.has(id)).sort();
+  const chosen = pick([...input.owners, ...(input.manager ? [input.manager] : []), ...input.groups]);
+  return chosen.length > 0 ? chosen : pick(input.fallback);
+}
+
+export interface DecidableItem {
+  status: "open" | "closed";
+  reviewerIds: readonly string[];
+  /** Whose access it is: the principal, or the members of the group that holds the eligibility. */
+  subjectIds: readonly string[];
+}
+
+/** May `reviewerId` decide this item? Self-review is checked before reviewership, so it is always named. */
+export function checkDecision(item: DecidableItem, reviewerId: string): void {
+  if (item.status !== "open") throw new StintError("REVIEW_ITEM_CLOSED");
+  if (item.subjectIds.includes(reviewerId)) throw new StintError("SELF_REVIEW");
+  if (!item.reviewerIds.includes(reviewerId)) throw new StintError("NOT_A_REVIEWER");
+}
+
+/** Is a reminder due: the campaign is open, not past due, and `remindEveryMs` passed since the last (or opening). */
+export function reminderDue(
+  campaign: { remindEveryMs: number | null; openedAt: Date; dueAt: Date; lastRemindedAt: Date | null },
+  now: Date,
+): boolean {
+  if (!campaign.remindEveryMs || campaign.remindEveryMs <= 0) return false;
+  if (now.getTime() >= campaign.dueAt.getTime()) return false;
+  const since = (campaign.lastRemindedAt ?? campaign.openedAt).getTime();
+  return now.getTime() - since >= campaign.remindEveryMs;
+}
+
+/** The outcome an item records. */
+export function outcomeOf(decision: OnMissed, missed: boolean): string {
+  const done = decision === "remove" ? "removed" : "kept";
+  return missed ? `missed-${done}` : done;
+}
