@@ -85,6 +85,34 @@ describe("single sign-on across nodes", () => {
     expect(new URL(replay.headers.location as string).hash).toBe("#sso_error=SSO_STATE_INVALID");
   });
 
+  it("the first sign-ins of one new person on both nodes at once make one user, both signed in", async () => {
+    idp.accounts.set("sub-fay", { preferred_username: "fay", email: "fay@example.com", groups: ["fresh-group"] });
+    const challenge = createHash("sha256").update(randomBytes(32)).digest("base64url");
+    const callbacks = [];
+    for (const node of [nodeA, nodeB]) {
+      const start = await node.app.inject({
+        method: "GET",
+        url: `/v1/auth/sso/corp/login?code_challenge=${challenge}`,
+      });
+      callbacks.push(await browseThrough(start.headers.location as string, "sub-fay", idp.issuer));
+    }
+    const answers = await Promise.all(
+      [nodeA, nodeB].map((node, i) =>
+        node.app.inject({ method: "GET", url: `${callbacks[i]!.pathname}${callbacks[i]!.search}` }),
+      ),
+    );
+    for (const answer of answers)
+      expect(new URL(answer.headers.location as string).hash, answer.body).toMatch(/^#sso_code=/);
+    const users = await nodeA.store.db.selectFrom("principals").select("id").where("name", "=", "fay").execute();
+    expect(users).toHaveLength(1);
+    const groups = await nodeA.store.db
+      .selectFrom("groups")
+      .select("source")
+      .where("name", "=", "fresh-group")
+      .execute();
+    expect(groups).toEqual([{ source: "oidc" }]);
+  });
+
   it("a device grant started on A is polled on B: pending, then a session once confirmed", async () => {
     const started = await nodeA.app.inject({ method: "POST", url: "/v1/auth/sso/corp/device", payload: {} });
     expect(started.statusCode, started.body).toBe(200);

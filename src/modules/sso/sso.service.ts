@@ -162,7 +162,10 @@ export function createSsoService(deps: SsoServiceDeps) {
         .returning("id")
         .executeTakeFirst();
       if (!created) {
-        ignored.push(name);
+        // Created meanwhile by another sign-in (it is then the provider's), or a local or SCIM group.
+        const raced = (await ssoStore.groupsNamed(tx, [name]))[0];
+        if (raced?.source === "oidc") wanted.push(raced);
+        else ignored.push(name);
         continue;
       }
       events.push({
@@ -303,7 +306,13 @@ export function createSsoService(deps: SsoServiceDeps) {
       });
     const { identity } = checked;
     try {
-      return await store.transaction(async (tx) => then(tx, await signIn(tx, provider, identity, context), identity));
+      const attempt = () =>
+        store.transaction(async (tx) => then(tx, await signIn(tx, provider, identity, context), identity));
+      // Two first sign-ins of one person at once: the second finds the user the first created when it tries again.
+      return await attempt().catch((error: unknown) => {
+        if ((error as { code?: string })?.code === "23505") return attempt();
+        throw error;
+      });
     } catch (error) {
       if (error instanceof Refused)
         return refuse(
