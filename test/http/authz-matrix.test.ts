@@ -99,6 +99,12 @@ const MATRIX = `
   GET     /v1/audit/anchor                         no         no    yes      yes       yes
   GET     /v1/audit/export                         no         no    yes      yes       yes
   GET     /v1/siem/destinations                    no         no    yes      yes       yes
+  GET     /v1/reviews/campaigns                    no         no    yes      yes       yes
+  POST    /v1/reviews/campaigns                    no         no    no       yes       yes
+  GET     /v1/reviews/campaigns/:id                no         no    yes      yes       yes
+  POST    /v1/reviews/campaigns/:id/close          no         no    no       yes       yes
+  GET     /v1/reviews/items                        no         yes   yes      yes       yes
+  POST    /v1/reviews/items/:id/decision           no         yes   yes      yes       yes
   GET     /v1/me/roles                             no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/deactivate            no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/extensions            no         yes   yes      yes       yes
@@ -408,6 +414,23 @@ const PROBES: Record<string, ProbeFactory> = {
   "GET /v1/eligibilities/:id": () => ({ url: `/v1/eligibilities/${randomUUID()}` }),
   "PUT /v1/eligibilities/:id": () => ({ url: `/v1/eligibilities/${randomUUID()}`, payload: {} }),
   "DELETE /v1/eligibilities/:id": () => ({ url: `/v1/eligibilities/${randomUUID()}` }),
+  // Reviews: a campaign over nothing is harmless; ids that name nothing (404); deciding is authorized by being the
+  // item's reviewer (a business 403, NOT_A_REVIEWER), so an invalid decision (400) proves authorization passed.
+  "POST /v1/reviews/campaigns": ({ fresh }) => ({
+    url: "/v1/reviews/campaigns",
+    payload: {
+      name: fresh("matrix-review"),
+      scope: { roles: ["matrix-nothing"] },
+      reviewers: { fallback: "matrix-nothing" },
+      duration: "1d",
+    },
+  }),
+  "GET /v1/reviews/campaigns/:id": () => ({ url: `/v1/reviews/campaigns/${randomUUID()}` }),
+  "POST /v1/reviews/campaigns/:id/close": () => ({ url: `/v1/reviews/campaigns/${randomUUID()}/close` }),
+  "POST /v1/reviews/items/:id/decision": () => ({
+    url: `/v1/reviews/items/${randomUUID()}/decision`,
+    payload: { decision: "maybe", reason: "authorization matrix" },
+  }),
   "POST /v1/config/diff": () => ({ url: "/v1/config/diff", payload: { yaml: "apiVersion: stint/v1\n" } }),
   "POST /v1/config/apply": () => ({ url: "/v1/config/apply", payload: { yaml: "apiVersion: stint/v1\n" } }),
 };
