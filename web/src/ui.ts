@@ -42,6 +42,7 @@ export function policyInWords(policy: {
   approvalRequired: boolean;
   approvalStages: number;
   mfaRequired: boolean;
+  mfaMethods?: string[] | undefined;
   ticketRequired: boolean;
   breakGlass?: boolean;
 }): string {
@@ -51,7 +52,8 @@ export function policyInWords(policy: {
       ? `${policy.approvalStages} approval stage${policy.approvalStages === 1 ? "" : "s"}`
       : "no approval needed",
   );
-  if (policy.mfaRequired) parts.push("MFA");
+  if (policy.mfaRequired)
+    parts.push(policy.mfaMethods && !policy.mfaMethods.includes("totp") ? "passkey (MFA)" : "MFA");
   if (policy.ticketRequired) parts.push("ticket required");
   if (policy.breakGlass) parts.push("break-glass");
   return parts.join(", ");

@@ -39,6 +39,7 @@ export interface MyRole {
     approvalRequired: boolean;
     approvalStages: number;
     mfaRequired: boolean;
+    mfaMethods?: string[];
     ticketRequired: boolean;
     breakGlass: boolean;
     maxExtensions: number;
