@@ -88,7 +88,7 @@ describe("single sign-on across nodes", () => {
   it("the first sign-ins of one new person on both nodes at once make one user, both signed in", async () => {
     idp.accounts.set("sub-fay", { preferred_username: "fay", email: "fay@example.com", groups: ["fresh-group"] });
     const challenge = createHash("sha256").update(randomBytes(32)).digest("base64url");
-    const callbacks = [];
+    const callbacks: URL[] = [];
     for (const node of [nodeA, nodeB]) {
       const start = await node.app.inject({
         method: "GET",

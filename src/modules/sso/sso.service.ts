@@ -221,6 +221,25 @@ export function createSsoService(deps: SsoServiceDeps) {
       if (principal.status !== "active")
         throw new Refused("ACCOUNT_DISABLED", "account is disabled", { user: principal.name });
       await ssoStore.touchLink(tx, identity.issuer, identity.subject, now);
+      // The provider is the truth for the e-mail address and display name of the people it signs in.
+      const changes: { email?: string | null; display_name?: string | null } = {};
+      if (identity.email !== null && identity.email !== principal.email) changes.email = identity.email;
+      if (identity.displayName !== null && identity.displayName !== principal.display_name)
+        changes.display_name = identity.displayName;
+      if (Object.keys(changes).length > 0) {
+        await tx
+          .updateTable("principals")
+          .set({ ...changes, updated_at: now })
+          .where("id", "=", principal.id)
+          .execute();
+        await tellPrincipal(tx, principal.id);
+        events.push({
+          action: "user.update",
+          outcome: "success",
+          subject: `user:${principal.name}`,
+          details: { changed: Object.keys(changes), source: "oidc", provider: provider.id },
+        });
+      }
     } else {
       const taken = await identityStore.findPrincipalByName(tx, identity.name);
       if (taken)

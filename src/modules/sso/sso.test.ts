@@ -206,10 +206,17 @@ eligibility:
     const id = submitted.json<{ id: string; state: string }>().id;
     expect(submitted.json<{ state: string }>().state).toBe("active");
 
-    idp.accounts.set("sub-alice", { ...idp.accounts.get("sub-alice")!, groups: ["Oncall Team"] });
+    idp.accounts.set("sub-alice", {
+      ...idp.accounts.get("sub-alice")!,
+      groups: ["Oncall Team"],
+      name: "Alice Renamed",
+    });
     const again = await signInThroughProvider("sub-alice");
     const after = await redeem(again.fragment.get("sso_code")!, again.client.verifier);
-    expect(after.json<{ principal: { groups: string[] } }>().principal.groups).toEqual(["oncall.team"]);
+    expect(after.json<{ principal: { groups: string[]; displayName: string } }>().principal).toMatchObject({
+      groups: ["oncall.team"],
+      displayName: "Alice Renamed",
+    });
     const request = await server.app.inject({
       method: "GET",
       url: `/v1/activation-requests/${id}`,
