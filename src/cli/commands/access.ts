@@ -77,7 +77,10 @@ export function describePolicy(policy: MyRole["policy"]): string {
   if (policy.breakGlass) parts.push("break-glass: no approval, reviewed afterwards");
   else if (!policy.approvalRequired) parts.push("no approval");
   else parts.push(policy.approvalStages === 1 ? "1 approval stage" : `${policy.approvalStages} approval stages`);
-  if (policy.mfaRequired) parts.push("MFA");
+  if (policy.mfaRequired)
+    parts.push(
+      policy.mfaMethods && !policy.mfaMethods.includes("totp") ? "passkey MFA (stint step-up --webauthn)" : "MFA",
+    );
   if (policy.ticketRequired) parts.push("ticket required");
   if (policy.maxExtensions > 0)
     parts.push(policy.maxExtensions === 1 ? "1 extension" : `${policy.maxExtensions} extensions`);
