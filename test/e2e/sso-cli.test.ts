@@ -15,6 +15,7 @@ import type { CliContext } from "../../src/cli/context.js";
 import { runCli } from "../../src/cli/program.js";
 import { browseThrough, startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
+import { injectFetch } from "./inject-fetch.js";
 
 const PUBLIC_URL = "http://stint.test";
 const SERVER = "http://127.0.0.1:8420";
@@ -24,18 +25,7 @@ let server: TestServer;
 let work: string;
 
 /** The CLI's fetch, answered by the in-process server. */
-const bridge: typeof fetch = async (input, init) => {
-  const url = new URL(String(input));
-  const res = await server.app.inject({
-    method: (init?.method ?? "GET") as "GET",
-    url: `${url.pathname}${url.search}`,
-    headers: init?.headers as Record<string, string>,
-    ...(typeof init?.body === "string" ? { payload: init.body } : {}),
-  });
-  const headers = new Headers();
-  for (const [name, value] of Object.entries(res.headers)) if (value !== undefined) headers.set(name, String(value));
-  return new Response(res.statusCode === 204 ? null : res.body, { status: res.statusCode, headers });
-};
+const bridge = injectFetch(() => server.app);
 
 /** Runs the CLI; `onStderr` sees everything it writes to stderr as it comes. */
 function cli(dir: string, argv: string[], onStderr: (text: string) => void = () => undefined) {

@@ -16,7 +16,7 @@ import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { ANONYMOUS, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
-import { removeMemberships } from "../identity/group-membership.js";
+import { addMemberships, removeMemberships } from "../identity/group-membership.js";
 import type { IdentityService } from "../identity/identity.service.js";
 import * as identityStore from "../identity/identity.store.js";
 import type { TokenPair } from "../identity/identity.types.js";
@@ -176,20 +176,14 @@ export function createSsoService(deps: SsoServiceDeps) {
       });
       wanted.push({ id, name });
     }
-    for (const group of wanted) {
-      const added = await tx
-        .insertInto("group_members")
-        .values({ group_id: group.id, principal_id: principal.id, added_at: now })
-        .onConflict((oc) => oc.columns(["group_id", "principal_id"]).doNothing())
-        .executeTakeFirst();
-      if (Number(added.numInsertedOrUpdatedRows ?? 0) > 0)
-        events.push({
-          action: "group.member_added",
-          outcome: "success",
-          subject: `group:${group.name}`,
-          details: { principal: principal.name, source: "oidc", provider: provider.id },
-        });
-    }
+    events.push(
+      ...(await addMemberships(
+        tx,
+        wanted.map((group) => ({ group, principal })),
+        now,
+        { source: "oidc" },
+      )),
+    );
     const dropped = (await ssoStore.oidcGroupsOf(tx, principal.id)).filter((g) => !claimed.includes(g.name));
     events.push(
       ...(await removeMemberships(
