@@ -97,6 +97,10 @@ export const myRole = z.object({
     /** The second factors that count for it (empty when MFA is not required). */
     mfaMethods: z.array(z.enum(["totp", "webauthn"])).optional(),
     ticketRequired: z.boolean(),
+    /** The regular expression a ticket must match whole (null: any ticket). */
+    ticketPattern: z.string().nullable().optional(),
+    /** The fewest characters a reason may have. */
+    reasonMinLength: z.number().int().optional(),
     breakGlass: z.boolean(),
     maxExtensions: z.number().int(),
   }),

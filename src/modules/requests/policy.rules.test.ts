@@ -125,6 +125,7 @@ describe("checkJustification", () => {
     expect(missing).toEqual({
       ok: false,
       problems: ["This role needs a ticket reference with every request (--ticket, matching [A-Z]+-\\d+)."],
+      fields: { ticket: "This role needs a ticket reference with every request (--ticket, matching [A-Z]+-\\d+)." },
     });
     const wrong = checkJustification(withTicket, "restart the stuck replication", "inc-42");
     expect(wrong).toEqual({
@@ -132,7 +133,21 @@ describe("checkJustification", () => {
       problems: [
         'The ticket "inc-42" does not look like a ticket reference this role accepts (the whole ticket must match [A-Z]+-\\d+).',
       ],
+      fields: {
+        ticket:
+          'The ticket "inc-42" does not look like a ticket reference this role accepts (the whole ticket must match [A-Z]+-\\d+).',
+      },
     });
+  });
+
+  it("puts each problem under its own field: reason problems under reason, ticket problems under ticket", () => {
+    const result = checkJustification(withTicket, "fix", "inc-42");
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.fields.reason).toMatch(/at least 10 characters/);
+    expect(result.fields.reason).toMatch(/too vague/);
+    expect(result.fields.reason).not.toMatch(/ticket/);
+    expect(result.fields.ticket).toMatch(/^The ticket "inc-42" does not look like/);
   });
 
   it("counts length after trimming", () => {

@@ -76,7 +76,9 @@ export function resolveDuration(
 // ---------------------------------------------------------------------------
 // Justification
 
-export type JustificationResult = { ok: true } | { ok: false; problems: string[] };
+/** `fields` puts each problem under the input it is about (forms show it next to that field). */
+export type JustificationResult =
+  { ok: true } | { ok: false; problems: string[]; fields: { reason?: string; ticket?: string } };
 
 /** Words of a text, lower-cased, with punctuation and spacing dropped (any script). */
 function words(text: string): string[] {
@@ -123,6 +125,7 @@ export function checkJustification(
     );
   }
 
+  const reasonProblems = problems.length;
   const givenTicket = ticket?.trim() || undefined;
   if (givenTicket === undefined) {
     if (rules.ticketRequired)
@@ -135,7 +138,11 @@ export function checkJustification(
     );
   }
 
-  return problems.length === 0 ? { ok: true } : { ok: false, problems };
+  if (problems.length === 0) return { ok: true };
+  const fields: { reason?: string; ticket?: string } = {};
+  if (reasonProblems > 0) fields.reason = problems.slice(0, reasonProblems).join(" ");
+  if (problems.length > reasonProblems) fields.ticket = problems.slice(reasonProblems).join(" ");
+  return { ok: false, problems, fields };
 }
 
 // ---------------------------------------------------------------------------

@@ -615,6 +615,7 @@ export function createRequestService(deps: RequestServiceDeps) {
           if (!justification.ok)
             return new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), {
               problems: justification.problems,
+              fields: justification.fields,
             });
           const window = spec.breakGlass ? ({ allowed: true, extraStage: false } as const) : evaluateWindow(spec, now);
           if (!window.allowed) return new Refusal("OUTSIDE_WINDOW", window.reason);
@@ -1046,7 +1047,10 @@ export function createRequestService(deps: RequestServiceDeps) {
           context,
           "request.extend",
           subject,
-          new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), { problems: justification.problems }),
+          new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), {
+            problems: justification.problems,
+            fields: justification.fields,
+          }),
         );
       }
       const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now, principal.webauthnAt ?? null);
@@ -1228,6 +1232,8 @@ export function createRequestService(deps: RequestServiceDeps) {
             mfaRequired: spec.mfa.required,
             mfaMethods: spec.mfa.required ? (spec.mfa.methods ?? ["totp", "webauthn"]) : [],
             ticketRequired: spec.justification.ticketRequired,
+            ticketPattern: spec.justification.ticketPattern ?? null,
+            reasonMinLength: spec.justification.minLength,
             breakGlass: spec.breakGlass,
             maxExtensions: spec.maxExtensions,
           },
