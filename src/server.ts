@@ -4,6 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
+import { isIP } from "node:net";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -158,17 +159,24 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       throttle: { maxFailures: config.loginMaxFailures, windowMs: config.loginWindow, lockoutMs: config.loginLockout },
     };
     const publicUrl = config.publicUrl ?? `http://${config.listen}`;
+    const relyingParty = relyingPartyFrom({
+      publicUrl,
+      rpId: config.webauthnRpId,
+      rpName: config.webauthnRpName,
+      origins: config.webauthnOrigins,
+    });
+    // Said at info level: a trial on 127.0.0.1 that uses no passkeys needs no warning.
+    if (isIP(relyingParty.id) !== 0)
+      logger.info(
+        { rpId: relyingParty.id },
+        "passkeys need a host name: browsers refuse an IP address as WebAuthn RP ID (set STINT_PUBLIC_URL or STINT_WEBAUTHN_RP_ID)",
+      );
     const passkeys = createPasskeyService({
       store: indexed,
       index: accessIndex,
       audit,
       clock,
-      relyingParty: relyingPartyFrom({
-        publicUrl,
-        rpId: config.webauthnRpId,
-        rpName: config.webauthnRpName,
-        origins: config.webauthnOrigins,
-      }),
+      relyingParty,
       challengeTtlMs: config.webauthnChallengeTtl,
       publicUrl,
     });
