@@ -12,7 +12,7 @@ export function MyGroups() {
   }, []);
   if (!groups) return null;
   return (
-    <Group gap="xs" aria-label="Your groups">
+    <Group gap="xs" role="group" aria-label="Your groups">
       <Text size="sm" c="gray.7">
         {groups.length === 0 ? "You are in no group." : "Your groups:"}
       </Text>
