@@ -113,6 +113,23 @@ afterAll(async () => {
 }, 30_000);
 
 describe("single sign-on in the web UI", () => {
+  it("the sign-in page with its provider button has no serious or critical axe-core violation", async () => {
+    // Our CSP forbids inline scripts, which is how axe is put into the page.
+    const context = await browser.newContext({ bypassCSP: true });
+    const page = await context.newPage();
+    await page.goto(url);
+    await page.getByRole("button", { name: "Sign in with Corp SSO" }).waitFor();
+    await page.addScriptTag({ path: path.join(ROOT, "node_modules/axe-core/axe.min.js") });
+    const result = (await page.evaluate(async () => {
+      const axe = (globalThis as unknown as { axe: { run(options: unknown): Promise<unknown> } }).axe;
+      return axe.run({ runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+    })) as { violations: { id: string; impact: string | null }[] };
+    const serious = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+    expect(serious.map((v) => v.id)).toEqual([]);
+    await page.screenshot({ path: path.join(SCREENSHOT_DIR, "sso-sign-in.png") });
+    await context.close();
+  });
+
   it("signs in through the provider, shows the claim's groups; a dropped group ends what came through it", async () => {
     const first = await ssoSignIn("sub-alice");
     await first.getByTestId("group-dba").waitFor();
