@@ -1,7 +1,9 @@
 /**
  * My access: eligible roles with their policy in plain words, active ones with a live countdown,
  * one-click deactivate and extend, and the activate dialog (duration, reason, ticket, MFA step-up)
- * that follows the request through its approval stages.
+ * that states the policy's rules before anything is typed, says each error in words under its own
+ * field, and follows the request through its approval stages. A pending request can be cancelled; a
+ * denied one says who denied it and why.
  */
 import {
   Alert,
@@ -14,7 +16,6 @@ import {
   Select,
   SimpleGrid,
   Stack,
-  Stepper,
   Text,
   TextInput,
   Textarea,
@@ -22,6 +23,7 @@ import {
 } from "@mantine/core";
 import { useCallback, useEffect, useState } from "react";
 import { submitActivation, extendBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
+import { denialInWords, StageSteps } from "./requests/shared.js";
 import { api, ApiError } from "../api.js";
 import { formatCountdown, policyInWords, riskColor, useNow, zodFieldErrors } from "../ui.js";
 import { shortId } from "../../../src/contract/short-id.js";
@@ -41,6 +43,9 @@ export interface MyRole {
     mfaRequired: boolean;
     mfaMethods?: string[];
     ticketRequired: boolean;
+    /** The pattern a ticket must match whole; null or absent: any ticket. */
+    ticketPattern?: string | null;
+    reasonMinLength?: number;
     breakGlass: boolean;
     maxExtensions: number;
   };
@@ -57,11 +62,23 @@ export default function MyAccess() {
   const [error, setError] = useState<string | null>(null);
   const [activating, setActivating] = useState<MyRole | null>(null);
   const [extending, setExtending] = useState<MyRole | null>(null);
+  /** Each role's latest request of mine (to say a denied one was denied, by whom and why). */
+  const [latest, setLatest] = useState<Record<string, ActivationRequestDto>>({});
+  /** What the last action did, in words ("prod-db-reader is deactivated."). */
+  const [notice, setNotice] = useState<string | null>(null);
   const now = useNow(1000);
 
   const load = useCallback(async () => {
     try {
-      setRoles((await api<{ items: MyRole[] }>("GET", "/v1/me/roles")).items);
+      const [mine, requests] = await Promise.all([
+        api<{ items: MyRole[] }>("GET", "/v1/me/roles"),
+        api<{ items: ActivationRequestDto[] }>("GET", "/v1/activation-requests?scope=mine&limit=100"),
+      ]);
+      const byRole: Record<string, ActivationRequestDto> = {};
+      for (const r of requests.items)
+        if (!r.extendsRequestId && (!byRole[r.role] || byRole[r.role]!.submittedAt < r.submittedAt)) byRole[r.role] = r;
+      setRoles(mine.items);
+      setLatest(byRole);
       setError(null);
     } catch (e) {
       setError((e as Error).message);
@@ -74,12 +91,33 @@ export default function MyAccess() {
   }, [load]);
 
   async function deactivate(role: MyRole) {
+    setNotice(null);
     try {
       await api("POST", `/v1/me/roles/${encodeURIComponent(role.role)}/deactivate`);
+      setNotice(`${role.role} is deactivated: you no longer hold it.`);
       await load();
     } catch (e) {
       setError((e as Error).message);
     }
+  }
+
+  async function cancel(role: MyRole) {
+    if (!role.requestId) return;
+    setNotice(null);
+    try {
+      await api("POST", `/v1/activation-requests/${role.requestId}/cancel`);
+      setNotice(`Your request for ${role.role} is cancelled.`);
+      await load();
+    } catch (e) {
+      setError((e as Error).message);
+    }
+  }
+
+  function status(r: MyRole): string {
+    if (r.state === "pending") return "Waiting for approval";
+    if (r.state) return `State: ${r.state}`;
+    const last = latest[r.role];
+    return last?.state === "denied" ? denialInWords(last) : "Not active";
   }
 
   const active = roles?.filter((r) => r.state === "active") ?? [];
@@ -92,6 +130,11 @@ export default function MyAccess() {
       {error && (
         <Alert color="red" role="alert">
           {error}
+        </Alert>
+      )}
+      {notice && (
+        <Alert color="teal.9" role="status" withCloseButton closeButtonLabel="Dismiss" onClose={() => setNotice(null)}>
+          {notice}
         </Alert>
       )}
       <Title order={2} size="h4">
@@ -138,15 +181,23 @@ export default function MyAccess() {
             <Text size="sm" c="gray.7" mt={4}>
               {policyInWords(r.policy)}
             </Text>
-            <Group mt="sm" justify="space-between">
-              <Text size="sm">{r.state ? `State: ${r.state}` : "Not active"}</Text>
-              <Button
-                onClick={() => setActivating(r)}
-                disabled={r.state === "active" || r.state === "pending" || r.state === "provisioning"}
-                aria-label={`Activate ${r.role}`}
-              >
-                Activate
-              </Button>
+            <Group mt="sm" justify="space-between" wrap="nowrap" align="flex-start">
+              <Text size="sm" data-testid={`status-${r.role}`} style={{ overflowWrap: "anywhere" }}>
+                {status(r)}
+              </Text>
+              {r.state === "pending" ? (
+                <Button variant="default" onClick={() => void cancel(r)} aria-label={`Cancel request for ${r.role}`}>
+                  Cancel request
+                </Button>
+              ) : (
+                <Button
+                  onClick={() => setActivating(r)}
+                  disabled={r.state === "active" || r.state === "provisioning" || r.state === "approved"}
+                  aria-label={`Activate ${r.role}`}
+                >
+                  Activate
+                </Button>
+              )}
             </Group>
           </Card>
         ))}
@@ -194,6 +245,9 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
     return () => clearInterval(timer);
   }, [request]);
 
+  const minLength = Math.max(1, role.policy.reasonMinLength ?? 1);
+  const pattern = role.policy.ticketPattern ?? null;
+
   async function submit() {
     setError(null);
     const body = {
@@ -202,10 +256,21 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
       reason: reason.trim(),
       ...(ticket.trim() ? { ticket: ticket.trim() } : {}),
     };
-    // The API's own schema: what it would refuse is shown here and nothing is sent.
+    // The policy's rules the page knows, then the API's own schema: what the server would refuse is
+    // said here, in words, under its field, and nothing is sent.
+    const problems: Record<string, string> = {};
+    const length = body.reason.length;
+    if (length === 0) problems.reason = `Say why you need this role (at least ${minLength} characters).`;
+    else if (length < minLength)
+      problems.reason = `Your reason has ${length} character${length === 1 ? "" : "s"}; this role needs at least ${minLength}. Say what you will do and why.`;
+    if (role.policy.ticketRequired && !body.ticket)
+      problems.ticket = `This role needs a ticket reference${pattern ? ` matching ${pattern}` : ""}.`;
     const parsed = submitActivation.safeParse(body);
-    if (!parsed.success) {
-      setErrors(zodFieldErrors(parsed.error));
+    if (!parsed.success)
+      for (const [field, message] of Object.entries(zodFieldErrors(parsed.error)))
+        problems[field] ??= inWords(field, message);
+    if (Object.keys(problems).length > 0 || !parsed.success) {
+      setErrors(problems);
       return;
     }
     setErrors({});
@@ -222,7 +287,13 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
         setError(e.message);
       } else if (e instanceof ApiError) {
         const fields = e.fieldErrors();
-        if (e.code === "JUSTIFICATION_INVALID") fields.reason = e.message;
+        if (e.code === "JUSTIFICATION_INVALID") {
+          // The server says which input each problem is about (details.fields); older servers do not.
+          const byField = (e.details?.fields ?? {}) as { reason?: string; ticket?: string };
+          if (byField.reason) fields.reason = byField.reason;
+          if (byField.ticket) fields.ticket = byField.ticket;
+          if (!byField.reason && !byField.ticket) fields.reason = e.message;
+        }
         if (e.code === "DURATION_TOO_LONG" || e.code === "DURATION_INVALID") fields.duration = e.message;
         if (e.code === "MFA_INVALID") fields.otp = e.message;
         setErrors(fields);
@@ -241,21 +312,12 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
           <Text>
             Request <code>{shortId(request.id)}</code>: <strong>{request.state}</strong>
           </Text>
-          {stages.length > 0 && (
-            <Stepper active={request.stageIndex} orientation="vertical" size="sm">
-              {stages.map((s) => (
-                <Stepper.Step
-                  key={s.name}
-                  label={s.name}
-                  description={`${s.approvals.length}/${s.count} approval${s.count === 1 ? "" : "s"}${s.escalated ? " (escalated)" : ""}`}
-                />
-              ))}
-            </Stepper>
-          )}
+          {stages.length > 0 && <StageSteps request={request} />}
           {request.state === "active" && request.expiresAt && (
             <Alert color="green">Active until {new Date(request.expiresAt).toLocaleString()}.</Alert>
           )}
-          {["denied", "failed", "cancelled"].includes(request.state) && (
+          {request.state === "denied" && <Alert color="red">{denialInWords(request)}</Alert>}
+          {["failed", "cancelled"].includes(request.state) && (
             <Alert color="red">{request.endReason ?? request.decisions.at(-1)?.reason ?? request.state}</Alert>
           )}
           <Button onClick={onClose}>Close</Button>
@@ -280,7 +342,7 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
           />
           <Textarea
             label="Reason"
-            description="What you will do and why; reviewers read this."
+            description={`What you will do and why, at least ${minLength} character${minLength === 1 ? "" : "s"}; reviewers read this.`}
             value={reason}
             onChange={(e) => setReason(e.currentTarget.value)}
             error={errors.reason}
@@ -288,7 +350,14 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
             minRows={2}
           />
           <TextInput
-            label={role.policy.ticketRequired ? "Ticket (required)" : "Ticket"}
+            label={role.policy.ticketRequired ? "Ticket (required)" : "Ticket (optional)"}
+            description={
+              pattern
+                ? `A ticket reference matching ${pattern}.`
+                : role.policy.ticketRequired
+                  ? "A ticket reference (any form)."
+                  : undefined
+            }
             value={ticket}
             onChange={(e) => setTicket(e.currentTarget.value)}
             error={errors.ticket}
@@ -300,6 +369,15 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
               onChange={(e) => setOtp(e.currentTarget.value)}
               error={errors.otp}
               autoComplete="one-time-code"
+            />
+          )}
+          {needOtp && (
+            <PasskeyStepUp
+              label="Or confirm with passkey and request"
+              onDone={() => {
+                setNeedOtp(false);
+                void submit();
+              }}
             />
           )}
           {needPasskey && (
@@ -332,7 +410,10 @@ function ExtendDialog({ role, onClose }: { role: MyRole; onClose: () => void }) 
   const [error, setError] = useState<string | null>(null);
   async function submit() {
     const parsed = extendBody.safeParse({ by, reason: reason.trim() });
-    if (!parsed.success) return setErrors(zodFieldErrors(parsed.error));
+    if (!parsed.success)
+      return setErrors(
+        Object.fromEntries(Object.entries(zodFieldErrors(parsed.error)).map(([f, m]) => [f, inWords(f, m)])),
+      );
     try {
       await api("POST", `/v1/me/roles/${encodeURIComponent(role.role)}/extensions`, parsed.data);
       onClose();
@@ -359,4 +440,12 @@ function ExtendDialog({ role, onClose }: { role: MyRole; onClose: () => void }) 
       </Stack>
     </Modal>
   );
+}
+
+/** A schema's message in words a person acts on ("Too small: expected string…" says nothing to them). */
+function inWords(field: string, message: string): string {
+  if (field === "reason" && /too small/i.test(message)) return "Say why: the reason must not be empty.";
+  if (/too big/i.test(message)) return `The ${field} is too long.`;
+  if (/too small/i.test(message)) return `The ${field} must not be empty.`;
+  return message;
 }

@@ -10,6 +10,7 @@ import { api, ApiError } from "../../api.js";
 import { shortTime, zodFieldErrors } from "../../ui.js";
 import { SecretValue } from "./SecretValue.js";
 import { shortId } from "../../../../src/contract/short-id.js";
+import { PasskeyStepUp } from "../passkeys/PasskeyStepUp.js";
 
 const DURATIONS = ["5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"];
 const toMs = (d: string) => Number(d.slice(0, -1)) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[d.slice(-1) as "s"]!;
@@ -128,17 +129,17 @@ export function RevealDialog({ secret, onClose }: { secret: SecretMetaDto; onClo
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<Revealed | null>(null);
 
-  async function submit() {
+  async function submit(viaPasskey = false) {
     setError(null);
     const parsed = revealBody.safeParse({ reason: reason.trim() });
     const fields = parsed.success ? {} : withReasonHint(zodFieldErrors(parsed.error), reason);
     const code = stepUpRequest.safeParse({ otp: otp.trim() });
-    if (needOtp && !code.success) fields.otp = "Enter the 6-digit code from your authenticator app.";
+    if (needOtp && !viaPasskey && !code.success) fields.otp = "Enter the 6-digit code from your authenticator app.";
     if (!parsed.success || Object.keys(fields).length > 0) return setErrors(fields);
     setErrors({});
     setBusy(true);
     try {
-      if (needOtp && code.success) {
+      if (needOtp && !viaPasskey && code.success) {
         try {
           await api("POST", "/v1/auth/step-up", code.data);
         } catch (e) {
@@ -200,6 +201,15 @@ export function RevealDialog({ secret, onClose }: { secret: SecretMetaDto; onClo
               error={errors.otp}
               autoComplete="one-time-code"
               inputMode="numeric"
+            />
+          )}
+          {needOtp && (
+            <PasskeyStepUp
+              label="Or confirm with passkey and reveal"
+              onDone={() => {
+                setNeedOtp(false);
+                void submit(true);
+              }}
             />
           )}
           <Group justify="flex-end">
