@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { isoTime, name, reason } from "./common.js";
 import { policySpec, riskTier, targetKind } from "./catalog.js";
+import { reviewDefinition } from "./reviews.js";
 
 /** A name or a UUID, in a path or a reference field. */
 export const ref = z.string().min(1).max(64);
@@ -214,7 +215,7 @@ export const configProblem = z.object({
 });
 export type ConfigProblem = z.infer<typeof configProblem>;
 
-export const changeKind = z.enum(["group", "policy", "target", "role", "eligibility"]);
+export const changeKind = z.enum(["group", "policy", "target", "role", "eligibility", "review"]);
 export const changeAction = z.enum(["create", "update", "delete"]);
 
 export const fieldChange = z.object({
@@ -309,6 +310,8 @@ export const configFileTop = z.strictObject({
   targets: z.array(z.unknown()).optional(),
   roles: z.array(z.unknown()).optional(),
   eligibility: z.array(z.unknown()).optional(),
+  /** Recurring access review campaigns (src/modules/reviews). */
+  reviews: z.array(z.unknown()).optional(),
 });
 
 export const CONFIG_SECTIONS = {
@@ -317,5 +320,6 @@ export const CONFIG_SECTIONS = {
   targets: configTarget,
   roles: configRole,
   eligibility: configEligibility,
+  reviews: reviewDefinition,
 } as const;
 export type ConfigSection = keyof typeof CONFIG_SECTIONS;

@@ -356,3 +356,71 @@ describe("access review campaign (quarterly, high-risk role, three eligible user
     expect(verify.body).toMatchObject({ ok: true });
   });
 });
+
+describe("recurring access reviews as configuration (reviews:)", () => {
+  const section = `reviews:
+  - name: ledger-quarterly
+    every: 90d
+    duration: 14d
+    scope:
+      risk: [critical, high]
+    reviewers:
+      owners: true
+      fallback: review-fallback
+    remindEvery: 3d
+    onMissed: remove
+`;
+
+  it("diff shows the campaign, apply stores it, export writes it back, and the round trip changes nothing", async () => {
+    const server = nodeB!;
+    const exported = await as(server, "admin", "GET", "/v1/config/export");
+    const before = String(exported.body.yaml);
+    expect(before).not.toContain("reviews:");
+    const file = `${before}${section}`;
+    const diff = await as(server, "admin", "POST", "/v1/config/diff", { yaml: file });
+    expect(diff.status, JSON.stringify(diff.body)).toBe(200);
+    expect(diff.body.changes).toEqual([
+      expect.objectContaining({ action: "create", kind: "review", name: "ledger-quarterly" }),
+    ]);
+    const apply = await as(server, "admin", "POST", "/v1/config/apply", { yaml: file });
+    expect(apply.body).toMatchObject({ applied: true });
+    const after = String((await as(server, "admin", "GET", "/v1/config/export")).body.yaml);
+    expect(after).toContain("reviews:\n  - name: ledger-quarterly\n    every: 90d\n    duration: 14d");
+    expect(after).toContain("risk: [critical, high]");
+    // What export wrote applies as no change at all.
+    const again = await as(server, "admin", "POST", "/v1/config/diff", { yaml: after });
+    expect(again.body.changes).toEqual([]);
+    // A changed period is an update of that one field.
+    const changed = await as(server, "admin", "POST", "/v1/config/diff", {
+      yaml: after.replace("every: 90d", "every: 30d"),
+    });
+    expect(changed.body.changes).toEqual([
+      {
+        action: "update",
+        kind: "review",
+        name: "ledger-quarterly",
+        fields: [{ field: "every", from: "90d", to: "30d" }],
+      },
+    ]);
+    // A group that does not exist is refused, located in the file, and nothing is applied.
+    const bad = await as(server, "admin", "POST", "/v1/config/apply", {
+      yaml: after.replace("fallback: review-fallback", "fallback: nobody-group"),
+    });
+    expect(bad.status).toBe(400);
+    expect(JSON.stringify(bad.body)).toContain('unknown group \\"nobody-group\\"');
+    expect((await as(server, "admin", "GET", "/v1/config/export")).body.yaml).toBe(after);
+    expect(await auditEvents(server, "review.create")).toHaveLength(1);
+  });
+
+  it("the reviews worker opens the declared campaign once per period, over high and critical roles", async () => {
+    const server = nodeB!;
+    const first = await server.reviewsWorker.runOnce();
+    expect(first.opened).toBe(1);
+    expect((await server.reviewsWorker.runOnce()).opened).toBe(0);
+    const list = await as(server, "admin", "GET", "/v1/reviews/campaigns");
+    const opened = list.body.items!.find((c) => c.definition === "ledger-quarterly")!;
+    expect(opened).toMatchObject({ status: "open", onMissed: "remove" });
+    // kim and olive are still eligible for the high-risk role.
+    expect(opened.progress).toMatchObject({ total: 2, open: 2 });
+  });
+});

@@ -24,6 +24,7 @@ import type {
   Located,
   Path,
   PathProblem,
+  ReviewState,
 } from "./catalog.types.js";
 
 export const API_VERSION = "stint/v1";
@@ -34,6 +35,7 @@ const KIND_OF_SECTION: Record<ConfigSection, Kind> = {
   targets: "target",
   roles: "role",
   eligibility: "eligibility",
+  reviews: "review",
 };
 
 export interface ParsedConfig {
@@ -210,7 +212,33 @@ function toDesired(section: ConfigSection, data: unknown, at: Path): Located[] {
         }));
       return [...subjects("user", e.users, "users"), ...subjects("group", e.groups, "groups")];
     }
+    case "reviews": {
+      const r = data as z.output<(typeof CONFIG_SECTIONS)["reviews"]>;
+      return [{ ...reviewState(r), at } as Located];
+    }
   }
+}
+
+/** A `reviews:` entry as the plan compares it: lists sorted, absent optional fields null. */
+export function reviewState(r: z.output<(typeof CONFIG_SECTIONS)["reviews"]>): ReviewState {
+  const scope: Record<string, unknown> = {};
+  for (const key of ["roles", "targets", "groups", "risk"] as const)
+    if (r.scope[key]?.length) scope[key] = sortedSet(r.scope[key]);
+  const reviewers: Record<string, unknown> = {};
+  if (r.reviewers.owners) reviewers.owners = true;
+  if (r.reviewers.manager) reviewers.manager = true;
+  if (r.reviewers.groups?.length) reviewers.groups = sortedSet(r.reviewers.groups);
+  if (r.reviewers.fallback) reviewers.fallback = r.reviewers.fallback;
+  return {
+    name: r.name,
+    every: r.every,
+    duration: r.duration,
+    scope,
+    reviewers,
+    remindEvery: r.remindEvery ?? null,
+    escalateTo: r.escalateTo ?? null,
+    onMissed: r.onMissed ?? null,
+  };
 }
 
 function refsAt(names: string[], path: Path): Record<string, Path> {
@@ -408,6 +436,21 @@ export function renderConfig(state: CatalogState): string {
       ...(Object.keys(r.entitlement).length > 0 ? { entitlement: sortKeys(r.entitlement) } : {}),
     })),
     eligibility: eligibilityEntries(state.eligibility),
+    // Only when there is one: files of catalogs without access reviews stay as they were.
+    ...(state.reviews?.length
+      ? {
+          reviews: [...state.reviews].sort(byName).map((r) => ({
+            name: r.name,
+            every: r.every,
+            duration: r.duration,
+            ...(Object.keys(r.scope).length > 0 ? { scope: sortKeys(r.scope) } : {}),
+            reviewers: sortKeys(r.reviewers),
+            ...(r.remindEvery !== null ? { remindEvery: r.remindEvery } : {}),
+            ...(r.escalateTo !== null ? { escalateTo: r.escalateTo } : {}),
+            ...(r.onMissed !== null ? { onMissed: r.onMissed } : {}),
+          })),
+        }
+      : {}),
   };
   const doc = new Document(file);
   // Short lists of names read best on one line: members: [alice, bob].

@@ -26,6 +26,7 @@ import {
   type PathProblem,
   type Plan,
   type PolicyState,
+  type ReviewState,
   type RoleState,
   type TargetState,
 } from "./catalog.types.js";
@@ -73,6 +74,7 @@ type EntityOf = {
   target: TargetState;
   role: RoleState;
   eligibility: EligibilityState;
+  review: ReviewState;
 };
 
 /** The fields a plan compares, in the order it shows them. `name` is the key, never a field. */
@@ -82,6 +84,7 @@ const FIELDS: { [K in Kind]: readonly (keyof EntityOf[K] & string)[] } = {
   target: ["kind", "address", "labels", "credential", "identity", "options"],
   role: ["description", "target", "policy", "risk", "owners", "entitlement"],
   eligibility: ["from", "until", "reason"],
+  review: ["every", "duration", "scope", "reviewers", "remindEvery", "escalateTo", "onMissed"],
 };
 
 export function keyOf<K extends Kind>(kind: K, entity: EntityOf[K]): string {
@@ -118,6 +121,7 @@ const PLURAL: Record<Kind, [string, string]> = {
   target: ["target", "targets"],
   role: ["role", "roles"],
   eligibility: ["eligibility", "eligibilities"],
+  review: ["review campaign", "review campaigns"],
 };
 
 // ---------------------------------------------------------------------------
@@ -206,6 +210,7 @@ export function finalState(current: CatalogState, desired: DesiredCatalog): Fina
     target: build("target"),
     role: build("role"),
     eligibility: build("eligibility"),
+    review: build("review"),
   };
 }
 
@@ -288,6 +293,25 @@ export function checkConfig(
     if (!policy.at) continue;
     for (const problem of policyProblems(policy.spec)) {
       problems.push({ path: [...policy.at, ...problem.path], message: problem.message });
+    }
+  }
+
+  // Review campaigns: the groups they name (reviewers, fallback, escalation) must exist; a campaign a file does
+  // not list may lose its group to prune.
+  for (const review of final.review.values()) {
+    const reviewers = review.reviewers as { groups?: string[]; fallback?: string };
+    const named: [string, Path][] = [
+      ...(reviewers.groups ?? []).map((g, i): [string, Path] => [g, ["reviewers", "groups", i]]),
+      ...(reviewers.fallback ? [[reviewers.fallback, ["reviewers", "fallback"]] as [string, Path]] : []),
+      ...(review.escalateTo ? [[review.escalateTo, ["escalateTo"]] as [string, Path]] : []),
+    ];
+    for (const [group, path] of named) {
+      if (exists("group", group)) continue;
+      problems.push(
+        review.at
+          ? { path: [...review.at, ...path], message: `unknown group ${quote(group)}` }
+          : { path: prunePath, message: `${notInFile("review", review.name)} uses ${pruned("group", group)}` },
+      );
     }
   }
 

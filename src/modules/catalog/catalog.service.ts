@@ -30,7 +30,8 @@ import { actorLabel, type AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import { parseConfig, renderConfig, sortProblems } from "./catalog.config.js";
+import { parseConfig, renderConfig, reviewState, sortProblems } from "./catalog.config.js";
+import { reviewDefinition } from "../../contract/reviews.js";
 import { checkConfig, diffEntity, keyOf, planConfig, summarize } from "./catalog.plan.rules.js";
 import {
   eligibilityName,
@@ -59,6 +60,7 @@ import type {
   PathProblem,
   Plan,
   PolicyState,
+  ReviewState,
   RoleState,
   TargetState,
 } from "./catalog.types.js";
@@ -90,6 +92,20 @@ const iso = (value: Date | string) => new Date(value).toISOString();
 
 function isForeignKeyViolation(error: unknown): boolean {
   return (error as { code?: string })?.code === "23503";
+}
+
+/** A review definition as stored (the `reviews:` entry, absent fields left out). */
+function reviewSpec(r: ReviewState): Record<string, unknown> {
+  return {
+    name: r.name,
+    every: r.every,
+    duration: r.duration,
+    scope: r.scope,
+    reviewers: r.reviewers,
+    ...(r.remindEvery !== null ? { remindEvery: r.remindEvery } : {}),
+    ...(r.escalateTo !== null ? { escalateTo: r.escalateTo } : {}),
+    ...(r.onMissed !== null ? { onMissed: r.onMissed } : {}),
+  };
 }
 
 /** A target's values from the API, checked by its connector. */
@@ -362,7 +378,9 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     const targets = await catalogStore.listTargets(db);
     const roles = await catalogStore.listRoles(db);
     const eligibilities = await catalogStore.listEligibilities(db);
+    const reviews = await db.selectFrom("review_definitions").select(["name", "spec"]).orderBy("name").execute();
     return {
+      reviews: reviews.map((r) => reviewState(reviewDefinition.parse(r.spec))),
       groups: groups.map((g) => ({ name: g.name, description: g.description, members: sortedSet(g.members) })),
       policies: policies.map((p) => ({ name: p.name, description: p.description, spec: normalizeSpec(p.spec) })),
       targets: targets.map((t) => ({
@@ -557,6 +575,27 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         }
         return;
       }
+      case "review": {
+        // The definition is stored as the file says it; the reviews worker opens its campaigns.
+        const review = after as ReviewState | undefined;
+        if (change.action === "delete")
+          return void (await tx.deleteFrom("review_definitions").where("name", "=", change.name).execute());
+        const spec = JSON.stringify(reviewSpec(review!));
+        if (change.action === "create") {
+          // The first campaign opens at the worker's next pass.
+          await tx
+            .insertInto("review_definitions")
+            .values({ name: review!.name, spec, next_open_at: now, created_at: now, updated_at: now })
+            .execute();
+          return;
+        }
+        await tx
+          .updateTable("review_definitions")
+          .set({ spec, updated_at: now })
+          .where("name", "=", change.name)
+          .execute();
+        return;
+      }
     }
   }
 
@@ -573,6 +612,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     add("target", state.targets);
     add("role", state.roles);
     add("eligibility", state.eligibility);
+    add("review", state.reviews);
     return map;
   }
 

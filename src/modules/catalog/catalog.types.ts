@@ -70,15 +70,29 @@ export interface CurrentEligibility extends EligibilityState {
   fromChosen: boolean;
 }
 
+/** A recurring access review campaign (`reviews:`), as stored in review_definitions. */
+export interface ReviewState {
+  name: string;
+  every: string;
+  duration: string;
+  scope: Record<string, unknown>;
+  reviewers: Record<string, unknown>;
+  remindEvery: string | null;
+  escalateTo: string | null;
+  onMissed: string | null;
+}
+
 export interface CatalogState {
   groups: GroupState[];
   policies: PolicyState[];
   targets: TargetState[];
   roles: RoleState[];
   eligibility: CurrentEligibility[];
+  /** Absent: a catalog without recurring access reviews (older callers and tests). */
+  reviews?: ReviewState[];
 }
 
-export const KINDS = ["group", "policy", "target", "role", "eligibility"] as const;
+export const KINDS = ["group", "policy", "target", "role", "eligibility", "review"] as const;
 export type Kind = (typeof KINDS)[number];
 
 /** The file's section for each kind. */
@@ -88,6 +102,7 @@ export const SECTION_OF = {
   target: "targets",
   role: "roles",
   eligibility: "eligibility",
+  review: "reviews",
 } as const satisfies Record<Kind, string>;
 
 /**
@@ -101,6 +116,7 @@ export interface DesiredCatalog {
   targets?: (TargetState & Located)[];
   roles?: (RoleState & Located)[];
   eligibility?: (EligibilityState & Located)[];
+  reviews?: (ReviewState & Located)[];
 }
 
 export interface FieldChange {
