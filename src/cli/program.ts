@@ -7,6 +7,7 @@ import { Command, CommanderError } from "commander";
 import { registerAccessCommands } from "./commands/access.js";
 import { registerAuditCommands } from "./commands/audit.js";
 import { registerSiemCommands } from "./commands/siem.js";
+import { registerReviewCommands } from "./commands/reviews.js";
 import { registerAuthCommands } from "./commands/auth.js";
 import { registerConfigCommands } from "./commands/config.js";
 import { registerGroupCommands } from "./commands/groups.js";
@@ -87,6 +88,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerSessionCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerSiemCommands(program, ctx);
+  registerReviewCommands(program, ctx);
   registerServerCommand(program, ctx);
   // Last, so that it sees every command: `stint completion bash|zsh|fish|powershell` prints the shell's script,
   // which asks `stint complete -- <words>` (hidden) for the commands and options that fit.
