@@ -219,7 +219,7 @@ describe("passkeys in the browser", () => {
     expect(activated.some((e) => e.actor === "dana")).toBe(true);
     await dialog.getByRole("button", { name: "Close" }).click();
     await page.getByRole("button", { name: "Deactivate prod-root" }).click();
-    await page.getByRole("button", { name: "Activate prod-root" }).first().waitFor({ timeout: 15_000 });
+    await page.getByRole("button", { name: "Deactivate prod-root" }).waitFor({ state: "detached", timeout: 15_000 });
   }, 120_000);
 
   it("refuses a cloned authenticator (its signature counter going back)", async () => {
