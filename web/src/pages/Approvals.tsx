@@ -3,7 +3,8 @@
  * judge them (role risk, reason, ticket, the requester's earlier requests for the role, time
  * waiting, stage progress), approve and deny dialogs, and bulk approval of low-risk requests.
  * Risk and history come from endpoints a plain approver may not be allowed to read: the page says so
- * and works without them.
+ * and works without them. After a decision the page says what was done; someone who may see all
+ * requests is told how many pending ones wait for other approvers, and where to find them.
  */
 import {
   Alert,
@@ -18,11 +19,12 @@ import {
   Text,
   Textarea,
   Title,
+  Anchor,
 } from "@mantine/core";
 import { useCallback, useEffect, useRef, useState } from "react";
 import type { RoleDto } from "../../../src/contract/catalog-api.js";
 import { approveBody, denyBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
-import { api, ApiError } from "../api.js";
+import { api, ApiError, hasRole } from "../api.js";
 import { formatAge, useNow, zodFieldErrors } from "../ui.js";
 import { RiskBadge, StateBadge, stageInWords, type Risk } from "./requests/shared.js";
 
@@ -42,6 +44,10 @@ export default function Approvals() {
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [deciding, setDeciding] = useState<{ request: ActivationRequestDto; decision: Decision } | null>(null);
   const [bulk, setBulk] = useState<ActivationRequestDto[] | null>(null);
+  /** What the last decision did, in words. */
+  const [notice, setNotice] = useState<string | null>(null);
+  /** Pending requests this user may see but not decide (null: not allowed to list them all). */
+  const [elsewhere, setElsewhere] = useState<number | null>(null);
   const asked = useRef(new Set<string>());
   const historyForbidden = useRef(false);
   const now = useNow(1000);
@@ -52,6 +58,15 @@ export default function Approvals() {
       setItems(list);
       setSelected((old) => new Set([...old].filter((id) => list.some((r) => r.id === id))));
       setError(null);
+      if (hasRole("admin", "security", "auditor")) {
+        const all = (
+          await api<{ items: ActivationRequestDto[] }>(
+            "GET",
+            "/v1/activation-requests?scope=all&state=pending&limit=500",
+          )
+        ).items;
+        setElsewhere(all.filter((r) => !list.some((mine) => mine.id === r.id)).length);
+      }
     } catch (e) {
       setError((e as Error).message);
     }
@@ -111,6 +126,28 @@ export default function Approvals() {
         <Alert color="red" role="alert">
           {error}
         </Alert>
+      )}
+      {notice && (
+        <Alert color="teal.9" role="status" withCloseButton closeButtonLabel="Dismiss" onClose={() => setNotice(null)}>
+          {notice}
+        </Alert>
+      )}
+      {elsewhere !== null && elsewhere > 0 && (
+        <Text data-testid="pending-elsewhere">
+          {elsewhere} pending request{elsewhere === 1 ? "" : "s"} {elsewhere === 1 ? "waits" : "wait"} for other
+          approvers: see{" "}
+          <Anchor
+            href="/requests"
+            onClick={(event) => {
+              event.preventDefault();
+              window.history.pushState(null, "", "/requests");
+              window.dispatchEvent(new PopStateEvent("popstate"));
+            }}
+          >
+            Requests
+          </Anchor>
+          .
+        </Text>
       )}
       {items && items.length > 0 && (
         <Group>
@@ -180,8 +217,9 @@ export default function Approvals() {
         <DecisionDialog
           request={deciding.request}
           decision={deciding.decision}
-          onClose={() => {
+          onClose={(done) => {
             setDeciding(null);
+            if (done) setNotice(done);
             void load();
           }}
         />
@@ -189,9 +227,10 @@ export default function Approvals() {
       {bulk && (
         <BulkDialog
           requests={bulk}
-          onClose={() => {
+          onClose={(done) => {
             setBulk(null);
             setSelected(new Set());
+            if (done) setNotice(done);
             void load();
           }}
         />
@@ -248,7 +287,8 @@ function DecisionDialog({
 }: {
   request: ActivationRequestDto;
   decision: Decision;
-  onClose: () => void;
+  /** With what was done, in words, after a decision; without, when cancelled. */
+  onClose: (done?: string) => void;
 }) {
   const [reason, setReason] = useState("");
   const [errors, setErrors] = useState<Record<string, string>>({});
@@ -258,13 +298,23 @@ function DecisionDialog({
 
   async function submit() {
     setError(null);
+    if (!approving && !reason.trim())
+      return setErrors({ reason: `Say why you deny it: ${request.requester} reads your reason.` });
     const parsed = approving ? approveBody.safeParse(reason.trim() ? { reason } : {}) : denyBody.safeParse({ reason });
     if (!parsed.success) return setErrors(zodFieldErrors(parsed.error));
     setErrors({});
     setBusy(true);
     try {
-      await api("POST", `/v1/activation-requests/${request.id}/${approving ? "approvals" : "denials"}`, parsed.data);
-      onClose();
+      const after = await api<ActivationRequestDto>(
+        "POST",
+        `/v1/activation-requests/${request.id}/${approving ? "approvals" : "denials"}`,
+        parsed.data,
+      );
+      onClose(
+        approving
+          ? `You approved ${whose(request)}${after.state === "pending" ? "; it now waits for the next stage's approvers." : "."}`
+          : `You denied ${whose(request)}; ${request.requester} sees your reason.`,
+      );
     } catch (e) {
       const fields = e instanceof ApiError ? e.fieldErrors() : {};
       if (e instanceof ApiError && e.code === "JUSTIFICATION_INVALID") fields.reason = e.message;
@@ -277,7 +327,7 @@ function DecisionDialog({
   return (
     <Modal
       opened
-      onClose={onClose}
+      onClose={() => onClose()}
       title={`${approving ? "Approve" : "Deny"} ${whose(request)}`}
       closeButtonProps={{ "aria-label": "Close" }}
     >
@@ -291,8 +341,10 @@ function DecisionDialog({
           </Alert>
         )}
         <Textarea
-          label={approving ? "Reason (optional)" : "Reason"}
-          description={approving ? undefined : "The requester reads this."}
+          label={approving ? "Reason (optional)" : "Reason (required)"}
+          description={
+            approving ? "Kept with the decision in the audit log." : `Required: ${request.requester} reads this.`
+          }
           value={reason}
           onChange={(e) => setReason(e.currentTarget.value)}
           error={errors.reason}
@@ -301,7 +353,7 @@ function DecisionDialog({
           data-autofocus
         />
         <Group justify="flex-end">
-          <Button variant="default" onClick={onClose}>
+          <Button variant="default" onClick={() => onClose()}>
             Cancel
           </Button>
           <Button color={approving ? undefined : "red.9"} onClick={() => void submit()} loading={busy}>
@@ -313,7 +365,7 @@ function DecisionDialog({
   );
 }
 
-function BulkDialog({ requests, onClose }: { requests: ActivationRequestDto[]; onClose: () => void }) {
+function BulkDialog({ requests, onClose }: { requests: ActivationRequestDto[]; onClose: (done?: string) => void }) {
   const [reason, setReason] = useState("");
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [failures, setFailures] = useState<string[]>([]);
@@ -334,7 +386,8 @@ function BulkDialog({ requests, onClose }: { requests: ActivationRequestDto[]; o
       }
     }
     setBusy(false);
-    if (failed.length === 0) return onClose();
+    const n = requests.length;
+    if (failed.length === 0) return onClose(`You approved ${n} request${n === 1 ? "" : "s"}.`);
     setFailures(failed);
     setDone(true);
   }
@@ -342,7 +395,7 @@ function BulkDialog({ requests, onClose }: { requests: ActivationRequestDto[]; o
   return (
     <Modal
       opened
-      onClose={onClose}
+      onClose={() => onClose()}
       title={`Approve ${requests.length} low-risk request${requests.length === 1 ? "" : "s"}`}
       closeButtonProps={{ "aria-label": "Close" }}
     >
@@ -374,7 +427,14 @@ function BulkDialog({ requests, onClose }: { requests: ActivationRequestDto[]; o
           />
         )}
         <Group justify="flex-end">
-          <Button variant="default" onClick={onClose}>
+          <Button
+            variant="default"
+            onClick={() =>
+              onClose(
+                done ? `You approved ${requests.length - failures.length} of ${requests.length} requests.` : undefined,
+              )
+            }
+          >
             {done ? "Close" : "Cancel"}
           </Button>
           {!done && (

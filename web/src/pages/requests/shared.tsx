@@ -73,6 +73,62 @@ export function stageInWords(request: ActivationRequestDto): string {
   );
 }
 
+/** The stage a denial ended the request at, with who denied it and why; null when it was not denied. */
+export function denialOf(request: ActivationRequestDto): ActivationRequestDto["decisions"][number] | null {
+  if (request.state !== "denied") return null;
+  return request.decisions.findLast((d) => d.decision === "deny") ?? null;
+}
+
+/** "Denied by carol: not during the freeze" — or the end reason when nobody denied it by hand (a timeout). */
+export function denialInWords(request: ActivationRequestDto): string {
+  const denial = denialOf(request);
+  if (!denial) return `Denied${request.endReason ? `: ${request.endReason}` : "."}`;
+  return `Denied by ${denial.approver}${denial.reason ? `: ${denial.reason}` : "."}`;
+}
+
+/**
+ * Stage progress: approved stages with a check, the stage a denial stopped at with a cross (and who
+ * denied it, and why), stages never reached left open.
+ */
+export function StageSteps({ request }: { request: ActivationRequestDto }) {
+  const denial = denialOf(request);
+  const deniedAt = denial ? denial.stage : request.state === "denied" ? request.stageIndex : -1;
+  const active =
+    deniedAt >= 0
+      ? deniedAt + 1
+      : ["pending", "denied", "cancelled"].includes(request.state)
+        ? request.stageIndex
+        : request.stages.length;
+  return (
+    <Stepper
+      active={active}
+      orientation="vertical"
+      size="sm"
+      styles={{ stepDescription: { color: "var(--mantine-color-gray-7)" } }}
+    >
+      {request.stages.map((s, i) => {
+        const denied = i === deniedAt;
+        const name = s.name || `Stage ${i + 1}`;
+        return (
+          <Stepper.Step
+            key={`${s.name}-${i}`}
+            label={denied ? `${name}: denied` : name}
+            color={denied ? "red.9" : undefined}
+            completedIcon={denied ? <span aria-label="denied">✕</span> : undefined}
+            description={
+              denied && denial
+                ? `Denied by ${denial.approver}${denial.reason ? `: ${denial.reason}` : ""}`
+                : `${s.approvals.length}/${s.count} approval${s.count === 1 ? "" : "s"}` +
+                  (s.approvals.length ? ` (${s.approvals.join(", ")})` : "") +
+                  (s.escalated ? ", escalated" : "")
+            }
+          />
+        );
+      })}
+    </Stepper>
+  );
+}
+
 /** When the grant ends or ended, in words. */
 export function endsInWords(request: ActivationRequestDto): string {
   if (request.endedAt) return `ended ${shortTime(request.endedAt)}`;
@@ -126,24 +182,7 @@ export function RequestDetail({ request }: { request: ActivationRequestDto }) {
           This request needed no approval.
         </Text>
       ) : (
-        <Stepper
-          active={request.state === "pending" ? request.stageIndex : request.stages.length}
-          orientation="vertical"
-          size="sm"
-          styles={{ stepDescription: { color: "var(--mantine-color-gray-7)" } }}
-        >
-          {request.stages.map((s, i) => (
-            <Stepper.Step
-              key={`${s.name}-${i}`}
-              label={s.name || `Stage ${i + 1}`}
-              description={
-                `${s.approvals.length}/${s.count} approval${s.count === 1 ? "" : "s"}` +
-                (s.approvals.length ? ` (${s.approvals.join(", ")})` : "") +
-                (s.escalated ? ", escalated" : "")
-              }
-            />
-          ))}
-        </Stepper>
+        <StageSteps request={request} />
       )}
       <Text fw={600} component="h3" size="md">
         Decisions
