@@ -330,6 +330,15 @@ describe("web UI flows", () => {
     const id = await requestAsAlice();
     tolerateApproverBlindness();
     const carol = await signIn("carol", PASSWORDS.carol);
+    // The request's own page (where notification links lead) asks for a deny reason in words too.
+    await openPage(carol, `/requests/${id}`, `alice's request for ${ROLE}`);
+    const linkReason = carol.getByLabel("Reason (optional when approving)");
+    expect((await describedBy(linkReason)).description).toBe("Required to deny: alice reads it.");
+    await carol.getByRole("button", { name: "Deny", exact: true }).click();
+    await expect
+      .poll(async () => (await describedBy(linkReason)).error)
+      .toBe("Say why you deny it: alice reads your reason.");
+
     await openPage(carol, "/approvals", "Approvals");
     await carol.getByRole("button", { name: `Deny alice's request for ${ROLE}` }).click();
     const dialog = carol.getByRole("dialog", { name: `Deny alice's request for ${ROLE}` });

@@ -41,6 +41,10 @@ export default function RequestPage({ id }: { id: string }) {
 
   async function decide(decision: Decision) {
     const text = reason.trim();
+    if (decision === "deny" && !text) {
+      setFieldError(`Say why you deny it: ${request?.requester ?? "the requester"} reads your reason.`);
+      return;
+    }
     const token = link?.token && link.decide === decision ? link.token : undefined;
     const body = { ...(text || decision === "deny" ? { reason: text } : {}), ...(token ? { linkToken: token } : {}) };
     const parsed = decision === "approve" ? approveBody.safeParse(body) : denyBody.safeParse(body);
@@ -107,6 +111,7 @@ export default function RequestPage({ id }: { id: string }) {
           )}
           <Textarea
             label="Reason (optional when approving)"
+            description={`Required to deny: ${request.requester} reads it.`}
             value={reason}
             onChange={(e) => setReason(e.currentTarget.value)}
             error={fieldError}
