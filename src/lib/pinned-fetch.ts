@@ -77,7 +77,7 @@ export function pinnedFetch(options: PinnedFetchOptions): typeof fetch {
     return new Promise<Response>((resolve, reject) => {
       const request = (url.protocol === "https:" ? httpsRequest : httpRequest)(
         url,
-        { method: init.method ?? "GET", headers, lookup: pinned, signal: deadline },
+        { method: init.method ?? "GET", headers, lookup: pinned },
         (res: IncomingMessage) => {
           const declared = Number(res.headers["content-length"]);
           if (Number.isFinite(declared) && declared > options.maxBytes) {
@@ -93,7 +93,10 @@ export function pinnedFetch(options: PinnedFetchOptions): typeof fetch {
               reject(new PinnedFetchError("unavailable", `the answer is larger than ${options.maxBytes} bytes`));
             } else chunks.push(chunk);
           });
-          res.on("error", (error) => reject(new PinnedFetchError("unavailable", error.message)));
+          res.on("error", () => reject(new PinnedFetchError("unavailable", "the answer was cut off")));
+          res.on("close", () => {
+            if (!res.complete) reject(new PinnedFetchError("unavailable", "the answer was cut off"));
+          });
           res.on("end", () => {
             const status = res.statusCode ?? 0;
             const answerHeaders = new Headers();
@@ -113,6 +116,15 @@ export function pinnedFetch(options: PinnedFetchOptions): typeof fetch {
             deadline.aborted ? `no answer within ${options.timeoutMs} ms` : `the connection failed: ${error.message}`,
           ),
         ),
+      );
+      // The one deadline ends a request however far it got (a slow start, a body that never ends).
+      deadline.addEventListener(
+        "abort",
+        () => {
+          reject(new PinnedFetchError("unavailable", `no answer within ${options.timeoutMs} ms`));
+          request.destroy();
+        },
+        { once: true },
       );
       request.end(body);
     });

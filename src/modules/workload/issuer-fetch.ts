@@ -5,11 +5,9 @@
  * check and connect is not followed). One deadline covers connecting, the headers and the whole body; the body is
  * cut off past a size cap; a redirect is never followed (it could lead anywhere, the metadata service included).
  */
-import { request as httpRequest, type IncomingMessage } from "node:http";
-import { request as httpsRequest } from "node:https";
-import { isIP, type LookupFunction } from "node:net";
-import { AddressRefusedError, resolveAllowedAddress, type Resolve } from "../../lib/address-guard.js";
-import { DEFAULT_ADDRESS_POLICY, type AddressPolicy } from "../../lib/address-policy.js";
+import type { Resolve } from "../../lib/address-guard.js";
+import type { AddressPolicy } from "../../lib/address-policy.js";
+import { pinnedFetch, PinnedFetchError } from "../../lib/pinned-fetch.js";
 
 export interface IssuerFetchOptions {
   policy?: AddressPolicy;
@@ -30,85 +28,20 @@ export class IssuerFetchError extends Error {
   }
 }
 
-/** GETs `url` and parses its body as JSON, under the policy, the deadline and the size cap. */
+/** GETs `url` and parses its body as JSON, under the policy, the deadline and the size cap (lib/pinned-fetch). */
 export async function fetchIssuerJson(url: URL, options: IssuerFetchOptions): Promise<unknown> {
-  if (url.protocol !== "https:" && url.protocol !== "http:")
-    throw new IssuerFetchError("refused", `${url.protocol} is not http(s)`);
-  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
-  const deadline = AbortSignal.timeout(options.timeoutMs);
-  let address: string;
+  let res: Response;
   try {
-    address = await Promise.race([
-      resolveAllowedAddress(host, options.policy ?? DEFAULT_ADDRESS_POLICY, options.resolve),
-      new Promise<never>((_, reject) =>
-        deadline.addEventListener("abort", () => reject(new Error("name resolution timed out")), { once: true }),
-      ),
-    ]);
+    res = await pinnedFetch(options)(url, { headers: { accept: "application/json" } });
   } catch (error) {
-    if (error instanceof AddressRefusedError) throw new IssuerFetchError("refused", error.message);
-    throw new IssuerFetchError("unavailable", `${host} does not resolve`);
+    if (error instanceof PinnedFetchError) throw new IssuerFetchError(error.kind, error.message);
+    throw new IssuerFetchError("unavailable", `the request failed (${(error as Error).message})`);
   }
-  const family = isIP(address) === 6 ? 6 : 4;
-  // Connect to the judged address only, whatever the name resolves to by now; TLS still checks the name.
-  const pinned: LookupFunction = (_hostname, lookupOptions, callback) => {
-    if ((lookupOptions as { all?: boolean }).all)
-      (callback as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address, family }]);
-    else callback(null, address, family);
-  };
-  const text = await new Promise<string>((resolve, reject) => {
-    const request = (url.protocol === "https:" ? httpsRequest : httpRequest)(
-      url,
-      { method: "GET", lookup: pinned, signal: deadline, headers: { accept: "application/json" } },
-      (res: IncomingMessage) => {
-        const status = res.statusCode ?? 0;
-        if (status >= 300 && status < 400) {
-          res.destroy();
-          return reject(new IssuerFetchError("refused", `it answered with a redirect (${status}); Stint follows none`));
-        }
-        if (status !== 200) {
-          res.destroy();
-          return reject(new IssuerFetchError("unavailable", `it answered ${status}`));
-        }
-        const declared = Number(res.headers["content-length"]);
-        if (Number.isFinite(declared) && declared > options.maxBytes) {
-          res.destroy();
-          return reject(new IssuerFetchError("unavailable", `its answer is larger than ${options.maxBytes} bytes`));
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on("data", (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > options.maxBytes) {
-            res.destroy();
-            reject(new IssuerFetchError("unavailable", `its answer is larger than ${options.maxBytes} bytes`));
-          } else chunks.push(chunk);
-        });
-        res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
-        res.on("error", () => reject(new IssuerFetchError("unavailable", "the answer was cut off")));
-        res.on("close", () => reject(new IssuerFetchError("unavailable", "the answer was cut off")));
-      },
-    );
-    request.on("error", (error) =>
-      reject(
-        new IssuerFetchError(
-          "unavailable",
-          deadline.aborted ? `no answer within ${options.timeoutMs} ms` : `the request failed (${error.message})`,
-        ),
-      ),
-    );
-    // The one deadline ends a request however far it got (a slow start, a body that never ends).
-    deadline.addEventListener(
-      "abort",
-      () => {
-        request.destroy();
-        reject(new IssuerFetchError("unavailable", `no answer within ${options.timeoutMs} ms`));
-      },
-      { once: true },
-    );
-    request.end();
-  });
+  if (res.status >= 300 && res.status < 400)
+    throw new IssuerFetchError("refused", `it answered with a redirect (${res.status}); Stint follows none`);
+  if (res.status !== 200) throw new IssuerFetchError("unavailable", `it answered ${res.status}`);
   try {
-    return JSON.parse(text) as unknown;
+    return JSON.parse(await res.text()) as unknown;
   } catch {
     throw new IssuerFetchError("unavailable", "its answer is not JSON");
   }
