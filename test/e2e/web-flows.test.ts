@@ -372,7 +372,7 @@ describe("web UI flows", () => {
 
   it("approve and deactivate each end with a confirmation", async () => {
     guard = new Guard();
-    await requestAsAlice();
+    const id = await requestAsAlice();
     tolerateApproverBlindness();
     const carol = await signIn("carol", PASSWORDS.carol);
     await openPage(carol, "/approvals", "Approvals");
@@ -383,6 +383,13 @@ describe("web UI flows", () => {
     await carol.getByText("Nothing is waiting for you.").waitFor();
 
     const alice = await signIn("alice", PASSWORDS.alice);
+    // The approved stage carries Mantine's check mark (what the denied test looks for and must not find).
+    await openPage(alice, `/requests/${id}`, `alice's request for ${ROLE}`);
+    const stage = alice.locator(".mantine-Stepper-step").first();
+    await stage.waitFor();
+    expect(await stage.locator(".mantine-Stepper-stepCompletedIcon svg").count()).toBe(1);
+    expect(await stage.innerText()).not.toContain("denied");
+    await openPage(alice, "/", "My access");
     await alice.getByRole("button", { name: `Deactivate ${ROLE}` }).click();
     await alice.getByRole("status").getByText(`${ROLE} is deactivated: you no longer hold it.`).waitFor();
     await alice.getByText("Nothing is active: you hold no standing privilege.").waitFor();
