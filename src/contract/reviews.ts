@@ -61,6 +61,7 @@ export type CampaignInput = z.infer<typeof campaignInput>;
 export const evidence = z.object({
   lastActivationAt: isoTime.nullable(),
   activationsInPeriod: z.number().int(),
+  sessionsInPeriod: z.number().int(),
   periodDays: z.number().int(),
   lastSignInAt: isoTime.nullable(),
   recommendation: z.enum(["keep", "remove"]),

@@ -194,6 +194,7 @@ describe("access review campaign (quarterly, high-risk role, three eligible user
     expect(itemOf(items, owner).reviewers).toEqual([fallback]);
     expect(itemOf(items, remove).evidence).toMatchObject({
       activationsInPeriod: 1,
+      sessionsInPeriod: 0,
       recommendation: "keep",
     });
     expect(itemOf(items, keep).evidence).toMatchObject({

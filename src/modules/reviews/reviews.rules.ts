@@ -14,7 +14,13 @@ export function onMissedFor(campaign: OnMissed | "by-risk", risk: Risk): OnMisse
 
 /** The recommendation shown with an item's evidence. */
 export function recommend(
-  facts: { lastActivationAt: Date | null; activationsInPeriod: number; lastSignInAt: Date | null; periodDays: number },
+  facts: {
+    lastActivationAt: Date | null;
+    activationsInPeriod: number;
+    sessionsInPeriod?: number;
+    lastSignInAt: Date | null;
+    periodDays: number;
+  },
   now: Date,
 ): Evidence {
   const dormantSince = now.getTime() - DORMANT_DAYS * DAY_MS;
@@ -22,6 +28,7 @@ export function recommend(
   const base = {
     lastActivationAt: facts.lastActivationAt?.toISOString() ?? null,
     activationsInPeriod: facts.activationsInPeriod,
+    sessionsInPeriod: facts.sessionsInPeriod ?? 0,
     periodDays: facts.periodDays,
     lastSignInAt: facts.lastSignInAt?.toISOString() ?? null,
   };

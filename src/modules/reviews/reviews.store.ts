@@ -88,7 +88,8 @@ export async function groupMemberIds(db: Q, groupId: string): Promise<string[]> 
 
 /** Evidence facts for one principal and role. */
 export async function usageFacts(db: Q, principalIds: readonly string[], roleId: string, since: Date) {
-  if (principalIds.length === 0) return { lastActivationAt: null, activationsInPeriod: 0, lastSignInAt: null };
+  if (principalIds.length === 0)
+    return { lastActivationAt: null, activationsInPeriod: 0, sessionsInPeriod: 0, lastSignInAt: null };
   const activations = await db
     .selectFrom("activation_requests")
     .select([
@@ -104,8 +105,16 @@ export async function usageFacts(db: Q, principalIds: readonly string[], roleId:
     .select((eb) => eb.fn.max("created_at").as("last"))
     .where("principal_id", "in", principalIds)
     .executeTakeFirst();
+  const sessions = await db
+    .selectFrom("sessions")
+    .select((eb) => eb.fn.countAll<string>().as("n"))
+    .where("principal_id", "in", principalIds)
+    .where("role_id", "=", roleId)
+    .where("started_at", ">=", since)
+    .executeTakeFirst();
   const toDate = (value: unknown) => (value ? new Date(value as string) : null);
   return {
+    sessionsInPeriod: Number(sessions?.n ?? 0),
     lastActivationAt: toDate(activations?.last),
     activationsInPeriod: Number(activations?.recent ?? 0),
     lastSignInAt: toDate(signIn?.last),

@@ -35,6 +35,8 @@ export interface ReviewDefinition {
 export interface Evidence {
   lastActivationAt: string | null;
   activationsInPeriod: number;
+  /** Recorded sessions (ssh, psql) on the role in the period. */
+  sessionsInPeriod: number;
   periodDays: number;
   lastSignInAt: string | null;
   recommendation: "keep" | "remove";
