@@ -192,6 +192,7 @@ policies:
     maxDuration: 4h
     mfa: { required: false }
     justification: { minLength: 20, ticketRequired: true, ticketPattern: "INC-\\\\d+" }
+    maxExtensions: 1
     approval:
       stages:
         - approvers: { users: [carol] }
@@ -390,6 +391,17 @@ describe("web UI flows", () => {
     expect(await stage.locator(".mantine-Stepper-stepCompletedIcon svg").count()).toBe(1);
     expect(await stage.innerText()).not.toContain("denied");
     await openPage(alice, "/", "My access");
+    // Extending states the reason's rule too, and says an empty one in words.
+    await alice.getByRole("button", { name: "Extend" }).click();
+    const extend = alice.getByRole("dialog", { name: `Extend ${ROLE}` });
+    const extendReason = extend.getByLabel("Reason");
+    expect((await describedBy(extendReason)).description).toBe("Why you need more time, at least 20 characters.");
+    await extend.getByRole("button", { name: "Extend", exact: true }).click();
+    await expect
+      .poll(async () => (await describedBy(extendReason)).error)
+      .toBe("Say why you need more time (at least 20 characters).");
+    await alice.keyboard.press("Escape");
+    await extend.waitFor({ state: "detached" });
     await alice.getByRole("button", { name: `Deactivate ${ROLE}` }).click();
     await alice.getByRole("status").getByText(`${ROLE} is deactivated: you no longer hold it.`).waitFor();
     await alice.getByText("Nothing is active: you hold no standing privilege.").waitFor();

@@ -408,7 +408,16 @@ function ExtendDialog({ role, onClose }: { role: MyRole; onClose: () => void }) 
   const [reason, setReason] = useState("");
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
+  const minLength = Math.max(1, role.policy.reasonMinLength ?? 1);
   async function submit() {
+    const length = reason.trim().length;
+    if (length < minLength)
+      return setErrors({
+        reason:
+          length === 0
+            ? `Say why you need more time (at least ${minLength} characters).`
+            : `Your reason has ${length} character${length === 1 ? "" : "s"}; this role needs at least ${minLength}.`,
+      });
     const parsed = extendBody.safeParse({ by, reason: reason.trim() });
     if (!parsed.success)
       return setErrors(
@@ -418,7 +427,9 @@ function ExtendDialog({ role, onClose }: { role: MyRole; onClose: () => void }) 
       await api("POST", `/v1/me/roles/${encodeURIComponent(role.role)}/extensions`, parsed.data);
       onClose();
     } catch (e) {
-      setError((e as Error).message);
+      if (e instanceof ApiError && e.code === "JUSTIFICATION_INVALID")
+        setErrors({ reason: ((e.details?.fields ?? {}) as { reason?: string }).reason ?? e.message });
+      else setError((e as Error).message);
     }
   }
   return (
@@ -432,6 +443,7 @@ function ExtendDialog({ role, onClose }: { role: MyRole; onClose: () => void }) 
         <Select label="By" data={DURATIONS.slice(0, 5)} value={by} onChange={(v) => v && setBy(v)} error={errors.by} />
         <Textarea
           label="Reason"
+          description={`Why you need more time, at least ${minLength} character${minLength === 1 ? "" : "s"}.`}
           value={reason}
           onChange={(e) => setReason(e.currentTarget.value)}
           error={errors.reason}
