@@ -189,7 +189,8 @@ describe("the web UI", () => {
     await expect(reason.getAttribute("aria-invalid")).resolves.toBe("true");
     expect(sent.filter((s) => s.includes("/v1/activation-requests"))).toEqual([]);
 
-    // The server's own refusal (the policy wants 20 characters) lands next to the same field.
+    // Too short for the policy (20 characters, known from GET /v1/me/roles): said next to the same field, nothing sent.
+    // (Refusals only the server can make are in web-flows.test.ts.)
     await reason.fill("too short reason");
     await dialog.getByRole("button", { name: "Request access" }).click();
     await dialog
