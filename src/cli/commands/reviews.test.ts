@@ -1,5 +1,5 @@
 /** `stint reviews` against a whole server in this process: the inbox, a decision, show, export and close. */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -121,5 +121,27 @@ eligibility:
     const closed = await run(["reviews", "close", campaign.id], admin);
     expect(closed.code, closed.stderr).toBe(0);
     expect((await run(["reviews", "close", campaign.id], admin)).stderr).toContain("CAMPAIGN_CLOSED");
+  }, 60_000);
+
+  it("stint diff, apply and export round-trip the reviews: section", async () => {
+    const exported = await run(["export"], admin);
+    expect(exported.code, exported.stderr).toBe(0);
+    const file = path.join(dir, "catalog.yaml");
+    await writeFile(
+      file,
+      `${exported.stdout}reviews:\n  - name: ops-quarterly\n    every: 90d\n    duration: 14d\n    reviewers: { owners: true }\n`,
+    );
+    const diff = await run(["diff", "-f", file], admin);
+    expect(diff.code, diff.stderr).toBe(0);
+    expect(diff.stdout).toContain("ops-quarterly");
+    expect(diff.stdout).toContain("Plan: 1 to create, 0 to change, 0 to delete.");
+    const applied = await run(["apply", "-f", file], admin);
+    expect(applied.code, applied.stderr).toBe(0);
+    const again = await run(["export"], admin);
+    expect(again.stdout).toContain(
+      "reviews:\n  - name: ops-quarterly\n    every: 90d\n    duration: 14d\n    reviewers:\n      owners: true\n",
+    );
+    await writeFile(file, again.stdout);
+    expect((await run(["diff", "-f", file], admin)).stdout).toContain("No changes.");
   }, 60_000);
 });
