@@ -3,7 +3,7 @@
  * target: a campaign over a high-risk role with three eligible users. The role's owner keeps one, removes one
  * (the eligibility ends and that user's active activation is revoked at the target: the minted login is gone at
  * the server), misses one (removed at the due date by the reviews worker, on a second server instance over the
- * same database, after a restart). Reminders reach a local webhook receiver; the owner cannot decide their own
+ * same database, after a restart). Reminders and the escalation reach a local webhook receiver; the owner cannot decide their own
  * item; everything is audited.
  */
 import { randomBytes } from "node:crypto";
@@ -179,6 +179,7 @@ describe("access review campaign (quarterly, high-risk role, three eligible user
       reviewers: { owners: true, fallback: "review-fallback" },
       duration: "2h",
       remindEvery: "30m",
+      escalateTo: "review-fallback",
     });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     campaignId = String(created.body.id);
@@ -327,10 +328,17 @@ describe("access review campaign (quarterly, high-risk role, three eligible user
     const before = await as(nodeB, "admin", "GET", `/v1/reviews/campaigns/${campaignId}`);
     expect(before.status).toBe(200);
     expect(before.body).toMatchObject({ status: "open", progress: { total: 4, decided: 3, open: 1 } });
-    // Not yet due: nothing applied.
-    expect((await nodeB.reviewsWorker.runOnce()).applied).toBe(0);
+    // 96 minutes in: not yet due, nothing applied; a reminder, and (less than a reminder period left) the
+    // escalation, once.
+    clock.advance(65 * 60_000);
+    expect(await nodeB.reviewsWorker.runOnce()).toMatchObject({ applied: 0, reminded: 1 });
+    await drain(nodeB);
+    expect(hooks.filter((h) => h.event === "review.reminder")).toHaveLength(2);
+    const escalations = hooks.filter((h) => h.event === "review.escalated");
+    expect(escalations).toHaveLength(1);
+    expect(escalations[0]!.title).toContain("escalated to review-fallback");
 
-    clock.advance(2 * 3600_000);
+    clock.advance(3600_000);
     expect((await nodeB.reviewsWorker.runOnce()).applied).toBe(1);
     // Idempotent: a second pass finds nothing.
     expect((await nodeB.reviewsWorker.runOnce()).applied).toBe(0);
