@@ -1,11 +1,12 @@
 /**
  * The providers' openid-client configurations: discovered once per provider (again after a failure), every request
- * the library makes (discovery, keys, token and device endpoints) judged by the address policy first and sent
- * without following redirects. http is allowed only for a provider on a loopback address.
+ * the library makes (discovery, keys, token and device endpoints) judged by the address policy first, sent to the
+ * judged address (lib/pinned-fetch: no DNS rebinding), under one deadline and a size cap, without following
+ * redirects. http is allowed only for a provider on a loopback address.
  */
 import * as oidc from "openid-client";
-import { AddressRefusedError, resolveAllowedAddress } from "../../lib/address-guard.js";
 import { DEFAULT_ADDRESS_POLICY, type AddressPolicy } from "../../lib/address-policy.js";
+import { pinnedFetch, PinnedFetchError } from "../../lib/pinned-fetch.js";
 import { StintError } from "../../lib/errors.js";
 import { issuerProblem, type SsoProvider } from "./sso.types.js";
 
@@ -15,25 +16,31 @@ export interface ProviderClientsOptions {
   timeoutMs?: number;
 }
 
+/** Largest answer Stint reads from a provider (discovery, keys, tokens): a few KiB in practice. */
+const MAX_PROVIDER_ANSWER_BYTES = 1024 * 1024;
+
+/**
+ * The fetch openid-client uses: through lib/pinned-fetch (the address judged once and the connection pinned to
+ * it, so a name re-pointed after the check — DNS rebinding — is not followed; one deadline; a size cap), no
+ * redirect followed. Failures become SSO_PROVIDER_UNAVAILABLE with a sentence.
+ */
 export function guardedFetch(policy: AddressPolicy, timeoutMs: number): oidc.CustomFetch {
+  const fetcher = pinnedFetch({ policy, timeoutMs, maxBytes: MAX_PROVIDER_ANSWER_BYTES });
   return async (url, options) => {
     const target = new URL(url);
     if (target.protocol !== "https:" && issuerProblem(target.origin) !== null)
       throw new StintError("SSO_PROVIDER_UNAVAILABLE", `${target.origin} is not https.`);
     try {
-      await resolveAllowedAddress(target.hostname.replace(/^\[(.*)\]$/, "$1"), policy);
+      return await fetcher(url, options as RequestInit);
     } catch (error) {
+      if (!(error instanceof PinnedFetchError)) throw error;
       throw new StintError(
         "SSO_PROVIDER_UNAVAILABLE",
-        error instanceof AddressRefusedError
+        error.kind === "refused"
           ? `The provider's address is refused by the address policy: ${error.message}.`
-          : `${target.hostname} does not resolve.`,
+          : `The provider did not answer: ${error.message}.`,
       );
     }
-    const signal = options.signal
-      ? AbortSignal.any([options.signal, AbortSignal.timeout(timeoutMs)])
-      : AbortSignal.timeout(timeoutMs);
-    return fetch(url, { ...options, redirect: "manual", signal } as RequestInit);
   };
 }
 
