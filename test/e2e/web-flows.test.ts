@@ -286,6 +286,24 @@ describe("web UI flows", () => {
     expect((await describedBy(ticket)).error).toBe("");
     expect(posted).toHaveLength(2);
     expect(await pendingOf(admin)).toEqual([]);
+
+    // What the page reads, as the API gives it (additive fields).
+    const alice = await apiAs("alice", PASSWORDS.alice);
+    const roles = (await alice("GET", "/v1/me/roles")).body.items as {
+      role: string;
+      policy: Record<string, unknown>;
+    }[];
+    expect(roles.find((r) => r.role === ROLE)?.policy).toMatchObject({
+      ticketRequired: true,
+      ticketPattern: "INC-\\d+",
+      reasonMinLength: 20,
+    });
+    const refused = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: "fix", ticket: "inc-1" });
+    expect(refused.status).toBe(400);
+    const details = (refused.body.error as { code: string; details: { fields: Record<string, string> } }).details;
+    expect(Object.keys(details.fields).sort()).toEqual(["reason", "ticket"]);
+    expect(details.fields.reason).not.toMatch(/ticket/i);
+    expect(details.fields.ticket).toMatch(/^The ticket "inc-1"/);
   });
 
   it("a pending request is cancelled from My access: a confirmation, and the API says cancelled", async () => {
