@@ -191,7 +191,7 @@ targets:
       expect(refused).toContain(what);
     const tested = answers.find((a) => a.what === "target test")!;
     expect(JSON.parse(tested.body)).toMatchObject({ ok: false });
-    expect(log.lines.length).toBeGreaterThan(20);
+    expect(log.lines.length).toBeGreaterThan(10); // one line per request at trace (there were two)
   });
 
   it("no HTTP answer carries a value", () => {
