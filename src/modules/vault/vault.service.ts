@@ -15,6 +15,7 @@ import ssh2 from "ssh2";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
+import { isUniqueViolation } from "../../lib/db.js";
 import { StintError } from "../../lib/errors.js";
 import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
@@ -302,26 +303,32 @@ export function createVaultService(deps: VaultServiceDeps) {
     if (!config) {
       if (!deps.fileKey) throw new StintError("SEALED", "The vault has no key: set STINT_VAULT_KEY or a key file.");
       const key = deps.fileKey;
-      await store.transaction(async (tx) => {
-        if (await vaultStore.config(tx)) return;
-        const now = clock.now();
-        await vaultStore.writeConfig(
-          tx,
-          { mode: "key-file", shares: null, threshold: null, verifier: verifierFor(key) },
-          now,
-        );
-        await vaultStore.insertKek(tx, 1, wrapKek(key, 1, newKey()), now);
-        await audit.append(
-          tx,
-          SYSTEM,
-          { correlationId: "vault", sourceIp: null, userAgent: null },
-          {
-            action: "vault.initialized",
-            outcome: "success",
-            details: { mode: "key-file" },
-          },
-        );
-      });
+      // Two first uses at once (two provisionings in one outbox pass, or two nodes) both find no vault: the
+      // one whose insert loses sees the other's vault (a unique violation) and uses it.
+      await store
+        .transaction(async (tx) => {
+          if (await vaultStore.config(tx)) return;
+          const now = clock.now();
+          await vaultStore.writeConfig(
+            tx,
+            { mode: "key-file", shares: null, threshold: null, verifier: verifierFor(key) },
+            now,
+          );
+          await vaultStore.insertKek(tx, 1, wrapKek(key, 1, newKey()), now);
+          await audit.append(
+            tx,
+            SYSTEM,
+            { correlationId: "vault", sourceIp: null, userAgent: null },
+            {
+              action: "vault.initialized",
+              outcome: "success",
+              details: { mode: "key-file" },
+            },
+          );
+        })
+        .catch((error: unknown) => {
+          if (!isUniqueViolation(error)) throw error;
+        });
       return rootKey();
     }
     if (config.mode === "shamir") throw new StintError("SEALED");
