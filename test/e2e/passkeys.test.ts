@@ -7,13 +7,13 @@
  * Then the CLI: `stint step-up --webauthn` prints a link, the browser confirms it with the key, the CLI
  * sees it done and activates the role.
  */
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as OTPAuth from "otpauth";
 import { chromium, type Browser, type CDPSession, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assertBuilt, BIN, cli, freePort, ROOT, start, type RunningProcess } from "./support.js";
+import { BIN, cli, freePort, start, startWebServer, type RunningProcess } from "./support.js";
 
 const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "root key orchard 4417";
@@ -77,24 +77,15 @@ async function signOut(page: Page) {
 }
 
 beforeAll(async () => {
-  assertBuilt();
-  if (!existsSync(path.join(ROOT, "dist/web/index.html"))) throw new Error("dist/web is missing: run `npm run build`");
   work = mkdtempSync(path.join(tmpdir(), "stint-passkeys-"));
-  const port = await freePort();
   // WebAuthn needs a host name (never an IP address) in a secure context: http://localhost is one.
-  url = `http://localhost:${port}`;
-  server = start(process.execPath, [BIN, "server"], {
-    env: {
-      STINT_LISTEN: `127.0.0.1:${port}`,
-      STINT_PUBLIC_URL: url,
-      STINT_DATA_DIR: path.join(work, "data"),
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      STINT_SSH_PROXY_LISTEN: "off",
-      STINT_PG_PROXY_LISTEN: "off",
-      STINT_LOG_LEVEL: "warn",
-    },
-  });
-  await server.waitFor(/Stint is listening/, 90_000);
+  const port = await freePort();
+  ({ server, url } = await startWebServer({
+    work,
+    port,
+    host: "localhost",
+    env: { STINT_PUBLIC_URL: `http://localhost:${port}`, STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD },
+  }));
   const admin = await login("admin", ADMIN_PASSWORD);
   expect((await post("/v1/users", { name: DANA.name, password: DANA.password }, admin)).status).toBe(201);
   const applied = await post(

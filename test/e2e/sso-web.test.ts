@@ -11,7 +11,7 @@ import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
-import { assertBuilt, BIN, freePort, ROOT, start, type RunningProcess } from "./support.js";
+import { assertBuilt, freePort, ROOT, startWebServer, type RunningProcess } from "./support.js";
 
 const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "sso web root passphrase 42";
@@ -77,21 +77,15 @@ beforeAll(async () => {
     allowedEmailDomains: [example.com]
 `,
   );
-  server = start(process.execPath, [BIN, "server"], {
+  ({ server } = await startWebServer({
+    work,
+    port,
     env: {
       STINT_CONFIG_FILE: path.join(work, "stint.yaml"),
-      STINT_LISTEN: `127.0.0.1:${port}`,
       STINT_PUBLIC_URL: url,
-      STINT_DATA_DIR: path.join(work, "data"),
       STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      STINT_SSH_PROXY_LISTEN: "off",
-      STINT_PG_PROXY_LISTEN: "off",
-      STINT_SCHEDULER_POLL: "200ms",
-      STINT_OUTBOX_POLL: "200ms",
-      STINT_LOG_LEVEL: "warn",
     },
-  });
-  await server.waitFor(/Stint is listening/, 90_000);
+  }));
   const login = await fetch(`${url}/v1/auth/login`, {
     method: "POST",
     headers: { "content-type": "application/json" },

@@ -124,3 +124,35 @@ export async function waitForHealth(url: string, timeoutMs: number): Promise<num
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/**
+ * The built server as `npm start` runs it, for browser tests: a free loopback port (or the one given), its own
+ * data directory under `work`, no session proxies, short scheduler and outbox polls. Resolves once it listens.
+ */
+export async function startWebServer(options: {
+  work: string;
+  /** The port to listen on, when the test needed it before (e.g. for an identity provider's redirect URI). */
+  port?: number;
+  /** The host name in the URL (WebAuthn needs a name, `localhost`, never an IP address). */
+  host?: string;
+  env?: NodeJS.ProcessEnv;
+}): Promise<{ server: RunningProcess; url: string }> {
+  assertBuilt();
+  if (!existsSync(path.join(ROOT, "dist/web/index.html"))) throw new Error("dist/web is missing: run `npm run build`");
+  const port = options.port ?? (await freePort());
+  const url = `http://${options.host ?? "127.0.0.1"}:${port}`;
+  const server = start(process.execPath, [BIN, "server"], {
+    env: {
+      STINT_LISTEN: `127.0.0.1:${port}`,
+      STINT_DATA_DIR: path.join(options.work, "data"),
+      STINT_SSH_PROXY_LISTEN: "off",
+      STINT_PG_PROXY_LISTEN: "off",
+      STINT_SCHEDULER_POLL: "200ms",
+      STINT_OUTBOX_POLL: "200ms",
+      STINT_LOG_LEVEL: "warn",
+      ...options.env,
+    },
+  });
+  await server.waitFor(/Stint is listening/, 90_000);
+  return { server, url };
+}

@@ -10,12 +10,12 @@
  * - an administrator's Approvals page says how many pending requests wait for other approvers, and where.
  * Every page fails the test on a 4xx/5xx response it did not expect, or on any console error.
  */
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { assertBuilt, BIN, freePort, ROOT, start, type RunningProcess } from "./support.js";
+import { startWebServer, type RunningProcess } from "./support.js";
 
 const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "web-flows-root-password";
@@ -161,24 +161,8 @@ async function requestAsAlice(): Promise<string> {
 }
 
 beforeAll(async () => {
-  assertBuilt();
-  if (!existsSync(path.join(ROOT, "dist/web/index.html"))) throw new Error("dist/web is missing: run `npm run build`");
   work = mkdtempSync(path.join(tmpdir(), "stint-web-flows-"));
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  server = start(process.execPath, [BIN, "server"], {
-    env: {
-      STINT_LISTEN: `127.0.0.1:${port}`,
-      STINT_DATA_DIR: path.join(work, "data"),
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      STINT_SSH_PROXY_LISTEN: "off",
-      STINT_PG_PROXY_LISTEN: "off",
-      STINT_SCHEDULER_POLL: "200ms",
-      STINT_OUTBOX_POLL: "200ms",
-      STINT_LOG_LEVEL: "warn",
-    },
-  });
-  await server.waitFor(/Stint is listening/, 90_000);
+  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
   const admin = await apiAs("admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(

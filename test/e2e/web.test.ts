@@ -11,7 +11,7 @@ import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assertBuilt, BIN, freePort, ROOT, start, type RunningProcess } from "./support.js";
+import { ROOT, startWebServer, type RunningProcess } from "./support.js";
 
 const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "web-ui-root-password";
@@ -54,24 +54,8 @@ async function signIn(context: BrowserContext, user: string, password: string): 
 }
 
 beforeAll(async () => {
-  assertBuilt();
-  if (!existsSync(path.join(ROOT, "dist/web/index.html"))) throw new Error("dist/web is missing: run `npm run build`");
   work = mkdtempSync(path.join(tmpdir(), "stint-web-"));
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  server = start(process.execPath, [BIN, "server"], {
-    env: {
-      STINT_LISTEN: `127.0.0.1:${port}`,
-      STINT_DATA_DIR: path.join(work, "data"),
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-      STINT_SSH_PROXY_LISTEN: "off",
-      STINT_PG_PROXY_LISTEN: "off",
-      STINT_SCHEDULER_POLL: "200ms",
-      STINT_OUTBOX_POLL: "200ms",
-      STINT_LOG_LEVEL: "warn",
-    },
-  });
-  await server.waitFor(/Stint is listening/, 90_000);
+  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
   const admin = await apiAs("admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
