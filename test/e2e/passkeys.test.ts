@@ -26,17 +26,29 @@ let server: RunningProcess;
 let browser: Browser;
 let totp: OTPAuth.TOTP;
 let lastStep = -1;
+let recoveryCodes: string[] = [];
 
-/** A TOTP code of a step not used before (each step is accepted once). */
+/**
+ * A TOTP code of a step not used before (each step is accepted once, and the server accepts the steps
+ * next to the current one): walks from the step before now to the step after, waiting only past that.
+ */
 async function freshCode(): Promise<string> {
   for (;;) {
-    const step = Math.floor(Date.now() / 30_000);
-    if (step !== lastStep) {
+    const current = Math.floor(Date.now() / 30_000);
+    const step = Math.max(lastStep + 1, current - 1);
+    if (step <= current + 1) {
       lastStep = step;
       return totp.generate({ timestamp: step * 30_000 + 1000 });
     }
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
+}
+
+/** One of dana's single-use recovery codes: a second factor that is not a passkey, with no wait. */
+function recoveryCode(): string {
+  const code = recoveryCodes.shift();
+  if (!code) throw new Error("the test ran out of recovery codes");
+  return code;
 }
 
 async function post(route: string, body: unknown, token?: string) {
@@ -123,7 +135,9 @@ eligibility:
     period: 30,
     algorithm: "SHA1",
   });
-  expect((await post("/v1/me/mfa/totp/confirm", { code: await freshCode() }, dana)).status).toBe(200);
+  const confirmed = await post("/v1/me/mfa/totp/confirm", { code: await freshCode() }, dana);
+  expect(confirmed.status).toBe(200);
+  recoveryCodes = [...(confirmed.body.recoveryCodes as string[])];
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
@@ -156,9 +170,9 @@ describe("passkeys in the browser", () => {
       },
     }));
 
-    // First sign-in with the authenticator app's code (a fresh MFA lets her change factors).
+    // First sign-in with a second factor (a recovery code here; a fresh MFA lets her change factors).
     await signInPassword(page);
-    await page.getByLabel("One-time code").fill(await freshCode());
+    await page.getByLabel("One-time code").fill(recoveryCode());
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: "My access" }).waitFor();
     await page.getByRole("link", { name: "Account" }).click();
@@ -189,10 +203,10 @@ describe("passkeys in the browser", () => {
     const still = await post("/v1/activation-requests", { role: "prod-root", reason: REASON }, viaTotp);
     expect(codeOf(still)).toBe("WEBAUTHN_REQUIRED");
 
-    // The browser: signed in with a code, the activate dialog asks for the passkey and then activates.
+    // The browser: signed in with a code (not a passkey), the activate dialog asks for the passkey and then activates.
     await signOut(page);
     await signInPassword(page);
-    await page.getByLabel("One-time code").fill(await freshCode());
+    await page.getByLabel("One-time code").fill(recoveryCode());
     await page.getByRole("button", { name: "Sign in" }).click();
     await page.getByRole("heading", { name: "My access" }).waitFor();
     await page.getByRole("button", { name: "Activate prod-root" }).click();
@@ -250,7 +264,7 @@ describe("passkeys in the browser", () => {
     const configDir = mkdtempSync(path.join(tmpdir(), "stint-cli-"));
     const env = { STINT_CONFIG_DIR: configDir, STINT_SERVER: url };
     try {
-      const signedIn = await cli(["login", "--user", DANA.name, "--password-stdin", "--otp", await freshCode()], {
+      const signedIn = await cli(["login", "--user", DANA.name, "--password-stdin", "--otp", recoveryCode()], {
         env,
         input: `${DANA.password}\n`,
       });
