@@ -58,6 +58,17 @@ export const approvalStage = z
 /** Second factors a policy may insist on: a TOTP code (recovery codes count as TOTP), or a passkey. */
 export const mfaMethod = z.enum(["totp", "webauthn"]);
 
+const DAY_MS = 86_400_000;
+const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: DAY_MS } as const;
+
+/** A duration text (`30m`, `1d`) whose length lies between `minMs` and `maxMs`. */
+function durationBetween(minMs: number, maxMs: number, words: string) {
+  return durationText.refine((text) => {
+    const ms = Number(text.slice(0, -1)) * UNIT_MS[text.slice(-1) as keyof typeof UNIT_MS];
+    return ms >= minMs && ms <= maxMs;
+  }, `must be ${words}`);
+}
+
 export const policySpec = z.strictObject({
   defaultDuration: durationText.default("1h"),
   maxDuration: durationText.default("8h"),
@@ -129,6 +140,13 @@ export const policySpec = z.strictObject({
    * `report` (audit, alert, count) or `remove` it as well.
    */
   drift: z.enum(["report", "remove"]).default("report"),
+  /**
+   * How long a request may wait for its decision, counted from submission (also for a request with a
+   * later start): then it is `expired` and takes no decision. Absent: 24h. Between 1m and 30d.
+   */
+  requestTtl: durationBetween(60_000, 30 * DAY_MS, "between 1m and 30d").optional(),
+  /** How far ahead a request may ask to start (`--start`, `startAt`). Absent: 30d. Between 1m and 365d. */
+  maxStartDelay: durationBetween(60_000, 365 * DAY_MS, "between 1m and 365d").optional(),
   /** Brokered sessions (SSH and PostgreSQL proxies) of roles under this policy. */
   session: z
     .strictObject({

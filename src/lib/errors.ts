@@ -38,6 +38,13 @@ export const ERROR_CODES = {
     message: "You already have a pending or active request for that role; extend it instead.",
   },
   REQUEST_NOT_PENDING: { status: 409, message: "That request is no longer pending, so it takes no decision." },
+  REQUEST_EXPIRED: {
+    status: 409,
+    message: "That request expired without a decision (its policy's requestTtl passed); the requester must ask again.",
+  },
+  START_IN_PAST: { status: 400, message: "The requested start time is in the past." },
+  START_TOO_FAR: { status: 400, message: "The requested start time is further ahead than the role's policy allows." },
+  START_NOT_ALLOWED: { status: 400, message: "This request cannot take a start time: it starts at once." },
   SELF_APPROVAL: { status: 403, message: "Nobody approves their own request." },
   NOT_AN_APPROVER: { status: 403, message: "The role's policy does not name you as an approver of this request." },
   ALREADY_DECIDED: { status: 409, message: "You already decided on this stage of the request." },
