@@ -1,0 +1,309 @@
+/**
+ * Four-eyes on changes to access itself, the pure part: which planned changes widen access and at which risk
+ * tier, whether a plan is held for a second admin, and the lifecycle of a change request. No IO, no clock:
+ * callers pass `now`.
+ *
+ * A change widens access when it adds eligibility (or moves its start earlier or its end later), adds members to
+ * a group that is eligible for, owns or approves a role, lowers a role's risk tier or changes its target,
+ * entitlement, owners or policy to a looser one, loosens a policy (a longer duration, no MFA, fewer or other
+ * approvers, an approving timeout, break-glass, unrecorded sessions, …) or touches a target's credential, address,
+ * identity mapping or options. Anything not known to narrow counts as widening. Deletions narrow.
+ *
+ * A plan is held as a whole when any of its changes widens access at a tier four-eyes covers: a widening change
+ * inside a mixed plan does not slip through with the narrowing ones (the plan is never split).
+ */
+import { parseDuration } from "../../lib/duration.js";
+import { diffValues } from "./catalog.plan.rules.js";
+import type { CatalogState, Change, DesiredCatalog, FieldChange, RiskTier } from "./catalog.types.js";
+import { finalState } from "./catalog.plan.rules.js";
+
+export const RISK_ORDER: readonly RiskTier[] = ["low", "medium", "high", "critical"];
+
+export type Effect = "widens" | "narrows" | "neutral";
+
+export interface ChangeAssessment {
+  kind: Change["kind"];
+  action: Change["action"];
+  name: string;
+  effect: Effect;
+  /** The highest risk tier of the roles the change reaches; null when it reaches none. */
+  tier: RiskTier | null;
+  /** Why it widens, one sentence per reason (empty unless it widens). */
+  reasons: string[];
+}
+
+export interface PlanAssessment {
+  changes: ChangeAssessment[];
+  /** Held for a second admin: some change widens access at a tier in `tiers`. */
+  held: boolean;
+  /** The highest tier among the widening changes that make it held (null when not held). */
+  tier: RiskTier | null;
+}
+
+export function maxTier(...tiers: (RiskTier | null | undefined)[]): RiskTier | null {
+  let best: RiskTier | null = null;
+  for (const tier of tiers)
+    if (tier && (best === null || RISK_ORDER.indexOf(tier) > RISK_ORDER.indexOf(best))) best = tier;
+  return best;
+}
+
+const ms = (text: unknown): number | null => {
+  if (typeof text !== "string") return null;
+  try {
+    return parseDuration(text);
+  } catch {
+    return null;
+  }
+};
+const time = (value: unknown): number | null =>
+  typeof value === "string" && !Number.isNaN(Date.parse(value)) ? Date.parse(value) : null;
+
+/**
+ * Whether one policy leaf change (as the plan shows it, `spec.` prefix optional) widens access; the reason when it
+ * does, null when it narrows or does not matter for access. Unknown fields widen.
+ */
+export function policyFieldWidens(change: FieldChange): string | null {
+  const field = change.field.replace(/^spec\./, "");
+  const { from, to } = change;
+  const longer = (what: string) => {
+    const a = ms(from);
+    const b = ms(to);
+    return a !== null && b !== null && b <= a ? null : `${what} longer (${String(from)} → ${String(to)})`;
+  };
+  switch (field) {
+    case "description":
+    case "notify":
+    case "session.queryParameters":
+      return null;
+    case "defaultDuration":
+      return longer("default duration");
+    case "maxDuration":
+      return longer("maximum duration");
+    case "mfa.maxAge":
+      return longer("MFA age");
+    case "mfa.required":
+      return to === true ? null : "MFA no longer required";
+    case "mfa.methods": {
+      // Absent means any method; a list narrows to its members.
+      if (to === undefined) return "any MFA method accepted";
+      const before = Array.isArray(from) ? (from as unknown[]) : null;
+      const after = to as unknown[];
+      return before === null || after.every((m) => before.includes(m)) ? null : "more MFA methods accepted";
+    }
+    case "justification.minLength":
+      return typeof from === "number" && typeof to === "number" && to >= from ? null : "shorter justification";
+    case "justification.ticketRequired":
+      return to === true ? null : "ticket no longer required";
+    case "justification.ticketPattern":
+      return from === undefined && to !== undefined ? null : "ticket pattern changed";
+    case "justification.rejectWords": {
+      const before = Array.isArray(from) ? (from as unknown[]) : [];
+      const after = Array.isArray(to) ? (to as unknown[]) : [];
+      return before.every((w) => after.includes(w)) ? null : "fewer rejected words";
+    }
+    case "approval.stages":
+      return stagesWiden(from, to);
+    case "approval.sameApproverAcrossStages":
+      return to === false ? null : "one person may approve several stages";
+    case "windows": {
+      const before = Array.isArray(from) ? from : [];
+      const after = Array.isArray(to) ? to : [];
+      return before.length === 0 && after.length > 0 ? null : "activation windows changed";
+    }
+    case "outsideWindow":
+      return to === "deny" ? null : "activation outside the windows allowed with approval";
+    case "maxExtensions":
+      return typeof from === "number" && typeof to === "number" && to <= from ? null : "more extensions";
+    case "breakGlass":
+      return to === false ? null : "break-glass allowed";
+    case "drift":
+      return to === "remove" ? null : "drift only reported";
+    case "session.recording":
+      return to === "required" ? null : "session recording optional";
+    case "session.portForwarding":
+      return to === false ? null : "port forwarding allowed";
+    default:
+      return `${field} changed`;
+  }
+}
+
+type Stage = { approvers?: unknown; count?: number; onTimeout?: string; [key: string]: unknown };
+
+/** More stages after the same ones, or the same stages needing more approvals, narrow; anything else widens. */
+function stagesWiden(from: unknown, to: unknown): string | null {
+  const before = (Array.isArray(from) ? from : []) as Stage[];
+  const after = (Array.isArray(to) ? to : []) as Stage[];
+  if (after.length < before.length) return `fewer approval stages (${before.length} → ${after.length})`;
+  for (let i = 0; i < after.length; i += 1) {
+    const next = after[i]!;
+    if (next.onTimeout === "approve" && before[i]?.onTimeout !== "approve")
+      return `approval stage ${i + 1} approves on timeout`;
+    const previous = before[i];
+    if (previous === undefined) continue; // an added stage
+    const changes = diffValues("", previous, next).filter((c) => c.field !== ".name");
+    for (const c of changes) {
+      if (c.field === ".count" && typeof c.from === "number" && typeof c.to === "number" && c.to >= c.from) continue;
+      if (c.field === ".count") return `approval stage ${i + 1} needs fewer approvals`;
+      return `approval stage ${i + 1} changed (${c.field.slice(1)})`;
+    }
+  }
+  return null;
+}
+
+/** Where each group reaches roles (eligible for, owns, or approves through a policy), for tiers. */
+function groupReach(state: ReturnType<typeof finalState>, group: string): RiskTier | null {
+  let tier: RiskTier | null = null;
+  for (const e of state.eligibility.values())
+    if (e.subjectKind === "group" && e.subject === group) tier = maxTier(tier, state.role.get(e.role)?.risk);
+  for (const role of state.role.values()) {
+    if (role.owners.includes(group)) tier = maxTier(tier, role.risk);
+    const policy = state.policy.get(role.policy);
+    if (policy && JSON.stringify(policy.spec).includes(JSON.stringify(group))) tier = maxTier(tier, role.risk);
+  }
+  return tier;
+}
+
+/**
+ * Each change of a plan with its effect on access and the risk tier it reaches; held when any widening change
+ * reaches a tier in `tiers`. `current` is the catalog the plan was made against, `desired` the file.
+ */
+export function assessPlan(
+  current: CatalogState,
+  desired: DesiredCatalog,
+  changes: readonly Change[],
+  tiers: readonly RiskTier[],
+): PlanAssessment {
+  const after = finalState(current, desired);
+  const before = finalState(current, { prune: false });
+  const roleTier = (name: string) => maxTier(after.role.get(name)?.risk, before.role.get(name)?.risk);
+  const rolesOf = (pick: (role: { target: string; policy: string }) => boolean) =>
+    maxTier(...[...after.role.values(), ...before.role.values()].filter(pick).map((role) => role.risk));
+
+  const assessed = changes.map((change): ChangeAssessment => {
+    const reasons: string[] = [];
+    let tier: RiskTier | null = null;
+    const base = { kind: change.kind, action: change.action, name: change.name };
+    if (change.action === "delete") return { ...base, effect: "narrows", tier: null, reasons };
+    const field = (name: string) => change.fields.find((f) => f.field === name);
+    switch (change.kind) {
+      case "eligibility": {
+        const e = after.eligibility.get(change.name) ?? before.eligibility.get(change.name);
+        tier = e ? roleTier(e.role) : null;
+        if (change.action === "create") reasons.push("new eligibility");
+        const from = field("from");
+        if (from && change.action === "update") {
+          const a = time(from.from);
+          const b = time(from.to);
+          if (a === null || b === null || b < a) reasons.push("starts earlier");
+        }
+        const until = field("until");
+        if (until && change.action === "update") {
+          const a = time(until.from);
+          const b = time(until.to);
+          if (until.to === undefined || until.to === null) reasons.push("no longer ends");
+          else if (a !== null && b !== null && b > a) reasons.push("ends later");
+        }
+        break;
+      }
+      case "group": {
+        tier = groupReach(after, change.name);
+        const members = field("members");
+        const was = Array.isArray(members?.from) ? (members.from as string[]) : [];
+        const added = Array.isArray(members?.to) ? (members.to as string[]).filter((m) => !was.includes(m)) : [];
+        if (added.length > 0) reasons.push(`members added: ${added.join(", ")}`);
+        break;
+      }
+      case "role": {
+        const role = after.role.get(change.name);
+        const old = before.role.get(change.name);
+        tier = maxTier(role?.risk, old?.risk);
+        if (change.action === "create") break; // grants nothing until someone is eligible (itself held)
+        for (const f of change.fields) {
+          if (f.field === "description") continue;
+          if (f.field === "risk") {
+            const a = RISK_ORDER.indexOf(f.from as RiskTier);
+            const b = RISK_ORDER.indexOf(f.to as RiskTier);
+            if (b < a) reasons.push(`risk lowered (${String(f.from)} → ${String(f.to)})`);
+          } else if (f.field === "owners") {
+            const was2 = Array.isArray(f.from) ? (f.from as string[]) : [];
+            const added = Array.isArray(f.to) ? (f.to as string[]).filter((o) => !was2.includes(o)) : [];
+            if (added.length > 0) reasons.push(`owners added: ${added.join(", ")}`);
+          } else if (f.field === "policy") {
+            const a = after.policy.get(String(f.from)) ?? before.policy.get(String(f.from));
+            const b = after.policy.get(String(f.to));
+            const looser =
+              a && b
+                ? diffValues("spec", a.spec, b.spec)
+                    .map(policyFieldWidens)
+                    .filter((r): r is string => r !== null)
+                : ["policy replaced"];
+            if (looser.length > 0) reasons.push(`policy ${String(f.to)} is looser: ${looser.join("; ")}`);
+          } else {
+            reasons.push(`${f.field.split(".")[0]} changed`);
+          }
+        }
+        break;
+      }
+      case "policy": {
+        tier = rolesOf((role) => role.policy === change.name);
+        if (change.action === "create") break; // no role uses it before a role change says so (assessed there)
+        for (const f of change.fields) {
+          const reason = policyFieldWidens(f);
+          if (reason) reasons.push(reason);
+        }
+        break;
+      }
+      case "target": {
+        // A target no role uses reaches the lowest tier: its credential still matters.
+        tier = maxTier(rolesOf((role) => role.target === change.name)) ?? "low";
+        for (const f of change.fields) {
+          const top = f.field.split(".")[0]!;
+          if (top === "labels") continue;
+          if (change.action === "create" && top !== "credential") continue;
+          reasons.push(top === "credential" ? "credential touched" : `${top} changed`);
+        }
+        break;
+      }
+      case "review":
+        break;
+    }
+    const unique = [...new Set(reasons)];
+    return { ...base, effect: unique.length > 0 ? "widens" : "neutral", tier, reasons: unique };
+  });
+  const holding = assessed.filter((c) => c.effect === "widens" && c.tier !== null && tiers.includes(c.tier));
+  return { changes: assessed, held: holding.length > 0, tier: maxTier(...holding.map((c) => c.tier)) };
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle
+
+export type ChangeRequestStatus = "pending" | "applied" | "denied" | "expired" | "stale";
+
+export interface DecisionFacts {
+  status: ChangeRequestStatus;
+  authorId: string;
+  expiresAt: Date;
+}
+
+export type DecisionRefusal = "CHANGE_REQUEST_NOT_PENDING" | "CHANGE_REQUEST_EXPIRED" | "CHANGE_REQUEST_SELF_APPROVAL";
+
+/** The status a reader sees: a pending request past its expiry is expired, written or not. */
+export function effectiveStatus(status: ChangeRequestStatus, expiresAt: Date, now: Date): ChangeRequestStatus {
+  return status === "pending" && expiresAt.getTime() <= now.getTime() ? "expired" : status;
+}
+
+/**
+ * Whether `deciderId` may approve (or deny) the request now. The author never approves their own change; the
+ * author may withdraw it (deny), which needs no second pair of eyes.
+ */
+export function decisionRefusal(
+  facts: DecisionFacts,
+  deciderId: string,
+  decision: "approve" | "deny",
+  now: Date,
+): DecisionRefusal | null {
+  if (facts.status !== "pending") return "CHANGE_REQUEST_NOT_PENDING";
+  if (effectiveStatus(facts.status, facts.expiresAt, now) === "expired") return "CHANGE_REQUEST_EXPIRED";
+  if (decision === "approve" && facts.authorId === deciderId) return "CHANGE_REQUEST_SELF_APPROVAL";
+  return null;
+}
