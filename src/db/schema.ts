@@ -293,6 +293,10 @@ export interface ActivationRequestsTable {
   ended_by: string | null;
   extensions: Generated<number>;
   expiring_notified_at: Timestamp | null;
+  /** A later start the requester asked for: approved ahead, the request stays approved until then (0026). */
+  start_at: Timestamp | null;
+  /** When a pending request expires undecided: submission + the policy's requestTtl (0026). */
+  pending_expires_at: Timestamp | null;
   updated_at: Timestamp;
 }
 
@@ -573,6 +577,25 @@ export interface StepUpHandoffsTable {
   completed_at: Timestamp | null;
 }
 
+/** Four-eyes change requests (migration 0027). */
+export interface ChangeRequestsTable {
+  id: string;
+  status: "pending" | "applied" | "denied" | "expired" | "stale";
+  author_id: string;
+  author_name: string;
+  document: string;
+  plan: Json<unknown>;
+  assessment: Json<unknown>;
+  tier: "low" | "medium" | "high" | "critical";
+  base_fingerprint: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  decided_by_id: string | null;
+  decided_by_name: string | null;
+  decided_at: Timestamp | null;
+  decision_reason: string | null;
+}
+
 export interface Database {
   principals: PrincipalsTable;
   password_credentials: PasswordCredentialsTable;
@@ -613,6 +636,7 @@ export interface Database {
   review_items: ReviewItemsTable;
   review_definitions: ReviewDefinitionsTable;
   review_campaigns: ReviewCampaignsTable;
+  change_requests: ChangeRequestsTable;
   ssh_keys: SshKeysTable;
   ssh_certificates: SshCertificatesTable;
   database_tokens: DatabaseTokensTable;
