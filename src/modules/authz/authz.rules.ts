@@ -28,6 +28,8 @@ export const PERMISSIONS = {
   /** Access review campaigns: open, close, see every item. Deciding an item needs only to be its reviewer. */
   "reviews.read": ["admin", "security", "auditor"],
   "reviews.manage": ["admin", "security"],
+  /** The evidence report (who had privileged access, approved by whom, why, what they did); audited per report. */
+  "evidence.read": ["admin", "security", "auditor"],
   "outbox.read": ["admin"],
   /** The Prometheus metrics (the Dashboards page reads them); Prometheus itself uses STINT_METRICS_TOKEN. */
   "metrics.read": ["admin", "security", "auditor"],
