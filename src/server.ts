@@ -38,6 +38,7 @@ import { createScheduler, type Scheduler } from "./workers/scheduler.js";
 import { createRequestService, type RequestService } from "./modules/requests/requests.service.js";
 import { createActivationTokenIssuer } from "./modules/requests/activation-token.js";
 import { registerRequestRoutes } from "./modules/requests/requests.routes.js";
+import { createApproverContext } from "./modules/requests/approver-context.js";
 import { createRequestNotifications } from "./modules/requests/request-notifications.js";
 import { createDecisionLinks } from "./modules/requests/decision-links.js";
 import { createNotifier, notifyHandlers } from "./modules/notify/index.js";
@@ -62,6 +63,7 @@ import { resolveProviders } from "./modules/sso/sso.config.js";
 import { createSsoService } from "./modules/sso/sso.service.js";
 import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
 import { createReviewService, registerReviewRoutes } from "./modules/reviews/index.js";
+import { createEvidenceService, registerEvidenceRoutes } from "./modules/evidence/index.js";
 import { createReviewsWorker, type ReviewsWorker } from "./workers/reviews-worker.js";
 
 /** How long /readyz reports not ready after a request failed on a full disk. */
@@ -447,7 +449,12 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerSiemRoutes(scoped, { siem });
         registerReviewRoutes(scoped, { reviews });
-        registerRequestRoutes(scoped, { requests, tokens: activationTokens });
+        registerEvidenceRoutes(scoped, { evidence: createEvidenceService({ store, audit, clock }) });
+        registerRequestRoutes(scoped, {
+          requests,
+          tokens: activationTokens,
+          approverContext: createApproverContext({ store }),
+        });
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
         registerSessionRoutes(scoped, { sessions: sessions! });

@@ -36,6 +36,10 @@ export const activationRequest = z.object({
   endReason: z.string().nullable(),
   endedBy: z.string().nullable(),
   extensions: z.number().int(),
+  /** The start time asked for (null: at once); approved ahead, the request stays approved until then. */
+  startAt: isoTime.nullable().optional(),
+  /** When the request expires if still undecided (its policy's requestTtl after submission); null unless pending. */
+  pendingExpiresAt: isoTime.nullable().optional(),
   decisions: z.array(
     z.object({
       stage: z.number().int(),
@@ -53,6 +57,8 @@ export const submitActivation = z.strictObject({
   duration: durationText.optional(),
   reason,
   ticket: z.string().trim().min(1).max(100).optional(),
+  /** Start later (an ISO time with its offset): approved ahead, activated at that time. */
+  startAt: isoTime.optional(),
 });
 const linkToken = z.string().min(20).max(2048);
 export const approveBody = z.strictObject({ reason: reason.optional(), linkToken: linkToken.optional() });
@@ -107,8 +113,65 @@ export const myRole = z.object({
   state: z.string().nullable(),
   requestId: z.uuid().nullable(),
   expiresAt: isoTime.nullable(),
+  /** The start time of a request approved ahead (state approved), else null. */
+  startAt: isoTime.nullable().optional(),
 });
 export const myRoles = z.object({ items: z.array(myRole) });
+
+/**
+ * What an approver needs to decide one request (GET /v1/activation-requests/{id}/context): the role's risk,
+ * the policy that governs the request (as it was when submitted), the requester's latest requests for that
+ * role, and the approvals so far. Only someone who may decide the request now may read it.
+ */
+export const approverContext = z.object({
+  requestId: z.uuid(),
+  role: z.object({
+    name: z.string(),
+    risk: z.enum(["low", "medium", "high", "critical"]),
+    target: z.string(),
+    targetKind: z.string(),
+  }),
+  policy: z.object({
+    name: z.string(),
+    defaultDuration: z.string(),
+    maxDuration: z.string(),
+    mfaRequired: z.boolean(),
+    ticketRequired: z.boolean(),
+    ticketPattern: z.string().nullable(),
+    reasonMinLength: z.number().int(),
+    approvalStages: z.number().int(),
+    maxExtensions: z.number().int(),
+    breakGlass: z.boolean(),
+    /** Activation windows apply (outside them the policy denies or asks for one more stage). */
+    windows: z.boolean(),
+  }),
+  /** The requester's latest earlier requests for this role, newest first (this request excluded). */
+  history: z.array(
+    z.object({
+      id: z.uuid(),
+      state: activationRequest.shape.state,
+      duration: z.string(),
+      reason: z.string(),
+      ticket: z.string().nullable(),
+      submittedAt: isoTime,
+      activatedAt: isoTime.nullable(),
+      endedAt: isoTime.nullable(),
+      endReason: z.string().nullable(),
+      endedBy: z.string().nullable(),
+      /** Who decided it: approvers and deniers, in order. */
+      decidedBy: z.array(z.object({ approver: z.string(), decision: z.enum(["approve", "deny"]) })),
+    }),
+  ),
+  /** More earlier requests exist than `history` holds. */
+  moreHistory: z.boolean(),
+  stages: activationRequest.shape.stages,
+  stageIndex: z.number().int(),
+  /** Decisions so far, oldest first. */
+  decisions: activationRequest.shape.decisions,
+  /** Whether the caller already decided the current stage (then they cannot approve it again). */
+  decidedByYou: z.boolean(),
+});
+export type ApproverContextDto = z.infer<typeof approverContext>;
 
 export const checkQuery = z.strictObject({ principal: name, role: name });
 export const checkResult = z.object({

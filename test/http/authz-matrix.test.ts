@@ -120,6 +120,7 @@ const MATRIX = `
   POST    /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests/:id              no         yes   yes      yes       yes
+  GET     /v1/activation-requests/:id/context      no         yes   yes      yes       yes
   POST    /v1/activation-requests/:id/approvals    no         yes   yes      yes       yes
   POST    /v1/activation-requests/:id/denials      no         yes   yes      yes       yes
   POST    /v1/activation-requests/:id/cancel       no         yes   yes      yes       yes
@@ -295,6 +296,8 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { role: "Not A Role Name", reason: "x" },
   }),
   "GET /v1/activation-requests/:id": () => ({ url: `/v1/activation-requests/${randomUUID()}` }),
+  // Authorized by being an approver of that request: nobody is one of a request that does not exist (404).
+  "GET /v1/activation-requests/:id/context": () => ({ url: `/v1/activation-requests/${randomUUID()}/context` }),
   "POST /v1/activation-requests/:id/approvals": () => ({
     url: `/v1/activation-requests/${randomUUID()}/approvals`,
     payload: {},

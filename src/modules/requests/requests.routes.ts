@@ -5,8 +5,12 @@ import type { z } from "zod";
 import * as c from "../../contract/requests.js";
 import type { RequestService } from "./requests.service.js";
 import type { ActivationTokenIssuer } from "./activation-token.js";
+import type { ApproverContext } from "./approver-context.js";
 
-export function registerRequestRoutes(app: App, deps: { requests: RequestService; tokens: ActivationTokenIssuer }) {
+export function registerRequestRoutes(
+  app: App,
+  deps: { requests: RequestService; tokens: ActivationTokenIssuer; approverContext: ApproverContext },
+) {
   const { requests } = deps;
 
   app.get(
@@ -52,6 +56,16 @@ export function registerRequestRoutes(app: App, deps: { requests: RequestService
       schema: { tags: ["requests"], params: c.requestIdParams, response: { 200: c.activationRequest } },
     },
     async (req) => requests.get(req.actor, req.params.id),
+  );
+
+  // Authorized by being an approver of the request's current stage (the service checks), not by a platform role.
+  app.get(
+    "/v1/activation-requests/:id/context",
+    {
+      config: { requirement: "authenticated" },
+      schema: { tags: ["requests"], params: c.requestIdParams, response: { 200: c.approverContext } },
+    },
+    async (req) => deps.approverContext.context(req.actor, req.params.id),
   );
 
   app.post(
