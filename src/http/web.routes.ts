@@ -25,6 +25,8 @@ export const WEB_PAGES = [
   "/admin",
   "/audit",
   "/dashboards",
+  "/reviews",
+  "/evidence",
   "/account",
   // A CLI session's passkey step-up, handed to the browser (the id names a hand-off, not a secret).
   "/step-up/:id",

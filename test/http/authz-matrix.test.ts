@@ -35,6 +35,8 @@ const MATRIX = `
   GET     /admin                                   yes        yes   yes      yes       yes
   GET     /audit                                   yes        yes   yes      yes       yes
   GET     /dashboards                              yes        yes   yes      yes       yes
+  GET     /reviews                                 yes        yes   yes      yes       yes
+  GET     /evidence                                yes        yes   yes      yes       yes
   GET     /account                                 yes        yes   yes      yes       yes
   GET     /step-up/:id                             yes        yes   yes      yes       yes
   GET     /assets/*                                yes        yes   yes      yes       yes
@@ -105,6 +107,7 @@ const MATRIX = `
   POST    /v1/reviews/campaigns/:id/close          no         no    no       yes       yes
   GET     /v1/reviews/items                        no         yes   yes      yes       yes
   POST    /v1/reviews/items/:id/decision           no         yes   yes      yes       yes
+  GET     /v1/evidence                             no         no    yes      yes       yes
   GET     /v1/me/roles                             no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/deactivate            no         yes   yes      yes       yes
   POST    /v1/me/roles/:role/extensions            no         yes   yes      yes       yes
@@ -433,6 +436,9 @@ const PROBES: Record<string, ProbeFactory> = {
   "POST /v1/reviews/items/:id/decision": () => ({
     url: `/v1/reviews/items/${randomUUID()}/decision`,
     payload: { decision: "maybe", reason: "authorization matrix" },
+  }),
+  "GET /v1/evidence": () => ({
+    url: "/v1/evidence?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&format=csv",
   }),
   "POST /v1/config/diff": () => ({ url: "/v1/config/diff", payload: { yaml: "apiVersion: stint/v1\n" } }),
   "POST /v1/config/apply": () => ({ url: "/v1/config/apply", payload: { yaml: "apiVersion: stint/v1\n" } }),
