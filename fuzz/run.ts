@@ -11,6 +11,11 @@ import { createHash } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
+// Loaded first, statically: imported later (under tsx, from inside the http-api target's server start) its
+// ESM build failed to link against @peculiar/asn1-x509's CommonJS build ("does not provide an export named
+// 'BasicConstraints'") on every run here; loaded at start it links (10 of 10 runs). The cause inside the
+// loader was not found: the same import order in a small script links either way.
+import "@simplewebauthn/server";
 import {
   CORPUS_DIR,
   FuzzFinding,
