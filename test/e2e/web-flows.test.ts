@@ -108,15 +108,6 @@ class Guard {
 
 let guard: Guard;
 
-/**
- * Issue 17 item 1 (approvers decide blind, not this file's subject): a plain approver's Approvals page asks
- * for the role's risk and the requester's history and is refused. Tolerated, not required, so that the fix
- * does not fail this test.
- */
-function tolerateApproverBlindness() {
-  guard.tolerate(`GET /v1/roles/${ROLE} 403`, "GET /v1/activation-requests 403");
-}
-
 async function signIn(user: string, password: string): Promise<Page> {
   const context = await guard.context();
   const page = await context.newPage();
@@ -331,7 +322,6 @@ describe("web UI flows", () => {
   it("carol denies in words and is told so; alice sees who denied it and why, with a cross at the stage", async () => {
     guard = new Guard();
     const id = await requestAsAlice();
-    tolerateApproverBlindness();
     const carol = await signIn("carol", PASSWORDS.carol);
     // The request's own page (where notification links lead) asks for a deny reason in words too.
     await openPage(carol, `/requests/${id}`, `alice's request for ${ROLE}`);
@@ -376,7 +366,6 @@ describe("web UI flows", () => {
   it("approve and deactivate each end with a confirmation", async () => {
     guard = new Guard();
     const id = await requestAsAlice();
-    tolerateApproverBlindness();
     const carol = await signIn("carol", PASSWORDS.carol);
     await openPage(carol, "/approvals", "Approvals");
     await carol.getByRole("button", { name: `Approve alice's request for ${ROLE}` }).click();

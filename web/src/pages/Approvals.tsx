@@ -2,9 +2,10 @@
  * Approvals inbox: the pending requests this user may decide now, with what a reviewer needs to
  * judge them (role risk, reason, ticket, the requester's earlier requests for the role, time
  * waiting, stage progress), approve and deny dialogs, and bulk approval of low-risk requests.
- * Risk and history come from endpoints a plain approver may not be allowed to read: the page says so
- * and works without them. After a decision the page says what was done; someone who may see all
- * requests is told how many pending ones wait for other approvers, and where to find them.
+ * Risk, policy, history and the approvals so far come from each request's approver context
+ * (GET /v1/activation-requests/{id}/context), which being its approver is enough to read, whatever the
+ * platform role. After a decision the page says what was done; someone who may see all requests is told
+ * how many pending ones wait for other approvers, and where to find them.
  */
 import {
   Alert,
@@ -22,25 +23,29 @@ import {
   Anchor,
 } from "@mantine/core";
 import { useCallback, useEffect, useRef, useState } from "react";
-import type { RoleDto } from "../../../src/contract/catalog-api.js";
-import { approveBody, denyBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
+import {
+  approveBody,
+  denyBody,
+  type ActivationRequestDto,
+  type ApproverContextDto,
+} from "../../../src/contract/requests.js";
 import { api, ApiError, hasRole } from "../api.js";
 import { formatAge, useNow, zodFieldErrors } from "../ui.js";
 import { RiskBadge, StateBadge, stageInWords, type Risk } from "./requests/shared.js";
 
 type Decision = "approve" | "deny";
-/** A role's risk: known, not visible to this user (null), or not asked yet (absent). */
-type RiskMap = Record<string, Risk | null>;
-/** Requests for a role, newest first; null when this user may not list them. */
-type HistoryMap = Record<string, ActivationRequestDto[] | null>;
+/** Each request's approver context by request id: known, not readable (null: decided meanwhile), or not asked yet. */
+type ContextMap = Record<string, ApproverContextDto | null>;
+
+/** Changes when the request's approvals change, so that its context is asked again. */
+const contextKey = (r: ActivationRequestDto) => `${r.id}:${r.stageIndex}:${r.decisions.length}`;
 
 const whose = (r: ActivationRequestDto) => `${r.requester}'s request for ${r.role}`;
 
 export default function Approvals() {
   const [items, setItems] = useState<ActivationRequestDto[] | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const [risks, setRisks] = useState<RiskMap>({});
-  const [history, setHistory] = useState<HistoryMap>({});
+  const [contexts, setContexts] = useState<ContextMap>({});
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [deciding, setDeciding] = useState<{ request: ActivationRequestDto; decision: Decision } | null>(null);
   const [bulk, setBulk] = useState<ActivationRequestDto[] | null>(null);
@@ -49,7 +54,6 @@ export default function Approvals() {
   /** Pending requests this user may see but not decide (null: not allowed to list them all). */
   const [elsewhere, setElsewhere] = useState<number | null>(null);
   const asked = useRef(new Set<string>());
-  const historyForbidden = useRef(false);
   const now = useNow(1000);
 
   const load = useCallback(async () => {
@@ -77,34 +81,25 @@ export default function Approvals() {
     return () => clearInterval(timer);
   }, [load]);
 
-  // Risk and history, once per role: both may be forbidden, which is an answer too.
+  // Each request's context, once per request and stage of approvals: only its approvers may read it, as here.
   useEffect(() => {
-    for (const role of new Set((items ?? []).map((r) => r.role))) {
-      if (asked.current.has(role)) continue;
-      asked.current.add(role);
-      const path = encodeURIComponent(role);
-      void api<RoleDto>("GET", `/v1/roles/${path}`).then(
-        (dto) => setRisks((old) => ({ ...old, [role]: dto.risk })),
-        () => setRisks((old) => ({ ...old, [role]: null })),
-      );
-      if (historyForbidden.current) {
-        setHistory((old) => ({ ...old, [role]: null }));
-        continue;
-      }
-      void api<{ items: ActivationRequestDto[] }>(
-        "GET",
-        `/v1/activation-requests?scope=all&role=${path}&limit=200`,
-      ).then(
-        (page) => setHistory((old) => ({ ...old, [role]: page.items })),
+    for (const r of items ?? []) {
+      const key = contextKey(r);
+      if (asked.current.has(key)) continue;
+      asked.current.add(key);
+      void api<ApproverContextDto>("GET", `/v1/activation-requests/${r.id}/context`).then(
+        (context) => setContexts((old) => ({ ...old, [r.id]: context })),
         (e: unknown) => {
-          if (e instanceof ApiError && e.status === 403) historyForbidden.current = true;
-          setHistory((old) => ({ ...old, [role]: null }));
+          // Decided by someone else meanwhile: the next refresh drops it from the list.
+          if (e instanceof ApiError && e.status === 404) setContexts((old) => ({ ...old, [r.id]: null }));
+          else setError((e as Error).message);
         },
       );
     }
   }, [items]);
 
-  const lowRisk = (r: ActivationRequestDto) => risks[r.role] === "low";
+  const riskOf = (r: ActivationRequestDto): Risk | undefined => contexts[r.id]?.role.risk;
+  const lowRisk = (r: ActivationRequestDto) => riskOf(r) === "low";
   const chosen = (items ?? []).filter((r) => selected.has(r.id) && lowRisk(r));
 
   function toggle(id: string, on: boolean) {
@@ -155,9 +150,7 @@ export default function Approvals() {
             Approve selected ({chosen.length})
           </Button>
           <Text size="sm" c="gray.7">
-            {items.some((r) => risks[r.role])
-              ? "Only low-risk requests can be approved together."
-              : "Approving several at once needs the roles' risk, which is not visible to you."}
+            Only low-risk requests can be approved together.
           </Text>
         </Group>
       )}
@@ -178,7 +171,7 @@ export default function Approvals() {
                   <Text fw={700}>{r.requester}</Text>
                   <Text>requests</Text>
                   <Text fw={700}>{r.role}</Text>
-                  {risks[r.role] && <RiskBadge risk={risks[r.role]!} />}
+                  {riskOf(r) && <RiskBadge risk={riskOf(r)!} />}
                   {r.breakGlass && <Badge color="red.9">break-glass</Badge>}
                 </Group>
                 <Text size="sm" c="gray.7">
@@ -193,7 +186,9 @@ export default function Approvals() {
                 <strong>Reason:</strong> {r.reason}
               </Text>
               <Text size="sm">{stageInWords(r)}</Text>
-              <History request={r} history={history[r.role]} now={now} />
+              <SoFar context={contexts[r.id]} />
+              <PolicyLine context={contexts[r.id]} />
+              <History request={r} context={contexts[r.id]} now={now} />
               <Group justify="flex-end" gap="sm">
                 <Button
                   variant="default"
@@ -239,23 +234,52 @@ export default function Approvals() {
   );
 }
 
+/** The approvals (and any denial) so far, across stages, with their reasons. */
+function SoFar({ context }: { context: ApproverContextDto | null | undefined }) {
+  if (!context || context.decisions.length === 0) return null;
+  return (
+    <Stack gap={2} data-testid="decisions-so-far">
+      {context.decisions.map((d) => (
+        <Text size="sm" key={`${d.stage}:${d.approver}`} style={{ overflowWrap: "anywhere" }}>
+          {d.decision === "approve" ? "Approved" : "Denied"} by {d.approver} at stage {d.stage + 1}
+          {d.reason ? `: ${d.reason}` : ""}
+        </Text>
+      ))}
+    </Stack>
+  );
+}
+
+/** The policy the request was submitted under, in one line. */
+function PolicyLine({ context }: { context: ApproverContextDto | null | undefined }) {
+  if (!context) return null;
+  const p = context.policy;
+  const parts = [
+    `policy ${p.name}`,
+    `up to ${p.maxDuration}`,
+    p.mfaRequired ? "MFA" : "no MFA",
+    p.ticketRequired ? "ticket required" : null,
+    `${p.approvalStages} approval stage${p.approvalStages === 1 ? "" : "s"}`,
+    p.maxExtensions > 0 ? `${p.maxExtensions} extension${p.maxExtensions === 1 ? "" : "s"}` : "no extensions",
+    p.windows ? "activation windows" : null,
+  ].filter(Boolean);
+  return (
+    <Text size="sm" c="gray.7" data-testid="policy-line">
+      {context.role.target} ({context.role.targetKind}): {parts.join(", ")}
+    </Text>
+  );
+}
+
 function History({
   request,
-  history,
+  context,
   now,
 }: {
   request: ActivationRequestDto;
-  history: ActivationRequestDto[] | null | undefined;
+  context: ApproverContextDto | null | undefined;
   now: number;
 }) {
-  if (history === undefined) return null;
-  if (history === null)
-    return (
-      <Text size="sm" c="gray.7">
-        History not visible to you.
-      </Text>
-    );
-  const earlier = history.filter((h) => h.requester === request.requester && h.id !== request.id);
+  if (!context) return null;
+  const earlier = context.history;
   if (earlier.length === 0)
     return (
       <Text size="sm" c="gray.7">
@@ -263,19 +287,23 @@ function History({
       </Text>
     );
   return (
-    <Stack gap={4}>
+    <Stack gap={4} data-testid="requester-history">
       <Text size="sm">
-        {earlier.length} earlier request{earlier.length === 1 ? "" : "s"} by {request.requester} for this role
-        {earlier.length > 3 ? ", the latest:" : ":"}
+        {context.moreHistory ? `The latest ${earlier.length}` : earlier.length} earlier request
+        {earlier.length === 1 ? "" : "s"} by {request.requester} for this role:
       </Text>
-      {earlier.slice(0, 3).map((h) => (
-        <Group key={h.id} gap="xs" wrap="nowrap">
-          <StateBadge state={h.state} />
-          <Text size="sm" c="gray.7" style={{ overflowWrap: "anywhere" }}>
-            {formatAge(h.submittedAt, now)} ago: {h.reason}
-          </Text>
-        </Group>
-      ))}
+      {earlier.map((h) => {
+        const by = h.decidedBy.map((d) => `${d.decision === "approve" ? "approved" : "denied"} by ${d.approver}`);
+        return (
+          <Group key={h.id} gap="xs" wrap="nowrap" align="flex-start">
+            <StateBadge state={h.state} />
+            <Text size="sm" c="gray.7" style={{ overflowWrap: "anywhere" }}>
+              {formatAge(h.submittedAt, now)} ago, {h.duration}
+              {by.length > 0 ? ` (${by.join(", ")})` : ""}: {h.reason}
+            </Text>
+          </Group>
+        );
+      })}
     </Stack>
   );
 }

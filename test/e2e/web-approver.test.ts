@@ -1,0 +1,163 @@
+/**
+ * Issue 17 acceptance 1, in a real browser (playwright-core driving Debian's Chromium) at phone width
+ * (390×844): a manager whose platform role is `user` opens Approvals, sees the role's risk, the policy and
+ * the requester's latest requests for that role, selects the low-risk request for bulk approval and approves
+ * it. The test fails on any 4xx/5xx response in the network log and on any console error.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { chromium, type Browser } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startWebServer, type RunningProcess } from "./support.js";
+
+const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
+const ADMIN_PASSWORD = "approver-web-root-password";
+const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
+const ROLE = "wiki-editor";
+
+let work: string;
+let url: string;
+let server: RunningProcess;
+let browser: Browser;
+
+type Call = (
+  method: string,
+  route: string,
+  body?: unknown,
+) => Promise<{ status: number; body: Record<string, unknown> }>;
+
+async function apiAs(user: string, password: string): Promise<Call> {
+  const res = await fetch(`${url}/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: user, password }),
+  });
+  const { accessToken } = (await res.json()) as { accessToken: string };
+  return async (method, route, body) => {
+    const r = await fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: r.status, body: (await r.json().catch(() => ({}))) as Record<string, unknown> };
+  };
+}
+
+let pendingId: string;
+const earlierReasons = ["update the release notes page", "fix the broken onboarding links"];
+
+beforeAll(async () => {
+  work = mkdtempSync(path.join(tmpdir(), "stint-web-approver-"));
+  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
+  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
+  expect(
+    (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
+  ).toBe(201);
+  const applied = await admin("POST", "/v1/config/apply", {
+    yaml: `apiVersion: stint/v1
+policies:
+  - name: by-manager
+    defaultDuration: 1h
+    maxDuration: 4h
+    mfa: { required: false }
+    maxExtensions: 1
+    approval:
+      stages:
+        - approvers: { manager: true }
+targets:
+  - name: stint
+    kind: internal
+roles:
+  - name: ${ROLE}
+    target: stint
+    risk: low
+    policy: by-manager
+eligibility:
+  - role: ${ROLE}
+    users: [alice]
+`,
+  });
+  expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+  const alice = await apiAs("alice", PASSWORDS.alice);
+  for (const reason of earlierReasons) {
+    const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    expect((await alice("POST", `/v1/activation-requests/${res.body.id as string}/cancel`)).status).toBe(200);
+  }
+  const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: "publish the incident review" });
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  pendingId = res.body.id as string;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.kill("SIGTERM");
+  if (work) rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("an approver whose platform role is user, at phone width", () => {
+  it("sees the risk, the policy and alice's last activations, and approves; no request answers 4xx/5xx", async () => {
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+    const page = await context.newPage();
+    const problems: string[] = [];
+    const asked: string[] = [];
+    page.on("response", (response) => {
+      const path = new URL(response.url()).pathname;
+      if (path.startsWith("/v1/")) asked.push(`${response.request().method()} ${path}`);
+      if (response.status() >= 400) problems.push(`${response.request().method()} ${path} ${response.status()}`);
+    });
+    page.on("console", (message) => {
+      if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+    });
+    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+
+    await page.goto(url);
+    await page.getByLabel("User name").fill("carol");
+    await page.getByLabel(/^Password/).fill(PASSWORDS.carol);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.getByRole("heading", { name: "My access" }).waitFor();
+    // In-app navigation (a reload would sign out: tokens live in memory).
+    await page.evaluate(
+      `window.history.pushState(null, "", "/approvals"); window.dispatchEvent(new PopStateEvent("popstate"));`,
+    );
+    await page.getByRole("heading", { name: "Approvals", level: 1 }).waitFor();
+
+    const card = page.getByRole("article", { name: `alice's request for ${ROLE}` });
+    await card.getByText("low risk").waitFor();
+    const history = card.getByTestId("requester-history");
+    await history.waitFor();
+    expect(await history.innerText()).toContain("2 earlier requests by alice for this role");
+    for (const reason of earlierReasons) expect(await history.innerText()).toContain(reason);
+    expect(await card.getByTestId("policy-line").innerText()).toContain("policy by-manager");
+    expect(await card.getByText("History not visible to you").count()).toBe(0);
+
+    // The risk is known, so the low-risk request can be approved in bulk; it shows within the phone's width.
+    const select = card.getByRole("checkbox", { name: `Select alice's request for ${ROLE}` });
+    expect(await select.isEnabled()).toBe(true);
+    const approve = card.getByRole("button", { name: `Approve alice's request for ${ROLE}` });
+    const box = (await approve.boundingBox())!;
+    expect(box.x + box.width).toBeLessThanOrEqual(390);
+    await select.check();
+    await page.getByRole("button", { name: "Approve selected (1)" }).click();
+    const dialog = page.getByRole("dialog", { name: "Approve 1 low-risk request" });
+    await dialog.getByRole("button", { name: "Approve all" }).click();
+    await page.getByRole("status").getByText("You approved 1 request.").waitFor();
+    await page.getByText("Nothing is waiting for you.").waitFor();
+
+    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const after = await admin("GET", `/v1/activation-requests/${pendingId}`);
+    expect(after.body.state).not.toBe("pending");
+    expect((after.body.decisions as { approver: string }[]).map((d) => d.approver)).toEqual(["carol"]);
+    // The page read the context through the approver's own right (no catalog or request-list reads).
+    expect(asked).toContain(`GET /v1/activation-requests/${pendingId}/context`);
+    expect(asked.filter((a) => a.startsWith("GET /v1/roles"))).toEqual([]);
+    await context.close();
+    expect(problems).toEqual([]);
+  });
+});
