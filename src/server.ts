@@ -361,6 +361,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       reconcile: { intervalMs: config.reconcileInterval, schedule: grants.scheduleReconcile },
       checkouts: vault,
       rotations: vault,
+      // Pending requests' time to live, scheduled starts (issue 16).
+      timing: requests,
       // Wakes at the next expiry (re-armed by the index's `act` messages), not only at the next poll.
       expiries: {
         next: () => requests.nextExpiry(),

@@ -16,21 +16,34 @@
  * it knows (read after each pass) and moves it earlier when an activation starts or is extended (the
  * access index's `act` messages, which every node hears); when it fires, the next pass starts at once.
  * The poll stays as the fallback (a missed message, another node's clock, stage deadlines and the rest).
+ *
+ * Request timing (`timing`): pending requests past their policy's requestTtl expire, and requests approved
+ * ahead start when their start time comes; the wake timer is set at the earliest of those and the expiries.
  */
 import { failpoint } from "../lib/failpoints.js";
 import type { Logger } from "../lib/logger.js";
 import { shrinkingBatch } from "../lib/shrinking-batch.js";
 import type { RequestService } from "../modules/requests/requests.service.js";
+import { earliest } from "../modules/requests/timing.rules.js";
 
 export interface Scheduler {
   /** One pass: expiries, then stage deadlines, until nothing more is due. */
-  runOnce(): Promise<{ expired: number; timedOut: number; eligibilitiesEnded: number }>;
+  runOnce(): Promise<{
+    expired: number;
+    timedOut: number;
+    eligibilitiesEnded: number;
+    /** Pending requests that expired undecided, and requests approved ahead that started (with `timing`). */
+    expiredPending: number;
+    started: number;
+  }>;
   start(): void;
   stop(): Promise<void>;
 }
 
 export function createScheduler(deps: {
   requests: Pick<RequestService, "expireDue" | "processDeadlines" | "reportEndedEligibilities" | "warnExpiring">;
+  /** Pending requests' time to live and scheduled starts (see above). */
+  timing?: Pick<RequestService, "expirePendingDue" | "startScheduledDue" | "nextTimingDue">;
   /** Queues a reconcile of every target once per interval (the outbox runs it, on whichever node claims it). */
   reconcile?: { intervalMs: number; schedule: (intervalMs: number) => Promise<number> };
   /** Checks in vault check-outs that reached their end. */
@@ -110,10 +123,24 @@ export function createScheduler(deps: {
       expired += n.done;
       if (n.done < n.limit) break;
     }
+    // A request past its time to live expires before its stage deadline is applied: the earlier limit wins.
+    let expiredPending = 0;
+    for (;;) {
+      const n = deps.timing ? await deps.timing.expirePendingDue(batch) : 0;
+      expiredPending += n;
+      if (n < batch) break;
+    }
     for (;;) {
       const n = await deadlines.run((limit) => deps.requests.processDeadlines(limit));
       timedOut += n.done;
       if (n.done < n.limit) break;
+    }
+    // Starts come after the stage deadlines (a stage approving on timeout may start its request at once).
+    let started = 0;
+    for (;;) {
+      const n = deps.timing ? await deps.timing.startScheduledDue(batch) : 0;
+      started += n;
+      if (n < batch) break;
     }
     const eligibilitiesEnded = await deps.requests.reportEndedEligibilities(batch);
     await deps.requests.warnExpiring(batch);
@@ -127,7 +154,7 @@ export function createScheduler(deps: {
         lastReconcileSlot = slot;
       }
     }
-    return { expired, timedOut, eligibilitiesEnded };
+    return { expired, timedOut, eligibilitiesEnded, expiredPending, started };
   }
 
   function tick() {
@@ -136,9 +163,10 @@ export function createScheduler(deps: {
     wakeRequested = false;
     inFlight = runOnce()
       .then(async (r) => {
-        if (r.expired + r.timedOut + r.eligibilitiesEnded > 0) deps.logger?.info(r, "scheduler pass");
-        // The earliest expiry left, read after the pass (what it ended is gone).
-        const next = await deps.expiries?.next();
+        if (r.expired + r.timedOut + r.eligibilitiesEnded + r.expiredPending + r.started > 0)
+          deps.logger?.info(r, "scheduler pass");
+        // The earliest expiry, pending expiry or start left, read after the pass (what it ended is gone).
+        const next = earliest(await deps.expiries?.next(), await deps.timing?.nextTimingDue());
         if (next) wakeAtExpiry(next.getTime());
       })
       .catch((error: unknown) =>

@@ -19,11 +19,13 @@ import type { DecisionLinks } from "./decision-links.js";
 const TITLES: Record<RequestEvent["type"], (e: RequestEvent) => string> = {
   expiring: (e) => `${e.role} for ${e.requester} ends soon`,
   submitted: (e) => `${e.requester} asks to activate ${e.role}`,
-  approved: (e) => `${e.role} for ${e.requester} was approved${e.by ? ` by ${e.by}` : ""}`,
+  approved: (e) =>
+    `${e.role} for ${e.requester} was approved${e.by ? ` by ${e.by}` : ""}${e.startAt ? `; it starts at ${e.startAt}` : ""}`,
   denied: (e) => `${e.role} for ${e.requester} was denied${e.by ? ` by ${e.by}` : ""}`,
   escalated: (e) => `${e.requester}'s request for ${e.role} was escalated`,
   activated: (e) => `${e.role} is active for ${e.requester}`,
   expired: (e) => `${e.role} for ${e.requester} has expired`,
+  pending_expired: (e) => `The request for ${e.role} by ${e.requester} expired without a decision`,
   revoked: (e) => `${e.role} for ${e.requester} was revoked${e.by ? ` by ${e.by}` : ""}`,
   deactivated: (e) => `${e.requester} ended ${e.role}`,
   cancelled: (e) => `${e.requester} cancelled the request for ${e.role}`,
@@ -40,6 +42,7 @@ const EVENT_NAMES: Record<RequestEvent["type"], string> = {
   escalated: "request.escalated",
   activated: "request.activated",
   expired: "request.expired",
+  pending_expired: "request.expired",
   revoked: "request.revoked",
   deactivated: "request.deactivated",
   cancelled: "request.cancelled",

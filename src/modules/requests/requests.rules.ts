@@ -17,7 +17,8 @@ import type {
 
 /** Every allowed transition; anything else is refused. */
 const TRANSITIONS: Record<RequestState, readonly RequestState[]> = {
-  pending: ["approved", "denied", "cancelled"],
+  // expired: undecided when its policy's requestTtl passed (timing.rules.ts); never started, no grant.
+  pending: ["approved", "denied", "cancelled", "expired"],
   approved: ["provisioning", "active", "cancelled", "failed"],
   provisioning: ["active", "failed", "revoked"],
   active: ["expired", "revoked", "deactivated"],

@@ -39,6 +39,8 @@ import {
 } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import type { RequestState, Stage } from "./requests.types.js";
+import { createRequestTiming } from "./timing.js";
+import { checkStart, expiredUndecided, isPendingPastTtl, pendingExpiresAt, waitsForStart } from "./timing.rules.js";
 import type { DecisionLinks } from "./decision-links.js";
 
 /** Something happened to a request that people should hear about (delivered through the outbox). */
@@ -51,6 +53,7 @@ export interface RequestEvent {
     | "escalated"
     | "activated"
     | "expired"
+    | "pending_expired"
     | "revoked"
     | "deactivated"
     | "cancelled"
@@ -62,6 +65,8 @@ export interface RequestEvent {
   requester: string;
   reason?: string | null;
   by?: string;
+  /** The start time of a request approved ahead (approved events). */
+  startAt?: string;
 }
 
 export interface RequestServiceDeps {
@@ -122,6 +127,10 @@ export interface RequestDto {
   endReason: string | null;
   endedBy: string | null;
   extensions: number;
+  /** The start time asked for: approved ahead, the request stays approved until then (null: at once). */
+  startAt: string | null;
+  /** When the request expires if still undecided (null once it is not pending). */
+  pendingExpiresAt: string | null;
   decisions: {
     stage: number;
     approver: string;
@@ -231,6 +240,8 @@ export function createRequestService(deps: RequestServiceDeps) {
       endReason: row.end_reason,
       endedBy: row.ended_by,
       extensions: row.extensions,
+      startAt: iso(row.start_at),
+      pendingExpiresAt: row.state === "pending" ? iso(row.pending_expires_at) : null,
       decisions: decisions.map((d) => ({
         stage: d.stageIndex,
         approver: d.approverName,
@@ -326,6 +337,16 @@ export function createRequestService(deps: RequestServiceDeps) {
     // Whatever approved it (people, a timeout, a policy without stages), nothing starts without its basis.
     const lost = await lostBasis(tx, row, now);
     if (lost) return cancelUnstarted(tx, row, lost, "system", now);
+    // Approved ahead: it stays approved until the scheduler starts it (`timing.ts`), windows checked then.
+    if (!row.extends_request_id && waitsForStart(row, now))
+      return [
+        {
+          action: "request.scheduled",
+          outcome: "success",
+          subject: `request:${row.id}`,
+          details: { role: row.role_name, requester: row.requester_name, startAt: iso(row.start_at) },
+        },
+      ];
     // A deny rule holds at activation too: a timeout that approves after the window closed activates nothing.
     const closed = windowProblemAtActivation(await loadPolicy({ policy_spec: row.policy_snapshot }), now);
     if (closed) return cancelUnstarted(tx, row, `outside the role's activation windows: ${closed}`, "system", now);
@@ -589,10 +610,20 @@ export function createRequestService(deps: RequestServiceDeps) {
     return policySpec.parse(row.policy_spec);
   }
 
+  /** Pending requests past their time to live, requests approved ahead whose start came (`timing.ts`). */
+  const timing = createRequestTiming({ store, audit, clock, emit, grant });
+
   return {
     async submit(
       actor: Actor,
-      input: { role: string; duration?: string | undefined; reason: string; ticket?: string | undefined },
+      input: {
+        role: string;
+        duration?: string | undefined;
+        reason: string;
+        ticket?: string | undefined;
+        /** A later start (ISO time): approved ahead, the request starts then (`timing.rules.ts`). */
+        startAt?: string | undefined;
+      },
       context: CallContext,
     ): Promise<RequestDto> {
       const principal = principalOf(actor);
@@ -617,7 +648,18 @@ export function createRequestService(deps: RequestServiceDeps) {
               problems: justification.problems,
               fields: justification.fields,
             });
-          const window = spec.breakGlass ? ({ allowed: true, extraStage: false } as const) : evaluateWindow(spec, now);
+          const start = checkStart(spec, input.startAt === undefined ? undefined : new Date(input.startAt), now);
+          if (!start.ok)
+            return new Refusal(
+              start.code,
+              start.message,
+              start.maxStartDelay ? { maxStartDelay: start.maxStartDelay } : undefined,
+            );
+          const startAt = start.startAt;
+          // The windows are those of the moment it would start.
+          const window = spec.breakGlass
+            ? ({ allowed: true, extraStage: false } as const)
+            : evaluateWindow(spec, startAt ?? now);
           if (!window.allowed) return new Refusal("OUTSIDE_WINDOW", window.reason);
           const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now, principal.webauthnAt ?? null);
           if (!mfa.ok) return new Refusal(mfa.code, mfa.message);
@@ -629,10 +671,17 @@ export function createRequestService(deps: RequestServiceDeps) {
           // row is written in its final state (active, or provisioning at a real target), not moved there.
           const automatic = stages.length === 0;
           const internal = facts.target_kind === "internal";
-          const state: RequestState = !automatic ? "pending" : internal ? "active" : "provisioning";
+          // Approved ahead of a later start, it is written approved and starts when the scheduler reaches it.
+          const state: RequestState = !automatic
+            ? "pending"
+            : startAt
+              ? "approved"
+              : internal
+                ? "active"
+                : "provisioning";
           if (automatic) {
             assertTransition("pending", "approved");
-            assertTransition("approved", state);
+            if (state !== "approved") assertTransition("approved", state);
           }
           const expiresAt = state === "active" ? new Date(now.getTime() + duration.durationMs) : null;
           const row: requestStore.RequestRow = {
@@ -658,6 +707,8 @@ export function createRequestService(deps: RequestServiceDeps) {
             end_reason: null,
             ended_by: null,
             extensions: 0,
+            start_at: startAt,
+            pending_expires_at: state === "pending" ? pendingExpiresAt(spec, now) : null,
             role_name: facts.role_name,
             role_risk: facts.role_risk!,
             target_kind: facts.target_kind!,
@@ -674,7 +725,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             ...columns
           } = row;
           // Approved at once: its grant is written with it, in the same statement.
-          const grantId = automatic ? newId() : null;
+          const grantId = automatic && !startAt ? newId() : null;
           const inserted = await requestStore.insertRequest(
             tx,
             { ...columns, policy_snapshot: JSON.stringify(spec), stages: JSON.stringify(stages), updated_at: now },
@@ -703,6 +754,8 @@ export function createRequestService(deps: RequestServiceDeps) {
                 stages: stages.length,
                 breakGlass: spec.breakGlass,
                 outsideWindow: window.extraStage,
+                ...(startAt ? { startAt: startAt.toISOString() } : {}),
+                ...(row.pending_expires_at ? { pendingExpiresAt: iso(row.pending_expires_at) } : {}),
               },
             },
           ];
@@ -714,7 +767,14 @@ export function createRequestService(deps: RequestServiceDeps) {
               reason: spec.breakGlass ? "break-glass role: no approval" : "the role's policy needs no approval",
               details: { role: facts.role_name, automatic: true },
             });
-            events.push(...(await started(tx, row, grantId!, now)));
+            if (startAt)
+              events.push({
+                action: "request.scheduled",
+                outcome: "success",
+                subject: `request:${id}`,
+                details: { role: facts.role_name, requester: row.requester_name, startAt: startAt.toISOString() },
+              });
+            else events.push(...(await started(tx, row, grantId!, now)));
           } else {
             await emit(tx, {
               type: "submitted",
@@ -793,26 +853,40 @@ export function createRequestService(deps: RequestServiceDeps) {
         const approver = await requestStore.principalContext(tx, principal.id);
         if (!approver) return new Refusal("UNAUTHENTICATED", "Sign in again.");
         const decisions = await requestStore.decisionsOf(tx, row.id);
+        // Someone who is neither the requester nor an approver learns nothing about the request.
+        const mayKnow = () => {
+          const stage = requestStore.stagesOf(row)[row.stage_index];
+          const involved =
+            row.requester_id === approver.id ||
+            decisions.some((d) => d.approverId === approver.id) ||
+            (!!stage && isNamedBy(currentApprovers(stage), approver, row.requester_manager_id));
+          return involved || can(actor, "requests.read");
+        };
+        // Past its time to live a pending request takes no decision: whoever notices first expires it.
+        const lapsed = isPendingPastTtl(row, now);
+        if (lapsed || expiredUndecided(row)) {
+          if (lapsed) await audit.append(tx, SYSTEM, context, await timing.expireUndecided(tx, row, now));
+          const expiredAt = iso(lapsed ? row.pending_expires_at : row.ended_at);
+          return mayKnow()
+            ? new Refusal(
+                "REQUEST_EXPIRED",
+                `The request expired without a decision at ${expiredAt}; the requester must ask again.`,
+                { requestId, expiredAt },
+              )
+            : new Refusal("NOT_FOUND", "There is no such request.", { requestId });
+        }
         const result = applyDecision(
           requestStore.factsOf(row, decisions),
           { id: approver.id, name: approver.name, groups: approver.groups },
           decision,
         );
         if (!result.ok) {
-          // Someone who is neither the requester nor an approver learns nothing about the request.
-          const stage = requestStore.stagesOf(row)[row.stage_index];
-          const involved =
-            row.requester_id === approver.id ||
-            decisions.some((d) => d.approverId === approver.id) ||
-            (!!stage && isNamedBy(currentApprovers(stage), approver, row.requester_manager_id));
-          const mayKnow = involved || can(actor, "requests.read");
-          return new Refusal(
-            mayKnow ? result.code : "NOT_FOUND",
-            mayKnow ? result.message : "There is no such request.",
-            { requestId },
-          );
+          const known = mayKnow();
+          return new Refusal(known ? result.code : "NOT_FOUND", known ? result.message : "There is no such request.", {
+            requestId,
+          });
         }
-        if (decision === "approve" && result.result === "approved") {
+        if (decision === "approve" && result.result === "approved" && !waitsForStart(row, now)) {
           // The approval that would activate it must fall inside the windows; nothing is recorded otherwise.
           const closed = windowProblemAtActivation(await loadPolicy({ policy_spec: row.policy_snapshot }), now);
           if (closed) return new Refusal("OUTSIDE_WINDOW", closed, { requestId });
@@ -894,12 +968,13 @@ export function createRequestService(deps: RequestServiceDeps) {
           }
           case "approved": {
             await markApproved(tx, row.id, now);
+            const ahead = waitsForStart(row, now) ? { startAt: iso(row.start_at)! } : {};
             events.push({
               action: "request.approved",
               outcome: "success",
               subject,
               reason: reason ?? null,
-              details: base,
+              details: { ...base, ...ahead },
             });
             await emit(tx, {
               type: "approved",
@@ -908,6 +983,7 @@ export function createRequestService(deps: RequestServiceDeps) {
               requester: row.requester_name,
               reason: reason ?? null,
               by: approver.name,
+              ...ahead,
             });
             const approved = (await requestStore.findRequest(tx, row.id))!;
             events.push(...(await grant(tx, approved, now)));
@@ -928,6 +1004,15 @@ export function createRequestService(deps: RequestServiceDeps) {
         const row = await requestStore.lockRequest(tx, requestId);
         if (!row || row.requester_id !== principal.id)
           return new Refusal("NOT_FOUND", "There is no such request of yours.");
+        const lapsed = isPendingPastTtl(row, now);
+        if (lapsed || expiredUndecided(row)) {
+          if (lapsed) await audit.append(tx, SYSTEM, context, await timing.expireUndecided(tx, row, now));
+          const expiredAt = iso(lapsed ? row.pending_expires_at : row.ended_at);
+          return new Refusal("REQUEST_EXPIRED", `The request already expired without a decision at ${expiredAt}.`, {
+            requestId,
+            expiredAt,
+          });
+        }
         // An approved extension has already moved its activation's expiry: cancelling it would undo nothing.
         if (row.extends_request_id && row.state !== "pending")
           return new Refusal(
@@ -1109,6 +1194,7 @@ export function createRequestService(deps: RequestServiceDeps) {
             stage_deadline: stageDeadline(stages[0], now),
             mfa_at: principal.mfaAt ?? null,
             submitted_at: now,
+            pending_expires_at: pendingExpiresAt(spec, now),
             updated_at: now,
           })
           .execute();
@@ -1240,6 +1326,7 @@ export function createRequestService(deps: RequestServiceDeps) {
           state: current?.state ?? null,
           requestId: current?.id ?? null,
           expiresAt: current?.expires_at ? new Date(current.expires_at).toISOString() : null,
+          startAt: current?.state === "approved" && current.start_at ? new Date(current.start_at).toISOString() : null,
         };
       });
     },
@@ -1519,6 +1606,10 @@ export function createRequestService(deps: RequestServiceDeps) {
     },
 
     nextExpiry: () => requestStore.nextExpiry(store.db),
+
+    expirePendingDue: timing.expirePendingDue,
+    startScheduledDue: timing.startScheduledDue,
+    nextTimingDue: timing.nextTimingDue,
 
     /**
      * Is `principal` holding `role` right now? Anyone may ask about themselves; readers about anyone. Answered

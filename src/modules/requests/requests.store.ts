@@ -210,6 +210,8 @@ const requestColumns = [
   "activation_requests.end_reason",
   "activation_requests.ended_by",
   "activation_requests.extensions",
+  "activation_requests.start_at",
+  "activation_requests.pending_expires_at",
   "roles.name as role_name",
   "roles.risk as role_risk",
   "targets.kind as target_kind",
