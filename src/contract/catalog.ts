@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { durationText, isoTime, name, reason } from "./common.js";
+import { queryRules } from "./query-policy.js";
 
 export const weekday = z.enum(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
 const clockTime = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "must be a time like 08:00");
@@ -156,6 +157,11 @@ export const policySpec = z.strictObject({
       portForwarding: z.boolean().default(false),
       /** Keep the bound parameters of PostgreSQL queries in the query log. */
       queryParameters: z.boolean().default(false),
+      /**
+       * PostgreSQL proxy: which statements pass (see query-policy.ts); absent, all do. Without `dml`
+       * the upstream login is also opened with default_transaction_read_only=on.
+       */
+      queries: queryRules.optional(),
     })
     .default({ recording: "optional", portForwarding: false, queryParameters: false }),
 });

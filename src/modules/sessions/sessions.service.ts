@@ -194,6 +194,9 @@ export function createSessionService(deps: SessionServiceDeps) {
     userAgent: null,
   });
 
+  /** Refused statements audited one by one per session; later ones are in the query log only. */
+  const MAX_AUDITED_REFUSALS = 100;
+
   function policyOf(row: sessionStore.ActivationRow): SessionPolicy {
     const parsed = policySpec.safeParse(row.policy_spec);
     return parsed.success
@@ -419,6 +422,7 @@ export function createSessionService(deps: SessionServiceDeps) {
     });
 
     const bytes = { up: 0, down: 0 };
+    let refusals = 0;
     let ended: Promise<void> | null = null;
     const end = (reason: EndReason, detail?: string): Promise<void> => {
       ended ??= (async () => {
@@ -495,6 +499,28 @@ export function createSessionService(deps: SessionServiceDeps) {
       countBytes(direction, n) {
         bytes[direction] += n;
         bytesRelayed.inc({ kind, direction }, n);
+      },
+      queryRefused(event) {
+        // One audit event per refusal up to a cap per session (a client looping on a refused statement
+        // must not flood the log); the query log keeps every one.
+        refusals += 1;
+        if (refusals > MAX_AUDITED_REFUSALS) return;
+        audit
+          .record(actor, context(input.clientAddress), {
+            action: "session.query_refused",
+            outcome: "denied",
+            subject: `session:${id}`,
+            reason: event.message,
+            details: {
+              role: activation.role_name,
+              target: activation.target_name,
+              rule: event.rule,
+              protocol: event.protocol,
+              statement: event.statement.slice(0, 2_000),
+              ...(refusals === MAX_AUDITED_REFUSALS ? { lastAudited: true } : {}),
+            },
+          })
+          .catch((error: unknown) => logger.error({ err: error, session: id }, "could not audit a refused query"));
       },
       end,
     };

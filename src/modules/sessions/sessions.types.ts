@@ -5,6 +5,7 @@
  * audit trail and the kill switch.
  */
 
+import type { QueryRules } from "../../contract/query-policy.js";
 import type { QueryLogEntry, SessionKind } from "../../contract/recording.js";
 
 export type { QueryLogEntry, SessionKind };
@@ -24,6 +25,17 @@ export interface SessionPolicy {
   portForwarding: boolean;
   /** PostgreSQL: keep bound parameter values of extended-protocol queries in the query log. */
   queryParameters: boolean;
+  /** PostgreSQL: the query policy (statement kinds, denied functions, WHERE required); absent: none. */
+  queries?: QueryRules;
+}
+
+/** A statement the PostgreSQL proxy's query policy refused (audited as `session.query_refused`). */
+export interface QueryRefusedEvent {
+  rule: string;
+  message: string;
+  /** The refused text, cut to 2,000 characters. */
+  statement: string;
+  protocol: "simple" | "extended" | "function_call";
 }
 
 export interface UpstreamPostgres {
@@ -104,6 +116,8 @@ export interface BrokeredSession<U extends UpstreamPostgres | UpstreamSsh = Upst
   signal: AbortSignal;
   /** Bytes relayed: `up` client → target, `down` target → client. */
   countBytes(direction: "up" | "down", bytes: number): void;
+  /** The proxy refused a statement under the role's query policy: audited (never throws, never blocks). */
+  queryRefused?(event: QueryRefusedEvent): void;
   /**
    * Ends the session (idempotent): closes the recording, stores its SHA-256, writes the audit event.
    * After an abort, pass the signal's reason's `reason`.
