@@ -114,5 +114,9 @@ export const campaignDetail = campaign.extend({ items: z.array(reviewItem) });
 export type CampaignDetailDto = z.infer<typeof campaignDetail>;
 export const reviewItemList = z.object({ items: z.array(reviewItem) });
 
-export const decisionInput = z.strictObject({ decision: onMissed, reason });
+/**
+ * keep/remove decide an eligibility item; acknowledge/escalate work a break-glass item (the reason is the finding).
+ */
+export const itemDecision = z.enum(["keep", "remove", "acknowledge", "escalate"]);
+export const decisionInput = z.strictObject({ decision: itemDecision, reason });
 export const idParam = z.strictObject({ id: z.uuid() });

@@ -130,12 +130,25 @@ export function registerReviewCommands(program: Command, ctx: CliContext): void 
     });
   reviews
     .command("decide")
-    .description("keep or remove the access a review item is about (remove ends it at once)")
+    .description(
+      "keep or remove the access a review item is about (remove ends it at once); acknowledge or escalate a break-glass item",
+    )
     .argument("<item>", "the item id (stint reviews list)", uuidArgument)
-    .addArgument(new Argument("<decision>", "keep or remove").choices(["keep", "remove"]))
-    .requiredOption("--reason <text>", "why (recorded in the audit log)")
-    .addHelpText("after", '\nExample:\n  stint reviews decide 0192… remove --reason "moved to another team"\n')
-    .action(async (item: string, decision: "keep" | "remove", options: { reason: string }, command: Command) => {
+    .addArgument(
+      new Argument("<decision>", "keep or remove (eligibility), acknowledge or escalate (break-glass)").choices([
+        "keep",
+        "remove",
+        "acknowledge",
+        "escalate",
+      ]),
+    )
+    .requiredOption("--reason <text>", "why, or the finding for a break-glass item (recorded in the audit log)")
+    .addHelpText(
+      "after",
+      '\nExamples:\n  stint reviews decide 0192… remove --reason "moved to another team"\n' +
+        '  stint reviews decide 0193… acknowledge --reason "restart of the primary during INC-4242, as logged"\n',
+    )
+    .action(async (item: string, decision: string, options: { reason: string }, command: Command) => {
       const { json } = globalOptions(command);
       const reason = reasonSchema.safeParse(options.reason);
       if (!reason.success) throw usageError(`--reason ${reason.error.issues[0]?.message ?? "is not valid"}`);

@@ -93,3 +93,33 @@ export function outcomeOf(decision: OnMissed, missed: boolean): string {
   const done = decision === "remove" ? "removed" : "kept";
   return missed ? `missed-${done}` : done;
 }
+
+export type ItemDecision = OnMissed | "acknowledge" | "escalate";
+export const BREAK_GLASS_KINDS = ["break-glass-secret", "break-glass-activation"] as const;
+
+/** An eligibility item is kept or removed; a break-glass item is acknowledged (with a finding) or escalated. */
+export function decisionFits(kind: string, decision: ItemDecision): boolean {
+  const breakGlass = (BREAK_GLASS_KINDS as readonly string[]).includes(kind);
+  return breakGlass
+    ? decision === "acknowledge" || decision === "escalate"
+    : decision === "keep" || decision === "remove";
+}
+
+/**
+ * May `reviewerId` work this break-glass item? Its reviewers are those who manage reviews (security, admin),
+ * never the person who broke the glass; self-review is checked first, so it is always named.
+ */
+export function checkBreakGlassDecision(
+  item: { status: "open" | "closed"; actorId: string | null },
+  reviewerId: string,
+  managesReviews: boolean,
+): void {
+  if (item.status !== "open") throw new StintError("REVIEW_ITEM_CLOSED");
+  if (item.actorId === reviewerId) throw new StintError("SELF_REVIEW");
+  if (!managesReviews) throw new StintError("NOT_A_REVIEWER");
+}
+
+/** The outcome a worked break-glass item records. */
+export function breakGlassOutcome(decision: "acknowledge" | "escalate"): "acknowledged" | "escalated" {
+  return decision === "acknowledge" ? "acknowledged" : "escalated";
+}

@@ -16,8 +16,12 @@ import { authorize, can } from "../authz/authz.rules.js";
 import { NO_CONTEXT, SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import { lockCatalog, removeEligibility } from "../catalog/catalog.store.js";
 import {
+  breakGlassOutcome,
+  checkBreakGlassDecision,
   checkDecision,
   DAY_MS,
+  decisionFits,
+  type ItemDecision,
   onMissedFor,
   outcomeOf,
   recommend,
@@ -108,6 +112,13 @@ function campaignDto(row: CampaignRow, progress: { total: number; open: number }
     createdBy: row.created_by,
     progress: { total, decided: total - open, open },
   };
+}
+
+function invalidDecision(kind: string): StintError {
+  const allowed = kind === "eligibility" ? "keep or remove" : "acknowledge or escalate";
+  return new StintError("VALIDATION_FAILED", `A ${kind} review item is decided with ${allowed}.`, {
+    issues: [{ path: "body.decision", message: `must be ${allowed} for a ${kind} item` }],
+  });
 }
 
 function systemContext(correlationId: string): CallContext {
@@ -352,10 +363,14 @@ export function createReviewService(deps: ReviewServiceDeps) {
       return rows.map(itemDto);
     },
 
+    /**
+     * Decides one item: keep/remove an eligibility item (its reviewers), acknowledge (with a finding) or escalate a
+     * break-glass item (those who manage reviews). Nobody decides an item about themselves (audited refusal).
+     */
     async decide(
       actor: Actor,
       itemId: string,
-      input: { decision: OnMissed; reason: string },
+      input: { decision: ItemDecision; reason: string },
       context: CallContext,
     ): Promise<ReviewItemDto> {
       const principal = principalOf(actor);
@@ -364,7 +379,40 @@ export function createReviewService(deps: ReviewServiceDeps) {
           await lockCatalog(tx);
           const item = await reviewStore.lockItem(tx, itemId);
           // Not a reviewer of something that does not exist either: the answer never tells which.
-          if (!item || item.kind !== "eligibility") throw new StintError("NOT_A_REVIEWER");
+          if (!item) throw new StintError("NOT_A_REVIEWER");
+          if (item.kind !== "eligibility") {
+            checkBreakGlassDecision(
+              { status: item.status, actorId: item.actor_id },
+              principal.id,
+              can(actor, "reviews.manage"),
+            );
+            if (!decisionFits(item.kind, input.decision)) throw invalidDecision(item.kind);
+            const decision = input.decision as "acknowledge" | "escalate";
+            const outcome = breakGlassOutcome(decision);
+            await reviewStore.closeItem(tx, item.id, {
+              outcome,
+              closedBy: principal.name,
+              reason: input.reason,
+              now: clock.now(),
+            });
+            await audit.append(tx, actor, context, {
+              action: decision === "acknowledge" ? "review.acknowledge" : "review.escalate",
+              outcome: "success",
+              subject: item.subject,
+              reason: input.reason,
+              details: { itemId: item.id, kind: item.kind, outcome },
+            });
+            if (decision === "escalate")
+              await deps.notify?.(tx, {
+                event: "review.escalated",
+                severity: "critical",
+                title: `Break-glass review escalated: ${item.subject}`,
+                text: `${principal.name} escalated the review of ${item.subject}: ${input.reason}`,
+                dedupeKey: `review-escalate-item:${item.id}`,
+              });
+            const row = await reviewStore.itemsQuery(tx).where("i.id", "=", itemId).executeTakeFirstOrThrow();
+            return itemDto(row);
+          }
           const subjectIds = item.actor_id
             ? [item.actor_id]
             : item.eligibility_id
@@ -380,11 +428,12 @@ export function createReviewService(deps: ReviewServiceDeps) {
                 )
               : [];
           checkDecision({ status: item.status, reviewerIds: item.reviewer_ids, subjectIds }, principal.id);
+          if (!decisionFits(item.kind, input.decision)) throw invalidDecision(item.kind);
           if (item.campaign_id) {
             const campaign = await requireCampaign(tx, item.campaign_id);
             if (campaign.status !== "open") throw new StintError("CAMPAIGN_CLOSED");
           }
-          const events = await applyOutcome(tx, item, input.decision, {
+          const events = await applyOutcome(tx, item, input.decision as OnMissed, {
             missed: false,
             by: principal.name,
             reason: input.reason,

@@ -1,6 +1,13 @@
 /** SQL of access reviews (Kysely); every function takes the caller's transaction or the pool. */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import {
+  activeMembersByGroup,
+  lastSignInOf,
+  memberIdsOfGroup,
+  memberIdsOfGroups,
+} from "../identity/membership-reads.js";
+import { activationUsage } from "../requests/requests.reads.js";
 import type { CampaignReviewers, CampaignScope, Risk } from "./reviews.types.js";
 
 type Q = Kysely<Database>;
@@ -46,19 +53,10 @@ export async function eligibilitiesInScope(db: Q, scope: CampaignScope, now: Dat
   if (scope.risk?.length) query = query.where("r.risk", "in", scope.risk);
   if (scope.groups?.length) {
     const groups = scope.groups;
+    // Eligibility held by these groups, or by their members (membership asked of the identity module).
+    const members = await memberIdsOfGroups(db, groups);
     query = query.where((eb) =>
-      eb.or([
-        eb("g.name", "in", groups),
-        eb(
-          "e.principal_id",
-          "in",
-          eb
-            .selectFrom("group_members as gm")
-            .innerJoin("groups as sg", "sg.id", "gm.group_id")
-            .select("gm.principal_id")
-            .where("sg.name", "in", groups),
-        ),
-      ]),
+      eb.or([eb("g.name", "in", groups), ...(members.length > 0 ? [eb("e.principal_id", "in", members)] : [])]),
     );
   }
   const rows = await query.orderBy("r.name").orderBy("p.name").orderBy("g.name").execute();
@@ -66,45 +64,15 @@ export async function eligibilitiesInScope(db: Q, scope: CampaignScope, now: Dat
 }
 
 /** Active members of the named groups, by group name. */
-export async function membersOf(db: Q, groupNames: readonly string[]): Promise<Map<string, string[]>> {
-  const result = new Map<string, string[]>();
-  if (groupNames.length === 0) return result;
-  const rows = await db
-    .selectFrom("group_members as gm")
-    .innerJoin("groups as g", "g.id", "gm.group_id")
-    .innerJoin("principals as p", "p.id", "gm.principal_id")
-    .select(["g.name", "gm.principal_id"])
-    .where("g.name", "in", [...new Set(groupNames)])
-    .where("p.status", "=", "active")
-    .execute();
-  for (const row of rows) result.set(row.name, [...(result.get(row.name) ?? []), row.principal_id]);
-  return result;
-}
+export const membersOf = activeMembersByGroup;
 
-export async function groupMemberIds(db: Q, groupId: string): Promise<string[]> {
-  const rows = await db.selectFrom("group_members").select("principal_id").where("group_id", "=", groupId).execute();
-  return rows.map((r) => r.principal_id);
-}
+export const groupMemberIds = memberIdsOfGroup;
 
 /** Evidence facts for one principal and role. */
 export async function usageFacts(db: Q, principalIds: readonly string[], roleId: string, since: Date) {
   if (principalIds.length === 0)
     return { lastActivationAt: null, activationsInPeriod: 0, sessionsInPeriod: 0, lastSignInAt: null };
-  const activations = await db
-    .selectFrom("activation_requests")
-    .select([
-      (eb) => eb.fn.max("activated_at").as("last"),
-      (eb) => eb.fn.count<string>("id").filterWhere("activated_at", ">=", since).as("recent"),
-    ])
-    .where("requester_id", "in", principalIds)
-    .where("role_id", "=", roleId)
-    .where("activated_at", "is not", null)
-    .executeTakeFirst();
-  const signIn = await db
-    .selectFrom("refresh_sessions")
-    .select((eb) => eb.fn.max("created_at").as("last"))
-    .where("principal_id", "in", principalIds)
-    .executeTakeFirst();
+  const activations = await activationUsage(db, principalIds, roleId, since);
   const sessions = await db
     .selectFrom("sessions")
     .select((eb) => eb.fn.countAll<string>().as("n"))
@@ -112,12 +80,11 @@ export async function usageFacts(db: Q, principalIds: readonly string[], roleId:
     .where("role_id", "=", roleId)
     .where("started_at", ">=", since)
     .executeTakeFirst();
-  const toDate = (value: unknown) => (value ? new Date(value as string) : null);
   return {
     sessionsInPeriod: Number(sessions?.n ?? 0),
-    lastActivationAt: toDate(activations?.last),
-    activationsInPeriod: Number(activations?.recent ?? 0),
-    lastSignInAt: toDate(signIn?.last),
+    lastActivationAt: activations.lastActivationAt,
+    activationsInPeriod: activations.activationsInPeriod,
+    lastSignInAt: await lastSignInOf(db, principalIds),
   };
 }
 
