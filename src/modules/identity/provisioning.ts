@@ -74,6 +74,35 @@ export async function insertGroup(
     .execute();
 }
 
+/**
+ * Inserts a group unless one of that name exists, whatever its source (two sign-ins may create the same group
+ * at once): true when this call created it.
+ */
+export async function insertGroupIfAbsent(
+  tx: Q,
+  values: { id: string; name: string; description: string; source: string; now: Date },
+): Promise<boolean> {
+  const created = await tx
+    .insertInto("groups")
+    .values({
+      id: values.id,
+      name: values.name,
+      description: values.description,
+      source: values.source,
+      created_at: values.now,
+    })
+    .onConflict((oc) => oc.column("name").doNothing())
+    .returning("id")
+    .executeTakeFirst();
+  return created !== undefined;
+}
+
+/** The groups of these names, of any source (the caller judges whose they are), share-locked. */
+export async function groupsNamed(db: Q, names: string[]) {
+  if (names.length === 0) return [];
+  return db.selectFrom("groups").select(["id", "name", "source"]).where("name", "in", names).forShare().execute();
+}
+
 export async function updateGroupAttributes(
   tx: Q,
   id: string,

@@ -19,6 +19,7 @@ import { ANONYMOUS, type Actor, type CallContext, type PlatformRole } from "../a
 import { addMemberships, removeMemberships } from "../identity/group-membership.js";
 import type { IdentityService } from "../identity/identity.service.js";
 import * as identityStore from "../identity/identity.store.js";
+import * as provisioning from "../identity/provisioning.js";
 import type { TokenPair } from "../identity/identity.types.js";
 import { principalEntry } from "../identity/principal.mapper.js";
 import type { LifecycleDeps } from "../identity/principal-lifecycle.js";
@@ -135,7 +136,7 @@ export function createSsoService(deps: SsoServiceDeps) {
     const ignored: string[] = [];
     if (!provider.groupsClaim || identity.groups === null) return { events, ignored };
     const claimed = identity.groups;
-    const existing = await ssoStore.groupsNamed(tx, claimed);
+    const existing = await provisioning.groupsNamed(tx, claimed);
     const wanted: { id: string; name: string }[] = [];
     for (const name of claimed) {
       const group = existing.find((g) => g.name === name);
@@ -149,21 +150,16 @@ export function createSsoService(deps: SsoServiceDeps) {
         continue;
       }
       const id = newId();
-      const created = await tx
-        .insertInto("groups")
-        .values({
-          id,
-          name,
-          description: `From ${provider.displayName} (single sign-on)`,
-          source: "oidc",
-          created_at: now,
-        })
-        .onConflict((oc) => oc.column("name").doNothing())
-        .returning("id")
-        .executeTakeFirst();
+      const created = await provisioning.insertGroupIfAbsent(tx, {
+        id,
+        name,
+        description: `From ${provider.displayName} (single sign-on)`,
+        source: "oidc",
+        now,
+      });
       if (!created) {
         // Created meanwhile by another sign-in (it is then the provider's), or a local or SCIM group.
-        const raced = (await ssoStore.groupsNamed(tx, [name]))[0];
+        const raced = (await provisioning.groupsNamed(tx, [name]))[0];
         if (raced?.source === "oidc") wanted.push(raced);
         else ignored.push(name);
         continue;
@@ -184,7 +180,9 @@ export function createSsoService(deps: SsoServiceDeps) {
         { source: "oidc" },
       )),
     );
-    const dropped = (await ssoStore.oidcGroupsOf(tx, principal.id)).filter((g) => !claimed.includes(g.name));
+    const dropped = (await provisioning.sourcedGroupsOf(tx, principal.id, "oidc")).filter(
+      (g) => !claimed.includes(g.name),
+    );
     events.push(
       ...(await removeMemberships(
         tx,
@@ -221,11 +219,7 @@ export function createSsoService(deps: SsoServiceDeps) {
       if (identity.displayName !== null && identity.displayName !== principal.display_name)
         changes.display_name = identity.displayName;
       if (Object.keys(changes).length > 0) {
-        await tx
-          .updateTable("principals")
-          .set({ ...changes, updated_at: now })
-          .where("id", "=", principal.id)
-          .execute();
+        await provisioning.updatePrincipalAttributes(tx, principal.id, changes, now);
         await tellPrincipal(tx, principal.id);
         events.push({
           action: "user.update",
@@ -242,20 +236,19 @@ export function createSsoService(deps: SsoServiceDeps) {
           existingSource: taken.source,
         });
       const id = newId();
-      await tx
-        .insertInto("principals")
-        .values({
-          id,
-          kind: "user",
-          name: identity.name,
-          email: identity.email,
-          display_name: identity.displayName,
-          platform_roles: ["user"],
-          source: "oidc",
-          created_at: now,
-          updated_at: now,
-        })
-        .execute();
+      await provisioning.insertPrincipal(tx, {
+        id,
+        kind: "user",
+        name: identity.name,
+        email: identity.email,
+        display_name: identity.displayName,
+        platform_roles: ["user"],
+        status: "active",
+        source: "oidc",
+        external_id: null,
+        scim_name: null,
+        now,
+      });
       await ssoStore.insertLink(tx, {
         issuer: identity.issuer,
         subject: identity.subject,

@@ -153,19 +153,3 @@ export async function touchLink(db: Db, issuer: string, subject: string, now: Da
     .where("subject", "=", subject)
     .execute();
 }
-
-/** The principal's memberships of groups of source `oidc`. */
-export async function oidcGroupsOf(db: Db, principalId: string) {
-  return db
-    .selectFrom("group_members")
-    .innerJoin("groups", "groups.id", "group_members.group_id")
-    .select(["groups.id", "groups.name"])
-    .where("group_members.principal_id", "=", principalId)
-    .where("groups.source", "=", "oidc")
-    .execute();
-}
-
-export async function groupsNamed(db: Db, names: string[]) {
-  if (names.length === 0) return [];
-  return db.selectFrom("groups").select(["id", "name", "source"]).where("name", "in", names).forShare().execute();
-}
