@@ -10,6 +10,7 @@ import { z } from "zod";
 import { parseDuration } from "../lib/duration.js";
 import { notificationsConfigSchema } from "../modules/notify/notify.types.js";
 import { siemConfigSchema } from "../modules/siem/siem.types.js";
+import { alertsConfigSchema } from "../modules/alerts/alerts.types.js";
 import { literalAddressProblems } from "../lib/address-policy.js";
 import { ssoProviderSchema } from "../modules/sso/sso.types.js";
 
@@ -178,6 +179,22 @@ export const configSchema = z
     notifications: notificationsConfigSchema.default({ channels: [] }),
     /** SIEM streaming destinations (YAML file only; a HEC token is read from a file or an environment variable). */
     siem: siemConfigSchema.default({ destinations: [] }),
+    /** Anomaly alerts (YAML file only): per rule on/off, thresholds, severity and action (docs/configuration.md). */
+    alerts: alertsConfigSchema.prefault({}),
+    /**
+     * Four-eyes on changes to access itself: a configuration file whose plan widens access at one of `tiers` waits
+     * as a change request for a second admin; `expireAfter` later it expires. `tiers: []` turns it off.
+     * STINT_FOUR_EYES_TIERS overrides the tiers (a comma list, or `none`).
+     */
+    fourEyes: z
+      .strictObject({
+        tiers: z
+          .array(z.enum(["low", "medium", "high", "critical"]))
+          .refine((t) => new Set(t).size === t.length, "must not repeat a tier")
+          .default(["high", "critical"]),
+        expireAfter: duration.refine((ms) => ms >= 60_000, "must be at least 1m").default(7 * 86_400_000),
+      })
+      .default({ tiers: ["high", "critical"], expireAfter: 7 * 86_400_000 }),
   })
   .strict()
   .refine(
@@ -203,6 +220,15 @@ export const configSchema = z
   // A notification channel at a literal address the address policy refuses fails here, at start.
   .superRefine((c, ctx) => {
     const policy = { allow: c.allowNetworks, deny: c.denyNetworks };
+    const channelNames = new Set(c.notifications.channels.map((channel) => channel.name));
+    c.alerts.channels?.forEach((name, i) => {
+      if (!channelNames.has(name))
+        ctx.addIssue({
+          code: "custom",
+          message: `names no channel of notifications.channels`,
+          path: ["alerts", "channels", i],
+        });
+    });
     c.notifications.channels.forEach((channel, i) => {
       const field = channel.kind === "email" ? "host" : "url";
       const address = channel.kind === "email" ? channel.host : channel.url;
@@ -319,6 +345,21 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
             .filter(Boolean)
         : value;
   }
+  // STINT_FOUR_EYES_TIERS replaces the file's fourEyes.tiers (a comma list; `none` for none).
+  const fourEyesTiers = env.STINT_FOUR_EYES_TIERS?.trim();
+  if (fourEyesTiers) {
+    const section = fromFile.fourEyes;
+    fromEnv.fourEyes = {
+      ...(section !== null && typeof section === "object" && !Array.isArray(section) ? section : {}),
+      tiers:
+        fourEyesTiers === "none"
+          ? []
+          : fourEyesTiers
+              .split(",")
+              .map((s) => s.trim())
+              .filter(Boolean),
+    };
+  }
   if (problems.length > 0) return { ok: false, problems };
   const result = configSchema.safeParse({ ...fromFile, ...fromEnv });
   if (!result.success) {
@@ -328,7 +369,9 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
         const key = String(issue.path[0] ?? "");
         const where =
           fromEnv[key] !== undefined
-            ? (KEY_TO_ENV[key] ?? key)
+            ? key === "fourEyes"
+              ? "STINT_FOUR_EYES_TIERS"
+              : (KEY_TO_ENV[key] ?? key)
             : key
               ? `${configFile ?? "config"}: ${issue.path.join(".")}`
               : (configFile ?? "config");

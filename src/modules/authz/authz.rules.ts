@@ -30,6 +30,9 @@ export const PERMISSIONS = {
   "reviews.manage": ["admin", "security"],
   /** The evidence report (who had privileged access, approved by whom, why, what they did); audited per report. */
   "evidence.read": ["admin", "security", "auditor"],
+  /** Anomaly alerts: read them, and acknowledge them (the people who watch for misuse). */
+  "alerts.read": ["admin", "security", "auditor"],
+  "alerts.ack": ["admin", "security", "auditor"],
   "outbox.read": ["admin"],
   /** The Prometheus metrics (the Dashboards page reads them); Prometheus itself uses STINT_METRICS_TOKEN. */
   "metrics.read": ["admin", "security", "auditor"],
