@@ -47,7 +47,10 @@ import {
   type SessionGate,
   type UpstreamPostgres,
 } from "../../modules/sessions/sessions.types.js";
+import { createQueryGuard } from "./query-guard.js";
 import { createQueryLogTracker, type TrackedBackendMessage } from "./query-log.js";
+import { loadQueryParser } from "./query-policy.js";
+import { unsafeClientEncoding } from "./query-policy.rules.js";
 import { startUpstreamTls } from "./upstream-tls.js";
 import {
   connectTcp,
@@ -630,12 +633,53 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     };
     const clientRelay = createRelayScanner({ keep: FRONTEND_READ, onFrame: trackFrontend });
     const upstreamRelay = createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend });
+    /** Under a query policy both directions go through the guard instead (query-guard.ts). */
+    const rules = session.policy.queries;
+    const guard =
+      rules === undefined
+        ? null
+        : createQueryGuard({
+            rules,
+            keepClient: FRONTEND_READ,
+            keepServer: BACKEND_READ,
+            onClientFrame: trackFrontend,
+            onServerFrame: trackBackend,
+            onRefusal: (refusal) => {
+              slog.info({ rule: refusal.rule, protocol: refusal.protocol }, "statement refused by the query policy");
+              session.queryRefused?.({ ...refusal, statement: refusal.statement.slice(0, 2_000) });
+            },
+          });
+    /** Client bytes on their way upstream (through the guard when there is one). */
+    const relayClient = (chunk: Buffer, write: (piece: Buffer) => void): void => {
+      if (guard === null) {
+        clientRelay.push(chunk);
+        write(chunk);
+      } else guard.client.push(chunk, write);
+    };
+    /** Server bytes on their way to the client (through the guard when there is one). */
+    const relayServer = (chunk: Buffer, write: (piece: Buffer) => void): void => {
+      if (guard === null) {
+        upstreamRelay.push(chunk);
+        write(chunk);
+      } else guard.server.push(chunk, write);
+    };
     const trackKept = (frame: KeptFrame, track: (type: number, body: Buffer | null) => void): void => {
       if (frame.type !== null) track(frame.type.charCodeAt(0), frame.body);
     };
 
     const onClientData = (chunk: Buffer): void => {
       if (phase !== "relay" || upstream === null) return;
+      const to = upstream;
+      if (guard !== null) {
+        try {
+          guard.client.push(chunk, (piece) => forward(client, to, piece));
+        } catch (error) {
+          failProtocol("client", error);
+          return;
+        }
+        countBytes("up", chunk.length);
+        return;
+      }
       try {
         clientRelay.push(chunk);
       } catch (error) {
@@ -647,27 +691,37 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     };
 
     const onUpstreamData = (chunk: Buffer): void => {
-      const scanner = upstreamRelay;
+      const scanner = guard?.server ?? upstreamRelay;
       if (upstream === null) return;
+      const from = upstream;
       if (phase === "killing") {
         // Pass on only the rest of the message in flight, then the FATAL.
         let offset = 0;
         while (offset < chunk.length && scanner.remainingInFrame() !== 0) {
           const slice = chunk.subarray(offset, offset + (scanner.remainingInFrame() ?? 1));
           try {
-            scanner.push(slice);
+            relayServer(slice, (piece) => client.write(piece));
           } catch {
             break;
           }
-          client.write(slice);
           offset += slice.length;
         }
         if (scanner.remainingInFrame() === 0) deliverKill?.();
         return;
       }
       if (phase !== "relay") return;
+      if (guard !== null) {
+        try {
+          guard.server.push(chunk, (piece) => forward(from, client, piece));
+        } catch (error) {
+          failProtocol("server", error);
+          return;
+        }
+        countBytes("down", chunk.length);
+        return;
+      }
       try {
-        scanner.push(chunk);
+        upstreamRelay.push(chunk);
       } catch (error) {
         failProtocol("server", error);
         return;
@@ -761,30 +815,28 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       const fromServer = inbox.detach();
       const fromClient = clientInbox.detach();
       // From here on the relay's scanners follow the streams, from where the handshake's stopped.
-      clientFrames = clientRelay;
-      upstreamScanner = upstreamRelay;
+      clientFrames = guard?.client ?? clientRelay;
+      upstreamScanner = guard?.server ?? upstreamRelay;
       socket.on("data", onUpstreamData);
       client.on("data", onClientData);
       try {
         // Whatever arrived during the handshake after its last message goes on, in order.
+        const toServer = (piece: Buffer) => socket.write(piece);
+        const toClient = (piece: Buffer) => client.write(piece);
         for (const frame of fromClient) {
-          trackKept(frame, trackFrontend);
-          socket.write(frameBytes(frame));
+          if (guard === null) trackKept(frame, trackFrontend);
+          if (guard === null) socket.write(frameBytes(frame));
+          else guard.client.push(frameBytes(frame), toServer);
         }
         const clientPartial = clientScanner.pending();
-        if (clientPartial.length > 0) {
-          clientRelay.push(clientPartial);
-          socket.write(clientPartial);
-        }
+        if (clientPartial.length > 0) relayClient(clientPartial, toServer);
         for (const frame of fromServer) {
-          trackKept(frame, trackBackend);
-          client.write(frameBytes(frame));
+          if (guard === null) trackKept(frame, trackBackend);
+          if (guard === null) client.write(frameBytes(frame));
+          else guard.server.push(frameBytes(frame), toClient);
         }
         const serverPartial = scanner.pending();
-        if (serverPartial.length > 0) {
-          upstreamRelay.push(serverPartial);
-          client.write(serverPartial);
-        }
+        if (serverPartial.length > 0) relayServer(serverPartial, toClient);
       } catch (error) {
         failProtocol("handshake", error);
         return;
@@ -793,6 +845,12 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     };
 
     const connectUpstream = async (): Promise<void> => {
+      const encoding = parameters.client_encoding;
+      if (rules !== undefined && encoding !== undefined && unsafeClientEncoding(encoding))
+        throw new UpstreamFailure(
+          "42501",
+          `client encoding ${encoding} is not allowed under this role's query policy; use UTF8 (PGCLIENTENCODING=UTF8)`,
+        );
       const deadline = Date.now() + connectTimeoutMs;
       const remaining = () => Math.max(1, deadline - Date.now());
       let socket: Socket;
@@ -835,7 +893,16 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       upstreamScanner = scanner;
       const inbox = createFrameInbox(socket, scanner);
       socket.write(
-        encodeStartupMessage({ ...parameters, user: target.user, database: target.database }, protocolVersion),
+        encodeStartupMessage(
+          {
+            ...parameters,
+            // Defense in depth under a read-only query policy: the server refuses writes too.
+            ...(rules !== undefined && !rules.allow.includes("dml") ? { default_transaction_read_only: "on" } : {}),
+            user: target.user,
+            database: target.database,
+          },
+          protocolVersion,
+        ),
       );
       try {
         await authenticate(socket, inbox, remaining);
@@ -893,8 +960,10 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
   }
 
   return {
-    listen: () =>
-      new Promise((resolve, reject) => {
+    listen: async () => {
+      // The query policy's parser (WebAssembly): loaded before the first session can need it.
+      await loadQueryParser();
+      return new Promise((resolve, reject) => {
         server.once("error", reject);
         server.listen(deps.port, deps.host ?? "127.0.0.1", () => {
           server.off("error", reject);
@@ -903,7 +972,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
           log.info({ host: address.address, port: address.port }, "postgres proxy listening");
           resolve({ host: address.address, port: address.port });
         });
-      }),
+      });
+    },
     close: async () => {
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,0 +1,357 @@
+/**
+ * The query policy on the wire (socket-free: chunks in, pieces out). When a role's policy has
+ * `queries:` rules the relay runs both directions through these editing scanners instead of the
+ * plain relay scanners:
+ *
+ * - client → server: Query, Parse and FunctionCall frames are held until whole and checked. An
+ *   allowed one goes on unchanged (a frame inside one chunk costs no copy); a refused one is replaced
+ *   by the same message carrying a per-session token that PostgreSQL's raw parser rejects
+ *   (`stint_refused_<nonce>_<n>`). So the server itself answers in order, with its own state
+ *   machine: a syntax error aborts the transaction block like any error, the extended protocol
+ *   skips to Sync, a refused named statement never exists, ReadyForQuery carries the true status.
+ * - server → client: ErrorResponse frames are held until whole; the one the token caused is replaced
+ *   by the refusal (SQLSTATE 42501, the rule's sentence). Everything else passes as received.
+ *
+ * The query log sees the client's original statement and the refusal as its result.
+ */
+import { randomBytes } from "node:crypto";
+import type { QueryRules } from "../../contract/query-policy.js";
+import {
+  DEFAULT_MAX_MESSAGE_LENGTH,
+  PgWireError,
+  encodeErrorResponse,
+  parseBackendMessage,
+  parseFrontendMessage,
+} from "../../lib/pg-wire.js";
+import { checkQuery, parseQuery } from "./query-policy.js";
+import type { QueryDecision, QueryRule } from "./query-policy.rules.js";
+import { messageTypes } from "./wire-stream.js";
+
+/** The SQLSTATE of every refusal: insufficient_privilege. */
+export const REFUSAL_SQLSTATE = "42501";
+/** Names of refused prepared statements remembered per session (for EXECUTE's clearer refusal). */
+const REFUSED_NAMES_KEPT = 1_000;
+
+export interface QueryRefusal {
+  rule: QueryRule | "function_call";
+  message: string;
+  /** The refused text (a Query's whole string, a Parse's statement; "" for a FunctionCall). */
+  statement: string;
+  protocol: "simple" | "extended" | "function_call";
+}
+
+export interface EditingScanner {
+  /** Feeds bytes; `emit` receives the bytes to pass on, in order. Throws PgWireError on a bad length. */
+  push(chunk: Buffer, emit: (piece: Buffer) => void): void;
+  /** Bytes still needed to finish the current frame: 0 at a boundary, null while a header is incomplete. */
+  remainingInFrame(): number | null;
+}
+
+const HEADER_LENGTH = 5;
+const NO_BODY = Buffer.alloc(0);
+
+/**
+ * A frame scanner that passes bytes through as they come, except frames of `hold` types: those are
+ * kept until whole and handed to `held`, which returns their replacement (a whole frame) or null to
+ * pass them unchanged. `onFrame` gets the bodies of `keep` types (not held ones), as the relay scanner.
+ */
+export function createEditingScanner(options: {
+  keep: Uint8Array;
+  hold: Uint8Array;
+  onFrame: (type: number, body: Buffer | null) => void;
+  held: (type: number, body: Buffer) => Buffer | null;
+  maxMessageLength?: number;
+}): EditingScanner {
+  const { keep, hold, onFrame, held } = options;
+  const maxMessageLength = options.maxMessageLength ?? DEFAULT_MAX_MESSAGE_LENGTH;
+  const header = Buffer.alloc(HEADER_LENGTH);
+  let headerFill = 0;
+  let remaining = -1;
+  let type = 0;
+  let keeping = false;
+  let holding = false;
+  let parts: Buffer[] = [];
+  let heldParts: Buffer[] = [];
+  let failed: PgWireError | null = null;
+
+  const fail = (length: number): never => {
+    failed =
+      length < 4
+        ? new PgWireError("LENGTH_TOO_SMALL", `message length ${length} is below 4`)
+        : new PgWireError("LENGTH_TOO_LARGE", `message length ${length} exceeds ${maxMessageLength}`);
+    throw failed;
+  };
+
+  return {
+    push(chunk, emit) {
+      if (failed !== null) throw new PgWireError("READER_FAILED", `the stream was already refused: ${failed.message}`);
+      const end = chunk.length;
+      let offset = 0;
+      /** Start of the bytes of this chunk not yet emitted that pass unchanged. */
+      let runStart = 0;
+      const flushTo = (until: number): void => {
+        if (until > runStart) emit(chunk.subarray(runStart, until));
+      };
+      while (offset < end) {
+        if (remaining < 0) {
+          /** Where this frame starts in the chunk; -1 when its header began in an earlier chunk. */
+          let frameStart = -1;
+          let length: number;
+          if (headerFill === 0 && end - offset >= HEADER_LENGTH) {
+            frameStart = offset;
+            type = chunk[offset]!;
+            length = chunk.readInt32BE(offset + 1);
+            offset += HEADER_LENGTH;
+          } else {
+            const headerBegin = offset;
+            while (headerFill < HEADER_LENGTH && offset < end) header[headerFill++] = chunk[offset++]!;
+            if (headerFill < HEADER_LENGTH) {
+              // The header goes on in the next chunk: its bytes wait until its type is known.
+              flushTo(headerBegin);
+              return;
+            }
+            headerFill = 0;
+            type = header[0]!;
+            length = header.readInt32BE(1);
+          }
+          if (length < 4 || length > maxMessageLength) fail(length);
+          remaining = length - 4;
+          keeping = keep[type] === 1;
+          holding = hold[type] === 1;
+          if (frameStart < 0) {
+            // Only this header's tail is in this chunk, at [0, offset): pass on or hold the whole header.
+            const headerBytes = Buffer.from(header);
+            if (holding) heldParts = [headerBytes];
+            else emit(headerBytes);
+            runStart = offset;
+          } else if (holding) {
+            if (end - offset >= remaining) {
+              // The whole frame is in this chunk: unchanged, it stays in the run (no copy).
+              const body = chunk.subarray(offset, offset + remaining);
+              offset += remaining;
+              remaining = -1;
+              const replacement = held(type, body);
+              if (replacement !== null) {
+                flushTo(frameStart);
+                emit(replacement);
+                runStart = offset;
+              }
+              continue;
+            }
+            flushTo(frameStart);
+            heldParts = [chunk.subarray(frameStart, offset)];
+            runStart = offset;
+          }
+          if (remaining === 0 && !holding) {
+            remaining = -1;
+            onFrame(type, keeping ? NO_BODY : null);
+            continue;
+          }
+          if (!holding && keeping && end - offset >= remaining) {
+            const body = chunk.subarray(offset, offset + remaining);
+            offset += remaining;
+            remaining = -1;
+            onFrame(type, body);
+            continue;
+          }
+        }
+        const take = Math.min(remaining, end - offset);
+        if (holding) heldParts.push(chunk.subarray(offset, offset + take));
+        else if (keeping) parts.push(chunk.subarray(offset, offset + take));
+        offset += take;
+        remaining -= take;
+        if (holding) runStart = offset;
+        if (remaining === 0) {
+          remaining = -1;
+          if (holding) {
+            const frame = Buffer.concat(heldParts);
+            heldParts = [];
+            emit(held(type, frame.subarray(HEADER_LENGTH)) ?? frame);
+            runStart = offset;
+          } else {
+            let body: Buffer | null = null;
+            if (keeping) {
+              body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+              parts = [];
+            }
+            onFrame(type, body);
+          }
+        }
+      }
+      flushTo(end);
+    },
+    remainingInFrame() {
+      if (remaining >= 0) return remaining;
+      return headerFill === 0 ? 0 : null;
+    },
+  };
+}
+
+function typedFrame(type: string, ...parts: Buffer[]): Buffer {
+  const length = parts.reduce((sum, part) => sum + part.length, 4);
+  const head = Buffer.alloc(HEADER_LENGTH);
+  head.write(type, 0, "latin1");
+  head.writeInt32BE(length, 1);
+  return Buffer.concat([head, ...parts]);
+}
+
+function cstring(text: string): Buffer {
+  return Buffer.concat([Buffer.from(text, "utf8"), Buffer.of(0)]);
+}
+
+const QUERY = 0x51; // 'Q'
+const PARSE = 0x50; // 'P'
+const ERROR_RESPONSE = 0x45; // 'E'
+
+export interface QueryGuard {
+  client: EditingScanner;
+  server: EditingScanner;
+}
+
+/**
+ * Both directions of one session under `rules`. `onClientFrame`/`onServerFrame` are the query log's
+ * (they see the client's original messages and the refusal in place of the token's error);
+ * `onRefusal` is told each refusal when it is decided (audit, logs).
+ */
+export function createQueryGuard(options: {
+  rules: QueryRules;
+  keepClient: Uint8Array;
+  keepServer: Uint8Array;
+  onClientFrame: (type: number, body: Buffer | null) => void;
+  onServerFrame: (type: number, body: Buffer | null) => void;
+  onRefusal: (refusal: QueryRefusal) => void;
+  /** Test hook; random per session otherwise. */
+  nonce?: string;
+}): QueryGuard {
+  const { rules, onClientFrame, onServerFrame, onRefusal } = options;
+  const nonce = options.nonce ?? randomBytes(8).toString("hex");
+  const tokenPrefix = `stint_refused_${nonce}_`;
+  const tokenPattern = new RegExp(`${tokenPrefix}(\\d+)`);
+  /** Refusals sent upstream as tokens, by number, until their error comes back. */
+  const pending = new Map<number, QueryRefusal>();
+  let sequence = 0;
+  const refusedNames = new Set<string>();
+
+  const rememberRefusedName = (name: string): void => {
+    refusedNames.delete(name);
+    refusedNames.add(name);
+    if (refusedNames.size > REFUSED_NAMES_KEPT) refusedNames.delete(refusedNames.values().next().value!);
+  };
+
+  const refuse = (refusal: QueryRefusal): string => {
+    sequence += 1;
+    pending.set(sequence, refusal);
+    onRefusal(refusal);
+    return `${tokenPrefix}${sequence}`;
+  };
+
+  const refusalOf = (
+    decision: Extract<QueryDecision, { allowed: false }>,
+    statement: string,
+    protocol: QueryRefusal["protocol"],
+  ): QueryRefusal => ({
+    rule: decision.rule,
+    message: decision.message,
+    statement,
+    protocol,
+  });
+
+  const checkClient = (type: number, body: Buffer): Buffer | null => {
+    if (type === QUERY) {
+      onClientFrame(type, body);
+      const nul = body.indexOf(0);
+      // What the server would run is the text up to its first NUL.
+      const sql = nul < 0 ? "" : body.toString("utf8", 0, nul);
+      const decision: QueryDecision =
+        nul < 0
+          ? { allowed: false, rule: "unparsable", message: "malformed Query message", statement: 0 }
+          : checkQuery(sql, rules, refusedNames);
+      if (decision.allowed) {
+        for (const name of preparedNames(sql)) refusedNames.delete(name);
+        return null;
+      }
+      for (const name of preparedNames(sql)) rememberRefusedName(name);
+      return typedFrame("Q", cstring(refuse(refusalOf(decision, sql, "simple"))));
+    }
+    if (type === PARSE) {
+      onClientFrame(type, body);
+      let name = "";
+      let decision: QueryDecision;
+      let sql = "";
+      try {
+        const message = parseFrontendMessage("P", body);
+        if (message.kind !== "Parse") throw new PgWireError("BAD_VALUE", "not a Parse message");
+        name = message.name;
+        sql = message.query;
+        decision = checkQuery(sql, rules, refusedNames);
+      } catch {
+        decision = { allowed: false, rule: "unparsable", message: "malformed Parse message", statement: 0 };
+      }
+      if (decision.allowed) {
+        if (name !== "") refusedNames.delete(name);
+        return null;
+      }
+      if (name !== "") rememberRefusedName(name);
+      const token = refuse(refusalOf(decision, sql, "extended"));
+      return typedFrame("P", cstring(name), cstring(token), Buffer.of(0, 0));
+    }
+    // FunctionCall ('F'): calls any function by its OID, outside SQL; never under a query policy.
+    onClientFrame(type, body);
+    const token = refuse({
+      rule: "function_call",
+      message: "the fast-path function call interface is not allowed under a query policy",
+      statement: "",
+      protocol: "function_call",
+    });
+    return typedFrame("Q", cstring(token));
+  };
+
+  const checkServer = (type: number, body: Buffer): Buffer | null => {
+    let replacement: Buffer | null = null;
+    try {
+      const message = parseBackendMessage("E", body);
+      const text = message.kind === "ErrorResponse" ? (message.fields.M ?? "") : "";
+      const match = text.includes(tokenPrefix) ? tokenPattern.exec(text) : null;
+      if (match !== null) {
+        const number = Number(match[1]);
+        const refusal = pending.get(number);
+        // Answers come in order: a token sent earlier whose error never came (skipped until Sync) never will.
+        for (const key of pending.keys()) if (key <= number) pending.delete(key);
+        if (refusal !== undefined)
+          replacement = encodeErrorResponse({
+            severity: "ERROR",
+            code: REFUSAL_SQLSTATE,
+            message: `refused by Stint query policy (rule ${refusal.rule}): ${refusal.message}`,
+          });
+      }
+    } catch {
+      // Not ours to judge: a malformed error passes as it came (the query log's scanner reports it).
+    }
+    onServerFrame(type, replacement === null ? body : replacement.subarray(HEADER_LENGTH));
+    return replacement;
+  };
+
+  return {
+    client: createEditingScanner({
+      keep: options.keepClient,
+      hold: messageTypes("QPF"),
+      onFrame: onClientFrame,
+      held: checkClient,
+    }),
+    server: createEditingScanner({
+      keep: options.keepServer,
+      hold: messageTypes("E"),
+      onFrame: onServerFrame,
+      held: (type, body) => (type === ERROR_RESPONSE ? checkServer(type, body) : null),
+    }),
+  };
+}
+
+/** Names of statements PREPAREd by a query string (from the cached parse). */
+function preparedNames(sql: string): string[] {
+  const parsed = parseQuery(sql);
+  if (!parsed.ok) return [];
+  const names: string[] = [];
+  for (const statement of parsed.statements) if (statement.prepares !== null) names.push(statement.prepares);
+  return names;
+}
