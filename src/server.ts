@@ -33,6 +33,8 @@ import { relyingPartyFrom } from "./modules/passkeys/passkeys.rules.js";
 import { registerPasskeyRoutes } from "./modules/passkeys/passkeys.routes.js";
 import { createCatalogService } from "./modules/catalog/catalog.service.js";
 import { registerCatalogRoutes } from "./modules/catalog/catalog.routes.js";
+import { createChangeRequestService } from "./modules/catalog/change-requests.service.js";
+import { registerChangeRequestRoutes } from "./modules/catalog/change-requests.routes.js";
 import { createOutboxRunner, type OutboxRunner } from "./workers/outbox-runner.js";
 import { createScheduler, type Scheduler } from "./workers/scheduler.js";
 import { createRequestService, type RequestService } from "./modules/requests/requests.service.js";
@@ -439,15 +441,25 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         });
         registerIdentityRoutes(scoped, { identity, directory });
         registerPasskeyRoutes(scoped, { passkeys });
-        registerCatalogRoutes(scoped, {
-          catalog: createCatalogService({
-            store,
-            audit,
-            clock,
-            masterKey,
-            onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
-          }),
+        // Four-eyes: the catalog hands a plan that widens access to the change requests, which apply it through
+        // the catalog once a second admin approves (each refers to the other).
+        const changeRequests = createChangeRequestService({
+          store,
+          audit,
+          clock,
+          catalog: () => catalog,
+          expireAfterMs: config.fourEyes.expireAfter,
         });
+        const catalog = createCatalogService({
+          store,
+          audit,
+          clock,
+          masterKey,
+          onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
+          fourEyes: { tiers: config.fourEyes.tiers, hold: changeRequests.hold },
+        });
+        registerCatalogRoutes(scoped, { catalog });
+        registerChangeRequestRoutes(scoped, { changeRequests });
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerSiemRoutes(scoped, { siem });
         registerReviewRoutes(scoped, { reviews });

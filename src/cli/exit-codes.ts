@@ -87,6 +87,11 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   DISTINCT_APPROVERS_REQUIRED: EXIT_CODES.forbidden,
   REQUESTER_NOT_ELIGIBLE: EXIT_CODES.conflict,
   SELF_GRANT: EXIT_CODES.forbidden,
+  // four-eyes change requests
+  CHANGE_REQUEST_SELF_APPROVAL: EXIT_CODES.forbidden,
+  CHANGE_REQUEST_NOT_PENDING: EXIT_CODES.conflict,
+  CHANGE_REQUEST_EXPIRED: EXIT_CODES.conflict,
+  CHANGE_REQUEST_STALE: EXIT_CODES.conflict,
   EXTENSION_LIMIT_REACHED: EXIT_CODES.conflict,
   NOT_ACTIVE: EXIT_CODES.conflict,
   // the vault

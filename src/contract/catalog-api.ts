@@ -241,7 +241,21 @@ export const configPlan = z.object({
 });
 export type ConfigPlanDto = z.infer<typeof configPlan>;
 
-export const configApplyResult = configPlan.extend({ applied: z.boolean() });
+/** A change request a held apply became (four-eyes; docs/four-eyes.md). */
+export const changeRequestRef = z.object({
+  id: z.string(),
+  status: z.literal("pending"),
+  /** The highest risk tier among the widening changes that held it. */
+  tier: z.enum(["low", "medium", "high", "critical"]),
+  expiresAt: z.string(),
+});
+export type ChangeRequestRefDto = z.infer<typeof changeRequestRef>;
+
+/** `applied: false` with `changeRequest`: the plan widens access and waits for a second admin. */
+export const configApplyResult = configPlan.extend({
+  applied: z.boolean(),
+  changeRequest: changeRequestRef.optional(),
+});
 export type ConfigApplyResultDto = z.infer<typeof configApplyResult>;
 
 export const configExport = z.object({ yaml: z.string() });

@@ -60,6 +60,22 @@ export const ERROR_CODES = {
   NOT_A_REVIEWER: { status: 403, message: "You are not a reviewer of this review item." },
   REVIEW_ITEM_CLOSED: { status: 409, message: "That review item is already decided or closed." },
   CAMPAIGN_CLOSED: { status: 409, message: "That review campaign is closed." },
+  CHANGE_REQUEST_SELF_APPROVAL: {
+    status: 403,
+    message: "Nobody approves their own change to access; another admin must approve it.",
+  },
+  CHANGE_REQUEST_NOT_PENDING: {
+    status: 409,
+    message: "That change request is no longer pending (applied, denied, expired or stale), so it takes no decision.",
+  },
+  CHANGE_REQUEST_EXPIRED: {
+    status: 409,
+    message: "That change request expired without a decision; its author must apply the file again.",
+  },
+  CHANGE_REQUEST_STALE: {
+    status: 409,
+    message: "The catalog changed since this change was planned; its author must apply the file again.",
+  },
   REQUESTER_NOT_ELIGIBLE: {
     status: 409,
     message: "The requester is disabled or no longer eligible for the role; the request was cancelled.",

@@ -65,6 +65,9 @@ export async function testServer(
     STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
     STINT_LOG_LEVEL: "silent",
     STINT_BLOB_DIR: blobDir,
+    // Four-eyes (on for high and critical by default) is off in tests unless a test turns it on: most tests apply
+    // catalogs with high-risk eligibility as one admin. test/e2e/four-eyes.test.ts sets the tiers.
+    STINT_FOUR_EYES_TIERS: "none",
     ...options.env,
   });
   if (!parsed.ok) throw new Error(parsed.problems.join("\n"));

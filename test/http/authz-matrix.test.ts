@@ -176,6 +176,10 @@ const MATRIX = `
   GET     /v1/config/export                        no         no    yes      yes       yes
   POST    /v1/config/diff                          no         no    yes      yes       yes
   POST    /v1/config/apply                         no         no    no       yes       yes
+  GET     /v1/change-requests                      no         no    yes      yes       yes
+  GET     /v1/change-requests/:id                  no         no    yes      yes       yes
+  POST    /v1/change-requests/:id/approve          no         no    no       yes       yes
+  POST    /v1/change-requests/:id/deny             no         no    no       yes       yes
 `;
 
 const CALLERS = ["anonymous", "user", "auditor", "security", "admin"] as const;
@@ -442,6 +446,10 @@ const PROBES: Record<string, ProbeFactory> = {
   }),
   "POST /v1/config/diff": () => ({ url: "/v1/config/diff", payload: { yaml: "apiVersion: stint/v1\n" } }),
   "POST /v1/config/apply": () => ({ url: "/v1/config/apply", payload: { yaml: "apiVersion: stint/v1\n" } }),
+  // Four-eyes change requests: ids that name nothing (404 once authorized).
+  "GET /v1/change-requests/:id": () => ({ url: `/v1/change-requests/${randomUUID()}` }),
+  "POST /v1/change-requests/:id/approve": () => ({ url: `/v1/change-requests/${randomUUID()}/approve`, payload: {} }),
+  "POST /v1/change-requests/:id/deny": () => ({ url: `/v1/change-requests/${randomUUID()}/deny`, payload: {} }),
 };
 
 const ROLE_OF: Record<Exclude<Caller, "anonymous">, PlatformRole> = {

@@ -5,12 +5,14 @@
  * A configuration file is planned and applied inside that one transaction, one
  * audit event per change, and nothing at all when anything is wrong with it.
  */
+import { createHash } from "node:crypto";
 import type { AppStore, Tx } from "../../db/index.js";
 import { policySpec, type PolicySpec } from "../../contract/catalog.js";
 import type {
   ConfigApplyResultDto,
   ConfigPlanDto,
   ConfigProblem,
+  ChangeRequestRefDto,
   EligibilityDto,
   EligibilityInput,
   EligibilityUpdate,
@@ -33,6 +35,7 @@ import type { Actor, CallContext } from "../authz/authz.types.js";
 import { parseConfig, renderConfig, reviewState, sortProblems } from "./catalog.config.js";
 import { reviewDefinition } from "../../contract/reviews.js";
 import { checkConfig, diffEntity, keyOf, planConfig, summarize } from "./catalog.plan.rules.js";
+import { assessPlan, type PlanAssessment } from "./change-requests.rules.js";
 import {
   eligibilityName,
   eligibilityStatus,
@@ -61,6 +64,7 @@ import type {
   Plan,
   PolicyState,
   ReviewState,
+  RiskTier,
   RoleState,
   TargetState,
 } from "./catalog.types.js";
@@ -82,6 +86,50 @@ export interface CatalogServiceDeps {
     scope: { roleIds?: string[] },
     cause: { by: string; reason?: string },
   ) => Promise<AuditInput[]>;
+  /**
+   * Four-eyes (change-requests.service): a file whose plan widens access at one of `tiers` is not applied but
+   * handed to `hold`, which keeps it as a change request for a second admin. Absent or no tiers: applied at once.
+   */
+  fourEyes?: {
+    tiers: readonly RiskTier[];
+    hold: (actor: Actor, text: string, held: HeldPlan, context: CallContext) => Promise<ChangeRequestRefDto>;
+  };
+}
+
+/** A plan kept for a second admin: what it changes, why it is held, and the catalog it was made against. */
+export interface HeldPlan {
+  plan: ConfigPlanDto;
+  assessment: PlanAssessment;
+  fingerprint: string;
+}
+
+/** Thrown inside the apply transaction to roll back a plan that is held (never leaves the service). */
+const HOLD = Symbol("hold");
+
+/** SHA-256 over the catalog as configuration as code sees it, entities sorted by kind and name. */
+function fingerprintOf(state: CatalogState): string {
+  const canonical = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(canonical);
+    if (value !== null && typeof value === "object")
+      return Object.fromEntries(
+        Object.keys(value as object)
+          .sort()
+          .map((key) => [key, canonical((value as Record<string, unknown>)[key])]),
+      );
+    return value;
+  };
+  const entries: string[] = [];
+  const sections: [string, unknown[] | undefined][] = [
+    ["group", state.groups],
+    ["policy", state.policies],
+    ["target", state.targets],
+    ["role", state.roles],
+    ["eligibility", state.eligibility],
+    ["review", state.reviews],
+  ];
+  for (const [kind, items] of sections)
+    for (const item of items ?? []) entries.push(`${kind}:${JSON.stringify(canonical(item))}`);
+  return createHash("sha256").update(entries.sort().join("\n")).digest("hex");
 }
 
 type Db = AppStore["db"];
@@ -599,6 +647,63 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     }
   }
 
+  /**
+   * Parses, plans and executes a file in `tx` as `actor` (the author): every change, its custody, the author's own
+   * access (and that of `alsoGuard`: an approver) compared before and after, and the activations that lost their
+   * basis ended. With `expected`, refuses with CHANGE_REQUEST_STALE unless the catalog is still that fingerprint.
+   * The caller appends `events` (or rolls the transaction back).
+   */
+  async function runFile(tx: Tx, actor: Actor, text: string, alsoGuard: Actor[], expected?: string) {
+    const { plan, current, desired } = await prepare(tx, text, actor);
+    if (expected !== undefined && fingerprintOf(current) !== expected) throw new StintError("CHANGE_REQUEST_STALE");
+    const ownAccess = await guardOwnAccess(tx, actor);
+    const otherAccess = await Promise.all(alsoGuard.map((other) => guardOwnAccess(tx, other)));
+    if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
+    const events: AuditInput[] = [];
+    if (plan.changes.length === 0) return { plan, current, desired, events };
+    const now = clock.now();
+    const wanted = index(desired);
+    const existing = index(current);
+    const principals = await catalogStore.principalIdsByName(tx);
+    const grantedBy = actorLabel(actor).actor;
+    for (const change of plan.changes) {
+      const before =
+        change.kind === "target" && change.action !== "delete"
+          ? ((await catalogStore.findTarget(tx, change.name)) ?? null)
+          : null;
+      await executeChange(tx, change, wanted, existing, principals, grantedBy, now);
+      events.push({
+        action: auditAction(change),
+        outcome: "success",
+        subject: `${change.kind}:${change.name}`,
+        details: { source: "config", fields: change.fields },
+      });
+      if (change.kind === "target" && change.action !== "delete") {
+        // Checked in prepare; the stored credential and session allowances follow the new definition.
+        const row = (await catalogStore.findTarget(tx, change.name))!;
+        const custody = await custodyOrThrow(
+          tx,
+          actor,
+          wanted.get(`target\u0000${change.name}`) as TargetState,
+          before,
+        );
+        const moved = before !== null && custody.endpoint !== endpointOfRow(before);
+        events.push(
+          ...(await applyCustody(tx, { id: row.id, name: row.name }, custody, moved, grantedBy, now, allowanceKey)),
+        );
+      }
+    }
+    // A file does not make the person applying it (nor the one approving it) eligible for more.
+    await ownAccess.check(tx, now);
+    for (const guard of otherAccess) await guard.check(tx, now);
+    // Eligibility or group membership a file took away ends what stood on it, in this transaction.
+    if (plan.changes.some((change) => change.kind === "eligibility" || change.kind === "group"))
+      events.push(
+        ...((await deps.onAccessBasisLost?.(tx, {}, { by: grantedBy, reason: "changed by configuration" })) ?? []),
+      );
+    return { plan, current, desired, events };
+  }
+
   function index(state: CatalogState | DesiredCatalog): Map<string, unknown> {
     const map = new Map<string, unknown>();
     const add = (kind: Change["kind"], entities: unknown[] | undefined) => {
@@ -1097,54 +1202,50 @@ export function createCatalogService(deps: CatalogServiceDeps) {
      */
     async applyConfig(actor: Actor, text: string, context: CallContext): Promise<ConfigApplyResultDto> {
       authorize(actor, "catalog.write");
-      return write(async (tx) => {
-        const { plan, current, desired } = await prepare(tx, text, actor);
-        const ownAccess = await guardOwnAccess(tx, actor);
-        if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
-        if (plan.changes.length === 0) return { ...toDto(plan), applied: false };
-        const now = clock.now();
-        const wanted = index(desired);
-        const existing = index(current);
-        const principals = await catalogStore.principalIdsByName(tx);
-        const grantedBy = actorLabel(actor).actor;
-        const events: AuditInput[] = [];
-        for (const change of plan.changes) {
-          const before =
-            change.kind === "target" && change.action !== "delete"
-              ? ((await catalogStore.findTarget(tx, change.name)) ?? null)
-              : null;
-          await executeChange(tx, change, wanted, existing, principals, grantedBy, now);
-          events.push({
-            action: auditAction(change),
-            outcome: "success",
-            subject: `${change.kind}:${change.name}`,
-            details: { source: "config", fields: change.fields },
-          });
-          if (change.kind === "target" && change.action !== "delete") {
-            // Checked in prepare; the stored credential and session allowances follow the new definition.
-            const row = (await catalogStore.findTarget(tx, change.name))!;
-            const custody = await custodyOrThrow(
-              tx,
-              actor,
-              wanted.get(`target\u0000${change.name}`) as TargetState,
-              before,
-            );
-            const moved = before !== null && custody.endpoint !== endpointOfRow(before);
-            events.push(
-              ...(await applyCustody(tx, { id: row.id, name: row.name }, custody, moved, grantedBy, now, allowanceKey)),
-            );
+      const fourEyes = deps.fourEyes;
+      let held: HeldPlan | null = null;
+      const result = await write(async (tx) => {
+        const run = await runFile(tx, actor, text, []);
+        if (run.plan.changes.length === 0) return { ...toDto(run.plan), applied: false };
+        if (fourEyes && fourEyes.tiers.length > 0) {
+          const assessment = assessPlan(run.current, run.desired, run.plan.changes, fourEyes.tiers);
+          if (assessment.held) {
+            // Everything written above is rolled back: the plan waits for a second admin.
+            held = { plan: toDto(run.plan), assessment, fingerprint: fingerprintOf(run.current) };
+            throw HOLD;
           }
         }
-        // A file does not make the person applying it eligible for more (eligibility, their groups).
-        await ownAccess.check(tx, now);
-        // Eligibility or group membership a file took away ends what stood on it, in this transaction.
-        if (plan.changes.some((change) => change.kind === "eligibility" || change.kind === "group"))
-          events.push(
-            ...((await deps.onAccessBasisLost?.(tx, {}, { by: grantedBy, reason: "changed by configuration" })) ?? []),
-          );
-        await audit.append(tx, actor, context, events);
-        return { ...toDto(plan), applied: true };
-      }, "Something the file creates already exists; run the diff again.");
+        await audit.append(tx, actor, context, run.events);
+        return { ...toDto(run.plan), applied: true };
+      }, "Something the file creates already exists; run the diff again.").catch((error: unknown) => {
+        if (error !== HOLD) throw error;
+        return null;
+      });
+      if (result !== null) return result;
+      const plan = held! as HeldPlan;
+      const changeRequest = await fourEyes!.hold(actor, text, plan, context);
+      return { ...plan.plan, applied: false, changeRequest };
+    },
+
+    /**
+     * Applies a held file in the caller's transaction (which holds the catalog lock): only if the catalog is still
+     * the one its plan was made against, as its author, and making neither the author nor the approver eligible
+     * for more. Returns the plan and the audit events of its changes (the caller appends them).
+     */
+    async applyHeld(
+      tx: Tx,
+      author: Actor,
+      approver: Actor,
+      text: string,
+      fingerprint: string,
+    ): Promise<{ plan: ConfigPlanDto; events: AuditInput[] }> {
+      const run = await runFile(tx, author, text, [approver], fingerprint);
+      return { plan: toDto(run.plan), events: run.events };
+    },
+
+    /** The catalog's fingerprint as `db` sees it (what a held plan was made against). */
+    async fingerprint(db: Db): Promise<string> {
+      return fingerprintOf(await loadState(db));
     },
   };
 }
