@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import type { AuditEvent } from "../audit/audit.types.js";
-import { evaluate, notificationEvent, observationsOf, type Lookups } from "./alerts.rules.js";
+import { evaluate, notificationEvent, observationsOf } from "./alerts.rules.js";
 import { alertsConfigSchema, type AlertDraft, type AlertRule, type KeyState } from "./alerts.types.js";
 
 const config = alertsConfigSchema.parse({});
@@ -76,10 +76,10 @@ const breakGlassUsed = (user: string, at: number, req = `r${seq + 1}`) =>
   );
 
 /** Folds events through `evaluate`, keeping the states as the service does; `raise` false only learns. */
-function run(events: AuditEvent[], states = new Map<string, KeyState>(), raise = true, lookups?: Lookups) {
+function run(events: AuditEvent[], states = new Map<string, KeyState>(), raise = true) {
   const alerts: { draft: AlertDraft; eventId: string }[] = [];
   for (const e of events) {
-    const result = evaluate(e, states, config, lookups, raise);
+    const result = evaluate(e, states, config, raise);
     for (const [key, state] of result.states) states.set(key, state);
     alerts.push(...result.alerts.map((draft) => ({ draft, eventId: e.id })));
   }
@@ -94,7 +94,6 @@ interface Case {
   normalHistory?: () => AuditEvent[];
   normal: () => AuditEvent;
   anomaly: () => AuditEvent;
-  lookups?: () => Lookups;
 }
 
 const CASES: Case[] = [
@@ -127,7 +126,6 @@ const CASES: Case[] = [
   {
     rule: "fastApproval",
     history: () => [submitted("alice", "db-admin", T0, "10.0.0.1", "req-fast")],
-    lookups: () => ({ submittedAt: new Map([["req-fast", new Date(T0)]]) }),
     normal: () => approved("bob", "alice", T0 + 5 * MIN, "req-fast"),
     anomaly: () => approved("bob", "alice", T0 + 3000, "req-fast"),
   },
@@ -189,30 +187,28 @@ describe("anomaly rules: one table row per rule", () => {
       it("does not fire on the normal case", () => {
         const { states } = run((c.normalHistory ?? c.history)(), new Map(), false);
         const normal = c.normal();
-        const { alerts } = run([normal], states, true, c.lookups?.());
+        const { alerts } = run([normal], states, true);
         expect(alerts.filter((a) => a.draft.rule === c.rule)).toEqual([]);
       });
 
       it("fires exactly once on the anomaly, and not again when the event is processed again", () => {
         const { states } = run(c.history(), new Map(), false);
         const anomaly = c.anomaly();
-        const lookups = c.lookups?.();
-        const first = run([anomaly], states, true, lookups);
+        const first = run([anomaly], states, true);
         const mine = first.alerts.filter((a) => a.draft.rule === c.rule);
         expect(mine).toHaveLength(1);
         expect(mine[0]!.eventId).toBe(anomaly.id);
         expect(mine[0]!.draft.title.length).toBeGreaterThan(0);
         expect(mine[0]!.draft.severity).toBe(config.rules[c.rule].severity);
         // Reprocessing (same event, the states it left): nothing at all.
-        expect(run([anomaly], first.states, true, lookups).alerts).toEqual([]);
+        expect(run([anomaly], first.states, true).alerts).toEqual([]);
       });
 
       it("raises nothing when the rule is turned off", () => {
         const off = alertsConfigSchema.parse({ rules: { [c.rule]: { enabled: false } } });
         const states = new Map<string, KeyState>();
-        for (const e of c.history())
-          for (const [k, s] of evaluate(e, states, off, undefined, false).states) states.set(k, s);
-        const { alerts } = evaluate(c.anomaly(), states, off, c.lookups?.());
+        for (const e of c.history()) for (const [k, s] of evaluate(e, states, off, false).states) states.set(k, s);
+        const { alerts } = evaluate(c.anomaly(), states, off);
         expect(alerts.filter((a) => a.rule === c.rule)).toEqual([]);
       });
     });

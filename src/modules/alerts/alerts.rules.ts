@@ -2,7 +2,7 @@
  * Anomaly rules, pure: an audit event becomes observations (a request submitted, an activation, a decision, a
  * denial, a break-glass use, a drift finding), each about one key (a principal, or a target). Each rule is a
  * function of one observation, what was learned about its key before it, the rule's configuration and the
- * facts the service looked up (a request's submission time) → an alert draft or null. `learn` then folds the
+ * submission time of the request a decision is about (from its requester's state) → an alert draft or null. `learn` then folds the
  * observation into the key's state. `evaluate` does both for a whole event and skips a key that already
  * learned from it (its seq), so reprocessing an event raises nothing twice.
  */
@@ -37,13 +37,14 @@ export type Observation =
   | { kind: "breakGlass"; principal: string; at: Date; role: string; requestId: string; reason: string | null }
   | { kind: "drift"; target: string; at: Date; role: string | null; login: string | null; reason: string | null };
 
-/** Facts the service looks up for an event (never read by a rule from anywhere else). */
-export interface Lookups {
-  /** When each request named by a decision was submitted. */
-  submittedAt: ReadonlyMap<string, Date>;
-}
+/** At most this many recent requests per user are remembered with their submission time (for decisions on them). */
+export const MAX_REMEMBERED_REQUESTS = 20;
 
-export const NO_LOOKUPS: Lookups = { submittedAt: new Map() };
+/** What a rule may know beyond its key's state: other keys' states, as `evaluate` hands them over. */
+export interface Lookups {
+  /** When a request was submitted (from its requester's state), if remembered. */
+  submittedAt(requester: string, requestId: string): Date | null;
+}
 
 const requestIdOf = (subject: string | null): string | null =>
   subject?.startsWith("request:") ? subject.slice("request:".length) : null;
@@ -118,6 +119,7 @@ export function emptyState(): LearnedState {
     recent: [],
     burstAlertAt: null,
     lastDeniedAt: null,
+    requests: [],
     approvals: 0,
     denials: 0,
     rubberStampRaised: false,
@@ -207,7 +209,7 @@ export const burst: RuleFn<"burst"> = (o, state, config) => {
 
 export const fastApproval: RuleFn<"fastApproval"> = (o, _state, config, lookups) => {
   if (o.kind !== "decided" || !o.approved) return null;
-  const submitted = lookups.submittedAt.get(o.requestId);
+  const submitted = lookups.submittedAt(o.requester, o.requestId);
   if (!submitted) return null;
   const tookMs = o.at.getTime() - submitted.getTime();
   if (tookMs >= config.within) return null;
@@ -318,6 +320,9 @@ export function learn(state: LearnedState, o: Observation, config: RulesConfig):
       next.hours[o.at.getUTCHours()]!++;
       next.submissions++;
       if (o.ip) next.ips = [...next.ips.filter((ip) => ip !== o.ip), o.ip].slice(-MAX_KNOWN_IPS);
+      next.requests = [...(state.requests ?? []), { id: o.requestId, at: o.at.toISOString() }].slice(
+        -MAX_REMEMBERED_REQUESTS,
+      );
       break;
     case "activated": {
       const before = state.roles[o.role];
@@ -352,18 +357,33 @@ export interface Evaluation {
   states: Map<string, KeyState>;
 }
 
+/** The state keys an event reads: those its observations learn into, and a decided request's requester. */
+export function keysOf(event: AuditEvent): string[] {
+  const keys = new Set<string>();
+  for (const observation of observationsOf(event)) {
+    keys.add(keyOf(observation));
+    if (observation.kind === "decided") keys.add(`principal:${observation.requester}`);
+  }
+  return [...keys];
+}
+
 /**
- * One event through every enabled rule. `states` holds what is known of the event's keys (absent: nothing
- * yet). A key whose seq is at or past the event's has learned from it already and is skipped: an event is
- * judged at most once per key. `raise`: false learns without alerting (an old event).
+ * One event through every enabled rule. `states` holds what is known of the event's keys (`keysOf`; absent:
+ * nothing yet). A key whose seq is at or past the event's has learned from it already and is skipped: an event
+ * is judged at most once per key. `raise`: false learns without alerting (an old event).
  */
 export function evaluate(
   event: AuditEvent,
   states: ReadonlyMap<string, KeyState>,
   config: Pick<AlertsConfig, "rules">,
-  lookups: Lookups = NO_LOOKUPS,
   raise = true,
 ): Evaluation {
+  const lookups: Lookups = {
+    submittedAt(requester, requestId) {
+      const remembered = states.get(`principal:${requester}`)?.state.requests?.find((r) => r.id === requestId);
+      return remembered ? new Date(remembered.at) : null;
+    },
+  };
   const alerts: AlertDraft[] = [];
   const changed = new Map<string, KeyState>();
   for (const observation of observationsOf(event)) {

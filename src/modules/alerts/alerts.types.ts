@@ -154,6 +154,8 @@ export interface LearnedState {
   burstAlertAt: string | null;
   /** The last time a request of this user was denied (ISO). */
   lastDeniedAt: string | null;
+  /** This user's latest requests and when they were submitted (bounded), for the speed of decisions on them. */
+  requests: { id: string; at: string }[];
   /** As an approver: decisions taken, and whether the rubber-stamp alert stands (raised once until the rate drops). */
   approvals: number;
   denials: number;
