@@ -24,6 +24,7 @@ import { type Column, emit, formatError, note, renderJson, renderTable, sanitize
 import { ask, isInteractive } from "../prompt.js";
 import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
 import { stepUpInBrowser } from "./step-up.js";
+import { parseStart } from "./start-time.js";
 
 type MyRole = z.infer<typeof myRoles>["items"][number];
 type RequestState = ActivationRequestDto["state"];
@@ -93,6 +94,7 @@ function describeRoleState(role: MyRole, now: number): string {
     return `active, ${humanSpan(Date.parse(role.expiresAt) - now)} left`;
   }
   if (role.state === "pending") return "pending approval";
+  if (role.state === "approved" && role.startAt) return `scheduled, starts ${relative(role.startAt, now)}`;
   return role.state;
 }
 
@@ -143,7 +145,9 @@ function describeOutcome(request: ActivationRequestDto, now: number): string {
     case "active":
       return describeActive(request, now);
     case "approved":
-      return `Request ${request.id} (${whose}) is approved.`;
+      return request.startAt
+        ? `Request ${request.id} (${whose}) is approved; it starts at ${clock(request.startAt)} (${relative(request.startAt, now)}) for ${request.duration}.`
+        : `Request ${request.id} (${whose}) is approved.`;
     case "provisioning":
       return `Request ${request.id} (${whose}) is approved; the access is being set up at the target.`;
     case "denied": {
@@ -159,7 +163,13 @@ const REQUEST_COLUMNS = (now: number): readonly Column<ActivationRequestDto>[] =
   { header: "ID", value: (request) => shortId(request.id) },
   { header: "ROLE", value: (request) => request.role },
   { header: "REQUESTER", value: (request) => request.requester },
-  { header: "STATE", value: (request) => request.state },
+  {
+    header: "STATE",
+    value: (request) =>
+      request.state === "approved" && request.startAt
+        ? `scheduled (starts ${relative(request.startAt, now)})`
+        : request.state,
+  },
   { header: "AGE", value: (request) => humanSpan(now - Date.parse(request.submittedAt)) },
   { header: "STAGE", value: (request) => stageColumn(request) },
   { header: "EXPIRES", value: (request) => expiresColumn(request, now) },
@@ -361,6 +371,7 @@ async function waitUntilActive(
 
 interface ActivateOptions {
   for?: string;
+  start?: string;
   reason: string;
   ticket?: string;
   otp?: string;
@@ -397,6 +408,10 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
     .description("request a role for a while; with --wait, follow it until it is active")
     .argument("<role>", "the role to activate (see `stint roles`)")
     .option("--for <duration>", "how long: 30m, 2h … (default: the role's default duration)", durationArgument)
+    .option(
+      "--start <time>",
+      "start later: +30m, +2h, +1d, or an ISO time (2030-01-02T09:00:00Z); approved ahead, active from then",
+    )
     .requiredOption("--reason <text>", "what you will do and why (recorded, shown to approvers)")
     .option("--ticket <id>", "ticket or change reference, e.g. INC-1234")
     .option("--otp <code>", "a fresh one-time code, for roles that need a recent MFA check")
@@ -410,13 +425,15 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
     .addHelpText(
       "after",
       '\nExamples:\n  stint activate prod-db-reader --for 1h --reason "investigate slow orders queries" --ticket INC-1234\n' +
-        '  stint activate prod-db-reader --reason "restore from backup, CHG-77" --ticket CHG-77 --wait --timeout 30m\n',
+        '  stint activate prod-db-reader --reason "restore from backup, CHG-77" --ticket CHG-77 --wait --timeout 30m\n' +
+        '  stint activate prod-db-admin --start 2030-01-02T22:00:00Z --for 2h --reason "schema migration, CHG-78"\n',
     )
     .action(async (roleName: string, options: ActivateOptions, command: Command) => {
       const { json } = globalOptions(command);
       const role = checkName("role", roleName);
       const reason = checkReason("--reason", options.reason);
       const timeoutMs = parseDuration(options.timeout);
+      const startAt = options.start === undefined ? undefined : parseStart(options.start, ctx.now());
       const client = await clientFor(ctx, command);
       const submitted = await withStepUp(ctx, client, options.otp, () =>
         client.request("POST", "/v1/activation-requests", {
@@ -425,6 +442,7 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
             reason,
             ...(options.for !== undefined ? { duration: options.for } : {}),
             ...(options.ticket !== undefined ? { ticket: options.ticket } : {}),
+            ...(startAt !== undefined ? { startAt } : {}),
           },
           schema: activationRequest,
         }),
@@ -433,6 +451,9 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
         emit(ctx, json, submitted.raw, () => `${sanitize(describeOutcome(submitted.data, ctx.now()))}\n`);
         if (!json && submitted.data.state === "provisioning") {
           note(ctx, "`stint roles` shows it active once the target holds it; --wait waits for that.");
+        }
+        if (!json && submitted.data.state === "approved" && submitted.data.startAt) {
+          note(ctx, `Withdraw it before then with \`stint cancel ${submitted.data.id}\`.`);
         }
         if (!json && submitted.data.state === "pending") {
           note(
