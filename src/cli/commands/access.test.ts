@@ -5,12 +5,10 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { CliContext } from "../context.js";
+import { runCliCaptured } from "../../testing/cli-run.js";
 import { saveCredentials } from "../credentials.js";
 import { exitCodeFor } from "../exit-codes.js";
-import { runCli } from "../program.js";
 import { describePolicy, humanSpan, pollDelay, shortId } from "./access.js";
 
 const SERVER = "http://127.0.0.1:8420";
@@ -106,21 +104,7 @@ describe("access commands (fake API)", () => {
   };
 
   async function run(argv: string[], now: () => number = () => NOW) {
-    const stdin = new PassThrough();
-    stdin.end();
-    const out: string[] = [];
-    const err: string[] = [];
-    const ctx: CliContext = {
-      stdin: Object.assign(stdin, { isTTY: false }),
-      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
-      env: { STINT_CONFIG_DIR: dir, HOME: dir },
-      fetch: fakeFetch,
-      now,
-      version: "0.0.0-test",
-    };
-    const code = await runCli(argv, ctx);
-    return { code, stdout: out.join(""), stderr: err.join("") };
+    return runCliCaptured(argv, { env: { STINT_CONFIG_DIR: dir, HOME: dir }, fetch: fakeFetch, now, isTTY: false });
   }
 
   it("roles: policy in plain words, and active roles with their time left", async () => {

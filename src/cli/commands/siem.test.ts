@@ -3,13 +3,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCliCaptured } from "../../testing/cli-run.js";
 import { stringify } from "yaml";
 import { testServer, type TestServer } from "../../testing/server.js";
 import { hecReceiver, type HecReceiver } from "../../testing/siem-receivers.js";
-import type { CliContext } from "../context.js";
-import { runCli } from "../program.js";
 
 const TOKEN = "cli-test-hec-token-never-printed";
 
@@ -47,21 +45,7 @@ describe("stint siem status", () => {
   });
 
   async function run(argv: string[], token: string) {
-    const out: string[] = [];
-    const err: string[] = [];
-    const stdin = new PassThrough();
-    stdin.end("");
-    const ctx: CliContext = {
-      stdin,
-      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
-      env: { ...env, STINT_TOKEN: token },
-      fetch: globalThis.fetch,
-      now: () => Date.now(),
-      version: "0.0.0-test",
-    };
-    const code = await runCli(argv, ctx);
-    return { code, stdout: out.join(""), stderr: err.join("") };
+    return runCliCaptured(argv, { env: { ...env, STINT_TOKEN: token } });
   }
 
   it("shows each destination's cursor and lag to an auditor; --json is the API's answer; a user is refused", async () => {

@@ -9,13 +9,11 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCliCaptured } from "../../testing/cli-run.js";
 import { verifyWebhookSignature, SIGNATURE_HEADER } from "../../modules/notify/index.js";
 import { testServer, type TestServer } from "../../testing/server.js";
-import type { CliContext } from "../context.js";
 import { exitCodeFor } from "../exit-codes.js";
-import { runCli } from "../program.js";
 
 const SECRET = `whsec_${randomBytes(24).toString("hex")}`;
 const FILE_SECRET = `whsec_${randomBytes(24).toString("hex")}`;
@@ -122,21 +120,7 @@ describe("target commands (real server, webhook endpoint)", () => {
   });
 
   async function run(argv: string[], input = "") {
-    const out: string[] = [];
-    const err: string[] = [];
-    const stdin = new PassThrough();
-    stdin.end(input);
-    const ctx: CliContext = {
-      stdin,
-      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
-      env,
-      fetch: globalThis.fetch,
-      now: () => Date.now(),
-      version: "0.0.0-test",
-    };
-    const code = await runCli(argv, ctx);
-    const result = { code, stdout: out.join(""), stderr: err.join("") };
+    const result = await runCliCaptured(argv, { env, input });
     printed.push(result.stdout, result.stderr);
     return result;
   }

@@ -3,12 +3,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCliCaptured } from "../../testing/cli-run.js";
 import { testServer, type TestServer } from "../../testing/server.js";
-import type { CliContext } from "../context.js";
 import { exitCodeFor } from "../exit-codes.js";
-import { runCli } from "../program.js";
 
 const VALUE = `pw-${randomBytes(16).toString("hex")}`;
 const KEY_VALUE = `-----BEGIN KEY-----\n${randomBytes(24).toString("base64")}\n-----END KEY-----`;
@@ -46,21 +44,10 @@ describe("vault commands (real server)", () => {
   });
 
   async function run(argv: string[], options: { input?: string; as?: string } = {}) {
-    const out: string[] = [];
-    const err: string[] = [];
-    const stdin = new PassThrough();
-    stdin.end(options.input ?? "");
-    const ctx: CliContext = {
-      stdin,
-      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+    const result = await runCliCaptured(argv, {
       env: { ...env, STINT_TOKEN: (options.as ?? server.adminAuth).replace(/^Bearer /, "") },
-      fetch: globalThis.fetch,
-      now: () => Date.now(),
-      version: "0.0.0-test",
-    };
-    const code = await runCli(argv, ctx);
-    const result = { code, stdout: out.join(""), stderr: err.join("") };
+      input: options.input ?? "",
+    });
     stderr.push(result.stderr);
     if (argv[1] === "put") putOutput.push(result.stdout, result.stderr);
     return result;
