@@ -3,7 +3,8 @@
  * one-click deactivate and extend, and the activate dialog (duration, reason, ticket, MFA step-up)
  * that states the policy's rules before anything is typed, says each error in words under its own
  * field, and follows the request through its approval stages. A pending request can be cancelled; a
- * denied one says who denied it and why.
+ * denied one says who denied it and why. A request may ask to start later (approved ahead, active from
+ * then): the card says when it starts, and it can be cancelled until then.
  */
 import {
   Alert,
@@ -52,6 +53,8 @@ export interface MyRole {
   state: string | null;
   requestId: string | null;
   expiresAt: string | null;
+  /** The start of a request approved ahead (state approved); null otherwise. */
+  startAt?: string | null;
 }
 
 const DURATIONS = ["15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d"];
@@ -114,7 +117,10 @@ export default function MyAccess() {
   }
 
   function status(r: MyRole): string {
-    if (r.state === "pending") return "Waiting for approval";
+    const startAt = r.startAt ?? latest[r.role]?.startAt ?? null;
+    if (r.state === "approved" && startAt) return `Scheduled: starts ${new Date(startAt).toLocaleString()}`;
+    if (r.state === "pending")
+      return startAt ? `Waiting for approval; to start ${new Date(startAt).toLocaleString()}` : "Waiting for approval";
     if (r.state) return `State: ${r.state}`;
     const last = latest[r.role];
     return last?.state === "denied" ? denialInWords(last) : "Not active";
@@ -185,7 +191,7 @@ export default function MyAccess() {
               <Text size="sm" data-testid={`status-${r.role}`} style={{ overflowWrap: "anywhere" }}>
                 {status(r)}
               </Text>
-              {r.state === "pending" ? (
+              {r.state === "pending" || (r.state === "approved" && r.startAt) ? (
                 <Button variant="default" onClick={() => void cancel(r)} aria-label={`Cancel request for ${r.role}`}>
                   Cancel request
                 </Button>
@@ -229,6 +235,8 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
   const [duration, setDuration] = useState(role.policy.defaultDuration);
   const [reason, setReason] = useState("");
   const [ticket, setTicket] = useState("");
+  /** A later start, as the browser's local date and time ("2030-01-02T09:00"); empty: as soon as approved. */
+  const [start, setStart] = useState("");
   const [otp, setOtp] = useState("");
   const [needOtp, setNeedOtp] = useState(false);
   const [needPasskey, setNeedPasskey] = useState(false);
@@ -255,6 +263,7 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
       duration,
       reason: reason.trim(),
       ...(ticket.trim() ? { ticket: ticket.trim() } : {}),
+      ...(start && Number.isFinite(Date.parse(start)) ? { startAt: new Date(start).toISOString() } : {}),
     };
     // The policy's rules the page knows, then the API's own schema: what the server would refuse is
     // said here, in words, under its field, and nothing is sent.
@@ -265,6 +274,9 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
       problems.reason = `Your reason has ${length} character${length === 1 ? "" : "s"}; this role needs at least ${minLength}. Say what you will do and why.`;
     if (role.policy.ticketRequired && !body.ticket)
       problems.ticket = `This role needs a ticket reference${pattern ? ` matching ${pattern}` : ""}.`;
+    if (start && !Number.isFinite(Date.parse(start))) problems.startAt = "Give a date and a time, or leave it empty.";
+    else if (start && Date.parse(start) < Date.now() - 60_000)
+      problems.startAt = "That time has passed: give a later one, or leave it empty to start as soon as approved.";
     const parsed = submitActivation.safeParse(body);
     if (!parsed.success)
       for (const [field, message] of Object.entries(zodFieldErrors(parsed.error)))
@@ -296,6 +308,8 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
         }
         if (e.code === "DURATION_TOO_LONG" || e.code === "DURATION_INVALID") fields.duration = e.message;
         if (e.code === "MFA_INVALID") fields.otp = e.message;
+        if (e.code === "START_IN_PAST" || e.code === "START_TOO_FAR" || e.code === "START_NOT_ALLOWED")
+          fields.startAt = e.message;
         setErrors(fields);
         if (Object.keys(fields).length === 0) setError(e.message);
       } else setError((e as Error).message);
@@ -313,6 +327,12 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
             Request <code>{shortId(request.id)}</code>: <strong>{request.state}</strong>
           </Text>
           {stages.length > 0 && <StageSteps request={request} />}
+          {request.state === "approved" && request.startAt && (
+            <Alert color="blue">
+              Approved ahead: it starts {new Date(request.startAt).toLocaleString()} and lasts {request.duration} from
+              then. You can cancel it until then.
+            </Alert>
+          )}
           {request.state === "active" && request.expiresAt && (
             <Alert color="green">Active until {new Date(request.expiresAt).toLocaleString()}.</Alert>
           )}
@@ -362,6 +382,16 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
             onChange={(e) => setTicket(e.currentTarget.value)}
             error={errors.ticket}
           />
+          {!role.policy.breakGlass && (
+            <TextInput
+              type="datetime-local"
+              label="Start (optional)"
+              description="Leave empty to start as soon as approved. A later start is approved ahead and begins then; the duration counts from the start."
+              value={start}
+              onChange={(e) => setStart(e.currentTarget.value)}
+              error={errors.startAt}
+            />
+          )}
           {needOtp && (
             <PasswordInput
               label="One-time code"

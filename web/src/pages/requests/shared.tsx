@@ -146,6 +146,11 @@ export function RequestDetail({ request }: { request: ActivationRequestDto }) {
     ["Ticket", request.ticket ?? "—"],
     ["Break-glass", request.breakGlass ? "yes" : "no"],
     ["Submitted", shortTime(request.submittedAt)],
+    // A start asked for ahead: approved before it, the access begins then (its duration counted from then).
+    ["Starts", request.startAt ? `${shortTime(request.startAt)} (scheduled)` : "as soon as approved"],
+    ...(request.state === "pending" && request.pendingExpiresAt
+      ? ([["Decide by", `${shortTime(request.pendingExpiresAt)} (then it expires undecided)`]] as [string, string][])
+      : []),
     ["Decided", shortTime(request.decidedAt)],
     ["Activated", shortTime(request.activatedAt)],
     ["Expires", shortTime(request.expiresAt)],
