@@ -64,7 +64,8 @@ import { createProviderClients } from "./modules/sso/sso.client.js";
 import { resolveProviders } from "./modules/sso/sso.config.js";
 import { createSsoService } from "./modules/sso/sso.service.js";
 import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
-import { createReviewService, registerReviewRoutes } from "./modules/reviews/index.js";
+import { createReviewService, openReviewItem, registerReviewRoutes } from "./modules/reviews/index.js";
+import { ALERTS_ACTOR, createAlertService, registerAlertRoutes, type AlertService } from "./modules/alerts/index.js";
 import { createEvidenceService, registerEvidenceRoutes } from "./modules/evidence/index.js";
 import { createReviewsWorker, type ReviewsWorker } from "./workers/reviews-worker.js";
 
@@ -113,6 +114,8 @@ export interface Server {
   scheduler: Scheduler;
   /** Access reviews: opens recurring campaigns, sends reminders, applies missed items at the due date. */
   reviewsWorker: ReviewsWorker;
+  /** Anomaly alerts over the audit stream; main starts its consumer. */
+  alerts: AlertService;
   registry: Registry;
   /** Creates the first administrator or a setup code (printed by the caller). */
   bootstrap(): Promise<{ created?: string; setupCode?: string }>;
@@ -393,6 +396,36 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         : {}),
     });
     const reviewsWorker = createReviewsWorker({ reviews, logger, pollMs: config.schedulerPoll });
+    const alertChannels = config.alerts.channels;
+    const alerts = createAlertService({
+      store,
+      audit,
+      clock,
+      config: config.alerts,
+      holder: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+      outbox: outboxService,
+      openReviewItem,
+      revoke: async (requestId, reason) => {
+        await requests.revoke(ALERTS_ACTOR, requestId, reason, {
+          correlationId: `alert-revoke:${requestId}`,
+          sourceIp: null,
+          userAgent: null,
+        });
+      },
+      publicUrl,
+      registry,
+      logger,
+      ...(notifier
+        ? {
+            notify: async (tx, notice, dedupeKey) => {
+              await notifier.enqueueNotification(tx, outboxService, notice, {
+                dedupeKey,
+                ...(alertChannels ? { channels: alertChannels } : {}),
+              });
+            },
+          }
+        : {}),
+    });
 
     const outbox = createOutboxRunner({
       store,
@@ -403,6 +436,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       handlers: {
         ...notifyHandlers(channels, { clock, logger, addressPolicy }),
         ...grants.handlers,
+        ...alerts.handlers,
         ...deps.outboxHandlers,
       },
       pollMs: config.outboxPoll,
@@ -456,13 +490,19 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           clock,
           masterKey,
           onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
-          fourEyes: { tiers: config.fourEyes.tiers, hold: changeRequests.hold },
+          fourEyes: {
+            tiers: config.fourEyes.tiers,
+            alone: config.fourEyes.alone,
+            anotherApprover: changeRequests.anotherApprover,
+            hold: changeRequests.hold,
+          },
         });
         registerCatalogRoutes(scoped, { catalog });
         registerChangeRequestRoutes(scoped, { changeRequests });
         registerAuditRoutes(scoped, { audit, version: VERSION });
         registerSiemRoutes(scoped, { siem });
         registerReviewRoutes(scoped, { reviews });
+        registerAlertRoutes(scoped, { alerts });
         registerEvidenceRoutes(scoped, { evidence: createEvidenceService({ store, audit, clock }) });
         registerRequestRoutes(scoped, {
           requests,
@@ -525,6 +565,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       sessions,
       scheduler,
       reviewsWorker,
+      alerts,
       registry,
       bootstrap: () =>
         identity.bootstrap({ adminName: config.bootstrapAdminName, adminPassword: config.bootstrapAdminPassword }),
@@ -534,6 +575,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         await app.close();
         await scheduler.stop();
         await reviewsWorker.stop();
+        await alerts.stop();
         await outbox.stop();
         await sessions!.stop();
         await accessIndex.stop();

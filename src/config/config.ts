@@ -184,6 +184,7 @@ export const configSchema = z
     /**
      * Four-eyes on changes to access itself: a configuration file whose plan widens access at one of `tiers` waits
      * as a change request for a second admin; `expireAfter` later it expires. `tiers: []` turns it off.
+     * STINT_FOUR_EYES_ALONE sets `alone`.
      * STINT_FOUR_EYES_TIERS overrides the tiers (a comma list, or `none`).
      */
     fourEyes: z
@@ -193,8 +194,13 @@ export const configSchema = z
           .refine((t) => new Set(t).size === t.length, "must not repeat a tier")
           .default(["high", "critical"]),
         expireAfter: duration.refine((ms) => ms >= 60_000, "must be at least 1m").default(7 * 86_400_000),
+        /**
+         * When nobody but the author could approve (no other active admin or security user: a first admin building
+         * the catalog), `apply` applies at once, audited as config.four_eyes_waived; `hold` holds it anyway.
+         */
+        alone: z.enum(["apply", "hold"]).default("apply"),
       })
-      .default({ tiers: ["high", "critical"], expireAfter: 7 * 86_400_000 }),
+      .default({ tiers: ["high", "critical"], expireAfter: 7 * 86_400_000, alone: "apply" }),
   })
   .strict()
   .refine(
@@ -347,17 +353,23 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
   }
   // STINT_FOUR_EYES_TIERS replaces the file's fourEyes.tiers (a comma list; `none` for none).
   const fourEyesTiers = env.STINT_FOUR_EYES_TIERS?.trim();
-  if (fourEyesTiers) {
+  const fourEyesAlone = env.STINT_FOUR_EYES_ALONE?.trim();
+  if (fourEyesTiers || fourEyesAlone) {
     const section = fromFile.fourEyes;
     fromEnv.fourEyes = {
       ...(section !== null && typeof section === "object" && !Array.isArray(section) ? section : {}),
-      tiers:
-        fourEyesTiers === "none"
-          ? []
-          : fourEyesTiers
-              .split(",")
-              .map((s) => s.trim())
-              .filter(Boolean),
+      ...(fourEyesTiers
+        ? {
+            tiers:
+              fourEyesTiers === "none"
+                ? []
+                : fourEyesTiers
+                    .split(",")
+                    .map((s) => s.trim())
+                    .filter(Boolean),
+          }
+        : {}),
+      ...(fourEyesAlone ? { alone: fourEyesAlone } : {}),
     };
   }
   if (problems.length > 0) return { ok: false, problems };
@@ -370,7 +382,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, file?: string): ConfigResult 
         const where =
           fromEnv[key] !== undefined
             ? key === "fourEyes"
-              ? "STINT_FOUR_EYES_TIERS"
+              ? "STINT_FOUR_EYES_TIERS / STINT_FOUR_EYES_ALONE"
               : (KEY_TO_ENV[key] ?? key)
             : key
               ? `${configFile ?? "config"}: ${issue.path.join(".")}`

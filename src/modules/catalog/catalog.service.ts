@@ -92,6 +92,10 @@ export interface CatalogServiceDeps {
    */
   fourEyes?: {
     tiers: readonly RiskTier[];
+    /** Without another active principal who could approve: `apply` at once (audited, noted) or `hold` anyway. */
+    alone: "apply" | "hold";
+    /** Whether some active principal other than `actor` may write the catalog (and so approve). */
+    anotherApprover: (tx: Tx, actor: Actor) => Promise<boolean>;
     hold: (actor: Actor, text: string, held: HeldPlan, context: CallContext) => Promise<ChangeRequestRefDto>;
   };
 }
@@ -1209,10 +1213,28 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         if (run.plan.changes.length === 0) return { ...toDto(run.plan), applied: false };
         if (fourEyes && fourEyes.tiers.length > 0) {
           const assessment = assessPlan(run.current, run.desired, run.plan.changes, fourEyes.tiers);
-          if (assessment.held) {
+          if (assessment.held && (fourEyes.alone === "hold" || (await fourEyes.anotherApprover(tx, actor)))) {
             // Everything written above is rolled back: the plan waits for a second admin.
             held = { plan: toDto(run.plan), assessment, fingerprint: fingerprintOf(run.current) };
             throw HOLD;
+          }
+          if (assessment.held) {
+            // Nobody else could approve it (a first admin building the catalog): applied, and said so.
+            run.plan.notes.push(
+              "four-eyes waived: this widens access, but no other active admin or security user could approve it (fourEyes.alone: apply).",
+            );
+            run.events.push({
+              action: "config.four_eyes_waived",
+              outcome: "success",
+              subject: "catalog",
+              reason: "no second admin",
+              details: {
+                tier: assessment.tier,
+                widening: assessment.changes
+                  .filter((c) => c.effect === "widens")
+                  .map((c) => ({ kind: c.kind, name: c.name, tier: c.tier, reasons: c.reasons })),
+              },
+            });
           }
         }
         await audit.append(tx, actor, context, run.events);

@@ -14,7 +14,7 @@ import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
-import { authorize, can } from "../authz/authz.rules.js";
+import { authorize, can, PERMISSIONS } from "../authz/authz.rules.js";
 import { PLATFORM_ROLES, SYSTEM, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
 import type { CatalogService, HeldPlan } from "./catalog.service.js";
 import * as catalogStore from "./catalog.store.js";
@@ -117,6 +117,12 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
   }
 
   return {
+    /** Whether someone other than `actor` could approve a change request now (an active admin or security user). */
+    async anotherApprover(tx: Parameters<typeof store.anotherWithRoles>[0], actor: Actor): Promise<boolean> {
+      if (actor.kind !== "principal") return true;
+      return store.anotherWithRoles(tx, actor.id, PERMISSIONS["catalog.write"]);
+    },
+
     /** Keeps a held plan as a change request (catalog.applyConfig calls it); the catalog must not have moved. */
     async hold(actor: Actor, text: string, held: HeldPlan, context: CallContext): Promise<ChangeRequestRefDto> {
       const author = principalOf(actor);

@@ -1,5 +1,5 @@
 /** SQL for four-eyes change requests (migration 0027). Every function takes the caller's transaction. */
-import type { Kysely, Selectable } from "kysely";
+import { sql, type Kysely, type Selectable } from "kysely";
 import type { ChangeRequestsTable, Database } from "../../db/schema.js";
 
 type Q = Kysely<Database>;
@@ -95,4 +95,17 @@ export async function findActivePrincipal(
     .where("id", "=", id)
     .where("status", "=", "active")
     .executeTakeFirst();
+}
+
+/** Whether an active principal other than `exceptId` holds one of `roles` (a possible second approver). */
+export async function anotherWithRoles(db: Q, exceptId: string, roles: readonly string[]): Promise<boolean> {
+  const row = await db
+    .selectFrom("principals")
+    .select("id")
+    .where("status", "=", "active")
+    .where("id", "<>", exceptId)
+    .where(sql<boolean>`platform_roles && ${sql.val(roles)}::text[]`)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
 }
