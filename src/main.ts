@@ -148,6 +148,7 @@ export async function runServer(options: { configFile?: string | undefined } = {
   server.reviewsWorker.start();
   server.auditAnchor.start();
   await server.siem.start();
+  await server.alerts.start();
   const { startProxies } = await import("./proxies/index.js");
   const { closeConnectorPools } = await import("./modules/connectors/index.js");
   let proxies: Awaited<ReturnType<typeof startProxies>>;

@@ -101,6 +101,9 @@ const MATRIX = `
   GET     /v1/audit/anchor                         no         no    yes      yes       yes
   GET     /v1/audit/export                         no         no    yes      yes       yes
   GET     /v1/siem/destinations                    no         no    yes      yes       yes
+  GET     /v1/alerts                               no         no    yes      yes       yes
+  GET     /v1/alerts/:id                           no         no    yes      yes       yes
+  POST    /v1/alerts/:id/ack                       no         no    yes      yes       yes
   GET     /v1/reviews/campaigns                    no         no    yes      yes       yes
   POST    /v1/reviews/campaigns                    no         no    no       yes       yes
   GET     /v1/reviews/campaigns/:id                no         no    yes      yes       yes
@@ -435,6 +438,8 @@ const PROBES: Record<string, ProbeFactory> = {
       duration: "1d",
     },
   }),
+  "GET /v1/alerts/:id": () => ({ url: `/v1/alerts/${randomUUID()}` }),
+  "POST /v1/alerts/:id/ack": () => ({ url: `/v1/alerts/${randomUUID()}/ack`, payload: { note: "seen" } }),
   "GET /v1/reviews/campaigns/:id": () => ({ url: `/v1/reviews/campaigns/${randomUUID()}` }),
   "POST /v1/reviews/campaigns/:id/close": () => ({ url: `/v1/reviews/campaigns/${randomUUID()}/close` }),
   "POST /v1/reviews/items/:id/decision": () => ({
