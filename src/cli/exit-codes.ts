@@ -86,6 +86,10 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   ALREADY_DECIDED: EXIT_CODES.conflict,
   DISTINCT_APPROVERS_REQUIRED: EXIT_CODES.forbidden,
   REQUESTER_NOT_ELIGIBLE: EXIT_CODES.conflict,
+  REQUEST_EXPIRED: EXIT_CODES.conflict,
+  START_IN_PAST: EXIT_CODES.usage,
+  START_TOO_FAR: EXIT_CODES.usage,
+  START_NOT_ALLOWED: EXIT_CODES.usage,
   SELF_GRANT: EXIT_CODES.forbidden,
   // four-eyes change requests
   CHANGE_REQUEST_SELF_APPROVAL: EXIT_CODES.forbidden,
