@@ -5,7 +5,7 @@
 import { AppShell, Burger, Group, NavLink, ScrollArea, Text, Button, Loader, Center, Badge } from "@mantine/core";
 import { useDisclosure } from "@mantine/hooks";
 import { lazy, Suspense, useEffect, useState, useSyncExternalStore, type ComponentType } from "react";
-import { currentSession, hasRole, onSessionChange, signOut } from "./api.js";
+import { currentSession, hasRole, onSessionChange, prefetch, signOut } from "./api.js";
 import { requestIdOfPath } from "./decision-link.js";
 import { SignIn } from "./pages/SignIn.js";
 
@@ -15,10 +15,18 @@ interface Page {
   /** Platform roles that see this page; empty: everybody signed in. */
   roles: string[];
   component: ComponentType;
+  /** The GETs the page makes first: started with its code, not after it (see `prefetch`). */
+  data?: readonly string[];
 }
 
 const PAGES: Page[] = [
-  { path: "/", label: "My access", roles: [], component: lazy(() => import("./pages/MyAccess.js")) },
+  {
+    path: "/",
+    label: "My access",
+    roles: [],
+    component: lazy(() => import("./pages/MyAccess.js")),
+    data: ["/v1/me/roles", "/v1/activation-requests?scope=mine&limit=100"],
+  },
   { path: "/approvals", label: "Approvals", roles: [], component: lazy(() => import("./pages/Approvals.js")) },
   { path: "/requests", label: "Requests", roles: [], component: lazy(() => import("./pages/Requests.js")) },
   {
@@ -46,6 +54,13 @@ const PAGES: Page[] = [
     roles: ["admin", "security", "auditor"],
     component: lazy(() => import("./pages/Dashboards.js")),
   },
+  { path: "/reviews", label: "Reviews", roles: [], component: lazy(() => import("./pages/Reviews.js")) },
+  {
+    path: "/evidence",
+    label: "Evidence",
+    roles: ["admin", "security", "auditor"],
+    component: lazy(() => import("./pages/Evidence.js")),
+  },
   { path: "/account", label: "Account", roles: [], component: lazy(() => import("./pages/Account.js")) },
 ];
 
@@ -68,6 +83,12 @@ function usePath(): [string, (path: string) => void] {
     setPath(next);
   };
   return [path, navigate];
+}
+
+/** Starts the page's first GETs as it mounts, alongside the download of its code. */
+function Prefetch({ paths }: { paths: readonly string[] }) {
+  useEffect(() => prefetch(paths), [paths]);
+  return null;
 }
 
 export function App() {
@@ -128,6 +149,7 @@ export function App() {
         </ScrollArea>
       </AppShell.Navbar>
       <AppShell.Main>
+        {page.data && !requestId && !handoffId && <Prefetch key={page.path} paths={page.data} />}
         <Suspense
           fallback={
             <Center h={200}>

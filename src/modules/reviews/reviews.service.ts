@@ -74,7 +74,8 @@ function principalOf(actor: Actor): Extract<Actor, { kind: "principal" }> {
 }
 
 function itemDto(row: reviewStore.ItemRow): ReviewItemDto {
-  const member = row.member_name ?? (row.group_name ? `group:${row.group_name}` : null);
+  // An eligibility item's holder; a break-glass item's member is whoever broke the glass.
+  const member = row.member_name ?? (row.group_name ? `group:${row.group_name}` : (row.actor_name ?? null));
   return {
     id: row.id,
     kind: row.kind,

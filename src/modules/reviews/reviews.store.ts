@@ -116,21 +116,31 @@ export async function progressOf(db: Q, campaignIds: readonly string[]) {
 }
 
 export function itemsQuery(db: Q) {
-  return db
-    .selectFrom("review_items as i")
-    .leftJoin("roles as r", "r.id", "i.role_id")
-    .leftJoin("eligibilities as e", "e.id", "i.eligibility_id")
-    .leftJoin("principals as p", "p.id", "e.principal_id")
-    .leftJoin("groups as g", "g.id", "e.group_id")
-    .selectAll("i")
-    .select(["r.name as role_name", "r.risk as role_risk", "p.name as member_name", "g.name as group_name"])
-    .select((eb) =>
-      eb
-        .selectFrom("principals as rv")
-        .select(sql<string[]>`coalesce(array_agg(rv.name order by rv.name), '{}')`.as("names"))
-        .where(sql<boolean>`rv.id = any(i.reviewer_ids)`)
-        .as("reviewer_names"),
-    );
+  return (
+    db
+      .selectFrom("review_items as i")
+      .leftJoin("roles as r", "r.id", "i.role_id")
+      .leftJoin("eligibilities as e", "e.id", "i.eligibility_id")
+      .leftJoin("principals as p", "p.id", "e.principal_id")
+      .leftJoin("groups as g", "g.id", "e.group_id")
+      // Whoever broke the glass (break-glass items), or whose access it is.
+      .leftJoin("principals as ap", "ap.id", "i.actor_id")
+      .selectAll("i")
+      .select([
+        "r.name as role_name",
+        "r.risk as role_risk",
+        "p.name as member_name",
+        "g.name as group_name",
+        "ap.name as actor_name",
+      ])
+      .select((eb) =>
+        eb
+          .selectFrom("principals as rv")
+          .select(sql<string[]>`coalesce(array_agg(rv.name order by rv.name), '{}')`.as("names"))
+          .where(sql<boolean>`rv.id = any(i.reviewer_ids)`)
+          .as("reviewer_names"),
+      )
+  );
 }
 export type ItemRow = Awaited<ReturnType<ReturnType<typeof itemsQuery>["executeTakeFirstOrThrow"]>>;
 
