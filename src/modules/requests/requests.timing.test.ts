@@ -357,4 +357,45 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
     expect((await check("dave", "later")).allowed).toBe(false);
     expect((await check("erin", "later")).allowed).toBe(false);
   });
+
+  it("passes running at once (as on several nodes) start each due request once and expire each lapsed one once", async () => {
+    const startAt = new Date(clock.now().getTime() + 60_000).toISOString();
+    const starting: string[] = [];
+    const lapsing: string[] = [];
+    // (dave and erin lost their eligibility for "later" above.)
+    for (const name of ["alice", "bob"]) {
+      const r = await as(name)("POST", "/v1/activation-requests", { role: "later", reason: "parallel start", startAt });
+      expect(r.body.state).toBe("approved");
+      starting.push(r.body.id as string);
+    }
+    for (const name of ["alice", "bob", "dave"]) {
+      const p = await as(name)("POST", "/v1/activation-requests", { role: "ttl-db", reason: "parallel lapse" });
+      expect(p.body.state).toBe("pending");
+      lapsing.push(p.body.id as string);
+    }
+    clock.advance(10 * 60_000);
+    const [startedA, startedB, startedC] = await Promise.all([
+      server.requests.startScheduledDue(1),
+      server.requests.startScheduledDue(1),
+      server.requests.startScheduledDue(5),
+    ]);
+    const [expiredA, expiredB] = await Promise.all([
+      server.requests.expirePendingDue(2),
+      server.requests.expirePendingDue(5),
+    ]);
+    // Whatever a pass left (rows another held), the next one finishes.
+    const rest = await server.scheduler.runOnce();
+    expect(startedA + startedB + startedC + rest.started).toBe(2);
+    expect(expiredA + expiredB + rest.expiredPending).toBe(3);
+    for (const id of starting) {
+      expect((await row(id)).state).toBe("active");
+      expect(await grantsOf(id)).toEqual([{ state: "active" }]);
+      expect(await auditOf(id, "request.activated")).toHaveLength(1);
+    }
+    for (const id of lapsing) {
+      expect((await row(id)).state).toBe("expired");
+      expect(await auditOf(id, "request.expired")).toHaveLength(1);
+    }
+    for (const name of ["alice", "bob"]) await as(name)("POST", "/v1/me/roles/later/deactivate");
+  });
 });
