@@ -11,6 +11,7 @@ import { registerReviewCommands } from "./commands/reviews.js";
 import { registerEvidenceCommands } from "./commands/evidence.js";
 import { registerAuthCommands } from "./commands/auth.js";
 import { registerConfigCommands } from "./commands/config.js";
+import { registerChangeCommands } from "./commands/changes.js";
 import { registerGroupCommands } from "./commands/groups.js";
 import { registerMfaCommands } from "./commands/mfa.js";
 import { registerStepUpCommand } from "./commands/step-up.js";
@@ -82,6 +83,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerTrustCommands(program, ctx);
   registerAccessCommands(program, ctx);
   registerConfigCommands(program, ctx);
+  registerChangeCommands(program, ctx);
   registerTargetCommands(program, ctx); // after config: it adds to `stint targets`
   registerVaultCommands(program, ctx);
   registerDbCommands(program, ctx);

@@ -128,6 +128,8 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
       "after",
       "\nApplying the same file twice changes nothing the second time. Only the sections the file lists\n" +
         "are reconciled; things it does not list are deleted only with `prune: true` in the file.\n" +
+        "A file that widens access at a four-eyes risk tier is held as a change request for a second\n" +
+        "admin (`stint changes`); the whole file waits, narrowing changes in it too.\n" +
         "\nExample:\n  stint diff -f stint.yaml && stint apply -f stint.yaml\n",
     )
     .action(async (options: { file: string }, command: Command) => {
@@ -138,6 +140,15 @@ export function registerConfigCommands(program: Command, ctx: CliContext): void 
         client.request("POST", "/v1/config/apply", { body: { yaml: text }, schema: configApplyResult }),
       );
       emit(ctx, json, raw, () => {
+        if (data.changeRequest) {
+          const held = data.changeRequest;
+          return (
+            `${renderPlan(data)}Held for a second admin (four-eyes: this widens access at risk ${held.tier}).
+` +
+            `Change request ${held.id}, pending until ${held.expiresAt}: another admin runs \`stint changes approve ${held.id}\`.
+`
+          );
+        }
         if (!data.applied) return renderPlan(data);
         const count = data.changes.length;
         return `${renderPlan(data)}Applied ${count} change${count === 1 ? "" : "s"}.\n`;
