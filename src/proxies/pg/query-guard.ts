@@ -29,8 +29,8 @@ import { messageTypes } from "./wire-stream.js";
 
 /** The SQLSTATE of every refusal: insufficient_privilege. */
 export const REFUSAL_SQLSTATE = "42501";
-/** Names of refused prepared statements remembered per session (for EXECUTE's clearer refusal). */
-const REFUSED_NAMES_KEPT = 1_000;
+/** Names of allowed prepared statements remembered per session (EXECUTE runs only these). */
+const PREPARED_NAMES_KEPT = 10_000;
 
 export interface QueryRefusal {
   rule: QueryRule | "function_call";
@@ -230,12 +230,13 @@ export function createQueryGuard(options: {
   /** Refusals sent upstream as tokens, by number, until their error comes back. */
   const pending = new Map<number, QueryRefusal>();
   let sequence = 0;
-  const refusedNames = new Set<string>();
+  /** Statement names prepared and allowed (PREPARE, named Parse); the oldest go first past the cap. */
+  const preparedNames = new Set<string>();
 
-  const rememberRefusedName = (name: string): void => {
-    refusedNames.delete(name);
-    refusedNames.add(name);
-    if (refusedNames.size > REFUSED_NAMES_KEPT) refusedNames.delete(refusedNames.values().next().value!);
+  const rememberPrepared = (name: string): void => {
+    preparedNames.delete(name);
+    preparedNames.add(name);
+    if (preparedNames.size > PREPARED_NAMES_KEPT) preparedNames.delete(preparedNames.values().next().value!);
   };
 
   const refuse = (refusal: QueryRefusal): string => {
@@ -265,12 +266,13 @@ export function createQueryGuard(options: {
       const decision: QueryDecision =
         nul < 0
           ? { allowed: false, rule: "unparsable", message: "malformed Query message", statement: 0 }
-          : checkQuery(sql, rules, refusedNames);
+          : checkQuery(sql, rules, preparedNames);
       if (decision.allowed) {
-        for (const name of preparedNames(sql)) refusedNames.delete(name);
+        for (const name of namesPreparedBy(sql)) rememberPrepared(name);
         return null;
       }
-      for (const name of preparedNames(sql)) rememberRefusedName(name);
+      // Refused: EXECUTE of that name is refused from now on (fail closed), whatever the server holds.
+      for (const name of namesPreparedBy(sql)) preparedNames.delete(name);
       return typedFrame("Q", cstring(refuse(refusalOf(decision, sql, "simple"))));
     }
     if (type === PARSE) {
@@ -283,15 +285,15 @@ export function createQueryGuard(options: {
         if (message.kind !== "Parse") throw new PgWireError("BAD_VALUE", "not a Parse message");
         name = message.name;
         sql = message.query;
-        decision = checkQuery(sql, rules, refusedNames);
+        decision = checkQuery(sql, rules, preparedNames);
       } catch {
         decision = { allowed: false, rule: "unparsable", message: "malformed Parse message", statement: 0 };
       }
       if (decision.allowed) {
-        if (name !== "") refusedNames.delete(name);
+        if (name !== "") rememberPrepared(name);
         return null;
       }
-      if (name !== "") rememberRefusedName(name);
+      if (name !== "") preparedNames.delete(name);
       const token = refuse(refusalOf(decision, sql, "extended"));
       return typedFrame("P", cstring(name), cstring(token), Buffer.of(0, 0));
     }
@@ -348,7 +350,7 @@ export function createQueryGuard(options: {
 }
 
 /** Names of statements PREPAREd by a query string (from the cached parse). */
-function preparedNames(sql: string): string[] {
+function namesPreparedBy(sql: string): string[] {
   const parsed = parseQuery(sql);
   if (!parsed.ok) return [];
   const names: string[] = [];

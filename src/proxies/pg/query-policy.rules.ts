@@ -37,7 +37,7 @@ export type QueryDecision =
   | { allowed: true }
   | {
       allowed: false;
-      /** Stable rule name: unparsable, statement_kind, function, where_required, identity, read_only, prepared_refused. */
+      /** Stable rule name: unparsable, statement_kind, function, where_required, identity, encoding, read_only, prepared_unknown. */
       rule: QueryRule;
       /** The sentence the client sees (after "refused by Stint query policy"). */
       message: string;
@@ -53,7 +53,7 @@ export type QueryRule =
   | "identity"
   | "encoding"
   | "read_only"
-  | "prepared_refused";
+  | "prepared_unknown";
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
@@ -274,8 +274,11 @@ export function functionDenied(name: string, patterns: readonly string[]): strin
 }
 
 export interface SessionStatements {
-  /** Names of prepared statements whose PREPARE or Parse was refused in this session. */
-  refusedNames: ReadonlySet<string>;
+  /**
+   * Names of the statements this session prepared (PREPARE, or a named Parse) that the policy let
+   * through: EXECUTE runs only those (one refused, or never seen, is refused by name).
+   */
+  preparedNames: ReadonlySet<string>;
 }
 
 /** The policy's decision on a whole query string (all statements must pass). */
@@ -288,6 +291,8 @@ export function decide(parsed: ParsedQuery, rules: QueryRules, session: SessionS
       statement: 0,
     };
   const readOnly = !rules.allow.includes("dml");
+  /** Earlier statements of the same string may PREPARE what a later one EXECUTEs. */
+  const preparedHere = new Set<string>();
   for (let index = 0; index < parsed.statements.length; index++) {
     const facts = parsed.statements[index]!;
     const refuse = (rule: QueryRule, message: string): QueryDecision => ({
@@ -317,8 +322,12 @@ export function decide(parsed: ParsedQuery, rules: QueryRules, session: SessionS
       );
     if (rules.requireWhere && facts.writesWithoutWhere)
       return refuse("where_required", `DELETE and UPDATE without WHERE are refused by this role's policy`);
-    if (facts.executes !== null && session.refusedNames.has(facts.executes))
-      return refuse("prepared_refused", `prepared statement ${facts.executes} was refused when it was prepared`);
+    if (facts.prepares !== null) preparedHere.add(facts.prepares);
+    if (facts.executes !== null && !session.preparedNames.has(facts.executes) && !preparedHere.has(facts.executes))
+      return refuse(
+        "prepared_unknown",
+        `prepared statement ${facts.executes} was not prepared under this policy in this session (refused, or never prepared)`,
+      );
   }
   return { allowed: true };
 }

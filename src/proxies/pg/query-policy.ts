@@ -61,8 +61,8 @@ function parseUncached(sql: string): ParsedQuery {
 }
 
 /** Parses (cached) and decides in one call. */
-export function checkQuery(sql: string, rules: QueryRules, refusedNames: ReadonlySet<string>): QueryDecision {
-  return decide(parseQuery(sql), rules, { refusedNames });
+export function checkQuery(sql: string, rules: QueryRules, preparedNames: ReadonlySet<string>): QueryDecision {
+  return decide(parseQuery(sql), rules, { preparedNames });
 }
 
 /** For benchmarks and tests: cache counters since start. */
