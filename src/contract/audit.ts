@@ -19,11 +19,8 @@ export const auditEvent = z.object({
   hash: z.string(),
 });
 
-export const auditQuery = z.strictObject({
-  afterSeq: z.coerce.number().int().min(0).default(0),
-  /** Newest first: events before this sequence number (the next page's `nextBeforeSeq`). */
-  beforeSeq: z.coerce.number().int().min(1).optional(),
-  order: z.enum(["asc", "desc"]).default("asc"),
+/** The filters the events list and the export share. */
+const eventFilters = {
   since: isoTime.optional(),
   until: isoTime.optional(),
   /** Exactly this actor ("alice", "system:scheduler"). */
@@ -39,7 +36,26 @@ export const auditQuery = z.strictObject({
     .optional(),
   /** Events about this role (their details name it). */
   role: name.optional(),
+  /** Exactly this subject ("user:alice", "role:db-admin"), or every subject that starts with it when it ends with "*". */
+  target: z.string().trim().min(1).max(300).optional(),
+  outcome: z.enum(["success", "denied", "failed"]).optional(),
+};
+
+/** Counting stops here: past it the answer says "at least". */
+export const AUDIT_COUNT_CAP = 100_000;
+
+export const auditQuery = z.strictObject({
+  afterSeq: z.coerce.number().int().min(0).default(0),
+  /** Newest first: events before this sequence number (the next page's `nextBeforeSeq`). */
+  beforeSeq: z.coerce.number().int().min(1).optional(),
+  order: z.enum(["asc", "desc"]).default("asc"),
+  ...eventFilters,
   limit: z.coerce.number().int().min(1).max(1000).default(100),
+  /** count=true: the answer says how many events match the filters in all (`total`, up to AUDIT_COUNT_CAP). */
+  count: z
+    .enum(["true", "false"])
+    .transform((v) => v === "true")
+    .optional(),
 });
 export const auditPage = z.object({
   items: z.array(auditEvent),
@@ -47,6 +63,10 @@ export const auditPage = z.object({
   nextAfterSeq: z.number().int().nullable(),
   /** Newest-first paging (order=desc): pass as beforeSeq for the next page; null at the end. */
   nextBeforeSeq: z.number().int().nullable().optional(),
+  /** With count=true: how many events match the filters in all (every page), at most AUDIT_COUNT_CAP. */
+  total: z.number().int().optional(),
+  /** With count=true: more than `total` match (counting stopped at AUDIT_COUNT_CAP). */
+  totalCapped: z.boolean().optional(),
 });
 
 /** A signed audit head held outside the database (the anchor file, GET /v1/audit/anchor, the export stream). */
@@ -79,7 +99,11 @@ export const verifyResult = z.union([
   z.object({ ok: z.literal(false), count: z.number().int(), brokenSeq: z.number().int(), problem: z.string() }),
 ]);
 
+/**
+ * The export: every event matching the filters (none: the whole chain, with its signed heads), oldest first, up
+ * to the newest event when the export began. `csv` is for people (a spreadsheet); the SIEM formats are the others.
+ */
 export const exportQuery = z.strictObject({
-  format: z.enum(["jsonl", "cef", "ocsf"]).default("jsonl"),
-  since: isoTime.optional(),
+  format: z.enum(["jsonl", "cef", "ocsf", "csv"]).default("jsonl"),
+  ...eventFilters,
 });

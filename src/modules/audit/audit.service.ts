@@ -94,6 +94,8 @@ export interface AuditLog {
   read(
     options: { afterSeq?: number; limit?: number; order?: "asc" | "desc"; beforeSeq?: number } & auditStore.EventFilter,
   ): Promise<AuditEvent[]>;
+  /** How many chained events match `filter`, counting no further than `cap`. */
+  count(filter: auditStore.EventFilter, cap: number): Promise<number>;
 }
 
 const AUDIT_ACTOR: Actor = { kind: "system", name: "audit" };
@@ -418,6 +420,10 @@ export function createAuditLog(deps: {
           ? await auditStore.pageBefore(store.db, beforeSeq, size, filter)
           : await auditStore.pageFrom(store.db, afterSeq, size, filter);
       return rows.map(auditStore.toEvent);
+    },
+
+    async count(filter, cap) {
+      return auditStore.countEvents(store.db, filter, cap);
     },
   };
 }

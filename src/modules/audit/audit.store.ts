@@ -1,5 +1,5 @@
 /** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
-import { sql, type Kysely } from "kysely";
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { AuditEvent, PendingAuditEvent } from "./audit.types.js";
 
@@ -349,23 +349,51 @@ export interface EventFilter {
   action?: string | undefined;
   /** details.role, or the subject role:<name> */
   role?: string | undefined;
+  /** The subject: exact, or a prefix when it ends with "*". */
+  target?: string | undefined;
+  outcome?: AuditEvent["outcome"] | undefined;
+  /** Only events up to this seq (an export stops at the head it began with). */
+  maxSeq?: number | undefined;
 }
 
+const likePrefix = (value: string) => `${value.slice(0, -1).replace(/[\\%_]/g, "\\$&")}%`;
+
 function filtered(db: Q, filter: EventFilter) {
-  let query = db.selectFrom("audit_events").select(EVENT_COLUMNS);
-  if (filter.since) query = query.where("time", ">=", filter.since);
-  if (filter.until) query = query.where("time", "<", filter.until);
-  if (filter.actor) query = query.where("actor", "=", filter.actor);
-  if (filter.action?.endsWith("*"))
-    query = query.where("action", "like", `${filter.action.slice(0, -1).replace(/[\\%_]/g, "\\$&")}%`);
-  else if (filter.action) query = query.where("action", "=", filter.action);
-  if (filter.role) {
-    const role = filter.role;
-    query = query.where((eb) =>
-      eb.or([eb(sql<string>`details->>'role'`, "=", role), eb("subject", "=", `role:${role}`)]),
-    );
-  }
-  return query;
+  return db
+    .selectFrom("audit_events")
+    .select(EVENT_COLUMNS)
+    .where((eb) => matching(eb, filter));
+}
+
+/** The filter as one condition (all of its parts; true when it has none). */
+function matching(eb: ExpressionBuilder<Database, "audit_events">, filter: EventFilter): Expression<SqlBool> {
+  const all: Expression<SqlBool>[] = [];
+  if (filter.since) all.push(eb("time", ">=", filter.since));
+  if (filter.until) all.push(eb("time", "<", filter.until));
+  if (filter.actor) all.push(eb("actor", "=", filter.actor));
+  if (filter.action?.endsWith("*")) all.push(eb("action", "like", likePrefix(filter.action)));
+  else if (filter.action) all.push(eb("action", "=", filter.action));
+  if (filter.target?.endsWith("*")) all.push(eb("subject", "like", likePrefix(filter.target)));
+  else if (filter.target) all.push(eb("subject", "=", filter.target));
+  if (filter.outcome) all.push(eb("outcome", "=", filter.outcome));
+  if (filter.maxSeq !== undefined) all.push(eb("seq", "<=", filter.maxSeq));
+  if (filter.role)
+    all.push(eb.or([eb(sql<string>`details->>'role'`, "=", filter.role), eb("subject", "=", `role:${filter.role}`)]));
+  return eb.and(all);
+}
+
+/** How many events match `filter`, counting no further than `cap` (an index-only walk of at most `cap` rows). */
+export async function countEvents(db: Q, filter: EventFilter, cap: number): Promise<number> {
+  const rows = db
+    .selectFrom("audit_events")
+    .select(sql<number>`1`.as("one"))
+    .where((eb) => matching(eb, filter))
+    .limit(cap);
+  const row = await db
+    .selectFrom(rows.as("matching"))
+    .select((eb) => eb.fn.countAll<string | number>().as("count"))
+    .executeTakeFirstOrThrow();
+  return Number(row.count);
 }
 
 export async function pageFrom(db: Q, afterSeq: number, limit: number, filter: EventFilter = {}): Promise<EventRow[]> {

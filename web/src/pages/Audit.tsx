@@ -1,7 +1,8 @@
 /**
- * Audit explorer: the chain's verification status, then the newest 1000 events of the chosen time range
- * (the API filters by time, newest first), narrowed here as you type by actor, action and role; a row
- * opens the whole event with its details.
+ * Audit explorer: the chain's verification status, then the events that match the filters (actor, action,
+ * target, role, outcome, time range), newest first, a page at a time: the server filters, pages and counts,
+ * so the oldest event is as findable as the newest. The filtered events export as JSON lines or CSV (the
+ * server streams them and audits the export). A row opens the whole event with its details.
  */
 import {
   Alert,
@@ -11,14 +12,14 @@ import {
   Code,
   Group,
   Modal,
-  Pagination,
+  NativeSelect,
   Stack,
   Table,
   Text,
   TextInput,
   Title,
 } from "@mantine/core";
-import { useCallback, useEffect, useMemo, useState, type ChangeEvent } from "react";
+import { useCallback, useEffect, useState, type FormEvent } from "react";
 import type { z } from "zod";
 import type { auditEvent, auditPage, verifyResult } from "../../../src/contract/audit.js";
 import { api } from "../api.js";
@@ -29,22 +30,19 @@ type AuditEvent = z.infer<typeof auditEvent>;
 type AuditPage = z.infer<typeof auditPage>;
 type Verify = z.infer<typeof verifyResult>;
 
-/** How many of the newest events the explorer holds. */
-const NEWEST = 1000;
-const PER_PAGE = 100;
+const PER_PAGE = 50;
 const OUTCOME_TONE: Record<AuditEvent["outcome"], Tone> = { success: "green", denied: "orange", failed: "red" };
 
-/** The newest events of a time range, oldest first (the API pages newest first). */
-async function fetchNewest(
-  since: string | null,
-  until: string | null,
-): Promise<{ events: AuditEvent[]; more: boolean }> {
-  const query = new URLSearchParams({ order: "desc", limit: String(NEWEST) });
-  if (since) query.set("since", since);
-  if (until) query.set("until", until);
-  const page = await api<AuditPage>("GET", `/v1/audit/events?${query}`);
-  return { events: [...page.items].reverse(), more: (page.nextBeforeSeq ?? null) !== null };
+interface Filters {
+  actor: string;
+  action: string;
+  target: string;
+  role: string;
+  outcome: string;
+  since: string;
+  until: string;
 }
+const NO_FILTERS: Filters = { actor: "", action: "", target: "", role: "", outcome: "", since: "", until: "" };
 
 /** datetime-local value ("2025-01-31T09:30") as an ISO instant, or null. */
 function isoOf(local: string): string | null {
@@ -53,64 +51,116 @@ function isoOf(local: string): string | null {
   return Number.isNaN(time.getTime()) ? null : time.toISOString();
 }
 
-function matches(value: string | null | undefined, wanted: string): boolean {
-  return !wanted || (value ?? "").toLowerCase().includes(wanted.toLowerCase());
+/** The filters as query parameters (only those given; times as ISO instants). */
+function queryOf(filters: Filters): URLSearchParams {
+  const query = new URLSearchParams();
+  for (const key of ["actor", "action", "target", "role", "outcome"] as const) {
+    const value = filters[key].trim();
+    if (value) query.set(key, value);
+  }
+  const since = isoOf(filters.since);
+  const until = isoOf(filters.until);
+  if (since) query.set("since", since);
+  if (until) query.set("until", until);
+  return query;
+}
+
+/** Saves `text` as a file the browser downloads. */
+function saveFile(text: string, name: string, type: string) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = name;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
 }
 
 export default function Audit() {
   const [verify, setVerify] = useState<Verify | null>(null);
-  const [events, setEvents] = useState<AuditEvent[] | null>(null);
-  const [more, setMore] = useState(false);
+  const [draft, setDraft] = useState<Filters>(NO_FILTERS);
+  const [filters, setFilters] = useState<Filters>(NO_FILTERS);
+  /** The cursors of the pages shown so far: [undefined] is the newest page, then each older page's beforeSeq. */
+  const [cursors, setCursors] = useState<(number | undefined)[]>([undefined]);
+  const [page, setPage] = useState<AuditPage | null>(null);
+  const [total, setTotal] = useState<{ count: number; capped: boolean } | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [actor, setActor] = useState("");
-  const [action, setAction] = useState("");
-  const [role, setRole] = useState("");
-  const [since, setSince] = useState("");
-  const [until, setUntil] = useState("");
-  const [page, setPage] = useState(1);
+  const [exporting, setExporting] = useState<string | null>(null);
   const [open, setOpen] = useState<AuditEvent | null>(null);
+  /** Bumped by Refresh (the chain is verified again too). */
+  const [refreshed, setRefreshed] = useState(0);
+  /** Bumped by each search, so that searching again for the same filters reads again. */
+  const [searches, setSearches] = useState(0);
 
-  const filter = (set: (value: string) => void) => (e: ChangeEvent<HTMLInputElement>) => {
-    set(e.currentTarget.value);
-    setPage(1);
-  };
+  useEffect(() => {
+    // The verification re-hashes the whole chain: it runs alongside, the events do not wait for it.
+    void api<Verify>("GET", "/v1/audit/verify").then(setVerify, (e: unknown) => setError((e as Error).message));
+  }, [refreshed]);
 
-  const sinceIso = isoOf(since);
-  const untilIso = isoOf(until);
+  const cursor = cursors.at(-1);
+  const first = cursors.length === 1;
   const load = useCallback(async () => {
     setBusy(true);
     setError(null);
-    // The verification re-hashes the whole chain: it runs alongside, the events do not wait for it.
-    void api<Verify>("GET", "/v1/audit/verify").then(setVerify, (e: unknown) => setError((e as Error).message));
     try {
-      const result = await fetchNewest(sinceIso, untilIso);
-      setEvents(result.events);
-      setMore(result.more);
+      const query = queryOf(filters);
+      query.set("order", "desc");
+      query.set("limit", String(PER_PAGE));
+      if (cursor !== undefined) query.set("beforeSeq", String(cursor));
+      // Counted once per search (on its first page), not again for every page.
+      if (first) query.set("count", "true");
+      const answer = await api<AuditPage>("GET", `/v1/audit/events?${query}`);
+      setPage(answer);
+      if (answer.total !== undefined) setTotal({ count: answer.total, capped: !!answer.totalCapped });
     } catch (e) {
       setError((e as Error).message);
     } finally {
       setBusy(false);
     }
-  }, [sinceIso, untilIso]);
+  }, [filters, cursor, first]);
   useEffect(() => {
     void load();
-  }, [load]);
+  }, [load, refreshed, searches]);
 
-  const shown = useMemo(() => {
-    const wanted = (events ?? []).filter((e) => {
-      if (!matches(e.actor, actor) || !matches(e.action, action)) return false;
-      if (role) {
-        const detailRole = typeof e.details.role === "string" ? e.details.role : "";
-        if (!matches(e.subject, role) && !matches(detailRole, role)) return false;
-      }
-      return true;
-    });
-    return wanted.reverse();
-  }, [events, actor, action, role]);
-  const pages = Math.max(1, Math.ceil(shown.length / PER_PAGE));
-  const current = Math.min(page, pages);
-  const visible = shown.slice((current - 1) * PER_PAGE, current * PER_PAGE);
+  function search(event?: FormEvent) {
+    event?.preventDefault();
+    setFilters(draft);
+    setCursors([undefined]);
+    setSearches((n) => n + 1);
+  }
+
+  async function exportAs(format: "jsonl" | "csv") {
+    setExporting(format);
+    setError(null);
+    try {
+      const query = queryOf(filters);
+      query.set("format", format);
+      const text = await api<string>("GET", `/v1/audit/export?${query}`);
+      const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, "-");
+      saveFile(
+        text,
+        `stint-audit-${stamp}.${format}`,
+        format === "csv" ? "text/csv;charset=utf-8" : "application/x-ndjson",
+      );
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setExporting(null);
+    }
+  }
+
+  const field = (key: keyof Filters) => ({
+    value: draft[key],
+    onChange: (e: { currentTarget: { value: string } }) => {
+      const value = e.currentTarget.value;
+      setDraft((old) => ({ ...old, [key]: value }));
+    },
+  });
+  const items = page?.items ?? [];
+  const start = (cursors.length - 1) * PER_PAGE;
+  const older = page?.nextBeforeSeq ?? null;
 
   return (
     <Stack>
@@ -126,22 +176,64 @@ export default function Audit() {
       <Title order={2} size="h4">
         Events
       </Title>
-      <Group align="flex-end" wrap="wrap">
-        <TextInput label="Actor" value={actor} onChange={filter(setActor)} w={150} />
-        <TextInput label="Action" placeholder="e.g. request." value={action} onChange={filter(setAction)} w={170} />
-        <TextInput label="Role" value={role} onChange={filter(setRole)} w={150} />
-        <TextInput label="Since" type="datetime-local" value={since} onChange={filter(setSince)} w={210} />
-        <TextInput label="Until" type="datetime-local" value={until} onChange={filter(setUntil)} w={210} />
-        <Button variant="default" onClick={() => void load()} loading={busy}>
-          Refresh
-        </Button>
-      </Group>
-      {events && (
-        <Text size="sm" c="gray.7" aria-live="polite">
-          {shown.length} of {events.length} {more ? `newest events (the API holds older ones)` : "events"} match.
+      <form onSubmit={search} aria-label="Filter events">
+        <Group align="flex-end" wrap="wrap">
+          <TextInput label="Actor" description="Exact name" {...field("actor")} w={150} />
+          <TextInput
+            label="Action"
+            description="Exact, or prefix*"
+            placeholder="request.*"
+            {...field("action")}
+            w={170}
+          />
+          <TextInput
+            label="Target"
+            description="Subject, or prefix*"
+            placeholder="user:alice"
+            {...field("target")}
+            w={170}
+          />
+          <TextInput label="Role" description="Events about it" {...field("role")} w={150} />
+          <NativeSelect
+            label="Outcome"
+            description="Any, or one"
+            data={[
+              { value: "", label: "Any" },
+              { value: "success", label: "success" },
+              { value: "denied", label: "denied" },
+              { value: "failed", label: "failed" },
+            ]}
+            {...field("outcome")}
+            w={130}
+          />
+          <TextInput label="Since" description="From" type="datetime-local" {...field("since")} w={210} />
+          <TextInput label="Until" description="Before" type="datetime-local" {...field("until")} w={210} />
+          <Button type="submit" loading={busy}>
+            Search
+          </Button>
+          <Button variant="default" onClick={() => setRefreshed((n) => n + 1)}>
+            Refresh
+          </Button>
+        </Group>
+      </form>
+      <Group justify="space-between" wrap="wrap">
+        <Text size="sm" c="gray.7" aria-live="polite" data-testid="audit-count">
+          {page && total
+            ? total.count === 0
+              ? "No events match."
+              : `Events ${items.length === 0 ? 0 : start + 1}–${start + items.length} of ${total.capped ? "more than " : ""}${total.count.toLocaleString("en")} matching.`
+            : ""}
         </Text>
-      )}
-      {visible.length > 0 && (
+        <Group gap="xs">
+          <Button variant="default" size="xs" onClick={() => void exportAs("jsonl")} loading={exporting === "jsonl"}>
+            Export JSON lines
+          </Button>
+          <Button variant="default" size="xs" onClick={() => void exportAs("csv")} loading={exporting === "csv"}>
+            Export CSV
+          </Button>
+        </Group>
+      </Group>
+      {items.length > 0 && (
         <Table.ScrollContainer minWidth={860}>
           <Table striped highlightOnHover>
             <Table.Thead>
@@ -155,7 +247,7 @@ export default function Audit() {
               </Table.Tr>
             </Table.Thead>
             <Table.Tbody>
-              {visible.map((e) => (
+              {items.map((e) => (
                 <Table.Tr
                   key={e.seq}
                   data-testid={`audit-${e.seq}`}
@@ -190,14 +282,15 @@ export default function Audit() {
           </Table>
         </Table.ScrollContainer>
       )}
-      {pages > 1 && (
-        <Pagination
-          total={pages}
-          value={current}
-          onChange={setPage}
-          getControlProps={(control) => ({ "aria-label": `${control} page` })}
-          getItemProps={(n) => ({ "aria-label": `Page ${n}` })}
-        />
+      {(older !== null || !first) && (
+        <Group gap="sm">
+          <Button variant="default" disabled={first} onClick={() => setCursors((old) => old.slice(0, -1))}>
+            Newer
+          </Button>
+          <Button variant="default" disabled={older === null} onClick={() => setCursors((old) => [...old, older!])}>
+            Older
+          </Button>
+        </Group>
       )}
       <Modal
         opened={!!open}
