@@ -216,9 +216,15 @@ export function createAlertService(deps: AlertServiceDeps) {
     }
   }
 
+  let ensured = false;
+
   /** One batch: the events after the cursor, judged, learned from and the cursor moved, in one transaction. */
   async function runOnce(): Promise<number> {
     if (!config.enabled) return 0;
+    if (!ensured) {
+      await alertStore.ensureCursor(store.db, config.startAt);
+      ensured = true;
+    }
     if (!(await alertStore.takeLease(store.db, holder, leaseMs))) return 0;
     const cursor = await alertStore.readCursor(store.db);
     const events = await alertStore.eventsAfter(store.db, cursor?.seq ?? 0, config.batchSize);
@@ -277,6 +283,7 @@ export function createAlertService(deps: AlertServiceDeps) {
     async start(): Promise<void> {
       if (!config.enabled || running) return;
       await alertStore.ensureCursor(store.db, config.startAt);
+      ensured = true;
       running = true;
       loop = run();
     },

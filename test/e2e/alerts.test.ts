@@ -1,0 +1,264 @@
+/**
+ * Anomaly alerts end to end (issue 16, acceptance 4), on PGlite and PostgreSQL: real activations on an injected
+ * clock. A user's first activation of a role and a break-glass use raise alerts that reach a local webhook
+ * receiver (signed), each with an `alert.raised` audit event; the user's normal second activation raises
+ * nothing. The configured actions happen: first activation opens a review item, break-glass is revoked. Reading
+ * the stream again from the start raises nothing twice. A plain user can neither list nor acknowledge alerts.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { sql } from "kysely";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { manualClock } from "../../src/lib/clock.js";
+import { SIGNATURE_HEADER, verifyWebhookSignature } from "../../src/modules/notify/index.js";
+import { testServer, type TestServer } from "../../src/testing/server.js";
+
+const SECRET = "alerts-webhook-secret-0123456789";
+
+interface Hook {
+  event: string;
+  severity: string;
+  title: string;
+  text: string;
+  fields: { label: string; value: string }[];
+}
+
+describe.each(["pglite", "postgres"] as const)("anomaly alerts on %s", (engine) => {
+  const clock = manualClock(new Date(Date.now() - 3600_000));
+  const work = mkdtempSync(path.join(tmpdir(), "stint-alerts-"));
+  const hooks: Hook[] = [];
+  let badSignatures = 0;
+  let receiver: HttpServer;
+  let server: TestServer;
+  /** Signs in afresh on each call: the injected clock moves by hours, past an access token's life. */
+  const alice = "alice";
+  const auditor = "audrey";
+  /** Only the alerts' notifications (request notifications go to the same channel). */
+  const alertHooks = () => hooks.filter((h) => h.event.startsWith("alert."));
+  const requestIds: Record<string, string> = {};
+
+  async function call(who: string, method: string, url: string, payload?: unknown) {
+    const res = await server.app.inject({
+      method: method as "GET",
+      url,
+      headers: { authorization: who.startsWith("Bearer ") ? who : await server.login(who) },
+      ...(payload !== undefined ? { payload: payload as object } : {}),
+    });
+    return { status: res.statusCode, body: (res.body ? res.json() : {}) as Record<string, any> };
+  }
+
+  /** Chains what committed, runs the consumer until it is caught up, then delivers the outbox. */
+  async function pass(): Promise<number> {
+    let processed = 0;
+    for (let i = 0; i < 20; i++) {
+      await server.audit.catchUp();
+      const n = await server.alerts.runOnce();
+      processed += n;
+      if (n === 0) break;
+    }
+    for (let i = 0; i < 10; i++) if ((await server.outbox.runOnce()).claimed === 0) break;
+    return processed;
+  }
+
+  async function activate(role: string, reason: string) {
+    const res = await call(alice, "POST", "/v1/activation-requests", { role, reason, duration: "1h" });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    return res.body as { id: string; state: string };
+  }
+
+  beforeAll(async () => {
+    receiver = createHttpServer((req, res) => {
+      let body = "";
+      req.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      req.on("end", () => {
+        if (
+          !verifyWebhookSignature(SECRET, String(req.headers[SIGNATURE_HEADER.toLowerCase()] ?? ""), body, clock.now())
+        )
+          badSignatures++;
+        hooks.push(JSON.parse(body) as Hook);
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    const port = (receiver.address() as AddressInfo).port;
+    writeFileSync(
+      path.join(work, "stint.yaml"),
+      `notifications:
+  channels:
+    - { name: security-hook, kind: webhook, url: "http://127.0.0.1:${port}/hook", secret: "${SECRET}" }
+alerts:
+  channels: [security-hook]
+  rules:
+    firstActivation: { action: review }
+    breakGlass: { action: revoke }
+`,
+    );
+    server = await testServer(engine, {
+      clock,
+      env: { STINT_CONFIG_FILE: path.join(work, "stint.yaml"), STINT_RECONCILE_INTERVAL: "0" },
+    });
+    await server.userWithRoles(alice, ["user"]);
+    await server.userWithRoles(auditor, ["auditor"]);
+    const apply = await call(server.adminAuth, "POST", "/v1/config/apply", {
+      yaml: `
+apiVersion: stint/v1
+policies:
+  - name: self
+    mfa: { required: false }
+    maxDuration: 8h
+  - name: glass
+    mfa: { required: false }
+    maxDuration: 8h
+    breakGlass: true
+targets:
+  - name: stint
+    kind: internal
+roles:
+  - name: ops-read
+    target: stint
+    policy: self
+    risk: low
+  - name: emergency
+    target: stint
+    policy: glass
+    risk: critical
+eligibility:
+  - role: ops-read
+    users: [alice]
+  - role: emergency
+    users: [alice]
+`,
+    });
+    expect(apply.status, JSON.stringify(apply.body)).toBe(200);
+    // Whatever the setup wrote is learned from first: the scenario starts from a caught-up consumer.
+    await pass();
+  }, 60_000);
+
+  afterAll(async () => {
+    await server?.cleanup();
+    await new Promise<void>((resolve) => receiver?.close(() => resolve()));
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it("a first activation raises one alert that reaches the webhook, audited, with a review item", async () => {
+    const first = await activate("ops-read", "checking the nightly batch output");
+    expect(first.state).toBe("active");
+    requestIds.first = first.id;
+    expect(await pass()).toBeGreaterThan(0);
+
+    const list = await call(auditor, "GET", "/v1/alerts");
+    expect(list.status).toBe(200);
+    expect(list.body.items).toMatchObject([
+      { rule: "firstActivation", principal: "alice", subject: `request:${first.id}`, status: "open", action: "review" },
+    ]);
+    const alert = list.body.items[0];
+    expect(alert.reviewItemId).toEqual(expect.any(String));
+    const items = await server.store.db
+      .selectFrom("review_items")
+      .selectAll()
+      .where("id", "=", alert.reviewItemId)
+      .execute();
+    expect(items).toMatchObject([{ kind: "anomaly-alert", subject: `request:${first.id}`, status: "open" }]);
+
+    expect(alertHooks().map((h) => h.event)).toEqual(["alert.first_activation"]);
+    expect(alertHooks()[0]!.title).toContain("alice activated ops-read for the first time");
+    expect(badSignatures).toBe(0);
+    const raised = (await server.audit.read({ limit: 1000 })).filter((e) => e.action === "alert.raised");
+    expect(raised).toMatchObject([
+      {
+        actor: "system:alerts",
+        subject: `alert:${alert.id}`,
+        details: { rule: "firstActivation", principal: "alice" },
+      },
+    ]);
+  });
+
+  it("the normal second activation of the same role raises nothing", async () => {
+    expect((await call(alice, "POST", "/v1/me/roles/ops-read/deactivate")).status).toBe(200);
+    clock.advance(3 * 3600_000);
+    const second = await activate("ops-read", "checking the nightly batch output again");
+    requestIds.second = second.id;
+    expect(await pass()).toBeGreaterThan(0);
+    const list = await call(auditor, "GET", "/v1/alerts");
+    expect(list.body.items).toHaveLength(1);
+    expect(list.body.items.map((a: { subject: string }) => a.subject)).not.toContain(`request:${second.id}`);
+    expect(alertHooks()).toHaveLength(1);
+  });
+
+  it("a break-glass use raises its alert (webhook, audit) and the configured revoke ends the activation", async () => {
+    clock.advance(60_000);
+    const glass = await activate("emergency", "primary database is down and SSO with it");
+    expect(glass.state).toBe("active");
+    requestIds.glass = glass.id;
+    await pass();
+
+    const list = await call(auditor, "GET", "/v1/alerts?rule=breakGlass");
+    expect(list.body.items).toMatchObject([
+      {
+        rule: "breakGlass",
+        severity: "critical",
+        principal: "alice",
+        subject: `request:${glass.id}`,
+        action: "revoke",
+      },
+    ]);
+    const events = alertHooks()
+      .map((h) => h.event)
+      .sort();
+    // Her first use of the emergency role is a first activation too.
+    expect(events).toEqual(["alert.break_glass", "alert.first_activation", "alert.first_activation"]);
+    const hook = alertHooks().find((h) => h.event === "alert.break_glass")!;
+    expect(hook.severity).toBe("critical");
+    expect(hook.fields).toContainEqual({ label: "Action", value: "revoke" });
+    expect(badSignatures).toBe(0);
+
+    const request = await call(auditor, "GET", `/v1/activation-requests/${glass.id}`);
+    expect(request.body.state).toBe("revoked");
+    const audit = await server.audit.read({ limit: 1000 });
+    expect(audit.filter((e) => e.action === "alert.raised").map((e) => e.details.rule)).toEqual([
+      "firstActivation",
+      "firstActivation",
+      "breakGlass",
+    ]);
+    // The revoke is the requests module's, by the alerts' system actor.
+    expect(audit.filter((e) => e.subject === `request:${glass.id}` && e.actor === "system:alerts")).not.toEqual([]);
+  });
+
+  it("reading the whole stream again (cursor back at 0) raises nothing twice", async () => {
+    const before = (await call(auditor, "GET", "/v1/alerts")).body.items.length;
+    const hooksBefore = alertHooks().length;
+    await sql`update siem_cursors set seq = 0 where destination = 'alerts:anomaly'`.execute(server.store.db);
+    expect(await pass()).toBeGreaterThan(0);
+    expect((await call(auditor, "GET", "/v1/alerts")).body.items).toHaveLength(before);
+    expect(alertHooks()).toHaveLength(hooksBefore);
+  });
+
+  it("a plain user can neither list, read nor acknowledge alerts; an auditor acknowledges once, audited", async () => {
+    const [alert] = (await call(auditor, "GET", "/v1/alerts?rule=breakGlass")).body.items;
+    expect((await call(alice, "GET", "/v1/alerts")).body.error?.code).toBe("FORBIDDEN");
+    expect((await call(alice, "GET", `/v1/alerts/${alert.id}`)).body.error?.code).toBe("FORBIDDEN");
+    const refused = await call(alice, "POST", `/v1/alerts/${alert.id}/ack`, { note: "nothing to see" });
+    expect(refused.status).toBe(403);
+    expect((await call(auditor, "GET", `/v1/alerts/${alert.id}`)).body.status).toBe("open");
+
+    const ack = await call(auditor, "POST", `/v1/alerts/${alert.id}/ack`, { note: "confirmed with the on-call lead" });
+    expect(ack.status, JSON.stringify(ack.body)).toBe(200);
+    expect(ack.body).toMatchObject({
+      status: "acknowledged",
+      acknowledgedBy: "audrey",
+      ackNote: "confirmed with the on-call lead",
+    });
+    expect((await call(auditor, "POST", `/v1/alerts/${alert.id}/ack`, {})).body.error?.code).toBe("CONFLICT");
+    const acks = (await server.audit.read({ limit: 1000 })).filter((e) => e.action === "alert.acknowledged");
+    expect(acks).toMatchObject([{ actor: "audrey", subject: `alert:${alert.id}` }]);
+    expect(
+      (await call(auditor, "GET", "/v1/alerts?status=open")).body.items.map((a: { id: string }) => a.id),
+    ).not.toContain(alert.id);
+    expect((await call(auditor, "GET", `/v1/alerts/00000000-0000-7000-8000-000000000000`)).body.error?.code).toBe(
+      "NOT_FOUND",
+    );
+  });
+});
