@@ -95,6 +95,11 @@ export function App() {
   const session = useSyncExternalStore(onSessionChange, currentSession);
   const [path, navigate] = usePath();
   const [opened, { toggle, close }] = useDisclosure();
+  // The first page's code downloads while the user types their password (a first visit otherwise waits for
+  // it after signing in).
+  useEffect(() => {
+    void import("./pages/MyAccess.js");
+  }, []);
   if (!session) return <SignIn />;
   const visible = PAGES.filter((p) => p.roles.length === 0 || hasRole(...p.roles));
   const requestId = requestIdOfPath(path);

@@ -60,6 +60,7 @@ export function takeExpiredNotice(): boolean {
 }
 
 function adopt(pair: TokenPairDto) {
+  prefetched.clear();
   session = {
     user: pair.principal,
     accessToken: pair.accessToken,
@@ -105,13 +106,38 @@ async function refresh(): Promise<boolean> {
 }
 
 function endSession(expired: boolean) {
+  prefetched.clear();
   session = null;
   expiredNotice = expired;
   changed();
 }
 
+/**
+ * GETs started ahead of the page that reads them (its data while its code loads), each answer taken once by
+ * that page's first call for it within PREFETCH_TTL_MS; a later call asks the server again.
+ */
+const prefetched = new Map<string, { at: number; result: Promise<unknown> }>();
+const PREFETCH_TTL_MS = 5000;
+
+/** Starts these GETs now, for the page about to show (see `prefetched`). */
+export function prefetch(paths: readonly string[]): void {
+  if (!session) return;
+  for (const path of paths) {
+    const result = api("GET", path);
+    result.catch(() => undefined); // the page's own call sees the error
+    prefetched.set(path, { at: Date.now(), result });
+  }
+}
+
 /** One API call; throws ApiError with the server's code and sentence. */
 export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  if (method === "GET") {
+    const ahead = prefetched.get(path);
+    if (ahead) {
+      prefetched.delete(path);
+      if (Date.now() - ahead.at < PREFETCH_TTL_MS) return ahead.result as Promise<T>;
+    }
+  }
   if (session && session.accessTokenExpiresAt - Date.now() < 30_000) await refresh();
   let res = await send(method, path, body, session?.accessToken ?? null);
   if (res.status === 401 && session) {
