@@ -1,9 +1,10 @@
 /**
  * Administration: targets, roles, policies and eligibility (admin and security edit; auditors read),
- * and the catalog as a YAML file (configuration as code).
+ * the catalog as a YAML file (configuration as code), and four-eyes change requests waiting for a second admin.
  */
 import { Stack, Tabs, Text, Title } from "@mantine/core";
 import { useState } from "react";
+import { ChangeRequestsTab } from "./admin/ChangeRequestsTab.js";
 import { ConfigTab } from "./admin/ConfigTab.js";
 import { EligibilityTab } from "./admin/EligibilityTab.js";
 import { PoliciesTab } from "./admin/PoliciesTab.js";
@@ -17,6 +18,7 @@ const TABS = [
   { value: "policies", label: "Policies", component: PoliciesTab },
   { value: "eligibility", label: "Eligibility", component: EligibilityTab },
   { value: "config", label: "Configuration as code", component: ConfigTab },
+  { value: "changes", label: "Change requests", component: ChangeRequestsTab },
 ] as const;
 
 export default function Admin() {

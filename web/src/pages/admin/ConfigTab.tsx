@@ -1,8 +1,10 @@
 /**
- * Configuration as code: the catalog exported as YAML, edited here, its plan shown as a diff, and
- * applied. Problems of the file are listed by line and column.
+ * Configuration as code: the catalog exported as YAML (line numbers, copy, download), edited here, its plan shown as
+ * a diff, and applied only after that diff was shown for the exact text and confirmed (deletions named and
+ * acknowledged). A file that widens access at a four-eyes tier is held as a change request for a second admin.
+ * Problems of the file are listed by line and column.
  */
-import { Alert, Badge, Button, Code, Group, Stack, Table, Text, Textarea, Title } from "@mantine/core";
+import { Alert, Badge, Button, Checkbox, Group, List, Modal, Stack, Table, Text, Title } from "@mantine/core";
 import { useCallback, useEffect, useState } from "react";
 import {
   configRequest,
@@ -13,6 +15,7 @@ import {
 import { api, ApiError } from "../../api.js";
 import { toneProps, type Tone } from "../requests/shared.js";
 import { canWriteCatalog, FormAlert } from "./shared.js";
+import { CopyDownload, YamlEditor, YamlView } from "./YamlEditor.js";
 
 const ACTION_TONE: Record<string, Tone> = { create: "green", update: "blue", delete: "red" };
 
@@ -30,6 +33,9 @@ export function ConfigTab() {
   const [problems, setProblems] = useState<ConfigProblem[]>([]);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState<"diff" | "apply" | null>(null);
+  /** The exact text the shown plan was made for: Apply needs the diff of what is in the editor now. */
+  const [plannedFor, setPlannedFor] = useState<string | null>(null);
+  const [confirming, setConfirming] = useState(false);
 
   const load = useCallback(async () => {
     try {
@@ -56,16 +62,20 @@ export function ConfigTab() {
     }
     setBusy(action);
     try {
-      if (action === "diff") setPlan(await api<ConfigPlanDto>("POST", "/v1/config/diff", parsed.data));
-      else {
+      if (action === "diff") {
+        setPlan(await api<ConfigPlanDto>("POST", "/v1/config/diff", parsed.data));
+        setPlannedFor(parsed.data.yaml);
+      } else {
         const result = await api<ConfigApplyResultDto>("POST", "/v1/config/apply", parsed.data);
         setApplied(result);
         setPlan(result);
+        setPlannedFor(null);
         const { yaml: text } = await api<{ yaml: string }>("GET", "/v1/config/export");
         setExported(text);
       }
     } catch (e) {
       setPlan(null);
+      setPlannedFor(null);
       const listed = e instanceof ApiError ? (e.details?.problems as ConfigProblem[] | undefined) : undefined;
       if (listed && listed.length > 0) setProblems(listed);
       setError((e as Error).message);
@@ -73,6 +83,8 @@ export function ConfigTab() {
       setBusy(null);
     }
   }
+
+  const ready = plan !== null && plannedFor === yaml && plan.changes.length > 0 && applied === null;
 
   return (
     <Stack>
@@ -87,44 +99,54 @@ export function ConfigTab() {
       {exported === null ? (
         <Text c="dimmed">Loading…</Text>
       ) : (
-        <Code
-          block
-          mah={320}
-          style={{ overflow: "auto" }}
-          role="region"
-          aria-label="Current configuration (YAML)"
-          tabIndex={0}
-        >
-          {exported}
-        </Code>
+        <>
+          <YamlView label="Current configuration (YAML)" value={exported} />
+          <CopyDownload text={exported} filename="stint.yaml" what="export" />
+        </>
       )}
-      <Textarea
+      <YamlEditor
         label="Configuration to plan (YAML)"
         value={yaml}
-        onChange={(e) => {
-          setYaml(e.currentTarget.value);
+        onChange={(value) => {
+          setYaml(value);
           setPlan(null);
+          setPlannedFor(null);
           setApplied(null);
         }}
-        autosize
-        minRows={8}
-        maxRows={30}
-        spellCheck={false}
-        styles={{ input: { fontFamily: "var(--mantine-font-family-monospace)", fontSize: 13 } }}
       />
       <Group>
         <Button variant="default" onClick={() => void run("diff")} loading={busy === "diff"}>
           Show diff
         </Button>
         {write && (
-          <Button onClick={() => void run("apply")} loading={busy === "apply"} disabled={busy !== null}>
-            Apply
+          <Button
+            onClick={() => setConfirming(true)}
+            loading={busy === "apply"}
+            disabled={busy !== null || !ready}
+            aria-describedby="apply-needs-diff"
+          >
+            Apply…
           </Button>
         )}
         <Button variant="subtle" onClick={() => void load()}>
           Reset to current
         </Button>
       </Group>
+      {write && !ready && (
+        <Text id="apply-needs-diff" size="sm" c="dimmed">
+          Show the diff of this text first; Apply asks you to confirm those changes.
+        </Text>
+      )}
+      {confirming && plan && (
+        <ConfirmApply
+          plan={plan}
+          onClose={() => setConfirming(false)}
+          onConfirm={() => {
+            setConfirming(false);
+            void run("apply");
+          }}
+        />
+      )}
       {problems.length > 0 && (
         <>
           <Title order={2} size="h4">
@@ -154,19 +176,80 @@ export function ConfigTab() {
           </Table.ScrollContainer>
         </>
       )}
-      {plan && <PlanView plan={plan} applied={applied?.applied ?? null} />}
+      {applied?.changeRequest && (
+        <Alert color="yellow" title="Held for a second admin (four-eyes)">
+          This file widens access at risk {applied.changeRequest.tier}, so nothing was applied yet: change request{" "}
+          <code>{applied.changeRequest.id}</code> waits until{" "}
+          {new Date(applied.changeRequest.expiresAt).toLocaleString()} for another admin to approve it (Administration →
+          Change requests).
+        </Alert>
+      )}
+      {plan && (
+        <PlanView plan={plan} applied={applied ? applied.applied || (applied.changeRequest ? "held" : false) : null} />
+      )}
     </Stack>
   );
 }
 
-function PlanView({ plan, applied }: { plan: ConfigPlanDto; applied: boolean | null }) {
+/** Asks before applying: the totals, every deletion by name (acknowledged), and the four-eyes rule. */
+function ConfirmApply(props: { plan: ConfigPlanDto; onClose: () => void; onConfirm: () => void }) {
+  const deletions = props.plan.changes.filter((c) => c.action === "delete");
+  const [acknowledged, setAcknowledged] = useState(deletions.length === 0);
+  const { create, update, delete: remove } = props.plan.summary;
+  return (
+    <Modal opened closeButtonProps={{ "aria-label": "Close" }} onClose={props.onClose} title="Apply these changes?">
+      <Stack>
+        <Text>
+          {create} to create, {update} to update, {remove} to delete, as the diff shows. A change that widens access at
+          a four-eyes risk tier holds the whole file for a second admin instead.
+        </Text>
+        {deletions.length > 0 && (
+          <Alert color="red" title={`This deletes ${deletions.length} thing${deletions.length === 1 ? "" : "s"}`}>
+            <List size="sm">
+              {deletions.map((c) => (
+                <List.Item key={`${c.kind}:${c.name}`}>
+                  {c.kind} <code>{c.name}</code>
+                </List.Item>
+              ))}
+            </List>
+            <Checkbox
+              mt="sm"
+              checked={acknowledged}
+              onChange={(e) => setAcknowledged(e.currentTarget.checked)}
+              label={`I mean to delete ${deletions.length === 1 ? "it" : `these ${deletions.length}`}`}
+            />
+          </Alert>
+        )}
+        <Group justify="flex-end">
+          <Button variant="default" onClick={props.onClose}>
+            Cancel
+          </Button>
+          <Button color={deletions.length > 0 ? "red" : undefined} disabled={!acknowledged} onClick={props.onConfirm}>
+            Apply {props.plan.changes.length} change{props.plan.changes.length === 1 ? "" : "s"}
+          </Button>
+        </Group>
+      </Stack>
+    </Modal>
+  );
+}
+
+/** The diff of a plan: totals, notes and one row per change with its fields (from → to). */
+export function PlanView({
+  plan,
+  applied,
+  title,
+}: {
+  plan: ConfigPlanDto;
+  applied: boolean | "held" | null;
+  title?: string;
+}) {
   const { create, update, delete: remove } = plan.summary;
   return (
     <Stack gap="sm">
       <Title order={2} size="h4">
-        {applied === null ? "Planned changes" : "Applied changes"}
+        {title ?? (applied === null || applied === "held" ? "Planned changes" : "Applied changes")}
       </Title>
-      {applied !== null && (
+      {typeof applied === "boolean" && (
         <Alert color={applied ? "teal" : "gray"}>
           {applied ? "The configuration was applied." : "Nothing to apply: the catalog already matches the file."}
         </Alert>
