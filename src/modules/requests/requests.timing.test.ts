@@ -63,6 +63,16 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
       eligibleUsers: users,
     });
     await seedRole(server, { name: "glass", policy: { ...noMfa, breakGlass: true }, eligibleUsers: users });
+    await seedRole(server, {
+      name: "weekdays",
+      policy: {
+        ...noMfa,
+        maxStartDelay: "8d",
+        windows: [{ days: ["mon", "tue", "wed", "thu", "fri"], from: "08:00", to: "18:00", timeZone: "UTC" }],
+        outsideWindow: "deny",
+      },
+      eligibleUsers: users,
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -397,5 +407,34 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
       expect(await auditOf(id, "request.expired")).toHaveLength(1);
     }
     for (const name of ["alice", "bob"]) await as(name)("POST", "/v1/me/roles/later/deactivate");
+  });
+
+  it("a later start is judged by the activation windows of its start time, and they are checked again then", async () => {
+    // The next Saturday noon and the next weekday 09:00 (UTC) after now, whatever the clock stands at.
+    const next = (test: (d: Date) => boolean) => {
+      const d = new Date(clock.now());
+      d.setUTCMinutes(0, 0, 0);
+      do d.setUTCHours(d.getUTCHours() + 1);
+      while (!test(d));
+      return d;
+    };
+    const saturdayNoon = next((d) => d.getUTCDay() === 6 && d.getUTCHours() === 12);
+    const weekdayNine = next((d) => d.getUTCDay() >= 1 && d.getUTCDay() <= 5 && d.getUTCHours() === 9);
+    const closed = await as("alice")("POST", "/v1/activation-requests", {
+      role: "weekdays",
+      reason: "weekend work",
+      startAt: saturdayNoon.toISOString(),
+    });
+    expect([closed.status, closed.body.error?.code]).toEqual([403, "OUTSIDE_WINDOW"]);
+    const open = await as("alice")("POST", "/v1/activation-requests", {
+      role: "weekdays",
+      reason: "weekday work",
+      startAt: weekdayNine.toISOString(),
+    });
+    expect(open.body).toMatchObject({ state: "approved", startAt: weekdayNine.toISOString() });
+    clock.set(weekdayNine);
+    expect((await server.scheduler.runOnce()).started).toBe(1);
+    expect((await row(open.body.id as string)).state).toBe("active");
+    await as("alice")("POST", "/v1/me/roles/weekdays/deactivate");
   });
 });
