@@ -15,8 +15,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
 import { SIGNATURE_HEADER, verifyWebhookSignature } from "../../src/modules/notify/index.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
+import type { AlertDto } from "../../src/contract/alerts.js";
 
 const SECRET = "alerts-webhook-secret-0123456789";
+
+type AlertItem = AlertDto & Record<string, unknown>;
+/** An answer: one alert, a list of them, a request, or an error. */
+type Body = Partial<AlertItem> & {
+  items: AlertItem[];
+  state?: string;
+  error?: { code: string; message: string };
+};
 
 interface Hook {
   event: string;
@@ -47,7 +56,7 @@ describe.each(["pglite", "postgres"] as const)("anomaly alerts on %s", (engine) 
       headers: { authorization: who.startsWith("Bearer ") ? who : await server.login(who) },
       ...(payload !== undefined ? { payload: payload as object } : {}),
     });
-    return { status: res.statusCode, body: (res.body ? res.json() : {}) as Record<string, any> };
+    return { status: res.statusCode, body: (res.body ? res.json() : {}) as Body };
   }
 
   /** Chains what committed, runs the consumer until it is caught up, then delivers the outbox. */
@@ -154,7 +163,7 @@ eligibility:
     expect(list.body.items).toMatchObject([
       { rule: "firstActivation", principal: "alice", subject: `request:${first.id}`, status: "open", action: "review" },
     ]);
-    const alert = list.body.items[0];
+    const alert = list.body.items[0]!;
     expect(alert.reviewItemId).toEqual(expect.any(String));
     const items = await server.store.db
       .selectFrom("review_items")
@@ -184,7 +193,7 @@ eligibility:
     expect(await pass()).toBeGreaterThan(0);
     const list = await call(auditor, "GET", "/v1/alerts");
     expect(list.body.items).toHaveLength(1);
-    expect(list.body.items.map((a: { subject: string }) => a.subject)).not.toContain(`request:${second.id}`);
+    expect(list.body.items.map((a) => a.subject)).not.toContain(`request:${second.id}`);
     expect(alertHooks()).toHaveLength(1);
   });
 
@@ -237,7 +246,7 @@ eligibility:
   });
 
   it("a plain user can neither list, read nor acknowledge alerts; an auditor acknowledges once, audited", async () => {
-    const [alert] = (await call(auditor, "GET", "/v1/alerts?rule=breakGlass")).body.items;
+    const alert = (await call(auditor, "GET", "/v1/alerts?rule=breakGlass")).body.items[0]!;
     expect((await call(alice, "GET", "/v1/alerts")).body.error?.code).toBe("FORBIDDEN");
     expect((await call(alice, "GET", `/v1/alerts/${alert.id}`)).body.error?.code).toBe("FORBIDDEN");
     const refused = await call(alice, "POST", `/v1/alerts/${alert.id}/ack`, { note: "nothing to see" });
@@ -254,9 +263,7 @@ eligibility:
     expect((await call(auditor, "POST", `/v1/alerts/${alert.id}/ack`, {})).body.error?.code).toBe("CONFLICT");
     const acks = (await server.audit.read({ limit: 1000 })).filter((e) => e.action === "alert.acknowledged");
     expect(acks).toMatchObject([{ actor: "audrey", subject: `alert:${alert.id}` }]);
-    expect(
-      (await call(auditor, "GET", "/v1/alerts?status=open")).body.items.map((a: { id: string }) => a.id),
-    ).not.toContain(alert.id);
+    expect((await call(auditor, "GET", "/v1/alerts?status=open")).body.items.map((a) => a.id)).not.toContain(alert.id);
     expect((await call(auditor, "GET", `/v1/alerts/00000000-0000-7000-8000-000000000000`)).body.error?.code).toBe(
       "NOT_FOUND",
     );
