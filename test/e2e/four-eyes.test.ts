@@ -13,6 +13,7 @@ import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliContext } from "../../src/cli/context.js";
 import { runCli } from "../../src/cli/program.js";
+import { loadConfig } from "../../src/config/config.js";
 import { manualClock } from "../../src/lib/clock.js";
 import { ENGINES } from "../../src/testing/engines.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
@@ -51,6 +52,8 @@ eligibility:
 /** The base file with more eligibility lines (each `- role: …` entry as YAML). */
 const withEligibility = (...entries: string[]) => `${BASE}${entries.map((e) => `${e}\n`).join("")}`;
 const ALICE_CRITICAL = "  - role: crown-jewels\n    users: [alice]";
+/** The file as the whole truth: what it does not list is deleted. */
+const pruned = (text: string) => text.replace("apiVersion: stint/v1\n", "apiVersion: stint/v1\nprune: true\n");
 
 describe.each(ENGINES)("four-eyes on %s", (engine) => {
   const clock = manualClock(new Date());
@@ -136,6 +139,15 @@ describe.each(ENGINES)("four-eyes on %s", (engine) => {
     const base = await call("POST", "/v1/config/apply", admin, { yaml: BASE });
     expect(base.body).toMatchObject({ applied: true });
     expect(base.body.changeRequest).toBeUndefined();
+    // While nobody else could approve (the bootstrap admin alone), a widening file applies at once, audited.
+    const alone = await call("POST", "/v1/config/apply", admin, {
+      yaml: withEligibility("  - role: crown-jewels\n    users: [bob]"),
+    });
+    expect(alone.body).toMatchObject({ applied: true });
+    expect(alone.body.changeRequest).toBeUndefined();
+    expect(alone.body.notes.join("\n")).toContain("four-eyes waived");
+    expect(await events("config.four_eyes_waived")).toMatchObject([{ actor: "admin", details: { tier: "critical" } }]);
+    expect((await call("POST", "/v1/config/apply", admin, { yaml: pruned(BASE) })).body.applied).toBe(true);
     admin2 = await server.userWithRoles("admin2", ["admin"]);
     security = await server.userWithRoles("sec", ["security"]);
     auditor = await server.userWithRoles("aud", ["auditor"]);
@@ -195,10 +207,7 @@ describe.each(ENGINES)("four-eyes on %s", (engine) => {
     ]);
 
     // A narrowing change (prune the eligibility away) applies at once: no change request.
-    const narrow = await fileOf(
-      "narrow",
-      `${BASE.replace("apiVersion: stint/v1\n", "apiVersion: stint/v1\nprune: true\n")}`,
-    );
+    const narrow = await fileOf("narrow", `${pruned(BASE)}`);
     const narrowed = await cli(admin, ["apply", "-f", narrow]);
     expect(narrowed.code, narrowed.stderr).toBe(0);
     expect(narrowed.stdout).toContain("- eligibility crown-jewels/user:alice");
@@ -231,7 +240,7 @@ describe.each(ENGINES)("four-eyes on %s", (engine) => {
     ).toHaveLength(2);
     // Back to the base (narrowing: at once).
     await call("POST", "/v1/config/apply", admin, {
-      yaml: BASE.replace("apiVersion: stint/v1\n", "apiVersion: stint/v1\nprune: true\n"),
+      yaml: pruned(BASE),
     });
     expect(await eligibleForCritical()).toEqual([]);
   });
@@ -260,7 +269,7 @@ describe.each(ENGINES)("four-eyes on %s", (engine) => {
     expect((await call("POST", `/v1/change-requests/${fresh}/approve`, admin2, {})).body.status).toBe("applied");
     expect(await eligibleForCritical()).toEqual(["user:alice"]);
     await call("POST", "/v1/config/apply", admin, {
-      yaml: `${BASE.replace("apiVersion: stint/v1\n", "apiVersion: stint/v1\nprune: true\n")}`,
+      yaml: `${pruned(BASE)}`,
     });
     expect(await eligibleForCritical()).toEqual([]);
   });
@@ -297,7 +306,7 @@ describe.each(ENGINES)("four-eyes on %s", (engine) => {
     expect((await call("POST", `/v1/change-requests/${id}/approve`, security, {})).body.status).toBe("applied");
     expect(await eligibleForCritical()).toEqual(["user:admin2"]);
     await call("POST", "/v1/config/apply", admin, {
-      yaml: `${BASE.replace("apiVersion: stint/v1\n", "apiVersion: stint/v1\nprune: true\n")}`,
+      yaml: `${pruned(BASE)}`,
     });
   });
 
@@ -314,5 +323,16 @@ describe.each(ENGINES)("four-eyes on %s", (engine) => {
     expect(await events("change_request.expired", `change-request:${id}`)).toHaveLength(1);
     const listed = await call("GET", "/v1/change-requests?status=expired", auditor);
     expect(listed.body.items.map((c: { id: string }) => c.id)).toContain(id);
+  });
+});
+
+describe("four-eyes configuration", () => {
+  it("reads fourEyes from the environment", () => {
+    const parsed = loadConfig({ STINT_FOUR_EYES_TIERS: "none", STINT_FOUR_EYES_ALONE: "hold" });
+    expect(parsed.ok && parsed.config.fourEyes).toMatchObject({ tiers: [], alone: "hold", expireAfter: 604_800_000 });
+    const defaults = loadConfig({});
+    expect(defaults.ok && defaults.config.fourEyes).toMatchObject({ tiers: ["high", "critical"], alone: "apply" });
+    const bad = loadConfig({ STINT_FOUR_EYES_TIERS: "severe" });
+    expect(bad.ok).toBe(false);
   });
 });
