@@ -44,7 +44,7 @@ policies:
 targets:
   - { name: stint, kind: internal }
 roles:
-  - { name: emergency, target: stint, policy: glass, risk: high }
+  - { name: emergency, target: stint, policy: glass, risk: medium }
   - { name: reports, target: stint, policy: approved, risk: medium }
 eligibility:
   - { role: emergency, users: [sid, ann] }

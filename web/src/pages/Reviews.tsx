@@ -59,7 +59,6 @@ export default function Reviews() {
       setSelected((old) => new Set([...old].filter((id) => list.some((i) => i.id === id))));
       if (hasRole("admin", "security", "auditor"))
         setCampaigns((await api<{ items: CampaignDto[] }>("GET", "/v1/reviews/campaigns")).items);
-      setError(null);
     } catch (e) {
       setError((e as Error).message);
     }
@@ -77,6 +76,7 @@ export default function Reviews() {
     event.preventDefault();
     if (!deciding || reason.trim().length === 0) return;
     setBusy(true);
+    setError(null);
     const failures: string[] = [];
     for (const item of deciding.items) {
       try {
@@ -263,7 +263,7 @@ export default function Reviews() {
                 label={DECISION_WORDS[deciding.decision].label}
                 description="Recorded in the audit log with your decision."
                 required
-                autoFocus
+                data-autofocus
                 minRows={3}
                 value={reason}
                 onChange={(e) => setReason(e.currentTarget.value)}

@@ -1,0 +1,190 @@
+/**
+ * A break-glass activation's review item worked in the reviewer inbox in a real browser (issue 16, acceptance 2;
+ * playwright-core driving /usr/bin/chromium against the built server): the person who broke the glass is refused
+ * (SELF_REVIEW, said in words); another security reviewer acknowledges it with a finding from the keyboard alone;
+ * the Evidence page then shows the activation with that finding and who acknowledged it, and so does the API's
+ * report. Any unexpected 4xx/5xx or console error fails the test.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { EvidenceReportDto } from "../../src/contract/evidence.js";
+import { startWebServer, type RunningProcess } from "./support.js";
+
+const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
+const ADMIN_PASSWORD = "reviews-web-root-password";
+const PASSWORDS = { sid: "tulip orbit canyon lantern", sue: "maple quartz harbor violet" };
+const FINDING = "failover by hand during INC-4242; commands match the incident log";
+
+let work: string;
+let url: string;
+let server: RunningProcess;
+let browser: Browser;
+let requestId: string;
+const contexts: BrowserContext[] = [];
+const problems: string[] = [];
+const expected: string[] = [];
+
+type Call = (method: string, route: string, body?: unknown) => Promise<{ status: number; body: unknown }>;
+
+async function apiAs(user: string, password: string): Promise<Call> {
+  const res = await fetch(`${url}/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: user, password }),
+  });
+  const { accessToken } = (await res.json()) as { accessToken: string };
+  return async (method, route, body) => {
+    const r = await fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: r.status, body: (await r.json().catch(() => ({}))) as unknown };
+  };
+}
+
+async function signIn(user: keyof typeof PASSWORDS): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  contexts.push(context);
+  const page = await context.newPage();
+  page.on("response", (response) => {
+    if (response.status() < 400) return;
+    const call = `${response.request().method()} ${new URL(response.url()).pathname} ${response.status()}`;
+    const at = expected.indexOf(call);
+    if (at >= 0) expected.splice(at, 1);
+    else problems.push(`unexpected ${call}`);
+  });
+  page.on("console", (message) => {
+    if (message.type() !== "error") return;
+    if (/^Failed to load resource: the server responded with a status of \d+/.test(message.text())) return;
+    problems.push(`console error: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  await page.goto(url);
+  await page.getByLabel("User name").fill(user);
+  await page.getByLabel(/^Password/).fill(PASSWORDS[user]);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "My access" }).waitFor();
+  return page;
+}
+
+async function openPage(page: Page, label: string, heading: string) {
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: label }).click();
+  await page.getByRole("heading", { name: heading, level: 1 }).waitFor();
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(path.join(tmpdir(), "stint-reviews-web-"));
+  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
+  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  for (const [name, password] of Object.entries(PASSWORDS)) {
+    const res = await admin("POST", "/v1/users", { name, password, platformRoles: ["security"] });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+  }
+  const applied = await admin("POST", "/v1/config/apply", {
+    yaml: `apiVersion: stint/v1
+policies:
+  - name: glass
+    mfa: { required: false }
+    maxDuration: 1h
+    breakGlass: true
+targets:
+  - { name: stint, kind: internal }
+roles:
+  - { name: emergency, target: stint, policy: glass, risk: medium }
+eligibility:
+  - { role: emergency, users: [sid] }
+`,
+  });
+  expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+  const sid = await apiAs("sid", PASSWORDS.sid);
+  const glass = await sid("POST", "/v1/activation-requests", {
+    role: "emergency",
+    duration: "30m",
+    reason: "primary database down, failover by hand",
+  });
+  expect((glass.body as { state: string }).state, JSON.stringify(glass.body)).toBe("active");
+  requestId = (glass.body as { id: string }).id;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await Promise.all(contexts.map((c) => c.close()));
+  await browser?.close();
+  await server?.kill("SIGTERM");
+  if (work) rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("the reviewer inbox in a browser", () => {
+  it("refuses the person who broke the glass, in words", async () => {
+    const page = await signIn("sid");
+    await openPage(page, "Reviews", "Reviews");
+    const card = page.getByRole("region", { name: `Break-glass activation (request:${requestId}) by sid` });
+    await card.getByRole("button", { name: "Acknowledge…" }).click();
+    const dialog = page.getByRole("dialog");
+    await dialog.getByLabel("Finding").fill("it was me and it was fine");
+    expected.push(`POST /v1/reviews/items/${await itemIdOf(page)}/decision 403`);
+    await dialog.getByRole("button", { name: "Acknowledge" }).click();
+    await expect
+      .poll(async () => (await page.getByRole("alert").allInnerTexts()).join(" | "), { timeout: 10_000 })
+      .toMatch(/Nobody reviews their own access/);
+    // Still open, and still in the inbox.
+    await page.getByRole("dialog").waitFor({ state: "detached" });
+    expect(await card.count()).toBe(1);
+  });
+
+  it("another reviewer acknowledges it with a finding from the keyboard; the evidence report shows it", async () => {
+    const page = await signIn("sue");
+    await openPage(page, "Reviews", "Reviews");
+    const card = page.getByRole("region", { name: `Break-glass activation (request:${requestId}) by sid` });
+    await card.getByText("Justification: primary database down, failover by hand").waitFor();
+    // Keyboard only: focus the button, Enter opens the dialog (focus in the text area), Ctrl+Enter submits.
+    await card.getByRole("button", { name: "Acknowledge…" }).focus();
+    await page.keyboard.press("Enter");
+    const finding = page.getByRole("dialog").getByLabel("Finding");
+    await finding.waitFor();
+    await expect.poll(() => finding.evaluate((el) => el === document.activeElement)).toBe(true);
+    await page.keyboard.type(FINDING);
+    await page.keyboard.press("Control+Enter");
+    await page.getByRole("status").getByText("1 item acknowledged.").waitFor();
+    await expect.poll(() => card.count()).toBe(0);
+
+    await openPage(page, "Evidence", "Evidence report");
+    await page.getByLabel("Role").fill("emergency");
+    await page.getByRole("button", { name: "Show report" }).click();
+    const row = page.getByTestId(`activation-${requestId}`);
+    await row.waitFor();
+    const text = await row.innerText();
+    expect(text).toContain("primary database down, failover by hand");
+    expect(text).toContain(`break-glass; review acknowledged by sue: ${FINDING}`);
+    const shown = await page.getByTestId("report-sha256").innerText();
+
+    const auditor = await apiAs("sue", PASSWORDS.sue);
+    const from = new Date(Date.now() - 86_400_000).toISOString();
+    const to = new Date(Date.now() + 86_400_000).toISOString();
+    const report = (await auditor("GET", `/v1/evidence?from=${from}&to=${to}&role=emergency`))
+      .body as EvidenceReportDto;
+    expect(report.activations).toHaveLength(1);
+    expect(report.activations[0]).toMatchObject({
+      requestId,
+      requester: "sid",
+      approval: "break-glass",
+      review: { status: "closed", outcome: "acknowledged", finding: FINDING, closedBy: "sue" },
+    });
+    expect(shown).toMatch(/^[0-9a-f]{64}$/);
+    expect({ problems, expectedButNotSeen: expected }).toEqual({ problems: [], expectedButNotSeen: [] });
+  });
+});
+
+async function itemIdOf(page: Page): Promise<string> {
+  const testId = await page
+    .getByRole("region", { name: `Break-glass activation (request:${requestId}) by sid` })
+    .getAttribute("data-testid");
+  return testId!.slice("item-".length);
+}
