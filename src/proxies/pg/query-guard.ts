@@ -23,8 +23,8 @@ import {
   parseBackendMessage,
   parseFrontendMessage,
 } from "../../lib/pg-wire.js";
-import { checkQuery, parseQuery } from "./query-policy.js";
-import type { QueryDecision, QueryRule } from "./query-policy.rules.js";
+import { parseQuery } from "./query-policy.js";
+import { decide, type ParsedQuery, type QueryDecision, type QueryRule } from "./query-policy.rules.js";
 import { messageTypes } from "./wire-stream.js";
 
 /** The SQLSTATE of every refusal: insufficient_privilege. */
@@ -263,16 +263,15 @@ export function createQueryGuard(options: {
       const nul = body.indexOf(0);
       // What the server would run is the text up to its first NUL.
       const sql = nul < 0 ? "" : body.toString("utf8", 0, nul);
-      const decision: QueryDecision =
-        nul < 0
-          ? { allowed: false, rule: "unparsable", message: "malformed Query message", statement: 0 }
-          : checkQuery(sql, rules, preparedNames);
+      const parsed: ParsedQuery = nul < 0 ? { ok: false, error: "malformed Query message" } : parseQuery(sql);
+      const decision = decide(parsed, rules, { preparedNames });
+      const names = parsed.ok ? namesPreparedBy(parsed) : [];
       if (decision.allowed) {
-        for (const name of namesPreparedBy(sql)) rememberPrepared(name);
+        for (const name of names) rememberPrepared(name);
         return null;
       }
       // Refused: EXECUTE of that name is refused from now on (fail closed), whatever the server holds.
-      for (const name of namesPreparedBy(sql)) preparedNames.delete(name);
+      for (const name of names) preparedNames.delete(name);
       return typedFrame("Q", cstring(refuse(refusalOf(decision, sql, "simple"))));
     }
     if (type === PARSE) {
@@ -285,7 +284,7 @@ export function createQueryGuard(options: {
         if (message.kind !== "Parse") throw new PgWireError("BAD_VALUE", "not a Parse message");
         name = message.name;
         sql = message.query;
-        decision = checkQuery(sql, rules, preparedNames);
+        decision = decide(parseQuery(sql), rules, { preparedNames });
       } catch {
         decision = { allowed: false, rule: "unparsable", message: "malformed Parse message", statement: 0 };
       }
@@ -349,10 +348,8 @@ export function createQueryGuard(options: {
   };
 }
 
-/** Names of statements PREPAREd by a query string (from the cached parse). */
-function namesPreparedBy(sql: string): string[] {
-  const parsed = parseQuery(sql);
-  if (!parsed.ok) return [];
+/** Names of statements PREPAREd by a parsed query string. */
+function namesPreparedBy(parsed: Extract<ParsedQuery, { ok: true }>): string[] {
   const names: string[] = [];
   for (const statement of parsed.statements) if (statement.prepares !== null) names.push(statement.prepares);
   return names;

@@ -331,3 +331,25 @@ export function decide(parsed: ParsedQuery, rules: QueryRules, session: SessionS
   }
   return { allowed: true };
 }
+
+/**
+ * Where the parse tree has integer constants: their offset in the text → value. The parse cache
+ * uses it to know which digit runs of a query text are plain integer literals (see query-policy.ts).
+ */
+export function integerConstants(parseResult: unknown): Map<number, number> {
+  const found = new Map<number, number>();
+  const walk = (node: Json | undefined, key: string | null): void => {
+    if (Array.isArray(node)) {
+      for (const item of node) walk(item, null);
+      return;
+    }
+    if (!isObject(node)) return;
+    if (key === "A_Const" && isObject(node.ival) && typeof node.location === "number") {
+      const value = node.ival.ival;
+      found.set(node.location, typeof value === "number" ? value : 0);
+    }
+    for (const childKey in node) walk(node[childKey], childKey);
+  };
+  walk(parseResult as Json, null);
+  return found;
+}
