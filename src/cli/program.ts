@@ -8,6 +8,7 @@ import { registerAccessCommands } from "./commands/access.js";
 import { registerAuditCommands } from "./commands/audit.js";
 import { registerSiemCommands } from "./commands/siem.js";
 import { registerReviewCommands } from "./commands/reviews.js";
+import { registerAlertCommands } from "./commands/alerts.js";
 import { registerEvidenceCommands } from "./commands/evidence.js";
 import { registerAuthCommands } from "./commands/auth.js";
 import { registerConfigCommands } from "./commands/config.js";
@@ -92,6 +93,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerAuditCommands(program, ctx);
   registerSiemCommands(program, ctx);
   registerReviewCommands(program, ctx);
+  registerAlertCommands(program, ctx);
   registerEvidenceCommands(program, ctx);
   registerServerCommand(program, ctx);
   // Last, so that it sees every command: `stint completion bash|zsh|fish|powershell` prints the shell's script,
