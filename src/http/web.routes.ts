@@ -27,6 +27,7 @@ export const WEB_PAGES = [
   "/dashboards",
   "/reviews",
   "/evidence",
+  "/alerts",
   "/account",
   // A CLI session's passkey step-up, handed to the browser (the id names a hand-off, not a secret).
   "/step-up/:id",

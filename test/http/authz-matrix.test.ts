@@ -37,6 +37,7 @@ const MATRIX = `
   GET     /dashboards                              yes        yes   yes      yes       yes
   GET     /reviews                                 yes        yes   yes      yes       yes
   GET     /evidence                                yes        yes   yes      yes       yes
+  GET     /alerts                                  yes        yes   yes      yes       yes
   GET     /account                                 yes        yes   yes      yes       yes
   GET     /step-up/:id                             yes        yes   yes      yes       yes
   GET     /assets/*                                yes        yes   yes      yes       yes

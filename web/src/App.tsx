@@ -61,6 +61,12 @@ const PAGES: Page[] = [
     roles: ["admin", "security", "auditor"],
     component: lazy(() => import("./pages/Evidence.js")),
   },
+  {
+    path: "/alerts",
+    label: "Alerts",
+    roles: ["admin", "security", "auditor"],
+    component: lazy(() => import("./pages/Alerts.js")),
+  },
   { path: "/account", label: "Account", roles: [], component: lazy(() => import("./pages/Account.js")) },
 ];
 
