@@ -1,0 +1,221 @@
+/**
+ * Four-eyes and configuration as code in a real browser (playwright-core driving /usr/bin/chromium) against the built
+ * server (issue 16 "visible in the web UI", issue 17 item 10):
+ * - the Configuration-as-code tab applies only after the diff of the exact text was shown, and asks to confirm; a
+ *   prune that deletes names each deletion and needs it acknowledged; the editor and the export have line numbers;
+ *   the export can be copied and downloaded;
+ * - an admin's file adding eligibility to a critical role is held (the page says so, nothing exists yet); the
+ *   author sees no Approve, a second admin sees why it is held and the diff on the Change requests tab, approves,
+ *   and only then the eligibility exists.
+ * Any 4xx/5xx answer or console error in the pages fails the test.
+ */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startWebServer, type RunningProcess } from "./support.js";
+
+const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
+const ADMIN_PASSWORD = "four-eyes-root-password";
+const PASSWORDS = { admin2: "granite willow ember falcon", alice: "tulip orbit canyon lantern" };
+
+const BASE = `apiVersion: stint/v1
+policies:
+  - name: strict
+    maxDuration: 2h
+targets:
+  - name: vault-db
+    kind: internal
+roles:
+  - name: crown-jewels
+    target: vault-db
+    policy: strict
+    risk: critical
+  - name: wiki-editor
+    target: vault-db
+    policy: strict
+    risk: low
+eligibility:
+  - role: wiki-editor
+    users: [bob]
+`;
+
+let work: string;
+let url: string;
+let server: RunningProcess;
+let browser: Browser;
+const problems: string[] = [];
+const contexts: BrowserContext[] = [];
+
+type Call = (method: string, route: string, body?: unknown) => Promise<{ status: number; body: any }>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+async function apiAs(user: string, password: string): Promise<Call> {
+  const res = await fetch(`${url}/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: user, password }),
+  });
+  const { accessToken } = (await res.json()) as { accessToken: string };
+  return async (method, route, body) => {
+    const r = await fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: r.status, body: await r.json().catch(() => ({})) };
+  };
+}
+
+async function signIn(user: string, password: string): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
+  contexts.push(context);
+  await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: url });
+  const page = await context.newPage();
+  page.on("response", (response) => {
+    if (response.status() >= 400)
+      problems.push(`${response.request().method()} ${new URL(response.url()).pathname} ${response.status()}`);
+  });
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  await page.goto(url);
+  await page.getByLabel("User name").fill(user);
+  await page.getByLabel(/^Password/).fill(password);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "My access" }).waitFor();
+  return page;
+}
+
+async function openAdminTab(page: Page, tab: string) {
+  // In-app navigation: a reload would sign out (tokens live in memory).
+  await page.evaluate(
+    `window.history.pushState(null, "", "/admin"); window.dispatchEvent(new PopStateEvent("popstate"));`,
+  );
+  await page.getByRole("heading", { name: "Administration", level: 1 }).waitFor();
+  await page.getByRole("tab", { name: tab }).click();
+}
+
+async function eligibleForCritical(api: Call): Promise<string[]> {
+  const list = await api("GET", "/v1/eligibilities?role=crown-jewels");
+  return (list.body.items as { principal: string | null; status: string }[])
+    .filter((e) => e.status !== "removed")
+    .map((e) => e.principal ?? "?");
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(path.join(tmpdir(), "stint-four-eyes-web-"));
+  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
+  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  expect((await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice })).status).toBe(201);
+  expect((await admin("POST", "/v1/users", { name: "bob" })).status).toBe(201);
+  expect((await admin("POST", "/v1/config/apply", { yaml: BASE })).body).toMatchObject({ applied: true });
+  const second = await admin("POST", "/v1/users", {
+    name: "admin2",
+    password: PASSWORDS.admin2,
+    platformRoles: ["admin"],
+  });
+  expect(second.status, JSON.stringify(second.body)).toBe(201);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+}, 180_000);
+
+afterAll(async () => {
+  for (const context of contexts) await context.close().catch(() => undefined);
+  await browser?.close();
+  await server?.kill();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe("four-eyes in the web UI", () => {
+  it("config tab: line numbers, copy and download; apply needs the diff and a confirmation naming deletions", async () => {
+    const page = await signIn("admin", ADMIN_PASSWORD);
+    await openAdminTab(page, "Configuration as code");
+    const current = page.getByRole("region", { name: "Current configuration (YAML)" });
+    await current.waitFor();
+    const exported = await current.innerText();
+    // Line numbers beside the export: as many as it has lines.
+    const gutter = current.locator("xpath=preceding-sibling::div[1]");
+    const numbers = (await gutter.innerText()).trim().split(/\s+/);
+    expect(numbers.length).toBe(exported.split("\n").length);
+    expect(numbers.slice(0, 3)).toEqual(["1", "2", "3"]);
+
+    await page.getByRole("button", { name: "Copy export" }).click();
+    await page.getByText("Copied the export.").waitFor();
+    expect(await page.evaluate("navigator.clipboard.readText()")).toBe(exported);
+    const [download] = await Promise.all([
+      page.waitForEvent("download"),
+      page.getByRole("button", { name: "Download stint.yaml" }).click(),
+    ]);
+    expect(download.suggestedFilename()).toBe("stint.yaml");
+    expect(readFileSync((await download.path())!, "utf8")).toBe(exported);
+
+    // A prune that deletes bob's eligibility: Apply waits for the diff, then names the deletion.
+    const editor = page.getByLabel("Configuration to plan (YAML)");
+    await editor.fill(
+      `apiVersion: stint/v1\nprune: true\n${BASE.slice("apiVersion: stint/v1\n".length).replace("eligibility:\n  - role: wiki-editor\n    users: [bob]\n", "eligibility: []\n")}`,
+    );
+    const apply = page.getByRole("button", { name: "Apply…" });
+    expect(await apply.isDisabled()).toBe(true);
+    await page.getByRole("button", { name: "Show diff" }).click();
+    await page.getByRole("table", { name: "Changes" }).getByText("wiki-editor/user:bob").waitFor();
+    expect(await apply.isDisabled()).toBe(false);
+    await apply.click();
+    const dialog = page.getByRole("dialog", { name: "Apply these changes?" });
+    await dialog.getByText("This deletes 1 thing").waitFor();
+    const confirm = dialog.getByRole("button", { name: "Apply 1 change" });
+    expect(await confirm.isDisabled()).toBe(true);
+    await dialog.getByLabel("I mean to delete it").check();
+    await confirm.click();
+    await page.getByText("The configuration was applied.").waitFor();
+    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const bob = await admin("GET", "/v1/eligibilities?role=wiki-editor");
+    expect(bob.body.items.filter((e: { status: string }) => e.status !== "removed")).toEqual([]);
+
+    // Editing after the diff asks for a new diff before Apply.
+    await editor.fill(`${BASE}  - role: crown-jewels\n    users: [alice]\n`);
+    expect(await apply.isDisabled()).toBe(true);
+  });
+
+  it("a critical widening is held; the author cannot approve; a second admin approves and only then it exists", async () => {
+    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const page = await signIn("admin", ADMIN_PASSWORD);
+    await openAdminTab(page, "Configuration as code");
+    await page.getByRole("region", { name: "Current configuration (YAML)" }).waitFor();
+    await page.getByLabel("Configuration to plan (YAML)").fill(`${BASE}  - role: crown-jewels\n    users: [alice]\n`);
+    await page.getByRole("button", { name: "Show diff" }).click();
+    await page.getByRole("table", { name: "Changes" }).getByText("crown-jewels/user:alice").waitFor();
+    await page.getByRole("button", { name: "Apply…" }).click();
+    await page
+      .getByRole("dialog", { name: "Apply these changes?" })
+      .getByRole("button", { name: /^Apply \d+ change/ })
+      .click();
+    await page.getByText("Held for a second admin (four-eyes)").waitFor();
+    expect(await eligibleForCritical(admin)).toEqual([]);
+
+    // The author sees it, without Approve (Withdraw instead).
+    await openAdminTab(page, "Change requests");
+    const own = page.getByRole("article", { name: "Change request by admin" });
+    await own.getByText("You wrote this change: another admin must approve it.").waitFor();
+    expect(await own.getByRole("button", { name: "Approve and apply" }).count()).toBe(0);
+    expect(await own.getByRole("button", { name: "Withdraw" }).count()).toBe(1);
+
+    // The second admin sees why it is held and the diff, and approves.
+    const second = await signIn("admin2", PASSWORDS.admin2);
+    await openAdminTab(second, "Change requests");
+    const card = second.getByRole("article", { name: "Change request by admin" });
+    await card.getByText("Why it is held").waitFor();
+    await card.getByText(/eligibility crown-jewels\/user:alice \(critical\): new eligibility/).waitFor();
+    await card.getByRole("table", { name: "Changes" }).getByText("crown-jewels/user:alice").waitFor();
+    await card.getByLabel("Reason (optional, audited)").fill("checked with the data owner");
+    await card.getByRole("button", { name: "Approve and apply" }).click();
+    await second.getByText(/Approved and applied: \d+ change\(s\) by admin\./).waitFor();
+    expect(await eligibleForCritical(admin)).toEqual(["alice"]);
+    const listed = await admin("GET", "/v1/change-requests?status=applied");
+    expect(listed.body.items).toMatchObject([{ decidedBy: "admin2", reason: "checked with the data owner" }]);
+    expect(problems).toEqual([]);
+  });
+});
