@@ -20,7 +20,7 @@ function Gutter(props: { count: number; scrollTop?: number }) {
         ...MONO,
         padding: "8px 8px 8px 4px",
         textAlign: "right",
-        color: "var(--mantine-color-dimmed)",
+        color: "light-dark(var(--mantine-color-gray-7), var(--mantine-color-dark-1))",
         background: "var(--mantine-color-default-hover)",
         userSelect: "none",
         minWidth: 44,
