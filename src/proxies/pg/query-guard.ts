@@ -90,7 +90,7 @@ export function createEditingScanner(options: {
       /** Start of the bytes of this chunk not yet emitted that pass unchanged. */
       let runStart = 0;
       const flushTo = (until: number): void => {
-        if (until > runStart) emit(chunk.subarray(runStart, until));
+        if (until > runStart) emit(runStart === 0 && until === end ? chunk : chunk.subarray(runStart, until));
       };
       while (offset < end) {
         if (remaining < 0) {
