@@ -74,7 +74,9 @@ export default function Alerts() {
   return (
     <Stack>
       <Group justify="space-between">
-        <Title order={2}>Alerts</Title>
+        <Title order={1} size="h2">
+          Alerts
+        </Title>
         <SegmentedControl
           aria-label="Which alerts"
           value={show}
