@@ -16,6 +16,8 @@ import { manualClock } from "../../src/lib/clock.js";
 import { SIGNATURE_HEADER, verifyWebhookSignature } from "../../src/modules/notify/index.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 import type { AlertDto } from "../../src/contract/alerts.js";
+import { runCliCaptured } from "../../src/testing/cli-run.js";
+import { injectFetch } from "./inject-fetch.js";
 
 const SECRET = "alerts-webhook-secret-0123456789";
 
@@ -267,5 +269,37 @@ eligibility:
     expect((await call(auditor, "GET", `/v1/alerts/00000000-0000-7000-8000-000000000000`)).body.error?.code).toBe(
       "NOT_FOUND",
     );
+  });
+
+  it("stint alerts list|show|ack: an auditor lists, reads and acknowledges; a user is refused", async () => {
+    const stint = async (who: string, argv: string[]) =>
+      runCliCaptured(argv, {
+        env: {
+          STINT_CONFIG_DIR: work,
+          HOME: work,
+          STINT_SERVER: "http://127.0.0.1:8420",
+          STINT_TOKEN: (await server.login(who)).replace(/^Bearer /, ""),
+        },
+        fetch: injectFetch(() => server.app),
+      });
+    const list = await stint(auditor, ["alerts", "list", "--status", "open", "--rule", "firstActivation"]);
+    expect(list.code, list.stderr).toBe(0);
+    expect(list.stdout).toMatch(/firstActivation\s+alice\s+alice activated ops-read for the first time\s+open/);
+    const json = await stint(auditor, ["alerts", "list", "--rule", "firstActivation", "--json"]);
+    const first = (JSON.parse(json.stdout) as { items: AlertDto[] }).items.find((a) => a.title.includes("ops-read"))!;
+    const show = await stint(auditor, ["alerts", "show", first.id]);
+    expect(show.code, show.stderr).toBe(0);
+    expect(show.stdout).toContain(`review item ${first.reviewItemId}`);
+
+    const refused = await stint(alice, ["alerts", "ack", first.id, "--note", "mine, all fine"]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/not allowed/);
+    expect((await stint(alice, ["alerts", "list"])).code).not.toBe(0);
+
+    const ack = await stint(auditor, ["alerts", "ack", first.id, "--note", "new on-call rota, expected"]);
+    expect(ack.code, ack.stderr).toBe(0);
+    expect(ack.stdout).toBe(`${first.id}: acknowledged by audrey\n`);
+    const after = await stint(auditor, ["alerts", "show", first.id, "--json"]);
+    expect(JSON.parse(after.stdout)).toMatchObject({ status: "acknowledged", ackNote: "new on-call rota, expected" });
   });
 });
