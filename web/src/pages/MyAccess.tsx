@@ -8,6 +8,7 @@
  */
 import {
   Alert,
+  Autocomplete,
   Badge,
   Button,
   Card,
@@ -274,6 +275,11 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
       problems.reason = `Your reason has ${length} character${length === 1 ? "" : "s"}; this role needs at least ${minLength}. Say what you will do and why.`;
     if (role.policy.ticketRequired && !body.ticket)
       problems.ticket = `This role needs a ticket reference${pattern ? ` matching ${pattern}` : ""}.`;
+    if (!/^\d{1,9}[smhd]$/.test(duration))
+      problems.duration = "Give a duration as a number and a unit: 45m, 3h or 1d (s, m, h, d).";
+    else if (toMs(duration) > toMs(role.policy.maxDuration))
+      problems.duration = `This role can be held for at most ${role.policy.maxDuration}; ask for that or less.`;
+    else if (toMs(duration) < 5_000) problems.duration = "An activation lasts at least 5s.";
     if (start && !Number.isFinite(Date.parse(start))) problems.startAt = "Give a date and a time, or leave it empty.";
     else if (start && Date.parse(start) < Date.now() - 60_000)
       problems.startAt = "That time has passed: give a later one, or leave it empty to start as soon as approved.";
@@ -352,13 +358,13 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
               {error}
             </Alert>
           )}
-          <Select
+          <Autocomplete
             label="Duration"
-            data={durations.includes(duration) ? durations : [duration, ...durations]}
+            description={`Any duration up to ${role.policy.maxDuration}, like 45m or 3h.`}
+            data={durations}
             value={duration}
-            onChange={(v) => v && setDuration(v)}
+            onChange={(v) => setDuration(v.trim())}
             error={errors.duration}
-            allowDeselect={false}
           />
           <Textarea
             label="Reason"

@@ -34,6 +34,7 @@ import {
   serverErrors,
   useList,
 } from "./shared.js";
+import { useDirectory, withCurrent } from "./pickers.js";
 
 const FIELDS = ["role", "principal", "group", "endsAt", "startsAt", "reason"];
 const STATUS_TONE = { active: "green", scheduled: "blue", ended: "gray" } as const;
@@ -146,6 +147,7 @@ function EligibilityForm({
   const [role, setRole] = useState<string | null>(eligibility?.role ?? null);
   const [kind, setKind] = useState<"user" | "group">(eligibility?.group ? "group" : "user");
   const [who, setWho] = useState(eligibility?.principal ?? eligibility?.group ?? "");
+  const { directory, error: directoryError } = useDirectory();
   const [until, setUntil] = useState(isoToLocal(eligibility?.endsAt ?? null));
   const [reason, setReason] = useState(eligibility?.reason ?? "");
   const [errors, setErrors] = useState<Record<string, string>>({});
@@ -227,16 +229,29 @@ function EligibilityForm({
               { value: "group", label: "A group" },
             ]}
             value={kind}
-            onChange={(v) => setKind(v as "user" | "group")}
+            onChange={(v) => {
+              setKind(v as "user" | "group");
+              setWho("");
+            }}
             disabled={!!eligibility}
           />
         </Stack>
-        <TextInput
+        <Select
           label={kind === "user" ? "User" : "Group"}
-          description={kind === "user" ? "A user or service name." : "A group name."}
-          value={who}
-          onChange={(e) => setWho(e.currentTarget.value)}
+          description={
+            directoryError
+              ? `The directory could not be read (${directoryError}).`
+              : kind === "user"
+                ? "A user or service identity of the directory."
+                : "A group of the directory."
+          }
+          placeholder={kind === "user" ? "Search users" : "Search groups"}
+          data={withCurrent((kind === "user" ? directory?.principals : directory?.groups) ?? [], who ? [who] : [])}
+          value={who || null}
+          onChange={(v) => setWho(v ?? "")}
           error={whoError}
+          searchable
+          nothingFoundMessage={kind === "user" ? "No such user" : "No such group"}
           disabled={!!eligibility}
         />
         <TextInput

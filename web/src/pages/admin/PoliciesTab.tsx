@@ -1,6 +1,7 @@
 /**
- * Policies: how a role is activated. The main settings have their own fields; the rest of the spec
- * (approvers, windows, session rules…) is edited as JSON. Checked with the API's schema before sending.
+ * Policies: how a role is activated. The main settings have their own fields, approval stages their
+ * editor with approvers picked from the directory; the rest of the spec (windows, session rules…) is edited
+ * as JSON. Checked with the API's schema before sending.
  */
 import { Button, Group, Modal, NumberInput, Stack, Switch, Table, Text, TextInput } from "@mantine/core";
 import { useState } from "react";
@@ -20,6 +21,7 @@ import {
   useList,
   RowActions,
 } from "./shared.js";
+import { StagesEditor } from "./pickers.js";
 
 const FIELDS = [
   "name",
@@ -28,6 +30,7 @@ const FIELDS = [
   "spec.maxDuration",
   "spec.mfa.required",
   "spec.justification.minLength",
+  "spec.approval.stages",
 ];
 const ADVANCED = "advanced";
 
@@ -36,10 +39,11 @@ type Json = Record<string, unknown>;
 
 /** The spec without the fields that have their own inputs. */
 function advancedPart(spec: Spec): Json {
-  const { defaultDuration: _d, maxDuration: _m, mfa, justification, ...rest } = spec;
+  const { defaultDuration: _d, maxDuration: _m, mfa, justification, approval, ...rest } = spec;
   const { required: _r, ...mfaRest } = mfa;
   const { minLength: _l, ...justificationRest } = justification;
-  return { ...rest, mfa: mfaRest, justification: justificationRest };
+  const { stages: _s, ...approvalRest } = approval;
+  return { ...rest, approval: approvalRest, mfa: mfaRest, justification: justificationRest };
 }
 
 function summary(spec: Spec): string {
@@ -143,37 +147,11 @@ function PolicyForm({
   const [maxDuration, setMaxDuration] = useState(spec.maxDuration);
   const [mfaRequired, setMfaRequired] = useState(spec.mfa.required);
   const [minLength, setMinLength] = useState<number | string>(spec.justification.minLength);
+  const [stages, setStages] = useState(spec.approval.stages);
   const [advanced, setAdvanced] = useState(pretty(advancedPart(spec)));
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-
-  const stagesIn = (text: string): unknown[] | null => {
-    try {
-      const stages = ((JSON.parse(text) as Json).approval as Json | undefined)?.stages;
-      return Array.isArray(stages) ? stages : [];
-    } catch {
-      return null;
-    }
-  };
-  const stages = stagesIn(advanced);
-
-  /** Fewer stages drops the last ones; a new stage starts with the previous stage's approvers. */
-  function setStageCount(value: number | string) {
-    const count = typeof value === "number" ? value : Number(value);
-    if (!Number.isInteger(count) || count < 0 || count > 5 || stages === null) return;
-    const next = stages.slice(0, count);
-    while (next.length < count) {
-      const previous = next.at(-1) as Json | undefined;
-      next.push({
-        name: `stage ${next.length + 1}`,
-        approvers: previous?.approvers ?? { groups: [], users: [], manager: false },
-        count: 1,
-      });
-    }
-    const rest = JSON.parse(advanced) as Json;
-    setAdvanced(pretty({ ...rest, approval: { ...((rest.approval as Json | undefined) ?? {}), stages: next } }));
-  }
 
   async function submit() {
     setError(null);
@@ -191,6 +169,7 @@ function PolicyForm({
       ...(description.trim() ? { description: description.trim() } : {}),
       spec: {
         ...rest,
+        approval: { ...((rest.approval as Json | undefined) ?? {}), stages },
         defaultDuration: defaultDuration.trim(),
         maxDuration: maxDuration.trim(),
         mfa: { ...((rest.mfa as Json | undefined) ?? {}), required: mfaRequired },
@@ -269,17 +248,8 @@ function PolicyForm({
             onChange={setMinLength}
             error={errors["spec.justification.minLength"]}
           />
-          <NumberInput
-            label="Approval stages"
-            description={stages === null ? "Fix the JSON below first." : "Approvers are set in the JSON below."}
-            min={0}
-            max={5}
-            allowDecimal={false}
-            value={stages?.length ?? 0}
-            onChange={setStageCount}
-            disabled={stages === null}
-          />
         </Group>
+        <StagesEditor stages={stages} onChange={setStages} error={errors["spec.approval.stages"]} />
         <Switch
           label="Require a fresh MFA check to activate"
           checked={mfaRequired}
@@ -288,7 +258,7 @@ function PolicyForm({
         />
         <JsonField
           label="Advanced settings (JSON)"
-          description="Approval stages and approvers, windows, extensions, break-glass, session rules…"
+          description="Windows, extensions, break-glass, session rules…"
           value={advanced}
           onChange={setAdvanced}
           error={errors[ADVANCED]}
