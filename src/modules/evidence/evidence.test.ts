@@ -4,12 +4,20 @@
  * record, the report's rows, approvers and justifications, its audited hash, and who may read it.
  */
 import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { reportHash } from "./evidence.rules.js";
 import { targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
 import type { EvidenceReportDto } from "../../contract/evidence.js";
 
 let h: TargetsHarness;
+let receiver: HttpServer;
+const work = mkdtempSync(path.join(tmpdir(), "stint-evidence-"));
+const hooks: { event: string; title: string; text: string }[] = [];
 const from = new Date(Date.now() - 3600_000).toISOString();
 let to: string;
 let glassId: string;
@@ -22,7 +30,21 @@ async function events(action: string) {
 }
 
 beforeAll(async () => {
-  h = await targetsHarness();
+  receiver = createHttpServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk: Buffer) => (body += chunk.toString()));
+    req.on("end", () => {
+      hooks.push(JSON.parse(body) as (typeof hooks)[number]);
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  writeFileSync(
+    path.join(work, "stint.yaml"),
+    "notifications:\n  channels:\n" +
+      `    - { name: security, kind: webhook, url: "http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook", secret: "webhook-secret-for-tests-0123456789" }\n`,
+  );
+  h = await targetsHarness({ env: { STINT_CONFIG_FILE: path.join(work, "stint.yaml") } });
   await h.server.userWithRoles("sid", ["security"]);
   await h.server.userWithRoles("sue", ["security"]);
   await h.server.userWithRoles("aud", ["auditor"]);
@@ -74,6 +96,8 @@ eligibility:
 
 afterAll(async () => {
   await h?.server.cleanup();
+  await new Promise((resolve) => receiver?.close(resolve));
+  rmSync(work, { recursive: true, force: true });
 });
 
 describe("break-glass review items in the inbox", () => {
@@ -132,7 +156,7 @@ describe("break-glass review items in the inbox", () => {
     ]);
   });
 
-  it("an escalation closes the item as escalated, audited", async () => {
+  it("an escalation closes the item as escalated, audited, and notifies", async () => {
     const glass = await h.as("ann", "POST", "/v1/activation-requests", {
       role: "emergency",
       duration: "30m",
@@ -148,6 +172,11 @@ describe("break-glass review items in the inbox", () => {
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body).toMatchObject({ outcome: "escalated", closedBy: "sid" });
     expect((await events("review.escalate")).map((e) => e.subject)).toEqual([`request:${String(glass.body.id)}`]);
+    await h.drainOutbox();
+    const sent = hooks.filter((hook) => hook.event === "review.escalated");
+    expect(sent).toHaveLength(1);
+    expect(sent[0]!.title).toBe(`Break-glass review escalated: request:${String(glass.body.id)}`);
+    expect(sent[0]!.text).toContain("no incident open at that time");
   });
 });
 
