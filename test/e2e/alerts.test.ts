@@ -18,6 +18,7 @@ import { testServer, type TestServer } from "../../src/testing/server.js";
 import type { AlertDto } from "../../src/contract/alerts.js";
 import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { injectFetch } from "./inject-fetch.js";
+import { createAlertService } from "../../src/modules/alerts/index.js";
 
 const SECRET = "alerts-webhook-secret-0123456789";
 
@@ -301,5 +302,39 @@ eligibility:
     expect(ack.stdout).toBe(`${first.id}: acknowledged by audrey\n`);
     const after = await stint(auditor, ["alerts", "show", first.id, "--json"]);
     expect(JSON.parse(after.stdout)).toMatchObject({ status: "acknowledged", ackNote: "new on-call rota, expected" });
+  });
+
+  it("one node consumes: a second node waits while the lease is held, then resumes from the cursor, raising nothing twice", async () => {
+    const alertsBefore = (await call(auditor, "GET", "/v1/alerts")).body.items.length;
+    const nodeB = createAlertService({
+      store: server.store,
+      audit: server.audit,
+      clock,
+      config: server.config.alerts,
+      holder: "node-b",
+      outbox: { enqueue: async () => true },
+      openReviewItem: async () => undefined,
+      revoke: async () => undefined,
+    });
+    // Something new in the stream (the activation before is still active: end it first).
+    expect((await call(alice, "POST", "/v1/me/roles/ops-read/deactivate")).status).toBe(200);
+    await server.audit.catchUp();
+    await server.alerts.runOnce(); // this node holds the lease now (and is caught up)
+    expect(
+      (
+        await call(alice, "POST", "/v1/activation-requests", {
+          role: "ops-read",
+          reason: "one more look",
+          duration: "1h",
+        })
+      ).status,
+    ).toBe(201);
+    await server.audit.catchUp();
+    expect(await nodeB.runOnce()).toBe(0);
+    await server.alerts.stop(); // gives the lease up, as a node shutting down does
+    expect(await nodeB.runOnce()).toBeGreaterThan(0);
+    expect(await nodeB.runOnce()).toBe(0);
+    expect((await call(auditor, "GET", "/v1/alerts")).body.items).toHaveLength(alertsBefore);
+    await nodeB.stop();
   });
 });
