@@ -125,6 +125,9 @@ const CORPUS: Bypass[] = [
   { sql: "SELECT set_config('default_transaction_read_only', 'off', false)" },
   { sql: "SELECT set_config(current_user, 'x', false)" },
   { sql: "SET client_encoding = 'SJIS'" },
+  { sql: "SET standard_conforming_strings = off" },
+  // With standard_conforming_strings off the server would end the string at \' and run the DELETE.
+  { sql: "SET standard_conforming_strings = off; SELECT 'a\\'' ; DELETE FROM accounts; --'", onlyDriver: true },
   // Schema and privileges.
   { sql: "DROP TABLE accounts" },
   { sql: "ALTER TABLE accounts ADD COLUMN note text" },
@@ -208,7 +211,7 @@ function psqlScript(statements: string[]): string {
 }
 
 /** psql on a script: stdout and stderr in one stream, in order. */
-function runPsql(port: number, user: string, password: string, file: string, database = DATABASE): Promise<string> {
+function runPsql(port: number, user: string, password: string, file: string, options?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(
       "sh",
@@ -217,7 +220,7 @@ function runPsql(port: number, user: string, password: string, file: string, dat
         'exec psql -X -A -t -v VERBOSITY=verbose -h 127.0.0.1 -p "$1" -d "$2" -f "$3" 2>&1',
         "psql",
         String(port),
-        database,
+        DATABASE,
         file,
       ],
       {
@@ -228,6 +231,7 @@ function runPsql(port: number, user: string, password: string, file: string, dat
           PGCONNECT_TIMEOUT: "10",
           PGSSLMODE: "disable",
           PGPASSFILE: "/nonexistent/stint-test-pgpass",
+          ...(options === undefined ? {} : { PGOPTIONS: options }),
         },
         stdio: ["ignore", "pipe", "pipe"],
       },
@@ -251,6 +255,7 @@ function segments(output: string): Map<number, string> {
   return parts;
 }
 
+const DIRECT_OPTIONS = "-c standard_conforming_strings=on";
 const REFUSED = /^refused by Stint query policy \(rule [a-z_]+\): /;
 
 describe("query policy on the PostgreSQL proxy: a read-only role (issue 18)", () => {
@@ -296,8 +301,9 @@ describe("query policy on the PostgreSQL proxy: a read-only role (issue 18)", ()
     return client;
   }
 
+  /** Straight to the server as the session login (with the settings the proxy signs in with). */
   function direct(): pg.Client {
-    const client = new pg.Client({ ...MACHINE_PG, user: LOGIN, database: DATABASE });
+    const client = new pg.Client({ ...MACHINE_PG, user: LOGIN, database: DATABASE, options: DIRECT_OPTIONS });
     client.on("error", () => {});
     return client;
   }
@@ -313,6 +319,8 @@ describe("query policy on the PostgreSQL proxy: a read-only role (issue 18)", ()
       `CREATE ROLE ${LOGIN} LOGIN PASSWORD 'unused-${HEX}' IN ROLE ${WRITER}, pg_execute_server_program, pg_write_server_files, pg_read_server_files`,
     );
     await admin.query(`CREATE DATABASE ${DATABASE} OWNER ${LOGIN}`);
+    // The login's own default reads '…\'…' strings the old way: the proxy must sign in with it on.
+    await admin.query(`ALTER ROLE ${LOGIN} SET standard_conforming_strings = off`);
     adminDb = new pg.Client({ ...MACHINE_PG, user: "postgres", database: DATABASE });
     await adminDb.connect();
     await adminDb.query(`
@@ -433,6 +441,11 @@ eligibility:
     expect((await client.query("SHOW default_transaction_read_only")).rows).toEqual([
       { default_transaction_read_only: "on" },
     ]);
+    // The server reads strings as the policy's parser does, whatever the login's default: one string
+    // here (with standard_conforming_strings off the server would end it at \' and run the DELETE).
+    expect((await client.query("SELECT 'a\\'' ; DELETE FROM accounts; --' AS s")).rows).toEqual([
+      { s: "a\\' ; DELETE FROM accounts; --" },
+    ]);
     await client.end();
 
     const script = path.join(dir, "bypass.sql");
@@ -498,7 +511,7 @@ eligibility:
     await writeFile(script, psqlScript([...READS, "COPY (SELECT * FROM accounts ORDER BY id) TO STDOUT"]));
     const [viaPsql, directPsql] = await Promise.all([
       runPsql(proxyPort, `${USER}%${ROLE}`, await token(), script),
-      runPsql(MACHINE_PG.port, LOGIN, "unused", script),
+      runPsql(MACHINE_PG.port, LOGIN, "unused", script, DIRECT_OPTIONS),
     ]);
     expect(viaPsql).not.toMatch(/ERROR/);
     expect(segments(viaPsql).size).toBe(READS.length + 1);

@@ -896,7 +896,11 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         encodeStartupMessage(
           {
             ...parameters,
-            // Defense in depth under a read-only query policy: the server refuses writes too.
+            // Under a query policy the server reads SQL text as the policy's parser does (whatever
+            // the role's or database's defaults), and a read-only policy is enforced by the server too.
+            ...(rules !== undefined
+              ? { standard_conforming_strings: "on", client_encoding: "UTF8", ...parameters }
+              : {}),
             ...(rules !== undefined && !rules.allow.includes("dml") ? { default_transaction_read_only: "on" } : {}),
             user: target.user,
             database: target.database,

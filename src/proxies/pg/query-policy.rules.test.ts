@@ -86,8 +86,12 @@ describe("read-only (allow: [select])", () => {
     ["SET SESSION AUTHORIZATION DEFAULT", "identity"],
     ["SELECT set_config('role', 'postgres', false)", "identity"],
     ["SELECT set_config(x, 'y', false) FROM t", "identity"],
-    ["SET client_encoding = 'SJIS'", "encoding"],
-    ["SET NAMES 'gbk'", "encoding"],
+    ["SET client_encoding = 'SJIS'", "parser_settings"],
+    ["SET NAMES 'gbk'", "parser_settings"],
+    ["SET standard_conforming_strings = off", "parser_settings"],
+    ["SET LOCAL standard_conforming_strings TO on", "parser_settings"],
+    ["RESET standard_conforming_strings", "parser_settings"],
+    ["SELECT set_config('standard_conforming_strings', 'off', false)", "parser_settings"],
     ["BEGIN READ WRITE", "read_only"],
     ["START TRANSACTION READ WRITE", "read_only"],
     ["SET TRANSACTION READ WRITE", "read_only"],
@@ -125,7 +129,7 @@ describe("other policies", () => {
     ["DO $$ BEGIN END $$", dml, "statement_kind"],
     ["DO $$ BEGIN END $$", everything, "allow"],
     ["SET ROLE postgres", everything, "identity"],
-    ["SET client_encoding = 'BIG5'", everything, "encoding"],
+    ["SET client_encoding = 'BIG5'", everything, "parser_settings"],
     ["SET client_encoding = 'UTF8'", everything, "allow"],
     ["SELECT pg_terminate_backend(1)", everything, "allow"],
     ["SELECT pg_terminate_backend(1)", dml, "function"],
@@ -182,7 +186,7 @@ describe("the parse cache", () => {
   it("digits in strings, identifiers, comments and parameters are not literals: no sharing", () => {
     const pairs: [string, string, string, string][] = [
       // [first text, its verdict, a text of the same shape, its verdict]
-      ["SET client_encoding = 'WIN1252'", "allow", "SET client_encoding = 'WIN932'", "encoding"],
+      ["SET client_encoding = 'WIN1252'", "allow", "SET client_encoding = 'WIN932'", "parser_settings"],
       ["SELECT f1()", "allow", "SELECT f2()", "allow"],
       ["SELECT 1 /* 5 */", "allow", "SELECT 1 /* 6 */", "allow"],
       ["EXECUTE p1", "allow", "EXECUTE p2", "prepared_unknown"],

@@ -25,8 +25,12 @@ export interface StatementFacts {
   readWriteEscape: string | null;
   /** EXECUTE name: runs a statement prepared earlier in the session. */
   executes: string | null;
-  /** Sets a client encoding the parser cannot read as the server would (see unsafeClientEncoding). */
-  encodingChange: string | null;
+  /**
+   * Changes how the server reads SQL text from then on, so that it would no longer read what this
+   * parser reads: a client encoding that can hide ASCII bytes in characters (see unsafeClientEncoding),
+   * or standard_conforming_strings (off, backslashes escape quotes in '…' strings).
+   */
+  lexerChange: string | null;
   /** PREPARE name: the statement name it creates. */
   prepares: string | null;
 }
@@ -37,7 +41,7 @@ export type QueryDecision =
   | { allowed: true }
   | {
       allowed: false;
-      /** Stable rule name: unparsable, statement_kind, function, where_required, identity, encoding, read_only, prepared_unknown. */
+      /** Stable rule name: unparsable, statement_kind, function, where_required, identity, parser_settings, read_only, prepared_unknown. */
       rule: QueryRule;
       /** The sentence the client sees (after "refused by Stint query policy"). */
       message: string;
@@ -51,7 +55,7 @@ export type QueryRule =
   | "function"
   | "where_required"
   | "identity"
-  | "encoding"
+  | "parser_settings"
   | "read_only"
   | "prepared_unknown";
 
@@ -147,7 +151,7 @@ function statementFacts(statement: JsonObject): StatementFacts {
   let readWriteEscape: string | null = null;
   let executes: string | null = null;
   let prepares: string | null = null;
-  let encodingChange: string | null = null;
+  let lexerChange: string | null = null;
 
   // The statement's own kind.
   if (tag === "DoStmt") ["dml", "ddl", "utility"].forEach((kind) => kinds.add(kind as StatementKind));
@@ -170,9 +174,10 @@ function statementFacts(statement: JsonObject): StatementFacts {
       if (IDENTITY_SETTINGS.has(name)) identityChange = `SET/RESET ${name.replace("_", " ").toUpperCase()}`;
       else if (body.kind === "VAR_RESET_ALL") readWriteEscape = "RESET ALL";
       else if (READ_ONLY_SETTINGS.has(name)) readWriteEscape = `SET/RESET ${name}`;
+      else if (name === "standard_conforming_strings") lexerChange = "changing standard_conforming_strings";
       else if (name === "client_encoding" && body.kind === "VAR_SET_VALUE") {
         const value = Array.isArray(body.args) ? constantString(body.args[0]) : null;
-        if (value === null || unsafeClientEncoding(value)) encodingChange = `client encoding ${value ?? "(computed)"}`;
+        if (value === null || unsafeClientEncoding(value)) lexerChange = `client encoding ${value ?? "(computed)"}`;
       } else if (name === "session characteristics") readWriteEscape = "SET SESSION CHARACTERISTICS";
       else if (name === "transaction" && setsReadWrite(body.args)) readWriteEscape = "SET TRANSACTION READ WRITE";
     } else if (tag === "ExecuteStmt" && typeof body.name === "string") {
@@ -205,7 +210,8 @@ function statementFacts(statement: JsonObject): StatementFacts {
           if (setting === null || IDENTITY_SETTINGS.has(setting))
             identityChange ??= "set_config of role or authorization";
           if (setting === null || READ_ONLY_SETTINGS.has(setting)) readWriteEscape ??= "set_config of read-only mode";
-          if (setting === null || setting === "client_encoding") encodingChange ??= "set_config of client_encoding";
+          if (setting === null || setting === "client_encoding" || setting === "standard_conforming_strings")
+            lexerChange ??= `set_config of ${setting ?? "a computed setting"}`;
         }
       }
     }
@@ -222,7 +228,7 @@ function statementFacts(statement: JsonObject): StatementFacts {
     readWriteEscape,
     executes,
     prepares,
-    encodingChange,
+    lexerChange,
   };
 }
 
@@ -303,10 +309,10 @@ export function decide(parsed: ParsedQuery, rules: QueryRules, session: SessionS
     });
     if (facts.identityChange !== null)
       return refuse("identity", `${facts.identityChange} is not allowed: the session runs as the login Stint opened`);
-    if (facts.encodingChange !== null)
+    if (facts.lexerChange !== null)
       return refuse(
-        "encoding",
-        `${facts.encodingChange} is not allowed under a query policy (its multibyte characters can hide quotes from the parser)`,
+        "parser_settings",
+        `${facts.lexerChange} is not allowed under a query policy: the server would read SQL text differently from the policy's parser`,
       );
     if (readOnly && facts.readWriteEscape !== null)
       return refuse("read_only", `${facts.readWriteEscape} is not allowed: this role's sessions are read-only`);
