@@ -9,10 +9,13 @@ export const errorEnvelope = z.object({
   }),
 });
 
+/** What a name is made of (`name`); hot routes that check names without zod use this same pattern. */
+export const NAME_PATTERN = /^[a-z][a-z0-9._-]{0,63}$/;
+
 /** Names of principals, groups, tokens: lower-case, no spaces, usable in URLs and shells. */
 export const name = z
   .string()
-  .regex(/^[a-z][a-z0-9._-]{0,63}$/, "must start with a letter and use only a-z, 0-9, '.', '_' or '-' (at most 64)");
+  .regex(NAME_PATTERN, "must start with a letter and use only a-z, 0-9, '.', '_' or '-' (at most 64)");
 
 /** A free-text reason: printable, bounded. */
 export const reason = z

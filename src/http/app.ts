@@ -14,6 +14,7 @@ import Fastify, {
 import { randomUUID } from "node:crypto";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import fastifyCompress from "@fastify/compress";
+import { isNeverCompressed } from "./no-compress.js";
 import fastifySwagger from "@fastify/swagger";
 import {
   hasZodFastifySchemaValidationErrors,
@@ -53,6 +54,8 @@ declare module "fastify" {
   interface FastifyRequest {
     actor: Actor;
     callContext: CallContext;
+    /** Where `callContext` keeps what it made on first read. */
+    stintCallContext: CallContext | null;
     /**
      * The route that matched, null until its first hook ran (none for an unknown route). Read this, not
      * `routeOptions`, on a hot path: that getter builds a new object at each read.
@@ -160,24 +163,13 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     }
   });
 
-  // PostgreSQL text holds neither U+0000 nor unpaired surrogates: refuse them here, not fail or alter them later.
-  // (Hooks on every request take a callback rather than return a promise: one less turn per hook.)
-  // Params and query are made of the URL's own characters unless it holds a percent escape: one pass over
-  // the URL then answers for both, and only a body, or an escaped URL, is walked.
-  app.addHook("preValidation", (request, _reply, done) => {
-    const urlNeedsWalk = ESCAPED_OR_UNSTORABLE.test(request.url);
-    if (
-      (urlNeedsWalk && hasUnstorableText([request.params, request.query])) ||
-      (request.body !== undefined && hasUnstorableText(request.body))
-    )
-      return done(
-        new StintError(
-          "VALIDATION_FAILED",
-          "The request must not contain NUL (U+0000) characters or unpaired UTF-16 surrogates.",
-        ),
-      );
-    done();
-  });
+  // PostgreSQL text holds neither U+0000 nor unpaired surrogates: refuse them before any handler, not fail or
+  // alter them later (`unstorableProblem`). A route that may take a body checks in a preValidation hook, once
+  // the body is parsed; a GET, HEAD or TRACE route has none (Fastify never parses one) and checks its URL at the
+  // end of its onRequest hook: one hook less on every read. (Hooks take a callback rather than return a
+  // promise: one less turn per hook.)
+  const unstorableHook = (request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void) =>
+    done(unstorableProblem(request));
 
   // The request log: one line when the response is sent (method, redacted URL, status, time), at `debug`;
   // no hook at all when the level is above it, so a production server pays nothing for it.
@@ -197,7 +189,20 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     });
 
   app.decorateRequest("actor", null as never);
-  app.decorateRequest("callContext", null as never);
+  // Made on first read (most reads from memory never audit anything, so never read it), then kept.
+  app.decorateRequest("stintCallContext", null);
+  app.decorateRequest("callContext", {
+    getter(this: FastifyRequest) {
+      return (this.stintCallContext ??= {
+        correlationId: this.id,
+        sourceIp: this.ip ?? null,
+        userAgent: (this.headers["user-agent"] ?? "").slice(0, 512) || null,
+      });
+    },
+    setter(this: FastifyRequest, context: CallContext) {
+      this.stintCallContext = context;
+    },
+  } as never);
   app.decorateRequest("route", null);
 
   // Deny by default: every route states its requirement.
@@ -219,30 +224,46 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     // Each route carries its own authentication hook, its requirement known when it is made: nothing to
     // look up per request (`request.routeOptions` builds an object at each read). A new array, so that the
     // HEAD route Fastify copies from a GET's options before this hook runs gets exactly one of its own.
-    route.onRequest = [authenticateFor(entries, route.config?.scrapeToken === true), ...[route.onRequest ?? []].flat()];
+    const bodyless = methods.every((method) => BODYLESS_METHODS.has(method));
+    route.onRequest = [
+      authenticateFor(entries, route.config?.scrapeToken === true, bodyless),
+      ...[route.onRequest ?? []].flat(),
+    ];
     // A route without a body schema takes no body: `null`, `[]` or a field it ignores must not reach
     // it as if the call were plain (a seal sent with any body sealed the vault).
-    if (route.schema?.body === undefined && methods.some((method) => BODY_METHODS.has(method)))
-      route.preValidation = [...[route.preValidation ?? []].flat(), refuseBody];
+    const refuses = route.schema?.body === undefined && methods.some((method) => BODY_METHODS.has(method));
+    if (!bodyless || refuses)
+      route.preValidation = [
+        ...(bodyless ? [] : [unstorableHook]),
+        ...[route.preValidation ?? []].flat(),
+        ...(refuses ? [refuseBody] : []),
+      ];
   });
 
-  /** The route's onRequest hook: the response's standing headers, the call context, the actor, the verdict. */
-  function authenticateFor(entries: ReadonlyMap<string, RouteEntry>, admitsScrapeToken: boolean) {
+  /**
+   * The route's onRequest hook: the response's standing headers, the call context, the actor, the verdict;
+   * on a bodyless route also the URL's text (see `unstorableProblem`), after the verdict as before.
+   */
+  function authenticateFor(entries: ReadonlyMap<string, RouteEntry>, admitsScrapeToken: boolean, bodyless: boolean) {
     const only = entries.size === 1 ? entries.values().next().value : undefined;
     return (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => {
       stampRequest(request, reply);
+      // A body may take a while to arrive: the context (peer address included) is taken while the socket is
+      // surely open. A bodyless route's handler runs in this turn when memory authenticates; it reads it then.
+      if (!bodyless) void request.callContext;
       const route = only ?? entries.get(request.method)!;
       request.route = route;
       const requirement = route.requirement;
       // A scraper's token is no principal's: it opens the few routes that say so and nothing else.
-      if (admitsScrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization)) return done();
+      if (admitsScrapeToken && isScrapeToken(deps.scrapeToken, request.headers.authorization))
+        return done(bodyless ? unstorableProblem(request) : undefined);
       let resolved: Actor | Promise<Actor>;
       try {
         resolved = deps.authenticate(request);
         if (!(resolved instanceof Promise)) {
           request.actor = resolved;
           authorize(resolved, requirement);
-          return done();
+          return done(bodyless ? unstorableProblem(request) : undefined);
         }
       } catch (error) {
         return done(error as Error);
@@ -255,7 +276,7 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
           } catch (error) {
             return done(error as Error);
           }
-          done();
+          done(bodyless ? unstorableProblem(request) : undefined);
         },
         (error: unknown) => done(error as Error),
       );
@@ -321,6 +342,12 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     return sendError(reply, new StintError("INTERNAL"));
   });
 
+  // Answers that carry secrets are never compressed (BREACH: no-compress.ts); said before the compression
+  // plugin's own onRoute hook reads `compress`.
+  app.addHook("onRoute", (route) => {
+    if (isNeverCompressed(route.method, route.url ?? route.path)) route.compress = false;
+  });
+
   // API answers of 1 KiB or more go out brotli- or gzip-compressed when the client accepts it (a page of
   // audit events or the OpenAPI document shrink 5–10×); smaller ones, and routes that say `compress: false`
   // (the check API: its answer is ~200 bytes and it must pay for no hook), as they are. Static assets arrive
@@ -357,24 +384,19 @@ const STORE_RETRY_AFTER_SECONDS = 2;
 const STORAGE_RETRY_AFTER_SECONDS = 30;
 
 /**
- * What every answer carries (request id, nosniff, no-store) and what every handler may read (call context,
- * anonymous until authenticated). Done by each route's first hook; an answer made before that (unknown
- * route, unreadable URL) gets it from `sendError`.
+ * What every answer carries (request id, nosniff, no-store) and who asks (anonymous until authenticated; the
+ * call context is made when first read). Done by each route's first hook; an answer made before that
+ * (unknown route, unreadable URL) gets it from `sendError`.
  */
 function stampRequest(request: FastifyRequest, reply: FastifyReply): void {
   reply.header("x-request-id", request.id);
   reply.header("x-content-type-options", "nosniff");
   reply.header("cache-control", "no-store");
-  request.callContext = {
-    correlationId: request.id,
-    sourceIp: request.ip ?? null,
-    userAgent: (request.headers["user-agent"] ?? "").slice(0, 512) || null,
-  };
   request.actor = ANONYMOUS;
 }
 
 export function sendError(reply: FastifyReply, error: StintError): void {
-  if (reply.request.callContext === null) stampRequest(reply.request, reply);
+  if (reply.request.actor === null) stampRequest(reply.request, reply);
   if (error.status === 401) reply.header("www-authenticate", 'Bearer realm="stint"');
   if (error.code === "STORE_UNAVAILABLE") reply.header("retry-after", String(STORE_RETRY_AFTER_SECONDS));
   if (error.code === "STORAGE_FULL") reply.header("retry-after", String(STORAGE_RETRY_AFTER_SECONDS));
@@ -382,6 +404,8 @@ export function sendError(reply: FastifyReply, error: StintError): void {
 }
 
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+/** Methods whose body Fastify never parses (`request.body` stays undefined). */
+const BODYLESS_METHODS = new Set(["GET", "HEAD", "TRACE"]);
 
 /** For endpoints that take no body: none, or an empty object, is all they accept. */
 async function refuseBody(request: FastifyRequest): Promise<void> {
@@ -491,6 +515,23 @@ const UNPAIRED_SURROGATE = /\p{Cs}/u;
 // eslint-disable-next-line no-control-regex -- NUL is exactly what it looks for
 const ESCAPED_OR_UNSTORABLE = /[%\u0000\p{Cs}]/u;
 const unstorable = (text: string) => text.includes("\u0000") || UNPAIRED_SURROGATE.test(text);
+
+/**
+ * PostgreSQL text holds neither U+0000 nor unpaired surrogates: the error for a request whose params, query or
+ * body holds either, else undefined. Params and query are made of the URL's own characters unless it holds a
+ * percent escape: one pass over the URL then answers for both, and only a body, or an escaped URL, is walked.
+ */
+function unstorableProblem(request: FastifyRequest): StintError | undefined {
+  if (
+    (ESCAPED_OR_UNSTORABLE.test(request.url) && hasUnstorableText([request.params, request.query])) ||
+    (request.body !== undefined && hasUnstorableText(request.body))
+  )
+    return new StintError(
+      "VALIDATION_FAILED",
+      "The request must not contain NUL (U+0000) characters or unpaired UTF-16 surrogates.",
+    );
+  return undefined;
+}
 
 /** Whether any string or key in a parsed request is unstorable text (iterative: bodies may nest deeply). */
 function hasUnstorableText(value: unknown): boolean {

@@ -12,6 +12,7 @@ import {
   emptyState,
   heardPing,
   heartbeatFresh,
+  liveActivationOf,
   liveActivationsOf,
   mergeSnapshot,
   parseMessage,
@@ -209,5 +210,32 @@ describe("access index rules", () => {
       );
     expect(liveActivationsOf(state, PRINCIPAL, NOW).map((a) => a.roleName)).toEqual(["role-1", "role-2", "role-3"]);
     expect(liveActivationsOf(state, PRINCIPAL, NOW + 2).map((a) => a.roleName)).toEqual(["role-3"]);
+  });
+
+  it("finds a principal's live activation of one role as the list does (the check API's one lookup)", () => {
+    // Role names shared between activations (role-0, role-1): the one found is the one the sorted list finds.
+    const sharedName = (m: AccessMessage): AccessMessage =>
+      m.t === "act" ? { ...m, rn: `role-${Number.parseInt(m.id.slice(-12), 16) % 2}` } : m;
+    fc.assert(
+      fc.property(
+        histories.chain((hs) =>
+          fc.shuffledSubarray(
+            hs.flatMap((h) => h.messages),
+            { minLength: 0 },
+          ),
+        ),
+        fc.integer({ min: NOW - 600, max: NOW + 6000 }),
+        (messages, now) => {
+          const state = emptyState();
+          for (const m of messages) applyMessage(state, sharedName(m), NOW);
+          for (const roleName of ["role-0", "role-1", "role-2"]) {
+            const listed = liveActivationsOf(state, PRINCIPAL, now).find((a) => a.roleName === roleName) ?? null;
+            expect(liveActivationOf(state, PRINCIPAL, roleName, now)).toBe(listed);
+          }
+          expect(liveActivationOf(state, uuid(999), "role-0", now)).toBeNull();
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });

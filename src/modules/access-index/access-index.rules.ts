@@ -139,6 +139,25 @@ export function liveActivationsOf(state: IndexState, principalId: string, nowMs:
   return live.sort((a, b) => (a.roleName < b.roleName ? -1 : a.roleName > b.roleName ? 1 : 0));
 }
 
+/**
+ * The principal's live activation of one role, or null: what `liveActivationsOf(…).find(roleName)` finds
+ * (the first live one in the index's order; the sort is stable), without building and sorting the list.
+ */
+export function liveActivationOf(
+  state: IndexState,
+  principalId: string,
+  roleName: string,
+  nowMs: number,
+): ActiveActivation | null {
+  const ids = state.byPrincipal.get(principalId);
+  if (!ids) return null;
+  for (const id of ids) {
+    const activation = state.activations.get(id)!;
+    if (activation.roleName === roleName && isLive(activation, nowMs)) return activation;
+  }
+  return null;
+}
+
 export interface Snapshot {
   activations: ActiveActivation[];
   principals: PrincipalEntry[];

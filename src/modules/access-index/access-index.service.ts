@@ -25,6 +25,7 @@ import {
   heardPing,
   heartbeatFresh,
   isLive,
+  liveActivationOf,
   liveActivationsOf,
   mergeSnapshot,
   parseMessages,
@@ -73,6 +74,8 @@ export interface AccessSubscriber {
 export interface AccessView {
   /** The principal's live activations, by role name. */
   activeFor(principalId: string): ActiveActivation[];
+  /** The principal's live activation of this role (by name), else null: one lookup, no list (the check API). */
+  activeRole(principalId: string, roleName: string): ActiveActivation | null;
   /** The activation if it is live now, else null. */
   activation(requestId: string): ActiveActivation | null;
   /** Whether the principal holds a live activation of one of these roles (by name). */
@@ -277,6 +280,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
 
   const view: AccessView = {
     activeFor: (principalId) => liveActivationsOf(state, principalId, clock.now().getTime()),
+    activeRole: (principalId, roleName) => liveActivationOf(state, principalId, roleName, clock.now().getTime()),
     activation(requestId) {
       const activation = state.activations.get(requestId);
       return activation && isLive(activation, clock.now().getTime()) ? activation : null;

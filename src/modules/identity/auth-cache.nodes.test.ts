@@ -58,7 +58,7 @@ describe("bearer authentication from memory across two nodes (PostgreSQL)", () =
   const inject = async (
     node: Server,
     auth: string,
-    method: "GET" | "POST" | "DELETE",
+    method: "GET" | "POST" | "PATCH" | "DELETE",
     url: string,
     payload?: object,
   ) => {
@@ -172,6 +172,25 @@ describe("bearer authentication from memory across two nodes (PostgreSQL)", () =
     const changedAt = performance.now();
     expect((await checkSelf(nodeA, auth, "ci-bot")).status).toBe(401);
     await refusedByB("API token revocation", auth, "ci-bot", changedAt);
+  });
+
+  it("a platform role taken away on node A: judged without it at once on A, within the bound on B", async () => {
+    // Asking about someone else takes access.check (auditor): the actor each node made from memory for this
+    // session must not outlive the principal's change (it is made again from the index's new entry).
+    const auth = await nodeA.userWithRoles("kim", ["user", "auditor"]);
+    const checkOther = (node: Server) => inject(node, auth, "GET", "/v1/check?principal=sam&role=any-role");
+    await inBMemory(auth, "kim");
+    for (const node of [nodeA, nodeB]) expect((await checkOther(node)).status).toBe(200);
+    const changed = await inject(nodeA, nodeA.adminAuth, "PATCH", "/v1/users/kim", { platformRoles: ["user"] });
+    expect(changed.status, changed.body).toBe(200);
+    const changedAt = performance.now();
+    expect((await checkOther(nodeA)).status).toBe(403);
+    while (performance.now() - changedAt < BOUND_MS && (await checkOther(nodeB)).status !== 403) await sleep(5);
+    const wait = changedAt + BOUND_MS - performance.now();
+    if (wait > 0) await sleep(wait);
+    expect((await checkOther(nodeB)).status).toBe(403);
+    // Still signed in: asking about oneself needs no role.
+    expect((await checkSelf(nodeB, auth, "kim")).status).toBe(200);
   });
 
   it("a header that differs from a remembered token in any way is checked as a new one", async () => {

@@ -10,6 +10,8 @@
  * filled, while the index cannot vouch for its messages (`view()` null): the database answers then.
  */
 import type { AccessIndex } from "../access-index/access-index.service.js";
+import type { PrincipalEntry } from "../access-index/access-index.types.js";
+import type { Actor } from "../authz/authz.types.js";
 
 export interface VerifiedAccessToken {
   sub: string;
@@ -26,6 +28,11 @@ export interface CachedSession {
   webauthnAt: number | null;
   expiresAt: number;
   loadedAt: number;
+  /**
+   * The actor of this session's requests, made once (frozen) and reused while the access index holds the
+   * same principal entry it was made from (the index replaces an entry on any change, never edits one).
+   */
+  actor?: { of: PrincipalEntry; actor: Actor };
 }
 
 export interface CachedApiToken {

@@ -353,12 +353,15 @@ export function createIdentityService(deps: IdentityServiceDeps) {
   function sessionFromMemory(verified: VerifiedAccessToken, now: Date): Actor | undefined {
     const view = index?.view();
     if (!view || !cache) return undefined;
-    const session = cache.session(verified.sid, now.getTime());
+    const nowMs = now.getTime();
+    const session = cache.session(verified.sid, nowMs);
     const principal = session && view.principal(session.principalId);
     if (!session || !principal) return undefined;
-    if (session.principalId !== verified.sub || session.expiresAt <= now.getTime() || principal.status !== "active")
+    if (session.principalId !== verified.sub || session.expiresAt <= nowMs || principal.status !== "active")
       throw new StintError("UNAUTHENTICATED", "The session has ended; sign in again.");
-    return {
+    // The same session and principal entry make the same actor: made once, not per request.
+    if (session.actor?.of === principal) return session.actor.actor;
+    const actor: Actor = Object.freeze({
       kind: "principal",
       id: principal.id,
       name: principal.name,
@@ -367,7 +370,9 @@ export function createIdentityService(deps: IdentityServiceDeps) {
       sessionId: verified.sid,
       mfaAt: session.mfaAt === null ? null : new Date(session.mfaAt),
       webauthnAt: session.webauthnAt === null ? null : new Date(session.webauthnAt),
-    };
+    });
+    session.actor = { of: principal, actor };
+    return actor;
   }
 
   /** The actor behind a verified access token from the database (and the session remembered). */

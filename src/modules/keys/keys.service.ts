@@ -30,8 +30,8 @@ export interface SigningKey {
 
 export interface Keyring {
   current(purpose: KeyPurpose): SigningKey;
-  /** Public keys of every key (current and retired) of a purpose, for verification. */
-  publicKeys(purpose: KeyPurpose): Map<string, KeyObject>;
+  /** Public keys of every key (current and retired) of a purpose, for verification (the same map each time). */
+  publicKeys(purpose: KeyPurpose): ReadonlyMap<string, KeyObject>;
   jwks(purpose: KeyPurpose): { keys: Record<string, unknown>[] };
   signDetached(purpose: KeyPurpose, message: string): { keyId: string; signature: string };
   verifyDetached(purpose: KeyPurpose, keyId: string, message: string, signature: string): boolean;
@@ -126,8 +126,17 @@ export async function loadKeyring(deps: { store: AppStore; masterKey: Uint8Array
     if (!found) throw new Error(`no ${purpose} signing key`);
     return found.key;
   };
-  const publicKeys = (purpose: KeyPurpose) =>
-    new Map(keys.filter((k) => k.key.purpose === purpose).map((k) => [k.key.id, k.key.publicKey]));
+  // The keyring is fixed once loaded: each purpose's map is built once (bearer authentication asks on every request).
+  const publicKeysOf = new Map<KeyPurpose, Map<string, KeyObject>>();
+  const publicKeys = (purpose: KeyPurpose) => {
+    let found = publicKeysOf.get(purpose);
+    if (!found)
+      publicKeysOf.set(
+        purpose,
+        (found = new Map(keys.filter((k) => k.key.purpose === purpose).map((k) => [k.key.id, k.key.publicKey]))),
+      );
+    return found;
+  };
 
   const macKeys = new Map<MacPurpose, Buffer>();
   const macKey = (purpose: MacPurpose) => {

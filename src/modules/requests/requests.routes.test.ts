@@ -1,11 +1,13 @@
 /**
  * The check API's answer is written by hand (it is the hottest route): it must be what zod's serializer
  * wrote — same fields, same order, nothing unlisted — and an answer of any other shape must still be refused.
+ * Its query is checked by hand too: it must accept exactly what zod accepts, with the same value.
  */
-import { serializerCompiler } from "fastify-type-provider-zod";
+import fc from "fast-check";
+import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { describe, expect, it } from "vitest";
 import * as c from "../../contract/requests.js";
-import { checkResultSerializer } from "./requests.routes.js";
+import { checkQueryValidator, checkResultSerializer } from "./requests.routes.js";
 
 const route = { schema: c.checkResult, method: "GET", url: "/v1/check", httpStatus: "200" };
 const byHand = checkResultSerializer(route);
@@ -50,5 +52,60 @@ describe("the check API's serializer", () => {
       "allowed",
     ])
       expect(() => byHand(wrong), JSON.stringify(wrong)).toThrow(/response|serializ/i);
+  });
+});
+
+describe("the check API's serializer on any text", () => {
+  it("writes what zod wrote whatever the names and reason hold (quotes, backslashes, controls, non-ASCII)", () => {
+    const text = fc.oneof(
+      fc.string({ unit: "grapheme", maxLength: 20 }),
+      fc.string({ unit: fc.constantFrom('"', "\\", "\n", "\u0000", "\u2028", "a", " ", "-", "é", "/"), maxLength: 8 }),
+    );
+    fc.assert(
+      fc.property(text, text, text, fc.boolean(), (principal, role, reason, allowed) => {
+        const answer = allowed ? { ...ALLOWED, principal, role, reason } : { ...REFUSED, principal, role, reason };
+        const written = byHand(answer) as string;
+        expect(written).toBe(byZod(answer));
+        expect(JSON.parse(written)).toEqual(answer);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe("the check API's query validator", () => {
+  const queryRoute = { schema: c.checkQuery, method: "GET", url: "/v1/check", httpPart: "querystring" };
+  const fast = checkQueryValidator(queryRoute) as (data: unknown) => { value?: unknown; error?: unknown };
+  const zod = validatorCompiler(queryRoute) as (data: unknown) => { value?: unknown; error?: unknown };
+
+  it("accepts exactly what zod accepts, with the same value, and refuses with zod's error", () => {
+    const value = fc.oneof(
+      fc.stringMatching(/^[a-z][a-z0-9._-]{0,70}$/),
+      fc.string({ maxLength: 70 }),
+      fc.constantFrom("", "A", "a b", "a\u0000", "é", "a".repeat(64), "a".repeat(65)),
+      fc.array(fc.constantFrom("alice", "bob"), { maxLength: 2 }),
+    );
+    const query = fc.dictionary(fc.constantFrom("principal", "role", "extra", "__proto__", "toString"), value, {
+      maxKeys: 4,
+    });
+    fc.assert(
+      fc.property(query, (data) => {
+        const mine = fast(data);
+        const theirs = zod(data);
+        expect(mine.error === undefined).toBe(theirs.error === undefined);
+        if (theirs.error === undefined) expect(mine.value).toEqual(theirs.value);
+        else expect(String(mine.error)).toBe(String(theirs.error));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it("takes the plain query of a check by the fast path, and refuses an extra or repeated field", () => {
+    expect(fast({ principal: "alice", role: "db-admin" })).toEqual({ value: { principal: "alice", role: "db-admin" } });
+    expect(fast({ principal: "alice", role: "db-admin", extra: "x" }).error).toBeDefined();
+    expect(fast({ principal: ["alice", "bob"], role: "db-admin" }).error).toBeDefined();
+    expect(fast({ principal: "Alice", role: "db-admin" }).error).toBeDefined();
+    const withNullPrototype = Object.assign(Object.create(null) as object, { principal: "alice", role: "r" });
+    expect(fast(withNullPrototype)).toEqual({ value: { principal: "alice", role: "r" } });
   });
 });
