@@ -1,12 +1,15 @@
 /**
  * Issue 17, finding 3 (API half): JSON answers of 1 KiB or more go out compressed when the client accepts
  * brotli or gzip, and as they are when it does not; small answers are never compressed; the check API (the
- * hottest route) carries no compression hook at all; a compressed request body is not inflated.
+ * hottest route) carries no compression hook at all; answers that carry secrets (tokens, secret values) are
+ * never compressed (BREACH); a compressed request body is not inflated.
  */
 import { brotliDecompressSync, gunzipSync, gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { testServer, type TestServer } from "../testing/server.js";
+import type { HTTPMethods } from "fastify";
+import { ADMIN_PASSWORD, testServer, type TestServer } from "../testing/server.js";
 import { COMPRESS_THRESHOLD_BYTES } from "./app.js";
+import { NEVER_COMPRESSED } from "./no-compress.js";
 
 let server: TestServer;
 
@@ -34,6 +37,36 @@ function hooksOf(method: string, path: string): string[] {
     hooks.push(match[1]!);
   }
   return hooks;
+}
+
+/**
+ * Every route's hook kinds, by "METHOD /full/path", read from the whole `printRoutes` tree (a route below
+ * another, such as /v1/tokens/activation below /v1/tokens, is a child line there).
+ */
+function allRouteHooks(): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const stack: { column: number; path: string }[] = [];
+  let current: string[] | null = null;
+  for (const line of server.app.printRoutes({ includeHooks: true, commonPrefix: false }).split("\n")) {
+    const hook = /^[\s│]*• \((\w+)\)/u.exec(line);
+    if (hook) {
+      current?.push(hook[1]!);
+      continue;
+    }
+    const route = /^([\s│├└─]*)(\S+) \(([A-Z, ]+)\)$/u.exec(line);
+    if (!route) {
+      current = null;
+      continue;
+    }
+    const column = [...route[1]!].length;
+    while (stack.length > 0 && stack.at(-1)!.column >= column) stack.pop();
+    const path = `${stack.at(-1)?.path ?? ""}${route[2]}`;
+    stack.push({ column, path });
+    current = [];
+    const full = `/${path}`.replace(/^\/+/, "/");
+    for (const method of route[3]!.split(", ")) out.set(`${method} ${full}`, current);
+  }
+  return out;
 }
 
 const get = (url: string, headers: Record<string, string> = {}) =>
@@ -92,6 +125,30 @@ describe("compressed API answers", () => {
     expect(hooks).not.toContain("onSend");
     // Where compression does apply, its hook is there (the assertion above would otherwise prove nothing).
     expect(hooksOf("GET", "/v1/users")).toContain("onSend");
+  });
+
+  it("answers that carry secrets are never compressed (BREACH): each listed route exists and has no compression hook", async () => {
+    const hooks = allRouteHooks();
+    // The reading of the tree finds the compression hook where it is (or the assertions below prove nothing).
+    expect(hooks.get("GET /v1/users"), "GET /v1/users").toContain("onSend");
+    expect(hooks.get("GET /v1/tokens"), "GET /v1/tokens").toContain("onSend");
+    expect(hooks.get("GET /v1/secrets/:path/versions"), "GET /v1/secrets/:path/versions").toContain("onSend");
+    for (const entry of NEVER_COMPRESSED) {
+      const [method, url] = entry.split(" ") as [HTTPMethods, string];
+      expect(server.app.hasRoute({ method, url }), entry).toBe(true);
+      expect(hooks.get(entry), entry).toBeDefined();
+      expect(hooks.get(entry), entry).not.toContain("onSend");
+    }
+    // A token pair goes out as it is even when the client accepts brotli.
+    const login = await server.app.inject({
+      method: "POST",
+      url: "/v1/auth/login",
+      headers: { "accept-encoding": "br, gzip" },
+      payload: { username: server.config.bootstrapAdminName, password: ADMIN_PASSWORD },
+    });
+    expect(login.statusCode).toBe(200);
+    expect(login.headers["content-encoding"]).toBeUndefined();
+    expect(login.json()).toHaveProperty("accessToken");
   });
 
   it("a gzip-encoded request body is not inflated", async () => {
