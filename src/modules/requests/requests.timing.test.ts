@@ -64,6 +64,16 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
     });
     await seedRole(server, { name: "glass", policy: { ...noMfa, breakGlass: true }, eligibleUsers: users });
     await seedRole(server, {
+      name: "lenient",
+      risk: "low",
+      policy: {
+        ...noMfa,
+        requestTtl: "10m",
+        approval: { stages: [{ approvers: { manager: true }, count: 1, timeout: "1h", onTimeout: "approve" }] },
+      },
+      eligibleUsers: users,
+    });
+    await seedRole(server, {
       name: "weekdays",
       policy: {
         ...noMfa,
@@ -436,5 +446,17 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
     expect((await server.scheduler.runOnce()).started).toBe(1);
     expect((await row(open.body.id as string)).state).toBe("active");
     await as("alice")("POST", "/v1/me/roles/weekdays/deactivate");
+  });
+
+  it("when the scheduler was away past both, the time to live wins over a later stage timeout that would approve", async () => {
+    const id = (await as("bob")("POST", "/v1/activation-requests", { role: "lenient", reason: "nightly batch" })).body
+      .id as string;
+    clock.advance(2 * 3600_000);
+    const pass = await server.scheduler.runOnce();
+    expect(pass.expiredPending).toBeGreaterThanOrEqual(1);
+    const r = await row(id);
+    expect([r.state, r.activated_at]).toEqual(["expired", null]);
+    expect(await grantsOf(id)).toEqual([]);
+    expect(await auditOf(id, "request.approved")).toEqual([]);
   });
 });
