@@ -184,6 +184,12 @@ describe("the reviewer inbox in a browser", () => {
     expect(text).toContain("primary database down, failover by hand");
     expect(text).toContain(`break-glass; review acknowledged by sue: ${FINDING}`);
     const shown = await page.getByTestId("report-sha256").innerText();
+    // Printable: in print media the navigation and the scope form are gone, the report stays.
+    await page.emulateMedia({ media: "print" });
+    expect(await page.getByRole("navigation", { name: "Main" }).isVisible()).toBe(false);
+    expect(await page.getByRole("button", { name: "Show report" }).isVisible()).toBe(false);
+    expect(await row.isVisible()).toBe(true);
+    await page.emulateMedia({ media: "screen" });
 
     const auditor = await apiAs("sue", PASSWORDS.sue);
     const from = new Date(Date.now() - 86_400_000).toISOString();
