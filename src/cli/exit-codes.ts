@@ -93,6 +93,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   SELF_GRANT: EXIT_CODES.forbidden,
   // four-eyes change requests
   CHANGE_REQUEST_SELF_APPROVAL: EXIT_CODES.forbidden,
+  FOUR_EYES_REQUIRED: EXIT_CODES.forbidden,
   CHANGE_REQUEST_NOT_PENDING: EXIT_CODES.conflict,
   CHANGE_REQUEST_EXPIRED: EXIT_CODES.conflict,
   CHANGE_REQUEST_STALE: EXIT_CODES.conflict,

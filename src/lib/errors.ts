@@ -72,6 +72,11 @@ export const ERROR_CODES = {
     status: 409,
     message: "That change request expired without a decision; its author must apply the file again.",
   },
+  FOUR_EYES_REQUIRED: {
+    status: 403,
+    message:
+      "This change widens access at a four-eyes risk tier; make it with a configuration file so a second admin can approve it.",
+  },
   CHANGE_REQUEST_STALE: {
     status: 409,
     message: "The catalog changed since this change was planned; its author must apply the file again.",

@@ -310,6 +310,42 @@ describe.each(ENGINES)("four-eyes on %s", (engine) => {
     });
   });
 
+  it("refuses one-object writes that widen access at a covered tier (API, admin forms); narrowing ones apply", async () => {
+    const created = await call("POST", "/v1/eligibilities", admin2, { role: "crown-jewels", principal: "alice" });
+    expect(created).toMatchObject({ status: 403, code: "FOUR_EYES_REQUIRED" });
+    expect(created.body.error.details).toMatchObject({ tier: "critical", reasons: ["new eligibility"] });
+    expect(await eligibleForCritical()).toEqual([]);
+    // Low risk is not covered: at once.
+    expect((await call("POST", "/v1/eligibilities", admin2, { role: "wiki-editor", principal: "alice" })).status).toBe(
+      201,
+    );
+    const policy = (await call("GET", "/v1/policies/strict", admin2)).body;
+    const looser = await call("PUT", "/v1/policies/strict", admin2, {
+      name: "strict",
+      ...(policy.description ? { description: policy.description } : {}),
+      spec: { ...policy.spec, maxDuration: "8h" },
+    });
+    expect(looser).toMatchObject({ status: 403, code: "FOUR_EYES_REQUIRED" });
+    expect(looser.body.error.message).toContain("maximum duration longer (2h → 8h)");
+    const stricter = await call("PUT", "/v1/policies/strict", admin2, {
+      name: "strict",
+      ...(policy.description ? { description: policy.description } : {}),
+      spec: { ...policy.spec, maxDuration: "90m", defaultDuration: "1h" },
+    });
+    expect(stricter.status, JSON.stringify(stricter.body)).toBe(200);
+    const role = (await call("GET", "/v1/roles/crown-jewels", admin2)).body;
+    const lowered = await call("PUT", "/v1/roles/crown-jewels", admin2, {
+      name: role.name,
+      target: role.target,
+      policy: role.policy,
+      risk: "low",
+      owners: role.owners,
+      entitlement: role.entitlement,
+    });
+    expect(lowered).toMatchObject({ status: 403, code: "FOUR_EYES_REQUIRED" });
+    expect((await call("GET", "/v1/roles/crown-jewels", auditor)).body.risk).toBe("critical");
+  });
+
   it("expires a request nobody decided", async () => {
     const id = await applyHeld(admin, withEligibility(ALICE_CRITICAL));
     clock.advance(7 * 86_400_000 + 1000);

@@ -652,6 +652,25 @@ export function createCatalogService(deps: CatalogServiceDeps) {
   }
 
   /**
+   * Four-eyes for one-object writes (API and admin forms): a change that widens access at a covered tier is refused
+   * with FOUR_EYES_REQUIRED (a configuration file holds it as a change request instead), unless nobody else could
+   * approve it (`alone: apply`). `desired` lists the entity as it would be, under its current name.
+   */
+  async function fourEyesGuard(tx: Tx, actor: Actor, change: Change, desired: DesiredCatalog): Promise<void> {
+    const fourEyes = deps.fourEyes;
+    if (!fourEyes || fourEyes.tiers.length === 0) return;
+    const assessment = assessPlan(await loadState(tx), desired, [change], fourEyes.tiers);
+    if (!assessment.held) return;
+    if (fourEyes.alone === "apply" && !(await fourEyes.anotherApprover(tx, actor))) return;
+    const reasons = assessment.changes.flatMap((c) => c.reasons);
+    throw new StintError(
+      "FOUR_EYES_REQUIRED",
+      `This change widens access at risk ${assessment.tier} (${reasons.join("; ")}), so a second admin must approve it: make it with a configuration file (stint apply, or the Configuration as code tab), which holds it as a change request.`,
+      { tier: assessment.tier, reasons },
+    );
+  }
+
+  /**
    * Parses, plans and executes a file in `tx` as `actor` (the author): every change, its custody, the author's own
    * access (and that of `alsoGuard`: an approver) compared before and after, and the activations that lost their
    * basis ended. With `expected`, refuses with CHANGE_REQUEST_STALE unless the catalog is still that fingerprint.
@@ -787,6 +806,12 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         if (before.kind !== values.kind && (await catalogStore.roleNamesUsingTarget(tx, row.id)).length > 0)
           throw invalid([{ path: "body.kind", message: "cannot change the kind of a target that has roles" }]);
         if (fields.length === 0) return targetDto(row, await storedCredentials(tx));
+        await fourEyesGuard(
+          tx,
+          actor,
+          { action: "update", kind: "target", name: row.name, fields },
+          { prune: false, targets: [{ ...values, name: row.name }] },
+        );
         const custody = await custodyOrThrow(tx, actor, values, row);
         await catalogStore.updateTarget(tx, row.id, values, clock.now());
         await audit.append(tx, actor, context, {
@@ -895,6 +920,12 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         if (before.name !== after.name) fields.unshift({ field: "name", from: before.name, to: after.name });
         const names = roles.map((r) => r.name);
         if (fields.length === 0) return policyDto(row, names);
+        await fourEyesGuard(
+          tx,
+          actor,
+          { action: "update", kind: "policy", name: row.name, fields },
+          { prune: false, policies: [{ ...after, name: row.name, spec: normalizeSpec(after.spec) }] },
+        );
         await catalogStore.updatePolicy(tx, row.id, after, clock.now());
         await ownAccess.check(tx, clock.now());
         await audit.append(tx, actor, context, {
@@ -984,6 +1015,12 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         const fields = diffEntity("role", { ...before, owners: sortedSet(before.owners) }, after);
         if (before.name !== after.name) fields.unshift({ field: "name", from: before.name, to: after.name });
         if (fields.length === 0) return before;
+        await fourEyesGuard(
+          tx,
+          actor,
+          { action: "update", kind: "role", name: row.name, fields },
+          { prune: false, roles: [{ ...after, name: row.name }] },
+        );
         await catalogStore.updateRole(tx, row.id, values, clock.now());
         await ownAccess.check(tx, clock.now());
         await audit.append(tx, actor, context, {
@@ -1068,6 +1105,24 @@ export function createCatalogService(deps: CatalogServiceDeps) {
             "ALREADY_EXISTS",
             `${subjectName} is already eligible for ${role.name} (eligibility ${existing[0]!.id}); change that one instead.`,
           );
+        await fourEyesGuard(
+          tx,
+          actor,
+          { action: "create", kind: "eligibility", name, fields: [] },
+          {
+            prune: false,
+            eligibility: [
+              {
+                role: role.name,
+                subjectKind: principal ? "user" : "group",
+                subject: subjectName,
+                from: startsAt.toISOString(),
+                until: endsAt?.toISOString() ?? null,
+                reason: input.reason ?? null,
+              },
+            ],
+          },
+        );
         const id = newId();
         await catalogStore.insertEligibility(
           tx,
@@ -1123,15 +1178,41 @@ export function createCatalogService(deps: CatalogServiceDeps) {
         compare("endsAt", row.ends_at ? iso(row.ends_at) : null, endsAt?.toISOString() ?? null);
         compare("reason", row.reason, input.reason ?? null);
         if (fields.length === 0) return eligibilityDto(row, now);
-        await catalogStore.updateEligibility(tx, row.id, {
-          starts_at: startsAt,
-          ends_at: endsAt,
-          reason: input.reason ?? null,
-        });
         const name = eligibilityName({
           role: row.role_name,
           subjectKind: row.principal_name !== null ? "user" : "group",
           subject: (row.principal_name ?? row.group_name)!,
+        });
+        await fourEyesGuard(
+          tx,
+          actor,
+          {
+            action: "update",
+            kind: "eligibility",
+            name,
+            fields: fields.map((f) => ({
+              ...f,
+              field: f.field === "startsAt" ? "from" : f.field === "endsAt" ? "until" : f.field,
+            })),
+          },
+          {
+            prune: false,
+            eligibility: [
+              {
+                role: row.role_name,
+                subjectKind: row.principal_name !== null ? "user" : "group",
+                subject: (row.principal_name ?? row.group_name)!,
+                from: startsAt.toISOString(),
+                until: endsAt?.toISOString() ?? null,
+                reason: input.reason ?? null,
+              },
+            ],
+          },
+        );
+        await catalogStore.updateEligibility(tx, row.id, {
+          starts_at: startsAt,
+          ends_at: endsAt,
+          reason: input.reason ?? null,
         });
         await ownAccess.check(tx, now);
         // An eligibility moved to start later or end sooner may no longer carry what is active on it.
