@@ -15,7 +15,6 @@ import { randomUUID } from "node:crypto";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import fastifyCompress from "@fastify/compress";
 import { isNeverCompressed } from "./no-compress.js";
-import { isNeverCompressed } from "./no-compress.js";
 import fastifySwagger from "@fastify/swagger";
 import {
   hasZodFastifySchemaValidationErrors,
@@ -341,12 +340,6 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     }
     request.log.error({ err: error }, "unhandled error");
     return sendError(reply, new StintError("INTERNAL"));
-  });
-
-  // Answers that carry secrets are never compressed (BREACH: no-compress.ts); said before the compression
-  // plugin's own onRoute hook reads `compress`.
-  app.addHook("onRoute", (route) => {
-    if (isNeverCompressed(route.method, route.url ?? route.path)) route.compress = false;
   });
 
   // Answers that carry secrets are never compressed (BREACH: no-compress.ts); said before the compression
