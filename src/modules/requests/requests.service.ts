@@ -1463,6 +1463,11 @@ export function createRequestService(deps: RequestServiceDeps) {
         const events: AuditInput[] = [];
         for (const { id } of due) {
           const row = (await requestStore.findRequest(tx, id))!;
+          // Past its time to live as well: the request expires undecided, whatever the stage would do.
+          if (isPendingPastTtl(row, now)) {
+            events.push(...(await timing.expireUndecided(tx, row, now)));
+            continue;
+          }
           const stages = requestStore.stagesOf(row);
           const result = applyTimeout(requestStore.factsOf(row, []), now);
           const subject = `request:${row.id}`;

@@ -458,5 +458,12 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
     expect([r.state, r.activated_at]).toEqual(["expired", null]);
     expect(await grantsOf(id)).toEqual([]);
     expect(await auditOf(id, "request.approved")).toEqual([]);
+    // The stage-deadline step alone (its claim got the row first) expires it too rather than approving it.
+    const other = (await as("dave")("POST", "/v1/activation-requests", { role: "lenient", reason: "nightly batch" }))
+      .body.id as string;
+    clock.advance(2 * 3600_000);
+    expect(await server.requests.processDeadlines()).toBeGreaterThanOrEqual(1);
+    expect([(await row(other)).state, await grantsOf(other)]).toEqual(["expired", []]);
+    expect(await auditOf(other, "request.expired")).toHaveLength(1);
   });
 });
