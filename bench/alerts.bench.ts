@@ -25,7 +25,7 @@ const REQUESTS = Number(arg("requests", "1500"));
 const USERS = Number(arg("users", "100"));
 const ENGINES = arg("engines", "pglite,postgres").split(",") as Engine[];
 
-const person = (name: string): Actor => ({
+const person = (name: string): Extract<Actor, { kind: "principal" }> => ({
   kind: "principal",
   id: randomUUID(),
   name,
