@@ -153,6 +153,10 @@ const CORPUS: Bypass[] = [
   { sql: "SELECT lo_export(0, '/tmp/stint-lo')" },
   { sql: "SELECT dblink_exec('dbname=postgres', 'DROP TABLE x')" },
   { sql: "SELECT * FROM PG_LS_DIR('.')" },
+  // Large objects and notifications: a read-only transaction would let these through.
+  { sql: "SELECT lo_create(0)" },
+  { sql: "SELECT lo_from_bytea(0, 'stolen')" },
+  { sql: "SELECT pg_notify('accounts_changed', 'x')" },
   // Writes inside functions a SELECT calls: the parse tree cannot see them; the login is read-only.
   { sql: "SELECT bump()", layer: "either" },
   { sql: "SELECT bump() FROM accounts", layer: "either" },

@@ -100,6 +100,11 @@ describe("read-only (allow: [select])", () => {
     ["RESET transaction_read_only", "read_only"],
     ["RESET ALL", "read_only"],
     ["SELECT set_config('default_transaction_read_only', 'off', true)", "read_only"],
+    ["SELECT lo_create(0)", "read_only"],
+    ["SELECT lo_from_bytea(0, 'x')", "read_only"],
+    ["SELECT pg_notify('c', 'x')", "read_only"],
+    ["SELECT nextval('s')", "read_only"],
+    ["SELECT lo_get(1)", "allow"],
     ["EXECUTE p", "prepared_unknown"],
     ["SELEC 1", "unparsable"],
     ["SELECT 'unterminated", "unparsable"],
@@ -133,6 +138,7 @@ describe("other policies", () => {
     ["SET client_encoding = 'UTF8'", everything, "allow"],
     ["SELECT pg_terminate_backend(1)", everything, "allow"],
     ["SELECT pg_terminate_backend(1)", dml, "function"],
+    ["SELECT lo_create(0), nextval('s'), pg_notify('c', 'x')", dml, "allow"],
   ];
   it.each(table)("%s (%j) → %s", (sql, rules, expected) => {
     expect(verdict(sql, rules)).toBe(expected);

@@ -94,6 +94,25 @@ const UTILITY_STATEMENTS = new Set([
   "AlterSystemStmt",
 ]);
 
+/**
+ * Functions that change data even in a read-only transaction (large objects, notifications), or
+ * whose writes the read-only login would refuse anyway (sequences): refused without `dml`.
+ */
+const READ_ONLY_DENIED_FUNCTIONS = new Set([
+  "lo_create",
+  "lo_creat",
+  "lo_import",
+  "lo_unlink",
+  "lo_put",
+  "lo_from_bytea",
+  "lowrite",
+  "lo_truncate",
+  "lo_truncate64",
+  "pg_notify",
+  "nextval",
+  "setval",
+]);
+
 /** Settings whose change would take the session out of what Stint signed it in as. */
 const IDENTITY_SETTINGS = new Set(["role", "session_authorization"]);
 /** Settings that hold read-only mode (the upstream login sets default_transaction_read_only=on). */
@@ -317,6 +336,8 @@ export function decide(parsed: ParsedQuery, rules: QueryRules, session: SessionS
     if (readOnly && facts.readWriteEscape !== null)
       return refuse("read_only", `${facts.readWriteEscape} is not allowed: this role's sessions are read-only`);
     for (const name of facts.functions) {
+      if (readOnly && READ_ONLY_DENIED_FUNCTIONS.has(name))
+        return refuse("read_only", `function ${name} writes, and this role's sessions are read-only`);
       const pattern = functionDenied(name, rules.denyFunctions);
       if (pattern !== null) return refuse("function", `function ${name} is denied by this role's policy (${pattern})`);
     }
