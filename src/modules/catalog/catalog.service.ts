@@ -676,14 +676,23 @@ export function createCatalogService(deps: CatalogServiceDeps) {
    * basis ended. With `expected`, refuses with CHANGE_REQUEST_STALE unless the catalog is still that fingerprint.
    * The caller appends `events` (or rolls the transaction back).
    */
-  async function runFile(tx: Tx, actor: Actor, text: string, alsoGuard: Actor[], expected?: string) {
+  async function runFile(
+    tx: Tx,
+    actor: Actor,
+    text: string,
+    alsoGuard: Actor[],
+    expected?: string,
+    decide?: (tx: Tx, plan: Plan, current: CatalogState, desired: DesiredCatalog) => Promise<boolean>,
+  ) {
     const { plan, current, desired } = await prepare(tx, text, actor);
     if (expected !== undefined && fingerprintOf(current) !== expected) throw new StintError("CHANGE_REQUEST_STALE");
+    // Held for four-eyes: executed to check it, then rolled back by the caller; it ends no activation.
+    const held = decide ? await decide(tx, plan, current, desired) : false;
     const ownAccess = await guardOwnAccess(tx, actor);
     const otherAccess = await Promise.all(alsoGuard.map((other) => guardOwnAccess(tx, other)));
     if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
     const events: AuditInput[] = [];
-    if (plan.changes.length === 0) return { plan, current, desired, events };
+    if (plan.changes.length === 0) return { plan, current, desired, events, held };
     const now = clock.now();
     const wanted = index(desired);
     const existing = index(current);
@@ -720,11 +729,11 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     await ownAccess.check(tx, now);
     for (const guard of otherAccess) await guard.check(tx, now);
     // Eligibility or group membership a file took away ends what stood on it, in this transaction.
-    if (plan.changes.some((change) => change.kind === "eligibility" || change.kind === "group"))
+    if (!held && plan.changes.some((change) => change.kind === "eligibility" || change.kind === "group"))
       events.push(
         ...((await deps.onAccessBasisLost?.(tx, {}, { by: grantedBy, reason: "changed by configuration" })) ?? []),
       );
-    return { plan, current, desired, events };
+    return { plan, current, desired, events, held };
   }
 
   function index(state: CatalogState | DesiredCatalog): Map<string, unknown> {
@@ -1289,34 +1298,42 @@ export function createCatalogService(deps: CatalogServiceDeps) {
       authorize(actor, "catalog.write");
       const fourEyes = deps.fourEyes;
       let held: HeldPlan | null = null;
+      let waived: PlanAssessment | null = null;
+      // Judged on the plan before anything is written: a held plan is still executed (so SELF_GRANT and custody
+      // refuse it now, not at approval) but ends no activation, and is rolled back.
+      const decide = async (tx: Tx, plan: Plan, current: CatalogState, desired: DesiredCatalog) => {
+        if (!fourEyes || fourEyes.tiers.length === 0 || plan.changes.length === 0) return false;
+        const assessment = assessPlan(current, desired, plan.changes, fourEyes.tiers);
+        if (!assessment.held) return false;
+        if (fourEyes.alone === "apply" && !(await fourEyes.anotherApprover(tx, actor))) {
+          waived = assessment;
+          return false;
+        }
+        held = { plan: toDto(plan), assessment, fingerprint: fingerprintOf(current) };
+        return true;
+      };
       const result = await write(async (tx) => {
-        const run = await runFile(tx, actor, text, []);
+        const run = await runFile(tx, actor, text, [], undefined, decide);
         if (run.plan.changes.length === 0) return { ...toDto(run.plan), applied: false };
-        if (fourEyes && fourEyes.tiers.length > 0) {
-          const assessment = assessPlan(run.current, run.desired, run.plan.changes, fourEyes.tiers);
-          if (assessment.held && (fourEyes.alone === "hold" || (await fourEyes.anotherApprover(tx, actor)))) {
-            // Everything written above is rolled back: the plan waits for a second admin.
-            held = { plan: toDto(run.plan), assessment, fingerprint: fingerprintOf(run.current) };
-            throw HOLD;
-          }
-          if (assessment.held) {
-            // Nobody else could approve it (a first admin building the catalog): applied, and said so.
-            run.plan.notes.push(
-              "four-eyes waived: this widens access, but no other active admin or security user could approve it (fourEyes.alone: apply).",
-            );
-            run.events.push({
-              action: "config.four_eyes_waived",
-              outcome: "success",
-              subject: "catalog",
-              reason: "no second admin",
-              details: {
-                tier: assessment.tier,
-                widening: assessment.changes
-                  .filter((c) => c.effect === "widens")
-                  .map((c) => ({ kind: c.kind, name: c.name, tier: c.tier, reasons: c.reasons })),
-              },
-            });
-          }
+        if (run.held) throw HOLD; // everything written above is rolled back: the plan waits for a second admin
+        const assessment = waived as PlanAssessment | null;
+        if (assessment) {
+          // Nobody else could approve it (a first admin building the catalog): applied, and said so.
+          run.plan.notes.push(
+            "four-eyes waived: this widens access, but no other active admin or security user could approve it (fourEyes.alone: apply).",
+          );
+          run.events.push({
+            action: "config.four_eyes_waived",
+            outcome: "success",
+            subject: "catalog",
+            reason: "no second admin",
+            details: {
+              tier: assessment.tier,
+              widening: assessment.changes
+                .filter((c) => c.effect === "widens")
+                .map((c) => ({ kind: c.kind, name: c.name, tier: c.tier, reasons: c.reasons })),
+            },
+          });
         }
         await audit.append(tx, actor, context, run.events);
         return { ...toDto(run.plan), applied: true };
