@@ -5,7 +5,6 @@
  * A configuration file is planned and applied inside that one transaction, one
  * audit event per change, and nothing at all when anything is wrong with it.
  */
-import { createHash } from "node:crypto";
 import type { AppStore, Tx } from "../../db/index.js";
 import { policySpec, type PolicySpec } from "../../contract/catalog.js";
 import type {
@@ -35,7 +34,7 @@ import type { Actor, CallContext } from "../authz/authz.types.js";
 import { parseConfig, renderConfig, reviewState, sortProblems } from "./catalog.config.js";
 import { reviewDefinition } from "../../contract/reviews.js";
 import { checkConfig, diffEntity, keyOf, planConfig, summarize } from "./catalog.plan.rules.js";
-import { assessPlan, type PlanAssessment } from "./change-requests.rules.js";
+import { assessPlan, catalogFingerprint, type PlanAssessment } from "./change-requests.rules.js";
 import {
   eligibilityName,
   eligibilityStatus,
@@ -109,32 +108,6 @@ export interface HeldPlan {
 
 /** Thrown inside the apply transaction to roll back a plan that is held (never leaves the service). */
 const HOLD = Symbol("hold");
-
-/** SHA-256 over the catalog as configuration as code sees it, entities sorted by kind and name. */
-function fingerprintOf(state: CatalogState): string {
-  const canonical = (value: unknown): unknown => {
-    if (Array.isArray(value)) return value.map(canonical);
-    if (value !== null && typeof value === "object")
-      return Object.fromEntries(
-        Object.keys(value as object)
-          .sort()
-          .map((key) => [key, canonical((value as Record<string, unknown>)[key])]),
-      );
-    return value;
-  };
-  const entries: string[] = [];
-  const sections: [string, unknown[] | undefined][] = [
-    ["group", state.groups],
-    ["policy", state.policies],
-    ["target", state.targets],
-    ["role", state.roles],
-    ["eligibility", state.eligibility],
-    ["review", state.reviews],
-  ];
-  for (const [kind, items] of sections)
-    for (const item of items ?? []) entries.push(`${kind}:${JSON.stringify(canonical(item))}`);
-  return createHash("sha256").update(entries.sort().join("\n")).digest("hex");
-}
 
 type Db = AppStore["db"];
 type Issue = { path: string; message: string };
@@ -685,7 +658,8 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     decide?: (tx: Tx, plan: Plan, current: CatalogState, desired: DesiredCatalog) => Promise<boolean>,
   ) {
     const { plan, current, desired } = await prepare(tx, text, actor);
-    if (expected !== undefined && fingerprintOf(current) !== expected) throw new StintError("CHANGE_REQUEST_STALE");
+    if (expected !== undefined && catalogFingerprint(current) !== expected)
+      throw new StintError("CHANGE_REQUEST_STALE");
     // Held for four-eyes: executed to check it, then rolled back by the caller; it ends no activation.
     const held = decide ? await decide(tx, plan, current, desired) : false;
     const ownAccess = await guardOwnAccess(tx, actor);
@@ -1309,7 +1283,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
           waived = assessment;
           return false;
         }
-        held = { plan: toDto(plan), assessment, fingerprint: fingerprintOf(current) };
+        held = { plan: toDto(plan), assessment, fingerprint: catalogFingerprint(current) };
         return true;
       };
       const result = await write(async (tx) => {
@@ -1365,7 +1339,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
 
     /** The catalog's fingerprint as `db` sees it (what a held plan was made against). */
     async fingerprint(db: Db): Promise<string> {
-      return fingerprintOf(await loadState(db));
+      return catalogFingerprint(await loadState(db));
     },
   };
 }

@@ -6,7 +6,14 @@ import { describe, expect, it } from "vitest";
 import { parseConfig } from "./catalog.config.js";
 import { planConfig } from "./catalog.plan.rules.js";
 import type { CatalogState, DesiredCatalog, RiskTier } from "./catalog.types.js";
-import { assessPlan, decisionRefusal, effectiveStatus, maxTier, policyFieldWidens } from "./change-requests.rules.js";
+import {
+  assessPlan,
+  catalogFingerprint,
+  decisionRefusal,
+  effectiveStatus,
+  maxTier,
+  policyFieldWidens,
+} from "./change-requests.rules.js";
 
 const SECTIONS = {
   groups: `groups:
@@ -533,5 +540,29 @@ describe("lifecycle", () => {
   it("orders tiers", () => {
     expect(maxTier("low", null, "high", "medium")).toBe("high");
     expect(maxTier()).toBe(null);
+  });
+});
+
+describe("catalogFingerprint", () => {
+  it("ignores order, sees every change", () => {
+    const state = current();
+    const shuffled: CatalogState = {
+      ...state,
+      roles: [...state.roles].reverse(),
+      eligibility: [...state.eligibility].reverse(),
+      policies: state.policies.map((p) => ({ spec: p.spec, description: p.description, name: p.name })),
+    };
+    expect(catalogFingerprint(shuffled)).toBe(catalogFingerprint(state));
+    const changed = {
+      ...state,
+      roles: state.roles.map((r) => (r.name === "crit" ? { ...r, risk: "high" as const } : r)),
+    };
+    expect(catalogFingerprint(changed)).not.toBe(catalogFingerprint(state));
+    const until = {
+      ...state,
+      eligibility: state.eligibility.map((e, i) => (i === 0 ? { ...e, until: "2030-01-01T00:00:00.000Z" } : e)),
+    };
+    expect(catalogFingerprint(until)).not.toBe(catalogFingerprint(state));
+    expect(catalogFingerprint(state)).toMatch(/^[0-9a-f]{64}$/);
   });
 });

@@ -12,6 +12,7 @@
  * A plan is held as a whole when any of its changes widens access at a tier four-eyes covers: a widening change
  * inside a mixed plan does not slip through with the narrowing ones (the plan is never split).
  */
+import { createHash } from "node:crypto";
 import { parseDuration } from "../../lib/duration.js";
 import { diffValues } from "./catalog.plan.rules.js";
 import type { CatalogState, Change, DesiredCatalog, FieldChange, RiskTier } from "./catalog.types.js";
@@ -272,6 +273,32 @@ export function assessPlan(
   });
   const holding = assessed.filter((c) => c.effect === "widens" && c.tier !== null && tiers.includes(c.tier));
   return { changes: assessed, held: holding.length > 0, tier: maxTier(...holding.map((c) => c.tier)) };
+}
+
+/** SHA-256 over the catalog as configuration as code sees it, entities sorted by kind and name. */
+export function catalogFingerprint(state: CatalogState): string {
+  const canonical = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(canonical);
+    if (value !== null && typeof value === "object")
+      return Object.fromEntries(
+        Object.keys(value as object)
+          .sort()
+          .map((key) => [key, canonical((value as Record<string, unknown>)[key])]),
+      );
+    return value;
+  };
+  const entries: string[] = [];
+  const sections: [string, unknown[] | undefined][] = [
+    ["group", state.groups],
+    ["policy", state.policies],
+    ["target", state.targets],
+    ["role", state.roles],
+    ["eligibility", state.eligibility],
+    ["review", state.reviews],
+  ];
+  for (const [kind, items] of sections)
+    for (const item of items ?? []) entries.push(`${kind}:${JSON.stringify(canonical(item))}`);
+  return createHash("sha256").update(entries.sort().join("\n")).digest("hex");
 }
 
 // ---------------------------------------------------------------------------
