@@ -48,9 +48,26 @@ function trackDialogs(): void {
   }
 }
 
-/** Column headers as labels of the cells under them (a11y.css shows them when rows become cards). */
+/** Roles a table keeps when a11y.css lays it out as cards (some browsers drop a table's semantics with display). */
+const TABLE_ROLES: [string, string][] = [
+  ["table", "table"],
+  [":scope > thead, :scope > tbody", "rowgroup"],
+  [":scope > thead > tr, :scope > tbody > tr", "row"],
+  [":scope > thead > tr > th", "columnheader"],
+  [":scope > tbody > tr > th", "rowheader"],
+  [":scope > tbody > tr > td", "cell"],
+];
+
+/**
+ * Column headers as labels of the cells under them (a11y.css shows them when rows become cards), and the
+ * table's roles spelt out so that a screen reader still reads it as a table when it is laid out as cards.
+ */
 export function labelTableCells(root: ParentNode = document): void {
   for (const table of root.querySelectorAll("table")) {
+    for (const [selector, role] of TABLE_ROLES) {
+      const elements = selector === "table" ? [table] : table.querySelectorAll(selector);
+      for (const element of elements) if (!element.hasAttribute("role")) element.setAttribute("role", role);
+    }
     const headers = [...table.querySelectorAll(":scope > thead > tr:last-child > th")].map(
       (th) => th.textContent?.trim() ?? "",
     );
