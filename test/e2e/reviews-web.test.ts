@@ -169,7 +169,12 @@ describe("the reviewer inbox in a browser", () => {
     await page.keyboard.press("Enter");
     const finding = page.getByRole("dialog").getByLabel("Finding");
     await finding.waitFor();
-    await expect.poll(() => finding.evaluate((el) => el === document.activeElement)).toBe(true);
+    // Evaluated in the page (typed through globalThis, so that this file needs no DOM types).
+    const focused = () =>
+      finding.evaluate(
+        (el) => el === (globalThis as unknown as { document: { activeElement: unknown } }).document.activeElement,
+      );
+    await expect.poll(focused).toBe(true);
     await page.keyboard.type(FINDING);
     await page.keyboard.press("Control+Enter");
     await page.getByRole("status").getByText("1 item acknowledged.").waitFor();
