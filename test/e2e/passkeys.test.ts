@@ -222,7 +222,7 @@ describe("passkeys in the browser", () => {
     expect(stepUps.some((e) => e.outcome === "success" && e.details?.method === "totp")).toBe(true);
     const activated = await auditEvents(admin, "request.activated");
     expect(activated.some((e) => e.actor === "dana")).toBe(true);
-    await dialog.getByRole("button", { name: "Close" }).click();
+    await dialog.getByRole("button", { name: "Close" }).last().click();
     await page.getByRole("button", { name: "Deactivate prod-root" }).click();
     await page.getByRole("button", { name: "Deactivate prod-root" }).waitFor({ state: "detached", timeout: 15_000 });
   }, 120_000);

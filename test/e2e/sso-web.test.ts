@@ -160,7 +160,7 @@ eligibility:
     await dialog.getByLabel("Reason").fill(REASON);
     await dialog.getByRole("button", { name: "Request access" }).click();
     await dialog.getByText("active").first().waitFor({ timeout: 15_000 });
-    await dialog.getByRole("button", { name: "Close" }).click();
+    await dialog.getByRole("button", { name: "Close" }).last().click();
     await page.getByTestId("countdown-dba-console").waitFor({ timeout: 20_000 });
     await page.context().close();
 

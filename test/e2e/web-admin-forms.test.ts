@@ -10,11 +10,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launchChromium, signInPage, tokenOf } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "pebble-lantern-orchid-7";
 const PASSWORDS = { carol: "quartz-meadow-falcon-2", alice: "amber-harbor-willow-5" };
 const REASON = "rotate the orders database replica password";
@@ -24,16 +24,6 @@ let url: string;
 let server: RunningProcess;
 let browser: Browser;
 let adminToken: string;
-
-async function login(user: string, password: string): Promise<string> {
-  const res = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: user, password }),
-  });
-  expect(res.status).toBe(200);
-  return ((await res.json()) as { accessToken: string }).accessToken;
-}
 
 async function api(method: string, route: string, body?: unknown, token = adminToken) {
   const res = await fetch(`${url}${route}`, {
@@ -45,22 +35,22 @@ async function api(method: string, route: string, body?: unknown, token = adminT
 }
 
 async function signIn(user: string, password: string): Promise<Page> {
-  const page = await (await browser.newContext({ viewport: { width: 1440, height: 900 } })).newPage();
+  const page = await signInPage(
+    await browser.newContext({ viewport: { width: 1440, height: 900 } }),
+    url,
+    user,
+    password,
+  );
   page.on("pageerror", (e) => {
     throw e;
   });
-  await page.goto(url);
-  await page.getByLabel("User name").fill(user);
-  await page.getByLabel(/^Password/).fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "My access" }).waitFor();
   return page;
 }
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-admin-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  adminToken = await login("admin", ADMIN_PASSWORD);
+  adminToken = await tokenOf(url, "admin", ADMIN_PASSWORD);
   expect((await api("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect((await api("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice })).status).toBe(201);
   expect((await api("POST", "/v1/groups", { name: "dba-leads" })).status).toBe(201);
@@ -82,10 +72,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
@@ -178,7 +165,7 @@ describe("the activate dialog's duration", () => {
       "GET",
       "/v1/activation-requests?scope=mine",
       undefined,
-      await login("alice", PASSWORDS.alice),
+      await tokenOf(url, "alice", PASSWORDS.alice),
     );
     expect((mine.body.items as { duration: string }[])[0]).toMatchObject({ duration: "45m" });
     await page.context().close();

@@ -13,11 +13,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from "playwright-core";
+import type { Browser, Locator, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { apiAs, Guard, launchChromium, signInPage, type Call } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "web-flows-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 const ROLE = "prod-db-reader";
@@ -28,95 +28,10 @@ let url: string;
 let server: RunningProcess;
 let browser: Browser;
 
-type Call = (
-  method: string,
-  route: string,
-  body?: unknown,
-) => Promise<{ status: number; body: Record<string, unknown> }>;
-
-async function apiAs(user: string, password: string): Promise<Call> {
-  const res = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: user, password }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
-  return async (method, route, body) => {
-    const r = await fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: (await r.json().catch(() => ({}))) as Record<string, unknown> };
-  };
-}
-
-/**
- * What went wrong in the browser: 4xx/5xx answers not listed as expected ("POST /v1/activation-requests 400",
- * each allowed once per listing) and console errors. Chromium logs every failed fetch as a console error too;
- * those are judged by the network list instead.
- */
-class Guard {
-  readonly problems: string[] = [];
-  private expected: string[] = [];
-  private tolerated: string[] = [];
-  private readonly contexts: BrowserContext[] = [];
-
-  expect(...calls: string[]) {
-    this.expected.push(...calls);
-  }
-
-  /** Failures allowed any number of times, including none (a known issue fixed elsewhere). */
-  tolerate(...calls: string[]) {
-    this.tolerated.push(...calls);
-  }
-
-  async context(): Promise<BrowserContext> {
-    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-    this.contexts.push(context);
-    context.on("page", (page) => this.watch(page));
-    return context;
-  }
-
-  private watch(page: Page) {
-    page.on("response", (response) => {
-      if (response.status() < 400) return;
-      const call = `${response.request().method()} ${new URL(response.url()).pathname} ${response.status()}`;
-      const at = this.expected.indexOf(call);
-      if (at >= 0) this.expected.splice(at, 1);
-      else if (!this.tolerated.includes(call)) this.problems.push(`unexpected ${call}`);
-    });
-    page.on("console", (message) => {
-      if (message.type() !== "error") return;
-      if (/^Failed to load resource: the server responded with a status of \d+/.test(message.text())) return;
-      this.problems.push(`console error: ${message.text()}`);
-    });
-    page.on("pageerror", (error) => this.problems.push(`page error: ${error.message}`));
-  }
-
-  /** Every expected failure happened, nothing else failed. */
-  async close() {
-    await Promise.all(this.contexts.map((c) => c.close()));
-    this.contexts.length = 0;
-    const left = this.expected;
-    this.expected = [];
-    this.tolerated = [];
-    expect({ problems: this.problems, expectedButNotSeen: left }).toEqual({ problems: [], expectedButNotSeen: [] });
-    this.problems.length = 0;
-  }
-}
-
 let guard: Guard;
 
 async function signIn(user: string, password: string): Promise<Page> {
-  const context = await guard.context();
-  const page = await context.newPage();
-  await page.goto(url);
-  await page.getByLabel("User name").fill(user);
-  await page.getByLabel(/^Password/).fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "My access" }).waitFor();
-  return page;
+  return signInPage(await guard.context(), url, user, password);
 }
 
 async function openPage(page: Page, route: string, heading: string | RegExp) {
@@ -145,7 +60,7 @@ async function pendingOf(api: Call, role = ROLE): Promise<{ id: string; state: s
 }
 
 async function requestAsAlice(): Promise<string> {
-  const alice = await apiAs("alice", PASSWORDS.alice);
+  const alice = await apiAs(url, "alice", PASSWORDS.alice);
   const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: GOOD_REASON, ticket: "INC-7" });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body.id as string;
@@ -154,7 +69,7 @@ async function requestAsAlice(): Promise<string> {
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-flows-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
@@ -187,10 +102,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
@@ -205,8 +117,8 @@ describe("web UI flows", () => {
   });
 
   it("the activate dialog shows the policy's rules up front and each error in words under its own field", async () => {
-    guard = new Guard();
-    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    guard = new Guard(() => browser);
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
     const page = await signIn("alice", PASSWORDS.alice);
     const posted: string[] = [];
     page.on("request", (r) => {
@@ -263,7 +175,7 @@ describe("web UI flows", () => {
     expect(await pendingOf(admin)).toEqual([]);
 
     // What the page reads, as the API gives it (additive fields).
-    const alice = await apiAs("alice", PASSWORDS.alice);
+    const alice = await apiAs(url, "alice", PASSWORDS.alice);
     const roles = (await alice("GET", "/v1/me/roles")).body.items as {
       role: string;
       policy: Record<string, unknown>;
@@ -282,8 +194,8 @@ describe("web UI flows", () => {
   });
 
   it("a pending request is cancelled from My access: a confirmation, and the API says cancelled", async () => {
-    guard = new Guard();
-    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    guard = new Guard(() => browser);
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
     const page = await signIn("alice", PASSWORDS.alice);
     await page.getByRole("button", { name: `Activate ${ROLE}` }).click();
     const dialog = page.getByRole("dialog", { name: `Activate ${ROLE}` });
@@ -291,7 +203,7 @@ describe("web UI flows", () => {
     await dialog.getByLabel(/^Ticket/).fill("INC-42");
     await dialog.getByRole("button", { name: "Request access" }).click();
     await dialog.getByText("pending").waitFor();
-    await dialog.getByRole("button", { name: "Close" }).click();
+    await dialog.getByRole("button", { name: "Close" }).last().click();
     const [pending] = await pendingOf(admin);
     expect(pending).toBeDefined();
 
@@ -305,7 +217,7 @@ describe("web UI flows", () => {
   });
 
   it("an admin's Approvals page says how many pending requests wait for other approvers, and links to Requests", async () => {
-    guard = new Guard();
+    guard = new Guard(() => browser);
     const id = await requestAsAlice();
     const page = await signIn("admin", ADMIN_PASSWORD);
     await openPage(page, "/approvals", "Approvals");
@@ -315,12 +227,12 @@ describe("web UI flows", () => {
     expect(await note.innerText()).toBe("1 pending request waits for other approvers: see Requests.");
     await note.getByRole("link", { name: "Requests" }).click();
     await page.getByRole("heading", { name: "Requests", level: 1 }).waitFor();
-    const alice = await apiAs("alice", PASSWORDS.alice);
+    const alice = await apiAs(url, "alice", PASSWORDS.alice);
     expect((await alice("POST", `/v1/activation-requests/${id}/cancel`)).status).toBe(200);
   });
 
   it("carol denies in words and is told so; alice sees who denied it and why, with a cross at the stage", async () => {
-    guard = new Guard();
+    guard = new Guard(() => browser);
     const id = await requestAsAlice();
     const carol = await signIn("carol", PASSWORDS.carol);
     // The request's own page (where notification links lead) asks for a deny reason in words too.
@@ -364,7 +276,7 @@ describe("web UI flows", () => {
   });
 
   it("approve and deactivate each end with a confirmation", async () => {
-    guard = new Guard();
+    guard = new Guard(() => browser);
     const id = await requestAsAlice();
     const carol = await signIn("carol", PASSWORDS.carol);
     await openPage(carol, "/approvals", "Approvals");
@@ -396,7 +308,7 @@ describe("web UI flows", () => {
     await alice.getByRole("button", { name: `Deactivate ${ROLE}` }).click();
     await alice.getByRole("status").getByText(`${ROLE} is deactivated: you no longer hold it.`).waitFor();
     await alice.getByText("Nothing is active: you hold no standing privilege.").waitFor();
-    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
     const check = await admin("GET", `/v1/check?principal=alice&role=${ROLE}`);
     expect(check.body.allowed).toBe(false);
   });

@@ -9,11 +9,11 @@ import { mkdirSync, mkdtempSync, rmSync, existsSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiAs, launchChromium, signInPage } from "./browser.js";
 import { ROOT, startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "web-ui-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 /** Screenshots go here (not committed: test-output/ is ignored). */
@@ -26,37 +26,14 @@ let url: string;
 let server: RunningProcess;
 let browser: Browser;
 
-async function apiAs(user: string, password: string) {
-  const res = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: user, password }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
-  return async (method: string, route: string, body?: unknown) => {
-    const r = await fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: (await r.json().catch(() => ({}))) as Record<string, unknown> };
-  };
-}
-
-async function signIn(context: BrowserContext, user: string, password: string): Promise<Page> {
-  const page = await context.newPage();
-  await page.goto(url);
-  await page.getByLabel("User name").fill(user);
-  await page.getByLabel(/^Password/).fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "My access" }).waitFor();
-  return page;
+function signIn(context: BrowserContext, user: string, password: string): Promise<Page> {
+  return signInPage(context, url, user, password);
 }
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
@@ -88,10 +65,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
 }, 180_000);
 
@@ -111,7 +85,7 @@ describe("the web UI", () => {
     await dialog.getByLabel("Reason").fill(REASON);
     await dialog.getByRole("button", { name: "Request access" }).click();
     await dialog.getByText("pending").waitFor();
-    await dialog.getByRole("button", { name: "Close" }).click();
+    await dialog.getByRole("button", { name: "Close" }).last().click();
 
     const carol = await signIn(carolContext, "carol", PASSWORDS.carol);
     await carol.getByRole("link", { name: "Approvals" }).click();
@@ -181,7 +155,7 @@ describe("the web UI", () => {
       .getByText(/justification|at least 20|characters/i)
       .first()
       .waitFor();
-    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
     const requests = await admin("GET", "/v1/activation-requests?scope=all&state=pending");
     expect((requests.body.items as unknown[]).length).toBe(0);
     await context.close();
