@@ -149,7 +149,13 @@ async function seedSessions(activationId: string): Promise<void> {
 }
 
 beforeAll(async () => {
+  const t0 = Date.now();
   work = mkdtempSync(path.join(tmpdir(), "stint-a11y-"));
+  // The browser starts while the server does.
+  const launched = chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
   database = await createPgDatabase();
   ({ server, url } = await startWebServer({
     work,
@@ -160,6 +166,7 @@ beforeAll(async () => {
       STINT_FOUR_EYES_TIERS: "none",
     },
   }));
+  const serverMs = Date.now() - t0;
   const admin = await apiAs("admin", ADMIN_PASSWORD);
   await must(admin("POST", "/v1/users", { name: "alice", password: ALICE_PASSWORD, manager: "admin" }), "create alice");
   // Nobody makes themselves eligible: a second administrator applies the catalog.
@@ -169,6 +176,11 @@ beforeAll(async () => {
   );
   const carol = await apiAs("carol", CAROL_PASSWORD);
   await must(carol("POST", "/v1/config/apply", { yaml: CONFIG }), "apply config");
+  // Groups for My access's "Your groups" badges.
+  for (const group of ["database-administrators", "on-call"]) {
+    await must(carol("POST", "/v1/groups", { name: group }), `group ${group}`);
+    await must(carol("POST", `/v1/groups/${group}/members`, { principal: "admin" }), `admin in ${group}`);
+  }
   const alice = await apiAs("alice", ALICE_PASSWORD);
   // Active for admin (self-service), pending for admin to decide (alice's), pending of admin's own (alice decides nothing).
   const active = await must(
@@ -222,10 +234,8 @@ beforeAll(async () => {
     }),
     "review campaign",
   );
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launched;
+  console.log(`a11y setup: server ${serverMs} ms, seeding ${Date.now() - t0 - serverMs} ms`);
 }, 180_000);
 
 afterAll(async () => {
