@@ -348,9 +348,11 @@ export function createQueryGuard(options: {
   };
 }
 
+const NO_NAMES: readonly string[] = Object.freeze([]);
+
 /** Names of statements PREPAREd by a parsed query string. */
-function namesPreparedBy(parsed: Extract<ParsedQuery, { ok: true }>): string[] {
-  const names: string[] = [];
-  for (const statement of parsed.statements) if (statement.prepares !== null) names.push(statement.prepares);
-  return names;
+function namesPreparedBy(parsed: Extract<ParsedQuery, { ok: true }>): readonly string[] {
+  let names: string[] | null = null;
+  for (const statement of parsed.statements) if (statement.prepares !== null) (names ??= []).push(statement.prepares);
+  return names ?? NO_NAMES;
 }

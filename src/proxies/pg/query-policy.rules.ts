@@ -341,7 +341,9 @@ export function decide(parsed: ParsedQuery, rules: QueryRules, session: SessionS
       const pattern = functionDenied(name, rules.denyFunctions);
       if (pattern !== null) return refuse("function", `function ${name} is denied by this role's policy (${pattern})`);
     }
-    const missing = facts.kinds.filter((kind) => !rules.allow.includes(kind));
+    const missing = facts.kinds.every((kind) => rules.allow.includes(kind))
+      ? []
+      : facts.kinds.filter((kind) => !rules.allow.includes(kind));
     if (missing.length > 0)
       return refuse(
         "statement_kind",

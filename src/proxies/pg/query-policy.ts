@@ -45,6 +45,8 @@ interface Shape {
 
 interface Entry {
   parsed: ParsedQuery;
+  /** `inserted` when this entry last moved to the young end of the LRU order. */
+  bumped: number;
   runs: string[];
   /** Per digit run: a plain integer literal of the parsed text (may differ in a matching text). */
   literal: boolean[];
@@ -53,6 +55,8 @@ interface Entry {
 const cache = new Map<string, Entry>();
 let hits = 0;
 let misses = 0;
+/** Moves to the young end of the LRU order so far (insertions and bumps). */
+let inserted = 0;
 
 const isDigit = (code: number): boolean => code >= 48 && code <= 57;
 /** A character that would join a number to a neighbouring token: a word character, `.`, `$`, `'`, `"`, non-ASCII. */
@@ -105,9 +109,12 @@ export function parseQuery(sql: string): ParsedQuery {
   const cached = cache.get(shape.key);
   if (cached !== undefined && matches(cached, shape.runs)) {
     hits += 1;
-    // Most recently used goes last: Map keeps insertion order.
-    cache.delete(shape.key);
-    cache.set(shape.key, cached);
+    // Most recently used goes last (Map keeps insertion order); an entry in the younger half stays put.
+    if (inserted - cached.bumped > CACHE_ENTRIES / 2) {
+      cache.delete(shape.key);
+      cache.set(shape.key, cached);
+      cached.bumped = ++inserted;
+    }
     return cached.parsed;
   }
   misses += 1;
@@ -124,7 +131,7 @@ export function parseQuery(sql: string): ParsedQuery {
   });
   if (cached === undefined && cache.size >= CACHE_ENTRIES) cache.delete(cache.keys().next().value!);
   cache.delete(shape.key);
-  cache.set(shape.key, { parsed, runs: shape.runs, literal });
+  cache.set(shape.key, { parsed, runs: shape.runs, literal, bumped: ++inserted });
   return parsed;
 }
 
