@@ -217,6 +217,17 @@ export function createAlertService(deps: AlertServiceDeps) {
   }
 
   let ensured = false;
+  let leader = false;
+  let leaseCheckedAt = 0;
+
+  /** Takes or renews the lease, at most every third of its life while held (each cursor move renews it too). */
+  async function holdLease(): Promise<boolean> {
+    const at = Date.now();
+    if (leader && at - leaseCheckedAt < leaseMs / 3) return true;
+    leader = await alertStore.takeLease(store.db, holder, leaseMs);
+    leaseCheckedAt = at;
+    return leader;
+  }
 
   /** One batch: the events after the cursor, judged, learned from and the cursor moved, in one transaction. */
   async function runOnce(): Promise<number> {
@@ -225,7 +236,7 @@ export function createAlertService(deps: AlertServiceDeps) {
       await alertStore.ensureCursor(store.db, config.startAt);
       ensured = true;
     }
-    if (!(await alertStore.takeLease(store.db, holder, leaseMs))) return 0;
+    if (!(await holdLease())) return 0;
     const cursor = await alertStore.readCursor(store.db);
     const events = await alertStore.eventsAfter(store.db, cursor?.seq ?? 0, config.batchSize);
     if (events.length === 0) return 0;
@@ -243,8 +254,12 @@ export function createAlertService(deps: AlertServiceDeps) {
         for (const draft of result.alerts) await raise(tx, event, draft);
       }
       await alertStore.saveStates(tx, changed, clock.now());
-      if (!(await alertStore.advance(tx, holder, events.at(-1)!.seq, leaseMs))) throw new LeaseLost();
+      if (!(await alertStore.advance(tx, holder, events.at(-1)!.seq, leaseMs))) {
+        leader = false;
+        throw new LeaseLost();
+      }
     });
+    leaseCheckedAt = Date.now();
     return events.length;
   }
 
@@ -291,6 +306,7 @@ export function createAlertService(deps: AlertServiceDeps) {
       running = false;
       wake?.();
       await loop;
+      leader = false;
       await alertStore.releaseLease(store.db, holder).catch(() => undefined);
     },
 
