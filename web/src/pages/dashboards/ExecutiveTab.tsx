@@ -1,5 +1,6 @@
 /** Executive view: standing vs eligible access, activations over time, top roles and requesters. */
-import { BarChart, BarsList, DonutChart } from "@mantine/charts";
+import { BarsList } from "@mantine/charts";
+import { BarChart, DonutChart } from "./svg-charts.js";
 import { Alert, SimpleGrid, Stack, Text } from "@mantine/core";
 import { activationsCaption, activationsPerDay, formatPercent, standingVsEligible, topBy, WINDOW_DAYS } from "./sli.js";
 import { ChartCard, Stat, type DashboardData } from "./shared.js";

@@ -2,7 +2,7 @@
  * Health view: time-to-elevate and elevation success from the requests; revocation latency, session
  * kill latency, live sessions, unsettled grants and the outbox from the answering node's /metrics.
  */
-import { AreaChart, BarChart, LineChart } from "@mantine/charts";
+import { AreaChart, BarChart, LineChart } from "./svg-charts.js";
 import { Alert, SimpleGrid, Stack, Text } from "@mantine/core";
 import { bucketCounts, histogramQuantile, quantileBeyondLastBound, type Histogram } from "./metrics.js";
 import {

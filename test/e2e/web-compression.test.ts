@@ -1,0 +1,253 @@
+/**
+ * Issue 17 acceptance 3, in a real browser (playwright-core driving Debian's Chromium, which accepts brotli
+ * and gzip) against the built server: every JavaScript and CSS asset, and every JSON answer over 1 KiB, comes
+ * compressed (Content-Encoding, and fewer bytes on the wire than decoded), except the answers that carry
+ * secrets (BREACH: src/http/no-compress.ts); the same URLs asked without Accept-Encoding come as they are;
+ * and each page's JavaScript on the wire (everything the page loaded, signing in included) is measured, the
+ * largest under 250 KB.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { chromium, type Browser, type Page, type Response } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { COMPRESS_THRESHOLD_BYTES } from "../../src/http/app.js";
+import { NEVER_COMPRESSED } from "../../src/http/no-compress.js";
+import { startWebServer, type RunningProcess } from "./support.js";
+
+const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
+const ADMIN_PASSWORD = "compression-web-root-password";
+const JS_BUDGET = 250 * 1024;
+
+let work: string;
+let url: string;
+let server: RunningProcess;
+let browser: Browser;
+
+/** NEVER_COMPRESSED's routes as patterns over request paths (":param" is one path segment). */
+const secretRoutes = NEVER_COMPRESSED.map((entry) => {
+  const [method, route] = entry.split(" ") as [string, string];
+  return { method, pattern: new RegExp(`^${route.replace(/:[^/]+/g, "[^/]+")}$`) };
+});
+const carriesSecrets = (method: string, pathname: string) =>
+  secretRoutes.some((r) => r.method === method && r.pattern.test(pathname));
+
+interface Seen {
+  method: string;
+  url: string;
+  pathname: string;
+  kind: "js" | "css" | "json" | "other";
+  encoding: string | undefined;
+  /** Bytes on the wire (the encoded body). */
+  wire: number;
+  /** Bytes once decoded. */
+  decoded: number;
+  authorization: string | undefined;
+}
+
+function kindOf(response: Response): Seen["kind"] {
+  const type = response.headers()["content-type"] ?? "";
+  if (/javascript/.test(type)) return "js";
+  if (/text\/css/.test(type)) return "css";
+  if (/json/.test(type)) return "json";
+  return "other";
+}
+
+/** Records every answer the page gets, with its encoded and decoded sizes. */
+function watch(page: Page, seen: Promise<Seen | null>[], problems: string[]): () => void {
+  let watching = true;
+  page.on("response", (response) => {
+    if (!watching) return;
+    const request = response.request();
+    const target = new URL(response.url());
+    if (response.status() >= 400) problems.push(`${request.method()} ${target.pathname} ${response.status()}`);
+    seen.push(
+      (async () => ({
+        method: request.method(),
+        url: response.url(),
+        pathname: target.pathname,
+        kind: kindOf(response),
+        encoding: response.headers()["content-encoding"],
+        wire: (await request.sizes()).responseBodySize,
+        decoded: (await response.body().catch(() => Buffer.alloc(0))).length,
+        authorization: (await request.allHeaders()).authorization,
+      }))().catch(() => null),
+    );
+  });
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  return () => (watching = false);
+}
+
+async function signIn(page: Page) {
+  await page.goto(url);
+  await page.getByLabel("User name").fill("admin");
+  await page.getByLabel(/^Password/).fill(ADMIN_PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "My access" }).waitFor();
+}
+
+/** A GET without Accept-Encoding (node:http adds none): the raw answer's encoding and length. */
+function plainGet(target: string, authorization?: string): Promise<{ encoding: string | undefined; length: number }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(target, { headers: authorization ? { authorization } : {} }, (res) => {
+      let length = 0;
+      res.on("data", (chunk: Buffer) => (length += chunk.length));
+      res.on("end", () => resolve({ encoding: res.headers["content-encoding"], length }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(path.join(tmpdir(), "stint-web-compression-"));
+  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
+  // Data, so that lists are over the threshold: users, a catalog, requests.
+  const login = await fetch(`${url}/v1/auth/login`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "admin", password: ADMIN_PASSWORD }),
+  });
+  const { accessToken } = (await login.json()) as { accessToken: string };
+  const admin = (method: string, route: string, body: unknown) =>
+    fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${accessToken}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  for (let i = 0; i < 12; i++)
+    expect(
+      (await admin("POST", "/v1/users", { name: `user-${i}`, password: "tulip orbit canyon lantern" })).status,
+    ).toBe(201);
+  const applied = await admin("POST", "/v1/config/apply", {
+    yaml: `apiVersion: stint/v1
+policies:
+  - name: quick
+    mfa: { required: false }
+targets:
+  - name: stint
+    kind: internal
+roles:
+${Array.from({ length: 8 }, (_, i) => `  - name: role-${i}\n    target: stint\n    risk: low\n    policy: quick\n`).join("")}
+eligibility:
+${Array.from({ length: 8 }, (_, i) => `  - role: role-${i}\n    users: [user-${i}]\n`).join("")}`,
+  });
+  expect(applied.status, await applied.text()).toBe(200);
+  // Activations (no approval needed): the request lists and dashboards have rows.
+  for (let i = 0; i < 8; i++) {
+    const userLogin = await fetch(`${url}/v1/auth/login`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: `user-${i}`, password: "tulip orbit canyon lantern" }),
+    });
+    const token = ((await userLogin.json()) as { accessToken: string }).accessToken;
+    const activated = await fetch(`${url}/v1/activation-requests`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ role: `role-${i}`, reason: `checking how lists of requests travel, number ${i}` }),
+    });
+    expect(activated.status, await activated.text()).toBe(201);
+  }
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.kill("SIGTERM");
+  if (work) rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("compression on the wire", () => {
+  it("assets and JSON over 1 KiB come compressed when accepted and plain otherwise; each page's JavaScript is measured", async () => {
+    // The pages the admin's navigation offers.
+    const first = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const probe = await first.newPage();
+    await signIn(probe);
+    const pages = await probe
+      .getByRole("navigation")
+      .getByRole("link")
+      .evaluateAll((links) => links.map((a) => new URL(a.getAttribute("href") ?? "/", "http://x").pathname));
+    await first.close();
+    expect(pages).toContain("/dashboards");
+    expect(pages).toContain("/audit");
+
+    const all: Seen[] = [];
+    const problems: string[] = [];
+    const jsPerPage: Record<string, number> = {};
+    for (const route of pages) {
+      // A fresh context per page: what the page needs is fetched, nothing comes from another page's cache.
+      const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+      const page = await context.newPage();
+      const seen: Promise<Seen | null>[] = [];
+      const stop = watch(page, seen, problems);
+      await signIn(page);
+      await page.evaluate(
+        `window.history.pushState(null, "", ${JSON.stringify(route)}); window.dispatchEvent(new PopStateEvent("popstate"));`,
+      );
+      await page.getByRole("heading", { level: 1 }).first().waitFor();
+      await page.waitForLoadState("networkidle");
+      if (process.env.STINT_SCREENSHOTS && route === "/dashboards")
+        await page.screenshot({ path: path.join(process.env.STINT_SCREENSHOTS, "dashboards.png"), fullPage: true });
+      stop();
+      const answers = (await Promise.all(seen)).filter((s): s is Seen => s !== null);
+      jsPerPage[route] = answers.filter((s) => s.kind === "js").reduce((sum, s) => sum + s.wire, 0);
+      all.push(...answers);
+      await context.close();
+    }
+    console.log(
+      "JavaScript on the wire per page (KB): " +
+        Object.entries(jsPerPage)
+          .map(([route, bytes]) => `${route} ${(bytes / 1024).toFixed(1)}`)
+          .join(", "),
+    );
+
+    const assets = all.filter((s) => s.kind === "js" || s.kind === "css");
+    expect(assets.some((s) => s.kind === "js")).toBe(true);
+    expect(assets.some((s) => s.kind === "css")).toBe(true);
+    for (const asset of assets) {
+      expect(asset.encoding, asset.pathname).toMatch(/^(br|gzip)$/);
+      // A file of a few dozen bytes may come out a byte longer; anything of size comes out smaller.
+      if (asset.decoded > COMPRESS_THRESHOLD_BYTES) expect(asset.wire, asset.pathname).toBeLessThan(asset.decoded);
+    }
+    const bigJson = all.filter((s) => s.kind === "json" && s.decoded > COMPRESS_THRESHOLD_BYTES);
+    console.log(
+      "JSON answers over 1 KiB: " +
+        [
+          ...new Set(bigJson.map((s) => `${s.method} ${s.pathname} ${s.decoded}→${s.wire} ${s.encoding ?? "plain"}`)),
+        ].join(", "),
+    );
+    expect(new Set(bigJson.map((s) => s.pathname)).size).toBeGreaterThanOrEqual(4);
+    for (const answer of bigJson) {
+      const name = `${answer.method} ${answer.pathname} (${answer.decoded} bytes)`;
+      if (carriesSecrets(answer.method, answer.pathname)) {
+        expect(answer.encoding, name).toBeUndefined();
+        continue;
+      }
+      expect(answer.encoding, name).toMatch(/^(br|gzip)$/);
+      expect(answer.wire, name).toBeLessThan(answer.decoded);
+    }
+
+    // Asked without Accept-Encoding, the same assets and JSON answers come as they are, whole.
+    const distinct = new Map<string, Seen>();
+    for (const s of [...assets, ...bigJson.filter((s) => s.method === "GET")]) distinct.set(s.url, s);
+    for (const s of distinct.values()) {
+      const plain = await plainGet(s.url, s.authorization);
+      expect(plain.encoding, s.pathname).toBeUndefined();
+      if (s.kind === "json") expect(plain.length, s.pathname).toBeGreaterThan(COMPRESS_THRESHOLD_BYTES);
+      else expect(plain.length, s.pathname).toBe(s.decoded);
+    }
+
+    const [largest, bytes] = Object.entries(jsPerPage).sort((a, b) => b[1] - a[1])[0]!;
+    expect(bytes, `the largest page, ${largest}, loads ${(bytes / 1024).toFixed(1)} KB of JavaScript`).toBeLessThan(
+      JS_BUDGET,
+    );
+    expect(problems).toEqual([]);
+  });
+});
