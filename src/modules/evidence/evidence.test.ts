@@ -10,6 +10,11 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PassThrough } from "node:stream";
+import { runCli } from "../../cli/program.js";
+import type { CliContext } from "../../cli/context.js";
+import { injectFetch } from "../../../test/e2e/inject-fetch.js";
+import { passwordFor } from "../../testing/server.js";
 import { reportHash } from "./evidence.rules.js";
 import { targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
 import type { EvidenceReportDto } from "../../contract/evidence.js";
@@ -23,6 +28,25 @@ let to: string;
 let glassId: string;
 let approvedId: string;
 let itemId: string;
+
+async function cli(argv: string[], user: string) {
+  const token = (await h.server.login(user, passwordFor(user))).slice("Bearer ".length);
+  const out: string[] = [];
+  const err: string[] = [];
+  const stdin = new PassThrough();
+  stdin.end("");
+  const ctx: CliContext = {
+    stdin,
+    stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
+    stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+    env: { STINT_SERVER: "http://stint.test", STINT_TOKEN: token, STINT_CONFIG_DIR: path.join(work, "cli") },
+    fetch: injectFetch(() => h.server.app),
+    now: () => h.clock.now().getTime(),
+    version: "0.0.0-test",
+  };
+  const code = await runCli(argv, ctx);
+  return { code, stdout: out.join(""), stderr: err.join("") };
+}
 
 async function events(action: string) {
   await h.server.audit.catchUp();
@@ -156,21 +180,27 @@ describe("break-glass review items in the inbox", () => {
     ]);
   });
 
-  it("an escalation closes the item as escalated, audited, and notifies", async () => {
+  it("an escalation (stint reviews decide … escalate) closes the item as escalated, audited, and notifies", async () => {
     const glass = await h.as("ann", "POST", "/v1/activation-requests", {
       role: "emergency",
       duration: "30m",
       reason: '=HYPERLINK("http://evil") restore from backup',
     });
     expect(glass.body.state, JSON.stringify(glass.body)).toBe("active");
-    const items = (await h.as("sid", "GET", "/v1/reviews/items")).body.items as { id: string; subject: string }[];
+    // Through the CLI: `stint reviews list` shows it (member: who broke the glass), `decide … escalate` works it.
+    const listed = await cli(["reviews", "list", "--json"], "sid");
+    expect(listed.code, listed.stderr).toBe(0);
+    const items = (JSON.parse(listed.stdout) as { items: { id: string; subject: string; member: string }[] }).items;
     const item = items.find((i) => i.subject === `request:${String(glass.body.id)}`)!;
-    const res = await h.as("sid", "POST", `/v1/reviews/items/${item.id}/decision`, {
-      decision: "escalate",
-      reason: "no incident open at that time",
-    });
-    expect(res.status, JSON.stringify(res.body)).toBe(200);
-    expect(res.body).toMatchObject({ outcome: "escalated", closedBy: "sid" });
+    expect(item.member).toBe("ann");
+    const res = await cli(
+      ["reviews", "decide", item.id, "escalate", "--reason", "no incident open at that time"],
+      "sid",
+    );
+    expect(res.code, res.stderr).toBe(0);
+    expect(res.stdout).toBe(`request:${String(glass.body.id)}: escalated\n`);
+    const after = await h.admin("GET", "/v1/reviews/items");
+    expect((after.body.items as { id: string }[]).some((i) => i.id === item.id)).toBe(false);
     expect((await events("review.escalate")).map((e) => e.subject)).toEqual([`request:${String(glass.body.id)}`]);
     await h.drainOutbox();
     const sent = hooks.filter((hook) => hook.event === "review.escalated");
