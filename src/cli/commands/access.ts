@@ -119,6 +119,9 @@ function stageColumn(request: ActivationRequestDto): string | null {
 function expiresColumn(request: ActivationRequestDto, now: number): string | null {
   if (request.endedAt !== null && request.activatedAt !== null) return `ended ${relative(request.endedAt, now)}`;
   if (request.state === "active" || request.state === "provisioning") return relative(request.expiresAt, now);
+  // Undecided by then, a pending request expires (its policy's requestTtl).
+  if (request.state === "pending" && request.pendingExpiresAt)
+    return `lapses ${relative(request.pendingExpiresAt, now)}`;
   return null;
 }
 

@@ -59,6 +59,7 @@ describe("stint activate --start (fake API)", () => {
   let dir: string;
   let sent: unknown[];
   let reply: (body: Record<string, unknown>) => { status: number; body: unknown };
+  let listed: unknown[] = [];
 
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), "stint-cli-start-"));
@@ -84,6 +85,8 @@ describe("stint activate --start (fake API)", () => {
   const fakeFetch: typeof fetch = async (input, init) => {
     const url = new URL(String(input));
     const body = typeof init?.body === "string" ? (JSON.parse(init.body) as Record<string, unknown>) : {};
+    if ((init?.method ?? "GET") === "GET" && url.pathname === "/v1/activation-requests")
+      return new Response(JSON.stringify({ items: listed }), { status: 200 });
     if (init?.method === "POST" && url.pathname === "/v1/activation-requests") {
       sent.push(body);
       const r = reply(body);
@@ -160,6 +163,25 @@ describe("stint activate --start (fake API)", () => {
       expect(result.stderr).toContain("--start");
     }
     expect(sent).toEqual([]);
+  });
+
+  it("stint requests shows a scheduled request's start and when a pending one lapses undecided", async () => {
+    listed = [
+      scheduled(iso(2 * 3600_000)),
+      {
+        ...scheduled(iso(3600_000)),
+        id: "0190b6a0-1111-7000-8000-00000000ef01",
+        role: "prod-db-reader",
+        state: "pending",
+        stages: [{ name: "stage 1", count: 1, approvals: [], escalated: false }],
+        decidedAt: null,
+        pendingExpiresAt: iso(23 * 3600_000),
+      },
+    ];
+    const result = await run(["requests"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/prod-db-admin\s+alice\s+scheduled \(starts in 2h\)/);
+    expect(result.stdout).toMatch(/prod-db-reader\s+alice\s+pending\s+0s\s+1\/1\s+lapses in 23h/);
   });
 
   it("shows the server's refusal of a start in the past or too far ahead, with its exit code", async () => {
