@@ -68,12 +68,15 @@ function Frame({
   labels,
   max,
   format,
+  integers,
   children,
 }: {
   h: number;
   labels: string[];
   max: number;
   format: (value: number) => string;
+  /** Counts: no tick between whole numbers. */
+  integers?: boolean | undefined;
   children: ReactNode;
 }) {
   const plotH = h - PAD.top - PAD.bottom;
@@ -82,6 +85,7 @@ function Frame({
   return (
     <svg viewBox={`0 0 ${WIDTH} ${h}`} width="100%" height={h} aria-hidden="true" style={{ display: "block" }}>
       {[0, 0.5, 1].map((f) => {
+        if (integers && !Number.isInteger(max * f)) return null;
         const y = PAD.top + plotH * (1 - f);
         return (
           <g key={f}>
@@ -124,7 +128,13 @@ export function BarChart({ h, data, dataKey, series, withLegend, valueFormatter,
   const barW = (slot * 0.7) / series.length;
   return (
     <div>
-      <Frame h={h} labels={labels} max={max} format={valueFormatter ?? plain(yAxisProps?.allowDecimals)}>
+      <Frame
+        h={h}
+        labels={labels}
+        max={max}
+        format={valueFormatter ?? plain(yAxisProps?.allowDecimals)}
+        integers={yAxisProps?.allowDecimals === false}
+      >
         {values.map((row, i) =>
           row.map((value, k) => {
             const barH = (plotH * value) / max;
@@ -165,7 +175,13 @@ export function LineChart({ h, data, dataKey, series, withLegend, valueFormatter
   const max = niceMax(Math.max(0, ...lines.flat().filter((v): v is number => v !== null)));
   return (
     <div>
-      <Frame h={h} labels={labels} max={max} format={valueFormatter ?? plain(yAxisProps?.allowDecimals)}>
+      <Frame
+        h={h}
+        labels={labels}
+        max={max}
+        format={valueFormatter ?? plain(yAxisProps?.allowDecimals)}
+        integers={yAxisProps?.allowDecimals === false}
+      >
         {lines.map((values, k) => (
           <polyline
             key={series[k]!.name}
@@ -194,7 +210,13 @@ export function AreaChart({ h, data, dataKey, series, withLegend, valueFormatter
   const y = (value: number) => PAD.top + plotH - (plotH * value) / max;
   return (
     <div>
-      <Frame h={h} labels={labels} max={max} format={valueFormatter ?? plain(yAxisProps?.allowDecimals)}>
+      <Frame
+        h={h}
+        labels={labels}
+        max={max}
+        format={valueFormatter ?? plain(yAxisProps?.allowDecimals)}
+        integers={yAxisProps?.allowDecimals === false}
+      >
         {tops.map((top, k) => {
           const bottom = k === 0 ? data.map(() => 0) : tops[k - 1]!;
           const upper = top.map((v, i) => `${x(i)},${y(v)}`);
