@@ -123,7 +123,7 @@ export function ConfigTab() {
             onClick={() => setConfirming(true)}
             loading={busy === "apply"}
             disabled={busy !== null || !ready}
-            aria-describedby="apply-needs-diff"
+            aria-describedby={ready ? undefined : "apply-needs-diff"}
           >
             Apply…
           </Button>
