@@ -256,6 +256,14 @@ eligibility:
     expect(refused.status).toBe(403);
     expect((await call(auditor, "GET", `/v1/alerts/${alert.id}`)).body.status).toBe("open");
 
+    // Bad input is refused before anything changes: an overlong or control-character note, an unknown filter.
+    for (const note of ["x".repeat(1001), "fine\u0000DROP", ""])
+      expect((await call(auditor, "POST", `/v1/alerts/${alert.id}/ack`, { note })).body.error?.code).toBe(
+        "VALIDATION_FAILED",
+      );
+    expect((await call(auditor, "POST", `/v1/alerts/${alert.id}/ack`, { note: "x", by: "admin" })).status).toBe(400);
+    expect((await call(auditor, "GET", "/v1/alerts?rule=lateNight")).status).toBe(400);
+    expect((await call(auditor, "GET", "/v1/alerts/not-a-uuid")).status).toBe(400);
     const ack = await call(auditor, "POST", `/v1/alerts/${alert.id}/ack`, { note: "confirmed with the on-call lead" });
     expect(ack.status, JSON.stringify(ack.body)).toBe(200);
     expect(ack.body).toMatchObject({
