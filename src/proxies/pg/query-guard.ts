@@ -21,7 +21,6 @@ import {
   PgWireError,
   encodeErrorResponse,
   parseBackendMessage,
-  parseFrontendMessage,
 } from "../../lib/pg-wire.js";
 import { parseQuery } from "./query-policy.js";
 import { decide, type ParsedQuery, type QueryDecision, type QueryRule } from "./query-policy.rules.js";
@@ -279,14 +278,13 @@ export function createQueryGuard(options: {
       let name = "";
       let decision: QueryDecision;
       let sql = "";
-      try {
-        const message = parseFrontendMessage("P", body);
-        if (message.kind !== "Parse") throw new PgWireError("BAD_VALUE", "not a Parse message");
+      const message = readParse(body);
+      if (message === null) {
+        decision = { allowed: false, rule: "unparsable", message: "malformed Parse message", statement: 0 };
+      } else {
         name = message.name;
         sql = message.query;
         decision = decide(parseQuery(sql), rules, { preparedNames });
-      } catch {
-        decision = { allowed: false, rule: "unparsable", message: "malformed Parse message", statement: 0 };
       }
       if (decision.allowed) {
         if (name !== "") rememberPrepared(name);
@@ -346,6 +344,19 @@ export function createQueryGuard(options: {
       held: (type, body) => (type === ERROR_RESPONSE ? checkServer(type, body) : null),
     }),
   };
+}
+
+/**
+ * A Parse body's statement name and text, as the server reads them (two NUL-terminated strings, an
+ * int16 count and that many int32 type OIDs, nothing after), or null when it is malformed.
+ */
+export function readParse(body: Buffer): { name: string; query: string } | null {
+  const nameEnd = body.indexOf(0);
+  if (nameEnd < 0) return null;
+  const queryEnd = body.indexOf(0, nameEnd + 1);
+  if (queryEnd < 0 || queryEnd + 3 > body.length) return null;
+  if (queryEnd + 3 + body.readUInt16BE(queryEnd + 1) * 4 !== body.length) return null;
+  return { name: body.toString("utf8", 0, nameEnd), query: body.toString("utf8", nameEnd + 1, queryEnd) };
 }
 
 const NO_NAMES: readonly string[] = Object.freeze([]);
