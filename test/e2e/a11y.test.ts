@@ -385,6 +385,11 @@ async function layoutProblems(page: Page): Promise<string[]> {
       if (box.left < 0 || box.right > width + 0.5)
         problems.push('table button "' + describe(button) + '" is off the screen (' + box.left + "–" + box.right + " of " + width + ")");
     }
+    for (const tab of document.querySelectorAll("[role=tab]")) {
+      const box = tab.getBoundingClientRect();
+      if (box.left < 0 || box.right > width + 0.5)
+        problems.push('tab "' + describe(tab) + '" is off the screen (' + box.left + "–" + box.right + " of " + width + ")");
+    }
     for (const el of document.querySelectorAll(".mantine-Badge-label, [role=tab], [role=tab] .mantine-Tabs-tabLabel")) {
       if (el.scrollWidth > el.clientWidth + 0.5)
         problems.push('"' + describe(el) + '" is cut short (' + el.scrollWidth + " > " + el.clientWidth + ")");
