@@ -13,7 +13,7 @@ import {
   parseBackendMessage,
   parseFrontendMessage,
 } from "../../lib/pg-wire.js";
-import { createQueryGuard, type QueryRefusal } from "./query-guard.js";
+import { createQueryGuard, readParse, type QueryRefusal } from "./query-guard.js";
 import { loadQueryParser } from "./query-policy.js";
 import { messageTypes } from "./wire-stream.js";
 
@@ -156,6 +156,27 @@ describe("client → server", () => {
     const { out, refusals } = run("client", frame("Q", Buffer.from("SELECT 1")), []);
     expect(out.equals(encodeQuery(token(1)))).toBe(true);
     expect(refusals[0]?.rule).toBe("unparsable");
+  });
+
+  it("a malformed Parse (no NUL, a wrong type count, bytes after) is refused; a well-formed one is read as the server reads it", () => {
+    expect(readParse(parse("s", "SELECT 1").subarray(5))).toEqual({ name: "s", query: "SELECT 1" });
+    expect(readParse(Buffer.concat([cstring("s"), cstring("SELECT $1"), Buffer.of(0, 1, 0, 0, 0, 23)]))).toEqual({
+      name: "s",
+      query: "SELECT $1",
+    });
+    const malformed = [
+      Buffer.from("s"),
+      Buffer.concat([cstring("s"), Buffer.from("SELECT 1")]),
+      Buffer.concat([cstring("s"), cstring("SELECT 1"), Buffer.of(0)]),
+      Buffer.concat([cstring("s"), cstring("SELECT 1"), Buffer.of(0, 1)]),
+      Buffer.concat([cstring("s"), cstring("SELECT 1"), Buffer.of(0, 0, 0)]),
+    ];
+    for (const body of malformed) {
+      expect(readParse(body)).toBeNull();
+      const { out, refusals } = run("client", frame("P", body), []);
+      expect(refusals[0]?.rule).toBe("unparsable");
+      expect(out.equals(frame("P", cstring(""), cstring(token(1)), Buffer.of(0, 0)))).toBe(true);
+    }
   });
 
   it("EXECUTE runs only statements prepared under the policy in this session", () => {
