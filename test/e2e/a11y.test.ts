@@ -1,11 +1,11 @@
 /**
  * Accessibility and phone widths in a real browser (playwright-core driving Debian's /usr/bin/chromium) against
- * the built server, with data on every page (issue 17 items 8 and 9, acceptance 4): an active role and a
- * pending one, a request to approve, a live and an ended session, audit events, vault secrets, rows in every
- * administration tab. At 1440×900 and 390×844, every page and every dialog it opens is checked by axe-core
- * (all rules of WCAG 2.0/2.1 A and AA plus best practices; zero violations of any impact); each dialog keeps focus
- * inside while open and, closed with Escape, gives it back to the button that opened it; at 390 px every table's buttons are on the screen and no
- * badge or tab label is cut short.
+ * the built server, with data on every page (issue 17 items 8 and 9, acceptance 4): an active role and pending
+ * ones, requests to approve, a live and an ended session, audit events, vault secrets, groups, rows in every
+ * administration tab, an access review, alerts. At 1440×900 and 390×844, every page, tab and dialog is checked
+ * by axe-core (WCAG 2.0–2.2 A and AA rules plus best practices; zero violations of any impact); each dialog has
+ * a Close button, keeps focus inside while open and, closed with Escape, gives it back to the button that opened
+ * it; at 390 px every table button and tab is on the screen and no badge or tab label is cut short.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
