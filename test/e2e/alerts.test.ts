@@ -175,6 +175,12 @@ eligibility:
       .execute();
     expect(items).toMatchObject([{ kind: "anomaly-alert", subject: `request:${first.id}`, status: "open" }]);
 
+    expect(await server.registry.getSingleMetricAsString("stint_alerts_raised_total")).toContain(
+      'stint_alerts_raised_total{rule="firstActivation"} 1',
+    );
+    expect(await server.registry.getSingleMetricAsString("stint_alerts_lag_events")).toMatch(
+      /stint_alerts_lag_events \d+/,
+    );
     expect(alertHooks().map((h) => h.event)).toEqual(["alert.first_activation"]);
     expect(alertHooks()[0]!.title).toContain("alice activated ops-read for the first time");
     expect(badSignatures).toBe(0);

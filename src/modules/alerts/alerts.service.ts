@@ -6,7 +6,7 @@
  * nothing and is read again; an event is judged once (the states' seq, and one alert per rule and event).
  */
 import type { Kysely } from "kysely";
-import { Counter, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
@@ -134,6 +134,23 @@ export function createAlertService(deps: AlertServiceDeps) {
       registers: deps.registry ? [deps.registry] : [],
     });
 
+  const existingLag = deps.registry?.getSingleMetric("stint_alerts_lag_events");
+  const lagEvents =
+    (existingLag as Gauge | undefined) ??
+    new Gauge({
+      name: "stint_alerts_lag_events",
+      help: "Chained audit events the anomaly rules have not judged yet (the head's seq minus the consumer's cursor).",
+      registers: deps.registry ? [deps.registry] : [],
+    });
+  let lagAt = 0;
+  /** At most every 5 s: one read of the head (the caller's cursor is known). */
+  async function refreshLag(cursorSeq: number): Promise<void> {
+    if (Date.now() - lagAt < 5000) return;
+    lagAt = Date.now();
+    const { headSeq } = await alertStore.lagFrom(store.db, cursorSeq);
+    lagEvents.set(Math.max(0, headSeq - cursorSeq));
+  }
+
   async function raise(tx: Kysely<Database>, event: { id: string; seq: number; time: string }, draft: AlertDraft) {
     const now = clock.now();
     const id = newId();
@@ -239,6 +256,7 @@ export function createAlertService(deps: AlertServiceDeps) {
     if (!(await holdLease())) return 0;
     const cursor = await alertStore.readCursor(store.db);
     const events = await alertStore.eventsAfter(store.db, cursor?.seq ?? 0, config.batchSize);
+    await refreshLag(events.at(-1)?.seq ?? cursor?.seq ?? 0).catch(() => undefined);
     if (events.length === 0) return 0;
     await store.transaction(async (tx) => {
       const states = await alertStore.loadStates(tx, [...new Set(events.flatMap(keysOf))]);
