@@ -2,7 +2,8 @@
  * Accessibility and phone-width behaviour for every page at once, so that each page gets it without asking:
  * - focus goes back to the control that opened a dialog when the dialog goes away, however it was closed
  *   (Escape, the close button, Cancel) and however the page removed it (many pages unmount their dialog, which
- *   Mantine's own focus return does not see); if that control is gone too, to the page's heading;
+ *   Mantine's own focus return does not see); if that control is gone or disabled, to the page's heading;
+ * - Escape closes only the top dialog when one is open over another;
  * - each table cell carries its column's header as `data-label`, which a11y.css shows as the label of the
  *   cell when a table becomes a list of cards on a narrow screen (under 600 px).
  */
@@ -43,9 +44,29 @@ function trackDialogs(): void {
     if (present.has(dialog) && dialog.isConnected) continue;
     openers.delete(dialog);
     if (!focusLost()) continue;
-    const target = opener?.isConnected ? opener : headingOfPage();
-    target?.focus();
+    if (opener?.isConnected) opener.focus();
+    // Gone, or disabled by what the dialog did: the page's heading, so that focus is not lost to the document.
+    if (focusLost()) headingOfPage()?.focus();
   }
+}
+
+/**
+ * Escape closes only the dialog on top. Mantine's Modal and Drawer each close on any Escape pressed in the window,
+ * so a dialog opened over another (Revoke over a request's detail) closed both. With more than one open, this
+ * listener (registered before any dialog's) takes the key and presses the top dialog's close button instead.
+ */
+function onEscape(event: KeyboardEvent): void {
+  if (event.key !== "Escape" || event.isComposing) return;
+  const open = [...document.querySelectorAll<HTMLElement>(DIALOG)].filter((d) => d.checkVisibility());
+  if (open.length < 2) return;
+  const top = open[open.length - 1]!;
+  const close = top.querySelector<HTMLButtonElement>(
+    ".mantine-Modal-close, .mantine-Drawer-close, button[aria-label='Close']",
+  );
+  if (!close) return;
+  event.stopImmediatePropagation();
+  event.preventDefault();
+  close.click();
 }
 
 /** Roles a table keeps when a11y.css lays it out as cards (some browsers drop a table's semantics with display). */
@@ -90,6 +111,7 @@ export function installA11y(): void {
   if (installed || typeof document === "undefined") return;
   installed = true;
   document.addEventListener("focusin", onFocusIn, true);
+  window.addEventListener("keydown", onEscape, { capture: true });
   let queued = false;
   const observer = new MutationObserver(() => {
     // Dialogs at once (focus must not wait a frame); table labels once per frame at most.

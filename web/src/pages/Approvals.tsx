@@ -224,8 +224,11 @@ export default function Approvals() {
           requests={bulk}
           onClose={(done) => {
             setBulk(null);
-            setSelected(new Set());
-            if (done) setNotice(done);
+            // Cancelled: the selection stays (and focus goes back to its still enabled button).
+            if (done) {
+              setSelected(new Set());
+              setNotice(done);
+            }
             void load();
           }}
         />
