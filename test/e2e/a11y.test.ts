@@ -101,6 +101,10 @@ roles:
     target: web-hosts
     risk: low
     policy: selfserve
+  - name: web-logs
+    target: web-hosts
+    risk: low
+    policy: reviewed
 eligibility:
   - role: orders-reader
     users: [admin, alice]
@@ -110,6 +114,8 @@ eligibility:
     users: [admin, alice]
   - role: web-viewer
     users: [admin]
+  - role: web-logs
+    users: [alice]
 `;
 
 let liveSessionId = "";
@@ -195,6 +201,10 @@ beforeAll(async () => {
     alice("POST", "/v1/activation-requests", { role: "web-operator", reason: REASON, ticket: "OPS-1235" }),
     "alice asks for web-operator",
   );
+  await must(
+    alice("POST", "/v1/activation-requests", { role: "web-logs", reason: REASON, ticket: "OPS-1236" }),
+    "alice asks for web-logs (low risk: approved in bulk)",
+  );
   await must(alice("POST", "/v1/activation-requests", { role: "orders-reader", reason: REASON }), "alice active");
   await seedSessions(active.id as string);
   await must(
@@ -249,22 +259,38 @@ afterAll(async () => {
 interface Visit {
   path: string;
   heading: string;
-  tabs?: { tab: string; dialogs?: RegExp[] }[];
-  dialogs?: RegExp[];
+  tabs?: { tab: string; dialogs?: DialogSpec[] }[];
+  dialogs?: DialogSpec[];
 }
+
+/** The button that opens a dialog; or that, with a checkbox to tick first, or a button in it opening a second. */
+type DialogSpec = RegExp | { open: RegExp; tick?: RegExp; inner?: RegExp };
 
 const VISITS: Visit[] = [
   { path: "/", heading: "My access", dialogs: [/^Activate web-viewer$/, /^Extend$/] },
-  { path: "/approvals", heading: "Approvals", dialogs: [/^Approve alice/, /^Deny alice/] },
-  { path: "/requests", heading: "Requests", dialogs: [/^Details of /] },
+  {
+    path: "/approvals",
+    heading: "Approvals",
+    dialogs: [
+      /^Approve alice/,
+      /^Deny alice/,
+      { tick: /^Select alice's request for web-logs/, open: /^Approve selected/ },
+    ],
+  },
+  {
+    path: "/requests",
+    heading: "Requests",
+    // The active request's detail, and the revoke dialog it opens over itself.
+    dialogs: [{ open: /^Details of alice's request for orders-reader/, inner: /^Revoke alice's orders-reader/ }],
+  },
   { path: "/sessions", heading: "Sessions", dialogs: [/^Details of session/, /^Kill session/, /^Open session/] },
   { path: "/vault", heading: "Vault", dialogs: [/^Check out /, /^Reveal /] },
   {
     path: "/admin",
     heading: "Administration",
     tabs: [
-      { tab: "Targets", dialogs: [/^New target$/] },
-      { tab: "Roles", dialogs: [/^New role$/] },
+      { tab: "Targets", dialogs: [/^New target$/, /^Edit target orders-db$/, /^Delete target web-hosts$/] },
+      { tab: "Roles", dialogs: [/^New role$/, /^Edit role orders-admin$/] },
       { tab: "Policies", dialogs: [/^New policy$/] },
       { tab: "Eligibility", dialogs: [/^New eligibility$/] },
       { tab: "Configuration as code" },
@@ -405,11 +431,18 @@ async function checkDialog(
   where: string,
   found: Record<string, string[]>,
   wholePageSeen: Set<string>,
+  inner?: RegExp,
 ) {
   await opener.scrollIntoViewIfNeeded();
+  const openerHandle = (await opener.elementHandle())!;
   await opener.click();
-  const dialog = page.getByRole("dialog").last();
-  await dialog.waitFor();
+  const dialogs = await page.getByRole("dialog").count();
+  await page
+    .getByRole("dialog")
+    .nth(dialogs > 0 ? dialogs - 1 : 0)
+    .waitFor();
+  // This dialog, whatever opens over it later.
+  const dialog = page.getByRole("dialog").nth((await page.getByRole("dialog").count()) - 1);
   await settle(page);
   const name = (await dialog
     .getAttribute("aria-labelledby")
@@ -428,12 +461,22 @@ async function checkDialog(
   if (!(await inside())) found[key].push("focus-trap: focus is not in the dialog once it opened");
   await page.keyboard.press("Shift+Tab");
   if (!(await inside())) found[key].push("focus-trap: Shift+Tab took focus out of the open dialog");
+  if (inner) {
+    const innerOpener = dialog.getByRole("button", { name: inner }).first();
+    if ((await innerOpener.count()) === 0) found[key].push(`no button ${inner} in the dialog`);
+    else await checkDialog(page, innerOpener, key, found, wholePageSeen);
+    if (!(await dialog.isVisible())) {
+      found[key].push("Escape in the dialog over it closed this one too");
+      return;
+    }
+  }
+  const handle = await dialog.elementHandle();
   await page.keyboard.press("Escape");
-  await dialog.waitFor({ state: "detached", timeout: 5_000 }).catch(() => dialog.waitFor({ state: "hidden" }));
+  await page.waitForFunction((el) => !el?.isConnected || !el.checkVisibility(), handle, { timeout: 5_000 });
   let focused = false;
   for (let tries = 0; !focused && tries < 10; tries++) {
     if (tries) await page.waitForTimeout(30);
-    focused = await opener.evaluate((el) => el === el.ownerDocument.activeElement);
+    focused = await openerHandle.evaluate((el) => el.isConnected && el === el.ownerDocument.activeElement);
   }
   if (!focused) {
     const at = (await page.evaluate(
@@ -482,13 +525,15 @@ async function checkWidth(viewport: (typeof WIDTHS)[number], found: Record<strin
       const where = `${viewport.label} ${visit.path}${tab ? ` (${tab})` : ""}`;
       found[where] = await axeViolations(page);
       if (viewport.width < 600) found[where].push(...(await layoutProblems(page)));
-      for (const name of dialogs) {
-        const opener = page.locator("main").getByRole("button", { name }).first();
+      for (const dialog of dialogs) {
+        const spec = dialog instanceof RegExp ? { open: dialog } : dialog;
+        if (spec.tick) await page.locator("main").getByRole("checkbox", { name: spec.tick }).first().check();
+        const opener = page.locator("main").getByRole("button", { name: spec.open }).first();
         if ((await opener.count()) === 0) {
-          found[`${where} opener ${name}`] = ["no such button: the seed data did not reach the page"];
+          found[`${where} opener ${spec.open}`] = ["no such button: the seed data did not reach the page"];
           continue;
         }
-        await checkDialog(page, opener, where, found, wholePageSeen);
+        await checkDialog(page, opener, where, found, wholePageSeen, spec.inner);
       }
     }
   }
