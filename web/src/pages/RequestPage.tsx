@@ -129,6 +129,10 @@ export default function RequestPage({ id }: { id: string }) {
         </Stack>
       )}
       {!pending && !done && <Text>This request is {request.state}: it takes no decision.</Text>}
+      {/* The detail's own headings are h3 (under a dialog's title elsewhere): one h2 keeps the order. */}
+      <Title order={2} size="h4">
+        The request
+      </Title>
       <RequestDetail request={request} />
     </Stack>
   );
