@@ -193,10 +193,12 @@ beforeAll(async () => {
     admin("POST", "/v1/activation-requests", { role: "orders-reader", reason: REASON, duration: "2h" }),
     "activate orders-reader",
   );
-  await must(
+  const critical = await must(
     alice("POST", "/v1/activation-requests", { role: "orders-admin", reason: REASON, ticket: "OPS-1234" }),
     "alice asks for orders-admin",
   );
+  // One request's own page (where a notification's link leads), with its approve and deny buttons.
+  OPTIONAL.push({ path: `/requests/${critical.id as string}`, heading: "alice's request for orders-admin" });
   await must(
     alice("POST", "/v1/activation-requests", { role: "web-operator", reason: REASON, ticket: "OPS-1235" }),
     "alice asks for web-operator",
@@ -301,7 +303,7 @@ const VISITS: Visit[] = [
   { path: "/account", heading: "Account" },
 ];
 
-/** Pages other work adds: looked at too when the app has them (a link in the navigation). */
+/** Pages other work adds: looked at too when the app has them (a link in the navigation); and one request's page. */
 const OPTIONAL: Visit[] = [
   { path: "/reviews", heading: "Reviews", dialogs: [/^Keep…$/, /^Remove…$/] },
   { path: "/alerts", heading: "Alerts", dialogs: [/ activated /] },
@@ -501,7 +503,7 @@ async function checkWidth(viewport: (typeof WIDTHS)[number], found: Record<strin
   const navigation = (await page.evaluate(
     '[...document.querySelectorAll("nav a[href]")].map((a) => a.getAttribute("href"))',
   )) as string[];
-  const visits = [...VISITS, ...OPTIONAL.filter((v) => navigation.includes(v.path))];
+  const visits = [...VISITS, ...OPTIONAL.filter((v) => navigation.includes(v.path) || v.path.startsWith("/requests/"))];
   const wholePageSeen = new Set<string>();
   for (const visit of visits) {
     try {
