@@ -57,7 +57,7 @@ function trackDialogs(): void {
  */
 function onEscape(event: KeyboardEvent): void {
   if (event.key !== "Escape" || event.isComposing) return;
-  const open = [...document.querySelectorAll<HTMLElement>(DIALOG)].filter((d) => d.checkVisibility());
+  const open = [...document.querySelectorAll<HTMLElement>(DIALOG)].filter((d) => d.getClientRects().length > 0);
   if (open.length < 2) return;
   const top = open[open.length - 1]!;
   const close = top.querySelector<HTMLButtonElement>(
