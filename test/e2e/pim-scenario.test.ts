@@ -324,8 +324,8 @@ describe("PIM scenario through the CLI: request, approval, activation, check, ex
     const story = events.map((event) => `${event.action}:${event.outcome}:${event.actor}`);
     expect(story).toEqual([
       "request.submitted:success:alice",
-      "request.approve:denied:alice",
-      "request.approve:denied:bob",
+      "request.approved:denied:alice",
+      "request.approved:denied:bob",
       "request.approved:success:carol",
       "request.activated:success:carol",
       "request.expired:success:system:system",
@@ -336,7 +336,7 @@ describe("PIM scenario through the CLI: request, approval, activation, check, ex
       reason: REASON,
       details: expect.objectContaining({ role: "prod-db-reader", ticket: TICKET, duration: "1m" }),
     });
-    expect(byAction("request.approve", "denied").reason).toMatch(/own request/);
+    expect(byAction("request.approved", "denied").reason).toMatch(/own request/);
     expect(byAction("request.approved")).toMatchObject({ reason: APPROVAL_REASON });
     expect(byAction("request.activated").details).toMatchObject({
       role: "prod-db-reader",

@@ -188,7 +188,7 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       reason: string | undefined,
       context: CallContext,
     ): Promise<ChangeRequestDto> {
-      return refused(actor, context, "change_request.approve", id, async () => {
+      return refused(actor, context, "change_request.approved", id, async () => {
         authorize(actor, "catalog.write");
         const approver = principalOf(actor);
         const now = clock.now();
@@ -274,7 +274,7 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
 
     /** Denies (or, by its author, withdraws) a pending change request; nothing of it is applied. */
     async deny(actor: Actor, id: string, reason: string | undefined, context: CallContext): Promise<ChangeRequestDto> {
-      return refused(actor, context, "change_request.deny", id, async () => {
+      return refused(actor, context, "change_request.denied", id, async () => {
         authorize(actor, "catalog.write");
         const decider = principalOf(actor);
         const now = clock.now();

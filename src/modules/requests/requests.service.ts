@@ -839,14 +839,14 @@ export function createRequestService(deps: RequestServiceDeps) {
           await audit.append(tx, actor, context, events);
           return dtoOf(row, []);
         });
-        if (outcome instanceof Refusal) return refuse(actor, context, "request.submit", subject, outcome);
+        if (outcome instanceof Refusal) return refuse(actor, context, "request.submitted", subject, outcome);
         return outcome;
       } catch (error) {
         if (isUniqueViolation(error)) {
           return refuse(
             actor,
             context,
-            "request.submit",
+            "request.submitted",
             subject,
             new Refusal("REQUEST_ALREADY_OPEN", `You already have an open request for ${roleName}.`),
           );
@@ -866,7 +866,7 @@ export function createRequestService(deps: RequestServiceDeps) {
     ): Promise<RequestDto> {
       const principal = principalOf(actor);
       if (decision === "deny" && !reason) throw new StintError("VALIDATION_FAILED", "A denial needs a reason.");
-      const action = decision === "approve" ? "request.approve" : "request.deny";
+      const action = decision === "approve" ? "request.approved" : "request.denied";
       const outcome = await store.transaction(async (tx) => {
         const now = clock.now();
         const row = await requestStore.lockRequest(tx, requestId);
@@ -1063,7 +1063,8 @@ export function createRequestService(deps: RequestServiceDeps) {
         await emit(tx, { type: "cancelled", requestId: row.id, role: row.role_name, requester: row.requester_name });
         return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
       });
-      if (outcome instanceof Refusal) return refuse(actor, context, "request.cancel", `request:${requestId}`, outcome);
+      if (outcome instanceof Refusal)
+        return refuse(actor, context, "request.cancelled", `request:${requestId}`, outcome);
       return outcome;
     },
 
@@ -1085,7 +1086,7 @@ export function createRequestService(deps: RequestServiceDeps) {
           decisions,
         );
       });
-      if (outcome instanceof Refusal) return refuse(actor, context, "request.deactivate", `role:${roleName}`, outcome);
+      if (outcome instanceof Refusal) return refuse(actor, context, "request.deactivated", `role:${roleName}`, outcome);
       return outcome;
     },
 
@@ -1105,7 +1106,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         await audit.append(tx, actor, context, events);
         return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
       });
-      if (outcome instanceof Refusal) return refuse(actor, context, "request.revoke", `request:${requestId}`, outcome);
+      if (outcome instanceof Refusal) return refuse(actor, context, "request.revoked", `request:${requestId}`, outcome);
       return outcome;
     },
 
@@ -1125,7 +1126,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         return refuse(
           actor,
           context,
-          "request.extend",
+          "request.extended",
           subject,
           new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName} to extend.`),
         );
@@ -1134,7 +1135,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         return refuse(
           actor,
           context,
-          "request.extend",
+          "request.extended",
           subject,
           new Refusal("NOT_ELIGIBLE", `You are no longer eligible for ${roleName}.`),
         );
@@ -1151,7 +1152,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         return refuse(
           actor,
           context,
-          "request.extend",
+          "request.extended",
           subject,
           new Refusal("JUSTIFICATION_INVALID", justification.problems.join(" "), {
             problems: justification.problems,
@@ -1160,10 +1161,10 @@ export function createRequestService(deps: RequestServiceDeps) {
         );
       }
       const mfa = checkMfaFreshness(spec, principal.mfaAt ?? null, now, principal.webauthnAt ?? null);
-      if (!mfa.ok) return refuse(actor, context, "request.extend", subject, new Refusal(mfa.code, mfa.message));
+      if (!mfa.ok) return refuse(actor, context, "request.extended", subject, new Refusal(mfa.code, mfa.message));
       const window = evaluateWindow(spec, now);
       if (!window.allowed)
-        return refuse(actor, context, "request.extend", subject, new Refusal("OUTSIDE_WINDOW", window.reason));
+        return refuse(actor, context, "request.extended", subject, new Refusal("OUTSIDE_WINDOW", window.reason));
       const outcome = await store.transaction(async (tx) => {
         if ((await requestStore.principalStatus(tx, principal.id, true)) !== "active")
           return new Refusal("ACCOUNT_DISABLED", "This account is disabled.");
@@ -1247,7 +1248,7 @@ export function createRequestService(deps: RequestServiceDeps) {
         await audit.append(tx, actor, context, events);
         return toDto(tx, (await requestStore.findRequest(tx, id))!);
       });
-      if (outcome instanceof Refusal) return refuse(actor, context, "request.extend", subject, outcome);
+      if (outcome instanceof Refusal) return refuse(actor, context, "request.extended", subject, outcome);
       return outcome;
     },
 

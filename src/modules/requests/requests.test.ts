@@ -116,12 +116,12 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
 
     expect(await auditActions(server, `request:${id}`)).toEqual([
       "request.submitted:success:alice",
-      "request.approve:denied:alice",
-      "request.approve:denied:bob",
+      "request.approved:denied:alice",
+      "request.approved:denied:bob",
       "request.approved:success:carol",
       "request.activated:success:carol",
-      "request.approve:denied:carol",
-      "request.approve:denied:bob",
+      "request.approved:denied:carol",
+      "request.approved:denied:bob",
       "request.expired:success:system:system",
     ]);
     expect(await server.audit.verify()).toMatchObject({ ok: true });
@@ -157,7 +157,7 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
       ).body.error?.code,
     ).toBe("NOT_ELIGIBLE");
     const denied = (await server.audit.read({ limit: 1000 })).filter(
-      (e) => e.action === "request.submit" && e.outcome === "denied",
+      (e) => e.action === "request.submitted" && e.outcome === "denied",
     );
     expect(denied).toHaveLength(6);
     expect(await server.store.db.selectFrom("activation_requests").select("id").execute()).toEqual([]);

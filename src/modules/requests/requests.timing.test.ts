@@ -165,7 +165,7 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
     expect(cancel.body.error?.code).toBe("REQUEST_EXPIRED");
     expect((await row(id)).state).toBe("expired");
     // Carol's and mallory's approvals, both refused and audited.
-    expect((await auditOf(id, "request.approve")).map((e) => e.outcome)).toEqual(["denied", "denied"]);
+    expect((await auditOf(id, "request.approved")).map((e) => e.outcome)).toEqual(["denied", "denied"]);
     // The role can be asked for again.
     const again = await as("alice")("POST", "/v1/activation-requests", { role: "ttl-db", reason: "second attempt" });
     expect(again.body.state).toBe("pending");
@@ -305,7 +305,7 @@ describe.each(ENGINES)("request timing on %s", (engine) => {
     const refusals = await server.store.db
       .selectFrom("audit_events")
       .select("reason")
-      .where("action", "=", "request.submit")
+      .where("action", "=", "request.submitted")
       .where("outcome", "=", "denied")
       .where("actor", "=", "bob")
       .execute();
