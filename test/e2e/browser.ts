@@ -3,7 +3,7 @@
  * as a user, signing in through the page, and a guard that fails a test on any 4xx/5xx answer it did not
  * expect or any console error.
  */
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from "playwright-core";
 import { expect } from "vitest";
 
 export const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
@@ -79,8 +79,12 @@ export class Guard {
     this.tolerated.push(...calls);
   }
 
-  async context(viewport = { width: 1440, height: 900 }): Promise<BrowserContext> {
-    const context = await this.browser().newContext({ viewport });
+  /** A watched context; `options` adds to the viewport (downloads, time zone, CSP bypass). */
+  async context(
+    viewport = { width: 1440, height: 900 },
+    options: Omit<BrowserContextOptions, "viewport"> = {},
+  ): Promise<BrowserContext> {
+    const context = await this.browser().newContext({ ...options, viewport });
     this.contexts.push(context);
     context.on("page", (page) => this.watch(page));
     return context;

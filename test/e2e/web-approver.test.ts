@@ -7,11 +7,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "approver-web-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 const ROLE = "wiki-editor";
@@ -21,36 +21,13 @@ let url: string;
 let server: RunningProcess;
 let browser: Browser;
 
-type Call = (
-  method: string,
-  route: string,
-  body?: unknown,
-) => Promise<{ status: number; body: Record<string, unknown> }>;
-
-async function apiAs(user: string, password: string): Promise<Call> {
-  const res = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: user, password }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
-  return async (method, route, body) => {
-    const r = await fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: (await r.json().catch(() => ({}))) as Record<string, unknown> };
-  };
-}
-
 let pendingId: string;
 const earlierReasons = ["update the release notes page", "fix the broken onboarding links"];
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-approver-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
@@ -80,7 +57,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  const alice = await apiAs("alice", PASSWORDS.alice);
+  const alice = await apiAs(url, "alice", PASSWORDS.alice);
   for (const reason of earlierReasons) {
     const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
@@ -89,10 +66,7 @@ eligibility:
   const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: "publish the incident review" });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   pendingId = res.body.id as string;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
@@ -103,25 +77,14 @@ afterAll(async () => {
 
 describe("an approver whose platform role is user, at phone width", () => {
   it("sees the risk, the policy and alice's last activations, and approves; no request answers 4xx/5xx", async () => {
-    const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
-    const page = await context.newPage();
-    const problems: string[] = [];
+    const guard = new Guard(() => browser);
+    const context = await guard.context({ width: 390, height: 844 });
     const asked: string[] = [];
-    page.on("response", (response) => {
+    context.on("response", (response) => {
       const path = new URL(response.url()).pathname;
       if (path.startsWith("/v1/")) asked.push(`${response.request().method()} ${path}`);
-      if (response.status() >= 400) problems.push(`${response.request().method()} ${path} ${response.status()}`);
     });
-    page.on("console", (message) => {
-      if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-    });
-    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-
-    await page.goto(url);
-    await page.getByLabel("User name").fill("carol");
-    await page.getByLabel(/^Password/).fill(PASSWORDS.carol);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "My access" }).waitFor();
+    const page = await signInPage(context, url, "carol", PASSWORDS.carol);
     // In-app navigation (a reload would sign out: tokens live in memory).
     await page.evaluate(
       `window.history.pushState(null, "", "/approvals"); window.dispatchEvent(new PopStateEvent("popstate"));`,
@@ -150,14 +113,13 @@ describe("an approver whose platform role is user, at phone width", () => {
     await page.getByRole("status").getByText("You approved 1 request.").waitFor();
     await page.getByText("Nothing is waiting for you.").waitFor();
 
-    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
     const after = await admin("GET", `/v1/activation-requests/${pendingId}`);
     expect(after.body.state).not.toBe("pending");
     expect((after.body.decisions as { approver: string }[]).map((d) => d.approver)).toEqual(["carol"]);
     // The page read the context through the approver's own right (no catalog or request-list reads).
     expect(asked).toContain(`GET /v1/activation-requests/${pendingId}/context`);
     expect(asked.filter((a) => a.startsWith("GET /v1/roles"))).toEqual([]);
-    await context.close();
-    expect(problems).toEqual([]);
+    await guard.close();
   });
 });
