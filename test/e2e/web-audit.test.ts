@@ -11,7 +11,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser } from "playwright-core";
+import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MIGRATIONS_DIR, openAppStore } from "../../src/db/index.js";
 import { systemClock } from "../../src/lib/clock.js";
@@ -19,9 +19,9 @@ import { createAuditLog } from "../../src/modules/audit/audit.service.js";
 import type { AuditInput } from "../../src/modules/audit/audit.types.js";
 import type { Actor } from "../../src/modules/authz/authz.types.js";
 import { loadKeyring } from "../../src/modules/keys/keys.service.js";
+import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "audit-web-root-password";
 const TOTAL = 5000;
 const CAROL_EVENTS = 13;
@@ -86,10 +86,7 @@ beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-audit-"));
   await seed(path.join(work, "data"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 240_000);
 
 afterAll(async () => {
@@ -99,15 +96,9 @@ afterAll(async () => {
 }, 30_000);
 
 async function adminGet<T>(route: string): Promise<T> {
-  const login = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password: ADMIN_PASSWORD }),
-  });
-  const { accessToken } = (await login.json()) as { accessToken: string };
-  const res = await fetch(`${url}${route}`, { headers: { authorization: `Bearer ${accessToken}` } });
+  const res = await (await apiAs(url, "admin", ADMIN_PASSWORD))("GET", route);
   expect(res.status, route).toBe(200);
-  return (await res.json()) as T;
+  return res.body as T;
 }
 
 describe("the audit explorer over 5,000 events", () => {
@@ -121,13 +112,10 @@ describe("the audit explorer over 5,000 events", () => {
     const carols = await adminGet<{ items: { seq: number }[] }>("/v1/audit/events?actor=carol&limit=1000");
     expect(carols.items).toHaveLength(CAROL_EVENTS);
 
-    const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
-    const page = await context.newPage();
-    const problems: string[] = [];
+    const guard = new Guard(() => browser);
+    const context = await guard.context(undefined, { acceptDownloads: true });
     const bodies: Promise<number>[] = [];
-    page.on("response", (response) => {
-      if (response.status() >= 400)
-        problems.push(`${response.request().method()} ${new URL(response.url()).pathname} ${response.status()}`);
+    context.on("response", (response) => {
       const type = response.headers()["content-type"] ?? "";
       if (/json/.test(type))
         bodies.push(
@@ -137,16 +125,7 @@ describe("the audit explorer over 5,000 events", () => {
           ),
         );
     });
-    page.on("console", (message) => {
-      if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-    });
-    page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-
-    await page.goto(url);
-    await page.getByLabel("User name").fill("admin");
-    await page.getByLabel(/^Password/).fill(ADMIN_PASSWORD);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByRole("heading", { name: "My access" }).waitFor();
+    const page = await signInPage(context, url, "admin", ADMIN_PASSWORD);
     await page.evaluate(
       `window.history.pushState(null, "", "/audit"); window.dispatchEvent(new PopStateEvent("popstate"));`,
     );
@@ -197,7 +176,6 @@ describe("the audit explorer over 5,000 events", () => {
     expect(csvLines.slice(1).map((line) => Number(line.split(",")[0]))).toEqual(carols.items.map((e) => e.seq));
     expect(csvLines.slice(1).every((line) => line.split(",")[2] === "carol")).toBe(true);
 
-    await context.close();
-    expect(problems).toEqual([]);
+    await guard.close();
   });
 });
