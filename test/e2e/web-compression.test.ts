@@ -10,13 +10,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type Page, type Response } from "playwright-core";
+import type { Browser, Page, Response } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { COMPRESS_THRESHOLD_BYTES } from "../../src/http/app.js";
 import { NEVER_COMPRESSED } from "../../src/http/no-compress.js";
+import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "compression-web-root-password";
 const JS_BUDGET = 250 * 1024;
 
@@ -55,13 +55,12 @@ function kindOf(response: Response): Seen["kind"] {
 }
 
 /** Records every answer the page gets, with its encoded and decoded sizes. */
-function watch(page: Page, seen: Promise<Seen | null>[], problems: string[]): () => void {
+function watch(page: Page, seen: Promise<Seen | null>[]): () => void {
   let watching = true;
   page.on("response", (response) => {
     if (!watching) return;
     const request = response.request();
     const target = new URL(response.url());
-    if (response.status() >= 400) problems.push(`${request.method()} ${target.pathname} ${response.status()}`);
     seen.push(
       (async () => ({
         method: request.method(),
@@ -75,18 +74,7 @@ function watch(page: Page, seen: Promise<Seen | null>[], problems: string[]): ()
       }))().catch(() => null),
     );
   });
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-  });
   return () => (watching = false);
-}
-
-async function signIn(page: Page) {
-  await page.goto(url);
-  await page.getByLabel("User name").fill("admin");
-  await page.getByLabel(/^Password/).fill(ADMIN_PASSWORD);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "My access" }).waitFor();
 }
 
 /** A GET without Accept-Encoding (node:http adds none): the raw answer's encoding and length. */
@@ -107,18 +95,7 @@ beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-compression-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
   // Data, so that lists are over the threshold: users, a catalog, requests.
-  const login = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password: ADMIN_PASSWORD }),
-  });
-  const { accessToken } = (await login.json()) as { accessToken: string };
-  const admin = (method: string, route: string, body: unknown) =>
-    fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${accessToken}`, "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
+  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   for (let i = 0; i < 12; i++)
     expect(
       (await admin("POST", "/v1/users", { name: `user-${i}`, password: "tulip orbit canyon lantern" })).status,
@@ -136,26 +113,17 @@ ${Array.from({ length: 8 }, (_, i) => `  - name: role-${i}\n    target: stint\n 
 eligibility:
 ${Array.from({ length: 8 }, (_, i) => `  - role: role-${i}\n    users: [user-${i}]\n`).join("")}`,
   });
-  expect(applied.status, await applied.text()).toBe(200);
+  expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   // Activations (no approval needed): the request lists and dashboards have rows.
   for (let i = 0; i < 8; i++) {
-    const userLogin = await fetch(`${url}/v1/auth/login`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ username: `user-${i}`, password: "tulip orbit canyon lantern" }),
+    const user = await apiAs(url, `user-${i}`, "tulip orbit canyon lantern");
+    const activated = await user("POST", "/v1/activation-requests", {
+      role: `role-${i}`,
+      reason: `checking how lists of requests travel, number ${i}`,
     });
-    const token = ((await userLogin.json()) as { accessToken: string }).accessToken;
-    const activated = await fetch(`${url}/v1/activation-requests`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify({ role: `role-${i}`, reason: `checking how lists of requests travel, number ${i}` }),
-    });
-    expect(activated.status, await activated.text()).toBe(201);
+    expect(activated.status, JSON.stringify(activated.body)).toBe(201);
   }
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
@@ -168,8 +136,7 @@ describe("compression on the wire", () => {
   it("assets and JSON over 1 KiB come compressed when accepted and plain otherwise; each page's JavaScript is measured", async () => {
     // The pages the admin's navigation offers.
     const first = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-    const probe = await first.newPage();
-    await signIn(probe);
+    const probe = await signInPage(first, url, "admin", ADMIN_PASSWORD);
     const pages = await probe
       .getByRole("navigation")
       .getByRole("link")
@@ -179,15 +146,15 @@ describe("compression on the wire", () => {
     expect(pages).toContain("/audit");
 
     const all: Seen[] = [];
-    const problems: string[] = [];
+    const guard = new Guard(() => browser);
     const jsPerPage: Record<string, number> = {};
     for (const route of pages) {
       // A fresh context per page: what the page needs is fetched, nothing comes from another page's cache.
-      const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-      const page = await context.newPage();
+      const context = await guard.context();
       const seen: Promise<Seen | null>[] = [];
-      const stop = watch(page, seen, problems);
-      await signIn(page);
+      let stop: () => void = () => undefined;
+      context.once("page", (page) => (stop = watch(page, seen)));
+      const page = await signInPage(context, url, "admin", ADMIN_PASSWORD);
       await page.evaluate(
         `window.history.pushState(null, "", ${JSON.stringify(route)}); window.dispatchEvent(new PopStateEvent("popstate"));`,
       );
@@ -248,6 +215,6 @@ describe("compression on the wire", () => {
     expect(bytes, `the largest page, ${largest}, loads ${(bytes / 1024).toFixed(1)} KB of JavaScript`).toBeLessThan(
       JS_BUDGET,
     );
-    expect(problems).toEqual([]);
+    await guard.close();
   });
 });
