@@ -7,11 +7,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiAs, launchChromium, signInPage } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "web-timing-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 const REASON = "rebuild the reporting indexes after the load";
@@ -21,30 +21,13 @@ let url: string;
 let server: RunningProcess;
 let browser: Browser;
 
-async function apiAs(user: string, password: string) {
-  const res = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: user, password }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
-  return async (method: string, route: string, body?: unknown) => {
-    const r = await fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: (await r.json().catch(() => ({}))) as Record<string, unknown> };
-  };
-}
-
 /** A time as the browser's datetime-local input takes it, in UTC (the page runs in UTC here). */
 const localInput = (at: Date) => at.toISOString().slice(0, 16);
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-timing-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect((await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice })).status).toBe(201);
   const applied = await admin("POST", "/v1/config/apply", {
@@ -74,10 +57,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
@@ -88,14 +68,9 @@ afterAll(async () => {
 
 async function signIn(user: string, password: string): Promise<Page> {
   const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, timezoneId: "UTC" });
-  const page = await context.newPage();
   const problems: string[] = [];
-  page.on("pageerror", (error) => problems.push(error.message));
-  await page.goto(url);
-  await page.getByLabel("User name").fill(user);
-  await page.getByLabel(/^Password/).fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "My access" }).waitFor();
+  context.on("page", (page) => page.on("pageerror", (error) => problems.push(error.message)));
+  const page = await signInPage(context, url, user, password);
   expect(problems).toEqual([]);
   return page;
 }
@@ -135,7 +110,7 @@ describe("request timing in the web UI", () => {
     await dialog.getByRole("button", { name: "Close" }).last().click();
     await page.getByTestId("status-reporting-admin").getByText("Waiting for approval; to start").waitFor();
 
-    const alice = await apiAs("alice", PASSWORDS.alice);
+    const alice = await apiAs(url, "alice", PASSWORDS.alice);
     const mine = (await alice("GET", "/v1/activation-requests?scope=mine")).body.items as {
       id: string;
       state: string;
@@ -149,7 +124,7 @@ describe("request timing in the web UI", () => {
     expect(await row("Starts").innerText()).toContain(new Date(startAt).toLocaleString("en-US", { timeZone: "UTC" }));
     expect(await row("Decide by").innerText()).toContain("(then it expires undecided)");
 
-    const carol = await apiAs("carol", PASSWORDS.carol);
+    const carol = await apiAs(url, "carol", PASSWORDS.carol);
     const approved = await carol("POST", `/v1/activation-requests/${id}/approvals`, {});
     expect(approved.body).toMatchObject({ state: "approved", activatedAt: null, startAt: startAt.toISOString() });
 
