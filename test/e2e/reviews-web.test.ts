@@ -9,12 +9,12 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { EvidenceReportDto } from "../../src/contract/evidence.js";
+import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
 import { ROOT, startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "reviews-web-root-password";
 const PASSWORDS = { sid: "tulip orbit canyon lantern", sue: "maple quartz harbor violet" };
 const FINDING = "failover by hand during INC-4242; commands match the incident log";
@@ -24,53 +24,11 @@ let url: string;
 let server: RunningProcess;
 let browser: Browser;
 let requestId: string;
-const contexts: BrowserContext[] = [];
-const problems: string[] = [];
-const expected: string[] = [];
-
-type Call = (method: string, route: string, body?: unknown) => Promise<{ status: number; body: unknown }>;
-
-async function apiAs(user: string, password: string): Promise<Call> {
-  const res = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: user, password }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
-  return async (method, route, body) => {
-    const r = await fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: (await r.json().catch(() => ({}))) as unknown };
-  };
-}
+const guard = new Guard(() => browser);
 
 async function signIn(user: keyof typeof PASSWORDS): Promise<Page> {
   // bypassCSP: our CSP forbids inline scripts, which is how axe is put into the page.
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, bypassCSP: true });
-  contexts.push(context);
-  const page = await context.newPage();
-  page.on("response", (response) => {
-    if (response.status() < 400) return;
-    const call = `${response.request().method()} ${new URL(response.url()).pathname} ${response.status()}`;
-    const at = expected.indexOf(call);
-    if (at >= 0) expected.splice(at, 1);
-    else problems.push(`unexpected ${call}`);
-  });
-  page.on("console", (message) => {
-    if (message.type() !== "error") return;
-    if (/^Failed to load resource: the server responded with a status of \d+/.test(message.text())) return;
-    problems.push(`console error: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  await page.goto(url);
-  await page.getByLabel("User name").fill(user);
-  await page.getByLabel(/^Password/).fill(PASSWORDS[user]);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "My access" }).waitFor();
-  return page;
+  return signInPage(await guard.context(undefined, { bypassCSP: true }), url, user, PASSWORDS[user]);
 }
 
 async function openPage(page: Page, label: string, heading: string) {
@@ -81,7 +39,7 @@ async function openPage(page: Page, label: string, heading: string) {
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-reviews-web-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   for (const [name, password] of Object.entries(PASSWORDS)) {
     const res = await admin("POST", "/v1/users", { name, password, platformRoles: ["security"] });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
@@ -120,7 +78,7 @@ eligibility:
     duration: "7d",
   });
   expect(campaign.status, JSON.stringify(campaign.body)).toBe(201);
-  const sid = await apiAs("sid", PASSWORDS.sid);
+  const sid = await apiAs(url, "sid", PASSWORDS.sid);
   const glass = await sid("POST", "/v1/activation-requests", {
     role: "emergency",
     duration: "30m",
@@ -128,14 +86,10 @@ eligibility:
   });
   expect((glass.body as { state: string }).state, JSON.stringify(glass.body)).toBe("active");
   requestId = (glass.body as { id: string }).id;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
-  await Promise.all(contexts.map((c) => c.close()));
   await browser?.close();
   await server?.kill("SIGTERM");
   if (work) rmSync(work, { recursive: true, force: true });
@@ -149,7 +103,7 @@ describe("the reviewer inbox in a browser", () => {
     await card.getByRole("button", { name: "Acknowledge…" }).click();
     const dialog = page.getByRole("dialog");
     await dialog.getByLabel("Finding").fill("it was me and it was fine");
-    expected.push(`POST /v1/reviews/items/${await itemIdOf(page)}/decision 403`);
+    guard.expect(`POST /v1/reviews/items/${await itemIdOf(page)}/decision 403`);
     await dialog.getByRole("button", { name: "Acknowledge" }).click();
     await expect
       .poll(async () => (await page.getByRole("alert").allInnerTexts()).join(" | "), { timeout: 10_000 })
@@ -196,7 +150,7 @@ describe("the reviewer inbox in a browser", () => {
     expect(await row.isVisible()).toBe(true);
     await page.emulateMedia({ media: "screen" });
 
-    const auditor = await apiAs("sue", PASSWORDS.sue);
+    const auditor = await apiAs(url, "sue", PASSWORDS.sue);
     const from = new Date(Date.now() - 86_400_000).toISOString();
     const to = new Date(Date.now() + 86_400_000).toISOString();
     const report = (await auditor("GET", `/v1/evidence?from=${from}&to=${to}&role=emergency`))
@@ -209,7 +163,7 @@ describe("the reviewer inbox in a browser", () => {
       review: { status: "closed", outcome: "acknowledged", finding: FINDING, closedBy: "sue" },
     });
     expect(shown).toMatch(/^[0-9a-f]{64}$/);
-    expect({ problems, expectedButNotSeen: expected }).toEqual({ problems: [], expectedButNotSeen: [] });
+    await guard.close();
   });
 });
 
@@ -237,7 +191,7 @@ describe("campaign items in the inbox", () => {
     await page.getByRole("button", { name: "Show report" }).click();
     await page.getByTestId("evidence-report").waitFor();
     expect(await seriousViolations(page)).toEqual([]);
-    expect({ problems, expectedButNotSeen: expected }).toEqual({ problems: [], expectedButNotSeen: [] });
+    await guard.close();
   });
 });
 
