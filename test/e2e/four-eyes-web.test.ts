@@ -12,11 +12,11 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiAs, Guard, launchChromium, signInPage, type Call } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "four-eyes-root-password";
 const PASSWORDS = { admin2: "granite willow ember falcon", alice: "tulip orbit canyon lantern" };
 
@@ -45,47 +45,12 @@ let work: string;
 let url: string;
 let server: RunningProcess;
 let browser: Browser;
-const problems: string[] = [];
-const contexts: BrowserContext[] = [];
-
-type Call = (method: string, route: string, body?: unknown) => Promise<{ status: number; body: any }>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-async function apiAs(user: string, password: string): Promise<Call> {
-  const res = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: user, password }),
-  });
-  const { accessToken } = (await res.json()) as { accessToken: string };
-  return async (method, route, body) => {
-    const r = await fetch(`${url}${route}`, {
-      method,
-      headers: { authorization: `Bearer ${accessToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: await r.json().catch(() => ({})) };
-  };
-}
+const guard = new Guard(() => browser);
 
 async function signIn(user: string, password: string): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
-  contexts.push(context);
+  const context = await guard.context(undefined, { acceptDownloads: true });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: url });
-  const page = await context.newPage();
-  page.on("response", (response) => {
-    if (response.status() >= 400)
-      problems.push(`${response.request().method()} ${new URL(response.url()).pathname} ${response.status()}`);
-  });
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
-  });
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  await page.goto(url);
-  await page.getByLabel("User name").fill(user);
-  await page.getByLabel(/^Password/).fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByRole("heading", { name: "My access" }).waitFor();
-  return page;
+  return signInPage(context, url, user, password);
 }
 
 async function openAdminTab(page: Page, tab: string) {
@@ -107,7 +72,7 @@ async function eligibleForCritical(api: Call): Promise<string[]> {
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-four-eyes-web-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs("admin", ADMIN_PASSWORD);
+  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice })).status).toBe(201);
   expect((await admin("POST", "/v1/users", { name: "bob" })).status).toBe(201);
   expect((await admin("POST", "/v1/config/apply", { yaml: BASE })).body).toMatchObject({ applied: true });
@@ -117,14 +82,10 @@ beforeAll(async () => {
     platformRoles: ["admin"],
   });
   expect(second.status, JSON.stringify(second.body)).toBe(201);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
-  for (const context of contexts) await context.close().catch(() => undefined);
   await browser?.close();
   await server?.kill();
   if (work) rmSync(work, { recursive: true, force: true });
@@ -171,9 +132,9 @@ describe("four-eyes in the web UI", () => {
     await dialog.getByLabel("I mean to delete it").check();
     await confirm.click();
     await page.getByText("The configuration was applied.").waitFor();
-    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
     const bob = await admin("GET", "/v1/eligibilities?role=wiki-editor");
-    expect(bob.body.items.filter((e: { status: string }) => e.status !== "removed")).toEqual([]);
+    expect((bob.body.items as { status: string }[]).filter((e) => e.status !== "removed")).toEqual([]);
 
     // Editing after the diff asks for a new diff before Apply.
     await editor.fill(`${BASE}  - role: crown-jewels\n    users: [alice]\n`);
@@ -181,7 +142,7 @@ describe("four-eyes in the web UI", () => {
   });
 
   it("a critical widening is held; the author cannot approve; a second admin approves and only then it exists", async () => {
-    const admin = await apiAs("admin", ADMIN_PASSWORD);
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
     const page = await signIn("admin", ADMIN_PASSWORD);
     await openAdminTab(page, "Configuration as code");
     await page.getByRole("region", { name: "Current configuration (YAML)" }).waitFor();
@@ -216,6 +177,6 @@ describe("four-eyes in the web UI", () => {
     expect(await eligibleForCritical(admin)).toEqual(["alice"]);
     const listed = await admin("GET", "/v1/change-requests?status=applied");
     expect(listed.body.items).toMatchObject([{ decidedBy: "admin2", reason: "checked with the data owner" }]);
-    expect(problems).toEqual([]);
+    await guard.close();
   });
 });
