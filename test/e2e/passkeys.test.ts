@@ -11,11 +11,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as OTPAuth from "otpauth";
-import { chromium, type Browser, type CDPSession, type Page } from "playwright-core";
+import type { Browser, CDPSession, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launchChromium, tokenOf } from "./browser.js";
 import { BIN, cli, freePort, start, startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "root key orchard 4417";
 const DANA = { name: "dana", password: "cobalt meadow ferry lantern" };
 const REASON = "rotate the root certificate";
@@ -63,11 +63,7 @@ async function get(route: string, token: string) {
   const res = await fetch(`${url}${route}`, { headers: { authorization: `Bearer ${token}` } });
   return { status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, unknown> };
 }
-async function login(name: string, password: string, otp?: string): Promise<string> {
-  const res = await post("/v1/auth/login", { username: name, password, ...(otp ? { otp } : {}) });
-  expect(res.status, JSON.stringify(res.body)).toBe(200);
-  return res.body.accessToken as string;
-}
+const login = (name: string, password: string, otp?: string) => tokenOf(url, name, password, otp);
 const codeOf = (res: { body: Record<string, unknown> }) => (res.body.error as { code?: string } | undefined)?.code;
 
 async function auditEvents(adminToken: string, action: string) {
@@ -138,10 +134,7 @@ eligibility:
   const confirmed = await post("/v1/me/mfa/totp/confirm", { code: await freshCode() }, dana);
   expect(confirmed.status).toBe(200);
   recoveryCodes = [...(confirmed.body.recoveryCodes as string[])];
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 }, 180_000);
 
 afterAll(async () => {
