@@ -8,12 +8,12 @@
 import { mkdtempSync, rmSync, existsSync, writeFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
+import { apiAs, launchChromium, type Call } from "./browser.js";
 import { assertBuilt, freePort, ROOT, startWebServer, type RunningProcess } from "./support.js";
 
-const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 const ADMIN_PASSWORD = "sso web root passphrase 42";
 /** Screenshots go here (not committed: test-output/ is ignored). */
 const SCREENSHOT_DIR = path.join(ROOT, "test-output", "screenshots");
@@ -24,16 +24,7 @@ let url: string;
 let server: RunningProcess;
 let browser: Browser;
 let idp: TestProvider;
-let adminToken: string;
-
-async function admin(method: string, route: string, body?: unknown) {
-  const res = await fetch(`${url}${route}`, {
-    method,
-    headers: { authorization: `Bearer ${adminToken}`, ...(body ? { "content-type": "application/json" } : {}) },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  return { status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, unknown> };
-}
+let admin: Call;
 
 /** Signs in through the provider's pages in a fresh browser context; the page on My access. */
 async function ssoSignIn(login: string): Promise<Page> {
@@ -86,16 +77,8 @@ beforeAll(async () => {
       STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
     },
   }));
-  const login = await fetch(`${url}/v1/auth/login`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password: ADMIN_PASSWORD }),
-  });
-  adminToken = ((await login.json()) as { accessToken: string }).accessToken;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  browser = await launchChromium();
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
 }, 180_000);
 
