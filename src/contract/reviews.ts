@@ -70,7 +70,7 @@ export const evidence = z.object({
 
 export const reviewItem = z.object({
   id: z.uuid(),
-  kind: z.enum(["break-glass-secret", "break-glass-activation", "eligibility"]),
+  kind: z.enum(["break-glass-secret", "break-glass-activation", "anomaly-alert", "eligibility"]),
   campaignId: z.uuid().nullable(),
   subject: z.string(),
   role: z.string().nullable(),

@@ -484,7 +484,7 @@ export interface SessionsTable {
 
 export interface ReviewItemsTable {
   id: string;
-  kind: "break-glass-secret" | "break-glass-activation" | "eligibility";
+  kind: "break-glass-secret" | "break-glass-activation" | "anomaly-alert" | "eligibility";
   subject: string;
   /** Break-glass: who used it; eligibility: whose access is reviewed. */
   actor_id: string | null;

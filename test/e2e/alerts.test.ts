@@ -48,6 +48,7 @@ describe.each(["pglite", "postgres"] as const)("anomaly alerts on %s", (engine) 
   /** Signs in afresh on each call: the injected clock moves by hours, past an access token's life. */
   const alice = "alice";
   const auditor = "audrey";
+  const security = "sekou";
   /** Only the alerts' notifications (request notifications go to the same channel). */
   const alertHooks = () => hooks.filter((h) => h.event.startsWith("alert."));
   const requestIds: Record<string, string> = {};
@@ -114,6 +115,7 @@ alerts:
     });
     await server.userWithRoles(alice, ["user"]);
     await server.userWithRoles(auditor, ["auditor"]);
+    await server.userWithRoles(security, ["security"]);
     const apply = await call(server.adminAuth, "POST", "/v1/config/apply", {
       yaml: `
 apiVersion: stint/v1
@@ -174,6 +176,30 @@ eligibility:
       .where("id", "=", alert.reviewItemId)
       .execute();
     expect(items).toMatchObject([{ kind: "anomaly-alert", subject: `request:${first.id}`, status: "open" }]);
+    // The item is worked in the reviewers' inbox, as a break-glass one is: never by alice, whose conduct it is.
+    const inbox = await call(security, "GET", "/v1/reviews/items");
+    expect(inbox.status).toBe(200);
+    expect(inbox.body.items).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ id: alert.reviewItemId, kind: "anomaly-alert", member: "alice", status: "open" }),
+      ]),
+    );
+    const own = await call(alice, "POST", `/v1/reviews/items/${alert.reviewItemId}/decision`, {
+      decision: "acknowledge",
+      reason: "it was me, all fine",
+    });
+    expect([own.status, (own.body as { error?: { code?: string } }).error?.code]).toEqual([403, "SELF_REVIEW"]);
+    const keep = await call(security, "POST", `/v1/reviews/items/${alert.reviewItemId}/decision`, {
+      decision: "keep",
+      reason: "not a decision for this kind",
+    });
+    expect(keep.status).toBe(400);
+    const acknowledged = await call(security, "POST", `/v1/reviews/items/${alert.reviewItemId}/decision`, {
+      decision: "acknowledge",
+      reason: "alice joined the batch rota this week: expected",
+    });
+    expect(acknowledged.status, JSON.stringify(acknowledged.body)).toBe(200);
+    expect(acknowledged.body).toMatchObject({ status: "closed", outcome: "acknowledged" });
 
     expect(await server.registry.getSingleMetricAsString("stint_alerts_raised_total")).toContain(
       'stint_alerts_raised_total{rule="firstActivation"} 1',

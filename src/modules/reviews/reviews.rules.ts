@@ -96,10 +96,18 @@ export function outcomeOf(decision: OnMissed, missed: boolean): string {
 
 export type ItemDecision = OnMissed | "acknowledge" | "escalate";
 export const BREAK_GLASS_KINDS = ["break-glass-secret", "break-glass-activation"] as const;
+/**
+ * Items worked with a finding (acknowledge or escalate) by those who manage reviews, never by the person
+ * whose conduct they are about: break-glass uses, and anomaly alerts configured with `action: review`.
+ */
+export const FINDING_KINDS = [...BREAK_GLASS_KINDS, "anomaly-alert"] as const;
 
-/** An eligibility item is kept or removed; a break-glass item is acknowledged (with a finding) or escalated. */
+/**
+ * An eligibility item is kept or removed; a break-glass or anomaly-alert item is acknowledged (with a
+ * finding) or escalated.
+ */
 export function decisionFits(kind: string, decision: ItemDecision): boolean {
-  const breakGlass = (BREAK_GLASS_KINDS as readonly string[]).includes(kind);
+  const breakGlass = (FINDING_KINDS as readonly string[]).includes(kind);
   return breakGlass
     ? decision === "acknowledge" || decision === "escalate"
     : decision === "keep" || decision === "remove";

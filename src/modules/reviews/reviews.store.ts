@@ -7,6 +7,7 @@ import {
   memberIdsOfGroup,
   memberIdsOfGroups,
 } from "../identity/membership-reads.js";
+import { FINDING_KINDS } from "./reviews.rules.js";
 import { activationUsage } from "../requests/requests.reads.js";
 import type { CampaignReviewers, CampaignScope, Risk } from "./reviews.types.js";
 
@@ -148,14 +149,17 @@ export function campaignItems(db: Q, campaignId: string) {
   return itemsQuery(db).where("i.campaign_id", "=", campaignId).orderBy("i.subject").execute();
 }
 
-/** Open eligibility items naming `reviewerId`, and (for those who manage reviews) open break-glass items. */
+/**
+ * Open eligibility items naming `reviewerId`, and (for those who manage reviews) open break-glass and
+ * anomaly-alert items.
+ */
 export function inbox(db: Q, reviewerId: string, withBreakGlass: boolean) {
   return itemsQuery(db)
     .where("i.status", "=", "open")
     .where((eb) =>
       eb.or([
         sql<boolean>`${reviewerId}::uuid = any(i.reviewer_ids)`,
-        ...(withBreakGlass ? [eb("i.kind", "in", ["break-glass-secret", "break-glass-activation"])] : []),
+        ...(withBreakGlass ? [eb("i.kind", "in", [...FINDING_KINDS])] : []),
       ]),
     )
     .orderBy("i.due_at")

@@ -39,6 +39,8 @@ function describe(item: ReviewItemDto): string {
   if (item.kind === "break-glass-activation")
     return `Break-glass activation (${item.subject}) by ${item.member ?? "?"}`;
   if (item.kind === "break-glass-secret") return `Break-glass reveal of ${item.subject} by ${item.member ?? "?"}`;
+  if (item.kind === "anomaly-alert")
+    return `Anomaly: ${item.reason ?? item.subject} (${item.member ?? "nobody named"})`;
   return `${item.member ?? "?"} on ${item.role ?? "?"}`;
 }
 
