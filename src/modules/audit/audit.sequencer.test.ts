@@ -164,9 +164,14 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     });
     const rejected = await registry.getSingleMetric("stint_audit_rejected_events_total")!.get();
     expect(rejected.values[0]?.value).toBe(1);
-    // Changing a genuine pending row before it is chained is caught the same way.
+    // Changing a genuine pending row before it is chained is caught the same way. The sequencer is stopped
+    // meanwhile: running, it could chain the row before the change (a race the test would lose at random).
+    await sequencer.stop();
     await audit.record(alice, NO_CONTEXT, { action: "secret.read", outcome: "success", subject: "secret:db" });
     await sql`update audit_pending set subject = 'secret:other'`.execute(store.db);
+    const again = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", registry, pollMs: 10 });
+    sequencers.push(again);
+    again.start();
     await until(async () => (await audit.pendingStats()).count === 0);
     expect((await audit.read({ afterSeq: 2 })).map((e) => e.action)).toEqual(["audit.pending_rejected"]);
     expect(await audit.verify()).toMatchObject({ ok: true, count: 3 });
