@@ -3,11 +3,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCliCaptured } from "../../testing/cli-run.js";
 import { testServer, type TestServer } from "../../testing/server.js";
-import type { CliContext } from "../context.js";
-import { runCli } from "../program.js";
 
 describe("stint reviews", () => {
   let server: TestServer;
@@ -64,21 +62,7 @@ eligibility:
   });
 
   async function run(argv: string[], token: string) {
-    const out: string[] = [];
-    const err: string[] = [];
-    const stdin = new PassThrough();
-    stdin.end("");
-    const ctx: CliContext = {
-      stdin,
-      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
-      env: { ...env, STINT_TOKEN: token },
-      fetch: globalThis.fetch,
-      now: () => Date.now(),
-      version: "0.0.0-test",
-    };
-    const code = await runCli(argv, ctx);
-    return { code, stdout: out.join(""), stderr: err.join("") };
+    return runCliCaptured(argv, { env: { ...env, STINT_TOKEN: token } });
   }
 
   it("lists the owner's inbox, decides, shows, exports CSV and closes; the member cannot decide their own", async () => {
