@@ -67,7 +67,7 @@ describe("approvals (finding 13): two stages need two people", () => {
 
     const events = await server.app.inject({
       method: "GET",
-      url: "/v1/audit/events?action=request.approve&limit=20",
+      url: "/v1/audit/events?action=request.approved&limit=20",
       headers: { authorization: server.adminAuth },
     });
     const denied = events
