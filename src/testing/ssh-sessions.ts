@@ -74,7 +74,14 @@ export interface SshSessionsHarness {
     login: string,
     command: string[],
     extra?: string[],
-  ): { child: ChildProcess; output(): string; exited: Promise<number | null> };
+  ): {
+    child: ChildProcess;
+    /** stdout and stderr as they arrived (a stderr line may land inside a stdout line). */
+    output(): string;
+    /** stdout alone. */
+    stdout(): string;
+    exited: Promise<number | null>;
+  };
   cleanup(): Promise<void>;
 }
 
@@ -239,10 +246,14 @@ ${targets.map((name) => `  - role: ${name}-shell\n    users: [${users.join(", ")
   const spawnSsh: SshSessionsHarness["spawnSsh"] = (key, login, command, extra = []) => {
     const child = spawn("ssh", [...sshArgs(key, login, extra), ...command], { stdio: ["pipe", "pipe", "pipe"] });
     let output = "";
-    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    let stdout = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      stdout += chunk.toString();
+    });
     child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
-    return { child, output: () => output, exited };
+    return { child, output: () => output, stdout: () => stdout, exited };
   };
 
   let keys = 0;
