@@ -14,6 +14,7 @@ import Fastify, {
 import { randomUUID } from "node:crypto";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import fastifyCompress from "@fastify/compress";
+import fastifyWebsocket from "@fastify/websocket";
 import { isNeverCompressed } from "./no-compress.js";
 import fastifySwagger from "@fastify/swagger";
 import {
@@ -357,6 +358,10 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
     threshold: COMPRESS_THRESHOLD_BYTES,
     globalDecompression: false,
   });
+
+  // WebSocket routes (`{ websocket: true }`: the browser terminal, live session watching). A frame is at most
+  // 1 MiB; a route authenticates in its first message, never through the URL (tokens do not go in URLs).
+  await app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
 
   await app.register(fastifySwagger, {
     openapi: {
