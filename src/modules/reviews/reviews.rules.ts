@@ -107,17 +107,16 @@ export const FINDING_KINDS = [...BREAK_GLASS_KINDS, "anomaly-alert"] as const;
  * finding) or escalated.
  */
 export function decisionFits(kind: string, decision: ItemDecision): boolean {
-  const breakGlass = (FINDING_KINDS as readonly string[]).includes(kind);
-  return breakGlass
-    ? decision === "acknowledge" || decision === "escalate"
-    : decision === "keep" || decision === "remove";
+  const finding = (FINDING_KINDS as readonly string[]).includes(kind);
+  return finding ? decision === "acknowledge" || decision === "escalate" : decision === "keep" || decision === "remove";
 }
 
 /**
- * May `reviewerId` work this break-glass item? Its reviewers are those who manage reviews (security, admin),
- * never the person who broke the glass; self-review is checked first, so it is always named.
+ * May `reviewerId` work this finding item (a break-glass use or an anomaly alert)? Its reviewers are those who
+ * manage reviews (security, admin), never the person whose conduct it is about; self-review is checked first,
+ * so it is always named.
  */
-export function checkBreakGlassDecision(
+export function checkFindingDecision(
   item: { status: "open" | "closed"; actorId: string | null },
   reviewerId: string,
   managesReviews: boolean,
@@ -127,7 +126,7 @@ export function checkBreakGlassDecision(
   if (!managesReviews) throw new StintError("NOT_A_REVIEWER");
 }
 
-/** The outcome a worked break-glass item records. */
-export function breakGlassOutcome(decision: "acknowledge" | "escalate"): "acknowledged" | "escalated" {
+/** The outcome a worked finding item records. */
+export function findingOutcome(decision: "acknowledge" | "escalate"): "acknowledged" | "escalated" {
   return decision === "acknowledge" ? "acknowledged" : "escalated";
 }

@@ -16,8 +16,8 @@ import { authorize, can } from "../authz/authz.rules.js";
 import { NO_CONTEXT, SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import { lockCatalog, removeEligibility } from "../catalog/catalog.store.js";
 import {
-  breakGlassOutcome,
-  checkBreakGlassDecision,
+  findingOutcome,
+  checkFindingDecision,
   checkDecision,
   DAY_MS,
   decisionFits,
@@ -382,14 +382,14 @@ export function createReviewService(deps: ReviewServiceDeps) {
           // Not a reviewer of something that does not exist either: the answer never tells which.
           if (!item) throw new StintError("NOT_A_REVIEWER");
           if (item.kind !== "eligibility") {
-            checkBreakGlassDecision(
+            checkFindingDecision(
               { status: item.status, actorId: item.actor_id },
               principal.id,
               can(actor, "reviews.manage"),
             );
             if (!decisionFits(item.kind, input.decision)) throw invalidDecision(item.kind);
             const decision = input.decision as "acknowledge" | "escalate";
-            const outcome = breakGlassOutcome(decision);
+            const outcome = findingOutcome(decision);
             await reviewStore.closeItem(tx, item.id, {
               outcome,
               closedBy: principal.name,

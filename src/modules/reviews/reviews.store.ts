@@ -153,13 +153,13 @@ export function campaignItems(db: Q, campaignId: string) {
  * Open eligibility items naming `reviewerId`, and (for those who manage reviews) open break-glass and
  * anomaly-alert items.
  */
-export function inbox(db: Q, reviewerId: string, withBreakGlass: boolean) {
+export function inbox(db: Q, reviewerId: string, withFindings: boolean) {
   return itemsQuery(db)
     .where("i.status", "=", "open")
     .where((eb) =>
       eb.or([
         sql<boolean>`${reviewerId}::uuid = any(i.reviewer_ids)`,
-        ...(withBreakGlass ? [eb("i.kind", "in", [...FINDING_KINDS])] : []),
+        ...(withFindings ? [eb("i.kind", "in", [...FINDING_KINDS])] : []),
       ]),
     )
     .orderBy("i.due_at")

@@ -25,34 +25,19 @@ export interface Directory {
   groups: { value: string; label: string }[];
 }
 
-let directory: Promise<Directory> | null = null;
+/** How long a directory read is reused by the pickers that open after it (users created meanwhile appear after this). */
+const DIRECTORY_MAX_AGE_MS = 30_000;
+let directory: { read: Promise<Directory>; at: number } | null = null;
 
-/** The directory's names (read once per page load; `refresh` reads again, e.g. after creating a user). */
-export function useDirectory(refresh = false): { directory: Directory | null; error: string | null } {
+/** The directory's names, shared by every picker on the page and read again when older than 30 s. */
+export function useDirectory(): { directory: Directory | null; error: string | null } {
   const [value, setValue] = useState<Directory | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    if (refresh || !directory)
-      directory = Promise.all([
-        api<{ items: { name: string; kind: string; displayName: string | null; status: string }[] }>(
-          "GET",
-          "/v1/users",
-        ),
-        api<{ items: { name: string; description: string | null; members: string[] }[] }>("GET", "/v1/groups"),
-      ]).then(([users, groups]) => ({
-        principals: users.items
-          .filter((u) => u.status === "active")
-          .map((u) => ({
-            value: u.name,
-            label: `${u.name}${u.displayName ? ` (${u.displayName})` : ""}${u.kind === "service" ? " · service" : ""}`,
-          })),
-        groups: groups.items.map((g) => ({
-          value: g.name,
-          label: `${g.name} · ${g.members.length} member${g.members.length === 1 ? "" : "s"}`,
-        })),
-      }));
+    if (!directory || Date.now() - directory.at > DIRECTORY_MAX_AGE_MS)
+      directory = { read: readDirectory(), at: Date.now() };
     let live = true;
-    directory.then(
+    directory.read.then(
       (d) => live && setValue(d),
       (e: unknown) => {
         directory = null;
@@ -62,8 +47,26 @@ export function useDirectory(refresh = false): { directory: Directory | null; er
     return () => {
       live = false;
     };
-  }, [refresh]);
+  }, []);
   return { directory: value, error };
+}
+
+function readDirectory(): Promise<Directory> {
+  return Promise.all([
+    api<{ items: { name: string; kind: string; displayName: string | null; status: string }[] }>("GET", "/v1/users"),
+    api<{ items: { name: string; description: string | null; members: string[] }[] }>("GET", "/v1/groups"),
+  ]).then(([users, groups]) => ({
+    principals: users.items
+      .filter((u) => u.status === "active")
+      .map((u) => ({
+        value: u.name,
+        label: `${u.name}${u.displayName ? ` (${u.displayName})` : ""}${u.kind === "service" ? " · service" : ""}`,
+      })),
+    groups: groups.items.map((g) => ({
+      value: g.name,
+      label: `${g.name} · ${g.members.length} member${g.members.length === 1 ? "" : "s"}`,
+    })),
+  }));
 }
 
 /** Options for a picker: the directory's, plus any value already set that the directory does not list. */
