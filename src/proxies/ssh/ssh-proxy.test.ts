@@ -943,11 +943,31 @@ describe("userauthSignatureValid", () => {
   const edSignature = signatureBlob("ssh-ed25519", sign(null, blob, ed.privateKey));
   const rsa512 = signatureBlob("rsa-sha2-512", sign("sha512", blob, rsa.privateKey));
   const rsaSha1 = signatureBlob("ssh-rsa", sign("sha1", blob, rsa.privateKey));
+  const edCertNamed = signatureBlob("ssh-ed25519-cert-v01@openssh.com", sign(null, blob, ed.privateKey));
+  const edRsaNamed = signatureBlob("rsa-sha2-512-cert-v01@openssh.com", sign(null, blob, ed.privateKey));
+  const rsaCertNamed = signatureBlob("rsa-sha2-512-cert-v01@openssh.com", sign("sha512", blob, rsa.privateKey));
 
   it.each([
     ["ed25519, right key", "ssh-ed25519-cert-v01@openssh.com", edSignature, ed.publicKey, true],
     ["ed25519, another key", "ssh-ed25519-cert-v01@openssh.com", edSignature, otherEd.publicKey, false],
     ["ed25519, no signature", "ssh-ed25519-cert-v01@openssh.com", undefined, ed.publicKey, false],
+    // ssh2's client names the certificate in the signature blob (the browser terminal): the key still decides.
+    [
+      "ed25519 named as its certificate, right key",
+      "ssh-ed25519-cert-v01@openssh.com",
+      edCertNamed,
+      ed.publicKey,
+      true,
+    ],
+    [
+      "ed25519 named as its certificate, another key",
+      "ssh-ed25519-cert-v01@openssh.com",
+      edCertNamed,
+      otherEd.publicKey,
+      false,
+    ],
+    ["ed25519 named as an RSA certificate", "ssh-ed25519-cert-v01@openssh.com", edRsaNamed, ed.publicKey, false],
+    ["RSA named as its certificate", "rsa-sha2-512-cert-v01@openssh.com", rsaCertNamed, rsa.publicKey, false],
     [
       "ed25519, the bare signature",
       "ssh-ed25519-cert-v01@openssh.com",

@@ -661,7 +661,11 @@ export function userauthSignatureValid(
     const { algorithm, signature } = parsed;
     const offered = ctx.key.algo;
     if (publicKey.asymmetricKeyType === "ed25519") {
-      if (algorithm !== "ssh-ed25519" || offered !== "ssh-ed25519-cert-v01@openssh.com") return false;
+      // OpenSSH names the plain key's algorithm here; ssh2's client (the browser terminal's, web-terminal.ts)
+      // repeats the certificate's name. Either is taken: Ed25519 has one signature scheme, so the name picks
+      // nothing (RSA's picks the hash, and stays strict below), and the signature must still verify with the
+      // certified key over this session's userauth data.
+      if (!ED25519_SIGNATURE_NAMES.has(algorithm) || offered !== "ssh-ed25519-cert-v01@openssh.com") return false;
       return verify(null, ctx.blob, publicKey, signature);
     }
     if (publicKey.asymmetricKeyType === "rsa") {
@@ -674,6 +678,8 @@ export function userauthSignatureValid(
     return false;
   }
 }
+
+const ED25519_SIGNATURE_NAMES = new Set(["ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com"]);
 
 function parseSignatureBlob(blob: Buffer): { algorithm: string; signature: Buffer } | undefined {
   if (blob.length < 4) return undefined;
