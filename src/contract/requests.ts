@@ -93,6 +93,9 @@ export const myRole = z.object({
   role: z.string(),
   description: z.string().nullable(),
   risk: z.enum(["low", "medium", "high", "critical"]),
+  /** The role's target and its kind (postgres, ssh-host…): what the page offers to connect with. */
+  target: z.string().nullable().optional(),
+  targetKind: z.string().nullable().optional(),
   eligibleUntil: isoTime.nullable(),
   policy: z.object({
     defaultDuration: z.string(),

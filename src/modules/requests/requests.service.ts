@@ -1331,6 +1331,8 @@ export function createRequestService(deps: RequestServiceDeps) {
           role: role.name,
           description: role.description,
           risk: role.risk,
+          target: role.target_name ?? null,
+          targetKind: role.target_kind ?? null,
           eligibleUntil: until && Number.isFinite(until.getTime()) ? until.toISOString() : null,
           policy: {
             defaultDuration: spec.defaultDuration,

@@ -92,15 +92,26 @@ export function eligibleRoles(db: Q, principalId: string, now: Date) {
   return eligibleQuery(db, principalId, now)
     .innerJoin("roles", "roles.id", "eligibilities.role_id")
     .innerJoin("policies", "policies.id", "roles.policy_id")
+    .leftJoin("targets", "targets.id", "roles.target_id")
     .select([
       "roles.id",
       "roles.name",
       "roles.description",
       "roles.risk",
       "policies.spec as policy_spec",
+      "targets.name as target_name",
+      "targets.kind as target_kind",
       sql<Date | null>`max(coalesce(eligibilities.ends_at, 'infinity'::timestamptz))`.as("eligible_until"),
     ])
-    .groupBy(["roles.id", "roles.name", "roles.description", "roles.risk", "policies.spec"])
+    .groupBy([
+      "roles.id",
+      "roles.name",
+      "roles.description",
+      "roles.risk",
+      "policies.spec",
+      "targets.name",
+      "targets.kind",
+    ])
     .orderBy("roles.name")
     .execute();
 }
