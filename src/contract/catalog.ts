@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { durationText, isoTime, name, reason } from "./common.js";
+import { fileRules } from "./file-policy.js";
 import { queryRules } from "./query-policy.js";
 
 export const weekday = z.enum(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
@@ -162,6 +163,8 @@ export const policySpec = z.strictObject({
        * the upstream login is also opened with default_transaction_read_only=on.
        */
       queries: queryRules.optional(),
+      /** SSH proxy: file transfers (SFTP, scp, rsync) by direction and size (see file-policy.ts); absent, all pass. */
+      files: fileRules.optional(),
     })
     .default({ recording: "optional", portForwarding: false, queryParameters: false }),
 });

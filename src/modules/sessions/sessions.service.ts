@@ -196,6 +196,8 @@ export function createSessionService(deps: SessionServiceDeps) {
 
   /** Refused statements audited one by one per session; later ones are in the query log only. */
   const MAX_AUDITED_REFUSALS = 100;
+  /** File transfers audited one by one per session; later ones are in the recording only. */
+  const MAX_AUDITED_TRANSFERS = 1_000;
 
   function policyOf(row: sessionStore.ActivationRow): SessionPolicy {
     const parsed = policySpec.safeParse(row.policy_spec);
@@ -423,6 +425,7 @@ export function createSessionService(deps: SessionServiceDeps) {
 
     const bytes = { up: 0, down: 0 };
     let refusals = 0;
+    let transfers = 0;
     let ended: Promise<void> | null = null;
     const end = (reason: EndReason, detail?: string): Promise<void> => {
       ended ??= (async () => {
@@ -521,6 +524,31 @@ export function createSessionService(deps: SessionServiceDeps) {
             },
           })
           .catch((error: unknown) => logger.error({ err: error, session: id }, "could not audit a refused query"));
+      },
+      fileTransfer(event) {
+        // Every file in the audit log up to a cap per session (a recursive copy of a whole tree must not
+        // flood it); the recording keeps every one.
+        transfers += 1;
+        if (transfers > MAX_AUDITED_TRANSFERS) return;
+        audit
+          .record(actor, context(input.clientAddress), {
+            action: "session.file_transfer",
+            outcome: event.outcome,
+            subject: `session:${id}`,
+            ...(event.reason ? { reason: event.reason } : {}),
+            details: {
+              role: activation.role_name,
+              target: activation.target_name,
+              protocol: event.protocol,
+              direction: event.direction,
+              path: event.path.slice(0, 4_096),
+              bytes: event.bytes,
+              sha256: event.sha256,
+              ...(event.rule ? { rule: event.rule } : {}),
+              ...(transfers === MAX_AUDITED_TRANSFERS ? { lastAudited: true } : {}),
+            },
+          })
+          .catch((error: unknown) => logger.error({ err: error, session: id }, "could not audit a file transfer"));
       },
       end,
     };

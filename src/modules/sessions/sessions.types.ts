@@ -5,6 +5,7 @@
  * audit trail and the kill switch.
  */
 
+import type { FileRules } from "../../contract/file-policy.js";
 import type { QueryRules } from "../../contract/query-policy.js";
 import type { QueryLogEntry, SessionKind } from "../../contract/recording.js";
 
@@ -27,6 +28,8 @@ export interface SessionPolicy {
   queryParameters: boolean;
   /** PostgreSQL: the query policy (statement kinds, denied functions, WHERE required); absent: none. */
   queries?: QueryRules;
+  /** SSH: the file-transfer policy (download, upload, maxBytes); absent: all transfers pass. */
+  files?: FileRules;
 }
 
 /** A statement the PostgreSQL proxy's query policy refused (audited as `session.query_refused`). */
@@ -36,6 +39,26 @@ export interface QueryRefusedEvent {
   /** The refused text, cut to 2,000 characters. */
   statement: string;
   protocol: "simple" | "extended" | "function_call";
+}
+
+/**
+ * One file the SSH proxy saw cross (or refused): audited as `session.file_transfer`, outcome `success`,
+ * `denied` (the policy refused it) or `failed` (the transfer did not complete).
+ */
+export interface FileTransferEvent {
+  protocol: "sftp" | "scp" | "rsync" | "exec";
+  direction: "upload" | "download";
+  /** The path as the client named it (scp: the command's path joined with the record's name). */
+  path: string;
+  /** Bytes that crossed the proxy. */
+  bytes: number;
+  /** SHA-256 (hex) of those bytes in file order; null when they did not come in order or were not seen. */
+  sha256: string | null;
+  outcome: "success" | "denied" | "failed";
+  /** Why it was refused or failed, in words. */
+  reason?: string;
+  /** The policy rule that refused it: `download`, `upload`, `maxBytes`. */
+  rule?: "download" | "upload" | "maxBytes";
 }
 
 export interface UpstreamPostgres {
@@ -118,6 +141,8 @@ export interface BrokeredSession<U extends UpstreamPostgres | UpstreamSsh = Upst
   countBytes(direction: "up" | "down", bytes: number): void;
   /** The proxy refused a statement under the role's query policy: audited (never throws, never blocks). */
   queryRefused?(event: QueryRefusedEvent): void;
+  /** SSH: a file transfer passed, failed or was refused: audited as `session.file_transfer` (never throws). */
+  fileTransfer?(event: FileTransferEvent): void;
   /**
    * Ends the session (idempotent): closes the recording, stores its SHA-256, writes the audit event.
    * After an abort, pass the signal's reason's `reason`.
