@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { durationText, isoTime, name, reason } from "./common.js";
 import { fileRules } from "./file-policy.js";
+import { moderatorRule } from "./live.js";
 import { queryRules } from "./query-policy.js";
 
 export const weekday = z.enum(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]);
@@ -165,6 +166,12 @@ export const policySpec = z.strictObject({
       queries: queryRules.optional(),
       /** SSH proxy: file transfers (SFTP, scp, rsync) by direction and size (see file-policy.ts); absent, all pass. */
       files: fileRules.optional(),
+      /**
+       * A moderator must be present: the session waits until a member of one of these groups (never the
+       * session's own user) joins it in the web UI, and ends when they terminate it or the last one leaves.
+       * SSH only: a PostgreSQL session under such a policy is refused.
+       */
+      moderator: moderatorRule.optional(),
     })
     .default({ recording: "optional", portForwarding: false, queryParameters: false }),
 });

@@ -6,6 +6,8 @@
  */
 
 import type { FileRules } from "../../contract/file-policy.js";
+import type { ModeratorRule } from "../../contract/live.js";
+import type { ModerationGate } from "./live-hub.js";
 import type { QueryRules } from "../../contract/query-policy.js";
 import type { QueryLogEntry, SessionKind } from "../../contract/recording.js";
 
@@ -30,6 +32,8 @@ export interface SessionPolicy {
   queries?: QueryRules;
   /** SSH: the file-transfer policy (download, upload, maxBytes); absent: all transfers pass. */
   files?: FileRules;
+  /** A moderator must join before anything is opened upstream (live.service.ts); absent: none. */
+  moderator?: ModeratorRule;
 }
 
 /** A statement the PostgreSQL proxy's query policy refused (audited as `session.query_refused`). */
@@ -143,6 +147,11 @@ export interface BrokeredSession<U extends UpstreamPostgres | UpstreamSsh = Upst
   queryRefused?(event: QueryRefusedEvent): void;
   /** SSH: a file transfer passed, failed or was refused: audited as `session.file_transfer` (never throws). */
   fileTransfer?(event: FileTransferEvent): void;
+  /**
+   * SSH: the policy requires a moderator: the proxy opens no channel upstream until `whenAdmitted()`
+   * resolves (ssh-proxy.ts, live-moderation.ts). Absent: the session starts at once.
+   */
+  moderation?: ModerationGate;
   /**
    * Ends the session (idempotent): closes the recording, stores its SHA-256, writes the audit event.
    * After an abort, pass the signal's reason's `reason`.
