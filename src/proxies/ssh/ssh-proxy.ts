@@ -8,7 +8,7 @@
 import { createHash, timingSafeEqual, verify, type KeyObject } from "node:crypto";
 import { createServer as createTcpServer, type AddressInfo, type Socket } from "node:net";
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { Duplex, Readable, Writable } from "node:stream";
+import { Duplex, type Readable, type Writable } from "node:stream";
 import ssh2 from "ssh2";
 import type {
   AuthContext,
@@ -64,6 +64,14 @@ export interface SshProxy {
   close(): Promise<void>;
   /** Brokered sessions currently relayed. */
   liveSessions(): number;
+  /**
+   * An SSH connection into this proxy without a socket, for an SSH client in this process (the browser
+   * terminal, web-terminal.ts): the stream returned is the client's end; the proxy takes the other end
+   * exactly as an accepted TCP connection (same certificate check, gate, recording and kill), with
+   * `clientAddress` as its source. Within the overall cap and the handshake deadline; ended at once when
+   * the proxy is closing or full.
+   */
+  connectLocal(clientAddress: string): Duplex;
 }
 
 /** Certificate key algorithms a client may offer (OpenSSH PROTOCOL.certkeys). */
@@ -91,6 +99,9 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
   const perAddress = new Map<string, number>();
   /** Deadlines of sockets not yet signed in, by "address|port" (what ssh2 tells of a connection). */
   const deadlines = new Map<string, NodeJS.Timeout>();
+  let localConnections = 0;
+  /** A local connection's "port": above 65535, so its deadline's key never meets a TCP peer's. */
+  let localPort = 65_536;
 
   const server = new Server(
     { hostKeys: [deps.hostKey], ...(deps.banner ? { banner: deps.banner } : {}) },
@@ -183,7 +194,60 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
       await stopped;
     },
     liveSessions: () => [...connections].filter((connection) => connection.hasSession()).length,
+    connectLocal: (clientAddress) => {
+      const [ours, theirs] = duplexPair();
+      if (shuttingDown || sockets.size + localConnections >= maxConnections) {
+        if (!shuttingDown) metrics?.refused.inc({ reason: "overall" });
+        ours.destroy();
+        return theirs;
+      }
+      const port = localPort++;
+      // What ssh2 reads of an injected socket to tell the connection handler who connected.
+      Object.assign(ours, { remoteAddress: clientAddress, remotePort: port, remoteFamily: "local" });
+      localConnections++;
+      const peer = `${clientAddress}|${port}`;
+      const deadline = setTimeout(() => {
+        deadlines.delete(peer);
+        metrics?.timeouts.inc();
+        ours.destroy();
+      }, handshakeTimeoutMs);
+      deadline.unref();
+      deadlines.set(peer, deadline);
+      ours.once("close", () => {
+        clearTimeout(deadline);
+        if (deadlines.get(peer) === deadline) deadlines.delete(peer);
+        localConnections--;
+      });
+      server.injectSocket(ours as unknown as Socket);
+      return theirs;
+    },
   };
+}
+
+/** Two connected in-memory streams (Node 20 has no stream.duplexPair): what one writes, the other reads. */
+function duplexPair(): [Duplex, Duplex] {
+  const sides: Duplex[] = [];
+  const side = (other: () => Duplex) =>
+    new Duplex({
+      read: () => undefined,
+      write(chunk: Buffer, _encoding, callback) {
+        if (!other().destroyed) other().push(chunk);
+        callback();
+      },
+      final(callback) {
+        if (!other().destroyed) other().push(null);
+        callback();
+      },
+      destroy(error, callback) {
+        if (!other().destroyed) other().destroy();
+        callback(error);
+      },
+    });
+  sides.push(
+    side(() => sides[1]!),
+    side(() => sides[0]!),
+  );
+  return [sides[0]!, sides[1]!];
 }
 
 // --- one client connection -----------------------------------------------------------------------
