@@ -31,6 +31,7 @@ import {
   type UpstreamSsh,
 } from "../../modules/sessions/sessions.types.js";
 import { createSftpTracker } from "./sftp-log.js";
+import { moderationAdmits, whenModerated } from "./live-moderation.js";
 
 // ssh2 is CommonJS: Node's ESM loader cannot import its classes by name.
 const { Server, Client } = ssh2;
@@ -405,6 +406,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
   client.on("tcpip", (accept, reject, info) => {
     if (!live || ending) return reject();
     const { session, upstream } = live;
+    if (!moderationAdmits(session))
+      return rejectProhibited(client, reject, "Stint: no moderator has joined this session yet");
     const allowed = session.policy.portForwarding;
     session.recorder.event("forward", { kind: "direct-tcpip", host: info.destIP, port: info.destPort, allowed });
     if (!allowed) return rejectProhibited(client, reject, `Stint: port forwarding is not allowed for ${session.role}`);
@@ -421,6 +424,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
       upstream.unforwardIn(info.bindAddr, info.bindPort, (error) => (error ? reject?.() : accept?.()));
       return;
     }
+    if (!moderationAdmits(session)) return reject?.();
     const allowed = session.policy.portForwarding;
     session.recorder.event("forward", { kind: "tcpip-forward", host: info.bindAddr, port: info.bindPort, allowed });
     if (!allowed) return reject?.();
@@ -488,17 +492,26 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
           safely(() => local.exit(1));
           safely(() => local.end());
         };
-        try {
-          open((error, channel) => {
-            if (error || !channel) return refuse(error?.message);
-            if (ending || local.destroyed) return safely(() => channel.close());
-            remote = channel;
-            if (pty && resized) safely(() => channel.setWindow(pty!.rows, pty!.cols, pty!.height, pty!.width));
-            relayChannel(local, channel, kind, detail, session, pty !== undefined);
-          });
-        } catch (error) {
-          refuse((error as Error).message);
-        }
+        const openUpstream = () => {
+          try {
+            open((error, channel) => {
+              if (error || !channel) return refuse(error?.message);
+              if (ending || local.destroyed) return safely(() => channel.close());
+              remote = channel;
+              if (pty && resized) safely(() => channel.setWindow(pty!.rows, pty!.cols, pty!.height, pty!.width));
+              relayChannel(local, channel, kind, detail, session, pty !== undefined);
+            });
+          } catch (error) {
+            refuse((error as Error).message);
+          }
+        };
+        // A moderated session opens nothing upstream before a moderator joined (live-moderation.ts).
+        whenModerated(
+          session,
+          (text) => safely(() => local.stderr.write(text)),
+          () => ending || local.destroyed,
+          openUpstream,
+        );
       };
     };
     const options = () => ({ ...(pty ? { pty: ptyOptions(pty) } : {}), env });
