@@ -11,7 +11,10 @@ import { actorLabel, type AuditLog } from "../audit/audit.service.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import { computeSlis, evidenceCsv, reportHash, sha256Hex } from "./evidence.rules.js";
-import * as evidenceStore from "./evidence.store.js";
+import { activationsInScope, decisionsOf, requestsSubmitted } from "../requests/requests.reads.js";
+import { sessionsOfRequests } from "../sessions/sessions.reads.js";
+import { revokedGrantsOf } from "../grants/grants.reads.js";
+import { breakGlassReviewsOf } from "../reviews/index.js";
 
 export interface EvidenceServiceDeps {
   store: Pick<AppStore, "db">;
@@ -37,18 +40,18 @@ export function createEvidenceService(deps: EvidenceServiceDeps) {
   async function build(actor: Actor, query: EvidenceQuery): Promise<EvidenceReportDto> {
     const scope = { from: new Date(query.from), to: new Date(query.to), role: query.role, target: query.target };
     const db = store.db;
-    const rows = await evidenceStore.activationsInScope(db, scope, MAX_ACTIVATIONS + 1);
+    const rows = await activationsInScope(db, scope, MAX_ACTIVATIONS + 1);
     if (rows.length > MAX_ACTIVATIONS)
       throw new StintError("VALIDATION_FAILED", `More than ${MAX_ACTIVATIONS} activations: narrow the period.`, {
         issues: [{ path: "query.from", message: "the period holds too many activations" }],
       });
     const ids = rows.map((r) => r.id);
     const [decisions, sessions, reviews, revoked, requests] = await Promise.all([
-      evidenceStore.decisionsOf(db, ids),
-      evidenceStore.sessionsOf(db, ids),
-      evidenceStore.breakGlassReviewsOf(db, ids),
-      evidenceStore.revokedGrantsOf(db, ids),
-      evidenceStore.requestsSubmitted(db, scope),
+      decisionsOf(db, ids),
+      sessionsOfRequests(db, ids),
+      breakGlassReviewsOf(db, ids),
+      revokedGrantsOf(db, ids),
+      requestsSubmitted(db, scope),
     ]);
     const decisionsBy = groupBy(decisions);
     const sessionsBy = groupBy(sessions);
