@@ -31,6 +31,8 @@ export function createRecorder(options: {
   meta: RecordingMeta;
   clock: Clock;
   onFailure: (error: Error) => void;
+  /** Sees every line as it is written (live watchers, live-hub.ts); never stops the recording. */
+  tap?: (line: string) => void;
 }): ActiveRecorder {
   const { kind, writer, meta, clock } = options;
   writer?.onFailure(options.onFailure);
@@ -41,7 +43,16 @@ export function createRecorder(options: {
   const typed = new StringDecoder("utf8");
   let finished = false;
   // Without a writer (optional recording, store unavailable) there is nothing to keep, and nothing to refuse.
-  const write = (line: string): boolean => (writer ? writer.write(line) : !finished);
+  const tap = options.tap;
+  const write = (line: string): boolean => {
+    if (tap)
+      try {
+        tap(line);
+      } catch {
+        // Watchers never disturb the recording.
+      }
+    return writer ? writer.write(line) : !finished;
+  };
   const ensureHeader = () => {
     if (headerWritten) return;
     headerWritten = true;
