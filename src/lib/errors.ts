@@ -58,6 +58,11 @@ export const ERROR_CODES = {
   },
   SELF_REVIEW: { status: 403, message: "Nobody reviews their own access; another reviewer must decide this item." },
   NOT_A_REVIEWER: { status: 403, message: "You are not a reviewer of this review item." },
+  SELF_MODERATION: { status: 403, message: "Nobody moderates their own session; another moderator must join." },
+  SESSION_ELSEWHERE: {
+    status: 409,
+    message: "That session is relayed by another Stint node; watch or moderate it through that node.",
+  },
   REVIEW_ITEM_CLOSED: { status: 409, message: "That review item is already decided or closed." },
   CAMPAIGN_CLOSED: { status: 409, message: "That review campaign is closed." },
   CHANGE_REQUEST_SELF_APPROVAL: {
