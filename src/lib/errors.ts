@@ -97,6 +97,11 @@ export const ERROR_CODES = {
   MFA_STEP_UP_REQUIRED: { status: 401, message: "This role needs a recent MFA check: give a fresh one-time code." },
   EXTENSION_LIMIT_REACHED: { status: 409, message: "The activation cannot be extended any further." },
   NOT_ACTIVE: { status: 409, message: "That activation is not active." },
+  SQL_CONSOLE_ENDED: { status: 410, message: "This SQL console has ended; open a new one from My access." },
+  SQL_CONSOLE_BUSY: { status: 409, message: "A query is still running in this SQL console; wait for its answer." },
+  SQL_CONSOLE_LIMIT: { status: 429, message: "Too many SQL consoles are open; close one first." },
+  SQL_CONSOLE_REFUSED: { status: 403, message: "The PostgreSQL proxy refused to open the SQL console's session." },
+  SQL_QUERY_TOO_LARGE: { status: 413, message: "The query text is longer than the SQL console takes (64 KiB)." },
   SEALED: { status: 503, message: "The vault is sealed: an operator must unseal it (stint operator unseal)." },
   VAULT_KEY_INVALID: { status: 503, message: "The vault key does not match this vault, so no secret can be opened." },
   INTEGRITY_FAILED: {
