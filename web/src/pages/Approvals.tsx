@@ -30,6 +30,8 @@ import {
   type ApproverContextDto,
 } from "../../../src/contract/requests.js";
 import { api, ApiError, hasRole } from "../api.js";
+import { PageMessages } from "../page-messages.js";
+import { useSelection } from "../selection.js";
 import { formatAge, useNow, zodFieldErrors } from "../ui.js";
 import { RiskBadge, StateBadge, stageInWords, type Risk } from "./requests/shared.js";
 
@@ -46,7 +48,7 @@ export default function Approvals() {
   const [items, setItems] = useState<ActivationRequestDto[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [contexts, setContexts] = useState<ContextMap>({});
-  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const selected = useSelection();
   const [deciding, setDeciding] = useState<{ request: ActivationRequestDto; decision: Decision } | null>(null);
   const [bulk, setBulk] = useState<ActivationRequestDto[] | null>(null);
   /** What the last decision did, in words. */
@@ -60,7 +62,7 @@ export default function Approvals() {
     try {
       const list = (await api<{ items: ActivationRequestDto[] }>("GET", "/v1/activation-requests?scope=inbox")).items;
       setItems(list);
-      setSelected((old) => new Set([...old].filter((id) => list.some((r) => r.id === id))));
+      selected.keepListed(list);
       setError(null);
       if (hasRole("admin", "security", "auditor")) {
         const all = (
@@ -102,31 +104,13 @@ export default function Approvals() {
   const lowRisk = (r: ActivationRequestDto) => riskOf(r) === "low";
   const chosen = (items ?? []).filter((r) => selected.has(r.id) && lowRisk(r));
 
-  function toggle(id: string, on: boolean) {
-    setSelected((old) => {
-      const next = new Set(old);
-      if (on) next.add(id);
-      else next.delete(id);
-      return next;
-    });
-  }
-
   return (
     <Stack>
       <Title order={1} size="h2">
         Approvals
       </Title>
       <Text c="gray.7">Pending requests waiting for your decision. The list refreshes every 5 seconds.</Text>
-      {error && (
-        <Alert color="red" role="alert">
-          {error}
-        </Alert>
-      )}
-      {notice && (
-        <Alert color="teal.9" role="status" withCloseButton closeButtonLabel="Dismiss" onClose={() => setNotice(null)}>
-          {notice}
-        </Alert>
-      )}
+      <PageMessages error={error} notice={notice} onDismissNotice={() => setNotice(null)} />
       {elsewhere !== null && elsewhere > 0 && (
         <Text data-testid="pending-elsewhere">
           {elsewhere} pending request{elsewhere === 1 ? "" : "s"} {elsewhere === 1 ? "waits" : "wait"} for other
@@ -166,7 +150,7 @@ export default function Approvals() {
                     checked={selected.has(r.id)}
                     disabled={!lowRisk(r)}
                     title={lowRisk(r) ? undefined : "Only low-risk requests can be approved together"}
-                    onChange={(e) => toggle(r.id, e.currentTarget.checked)}
+                    onChange={(e) => selected.toggle(r.id, e.currentTarget.checked)}
                   />
                   <Text fw={700}>{r.requester}</Text>
                   <Text>requests</Text>
@@ -226,7 +210,7 @@ export default function Approvals() {
             setBulk(null);
             // Cancelled: the selection stays (and focus goes back to its still enabled button).
             if (done) {
-              setSelected(new Set());
+              selected.set([]);
               setNotice(done);
             }
             void load();

@@ -6,7 +6,6 @@
  * ticks, Ctrl+Enter (or the button) submits the dialog, Escape closes it. Those who may read campaigns see each one's progress.
  */
 import {
-  Alert,
   Badge,
   Button,
   Card,
@@ -23,6 +22,8 @@ import {
 import { useCallback, useEffect, useState, type FormEvent } from "react";
 import type { CampaignDto, ReviewItemDto } from "../../../src/contract/reviews.js";
 import { api, hasRole } from "../api.js";
+import { PageMessages } from "../page-messages.js";
+import { useSelection } from "../selection.js";
 
 type Decision = "keep" | "remove" | "acknowledge" | "escalate";
 
@@ -49,7 +50,7 @@ export default function Reviews() {
   const [campaigns, setCampaigns] = useState<CampaignDto[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
-  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const selected = useSelection();
   const [deciding, setDeciding] = useState<{ items: ReviewItemDto[]; decision: Decision } | null>(null);
   const [reason, setReason] = useState("");
   const [busy, setBusy] = useState(false);
@@ -58,7 +59,7 @@ export default function Reviews() {
     try {
       const list = (await api<{ items: ReviewItemDto[] }>("GET", "/v1/reviews/items")).items;
       setItems(list);
-      setSelected((old) => new Set([...old].filter((id) => list.some((i) => i.id === id))));
+      selected.keepListed(list);
       if (hasRole("admin", "security", "auditor"))
         setCampaigns((await api<{ items: CampaignDto[] }>("GET", "/v1/reviews/campaigns")).items);
     } catch (e) {
@@ -98,13 +99,6 @@ export default function Reviews() {
   const breakGlass = (items ?? []).filter(isBreakGlass);
   const access = (items ?? []).filter((i) => !isBreakGlass(i));
   const chosen = access.filter((i) => selected.has(i.id));
-  const toggle = (id: string, on: boolean) =>
-    setSelected((old) => {
-      const next = new Set(old);
-      if (on) next.add(id);
-      else next.delete(id);
-      return next;
-    });
 
   return (
     <Stack>
@@ -114,16 +108,7 @@ export default function Reviews() {
       <Text c="gray.7">
         Items waiting for your review. Nobody reviews their own access or their own break-glass use.
       </Text>
-      {error && (
-        <Alert color="red" role="alert">
-          {error}
-        </Alert>
-      )}
-      {notice && (
-        <Alert color="teal.9" role="status" withCloseButton closeButtonLabel="Dismiss" onClose={() => setNotice(null)}>
-          {notice}
-        </Alert>
-      )}
+      <PageMessages error={error} notice={notice} onDismissNotice={() => setNotice(null)} />
 
       <Title order={2} size="h3">
         Break-glass uses
@@ -179,7 +164,7 @@ export default function Reviews() {
                     aria-label="Select all"
                     checked={chosen.length === access.length}
                     indeterminate={chosen.length > 0 && chosen.length < access.length}
-                    onChange={(e) => setSelected(new Set(e.currentTarget.checked ? access.map((i) => i.id) : []))}
+                    onChange={(e) => selected.set(e.currentTarget.checked ? access.map((i) => i.id) : [])}
                   />
                 </Table.Th>
                 <Table.Th>Member</Table.Th>
@@ -196,7 +181,7 @@ export default function Reviews() {
                     <Checkbox
                       aria-label={`Select ${describe(item)}`}
                       checked={selected.has(item.id)}
-                      onChange={(e) => toggle(item.id, e.currentTarget.checked)}
+                      onChange={(e) => selected.toggle(item.id, e.currentTarget.checked)}
                     />
                   </Table.Td>
                   <Table.Td>{item.member}</Table.Td>
