@@ -102,6 +102,16 @@ export const configSchema = z
     /** Connections the PostgreSQL proxy holds at once, overall and from one source address; more are refused at accept. */
     pgProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     pgProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
+    /** Where the MySQL/MariaDB session proxy listens ("off" turns it off). Default 127.0.0.1:3307. */
+    mysqlProxyListen: z.union([z.literal("off"), listen]).optional(),
+    /** PEM certificate (chain) and key files for the MySQL proxy: with them clients on other machines may sign in over TLS. */
+    mysqlProxyTlsCert: z.string().min(1).optional(),
+    mysqlProxyTlsKey: z.string().min(1).optional(),
+    /** How long a MySQL proxy client has from accept until it has sent its token (TLS included). */
+    mysqlProxyHandshakeTimeout: duration.default(15_000),
+    /** Connections the MySQL proxy holds at once, overall and from one source address; more are refused at accept. */
+    mysqlProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+    mysqlProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
     /** The host name clients use to reach the proxies (printed by `stint db login`, `stint ssh config`). */
     proxyPublicHost: z
       .string()
@@ -219,6 +229,10 @@ export const configSchema = z
     message: "STINT_PG_PROXY_TLS_CERT and STINT_PG_PROXY_TLS_KEY go together: set both or neither",
     path: ["pgProxyTlsCert"],
   })
+  .refine((c) => (c.mysqlProxyTlsCert === undefined) === (c.mysqlProxyTlsKey === undefined), {
+    message: "STINT_MYSQL_PROXY_TLS_CERT and STINT_MYSQL_PROXY_TLS_KEY go together: set both or neither",
+    path: ["mysqlProxyTlsCert"],
+  })
   .refine((c) => c.passwordSignIn === "everyone" || c.ssoProviders.length > 0, {
     message: "passwordSignIn: break-glass needs at least one of ssoProviders (or nobody else could sign in)",
     path: ["passwordSignIn"],
@@ -258,6 +272,7 @@ export type Config = Readonly<
 
 export const DEFAULT_SSH_PROXY_LISTEN = "127.0.0.1:2222";
 export const DEFAULT_PG_PROXY_LISTEN = "127.0.0.1:6543";
+export const DEFAULT_MYSQL_PROXY_LISTEN = "127.0.0.1:3307";
 
 /** Environment variable → config key. */
 export const ENV_KEYS = {
@@ -298,6 +313,12 @@ export const ENV_KEYS = {
   STINT_PG_PROXY_HANDSHAKE_TIMEOUT: "pgProxyHandshakeTimeout",
   STINT_PG_PROXY_MAX_CONNECTIONS: "pgProxyMaxConnections",
   STINT_PG_PROXY_MAX_CONNECTIONS_PER_ADDRESS: "pgProxyMaxConnectionsPerAddress",
+  STINT_MYSQL_PROXY_LISTEN: "mysqlProxyListen",
+  STINT_MYSQL_PROXY_TLS_CERT: "mysqlProxyTlsCert",
+  STINT_MYSQL_PROXY_TLS_KEY: "mysqlProxyTlsKey",
+  STINT_MYSQL_PROXY_HANDSHAKE_TIMEOUT: "mysqlProxyHandshakeTimeout",
+  STINT_MYSQL_PROXY_MAX_CONNECTIONS: "mysqlProxyMaxConnections",
+  STINT_MYSQL_PROXY_MAX_CONNECTIONS_PER_ADDRESS: "mysqlProxyMaxConnectionsPerAddress",
   STINT_BLOB_DIR: "blobDir",
   STINT_METRICS_TOKEN: "metricsToken",
   STINT_METRICS_REFRESH: "metricsRefresh",
