@@ -10,6 +10,7 @@
  */
 import { z } from "zod";
 import { isoTime, name, reason } from "./common.js";
+import type { SessionKind } from "./recording.js";
 
 /** `session: { moderator: { groups: [...] } }`: the session waits for a member of one of these groups. */
 export const moderatorRule = z.strictObject({
@@ -40,7 +41,8 @@ export type LiveModerationView = z.infer<typeof liveModeration>;
 /** A live session the caller may watch (and, `mayModerate`, moderate), on this node or another. */
 export const watchableSession = z.object({
   id: z.uuid(),
-  kind: z.enum(["ssh", "postgres"]),
+  /** A SessionKind: ssh, postgres… */
+  kind: z.string(),
   user: z.string(),
   role: z.string(),
   target: z.string(),
@@ -73,7 +75,7 @@ export const LIVE_CLOSE = {
 export type LiveServerMessage =
   | {
       type: "hello";
-      session: { id: string; kind: "ssh" | "postgres"; user: string; role: string; target: string };
+      session: { id: string; kind: SessionKind; user: string; role: string; target: string };
       mode: LiveMode;
       moderation: LiveModerationView | null;
     }
