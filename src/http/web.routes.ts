@@ -21,6 +21,8 @@ export const WEB_PAGES = [
   // One request, where notification links lead: the decision token rides in the fragment, never here.
   "/requests/:id",
   "/sessions",
+  // Live sessions the caller may watch or moderate.
+  "/live",
   "/vault",
   "/admin",
   "/audit",

@@ -31,6 +31,7 @@ const MATRIX = `
   GET     /requests                                yes        yes   yes      yes       yes
   GET     /requests/:id                            yes        yes   yes      yes       yes
   GET     /sessions                                yes        yes   yes      yes       yes
+  GET     /live                                    yes        yes   yes      yes       yes
   GET     /vault                                   yes        yes   yes      yes       yes
   GET     /admin                                   yes        yes   yes      yes       yes
   GET     /audit                                   yes        yes   yes      yes       yes

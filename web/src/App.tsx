@@ -35,6 +35,12 @@ const PAGES: Page[] = [
     roles: ["admin", "auditor"],
     component: lazy(() => import("./pages/Sessions.js")),
   },
+  {
+    path: "/live",
+    label: "Live sessions",
+    roles: [],
+    component: lazy(() => import("./pages/Live.js")),
+  },
   { path: "/vault", label: "Vault", roles: [], component: lazy(() => import("./pages/Vault.js")) },
   {
     path: "/admin",
