@@ -1,0 +1,170 @@
+/**
+ * The shape every catalog tab shares, written once: a list with New / Edit / Delete, and the edit dialog's
+ * save (PUT to the item or POST to the list, the server's refusals shown next to their fields). A tab
+ * declares its columns and its form's fields; the rest is here.
+ */
+import { Button, Group, Modal, Stack, Table, Text } from "@mantine/core";
+import { useState, type ReactNode } from "react";
+import { api } from "../../api.js";
+import { canWriteCatalog, ConfirmDelete, FormAlert, RowActions, serverErrors, useList } from "./shared.js";
+
+export interface Column<T> {
+  header: string;
+  cell: (item: T) => ReactNode;
+}
+
+export interface FormProps<T> {
+  /** null: a new one. */
+  item: T | null;
+  onClose: () => void;
+  onSaved: () => void;
+}
+
+/** The list of one kind of catalog object (targets, roles, policies) with its New, Edit and Delete. */
+export function CatalogList<T extends { id: string; name: string }>(props: {
+  /** "target", "role", "policy": used in button names, titles and the empty text. */
+  noun: string;
+  /** The API's collection, e.g. /v1/targets. */
+  path: string;
+  intro: string;
+  columns: Column<T>[];
+  /** What deleting it removes and when the server refuses, in a sentence. */
+  deleteWhat: (item: T) => string;
+  Form: (props: FormProps<T>) => ReactNode;
+}) {
+  const { noun, path, Form } = props;
+  const { items, error, reload } = useList<T>(path);
+  const [editing, setEditing] = useState<T | "new" | null>(null);
+  const [deleting, setDeleting] = useState<T | null>(null);
+  const write = canWriteCatalog();
+  return (
+    <Stack>
+      <Group justify="space-between">
+        <Text c="dimmed" size="sm">
+          {props.intro}
+        </Text>
+        {write && <Button onClick={() => setEditing("new")}>New {noun}</Button>}
+      </Group>
+      <FormAlert message={error} />
+      <Table.ScrollContainer minWidth={760}>
+        <Table striped highlightOnHover>
+          <Table.Thead>
+            <Table.Tr>
+              <Table.Th>Name</Table.Th>
+              {props.columns.map((c) => (
+                <Table.Th key={c.header}>{c.header}</Table.Th>
+              ))}
+              {write && <Table.Th>Actions</Table.Th>}
+            </Table.Tr>
+          </Table.Thead>
+          <Table.Tbody>
+            {items?.map((item) => (
+              <Table.Tr key={item.id}>
+                <Table.Td fw={600}>{item.name}</Table.Td>
+                {props.columns.map((c) => (
+                  <Table.Td key={c.header}>{c.cell(item)}</Table.Td>
+                ))}
+                {write && (
+                  <RowActions
+                    subject={`${noun} ${item.name}`}
+                    onEdit={() => setEditing(item)}
+                    onDelete={() => setDeleting(item)}
+                  />
+                )}
+              </Table.Tr>
+            ))}
+          </Table.Tbody>
+        </Table>
+      </Table.ScrollContainer>
+      {items?.length === 0 && <Text c="dimmed">No {plural(noun)} yet.</Text>}
+      {editing && (
+        <Form
+          item={editing === "new" ? null : editing}
+          onClose={() => setEditing(null)}
+          onSaved={() => {
+            setEditing(null);
+            void reload();
+          }}
+        />
+      )}
+      {deleting && (
+        <ConfirmDelete
+          title={`Delete ${noun} ${deleting.name}`}
+          what={props.deleteWhat(deleting)}
+          confirmLabel={`Delete ${noun}`}
+          onConfirm={async () => {
+            await api("DELETE", `${path}/${encodeURIComponent(deleting.name)}`);
+            await reload();
+          }}
+          onClose={() => setDeleting(null)}
+        />
+      )}
+    </Stack>
+  );
+}
+
+const plural = (noun: string) => (noun.endsWith("y") ? `${noun.slice(0, -1)}ies` : `${noun}s`);
+
+/**
+ * A catalog form's state of saving: field messages, the form's own message, busy; `save` sends the body
+ * checked by the caller (PUT to the item when editing, POST to the collection when new) and maps a refusal
+ * onto the fields (`fallback` takes problems of fields the form does not show).
+ */
+export function useCatalogSave(options: { path: string; fields: string[]; fallback: string }) {
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  async function save(current: { name: string } | null, body: unknown, onSaved: () => void): Promise<void> {
+    setErrors({});
+    setError(null);
+    setBusy(true);
+    try {
+      if (current) await api("PUT", `${options.path}/${encodeURIComponent(current.name)}`, body);
+      else await api("POST", options.path, body);
+      onSaved();
+    } catch (e) {
+      const found = serverErrors(e, options.fields, options.fallback, { ALREADY_EXISTS: "name" });
+      setErrors(found.fields);
+      setError(found.message);
+    } finally {
+      setBusy(false);
+    }
+  }
+  return { errors, setErrors, error, setError, busy, save };
+}
+
+/** The edit dialog around a catalog form's fields: its message, then the fields, then Cancel and Save/Create. */
+export function CatalogFormDialog(props: {
+  noun: string;
+  /** The name of what is edited; null: a new one. */
+  editing: string | null;
+  error: string | null;
+  busy: boolean;
+  onSubmit: () => void;
+  onClose: () => void;
+  children: ReactNode;
+}) {
+  const { noun, editing } = props;
+  return (
+    <Modal
+      opened
+      closeButtonProps={{ "aria-label": "Close" }}
+      onClose={props.onClose}
+      title={editing !== null ? `Edit ${noun} ${editing}` : `New ${noun}`}
+      size="lg"
+    >
+      <Stack>
+        <FormAlert message={props.error} />
+        {props.children}
+        <Group justify="flex-end">
+          <Button variant="default" onClick={props.onClose}>
+            Cancel
+          </Button>
+          <Button onClick={props.onSubmit} loading={props.busy}>
+            {editing !== null ? `Save ${noun}` : `Create ${noun}`}
+          </Button>
+        </Group>
+      </Stack>
+    </Modal>
+  );
+}
