@@ -4,7 +4,8 @@
  * that states the policy's rules before anything is typed, says each error in words under its own
  * field, and follows the request through its approval stages. A pending request can be cancelled; a
  * denied one says who denied it and why. A request may ask to start later (approved ahead, active from
- * then): the card says when it starts, and it can be cancelled until then.
+ * then): the card says when it starts, and it can be cancelled until then. An active PostgreSQL role offers
+ * "Open SQL console" (sql/SqlConsole.tsx: queries through the PostgreSQL proxy, recorded, under its rules).
  */
 import {
   Alert,
@@ -23,7 +24,7 @@ import {
   Textarea,
   Title,
 } from "@mantine/core";
-import { useCallback, useEffect, useState } from "react";
+import { lazy, Suspense, useCallback, useEffect, useState } from "react";
 import { submitActivation, extendBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
 import { denialInWords, StageSteps } from "./requests/shared.js";
 import { api, ApiError } from "../api.js";
@@ -32,10 +33,16 @@ import { shortId } from "../../../src/contract/short-id.js";
 import { MyGroups } from "./MyGroups.js";
 import { PasskeyStepUp } from "./passkeys/PasskeyStepUp.js";
 
+/** The SQL console's code loads when one is opened, not with My access. */
+const SqlConsole = lazy(() => import("./sql/SqlConsole.js").then((m) => ({ default: m.SqlConsole })));
+
 export interface MyRole {
   role: string;
   description: string | null;
   risk: "low" | "medium" | "high" | "critical";
+  /** The role's target and its kind (postgres, ssh-host…). */
+  target?: string | null;
+  targetKind?: string | null;
   eligibleUntil: string | null;
   policy: {
     defaultDuration: string;
@@ -66,6 +73,8 @@ export default function MyAccess() {
   const [error, setError] = useState<string | null>(null);
   const [activating, setActivating] = useState<MyRole | null>(null);
   const [extending, setExtending] = useState<MyRole | null>(null);
+  /** The active PostgreSQL role whose SQL console is open. */
+  const [consoleRole, setConsoleRole] = useState<string | null>(null);
   /** Each role's latest request of mine (to say a denied one was denied, by whom and why). */
   const [latest, setLatest] = useState<Record<string, ActivationRequestDto>>({});
   /** What the last action did, in words ("prod-db-reader is deactivated."). */
@@ -167,6 +176,15 @@ export default function MyAccess() {
                   Extend
                 </Button>
               )}
+              {r.targetKind === "postgres" && (
+                <Button
+                  variant="default"
+                  onClick={() => setConsoleRole(r.role)}
+                  aria-label={`Open SQL console for ${r.role}`}
+                >
+                  Open SQL console
+                </Button>
+              )}
             </Group>
           </Card>
         ))}
@@ -217,6 +235,11 @@ export default function MyAccess() {
             void load();
           }}
         />
+      )}
+      {consoleRole && (
+        <Suspense fallback={null}>
+          <SqlConsole role={consoleRole} onClose={() => setConsoleRole(null)} />
+        </Suspense>
       )}
       {extending && (
         <ExtendDialog
