@@ -30,6 +30,7 @@ import {
   type SshCertificateLogin,
   type UpstreamSsh,
 } from "../../modules/sessions/sessions.types.js";
+import { execRefusal, fileChannel, refuseExec } from "./file-policy.js";
 import { createSftpTracker } from "./sftp-log.js";
 import { moderationAdmits, whenModerated } from "./live-moderation.js";
 
@@ -520,9 +521,22 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
       "shell",
       start("shell", "", (done) => upstream.shell(pty ? ptyOptions(pty) : false, { env }, done)),
     );
-    channelSession.on("exec", (accept, reject, info) =>
-      start("exec", info.command, (done) => upstream.exec(info.command, options(), done))(accept, reject),
-    );
+    channelSession.on("exec", (accept, reject, info) => {
+      // The file-transfer policy (file-policy.ts): a denied scp/rsync/sftp-server never reaches the target.
+      const scp = pty ? undefined : parseScpCommand(info.command);
+      const refusal = execRefusal(
+        session.policy.files,
+        session.role,
+        info.command,
+        scp,
+        pty ? undefined : parseRsyncCommand(info.command),
+      );
+      if (refusal && !started && !ending) {
+        started = true;
+        return refuseExec(session, accept, refusal);
+      }
+      start("exec", info.command, (done) => upstream.exec(info.command, options(), done))(accept, reject);
+    });
     channelSession.on("subsystem", (accept, reject, info) => {
       // Only SFTP is understood (sftp-log.ts); any other subsystem could be a shell by another name.
       if (info.name !== "sftp") {
@@ -556,6 +570,8 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
     const sftp = kind === "subsystem" && detail === "sftp" ? createSftpTracker() : undefined;
     const scpBytes = scp ? createScpCounter() : undefined;
     if (kind === "subsystem") recorder.event("subsystem", { name: detail });
+    // The file-transfer policy, sizes and SHA-256s of SFTP and legacy scp (file-policy.ts).
+    const files = fileChannel({ kind, detail, scp, session, local, remote });
     let exit: { exitCode?: number; signal?: string } = {};
 
     const recordOutput = kind === "shell" || (kind === "exec" && !scp && !rsync);
@@ -577,11 +593,11 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
       if (rsync?.direction === "upload") rsyncBytes += data.length;
     };
 
-    relayStream(remote, local, fromTarget, relaying);
+    relayStream(remote, local, fromTarget, relaying, files?.fromServer);
     relayStream(remote.stderr, local.stderr, fromTarget, relaying);
     // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
     local.on("end", () => safely(() => remote.end()));
-    relayStream(local, remote, fromClient, relaying);
+    relayStream(local, remote, fromClient, relaying, files?.fromClient);
     local.resume();
     remote.on("error", (error: Error) => log.debug({ err: error }, "ssh target channel error"));
 
@@ -607,6 +623,7 @@ function proxyConnection(client: Connection, clientAddress: string, deps: Connec
         recorder.event("exec", { command: detail, ...exit });
       }
       if (sftp) for (const event of sftp.end()) recorder.event("sftp", { ...event });
+      files?.end();
     };
     remote.on("close", () => {
       recordEnd();
@@ -892,7 +909,14 @@ function connectUpstream(upstream: UpstreamSsh, timeoutMs: number): Promise<SshC
  *   or descheduled. While `to` is backed up nothing is granted, so what the proxy holds per direction
  *   stays bounded (RELAY_WINDOW + ssh2's 2 MiB readable and writable buffers).
  */
-function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => void, relaying: () => boolean): void {
+function relayStream(
+  from: Readable,
+  to: Writable,
+  observe: (data: Buffer) => void,
+  relaying: () => boolean,
+  /** What to pass on instead of the chunk (the file-transfer policy); a filter that fails passes nothing. */
+  transform?: (data: Buffer) => Buffer[],
+): void {
   const window = channelWindow(from, RELAY_WINDOW);
   const batch = writeBatch(to);
   let waiting = false;
@@ -910,7 +934,19 @@ function relayStream(from: Readable, to: Writable, observe: (data: Buffer) => vo
     }
     if (!to.writable) return;
     batch?.cork();
-    if (to.write(data)) {
+    let passed = true;
+    if (transform) {
+      let parts: Buffer[] = [];
+      try {
+        parts = transform(data);
+      } catch {
+        // Fail closed: nothing the filter could not judge goes on.
+      }
+      for (const part of parts) passed = to.write(part) && passed;
+    } else {
+      passed = to.write(data);
+    }
+    if (passed) {
       window?.grant();
     } else if (!waiting) {
       waiting = true;
