@@ -72,8 +72,8 @@ export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
     url: "/v1/sessions/:id/live",
     config: { requirement: "public" },
     schema: { tags, params: sessionParams },
-    websocket: true,
-    // A plain HTTP request (no upgrade) gets an answer that says why.
+    // `handler` answers a plain HTTP request (no upgrade) with why; `wsHandler` takes the upgraded socket.
+    // (Not `websocket: true`: with it the plugin would take `handler` for the socket.)
     handler: async () => {
       throw new StintError("VALIDATION_FAILED", "This endpoint is a WebSocket: open it with an Upgrade request.");
     },
