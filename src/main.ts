@@ -163,11 +163,12 @@ export async function runServer(options: { configFile?: string | undefined } = {
   const lines = [
     `Stint is listening on ${url} (${config.databaseUrl ? "PostgreSQL" : `embedded database in ${path.resolve(config.dataDir)}`})`,
   ];
-  if (proxies.ssh || proxies.postgres)
+  if (proxies.ssh || proxies.postgres || proxies.mysql)
     lines.push(
       `Session proxies: ${[
         proxies.ssh ? `SSH on ${proxies.ssh.host}:${proxies.ssh.port}` : null,
         proxies.postgres ? `PostgreSQL on ${proxies.postgres.host}:${proxies.postgres.port}` : null,
+        proxies.mysql ? `MySQL on ${proxies.mysql.host}:${proxies.mysql.port}` : null,
       ]
         .filter(Boolean)
         .join(", ")}`,

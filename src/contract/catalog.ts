@@ -164,6 +164,8 @@ export const policySpec = z.strictObject({
        * the upstream login is also opened with default_transaction_read_only=on.
        */
       queries: queryRules.optional(),
+      /** MySQL proxy: LOAD DATA LOCAL (the server reading a file from the client's machine); refused unless true. */
+      loadDataLocal: z.boolean().optional(),
       /** SSH proxy: file transfers (SFTP, scp, rsync) by direction and size (see file-policy.ts); absent, all pass. */
       files: fileRules.optional(),
       /**

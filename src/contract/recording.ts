@@ -1,12 +1,15 @@
 /**
  * Recording formats, pure. SSH sessions: asciicast v2 (one JSON header line, then `[time, code, data]`
  * lines: "o" output, "i" input, "r" resize "COLSxROWS", "m" a marker whose data is a JSON object for
- * the non-terminal facts: exec, scp, sftp, forward). PostgreSQL sessions: JSON lines, a header
- * `{ version: 1, kind: "postgres", … }` then one QueryLogEntry per line with its time `t`.
+ * the non-terminal facts: exec, scp, sftp, forward). PostgreSQL and MySQL sessions: JSON lines, a header
+ * `{ version: 1, kind: "postgres" | "mysql", … }` then one QueryLogEntry per line with its time `t`.
  */
-export type SessionKind = "ssh" | "postgres";
+export type SessionKind = "ssh" | "postgres" | "mysql";
 
-/** One entry of a PostgreSQL query log. */
+/** The session kinds whose recording is a query log. */
+export type QueryLogKind = "postgres" | "mysql";
+
+/** One entry of a PostgreSQL or MySQL query log. */
 export interface QueryLogEntry {
   statement: string;
   /** Bound parameters (text form; null for SQL NULL; "<binary n bytes>" for binary), only when the policy keeps them. */
@@ -63,10 +66,10 @@ export function asciicastEvent(time: number, code: "o" | "i" | "r" | "m", data: 
   return `${JSON.stringify([time, code, data])}\n`;
 }
 
-export function queryLogHeader(meta: RecordingMeta): string {
+export function queryLogHeader(meta: RecordingMeta, kind: QueryLogKind = "postgres"): string {
   return `${JSON.stringify({
     version: 1,
-    kind: "postgres",
+    kind,
     session: meta.session,
     user: meta.user,
     role: meta.role,
@@ -92,7 +95,7 @@ export type ParsedRecording =
       /** Marker events (exec, scp, sftp, forward) in order. */
       events: ({ time: number; event: string } & Record<string, unknown>)[];
     }
-  | { kind: "postgres"; header: Record<string, unknown>; queries: (QueryLogEntry & { t: number })[] };
+  | { kind: QueryLogKind; header: Record<string, unknown>; queries: (QueryLogEntry & { t: number })[] };
 
 /** Reads a stored recording back; throws on text that is not one. */
 export function parseRecording(text: string): ParsedRecording {
@@ -109,9 +112,9 @@ export function parseRecording(text: string): ParsedRecording {
     }
     return { kind: "ssh", header: header as unknown as AsciicastHeader, frames, events };
   }
-  if (header.version === 1 && header.kind === "postgres")
+  if (header.version === 1 && (header.kind === "postgres" || header.kind === "mysql"))
     return {
-      kind: "postgres",
+      kind: header.kind,
       header,
       queries: lines.slice(1).map((line) => JSON.parse(line) as QueryLogEntry & { t: number }),
     };
@@ -136,4 +139,4 @@ export function transcript(recording: ParsedRecording): string {
     .join("");
 }
 
-export const RECORDING_EXTENSION: Record<SessionKind, string> = { ssh: "cast", postgres: "jsonl" };
+export const RECORDING_EXTENSION: Record<SessionKind, string> = { ssh: "cast", postgres: "jsonl", mysql: "jsonl" };

@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { isoTime, name, reason } from "./common.js";
 
-export const sessionKind = z.enum(["ssh", "postgres"]);
+export const sessionKind = z.enum(["ssh", "postgres", "mysql"]);
 
 export const session = z.object({
   id: z.uuid(),
@@ -45,8 +45,11 @@ export const dbTokenBody = z.strictObject({
   once: z.boolean().default(false),
 });
 export const dbToken = z.object({
+  /** Which proxy the token is for (absent from servers before MySQL: PostgreSQL). */
+  kind: z.enum(["postgres", "mysql"]).optional(),
   host: z.string(),
   port: z.number().int(),
+  /** PostgreSQL: the database the proxy opens; MySQL: empty (the client names one, or none). */
   database: z.string(),
   user: z.string(),
   password: z.string(),

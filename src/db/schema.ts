@@ -461,7 +461,7 @@ export interface DatabaseTokensTable {
 
 export interface SessionsTable {
   id: string;
-  kind: "ssh" | "postgres";
+  kind: "ssh" | "postgres" | "mysql";
   principal_id: string;
   request_id: string;
   role_id: string;

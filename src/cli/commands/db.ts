@@ -1,9 +1,11 @@
 /**
  * `stint db creds ROLE`: the database login Stint minted for your active activation of a role
  * with `dynamic: true`. The password is printed only here (stdout), never logged by Stint.
- * `stint db login ROLE`: a token for Stint's PostgreSQL proxy (you never see the database's own
- * credential); `stint db proxy ROLE --port N`: a local tunnel that needs no password at all.
+ * `stint db login ROLE`: a token for Stint's PostgreSQL or MySQL proxy (you never see the database's own
+ * credential), with the psql or mariadb command line that uses it (`--defaults-file` writes a MySQL option
+ * file, mode 0600); `stint db proxy ROLE --port N`: a local tunnel (PostgreSQL) that needs no password at all.
  */
+import { chmod, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { dbCredentials } from "../../contract/grants.js";
 import { dbToken } from "../../contract/sessions.js";
@@ -11,7 +13,27 @@ import { createLocalTunnel } from "../../proxies/pg/local-tunnel.js";
 import { segment } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { emit, note } from "../output.js";
+import { CliError } from "../exit-codes.js";
 import { checkName, clientFor, integerIn } from "./shared.js";
+
+/** A value in a MySQL option file or on a shell command line, single-quoted. */
+function quoted(value: string | number): string {
+  return `'${String(value).replace(/'/g, "'\\''")}'`;
+}
+
+/** A MySQL option file's [client] group: what `mariadb --defaults-file=…` and `mysql` read. */
+export function mysqlOptionFile(login: { host: string; port: number; user: string; password: string }): string {
+  const value = (v: string | number) => `"${String(v).replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+  return [
+    "# Written by stint db login: a Stint database token, valid until your activation ends.",
+    "[client]",
+    `host=${value(login.host)}`,
+    `port=${login.port}`,
+    `user=${value(login.user)}`,
+    `password=${value(login.password)}`,
+    "",
+  ].join("\n");
+}
 
 /** A libpq keyword/value string for psql ("host=… port=… user=… dbname=…"), values quoted as libpq wants. */
 function conninfo(parts: Record<string, string | number>): string {
@@ -52,16 +74,19 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
     });
 
   db.command("login")
-    .description("a password for Stint's PostgreSQL proxy, valid while your activation of ROLE lasts")
+    .description("a password for Stint's PostgreSQL or MySQL proxy, valid while your activation of ROLE lasts")
     .argument("<role>", "the role you activated")
     .option("--once", "a token that opens a single connection")
+    .option("--defaults-file <path>", "MySQL targets: write a [client] option file (mode 0600) for mariadb/mysql")
     .addHelpText(
       "after",
       "\nThe token works for many connections (pools, reconnects) until the activation ends; with --once\n" +
-        "it opens exactly one. Sessions through the proxy are recorded as a query log.\n" +
-        '\nExamples:\n  stint db login app-db\n  psql "$(stint db login app-db --json | jq -r \'"host=\\(.host) port=\\(.port) user=\\(.user) password=\\(.password) dbname=\\(.database)"\')"\n',
+        "it opens exactly one. Sessions through the proxy are recorded as a query log. MySQL clients send\n" +
+        "the token in clear (mysql_clear_password), so the proxy takes it only over TLS or from its own machine.\n" +
+        '\nExamples:\n  stint db login app-db\n  psql "$(stint db login app-db --json | jq -r \'"host=\\(.host) port=\\(.port) user=\\(.user) password=\\(.password) dbname=\\(.database)"\')"\n' +
+        "  stint db login app-maria --defaults-file ~/.stint-maria.cnf && mariadb --defaults-file=~/.stint-maria.cnf shop\n",
     )
-    .action(async (roleName: string, options: { once?: boolean }, command: Command) => {
+    .action(async (roleName: string, options: { once?: boolean; defaultsFile?: string }, command: Command) => {
       const { json } = globalOptions(command);
       const role = checkName("role", roleName);
       const client = await clientFor(ctx, command);
@@ -69,6 +94,34 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
         body: { role, once: options.once === true },
         schema: dbToken,
       });
+      if (data.kind === "mysql") {
+        if (options.defaultsFile !== undefined) {
+          await writeFile(options.defaultsFile, mysqlOptionFile(data), { mode: 0o600 });
+          await chmod(options.defaultsFile, 0o600);
+        }
+        emit(ctx, json, raw, () =>
+          [
+            `host:     ${data.host}`,
+            `port:     ${data.port}`,
+            `user:     ${data.user}`,
+            `password: ${data.password}`,
+            `expires:  ${data.expiresAt}`,
+            "",
+            options.defaultsFile !== undefined
+              ? `mariadb --defaults-file=${quoted(options.defaultsFile)} [database]`
+              : `mariadb --host=${quoted(data.host)} --port=${data.port} --user=${quoted(data.user)} --password [database]  (password above)`,
+            "",
+          ].join("\n"),
+        );
+        if (!json)
+          note(
+            ctx,
+            "The token dies with the activation; your session is recorded. Drivers must allow mysql_clear_password (mysql2: authPlugins).",
+          );
+        return;
+      }
+      if (options.defaultsFile !== undefined)
+        throw new CliError("USAGE", `--defaults-file is for MySQL targets; ${role} is on a PostgreSQL database.`);
       emit(ctx, json, raw, () =>
         [
           `host:     ${data.host}`,

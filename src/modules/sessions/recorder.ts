@@ -58,9 +58,9 @@ export function createRecorder(options: {
     headerWritten = true;
     write(asciicastHeader(meta, size));
   };
-  if (kind === "postgres") {
+  if (kind === "postgres" || kind === "mysql") {
     headerWritten = true;
-    write(queryLogHeader(meta));
+    write(queryLogHeader(meta, kind));
   }
   const text = (decoder: StringDecoder, data: Buffer | string) =>
     typeof data === "string" ? data : decoder.write(data);
@@ -97,7 +97,7 @@ export function createRecorder(options: {
       return write(asciicastEvent(time(), "m", JSON.stringify({ event: name, ...fields })));
     },
     query(entry: QueryLogEntry) {
-      if (kind !== "postgres" || finished) return !finished;
+      if (kind === "ssh" || finished) return !finished;
       return write(queryLogLine(time(), entry));
     },
     async finish() {

@@ -30,6 +30,8 @@ export interface SessionPolicy {
   queryParameters: boolean;
   /** PostgreSQL: the query policy (statement kinds, denied functions, WHERE required); absent: none. */
   queries?: QueryRules;
+  /** MySQL: LOAD DATA LOCAL (the server asking the client for a file) passes only when true. */
+  loadDataLocal?: boolean;
   /** SSH: the file-transfer policy (download, upload, maxBytes); absent: all transfers pass. */
   files?: FileRules;
   /** A moderator must join before anything is opened upstream (live.service.ts); absent: none. */
@@ -85,6 +87,18 @@ export interface UpstreamPostgres {
   allowAuth: ("scram-sha-256" | "md5" | "password")[];
 }
 
+export interface UpstreamMysql {
+  kind: "mysql";
+  host: string;
+  /** The judged IP address \`host\` resolved to: the proxy connects here and nowhere else. */
+  address: string;
+  port: number;
+  /** The database the client asked for at sign-in (null: none); the login's privileges decide the rest. */
+  database: string | null;
+  user: string;
+  password: string;
+}
+
 export interface UpstreamSsh {
   kind: "ssh";
   host: string;
@@ -121,12 +135,14 @@ export interface SessionRecorder {
    * `scp` {direction, path, bytes}, `forward` {kind, host, port, allowed}, `subsystem` {name}.
    */
   event(name: string, fields: Record<string, unknown>): void;
-  /** A PostgreSQL query, logged when it completes (or fails). */
+  /** A PostgreSQL or MySQL query, logged when it completes (or fails). */
   query(entry: QueryLogEntry): void;
 }
 
 /** A session the module opened: the proxy relays until `signal` aborts or either side closes, then calls `end`. */
-export interface BrokeredSession<U extends UpstreamPostgres | UpstreamSsh = UpstreamPostgres | UpstreamSsh> {
+export interface BrokeredSession<
+  U extends UpstreamPostgres | UpstreamMysql | UpstreamSsh = UpstreamPostgres | UpstreamMysql | UpstreamSsh,
+> {
   id: string;
   /** Stint user name, role and target names (for logs and prompts). */
   user: string;
@@ -206,6 +222,16 @@ export interface SessionGate {
     database: string | null;
     clientAddress: string;
   }): Promise<BrokeredSession<UpstreamPostgres>>;
+  /**
+   * MySQL/MariaDB: the sign-in's user ("alice%app-maria": Stint user and role) and the password the client
+   * sent in clear (a Stint database token), and the database it asked for. Same checks as openPostgres.
+   */
+  openMysql(input: {
+    user: string;
+    password: string;
+    database: string | null;
+    clientAddress: string;
+  }): Promise<BrokeredSession<UpstreamMysql>>;
   /**
    * SSH, step 1: a public-key offer. `username` is what the client logs in as ("alice%prod-web"),
    * `algorithm` and `key` the offered key (a certificate blob). Refuses anything but a valid Stint

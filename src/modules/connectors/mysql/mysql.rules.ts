@@ -4,6 +4,7 @@
  * classified. No IO here; mysql.connector.ts does the talking.
  */
 import { ConnectorError, refused, unavailable } from "../connector.types.js";
+import { sessionOptionProblems } from "../session-options.rules.js";
 
 /** User, role, database and table names are restricted to characters that need no escaping anywhere. */
 const LOGIN_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$/;
@@ -75,7 +76,7 @@ export function parseAddress(address: string): MysqlAddress | { problems: string
 
 export function checkOptions(options: Record<string, unknown>): string[] {
   const problems: string[] = [];
-  const known = new Set(["accountHost", "privilegedRoles", "ignore", "terminateSessions"]);
+  const known = new Set(["accountHost", "privilegedRoles", "ignore", "terminateSessions", "session"]);
   for (const key of Object.keys(options))
     if (!known.has(key)) problems.push(`options.${key} is not a MySQL option (use ${[...known].join(", ")})`);
   const { accountHost, privilegedRoles, ignore, terminateSessions } = options;
@@ -97,6 +98,8 @@ export function checkOptions(options: Record<string, unknown>): string[] {
   }
   if (terminateSessions !== undefined && typeof terminateSessions !== "boolean")
     problems.push("options.terminateSessions must be true or false");
+  // The login the MySQL session proxy signs in as, and the vault path of its password.
+  problems.push(...sessionOptionProblems(options.session));
   return problems;
 }
 

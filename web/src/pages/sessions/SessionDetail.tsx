@@ -70,7 +70,7 @@ export function SessionDetail({ session, onClose }: { session: SessionView; onCl
   }
 
   const facts: [string, string][] = [
-    ["Kind", session.kind === "ssh" ? "SSH" : "PostgreSQL"],
+    ["Kind", session.kind === "ssh" ? "SSH" : session.kind === "mysql" ? "MySQL" : "PostgreSQL"],
     ["User", session.user],
     ["Role", session.role],
     ["Target", `${session.target} (login ${session.login})`],
@@ -199,7 +199,7 @@ function SshRecordingView({ recording }: { recording: Extract<ParsedRecording, {
   );
 }
 
-function QueryTranscript({ recording }: { recording: Extract<ParsedRecording, { kind: "postgres" }> }) {
+function QueryTranscript({ recording }: { recording: Exclude<ParsedRecording, { kind: "ssh" }> }) {
   if (recording.queries.length === 0) return <Text c="dimmed">No queries were run.</Text>;
   return (
     <Table.ScrollContainer minWidth={720}>

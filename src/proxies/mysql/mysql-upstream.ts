@@ -1,0 +1,198 @@
+/**
+ * Socket-side helpers of the MySQL proxy: whole packets during a handshake (with a deadline and a size
+ * cap), the upstream sign-in, and KILL QUERY on a fresh connection (what ends a running statement).
+ */
+import type { Socket } from "node:net";
+import type { UpstreamMysql } from "../../modules/sessions/sessions.types.js";
+import { connectTcp } from "../pg/wire-stream.js";
+import {
+  CACHING_SHA2_PASSWORD,
+  CLIENT,
+  COM,
+  MAX_PAYLOAD,
+  MysqlWireError,
+  NATIVE_PASSWORD,
+  PROXY_CAPABILITIES,
+  cachingSha2Scramble,
+  encodeHandshakeResponse,
+  nativePasswordScramble,
+  packet,
+  parseAuthSwitch,
+  parseErr,
+  parseGreeting,
+  rsaEncryptedPassword,
+} from "./mysql-wire.js";
+
+/** Handshake packets are small; a longer one before sign-in ends the connection. */
+export const MAX_HANDSHAKE_PACKET = 64 * 1024;
+/** utf8mb4_general_ci: what the greeting offers until the client names its own. */
+export const UTF8MB4 = 45;
+
+/** The upstream could not be signed in to; the message is for the client (never the password). */
+export class UpstreamFailure extends Error {}
+
+/** Whole packets during a handshake, with a deadline; the bytes after them for the relay. */
+export interface PacketInbox {
+  next(timeoutMs: number): Promise<{ seq: number; payload: Buffer }>;
+  /** Stops reading; returns the bytes received and not yet taken. */
+  detach(): Buffer;
+}
+
+export function createPacketInbox(socket: Socket, maxLength: number): PacketInbox {
+  let buffer: Buffer = Buffer.alloc(0);
+  let waiter: (() => void) | null = null;
+  let failure: Error | null = null;
+  const onData = (chunk: Buffer) => {
+    buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
+    waiter?.();
+  };
+  const onEnd = () => {
+    failure ??= new Error("the connection closed");
+    waiter?.();
+  };
+  socket.on("data", onData);
+  socket.on("close", onEnd);
+  socket.on("end", onEnd);
+  const take = (): { seq: number; payload: Buffer } | null => {
+    if (buffer.length < 4) return null;
+    const length = buffer.readUIntLE(0, 3);
+    if (length > maxLength) throw new MysqlWireError(`a ${length}-byte packet during the handshake`);
+    if (buffer.length < 4 + length) return null;
+    const payload = buffer.subarray(4, 4 + length);
+    const seq = buffer[3]!;
+    buffer = buffer.subarray(4 + length);
+    return { seq, payload };
+  };
+  return {
+    async next(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const got = take();
+        if (got) return got;
+        if (failure) throw failure;
+        const wait = deadline - Date.now();
+        if (wait <= 0) throw new Error("timed out");
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, wait);
+          waiter = () => {
+            clearTimeout(timer);
+            waiter = null;
+            resolve();
+          };
+        });
+      }
+    },
+    detach() {
+      socket.off("data", onData);
+      socket.off("close", onEnd);
+      socket.off("end", onEnd);
+      const rest = buffer;
+      buffer = Buffer.alloc(0);
+      return rest;
+    },
+  };
+}
+
+/**
+ * Signs in upstream with the gate's login: the client's capabilities as negotiated with the proxy (less
+ * what the proxy keeps to itself), by mysql_native_password or caching_sha2_password (fast path, or the
+ * full one with the server's RSA key). Returns the server's OK payload, the bytes after it and the
+ * server's connection id (for KILL QUERY).
+ */
+export async function signInUpstream(
+  socket: Socket,
+  target: UpstreamMysql,
+  hello: { capabilities: number; maxPacketSize: number; charset: number },
+  options: { timeoutMs: number; loadDataLocal: boolean; database: string | null },
+): Promise<{ ok: Buffer; rest: Buffer; connectionId: number }> {
+  const where = `${target.host}:${target.port}`;
+  const inbox = createPacketInbox(socket, MAX_HANDSHAKE_PACKET);
+  const deadline = Date.now() + options.timeoutMs;
+  const remaining = () => Math.max(1, deadline - Date.now());
+  const greeting = await inbox.next(remaining());
+  const server = parseGreeting(greeting.payload);
+  let capabilities =
+    (hello.capabilities & PROXY_CAPABILITIES & server.capabilities) |
+    CLIENT.PROTOCOL_41 |
+    CLIENT.SECURE_CONNECTION |
+    CLIENT.PLUGIN_AUTH |
+    (server.capabilities & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA);
+  capabilities &= ~(CLIENT.CONNECT_ATTRS | CLIENT.SSL | CLIENT.CONNECT_WITH_DB);
+  // The server itself refuses LOAD DATA LOCAL unless the policy allows it (the relay refuses it too).
+  if (!options.loadDataLocal) capabilities &= ~CLIENT.LOCAL_FILES;
+  if (options.database !== null) capabilities |= CLIENT.CONNECT_WITH_DB;
+  let plugin = server.authPlugin === CACHING_SHA2_PASSWORD ? CACHING_SHA2_PASSWORD : NATIVE_PASSWORD;
+  let nonce = server.scramble;
+  const answerFor = (name: string, data: Buffer): Buffer => {
+    if (name === NATIVE_PASSWORD) return nativePasswordScramble(target.password, data);
+    if (name === CACHING_SHA2_PASSWORD) return cachingSha2Scramble(target.password, data);
+    throw new UpstreamFailure(
+      `the database at ${where} asks for the ${name.slice(0, 64)} sign-in; Stint signs in there by mysql_native_password or caching_sha2_password`,
+    );
+  };
+  let seq = greeting.seq + 1;
+  socket.write(
+    packet(
+      seq,
+      encodeHandshakeResponse({
+        capabilities,
+        maxPacketSize: hello.maxPacketSize || MAX_PAYLOAD,
+        charset: hello.charset,
+        user: target.user,
+        authResponse: answerFor(plugin, nonce),
+        database: options.database,
+        authPlugin: plugin,
+      }),
+    ),
+  );
+  for (;;) {
+    const reply = await inbox.next(remaining());
+    seq = reply.seq + 1;
+    const first = reply.payload[0];
+    if (first === 0x00) return { ok: reply.payload, rest: inbox.detach(), connectionId: server.connectionId };
+    if (first === 0xff) {
+      const err = parseErr(reply.payload);
+      throw new UpstreamFailure(`the database at ${where} refused the session: ${err.message}`);
+    }
+    if (first === 0xfe) {
+      const change = parseAuthSwitch(reply.payload);
+      plugin = change.plugin;
+      nonce = change.data;
+      socket.write(packet(seq, answerFor(plugin, nonce)));
+      continue;
+    }
+    if (first === 0x01 && plugin === CACHING_SHA2_PASSWORD) {
+      const data = reply.payload.subarray(1);
+      if (data.length === 1 && data[0] === 0x03) continue; // fast path: the OK follows
+      if (data.length === 1 && data[0] === 0x04) {
+        socket.write(packet(seq, Buffer.from([0x02]))); // full authentication: the server's public key, please
+        continue;
+      }
+      if (data.toString("latin1").includes("BEGIN PUBLIC KEY")) {
+        socket.write(packet(seq, rsaEncryptedPassword(target.password, nonce, data.toString("latin1"))));
+        continue;
+      }
+    }
+    throw new UpstreamFailure(`unexpected sign-in packet from the database at ${where}`);
+  }
+}
+
+/** KILL QUERY on a fresh connection with the same login: a statement running when its session is ended stops. */
+export async function killUpstreamQuery(target: UpstreamMysql, connectionId: number, timeoutMs: number): Promise<void> {
+  const socket = await connectTcp(target.address, target.port, timeoutMs);
+  socket.on("error", () => {});
+  try {
+    await signInUpstream(
+      socket,
+      target,
+      { capabilities: PROXY_CAPABILITIES, maxPacketSize: MAX_PAYLOAD, charset: UTF8MB4 },
+      { timeoutMs, loadDataLocal: false, database: null },
+    );
+    const inbox = createPacketInbox(socket, MAX_HANDSHAKE_PACKET);
+    socket.write(packet(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`KILL QUERY ${connectionId}`)])));
+    await inbox.next(timeoutMs);
+    socket.end(packet(0, Buffer.from([COM.QUIT])));
+  } finally {
+    setTimeout(() => socket.destroy(), 1_000).unref();
+  }
+}
