@@ -56,6 +56,8 @@ export function createScheduler(deps: {
   batchSize?: number;
   /** Activations or stage deadlines one transaction ends at most (fewer after a failed one; it loops until done). */
   endBatchSize?: number;
+  /** Expiry transactions run at once (default 2; on PGlite's one connection they take turns). */
+  expiryLanes?: number;
   /** Wakes the scheduler at the next expiry instead of the next poll (see above). */
   expiries?: {
     /** The earliest expiry of an active activation (read after each pass). */
@@ -70,6 +72,7 @@ export function createScheduler(deps: {
   const batch = deps.batchSize ?? 100;
   const expiries = shrinkingBatch(deps.endBatchSize ?? DEFAULT_EXPIRY_BATCH);
   const deadlines = shrinkingBatch(deps.endBatchSize ?? DEFAULT_DEADLINE_BATCH);
+  const expiryLanes = Math.max(1, deps.expiryLanes ?? DEFAULT_EXPIRY_LANES);
   let running = false;
   let timer: NodeJS.Timeout | undefined;
   let inFlight: Promise<unknown> = Promise.resolve();
@@ -115,14 +118,22 @@ export function createScheduler(deps: {
   }
 
   async function runOnce() {
-    let expired = 0;
     let timedOut = 0;
-    for (;;) {
-      const n = await expiries.run((limit) => deps.requests.expireDue(limit));
-      if (n.done > 0) await failpoint("scheduler.expiry.after-commit");
-      expired += n.done;
-      if (n.done < n.limit) break;
-    }
+    // Expiries in `expiryLanes` transactions at once (rows claimed with SKIP LOCKED: disjoint), so one lane's
+    // statements run in the database while another builds its audit events here: both cores work on a wave.
+    const lane = async () => {
+      let ended = 0;
+      for (;;) {
+        const n = await expiries.run((limit) => deps.requests.expireDue(limit));
+        if (n.done > 0) await failpoint("scheduler.expiry.after-commit");
+        ended += n.done;
+        if (n.done < n.limit) return ended;
+      }
+    };
+    const lanes = await Promise.allSettled(Array.from({ length: expiryLanes }, lane));
+    const failed = lanes.find((l) => l.status === "rejected");
+    if (failed) throw failed.reason;
+    const expired = lanes.reduce((sum, l) => sum + (l.status === "fulfilled" ? l.value : 0), 0);
     // One indexed read says whether any pending expiry or start is due: an idle pass then costs one statement,
     // not two claiming transactions (bench/request-timing.bench.ts).
     const timingDue = deps.timing ? await deps.timing.nextTimingDue() : null;
@@ -207,11 +218,14 @@ export function createScheduler(deps: {
 }
 
 /**
- * Activations one expiry transaction ends at most by default. Ending is set-based (`endActivations`: six round
- * trips whatever the number, ~130 ms for 500 on a loaded host), so a large batch is short; bench/expiry.bench.ts
- * measured 16 per transaction far too slow for a wave of 10,000 (p99 13 s against 2.5 s at 500).
+ * Activations one expiry transaction ends at most by default. Ending is set-based (a few statements
+ * whatever the number), so a large batch is short and the per-transaction costs (BEGIN, COMMIT's flush, the
+ * round trips) are shared by more activations; bench/expiry.bench.ts measured 16 per transaction far too slow
+ * for a wave of 10,000 (p99 13 s against 2.5 s at 500), and CPU per activation lower at 2,000 than at 500.
  */
-const DEFAULT_EXPIRY_BATCH = 500;
+const DEFAULT_EXPIRY_BATCH = 1000;
+/** Expiry transactions at once: the database ends one batch while this process writes another's events. */
+const DEFAULT_EXPIRY_LANES = 2;
 /** setTimeout's longest delay (about 24.8 days); a later expiry is re-armed after the next pass. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Stage deadlines are still applied one row at a time (several statements each): fewer per transaction. */

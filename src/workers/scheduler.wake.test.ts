@@ -13,13 +13,14 @@ function fakeRequests() {
   return {
     passes,
     requests: {
-      async expireDue() {
+      // A pass calls expireDue once per expiry lane; it warns of what is about to expire once.
+      expireDue: async () => 0,
+      processDeadlines: async () => 0,
+      reportEndedEligibilities: async () => 0,
+      async warnExpiring() {
         passes.push(Date.now());
         return 0;
       },
-      processDeadlines: async () => 0,
-      reportEndedEligibilities: async () => 0,
-      warnExpiring: async () => 0,
     },
   };
 }
