@@ -73,7 +73,9 @@ export interface LiveHubOptions {
 interface Feed {
   info: LiveSessionInfo;
   header: string | null;
+  /** The latest lines: `recent` from index `recentStart` (dropped lines are skipped, compacted now and then). */
   recent: string[];
+  recentStart: number;
   recentLength: number;
   watchers: Set<Watcher>;
   moderation: {
@@ -147,6 +149,7 @@ export function createLiveHub(options: LiveHubOptions = {}) {
         info,
         header: null,
         recent: [],
+        recentStart: 0,
         recentLength: 0,
         watchers: new Set(),
         moderation: {
@@ -179,8 +182,13 @@ export function createLiveHub(options: LiveHubOptions = {}) {
           } else if (shownToWatchers(line)) {
             feed.recent.push(line);
             feed.recentLength += line.length;
-            while (feed.recentLength > recentBytes && feed.recent.length > 1)
-              feed.recentLength -= feed.recent.shift()!.length;
+            // Dropping from the front by index (Array#shift copies the whole array each time).
+            while (feed.recentLength > recentBytes && feed.recent.length - feed.recentStart > 1)
+              feed.recentLength -= feed.recent[feed.recentStart++]!.length;
+            if (feed.recentStart >= 1024 && feed.recentStart * 2 >= feed.recent.length) {
+              feed.recent = feed.recent.slice(feed.recentStart);
+              feed.recentStart = 0;
+            }
           } else {
             return;
           }
@@ -238,7 +246,7 @@ export function createLiveHub(options: LiveHubOptions = {}) {
         moderation: moderationView(feed),
       });
       safely(() => watcher.socket.send(hello));
-      const backlog = (feed.header ?? "") + feed.recent.join("");
+      const backlog = (feed.header ?? "") + feed.recent.slice(feed.recentStart).join("");
       if (backlog.length > 0) deliver(feed, watcher, Buffer.from(backlog));
       if (watcher.mode === "moderate") broadcastModeration(feed);
       return {
