@@ -11,7 +11,7 @@ import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import type { Duplex } from "node:stream";
 import type { FastifyRequest } from "fastify";
 import ssh2 from "ssh2";
-import type { ClientChannel, Client as SshClient, IdentityCallback, SignCallback } from "ssh2";
+import type { AgentAuthMethod, ClientChannel, Client as SshClient, IdentityCallback, SignCallback } from "ssh2";
 import type { WebSocket } from "@fastify/websocket";
 import type { App } from "../../http/app.js";
 import { isStintError, StintError, toEnvelope, type ErrorCode } from "../../lib/errors.js";
@@ -393,10 +393,15 @@ function openShell(
         resolve({ client, channel });
       });
     });
+    const agentAuth: AgentAuthMethod = {
+      type: "agent",
+      username: login,
+      agent: new CertificateAgent(certificate, key.privateKey),
+    };
     client.connect({
       sock: sock as never,
       username: login,
-      authHandler: [{ type: "agent", username: login, agent: new CertificateAgent(certificate, key.privateKey) }],
+      authHandler: [agentAuth],
       // The connection is in memory, to this process's own proxy: there is no one in between to detect.
       hostVerifier: () => true,
       readyTimeout: 30_000,
@@ -419,8 +424,8 @@ export function registerTerminalRoutes(app: App, deps: { terminals: WebTerminals
     url: "/v1/ssh/terminals",
     config: { requirement: "public" },
     schema: { tags: ["sessions"] },
-    websocket: true,
-    // A plain HTTP request (no upgrade) gets an answer that says why.
+    // `wsHandler` without `websocket: true`: with it, @fastify/websocket takes `handler` as the socket's
+    // handler and answers a plain request 404 with no body. A plain HTTP request gets an answer that says why.
     handler: async () => {
       throw new StintError("VALIDATION_FAILED", "This endpoint is a WebSocket: open it with an Upgrade request.");
     },
