@@ -2,6 +2,8 @@
 import type { App } from "../../http/app.js";
 import * as c from "../../contract/catalog-api.js";
 import { ok } from "../../contract/common.js";
+import type { z } from "zod";
+import type { Actor, CallContext } from "../authz/authz.types.js";
 import type { CatalogService } from "./catalog.service.js";
 
 export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService }) {
@@ -9,108 +11,41 @@ export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService 
   const read = { requirement: "catalog.read" } as const;
   const write = { requirement: "catalog.write" } as const;
 
-  // Targets
-  app.get(
+  // Targets, policies and roles: one shape each, named by `:ref` (name or id).
+  registerNamedKind(
+    app,
     "/v1/targets",
-    { config: read, schema: { tags: ["catalog"], response: { 200: c.targetList } } },
-    async (req) => ({
-      items: await catalog.listTargets(req.actor),
-    }),
-  );
-  app.post(
-    "/v1/targets",
-    { config: write, schema: { tags: ["catalog"], body: c.targetInput, response: { 201: c.target } } },
-    async (req, reply) => {
-      reply.code(201);
-      return catalog.createTarget(req.actor, req.body, req.callContext);
-    },
-  );
-  app.get(
-    "/v1/targets/:ref",
-    { config: read, schema: { tags: ["catalog"], params: c.refParam, response: { 200: c.target } } },
-    async (req) => catalog.getTarget(req.actor, req.params.ref),
-  );
-  app.put(
-    "/v1/targets/:ref",
+    { input: c.targetInput, item: c.target, list: c.targetList },
     {
-      config: write,
-      schema: { tags: ["catalog"], params: c.refParam, body: c.targetInput, response: { 200: c.target } },
-    },
-    async (req) => catalog.updateTarget(req.actor, req.params.ref, req.body, req.callContext),
-  );
-  app.delete(
-    "/v1/targets/:ref",
-    { config: write, schema: { tags: ["catalog"], params: c.refParam, response: { 200: ok } } },
-    async (req) => {
-      await catalog.deleteTarget(req.actor, req.params.ref, req.callContext);
-      return { ok: true as const };
+      list: (actor) => catalog.listTargets(actor),
+      get: (actor, ref) => catalog.getTarget(actor, ref),
+      create: (actor, input, context) => catalog.createTarget(actor, input, context),
+      update: (actor, ref, input, context) => catalog.updateTarget(actor, ref, input, context),
+      remove: (actor, ref, context) => catalog.deleteTarget(actor, ref, context),
     },
   );
-
-  // Policies
-  app.get(
+  registerNamedKind(
+    app,
     "/v1/policies",
-    { config: read, schema: { tags: ["catalog"], response: { 200: c.policyList } } },
-    async (req) => ({ items: await catalog.listPolicies(req.actor) }),
-  );
-  app.post(
-    "/v1/policies",
-    { config: write, schema: { tags: ["catalog"], body: c.policyInput, response: { 201: c.policy } } },
-    async (req, reply) => {
-      reply.code(201);
-      return catalog.createPolicy(req.actor, req.body, req.callContext);
-    },
-  );
-  app.get(
-    "/v1/policies/:ref",
-    { config: read, schema: { tags: ["catalog"], params: c.refParam, response: { 200: c.policy } } },
-    async (req) => catalog.getPolicy(req.actor, req.params.ref),
-  );
-  app.put(
-    "/v1/policies/:ref",
+    { input: c.policyInput, item: c.policy, list: c.policyList },
     {
-      config: write,
-      schema: { tags: ["catalog"], params: c.refParam, body: c.policyInput, response: { 200: c.policy } },
-    },
-    async (req) => catalog.updatePolicy(req.actor, req.params.ref, req.body, req.callContext),
-  );
-  app.delete(
-    "/v1/policies/:ref",
-    { config: write, schema: { tags: ["catalog"], params: c.refParam, response: { 200: ok } } },
-    async (req) => {
-      await catalog.deletePolicy(req.actor, req.params.ref, req.callContext);
-      return { ok: true as const };
+      list: (actor) => catalog.listPolicies(actor),
+      get: (actor, ref) => catalog.getPolicy(actor, ref),
+      create: (actor, input, context) => catalog.createPolicy(actor, input, context),
+      update: (actor, ref, input, context) => catalog.updatePolicy(actor, ref, input, context),
+      remove: (actor, ref, context) => catalog.deletePolicy(actor, ref, context),
     },
   );
-
-  // Roles
-  app.get("/v1/roles", { config: read, schema: { tags: ["catalog"], response: { 200: c.roleList } } }, async (req) => ({
-    items: await catalog.listRoles(req.actor),
-  }));
-  app.post(
+  registerNamedKind(
+    app,
     "/v1/roles",
-    { config: write, schema: { tags: ["catalog"], body: c.roleInput, response: { 201: c.role } } },
-    async (req, reply) => {
-      reply.code(201);
-      return catalog.createRole(req.actor, req.body, req.callContext);
-    },
-  );
-  app.get(
-    "/v1/roles/:ref",
-    { config: read, schema: { tags: ["catalog"], params: c.refParam, response: { 200: c.role } } },
-    async (req) => catalog.getRole(req.actor, req.params.ref),
-  );
-  app.put(
-    "/v1/roles/:ref",
-    { config: write, schema: { tags: ["catalog"], params: c.refParam, body: c.roleInput, response: { 200: c.role } } },
-    async (req) => catalog.updateRole(req.actor, req.params.ref, req.body, req.callContext),
-  );
-  app.delete(
-    "/v1/roles/:ref",
-    { config: write, schema: { tags: ["catalog"], params: c.refParam, response: { 200: ok } } },
-    async (req) => {
-      await catalog.deleteRole(req.actor, req.params.ref, req.callContext);
-      return { ok: true as const };
+    { input: c.roleInput, item: c.role, list: c.roleList },
+    {
+      list: (actor) => catalog.listRoles(actor),
+      get: (actor, ref) => catalog.getRole(actor, ref),
+      create: (actor, input, context) => catalog.createRole(actor, input, context),
+      update: (actor, ref, input, context) => catalog.updateRole(actor, ref, input, context),
+      remove: (actor, ref, context) => catalog.deleteRole(actor, ref, context),
     },
   );
 
@@ -172,5 +107,60 @@ export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService 
     "/v1/config/apply",
     { config: write, schema: { tags: ["config"], body: c.configRequest, response: { 200: c.configApplyResult } } },
     async (req) => catalog.applyConfig(req.actor, req.body.yaml, req.callContext),
+  );
+}
+
+/** What a named catalog kind's routes call: read with `catalog.read`, write with `catalog.write`. */
+interface NamedKindCalls<I, O> {
+  list(actor: Actor): Promise<O[]>;
+  get(actor: Actor, ref: string): Promise<O>;
+  create(actor: Actor, input: I, context: CallContext): Promise<O>;
+  update(actor: Actor, ref: string, input: I, context: CallContext): Promise<O>;
+  remove(actor: Actor, ref: string, context: CallContext): Promise<void>;
+}
+
+/**
+ * The five routes of a kind named by `:ref`: GET the list, POST (201), GET/PUT/DELETE one. The contract's
+ * schemas validate the input and shape the answers, as for every route.
+ */
+function registerNamedKind<I extends z.ZodType, O>(
+  app: App,
+  path: string,
+  // The answers' schemas are plain ZodType: they shape what is sent, the calls' types are checked at the call.
+  schemas: { input: I; item: z.ZodType; list: z.ZodType },
+  calls: NamedKindCalls<z.infer<I>, O>,
+) {
+  const read = { requirement: "catalog.read" } as const;
+  const write = { requirement: "catalog.write" } as const;
+  const { input, item, list } = schemas;
+  const one = `${path}/:ref`;
+  app.get(path, { config: read, schema: { tags: ["catalog"], response: { 200: list } } }, async (req) => ({
+    items: await calls.list(req.actor),
+  }));
+  app.post(
+    path,
+    { config: write, schema: { tags: ["catalog"], body: input, response: { 201: item } } },
+    async (req, reply) => {
+      reply.code(201);
+      return calls.create(req.actor, req.body as z.infer<I>, req.callContext);
+    },
+  );
+  app.get(
+    one,
+    { config: read, schema: { tags: ["catalog"], params: c.refParam, response: { 200: item } } },
+    async (req) => calls.get(req.actor, req.params.ref),
+  );
+  app.put(
+    one,
+    { config: write, schema: { tags: ["catalog"], params: c.refParam, body: input, response: { 200: item } } },
+    async (req) => calls.update(req.actor, req.params.ref, req.body as z.infer<I>, req.callContext),
+  );
+  app.delete(
+    one,
+    { config: write, schema: { tags: ["catalog"], params: c.refParam, response: { 200: ok } } },
+    async (req) => {
+      await calls.remove(req.actor, req.params.ref, req.callContext);
+      return { ok: true as const };
+    },
   );
 }
