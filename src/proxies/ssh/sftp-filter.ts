@@ -260,9 +260,10 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
   const server = new PacketGate(maxPacket, responseKeep, response, () => broken("the SFTP stream cannot be followed"));
   const client = new PacketGate(maxPacket, requestKeep, request, () => broken("the SFTP stream cannot be followed"));
 
-  /** A reply of the proxy's own: at once between two server packets, else at the next boundary. */
+  /** A reply of the proxy's own: at once between two server packets after VERSION, else at the next boundary. */
   const reply = (packet: Buffer) => {
-    if (server.atBoundary()) options.toClient(packet);
+    // Never ahead of the server's VERSION (a client may send requests before it came).
+    if (version !== undefined && server.atBoundary()) options.toClient(packet);
     else server.enqueue(packet);
   };
 
