@@ -5,7 +5,8 @@
  * field, and follows the request through its approval stages. A pending request can be cancelled; a
  * denied one says who denied it and why. A request may ask to start later (approved ahead, active from
  * then): the card says when it starts, and it can be cancelled until then. An active PostgreSQL role offers
- * "Open SQL console" (sql/SqlConsole.tsx: queries through the PostgreSQL proxy, recorded, under its rules).
+ * "Open SQL console" (sql/SqlConsole.tsx: queries through the PostgreSQL proxy, recorded, under its rules); an
+ * active SSH host role offers "Open terminal" (terminal/WebTerminal.tsx: a shell through the SSH proxy, recorded).
  */
 import {
   Alert,
@@ -33,6 +34,8 @@ import { shortId } from "../../../src/contract/short-id.js";
 import { MyGroups } from "./MyGroups.js";
 import { PasskeyStepUp } from "./passkeys/PasskeyStepUp.js";
 
+/** The terminal's code (xterm.js) loads when one is opened, not with My access. */
+const WebTerminal = lazy(() => import("./terminal/WebTerminal.js").then((m) => ({ default: m.WebTerminal })));
 /** The SQL console's code loads when one is opened, not with My access. */
 const SqlConsole = lazy(() => import("./sql/SqlConsole.js").then((m) => ({ default: m.SqlConsole })));
 
@@ -75,6 +78,8 @@ export default function MyAccess() {
   const [extending, setExtending] = useState<MyRole | null>(null);
   /** The active PostgreSQL role whose SQL console is open. */
   const [consoleRole, setConsoleRole] = useState<string | null>(null);
+  /** The active SSH host role whose terminal is open. */
+  const [terminalRole, setTerminalRole] = useState<string | null>(null);
   /** Each role's latest request of mine (to say a denied one was denied, by whom and why). */
   const [latest, setLatest] = useState<Record<string, ActivationRequestDto>>({});
   /** What the last action did, in words ("prod-db-reader is deactivated."). */
@@ -185,6 +190,15 @@ export default function MyAccess() {
                   Open SQL console
                 </Button>
               )}
+              {r.targetKind === "ssh-host" && (
+                <Button
+                  variant="default"
+                  onClick={() => setTerminalRole(r.role)}
+                  aria-label={`Open terminal for ${r.role}`}
+                >
+                  Open terminal
+                </Button>
+              )}
             </Group>
           </Card>
         ))}
@@ -235,6 +249,11 @@ export default function MyAccess() {
             void load();
           }}
         />
+      )}
+      {terminalRole && (
+        <Suspense fallback={null}>
+          <WebTerminal role={terminalRole} onClose={() => setTerminalRole(null)} />
+        </Suspense>
       )}
       {consoleRole && (
         <Suspense fallback={null}>
