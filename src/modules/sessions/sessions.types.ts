@@ -188,7 +188,8 @@ export class SessionRefusedError extends Error {
   constructor(
     /**
      * Stable code: BAD_CREDENTIALS, NOT_ACTIVE, NO_CREDENTIAL, RECORDING_UNAVAILABLE, TARGET_UNSUPPORTED,
-     * ADDRESS_REFUSED (the target's address resolves where the address policy forbids), TARGET_UNREACHABLE.
+     * ADDRESS_REFUSED (the target's address resolves where the address policy forbids), TARGET_UNREACHABLE,
+     * MODERATION_UNSUPPORTED (the policy names moderators and the session is not SSH).
      */
     readonly code: string,
     message: string,
