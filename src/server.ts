@@ -2,6 +2,7 @@
  * The composition root: config → store → modules → HTTP app and workers.
  * createServer() builds everything without listening, for tests and main.ts.
  */
+import { readFile } from "node:fs/promises";
 import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { isIP } from "node:net";
@@ -55,6 +56,8 @@ import { createBlobStore, MIN_FREE_BYTES } from "./lib/blob-store.js";
 import { freeBytes } from "./lib/disk.js";
 import { createSessionService, type SessionService } from "./modules/sessions/sessions.service.js";
 import { registerSessionRoutes } from "./modules/sessions/sessions.routes.js";
+import { createSqlConsoleService } from "./modules/sql-console/sql-console.service.js";
+import { registerSqlConsoleRoutes } from "./modules/sql-console/sql-console.routes.js";
 import { createWorkloadService } from "./modules/workload/workload.service.js";
 import { createIssuerKeys } from "./modules/workload/jwks.js";
 import { registerWorkloadRoutes } from "./modules/workload/workload.routes.js";
@@ -358,6 +361,15 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       index: accessIndex,
     });
     await sessions.start();
+    // The web SQL console: a client of this node's PostgreSQL proxy, so everything the proxy does applies.
+    const pgProxyTlsCert = config.pgProxyTlsCert;
+    const sqlConsole = createSqlConsoleService({
+      sessions,
+      audit,
+      clock,
+      logger,
+      proxyTlsCert: pgProxyTlsCert ? () => readFile(pgProxyTlsCert, "utf8") : undefined,
+    });
     const activationTokens = createActivationTokenIssuer({ requests, keyring, clock });
     const scheduler = createScheduler({
       requests,
@@ -512,6 +524,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
         registerSessionRoutes(scoped, { sessions: sessions! });
+        registerSqlConsoleRoutes(scoped, { console: sqlConsole });
         registerWorkloadRoutes(scoped, {
           workload: createWorkloadService({
             store,
@@ -577,6 +590,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         await reviewsWorker.stop();
         await alerts.stop();
         await outbox.stop();
+        await sqlConsole.stop();
         await sessions!.stop();
         await accessIndex.stop();
         await siem.stop();

@@ -27,6 +27,8 @@ export const NEVER_COMPRESSED: readonly string[] = [
   "POST /v1/secrets/:path/checkout",
   "POST /v1/secrets/:path/reveal",
   "GET /v1/me/roles/:role/credentials",
+  // SQL console answers: rows of the caller's database, next to the query text the caller chose.
+  "POST /v1/sql-console/sessions/:id/queries",
   // Vault operator answers (unseal key shares).
   "POST /v1/operator/init",
   "POST /v1/operator/rotate-key",

@@ -4,29 +4,26 @@
  * second Stint on one machine still starts); one configured explicitly must bind or the start fails.
  */
 import { readFile } from "node:fs/promises";
-import {
-  DEFAULT_MYSQL_PROXY_LISTEN,
-  DEFAULT_PG_PROXY_LISTEN,
-  DEFAULT_SSH_PROXY_LISTEN,
-  type Config,
-} from "../config/config.js";
+import { DEFAULT_PG_PROXY_LISTEN, DEFAULT_SSH_PROXY_LISTEN, type Config } from "../config/config.js";
 import type { Registry } from "prom-client";
 import type { Logger } from "../lib/logger.js";
 import type { SessionService } from "../modules/sessions/sessions.service.js";
-import { createMysqlProxy } from "./mysql/mysql-proxy.js";
 import { createPgProxy } from "./pg/pg-proxy.js";
 import { createSshProxy } from "./ssh/ssh-proxy.js";
 
 export interface RunningProxies {
   ssh: { host: string; port: number } | null;
   postgres: { host: string; port: number } | null;
-  mysql: { host: string; port: number } | null;
   close(): Promise<void>;
 }
 
 function split(listen: string): { host: string; port: number } {
   const at = listen.lastIndexOf(":");
   return { host: listen.slice(0, at).replace(/^\[(.*)\]$/, "$1"), port: Number(listen.slice(at + 1)) };
+}
+
+function loopbackFor(host: string): string {
+  return host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
 }
 
 /** What clients are told to connect to: the public host when set, else the bound one (0.0.0.0 → this host's loopback). */
@@ -47,14 +44,13 @@ export async function startProxies(deps: {
   const result: RunningProxies = {
     ssh: null,
     postgres: null,
-    mysql: null,
     close: async () => {
       await Promise.all(closers.map((close) => close().catch(() => undefined)));
     },
   };
 
   async function start(
-    kind: "ssh" | "postgres" | "mysql",
+    kind: "ssh" | "postgres",
     setting: string | undefined,
     fallback: string,
     make: (address: { host: string; port: number }) => Promise<{
@@ -68,7 +64,8 @@ export async function startProxies(deps: {
     try {
       const bound = await proxy.listen();
       const shown = advertised(config, bound);
-      sessions.setProxyAddress(kind, shown);
+      // The SQL console connects to the bound address (0.0.0.0 and :: mean this host's loopback).
+      sessions.setProxyAddress(kind, shown, { ...bound, host: loopbackFor(bound.host) });
       result[kind] = shown;
       closers.push(() => proxy.close());
       logger.info({ kind, listen: `${bound.host}:${bound.port}` }, "session proxy listening");
@@ -77,7 +74,7 @@ export async function startProxies(deps: {
       if (setting === undefined && code === "EADDRINUSE") {
         logger.warn(
           { kind, listen: fallback },
-          `the ${kind} session proxy's default address is taken; it is off (set ${kind === "ssh" ? "STINT_SSH_PROXY_LISTEN" : kind === "mysql" ? "STINT_MYSQL_PROXY_LISTEN" : "STINT_PG_PROXY_LISTEN"})`,
+          `the ${kind} session proxy's default address is taken; it is off (set ${kind === "ssh" ? "STINT_SSH_PROXY_LISTEN" : "STINT_PG_PROXY_LISTEN"})`,
         );
         return;
       }
@@ -111,22 +108,6 @@ export async function startProxies(deps: {
       handshakeTimeoutMs: config.pgProxyHandshakeTimeout,
       maxConnections: config.pgProxyMaxConnections,
       maxConnectionsPerAddress: config.pgProxyMaxConnectionsPerAddress,
-      ...(deps.registry ? { registry: deps.registry } : {}),
-    });
-  });
-  await start("mysql", config.mysqlProxyListen, DEFAULT_MYSQL_PROXY_LISTEN, async (address) => {
-    const tls =
-      config.mysqlProxyTlsCert && config.mysqlProxyTlsKey
-        ? { cert: await readFile(config.mysqlProxyTlsCert), key: await readFile(config.mysqlProxyTlsKey) }
-        : undefined;
-    return createMysqlProxy({
-      gate: sessions.gate,
-      logger,
-      ...address,
-      ...(tls ? { tls } : {}),
-      handshakeTimeoutMs: config.mysqlProxyHandshakeTimeout,
-      maxConnections: config.mysqlProxyMaxConnections,
-      maxConnectionsPerAddress: config.mysqlProxyMaxConnectionsPerAddress,
       ...(deps.registry ? { registry: deps.registry } : {}),
     });
   });

@@ -122,6 +122,10 @@ const MATRIX = `
   GET     /v1/sessions/:id/recording               no         yes   yes      yes       yes
   POST    /v1/sessions/:id/kill                    no         no    no       yes       yes
   POST    /v1/db/tokens                            no         yes   yes      yes       yes
+  POST    /v1/sql-console/sessions                 no         yes   yes      yes       yes
+  GET     /v1/sql-console/sessions                 no         yes   yes      yes       yes
+  POST    /v1/sql-console/sessions/:id/queries     no         yes   yes      yes       yes
+  DELETE  /v1/sql-console/sessions/:id             no         yes   yes      yes       yes
   POST    /v1/ssh/certificates                     no         yes   yes      yes       yes
   GET     /v1/ssh/ca                               yes        yes   yes      yes       yes
   GET     /v1/ssh/krl                              yes        yes   yes      yes       yes
@@ -334,6 +338,13 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { reason: "authorization matrix" },
   }),
   "POST /v1/db/tokens": () => ({ url: "/v1/db/tokens", payload: { role: "matrix-role" } }),
+  // A console is its opener's alone: anyone else's (or no) console answers 404; opening needs an active role (409).
+  "POST /v1/sql-console/sessions": () => ({ url: "/v1/sql-console/sessions", payload: { role: "matrix-role" } }),
+  "POST /v1/sql-console/sessions/:id/queries": () => ({
+    url: `/v1/sql-console/sessions/${randomUUID()}/queries`,
+    payload: { sql: "SELECT 1" },
+  }),
+  "DELETE /v1/sql-console/sessions/:id": () => ({ url: `/v1/sql-console/sessions/${randomUUID()}` }),
   "POST /v1/ssh/certificates": () => ({
     url: "/v1/ssh/certificates",
     payload: { publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOsfdPq9o7iVkMa1fJh3yQK0u6kd8nIo6ba2AjVfnM8j" },
