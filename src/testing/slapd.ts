@@ -16,10 +16,11 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { superviseChild } from "./child-server.js";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Attribute, Change, Client } from "ldapts";
+import { freePort } from "./ports.js";
+export { freePort };
 
 export interface Slapd {
   /** `ldap://127.0.0.1:<port>` */
@@ -224,19 +225,6 @@ export async function asRoot<T>(slapd: Slapd, work: (client: Client) => Promise<
   } finally {
     await client.unbind().catch(() => undefined);
   }
-}
-
-/** A TCP port nobody listens on right now (for slapd, or for "closed port" tests). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForBind(

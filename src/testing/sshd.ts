@@ -6,10 +6,12 @@
 import { spawn, execFile } from "node:child_process";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { mkdirSync } from "node:fs";
-import { createServer, connect } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { freePort } from "./ports.js";
+export { freePort };
 
 const run = promisify(execFile);
 
@@ -103,19 +105,6 @@ export async function startSshd(options: { extraConfig?: string[] } = {}): Promi
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
-}
-
-/** A TCP port nobody listens on right now (for the sshd, or for "closed port" tests). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForPort(port: number, alive: () => boolean, timeoutMs: number): Promise<void> {

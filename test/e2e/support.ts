@@ -1,9 +1,10 @@
 /** End-to-end support: run the built server and CLI as real processes. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../../src/testing/ports.js";
+export { freePort };
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const BIN = path.join(ROOT, "bin/stint.js");
@@ -11,17 +12,6 @@ export const BIN = path.join(ROOT, "bin/stint.js");
 export function assertBuilt(): void {
   if (!existsSync(path.join(ROOT, "dist/cli/main.js")))
     throw new Error("dist/ is missing: run `npm run build` first (npm test does)");
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 }
 
 export interface RunningProcess {
