@@ -464,6 +464,60 @@ describe("MariaDB/MySQL proxy", () => {
     }
   });
 
+  it("with a certificate: the mariadb client and mysql2 sign in over TLS; in clear from another machine they are refused", async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), "stint-mysql-tls-"));
+    await run("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-keyout",
+      path.join(dir, "key.pem"),
+      "-out",
+      path.join(dir, "cert.pem"),
+    ]);
+    const secure = createMysqlProxy({
+      gate: h.server.sessions.gate,
+      logger: createLogger({ level: "silent" }),
+      host: "0.0.0.0",
+      port: 0,
+      tls: { cert: await readFile(path.join(dir, "cert.pem")), key: await readFile(path.join(dir, "key.pem")) },
+    });
+    const { port: securePort } = await secure.listen();
+    try {
+      const login = { ...(await dbLogin(ANN)), port: securePort };
+      const status = await mariadb(login, "status", ["--ssl"]);
+      expect(status.code, status.stderr).toBe(0);
+      expect(status.stdout).toMatch(/Cipher in use is/);
+      const conn = await mysql.createConnection(viaProxy(login, { ssl: { rejectUnauthorized: false } }));
+      expect((await conn.query("select count(*) as n from items"))[0]).toEqual([{ n: 5 }]);
+      await conn.end();
+      const external = Object.values(networkInterfaces())
+        .flat()
+        .find((a) => a && a.family === "IPv4" && !a.internal)?.address;
+      if (external !== undefined) {
+        const plain = await mariadb({ ...login, host: external }, "select 1", ["--skip-ssl"]);
+        expect(plain.code).not.toBe(0);
+        expect(plain.stderr).toContain("only over TLS");
+        const tls = await mariadb({ ...login, host: external }, "select 'over tls'", [
+          "--ssl",
+          "--skip-ssl-verify-server-cert",
+        ]);
+        expect(tls.stdout).toBe("over tls\n");
+      }
+    } finally {
+      await secure.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("revoking the activation ends an open mariadb client within a second, and its tokens with it", async () => {
     const login = await dbLogin(ANN);
     const file = path.join(work, "revoke.cnf");
@@ -489,8 +543,11 @@ describe("MariaDB/MySQL proxy", () => {
     await waitFor(
       "the sleep to run",
       async () =>
-        (await root.query("select id from information_schema.processlist where info = 'select sleep(30)'"))[0]
-          .length === 1,
+        (
+          (await root.query("select id from information_schema.processlist where info = 'select sleep(30)'"))[0] as {
+            id: number;
+          }[]
+        ).length === 1,
     );
 
     const revoke = await h.admin("POST", `/v1/activation-requests/${requestId}/revoke`, {

@@ -28,6 +28,7 @@ import {
   createPacketInbox,
   killUpstreamQuery,
   signInUpstream,
+  withPrefix,
 } from "./mysql-upstream.js";
 import { MAX_LOGGED_STATEMENT, SERVER_KEEP, createMysqlSession, type MysqlSession } from "./mysql-session.js";
 import {
@@ -240,12 +241,17 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     try {
       let first = await inbox.next(remaining());
       if (isSslRequest(first.payload)) {
-        if (!secureContext || inbox.detach().length > 0) {
-          // No TLS here, or bytes pipelined behind the request (they would be read as if sent over TLS).
+        // The client starts TLS right after its SSLRequest (no answer comes first in MySQL): bytes
+        // already read behind the request are its ClientHello and go to the TLS layer first.
+        const hello = inbox.detach();
+        if (!secureContext) {
           raw.destroy();
           return;
         }
-        const secure = new TLSSocket(raw, { isServer: true, secureContext });
+        const secure = new TLSSocket(hello.length > 0 ? withPrefix(raw, hello) : raw, {
+          isServer: true,
+          secureContext,
+        });
         secure.on("error", (error) => log.debug({ error: error.message }, "client TLS error"));
         client = secure;
         inbox = createPacketInbox(secure, MAX_HANDSHAKE_PACKET);

@@ -1,8 +1,10 @@
 /**
  * Socket-side helpers of the MySQL proxy: whole packets during a handshake (with a deadline and a size
- * cap), the upstream sign-in, and KILL QUERY on a fresh connection (what ends a running statement).
+ * cap), the upstream sign-in, KILL QUERY on a fresh connection (what ends a running statement), and the
+ * stream a TLS layer starts on when the ClientHello came in behind the SSLRequest.
  */
 import type { Socket } from "node:net";
+import { Duplex } from "node:stream";
 import type { UpstreamMysql } from "../../modules/sessions/sessions.types.js";
 import { connectTcp } from "../pg/wire-stream.js";
 import {
@@ -195,4 +197,24 @@ export async function killUpstreamQuery(target: UpstreamMysql, connectionId: num
   } finally {
     setTimeout(() => socket.destroy(), 1_000).unref();
   }
+}
+
+/** `raw` as a stream that first yields `prefix` (bytes already read from it), for a TLS layer on top. */
+export function withPrefix(raw: Socket, prefix: Buffer): Duplex {
+  const stream = new Duplex({
+    read: () => void raw.resume(),
+    write: (chunk: Buffer, _encoding, callback) => void raw.write(chunk, callback),
+    final: (callback) => void raw.end(callback),
+    destroy: (error, callback) => {
+      raw.destroy(error ?? undefined);
+      callback(error);
+    },
+  });
+  stream.push(prefix);
+  raw.on("data", (chunk: Buffer) => {
+    if (!stream.push(chunk)) raw.pause();
+  });
+  raw.on("end", () => stream.push(null));
+  raw.on("close", () => stream.destroy());
+  return stream;
 }

@@ -1,0 +1,211 @@
+/**
+ * The upstream sign-in against a scripted server (MariaDB here speaks mysql_native_password only):
+ * caching_sha2_password's fast path and its full path with the server's RSA key, a switch to
+ * mysql_native_password, and the sign-ins Stint refuses before anything derived from the password
+ * leaves (mysql_clear_password, client_ed25519). The server checks every answer as MySQL would.
+ */
+import { constants, generateKeyPairSync, privateDecrypt } from "node:crypto";
+import { createServer, connect, type Server, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import type { UpstreamMysql } from "../../modules/sessions/sessions.types.js";
+import { UpstreamFailure, signInUpstream } from "./mysql-upstream.js";
+import {
+  CACHING_SHA2_PASSWORD,
+  CLIENT,
+  NATIVE_PASSWORD,
+  PROXY_CAPABILITIES,
+  cachingSha2Scramble,
+  encodeAuthSwitch,
+  encodeGreeting,
+  nativePasswordScramble,
+  packet,
+  parseHandshakeResponse,
+} from "./mysql-wire.js";
+
+const PASSWORD = "upstream-secret-ü";
+const NONCE = Buffer.from("abcdefghij0123456789");
+const OK = Buffer.from([0, 0, 0, 2, 0, 0, 0]);
+const { publicKey, privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+
+let server: Server | null = null;
+afterEach(() => {
+  server?.close();
+  server = null;
+});
+
+/** A server that greets with `plugin` and then runs `script` on the client's packets. */
+async function scripted(
+  plugin: string,
+  script: (
+    read: () => Promise<{ seq: number; payload: Buffer }>,
+    write: (seq: number, p: Buffer) => void,
+  ) => Promise<void>,
+): Promise<{ port: number; done: Promise<string[]>; packets: () => number }> {
+  let received = 0;
+  let settle: (log: string[]) => void = () => {};
+  const done = new Promise<string[]>((resolve) => (settle = resolve));
+  server = createServer((socket: Socket) => {
+    const log: string[] = [];
+    let buffer = Buffer.alloc(0);
+    let wake: (() => void) | null = null;
+    socket.on("data", (c: Buffer) => {
+      buffer = Buffer.concat([buffer, c]);
+      wake?.();
+    });
+    const read = async () => {
+      for (;;) {
+        if (buffer.length >= 4 && buffer.length >= 4 + buffer.readUIntLE(0, 3)) {
+          const length = buffer.readUIntLE(0, 3);
+          const out = { seq: buffer[3]!, payload: buffer.subarray(4, 4 + length) };
+          received += 1;
+          buffer = buffer.subarray(4 + length);
+          return out;
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    };
+    const write = (seq: number, p: Buffer) => socket.write(packet(seq, p));
+    write(
+      0,
+      encodeGreeting({
+        serverVersion: "8.4.0-test",
+        connectionId: 77,
+        scramble: NONCE,
+        capabilities: PROXY_CAPABILITIES,
+        charset: 45,
+        status: 2,
+        authPlugin: plugin,
+      }),
+    );
+    script(read, write).then(
+      () => settle(log),
+      (error: Error) => settle([error.message]),
+    );
+  });
+  await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
+  return { port: (server!.address() as { port: number }).port, done, packets: () => received };
+}
+
+const target = (port: number): UpstreamMysql => ({
+  kind: "mysql",
+  host: "db.test",
+  address: "127.0.0.1",
+  port,
+  database: "shop",
+  user: "stint_app",
+  password: PASSWORD,
+});
+const HELLO = { capabilities: PROXY_CAPABILITIES | CLIENT.CONNECT_WITH_DB, maxPacketSize: 1 << 24, charset: 45 };
+
+async function signIn(port: number, loadDataLocal = false) {
+  const socket = connect({ host: "127.0.0.1", port });
+  await new Promise((resolve) => socket.once("connect", resolve));
+  try {
+    return await signInUpstream(socket, target(port), HELLO, { timeoutMs: 5_000, loadDataLocal, database: "shop" });
+  } finally {
+    socket.destroy();
+  }
+}
+
+describe("upstream sign-in", () => {
+  it("caching_sha2_password, fast path: the scramble, then OK; no local files, no attributes upstream", async () => {
+    const { port, done } = await scripted(CACHING_SHA2_PASSWORD, async (read, write) => {
+      const { seq, payload } = await read();
+      const hello = parseHandshakeResponse(payload);
+      expect(hello).toMatchObject({ user: "stint_app", database: "shop", authPlugin: CACHING_SHA2_PASSWORD });
+      expect(hello.capabilities & CLIENT.LOCAL_FILES).toBe(0);
+      expect(hello.capabilities & CLIENT.CONNECT_ATTRS).toBe(0);
+      expect(hello.authResponse.equals(cachingSha2Scramble(PASSWORD, NONCE))).toBe(true);
+      write(seq + 1, Buffer.from([1, 3]));
+      write(seq + 2, OK);
+    });
+    const result = await signIn(port);
+    expect(result.connectionId).toBe(77);
+    expect(result.ok.equals(OK)).toBe(true);
+    expect(await done).toEqual([]);
+  });
+
+  it("caching_sha2_password, full path: the password under the server's RSA key (OAEP), never in clear", async () => {
+    const { port, done } = await scripted(CACHING_SHA2_PASSWORD, async (read, write) => {
+      const first = await read();
+      write(first.seq + 1, Buffer.from([1, 4]));
+      const ask = await read();
+      expect([...ask.payload]).toEqual([2]);
+      write(
+        ask.seq + 1,
+        Buffer.concat([Buffer.from([1]), Buffer.from(publicKey.export({ type: "spki", format: "pem" }))]),
+      );
+      const sealed = await read();
+      expect(sealed.payload.includes(Buffer.from(PASSWORD))).toBe(false);
+      const plain = privateDecrypt({ key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING }, sealed.payload);
+      const password = Buffer.from(plain.map((b, i) => b ^ NONCE[i % NONCE.length]!));
+      expect(password.toString("utf8")).toBe(`${PASSWORD}\0`);
+      write(sealed.seq + 1, OK);
+    });
+    await signIn(port);
+    expect(await done).toEqual([]);
+  });
+
+  it("a switch to mysql_native_password with a new nonce is answered with that nonce", async () => {
+    const fresh = Buffer.from("ZYXWVUTSRQponmlkjihg");
+    const { port, done } = await scripted(CACHING_SHA2_PASSWORD, async (read, write) => {
+      const first = await read();
+      write(first.seq + 1, encodeAuthSwitch(NATIVE_PASSWORD, Buffer.concat([fresh, Buffer.from([0])])));
+      const answer = await read();
+      expect(answer.payload.equals(nativePasswordScramble(PASSWORD, fresh))).toBe(true);
+      write(answer.seq + 1, OK);
+    });
+    await signIn(port);
+    expect(await done).toEqual([]);
+  });
+
+  it.each(["mysql_clear_password", "client_ed25519", "sha256_password"])(
+    "a switch to %s is refused before anything is sent",
+    async (plugin) => {
+      const { port, packets } = await scripted(NATIVE_PASSWORD, async (read, write) => {
+        const first = await read();
+        write(first.seq + 1, encodeAuthSwitch(plugin, Buffer.from("nonce-nonce-nonce-12\0")));
+        await read();
+      });
+      const failure = await signIn(port).catch((error: unknown) => error);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(packets()).toBe(1); // the handshake response only
+      expect(failure).toBeInstanceOf(UpstreamFailure);
+      expect((failure as Error).message).toContain(plugin);
+      expect((failure as Error).message).not.toContain(PASSWORD);
+    },
+  );
+
+  it("the server's refusal is passed on without the password", async () => {
+    const { port } = await scripted(NATIVE_PASSWORD, async (read, write) => {
+      const first = await read();
+      write(
+        first.seq + 1,
+        Buffer.concat([Buffer.from([0xff, 0x15, 0x04]), Buffer.from("#28000Access denied for user 'stint_app'")]),
+      );
+    });
+    await expect(signIn(port)).rejects.toThrow(/refused the session: Access denied/);
+  });
+
+  it("LOAD DATA LOCAL allowed by policy: the local-file capability goes upstream", async () => {
+    const { port, done } = await scripted(NATIVE_PASSWORD, async (read, write) => {
+      const first = await read();
+      expect(parseHandshakeResponse(first.payload).capabilities & CLIENT.LOCAL_FILES).toBe(CLIENT.LOCAL_FILES);
+      write(first.seq + 1, OK);
+    });
+    const socket = connect({ host: "127.0.0.1", port });
+    await new Promise((resolve) => socket.once("connect", resolve));
+    await signInUpstream(
+      socket,
+      target(port),
+      { ...HELLO, capabilities: HELLO.capabilities | CLIENT.LOCAL_FILES },
+      {
+        timeoutMs: 5_000,
+        loadDataLocal: true,
+        database: null,
+      },
+    );
+    socket.destroy();
+    expect(await done).toEqual([]);
+  });
+});
