@@ -4,16 +4,23 @@
  * second Stint on one machine still starts); one configured explicitly must bind or the start fails.
  */
 import { readFile } from "node:fs/promises";
-import { DEFAULT_PG_PROXY_LISTEN, DEFAULT_SSH_PROXY_LISTEN, type Config } from "../config/config.js";
+import {
+  DEFAULT_MYSQL_PROXY_LISTEN,
+  DEFAULT_PG_PROXY_LISTEN,
+  DEFAULT_SSH_PROXY_LISTEN,
+  type Config,
+} from "../config/config.js";
 import type { Registry } from "prom-client";
 import type { Logger } from "../lib/logger.js";
 import type { SessionService } from "../modules/sessions/sessions.service.js";
+import { createMysqlProxy } from "./mysql/mysql-proxy.js";
 import { createPgProxy } from "./pg/pg-proxy.js";
 import { createSshProxy } from "./ssh/ssh-proxy.js";
 
 export interface RunningProxies {
   ssh: { host: string; port: number } | null;
   postgres: { host: string; port: number } | null;
+  mysql: { host: string; port: number } | null;
   close(): Promise<void>;
 }
 
@@ -44,13 +51,14 @@ export async function startProxies(deps: {
   const result: RunningProxies = {
     ssh: null,
     postgres: null,
+    mysql: null,
     close: async () => {
       await Promise.all(closers.map((close) => close().catch(() => undefined)));
     },
   };
 
   async function start(
-    kind: "ssh" | "postgres",
+    kind: "ssh" | "postgres" | "mysql",
     setting: string | undefined,
     fallback: string,
     make: (address: { host: string; port: number }) => Promise<{
@@ -74,7 +82,7 @@ export async function startProxies(deps: {
       if (setting === undefined && code === "EADDRINUSE") {
         logger.warn(
           { kind, listen: fallback },
-          `the ${kind} session proxy's default address is taken; it is off (set ${kind === "ssh" ? "STINT_SSH_PROXY_LISTEN" : "STINT_PG_PROXY_LISTEN"})`,
+          `the ${kind} session proxy's default address is taken; it is off (set ${kind === "ssh" ? "STINT_SSH_PROXY_LISTEN" : kind === "mysql" ? "STINT_MYSQL_PROXY_LISTEN" : "STINT_PG_PROXY_LISTEN"})`,
         );
         return;
       }
@@ -108,6 +116,22 @@ export async function startProxies(deps: {
       handshakeTimeoutMs: config.pgProxyHandshakeTimeout,
       maxConnections: config.pgProxyMaxConnections,
       maxConnectionsPerAddress: config.pgProxyMaxConnectionsPerAddress,
+      ...(deps.registry ? { registry: deps.registry } : {}),
+    });
+  });
+  await start("mysql", config.mysqlProxyListen, DEFAULT_MYSQL_PROXY_LISTEN, async (address) => {
+    const tls =
+      config.mysqlProxyTlsCert && config.mysqlProxyTlsKey
+        ? { cert: await readFile(config.mysqlProxyTlsCert), key: await readFile(config.mysqlProxyTlsKey) }
+        : undefined;
+    return createMysqlProxy({
+      gate: sessions.gate,
+      logger,
+      ...address,
+      ...(tls ? { tls } : {}),
+      handshakeTimeoutMs: config.mysqlProxyHandshakeTimeout,
+      maxConnections: config.mysqlProxyMaxConnections,
+      maxConnectionsPerAddress: config.mysqlProxyMaxConnectionsPerAddress,
       ...(deps.registry ? { registry: deps.registry } : {}),
     });
   });

@@ -24,6 +24,7 @@ import type { VaultService } from "../vault/vault.service.js";
 import { roleSessionOf, sessionOptionsOf } from "../connectors/session-options.rules.js";
 import { currentAddressPolicy } from "../connectors/index.js";
 import { AddressRefusedError, resolveAllowedAddress } from "../../lib/address-guard.js";
+import * as mysqlRules from "../connectors/mysql/mysql.rules.js";
 import * as postgresRules from "../connectors/postgres/postgres.rules.js";
 import * as sshHostRules from "../connectors/ssh-host/ssh-host.rules.js";
 import { createRecorder, type ActiveRecorder } from "./recorder.js";
@@ -38,6 +39,7 @@ import {
   type SessionKind,
   type SessionPolicy,
   type SshCertificateLogin,
+  type UpstreamMysql,
   type UpstreamPostgres,
   type UpstreamSsh,
 } from "./sessions.types.js";
@@ -290,7 +292,7 @@ export function createSessionService(deps: SessionServiceDeps) {
   }
 
   /** Opens the session row, the recording and the audit event; everything a proxy gets back. */
-  async function openSession<U extends UpstreamPostgres | UpstreamSsh>(input: {
+  async function openSession<U extends UpstreamPostgres | UpstreamMysql | UpstreamSsh>(input: {
     kind: SessionKind;
     principal: { id: string; name: string };
     activation: sessionStore.ActivationRow;
@@ -325,7 +327,7 @@ export function createSessionService(deps: SessionServiceDeps) {
           who,
         );
     }
-    const login = upstream.kind === "postgres" ? upstream.user : upstream.username;
+    const login = upstream.kind === "ssh" ? upstream.username : upstream.user;
     try {
       await store.transaction(async (tx) => {
         await sessionStore.insertSession(tx, {
@@ -570,6 +572,95 @@ export function createSessionService(deps: SessionServiceDeps) {
     return view ? view.activation(requestId) !== null : true;
   }
 
+  /**
+   * A database proxy's sign-in (MySQL; PostgreSQL has the same checks inline): `user%role` and a Stint
+   * database token bound to that user and role, a live activation it was issued for, `once` tokens used once.
+   */
+  async function databaseTokenActivation(kind: SessionKind, user: string, password: string, clientAddress: string) {
+    const [userName, roleName, ...rest] = user.split("%");
+    if (!userName || !roleName || rest.length > 0)
+      return refuse(
+        kind,
+        "BAD_CREDENTIALS",
+        `Connect as <user>%<role> with the password \`stint db login ROLE\` prints (not "${user.slice(0, 64)}").`,
+        null,
+      );
+    const bad = `password authentication failed for ${userName}%${roleName}: not a valid Stint database token for that user and role (get one with \`stint db login ${roleName}\`)`;
+    const token = await sessionStore.findToken(store.db, sha256Hex(password));
+    const now = clock.now();
+    if (!token || token.principal_name !== userName || token.role_name !== roleName)
+      return refuse(kind, "BAD_CREDENTIALS", bad, {
+        actor: { kind: "anonymous" },
+        clientAddress,
+        details: { user: userName, role: roleName },
+      });
+    const who = {
+      actor: userActor(token.principal_id, token.principal_name),
+      clientAddress,
+      details: { role: roleName },
+    };
+    if (token.principal_status !== "active")
+      return refuse(kind, "BAD_CREDENTIALS", `The account ${userName} is disabled.`, who);
+    const activation = heldLive(token.request_id)
+      ? (await sessionStore.activeActivations(store.db, token.principal_id, now)).find(
+          (a) => a.request_id === token.request_id,
+        )
+      : undefined;
+    if (!activation || new Date(token.expires_at).getTime() <= now.getTime())
+      return refuse(
+        kind,
+        "NOT_ACTIVE",
+        `Your activation of ${roleName} has ended, and its database tokens with it: activate the role again, then run \`stint db login ${roleName}\`.`,
+        who,
+      );
+    if (token.once && !(await sessionStore.useOnceToken(store.db, token.id, now)))
+      return refuse(kind, "BAD_CREDENTIALS", `This single-use token (--once) was already used.`, who);
+    return { token, activation, who };
+  }
+
+  /** The upstream login of a database session: the grant's minted one (dynamic), else the vaulted session login. */
+  async function databaseLogin(
+    kind: SessionKind,
+    activation: sessionStore.ActivationRow,
+    who: { actor: Actor; clientAddress: string | null; details: Record<string, unknown> },
+  ): Promise<{ user: string; password: string; credential: string }> {
+    const roleName = activation.role_name;
+    const entitlement = activation.entitlement as { dynamic?: unknown };
+    if (entitlement.dynamic === true) {
+      const stored = activation.grant_id
+        ? await store.db
+            .selectFrom("grant_credentials")
+            .selectAll()
+            .where("grant_id", "=", activation.grant_id)
+            .executeTakeFirst()
+        : undefined;
+      if (!stored || activation.grant_state !== "active")
+        return refuse(kind, "NO_CREDENTIAL", `The database login of ${roleName} is still being made.`, who);
+      try {
+        const password = await deps.vault.openValue(`grant:${activation.grant_id}`, {
+          ciphertext: stored.ciphertext,
+          wrappedKey: stored.wrapped_key,
+          kekVersion: stored.kek_version,
+        });
+        return { user: stored.login, password, credential: "dynamic" };
+      } catch (error) {
+        if (error instanceof StintError)
+          return refuse(kind, "NO_CREDENTIAL", `The session credential cannot be read: ${error.message}`, who);
+        throw error;
+      }
+    }
+    const options = sessionLoginOf(activation);
+    if (!options)
+      return refuse(
+        kind,
+        "NO_CREDENTIAL",
+        `The target ${activation.target_name} has no session credential (options.session) and ${roleName} is not dynamic.`,
+        who,
+      );
+    const password = (await sealedValue(kind, options.secret, activation, who)).value;
+    return { user: options.login, password, credential: options.secret };
+  }
+
   const gate: SessionGate = {
     async openPostgres({ user, password, database, clientAddress }) {
       const kind = "postgres";
@@ -691,6 +782,42 @@ export function createSessionService(deps: SessionServiceDeps) {
       });
       awaitedTokens.get(tokenHash)?.({ id: session.id, target: session.target });
       return session;
+    },
+
+    async openMysql({ user, password, database, clientAddress }) {
+      const kind = "mysql";
+      const { token, activation, who } = await databaseTokenActivation(kind, user, password, clientAddress);
+      if (activation.target_kind !== "mysql")
+        return refuse(
+          kind,
+          "TARGET_UNSUPPORTED",
+          `${activation.role_name}'s target is not a MySQL or MariaDB database.`,
+          who,
+        );
+      const address = mysqlRules.parseAddress(activation.address ?? "");
+      if ("problems" in address)
+        return refuse(kind, "TARGET_UNSUPPORTED", `The address of ${activation.target_name} is not valid.`, who);
+      if (database !== null && (database.length > 64 || database.includes("\0")))
+        return refuse(kind, "TARGET_UNSUPPORTED", "That is not a database name MySQL accepts.", who);
+      const connectTo = await upstreamAddress(kind, address.host, activation.target_name, who);
+      const login = await databaseLogin(kind, activation, who);
+      const upstream: UpstreamMysql = {
+        kind: "mysql",
+        host: address.host,
+        address: connectTo,
+        port: address.port,
+        database,
+        user: login.user,
+        password: login.password,
+      };
+      return openSession({
+        kind,
+        principal: { id: token.principal_id, name: token.principal_name },
+        activation,
+        clientAddress,
+        upstream,
+        credential: login.credential,
+      });
     },
 
     checkSshCertificate({ username, algorithm, key }) {
@@ -1154,7 +1281,7 @@ export function createSessionService(deps: SessionServiceDeps) {
       };
     },
 
-    /** A password for the PostgreSQL proxy, bound to the caller, the role and this activation. */
+    /** A password for the PostgreSQL or MySQL proxy, bound to the caller, the role and this activation. */
     async issueDatabaseToken(actor: Actor, ctx: CallContext, input: { role: string; once: boolean }) {
       if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
       const now = clock.now();
@@ -1162,9 +1289,15 @@ export function createSessionService(deps: SessionServiceDeps) {
         (a) => a.role_name === input.role,
       );
       if (!activation) throw new StintError("NOT_ACTIVE", `You have no active activation of ${input.role}.`);
-      if (activation.target_kind !== "postgres")
-        throw new StintError("VALIDATION_FAILED", `${input.role}'s target is not a PostgreSQL database.`);
-      if (!proxies.postgres) throw new StintError("UNAVAILABLE", "The PostgreSQL proxy is not running on this server.");
+      if (activation.target_kind !== "postgres" && activation.target_kind !== "mysql")
+        throw new StintError("VALIDATION_FAILED", `${input.role}'s target is not a PostgreSQL or MySQL database.`);
+      const kind = activation.target_kind;
+      const proxy = proxies[kind];
+      if (!proxy)
+        throw new StintError(
+          "UNAVAILABLE",
+          `The ${kind === "mysql" ? "MySQL" : "PostgreSQL"} proxy is not running on this server.`,
+        );
       const token = `stint_${randomToken(32)}`;
       const expiresAt = new Date(activation.expires_at!);
       await store.transaction(async (tx) => {
@@ -1190,11 +1323,12 @@ export function createSessionService(deps: SessionServiceDeps) {
           },
         });
       });
-      const address = postgresRules.parseAddress(activation.address ?? "");
       return {
-        host: proxies.postgres.host,
-        port: proxies.postgres.port,
-        database: address.database,
+        kind,
+        host: proxy.host,
+        port: proxy.port,
+        // MySQL: the client names a database (or none); the login's privileges decide.
+        database: kind === "postgres" ? postgresRules.parseAddress(activation.address ?? "").database : "",
         user: `${actor.name}%${input.role}`,
         password: token,
         expiresAt: expiresAt.toISOString(),
