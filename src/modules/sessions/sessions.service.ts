@@ -28,6 +28,8 @@ import * as mysqlRules from "../connectors/mysql/mysql.rules.js";
 import * as postgresRules from "../connectors/postgres/postgres.rules.js";
 import * as sshHostRules from "../connectors/ssh-host/ssh-host.rules.js";
 import { createRecorder, type ActiveRecorder } from "./recorder.js";
+import type { LiveHub } from "./live-hub.js";
+import { approversOf } from "./live.rules.js";
 import { RECORDING_EXTENSION } from "../../contract/recording.js";
 import * as sessionStore from "./sessions.store.js";
 import {
@@ -75,6 +77,8 @@ export interface SessionServiceDeps {
   sweepMs?: number;
   /** The node's access index: the gate refuses an activation it does not hold live before any database read. */
   index?: Pick<AccessIndex, "view">;
+  /** Live watchers and moderation (live-hub.ts): every session's recording lines go there as written. */
+  live?: Pick<LiveHub, "open">;
 }
 
 export interface ProxyAddress {
@@ -311,6 +315,26 @@ export function createSessionService(deps: SessionServiceDeps) {
       clientAddress: input.clientAddress,
       details: { role: activation.role_name, target: activation.target_name },
     };
+    if (policy.moderator && kind !== "ssh")
+      return refuse(
+        kind,
+        "MODERATION_UNSUPPORTED",
+        `Sessions of ${activation.role_name} need a moderator, and only SSH sessions can be moderated.`,
+        who,
+      );
+    const spec = policySpec.safeParse(activation.policy_spec);
+    const approvers = spec.success ? approversOf(spec.data) : { users: [], groups: [], manager: false };
+    // The user's manager only matters when the policy names managers as approvers (who may then watch).
+    const userManagerId =
+      deps.live && approvers.manager
+        ? ((
+            await store.db
+              .selectFrom("principals")
+              .select("manager_id")
+              .where("id", "=", principal.id)
+              .executeTakeFirst()
+          )?.manager_id ?? null)
+        : null;
     const month = now.toISOString().slice(0, 7).replace("-", "/");
     const recordingKey = `recordings/${month}/${id}.${RECORDING_EXTENSION[kind]}`;
     let writer: BlobWriter | null = null;
@@ -402,6 +426,23 @@ export function createSessionService(deps: SessionServiceDeps) {
     };
     armExpiry(new Date(activation.expires_at!).getTime());
 
+    // Watchers see the recording's lines as they are written; a moderated session waits for its moderator.
+    const feed = deps.live?.open({
+      id,
+      kind,
+      user: principal.name,
+      role: activation.role_name,
+      target: activation.target_name,
+      startedAt: now,
+      facts: {
+        userId: principal.id,
+        userManagerId,
+        approvers,
+        moderator: policy.moderator ?? null,
+      },
+      abort: (end) => abort(entry, end, Date.now()),
+    });
+
     const recorder: ActiveRecorder = createRecorder({
       kind,
       writer,
@@ -414,6 +455,7 @@ export function createSessionService(deps: SessionServiceDeps) {
         startedAt: now,
       },
       clock,
+      ...(feed ? { tap: (line: string) => feed.push(line) } : {}),
       onFailure: (error) => {
         recordingFailures.inc({ kind });
         logger.error({ err: error, session: id }, "a session recording failed");
@@ -437,6 +479,9 @@ export function createSessionService(deps: SessionServiceDeps) {
       ended ??= (async () => {
         clearTimeout(entry.timer);
         live.delete(id);
+        feed?.close(
+          controller.signal.aborted ? (controller.signal.reason as SessionEnd).message : (detail ?? `ended: ${reason}`),
+        );
         liveGauge.dec({ kind });
         const endedAt = clock.now();
         if (entry.causeAt !== null)
@@ -504,6 +549,7 @@ export function createSessionService(deps: SessionServiceDeps) {
       policy,
       upstream,
       recorder,
+      ...(feed?.moderation ? { moderation: feed.moderation } : {}),
       signal: controller.signal,
       countBytes(direction, n) {
         bytes[direction] += n;
