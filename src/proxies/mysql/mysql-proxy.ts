@@ -453,6 +453,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       });
       const toServer = createPacketRelay({
         keep: SERVER_KEEP,
+        need: (head) => session_.needServer(head),
         decide: (head) => session_.decideServer(head),
         complete: (head, body, emit) => session_.completeServer(head, body, emit),
       });

@@ -84,6 +84,8 @@ export interface MysqlSessionOptions {
 
 export interface MysqlSession {
   decideClient(head: PacketHead): Verdict;
+  /** How much of a server packet's payload the session reads: none of a row's. */
+  needServer(head: PacketHead): number;
   completeClient(head: PacketHead, body: Buffer, emit: (bytes: Buffer) => void): void;
   decideServer(head: PacketHead): Verdict;
   completeServer(head: PacketHead, body: Buffer, emit: (bytes: Buffer) => void): void;
@@ -334,6 +336,13 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
       }
       if (p.command === COM.QUERY || p.command === COM.STMT_PREPARE || p.command === COM.INIT_DB) text(p);
       void emit;
+    },
+
+    needServer(head) {
+      const p = queue[0];
+      const row =
+        p !== undefined && (p.expect === "rows" || p.expect === "fetch") && head.first !== 0xfe && head.first !== 0xff;
+      return row || head.continuation ? 0 : SERVER_KEEP;
     },
 
     decideServer(head) {

@@ -491,6 +491,12 @@ export interface PacketHead {
 export interface PacketRelayOptions {
   /** Payloads up to this many bytes reach `complete` whole; longer ones as their first `keep` bytes only. */
   keep: number;
+  /**
+   * How much of this packet's payload `complete` needs (at most `keep`); 0: none (a row, whose end
+   * is all that matters). Asked right after `decide`. Absent: `keep`.
+   */
+  need?(head: PacketHead): number;
+  /** `head` is reused for the next packet: copy what must outlive the call. */
   decide(head: PacketHead): Verdict;
   /** The packet is complete; `body` is the payload (or its first `keep` bytes). */
   complete(head: PacketHead, body: Buffer, emit: (bytes: Buffer) => void): void;
@@ -509,13 +515,18 @@ export interface PacketRelay {
  * all; `complete` may emit packets of its own after the one it completes. Bodies are kept only up to
  * `keep` bytes, so a row of any size is never buffered.
  */
+const EMPTY = Buffer.alloc(0);
+
 export function createPacketRelay(options: PacketRelayOptions): PacketRelay {
   let header: Buffer = Buffer.alloc(0);
   let head: PacketHead | null = null;
+  /** One head object, filled in for each packet (a row costs no allocation). */
+  const current: PacketHead = { seq: 0, length: 0, first: -1, continuation: false };
   let verdict: Verdict = "pass";
   let received = 0;
   let parts: Buffer[] = [];
   let kept = 0;
+  let limit = options.keep;
   let previousFull = false;
 
   const push = (chunk: Buffer): Buffer[] => {
@@ -547,22 +558,27 @@ export function createPacketRelay(options: PacketRelayOptions): PacketRelay {
           runStart = offset;
           break;
         }
-        head = { seq: header[3]!, length, first: length > 0 ? chunk[offset]! : -1, continuation: previousFull };
+        current.seq = header[3]!;
+        current.length = length;
+        current.first = length > 0 ? chunk[offset]! : -1;
+        current.continuation = previousFull;
+        head = current;
         verdict = options.decide(head);
+        limit = options.need ? Math.min(options.keep, options.need(head)) : options.keep;
         if (verdict === "drop" || !(fresh && take === 4)) {
           flushRun(headerStart);
           // A passed header split across chunks goes as a copy; one wholly in this chunk stays in the run.
           if (verdict === "pass") out.push(Buffer.from(header));
           runStart = offset;
         }
-        header = Buffer.alloc(0);
+        header = EMPTY;
         received = 0;
-        parts = [];
+        if (parts.length > 0) parts = [];
         kept = 0;
       }
       const take = Math.min(head.length - received, chunk.length - offset);
-      if (take > 0 && kept < options.keep) {
-        const piece = chunk.subarray(offset, offset + Math.min(take, options.keep - kept));
+      if (take > 0 && kept < limit) {
+        const piece = chunk.subarray(offset, offset + Math.min(take, limit - kept));
         parts.push(piece);
         kept += piece.length;
       }
@@ -573,7 +589,7 @@ export function createPacketRelay(options: PacketRelayOptions): PacketRelay {
       const done = head;
       head = null;
       previousFull = done.length === MAX_PAYLOAD;
-      const body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+      const body = parts.length === 1 ? parts[0]! : parts.length === 0 ? EMPTY : Buffer.concat(parts);
       options.complete(done, body, emit);
     }
     flushRun(offset);
