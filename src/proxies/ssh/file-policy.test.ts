@@ -301,6 +301,25 @@ describe("scp-legacy", () => {
     });
   }
 
+  it("a recursive upload into a directory keeps the directory's name in the path", () => {
+    const h = scpHarness("upload", "/tmp/");
+    h.feed(Buffer.from("D0755 0 tree\nC0644 2 f\nhi\0E\n"));
+    expect(h.transfers[0]).toMatchObject({ path: "/tmp/tree/f", bytes: 2, outcome: "success" });
+  });
+
+  it("bytes a packet carries past its data's length are not hashed (SFTP WRITE with padding)", () => {
+    const h = harness(undefined);
+    h.fromServer(VERSION);
+    h.fromClient(Buffer.concat([INIT, open(1, "/p", 2 | 8)]));
+    h.fromServer(handleReply(1, "p"));
+    const file = randomBytes(1000);
+    const body = Buffer.concat([u32(2), str("p"), u64(0), str(file), Buffer.alloc(500, "P")]);
+    h.fromClient(Buffer.concat([u32(body.length + 1), Buffer.from([6]), body]));
+    h.fromClient(close(3, "p"));
+    h.fromServer(Buffer.concat([status(2, 0), status(3, 0)]));
+    expect(h.transfers[0]).toMatchObject({ bytes: 1000, sha256: sha256(file) });
+  });
+
   it("a size claimed in the record frames the file as the receiver frames it (the extra bytes are the next record)", () => {
     const h = scpHarness("upload", "/tmp/");
     h.feed(Buffer.from("C0644 5 f.txt\nhelloEXTRA!!\0"));

@@ -58,7 +58,12 @@ export function createScpFilter(options: ScpFilterOptions): ScpFilter {
   let stopped = false;
 
   const pathOf = (name: string): string => {
-    if (directories.length > 0) return posix.join(options.path, ...directories.slice(1), name);
+    if (directories.length > 0) {
+      // The first D record names the command's path itself (`scp -r -f /srv/dir` sends `D… dir`), unless
+      // an upload goes into an existing directory (`scp -r -d -t /tmp/`: /tmp/<dir>/…).
+      const below = direction === "upload" && options.targetIsDirectory ? directories : directories.slice(1);
+      return posix.join(options.path, ...below, name);
+    }
     if (direction === "download") {
       // `scp -f /a/b.txt` sends `b.txt`; a glob or a directory's files come with their own names.
       if (posix.basename(options.path) === name) return options.path;

@@ -387,7 +387,7 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
         // The head may hold the first bytes of the data (it is read up to MAX_HANDLE's worth).
         const inHead = head.subarray(read.at(), Math.min(head.length, read.at() + size));
         if (inHead.length > 0) feed(inHead);
-        return { body: feed, done: () => sink.settle() };
+        return { body: upTo(size - inHead.length, feed), done: () => sink.settle() };
       }
       case SFTP.CLOSE:
         remember({ kind: "close", handle: read.handle() });
@@ -441,7 +441,7 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
           sink.denied ??= { rule: "maxBytes", reason: message };
           return { drop: true, replace: statusPacket(id, SSH_FX.FAILURE, message) };
         }
-        return { body: sink.begin(asked.offset), done: () => sink.settle() };
+        return { body: upTo(size, sink.begin(asked.offset)), done: () => sink.settle() };
       }
       case "write": {
         const file = handles.get(asked.handle);
@@ -472,6 +472,20 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
       for (const handle of [...handles.keys()]) closeFile(handle, "not closed");
       pending.clear();
     },
+  };
+}
+
+/**
+ * The first `limit` bytes of a packet's body go to `feed`: what the data's length field says, as the
+ * receiver reads it; bytes a packet carries past it (padding) are not file data.
+ */
+function upTo(limit: number, feed: (data: Buffer) => void): (data: Buffer) => void {
+  let left = limit;
+  return (data) => {
+    if (left <= 0) return;
+    const piece = data.length <= left ? data : data.subarray(0, left);
+    left -= piece.length;
+    feed(piece);
   };
 }
 
