@@ -23,7 +23,9 @@ function quoted(value: string | number): string {
 
 /** A MySQL option file's [client] group: what `mariadb --defaults-file=…` and `mysql` read. */
 export function mysqlOptionFile(login: { host: string; port: number; user: string; password: string }): string {
-  const value = (v: string | number) => `"${String(v).replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+  // Quoted, with the escapes option files know: a value can neither end early nor start another line.
+  const value = (v: string | number) =>
+    `"${String(v).replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\r/g, "\\r")}"`;
   return [
     "# Written by stint db login: a Stint database token, valid until your activation ends.",
     "[client]",
