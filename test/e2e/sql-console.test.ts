@@ -16,7 +16,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pg from "pg";
-import type { Browser } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/lib/logger.js";
 import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
@@ -94,6 +94,20 @@ async function accounts(): Promise<string> {
     "SELECT string_agg(format('%s|%s', id, owner), ',' ORDER BY id) AS data FROM accounts",
   );
   return rows[0]!.data;
+}
+
+/** axe-core's violations inside the open dialog, one line each. */
+async function axeViolations(page: Page): Promise<string[]> {
+  if (!((await page.evaluate('"axe" in globalThis')) as boolean))
+    await page.addScriptTag({ path: path.join(process.cwd(), "node_modules/axe-core/axe.min.js") });
+  const options = {
+    runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
+    resultTypes: ["violations"],
+  };
+  const result = (await page.evaluate(
+    `axe.run([...document.querySelectorAll('[role="dialog"]')].pop(), ${JSON.stringify(options)})`,
+  )) as { violations: { id: string; impact: string | null; nodes: { target: string[] }[] }[] };
+  return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join("; ")}`);
 }
 
 beforeAll(async () => {
@@ -307,7 +321,8 @@ describe("the web SQL console runs through the PostgreSQL proxy", () => {
     const guard = new Guard(() => browser!);
     try {
       browser = await launchChromium();
-      const page = await signInPage(await guard.context(), url, USER, passwordFor(USER));
+      // CSP bypassed only so that the test can add axe-core to the page.
+      const page = await signInPage(await guard.context(undefined, { bypassCSP: true }), url, USER, passwordFor(USER));
       await page.getByRole("button", { name: `Open SQL console for ${ROLE}` }).click();
       const dialog = page.getByRole("dialog", { name: `SQL console: ${ROLE}` });
       await dialog.getByText(/as session/).waitFor();
@@ -322,6 +337,12 @@ describe("the web SQL console runs through the PostgreSQL proxy", () => {
       await dialog.getByRole("button", { name: "Run" }).click();
       await dialog.getByText("ERROR 42501").waitFor();
       await dialog.getByText(/refused by Stint query policy/).waitFor();
+      // Rows and an error on screen: axe finds nothing in the dialog (WCAG 2.x A/AA and best practices).
+      await dialog.getByLabel("SQL").fill("SELECT id, owner FROM accounts ORDER BY id; SELECT 1/0");
+      await dialog.getByRole("button", { name: "Run" }).click();
+      await table.waitFor();
+      await dialog.getByText("ERROR 22012").waitFor();
+      expect(await axeViolations(page)).toEqual([]);
       await dialog.getByRole("button", { name: "Close" }).first().click();
       await dialog.waitFor({ state: "detached" });
       await waitFor(

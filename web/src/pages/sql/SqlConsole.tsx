@@ -108,7 +108,7 @@ export function SqlConsole({ role, onClose }: { role: string; onClose: () => voi
 
 function Answer({ answer }: { answer: SqlConsoleQueryResultDto }) {
   return (
-    <Stack gap="sm" aria-label="Query results">
+    <Stack gap="sm" role="region" aria-label="Query results">
       {answer.results.map((result, i) => (
         <Stack key={i} gap={4}>
           <Group gap="xs">
