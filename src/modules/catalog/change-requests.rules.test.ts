@@ -494,6 +494,13 @@ describe("policyFieldWidens: unknown fields widen", () => {
     [{ field: "spec.approval.sameApproverAcrossStages", from: false, to: true }, /several stages/],
     [{ field: "spec.drift", from: "remove", to: "report" }, "drift only reported"],
     [{ field: "spec.session.portForwarding", from: false, to: true }, "port forwarding allowed"],
+    [{ field: "spec.session.files", to: { download: "deny" } }, null],
+    [{ field: "spec.session.files", from: { download: "deny" } }, "file downloads allowed"],
+    [{ field: "spec.session.files.upload", from: "deny", to: "allow" }, "file uploads allowed"],
+    [{ field: "spec.session.files.download", from: "allow", to: "deny" }, null],
+    [{ field: "spec.session.files.maxBytes", from: 10, to: 20 }, "larger file transfers allowed"],
+    [{ field: "spec.session.files.maxBytes", to: 20 }, null],
+    [{ field: "spec.session.files.maxBytes", from: 20 }, "larger file transfers allowed"],
     [{ field: "spec.justification.ticketPattern", from: "^A", to: "^B" }, "ticket pattern changed"],
     [{ field: "spec.justification.rejectWords", from: ["a", "b"], to: ["a"] }, "fewer rejected words"],
     [

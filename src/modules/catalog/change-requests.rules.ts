@@ -123,9 +123,35 @@ export function policyFieldWidens(change: FieldChange): string | null {
       return to === "required" ? null : "session recording optional";
     case "session.portForwarding":
       return to === false ? null : "port forwarding allowed";
+    case "session.files":
+      return filesWiden(from, to);
+    case "session.files.download":
+      return to === "deny" ? null : "file downloads allowed";
+    case "session.files.upload":
+      return to === "deny" ? null : "file uploads allowed";
+    case "session.files.maxBytes":
+      return filesWiden({ maxBytes: from }, { maxBytes: to });
     default:
       return `${field} changed`;
   }
+}
+
+/** The file-transfer policy (absent: every transfer passes) lets more through: a direction allowed, a larger cap or none. */
+function filesWiden(from: unknown, to: unknown): string | null {
+  const read = (value: unknown) => {
+    const files = (typeof value === "object" && value !== null ? value : {}) as Record<string, unknown>;
+    return {
+      download: files.download === "deny",
+      upload: files.upload === "deny",
+      maxBytes: typeof files.maxBytes === "number" ? files.maxBytes : Infinity,
+    };
+  };
+  const before = read(from);
+  const after = read(to);
+  if (before.download && !after.download) return "file downloads allowed";
+  if (before.upload && !after.upload) return "file uploads allowed";
+  if (after.maxBytes > before.maxBytes) return "larger file transfers allowed";
+  return null;
 }
 
 type Stage = { approvers?: unknown; count?: number; onTimeout?: string; [key: string]: unknown };
