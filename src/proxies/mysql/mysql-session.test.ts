@@ -10,13 +10,11 @@ import {
   COM,
   MAX_PAYLOAD,
   SERVER_STATUS,
-  cachingSha2Scramble,
   createPacketRelay,
   encodeErr,
   encodeGreeting,
   encodeHandshakeResponse,
   lenencInt,
-  nativePasswordScramble,
   packet,
   parseErr,
   parseGreeting,
@@ -24,6 +22,7 @@ import {
   CLIENT,
   PROXY_CAPABILITIES,
 } from "./mysql-wire.js";
+import { cachingSha2Scramble, nativePasswordScramble } from "./mysql-scramble.js";
 
 const ok = (seq: number, affected = 0, status: number = SERVER_STATUS.AUTOCOMMIT) =>
   packet(seq, Buffer.concat([Buffer.from([0]), lenencInt(affected), lenencInt(0), u16(status), u16(0)]));
@@ -221,6 +220,27 @@ describe("the session's commands and answers", () => {
       ["select ? + 1", 1, null],
       ["selec oops", null, "42S02: You have an error in your SQL syntax"],
     ]);
+  });
+
+  it("MariaDB's prepare-and-execute together: statement id 0xFFFFFFFF is logged with the text just prepared", () => {
+    const h = harness();
+    h.up(
+      command(COM.STMT_PREPARE, "select 42"),
+      packet(0, Buffer.from([COM.STMT_EXECUTE, 0xff, 0xff, 0xff, 0xff, 0, 1, 0, 0, 0])),
+    );
+    h.down(
+      packet(1, Buffer.concat([Buffer.from([0, 9, 0, 0, 0]), u16(1), u16(0), Buffer.from([0]), u16(0)])),
+      column(2, "42"),
+      eof(3),
+    );
+    h.down(
+      packet(1, lenencInt(1)),
+      column(2, "42"),
+      eof(3),
+      packet(4, Buffer.from([0, 0, 42, 0, 0, 0, 0, 0, 0, 0])),
+      eof(5),
+    );
+    expect(h.logged.map((e) => [e.statement, e.rows])).toEqual([["select 42", 1]]);
   });
 
   it("an execution with a cursor ends at the column definitions; fetches follow", () => {

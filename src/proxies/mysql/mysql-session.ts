@@ -24,6 +24,7 @@ import {
 export const MAX_LOGGED_STATEMENT = 1 << 20;
 /** Server payloads kept whole up to this size (OK/ERR/EOF are far smaller; rows are never needed). */
 export const SERVER_KEEP = 64 * 1024;
+const LAST_PREPARED = 0xffffffff;
 /** Prepared statements remembered per session (their text, for the query log of each execution). */
 const MAX_PREPARED = 10_000;
 
@@ -183,6 +184,8 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
   /** The logical client packet in progress spans physical packets. */
   let clientCurrent: { pending: Pending | null; verdict: Verdict } | null = null;
   let interrupted = false;
+  /** The text of the last COM_STMT_PREPARE the client sent (for MariaDB's statement id 0xFFFFFFFF). */
+  let lastPrepared: string | null = null;
 
   const text = (p: Pending): string => {
     if (p.statement !== null) return p.statement;
@@ -314,7 +317,9 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
           }
         } else if (first && (p.command === COM.STMT_EXECUTE || p.command === COM.STMT_FETCH) && body.length >= 5) {
           p.stmtId = body.readUInt32LE(1);
-          p.statement = prepared.get(p.stmtId) ?? `/* statement ${p.stmtId}, prepared before it was logged */`;
+          // 0xFFFFFFFF: MariaDB's "the statement just prepared" (a prepare and its execution sent together).
+          const known = p.stmtId === LAST_PREPARED ? lastPrepared : prepared.get(p.stmtId);
+          p.statement = known ?? `/* statement ${p.stmtId}, prepared before it was logged */`;
         }
       } else if (first && head.first === COM.STMT_CLOSE && body.length >= 5) {
         prepared.delete(body.readUInt32LE(1));
@@ -335,6 +340,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
         return;
       }
       if (p.command === COM.QUERY || p.command === COM.STMT_PREPARE || p.command === COM.INIT_DB) text(p);
+      if (p.command === COM.STMT_PREPARE) lastPrepared = p.statement;
       void emit;
     },
 

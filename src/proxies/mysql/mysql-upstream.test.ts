@@ -14,13 +14,12 @@ import {
   CLIENT,
   NATIVE_PASSWORD,
   PROXY_CAPABILITIES,
-  cachingSha2Scramble,
   encodeAuthSwitch,
   encodeGreeting,
-  nativePasswordScramble,
   packet,
   parseHandshakeResponse,
 } from "./mysql-wire.js";
+import { cachingSha2Scramble, nativePasswordScramble } from "./mysql-scramble.js";
 
 const PASSWORD = "upstream-secret-ü";
 const NONCE = Buffer.from("abcdefghij0123456789");

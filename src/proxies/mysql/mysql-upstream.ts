@@ -15,15 +15,13 @@ import {
   MysqlWireError,
   NATIVE_PASSWORD,
   PROXY_CAPABILITIES,
-  cachingSha2Scramble,
   encodeHandshakeResponse,
-  nativePasswordScramble,
   packet,
   parseAuthSwitch,
   parseErr,
   parseGreeting,
-  rsaEncryptedPassword,
 } from "./mysql-wire.js";
+import { cachingSha2Scramble, nativePasswordScramble, rsaEncryptedPassword } from "./mysql-scramble.js";
 
 /** Handshake packets are small; a longer one before sign-in ends the connection. */
 export const MAX_HANDSHAKE_PACKET = 64 * 1024;
