@@ -12,9 +12,11 @@
  * Chromium, "Open SQL console" on My access, a query typed, its rows seen.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import pg from "pg";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -24,6 +26,7 @@ import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { ADMIN_PASSWORD, passwordFor } from "../../src/testing/server.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 import { WEB_DIR } from "../../src/http/web.routes.js";
+import { createSqlConsoleService } from "../../src/modules/sql-console/sql-console.service.js";
 import { Guard, launchChromium, signInPage } from "./browser.js";
 import { injectFetch } from "./inject-fetch.js";
 
@@ -94,6 +97,17 @@ async function accounts(): Promise<string> {
     "SELECT string_agg(format('%s|%s', id, owner), ',' ORDER BY id) AS data FROM accounts",
   );
   return rows[0]!.data;
+}
+
+/** A self-signed certificate for 127.0.0.1 (PEM), made with the openssl command. */
+async function selfSigned(name: string): Promise<{ cert: string; key: string }> {
+  const key = path.join(work, `${name}.key`);
+  const cert = path.join(work, `${name}.crt`);
+  await promisify(execFile)("openssl", [
+    ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"],
+    ...["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+  ]);
+  return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
 }
 
 /** axe-core's violations inside the open dialog, one line each. */
@@ -354,6 +368,46 @@ describe("the web SQL console runs through the PostgreSQL proxy", () => {
       await browser?.close();
     }
   }, 60_000);
+
+  it("a proxy with a TLS certificate: the console speaks TLS pinned to that certificate; another one is refused", async () => {
+    const made = [await selfSigned("a"), await selfSigned("b")];
+    const secure = createPgProxy({
+      gate: h.server.sessions.gate,
+      logger: createLogger({ level: "silent" }),
+      port: 0,
+      tls: made[0]!,
+    });
+    const { port } = await secure.listen();
+    const consoleWith = (pem: string) =>
+      createSqlConsoleService({
+        sessions: {
+          issueDatabaseToken: (actor, ctx, input) => h.server.sessions.issueDatabaseToken(actor, ctx, input),
+          localProxyAddress: () => ({ host: "127.0.0.1", port }),
+          awaitSessionOf: (token, opened) => h.server.sessions.awaitSessionOf(token, opened),
+        },
+        audit: h.server.audit,
+        clock: h.clock,
+        logger: createLogger({ level: "silent" }),
+        proxyTlsCert: async () => pem,
+      });
+    const actor = await h.server.identity.authenticate(await h.server.login(USER, passwordFor(USER)));
+    const ctx = { correlationId: "sql-console-tls", sourceIp: "127.0.0.1", userAgent: null };
+    const pinned = consoleWith(made[0]!.cert);
+    const other = consoleWith(made[1]!.cert);
+    try {
+      const opened = await pinned.open(actor, ctx, { role: ROLE });
+      const res = await pinned.query(actor, opened.id, "SELECT count(*) FROM accounts");
+      expect(res).toMatchObject({ error: null, results: [{ rows: [["3"]] }] });
+      // The proxy speaks TLS only (a plaintext startup is refused), so that answer came over TLS; a proxy
+      // presenting any other certificate gets no token.
+      await expect(other.open(actor, ctx, { role: ROLE })).rejects.toMatchObject({ code: "UNAVAILABLE" });
+      expect(secure.liveSessions()).toBe(1);
+    } finally {
+      await pinned.stop();
+      await other.stop();
+      await secure.close();
+    }
+  });
 
   it("a revoke ends the console: the next query answers SQL_CONSOLE_ENDED saying why", async () => {
     const opened = await openConsole();
