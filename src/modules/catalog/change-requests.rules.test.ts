@@ -501,6 +501,10 @@ describe("policyFieldWidens: unknown fields widen", () => {
     [{ field: "spec.session.files.maxBytes", from: 10, to: 20 }, "larger file transfers allowed"],
     [{ field: "spec.session.files.maxBytes", to: 20 }, null],
     [{ field: "spec.session.files.maxBytes", from: 20 }, "larger file transfers allowed"],
+    [{ field: "spec.session.moderator", to: { groups: ["sec"] } }, null],
+    [{ field: "spec.session.moderator", from: { groups: ["sec"] } }, "moderator no longer required"],
+    [{ field: "spec.session.moderator.groups", from: ["sec"], to: ["sec", "ops"] }, "more moderator groups"],
+    [{ field: "spec.session.moderator.groups", from: ["sec", "ops"], to: ["sec"] }, null],
     [{ field: "spec.justification.ticketPattern", from: "^A", to: "^B" }, "ticket pattern changed"],
     [{ field: "spec.justification.rejectWords", from: ["a", "b"], to: ["a"] }, "fewer rejected words"],
     [

@@ -131,6 +131,10 @@ export function policyFieldWidens(change: FieldChange): string | null {
       return to === "deny" ? null : "file uploads allowed";
     case "session.files.maxBytes":
       return filesWiden({ maxBytes: from }, { maxBytes: to });
+    case "session.moderator":
+      return moderatorWidens(from, to);
+    case "session.moderator.groups":
+      return moderatorWidens({ groups: from }, { groups: to });
     default:
       return `${field} changed`;
   }
@@ -152,6 +156,23 @@ function filesWiden(from: unknown, to: unknown): string | null {
   if (before.upload && !after.upload) return "file uploads allowed";
   if (after.maxBytes > before.maxBytes) return "larger file transfers allowed";
   return null;
+}
+
+/**
+ * A moderator requirement (live-sessions.md) lets more through when it goes, or when a group that may admit
+ * a session is added (more people may start one); requiring one, or fewer groups, narrows.
+ */
+function moderatorWidens(from: unknown, to: unknown): string | null {
+  const groups = (value: unknown): string[] | null => {
+    const rule = (typeof value === "object" && value !== null ? value : {}) as { groups?: unknown };
+    return Array.isArray(rule.groups) ? rule.groups.filter((g): g is string => typeof g === "string") : null;
+  };
+  const before = groups(from);
+  const after = groups(to);
+  if (after === null || after.length === 0)
+    return before === null || before.length === 0 ? null : "moderator no longer required";
+  if (before === null || before.length === 0) return null;
+  return after.every((group) => before.includes(group)) ? null : "more moderator groups";
 }
 
 type Stage = { approvers?: unknown; count?: number; onTimeout?: string; [key: string]: unknown };
