@@ -353,6 +353,10 @@ describe("MariaDB/MySQL proxy", () => {
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toContain("not a valid Stint database token");
 
+    // No grant: without an active activation there is no token to be had.
+    const none = await cli(BEN, ["db", "login", ROLE]);
+    expect(none.code).toBe(7);
+    expect(none.stderr).toContain("NOT_ACTIVE");
     await h.activate(BEN, ROLE, "1h");
     const bens = await dbLogin(BEN);
     expect((await mariadb({ ...mine, password: bens.password }, "select 1")).stderr).toContain(
