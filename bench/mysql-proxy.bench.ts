@@ -56,7 +56,7 @@ function mariadb(port: number, user: string, password: string, sql: string, inpu
       ],
       { stdio: [input === undefined ? "ignore" : "pipe", "pipe", "inherit"] },
     );
-    child.stdout.on("data", (c: Buffer) => (bytes += c.length));
+    child.stdout!.on("data", (c: Buffer) => (bytes += c.length));
     if (input !== undefined) child.stdin!.end(input);
     child.on("error", reject);
     child.on("exit", (code) => (code === 0 ? resolve(bytes) : reject(new Error(`mariadb exited ${code}`))));
