@@ -9,7 +9,6 @@ const OVER_600_LINES = [
   "src/modules/requests/requests.service.ts",
   "src/modules/grants/grants.service.ts",
   "src/modules/vault/vault.service.ts",
-  "src/modules/catalog/catalog.service.ts",
   "src/modules/sessions/sessions.service.ts",
   "src/proxies/ssh/ssh-proxy.ts",
   "src/modules/identity/identity.service.ts",
