@@ -308,6 +308,7 @@ const OPTIONAL: Visit[] = [
   { path: "/reviews", heading: "Reviews", dialogs: [/^Keep…$/, /^Remove…$/] },
   { path: "/alerts", heading: "Alerts", dialogs: [/ activated /] },
   { path: "/evidence", heading: "Evidence" },
+  { path: "/live", heading: "Live sessions" },
 ];
 
 async function signIn(page: Page): Promise<void> {
