@@ -5,24 +5,30 @@
  * such as a user agent or a reason can) is written with a leading apostrophe, as OWASP advises against CSV
  * injection; the JSON lines export carries every value as it is.
  */
-import type { AuditEvent } from "./audit.types.js";
+import { EVENT_ROW_COLUMNS, type AuditEvent, type EventRowColumn } from "./audit.types.js";
 
-export const CSV_COLUMNS = [
-  "seq",
-  "time",
-  "actor",
-  "actor_id",
-  "action",
-  "subject",
-  "outcome",
-  "reason",
-  "correlation_id",
-  "source_ip",
-  "user_agent",
-  "details",
-  "prev_hash",
-  "hash",
-] as const;
+type CsvColumn = Exclude<EventRowColumn, "id">;
+
+/** The columns of `audit_events` as reads select them, but the id. */
+export const CSV_COLUMNS = EVENT_ROW_COLUMNS.filter((column): column is CsvColumn => column !== "id");
+
+/** Each column's value in an event (a column added to the list must say how it is written here). */
+const CSV_VALUE: Record<CsvColumn, (event: AuditEvent) => string | number | null> = {
+  seq: (e) => e.seq,
+  time: (e) => e.time,
+  actor: (e) => e.actor,
+  actor_id: (e) => e.actorId,
+  action: (e) => e.action,
+  subject: (e) => e.subject,
+  outcome: (e) => e.outcome,
+  reason: (e) => e.reason,
+  correlation_id: (e) => e.correlationId,
+  source_ip: (e) => e.sourceIp,
+  user_agent: (e) => e.userAgent,
+  details: (e) => JSON.stringify(e.details),
+  prev_hash: (e) => e.prevHash,
+  hash: (e) => e.hash,
+};
 
 export const CSV_HEADER = CSV_COLUMNS.join(",");
 
@@ -36,22 +42,5 @@ export function csvField(value: string | number | null): string {
 
 /** One event as one CSV line (no line break at the end). */
 export function toCsvLine(event: AuditEvent): string {
-  return [
-    event.seq,
-    event.time,
-    event.actor,
-    event.actorId,
-    event.action,
-    event.subject,
-    event.outcome,
-    event.reason,
-    event.correlationId,
-    event.sourceIp,
-    event.userAgent,
-    JSON.stringify(event.details),
-    event.prevHash,
-    event.hash,
-  ]
-    .map(csvField)
-    .join(",");
+  return CSV_COLUMNS.map((column) => csvField(CSV_VALUE[column](event))).join(",");
 }

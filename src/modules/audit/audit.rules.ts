@@ -459,6 +459,45 @@ export function createChainVerifier(
       count += 1;
       return true;
     },
+    /** The seqs whose hashes `pushVerified` needs: checkpoints, the anchor, a missing checkpoint's; ascending. */
+    seqsOfInterest(): number[] {
+      const seqs = new Set(bySeq.keys());
+      if (anchor) seqs.add(anchor.seq);
+      if (missingBetween !== undefined) seqs.add(missingBetween);
+      return [...seqs].sort((a, b) => a - b);
+    },
+    /**
+     * A run of events checked elsewhere (each one's hash recomputed from its fields, each linked to the one
+     * before it, `count` of them from `firstSeq` to `lastSeq`), with the hashes at the `wanted` seqs of
+     * `seqsOfInterest` in it: joined to the chain when `push` would have taken every one of them. False
+     * (nothing changed) otherwise: the caller then pushes them one by one, which names the problem.
+     */
+    pushVerified(run: {
+      firstSeq: number;
+      firstPrevHash: string;
+      lastSeq: number;
+      lastHash: string;
+      count: number;
+      wanted: readonly number[];
+      hashes: readonly string[];
+    }): boolean {
+      if (broken || run.firstSeq !== expectedSeq || run.firstPrevHash !== prevHash) return false;
+      if (run.lastSeq - run.firstSeq + 1 !== run.count || run.wanted.length !== run.hashes.length) return false;
+      for (let i = 0; i < run.wanted.length; i++) {
+        const seq = run.wanted[i]!;
+        const hash = run.hashes[i]!;
+        if (seq < run.firstSeq || seq > run.lastSeq) return false;
+        const cp = bySeq.get(seq);
+        if (cp && (!cp.signatureValid || cp.hash !== hash)) return false;
+        if (seq === missingBetween) return false;
+        if (anchor && seq === anchor.seq && anchor.hash !== hash) return false;
+      }
+      prevHash = run.lastHash;
+      expectedSeq = run.lastSeq + 1;
+      count += run.count;
+      return true;
+    },
+    isBroken: () => broken !== undefined,
     finish(head: { seq: number; hash: string }): VerifyResult {
       const lastSeq = expectedSeq - 1;
       if (!broken) {

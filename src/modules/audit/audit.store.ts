@@ -1,7 +1,10 @@
 /** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
 import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
-import type { AuditEvent, PendingAuditEvent } from "./audit.types.js";
+import { decodeVerifyRow, eventTime, FIELD, toEvent, type EventRow } from "./audit.rows.js";
+import { EVENT_ROW_COLUMNS, type AuditEvent, type PendingAuditEvent } from "./audit.types.js";
+
+export { decodeVerifyRow, toEvent, type EventRow };
 
 type Q = Kysely<Database>;
 
@@ -271,74 +274,8 @@ export async function moveHead(tx: Q, head: { seq: number; hash: string }): Prom
  */
 const TIME_TEXT = sql<string>`pg_catalog.to_char(time at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`;
 
-/** The columns of an event, every one of them read by `toEvent`. */
-const EVENT_COLUMNS = [
-  "seq",
-  "id",
-  TIME_TEXT.as("time"),
-  "actor",
-  "actor_id",
-  "action",
-  "subject",
-  "outcome",
-  "reason",
-  "correlation_id",
-  "source_ip",
-  "user_agent",
-  "details",
-  "prev_hash",
-  "hash",
-] as const;
-
-/**
- * The stored time (`TIME_TEXT`) as the event's `time`: Stint writes milliseconds (`toISOString()`), so a
- * time whose last three digits are zeros is written as `toISOString()` writes it; one with microseconds
- * keeps them, so its event no longer matches its hash (an edit below the millisecond is reported).
- */
-function eventTime(text: string): string {
-  // NULL only from a database writer who dropped the constraint: left as it is, it matches no hash.
-  if (text === null) return text;
-  return text.length === 26 && text.endsWith("000") ? `${text.slice(0, 23)}Z` : `${text}Z`;
-}
-
-export interface EventRow {
-  seq: number;
-  id: string;
-  time: string;
-  actor: string;
-  actor_id: string | null;
-  action: string;
-  subject: string | null;
-  outcome: AuditEvent["outcome"];
-  reason: string | null;
-  correlation_id: string | null;
-  source_ip: string | null;
-  user_agent: string | null;
-  details: Record<string, unknown>;
-  prev_hash: string;
-  hash: string;
-}
-
-/** The one mapping from a row of `audit_events` (as `EVENT_COLUMNS` or `verifyRows` read it) to an event. */
-export function toEvent(row: EventRow): AuditEvent {
-  return {
-    seq: row.seq,
-    id: row.id,
-    time: eventTime(row.time),
-    actor: row.actor,
-    actorId: row.actor_id,
-    action: row.action,
-    subject: row.subject,
-    outcome: row.outcome,
-    reason: row.reason,
-    correlationId: row.correlation_id,
-    sourceIp: row.source_ip,
-    userAgent: row.user_agent,
-    details: row.details,
-    prevHash: row.prev_hash,
-    hash: row.hash,
-  };
-}
+/** The columns of an event (`EVENT_ROW_COLUMNS`), every one of them read by `toEvent`; the time as `TIME_TEXT`. */
+const EVENT_COLUMNS = EVENT_ROW_COLUMNS.map((column) => (column === "time" ? TIME_TEXT.as("time") : column));
 
 /** Events with seq > afterSeq, in order, `limit` at a time. */
 export interface EventFilter {
@@ -401,13 +338,6 @@ export async function pageFrom(db: Q, afterSeq: number, limit: number, filter: E
 }
 
 /**
- * The separator of `VERIFY_ROW`'s fields. A field holding it is read as more fields than there are, so
- * `decodeVerifyRow` refuses the row (every field is always there, NULL as empty) and its page is read
- * again as columns: a row is never split by guess.
- */
-const FIELD = "\x1f";
-
-/**
  * Bit k: the k-th nullable column is NULL (actor_id, subject, reason, correlation_id, source_ip,
  * user_agent); 64 and more: a column that may not be NULL is (a database writer dropped the constraint).
  */
@@ -425,35 +355,29 @@ const VERIFY_ROW = sql<string>`concat(seq, chr(31), id, chr(31), ${TIME_TEXT}, c
   action, chr(31), subject, chr(31), outcome, chr(31), reason, chr(31), correlation_id, chr(31), source_ip, chr(31),
   user_agent, chr(31), prev_hash, chr(31), hash, chr(31), ${NULL_MASK}, chr(31), details)`;
 
-/** An event read as `VERIFY_ROW`, or undefined when its text cannot be split without doubt. */
-export function decodeVerifyRow(text: string): AuditEvent | undefined {
-  const f = text.split(FIELD);
-  if (f.length !== 16) return undefined;
-  const nulls = Number(f[14]);
-  if (!(nulls < 64)) return undefined;
-  return toEvent({
-    seq: Number(f[0]),
-    id: f[1]!,
-    time: f[2]!,
-    actor: f[3]!,
-    actor_id: nulls & 1 ? null : f[4]!,
-    action: f[5]!,
-    subject: nulls & 2 ? null : f[6]!,
-    outcome: f[7] as AuditEvent["outcome"],
-    reason: nulls & 4 ? null : f[8]!,
-    correlation_id: nulls & 8 ? null : f[9]!,
-    source_ip: nulls & 16 ? null : f[10]!,
-    user_agent: nulls & 32 ? null : f[11]!,
-    prev_hash: f[12]!,
-    hash: f[13]!,
-    details: JSON.parse(f[15]!) as Record<string, unknown>,
-  });
-}
-
 async function verifyPage(db: Q, afterSeq: number, limit: number): Promise<string[]> {
   const { rows } = await sql<{ row: string }>`select ${VERIFY_ROW} as row from audit_events
     where seq > ${afterSeq} order by seq limit ${limit}`.execute(db);
   return rows.map((r) => r.row);
+}
+
+/**
+ * Up to `limit` events after `afterSeq` and at most `headSeq`, in seq order, one `VERIFY_ROW` text each (the
+ * parallel verify's read: the texts go to worker threads as they are).
+ */
+export async function verifyPageRows(db: Q, afterSeq: number, headSeq: number, limit: number): Promise<string[]> {
+  const { rows } = await sql<{ row: string }>`select ${VERIFY_ROW} as row from audit_events
+    where seq > ${afterSeq} order by seq limit ${limit}`.execute(db);
+  const texts = rows.map((r) => r.row);
+  // Past the head (appended since verify read it): left for the next run. Cut here, not in SQL, where a
+  // second bound on seq made PostgreSQL's plan for the page much slower.
+  while (texts.length > 0 && verifyRowSeq(texts[texts.length - 1]!) > headSeq) texts.pop();
+  return texts;
+}
+
+/** The seq a `VERIFY_ROW` text begins with (NaN when it does not). */
+export function verifyRowSeq(text: string): number {
+  return Number(text.slice(0, text.indexOf(FIELD)));
 }
 
 /** Rows per page of `visitForVerify`: a page and the next one in flight stay small enough to die young. */
@@ -473,9 +397,11 @@ export async function visitForVerify(
   visit: (event: AuditEvent) => boolean,
   onPage?: (lastSeq: number) => void,
   pageSize = VERIFY_PAGE,
+  /** Visits from the event after this one (the parallel path hands over here). */
+  fromSeq = 0,
 ): Promise<void> {
   /** The last seq visited. */
-  let afterSeq = 0;
+  let afterSeq = fromSeq;
   /** Visits `event`; false once the visit ends (the visitor stopped, or past the head). */
   const take = (event: AuditEvent) => {
     if (event.seq > headSeq || !visit(event)) return false;
@@ -494,12 +420,12 @@ export async function visitForVerify(
     }
     return true;
   };
-  let next: Promise<string[]> | null = headSeq > 0 ? verifyPage(db, 0, pageSize) : null;
+  let next: Promise<string[]> | null = headSeq > afterSeq ? verifyPage(db, afterSeq, pageSize) : null;
   while (next) {
     const page: string[] = await next;
     if (page.length === 0) return;
     const last = page[page.length - 1]!;
-    const lastSeq = Number(last.slice(0, last.indexOf(FIELD)));
+    const lastSeq = verifyRowSeq(last);
     const more = page.length === pageSize && Number.isSafeInteger(lastSeq) && lastSeq > afterSeq && lastSeq < headSeq;
     next = more ? verifyPage(db, lastSeq, pageSize) : null;
     if (!(await visitPage(page))) {

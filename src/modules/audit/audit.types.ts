@@ -27,6 +27,30 @@ export interface AuditEvent {
   hash: string;
 }
 
+/**
+ * The columns of `audit_events`, in the order reads select them (`audit.store.ts`) and the CSV export
+ * writes them (`audit.csv.ts`, all but `id`): the one list both derive from.
+ */
+export const EVENT_ROW_COLUMNS = [
+  "seq",
+  "id",
+  "time",
+  "actor",
+  "actor_id",
+  "action",
+  "subject",
+  "outcome",
+  "reason",
+  "correlation_id",
+  "source_ip",
+  "user_agent",
+  "details",
+  "prev_hash",
+  "hash",
+] as const;
+
+export type EventRowColumn = (typeof EVENT_ROW_COLUMNS)[number];
+
 /** An event as its transaction writes it: not chained yet (no seq, no hashes). */
 export type PendingAuditEvent = Omit<AuditEvent, "seq" | "prevHash" | "hash">;
 

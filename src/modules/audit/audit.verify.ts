@@ -1,0 +1,236 @@
+/**
+ * `audit verify` on worker threads. Each event's hash depends on its own fields and the previous hash it
+ * stores, so pages can be re-hashed apart: the calling thread reads page after page (one text per event,
+ * `verifyPageRows`), worker threads re-hash them and check the links inside each, and the chain verifier
+ * here joins the pages in order (first event after the previous page's last, its stored previous hash
+ * that page's hash) and checks the checkpoints and the anchor against the hashes the workers report.
+ * Whatever a worker does not find intact (a row that does not decode without doubt included) is read
+ * again as columns and pushed event by event through the same verifier as the serial path, so a broken
+ * chain is reported exactly as before. Without workers (they cannot start), verify runs serially.
+ */
+import { createRequire } from "node:module";
+import os from "node:os";
+import { pathToFileURL } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import type { createChainVerifier } from "./audit.rules.js";
+import * as auditStore from "./audit.store.js";
+
+export interface PageJob {
+  id: number;
+  /** `VERIFY_ROW` texts. */
+  rows: string[];
+  /** Seqs in the page whose hashes the verifier needs (checkpoints, the anchor), ascending. */
+  wanted: number[];
+}
+
+export type PageReport =
+  | {
+      id: number;
+      ok: true;
+      firstSeq: number;
+      firstPrevHash: string;
+      lastSeq: number;
+      lastHash: string;
+      hashes: string[];
+    }
+  | { id: number; ok: false };
+
+type Verifier = ReturnType<typeof createChainVerifier>;
+
+/** A page as read: how many rows, the first and last seq. */
+interface Page {
+  count: number;
+  firstSeq: number;
+  lastSeq: number;
+}
+
+/** From this many events verify uses worker threads (starting them costs more than hashing fewer). */
+export const PARALLEL_FROM = 20_000;
+
+/** Idle workers end after this long (a verify soon after reuses them). */
+const IDLE_MS = 30_000;
+
+interface Pool {
+  run(job: Omit<PageJob, "id">): Promise<PageReport>;
+  /** A worker died or failed to start: every run since rejects. */
+  broken(): boolean;
+}
+
+let shared: { pool: Pool; workers: Worker[]; idle?: NodeJS.Timeout; users: number } | undefined;
+
+function workerCount(): number {
+  return Math.max(1, Math.min(4, os.availableParallelism()));
+}
+
+function startPool() {
+  // Run from TypeScript (tsx, vitest), the worker is the .ts file: it registers tsx's loader first.
+  const fromSource = import.meta.url.endsWith(".ts");
+  const url = new URL(`./audit.verify-worker.${fromSource ? "ts" : "js"}`, import.meta.url);
+  const spawn = () => {
+    if (!fromSource) return new Worker(url);
+    const tsx = pathToFileURL(
+      createRequire(import.meta.url)
+        .resolve("tsx/esm/api")
+        .replace(/\.cjs$/, ".mjs"),
+    );
+    const boot = `import(${JSON.stringify(tsx.href)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); });`;
+    return new Worker(boot, { eval: true });
+  };
+  const pending = new Map<number, { resolve: (r: PageReport) => void; reject: (e: Error) => void }>();
+  const load = new Map<Worker, number>();
+  let failed = false;
+  let nextId = 1;
+  const workers = Array.from({ length: workerCount() }, () => {
+    const worker = spawn();
+    worker.unref();
+    load.set(worker, 0);
+    worker.on("message", (report: PageReport) => {
+      load.set(worker, (load.get(worker) ?? 1) - 1);
+      pending.get(report.id)?.resolve(report);
+      pending.delete(report.id);
+    });
+    const fail = (error: Error) => {
+      failed = true;
+      for (const waiting of pending.values()) waiting.reject(error);
+      pending.clear();
+    };
+    worker.on("error", fail);
+    worker.on("exit", () => fail(new Error("an audit verify worker exited")));
+    return worker;
+  });
+  const pool: Pool = {
+    broken: () => failed,
+    run(job) {
+      if (failed) return Promise.reject(new Error("the audit verify workers are gone"));
+      const id = nextId++;
+      let least = workers[0]!;
+      for (const worker of workers) if (load.get(worker)! < load.get(least)!) least = worker;
+      load.set(least, load.get(least)! + 1);
+      return new Promise<PageReport>((resolve, reject) => {
+        pending.set(id, { resolve, reject });
+        least.postMessage({ ...job, id } satisfies PageJob);
+      });
+    },
+  };
+  return { pool, workers };
+}
+
+function acquire(): Pool {
+  if (shared && shared.pool.broken()) {
+    for (const worker of shared.workers) void worker.terminate();
+    shared = undefined;
+  }
+  shared ??= { ...startPool(), users: 0 };
+  if (shared.idle) clearTimeout(shared.idle);
+  shared.idle = undefined;
+  shared.users++;
+  return shared.pool;
+}
+
+function release(): void {
+  if (!shared) return;
+  const current = shared;
+  current.users--;
+  if (current.users > 0) return;
+  current.idle = setTimeout(() => {
+    if (shared !== current || current.users > 0) return;
+    shared = undefined;
+    for (const worker of current.workers) void worker.terminate();
+  }, IDLE_MS);
+  current.idle.unref();
+}
+
+/**
+ * Feeds `verifier` every event up to `headSeq` in seq order, as `visitForVerify` does, with the hashing on
+ * worker threads; `onPage` after each page with the last seq visited. Returns how many pages the workers
+ * found intact and how many were pushed one by one.
+ */
+export async function visitInParallel(
+  db: Kysely<Database>,
+  headSeq: number,
+  verifier: Verifier,
+  onPage?: (lastSeq: number) => void,
+  pageSize = auditStore.VERIFY_PAGE,
+): Promise<{ pagesFromWorkers: number; pagesOneByOne: number }> {
+  const pool = acquire();
+  const counts = { pagesFromWorkers: 0, pagesOneByOne: 0 };
+  try {
+    const wantedAll = verifier.seqsOfInterest();
+    const wantedIn = (first: number, last: number) => wantedAll.filter((seq) => seq >= first && seq <= last);
+    /** The last seq visited. */
+    let afterSeq = 0;
+    const queue: { page: Page; report: Promise<PageReport | null> }[] = [];
+    const depth = 2 * workerCount();
+
+    /** The page's events one by one, read as columns (the serial path's fallback); false once the visit ends. */
+    const pushOneByOne = async (count: number) => {
+      for (const row of await auditStore.pageFrom(db, afterSeq, count)) {
+        const event = auditStore.toEvent(row);
+        if (event.seq > headSeq || !verifier.push(event)) return false;
+        afterSeq = event.seq;
+      }
+      return true;
+    };
+    /** Joins the next page to the chain; false once the visit ends or the queue no longer follows on. */
+    const settle = async (item: (typeof queue)[number]): Promise<boolean> => {
+      const report = await item.report.catch(() => null);
+      const { page } = item;
+      if (
+        report?.ok &&
+        report.firstSeq === page.firstSeq &&
+        report.lastSeq === page.lastSeq &&
+        verifier.pushVerified({
+          firstSeq: report.firstSeq,
+          firstPrevHash: report.firstPrevHash,
+          lastSeq: report.lastSeq,
+          lastHash: report.lastHash,
+          count: page.count,
+          wanted: wantedIn(page.firstSeq, page.lastSeq),
+          hashes: report.hashes,
+        })
+      ) {
+        afterSeq = page.lastSeq;
+        counts.pagesFromWorkers++;
+      } else {
+        counts.pagesOneByOne++;
+        if (!(await pushOneByOne(page.count))) return false;
+      }
+      onPage?.(afterSeq);
+      return afterSeq === page.lastSeq;
+    };
+
+    let fetchAfter = 0;
+    let stopped = false;
+    while (!stopped && fetchAfter < headSeq) {
+      const rows = await auditStore.verifyPageRows(db, fetchAfter, headSeq, pageSize);
+      if (rows.length === 0) break;
+      const page: Page = {
+        count: rows.length,
+        firstSeq: auditStore.verifyRowSeq(rows[0]!),
+        lastSeq: auditStore.verifyRowSeq(rows[rows.length - 1]!),
+      };
+      // A seq that does not read as one: this page one by one (as columns), the rest serially.
+      const readable =
+        Number.isSafeInteger(page.firstSeq) && Number.isSafeInteger(page.lastSeq) && page.lastSeq > fetchAfter;
+      const report = readable
+        ? pool.run({ rows, wanted: wantedIn(page.firstSeq, page.lastSeq) })
+        : Promise.resolve(null);
+      report.catch(() => undefined);
+      queue.push({ page, report });
+      if (!readable) break;
+      fetchAfter = page.lastSeq;
+      while (!stopped && queue.length >= depth) stopped = !(await settle(queue.shift()!));
+    }
+    while (!stopped && queue.length > 0) stopped = !(await settle(queue.shift()!));
+    queue.length = 0;
+    // A page read again as columns that ended elsewhere (rows changed meanwhile): the rest serially, from
+    // what was visited, unless the chain is broken already.
+    if (stopped && !verifier.isBroken() && afterSeq < headSeq)
+      await auditStore.visitForVerify(db, headSeq, verifier.push, onPage, pageSize, afterSeq);
+    return counts;
+  } finally {
+    release();
+  }
+}
