@@ -968,10 +968,32 @@ describe("userauthSignatureValid", () => {
     ],
     ["ed25519 named as an RSA certificate", "ssh-ed25519-cert-v01@openssh.com", edRsaNamed, ed.publicKey, false],
     ["RSA named as its certificate", "rsa-sha2-512-cert-v01@openssh.com", rsaCertNamed, rsa.publicKey, false],
+    // ssh2's server strips a name equal to the offered algorithm (what ssh2's client writes): a bare signature.
     [
       "ed25519, the bare signature",
       "ssh-ed25519-cert-v01@openssh.com",
       sign(null, blob, ed.privateKey),
+      ed.publicKey,
+      true,
+    ],
+    [
+      "ed25519, a bare signature by another key",
+      "ssh-ed25519-cert-v01@openssh.com",
+      sign(null, blob, otherEd.privateKey),
+      ed.publicKey,
+      false,
+    ],
+    [
+      "ed25519, a bare signature cut short",
+      "ssh-ed25519-cert-v01@openssh.com",
+      sign(null, blob, ed.privateKey).subarray(0, 63),
+      ed.publicKey,
+      false,
+    ],
+    [
+      "ed25519, a bare RSA signature",
+      "ssh-ed25519-cert-v01@openssh.com",
+      sign("sha512", blob, rsa.privateKey),
       ed.publicKey,
       false,
     ],

@@ -750,18 +750,23 @@ export function userauthSignatureValid(
 ): boolean {
   if (!ctx.signature || !ctx.blob) return false;
   try {
+    const offered = ctx.key.algo;
+    if (publicKey.asymmetricKeyType === "ed25519") {
+      if (offered !== "ssh-ed25519-cert-v01@openssh.com") return false;
+      // OpenSSH names the plain key's algorithm in the blob; ssh2's client (the browser terminal's,
+      // web-terminal.ts) repeats the certificate's name, and ssh2's server then hands over the bare 64-byte
+      // signature (it strips a name equal to the offered algorithm). All are taken: Ed25519 has one signature
+      // scheme, so the name picks nothing (RSA's picks the hash, and stays strict below), and the signature
+      // must still verify with the certified key over this session's userauth data.
+      const named = parseSignatureBlob(ctx.signature);
+      if (named && !ED25519_SIGNATURE_NAMES.has(named.algorithm)) return false;
+      const signature = named?.signature ?? ctx.signature;
+      if (signature.length !== ED25519_SIGNATURE_BYTES) return false;
+      return verify(null, ctx.blob, publicKey, signature);
+    }
     const parsed = parseSignatureBlob(ctx.signature);
     if (!parsed) return false;
     const { algorithm, signature } = parsed;
-    const offered = ctx.key.algo;
-    if (publicKey.asymmetricKeyType === "ed25519") {
-      // OpenSSH names the plain key's algorithm here; ssh2's client (the browser terminal's, web-terminal.ts)
-      // repeats the certificate's name. Either is taken: Ed25519 has one signature scheme, so the name picks
-      // nothing (RSA's picks the hash, and stays strict below), and the signature must still verify with the
-      // certified key over this session's userauth data.
-      if (!ED25519_SIGNATURE_NAMES.has(algorithm) || offered !== "ssh-ed25519-cert-v01@openssh.com") return false;
-      return verify(null, ctx.blob, publicKey, signature);
-    }
     if (publicKey.asymmetricKeyType === "rsa") {
       const hash = algorithm === "rsa-sha2-256" ? "sha256" : algorithm === "rsa-sha2-512" ? "sha512" : undefined;
       if (!hash || offered !== `${algorithm}-cert-v01@openssh.com`) return false;
@@ -774,6 +779,7 @@ export function userauthSignatureValid(
 }
 
 const ED25519_SIGNATURE_NAMES = new Set(["ssh-ed25519", "ssh-ed25519-cert-v01@openssh.com"]);
+const ED25519_SIGNATURE_BYTES = 64;
 
 function parseSignatureBlob(blob: Buffer): { algorithm: string; signature: Buffer } | undefined {
   if (blob.length < 4) return undefined;

@@ -11,7 +11,14 @@ import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import type { Duplex } from "node:stream";
 import type { FastifyRequest } from "fastify";
 import ssh2 from "ssh2";
-import type { AgentAuthMethod, ClientChannel, Client as SshClient, IdentityCallback, SignCallback } from "ssh2";
+import type {
+  AgentAuthMethod,
+  ClientChannel,
+  Client as SshClient,
+  IdentityCallback,
+  ParsedKey,
+  SignCallback,
+} from "ssh2";
 import type { WebSocket } from "@fastify/websocket";
 import type { App } from "../../http/app.js";
 import { isStintError, StintError, toEnvelope, type ErrorCode } from "../../lib/errors.js";
@@ -340,19 +347,26 @@ function sshString(bytes: Buffer): Buffer {
 
 /**
  * ssh2 presents a certificate only through an agent: this one holds the terminal's certificate and signs
- * with its key (ssh2 names the certificate in the signature blob; the proxy takes that for Ed25519).
+ * with its key. ssh2's key parser reads a certificate line as its plain key and would send that key's blob,
+ * so the parsed key answers the certificate's own blob instead (ssh2 then names the certificate in the
+ * signature blob too; the proxy takes that for Ed25519).
  */
-class CertificateAgent extends BaseAgent<string> {
+class CertificateAgent extends BaseAgent<ParsedKey> {
+  private readonly identity: ParsedKey;
   constructor(
-    private readonly certificate: string,
+    certificate: string,
     private readonly privateKey: KeyObject,
   ) {
     super();
+    const parsed = ssh2.utils.parseKey(certificate);
+    if (parsed instanceof Error || Array.isArray(parsed)) throw new Error("the terminal's certificate is unreadable");
+    const blob = Buffer.from(certificate.trim().split(/\s+/)[1] ?? "", "base64");
+    this.identity = Object.assign(parsed, { getPublicSSH: () => blob });
   }
-  getIdentities(cb: IdentityCallback<string>): void {
-    cb(undefined, [this.certificate]);
+  getIdentities(cb: IdentityCallback<ParsedKey>): void {
+    cb(undefined, [this.identity]);
   }
-  sign(_key: string, data: Buffer, options: unknown, cb?: SignCallback): void {
+  sign(_key: ParsedKey, data: Buffer, options: unknown, cb?: SignCallback): void {
     const done = (typeof options === "function" ? options : cb) as SignCallback;
     done(undefined, sign(null, data, this.privateKey));
   }
