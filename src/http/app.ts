@@ -12,10 +12,11 @@ import Fastify, {
   type RawServerDefault,
 } from "fastify";
 import { randomUUID } from "node:crypto";
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerOptions, type ServerResponse } from "node:http";
 import fastifyCompress from "@fastify/compress";
 import fastifyWebsocket from "@fastify/websocket";
 import { isNeverCompressed } from "./no-compress.js";
+import { createFastPaths, pendingActor, type FastAnswer, type FastAnswerObserver } from "./fast-path.js";
 import fastifySwagger from "@fastify/swagger";
 import {
   hasZodFastifySchemaValidationErrors,
@@ -46,6 +47,14 @@ declare module "fastify" {
   interface FastifyInstance {
     /** Every route registered on the app, in registration order. */
     routeTable: readonly RouteEntry[];
+    /**
+     * Answers the plain success of `GET <path>?…` before Fastify routes the request (fast-path.ts): `path`
+     * must be a GET route registered with the same answer; everything the fast path does not answer (no or
+     * another credential, a refusal, an unusual query) goes to that route.
+     */
+    fastGet(path: string, answer: FastAnswer): void;
+    /** Registers a watcher of the fast paths' answers (the metrics). */
+    observeFastAnswers(observer: FastAnswerObserver): void;
   }
   interface FastifyContextConfig {
     requirement?: Requirement;
@@ -86,16 +95,42 @@ export const COMPRESS_THRESHOLD_BYTES = 1024;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{8,128}$/;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** The request id: the caller's `X-Request-Id` when it is a sane one, else a new one. */
+const requestIdFor = (given: string | string[] | undefined) =>
+  typeof given === "string" && REQUEST_ID.test(given) ? given : requestId();
 
 export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<void> | void): Promise<App> {
+  // The fast paths (fast-path.ts) in front of Fastify's handler. The request log line (`debug`) is written by
+  // an onResponse hook, which a fast answer skips: none then.
+  const routeTable: RouteEntry[] = [];
+  const fast = createFastPaths({
+    enabled: !deps.logger.isLevelEnabled("debug"),
+    authenticate: deps.authenticate,
+    routeTable,
+    requestIdFor,
+  });
+
   const app = Fastify({
+    // Fastify's own server, with the fast paths in front of its handler; set up as Fastify sets up its own.
+    serverFactory: (handler, fastifyOptions) => {
+      const options = fastifyOptions as {
+        http?: ServerOptions;
+        keepAliveTimeout?: number;
+        requestTimeout?: number;
+        connectionTimeout?: number;
+      };
+      const server = createServer(options.http ?? {}, (request, response) => {
+        if (!fast.answer(request, response)) handler(request, response);
+      });
+      if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
+      if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;
+      if (options.connectionTimeout !== undefined) server.setTimeout(options.connectionTimeout);
+      return server;
+    },
     loggerInstance: deps.logger,
     bodyLimit: deps.bodyLimit ?? 1024 * 1024,
     trustProxy: deps.trustedProxies.length > 0 ? [...deps.trustedProxies] : false,
-    genReqId: (req) => {
-      const given = req.headers["x-request-id"];
-      return typeof given === "string" && REQUEST_ID.test(given) ? given : requestId();
-    },
+    genReqId: (req) => requestIdFor(req.headers["x-request-id"]),
     // A request's logger is made when something logs through it, not for every request (pino's child()
     // serialises and redacts its bindings: ~5 µs a request, for a logger that at `warn` and above writes
     // nothing on a successful request; at `info` Fastify's request log lines make it anyway).
@@ -207,8 +242,9 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
   app.decorateRequest("route", null);
 
   // Deny by default: every route states its requirement.
-  const routeTable: RouteEntry[] = [];
   app.decorate("routeTable", routeTable);
+  app.decorate("fastGet", fast.add);
+  app.decorate("observeFastAnswers", fast.observe);
   app.addHook("onRoute", (route) => {
     const requirement = route.config?.requirement;
     if (requirement === undefined) throw new Error(`route ${route.method} ${route.url} declares no requirement`);
@@ -260,7 +296,7 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
         return done(bodyless ? unstorableProblem(request) : undefined);
       let resolved: Actor | Promise<Actor>;
       try {
-        resolved = deps.authenticate(request);
+        resolved = pendingActor(request.raw) ?? deps.authenticate(request);
         if (!(resolved instanceof Promise)) {
           request.actor = resolved;
           authorize(resolved, requirement);

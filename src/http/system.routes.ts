@@ -29,6 +29,8 @@ export function registerSystemRoutes(app: App, deps: SystemDeps) {
     metrics.observe(request.route, request.method, reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
+  // The answers a fast path sent before Fastify saw the request (fast-path.ts) count the same.
+  app.observeFastAnswers((route, method, statusCode, seconds) => metrics.observe(route, method, statusCode, seconds));
 
   app.get(
     "/healthz",

@@ -7,7 +7,8 @@ import fc from "fast-check";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { describe, expect, it } from "vitest";
 import * as c from "../../contract/requests.js";
-import { checkQueryValidator, checkResultSerializer } from "./requests.routes.js";
+import { parse as parseQuery } from "fast-querystring";
+import { checkQueryValidator, checkResultSerializer, plainCheckQuery } from "./requests.routes.js";
 
 const route = { schema: c.checkResult, method: "GET", url: "/v1/check", httpStatus: "200" };
 const byHand = checkResultSerializer(route);
@@ -107,5 +108,45 @@ describe("the check API's query validator", () => {
     expect(fast({ principal: "Alice", role: "db-admin" }).error).toBeDefined();
     const withNullPrototype = Object.assign(Object.create(null) as object, { principal: "alice", role: "r" });
     expect(fast(withNullPrototype)).toEqual({ value: { principal: "alice", role: "r" } });
+  });
+});
+
+describe("the check API's query for the fast path", () => {
+  const queryRoute = { schema: c.checkQuery, method: "GET", url: "/v1/check", httpPart: "querystring" };
+  const zod = validatorCompiler(queryRoute) as (data: unknown) => { value?: unknown; error?: unknown };
+
+  it("takes a query only when the route (Fastify's parser, then zod) takes it, with the same value", () => {
+    const part = fc.oneof(
+      fc.stringMatching(/^[a-z][a-z0-9._-]{0,66}$/),
+      fc.string({ maxLength: 20 }),
+      fc.constantFrom("", "%2D", "%00", "+", "%", "&", "=", "A", "a%2Db", "a+b", "a".repeat(64), "a".repeat(65)),
+    );
+    const pair = fc.tuple(fc.constantFrom("principal", "role", "extra", "principal[]", ""), part);
+    const query = fc.array(pair, { maxLength: 4 }).map((pairs) => pairs.map(([k, v]) => `${k}=${v}`).join("&"));
+    fc.assert(
+      fc.property(fc.oneof(query, fc.string({ maxLength: 40 })), (text) => {
+        const mine = plainCheckQuery(text);
+        if (mine === undefined) return;
+        const theirs = zod(parseQuery(text));
+        expect(theirs.error).toBeUndefined();
+        expect(theirs.value).toEqual(mine);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("takes the plain query in either order and refuses the rest", () => {
+    expect(plainCheckQuery("principal=alice&role=db-admin")).toEqual({ principal: "alice", role: "db-admin" });
+    expect(plainCheckQuery("role=db-admin&principal=alice")).toEqual({ principal: "alice", role: "db-admin" });
+    for (const refused of [
+      "principal=alice",
+      "principal=alice&role=db-admin&x=1",
+      "principal=alice&principal=bob",
+      "principal=al%69ce&role=r",
+      "principal=Alice&role=r",
+      "principal=&role=r",
+      "principal=alice&role=r&",
+    ])
+      expect(plainCheckQuery(refused), refused).toBeUndefined();
   });
 });

@@ -159,6 +159,13 @@ export function registerRequestRoutes(
       requests.checkNow(req.actor, req.query.principal, req.query.role) ??
       requests.check(req.actor, req.query.principal, req.query.role),
   );
+  // The plain answer from memory goes out before Fastify sees the request (http/fast-path.ts: same answer,
+  // same headers; anything else, refusals included, comes to the route above).
+  app.fastGet("/v1/check", (query, actor) => {
+    const asked = plainCheckQuery(query);
+    const answer = asked && requests.checkNow(actor, asked.principal, asked.role);
+    return answer ? checkAnswerJson(answer) : undefined;
+  });
 
   app.post(
     "/v1/tokens/activation",
@@ -206,26 +213,51 @@ export const checkQueryValidator: typeof validatorCompiler = (route) => {
 export const checkResultSerializer: typeof serializerCompiler = (route) => {
   const checked = serializerCompiler(route);
   if (route.httpStatus !== "200") return checked;
-  return (data: unknown) => {
-    const answer = data as CheckResult;
-    if (
-      typeof answer !== "object" ||
-      answer === null ||
-      typeof answer.principal !== "string" ||
-      typeof answer.role !== "string" ||
-      typeof answer.allowed !== "boolean" ||
-      typeof answer.reason !== "string" ||
-      (answer.expiresAt !== null && typeof answer.expiresAt !== "string") ||
-      (answer.requestId !== null && typeof answer.requestId !== "string")
-    )
-      return checked(data);
-    return (
-      `{"principal":${jsonText(answer.principal)},"role":${jsonText(answer.role)},"allowed":${answer.allowed},` +
-      `"reason":${jsonText(answer.reason)},"expiresAt":${answer.expiresAt === null ? "null" : jsonText(answer.expiresAt)},` +
-      `"requestId":${answer.requestId === null ? "null" : jsonText(answer.requestId)}}`
-    );
-  };
+  return (data: unknown) => checkAnswerJson(data) ?? checked(data);
 };
+
+/** The check answer's JSON text from its six fields, or undefined when `data` is not of that shape. */
+export function checkAnswerJson(data: unknown): string | undefined {
+  const answer = data as CheckResult;
+  if (
+    typeof answer !== "object" ||
+    answer === null ||
+    typeof answer.principal !== "string" ||
+    typeof answer.role !== "string" ||
+    typeof answer.allowed !== "boolean" ||
+    typeof answer.reason !== "string" ||
+    (answer.expiresAt !== null && typeof answer.expiresAt !== "string") ||
+    (answer.requestId !== null && typeof answer.requestId !== "string")
+  )
+    return undefined;
+  return (
+    `{"principal":${jsonText(answer.principal)},"role":${jsonText(answer.role)},"allowed":${answer.allowed},` +
+    `"reason":${jsonText(answer.reason)},"expiresAt":${answer.expiresAt === null ? "null" : jsonText(answer.expiresAt)},` +
+    `"requestId":${answer.requestId === null ? "null" : jsonText(answer.requestId)}}`
+  );
+}
+
+/**
+ * The check API's query for the fast path: exactly `principal=<name>&role=<name>` (either order), both
+ * names as the contract's pattern has them (no escape, no `+`: the URL's text is the value), else undefined
+ * (the route parses and validates it then). A test holds it to the route's verdict.
+ */
+export function plainCheckQuery(query: string): { principal: string; role: string } | undefined {
+  const amp = query.indexOf("&");
+  if (amp === -1) return undefined;
+  const first = query.slice(0, amp);
+  const second = query.slice(amp + 1);
+  let principal: string;
+  let role: string;
+  if (first.startsWith("principal=") && second.startsWith("role=")) {
+    principal = first.slice(10);
+    role = second.slice(5);
+  } else if (first.startsWith("role=") && second.startsWith("principal=")) {
+    role = first.slice(5);
+    principal = second.slice(10);
+  } else return undefined;
+  return NAME_PATTERN.test(principal) && NAME_PATTERN.test(role) ? { principal, role } : undefined;
+}
 
 /** Text that needs no escaping in JSON (names, reasons, ISO times, UUIDs): quoted as it is, else by JSON.stringify. */
 const PLAIN_TEXT = /^[\w .:+-]*$/;
