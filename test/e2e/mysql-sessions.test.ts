@@ -562,6 +562,17 @@ describe("MariaDB/MySQL proxy", () => {
     expect((await closed) - revokedAt).toBeLessThan(1000);
     expect((await runningExit) - revokedAt).toBeLessThan(1000);
     expect(runningOut).toContain("revoked");
+    // The statement stopped at the server too (KILL QUERY), not only the client's connection.
+    await waitFor(
+      "the sleep to stop upstream",
+      async () =>
+        (
+          (await root.query("select id from information_schema.processlist where info = 'select sleep(30)'"))[0] as {
+            id: number;
+          }[]
+        ).length === 0,
+      5_000,
+    );
     interactive.stdin.write("select 'after';\n");
     interactive.stdin.end();
     await new Promise((resolve) => interactive.once("exit", resolve));
