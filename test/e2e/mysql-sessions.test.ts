@@ -426,6 +426,18 @@ describe("MariaDB/MySQL proxy", () => {
       }),
     );
     const entries = logs.flatMap((r) => (r && r.kind === "mysql" ? r.queries : []));
+    expect(entries.map((e) => e.statement)).toContain("/* COM_CHANGE_USER */");
+    // Refused commands are audited as the PostgreSQL proxy's policy refusals are.
+    const audit = await h.admin("GET", "/v1/audit/events?limit=500");
+    const refused = (audit.body.items as { action: string; details: Record<string, unknown> }[]).filter(
+      (e) => e.action === "session.query_refused",
+    );
+    expect(refused.map((e) => [e.details.rule, e.details.statement])).toEqual(
+      expect.arrayContaining([
+        ["command_refused", "/* COM_CHANGE_USER */"],
+        ["command_refused", "/* 0x99 */"],
+      ]),
+    );
     const garbage = entries.find((e) => e.statement.startsWith("ZZZZ"));
     expect(garbage?.statement.length).toBeLessThan((1 << 20) + 100);
     expect(garbage?.statement).toContain("cut by the Stint proxy");

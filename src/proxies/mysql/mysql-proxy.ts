@@ -443,7 +443,16 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
         record,
         toServer: (bytes) => socket.write(bytes),
         toClient: (bytes) => client.write(bytes),
-        onRefused: ({ command, reason }) => slog.info({ command, reason }, "mysql command refused"),
+        onRefused: ({ command, reason, statement }) => {
+          slog.info({ command, reason }, "mysql command refused");
+          // Audited as the PostgreSQL proxy's policy refusals are (session.query_refused, capped per session).
+          session.queryRefused?.({
+            rule: command === "LOAD DATA LOCAL" ? "load_data_local" : "command_refused",
+            message: reason,
+            statement: statement.slice(0, 2_000),
+            protocol: "simple",
+          });
+        },
       });
       tracker = session_;
       const clientRelay = createPacketRelay({

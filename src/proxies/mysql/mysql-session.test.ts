@@ -275,7 +275,11 @@ describe("the session's commands and answers", () => {
     expect(out.subarray(0, answer.length).equals(answer)).toBe(true);
     expect(out[answer.length + 3]).toBe(1);
     expect(parseErr(out.subarray(answer.length + 4)).message).toMatch(/replication/);
-    expect(h.refusals).toEqual(["0x11", "0x12"]);
+    expect(h.refusals).toEqual(["COM_CHANGE_USER", "COM_BINLOG_DUMP"]);
+    expect(h.logged.filter((e) => e.statement.startsWith("/*")).map((e) => e.statement)).toEqual([
+      "/* COM_CHANGE_USER */",
+      "/* COM_BINLOG_DUMP */",
+    ]);
   });
 
   it("garbage: an unknown command byte is refused; an empty command packet ends the session", () => {

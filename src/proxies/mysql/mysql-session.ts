@@ -79,7 +79,7 @@ export interface MysqlSessionOptions {
   /** Bytes for the client outside the server's stream (a refused command's error when nothing is pending). */
   toClient(bytes: Buffer): void;
   /** A refused command or a refused LOCAL INFILE, for the logs and the audit trail. */
-  onRefused?(what: { command: string; reason: string }): void;
+  onRefused?(what: { command: string; reason: string; statement: string }): void;
   now?: () => number;
 }
 
@@ -99,6 +99,13 @@ export interface MysqlSession {
   /** Commands still waiting for their answer, logged as interrupted (once). */
   interrupt(): QueryLogEntry[];
 }
+
+const COMMAND_NAMES: Record<number, string> = {
+  [COM.CHANGE_USER]: "COM_CHANGE_USER",
+  [COM.BINLOG_DUMP]: "COM_BINLOG_DUMP",
+  [COM.BINLOG_DUMP_GTID]: "COM_BINLOG_DUMP_GTID",
+  [COM.REGISTER_SLAVE]: "COM_REGISTER_SLAVE",
+};
 
 const REFUSED: Record<number, string> = {
   [COM.CHANGE_USER]: "COM_CHANGE_USER (signing in again as another user) is not possible through the Stint proxy",
@@ -222,7 +229,10 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
   };
 
   const refuse = (head: PacketHead, reason: string, command: string): Pending => {
-    options.onRefused?.({ command, reason });
+    const statement = `/* ${command} */`;
+    options.onRefused?.({ command, reason, statement });
+    // The query log keeps the attempt too (a command has no text worth keeping beyond its name).
+    options.record({ statement, durationMs: 0, rows: null, command: null, error: `42000: ${reason}` });
     return {
       command: head.first,
       expect: "single",
@@ -257,7 +267,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
         const reason =
           REFUSED[command] ??
           `command 0x${command.toString(16).padStart(2, "0")} is not supported through the Stint proxy`;
-        const pending = refuse(head, reason, `0x${command.toString(16).padStart(2, "0")}`);
+        const pending = refuse(head, reason, COMMAND_NAMES[command] ?? `0x${command.toString(16).padStart(2, "0")}`);
         queue.push(pending);
         clientCurrent = { pending, verdict: "drop" };
         return "drop";
@@ -378,7 +388,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
             const reason =
               "LOAD DATA LOCAL is refused by the Stint proxy: the role's session policy does not allow sending client files";
             if (!p.swallow) emit(packet(head.seq, encodeErr(1148, "42000", reason)));
-            options.onRefused?.({ command: "LOAD DATA LOCAL", reason });
+            options.onRefused?.({ command: "LOAD DATA LOCAL", reason, statement: text(p) });
             if (!p.swallow) log(p, { rows: null, command: null, error: `42000: ${reason}` });
             p.swallow = true;
             return;
