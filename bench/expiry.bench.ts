@@ -5,7 +5,7 @@
  * access index hears the `end` message the ending transaction sent: delivered at COMMIT, never before).
  *
  *   node --import tsx bench/expiry.bench.ts [--activations=100000] [--waves=10] [--gap-seconds=5]
- *     [--end-batch=N] [--schedulers=N] [--engines=postgres,pglite] [--cpu-prof=file]
+ *     [--end-batch=N] [--lanes=N] [--schedulers=N] [--engines=postgres,pglite] [--cpu-prof=file]
  *
  * Seeding writes the activations straight into the store in bulk (principals, roles, eligibilities,
  * requests, grants: a few set-based statements), all active and expiring at one of the waves' instants;
@@ -55,6 +55,8 @@ interface Options {
   engines: Engine[];
   /** Activations one transaction of the scheduler ends at most; the server's own setting when not given. */
   endBatch: number | undefined;
+  /** Expiry transactions one scheduler runs at once; the server's own setting when not given. */
+  lanes: number | undefined;
   /** Where to write a V8 CPU profile of this process taken while the waves are ended (`--cpu-prof=file`). */
   cpuProf: string | undefined;
   /** Schedulers ending expiries at once (each its own transactions): 1 is one node's. */
@@ -68,6 +70,7 @@ function parseArgs(argv: string[]): Options {
     gapMs: 5000,
     engines: ["postgres"],
     endBatch: undefined,
+    lanes: undefined,
     cpuProf: undefined,
     schedulers: 1,
   };
@@ -78,13 +81,14 @@ function parseArgs(argv: string[]): Options {
     else if (key === "--waves" && count(value)) options.waves = count(value)!;
     else if (key === "--gap-seconds" && count(value)) options.gapMs = count(value)! * 1000;
     else if (key === "--end-batch" && count(value)) options.endBatch = count(value)!;
+    else if (key === "--lanes" && count(value)) options.lanes = count(value)!;
     else if (key === "--cpu-prof" && value) options.cpuProf = value;
     else if (key === "--schedulers" && count(value)) options.schedulers = count(value)!;
     else if (key === "--engines" && value && value.split(",").every((e) => e === "pglite" || e === "postgres"))
       options.engines = value.split(",") as Engine[];
     else
       throw new Error(
-        `unknown argument ${arg} (use --activations=N, --waves=N, --gap-seconds=N, --end-batch=N, --engines=postgres,pglite, --cpu-prof=file, --schedulers=N)`,
+        `unknown argument ${arg} (use --activations=N, --waves=N, --gap-seconds=N, --end-batch=N, --lanes=N, --engines=postgres,pglite, --cpu-prof=file, --schedulers=N)`,
       );
   }
   return options;
@@ -342,14 +346,18 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
     const pgBefore = engine === "postgres" ? await backendCpuMs(server.store.db, pids) : new Map<number, number>();
     const nodeBefore = process.cpuUsage();
     const profiling = options.cpuProf ? await startProfile() : undefined;
-    // The server's own scheduler, or the same scheduler code with another batch size (--end-batch).
+    // The server's own scheduler, or the same scheduler code with another batch size or lanes (--end-batch, --lanes).
+    const own = {
+      ...(options.endBatch === undefined ? {} : { endBatchSize: options.endBatch }),
+      ...(options.lanes === undefined ? {} : { expiryLanes: options.lanes }),
+    };
     const scheduler =
-      options.endBatch === undefined
+      Object.keys(own).length === 0
         ? server.scheduler
         : createScheduler({
             requests: server.requests,
             pollMs: server.config.schedulerPoll,
-            endBatchSize: options.endBatch,
+            ...own,
             expiries: wakeAtExpiries(server),
           });
     // Lateness counts from each expiry: a scheduler that started after the first wave was due would add its delay.
@@ -365,7 +373,7 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
       createScheduler({
         requests: server.requests,
         pollMs: server.config.schedulerPoll,
-        ...(options.endBatch === undefined ? {} : { endBatchSize: options.endBatch }),
+        ...own,
         expiries: wakeAtExpiries(server),
       }),
     );
@@ -430,6 +438,7 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
       duplicates,
       endBatch:
         (options.endBatch === undefined ? "server's" : String(options.endBatch)) +
+        (options.lanes === undefined ? "" : ` × ${options.lanes} lanes`) +
         (options.schedulers > 1 ? ` × ${options.schedulers} schedulers` : ""),
       perWave,
       headStartMs,

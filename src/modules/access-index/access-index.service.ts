@@ -381,6 +381,18 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     },
 
     /**
+     * `sendMany` for a caller that sends the notifications itself, in a statement of its own in `tx` (the
+     * scheduler sends them with its audit events): the notifications to send, in this order. Applied on this
+     * node at commit as `sendMany`'s are; the caller must send them in `tx`.
+     */
+    prepareMany(tx: Kysely<Database>, bodies: AccessMessageBody[]): { channel: string; payload: string }[] {
+      const at = Date.now();
+      const messages = bodies.map((body) => ({ ...body, at }) as AccessMessage);
+      pendingByTx.get(tx)?.push(...messages);
+      return indexStore.payloadsOf(messages).map((payload) => ({ channel: indexStore.ACCESS_CHANNEL, payload }));
+    },
+
+    /**
      * The store, with transactions whose messages are applied on this node as soon as they commit (read
      * your own writes: a revocation answered is a revocation this node honours). Other nodes hear them
      * through the channel.

@@ -124,6 +124,24 @@ describe.each(ENGINES)("expiry of many activations on %s", (engine) => {
     expect(expired.sort()).toEqual([...due].map((id) => `request:${id}`).sort());
     const cancelled = events.filter((e) => e.action === "request.cancelled").map((e) => e.subject);
     expect(cancelled).toEqual([`request:${extensionId}`]);
+    // Written by the batch template (`appendUniform`): every MAC verified, nothing chained as rejected.
+    expect(events.filter((e) => e.action === "audit.pending_rejected")).toEqual([]);
+    for (const event of events.filter((e) => e.action === "request.expired"))
+      expect(event).toMatchObject({
+        actor: "system:system",
+        outcome: "success",
+        reason: "the activation reached its end time",
+        correlationId: "scheduler",
+        time: "2026-03-02T10:31:00.000Z",
+        details: {
+          role: expect.stringMatching(/^short-[12]$/) as string,
+          requester: expect.stringMatching(/^user-\d$/) as string,
+          activatedAt: "2026-03-02T10:00:00.000Z",
+          expiresAt: "2026-03-02T10:30:00.000Z",
+          endedAt: "2026-03-02T10:31:00.000Z",
+          lateByMs: 60_000,
+        },
+      });
     expect((await s.audit.verify()).ok).toBe(true);
   });
 });

@@ -16,6 +16,7 @@ import { newId } from "../../lib/ids.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { ActiveActivation } from "../access-index/access-index.types.js";
 import type { AuditLog } from "../audit/audit.service.js";
+import { canonicalDetailsText, type AppendUniform } from "../audit/audit.uniform.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize, can } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
@@ -72,7 +73,10 @@ export interface RequestEvent {
 
 export interface RequestServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append" | "record">;
+  audit: Pick<AuditLog, "append" | "record"> & {
+    /** `AuditLog.appendUniform` (the scheduler's expiries); without it they take `append` and one more statement. */
+    appendUniform?: AppendUniform;
+  };
   clock: Clock;
   /**
    * Called inside the transaction; typically enqueues notifications in the outbox. Many at once (activations
@@ -101,10 +105,17 @@ export interface RequestServiceDeps {
     }[],
   ) => Promise<void>;
   /**
+   * The notifications `onEnded` sends, as payloads: given, the scheduler's expiries send them in the statement
+   * that writes their audit events instead of calling `onEnded` (one round trip fewer per batch).
+   */
+  endedNotifications?: (
+    ended: { requestId: string; role: string; state: "expired"; by: string; reason: string }[],
+  ) => { channel: string; payload: string }[];
+  /**
    * The node's access index: the check API and activation tokens answer from it, and every transaction
    * that starts, extends or ends an activation tells it (all nodes hear it at commit).
    */
-  index?: Pick<AccessIndex, "view" | "send" | "sendMany">;
+  index?: Pick<AccessIndex, "view" | "send" | "sendMany" | "prepareMany">;
 }
 
 export interface RequestDto {
@@ -142,6 +153,43 @@ export interface RequestDto {
 }
 
 const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString());
+
+/** Why the scheduler ends an activation (its `end_reason` and the audit event's reason). */
+const EXPIRY_REASON = "the activation reached its end time";
+/** The call context of the scheduler's audit events. */
+const SCHEDULER_CONTEXT: CallContext = { correlationId: "scheduler", sourceIp: null, userAgent: null };
+/** A character JSON escapes, or a surrogate (which the canonical form decides on its own). */
+// eslint-disable-next-line no-control-regex -- control characters are what JSON escapes
+const NOT_PLAIN = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/**
+ * The canonical JSON (RFC 8785: keys sorted, strings as JSON writes them) of a `request.expired` event's
+ * details, `{activatedAt, endedAt, expiresAt, lateByMs, requester, role}`, written by concatenation: the ISO
+ * times are given as made (`activatedAt` as JSON already: quoted, or null). A name needing an escape takes the
+ * audit's own canonicalizer (`requests.expiry.test.ts` compares the two).
+ */
+export function expiredDetails(
+  activatedAt: string,
+  endedAt: string,
+  expiresAt: string,
+  lateByMs: number,
+  requester: string,
+  role: string,
+): string {
+  if (NOT_PLAIN.test(requester) || NOT_PLAIN.test(role) || !Number.isSafeInteger(lateByMs))
+    return canonicalDetailsText({
+      activatedAt: activatedAt === "null" ? null : (JSON.parse(activatedAt) as string),
+      endedAt,
+      expiresAt,
+      lateByMs,
+      requester,
+      role,
+    });
+  return (
+    `{"activatedAt":${activatedAt},"endedAt":"${endedAt}","expiresAt":"${expiresAt}","lateByMs":${lateByMs},` +
+    `"requester":"${requester}","role":"${role}"}`
+  );
+}
 
 /** A refusal that should be audited and then thrown, decided inside a transaction. */
 class Refusal {
@@ -1441,20 +1489,108 @@ export function createRequestService(deps: RequestServiceDeps) {
       });
     },
 
-    /** Scheduler: ends every activation whose time is up. Safe on any number of nodes: rows are claimed with SKIP LOCKED. */
+    /**
+     * Scheduler: ends every activation whose time is up. Safe on any number of nodes: rows are claimed with
+     * SKIP LOCKED. Two statements whatever the batch's size: the claim that ends them (`expireDue`, their
+     * grants and pending extensions with them, the grants at real targets queued for revocation), then their
+     * audit events with the index's and the sessions' notifications (`appendUniform`), each event's details
+     * written from a template, with no object per activation on the way.
+     */
     async expireDue(limit = 100): Promise<number> {
       return store.transaction(async (tx) => {
         const now = clock.now();
-        const reason = "the activation reached its end time";
-        // Claimed and ended in one statement (active → expired, checked by its WHERE), whatever their number.
-        const due = await requestStore.endActivations(
-          tx,
-          { dueAt: now, limit },
-          { state: "expired", reason, by: "system", now },
-        );
-        const events = await ended(tx, due, "expired", reason, "system", now);
-        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
-        return due.length;
+        const reason = EXPIRY_REASON;
+        const due = await requestStore.expireDue(tx, { now, limit, reason });
+        const n = due.ids.length;
+        if (n === 0) return 0;
+        // A real target is revoked through the outbox (Stint enforces internal roles itself: nothing to queue).
+        for (const { grantId, requestId } of due.revoking)
+          await deps.onGrant?.(tx, { grantId, requestId, action: "revoke" });
+        const notify =
+          index?.prepareMany(
+            tx,
+            due.ids.map((id) => ({ t: "end", id })),
+          ) ?? [];
+        const ended =
+          deps.onEnded || deps.endedNotifications
+            ? due.ids.map((requestId, i) => ({
+                requestId,
+                role: due.roles[i]!,
+                state: "expired" as const,
+                by: "system",
+                reason,
+              }))
+            : [];
+        if (deps.endedNotifications) notify.push(...deps.endedNotifications(ended));
+        else await deps.onEnded?.(tx, ended);
+        if (deps.onEvent)
+          await deps.onEvent(
+            tx,
+            due.ids.map((requestId, i) => ({
+              type: "expired",
+              requestId,
+              role: due.roles[i]!,
+              requester: due.requesters[i]!,
+              reason,
+              by: "system",
+            })),
+          );
+        if (due.cancelled.length > 0)
+          await audit.append(
+            tx,
+            SYSTEM,
+            SCHEDULER_CONTEXT,
+            due.cancelled.map(({ id, extendsRequestId }) => ({
+              action: "request.cancelled",
+              outcome: "success",
+              subject: `request:${id}`,
+              reason: "the activation it would extend ended",
+              details: { role: due.roles[due.ids.indexOf(extendsRequestId)], extends: extendsRequestId },
+            })),
+          );
+        const subjects = new Array<string>(n);
+        const details = new Array<string>(n);
+        const endedAt = now.toISOString();
+        let lastExpiry = Number.NaN;
+        let expiresIso = "";
+        let lastActivation = Number.NaN;
+        let activatedIso = "null";
+        for (let i = 0; i < n; i++) {
+          const expires = due.expiresAt[i]!;
+          const activated = due.activatedAt[i]!;
+          // A wave shares its expiry (and often its start): each ISO text made once per run of equal times.
+          if (expires !== lastExpiry) expiresIso = new Date((lastExpiry = expires)).toISOString();
+          if (activated !== lastActivation)
+            activatedIso = activated === null ? "null" : `"${new Date((lastActivation = activated)).toISOString()}"`;
+          subjects[i] = `request:${due.ids[i]}`;
+          details[i] = expiredDetails(
+            activatedIso,
+            endedAt,
+            expiresIso,
+            now.getTime() - expires,
+            due.requesters[i]!,
+            due.roles[i]!,
+          );
+        }
+        const batch = { action: "request.expired", outcome: "success" as const, reason, subjects, details };
+        if (audit.appendUniform)
+          await audit.appendUniform(tx, SYSTEM, SCHEDULER_CONTEXT, { ...batch, notify, time: endedAt });
+        else {
+          await requestStore.notifyAll(tx, notify);
+          await audit.append(
+            tx,
+            SYSTEM,
+            SCHEDULER_CONTEXT,
+            subjects.map((subject, i) => ({
+              action: batch.action,
+              outcome: batch.outcome,
+              subject,
+              reason,
+              details: JSON.parse(details[i]!) as Record<string, unknown>,
+            })),
+          );
+        }
+        return n;
       });
     },
 
