@@ -90,6 +90,7 @@ describe("the README's first run, as written", () => {
         STINT_LOG_LEVEL: "warn",
         STINT_SSH_PROXY_LISTEN: "off",
         STINT_PG_PROXY_LISTEN: "off",
+        STINT_MYSQL_PROXY_LISTEN: "off",
       },
     });
     await waitForHealth(url, 60_000);

@@ -112,6 +112,7 @@ beforeAll(async () => {
       STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
       STINT_SSH_PROXY_LISTEN: `127.0.0.1:${proxyPorts.ssh}`,
       STINT_PG_PROXY_LISTEN: `127.0.0.1:${proxyPorts.pg}`,
+      STINT_MYSQL_PROXY_LISTEN: "off",
       STINT_OUTBOX_POLL: "100ms",
       STINT_SCHEDULER_POLL: "100ms",
       STINT_RECONCILE_INTERVAL: "0",

@@ -137,6 +137,7 @@ export async function startWebServer(options: {
       STINT_DATA_DIR: path.join(options.work, "data"),
       STINT_SSH_PROXY_LISTEN: "off",
       STINT_PG_PROXY_LISTEN: "off",
+      STINT_MYSQL_PROXY_LISTEN: "off",
       STINT_SCHEDULER_POLL: "200ms",
       STINT_OUTBOX_POLL: "200ms",
       STINT_LOG_LEVEL: "warn",

@@ -26,6 +26,7 @@ function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
     STINT_LOG_LEVEL: "warn",
     STINT_SSH_PROXY_LISTEN: "off",
     STINT_PG_PROXY_LISTEN: "off",
+    STINT_MYSQL_PROXY_LISTEN: "off",
     ...extra,
   };
 }

@@ -131,6 +131,7 @@ export async function startServerNode(name: string, env: Record<string, string>)
       STINT_LOG_LEVEL: "warn",
       STINT_SSH_PROXY_LISTEN: "off",
       STINT_PG_PROXY_LISTEN: "off",
+      STINT_MYSQL_PROXY_LISTEN: "off",
       ...env,
       STINT_LISTEN: `127.0.0.1:${port}`,
     }),
