@@ -21,30 +21,19 @@ export function registerChangeRequestRoutes(app: App, deps: { changeRequests: Ch
     { config: read, schema: { tags: ["config"], params: c.changeRequestParams, response: { 200: c.changeRequest } } },
     async (req) => changeRequests.get(req.actor, req.params.id),
   );
-  app.post(
-    "/v1/change-requests/:id/approve",
-    {
-      config: write,
-      schema: {
-        tags: ["config"],
-        params: c.changeRequestParams,
-        body: c.changeRequestDecision.nullish(),
-        response: { 200: c.changeRequest },
+  // Approve and deny: the same shape, an optional reason.
+  for (const decision of ["approve", "deny"] as const)
+    app.post(
+      `/v1/change-requests/:id/${decision}`,
+      {
+        config: write,
+        schema: {
+          tags: ["config"],
+          params: c.changeRequestParams,
+          body: c.changeRequestDecision.nullish(),
+          response: { 200: c.changeRequest },
+        },
       },
-    },
-    async (req) => changeRequests.approve(req.actor, req.params.id, req.body?.reason, req.callContext),
-  );
-  app.post(
-    "/v1/change-requests/:id/deny",
-    {
-      config: write,
-      schema: {
-        tags: ["config"],
-        params: c.changeRequestParams,
-        body: c.changeRequestDecision.nullish(),
-        response: { 200: c.changeRequest },
-      },
-    },
-    async (req) => changeRequests.deny(req.actor, req.params.id, req.body?.reason, req.callContext),
-  );
+      async (req) => changeRequests[decision](req.actor, req.params.id, req.body?.reason, req.callContext),
+    );
 }

@@ -50,21 +50,30 @@ export async function dropStaleAllowances(db: Q, targetId: string, endpoint: str
   return rows.map((r) => r.path);
 }
 
+/** An allowance as written: the secret's path, the target's sessions may use it at `endpoint`, MACed. */
+export interface AllowanceRow {
+  path: string;
+  targetId: string;
+  endpoint: string;
+  grantedBy: string;
+  now: Date;
+  mac: string;
+}
+
+const allowanceValues = (row: AllowanceRow) => ({
+  path: row.path,
+  target_id: row.targetId,
+  endpoint: row.endpoint,
+  granted_by: row.grantedBy,
+  created_at: row.now,
+  mac: row.mac,
+});
+
 /** Allows the target's sessions to use the secret at its endpoint (one target per path: the index decides). */
-export async function allow(
-  db: Q,
-  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date; mac: string },
-): Promise<void> {
+export async function allow(db: Q, row: AllowanceRow): Promise<void> {
   await db
     .insertInto("secret_target_allowances")
-    .values({
-      path: row.path,
-      target_id: row.targetId,
-      endpoint: row.endpoint,
-      granted_by: row.grantedBy,
-      created_at: row.now,
-      mac: row.mac,
-    })
+    .values(allowanceValues(row))
     .onConflict((oc) =>
       oc
         .columns(["path", "target_id"])
@@ -74,20 +83,10 @@ export async function allow(
 }
 
 /** An allowance taken over at upgrade: inserted only when the path has none yet (false: another node did it). */
-export async function adopt(
-  db: Q,
-  row: { path: string; targetId: string; endpoint: string; grantedBy: string; now: Date; mac: string },
-): Promise<boolean> {
+export async function adopt(db: Q, row: AllowanceRow): Promise<boolean> {
   const rows = await db
     .insertInto("secret_target_allowances")
-    .values({
-      path: row.path,
-      target_id: row.targetId,
-      endpoint: row.endpoint,
-      granted_by: row.grantedBy,
-      created_at: row.now,
-      mac: row.mac,
-    })
+    .values(allowanceValues(row))
     .onConflict((oc) => oc.column("path").doNothing())
     .returning("path")
     .execute();
