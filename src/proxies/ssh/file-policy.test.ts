@@ -143,6 +143,25 @@ describe("sftp-filter", () => {
     expect(again.transfers[0]).toMatchObject({ bytes: 200, sha256: null });
   });
 
+  it("data held out of order is capped per channel: past 16 MiB waiting, hashes turn null instead of memory growing", () => {
+    const h = harness(undefined);
+    h.fromServer(VERSION);
+    h.fromClient(INIT);
+    const piece = randomBytes(32 * 1024);
+    // 8 files, each sent 3 MiB ahead of its first piece (24 MiB waiting if nothing capped it), then the gaps filled.
+    for (let f = 0; f < 8; f++) {
+      h.fromClient(open(10 + f, `/f${f}`, 2 | 8));
+      h.fromServer(handleReply(10 + f, `h${f}`));
+      for (let i = 1; i <= 96; i++) h.fromClient(write(1000 * (f + 1) + i, `h${f}`, i * piece.length, piece));
+    }
+    for (let f = 0; f < 8; f++) h.fromClient(write(100 + f, `h${f}`, 0, piece));
+    for (let f = 0; f < 8; f++) h.fromClient(close(90 + f, `h${f}`));
+    for (let f = 0; f < 8; f++) h.fromServer(status(90 + f, 0));
+    const whole = sha256(Buffer.concat(Array.from({ length: 97 }, () => piece)));
+    expect(h.transfers.map((t) => t.sha256)).toEqual([whole, whole, whole, whole, whole, null, null, null]);
+    for (const t of h.transfers) expect(t.bytes).toBe(97 * piece.length);
+  });
+
   it("download: deny refuses an OPEN for reading — also one with no READ bit — and it never reaches the server", () => {
     for (const flags of [1, 0, 1 | 2, 8]) {
       const h = harness({ download: "deny", upload: "allow" });

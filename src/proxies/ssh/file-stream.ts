@@ -6,8 +6,18 @@ import { createHash, type Hash } from "node:crypto";
 
 /** Data copied while waiting for a gap before it to be filled, per file and direction. */
 export const REORDER_LIMIT = 8 * 1024 * 1024;
+/** The same, for all the files of one channel together (a peer with many files open cannot pin more). */
+export const CHANNEL_REORDER_LIMIT = 16 * 1024 * 1024;
+
+/** What the files of one channel may hold out of order together (bytes left). */
+export interface ReorderBudget {
+  left: number;
+}
+
 /** In-order SHA-256 of one file's bytes in one direction. */
 export class FileStream {
+  constructor(private readonly budget: ReorderBudget = { left: CHANNEL_REORDER_LIMIT }) {}
+
   private hash: Hash | null = createHash("sha256");
   private next = 0;
   private ahead = new Map<number, Buffer[]>();
@@ -35,8 +45,9 @@ export class FileStream {
     return (data) => {
       this.bytes += data.length;
       if (this.hash === null) return;
+      if (this.aheadBytes + data.length > REORDER_LIMIT || this.budget.left < data.length) return this.notSequential();
       this.aheadBytes += data.length;
-      if (this.aheadBytes > REORDER_LIMIT) return this.notSequential();
+      this.budget.left -= data.length;
       pieces.push(Buffer.from(data));
     };
   }
@@ -49,6 +60,7 @@ export class FileStream {
         this.hash.update(piece);
         this.next += piece.length;
         this.aheadBytes -= piece.length;
+        this.budget.left += piece.length;
       }
       if (pieces.length === 0) break;
     }
@@ -57,13 +69,17 @@ export class FileStream {
   private notSequential(): void {
     this.hash = null;
     this.ahead.clear();
+    this.budget.left += this.aheadBytes;
     this.aheadBytes = 0;
   }
 
   /** The hash when every byte came in order from offset 0 with no gap left, else null. */
   digest(): string | null {
     this.settle();
-    if (this.hash === null || this.ahead.size > 0) return null;
+    if (this.hash === null || this.ahead.size > 0) {
+      this.notSequential();
+      return null;
+    }
     const hex = this.hash.digest("hex");
     this.hash = null;
     return hex;

@@ -24,7 +24,7 @@
  */
 import type { FileRules } from "../../contract/file-policy.js";
 import type { FileTransferEvent } from "../../modules/sessions/sessions.types.js";
-import { FileStream } from "./file-stream.js";
+import { CHANNEL_REORDER_LIMIT, FileStream } from "./file-stream.js";
 import { SFTP, SFTP_OPEN } from "./sftp-log.js";
 
 export const SSH_FX = { OK: 0, EOF: 1, FAILURE: 4, PERMISSION_DENIED: 3, OP_UNSUPPORTED: 8 } as const;
@@ -289,7 +289,9 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
     }
   };
 
-  const stream = (file: OpenFile, direction: "upload" | "download") => (file.streams[direction] ??= new FileStream());
+  const budget = { left: CHANNEL_REORDER_LIMIT };
+  const stream = (file: OpenFile, direction: "upload" | "download") =>
+    (file.streams[direction] ??= new FileStream(budget));
 
   function refuseOpen(
     id: number,
