@@ -54,8 +54,11 @@ import { createVaultService, type VaultService } from "./modules/vault/vault.ser
 import { registerVaultRoutes } from "./modules/vault/vault.routes.js";
 import { createBlobStore, MIN_FREE_BYTES } from "./lib/blob-store.js";
 import { freeBytes } from "./lib/disk.js";
-import { createSessionService, type SessionService } from "./modules/sessions/sessions.service.js";
+import { createSessionService, SESSIONS_CHANNEL, type SessionService } from "./modules/sessions/sessions.service.js";
 import { registerSessionRoutes } from "./modules/sessions/sessions.routes.js";
+import { createLiveHub } from "./modules/sessions/live-hub.js";
+import { createLiveService } from "./modules/sessions/live.service.js";
+import { registerLiveRoutes } from "./modules/sessions/live.routes.js";
 import { createSqlConsoleService } from "./modules/sql-console/sql-console.service.js";
 import { registerSqlConsoleRoutes } from "./modules/sql-console/sql-console.routes.js";
 import { createWorkloadService } from "./modules/workload/workload.service.js";
@@ -349,7 +352,10 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       if (code !== "SEALED" && code !== "VAULT_KEY_INVALID")
         logger.warn({ err: error }, "pending rotations not settled");
     });
+    // Live watchers and moderators of this node's sessions (docs/sessions.md, "Live watching").
+    const liveHub = createLiveHub();
     sessions = createSessionService({
+      live: liveHub,
       store,
       audit,
       clock,
@@ -524,6 +530,19 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
         registerSessionRoutes(scoped, { sessions: sessions! });
+        registerLiveRoutes(scoped, {
+          live: createLiveService({
+            store,
+            audit,
+            clock,
+            logger,
+            hub: liveHub,
+            node: sessions!.node,
+            channel: SESSIONS_CHANNEL,
+          }),
+          authenticate: (authorization) => identity.authenticate(authorization),
+          origins: config.publicUrl ? [new URL(config.publicUrl).origin] : [],
+        });
         registerSqlConsoleRoutes(scoped, { console: sqlConsole });
         registerWorkloadRoutes(scoped, {
           workload: createWorkloadService({

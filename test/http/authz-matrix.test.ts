@@ -120,6 +120,8 @@ const MATRIX = `
   GET     /v1/sessions                             no         yes   yes      yes       yes
   GET     /v1/sessions/:id                         no         yes   yes      yes       yes
   GET     /v1/sessions/:id/recording               no         yes   yes      yes       yes
+  GET     /v1/sessions/live                        no         yes   yes      yes       yes
+  GET     /v1/sessions/:id/live                    yes        yes   yes      yes       yes
   POST    /v1/sessions/:id/kill                    no         no    no       yes       yes
   POST    /v1/db/tokens                            no         yes   yes      yes       yes
   POST    /v1/sql-console/sessions                 no         yes   yes      yes       yes
@@ -333,6 +335,8 @@ const PROBES: Record<string, ProbeFactory> = {
   "GET /assets/*": () => ({ url: "/assets/no-such-file.js" }),
   "GET /v1/sessions/:id": () => ({ url: `/v1/sessions/${randomUUID()}` }),
   "GET /v1/sessions/:id/recording": () => ({ url: `/v1/sessions/${randomUUID()}/recording` }),
+  // A WebSocket: it authenticates in its first message, so plain HTTP is public and answers 400 (no upgrade).
+  "GET /v1/sessions/:id/live": () => ({ url: `/v1/sessions/${randomUUID()}/live` }),
   "POST /v1/sessions/:id/kill": () => ({
     url: `/v1/sessions/${randomUUID()}/kill`,
     payload: { reason: "authorization matrix" },
