@@ -119,8 +119,10 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
         requestTimeout?: number;
         connectionTimeout?: number;
       };
+      // Not once the server stops listening (closing): Fastify then answers 503 with `Connection: close`,
+      // which is how busy keep-alive connections drain.
       const server = createServer(options.http ?? {}, (request, response) => {
-        if (!fast.answer(request, response)) handler(request, response);
+        if (!server.listening || !fast.answer(request, response)) handler(request, response);
       });
       if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
       if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;
