@@ -153,6 +153,11 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
       const role = checkName("role", roleName);
       const client = await clientFor(ctx, command);
       const { data } = await client.request("POST", "/v1/db/tokens", { body: { role, once: false }, schema: dbToken });
+      if (data.kind === "mysql")
+        throw new CliError(
+          "USAGE",
+          `stint db proxy is for PostgreSQL targets; ${role} is on a MySQL database: use stint db login ${role} --defaults-file FILE.`,
+        );
       const tunnel = createLocalTunnel({
         listenHost: "127.0.0.1",
         listenPort: options.port,
