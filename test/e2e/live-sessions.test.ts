@@ -34,7 +34,7 @@ const tmuxSocket = `stint-live-${hex}`;
 const database = `stint_e2e_live_${hex}`;
 const reader = `stint_e2e_live_reader_${hex}`;
 const ADMIN_PASSWORD = "live-sessions-root-password";
-const PASSWORDS: Record<string, string> = {
+const PASSWORDS = {
   ann: "tulip orbit canyon lantern",
   aud: "maple quartz harbor violet",
   bob: "cedar prism walnut meadow",
@@ -115,7 +115,7 @@ function openLive(
 }
 
 async function liveAs(user: string, id: string, mode: "watch" | "moderate") {
-  const token = await tokenOf(url, user, PASSWORDS[user]!);
+  const token = await tokenOf(url, user, PASSWORDS[user as keyof typeof PASSWORDS]);
   const live = openLive(id);
   await live.opened;
   live.socket.send(JSON.stringify({ type: "auth", token, mode }));
@@ -123,7 +123,7 @@ async function liveAs(user: string, id: string, mode: "watch" | "moderate") {
 }
 
 async function watchable(user: string) {
-  const call = await apiAs(url, user, PASSWORDS[user]!);
+  const call = await apiAs(url, user, PASSWORDS[user as keyof typeof PASSWORDS]);
   const res = await call("GET", "/v1/sessions/live");
   expect(res.status).toBe(200);
   return res.body.items as { id: string; user: string; role: string; mayModerate: boolean; moderation: unknown }[];
