@@ -23,6 +23,7 @@ import {
   type CanonicalParts,
 } from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
+import { PARALLEL_FROM, visitInParallel } from "./audit.verify.js";
 import type { AuditAnchor, AuditEvent, AuditInput, PendingAuditEvent, VerifyResult } from "./audit.types.js";
 
 /** What one chaining pass did. */
@@ -32,6 +33,8 @@ export interface ChainResult {
   rejected: number;
   /** The time of each chained event, for the lag (chained at - event time). */
   times: string[];
+  /** The id of each chained event, in `times` order (a benchmark's lag from each one's commit). */
+  ids?: string[];
 }
 
 export type AuditSequencing = "inline" | "background";
@@ -125,6 +128,8 @@ export function createAuditLog(deps: {
   checkpointEvery?: number;
   /** Default: `inline` on PGlite (one connection: transactions are serial already), `background` on PostgreSQL. */
   sequencing?: AuditSequencing;
+  /** From this many events `verify` re-hashes on worker threads (default `PARALLEL_FROM`). */
+  verifyInParallelFrom?: number;
   /** Called with what a pass rejected (the sequencer logs it and counts it). */
   onRejected?: (rows: { pos: number; id: string; action: string }[]) => void;
 }): AuditLog {
@@ -132,6 +137,7 @@ export function createAuditLog(deps: {
   const every = deps.checkpointEvery ?? 1000;
   const sequencing: AuditSequencing = deps.sequencing ?? (store.engine === "postgres" ? "background" : "inline");
   const pendingListeners: (() => void)[] = [];
+  const parallelFrom = deps.verifyInParallelFrom ?? PARALLEL_FROM;
 
   async function signCheckpoint(tx: Kysely<Database>, head: { seq: number; hash: string }): Promise<AuditAnchor> {
     const signedAt = clock.now();
@@ -271,7 +277,7 @@ export function createAuditLog(deps: {
   async function chainIn(tx: Kysely<Database>, limit: number): Promise<ChainResult> {
     const head = await auditStore.lockHead(tx);
     const rows = await auditStore.readPending(tx, limit);
-    if (rows.length === 0) return { chained: 0, rejected: 0, times: [] };
+    if (rows.length === 0) return { chained: 0, rejected: 0, times: [], ids: [] };
     const genuine: { pos: string; event: PendingAuditEvent; parts: CanonicalParts | null }[] = [];
     const rejected: { pos: number; id: string; action: string }[] = [];
     for (const row of rows) {
@@ -299,7 +305,12 @@ export function createAuditLog(deps: {
     await link(tx, head, rows, genuine, notes);
     await failpoint("audit.sequence.before-commit");
     if (rejected.length > 0) deps.onRejected?.(rejected);
-    return { chained: genuine.length, rejected: rejected.length, times: genuine.map((item) => item.event.time) };
+    return {
+      chained: genuine.length,
+      rejected: rejected.length,
+      times: genuine.map((item) => item.event.time),
+      ids: genuine.map((item) => item.event.id),
+    };
   }
 
   const chainPending: AuditLog["chainPending"] = (tx, limit = 2000) =>
@@ -328,7 +339,13 @@ export function createAuditLog(deps: {
   return {
     append,
     appendMany,
-    record: (actor, context, events) => store.transaction((tx) => append(tx, actor, context, events)),
+    // Nothing else to commit with: in the background mode the events' INSERT is its own transaction (one
+    // statement, all rows or none; BEGIN and COMMIT would be two more round trips); inline, the
+    // transaction chains them too.
+    record: (actor, context, events) =>
+      sequencing === "inline"
+        ? store.transaction((tx) => append(tx, actor, context, events))
+        : append(store.db, actor, context, events),
     sequencing,
     chainPending,
     catchUp,
@@ -404,7 +421,8 @@ export function createAuditLog(deps: {
         every,
         ...(anchor && { anchor: { seq: anchor.seq, hash: anchor.hash, signatureValid: anchorSignatureValid(anchor) } }),
       });
-      await auditStore.visitForVerify(store.db, head.seq, verifier.push, onProgress);
+      if (head.seq >= parallelFrom) await visitInParallel(store.db, head.seq, verifier, onProgress);
+      else await auditStore.visitForVerify(store.db, head.seq, verifier.push, onProgress);
       const result = verifier.finish(head);
       if (!result.ok) return result;
       const { count } = await auditStore.pendingStats(store.db);
