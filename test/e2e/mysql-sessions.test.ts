@@ -353,6 +353,10 @@ describe("MariaDB/MySQL proxy", () => {
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toContain("not a valid Stint database token");
 
+    // The PostgreSQL tunnel is not for a MySQL role.
+    const tunnel = await cli(ANN, ["db", "proxy", ROLE, "--port", "1"]);
+    expect(tunnel.code).toBe(2);
+    expect(tunnel.stderr).toContain("--defaults-file");
     // No grant: without an active activation there is no token to be had.
     const none = await cli(BEN, ["db", "login", ROLE]);
     expect(none.code).toBe(7);
