@@ -710,45 +710,9 @@ export function createSessionService(deps: SessionServiceDeps) {
   const gate: SessionGate = {
     async openPostgres({ user, password, database, clientAddress }) {
       const kind = "postgres";
-      const [userName, roleName, ...rest] = user.split("%");
-      if (!userName || !roleName || rest.length > 0)
-        return refuse(
-          kind,
-          "BAD_CREDENTIALS",
-          `Connect as <user>%<role> with the password \`stint db login ROLE\` prints (not "${user.slice(0, 64)}").`,
-          null,
-        );
-      const bad = `password authentication failed for ${userName}%${roleName}: not a valid Stint database token for that user and role (get one with \`stint db login ${roleName}\`)`;
+      const { token, activation, who } = await databaseTokenActivation(kind, user, password, clientAddress);
+      const roleName = token.role_name;
       const tokenHash = sha256Hex(password);
-      const token = await sessionStore.findToken(store.db, tokenHash);
-      const now = clock.now();
-      if (!token || token.principal_name !== userName || token.role_name !== roleName)
-        return refuse(kind, "BAD_CREDENTIALS", bad, {
-          actor: { kind: "anonymous" },
-          clientAddress,
-          details: { user: userName, role: roleName },
-        });
-      const who = {
-        actor: userActor(token.principal_id, token.principal_name),
-        clientAddress,
-        details: { role: roleName },
-      };
-      if (token.principal_status !== "active")
-        return refuse(kind, "BAD_CREDENTIALS", `The account ${userName} is disabled.`, who);
-      const activation = heldLive(token.request_id)
-        ? (await sessionStore.activeActivations(store.db, token.principal_id, now)).find(
-            (a) => a.request_id === token.request_id,
-          )
-        : undefined;
-      if (!activation || new Date(token.expires_at).getTime() <= now.getTime())
-        return refuse(
-          kind,
-          "NOT_ACTIVE",
-          `Your activation of ${roleName} has ended, and its database tokens with it: activate the role again, then run \`stint db login ${roleName}\`.`,
-          who,
-        );
-      if (token.once && !(await sessionStore.useOnceToken(store.db, token.id, now)))
-        return refuse(kind, "BAD_CREDENTIALS", `This single-use token (--once) was already used.`, who);
       if (activation.target_kind !== "postgres")
         return refuse(kind, "TARGET_UNSUPPORTED", `${roleName}'s target is not a PostgreSQL database.`, who);
       const address = postgresRules.parseAddress(activation.address ?? "");
