@@ -153,7 +153,13 @@ export async function runServer(options: { configFile?: string | undefined } = {
   const { closeConnectorPools } = await import("./modules/connectors/index.js");
   let proxies: Awaited<ReturnType<typeof startProxies>>;
   try {
-    proxies = await startProxies({ config, sessions: server.sessions, logger, registry: server.registry });
+    proxies = await startProxies({
+      config,
+      sessions: server.sessions,
+      logger,
+      registry: server.registry,
+      terminals: server.terminals,
+    });
   } catch (error) {
     process.stderr.write(`stint: could not start a session proxy: ${(error as Error).message}\n`);
     await server.close().catch(() => undefined);

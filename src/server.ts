@@ -56,6 +56,7 @@ import { createBlobStore, MIN_FREE_BYTES } from "./lib/blob-store.js";
 import { freeBytes } from "./lib/disk.js";
 import { createSessionService, SESSIONS_CHANNEL, type SessionService } from "./modules/sessions/sessions.service.js";
 import { registerSessionRoutes } from "./modules/sessions/sessions.routes.js";
+import { createWebTerminals, registerTerminalRoutes, type WebTerminals } from "./proxies/ssh/web-terminal.js";
 import { createLiveHub } from "./modules/sessions/live-hub.js";
 import { createLiveService } from "./modules/sessions/live.service.js";
 import { registerLiveRoutes } from "./modules/sessions/live.routes.js";
@@ -117,6 +118,8 @@ export interface Server {
   grants: GrantService;
   vault: VaultService;
   sessions: SessionService;
+  /** Browser terminals (GET /v1/ssh/terminals); main attaches this node's SSH proxy once it listens. */
+  terminals: WebTerminals;
   scheduler: Scheduler;
   /** Access reviews: opens recurring campaigns, sends reminders, applies missed items at the due date. */
   reviewsWorker: ReviewsWorker;
@@ -462,6 +465,12 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     });
 
     let diskFullAt = 0;
+    const terminals = createWebTerminals({
+      sessions: sessions!,
+      authenticate: (authorization) => identity.authenticate(authorization),
+      origins: config.publicUrl ? [new URL(config.publicUrl).origin] : [],
+      logger,
+    });
     const app = await buildApp(
       {
         logger,
@@ -530,6 +539,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
         registerGrantRoutes(scoped, { grants: grants! });
         registerVaultRoutes(scoped, { vault });
         registerSessionRoutes(scoped, { sessions: sessions! });
+        registerTerminalRoutes(scoped, { terminals });
         registerLiveRoutes(scoped, {
           live: createLiveService({
             store,
@@ -595,6 +605,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       grants,
       vault,
       sessions,
+      terminals,
       scheduler,
       reviewsWorker,
       alerts,

@@ -15,7 +15,8 @@ import type { Logger } from "../lib/logger.js";
 import type { SessionService } from "../modules/sessions/sessions.service.js";
 import { createMysqlProxy } from "./mysql/mysql-proxy.js";
 import { createPgProxy } from "./pg/pg-proxy.js";
-import { createSshProxy } from "./ssh/ssh-proxy.js";
+import { createSshProxy, type SshProxy } from "./ssh/ssh-proxy.js";
+import type { WebTerminals } from "./ssh/web-terminal.js";
 
 export interface RunningProxies {
   ssh: { host: string; port: number } | null;
@@ -45,6 +46,8 @@ export async function startProxies(deps: {
   logger: Logger;
   /** Where the proxies' connection figures go (/metrics). */
   registry?: Registry;
+  /** The browser terminals, told how to reach the SSH proxy in memory once it listens (web-terminal.ts). */
+  terminals?: Pick<WebTerminals, "attach">;
 }): Promise<RunningProxies> {
   const { config, sessions, logger } = deps;
   const closers: (() => Promise<void>)[] = [];
@@ -91,8 +94,9 @@ export async function startProxies(deps: {
     }
   }
 
-  await start("ssh", config.sshProxyListen, DEFAULT_SSH_PROXY_LISTEN, async (address) =>
-    createSshProxy({
+  let sshProxy: SshProxy | undefined;
+  await start("ssh", config.sshProxyListen, DEFAULT_SSH_PROXY_LISTEN, async (address) => {
+    sshProxy = createSshProxy({
       gate: sessions.gate,
       hostKey: await sessions.proxyHostKey(),
       logger,
@@ -101,8 +105,11 @@ export async function startProxies(deps: {
       maxConnections: config.sshProxyMaxConnections,
       maxConnectionsPerAddress: config.sshProxyMaxConnectionsPerAddress,
       ...(deps.registry ? { registry: deps.registry } : {}),
-    }),
-  );
+    });
+    return sshProxy;
+  });
+  const listening = result.ssh ? sshProxy : undefined;
+  if (listening) deps.terminals?.attach((clientAddress) => listening.connectLocal(clientAddress));
   await start("postgres", config.pgProxyListen, DEFAULT_PG_PROXY_LISTEN, async (address) => {
     const tls =
       config.pgProxyTlsCert && config.pgProxyTlsKey
