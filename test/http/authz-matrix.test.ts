@@ -131,6 +131,7 @@ const MATRIX = `
   POST    /v1/ssh/certificates                     no         yes   yes      yes       yes
   GET     /v1/ssh/ca                               yes        yes   yes      yes       yes
   GET     /v1/ssh/krl                              yes        yes   yes      yes       yes
+  GET     /v1/ssh/terminals                        yes        yes   yes      yes       yes
   POST    /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests                  no         yes   yes      yes       yes
   GET     /v1/activation-requests/:id              no         yes   yes      yes       yes
