@@ -251,6 +251,15 @@ export const changeRequestRef = z.object({
 });
 export type ChangeRequestRefDto = z.infer<typeof changeRequestRef>;
 
+/** 202: a one-object write that widens access at a four-eyes tier, held as a change request (nothing changed yet). */
+export const heldWrite = z.object({ changeRequest: changeRequestRef });
+export type HeldWriteDto = z.infer<typeof heldWrite>;
+
+/** Whether a one-object write's answer is a held change request rather than the written object. */
+export function isHeldWrite(value: unknown): value is HeldWriteDto {
+  return typeof value === "object" && value !== null && "changeRequest" in value && !("id" in value);
+}
+
 /** `applied: false` with `changeRequest`: the plan widens access and waits for a second admin. */
 export const configApplyResult = configPlan.extend({
   applied: z.boolean(),

@@ -9,7 +9,7 @@ import { deriveKey } from "../../lib/security.js";
 import { type AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import { reviewState } from "./catalog.config.js";
+import { renderConfig, reviewState } from "./catalog.config.js";
 import { reviewDefinition } from "../../contract/reviews.js";
 import { assessPlan, type PlanAssessment } from "./change-requests.rules.js";
 import { policyProblems, policyReferences, riskProblem, sortedSet } from "./catalog.rules.js";
@@ -212,9 +212,12 @@ export function createCatalogContext(deps: CatalogServiceDeps) {
   }
 
   /**
-   * Four-eyes for one-object writes (API and admin forms): a change that widens access at a covered tier is refused
-   * with FOUR_EYES_REQUIRED (a configuration file holds it as a change request instead), unless nobody else could
-   * approve it (`alone: apply`). `desired` lists the entity as it would be, under its current name.
+   * Four-eyes for one-object writes (API and admin forms): a change that widens access at a covered tier is not
+   * made but thrown as a `HeldAsFile`: the change rendered as a configuration file of that one entry (no prune),
+   * which the catalog service hands to the file apply, so it is held as a change request for a second admin just
+   * as a file is. Unless nobody else could approve it (`alone: apply`). A rename is not something a file says: a
+   * rename that also widens is refused with FOUR_EYES_REQUIRED (rename on its own first). `desired` lists the
+   * entity as it would be, under its current name.
    */
   async function fourEyesGuard(tx: Tx, actor: Actor, change: Change, desired: DesiredCatalog): Promise<void> {
     const fourEyes = deps.fourEyes;
@@ -223,11 +226,13 @@ export function createCatalogContext(deps: CatalogServiceDeps) {
     if (!assessment.held) return;
     if (fourEyes.alone === "apply" && !(await fourEyes.anotherApprover(tx, actor))) return;
     const reasons = assessment.changes.flatMap((c) => c.reasons);
-    throw new StintError(
-      "FOUR_EYES_REQUIRED",
-      `This change widens access at risk ${assessment.tier} (${reasons.join("; ")}), so a second admin must approve it: make it with a configuration file (stint apply, or the Configuration as code tab), which holds it as a change request.`,
-      { tier: assessment.tier, reasons },
-    );
+    if (change.action === "update" && change.fields.some((f) => f.field === "name"))
+      throw new StintError(
+        "FOUR_EYES_REQUIRED",
+        `This change widens access at risk ${assessment.tier} (${reasons.join("; ")}) and also renames ${change.kind} ${change.name}: a change request cannot rename. Rename it on its own first, then make the change (it is held for a second admin).`,
+        { tier: assessment.tier, reasons },
+      );
+    throw new HeldAsFile(fragmentOf(desired));
   }
 
   return {
@@ -249,3 +254,23 @@ export function createCatalogContext(deps: CatalogServiceDeps) {
 }
 
 export type CatalogContext = ReturnType<typeof createCatalogContext>;
+
+/** A one-object write held for four-eyes: the change as a configuration file of that one entry (no prune). */
+export class HeldAsFile {
+  constructor(readonly text: string) {}
+}
+
+/** `desired` (one entry, prune false) as a configuration file: only its own section has anything in it. */
+function fragmentOf(desired: DesiredCatalog): string {
+  return renderConfig({
+    groups: desired.groups ?? [],
+    policies: desired.policies ?? [],
+    targets: desired.targets ?? [],
+    roles: desired.roles ?? [],
+    eligibility: (desired.eligibility ?? []).map((e) => ({
+      ...e,
+      from: e.from ?? "",
+      fromChosen: e.from !== undefined,
+    })),
+  });
+}

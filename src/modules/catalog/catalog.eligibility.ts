@@ -70,7 +70,8 @@ export function eligibilityUseCases(ctx: CatalogContext) {
                 role: role.name,
                 subjectKind: principal ? "user" : "group",
                 subject: subjectName,
-                from: startsAt.toISOString(),
+                // Not said: "now" (held, that is when it is approved).
+                from: input.startsAt !== undefined ? startsAt.toISOString() : undefined,
                 until: endsAt?.toISOString() ?? null,
                 reason: input.reason ?? null,
               },

@@ -60,10 +60,14 @@ export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService 
   );
   app.post(
     "/v1/eligibilities",
-    { config: write, schema: { tags: ["catalog"], body: c.eligibilityInput, response: { 201: c.eligibility } } },
+    {
+      config: write,
+      schema: { tags: ["catalog"], body: c.eligibilityInput, response: { 201: c.eligibility, 202: c.heldWrite } },
+    },
     async (req, reply) => {
-      reply.code(201);
-      return catalog.createEligibility(req.actor, req.body, req.callContext);
+      const result = await catalog.createEligibility(req.actor, req.body, req.callContext);
+      reply.code(c.isHeldWrite(result) ? 202 : 201);
+      return result;
     },
   );
   app.get(
@@ -75,9 +79,18 @@ export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService 
     "/v1/eligibilities/:id",
     {
       config: write,
-      schema: { tags: ["catalog"], params: c.idParam, body: c.eligibilityUpdate, response: { 200: c.eligibility } },
+      schema: {
+        tags: ["catalog"],
+        params: c.idParam,
+        body: c.eligibilityUpdate,
+        response: { 200: c.eligibility, 202: c.heldWrite },
+      },
     },
-    async (req) => catalog.updateEligibility(req.actor, req.params.id, req.body, req.callContext),
+    async (req, reply) => {
+      const result = await catalog.updateEligibility(req.actor, req.params.id, req.body, req.callContext);
+      if (c.isHeldWrite(result)) reply.code(202);
+      return result;
+    },
   );
   app.delete(
     "/v1/eligibilities/:id",
@@ -114,13 +127,15 @@ export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService 
 interface NamedKindCalls<I, O> {
   list(actor: Actor): Promise<O[]>;
   get(actor: Actor, ref: string): Promise<O>;
-  create(actor: Actor, input: I, context: CallContext): Promise<O>;
-  update(actor: Actor, ref: string, input: I, context: CallContext): Promise<O>;
+  create(actor: Actor, input: I, context: CallContext): Promise<O | c.HeldWriteDto>;
+  /** `{ changeRequest }` (202) when four-eyes holds the change for a second admin. */
+  update(actor: Actor, ref: string, input: I, context: CallContext): Promise<O | c.HeldWriteDto>;
   remove(actor: Actor, ref: string, context: CallContext): Promise<void>;
 }
 
 /**
- * The five routes of a kind named by `:ref`: GET the list, POST (201), GET/PUT/DELETE one. The contract's
+ * The five routes of a kind named by `:ref`: GET the list, POST (201), GET/PUT/DELETE one; a POST or PUT that
+ * four-eyes holds answers 202 with `{ changeRequest }`. The contract's
  * schemas validate the input and shape the answers, as for every route.
  */
 function registerNamedKind<I extends z.ZodType, O>(
@@ -139,10 +154,11 @@ function registerNamedKind<I extends z.ZodType, O>(
   }));
   app.post(
     path,
-    { config: write, schema: { tags: ["catalog"], body: input, response: { 201: item } } },
+    { config: write, schema: { tags: ["catalog"], body: input, response: { 201: item, 202: c.heldWrite } } },
     async (req, reply) => {
-      reply.code(201);
-      return calls.create(req.actor, req.body as z.infer<I>, req.callContext);
+      const result = await calls.create(req.actor, req.body as z.infer<I>, req.callContext);
+      reply.code(c.isHeldWrite(result) ? 202 : 201);
+      return result;
     },
   );
   app.get(
@@ -152,8 +168,15 @@ function registerNamedKind<I extends z.ZodType, O>(
   );
   app.put(
     one,
-    { config: write, schema: { tags: ["catalog"], params: c.refParam, body: input, response: { 200: item } } },
-    async (req) => calls.update(req.actor, req.params.ref, req.body as z.infer<I>, req.callContext),
+    {
+      config: write,
+      schema: { tags: ["catalog"], params: c.refParam, body: input, response: { 200: item, 202: c.heldWrite } },
+    },
+    async (req, reply) => {
+      const result = await calls.update(req.actor, req.params.ref, req.body as z.infer<I>, req.callContext);
+      if (c.isHeldWrite(result)) reply.code(202);
+      return result;
+    },
   );
   app.delete(
     one,

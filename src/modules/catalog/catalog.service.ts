@@ -5,7 +5,10 @@
  * A configuration file is planned and applied inside that one transaction, one
  * audit event per change, and nothing at all when anything is wrong with it.
  */
-import { createCatalogContext, type CatalogServiceDeps } from "./catalog.context.js";
+import type { HeldWriteDto } from "../../contract/catalog-api.js";
+import { StintError } from "../../lib/errors.js";
+import type { Actor, CallContext } from "../authz/authz.types.js";
+import { createCatalogContext, HeldAsFile, type CatalogServiceDeps } from "./catalog.context.js";
 import { targetUseCases } from "./catalog.targets.js";
 import { policyUseCases } from "./catalog.policies.js";
 import { roleUseCases } from "./catalog.roles.js";
@@ -14,15 +17,107 @@ import { configUseCases } from "./catalog.config-as-code.js";
 
 export type { CatalogServiceDeps, HeldPlan } from "./catalog.context.js";
 
-/** The catalog's use cases, one file each (targets, policies, roles, eligibility, configuration as code). */
+/**
+ * The catalog's use cases, one file each (targets, policies, roles, eligibility, configuration as code). A one-object
+ * write that four-eyes holds (catalog.context `HeldAsFile`) goes to the file apply as a file of that one entry and
+ * answers `{ changeRequest }`; should the file apply it at once after all (the last other admin left meanwhile),
+ * the object as it now is.
+ */
 export function createCatalogService(deps: CatalogServiceDeps) {
   const ctx = createCatalogContext(deps);
+  const targets = targetUseCases(ctx);
+  const policies = policyUseCases(ctx);
+  const roles = roleUseCases(ctx);
+  const eligibility = eligibilityUseCases(ctx);
+  const config = configUseCases(ctx);
+
+  async function orHeld<T>(
+    actor: Actor,
+    context: CallContext,
+    call: () => Promise<T>,
+    reload: () => Promise<T>,
+  ): Promise<T | HeldWriteDto> {
+    try {
+      return await call();
+    } catch (error) {
+      if (!(error instanceof HeldAsFile)) throw error;
+      const result = await config.applyConfig(actor, error.text, context);
+      if (result.changeRequest) return { changeRequest: result.changeRequest };
+      return reload();
+    }
+  }
+
+  /** The one eligibility of `role` for `subject` (after a held create that was applied at once). */
+  async function eligibilityOf(actor: Actor, role: string, subject: { principal?: string; group?: string }) {
+    const found = (await eligibility.listEligibilities(actor, {})).find(
+      (e) =>
+        e.role === role &&
+        (subject.principal !== undefined ? e.principal === subject.principal : e.group === subject.group),
+    );
+    if (!found) throw new StintError("CONFLICT", "The change was applied but the eligibility is not there.");
+    return found;
+  }
+
   return {
-    ...targetUseCases(ctx),
-    ...policyUseCases(ctx),
-    ...roleUseCases(ctx),
-    ...eligibilityUseCases(ctx),
-    ...configUseCases(ctx),
+    ...targets,
+    ...policies,
+    ...roles,
+    ...eligibility,
+    ...config,
+    updateTarget: (
+      actor: Actor,
+      ref: string,
+      input: Parameters<typeof targets.updateTarget>[2],
+      context: CallContext,
+    ) =>
+      orHeld(
+        actor,
+        context,
+        () => targets.updateTarget(actor, ref, input, context),
+        () => targets.getTarget(actor, ref),
+      ),
+    updatePolicy: (
+      actor: Actor,
+      ref: string,
+      input: Parameters<typeof policies.updatePolicy>[2],
+      context: CallContext,
+    ) =>
+      orHeld(
+        actor,
+        context,
+        () => policies.updatePolicy(actor, ref, input, context),
+        () => policies.getPolicy(actor, ref),
+      ),
+    updateRole: (actor: Actor, ref: string, input: Parameters<typeof roles.updateRole>[2], context: CallContext) =>
+      orHeld(
+        actor,
+        context,
+        () => roles.updateRole(actor, ref, input, context),
+        () => roles.getRole(actor, ref),
+      ),
+    createEligibility: (
+      actor: Actor,
+      input: Parameters<typeof eligibility.createEligibility>[1],
+      context: CallContext,
+    ) =>
+      orHeld(
+        actor,
+        context,
+        () => eligibility.createEligibility(actor, input, context),
+        () => eligibilityOf(actor, input.role, input),
+      ),
+    updateEligibility: (
+      actor: Actor,
+      id: string,
+      input: Parameters<typeof eligibility.updateEligibility>[2],
+      context: CallContext,
+    ) =>
+      orHeld(
+        actor,
+        context,
+        () => eligibility.updateEligibility(actor, id, input, context),
+        () => eligibility.getEligibility(actor, id),
+      ),
   };
 }
 

@@ -21,6 +21,7 @@ import * as catalogStore from "./catalog.store.js";
 import { decisionRefusal, effectiveStatus, type ChangeAssessment } from "./change-requests.rules.js";
 import * as store from "./change-requests.store.js";
 import type { RiskTier } from "./catalog.types.js";
+import type { ChangeRequestCreated } from "./change-request-notifications.js";
 
 export interface ChangeRequestServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
@@ -30,6 +31,8 @@ export interface ChangeRequestServiceDeps {
   catalog: () => Pick<CatalogService, "applyHeld" | "fingerprint">;
   /** How long a change request waits for a decision. */
   expireAfterMs: number;
+  /** Called in the transaction that keeps a change request: tells who may approve it (change-request-notifications). */
+  onCreated?: (tx: Parameters<typeof store.approverEmails>[0], created: ChangeRequestCreated) => Promise<void>;
 }
 
 /** Refusals of a decision that are audited (outcome denied) in a transaction of their own. */
@@ -151,18 +154,23 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
           created_at: now,
           expires_at: expiresAt,
         });
+        const widening = held.assessment.changes
+          .filter((c: ChangeAssessment) => c.effect === "widens")
+          .map((c) => ({ kind: c.kind, name: c.name, tier: c.tier, reasons: c.reasons }));
         await audit.append(tx, actor, context, {
           action: "change_request.created",
           outcome: "success",
           subject: `change-request:${id}`,
-          details: {
-            tier,
-            summary: held.plan.summary,
-            widening: held.assessment.changes
-              .filter((c: ChangeAssessment) => c.effect === "widens")
-              .map((c) => ({ kind: c.kind, name: c.name, tier: c.tier, reasons: c.reasons })),
-            expiresAt: expiresAt.toISOString(),
-          },
+          details: { tier, summary: held.plan.summary, widening, expiresAt: expiresAt.toISOString() },
+        });
+        await deps.onCreated?.(tx, {
+          id,
+          author: author.name,
+          tier,
+          widening: widening.map((c) => `${c.kind} ${c.name}: ${c.reasons.join("; ")}`),
+          expiresAt,
+          createdAt: now,
+          recipients: await store.approverEmails(tx, author.id, PERMISSIONS["catalog.write"]),
         });
       });
       return { id, status: "pending", tier, expiresAt: expiresAt.toISOString() };

@@ -109,3 +109,17 @@ export async function anotherWithRoles(db: Q, exceptId: string, roles: readonly 
     .executeTakeFirst();
   return row !== undefined;
 }
+
+/** E-mail addresses of the active principals other than `exceptId` who hold one of `roles` (who may approve). */
+export async function approverEmails(db: Q, exceptId: string, roles: readonly string[]): Promise<string[]> {
+  const rows = await db
+    .selectFrom("principals")
+    .select("email")
+    .where("status", "=", "active")
+    .where("id", "<>", exceptId)
+    .where("email", "is not", null)
+    .where(sql<boolean>`platform_roles && ${sql.val(roles)}::text[]`)
+    .orderBy("email")
+    .execute();
+  return rows.map((r) => r.email!);
+}
