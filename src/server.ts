@@ -36,6 +36,7 @@ import { createCatalogService } from "./modules/catalog/catalog.service.js";
 import { registerCatalogRoutes } from "./modules/catalog/catalog.routes.js";
 import { createChangeRequestService } from "./modules/catalog/change-requests.service.js";
 import { registerChangeRequestRoutes } from "./modules/catalog/change-requests.routes.js";
+import { createChangeRequestNotifications } from "./modules/catalog/change-request-notifications.js";
 import { createOutboxRunner, type OutboxRunner } from "./workers/outbox-runner.js";
 import { createScheduler, type Scheduler } from "./workers/scheduler.js";
 import { createRequestService, type RequestService } from "./modules/requests/requests.service.js";
@@ -510,6 +511,11 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           clock,
           catalog: () => catalog,
           expireAfterMs: config.fourEyes.expireAfter,
+          ...(notifier
+            ? {
+                onCreated: createChangeRequestNotifications({ notifier, outbox: outboxService, publicUrl }),
+              }
+            : {}),
         });
         const catalog = createCatalogService({
           store,
