@@ -1,7 +1,7 @@
 /**
  * Expiry ends each due activation exactly once, whoever runs it and however many run at once: the scheduler of
  * every node calls `expireDue`, which claims due rows with SKIP LOCKED and ends them in one set-based statement
- * (`endActivations`). Several concurrent callers here stand for several nodes (on PostgreSQL they run on
+ * (`requestStore.expireDue`). Several concurrent callers here stand for several nodes (on PostgreSQL they run on
  * separate pool connections; PGlite has one connection, so they take turns).
  */
 import { mkdtempSync, writeFileSync } from "node:fs";

@@ -434,24 +434,17 @@ export interface EndedRow {
 }
 
 /**
- * Ends activations in one statement, set-based whatever their number: the given ones (locked by the caller),
- * or up to `limit` active ones whose time is up, soonest first (claimed here; rows another node's scheduler
- * holds are skipped). Their rows take the end state; their grants end too (`revoked` on the internal target,
+ * Ends the given activations (locked by the caller) in one statement, set-based whatever their number (the
+ * scheduler's expiries claim theirs in `expireDue`, which ends them the same way). Their rows take the end state; their grants end too (`revoked` on the internal target,
  * which Stint enforces itself; `revoking` elsewhere, for the outbox to revoke at the target); their pending
  * extensions are cancelled (nothing left to extend).
  */
 export async function endActivations(
   db: Q,
-  which: { ids: string[] } | { dueAt: Date; limit: number },
+  which: { ids: string[] },
   end: { state: "expired" | "deactivated" | "revoked"; reason: string; by: string; now: Date },
 ): Promise<EndedRow[]> {
-  const chosen =
-    "ids" in which
-      ? sql`select unnest(${which.ids}::uuid[]) as id`
-      : sql`select id from activation_requests
-          where state = 'active' and expires_at <= ${which.dueAt}
-          order by expires_at limit ${which.limit}
-          for update skip locked`;
+  const chosen = sql`select unnest(${which.ids}::uuid[]) as id`;
   const { now } = end;
   // One row of three JSON arrays: joining the data-modifying CTEs' outputs would be planned as nested loops
   // (their row counts are unknown to the planner), quadratic in the batch. The chosen rows are looked up by
