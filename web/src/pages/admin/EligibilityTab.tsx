@@ -30,6 +30,8 @@ import {
   clientErrors,
   ConfirmDelete,
   FormAlert,
+  HeldAlert,
+  heldMessage,
   RowActions,
   serverErrors,
   useList,
@@ -153,9 +155,12 @@ function EligibilityForm({
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  /** Set when four-eyes held the write as a change request: said instead of closing. */
+  const [notice, setNotice] = useState<string | null>(null);
 
   async function submit() {
     setError(null);
+    setNotice(null);
     const endsAt = localToIso(until);
     let result: { success: true; data: unknown } | { success: false; errors: Record<string, string> };
     if (eligibility) {
@@ -185,9 +190,12 @@ function EligibilityForm({
     setErrors({});
     setBusy(true);
     try {
-      if (eligibility) await api("PUT", `/v1/eligibilities/${eligibility.id}`, result.data);
-      else await api("POST", "/v1/eligibilities", result.data);
-      onSaved();
+      const answer = eligibility
+        ? await api<unknown>("PUT", `/v1/eligibilities/${eligibility.id}`, result.data)
+        : await api<unknown>("POST", "/v1/eligibilities", result.data);
+      const held = heldMessage(answer);
+      if (held) setNotice(held);
+      else onSaved();
     } catch (e) {
       const found = serverErrors(e, FIELDS, "reason", { ALREADY_EXISTS: "principal" });
       setErrors(found.fields);
@@ -209,6 +217,7 @@ function EligibilityForm({
     >
       <Stack>
         <FormAlert message={error} />
+        <HeldAlert message={notice} />
         <Select
           label="Role"
           data={role && !roleNames.includes(role) ? [role, ...roleNames] : roleNames}
@@ -272,11 +281,13 @@ function EligibilityForm({
         />
         <Group justify="flex-end">
           <Button variant="default" onClick={onClose}>
-            Cancel
+            {notice ? "Close" : "Cancel"}
           </Button>
-          <Button onClick={() => void submit()} loading={busy}>
-            {eligibility ? "Save eligibility" : "Create eligibility"}
-          </Button>
+          {!notice && (
+            <Button onClick={() => void submit()} loading={busy}>
+              {eligibility ? "Save eligibility" : "Create eligibility"}
+            </Button>
+          )}
         </Group>
       </Stack>
     </Modal>

@@ -78,7 +78,7 @@ function PolicyForm({ item: policy, onClose, onSaved }: FormProps<PolicyDto>) {
   const [minLength, setMinLength] = useState<number | string>(spec.justification.minLength);
   const [stages, setStages] = useState(spec.approval.stages);
   const [advanced, setAdvanced] = useState(pretty(advancedPart(spec)));
-  const { errors, setErrors, error, busy, save } = useCatalogSave({
+  const { errors, setErrors, error, busy, save, notice } = useCatalogSave({
     path: "/v1/policies",
     fields: FIELDS,
     fallback: ADVANCED,
@@ -122,6 +122,7 @@ function PolicyForm({ item: policy, onClose, onSaved }: FormProps<PolicyDto>) {
       noun="policy"
       editing={policy?.name ?? null}
       error={error}
+      notice={notice}
       busy={busy}
       onSubmit={() => void submit()}
       onClose={onClose}

@@ -42,7 +42,7 @@ function RoleForm({ item: role, onClose, onSaved }: FormProps<RoleDto>) {
   const [risk, setRisk] = useState<string | null>(role?.risk ?? "medium");
   const [owners, setOwners] = useState<string[]>(role?.owners ?? []);
   const [entitlement, setEntitlement] = useState(role ? pretty(role.entitlement) : "{}");
-  const { errors, setErrors, error, busy, save } = useCatalogSave({
+  const { errors, setErrors, error, busy, save, notice } = useCatalogSave({
     path: "/v1/roles",
     fields: FIELDS,
     fallback: "entitlement",
@@ -84,6 +84,7 @@ function RoleForm({ item: role, onClose, onSaved }: FormProps<RoleDto>) {
       noun="role"
       editing={role?.name ?? null}
       error={error}
+      notice={notice}
       busy={busy}
       onSubmit={() => void submit()}
       onClose={onClose}

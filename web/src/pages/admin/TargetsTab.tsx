@@ -57,7 +57,7 @@ function TargetForm({ item: target, onClose, onSaved }: FormProps<TargetDto>) {
   const [template, setTemplate] = useState(target?.identity.template ?? "{{name}}");
   const [labels, setLabels] = useState(target ? pretty(target.labels) : "{}");
   const [options, setOptions] = useState(target ? pretty(target.options) : "{}");
-  const { errors, setErrors, error, busy, save } = useCatalogSave({
+  const { errors, setErrors, error, busy, save, notice } = useCatalogSave({
     path: "/v1/targets",
     fields: FIELDS,
     fallback: "options",
@@ -95,6 +95,7 @@ function TargetForm({ item: target, onClose, onSaved }: FormProps<TargetDto>) {
       noun="target"
       editing={target?.name ?? null}
       error={error}
+      notice={notice}
       busy={busy}
       onSubmit={() => void submit()}
       onClose={onClose}

@@ -6,7 +6,16 @@
 import { Button, Group, Modal, Stack, Table, Text } from "@mantine/core";
 import { useState, type ReactNode } from "react";
 import { api } from "../../api.js";
-import { canWriteCatalog, ConfirmDelete, FormAlert, RowActions, serverErrors, useList } from "./shared.js";
+import {
+  canWriteCatalog,
+  ConfirmDelete,
+  FormAlert,
+  HeldAlert,
+  heldMessage,
+  RowActions,
+  serverErrors,
+  useList,
+} from "./shared.js";
 
 export interface Column<T> {
   header: string;
@@ -114,14 +123,20 @@ export function useCatalogSave(options: { path: string; fields: string[]; fallba
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  /** Set when four-eyes held the write as a change request: the dialog says so instead of closing. */
+  const [notice, setNotice] = useState<string | null>(null);
   async function save(current: { name: string } | null, body: unknown, onSaved: () => void): Promise<void> {
     setErrors({});
     setError(null);
+    setNotice(null);
     setBusy(true);
     try {
-      if (current) await api("PUT", `${options.path}/${encodeURIComponent(current.name)}`, body);
-      else await api("POST", options.path, body);
-      onSaved();
+      const result = current
+        ? await api<unknown>("PUT", `${options.path}/${encodeURIComponent(current.name)}`, body)
+        : await api<unknown>("POST", options.path, body);
+      const held = heldMessage(result);
+      if (held) setNotice(held);
+      else onSaved();
     } catch (e) {
       const found = serverErrors(e, options.fields, options.fallback, { ALREADY_EXISTS: "name" });
       setErrors(found.fields);
@@ -130,7 +145,7 @@ export function useCatalogSave(options: { path: string; fields: string[]; fallba
       setBusy(false);
     }
   }
-  return { errors, setErrors, error, setError, busy, save };
+  return { errors, setErrors, error, setError, busy, save, notice };
 }
 
 /** The edit dialog around a catalog form's fields: its message, then the fields, then Cancel and Save/Create. */
@@ -139,6 +154,8 @@ export function CatalogFormDialog(props: {
   /** The name of what is edited; null: a new one. */
   editing: string | null;
   error: string | null;
+  /** A write held for a second admin (useCatalogSave's `notice`): said, and the dialog only closes. */
+  notice?: string | null;
   busy: boolean;
   onSubmit: () => void;
   onClose: () => void;
@@ -155,14 +172,17 @@ export function CatalogFormDialog(props: {
     >
       <Stack>
         <FormAlert message={props.error} />
+        <HeldAlert message={props.notice ?? null} />
         {props.children}
         <Group justify="flex-end">
           <Button variant="default" onClick={props.onClose}>
-            Cancel
+            {props.notice ? "Close" : "Cancel"}
           </Button>
-          <Button onClick={props.onSubmit} loading={props.busy}>
-            {editing !== null ? `Save ${noun}` : `Create ${noun}`}
-          </Button>
+          {!props.notice && (
+            <Button onClick={props.onSubmit} loading={props.busy}>
+              {editing !== null ? `Save ${noun}` : `Create ${noun}`}
+            </Button>
+          )}
         </Group>
       </Stack>
     </Modal>

@@ -110,6 +110,23 @@ export function FormAlert({ message }: { message: string | null }) {
   );
 }
 
+/** A write four-eyes held (202 `{ changeRequest }`): what the form says instead of "saved" or an error. */
+export function heldMessage(result: unknown): string | null {
+  if (typeof result !== "object" || result === null || !("changeRequest" in result)) return null;
+  const held = (result as { changeRequest: { id: string; tier: string } }).changeRequest;
+  return `Held for a second admin's approval: change request ${held.id} (it widens access at risk ${held.tier}). Another admin approves it under Change requests; until then nothing has changed.`;
+}
+
+/** Says a write was held for a second admin (not an error: nothing went wrong, nothing changed yet). */
+export function HeldAlert({ message }: { message: string | null }) {
+  if (!message) return null;
+  return (
+    <Alert color="blue" role="status" title="Held for a second admin">
+      {message}
+    </Alert>
+  );
+}
+
 /** A yes/no dialog for deletes: says what goes, and shows the server's refusal if there is one. */
 export function ConfirmDelete(props: {
   title: string;
