@@ -7,9 +7,8 @@
  * command's answer for the query log. See README.md for the invariants.
  */
 import { randomBytes } from "node:crypto";
-import { isIP, createServer, type AddressInfo, type Socket } from "node:net";
-import { TLSSocket, createSecureContext } from "node:tls";
-import { Counter, Gauge, type Registry } from "prom-client";
+import { isIP, type Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import type { Logger } from "../../lib/logger.js";
 import {
   SessionRefusedError,
@@ -21,6 +20,17 @@ import {
   type UpstreamMysql,
 } from "../../modules/sessions/sessions.types.js";
 import { connectTcp, forward } from "../pg/wire-stream.js";
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  acceptTls,
+  createByteCounter,
+  createSessionListener,
+  endWith,
+  errorMessage,
+  malformedStream,
+  type SessionListenerOptions,
+  type SessionProxy,
+} from "../session-listener.js";
 import {
   MAX_HANDSHAKE_PACKET,
   UTF8MB4,
@@ -48,40 +58,26 @@ import {
   type PacketRelay,
 } from "./mysql-wire.js";
 
-export interface MysqlProxyDeps {
+/**
+ * The listener settings (session-listener.ts); `tls`: with it, clients may sign in from other
+ * machines (over TLS only). Connection caps answer 1040 at accept.
+ */
+export interface MysqlProxyDeps extends SessionListenerOptions {
   gate: Pick<SessionGate, "openMysql">;
   logger: Logger;
-  /** Listen address; 127.0.0.1 unless told. */
-  host?: string;
-  /** 0: any free port. */
-  port: number;
   /** Connecting and signing in upstream. */
   connectTimeoutMs?: number;
-  /** TLS for clients (PEM). With it, clients may sign in from other machines (over TLS only). */
-  tls?: { cert: string | Buffer; key: string | Buffer };
-  /** From accept to the client's token: one deadline. */
-  handshakeTimeoutMs?: number;
-  maxConnections?: number;
-  maxConnectionsPerAddress?: number;
-  registry?: Registry;
 }
 
-export interface MysqlProxy {
-  listen(): Promise<{ host: string; port: number }>;
-  /** Stops accepting, ends every live session with reason "shutdown" and waits for their end. */
-  close(): Promise<void>;
-  liveSessions(): number;
-}
+export type MysqlProxy = SessionProxy;
 
-export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 15_000;
-export const DEFAULT_MAX_CONNECTIONS = 1000;
-export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 50;
+export {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+} from "../session-listener.js";
 /** The version the proxy announces before it knows the server (SELECT VERSION() tells the real one). */
 export const PROXY_SERVER_VERSION = "8.0.99-Stint-proxy";
-const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-const BYTES_FLUSH_MS = 250;
-const LINGER_MS = 5_000;
-const SHUTDOWN: SessionEnd = { reason: "shutdown", message: "the Stint proxy is shutting down" };
 
 /** MySQL error numbers the proxy answers with. */
 const ER = {
@@ -91,18 +87,6 @@ const ER = {
   CONNECTION_KILLED: 1927,
   UPSTREAM: 2013,
 } as const;
-
-interface LiveSession {
-  stop(end: SessionEnd): Promise<void>;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function isSessionEnd(value: unknown): value is SessionEnd {
-  return typeof value === "object" && value !== null && "reason" in value && "message" in value;
-}
 
 /** Loopback: 127.0.0.0/8, ::1, and IPv4-mapped loopback. */
 export function isLoopback(address: string | undefined): boolean {
@@ -119,104 +103,29 @@ function scramble(): Buffer {
   return bytes;
 }
 
-function metric<T>(registry: Registry | undefined, name: string, make: (registers: Registry[]) => T): T {
-  const existing = registry?.getSingleMetric(name);
-  return (existing as T | undefined) ?? make(registry ? [registry] : []);
-}
-
 export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
   const log = deps.logger.child({ component: "mysql-proxy" });
   const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const handshakeTimeoutMs = deps.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-  const maxConnections = deps.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  const maxPerAddress = deps.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
-  const connectionsGauge = metric(
-    deps.registry,
-    "stint_mysql_proxy_connections",
-    (registers) =>
-      new Gauge({
-        name: "stint_mysql_proxy_connections",
-        help: "Client connections the MySQL proxy holds (signed in or not)",
-        registers,
-      }),
-  );
-  const refusals = metric(
-    deps.registry,
-    "stint_mysql_proxy_connections_refused_total",
-    (registers) =>
-      new Counter({
-        name: "stint_mysql_proxy_connections_refused_total",
-        help: "Connections the MySQL proxy closed at accept because a cap was reached (overall, per_address)",
-        labelNames: ["reason"],
-        registers,
-      }),
-  );
-  const perSource = new Map<string, number>();
-  let openConnections = 0;
   let nextConnectionId = 1;
-  const handshaking = new Set<Socket>();
-  const inflight = new Set<Promise<void>>();
-  const live = new Set<LiveSession>();
-  let closing = false;
-  const secureContext = deps.tls ? createSecureContext({ cert: deps.tls.cert, key: deps.tls.key }) : null;
-  const server = createServer((client) => accept(client));
-  const onServerError = (error: Error) => log.error({ error: error.message }, "mysql proxy listener error");
-
-  function accept(client: Socket): void {
-    client.setNoDelay(true);
-    client.on("error", (error) => log.debug({ error: error.message }, "client socket error"));
-    if (closing) {
-      client.destroy();
-      return;
-    }
-    const source = client.remoteAddress ?? "unknown";
-    const fromSource = perSource.get(source) ?? 0;
-    if (openConnections >= maxConnections || fromSource >= maxPerAddress) {
-      const reason = openConnections >= maxConnections ? "overall" : "per_address";
-      refusals.inc({ reason });
-      log.warn({ clientAddress: source, reason }, "mysql proxy connection refused: too many connections");
-      client.end(packet(0, encodeErr(ER.CON_COUNT, "08004", "Too many connections")));
-      setTimeout(() => client.destroy(), 1_000).unref();
-      return;
-    }
-    openConnections += 1;
-    perSource.set(source, fromSource + 1);
-    connectionsGauge.inc();
-    client.once("close", () => {
-      openConnections -= 1;
-      const left = (perSource.get(source) ?? 1) - 1;
-      if (left <= 0) perSource.delete(source);
-      else perSource.set(source, left);
-      connectionsGauge.dec();
-    });
-    handshaking.add(client);
-    client.once("close", () => handshaking.delete(client));
-    const task = handleClient(client)
-      .catch((error: unknown) => {
-        log.error({ error: errorMessage(error) }, "mysql client connection failed");
-        client.destroy();
-      })
-      .finally(() => inflight.delete(task));
-    inflight.add(task);
-  }
+  const listener = createSessionListener({
+    deps,
+    log,
+    name: "mysql",
+    metricPrefix: "stint_mysql_proxy",
+    product: "MySQL",
+    tooManyConnections: packet(0, encodeErr(ER.CON_COUNT, "08004", "Too many connections")),
+    handle: (client) => handleClient(client),
+  });
+  const secureContext = listener.secureContext;
 
   function refuse(client: Socket, seq: number, code: number, sqlstate: string, message: string): void {
-    if (!client.destroyed) client.end(packet(seq, encodeErr(code, sqlstate, message)));
-    setTimeout(() => client.destroy(), LINGER_MS).unref();
+    endWith(client, packet(seq, encodeErr(code, sqlstate, message)));
   }
 
   async function handleClient(raw: Socket): Promise<void> {
     const clientAddress = raw.remoteAddress ?? "unknown";
     let client: Socket = raw;
-    const deadline = Date.now() + handshakeTimeoutMs;
-    const remaining = () => Math.max(1, deadline - Date.now());
-    const timer = setTimeout(() => {
-      if (!handshaking.has(raw)) return;
-      log.info({ clientAddress }, "mysql client did not sign in in time; closing");
-      raw.destroy();
-    }, handshakeTimeoutMs);
-    timer.unref();
-    raw.once("close", () => clearTimeout(timer));
+    const { remaining, clear: clearDeadline } = listener.handshakeDeadline(raw, clientAddress, 0);
 
     const nonce = scramble();
     const connectionId = nextConnectionId++;
@@ -248,11 +157,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
           raw.destroy();
           return;
         }
-        const secure = new TLSSocket(hello.length > 0 ? withPrefix(raw, hello) : raw, {
-          isServer: true,
-          secureContext,
-        });
-        secure.on("error", (error) => log.debug({ error: error.message }, "client TLS error"));
+        const secure = acceptTls(hello.length > 0 ? withPrefix(raw, hello) : raw, secureContext, log);
         client = secure;
         inbox = createPacketInbox(secure, MAX_HANDSHAKE_PACKET);
         first = await inbox.next(remaining());
@@ -291,7 +196,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
         seq = answer.seq;
         password = answer.payload.toString("utf8").replace(/\0$/, "");
       }
-      clearTimeout(timer);
+      clearDeadline();
     } catch (error) {
       // A malformed or oversized handshake, a closed socket or the deadline.
       log.debug({ clientAddress, error: errorMessage(error) }, "mysql handshake failed");
@@ -319,14 +224,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       }
       return;
     }
-    handshaking.delete(raw);
-    const leftover = inbox.detach();
-    if (closing || client.destroyed) {
-      client.destroy();
-      await session.end(closing ? "shutdown" : "client_closed");
-      return;
-    }
-    startSession(client, leftover, session, response, seq + 1);
+    if (await listener.admit(raw, client, session)) startSession(client, inbox.detach(), session, response, seq + 1);
   }
 
   function startSession(
@@ -345,47 +243,18 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     let serverRelay: PacketRelay | null = null;
     let deliverKill: (() => void) | null = null;
     let upstreamConnectionId: number | null = null;
-    let resolveDone: () => void = () => {};
-    const done = new Promise<void>((resolve) => (resolveDone = resolve));
     const pendingClient: Buffer[] = leftover.length > 0 ? [leftover] : [];
-
-    const relayed = { up: 0, down: 0 };
-    let bytesTimer: NodeJS.Timeout | null = null;
-    const flushBytes = (): void => {
-      if (bytesTimer !== null) clearTimeout(bytesTimer);
-      bytesTimer = null;
-      if (relayed.up > 0) session.countBytes("up", relayed.up);
-      if (relayed.down > 0) session.countBytes("down", relayed.down);
-      relayed.up = 0;
-      relayed.down = 0;
-    };
-    const countBytes = (direction: "up" | "down", n: number): void => {
-      relayed[direction] += n;
-      if (bytesTimer === null) {
-        bytesTimer = setTimeout(flushBytes, BYTES_FLUSH_MS);
-        bytesTimer.unref();
-      }
-    };
+    const { count: countBytes, flush: flushBytes } = createByteCounter(session);
     const record = (entry: QueryLogEntry): void => session.recorder.query(entry);
 
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;
       phase = "closed";
       flushBytes();
-      session.signal.removeEventListener("abort", onAbort);
-      live.delete(entry);
-      client.end();
-      upstream?.end();
-      setTimeout(() => {
-        client.destroy();
-        upstream?.destroy();
-      }, LINGER_MS).unref();
+      entry.release(client, upstream);
       if (tracker !== null) for (const logged of tracker.interrupt()) record(logged);
       slog.info({ reason }, "mysql session ended");
-      session
-        .end(reason, detail)
-        .catch((error: unknown) => slog.error({ error: errorMessage(error) }, "ending the session failed"))
-        .finally(resolveDone);
+      entry.end(reason, detail);
     };
 
     const kill = (end: SessionEnd): void => {
@@ -417,23 +286,13 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       finish(end.reason);
     };
 
-    const onAbort = (): void => {
-      const reason: unknown = session.signal.reason;
-      kill(isSessionEnd(reason) ? reason : { reason: "killed", message: "the session was ended" });
-    };
-
-    const entry: LiveSession = {
-      stop: (end) => {
-        kill(end);
-        return done;
-      },
-    };
+    const entry = listener.liveSession(session, slog, kill);
 
     const failProtocol = (side: string, error: unknown): void => {
-      slog.warn({ side, error: errorMessage(error) }, "malformed protocol stream; ending the session");
+      const detail = malformedStream(slog, side, error);
       client.destroy();
       upstream?.destroy();
-      finish("error", `malformed ${side} protocol stream: ${errorMessage(error)}`);
+      finish("error", detail);
     };
 
     const startRelay = (socket: Socket, fromServer: Buffer): void => {
@@ -542,17 +401,11 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       if (phase === "handshake") pendingClient.push(chunk);
     };
     client.on("data", holdClient);
-    live.add(entry);
     client.on("close", () => {
       client.off("data", holdClient);
       finish("client_closed");
     });
-    session.signal.addEventListener("abort", onAbort);
-    slog.info({ clientAddress: client.remoteAddress }, "mysql session opened");
-    if (session.signal.aborted) {
-      onAbort();
-      return;
-    }
+    if (!entry.start(client.remoteAddress)) return;
     connectUpstream()
       .then(() => client.off("data", holdClient))
       .catch((error: unknown) => {
@@ -567,28 +420,5 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       });
   }
 
-  return {
-    listen: () =>
-      new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(deps.port, deps.host ?? "127.0.0.1", () => {
-          server.off("error", reject);
-          server.on("error", onServerError);
-          const address = server.address() as AddressInfo;
-          log.info({ host: address.address, port: address.port }, "mysql proxy listening");
-          resolve({ host: address.address, port: address.port });
-        });
-      }),
-    close: async () => {
-      closing = true;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of handshaking) socket.destroy();
-      const stopping = [...live].map((session) => session.stop(SHUTDOWN));
-      await Promise.allSettled([...inflight]);
-      stopping.push(...[...live].map((session) => session.stop(SHUTDOWN)));
-      await Promise.all(stopping);
-      await closed;
-    },
-    liveSessions: () => live.size,
-  };
+  return { listen: listener.listen, close: listener.close, liveSessions: listener.liveSessions };
 }

@@ -5,9 +5,9 @@
  * less) and from then on relays bytes unchanged both ways, logging queries. See README.md for the invariants.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { createServer, type AddressInfo, type Socket } from "node:net";
-import { TLSSocket, createSecureContext } from "node:tls";
-import { Counter, Gauge, type Registry } from "prom-client";
+import type { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
+import { Counter } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
 import {
   PgWireError,
@@ -47,6 +47,18 @@ import {
   type SessionGate,
   type UpstreamPostgres,
 } from "../../modules/sessions/sessions.types.js";
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  acceptTls,
+  createByteCounter,
+  createSessionListener,
+  endWith,
+  errorMessage,
+  malformedStream,
+  metric,
+  type SessionListenerOptions,
+  type SessionProxy,
+} from "../session-listener.js";
 import { createQueryGuard } from "./query-guard.js";
 import { createQueryLogTracker, type TrackedBackendMessage } from "./query-log.js";
 import { loadQueryParser } from "./query-policy.js";
@@ -65,41 +77,25 @@ import {
   type KeptFrame,
 } from "./wire-stream.js";
 
-export interface PgProxyDeps {
+/**
+ * The listener settings (session-listener.ts). `tls`: when given, SSLRequest is answered 'S' and a
+ * startup without TLS is refused: the token never crosses the network in clear. Connection caps
+ * answer 53300 at accept.
+ */
+export interface PgProxyDeps extends SessionListenerOptions {
   gate: Pick<SessionGate, "openPostgres">;
   logger: Logger;
-  /** Listen address; 127.0.0.1 unless told. */
-  host?: string;
-  /** 0: any free port. */
-  port: number;
   /** Connecting and signing in upstream, until its first ReadyForQuery. */
   connectTimeoutMs?: number;
-  /**
-   * TLS for clients (PEM certificate chain and key). When given, SSLRequest is answered 'S' and a
-   * startup without TLS is refused: the token never crosses the network in clear.
-   */
-  tls?: { cert: string | Buffer; key: string | Buffer };
-  /** From accept to the client's password: one deadline, whatever the client sends meanwhile. */
-  handshakeTimeoutMs?: number;
-  /** Open client connections (signing in or in session) at most; more are refused (53300). */
-  maxConnections?: number;
-  /** The same, per client IP address. */
-  maxConnectionsPerAddress?: number;
-  /** Where the proxy's connection gauge and refusal counter go. */
-  registry?: Registry;
 }
 
-export interface PgProxy {
-  listen(): Promise<{ host: string; port: number }>;
-  /** Stops accepting, ends every live session with reason "shutdown" and waits for their end. */
-  close(): Promise<void>;
-  liveSessions(): number;
-}
+export type PgProxy = SessionProxy;
 
-/** A client gets this long from accept to send its startup packet and its password. */
-export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 15_000;
-export const DEFAULT_MAX_CONNECTIONS = 1000;
-export const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 50;
+export {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+} from "../session-listener.js";
 
 /**
  * Startup parameters passed on to the server (lower case: PostgreSQL compares them so). All are
@@ -120,15 +116,8 @@ const FORWARDED_PARAMETERS = new Map(
     "idle_in_transaction_session_timeout",
   ].map((name) => [name.toLowerCase(), name]),
 );
-const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** On a kill, how long to wait for the server's current message to end before cutting the client off. */
 const KILL_FLUSH_MS = 2_000;
-/** Relayed byte counts reach the sessions module (metrics, the session's totals) at most this late. */
-const BYTES_FLUSH_MS = 250;
-/** Sockets still open this long after their end are destroyed. */
-const LINGER_MS = 5_000;
-
-const SHUTDOWN: SessionEnd = { reason: "shutdown", message: "the Stint proxy is shutting down" };
 
 interface CancelTarget {
   /** The secret the proxy gave the client (with the server's real process id). */
@@ -137,10 +126,6 @@ interface CancelTarget {
   port: number;
   processId: number;
   secretKey: Buffer;
-}
-
-interface LiveSession {
-  stop(end: SessionEnd): Promise<void>;
 }
 
 class UpstreamFailure extends Error {
@@ -154,14 +139,6 @@ class UpstreamFailure extends Error {
 
 function fatal(code: string, message: string): Buffer {
   return encodeErrorResponse({ severity: "FATAL", code, message });
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function isSessionEnd(value: unknown): value is SessionEnd {
-  return typeof value === "object" && value !== null && "reason" in value && "message" in value;
 }
 
 /** PostgreSQL's MD5 password answer: "md5" + md5(md5(password + user) + salt). */
@@ -238,38 +215,9 @@ function sendCancel(log: Logger, target: Omit<CancelTarget, "secret">, timeoutMs
   );
 }
 
-function metric<T>(registry: Registry | undefined, name: string, make: (registers: Registry[]) => T): T {
-  const existing = registry?.getSingleMetric(name);
-  return (existing as T | undefined) ?? make(registry ? [registry] : []);
-}
-
 export function createPgProxy(deps: PgProxyDeps): PgProxy {
   const log = deps.logger.child({ component: "pg-proxy" });
   const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const handshakeTimeoutMs = deps.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-  const maxConnections = deps.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  const maxPerAddress = deps.maxConnectionsPerAddress ?? DEFAULT_MAX_CONNECTIONS_PER_ADDRESS;
-  const connectionsGauge = metric(
-    deps.registry,
-    "stint_pg_proxy_connections",
-    (registers) =>
-      new Gauge({
-        name: "stint_pg_proxy_connections",
-        help: "Client connections the PostgreSQL proxy holds (signed in or not)",
-        registers,
-      }),
-  );
-  const refusals = metric(
-    deps.registry,
-    "stint_pg_proxy_connections_refused_total",
-    (registers) =>
-      new Counter({
-        name: "stint_pg_proxy_connections_refused_total",
-        help: "Connections the PostgreSQL proxy closed at accept because a cap was reached (overall, per_address)",
-        labelNames: ["reason"],
-        registers,
-      }),
-  );
   const handshakeTimeouts = metric(
     deps.registry,
     "stint_pg_proxy_handshake_timeouts_total",
@@ -285,61 +233,21 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
    * reuse a pid). A cancel is forwarded only when the pid and the secret match one entry together.
    */
   const cancelTargets = new Map<number, CancelTarget[]>();
-  /** Open client connections per source address, for the per-source cap. */
-  const perSource = new Map<string, number>();
-  let openConnections = 0;
-  const handshaking = new Set<Socket>();
-  const inflight = new Set<Promise<void>>();
-  const live = new Set<LiveSession>();
-  let closing = false;
-
-  const secureContext = deps.tls ? createSecureContext({ cert: deps.tls.cert, key: deps.tls.key }) : null;
-  const server = createServer((client) => accept(client));
-  // Errors after the listener is up; a failure to listen rejects listen() instead (the caller reports it).
-  const onServerError = (error: Error) => log.error({ error: error.message }, "postgres proxy listener error");
-
-  function accept(client: Socket): void {
-    client.setNoDelay(true);
-    client.on("error", (error) => log.debug({ error: error.message }, "client socket error"));
-    if (closing) {
-      client.destroy();
-      return;
-    }
-    const source = client.remoteAddress ?? "unknown";
-    const fromSource = perSource.get(source) ?? 0;
-    if (openConnections >= maxConnections || fromSource >= maxPerAddress) {
-      const reason = openConnections >= maxConnections ? "overall" : "per_address";
-      refusals.inc({ reason });
-      log.warn({ clientAddress: source, reason }, "postgres proxy connection refused: too many connections");
-      // PostgreSQL's own answer when it is full; the socket goes at once, holding nothing.
-      client.end(fatal("53300", "sorry, too many clients already"));
-      setTimeout(() => client.destroy(), 1_000).unref();
-      return;
-    }
-    openConnections += 1;
-    perSource.set(source, fromSource + 1);
-    connectionsGauge.inc();
-    client.once("close", () => {
-      openConnections -= 1;
-      const left = (perSource.get(source) ?? 1) - 1;
-      if (left <= 0) perSource.delete(source);
-      else perSource.set(source, left);
-      connectionsGauge.dec();
-    });
-    handshaking.add(client);
-    client.once("close", () => handshaking.delete(client));
-    const task = handleClient(client)
-      .catch((error: unknown) => {
-        log.error({ error: errorMessage(error) }, "postgres client connection failed");
-        client.destroy();
-      })
-      .finally(() => inflight.delete(task));
-    inflight.add(task);
-  }
+  const listener = createSessionListener({
+    deps,
+    log,
+    name: "postgres",
+    metricPrefix: "stint_pg_proxy",
+    product: "PostgreSQL",
+    tooManyConnections: fatal("53300", "sorry, too many clients already"),
+    handle: (client) => handleClient(client),
+    // The query policy's parser (WebAssembly): loaded before the first session can need it.
+    beforeListen: loadQueryParser,
+  });
+  const secureContext = listener.secureContext;
 
   function refuse(client: Socket, code: string, message: string): void {
-    if (!client.destroyed) client.end(fatal(code, message));
-    setTimeout(() => client.destroy(), LINGER_MS).unref();
+    endWith(client, fatal(code, message));
   }
 
   function handleCancelRequest(processId: number, secretKey: Buffer): void {
@@ -368,18 +276,10 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let client: Socket = raw;
     let scanner = createFrameScanner({ startup: true });
     let inbox = createFrameInbox(client, scanner);
-    // One deadline from accept: SSLRequests, TLS and trickled bytes all count against it.
-    const deadline = Date.now() + handshakeTimeoutMs;
-    const timer = setTimeout(() => {
-      if (!handshaking.has(raw)) return;
-      handshakeTimeouts.inc();
-      log.info({ clientAddress }, "postgres client did not sign in in time; closing");
-      raw.destroy();
-    }, handshakeTimeoutMs);
-    timer.unref();
-    raw.once("close", () => clearTimeout(timer));
-    // The timer above ends a stalled client (and counts it); reads wait a little longer so it is the one.
-    const remaining = () => Math.max(1, deadline - Date.now()) + 1_000;
+    // The deadline ends a stalled client (and counts it); reads wait a little longer so it is the one.
+    const { remaining, clear: clearDeadline } = listener.handshakeDeadline(raw, clientAddress, 1_000, () =>
+      handshakeTimeouts.inc(),
+    );
 
     let startup: Extract<FrontendMessage, { kind: "StartupMessage" }> | null = null;
     let password: string;
@@ -394,9 +294,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
             return;
           }
           raw.write(encodeSslResponse(true));
-          const secure = new TLSSocket(raw, { isServer: true, secureContext });
-          secure.on("error", (error) => log.debug({ error: error.message }, "client TLS error"));
-          client = secure;
+          client = acceptTls(raw, secureContext, log);
           scanner = createFrameScanner({ startup: true });
           inbox = createFrameInbox(client, scanner);
         } else if (message.kind === "SSLRequest" || message.kind === "GSSENCRequest") {
@@ -440,7 +338,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         return;
       }
       password = decodePasswordMessage(answer.body);
-      clearTimeout(timer);
+      clearDeadline();
     } catch {
       // A malformed or truncated startup, a closed socket or the deadline: PostgreSQL closes without a word.
       client.destroy();
@@ -463,13 +361,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       }
       return;
     }
-    handshaking.delete(raw);
-    if (closing || client.destroyed) {
-      client.destroy();
-      await session.end(closing ? "shutdown" : "client_closed");
-      return;
-    }
-    startSession(client, inbox, scanner, session, forwarded, startup.protocolVersion);
+    if (await listener.admit(raw, client, session))
+      startSession(client, inbox, scanner, session, forwarded, startup.protocolVersion);
   }
 
   /** The startup parameters that go upstream, or why the connection is refused. */
@@ -517,52 +410,19 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let killEnd: SessionEnd | null = null;
     /** The client sent Terminate: whichever socket closes first, the client ended the session. */
     let clientTerminated = false;
-    let resolveDone: () => void = () => {};
-    const done = new Promise<void>((resolve) => (resolveDone = resolve));
-
-    /**
-     * Relayed bytes are counted here and handed to the sessions module in sums (a metric update per
-     * chunk costs as much as relaying it): at most BYTES_FLUSH_MS late, and all of them before the
-     * session ends.
-     */
-    const relayed = { up: 0, down: 0 };
-    let bytesTimer: NodeJS.Timeout | null = null;
-    const flushBytes = (): void => {
-      if (bytesTimer !== null) clearTimeout(bytesTimer);
-      bytesTimer = null;
-      if (relayed.up > 0) session.countBytes("up", relayed.up);
-      if (relayed.down > 0) session.countBytes("down", relayed.down);
-      relayed.up = 0;
-      relayed.down = 0;
-    };
-    const countBytes = (direction: "up" | "down", n: number): void => {
-      relayed[direction] += n;
-      if (bytesTimer === null) {
-        bytesTimer = setTimeout(flushBytes, BYTES_FLUSH_MS);
-        bytesTimer.unref();
-      }
-    };
+    /** Relayed bytes reach the sessions module in sums, all of them before the session ends. */
+    const { count: countBytes, flush: flushBytes } = createByteCounter(session);
 
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;
       phase = "closed";
       flushBytes();
-      session.signal.removeEventListener("abort", onAbort);
       if (cancelTarget !== null) removeCancelTarget(cancelTarget);
-      live.delete(entry);
-      client.end();
-      upstream?.end();
-      setTimeout(() => {
-        client.destroy();
-        upstream?.destroy();
-      }, LINGER_MS).unref();
+      entry.release(client, upstream);
       // A statement still running when the session ended (a close, not only a kill) is logged, marked interrupted.
       for (const logged of tracker.interrupt(reason)) record(logged);
       slog.info({ reason }, "postgres session ended");
-      session
-        .end(reason, detail)
-        .catch((error: unknown) => slog.error({ error: errorMessage(error) }, "ending the session failed"))
-        .finally(resolveDone);
+      entry.end(reason, detail);
     };
 
     const kill = (end: SessionEnd): void => {
@@ -596,23 +456,13 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       }, KILL_FLUSH_MS).unref();
     };
 
-    const onAbort = (): void => {
-      const reason: unknown = session.signal.reason;
-      kill(isSessionEnd(reason) ? reason : { reason: "killed", message: "the session was ended" });
-    };
-
-    const entry: LiveSession = {
-      stop: (end) => {
-        kill(end);
-        return done;
-      },
-    };
+    const entry = listener.liveSession(session, slog, kill);
 
     const failProtocol = (side: string, error: unknown): void => {
-      slog.warn({ side, error: errorMessage(error) }, "malformed protocol stream; ending the session");
+      const detail = malformedStream(slog, side, error);
       client.destroy();
       upstream?.destroy();
-      finish("error", `malformed ${side} protocol stream: ${errorMessage(error)}`);
+      finish("error", detail);
     };
 
     const record = (logged: QueryLogEntry): void => session.recorder.query(logged);
@@ -942,14 +792,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       if (phase === "handshake") startRelay(socket, scanner, inbox);
     };
 
-    live.add(entry);
     client.on("close", () => finish("client_closed"));
-    session.signal.addEventListener("abort", onAbort);
-    slog.info({ clientAddress: client.remoteAddress }, "postgres session opened");
-    if (session.signal.aborted) {
-      onAbort();
-      return;
-    }
+    if (!entry.start(client.remoteAddress)) return;
     connectUpstream().catch((error: unknown) => {
       if (phase !== "handshake") return;
       const failure =
@@ -963,32 +807,5 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     });
   }
 
-  return {
-    listen: async () => {
-      // The query policy's parser (WebAssembly): loaded before the first session can need it.
-      await loadQueryParser();
-      return new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(deps.port, deps.host ?? "127.0.0.1", () => {
-          server.off("error", reject);
-          server.on("error", onServerError);
-          const address = server.address() as AddressInfo;
-          log.info({ host: address.address, port: address.port }, "postgres proxy listening");
-          resolve({ host: address.address, port: address.port });
-        });
-      });
-    },
-    close: async () => {
-      closing = true;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of handshaking) socket.destroy();
-      const stopping = [...live].map((session) => session.stop(SHUTDOWN));
-      await Promise.allSettled([...inflight]);
-      // Sessions opened while the gate was still answering.
-      stopping.push(...[...live].map((session) => session.stop(SHUTDOWN)));
-      await Promise.all(stopping);
-      await closed;
-    },
-    liveSessions: () => live.size,
-  };
+  return { listen: listener.listen, close: listener.close, liveSessions: listener.liveSessions };
 }
