@@ -64,6 +64,33 @@ export async function openStore<DB>(options: StoreOptions): Promise<Store<DB>> {
   return openPglite<DB>(options.dataDir ?? "memory://", options.lockOwner ?? `stint (pid ${process.pid})`);
 }
 
+/** Told, once its transaction has ended, whether it committed. */
+export type SettledHook = (committed: boolean) => void;
+const settleHooks = new WeakMap<object, SettledHook[]>();
+
+/**
+ * Calls `hook` once `tx` has ended: `true` after its COMMIT succeeded, `false` after a rollback or a failed
+ * COMMIT (whose outcome may be unknown: a caller must stay safe either way). Only for a transaction begun by a
+ * store's `transaction` (wrappers that hand down its `tx` included); for any other it returns false and never
+ * calls `hook`. Hooks run in order, synchronously after the transaction ends; one that throws is ignored.
+ */
+export function whenSettled(tx: object, hook: SettledHook): boolean {
+  const hooks = settleHooks.get(tx);
+  if (!hooks) return false;
+  hooks.push(hook);
+  return true;
+}
+
+function settle(hooks: SettledHook[], committed: boolean): void {
+  for (const hook of hooks) {
+    try {
+      hook(committed);
+    } catch {
+      // A hook's failure is its own; the transaction's outcome stands.
+    }
+  }
+}
+
 function makeStore<DB>(
   engine: Engine,
   db: Kysely<DB>,
@@ -74,7 +101,21 @@ function makeStore<DB>(
     engine,
     db,
     listen,
-    transaction: (fn) => db.transaction().execute(fn),
+    async transaction(fn) {
+      const hooks: SettledHook[] = [];
+      let result;
+      try {
+        result = await db.transaction().execute((tx) => {
+          settleHooks.set(tx, hooks);
+          return fn(tx);
+        });
+      } catch (error) {
+        settle(hooks, false);
+        throw error;
+      }
+      settle(hooks, true);
+      return result;
+    },
     migrate: (dir) => migrate(db, dir),
     ping: async () => {
       await sql`select 1`.execute(db);

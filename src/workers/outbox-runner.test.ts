@@ -355,6 +355,58 @@ describe.each(ENGINES)("outbox runner on %s", (engine) => {
     await r.stop();
   });
 
+  it("runAfterCommit: written claimed by this node's started runner and run at commit; rolled back, nothing runs and the slot comes back; a full lane or no started runner enqueues it as usual", async () => {
+    const { outbox, store, runner, job } = await setup();
+    const ran: string[] = [];
+    let hold: Promise<void> | undefined;
+    const { runner: r } = runner(
+      {
+        provision: async (_payload, ctx) => {
+          ran.push(`${ctx.idempotencyKey}#${ctx.attempt}`);
+          await hold;
+        },
+      },
+      { pollMs: 60_000, laneConcurrency: 1 },
+    );
+    /** Enqueues `key` and returns the row as the enqueuing transaction sees it, before its commit. */
+    const add = (key: string, rollBack = false) =>
+      store.transaction(async (tx) => {
+        await outbox.enqueue(tx, {
+          kind: "provision",
+          idempotencyKey: key,
+          payload: {},
+          lane: "target:a",
+          runAfterCommit: true,
+        });
+        const row = await outboxStore.findByIdempotencyKey(tx, key);
+        if (rollBack) throw new Error("rolled back");
+        return row;
+      });
+    // No started runner on this node: an ordinary pending row, for any runner to claim.
+    expect(await add("p:0")).toMatchObject({ status: "pending", attempts: 0 });
+    await r.runOnce();
+    r.start();
+    const before = await add("p:1");
+    expect(before).toMatchObject({ status: "running", attempts: 1 });
+    expect(before!.lockedUntil!.getTime()).toBe(h!.clock.now().getTime() + LEASE_MS);
+    await expect.poll(async () => (await job("p:1")).status, { timeout: 5_000 }).toBe("done");
+    expect(await job("p:1")).toMatchObject({ attempts: 1 });
+    // Rolled back: no row, nothing run, and the lane's only slot is free again for the next one.
+    await expect(add("p:2", true)).rejects.toThrow("rolled back");
+    expect(await outboxStore.findByIdempotencyKey(store.db, "p:2")).toBeUndefined();
+    let release!: () => void;
+    hold = new Promise<void>((resolve) => (release = resolve));
+    expect(await add("p:3")).toMatchObject({ status: "running", attempts: 1 });
+    await expect.poll(() => ran.includes("p:3#1"), { timeout: 5_000 }).toBe(true);
+    // Its lane is full (laneConcurrency 1) while p:3 runs: the next is pending, not claimed beyond the cap.
+    expect(await add("p:4")).toMatchObject({ status: "pending", attempts: 0 });
+    release();
+    hold = undefined;
+    await expect.poll(async () => (await job("p:4")).status, { timeout: 5_000 }).toBe("done");
+    await r.stop();
+    expect(ran).toEqual(["p:0#1", "p:1#1", "p:3#1", "p:4#1"]);
+  });
+
   it("keeps claiming while one lane hangs: another lane's jobs finish at once, and a lane runs at most laneConcurrency at a time (issue 13 finding 3)", async () => {
     const { outbox, store, runner, job } = await setup();
     const until = async (what: string, check: () => Promise<boolean> | boolean, timeoutMs: number) => {

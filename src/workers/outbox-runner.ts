@@ -28,6 +28,7 @@ import {
   type OutboxJob,
   type RandomSource,
 } from "../modules/outbox/index.js";
+import { registerLocalRunner } from "../modules/outbox/outbox.local.js";
 
 export interface OutboxRunnerOptions {
   /** With `listen`, a started runner wakes as soon as a due job is committed (NOTIFY), not at its next poll. */
@@ -185,7 +186,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   const metrics = outboxMetrics(options.registry, { store, clock, logger });
 
   /** Runs the handler with a deadline; the signal tells a cooperative handler to give up. */
-  async function runHandler(job: OutboxJob): Promise<void> {
+  async function runHandler(job: OutboxJob, timeoutMs = handlerTimeoutMs): Promise<void> {
     if (!Object.hasOwn(handlers, job.kind)) throw new Error(`no handler for outbox kind "${job.kind}"`);
     const handler = handlers[job.kind]!;
     const controller = new AbortController();
@@ -193,10 +194,10 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     let timedOut: HandlerTimeoutError | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        timedOut = new HandlerTimeoutError(handlerTimeoutMs);
+        timedOut = new HandlerTimeoutError(timeoutMs);
         reject(timedOut);
         controller.abort(timedOut);
-      }, handlerTimeoutMs);
+      }, timeoutMs);
     });
     try {
       await Promise.race([
@@ -285,7 +286,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     return "retry";
   }
 
-  async function attempt(job: OutboxJob): Promise<AttemptOutcome> {
+  async function attempt(job: OutboxJob, timeoutMs?: number): Promise<AttemptOutcome> {
     // Claimed again after its last allowed attempt lost its lease (the worker died, perhaps
     // because of this very row): count that as the final failure instead of running it again.
     if (job.attempts > job.maxAttempts) {
@@ -293,7 +294,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     }
     await failpoint("outbox.job.before-run");
     try {
-      await runHandler(job);
+      await runHandler(job, timeoutMs);
     } catch (error) {
       if (error instanceof FailpointCrash) throw error;
       return recordFailure(job, error);
@@ -307,9 +308,9 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     return "done";
   }
 
-  async function attemptSafely(job: OutboxJob): Promise<AttemptOutcome> {
+  async function attemptSafely(job: OutboxJob, timeoutMs?: number): Promise<AttemptOutcome> {
     try {
-      const outcome = await attempt(job);
+      const outcome = await attempt(job, timeoutMs);
       if (outcome === "stale")
         logger.warn({ outboxId: job.id, attempt: job.attempts }, "outbox lease lost; outcome dropped");
       return outcome;
@@ -346,18 +347,32 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     });
   }
 
-  /** Runs one claimed row, counting it against the overall and lane limits until its outcome is recorded. */
-  function launch(job: OutboxJob, onSettled?: () => void): Promise<AttemptOutcome> {
+  function occupy(lane: string | null): void {
     running += 1;
-    if (job.lane !== null) laneLoad.set(job.lane, (laneLoad.get(job.lane) ?? 0) + 1);
+    if (lane !== null) laneLoad.set(lane, (laneLoad.get(lane) ?? 0) + 1);
+  }
+
+  function vacate(lane: string | null): void {
+    running -= 1;
+    if (lane === null) return;
+    const load = (laneLoad.get(lane) ?? 1) - 1;
+    if (load > 0) laneLoad.set(lane, load);
+    else laneLoad.delete(lane);
+  }
+
+  /**
+   * Runs one claimed row, counting it against the overall and lane limits until its outcome is recorded
+   * (`occupied`: its slot was taken already, when it was reserved at enqueue).
+   */
+  function launch(
+    job: OutboxJob,
+    onSettled?: () => void,
+    options: { occupied?: boolean; timeoutMs?: number } = {},
+  ): Promise<AttemptOutcome> {
+    if (!options.occupied) occupy(job.lane);
     return track(
-      attemptSafely(job).finally(() => {
-        running -= 1;
-        if (job.lane !== null) {
-          const load = (laneLoad.get(job.lane) ?? 1) - 1;
-          if (load > 0) laneLoad.set(job.lane, load);
-          else laneLoad.delete(job.lane);
-        }
+      attemptSafely(job, options.timeoutMs).finally(() => {
+        vacate(job.lane);
         onSettled?.();
       }),
     );
@@ -385,6 +400,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   /** Something changed while claiming (a job became due, a slot freed): claim again without sleeping. */
   let due = false;
   let unlisten: (() => Promise<void>) | undefined;
+  let unregister: (() => void) | undefined;
 
   const sleep = (ms: number) =>
     new Promise<void>((resolve) => {
@@ -429,6 +445,27 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       if (loop) return;
       stopping = false;
       loop = claimLoop();
+      // Jobs enqueued with runAfterCommit on this node are written claimed by this runner and handed to it at
+      // commit. Their lease began at the enqueue, so the handler's deadline is what is left of it.
+      unregister = registerLocalRunner(store.db, {
+        leaseMs,
+        reserve(lane) {
+          if (stopping || running >= concurrency) return false;
+          if (lane !== null && (laneLoad.get(lane) ?? 0) >= laneConcurrency) return false;
+          occupy(lane);
+          return true;
+        },
+        release(lane) {
+          vacate(lane);
+          nudge();
+        },
+        adopt(job) {
+          // Stopped meanwhile: the row waits for its lease to run out and is claimed then, as a dead worker's.
+          if (stopping) return this.release(job.lane);
+          const left = (job.lockedUntil?.getTime() ?? 0) - clock.now().getTime();
+          void launch(job, nudge, { occupied: true, timeoutMs: Math.max(1, Math.min(handlerTimeoutMs, left)) });
+        },
+      });
       const listen = options.store.listen;
       if (listen)
         // After a reconnect (a store restart, a failover) claim at once: a job committed while
@@ -443,6 +480,8 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     },
     async stop() {
       stopping = true;
+      unregister?.();
+      unregister = undefined;
       await unlisten?.().catch(() => undefined);
       unlisten = undefined;
       wake?.();

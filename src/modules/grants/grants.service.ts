@@ -437,6 +437,8 @@ export function createGrantService(deps: GrantServiceDeps) {
         payload: { grantId: change.grantId, maxAttempts: provisionAttempts },
         maxAttempts: provisionAttempts + SETTLING_ATTEMPTS,
         lane: targetLane(grant.target_id),
+        // Run by this node's runner the moment the submit commits: no NOTIFY round, no claim of its own.
+        runAfterCommit: true,
       });
       return;
     }

@@ -10,6 +10,8 @@ import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
+import { whenSettled } from "../../lib/db.js";
+import { localRunner } from "./outbox.local.js";
 import * as outboxStore from "./outbox.store.js";
 import type { EnqueueInput, OutboxJob } from "./outbox.types.js";
 
@@ -62,6 +64,32 @@ export function createOutboxService(deps: {
     async enqueue(tx, input) {
       checkInput(input);
       const now = clock.now();
+      const due = !input.notBefore || input.notBefore.getTime() <= now.getTime();
+      const runner = input.runAfterCommit && due ? localRunner(store.db) : undefined;
+      const lane = input.lane ?? null;
+      if (runner?.reserve(lane)) {
+        let job: OutboxJob | undefined;
+        // Committed: this node's runner runs it at once. Rolled back (or the key existed): the slot goes back.
+        const hooked = whenSettled(tx, (committed) => {
+          if (committed && job) runner.adopt(job);
+          else runner.release(lane);
+        });
+        if (hooked) {
+          job = await outboxStore.insertClaimedJob(tx, {
+            id: newId(),
+            kind: input.kind,
+            idempotencyKey: input.idempotencyKey,
+            payload: input.payload,
+            maxAttempts: input.maxAttempts,
+            nextAttemptAt: now,
+            createdAt: now,
+            lane: input.lane,
+            leaseUntil: new Date(now.getTime() + runner.leaseMs),
+          });
+          return job !== undefined;
+        }
+        runner.release(lane);
+      }
       const inserted = await outboxStore.insertJob(tx, {
         id: newId(),
         kind: input.kind,
@@ -73,7 +101,7 @@ export function createOutboxService(deps: {
         lane: input.lane,
       });
       // Due now: wake the runners when this commits instead of waiting for their next poll.
-      if (!input.notBefore || input.notBefore.getTime() <= now.getTime()) await outboxStore.notifyDue(tx);
+      if (due) await outboxStore.notifyDue(tx);
       return inserted;
     },
 

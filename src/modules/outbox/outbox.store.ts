@@ -58,6 +58,36 @@ export async function insertJob(
 }
 
 /**
+ * Inserts a row already claimed by the enqueuing node (running, attempt 1, leased until `leaseUntil`), for a
+ * runner of that node to run as soon as the transaction commits; if that node dies first, the lease runs out and
+ * any runner claims it as a row whose worker died. Returns the row, or undefined when the idempotency key exists.
+ */
+export async function insertClaimedJob(
+  tx: Q,
+  job: Parameters<typeof insertJob>[1] & { leaseUntil: Date },
+): Promise<OutboxJob | undefined> {
+  const row = await tx
+    .insertInto("outbox")
+    .values({
+      id: job.id,
+      kind: job.kind,
+      idempotency_key: job.idempotencyKey,
+      payload: JSON.stringify(job.payload),
+      ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
+      next_attempt_at: job.nextAttemptAt,
+      created_at: job.createdAt,
+      lane: job.lane ?? null,
+      status: "running",
+      attempts: 1,
+      locked_until: job.leaseUntil,
+    })
+    .onConflict((oc) => oc.column("idempotency_key").doNothing())
+    .returningAll()
+    .executeTakeFirst();
+  return row && toJob(row);
+}
+
+/**
  * Inserts pending rows in one statement; a row whose idempotency key exists (or comes earlier in `jobs`) is not
  * written. Returns the keys written.
  */

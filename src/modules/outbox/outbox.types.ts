@@ -38,6 +38,13 @@ export interface EnqueueInput {
    * time, so a slow or dead target holds up its own jobs and never another's. Omit for none.
    */
   lane?: string | undefined;
+  /**
+   * Due now and enqueued on a node whose runner is started with room for it (its lane included): the row is
+   * written already claimed by that runner, which runs it as soon as the transaction commits — no NOTIFY
+   * round to a runner, no claim statement. Otherwise (or in a transaction no store began) it is enqueued
+   * as usual. A crash before it finishes leaves the lease to run out, as for any claimed row.
+   */
+  runAfterCommit?: boolean | undefined;
 }
 
 export interface HandlerContext {
