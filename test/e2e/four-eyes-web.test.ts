@@ -6,7 +6,8 @@
  *   the export can be copied and downloaded;
  * - an admin's file adding eligibility to a critical role is held (the page says so, nothing exists yet); the
  *   author sees no Approve, a second admin sees why it is held and the diff on the Change requests tab, approves,
- *   and only then the eligibility exists.
+ *   and only then the eligibility exists;
+ * - an eligibility form's save that widens at a four-eyes tier says it is held for a second admin (not an error).
  * Any 4xx/5xx answer or console error in the pages fails the test.
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -177,6 +178,31 @@ describe("four-eyes in the web UI", () => {
     expect(await eligibleForCritical(admin)).toEqual(["alice"]);
     const listed = await admin("GET", "/v1/change-requests?status=applied");
     expect(listed.body.items).toMatchObject([{ decidedBy: "admin2", reason: "checked with the data owner" }]);
+    await guard.close();
+  });
+
+  it("an admin form's save that widens at a four-eyes tier says it is held, not an error; nothing exists yet", async () => {
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const page = await signIn("admin", ADMIN_PASSWORD);
+    await openAdminTab(page, "Eligibility");
+    await page.getByRole("button", { name: "New eligibility" }).click();
+    const dialog = page.getByRole("dialog", { name: "New eligibility" });
+    await dialog.getByLabel("Role").click();
+    await page.getByRole("option", { name: "crown-jewels" }).click();
+    await dialog.getByLabel("User", { exact: true }).click();
+    await dialog.getByLabel("User", { exact: true }).fill("bo");
+    await page.getByRole("option", { name: /^bob/ }).click();
+    await dialog.getByRole("button", { name: "Create eligibility" }).click();
+    const held = dialog.getByRole("status");
+    await held.getByText(/Held for a second admin's approval: change request [0-9a-f-]{36}/).waitFor();
+    expect(await dialog.getByRole("alert").count()).toBe(0);
+    expect(await dialog.getByRole("button", { name: "Create eligibility" }).count()).toBe(0);
+    expect(await eligibleForCritical(admin)).toEqual(["alice"]);
+    const pending = await admin("GET", "/v1/change-requests?status=pending");
+    expect(pending.body.items).toMatchObject([{ author: "admin", tier: "critical" }]);
+    expect(await held.innerText()).toContain(pending.body.items[0].id);
+    await dialog.getByRole("button", { name: "Done" }).click();
+    await dialog.waitFor({ state: "detached" });
     await guard.close();
   });
 });

@@ -281,7 +281,7 @@ function EligibilityForm({
         />
         <Group justify="flex-end">
           <Button variant="default" onClick={onClose}>
-            {notice ? "Close" : "Cancel"}
+            {notice ? "Done" : "Cancel"}
           </Button>
           {!notice && (
             <Button onClick={() => void submit()} loading={busy}>

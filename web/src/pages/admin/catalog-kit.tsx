@@ -176,7 +176,7 @@ export function CatalogFormDialog(props: {
         {props.children}
         <Group justify="flex-end">
           <Button variant="default" onClick={props.onClose}>
-            {props.notice ? "Close" : "Cancel"}
+            {props.notice ? "Done" : "Cancel"}
           </Button>
           {!props.notice && (
             <Button onClick={props.onSubmit} loading={props.busy}>
