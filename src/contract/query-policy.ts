@@ -51,5 +51,10 @@ export const queryRules = z.strictObject({
     .default([...DEFAULT_DENIED_FUNCTIONS]),
   /** DELETE and UPDATE without a WHERE clause are refused. */
   requireWhere: z.boolean().default(true),
+  /**
+   * Rows one result may send (DataRow, COPY … TO STDOUT lines). Past it the client gets the first
+   * `maxRows` rows, then an error (SQLSTATE 54000) in place of the rest; the session goes on. Absent: no limit.
+   */
+  maxRows: z.number().int().min(1).max(1_000_000_000).optional(),
 });
 export type QueryRules = z.output<typeof queryRules>;

@@ -345,7 +345,7 @@ describe("query policy on the PostgreSQL proxy: a read-only role (issue 18)", ()
     await h.apply(`
 apiVersion: stint/v1
 policies:${selfServicePolicy("read-only-self")}
-    session: { recording: required, queries: { allow: [select] } }
+    session: { recording: required, queries: { allow: [select], maxRows: 100 } }
 targets:
   - name: app-db
     kind: postgres
@@ -566,5 +566,56 @@ eligibility:
         error: expect.stringMatching(/^42501: refused by Stint query policy \(rule statement_kind\)/) as unknown,
       }),
     );
+  }, 30_000);
+
+  it("maxRows: a longer result is cut after 100 rows with 54000 (both protocols, COPY out), a shorter one passes, the session goes on, audited", async () => {
+    const client = viaProxy(await token());
+    await client.connect();
+    const rowsSeen: number[] = [];
+    for (const query of [
+      { text: "SELECT g FROM generate_series(1, 1000) AS g" },
+      { text: "SELECT g FROM generate_series(1, $1::int) AS g", values: [1000] },
+    ]) {
+      // node-postgres rejects the query when the error comes; the rows before it reach the row event.
+      let seen = 0;
+      const submitted = client.query(new pg.Query(query));
+      submitted.on("row", () => (seen += 1));
+      const error = await new Promise<Error & { code?: string }>((resolve, reject) => {
+        submitted.on("error", resolve);
+        submitted.on("end", () => reject(new Error(`the ${seen}-row result was not cut`)));
+      });
+      expect(error.code).toBe("54000");
+      expect(error.message).toMatch(/rule max_rows\): more than 100 rows; only the first 100 were sent/);
+      rowsSeen.push(seen);
+    }
+    expect(rowsSeen).toEqual([100, 100]);
+    // A result within the limit passes unchanged, and the session goes on after the cut.
+    const small = await client.query("SELECT g FROM generate_series(1, 50) AS g");
+    expect(small.rows.map((row: { g: number }) => row.g)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+    const exact = await client.query({ text: "SELECT g FROM generate_series(1, $1::int) AS g", values: [100] });
+    expect(exact.rowCount).toBe(100);
+    await client.end();
+
+    // COPY … TO STDOUT lines count as rows (psql: the first 100 lines, then the error, then the next statement).
+    const script = path.join(dir, "max-rows.sql");
+    await writeFile(
+      script,
+      psqlScript(["COPY (SELECT g FROM generate_series(1, 1000) g) TO STDOUT", "SELECT 'after'"]),
+    );
+    const output = segments(await runPsql(proxyPort, `${USER}%${ROLE}`, await token(), script));
+    const lines = (output.get(0) ?? "").split("\n");
+    expect(lines.slice(0, 100)).toEqual(Array.from({ length: 100 }, (_, i) => String(i + 1)));
+    expect(lines[100]).toMatch(/ERROR:\s+54000: result cut by Stint query policy \(rule max_rows\)/);
+    expect(output.get(1)?.trim()).toBe("after");
+
+    const events = await h.server.store.db
+      .selectFrom("audit_events")
+      .selectAll()
+      .where("action", "=", "session.query_refused")
+      .execute();
+    const cuts = events.filter((event) => (event.details as { rule?: string }).rule === "max_rows");
+    expect(cuts.length).toBeGreaterThanOrEqual(2);
+    expect(cuts[0]!.details).toMatchObject({ rule: "max_rows", protocol: "result" });
+    expect(cuts[0]!.reason).toBe("the result has more than 100 rows");
   }, 30_000);
 });

@@ -44,7 +44,8 @@ export interface QueryRefusedEvent {
   message: string;
   /** The refused text, cut to 2,000 characters. */
   statement: string;
-  protocol: "simple" | "extended" | "function_call";
+  /** `result`: a result cut at the policy's `maxRows` (rule `max_rows`; the statement is in the query log). */
+  protocol: "simple" | "extended" | "function_call" | "result";
 }
 
 /**

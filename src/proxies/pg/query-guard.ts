@@ -28,15 +28,18 @@ import { messageTypes } from "./wire-stream.js";
 
 /** The SQLSTATE of every refusal: insufficient_privilege. */
 export const REFUSAL_SQLSTATE = "42501";
+/** The SQLSTATE of a result cut at `maxRows`: program_limit_exceeded. */
+export const ROW_LIMIT_SQLSTATE = "54000";
 /** Names of allowed prepared statements remembered per session (EXECUTE runs only these). */
 const PREPARED_NAMES_KEPT = 10_000;
 
 export interface QueryRefusal {
-  rule: QueryRule | "function_call";
+  rule: QueryRule | "function_call" | "max_rows";
   message: string;
   /** The refused text (a Query's whole string, a Parse's statement; "" for a FunctionCall). */
   statement: string;
-  protocol: "simple" | "extended" | "function_call";
+  /** `result`: a result cut at `maxRows` (its statement is in the query log, not here). */
+  protocol: "simple" | "extended" | "function_call" | "result";
 }
 
 export interface EditingScanner {
@@ -52,7 +55,7 @@ const NO_BODY = Buffer.alloc(0);
 /**
  * A frame scanner that passes bytes through as they come, except frames of `hold` types: those are
  * kept until whole and handed to `held`, which returns their replacement (a whole frame) or null to
- * pass them unchanged. `onFrame` gets the bodies of `keep` types (not held ones), as the relay scanner.
+ * pass them unchanged (an empty buffer drops the frame). `onFrame` gets the bodies of `keep` types (not held ones), as the relay scanner.
  */
 export function createEditingScanner(options: {
   keep: Uint8Array;
@@ -132,7 +135,7 @@ export function createEditingScanner(options: {
               const replacement = held(type, body);
               if (replacement !== null) {
                 flushTo(frameStart);
-                emit(replacement);
+                if (replacement.length > 0) emit(replacement);
                 runStart = offset;
               }
               continue;
@@ -165,7 +168,8 @@ export function createEditingScanner(options: {
           if (holding) {
             const frame = Buffer.concat(heldParts);
             heldParts = [];
-            emit(held(type, frame.subarray(HEADER_LENGTH)) ?? frame);
+            const out = held(type, frame.subarray(HEADER_LENGTH)) ?? frame;
+            if (out.length > 0) emit(out);
             runStart = offset;
           } else {
             let body: Buffer | null = null;
@@ -201,6 +205,11 @@ function cstring(text: string): Buffer {
 const QUERY = 0x51; // 'Q'
 const PARSE = 0x50; // 'P'
 const ERROR_RESPONSE = 0x45; // 'E'
+const COMMAND_COMPLETE = 0x43; // 'C'
+const DATA_ROW = 0x44; // 'D'
+const COPY_DATA = 0x64; // 'd'
+const READY_FOR_QUERY = 0x5a; // 'Z'
+const DROP = Buffer.alloc(0);
 
 export interface QueryGuard {
   client: EditingScanner;
@@ -305,6 +314,70 @@ export function createQueryGuard(options: {
     return typedFrame("Q", cstring(token));
   };
 
+  /**
+   * `maxRows`: rows (DataRow, CopyData) of the current result so far; past the limit the rest of the
+   * result is dropped and its end (CommandComplete, CopyDone, or PortalSuspended) becomes one
+   * ErrorResponse. A result ends at CommandComplete or ErrorResponse; ReadyForQuery resets too.
+   */
+  const maxRows = rules.maxRows;
+  let rows = 0;
+  /** Past the limit in this result; `cutSent` once its ErrorResponse went to the client. */
+  let cutting = false;
+  let cutSent = false;
+  const endResult = (): void => {
+    rows = 0;
+    cutting = false;
+    cutSent = false;
+  };
+  const cutError = (): Buffer => {
+    cutSent = true;
+    const replacement = encodeErrorResponse({
+      severity: "ERROR",
+      code: ROW_LIMIT_SQLSTATE,
+      message: `result cut by Stint query policy (rule max_rows): more than ${maxRows} rows; only the first ${maxRows} were sent`,
+    });
+    onServerFrame(ERROR_RESPONSE, replacement.subarray(HEADER_LENGTH));
+    return replacement;
+  };
+  const limitRows = (type: number, body: Buffer): Buffer | null => {
+    if (type === ERROR_RESPONSE) {
+      endResult();
+      return checkServer(type, body);
+    }
+    if (type === COMMAND_COMPLETE) {
+      const wasCutting = cutting;
+      const sent = cutSent;
+      endResult();
+      if (!wasCutting) {
+        onServerFrame(type, body);
+        return null;
+      }
+      return sent ? DROP : cutError();
+    }
+    if (type === READY_FOR_QUERY) {
+      endResult();
+      onServerFrame(type, options.keepServer[type] === 1 ? body : null);
+      return null;
+    }
+    if (cutting) {
+      // The rest of a cut result: dropped; the end of this part of it (CopyDone, PortalSuspended) is the error.
+      if (type === DATA_ROW || type === COPY_DATA || cutSent) return DROP;
+      return cutError();
+    }
+    if ((type === DATA_ROW || type === COPY_DATA) && ++rows > maxRows!) {
+      cutting = true;
+      onRefusal({
+        rule: "max_rows",
+        message: `the result has more than ${maxRows} rows`,
+        statement: "",
+        protocol: "result",
+      });
+      return DROP;
+    }
+    onServerFrame(type, options.keepServer[type] === 1 ? body : null);
+    return null;
+  };
+
   const checkServer = (type: number, body: Buffer): Buffer | null => {
     let replacement: Buffer | null = null;
     try {
@@ -337,12 +410,21 @@ export function createQueryGuard(options: {
       onFrame: onClientFrame,
       held: checkClient,
     }),
-    server: createEditingScanner({
-      keep: options.keepServer,
-      hold: messageTypes("E"),
-      onFrame: onServerFrame,
-      held: (type, body) => (type === ERROR_RESPONSE ? checkServer(type, body) : null),
-    }),
+    server:
+      maxRows === undefined
+        ? createEditingScanner({
+            keep: options.keepServer,
+            hold: messageTypes("E"),
+            onFrame: onServerFrame,
+            held: (type, body) => (type === ERROR_RESPONSE ? checkServer(type, body) : null),
+          })
+        : // Under a row limit rows and result ends are held too (a frame within one chunk is not copied).
+          createEditingScanner({
+            keep: options.keepServer,
+            hold: messageTypes("EDdcCsZ"),
+            onFrame: onServerFrame,
+            held: limitRows,
+          }),
   };
 }
 
