@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { createGroup, createUser, deleteGroup, deleteUser, startSshd, type Sshd } from "../../src/testing/sshd.js";
 import { Guard, launchChromium, signInPage, tokenOf } from "./browser.js";
-import { freePort, startWebServer, type RunningProcess } from "./support.js";
+import { freePort, ROOT, startWebServer, type RunningProcess } from "./support.js";
 
 const ADMIN_PASSWORD = "web-terminal-root-password";
 const ANN_PASSWORD = "tulip orbit canyon lantern";
@@ -73,6 +73,20 @@ async function liveSession(): Promise<SessionItem | undefined> {
   const live = JSON.parse(await admin()(["sessions", "list", "--live", "--json"])) as SessionItem[];
   const mine = live.find((s) => s.user === "ann" && s.role === "web-shell");
   return mine && showSession(mine.id);
+}
+
+/** axe-core's violations in the open dialog, one line each (the a11y test's rule set). */
+async function dialogViolations(page: Page): Promise<string[]> {
+  await page.addScriptTag({ path: path.join(ROOT, "node_modules/axe-core/axe.min.js") });
+  const options = {
+    runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"] },
+    resultTypes: ["violations"],
+  };
+  // (Browser code as text: this project's TypeScript has no DOM types outside web/.)
+  const result = (await page.evaluate(
+    `axe.run([...document.querySelectorAll('[role="dialog"]')].pop(), ${JSON.stringify(options)})`,
+  )) as { violations: { id: string; impact: string; nodes: { target: string[] }[] }[] };
+  return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join("; ")}`);
 }
 
 /** What the page's terminal shows, row by row. */
@@ -143,7 +157,9 @@ afterAll(async () => {
 describe("the browser terminal", () => {
   it("runs a command on the SSH target, is recorded, plays back, and a revoke ends it within a second", async () => {
     const requestId = await activate();
-    const page = await signInPage(await guard.context(), url, "ann", ANN_PASSWORD);
+    // CSP bypassed only so axe can be injected into the page.
+    const context = await guard.context({ width: 1440, height: 900 }, { bypassCSP: true });
+    const page = await signInPage(context, url, "ann", ANN_PASSWORD);
     await page.getByRole("button", { name: "Open terminal for web-shell" }).click();
     await expect.poll(() => page.getByTestId("terminal-status").textContent(), { timeout: 20_000 }).toBe("connected");
     await page.getByTestId("web-terminal").click();
@@ -151,6 +167,8 @@ describe("the browser terminal", () => {
     await page.keyboard.type("echo stint-web-$((6*7))-ok && id -un\n");
     await expect.poll(() => screenText(page), { timeout: 15_000 }).toContain("stint-web-42-ok");
     expect(await screenText(page)).toMatch(/stint-web-42-ok\s+root/);
+    // The dialog with a live terminal in it passes axe.
+    expect(await dialogViolations(page)).toEqual([]);
 
     // The proxy's session, like any ssh one: the browser's address, the activation, live.
     const live = await liveSession();
