@@ -96,21 +96,32 @@ export interface SessionListener extends SessionProxy {
    * destroyed) when the proxy is closing or the client left meanwhile.
    */
   admit(raw: Socket, client: Socket, session: Pick<BrokeredSession, "end">): Promise<boolean>;
-  /** The registration of a session in the live set, its kill on `session.signal` and its end. */
+  /**
+   * The registration of a session in the live set, its kill on `session.signal` (and on shutdown),
+   * its relayed-byte sums and its end.
+   */
   liveSession(
-    session: Pick<BrokeredSession, "signal" | "end">,
+    session: Pick<BrokeredSession, "signal" | "end" | "countBytes">,
     slog: Logger,
     kill: (end: SessionEnd) => void,
   ): LiveEntry;
 }
 
 export interface LiveEntry {
+  /** Per relayed chunk: summed, handed to the sessions module at most BYTES_FLUSH_MS late. */
+  countBytes(direction: "up" | "down", n: number): void;
   /** Joins the live set and listens for the abort; kills at once (and returns false) when aborted already. */
   start(clientAddress: string | undefined): boolean;
-  /** Leaves the live set and the abort; ends both sockets, destroyed LINGER_MS later. */
-  release(client: Socket, upstream: Socket | null): void;
-  /** `session.end` (failures logged); `stop()` resolves after it. */
-  end(reason: EndReason, detail?: string): void;
+  /**
+   * The end (call it once): the byte sums flushed, out of the live set and the abort, both sockets
+   * ended (destroyed LINGER_MS later), then `session.end` (failures logged); `stop()` resolves after it.
+   */
+  close(client: Socket, upstream: Socket | null, reason: EndReason, detail?: string): void;
+}
+
+/** A session's logger: every line names the session, its user, role and target. */
+export function sessionLogger(log: Logger, session: Pick<BrokeredSession, "id" | "user" | "role" | "target">): Logger {
+  return log.child({ sessionId: session.id, user: session.user, role: session.role, target: session.target });
 }
 
 export function createSessionListener(options: {
@@ -240,7 +251,9 @@ export function createSessionListener(options: {
           return done;
         },
       };
+      const bytes = createByteCounter(session);
       return {
+        countBytes: bytes.count,
         start: (clientAddress) => {
           live.add(entry);
           session.signal.addEventListener("abort", onAbort);
@@ -249,7 +262,8 @@ export function createSessionListener(options: {
           onAbort();
           return false;
         },
-        release: (client, upstream) => {
+        close: (client, upstream, reason, detail) => {
+          bytes.flush();
           session.signal.removeEventListener("abort", onAbort);
           live.delete(entry);
           client.end();
@@ -258,8 +272,7 @@ export function createSessionListener(options: {
             client.destroy();
             upstream?.destroy();
           }, LINGER_MS).unref();
-        },
-        end: (reason, detail) => {
+          slog.info({ reason }, `${name} session ended`);
           session
             .end(reason, detail)
             .catch((error: unknown) => slog.error({ error: errorMessage(error) }, "ending the session failed"))
@@ -323,8 +336,16 @@ export function createByteCounter(session: Pick<BrokeredSession, "countBytes">):
   return { count, flush };
 }
 
-/** A stream that cannot be read any more: logged; the detail for `session.end`. */
-export function malformedStream(slog: Logger, side: string, error: unknown): string {
+/** A stream that cannot be read any more: logged, both sockets destroyed; the detail for `session.end`. */
+export function malformedStream(
+  slog: Logger,
+  side: string,
+  error: unknown,
+  client: Socket,
+  upstream: Socket | null,
+): string {
   slog.warn({ side, error: errorMessage(error) }, "malformed protocol stream; ending the session");
+  client.destroy();
+  upstream?.destroy();
   return `malformed ${side} protocol stream: ${errorMessage(error)}`;
 }

@@ -23,7 +23,7 @@ import { connectTcp, forward } from "../pg/wire-stream.js";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   acceptTls,
-  createByteCounter,
+  sessionLogger,
   createSessionListener,
   endWith,
   errorMessage,
@@ -234,7 +234,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     hello: ReturnType<typeof parseHandshakeResponse>,
     okSeq: number,
   ): void {
-    const slog = log.child({ sessionId: session.id, user: session.user, role: session.role, target: session.target });
+    const slog = sessionLogger(log, session);
     const target = session.upstream;
     const where = `${target.host}:${target.port}`;
     let phase: "handshake" | "relay" | "killing" | "closed" = "handshake";
@@ -244,17 +244,13 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     let deliverKill: (() => void) | null = null;
     let upstreamConnectionId: number | null = null;
     const pendingClient: Buffer[] = leftover.length > 0 ? [leftover] : [];
-    const { count: countBytes, flush: flushBytes } = createByteCounter(session);
     const record = (entry: QueryLogEntry): void => session.recorder.query(entry);
 
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;
       phase = "closed";
-      flushBytes();
-      entry.release(client, upstream);
       if (tracker !== null) for (const logged of tracker.interrupt()) record(logged);
-      slog.info({ reason }, "mysql session ended");
-      entry.end(reason, detail);
+      entry.close(client, upstream, reason, detail);
     };
 
     const kill = (end: SessionEnd): void => {
@@ -287,13 +283,10 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     };
 
     const entry = listener.liveSession(session, slog, kill);
+    const countBytes = entry.countBytes;
 
-    const failProtocol = (side: string, error: unknown): void => {
-      const detail = malformedStream(slog, side, error);
-      client.destroy();
-      upstream?.destroy();
-      finish("error", detail);
-    };
+    const failProtocol = (side: string, error: unknown): void =>
+      finish("error", malformedStream(slog, side, error, client, upstream));
 
     const startRelay = (socket: Socket, fromServer: Buffer): void => {
       phase = "relay";

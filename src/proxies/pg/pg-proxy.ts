@@ -50,7 +50,7 @@ import {
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   acceptTls,
-  createByteCounter,
+  sessionLogger,
   createSessionListener,
   endWith,
   errorMessage,
@@ -395,7 +395,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     parameters: Record<string, string>,
     protocolVersion: number,
   ): void {
-    const slog = log.child({ sessionId: session.id, user: session.user, role: session.role, target: session.target });
+    const slog = sessionLogger(log, session);
     const target = session.upstream;
     const where = `${target.host}:${target.port}`;
     const tracker = createQueryLogTracker({ keepParameters: session.policy.queryParameters });
@@ -410,19 +410,14 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let killEnd: SessionEnd | null = null;
     /** The client sent Terminate: whichever socket closes first, the client ended the session. */
     let clientTerminated = false;
-    /** Relayed bytes reach the sessions module in sums, all of them before the session ends. */
-    const { count: countBytes, flush: flushBytes } = createByteCounter(session);
 
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;
       phase = "closed";
-      flushBytes();
       if (cancelTarget !== null) removeCancelTarget(cancelTarget);
-      entry.release(client, upstream);
       // A statement still running when the session ended (a close, not only a kill) is logged, marked interrupted.
       for (const logged of tracker.interrupt(reason)) record(logged);
-      slog.info({ reason }, "postgres session ended");
-      entry.end(reason, detail);
+      entry.close(client, upstream, reason, detail);
     };
 
     const kill = (end: SessionEnd): void => {
@@ -457,13 +452,10 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     };
 
     const entry = listener.liveSession(session, slog, kill);
+    const countBytes = entry.countBytes;
 
-    const failProtocol = (side: string, error: unknown): void => {
-      const detail = malformedStream(slog, side, error);
-      client.destroy();
-      upstream?.destroy();
-      finish("error", detail);
-    };
+    const failProtocol = (side: string, error: unknown): void =>
+      finish("error", malformedStream(slog, side, error, client, upstream));
 
     const record = (logged: QueryLogEntry): void => session.recorder.query(logged);
     /** A client message in session: the query log reads what it needs (see FRONTEND_READ). */
