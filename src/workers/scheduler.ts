@@ -119,21 +119,38 @@ export function createScheduler(deps: {
 
   async function runOnce() {
     let timedOut = 0;
-    // Expiries in `expiryLanes` transactions at once (rows claimed with SKIP LOCKED: disjoint), so one lane's
-    // statements run in the database while another builds its audit events here: both cores work on a wave.
+    // Expiries: one batch first; if it was full, the rest in `expiryLanes` transactions at once (rows claimed with
+    // SKIP LOCKED: disjoint), so one lane's statements run in the database while another writes its audit events
+    // here. An idle pass stays one claim, and once a lane fails the others start no further batch (a failed
+    // transaction rolled its rows back: the next pass takes them).
+    let failed = false;
+    const expireBatch = async () => {
+      const n = await expiries.run((limit) => deps.requests.expireDue(limit));
+      if (n.done > 0) await failpoint("scheduler.expiry.after-commit");
+      return n;
+    };
     const lane = async () => {
       let ended = 0;
-      for (;;) {
-        const n = await expiries.run((limit) => deps.requests.expireDue(limit));
-        if (n.done > 0) await failpoint("scheduler.expiry.after-commit");
-        ended += n.done;
-        if (n.done < n.limit) return ended;
+      try {
+        while (!failed) {
+          const n = await expireBatch();
+          ended += n.done;
+          if (n.done < n.limit) break;
+        }
+      } catch (error) {
+        failed = true;
+        throw error;
       }
+      return ended;
     };
-    const lanes = await Promise.allSettled(Array.from({ length: expiryLanes }, lane));
-    const failed = lanes.find((l) => l.status === "rejected");
-    if (failed) throw failed.reason;
-    const expired = lanes.reduce((sum, l) => sum + (l.status === "fulfilled" ? l.value : 0), 0);
+    const first = await expireBatch();
+    let expired = first.done;
+    if (first.done >= first.limit) {
+      const lanes = await Promise.allSettled(Array.from({ length: expiryLanes }, lane));
+      const rejected = lanes.find((l) => l.status === "rejected");
+      if (rejected) throw rejected.reason;
+      expired += lanes.reduce((sum, l) => sum + (l.status === "fulfilled" ? l.value : 0), 0);
+    }
     // One indexed read says whether any pending expiry or start is due: an idle pass then costs one statement,
     // not two claiming transactions (bench/request-timing.bench.ts).
     const timingDue = deps.timing ? await deps.timing.nextTimingDue() : null;
