@@ -177,6 +177,22 @@ describe("four-eyes on one-object writes", () => {
     expect((await call("GET", "/v1/policies/strict", auditor)).body.spec.maxDuration).toBe("2h");
   });
 
+  it("refuses a rename at a covered tier (a change request cannot rename), with or without other changes", async () => {
+    const role = (await call("GET", "/v1/roles/crown-jewels", admin)).body;
+    const input = { target: role.target, policy: role.policy, owners: role.owners, entitlement: role.entitlement };
+    const requests = (await call("GET", "/v1/change-requests?status=all", auditor)).body.items.length as number;
+    const both = await call("PUT", "/v1/roles/crown-jewels", admin, { ...input, name: "jewels", risk: "low" });
+    expect(both).toMatchObject({ status: 403, code: "FOUR_EYES_REQUIRED" });
+    expect(both.body.error.details).toMatchObject({ tier: "high" });
+    expect((await call("GET", "/v1/roles/crown-jewels", auditor)).body.risk).toBe("high");
+    const renamed = await call("PUT", "/v1/roles/crown-jewels", admin, { ...input, name: "jewels", risk: "high" });
+    expect(renamed).toMatchObject({ status: 403, code: "FOUR_EYES_REQUIRED" });
+    expect(renamed.body.error.message).toContain("a change request cannot rename");
+    expect((await call("GET", "/v1/roles/jewels", auditor)).status).toBe(404);
+    // No change request was made for either.
+    expect((await call("GET", "/v1/change-requests?status=all", auditor)).body.items.length).toBe(requests);
+  });
+
   it("narrowing and low-risk writes apply at once", async () => {
     expect((await call("POST", "/v1/eligibilities", admin, { role: "wiki-editor", principal: "alice" })).status).toBe(
       201,

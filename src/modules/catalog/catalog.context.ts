@@ -215,9 +215,9 @@ export function createCatalogContext(deps: CatalogServiceDeps) {
    * Four-eyes for one-object writes (API and admin forms): a change that widens access at a covered tier is not
    * made but thrown as a `HeldAsFile`: the change rendered as a configuration file of that one entry (no prune),
    * which the catalog service hands to the file apply, so it is held as a change request for a second admin just
-   * as a file is. Unless nobody else could approve it (`alone: apply`). A rename is not something a file says: a
-   * rename that also widens is refused with FOUR_EYES_REQUIRED (rename on its own first). `desired` lists the
-   * entity as it would be, under its current name.
+   * as a file is. Unless nobody else could approve it (`alone: apply`). A rename is not something a file says (and
+   * the rules count a rename at a covered tier as widening): it is refused with FOUR_EYES_REQUIRED. `desired` lists
+   * the entity as it would be, under its current name.
    */
   async function fourEyesGuard(tx: Tx, actor: Actor, change: Change, desired: DesiredCatalog): Promise<void> {
     const fourEyes = deps.fourEyes;
@@ -229,7 +229,7 @@ export function createCatalogContext(deps: CatalogServiceDeps) {
     if (change.action === "update" && change.fields.some((f) => f.field === "name"))
       throw new StintError(
         "FOUR_EYES_REQUIRED",
-        `This change widens access at risk ${assessment.tier} (${reasons.join("; ")}) and also renames ${change.kind} ${change.name}: a change request cannot rename. Rename it on its own first, then make the change (it is held for a second admin).`,
+        `This change renames ${change.kind} ${change.name} at risk ${assessment.tier} (${reasons.join("; ")}): a rename there needs a second admin, but a change request cannot rename (a configuration file names entries by name), so it is refused. Keep the name; other changes are held for a second admin.`,
         { tier: assessment.tier, reasons },
       );
     throw new HeldAsFile(fragmentOf(desired));
