@@ -22,6 +22,14 @@ import {
   pendingMessageOf,
   type CanonicalParts,
 } from "./audit.rules.js";
+import {
+  insertUniform,
+  notifyAll,
+  uniformRows,
+  uniformTemplate,
+  type AppendUniform,
+  type SharedColumns,
+} from "./audit.uniform.js";
 import * as auditStore from "./audit.store.js";
 import { PARALLEL_FROM, visitInParallel } from "./audit.verify.js";
 import type { AuditAnchor, AuditEvent, AuditInput, PendingAuditEvent, VerifyResult } from "./audit.types.js";
@@ -58,6 +66,14 @@ export interface AuditLog {
     tx: Kysely<Database>,
     calls: readonly { actor: Actor; context: CallContext; events: AuditInput | AuditInput[] }[],
   ): Promise<PendingAuditEvent[][]>;
+  /**
+   * Many events of one kind (the scheduler's expiries): one action, outcome and reason, each event with its own
+   * subject and details, the details given as their canonical JSON (`canonicalDetailsText`, built by the caller
+   * from a template). The MAC texts are written from a template made once per call (`uniformTemplate`) and the
+   * events go in one INSERT whose shared columns travel once, with `notify`'s payloads sent in the same
+   * statement. The same rows and MACs as `append`; a batch the template cannot write takes `append`.
+   */
+  appendUniform: AppendUniform;
   /** Records an event in its own transaction (for denials and failures that change nothing else). */
   record(actor: Actor, context: CallContext, events: AuditInput | AuditInput[]): Promise<PendingAuditEvent[]>;
   readonly sequencing: AuditSequencing;
@@ -227,6 +243,47 @@ export function createAuditLog(deps: {
     return perCall;
   };
 
+  const appendUniform: AuditLog["appendUniform"] = async (tx, actor, context, batch) => {
+    const { subjects, details } = batch;
+    const n = subjects.length;
+    if (n !== details.length) throw new Error("appendUniform: one details text per subject");
+    const notify = batch.notify ?? [];
+    const shared: SharedColumns = {
+      time: batch.time ?? clock.now().toISOString(),
+      ...actorLabel(actor),
+      action: batch.action,
+      outcome: batch.outcome,
+      reason: batch.reason,
+      correlationId: context.correlationId,
+      sourceIp: context.sourceIp,
+      userAgent: context.userAgent,
+    };
+    const template = uniformTemplate(shared);
+    const rows = template && uniformRows(template, subjects, details, (text) => keyring.mac("audit-pending", text));
+    if (!rows) {
+      // Not plain text somewhere: the general path decides (it escapes or refuses as it always did).
+      const inputs = subjects.map((subject, i) => ({
+        action: batch.action,
+        outcome: batch.outcome,
+        subject,
+        ...(batch.reason === null ? {} : { reason: batch.reason }),
+        details: JSON.parse(details[i]!) as Record<string, unknown>,
+      }));
+      await writePending(tx, pendingEvents(actor, context, inputs, shared.time));
+      await notifyAll(tx, notify);
+      return n;
+    }
+    if (n === 0) {
+      await notifyAll(tx, notify);
+      return 0;
+    }
+    const inserted = await insertUniform(tx, shared, rows, notify);
+    if (inserted !== n) throw new Error(`audit: ${inserted} of ${n} events inserted`);
+    if (sequencing === "inline") await chainPending(tx);
+    else for (const listener of pendingListeners) listener();
+    return n;
+  };
+
   /**
    * Links the pending rows that verified and the notes after `head`, moves them into the chain (the
    * pending rows from `audit_pending` itself, the notes from their values), moves the head and signs the
@@ -339,6 +396,7 @@ export function createAuditLog(deps: {
   return {
     append,
     appendMany,
+    appendUniform,
     // Nothing else to commit with: in the background mode the events' INSERT is its own transaction (one
     // statement, all rows or none; BEGIN and COMMIT would be two more round trips); inline, the
     // transaction chains them too.
