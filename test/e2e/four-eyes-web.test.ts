@@ -198,9 +198,9 @@ describe("four-eyes in the web UI", () => {
     expect(await dialog.getByRole("alert").count()).toBe(0);
     expect(await dialog.getByRole("button", { name: "Create eligibility" }).count()).toBe(0);
     expect(await eligibleForCritical(admin)).toEqual(["alice"]);
-    const pending = await admin("GET", "/v1/change-requests?status=pending");
-    expect(pending.body.items).toMatchObject([{ author: "admin", tier: "critical" }]);
-    expect(await held.innerText()).toContain(pending.body.items[0].id);
+    const pending = (await admin("GET", "/v1/change-requests?status=pending")).body.items as { id: string }[];
+    expect(pending).toMatchObject([{ author: "admin", tier: "critical" }]);
+    expect(await held.innerText()).toContain(pending[0]!.id);
     await dialog.getByRole("button", { name: "Done" }).click();
     await dialog.waitFor({ state: "detached" });
     await guard.close();
