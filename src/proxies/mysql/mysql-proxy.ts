@@ -371,7 +371,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
         socket.destroy();
         return;
       }
-      let signedIn: { ok: Buffer; rest: Buffer; connectionId: number };
+      let signedIn: { ok: Buffer; rest: Buffer; connectionId: number; socket: Socket };
       try {
         signedIn = await signInUpstream(socket, target, hello, {
           timeoutMs: connectTimeoutMs,
@@ -386,7 +386,9 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       upstreamConnectionId = signedIn.connectionId;
       // The server's own OK (its status flags), with the client's sequence id.
       client.write(packet(okSeq, signedIn.ok));
-      startRelay(socket, signedIn.rest);
+      // Over TLS (the target's sslmode) the relay runs on the TLS socket signInUpstream returns.
+      upstream = signedIn.socket;
+      startRelay(signedIn.socket, signedIn.rest);
     };
 
     // Bytes the client sends before the relay starts wait for it (a client may pipeline its first query).

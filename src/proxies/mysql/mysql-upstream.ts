@@ -6,6 +6,7 @@
 import type { Socket } from "node:net";
 import { Duplex } from "node:stream";
 import type { UpstreamMysql } from "../../modules/sessions/sessions.types.js";
+import { tlsHandshake } from "../pg/upstream-tls.js";
 import { connectTcp } from "../pg/wire-stream.js";
 import {
   CACHING_SHA2_PASSWORD,
@@ -16,6 +17,7 @@ import {
   NATIVE_PASSWORD,
   PROXY_CAPABILITIES,
   encodeHandshakeResponse,
+  encodeSslRequest,
   packet,
   parseAuthSwitch,
   parseErr,
@@ -97,20 +99,50 @@ export function createPacketInbox(socket: Socket, maxLength: number): PacketInbo
  * Signs in upstream with the gate's login: the client's capabilities as negotiated with the proxy (less
  * what the proxy keeps to itself), by mysql_native_password or caching_sha2_password (fast path, or the
  * full one with the server's RSA key). Returns the server's OK payload, the bytes after it and the
- * server's connection id (for KILL QUERY).
+ * server's connection id (for KILL QUERY), and the socket to relay on (a TLS socket over `socket` when
+ * the target asks for TLS).
+ *
+ * TLS (`target.tls`): after the greeting the SSLRequest (32 bytes with CLIENT_SSL), then the handshake
+ * on the same socket, checked as the target's sslmode says; the sign-in goes inside. A server that does
+ * not offer SSL, or sends anything before the handshake, is refused before anything derived from the
+ * password is sent.
  */
 export async function signInUpstream(
   socket: Socket,
   target: UpstreamMysql,
   hello: { capabilities: number; maxPacketSize: number; charset: number },
   options: { timeoutMs: number; loadDataLocal: boolean; database: string | null },
-): Promise<{ ok: Buffer; rest: Buffer; connectionId: number }> {
+): Promise<{ ok: Buffer; rest: Buffer; connectionId: number; socket: Socket }> {
   const where = `${target.host}:${target.port}`;
-  const inbox = createPacketInbox(socket, MAX_HANDSHAKE_PACKET);
+  let inbox = createPacketInbox(socket, MAX_HANDSHAKE_PACKET);
   const deadline = Date.now() + options.timeoutMs;
   const remaining = () => Math.max(1, deadline - Date.now());
   const greeting = await inbox.next(remaining());
   const server = parseGreeting(greeting.payload);
+  let seq = greeting.seq + 1;
+  const tls = target.tls ?? null;
+  let channel: Socket = socket;
+  if (tls !== null) {
+    if ((server.capabilities & CLIENT.SSL) === 0)
+      throw new UpstreamFailure(
+        `the database at ${where} does not offer TLS, and its target requires it (sslmode=${tls.mode}); nothing was sent`,
+      );
+    // Bytes after the greeting, before TLS, could be an attacker's in clear: refused.
+    if (inbox.detach().length > 0)
+      throw new UpstreamFailure(`the database at ${where} sent more than its greeting before TLS`);
+    socket.write(packet(seq, encodeSslRequest(CLIENT.PROTOCOL_41 | CLIENT.SECURE_CONNECTION, hello.charset)));
+    seq += 1;
+    try {
+      channel = await tlsHandshake(socket, target.host, tls, remaining());
+    } catch (error) {
+      throw new UpstreamFailure(
+        `TLS to the database at ${where} failed: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+    // A TLS error ends the connection: the raw socket's close tells its owner.
+    channel.on("error", () => {});
+    inbox = createPacketInbox(channel, MAX_HANDSHAKE_PACKET);
+  }
   let capabilities =
     (hello.capabilities & PROXY_CAPABILITIES & server.capabilities) |
     CLIENT.PROTOCOL_41 |
@@ -118,6 +150,7 @@ export async function signInUpstream(
     CLIENT.PLUGIN_AUTH |
     (server.capabilities & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA);
   capabilities &= ~(CLIENT.CONNECT_ATTRS | CLIENT.SSL | CLIENT.CONNECT_WITH_DB);
+  if (tls !== null) capabilities |= CLIENT.SSL;
   // The server itself refuses LOAD DATA LOCAL unless the policy allows it (the relay refuses it too).
   if (!options.loadDataLocal) capabilities &= ~CLIENT.LOCAL_FILES;
   if (options.database !== null) capabilities |= CLIENT.CONNECT_WITH_DB;
@@ -130,8 +163,7 @@ export async function signInUpstream(
       `the database at ${where} asks for the ${name.slice(0, 64)} sign-in; Stint signs in there by mysql_native_password or caching_sha2_password`,
     );
   };
-  let seq = greeting.seq + 1;
-  socket.write(
+  channel.write(
     packet(
       seq,
       encodeHandshakeResponse({
@@ -149,7 +181,8 @@ export async function signInUpstream(
     const reply = await inbox.next(remaining());
     seq = reply.seq + 1;
     const first = reply.payload[0];
-    if (first === 0x00) return { ok: reply.payload, rest: inbox.detach(), connectionId: server.connectionId };
+    if (first === 0x00)
+      return { ok: reply.payload, rest: inbox.detach(), connectionId: server.connectionId, socket: channel };
     if (first === 0xff) {
       const err = parseErr(reply.payload);
       throw new UpstreamFailure(`the database at ${where} refused the session: ${err.message}`);
@@ -158,18 +191,18 @@ export async function signInUpstream(
       const change = parseAuthSwitch(reply.payload);
       plugin = change.plugin;
       nonce = change.data;
-      socket.write(packet(seq, answerFor(plugin, nonce)));
+      channel.write(packet(seq, answerFor(plugin, nonce)));
       continue;
     }
     if (first === 0x01 && plugin === CACHING_SHA2_PASSWORD) {
       const data = reply.payload.subarray(1);
       if (data.length === 1 && data[0] === 0x03) continue; // fast path: the OK follows
       if (data.length === 1 && data[0] === 0x04) {
-        socket.write(packet(seq, Buffer.from([0x02]))); // full authentication: the server's public key, please
+        channel.write(packet(seq, Buffer.from([0x02]))); // full authentication: the server's public key, please
         continue;
       }
       if (data.toString("latin1").includes("BEGIN PUBLIC KEY")) {
-        socket.write(packet(seq, rsaEncryptedPassword(target.password, nonce, data.toString("latin1"))));
+        channel.write(packet(seq, rsaEncryptedPassword(target.password, nonce, data.toString("latin1"))));
         continue;
       }
     }
@@ -182,16 +215,16 @@ export async function killUpstreamQuery(target: UpstreamMysql, connectionId: num
   const socket = await connectTcp(target.address, target.port, timeoutMs);
   socket.on("error", () => {});
   try {
-    await signInUpstream(
+    const { socket: channel } = await signInUpstream(
       socket,
       target,
       { capabilities: PROXY_CAPABILITIES, maxPacketSize: MAX_PAYLOAD, charset: UTF8MB4 },
       { timeoutMs, loadDataLocal: false, database: null },
     );
-    const inbox = createPacketInbox(socket, MAX_HANDSHAKE_PACKET);
-    socket.write(packet(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`KILL QUERY ${connectionId}`)])));
+    const inbox = createPacketInbox(channel, MAX_HANDSHAKE_PACKET);
+    channel.write(packet(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from(`KILL QUERY ${connectionId}`)])));
     await inbox.next(timeoutMs);
-    socket.end(packet(0, Buffer.from([COM.QUIT])));
+    channel.end(packet(0, Buffer.from([COM.QUIT])));
   } finally {
     setTimeout(() => socket.destroy(), 1_000).unref();
   }

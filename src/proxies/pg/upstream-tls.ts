@@ -55,6 +55,19 @@ export async function startUpstreamTls(
         ? "the server does not accept TLS (sslmode=disable would opt out)"
         : "the server answered the SSL request badly",
     );
+  return tlsHandshake(socket, host, tls, timeoutMs);
+}
+
+/**
+ * The TLS handshake on a connected socket once the database agreed to it (also the MySQL proxy's):
+ * the chain against `tls.ca` (else the system's CAs) unless `require`, the host name with `verify-full`.
+ */
+export function tlsHandshake(
+  socket: Socket,
+  host: string,
+  tls: NonNullable<UpstreamPostgres["tls"]>,
+  timeoutMs: number,
+): Promise<TLSSocket> {
   const secure = tlsConnect({
     socket,
     // SNI only for names; the certificate is checked against `host` (IP SANs for an address).
