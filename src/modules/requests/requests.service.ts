@@ -1424,17 +1424,20 @@ export function createRequestService(deps: RequestServiceDeps) {
         }
         assertTransition("provisioning", "active");
         const expiresAt = new Date(now.getTime() + row.duration_ms);
+        // The request and its grant become active in one statement (one round trip fewer on the dynamic path).
         await tx
-          .updateTable("activation_requests")
-          .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
-          .where("id", "=", row.id)
-          .execute();
-        await tellActive(tx, row, now, expiresAt);
-        await tx
+          .with("activated", (db) =>
+            db
+              .updateTable("activation_requests")
+              .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
+              .where("id", "=", row.id)
+              .returning("id"),
+          )
           .updateTable("grants")
           .set({ state: "active", last_error: null, next_attempt_at: null, updated_at: now })
           .where("id", "=", grantId)
           .execute();
+        await tellActive(tx, row, now, expiresAt);
         await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
         await audit.append(tx, SYSTEM, context, {
           action: "request.activated",
