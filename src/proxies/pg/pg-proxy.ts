@@ -4,39 +4,24 @@
  * the proxy signs in upstream with it (over TLS, by SCRAM-SHA-256-PLUS unless the target opted into
  * less) and from then on relays bytes unchanged both ways, logging queries. See README.md for the invariants.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
-import { TLSSocket } from "node:tls";
 import { Counter } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
 import {
   PgWireError,
-  SCRAM_SHA_256,
-  SCRAM_SHA_256_PLUS,
-  createScramNonce,
   decodePasswordMessage,
   encodeAuthenticationCleartextPassword,
   encodeAuthenticationOk,
   encodeBackendKeyData,
-  encodeCancelRequest,
   encodeErrorResponse,
-  encodePasswordMessage,
-  encodeSaslInitialResponse,
-  encodeSaslResponse,
   encodeSslResponse,
   encodeStartupMessage,
   encodeTerminate,
   parseBackendMessage,
   parseFrontendMessage,
-  parseScramServerFirst,
   parseStartupBody,
-  scramClientFinal,
-  scramClientFirst,
-  tlsServerEndPoint,
-  verifyScramServerFinal,
   type FrontendMessage,
-  type ScramClientFinal,
-  type ScramClientFirst,
 } from "../../lib/pg-wire.js";
 import {
   SessionRefusedError,
@@ -62,7 +47,9 @@ import {
 import { createQueryGuard } from "./query-guard.js";
 import { createQueryLogTracker, type TrackedBackendMessage } from "./query-log.js";
 import { loadQueryParser } from "./query-policy.js";
+import { forwardedParameters } from "./pg-startup.js";
 import { unsafeClientEncoding } from "./query-policy.rules.js";
+import { UpstreamFailure, authenticate, sendCancel, upstreamRefusal, type CancelTarget } from "./pg-upstream.js";
 import { startUpstreamTls } from "./upstream-tls.js";
 import {
   connectTcp,
@@ -91,67 +78,19 @@ export interface PgProxyDeps extends SessionListenerOptions {
 
 export type PgProxy = SessionProxy;
 
+export { md5PasswordAnswer } from "./pg-upstream.js";
+
 export {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_MAX_CONNECTIONS,
   DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
 } from "../session-listener.js";
 
-/**
- * Startup parameters passed on to the server (lower case: PostgreSQL compares them so). All are
- * settings a session may SET itself anyway; the rest are dropped and `options` (which sets any
- * setting, `-c role=…` too) is refused. user and database are the gate's.
- */
-const FORWARDED_PARAMETERS = new Map(
-  [
-    "application_name",
-    "client_encoding",
-    "DateStyle",
-    "IntervalStyle",
-    "TimeZone",
-    "extra_float_digits",
-    "search_path",
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-  ].map((name) => [name.toLowerCase(), name]),
-);
 /** On a kill, how long to wait for the server's current message to end before cutting the client off. */
 const KILL_FLUSH_MS = 2_000;
 
-interface CancelTarget {
-  /** The secret the proxy gave the client (with the server's real process id). */
-  secret: Buffer;
-  host: string;
-  port: number;
-  processId: number;
-  secretKey: Buffer;
-}
-
-class UpstreamFailure extends Error {
-  constructor(
-    readonly sqlstate: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 function fatal(code: string, message: string): Buffer {
   return encodeErrorResponse({ severity: "FATAL", code, message });
-}
-
-/** PostgreSQL's MD5 password answer: "md5" + md5(md5(password + user) + salt). */
-export function md5PasswordAnswer(user: string, password: string, salt: Buffer): string {
-  const inner = createHash("md5")
-    .update(password + user, "utf8")
-    .digest("hex");
-  return (
-    "md5" +
-    createHash("md5")
-      .update(Buffer.concat([Buffer.from(inner, "latin1"), salt]))
-      .digest("hex")
-  );
 }
 
 /**
@@ -201,18 +140,6 @@ function backendMessage(type: number, body: Buffer): TrackedBackendMessage {
   const message = parseBackendMessage(String.fromCharCode(type), body);
   if (message.kind === "CommandComplete" || message.kind === "ErrorResponse") return message;
   throw new PgWireError("BAD_VALUE", `unexpected '${String.fromCharCode(type)}' message`);
-}
-
-/** Sends a CancelRequest to a server on a fresh connection; failures are only logged. */
-function sendCancel(log: Logger, target: Omit<CancelTarget, "secret">, timeoutMs: number): void {
-  connectTcp(target.host, target.port, timeoutMs).then(
-    (socket) => {
-      socket.on("error", () => {});
-      socket.setTimeout(timeoutMs, () => socket.destroy());
-      socket.end(encodeCancelRequest(target.processId, target.secretKey));
-    },
-    (error: unknown) => log.warn({ error: errorMessage(error) }, "could not forward a cancel request upstream"),
-  );
 }
 
 export function createPgProxy(deps: PgProxyDeps): PgProxy {
@@ -325,6 +252,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         refuse(client, "42501", parameters.refused);
         return;
       }
+      if (parameters.dropped.length > 0) log.debug({ dropped: parameters.dropped }, "startup parameters not passed on");
       forwarded = parameters.forwarded;
       client.write(encodeAuthenticationCleartextPassword());
       const answer = await inbox.next(remaining());
@@ -363,28 +291,6 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     }
     if (await listener.admit(raw, client, session))
       startSession(client, inbox, scanner, session, forwarded, startup.protocolVersion);
-  }
-
-  /** The startup parameters that go upstream, or why the connection is refused. */
-  function forwardedParameters(
-    parameters: Record<string, string>,
-  ): { forwarded: Record<string, string> } | { refused: string } {
-    const forwarded: Record<string, string> = {};
-    const dropped: string[] = [];
-    for (const [name, value] of Object.entries(parameters)) {
-      const lower = name.toLowerCase();
-      if (lower === "user" || lower === "database" || lower === "replication") continue;
-      if (lower === "options")
-        return {
-          refused:
-            "the Stint proxy does not pass on the options startup parameter (command-line settings); SET what you need after connecting",
-        };
-      const canonical = FORWARDED_PARAMETERS.get(lower);
-      if (canonical === undefined) dropped.push(name.slice(0, 64));
-      else forwarded[canonical] = value;
-    }
-    if (dropped.length > 0) log.debug({ dropped }, "startup parameters not passed on");
-    return { forwarded };
   }
 
   function startSession(
@@ -572,86 +478,6 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       forward(upstream, client, chunk);
     };
 
-    const upstreamRefusal = (frame: KeptFrame): UpstreamFailure => {
-      const message = parseBackendMessage("E", frame.body);
-      const fields = message.kind === "ErrorResponse" ? message.fields : {};
-      const code = fields.C ?? "08004";
-      // Class 28 upstream is about the proxy's credential, not the client's: not "your password is wrong".
-      return new UpstreamFailure(
-        code.startsWith("28") ? "08004" : code,
-        `the database at ${where} refused the session: ${fields.M ?? "no message"}`,
-      );
-    };
-
-    /** Refuses a sign-in method the target did not opt into, before any form of the password is sent. */
-    const requireAllowed = (method: "password" | "md5" | "scram-sha-256", what: string): void => {
-      if (target.allowAuth.includes(method)) return;
-      throw new UpstreamFailure(
-        "08004",
-        `the database at ${where} asks for ${what}; Stint signs in there only by SCRAM-SHA-256${target.tls ? " with channel binding" : ""} (the target may opt in with options.auth.allow: [${method}])`,
-      );
-    };
-
-    const authenticate = async (socket: Socket, inbox: FrameInbox, remaining: () => number): Promise<void> => {
-      let scram: { first: ScramClientFirst; final: ScramClientFinal | null } | null = null;
-      for (;;) {
-        const frame = await inbox.next(remaining());
-        if (frame.type === "E") throw upstreamRefusal(frame);
-        if (frame.type === "v" || frame.type === "N") {
-          client.write(frameBytes(frame));
-          continue;
-        }
-        if (frame.type !== "R") throw new UpstreamFailure("08P01", `unexpected '${frame.type ?? "?"}' from ${where}`);
-        const message = parseBackendMessage("R", frame.body);
-        switch (message.kind) {
-          case "AuthenticationOk":
-            return;
-          case "AuthenticationCleartextPassword":
-            requireAllowed("password", "the password in clear");
-            socket.write(encodePasswordMessage(target.password));
-            break;
-          case "AuthenticationMD5Password":
-            requireAllowed("md5", "an MD5 password");
-            socket.write(encodePasswordMessage(md5PasswordAnswer(target.user, target.password, message.salt)));
-            break;
-          case "AuthenticationSASL": {
-            let first: ScramClientFirst;
-            if (socket instanceof TLSSocket && message.mechanisms.includes(SCRAM_SHA_256_PLUS)) {
-              const certificate = socket.getPeerCertificate().raw;
-              first = scramClientFirst("", createScramNonce(), {
-                kind: "tls-server-end-point",
-                certificateHash: tlsServerEndPoint(certificate),
-              });
-            } else if (message.mechanisms.includes(SCRAM_SHA_256)) {
-              requireAllowed("scram-sha-256", "SCRAM-SHA-256 without channel binding");
-              // "y": we could bind but the server did not offer it; a server that did would see the downgrade.
-              first = scramClientFirst("", createScramNonce(), {
-                kind: socket instanceof TLSSocket ? "unused" : "none",
-              });
-            } else {
-              throw new UpstreamFailure("08004", `${where} offers no supported SASL mechanism`);
-            }
-            scram = { first, final: null };
-            socket.write(encodeSaslInitialResponse(first.mechanism, Buffer.from(first.message, "utf8")));
-            break;
-          }
-          case "AuthenticationSASLContinue": {
-            if (scram === null) throw new UpstreamFailure("08P01", `unexpected SASL continue from ${where}`);
-            const serverFirst = parseScramServerFirst(message.data.toString("utf8"), scram.first.clientNonce);
-            scram.final = scramClientFinal(target.password, scram.first, serverFirst);
-            socket.write(encodeSaslResponse(Buffer.from(scram.final.message, "utf8")));
-            break;
-          }
-          case "AuthenticationSASLFinal":
-            if (scram?.final == null) throw new UpstreamFailure("08P01", `unexpected SASL final from ${where}`);
-            verifyScramServerFinal(message.data.toString("utf8"), scram.final.expectedServerSignature);
-            break;
-          default:
-            throw new UpstreamFailure("08004", `${where} asks for an authentication method the proxy does not support`);
-        }
-      }
-    };
-
     const startRelay = (socket: Socket, scanner: FrameScanner, inbox: FrameInbox): void => {
       phase = "relay";
       const fromServer = inbox.detach();
@@ -751,11 +577,11 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         ),
       );
       try {
-        await authenticate(socket, inbox, remaining);
+        await authenticate(socket, inbox, remaining, target, (bytes) => client.write(bytes));
         client.write(encodeAuthenticationOk());
         for (;;) {
           const frame = await inbox.next(remaining());
-          if (frame.type === "E") throw upstreamRefusal(frame);
+          if (frame.type === "E") throw upstreamRefusal(frame, where);
           if (frame.type === "K") {
             const key = parseBackendMessage("K", frame.body);
             if (key.kind !== "BackendKeyData") continue;
