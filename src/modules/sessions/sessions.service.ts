@@ -819,6 +819,7 @@ export function createSessionService(deps: SessionServiceDeps) {
         database,
         user: login.user,
         password: login.password,
+        tls: mysqlRules.upstreamTls(address, configOptions(activation)),
       };
       return openSession({
         kind,

@@ -6,9 +6,11 @@
  */
 import { constants, generateKeyPairSync, privateDecrypt } from "node:crypto";
 import { createServer, connect, type Server, type Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import { afterEach, describe, expect, it } from "vitest";
 import type { UpstreamMysql } from "../../modules/sessions/sessions.types.js";
-import { UpstreamFailure, signInUpstream } from "./mysql-upstream.js";
+import { createTestCa, type TestCa } from "../../testing/postgres-instance.js";
+import { UpstreamFailure, signInUpstream, withPrefix } from "./mysql-upstream.js";
 import {
   CACHING_SHA2_PASSWORD,
   CLIENT,
@@ -17,6 +19,7 @@ import {
   encodeAuthSwitch,
   encodeGreeting,
   packet,
+  isSslRequest,
   parseHandshakeResponse,
 } from "./mysql-wire.js";
 import { cachingSha2Scramble, nativePasswordScramble } from "./mysql-scramble.js";
@@ -206,5 +209,144 @@ describe("upstream sign-in", () => {
     );
     socket.destroy();
     expect(await done).toEqual([]);
+  });
+});
+
+/**
+ * A server offering SSL: reads the SSLRequest in clear, then TLS with `cert`/`key`, then the sign-in
+ * inside (mysql_native_password, checked). Reports what it saw in clear and inside.
+ */
+async function tlsServer(identity: { cert: string; key: string }): Promise<{
+  port: number;
+  seen: Promise<{ sslRequest: boolean; signedIn: boolean; error?: string }>;
+}> {
+  let report: (seen: { sslRequest: boolean; signedIn: boolean; error?: string }) => void = () => {};
+  const seen = new Promise<{ sslRequest: boolean; signedIn: boolean; error?: string }>((resolve) => (report = resolve));
+  server = createServer((socket: Socket) => {
+    socket.write(
+      packet(
+        0,
+        encodeGreeting({
+          serverVersion: "11.8.0-MariaDB-test",
+          connectionId: 78,
+          scramble: NONCE,
+          capabilities: PROXY_CAPABILITIES | CLIENT.SSL,
+          charset: 45,
+          status: 2,
+          authPlugin: NATIVE_PASSWORD,
+        }),
+      ),
+    );
+    socket.once("data", (first: Buffer) => {
+      const sslRequest = first.length >= 36 && first[3] === 1 && isSslRequest(first.subarray(4, 36));
+      // The ClientHello may come in the same chunk: TLS reads it first (as the proxy does for its clients).
+      const secure = new TLSSocket(withPrefix(socket, first.subarray(36)) as Socket, {
+        isServer: true,
+        cert: identity.cert,
+        key: identity.key,
+      });
+      secure.on("error", (error: Error) => report({ sslRequest, signedIn: false, error: error.message }));
+      socket.on("close", () => report({ sslRequest, signedIn: false, error: "closed" }));
+      secure.once("data", (inside: Buffer) => {
+        const hello = parseHandshakeResponse(inside.subarray(4));
+        const signedIn =
+          inside[3] === 2 &&
+          (hello.capabilities & CLIENT.SSL) !== 0 &&
+          hello.authResponse.equals(nativePasswordScramble(PASSWORD, NONCE));
+        secure.write(packet(3, OK));
+        report({ sslRequest, signedIn });
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server!.listen(0, "127.0.0.1", resolve));
+  return { port: (server!.address() as { port: number }).port, seen };
+}
+
+describe("upstream TLS (the target's sslmode)", () => {
+  let ca: TestCa;
+  let otherCa: TestCa;
+  let identity: { cert: string; key: string };
+
+  async function signInTls(port: number, tls: NonNullable<UpstreamMysql["tls"]>, host = "db.test") {
+    const socket = connect({ host: "127.0.0.1", port });
+    await new Promise((resolve) => socket.once("connect", resolve));
+    try {
+      const result = await signInUpstream(socket, { ...target(port), host, tls }, HELLO, {
+        timeoutMs: 5_000,
+        loadDataLocal: false,
+        database: "shop",
+      });
+      return { encrypted: (result.socket as Socket & { encrypted?: boolean }).encrypted === true, ok: result.ok };
+    } finally {
+      socket.destroy();
+    }
+  }
+
+  it("verify-full: SSLRequest after the greeting, then the sign-in inside TLS; the relay socket is the TLS one", async () => {
+    ca ??= await createTestCa();
+    identity ??= await ca.issue(["db.test"]);
+    const { port, seen } = await tlsServer(identity);
+    const result = await signInTls(port, { mode: "verify-full", ca: ca.cert });
+    expect(result.encrypted).toBe(true);
+    expect(result.ok.equals(OK)).toBe(true);
+    expect(await seen).toEqual({ sslRequest: true, signedIn: true });
+  }, 30_000);
+
+  it("a certificate from another CA is refused (verify-ca, verify-full), and nothing is signed in", async () => {
+    ca ??= await createTestCa();
+    otherCa ??= await createTestCa("Another CA");
+    identity ??= await ca.issue(["db.test"]);
+    for (const mode of ["verify-ca", "verify-full"] as const) {
+      const { port, seen } = await tlsServer(identity);
+      await expect(signInTls(port, { mode, ca: otherCa.cert })).rejects.toThrow(
+        /TLS to the database at db.test:\d+ failed: TLS failed: .*(self.signed|unable to verify|local issuer)/i,
+      );
+      expect((await seen).signedIn).toBe(false);
+      server?.close();
+    }
+  }, 30_000);
+
+  it("another server name is refused with verify-full, accepted with verify-ca and require", async () => {
+    ca ??= await createTestCa();
+    identity ??= await ca.issue(["db.test"]);
+    {
+      const { port, seen } = await tlsServer(identity);
+      await expect(signInTls(port, { mode: "verify-full", ca: ca.cert }, "evil.test")).rejects.toThrow(
+        /TLS failed: .*(altnames|Hostname)/i,
+      );
+      expect((await seen).signedIn).toBe(false);
+      server?.close();
+    }
+    for (const mode of ["verify-ca", "require"] as const) {
+      const { port, seen } = await tlsServer(identity);
+      expect((await signInTls(port, { mode, ca: mode === "require" ? null : ca.cert }, "evil.test")).encrypted).toBe(
+        true,
+      );
+      expect((await seen).signedIn).toBe(true);
+      server?.close();
+    }
+  }, 30_000);
+
+  it("TLS required, the server offers no SSL: refused before any packet is sent (no password-derived data in clear)", async () => {
+    const { port, packets } = await scripted(NATIVE_PASSWORD, async (read) => {
+      await read();
+    });
+    await expect(
+      (async () => {
+        const socket = connect({ host: "127.0.0.1", port });
+        await new Promise((resolve) => socket.once("connect", resolve));
+        try {
+          return await signInUpstream(socket, { ...target(port), tls: { mode: "require", ca: null } }, HELLO, {
+            timeoutMs: 5_000,
+            loadDataLocal: false,
+            database: "shop",
+          });
+        } finally {
+          socket.destroy();
+        }
+      })(),
+    ).rejects.toThrow(/does not offer TLS, and its target requires it \(sslmode=require\); nothing was sent/);
+    // The refusal comes before any write: nothing can still be on its way.
+    expect(packets()).toBe(0);
   });
 });

@@ -30,6 +30,8 @@ import {
   granteeOfCurrentUser,
   isIgnored,
   parseAddress,
+  upstreamTls,
+  type MysqlAddress,
   parseEntitlement,
   parseGrantee,
   passwordProblem,
@@ -158,12 +160,23 @@ function abortion(target: ConnectorTarget, signal: AbortSignal | undefined, onAb
 /** Opens and signs in one connection (as the admin, or as `as`); an abort destroys it and wins the race. */
 async function openConnection(
   target: ConnectorTarget,
-  address: { host: string; port: number; user: string },
+  address: MysqlAddress,
   signal: AbortSignal | undefined,
   as?: { user: string; password: string },
 ): Promise<Connection> {
   if (signal?.aborted) throw unavailable(`${target.name}: call aborted`);
+  // TLS as the address's sslmode says, checked as the session proxy checks it.
+  const tls = upstreamTls(address, target.options);
   const connecting = mysql.createConnection({
+    ...(tls === null
+      ? {}
+      : {
+          ssl: {
+            ...(tls.ca === null ? {} : { ca: tls.ca }),
+            rejectUnauthorized: tls.mode !== "require",
+            ...(tls.mode === "verify-full" ? {} : { checkServerIdentity: () => undefined }),
+          },
+        }),
     host: address.host,
     port: address.port,
     user: as?.user ?? address.user,

@@ -22,17 +22,40 @@ import {
   quoteString,
   readOptions,
   revokePrivilegesSql,
+  upstreamTls,
 } from "./mysql.rules.js";
 
 describe("addresses", () => {
   it("parses mysql:// and mariadb:// with the default port", () => {
-    expect(parseAddress("mysql://root@127.0.0.1:3306")).toEqual({ host: "127.0.0.1", port: 3306, user: "root" });
+    expect(parseAddress("mysql://root@127.0.0.1:3306")).toEqual({
+      host: "127.0.0.1",
+      port: 3306,
+      user: "root",
+      ssl: "disable",
+    });
     expect(parseAddress("mariadb://admin@db.example.com")).toEqual({
       host: "db.example.com",
       port: 3306,
       user: "admin",
+      ssl: "disable",
     });
-    expect(parseAddress("mysql://root@[::1]:3307/")).toEqual({ host: "::1", port: 3307, user: "root" });
+    expect(parseAddress("mysql://root@[::1]:3307/")).toEqual({ host: "::1", port: 3307, user: "root", ssl: "disable" });
+  });
+
+  it("sslmode: TLS towards the database as for PostgreSQL targets; other parameters refused", () => {
+    const address = parseAddress("mysql://root@db.example.com?sslmode=verify-full");
+    expect(address).toMatchObject({ ssl: "verify-full" });
+    if ("problems" in address) throw new Error("refused");
+    expect(upstreamTls(address, { tls: { ca: "PEM" } })).toEqual({ mode: "verify-full", ca: "PEM" });
+    expect(upstreamTls({ ...address, ssl: "disable" }, {})).toBeNull();
+    expect(checkAddress("mysql://root@db.example.com?sslmode=prefer")).toEqual([
+      "sslmode must be one of disable, require, verify-ca, verify-full",
+    ]);
+    expect(checkAddress("mysql://root@db.example.com?ssl=true")).toEqual([
+      "address may carry only sslmode as a parameter, not ssl",
+    ]);
+    expect(checkOptions({ tls: { ca: 3 } })).toEqual(["options.tls must be { ca: <PEM CA bundle> }"]);
+    expect(checkOptions({ tls: { ca: "PEM" } })).toEqual([]);
   });
 
   it("refuses an embedded password without repeating it", () => {

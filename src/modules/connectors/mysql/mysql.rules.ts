@@ -16,10 +16,22 @@ const RESERVED_ROLES = new Set(["NONE", "PUBLIC", "CURRENT_ROLE", "CURRENT_USER"
 
 export const DEFAULT_PORT = 3306;
 
+/** TLS towards the database, as the PostgreSQL targets' sslmode; `disable` (no TLS) is the default here. */
+export const SSL_MODES = ["disable", "require", "verify-ca", "verify-full"] as const;
+export type MysqlSslMode = (typeof SSL_MODES)[number];
+
 export interface MysqlAddress {
   host: string;
   port: number;
   user: string;
+  /** The address's `?sslmode=`; `disable` when absent. */
+  ssl: MysqlSslMode;
+}
+
+/** TLS towards the database (null: none): the mode, and the CA bundle of options.tls.ca (else the system's). */
+export interface MysqlTls {
+  mode: Exclude<MysqlSslMode, "disable">;
+  ca: string | null;
 }
 
 export interface MysqlOptions {
@@ -64,19 +76,36 @@ export function parseAddress(address: string): MysqlAddress | { problems: string
   if (user === "") problems.push("address must name the admin user, as in mysql://root@127.0.0.1:3306");
   else if (!LOGIN_PATTERN.test(user)) problems.push("address user may only contain letters, digits, _ . -");
   if (url.hostname === "") problems.push("address must name a host");
-  if (url.search !== "" || url.hash !== "") problems.push("address must not have a query string or fragment");
+  if (url.hash !== "") problems.push("address must not have a fragment");
+  for (const key of new Set(url.searchParams.keys()))
+    if (key !== "sslmode") problems.push(`address may carry only sslmode as a parameter, not ${key}`);
+  const sslmode = url.searchParams.get("sslmode");
+  if (sslmode !== null && !(SSL_MODES as readonly string[]).includes(sslmode))
+    problems.push(`sslmode must be one of ${SSL_MODES.join(", ")}`);
   if (url.pathname !== "" && url.pathname !== "/")
     problems.push("address must not name a database; the connector works across databases");
   if (problems.length > 0) return { problems };
   const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
-  return { host, port: url.port === "" ? DEFAULT_PORT : Number(url.port), user };
+  return {
+    host,
+    port: url.port === "" ? DEFAULT_PORT : Number(url.port),
+    user,
+    ssl: (sslmode as MysqlSslMode | null) ?? "disable",
+  };
+}
+
+/** TLS towards a target: as its address's sslmode says, with options.tls.ca; null without TLS. */
+export function upstreamTls(address: MysqlAddress, options: Record<string, unknown>): MysqlTls | null {
+  if (address.ssl === "disable") return null;
+  const ca = (options.tls as { ca?: unknown } | undefined)?.ca;
+  return { mode: address.ssl, ca: typeof ca === "string" ? ca : null };
 }
 
 // ---------------------------------------------------------------- options
 
 export function checkOptions(options: Record<string, unknown>): string[] {
   const problems: string[] = [];
-  const known = new Set(["accountHost", "privilegedRoles", "ignore", "terminateSessions", "session"]);
+  const known = new Set(["accountHost", "privilegedRoles", "ignore", "terminateSessions", "session", "tls"]);
   for (const key of Object.keys(options))
     if (!known.has(key)) problems.push(`options.${key} is not a MySQL option (use ${[...known].join(", ")})`);
   const { accountHost, privilegedRoles, ignore, terminateSessions } = options;
@@ -96,6 +125,15 @@ export function checkOptions(options: Record<string, unknown>): string[] {
         if (typeof login !== "string" || login === "")
           problems.push(`options.ignore has an invalid login: ${JSON.stringify(login)}`);
   }
+  const { tls } = options;
+  if (
+    tls !== undefined &&
+    (typeof tls !== "object" ||
+      tls === null ||
+      Object.keys(tls).some((key) => key !== "ca") ||
+      ((tls as { ca?: unknown }).ca !== undefined && typeof (tls as { ca?: unknown }).ca !== "string"))
+  )
+    problems.push("options.tls must be { ca: <PEM CA bundle> }");
   if (terminateSessions !== undefined && typeof terminateSessions !== "boolean")
     problems.push("options.terminateSessions must be true or false");
   // The login the MySQL session proxy signs in as, and the vault path of its password.
