@@ -12,7 +12,6 @@ const OVER_600_LINES = [
   "src/modules/sessions/sessions.service.ts",
   "src/proxies/ssh/ssh-proxy.ts",
   "src/modules/identity/identity.service.ts",
-  "src/proxies/pg/pg-proxy.ts",
   "src/modules/connectors/postgres/postgres.connector.ts",
   "src/modules/requests/requests.store.ts",
   "src/cli/commands/access.ts",

@@ -83,14 +83,10 @@ export interface SessionListener extends SessionProxy {
   readonly secureContext: SecureContext | null;
   /**
    * The handshake deadline from accept: a client still signing in when it passes is destroyed
-   * (`onTimeout` first). `remaining()` is what is left of it plus `slackMs`, for reads.
+   * (and counted, with `countHandshakeTimeouts`). `remaining()` is what is left of it plus
+   * `slackMs`, for reads.
    */
-  handshakeDeadline(
-    raw: Socket,
-    clientAddress: string,
-    slackMs: number,
-    onTimeout?: () => void,
-  ): { remaining(): number; clear(): void };
+  handshakeDeadline(raw: Socket, clientAddress: string, slackMs: number): { remaining(): number; clear(): void };
   /**
    * The client signed in and the gate opened its session: false (the session ended, the client
    * destroyed) when the proxy is closing or the client left meanwhile.
@@ -132,6 +128,8 @@ export function createSessionListener(options: {
   /** Metric names' prefix ("stint_pg_proxy") and the product in their help ("PostgreSQL"). */
   metricPrefix: string;
   product: string;
+  /** A `<prefix>_handshake_timeouts_total` counter of clients cut off by the handshake deadline. */
+  countHandshakeTimeouts?: boolean;
   /** What a connection refused at accept (a cap reached) gets before it is closed. */
   tooManyConnections: Buffer;
   /** The protocol's handshake, from accept; a rejection destroys the client (logged). */
@@ -164,6 +162,18 @@ export function createSessionListener(options: {
         registers,
       }),
   );
+  const handshakeTimeouts = options.countHandshakeTimeouts
+    ? metric(
+        deps.registry,
+        `${options.metricPrefix}_handshake_timeouts_total`,
+        (registers) =>
+          new Counter({
+            name: `${options.metricPrefix}_handshake_timeouts_total`,
+            help: `${options.product} proxy connections cut off because they had not signed in by the handshake deadline`,
+            registers,
+          }),
+      )
+    : null;
   /** Open client connections per source address, for the per-source cap. */
   const perSource = new Map<string, number>();
   let openConnections = 0;
@@ -218,12 +228,12 @@ export function createSessionListener(options: {
 
   return {
     secureContext,
-    handshakeDeadline: (raw, clientAddress, slackMs, onTimeout) => {
+    handshakeDeadline: (raw, clientAddress, slackMs) => {
       // One deadline from accept: SSLRequests, TLS and trickled bytes all count against it.
       const deadline = Date.now() + handshakeTimeoutMs;
       const timer = setTimeout(() => {
         if (!handshaking.has(raw)) return;
-        onTimeout?.();
+        handshakeTimeouts?.inc();
         log.info({ clientAddress }, `${name} client did not sign in in time; closing`);
         raw.destroy();
       }, handshakeTimeoutMs);

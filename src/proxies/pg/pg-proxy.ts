@@ -4,9 +4,8 @@
  * the proxy signs in upstream with it (over TLS, by SCRAM-SHA-256-PLUS unless the target opted into
  * less) and from then on relays bytes unchanged both ways, logging queries. See README.md for the invariants.
  */
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
-import { Counter } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
 import {
   PgWireError,
@@ -40,7 +39,6 @@ import {
   endWith,
   errorMessage,
   malformedStream,
-  metric,
   type SessionListenerOptions,
   type SessionProxy,
 } from "../session-listener.js";
@@ -49,7 +47,14 @@ import { createQueryLogTracker, type TrackedBackendMessage } from "./query-log.j
 import { loadQueryParser } from "./query-policy.js";
 import { forwardedParameters } from "./pg-startup.js";
 import { unsafeClientEncoding } from "./query-policy.rules.js";
-import { UpstreamFailure, authenticate, sendCancel, upstreamRefusal, type CancelTarget } from "./pg-upstream.js";
+import {
+  UpstreamFailure,
+  authenticate,
+  createCancelRegistry,
+  sendCancel,
+  upstreamRefusal,
+  type CancelTarget,
+} from "./pg-upstream.js";
 import { startUpstreamTls } from "./upstream-tls.js";
 import {
   connectTcp,
@@ -145,27 +150,14 @@ function backendMessage(type: number, body: Buffer): TrackedBackendMessage {
 export function createPgProxy(deps: PgProxyDeps): PgProxy {
   const log = deps.logger.child({ component: "pg-proxy" });
   const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const handshakeTimeouts = metric(
-    deps.registry,
-    "stint_pg_proxy_handshake_timeouts_total",
-    (registers) =>
-      new Counter({
-        name: "stint_pg_proxy_handshake_timeouts_total",
-        help: "PostgreSQL proxy connections cut off because they had not signed in by the handshake deadline",
-        registers,
-      }),
-  );
-  /**
-   * The server's real process id → the keys handed out for it (one per session; two servers may
-   * reuse a pid). A cancel is forwarded only when the pid and the secret match one entry together.
-   */
-  const cancelTargets = new Map<number, CancelTarget[]>();
+  const cancels = createCancelRegistry(log, connectTimeoutMs);
   const listener = createSessionListener({
     deps,
     log,
     name: "postgres",
     metricPrefix: "stint_pg_proxy",
     product: "PostgreSQL",
+    countHandshakeTimeouts: true,
     tooManyConnections: fatal("53300", "sorry, too many clients already"),
     handle: (client) => handleClient(client),
     // The query policy's parser (WebAssembly): loaded before the first session can need it.
@@ -177,36 +169,13 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     endWith(client, fatal(code, message));
   }
 
-  function handleCancelRequest(processId: number, secretKey: Buffer): void {
-    const target = (cancelTargets.get(processId) ?? []).find(
-      (entry) => entry.secret.length === secretKey.length && timingSafeEqual(entry.secret, secretKey),
-    );
-    if (target === undefined) {
-      log.debug("cancel request with an unknown key ignored");
-      return;
-    }
-    sendCancel(log, target, connectTimeoutMs);
-  }
-
-  function addCancelTarget(target: CancelTarget): void {
-    cancelTargets.set(target.processId, [...(cancelTargets.get(target.processId) ?? []), target]);
-  }
-
-  function removeCancelTarget(target: CancelTarget): void {
-    const left = (cancelTargets.get(target.processId) ?? []).filter((entry) => entry !== target);
-    if (left.length > 0) cancelTargets.set(target.processId, left);
-    else cancelTargets.delete(target.processId);
-  }
-
   async function handleClient(raw: Socket): Promise<void> {
     const clientAddress = raw.remoteAddress ?? "unknown";
     let client: Socket = raw;
     let scanner = createFrameScanner({ startup: true });
     let inbox = createFrameInbox(client, scanner);
     // The deadline ends a stalled client (and counts it); reads wait a little longer so it is the one.
-    const { remaining, clear: clearDeadline } = listener.handshakeDeadline(raw, clientAddress, 1_000, () =>
-      handshakeTimeouts.inc(),
-    );
+    const { remaining, clear: clearDeadline } = listener.handshakeDeadline(raw, clientAddress, 1_000);
 
     let startup: Extract<FrontendMessage, { kind: "StartupMessage" }> | null = null;
     let password: string;
@@ -227,7 +196,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
         } else if (message.kind === "SSLRequest" || message.kind === "GSSENCRequest") {
           client.write(encodeSslResponse(false));
         } else if (message.kind === "CancelRequest") {
-          handleCancelRequest(message.processId, message.secretKey);
+          cancels.forward(message.processId, message.secretKey);
           client.destroy();
           return;
         } else if (message.kind === "StartupMessage") {
@@ -320,7 +289,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;
       phase = "closed";
-      if (cancelTarget !== null) removeCancelTarget(cancelTarget);
+      if (cancelTarget !== null) cancels.remove(cancelTarget);
       // A statement still running when the session ended (a close, not only a kill) is logged, marked interrupted.
       for (const logged of tracker.interrupt(reason)) record(logged);
       entry.close(client, upstream, reason, detail);
@@ -590,7 +559,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
             // it); only the secret is ours, so the server's key never leaves the proxy.
             const secret = randomBytes(key.secretKey.length);
             cancelTarget = { secret, host: target.address, port: target.port, ...realKey };
-            addCancelTarget(cancelTarget);
+            cancels.add(cancelTarget);
             client.write(encodeBackendKeyData(key.processId, secret));
             continue;
           }

@@ -2,7 +2,7 @@
  * The PostgreSQL proxy's side towards the server: signing in with the gate's credential (only in a
  * form the target allows), reading the server's refusal, and CancelRequests on a fresh connection.
  */
-import { createHash } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import type { Logger } from "../../lib/logger.js";
@@ -68,6 +68,43 @@ function sendCancel(log: Logger, target: Omit<CancelTarget, "secret">, timeoutMs
     },
     (error: unknown) => log.warn({ error: errorMessage(error) }, "could not forward a cancel request upstream"),
   );
+}
+
+/**
+ * The keys handed out to clients, by the server's real process id (one per session; two servers may
+ * reuse a pid). A client's CancelRequest is forwarded only when the pid and the secret match one
+ * entry together.
+ */
+export function createCancelRegistry(
+  log: Logger,
+  timeoutMs: number,
+): {
+  add(target: CancelTarget): void;
+  remove(target: CancelTarget): void;
+  /** A client's CancelRequest: sent to its server when the key is one handed out; else ignored. */
+  forward(processId: number, secretKey: Buffer): void;
+} {
+  const cancelTargets = new Map<number, CancelTarget[]>();
+  return {
+    add: (target) => {
+      cancelTargets.set(target.processId, [...(cancelTargets.get(target.processId) ?? []), target]);
+    },
+    remove: (target) => {
+      const left = (cancelTargets.get(target.processId) ?? []).filter((entry) => entry !== target);
+      if (left.length > 0) cancelTargets.set(target.processId, left);
+      else cancelTargets.delete(target.processId);
+    },
+    forward: (processId, secretKey) => {
+      const target = (cancelTargets.get(processId) ?? []).find(
+        (entry) => entry.secret.length === secretKey.length && timingSafeEqual(entry.secret, secretKey),
+      );
+      if (target === undefined) {
+        log.debug("cancel request with an unknown key ignored");
+        return;
+      }
+      sendCancel(log, target, timeoutMs);
+    },
+  };
 }
 
 /** The server's ErrorResponse during sign-in, as the failure the client is told. */
