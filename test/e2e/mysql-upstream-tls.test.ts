@@ -1,0 +1,167 @@
+/**
+ * The MariaDB/MySQL proxy signs in upstream over TLS (issue 18): a MariaDB of its own with SSL on
+ * (the machine's has it off), a certificate from a throwaway CA for 127.0.0.1, the session login
+ * created `REQUIRE SSL` (so the server itself refuses it in clear). The target says
+ * `?sslmode=verify-full` with that CA: the connector grants over TLS, and a session through the
+ * proxy reaches the server over TLS (`Ssl_cipher` non-empty, as the server sees it).
+ */
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+import mysql from "mysql2/promise";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createLogger } from "../../src/lib/logger.js";
+import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql-proxy.js";
+import { createTestCa } from "../../src/testing/postgres-instance.js";
+import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+
+const run = promisify(execFile);
+const HEX = randomBytes(4).toString("hex");
+const USER = `tls${HEX}`;
+const ROLE = "maria-tls";
+const LOGIN = "app_tls";
+const LOGIN_PASSWORD = `app-${HEX}`;
+const ADMIN_PASSWORD = `adm-${HEX}`;
+
+let dir: string;
+let mariadbd: ChildProcess | null = null;
+let port: number;
+let h: TargetsHarness;
+let proxy: MysqlProxy;
+let proxyPort: number;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "stint-mdb-tls-"));
+  const ca = await createTestCa();
+  const server = await ca.issue(["127.0.0.1"]);
+  await writeFile(path.join(dir, "ca.pem"), ca.cert);
+  await writeFile(path.join(dir, "cert.pem"), server.cert);
+  await writeFile(path.join(dir, "key.pem"), server.key, { mode: 0o600 });
+  const asRoot = process.getuid?.() === 0 ? ["--user=root"] : [];
+  const datadir = path.join(dir, "data");
+  await run("mariadb-install-db", [
+    "--no-defaults",
+    `--datadir=${datadir}`,
+    "--auth-root-authentication-method=normal",
+    ...asRoot,
+  ]);
+  port = 20_000 + Math.floor(Math.random() * 20_000);
+  const socketPath = path.join(dir, "mysqld.sock");
+  mariadbd = spawn(
+    "/usr/sbin/mariadbd",
+    [
+      "--no-defaults",
+      `--datadir=${datadir}`,
+      `--port=${port}`,
+      "--bind-address=127.0.0.1",
+      `--socket=${socketPath}`,
+      `--pid-file=${path.join(dir, "mysqld.pid")}`,
+      `--log-error=${path.join(dir, "error.log")}`,
+      `--ssl-cert=${path.join(dir, "cert.pem")}`,
+      `--ssl-key=${path.join(dir, "key.pem")}`,
+      `--ssl-ca=${path.join(dir, "ca.pem")}`,
+      "--skip-name-resolve",
+      ...asRoot,
+    ],
+    { stdio: "ignore" },
+  );
+  let root: mysql.Connection | null = null;
+  for (let i = 0; i < 200 && root === null; i++) {
+    root = await mysql.createConnection({ socketPath, user: "root", multipleStatements: true }).catch(() => null);
+    if (root === null) await sleep(100);
+  }
+  if (root === null) throw new Error("the MariaDB of this test did not start");
+  await root.query(`
+    CREATE USER stint_admin@'127.0.0.1' IDENTIFIED BY '${ADMIN_PASSWORD}' REQUIRE SSL;
+    GRANT ALL ON *.* TO stint_admin@'127.0.0.1' WITH GRANT OPTION;
+    CREATE ROLE app_reader;
+    CREATE USER ${LOGIN}@'%' IDENTIFIED BY '${LOGIN_PASSWORD}' REQUIRE SSL;
+    GRANT SELECT ON mysql.db TO app_reader;
+    GRANT app_reader TO stint_admin@'127.0.0.1' WITH ADMIN OPTION;`);
+  await root.end();
+
+  h = await targetsHarness({ realTime: true });
+  proxy = createMysqlProxy({ gate: h.server.sessions.gate, logger: createLogger({ level: "silent" }), port: 0 });
+  proxyPort = (await proxy.listen()).port;
+  h.server.sessions.setProxyAddress("mysql", { host: "127.0.0.1", port: proxyPort });
+  await h.createUser(USER);
+  const caYaml = ca.cert
+    .trim()
+    .split("\n")
+    .map((line) => `          ${line}`)
+    .join("\n");
+  await h.apply(`
+apiVersion: stint/v1
+policies:${selfServicePolicy("maria-tls-self")}
+    session: { recording: optional }
+targets:
+  - name: maria-tls
+    kind: mysql
+    address: mysql://stint_admin@127.0.0.1:${port}?sslmode=verify-full
+    credential: { secret: targets/maria-tls/admin }
+    identity: { map: { ${USER}: ${LOGIN} } }
+    options:
+      accountHost: "%"
+      session: { login: ${LOGIN}, secret: targets/maria-tls/session }
+      tls:
+        ca: |
+${caYaml}
+roles:
+  - name: ${ROLE}
+    target: maria-tls
+    entitlement: { role: app_reader }
+    policy: maria-tls-self
+    risk: low
+eligibility:
+  - role: ${ROLE}
+    users: [${USER}]
+`);
+  expect((await h.admin("PUT", "/v1/targets/maria-tls/credential", { secret: ADMIN_PASSWORD })).status).toBe(200);
+  const put = await h.admin("PUT", `/v1/secrets/${encodeURIComponent("targets/maria-tls/session")}`, {
+    kind: "password",
+    value: LOGIN_PASSWORD,
+    platformRoles: ["admin"],
+  });
+  expect(put.status, JSON.stringify(put.body)).toBe(200);
+  const request = await h.activate(USER, ROLE, "1h");
+  expect(request.state, JSON.stringify(request)).toBe("active");
+}, 120_000);
+
+afterAll(async () => {
+  await proxy?.close();
+  await h?.server.cleanup();
+  if (mariadbd !== null && mariadbd.exitCode === null) {
+    const exited = new Promise((resolve) => mariadbd!.once("exit", resolve));
+    mariadbd.kill("SIGTERM");
+    await Promise.race([exited, sleep(10_000)]);
+  }
+  if (dir) await rm(dir, { recursive: true, force: true });
+}, 60_000);
+
+describe("MariaDB/MySQL proxy: TLS towards the server", () => {
+  it("a session through the proxy signs in over TLS (verify-full with the target's CA): Ssl_cipher is set", async () => {
+    const token = await h.as(USER, "POST", "/v1/db/tokens", { role: ROLE });
+    expect(token.status, JSON.stringify(token.body)).toBe(200);
+    const { stdout } = await run("mariadb", [
+      "-h",
+      "127.0.0.1",
+      "-P",
+      String(proxyPort),
+      "-u",
+      `${USER}%${ROLE}`,
+      `-p${String(token.body.password)}`,
+      "--skip-ssl",
+      "-B",
+      "-N",
+      "-e",
+      "SHOW SESSION STATUS LIKE 'Ssl_cipher'; SELECT CURRENT_USER()",
+    ]);
+    const [cipher, user] = stdout.trim().split("\n");
+    expect(cipher).toMatch(/^Ssl_cipher\t\S+/);
+    expect(user).toBe(`${LOGIN}@%`);
+  }, 30_000);
+});
