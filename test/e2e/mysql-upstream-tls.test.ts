@@ -16,6 +16,9 @@ import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/lib/logger.js";
 import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql-proxy.js";
+import { signInUpstream, UpstreamFailure } from "../../src/proxies/mysql/mysql-upstream.js";
+import { CLIENT, PROXY_CAPABILITIES } from "../../src/proxies/mysql/mysql-wire.js";
+import { connectTcp } from "../../src/proxies/pg/wire-stream.js";
 import { createTestCa } from "../../src/testing/postgres-instance.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
@@ -163,5 +166,38 @@ describe("MariaDB/MySQL proxy: TLS towards the server", () => {
     const [cipher, user] = stdout.trim().split("\n");
     expect(cipher).toMatch(/^Ssl_cipher\t\S+/);
     expect(user).toBe(`${LOGIN}@%`);
+  }, 30_000);
+
+  it("TLS required, the machine's MariaDB (SSL off): refused at its greeting, before any sign-in packet", async () => {
+    const socket = await connectTcp("127.0.0.1", 3306, 5_000);
+    socket.on("error", () => {});
+    const written: Buffer[] = [];
+    const write = socket.write.bind(socket);
+    socket.write = ((chunk: Buffer, ...rest: never[]) => {
+      written.push(Buffer.from(chunk));
+      return write(chunk, ...rest);
+    }) as typeof socket.write;
+    try {
+      const attempt = signInUpstream(
+        socket,
+        {
+          kind: "mysql",
+          host: "127.0.0.1",
+          address: "127.0.0.1",
+          port: 3306,
+          database: null,
+          user: "root",
+          password: "never-sent",
+          tls: { mode: "require", ca: null },
+        },
+        { capabilities: PROXY_CAPABILITIES | CLIENT.PROTOCOL_41, maxPacketSize: 1 << 24, charset: 45 },
+        { timeoutMs: 5_000, loadDataLocal: false, database: null },
+      );
+      await expect(attempt).rejects.toBeInstanceOf(UpstreamFailure);
+      await expect(attempt).rejects.toThrow(/does not offer TLS, and its target requires it \(sslmode=require\)/);
+      expect(written).toEqual([]);
+    } finally {
+      socket.destroy();
+    }
   }, 30_000);
 });
