@@ -258,3 +258,88 @@ describe("server → client", () => {
     ).toBe(true);
   });
 });
+
+describe("row limit (maxRows)", () => {
+  const rowLimitError = encodeErrorResponse({
+    severity: "ERROR",
+    code: "54000",
+    message: "result cut by Stint query policy (rule max_rows): more than 2 rows; only the first 2 were sent",
+  });
+  const commandComplete = (tag: string) => frame("C", cstring(tag));
+  const rowDescription = frame("T", Buffer.of(0, 0));
+
+  function limited(bytes: Buffer, cuts: number[]) {
+    const refusals: QueryRefusal[] = [];
+    const serverFrames: string[] = [];
+    const guard = createQueryGuard({
+      rules: queryRules.parse({ maxRows: 2 }),
+      keepClient: messageTypes("QPBDECF"),
+      keepServer: messageTypes("CE"),
+      onClientFrame: () => {},
+      onServerFrame: (type, body) =>
+        serverFrames.push(type === 0x45 && body !== null ? "E" : `${String.fromCharCode(type)}`),
+      onRefusal: (refusal) => refusals.push(refusal),
+      nonce: NONCE,
+    });
+    const out: Buffer[] = [];
+    let start = 0;
+    for (const cut of [...cuts, bytes.length]) {
+      guard.server.push(bytes.subarray(start, cut), (piece) => out.push(Buffer.from(piece)));
+      start = cut;
+    }
+    return { out: Buffer.concat(out), refusals, serverFrames };
+  }
+
+  for (const size of [3, 70_000]) {
+    it(`rows past the limit are dropped and the completion becomes 54000, whatever the chunks (rows of ${size} bytes)`, () => {
+      const stream = Buffer.concat([
+        rowDescription,
+        ...Array.from({ length: 5 }, () => dataRow(size)),
+        commandComplete("SELECT 5"),
+        encodeReadyForQuery("I"),
+        // COPY out: lines count as rows; the error replaces CopyDone, the CommandComplete after it is dropped.
+        frame("H", Buffer.of(0, 0, 0)),
+        copyData(size),
+        copyData(size),
+        copyData(size),
+        frame("c"),
+        commandComplete("COPY 3"),
+        encodeReadyForQuery("I"),
+        // Within the limit: unchanged.
+        rowDescription,
+        dataRow(size),
+        dataRow(size),
+        commandComplete("SELECT 2"),
+        encodeReadyForQuery("I"),
+      ]);
+      const expected = Buffer.concat([
+        rowDescription,
+        dataRow(size),
+        dataRow(size),
+        rowLimitError,
+        encodeReadyForQuery("I"),
+        frame("H", Buffer.of(0, 0, 0)),
+        copyData(size),
+        copyData(size),
+        rowLimitError,
+        encodeReadyForQuery("I"),
+        rowDescription,
+        dataRow(size),
+        dataRow(size),
+        commandComplete("SELECT 2"),
+        encodeReadyForQuery("I"),
+      ]);
+      const step = size === 3 ? 1 : 4_093;
+      for (const cuts of [[], Array.from({ length: Math.floor(stream.length / step) }, (_, i) => (i + 1) * step)]) {
+        const { out, refusals, serverFrames } = limited(stream, cuts);
+        expect(out.equals(expected)).toBe(true);
+        expect(refusals.map((r) => [r.rule, r.protocol])).toEqual([
+          ["max_rows", "result"],
+          ["max_rows", "result"],
+        ]);
+        // The query log sees the error in place of the first result's completion.
+        expect(serverFrames.filter((f) => f === "E" || f === "C")).toEqual(["E", "E", "C"]);
+      }
+    });
+  }
+});
