@@ -30,6 +30,7 @@ import {
   granteeOfCurrentUser,
   isIgnored,
   parseAddress,
+  securityWarnings,
   upstreamTls,
   type MysqlAddress,
   parseEntitlement,
@@ -628,6 +629,7 @@ async function test(session: Session): Promise<{ detail: string }> {
 export const mysqlConnector: Connector = {
   kind: "mysql",
   checkOptions,
+  securityWarnings,
   checkEntitlement,
   checkLogin,
   checkAddress,

@@ -22,6 +22,7 @@ import {
   quoteString,
   readOptions,
   revokePrivilegesSql,
+  securityWarnings,
   upstreamTls,
 } from "./mysql.rules.js";
 
@@ -56,6 +57,12 @@ describe("addresses", () => {
     ]);
     expect(checkOptions({ tls: { ca: 3 } })).toEqual(["options.tls must be { ca: <PEM CA bundle> }"]);
     expect(checkOptions({ tls: { ca: "PEM" } })).toEqual([]);
+    expect(securityWarnings("mysql://root@db?sslmode=require", {})).toEqual([
+      "sslmode=require: the server certificate is not checked, so anyone in the path can pose as it",
+    ]);
+    expect(securityWarnings("mysql://root@db?sslmode=verify-ca", {})).toHaveLength(1);
+    expect(securityWarnings("mysql://root@db?sslmode=verify-full", {})).toEqual([]);
+    expect(securityWarnings("mysql://root@db", {})).toEqual([]);
   });
 
   it("refuses an embedded password without repeating it", () => {

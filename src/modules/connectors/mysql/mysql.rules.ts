@@ -101,6 +101,20 @@ export function upstreamTls(address: MysqlAddress, options: Record<string, unkno
   return { mode: address.ssl, ca: typeof ca === "string" ? ca : null };
 }
 
+/**
+ * What a target's definition weakens, for people applying it (plan notes): the TLS choices that let
+ * someone in the path pose as the server. No sslmode (plain TCP, the default here) is not warned about.
+ */
+export function securityWarnings(address: string | null, _options: Record<string, unknown>): string[] {
+  if (address === null) return [];
+  const parsed = parseAddress(address);
+  if ("problems" in parsed) return [];
+  if (parsed.ssl === "require")
+    return ["sslmode=require: the server certificate is not checked, so anyone in the path can pose as it"];
+  if (parsed.ssl === "verify-ca") return ["sslmode=verify-ca: the server certificate's host name is not checked"];
+  return [];
+}
+
 // ---------------------------------------------------------------- options
 
 export function checkOptions(options: Record<string, unknown>): string[] {
