@@ -274,6 +274,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       ...(onEvent ? { onEvent } : {}),
       onGrant: (tx, change) => grants!.onGrant(tx, change),
       onEnded: (tx, ended) => sessions!.onActivationsEnded(tx, ended),
+      endedNotifications: (ended) => sessions!.endedNotifications(ended),
     });
     const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
     const vault = createVaultService({
