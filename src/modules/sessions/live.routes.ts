@@ -11,6 +11,7 @@ import { LIVE_CLOSE, liveAuth, liveTerminate, watchableList } from "../../contra
 import { sessionParams } from "../../contract/sessions.js";
 import type { LiveService } from "./live.service.js";
 import type { LiveSocket } from "./live-hub.js";
+import { originAllowed } from "../../http/origin.js";
 
 /** What this route uses of ws's WebSocket (the socket @fastify/websocket hands over). */
 interface ServerSocket extends LiveSocket {
@@ -39,22 +40,6 @@ const closeCode: Record<string, number> = {
   SELF_MODERATION: LIVE_CLOSE.forbidden,
   SESSION_ELSEWHERE: LIVE_CLOSE.elsewhere,
 };
-
-/** The request's own origin, or one of the configured ones. */
-export function originAllowed(request: FastifyRequest, origins: readonly string[]): boolean {
-  const origin = request.headers.origin;
-  if (typeof origin !== "string" || origin.length === 0 || origin === "null") return false;
-  let parsed: URL;
-  try {
-    parsed = new URL(origin);
-  } catch {
-    return false;
-  }
-  if (parsed.origin !== origin) return false;
-  const host = request.headers.host;
-  if (typeof host === "string" && origin === `${request.protocol}://${host}`) return true;
-  return origins.includes(origin);
-}
 
 export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
   const { live } = deps;

@@ -32,6 +32,7 @@ import {
   terminalClientMessage,
   type TerminalServerMessage,
 } from "../../contract/terminal.js";
+import { originAllowed } from "../../http/origin.js";
 
 // ssh2 is CommonJS: Node's ESM loader cannot import its classes by name.
 const { Client, BaseAgent } = ssh2;
@@ -94,22 +95,6 @@ const CLOSE_FOR: Partial<Record<ErrorCode, number>> = {
   TARGET_UNAVAILABLE: TERMINAL_CLOSE.unavailable,
 };
 
-/** The request's own origin (scheme and Host header), or one of the configured ones; never a missing one. */
-export function terminalOriginAllowed(request: FastifyRequest, origins: readonly string[]): boolean {
-  const origin = request.headers.origin;
-  if (typeof origin !== "string" || origin.length === 0 || origin === "null") return false;
-  let parsed: URL;
-  try {
-    parsed = new URL(origin);
-  } catch {
-    return false;
-  }
-  if (parsed.origin !== origin) return false;
-  const host = request.headers.host;
-  if (typeof host === "string" && origin === `${request.protocol}://${host}`) return true;
-  return origins.includes(origin);
-}
-
 export function createWebTerminals(deps: WebTerminalDeps): WebTerminals {
   const limits = { ...DEFAULT_TERMINAL_LIMITS, ...deps.limits };
   let connectLocal: ((clientAddress: string) => Duplex) | undefined;
@@ -118,7 +103,7 @@ export function createWebTerminals(deps: WebTerminalDeps): WebTerminals {
 
   function serve(socket: WebSocket, request: FastifyRequest): void {
     const log = deps.logger.child({ clientAddress: request.ip });
-    if (!terminalOriginAllowed(request, deps.origins)) {
+    if (!originAllowed(request, deps.origins)) {
       log.info({ origin: request.headers.origin }, "browser terminal refused: foreign origin");
       socket.close(TERMINAL_CLOSE.badOrigin, "origin not allowed");
       return;
