@@ -180,6 +180,9 @@ describe.each(ENGINES)("access index on %s", (engine) => {
       role: "db-reader",
       reason: "something a database writer ends behind Stint's back",
     });
+    // The activation's own message may lag under load; changed behind the index's back only once it was heard
+    // (a message still in flight during a reload is taken as newer than the reload's snapshot).
+    await until("the index has the activation", async () => (await check()).allowed === true);
     // A change nobody was told about (a database writer, or a message lost with its connection).
     await server.store.db
       .updateTable("activation_requests")
@@ -197,6 +200,7 @@ describe.each(ENGINES)("access index on %s", (engine) => {
     expect(drift.body).toMatch(/stint_access_index_drift_total\{kind="extra"\} 1/);
 
     const second = await call(alice, "POST", "/v1/activation-requests", { role: "db-reader", reason: "again, please" });
+    await until("the index has the second activation", async () => (await check()).allowed === true);
     await server.store.db
       .updateTable("activation_requests")
       .set({ state: "revoked", ended_at: new Date() })
