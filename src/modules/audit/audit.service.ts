@@ -5,7 +5,7 @@
  * background sequencer (`audit.sequencer.ts`, one per cluster) or, in `inline` mode, in the appending
  * transaction itself (PGlite, where transactions run one at a time anyway).
  */
-import type { Kysely } from "kysely";
+import type { Expression, Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { failpoint } from "../../lib/failpoints.js";
@@ -66,6 +66,17 @@ export interface AuditLog {
     tx: Kysely<Database>,
     calls: readonly { actor: Actor; context: CallContext; events: AuditInput | AuditInput[] }[],
   ): Promise<PendingAuditEvent[][]>;
+  /**
+   * `appendMany` where the database decides, in the same INSERT statement, which calls are recorded: only
+   * the events of the calls whose number (index in `calls`) the SELECT `allowed` returns are written (the
+   * vault's reads from memory: the copies they used are still what the database holds). Returns, for each
+   * call, whether its events were written.
+   */
+  appendManyWhere(
+    tx: Kysely<Database>,
+    calls: readonly { actor: Actor; context: CallContext; events: AuditInput | AuditInput[] }[],
+    allowed: Expression<unknown>,
+  ): Promise<boolean[]>;
   /**
    * Many events of one kind (the scheduler's expiries): one action, outcome and reason, each event with its own
    * subject and details, the details given as their canonical JSON (`canonicalDetailsText`, built by the caller
@@ -217,12 +228,15 @@ export function createAuditLog(deps: {
     }));
   }
 
+  /** The MAC a pending row carries: proof that a Stint node wrote it. */
+  const macOf = (event: PendingAuditEvent) => keyring.mac("audit-pending", macMessage(event, canonicalParts(event)));
+
   /** Writes `events` (one multi-row INSERT, a MAC per row) and chains them inline or wakes the sequencer. */
   async function writePending(tx: Kysely<Database>, events: PendingAuditEvent[]) {
     if (events.length === 0) return;
     await auditStore.insertPending(
       tx,
-      events.map((event) => ({ event, mac: keyring.mac("audit-pending", macMessage(event, canonicalParts(event))) })),
+      events.map((event) => ({ event, mac: macOf(event) })),
     );
     if (sequencing === "inline") await chainPending(tx);
     else for (const listener of pendingListeners) listener();
@@ -241,6 +255,23 @@ export function createAuditLog(deps: {
     );
     await writePending(tx, perCall.flat());
     return perCall;
+  };
+
+  const appendManyWhere: AuditLog["appendManyWhere"] = async (tx, calls, allowed) => {
+    const time = clock.now().toISOString();
+    const perCall = calls.map((call) =>
+      pendingEvents(call.actor, call.context, Array.isArray(call.events) ? call.events : [call.events], time),
+    );
+    const inserted = await auditStore.insertPendingWhere(
+      tx,
+      perCall.flatMap((events, call) => events.map((event) => ({ event, call, mac: macOf(event) }))),
+      allowed,
+    );
+    if (inserted.size > 0) {
+      if (sequencing === "inline") await chainPending(tx);
+      else for (const listener of pendingListeners) listener();
+    }
+    return perCall.map((events) => events.every((event) => inserted.has(event.id)));
   };
 
   const appendUniform: AuditLog["appendUniform"] = async (tx, actor, context, batch) => {
@@ -396,6 +427,7 @@ export function createAuditLog(deps: {
   return {
     append,
     appendMany,
+    appendManyWhere,
     appendUniform,
     // Nothing else to commit with: in the background mode the events' INSERT is its own transaction (one
     // statement, all rows or none; BEGIN and COMMIT would be two more round trips); inline, the

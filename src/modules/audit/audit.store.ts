@@ -140,6 +140,33 @@ export async function insertPending(tx: Q, events: { event: PendingAuditEvent; m
     .execute();
 }
 
+/**
+ * `insertPending` of the events of many calls (`call`: each event's call number) in one statement that
+ * inserts only the events of the calls `allowed` selects (a SELECT of one integer column: call numbers),
+ * decided by the database in that statement. Returns the ids of the events inserted.
+ */
+export async function insertPendingWhere(
+  tx: Q,
+  events: readonly { event: PendingAuditEvent; mac: string; call: number }[],
+  allowed: Expression<unknown>,
+): Promise<Set<string>> {
+  if (events.length === 0) return new Set();
+  const rows = await tx
+    .insertInto("audit_pending")
+    .columns([...EVENT_INSERT_COLUMNS, "mac"])
+    .expression(
+      sql`select id, time, actor, actor_id, action, subject, outcome, reason, correlation_id, source_ip,
+          user_agent, details, mac
+        from unnest(${columnArrays(events.map((e) => e.event))}, ${events.map((e) => e.mac)}::text[],
+          ${events.map((e) => e.call)}::int[]) with ordinality as e(id, time, actor, actor_id, action, subject,
+          outcome, reason, correlation_id, source_ip, user_agent, details, mac, call, n)
+        where call in (${allowed}) order by n`,
+    )
+    .returning("id")
+    .execute();
+  return new Set(rows.map((r) => r.id));
+}
+
 /** A pending event as the sequencer reads it: `time` as the database stores it (`TIME_TEXT`). */
 export interface PendingRow {
   pos: string;
