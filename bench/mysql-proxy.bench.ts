@@ -89,6 +89,8 @@ async function main() {
             database: input.database,
             user: "root",
             password: "",
+            // The machine's MariaDB has SSL off: plain TCP, said explicitly (the targets' default is verify-full).
+            tls: null,
           },
           recorder: {
             output: () => {},

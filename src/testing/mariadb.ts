@@ -12,7 +12,7 @@ import { PG_ADMIN_URL } from "./engines.js";
 const run = promisify(execFile);
 const MARIADB_LOCK = 0x5717_3306;
 
-export const MARIADB_URL = "mysql://root@127.0.0.1:3306";
+export const MARIADB_URL = "mysql://root@127.0.0.1:3306?sslmode=disable";
 
 /** Waits for the lock; call the returned function to release it. */
 export async function holdMariadb(): Promise<() => Promise<void>> {

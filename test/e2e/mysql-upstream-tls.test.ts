@@ -3,7 +3,9 @@
  * (the machine's has it off), a certificate from a throwaway CA for 127.0.0.1, the session login
  * created `REQUIRE SSL` (so the server itself refuses it in clear). The target says
  * `?sslmode=verify-full` with that CA: the connector grants over TLS, and a session through the
- * proxy reaches the server over TLS (`Ssl_cipher` non-empty, as the server sees it).
+ * proxy reaches the server over TLS (`Ssl_cipher` non-empty, as the server sees it). An address that
+ * says nothing means verify-full: towards the machine's MariaDB (SSL off) the proxy and the connector
+ * are refused before a byte of the sign-in is sent; `?sslmode=disable` says plain TCP, knowingly.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -11,10 +13,13 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { createServer, type Server, type Socket } from "node:net";
 import { promisify } from "node:util";
 import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/lib/logger.js";
+import { mysqlConnector } from "../../src/modules/connectors/mysql/mysql.connector.js";
+import { parseAddress, upstreamTls } from "../../src/modules/connectors/mysql/mysql.rules.js";
 import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql-proxy.js";
 import { signInUpstream, UpstreamFailure } from "../../src/proxies/mysql/mysql-upstream.js";
 import { CLIENT, PROXY_CAPABILITIES } from "../../src/proxies/mysql/mysql-wire.js";
@@ -169,35 +174,112 @@ describe("MariaDB/MySQL proxy: TLS towards the server", () => {
   }, 30_000);
 
   it("TLS required, the machine's MariaDB (SSL off): refused at its greeting, before any sign-in packet", async () => {
-    const socket = await connectTcp("127.0.0.1", 3306, 5_000);
-    socket.on("error", () => {});
-    const written: Buffer[] = [];
-    const write = socket.write.bind(socket);
-    socket.write = ((chunk: Buffer, ...rest: never[]) => {
-      written.push(Buffer.from(chunk));
-      return write(chunk, ...rest);
-    }) as typeof socket.write;
+    const { written, attempt } = await signInRecorded({ mode: "require", ca: null });
+    await expect(attempt).rejects.toBeInstanceOf(UpstreamFailure);
+    await expect(attempt).rejects.toThrow(/does not offer TLS, and its target requires it \(sslmode=require\)/);
+    expect(written).toEqual([]);
+  }, 30_000);
+
+  it("an address without sslmode is verify-full: the machine's MariaDB (SSL off) is refused, no sign-in byte sent", async () => {
+    const address = parseAddress("mysql://root@127.0.0.1:3306");
+    if ("problems" in address) throw new Error(address.problems.join("; "));
+    const tls = upstreamTls(address, {});
+    expect(tls).toEqual({ mode: "verify-full", ca: null });
+    const { written, attempt } = await signInRecorded(tls);
+    await expect(attempt).rejects.toBeInstanceOf(UpstreamFailure);
+    await expect(attempt).rejects.toThrow(/does not offer TLS, and its target requires it \(sslmode=verify-full\)/);
+    expect(written).toEqual([]);
+  }, 30_000);
+
+  it("the connector too: no sslmode towards a server without TLS is refused before the admin's password goes out; sslmode=disable connects", async () => {
+    const tap = await recordingForwarder(3306);
     try {
-      const attempt = signInUpstream(
-        socket,
-        {
-          kind: "mysql",
-          host: "127.0.0.1",
-          address: "127.0.0.1",
-          port: 3306,
-          database: null,
-          user: "root",
-          password: "never-sent",
-          tls: { mode: "require", ca: null },
-        },
-        { capabilities: PROXY_CAPABILITIES | CLIENT.PROTOCOL_41, maxPacketSize: 1 << 24, charset: 45 },
-        { timeoutMs: 5_000, loadDataLocal: false, database: null },
-      );
-      await expect(attempt).rejects.toBeInstanceOf(UpstreamFailure);
-      await expect(attempt).rejects.toThrow(/does not offer TLS, and its target requires it \(sslmode=require\)/);
-      expect(written).toEqual([]);
+      const password = `never-sent-${HEX}`;
+      const target = { name: "plain-db", options: {}, credential: password };
+      const refused = mysqlConnector.test({ ...target, address: `mysql://root@127.0.0.1:${tap.port}` });
+      await expect(refused).rejects.toMatchObject({ reason: "unavailable" });
+      // What reached the server from Stint's side: nothing (mysql2 stops at the greeting that offers no SSL).
+      expect(Buffer.concat(tap.received).toString("latin1")).not.toContain(password);
+      expect(Buffer.concat(tap.received)).toHaveLength(0);
+      // Explicitly plain TCP, the machine's MariaDB (root without a password) is reached as before.
+      const plain = await mysqlConnector.test({
+        ...target,
+        credential: null,
+        address: `mysql://root@127.0.0.1:${tap.port}?sslmode=disable`,
+      });
+      expect(plain).toBeTruthy();
+      expect(Buffer.concat(tap.received).length).toBeGreaterThan(0);
     } finally {
-      socket.destroy();
+      await tap.close();
     }
   }, 30_000);
 });
+
+/** signInUpstream towards the machine's MariaDB (SSL off) with `tls`, recording every byte the proxy writes. */
+async function signInRecorded(tls: { mode: "require" | "verify-ca" | "verify-full"; ca: string | null } | null) {
+  const socket = await connectTcp("127.0.0.1", 3306, 5_000);
+  socket.on("error", () => {});
+  const written: Buffer[] = [];
+  const write = socket.write.bind(socket);
+  socket.write = ((chunk: Buffer, ...rest: never[]) => {
+    written.push(Buffer.from(chunk));
+    return write(chunk, ...rest);
+  }) as typeof socket.write;
+  const attempt = signInUpstream(
+    socket,
+    {
+      kind: "mysql",
+      host: "127.0.0.1",
+      address: "127.0.0.1",
+      port: 3306,
+      database: null,
+      user: "root",
+      password: "never-sent",
+      tls,
+    },
+    { capabilities: PROXY_CAPABILITIES | CLIENT.PROTOCOL_41, maxPacketSize: 1 << 24, charset: 45 },
+    { timeoutMs: 5_000, loadDataLocal: false, database: null },
+  );
+  attempt.then(
+    () => socket.destroy(),
+    () => socket.destroy(),
+  );
+  return { written, attempt };
+}
+
+/** A TCP forwarder to 127.0.0.1:`port` that keeps what the connecting side sends. */
+async function recordingForwarder(
+  port: number,
+): Promise<{ port: number; received: Buffer[]; close: () => Promise<void> }> {
+  const received: Buffer[] = [];
+  const open = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    open.add(client);
+    client.on("close", () => open.delete(client));
+    const upstream = connectTcp("127.0.0.1", port, 5_000);
+    client.on("error", () => {});
+    upstream.then(
+      (socket) => {
+        socket.on("error", () => {});
+        client.on("data", (chunk: Buffer) => {
+          received.push(Buffer.from(chunk));
+          socket.write(chunk);
+        });
+        socket.pipe(client);
+        client.on("close", () => socket.destroy());
+        socket.on("close", () => client.destroy());
+      },
+      () => client.destroy(),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    received,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of open) socket.destroy();
+      }),
+  };
+}

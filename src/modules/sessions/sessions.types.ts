@@ -98,8 +98,8 @@ export interface UpstreamMysql {
   database: string | null;
   user: string;
   password: string;
-  /** TLS towards the database as the target's address says (`?sslmode=`); absent or null: none. */
-  tls?: { mode: "require" | "verify-ca" | "verify-full"; ca: string | null } | null;
+  /** TLS towards the database as the target's address says (verify-full without `?sslmode=`); null only for disable. */
+  tls: { mode: "require" | "verify-ca" | "verify-full"; ca: string | null } | null;
 }
 
 export interface UpstreamSsh {

@@ -96,6 +96,7 @@ const target = (port: number): UpstreamMysql => ({
   database: "shop",
   user: "stint_app",
   password: PASSWORD,
+  tls: null,
 });
 const HELLO = { capabilities: PROXY_CAPABILITIES | CLIENT.CONNECT_WITH_DB, maxPacketSize: 1 << 24, charset: 45 };
 

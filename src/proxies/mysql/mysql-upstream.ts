@@ -120,7 +120,7 @@ export async function signInUpstream(
   const greeting = await inbox.next(remaining());
   const server = parseGreeting(greeting.payload);
   let seq = greeting.seq + 1;
-  const tls = target.tls ?? null;
+  const tls = target.tls;
   let channel: Socket = socket;
   if (tls !== null) {
     if ((server.capabilities & CLIENT.SSL) === 0)

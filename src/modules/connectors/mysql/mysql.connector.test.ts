@@ -34,7 +34,7 @@ const userPassword = `pw-${randomBytes(12).toString("hex")}`;
 
 const target: ConnectorTarget = {
   name: "test-db",
-  address: `mysql://${admin}@${HOST}:${PORT}`,
+  address: `mysql://${admin}@${HOST}:${PORT}?sslmode=disable`,
   options: { ignore: ["root", "mysql", "mariadb.sys"] },
   credential: adminPassword,
 };
@@ -152,7 +152,11 @@ describe("test()", () => {
   });
 
   it("refuses an account that may not grant", async () => {
-    const weak = { ...target, address: `mysql://${otherUser}@${HOST}:${PORT}`, credential: userPassword };
+    const weak = {
+      ...target,
+      address: `mysql://${otherUser}@${HOST}:${PORT}?sslmode=disable`,
+      credential: userPassword,
+    };
     const message = await expectConnectorError(mysqlConnector.test(weak), "refused");
     expect(message).toContain("may not grant");
   });
@@ -460,7 +464,7 @@ describe("dynamic logins", () => {
   });
 
   it("a closed port is unavailable for every credential operation, without the password", async () => {
-    const closed = { ...target, address: `mysql://${admin}@${HOST}:${await freePort()}` };
+    const closed = { ...target, address: `mysql://${admin}@${HOST}:${await freePort()}?sslmode=disable` };
     await expectNoPassword(
       mysqlConnector.verifyPassword!(closed, { login: dynUser, password }),
       "unavailable",
@@ -503,7 +507,7 @@ describe("dynamic logins", () => {
 
 describe("failures", () => {
   it("a closed port is unavailable", async () => {
-    const closed = { ...target, address: `mysql://${admin}@${HOST}:${await freePort()}` };
+    const closed = { ...target, address: `mysql://${admin}@${HOST}:${await freePort()}?sslmode=disable` };
     await expectConnectorError(mysqlConnector.test(closed), "unavailable");
     await expectConnectorError(mysqlConnector.provision(closed, { login: user, entitlement: { role } }), "unavailable");
   });

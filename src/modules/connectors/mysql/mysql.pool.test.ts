@@ -28,7 +28,7 @@ let targets = 0;
 
 const targetFor = (credential = adminPassword): ConnectorTarget => ({
   name: `pool-${hex}-${++targets}`,
-  address: `mysql://${admin}@${HOST}:${PORT}`,
+  address: `mysql://${admin}@${HOST}:${PORT}?sslmode=disable`,
   options: {},
   credential,
 });

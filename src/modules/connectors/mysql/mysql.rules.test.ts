@@ -27,20 +27,25 @@ import {
 } from "./mysql.rules.js";
 
 describe("addresses", () => {
-  it("parses mysql:// and mariadb:// with the default port", () => {
+  it("parses mysql:// and mariadb:// with the default port; no sslmode is verify-full", () => {
     expect(parseAddress("mysql://root@127.0.0.1:3306")).toEqual({
       host: "127.0.0.1",
       port: 3306,
       user: "root",
-      ssl: "disable",
+      ssl: "verify-full",
     });
     expect(parseAddress("mariadb://admin@db.example.com")).toEqual({
       host: "db.example.com",
       port: 3306,
       user: "admin",
+      ssl: "verify-full",
+    });
+    expect(parseAddress("mysql://root@[::1]:3307/?sslmode=disable")).toEqual({
+      host: "::1",
+      port: 3307,
+      user: "root",
       ssl: "disable",
     });
-    expect(parseAddress("mysql://root@[::1]:3307/")).toEqual({ host: "::1", port: 3307, user: "root", ssl: "disable" });
   });
 
   it("sslmode: TLS towards the database as for PostgreSQL targets; other parameters refused", () => {
@@ -57,12 +62,30 @@ describe("addresses", () => {
     ]);
     expect(checkOptions({ tls: { ca: 3 } })).toEqual(["options.tls must be { ca: <PEM CA bundle> }"]);
     expect(checkOptions({ tls: { ca: "PEM" } })).toEqual([]);
+  });
+
+  it("an address without sslmode means TLS with the certificate and its host name checked", () => {
+    const address = parseAddress("mysql://root@db.example.com:3306");
+    if ("problems" in address) throw new Error("refused");
+    expect(upstreamTls(address, {})).toEqual({ mode: "verify-full", ca: null });
+    expect(securityWarnings("mysql://root@db.example.com:3306", {})).toEqual([]);
+  });
+
+  it("warns about sslmode=disable towards another machine, and about unchecked certificates", () => {
+    const clear =
+      "sslmode=disable: Stint talks to this database in clear (its passwords, queries and results cross the network)";
+    expect(securityWarnings("mysql://root@db.example.com?sslmode=disable", {})).toEqual([clear]);
+    expect(securityWarnings("mysql://root@10.0.0.5:3306?sslmode=disable", {})).toEqual([clear]);
+    expect(securityWarnings("mysql://root@[::ffff:10.0.0.5]?sslmode=disable", {})).toEqual([clear]);
+    // Loopback traffic does not leave the machine.
+    for (const host of ["127.0.0.1", "127.1.2.3", "localhost", "[::1]", "[::ffff:127.0.0.1]"])
+      expect(securityWarnings(`mysql://root@${host}:3306?sslmode=disable`, {}), host).toEqual([]);
     expect(securityWarnings("mysql://root@db?sslmode=require", {})).toEqual([
       "sslmode=require: the server certificate is not checked, so anyone in the path can pose as it",
     ]);
+    expect(securityWarnings("mysql://root@127.0.0.1?sslmode=require", {})).toHaveLength(1);
     expect(securityWarnings("mysql://root@db?sslmode=verify-ca", {})).toHaveLength(1);
     expect(securityWarnings("mysql://root@db?sslmode=verify-full", {})).toEqual([]);
-    expect(securityWarnings("mysql://root@db", {})).toEqual([]);
   });
 
   it("refuses an embedded password without repeating it", () => {

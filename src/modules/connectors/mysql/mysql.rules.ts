@@ -16,7 +16,10 @@ const RESERVED_ROLES = new Set(["NONE", "PUBLIC", "CURRENT_ROLE", "CURRENT_USER"
 
 export const DEFAULT_PORT = 3306;
 
-/** TLS towards the database, as the PostgreSQL targets' sslmode; `disable` (no TLS) is the default here. */
+/**
+ * TLS towards the database, as the PostgreSQL targets' sslmode, and with their default: `verify-full` (TLS, the
+ * certificate checked against options.tls.ca or the system's CAs, and the host name). `disable` is an explicit opt-out.
+ */
 export const SSL_MODES = ["disable", "require", "verify-ca", "verify-full"] as const;
 export type MysqlSslMode = (typeof SSL_MODES)[number];
 
@@ -24,7 +27,7 @@ export interface MysqlAddress {
   host: string;
   port: number;
   user: string;
-  /** The address's `?sslmode=`; `disable` when absent. */
+  /** The address's `?sslmode=`; `verify-full` when absent. */
   ssl: MysqlSslMode;
 }
 
@@ -90,11 +93,11 @@ export function parseAddress(address: string): MysqlAddress | { problems: string
     host,
     port: url.port === "" ? DEFAULT_PORT : Number(url.port),
     user,
-    ssl: (sslmode as MysqlSslMode | null) ?? "disable",
+    ssl: (sslmode as MysqlSslMode | null) ?? "verify-full",
   };
 }
 
-/** TLS towards a target: as its address's sslmode says, with options.tls.ca; null without TLS. */
+/** TLS towards a target: as its address's sslmode says, with options.tls.ca; null only for sslmode=disable. */
 export function upstreamTls(address: MysqlAddress, options: Record<string, unknown>): MysqlTls | null {
   if (address.ssl === "disable") return null;
   const ca = (options.tls as { ca?: unknown } | undefined)?.ca;
@@ -102,17 +105,34 @@ export function upstreamTls(address: MysqlAddress, options: Record<string, unkno
 }
 
 /**
- * What a target's definition weakens, for people applying it (plan notes): the TLS choices that let
- * someone in the path pose as the server. No sslmode (plain TCP, the default here) is not warned about.
+ * What a target's definition weakens, for people applying it (plan notes): TLS off towards a host that is not
+ * this machine (passwords and queries in clear on the network), and the TLS choices that let someone in the
+ * path pose as the server. No sslmode is verify-full, so it is not warned about.
  */
 export function securityWarnings(address: string | null, _options: Record<string, unknown>): string[] {
   if (address === null) return [];
   const parsed = parseAddress(address);
   if ("problems" in parsed) return [];
+  if (parsed.ssl === "disable" && !isLoopbackHost(parsed.host))
+    return [
+      "sslmode=disable: Stint talks to this database in clear (its passwords, queries and results cross the network)",
+    ];
   if (parsed.ssl === "require")
     return ["sslmode=require: the server certificate is not checked, so anyone in the path can pose as it"];
   if (parsed.ssl === "verify-ca") return ["sslmode=verify-ca: the server certificate's host name is not checked"];
   return [];
+}
+
+/** localhost, 127.0.0.0/8, ::1 and IPv4-mapped loopback: traffic to them does not leave the machine. */
+function isLoopbackHost(host: string): boolean {
+  const lower = host.toLowerCase();
+  return (
+    lower === "localhost" ||
+    lower === "::1" ||
+    /^127(\.\d{1,3}){3}$/.test(lower) ||
+    /^::ffff:127(\.\d{1,3}){3}$/.test(lower) ||
+    /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(lower)
+  );
 }
 
 // ---------------------------------------------------------------- options
