@@ -7,32 +7,20 @@
  *
  * Needs the build (`npm test` runs `npm run build` before vitest).
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer as createNetServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createPgDatabase, ENGINES } from "../../src/testing/engines.js";
+import { assertBuilt, expectJson, login, startServerNode, type ServerNode } from "./support.js";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const BUILT_CLI = path.join(ROOT, "dist", "cli", "main.js");
 const ADMIN_PASSWORD = "crash-test-root-password";
 const TOTAL = 1000;
 const CONCURRENCY = 64;
 /** SIGKILL as soon as this many creations have been acknowledged. */
 const KILL_AFTER = 100;
-/** A first embedded start (initdb, migrations, bootstrap) takes 15-20 s on a loaded machine. */
-const HEALTH_TIMEOUT_MS = 45_000;
-
-interface Running {
-  child: ChildProcess;
-  base: string;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
+/** A first embedded start (initdb, migrations, bootstrap) takes 15-20 s on a loaded machine, over 45 s on a very busy one. */
+const READY_TIMEOUT_MS = 90_000;
 
 interface AuditEventDto {
   seq: number;
@@ -41,104 +29,21 @@ interface AuditEventDto {
   outcome: string;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createNetServer();
-    probe.unref();
-    probe.on("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      if (address === null || typeof address === "string") return reject(new Error("no port"));
-      probe.close(() => resolve(address.port));
-    });
-  });
-}
-
-/** Whether GET `url` answers 2xx (the body is read, so the connection is reused). */
-const answers = (url: string) =>
-  fetch(url).then(
-    async (res) => (await res.text(), res.ok),
-    () => false,
-  );
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** The parent's environment without any Stint setting, plus `extra`. */
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (key.startsWith("STINT_") || key === "NODE_OPTIONS") continue;
-    env[key] = value;
-  }
-  return { ...env, ...extra };
-}
-
-async function json<T>(res: Response, expected: number, what: string): Promise<T> {
-  const text = await res.text();
-  if (res.status !== expected) throw new Error(`${what}: HTTP ${res.status} (expected ${expected}): ${text}`);
-  return JSON.parse(text) as T;
-}
-
 describe.each(ENGINES)("crash during concurrent user creation on %s", (engine) => {
-  const children: ChildProcess[] = [];
+  const nodes: ServerNode[] = [];
   const cleanups: (() => Promise<void>)[] = [];
 
-  beforeAll(() => {
-    if (!existsSync(BUILT_CLI))
-      throw new Error(`${BUILT_CLI} is missing: this test runs the built server; run \`npm run build\` first`);
-  });
+  beforeAll(() => assertBuilt());
 
   afterEach(async () => {
-    for (const child of children.splice(0)) {
-      if (child.exitCode === null && child.signalCode === null) {
-        const gone = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGKILL");
-        await Promise.race([gone, sleep(5_000)]);
-      }
-    }
+    for (const node of nodes.splice(0)) await node.kill();
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
   }, 30_000);
 
-  async function start(env: Record<string, string>): Promise<Running> {
-    const port = await freePort();
-    const child = spawn(process.execPath, ["bin/stint.js", "server"], {
-      cwd: ROOT,
-      env: childEnv({ ...env, STINT_LISTEN: `127.0.0.1:${port}` }),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    children.push(child);
-    let output = "";
-    const collect = (chunk: Buffer) => {
-      if (output.length < 64_000) output += chunk.toString("utf8");
-    };
-    child.stdout?.on("data", collect);
-    child.stderr?.on("data", collect);
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal })),
-    );
-    const base = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + HEALTH_TIMEOUT_MS;
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null)
-        throw new Error(`the server exited (${child.exitCode ?? child.signalCode}) before it was healthy:\n${output}`);
-      // Alive (/healthz) is not enough: the port may answer 503 while the database opens; wait for /readyz too.
-      const ok = (await answers(`${base}/healthz`)) && (await answers(`${base}/readyz`));
-      if (ok) break;
-      if (Date.now() > deadline)
-        throw new Error(`the server was not healthy and ready within ${HEALTH_TIMEOUT_MS / 1000} s:\n${output}`);
-      await sleep(100);
-    }
-    return { child, base, output: () => output, exited };
-  }
-
-  async function login(base: string): Promise<string> {
-    const res = await fetch(`${base}/v1/auth/login`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ username: "admin", password: ADMIN_PASSWORD }),
-    });
-    const body = await json<{ accessToken: string }>(res, 200, "login");
-    return `Bearer ${body.accessToken}`;
+  async function start(env: Record<string, string>): Promise<ServerNode> {
+    const node = await startServerNode(engine, env, { readyTimeoutMs: READY_TIMEOUT_MS });
+    nodes.push(node);
+    return node;
   }
 
   it("keeps users and their audit events together, and the chain verifies", { timeout: 240_000 }, async () => {
@@ -159,7 +64,7 @@ describe.each(ENGINES)("crash during concurrent user creation on %s", (engine) =
     // 1. Start, sign in, and fire the creations CONCURRENCY at a time.
     const first = await start(env);
     const booted = Date.now() - started;
-    const auth = await login(first.base);
+    const auth = await login(first.base, "admin", ADMIN_PASSWORD);
 
     const acknowledged = new Set<string>(); // answered 201: committed before the answer
     const sent = new Set<string>(); // every request that left (whatever became of it)
@@ -195,7 +100,7 @@ describe.each(ENGINES)("crash during concurrent user creation on %s", (engine) =
     }
     const fired = Date.now();
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-    const death = await first.exited;
+    const death = await first.whenExited();
     const firing = Date.now() - fired;
 
     expect(unexpected, first.output()).toEqual([]);
@@ -213,9 +118,9 @@ describe.each(ENGINES)("crash during concurrent user creation on %s", (engine) =
     const restart = Date.now() - restarting;
     expect(second.child.pid).toBeDefined();
     expect(second.child.pid).not.toBe(first.child.pid);
-    const auth2 = await login(second.base);
+    const auth2 = await login(second.base, "admin", ADMIN_PASSWORD);
     const get = async <T>(url: string, what: string) =>
-      json<T>(await fetch(`${second.base}${url}`, { headers: { authorization: auth2 } }), 200, what);
+      expectJson<T>(await fetch(`${second.base}${url}`, { headers: { authorization: auth2 } }), 200, what);
 
     const users = await get<{ items: { name: string }[] }>("/v1/users", "list users");
     const existing = new Set(users.items.map((u) => u.name).filter((n) => n.startsWith("crash-u")));

@@ -16,7 +16,6 @@
  * Needs the build (`npm test` runs `npm run build` before vitest) and
  * PostgreSQL on 127.0.0.1:5432 (STINT_TEST_PG_URL).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -26,7 +25,7 @@ import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { policySpec } from "../../src/contract/catalog.js";
 import { hashPassword } from "../../src/lib/security.js";
 import { createPgDatabase } from "../../src/testing/engines.js";
-import { assertBuilt, freePort, ROOT } from "./support.js";
+import { assertBuilt, expectJson, login, sleep, startServerNode, type ServerNode } from "./support.js";
 
 const ADMIN_PASSWORD = "multinode-root-password";
 const USERS = 10;
@@ -41,102 +40,30 @@ const MAX_LATENESS_MS = 2_000;
 const CONCURRENCY = 16;
 /** Kill node A once this many first-wave activations have expired (about half of them). */
 const KILL_AFTER_EXPIRED = (USERS * ROLES_PER_WAVE) / 2;
-const HEALTH_TIMEOUT_MS = 60_000;
-
-interface Node {
-  name: string;
-  child: ChildProcess;
-  base: string;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-const answers = (url: string) =>
-  fetch(url).then(
-    async (res) => (await res.text(), res.ok),
-    () => false,
-  );
-
-/** The parent's environment without any Stint setting, plus `extra`. */
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (key.startsWith("STINT_") || key === "NODE_OPTIONS") continue;
-    env[key] = value;
-  }
-  return { ...env, ...extra };
-}
-
-async function json<T>(res: Response, expected: number, what: string): Promise<T> {
-  const text = await res.text();
-  if (res.status !== expected) throw new Error(`${what}: HTTP ${res.status} (expected ${expected}): ${text}`);
-  return JSON.parse(text) as T;
-}
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
 }
 
 describe("expiry on two nodes with one killed", () => {
-  const children: ChildProcess[] = [];
+  const nodes: ServerNode[] = [];
   const cleanups: (() => Promise<void>)[] = [];
 
   beforeAll(() => assertBuilt());
 
   afterEach(async () => {
-    for (const child of children.splice(0)) {
-      if (child.exitCode === null && child.signalCode === null) {
-        const gone = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGKILL");
-        await Promise.race([gone, sleep(5_000)]);
-      }
-    }
+    for (const node of nodes.splice(0)) await node.kill();
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
   }, 60_000);
 
-  async function startNode(name: string, env: Record<string, string>): Promise<Node> {
-    const port = await freePort();
-    const child = spawn(process.execPath, ["bin/stint.js", "server"], {
-      cwd: ROOT,
-      env: childEnv({ ...env, STINT_LISTEN: `127.0.0.1:${port}` }),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    children.push(child);
-    let output = "";
-    const collect = (chunk: Buffer) => {
-      if (output.length < 1_000_000) output += chunk.toString("utf8");
-    };
-    child.stdout?.on("data", collect);
-    child.stderr?.on("data", collect);
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal })),
-    );
-    const base = `http://127.0.0.1:${port}`;
-    const deadline = Date.now() + HEALTH_TIMEOUT_MS;
-    for (;;) {
-      if (child.exitCode !== null || child.signalCode !== null)
-        throw new Error(`node ${name} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output}`);
-      if ((await answers(`${base}/healthz`)) && (await answers(`${base}/readyz`))) break;
-      if (Date.now() > deadline)
-        throw new Error(`node ${name} was not ready within ${HEALTH_TIMEOUT_MS} ms:\n${output}`);
-      await sleep(100);
-    }
-    return { name, child, base, output: () => output, exited };
-  }
-
-  async function login(base: string, username: string, password: string): Promise<string> {
-    const res = await fetch(`${base}/v1/auth/login`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ username, password }),
-    });
-    return `Bearer ${(await json<{ accessToken: string }>(res, 200, `login ${username}`)).accessToken}`;
+  async function startNode(name: string, env: Record<string, string>): Promise<ServerNode> {
+    const node = await startServerNode(name, env);
+    nodes.push(node);
+    return node;
   }
 
   /** Expired activations each node's scheduler reported (its "scheduler pass" log lines). */
-  function expiredByLog(node: Node): number {
+  function expiredByLog(node: ServerNode): number {
     let total = 0;
     for (const line of node.output().split("\n")) {
       if (!line.includes('"scheduler pass"')) continue;
@@ -188,7 +115,7 @@ describe("expiry on two nodes with one killed", () => {
           headers: { "content-type": "application/json", authorization: adminAuth },
           body: JSON.stringify({ name: user }),
         });
-        await json(res, 201, `create ${user}`);
+        await expectJson(res, 201, `create ${user}`);
       }
       const db = new pg.Client({ connectionString: database.url });
       await db.connect();
@@ -307,7 +234,7 @@ describe("expiry on two nodes with one killed", () => {
       expect(await holder()).toContain(`:${a.child.pid}:`);
       a.child.kill("SIGKILL");
       const killedAt = Date.now();
-      const death = await a.exited;
+      const death = await a.whenExited();
       expect(death.signal).toBe("SIGKILL");
       // Node B takes the lease over once A's runs out (5 s) and chains what A's transactions committed.
       while (!(await holder()).includes(`:${b.child.pid}:`)) {
@@ -379,7 +306,7 @@ describe("expiry on two nodes with one killed", () => {
 
       // The chain verifies, read through the surviving node.
       const adminOnB = await login(b.base, "admin", ADMIN_PASSWORD);
-      const verify = await json<{ ok: boolean; count: number }>(
+      const verify = await expectJson<{ ok: boolean; count: number }>(
         await fetch(`${b.base}/v1/audit/verify`, { headers: { authorization: adminOnB } }),
         200,
         "verify",

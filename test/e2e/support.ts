@@ -1,4 +1,8 @@
-/** End-to-end support: run the built server and CLI as real processes. */
+/**
+ * End-to-end support: run the built server and CLI as real processes — one way to start a server node
+ * (`startServerNode`: a clean environment, a free port, ready when /readyz answers), shared by the crash,
+ * multinode, tamper and reliability tests, and an HTTP client that records every answer.
+ */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
@@ -146,4 +150,189 @@ export async function startWebServer(options: {
   });
   await server.waitFor(/Stint is listening/, 90_000);
   return { server, url };
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** The parent's environment without any Stint setting (nor NODE_OPTIONS), plus `extra`. */
+export function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env))
+    if (!key.startsWith("STINT_") && key !== "NODE_OPTIONS") env[key] = value;
+  return { ...env, ...extra };
+}
+
+/** A server's environment: `childEnv` with warn-level logs and no session proxies, unless `extra` says otherwise. */
+export function serverEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  return childEnv({
+    STINT_LOG_LEVEL: "warn",
+    STINT_SSH_PROXY_LISTEN: "off",
+    STINT_PG_PROXY_LISTEN: "off",
+    STINT_MYSQL_PROXY_LISTEN: "off",
+    ...extra,
+  });
+}
+
+/** One HTTP answer as a client saw it. */
+export interface Answer {
+  /** `METHOD /path`. */
+  what: string;
+  status: number;
+  /** The error envelope's code, when there is one. */
+  code?: string;
+  retryAfter: string | null;
+  ms: number;
+  body: unknown;
+}
+
+/** Sends one request to `base` (30 s at most) and reads the whole answer. */
+export async function call(base: string, method: string, url: string, auth?: string, body?: unknown): Promise<Answer> {
+  const started = Date.now();
+  const res = await fetch(`${base}${url}`, {
+    method,
+    headers: {
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+      ...(auth ? { authorization: auth } : {}),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(30_000),
+  });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // not JSON
+  }
+  const code = (parsed as { error?: { code?: string } } | null)?.error?.code;
+  return {
+    what: `${method} ${url}`,
+    status: res.status,
+    ...(code ? { code } : {}),
+    retryAfter: res.headers.get("retry-after"),
+    ms: Date.now() - started,
+    body: parsed,
+  };
+}
+
+/** The JSON body of `res`, which must have status `expected` (else an error naming `what`, with the body). */
+export async function expectJson<T>(res: Response, expected: number, what: string): Promise<T> {
+  const text = await res.text();
+  if (res.status !== expected) throw new Error(`${what}: HTTP ${res.status} (expected ${expected}): ${text}`);
+  return JSON.parse(text) as T;
+}
+
+/** Signs in with a password; returns the `Bearer …` header value. */
+export async function login(base: string, name: string, password: string): Promise<string> {
+  const res = await call(base, "POST", "/v1/auth/login", undefined, { username: name, password });
+  if (res.status !== 200) throw new Error(`login ${name}: ${res.status} ${JSON.stringify(res.body)}`);
+  return `Bearer ${(res.body as { accessToken: string }).accessToken}`;
+}
+
+/**
+ * Polls `probe` (every 100 ms; a throw counts as "not yet") until it returns something other than
+ * undefined; after `timeoutMs` it throws, with `context()` (a server's output, say) in the message.
+ */
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined>,
+  context?: () => string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline)
+      throw new Error(
+        `${what} did not happen within ${timeoutMs} ms${context ? `; server output:\n${context()}` : ""}`,
+      );
+    await sleep(100);
+  }
+}
+
+/** A built server (`node bin/stint.js server`) running as a child process. */
+export interface ServerNode {
+  name: string;
+  base: string;
+  child: ChildProcess;
+  /** What it wrote (stdout and stderr), its last 1,000,000 characters. */
+  output(): string;
+  /** How it exited, if it has. */
+  exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  /** Resolves with how it exited, once it has. */
+  whenExited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Every line it wrote that speaks of an unhandled error or an uncaught exception. */
+  unhandled(): string[];
+  call(method: string, url: string, auth?: string, body?: unknown): Promise<Answer>;
+  login(name: string, password: string): Promise<string>;
+  /** SIGKILL (if still running); resolves once it has exited. */
+  kill(): Promise<void>;
+}
+
+const UNHANDLED = /unhandled|uncaught/i;
+
+/**
+ * Starts the built server with `env` (over a clean environment: warn-level logs, no session
+ * proxies unless `env` says otherwise) on a free port and waits until /readyz answers 200.
+ */
+export async function startServerNode(
+  name: string,
+  env: Record<string, string>,
+  options: { readyTimeoutMs?: number } = {},
+): Promise<ServerNode> {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const child = spawn(process.execPath, ["bin/stint.js", "server"], {
+    cwd: ROOT,
+    env: serverEnv({ ...env, STINT_LISTEN: `127.0.0.1:${port}` }),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  let partial = "";
+  const unhandled: string[] = [];
+  const collect = (chunk: Buffer) => {
+    const text = chunk.toString("utf8");
+    output = (output + text).slice(-1_000_000);
+    const lines = (partial + text).split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) if (UNHANDLED.test(line)) unhandled.push(line.slice(0, 2_000));
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  const gone = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => {
+      exit = { code, signal };
+      if (UNHANDLED.test(partial)) unhandled.push(partial.slice(0, 2_000));
+      resolve(exit);
+    }),
+  );
+  const node: ServerNode = {
+    name,
+    base,
+    child,
+    output: () => output,
+    exited: () => exit,
+    whenExited: () => gone,
+    unhandled: () => [...unhandled],
+    call: (method, url, auth, body) => call(base, method, url, auth, body),
+    login: (user, password) => login(base, user, password),
+    async kill() {
+      if (!exit) child.kill("SIGKILL");
+      await gone;
+    },
+  };
+  try {
+    await waitFor(`readiness of node ${name}`, options.readyTimeoutMs ?? 60_000, async () => {
+      if (exit) throw new Error(`node ${name} exited early`);
+      const res = await fetch(`${base}/readyz`);
+      await res.text();
+      return res.ok ? true : undefined;
+    });
+  } catch (error) {
+    await node.kill();
+    throw new Error(`${(error as Error).message}:\n${output}`);
+  }
+  return node;
 }

@@ -11,25 +11,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assertBuilt, BIN, freePort, start, type RunningProcess } from "../e2e/support.js";
+import { assertBuilt, BIN, freePort, serverEnv, start, type RunningProcess } from "../e2e/support.js";
 
 const ADMIN_PASSWORD = "disk-edges-root-password";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env))
-    if (!key.startsWith("STINT_") && key !== "NODE_OPTIONS") env[key] = value;
-  return {
-    ...env,
-    STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-    STINT_LOG_LEVEL: "warn",
-    STINT_SSH_PROXY_LISTEN: "off",
-    STINT_PG_PROXY_LISTEN: "off",
-    STINT_MYSQL_PROXY_LISTEN: "off",
-    ...extra,
-  };
-}
+/** The server's environment (a clean one: no session proxies, warn-level logs) with the first admin's password. */
+const childEnv = (extra: Record<string, string>) =>
+  serverEnv({ STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD, ...extra });
 
 async function startServer(dataDir: string): Promise<{ process: RunningProcess; base: string }> {
   const port = await freePort();

@@ -1,188 +1,31 @@
 /**
- * Reliability test support: built server nodes as real processes, an HTTP client that records
- * every answer (status, error code, Retry-After, time taken), a throwaway store cluster the test may
+ * Reliability test support: the built server nodes and recording HTTP client of `../e2e/support.ts`
+ * (re-exported), a throwaway store cluster the test may
  * restart, pg_terminate_backend against the store, and a real PostgreSQL target on the machine's
  * server whose role memberships are the privilege Stint grants. Shared by the store-outage,
  * store-restart and store-chaos tests.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { startPostgres, type PostgresInstance } from "../../src/testing/postgres-instance.js";
-import { freePort, ROOT } from "../e2e/support.js";
 
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** The parent's environment without any Stint setting (nor NODE_OPTIONS), plus `extra`. */
-export function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env))
-    if (!key.startsWith("STINT_") && key !== "NODE_OPTIONS") env[key] = value;
-  return { ...env, ...extra };
-}
-
-/** One HTTP answer as a client saw it. */
-export interface Answer {
-  /** `METHOD /path`. */
-  what: string;
-  status: number;
-  /** The error envelope's code, when there is one. */
-  code?: string;
-  retryAfter: string | null;
-  ms: number;
-  body: unknown;
-}
-
-/** Sends one request to `base` (30 s at most) and reads the whole answer. */
-export async function call(base: string, method: string, url: string, auth?: string, body?: unknown): Promise<Answer> {
-  const started = Date.now();
-  const res = await fetch(`${base}${url}`, {
-    method,
-    headers: {
-      ...(body === undefined ? {} : { "content-type": "application/json" }),
-      ...(auth ? { authorization: auth } : {}),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(30_000),
-  });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON
-  }
-  const code = (parsed as { error?: { code?: string } } | null)?.error?.code;
-  return {
-    what: `${method} ${url}`,
-    status: res.status,
-    ...(code ? { code } : {}),
-    retryAfter: res.headers.get("retry-after"),
-    ms: Date.now() - started,
-    body: parsed,
-  };
-}
-
-/** Signs in with a password; returns the `Bearer …` header value. */
-export async function login(base: string, name: string, password: string): Promise<string> {
-  const res = await call(base, "POST", "/v1/auth/login", undefined, { username: name, password });
-  if (res.status !== 200) throw new Error(`login ${name}: ${res.status} ${JSON.stringify(res.body)}`);
-  return `Bearer ${(res.body as { accessToken: string }).accessToken}`;
-}
+export {
+  call,
+  childEnv,
+  login,
+  sleep,
+  startServerNode,
+  waitFor,
+  type Answer,
+  type ServerNode,
+} from "../e2e/support.js";
+import type { Answer } from "../e2e/support.js";
 
 /** Whether an answer during a store outage is acceptable: a success, or 503 STORE_UNAVAILABLE with Retry-After. */
 export function successOrStoreUnavailable(answer: Answer): boolean {
   return (
     answer.status < 300 || (answer.status === 503 && answer.code === "STORE_UNAVAILABLE" && answer.retryAfter !== null)
   );
-}
-
-/**
- * Polls `probe` (every 100 ms; a throw counts as "not yet") until it returns something other than
- * undefined; after `timeoutMs` it throws, with `context()` (a server's output, say) in the message.
- */
-export async function waitFor<T>(
-  what: string,
-  timeoutMs: number,
-  probe: () => Promise<T | undefined>,
-  context?: () => string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline)
-      throw new Error(
-        `${what} did not happen within ${timeoutMs} ms${context ? `; server output:\n${context()}` : ""}`,
-      );
-    await sleep(100);
-  }
-}
-
-/** A built server (`node bin/stint.js server`) running as a child process. */
-export interface ServerNode {
-  name: string;
-  base: string;
-  child: ChildProcess;
-  /** What it wrote (stdout and stderr), its last 1,000,000 characters. */
-  output(): string;
-  /** How it exited, if it has. */
-  exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  /** Every line it wrote that speaks of an unhandled error or an uncaught exception. */
-  unhandled(): string[];
-  call(method: string, url: string, auth?: string, body?: unknown): Promise<Answer>;
-  login(name: string, password: string): Promise<string>;
-  /** SIGKILL (if still running); resolves once it has exited. */
-  kill(): Promise<void>;
-}
-
-const UNHANDLED = /unhandled|uncaught/i;
-
-/**
- * Starts the built server with `env` (over a clean environment: warn-level logs, no session
- * proxies unless `env` says otherwise) on a free port and waits until /readyz answers 200.
- */
-export async function startServerNode(name: string, env: Record<string, string>): Promise<ServerNode> {
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const child = spawn(process.execPath, ["bin/stint.js", "server"], {
-    cwd: ROOT,
-    env: childEnv({
-      STINT_LOG_LEVEL: "warn",
-      STINT_SSH_PROXY_LISTEN: "off",
-      STINT_PG_PROXY_LISTEN: "off",
-      STINT_MYSQL_PROXY_LISTEN: "off",
-      ...env,
-      STINT_LISTEN: `127.0.0.1:${port}`,
-    }),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  let partial = "";
-  const unhandled: string[] = [];
-  const collect = (chunk: Buffer) => {
-    const text = chunk.toString("utf8");
-    output = (output + text).slice(-1_000_000);
-    const lines = (partial + text).split("\n");
-    partial = lines.pop() ?? "";
-    for (const line of lines) if (UNHANDLED.test(line)) unhandled.push(line.slice(0, 2_000));
-  };
-  child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
-  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  const gone = new Promise<void>((resolve) =>
-    child.once("exit", (code, signal) => {
-      exit = { code, signal };
-      if (UNHANDLED.test(partial)) unhandled.push(partial.slice(0, 2_000));
-      resolve();
-    }),
-  );
-  const node: ServerNode = {
-    name,
-    base,
-    child,
-    output: () => output,
-    exited: () => exit,
-    unhandled: () => [...unhandled],
-    call: (method, url, auth, body) => call(base, method, url, auth, body),
-    login: (user, password) => login(base, user, password),
-    async kill() {
-      if (!exit) child.kill("SIGKILL");
-      await gone;
-    },
-  };
-  try {
-    await waitFor(`readiness of node ${name}`, 60_000, async () => {
-      if (exit) throw new Error(`node ${name} exited early`);
-      const res = await fetch(`${base}/readyz`);
-      await res.text();
-      return res.ok ? true : undefined;
-    });
-  } catch (error) {
-    await node.kill();
-    throw new Error(`${(error as Error).message}:\n${output}`);
-  }
-  return node;
 }
 
 /** Runs one statement on a fresh connection (which survives the server's going away). */
