@@ -15,7 +15,7 @@
  * The target database, its NOLOGIN role and every minted login are dropped at the end.
  */
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { Session as InspectorSession } from "node:inspector/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
@@ -149,6 +149,33 @@ async function idleCpu(ms = 2000): Promise<number> {
   return (used.user + used.system) / (performance.now() - started);
 }
 
+/**
+ * CPU time (µs) of each PostgreSQL backend serving the store's database, by pid, from /proc (PostgreSQL on
+ * this machine); null on PGlite (it runs in this process) or when /proc cannot be read.
+ */
+async function backendCpu(store: AppStore): Promise<Map<number, number> | null> {
+  if (store.engine !== "postgres") return null;
+  const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity
+      where datname = current_database() and pid <> pg_backend_pid()`.execute(store.db);
+  const used = new Map<number, number>();
+  try {
+    for (const { pid } of rows) {
+      const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+      used.set(pid, (Number(fields[11]) + Number(fields[12])) * 10_000); // utime + stime, ticks of 10 ms
+    }
+  } catch {
+    return null;
+  }
+  return used;
+}
+
+function backendCpuSince(before: Map<number, number> | null, after: Map<number, number> | null): number | null {
+  if (!before || !after) return null;
+  let total = 0;
+  for (const [pid, used] of after) total += used - (before.get(pid) ?? 0);
+  return total;
+}
+
 /** CPU µs per operation, less what the process spends idle over the same time. */
 function netCpuPerOp(cpu: NodeJS.CpuUsage, idlePerMs: number, ms: number, ops: number): number {
   return (cpu.user + cpu.system - idlePerMs * ms) / ops;
@@ -248,6 +275,7 @@ async function benchReads(
     await profiler.post("Profiler.setSamplingInterval", { interval: 200 });
     await profiler.post("Profiler.start");
   }
+  const dbBefore = await backendCpu(server.store);
   const cpuBefore = process.cpuUsage();
   const loadStarted = performance.now();
   const result = await loadHttp({
@@ -262,6 +290,7 @@ async function benchReads(
   });
   const cpu = process.cpuUsage(cpuBefore);
   const loadMs = performance.now() - loadStarted;
+  const dbCpu = backendCpuSince(dbBefore, await backendCpu(server.store));
   if (profiler) {
     const { profile } = await profiler.post("Profiler.stop");
     profiler.disconnect();
@@ -286,9 +315,10 @@ async function benchReads(
       `(user ${(cpu.user / result.responses).toFixed(0)}, system ${(cpu.system / result.responses).toFixed(0)}; ` +
       `${netCpuPerOp(cpu, idle, loadMs, result.responses).toFixed(0)} net of idle, which was ` +
       `${(idle / 10).toFixed(1)}% of a core); ` +
+      (dbCpu === null ? "" : `PostgreSQL backends ${(dbCpu / result.responses).toFixed(0)} µs/read; `) +
       `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch, ` +
       `${batches.stale - batchesBefore.stale} found stale; ` +
-      `per read: ${statements}`,
+      `per read: ${statements}; load average ${os.loadavg()[0]!.toFixed(1)}`,
   );
 }
 

@@ -4,16 +4,15 @@
  * gives nothing away (a secret's value) before its event is durable. If a batch fails, every call in it
  * fails.
  *
- * A call may carry what it read from memory (`checked`): the batch first asks `verify`, once for the whole
- * batch, whether those are still what the database holds; the events of calls whose copy is stale (or was
- * tampered with in the database) are not appended and their promise resolves `false`: the caller reads
- * again from the database and records that read instead.
+ * A call may carry what it read from memory (`checked`): the batch's INSERT then writes the events of a
+ * call only if `allowed` (a SELECT run inside that INSERT, `AuditLog.appendManyWhere`) finds that copy still
+ * what the database holds; a call whose copy is stale (or was tampered with in the database) gets no event
+ * and its promise resolves `false`: the caller reads again from the database and records that read instead.
  *
- * On PostgreSQL a batch is two statements sent on their own, without BEGIN and COMMIT: the check (a
- * SELECT) and one multi-row INSERT of the events, which is atomic by itself. A transaction around them
- * would guarantee nothing more (at READ COMMITTED the check sees what was committed when it ran, either
- * way). Only where appending also chains the events (inline sequencing, PGlite) does the batch run in a
- * transaction, so that the chaining commits with them.
+ * On PostgreSQL a batch is that one statement, sent on its own without BEGIN and COMMIT: a statement is
+ * atomic by itself, and at READ COMMITTED the check sees what was committed when it ran either way. Only
+ * where appending also chains the events (inline sequencing, PGlite) does the batch run in a transaction,
+ * so that the chaining commits with them.
  *
  * When fewer than `maxInFlight` batches run, everything waiting goes at the end of the event loop's
  * current turn (`setImmediate`: requests read from sockets in the same turn go together, and an idle call
@@ -23,7 +22,7 @@
  * Measured with 16 readers over HTTP (bench/vault.bench.ts): one in flight gave ~7.8 reads a batch and
  * less CPU per read than two (~4.6).
  */
-import type { Kysely } from "kysely";
+import type { Expression, Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
@@ -48,9 +47,12 @@ export interface AuditBatcherOptions {
 export function createAuditBatcher<C>(
   deps: {
     store: Pick<AppStore, "db" | "transaction">;
-    audit: Pick<AuditLog, "appendMany"> & Partial<Pick<AuditLog, "sequencing">>;
-    /** For each of `checked`, whether it is still what the database holds. */
-    verify?: (db: Kysely<Database>, checked: C[]) => Promise<boolean[]>;
+    audit: Pick<AuditLog, "appendMany" | "appendManyWhere"> & Partial<Pick<AuditLog, "sequencing">>;
+    /**
+     * A SELECT of the call numbers (index in `checked`) that may be recorded: every call without a copy,
+     * and those whose copy is still what the database holds.
+     */
+    allowed?: (checked: readonly (C | undefined)[]) => Expression<unknown>;
   } & AuditBatcherOptions,
 ) {
   const maxBatch = deps.maxBatch ?? 256;
@@ -64,18 +66,10 @@ export function createAuditBatcher<C>(
   let stale = 0;
 
   async function commitIn(db: Kysely<Database>, batch: Waiting<C>[]): Promise<boolean[]> {
-    const recorded = batch.map(() => true);
-    const toCheck = batch.flatMap((item, i) => (item.checked === undefined ? [] : [i]));
-    if (toCheck.length > 0 && deps.verify) {
-      const fresh = await deps.verify(
-        db,
-        toCheck.map((i) => batch[i]!.checked!),
-      );
-      toCheck.forEach((i, k) => (recorded[i] = fresh[k] === true));
-    }
-    const append = batch.filter((_, i) => recorded[i]);
-    if (append.length > 0) await deps.audit.appendMany(db, append);
-    return recorded;
+    if (deps.allowed && batch.some((item) => item.checked !== undefined))
+      return deps.audit.appendManyWhere(db, batch, deps.allowed(batch.map((item) => item.checked)));
+    await deps.audit.appendMany(db, batch);
+    return batch.map(() => true);
   }
 
   function commit(batch: Waiting<C>[]): Promise<boolean[]> {
@@ -119,7 +113,7 @@ export function createAuditBatcher<C>(
   return {
     /**
      * Appends `events` with other calls' and resolves once they are committed (rejects if they are not).
-     * With `checked`, resolves false, appending nothing, when `verify` finds it stale.
+     * With `checked`, resolves false, appending nothing, when `allowed` finds it stale.
      */
     record(actor: Actor, context: CallContext, input: AuditInput | AuditInput[], checked?: C): Promise<boolean> {
       return new Promise<boolean>((resolve, reject) => {

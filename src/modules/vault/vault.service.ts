@@ -49,7 +49,7 @@ import { custodyChanges, releaseProblem, type ReleasePurpose, type SecretAccessF
 
 export interface VaultServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append" | "appendMany" | "record"> & Partial<Pick<AuditLog, "sequencing">>;
+  audit: Pick<AuditLog, "append" | "appendMany" | "appendManyWhere" | "record"> & Partial<Pick<AuditLog, "sequencing">>;
   clock: Clock;
   /** The root key from the key file or environment (key-file mode); null when none was given. */
   fileKey: Uint8Array | null;
@@ -155,36 +155,6 @@ interface CachedValue {
   at: number;
 }
 
-/** What a read took from memory, checked against the database when its audit event is committed. */
-interface MemoryRead {
-  row: vaultStore.SecretRow;
-  version: number;
-  sealed: SealedCopy;
-}
-
-const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
-
-/** The fields a read decides on are as the database holds them. */
-function sameSecret(now: vaultStore.SecretCheckRow, row: vaultStore.SecretRow): boolean {
-  return (
-    now.path === row.path &&
-    now.kind === row.kind &&
-    now.current_version === row.current_version &&
-    now.break_glass === row.break_glass &&
-    sameList(now.roles, row.roles) &&
-    sameList(now.platform_roles, row.platform_roles) &&
-    JSON.stringify(now.checkout ?? null) === JSON.stringify(row.checkout ?? null)
-  );
-}
-
-function sameSealed(now: vaultStore.SecretCheckRow, sealed: SealedCopy): boolean {
-  return (
-    now.ciphertext === sealed.ciphertext &&
-    now.wrapped_key === sealed.wrapped_key &&
-    now.kek_version === sealed.kek_version
-  );
-}
-
 export function createVaultService(deps: VaultServiceDeps) {
   const { store, audit, clock } = deps;
   // Who holds a rotation claim: this service instance (a node may run several in tests).
@@ -277,19 +247,12 @@ export function createVaultService(deps: VaultServiceDeps) {
     return entry;
   }
 
-  /** For a read batch: which reads from memory used what the database holds now (one SELECT a batch). */
-  async function verifyCopies(db: Kysely<Database>, reads: MemoryRead[]): Promise<boolean[]> {
-    const current = await vaultStore.secretVersionsForCheck(
-      db,
-      reads.map((r) => ({ secretId: r.row.id, version: r.version })),
-    );
-    return reads.map((r) => {
-      const now = current.find((c) => c.id === r.row.id && c.version === r.version);
-      return now !== undefined && sameSecret(now, r.row) && sameSealed(now, r.sealed);
-    });
-  }
-
-  const readAudit = createAuditBatcher<MemoryRead>({ store, audit, verify: verifyCopies, ...deps.readAudit });
+  const readAudit = createAuditBatcher<vaultStore.HeldCopy>({
+    store,
+    audit,
+    allowed: vaultStore.callsWithCurrentCopies,
+    ...deps.readAudit,
+  });
 
   function principalOf(actor: Actor) {
     if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");

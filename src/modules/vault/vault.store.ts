@@ -401,26 +401,49 @@ export function abandonedPending(db: Q, now: Date) {
     .execute();
 }
 
-export type SecretCheckRow = Pick<
-  SecretRow,
-  "id" | "path" | "kind" | "current_version" | "break_glass" | "roles" | "platform_roles" | "checkout"
-> &
-  Pick<Selectable<SecretVersionsTable>, "version" | "ciphertext" | "wrapped_key" | "kek_version">;
+/** What a read from memory decided on and opened: the secret's row as it was read, and the sealed version. */
+export interface HeldCopy {
+  row: Pick<
+    SecretRow,
+    "id" | "path" | "kind" | "current_version" | "break_glass" | "roles" | "platform_roles" | "checkout"
+  >;
+  version: number;
+  sealed: Pick<Selectable<SecretVersionsTable>, "ciphertext" | "wrapped_key" | "kek_version">;
+}
 
 /**
- * Secrets with the given versions, as a read decides and opens them (one query for a batch of reads). Every
- * read batch asks it: one statement of fixed text (two array parameters, not an OR per read), written as SQL
- * rather than built (the query builder's join and select list cost more than the statement on this path).
+ * For a batch of reads, a SELECT of the call numbers (index in `copies`) whose read may be recorded: each
+ * read from the database (no copy), and each read from memory whose copy is what the database holds now
+ * (the fields a read decides on, and the sealed version). It goes inside the batch's audit INSERT
+ * (`AuditLog.appendManyWhere`): the check and the events are one statement. Fixed text, one parameter (the
+ * copies as one JSON text, compared as jsonb: the order of keys and the notation of numbers do not matter).
  */
-export async function secretVersionsForCheck(
-  db: Q,
-  wanted: { secretId: string; version: number }[],
-): Promise<SecretCheckRow[]> {
-  const unique = [...new Map(wanted.map((w) => [`${w.secretId}:${w.version}`, w])).values()];
-  const { rows } = await sql<SecretCheckRow>`select s.id, s.path, s.kind, s.current_version, s.break_glass, s.roles,
-      s.platform_roles, s.checkout, v.version, v.ciphertext, v.wrapped_key, v.kek_version
-    from secret_versions as v inner join secrets as s on s.id = v.secret_id
-    where (v.secret_id, v.version) in (select * from unnest(${unique.map((w) => w.secretId)}::uuid[],
-      ${unique.map((w) => w.version)}::int[]))`.execute(db);
-  return rows;
+export function callsWithCurrentCopies(copies: readonly (HeldCopy | undefined)[]) {
+  const calls = copies.map((held, call) =>
+    held === undefined
+      ? { call }
+      : {
+          call,
+          id: held.row.id,
+          version: held.version,
+          copy: {
+            path: held.row.path,
+            kind: held.row.kind,
+            current_version: held.row.current_version,
+            break_glass: held.row.break_glass,
+            roles: held.row.roles,
+            platform_roles: held.row.platform_roles,
+            checkout: held.row.checkout,
+            ciphertext: held.sealed.ciphertext,
+            wrapped_key: held.sealed.wrapped_key,
+            kek_version: held.sealed.kek_version,
+          },
+        },
+  );
+  return sql`select (r->>'call')::int from jsonb_array_elements(${json(calls)}::jsonb) as r
+    where r->'copy' is null or exists (select 1 from secret_versions as v inner join secrets as s on s.id = v.secret_id
+      where v.secret_id = (r->>'id')::uuid and v.version = (r->>'version')::int
+        and jsonb_build_object('path', s.path, 'kind', s.kind, 'current_version', s.current_version,
+          'break_glass', s.break_glass, 'roles', s.roles, 'platform_roles', s.platform_roles, 'checkout', s.checkout,
+          'ciphertext', v.ciphertext, 'wrapped_key', v.wrapped_key, 'kek_version', v.kek_version) = r->'copy')`;
 }
