@@ -158,11 +158,52 @@ export function liveActivationOf(
   return null;
 }
 
+/**
+ * Which transactions a reload's read saw: PostgreSQL's `pg_current_snapshot()` (full 64-bit transaction ids;
+ * they never wrap, and stay far below 2^53). A transaction is visible when it is below `xmin`, or below
+ * `xmax` and not in `xip` (those were still running).
+ */
+export interface TxSnapshot {
+  xmin: number;
+  xmax: number;
+  xip: ReadonlySet<number>;
+}
+
+/** `pg_current_snapshot()`'s text form, "xmin:xmax:xip1,xip2,…", or null when it is not one. */
+export function parseTxSnapshot(text: string): TxSnapshot | null {
+  const [xmin, xmax, xip, extra] = text.split(":");
+  if (xmin === undefined || xmax === undefined || xip === undefined || extra !== undefined) return null;
+  const texts = [xmin, xmax, ...(xip === "" ? [] : xip.split(","))];
+  if (!texts.every((t) => /^\d{1,15}$/.test(t))) return null;
+  const [low, high, ...running] = texts.map(Number);
+  return { xmin: low!, xmax: high!, xip: new Set(running) };
+}
+
+/** Whether the (committed) transaction `x` was visible to the snapshot: its change is in what was read. */
+export function visibleTo(snapshot: TxSnapshot, x: number): boolean {
+  if (x < snapshot.xmin) return true;
+  if (x >= snapshot.xmax) return false;
+  return !snapshot.xip.has(x);
+}
+
+/**
+ * Whether what `message` says is already in the state read with `snapshot` (or a later one): its transaction
+ * was visible to it. Then applying it could only take back a later change the snapshot also saw. A message
+ * without a transaction id (an `end`, terminal anyway; a role rename; a message from an older node) is never
+ * taken as already read.
+ */
+export function reflectedIn(snapshot: TxSnapshot | null, message: AccessMessage): boolean {
+  return snapshot !== null && message.x !== undefined && visibleTo(snapshot, message.x);
+}
+
 export interface Snapshot {
+  /** The transactions the read saw. */
+  tx: TxSnapshot;
   activations: ActiveActivation[];
   principals: PrincipalEntry[];
 }
 
+/** What messages heard during a reload were about (not counted as drift: in flight, not wrong). */
 export interface Touched {
   activations: Set<string>;
   principals: Set<string>;
@@ -170,32 +211,28 @@ export interface Touched {
 }
 
 /**
- * The state after a full reload: the database's snapshot, except for what messages delivered while it
- * was read are about: for those the live state (which applied them in commit order) is at least as new.
- * Tombstones are kept: an ended activation the snapshot still saw active had ended all the same.
+ * The state after a full reload: the database's snapshot, then, in the order heard, the messages heard
+ * while it was read whose transactions the snapshot did not see (committed after it was taken). A message
+ * the snapshot saw is left out: the snapshot holds its change and any later one (a revocation after an
+ * activation) that it saw too. Tombstones are kept: an activation that ended stays ended, whatever the
+ * snapshot saw.
+ *
+ * `heard` must hold every message heard since the reload began; a message heard before then was sent by a
+ * transaction the snapshot sees (PostgreSQL delivers a notification only once its transaction is visible to
+ * new snapshots; a node applies its own after COMMIT returned; PGlite runs one transaction at a time).
  */
-export function mergeSnapshot(snapshot: Snapshot, live: IndexState, touched: Touched, nowMs: number): IndexState {
+export function mergeSnapshot(
+  snapshot: Snapshot,
+  live: IndexState,
+  heard: readonly AccessMessage[],
+  nowMs: number,
+): IndexState {
   const next = emptyState();
   for (const [id, until] of live.ended) if (until > nowMs) next.ended.set(id, until);
-  for (const activation of snapshot.activations) {
-    if (next.ended.has(activation.requestId)) continue;
-    if (touched.activations.has(activation.requestId)) continue;
-    putActivation(next, activation);
-  }
-  for (const id of touched.activations) {
-    const current = live.activations.get(id);
-    if (current && !next.ended.has(id)) putActivation(next, current);
-  }
-  for (const principal of snapshot.principals)
-    if (!touched.principals.has(principal.id)) applyPrincipal(next, principal);
-  for (const id of touched.principals) {
-    const current = live.principals.get(id);
-    if (current) applyPrincipal(next, current);
-  }
-  for (const roleId of touched.roles) {
-    const renamed = [...live.activations.values()].find((a) => a.roleId === roleId);
-    if (renamed) applyRoleRenamed(next, roleId, renamed.roleName);
-  }
+  for (const activation of snapshot.activations)
+    if (!next.ended.has(activation.requestId)) putActivation(next, activation);
+  for (const principal of snapshot.principals) applyPrincipal(next, principal);
+  for (const message of heard) if (!reflectedIn(snapshot.tx, message)) applyMessage(next, message, nowMs);
   return next;
 }
 
@@ -309,6 +346,12 @@ export function parseMessages(payload: string): AccessMessage[] {
   return message ? [message] : [];
 }
 
+/** The sending transaction's id on a message that carries one (a safe non-negative integer). */
+function withTx<M extends AccessMessage>(message: M, x: unknown): M {
+  if (typeof x === "number" && Number.isSafeInteger(x) && x >= 0) message.x = x;
+  return message;
+}
+
 /** A payload from the channel as a message, or null when it is not one (it is ignored). */
 export function parseMessage(payload: string): AccessMessage | null {
   let m: Record<string, unknown>;
@@ -324,12 +367,15 @@ export function parseMessage(payload: string): AccessMessage | null {
     case "act":
       if (!isId(m.id) || !isId(m.pid) || !isText(m.pn) || !isId(m.rid) || !isText(m.rn)) return null;
       if (!isTime(m.exp) || !isTime(m.since)) return null;
-      return { t: "act", at, id: m.id, pid: m.pid, pn: m.pn, rid: m.rid, rn: m.rn, exp: m.exp, since: m.since };
+      return withTx(
+        { t: "act", at, id: m.id, pid: m.pid, pn: m.pn, rid: m.rid, rn: m.rn, exp: m.exp, since: m.since },
+        m.x,
+      );
     case "end":
       return isId(m.id) ? { t: "end", at, id: m.id } : null;
     case "prn": {
       const p = parsePrincipal(m.p);
-      return p ? { t: "prn", at, p } : null;
+      return p ? withTx({ t: "prn", at, p }, m.x) : null;
     }
     case "ses":
       return isId(m.sid) ? { t: "ses", at, sid: m.sid } : null;

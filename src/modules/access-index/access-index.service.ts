@@ -29,9 +29,12 @@ import {
   liveActivationsOf,
   mergeSnapshot,
   parseMessages,
+  parseTxSnapshot,
+  reflectedIn,
   touchedBy,
   type IndexState,
   type Touched,
+  type TxSnapshot,
 } from "./access-index.rules.js";
 import * as indexStore from "./access-index.store.js";
 import type { AccessMessage, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
@@ -61,7 +64,15 @@ export interface AccessIndexDeps {
   maxSilenceMs?: number;
   /** How often role names are compared with the database (the catalog sends no message when it renames one). */
   roleNamesMs?: number;
+  /** Tests: runs when a reload has read the database and before it applies what it read (holds it there). */
+  afterSnapshot?: () => Promise<void>;
 }
+
+/**
+ * What `prepareMany` carries: ends only. They need no transaction id (an end is terminal, applied over any
+ * snapshot), so the caller's statement sends them as they are.
+ */
+export type EndMessageBody = AccessMessageBody & { t: "end" };
 
 /** Hears the same messages as the index (caches built on top of it) and when it lost some. */
 export interface AccessSubscriber {
@@ -103,7 +114,10 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   let needsReload = true;
   let reloading: Promise<void> | null = null;
   let reloadAgain = false;
-  let touched: Touched | null = null;
+  /** While a reload runs: the messages heard since it began, and what they were about. */
+  let journal: { heard: AccessMessage[]; touched: Touched } | null = null;
+  /** The transactions the state's last reload saw: a message from one of them is already in the state. */
+  let seenTx: TxSnapshot | null = null;
   const heartbeat = emptyHeartbeat();
   let pingN = 0;
   let beating = false;
@@ -168,12 +182,16 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   }
 
   function apply(message: AccessMessage) {
-    applyMessage(state, message, clock.now().getTime());
-    if (touched) {
-      const about = touchedBy(message);
-      if (about.activation) touched.activations.add(about.activation);
-      if (about.principal) touched.principals.add(about.principal);
-      if (about.role) touched.roles.add(about.role);
+    // Heard late: the last reload's snapshot already holds this change, and any later one it saw.
+    if (!reflectedIn(seenTx, message)) {
+      applyMessage(state, message, clock.now().getTime());
+      if (journal) {
+        journal.heard.push(message);
+        const about = touchedBy(message);
+        if (about.activation) journal.touched.activations.add(about.activation);
+        if (about.principal) journal.touched.principals.add(about.principal);
+        if (about.role) journal.touched.roles.add(about.role);
+      }
     }
     for (const subscriber of subscribers) subscriber.onMessage?.(message);
   }
@@ -211,18 +229,25 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     reloading = (async () => {
       do {
         reloadAgain = false;
+        const heard: AccessMessage[] = [];
         const seen: Touched = { activations: new Set(), principals: new Set(), roles: new Set() };
-        touched = seen;
+        journal = { heard, touched: seen };
         try {
-          const [activations, principals] = await Promise.all([
-            indexStore.loadActive(store.db),
-            indexStore.loadPrincipals(store.db),
-          ]);
+          const read = await indexStore.loadSnapshot(store.db);
+          const tx = parseTxSnapshot(read.tx);
+          if (!tx) throw new Error(`access index: unreadable snapshot ${read.tx}`);
+          await deps.afterSnapshot?.();
           const now = clock.now().getTime();
-          const next = mergeSnapshot({ activations, principals }, state, seen, now);
+          const next = mergeSnapshot(
+            { tx, activations: read.activations, principals: read.principals },
+            state,
+            heard,
+            now,
+          );
           const found = drift(state, next, seen, now);
           const wasLoaded = loaded;
           state = next;
+          seenTx = tx;
           loaded = true;
           metrics.reloads.inc({ reason });
           if (wasLoaded && (found.extra > 0 || found.missing > 0)) {
@@ -231,7 +256,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
             deps.logger?.warn({ reason, ...found }, "access index: a reload found activations the index had wrong");
           }
         } finally {
-          touched = null;
+          journal = null;
         }
       } while (reloadAgain);
       needsReload = false;
@@ -368,7 +393,8 @@ export function createAccessIndex(deps: AccessIndexDeps) {
      */
     async send(tx: Kysely<Database>, body: AccessMessageBody): Promise<void> {
       const message = { ...body, at: Date.now() } as AccessMessage;
-      await indexStore.notify(tx, message);
+      const x = await indexStore.notify(tx, message);
+      if (x !== undefined) message.x = x;
       pendingByTx.get(tx)?.push(message);
     },
 
@@ -376,16 +402,18 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     async sendMany(tx: Kysely<Database>, bodies: AccessMessageBody[]): Promise<void> {
       const at = Date.now();
       const messages = bodies.map((body) => ({ ...body, at }) as AccessMessage);
-      await indexStore.notifyMany(tx, messages);
+      const x = await indexStore.notifyMany(tx, messages);
+      if (x !== undefined)
+        for (const message of messages) if (message.t === "act" || message.t === "prn") message.x = x;
       pendingByTx.get(tx)?.push(...messages);
     },
 
     /**
-     * `sendMany` for a caller that sends the notifications itself, in a statement of its own in `tx` (the
-     * scheduler sends them with its audit events): the notifications to send, in this order. Applied on this
-     * node at commit as `sendMany`'s are; the caller must send them in `tx`.
+     * `sendMany` of ends for a caller that sends the notifications itself, in a statement of its own in `tx`
+     * (the scheduler sends them with its audit events): the notifications to send, in this order. Applied on
+     * this node at commit as `sendMany`'s are; the caller must send them in `tx`.
      */
-    prepareMany(tx: Kysely<Database>, bodies: AccessMessageBody[]): { channel: string; payload: string }[] {
+    prepareMany(tx: Kysely<Database>, bodies: EndMessageBody[]): { channel: string; payload: string }[] {
       const at = Date.now();
       const messages = bodies.map((body) => ({ ...body, at }) as AccessMessage);
       pendingByTx.get(tx)?.push(...messages);

@@ -69,9 +69,40 @@ export function roleNames(db: Q): Promise<{ id: string; name: string }[]> {
   return db.selectFrom("roles").select(["id", "name"]).execute();
 }
 
-/** Sends `message` to every node; delivered when the transaction commits, never if it rolls back. */
-export async function notify(db: Q, message: AccessMessage): Promise<void> {
-  await sql`select pg_notify(${ACCESS_CHANNEL}, ${JSON.stringify(message)})`.execute(db);
+/**
+ * What a reload reads, in one read-only repeatable-read transaction: the transaction snapshot its reads saw
+ * (`pg_current_snapshot()`, "xmin:xmax:xip,…", taken by its first statement) and the activations and
+ * principals as of that snapshot.
+ */
+export function loadSnapshot(
+  db: Q,
+): Promise<{ tx: string; activations: ActiveActivation[]; principals: PrincipalEntry[] }> {
+  return db
+    .transaction()
+    .setIsolationLevel("repeatable read")
+    .setAccessMode("read only")
+    .execute(async (tx) => {
+      const { rows } = await sql<{ snapshot: string }>`select pg_current_snapshot()::text as snapshot`.execute(tx);
+      const activations = await loadActive(tx);
+      const principals = await loadPrincipals(tx);
+      return { tx: rows[0]!.snapshot, activations, principals };
+    });
+}
+
+/**
+ * Sends `message` to every node; delivered when the transaction commits, never if it rolls back. An `act` or
+ * a `prn` carries the sending transaction's id as `x` (added by the statement itself, no extra round trip),
+ * which is returned.
+ */
+export async function notify(db: Q, message: AccessMessage): Promise<number | undefined> {
+  if (message.t !== "act" && message.t !== "prn") {
+    await sql`select pg_notify(${ACCESS_CHANNEL}, ${JSON.stringify(message)})`.execute(db);
+    return undefined;
+  }
+  const head = `${JSON.stringify(message).slice(0, -1)},"x":`;
+  const { rows } = await sql<{ x: string }>`select x, pg_notify(${ACCESS_CHANNEL}, ${head} || x || '}')
+    from (select pg_current_xact_id()::text as x) as current`.execute(db);
+  return Number(rows[0]!.x);
 }
 
 /**
@@ -97,15 +128,32 @@ export function payloadsOf(messages: readonly AccessMessage[]): string[] {
   return payloads;
 }
 
-/** Sends `messages` in this order, in one statement (ending thousands of activations at once). */
-export async function notifyMany(db: Q, messages: AccessMessage[]): Promise<void> {
-  if (messages.length === 0) return;
+/** Whether a payload is an `act` or a `prn` (they carry the sending transaction's id). */
+const ordered = (payload: string) => payload.startsWith('{"t":"act"') || payload.startsWith('{"t":"prn"');
+
+/**
+ * Sends `messages` in this order, in one statement (ending thousands of activations at once). Returns the
+ * transaction's id when an `act` or a `prn` is among them (they carry it, as with `notify`).
+ */
+export async function notifyMany(db: Q, messages: AccessMessage[]): Promise<number | undefined> {
+  if (messages.length === 0) return undefined;
   const payloads = payloadsOf(messages);
+  if (payloads.some(ordered)) {
+    const heads = payloads.map((p) => (ordered(p) ? `${p.slice(0, -1)},"x":` : p));
+    const tails = payloads.map(ordered);
+    const { rows } = await sql<{ x: string }>`select current.x,
+        pg_notify(${ACCESS_CHANNEL}, case when t.tail then t.m || current.x || '}' else t.m end)
+      from (select pg_current_xact_id()::text as x) as current,
+           unnest(${heads}::text[], ${tails}::boolean[]) with ordinality as t(m, tail, n)
+     order by t.n`.execute(db);
+    return Number(rows[0]!.x);
+  }
   if (payloads.length === 1) {
     await sql`select pg_notify(${ACCESS_CHANNEL}, ${payloads[0]})`.execute(db);
-    return;
+    return undefined;
   }
   await sql`select pg_notify(${ACCESS_CHANNEL}, m) from unnest(${payloads}::text[]) with ordinality as t(m, n) order by n`.execute(
     db,
   );
+  return undefined;
 }

@@ -26,7 +26,15 @@ export interface PrincipalEntry {
  * keys: a NOTIFY payload is limited to 8000 bytes and these are sent often. `at` is the sender's wall
  * clock when it was written (for the lag metric only; nothing is decided on it).
  */
-export type AccessMessage = { at: number } & (
+export type AccessMessage = {
+  at: number;
+  /**
+   * `act` and `prn` only: the id of the transaction that sent it (`pg_current_xact_id()`), so that a reload
+   * can tell whether its snapshot already saw that change (README, "Reload"). Absent on a message from a node
+   * that predates it, and on the others (an `end` is terminal; the rest only drop caches).
+   */
+  x?: number;
+} & (
   | {
       /** An activation became active, or was extended (`exp` only ever moves later). */
       t: "act";
