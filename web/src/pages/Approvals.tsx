@@ -23,6 +23,7 @@ import {
   Anchor,
 } from "@mantine/core";
 import { useCallback, useEffect, useRef, useState } from "react";
+import { usePolling } from "../polling.js";
 import {
   approveBody,
   denyBody,
@@ -77,11 +78,7 @@ export default function Approvals() {
       setError((e as Error).message);
     }
   }, []);
-  useEffect(() => {
-    void load();
-    const timer = setInterval(() => void load(), 5000);
-    return () => clearInterval(timer);
-  }, [load]);
+  usePolling(load, 5000);
 
   // Each request's context, once per request and stage of approvals: only its approvers may read it, as here.
   useEffect(() => {

@@ -5,32 +5,18 @@
  * session waits for one, and ends when the moderator terminates it or the last one leaves).
  */
 import { Alert, Badge, Button, Group, Loader, Modal, Stack, Table, Text, Title } from "@mantine/core";
-import { lazy, Suspense, useCallback, useEffect, useState } from "react";
+import { lazy, Suspense, useState } from "react";
+import { usePolledList } from "../polling.js";
 import type { LiveMode, WatchableSession } from "../../../src/contract/live.js";
 import { shortId } from "../../../src/contract/short-id.js";
-import { api } from "../api.js";
 import { formatAge, useNow } from "../ui.js";
 
 const LiveView = lazy(() => import("./sessions/LiveView.js"));
 
 export default function Live() {
-  const [items, setItems] = useState<WatchableSession[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  const { items, error } = usePolledList<WatchableSession>("/v1/sessions/live", 2000);
   const [open, setOpen] = useState<{ session: WatchableSession; mode: LiveMode } | null>(null);
   const now = useNow(1000);
-  const load = useCallback(async () => {
-    try {
-      setItems((await api<{ items: WatchableSession[] }>("GET", "/v1/sessions/live")).items);
-      setError(null);
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }, []);
-  useEffect(() => {
-    void load();
-    const timer = setInterval(() => void load(), 2000);
-    return () => clearInterval(timer);
-  }, [load]);
 
   return (
     <Stack>

@@ -26,6 +26,7 @@ import {
   Title,
 } from "@mantine/core";
 import { lazy, Suspense, useCallback, useEffect, useState } from "react";
+import { usePolling } from "../polling.js";
 import { submitActivation, extendBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
 import { denialInWords, StageSteps } from "./requests/shared.js";
 import { api, ApiError } from "../api.js";
@@ -102,11 +103,7 @@ export default function MyAccess() {
       setError((e as Error).message);
     }
   }, []);
-  useEffect(() => {
-    void load();
-    const timer = setInterval(() => void load(), 5000);
-    return () => clearInterval(timer);
-  }, [load]);
+  usePolling(load, 5000);
 
   async function deactivate(role: MyRole) {
     setNotice(null);

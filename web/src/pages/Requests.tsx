@@ -19,7 +19,8 @@ import {
   Textarea,
   Title,
 } from "@mantine/core";
-import { useCallback, useEffect, useState } from "react";
+import { useEffect, useState } from "react";
+import { usePolledList } from "../polling.js";
 import { requestListQuery, revokeBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
 import { api, ApiError, hasRole } from "../api.js";
 import { shortTime, zodFieldErrors } from "../ui.js";
@@ -48,8 +49,6 @@ export default function Requests() {
   const [role, setRole] = useState("");
   const [roleError, setRoleError] = useState<string | null>(null);
   const [limit, setLimit] = useState("100");
-  const [items, setItems] = useState<ActivationRequestDto[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
   const [openId, setOpenId] = useState<string | null>(null);
 
   // The role filter is applied after a short pause in typing, and only once the API would accept it.
@@ -70,22 +69,10 @@ export default function Requests() {
     return () => clearTimeout(timer);
   }, [roleInput]);
 
-  const load = useCallback(async () => {
-    const query = new URLSearchParams({ scope, limit });
-    if (state) query.set("state", state);
-    if (role) query.set("role", role);
-    try {
-      setItems((await api<{ items: ActivationRequestDto[] }>("GET", `/v1/activation-requests?${query}`)).items);
-      setError(null);
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }, [scope, state, role, limit]);
-  useEffect(() => {
-    void load();
-    const timer = setInterval(() => void load(), 10_000);
-    return () => clearInterval(timer);
-  }, [load]);
+  const query = new URLSearchParams({ scope, limit });
+  if (state) query.set("state", state);
+  if (role) query.set("role", role);
+  const { items, error, load } = usePolledList<ActivationRequestDto>(`/v1/activation-requests?${query}`, 10_000);
 
   const open = items?.find((r) => r.id === openId) ?? null;
   return (

@@ -3,7 +3,8 @@
  * killable by admin and security), all sessions, and one session's detail with its recording.
  */
 import { Alert, Badge, Button, Group, Modal, Stack, Table, Text, Textarea, Title } from "@mantine/core";
-import { useCallback, useEffect, useState } from "react";
+import { useState } from "react";
+import { usePolledList } from "../polling.js";
 import { killBody, type SessionView } from "../../../src/contract/sessions.js";
 import { api, ApiError, hasRole } from "../api.js";
 import { formatAge, shortTime, useNow, zodFieldErrors } from "../ui.js";
@@ -14,25 +15,8 @@ import { shortId } from "../../../src/contract/short-id.js";
 const kindLabel = (kind: SessionView["kind"]) => (kind === "ssh" ? "SSH" : "PostgreSQL");
 const short = shortId;
 
-function useSessions(query: string, everyMs: number | null) {
-  const [items, setItems] = useState<SessionView[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const load = useCallback(async () => {
-    try {
-      setItems((await api<{ items: SessionView[] }>("GET", `/v1/sessions${query}`)).items);
-      setError(null);
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }, [query]);
-  useEffect(() => {
-    void load();
-    if (everyMs === null) return;
-    const timer = setInterval(() => void load(), everyMs);
-    return () => clearInterval(timer);
-  }, [load, everyMs]);
-  return { items, error, load };
-}
+const useSessions = (query: string, everyMs: number | null) =>
+  usePolledList<SessionView>(`/v1/sessions${query}`, everyMs);
 
 export default function Sessions() {
   const live = useSessions("?live=true", 3000);

@@ -3,7 +3,8 @@
  * (reason and a fresh one-time code). Values are shown once in a dialog and never kept.
  */
 import { Alert, Badge, Button, Group, Stack, Table, Text, Title } from "@mantine/core";
-import { useCallback, useEffect, useState } from "react";
+import { useState } from "react";
+import { usePolledList } from "../polling.js";
 import type { SecretMetaDto } from "../../../src/contract/vault.js";
 import { api, currentSession } from "../api.js";
 import { formatCountdown, useNow } from "../ui.js";
@@ -11,28 +12,13 @@ import { toneProps } from "./requests/shared.js";
 import { CheckoutDialog, RevealDialog, segment } from "./vault/dialogs.js";
 
 export default function Vault() {
-  const [items, setItems] = useState<SecretMetaDto[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
+  const { items, error, setError, load } = usePolledList<SecretMetaDto>("/v1/secrets", 10_000);
   const [notice, setNotice] = useState<string | null>(null);
   const [checkingOut, setCheckingOut] = useState<SecretMetaDto | null>(null);
   const [revealing, setRevealing] = useState<SecretMetaDto | null>(null);
   const [busy, setBusy] = useState<string | null>(null);
   const now = useNow(1000);
   const me = currentSession()?.user.name;
-
-  const load = useCallback(async () => {
-    try {
-      setItems((await api<{ items: SecretMetaDto[] }>("GET", "/v1/secrets")).items);
-      setError(null);
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }, []);
-  useEffect(() => {
-    void load();
-    const timer = setInterval(() => void load(), 10_000);
-    return () => clearInterval(timer);
-  }, [load]);
 
   async function checkin(secret: SecretMetaDto) {
     setBusy(secret.path);
