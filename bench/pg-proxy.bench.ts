@@ -21,7 +21,7 @@ import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, chown, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { Session as InspectorSession } from "node:inspector/promises";
@@ -46,8 +46,10 @@ const PGBOUNCER = "/usr/sbin/pgbouncer";
 /** Linux's USER_HZ: /proc's CPU times are in these ticks. */
 const CLOCK_TICKS = 100;
 
-export type PgProxyPath = "direct" | "pgbouncer" | "stint";
+export type PgProxyPath = "direct" | "pgbouncer" | "stint" | "node";
 export const PG_PROXY_PATHS: readonly PgProxyPath[] = ["direct", "pgbouncer", "stint"];
+/** With --node-relay: also a bare Node relay (`on('data')` → `write`, nothing else) in this process, Node's floor. */
+const WITH_NODE_RELAY: readonly PgProxyPath[] = [...PG_PROXY_PATHS, "node"];
 
 export interface PgProxyBenchOptions {
   /** Seconds per pgbench run (15 in the acceptance). */
@@ -60,6 +62,8 @@ export interface PgProxyBenchOptions {
   progress?: (line: string) => void;
   /** Writes a CPU profile of this process (so of Stint's proxy) covering only the Stint runs. */
   profileFile?: string;
+  /** Adds a fourth path each round: a bare Node relay in this process (what Node's sockets cost alone). */
+  nodeRelay?: boolean;
 }
 
 export interface PgbenchRun {
@@ -73,6 +77,11 @@ export interface PgbenchRun {
   proxyCpuUsPerTx: number | null;
   /** The same, of which in the kernel (system time). */
   proxySystemUsPerTx: number | null;
+  /**
+   * This process's CPU during a direct run (Stint idle, nothing relayed), in ms per second: what its
+   * timers and background work cost, included in Stint's figure. Null for the other paths.
+   */
+  idleCpuMsPerS: number | null;
 }
 
 export interface PgProxyBenchResult {
@@ -85,7 +94,12 @@ export interface PgProxyBenchResult {
   median: {
     tps: Record<PgProxyPath, number>;
     ratio: { pgbouncer: number; stint: number };
-    proxyCpuUsPerTx: { pgbouncer: number; stint: number };
+    /** CPU per transaction (µs, user + system) of each proxy; node: the bare Node relay, null unless run. */
+    proxyCpuUsPerTx: { pgbouncer: number; stint: number; node: number | null };
+    /** Of which in the kernel. */
+    proxySystemUsPerTx: { pgbouncer: number; stint: number; node: number | null };
+    /** This process's CPU while Stint relays nothing (during the direct runs), ms per second. */
+    idleCpuMsPerS: number;
   };
   /** Stint's median ratio to direct is at least PgBouncer's. */
   pass: boolean;
@@ -194,6 +208,11 @@ async function processCpuSeconds(pid: number): Promise<CpuSeconds> {
   return { user: Number(fields[11]) / CLOCK_TICKS, system: Number(fields[12]) / CLOCK_TICKS };
 }
 
+const thisProcessCpu = (): Promise<CpuSeconds> => {
+  const used = process.cpuUsage();
+  return Promise.resolve({ user: used.user / 1e6, system: used.system / 1e6 });
+};
+
 async function pgbench(
   binary: string,
   what: string,
@@ -202,6 +221,8 @@ async function pgbench(
   proxyCpuSeconds: (() => Promise<CpuSeconds>) | null = null,
 ): Promise<PgbenchRun> {
   const cpuBefore = proxyCpuSeconds ? await proxyCpuSeconds() : null;
+  // On a direct run this process relays nothing: its CPU meanwhile is its background cost.
+  const idleBefore = proxyCpuSeconds ? null : { cpu: await thisProcessCpu(), at: performance.now() };
   const ran = await exec(
     binary,
     [
@@ -218,6 +239,12 @@ async function pgbench(
     throw new Error(`pgbench ${what} failed (exit ${ran.code}): ${(ran.stderr || ran.stdout).trim().slice(-800)}`);
   if (failed && failed[1] !== "0") throw new Error(`pgbench ${what}: ${failed[1]} failed transactions`);
   const cpuAfter = proxyCpuSeconds ? await proxyCpuSeconds() : null;
+  let idleCpuMsPerS: number | null = null;
+  if (idleBefore !== null) {
+    const idle = await thisProcessCpu();
+    const used = idle.user + idle.system - idleBefore.cpu.user - idleBefore.cpu.system;
+    idleCpuMsPerS = (used * 1e6) / (performance.now() - idleBefore.at);
+  }
   const count = Number(transactions[1]);
   const perTx = (seconds: number) => (seconds * 1e6) / count;
   return {
@@ -227,7 +254,42 @@ async function pgbench(
     proxyCpuUsPerTx:
       cpuBefore && cpuAfter ? perTx(cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) : null,
     proxySystemUsPerTx: cpuBefore && cpuAfter ? perTx(cpuAfter.system - cpuBefore.system) : null,
+    idleCpuMsPerS,
   };
+}
+
+// ---- Node's floor ----
+
+/**
+ * The least a relay in Node does: each chunk read from one socket written to the other, nothing
+ * parsed, nothing recorded (pgbench signs in to PostgreSQL through it directly).
+ */
+async function startNodeRelay(
+  pgHost: string,
+  pgPort: number,
+  defer: (what: string, run: () => Promise<unknown>) => void,
+): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ noDelay: true }, (client) => {
+    const upstream = connect({ host: pgHost, port: pgPort, noDelay: true });
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => socket.destroy());
+      socket.on("close", () => {
+        sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.on("data", (chunk: Buffer) => upstream.write(chunk));
+    upstream.on("data", (chunk: Buffer) => client.write(chunk));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  defer("close the Node relay", async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  return (server.address() as AddressInfo).port;
 }
 
 // ---- pgbouncer ----
@@ -428,11 +490,13 @@ export async function runPgProxyBench(options: PgProxyBenchOptions = {}): Promis
       direct: null,
       pgbouncer: () => processCpuSeconds(bouncer.pid),
       // Stint's whole process: the proxy, its recordings, and whatever else the server does meanwhile.
-      stint: () => {
-        const used = process.cpuUsage();
-        return Promise.resolve({ user: used.user / 1e6, system: used.system / 1e6 });
-      },
+      stint: thisProcessCpu,
+      node: thisProcessCpu,
     };
+    const paths = options.nodeRelay ? WITH_NODE_RELAY : PG_PROXY_PATHS;
+    const viaNode: Endpoint = options.nodeRelay
+      ? { ...direct, host: "127.0.0.1", port: await startNodeRelay(pgHost, pgPort, defer) }
+      : direct;
 
     // Stint in this process, its PostgreSQL proxy on a free port, every session recorded.
     const server = await testServer(engine, {
@@ -510,6 +574,7 @@ eligibility:
     await pgbench(binary, "warm-up direct", direct, WARMUP_SECONDS);
     await pgbench(binary, "warm-up pgbouncer", viaBouncer, WARMUP_SECONDS);
     await pgbench(binary, "warm-up stint", await viaStint(), WARMUP_SECONDS);
+    if (options.nodeRelay) await pgbench(binary, "warm-up node", viaNode, WARMUP_SECONDS);
 
     const profiler = options.profileFile ? new InspectorSession() : null;
     const profiles: { profile: object }[] = [];
@@ -519,10 +584,12 @@ eligibility:
       await profiler.post("Profiler.setSamplingInterval", { interval: 200 });
       defer("disconnect the profiler", async () => profiler.disconnect());
     }
-    const runs: Record<PgProxyPath, PgbenchRun[]> = { direct: [], pgbouncer: [], stint: [] };
+    const runs: Record<PgProxyPath, PgbenchRun[]> = { direct: [], pgbouncer: [], stint: [], node: [] };
+    const endpointOf = async (via: PgProxyPath) =>
+      via === "direct" ? direct : via === "pgbouncer" ? viaBouncer : via === "node" ? viaNode : await viaStint();
     for (let round = 1; round <= rounds; round++) {
-      for (const via of PG_PROXY_PATHS) {
-        const endpoint = via === "direct" ? direct : via === "pgbouncer" ? viaBouncer : await viaStint();
+      for (const via of paths) {
+        const endpoint = await endpointOf(via);
         const profiling = via === "stint" && profiler !== null;
         if (profiling) await profiler.post("Profiler.start");
         const run = await pgbench(binary, via, endpoint, seconds, cpuOf[via]);
@@ -530,7 +597,7 @@ eligibility:
         runs[via].push(run);
         const cpu =
           run.proxyCpuUsPerTx === null
-            ? ""
+            ? `, Stint idle ${run.idleCpuMsPerS!.toFixed(1)} ms CPU/s`
             : `, proxy CPU ${run.proxyCpuUsPerTx.toFixed(1)} µs/tx (system ${run.proxySystemUsPerTx!.toFixed(1)})`;
         progress(`round ${round}/${rounds} ${via.padEnd(9)} ${run.tps.toFixed(0).padStart(7)} tps${cpu}`);
       }
@@ -554,12 +621,20 @@ eligibility:
           direct: median(runs.direct.map((r) => r.tps)),
           pgbouncer: median(runs.pgbouncer.map((r) => r.tps)),
           stint: median(runs.stint.map((r) => r.tps)),
+          node: options.nodeRelay ? median(runs.node.map((r) => r.tps)) : 0,
         },
         ratio,
         proxyCpuUsPerTx: {
           pgbouncer: median(runs.pgbouncer.map((r) => r.proxyCpuUsPerTx!)),
           stint: median(runs.stint.map((r) => r.proxyCpuUsPerTx!)),
+          node: options.nodeRelay ? median(runs.node.map((r) => r.proxyCpuUsPerTx!)) : null,
         },
+        proxySystemUsPerTx: {
+          pgbouncer: median(runs.pgbouncer.map((r) => r.proxySystemUsPerTx!)),
+          stint: median(runs.stint.map((r) => r.proxySystemUsPerTx!)),
+          node: options.nodeRelay ? median(runs.node.map((r) => r.proxySystemUsPerTx!)) : null,
+        },
+        idleCpuMsPerS: median(runs.direct.map((r) => r.idleCpuMsPerS!)),
       },
       pass: ratio.stint >= ratio.pgbouncer,
       recorded,
@@ -582,24 +657,37 @@ export function formatPgProxyBench(result: PgProxyBenchResult): string {
       `${"median tps".padStart(12)}${"ratios to direct".padStart(24)}${"median ×".padStart(10)}`,
   );
   for (const via of PG_PROXY_PATHS) {
-    const ratios = via === "direct" ? [] : result.ratios[via];
+    const ratios = via === "direct" ? [] : result.ratios[via as "pgbouncer" | "stint"];
     lines.push(
       `${via.padEnd(11)}${result.runs[via].map((r) => r.tps.toFixed(0).padStart(13)).join("")}` +
         `${result.median.tps[via].toFixed(0).padStart(12)}` +
         `${ratios
           .map((r) => r.toFixed(2))
           .join(" ")
-          .padStart(24)}${(via === "direct" ? "1.00" : result.median.ratio[via].toFixed(2)).padStart(10)}`,
+          .padStart(
+            24,
+          )}${(via === "direct" ? "1.00" : result.median.ratio[via as "pgbouncer" | "stint"].toFixed(2)).padStart(10)}`,
     );
   }
   lines.push(
     `${result.pass ? "PASS" : "FAIL"}: Stint's ratio to direct ${result.median.ratio.stint.toFixed(2)} ` +
       `${result.pass ? "≥" : "<"} PgBouncer's ${result.median.ratio.pgbouncer.toFixed(2)}`,
   );
+  // One select per transaction (-S): µs per transaction is µs per relayed query.
+  const { proxyCpuUsPerTx: cpu, proxySystemUsPerTx: system } = result.median;
+  const figure = (total: number, kernel: number) =>
+    `${total.toFixed(1)} µs (user ${(total - kernel).toFixed(1)}, system ${kernel.toFixed(1)})`;
+  lines.push(`proxy CPU per query (median of the runs): PgBouncer ${figure(cpu.pgbouncer, system.pgbouncer)}`);
   lines.push(
-    `proxy CPU per transaction (user + system, median): PgBouncer ${result.median.proxyCpuUsPerTx.pgbouncer.toFixed(1)} µs, ` +
-      `Stint ${result.median.proxyCpuUsPerTx.stint.toFixed(1)} µs (its whole process)`,
+    `                                         Stint ${figure(cpu.stint, system.stint)}, its whole process, ` +
+      `which uses ${result.median.idleCpuMsPerS.toFixed(1)} ms CPU/s relaying nothing`,
   );
+  if (cpu.node !== null && system.node !== null) {
+    const tps = result.runs.node.map((r) => r.tps.toFixed(0)).join(" ");
+    lines.push(
+      `                          bare Node relay (floor) ${figure(cpu.node, system.node)}, same process (tps ${tps})`,
+    );
+  }
   lines.push(
     `Stint sessions: ${result.recorded.sessions} (${result.recorded.withRecording} with a recording, ` +
       `${(result.recorded.recordingBytes / 1e6).toFixed(1)} MB of query log)`,
@@ -618,9 +706,10 @@ function parseArgs(argv: string[]): PgProxyBenchOptions {
     else if (key === "--rounds" && count(value)) options.rounds = count(value)!;
     else if (key === "--engine" && (value === "pglite" || value === "postgres")) options.engine = value;
     else if (key === "--profile" && value) options.profileFile = path.resolve(value);
+    else if (key === "--node-relay" && value === undefined) options.nodeRelay = true;
     else
       throw new Error(
-        `unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres, --profile=FILE.cpuprofile)`,
+        `unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres, --profile=FILE.cpuprofile, --node-relay)`,
       );
   }
   return options;

@@ -66,7 +66,6 @@ import {
   messageTypes,
   type FrameInbox,
   type FrameScanner,
-  type KeptFrame,
 } from "./wire-stream.js";
 
 /**
@@ -348,9 +347,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       const logged = tracker.backend(message);
       for (let i = 0; i < logged.length; i++) record(logged[i]!);
     };
-    const clientRelay = createRelayScanner({ keep: FRONTEND_READ, onFrame: trackFrontend });
-    const upstreamRelay = createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend });
-    /** Under a query policy both directions go through the guard instead (query-guard.ts). */
+    /** Under a query policy both directions go through the guard's scanners (query-guard.ts), else plain ones. */
     const rules = session.policy.queries;
     const guard =
       rules === undefined
@@ -366,85 +363,49 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
               session.queryRefused?.({ ...refusal, statement: refusal.statement.slice(0, 2_000) });
             },
           });
-    /** Client bytes on their way upstream (through the guard when there is one). */
-    const relayClient = (chunk: Buffer, write: (piece: Buffer) => void): void => {
-      if (guard === null) {
-        clientRelay.push(chunk);
-        write(chunk);
-      } else guard.client.push(chunk, write);
-    };
-    /** Server bytes on their way to the client (through the guard when there is one). */
-    const relayServer = (chunk: Buffer, write: (piece: Buffer) => void): void => {
-      if (guard === null) {
-        upstreamRelay.push(chunk);
-        write(chunk);
-      } else guard.server.push(chunk, write);
-    };
-    const trackKept = (frame: KeptFrame, track: (type: number, body: Buffer | null) => void): void => {
-      if (frame.type !== null) track(frame.type.charCodeAt(0), frame.body);
-    };
+    /** Client bytes on their way upstream, server bytes on their way to the client. */
+    const clientRelay = guard?.client ?? createRelayScanner({ keep: FRONTEND_READ, onFrame: trackFrontend });
+    const upstreamRelay = guard?.server ?? createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend });
+    /** Where the relay's pieces go in session (set with the upstream socket). */
+    let toUpstream: (piece: Buffer) => void = () => undefined;
+    let toClient: (piece: Buffer) => void = () => undefined;
 
     const onClientData = (chunk: Buffer): void => {
       if (phase !== "relay" || upstream === null) return;
-      const to = upstream;
-      if (guard !== null) {
-        try {
-          guard.client.push(chunk, (piece) => forward(client, to, piece));
-        } catch (error) {
-          failProtocol("client", error);
-          return;
-        }
-        countBytes("up", chunk.length);
-        return;
-      }
       try {
-        clientRelay.push(chunk);
+        clientRelay.push(chunk, toUpstream);
       } catch (error) {
         failProtocol("client", error);
         return;
       }
       countBytes("up", chunk.length);
-      forward(client, upstream, chunk);
     };
 
     const onUpstreamData = (chunk: Buffer): void => {
-      const scanner = guard?.server ?? upstreamRelay;
       if (upstream === null) return;
-      const from = upstream;
       if (phase === "killing") {
         // Pass on only the rest of the message in flight, then the FATAL.
         let offset = 0;
-        while (offset < chunk.length && scanner.remainingInFrame() !== 0) {
-          const slice = chunk.subarray(offset, offset + (scanner.remainingInFrame() ?? 1));
+        while (offset < chunk.length && upstreamRelay.remainingInFrame() !== 0) {
+          const slice = chunk.subarray(offset, offset + (upstreamRelay.remainingInFrame() ?? 1));
           try {
-            relayServer(slice, (piece) => client.write(piece));
+            upstreamRelay.push(slice, (piece) => client.write(piece));
           } catch {
             break;
           }
           offset += slice.length;
         }
-        if (scanner.remainingInFrame() === 0) deliverKill?.();
+        if (upstreamRelay.remainingInFrame() === 0) deliverKill?.();
         return;
       }
       if (phase !== "relay") return;
-      if (guard !== null) {
-        try {
-          guard.server.push(chunk, (piece) => forward(from, client, piece));
-        } catch (error) {
-          failProtocol("server", error);
-          return;
-        }
-        countBytes("down", chunk.length);
-        return;
-      }
       try {
-        upstreamRelay.push(chunk);
+        upstreamRelay.push(chunk, toClient);
       } catch (error) {
         failProtocol("server", error);
         return;
       }
       countBytes("down", chunk.length);
-      forward(upstream, client, chunk);
     };
 
     const startRelay = (socket: Socket, scanner: FrameScanner, inbox: FrameInbox): void => {
@@ -452,28 +413,20 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       const fromServer = inbox.detach();
       const fromClient = clientInbox.detach();
       // From here on the relay's scanners follow the streams, from where the handshake's stopped.
-      clientFrames = guard?.client ?? clientRelay;
-      upstreamScanner = guard?.server ?? upstreamRelay;
+      clientFrames = clientRelay;
+      upstreamScanner = upstreamRelay;
+      toUpstream = (piece) => forward(client, socket, piece);
+      toClient = (piece) => forward(socket, client, piece);
       socket.on("data", onUpstreamData);
       client.on("data", onClientData);
       try {
         // Whatever arrived during the handshake after its last message goes on, in order.
-        const toServer = (piece: Buffer) => socket.write(piece);
-        const toClient = (piece: Buffer) => client.write(piece);
-        for (const frame of fromClient) {
-          if (guard === null) trackKept(frame, trackFrontend);
-          if (guard === null) socket.write(frameBytes(frame));
-          else guard.client.push(frameBytes(frame), toServer);
-        }
+        for (const frame of fromClient) clientRelay.push(frameBytes(frame), toUpstream);
         const clientPartial = clientScanner.pending();
-        if (clientPartial.length > 0) relayClient(clientPartial, toServer);
-        for (const frame of fromServer) {
-          if (guard === null) trackKept(frame, trackBackend);
-          if (guard === null) client.write(frameBytes(frame));
-          else guard.server.push(frameBytes(frame), toClient);
-        }
+        if (clientPartial.length > 0) clientRelay.push(clientPartial, toUpstream);
+        for (const frame of fromServer) upstreamRelay.push(frameBytes(frame), toClient);
         const serverPartial = scanner.pending();
-        if (serverPartial.length > 0) relayServer(serverPartial, toClient);
+        if (serverPartial.length > 0) upstreamRelay.push(serverPartial, toClient);
       } catch (error) {
         failProtocol("handshake", error);
         return;

@@ -16,15 +16,10 @@
  */
 import { randomBytes } from "node:crypto";
 import type { QueryRules } from "../../contract/query-policy.js";
-import {
-  DEFAULT_MAX_MESSAGE_LENGTH,
-  PgWireError,
-  encodeErrorResponse,
-  parseBackendMessage,
-} from "../../lib/pg-wire.js";
+import { encodeErrorResponse, parseBackendMessage } from "../../lib/pg-wire.js";
 import { parseQuery } from "./query-policy.js";
 import { decide, type ParsedQuery, type QueryDecision, type QueryRule } from "./query-policy.rules.js";
-import { messageTypes } from "./wire-stream.js";
+import { createRelayScanner, messageTypes, type RelayScanner } from "./wire-stream.js";
 
 /** The SQLSTATE of every refusal: insufficient_privilege. */
 export const REFUSAL_SQLSTATE = "42501";
@@ -42,153 +37,7 @@ export interface QueryRefusal {
   protocol: "simple" | "extended" | "function_call" | "result";
 }
 
-export interface EditingScanner {
-  /** Feeds bytes; `emit` receives the bytes to pass on, in order. Throws PgWireError on a bad length. */
-  push(chunk: Buffer, emit: (piece: Buffer) => void): void;
-  /** Bytes still needed to finish the current frame: 0 at a boundary, null while a header is incomplete. */
-  remainingInFrame(): number | null;
-}
-
 const HEADER_LENGTH = 5;
-const NO_BODY = Buffer.alloc(0);
-
-/**
- * A frame scanner that passes bytes through as they come, except frames of `hold` types: those are
- * kept until whole and handed to `held`, which returns their replacement (a whole frame) or null to
- * pass them unchanged (an empty buffer drops the frame). `onFrame` gets the bodies of `keep` types (not held ones), as the relay scanner.
- */
-export function createEditingScanner(options: {
-  keep: Uint8Array;
-  hold: Uint8Array;
-  onFrame: (type: number, body: Buffer | null) => void;
-  held: (type: number, body: Buffer) => Buffer | null;
-  maxMessageLength?: number;
-}): EditingScanner {
-  const { keep, hold, onFrame, held } = options;
-  const maxMessageLength = options.maxMessageLength ?? DEFAULT_MAX_MESSAGE_LENGTH;
-  const header = Buffer.alloc(HEADER_LENGTH);
-  let headerFill = 0;
-  let remaining = -1;
-  let type = 0;
-  let keeping = false;
-  let holding = false;
-  let parts: Buffer[] = [];
-  let heldParts: Buffer[] = [];
-  let failed: PgWireError | null = null;
-
-  const fail = (length: number): never => {
-    failed =
-      length < 4
-        ? new PgWireError("LENGTH_TOO_SMALL", `message length ${length} is below 4`)
-        : new PgWireError("LENGTH_TOO_LARGE", `message length ${length} exceeds ${maxMessageLength}`);
-    throw failed;
-  };
-
-  return {
-    push(chunk, emit) {
-      if (failed !== null) throw new PgWireError("READER_FAILED", `the stream was already refused: ${failed.message}`);
-      const end = chunk.length;
-      let offset = 0;
-      /** Start of the bytes of this chunk not yet emitted that pass unchanged. */
-      let runStart = 0;
-      const flushTo = (until: number): void => {
-        if (until > runStart) emit(runStart === 0 && until === end ? chunk : chunk.subarray(runStart, until));
-      };
-      while (offset < end) {
-        if (remaining < 0) {
-          /** Where this frame starts in the chunk; -1 when its header began in an earlier chunk. */
-          let frameStart = -1;
-          let length: number;
-          if (headerFill === 0 && end - offset >= HEADER_LENGTH) {
-            frameStart = offset;
-            type = chunk[offset]!;
-            length = chunk.readInt32BE(offset + 1);
-            offset += HEADER_LENGTH;
-          } else {
-            const headerBegin = offset;
-            while (headerFill < HEADER_LENGTH && offset < end) header[headerFill++] = chunk[offset++]!;
-            if (headerFill < HEADER_LENGTH) {
-              // The header goes on in the next chunk: its bytes wait until its type is known.
-              flushTo(headerBegin);
-              return;
-            }
-            headerFill = 0;
-            type = header[0]!;
-            length = header.readInt32BE(1);
-          }
-          if (length < 4 || length > maxMessageLength) fail(length);
-          remaining = length - 4;
-          keeping = keep[type] === 1;
-          holding = hold[type] === 1;
-          if (frameStart < 0) {
-            // Only this header's tail is in this chunk, at [0, offset): pass on or hold the whole header.
-            const headerBytes = Buffer.from(header);
-            if (holding) heldParts = [headerBytes];
-            else emit(headerBytes);
-            runStart = offset;
-          } else if (holding) {
-            if (end - offset >= remaining) {
-              // The whole frame is in this chunk: unchanged, it stays in the run (no copy).
-              const body = chunk.subarray(offset, offset + remaining);
-              offset += remaining;
-              remaining = -1;
-              const replacement = held(type, body);
-              if (replacement !== null) {
-                flushTo(frameStart);
-                if (replacement.length > 0) emit(replacement);
-                runStart = offset;
-              }
-              continue;
-            }
-            flushTo(frameStart);
-            heldParts = [chunk.subarray(frameStart, offset)];
-            runStart = offset;
-          }
-          if (remaining === 0 && !holding) {
-            remaining = -1;
-            onFrame(type, keeping ? NO_BODY : null);
-            continue;
-          }
-          if (!holding && keeping && end - offset >= remaining) {
-            const body = chunk.subarray(offset, offset + remaining);
-            offset += remaining;
-            remaining = -1;
-            onFrame(type, body);
-            continue;
-          }
-        }
-        const take = Math.min(remaining, end - offset);
-        if (holding) heldParts.push(chunk.subarray(offset, offset + take));
-        else if (keeping) parts.push(chunk.subarray(offset, offset + take));
-        offset += take;
-        remaining -= take;
-        if (holding) runStart = offset;
-        if (remaining === 0) {
-          remaining = -1;
-          if (holding) {
-            const frame = Buffer.concat(heldParts);
-            heldParts = [];
-            const out = held(type, frame.subarray(HEADER_LENGTH)) ?? frame;
-            if (out.length > 0) emit(out);
-            runStart = offset;
-          } else {
-            let body: Buffer | null = null;
-            if (keeping) {
-              body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-              parts = [];
-            }
-            onFrame(type, body);
-          }
-        }
-      }
-      flushTo(end);
-    },
-    remainingInFrame() {
-      if (remaining >= 0) return remaining;
-      return headerFill === 0 ? 0 : null;
-    },
-  };
-}
 
 function typedFrame(type: string, ...parts: Buffer[]): Buffer {
   const length = parts.reduce((sum, part) => sum + part.length, 4);
@@ -212,8 +61,8 @@ const READY_FOR_QUERY = 0x5a; // 'Z'
 const DROP = Buffer.alloc(0);
 
 export interface QueryGuard {
-  client: EditingScanner;
-  server: EditingScanner;
+  client: RelayScanner;
+  server: RelayScanner;
 }
 
 /**
@@ -404,7 +253,7 @@ export function createQueryGuard(options: {
   };
 
   return {
-    client: createEditingScanner({
+    client: createRelayScanner({
       keep: options.keepClient,
       hold: messageTypes("QPF"),
       onFrame: onClientFrame,
@@ -412,14 +261,14 @@ export function createQueryGuard(options: {
     }),
     server:
       maxRows === undefined
-        ? createEditingScanner({
+        ? createRelayScanner({
             keep: options.keepServer,
             hold: messageTypes("E"),
             onFrame: onServerFrame,
             held: (type, body) => (type === ERROR_RESPONSE ? checkServer(type, body) : null),
           })
         : // Under a row limit rows and result ends are held too (a frame within one chunk is not copied).
-          createEditingScanner({
+          createRelayScanner({
             keep: options.keepServer,
             hold: messageTypes("EDdcCsZ"),
             onFrame: onServerFrame,

@@ -102,33 +102,85 @@ describe("relay scanner", () => {
     }
     return pieces;
   };
+  /** Every way of cutting the stream in two, and the stream one byte at a time. */
+  const everyCut = (bytes: Buffer): Buffer[][] => [
+    ...Array.from({ length: bytes.length - 1 }, (_, i) => [bytes.subarray(0, i + 1), bytes.subarray(i + 1)]),
+    Array.from({ length: bytes.length }, (_, i) => bytes.subarray(i, i + 1)),
+  ];
+  const expectedFrames = (keep: string): [string, string | null][] =>
+    SERVER_STREAM.map((message) => {
+      const type = String.fromCharCode(message[0]!);
+      return [type, keep.includes(type) ? message.subarray(5).toString("hex") : null];
+    });
+
+  /** Scans `pieces`; returns the frames seen (bodies copied: a view is valid only during the call) and what was emitted. */
+  const relay = (
+    pieces: Buffer[],
+    keep: string,
+    hold?: { types: string; held: (type: number, body: Buffer) => Buffer | null },
+  ) => {
+    const seen: [string, string | null][] = [];
+    const emitted: Buffer[] = [];
+    const scanner = createRelayScanner({
+      keep: messageTypes(keep),
+      onFrame: (type, body) => seen.push([String.fromCharCode(type), body && Buffer.from(body).toString("hex")]),
+      ...(hold ? { hold: messageTypes(hold.types), held: hold.held } : {}),
+    });
+    for (const piece of pieces) scanner.push(piece, (out) => emitted.push(out));
+    return { seen, emitted, scanner };
+  };
 
   it("reports every frame's type, and the kept bodies exactly, however the stream is cut", () => {
     const bytes = Buffer.concat(SERVER_STREAM);
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: bytes.length }), { maxLength: 12 }), (cuts) => {
-        const seen: [string, string | null][] = [];
-        const scanner = createRelayScanner({
-          keep: messageTypes("CE"),
-          // A body is only valid during the call: copy it, as a caller that keeps one must.
-          onFrame: (type, body) => seen.push([String.fromCharCode(type), body && Buffer.from(body).toString("hex")]),
-        });
-        for (const piece of cutInPieces(bytes, cuts)) scanner.push(piece);
+        const { seen, emitted, scanner } = relay(cutInPieces(bytes, cuts), "CE");
         expect(scanner.remainingInFrame()).toBe(0);
-        expect(seen).toEqual(
-          SERVER_STREAM.map((message) => {
-            const type = String.fromCharCode(message[0]!);
-            return [type, "CE".includes(type) ? message.subarray(5).toString("hex") : null];
-          }),
-        );
+        expect(seen).toEqual(expectedFrames("CE"));
+        expect(Buffer.concat(emitted)).toEqual(bytes);
       }),
     );
+  });
+
+  it("passes every chunk on as received, once, wherever a frame or its header is cut", () => {
+    const bytes = Buffer.concat(SERVER_STREAM);
+    for (const pieces of everyCut(bytes)) {
+      const { seen, emitted, scanner } = relay(pieces, "CE");
+      expect(scanner.remainingInFrame()).toBe(0);
+      expect(seen).toEqual(expectedFrames("CE"));
+      // One write per chunk, the chunk itself: no copy, no extra piece for a header split across chunks.
+      expect(emitted).toHaveLength(pieces.length);
+      emitted.forEach((out, i) => expect(out).toBe(pieces[i]));
+    }
+  });
+
+  it("holds frames of the held types until whole and passes their replacement, wherever they are cut", () => {
+    const bytes = Buffer.concat(SERVER_STREAM);
+    const replacement = typed("C", cstring("SELECT 99"));
+    // CommandComplete replaced, ErrorResponse dropped, the rest unchanged.
+    const held = (type: number, body: Buffer): Buffer | null =>
+      type === 0x43 ? (body.toString("latin1") === "SELECT 1\0" ? replacement : null) : Buffer.alloc(0);
+    const expected = Buffer.concat([SERVER_STREAM[0]!, SERVER_STREAM[1]!, replacement, SERVER_STREAM[4]!]);
+    for (const pieces of [[bytes], ...everyCut(bytes)]) {
+      const { seen, emitted, scanner } = relay(pieces, "CE", { types: "CE", held });
+      expect(scanner.remainingInFrame()).toBe(0);
+      expect(Buffer.concat(emitted)).toEqual(expected);
+      // Held frames are the holder's to report; the others reach onFrame as without a hold.
+      expect(seen).toEqual([
+        ["T", null],
+        ["D", null],
+        ["Z", null],
+      ]);
+    }
   });
 
   it("hands a body that lies within one chunk over as a view of it, without a copy", () => {
     const chunk = Buffer.concat(SERVER_STREAM);
     const bodies: Buffer[] = [];
-    createRelayScanner({ keep: messageTypes("C"), onFrame: (_type, body) => body && bodies.push(body) }).push(chunk);
+    createRelayScanner({ keep: messageTypes("C"), onFrame: (_type, body) => body && bodies.push(body) }).push(
+      chunk,
+      () => undefined,
+    );
     expect(bodies).toHaveLength(1);
     expect(bodies[0]!.buffer).toBe(chunk.buffer);
     expect(bodies[0]!.toString("latin1")).toBe("SELECT 1\0");
@@ -137,19 +189,48 @@ describe("relay scanner", () => {
   it("knows how far the current frame has to go", () => {
     const scanner = createRelayScanner({ keep: messageTypes(""), onFrame: () => {} });
     const query = encodeQuery("SELECT 42");
-    scanner.push(query.subarray(0, 3));
+    const pass = () => undefined;
+    scanner.push(query.subarray(0, 3), pass);
     expect(scanner.remainingInFrame()).toBeNull();
-    scanner.push(query.subarray(3, 8));
+    scanner.push(query.subarray(3, 8), pass);
     expect(scanner.remainingInFrame()).toBe(query.length - 8);
-    scanner.push(query.subarray(8));
+    scanner.push(query.subarray(8), pass);
     expect(scanner.remainingInFrame()).toBe(0);
   });
 
-  it("refuses a length below 4 or above the limit, and then the whole stream", () => {
+  it("refuses a length below 4 or above the limit, passes nothing of that chunk on, then refuses the stream", () => {
+    const emitted: Buffer[] = [];
+    const emit = (out: Buffer) => emitted.push(out);
     const small = createRelayScanner({ keep: messageTypes(""), onFrame: () => {} });
-    expect(() => small.push(Buffer.concat([Buffer.from("Q"), int32(3)]))).toThrow(/below 4/);
-    expect(() => small.push(encodeQuery("x"))).toThrow(/already refused/);
-    const large = createRelayScanner({ keep: messageTypes(""), onFrame: () => {}, maxMessageLength: 100 });
-    expect(() => large.push(Buffer.concat([Buffer.from("D"), int32(1000)]))).toThrow(PgWireError);
+    expect(() => small.push(Buffer.concat([encodeQuery("SELECT 1"), Buffer.from("Q"), int32(3)]), emit)).toThrow(
+      /below 4/,
+    );
+    expect(() => small.push(encodeQuery("x"), emit)).toThrow(/already refused/);
+    // A negative length (0xffffffff) is below 4 too, not a huge allocation.
+    const negative = createRelayScanner({ keep: messageTypes("Q"), onFrame: () => {} });
+    expect(() => negative.push(Buffer.from([0x51, 0xff, 0xff, 0xff, 0xff]), emit)).toThrow(/below 4/);
+    const large = createRelayScanner({ keep: messageTypes("D"), onFrame: () => {}, maxMessageLength: 100 });
+    expect(() => large.push(Buffer.concat([Buffer.from("D"), int32(1000)]), emit)).toThrow(PgWireError);
+    expect(emitted).toEqual([]);
+  });
+
+  it("takes any garbage without throwing anything but a protocol error, and without keeping more than a frame", () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 8 }), fc.boolean(), (chunks, holding) => {
+        let longest = 0;
+        const scanner = createRelayScanner({
+          keep: messageTypes("QPBDECF"),
+          onFrame: (_type, body) => (longest = Math.max(longest, body?.length ?? 0)),
+          ...(holding ? { hold: messageTypes("QPF"), held: () => null } : {}),
+          maxMessageLength: 256,
+        });
+        try {
+          for (const chunk of chunks) scanner.push(Buffer.from(chunk), () => undefined);
+        } catch (error) {
+          expect(error).toBeInstanceOf(PgWireError);
+        }
+        expect(longest).toBeLessThanOrEqual(256 - 4);
+      }),
+    );
   });
 });

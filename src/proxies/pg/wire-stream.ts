@@ -129,15 +129,21 @@ export function createFrameScanner(options: { startup: boolean; maxMessageLength
 
 /**
  * What a relay scans an established session with: typed frames only, reported one by one to a
- * callback fixed at creation (no arrays, no frame objects). A frame's body is handed over only when
- * its type is kept, and then without a copy when the frame lies within one chunk (a view of the
- * chunk, valid until the callback returns unless the callback keeps it); only a kept body split
- * across chunks is assembled. Skipped bodies are never buffered, so DataRow and CopyData cost
- * nothing but their headers.
+ * callback fixed at creation (no arrays, no frame objects), the bytes passed on through `emit`.
+ *
+ * - A frame's body is handed to `onFrame` only when its type is kept, and then without a copy when
+ *   the frame lies within one chunk (a view of the chunk, valid until the callback returns unless the
+ *   callback keeps it); only a kept body split across chunks is assembled. Skipped bodies are never
+ *   buffered, so DataRow and CopyData cost nothing but their headers.
+ * - Without `hold` every chunk goes to `emit` as received, whole, once (headers split across chunks
+ *   included). Frames of `hold` types are kept back until whole and given to `held`, which returns
+ *   their replacement (a whole frame; an empty buffer drops the frame) or null to pass them unchanged
+ *   (a frame within one chunk stays in the chunk's run: no copy). The query policy (query-guard.ts)
+ *   holds; the plain relay does not.
  */
 export interface RelayScanner {
-  /** Feeds bytes, calling `onFrame` for each frame they complete. Throws PgWireError on a bad length, then refuses more. */
-  push(chunk: Buffer): void;
+  /** Feeds bytes; `emit` receives the bytes to pass on, in order. Throws PgWireError on a bad length, then refuses more. */
+  push(chunk: Buffer, emit: (piece: Buffer) => void): void;
   /** Bytes still needed to finish the current frame: 0 at a boundary, null while a header is incomplete. */
   remainingInFrame(): number | null;
 }
@@ -151,14 +157,21 @@ export function messageTypes(types: string): Uint8Array {
 
 const HEADER_LENGTH = 5;
 const NO_BODY = Buffer.alloc(0);
+const HOLD_NONE = messageTypes("");
 
 export function createRelayScanner(options: {
-  /** Types whose bodies `onFrame` receives (see messageTypes); others get null. */
+  /** Types whose bodies `onFrame` receives (see messageTypes); others get null. Held types never reach it. */
   keep: Uint8Array;
   onFrame: (type: number, body: Buffer | null) => void;
+  /** Types kept back until whole and given to `held` (none by default). */
+  hold?: Uint8Array;
+  /** A held frame's body → its replacement (a whole frame, or empty to drop it), or null: unchanged. */
+  held?: (type: number, body: Buffer) => Buffer | null;
   maxMessageLength?: number;
 }): RelayScanner {
   const { keep, onFrame } = options;
+  const hold = options.hold ?? HOLD_NONE;
+  const held = options.held ?? (() => null);
   const maxMessageLength = options.maxMessageLength ?? DEFAULT_MAX_MESSAGE_LENGTH;
   const header = Buffer.alloc(HEADER_LENGTH);
   let headerFill = 0;
@@ -166,7 +179,9 @@ export function createRelayScanner(options: {
   let remaining = -1;
   let type = 0;
   let keeping = false;
+  let holding = false;
   let parts: Buffer[] = [];
+  let heldParts: Buffer[] = [];
   let failed: PgWireError | null = null;
 
   const fail = (length: number): never => {
@@ -178,20 +193,32 @@ export function createRelayScanner(options: {
   };
 
   return {
-    push(chunk) {
+    push(chunk, emit) {
       if (failed !== null) throw new PgWireError("READER_FAILED", `the stream was already refused: ${failed.message}`);
       const end = chunk.length;
       let offset = 0;
+      /** Start of the bytes of this chunk not yet emitted that pass unchanged. */
+      let runStart = 0;
       while (offset < end) {
         if (remaining < 0) {
+          /** Where this frame starts in the chunk; -1 when its header began in an earlier chunk. */
+          let frameStart = -1;
           let length: number;
           if (headerFill === 0 && end - offset >= HEADER_LENGTH) {
+            frameStart = offset;
             type = chunk[offset]!;
             length = chunk.readInt32BE(offset + 1);
             offset += HEADER_LENGTH;
           } else {
+            const headerBegin = offset;
             while (headerFill < HEADER_LENGTH && offset < end) header[headerFill++] = chunk[offset++]!;
-            if (headerFill < HEADER_LENGTH) return;
+            if (headerFill < HEADER_LENGTH) {
+              // The header goes on in the next chunk. Its first byte is the type: a held frame's bytes
+              // wait for the rest of it, any other's go on with the chunk.
+              if (hold[header[0]!] !== 1) emit(runStart === 0 ? chunk : chunk.subarray(runStart));
+              else if (headerBegin > runStart) emit(chunk.subarray(runStart, headerBegin));
+              return;
+            }
             headerFill = 0;
             type = header[0]!;
             length = header.readInt32BE(1);
@@ -199,12 +226,37 @@ export function createRelayScanner(options: {
           if (length < 4 || length > maxMessageLength) fail(length);
           remaining = length - 4;
           keeping = keep[type] === 1;
-          if (remaining === 0) {
+          holding = hold[type] === 1;
+          if (frameStart < 0) {
+            // The header began in an earlier chunk (its bytes there went on unless held); its tail is at [0, offset).
+            if (holding) {
+              heldParts = [Buffer.from(header)];
+              runStart = offset;
+            }
+          } else if (holding) {
+            if (end - offset >= remaining) {
+              // The whole frame is in this chunk: unchanged, it stays in the run (no copy).
+              const body = chunk.subarray(offset, offset + remaining);
+              offset += remaining;
+              remaining = -1;
+              const replacement = held(type, body);
+              if (replacement !== null) {
+                if (frameStart > runStart) emit(chunk.subarray(runStart, frameStart));
+                if (replacement.length > 0) emit(replacement);
+                runStart = offset;
+              }
+              continue;
+            }
+            if (frameStart > runStart) emit(chunk.subarray(runStart, frameStart));
+            heldParts = [chunk.subarray(frameStart, offset)];
+            runStart = offset;
+          }
+          if (remaining === 0 && !holding) {
             remaining = -1;
             onFrame(type, keeping ? NO_BODY : null);
             continue;
           }
-          if (keeping && end - offset >= remaining) {
+          if (!holding && keeping && end - offset >= remaining) {
             // The whole body is in this chunk: a view, no copy.
             const body = chunk.subarray(offset, offset + remaining);
             offset += remaining;
@@ -214,19 +266,29 @@ export function createRelayScanner(options: {
           }
         }
         const take = Math.min(remaining, end - offset);
-        if (keeping) parts.push(chunk.subarray(offset, offset + take));
+        if (holding) heldParts.push(chunk.subarray(offset, offset + take));
+        else if (keeping) parts.push(chunk.subarray(offset, offset + take));
         offset += take;
         remaining -= take;
+        if (holding) runStart = offset;
         if (remaining === 0) {
           remaining = -1;
-          let body: Buffer | null = null;
-          if (keeping) {
-            body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-            parts = [];
+          if (holding) {
+            const frame = Buffer.concat(heldParts);
+            heldParts = [];
+            const out = held(type, frame.subarray(HEADER_LENGTH)) ?? frame;
+            if (out.length > 0) emit(out);
+          } else {
+            let body: Buffer | null = null;
+            if (keeping) {
+              body = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+              parts = [];
+            }
+            onFrame(type, body);
           }
-          onFrame(type, body);
         }
       }
+      if (end > runStart) emit(runStart === 0 ? chunk : chunk.subarray(runStart));
     },
     remainingInFrame() {
       if (remaining >= 0) return remaining;
