@@ -2,19 +2,7 @@
  * Eligibility: who may activate which role, and until when. Create, change the end and reason, and
  * remove; each checked with the API's schema before sending.
  */
-import {
-  Badge,
-  Button,
-  Group,
-  Modal,
-  SegmentedControl,
-  Select,
-  Stack,
-  Table,
-  Text,
-  TextInput,
-  Textarea,
-} from "@mantine/core";
+import { Badge, Button, Group, Modal, SegmentedControl, Select, Stack, Text, TextInput, Textarea } from "@mantine/core";
 import { useState } from "react";
 import {
   eligibilityInput,
@@ -25,18 +13,9 @@ import {
 import { api } from "../../api.js";
 import { shortTime } from "../../ui.js";
 import { toneProps } from "../requests/shared.js";
-import {
-  canWriteCatalog,
-  clientErrors,
-  ConfirmDelete,
-  FormAlert,
-  HeldAlert,
-  heldMessage,
-  RowActions,
-  serverErrors,
-  useList,
-} from "./shared.js";
+import { clientErrors, FormAlert, HeldAlert, heldMessage, serverErrors, useList } from "./shared.js";
 import { useDirectory, withCurrent } from "./pickers.js";
+import { CatalogList, type Column, type FormProps } from "./catalog-kit.js";
 
 const FIELDS = ["role", "principal", "group", "endsAt", "startsAt", "reason"];
 const STATUS_TONE = { active: "green", scheduled: "blue", ended: "gray" } as const;
@@ -55,96 +34,38 @@ function isoToLocal(iso: string | null): string {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
+const who = (e: EligibilityDto) => (e.principal ? `user ${e.principal}` : `group ${e.group ?? "?"}`);
+
+const COLUMNS: Column<EligibilityDto>[] = [
+  { header: "Who", cell: who },
+  { header: "Status", cell: (e) => <Badge {...toneProps(STATUS_TONE[e.status])}>{e.status}</Badge> },
+  { header: "From", cell: (e) => shortTime(e.startsAt) },
+  { header: "Until", cell: (e) => (e.endsAt ? shortTime(e.endsAt) : "no end") },
+  { header: "Granted by", cell: (e) => e.grantedBy },
+  { header: "Reason", cell: (e) => e.reason ?? "" },
+];
+
 export function EligibilityTab() {
-  const { items, error, reload } = useList<EligibilityDto>("/v1/eligibilities");
-  const [editing, setEditing] = useState<EligibilityDto | "new" | null>(null);
-  const [removing, setRemoving] = useState<EligibilityDto | null>(null);
-  const write = canWriteCatalog();
-  const who = (e: EligibilityDto) => (e.principal ? `user ${e.principal}` : `group ${e.group ?? "?"}`);
   return (
-    <Stack>
-      <Group justify="space-between">
-        <Text c="dimmed" size="sm">
-          Who may ask for a role. Eligibility is not access: activation still follows the role&apos;s policy.
-        </Text>
-        {write && <Button onClick={() => setEditing("new")}>New eligibility</Button>}
-      </Group>
-      <FormAlert message={error} />
-      <Table.ScrollContainer minWidth={820}>
-        <Table striped highlightOnHover>
-          <Table.Thead>
-            <Table.Tr>
-              <Table.Th>Role</Table.Th>
-              <Table.Th>Who</Table.Th>
-              <Table.Th>Status</Table.Th>
-              <Table.Th>From</Table.Th>
-              <Table.Th>Until</Table.Th>
-              <Table.Th>Granted by</Table.Th>
-              <Table.Th>Reason</Table.Th>
-              {write && <Table.Th>Actions</Table.Th>}
-            </Table.Tr>
-          </Table.Thead>
-          <Table.Tbody>
-            {items?.map((e) => (
-              <Table.Tr key={e.id}>
-                <Table.Td fw={600}>{e.role}</Table.Td>
-                <Table.Td>{who(e)}</Table.Td>
-                <Table.Td>
-                  <Badge {...toneProps(STATUS_TONE[e.status])}>{e.status}</Badge>
-                </Table.Td>
-                <Table.Td>{shortTime(e.startsAt)}</Table.Td>
-                <Table.Td>{e.endsAt ? shortTime(e.endsAt) : "no end"}</Table.Td>
-                <Table.Td>{e.grantedBy}</Table.Td>
-                <Table.Td>{e.reason ?? ""}</Table.Td>
-                {write && (
-                  <RowActions
-                    subject={`eligibility of ${who(e)} for ${e.role}`}
-                    onEdit={() => setEditing(e)}
-                    onDelete={() => setRemoving(e)}
-                    deleteVerb="Remove"
-                  />
-                )}
-              </Table.Tr>
-            ))}
-          </Table.Tbody>
-        </Table>
-      </Table.ScrollContainer>
-      {items?.length === 0 && <Text c="dimmed">Nobody is eligible for any role yet.</Text>}
-      {editing && (
-        <EligibilityForm
-          eligibility={editing === "new" ? null : editing}
-          onClose={() => setEditing(null)}
-          onSaved={() => {
-            setEditing(null);
-            void reload();
-          }}
-        />
-      )}
-      {removing && (
-        <ConfirmDelete
-          title="Remove eligibility"
-          what={`${who(removing)} will no longer be able to ask for ${removing.role}. Active activations are not ended by this.`}
-          confirmLabel="Remove eligibility"
-          onConfirm={async () => {
-            await api("DELETE", `/v1/eligibilities/${removing.id}`, {});
-            await reload();
-          }}
-          onClose={() => setRemoving(null)}
-        />
-      )}
-    </Stack>
+    <CatalogList<EligibilityDto>
+      noun="eligibility"
+      path="/v1/eligibilities"
+      intro="Who may ask for a role. Eligibility is not access: activation still follows the role's policy."
+      first={{ header: "Role", cell: (e) => e.role }}
+      columns={COLUMNS}
+      subject={(e) => `eligibility of ${who(e)} for ${e.role}`}
+      deleteWhat={(e) =>
+        `${who(e)} will no longer be able to ask for ${e.role}. Active activations are not ended by this.`
+      }
+      removal={{ verb: "Remove", url: (e) => `/v1/eligibilities/${e.id}`, title: () => "Remove eligibility", body: {} }}
+      empty="Nobody is eligible for any role yet."
+      minWidth={820}
+      Form={EligibilityForm}
+    />
   );
 }
 
-function EligibilityForm({
-  eligibility,
-  onClose,
-  onSaved,
-}: {
-  eligibility: EligibilityDto | null;
-  onClose: () => void;
-  onSaved: () => void;
-}) {
+function EligibilityForm({ item: eligibility, onClose, onSaved }: FormProps<EligibilityDto>) {
   const roles = useList<RoleDto>("/v1/roles").items ?? [];
   const [role, setRole] = useState<string | null>(eligibility?.role ?? null);
   const [kind, setKind] = useState<"user" | "group">(eligibility?.group ? "group" : "user");

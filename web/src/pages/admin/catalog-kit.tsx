@@ -29,19 +29,47 @@ export interface FormProps<T> {
   onSaved: () => void;
 }
 
-/** The list of one kind of catalog object (targets, roles, policies) with its New, Edit and Delete. */
-export function CatalogList<T extends { id: string; name: string }>(props: {
+/** How a list removes an item, when not by `DELETE {path}/{name}` under the word "Delete". */
+export interface Removal<T> {
+  /** The action's word: "Remove". */
+  verb: string;
+  /** The item's URL, e.g. by its id. */
+  url: (item: T) => string;
+  /** The dialog's title. */
+  title: (item: T) => string;
+  /** The request's body, if the API wants one. */
+  body?: unknown;
+}
+
+/** The list of one kind of catalog object (targets, roles, policies, eligibility) with its New, Edit and Delete. */
+export function CatalogList<T extends { id: string }>(props: {
   /** "target", "role", "policy": used in button names, titles and the empty text. */
   noun: string;
   /** The API's collection, e.g. /v1/targets. */
   path: string;
   intro: string;
+  /** The first, bold column (default: Name, the item's `name`). */
+  first?: Column<T>;
   columns: Column<T>[];
+  /** How a row is named to screen readers and in titles (default: "{noun} {name}"). */
+  subject?: (item: T) => string;
   /** What deleting it removes and when the server refuses, in a sentence. */
   deleteWhat: (item: T) => string;
+  removal?: Removal<T>;
+  /** Said when the list is empty (default: "No {nouns} yet."). */
+  empty?: string;
+  minWidth?: number;
   Form: (props: FormProps<T>) => ReactNode;
 }) {
   const { noun, path, Form } = props;
+  const nameOf = (item: T) => (item as { name?: string }).name ?? item.id;
+  const first = props.first ?? { header: "Name", cell: nameOf };
+  const subject = props.subject ?? ((item: T) => `${noun} ${nameOf(item)}`);
+  const removal: Removal<T> = props.removal ?? {
+    verb: "Delete",
+    url: (item) => `${path}/${encodeURIComponent(nameOf(item))}`,
+    title: (item) => `Delete ${subject(item)}`,
+  };
   const { items, error, reload } = useList<T>(path);
   const [editing, setEditing] = useState<T | "new" | null>(null);
   const [deleting, setDeleting] = useState<T | null>(null);
@@ -55,11 +83,11 @@ export function CatalogList<T extends { id: string; name: string }>(props: {
         {write && <Button onClick={() => setEditing("new")}>New {noun}</Button>}
       </Group>
       <FormAlert message={error} />
-      <Table.ScrollContainer minWidth={760}>
+      <Table.ScrollContainer minWidth={props.minWidth ?? 760}>
         <Table striped highlightOnHover>
           <Table.Thead>
             <Table.Tr>
-              <Table.Th>Name</Table.Th>
+              <Table.Th>{first.header}</Table.Th>
               {props.columns.map((c) => (
                 <Table.Th key={c.header}>{c.header}</Table.Th>
               ))}
@@ -69,15 +97,16 @@ export function CatalogList<T extends { id: string; name: string }>(props: {
           <Table.Tbody>
             {items?.map((item) => (
               <Table.Tr key={item.id}>
-                <Table.Td fw={600}>{item.name}</Table.Td>
+                <Table.Td fw={600}>{first.cell(item)}</Table.Td>
                 {props.columns.map((c) => (
                   <Table.Td key={c.header}>{c.cell(item)}</Table.Td>
                 ))}
                 {write && (
                   <RowActions
-                    subject={`${noun} ${item.name}`}
+                    subject={subject(item)}
                     onEdit={() => setEditing(item)}
                     onDelete={() => setDeleting(item)}
+                    deleteVerb={removal.verb}
                   />
                 )}
               </Table.Tr>
@@ -85,7 +114,7 @@ export function CatalogList<T extends { id: string; name: string }>(props: {
           </Table.Tbody>
         </Table>
       </Table.ScrollContainer>
-      {items?.length === 0 && <Text c="dimmed">No {plural(noun)} yet.</Text>}
+      {items?.length === 0 && <Text c="dimmed">{props.empty ?? `No ${plural(noun)} yet.`}</Text>}
       {editing && (
         <Form
           item={editing === "new" ? null : editing}
@@ -98,11 +127,11 @@ export function CatalogList<T extends { id: string; name: string }>(props: {
       )}
       {deleting && (
         <ConfirmDelete
-          title={`Delete ${noun} ${deleting.name}`}
+          title={removal.title(deleting)}
           what={props.deleteWhat(deleting)}
-          confirmLabel={`Delete ${noun}`}
+          confirmLabel={`${removal.verb} ${noun}`}
           onConfirm={async () => {
-            await api("DELETE", `${path}/${encodeURIComponent(deleting.name)}`);
+            await api("DELETE", removal.url(deleting), removal.body);
             await reload();
           }}
           onClose={() => setDeleting(null)}
