@@ -2,6 +2,7 @@
  * Events from the text and columns verify and reads get from `audit_events` (`audit.store.ts` writes the
  * SQL): pure, no database, so a verify worker thread (`audit.verify-worker.ts`) loads only this and the rules.
  */
+import { canonicalDetails } from "./audit.rules.js";
 import type { AuditEvent } from "./audit.types.js";
 
 /**
@@ -84,4 +85,37 @@ export function decodeVerifyRow(text: string): AuditEvent | undefined {
     hash: f[13]!,
     details: JSON.parse(f[15]!) as Record<string, unknown>,
   });
+}
+
+/** A character JSON escapes, or a surrogate, but not `FIELD` (a field holding that does not split into 16). */
+// eslint-disable-next-line no-control-regex -- control characters are what JSON escapes
+const ESCAPED_BUT_FIELD = /["\\\u0000-\u001e\ud800-\udfff]/;
+
+/** A nullable field as the canonical JSON writes it (no escape needed: checked by the caller). */
+const maybe = (nulls: number, bit: number, text: string) => (nulls & bit ? "null" : `"${text}"`);
+
+/**
+ * The event of a `VERIFY_ROW` text as `canonicalEvent(decodeVerifyRow(text))` writes it, with its seq,
+ * stored previous hash and hash; straight from the fields, no event object, and one escape test for the
+ * whole row but its details instead of one per field (verify's worker threads: their hot loop).
+ * Undefined when that shortcut does not apply (a field JSON escapes, a seq that is not a safe integer, a
+ * row that does not decode without doubt): the caller then decodes the row as `decodeVerifyRow` does.
+ */
+export function canonicalOfRow(
+  text: string,
+): { canonical: string; seq: number; prevHash: string; hash: string } | undefined {
+  const f = text.split(FIELD);
+  if (f.length !== 16) return undefined;
+  const nulls = Number(f[14]);
+  const seq = Number(f[0]);
+  const details = f[15]!;
+  if (!(nulls < 64) || !Number.isSafeInteger(seq)) return undefined;
+  if (ESCAPED_BUT_FIELD.test(text.slice(0, text.length - details.length))) return undefined;
+  const canonical =
+    `{"action":"${f[5]}","actor":"${f[3]}","actorId":${maybe(nulls, 1, f[4]!)},` +
+    `"correlationId":${maybe(nulls, 8, f[9]!)},"details":${canonicalDetails(JSON.parse(details) as Record<string, unknown>)},` +
+    `"id":"${f[1]}","outcome":"${f[7]}","prevHash":"${f[12]}","reason":${maybe(nulls, 4, f[8]!)},"seq":${seq},` +
+    `"sourceIp":${maybe(nulls, 16, f[10]!)},"subject":${maybe(nulls, 2, f[6]!)},"time":"${eventTime(f[2]!)}",` +
+    `"userAgent":${maybe(nulls, 32, f[11]!)}}`;
+  return { canonical, seq, prevHash: f[12]!, hash: f[13]! };
 }

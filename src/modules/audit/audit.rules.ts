@@ -127,7 +127,7 @@ export function canonicalJson(value: unknown, depth = 0): string | undefined {
  * already: JSON.stringify writes them as the general canonicalizer would, at a fraction of its cost.
  * Others are written by `canonicalJson`; what it leaves goes through the canonicalizer.
  */
-function canonicalDetails(details: Record<string, unknown>): string {
+export function canonicalDetails(details: Record<string, unknown>): string {
   const canonical = writtenInOrder(details)
     ? JSON.stringify(details)
     : (canonicalJson(details) ?? canonicalize(details));
