@@ -1,0 +1,313 @@
+/**
+ * Provisioning: the requests service's hook (a grant to provision or revoke, in its transaction), the
+ * provisioning job, and a minted login's password (made and sealed once per grant; read back by its holder).
+ */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import { StintError } from "../../lib/errors.js";
+import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import { type Actor, type CallContext } from "../authz/authz.types.js";
+import { targetConfig } from "../catalog/catalog.store.js";
+import { ConnectorError, loginFor, type Connector, type MintedPassword } from "../connectors/index.js";
+import { outboxStore } from "../outbox/index.js";
+import { generateValue } from "../vault/vault.crypto.js";
+import { asConnectorError, problemsOf, type GrantContext } from "./grants.context.js";
+import { targetLane } from "./grants.lanes.js";
+import * as grantStore from "./grants.store.js";
+import { isDynamic, JOB, mintedLogin } from "./grants.types.js";
+
+/**
+ * Attempts a provisioning row has beyond the provisioning's own budget. The runner dead-letters a row whose last
+ * allowed attempt died (its node crashed), which would leave the grant `provisioning` for good, and perhaps the
+ * privilege at the target. These attempts never call the target: they fail the activation and queue the removal
+ * of what the attempt that died may have left. Two, so a node dying while settling is settled too.
+ */
+const SETTLING_ATTEMPTS = 2;
+/** A minted login's own VALID UNTIL, past the activation's end: a safety net if Stint cannot drop it in time. */
+const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
+
+export function createProvisioning(ctx: GrantContext) {
+  const {
+    deps,
+    store,
+    audit,
+    clock,
+    outbox,
+    logger,
+    provisionAttempts,
+    revokeAttempts,
+    provisionSettleMs,
+    connectorTarget,
+    call,
+  } = ctx;
+
+  // -------------------------------------------------------------------------
+  // The requests service's hook: a grant must be provisioned or revoked
+
+  async function onGrant(
+    tx: Kysely<Database>,
+    change: { grantId: string; requestId: string; action: "provision" | "revoke" },
+  ): Promise<void> {
+    if (change.action === "provision") {
+      // In the submit's transaction: its entitlement, target and principal in one read, and the lane given (the
+      // wrapper would read the target again).
+      const grant = await grantStore.grantLoginInputs(tx, change.grantId);
+      if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
+      const mapped = isDynamic(grant.entitlement)
+        ? { login: mintedLogin(grant.principal_name) }
+        : loginFor(targetConfig(grant.target_config).identity, {
+            name: grant.principal_name,
+            email: grant.principal_email,
+          });
+      if ("login" in mapped) await grantStore.setGrantLogin(tx, change.grantId, mapped.login);
+      await outbox.enqueue(tx, {
+        kind: JOB.provision,
+        idempotencyKey: `provision:${change.grantId}`,
+        payload: { grantId: change.grantId, maxAttempts: provisionAttempts },
+        maxAttempts: provisionAttempts + SETTLING_ATTEMPTS,
+        lane: targetLane(grant.target_id),
+        // Run by this node's runner the moment the submit commits: no NOTIFY round, no claim of its own.
+        runAfterCommit: true,
+      });
+      return;
+    }
+    await outbox.enqueue(tx, {
+      kind: JOB.revoke,
+      idempotencyKey: `revoke:${change.grantId}`,
+      payload: { grantId: change.grantId },
+      maxAttempts: revokeAttempts,
+    });
+    // Ended while its provisioning is still to run or running: that attempt may change the target after the
+    // revocation above has run, and its node may die before it says so. A second revocation, due once the
+    // attempt's lease is over, commits here with the end, so no crash anywhere can lose it (issue 13 finding 2).
+    const provision = await outboxStore.findByIdempotencyKey(tx, `provision:${change.grantId}`);
+    if (provision && (provision.status === "pending" || provision.status === "running")) {
+      const now = clock.now().getTime();
+      const leaseEnd = Math.max(now, provision.lockedUntil?.getTime() ?? now);
+      await outbox.enqueue(tx, {
+        kind: JOB.revoke,
+        idempotencyKey: `revoke:${change.grantId}:provision-in-flight`,
+        payload: { grantId: change.grantId, force: true, after: "the activation ended while it was being provisioned" },
+        maxAttempts: revokeAttempts,
+        notBefore: new Date(leaseEnd + provisionSettleMs),
+      });
+    }
+    await failpoint("grant.end.before-commit");
+  }
+
+  /** A forced revocation, due now: the privilege may be at the target although the grant has ended. */
+  async function revokeAfterProvisioning(grantId: string, key: string, after: string): Promise<void> {
+    await store.transaction((tx) =>
+      outbox.enqueue(tx, {
+        kind: JOB.revoke,
+        idempotencyKey: `revoke:${grantId}:${key}`,
+        payload: { grantId, force: true, after },
+        maxAttempts: revokeAttempts,
+      }),
+    );
+  }
+
+  // -------------------------------------------------------------------------
+  // Outbox handlers
+
+  async function provisionJob(payload: Record<string, unknown>, attempt: number, signal: AbortSignal) {
+    const grantId = String(payload.grantId);
+    const maxAttempts = Number(payload.maxAttempts ?? provisionAttempts);
+    // The grant, its target, the target's credential and a stored password: one statement.
+    let read = await grantStore.grantToProvision(store.db, grantId);
+    if (!read) return;
+    let grant = read.grant;
+    if (grant.state === "provisioning" && attempt > maxAttempts) {
+      // Its budget is spent and the last attempt stopped before finishing (its node died, or it overran its
+      // lease), perhaps after the target call: fail the activation, then (below) leave a revocation behind.
+      logger.warn({ grantId, attempt }, "provisioning settled: its last attempt stopped before finishing");
+      await deps.requests.provisionFailed(grantId, "its last provisioning attempt stopped before finishing");
+      read = await grantStore.grantToProvision(store.db, grantId);
+      if (!read) return;
+      grant = read.grant;
+    }
+    if (grant.state !== "provisioning") {
+      // A retry: an earlier attempt may have changed the target and died before saying so. If the grant has
+      // ended meanwhile, leave a revocation behind before returning (active grants are revoked when they end).
+      if (attempt > 1 && grant.login !== null && grant.state !== "active")
+        await revokeAfterProvisioning(grantId, `before-attempt:${attempt}`, "an earlier provisioning attempt stopped");
+      return;
+    }
+    const targetRow = read.target;
+    if (grant.login === null) {
+      const mapped = loginFor(targetConfig(targetRow.config).identity, {
+        name: grant.principal_name,
+        email: grant.principal_email,
+      });
+      await deps.requests.provisionFailed(grantId, "problem" in mapped ? mapped.problem : "no login could be mapped");
+      return;
+    }
+    const login = grant.login;
+    const entitlement = grant.entitlement as Record<string, unknown>;
+    await failpoint("grant.provision.before-target");
+    try {
+      const { connector, target } = await connectorTarget(store.db, targetRow, read.targetSecret);
+      problemsOf(connector.checkLogin(login), `the login ${login}`);
+      if (isDynamic(entitlement)) {
+        if (!connector.createLogin || !deps.vault)
+          throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
+        const minted = await dynamicPassword(grantId, login, read.credential, connector);
+        const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
+        const createLogin = (password: string) =>
+          call(connector.kind, "create_login", () =>
+            connector.createLogin!(
+              target,
+              {
+                login,
+                password,
+                entitlement,
+                validUntil,
+                ...(minted.prepared?.password === password ? { minted: minted.prepared } : {}),
+              },
+              { signal, operationId: `provision:${grantId}` },
+            ),
+          );
+        // A new password's insert commits while the target creates the login (its commit is off the critical
+        // path); both have finished, and succeeded, before the activation. A login made with a password that
+        // is then not stored is harmless: the retry seals a new one and createLogin sets it on the login it
+        // made (both connectors), and a grant that fails or ends has its login dropped whatever its password.
+        const [storing, creating] = await Promise.allSettled([
+          minted.stored.then(async (winner) => {
+            await failpoint("grant.provision.after-credential");
+            return winner;
+          }),
+          createLogin(minted.password),
+        ]);
+        if (storing.status === "rejected") throw storing.reason;
+        if (creating.status === "rejected") throw creating.reason;
+        // Another worker stored its password first: the login gets that one (that worker sets it too).
+        if (storing.value !== null) await createLogin(storing.value);
+      } else {
+        await call(connector.kind, "provision", () =>
+          connector.provision(target, { login, entitlement }, { signal, operationId: `provision:${grantId}` }),
+        );
+      }
+    } catch (error) {
+      if (error instanceof FailpointCrash) throw error;
+      const failure = asConnectorError(error);
+      if (failure.reason === "refused" || attempt >= maxAttempts) {
+        await deps.requests.provisionFailed(
+          grantId,
+          failure.reason === "refused" ? failure.message : `the target did not answer: ${failure.message}`,
+        );
+        if (failure.reason === "refused") return;
+        // A call that timed out or lost its connection may still have changed the target: take it away.
+        await failpoint("grant.provision.after-give-up");
+        await revokeAfterProvisioning(grantId, `after-attempt:${attempt}`, "the provisioning did not finish");
+        return;
+      }
+      await grantStore.recordGrantFailure(
+        store.db,
+        { id: grantId, state: "provisioning" },
+        failure.message,
+        clock.now(),
+        null,
+      );
+      throw failure;
+    }
+    await failpoint("grant.provision.after-target");
+    if (!(await deps.requests.provisioned(grantId, { login }))) {
+      // The activation ended while the target was being changed: take the privilege away again.
+      await failpoint("grant.provision.before-follow-up");
+      await revokeAfterProvisioning(
+        grantId,
+        `after-attempt:${attempt}`,
+        "provisioning finished after the activation ended",
+      );
+    }
+  }
+
+  /**
+   * The minted login's password: made and sealed once per grant, so a retry creates the same login.
+   * `stored`: the sealed password the attempt read with its grant (null: none yet). Returns the password to
+   * create the login with and the storing of a new one (already done for a stored one): null once stored, or
+   * the password another worker stored first, which the login must have instead.
+   */
+  async function dynamicPassword(
+    grantId: string,
+    login: string,
+    stored: grantStore.StoredCredential | null,
+    connector: Pick<Connector, "mintPassword">,
+  ): Promise<{ password: string; stored: Promise<string | null>; prepared?: MintedPassword }> {
+    const vault = deps.vault!;
+    const bound = `grant:${grantId}`;
+    const openSealed = (row: grantStore.StoredCredential) =>
+      vault.openValue(bound, { ciphertext: row.ciphertext, wrappedKey: row.wrapped_key, kekVersion: row.kek_version });
+    if (stored) return { password: await openSealed(stored), stored: Promise.resolve(null) };
+    // The connector's own minting where it has one: the target-side form (a SCRAM secret) is ready already.
+    const prepared = connector.mintPassword?.(() => generateValue(32));
+    const password = prepared?.password ?? generateValue(32);
+    let sealed: Awaited<ReturnType<typeof vault.sealValue>>;
+    try {
+      sealed = await vault.sealValue(bound, password);
+    } catch (error) {
+      // A sealed vault is an outage for this activation: retried, and failed in the end if it stays sealed.
+      if (error instanceof StintError) throw new ConnectorError("unavailable", `the vault: ${error.message}`);
+      throw error;
+    }
+    const storing = (async () => {
+      await failpoint("grant.provision.before-credential");
+      if (await grantStore.insertCredential(store.db, { grantId, login, ...sealed, now: clock.now() })) return null;
+      // Another worker stored one first: the stored one is the login's password.
+      return openSealed((await grantStore.findCredential(store.db, grantId))!);
+    })();
+    // Awaited by the caller (allSettled); never an unhandled rejection meanwhile.
+    storing.catch(() => undefined);
+    return { password, stored: storing, ...(prepared ? { prepared } : {}) };
+  }
+
+  return {
+    onGrant,
+    provisionJob,
+
+    /**
+     * The minted login of the caller's active activation of a role (`dynamic: true`), with where to connect.
+     * Audited; the password never is.
+     */
+    async credentials(actor: Actor, context: CallContext, roleName: string) {
+      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      const now = clock.now();
+      const grant = await grantStore.activeGrantOf(store.db, actor.id, roleName, now);
+      if (!grant || !isDynamic(grant.entitlement) || !deps.vault)
+        throw new StintError(
+          "NOT_ACTIVE",
+          `You have no active activation of ${roleName} with database credentials (a role with dynamic: true).`,
+        );
+      // The sealed password came with the grant (null columns while it is not stored yet).
+      if (grant.ciphertext === null || grant.credential_login === null)
+        throw new StintError("NOT_ACTIVE", `The credentials of ${roleName} are still being made.`);
+      const stored = { login: grant.credential_login };
+      const password = await deps.vault.openValue(`grant:${grant.id}`, {
+        ciphertext: grant.ciphertext,
+        wrappedKey: grant.wrapped_key!,
+        kekVersion: grant.kek_version!,
+      });
+      const url = new URL(grant.address ?? "");
+      const defaultPort = grant.target_kind === "postgres" ? 5432 : 3306;
+      const read: AuditInput = {
+        action: "grant.credentials_read",
+        outcome: "success",
+        subject: `grant:${grant.id}`,
+        details: { role: roleName, target: grant.target_name, login: stored.login },
+      };
+      // The event has committed before the password is returned. With a background sequencer its one INSERT
+      // commits on its own (no BEGIN and COMMIT round trips); chaining inline needs its transaction.
+      if (audit.sequencing === "background") await audit.append(store.db, actor, context, read);
+      else await audit.record(actor, context, read);
+      return {
+        host: url.hostname,
+        port: url.port ? Number(url.port) : defaultPort,
+        database: decodeURIComponent(url.pathname.replace(/^\//, "")) || null,
+        user: stored.login,
+        password,
+        expiresAt: new Date(grant.expires_at!).toISOString(),
+      };
+    },
+  };
+}
