@@ -7,12 +7,10 @@ import tseslint from "typescript-eslint";
  */
 const OVER_600_LINES = [
   "src/modules/requests/requests.service.ts",
-  "src/modules/grants/grants.service.ts",
   "src/modules/vault/vault.service.ts",
   "src/modules/sessions/sessions.service.ts",
   "src/proxies/ssh/ssh-proxy.ts",
   "src/modules/identity/identity.service.ts",
-  "src/modules/connectors/postgres/postgres.connector.ts",
   "src/modules/requests/requests.store.ts",
   "src/cli/commands/access.ts",
   "src/modules/connectors/mysql/mysql.connector.ts",
@@ -20,7 +18,6 @@ const OVER_600_LINES = [
   "src/db/schema.ts",
   "src/server.ts",
   "src/modules/sso/sso.service.ts",
-  "src/modules/grants/grants.store.ts",
 ];
 
 export default tseslint.config(
