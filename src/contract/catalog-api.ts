@@ -83,6 +83,11 @@ export const target = z.object({
   credential: z.object({ secret: z.string(), stored: z.boolean() }).nullable(),
   identity: z.object({ template: z.string(), map: z.record(z.string(), z.string()) }),
   options: z.record(z.string(), z.unknown()),
+  /**
+   * What the definition weakens (TLS off towards another host, an unchecked certificate, a weaker sign-in opted
+   * into), one sentence each, as `stint diff`/`apply` note them; empty when nothing.
+   */
+  warnings: z.array(z.string()),
   createdAt: isoTime,
   updatedAt: isoTime,
 });

@@ -24,6 +24,7 @@ import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql
 import { signInUpstream, UpstreamFailure } from "../../src/proxies/mysql/mysql-upstream.js";
 import { CLIENT, PROXY_CAPABILITIES } from "../../src/proxies/mysql/mysql-wire.js";
 import { connectTcp } from "../../src/proxies/pg/wire-stream.js";
+import { MARIADB_URL } from "../../src/testing/mariadb.js";
 import { createTestCa } from "../../src/testing/postgres-instance.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
@@ -213,6 +214,35 @@ describe("MariaDB/MySQL proxy: TLS towards the server", () => {
       await tap.close();
     }
   }, 30_000);
+
+  it("a target in clear towards another host carries a warning: in the API's answer and in the plan", async () => {
+    const clear = "sslmode=disable: Stint talks to this database in clear";
+    const body = { name: "far-db", kind: "mysql", address: "mysql://stint_admin@db.example.com:3306?sslmode=disable" };
+    const created = await h.admin("POST", "/v1/targets", body);
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    expect(created.body.warnings).toEqual([expect.stringContaining(clear)]);
+    const verified = await h.admin("PUT", "/v1/targets/far-db", {
+      ...body,
+      address: "mysql://stint_admin@db.example.com",
+    });
+    expect(verified.status, JSON.stringify(verified.body)).toBe(200);
+    expect(verified.body.warnings).toEqual([]);
+    const unchecked = await h.admin("PUT", "/v1/targets/far-db", {
+      ...body,
+      address: `${body.address.split("?")[0]}?sslmode=require`,
+    });
+    expect(unchecked.body.warnings).toEqual([expect.stringContaining("the server certificate is not checked")]);
+    const plan = await h.admin("POST", "/v1/config/diff", {
+      yaml: `apiVersion: stint/v1\ntargets:\n  - name: far-db\n    kind: mysql\n    address: ${body.address}\n`,
+    });
+    expect(plan.status, JSON.stringify(plan.body)).toBe(200);
+    expect(plan.body.notes).toContainEqual(expect.stringContaining(`warning: target far-db: ${clear}`));
+    // The machine's own MariaDB in clear is not warned about: loopback traffic does not leave the machine.
+    const near = await h.admin("POST", "/v1/targets", { ...body, name: "near-db", address: MARIADB_URL });
+    expect(near.status, JSON.stringify(near.body)).toBe(201);
+    expect(near.body.warnings).toEqual([]);
+    for (const name of ["far-db", "near-db"]) expect((await h.admin("DELETE", `/v1/targets/${name}`)).status).toBe(200);
+  });
 });
 
 /** signInUpstream towards the machine's MariaDB (SSL off) with `tls`, recording every byte the proxy writes. */

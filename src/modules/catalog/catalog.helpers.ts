@@ -17,7 +17,7 @@ import * as catalogStore from "./catalog.store.js";
 import { checkCustody, type CustodyCheck } from "./custody.js";
 import { endpointOf } from "./custody.rules.js";
 import { DEFAULT_IDENTITY } from "../../contract/catalog-api.js";
-import { entitlementProblems, targetProblems } from "../connectors/index.js";
+import { entitlementProblems, targetProblems, targetWarnings } from "../connectors/index.js";
 import type { CatalogState, Change, DesiredCatalog, Path, PathProblem, ReviewState } from "./catalog.types.js";
 
 /** Thrown inside the apply transaction to roll back a plan that is held (never leaves the service). */
@@ -151,6 +151,7 @@ export function targetDto(row: catalogStore.TargetRow, storedSecrets: ReadonlyMa
       : null,
     identity: config.identity,
     options: config.options,
+    warnings: targetWarnings({ kind: row.kind, address: row.address, options: config.options }),
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
   };
