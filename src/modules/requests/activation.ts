@@ -1,0 +1,387 @@
+/**
+ * The steps that start and end activations, shared by the use cases: approve then grant (people, a timeout, a
+ * policy without stages, an extension), the start of a request written already approved (`started`), the end
+ * of activations set-based (`endMany`), and ending what lost its basis.
+ */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import { formatDuration } from "../../lib/duration.js";
+import { newId } from "../../lib/ids.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import { windowProblemAtActivation } from "./policy.rules.js";
+import { assertTransition, stageDeadline } from "./requests.rules.js";
+import * as requestStore from "./requests.store.js";
+import { createRequestTiming } from "./timing.js";
+import { waitsForStart } from "./timing.rules.js";
+import { iso, type RequestContext } from "./request-context.js";
+
+/** The shared context with the activation steps: what each use case file receives. */
+export function createRequestCore(ctx: RequestContext) {
+  const { deps, store, audit, clock, index, emit, tellActive, lostBasis, loadPolicy } = ctx;
+
+  /** A request that has not started (pending, approved) ends as cancelled, with the reason and who ended it. */
+  async function cancelUnstarted(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    assertTransition(row.state, "cancelled");
+    await tx
+      .updateTable("activation_requests")
+      .set({
+        state: "cancelled",
+        ended_at: now,
+        end_reason: reason,
+        ended_by: by,
+        stage_deadline: null,
+        updated_at: now,
+      })
+      .where("id", "=", row.id)
+      .execute();
+    await emit(tx, {
+      type: "cancelled",
+      requestId: row.id,
+      role: row.role_name,
+      requester: row.requester_name,
+      reason,
+      by,
+    });
+    return [
+      {
+        action: "request.cancelled",
+        outcome: "success",
+        subject: `request:${row.id}`,
+        reason,
+        details: {
+          role: row.role_name,
+          requester: row.requester_name,
+          ...(row.extends_request_id ? { extends: row.extends_request_id } : {}),
+        },
+      },
+    ];
+  }
+
+  /**
+   * Ends every open activation in `scope` whose requester lost what it stood on (account, eligibility):
+   * pending ones are cancelled, active and provisioning ones revoked (at the target through the outbox).
+   * Runs inside the transaction that took the basis away, so nothing outlives it even for a moment.
+   */
+  async function endWithoutBasis(
+    tx: Kysely<Database>,
+    scope: { principalIds?: string[]; roleIds?: string[] },
+    cause: { by: string; reason?: string },
+    now: Date,
+  ): Promise<AuditInput[]> {
+    if (scope.principalIds?.length === 0 || scope.roleIds?.length === 0) return [];
+    const events: AuditInput[] = [];
+    for (const { id } of await requestStore.lockOpenActivations(tx, scope)) {
+      const row = (await requestStore.findRequest(tx, id))!;
+      const lost = await lostBasis(tx, row, now);
+      if (!lost) continue;
+      const reason = cause.reason ? `${lost}: ${cause.reason}` : lost;
+      if (row.state === "pending" || row.state === "approved")
+        events.push(...(await cancelUnstarted(tx, row, reason, cause.by, now)));
+      else events.push(...(await end(tx, row, "revoked", reason, cause.by, now)));
+    }
+    return events;
+  }
+
+  /** Approved: an extension moves its parent's expiry; an activation becomes active (or provisioning at a real target). */
+  async function grant(tx: Kysely<Database>, row: requestStore.RequestRow, now: Date): Promise<AuditInput[]> {
+    const subject = `request:${row.id}`;
+    // Whatever approved it (people, a timeout, a policy without stages), nothing starts without its basis.
+    const lost = await lostBasis(tx, row, now);
+    if (lost) return cancelUnstarted(tx, row, lost, "system", now);
+    // Approved ahead: it stays approved until the scheduler starts it (`timing.ts`), windows checked then.
+    if (!row.extends_request_id && waitsForStart(row, now))
+      return [
+        {
+          action: "request.scheduled",
+          outcome: "success",
+          subject: `request:${row.id}`,
+          details: { role: row.role_name, requester: row.requester_name, startAt: iso(row.start_at) },
+        },
+      ];
+    // A deny rule holds at activation too: a timeout that approves after the window closed activates nothing.
+    const closed = windowProblemAtActivation(await loadPolicy({ policy_spec: row.policy_snapshot }), now);
+    if (closed) return cancelUnstarted(tx, row, `outside the role's activation windows: ${closed}`, "system", now);
+    if (row.extends_request_id) {
+      const parent = await requestStore.lockRequest(tx, row.extends_request_id);
+      // An activation past its expiry has ended, even if the scheduler has not recorded it yet.
+      if (!parent || parent.state !== "active" || !parent.expires_at || new Date(parent.expires_at) <= now) {
+        await tx
+          .updateTable("activation_requests")
+          .set({
+            state: "cancelled",
+            end_reason: "the activation ended before the extension was approved",
+            updated_at: now,
+          })
+          .where("id", "=", row.id)
+          .execute();
+        return [
+          {
+            action: "request.cancelled",
+            outcome: "success",
+            subject,
+            reason: "the activation ended before the extension was approved",
+          },
+        ];
+      }
+      const expiresAt = new Date(new Date(parent.expires_at).getTime() + row.duration_ms);
+      await tx
+        .updateTable("activation_requests")
+        .set({ state: "approved", decided_at: now, updated_at: now })
+        .where("id", "=", row.id)
+        .execute();
+      await tx
+        .updateTable("activation_requests")
+        .set({ expires_at: expiresAt, extensions: parent.extensions + 1, expiring_notified_at: null, updated_at: now })
+        .where("id", "=", parent.id)
+        .execute();
+      await tellActive(tx, parent, new Date(parent.activated_at ?? now), expiresAt);
+      await emit(tx, {
+        type: "extended",
+        requestId: parent.id,
+        role: row.role_name,
+        requester: row.requester_name,
+        reason: row.reason,
+      });
+      return [
+        {
+          action: "request.extended",
+          outcome: "success",
+          subject: `request:${parent.id}`,
+          reason: row.reason,
+          details: {
+            extensionRequestId: row.id,
+            by: formatDuration(row.duration_ms),
+            expiresAt: expiresAt.toISOString(),
+            role: row.role_name,
+          },
+        },
+      ];
+    }
+    const grantId = newId();
+    if (row.target_kind === "internal") {
+      assertTransition("approved", "active");
+      const expiresAt = new Date(now.getTime() + row.duration_ms);
+      await tx
+        .updateTable("activation_requests")
+        .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
+        .where("id", "=", row.id)
+        .execute();
+      await tellActive(tx, row, now, expiresAt);
+      await tx
+        .insertInto("grants")
+        .values({
+          id: grantId,
+          request_id: row.id,
+          role_id: row.role_id,
+          principal_id: row.requester_id,
+          state: "active",
+          created_at: now,
+          updated_at: now,
+        })
+        .execute();
+      await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
+      return [
+        {
+          action: "request.activated",
+          outcome: "success",
+          subject,
+          details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
+        },
+      ];
+    }
+    await tx
+      .updateTable("activation_requests")
+      .set({ state: "provisioning", updated_at: now })
+      .where("id", "=", row.id)
+      .execute();
+    await tx
+      .insertInto("grants")
+      .values({
+        id: grantId,
+        request_id: row.id,
+        role_id: row.role_id,
+        principal_id: row.requester_id,
+        state: "provisioning",
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
+    await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
+    return [{ action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } }];
+  }
+
+  /**
+   * A request written already approved in its final state (`active` on the internal target, else
+   * `provisioning`) with its grant (`insertRequest`): the index's message (or the provisioning job) and the
+   * notification.
+   */
+  async function started(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    grantId: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    const active = row.state === "active";
+    const subject = `request:${row.id}`;
+    if (!active) {
+      await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
+      return [
+        { action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } },
+      ];
+    }
+    const expiresAt = new Date(row.expires_at!);
+    await tellActive(tx, row, now, expiresAt);
+    await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
+    return [
+      {
+        action: "request.activated",
+        outcome: "success",
+        subject,
+        details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
+      },
+    ];
+  }
+
+  /** Ends an active activation (expired, deactivated, revoked): the grant goes with it, exactly once. */
+  function end(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    state: "expired" | "deactivated" | "revoked",
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    return endMany(tx, [row], state, reason, by, now);
+  }
+
+  /**
+   * Ends activations (rows locked by the caller) in one set-based statement however many (the request rows,
+   * their grants, their pending extensions), then sends their messages in one statement each and returns
+   * their audit events, for one append.
+   */
+  async function endMany(
+    tx: Kysely<Database>,
+    rows: requestStore.RequestRow[],
+    state: "expired" | "deactivated" | "revoked",
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    if (rows.length === 0) return [];
+    for (const row of rows) assertTransition(row.state, state);
+    const done = await requestStore.endActivations(tx, { ids: rows.map((row) => row.id) }, { state, reason, by, now });
+    return ended(tx, done, state, reason, by, now);
+  }
+
+  /** What follows the end of activations (see `endActivations`): revocations, messages, audit events. */
+  async function ended(
+    tx: Kysely<Database>,
+    rows: requestStore.EndedRow[],
+    state: "expired" | "deactivated" | "revoked",
+    reason: string,
+    by: string,
+    now: Date,
+  ): Promise<AuditInput[]> {
+    if (rows.length === 0) return [];
+    // A real target is revoked through the outbox (Stint enforces internal roles itself: nothing to queue).
+    for (const row of rows)
+      if (row.grant_id && row.target_kind !== "internal")
+        await deps.onGrant?.(tx, { grantId: row.grant_id, requestId: row.id, action: "revoke" });
+    await index?.sendMany(
+      tx,
+      rows.map((row) => ({ t: "end", id: row.id })),
+    );
+    await deps.onEnded?.(
+      tx,
+      rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
+    );
+    await deps.onEvent?.(
+      tx,
+      rows.map((row) => ({
+        type: state,
+        requestId: row.id,
+        role: row.role_name,
+        requester: row.requester_name,
+        reason,
+        by,
+      })),
+    );
+    const events: AuditInput[] = [];
+    for (const row of rows) {
+      for (const id of row.cancelled)
+        events.push({
+          action: "request.cancelled",
+          outcome: "success",
+          subject: `request:${id}`,
+          reason: "the activation it would extend ended",
+          details: { role: row.role_name, extends: row.id },
+        });
+      events.push({
+        action: `request.${state}`,
+        outcome: "success",
+        subject: `request:${row.id}`,
+        reason,
+        details: {
+          role: row.role_name,
+          requester: row.requester_name,
+          activatedAt: iso(row.activated_at),
+          expiresAt: iso(row.expires_at),
+          endedAt: now.toISOString(),
+          lateByMs:
+            state === "expired" && row.expires_at ? now.getTime() - new Date(row.expires_at).getTime() : undefined,
+        },
+      });
+    }
+    return events;
+  }
+
+  async function moveToStage(tx: Kysely<Database>, row: requestStore.RequestRow, stageIndex: number, now: Date) {
+    const stages = requestStore.stagesOf(row);
+    await tx
+      .updateTable("activation_requests")
+      .set({ stage_index: stageIndex, stage_deadline: stageDeadline(stages[stageIndex], now), updated_at: now })
+      .where("id", "=", row.id)
+      .execute();
+  }
+
+  async function markApproved(tx: Kysely<Database>, requestId: string, now: Date) {
+    await tx
+      .updateTable("activation_requests")
+      .set({ state: "approved", decided_at: now, stage_deadline: null, updated_at: now })
+      .where("id", "=", requestId)
+      .execute();
+  }
+
+  /**
+   * Approved (by the last approver, a stage's timeout, or a policy without stages on an extension): the
+   * request is marked approved and starts (`grant`: basis, start time and windows checked again).
+   */
+  async function approveThenGrant(tx: Kysely<Database>, requestId: string, now: Date): Promise<AuditInput[]> {
+    await markApproved(tx, requestId, now);
+    return grant(tx, (await requestStore.findRequest(tx, requestId))!, now);
+  }
+
+  /** Pending requests past their time to live, requests approved ahead whose start came (`timing.ts`). */
+  const timing = createRequestTiming({ store, audit, clock, emit, grant });
+
+  return {
+    ...ctx,
+    cancelUnstarted,
+    endWithoutBasis,
+    grant,
+    approveThenGrant,
+    started,
+    end,
+    endMany,
+    moveToStage,
+    timing,
+  };
+}
+
+export type RequestCore = ReturnType<typeof createRequestCore>;

@@ -1,0 +1,197 @@
+/**
+ * An approver's decision on a pending request: recorded per stage, moving it on, denying it, or approving it
+ * (then it starts, `approveThenGrant`).
+ */
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import { can } from "../authz/authz.rules.js";
+import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
+import { windowProblemAtActivation } from "./policy.rules.js";
+import { applyDecision, currentApprovers, isNamedBy } from "./requests.rules.js";
+import * as requestStore from "./requests.store.js";
+import { expiredUndecided, isPendingPastTtl, waitsForStart } from "./timing.rules.js";
+import type { RequestCore } from "./activation.js";
+import { iso, Refusal, type RequestDto } from "./request-context.js";
+
+export function createDecide(core: RequestCore) {
+  const {
+    deps,
+    store,
+    audit,
+    clock,
+    emit,
+    refuse,
+    principalOf,
+    toDto,
+    lostBasis,
+    loadPolicy,
+    cancelUnstarted,
+    moveToStage,
+    approveThenGrant,
+    timing,
+  } = core;
+
+  return {
+    async decide(
+      actor: Actor,
+      requestId: string,
+      decision: "approve" | "deny",
+      reason: string | undefined,
+      context: CallContext,
+      /** The one-time token of a notification's decision link, when the decision came through one. */
+      linkToken?: string,
+    ): Promise<RequestDto> {
+      const principal = principalOf(actor);
+      if (decision === "deny" && !reason) throw new StintError("VALIDATION_FAILED", "A denial needs a reason.");
+      const action = decision === "approve" ? "request.approved" : "request.denied";
+      const outcome = await store.transaction(async (tx) => {
+        const now = clock.now();
+        const row = await requestStore.lockRequest(tx, requestId);
+        if (!row) return new Refusal("NOT_FOUND", "There is no such request.");
+        const approver = await requestStore.principalContext(tx, principal.id);
+        if (!approver) return new Refusal("UNAUTHENTICATED", "Sign in again.");
+        const decisions = await requestStore.decisionsOf(tx, row.id);
+        // Someone who is neither the requester nor an approver learns nothing about the request.
+        const mayKnow = () => {
+          const stage = requestStore.stagesOf(row)[row.stage_index];
+          const involved =
+            row.requester_id === approver.id ||
+            decisions.some((d) => d.approverId === approver.id) ||
+            (!!stage && isNamedBy(currentApprovers(stage), approver, row.requester_manager_id));
+          return involved || can(actor, "requests.read");
+        };
+        // Past its time to live a pending request takes no decision: whoever notices first expires it.
+        const lapsed = isPendingPastTtl(row, now);
+        if (lapsed || expiredUndecided(row)) {
+          if (lapsed) await audit.append(tx, SYSTEM, context, await timing.expireUndecided(tx, row, now));
+          const expiredAt = iso(lapsed ? row.pending_expires_at : row.ended_at);
+          return mayKnow()
+            ? new Refusal(
+                "REQUEST_EXPIRED",
+                `The request expired without a decision at ${expiredAt}; the requester must ask again.`,
+                { requestId, expiredAt },
+              )
+            : new Refusal("NOT_FOUND", "There is no such request.", { requestId });
+        }
+        const result = applyDecision(
+          requestStore.factsOf(row, decisions),
+          { id: approver.id, name: approver.name, groups: approver.groups },
+          decision,
+        );
+        if (!result.ok) {
+          const known = mayKnow();
+          return new Refusal(known ? result.code : "NOT_FOUND", known ? result.message : "There is no such request.", {
+            requestId,
+          });
+        }
+        if (decision === "approve" && result.result === "approved" && !waitsForStart(row, now)) {
+          // The approval that would activate it must fall inside the windows; nothing is recorded otherwise.
+          const closed = windowProblemAtActivation(await loadPolicy({ policy_spec: row.policy_snapshot }), now);
+          if (closed) return new Refusal("OUTSIDE_WINDOW", closed, { requestId });
+        }
+        if (decision === "approve") {
+          const lost = await lostBasis(tx, row, now);
+          if (lost) {
+            // The request cannot start any more: it ends here, and the approver hears why.
+            await audit.append(tx, SYSTEM, context, await cancelUnstarted(tx, row, lost, "system", now));
+            return new Refusal("REQUESTER_NOT_ELIGIBLE", `The request was cancelled: ${lost}.`, { requestId });
+          }
+        }
+        if (linkToken !== undefined) {
+          if (!deps.decisionLinks) return new Refusal("VALIDATION_FAILED", "Decision links are not enabled.");
+          try {
+            await deps.decisionLinks.consume(tx, linkToken, row.id, decision, approver.id);
+          } catch (error) {
+            if (error instanceof StintError) return new Refusal(error.code, error.message);
+            throw error;
+          }
+        }
+        await tx
+          .insertInto("request_decisions")
+          .values({
+            id: newId(),
+            request_id: row.id,
+            stage_index: row.stage_index,
+            approver_id: approver.id,
+            decision,
+            reason: reason ?? null,
+            decided_at: now,
+          })
+          .execute();
+        const subject = `request:${row.id}`;
+        const base = { role: row.role_name, requester: row.requester_name, stage: row.stage_index + 1 };
+        const events: AuditInput[] = [];
+        switch (result.result) {
+          case "denied":
+            await tx
+              .updateTable("activation_requests")
+              .set({ state: "denied", decided_at: now, stage_deadline: null, updated_at: now })
+              .where("id", "=", row.id)
+              .execute();
+            events.push({
+              action: "request.denied",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: base,
+            });
+            await emit(tx, {
+              type: "denied",
+              requestId: row.id,
+              role: row.role_name,
+              requester: row.requester_name,
+              reason: reason ?? null,
+              by: approver.name,
+            });
+            break;
+          case "recorded":
+            events.push({
+              action: "request.approval_recorded",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: { ...base, approvals: result.approvals, needed: result.needed },
+            });
+            break;
+          case "next_stage": {
+            await moveToStage(tx, row, result.stageIndex, now);
+            events.push({
+              action: "request.stage_approved",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: base,
+            });
+            break;
+          }
+          case "approved": {
+            const ahead = waitsForStart(row, now) ? { startAt: iso(row.start_at)! } : {};
+            events.push({
+              action: "request.approved",
+              outcome: "success",
+              subject,
+              reason: reason ?? null,
+              details: { ...base, ...ahead },
+            });
+            await emit(tx, {
+              type: "approved",
+              requestId: row.id,
+              role: row.role_name,
+              requester: row.requester_name,
+              reason: reason ?? null,
+              by: approver.name,
+              ...ahead,
+            });
+            events.push(...(await approveThenGrant(tx, row.id, now)));
+            break;
+          }
+        }
+        await audit.append(tx, actor, context, events);
+        return toDto(tx, (await requestStore.findRequest(tx, row.id))!);
+      });
+      if (outcome instanceof Refusal) return refuse(actor, context, action, `request:${requestId}`, outcome);
+      return outcome;
+    },
+  };
+}
