@@ -78,6 +78,11 @@ export interface PgbenchRun {
   /** The same, of which in the kernel (system time). */
   proxySystemUsPerTx: number | null;
   /**
+   * The proxy's CPU per transaction in the steady state: from pgbench's first progress report (1 s in,
+   * the sign-ins done) to its last, so without the sessions' opening and end. Null for direct.
+   */
+  steadyCpuUsPerTx: number | null;
+  /**
    * This process's CPU during a direct run (Stint idle, nothing relayed), in ms per second: what its
    * timers and background work cost, included in Stint's figure. Null for the other paths.
    */
@@ -98,6 +103,8 @@ export interface PgProxyBenchResult {
     proxyCpuUsPerTx: { pgbouncer: number; stint: number; node: number | null };
     /** Of which in the kernel. */
     proxySystemUsPerTx: { pgbouncer: number; stint: number; node: number | null };
+    /** Per transaction in the steady state (without sign-ins and ends; see PgbenchRun). */
+    steadyCpuUsPerTx: { pgbouncer: number; stint: number; node: number | null };
     /** This process's CPU while Stint relays nothing (during the direct runs), ms per second. */
     idleCpuMsPerS: number;
   };
@@ -123,9 +130,13 @@ interface Ran {
 }
 
 /** Runs a program without blocking the event loop (the proxy lives in this process). */
-function exec(file: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}) {
+function exec(
+  file: string,
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; onStderr?: (text: string) => void } = {},
+) {
   return new Promise<Ran>((resolve) => {
-    execFile(
+    const child = execFile(
       file,
       args,
       { env: options.env ?? process.env, timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
@@ -134,6 +145,7 @@ function exec(file: string, args: string[], options: { env?: NodeJS.ProcessEnv; 
         resolve({ code, stdout: String(stdout), stderr: String(stderr) });
       },
     );
+    if (options.onStderr) child.stderr?.on("data", (chunk: Buffer | string) => options.onStderr!(String(chunk)));
   });
 }
 
@@ -223,13 +235,26 @@ async function pgbench(
   const cpuBefore = proxyCpuSeconds ? await proxyCpuSeconds() : null;
   // On a direct run this process relays nothing: its CPU meanwhile is its background cost.
   const idleBefore = proxyCpuSeconds ? null : { cpu: await thisProcessCpu(), at: performance.now() };
+  // pgbench's progress each second, with the proxy's CPU read as each line arrives: the steady state
+  // without the sign-ins (second 1) and the sessions' ends.
+  const progress: { at: number; tps: number; cpu: Promise<CpuSeconds> }[] = [];
+  let pendingText = "";
+  const onStderr = (text: string): void => {
+    const lines = (pendingText + text).split("\n");
+    pendingText = lines.pop() ?? "";
+    for (const line of lines) {
+      const matched = /^progress: ([\d.]+) s, ([\d.]+) tps/.exec(line);
+      if (matched && proxyCpuSeconds)
+        progress.push({ at: Number(matched[1]), tps: Number(matched[2]), cpu: proxyCpuSeconds() });
+    }
+  };
   const ran = await exec(
     binary,
     [
-      ...["-S", "-n", "-c", String(CLIENTS), "-j", String(THREADS), "-T", String(seconds)],
+      ...["-S", "-n", "-c", String(CLIENTS), "-j", String(THREADS), "-T", String(seconds), "-P", "1"],
       ...["-h", endpoint.host, "-p", String(endpoint.port), "-U", endpoint.user, endpoint.database],
     ],
-    { env: pgbenchEnv(endpoint), timeoutMs: (seconds + 60) * 1000 },
+    { env: pgbenchEnv(endpoint), timeoutMs: (seconds + 60) * 1000, onStderr },
   );
   const tps = /^tps = ([\d.]+)/m.exec(ran.stdout);
   const latency = /^latency average = ([\d.]+) ms/m.exec(ran.stdout);
@@ -247,6 +272,16 @@ async function pgbench(
   }
   const count = Number(transactions[1]);
   const perTx = (seconds: number) => (seconds * 1e6) / count;
+  let steadyCpuUsPerTx: number | null = null;
+  if (progress.length >= 3) {
+    // From the end of second 1 to the last report before the end.
+    const first = progress[0]!;
+    const last = progress.at(-1)!;
+    const [from, to] = [await first.cpu, await last.cpu];
+    let steadyTx = 0;
+    for (let i = 1; i < progress.length; i++) steadyTx += progress[i]!.tps * (progress[i]!.at - progress[i - 1]!.at);
+    if (steadyTx > 0) steadyCpuUsPerTx = ((to.user + to.system - from.user - from.system) * 1e6) / steadyTx;
+  }
   return {
     tps: Number(tps[1]),
     latencyMs: Number(latency[1]),
@@ -254,6 +289,7 @@ async function pgbench(
     proxyCpuUsPerTx:
       cpuBefore && cpuAfter ? perTx(cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) : null,
     proxySystemUsPerTx: cpuBefore && cpuAfter ? perTx(cpuAfter.system - cpuBefore.system) : null,
+    steadyCpuUsPerTx,
     idleCpuMsPerS,
   };
 }
@@ -598,7 +634,8 @@ eligibility:
         const cpu =
           run.proxyCpuUsPerTx === null
             ? `, Stint idle ${run.idleCpuMsPerS!.toFixed(1)} ms CPU/s`
-            : `, proxy CPU ${run.proxyCpuUsPerTx.toFixed(1)} µs/tx (system ${run.proxySystemUsPerTx!.toFixed(1)})`;
+            : `, proxy CPU ${run.proxyCpuUsPerTx.toFixed(1)} µs/tx (system ${run.proxySystemUsPerTx!.toFixed(1)}, ` +
+              `steady state ${run.steadyCpuUsPerTx?.toFixed(1) ?? "?"})`;
         progress(`round ${round}/${rounds} ${via.padEnd(9)} ${run.tps.toFixed(0).padStart(7)} tps${cpu}`);
       }
     }
@@ -633,6 +670,11 @@ eligibility:
           pgbouncer: median(runs.pgbouncer.map((r) => r.proxySystemUsPerTx!)),
           stint: median(runs.stint.map((r) => r.proxySystemUsPerTx!)),
           node: options.nodeRelay ? median(runs.node.map((r) => r.proxySystemUsPerTx!)) : null,
+        },
+        steadyCpuUsPerTx: {
+          pgbouncer: median(runs.pgbouncer.map((r) => r.steadyCpuUsPerTx ?? Number.NaN)),
+          stint: median(runs.stint.map((r) => r.steadyCpuUsPerTx ?? Number.NaN)),
+          node: options.nodeRelay ? median(runs.node.map((r) => r.steadyCpuUsPerTx ?? Number.NaN)) : null,
         },
         idleCpuMsPerS: median(runs.direct.map((r) => r.idleCpuMsPerS!)),
       },
@@ -674,19 +716,19 @@ export function formatPgProxyBench(result: PgProxyBenchResult): string {
       `${result.pass ? "≥" : "<"} PgBouncer's ${result.median.ratio.pgbouncer.toFixed(2)}`,
   );
   // One select per transaction (-S): µs per transaction is µs per relayed query.
-  const { proxyCpuUsPerTx: cpu, proxySystemUsPerTx: system } = result.median;
-  const figure = (total: number, kernel: number) =>
-    `${total.toFixed(1)} µs (user ${(total - kernel).toFixed(1)}, system ${kernel.toFixed(1)})`;
-  lines.push(`proxy CPU per query (median of the runs): PgBouncer ${figure(cpu.pgbouncer, system.pgbouncer)}`);
+  const { proxyCpuUsPerTx: cpu, proxySystemUsPerTx: system, steadyCpuUsPerTx: steady } = result.median;
+  const figure = (total: number, kernel: number, steadyState: number | null) =>
+    `${total.toFixed(1)} µs (user ${(total - kernel).toFixed(1)}, system ${kernel.toFixed(1)}; ` +
+    `steady state ${steadyState?.toFixed(1) ?? "?"} µs)`;
   lines.push(
-    `                                         Stint ${figure(cpu.stint, system.stint)}, its whole process, ` +
-      `which uses ${result.median.idleCpuMsPerS.toFixed(1)} ms CPU/s relaying nothing`,
+    `proxy CPU per query, median of the runs (whole run; steady state: without sign-ins and ends):`,
+    `  PgBouncer               ${figure(cpu.pgbouncer, system.pgbouncer, steady.pgbouncer)}`,
+    `  Stint                   ${figure(cpu.stint, system.stint, steady.stint)}, its whole process ` +
+      `(${result.median.idleCpuMsPerS.toFixed(1)} ms CPU/s relaying nothing)`,
   );
   if (cpu.node !== null && system.node !== null) {
     const tps = result.runs.node.map((r) => r.tps.toFixed(0)).join(" ");
-    lines.push(
-      `                          bare Node relay (floor) ${figure(cpu.node, system.node)}, same process (tps ${tps})`,
-    );
+    lines.push(`  bare Node relay (floor) ${figure(cpu.node, system.node, steady.node)}, same process (tps ${tps})`);
   }
   lines.push(
     `Stint sessions: ${result.recorded.sessions} (${result.recorded.withRecording} with a recording, ` +

@@ -470,6 +470,28 @@ describe("command tags and parameters", () => {
       const time = [0, 1.5, 12345.678][i]!;
       expect(queryLogLine(time, entry)).toBe(`${JSON.stringify({ t: time, ...entry })}\n`);
     }
+    const text = fc.string({ unit: "grapheme-composite" });
+    const number = fc.oneof(fc.double(), fc.integer());
+    fc.assert(
+      fc.property(
+        number,
+        fc.record(
+          {
+            statement: text,
+            durationMs: number,
+            rows: fc.option(number),
+            command: fc.option(text),
+            error: fc.option(text),
+            parameters: fc.array(fc.option(text), { maxLength: 3 }),
+            interrupted: fc.constant(true as const),
+          },
+          { requiredKeys: ["statement", "durationMs", "rows", "command", "error"] },
+        ),
+        (time, entry) => {
+          expect(queryLogLine(time, entry)).toBe(`${JSON.stringify({ t: time, ...entry })}\n`);
+        },
+      ),
+    );
   });
 
   it("decodes text, describes binary, keeps NULL", () => {
