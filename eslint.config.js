@@ -6,10 +6,8 @@ import tseslint from "typescript-eslint";
  * only shrinks. Tests are not held to it (a test file holds a corpus or a scenario read top to bottom).
  */
 const OVER_600_LINES = [
-  "src/modules/vault/vault.service.ts",
   "src/modules/sessions/sessions.service.ts",
   "src/proxies/ssh/ssh-proxy.ts",
-  "src/modules/identity/identity.service.ts",
   "src/cli/commands/access.ts",
   "src/modules/connectors/mysql/mysql.connector.ts",
   // The database's table types: one declaration per table, generated in shape from the migrations.
