@@ -1,0 +1,187 @@
+/**
+ * Password sign-in: throttled per account and peer address, an unknown user costing what a wrong password
+ * costs, the second factor (TOTP, recovery code or passkey) when one is enrolled, every outcome audited.
+ */
+import type { WebauthnAssertionDto } from "../../contract/passkeys.js";
+import { StintError } from "../../lib/errors.js";
+import { newId } from "../../lib/ids.js";
+import { burnPasswordCheck, randomToken, sha256Hex, verifyPassword } from "../../lib/security.js";
+import { ANONYMOUS, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
+import type { IdentityContext } from "./identity.context.js";
+import { canonicalUsername, isLocked } from "./identity.rules.js";
+import * as identityStore from "./identity.store.js";
+import type { TokenPair } from "./identity.types.js";
+import { secondFactors } from "./mfa.js";
+import { sessionTokens } from "./sessions.js";
+import { signInGuard, throttleState } from "./sign-in-guard.js";
+
+export function createSignInUseCases(deps: IdentityContext) {
+  const { store, audit, clock, policy } = deps;
+  const { userKey, ipKey, failSignIn, deny } = signInGuard(deps);
+  const { pairFor } = sessionTokens(deps);
+  const { checkSecondFactor } = secondFactors(deps);
+
+  return {
+    async login(
+      input: {
+        username: string;
+        password: string;
+        otp?: string | undefined;
+        /** A passkey answer to the challenge a previous MFA_REQUIRED carried. */
+        webauthn?: WebauthnAssertionDto | undefined;
+      },
+      context: CallContext,
+    ): Promise<TokenPair> {
+      const username = canonicalUsername(input.username);
+      const now = clock.now();
+      const passwords = deps.passwordSignIn;
+      if (passwords?.mode === "break-glass" && !passwords.breakGlassUsers.includes(username))
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "passwords are turned off (single sign-on only) and this is no break-glass account",
+          new StintError("PASSWORD_SIGNIN_DISABLED"),
+        );
+      const throttle = await identityStore.getThrottle(store.db, [userKey(username), ipKey(context)]);
+      if (throttle.some((row) => isLocked(throttleState(row), now))) {
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "locked out after repeated failures",
+          new StintError("ACCOUNT_LOCKED"),
+        );
+      }
+
+      const principal = await identityStore.findPrincipalByName(store.db, username);
+      const storedHash = principal ? await identityStore.getPasswordHash(store.db, principal.id) : undefined;
+      if (!principal || !storedHash) {
+        await burnPasswordCheck(input.password, deps.scrypt);
+        return failSignIn(
+          username,
+          context,
+          principal ? "account has no password" : "unknown user",
+          "INVALID_CREDENTIALS",
+        );
+      }
+      if (!(await verifyPassword(input.password, storedHash))) {
+        return failSignIn(username, context, "wrong password", "INVALID_CREDENTIALS");
+      }
+      if (principal.status !== "active") {
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "account is disabled",
+          new StintError("ACCOUNT_DISABLED"),
+        );
+      }
+
+      const totp = await identityStore.getTotp(store.db, principal.id);
+      const totpEnrolled = !!totp?.confirmed_at;
+      const passkeyEnrolled = deps.passkeys ? await deps.passkeys.hasPasskeys(store.db, principal.id) : false;
+      const mfaEnrolled = totpEnrolled || passkeyEnrolled;
+      if (mfaEnrolled && !input.otp && !input.webauthn) {
+        const methods = [...(totpEnrolled ? ["totp"] : []), ...(passkeyEnrolled ? ["webauthn"] : [])];
+        // The challenge is issued only now that the password checked out: it never tells who has passkeys.
+        const webauthn = passkeyEnrolled ? await deps.passkeys!.loginOptions(principal.id) : undefined;
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          totpEnrolled ? "one-time code missing" : "passkey missing",
+          new StintError(
+            "MFA_REQUIRED",
+            !passkeyEnrolled
+              ? undefined
+              : totpEnrolled
+                ? "A second factor is required: a one-time code (`otp`) or your passkey (`webauthn`, answering details.webauthn)."
+                : "A passkey is required: this account's second factor is a passkey. Sign in with it in the web UI (or answer details.webauthn as `webauthn`).",
+            { methods, ...(webauthn ? { webauthn } : {}) },
+          ),
+        );
+      }
+
+      const session = {
+        id: newId(),
+        secret: randomToken(32),
+        expiresAt: new Date(now.getTime() + policy.refreshSessionTtlMs),
+        mfaAt: mfaEnrolled ? now : null,
+        webauthnAt: null as Date | null,
+      };
+      type LoginFailure = { failed: string; code: Parameters<typeof failSignIn>[3] };
+      const result = await store.transaction(async (tx) => {
+        // Checked again under the row locks: a lockout may have begun since the early check.
+        await identityStore.ensureThrottle(tx, [userKey(username)], now);
+        const throttleRows = await identityStore.getThrottle(tx, [userKey(username), ipKey(context)]);
+        if (throttleRows.some((row) => isLocked(throttleState(row), now))) return { locked: true };
+        let method: "none" | "totp" | "recovery" | "webauthn" = "none";
+        let credential: { id: string; name: string } | undefined;
+        if (mfaEnrolled && input.webauthn) {
+          if (!passkeyEnrolled) return { failed: "no passkey registered", code: "WEBAUTHN_INVALID" } as LoginFailure;
+          const checked = await deps.passkeys!.checkAssertion(tx, {
+            principal,
+            purpose: "login",
+            assertion: input.webauthn,
+            actor: ANONYMOUS,
+            context,
+          });
+          if ("failed" in checked) return { failed: checked.failed, code: checked.code } as LoginFailure;
+          method = "webauthn";
+          credential = checked.credential;
+          session.webauthnAt = now;
+        } else if (mfaEnrolled) {
+          const checked = await checkSecondFactor(tx, principal, input.otp!, now);
+          if ("failed" in checked) return { failed: checked.failed, code: "MFA_INVALID" } as LoginFailure;
+          method = checked.method;
+        }
+        await tx
+          .insertInto("refresh_sessions")
+          .values({
+            id: session.id,
+            principal_id: principal.id,
+            token_hash: sha256Hex(session.secret),
+            mfa_at: session.mfaAt,
+            webauthn_at: session.webauthnAt,
+            created_at: now,
+            last_used_at: now,
+            expires_at: session.expiresAt,
+            source_ip: context.sourceIp,
+            user_agent: context.userAgent,
+          })
+          .execute();
+        await identityStore.clearThrottle(tx, userKey(username));
+        const actor: Actor = {
+          kind: "principal",
+          id: principal.id,
+          name: principal.name,
+          principalKind: principal.kind,
+          roles: principal.platform_roles as PlatformRole[],
+        };
+        await audit.append(tx, actor, context, {
+          action: "auth.login",
+          outcome: "success",
+          subject: `user:${username}`,
+          details: {
+            sessionId: session.id,
+            mfa: method,
+            ...(method === "recovery" ? { recoveryCodesLeft: "reduced by one" } : {}),
+            ...(credential ? { credential: credential.id, credentialName: credential.name } : {}),
+          },
+        });
+        return { pair: await pairFor(tx, principal, session) };
+      });
+      if ("locked" in result)
+        return deny(
+          context,
+          "auth.login",
+          `user:${username}`,
+          "locked out after repeated failures",
+          new StintError("ACCOUNT_LOCKED"),
+        );
+      if ("failed" in result) return failSignIn(username, context, result.failed, result.code);
+      return result.pair!;
+    },
+  };
+}
