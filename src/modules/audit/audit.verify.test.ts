@@ -7,7 +7,7 @@ import { createAuditLog } from "./audit.service.js";
 import { createChainVerifier } from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
 import type { VerifyResult } from "./audit.types.js";
-import { visitInParallel } from "./audit.verify.js";
+import { PARALLEL_PAGE, pageSizeFor, visitInParallel } from "./audit.verify.js";
 
 const alice: Actor = {
   kind: "principal",
@@ -117,5 +117,83 @@ describe.each(ENGINES)("parallel audit verify on %s", (engine) => {
       ok: false,
       brokenSeq: 2,
     });
+  });
+});
+
+/** Pages of the sizes verify picks itself: an edit in a page near the head (smaller pages there) is named exactly. */
+describe.each(ENGINES)("parallel audit verify with its own page sizes on %s", (engine) => {
+  let h: Awaited<ReturnType<typeof auditHarness>>;
+  const TOTAL = 1300;
+  let pagesFromWorkers = 0;
+
+  beforeAll(async () => {
+    h = await auditHarness(engine, { checkpointEvery: 100 });
+    for (let n = 0; n < TOTAL; n += 100)
+      await h.audit.record(
+        alice,
+        { correlationId: "pages", sourceIp: null, userAgent: null },
+        Array.from({ length: 100 }, (_, k) => ({
+          action: "x.page",
+          outcome: "success" as const,
+          details: { n: n + k },
+        })),
+      );
+    await h.audit.catchUp();
+  });
+  afterAll(async () => {
+    await h?.cleanup();
+  });
+
+  async function both(): Promise<VerifyResult[]> {
+    const db = h.store.db;
+    const head = await auditStore.readHead(db);
+    const results: VerifyResult[] = [];
+    for (const parallel of [false, true]) {
+      const checkpoints = (await auditStore.listCheckpoints(db)).map((cp) => ({
+        seq: Number(cp.seq),
+        hash: cp.hash,
+        every: cp.every,
+        signatureValid: true,
+      }));
+      const verifier = createChainVerifier(checkpoints, { every: 100 });
+      if (parallel) pagesFromWorkers = (await visitInParallel(db, head.seq, verifier)).pagesFromWorkers;
+      else await auditStore.visitForVerify(db, head.seq, verifier.push);
+      results.push(verifier.finish(head));
+    }
+    return results;
+  }
+
+  it("verifies the chain and names an edit near the head as the serial verify does", async () => {
+    const [serial, parallel] = await both();
+    expect(serial).toEqual({ ok: true, count: TOTAL, headSeq: TOTAL, checkpoints: 13 });
+    expect(parallel).toEqual(serial);
+    // Several pages, every one hashed by the workers.
+    expect(pagesFromWorkers).toBeGreaterThan(3);
+    await sql`update audit_events set details = '{"n": -1}' where seq = 1234`.execute(h.store.db);
+    const [serialEdited, parallelEdited] = await both();
+    expect(serialEdited).toMatchObject({ ok: false, brokenSeq: 1234 });
+    expect(parallelEdited).toEqual(serialEdited);
+  });
+});
+
+describe("parallel verify page sizes", () => {
+  it("start small, stay at most PARALLEL_PAGE, shrink near the head and read exactly to it", () => {
+    for (const total of [1, 499, 38_050, 100_000, 1_000_003]) {
+      const sizes: number[] = [];
+      for (let read = 0; read < total;) {
+        const size = pageSizeFor(sizes.length, total - read);
+        expect(size).toBeGreaterThanOrEqual(1);
+        expect(size).toBeLessThanOrEqual(Math.min(PARALLEL_PAGE, total - read));
+        sizes.push(size);
+        read += size;
+      }
+      expect(sizes.reduce((a, b) => a + b, 0)).toBe(total);
+      expect(sizes[0]).toBeLessThan(PARALLEL_PAGE);
+      if (total > 50_000) {
+        expect(Math.max(...sizes)).toBe(PARALLEL_PAGE);
+        // The last pages are smaller than the largest: shared among the workers.
+        expect(sizes[sizes.length - 2]!).toBeLessThan(PARALLEL_PAGE);
+      }
+    }
   });
 });

@@ -49,6 +49,20 @@ interface Page {
 /** From this many events verify uses worker threads (starting them costs more than hashing fewer). */
 export const PARALLEL_FROM = 20_000;
 
+/** Rows per page of the parallel verify at most (5,000 cost the database and this thread alike per event). */
+export const PARALLEL_PAGE = auditStore.VERIFY_PAGE;
+
+/**
+ * Rows to read for the next page: smaller first pages, so the workers start sooner, then
+ * `PARALLEL_PAGE`, and smaller again near the head, so the last pages are shared among the workers
+ * instead of one worker hashing a whole page alone at the end. `left`: events up to the head not read yet.
+ */
+export function pageSizeFor(pagesRead: number, left: number): number {
+  const ramp = (PARALLEL_PAGE / 4) * 2 ** Math.min(pagesRead, 2);
+  const share = Math.ceil(left / (2 * workerCount()));
+  return Math.max(1, Math.min(PARALLEL_PAGE, ramp, Math.max(PARALLEL_PAGE / 8, share), left));
+}
+
 /** Idle workers end after this long (a verify soon after reuses them). */
 const IDLE_MS = 30_000;
 
@@ -152,10 +166,11 @@ export async function visitInParallel(
   headSeq: number,
   verifier: Verifier,
   onPage?: (lastSeq: number) => void,
-  pageSize = auditStore.VERIFY_PAGE,
+  /** Rows per page; by default `pageSizeFor` each page. */
+  pageSize?: number,
 ): Promise<{ pagesFromWorkers: number; pagesOneByOne: number }> {
   const pool = acquire();
-  const counts = { pagesFromWorkers: 0, pagesOneByOne: 0 };
+  const counts = { pagesFromWorkers: 0, pagesOneByOne: 0, pagesRead: 0 };
   try {
     const wantedAll = verifier.seqsOfInterest();
     const wantedIn = (first: number, last: number) => wantedAll.filter((seq) => seq >= first && seq <= last);
@@ -204,7 +219,9 @@ export async function visitInParallel(
     let fetchAfter = 0;
     let stopped = false;
     while (!stopped && fetchAfter < headSeq) {
-      const rows = await auditStore.verifyPageRows(db, fetchAfter, headSeq, pageSize);
+      const size = pageSize ?? pageSizeFor(counts.pagesRead, headSeq - fetchAfter);
+      counts.pagesRead++;
+      const rows = await auditStore.verifyPageRows(db, fetchAfter, headSeq, size);
       if (rows.length === 0) break;
       const page: Page = {
         count: rows.length,
@@ -229,7 +246,7 @@ export async function visitInParallel(
     // what was visited, unless the chain is broken already.
     if (stopped && !verifier.isBroken() && afterSeq < headSeq)
       await auditStore.visitForVerify(db, headSeq, verifier.push, onPage, pageSize, afterSeq);
-    return counts;
+    return { pagesFromWorkers: counts.pagesFromWorkers, pagesOneByOne: counts.pagesOneByOne };
   } finally {
     release();
   }
