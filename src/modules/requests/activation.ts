@@ -275,8 +275,22 @@ export function createRequestCore(ctx: RequestContext) {
   ): Promise<AuditInput[]> {
     if (rows.length === 0) return [];
     for (const row of rows) assertTransition(row.state, state);
-    const done = await requestStore.endActivations(tx, { ids: rows.map((row) => row.id) }, { state, reason, by, now });
-    return ended(tx, done, state, reason, by, now);
+    // Given the sessions' payloads, every message of the end (the index's, the sessions') is sent by the
+    // statement that ends them: one round trip, not three.
+    const notify = deps.endedNotifications
+      ? [
+          ...(index?.prepareMany(
+            tx,
+            rows.map((row) => ({ t: "end", id: row.id })),
+          ) ?? []),
+          ...deps.endedNotifications(
+            rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
+          ),
+        ]
+      : undefined;
+    const ids = rows.map((row) => row.id);
+    const done = await requestStore.endActivations(tx, { ids }, { state, reason, by, now }, notify);
+    return ended(tx, done, state, reason, by, now, notify !== undefined);
   }
 
   /** What follows the end of activations (see `endActivations`): revocations, messages, audit events. */
@@ -287,20 +301,24 @@ export function createRequestCore(ctx: RequestContext) {
     reason: string,
     by: string,
     now: Date,
+    /** The index's and the sessions' messages went with the statement that ended them (`endMany`). */
+    notified = false,
   ): Promise<AuditInput[]> {
     if (rows.length === 0) return [];
     // A real target is revoked through the outbox (Stint enforces internal roles itself: nothing to queue).
     for (const row of rows)
       if (row.grant_id && row.target_kind !== "internal")
         await deps.onGrant?.(tx, { grantId: row.grant_id, requestId: row.id, action: "revoke" });
-    await index?.sendMany(
-      tx,
-      rows.map((row) => ({ t: "end", id: row.id })),
-    );
-    await deps.onEnded?.(
-      tx,
-      rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
-    );
+    if (!notified) {
+      await index?.sendMany(
+        tx,
+        rows.map((row) => ({ t: "end", id: row.id })),
+      );
+      await deps.onEnded?.(
+        tx,
+        rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
+      );
+    }
     await deps.onEvent?.(
       tx,
       rows.map((row) => ({

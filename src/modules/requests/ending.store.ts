@@ -29,6 +29,8 @@ export async function endActivations(
   db: Q,
   which: { ids: string[] },
   end: { state: "expired" | "deactivated" | "revoked"; reason: string; by: string; now: Date },
+  /** Payloads to their channels, sent in this statement, in this order (delivered at commit). */
+  notify: readonly { channel: string; payload: string }[] = [],
 ): Promise<EndedRow[]> {
   const chosen = sql`select unnest(${which.ids}::uuid[]) as id`;
   const { now } = end;
@@ -71,7 +73,11 @@ export async function endActivations(
     select
       (select coalesce(json_agg(e order by e.expires_at, e.id), '[]') from ended e) as ended,
       (select coalesce(json_agg(g), '[]') from grants_ended g) as grants,
-      (select coalesce(json_agg(c order by c.id), '[]') from extensions_cancelled c) as cancelled`.execute(db);
+      (select coalesce(json_agg(c order by c.id), '[]') from extensions_cancelled c) as cancelled,
+      (select count(*) from (select pg_notify(c, p) from unnest(${notify.map((m) => m.channel)}::text[],
+        ${notify.map((m) => m.payload)}::text[]) with ordinality as t(c, p, n) order by n) sent)::int as notified`.execute(
+    db,
+  );
   const { ended, grants, cancelled } = result.rows[0]!;
   const grantOf = new Map(grants.map((g) => [g.request_id, g.id]));
   const cancelledOf = new Map<string, string[]>();

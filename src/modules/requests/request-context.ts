@@ -78,11 +78,18 @@ export interface RequestServiceDeps {
     }[],
   ) => Promise<void>;
   /**
-   * The notifications `onEnded` sends, as payloads: given, the scheduler's expiries send them in the statement
-   * that writes their audit events instead of calling `onEnded` (one round trip fewer per batch).
+   * The notifications `onEnded` sends, as payloads: given, they go in a statement already made instead of
+   * calling `onEnded` (one round trip fewer): the scheduler's expiries in the one that writes their audit
+   * events, every other end (deactivate, revoke, a lost basis) in the one that ends the activations.
    */
   endedNotifications?: (
-    ended: { requestId: string; role: string; state: "expired"; by: string; reason: string }[],
+    ended: {
+      requestId: string;
+      role: string;
+      state: "expired" | "deactivated" | "revoked";
+      by: string;
+      reason: string;
+    }[],
   ) => { channel: string; payload: string }[];
   /**
    * The node's access index: the check API and activation tokens answer from it, and every transaction
