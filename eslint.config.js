@@ -6,7 +6,6 @@ import tseslint from "typescript-eslint";
  * only shrinks. Tests are not held to it (a test file holds a corpus or a scenario read top to bottom).
  */
 const OVER_600_LINES = [
-  "src/modules/sessions/sessions.service.ts",
   "src/proxies/ssh/ssh-proxy.ts",
   "src/cli/commands/access.ts",
   "src/modules/connectors/mysql/mysql.connector.ts",
