@@ -208,6 +208,8 @@ export interface OutboxTable {
   done_at: Timestamp | null;
   /** What the row talks to (`target:<id>`, `channel:<name>`): the runner caps rows running per lane. */
   lane: string | null;
+  /** A row run after its enqueuing commit: its node renews this while it runs; past it, any runner takes over. */
+  alive_until: Timestamp | null;
 }
 
 export interface TargetsTable {

@@ -47,6 +47,13 @@ export interface OutboxRunnerOptions {
   laneConcurrency?: number;
   /** How long a claim holds a row; after that another runner may take it over. */
   leaseMs?: number;
+  /**
+   * A job run after its enqueuing commit (`runAfterCommit`) is written claimed with this short hold, renewed
+   * every third of it while it runs (and until its outcome is written): a node that dies between the commit
+   * and the run holds the job this long, not `leaseMs`. Its handler is stopped (signal aborted) when no
+   * renewal landed in time, before another runner may take it. Default 5 s.
+   */
+  aliveMs?: number;
   /** Pause between passes that found less than a full batch. */
   pollMs?: number;
   random?: RandomSource;
@@ -77,6 +84,15 @@ export interface OutboxRunner {
 }
 
 const NOOP_LOGGER = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+class AliveLostError extends Error {
+  constructor() {
+    super(
+      "this node could not keep the job alive (renewal refused or not written in time); another runner may take it",
+    );
+    this.name = "AliveLost";
+  }
+}
 
 class HandlerTimeoutError extends Error {
   constructor(ms: number) {
@@ -178,6 +194,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   const concurrency = positiveInteger("concurrency", options.concurrency ?? 32);
   const laneConcurrency = positiveInteger("laneConcurrency", options.laneConcurrency ?? 4);
   const leaseMs = positiveInteger("leaseMs", options.leaseMs ?? 30_000);
+  const aliveMs = positiveInteger("aliveMs", options.aliveMs ?? Math.min(5_000, leaseMs));
   const pollMs = positiveInteger("pollMs", options.pollMs ?? 1_000);
   const handlerTimeoutMs = positiveInteger("handlerTimeoutMs", options.handlerTimeoutMs ?? leaseMs);
   const random = options.random ?? Math.random;
@@ -186,9 +203,10 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   const metrics = outboxMetrics(options.registry, { store, clock, logger });
 
   /** Runs the handler with a deadline; the signal tells a cooperative handler to give up. */
-  async function runHandler(job: OutboxJob, timeoutMs = handlerTimeoutMs): Promise<void> {
+  async function runHandler(job: OutboxJob, timeoutMs = handlerTimeoutMs, lost?: AbortSignal): Promise<void> {
     if (!Object.hasOwn(handlers, job.kind)) throw new Error(`no handler for outbox kind "${job.kind}"`);
     const handler = handlers[job.kind]!;
+    if (lost?.aborted) throw lost.reason as Error;
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     let timedOut: HandlerTimeoutError | undefined;
@@ -198,6 +216,15 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
         reject(timedOut);
         controller.abort(timedOut);
       }, timeoutMs);
+      // Kept alive by this node and that failed: stop before another runner may start it.
+      lost?.addEventListener(
+        "abort",
+        () => {
+          reject(lost.reason as Error);
+          controller.abort(lost.reason);
+        },
+        { once: true },
+      );
     });
     try {
       await Promise.race([
@@ -286,7 +313,57 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     return "retry";
   }
 
+  /**
+   * Renews a job's `alive_until` once a third of each hold has passed (fenced: a row taken over is not
+   * renewed), until the returned function is called. Aborts `lost` when a renewal is refused, or when none
+   * landed while a sixth of the hold was still left (the store unreachable or slow): the handler stops before
+   * anyone may take the job. Half a hold separates a renewal's start from that deadline.
+   */
+  function keepAlive(job: OutboxJob, lost: AbortController): () => void {
+    let aliveUntil = job.aliveUntil?.getTime() ?? 0;
+    let stopped = false;
+    let renewal: NodeJS.Timeout | undefined;
+    let expiry: NodeJS.Timeout | undefined;
+    const lose = () => {
+      if (!stopped && !lost.signal.aborted) lost.abort(new AliveLostError());
+    };
+    const schedule = () => {
+      const left = aliveUntil - clock.now().getTime();
+      clearTimeout(expiry);
+      expiry = setTimeout(lose, Math.max(0, left - Math.ceil(aliveMs / 6)));
+      renewal = setTimeout(() => void renew(), Math.max(0, left - Math.floor((2 * aliveMs) / 3)));
+    };
+    const renew = async () => {
+      const until = new Date(clock.now().getTime() + aliveMs);
+      try {
+        if (!(await outboxStore.keepAlive(store.db, { id: job.id, attempt: job.attempts, until }))) return lose();
+        aliveUntil = until.getTime();
+        if (!stopped) schedule();
+      } catch {
+        // The store did not answer: try again soon; the expiry stops the handler if nothing lands in time.
+        if (!stopped) renewal = setTimeout(() => void renew(), Math.ceil(aliveMs / 6));
+      }
+    };
+    schedule();
+    return () => {
+      stopped = true;
+      clearTimeout(renewal);
+      clearTimeout(expiry);
+    };
+  }
+
   async function attempt(job: OutboxJob, timeoutMs?: number): Promise<AttemptOutcome> {
+    if (!job.aliveUntil) return attemptHeld(job, timeoutMs);
+    const lost = new AbortController();
+    const stop = keepAlive(job, lost);
+    try {
+      return await attemptHeld(job, timeoutMs, lost.signal);
+    } finally {
+      stop();
+    }
+  }
+
+  async function attemptHeld(job: OutboxJob, timeoutMs?: number, lost?: AbortSignal): Promise<AttemptOutcome> {
     // Claimed again after its last allowed attempt lost its lease (the worker died, perhaps
     // because of this very row): count that as the final failure instead of running it again.
     if (job.attempts > job.maxAttempts) {
@@ -294,7 +371,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     }
     await failpoint("outbox.job.before-run");
     try {
-      await runHandler(job, timeoutMs);
+      await runHandler(job, timeoutMs, lost);
     } catch (error) {
       if (error instanceof FailpointCrash) throw error;
       return recordFailure(job, error);
@@ -449,6 +526,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       // commit. Their lease began at the enqueue, so the handler's deadline is what is left of it.
       unregister = registerLocalRunner(store.db, {
         leaseMs,
+        aliveMs,
         reserve(lane) {
           if (stopping || running >= concurrency) return false;
           if (lane !== null && (laneLoad.get(lane) ?? 0) >= laneConcurrency) return false;
@@ -460,9 +538,13 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
           nudge();
         },
         adopt(job) {
-          // Stopped meanwhile: the row waits for its lease to run out and is claimed then, as a dead worker's.
+          // Stopped meanwhile: the row waits for its hold to run out and is claimed then, as a dead worker's.
           if (stopping) return this.release(job.lane);
-          const left = (job.lockedUntil?.getTime() ?? 0) - clock.now().getTime();
+          // The enqueuing transaction took most of the short hold: another runner may take the row any moment
+          // now. Leave it to the claim (this node's included) rather than risk two runs at once.
+          const now = clock.now().getTime();
+          if ((job.aliveUntil?.getTime() ?? 0) - now <= Math.ceil(aliveMs / 2)) return this.release(job.lane);
+          const left = (job.lockedUntil?.getTime() ?? 0) - now;
           void launch(job, nudge, { occupied: true, timeoutMs: Math.max(1, Math.min(handlerTimeoutMs, left)) });
         },
       });

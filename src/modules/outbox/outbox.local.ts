@@ -5,8 +5,10 @@
 import type { OutboxJob } from "./outbox.types.js";
 
 export interface LocalRunner {
-  /** How long a claim holds a row. */
+  /** How long a claim holds a row (the latest its attempt may act). */
   readonly leaseMs: number;
+  /** How long a row written claimed is kept without a renewal (renewed while it runs); then anyone takes it. */
+  readonly aliveMs: number;
   /** Takes a slot (of all and of `lane`) for a job to be handed over at commit; false when there is none. */
   reserve(lane: string | null): boolean;
   /** Gives back a reserved slot that no job will use (the transaction rolled back, the key existed). */

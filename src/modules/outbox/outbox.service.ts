@@ -85,6 +85,7 @@ export function createOutboxService(deps: {
             createdAt: now,
             lane: input.lane,
             leaseUntil: new Date(now.getTime() + runner.leaseMs),
+            aliveUntil: new Date(now.getTime() + runner.aliveMs),
           });
           return job !== undefined;
         }

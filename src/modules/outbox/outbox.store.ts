@@ -22,6 +22,8 @@ export function toJob(row: OutboxRow): OutboxJob {
     createdAt: new Date(row.created_at),
     doneAt: row.done_at === null ? null : new Date(row.done_at),
     lane: row.lane ?? null,
+    // Only on a row run after its enqueuing commit (an ordinary claim clears it).
+    ...(row.alive_until ? { aliveUntil: new Date(row.alive_until) } : {}),
   };
 }
 
@@ -64,7 +66,7 @@ export async function insertJob(
  */
 export async function insertClaimedJob(
   tx: Q,
-  job: Parameters<typeof insertJob>[1] & { leaseUntil: Date },
+  job: Parameters<typeof insertJob>[1] & { leaseUntil: Date; aliveUntil: Date },
 ): Promise<OutboxJob | undefined> {
   const row = await tx
     .insertInto("outbox")
@@ -80,6 +82,7 @@ export async function insertClaimedJob(
       status: "running",
       attempts: 1,
       locked_until: job.leaseUntil,
+      alive_until: job.aliveUntil,
     })
     .onConflict((oc) => oc.column("idempotency_key").doNothing())
     .returningAll()
@@ -136,7 +139,7 @@ export async function claimDue(
   const scan = Math.max(input.limit * 5, 50);
   const { rows } = await sql<OutboxRow>`
     update outbox
-       set status = 'running', attempts = attempts + 1, locked_until = ${input.leaseUntil}
+       set status = 'running', attempts = attempts + 1, locked_until = ${input.leaseUntil}, alive_until = null
      where id in (
        select ranked.id from (
          select due.id, due.lane, due.next_attempt_at,
@@ -145,7 +148,7 @@ export async function claimDue(
              select o.id, o.lane, o.next_attempt_at
                from outbox o
               where ((o.status = 'pending' and o.next_attempt_at <= ${input.now})
-                  or (o.status = 'running' and o.locked_until < ${input.now}))
+                  or (o.status = 'running' and (o.locked_until < ${input.now} or o.alive_until < ${input.now})))
                 and (o.lane is null or coalesce((${room}::jsonb ->> o.lane)::int, ${perLane}::int) > 0)
               order by o.next_attempt_at
               limit ${scan}::int
@@ -163,6 +166,22 @@ export async function claimDue(
 /** The row as this attempt left it: still running and not reclaimed since. */
 function fenced(db: Q, id: string, attempt: number) {
   return db.updateTable("outbox").where("id", "=", id).where("status", "=", "running").where("attempts", "=", attempt);
+}
+
+/**
+ * Keeps a row run after its enqueuing commit alive until `until`, fenced on (id, running, attempt): false when
+ * another runner has taken it over (or it is no longer running).
+ */
+export async function keepAlive(db: Q, input: { id: string; attempt: number; until: Date }): Promise<boolean> {
+  const result = await db
+    .updateTable("outbox")
+    .set({ alive_until: input.until })
+    .where("id", "=", input.id)
+    .where("status", "=", "running")
+    .where("attempts", "=", input.attempt)
+    .where("alive_until", "is not", null)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
 }
 
 export async function markDone(db: Q, input: { id: string; attempt: number; now: Date }): Promise<boolean> {

@@ -23,6 +23,11 @@ export interface OutboxJob {
   doneAt: Date | null;
   /** What it talks to (`target:<id>`, `channel:<name>`), or null: runners cap how many of one lane run at once. */
   lane: string | null;
+  /**
+   * A row written claimed for its enqueuing node (`runAfterCommit`): that node renews this while it runs;
+   * past it any runner may take the row over. Absent for an ordinary claim.
+   */
+  aliveUntil?: Date;
 }
 
 export interface EnqueueInput {
