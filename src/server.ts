@@ -32,7 +32,8 @@ import { registerIdentityRoutes } from "./modules/identity/identity.routes.js";
 import { createPasskeyService } from "./modules/passkeys/passkeys.service.js";
 import { relyingPartyFrom } from "./modules/passkeys/passkeys.rules.js";
 import { registerPasskeyRoutes } from "./modules/passkeys/passkeys.routes.js";
-import { createCatalogService } from "./modules/catalog/catalog.service.js";
+import { createCatalogService, type CatalogService } from "./modules/catalog/catalog.service.js";
+import { StintError } from "./lib/errors.js";
 import { registerCatalogRoutes } from "./modules/catalog/catalog.routes.js";
 import { createChangeRequestService } from "./modules/catalog/change-requests.service.js";
 import { registerChangeRequestRoutes } from "./modules/catalog/change-requests.routes.js";
@@ -264,6 +265,9 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     });
     // The two services call each other: a grant is provisioned for a request, and its outcome moves the request.
     let grants: GrantService | undefined = undefined;
+    // The catalog (made with the routes, below): converting standing access holds its eligibility as the catalog's
+    // one-object writes are held (four-eyes). Until it exists, a conversion is refused rather than left unheld.
+    let catalogForGrants: Pick<CatalogService, "holdNewEligibility"> | undefined = undefined;
     let sessions: SessionService | undefined = undefined;
     const requests = createRequestService({
       store: indexed,
@@ -335,6 +339,10 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       logger,
       ...(deps.connectorFor ? { connectorFor: deps.connectorFor } : {}),
       vault: { sealValue: (b, v) => vault.sealValue(b, v), openValue: (b, s) => vault.openValue(b, s) },
+      holdNewEligibility: (actor, context, entries) => {
+        if (!catalogForGrants) throw new StintError("UNAVAILABLE");
+        return catalogForGrants.holdNewEligibility(actor, context, entries);
+      },
       ...(notifier
         ? {
             onAlert: async (tx, alert) => {
@@ -531,6 +539,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             hold: changeRequests.hold,
           },
         });
+        catalogForGrants = catalog;
         registerCatalogRoutes(scoped, { catalog });
         registerChangeRequestRoutes(scoped, { changeRequests });
         registerAuditRoutes(scoped, { audit, version: VERSION });

@@ -3,6 +3,7 @@
  * access, target credentials and tests. Shared by server, CLI and web.
  */
 import { z } from "zod";
+import { changeRequestRef } from "./catalog-api.js";
 import { isoTime, name, reason } from "./common.js";
 
 export const targetParams = z.strictObject({ ref: z.string().min(1).max(64) });
@@ -81,6 +82,12 @@ export const convertResult = z.object({
     }),
   ),
   skipped: z.array(z.object({ login: z.string(), reason: z.string() })),
+  /**
+   * 202: the eligibility it would create widens access at a four-eyes tier, so it is held as this change request
+   * and nothing was changed (no eligibility, no removal); once a second admin approves it, the same conversion
+   * again removes the standing access (its eligibility then exists).
+   */
+  changeRequest: changeRequestRef.optional(),
 });
 
 export const targetTest = z.object({ target: z.string(), ok: z.boolean(), detail: z.string() });

@@ -114,12 +114,20 @@ function renderConversion(target: string, result: Conversion): string {
   const blocks: string[] = [];
   const role = sanitize(result.role);
   if (result.converted.length > 0) {
-    const verb = result.dryRun ? "Would convert" : "Converted";
+    const verb = result.dryRun || result.changeRequest ? "Would convert" : "Converted";
     blocks.push(`${verb} to eligibility for ${role}:\n${renderTable(CONVERTED_COLUMNS, result.converted)}`);
   }
   if (result.skipped.length > 0) blocks.push(`Skipped:\n${renderTable(SKIPPED_COLUMNS, result.skipped)}`);
   const count = plural(result.converted.length, "login");
-  if (result.dryRun) {
+  if (result.changeRequest) {
+    const held = result.changeRequest;
+    blocks.push(
+      `Held for a second admin (four-eyes: making ${count} eligible for ${role} widens access at risk ${held.tier}); ` +
+        "nothing was changed, the standing privilege stays.\n" +
+        `Change request ${held.id}, pending until ${held.expiresAt}: another admin runs \`stint changes approve ${held.id}\`; ` +
+        "then run this conversion again to remove the standing privilege.\n",
+    );
+  } else if (result.dryRun) {
     blocks.push(
       result.converted.length === 0
         ? "Dry run: nothing was changed, and nothing would be converted.\n"

@@ -190,6 +190,33 @@ export function eligibilityUseCases(ctx: CatalogContext) {
       }, "That eligibility already exists.");
     },
 
+    /**
+     * Four-eyes for eligibility another use case makes for users (`stint discover --convert`): throws the
+     * `HeldAsFile` of all `entries` together when making any of them widens access at a covered tier, as
+     * createEligibility would for each; returns when four-eyes lets them be made at once. Changes nothing.
+     */
+    async guardNewEligibility(actor: Actor, entries: { role: string; principal: string; reason: string }[]) {
+      authorize(actor, "catalog.write");
+      if (entries.length === 0) return;
+      const eligibility = entries.map((e) => ({
+        role: e.role,
+        subjectKind: "user" as const,
+        subject: e.principal,
+        from: undefined,
+        until: null,
+        reason: e.reason,
+      }));
+      await write(async (tx) => {
+        for (const e of eligibility)
+          await fourEyesGuard(
+            tx,
+            actor,
+            { action: "create", kind: "eligibility", name: eligibilityName(e), fields: [] },
+            { prune: false, eligibility },
+          );
+      });
+    },
+
     async removeEligibility(actor: Actor, id: string, reason: string | undefined, context: CallContext): Promise<void> {
       authorize(actor, "catalog.write");
       await write(async (tx) => {

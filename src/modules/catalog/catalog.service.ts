@@ -5,7 +5,7 @@
  * A configuration file is planned and applied inside that one transaction, one
  * audit event per change, and nothing at all when anything is wrong with it.
  */
-import type { HeldWriteDto } from "../../contract/catalog-api.js";
+import type { ChangeRequestRefDto, HeldWriteDto } from "../../contract/catalog-api.js";
 import { StintError } from "../../lib/errors.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import { createCatalogContext, HeldAsFile, type CatalogServiceDeps } from "./catalog.context.js";
@@ -58,12 +58,32 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     return found;
   }
 
+  /**
+   * Four-eyes for the eligibility `stint discover --convert` makes (grants.standing): when making it widens access at
+   * a covered tier, all of it is held as one change request (a file of just those entries, SELF_GRANT checked on it)
+   * and that is answered; null when four-eyes lets the caller make it at once (or the file was applied at once).
+   */
+  async function holdNewEligibility(
+    actor: Actor,
+    context: CallContext,
+    entries: { role: string; principal: string; reason: string }[],
+  ): Promise<ChangeRequestRefDto | null> {
+    try {
+      await eligibility.guardNewEligibility(actor, entries);
+      return null;
+    } catch (error) {
+      if (!(error instanceof HeldAsFile)) throw error;
+      return (await config.applyConfig(actor, error.text, context)).changeRequest ?? null;
+    }
+  }
+
   return {
     ...targets,
     ...policies,
     ...roles,
     ...eligibility,
     ...config,
+    holdNewEligibility,
     updateTarget: (
       actor: Actor,
       ref: string,

@@ -11,7 +11,8 @@ import { StintError } from "../../lib/errors.js";
 import type { Logger } from "../../lib/logger.js";
 import { deriveKey, open } from "../../lib/security.js";
 import type { AuditLog } from "../audit/audit.service.js";
-import type { CallContext } from "../authz/authz.types.js";
+import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
+import type { Actor, CallContext } from "../authz/authz.types.js";
 import { targetConfig } from "../catalog/catalog.store.js";
 import { credentialBinding, endpointOf } from "../catalog/custody.rules.js";
 import {
@@ -58,6 +59,15 @@ export interface GrantServiceDeps {
    * (the connector's test call); as soon as it answers they are made due now (default 2 s).
    */
   probeIntervalMs?: number;
+  /**
+   * Four-eyes for the eligibility a conversion of standing access makes (the catalog's `holdNewEligibility`): the
+   * change request it became when that widens access at a covered tier (nothing may then change), else null.
+   */
+  holdNewEligibility?: (
+    actor: Actor,
+    context: CallContext,
+    entries: { role: string; principal: string; reason: string }[],
+  ) => Promise<ChangeRequestRefDto | null>;
 }
 
 export const iso = (value: Date | string | null) => (value === null ? null : new Date(value).toISOString());

@@ -67,15 +67,24 @@ export function registerGrantRoutes(app: App, deps: { grants: GrantService }) {
     "/v1/targets/:ref/discovery/conversions",
     {
       config: { requirement: "targets.operate" },
-      schema: { tags, params: c.targetParams, body: c.convertBody, response: { 200: c.convertResult } },
+      schema: {
+        tags,
+        params: c.targetParams,
+        body: c.convertBody,
+        response: { 200: c.convertResult, 202: c.convertResult },
+      },
     },
-    async (req) =>
-      grants.convert(req.actor, req.callContext, req.params.ref, {
+    async (req, reply) => {
+      const result = await grants.convert(req.actor, req.callContext, req.params.ref, {
         role: req.body.role,
         logins: req.body.logins ?? null,
         dryRun: req.body.dryRun,
         reason: req.body.reason,
-      }),
+      });
+      // Held for a second admin (four-eyes): accepted, nothing changed yet.
+      if (result.changeRequest) reply.code(202);
+      return result;
+    },
   );
 
   app.put(

@@ -15,10 +15,45 @@ import { asConnectorError, systemContext, type GrantContext } from "./grants.con
 import * as grantStore from "./grants.store.js";
 import { JOB, type ConvertResult, type DiscoveredAccessDto } from "./grants.types.js";
 import { normalizeLogin } from "./reconcile.rules.js";
+import { guardOwnAccess } from "../requests/self-grant.js";
+import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
 
 export function createStandingAccess(ctx: GrantContext) {
   const { store, audit, clock, outbox, revokeAttempts, connectorTarget, call, requireTarget, loginsOf, queueRestores } =
     ctx;
+
+  /**
+   * Four-eyes on a conversion: the eligibility it creates widens access (Stint cannot tell that the user a login maps
+   * to is the person who held that login), so where a one-object eligibility write would be held, the conversion is
+   * held as a whole: the catalog keeps its new eligibility as one change request, and nothing else happens now (no
+   * eligibility, no removal). Once approved, the same conversion again finds the eligibility and removes the
+   * standing access. Null when not held.
+   */
+  async function holdConversion(
+    actor: Actor,
+    context: CallContext,
+    role: { id: string; name: string },
+    plan: { access: DiscoveredAccessDto; principal: { id: string; name: string } }[],
+    reason: string,
+  ): Promise<{ converted: ConvertResult["converted"]; changeRequest: ChangeRequestRefDto } | null> {
+    const hold = ctx.deps.holdNewEligibility;
+    if (!hold || plan.length === 0) return null;
+    const now = clock.now();
+    const created = new Set<string>();
+    for (const { principal } of plan)
+      if (!(await grantStore.isDirectlyEligible(store.db, role.id, principal.id, now))) created.add(principal.name);
+    if (created.size === 0) return null;
+    const entries = [...created].map((principal) => ({ role: role.name, principal, reason }));
+    const changeRequest = await hold(actor, context, entries);
+    if (!changeRequest) return null;
+    const converted = plan.map(({ access, principal }) => ({
+      login: access.login,
+      principal: principal.name,
+      privilege: access.privilege,
+      eligibility: created.has(principal.name) ? ("created" as const) : ("existing" as const),
+    }));
+    return { converted, changeRequest };
+  }
 
   async function removeStandingJob(payload: Record<string, unknown>, job: HandlerContext) {
     const targetRow = await grantStore.findTarget(store.db, String(payload.targetId));
@@ -144,9 +179,15 @@ export function createStandingAccess(ctx: GrantContext) {
         }
         plan.push({ access, principal });
       }
+      if (!input.dryRun) {
+        const held = await holdConversion(actor, context, role, plan, input.reason);
+        if (held) return { ...result, converted: held.converted, changeRequest: held.changeRequest };
+      }
       const conversionId = newId();
       await store.transaction(async (tx) => {
         const now = clock.now();
+        // Nobody makes themselves eligible, here as through the catalog: checked on the outcome.
+        const ownAccess = await guardOwnAccess(tx, actor);
         for (const [index, { access, principal }] of plan.entries()) {
           const existing = await grantStore.isDirectlyEligible(tx, role.id, principal.id, now);
           result.converted.push({
@@ -178,6 +219,7 @@ export function createStandingAccess(ctx: GrantContext) {
             maxAttempts: revokeAttempts,
           });
         }
+        if (!input.dryRun) await ownAccess.check(tx, now);
         if (!input.dryRun && plan.length > 0)
           await audit.append(tx, actor, context, {
             action: "standing.converted",

@@ -1,5 +1,6 @@
 /** What the grants module's use cases share with each other and with callers: job kinds, results, minted logins. */
 import { randomBytes } from "node:crypto";
+import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
 import type { StandingAccess } from "../connectors/index.js";
 import type { DriftKind } from "./reconcile.rules.js";
 
@@ -69,6 +70,8 @@ export interface ConvertResult {
   role: string;
   converted: { login: string; principal: string; privilege: string; eligibility: "created" | "existing" }[];
   skipped: { login: string; reason: string }[];
+  /** Held for a second admin (four-eyes): nothing was changed. */
+  changeRequest?: ChangeRequestRefDto;
 }
 
 /** A role whose entitlement says `dynamic: true` mints a login per activation. */

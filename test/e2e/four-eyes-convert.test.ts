@@ -1,0 +1,196 @@
+/**
+ * Four-eyes on `stint discover --convert`: converting standing access makes Stint users eligible for a role, and
+ * Stint cannot tell that the user it maps a login to is the person who held that login (the identity mapping and
+ * the target's own answer decide it), so it widens access like a POST of eligibility does. At a four-eyes tier the
+ * conversion is held as a change request (202, nothing changed: no eligibility, the standing privilege stays); its
+ * author cannot approve it; a second admin's approval creates the eligibility; the same conversion again then
+ * removes the standing privilege. Nobody converts their own login (SELF_GRANT), held or not.
+ */
+import type { AddressInfo } from "node:net";
+import { createServer, type Server } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { testServer, type TestServer } from "../../src/testing/server.js";
+
+const ADMINS = { group: "admins" };
+const REASON = "phase two: just-in-time only";
+
+/** A webhook target's endpoint: answers `discover` with `accounts`, keeps the actions it was sent. */
+async function startEndpoint() {
+  const actions: { action: string; login?: string }[] = [];
+  const state = { accounts: [] as Record<string, unknown>[] };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { action: string; login?: string };
+      actions.push({ action: body.action, ...(body.login !== undefined ? { login: body.login } : {}) });
+      const answer =
+        body.action === "discover" ? { accounts: state.accounts } : body.action === "observe" ? { holders: [] } : {};
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(JSON.stringify(answer));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/stint`,
+    actions,
+    state,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe("four-eyes on converting standing access (discover --convert)", () => {
+  let server: TestServer;
+  let endpoint: Awaited<ReturnType<typeof startEndpoint>>;
+  let admin: string;
+  let admin2: string;
+
+  async function call(method: "GET" | "POST" | "PUT", url: string, auth: string, body?: unknown) {
+    const res = await server.app.inject({
+      method,
+      url,
+      headers: { authorization: auth },
+      ...(body !== undefined ? { payload: body as object } : {}),
+    });
+    const parsed = res.body ? res.json() : undefined;
+    return { status: res.statusCode, code: parsed?.error?.code as string | undefined, body: parsed };
+  }
+
+  const eligible = async (role: string) =>
+    ((await call("GET", `/v1/eligibilities?role=${role}`, admin)).body.items as { status: string; principal: string }[])
+      .filter((e) => e.status !== "removed")
+      .map((e) => e.principal);
+
+  const convert = (auth: string, role: string, logins?: string[]) =>
+    call("POST", "/v1/targets/hooks/discovery/conversions", auth, {
+      role,
+      reason: REASON,
+      ...(logins ? { logins } : {}),
+    });
+
+  /** Runs the outbox dry and answers the removals the endpoint was asked for. */
+  async function removals(): Promise<string[]> {
+    for (let i = 0; i < 10; i++) if ((await server.outbox.runOnce()).claimed === 0) break;
+    return endpoint.actions.filter((a) => a.action === "revoke").map((a) => a.login ?? "");
+  }
+
+  beforeAll(async () => {
+    endpoint = await startEndpoint();
+    server = await testServer("pglite", {
+      env: { STINT_FOUR_EYES_TIERS: "high,critical", STINT_RECONCILE_INTERVAL: "0" },
+    });
+    admin = server.adminAuth;
+    await server.userWithRoles("carol", ["user"]);
+    const applied = await call("POST", "/v1/config/apply", admin, {
+      yaml: `apiVersion: stint/v1
+policies:
+  - name: self
+    mfa: { required: false }
+    maxDuration: 8h
+targets:
+  - name: hooks
+    kind: webhook
+    address: ${endpoint.url}
+    credential: { secret: targets/hooks/admin }
+    identity: { template: "{{name}}@example.com" }
+roles:
+  - name: hooks-admin
+    target: hooks
+    entitlement: { group: admins }
+    policy: self
+    risk: high
+  - name: hooks-low
+    target: hooks
+    entitlement: { group: admins }
+    policy: self
+    risk: low
+`,
+    });
+    expect(applied.body, JSON.stringify(applied.body)).toMatchObject({ applied: true });
+    // The second admin comes after the catalog: with nobody else to approve, it applies at once (alone: apply).
+    admin2 = await server.userWithRoles("admin2", ["admin"]);
+    const stored = await call("PUT", "/v1/targets/hooks/credential", admin, {
+      secret: "whsec_convert_0123456789abcdef",
+    });
+    expect(stored.status, JSON.stringify(stored.body)).toBe(200);
+    endpoint.state.accounts = [
+      { login: "carol@example.com", privilege: "Admin group member", entitlement: ADMINS },
+      { login: "admin@example.com", privilege: "Admin group member", entitlement: ADMINS },
+    ];
+  });
+
+  afterAll(async () => {
+    await server?.cleanup();
+    await endpoint?.close();
+  });
+
+  it("at a four-eyes tier the conversion is held (202): no eligibility, the standing privilege stays", async () => {
+    const held = await convert(admin, "hooks-admin", ["carol@example.com"]);
+    expect(held.status, JSON.stringify(held.body)).toBe(202);
+    expect(held.body).toMatchObject({
+      dryRun: false,
+      role: "hooks-admin",
+      converted: [{ login: "carol@example.com", principal: "carol", eligibility: "created" }],
+      changeRequest: { status: "pending", tier: "high" },
+    });
+    expect(await eligible("hooks-admin")).toEqual([]);
+    expect(await removals()).toEqual([]);
+
+    const id = held.body.changeRequest.id as string;
+    const shown = (await call("GET", `/v1/change-requests/${id}`, admin2)).body;
+    expect(shown).toMatchObject({ author: "admin", canApprove: true, plan: { summary: { create: 1 } } });
+    expect(shown.document).toContain("role: hooks-admin");
+    expect(shown.document).toContain("carol");
+
+    // Its author cannot approve it.
+    const own = await call("POST", `/v1/change-requests/${id}/approve`, admin, {});
+    expect(own).toMatchObject({ status: 403, code: "CHANGE_REQUEST_SELF_APPROVAL" });
+    expect(await eligible("hooks-admin")).toEqual([]);
+
+    // A second admin's approval creates the eligibility; the standing privilege is still there.
+    const approved = await call("POST", `/v1/change-requests/${id}/approve`, admin2, {});
+    expect(approved.status, JSON.stringify(approved.body)).toBe(200);
+    expect(approved.body.status).toBe("applied");
+    expect(await eligible("hooks-admin")).toEqual(["carol"]);
+    expect(await removals()).toEqual([]);
+
+    // The same conversion again widens nothing (the eligibility exists): applied at once, the privilege removed.
+    const again = await convert(admin, "hooks-admin", ["carol@example.com"]);
+    expect(again.status, JSON.stringify(again.body)).toBe(200);
+    expect(again.body.changeRequest).toBeUndefined();
+    expect(again.body.converted).toMatchObject([{ login: "carol@example.com", eligibility: "existing" }]);
+    expect(await removals()).toEqual(["carol@example.com"]);
+  });
+
+  it("a dry run at a four-eyes tier changes nothing and makes no change request", async () => {
+    const before = (await call("GET", "/v1/change-requests?status=all", admin)).body.items.length as number;
+    const dry = await call("POST", "/v1/targets/hooks/discovery/conversions", admin2, {
+      role: "hooks-admin",
+      logins: ["admin@example.com"],
+      dryRun: true,
+      reason: REASON,
+    });
+    expect(dry.status, JSON.stringify(dry.body)).toBe(200);
+    expect(dry.body.changeRequest).toBeUndefined();
+    expect((await call("GET", "/v1/change-requests?status=all", admin)).body.items.length).toBe(before);
+  });
+
+  it("nobody converts their own login: SELF_GRANT, held or not, and nothing changes", async () => {
+    const before = (await call("GET", "/v1/change-requests?status=all", admin)).body.items.length as number;
+    for (const role of ["hooks-admin", "hooks-low"]) {
+      const own = await convert(admin, role, ["admin@example.com"]);
+      expect(own, role).toMatchObject({ status: 403, code: "SELF_GRANT" });
+      expect(await eligible(role)).not.toContain("admin");
+    }
+    expect((await call("GET", "/v1/change-requests?status=all", admin)).body.items.length).toBe(before);
+    expect(await removals()).toEqual(["carol@example.com"]);
+  });
+
+  it("below the four-eyes tiers a conversion applies at once, and another admin may convert the admin's login", async () => {
+    const low = await convert(admin2, "hooks-low", ["admin@example.com"]);
+    expect(low.status, JSON.stringify(low.body)).toBe(200);
+    expect(low.body.changeRequest).toBeUndefined();
+    expect(await eligible("hooks-low")).toEqual(["admin"]);
+    expect(await removals()).toEqual(["carol@example.com", "admin@example.com"]);
+  });
+});
