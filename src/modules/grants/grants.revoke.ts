@@ -49,9 +49,10 @@ export function createRevocation(ctx: GrantContext) {
   async function revokeJob(payload: Record<string, unknown>, job: HandlerContext) {
     const grantId = String(payload.grantId);
     const force = payload.force === true;
-    const grant = await grantStore.findGrant(store.db, grantId);
-    if (!grant || (grant.state !== "revoking" && !force)) return;
-    const targetRow = (await grantStore.findTarget(store.db, grant.target_id))!;
+    // The grant, its target and the target's credential in one statement, as a provisioning attempt reads them.
+    const read = await grantStore.grantToProvision(store.db, grantId);
+    if (!read || (read.grant.state !== "revoking" && !force)) return;
+    const { grant, target: targetRow } = read;
     const membership = membershipOf(grant);
     const restoreReason = `the revocation of grant ${grantId} removed it at the target`;
 
@@ -64,11 +65,11 @@ export function createRevocation(ctx: GrantContext) {
         outcome: "success",
         subject: `grant:${grantId}`,
         details: {
-          role: grant!.role_name,
+          role: grant.role_name,
           target: targetRow.name,
-          login: grant!.login,
-          requestId: grant!.request_id,
-          attempts: grant!.attempts + 1,
+          login: grant.login,
+          requestId: grant.request_id,
+          attempts: grant.attempts + 1,
           ...(force
             ? {
                 after:
@@ -101,7 +102,7 @@ export function createRevocation(ctx: GrantContext) {
     await failpoint("grant.revoke.before-target");
     if (grant.login !== null) {
       try {
-        const { connector, target } = await connectorTarget(store.db, targetRow);
+        const { connector, target } = await connectorTarget(store.db, targetRow, read.targetSecret);
         const login = grant.login;
         const entitlement = grant.entitlement as Record<string, unknown>;
         if (isDynamic(entitlement) && connector.dropLogin) {
@@ -159,13 +160,9 @@ export function createRevocation(ctx: GrantContext) {
       await queueRestores(tx, holders, job, restoreReason);
       await recordRevoked(tx, now, holders.length > 0 ? { restoring: holders.map((h) => h.id) } : {});
     });
-    const ended = await store.db
-      .selectFrom("activation_requests")
-      .select("ended_at")
-      .where("id", "=", grant.request_id)
-      .executeTakeFirst();
-    if (ended?.ended_at)
-      revocationLatency.observe(Math.max(0, (now.getTime() - new Date(ended.ended_at).getTime()) / 1000));
+    // The activation ended before its revocation was queued (read with the grant above).
+    if (grant.request_ended_at)
+      revocationLatency.observe(Math.max(0, (now.getTime() - new Date(grant.request_ended_at).getTime()) / 1000));
   }
 
   /**

@@ -56,7 +56,6 @@ export function findPrincipal(db: Q, id: string) {
 // ---------------------------------------------------------------------------
 // Grants
 
-/** A grant with everything a worker needs to act on it. */
 /** A grant with its request, role, target and principal: what findGrant and grantToProvision both read. */
 function grantsJoined(db: Q) {
   return db
@@ -81,6 +80,7 @@ const GRANT_COLUMNS = [
   "principals.email as principal_email",
   "r.state as request_state",
   "r.duration_ms",
+  "r.ended_at as request_ended_at",
 ] as const;
 
 export function findGrant(db: Q, grantId: string) {
@@ -89,9 +89,9 @@ export function findGrant(db: Q, grantId: string) {
 export type GrantRow = NonNullable<Awaited<ReturnType<typeof findGrant>>>;
 
 /**
- * What a provisioning attempt reads, in one statement: the grant (as findGrant), its target's row, the
- * target's sealed admin credential (the path its config names; null when none is stored or named) and the
- * minted login's sealed password (null until one is stored).
+ * What a provisioning (or revocation) attempt reads, in one statement: the grant (as findGrant), its target's
+ * row, the target's sealed admin credential (the path its config names; null when none is stored or named) and
+ * the minted login's sealed password (null until one is stored).
  */
 export async function grantToProvision(db: Q, grantId: string) {
   const row = await grantsJoined(db)

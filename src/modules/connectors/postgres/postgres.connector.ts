@@ -166,24 +166,34 @@ function fresh(generate: () => string): { password: string; prepared: Promise<Pa
 
 /**
  * Whether the login exists, and whether createLogin made it (its comment says so); whether it (or, while it
- * does not exist, PUBLIC) may connect to the admin's database, and that database's name.
+ * does not exist, PUBLIC) may connect to the admin's database, and that database's name; whether the login was
+ * granted CONNECT on it by name (createLogin does when PUBLIC may not connect).
  */
 async function loginState(
   client: pg.Client,
   login: string,
-): Promise<{ state: "missing" | "dynamic" | "other"; canConnect: boolean; database: string }> {
-  const result = await client.query<{ found: boolean; comment: string | null; can: boolean; db: string }>(
+): Promise<{ state: "missing" | "dynamic" | "other"; canConnect: boolean; database: string; granted: boolean }> {
+  const result = await client.query<{
+    found: boolean;
+    comment: string | null;
+    can: boolean;
+    db: string;
+    granted: boolean;
+  }>(
     `SELECT r.oid IS NOT NULL AS found,
             pg_catalog.shobj_description(r.oid, 'pg_authid') AS comment,
             pg_catalog.has_database_privilege(COALESCE(r.rolname, 'public'), pg_catalog.current_database(), 'CONNECT')
               AS can,
-            pg_catalog.current_database() AS db
+            pg_catalog.current_database() AS db,
+            EXISTS (SELECT 1 FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) acl
+                     WHERE d.datname = pg_catalog.current_database() AND acl.grantee = r.oid
+                       AND acl.privilege_type = 'CONNECT') AS granted
        FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = $1`,
     [login],
   );
   const row = result.rows[0]!;
   const state = !row.found ? "missing" : row.comment === DYNAMIC_LOGIN_COMMENT ? "dynamic" : "other";
-  return { state, canConnect: row.can, database: row.db };
+  return { state, canConnect: row.can, database: row.db, granted: row.granted };
 }
 
 /** createLogin without PL/pgSQL: the login's state, then one simple query (one transaction) that acts on it. */
@@ -204,19 +214,6 @@ async function createLoginStepwise(client: pg.Client, login: string, role: strin
   // One simple query: its statements run as one transaction, so a GRANT that fails (a missing role) leaves no
   // login behind.
   await client.query(statements.join(";\n"));
-}
-
-/** Takes back a CONNECT that createLogin gave, which would otherwise keep DROP ROLE from working. */
-async function revokeConnect(client: pg.Client, login: string): Promise<void> {
-  const result = await client.query<{ db: string }>(
-    `SELECT d.datname AS db
-       FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) acl
-       JOIN pg_catalog.pg_roles r ON r.oid = acl.grantee
-      WHERE d.datname = pg_catalog.current_database() AND r.rolname = $1 AND acl.privilege_type = 'CONNECT'`,
-    [login],
-  );
-  if (result.rows.length > 0)
-    await client.query(`REVOKE CONNECT ON DATABASE ${quoteIdent(result.rows[0]!.db)} FROM ${quoteIdent(login)}`);
 }
 
 /** SQLSTATEs of a sign-in that the server refused for the login or its password. */
@@ -418,13 +415,14 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
   async dropLogin(target, spec, call) {
     const login = checkedLogin(spec.login);
     await withClient(target, call, async (client) => {
-      const { state } = await loginState(client, login);
+      const { state, database, granted } = await loginState(client, login);
       if (state === "missing") return;
       if (state === "other") throw refused(`login ${login} was not created by Stint: not dropping it`);
       // NOLOGIN first, so no new session starts between the terminate and the drop.
       await client.query(`ALTER ROLE ${quoteIdent(login)} WITH NOLOGIN`);
       await terminateSessions(client, login);
-      await revokeConnect(client, login);
+      // A CONNECT that createLogin gave would keep DROP ROLE from working.
+      if (granted) await client.query(`REVOKE CONNECT ON DATABASE ${quoteIdent(database)} FROM ${quoteIdent(login)}`);
       // Fails (refused, in PostgreSQL's words) when the login owns objects or holds privileges elsewhere.
       await client.query(`DROP ROLE IF EXISTS ${quoteIdent(login)}`);
     });
