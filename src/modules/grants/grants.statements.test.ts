@@ -3,7 +3,7 @@
  * transactions) that the provisioning job of a `dynamic: true` role (one outbox pass: the claim, the job's
  * reads, the password minted and sealed in the vault, the activation, the job's completion) and the
  * credentials read (`GET /v1/me/roles/:role/credentials`, the service as its route calls it) send to the store,
- * and holds them under a ceiling so a regression fails here rather than in a benchmark. The target is the
+ * and those of the revocation that drops the login, and holds them under a ceiling so a regression fails here rather than in a benchmark. The target is the
  * machine's PostgreSQL: the minted login must read the table. Statements to the target are not counted here
  * (bench/connectors.bench.ts prints them).
  */
@@ -51,6 +51,13 @@ const CREDENTIALS_MAX_TRANSACTIONS = { pglite: 1, postgres: 0 };
  * the outbox lane's target read again.
  */
 const ON_GRANT_MAX_STATEMENTS = 4;
+/**
+ * The revocation of the minted login (one outbox pass after the deactivation): the claim, the grant with its
+ * target, the target's credential and the activation's end in one read, the grant marked revoked with its audit
+ * event, the completion. It was 7: the grant, its target and the activation's end read apart (8 with the
+ * target's credential stored).
+ */
+const REVOKE_MAX_STATEMENTS = 5;
 /** On PGlite the audit log chains in the appending transaction (`inline`): four more per audited transaction. */
 const INLINE_CHAINING = { pglite: 4, postgres: 0 };
 
@@ -195,8 +202,14 @@ eligibility:
       expect(rows).toEqual([{ entry: "opening balance" }]);
 
       await s.requests.deactivate(actor, role, context);
+      // The revocation: the login dropped at the target and the grant marked revoked, audited.
+      const revoked = await measure(() => s.outbox.runOnce());
+      expect(revoked.result).toMatchObject({ claimed: 1, done: 1 });
       await drain();
       if (round === 0) continue;
+      expect(revoked.statements.length, JSON.stringify(revoked.statements)).toBeLessThanOrEqual(
+        REVOKE_MAX_STATEMENTS + INLINE_CHAINING[engine],
+      );
       const report = `provision: ${provisioned.statements.length} in ${provisioned.transactions} tx ${JSON.stringify(provisioned.statements)}; credentials: ${read.statements.length} in ${read.transactions} tx ${JSON.stringify(read.statements)}`;
       expect(provisioned.statements.length, report).toBeLessThanOrEqual(
         PROVISION_MAX_STATEMENTS + INLINE_CHAINING[engine],
