@@ -8,7 +8,11 @@
  */
 import type { AddressInfo } from "node:net";
 import { createServer, type Server } from "node:http";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
 const ADMINS = { group: "admins" };
@@ -122,6 +126,34 @@ roles:
   afterAll(async () => {
     await server?.cleanup();
     await endpoint?.close();
+  });
+
+  it("stint discover --convert says it is held, who must approve, and that nothing changed (exit 0)", async () => {
+    await server.app.listen({ port: 0, host: "127.0.0.1" });
+    const dir = await mkdtemp(path.join(tmpdir(), "stint-convert-cli-"));
+    try {
+      const env = {
+        STINT_CONFIG_DIR: dir,
+        HOME: dir,
+        STINT_SERVER: `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`,
+        STINT_TOKEN: admin.replace(/^Bearer /, ""),
+      };
+      const argv = ["discover", "hooks", "--convert", "--to-role", "hooks-admin", "--login", "carol@example.com"];
+      const run = await runCliCaptured([...argv, "--reason", REASON], { env });
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(/^Would convert to eligibility for hooks-admin:\n/);
+      expect(run.stdout).toContain("Held for a second admin (four-eyes: making 1 login eligible for hooks-admin");
+      expect(run.stdout).toMatch(
+        /Change request \S+, pending until .*: another admin runs `stint changes approve \S+`/,
+      );
+      expect(await eligible("hooks-admin")).toEqual([]);
+      // Denied, so the next test starts from no pending request for carol.
+      const id = /stint changes approve (\S+)`/.exec(run.stdout)![1]!;
+      const denied = await call("POST", `/v1/change-requests/${id}/deny`, admin2, { reason: "tested the CLI only" });
+      expect(denied.status, JSON.stringify(denied.body)).toBe(200);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("at a four-eyes tier the conversion is held (202): no eligibility, the standing privilege stays", async () => {
