@@ -398,6 +398,27 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       pendingByTx.get(tx)?.push(message);
     },
 
+    /**
+     * `send` of an `act` for a caller that sends it in a statement it runs anyway (submit: the one that inserts
+     * the request): the channel and the payload's text before the transaction id, which that statement
+     * completes (`head || pg_current_xact_id()::text || '}'`). The caller gives the id back (`sent`) once the
+     * statement sent it; only then is the message applied on this node at commit.
+     */
+    prepareAct(
+      tx: Kysely<Database>,
+      body: AccessMessageBody & { t: "act" },
+    ): { channel: string; head: string; sent(x: number): void } {
+      const message = { ...body, at: Date.now() } as AccessMessage;
+      return {
+        channel: indexStore.ACCESS_CHANNEL,
+        head: `${JSON.stringify(message).slice(0, -1)},"x":`,
+        sent(x: number) {
+          message.x = x;
+          pendingByTx.get(tx)?.push(message);
+        },
+      };
+    },
+
     /** `send` for many messages, in one statement (the scheduler ending a batch of activations). */
     async sendMany(tx: Kysely<Database>, bodies: AccessMessageBody[]): Promise<void> {
       const at = Date.now();

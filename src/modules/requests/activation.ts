@@ -226,6 +226,8 @@ export function createRequestCore(ctx: RequestContext) {
     row: requestStore.RequestRow,
     grantId: string,
     now: Date,
+    /** The index's message went with the statement that wrote the request (`insertRequest`). */
+    told = false,
   ): Promise<AuditInput[]> {
     const active = row.state === "active";
     const subject = `request:${row.id}`;
@@ -236,7 +238,7 @@ export function createRequestCore(ctx: RequestContext) {
       ];
     }
     const expiresAt = new Date(row.expires_at!);
-    await tellActive(tx, row, now, expiresAt);
+    if (!told) await tellActive(tx, row, now, expiresAt);
     await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
     return [
       {

@@ -95,7 +95,7 @@ export interface RequestServiceDeps {
    * The node's access index: the check API and activation tokens answer from it, and every transaction
    * that starts, extends or ends an activation tells it (all nodes hear it at commit).
    */
-  index?: Pick<AccessIndex, "view" | "send" | "sendMany" | "prepareMany">;
+  index?: Pick<AccessIndex, "view" | "send" | "sendMany" | "prepareMany"> & Partial<Pick<AccessIndex, "prepareAct">>;
 }
 
 export interface RequestDto {
@@ -143,6 +143,20 @@ export class Refusal {
   ) {}
 }
 
+/** The index's message for an activation that became active (or whose expiry moved). */
+function actMessage(row: requestStore.RequestRow, activatedAt: Date, expiresAt: Date) {
+  return {
+    t: "act" as const,
+    id: row.id,
+    pid: row.requester_id,
+    pn: row.requester_name,
+    rid: row.role_id,
+    rn: row.role_name,
+    exp: expiresAt.getTime(),
+    since: activatedAt.getTime(),
+  };
+}
+
 /** The service's dependencies and the helpers every use case shares. */
 export function createRequestContext(deps: RequestServiceDeps) {
   const { store, audit, clock, index } = deps;
@@ -150,16 +164,7 @@ export function createRequestContext(deps: RequestServiceDeps) {
 
   /** In the transaction that made `row` active or moved its expiry: every node's index learns it at commit. */
   async function tellActive(tx: Kysely<Database>, row: requestStore.RequestRow, activatedAt: Date, expiresAt: Date) {
-    await index?.send(tx, {
-      t: "act",
-      id: row.id,
-      pid: row.requester_id,
-      pn: row.requester_name,
-      rid: row.role_id,
-      rn: row.role_name,
-      exp: expiresAt.getTime(),
-      since: activatedAt.getTime(),
-    });
+    await index?.send(tx, actMessage(row, activatedAt, expiresAt));
   }
 
   function principalOf(actor: Actor): Extract<Actor, { kind: "principal" }> {
@@ -258,6 +263,7 @@ export function createRequestContext(deps: RequestServiceDeps) {
     index,
     emit,
     tellActive,
+    actMessage,
     principalOf,
     refuse,
     toDto,

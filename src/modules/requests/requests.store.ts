@@ -393,14 +393,26 @@ export async function insertRequest(
   db: Q,
   values: Insertable<Database["activation_requests"]>,
   grant: { id: string; state: "active" | "provisioning"; at: Date } | null,
-): Promise<boolean> {
+  /** A message the same statement sends once the request is written: `head` completed by the transaction id. */
+  notify?: { channel: string; head: string },
+): Promise<{ x?: number } | undefined> {
   const request = db
     .insertInto("activation_requests")
     .values(values)
     .onConflict((oc) => oc.doNothing());
-  if (!grant) return (await request.returning("id").executeTakeFirst()) !== undefined;
+  if (!grant) return (await request.returning("id").executeTakeFirst()) ? {} : undefined;
   const inserted = await db
     .with("request", () => request.returning(["id", "role_id", "requester_id"]))
+    // Sent only when the request was written (one row in `request`); read back by the grant's RETURNING.
+    .with("sent", (db) =>
+      db
+        .selectFrom("request")
+        .select([
+          sql<string>`pg_current_xact_id()::text`.as("x"),
+          sql`pg_notify(${notify?.channel ?? ""}, ${notify?.head ?? ""} || pg_current_xact_id()::text || '}')`.as("n"),
+        ])
+        .where(sql<boolean>`${notify !== undefined}`),
+    )
     .insertInto("grants")
     .columns(["id", "request_id", "role_id", "principal_id", "state", "created_at", "updated_at"])
     .expression((eb) =>
@@ -416,9 +428,10 @@ export async function insertRequest(
           sql<Date>`${grant.at}::timestamptz`.as("updated_at"),
         ]),
     )
-    .returning("grants.id")
+    .returning(["grants.id", sql<string | null>`(select x from sent)`.as("x")])
     .executeTakeFirst();
-  return inserted !== undefined;
+  if (!inserted) return undefined;
+  return inserted.x === null ? {} : { x: Number(inserted.x) };
 }
 
 export { endActivations, expireDue, notifyAll, type EndedRow, type ExpiredColumns } from "./ending.store.js";

@@ -16,7 +16,7 @@ import type { RequestCore } from "./activation.js";
 import { iso, Refusal, type RequestDto } from "./request-context.js";
 
 export function createSubmit(core: RequestCore) {
-  const { store, audit, clock, emit, refuse, principalOf, dtoOf, loadPolicy, started } = core;
+  const { store, audit, clock, index, actMessage, emit, refuse, principalOf, dtoOf, loadPolicy, started } = core;
 
   return {
     async submit(
@@ -131,10 +131,14 @@ export function createSubmit(core: RequestCore) {
           } = row;
           // Approved at once: its grant is written with it, in the same statement.
           const grantId = automatic && !startAt ? newId() : null;
+          // Active at once: the index's message goes in that statement too (sent only if the request is written).
+          const act =
+            expiresAt && index?.prepareAct ? index.prepareAct(tx, actMessage(row, now, expiresAt)) : undefined;
           const inserted = await requestStore.insertRequest(
             tx,
             { ...columns, policy_snapshot: JSON.stringify(spec), stages: JSON.stringify(stages), updated_at: now },
             grantId ? { id: grantId, state: state === "active" ? "active" : "provisioning", at: now } : null,
+            act,
           );
           if (!inserted) {
             const open = await requestStore.findOpenRequest(tx, principal.id, facts.role_id);
@@ -146,6 +150,8 @@ export function createSubmit(core: RequestCore) {
               open ? { requestId: open.id, state: open.state } : undefined,
             );
           }
+          const told = act !== undefined && inserted.x !== undefined;
+          if (told) act.sent(inserted.x!);
           const events: AuditInput[] = [
             {
               action: "request.submitted",
@@ -179,7 +185,7 @@ export function createSubmit(core: RequestCore) {
                 subject: `request:${id}`,
                 details: { role: facts.role_name, requester: row.requester_name, startAt: startAt.toISOString() },
               });
-            else events.push(...(await started(tx, row, grantId!, now)));
+            else events.push(...(await started(tx, row, grantId!, now, told)));
           } else {
             await emit(tx, {
               type: "submitted",
