@@ -459,22 +459,26 @@ async function refuseBody(request: FastifyRequest): Promise<void> {
 }
 
 /**
- * A request id: a UUIDv7 (time-ordered, like every id in Stint) made from one `randomUUID()` (whose
- * randomness Node draws in batches) with the millisecond time written over its first 48 bits: ~0.2 µs
- * where `uuid`'s v7 took ~2 µs on every request.
+ * A request id: UUIDv7-shaped (time-ordered, like every id in Stint): the millisecond time in its first 48
+ * bits, then a per-process random part and a per-process counter. A request id is no secret (a caller may
+ * choose its own, docs/api.md), only unique: the counter makes it so within a process, the random part
+ * (42 bits) across processes. ~0.1 µs less than a `randomUUID()` per request.
  */
 export function requestId(): string {
-  const random = randomUUID();
   const ms = Date.now();
   if (ms !== stampedMs) {
     stampedMs = ms;
     const hex = ms.toString(16).padStart(12, "0");
-    stamp = `${hex.slice(0, 8)}-${hex.slice(8)}-7`;
+    stamp = `${hex.slice(0, 8)}-${hex.slice(8)}-7${processPart}`;
   }
-  return stamp + random.slice(15);
+  requestCounter = (requestCounter + 1) >>> 0;
+  return stamp + requestCounter.toString(16).padStart(8, "0");
 }
 let stampedMs = -1;
 let stamp = "";
+let requestCounter = 0;
+/** A random UUID's `xxx-Vxxx-xxxx` after its version digit (V its variant). */
+const processPart = randomUUID().slice(15, 28);
 
 /**
  * A child logger made on first use: until something is written through it (an error, a request log line
