@@ -9,7 +9,7 @@ import { z } from "zod";
 import { StintError } from "../lib/errors.js";
 import { createLogger } from "../lib/logger.js";
 import { ANONYMOUS, type Actor } from "../modules/authz/authz.types.js";
-import { buildApp, type App, type RouteEntry } from "./app.js";
+import { buildApp, requestId, type App, type RouteEntry } from "./app.js";
 
 const ALICE: Actor = {
   kind: "principal",
@@ -151,6 +151,14 @@ describe("headers every answer carries", () => {
     });
     expect(badJson.json()).toMatchObject({ error: { code: "BAD_JSON" } });
     standing(badJson.headers);
+  });
+
+  it("makes request ids UUIDv7-shaped and never the same twice", () => {
+    const ids = Array.from({ length: 20_000 }, () => requestId());
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    // Time-ordered: the first 48 bits are the millisecond the id was made.
+    expect(Math.abs(parseInt(ids.at(-1)!.replace("-", "").slice(0, 12), 16) - Date.now())).toBeLessThan(60_000);
   });
 
   it("keeps a well-formed request id the client sent", async () => {
