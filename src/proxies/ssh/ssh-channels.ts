@@ -1,0 +1,248 @@
+/**
+ * One client session channel relayed to the target: its requests (pty, env, signals, shell, exec,
+ * subsystem) with the file-transfer policy and moderation before anything opens upstream, then the bytes
+ * both ways, recorded.
+ */
+import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from "ssh2";
+import type { Logger } from "../../lib/logger.js";
+import type { BrokeredSession, SessionEnd, UpstreamSsh } from "../../modules/sessions/sessions.types.js";
+import { parseRsyncCommand, parseScpCommand, createScpCounter } from "./exec-commands.js";
+import { execRefusal, fileChannel, refuseExec } from "./file-policy.js";
+import { whenModerated } from "./live-moderation.js";
+import { safely } from "./session-end.js";
+import { createSftpTracker } from "./sftp-log.js";
+import { countPerTick, relayStream } from "./ssh-relay.js";
+import type { Live } from "./ssh-connection.js";
+
+/** What a channel reads of its connection, at the moment it reads it (ssh-connection.ts owns the state). */
+export interface ChannelContext {
+  /** The connection's logger, with the session's ids once signed in. */
+  readonly log: Logger;
+  /** The session started to end: nothing more opens, nothing more is relayed. */
+  readonly ending: boolean;
+  /** Set when Stint ends the session: a channel the client opens during the grace period gets the message too. */
+  readonly killing: SessionEnd | undefined;
+}
+
+export function relaySession(
+  connection: ChannelContext,
+  channelSession: Session,
+  { session, upstream, channels }: Live,
+): void {
+  let pty: PseudoTtyInfo | undefined;
+  const env: Record<string, string> = {};
+  let remote: ClientChannel | undefined;
+  let started = false;
+  /** A window change came before the target's channel was open. */
+  let resized = false;
+
+  channelSession.on("pty", (accept, reject, info) => {
+    if (started) return reject?.();
+    pty = info;
+    session.recorder.resize(info.cols, info.rows);
+    accept?.();
+  });
+  channelSession.on("window-change", (accept, _reject, info) => {
+    session.recorder.resize(info.cols, info.rows);
+    if (pty) {
+      pty = { ...pty, cols: info.cols, rows: info.rows, width: info.width, height: info.height };
+      resized = true;
+    }
+    safely(() => remote?.setWindow(info.rows, info.cols, info.height, info.width));
+    accept?.();
+  });
+  channelSession.on("env", (accept, reject, info) => {
+    if (started) return reject?.();
+    env[info.key] = info.val;
+    accept?.();
+  });
+  channelSession.on("signal", (accept, _reject, info) => {
+    safely(() => remote?.signal(info.name));
+    accept?.();
+  });
+  channelSession.on("auth-agent", (_accept, reject) => reject?.());
+  channelSession.on("x11", (_accept, reject) => reject?.());
+
+  /**
+   * ssh2 must accept a shell/exec/subsystem request at once: a client EOF that follows (an empty
+   * stdin) makes a later accept impossible. So the client's channel is accepted first and its data
+   * waits, paused, until the target's channel is open; a target that refuses gets the client a
+   * message and exit status 1.
+   */
+  const start = (kind: "shell" | "exec" | "subsystem", detail: string, open: (done: OpenCallback) => void) => {
+    return (accept: () => ServerChannel | undefined, reject: () => void) => {
+      if (started || connection.ending) return reject();
+      started = true;
+      const local = accept();
+      if (!local) return;
+      local.pause();
+      channels.add(local);
+      if (connection.killing) {
+        const { message } = connection.killing;
+        safely(() => local.stderr.write(`\r\nStint: ${message}\r\n`));
+      }
+      local.on("close", () => channels.delete(local));
+      local.on("error", (error: Error) => connection.log.debug({ err: error }, "ssh client channel error"));
+      const refuse = (reason: string | undefined) => {
+        connection.log.info({ kind, reason }, "ssh channel refused by the target");
+        safely(() => local.stderr.write(`Stint: ${session.target} refused the ${kind} request.\r\n`));
+        safely(() => local.exit(1));
+        safely(() => local.end());
+      };
+      const openUpstream = () => {
+        try {
+          open((error, channel) => {
+            if (error || !channel) return refuse(error?.message);
+            if (connection.ending || local.destroyed) return safely(() => channel.close());
+            remote = channel;
+            if (pty && resized) safely(() => channel.setWindow(pty!.rows, pty!.cols, pty!.height, pty!.width));
+            relayChannel(connection, local, channel, kind, detail, session, pty !== undefined);
+          });
+        } catch (error) {
+          refuse((error as Error).message);
+        }
+      };
+      // A moderated session opens nothing upstream before a moderator joined (live-moderation.ts).
+      whenModerated(
+        session,
+        (text) => safely(() => local.stderr.write(text)),
+        () => connection.ending || local.destroyed,
+        openUpstream,
+      );
+    };
+  };
+  const options = () => ({ ...(pty ? { pty: ptyOptions(pty) } : {}), env });
+
+  channelSession.on(
+    "shell",
+    start("shell", "", (done) => upstream.shell(pty ? ptyOptions(pty) : false, { env }, done)),
+  );
+  channelSession.on("exec", (accept, reject, info) => {
+    // The file-transfer policy (file-policy.ts): a denied scp/rsync/sftp-server never reaches the target.
+    const scp = pty ? undefined : parseScpCommand(info.command);
+    const refusal = execRefusal(
+      session.policy.files,
+      session.role,
+      info.command,
+      scp,
+      pty ? undefined : parseRsyncCommand(info.command),
+    );
+    if (refusal && !started && !connection.ending) {
+      started = true;
+      return refuseExec(session, accept, refusal);
+    }
+    start("exec", info.command, (done) => upstream.exec(info.command, options(), done))(accept, reject);
+  });
+  channelSession.on("subsystem", (accept, reject, info) => {
+    // Only SFTP is understood (sftp-log.ts); any other subsystem could be a shell by another name.
+    if (info.name !== "sftp") {
+      session.recorder.event("subsystem", { name: info.name, allowed: false });
+      connection.log.info({ subsystem: info.name }, "ssh subsystem refused");
+      return reject();
+    }
+    start("subsystem", info.name, (done) => upstream.subsys(info.name, done))(accept, reject);
+  });
+}
+
+/**
+ * Pipes one session channel both ways. Shell: output and input recorded. Exec: the output recorded,
+ * then an `exec` event with the exit code; scp is an `scp` event instead, rsync an `rsync` event (file
+ * data counted, not recorded). SFTP: `sftp` events.
+ */
+function relayChannel(
+  connection: ChannelContext,
+  local: ServerChannel,
+  remote: ClientChannel,
+  kind: "shell" | "exec" | "subsystem",
+  detail: string,
+  session: BrokeredSession<UpstreamSsh>,
+  withTerminal: boolean,
+): void {
+  const { recorder } = session;
+  /** The relay stops the moment the session starts to end, before its recording is closed. */
+  const relaying = () => !connection.ending;
+  // scp's file bytes are counted, not recorded: only for a plain scp command without a terminal.
+  const scp = kind === "exec" && !withTerminal ? parseScpCommand(detail) : undefined;
+  // rsync's likewise: the command, the paths and the bytes its sending side sent.
+  const rsync = kind === "exec" && !withTerminal && !scp ? parseRsyncCommand(detail) : undefined;
+  let rsyncBytes = 0;
+  const sftp = kind === "subsystem" && detail === "sftp" ? createSftpTracker() : undefined;
+  const scpBytes = scp ? createScpCounter() : undefined;
+  if (kind === "subsystem") recorder.event("subsystem", { name: detail });
+  // The file-transfer policy, sizes and SHA-256s of SFTP and legacy scp (file-policy.ts).
+  const files = fileChannel({ kind, detail, scp, session, local, remote });
+  let exit: { exitCode?: number; signal?: string } = {};
+
+  const recordOutput = kind === "shell" || (kind === "exec" && !scp && !rsync);
+  const countDown = countPerTick((bytes) => session.countBytes("down", bytes));
+  const countUp = countPerTick((bytes) => session.countBytes("up", bytes));
+  const fromTarget = (data: Buffer) => {
+    countDown(data.length);
+    if (recordOutput) recorder.output(data);
+    if (sftp) for (const event of sftp.fromServer(data)) recorder.event("sftp", { ...event });
+    if (scp?.direction === "download") scpBytes?.feed(data);
+    if (rsync?.direction === "download") rsyncBytes += data.length;
+  };
+  const fromClient = (data: Buffer) => {
+    countUp(data.length);
+    // A terminal's keystrokes, and an exec's stdin (`echo CMD | ssh host sh` runs what it carries).
+    if (recordOutput) recorder.input(data);
+    if (sftp) for (const event of sftp.fromClient(data)) recorder.event("sftp", { ...event });
+    if (scp?.direction === "upload") scpBytes?.feed(data);
+    if (rsync?.direction === "upload") rsyncBytes += data.length;
+  };
+
+  relayStream(remote, local, fromTarget, relaying, files?.fromServer);
+  relayStream(remote.stderr, local.stderr, fromTarget, relaying);
+  // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
+  local.on("end", () => safely(() => remote.end()));
+  relayStream(local, remote, fromClient, relaying, files?.fromClient);
+  local.resume();
+  remote.on("error", (error: Error) => connection.log.debug({ err: error }, "ssh target channel error"));
+
+  remote.on("exit", (code: number | null, signal?: string, coreDumped?: boolean, description?: string) => {
+    if (typeof code === "number") {
+      exit = { exitCode: code };
+      safely(() => local.exit(code));
+    } else if (signal) {
+      exit = { signal: signal.replace(/^SIG/, "") };
+      safely(() => local.exit(signal.replace(/^SIG/, ""), coreDumped === true, description ?? ""));
+    }
+  });
+  let recorded = false;
+  const recordEnd = () => {
+    if (recorded) return;
+    recorded = true;
+    if (scp) {
+      recorder.event("scp", { direction: scp.direction, path: scp.path, bytes: scpBytes?.bytes() ?? 0 });
+    } else if (rsync) {
+      const { direction, paths, options } = rsync;
+      recorder.event("rsync", { command: detail, direction, paths, options, bytes: rsyncBytes, ...exit });
+    } else if (kind === "exec") {
+      recorder.event("exec", { command: detail, ...exit });
+    }
+    if (sftp) for (const event of sftp.end()) recorder.event("sftp", { ...event });
+    files?.end();
+  };
+  remote.on("close", () => {
+    recordEnd();
+    safely(() => local.end());
+  });
+  local.on("close", () => {
+    recordEnd();
+    safely(() => remote.close());
+  });
+}
+
+type OpenCallback = (error: Error | undefined, channel: ClientChannel | undefined) => void;
+
+function ptyOptions(info: PseudoTtyInfo) {
+  return {
+    term: info.term,
+    cols: info.cols,
+    rows: info.rows,
+    width: info.width,
+    height: info.height,
+    modes: info.modes,
+  };
+}

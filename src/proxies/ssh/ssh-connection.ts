@@ -1,0 +1,292 @@
+/**
+ * One client connection through the proxy: certificate sign-in, the brokered session and the target's
+ * connection, port forwards, and the end (killed, closed by either side, shut down) reached once.
+ */
+import type { Duplex } from "node:stream";
+import type { AuthContext, Connection, ServerChannel, Client as SshClient } from "ssh2";
+import type { Logger } from "../../lib/logger.js";
+import type {
+  BrokeredSession,
+  EndReason,
+  SessionEnd,
+  SessionGate,
+  SshCertificateLogin,
+  UpstreamSsh,
+} from "../../modules/sessions/sessions.types.js";
+import { moderationAdmits } from "./live-moderation.js";
+import { endOf, endSession, safely } from "./session-end.js";
+import {
+  CERTIFICATE_ALGORITHMS,
+  certificateKeyType,
+  refusalText,
+  sendAuthBanner,
+  userauthSignatureValid,
+} from "./ssh-auth.js";
+import { relaySession, type ChannelContext } from "./ssh-channels.js";
+import { countPerTick, relayStream } from "./ssh-relay.js";
+import { connectUpstream } from "./ssh-upstream.js";
+
+/** How long the user has to read the kill message before both connections close. */
+const KILL_GRACE_MS = 250;
+/** After asking both sides to close, sockets still open are destroyed. */
+const FORCE_CLOSE_MS = 2000;
+
+export interface ConnectionDeps {
+  gate: Pick<SessionGate, "checkSshCertificate" | "openSsh">;
+  logger: Logger;
+  upstreamTimeoutMs: number;
+  /** The client is signed in: its handshake deadline no longer applies. */
+  signedIn(): void;
+}
+
+export interface ProxiedConnection {
+  /** Resolves once both connections are closed and the session (if any) has ended. */
+  closed: Promise<void>;
+  hasSession(): boolean;
+  shutdown(): void;
+}
+
+export interface Live {
+  session: BrokeredSession<UpstreamSsh>;
+  upstream: SshClient;
+  /** Open client-side session channels (where a kill message goes). */
+  channels: Set<ServerChannel>;
+}
+
+export function proxyConnection(client: Connection, clientAddress: string, deps: ConnectionDeps): ProxiedConnection {
+  const { gate } = deps;
+  let log = deps.logger.child({ clientAddress });
+  let live: Live | undefined;
+  let clientClosed = false;
+  let ending = false;
+  /** Set when Stint ends the session: a channel the client opens during the grace period gets the message too. */
+  let killing: SessionEnd | undefined;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
+  let sessionEnded: Promise<void> = Promise.resolve();
+
+  const state: ChannelContext = {
+    get log() {
+      return log;
+    },
+    get ending() {
+      return ending;
+    },
+    get killing() {
+      return killing;
+    },
+  };
+
+  let forwards = 0;
+  /** The relay stops the moment the session starts to end, before its recording is closed. */
+  const relaying = () => !ending;
+
+  client.on("error", (error: Error) => log.debug({ err: error }, "ssh client connection error"));
+  client.on("close", () => {
+    clientClosed = true;
+    finish("client_closed");
+    void sessionEnded.then(resolveClosed);
+  });
+
+  client.on("authentication", (ctx) => {
+    authenticate(ctx).catch((error: unknown) => {
+      log.error({ err: error }, "ssh authentication failed unexpectedly");
+      safely(() => ctx.reject(["publickey"]));
+    });
+  });
+
+  async function authenticate(ctx: AuthContext): Promise<void> {
+    if (ctx.method !== "publickey" || live || ending) return ctx.reject(["publickey"]);
+    if (!CERTIFICATE_ALGORITHMS.has(ctx.key.algo)) return ctx.reject(["publickey"]);
+    let login: SshCertificateLogin;
+    try {
+      login = gate.checkSshCertificate({
+        username: ctx.username,
+        algorithm: certificateKeyType(ctx.key.algo),
+        key: ctx.key.data,
+      });
+    } catch (error) {
+      log.info({ username: ctx.username, reason: refusalText(error) }, "ssh certificate refused");
+      return ctx.reject(["publickey"]);
+    }
+    // An offer without a signature: the client asks whether this key would do before signing.
+    if (!ctx.signature || !ctx.blob) return ctx.accept();
+    if (!userauthSignatureValid(ctx, login.publicKey)) {
+      log.warn({ user: login.user, serial: login.serial }, "ssh certificate offered without a valid signature");
+      return ctx.reject(["publickey"]);
+    }
+
+    let session: BrokeredSession<UpstreamSsh>;
+    try {
+      session = await gate.openSsh(login, { clientAddress });
+    } catch (error) {
+      log.info({ user: login.user, target: login.target, reason: refusalText(error) }, "ssh session refused");
+      sendAuthBanner(ctx, `Stint: ${refusalText(error)}`);
+      return ctx.reject(["publickey"]);
+    }
+    log = log.child({ sessionId: session.id, user: session.user, target: session.target });
+
+    let upstream: SshClient;
+    try {
+      upstream = await connectUpstream(session.upstream, deps.upstreamTimeoutMs);
+    } catch (error) {
+      const reason = (error as Error).message;
+      log.warn({ reason }, "ssh target unreachable");
+      sendAuthBanner(ctx, `Stint: cannot open ${session.target}: ${reason}`);
+      ctx.reject(["publickey"]);
+      await endSession(session, "error", reason, log);
+      return;
+    }
+    if (clientClosed || session.signal.aborted) {
+      upstream.end();
+      const reason = session.signal.aborted ? endOf(session.signal).reason : "client_closed";
+      await endSession(session, reason, undefined, log);
+      if (!clientClosed) ctx.reject(["publickey"]);
+      return;
+    }
+
+    live = { session, upstream, channels: new Set() };
+    deps.signedIn();
+    ctx.accept();
+    log.info({ role: session.role, serial: login.serial, keyId: login.keyId }, "ssh session opened");
+    watchUpstream(live);
+    session.signal.addEventListener("abort", () => kill(endOf(session.signal)), { once: true });
+  }
+
+  function watchUpstream({ upstream }: Live): void {
+    upstream.on("error", (error: Error) => log.debug({ err: error }, "ssh target connection error"));
+    upstream.on("close", () => finish("upstream_closed"));
+    // Remote forwarding: the target tells of a connection to a port it listens on for us.
+    upstream.on("tcp connection", (details, accept, reject) => {
+      if (ending) return reject();
+      client.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (error, channel) => {
+        if (error) return reject();
+        relayForward(channel, accept(), { kind: "tcpip-forward", host: details.destIP, port: details.destPort });
+      });
+    });
+  }
+
+  client.on("session", (accept, reject) => {
+    if (!live || ending) return reject();
+    relaySession(state, accept(), live);
+  });
+
+  client.on("tcpip", (accept, reject, info) => {
+    if (!live || ending) return reject();
+    const { session, upstream } = live;
+    if (!moderationAdmits(session))
+      return rejectProhibited(client, reject, "Stint: no moderator has joined this session yet");
+    const allowed = session.policy.portForwarding;
+    session.recorder.event("forward", { kind: "direct-tcpip", host: info.destIP, port: info.destPort, allowed });
+    if (!allowed) return rejectProhibited(client, reject, `Stint: port forwarding is not allowed for ${session.role}`);
+    upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (error, channel) => {
+      if (error) return reject();
+      relayForward(accept(), channel, { kind: "direct-tcpip", host: info.destIP, port: info.destPort });
+    });
+  });
+
+  client.on("request", (accept, reject, name, info) => {
+    if (!live || ending || (name !== "tcpip-forward" && name !== "cancel-tcpip-forward")) return reject?.();
+    const { session, upstream } = live;
+    if (name === "cancel-tcpip-forward") {
+      upstream.unforwardIn(info.bindAddr, info.bindPort, (error) => (error ? reject?.() : accept?.()));
+      return;
+    }
+    if (!moderationAdmits(session)) return reject?.();
+    const allowed = session.policy.portForwarding;
+    session.recorder.event("forward", { kind: "tcpip-forward", host: info.bindAddr, port: info.bindPort, allowed });
+    if (!allowed) return reject?.();
+    upstream.forwardIn(info.bindAddr, info.bindPort, (error, port) => (error ? reject?.() : accept?.(port)));
+  });
+
+  /**
+   * A forwarded TCP connection: bytes both ways, counted and recorded (`forward_data` events, base64), so a
+   * tunnel carries nothing the recording does not hold.
+   */
+  function relayForward(local: Duplex, remote: Duplex, forward: { kind: string; host: string; port: number }): void {
+    const session = live?.session;
+    const id = ++forwards;
+    const observe = (direction: "up" | "down") => {
+      const count = countPerTick((bytes) => session?.countBytes(direction, bytes));
+      return (data: Buffer) => {
+        count(data.length);
+        session?.recorder.event("forward_data", { id, ...forward, direction, data: data.toString("base64") });
+      };
+    };
+    relayStream(remote, local, observe("down"), relaying);
+    relayStream(local, remote, observe("up"), relaying);
+    local.on("end", () => safely(() => remote.end()));
+    remote.on("end", () => safely(() => local.end()));
+    for (const side of [local, remote]) {
+      side.on("error", (error: Error) => log.debug({ err: error }, "ssh forward channel error"));
+      side.on("close", () => {
+        safely(() => local.destroy());
+        safely(() => remote.destroy());
+      });
+    }
+  }
+
+  function kill(end: SessionEnd): void {
+    if (ending || !live || killing) return;
+    killing = end;
+    log.info({ reason: end.reason }, "ssh session ended by Stint");
+    for (const channel of live.channels) {
+      safely(() => channel.stderr.write(`\r\nStint: ${end.message}\r\n`));
+    }
+    setTimeout(() => finish(end.reason, end.message), KILL_GRACE_MS);
+  }
+
+  /** Ends both connections and the session, once, with the first reason that came. */
+  function finish(reason: EndReason, detail?: string): void {
+    if (ending) return;
+    ending = true;
+    const current = live;
+    if (current) {
+      safely(() => current.upstream.end());
+      sessionEnded = endSession(current.session, reason, detail, log);
+    }
+    if (!clientClosed) {
+      safely(() => client.end());
+      setTimeout(() => {
+        if (current) safely(() => current.upstream.destroy());
+        if (!clientClosed) safely(() => (client as unknown as { _sock?: { destroy(): void } })._sock?.destroy());
+      }, FORCE_CLOSE_MS).unref();
+    }
+  }
+
+  return {
+    closed,
+    hasSession: () => live !== undefined && !ending,
+    shutdown: () => {
+      if (live && !ending) {
+        kill({ reason: "shutdown", message: "the Stint SSH proxy is shutting down." });
+      } else {
+        finish("shutdown");
+      }
+    },
+  };
+}
+
+const OPEN_ADMINISTRATIVELY_PROHIBITED = 1;
+
+/**
+ * Refuses a channel open as SSH_OPEN_ADMINISTRATIVELY_PROHIBITED (RFC 4254 §5.1) with a description, so
+ * the client says "administratively prohibited: <why>". ssh2's reject() always sends CONNECT_FAILED and
+ * no text, so for the one synchronous call the connection's protocol object sends ours instead; if
+ * ssh2's internals ever change shape, the channel is still refused (with ssh2's code).
+ */
+function rejectProhibited(client: Connection, reject: () => void, description: string): void {
+  type Fail = (remote: number, reason: number, description: string) => void;
+  const protocol = (client as unknown as { _protocol?: { channelOpenFail?: Fail } })._protocol;
+  const original = protocol?.channelOpenFail;
+  if (!protocol || typeof original !== "function") return reject();
+  const own = Object.hasOwn(protocol, "channelOpenFail");
+  protocol.channelOpenFail = (remote: number) =>
+    original.call(protocol, remote, OPEN_ADMINISTRATIVELY_PROHIBITED, description);
+  try {
+    reject();
+  } finally {
+    if (own) protocol.channelOpenFail = original;
+    else delete protocol.channelOpenFail;
+  }
+}
