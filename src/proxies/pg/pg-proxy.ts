@@ -57,6 +57,9 @@ import {
 } from "./pg-upstream.js";
 import { startUpstreamTls } from "./upstream-tls.js";
 import {
+  DEFAULT_MAX_CLIENT_FRAME,
+  DEFAULT_MAX_SERVER_FRAME,
+  FrameTooLargeError,
   connectTcp,
   createFrameInbox,
   createFrameScanner,
@@ -78,6 +81,12 @@ export interface PgProxyDeps extends SessionListenerOptions {
   logger: Logger;
   /** Connecting and signing in upstream, until its first ReadyForQuery. */
   connectTimeoutMs?: number;
+  /**
+   * Bounds on a message the relay holds whole (a client's Query/Parse/Bind/…, a server's
+   * ErrorResponse, rows under a row limit): longer ends the session with FATAL 54000 at its header.
+   */
+  maxClientFrame?: number;
+  maxServerFrame?: number;
 }
 
 export type PgProxy = SessionProxy;
@@ -149,6 +158,8 @@ function backendMessage(type: number, body: Buffer): TrackedBackendMessage {
 export function createPgProxy(deps: PgProxyDeps): PgProxy {
   const log = deps.logger.child({ component: "pg-proxy" });
   const connectTimeoutMs = deps.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const maxClientFrame = deps.maxClientFrame ?? DEFAULT_MAX_CLIENT_FRAME;
+  const maxServerFrame = deps.maxServerFrame ?? DEFAULT_MAX_SERVER_FRAME;
   const cancels = createCancelRegistry(log, connectTimeoutMs);
   const listener = createSessionListener({
     deps,
@@ -328,8 +339,23 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     const entry = listener.liveSession(session, slog, kill);
     const countBytes = entry.countBytes;
 
-    const failProtocol = (side: string, error: unknown): void =>
-      finish("error", malformedStream(slog, side, error, client, upstream));
+    const failProtocol = (side: string, error: unknown): void => {
+      if (!(error instanceof FrameTooLargeError)) {
+        finish("error", malformedStream(slog, side, error, client, upstream));
+        return;
+      }
+      // Held whole, it could exhaust memory: refused at its header, before any of its body is kept.
+      const whose = side === "client" ? "the client's" : "the server's";
+      const message = `${whose} '${error.frameType}' message of ${error.claimed} bytes exceeds the Stint proxy's limit of ${error.limit} bytes`;
+      slog.warn(
+        { side, type: error.frameType, claimed: error.claimed, limit: error.limit },
+        "message too large; ending the session",
+      );
+      endWith(client, fatal("54000", message));
+      client.pause(); // the rest of the flood is not read (the socket closes LINGER_MS later)
+      upstream?.destroy();
+      finish("error", message);
+    };
 
     const record = (logged: QueryLogEntry): void => session.recorder.query(logged);
     /** A client message in session: the query log reads what it needs (see FRONTEND_READ). */
@@ -356,6 +382,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
             rules,
             keepClient: FRONTEND_READ,
             keepServer: BACKEND_READ,
+            maxClientFrame,
+            maxServerFrame,
             onClientFrame: trackFrontend,
             onServerFrame: trackBackend,
             onRefusal: (refusal) => {
@@ -364,8 +392,11 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
             },
           });
     /** Client bytes on their way upstream, server bytes on their way to the client. */
-    const clientRelay = guard?.client ?? createRelayScanner({ keep: FRONTEND_READ, onFrame: trackFrontend });
-    const upstreamRelay = guard?.server ?? createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend });
+    const clientRelay =
+      guard?.client ??
+      createRelayScanner({ keep: FRONTEND_READ, onFrame: trackFrontend, maxKeptLength: maxClientFrame });
+    const upstreamRelay =
+      guard?.server ?? createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend, maxKeptLength: maxServerFrame });
     /** Where the relay's pieces go in session (set with the upstream socket). */
     let toUpstream: (piece: Buffer) => void = () => undefined;
     let toClient: (piece: Buffer) => void = () => undefined;

@@ -77,6 +77,9 @@ export function createQueryGuard(options: {
   onClientFrame: (type: number, body: Buffer | null) => void;
   onServerFrame: (type: number, body: Buffer | null) => void;
   onRefusal: (refusal: QueryRefusal) => void;
+  /** Bounds on a frame held whole, each way (wire-stream.ts `maxKeptLength`). */
+  maxClientFrame?: number;
+  maxServerFrame?: number;
   /** Test hook; random per session otherwise. */
   nonce?: string;
 }): QueryGuard {
@@ -256,6 +259,7 @@ export function createQueryGuard(options: {
     client: createRelayScanner({
       keep: options.keepClient,
       hold: messageTypes("QPF"),
+      maxKeptLength: options.maxClientFrame,
       onFrame: onClientFrame,
       held: checkClient,
     }),
@@ -264,6 +268,7 @@ export function createQueryGuard(options: {
         ? createRelayScanner({
             keep: options.keepServer,
             hold: messageTypes("E"),
+            maxKeptLength: options.maxServerFrame,
             onFrame: onServerFrame,
             held: (type, body) => (type === ERROR_RESPONSE ? checkServer(type, body) : null),
           })
@@ -271,6 +276,7 @@ export function createQueryGuard(options: {
           createRelayScanner({
             keep: options.keepServer,
             hold: messageTypes("EDdcCsZ"),
+            maxKeptLength: options.maxServerFrame,
             onFrame: onServerFrame,
             held: limitRows,
           }),

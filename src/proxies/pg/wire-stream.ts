@@ -141,6 +141,27 @@ export function createFrameScanner(options: { startup: boolean; maxMessageLength
  *   (a frame within one chunk stays in the chunk's run: no copy). The query policy (query-guard.ts)
  *   holds; the plain relay does not.
  */
+/**
+ * A frame the relay would have to hold whole (its body kept for the query log, or held for the query
+ * policy) is longer than the relay's limit: thrown at its header, before any of its body is buffered.
+ */
+export class FrameTooLargeError extends PgWireError {
+  constructor(
+    /** The frame's type byte, as a character. */
+    readonly frameType: string,
+    /** The frame's body length, as its header claims. */
+    readonly claimed: number,
+    readonly limit: number,
+  ) {
+    super("LENGTH_TOO_LARGE", `a '${frameType}' message of ${claimed} bytes exceeds the limit of ${limit} bytes`);
+  }
+}
+
+/** Default bound on a client frame the relay holds whole (Query, Parse, Bind, … under the query log/policy). */
+export const DEFAULT_MAX_CLIENT_FRAME = 16 * 1024 * 1024;
+/** Default bound on a server frame the relay holds whole (ErrorResponse; rows only under a row limit). */
+export const DEFAULT_MAX_SERVER_FRAME = 64 * 1024 * 1024;
+
 export interface RelayScanner {
   /** Feeds bytes; `emit` receives the bytes to pass on, in order. Throws PgWireError on a bad length, then refuses more. */
   push(chunk: Buffer, emit: (piece: Buffer) => void): void;
@@ -168,11 +189,14 @@ export function createRelayScanner(options: {
   /** A held frame's body → its replacement (a whole frame, or empty to drop it), or null: unchanged. */
   held?: (type: number, body: Buffer) => Buffer | null;
   maxMessageLength?: number;
+  /** Bound on the body of a kept or held frame (its whole body may be buffered); longer: FrameTooLargeError. */
+  maxKeptLength?: number;
 }): RelayScanner {
   const { keep, onFrame } = options;
   const hold = options.hold ?? HOLD_NONE;
   const held = options.held ?? (() => null);
   const maxMessageLength = options.maxMessageLength ?? DEFAULT_MAX_MESSAGE_LENGTH;
+  const maxKeptLength = options.maxKeptLength ?? maxMessageLength;
   const header = Buffer.alloc(HEADER_LENGTH);
   let headerFill = 0;
   /** Body bytes still to come of the current frame; -1 between frames (reading a header). */
@@ -227,6 +251,10 @@ export function createRelayScanner(options: {
           remaining = length - 4;
           keeping = keep[type] === 1;
           holding = hold[type] === 1;
+          if ((keeping || holding) && remaining > maxKeptLength) {
+            failed = new FrameTooLargeError(String.fromCharCode(type), remaining, maxKeptLength);
+            throw failed;
+          }
           if (frameStart < 0) {
             // The header began in an earlier chunk (its bytes there went on unless held); its tail is at [0, offset).
             if (holding) {
