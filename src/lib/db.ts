@@ -33,6 +33,11 @@ export interface Store<DB> {
     options?: { onReconnect?: () => void },
   ): Promise<() => Promise<void>>;
   close(): Promise<void>;
+  /**
+   * PostgreSQL: the URL the store connects with (its TLS settings included), for a connection of a worker
+   * thread's own (`audit verify`). Not enumerable, never logged: it may hold a password.
+   */
+  readonly connectionUrl?: string;
 }
 
 const CHANNEL_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -146,7 +151,7 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
   pool.on("error", () => undefined);
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: checkedAfterLoss(pool) }) });
   const listeners = new Set<() => Promise<void>>();
-  return makeStore(
+  const store = makeStore<DB>(
     "postgres",
     db,
     async () => {
@@ -163,6 +168,7 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
       };
     },
   );
+  return Object.defineProperty(store, "connectionUrl", { value: url, enumerable: false });
 }
 
 /**

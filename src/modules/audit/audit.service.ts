@@ -149,7 +149,7 @@ export function actorLabel(actor: Actor): { actor: string; actorId: string | nul
 }
 
 export function createAuditLog(deps: {
-  store: Pick<AppStore, "db" | "transaction" | "engine">;
+  store: Pick<AppStore, "db" | "transaction" | "engine" | "connectionUrl">;
   keyring: Pick<Keyring, "signDetached" | "verifyDetached" | "mac" | "macValid">;
   clock: Clock;
   checkpointEvery?: number;
@@ -511,7 +511,8 @@ export function createAuditLog(deps: {
         every,
         ...(anchor && { anchor: { seq: anchor.seq, hash: anchor.hash, signatureValid: anchorSignatureValid(anchor) } }),
       });
-      if (head.seq >= parallelFrom) await visitInParallel(store.db, head.seq, verifier, onProgress);
+      if (head.seq >= parallelFrom)
+        await visitInParallel(store.db, head.seq, verifier, onProgress, undefined, store.connectionUrl);
       else await auditStore.visitForVerify(store.db, head.seq, verifier.push, onProgress);
       const result = verifier.finish(head);
       if (!result.ok) return result;

@@ -389,6 +389,14 @@ async function verifyPage(db: Q, afterSeq: number, limit: number): Promise<strin
 }
 
 /**
+ * `verifyPage`'s statement as text, `$1` the seq to read after and `$2` the limit: on PostgreSQL a verify
+ * worker thread runs it on a connection of its own (`audit.verify-worker.ts`).
+ */
+export function verifyPageStatement(db: Q): string {
+  return sql`select ${VERIFY_ROW} as row from audit_events where seq > ${0} order by seq limit ${0}`.compile(db).sql;
+}
+
+/**
  * Up to `limit` events after `afterSeq` and at most `headSeq`, in seq order, one `VERIFY_ROW` text each (the
  * parallel verify's read: the texts go to worker threads as they are).
  */

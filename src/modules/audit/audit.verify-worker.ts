@@ -1,13 +1,18 @@
 /**
  * A worker thread of `audit verify` (`audit.verify.ts`): re-hashes the events of the pages it is given
  * and checks the links inside each page. It only reports; the chain verifier in the calling thread
- * decides, and reads again one by one any page this does not find intact.
+ * decides, and reads again one by one any page this does not find intact. On PostgreSQL it reads its
+ * pages itself, over a connection of its own opened for one verify run and closed at its end, so the
+ * rows are never decoded by the calling thread nor copied between threads.
  */
 import { hash as digestOnce } from "node:crypto";
 import { parentPort } from "node:worker_threads";
 import { hashEvent } from "./audit.rules.js";
-import { canonicalOfRow, decodeVerifyRow } from "./audit.rows.js";
-import type { PageJob, PageReport } from "./audit.verify.js";
+import { canonicalOfRow, decodeVerifyRow, FIELD } from "./audit.rows.js";
+import type { PageJob, PageReport, ReadJob, WorkerMessage } from "./audit.verify.js";
+
+/** The workers' connections' application_name (in `pg_stat_activity`). */
+const VERIFY_APPLICATION = "stint audit verify";
 
 /**
  * A row's seq, stored previous hash and hash, and its hash computed again: from the fields straight
@@ -27,7 +32,7 @@ function hashedRow(text: string): { seq: number; prevHash: string; hash: string;
 }
 
 /** The page's events intact and linked among themselves: its ends, and the hashes at the seqs asked for. */
-export function checkPage(job: PageJob): PageReport {
+export function checkPage(job: Omit<PageJob, "kind">): PageReport {
   const { rows } = job;
   const hashes: string[] = [];
   let w = 0;
@@ -54,12 +59,73 @@ export function checkPage(job: PageJob): PageReport {
   return { id: job.id, ok: true, firstSeq, firstPrevHash, lastSeq, lastHash, hashes };
 }
 
-parentPort?.on("message", (job: PageJob) => {
-  let report: PageReport;
-  try {
-    report = checkPage(job);
-  } catch {
-    report = { id: job.id, ok: false };
+interface Reader {
+  query(config: { text: string; values: number[]; rowMode: "array" }): Promise<{ rows: string[][] }>;
+  end(): Promise<void>;
+}
+
+/** This thread's connections, by verify run, and the page statement each runs. */
+const readers = new Map<number, { client: Promise<Reader>; text: string }>();
+
+async function connect(url: string): Promise<Reader> {
+  const { default: pg } = await import("pg");
+  // The store's own settings: its URL (TLS included), the same connect timeout and keep-alive.
+  const client = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: 10_000,
+    keepAlive: true,
+    // Named, unless the URL names its connections itself.
+    application_name: VERIFY_APPLICATION,
+  });
+  client.on("error", () => undefined);
+  await client.connect();
+  return client as unknown as Reader;
+}
+
+/**
+ * Reads the page (`verifyPageRows`'s rows, cut at the head) and checks it; not ok when it cannot read. One
+ * row more is read: unless past the head, it must be the event after the page's last (a second row of the
+ * last seq would otherwise fall between this page and the next, which reads after that seq).
+ */
+async function readPage(job: ReadJob): Promise<PageReport> {
+  const reader = readers.get(job.run);
+  if (!reader) return { id: job.id, ok: false };
+  const { rows } = await (
+    await reader.client
+  ).query({ text: reader.text, values: [job.afterSeq, job.limit + 1], rowMode: "array" });
+  const texts = rows.map((row) => row[0]!);
+  // Past the head (appended since verify read it): left for the next run, as `verifyPageRows` leaves them.
+  const seqOf = (text: string) => Number(text.slice(0, text.indexOf(FIELD)));
+  while (texts.length > 0 && seqOf(texts[texts.length - 1]!) > job.headSeq) texts.pop();
+  const next = texts.length > job.limit ? texts.pop() : undefined;
+  const report = checkPage({ id: job.id, rows: texts, wanted: job.wanted });
+  if (!report.ok || (next !== undefined && seqOf(next) !== report.lastSeq + 1)) return { id: job.id, ok: false };
+  return { ...report, count: texts.length };
+}
+
+async function answer(message: WorkerMessage): Promise<PageReport> {
+  switch (message.kind) {
+    case "rows":
+      return checkPage(message);
+    case "read":
+      return readPage(message);
+    case "open": {
+      const client = connect(message.url);
+      readers.set(message.run, { client, text: message.text });
+      await client;
+      return { id: message.id, ok: true, firstSeq: 0, firstPrevHash: "", lastSeq: 0, lastHash: "", hashes: [] };
+    }
+    case "close": {
+      const reader = readers.get(message.run);
+      readers.delete(message.run);
+      await reader?.client.then((client) => client.end()).catch(() => undefined);
+      return { id: message.id, ok: false };
+    }
   }
-  parentPort!.postMessage(report);
+}
+
+parentPort?.on("message", (message: WorkerMessage) => {
+  void answer(message)
+    .catch((): PageReport => ({ id: message.id, ok: false }))
+    .then((report) => parentPort!.postMessage(report));
 });

@@ -7,6 +7,13 @@
  * Whatever a worker does not find intact (a row that does not decode without doubt included) is read
  * again as columns and pushed event by event through the same verifier as the serial path, so a broken
  * chain is reported exactly as before. Without workers (they cannot start), verify runs serially.
+ *
+ * On PostgreSQL (given the store's connection URL) up to `MAX_READERS` workers read their pages themselves,
+ * each over a connection of its own: the calling thread hands out keyset ranges of seq (the page after
+ * seq n of k rows holds seqs n+1..n+k when the chain is intact) and joins the workers' page summaries, so
+ * no row is decoded here nor copied between threads. A page whose summary is not exactly that range is
+ * read here again as columns, as above. The connections are opened for one run and closed at its end;
+ * when one cannot be opened, this thread reads the pages.
  */
 import { createRequire } from "node:module";
 import os from "node:os";
@@ -18,12 +25,33 @@ import type { createChainVerifier } from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
 
 export interface PageJob {
+  kind: "rows";
   id: number;
   /** `VERIFY_ROW` texts. */
   rows: string[];
   /** Seqs in the page whose hashes the verifier needs (checkpoints, the anchor), ascending. */
   wanted: number[];
 }
+
+/** Read the page after `afterSeq` (at most `limit` rows, none past `headSeq`) over the run's connection, and check it. */
+export interface ReadJob {
+  kind: "read";
+  id: number;
+  run: number;
+  afterSeq: number;
+  limit: number;
+  headSeq: number;
+  wanted: number[];
+}
+
+export type WorkerMessage =
+  | PageJob
+  | ReadJob
+  /** Open the run's connection; `text`: the page statement (`verifyPageStatement`). */
+  | { kind: "open"; id: number; run: number; url: string; text: string }
+  | { kind: "close"; id: number; run: number };
+
+type Job = WorkerMessage extends infer M ? (M extends WorkerMessage ? Omit<M, "id"> : never) : never;
 
 export type PageReport =
   | {
@@ -34,6 +62,8 @@ export type PageReport =
       lastSeq: number;
       lastHash: string;
       hashes: string[];
+      /** Rows the worker read itself (`ReadJob`). */
+      count?: number;
     }
   | { id: number; ok: false };
 
@@ -63,11 +93,15 @@ export function pageSizeFor(pagesRead: number, left: number): number {
   return Math.max(1, Math.min(PARALLEL_PAGE, ramp, Math.max(PARALLEL_PAGE / 8, share), left));
 }
 
+/** Workers that read their own pages on PostgreSQL, each with one connection: the store's extra connections at most. */
+export const MAX_READERS = 2;
+
 /** Idle workers end after this long (a verify soon after reuses them). */
 const IDLE_MS = 30_000;
 
 interface Pool {
-  run(job: Omit<PageJob, "id">): Promise<PageReport>;
+  /** Runs `job` on the least busy of the first `among` workers (all by default), or on worker `on`. */
+  run(job: Job, options?: { among?: number; on?: number }): Promise<PageReport>;
   /** A worker died or failed to start: every run since rejects. */
   broken(): boolean;
 }
@@ -116,15 +150,16 @@ function startPool() {
   });
   const pool: Pool = {
     broken: () => failed,
-    run(job) {
+    run(job, { among = workers.length, on } = {}) {
       if (failed) return Promise.reject(new Error("the audit verify workers are gone"));
       const id = nextId++;
-      let least = workers[0]!;
-      for (const worker of workers) if (load.get(worker)! < load.get(least)!) least = worker;
+      let least = workers[on ?? 0]!;
+      if (on === undefined)
+        for (const worker of workers.slice(0, among)) if (load.get(worker)! < load.get(least)!) least = worker;
       load.set(least, load.get(least)! + 1);
       return new Promise<PageReport>((resolve, reject) => {
         pending.set(id, { resolve, reject });
-        least.postMessage({ ...job, id } satisfies PageJob);
+        least.postMessage({ ...job, id } as WorkerMessage);
       });
     },
   };
@@ -156,6 +191,33 @@ function release(): void {
   current.idle.unref();
 }
 
+let nextRun = 1;
+
+/**
+ * Opens a connection in each of the first `MAX_READERS` workers for one run; undefined (none left open)
+ * when one of them cannot connect. `close` ends them all.
+ */
+async function openReaders(pool: Pool, db: Kysely<Database>, url: string) {
+  const run = nextRun++;
+  const count = Math.min(MAX_READERS, workerCount());
+  const text = auditStore.verifyPageStatement(db);
+  const close = () =>
+    Promise.all(
+      Array.from({ length: count }, (_, on) => pool.run({ kind: "close", run }, { on }).catch(() => undefined)),
+    );
+  const opened = await Promise.all(
+    Array.from({ length: count }, (_, on) =>
+      pool.run({ kind: "open", run, url, text }, { on }).then(
+        (report) => report.ok,
+        () => false,
+      ),
+    ),
+  );
+  if (opened.every(Boolean)) return { run, count, close };
+  await close();
+  return undefined;
+}
+
 /**
  * Feeds `verifier` every event up to `headSeq` in seq order, as `visitForVerify` does, with the hashing on
  * worker threads; `onPage` after each page with the last seq visited. Returns how many pages the workers
@@ -168,9 +230,12 @@ export async function visitInParallel(
   onPage?: (lastSeq: number) => void,
   /** Rows per page; by default `pageSizeFor` each page. */
   pageSize?: number,
-): Promise<{ pagesFromWorkers: number; pagesOneByOne: number }> {
+  /** PostgreSQL: the store's URL, so that workers read their pages over connections of their own. */
+  connectionUrl?: string,
+): Promise<{ pagesFromWorkers: number; pagesOneByOne: number; pagesReadByWorkers: number }> {
   const pool = acquire();
-  const counts = { pagesFromWorkers: 0, pagesOneByOne: 0, pagesRead: 0 };
+  const counts = { pagesFromWorkers: 0, pagesOneByOne: 0, pagesRead: 0, pagesReadByWorkers: 0 };
+  const readers = connectionUrl ? await openReaders(pool, db, connectionUrl) : undefined;
   try {
     const wantedAll = verifier.seqsOfInterest();
     const wantedIn = (first: number, last: number) => wantedAll.filter((seq) => seq >= first && seq <= last);
@@ -179,10 +244,15 @@ export async function visitInParallel(
     const queue: { page: Page; report: Promise<PageReport | null> }[] = [];
     const depth = 2 * workerCount();
 
-    /** The page's events one by one, read as columns (the serial path's fallback); false once the visit ends. */
-    const pushOneByOne = async (count: number) => {
-      for (const row of await auditStore.pageFrom(db, afterSeq, count)) {
+    /**
+     * The page's events one by one, read as columns (the serial path's fallback); false once the visit ends.
+     * One row more than the page is read, and every row up to its last seq pushed: a second row of that
+     * seq (a duplicate at the page's end) reaches the verifier too.
+     */
+    const pushOneByOne = async (page: Page) => {
+      for (const row of await auditStore.pageFrom(db, afterSeq, page.count + 1)) {
         const event = auditStore.toEvent(row);
+        if (event.seq > page.lastSeq && page.lastSeq >= afterSeq) return true;
         if (event.seq > headSeq || !verifier.push(event)) return false;
         afterSeq = event.seq;
       }
@@ -196,6 +266,7 @@ export async function visitInParallel(
         report?.ok &&
         report.firstSeq === page.firstSeq &&
         report.lastSeq === page.lastSeq &&
+        (report.count ?? page.count) === page.count &&
         verifier.pushVerified({
           firstSeq: report.firstSeq,
           firstPrevHash: report.firstPrevHash,
@@ -210,7 +281,7 @@ export async function visitInParallel(
         counts.pagesFromWorkers++;
       } else {
         counts.pagesOneByOne++;
-        if (!(await pushOneByOne(page.count))) return false;
+        if (!(await pushOneByOne(page))) return false;
       }
       onPage?.(afterSeq);
       return afterSeq === page.lastSeq;
@@ -219,8 +290,29 @@ export async function visitInParallel(
     let fetchAfter = 0;
     let stopped = false;
     while (!stopped && fetchAfter < headSeq) {
-      const size = pageSize ?? pageSizeFor(counts.pagesRead, headSeq - fetchAfter);
+      const size = Math.min(pageSize ?? pageSizeFor(counts.pagesRead, headSeq - fetchAfter), headSeq - fetchAfter);
       counts.pagesRead++;
+      if (readers) {
+        // The keyset range the next `size` events hold when the chain is intact; the worker reads it.
+        const page: Page = { count: size, firstSeq: fetchAfter + 1, lastSeq: fetchAfter + size };
+        const report = pool.run(
+          {
+            kind: "read",
+            run: readers.run,
+            afterSeq: fetchAfter,
+            limit: size,
+            headSeq,
+            wanted: wantedIn(page.firstSeq, page.lastSeq),
+          },
+          { among: readers.count },
+        );
+        report.catch(() => undefined);
+        queue.push({ page, report });
+        counts.pagesReadByWorkers++;
+        fetchAfter = page.lastSeq;
+        while (!stopped && queue.length >= depth) stopped = !(await settle(queue.shift()!));
+        continue;
+      }
       const rows = await auditStore.verifyPageRows(db, fetchAfter, headSeq, size);
       if (rows.length === 0) break;
       const page: Page = {
@@ -232,7 +324,7 @@ export async function visitInParallel(
       const readable =
         Number.isSafeInteger(page.firstSeq) && Number.isSafeInteger(page.lastSeq) && page.lastSeq > fetchAfter;
       const report = readable
-        ? pool.run({ rows, wanted: wantedIn(page.firstSeq, page.lastSeq) })
+        ? pool.run({ kind: "rows", rows, wanted: wantedIn(page.firstSeq, page.lastSeq) })
         : Promise.resolve(null);
       report.catch(() => undefined);
       queue.push({ page, report });
@@ -246,8 +338,13 @@ export async function visitInParallel(
     // what was visited, unless the chain is broken already.
     if (stopped && !verifier.isBroken() && afterSeq < headSeq)
       await auditStore.visitForVerify(db, headSeq, verifier.push, onPage, pageSize, afterSeq);
-    return { pagesFromWorkers: counts.pagesFromWorkers, pagesOneByOne: counts.pagesOneByOne };
+    return {
+      pagesFromWorkers: counts.pagesFromWorkers,
+      pagesOneByOne: counts.pagesOneByOne,
+      pagesReadByWorkers: counts.pagesReadByWorkers,
+    };
   } finally {
+    await readers?.close();
     release();
   }
 }
