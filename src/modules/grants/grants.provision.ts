@@ -60,7 +60,6 @@ export function createProvisioning(ctx: GrantContext) {
             name: grant.principal_name,
             email: grant.principal_email,
           });
-      if ("login" in mapped) await grantStore.setGrantLogin(tx, change.grantId, mapped.login);
       await outbox.enqueue(tx, {
         kind: JOB.provision,
         idempotencyKey: `provision:${change.grantId}`,
@@ -69,6 +68,8 @@ export function createProvisioning(ctx: GrantContext) {
         lane: targetLane(grant.target_id),
         // Run by this node's runner the moment the submit commits: no NOTIFY round, no claim of its own.
         runAfterCommit: true,
+        // The login set by the job's INSERT: one statement.
+        ...("login" in mapped ? { alongside: grantStore.setLogin(change.grantId, mapped.login) } : {}),
       });
       return;
     }

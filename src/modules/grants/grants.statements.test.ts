@@ -47,10 +47,11 @@ const CREDENTIALS_MAX_STATEMENTS = 2;
 const CREDENTIALS_MAX_TRANSACTIONS = { pglite: 1, postgres: 0 };
 /**
  * The submit's provisioning hook (`onGrant`, in the submit's transaction): the grant's entitlement, target and
- * principal in one read, its login, the job and its NOTIFY. It was 6: the grant and its target read apart, and
- * the outbox lane's target read again.
+ * principal in one read, then the job's INSERT carrying the grant's login (a data-modifying CTE) and the
+ * runners' NOTIFY (or written claimed, without it, where this node's runner runs it). It was 6: the grant and
+ * its target read apart, and the outbox lane's target read again; then 4: the login, the job and the NOTIFY apart.
  */
-const ON_GRANT_MAX_STATEMENTS = 4;
+const ON_GRANT_MAX_STATEMENTS = 2;
 /**
  * The revocation of the minted login (one outbox pass after the deactivation): the claim, the grant with its
  * target, the target's credential and the activation's end in one read, the grant marked revoked with its audit

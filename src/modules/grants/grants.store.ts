@@ -1,5 +1,5 @@
 /** SQL of grants at real targets and target credentials (drift findings: reconcile.store.ts). Every function takes its transaction or db. */
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type QueryCreator } from "kysely";
 import type { Database } from "../../db/index.js";
 
 type Q = Kysely<Database>;
@@ -170,8 +170,9 @@ export function grantLoginInputs(db: Q, grantId: string) {
     .executeTakeFirst();
 }
 
-export async function setGrantLogin(db: Q, grantId: string, login: string): Promise<void> {
-  await db.updateTable("grants").set({ login }).where("id", "=", grantId).execute();
+/** The grant's login set, as a write another statement carries (the provisioning job's INSERT, `alongside`). */
+export function setLogin(grantId: string, login: string) {
+  return (db: QueryCreator<Database>) => db.updateTable("grants").set({ login }).where("id", "=", grantId);
 }
 
 /** Counts a failed attempt; fenced on the state so a grant that moved on is left alone. */

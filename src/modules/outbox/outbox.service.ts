@@ -86,24 +86,27 @@ export function createOutboxService(deps: {
             lane: input.lane,
             leaseUntil: new Date(now.getTime() + runner.leaseMs),
             aliveUntil: new Date(now.getTime() + runner.aliveMs),
+            alongside: input.alongside,
           });
           return job !== undefined;
         }
         runner.release(lane);
       }
-      const inserted = await outboxStore.insertJob(tx, {
-        id: newId(),
-        kind: input.kind,
-        idempotencyKey: input.idempotencyKey,
-        payload: input.payload,
-        maxAttempts: input.maxAttempts,
-        nextAttemptAt: input.notBefore ?? now,
-        createdAt: now,
-        lane: input.lane,
-      });
-      // Due now: wake the runners when this commits instead of waiting for their next poll.
-      if (due) await outboxStore.notifyDue(tx);
-      return inserted;
+      // Due now: the same statement wakes the runners when this commits instead of their next poll.
+      return outboxStore.insertJob(
+        tx,
+        {
+          id: newId(),
+          kind: input.kind,
+          idempotencyKey: input.idempotencyKey,
+          payload: input.payload,
+          maxAttempts: input.maxAttempts,
+          nextAttemptAt: input.notBefore ?? now,
+          createdAt: now,
+          lane: input.lane,
+        },
+        { alongside: input.alongside, notify: due },
+      );
     },
 
     async enqueueMany(tx, inputs) {

@@ -2,7 +2,7 @@
 import { sql, type Kysely, type Selectable } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { OutboxTable } from "../../db/schema.js";
-import type { OutboxJob, OutboxPayload } from "./outbox.types.js";
+import type { Alongside, OutboxJob, OutboxPayload } from "./outbox.types.js";
 
 type Q = Kysely<Database>;
 type OutboxRow = Selectable<OutboxTable>;
@@ -27,7 +27,11 @@ export function toJob(row: OutboxRow): OutboxJob {
   };
 }
 
-/** Inserts a pending row; a row with the same idempotency key wins and this is a no-op. */
+/**
+ * Inserts a pending row; a row with the same idempotency key wins and this is a no-op. `alongside`: a write of
+ * the caller's carried as a data-modifying CTE; `notify`: the runners' wake-up (`pg_notify(DUE_CHANNEL)`) sent by
+ * the same statement when the row is written. One statement either way.
+ */
 export async function insertJob(
   tx: Q,
   job: {
@@ -40,23 +44,35 @@ export async function insertJob(
     createdAt: Date;
     lane?: string | undefined;
   },
+  options: { alongside?: Alongside | undefined; notify?: boolean } = {},
 ): Promise<boolean> {
-  const inserted = await tx
+  const values = {
+    id: job.id,
+    kind: job.kind,
+    idempotency_key: job.idempotencyKey,
+    payload: JSON.stringify(job.payload),
+    ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
+    next_attempt_at: job.nextAttemptAt,
+    created_at: job.createdAt,
+    lane: job.lane ?? null,
+  };
+  const inserted = await carrying(tx, options.alongside)
     .insertInto("outbox")
-    .values({
-      id: job.id,
-      kind: job.kind,
-      idempotency_key: job.idempotencyKey,
-      payload: JSON.stringify(job.payload),
-      ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
-      next_attempt_at: job.nextAttemptAt,
-      created_at: job.createdAt,
-      lane: job.lane ?? null,
-    })
+    .values(values)
     .onConflict((oc) => oc.column("idempotency_key").doNothing())
-    .returning("id")
+    .returning(
+      options.notify
+        ? // Evaluated once per written row (one): the wake-up goes only with a row written.
+          [sql<string>`pg_notify(${DUE_CHANNEL}, '')`.as("woke")]
+        : [sql<string>`''`.as("woke")],
+    )
     .execute();
   return inserted.length > 0;
+}
+
+/** `tx`, or `tx` with the caller's write as a data-modifying CTE (it runs whether or not it is referenced). */
+function carrying(tx: Q, alongside: Alongside | undefined): Pick<Q, "insertInto"> {
+  return alongside ? tx.with("alongside", alongside) : tx;
 }
 
 /**
@@ -66,9 +82,9 @@ export async function insertJob(
  */
 export async function insertClaimedJob(
   tx: Q,
-  job: Parameters<typeof insertJob>[1] & { leaseUntil: Date; aliveUntil: Date },
+  job: Parameters<typeof insertJob>[1] & { leaseUntil: Date; aliveUntil: Date; alongside?: Alongside | undefined },
 ): Promise<OutboxJob | undefined> {
-  const row = await tx
+  const row = await carrying(tx, job.alongside)
     .insertInto("outbox")
     .values({
       id: job.id,

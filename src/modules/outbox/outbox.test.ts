@@ -14,6 +14,7 @@ import {
 } from "./outbox.rules.js";
 import { createOutboxService } from "./outbox.service.js";
 import * as outboxStore from "./outbox.store.js";
+import type { Alongside } from "./outbox.types.js";
 
 const admin: Actor = {
   kind: "principal",
@@ -191,6 +192,39 @@ describe.each(ENGINES)("outbox service on %s", (engine) => {
       createdAt: clock.now(),
       lastError: null,
     });
+  });
+
+  it("a write carried alongside the job's INSERT commits with it, in one statement, and rolls back with it", async () => {
+    const { store, outbox, clock } = await setup();
+    const id = crypto.randomUUID();
+    await store.db.insertInto("groups").values({ id, name: "ops", created_at: clock.now() }).execute();
+    const rename =
+      (name: string): Alongside =>
+      (db) =>
+        db.updateTable("groups").set({ name }).where("id", "=", id);
+    const nameNow = async () =>
+      (await store.db.selectFrom("groups").select("name").where("id", "=", id).executeTakeFirstOrThrow()).name;
+    await expect(
+      store.transaction(async (tx) => {
+        await outbox.enqueue(tx, { kind: "notify", idempotencyKey: "notify:a", payload: {}, alongside: rename("x") });
+        throw new Error("the change failed");
+      }),
+    ).rejects.toThrow("the change failed");
+    expect(await nameNow()).toBe("ops");
+    expect(await store.db.selectFrom("outbox").selectAll().execute()).toEqual([]);
+    const written = await store.transaction((tx) =>
+      outbox.enqueue(tx, { kind: "notify", idempotencyKey: "notify:a", payload: {}, alongside: rename("ops-2") }),
+    );
+    expect(written).toBe(true);
+    expect(await nameNow()).toBe("ops-2");
+    expect(await outboxStore.findByIdempotencyKey(store.db, "notify:a")).toMatchObject({ status: "pending" });
+    // The key existed: no second row, and the carried write still runs (it is the caller's, not the job's).
+    const again = await store.transaction((tx) =>
+      outbox.enqueue(tx, { kind: "notify", idempotencyKey: "notify:a", payload: {}, alongside: rename("ops-3") }),
+    );
+    expect(again).toBe(false);
+    expect(await nameNow()).toBe("ops-3");
+    expect(await store.db.selectFrom("outbox").selectAll().execute()).toHaveLength(1);
   });
 
   it("a duplicate idempotency key inserts once and keeps the first payload", async () => {

@@ -1,4 +1,6 @@
 /** Entities and value types of the transactional outbox. */
+import type { QueryCreator } from "kysely";
+import type { Database } from "../../db/index.js";
 
 export type OutboxStatus = "pending" | "running" | "done" | "dead";
 
@@ -50,7 +52,16 @@ export interface EnqueueInput {
    * as usual. A crash before it finishes leaves the lease to run out, as for any claimed row.
    */
   runAfterCommit?: boolean | undefined;
+  /**
+   * A write of the caller's (an UPDATE, INSERT or DELETE builder) that the job's INSERT carries as a
+   * data-modifying CTE: one statement, one round trip, in the same transaction (e.g. the grant's login set with
+   * its provisioning job). It runs whether or not the job's idempotency key existed.
+   */
+  alongside?: Alongside | undefined;
 }
+
+/** A data-modifying statement the job's INSERT carries (`EnqueueInput.alongside`). */
+export type Alongside = Parameters<QueryCreator<Database>["with"]>[1];
 
 export interface HandlerContext {
   jobId: string;
