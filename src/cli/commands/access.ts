@@ -3,189 +3,36 @@
  * early ends, the check API and activation tokens.
  */
 import { shortId } from "../../contract/short-id.js";
-import { setTimeout as sleep } from "node:timers/promises";
 import { type Command, Option } from "commander";
-import type { z } from "zod";
 import { reason as reasonSchema } from "../../contract/common.js";
 import { principal, stepUpResult } from "../../contract/identity.js";
-import {
-  activationRequest,
-  activationToken,
-  checkResult,
-  myRoles,
-  requestList,
-  type ActivationRequestDto,
-} from "../../contract/requests.js";
+import { activationRequest, activationToken, checkResult, myRoles, requestList } from "../../contract/requests.js";
 import { parseDuration } from "../../lib/duration.js";
 import { segment, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
-import { type Column, emit, formatError, note, renderJson, renderTable, sanitize } from "../output.js";
+import { emit, note, renderTable, sanitize } from "../output.js";
 import { ask, isInteractive } from "../prompt.js";
 import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
 import { stepUpInBrowser } from "./step-up.js";
 import { parseStart } from "./start-time.js";
+import {
+  clock,
+  describeActive,
+  describeOutcome,
+  describePolicy,
+  describeProgress,
+  humanSpan,
+  REQUEST_COLUMNS,
+  ROLE_COLUMNS,
+} from "./access-wording.js";
+import { pollDelay, waitUntilActive } from "./access-wait.js";
 
-type MyRole = z.infer<typeof myRoles>["items"][number];
-type RequestState = ActivationRequestDto["state"];
+export { describePolicy, humanSpan, pollDelay, shortId };
 
-/**
- * How long `stint activate --wait` waits before asking again, after `asked` questions: soon at first (an
- * auto-approved role is active within tens of milliseconds, and a requester should not wait a second
- * for nothing), then once a second while a request waits for a person.
- */
-export function pollDelay(asked: number): number {
-  return Math.min(1000, 50 * 2 ** Math.max(0, asked));
-}
 const DEFAULT_WAIT_TIMEOUT = "10m";
 const STATES = activationRequest.shape.state.options;
-/** States a request never leaves. */
-const FINAL_STATES: readonly RequestState[] = ["denied", "cancelled", "expired", "revoked", "deactivated", "failed"];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-// ---------------------------------------------------------------------------
-// Wording
-
-/** A span of time for people: 45s, 23m, 1h 5m, 2d 3h. */
-export function humanSpan(ms: number): string {
-  const seconds = Math.max(0, Math.floor(ms / 1000));
-  if (seconds < 60) return `${seconds}s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes}m`;
-  const hours = Math.floor(minutes / 60);
-  if (hours < 24) return minutes % 60 === 0 ? `${hours}h` : `${hours}h ${minutes % 60}m`;
-  const days = Math.floor(hours / 24);
-  return hours % 24 === 0 ? `${days}d` : `${days}d ${hours % 24}h`;
-}
-
-/** "in 23m" or "5m ago". */
-function relative(iso: string | null, now: number): string | null {
-  if (iso === null) return null;
-  const delta = Date.parse(iso) - now;
-  return delta >= 0 ? `in ${humanSpan(delta)}` : `${humanSpan(-delta)} ago`;
-}
-
-/** An ISO time without milliseconds, as people read it. */
-function clock(iso: string): string {
-  return iso.replace(/\.\d{3}(?=Z$)/, "");
-}
-
-export { shortId };
-
-/** A role's policy in plain words. */
-export function describePolicy(policy: MyRole["policy"]): string {
-  const parts = [`up to ${policy.maxDuration} (default ${policy.defaultDuration})`];
-  if (policy.breakGlass) parts.push("break-glass: no approval, reviewed afterwards");
-  else if (!policy.approvalRequired) parts.push("no approval");
-  else parts.push(policy.approvalStages === 1 ? "1 approval stage" : `${policy.approvalStages} approval stages`);
-  if (policy.mfaRequired)
-    parts.push(
-      policy.mfaMethods && !policy.mfaMethods.includes("totp") ? "passkey MFA (stint step-up --webauthn)" : "MFA",
-    );
-  if (policy.ticketRequired) parts.push("ticket required");
-  if (policy.maxExtensions > 0)
-    parts.push(policy.maxExtensions === 1 ? "1 extension" : `${policy.maxExtensions} extensions`);
-  return parts.join(", ");
-}
-
-function describeRoleState(role: MyRole, now: number): string {
-  if (role.state === null) return "eligible";
-  if (role.state === "active" && role.expiresAt !== null) {
-    return `active, ${humanSpan(Date.parse(role.expiresAt) - now)} left`;
-  }
-  if (role.state === "pending") return "pending approval";
-  if (role.state === "approved" && role.startAt) return `scheduled, starts ${relative(role.startAt, now)}`;
-  return role.state;
-}
-
-/** Where a pending request stands: "stage 1/2 (manager): 1 of 2 approvals (carol)". */
-export function describeProgress(request: ActivationRequestDto): string {
-  const stage = request.stages[request.stageIndex];
-  if (!stage) return request.state;
-  const who = stage.approvals.length > 0 ? ` (${stage.approvals.join(", ")})` : "";
-  const escalated = stage.escalated ? ", escalated" : "";
-  return (
-    `stage ${request.stageIndex + 1}/${request.stages.length} (${stage.name}${escalated}): ` +
-    `${stage.approvals.length} of ${stage.count} approvals${who}`
-  );
-}
-
-function stageColumn(request: ActivationRequestDto): string | null {
-  if (request.state !== "pending" || request.stages.length === 0) return null;
-  return `${request.stageIndex + 1}/${request.stages.length}`;
-}
-
-/** When an activation ends ("in 23m"), or ended ("ended 5m ago"); nothing for requests that never became active. */
-function expiresColumn(request: ActivationRequestDto, now: number): string | null {
-  if (request.endedAt !== null && request.activatedAt !== null) return `ended ${relative(request.endedAt, now)}`;
-  if (request.state === "active" || request.state === "provisioning") return relative(request.expiresAt, now);
-  // Undecided by then, a pending request expires (its policy's requestTtl).
-  if (request.state === "pending" && request.pendingExpiresAt)
-    return `lapses ${relative(request.pendingExpiresAt, now)}`;
-  return null;
-}
-
-function describeActive(request: ActivationRequestDto, now: number): string {
-  if (request.expiresAt === null) return `${request.role} is active.`;
-  return `${request.role} is active until ${clock(request.expiresAt)} (${humanSpan(Date.parse(request.expiresAt) - now)} left).`;
-}
-
-/** Why a denied request was denied, and by whom. */
-function denialOf(request: ActivationRequestDto): { by: string; reason: string } {
-  const denial = [...request.decisions].reverse().find((decision) => decision.decision === "deny");
-  return {
-    by: denial?.approver ?? request.endedBy ?? "the policy",
-    reason: denial?.reason ?? request.endReason ?? "no reason given",
-  };
-}
-
-/** One line for a request that has reached `state`, after a submission or a decision. */
-function describeOutcome(request: ActivationRequestDto, now: number): string {
-  const whose = `${request.role} for ${request.requester}`;
-  switch (request.state) {
-    case "pending":
-      return `Request ${request.id} (${whose}) is pending: ${describeProgress(request)}.`;
-    case "active":
-      return describeActive(request, now);
-    case "approved":
-      return request.startAt
-        ? `Request ${request.id} (${whose}) is approved; it starts at ${clock(request.startAt)} (${relative(request.startAt, now)}) for ${request.duration}.`
-        : `Request ${request.id} (${whose}) is approved.`;
-    case "provisioning":
-      return `Request ${request.id} (${whose}) is approved; the access is being set up at the target.`;
-    case "denied": {
-      const { by, reason } = denialOf(request);
-      return `Request ${request.id} (${whose}) was denied by ${by}: ${reason}`;
-    }
-    default:
-      return `Request ${request.id} (${whose}) is ${request.state}${request.endReason ? `: ${request.endReason}` : ""}.`;
-  }
-}
-
-const REQUEST_COLUMNS = (now: number): readonly Column<ActivationRequestDto>[] => [
-  { header: "ID", value: (request) => shortId(request.id) },
-  { header: "ROLE", value: (request) => request.role },
-  { header: "REQUESTER", value: (request) => request.requester },
-  {
-    header: "STATE",
-    value: (request) =>
-      request.state === "approved" && request.startAt
-        ? `scheduled (starts ${relative(request.startAt, now)})`
-        : request.state,
-  },
-  { header: "AGE", value: (request) => humanSpan(now - Date.parse(request.submittedAt)) },
-  { header: "STAGE", value: (request) => stageColumn(request) },
-  { header: "EXPIRES", value: (request) => expiresColumn(request, now) },
-  { header: "REASON", value: (request) => request.reason },
-];
-
-const ROLE_COLUMNS = (now: number): readonly Column<MyRole>[] => [
-  { header: "ROLE", value: (role) => role.role },
-  { header: "STATE", value: (role) => describeRoleState(role, now) },
-  { header: "RISK", value: (role) => role.risk },
-  { header: "POLICY", value: (role) => describePolicy(role.policy) },
-  { header: "ELIGIBLE UNTIL", value: (role) => (role.eligibleUntil ? clock(role.eligibleUntil) : "no end") },
-];
 
 // ---------------------------------------------------------------------------
 // Input
@@ -292,84 +139,6 @@ async function withStepUp<T>(
     return send();
   }
 }
-
-// ---------------------------------------------------------------------------
-// Waiting
-
-/**
- * Ends the command with `error` after the request has been shown: with --json the request's JSON
- * on stdout, the error line on stderr either way.
- */
-function finish(ctx: CliContext, json: boolean, raw: unknown, error: CliError): never {
-  if (json) ctx.stdout.write(renderJson(raw));
-  ctx.stderr.write(formatError(error));
-  throw new CliError(error.code, error.message, { exitCode: error.exitCode, reported: true });
-}
-
-/**
- * Polls the request every second until it is active (returns it), ends otherwise (throws: exit 5
- * when denied, 1 for any other end) or the time is up (exit 1). Progress goes to stderr.
- */
-async function waitUntilActive(
-  ctx: CliContext,
-  client: ApiClient,
-  first: { data: ActivationRequestDto; raw: unknown },
-  timeoutMs: number,
-  json: boolean,
-): Promise<{ data: ActivationRequestDto; raw: unknown }> {
-  const deadline = ctx.now() + timeoutMs;
-  let current = first;
-  let lastProgress = "";
-  let unreachableNoted = false;
-  let asked = 0;
-  for (;;) {
-    const request = current.data;
-    if (request.state === "active") return current;
-    if (request.state === "denied") {
-      const { by, reason } = denialOf(request);
-      finish(ctx, json, current.raw, new CliError("REQUEST_DENIED", `denied by ${by}: ${reason}`, { exitCode: 5 }));
-    }
-    if (FINAL_STATES.includes(request.state)) {
-      const why = request.endReason ? `: ${request.endReason}` : "";
-      finish(
-        ctx,
-        json,
-        current.raw,
-        new CliError("REQUEST_ENDED", `the request ended ${request.state}${why}`, { exitCode: 1 }),
-      );
-    }
-    const progress =
-      request.state === "pending" ? `waiting for approval: ${describeProgress(request)}` : `${request.state}…`;
-    if (!json && progress !== lastProgress) note(ctx, sanitize(progress));
-    lastProgress = progress;
-    if (ctx.now() >= deadline) {
-      finish(
-        ctx,
-        json,
-        current.raw,
-        new CliError(
-          "WAIT_TIMEOUT",
-          `request ${request.id} is still ${request.state} after ${humanSpan(timeoutMs)}; it stays open ` +
-            `(\`stint requests --mine\` follows it, \`stint cancel ${request.id}\` withdraws it)`,
-          { exitCode: 1 },
-        ),
-      );
-    }
-    await sleep(pollDelay(asked++));
-    try {
-      current = await client.request("GET", `/v1/activation-requests/${segment(request.id)}`, {
-        schema: activationRequest,
-      });
-    } catch (error) {
-      // A server restarting or a network blip is no reason to give up the wait.
-      if (!(isCliError(error) && error.exitCode === EXIT_CODES.unreachable)) throw error;
-      if (!unreachableNoted && !json) note(ctx, `${error.message}; still trying`);
-      unreachableNoted = true;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------
 // Commands
 
 interface ActivateOptions {
