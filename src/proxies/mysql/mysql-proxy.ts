@@ -71,6 +71,9 @@ export interface MysqlProxyDeps extends SessionListenerOptions {
 
 export type MysqlProxy = SessionProxy;
 
+/** Client bytes held while the proxy signs in upstream (a pipelined first query); past this the client is paused. */
+export const MAX_PENDING_CLIENT = 1024 * 1024;
+
 export {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_MAX_CONNECTIONS,
@@ -350,6 +353,9 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       };
       socket.on("data", onServerData);
       client.on("data", onClientData);
+      // Paused while the sign-in went on (held bytes over the bound, or the handshake inbox's): read again.
+      if (client.isPaused()) client.resume();
+      if (socket.isPaused()) socket.resume();
       if (fromServer.length > 0) onServerData(fromServer);
       for (const chunk of pendingClient.splice(0)) onClientData(chunk);
       slog.info("mysql session relaying");
@@ -391,9 +397,14 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       startRelay(signedIn.socket, signedIn.rest);
     };
 
-    // Bytes the client sends before the relay starts wait for it (a client may pipeline its first query).
+    // Bytes the client sends before the relay starts wait for it (a client may pipeline its first
+    // query), up to MAX_PENDING_CLIENT: past that the client is not read until the relay starts.
+    let pendingBytes = leftover.length;
     const holdClient = (chunk: Buffer) => {
-      if (phase === "handshake") pendingClient.push(chunk);
+      if (phase !== "handshake") return;
+      pendingClient.push(chunk);
+      pendingBytes += chunk.length;
+      if (pendingBytes > MAX_PENDING_CLIENT) client.pause();
     };
     client.on("data", holdClient);
     client.on("close", () => {

@@ -44,8 +44,11 @@ export function createPacketInbox(socket: Socket, maxLength: number): PacketInbo
   let buffer: Buffer = Buffer.alloc(0);
   let waiter: (() => void) | null = null;
   let failure: Error | null = null;
+  /** More than two whole packets waiting unread: the socket is paused until they are taken (or for good). */
+  const highWater = 2 * (4 + maxLength);
   const onData = (chunk: Buffer) => {
     buffer = buffer.length === 0 ? chunk : Buffer.concat([buffer, chunk]);
+    if (buffer.length > highWater) socket.pause();
     waiter?.();
   };
   const onEnd = () => {
@@ -63,6 +66,7 @@ export function createPacketInbox(socket: Socket, maxLength: number): PacketInbo
     const payload = buffer.subarray(4, 4 + length);
     const seq = buffer[3]!;
     buffer = buffer.subarray(4 + length);
+    if (buffer.length <= highWater && socket.isPaused()) socket.resume();
     return { seq, payload };
   };
   return {
