@@ -6,7 +6,6 @@ import tseslint from "typescript-eslint";
  * only shrinks. Tests are not held to it (a test file holds a corpus or a scenario read top to bottom).
  */
 const OVER_600_LINES = [
-  "src/modules/connectors/mysql/mysql.connector.ts",
   // The database's table types: one declaration per table, generated in shape from the migrations.
   "src/db/schema.ts",
   "src/server.ts",
