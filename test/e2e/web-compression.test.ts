@@ -155,11 +155,18 @@ describe("compression on the wire", () => {
       let stop: () => void = () => undefined;
       context.once("page", (page) => (stop = watch(page, seen)));
       const page = await signInPage(context, url, "admin", ADMIN_PASSWORD);
+      // The audit page's events (its one large answer) load beside the chain's verification: wait for them
+      // by name rather than trust a quiet network to mean they came (under load they once had not).
+      const events =
+        route === "/audit"
+          ? page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/audit/events", { timeout: 60_000 })
+          : null;
       await page.evaluate(
         `window.history.pushState(null, "", ${JSON.stringify(route)}); window.dispatchEvent(new PopStateEvent("popstate"));`,
       );
       await page.getByRole("heading", { level: 1 }).first().waitFor();
       await page.waitForLoadState("networkidle");
+      if (events) await (await events).finished();
       if (process.env.STINT_SCREENSHOTS && route === "/dashboards")
         await page.screenshot({ path: path.join(process.env.STINT_SCREENSHOTS, "dashboards.png"), fullPage: true });
       stop();
