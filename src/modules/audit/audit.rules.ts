@@ -431,11 +431,13 @@ export function createChainVerifier(
     /** Returns false once the chain is broken (callers may stop reading). */
     push(event: AuditEvent): boolean {
       if (broken) return false;
-      if (event.seq !== expectedSeq) {
-        fail(
-          expectedSeq,
-          event.seq > expectedSeq ? `event ${expectedSeq} is missing` : `event ${event.seq} is out of order`,
-        );
+      if (event.seq > expectedSeq) {
+        fail(expectedSeq, `event ${expectedSeq} is missing`);
+        return false;
+      }
+      // Events come in seq order and every seq below the expected one was taken once: a second row of it.
+      if (event.seq < expectedSeq) {
+        fail(event.seq, `event ${event.seq} is duplicated: a second row has seq ${event.seq}`);
         return false;
       }
       if (event.prevHash !== prevHash) {

@@ -398,15 +398,17 @@ export function verifyPageStatement(db: Q): string {
 
 /**
  * Up to `limit` events after `afterSeq` and at most `headSeq`, in seq order, one `VERIFY_ROW` text each (the
- * parallel verify's read: the texts go to worker threads as they are).
+ * parallel verify's read: the texts go to worker threads as they are), and a second row of the last one's
+ * seq when there is one (one row past the page is read: the next page reads after that seq).
  */
 export async function verifyPageRows(db: Q, afterSeq: number, headSeq: number, limit: number): Promise<string[]> {
   const { rows } = await sql<{ row: string }>`select ${VERIFY_ROW} as row from audit_events
-    where seq > ${afterSeq} order by seq limit ${limit}`.execute(db);
+    where seq > ${afterSeq} order by seq limit ${limit + 1}`.execute(db);
   const texts = rows.map((r) => r.row);
   // Past the head (appended since verify read it): left for the next run. Cut here, not in SQL, where a
   // second bound on seq made PostgreSQL's plan for the page much slower.
   while (texts.length > 0 && verifyRowSeq(texts[texts.length - 1]!) > headSeq) texts.pop();
+  if (texts.length > limit && !(verifyRowSeq(texts[limit]!) <= verifyRowSeq(texts[limit - 1]!))) texts.pop();
   return texts;
 }
 
@@ -425,6 +427,11 @@ export const VERIFY_PAGE = 2000;
  * generation: garbage collection was a third of verify), and the next page is read while this one is
  * visited. From an event that does not decode without doubt (a field holding the separator, a NULL
  * where none may be), the rest of its page is read again as columns.
+ *
+ * Whatever the table's constraints (a database writer may drop its primary key), every row of every seq
+ * up to the head is visited, so a second row of a seq reaches `visit` wherever it lies: each page reads one
+ * row past its end, visited too when it has the page's last seq (the next page reads after that seq), and
+ * a page read again as columns starts at the seq last visited (a second row of it comes first).
  */
 export async function visitForVerify(
   db: Q,
@@ -443,27 +450,41 @@ export async function visitForVerify(
     afterSeq = event.seq;
     return true;
   };
-  const visitPage = async (page: string[]) => {
-    for (let i = 0; i < page.length; i++) {
+  /** Visits the first `count` rows of `page` (and the one past them when it repeats their last seq). */
+  const visitPage = async (page: string[], count: number, lastSeq: number) => {
+    const end = page.length > count && verifyRowSeq(page[count]!) <= lastSeq ? count + 1 : count;
+    for (let i = 0; i < end; i++) {
       const event = decodeVerifyRow(page[i]!);
       if (event) {
         if (!take(event)) return false;
         continue;
       }
-      for (const row of await pageFrom(db, afterSeq, page.length - i)) if (!take(toEvent(row))) return false;
+      // As columns from the seq last visited: one row of it was visited, any other is a second one.
+      let visited = afterSeq > 0;
+      for (const row of await pageFrom(db, visited ? afterSeq - 1 : afterSeq, end - i + 1)) {
+        const again = toEvent(row);
+        if (visited && again.seq === afterSeq) {
+          visited = false;
+          continue;
+        }
+        if (again.seq > lastSeq) break;
+        if (!take(again)) return false;
+      }
       return true;
     }
     return true;
   };
-  let next: Promise<string[]> | null = headSeq > afterSeq ? verifyPage(db, afterSeq, pageSize) : null;
+  // One row past the page: the next page reads after the page's last seq, and would not see a second row of it.
+  const read = (after: number) => verifyPage(db, after, pageSize + 1);
+  let next: Promise<string[]> | null = headSeq > afterSeq ? read(afterSeq) : null;
   while (next) {
     const page: string[] = await next;
     if (page.length === 0) return;
-    const last = page[page.length - 1]!;
-    const lastSeq = verifyRowSeq(last);
-    const more = page.length === pageSize && Number.isSafeInteger(lastSeq) && lastSeq > afterSeq && lastSeq < headSeq;
-    next = more ? verifyPage(db, lastSeq, pageSize) : null;
-    if (!(await visitPage(page))) {
+    const count = Math.min(page.length, pageSize);
+    const lastSeq = verifyRowSeq(page[count - 1]!);
+    const more = page.length > pageSize && Number.isSafeInteger(lastSeq) && lastSeq > afterSeq && lastSeq < headSeq;
+    next = more ? read(lastSeq) : null;
+    if (!(await visitPage(page, count, lastSeq))) {
       await next?.catch(() => undefined);
       return;
     }
@@ -471,7 +492,7 @@ export async function visitForVerify(
     // The page read again as columns may have ended elsewhere (rows changed meanwhile): go on from what was visited.
     if (afterSeq !== lastSeq) {
       await next?.catch(() => undefined);
-      next = more ? verifyPage(db, afterSeq, pageSize) : null;
+      next = more ? read(afterSeq) : null;
     }
   }
 }

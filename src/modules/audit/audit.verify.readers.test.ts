@@ -119,7 +119,7 @@ describe("audit verify with workers reading their own pages on postgres", () => 
       outcome, reason, correlation_id, source_ip, user_agent, details, hash, hash from audit_events where seq = 1000`);
     expect(await check()).toMatchObject({ ok: false, brokenSeq: 1001 });
     // A second row with seq 800 (the primary key dropped by whoever inserts it): named at event 800, as an
-    // edit or as out of order, as the two rows come (in no defined order, the serial path's included).
+    // edit or as duplicated, as the two rows come (in no defined order, the serial path's included).
     await run(`alter table audit_events drop constraint audit_events_pkey`);
     await run(`insert into audit_events select seq, gen_random_uuid(), time, actor, actor_id, action, 'twin',
       outcome, reason, correlation_id, source_ip, user_agent, details, prev_hash, hash from audit_events where seq = 800`);
@@ -131,7 +131,7 @@ describe("audit verify with workers reading their own pages on postgres", () => 
           brokenSeq: 800,
           problem: "event 800 was altered: its content does not match its hash",
         },
-        { ok: false, count: 800, brokenSeq: 801, problem: "event 800 is out of order" },
+        { ok: false, count: 800, brokenSeq: 800, problem: "event 800 is duplicated: a second row has seq 800" },
       ]).toContainEqual(result),
     );
     // A row moved out of its place (a gap at 640), then a deleted one.

@@ -176,6 +176,146 @@ describe.each(ENGINES)("parallel audit verify with its own page sizes on %s", (e
   });
 });
 
+/**
+ * A database writer who drops the table's primary key (and the unique id) and adds a second row of a seq, an
+ * exact copy that hashes right, or removes a row: named with its seq by every read of verify, wherever the row
+ * falls on a page (the first or last row of a page, the middle, the head), the constraints whatever they are.
+ */
+describe.each(ENGINES)("duplicate and missing seqs at page edges on %s", (engine) => {
+  let h: Awaited<ReturnType<typeof auditHarness>>;
+  const TOTAL = 60;
+  const PAGE = 10;
+
+  beforeAll(async () => {
+    h = await auditHarness(engine);
+    await h.audit.record(
+      alice,
+      { correlationId: "edges", sourceIp: null, userAgent: null },
+      Array.from({ length: TOTAL }, (_, n) => ({ action: "x.edge", outcome: "success" as const, details: { n } })),
+    );
+    await h.audit.catchUp();
+    await sql
+      .raw(
+        `create table audit_events_intact as select * from audit_events;
+      alter table audit_events drop constraint audit_events_pkey;
+      alter table audit_events drop constraint audit_events_id_key`,
+      )
+      .execute(h.store.db);
+  });
+  afterAll(async () => {
+    await h?.cleanup();
+  });
+
+  /** Every read verify has (serial, parallel from this thread, workers reading on PostgreSQL), pages of `PAGE`. */
+  async function everyRead(): Promise<VerifyResult[]> {
+    const { db } = h.store;
+    const head = await auditStore.readHead(db);
+    const results: VerifyResult[] = [];
+    const serial = createChainVerifier([], {});
+    await auditStore.visitForVerify(db, head.seq, serial.push, undefined, PAGE);
+    results.push(serial.finish(head));
+    for (const url of engine === "postgres" ? [undefined, h.store.connectionUrl] : [undefined]) {
+      const verifier = createChainVerifier([], {});
+      await visitInParallel(db, head.seq, verifier, undefined, PAGE, url);
+      results.push(verifier.finish(head));
+    }
+    return results;
+  }
+
+  async function attacked(statement: string): Promise<VerifyResult[]> {
+    await sql
+      .raw(
+        `delete from audit_events; insert into audit_events select * from audit_events_intact;
+      ${statement}`,
+      )
+      .execute(h.store.db);
+    return everyRead();
+  }
+
+  const twin = (seq: number) => `insert into audit_events select * from audit_events where seq = ${seq}`;
+
+  it("reports a second row of a seq at the last and first row of a page, in the middle and at the head", async () => {
+    expect(new Set((await everyRead()).map((r) => JSON.stringify(r)))).toEqual(
+      new Set([JSON.stringify({ ok: true, count: TOTAL, headSeq: TOTAL, checkpoints: 0 })]),
+    );
+    for (const seq of [PAGE, PAGE + 1, 2 * PAGE + PAGE / 2, TOTAL, 1, 3 * PAGE]) {
+      const expected = {
+        ok: false,
+        count: seq,
+        brokenSeq: seq,
+        problem: `event ${seq} is duplicated: a second row has seq ${seq}`,
+      };
+      for (const result of await attacked(twin(seq))) expect(result, `a second row of seq ${seq}`).toEqual(expected);
+    }
+  });
+
+  it("reports a second row that does not decode as text (read again as columns) with its seq", async () => {
+    // A separator in its action: the page is read again as columns from the seq last visited.
+    for (const seq of [PAGE + 3, PAGE, TOTAL]) {
+      const odd = `insert into audit_events select seq, id, time, actor, actor_id, action || chr(31), subject, outcome,
+        reason, correlation_id, source_ip, user_agent, details, prev_hash, hash from audit_events where seq = ${seq}`;
+      for (const result of await attacked(odd))
+        // Named as an edit or as a second row, as the two rows come (in no defined order).
+        expect(result, `an odd second row of seq ${seq}`).toMatchObject({
+          ok: false,
+          brokenSeq: seq,
+          problem: expect.stringMatching(new RegExp(`^event ${seq} (was altered|is duplicated)`)),
+        });
+    }
+  });
+
+  it("reports a row removed at a page edge with its seq", async () => {
+    for (const seq of [PAGE, PAGE + 1, 4 * PAGE]) {
+      const expected = { ok: false, count: seq - 1, brokenSeq: seq, problem: `event ${seq} is missing` };
+      for (const result of await attacked(`delete from audit_events where seq = ${seq}`))
+        expect(result, `seq ${seq} removed`).toEqual(expected);
+    }
+    for (const result of await attacked(`delete from audit_events where seq = ${TOTAL}`))
+      expect(result).toMatchObject({
+        ok: false,
+        brokenSeq: TOTAL,
+        problem: `events ${TOTAL}..${TOTAL} are missing from the end of the log`,
+      });
+  });
+
+  it("the log's verify names a second row at the edge of its own pages, serial and parallel", async () => {
+    // The log's verify reads pages of VERIFY_PAGE serially; past PARALLEL_FROM pages of `pageSizeFor`.
+    const { db } = h.store;
+    await sql.raw(`delete from audit_events; insert into audit_events select * from audit_events_intact`).execute(db);
+    await h.audit.record(
+      alice,
+      { correlationId: "edges", sourceIp: null, userAgent: null },
+      Array.from({ length: auditStore.VERIFY_PAGE + 5 - TOTAL }, (_, n) => ({
+        action: "x.edge",
+        outcome: "success" as const,
+        details: { n },
+      })),
+    );
+    await h.audit.catchUp();
+    const head = auditStore.VERIFY_PAGE + 5;
+    const parallelLog = createAuditLog({ store: h.store, keyring: h.keyring, clock: h.clock, verifyInParallelFrom: 1 });
+    expect(await h.audit.verify()).toMatchObject({ ok: true, headSeq: head });
+    for (const [log, seq] of [
+      [h.audit, auditStore.VERIFY_PAGE],
+      [parallelLog, pageSizeFor(0, head)],
+    ] as const) {
+      await sql.raw(twin(seq)).execute(db);
+      expect(await log.verify()).toEqual({
+        ok: false,
+        count: seq,
+        brokenSeq: seq,
+        problem: `event ${seq} is duplicated: a second row has seq ${seq}`,
+      });
+      await sql
+        .raw(
+          `delete from audit_events where seq = ${seq}; insert into audit_events
+        select * from audit_events_intact where seq = ${seq}`,
+        )
+        .execute(db);
+    }
+  });
+});
+
 describe("parallel verify page sizes", () => {
   it("start small, stay at most PARALLEL_PAGE, shrink near the head and read exactly to it", () => {
     for (const total of [1, 499, 38_050, 100_000, 1_000_003]) {
