@@ -1,6 +1,6 @@
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
-import type { PlatformRole } from "../authz/authz.types.js";
+import type { Actor, PlatformRole } from "../authz/authz.types.js";
 import { principalFacts, type PrincipalRow } from "./identity.store.js";
 import type { Principal } from "./identity.types.js";
 
@@ -43,4 +43,15 @@ export async function toPrincipal(db: Kysely<Database>, row: PrincipalRow): Prom
 /** What the access index keeps of a principal (sent in a `prn` message by every change to one). */
 export function principalEntry(row: Pick<PrincipalRow, "id" | "name" | "kind" | "status" | "platform_roles">) {
   return { id: row.id, name: row.name, kind: row.kind, status: row.status, platformRoles: [...row.platform_roles] };
+}
+
+/** The actor a principal's row stands for once it signed in (before any session or token is attached). */
+export function principalActor(row: Pick<PrincipalRow, "id" | "name" | "kind" | "platform_roles">): Actor {
+  return {
+    kind: "principal",
+    id: row.id,
+    name: row.name,
+    principalKind: row.kind,
+    roles: row.platform_roles as PlatformRole[],
+  };
 }

@@ -8,16 +8,26 @@ import type { Database } from "../../db/index.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { constantTimeEqual, randomToken, sha256Hex } from "../../lib/security.js";
-import { ANONYMOUS, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
+import { ANONYMOUS, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { IdentityContext } from "./identity.context.js";
 import { classifyRefreshSecret, parseRefreshToken, rememberRotated } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import { ACCESS_TOKEN_AUDIENCE, ACCESS_TOKEN_ISSUER, type TokenPair } from "./identity.types.js";
-import { toPrincipal } from "./principal.mapper.js";
+import { principalActor, toPrincipal } from "./principal.mapper.js";
 
-/** Signs access tokens and makes the token pair a sign-in or a refresh answers with. */
+/** How a session was opened: its last second factor, its last passkey check, what its access tokens say. */
+interface SessionGrant {
+  mfaAt: Date | null;
+  webauthnAt?: Date | null;
+  amr?: string[] | null;
+}
+
+/**
+ * Signs access tokens and makes the token pair a sign-in or a refresh answers with; opens the refresh
+ * sessions a password sign-in or a single sign-on starts.
+ */
 export function sessionTokens(deps: IdentityContext) {
-  const { keyring, clock, policy } = deps;
+  const { keyring, clock, policy, audit } = deps;
 
   async function signAccessToken(
     principal: { id: string; name: string; kind: string; platform_roles: string[] },
@@ -52,14 +62,7 @@ export function sessionTokens(deps: IdentityContext) {
   async function pairFor(
     db: Kysely<Database>,
     principal: identityStore.PrincipalRow,
-    session: {
-      id: string;
-      secret: string;
-      expiresAt: Date;
-      mfaAt: Date | null;
-      amr?: string[] | null;
-      webauthnAt?: Date | null;
-    },
+    session: SessionGrant & { id: string; secret: string; expiresAt: Date },
   ): Promise<TokenPair> {
     const access = await signAccessToken(
       principal,
@@ -77,12 +80,57 @@ export function sessionTokens(deps: IdentityContext) {
     };
   }
 
-  return { pairFor };
+  /** Opens a refresh session in the caller's transaction; only the secret's hash is stored. */
+  async function openRefreshSession(
+    tx: Kysely<Database>,
+    principalId: string,
+    grant: SessionGrant,
+    context: CallContext,
+    now: Date = clock.now(),
+  ) {
+    const session = {
+      id: newId(),
+      secret: randomToken(32),
+      expiresAt: new Date(now.getTime() + policy.refreshSessionTtlMs),
+      ...grant,
+    };
+    await tx
+      .insertInto("refresh_sessions")
+      .values({
+        id: session.id,
+        principal_id: principalId,
+        token_hash: sha256Hex(session.secret),
+        mfa_at: session.mfaAt,
+        webauthn_at: session.webauthnAt ?? null,
+        amr: session.amr ?? null,
+        created_at: now,
+        last_used_at: now,
+        expires_at: session.expiresAt,
+        source_ip: context.sourceIp,
+        user_agent: context.userAgent,
+      })
+      .execute();
+    return session;
+  }
+
+  /** The end of a successful sign-in or refresh: audited as the principal, answered with the session's tokens. */
+  async function issueSession(
+    tx: Kysely<Database>,
+    principal: identityStore.PrincipalRow,
+    session: Parameters<typeof pairFor>[2],
+    context: CallContext,
+    event: { action: string; subject: string; details: Record<string, unknown> },
+  ): Promise<TokenPair> {
+    await audit.append(tx, principalActor(principal), context, { ...event, outcome: "success" });
+    return pairFor(tx, principal, session);
+  }
+
+  return { pairFor, openRefreshSession, issueSession };
 }
 
 export function createSessionUseCases(deps: IdentityContext) {
-  const { store, audit, clock, policy, index } = deps;
-  const { pairFor } = sessionTokens(deps);
+  const { store, audit, clock, index } = deps;
+  const { pairFor, openRefreshSession, issueSession } = sessionTokens(deps);
 
   return {
     /**
@@ -144,27 +192,19 @@ export function createSessionUseCases(deps: IdentityContext) {
           })
           .where("id", "=", session.id)
           .execute();
-        const actor: Actor = {
-          kind: "principal",
-          id: principal.id,
-          name: principal.name,
-          principalKind: principal.kind,
-          roles: principal.platform_roles as PlatformRole[],
+        const rotated = {
+          id: session.id,
+          secret,
+          expiresAt: new Date(session.expires_at),
+          mfaAt: session.mfa_at ? new Date(session.mfa_at) : null,
+          amr: session.amr,
+          webauthnAt: session.webauthn_at ? new Date(session.webauthn_at) : null,
         };
-        await audit.append(tx, actor, context, {
-          action: "auth.refresh",
-          outcome: "success",
-          subject: `user:${principal.name}`,
-          details: { sessionId: session.id },
-        });
         return {
-          pair: await pairFor(tx, principal, {
-            id: session.id,
-            secret,
-            expiresAt: new Date(session.expires_at),
-            mfaAt: session.mfa_at ? new Date(session.mfa_at) : null,
-            amr: session.amr,
-            webauthnAt: session.webauthn_at ? new Date(session.webauthn_at) : null,
+          pair: await issueSession(tx, principal, rotated, context, {
+            action: "auth.refresh",
+            subject: `user:${principal.name}`,
+            details: { sessionId: session.id },
           }),
         };
       });
@@ -185,29 +225,7 @@ export function createSessionUseCases(deps: IdentityContext) {
     ): Promise<TokenPair> {
       const principal = await identityStore.findPrincipalById(tx, principalId);
       if (!principal || principal.status !== "active") throw new StintError("ACCOUNT_DISABLED");
-      const now = clock.now();
-      const session = {
-        id: newId(),
-        secret: randomToken(32),
-        expiresAt: new Date(now.getTime() + policy.refreshSessionTtlMs),
-        mfaAt: options.mfaAt,
-        amr: options.amr,
-      };
-      await tx
-        .insertInto("refresh_sessions")
-        .values({
-          id: session.id,
-          principal_id: principal.id,
-          token_hash: sha256Hex(session.secret),
-          mfa_at: session.mfaAt,
-          amr: session.amr,
-          created_at: now,
-          last_used_at: now,
-          expires_at: session.expiresAt,
-          source_ip: context.sourceIp,
-          user_agent: context.userAgent,
-        })
-        .execute();
+      const session = await openRefreshSession(tx, principal.id, { mfaAt: options.mfaAt, amr: options.amr }, context);
       return pairFor(tx, principal, session);
     },
 

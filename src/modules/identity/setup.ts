@@ -2,10 +2,12 @@
  * The first administrator: made from the bootstrap password, or claimed with a one-time setup code (which
  * can be checked without being used). Only while no active administrator exists.
  */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { constantTimeEqual, randomToken, sha256Hex } from "../../lib/security.js";
-import { ANONYMOUS, SYSTEM, type CallContext } from "../authz/authz.types.js";
+import { ANONYMOUS, SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { IdentityContext } from "./identity.context.js";
 import { passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
@@ -13,9 +15,37 @@ import type { Principal } from "./identity.types.js";
 import { toPrincipal } from "./principal.mapper.js";
 import { signInGuard } from "./sign-in-guard.js";
 
+/** The call context of what the server does for itself at start-up. */
+const BOOTSTRAP: CallContext = { correlationId: "bootstrap", sourceIp: null, userAgent: null };
+
 export function createSetupUseCases(deps: IdentityContext) {
   const { store, audit, clock, tellPrincipal, hash } = deps;
   const { deny } = signInGuard(deps);
+
+  /** Makes the first administrator in the caller's transaction (the lock on administrators held), audited. */
+  async function createFirstAdministrator(
+    tx: Kysely<Database>,
+    name: string,
+    passwordHash: string,
+    now: Date,
+    audited: { actor: Actor; context: CallContext; reason: string },
+  ): Promise<string> {
+    const id = newId();
+    await tx
+      .insertInto("principals")
+      .values({ id, kind: "user", name, platform_roles: ["admin", "user"], created_at: now, updated_at: now })
+      .execute();
+    await identityStore.setPasswordHash(tx, id, passwordHash, now);
+    await tellPrincipal(tx, id);
+    await audit.append(tx, audited.actor, audited.context, {
+      action: "user.create",
+      outcome: "success",
+      subject: `user:${name}`,
+      reason: audited.reason,
+      details: { platformRoles: ["admin", "user"] },
+    });
+    return id;
+  }
 
   return {
     /**
@@ -41,32 +71,11 @@ export function createSetupUseCases(deps: IdentityContext) {
               "WEAK_PASSWORD",
               `STINT_BOOTSTRAP_ADMIN_PASSWORD ${problem} (the rules every password meets: at least 12 characters, not containing the user name, more than a few distinct characters).`,
             );
-          const id = newId();
-          await tx
-            .insertInto("principals")
-            .values({
-              id,
-              kind: "user",
-              name: options.adminName,
-              platform_roles: ["admin", "user"],
-              created_at: now,
-              updated_at: now,
-            })
-            .execute();
-          await identityStore.setPasswordHash(tx, id, passwordHash, now);
-          await tellPrincipal(tx, id);
-          await audit.append(
-            tx,
-            SYSTEM,
-            { correlationId: "bootstrap", sourceIp: null, userAgent: null },
-            {
-              action: "user.create",
-              outcome: "success",
-              subject: `user:${options.adminName}`,
-              reason: "first administrator from STINT_BOOTSTRAP_ADMIN_PASSWORD",
-              details: { platformRoles: ["admin", "user"] },
-            },
-          );
+          await createFirstAdministrator(tx, options.adminName, passwordHash, now, {
+            actor: SYSTEM,
+            context: BOOTSTRAP,
+            reason: "first administrator from STINT_BOOTSTRAP_ADMIN_PASSWORD",
+          });
           return { created: options.adminName };
         }
         const code = randomToken(20);
@@ -80,16 +89,11 @@ export function createSetupUseCases(deps: IdentityContext) {
             expires_at: new Date(now.getTime() + 86_400_000),
           })
           .execute();
-        await audit.append(
-          tx,
-          SYSTEM,
-          { correlationId: "bootstrap", sourceIp: null, userAgent: null },
-          {
-            action: "setup.code_issued",
-            outcome: "success",
-            reason: "no administrator exists yet",
-          },
-        );
+        await audit.append(tx, SYSTEM, BOOTSTRAP, {
+          action: "setup.code_issued",
+          outcome: "success",
+          reason: "no administrator exists yet",
+        });
         return { setupCode: code };
       });
     },
@@ -113,27 +117,11 @@ export function createSetupUseCases(deps: IdentityContext) {
         if (!match) return { error: new StintError("SETUP_CODE_INVALID") };
         if (await identityStore.findPrincipalByName(tx, input.username))
           return { error: new StintError("ALREADY_EXISTS") };
-        const id = newId();
-        await tx
-          .insertInto("principals")
-          .values({
-            id,
-            kind: "user",
-            name: input.username,
-            platform_roles: ["admin", "user"],
-            created_at: now,
-            updated_at: now,
-          })
-          .execute();
-        await identityStore.setPasswordHash(tx, id, passwordHash, now);
-        await tellPrincipal(tx, id);
         await tx.updateTable("setup_codes").set({ used_at: now }).where("id", "=", match.id).execute();
-        await audit.append(tx, ANONYMOUS, context, {
-          action: "user.create",
-          outcome: "success",
-          subject: `user:${input.username}`,
+        const id = await createFirstAdministrator(tx, input.username, passwordHash, now, {
+          actor: ANONYMOUS,
+          context,
           reason: "first administrator from the setup code",
-          details: { platformRoles: ["admin", "user"] },
         });
         return { principal: await toPrincipal(tx, (await identityStore.findPrincipalById(tx, id))!) };
       });

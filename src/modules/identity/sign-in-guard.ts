@@ -76,16 +76,14 @@ export function signInGuard(deps: IdentityContext) {
   /** Refuses a check for an account (or peer) that is locked out. */
   async function refuseIfLocked(username: string, context: CallContext, action: string, actor: Actor): Promise<void> {
     const rows = await identityStore.getThrottle(store.db, [userKey(username), ipKey(context)]);
-    if (rows.some((row) => isLocked(throttleState(row), clock.now()))) {
-      await deny(
-        context,
-        action,
-        `user:${username}`,
-        "locked out after repeated failures",
-        new StintError("ACCOUNT_LOCKED"),
-        actor,
-      );
-    }
+    if (rows.some((row) => isLocked(throttleState(row), clock.now())))
+      await lockedOut(username, context, action, actor);
+  }
+
+  /** The audited ACCOUNT_LOCKED refusal. */
+  function lockedOut(username: string, context: CallContext, action: string, actor: Actor = ANONYMOUS): Promise<never> {
+    const error = new StintError("ACCOUNT_LOCKED");
+    return deny(context, action, `user:${username}`, "locked out after repeated failures", error, actor);
   }
 
   async function deny(
@@ -100,5 +98,5 @@ export function signInGuard(deps: IdentityContext) {
     throw error;
   }
 
-  return { userKey, ipKey, failSignIn, refuseIfLocked, deny };
+  return { userKey, ipKey, failSignIn, refuseIfLocked, lockedOut, deny };
 }

@@ -4,9 +4,8 @@
  */
 import type { WebauthnAssertionDto } from "../../contract/passkeys.js";
 import { StintError } from "../../lib/errors.js";
-import { newId } from "../../lib/ids.js";
-import { burnPasswordCheck, randomToken, sha256Hex, verifyPassword } from "../../lib/security.js";
-import { ANONYMOUS, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
+import { burnPasswordCheck, verifyPassword } from "../../lib/security.js";
+import { ANONYMOUS, type CallContext } from "../authz/authz.types.js";
 import type { IdentityContext } from "./identity.context.js";
 import { canonicalUsername, isLocked } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
@@ -16,9 +15,9 @@ import { sessionTokens } from "./sessions.js";
 import { signInGuard, throttleState } from "./sign-in-guard.js";
 
 export function createSignInUseCases(deps: IdentityContext) {
-  const { store, audit, clock, policy } = deps;
-  const { userKey, ipKey, failSignIn, deny } = signInGuard(deps);
-  const { pairFor } = sessionTokens(deps);
+  const { store, clock } = deps;
+  const { userKey, ipKey, failSignIn, refuseIfLocked, lockedOut, deny } = signInGuard(deps);
+  const { openRefreshSession, issueSession } = sessionTokens(deps);
   const { checkSecondFactor } = secondFactors(deps);
 
   return {
@@ -34,25 +33,15 @@ export function createSignInUseCases(deps: IdentityContext) {
     ): Promise<TokenPair> {
       const username = canonicalUsername(input.username);
       const now = clock.now();
+      const refuse = (reason: string, error: StintError) =>
+        deny(context, "auth.login", `user:${username}`, reason, error);
       const passwords = deps.passwordSignIn;
       if (passwords?.mode === "break-glass" && !passwords.breakGlassUsers.includes(username))
-        return deny(
-          context,
-          "auth.login",
-          `user:${username}`,
+        return refuse(
           "passwords are turned off (single sign-on only) and this is no break-glass account",
           new StintError("PASSWORD_SIGNIN_DISABLED"),
         );
-      const throttle = await identityStore.getThrottle(store.db, [userKey(username), ipKey(context)]);
-      if (throttle.some((row) => isLocked(throttleState(row), now))) {
-        return deny(
-          context,
-          "auth.login",
-          `user:${username}`,
-          "locked out after repeated failures",
-          new StintError("ACCOUNT_LOCKED"),
-        );
-      }
+      await refuseIfLocked(username, context, "auth.login", ANONYMOUS);
 
       const principal = await identityStore.findPrincipalByName(store.db, username);
       const storedHash = principal ? await identityStore.getPasswordHash(store.db, principal.id) : undefined;
@@ -68,15 +57,7 @@ export function createSignInUseCases(deps: IdentityContext) {
       if (!(await verifyPassword(input.password, storedHash))) {
         return failSignIn(username, context, "wrong password", "INVALID_CREDENTIALS");
       }
-      if (principal.status !== "active") {
-        return deny(
-          context,
-          "auth.login",
-          `user:${username}`,
-          "account is disabled",
-          new StintError("ACCOUNT_DISABLED"),
-        );
-      }
+      if (principal.status !== "active") return refuse("account is disabled", new StintError("ACCOUNT_DISABLED"));
 
       const totp = await identityStore.getTotp(store.db, principal.id);
       const totpEnrolled = !!totp?.confirmed_at;
@@ -86,10 +67,7 @@ export function createSignInUseCases(deps: IdentityContext) {
         const methods = [...(totpEnrolled ? ["totp"] : []), ...(passkeyEnrolled ? ["webauthn"] : [])];
         // The challenge is issued only now that the password checked out: it never tells who has passkeys.
         const webauthn = passkeyEnrolled ? await deps.passkeys!.loginOptions(principal.id) : undefined;
-        return deny(
-          context,
-          "auth.login",
-          `user:${username}`,
+        return refuse(
           totpEnrolled ? "one-time code missing" : "passkey missing",
           new StintError(
             "MFA_REQUIRED",
@@ -103,13 +81,6 @@ export function createSignInUseCases(deps: IdentityContext) {
         );
       }
 
-      const session = {
-        id: newId(),
-        secret: randomToken(32),
-        expiresAt: new Date(now.getTime() + policy.refreshSessionTtlMs),
-        mfaAt: mfaEnrolled ? now : null,
-        webauthnAt: null as Date | null,
-      };
       type LoginFailure = { failed: string; code: Parameters<typeof failSignIn>[3] };
       const result = await store.transaction(async (tx) => {
         // Checked again under the row locks: a lockout may have begun since the early check.
@@ -118,6 +89,7 @@ export function createSignInUseCases(deps: IdentityContext) {
         if (throttleRows.some((row) => isLocked(throttleState(row), now))) return { locked: true };
         let method: "none" | "totp" | "recovery" | "webauthn" = "none";
         let credential: { id: string; name: string } | undefined;
+        let webauthnAt: Date | null = null;
         if (mfaEnrolled && input.webauthn) {
           if (!passkeyEnrolled) return { failed: "no passkey registered", code: "WEBAUTHN_INVALID" } as LoginFailure;
           const checked = await deps.passkeys!.checkAssertion(tx, {
@@ -130,56 +102,25 @@ export function createSignInUseCases(deps: IdentityContext) {
           if ("failed" in checked) return { failed: checked.failed, code: checked.code } as LoginFailure;
           method = "webauthn";
           credential = checked.credential;
-          session.webauthnAt = now;
+          webauthnAt = now;
         } else if (mfaEnrolled) {
           const checked = await checkSecondFactor(tx, principal, input.otp!, now);
           if ("failed" in checked) return { failed: checked.failed, code: "MFA_INVALID" } as LoginFailure;
           method = checked.method;
         }
-        await tx
-          .insertInto("refresh_sessions")
-          .values({
-            id: session.id,
-            principal_id: principal.id,
-            token_hash: sha256Hex(session.secret),
-            mfa_at: session.mfaAt,
-            webauthn_at: session.webauthnAt,
-            created_at: now,
-            last_used_at: now,
-            expires_at: session.expiresAt,
-            source_ip: context.sourceIp,
-            user_agent: context.userAgent,
-          })
-          .execute();
+        const grant = { mfaAt: mfaEnrolled ? now : null, webauthnAt };
+        const session = await openRefreshSession(tx, principal.id, grant, context, now);
         await identityStore.clearThrottle(tx, userKey(username));
-        const actor: Actor = {
-          kind: "principal",
-          id: principal.id,
-          name: principal.name,
-          principalKind: principal.kind,
-          roles: principal.platform_roles as PlatformRole[],
+        const details = {
+          sessionId: session.id,
+          mfa: method,
+          ...(method === "recovery" ? { recoveryCodesLeft: "reduced by one" } : {}),
+          ...(credential ? { credential: credential.id, credentialName: credential.name } : {}),
         };
-        await audit.append(tx, actor, context, {
-          action: "auth.login",
-          outcome: "success",
-          subject: `user:${username}`,
-          details: {
-            sessionId: session.id,
-            mfa: method,
-            ...(method === "recovery" ? { recoveryCodesLeft: "reduced by one" } : {}),
-            ...(credential ? { credential: credential.id, credentialName: credential.name } : {}),
-          },
-        });
-        return { pair: await pairFor(tx, principal, session) };
+        const event = { action: "auth.login", subject: `user:${username}`, details };
+        return { pair: await issueSession(tx, principal, session, context, event) };
       });
-      if ("locked" in result)
-        return deny(
-          context,
-          "auth.login",
-          `user:${username}`,
-          "locked out after repeated failures",
-          new StintError("ACCOUNT_LOCKED"),
-        );
+      if ("locked" in result) return lockedOut(username, context, "auth.login");
       if ("failed" in result) return failSignIn(username, context, result.failed, result.code);
       return result.pair!;
     },
