@@ -10,10 +10,13 @@
  * passes never interleave, and a pending row leaves `audit_pending` in the transaction that chains it,
  * so a crash at any moment loses nothing and chains nothing twice.
  *
- * It wakes when this node appends (a nudge a few milliseconds later, once the transaction has likely
- * committed) and polls otherwise. It does not use LISTEN/NOTIFY: PostgreSQL serializes the commits of
- * every transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), which is the very
- * contention this takes away.
+ * It wakes when an event commits. The leader's own appends wake it directly (a nudge once the appending
+ * transaction committed). A node that does not hold the lease tells the leader over LISTEN/NOTIFY (PostgreSQL):
+ * after its own commit, in a statement of its own, at most one NOTIFY per `wakeGapMs` however many events it
+ * appends — never a pg_notify inside the audited transaction: PostgreSQL serializes the commits of every
+ * transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), the very contention this takes
+ * away. Only the leader listens. A wake that is lost (the listening connection down, a NOTIFY sent while the
+ * lease changed hands) is caught by the idle poll, every `pollMs`; on PGlite (one process) the nudge is all.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
@@ -40,8 +43,15 @@ export interface AuditSequencerOptions {
   holder: string;
   registry?: Registry | undefined;
   logger?: Pick<Logger, "info" | "warn" | "error"> | undefined;
-  /** Poll interval while idle (default 25 ms). */
+  /**
+   * Wakes between nodes (`storeWakes`): the leader listens, the others send. Without it (PGlite, one
+   * process) only this node's own appends wake the sequencer.
+   */
+  wakes?: AuditWakes | undefined;
+  /** Poll interval while idle, the fallback for a lost wake (default `DEFAULT_POLL_MS`). */
   pollMs?: number;
+  /** At least this long between two wakes this node sends the leader (default 5 ms). */
+  wakeGapMs?: number;
   /** Lease TTL (default 5 s): a dead holder is replaced within about this long. */
   leaseMs?: number;
   /** Events per chaining transaction (default 2000). */
@@ -51,6 +61,19 @@ export interface AuditSequencerOptions {
   now?: () => number;
 }
 
+/** Wakes between nodes: the leader listens, a node that appends and does not sequence sends. */
+export interface AuditWakes {
+  /** Calls `onWake` at every wake sent (and when the listening connection is back: wakes may be lost). */
+  listen(onWake: () => void): Promise<() => Promise<void>>;
+  /** Tells whichever node sequences that this one appended; its own statement, after the append committed. */
+  send(): Promise<void>;
+}
+
+/** The idle poll: only a lost wake waits for it. */
+export const DEFAULT_POLL_MS = 250;
+/** From an append's commit to the look that finds it: lets a burst of appends wake once. */
+const NUDGE_MS = 2;
+
 function metric<M>(registry: Registry | undefined, name: string, create: (registers: Registry[]) => M): M {
   const existing = registry?.getSingleMetric(name);
   if (existing) return existing as M;
@@ -59,7 +82,9 @@ function metric<M>(registry: Registry | undefined, name: string, create: (regist
 
 export function createAuditSequencer(options: AuditSequencerOptions): AuditSequencer {
   const { audit, lease, holder, registry } = options;
-  const pollMs = options.pollMs ?? 25;
+  const { wakes } = options;
+  const pollMs = options.pollMs ?? DEFAULT_POLL_MS;
+  const wakeGapMs = options.wakeGapMs ?? 5;
   const leaseMs = options.leaseMs ?? 5000;
   const passes = shrinkingBatch(options.batch ?? 2000);
   const alertAfterMs = options.alertAfterMs ?? 30_000;
@@ -125,29 +150,99 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   let leader = false;
   let leaseCheckedAt = 0;
   let wake: (() => void) | undefined;
+  /** A wake that came while no sleep waited for it (a pass in flight): the next sleep ends at once. */
+  let woken = false;
   let nudgeTimer: NodeJS.Timeout | undefined;
   let loop: Promise<void> | undefined;
   let alerting = false;
   let lastAlertAt = 0;
+  let stopListening: (() => Promise<void>) | undefined;
+  let listenTriedAt = Number.NEGATIVE_INFINITY;
+  let sending = false;
+  let sendAgain = false;
+  let sentAt = Number.NEGATIVE_INFINITY;
 
-  audit.onPending(() => {
-    if (!running || !leader || nudgeTimer) return;
+  function poke() {
+    if (wake) wake();
+    else woken = true;
+  }
+
+  /** This node appended (and committed): wake the loop if it sequences, else the node that does. */
+  function nudge() {
+    if (!running || nudgeTimer) return;
+    const delay = leader ? NUDGE_MS : Math.max(NUDGE_MS, sentAt + wakeGapMs - Date.now());
     nudgeTimer = setTimeout(() => {
       nudgeTimer = undefined;
-      wake?.();
-    }, 2);
-  });
+      if (leader) poke();
+      else void sendWake();
+    }, delay);
+  }
 
+  async function sendWake() {
+    if (!wakes || !running) return;
+    if (sending) {
+      sendAgain = true;
+      return;
+    }
+    sending = true;
+    sentAt = Date.now();
+    try {
+      await wakes.send();
+    } catch {
+      // The store is unreachable: the leader's poll finds the events (the append itself may have failed).
+    } finally {
+      sending = false;
+    }
+    if (sendAgain) {
+      sendAgain = false;
+      nudge();
+    }
+  }
+
+  audit.onPending(nudge);
+
+  /** Sleeps `ms`, or less when woken; true when a wake ended it. */
   const sleep = (ms: number) =>
-    new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
+    new Promise<boolean>((resolve) => {
+      if (woken) {
+        woken = false;
+        resolve(true);
+        return;
+      }
+      const timer = setTimeout(() => done(false), ms);
+      function done(byWake: boolean) {
         clearTimeout(timer);
         wake = undefined;
-        resolve();
+        resolve(byWake);
       }
-      wake = done;
+      wake = () => done(true);
     });
+
+  /** The leader listens for other nodes' wakes; a node that is not stops. A failed LISTEN is tried again with the lease. */
+  async function followWakes(): Promise<void> {
+    if (!wakes) return;
+    if (leader && !stopListening) {
+      if (now() - listenTriedAt < leaseMs / 3) return;
+      listenTriedAt = now();
+      try {
+        stopListening = await wakes.listen(poke);
+        // Events another node appended before this one listened: look now.
+        poke();
+      } catch (error) {
+        logger.warn(
+          { err: error instanceof Error ? error.message : String(error), pollMs },
+          "audit sequencer cannot listen for other nodes' appends; it polls meanwhile",
+        );
+      }
+    } else if (!leader && stopListening) await unlisten();
+  }
+
+  async function unlisten(): Promise<void> {
+    const stop = stopListening;
+    stopListening = undefined;
+    listenTriedAt = Number.NEGATIVE_INFINITY;
+    await stop?.().catch(() => undefined);
+  }
 
   async function holdLease(): Promise<boolean> {
     const at = now();
@@ -184,6 +279,9 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
     } else alerting = false;
   }
 
+  /** The leader's wait for a wake: the poll at most, and never past the lease's renewal. */
+  const idleSleep = () => sleep(Math.min(pollMs, Math.max(1, leaseCheckedAt + leaseMs / 3 - now())));
+
   async function run(): Promise<void> {
     let lastLagCheck = 0;
     let idle = false;
@@ -194,13 +292,15 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
           lastLagCheck = now();
           await checkLag();
         }
-        if (!(await holdLease())) {
+        const leading = await holdLease();
+        await followWakes();
+        if (!leading) {
           await sleep(leaseMs / 3);
           continue;
         }
         // Idle, a poll is one cheap read; the chaining transaction only when something waits.
         if (idle && !(await audit.anyPending())) {
-          await sleep(pollMs);
+          idle = !(await idleSleep());
           continue;
         }
         // All or nothing per pass: a pass cut by a lost connection is retried half as large, so a burst's
@@ -220,8 +320,8 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
             "unchained audit rows failed their integrity check and were not chained (recorded as audit.pending_rejected)",
           );
         }
-        // A full batch: more is waiting; go on at once.
-        if (result.chained + result.rejected < limit) await sleep(pollMs);
+        // A full batch: more is waiting; go on at once. Woken, something committed: chain it without asking.
+        if (result.chained + result.rejected < limit && (await idleSleep())) idle = false;
       } catch (error) {
         logger.warn({ err: error instanceof Error ? error.message : String(error) }, "audit chaining pass failed");
         await sleep(Math.max(pollMs, 500));
@@ -242,12 +342,22 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
       nudgeTimer = undefined;
       wake?.();
       await loop;
+      await unlisten();
       if (leader) {
         leader = false;
         await lease.release(holder).catch(() => undefined);
       }
     },
     isLeader: () => leader,
+  };
+}
+
+/** Wakes over LISTEN/NOTIFY on PostgreSQL; none on PGlite (one process: this node's own appends are all). */
+export function storeWakes(store: Pick<AppStore, "db" | "engine" | "listen">): AuditWakes | undefined {
+  if (store.engine !== "postgres") return undefined;
+  return {
+    listen: (onWake) => store.listen(auditStore.WAKE_CHANNEL, onWake, { onReconnect: onWake }),
+    send: () => auditStore.sendWake(store.db),
   };
 }
 

@@ -8,6 +8,7 @@
 import type { Expression, Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
+import { whenSettled } from "../../lib/db.js";
 import { failpoint } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import { NO_CONTEXT, type Actor, type CallContext } from "../authz/authz.types.js";
@@ -99,7 +100,10 @@ export interface AuditLog {
   pendingStats(): Promise<{ count: number; oldest: Date | null }>;
   /** Whether any committed event waits to be chained (one cheap read). */
   anyPending(): Promise<boolean>;
-  /** Called after each append that leaves chaining to the sequencer (it wakes sooner than its poll). */
+  /**
+   * Called after each append that leaves chaining to the sequencer, once its transaction committed where the
+   * store can tell (it wakes sooner than its poll); never for one rolled back.
+   */
   onPending(listener: () => void): void;
   /** Signs a checkpoint over the current head (besides the required one every N events: at shutdown). */
   checkpoint(): Promise<{ seq: number } | null>;
@@ -210,6 +214,23 @@ export function createAuditLog(deps: {
     return null;
   }
 
+  /**
+   * Tells the sequencer that `tx` wrote pending events, once they can be seen: after its COMMIT when the store
+   * began it (never after a rollback), at once for a statement of its own (committed already) or a
+   * transaction the store cannot follow (the sequencer waits a moment before it looks).
+   */
+  function pendingWritten(tx: Kysely<Database>) {
+    const fire = () => {
+      for (const listener of pendingListeners) listener();
+    };
+    const hooked =
+      tx.isTransaction &&
+      whenSettled(tx, (committed) => {
+        if (committed) fire();
+      });
+    if (!hooked) fire();
+  }
+
   /** The pending events of one call: one id each, the call's time, actor and context. */
   function pendingEvents(actor: Actor, context: CallContext, inputs: AuditInput[], time: string) {
     const who = actorLabel(actor);
@@ -239,7 +260,7 @@ export function createAuditLog(deps: {
       events.map((event) => ({ event, mac: macOf(event) })),
     );
     if (sequencing === "inline") await chainPending(tx);
-    else for (const listener of pendingListeners) listener();
+    else pendingWritten(tx);
   }
 
   const append: AuditLog["append"] = async (tx, actor, context, input) => {
@@ -269,7 +290,7 @@ export function createAuditLog(deps: {
     );
     if (inserted.size > 0) {
       if (sequencing === "inline") await chainPending(tx);
-      else for (const listener of pendingListeners) listener();
+      else pendingWritten(tx);
     }
     return perCall.map((events) => events.every((event) => inserted.has(event.id)));
   };
@@ -311,7 +332,7 @@ export function createAuditLog(deps: {
     const inserted = await insertUniform(tx, shared, rows, notify);
     if (inserted !== n) throw new Error(`audit: ${inserted} of ${n} events inserted`);
     if (sequencing === "inline") await chainPending(tx);
-    else for (const listener of pendingListeners) listener();
+    else pendingWritten(tx);
     return n;
   };
 

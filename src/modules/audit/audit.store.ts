@@ -289,6 +289,14 @@ export async function releaseLease(db: Q, holder: string): Promise<void> {
     .execute();
 }
 
+/** Where a node that does not sequence tells the one that does that it appended (PostgreSQL only). */
+export const WAKE_CHANNEL = "stint_audit_wake";
+
+/** The wake itself: its own statement, never inside the appending transaction (NOTIFY serializes commits). */
+export async function sendWake(db: Q): Promise<void> {
+  await sql`select pg_notify(${WAKE_CHANNEL}, '')`.execute(db);
+}
+
 export async function moveHead(tx: Q, head: { seq: number; hash: string }): Promise<void> {
   await tx.updateTable("audit_head").set(head).where("id", "=", 1).execute();
 }

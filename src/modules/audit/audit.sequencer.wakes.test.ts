@@ -1,0 +1,219 @@
+/**
+ * How the sequencer wakes (issue 14): the leader's own appends wake it at once; a node that does not hold the
+ * lease sends the leader one NOTIFY after its commit (PostgreSQL), at most one per gap; the idle poll is only
+ * the fallback for a lost wake, so an idle leader reads a few times a second, not forty.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import pg from "pg";
+import { auditHarness } from "../../testing/harness.js";
+import { ENGINES } from "../../testing/engines.js";
+import { statementCounter } from "../../testing/statements.js";
+import { openAppStore, type AppStore } from "../../db/index.js";
+import { systemClock } from "../../lib/clock.js";
+import { loadKeyring } from "../keys/keys.service.js";
+import { NO_CONTEXT, type Actor } from "../authz/authz.types.js";
+import { createAuditLog, type AuditLog } from "./audit.service.js";
+import {
+  createAuditSequencer,
+  DEFAULT_POLL_MS,
+  storeLease,
+  storeWakes,
+  type AuditSequencer,
+  type AuditWakes,
+} from "./audit.sequencer.js";
+
+const alice: Actor = {
+  kind: "principal",
+  id: "0190d000-0000-7000-8000-000000000001",
+  name: "alice",
+  principalKind: "user",
+  roles: ["user"],
+};
+const MINUTE = 60_000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not in time`);
+    await sleep(20);
+  }
+}
+
+const event = (subject: string) => ({ action: "x", outcome: "success" as const, subject });
+const never = { take: () => Promise.resolve(false), release: () => Promise.resolve() };
+
+describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
+  let h: Awaited<ReturnType<typeof auditHarness>> | undefined;
+  const sequencers: AuditSequencer[] = [];
+  afterEach(async () => {
+    for (const s of sequencers.splice(0)) await s.stop();
+    await h?.cleanup();
+    h = undefined;
+  });
+
+  async function node(store: AppStore, masterKey: Uint8Array): Promise<AuditLog> {
+    const keyring = await loadKeyring({ store, masterKey, clock: systemClock });
+    return createAuditLog({ store, keyring, clock: systemClock, sequencing: "background" });
+  }
+
+  it("the leader's own appends wake it at once: chained with a poll of a minute, in a transaction and alone", async () => {
+    h = await auditHarness(engine, { sequencing: "background" });
+    const audit = await node(h.store, h.masterKey);
+    const store = h.store;
+    const sequencer = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", pollMs: MINUTE });
+    sequencers.push(sequencer);
+    sequencer.start();
+    await until("leader", async () => sequencer.isLeader());
+    await store.transaction((tx) => audit.append(tx, alice, NO_CONTEXT, event("in a transaction")));
+    await until("chained", async () => (await audit.pendingStats()).count === 0);
+    await audit.record(alice, NO_CONTEXT, event("alone"));
+    await until("chained", async () => (await audit.pendingStats()).count === 0);
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 2 });
+  });
+
+  it("a node that does not sequence sends one wake per gap however much it appends, and none for a rollback", async () => {
+    h = await auditHarness(engine, { sequencing: "background" });
+    const audit = await node(h.store, h.masterKey);
+    const store = h.store;
+    let sent = 0;
+    const wakes: AuditWakes = {
+      listen: () => Promise.reject(new Error("a node that does not sequence never listens")),
+      send: () => Promise.resolve(void sent++),
+    };
+    const follower = createAuditSequencer({ audit, lease: never, holder: "b", wakes, wakeGapMs: MINUTE });
+    sequencers.push(follower);
+    follower.start();
+    await store
+      .transaction(async (tx) => {
+        await audit.append(tx, alice, NO_CONTEXT, event("rolled back"));
+        throw new Error("the change failed");
+      })
+      .catch(() => undefined);
+    await sleep(50);
+    expect(sent).toBe(0);
+    for (let i = 0; i < 20; i++) {
+      await store.transaction((tx) => audit.append(tx, alice, NO_CONTEXT, event(`t${i}`)));
+      await audit.record(alice, NO_CONTEXT, event(`r${i}`));
+    }
+    await until("the first wake sent", async () => sent > 0);
+    await sleep(50);
+    // The other 39 appends fall within the gap: one more wake once it ends, not one each.
+    expect(sent).toBe(1);
+  });
+
+  it(`an idle leader reads a few times a second (the poll, every ${DEFAULT_POLL_MS} ms), not at every 25 ms`, async () => {
+    h = await auditHarness(engine, { sequencing: "background" });
+    const counter = statementCounter();
+    const store = counter.wrap(h.store);
+    const audit = await node(store, h.masterKey);
+    const sequencer = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", wakes: storeWakes(store) });
+    sequencers.push(sequencer);
+    const seconds = 2;
+    const { statements } = await counter.measure(async () => {
+      sequencer.start();
+      await sleep(seconds * 1000);
+      await sequencer.stop();
+    });
+    expect(sequencer.isLeader()).toBe(false);
+    // Besides the poll's read of `audit_pending`: the lag read (the same table), a pass at start (another once it
+    // listens: what was appended before) and the lease taken and renewed (each renewal wakes the loop once).
+    // A slow machine only makes fewer: the loop waits between them. The old 25 ms poll read 80 times in 2 s.
+    const polls = statements.filter((s) => s === "select audit_pending").length;
+    expect(polls).toBeGreaterThan(0);
+    expect(polls).toBeLessThanOrEqual((seconds * 1000) / DEFAULT_POLL_MS + 4);
+    expect(statements.length - polls).toBeLessThanOrEqual(8);
+  });
+});
+
+describe("audit sequencer wakes between nodes on postgres", () => {
+  let h: Awaited<ReturnType<typeof auditHarness>> | undefined;
+  const sequencers: AuditSequencer[] = [];
+  const closing: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const s of sequencers.splice(0)) await s.stop();
+    for (const close of closing.splice(0)) await close();
+    await h?.cleanup();
+    h = undefined;
+  });
+
+  /** Two nodes over one database: A sequences (started first), B appends. Each its own store and audit log. */
+  async function twoNodes(pollMs: number) {
+    h = await auditHarness("postgres", { sequencing: "background" });
+    const storeB = await openAppStore({ databaseUrl: h.url! });
+    closing.push(() => storeB.close());
+    const keyring = (store: AppStore) => loadKeyring({ store, masterKey: h!.masterKey, clock: systemClock });
+    const auditA = createAuditLog({ store: h.store, keyring: await keyring(h.store), clock: systemClock });
+    const auditB = createAuditLog({ store: storeB, keyring: await keyring(storeB), clock: systemClock });
+    const a = createAuditSequencer({
+      audit: auditA,
+      lease: storeLease(h.store),
+      holder: "a",
+      wakes: storeWakes(h.store),
+      pollMs,
+    });
+    sequencers.push(a);
+    a.start();
+    await until("A leads", async () => a.isLeader());
+    const b = createAuditSequencer({
+      audit: auditB,
+      lease: storeLease(storeB),
+      holder: "b",
+      wakes: storeWakes(storeB),
+      pollMs,
+    });
+    sequencers.push(b);
+    b.start();
+    return { a, b, auditA, auditB, storeB, url: h.url! };
+  }
+
+  it("an event appended on a node that does not sequence is chained at once, with the leader's poll at a minute", async () => {
+    const { b, auditA, auditB, storeB } = await twoNodes(MINUTE);
+    await storeB.transaction((tx) => auditB.append(tx, alice, NO_CONTEXT, event("on b")));
+    await auditB.record(alice, NO_CONTEXT, event("on b, alone"));
+    // Well within the minute the leader would otherwise sleep: only B's NOTIFY can have woken it.
+    await until("chained by A", async () => (await auditA.pendingStats()).count === 0, 20_000);
+    expect(b.isLeader()).toBe(false);
+    expect((await auditA.read({})).map((e) => e.subject)).toEqual(["on b", "on b, alone"]);
+    expect(await auditA.verify()).toMatchObject({ ok: true, count: 2 });
+  });
+
+  it("the leader's listening connection lost: events appended meanwhile are chained all the same", async () => {
+    const { auditA, auditB, url } = await twoNodes(300);
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    closing.push(() => admin.end());
+    const listening =
+      "select pid from pg_stat_activity where datname = current_database() and query = 'listen stint_audit_wake'";
+    await until("A listens", async () => (await admin.query(listening)).rowCount === 1);
+    const { rows } = await admin.query<{ pid: number }>(listening);
+    await admin.query("select pg_terminate_backend($1)", [rows[0]!.pid]);
+    // Sent while nobody listens: this wake is lost; the poll (or the listener's return) finds the event.
+    await auditB.record(alice, NO_CONTEXT, event("while A was deaf"));
+    await until("chained by A", async () => (await auditA.pendingStats()).count === 0, 20_000);
+    await until("A listens again", async () => (await admin.query(listening)).rowCount === 1);
+    await auditB.record(alice, NO_CONTEXT, event("after"));
+    await until("chained by A", async () => (await auditA.pendingStats()).count === 0, 20_000);
+    expect(await auditA.verify()).toMatchObject({ ok: true, count: 2 });
+  });
+
+  it("a leader that cannot listen at all polls: chained eventually", async () => {
+    h = await auditHarness("postgres", { sequencing: "background" });
+    const audit = await loadKeyring({ store: h.store, masterKey: h.masterKey, clock: systemClock }).then((keyring) =>
+      createAuditLog({ store: h!.store, keyring, clock: systemClock }),
+    );
+    const deaf: AuditWakes = {
+      listen: () => Promise.reject(new Error("too many connections")),
+      send: () => Promise.resolve(),
+    };
+    const a = createAuditSequencer({ audit, lease: storeLease(h.store), holder: "a", wakes: deaf, pollMs: 200 });
+    sequencers.push(a);
+    a.start();
+    await until("A leads", async () => a.isLeader());
+    // Written as another node would: no nudge reaches A's loop.
+    const other = createAuditLog({ store: h.store, keyring: h.keyring, clock: systemClock });
+    await other.record(alice, NO_CONTEXT, event("from elsewhere"));
+    await until("chained by the poll", async () => (await audit.pendingStats()).count === 0);
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 1 });
+  });
+});
