@@ -12,7 +12,7 @@ import type { Actor, CallContext } from "../authz/authz.types.js";
 import { renderConfig, reviewState } from "./catalog.config.js";
 import { reviewDefinition } from "../../contract/reviews.js";
 import { assessPlan, type PlanAssessment } from "./change-requests.rules.js";
-import { policyProblems, policyReferences, riskProblem, sortedSet } from "./catalog.rules.js";
+import { policyProblems, policyReferences, riskProblem, sortedSet, targetConfig } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
 import { roleSessionProblem } from "./custody.js";
 import { entitlementProblems } from "../connectors/index.js";
@@ -60,11 +60,24 @@ export interface CatalogServiceDeps {
   };
 }
 
+/**
+ * What the use case that held a file does once a second admin's approval applies it, in that same transaction (a
+ * conversion of standing access: removing that access at the target). Kept with the change request and handed back
+ * at approval (the change requests' `onApplied`); the catalog never reads `payload`. `notes` are shown to the
+ * approver with the plan's.
+ */
+export interface HeldFollowUp {
+  kind: string;
+  notes: string[];
+  payload: Record<string, unknown>;
+}
+
 /** A plan kept for a second admin: what it changes, why it is held, and the catalog it was made against. */
 export interface HeldPlan {
   plan: ConfigPlanDto;
   assessment: PlanAssessment;
   fingerprint: string;
+  followUp?: HeldFollowUp;
 }
 
 /**
@@ -188,7 +201,7 @@ export function createCatalogContext(deps: CatalogServiceDeps) {
         kind: t.kind,
         address: t.address,
         labels: t.labels ?? {},
-        ...catalogStore.targetConfig(t.config),
+        ...targetConfig(t.config),
       })),
       roles: roles.map((r) => ({
         name: r.name,

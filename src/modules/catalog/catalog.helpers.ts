@@ -12,7 +12,7 @@ import type {
 import { StintError } from "../../lib/errors.js";
 import type { Actor } from "../authz/authz.types.js";
 import { sortProblems } from "./catalog.config.js";
-import { eligibilityStatus } from "./catalog.rules.js";
+import { eligibilityStatus, targetConfig } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
 import { checkCustody, type CustodyCheck } from "./custody.js";
 import { endpointOf } from "./custody.rules.js";
@@ -65,7 +65,7 @@ export function targetValues(input: TargetInput): catalogStore.TargetValues {
 
 /** Where a stored target's credential goes now (custody.rules endpointOf). */
 export function endpointOfRow(row: catalogStore.TargetRow): string {
-  return endpointOf({ kind: row.kind, address: row.address, options: catalogStore.targetConfig(row.config).options });
+  return endpointOf({ kind: row.kind, address: row.address, options: targetConfig(row.config).options });
 }
 
 /** A stored target as custody checks see it. */
@@ -75,7 +75,7 @@ export function targetDefinition(row: catalogStore.TargetRow) {
     name: row.name,
     kind: row.kind,
     address: row.address,
-    options: catalogStore.targetConfig(row.config).options,
+    options: targetConfig(row.config).options,
   };
 }
 
@@ -139,7 +139,7 @@ export function normalizeSpec(raw: unknown): PolicySpec {
 
 /** `stored`: a credential is stored at the path for this very target (custody binds it to the target). */
 export function targetDto(row: catalogStore.TargetRow, storedSecrets: ReadonlyMap<string, string | null>): TargetDto {
-  const config = catalogStore.targetConfig(row.config);
+  const config = targetConfig(row.config);
   return {
     id: row.id,
     name: row.name,

@@ -5,7 +5,20 @@
  */
 import type { PolicySpec } from "../../contract/catalog.js";
 import { parseDuration } from "../../lib/duration.js";
-import type { EligibilityState, Path, RiskTier, SubjectKind } from "./catalog.types.js";
+import type { EligibilityState, Path, RiskTier, SubjectKind, TargetConfig } from "./catalog.types.js";
+
+/**
+ * Reads a target row's `config` column, filling what rows written before these fields existed lack. Other modules
+ * (grants, vault) decode the target rows they are handed with it.
+ */
+export function targetConfig(raw: unknown): TargetConfig {
+  const config = (raw ?? {}) as Partial<TargetConfig>;
+  return {
+    credential: config.credential ?? null,
+    identity: { template: config.identity?.template ?? "{{name}}", map: config.identity?.map ?? {} },
+    options: config.options ?? {},
+  };
+}
 
 /** Indexes of the approval stages that approve by themselves when their timeout passes. */
 export function autoApprovingStages(spec: PolicySpec): number[] {

@@ -6,7 +6,7 @@
 import { sql, type Kysely, type SelectQueryBuilder } from "kysely";
 import type { Database } from "../../db/index.js";
 import { isUuid } from "../../lib/ids.js";
-import type { RiskTier, TargetKind } from "./catalog.types.js";
+import type { RiskTier, TargetConfig, TargetKind } from "./catalog.types.js";
 
 type Q = Kysely<Database>;
 
@@ -49,23 +49,6 @@ export interface TargetValues {
   credential: string | null;
   identity: { template: string; map: Record<string, string> };
   options: Record<string, unknown>;
-}
-
-/** What the `config` column holds. */
-export interface TargetConfig {
-  credential: string | null;
-  identity: { template: string; map: Record<string, string> };
-  options: Record<string, unknown>;
-}
-
-/** Reads the `config` column, filling what rows written before these fields existed lack. */
-export function targetConfig(raw: unknown): TargetConfig {
-  const config = (raw ?? {}) as Partial<TargetConfig>;
-  return {
-    credential: config.credential ?? null,
-    identity: { template: config.identity?.template ?? "{{name}}", map: config.identity?.map ?? {} },
-    options: config.options ?? {},
-  };
 }
 
 /** Exactly the columns: callers may pass richer objects (a desired state carries its file position). */

@@ -6,6 +6,7 @@ import { actorLabel } from "../audit/audit.service.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import { diffEntity } from "./catalog.plan.rules.js";
+import { targetConfig } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
 import { applyCustody } from "./custody.js";
 import { storedCredentials } from "./custody.store.js";
@@ -67,7 +68,7 @@ export function targetUseCases(ctx: CatalogContext) {
       return write(async (tx) => {
         const row = await requireTarget(tx, ref);
         const values = targetValues(input);
-        const before = { ...row, labels: row.labels ?? {}, ...catalogStore.targetConfig(row.config) };
+        const before = { ...row, labels: row.labels ?? {}, ...targetConfig(row.config) };
         const fields = diffEntity("target", before, values);
         if (row.name !== values.name) fields.unshift({ field: "name", from: row.name, to: values.name });
         if (before.kind !== values.kind && (await catalogStore.roleNamesUsingTarget(tx, row.id)).length > 0)

@@ -35,6 +35,13 @@ export interface TargetState {
   options: Record<string, unknown>;
 }
 
+/** What a target row's `config` column holds (decoded by `targetConfig`, catalog.rules.ts). */
+export interface TargetConfig {
+  credential: string | null;
+  identity: { template: string; map: Record<string, string> };
+  options: Record<string, unknown>;
+}
+
 export interface RoleState {
   name: string;
   description: string | null;

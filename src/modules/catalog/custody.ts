@@ -9,7 +9,8 @@ import type { AuditInput } from "../audit/audit.types.js";
 import { can } from "../authz/authz.rules.js";
 import type { Actor } from "../authz/authz.types.js";
 import { roleSessionOf, sessionOptionsOf } from "../connectors/session-options.rules.js";
-import { targetConfig, type TargetRow } from "./catalog.store.js";
+import { targetConfig } from "./catalog.rules.js";
+import type { TargetRow } from "./catalog.store.js";
 import {
   allowanceMac,
   credentialPathProblem,

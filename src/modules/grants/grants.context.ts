@@ -13,7 +13,7 @@ import { deriveKey, open } from "../../lib/security.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import { targetConfig } from "../catalog/catalog.store.js";
+import { targetConfig } from "../catalog/catalog.rules.js";
 import { credentialBinding, endpointOf } from "../catalog/custody.rules.js";
 import {
   ConnectorError,
@@ -61,12 +61,14 @@ export interface GrantServiceDeps {
   probeIntervalMs?: number;
   /**
    * Four-eyes for the eligibility a conversion of standing access makes (the catalog's `holdNewEligibility`): the
-   * change request it became when that widens access at a covered tier (nothing may then change), else null.
+   * change request it became when that widens access at a covered tier (nothing may then change), else null. The
+   * change request keeps `followUp` (the catalog's `HeldFollowUp`) and hands it to `applyHeldFollowUp` when approved.
    */
   holdNewEligibility?: (
     actor: Actor,
     context: CallContext,
     entries: { role: string; principal: string; reason: string }[],
+    followUp: { kind: string; notes: string[]; payload: Record<string, unknown> },
   ) => Promise<ChangeRequestRefDto | null>;
 }
 

@@ -8,7 +8,7 @@ import { StintError } from "../../lib/errors.js";
 import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { type Actor, type CallContext } from "../authz/authz.types.js";
-import { targetConfig } from "../catalog/catalog.store.js";
+import { targetConfig } from "../catalog/catalog.rules.js";
 import { ConnectorError, loginFor, type Connector, type MintedPassword } from "../connectors/index.js";
 import { outboxStore } from "../outbox/index.js";
 import { generateValue } from "../vault/vault.crypto.js";

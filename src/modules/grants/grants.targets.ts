@@ -7,9 +7,9 @@ import { StintError } from "../../lib/errors.js";
 import { open, seal } from "../../lib/security.js";
 import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
-import { targetConfig } from "../catalog/catalog.store.js";
-import { allowanceMac, credentialBinding, legacyCredentialBinding } from "../catalog/custody.rules.js";
-import * as custodyStore from "../catalog/custody.store.js";
+import { adoptSessionSecret, macLegacyAllowances, sessionSecretFacts } from "../catalog/catalog.public.js";
+import { targetConfig } from "../catalog/catalog.rules.js";
+import { credentialBinding, legacyCredentialBinding } from "../catalog/custody.rules.js";
 import { ConnectorError } from "../connectors/index.js";
 import { sessionOptionsOf } from "../connectors/session-options.rules.js";
 import { asConnectorError, iso, systemContext, withoutSecrets, type GrantContext } from "./grants.context.js";
@@ -160,7 +160,7 @@ export function createTargetAdmin(ctx: GrantContext) {
         if (session) sessionPaths.set(session.secret, [...(sessionPaths.get(session.secret) ?? []), target]);
       }
       for (const [path, named] of sessionPaths) {
-        const facts = await custodyStore.sessionSecretFacts(store.db, path);
+        const facts = await sessionSecretFacts(store.db, path);
         if (facts.allowance) continue;
         if (named.length !== 1 || facts.secret?.breakGlass) {
           unbound.push(path);
@@ -169,14 +169,11 @@ export function createTargetAdmin(ctx: GrantContext) {
         const target = named[0]!;
         await store.transaction(async (tx) => {
           const endpoint = endpointOfRow(target);
-          const adopted = await custodyStore.adopt(tx, {
-            path,
-            targetId: target.id,
-            endpoint,
-            grantedBy: "upgrade",
-            now: clock.now(),
-            mac: allowanceMac(allowanceKey, { path, targetId: target.id, endpoint }),
-          });
+          const adopted = await adoptSessionSecret(
+            tx,
+            { path, targetId: target.id, endpoint, now: clock.now() },
+            allowanceKey,
+          );
           if (!adopted) return;
           await audit.append(tx, SYSTEM, systemContext("upgrade"), {
             action: "secret.allowed",
@@ -187,16 +184,7 @@ export function createTargetAdmin(ctx: GrantContext) {
         });
       }
       // Allowances made before they carried a MAC get theirs (the database as it is at the upgrade is trusted).
-      for (const allowance of await custodyStore.allowancesWithoutMac(store.db))
-        await custodyStore.setAllowanceMac(store.db, {
-          path: allowance.path,
-          targetId: allowance.target_id,
-          mac: allowanceMac(allowanceKey, {
-            path: allowance.path,
-            targetId: allowance.target_id,
-            endpoint: allowance.endpoint,
-          }),
-        });
+      await macLegacyAllowances(store.db, allowanceKey);
       const rows = await grantStore.unboundSecrets(store.db);
       let bound = 0;
       for (const secretRow of rows) {

@@ -14,7 +14,7 @@ import { actorLabel, type AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize, can } from "../authz/authz.rules.js";
 import { NO_CONTEXT, SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
-import { lockCatalog, removeEligibility } from "../catalog/catalog.store.js";
+import { lockCatalog, removeEligibility } from "../catalog/catalog.public.js";
 import {
   findingOutcome,
   checkFindingDecision,

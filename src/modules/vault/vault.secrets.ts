@@ -9,9 +9,9 @@ import { newId } from "../../lib/ids.js";
 import { actorLabel } from "../audit/audit.service.js";
 import { authorize, can } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import { allowanceMac, endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
-import { findTarget, targetConfig } from "../catalog/catalog.store.js";
-import * as custodyStore from "../catalog/custody.store.js";
+import { allowSessionSecret, findTarget } from "../catalog/catalog.public.js";
+import { targetConfig } from "../catalog/catalog.rules.js";
+import { endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
 import { accessFields, integrity, iso, newValueFor, nextRotation, type VaultContext } from "./vault.context.js";
 import { binding, generateValue, openVersion, sealVersion } from "./vault.crypto.js";
 import { custodyChanges } from "./vault.rules.js";
@@ -220,14 +220,7 @@ export function createSecrets(ctx: VaultContext) {
         address: target.address,
         options: targetConfig(target.config).options,
       });
-      await custodyStore.allow(tx, {
-        path,
-        targetId: target.id,
-        endpoint,
-        grantedBy: by,
-        now,
-        mac: allowanceMac(allowanceKey, { path, targetId: target.id, endpoint }),
-      });
+      await allowSessionSecret(tx, { path, targetId: target.id, endpoint, grantedBy: by, now }, allowanceKey);
       await audit.append(tx, actor, context, {
         action: "secret.allowed",
         outcome: "success",

@@ -1,0 +1,81 @@
+/**
+ * The catalog module's API for other modules: what grants, vault and reviews read from or write to the catalog's
+ * tables goes through these functions, never through catalog.store.ts or custody.store.ts (an ESLint
+ * `no-restricted-imports` rule refuses a store imported from another module's folder). Each takes the transaction
+ * (or db) it runs in; the caller audits. Pure decoders are in catalog.rules.ts (`targetConfig`) and
+ * custody.rules.ts.
+ */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import * as catalogStore from "./catalog.store.js";
+import { allowanceMac } from "./custody.rules.js";
+import * as custodyStore from "./custody.store.js";
+
+type Q = Kysely<Database>;
+
+export type { TargetRow } from "./catalog.store.js";
+
+/** A target by name (or id), or undefined. */
+export function findTarget(db: Q, ref: string) {
+  return catalogStore.findTarget(db, ref);
+}
+
+/** Serializes a write with every catalog write for the rest of the transaction: take it first, as they do. */
+export function lockCatalog(tx: Q): Promise<void> {
+  return catalogStore.lockCatalog(tx);
+}
+
+/** Marks an eligibility removed (never reused); what it backed is the caller's to end, in the same transaction. */
+export function removeEligibility(tx: Q, id: string, now: Date): Promise<void> {
+  return catalogStore.removeEligibility(tx, id, now);
+}
+
+/** The vault secret at a path (never its value) and the allowance that path has, if any. */
+export function sessionSecretFacts(db: Q, path: string) {
+  return custodyStore.sessionSecretFacts(db, path);
+}
+
+/** A session-secret allowance: the target's sessions may use the secret at `path`, at `endpoint`. */
+export interface SessionSecretAllowance {
+  path: string;
+  targetId: string;
+  endpoint: string;
+  grantedBy: string;
+  now: Date;
+}
+
+const withMac = (allowance: SessionSecretAllowance, allowanceKey: Uint8Array): custodyStore.AllowanceRow => ({
+  ...allowance,
+  mac: allowanceMac(allowanceKey, { path: allowance.path, targetId: allowance.targetId, endpoint: allowance.endpoint }),
+});
+
+/** An operator's allowance (`stint secret allow`), MACed: replaces the target's own for that path. */
+export function allowSessionSecret(tx: Q, allowance: SessionSecretAllowance, allowanceKey: Uint8Array): Promise<void> {
+  return custodyStore.allow(tx, withMac(allowance, allowanceKey));
+}
+
+/**
+ * At start, after the upgrade to allowances: the one target that named a session secret before gets its
+ * allowance, MACed, unless the path has one already (false: none written, another node was first).
+ */
+export function adoptSessionSecret(
+  tx: Q,
+  allowance: Omit<SessionSecretAllowance, "grantedBy">,
+  allowanceKey: Uint8Array,
+): Promise<boolean> {
+  return custodyStore.adopt(tx, withMac({ ...allowance, grantedBy: "upgrade" }, allowanceKey));
+}
+
+/** At start: allowances written before they carried a MAC get theirs (the database as it is at the upgrade is trusted). */
+export async function macLegacyAllowances(db: Q, allowanceKey: Uint8Array): Promise<void> {
+  for (const allowance of await custodyStore.allowancesWithoutMac(db))
+    await custodyStore.setAllowanceMac(db, {
+      path: allowance.path,
+      targetId: allowance.target_id,
+      mac: allowanceMac(allowanceKey, {
+        path: allowance.path,
+        targetId: allowance.target_id,
+        endpoint: allowance.endpoint,
+      }),
+    });
+}
