@@ -23,7 +23,7 @@ import { createAccessIndex, type AccessIndex } from "./modules/access-index/acce
 import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
 import { createAnchorWriter, type AnchorWriter } from "./modules/audit/audit.anchor.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
-import { createAuditSequencer, storeLease, type AuditSequencer } from "./modules/audit/audit.sequencer.js";
+import { createAuditSequencer, storeLease, storeWakes, type AuditSequencer } from "./modules/audit/audit.sequencer.js";
 import { createSiemService, registerSiemRoutes, type SiemService } from "./modules/siem/index.js";
 import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
 import { createIdentityService, type IdentityService } from "./modules/identity/identity.service.js";
@@ -246,6 +246,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     const sequencer = createAuditSequencer({
       audit,
       lease: storeLease(store),
+      wakes: storeWakes(store),
+      pollMs: config.auditPoll,
       holder: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
       registry,
       logger,
@@ -339,9 +341,9 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       logger,
       ...(deps.connectorFor ? { connectorFor: deps.connectorFor } : {}),
       vault: { sealValue: (b, v) => vault.sealValue(b, v), openValue: (b, s) => vault.openValue(b, s) },
-      holdNewEligibility: (actor, context, entries) => {
+      holdNewEligibility: (actor, context, entries, followUp) => {
         if (!catalogForGrants) throw new StintError("UNAVAILABLE");
-        return catalogForGrants.holdNewEligibility(actor, context, entries);
+        return catalogForGrants.holdNewEligibility(actor, context, entries, followUp);
       },
       ...(notifier
         ? {
@@ -520,6 +522,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           clock,
           catalog: () => catalog,
           expireAfterMs: config.fourEyes.expireAfter,
+          // A held conversion of standing access: its approval also removes that access (grants.standing).
+          onApplied: (tx, applied) => grants!.applyHeldFollowUp(tx, applied),
           ...(notifier
             ? {
                 onCreated: createChangeRequestNotifications({ notifier, outbox: outboxService, publicUrl }),

@@ -69,6 +69,8 @@ export const configSchema = z
     auditAnchorInterval: duration.refine((ms) => ms >= 1000, "must be at least 1s").default(60_000),
     /** Who chains audit events: `auto` is inline on PGlite and the background sequencer on PostgreSQL. */
     auditSequencing: z.enum(["auto", "inline", "background"]).default("auto"),
+    /** The audit sequencer's idle poll: committed events wake it; only a lost wake waits this long. */
+    auditPoll: duration.refine((ms) => ms >= 10 && ms <= 60_000, "must be between 10ms and 60s").default(250),
     /** Committed audit events unchained for longer than this raise the alert. */
     auditLagAlert: duration.refine((ms) => ms >= 1000, "must be at least 1s").default(30_000),
     loginMaxFailures: z.coerce.number().int().min(1).max(1000).default(5),
@@ -293,6 +295,7 @@ export const ENV_KEYS = {
   STINT_AUDIT_ANCHOR_FILE: "auditAnchorFile",
   STINT_AUDIT_ANCHOR_INTERVAL: "auditAnchorInterval",
   STINT_AUDIT_SEQUENCING: "auditSequencing",
+  STINT_AUDIT_POLL: "auditPoll",
   STINT_AUDIT_LAG_ALERT: "auditLagAlert",
   STINT_LOGIN_MAX_FAILURES: "loginMaxFailures",
   STINT_LOGIN_WINDOW: "loginWindow",
