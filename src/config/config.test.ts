@@ -37,6 +37,16 @@ describe("config", () => {
     expect(result.problems.join("\n")).not.toContain("hunter2-xx");
   });
 
+  it("bounds the audit sequencer's idle poll (250ms by default; a poll of 1ms would hammer the store)", () => {
+    expect(loadConfig({})).toMatchObject({ ok: true, config: { auditPoll: 250 } });
+    expect(loadConfig({ STINT_AUDIT_POLL: "500ms" })).toMatchObject({ ok: true, config: { auditPoll: 500 } });
+    for (const bad of ["1ms", "2m"])
+      expect(loadConfig({ STINT_AUDIT_POLL: bad })).toMatchObject({
+        ok: false,
+        problems: [expect.stringMatching(/^STINT_AUDIT_POLL: must be between 10ms and 60s/)],
+      });
+  });
+
   it("reads a YAML file, lets the environment win, and rejects unknown settings", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "stint-config-"));
     const file = path.join(dir, "stint.yaml");
