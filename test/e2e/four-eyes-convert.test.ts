@@ -3,17 +3,22 @@
  * Stint cannot tell that the user it maps a login to is the person who held that login (the identity mapping and
  * the target's own answer decide it), so it widens access like a POST of eligibility does. At a four-eyes tier the
  * conversion is held as a change request (202, nothing changed: no eligibility, the standing privilege stays); its
- * author cannot approve it; a second admin's approval creates the eligibility; the same conversion again then
- * removes the standing privilege. Nobody converts their own login (SELF_GRANT), held or not.
+ * author cannot approve it; a second admin's approval applies the whole conversion, with no second run: the
+ * eligibility, and the removal of the standing privilege at the target through the outbox (at a real PostgreSQL
+ * database too: the login is no longer a member of the role, and its user is eligible for it instead). Nobody
+ * converts their own login (SELF_GRANT), held or not.
  */
+import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { createServer, type Server } from "node:http";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
+import { PG_ROOT_URL } from "./pg-target.js";
 
 const ADMINS = { group: "admins" };
 const REASON = "phase two: just-in-time only";
@@ -179,18 +184,34 @@ roles:
     expect(own).toMatchObject({ status: 403, code: "CHANGE_REQUEST_SELF_APPROVAL" });
     expect(await eligible("hooks-admin")).toEqual([]);
 
-    // A second admin's approval creates the eligibility; the standing privilege is still there.
+    // The approver is told what approving does besides the eligibility.
+    expect(shown.plan.notes.join("\n")).toContain("removes the standing access converted (carol@example.com at hooks)");
+
+    // A second admin's approval applies the whole conversion: the eligibility, and (no second run) the removal.
     const approved = await call("POST", `/v1/change-requests/${id}/approve`, admin2, {});
     expect(approved.status, JSON.stringify(approved.body)).toBe(200);
     expect(approved.body.status).toBe("applied");
     expect(await eligible("hooks-admin")).toEqual(["carol"]);
-    expect(await removals()).toEqual([]);
+    expect(await removals()).toEqual(["carol@example.com"]);
+    const events = (await call("GET", "/v1/audit/events?limit=50&order=desc", admin)).body.items as {
+      action: string;
+      actor: string;
+      details: Record<string, unknown>;
+    }[];
+    expect(events.find((e) => e.action === "standing.converted")).toMatchObject({
+      actor: "admin2",
+      details: { role: "hooks-admin", changeRequest: id, author: "admin", converted: [{ login: "carol@example.com" }] },
+    });
+    expect(events.find((e) => e.action === "standing.removed")).toMatchObject({
+      details: { login: "carol@example.com" },
+    });
 
-    // The same conversion again widens nothing (the eligibility exists): applied at once, the privilege removed.
+    // The target no longer lists it: the same conversion again has nothing to remove.
+    endpoint.state.accounts = endpoint.state.accounts.filter((a) => a.login !== "carol@example.com");
     const again = await convert(admin, "hooks-admin", ["carol@example.com"]);
     expect(again.status, JSON.stringify(again.body)).toBe(200);
     expect(again.body.changeRequest).toBeUndefined();
-    expect(again.body.converted).toMatchObject([{ login: "carol@example.com", eligibility: "existing" }]);
+    expect(again.body.converted).toEqual([]);
     expect(await removals()).toEqual(["carol@example.com"]);
   });
 
@@ -224,5 +245,111 @@ roles:
     expect(low.body.changeRequest).toBeUndefined();
     expect(await eligible("hooks-low")).toEqual(["admin"]);
     expect(await removals()).toEqual(["carol@example.com", "admin@example.com"]);
+  });
+});
+
+describe("a held conversion at a real PostgreSQL database: the approval alone removes the standing login", () => {
+  const hex = randomBytes(4).toString("hex");
+  const database = `stint_fe_${hex}`;
+  const reader = `stint_fe_reader_${hex}`;
+  const user = `dave${hex}`;
+  const login = `stint_fe_${user}`;
+  let root: pg.Client;
+  let server: TestServer;
+  let admin: string;
+
+  const isMember = async () =>
+    (
+      await root.query(
+        `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
+          where r.rolname = $1 and u.rolname = $2`,
+        [reader, login],
+      )
+    ).rowCount === 1;
+
+  async function call(method: "GET" | "POST", url: string, auth: string, body?: unknown) {
+    const res = await server.app.inject({
+      method,
+      url,
+      headers: { authorization: auth },
+      ...(body !== undefined ? { payload: body as object } : {}),
+    });
+    return { status: res.statusCode, body: res.body ? res.json() : undefined };
+  }
+
+  beforeAll(async () => {
+    root = new pg.Client({ connectionString: `${PG_ROOT_URL}/postgres` });
+    await root.connect();
+    await root.query(`create database ${database}`);
+    await root.query(`create role ${reader} nologin`);
+    // Standing access: the login is a member of the role, outside Stint.
+    await root.query(`create role ${login} login in role ${reader}`);
+    server = await testServer("pglite", {
+      env: { STINT_FOUR_EYES_TIERS: "high,critical", STINT_RECONCILE_INTERVAL: "0" },
+    });
+    admin = server.adminAuth;
+    await server.userWithRoles(user, ["user"]);
+    const applied = await call("POST", "/v1/config/apply", admin, {
+      yaml: `apiVersion: stint/v1
+policies:
+  - name: self
+    mfa: { required: false }
+    maxDuration: 8h
+targets:
+  - name: fe-db
+    kind: postgres
+    address: ${PG_ROOT_URL}/${database}?sslmode=disable
+    identity: { template: "stint_fe_{{name}}" }
+    options: { ignore: [postgres], privilegedRoles: [${reader}] }
+roles:
+  - name: fe-db-reader
+    target: fe-db
+    entitlement: { role: ${reader} }
+    policy: self
+    risk: high
+`,
+    });
+    expect(applied.body, JSON.stringify(applied.body)).toMatchObject({ applied: true });
+  });
+
+  afterAll(async () => {
+    await server?.cleanup();
+    if (!root) return;
+    await root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
+    for (const role of [login, reader]) await root.query(`drop role if exists ${role}`).catch(() => undefined);
+    await root.end();
+  });
+
+  it("held, approved by a second admin, and the login is no longer a member: its user is eligible instead", async () => {
+    const admin2 = await server.userWithRoles(`admin2${hex}`, ["admin"]);
+    const held = await call("POST", "/v1/targets/fe-db/discovery/conversions", admin, {
+      role: "fe-db-reader",
+      logins: [login],
+      reason: REASON,
+    });
+    expect(held.status, JSON.stringify(held.body)).toBe(202);
+    expect(held.body.converted).toMatchObject([{ login, principal: user, eligibility: "created" }]);
+    for (let i = 0; i < 10; i++) if ((await server.outbox.runOnce()).claimed === 0) break;
+    expect(await isMember()).toBe(true);
+
+    const approved = await call(
+      "POST",
+      `/v1/change-requests/${held.body.changeRequest.id as string}/approve`,
+      admin2,
+      {},
+    );
+    expect(approved.status, JSON.stringify(approved.body)).toBe(200);
+    expect(approved.body.status).toBe("applied");
+    // No second run of the conversion: the outbox carries the removal to the database.
+    for (let i = 0; i < 10; i++) if ((await server.outbox.runOnce()).claimed === 0) break;
+    expect(await isMember()).toBe(false);
+    const eligibility = (await call("GET", "/v1/eligibilities?role=fe-db-reader", admin)).body.items as {
+      principal: string;
+      status: string;
+    }[];
+    expect(eligibility.filter((e) => e.status !== "removed").map((e) => e.principal)).toEqual([user]);
+    // Discovery no longer finds it.
+    const found = (await call("GET", "/v1/targets/fe-db/discovery", admin)).body.items as { login: string }[];
+    expect(found.map((a) => a.login)).not.toContain(login);
   });
 });

@@ -125,7 +125,7 @@ function renderConversion(target: string, result: Conversion): string {
       `Held for a second admin (four-eyes: making ${count} eligible for ${role} widens access at risk ${held.tier}); ` +
         "nothing was changed, the standing privilege stays.\n" +
         `Change request ${held.id}, pending until ${held.expiresAt}: another admin runs \`stint changes approve ${held.id}\`; ` +
-        "then run this conversion again to remove the standing privilege.\n",
+        "the approval makes the eligibility and removes the standing privilege.\n",
     );
   } else if (result.dryRun) {
     blocks.push(

@@ -41,7 +41,7 @@ import {
   invalidFile,
   auditAction,
 } from "./catalog.helpers.js";
-import type { CatalogContext, HeldPlan } from "./catalog.context.js";
+import type { CatalogContext, HeldFollowUp, HeldPlan } from "./catalog.context.js";
 
 export function configUseCases(ctx: CatalogContext) {
   const { deps, store, audit, clock, allowanceKey, write, requireTarget, requirePolicy, requireRole, loadState } = ctx;
@@ -335,9 +335,14 @@ export function configUseCases(ctx: CatalogContext) {
     /**
      * Makes the catalog what the file says, in one transaction with one audit
      * event per change. An unchanged catalog writes nothing, not even an event.
-     * Changing groups also needs groups.write.
+     * Changing groups also needs groups.write. A held file keeps `followUp` for its approval (`HeldFollowUp`).
      */
-    async applyConfig(actor: Actor, text: string, context: CallContext): Promise<ConfigApplyResultDto> {
+    async applyConfig(
+      actor: Actor,
+      text: string,
+      context: CallContext,
+      followUp?: HeldFollowUp,
+    ): Promise<ConfigApplyResultDto> {
       authorize(actor, "catalog.write");
       const fourEyes = deps.fourEyes;
       let held: HeldPlan | null = null;
@@ -386,7 +391,7 @@ export function configUseCases(ctx: CatalogContext) {
       });
       if (result !== null) return result;
       const plan = held! as HeldPlan;
-      const changeRequest = await fourEyes!.hold(actor, text, plan, context);
+      const changeRequest = await fourEyes!.hold(actor, text, followUp ? { ...plan, followUp } : plan, context);
       return { ...plan.plan, applied: false, changeRequest };
     },
 

@@ -8,14 +8,14 @@
 import type { ChangeRequestRefDto, HeldWriteDto } from "../../contract/catalog-api.js";
 import { StintError } from "../../lib/errors.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import { createCatalogContext, HeldAsFile, type CatalogServiceDeps } from "./catalog.context.js";
+import { createCatalogContext, HeldAsFile, type CatalogServiceDeps, type HeldFollowUp } from "./catalog.context.js";
 import { targetUseCases } from "./catalog.targets.js";
 import { policyUseCases } from "./catalog.policies.js";
 import { roleUseCases } from "./catalog.roles.js";
 import { eligibilityUseCases } from "./catalog.eligibility.js";
 import { configUseCases } from "./catalog.config-as-code.js";
 
-export type { CatalogServiceDeps, HeldPlan } from "./catalog.context.js";
+export type { CatalogServiceDeps, HeldFollowUp, HeldPlan } from "./catalog.context.js";
 
 /**
  * The catalog's use cases, one file each (targets, policies, roles, eligibility, configuration as code). A one-object
@@ -62,18 +62,20 @@ export function createCatalogService(deps: CatalogServiceDeps) {
    * Four-eyes for the eligibility `stint discover --convert` makes (grants.standing): when making it widens access at
    * a covered tier, all of it is held as one change request (a file of just those entries, SELF_GRANT checked on it)
    * and that is answered; null when four-eyes lets the caller make it at once (or the file was applied at once).
+   * `followUp`, kept with the change request, is what its approval does besides applying the file.
    */
   async function holdNewEligibility(
     actor: Actor,
     context: CallContext,
     entries: { role: string; principal: string; reason: string }[],
+    followUp?: HeldFollowUp,
   ): Promise<ChangeRequestRefDto | null> {
     try {
       await eligibility.guardNewEligibility(actor, entries);
       return null;
     } catch (error) {
       if (!(error instanceof HeldAsFile)) throw error;
-      return (await config.applyConfig(actor, error.text, context)).changeRequest ?? null;
+      return (await config.applyConfig(actor, error.text, context, followUp)).changeRequest ?? null;
     }
   }
 

@@ -16,7 +16,7 @@ import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize, can, PERMISSIONS } from "../authz/authz.rules.js";
 import { PLATFORM_ROLES, SYSTEM, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
-import type { CatalogService, HeldPlan } from "./catalog.service.js";
+import type { CatalogService, HeldFollowUp, HeldPlan } from "./catalog.service.js";
 import * as catalogStore from "./catalog.store.js";
 import { decisionRefusal, effectiveStatus, type ChangeAssessment } from "./change-requests.rules.js";
 import * as store from "./change-requests.store.js";
@@ -31,6 +31,14 @@ export interface ChangeRequestServiceDeps {
   catalog: () => Pick<CatalogService, "applyHeld" | "fingerprint">;
   /** How long a change request waits for a decision. */
   expireAfterMs: number;
+  /**
+   * Called in the transaction that applies an approved change request kept with a follow-up (`HeldFollowUp`: a
+   * conversion's removal of standing access), after its file: does it and answers its audit events.
+   */
+  onApplied?: (
+    tx: Parameters<typeof store.approverEmails>[0],
+    applied: { changeRequestId: string; followUp: HeldFollowUp; author: Actor; approver: Actor },
+  ) => Promise<AuditInput[]>;
   /** Called in the transaction that keeps a change request: tells who may approve it (change-request-notifications). */
   onCreated?: (tx: Parameters<typeof store.approverEmails>[0], created: ChangeRequestCreated) => Promise<void>;
 }
@@ -52,6 +60,8 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
 
   function toDto(row: store.ChangeRequestRow, viewer: Actor, now: Date): ChangeRequestDto {
     const status = effectiveStatus(row.status, new Date(row.expires_at), now);
+    // The follow-up is the approval's to run, not to show (its notes are in the plan's).
+    const { followUp: _followUp, ...plan } = row.plan as ChangeRequestDto["plan"] & { followUp?: unknown };
     return {
       id: row.id,
       status,
@@ -59,7 +69,7 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       author: row.author_name,
       createdAt: iso(row.created_at),
       expiresAt: iso(row.expires_at),
-      plan: row.plan as ChangeRequestDto["plan"],
+      plan,
       assessment: row.assessment as ChangeRequestDto["assessment"],
       document: row.document,
       decidedBy: row.decided_by_name,
@@ -147,7 +157,9 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
           author_id: author.id,
           author_name: author.name,
           document: text,
-          plan: held.plan,
+          plan: held.followUp
+            ? { ...held.plan, notes: [...held.plan.notes, ...held.followUp.notes], followUp: held.followUp }
+            : held.plan,
           assessment: held.assessment.changes,
           tier,
           base_fingerprint: held.fingerprint,
@@ -252,6 +264,13 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
               "The author of this change can no longer write the catalog; someone who can must apply it again.",
             );
           const applied = await deps.catalog().applyHeld(tx, author, actor, row.document, row.base_fingerprint);
+          // What the use case that held it does once it is applied (a conversion removes the standing access).
+          const { followUp } = row.plan as { followUp?: HeldFollowUp };
+          if (followUp && !deps.onApplied)
+            throw new StintError("UNAVAILABLE", "This change request's follow-up cannot be run here.");
+          const followed = followUp
+            ? await deps.onApplied!(tx, { changeRequestId: id, followUp, author, approver: actor })
+            : [];
           await store.decideChangeRequest(tx, id, {
             status: "applied",
             byId: approver.id,
@@ -267,7 +286,7 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
               ...(reason ? { reason } : {}),
               details: { author: row.author_name, tier: row.tier, summary: applied.plan.summary },
             },
-            ...applied.events.map((event) => ({
+            ...[...applied.events, ...followed].map((event) => ({
               ...event,
               details: { ...event.details, changeRequest: id, author: row.author_name },
             })),

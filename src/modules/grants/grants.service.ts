@@ -52,6 +52,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     credentials: provisioning.credentials,
     discover: standing.discover,
     convert: standing.convert,
+    applyHeldFollowUp: standing.applyHeldFollowUp,
     ...createTargetAdmin(ctx),
   };
 }

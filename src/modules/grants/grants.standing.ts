@@ -4,6 +4,7 @@
  */
 
 import canonicalize from "canonicalize";
+import { z } from "zod";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import type { AuditInput } from "../audit/audit.types.js";
@@ -17,21 +18,79 @@ import { JOB, type ConvertResult, type DiscoveredAccessDto } from "./grants.type
 import { normalizeLogin } from "./reconcile.rules.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
 import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+
+type Q = Kysely<Database>;
+
+/** The follow-up a held conversion leaves with its change request: what the approval removes. */
+const HELD_CONVERSION = "standing.convert";
+const heldConversion = z.object({
+  conversionId: z.string(),
+  targetId: z.string(),
+  target: z.string(),
+  roleId: z.string(),
+  role: z.string(),
+  reason: z.string(),
+  removals: z.array(
+    z.object({
+      login: z.string(),
+      entitlement: z.record(z.string(), z.unknown()),
+      privilege: z.string(),
+      principalId: z.string(),
+      principal: z.string(),
+    }),
+  ),
+});
+type HeldConversion = z.infer<typeof heldConversion>;
 
 export function createStandingAccess(ctx: GrantContext) {
   const { store, audit, clock, outbox, revokeAttempts, connectorTarget, call, requireTarget, loginsOf, queueRestores } =
     ctx;
 
   /**
+   * Enqueues the removal of each converted login's standing access at the target (the outbox's `standing.remove`
+   * jobs, idempotent by conversion and position) and answers the conversion's audit event.
+   */
+  async function enqueueRemovals(tx: Q, conversion: HeldConversion): Promise<AuditInput> {
+    for (const [index, removal] of conversion.removals.entries())
+      await outbox.enqueue(tx, {
+        kind: JOB.removeStanding,
+        idempotencyKey: `standing-remove:${conversion.conversionId}:${index}`,
+        payload: {
+          targetId: conversion.targetId,
+          login: removal.login,
+          entitlement: removal.entitlement,
+          privilege: removal.privilege,
+          conversionId: conversion.conversionId,
+        },
+        maxAttempts: revokeAttempts,
+      });
+    return {
+      action: "standing.converted",
+      outcome: "success",
+      subject: `target:${conversion.target}`,
+      reason: conversion.reason,
+      details: {
+        role: conversion.role,
+        conversionId: conversion.conversionId,
+        converted: conversion.removals.map((r) => ({ login: r.login, principal: r.principal, privilege: r.privilege })),
+      },
+    };
+  }
+
+  /**
    * Four-eyes on a conversion: the eligibility it creates widens access (Stint cannot tell that the user a login maps
    * to is the person who held that login), so where a one-object eligibility write would be held, the conversion is
-   * held as a whole: the catalog keeps its new eligibility as one change request, and nothing else happens now (no
-   * eligibility, no removal). Once approved, the same conversion again finds the eligibility and removes the
-   * standing access. Null when not held.
+   * held as a whole: the catalog keeps its new eligibility as one change request, with the removals as its follow-up,
+   * and nothing else happens now (no eligibility, no removal). The approval applies both in one transaction
+   * (`applyHeldFollowUp`): the eligibility, then the removal of the standing access through the outbox, as an
+   * unheld conversion does. Null when not held.
    */
   async function holdConversion(
     actor: Actor,
     context: CallContext,
+    target: { id: string; name: string },
     role: { id: string; name: string },
     plan: { access: DiscoveredAccessDto; principal: { id: string; name: string } }[],
     reason: string,
@@ -44,7 +103,29 @@ export function createStandingAccess(ctx: GrantContext) {
       if (!(await grantStore.isDirectlyEligible(store.db, role.id, principal.id, now))) created.add(principal.name);
     if (created.size === 0) return null;
     const entries = [...created].map((principal) => ({ role: role.name, principal, reason }));
-    const changeRequest = await hold(actor, context, entries);
+    const conversion: HeldConversion = {
+      conversionId: newId(),
+      targetId: target.id,
+      target: target.name,
+      roleId: role.id,
+      role: role.name,
+      reason,
+      removals: plan.map(({ access, principal }) => ({
+        login: access.login,
+        entitlement: access.entitlement ?? {},
+        privilege: access.privilege,
+        principalId: principal.id,
+        principal: principal.name,
+      })),
+    };
+    const logins = conversion.removals.map((r) => r.login).join(", ");
+    const changeRequest = await hold(actor, context, entries, {
+      kind: HELD_CONVERSION,
+      notes: [
+        `approving also removes the standing access converted (${logins} at ${target.name}), as the conversion would have.`,
+      ],
+      payload: conversion,
+    });
     if (!changeRequest) return null;
     const converted = plan.map(({ access, principal }) => ({
       login: access.login,
@@ -128,6 +209,23 @@ export function createStandingAccess(ctx: GrantContext) {
   return {
     removeStandingJob,
 
+    /**
+     * An approved change request's follow-up, in its transaction after its file made the eligibility: a held
+     * conversion's removals are enqueued (only of logins whose user is eligible for the role now: nothing is taken
+     * away that cannot be activated again) and its `standing.converted` event answered. Other kinds: nothing.
+     */
+    async applyHeldFollowUp(tx: Q, applied: { followUp: { kind: string; payload: unknown } }): Promise<AuditInput[]> {
+      if (applied.followUp.kind !== HELD_CONVERSION) return [];
+      const conversion = heldConversion.parse(applied.followUp.payload);
+      const now = clock.now();
+      const removals: HeldConversion["removals"] = [];
+      for (const removal of conversion.removals)
+        if (await grantStore.isDirectlyEligible(tx, conversion.roleId, removal.principalId, now))
+          removals.push(removal);
+      if (removals.length === 0) return [];
+      return [await enqueueRemovals(tx, { ...conversion, removals })];
+    },
+
     /** Standing privileged access at a target, with the Stint principal each login maps to. */
     async discover(actor: Actor, context: CallContext, ref: string): Promise<DiscoveredAccessDto[]> {
       authorize(actor, "targets.operate");
@@ -180,15 +278,23 @@ export function createStandingAccess(ctx: GrantContext) {
         plan.push({ access, principal });
       }
       if (!input.dryRun) {
-        const held = await holdConversion(actor, context, role, plan, input.reason);
+        const held = await holdConversion(actor, context, row, role, plan, input.reason);
         if (held) return { ...result, converted: held.converted, changeRequest: held.changeRequest };
       }
-      const conversionId = newId();
+      const conversion: HeldConversion = {
+        conversionId: newId(),
+        targetId: row.id,
+        target: row.name,
+        roleId: role.id,
+        role: role.name,
+        reason: input.reason,
+        removals: [],
+      };
       await store.transaction(async (tx) => {
         const now = clock.now();
         // Nobody makes themselves eligible, here as through the catalog: checked on the outcome.
         const ownAccess = await guardOwnAccess(tx, actor);
-        for (const [index, { access, principal }] of plan.entries()) {
+        for (const { access, principal } of plan) {
           const existing = await grantStore.isDirectlyEligible(tx, role.id, principal.id, now);
           result.converted.push({
             login: access.login,
@@ -206,36 +312,17 @@ export function createStandingAccess(ctx: GrantContext) {
               reason: input.reason,
               now,
             });
-          await outbox.enqueue(tx, {
-            kind: JOB.removeStanding,
-            idempotencyKey: `standing-remove:${conversionId}:${index}`,
-            payload: {
-              targetId: row.id,
-              login: access.login,
-              entitlement: access.entitlement,
-              privilege: access.privilege,
-              conversionId,
-            },
-            maxAttempts: revokeAttempts,
+          conversion.removals.push({
+            login: access.login,
+            entitlement: access.entitlement ?? {},
+            privilege: access.privilege,
+            principalId: principal.id,
+            principal: principal.name,
           });
         }
-        if (!input.dryRun) await ownAccess.check(tx, now);
-        if (!input.dryRun && plan.length > 0)
-          await audit.append(tx, actor, context, {
-            action: "standing.converted",
-            outcome: "success",
-            subject: `target:${row.name}`,
-            reason: input.reason,
-            details: {
-              role: role.name,
-              conversionId,
-              converted: result.converted.map((c) => ({
-                login: c.login,
-                principal: c.principal,
-                privilege: c.privilege,
-              })),
-            },
-          });
+        if (input.dryRun) return;
+        await ownAccess.check(tx, now);
+        if (plan.length > 0) await audit.append(tx, actor, context, await enqueueRemovals(tx, conversion));
       });
       return result;
     },
