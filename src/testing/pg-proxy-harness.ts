@@ -45,6 +45,8 @@ export async function pgProxyHarness(
   options: {
     proxy?: Partial<PgProxyDeps>;
     recording?: "required" | "optional";
+    /** The policy keeps bound parameters in the query log (`session.queryParameters`). */
+    queryParameters?: boolean;
     targetOptions?: string;
     /** The target's address (default `postgres://postgres@127.0.0.1:<port>/appdb`), e.g. by name or through a relay. */
     address?: (instance: PostgresInstance) => string;
@@ -83,7 +85,7 @@ export async function pgProxyHarness(
   await h.apply(`
 apiVersion: stint/v1
 policies:${selfServicePolicy("app-self")}
-    session: { recording: ${options.recording ?? "required"} }
+    session: { recording: ${options.recording ?? "required"}, queryParameters: ${options.queryParameters ?? false} }
 targets:
   - name: app-db
     kind: postgres

@@ -55,6 +55,7 @@ import {
   upstreamRefusal,
   type CancelTarget,
 } from "./pg-upstream.js";
+import { streamedClientFrames } from "./streamed-frames.js";
 import { startUpstreamTls } from "./upstream-tls.js";
 import {
   DEFAULT_MAX_CLIENT_FRAME,
@@ -82,8 +83,9 @@ export interface PgProxyDeps extends SessionListenerOptions {
   /** Connecting and signing in upstream, until its first ReadyForQuery. */
   connectTimeoutMs?: number;
   /**
-   * Bounds on a message the relay holds whole (a client's Query/Parse/Bind/…, a server's
-   * ErrorResponse, rows under a row limit): longer ends the session with FATAL 54000 at its header.
+   * Bounds on a message the relay holds whole (a client's Query/Parse/…, a server's ErrorResponse,
+   * rows under a row limit): longer ends the session with FATAL 54000 at its header, except a Bind or
+   * (without a query policy) a FunctionCall, read in pieces instead (streamed-frames.ts).
    */
   maxClientFrame?: number;
   maxServerFrame?: number;
@@ -373,6 +375,12 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       const logged = tracker.backend(message);
       for (let i = 0; i < logged.length; i++) record(logged[i]!);
     };
+    /** A Bind (or FunctionCall) past maxClientFrame: read in pieces as it passes, its summary to the query log. */
+    const streamed = streamedClientFrames({
+      keepValues: session.policy.queryParameters,
+      maxKept: maxClientFrame,
+      deliver: tracker.frontend, // the relay scanners read only in session
+    });
     /** Under a query policy both directions go through the guard's scanners (query-guard.ts), else plain ones. */
     const rules = session.policy.queries;
     const guard =
@@ -384,6 +392,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
             keepServer: BACKEND_READ,
             maxClientFrame,
             maxServerFrame,
+            streamClient: streamed,
             onClientFrame: trackFrontend,
             onServerFrame: trackBackend,
             onRefusal: (refusal) => {
@@ -394,7 +403,12 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     /** Client bytes on their way upstream, server bytes on their way to the client. */
     const clientRelay =
       guard?.client ??
-      createRelayScanner({ keep: FRONTEND_READ, onFrame: trackFrontend, maxKeptLength: maxClientFrame });
+      createRelayScanner({
+        keep: FRONTEND_READ,
+        onFrame: trackFrontend,
+        maxKeptLength: maxClientFrame,
+        stream: streamed,
+      });
     const upstreamRelay =
       guard?.server ?? createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend, maxKeptLength: maxServerFrame });
     /** Where the relay's pieces go in session (set with the upstream socket). */
@@ -450,6 +464,9 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       toClient = (piece) => forward(socket, client, piece);
       socket.on("data", onUpstreamData);
       client.on("data", onClientData);
+      // Paused by their handshake inboxes past its bound: read again, before the held bytes go on (forward may re-pause).
+      if (client.isPaused()) client.resume();
+      if (socket.isPaused()) socket.resume();
       try {
         // Whatever arrived during the handshake after its last message goes on, in order.
         for (const frame of fromClient) clientRelay.push(frameBytes(frame), toUpstream);

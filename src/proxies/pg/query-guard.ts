@@ -19,7 +19,7 @@ import type { QueryRules } from "../../contract/query-policy.js";
 import { encodeErrorResponse, parseBackendMessage } from "../../lib/pg-wire.js";
 import { parseQuery } from "./query-policy.js";
 import { decide, type ParsedQuery, type QueryDecision, type QueryRule } from "./query-policy.rules.js";
-import { createRelayScanner, messageTypes, type RelayScanner } from "./wire-stream.js";
+import { createRelayScanner, messageTypes, type FrameBodyReader, type RelayScanner } from "./wire-stream.js";
 
 /** The SQLSTATE of every refusal: insufficient_privilege. */
 export const REFUSAL_SQLSTATE = "42501";
@@ -80,6 +80,8 @@ export function createQueryGuard(options: {
   /** Bounds on a frame held whole, each way (wire-stream.ts `maxKeptLength`). */
   maxClientFrame?: number;
   maxServerFrame?: number;
+  /** A kept client frame past maxClientFrame (a Bind): read in pieces (wire-stream.ts `stream`); held ones never are. */
+  streamClient?: (type: number, bodyLength: number) => FrameBodyReader | null;
   /** Test hook; random per session otherwise. */
   nonce?: string;
 }): QueryGuard {
@@ -260,6 +262,7 @@ export function createQueryGuard(options: {
       keep: options.keepClient,
       hold: messageTypes("QPF"),
       maxKeptLength: options.maxClientFrame,
+      stream: options.streamClient,
       onFrame: onClientFrame,
       held: checkClient,
     }),

@@ -18,6 +18,7 @@
  */
 import type { BackendMessage, FrontendMessage, NoticeFields } from "../../lib/pg-wire.js";
 import type { QueryLogEntry } from "../../modules/sessions/sessions.types.js";
+import type { StreamedBind, ValueHead } from "./streamed-frames.js";
 
 /**
  * What the tracker reads of a backend message: the kind, a CommandComplete's tag and an
@@ -45,8 +46,8 @@ export type TrackedBackendMessage =
 const NO_ENTRIES: readonly QueryLogEntry[] = Object.freeze([]);
 
 export interface QueryLogTracker {
-  /** A message the client sent (after the startup phase). */
-  frontend(message: FrontendMessage): void;
+  /** A message the client sent (after the startup phase); a Bind too long to keep whole, as the relay read it. */
+  frontend(message: FrontendMessage | StreamedBind): void;
   /**
    * A message the server sent; returns the entries it completes. Only the kind of most messages is
    * read (a DataRow's, to count rows of a suspended portal), the tag of a CommandComplete and the
@@ -106,6 +107,22 @@ export function describeParameters(formats: number[], values: (Buffer | null)[])
     if (value === null) return null;
     const format = formats.length === 0 ? 0 : formats.length === 1 ? formats[0] : formats[i];
     return format === 1 ? `<binary ${value.length} bytes>` : value.toString("utf8");
+  });
+}
+
+/**
+ * Bound parameters of a Bind read in pieces (streamed-frames.ts): as describeParameters, except that a
+ * text value kept only in part is shown with its length and the bytes kept.
+ */
+export function describeValueHeads(formats: number[], values: (ValueHead | null)[]): (string | null)[] {
+  return values.map((value, i) => {
+    if (value === null) return null;
+    const format = formats.length === 0 ? 0 : formats.length === 1 ? formats[0] : formats[i];
+    if (format === 1) return `<binary ${value.length} bytes>`;
+    const text = value.head.toString("utf8");
+    return value.head.length === value.length
+      ? text
+      : `<text ${value.length} bytes, first ${value.head.length}: ${text}>`;
   });
 }
 
@@ -177,11 +194,14 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
         case "Parse":
           push("parse", message.query, undefined, setWithUndo(statements, message.name, message.query));
           return;
-        case "Bind": {
+        case "Bind":
+        case "StreamedBind": {
           const statement = statements.get(message.statement) ?? unknownStatement(message.statement);
-          const parameters = options.keepParameters
-            ? describeParameters(message.paramFormats, message.params)
-            : undefined;
+          const parameters = !options.keepParameters
+            ? undefined
+            : message.kind === "Bind"
+              ? describeParameters(message.paramFormats, message.params)
+              : describeValueHeads(message.paramFormats, message.params);
           const portal: Portal = parameters === undefined ? { statement } : { statement, parameters };
           push("bind", statement, parameters, setWithUndo(portals, message.portal, portal));
           return;

@@ -162,6 +162,14 @@ export const DEFAULT_MAX_CLIENT_FRAME = 16 * 1024 * 1024;
 /** Default bound on a server frame the relay holds whole (ErrorResponse; rows only under a row limit). */
 export const DEFAULT_MAX_SERVER_FRAME = 64 * 1024 * 1024;
 
+/** Reads a frame's body in pieces as it passes (streamed-frames.ts): it copies what it keeps of them. */
+export interface FrameBodyReader {
+  /** The next bytes of the body: a view of the chunk, valid only during the call. */
+  push(piece: Buffer): void;
+  /** The body is complete. */
+  end(): void;
+}
+
 export interface RelayScanner {
   /** Feeds bytes; `emit` receives the bytes to pass on, in order. Throws PgWireError on a bad length, then refuses more. */
   push(chunk: Buffer, emit: (piece: Buffer) => void): void;
@@ -191,6 +199,11 @@ export function createRelayScanner(options: {
   maxMessageLength?: number;
   /** Bound on the body of a kept or held frame (its whole body may be buffered); longer: FrameTooLargeError. */
   maxKeptLength?: number;
+  /**
+   * A kept (not held) frame longer than `maxKeptLength`: a reader for its body, which then goes on in
+   * pieces as received and reaches the reader instead of `onFrame`; null: FrameTooLargeError.
+   */
+  stream?: (type: number, bodyLength: number) => FrameBodyReader | null;
 }): RelayScanner {
   const { keep, onFrame } = options;
   const hold = options.hold ?? HOLD_NONE;
@@ -206,6 +219,8 @@ export function createRelayScanner(options: {
   let holding = false;
   let parts: Buffer[] = [];
   let heldParts: Buffer[] = [];
+  /** The reader of the current frame's body, when it is too long to keep whole. */
+  let reading: FrameBodyReader | null = null;
   let failed: PgWireError | null = null;
 
   const fail = (length: number): never => {
@@ -252,8 +267,13 @@ export function createRelayScanner(options: {
           keeping = keep[type] === 1;
           holding = hold[type] === 1;
           if ((keeping || holding) && remaining > maxKeptLength) {
-            failed = new FrameTooLargeError(String.fromCharCode(type), remaining, maxKeptLength);
-            throw failed;
+            // Too long to keep whole: read in pieces where the type allows it (a Bind), else refused.
+            reading = holding ? null : (options.stream?.(type, remaining) ?? null);
+            if (reading === null) {
+              failed = new FrameTooLargeError(String.fromCharCode(type), remaining, maxKeptLength);
+              throw failed;
+            }
+            keeping = false;
           }
           if (frameStart < 0) {
             // The header began in an earlier chunk (its bytes there went on unless held); its tail is at [0, offset).
@@ -296,6 +316,7 @@ export function createRelayScanner(options: {
         const take = Math.min(remaining, end - offset);
         if (holding) heldParts.push(chunk.subarray(offset, offset + take));
         else if (keeping) parts.push(chunk.subarray(offset, offset + take));
+        else if (reading !== null) reading.push(chunk.subarray(offset, offset + take));
         offset += take;
         remaining -= take;
         if (holding) runStart = offset;
@@ -306,6 +327,10 @@ export function createRelayScanner(options: {
             heldParts = [];
             const out = held(type, frame.subarray(HEADER_LENGTH)) ?? frame;
             if (out.length > 0) emit(out);
+          } else if (reading !== null) {
+            const reader = reading;
+            reading = null;
+            reader.end();
           } else {
             let body: Buffer | null = null;
             if (keeping) {
@@ -332,15 +357,24 @@ export class StreamClosedError extends Error {
 export interface FrameInbox {
   /** The next frame (body kept); rejects when the socket closes, the stream is malformed or time runs out. */
   next(timeoutMs: number): Promise<KeptFrame>;
-  /** Stops listening and returns the frames scanned but not taken. Attach the next 'data' listener at once. */
+  /**
+   * Stops listening and returns the frames scanned but not taken. Attach the next 'data' listener at
+   * once; the socket may be paused (more than the bound held): resume it once its bytes are read again.
+   */
   detach(): KeptFrame[];
 }
 
-/** Buffers a handshake's frames so it can be written as sequential awaits. */
+/**
+ * Buffers a handshake's frames so it can be written as sequential awaits. Bytes received and not yet
+ * taken (frames waiting, the unfinished one) are held up to `maxBytes`; past that the socket is paused
+ * (TCP backpressure: a client pipelining its first queries waits) until `next` takes enough of them.
+ */
 export function createFrameInbox(socket: Socket, scanner: FrameScanner, maxBytes = 1024 * 1024): FrameInbox {
   const frames: KeptFrame[] = [];
   let failure: Error | null = null;
-  let received = 0;
+  /** Bytes received and not yet taken by `next`. */
+  let held = 0;
+  let paused = false;
   let waiter: { resolve: (frame: KeptFrame) => void; reject: (error: Error) => void } | null = null;
 
   const wake = (): void => {
@@ -349,6 +383,11 @@ export function createFrameInbox(socket: Socket, scanner: FrameScanner, maxBytes
     const frame = frames.shift();
     if (frame !== undefined) {
       waiter = null;
+      held -= (frame.type === null ? 4 : 5) + frame.bodyLength;
+      if (paused && held <= maxBytes) {
+        paused = false;
+        socket.resume();
+      }
       current.resolve(frame);
     } else if (failure !== null) {
       waiter = null;
@@ -360,11 +399,10 @@ export function createFrameInbox(socket: Socket, scanner: FrameScanner, maxBytes
     wake();
   };
   const onData = (chunk: Buffer): void => {
-    received += chunk.length;
-    if (received > maxBytes) {
-      fail(new PgWireError("LENGTH_TOO_LARGE", "too many bytes before the session was established"));
-      socket.destroy();
-      return;
+    held += chunk.length;
+    if (held > maxBytes && !paused) {
+      paused = true;
+      socket.pause();
     }
     try {
       for (const frame of scanner.push(chunk)) frames.push(frame as KeptFrame);
