@@ -155,6 +155,9 @@ export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
     client.on("data", (chunk: Buffer) => forward(client, proxy, chunk));
     proxy.once("close", () => client.end());
     client.once("close", () => proxy.end());
+    // Paused by their inboxes (more than 1 MiB held unread): read again, now that the bytes go on.
+    if (client.isPaused()) client.resume();
+    if (proxy.isPaused()) proxy.resume();
     for (const frame of fromClient) proxy.write(frameBytes(frame));
     const clientPartial = scanner.pending();
     if (clientPartial.length > 0) proxy.write(clientPartial);
