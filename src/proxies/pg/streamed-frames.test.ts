@@ -8,6 +8,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { PgWireError, parseFrontendMessage } from "../../lib/pg-wire.js";
 import { cstring, int16, int32, typed } from "../../lib/pg-wire/buffers.js";
+import { createQueryGuard } from "./query-guard.js";
 import { describeValueHeads } from "./query-log.js";
 import { VALUE_HEAD_BYTES, createBindReader, streamedClientFrames, type StreamedBind } from "./streamed-frames.js";
 import { FrameTooLargeError, createRelayScanner, messageTypes } from "./wire-stream.js";
@@ -144,6 +145,26 @@ describe("the relay scanner with streamed client messages", () => {
       { kind: "FunctionCall", functionOid: 1234 },
     ]);
     expect((log[0] as StreamedBind).params[0]!.head.length).toBe(0);
+  });
+
+  it("under a query policy a Bind passes in pieces too; a FunctionCall, held for the policy, does not", () => {
+    const guard = () =>
+      createQueryGuard({
+        rules: { allow: ["select"] } as never,
+        keepClient: messageTypes("QPBDECF"),
+        keepServer: messageTypes("CE"),
+        onClientFrame: () => undefined,
+        onServerFrame: () => undefined,
+        onRefusal: () => undefined,
+        maxClientFrame: bound,
+        streamClient: streamedClientFrames({ keepValues: false, maxKept: bound, deliver: () => undefined }),
+      });
+    const bind = typed("B", bindBody("", "", [1], [Buffer.alloc(2 * bound)], []));
+    const out: Buffer[] = [];
+    guard().client.push(bind, (piece) => out.push(piece));
+    expect(Buffer.concat(out).equals(bind)).toBe(true);
+    const call = typed("F", int32(1234), int16(0), int16(1), int32(2 * bound), Buffer.alloc(2 * bound), int16(0));
+    expect(() => guard().client.push(call, () => undefined)).toThrow(FrameTooLargeError);
   });
 
   it("a Query or Parse past the bound is still refused at its header", () => {

@@ -1,3 +1,5 @@
+import { EventEmitter } from "node:events";
+import type { Socket } from "node:net";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -10,6 +12,7 @@ import {
 } from "../../lib/pg-wire.js";
 import { cstring, int16, int32, typed } from "../../lib/pg-wire/buffers.js";
 import {
+  createFrameInbox,
   createFrameScanner,
   createRelayScanner,
   frameBytes,
@@ -232,5 +235,35 @@ describe("relay scanner", () => {
         expect(longest).toBeLessThanOrEqual(256 - 4);
       }),
     );
+  });
+});
+
+describe("frame inbox", () => {
+  /** A socket as the inbox uses it: data and close events, pause and resume. */
+  function fakeSocket() {
+    const socket = Object.assign(new EventEmitter(), {
+      paused: false,
+      pause: () => void (socket.paused = true),
+      resume: () => void (socket.paused = false),
+      destroy: () => undefined,
+    });
+    return socket;
+  }
+
+  it("pauses its socket past the bytes it may hold unread, and resumes it as frames are taken", async () => {
+    const socket = fakeSocket();
+    const inbox = createFrameInbox(socket as unknown as Socket, createFrameScanner({ startup: false }), 1000);
+    const query = encodeQuery("x".repeat(400)); // 406 bytes
+    socket.emit("data", Buffer.concat([query, query]));
+    expect(socket.paused).toBe(false);
+    socket.emit("data", query);
+    expect(socket.paused).toBe(true); // 1,218 bytes held: nothing is refused, the client waits
+    expect((await inbox.next(1000)).body.length).toBe(401);
+    expect(socket.paused).toBe(false);
+    // Detached with more than the bound held, the socket stays paused: the relay resumes it.
+    socket.emit("data", Buffer.concat([query, query]));
+    expect(socket.paused).toBe(true);
+    expect(inbox.detach()).toHaveLength(4);
+    expect(socket.paused).toBe(true);
   });
 });
