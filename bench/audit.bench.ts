@@ -26,7 +26,7 @@ import pg from "pg";
 import { MIGRATIONS_DIR, openAppStore, type AppStore } from "../src/db/index.js";
 import { systemClock } from "../src/lib/clock.js";
 import { createAuditLog, type AuditLog } from "../src/modules/audit/audit.service.js";
-import { createAuditSequencer, storeLease } from "../src/modules/audit/audit.sequencer.js";
+import { createAuditSequencer, storeLease, storeWakes } from "../src/modules/audit/audit.sequencer.js";
 import type { AuditInput } from "../src/modules/audit/audit.types.js";
 import type { Actor, CallContext } from "../src/modules/authz/authz.types.js";
 import { loadKeyring } from "../src/modules/keys/keys.service.js";
@@ -240,7 +240,13 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
     const record: Write = (batch) => audit.record(actor, context, batch);
     // A business transaction's shape: BEGIN, its statements, COMMIT (here the event is its only statement).
     const inTransaction: Write = (batch) => store.transaction((tx) => audit.append(tx, actor, context, batch));
-    const sequencer = createAuditSequencer({ audit: measured, lease: storeLease(store), holder: "bench" });
+    // As the server runs it (its default poll, its wakes): this process's appends wake it, the poll is the fallback.
+    const sequencer = createAuditSequencer({
+      audit: measured,
+      lease: storeLease(store),
+      wakes: storeWakes(store),
+      holder: "bench",
+    });
     sequencer.start();
     console.error(`  sequencing: ${audit.sequencing}`);
     await appendRun(record, WARMUP_EVENTS, 1, 1);
