@@ -119,12 +119,13 @@ describe("large and pipelined messages through the PostgreSQL proxy", () => {
     const client = new pg.Client(pgh.clientConfig(await pgh.token()));
     await client.connect();
     const value = Buffer.alloc(20 * MiB);
+    const note = "n".repeat(100_000);
     for (let i = 0; i < value.length; i += 4096) value.writeUInt32BE(i, i);
     try {
-      await client.query("CREATE TABLE IF NOT EXISTS blobs (id serial PRIMARY KEY, b bytea)");
+      await client.query("CREATE TABLE IF NOT EXISTS blobs (id serial PRIMARY KEY, b bytea, note text)");
       const inserted = await client.query<{ id: number; n: number }>(
-        "INSERT INTO blobs (b) VALUES ($1) RETURNING id, length(b) AS n",
-        [value],
+        "INSERT INTO blobs (b, note) VALUES ($1, $2) RETURNING id, length(b) AS n",
+        [value, note],
       );
       expect(inserted.rows[0]!.n).toBe(value.length);
       const read = await client.query<{ b: Buffer }>("SELECT b FROM blobs WHERE id = $1", [inserted.rows[0]!.id]);
@@ -132,11 +133,12 @@ describe("large and pipelined messages through the PostgreSQL proxy", () => {
     } finally {
       await client.end();
     }
-    // The query log has the statement and its parameter described (binary: its length), rows from the tag.
+    // The query log has the statement and its parameters described (binary: its length; text: its
+    // length and first 64 KiB), rows from the tag.
     expect(queries).toContainEqual(
       expect.objectContaining({
-        statement: "INSERT INTO blobs (b) VALUES ($1) RETURNING id, length(b) AS n",
-        parameters: [`<binary ${value.length} bytes>`],
+        statement: "INSERT INTO blobs (b, note) VALUES ($1, $2) RETURNING id, length(b) AS n",
+        parameters: [`<binary ${value.length} bytes>`, `<text 100000 bytes, first 65536: ${note.slice(0, 65536)}>`],
         command: "INSERT",
         rows: 1,
         error: null,
