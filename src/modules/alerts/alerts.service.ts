@@ -16,7 +16,7 @@ import type { AuditLog } from "../audit/audit.service.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import type { OutboxHandlers, OutboxService } from "../outbox/index.js";
-import type { OpenReviewItem } from "../reviews/review-items.store.js";
+import type { OpenReviewItem } from "../reviews/index.js";
 import { evaluate, keysOf, notificationEvent } from "./alerts.rules.js";
 import * as alertStore from "./alerts.store.js";
 import type { AlertDraft, AlertRule, AlertsConfig, AlertSeverity, KeyState } from "./alerts.types.js";

@@ -4,7 +4,7 @@
  */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
-import * as siemStore from "../siem/siem.store.js";
+import * as siem from "../siem/index.js";
 import type { AlertAction, AlertRule, AlertSeverity, KeyState, LearnedState } from "./alerts.types.js";
 
 type Q = Kysely<Database>;
@@ -12,15 +12,15 @@ type Q = Kysely<Database>;
 /** The consumer's row in `siem_cursors`: destination names have no colon, so none collides with it. */
 export const CONSUMER = "alerts:anomaly";
 
-export const ensureCursor = (db: Q, startAt: "beginning" | "head") => siemStore.ensureCursor(db, CONSUMER, startAt);
-export const readCursor = (db: Q) => siemStore.readCursor(db, CONSUMER);
-export const takeLease = (db: Q, holder: string, ttlMs: number) => siemStore.takeLease(db, CONSUMER, holder, ttlMs);
-export const releaseLease = (db: Q, holder: string) => siemStore.releaseLease(db, CONSUMER, holder);
+export const ensureCursor = (db: Q, startAt: "beginning" | "head") => siem.ensureCursor(db, CONSUMER, startAt);
+export const readCursor = (db: Q) => siem.readCursor(db, CONSUMER);
+export const takeLease = (db: Q, holder: string, ttlMs: number) => siem.takeLease(db, CONSUMER, holder, ttlMs);
+export const releaseLease = (db: Q, holder: string) => siem.releaseLease(db, CONSUMER, holder);
 /** Moves the cursor to `seq` only while this node holds the lease (false: another node took it). */
 export const advance = (tx: Q, holder: string, seq: number, ttlMs: number) =>
-  siemStore.advance(tx, CONSUMER, holder, { seq, checkpointSeq: 0 }, ttlMs);
-export const eventsAfter = siemStore.eventsAfter;
-export const lagFrom = siemStore.lagFrom;
+  siem.advance(tx, CONSUMER, holder, { seq, checkpointSeq: 0 }, ttlMs);
+export const eventsAfter = siem.eventsAfter;
+export const lagFrom = siem.lagFrom;
 
 export async function loadStates(db: Q, keys: readonly string[]): Promise<Map<string, KeyState>> {
   const out = new Map<string, KeyState>();

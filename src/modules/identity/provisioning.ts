@@ -6,9 +6,11 @@
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/schema.js";
+import * as identityStore from "./identity.store.js";
 import type { PrincipalRow } from "./identity.store.js";
 
 type Q = Kysely<Database>;
+export type { PrincipalRow };
 export type GroupRow = Awaited<ReturnType<typeof findSourcedGroup>> & object;
 
 /** An id no row has (an empty page, a filter on a malformed id). */
@@ -189,4 +191,22 @@ export async function groupsByIds(db: Q, ids: string[]): Promise<GroupRow[]> {
 export async function memberIdsOf(db: Q, groupId: string): Promise<string[]> {
   const rows = await db.selectFrom("group_members").select("principal_id").where("group_id", "=", groupId).execute();
   return rows.map((r) => r.principal_id);
+}
+
+/** A principal by id, whatever its source (one a provisioner just wrote, or one an identity is linked to). */
+export function findPrincipalById(db: Q, id: string) {
+  return identityStore.findPrincipalById(db, id);
+}
+
+/** A principal by name, whatever its source (is the name a provider asks for taken?). */
+export function findPrincipalByName(db: Q, name: string) {
+  return identityStore.findPrincipalByName(db, name);
+}
+
+/**
+ * A principal by id, locked against concurrent changes of its status or roles for the rest of the transaction
+ * (NO KEY UPDATE: an approval of that principal's request does not deadlock with it; identity.store.ts says why).
+ */
+export function lockPrincipal(db: Q, id: string) {
+  return identityStore.lockPrincipal(db, id);
 }

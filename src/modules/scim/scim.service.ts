@@ -16,7 +16,6 @@ import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import * as identityStore from "../identity/identity.store.js";
 import * as provisioning from "../identity/provisioning.js";
 import { principalEntry } from "../identity/principal.mapper.js";
 import { addMemberships, removeMemberships } from "../identity/group-membership.js";
@@ -50,7 +49,7 @@ export interface ScimServiceDeps {
 
 type Db = Kysely<Database>;
 type ListQuery = { filter?: string | undefined; startIndex?: unknown; count?: unknown };
-type UserRow = identityStore.PrincipalRow;
+type UserRow = provisioning.PrincipalRow;
 /** What SCIM provisioned; a deleted resource is kept as `scim-deleted`, hidden from SCIM. */
 const SOURCE = "scim";
 const DELETED = "scim-deleted";
@@ -61,7 +60,7 @@ export function createScimService(deps: ScimServiceDeps) {
 
   async function tellPrincipal(tx: Db, id: string) {
     if (!deps.index) return;
-    const row = await identityStore.findPrincipalById(tx, id);
+    const row = await provisioning.findPrincipalById(tx, id);
     if (row) await deps.index.send(tx, { t: "prn", p: principalEntry(row) });
   }
   const lifecycle: LifecycleDeps = { onAccessBasisLost: deps.onAccessBasisLost, tellPrincipal };
@@ -245,7 +244,7 @@ export function createScimService(deps: ScimServiceDeps) {
       checkVersion(row, ifMatch);
       const events = await changeUser(tx, row, change, by);
       if (events.length > 0) await audit.append(tx, actor, context, events);
-      return userResource(tx, (await identityStore.findPrincipalById(tx, row.id))!);
+      return userResource(tx, (await provisioning.findPrincipalById(tx, row.id))!);
     });
   }
 
@@ -305,7 +304,7 @@ export function createScimService(deps: ScimServiceDeps) {
             subject: `user:${name}`,
             details: { source: "scim", by, userName: fields.userName, externalId: fields.externalId ?? null },
           });
-          return userResource(tx, (await identityStore.findPrincipalById(tx, id))!);
+          return userResource(tx, (await provisioning.findPrincipalById(tx, id))!);
         })
         .catch(uniqueness("user", name));
     },

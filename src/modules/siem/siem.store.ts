@@ -2,7 +2,7 @@
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { AuditEvent } from "../audit/audit.types.js";
-import * as auditStore from "../audit/audit.store.js";
+import { chainedEventsAfter, chainedEventTime, chainHead } from "../audit/audit.reads.js";
 
 type Q = Kysely<Database>;
 
@@ -96,15 +96,13 @@ export async function advance(
 }
 
 /** Chained events after `afterSeq`, in seq order, `limit` of them (only what is chained: never pending rows). */
-export async function eventsAfter(db: Q, afterSeq: number, limit: number): Promise<AuditEvent[]> {
-  const rows = await auditStore.pageFrom(db, afterSeq, limit);
-  return rows.map(auditStore.toEvent);
+export function eventsAfter(db: Q, afterSeq: number, limit: number): Promise<AuditEvent[]> {
+  return chainedEventsAfter(db, afterSeq, limit);
 }
 
 /** The chain's head, and the time of the first event after `seq` (null when none is). */
 export async function lagFrom(db: Q, seq: number): Promise<{ headSeq: number; nextTime: Date | null }> {
-  const head = await auditStore.readHead(db);
+  const head = await chainHead(db);
   if (Number(head.seq) <= seq) return { headSeq: Number(head.seq), nextTime: null };
-  const { rows } = await sql<{ time: Date | string }>`select time from audit_events where seq = ${seq + 1}`.execute(db);
-  return { headSeq: Number(head.seq), nextTime: rows[0] ? new Date(rows[0].time) : null };
+  return { headSeq: Number(head.seq), nextTime: await chainedEventTime(db, seq + 1) };
 }

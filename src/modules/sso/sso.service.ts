@@ -18,7 +18,6 @@ import type { AuditInput } from "../audit/audit.types.js";
 import { ANONYMOUS, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
 import { addMemberships, removeMemberships } from "../identity/group-membership.js";
 import type { IdentityService } from "../identity/identity.service.js";
-import * as identityStore from "../identity/identity.store.js";
 import * as provisioning from "../identity/provisioning.js";
 import type { TokenPair } from "../identity/identity.types.js";
 import { principalEntry } from "../identity/principal.mapper.js";
@@ -80,7 +79,7 @@ export function createSsoService(deps: SsoServiceDeps) {
 
   async function tellPrincipal(tx: Db, id: string) {
     if (!deps.index) return;
-    const row = await identityStore.findPrincipalById(tx, id);
+    const row = await provisioning.findPrincipalById(tx, id);
     if (row) await deps.index.send(tx, { t: "prn", p: principalEntry(row) });
   }
 
@@ -192,9 +191,9 @@ export function createSsoService(deps: SsoServiceDeps) {
     const now = clock.now();
     const link = await ssoStore.lockLink(tx, identity.issuer, identity.subject);
     const events: AuditInput[] = [];
-    let principal: identityStore.PrincipalRow;
+    let principal: provisioning.PrincipalRow;
     if (link) {
-      principal = (await identityStore.lockPrincipal(tx, link.principal_id))!;
+      principal = (await provisioning.lockPrincipal(tx, link.principal_id))!;
       if (principal.status !== "active")
         throw new Refused("ACCOUNT_DISABLED", "account is disabled", { user: principal.name });
       await ssoStore.touchLink(tx, identity.issuer, identity.subject, now);
@@ -214,7 +213,7 @@ export function createSsoService(deps: SsoServiceDeps) {
         });
       }
     } else {
-      const taken = await identityStore.findPrincipalByName(tx, identity.name);
+      const taken = await provisioning.findPrincipalByName(tx, identity.name);
       if (taken)
         throw new Refused("SSO_ACCOUNT_CONFLICT", "a Stint account of that name is not linked to this person", {
           user: identity.name,
@@ -242,7 +241,7 @@ export function createSsoService(deps: SsoServiceDeps) {
         now,
       });
       await tellPrincipal(tx, id);
-      principal = (await identityStore.findPrincipalById(tx, id))!;
+      principal = (await provisioning.findPrincipalById(tx, id))!;
       events.push({
         action: "user.create",
         outcome: "success",
@@ -470,7 +469,7 @@ export function createSsoService(deps: SsoServiceDeps) {
           !constantTimeEqual(s256(input.codeVerifier), handoff.client_challenge)
         )
           return { refused: "the PKCE verifier does not match", provider: handoff.provider, burnt: true };
-        const principal = await identityStore.findPrincipalById(tx, handoff.principal_id);
+        const principal = await provisioning.findPrincipalById(tx, handoff.principal_id);
         if (!principal || principal.status !== "active")
           return { refused: "account is disabled", provider: handoff.provider, disabled: true };
         const pair = await deps.identity.openSession(
