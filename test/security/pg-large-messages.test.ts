@@ -5,7 +5,7 @@
  *
  * - A Bind carrying a 20 MiB bytea parameter (node-postgres, a Buffer parameter) is relayed and
  *   recorded in the query log, read in pieces: the proxy never holds the parameter whole (a heap
- *   measured after a GC while a 48 MiB Bind is halfway through the proxy).
+ *   measured after a GC while all but the last 256 KiB of a 48 MiB Bind have been sent).
  * - A 20 MiB simple Query is still refused with 54000 (a statement is judged and logged whole).
  * - A client pipelining megabytes of queries right after its password, while the proxy still signs
  *   in, is paused (TCP backpressure) rather than cut off, and gets every answer once the relay runs.
