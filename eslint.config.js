@@ -12,6 +12,13 @@ const OVER_600_LINES = [
   "src/server.ts",
 ];
 
+const SSH2_UTILS = {
+  name: "ssh2",
+  importNames: ["utils"],
+  message:
+    "ssh2 is CommonJS: Node cannot import `utils` by name (it works in tests, fails in `npm start`); use the default export.",
+};
+
 export default tseslint.config(
   { ignores: ["dist/**", "node_modules/**", ".stint/**", "web/dist/**", "coverage/**"] },
   js.configs.recommended,
@@ -24,16 +31,22 @@ export default tseslint.config(
   },
   {
     files: ["src/**/*.ts"],
+    rules: { "no-restricted-imports": ["error", { paths: [SSH2_UTILS] }] },
+  },
+  {
+    // A module's tables are its own (issue 19): another module calls the functions it exports for others
+    // (catalog.public.ts, provisioning.ts, audit.reads.ts, a module's index.ts), never its *.store.ts.
+    files: ["src/modules/**/*.ts"],
     rules: {
       "no-restricted-imports": [
         "error",
         {
-          paths: [
+          paths: [SSH2_UTILS],
+          patterns: [
             {
-              name: "ssh2",
-              importNames: ["utils"],
+              group: ["../*/*.store.js", "../../*/*.store.js"],
               message:
-                "ssh2 is CommonJS: Node cannot import `utils` by name (it works in tests, fails in `npm start`); use the default export.",
+                "Another module's store is its own: call the functions that module exports for others (e.g. catalog/catalog.public.ts).",
             },
           ],
         },
