@@ -76,14 +76,27 @@ const settleHooks = new WeakMap<object, SettledHook[]>();
 /**
  * Calls `hook` once `tx` has ended: `true` after its COMMIT succeeded, `false` after a rollback or a failed
  * COMMIT (whose outcome may be unknown: a caller must stay safe either way). Only for a transaction begun by a
- * store's `transaction` (wrappers that hand down its `tx` included); for any other it returns false and never
- * calls `hook`. Hooks run in order, synchronously after the transaction ends; one that throws is ignored.
+ * store's `transaction` (wrappers that hand down its `tx` included, or a copy of it linked by `settlesWith`); for
+ * any other it returns false and never calls `hook`. Hooks run in order, synchronously after the transaction
+ * ends; one that throws is ignored.
  */
 export function whenSettled(tx: object, hook: SettledHook): boolean {
   const hooks = settleHooks.get(tx);
   if (!hooks) return false;
   hooks.push(hook);
   return true;
+}
+
+/**
+ * Makes `copy`, a new object for the same transaction as `tx` (Kysely's `tx.withPlugin(…)` is one), settle with
+ * it: `whenSettled(copy, …)` then runs its hook when `tx` ends, with those registered on `tx`. A wrapper that
+ * hands down such a copy (the tests' statement counter) must link it, or after-commit work would run at once
+ * or not at all. For a `tx` no store began it links nothing. Returns `copy`.
+ */
+export function settlesWith<T extends object>(copy: T, tx: object): T {
+  const hooks = settleHooks.get(tx);
+  if (hooks) settleHooks.set(copy, hooks);
+  return copy;
 }
 
 function settle(hooks: SettledHook[], committed: boolean): void {
