@@ -19,6 +19,26 @@ import { iso, type RequestContext } from "./request-context.js";
 export function createRequestCore(ctx: RequestContext) {
   const { deps, store, audit, clock, index, emit, tellActive, lostBasis, loadPolicy } = ctx;
 
+  /**
+   * A request that never started ends (cancelled, or expired undecided): its row, with the reason and who
+   * ended it, and its notification. The caller says what is audited.
+   */
+  async function endUnstarted(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    end: { state: "cancelled" | "expired"; event: "cancelled" | "pending_expired"; reason: string; by: string },
+    now: Date,
+  ): Promise<void> {
+    const { state, event, reason, by } = end;
+    assertTransition(row.state, state);
+    await tx
+      .updateTable("activation_requests")
+      .set({ state, ended_at: now, end_reason: reason, ended_by: by, stage_deadline: null, updated_at: now })
+      .where("id", "=", row.id)
+      .execute();
+    await emit(tx, { type: event, requestId: row.id, role: row.role_name, requester: row.requester_name, reason, by });
+  }
+
   /** A request that has not started (pending, approved) ends as cancelled, with the reason and who ended it. */
   async function cancelUnstarted(
     tx: Kysely<Database>,
@@ -27,27 +47,7 @@ export function createRequestCore(ctx: RequestContext) {
     by: string,
     now: Date,
   ): Promise<AuditInput[]> {
-    assertTransition(row.state, "cancelled");
-    await tx
-      .updateTable("activation_requests")
-      .set({
-        state: "cancelled",
-        ended_at: now,
-        end_reason: reason,
-        ended_by: by,
-        stage_deadline: null,
-        updated_at: now,
-      })
-      .where("id", "=", row.id)
-      .execute();
-    await emit(tx, {
-      type: "cancelled",
-      requestId: row.id,
-      role: row.role_name,
-      requester: row.requester_name,
-      reason,
-      by,
-    });
+    await endUnstarted(tx, row, { state: "cancelled", event: "cancelled", reason, by }, now);
     return [
       {
         action: "request.cancelled",
@@ -164,42 +164,19 @@ export function createRequestCore(ctx: RequestContext) {
       ];
     }
     const grantId = newId();
-    if (row.target_kind === "internal") {
-      assertTransition("approved", "active");
-      const expiresAt = new Date(now.getTime() + row.duration_ms);
-      await tx
-        .updateTable("activation_requests")
-        .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
-        .where("id", "=", row.id)
-        .execute();
-      await tellActive(tx, row, now, expiresAt);
-      await tx
-        .insertInto("grants")
-        .values({
-          id: grantId,
-          request_id: row.id,
-          role_id: row.role_id,
-          principal_id: row.requester_id,
-          state: "active",
-          created_at: now,
-          updated_at: now,
-        })
-        .execute();
-      await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
-      return [
-        {
-          action: "request.activated",
-          outcome: "success",
-          subject,
-          details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
-        },
-      ];
-    }
+    // The internal target is active at once; a real one is provisioning until the worker reports.
+    const expiresAt = row.target_kind === "internal" ? new Date(now.getTime() + row.duration_ms) : null;
+    if (expiresAt) assertTransition("approved", "active");
     await tx
       .updateTable("activation_requests")
-      .set({ state: "provisioning", updated_at: now })
+      .set(
+        expiresAt
+          ? { state: "active", activated_at: now, expires_at: expiresAt, updated_at: now }
+          : { state: "provisioning", updated_at: now },
+      )
       .where("id", "=", row.id)
       .execute();
+    if (expiresAt) await tellActive(tx, row, now, expiresAt);
     await tx
       .insertInto("grants")
       .values({
@@ -207,13 +184,40 @@ export function createRequestCore(ctx: RequestContext) {
         request_id: row.id,
         role_id: row.role_id,
         principal_id: row.requester_id,
-        state: "provisioning",
+        state: expiresAt ? "active" : "provisioning",
         created_at: now,
         updated_at: now,
       })
       .execute();
-    await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
-    return [{ action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } }];
+    return announceStart(tx, row, grantId, expiresAt);
+  }
+
+  /**
+   * After an activation started (its request and grant written): the notification of an active one, or the
+   * provisioning job of one at a real target (`expiresAt` null), and its audit event.
+   */
+  async function announceStart(
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    grantId: string,
+    expiresAt: Date | null,
+  ): Promise<AuditInput[]> {
+    const subject = `request:${row.id}`;
+    if (!expiresAt) {
+      await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
+      return [
+        { action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } },
+      ];
+    }
+    await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
+    return [
+      {
+        action: "request.activated",
+        outcome: "success",
+        subject,
+        details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
+      },
+    ];
   }
 
   /**
@@ -229,25 +233,10 @@ export function createRequestCore(ctx: RequestContext) {
     /** The index's message went with the statement that wrote the request (`insertRequest`). */
     told = false,
   ): Promise<AuditInput[]> {
-    const active = row.state === "active";
-    const subject = `request:${row.id}`;
-    if (!active) {
-      await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
-      return [
-        { action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } },
-      ];
-    }
+    if (row.state !== "active") return announceStart(tx, row, grantId, null);
     const expiresAt = new Date(row.expires_at!);
     if (!told) await tellActive(tx, row, now, expiresAt);
-    await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
-    return [
-      {
-        action: "request.activated",
-        outcome: "success",
-        subject,
-        details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
-      },
-    ];
+    return announceStart(tx, row, grantId, expiresAt);
   }
 
   /** Ends an active activation (expired, deactivated, revoked): the grant goes with it, exactly once. */
@@ -388,7 +377,7 @@ export function createRequestCore(ctx: RequestContext) {
   }
 
   /** Pending requests past their time to live, requests approved ahead whose start came (`timing.ts`). */
-  const timing = createRequestTiming({ store, audit, clock, emit, grant });
+  const timing = createRequestTiming({ store, audit, clock, endUnstarted, grant });
 
   return {
     ...ctx,

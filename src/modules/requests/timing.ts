@@ -11,9 +11,7 @@ import type { Clock } from "../../lib/clock.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { SYSTEM, type CallContext } from "../authz/authz.types.js";
-import { assertTransition } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
-import type { RequestEvent } from "./requests.service.js";
 import { pendingExpiryReason, requestTtlMs } from "./timing.rules.js";
 import * as timingStore from "./timing.store.js";
 import { formatDuration } from "../../lib/duration.js";
@@ -22,7 +20,13 @@ export interface RequestTimingDeps {
   store: Pick<AppStore, "db" | "transaction">;
   audit: Pick<AuditLog, "append">;
   clock: Clock;
-  emit: (tx: Kysely<Database>, event: RequestEvent) => Promise<void>;
+  /** The request service's end of a request that never started: its row and its notification. */
+  endUnstarted: (
+    tx: Kysely<Database>,
+    row: requestStore.RequestRow,
+    end: { state: "expired"; event: "pending_expired"; reason: string; by: string },
+    now: Date,
+  ) => Promise<void>;
   /** The request service's start of an approved request (basis and windows checked again, grant written). */
   grant: (tx: Kysely<Database>, row: requestStore.RequestRow, now: Date) => Promise<AuditInput[]>;
 }
@@ -37,29 +41,9 @@ export function createRequestTiming(deps: RequestTimingDeps) {
    * no activation behind it: the requester hears of it, approvers can no longer decide it.
    */
   async function expireUndecided(tx: Kysely<Database>, row: requestStore.RequestRow, now: Date): Promise<AuditInput[]> {
-    assertTransition(row.state, "expired");
     const spec = policySpec.parse(row.policy_snapshot);
     const reason = pendingExpiryReason(spec);
-    await tx
-      .updateTable("activation_requests")
-      .set({
-        state: "expired",
-        ended_at: now,
-        end_reason: reason,
-        ended_by: "system",
-        stage_deadline: null,
-        updated_at: now,
-      })
-      .where("id", "=", row.id)
-      .execute();
-    await deps.emit(tx, {
-      type: "pending_expired",
-      requestId: row.id,
-      role: row.role_name,
-      requester: row.requester_name,
-      reason,
-      by: "system",
-    });
+    await deps.endUnstarted(tx, row, { state: "expired", event: "pending_expired", reason, by: "system" }, now);
     return [
       {
         action: "request.expired",
