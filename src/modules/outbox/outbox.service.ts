@@ -42,6 +42,12 @@ function checkInput(input: EnqueueInput): void {
     throw new Error(`outbox maxAttempts must be an integer in 1..1000, got ${max}`);
 }
 
+/** The row of an enqueued input, with a new id. */
+function newJob(input: EnqueueInput, nextAttemptAt: Date, now: Date): outboxStore.NewJob {
+  const { kind, idempotencyKey, payload, maxAttempts, lane } = input;
+  return { id: newId(), kind, idempotencyKey, payload, maxAttempts, nextAttemptAt, createdAt: now, lane };
+}
+
 // Until the authz module decides these, the outbox keeps its two checks here.
 function mayReadOutbox(actor: Actor): boolean {
   if (actor.kind === "system") return true;
@@ -76,14 +82,7 @@ export function createOutboxService(deps: {
         });
         if (hooked) {
           job = await outboxStore.insertClaimedJob(tx, {
-            id: newId(),
-            kind: input.kind,
-            idempotencyKey: input.idempotencyKey,
-            payload: input.payload,
-            maxAttempts: input.maxAttempts,
-            nextAttemptAt: now,
-            createdAt: now,
-            lane: input.lane,
+            ...newJob(input, now, now),
             leaseUntil: new Date(now.getTime() + runner.leaseMs),
             aliveUntil: new Date(now.getTime() + runner.aliveMs),
             alongside: input.alongside,
@@ -93,39 +92,19 @@ export function createOutboxService(deps: {
         runner.release(lane);
       }
       // Due now: the same statement wakes the runners when this commits instead of their next poll.
-      return outboxStore.insertJob(
-        tx,
-        {
-          id: newId(),
-          kind: input.kind,
-          idempotencyKey: input.idempotencyKey,
-          payload: input.payload,
-          maxAttempts: input.maxAttempts,
-          nextAttemptAt: input.notBefore ?? now,
-          createdAt: now,
-          lane: input.lane,
-        },
-        { alongside: input.alongside, notify: due },
-      );
+      return outboxStore.insertJob(tx, newJob(input, input.notBefore ?? now, now), {
+        alongside: input.alongside,
+        notify: due,
+      });
     },
 
     async enqueueMany(tx, inputs) {
       for (const input of inputs) checkInput(input);
       if (inputs.length === 0) return [];
       const now = clock.now();
-      const ids = inputs.map(() => newId());
       const written = await outboxStore.insertJobs(
         tx,
-        inputs.map((input, i) => ({
-          id: ids[i]!,
-          kind: input.kind,
-          idempotencyKey: input.idempotencyKey,
-          payload: input.payload,
-          maxAttempts: input.maxAttempts,
-          nextAttemptAt: input.notBefore ?? now,
-          createdAt: now,
-          lane: input.lane,
-        })),
+        inputs.map((input) => newJob(input, input.notBefore ?? now, now)),
       );
       // Each key counts once: the first input that has it.
       const claimed = new Set<string>();

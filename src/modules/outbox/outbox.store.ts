@@ -1,5 +1,5 @@
 /** SQL of the outbox. Every function takes the transaction (or db) it runs in; "now" is always a parameter. */
-import { sql, type Kysely, type Selectable } from "kysely";
+import { sql, type Insertable, type Kysely, type Selectable } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { OutboxTable } from "../../db/schema.js";
 import type { Alongside, OutboxJob, OutboxPayload } from "./outbox.types.js";
@@ -27,6 +27,18 @@ export function toJob(row: OutboxRow): OutboxJob {
   };
 }
 
+/** A job as the caller enqueues it (a pending row unless the insert says otherwise). */
+export interface NewJob {
+  id: string;
+  kind: string;
+  idempotencyKey: string;
+  payload: OutboxPayload;
+  maxAttempts: number | undefined;
+  nextAttemptAt: Date;
+  createdAt: Date;
+  lane?: string | undefined;
+}
+
 /**
  * Inserts a pending row; a row with the same idempotency key wins and this is a no-op. `alongside`: a write of
  * the caller's carried as a data-modifying CTE; `notify`: the runners' wake-up (`pg_notify(DUE_CHANNEL)`) sent by
@@ -34,32 +46,10 @@ export function toJob(row: OutboxRow): OutboxJob {
  */
 export async function insertJob(
   tx: Q,
-  job: {
-    id: string;
-    kind: string;
-    idempotencyKey: string;
-    payload: OutboxPayload;
-    maxAttempts: number | undefined;
-    nextAttemptAt: Date;
-    createdAt: Date;
-    lane?: string | undefined;
-  },
+  job: NewJob,
   options: { alongside?: Alongside | undefined; notify?: boolean } = {},
 ): Promise<boolean> {
-  const values = {
-    id: job.id,
-    kind: job.kind,
-    idempotency_key: job.idempotencyKey,
-    payload: JSON.stringify(job.payload),
-    ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
-    next_attempt_at: job.nextAttemptAt,
-    created_at: job.createdAt,
-    lane: job.lane ?? null,
-  };
-  const inserted = await carrying(tx, options.alongside)
-    .insertInto("outbox")
-    .values(values)
-    .onConflict((oc) => oc.column("idempotency_key").doNothing())
+  const inserted = await insertRows(tx, jobValues(job), options.alongside)
     .returning(
       options.notify
         ? // Evaluated once per written row (one): the wake-up goes only with a row written.
@@ -70,9 +60,30 @@ export async function insertJob(
   return inserted.length > 0;
 }
 
-/** `tx`, or `tx` with the caller's write as a data-modifying CTE (it runs whether or not it is referenced). */
-function carrying(tx: Q, alongside: Alongside | undefined): Pick<Q, "insertInto"> {
-  return alongside ? tx.with("alongside", alongside) : tx;
+/** A job's row; `max_attempts` left out takes the column's default (DEFAULT in a multi-row insert). */
+function jobValues(job: NewJob) {
+  return {
+    id: job.id,
+    kind: job.kind,
+    idempotency_key: job.idempotencyKey,
+    payload: JSON.stringify(job.payload),
+    ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
+    next_attempt_at: job.nextAttemptAt,
+    created_at: job.createdAt,
+    lane: job.lane ?? null,
+  };
+}
+
+/**
+ * The one INSERT of jobs: a row whose idempotency key exists is not written; `alongside`, the caller's write
+ * carried as a data-modifying CTE (it runs whether or not it is referenced).
+ */
+function insertRows(tx: Q, rows: Insertable<OutboxTable> | Insertable<OutboxTable>[], alongside?: Alongside) {
+  const carrying: Pick<Q, "insertInto"> = alongside ? tx.with("alongside", alongside) : tx;
+  return carrying
+    .insertInto("outbox")
+    .values(rows)
+    .onConflict((oc) => oc.column("idempotency_key").doNothing());
 }
 
 /**
@@ -82,25 +93,15 @@ function carrying(tx: Q, alongside: Alongside | undefined): Pick<Q, "insertInto"
  */
 export async function insertClaimedJob(
   tx: Q,
-  job: Parameters<typeof insertJob>[1] & { leaseUntil: Date; aliveUntil: Date; alongside?: Alongside | undefined },
+  job: NewJob & { leaseUntil: Date; aliveUntil: Date; alongside?: Alongside | undefined },
 ): Promise<OutboxJob | undefined> {
-  const row = await carrying(tx, job.alongside)
-    .insertInto("outbox")
-    .values({
-      id: job.id,
-      kind: job.kind,
-      idempotency_key: job.idempotencyKey,
-      payload: JSON.stringify(job.payload),
-      ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
-      next_attempt_at: job.nextAttemptAt,
-      created_at: job.createdAt,
-      lane: job.lane ?? null,
-      status: "running",
-      attempts: 1,
-      locked_until: job.leaseUntil,
-      alive_until: job.aliveUntil,
-    })
-    .onConflict((oc) => oc.column("idempotency_key").doNothing())
+  const claimed = {
+    status: "running",
+    attempts: 1,
+    locked_until: job.leaseUntil,
+    alive_until: job.aliveUntil,
+  } as const;
+  const row = await insertRows(tx, { ...jobValues(job), ...claimed }, job.alongside)
     .returningAll()
     .executeTakeFirst();
   return row && toJob(row);
@@ -110,28 +111,11 @@ export async function insertClaimedJob(
  * Inserts pending rows in one statement; a row whose idempotency key exists (or comes earlier in `jobs`) is not
  * written. Returns the keys written.
  */
-export async function insertJobs(tx: Q, jobs: Parameters<typeof insertJob>[1][]): Promise<Set<string>> {
+export async function insertJobs(tx: Q, jobs: NewJob[]): Promise<Set<string>> {
   const seen = new Set<string>();
   const unique = jobs.filter((job) => !seen.has(job.idempotencyKey) && seen.add(job.idempotencyKey));
   if (unique.length === 0) return new Set();
-  const inserted = await tx
-    .insertInto("outbox")
-    .values(
-      unique.map((job) => ({
-        id: job.id,
-        kind: job.kind,
-        idempotency_key: job.idempotencyKey,
-        payload: JSON.stringify(job.payload),
-        // Left out, a row takes the column's default (Kysely writes DEFAULT for it in a multi-row insert).
-        ...(job.maxAttempts === undefined ? {} : { max_attempts: job.maxAttempts }),
-        next_attempt_at: job.nextAttemptAt,
-        created_at: job.createdAt,
-        lane: job.lane ?? null,
-      })),
-    )
-    .onConflict((oc) => oc.column("idempotency_key").doNothing())
-    .returning("idempotency_key")
-    .execute();
+  const inserted = await insertRows(tx, unique.map(jobValues)).returning("idempotency_key").execute();
   return new Set(inserted.map((row) => row.idempotency_key));
 }
 
