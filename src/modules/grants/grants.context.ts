@@ -129,6 +129,11 @@ export function problemsOf(problems: string[], what: string) {
   if (problems.length > 0) throw new ConnectorError("refused", `${what} is not valid: ${problems.join("; ")}`);
 }
 
+/** A grant's login at its target, by the target's identity mapping (or why none can be mapped). */
+export function grantLogin(config: unknown, grant: { principal_name: string; principal_email: string | null }) {
+  return loginFor(targetConfig(config).identity, { name: grant.principal_name, email: grant.principal_email });
+}
+
 export function createGrantContext(deps: GrantServiceDeps) {
   const { store, audit, clock } = deps;
   // Every job runs in its target's outbox lane, so one slow target cannot hold up the others.

@@ -8,11 +8,10 @@ import { StintError } from "../../lib/errors.js";
 import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { type Actor, type CallContext } from "../authz/authz.types.js";
-import { targetConfig } from "../catalog/catalog.rules.js";
-import { ConnectorError, loginFor, type Connector, type MintedPassword } from "../connectors/index.js";
+import { ConnectorError, type Connector, type MintedPassword } from "../connectors/index.js";
 import { outboxStore } from "../outbox/index.js";
 import { generateValue } from "../vault/vault.crypto.js";
-import { asConnectorError, problemsOf, type GrantContext } from "./grants.context.js";
+import { asConnectorError, grantLogin, problemsOf, type GrantContext } from "./grants.context.js";
 import { targetLane } from "./grants.lanes.js";
 import * as grantStore from "./grants.store.js";
 import { isDynamic, JOB, mintedLogin } from "./grants.types.js";
@@ -56,10 +55,7 @@ export function createProvisioning(ctx: GrantContext) {
       if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
       const mapped = isDynamic(grant.entitlement)
         ? { login: mintedLogin(grant.principal_name) }
-        : loginFor(targetConfig(grant.target_config).identity, {
-            name: grant.principal_name,
-            email: grant.principal_email,
-          });
+        : grantLogin(grant.target_config, grant);
       await outbox.enqueue(tx, {
         kind: JOB.provision,
         idempotencyKey: `provision:${change.grantId}`,
@@ -137,10 +133,7 @@ export function createProvisioning(ctx: GrantContext) {
     }
     const targetRow = read.target;
     if (grant.login === null) {
-      const mapped = loginFor(targetConfig(targetRow.config).identity, {
-        name: grant.principal_name,
-        email: grant.principal_email,
-      });
+      const mapped = grantLogin(targetRow.config, grant);
       await deps.requests.provisionFailed(grantId, "problem" in mapped ? mapped.problem : "no login could be mapped");
       return;
     }
