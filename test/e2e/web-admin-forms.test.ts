@@ -64,6 +64,9 @@ policies:
 targets:
   - name: stint
     kind: internal
+  - name: legacy-db
+    kind: postgres
+    address: postgres://stint_admin@db.example.internal:5432/app?sslmode=disable
 roles:
   - { name: orders-reader, target: stint, risk: low, policy: self-4h }
   - { name: orders-writer, target: stint, risk: low, policy: self-4h }
@@ -82,6 +85,26 @@ afterAll(async () => {
 }, 30_000);
 
 describe("administration forms pick from the directory", () => {
+  it("the Targets tab says what a target's definition weakens, in the API's words", async () => {
+    const target = await api("GET", "/v1/targets/legacy-db");
+    expect(target.status).toBe(200);
+    const warnings = target.body.warnings as string[];
+    expect(warnings.some((w) => w.startsWith("sslmode=disable"))).toBe(true);
+    const page = await signIn("admin", ADMIN_PASSWORD);
+    await page.getByRole("link", { name: "Administration" }).click();
+    await page.getByRole("tab", { name: "Targets" }).click();
+    const legacy = page.getByRole("row", { name: /legacy-db/ });
+    for (const warning of warnings) await legacy.getByText(warning, { exact: true }).waitFor();
+    // A target that weakens nothing shows no warning.
+    await expect(
+      page
+        .getByRole("row", { name: /^stint internal/ })
+        .getByText("weakened")
+        .count(),
+    ).resolves.toBe(0);
+    await page.context().close();
+  });
+
   it("a policy's approval stage gets its approvers from pickers, and the API has exactly those", async () => {
     const page = await signIn("admin", ADMIN_PASSWORD);
     await page.getByRole("link", { name: "Administration" }).click();

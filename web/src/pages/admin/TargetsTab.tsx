@@ -1,5 +1,5 @@
 /** Targets: the systems Stint grants access to; the list, and create/edit checked with the API's schema. */
-import { Badge, Group, Select, TextInput } from "@mantine/core";
+import { Badge, Group, Select, Stack, Text, TextInput } from "@mantine/core";
 import { useState } from "react";
 import { targetInput, type TargetDto } from "../../../../src/contract/catalog-api.js";
 import { targetKind } from "../../../../src/contract/catalog.js";
@@ -38,6 +38,26 @@ const COLUMNS: Column<TargetDto>[] = [
         </Group>
       ) : (
         "—"
+      ),
+  },
+  {
+    // What the definition weakens (clear-text transport, unchecked certificates, replayable sign-ins): the same
+    // sentences the API's `warnings` and `stint diff` give.
+    header: "Warnings",
+    cell: (t) =>
+      t.warnings.length === 0 ? (
+        "—"
+      ) : (
+        <Stack gap={4}>
+          {t.warnings.map((warning) => (
+            <Group key={warning} gap={6} wrap="nowrap" align="flex-start">
+              <Badge color="red.9" c="white" miw="max-content">
+                weakened
+              </Badge>
+              <Text size="sm">{warning}</Text>
+            </Group>
+          ))}
+        </Stack>
       ),
   },
   {
