@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { decodeJwt } from "jose";
 import { manualClock } from "../../lib/clock.js";
 import { ENGINES } from "../../testing/engines.js";
@@ -444,10 +444,18 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
 });
 
 describe("activation windows", () => {
-  let server: TestServer | undefined;
-  afterEach(async () => {
+  // One server for every case: each case has a role of its own (its own policy and window) and only reads the
+  // answer to its own request, so the cases cannot see one another. The clock is set per case, in date order.
+  const clock = manualClock("2026-03-01T00:00:00Z");
+  let server: TestServer;
+  let roles = 0;
+  beforeAll(async () => {
+    server = await testServer("pglite", { clock });
+    await seedUser(server, "carol");
+    await seedUser(server, "alice", { manager: "carol" });
+  });
+  afterAll(async () => {
     await server?.cleanup();
-    server = undefined;
   });
 
   it.each([
@@ -455,18 +463,16 @@ describe("activation windows", () => {
     ["2026-03-02T09:30:00Z", "deny", 201, "active"],
     ["2026-03-02T19:00:00Z", "deny", 403, "OUTSIDE_WINDOW"],
     ["2026-03-02T19:00:00Z", "require-approval", 201, "pending"],
+    // Saturday is never inside a Mon-Fri window.
+    ["2026-03-07T12:00:00Z", "require-approval", 201, "pending"],
     // Monday 30 March 2026 (BST, after the change): 07:30Z is 08:30 local, inside; 17:30Z is 18:30 local, outside.
     ["2026-03-30T07:30:00Z", "deny", 201, "active"],
     ["2026-03-30T17:30:00Z", "deny", 403, "OUTSIDE_WINDOW"],
-    // Saturday is never inside a Mon-Fri window.
-    ["2026-03-07T12:00:00Z", "require-approval", 201, "pending"],
   ] as const)("at %s with outsideWindow %s answers %i %s", async (at, outside, status, expected) => {
-    const clock = manualClock(at);
-    server = await testServer("pglite", { clock });
-    await seedUser(server, "carol");
-    await seedUser(server, "alice", { manager: "carol" });
+    clock.set(new Date(at));
+    const role = `windowed-${++roles}`;
     await seedRole(server, {
-      name: "windowed",
+      name: role,
       policy: {
         ...MANAGER_APPROVAL,
         approval: { stages: [] },
@@ -477,7 +483,7 @@ describe("activation windows", () => {
       eligibleUsers: ["alice"],
     });
     const res = await actAs(server, "alice")("POST", "/v1/activation-requests", {
-      role: "windowed",
+      role,
       reason: "routine maintenance work",
       ticket: "CHG-3",
     });
