@@ -3,10 +3,15 @@
  * `wrap` (testServer's `wrapStore`), then `measure(() => call())`: only the statements of the call itself are
  * counted (AsyncLocalStorage marks them), so background work (the audit sequencer, heartbeats, a started
  * outbox runner) is not. BEGIN and COMMIT are not statements here; transactions are counted apart.
+ *
+ * A counted transaction behaves as the store's own for after-commit hooks (`whenSettled`, `src/lib/db.ts`): the
+ * audit sequencer's wake and the outbox's claim-on-commit (`runAfterCommit`) take their production path. What the
+ * hooks start (a job handed to this node's runner) is background work and is not counted.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import type { AppStore } from "../db/index.js";
+import { settlesWith } from "../lib/db.js";
 
 /** A statement's kind and first table, e.g. `update activation_requests`, `raw` for sql`…`. */
 export function describeNode(node: RootOperationNode): string {
@@ -46,8 +51,17 @@ export function statementCounter() {
     db: store.db.withPlugin(plugin),
     transaction: (fn) => {
       const counted = scope.getStore();
-      if (counted) counted.transactions++;
-      return store.transaction((tx) => fn(tx.withPlugin(plugin)));
+      // The counting copy of `tx` settles with it: hooks registered on it run after the COMMIT, as in production.
+      const begin = () =>
+        store.transaction((tx) => {
+          const copy = settlesWith(tx.withPlugin(plugin), tx);
+          return counted ? scope.run(counted, () => fn(copy)) : fn(copy);
+        });
+      if (!counted) return begin();
+      counted.transactions++;
+      // Begun outside the count, so the hooks (which run in the context that began it) are background work, not
+      // counted: a job handed to this node's runner at commit runs after the call returns in production too.
+      return scope.exit(begin);
     },
     migrate: (dir) => store.migrate(dir),
     ping: () => store.ping(),
