@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../config/config.js";
 import { openAppStore, type AppStore } from "../../db/index.js";
 import { createLogger } from "../../lib/logger.js";
-import { createPgDatabase } from "../../testing/engines.js";
+import { freshStore } from "../../testing/engines.js";
 import { ADMIN_PASSWORD, TEST_SCRYPT, passwordFor } from "../../testing/server.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
 import { createServer, type Server } from "../../server.js";
@@ -415,7 +415,10 @@ describe("on two nodes sharing PostgreSQL", () => {
   let work: string;
 
   beforeAll(async () => {
-    ({ url, drop } = await createPgDatabase());
+    // A migrated copy (the nodes' own start finds nothing to migrate); its harness store closes with the drop.
+    const fresh = await freshStore("postgres");
+    url = fresh.url!;
+    drop = fresh.cleanup;
     work = await mkdtemp(path.join(tmpdir(), "stint-sess-nodes-"));
   });
   afterAll(async () => {
