@@ -23,25 +23,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export type OpenSession = ReturnType<typeof createOpenSession>;
 
 export function createOpenSession(core: SessionsCore) {
-  const {
-    deps,
-    store,
-    audit,
-    clock,
-    blobs,
-    logger,
-    node,
-    live,
-    metrics: { liveGauge, bytesRelayed, recordingFailures, sessionsOpened, killLatency },
-    userActor,
-    BROKER,
-    context,
-    MAX_AUDITED_REFUSALS,
-    MAX_AUDITED_TRANSFERS,
-    policyOf,
-    refuse,
-    abort,
-  } = core;
+  const { store, audit, clock, blobs, logger, live, metrics, context, refuse, abort } = core;
 
   /** Opens the session row, the recording and the audit event; everything a proxy gets back. */
   async function openSession<U extends UpstreamPostgres | UpstreamMysql | UpstreamSsh>(input: {
@@ -54,8 +36,8 @@ export function createOpenSession(core: SessionsCore) {
     certificate?: { serial: string; keyId: string };
   }): Promise<BrokeredSession<U>> {
     const { kind, principal, activation, upstream } = input;
-    const policy = policyOf(activation);
-    const actor = userActor(principal.id, principal.name);
+    const policy = core.policyOf(activation);
+    const actor = core.userActor(principal.id, principal.name);
     const id = newId();
     const now = clock.now();
     const who = {
@@ -74,7 +56,7 @@ export function createOpenSession(core: SessionsCore) {
     const approvers = spec.success ? approversOf(spec.data) : { users: [], groups: [], manager: false };
     // The user's manager only matters when the policy names managers as approvers (who may then watch).
     const userManagerId =
-      deps.live && approvers.manager
+      core.deps.live && approvers.manager
         ? ((
             await store.db
               .selectFrom("principals")
@@ -89,7 +71,7 @@ export function createOpenSession(core: SessionsCore) {
     try {
       writer = await blobs.create(recordingKey);
     } catch (error) {
-      recordingFailures.inc({ kind });
+      metrics.recordingFailures.inc({ kind });
       logger.error({ err: error, session: id, blobs: blobs.dir }, "the recording store cannot be written to");
       if (policy.recording === "required")
         return refuse(
@@ -111,7 +93,7 @@ export function createOpenSession(core: SessionsCore) {
           targetId: activation.target_id,
           login,
           clientAddress: input.clientAddress,
-          node,
+          node: core.node,
           now,
           recordingKey: writer ? recordingKey : null,
         });
@@ -135,8 +117,8 @@ export function createOpenSession(core: SessionsCore) {
       await writer?.finish().catch(() => undefined);
       throw error;
     }
-    sessionsOpened.inc({ kind, outcome: "opened" });
-    liveGauge.inc({ kind });
+    metrics.sessionsOpened.inc({ kind, outcome: "opened" });
+    metrics.liveGauge.inc({ kind });
 
     const controller = new AbortController();
     const entry: LiveEntry = { id, requestId: activation.request_id, controller, causeAt: null, timer: undefined };
@@ -175,7 +157,7 @@ export function createOpenSession(core: SessionsCore) {
     armExpiry(new Date(activation.expires_at!).getTime());
 
     // Watchers see the recording's lines as they are written; a moderated session waits for its moderator.
-    const feed = deps.live?.open({
+    const feed = core.deps.live?.open({
       id,
       kind,
       user: principal.name,
@@ -205,7 +187,7 @@ export function createOpenSession(core: SessionsCore) {
       clock,
       ...(feed ? { tap: (line: string) => feed.push(line) } : {}),
       onFailure: (error) => {
-        recordingFailures.inc({ kind });
+        metrics.recordingFailures.inc({ kind });
         logger.error({ err: error, session: id }, "a session recording failed");
         if (policy.recording === "required")
           abort(
@@ -230,10 +212,10 @@ export function createOpenSession(core: SessionsCore) {
         feed?.close(
           controller.signal.aborted ? (controller.signal.reason as SessionEnd).message : (detail ?? `ended: ${reason}`),
         );
-        liveGauge.dec({ kind });
+        metrics.liveGauge.dec({ kind });
         const endedAt = clock.now();
         if (entry.causeAt !== null)
-          killLatency.observe(
+          metrics.killLatency.observe(
             { cause: reason === "killed" ? "killed" : "activation_ended" },
             Math.max(0, (Date.now() - entry.causeAt) / 1000),
           );
@@ -242,7 +224,7 @@ export function createOpenSession(core: SessionsCore) {
           recording = await recorder.finish();
         } catch (error) {
           if (error instanceof FailpointCrash) throw error; // the node died while recording: nothing more
-          recordingFailures.inc({ kind });
+          metrics.recordingFailures.inc({ kind });
           logger.error({ err: error, session: id }, "a session recording could not be completed");
         }
         await failpoint("session.end.after-recording");
@@ -263,7 +245,7 @@ export function createOpenSession(core: SessionsCore) {
               endedBy: null,
             });
             if (!row) await sessionStore.completeEndedSession(tx, id, fields);
-            await audit.append(tx, reason === "client_closed" ? actor : BROKER, context(input.clientAddress), {
+            await audit.append(tx, reason === "client_closed" ? actor : core.BROKER, context(input.clientAddress), {
               action: "session.ended",
               outcome: "success",
               subject: `session:${id}`,
@@ -301,13 +283,13 @@ export function createOpenSession(core: SessionsCore) {
       signal: controller.signal,
       countBytes(direction, n) {
         bytes[direction] += n;
-        bytesRelayed.inc({ kind, direction }, n);
+        metrics.bytesRelayed.inc({ kind, direction }, n);
       },
       queryRefused(event) {
         // One audit event per refusal up to a cap per session (a client looping on a refused statement
         // must not flood the log); the query log keeps every one.
         refusals += 1;
-        if (refusals > MAX_AUDITED_REFUSALS) return;
+        if (refusals > core.MAX_AUDITED_REFUSALS) return;
         audit
           .record(actor, context(input.clientAddress), {
             action: "session.query_refused",
@@ -320,7 +302,7 @@ export function createOpenSession(core: SessionsCore) {
               rule: event.rule,
               protocol: event.protocol,
               statement: event.statement.slice(0, 2_000),
-              ...(refusals === MAX_AUDITED_REFUSALS ? { lastAudited: true } : {}),
+              ...(refusals === core.MAX_AUDITED_REFUSALS ? { lastAudited: true } : {}),
             },
           })
           .catch((error: unknown) => logger.error({ err: error, session: id }, "could not audit a refused query"));
@@ -329,7 +311,7 @@ export function createOpenSession(core: SessionsCore) {
         // Every file in the audit log up to a cap per session (a recursive copy of a whole tree must not
         // flood it); the recording keeps every one.
         transfers += 1;
-        if (transfers > MAX_AUDITED_TRANSFERS) return;
+        if (transfers > core.MAX_AUDITED_TRANSFERS) return;
         audit
           .record(actor, context(input.clientAddress), {
             action: "session.file_transfer",
@@ -345,7 +327,7 @@ export function createOpenSession(core: SessionsCore) {
               bytes: event.bytes,
               sha256: event.sha256,
               ...(event.rule ? { rule: event.rule } : {}),
-              ...(transfers === MAX_AUDITED_TRANSFERS ? { lastAudited: true } : {}),
+              ...(transfers === core.MAX_AUDITED_TRANSFERS ? { lastAudited: true } : {}),
             },
           })
           .catch((error: unknown) => logger.error({ err: error, session: id }, "could not audit a file transfer"));
