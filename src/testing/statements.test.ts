@@ -92,7 +92,7 @@ describe.each(ENGINES)("counted transactions on %s", (engine) => {
       );
       expect(measured.result, name).toMatchObject({ status: "running", attempts: 1 });
       await expect
-        .poll(async () => (await outboxStore.findByIdempotencyKey(harness.store.db, key))?.status)
+        .poll(async () => (await outboxStore.findByIdempotencyKey(harness.store.db, key))?.status, { timeout: 10_000 })
         .toBe("done");
       expect(ran).toEqual([key]);
       // Counted: the enqueue and the read only; the job's run at commit is background work.
