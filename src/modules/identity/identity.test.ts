@@ -7,7 +7,7 @@
  * Audit events are read from the store: the audit API is tested elsewhere.
  */
 import { randomBytes } from "node:crypto";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../config/config.js";
 import { manualClock, type Clock } from "../../lib/clock.js";
 import { ERROR_CODES } from "../../lib/errors.js";
@@ -15,7 +15,7 @@ import type { Engine } from "../../lib/db.js";
 import { createLogger } from "../../lib/logger.js";
 import { createServer, type Server } from "../../server.js";
 import { ENGINES, freshStore } from "../../testing/engines.js";
-import { TEST_SCRYPT, passwordFor, testServer, totpNow } from "../../testing/server.js";
+import { TEST_SCRYPT, passwordFor, testServer, totpNow, type TestServer } from "../../testing/server.js";
 import type { AuditEvent } from "../audit/audit.types.js";
 import { countActiveAdmins } from "./identity.store.js";
 
@@ -123,6 +123,16 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
   const cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
     await Promise.all(cleanups.splice(0).map((cleanup) => cleanup()));
+  });
+
+  /**
+   * One server with the default settings, shared by the tests whose users are theirs alone and whose global
+   * checks (an audit action's events, the token list) count what no other of them writes.
+   */
+  let shared: Promise<TestServer> | undefined;
+  const sharedServer = () => (shared ??= testServer(engine));
+  afterAll(async () => {
+    await (await shared)?.cleanup();
   });
 
   async function start(env: NodeJS.ProcessEnv = {}, clock?: Clock) {
@@ -328,10 +338,10 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
 
   describe("sessions", () => {
     it("disabling a principal ends its sessions and API tokens at once; enabling brings none back", async () => {
-      const server = await start();
-      await server.userWithRoles("alice", ["user"]);
-      const first = await session(server, "alice");
-      const second = await session(server, "alice");
+      const server = await sharedServer();
+      await server.userWithRoles("sam", ["user"]);
+      const first = await session(server, "sam");
+      const second = await session(server, "sam");
       await createService(server, server.adminAuth, "deploy-bot");
       const tokenA = await createToken(server, server.adminAuth, "deploy-bot", "ci");
       const tokenB = await createToken(server, server.adminAuth, "deploy-bot", "cd");
@@ -339,13 +349,13 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
       expect((await me(server, first.auth)).status).toBe(200);
       expect((await me(server, botAuth)).status).toBe(200);
 
-      expect((await disable(server, server.adminAuth, "alice")).status).toBe(200);
+      expect((await disable(server, server.adminAuth, "sam")).status).toBe(200);
       for (const pair of [first, second]) {
         const access = await me(server, pair.auth);
         expect([access.status, access.code]).toEqual([401, "UNAUTHENTICATED"]);
         expect((await refresh(server, pair.refreshToken)).status).toBe(401);
       }
-      const signInDisabled = await signIn(server, "alice", passwordFor("alice"));
+      const signInDisabled = await signIn(server, "sam", passwordFor("sam"));
       expect([signInDisabled.status, signInDisabled.code]).toEqual([403, "ACCOUNT_DISABLED"]);
 
       expect((await disable(server, server.adminAuth, "deploy-bot")).status).toBe(200);
@@ -355,11 +365,11 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
       const disables = await auditEvents(server, "user.disable");
       expect(disables.map((e) => [e.subject, e.details, e.reason])).toEqual([
         // userWithRoles signed in once too.
-        ["user:alice", { sessionsEnded: 3, tokensRevoked: 0, requestsEnded: 0 }, "left the company"],
+        ["user:sam", { sessionsEnded: 3, tokensRevoked: 0, requestsEnded: 0 }, "left the company"],
         ["service:deploy-bot", { sessionsEnded: 0, tokensRevoked: 2, requestsEnded: 0 }, "left the company"],
       ]);
 
-      for (const name of ["alice", "deploy-bot"]) {
+      for (const name of ["sam", "deploy-bot"]) {
         expect((await call(server, "POST", `/v1/users/${name}/enable`, { auth: server.adminAuth })).status).toBe(200);
       }
       for (const pair of [first, second]) {
@@ -376,15 +386,15 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
           .map((t) => t.id)
           .sort(),
       ).toEqual([tokenA.id, tokenB.id].sort());
-      const fresh = await session(server, "alice");
+      const fresh = await session(server, "sam");
       expect((await me(server, fresh.auth)).status).toBe(200);
     });
 
     it("refresh rotates the token; presenting a rotated one ends that whole session", async () => {
-      const server = await start();
-      await server.userWithRoles("alice", ["user"]);
-      const other = await session(server, "alice");
-      const first = await session(server, "alice");
+      const server = await sharedServer();
+      await server.userWithRoles("rita", ["user"]);
+      const other = await session(server, "rita");
+      const first = await session(server, "rita");
 
       const rotated = await refresh(server, first.refreshToken);
       expect(rotated.status).toBe(200);
@@ -401,7 +411,7 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
 
       const revoked = await auditEvents(server, "auth.session_revoked");
       expect(revoked).toHaveLength(1);
-      expect([revoked[0]!.subject, revoked[0]!.outcome]).toEqual(["user:alice", "denied"]);
+      expect([revoked[0]!.subject, revoked[0]!.outcome]).toEqual(["user:rita", "denied"]);
       // Only the session whose token leaked ends.
       expect((await me(server, other.auth)).status).toBe(200);
       expect((await refresh(server, other.refreshToken)).status).toBe(200);
@@ -430,17 +440,17 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
     });
 
     it("logout ends the session: its access and refresh tokens stop working, other sessions do not", async () => {
-      const server = await start();
-      await server.userWithRoles("alice", ["user"]);
-      const other = await session(server, "alice");
-      const pair = await session(server, "alice");
+      const server = await sharedServer();
+      await server.userWithRoles("lola", ["user"]);
+      const other = await session(server, "lola");
+      const pair = await session(server, "lola");
 
       const out = await call(server, "POST", "/v1/auth/logout", { auth: pair.auth });
       expect(out.status, out.raw).toBe(200);
       expect((await me(server, pair.auth)).status).toBe(401);
       expect((await refresh(server, pair.refreshToken)).status).toBe(401);
       expect((await me(server, other.auth)).status).toBe(200);
-      expect((await auditEvents(server, "auth.logout")).map((e) => e.subject)).toEqual(["user:alice"]);
+      expect((await auditEvents(server, "auth.logout")).map((e) => e.subject)).toEqual(["user:lola"]);
     });
   });
 
@@ -705,7 +715,7 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
 
   describe("passwords", () => {
     it("are stored as salted scrypt, never in clear, and weak ones are refused with WEAK_PASSWORD", async () => {
-      const server = await start();
+      const server = await sharedServer();
       const password = "same password for both";
       for (const name of ["alice", "bob"]) {
         const res = await call(server, "POST", "/v1/users", { auth: server.adminAuth, body: { name, password } });
@@ -757,21 +767,21 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
     });
 
     it("changing one's password ends the other sessions and the old password stops working", async () => {
-      const server = await start();
-      await server.userWithRoles("alice", ["user"]);
-      const other = await session(server, "alice");
-      const current = await session(server, "alice");
+      const server = await sharedServer();
+      await server.userWithRoles("quinn", ["user"]);
+      const other = await session(server, "quinn");
+      const current = await session(server, "quinn");
       const newPassword = "a brand new passphrase 42";
       const change = await call(server, "POST", "/v1/me/password", {
         auth: current.auth,
-        body: { currentPassword: passwordFor("alice"), newPassword },
+        body: { currentPassword: passwordFor("quinn"), newPassword },
       });
       expect(change.status, change.raw).toBe(200);
       expect((await me(server, current.auth)).status).toBe(200);
       expect((await me(server, other.auth)).status).toBe(401);
       expect((await refresh(server, other.refreshToken)).status).toBe(401);
-      expect((await signIn(server, "alice", passwordFor("alice"))).code).toBe("INVALID_CREDENTIALS");
-      expect((await signIn(server, "alice", newPassword)).status).toBe(200);
+      expect((await signIn(server, "quinn", passwordFor("quinn"))).code).toBe("INVALID_CREDENTIALS");
+      expect((await signIn(server, "quinn", newPassword)).status).toBe(200);
     });
   });
 });
