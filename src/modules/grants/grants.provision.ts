@@ -27,19 +27,7 @@ const SETTLING_ATTEMPTS = 2;
 const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
 
 export function createProvisioning(ctx: GrantContext) {
-  const {
-    deps,
-    store,
-    audit,
-    clock,
-    outbox,
-    logger,
-    provisionAttempts,
-    revokeAttempts,
-    provisionSettleMs,
-    connectorTarget,
-    call,
-  } = ctx;
+  const { deps, store, audit, clock, outbox, provisionAttempts, revokeAttempts, call } = ctx;
 
   // -------------------------------------------------------------------------
   // The requests service's hook: a grant must be provisioned or revoked
@@ -87,7 +75,7 @@ export function createProvisioning(ctx: GrantContext) {
         idempotencyKey: `revoke:${change.grantId}:provision-in-flight`,
         payload: { grantId: change.grantId, force: true, after: "the activation ended while it was being provisioned" },
         maxAttempts: revokeAttempts,
-        notBefore: new Date(leaseEnd + provisionSettleMs),
+        notBefore: new Date(leaseEnd + ctx.provisionSettleMs),
       });
     }
     await failpoint("grant.end.before-commit");
@@ -118,7 +106,7 @@ export function createProvisioning(ctx: GrantContext) {
     if (grant.state === "provisioning" && attempt > maxAttempts) {
       // Its budget is spent and the last attempt stopped before finishing (its node died, or it overran its
       // lease), perhaps after the target call: fail the activation, then (below) leave a revocation behind.
-      logger.warn({ grantId, attempt }, "provisioning settled: its last attempt stopped before finishing");
+      ctx.logger.warn({ grantId, attempt }, "provisioning settled: its last attempt stopped before finishing");
       await deps.requests.provisionFailed(grantId, "its last provisioning attempt stopped before finishing");
       read = await grantStore.grantToProvision(store.db, grantId);
       if (!read) return;
@@ -141,7 +129,7 @@ export function createProvisioning(ctx: GrantContext) {
     const entitlement = grant.entitlement as Record<string, unknown>;
     await failpoint("grant.provision.before-target");
     try {
-      const { connector, target } = await connectorTarget(store.db, targetRow, read.targetSecret);
+      const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
       problemsOf(connector.checkLogin(login), `the login ${login}`);
       if (isDynamic(entitlement)) {
         if (!connector.createLogin || !deps.vault)
