@@ -21,19 +21,7 @@ import { compareFindings, driftAction, findDrift, normalizeLogin } from "./recon
 const OBSERVE_CONCURRENCY = 4;
 
 export function createDriftChecks(ctx: GrantContext) {
-  const {
-    store,
-    audit,
-    clock,
-    outbox,
-    logger,
-    revokeAttempts,
-    alert,
-    connectorTarget,
-    call,
-    requireTarget,
-    queueRestores,
-  } = ctx;
+  const { store, audit, clock, outbox, connectorTarget, call, queueRestores } = ctx;
 
   async function removeDriftJob(payload: Record<string, unknown>, job: HandlerContext) {
     const finding = await reconcileStore.findFinding(store.db, String(payload.findingId));
@@ -161,7 +149,7 @@ export function createDriftChecks(ctx: GrantContext) {
       }
     } catch (error) {
       const failure = asConnectorError(error);
-      logger.warn({ target: row.name, err: failure.message }, "reconcile could not read the target");
+      ctx.logger.warn({ target: row.name, err: failure.message }, "reconcile could not read the target");
       return { ...report, ok: false, error: failure.message };
     }
 
@@ -228,7 +216,7 @@ export function createDriftChecks(ctx: GrantContext) {
               kind: JOB.removeDrift,
               idempotencyKey: `drift-remove:${id}`,
               payload: { findingId: id },
-              maxAttempts: revokeAttempts,
+              maxAttempts: ctx.revokeAttempts,
             });
           if (action === "reprovisioning")
             await outbox.enqueue(tx, {
@@ -255,7 +243,7 @@ export function createDriftChecks(ctx: GrantContext) {
               ...(left && d.kind === "unexpected" ? { leftByStint: true } : {}),
             },
           });
-          await alert(tx, {
+          await ctx.alert(tx, {
             event: "drift.detected",
             severity: d.kind === "unexpected" ? "critical" : "warning",
             title:
@@ -324,7 +312,7 @@ export function createDriftChecks(ctx: GrantContext) {
     /** Compares what Stint granted with what the targets have, now. */
     async reconcile(actor: Actor, context: CallContext, targetRef?: string): Promise<TargetReconcileReport[]> {
       authorize(actor, "targets.operate");
-      const rows = targetRef ? [await requireTarget(targetRef)] : await grantStore.listTargets(store.db);
+      const rows = targetRef ? [await ctx.requireTarget(targetRef)] : await grantStore.listTargets(store.db);
       if (rows.some((r) => r.kind === "internal"))
         throw new StintError("CONFLICT", "An internal target has nothing to reconcile: Stint enforces it itself.");
       const reports: TargetReconcileReport[] = [];
