@@ -25,6 +25,24 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
     server = undefined;
   });
 
+  /**
+   * One server per engine for the cases that read only their own users, roles and requests (no scheduler pass,
+   * no count over a whole table or audit action another of them adds to). Each seeds the requester it uses.
+   */
+  let shared: Promise<{ server: TestServer; clock: ReturnType<typeof manualClock> }> | undefined;
+  afterAll(async () => {
+    await (await shared)?.server.cleanup();
+  });
+  function sharedSetup() {
+    shared ??= (async () => {
+      const clock = manualClock("2026-03-02T10:00:00Z");
+      const server = await testServer(engine, { clock });
+      await seedUser(server, "carol");
+      return { server, clock };
+    })();
+    return shared;
+  }
+
   async function setup(start = "2026-03-02T10:00:00Z") {
     const clock = manualClock(start);
     server = await testServer(engine, { clock });
@@ -164,15 +182,16 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
   });
 
   it("asks for a step-up when the session's MFA is stale, and accepts the activation after one", async () => {
-    const { server, clock } = await setup();
+    const { server, clock } = await sharedSetup();
+    await seedUser(server, "uma", { manager: "carol" });
     await seedRole(server, {
       name: "mfa-role",
       policy: { ...MANAGER_APPROVAL, approval: { stages: [] }, mfa: { required: true, maxAge: "10m" } },
-      eligibleUsers: ["alice"],
+      eligibleUsers: ["uma"],
     });
-    const auth = await server.login("alice");
+    const auth = await server.login("uma");
     const call = (url: string, payload: object) =>
-      server!.app.inject({ method: "POST", url, headers: { authorization: auth }, payload });
+      server.app.inject({ method: "POST", url, headers: { authorization: auth }, payload });
     const { secret } = (await call("/v1/me/mfa/totp", {})).json<{ secret: string }>();
     expect((await call("/v1/me/mfa/totp/confirm", { code: totpNow(secret, clock.now().getTime()) })).statusCode).toBe(
       200,
@@ -215,14 +234,15 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
   });
 
   it("a break-glass activation is immediate, audited as such, and opens a review item", async () => {
-    const { server } = await setup();
+    const { server } = await sharedSetup();
+    await seedUser(server, "wes", { manager: "carol" });
     await seedRole(server, {
       name: "emergency-admin",
       risk: "critical",
       policy: { mfa: { required: false }, breakGlass: true, approval: { stages: [{ approvers: { manager: true } }] } },
-      eligibleUsers: ["alice"],
+      eligibleUsers: ["wes"],
     });
-    const res = await actAs(server, "alice")("POST", "/v1/activation-requests", {
+    const res = await actAs(server, "wes")("POST", "/v1/activation-requests", {
       role: "emergency-admin",
       reason: "primary database is down and SSO with it",
     });
@@ -265,10 +285,11 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
   });
 
   it("counts wrong codes at TOTP enrolment against the lockout too", async () => {
-    const { server } = await setup();
-    const auth = await server.login("alice");
+    const { server } = await sharedSetup();
+    await seedUser(server, "vic", { manager: "carol" });
+    const auth = await server.login("vic");
     const call = (url: string, payload: object) =>
-      server!.app.inject({ method: "POST", url, headers: { authorization: auth }, payload });
+      server.app.inject({ method: "POST", url, headers: { authorization: auth }, payload });
     await call("/v1/me/mfa/totp", {});
     const codes: string[] = [];
     for (let i = 0; i < 6; i++) {
@@ -358,7 +379,9 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
   });
 
   it("needs the stage's count of distinct approvers, and an approver only counts while named", async () => {
-    const { server } = await setup();
+    const { server } = await sharedSetup();
+    await seedUser(server, "alice", { manager: "carol", groups: ["sre"] });
+    await seedUser(server, "bob", { groups: ["sre"] });
     await seedUser(server, "dave", { groups: ["sre-leads"] });
     await seedUser(server, "erin", { groups: ["sre-leads"] });
     await seedRole(server, {
@@ -413,31 +436,32 @@ describe.each(ENGINES)("activation requests on %s", (engine) => {
   });
 
   it("extends through the policy again, up to maxExtensions", async () => {
-    const { server } = await setup();
+    const { server } = await sharedSetup();
+    await seedUser(server, "xena", { manager: "carol" });
     await seedRole(server, {
       name: "ext",
       policy: { ...MANAGER_APPROVAL, approval: { stages: [] }, maxExtensions: 1 },
-      eligibleUsers: ["alice"],
+      eligibleUsers: ["xena"],
     });
-    const alice = actAs(server, "alice");
-    const active = await alice("POST", "/v1/activation-requests", {
+    const xena = actAs(server, "xena");
+    const active = await xena("POST", "/v1/activation-requests", {
       role: "ext",
       duration: "1h",
       reason: "long running migration",
       ticket: "CHG-1",
     });
-    const extended = await alice("POST", "/v1/me/roles/ext/extensions", {
+    const extended = await xena("POST", "/v1/me/roles/ext/extensions", {
       by: "30m",
       reason: "migration is still running",
     });
     expect(extended.status).toBe(201);
-    const parent = await alice("GET", `/v1/activation-requests/${active.body.id as string}`);
+    const parent = await xena("GET", `/v1/activation-requests/${active.body.id as string}`);
     expect(parent.body.extensions).toBe(1);
     expect(
       new Date(parent.body.expiresAt as string).getTime() - new Date(active.body.expiresAt as string).getTime(),
     ).toBe(30 * 60_000);
     expect(
-      (await alice("POST", "/v1/me/roles/ext/extensions", { by: "30m", reason: "migration is still running" })).body
+      (await xena("POST", "/v1/me/roles/ext/extensions", { by: "30m", reason: "migration is still running" })).body
         .error?.code,
     ).toBe("EXTENSION_LIMIT_REACHED");
   });
