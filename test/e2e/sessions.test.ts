@@ -14,7 +14,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_PASSWORD } from "../../src/testing/server.js";
 import { createGroup, createUser, deleteGroup, deleteUser, startSshd, type Sshd } from "../../src/testing/sshd.js";
-import { assertBuilt, BIN, cli, freePort, start, type RunningProcess } from "./support.js";
+import { assertBuilt, BIN, cli, freePort, seedDataDir, start, type RunningProcess } from "./support.js";
 
 const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -105,6 +105,7 @@ beforeAll(async () => {
   const port = await freePort();
   proxyPorts = { ssh: await freePort(), pg: await freePort() };
   url = `http://127.0.0.1:${port}`;
+  await seedDataDir(path.join(work, "data"));
   server = start(process.execPath, [BIN, "server"], {
     env: {
       STINT_LISTEN: `127.0.0.1:${port}`,
