@@ -17,6 +17,8 @@
  * transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), the very contention this takes
  * away. Only the leader listens. A wake that is lost (the listening connection down, a NOTIFY sent while the
  * lease changed hands) is caught by the idle poll, every `pollMs`; on PGlite (one process) the nudge is all.
+ * Any user of the database may NOTIFY the channel: a wake right after a look that found nothing waits out
+ * `wakeGapMs`, so a flood of NOTIFYs costs the leader one look per gap.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
@@ -50,7 +52,10 @@ export interface AuditSequencerOptions {
   wakes?: AuditWakes | undefined;
   /** Poll interval while idle, the fallback for a lost wake (default `DEFAULT_POLL_MS`). */
   pollMs?: number;
-  /** At least this long between two wakes this node sends the leader (default 5 ms). */
+  /**
+   * At least this long between two wakes this node sends the leader, and on the leader between a look that
+   * found nothing and the next look a wake starts (default 5 ms).
+   */
   wakeGapMs?: number;
   /** Lease TTL (default 5 s): a dead holder is replaced within about this long. */
   leaseMs?: number;
@@ -279,8 +284,19 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
     } else alerting = false;
   }
 
-  /** The leader's wait for a wake: the poll at most, and never past the lease's renewal. */
-  const idleSleep = () => sleep(Math.min(pollMs, Math.max(1, leaseCheckedAt + leaseMs / 3 - now())));
+  /** When the leader last looked (a read or a pass) and found nothing to chain. */
+  let foundNothingAt = Number.NEGATIVE_INFINITY;
+  /**
+   * The leader's wait for a wake: the poll at most, and never past the lease's renewal. A wake within
+   * `wakeGapMs` of a look that found nothing waits out the gap: any user of the database may NOTIFY the
+   * channel, and a flood of them costs one look per gap, not a chaining pass per NOTIFY.
+   */
+  const idleSleep = async () => {
+    const woken = await sleep(Math.min(pollMs, Math.max(1, leaseCheckedAt + leaseMs / 3 - now())));
+    const wait = foundNothingAt + wakeGapMs - Date.now();
+    if (woken && wait > 0 && running) await new Promise((resolve) => setTimeout(resolve, wait));
+    return woken;
+  };
 
   async function run(): Promise<void> {
     let lastLagCheck = 0;
@@ -300,6 +316,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
         }
         // Idle, a poll is one cheap read; the chaining transaction only when something waits.
         if (idle && !(await audit.anyPending())) {
+          foundNothingAt = Date.now();
           idle = !(await idleSleep());
           continue;
         }
@@ -311,6 +328,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
           return result.chained + result.rejected;
         });
         idle = result.chained + result.rejected === 0;
+        if (idle) foundNothingAt = Date.now();
         const at = now();
         for (const time of result.times) lag.observe(Math.max(0, (at - Date.parse(time)) / 1000));
         if (result.rejected > 0) {

@@ -217,3 +217,54 @@ describe("audit sequencer wakes between nodes on postgres", () => {
     expect(await audit.verify()).toMatchObject({ ok: true, count: 1 });
   });
 });
+
+describe("a flood of wakes (any user of the database may NOTIFY stint_audit_wake)", () => {
+  it("costs the leader at most one look per gap after a look that found nothing, not a chaining pass per wake", async () => {
+    let looks = 0;
+    let onWake: (() => void) | undefined;
+    const audit = {
+      sequencing: "background" as const,
+      chainPending: () =>
+        Promise.resolve(void looks++).then(() => ({ chained: 0, rejected: 0, times: [] as string[] })),
+      anyPending: () => Promise.resolve(void looks++).then(() => false),
+      pendingStats: () => Promise.resolve({ count: 0, oldest: null }),
+      onPending: () => undefined,
+    };
+    const wakes: AuditWakes = {
+      listen: (wake) => {
+        onWake = wake;
+        return Promise.resolve(() => Promise.resolve());
+      },
+      send: () => Promise.resolve(),
+    };
+    const gap = 20;
+    const always = { take: () => Promise.resolve(true), release: () => Promise.resolve() };
+    const sequencer = createAuditSequencer({
+      audit,
+      lease: always,
+      holder: "a",
+      wakes,
+      pollMs: MINUTE,
+      wakeGapMs: gap,
+    });
+    sequencers.push(sequencer);
+    sequencer.start();
+    await until("listening", () => Promise.resolve(onWake !== undefined));
+    await sleep(50);
+    looks = 0;
+    const started = Date.now();
+    // A NOTIFY at every turn of the event loop: each used to start a chaining pass at once, back to back.
+    while (Date.now() - started < 300) {
+      onWake!();
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const counted = looks;
+    const elapsed = Date.now() - started;
+    // A slower machine only looks less often; the bound is the gap, whatever the rate of NOTIFYs.
+    expect(counted).toBeLessThanOrEqual(elapsed / gap + 3);
+  });
+  const sequencers: AuditSequencer[] = [];
+  afterEach(async () => {
+    for (const s of sequencers.splice(0)) await s.stop();
+  });
+});
