@@ -109,6 +109,21 @@ describe("a Bind read in pieces", () => {
     }
     const longName = bindBody("x".repeat(2 * KiB), "", [], [], []);
     expect(() => readInPieces(longName, [], true, KiB)).toThrow(FrameTooLargeError);
+    // A name with no NUL at all, however long the body says it is: refused at the bound, not kept whole.
+    const noNul = Buffer.alloc(64 * KiB, 0x78);
+    expect(() => readInPieces(noNul, [KiB, 2 * KiB], true, KiB)).toThrow(FrameTooLargeError);
+  });
+
+  it("a count is at most 32,767 (past it the codec's int16 is negative: refused), empty values kept as lengths", () => {
+    const empty = Array.from({ length: 32_767 }, () => Buffer.alloc(0));
+    const body = bindBody("", "s", [0], empty, []);
+    // Empty text values keep nothing: a tiny bound holds them all, one summary entry each.
+    const read = readInPieces(body, [3, 1000, 70_000], true, 16);
+    expect(read.params).toHaveLength(32_767);
+    expect(read.params.every((p) => p !== null && p.length === 0 && p.head.length === 0)).toBe(true);
+    const tooMany = Buffer.concat([cstring(""), cstring(""), int16(0), Buffer.of(0x80, 0x00)]);
+    expect(() => parseFrontendMessage("B", tooMany)).toThrow(PgWireError);
+    expect(() => readInPieces(tooMany, [])).toThrow(PgWireError);
   });
 });
 
