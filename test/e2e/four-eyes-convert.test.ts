@@ -239,6 +239,23 @@ roles:
     expect(await removals()).toEqual(["carol@example.com"]);
   });
 
+  it("a held conversion of the approver's own login cannot be approved by them: SELF_GRANT, nothing removed", async () => {
+    endpoint.state.accounts.push({ login: "admin2@example.com", privilege: "Admin group member", entitlement: ADMINS });
+    try {
+      const held = await convert(admin, "hooks-admin", ["admin2@example.com"]);
+      expect(held.status, JSON.stringify(held.body)).toBe(202);
+      const id = held.body.changeRequest.id as string;
+      // The stored removals are not the API's to show (nor to change: it takes no plan).
+      expect(JSON.stringify((await call("GET", `/v1/change-requests/${id}`, admin2)).body)).not.toContain("followUp");
+      const own = await call("POST", `/v1/change-requests/${id}/approve`, admin2, {});
+      expect(own).toMatchObject({ status: 403, code: "SELF_GRANT" });
+      expect(await eligible("hooks-admin")).not.toContain("admin2");
+      expect(await removals()).toEqual(["carol@example.com"]);
+    } finally {
+      endpoint.state.accounts = endpoint.state.accounts.filter((a) => a.login !== "admin2@example.com");
+    }
+  });
+
   it("below the four-eyes tiers a conversion applies at once, and another admin may convert the admin's login", async () => {
     const low = await convert(admin2, "hooks-low", ["admin@example.com"]);
     expect(low.status, JSON.stringify(low.body)).toBe(200);
