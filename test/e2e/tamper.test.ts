@@ -12,7 +12,7 @@ import pg from "pg";
 import { PGlite } from "@electric-sql/pglite";
 import { createPgDatabase } from "../../src/testing/engines.js";
 import { rewriteReason, truncateAfter, type Query } from "../../src/testing/audit-writer.js";
-import { assertBuilt, cli, freePort, start, waitForHealth, type RunningProcess } from "./support.js";
+import { assertBuilt, cli, freePort, seedDataDir, start, waitForHealth, type RunningProcess } from "./support.js";
 
 const ADMIN_PASSWORD = "tamper-test-root-password";
 
@@ -49,6 +49,7 @@ describe.each<Engine>(["pglite", "postgres"])("audit verify after tampering on %
         await client.end();
       };
     } else {
+      await seedDataDir(path.join(work, "data"));
       // PGlite is single-process: the server must be stopped while we edit its files.
       sqlExec = async (text) => {
         const db = await PGlite.create(path.join(work, "data", "db"));
@@ -135,6 +136,7 @@ describe.each<Engine>(["pglite", "postgres"])(
         cleanups.push(() => client.end());
         query = async (text, params = []) => (await client.query(text, params)).rows as Record<string, unknown>[];
       } else {
+        await seedDataDir(path.join(work, "data"));
         query = async () => {
           throw new Error("PGlite: use attack()");
         };
