@@ -95,6 +95,8 @@ export interface AccessView {
   principalByName(name: string): PrincipalEntry | null;
 }
 
+/** The channel the index's messages travel on (a caller that sends one in its own statement, see `prepareAct`). */
+export const ACCESS_CHANNEL = indexStore.ACCESS_CHANNEL;
 export const DEFAULT_CROSS_CHECK_MS = 30_000;
 export const DEFAULT_HEARTBEAT_MS = 250;
 export const DEFAULT_MAX_SILENCE_MS = 1_000;
