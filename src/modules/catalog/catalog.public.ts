@@ -66,16 +66,19 @@ export function adoptSessionSecret(
   return custodyStore.adopt(tx, withMac({ ...allowance, grantedBy: "upgrade" }, allowanceKey));
 }
 
-/** At start: allowances written before they carried a MAC get theirs (the database as it is at the upgrade is trusted). */
-export async function macLegacyAllowances(db: Q, allowanceKey: Uint8Array): Promise<void> {
-  for (const allowance of await custodyStore.allowancesWithoutMac(db))
-    await custodyStore.setAllowanceMac(db, {
-      path: allowance.path,
-      targetId: allowance.target_id,
-      mac: allowanceMac(allowanceKey, {
-        path: allowance.path,
-        targetId: allowance.target_id,
-        endpoint: allowance.endpoint,
-      }),
-    });
+/**
+ * At start: allowances written before they carried a MAC get theirs (the database as it is at the upgrade is
+ * trusted). Answers those it MACed, for the caller to audit in the same transaction: a row a database writer
+ * inserts without a MAC is MACed at the next start too, so each is recorded (`secret.allowed`, `legacy`).
+ */
+export async function macLegacyAllowances(
+  db: Q,
+  allowanceKey: Uint8Array,
+): Promise<{ path: string; targetId: string; endpoint: string }[]> {
+  const maced: { path: string; targetId: string; endpoint: string }[] = [];
+  for (const allowance of await custodyStore.allowancesWithoutMac(db)) {
+    const row = { path: allowance.path, targetId: allowance.target_id, endpoint: allowance.endpoint };
+    if (await custodyStore.setAllowanceMac(db, { ...row, mac: allowanceMac(allowanceKey, row) })) maced.push(row);
+  }
+  return maced;
 }

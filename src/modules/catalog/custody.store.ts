@@ -102,12 +102,14 @@ export function allowancesWithoutMac(db: Q) {
     .execute();
 }
 
-export async function setAllowanceMac(db: Q, row: { path: string; targetId: string; mac: string }): Promise<void> {
-  await db
+/** Gives a MAC-less allowance its MAC; false: it had one already (another node was first). */
+export async function setAllowanceMac(db: Q, row: { path: string; targetId: string; mac: string }): Promise<boolean> {
+  const result = await db
     .updateTable("secret_target_allowances")
     .set({ mac: row.mac })
     .where("path", "=", row.path)
     .where("target_id", "=", row.targetId)
     .where("mac", "is", null)
-    .execute();
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
 }

@@ -183,8 +183,24 @@ export function createTargetAdmin(ctx: GrantContext) {
           });
         });
       }
-      // Allowances made before they carried a MAC get theirs (the database as it is at the upgrade is trusted).
-      await macLegacyAllowances(store.db, allowanceKey);
+      // Allowances made before they carried a MAC get theirs (the database as it is at the upgrade is trusted), each
+      // audited: one a database writer inserted without a MAC since is MACed too, and the audit log says so.
+      await store.transaction(async (tx) => {
+        const maced = await macLegacyAllowances(tx, allowanceKey);
+        if (maced.length === 0) return;
+        const names = new Map(targets.map((t) => [t.id, t.name]));
+        await audit.append(
+          tx,
+          SYSTEM,
+          systemContext("upgrade"),
+          maced.map((allowance) => ({
+            action: "secret.allowed",
+            outcome: "success" as const,
+            subject: `secret:${allowance.path}`,
+            details: { target: names.get(allowance.targetId) ?? allowance.targetId, by: "upgrade", legacy: true },
+          })),
+        );
+      });
       const rows = await grantStore.unboundSecrets(store.db);
       let bound = 0;
       for (const secretRow of rows) {
