@@ -17,6 +17,8 @@ import { ENGINES, PG_ADMIN_URL } from "../../testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../../testing/server.js";
 import { statementCounter } from "../../testing/statements.js";
 import { scramSecret } from "../connectors/postgres/postgres.rules.js";
+import { parseMessages } from "../access-index/access-index.rules.js";
+import { ACCESS_CHANNEL } from "../access-index/access-index.service.js";
 
 /** Whether the login's password at the server is `password` (the machine's server trusts local sign-ins). */
 async function passwordIs(login: string, password: string): Promise<boolean> {
@@ -35,9 +37,10 @@ async function passwordIs(login: string, password: string): Promise<boolean> {
  * password, then the audit event). Now the grant, its target, the target's credential and a stored password
  * are one read, the KEK comes from memory, the insert says whether it won (RETURNING), and the credentials
  * read takes the password with the grant. Transactions: only the activation's (the claim, the password's
- * insert, the completion and the read's audit event commit on their own).
+ * insert, the completion and the read's audit event commit on their own). Then 10, of which the activation 5
+ * (the locked read, the basis, the writes, the index's message, the audit event): now 7, the activation 2.
  */
-const PROVISION_MAX_STATEMENTS = 10;
+const PROVISION_MAX_STATEMENTS = 7;
 const PROVISION_MAX_TRANSACTIONS = 1;
 const CREDENTIALS_MAX_STATEMENTS = 2;
 /**
@@ -52,6 +55,13 @@ const CREDENTIALS_MAX_TRANSACTIONS = { pglite: 1, postgres: 0 };
  * its target read apart, and the outbox lane's target read again; then 4: the login, the job and the NOTIFY apart.
  */
 const ON_GRANT_MAX_STATEMENTS = 2;
+/**
+ * The activation (`requests.provisioned`, in the pass): one statement locks the request and its grant, reads the
+ * requester's basis, makes both active and sends the index's `act` message; then the audit event. In one
+ * transaction: 4 round trips with BEGIN and COMMIT (7 before: the lock, the basis, the writes and the message
+ * were a statement each).
+ */
+const PROVISIONED_MAX_STATEMENTS = 2;
 /**
  * The revocation of the minted login (one outbox pass after the deactivation): the claim, the grant with its
  * target, the target's credential and the activation's end in one read, the grant marked revoked with its audit
@@ -170,6 +180,16 @@ eligibility:
       hooked.push(measured);
       return measured.result;
     };
+    const activations: { statements: string[]; transactions: number; result: boolean }[] = [];
+    const provisionedOf = s.requests.provisioned;
+    s.requests.provisioned = async (grantId, details) => {
+      const measured = await measure(() => provisionedOf(grantId, details));
+      activations.push(measured);
+      return measured.result;
+    };
+    // What other nodes hear: the index's messages on the channel (the activation's is built by its statement).
+    const heard: string[] = [];
+    const unlisten = await s.store.listen(ACCESS_CHANNEL, (payload) => heard.push(payload));
     // The first round warms what a node keeps in memory; the next ones are counted.
     for (let round = 0; round < 3; round++) {
       const submitted = await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
@@ -187,6 +207,20 @@ eligibility:
         .where("id", "=", submitted.id)
         .executeTakeFirstOrThrow();
       expect(request.state).toBe("active");
+      const activation = activations.splice(0);
+      expect(activation.map((a) => a.result)).toEqual([true]);
+      // This node's index learnt the activation at commit; another node's learns it from the channel, the same.
+      const times = await s.store.db
+        .selectFrom("activation_requests")
+        .select(["activated_at", "expires_at"])
+        .where("id", "=", submitted.id)
+        .executeTakeFirstOrThrow();
+      const since = new Date(times.activated_at!).getTime();
+      const exp = new Date(times.expires_at!).getTime();
+      expect(s.accessIndex.view()?.activation(submitted.id)).toMatchObject({ activatedAt: since, expiresAt: exp });
+      await expect
+        .poll(() => heard.flatMap(parseMessages).find((m) => m.t === "act" && m.id === submitted.id))
+        .toMatchObject({ t: "act", pid: actor.id, pn: user, rn: role, exp, since, x: expect.any(Number) });
       const read = await measure(() => s.grants.credentials(actor, context, role));
       // The minted login works at the server, with the password read.
       expect(await passwordIs(read.result.user, read.result.password)).toBe(true);
@@ -216,9 +250,15 @@ eligibility:
         PROVISION_MAX_STATEMENTS + INLINE_CHAINING[engine],
       );
       expect(provisioned.transactions, report).toBeLessThanOrEqual(PROVISION_MAX_TRANSACTIONS);
+      const activated = `activation: ${JSON.stringify(activation[0]!.statements)}`;
+      expect(activation[0]!.statements.length, activated).toBeLessThanOrEqual(
+        PROVISIONED_MAX_STATEMENTS + INLINE_CHAINING[engine],
+      );
+      expect(activation[0]!.transactions, activated).toBe(1);
       expect(read.statements.length, report).toBeLessThanOrEqual(CREDENTIALS_MAX_STATEMENTS + INLINE_CHAINING[engine]);
       expect(read.transactions, report).toBeLessThanOrEqual(CREDENTIALS_MAX_TRANSACTIONS[engine]);
     }
+    await unlisten();
     // What the statements wrote is all there: each activation audited as provisioned and its credentials read.
     const audit = await s.store.db
       .selectFrom("audit_pending")
@@ -231,6 +271,41 @@ eligibility:
     // No minted login is left at the target.
     const left = await root.query("select rolname from pg_roles where rolname like $1", [`stint_${user}_%`]);
     expect(left.rows).toEqual([]);
+  });
+
+  it("a requester whose eligibility ended while the login was created is not activated: it is revoked and dropped", async () => {
+    const { s, actor, context, drain } = await setup();
+    const submitted = await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
+    expect(submitted.state).toBe("provisioning");
+    // While the worker creates the login, the eligibility reaches its end (before the scheduler has noticed).
+    armFailpoint("grant.provision.before-target", async () => {
+      const past = new Date(Date.now() - 1000);
+      await s.store.db
+        .updateTable("eligibilities")
+        .set({ starts_at: new Date(past.getTime() - 60_000), ends_at: past })
+        .where("principal_id", "=", actor.id)
+        .execute();
+    });
+    expect(await s.outbox.runOnce()).toMatchObject({ claimed: 1, done: 1 });
+    const request = await s.store.db
+      .selectFrom("activation_requests")
+      .select(["state", "activated_at", "end_reason"])
+      .where("id", "=", submitted.id)
+      .executeTakeFirstOrThrow();
+    expect(request).toMatchObject({ state: "revoked", activated_at: null });
+    expect(request.end_reason).toMatch(/eligib/);
+    expect(s.accessIndex.view()?.activation(submitted.id) ?? null).toBeNull();
+    await drain();
+    // The login made meanwhile is gone from the target again, and the end is audited.
+    const left = await root.query("select rolname from pg_roles where rolname like $1", [`stint_${user}_%`]);
+    expect(left.rows).toEqual([]);
+    const audit = await s.store.db
+      .selectFrom("audit_pending")
+      .select(["action", "subject"])
+      .unionAll(s.store.db.selectFrom("audit_events").select(["action", "subject"]))
+      .execute();
+    expect(audit).toContainEqual({ action: "request.revoked", subject: `request:${submitted.id}` });
+    expect(audit.filter((e) => e.action === "request.activated")).toEqual([]);
   });
 
   it("a password another worker stored first is the one the login gets", async () => {

@@ -9,7 +9,9 @@ import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import { checkExtension, checkJustification, checkMfaFreshness, evaluateWindow } from "./policy.rules.js";
-import { assertTransition, stageDeadline, stagesFor } from "./requests.rules.js";
+import { ACCESS_CHANNEL } from "../access-index/access-index.service.js";
+import { activateProvisioned } from "./provisioned.store.js";
+import { assertTransition, basisProblem, stageDeadline, stagesFor } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import { expiredUndecided, isPendingPastTtl, pendingExpiresAt } from "./timing.rules.js";
 import type { RequestCore } from "./activation.js";
@@ -25,10 +27,11 @@ export function createLifecycle(core: RequestCore) {
     principalOf,
     toDto,
     dtoOf,
-    lostBasis,
     isPastExpiry,
     loadPolicy,
     tellActive,
+    actMessage,
+    index,
     end,
     approveThenGrant,
     timing,
@@ -273,32 +276,28 @@ export function createLifecycle(core: RequestCore) {
       const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
       return store.transaction(async (tx) => {
         const now = clock.now();
-        const locked = await requestStore.lockRequestOfGrant(tx, grantId);
-        if (!locked) return false;
-        const { row } = locked;
-        if (row.state !== "provisioning" || locked.grantState !== "provisioning") return false;
-        const lost = await lostBasis(tx, row, now);
-        if (lost) {
+        // One statement locks the request and its grant, reads the requester's basis and, when both are
+        // provisioning and the basis holds, makes them active and sends the index's message (4 before).
+        const act = index?.prepareAct ? { channel: ACCESS_CHANNEL, at: Date.now() } : null;
+        const done = await activateProvisioned(tx, grantId, now, act);
+        if (!done) return false;
+        const { row, activated } = done;
+        if (row.state !== "provisioning" || done.grantState !== "provisioning") return false;
+        if (!activated) {
           // The target changed for someone who may no longer hold the role: take it away again, now.
+          const lost = basisProblem({
+            requesterActive: done.basis.active,
+            eligible: done.basis.active && done.basis.eligible,
+          });
+          // Not activated with the basis held cannot happen (the statement's conditions are these): retried.
+          if (!lost) throw new Error(`grant ${grantId}: provisioning not activated with its basis held`);
           await audit.append(tx, SYSTEM, context, await end(tx, row, "revoked", lost, "system", now));
           return true;
         }
         assertTransition("provisioning", "active");
         const expiresAt = new Date(now.getTime() + row.duration_ms);
-        // The request and its grant become active in one statement (one round trip fewer on the dynamic path).
-        await tx
-          .with("activated", (db) =>
-            db
-              .updateTable("activation_requests")
-              .set({ state: "active", activated_at: now, expires_at: expiresAt, updated_at: now })
-              .where("id", "=", row.id)
-              .returning("id"),
-          )
-          .updateTable("grants")
-          .set({ state: "active", last_error: null, next_attempt_at: null, updated_at: now })
-          .where("id", "=", grantId)
-          .execute();
-        await tellActive(tx, row, now, expiresAt);
+        if (done.x !== null) index!.prepareAct!(tx, actMessage(row, now, expiresAt)).sent(done.x);
+        else await tellActive(tx, row, now, expiresAt);
         await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
         await audit.append(tx, SYSTEM, context, {
           action: "request.activated",

@@ -1,5 +1,5 @@
 /** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
-import { sql, type ExpressionBuilder, type Insertable, type Kysely } from "kysely";
+import { sql, type Expression, type ExpressionBuilder, type Insertable, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { Decision, RequestFacts, Stage } from "./requests.types.js";
 
@@ -25,8 +25,8 @@ export function findRole(db: Q, name: string) {
 }
 export type RoleRow = NonNullable<Awaited<ReturnType<typeof findRole>>>;
 
-/** An eligibility held by the principal directly or through one of its groups. */
-function heldBy(eb: ExpressionBuilder<Database, "eligibilities">, principalId: string) {
+/** An eligibility held by the principal (an id, or a column of an outer query) directly or through its groups. */
+function heldBy(eb: ExpressionBuilder<Database, "eligibilities">, principalId: string | Expression<string>) {
   return eb.or([
     eb("eligibilities.principal_id", "=", principalId),
     eb(
@@ -41,7 +41,7 @@ function heldBy(eb: ExpressionBuilder<Database, "eligibilities">, principalId: s
 }
 
 /** Eligibilities of a principal, directly or through a group, valid at `now`. */
-function eligibleQuery(db: Q, principalId: string, now: Date) {
+export function eligibleQuery(db: Q, principalId: string | Expression<string>, now: Date) {
   return db
     .selectFrom("eligibilities")
     .where("eligibilities.removed_at", "is", null)
@@ -230,7 +230,7 @@ const requestColumns = [
   "principals.manager_id as requester_manager_id",
 ] as const;
 
-function requestQuery(db: Q) {
+export function requestQuery(db: Q) {
   return db
     .selectFrom("activation_requests")
     .innerJoin("roles", "roles.id", "activation_requests.role_id")
