@@ -56,6 +56,8 @@ export interface OutboxRunnerOptions {
   aliveMs?: number;
   /** Pause between passes that found less than a full batch. */
   pollMs?: number;
+  /** A NOTIFY (any database user may send one) within this long of a claim that found nothing waits out the rest. */
+  wakeGapMs?: number;
   random?: RandomSource;
   backoff?: Partial<BackoffPolicy>;
   /** A handler running longer fails its attempt (and sees its signal aborted). Defaults to leaseMs. */
@@ -196,6 +198,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   const leaseMs = positiveInteger("leaseMs", options.leaseMs ?? 30_000);
   const aliveMs = positiveInteger("aliveMs", options.aliveMs ?? Math.min(5_000, leaseMs));
   const pollMs = positiveInteger("pollMs", options.pollMs ?? 1_000);
+  const wakeGapMs = positiveInteger("wakeGapMs", options.wakeGapMs ?? 5);
   const handlerTimeoutMs = positiveInteger("handlerTimeoutMs", options.handlerTimeoutMs ?? leaseMs);
   const random = options.random ?? Math.random;
   const policy: BackoffPolicy = { ...DEFAULT_BACKOFF, ...options.backoff };
@@ -474,14 +477,19 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   let loop: Promise<void> | undefined;
   let stopping = false;
   let wake: (() => void) | undefined;
-  /** Something changed while claiming (a job became due, a slot freed): claim again without sleeping. */
+  /** Something changed on this node while claiming (a job became due, a slot freed): claim again without sleeping. */
   let due = false;
+  /** A NOTIFY came (from anyone), and whether it ends the current sleep (not the gap after an empty claim). */
+  let notified = false;
+  let notifyWakes = false;
+  let foundNothingAt = Number.NEGATIVE_INFINITY;
   let unlisten: (() => Promise<void>) | undefined;
   let unregister: (() => void) | undefined;
 
-  const sleep = (ms: number) =>
+  const sleep = (ms: number, byNotify: boolean) =>
     new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
+      notifyWakes = byNotify;
       wake = () => {
         clearTimeout(timer);
         resolve();
@@ -492,10 +500,15 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     due = true;
     wake?.();
   };
+  const notify = () => {
+    notified = true;
+    if (notifyWakes) wake?.();
+  };
 
   async function claimLoop(): Promise<void> {
     while (!stopping) {
       due = false;
+      notified = false;
       let more = false;
       const free = concurrency - running;
       if (free > 0) {
@@ -506,13 +519,19 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
           for (const job of jobs) void launch(job, nudge);
           // As many as asked for suggests more is due.
           more = jobs.length >= limit;
+          if (jobs.length === 0) foundNothingAt = Date.now();
         } catch (error) {
+          foundNothingAt = Date.now();
           logger.error({ err: safeErrorMessage(error) }, "outbox pass failed");
         }
       }
       if (stopping) break;
       if ((more && running < concurrency) || due) continue;
-      await sleep(pollMs);
+      if (!notified) await sleep(pollMs, true);
+      // Any user of the database may NOTIFY the channel: a NOTIFY within wakeGapMs of a claim that found nothing
+      // waits out the gap (a flood costs one claim per gap); this node's own nudges (a slot freed) end it.
+      const gap = foundNothingAt + wakeGapMs - Date.now();
+      if (notified && !due && !stopping && gap > 0) await sleep(gap, false);
     }
   }
 
@@ -552,7 +571,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       if (listen)
         // After a reconnect (a store restart, a failover) claim at once: a job committed while
         // nobody listened sent a NOTIFY that is lost, and the poll may be a minute away.
-        void listen(outboxStore.DUE_CHANNEL, nudge, { onReconnect: nudge }).then(
+        void listen(outboxStore.DUE_CHANNEL, notify, { onReconnect: nudge }).then(
           (stop) => {
             if (stopping) void stop();
             else unlisten = stop;
