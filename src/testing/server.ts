@@ -56,9 +56,12 @@ export async function testServer(
     logDestination?: DestinationStream;
     /** Wraps the fresh store before the server gets it (tests that watch the queries a server runs). */
     wrapStore?: (store: AppStore) => AppStore;
+    /** Writes rows in the fresh, migrated store before the server's first start (a database from an older release). */
+    prepareStore?: (store: AppStore) => Promise<void>;
   } = {},
 ): Promise<TestServer> {
   const t = await freshStore(engine);
+  await options.prepareStore?.(t.store);
   // Recordings of this server's sessions, removed with it.
   const blobDir = await mkdtemp(path.join(tmpdir(), "stint-blobs-"));
   const parsed = loadConfig({

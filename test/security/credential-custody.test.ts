@@ -554,7 +554,9 @@ describe("credentials stored before they were bound to their target (upgrade)", 
         .where("path", "=", "targets/legacy-db/admin")
         .execute();
       expect((await first.call("POST", "/v1/targets/legacy-db/test")).body.ok).toBe(false);
-      // And its session secret as named before allowances existed.
+      // Its session secret's allowance deleted by a database writer: the adoption of secrets named before
+      // allowances existed ran once, at this database's first start, and does not run again (an older release's
+      // database: test/security/legacy-allowances.test.ts).
       await first.server.store.db.deleteFrom("secret_target_allowances").execute();
       await first.server.close();
 
@@ -570,8 +572,8 @@ describe("credentials stored before they were bound to their target (upgrade)", 
           .selectFrom("secret_target_allowances")
           .select(["target_id", "granted_by"])
           .where("path", "=", "db/legacy/session")
-          .executeTakeFirstOrThrow();
-        expect(allowance).toEqual({ target_id: created.body.id, granted_by: "upgrade" });
+          .executeTakeFirst();
+        expect(allowance).toBeUndefined();
         const tested = await second.call("POST", "/v1/targets/legacy-db/test");
         expect(tested.body, JSON.stringify(tested.body)).toMatchObject({ ok: true });
       } finally {

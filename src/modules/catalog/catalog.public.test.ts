@@ -1,13 +1,14 @@
 /**
  * The session-secret allowances other modules write through catalog.public.ts (the vault's `secret allow`, the
- * start's adoption and MACs): each is MACed over exactly what is written, so the vault's check at session open
- * accepts it for its own target and endpoint only; a MAC already there is never replaced at start.
+ * start's adoption and MACs, which the start runs once per database under its audit marker: see
+ * test/security/legacy-allowances.test.ts): each is MACed over exactly what is written, so the vault's check at
+ * session open accepts it for its own target and endpoint only; a MAC already there is never replaced.
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppStore } from "../../db/index.js";
 import { freshStore, type TestStore } from "../../testing/engines.js";
-import { adoptSessionSecret, allowSessionSecret, macLegacyAllowances } from "./catalog.public.js";
+import { adoptSessionSecret, allowancesWithoutMac, allowSessionSecret, macLegacyAllowances } from "./catalog.public.js";
 import { insertTarget } from "./catalog.store.js";
 import { sessionSecretUsable } from "./custody.rules.js";
 
@@ -87,7 +88,7 @@ describe("catalog.public: session-secret allowances", () => {
     expect(await usable(path, A, "E1")).toMatch(/another address/);
   });
 
-  it("at start only allowances without a MAC get one: a MAC changed in the database stays refused", async () => {
+  it("the upgrade step MACs only allowances without a MAC: a MAC changed in the database stays refused", async () => {
     const legacy = "shared/legacy-session";
     const forged = "shared/forged-session";
     await store.db
@@ -98,10 +99,13 @@ describe("catalog.public: session-secret allowances", () => {
       ])
       .execute();
     expect(await usable(legacy, B, "E3")).toMatch(/did not make/);
+    // What a start after the upgrade reports (and leaves refused): the MAC-less rows, not the forged one.
+    expect(await allowancesWithoutMac(store.db)).toEqual([{ path: legacy, target_id: B, endpoint: "E3" }]);
 
-    // It answers what it MACed, for the start to audit; a second start finds nothing left.
+    // It answers what it MACed, for the start to audit with the step's marker; run again it finds nothing left.
     expect(await macLegacyAllowances(store.db, key)).toEqual([{ path: legacy, targetId: B, endpoint: "E3" }]);
     expect(await macLegacyAllowances(store.db, key)).toEqual([]);
+    expect(await allowancesWithoutMac(store.db)).toEqual([]);
 
     expect(await usable(legacy, B, "E3")).toBeNull();
     expect((await allowanceOf(forged))?.mac).toBe("forged");

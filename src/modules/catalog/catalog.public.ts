@@ -55,8 +55,9 @@ export function allowSessionSecret(tx: Q, allowance: SessionSecretAllowance, all
 }
 
 /**
- * At start, after the upgrade to allowances: the one target that named a session secret before gets its
- * allowance, MACed, unless the path has one already (false: none written, another node was first).
+ * At start, once per database (under the upgrade lock, with the step's `upgrade.completed` marker): the one
+ * target that named a session secret before allowances existed gets its allowance, MACed, unless the path has
+ * one already (false: none written).
  */
 export function adoptSessionSecret(
   tx: Q,
@@ -67,9 +68,11 @@ export function adoptSessionSecret(
 }
 
 /**
- * At start: allowances written before they carried a MAC get theirs (the database as it is at the upgrade is
- * trusted). Answers those it MACed, for the caller to audit in the same transaction: a row a database writer
- * inserts without a MAC is MACed at the next start too, so each is recorded (`secret.allowed`, `legacy`).
+ * At start, once per database (the caller holds the upgrade lock and writes the step's `upgrade.completed` marker
+ * in the same transaction): allowances written before they carried a MAC get theirs (the database as it is at
+ * the upgrade is trusted). Answers those it MACed, for the caller to audit (`secret.allowed`, `legacy`). Never
+ * called again once the marker is in the audit log: a row a database writer inserts without a MAC later stays
+ * refused.
  */
 export async function macLegacyAllowances(
   db: Q,
@@ -81,4 +84,9 @@ export async function macLegacyAllowances(
     if (await custodyStore.setAllowanceMac(db, { ...row, mac: allowanceMac(allowanceKey, row) })) maced.push(row);
   }
   return maced;
+}
+
+/** Allowances without a MAC (after the upgrade: written in the database, refused at session open; reported). */
+export function allowancesWithoutMac(db: Q) {
+  return custodyStore.allowancesWithoutMac(db);
 }

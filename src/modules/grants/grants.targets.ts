@@ -7,7 +7,13 @@ import { StintError } from "../../lib/errors.js";
 import { open, seal } from "../../lib/security.js";
 import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
-import { adoptSessionSecret, macLegacyAllowances, sessionSecretFacts } from "../catalog/catalog.public.js";
+import { upgradeCompleted } from "../audit/audit.reads.js";
+import {
+  adoptSessionSecret,
+  allowancesWithoutMac,
+  macLegacyAllowances,
+  sessionSecretFacts,
+} from "../catalog/catalog.public.js";
 import { targetConfig } from "../catalog/catalog.rules.js";
 import { credentialBinding, legacyCredentialBinding } from "../catalog/custody.rules.js";
 import { ConnectorError } from "../connectors/index.js";
@@ -19,6 +25,26 @@ import type { GrantDto } from "./grants.types.js";
 export function createTargetAdmin(ctx: GrantContext) {
   const { store, audit, clock, logger, secretKey, allowanceKey, endpointOfRow, connectorTarget, call, requireTarget } =
     ctx;
+
+  /**
+   * Runs a start's upgrade step once per database: under the upgrade lock (a node starting at the same time
+   * waits, then finds the marker), unless the audit log holds the step's `upgrade.completed` event, and writes
+   * that event in the step's transaction. The marker is in the hash chain: deleting it breaks `stint audit
+   * verify`. False: the step ran before (on a fresh database the first start runs it with nothing to do).
+   */
+  const onceOnUpgrade = (step: string, run: (tx: typeof store.db) => Promise<void>): Promise<boolean> =>
+    store.transaction(async (tx) => {
+      await grantStore.lockUpgrades(tx);
+      if (await upgradeCompleted(tx, step)) return false;
+      await run(tx);
+      await audit.append(tx, SYSTEM, systemContext("upgrade"), {
+        action: "upgrade.completed",
+        outcome: "success",
+        subject: `upgrade:${step}`,
+        details: { step },
+      });
+      return true;
+    });
 
   return {
     /** A password change at a target, for the vault's rotation: the connector's credential operations, for one call. */
@@ -147,48 +173,46 @@ export function createTargetAdmin(ctx: GrantContext) {
 
     /**
      * At start, after the upgrade to bound credentials: credentials stored before are re-sealed for the one
-     * target that names their path, and session secrets targets named before get their allowance when one
-     * target alone names them and they are not break-glass. Anything named by several targets (or none)
-     * stays unbound: no target can use it until an operator sets or allows it again, and the log says so.
+     * target that names their path. Two upgrade steps trust the database as it was when it was upgraded, so
+     * each runs once per database (`onceOnUpgrade`): session secrets targets named before allowances existed
+     * get their allowance when one target alone names them and they are not break-glass, and allowances
+     * written before they carried a MAC get theirs. Afterwards a target naming a secret with no allowance, or
+     * an allowance with no MAC (a database writer's), stays refused and is reported. Anything named by
+     * several targets (or none) stays unbound: no target can use it until an operator sets or allows it
+     * again, and the log says so.
      */
     async bindStoredCredentials(): Promise<{ bound: number; unbound: string[] }> {
       const targets = await grantStore.listTargets(store.db);
+      const names = new Map(targets.map((t) => [t.id, t.name]));
       const unbound: string[] = [];
       const sessionPaths = new Map<string, grantStore.TargetRow[]>();
       for (const target of targets) {
         const session = sessionOptionsOf(targetConfig(target.config).options);
         if (session) sessionPaths.set(session.secret, [...(sessionPaths.get(session.secret) ?? []), target]);
       }
-      for (const [path, named] of sessionPaths) {
-        const facts = await sessionSecretFacts(store.db, path);
-        if (facts.allowance) continue;
-        if (named.length !== 1 || facts.secret?.breakGlass) {
-          unbound.push(path);
-          continue;
-        }
-        const target = named[0]!;
-        await store.transaction(async (tx) => {
+      await onceOnUpgrade("session-secret-allowances", async (tx) => {
+        for (const [path, named] of sessionPaths) {
+          const facts = await sessionSecretFacts(tx, path);
+          if (facts.allowance) continue;
+          if (named.length !== 1 || facts.secret?.breakGlass) continue;
+          const target = named[0]!;
           const endpoint = endpointOfRow(target);
-          const adopted = await adoptSessionSecret(
-            tx,
-            { path, targetId: target.id, endpoint, now: clock.now() },
-            allowanceKey,
-          );
-          if (!adopted) return;
+          if (!(await adoptSessionSecret(tx, { path, targetId: target.id, endpoint, now: clock.now() }, allowanceKey)))
+            continue;
           await audit.append(tx, SYSTEM, systemContext("upgrade"), {
             action: "secret.allowed",
             outcome: "success",
             subject: `secret:${path}`,
             details: { target: target.name, by: "upgrade" },
           });
-        });
-      }
-      // Allowances made before they carried a MAC get theirs (the database as it is at the upgrade is trusted), each
-      // audited: one a database writer inserted without a MAC since is MACed too, and the audit log says so.
-      await store.transaction(async (tx) => {
+        }
+      });
+      // Named and still without an allowance (several targets, break-glass, or named after the upgrade ran).
+      for (const path of sessionPaths.keys())
+        if (!(await sessionSecretFacts(store.db, path)).allowance) unbound.push(path);
+      await onceOnUpgrade("allowance-macs", async (tx) => {
         const maced = await macLegacyAllowances(tx, allowanceKey);
         if (maced.length === 0) return;
-        const names = new Map(targets.map((t) => [t.id, t.name]));
         await audit.append(
           tx,
           SYSTEM,
@@ -201,6 +225,25 @@ export function createTargetAdmin(ctx: GrantContext) {
           })),
         );
       });
+      // After the upgrade an allowance without a MAC is a database writer's: refused at session open, reported.
+      const unmaced = await allowancesWithoutMac(store.db);
+      if (unmaced.length > 0) {
+        logger.warn(
+          { allowances: unmaced.map((a) => ({ path: a.path, target: names.get(a.target_id) ?? a.target_id })) },
+          "session-secret allowances without a MAC (written in the database since the upgrade) are refused",
+        );
+        await audit.record(
+          SYSTEM,
+          systemContext("upgrade"),
+          unmaced.map((allowance) => ({
+            action: "secret.allowance_refused",
+            outcome: "denied" as const,
+            subject: `secret:${allowance.path}`,
+            reason: "no MAC: written in the database after the upgrade",
+            details: { target: names.get(allowance.target_id) ?? allowance.target_id },
+          })),
+        );
+      }
       const rows = await grantStore.unboundSecrets(store.db);
       let bound = 0;
       for (const secretRow of rows) {
