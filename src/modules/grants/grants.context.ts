@@ -33,7 +33,7 @@ import { normalizeLogin } from "./reconcile.rules.js";
 
 export interface GrantServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append" | "record" | "sequencing">;
+  audit: Pick<AuditLog, "append" | "record" | "sequencing" | "catchUp">;
   clock: Clock;
   outbox: Pick<OutboxService, "enqueue">;
   requests: Pick<RequestService, "provisioned" | "provisionFailed">;

@@ -32,8 +32,8 @@ export function createTargetAdmin(ctx: GrantContext) {
    * that event in the step's transaction. The marker is in the hash chain: deleting it breaks `stint audit
    * verify`. False: the step ran before (on a fresh database the first start runs it with nothing to do).
    */
-  const onceOnUpgrade = (step: string, run: (tx: typeof store.db) => Promise<void>): Promise<boolean> =>
-    store.transaction(async (tx) => {
+  const onceOnUpgrade = async (step: string, run: (tx: typeof store.db) => Promise<void>): Promise<boolean> => {
+    const ran = await store.transaction(async (tx) => {
       await grantStore.lockUpgrades(tx);
       if (await upgradeCompleted(tx, step)) return false;
       await run(tx);
@@ -45,6 +45,10 @@ export function createTargetAdmin(ctx: GrantContext) {
       });
       return true;
     });
+    // Chained at once (once per database): a pending row could still be deleted unnoticed.
+    if (ran && audit.sequencing === "background") await audit.catchUp();
+    return ran;
+  };
 
   return {
     /** A password change at a target, for the vault's rotation: the connector's credential operations, for one call. */
