@@ -52,9 +52,15 @@ interface Event {
 
 describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => {
   let server: TestServer;
+  const warnings: string[] = [];
 
   beforeAll(async () => {
-    server = await testServer(engine, { env: { STINT_RECONCILE_INTERVAL: "0" }, prepareStore: olderRelease });
+    server = await testServer(engine, {
+      env: { STINT_RECONCILE_INTERVAL: "0" },
+      prepareStore: olderRelease,
+      logLevel: "warn",
+      logDestination: { write: (line: string) => void warnings.push(line) },
+    });
   });
 
   afterAll(async () => {
@@ -130,6 +136,13 @@ describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => 
     await server.grants.bindStoredCredentials();
 
     expect((await allowance("shared/planted-session"))?.mac).toBeNull();
+    const warned = warnings.map((line) => JSON.parse(line) as { msg: string; allowances?: unknown });
+    expect(warned).toContainEqual(
+      expect.objectContaining({
+        msg: expect.stringMatching(/without a MAC .* are refused/),
+        allowances: [{ path: "shared/planted-session", target: "old-db" }],
+      }),
+    );
     expect((await events("secret.allowed")).map((e) => e.subject)).not.toContain("secret:shared/planted-session");
     expect(await events("secret.allowance_refused")).toEqual([
       expect.objectContaining({
