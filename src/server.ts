@@ -13,6 +13,7 @@ import { Registry, collectDefaultMetrics } from "prom-client";
 import type { Config } from "./config/config.js";
 import { MIGRATIONS_DIR, openAppStore, type AppStore } from "./db/index.js";
 import { pendingMigrations } from "./lib/db.js";
+import { watchRejectedNotifications } from "./lib/notify-senders.js";
 import { systemClock, type Clock } from "./lib/clock.js";
 import type { Logger } from "./lib/logger.js";
 import type { ScryptParams } from "./lib/security.js";
@@ -144,6 +145,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       dataDir: path.join(config.dataDir, "db"),
       lockOwner: `stint server listening on ${config.listen}`,
     }));
+  // Before anything listens: notifications another database role sends on Stint's channels are counted and logged.
+  const rejectedNotifications = watchRejectedNotifications(store, logger);
   let auditSequencer: AuditSequencer | undefined;
   let startedIndex: AccessIndex | undefined;
   try {
@@ -243,6 +246,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     const registry = new Registry();
     collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
     accessIndex.registerMetrics(registry);
+    registry.registerMetric(rejectedNotifications);
     const sequencer = createAuditSequencer({
       audit,
       lease: storeLease(store),

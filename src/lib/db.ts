@@ -8,6 +8,7 @@ import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
 import type { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
 import { lockDataDir } from "./data-dir-lock.js";
+import { createSenderGate, SENDER_LOOKUP_SQL } from "./notify-senders.js";
 
 export type Engine = "pglite" | "postgres";
 
@@ -26,12 +27,21 @@ export interface Store<DB> {
    * a failover, a terminated backend). Notifications sent while it is down are lost, so
    * `onReconnect` is called each time it listens again: the caller looks for what it may have missed
    * (the outbox claims due jobs) instead of waiting for its slower safety-net poll.
+   * On PostgreSQL only notifications sent by Stint's own database role are delivered (any role that can
+   * connect may NOTIFY; see notify-senders.ts); others are dropped and told to `onNotifyRejected`. One whose
+   * sender exited before it could be checked is dropped and `onUnverified` is called: the caller catches up
+   * from the database as after a reconnect.
    */
   listen(
     channel: string,
     onMessage: (payload: string) => void,
-    options?: { onReconnect?: () => void },
+    options?: { onReconnect?: () => void; onUnverified?: () => void },
   ): Promise<() => Promise<void>>;
+  /**
+   * Calls `listener` with the channel of every notification dropped as sent by another role. Returns the
+   * unsubscribe. (Optional: wrappers of a store that pass `listen` on need not offer it.)
+   */
+  onNotifyRejected?(listener: (channel: string) => void): () => void;
   close(): Promise<void>;
   /**
    * PostgreSQL: the URL the store connects with (its TLS settings included), for a connection of a worker
@@ -114,11 +124,16 @@ function makeStore<DB>(
   db: Kysely<DB>,
   close: () => Promise<void>,
   listen: Store<DB>["listen"],
+  rejected: Set<(channel: string) => void> = new Set(),
 ): Store<DB> {
   return {
     engine,
     db,
     listen,
+    onNotifyRejected(listener) {
+      rejected.add(listener);
+      return () => rejected.delete(listener);
+    },
     async transaction(fn) {
       const hooks: SettledHook[] = [];
       let result;
@@ -164,6 +179,7 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
   pool.on("error", () => undefined);
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: checkedAfterLoss(pool) }) });
   const listeners = new Set<() => Promise<void>>();
+  const rejected = new Set<(channel: string) => void>();
   const store = makeStore<DB>(
     "postgres",
     db,
@@ -173,13 +189,19 @@ async function openPostgres<DB>(url: string, max: number): Promise<Store<DB>> {
     },
     async (channel, onMessage, options) => {
       checkChannel(channel);
-      const stop = await listenPostgres(url, channel, onMessage, options?.onReconnect);
+      const stop = await listenPostgres(url, channel, onMessage, {
+        ...options,
+        onRejected: () => {
+          for (const listener of rejected) listener(channel);
+        },
+      });
       listeners.add(stop);
       return async () => {
         listeners.delete(stop);
         await stop();
       };
     },
+    rejected,
   );
   return Object.defineProperty(store, "connectionUrl", { value: url, enumerable: false });
 }
@@ -284,8 +306,9 @@ async function listenPostgres(
   url: string,
   channel: string,
   onMessage: (payload: string) => void,
-  onReconnect: (() => void) | undefined,
+  hooks: { onReconnect?: () => void; onUnverified?: () => void; onRejected: () => void },
 ): Promise<() => Promise<void>> {
+  const { onReconnect } = hooks;
   let client: pg.Client | null = null;
   let stopped = false;
   let retry: NodeJS.Timeout | undefined;
@@ -303,8 +326,18 @@ async function listenPostgres(
   };
   const connect = async () => {
     const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+    // Only Stint's own role may speak on its channels: each sender is checked on this connection.
+    const gate = createSenderGate({
+      lookup: async (pid) => {
+        const { rows } = await c.query<{ ours: boolean }>(SENDER_LOOKUP_SQL, [pid]);
+        return rows[0] ? rows[0].ours : null;
+      },
+      deliver: onMessage,
+      onRejected: hooks.onRejected,
+      onUnverified: () => hooks.onUnverified?.(),
+    });
     c.on("notification", (message) => {
-      if (message.channel === channel) onMessage(message.payload ?? "");
+      if (message.channel === channel) gate.heard(message.processId, message.payload ?? "");
     });
     c.on("error", () => drop(c));
     c.on("end", () => drop(c));

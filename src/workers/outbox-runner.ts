@@ -573,7 +573,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       if (listen)
         // After a reconnect (a store restart, a failover) claim at once: a job committed while
         // nobody listened sent a NOTIFY that is lost, and the poll may be a minute away.
-        void listen(outboxStore.DUE_CHANNEL, notify, { onReconnect: nudge }).then(
+        void listen(outboxStore.DUE_CHANNEL, notify, { onReconnect: nudge, onUnverified: notify }).then(
           (stop) => {
             if (stopping) void stop();
             else unlisten = stop;

@@ -102,6 +102,11 @@ export const DEFAULT_HEARTBEAT_MS = 250;
 export const DEFAULT_MAX_SILENCE_MS = 1_000;
 export const DEFAULT_ROLE_NAMES_MS = 2_000;
 const RELOAD_RETRY_MS = 1_000;
+/**
+ * At least this long between two reloads for notifications whose sender exited before it could be checked
+ * (a role that may only connect can cause those at will); meanwhile the index answers from the database.
+ */
+const UNVERIFIED_RELOAD_GAP_MS = 1_000;
 
 export function createAccessIndex(deps: AccessIndexDeps) {
   const { store, clock } = deps;
@@ -129,6 +134,8 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   let heartbeatTimer: NodeJS.Timeout | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   let roleNamesTimer: NodeJS.Timeout | undefined;
+  let unverifiedTimer: NodeJS.Timeout | undefined;
+  let unverifiedReloadAt = Number.NEGATIVE_INFINITY;
   let checkingRoleNames = false;
   /** Bumped whenever messages may have been lost: caches compare it before and after a database read. */
   let generation = 0;
@@ -223,6 +230,29 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     void reload(reason).catch(() => undefined);
   }
 
+  /**
+   * A notification was dropped unchecked (its sender exited first): it may have been a real change, so it is
+   * lost like any other, but the reload it calls for waits out `UNVERIFIED_RELOAD_GAP_MS` after the last one.
+   */
+  function unverified() {
+    if (unverifiedTimer) return;
+    const wait = Math.max(0, unverifiedReloadAt + UNVERIFIED_RELOAD_GAP_MS - performance.now());
+    if (wait === 0) {
+      unverifiedReloadAt = performance.now();
+      lose("unverified-sender");
+      return;
+    }
+    generation += 1;
+    needsReload = true;
+    for (const subscriber of subscribers) subscriber.onReset?.();
+    unverifiedTimer = setTimeout(() => {
+      unverifiedTimer = undefined;
+      unverifiedReloadAt = performance.now();
+      lose("unverified-sender");
+    }, wait);
+    unverifiedTimer.unref();
+  }
+
   function reload(reason: string): Promise<void> {
     if (reloading) {
       reloadAgain = true;
@@ -261,7 +291,8 @@ export function createAccessIndex(deps: AccessIndexDeps) {
           journal = null;
         }
       } while (reloadAgain);
-      needsReload = false;
+      // A loss waiting for its own reload (`unverified`) keeps the index from vouching until then.
+      needsReload = unverifiedTimer !== undefined;
     })()
       .catch((error: unknown) => {
         deps.logger?.warn({ err: error, reason }, "access index: reload failed; trying again");
@@ -339,6 +370,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       started = true;
       stopListening = await store.listen(indexStore.ACCESS_CHANNEL, receive, {
         onReconnect: () => lose("listen-reconnected"),
+        onUnverified: unverified,
       });
       await reload("start");
       crossCheckTimer = setInterval(() => void reload("cross-check").catch(() => undefined), crossCheckMs);
@@ -361,6 +393,8 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       clearInterval(roleNamesTimer);
       clearInterval(heartbeatTimer);
       clearTimeout(retryTimer);
+      clearTimeout(unverifiedTimer);
+      unverifiedTimer = undefined;
       started = false;
       loaded = false;
       await stopListening?.().catch(() => undefined);

@@ -374,7 +374,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
 export function storeWakes(store: Pick<AppStore, "db" | "engine" | "listen">): AuditWakes | undefined {
   if (store.engine !== "postgres") return undefined;
   return {
-    listen: (onWake) => store.listen(auditStore.WAKE_CHANNEL, onWake, { onReconnect: onWake }),
+    listen: (onWake) => store.listen(auditStore.WAKE_CHANNEL, onWake, { onReconnect: onWake, onUnverified: onWake }),
     send: () => auditStore.sendWake(store.db),
   };
 }
