@@ -325,7 +325,12 @@ async function listenPostgres(
     retry.unref();
   };
   const connect = async () => {
-    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+    // Named in pg_stat_activity, so that an operator (or a test) finds a channel's listening connection.
+    const c = new pg.Client({
+      connectionString: url,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      application_name: `stint listen ${channel}`,
+    });
     // Only Stint's own role may speak on its channels: each sender is checked on this connection.
     const gate = createSenderGate({
       lookup: async (pid) => {

@@ -235,7 +235,7 @@ describe.each(ENGINES)("access index on %s", (engine) => {
       await admin.connect();
       try {
         const listener = await admin.query<{ pid: number }>(
-          "select pid from pg_stat_activity where datname = current_database() and query = 'listen stint_access'",
+          "select pid from pg_stat_activity where datname = current_database() and application_name = 'stint listen stint_access'",
         );
         expect(listener.rowCount).toBe(1);
         await admin.query("select pg_terminate_backend($1)", [listener.rows[0]!.pid]);
@@ -246,7 +246,7 @@ describe.each(ENGINES)("access index on %s", (engine) => {
         await until("the answer follows the database", async () => (await check()).allowed === false);
         await until("the listener is back and the index current", async () => {
           const again = await admin.query(
-            "select 1 from pg_stat_activity where datname = current_database() and query = 'listen stint_access'",
+            "select 1 from pg_stat_activity where datname = current_database() and application_name = 'stint listen stint_access'",
           );
           return again.rowCount === 1 && server.accessIndex.current();
         });

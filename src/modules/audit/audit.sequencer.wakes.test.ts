@@ -184,7 +184,7 @@ describe("audit sequencer wakes between nodes on postgres", () => {
     await admin.connect();
     closing.push(() => admin.end());
     const listening =
-      "select pid from pg_stat_activity where datname = current_database() and query = 'listen stint_audit_wake'";
+      "select pid from pg_stat_activity where datname = current_database() and application_name = 'stint listen stint_audit_wake'";
     await until("A listens", async () => (await admin.query(listening)).rowCount === 1);
     const { rows } = await admin.query<{ pid: number }>(listening);
     await admin.query("select pg_terminate_backend($1)", [rows[0]!.pid]);
