@@ -337,9 +337,10 @@ async function listenPostgres(
         const { rows } = await c.query<{ ours: boolean }>(SENDER_LOOKUP_SQL, [pid]);
         return rows[0] ? rows[0].ours : null;
       },
-      deliver: onMessage,
-      onRejected: hooks.onRejected,
-      onUnverified: () => hooks.onUnverified?.(),
+      // Nothing is told once stopped (a lookup may still be under way).
+      deliver: (payload) => stopped || onMessage(payload),
+      onRejected: () => stopped || hooks.onRejected(),
+      onUnverified: () => stopped || hooks.onUnverified?.(),
     });
     c.on("notification", (message) => {
       if (message.channel === channel) gate.heard(message.processId, message.payload ?? "");

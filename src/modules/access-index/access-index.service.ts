@@ -235,7 +235,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
    * lost like any other, but the reload it calls for waits out `UNVERIFIED_RELOAD_GAP_MS` after the last one.
    */
   function unverified() {
-    if (unverifiedTimer) return;
+    if (unverifiedTimer || !started) return;
     const wait = Math.max(0, unverifiedReloadAt + UNVERIFIED_RELOAD_GAP_MS - performance.now());
     if (wait === 0) {
       unverifiedReloadAt = performance.now();
