@@ -29,6 +29,7 @@ let attacker: pg.Client;
 let attackerRole: string;
 let auditor: string;
 let rejected = 0;
+const logLines: string[] = [];
 
 async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
@@ -63,7 +64,10 @@ async function forge(channel: string, message: object) {
 }
 
 beforeAll(async () => {
-  server = await testServer("postgres");
+  server = await testServer("postgres", {
+    logLevel: "warn",
+    logDestination: { write: (line: string) => void logLines.push(line) },
+  });
   server.store.onNotifyRejected?.(() => (rejected += 1));
   await seedUser(server, "alice", { groups: ["sre"] });
   await seedUser(server, "carol", { groups: ["sre"] });
@@ -111,6 +115,16 @@ describe("forged notifications from a role that may only connect", () => {
     });
     expect(await check("alice")).toMatchObject({ allowed: false });
     expect(rejected).toBeGreaterThan(0);
+    // Counted for the operator, and logged without the attacker's text.
+    const scrape = await server.app.inject({
+      method: "GET",
+      url: "/metrics",
+      headers: { authorization: server.adminAuth },
+    });
+    expect(scrape.body).toMatch(/stint_notify_rejected_total\{channel="stint_access"\} [1-9]/);
+    const warned = logLines.filter((line) => line.includes("stint_notify") || line.includes("other than Stint's"));
+    expect(warned.length).toBeGreaterThan(0);
+    expect(logLines.join("\n")).not.toContain(pid);
   });
 
   it("a forged prn neither re-enables a disabled user's token nor widens platform roles", async () => {
