@@ -5,7 +5,7 @@
  * claims continuously: whenever a slot is free (at most `concurrency` handlers at
  * once, and at most `laneConcurrency` of one lane — one target, one channel), not
  * when a whole batch has finished, so a slow or dead target never holds up another's jobs.
- * A NOTIFY on its channel (any database user may send one) within `wakeGapMs` of a claim that found nothing
+ * A NOTIFY on its channel (the store delivers only Stint's own role's) within `wakeGapMs` of a claim that found nothing
  * waits out the gap: a flood of them costs one claim per gap, not one per NOTIFY.
  * Every write after the claim is fenced on (id, status running, attempts), so a
  * worker that lost its lease can never overwrite the row's newer state.

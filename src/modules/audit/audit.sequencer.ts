@@ -17,7 +17,7 @@
  * transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), the very contention this takes
  * away. Only the leader listens. A wake that is lost (the listening connection down, a NOTIFY sent while the
  * lease changed hands) is caught by the idle poll, every `pollMs`; on PGlite (one process) the nudge is all.
- * Any user of the database may NOTIFY the channel: a wake right after a look that found nothing waits out
+ * Any user of the database may NOTIFY the channel (the store delivers only Stint's own role's): a wake right after a look that found nothing waits out
  * `wakeGapMs`, so a flood of NOTIFYs costs the leader one look per gap.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
