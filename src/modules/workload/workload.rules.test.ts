@@ -57,6 +57,8 @@ describe("globMatches", () => {
     ["*-prod", "x-prod", true],
     ["a*b*c", "aXbYc", true],
     ["a*b*c", "aXbY", false],
+    ["acme/*", "acme/*x", true],
+    ["*", "* ", true],
   ])("%s against %s → %s", (pattern, value, expected) => {
     expect(globMatches(pattern, value)).toBe(expected);
   });

@@ -20,12 +20,13 @@ export function globMatches(pattern: string, value: string): boolean {
   let star = -1;
   let mark = 0;
   while (v < value.length) {
-    if (p < pattern.length && (pattern[p] === "?" || pattern[p] === value[v])) {
-      p++;
-      v++;
-    } else if (p < pattern.length && pattern[p] === "*") {
+    if (p < pattern.length && pattern[p] === "*") {
+      // Checked first: a "*" in the pattern is always a wildcard, even against a literal "*" in the value.
       star = p++;
       mark = v;
+    } else if (p < pattern.length && (pattern[p] === "?" || pattern[p] === value[v])) {
+      p++;
+      v++;
     } else if (star >= 0) {
       p = star + 1;
       v = ++mark;
