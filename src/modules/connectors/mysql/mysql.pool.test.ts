@@ -52,6 +52,15 @@ async function until(condition: () => Promise<boolean>, ms = 15_000): Promise<bo
 
 const observe = (target: ConnectorTarget) => connector.observe(target, { role });
 
+/**
+ * Closes every pooled connection and waits until the server has let go of them: a closed connection stays in
+ * the process list for a moment, and a test that counts or kills connections must not see the last test's.
+ */
+async function freshPools(): Promise<void> {
+  await mysqlPools.closeAll();
+  expect(await until(async () => (await connections()).length === 0)).toBe(true);
+}
+
 beforeAll(async () => {
   releaseMariadb = await holdMariadb();
   root = await mysql.createConnection({ host: HOST, port: PORT, user: "root", password: "" });
@@ -90,7 +99,7 @@ describe("mysql connector: pooled admin connections", () => {
   });
 
   it("concurrent operations use at most the pool's size of connections", async () => {
-    await mysqlPools.closeAll();
+    await freshPools();
     const target = targetFor();
     let peak = 0;
     let sampling = true;
@@ -110,7 +119,7 @@ describe("mysql connector: pooled admin connections", () => {
   });
 
   it("a connection killed by the server is replaced: the next operation succeeds on a new one", async () => {
-    await mysqlPools.closeAll();
+    await freshPools();
     const target = targetFor();
     await observe(target);
     const [before] = await connections();
@@ -122,7 +131,7 @@ describe("mysql connector: pooled admin connections", () => {
   });
 
   it("an idle connection is closed after the idle time", async () => {
-    await mysqlPools.closeAll();
+    await freshPools();
     mysqlPools.configure({ idleMs: 300 });
     const target = targetFor();
     await Promise.all([observe(target), observe(target)]);
@@ -131,7 +140,7 @@ describe("mysql connector: pooled admin connections", () => {
   });
 
   it("a rotated admin password is used from the next operation on; the old one serves nothing", async () => {
-    await mysqlPools.closeAll();
+    await freshPools();
     const target = targetFor();
     await observe(target);
     const [before] = await connections();
