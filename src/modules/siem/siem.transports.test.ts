@@ -1,8 +1,12 @@
-/** The syslog sender against a real TCP socket: when a batch counts as delivered, and what a broken connection does. */
+/**
+ * The senders against real sockets: when a syslog batch counts as delivered and what a broken connection does;
+ * what a HEC receiver that never acknowledges leaves behind once a send gave up.
+ */
+import http from "node:http";
 import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { createSyslogSender } from "./siem.transports.js";
-import { siemDestinationSchema, type SyslogDestination } from "./siem.types.js";
+import { createHecSender, createSyslogSender } from "./siem.transports.js";
+import { siemDestinationSchema, type HecDestination, type SyslogDestination } from "./siem.types.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const cleanups: (() => void)[] = [];
@@ -67,5 +71,51 @@ describe("syslog sender", () => {
     sender.reset();
     await sender.send([Buffer.from("3 one")], { seq: 1, checkpointSeq: 0 });
     expect(r.sockets.length).toBe(2);
+  });
+});
+
+describe("HEC sender", () => {
+  it("a receiver that takes batches and never acknowledges them: a send that timed out stops asking", async () => {
+    // Found by review: the ack poll went on after its send timed out (the timeout only destroyed the request in
+    // flight, and the poll spends most of its time sleeping between queries), so every retry left one more loop
+    // querying the receiver every 250 ms, forever: requests, timers and memory growing without bound.
+    let ackQueries = 0;
+    let nextAck = 0;
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.setHeader("content-type", "application/json");
+        if (req.url === "/services/collector/ack") {
+          ackQueries++;
+          res.end(JSON.stringify({ acks: { "0": false } }));
+        } else res.end(JSON.stringify({ text: "Success", code: 0, ackId: nextAck++ }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const { port } = server.address() as net.AddressInfo;
+    const destination = siemDestinationSchema.parse({
+      name: "h",
+      kind: "hec",
+      url: `http://127.0.0.1:${port}/services/collector/event`,
+      tokenEnv: "UNUSED",
+      format: "json",
+      ack: true,
+      timeoutMs: 400,
+    }) as HecDestination;
+    const sender = createHecSender(destination, "token");
+    cleanups.push(() => void sender.close());
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      await expect(sender.send([Buffer.from("{}")], { seq: attempt, checkpointSeq: 0 })).rejects.toThrow(/timed out/);
+      sender.reset();
+    }
+    expect(ackQueries).toBeGreaterThan(0);
+    await sleep(100); // a query already answered when the send gave up
+    const after = ackQueries;
+    await sleep(1000); // four poll periods
+    expect(ackQueries - after).toBe(0);
   });
 });

@@ -242,15 +242,17 @@ export function createHecSender(destination: HecDestination, token: string): Sen
     : new http.Agent({ keepAlive: true, maxSockets: 1 });
   const channel = randomUUID();
   let done: Position | undefined;
-  let inflight: http.ClientRequest | undefined;
+  /** The send in progress: aborting it ends its request in flight and its acknowledgement poll. */
+  let current: AbortController | undefined;
 
-  function post(target: URL, body: Buffer): Promise<{ status: number; body: string }> {
+  function post(target: URL, body: Buffer, signal: AbortSignal): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
       const request = (secure ? https : http).request(
         target,
         {
           method: "POST",
           agent,
+          signal,
           headers: {
             authorization: `Splunk ${token}`,
             "content-type": "application/json",
@@ -271,16 +273,36 @@ export function createHecSender(destination: HecDestination, token: string): Sen
           response.on("error", (error) => reject(new SendError(`reading the answer failed: ${error.message}`)));
         },
       );
-      inflight = request;
       request.on("error", (error) => reject(new SendError(`request failed: ${error.message}`)));
       request.end(body);
     });
   }
 
-  async function waitForAck(ackId: number): Promise<void> {
+  /** Waits `ms`, or rejects as soon as the send is aborted. */
+  function pause(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(new SendError("the send was abandoned"));
+      const abandoned = () => {
+        clearTimeout(timer);
+        reject(new SendError("the send was abandoned"));
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener("abort", abandoned);
+        resolve();
+      }, ms);
+      signal.addEventListener("abort", abandoned, { once: true });
+    });
+  }
+
+  /**
+   * Polls the acknowledgement endpoint until the indexer says `ackId` was indexed. It ends with its send: a send
+   * that timed out or was reset aborts the poll too, sleeping or not (a receiver that never acknowledges would
+   * otherwise keep one more loop alive per retry, forever).
+   */
+  async function waitForAck(ackId: number, signal: AbortSignal): Promise<void> {
     const body = Buffer.from(JSON.stringify({ acks: [ackId] }));
     for (;;) {
-      const answer = await post(ackUrl, body);
+      const answer = await post(ackUrl, body, signal);
       if (answer.status !== 200) throw new SendError(`acknowledgement query answered HTTP ${answer.status}`);
       let acks: Record<string, unknown> = {};
       try {
@@ -289,28 +311,38 @@ export function createHecSender(destination: HecDestination, token: string): Sen
         throw new SendError("acknowledgement answer is not JSON");
       }
       if (acks[String(ackId)] === true) return;
-      await new Promise((resolve) => setTimeout(resolve, 250));
+      await pause(250, signal);
     }
   }
 
   return {
     async send(frames, after) {
       const body = Buffer.concat(frames.flatMap((frame, i) => (i === 0 ? [frame] : [Buffer.from("\n"), frame])));
-      await withTimeout(
-        (async () => {
-          const answer = await post(url, body);
-          const parsed = parseHecAnswer(answer.status, answer.body);
-          if (!parsed.ok) throw new SendError(`HEC answered ${parsed.detail}`);
-          if (destination.ack) {
-            if (parsed.ackId === undefined)
-              throw new SendError("HEC answered without an ackId (is acknowledgement on?)");
-            await waitForAck(parsed.ackId);
-          }
-        })(),
-        destination.timeoutMs,
-        "the HEC request",
-        () => inflight?.destroy(),
-      );
+      current?.abort();
+      const controller = new AbortController();
+      current = controller;
+      const { signal } = controller;
+      try {
+        await withTimeout(
+          (async () => {
+            const answer = await post(url, body, signal);
+            const parsed = parseHecAnswer(answer.status, answer.body);
+            if (!parsed.ok) throw new SendError(`HEC answered ${parsed.detail}`);
+            if (destination.ack) {
+              if (parsed.ackId === undefined)
+                throw new SendError("HEC answered without an ackId (is acknowledgement on?)");
+              await waitForAck(parsed.ackId, signal);
+            }
+          })(),
+          destination.timeoutMs,
+          "the HEC request",
+          () => controller.abort(),
+        );
+      } finally {
+        // Whatever the outcome, nothing of this send goes on after it returned.
+        controller.abort();
+        if (current === controller) current = undefined;
+      }
       done = after;
     },
     confirmed() {
@@ -323,11 +355,11 @@ export function createHecSender(destination: HecDestination, token: string): Sen
     bufferedBytes: () => 0,
     broken: () => undefined,
     reset() {
-      inflight?.destroy();
+      current?.abort();
       done = undefined;
     },
     async close() {
-      inflight?.destroy();
+      current?.abort();
       agent.destroy();
     },
   };
