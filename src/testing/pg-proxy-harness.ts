@@ -8,14 +8,51 @@
  *   const pgh = await pgProxyHarness();
  *   const client = new pg.Client(pgh.clientConfig(await pgh.token()));
  *   await pgh.close();
+ *
+ * Also the byte builders the PostgreSQL proxy's tests share: whole frames (`frame`), a header alone
+ * claiming a length (`frameHeader`, a hostile client's opening) and Bind bodies (`bindBody`).
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import pg from "pg";
 import { expect } from "vitest";
 import { createLogger } from "../lib/logger.js";
+import { cstring, int16, int32, typed } from "../lib/pg-wire/buffers.js";
 import { createPgProxy, type PgProxy, type PgProxyDeps } from "../proxies/pg/pg-proxy.js";
 import { startPostgres, type PostgresInstance } from "./postgres-instance.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "./targets-harness.js";
+
+export { cstring, int16, int32 };
+
+/** A whole typed frame: type byte, Int32 length counting itself, body (the parts concatenated). */
+export const frame: (type: string, ...parts: Buffer[]) => Buffer = typed;
+
+/** A frame header alone: the type byte and a length word claiming `bodyLength` bytes of body to come. */
+export function frameHeader(type: string, bodyLength: number): Buffer {
+  const head = Buffer.alloc(5);
+  head.write(type, 0, "latin1");
+  head.writeInt32BE(bodyLength + 4, 1);
+  return head;
+}
+
+/** A Bind body: portal, statement, parameter formats, values (null: SQL NULL), result formats. */
+export function bindBody(
+  portal: string,
+  statement: string,
+  formats: number[],
+  values: (Buffer | null)[],
+  results: number[],
+): Buffer {
+  return Buffer.concat([
+    cstring(portal),
+    cstring(statement),
+    int16(formats.length),
+    ...formats.map(int16),
+    int16(values.length),
+    ...values.flatMap((v) => (v === null ? [int32(-1)] : [int32(v.length), v])),
+    int16(results.length),
+    ...results.map(int16),
+  ]);
+}
 
 export interface PgProxyHarness {
   instance: PostgresInstance;

@@ -12,17 +12,9 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createQueryGuard } from "../../src/proxies/pg/query-guard.js";
 import { FrameTooLargeError, DEFAULT_MAX_CLIENT_FRAME, messageTypes } from "../../src/proxies/pg/wire-stream.js";
-import { pgProxyHarness, type PgProxyHarness } from "../../src/testing/pg-proxy-harness.js";
+import { frameHeader as header, pgProxyHarness, type PgProxyHarness } from "../../src/testing/pg-proxy-harness.js";
 
 const MiB = 1024 * 1024;
-
-/** A frame header: type byte and a length word claiming `bodyLength` bytes of body. */
-function header(type: string, bodyLength: number): Buffer {
-  const head = Buffer.alloc(5);
-  head.write(type, 0, "latin1");
-  head.writeInt32BE(bodyLength + 4, 1);
-  return head;
-}
 
 describe("oversized messages through the PostgreSQL proxy", () => {
   let pgh: PgProxyHarness;

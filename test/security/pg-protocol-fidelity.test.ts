@@ -14,7 +14,7 @@ import pg from "pg";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeCancelRequest } from "../../src/lib/pg-wire.js";
-import { pgProxyHarness, type PgProxyHarness } from "../../src/testing/pg-proxy-harness.js";
+import { int32, pgProxyHarness, type PgProxyHarness } from "../../src/testing/pg-proxy-harness.js";
 
 /** node-postgres keeps BackendKeyData on the client. */
 function backendKey(client: pg.Client): { processId: number; secretKey: number } {
@@ -27,12 +27,6 @@ async function sendCancel(port: number, processId: number, secretKey: Buffer): P
   await once(socket, "connect");
   socket.end(encodeCancelRequest(processId, secretKey));
   await once(socket, "close");
-}
-
-function int32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(n | 0);
-  return b;
 }
 
 /** Sends raw bytes and returns what comes back before the server closes (or 3 s pass). */

@@ -22,6 +22,7 @@ import {
   type UpstreamPostgres,
 } from "../../src/modules/sessions/sessions.types.js";
 import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
+import { frame } from "../../src/testing/pg-proxy-harness.js";
 import { createTestCa, startPostgres, type PostgresInstance } from "../../src/testing/postgres-instance.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
@@ -55,10 +56,7 @@ async function startFakeUpstream(auth: FakeAuth, tls?: { cert: string; key: stri
       ...names.map((n) => Buffer.from(`${n}\0`)),
       Buffer.from([0]),
     ]);
-    const head = Buffer.alloc(5);
-    head.write("R");
-    head.writeInt32BE(body.length + 4, 1);
-    return Buffer.concat([head, body]);
+    return frame("R", body);
   };
   const serve = (socket: Socket, secured: boolean) => {
     let buffer = Buffer.alloc(0);
@@ -70,11 +68,7 @@ async function startFakeUpstream(auth: FakeAuth, tls?: { cert: string; key: stri
           const end = chunk.indexOf(0, 5);
           fake.chosen = chunk.subarray(5, end).toString();
           // Heard what it wanted: a refusal ends the sign-in at once.
-          const fields = Buffer.from("SFATAL\0C28P01\0Mfake upstream\0\0");
-          const head = Buffer.alloc(5);
-          head.write("E");
-          head.writeInt32BE(fields.length + 4, 1);
-          socket.end(Buffer.concat([head, fields]));
+          socket.end(frame("E", Buffer.from("SFATAL\0C28P01\0Mfake upstream\0\0")));
         }
         return;
       }

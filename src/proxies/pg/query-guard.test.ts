@@ -16,17 +16,10 @@ import {
 import { createQueryGuard, readParse, type QueryRefusal } from "./query-guard.js";
 import { loadQueryParser } from "./query-policy.js";
 import { messageTypes } from "./wire-stream.js";
+import { cstring, frame } from "../../testing/pg-proxy-harness.js";
 
 const NONCE = "feedc0de";
 
-function frame(type: string, ...parts: Buffer[]): Buffer {
-  const body = Buffer.concat(parts);
-  const head = Buffer.alloc(5);
-  head.write(type, 0, "latin1");
-  head.writeInt32BE(body.length + 4, 1);
-  return Buffer.concat([head, body]);
-}
-const cstring = (text: string) => Buffer.from(`${text}\0`, "utf8");
 const parse = (name: string, sql: string) => frame("P", cstring(name), cstring(sql), Buffer.of(0, 0));
 const bind = (statement: string) => frame("B", cstring(""), cstring(statement), Buffer.alloc(6));
 const execute = () => frame("E", cstring(""), Buffer.alloc(4));

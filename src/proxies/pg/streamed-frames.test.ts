@@ -7,27 +7,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { PgWireError, parseFrontendMessage } from "../../lib/pg-wire.js";
-import { cstring, int16, int32, typed } from "../../lib/pg-wire/buffers.js";
+import { bindBody, cstring, frame as typed, int16, int32 } from "../../testing/pg-proxy-harness.js";
 import { createQueryGuard } from "./query-guard.js";
 import { describeValueHeads } from "./query-log.js";
 import { VALUE_HEAD_BYTES, createBindReader, streamedClientFrames, type StreamedBind } from "./streamed-frames.js";
 import { FrameTooLargeError, createRelayScanner, messageTypes } from "./wire-stream.js";
 
 const KiB = 1024;
-
-/** A Bind body: portal, statement, formats, values (null: SQL NULL), result formats. */
-function bindBody(portal: string, statement: string, formats: number[], values: (Buffer | null)[], results: number[]) {
-  return Buffer.concat([
-    cstring(portal),
-    cstring(statement),
-    int16(formats.length),
-    ...formats.map(int16),
-    int16(values.length),
-    ...values.flatMap((v) => (v === null ? [int32(-1)] : [int32(v.length), v])),
-    int16(results.length),
-    ...results.map(int16),
-  ]);
-}
 
 const FIXTURES: Buffer[] = [
   bindBody("", "", [], [], []),
