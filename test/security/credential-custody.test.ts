@@ -8,14 +8,15 @@
  * PostgreSQL protocol to ask for a cleartext password: every connection and every byte it receives
  * is kept, and no test may see one arrive while a credential is at stake.
  */
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 import { SessionRefusedError } from "../../src/modules/sessions/sessions.types.js";
 import { loadConfig } from "../../src/config/config.js";
-import { openAppStore } from "../../src/db/index.js";
+import { MIGRATIONS_DIR, openAppStore } from "../../src/db/index.js";
+import { insertTarget } from "../../src/modules/catalog/catalog.store.js";
 import { createLogger } from "../../src/lib/logger.js";
 import { deriveKey, seal } from "../../src/lib/security.js";
 import { endpointOf, legacyCredentialBinding } from "../../src/modules/catalog/custody.rules.js";
@@ -529,34 +530,52 @@ describe("credentials stored before they were bound to their target (upgrade)", 
       return { server, call };
     };
     try {
+      // A database from a release before the binding: the target, and its credential sealed to its path alone,
+      // with no target (the binding runs once per database, at its first start: a row made unbound later is a
+      // database writer's, refused: test/security/legacy-allowances.test.ts).
+      const targetId = randomUUID();
+      const older = await openAppStore({ databaseUrl: database.url });
+      try {
+        await older.migrate(MIGRATIONS_DIR);
+        const now = new Date();
+        await insertTarget(
+          older.db,
+          targetId,
+          {
+            name: "legacy-db",
+            kind: "postgres",
+            address: `postgres://postgres@127.0.0.1:${instance.port}/postgres?sslmode=disable`,
+            labels: {},
+            credential: "targets/legacy-db/admin",
+            identity: { template: "{{name}}", map: {} },
+            options: { session: { login: "postgres", secret: "db/legacy/session" } },
+          },
+          now,
+        );
+        await older.db
+          .insertInto("target_secrets")
+          .values({
+            path: "targets/legacy-db/admin",
+            sealed: seal(
+              deriveKey(masterKey, "target-secrets"),
+              instance.adminPassword,
+              legacyCredentialBinding("targets/legacy-db/admin"),
+            ),
+            target_id: null,
+            endpoint: null,
+            created_at: now,
+            updated_at: now,
+          })
+          .execute();
+      } finally {
+        await older.close();
+      }
+
       const first = await start();
-      const created = await first.call("POST", "/v1/targets", {
-        name: "legacy-db",
-        kind: "postgres",
-        address: `postgres://postgres@127.0.0.1:${instance.port}/postgres?sslmode=disable`,
-        credential: { secret: "targets/legacy-db/admin" },
-        options: { session: { login: "postgres", secret: "db/legacy/session" } },
-      });
-      expect(created.status, JSON.stringify(created.body)).toBe(201);
-      expect(
-        (await first.call("PUT", "/v1/targets/legacy-db/credential", { secret: instance.adminPassword })).status,
-      ).toBe(200);
-      expect((await first.call("POST", "/v1/targets/legacy-db/test")).body.ok).toBe(true);
-      // Turn the row into what a release before the binding stored: sealed to its path alone, no target.
-      const key = deriveKey(masterKey, "target-secrets");
-      await first.server.store.db
-        .updateTable("target_secrets")
-        .set({
-          sealed: seal(key, instance.adminPassword, legacyCredentialBinding("targets/legacy-db/admin")),
-          target_id: null,
-          endpoint: null,
-        })
-        .where("path", "=", "targets/legacy-db/admin")
-        .execute();
-      expect((await first.call("POST", "/v1/targets/legacy-db/test")).body.ok).toBe(false);
-      // Its session secret's allowance deleted by a database writer: the adoption of secrets named before
-      // allowances existed ran once, at this database's first start, and does not run again (an older release's
-      // database: test/security/legacy-allowances.test.ts).
+      expect((await first.call("POST", "/v1/targets/legacy-db/test")).body).toMatchObject({ ok: true });
+      // Its session secret's allowance (adopted at this first start) deleted by a database writer: the adoption of
+      // secrets named before allowances existed ran once and does not run again (an older release's database:
+      // test/security/legacy-allowances.test.ts).
       await first.server.store.db.deleteFrom("secret_target_allowances").execute();
       await first.server.close();
 
@@ -567,7 +586,7 @@ describe("credentials stored before they were bound to their target (upgrade)", 
           .select(["target_id"])
           .where("path", "=", "targets/legacy-db/admin")
           .executeTakeFirstOrThrow();
-        expect(row.target_id).toBe(created.body.id);
+        expect(row.target_id).toBe(targetId);
         const allowance = await second.server.store.db
           .selectFrom("secret_target_allowances")
           .select(["target_id", "granted_by"])

@@ -176,14 +176,14 @@ export function createTargetAdmin(ctx: GrantContext) {
     },
 
     /**
-     * At start, after the upgrade to bound credentials: credentials stored before are re-sealed for the one
-     * target that names their path. Two upgrade steps trust the database as it was when it was upgraded, so
-     * each runs once per database (`onceOnUpgrade`): session secrets targets named before allowances existed
-     * get their allowance when one target alone names them and they are not break-glass, and allowances
-     * written before they carried a MAC get theirs. Afterwards a target naming a secret with no allowance, or
-     * an allowance with no MAC (a database writer's), stays refused and is reported. Anything named by
-     * several targets (or none) stays unbound: no target can use it until an operator sets or allows it
-     * again, and the log says so.
+     * At start, the upgrade steps that trust the database as it was when it was upgraded, each run once per
+     * database (`onceOnUpgrade`): session secrets targets named before allowances existed get their allowance
+     * when one target alone names them and they are not break-glass; allowances written before they carried a
+     * MAC get theirs; credentials stored before they were bound to their target are re-sealed for the one target
+     * that names their path. Afterwards a target naming a secret with no allowance, an allowance with no MAC or a
+     * stored credential with no target (a database writer's, or one the upgrade left) stays refused, and the last
+     * two are reported (log warning, audit event) at every start. Anything named by several targets (or none)
+     * stays unbound: no target can use it until an operator sets or allows it again, and the log says so.
      */
     async bindStoredCredentials(): Promise<{ bound: number; unbound: string[] }> {
       const targets = await grantStore.listTargets(store.db);
@@ -248,51 +248,71 @@ export function createTargetAdmin(ctx: GrantContext) {
           })),
         );
       }
-      const rows = await grantStore.unboundSecrets(store.db);
+      // Credentials stored before the binding, re-sealed once per database for the one target naming them.
       let bound = 0;
-      for (const secretRow of rows) {
-        const owners = targets.filter((t) => targetConfig(t.config).credential === secretRow.path);
-        if (owners.length !== 1) {
-          unbound.push(secretRow.path);
-          continue;
-        }
-        const target = owners[0]!;
-        const endpoint = endpointOfRow(target);
-        let value: Buffer;
-        try {
-          value = open(secretKey, secretRow.sealed, legacyCredentialBinding(secretRow.path));
-        } catch {
-          // Not sealed to its path under this master key: it cannot be bound, only set again.
-          unbound.push(secretRow.path);
-          continue;
-        }
-        try {
-          await store.transaction(async (tx) => {
-            const bound = await grantStore.bindSecret(tx, {
-              path: secretRow.path,
-              targetId: target.id,
-              endpoint,
-              sealed: seal(secretKey, value, credentialBinding(target.id, secretRow.path, endpoint)),
-            });
-            if (!bound) return;
-            await audit.append(tx, SYSTEM, systemContext("upgrade"), {
-              action: "target.credential_bound",
-              outcome: "success",
-              subject: `target:${target.name}`,
-              details: { secret: secretRow.path },
-            });
+      const leftUnbound: string[] = [];
+      await onceOnUpgrade("credential-binding", async (tx) => {
+        for (const secretRow of await grantStore.unboundSecrets(tx)) {
+          const owners = targets.filter((t) => targetConfig(t.config).credential === secretRow.path);
+          if (owners.length !== 1) {
+            leftUnbound.push(secretRow.path);
+            continue;
+          }
+          const target = owners[0]!;
+          const endpoint = endpointOfRow(target);
+          let value: Buffer;
+          try {
+            value = open(secretKey, secretRow.sealed, legacyCredentialBinding(secretRow.path));
+          } catch {
+            // Not sealed to its path under this master key: it cannot be bound, only set again.
+            leftUnbound.push(secretRow.path);
+            continue;
+          }
+          try {
+            const sealed = seal(secretKey, value, credentialBinding(target.id, secretRow.path, endpoint));
+            if (!(await grantStore.bindSecret(tx, { path: secretRow.path, targetId: target.id, endpoint, sealed })))
+              continue;
+          } finally {
+            value.fill(0);
+          }
+          await audit.append(tx, SYSTEM, systemContext("upgrade"), {
+            action: "target.credential_bound",
+            outcome: "success",
+            subject: `target:${target.name}`,
+            details: { secret: secretRow.path },
           });
-        } finally {
-          value.fill(0);
+          bound += 1;
         }
-        bound += 1;
+      });
+      unbound.push(...leftUnbound);
+      // After the upgrade a credential with no target (one the upgrade could not bind, or a database writer's:
+      // inserted, or put back from a backup, and named by a target of their choice) is never bound: reported.
+      const refused = (await grantStore.unboundSecrets(store.db)).filter((row) => !leftUnbound.includes(row.path));
+      if (refused.length > 0) {
+        const namedBy = (path: string) =>
+          targets.filter((t) => targetConfig(t.config).credential === path).map((t) => t.name);
+        logger.warn(
+          { credentials: refused.map((row) => ({ path: row.path, targets: namedBy(row.path) })) },
+          "stored credentials without a target (not bound by the upgrade, or written in the database since) are refused; set them again for their target",
+        );
+        await audit.record(
+          SYSTEM,
+          systemContext("upgrade"),
+          refused.map((row) => ({
+            action: "target.credential_refused",
+            outcome: "denied" as const,
+            subject: `secret:${row.path}`,
+            reason: "no target: not bound by the upgrade, or written in the database after it",
+            details: { targets: namedBy(row.path) },
+          })),
+        );
       }
       if (unbound.length > 0)
         logger.warn(
           { paths: unbound },
           "credentials and session secrets named by no target, by several or break-glass were not bound; set or allow them again per target",
         );
-      return { bound, unbound };
+      return { bound, unbound: [...unbound, ...refused.map((row) => row.path)] };
     },
   };
 }
