@@ -10,6 +10,7 @@ import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { constantTimeEqual, open, seal, sha256Hex } from "../../lib/security.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
+import { factorChangeAllowed } from "../passkeys/passkeys.rules.js";
 import type { IdentityContext } from "./identity.context.js";
 import { RECOVERY_CODE, TOTP_CODE, isTotpReplay, normalizeRecoveryCode, totpStep } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
@@ -76,9 +77,35 @@ export function createMfaUseCases(deps: IdentityContext) {
   const { failSignIn, refuseIfLocked, deny } = signInGuard(deps);
   const { checkSecondFactor, totpFor } = secondFactors(deps);
 
+  /**
+   * An account that already has a passkey gets an authenticator app beside it only from a session whose MFA is
+   * fresh (the passkeys' rule for adding a factor): whoever holds a session but not the passkey must not enrol
+   * a factor of their own and step up with it. Checked at the start and at the confirmation.
+   */
+  async function requireFreshMfaIfFactor(
+    actor: Extract<Actor, { kind: "principal" }>,
+    context: CallContext,
+    action: string,
+  ) {
+    const hasPasskey = deps.passkeys ? await deps.passkeys.hasPasskeys(store.db, actor.id) : false;
+    if (factorChangeAllowed({ hasFactor: hasPasskey, mfaAt: actor.mfaAt ?? null, now: clock.now() })) return;
+    await deny(
+      context,
+      action,
+      `user:${actor.name}`,
+      "adding a second factor needs an MFA check within the last 15 minutes",
+      new StintError(
+        "MFA_STEP_UP_REQUIRED",
+        "Adding an authenticator app beside your passkey needs a passkey check within the last 15 minutes: step up first.",
+      ),
+      actor,
+    );
+  }
+
   return {
     async startTotpEnrollment(actor: Actor, context: CallContext): Promise<{ secret: string; otpauthUri: string }> {
       if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
+      await requireFreshMfaIfFactor(actor, context, "mfa.enrollment_started");
       const secret = new OTPAuth.Secret({ size: 20 });
       const now = clock.now();
       const enrolled = await store.transaction(async (tx) => {
@@ -118,6 +145,7 @@ export function createMfaUseCases(deps: IdentityContext) {
     ): Promise<{ recoveryCodes: string[] }> {
       if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
       await refuseIfLocked(actor.name, context, "mfa.enrolled", actor);
+      await requireFreshMfaIfFactor(actor, context, "mfa.enrolled");
       const now = clock.now();
       const codes = Array.from({ length: 10 }, recoveryCode);
       const result = await store.transaction(async (tx) => {
