@@ -1,14 +1,13 @@
 /**
- * The outbox runner. It claims due rows in short statements (SKIP LOCKED, so any
- * number of runners on any number of nodes share the work), runs their handlers
- * outside any transaction, then records the outcome of each attempt. Started, it
- * claims continuously: whenever a slot is free (at most `concurrency` handlers at
- * once, and at most `laneConcurrency` of one lane — one target, one channel), not
- * when a whole batch has finished, so a slow or dead target never holds up another's jobs.
- * A NOTIFY on its channel (the store delivers only Stint's own role's) within `wakeGapMs` of a claim that found nothing
- * waits out the gap: a flood of them costs one claim per gap, not one per NOTIFY.
- * Every write after the claim is fenced on (id, status running, attempts), so a
- * worker that lost its lease can never overwrite the row's newer state.
+ * The outbox runner. It claims due rows in short statements (SKIP LOCKED, so any number of runners on any number of
+ * nodes share the work), runs their handlers outside any transaction, then records the outcome of each attempt.
+ * Started, it claims continuously: whenever a slot is free (at most `concurrency` handlers at once, and at most
+ * `laneConcurrency` of one lane — one target, one channel), not when a whole batch has finished, so a slow or dead
+ * target never holds up another's jobs. A NOTIFY on its channel (the store delivers only Stint's own role's) claims
+ * at once. A wake the store could not verify (its sender exited before the check: anyone can send those) within
+ * `wakeGapMs` of a claim that found nothing waits out the gap: a flood of them costs one claim per gap, not one per
+ * NOTIFY. Every write after the claim is fenced on (id, status running, attempts), so a worker that lost its lease
+ * can never overwrite the row's newer state.
  */
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { AppStore } from "../db/index.js";
@@ -58,7 +57,7 @@ export interface OutboxRunnerOptions {
   aliveMs?: number;
   /** Pause between passes that found less than a full batch. */
   pollMs?: number;
-  /** A NOTIFY (any database user may send one) within this long of a claim that found nothing waits out the rest. */
+  /** An unverified wake (`onUnverified`: anyone may send one) this soon after a claim that found nothing waits out the rest. */
   wakeGapMs?: number;
   random?: RandomSource;
   backoff?: Partial<BackoffPolicy>;
@@ -249,10 +248,9 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   }
 
   /**
-   * Writes an attempt's outcome. The store may be unreachable for a moment (a lost connection, a
-   * restart, a failover): try again until it answers, for up to half the lease, rather than leave the
-   * row to wait out its whole lease. Every outcome write is fenced on (id, running, attempts), so a
-   * repeated one that already committed, or one another runner overtook, changes nothing.
+   * Writes an attempt's outcome. The store may be unreachable for a moment (a lost connection, a restart, a failover):
+   * try again until it answers, for up to half the lease, rather than leave the row to wait out its whole lease. Every
+   * outcome write is fenced on (id, running, attempts): a repeat that committed, or one overtaken, changes nothing.
    */
   async function recordOutcome<T>(write: () => Promise<T>): Promise<T> {
     const deadline = Date.now() + leaseMs / 2;
@@ -481,17 +479,16 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   let wake: (() => void) | undefined;
   /** Something changed on this node while claiming (a job became due, a slot freed): claim again without sleeping. */
   let due = false;
-  /** A NOTIFY came (from anyone), and whether it ends the current sleep (not the gap after an empty claim). */
-  let notified = false;
-  let notifyWakes = false;
+  /** A wake came from the channel, one of them verified, and what ends the sleep (the gap: only a verified one). */
+  let [notified, verified, wakesOn] = [false, false, "any" as "any" | "verified"];
   let foundNothingAt = Number.NEGATIVE_INFINITY;
   let unlisten: (() => Promise<void>) | undefined;
   let unregister: (() => void) | undefined;
 
-  const sleep = (ms: number, byNotify: boolean) =>
+  const sleep = (ms: number, endedBy: "any" | "verified") =>
     new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
-      notifyWakes = byNotify;
+      wakesOn = endedBy;
       wake = () => {
         clearTimeout(timer);
         resolve();
@@ -502,15 +499,22 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
     due = true;
     wake?.();
   };
+  /** A NOTIFY from Stint's own role (the store checked its sender) claims at once; an unverified one never ends the gap. */
   const notify = () => {
     notified = true;
-    if (notifyWakes) wake?.();
+    verified = true;
+    wake?.();
+  };
+  const unverified = () => {
+    notified = true;
+    if (wakesOn === "any") wake?.();
   };
 
   async function claimLoop(): Promise<void> {
     while (!stopping) {
       due = false;
       notified = false;
+      verified = false;
       let more = false;
       const free = concurrency - running;
       if (free > 0) {
@@ -529,11 +533,11 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       }
       if (stopping) break;
       if ((more && running < concurrency) || due) continue;
-      if (!notified) await sleep(pollMs, true);
-      // Any user of the database may NOTIFY the channel: a NOTIFY within wakeGapMs of a claim that found nothing
-      // waits out the gap (a flood costs one claim per gap); this node's own nudges (a slot freed) end it.
+      if (!notified) await sleep(pollMs, "any");
+      // An unverified wake (anyone may send one) soon after an empty claim waits out the gap (a flood costs one claim
+      // per gap); a verified NOTIFY and this node's own nudges end it.
       const gap = foundNothingAt + wakeGapMs - Date.now();
-      if (notified && !due && !stopping && gap > 0) await sleep(gap, false);
+      if (notified && !verified && !due && !stopping && gap > 0) await sleep(gap, "verified");
     }
   }
 
@@ -573,7 +577,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       if (listen)
         // After a reconnect (a store restart, a failover) claim at once: a job committed while
         // nobody listened sent a NOTIFY that is lost, and the poll may be a minute away.
-        void listen(outboxStore.DUE_CHANNEL, notify, { onReconnect: nudge, onUnverified: notify }).then(
+        void listen(outboxStore.DUE_CHANNEL, notify, { onReconnect: nudge, onUnverified: unverified }).then(
           (stop) => {
             if (stopping) void stop();
             else unlisten = stop;
