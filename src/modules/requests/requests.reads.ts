@@ -70,6 +70,20 @@ export function activationsInScope(db: Kysely<Database>, scope: ActivationScope,
   return query.orderBy("a.activated_at").orderBy("a.id").limit(limit).execute();
 }
 
+/**
+ * Who took part in a request: its requester and everyone who decided on it (ids). Empty when there is no such
+ * request. The reviews module asks, so that nobody works a finding about a request they requested or decided.
+ */
+export async function participantsOf(db: Kysely<Database>, requestId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom("activation_requests as a")
+    .leftJoin("request_decisions as d", "d.request_id", "a.id")
+    .select(["a.requester_id", "d.approver_id"])
+    .where("a.id", "=", requestId)
+    .execute();
+  return [...new Set(rows.flatMap((r) => (r.approver_id ? [r.requester_id, r.approver_id] : [r.requester_id])))];
+}
+
 /** The decisions on these requests, with the approver's name, in the order they were made. */
 export function decisionsOf(db: Kysely<Database>, requestIds: readonly string[]) {
   if (requestIds.length === 0) return Promise.resolve([]);

@@ -68,13 +68,24 @@ export interface DecidableItem {
   reviewerIds: readonly string[];
   /** Whose access it is: the principal, or the members of the group that holds the eligibility. */
   subjectIds: readonly string[];
+  /** The campaign's due date, past which nobody decides the item. */
+  dueAt?: Date | undefined;
 }
 
-/** May `reviewerId` decide this item? Self-review is checked before reviewership, so it is always named. */
-export function checkDecision(item: DecidableItem, reviewerId: string): void {
+/**
+ * May `reviewerId` decide this item now? Self-review is checked before reviewership, so it is always named. A
+ * campaign item is decided only before its due date: from then on it takes its `onMissed` outcome (the worker's
+ * next pass applies it), so a late "keep" cannot save access due to be removed.
+ */
+export function checkDecision(item: DecidableItem, reviewerId: string, now?: Date): void {
   if (item.status !== "open") throw new StintError("REVIEW_ITEM_CLOSED");
   if (item.subjectIds.includes(reviewerId)) throw new StintError("SELF_REVIEW");
   if (!item.reviewerIds.includes(reviewerId)) throw new StintError("NOT_A_REVIEWER");
+  if (item.dueAt && now && now.getTime() >= item.dueAt.getTime())
+    throw new StintError(
+      "CAMPAIGN_CLOSED",
+      "The review campaign is past its due date: undecided items take their onMissed outcome.",
+    );
 }
 
 /** Is a reminder due: the campaign is open, not past due, and `remindEveryMs` passed since the last (or opening). */
@@ -113,16 +124,17 @@ export function decisionFits(kind: string, decision: ItemDecision): boolean {
 
 /**
  * May `reviewerId` work this finding item (a break-glass use or an anomaly alert)? Its reviewers are those who
- * manage reviews (security, admin), never the person whose conduct it is about; self-review is checked first,
- * so it is always named.
+ * manage reviews (security, admin), never the person whose conduct it is about, nor anyone who took part in the
+ * request it is about (`involvedIds`: its requester and deciders; an alert about a fast approval names the
+ * approver, yet the requester got the access); self-review is checked first, so it is always named.
  */
 export function checkFindingDecision(
-  item: { status: "open" | "closed"; actorId: string | null },
+  item: { status: "open" | "closed"; actorId: string | null; involvedIds?: readonly string[] },
   reviewerId: string,
   managesReviews: boolean,
 ): void {
   if (item.status !== "open") throw new StintError("REVIEW_ITEM_CLOSED");
-  if (item.actorId === reviewerId) throw new StintError("SELF_REVIEW");
+  if (item.actorId === reviewerId || item.involvedIds?.includes(reviewerId)) throw new StintError("SELF_REVIEW");
   if (!managesReviews) throw new StintError("NOT_A_REVIEWER");
 }
 

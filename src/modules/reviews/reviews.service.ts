@@ -9,7 +9,7 @@ import type { CampaignDetailDto, CampaignDto, CampaignInput, ReviewItemDto } fro
 import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
-import { newId } from "../../lib/ids.js";
+import { isUuid, newId } from "../../lib/ids.js";
 import { actorLabel, type AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize, can } from "../authz/authz.rules.js";
@@ -382,8 +382,13 @@ export function createReviewService(deps: ReviewServiceDeps) {
           // Not a reviewer of something that does not exist either: the answer never tells which.
           if (!item) throw new StintError("NOT_A_REVIEWER");
           if (item.kind !== "eligibility") {
+            const requestId = item.subject.startsWith("request:") ? item.subject.slice("request:".length) : null;
             checkFindingDecision(
-              { status: item.status, actorId: item.actor_id },
+              {
+                status: item.status,
+                actorId: item.actor_id,
+                involvedIds: requestId && isUuid(requestId) ? await reviewStore.requestParticipants(tx, requestId) : [],
+              },
               principal.id,
               can(actor, "reviews.manage"),
             );
@@ -428,12 +433,19 @@ export function createReviewService(deps: ReviewServiceDeps) {
                   ).group_id ?? "00000000-0000-0000-0000-000000000000",
                 )
               : [];
-          checkDecision({ status: item.status, reviewerIds: item.reviewer_ids, subjectIds }, principal.id);
+          const campaign = item.campaign_id ? await requireCampaign(tx, item.campaign_id) : undefined;
+          checkDecision(
+            {
+              status: item.status,
+              reviewerIds: item.reviewer_ids,
+              subjectIds,
+              dueAt: campaign ? new Date(campaign.due_at) : undefined,
+            },
+            principal.id,
+            clock.now(),
+          );
           if (!decisionFits(item.kind, input.decision)) throw invalidDecision(item.kind);
-          if (item.campaign_id) {
-            const campaign = await requireCampaign(tx, item.campaign_id);
-            if (campaign.status !== "open") throw new StintError("CAMPAIGN_CLOSED");
-          }
+          if (campaign && campaign.status !== "open") throw new StintError("CAMPAIGN_CLOSED");
           const events = await applyOutcome(tx, item, input.decision as OnMissed, {
             missed: false,
             by: principal.name,

@@ -8,7 +8,7 @@ import {
   memberIdsOfGroups,
 } from "../identity/membership-reads.js";
 import { FINDING_KINDS } from "./reviews.rules.js";
-import { activationUsage } from "../requests/requests.reads.js";
+import { activationUsage, participantsOf } from "../requests/requests.reads.js";
 import type { CampaignReviewers, CampaignScope, Risk } from "./reviews.types.js";
 
 type Q = Kysely<Database>;
@@ -68,6 +68,9 @@ export async function eligibilitiesInScope(db: Q, scope: CampaignScope, now: Dat
 export const membersOf = activeMembersByGroup;
 
 export const groupMemberIds = memberIdsOfGroup;
+
+/** The requester and deciders of a request (ids), asked of the requests module. */
+export const requestParticipants = participantsOf;
 
 /** Evidence facts for one principal and role. */
 export async function usageFacts(db: Q, principalIds: readonly string[], roleId: string, since: Date) {

@@ -57,12 +57,17 @@ describe("reviews rules", () => {
     expect(reviewersFor({ subjectIds: ["a"], owners: [], manager: null, groups: [], fallback: [] })).toEqual([]);
   });
 
-  it("a decision: closed items first, then self-review (even for a listed reviewer), then reviewership", () => {
+  it("a decision: closed items first, then self-review (even for a listed reviewer), reviewership, the due date", () => {
     const item = { status: "open" as const, reviewerIds: ["olive", "kim"], subjectIds: ["kim"] };
     expect(codeOf(() => checkDecision(item, "kim"))).toBe("SELF_REVIEW");
     expect(codeOf(() => checkDecision(item, "rex"))).toBe("NOT_A_REVIEWER");
     expect(codeOf(() => checkDecision(item, "olive"))).toBeNull();
     expect(codeOf(() => checkDecision({ ...item, status: "closed" }, "olive"))).toBe("REVIEW_ITEM_CLOSED");
+    // Up to the due date, not at or after it (then the item takes its onMissed outcome); self-review named first.
+    const due = { ...item, dueAt: new Date("2026-07-01T00:00:00Z") };
+    expect(codeOf(() => checkDecision(due, "olive", new Date("2026-06-30T23:59:59Z")))).toBeNull();
+    expect(codeOf(() => checkDecision(due, "olive", new Date("2026-07-01T00:00:00Z")))).toBe("CAMPAIGN_CLOSED");
+    expect(codeOf(() => checkDecision(due, "kim", new Date("2026-07-02T00:00:00Z")))).toBe("SELF_REVIEW");
   });
 
   it("reminders: every period after opening, never past the due date, never without a period", () => {
