@@ -44,6 +44,8 @@ describe("names made of claim values", () => {
 
 describe("identityFromClaims", () => {
   const claims = { sub: "s1", preferred_username: "Alice", email: "alice@example.com", groups: ["a"] };
+  const refusedBy = (p: SsoProvider, over: Record<string, unknown>) =>
+    (identityFromClaims(p, p.issuer, { ...claims, ...over }, NOW) as { refused?: string }).refused;
   it("accepts an allowed domain and names the user from usernameClaim", () => {
     const result = identityFromClaims(provider, provider.issuer, claims, NOW);
     expect(result).toMatchObject({ identity: { name: "alice", subject: "s1", groups: ["a"], mfaAt: null } });
@@ -58,6 +60,25 @@ describe("identityFromClaims", () => {
     expect(refused({ email_verified: false })).toBe("SSO_CLAIM_MISSING");
     expect(refused({ preferred_username: "@@@" })).toBe("SSO_CLAIM_MISSING");
     expect(refused({ sub: undefined })).toBe("SSO_CLAIM_MISSING");
+  });
+  it("never keeps an e-mail the provider says is unverified, and never names a user from one", () => {
+    const open = { ...provider, allowedEmailDomains: [] };
+    const emailOf = (over: Record<string, unknown>, p = open) =>
+      (identityFromClaims(p, p.issuer, { ...claims, ...over }, NOW) as { identity?: { email: string | null } }).identity
+        ?.email;
+    expect(emailOf({ email_verified: true })).toBe("alice@example.com");
+    // Entra sends no email_verified at all: the address is the provider's word.
+    expect(emailOf({})).toBe("alice@example.com");
+    expect(emailOf({ email_verified: false })).toBeNull();
+    // Amazon Cognito's strings.
+    expect(emailOf({ email_verified: "false" })).toBeNull();
+    expect(emailOf({ email_verified: "True" })).toBe("alice@example.com");
+    expect(refusedBy(provider, { email_verified: "false" })).toBe("SSO_CLAIM_MISSING");
+    const byEmail = { ...open, usernameClaim: "email" };
+    expect(refusedBy(byEmail, { email_verified: false })).toBe("SSO_CLAIM_MISSING");
+    expect(identityFromClaims(byEmail, byEmail.issuer, claims, NOW)).toMatchObject({
+      identity: { name: "alice.example.com", email: "alice@example.com" },
+    });
   });
   it("an Entra overage (groups elsewhere) leaves memberships alone; an absent claim is no groups", () => {
     const overage = identityFromClaims(

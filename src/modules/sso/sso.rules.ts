@@ -70,6 +70,12 @@ export function providerMfaAt(
   return authTime && authTime.getTime() <= now.getTime() ? authTime : now;
 }
 
+/** `email_verified` says no (`false`, or the string `"false"` some providers send, e.g. Amazon Cognito). */
+export function emailUnverified(claims: Record<string, unknown>): boolean {
+  const verified = claims.email_verified;
+  return verified === false || (typeof verified === "string" && verified.trim().toLowerCase() === "false");
+}
+
 /** Who the verified claims name, or why they are refused (in the order a person would fix them). */
 export function identityFromClaims(
   provider: SsoProvider,
@@ -79,14 +85,19 @@ export function identityFromClaims(
 ): { identity: SsoIdentity } | Refusal {
   const subject = claimText(claims, "sub");
   if (!subject) return { refused: "SSO_CLAIM_MISSING", reason: "no sub claim" };
-  const email = claimText(claims, "email")?.toLowerCase() ?? null;
+  const claimed = claimText(claims, "email")?.toLowerCase() ?? null;
+  // An address the provider says it has not verified is anyone's to type: it never names, maps or reaches the user.
+  const unverified = emailUnverified(claims);
+  const email = unverified ? null : claimed;
   if (provider.allowedEmailDomains.length > 0) {
-    if (!email) return { refused: "SSO_CLAIM_MISSING", reason: "no email claim, and allowedEmailDomains is set" };
-    if (claims.email_verified === false) return { refused: "SSO_CLAIM_MISSING", reason: "the email is not verified" };
+    if (!claimed) return { refused: "SSO_CLAIM_MISSING", reason: "no email claim, and allowedEmailDomains is set" };
+    if (!email) return { refused: "SSO_CLAIM_MISSING", reason: "the email is not verified" };
     const domain = email.slice(email.lastIndexOf("@") + 1);
     if (!email.includes("@") || !provider.allowedEmailDomains.some((d) => d.toLowerCase() === domain))
       return { refused: "SSO_EMAIL_DOMAIN_DENIED", reason: `email domain ${domain.slice(0, 100)} is not allowed` };
   }
+  if (unverified && provider.usernameClaim === "email")
+    return { refused: "SSO_CLAIM_MISSING", reason: "the email that would name the user is not verified" };
   const raw = claimText(claims, provider.usernameClaim);
   const name = raw === undefined ? null : nameFrom(raw);
   if (!name) return { refused: "SSO_CLAIM_MISSING", reason: `no usable ${provider.usernameClaim} claim` };
