@@ -511,6 +511,17 @@ export async function migrate<DB>(db: Kysely<DB>, dir: string): Promise<string[]
   });
 }
 
+/** A stable number for the advisory lock that serializes the start's upgrade steps across nodes. */
+const UPGRADE_LOCK = 0x5717_0004;
+
+/**
+ * Held until the transaction ends: two nodes starting at once run a start's upgrade step (a change of the data
+ * that follows the migrations, `audit/audit.upgrades.ts`) one after the other.
+ */
+export async function lockUpgrades<DB>(tx: Kysely<DB>): Promise<void> {
+  await sql`select pg_advisory_xact_lock(${UPGRADE_LOCK})`.execute(tx);
+}
+
 /** Lists migrations that exist on disk but are not applied yet (for /readyz). */
 export async function pendingMigrations<DB>(db: Kysely<DB>, dir: string): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();

@@ -4,14 +4,6 @@ import type { Database } from "../../db/index.js";
 
 type Q = Kysely<Database>;
 
-/** A stable number for the advisory lock that serializes the start's upgrade steps across nodes (next to the migration lock). */
-const UPGRADE_LOCK = 0x5717_0004;
-
-/** Held until the transaction ends: two nodes starting at once run an upgrade step one after the other. */
-export async function lockUpgrades(tx: Q): Promise<void> {
-  await sql`select pg_advisory_xact_lock(${UPGRADE_LOCK})`.execute(tx);
-}
-
 // ---------------------------------------------------------------------------
 // Targets and roles as the workers need them
 

@@ -7,7 +7,7 @@ import { StintError } from "../../lib/errors.js";
 import { open, seal } from "../../lib/security.js";
 import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
-import { upgradeCompleted } from "../audit/audit.reads.js";
+import { createUpgradeSteps } from "../audit/audit.upgrades.js";
 import {
   adoptSessionSecret,
   allowancesWithoutMac,
@@ -26,29 +26,7 @@ export function createTargetAdmin(ctx: GrantContext) {
   const { store, audit, clock, logger, secretKey, allowanceKey, endpointOfRow, connectorTarget, call, requireTarget } =
     ctx;
 
-  /**
-   * Runs a start's upgrade step once per database: under the upgrade lock (a node starting at the same time
-   * waits, then finds the marker), unless the audit log holds the step's `upgrade.completed` event, and writes
-   * that event in the step's transaction. The marker is in the hash chain: deleting it breaks `stint audit
-   * verify`. False: the step ran before (on a fresh database the first start runs it with nothing to do).
-   */
-  const onceOnUpgrade = async (step: string, run: (tx: typeof store.db) => Promise<void>): Promise<boolean> => {
-    const ran = await store.transaction(async (tx) => {
-      await grantStore.lockUpgrades(tx);
-      if (await upgradeCompleted(tx, step)) return false;
-      await run(tx);
-      await audit.append(tx, SYSTEM, systemContext("upgrade"), {
-        action: "upgrade.completed",
-        outcome: "success",
-        subject: `upgrade:${step}`,
-        details: { step },
-      });
-      return true;
-    });
-    // Chained at once (once per database): a pending row could still be deleted unnoticed.
-    if (ran && audit.sequencing === "background") await audit.catchUp();
-    return ran;
-  };
+  const { onceOnUpgrade } = createUpgradeSteps({ store, audit });
 
   return {
     /** A password change at a target, for the vault's rotation: the connector's credential operations, for one call. */
