@@ -43,6 +43,35 @@ describe("console query", () => {
     expect(result!.truncated).toBe(true);
   });
 
+  it("keeps at most maxCells values, rows and columns in all, NULL and empty ones too (a flood of empty rows is bounded)", async () => {
+    // Found by review: only characters of values were counted, so NULLs, empty strings, rows without columns and
+    // column descriptions were kept for free: a 64 KiB text of statements, each 1,000 rows of 1,600 NULLs, held
+    // billions of cells in the server's memory (the limit of 1,000 rows is per result, not per query).
+    const query = new ConsoleQuery("x", { maxRows: 1000, maxChars: 1_000_000, maxCells: 5000 });
+    const wide = Array.from({ length: 20 }, (_, i) => `c${i}`);
+    for (let statement = 0; statement < 50; statement++) {
+      query.handleRowDescription({ fields: wide.map((name) => ({ name, dataTypeID: 25 })) });
+      for (let i = 0; i < 10; i++) query.handleDataRow({ fields: wide.map((_, c) => (c % 2 ? null : "")) });
+      query.handleCommandComplete({ text: "SELECT 10" });
+      query.handleRowDescription({ fields: [] });
+      for (let i = 0; i < 1000; i++) query.handleDataRow({ fields: [] });
+      query.handleCommandComplete({ text: "SELECT 1000" });
+    }
+    query.handleReadyForQuery();
+    const answer = await query.done;
+    const kept = answer.results.reduce(
+      (sum, r) => sum + r.columns.length + r.rows.length + r.rows.reduce((n, row) => n + row.length, 0),
+      0,
+    );
+    // The bound, give or take the one row that crosses it.
+    expect(kept).toBeLessThanOrEqual(5000 + wide.length);
+    expect(answer.results).toHaveLength(100);
+    expect(answer.results[0]).toMatchObject({ rowCount: 10, truncated: false });
+    expect(answer.results[1]!.rows).toHaveLength(1000);
+    expect(answer.results[0]!.rows[0]!.slice(0, 2)).toEqual(["", null]);
+    expect(answer.results.at(-1)).toMatchObject({ rowCount: 1000, truncated: true, rows: [] });
+  });
+
   it("an error ends the answer with the results before it; a FATAL one or a lost socket is fatal", async () => {
     const query = new ConsoleQuery("x", { maxRows: 10, maxChars: 100 });
     feed(query, 1);

@@ -1,8 +1,10 @@
 /**
  * One console query as a node-postgres Submittable: the text goes as one simple-protocol Query (so a
  * multi-statement text runs as psql would send it), and the answer is kept within bounds while it
- * arrives — at most `maxRows` rows per result and `maxChars` characters in all; the rest is read and
- * dropped, never held (node-postgres' own Query keeps every row). COPY FROM STDIN is answered with
+ * arrives — at most `maxRows` rows per result, `maxChars` characters of values in all, and `maxCells`
+ * values, rows and column descriptions in all (a NULL or an empty value costs a cell though it has no
+ * characters: one text of many statements, each of many rows of NULLs, must not fill the memory); the rest
+ * is read and dropped, never held (node-postgres' own Query keeps every row). COPY FROM STDIN is answered with
  * CopyFail: the console sends no data.
  */
 import { EventEmitter } from "node:events";
@@ -67,19 +69,25 @@ export function consoleErrorOf(error: unknown): ConsoleError {
   };
 }
 
+/** Values, rows and column descriptions kept per query at most (each is an object or a slot in memory). */
+export const DEFAULT_MAX_CELLS = 500_000;
+
 export class ConsoleQuery extends EventEmitter implements pg.Submittable {
   readonly done: Promise<ConsoleAnswer>;
   private settle!: (answer: ConsoleAnswer) => void;
   private readonly results: ConsoleResult[] = [];
   private current: ConsoleResult | null = null;
   private chars = 0;
+  private cells = 0;
   private finished = false;
+  private readonly limits: { maxRows: number; maxChars: number; maxCells: number };
 
   constructor(
     readonly text: string,
-    private readonly limits: { maxRows: number; maxChars: number },
+    limits: { maxRows: number; maxChars: number; maxCells?: number },
   ) {
     super();
+    this.limits = { maxCells: DEFAULT_MAX_CELLS, ...limits };
     this.done = new Promise((resolve) => (this.settle = resolve));
   }
 
@@ -88,22 +96,33 @@ export class ConsoleQuery extends EventEmitter implements pg.Submittable {
   }
 
   handleRowDescription(message: { fields: { name: string; dataTypeID: number }[] }): void {
+    // Past the cell budget a result keeps neither its columns nor rows, only its tag (and says it was cut).
+    const fits = this.cells + message.fields.length <= this.limits.maxCells;
+    if (fits) this.cells += message.fields.length;
     this.current = {
       command: null,
       rowCount: null,
-      columns: message.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })),
+      columns: fits ? message.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) : [],
       rows: [],
-      truncated: false,
+      truncated: !fits,
     };
   }
 
   handleDataRow(message: { fields: (string | Buffer | null)[] }): void {
     const result = this.current;
     if (!result) return;
-    if (result.rows.length >= this.limits.maxRows || this.chars >= this.limits.maxChars) {
+    if (
+      result.rows.length >= this.limits.maxRows ||
+      this.chars >= this.limits.maxChars ||
+      this.cells >= this.limits.maxCells ||
+      (result.columns.length === 0 && message.fields.length > 0)
+    ) {
       result.truncated = true;
       return;
     }
+    // The row and each of its values cost a cell; the row that crosses the budget is kept whole (its width is
+    // at most the server's 1,664 columns).
+    this.cells += 1 + message.fields.length;
     const row: (string | null)[] = [];
     for (const field of message.fields) {
       if (field === null) {

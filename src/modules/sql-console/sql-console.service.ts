@@ -22,7 +22,7 @@ import type { Logger } from "../../lib/logger.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { SessionService } from "../sessions/sessions.service.js";
-import { ConsoleQuery } from "./console-query.js";
+import { ConsoleQuery, DEFAULT_MAX_CELLS } from "./console-query.js";
 
 export const SQL_CONSOLE_DEFAULTS = {
   idleTimeoutMs: 15 * 60_000,
@@ -34,6 +34,8 @@ export const SQL_CONSOLE_DEFAULTS = {
   maxTotal: 200,
   /** Characters of row values kept per query (across all its results). */
   maxChars: 2_000_000,
+  /** Values (NULL and empty ones too), rows and columns kept per query (across all its results). */
+  maxCells: DEFAULT_MAX_CELLS,
   /** An ended console still answers why (SQL_CONSOLE_ENDED) this long, then 404. */
   keepEndedMs: 30 * 60_000,
 } as const;
@@ -277,7 +279,11 @@ export function createSqlConsoleService(deps: SqlConsoleDeps) {
       entry.busy = true;
       clearTimeout(entry.idleTimer);
       const started = performance.now();
-      const query = new ConsoleQuery(sql, { maxRows: SQL_CONSOLE_MAX_ROWS, maxChars: limits.maxChars });
+      const query = new ConsoleQuery(sql, {
+        maxRows: SQL_CONSOLE_MAX_ROWS,
+        maxChars: limits.maxChars,
+        maxCells: limits.maxCells,
+      });
       let deadline: NodeJS.Timeout | undefined;
       try {
         entry.client.query(query);
