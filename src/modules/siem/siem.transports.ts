@@ -339,8 +339,8 @@ export function createHecSender(destination: HecDestination, token: string): Sen
           () => controller.abort(),
         );
       } finally {
-        // Whatever the outcome, nothing of this send goes on after it returned.
-        controller.abort();
+        // Settled by itself, the send left nothing running; timed out, it was aborted (its socket with it). A
+        // send that succeeded is not aborted: its keep-alive connection goes back to the agent for the next.
         if (current === controller) current = undefined;
       }
       done = after;
