@@ -82,7 +82,7 @@ export async function insertGroup(
  */
 export async function insertGroupIfAbsent(
   tx: Q,
-  values: { id: string; name: string; description: string; source: string; now: Date },
+  values: { id: string; name: string; description: string; source: string; externalId?: string | null; now: Date },
 ): Promise<boolean> {
   const created = await tx
     .insertInto("groups")
@@ -91,6 +91,7 @@ export async function insertGroupIfAbsent(
       name: values.name,
       description: values.description,
       source: values.source,
+      external_id: values.externalId ?? null,
       created_at: values.now,
     })
     .onConflict((oc) => oc.column("name").doNothing())
@@ -102,7 +103,12 @@ export async function insertGroupIfAbsent(
 /** The groups of these names, of any source (the caller judges whose they are), share-locked. */
 export async function groupsNamed(db: Q, names: string[]) {
   if (names.length === 0) return [];
-  return db.selectFrom("groups").select(["id", "name", "source"]).where("name", "in", names).forShare().execute();
+  return db
+    .selectFrom("groups")
+    .select(["id", "name", "source", "external_id"])
+    .where("name", "in", names)
+    .forShare()
+    .execute();
 }
 
 export async function updateGroupAttributes(
@@ -118,7 +124,7 @@ export function sourcedGroupsOf(db: Q, principalId: string, source: string) {
   return db
     .selectFrom("group_members")
     .innerJoin("groups", "groups.id", "group_members.group_id")
-    .select(["groups.id", "groups.name", "groups.scim_name"])
+    .select(["groups.id", "groups.name", "groups.scim_name", "groups.external_id"])
     .where("group_members.principal_id", "=", principalId)
     .where("groups.source", "=", source)
     .orderBy("groups.name")

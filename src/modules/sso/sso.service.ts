@@ -64,6 +64,11 @@ class Refused extends Error {
   }
 }
 
+/** The `external_id` of an `oidc` group: the issuer whose sign-ins fill it. */
+export function groupOwner(issuer: string): string {
+  return `oidc:${issuer}`;
+}
+
 function s256(verifier: string): string {
   return createHash("sha256").update(verifier).digest("base64url");
 }
@@ -108,7 +113,11 @@ export function createSsoService(deps: SsoServiceDeps) {
     throw error;
   }
 
-  /** Groups of the claim joined (created, source `oidc`, when missing); `oidc` groups it no longer lists left. */
+  /**
+   * Groups of the claim joined (created, source `oidc`, when missing); `oidc` groups it no longer lists left. An
+   * `oidc` group belongs to the issuer whose sign-in created it (`external_id` = `oidc:<issuer>`): another
+   * provider's claim of the same name neither joins nor leaves it.
+   */
   async function syncGroups(
     tx: Db,
     principal: { id: string; name: string },
@@ -120,17 +129,29 @@ export function createSsoService(deps: SsoServiceDeps) {
     const ignored: string[] = [];
     if (!provider.groupsClaim || identity.groups === null) return { events, ignored };
     const claimed = identity.groups;
+    const owner = groupOwner(identity.issuer);
+    /** Whether this issuer may fill the group: its own, or one from before owners were kept that it may adopt. */
+    const ours = async (group: { id: string; name: string; source: string; external_id: string | null }) => {
+      if (group.source !== "oidc") return false;
+      if (group.external_id !== null) return group.external_id === owner;
+      if (!(await adoptable(tx, group.id, identity.issuer))) return false;
+      await provisioning.updateGroupAttributes(tx, group.id, { external_id: owner });
+      events.push({
+        action: "group.update",
+        outcome: "success",
+        subject: `group:${group.name}`,
+        details: { source: "oidc", changed: ["owner"], issuer: identity.issuer, provider: provider.id },
+      });
+      return true;
+    };
     const existing = await provisioning.groupsNamed(tx, claimed);
     const wanted: { id: string; name: string }[] = [];
     for (const name of claimed) {
       const group = existing.find((g) => g.name === name);
-      if (group && group.source !== "oidc") {
-        // A local or SCIM group of that name is not the provider's to fill.
-        ignored.push(name);
-        continue;
-      }
       if (group) {
-        wanted.push(group);
+        // A local or SCIM group, or another provider's, is not this provider's to fill.
+        if (await ours(group)) wanted.push(group);
+        else ignored.push(name);
         continue;
       }
       const id = newId();
@@ -139,12 +160,13 @@ export function createSsoService(deps: SsoServiceDeps) {
         name,
         description: `From ${provider.displayName} (single sign-on)`,
         source: "oidc",
+        externalId: owner,
         now,
       });
       if (!created) {
         // Created meanwhile by another sign-in (it is then the provider's), or a local or SCIM group.
         const raced = (await provisioning.groupsNamed(tx, [name]))[0];
-        if (raced?.source === "oidc") wanted.push(raced);
+        if (raced && (await ours(raced))) wanted.push(raced);
         else ignored.push(name);
         continue;
       }
@@ -152,7 +174,7 @@ export function createSsoService(deps: SsoServiceDeps) {
         action: "group.create",
         outcome: "success",
         subject: `group:${name}`,
-        details: { source: "oidc", provider: provider.id },
+        details: { source: "oidc", provider: provider.id, issuer: identity.issuer },
       });
       wanted.push({ id, name });
     }
@@ -165,7 +187,7 @@ export function createSsoService(deps: SsoServiceDeps) {
       )),
     );
     const dropped = (await provisioning.sourcedGroupsOf(tx, principal.id, "oidc")).filter(
-      (g) => !claimed.includes(g.name),
+      (g) => !claimed.includes(g.name) && (g.external_id === null || g.external_id === owner),
     );
     events.push(
       ...(await removeMemberships(
@@ -176,6 +198,19 @@ export function createSsoService(deps: SsoServiceDeps) {
       )),
     );
     return { events, ignored };
+  }
+
+  /**
+   * Whether an `oidc` group from before owners were kept may become this issuer's: when every provider
+   * configured has this issuer, or when it has members and every one of them signs in through this issuer.
+   */
+  async function adoptable(tx: Db, groupId: string, issuer: string): Promise<boolean> {
+    if (clients.list().every((p) => p.issuer === issuer)) return true;
+    const members = await provisioning.memberIdsOf(tx, groupId);
+    if (members.length === 0) return false;
+    const issuers = await ssoStore.issuersOf(tx, members);
+    const linked = await ssoStore.linkedCount(tx, members);
+    return linked === members.length && issuers.length === 1 && issuers[0] === issuer;
   }
 
   /**

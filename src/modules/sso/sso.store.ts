@@ -153,3 +153,26 @@ export async function touchLink(db: Db, issuer: string, subject: string, now: Da
     .where("subject", "=", subject)
     .execute();
 }
+
+/** The issuers these principals are linked through (a principal without a link adds nothing). */
+export async function issuersOf(db: Db, principalIds: string[]): Promise<string[]> {
+  if (principalIds.length === 0) return [];
+  const rows = await db
+    .selectFrom("oidc_identities")
+    .select("issuer")
+    .distinct()
+    .where("principal_id", "in", principalIds)
+    .execute();
+  return rows.map((r) => r.issuer);
+}
+
+/** How many of these principals are linked to a provider at all. */
+export async function linkedCount(db: Db, principalIds: string[]): Promise<number> {
+  if (principalIds.length === 0) return 0;
+  const row = await db
+    .selectFrom("oidc_identities")
+    .select((eb) => eb.fn.count<string>("principal_id").distinct().as("n"))
+    .where("principal_id", "in", principalIds)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
