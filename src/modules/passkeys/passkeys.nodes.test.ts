@@ -83,24 +83,27 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  const issued = await call(nodeA, "POST", "/v1/me/webauthn/registration-options", auth);
+  // An authenticator app first, whose recovery codes sign in without a passkey check.
+  const started = await call(nodeA, "POST", "/v1/me/mfa/totp", auth);
+  const confirmed = await call(nodeA, "POST", "/v1/me/mfa/totp/confirm", auth, {
+    code: totpNow(started.body.secret as string),
+  });
+  expect(confirmed.status, JSON.stringify(confirmed.body)).toBe(200);
+  const codes = confirmed.body.recoveryCodes as string[];
+  recoveryCode = codes[0]!;
+  // Adding the passkey beside it needs a fresh second factor: a session signed in with another recovery code.
+  const fresh = await nodeA.login("ola", passwordFor("ola"), codes[1]!);
+  const issued = await call(nodeA, "POST", "/v1/me/webauthn/registration-options", fresh);
   const { challengeId, options } = issued.body as unknown as Options;
   const made = authenticator.register(options);
   // Registered on B with A's challenge.
-  const done = await call(nodeB, "POST", "/v1/me/webauthn/credentials", auth, {
+  const done = await call(nodeB, "POST", "/v1/me/webauthn/credentials", fresh, {
     challengeId,
     name: "key",
     response: made.response,
   });
   expect(done.status, JSON.stringify(done.body)).toBe(201);
   key = made.credential;
-  // An authenticator app too, whose recovery codes sign in without a passkey check.
-  const started = await call(nodeA, "POST", "/v1/me/mfa/totp", auth);
-  const confirmed = await call(nodeA, "POST", "/v1/me/mfa/totp/confirm", auth, {
-    code: totpNow(started.body.secret as string),
-  });
-  expect(confirmed.status, JSON.stringify(confirmed.body)).toBe(200);
-  recoveryCode = (confirmed.body.recoveryCodes as string[])[0]!;
 }, 120_000);
 
 afterAll(async () => {
