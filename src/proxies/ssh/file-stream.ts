@@ -14,6 +14,36 @@ export interface ReorderBudget {
   left: number;
 }
 
+const COUNT = 0;
+const IN_ORDER = 1;
+const AHEAD = 2;
+type PieceMode = typeof COUNT | typeof IN_ORDER | typeof AHEAD;
+
+/**
+ * One piece of file data: the first `left` bytes given to `body` are the file's (what the packet's data
+ * length names; bytes a packet carries past it are padding), `done` when its packet ended. Counted only
+ * (COUNT), hashed as it streams (IN_ORDER), or copied to wait for a gap before it (AHEAD).
+ */
+export class FilePiece {
+  constructor(
+    private readonly stream: FileStream,
+    private readonly mode: PieceMode,
+    private left: number,
+    private readonly pieces: Buffer[] | undefined,
+  ) {}
+
+  body(data: Buffer): void {
+    if (this.left <= 0) return;
+    const piece = data.length <= this.left ? data : data.subarray(0, this.left);
+    this.left -= piece.length;
+    this.stream.take(this.mode, piece, this.pieces);
+  }
+
+  done(): void {
+    this.stream.settle();
+  }
+}
+
 /** In-order SHA-256 of one file's bytes in one direction. */
 export class FileStream {
   constructor(private readonly budget: ReorderBudget = { left: CHANNEL_REORDER_LIMIT }) {}
@@ -26,30 +56,35 @@ export class FileStream {
   denied: { rule: "download" | "upload" | "maxBytes"; reason: string } | undefined;
   failed: string | undefined;
 
-  /** Starts a piece of data at `offset`; returns a sink for its bytes as they stream. */
-  begin(offset: number): (data: Buffer) => void {
-    if (this.hash === null) return (data) => void (this.bytes += data.length);
-    if (offset === this.next) {
-      return (data) => {
-        this.bytes += data.length;
-        this.next += data.length;
-        this.hash?.update(data);
-      };
-    }
+  /**
+   * Starts a piece of data at `offset` (a DATA reply's or a WRITE's), of which `limit` bytes are file data;
+   * its bytes go to the piece's `body` as they stream. One object per piece, no closure (a transfer has
+   * thousands a second).
+   */
+  begin(offset: number, limit: number): FilePiece {
+    if (this.hash === null) return new FilePiece(this, COUNT, limit, undefined);
+    if (offset === this.next) return new FilePiece(this, IN_ORDER, limit, undefined);
     if (offset < this.next) {
       this.hash = null;
-      return (data) => void (this.bytes += data.length);
+      return new FilePiece(this, COUNT, limit, undefined);
     }
     const pieces: Buffer[] = [];
     this.ahead.set(offset, pieces);
-    return (data) => {
-      this.bytes += data.length;
-      if (this.hash === null) return;
+    return new FilePiece(this, AHEAD, limit, pieces);
+  }
+
+  /** A piece's bytes (see FilePiece). */
+  take(mode: PieceMode, data: Buffer, pieces: Buffer[] | undefined): void {
+    this.bytes += data.length;
+    if (mode === IN_ORDER) {
+      this.next += data.length;
+      this.hash?.update(data);
+    } else if (mode === AHEAD && this.hash !== null) {
       if (this.aheadBytes + data.length > REORDER_LIMIT || this.budget.left < data.length) return this.notSequential();
       this.aheadBytes += data.length;
       this.budget.left -= data.length;
-      pieces.push(Buffer.from(data));
-    };
+      pieces!.push(Buffer.from(data));
+    }
   }
 
   /** A piece ended: data waiting for it goes into the hash. */

@@ -25,7 +25,7 @@
 import type { FileRules } from "../../contract/file-policy.js";
 import type { FileTransferEvent } from "../../modules/sessions/sessions.types.js";
 import { CHANNEL_REORDER_LIMIT, FileStream } from "./file-stream.js";
-import { SFTP, SFTP_OPEN } from "./sftp-log.js";
+import { SFTP, SFTP_OPEN, SftpReader } from "./sftp-log.js";
 
 export const SSH_FX = { OK: 0, EOF: 1, FAILURE: 4, PERMISSION_DENIED: 3, OP_UNSUPPORTED: 8 } as const;
 
@@ -89,10 +89,10 @@ interface Decision {
   /** Drop the packet (it never reaches the other side); `replace` goes in its place. */
   drop?: boolean;
   replace?: Buffer;
-  /** Sink for the packet's bytes after its head (file data). */
-  body?: (data: Buffer) => void;
-  /** The packet ended (after its body). */
-  done?: () => void;
+  /** Sink for the packet's bytes after its head (file data); called as a method. */
+  body?(data: Buffer): void;
+  /** The packet ended (after its body); called as a method. */
+  done?(): void;
 }
 
 const PASS: Decision = {};
@@ -157,7 +157,7 @@ class PacketGate {
         }
         this.remaining -= step;
         offset += step;
-        if (this.remaining === 0) this.packetEnd(out, chunk, offset, (next) => (segment = next), segment);
+        if (this.remaining === 0) segment = this.packetEnd(out, chunk, offset, segment);
         continue;
       }
       if (this.length < 0) {
@@ -208,7 +208,7 @@ class PacketGate {
         this.held = [];
       }
       this.length = -1;
-      if (this.remaining === 0) this.packetEnd(out, chunk, offset, (next) => (segment = next), segment);
+      if (this.remaining === 0) segment = this.packetEnd(out, chunk, offset, segment);
     }
     // A packet whose head is not complete yet: its bytes so far are held (copied) until it is decided.
     if (this.length >= 0 || this.lengthHave > 0) {
@@ -222,22 +222,16 @@ class PacketGate {
     return out;
   }
 
-  private packetEnd(
-    out: Buffer[],
-    chunk: Buffer,
-    offset: number,
-    setSegment: (next: number) => void,
-    segment: number,
-  ): void {
-    const { done } = this.decision;
+  /** The current packet ended at `offset`: its `done`, then the proxy's own packets; returns the new segment start. */
+  private packetEnd(out: Buffer[], chunk: Buffer, offset: number, segment: number): number {
+    const decision = this.decision;
     this.decision = PASS;
-    done?.();
-    if (this.queue.length > 0) {
-      if (offset > segment) out.push(chunk.subarray(segment, offset));
-      out.push(...this.queue);
-      this.queue = [];
-      setSegment(offset);
-    }
+    decision.done?.();
+    if (this.queue.length === 0) return segment;
+    if (offset > segment) out.push(chunk.subarray(segment, offset));
+    out.push(...this.queue);
+    this.queue = [];
+    return offset;
   }
 }
 
@@ -314,22 +308,24 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
     });
   }
 
+  const remember = (id: number, entry: Pending): boolean => {
+    if (pending.size >= MAX_PENDING) return false;
+    pending.set(id, entry);
+    return true;
+  };
+  /** Under a restrictive policy a read or write the filter cannot follow does not pass. */
+  const untracked = (id: number): Decision => {
+    if (!strict) return PASS;
+    reply(statusPacket(id, SSH_FX.FAILURE, "Stint: too many SFTP requests are waiting; try again"));
+    return { drop: true };
+  };
+
+  // Called for every packet (a transfer has thousands a second): no closure is made per packet.
   function request(head: Buffer): Decision {
-    const read = reader(head);
+    const read = new SftpReader(head);
     const type = read.byte();
     if (type === SFTP.INIT) return PASS;
     const id = read.uint32();
-    const remember = (entry: Pending): boolean => {
-      if (pending.size >= MAX_PENDING) return false;
-      pending.set(id, entry);
-      return true;
-    };
-    /** Under a restrictive policy a read or write the filter cannot follow does not pass. */
-    const untracked = (): Decision => {
-      if (!strict) return PASS;
-      reply(statusPacket(id, SSH_FX.FAILURE, "Stint: too many SFTP requests are waiting; try again"));
-      return { drop: true };
-    };
     switch (type) {
       case SFTP.OPEN: {
         let path: string;
@@ -363,16 +359,16 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
           );
           return { drop: true };
         }
-        remember({ kind: "open", path, writing });
+        remember(id, { kind: "open", path, writing });
         return PASS;
       }
       case SFTP.READ: {
         const handle = read.handle();
-        return remember({ kind: "read", handle, offset: Number(read.uint64()) }) ? PASS : untracked();
+        return remember(id, { kind: "read", handle, offset: read.uint64() }) ? PASS : untracked(id);
       }
       case SFTP.WRITE: {
         const handle = read.handle();
-        const offset = Number(read.uint64());
+        const offset = read.uint64();
         const size = read.uint32();
         const file = handles.get(handle);
         if (!file) return PASS; // not a file the server opened for us: it refuses the WRITE itself
@@ -384,15 +380,15 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
           reply(statusPacket(id, SSH_FX.FAILURE, message));
           return { drop: true };
         }
-        if (!remember({ kind: "write", handle })) return untracked();
-        const feed = sink.begin(offset);
+        if (!remember(id, { kind: "write", handle })) return untracked(id);
+        const piece = sink.begin(offset, size);
         // The head may hold the first bytes of the data (it is read up to MAX_HANDLE's worth).
         const inHead = head.subarray(read.at(), Math.min(head.length, read.at() + size));
-        if (inHead.length > 0) feed(inHead);
-        return { body: upTo(size - inHead.length, feed), done: () => sink.settle() };
+        if (inHead.length > 0) piece.body(inHead);
+        return piece;
       }
       case SFTP.CLOSE:
-        remember({ kind: "close", handle: read.handle() });
+        remember(id, { kind: "close", handle: read.handle() });
         return PASS;
       default:
         return PASS;
@@ -400,7 +396,7 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
   }
 
   function response(head: Buffer): Decision {
-    const read = reader(head);
+    const read = new SftpReader(head);
     const type = read.byte();
     if (type === SFTP.VERSION) {
       version = read.uint32();
@@ -443,7 +439,7 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
           sink.denied ??= { rule: "maxBytes", reason: message };
           return { drop: true, replace: statusPacket(id, SSH_FX.FAILURE, message) };
         }
-        return { body: upTo(size, sink.begin(asked.offset)), done: () => sink.settle() };
+        return sink.begin(asked.offset, size);
       }
       case "write": {
         const file = handles.get(asked.handle);
@@ -477,20 +473,6 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
   };
 }
 
-/**
- * The first `limit` bytes of a packet's body go to `feed`: what the data's length field says, as the
- * receiver reads it; bytes a packet carries past it (padding) are not file data.
- */
-function upTo(limit: number, feed: (data: Buffer) => void): (data: Buffer) => void {
-  let left = limit;
-  return (data) => {
-    if (left <= 0) return;
-    const piece = data.length <= left ? data : data.subarray(0, left);
-    left -= piece.length;
-    feed(piece);
-  };
-}
-
 /** Heads read of requests: a WRITE up to MAX_HANDLE's worth past its data's length field, others whole. */
 function requestKeep(type: number, length: number): number {
   return type === SFTP.WRITE ? 1 + 4 + 4 + MAX_HANDLE + 8 + 4 : length;
@@ -519,7 +501,7 @@ export function statusPacket(id: number, code: number, message: string): Buffer 
   return packet;
 }
 
-function readStatus(read: Reader): { code: number; message: string } {
+function readStatus(read: SftpReader): { code: number; message: string } {
   const code = read.uint32();
   let message = "";
   try {
@@ -528,32 +510,4 @@ function readStatus(read: Reader): { code: number; message: string } {
     // Old servers leave the message out.
   }
   return { code, message };
-}
-
-interface Reader {
-  byte(): number;
-  uint32(): number;
-  uint64(): bigint;
-  text(): string;
-  handle(): string;
-  at(): number;
-}
-
-function reader(packet: Buffer): Reader {
-  let offset = 0;
-  const take = (length: number): Buffer => {
-    if (length > packet.length - offset) throw new RangeError("truncated SFTP packet");
-    const bytes = packet.subarray(offset, offset + length);
-    offset += length;
-    return bytes;
-  };
-  const self: Reader = {
-    byte: () => take(1)[0]!,
-    uint32: () => take(4).readUInt32BE(0),
-    uint64: () => take(8).readBigUInt64BE(0),
-    text: () => take(self.uint32()).toString("utf8"),
-    handle: () => take(self.uint32()).toString("hex"),
-    at: () => offset,
-  };
-  return self;
 }

@@ -133,7 +133,7 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
   };
 
   function request(packet: Buffer): void {
-    const read = packetReader(packet);
+    const read = new SftpReader(packet);
     const type = read.byte();
     if (type === SFTP.INIT) return;
     const id = read.uint32();
@@ -201,12 +201,12 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
   }
 
   function response(packet: Buffer): SftpEvent[] {
-    const read = packetReader(packet);
+    const read = new SftpReader(packet);
     const type = read.byte();
-    if (type === SFTP.VERSION) return [];
+    if (type === SFTP.VERSION) return NO_EVENTS;
     const id = read.uint32();
     const asked = pending.get(id);
-    if (!asked) return [];
+    if (!asked) return NO_EVENTS;
     pending.delete(id);
     const status = type === SFTP.STATUS ? { code: read.uint32(), message: read.textOrEmpty() } : undefined;
     const failed = status !== undefined && status.code !== STATUS_OK;
@@ -216,7 +216,7 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
           if (handles.size < MAX_HANDLES) {
             handles.set(read.handle(), { path: asked.path, writing: asked.writing, read: 0, written: 0 });
           }
-          return [];
+          return NO_EVENTS;
         }
         return [
           {
@@ -231,16 +231,16 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
       case "read": {
         const file = handles.get(asked.handle);
         if (file && type === SFTP.DATA) file.read += read.uint32();
-        return [];
+        return NO_EVENTS;
       }
       case "write": {
         const file = handles.get(asked.handle);
         if (file && status && !failed) file.written += asked.bytes;
-        return [];
+        return NO_EVENTS;
       }
       case "close": {
         const file = handles.get(asked.handle);
-        if (!file) return [];
+        if (!file) return NO_EVENTS;
         handles.delete(asked.handle);
         return [fileEvent(file, !failed, failed ? status.message : undefined)];
       }
@@ -404,36 +404,57 @@ export function packetHeads(
   };
 }
 
-class TruncatedPacketError extends Error {}
+/** A field past the packet's end (a RangeError, as Buffer's own reads throw). */
+class TruncatedPacketError extends RangeError {}
 
-interface PacketReader {
-  byte(): number;
-  uint32(): number;
-  uint64(): bigint;
-  string(): Buffer;
-  text(): string;
+/**
+ * Reads an SFTP packet's fields in order; a field past the packet's end throws TruncatedPacketError. A class,
+ * not closures: one is made per packet (thousands a second in a transfer).
+ */
+export class SftpReader {
+  private offset = 0;
+  constructor(private readonly packet: Buffer) {}
+
+  private take(length: number): number {
+    const at = this.offset;
+    if (length > this.packet.length - at) throw new TruncatedPacketError("truncated SFTP packet");
+    this.offset = at + length;
+    return at;
+  }
+
+  /** Where the next field starts. */
+  at(): number {
+    return this.offset;
+  }
+  byte(): number {
+    return this.packet[this.take(1)]!;
+  }
+  uint32(): number {
+    return this.packet.readUInt32BE(this.take(4));
+  }
+  /** A uint64 as a number (exact up to 2^53, as Number(bigint) would round past it). */
+  uint64(): number {
+    const at = this.take(8);
+    return this.packet.readUInt32BE(at) * 0x1_0000_0000 + this.packet.readUInt32BE(at + 4);
+  }
+  string(): Buffer {
+    const length = this.uint32();
+    const at = this.take(length);
+    return this.packet.subarray(at, at + length);
+  }
+  text(): string {
+    const length = this.uint32();
+    const at = this.take(length);
+    return this.packet.toString("utf8", at, at + length);
+  }
   /** A trailing string that old servers may leave out. */
-  textOrEmpty(): string;
+  textOrEmpty(): string {
+    return this.offset < this.packet.length ? this.text() : "";
+  }
   /** A handle, as a map key. */
-  handle(): string;
-}
-
-function packetReader(packet: Buffer): PacketReader {
-  let offset = 0;
-  const take = (length: number): Buffer => {
-    if (length > packet.length - offset) throw new TruncatedPacketError();
-    const bytes = packet.subarray(offset, offset + length);
-    offset += length;
-    return bytes;
-  };
-  const self: PacketReader = {
-    byte: () => take(1)[0]!,
-    uint32: () => take(4).readUInt32BE(0),
-    uint64: () => take(8).readBigUInt64BE(0),
-    string: () => take(self.uint32()),
-    text: () => self.string().toString("utf8"),
-    textOrEmpty: () => (offset < packet.length ? self.text() : ""),
-    handle: () => self.string().toString("hex"),
-  };
-  return self;
+  handle(): string {
+    const length = this.uint32();
+    const at = this.take(length);
+    return this.packet.toString("hex", at, at + length);
+  }
 }
