@@ -317,7 +317,8 @@ async function benchReads(
       `${(idle / 10).toFixed(1)}% of a core); ` +
       (dbCpu === null ? "" : `PostgreSQL backends ${(dbCpu / result.responses).toFixed(0)} µs/read; `) +
       `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch, ` +
-      `${batches.stale - batchesBefore.stale} found stale; ` +
+      `${batches.stale - batchesBefore.stale} found stale, ` +
+      `${((batches.commitMs - batchesBefore.commitMs) / Math.max(1, readBatches)).toFixed(2)} ms a batch's commit; ` +
       `per read: ${statements}; load average ${os.loadavg()[0]!.toFixed(1)}`,
   );
 }

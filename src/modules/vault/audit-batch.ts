@@ -79,6 +79,7 @@ export function createAuditBatcher<C>(
   let batches = 0;
   let events = 0;
   let stale = 0;
+  let commitMs = 0;
 
   async function commitIn(db: Kysely<Database>, batch: Waiting<C>[]): Promise<boolean[]> {
     if (deps.allowed && batch.some((item) => item.checked !== undefined))
@@ -136,6 +137,7 @@ export function createAuditBatcher<C>(
         .finally(() => {
           inFlight -= 1;
           const ended = performance.now();
+          commitMs += ended - started;
           expected = Math.min(maxBatch, batch.length + queue.length);
           holdUntil = ended + Math.min(holdMs, (ended - started) / 2);
           schedule();
@@ -154,7 +156,8 @@ export function createAuditBatcher<C>(
         schedule();
       });
     },
-    stats: () => ({ batches, events, stale, waiting: queue.length, inFlight }),
+    /** Batches and events so far, how many were stale, and the time spent committing batches (ms, summed). */
+    stats: () => ({ batches, events, stale, commitMs, waiting: queue.length, inFlight }),
   };
 }
 
