@@ -90,3 +90,54 @@ export async function macLegacyAllowances(
 export function allowancesWithoutMac(db: Q) {
   return custodyStore.allowancesWithoutMac(db);
 }
+
+/** Which target's sessions may use the secret at `path`, at which endpoint, with the allowance's MAC (the vault checks it). */
+export function sessionSecretAllowance(db: Q, path: string) {
+  return custodyStore.allowanceOf(db, path);
+}
+
+/** An operator's disallowance (`stint secret disallow`): false when the target had no allowance of the secret. */
+export function disallowSessionSecret(tx: Q, path: string, targetId: string): Promise<boolean> {
+  return custodyStore.disallow(tx, path, targetId);
+}
+
+/** A target's sealed admin credential at `path`, with the target and endpoint it is bound to (the caller opens it). */
+export function readTargetCredential(db: Q, path: string) {
+  return custodyStore.readCredential(db, path);
+}
+
+/**
+ * Stores a target's credential, sealed by the caller and bound to the target: a path whose stored value belongs
+ * to another target is left alone ("taken"); a row with no target is taken over.
+ */
+export function storeTargetCredential(
+  tx: Q,
+  row: { path: string; targetId: string; endpoint: string; sealed: string },
+  now: Date,
+): Promise<"created" | "updated" | "taken"> {
+  return custodyStore.writeCredential(tx, row, now);
+}
+
+/** Deletes the target's own stored credential at `path` (or one with no target), never another target's. */
+export function deleteTargetCredential(tx: Q, path: string, targetId: string): Promise<boolean> {
+  return custodyStore.deleteCredential(tx, path, targetId);
+}
+
+/**
+ * Stored credentials with no target: before the start's `credential-binding` upgrade step, those an older release
+ * stored, for the step to bind; after it, refused (the start reports them).
+ */
+export function unboundTargetCredentials(db: Q) {
+  return custodyStore.unboundCredentials(db);
+}
+
+/**
+ * In the start's `credential-binding` upgrade step only (once per database, under the upgrade lock): binds an
+ * unbound credential to its one target, re-sealed by the caller; false when it is bound already.
+ */
+export function bindTargetCredential(
+  tx: Q,
+  row: { path: string; targetId: string; endpoint: string; sealed: string },
+): Promise<boolean> {
+  return custodyStore.bindCredential(tx, row);
+}

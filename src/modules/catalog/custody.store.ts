@@ -1,4 +1,7 @@
-/** SQL of credential custody as the catalog sees it: who holds a stored credential or a session secret. */
+/**
+ * SQL of credential custody: who holds a stored credential or a session secret. Other modules reach it through
+ * catalog.public.ts.
+ */
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 
@@ -112,4 +115,104 @@ export async function setAllowanceMac(db: Q, row: { path: string; targetId: stri
     .where("mac", "is", null)
     .executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;
+}
+
+// ---------------------------------------------------------------------------
+// Target credentials as the grants module's workers and start use them
+
+/** A target's sealed credential at a path, with the target and endpoint it is bound to. */
+export function readCredential(db: Q, path: string) {
+  return db
+    .selectFrom("target_secrets")
+    .select(["sealed", "target_id", "endpoint"])
+    .where("path", "=", path)
+    .executeTakeFirst();
+}
+
+/**
+ * Stores a target's credential, bound to the target: a path whose stored value belongs to another target is
+ * left alone ("taken"). Rows from before 0011 (no target) are taken over.
+ */
+export async function writeCredential(
+  db: Q,
+  row: { path: string; targetId: string; endpoint: string; sealed: string },
+  now: Date,
+): Promise<"created" | "updated" | "taken"> {
+  const written = await db
+    .insertInto("target_secrets")
+    .values({
+      path: row.path,
+      sealed: row.sealed,
+      target_id: row.targetId,
+      endpoint: row.endpoint,
+      created_at: now,
+      updated_at: now,
+    })
+    .onConflict((oc) =>
+      oc
+        .column("path")
+        .doUpdateSet({ sealed: row.sealed, target_id: row.targetId, endpoint: row.endpoint, updated_at: now })
+        .where((eb) =>
+          eb.or([eb("target_secrets.target_id", "=", row.targetId), eb("target_secrets.target_id", "is", null)]),
+        ),
+    )
+    .returning(["created_at", "updated_at"])
+    .executeTakeFirst();
+  if (!written) return "taken";
+  return new Date(written.created_at).getTime() === now.getTime() ? "created" : "updated";
+}
+
+/** Deletes the target's own stored credential at this path (never another target's). */
+export async function deleteCredential(db: Q, path: string, targetId: string): Promise<boolean> {
+  const rows = await db
+    .deleteFrom("target_secrets")
+    .where("path", "=", path)
+    .where((eb) => eb.or([eb("target_id", "=", targetId), eb("target_id", "is", null)]))
+    .returning("path")
+    .execute();
+  return rows.length > 0;
+}
+
+/** Stored credentials with no target (before 0011; after the upgrade, refused). */
+export function unboundCredentials(db: Q) {
+  return db.selectFrom("target_secrets").select(["path", "sealed"]).where("target_id", "is", null).execute();
+}
+
+/** Binds an unbound credential to its target, re-sealed; false when it is bound already. */
+export async function bindCredential(
+  db: Q,
+  row: { path: string; targetId: string; endpoint: string; sealed: string },
+): Promise<boolean> {
+  // Fenced on the row being unbound still: of several nodes starting at once, one binds it.
+  const rows = await db
+    .updateTable("target_secrets")
+    .set({ sealed: row.sealed, target_id: row.targetId, endpoint: row.endpoint })
+    .where("path", "=", row.path)
+    .where("target_id", "is", null)
+    .returning("path")
+    .execute();
+  return rows.length > 0;
+}
+
+// ---------------------------------------------------------------------------
+// Session-secret allowances as the vault uses them
+
+/** Which target's sessions may use the secret, and for which endpoint, with the allowance's MAC. */
+export function allowanceOf(db: Q, path: string) {
+  return db
+    .selectFrom("secret_target_allowances")
+    .select(["target_id", "endpoint", "granted_by", "created_at", "mac"])
+    .where("path", "=", path)
+    .executeTakeFirst();
+}
+
+/** Deletes the target's allowance of the secret; false when it had none. */
+export async function disallow(db: Q, path: string, targetId: string): Promise<boolean> {
+  const rows = await db
+    .deleteFrom("secret_target_allowances")
+    .where("path", "=", path)
+    .where("target_id", "=", targetId)
+    .returning("path")
+    .execute();
+  return rows.length > 0;
 }

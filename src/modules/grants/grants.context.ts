@@ -13,6 +13,7 @@ import { deriveKey, open } from "../../lib/security.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
+import { readTargetCredential } from "../catalog/catalog.public.js";
 import { targetConfig } from "../catalog/catalog.rules.js";
 import { credentialBinding, endpointOf } from "../catalog/custody.rules.js";
 import {
@@ -250,7 +251,7 @@ export function createGrantContext(deps: GrantServiceDeps) {
     path: string,
     read?: grantStore.StoredTargetSecret | null,
   ): Promise<string> {
-    const sealed = read === undefined ? await grantStore.readSecret(db, path) : read;
+    const sealed = read === undefined ? await readTargetCredential(db, path) : read;
     const setAgain = `set it with \`stint targets credential ${row.name}\``;
     if (!sealed)
       throw new ConnectorError("refused", `the credential ${path} of target ${row.name} is not stored; ${setAgain}`);

@@ -1,4 +1,4 @@
-/** SQL of grants at real targets and target credentials (drift findings: reconcile.store.ts). Every function takes its transaction or db. */
+/** SQL of grants at real targets (drift findings: reconcile.store.ts; target credentials: catalog.public.ts). Every function takes its transaction or db. */
 import { sql, type Kysely, type QueryCreator } from "kysely";
 import type { Database } from "../../db/index.js";
 
@@ -341,81 +341,6 @@ export function unsettledCounts(db: Q) {
 }
 
 // ---------------------------------------------------------------------------
-// Target credentials
-
-export function readSecret(db: Q, path: string) {
-  return db
-    .selectFrom("target_secrets")
-    .select(["sealed", "target_id", "endpoint"])
-    .where("path", "=", path)
-    .executeTakeFirst();
-}
-
-/**
- * Stores a target's credential, bound to the target: a path whose stored value belongs to another target is
- * left alone ("taken"). Rows from before 0011 (no target) are taken over.
- */
-export async function writeSecret(
-  db: Q,
-  row: { path: string; targetId: string; endpoint: string; sealed: string },
-  now: Date,
-): Promise<"created" | "updated" | "taken"> {
-  const written = await db
-    .insertInto("target_secrets")
-    .values({
-      path: row.path,
-      sealed: row.sealed,
-      target_id: row.targetId,
-      endpoint: row.endpoint,
-      created_at: now,
-      updated_at: now,
-    })
-    .onConflict((oc) =>
-      oc
-        .column("path")
-        .doUpdateSet({ sealed: row.sealed, target_id: row.targetId, endpoint: row.endpoint, updated_at: now })
-        .where((eb) =>
-          eb.or([eb("target_secrets.target_id", "=", row.targetId), eb("target_secrets.target_id", "is", null)]),
-        ),
-    )
-    .returning(["created_at", "updated_at"])
-    .executeTakeFirst();
-  if (!written) return "taken";
-  return new Date(written.created_at).getTime() === now.getTime() ? "created" : "updated";
-}
-
-/** Deletes the target's own stored credential at this path (never another target's). */
-export async function deleteSecret(db: Q, path: string, targetId: string): Promise<boolean> {
-  const rows = await db
-    .deleteFrom("target_secrets")
-    .where("path", "=", path)
-    .where((eb) => eb.or([eb("target_id", "=", targetId), eb("target_id", "is", null)]))
-    .returning("path")
-    .execute();
-  return rows.length > 0;
-}
-
-/** Credentials stored before 0011, to be re-sealed bound to their target. */
-export function unboundSecrets(db: Q) {
-  return db.selectFrom("target_secrets").select(["path", "sealed"]).where("target_id", "is", null).execute();
-}
-
-export async function bindSecret(
-  db: Q,
-  row: { path: string; targetId: string; endpoint: string; sealed: string },
-): Promise<boolean> {
-  // Fenced on the row being unbound still: of several nodes starting at once, one binds it.
-  const rows = await db
-    .updateTable("target_secrets")
-    .set({ sealed: row.sealed, target_id: row.targetId, endpoint: row.endpoint })
-    .where("path", "=", row.path)
-    .where("target_id", "is", null)
-    .returning("path")
-    .execute();
-  return rows.length > 0;
-}
-
-// ---------------------------------------------------------------------------
 // Conversion of standing access
 
 export async function insertEligibility(
@@ -453,8 +378,12 @@ export async function isDirectlyEligible(db: Q, roleId: string, principalId: str
 // ---------------------------------------------------------------------------
 // Minted logins' passwords (sealed by the vault)
 
-/** A target's sealed admin credential as stored (readSecret). */
-export type StoredTargetSecret = NonNullable<Awaited<ReturnType<typeof readSecret>>>;
+/** A target's sealed admin credential as stored (catalog.public `readTargetCredential`, or `grantToProvision`). */
+export interface StoredTargetSecret {
+  sealed: string;
+  target_id: string | null;
+  endpoint: string | null;
+}
 
 /** A minted login's sealed password as a provisioning attempt uses it. */
 export interface StoredCredential {

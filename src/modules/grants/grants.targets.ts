@@ -11,8 +11,12 @@ import { createUpgradeSteps } from "../audit/audit.upgrades.js";
 import {
   adoptSessionSecret,
   allowancesWithoutMac,
+  bindTargetCredential,
+  deleteTargetCredential,
   macLegacyAllowances,
   sessionSecretFacts,
+  storeTargetCredential,
+  unboundTargetCredentials,
 } from "../catalog/catalog.public.js";
 import { targetConfig } from "../catalog/catalog.rules.js";
 import { credentialBinding, legacyCredentialBinding } from "../catalog/custody.rules.js";
@@ -112,7 +116,7 @@ export function createTargetAdmin(ctx: GrantContext) {
         );
       const endpoint = endpointOfRow(row);
       await store.transaction(async (tx) => {
-        const change = await grantStore.writeSecret(
+        const change = await storeTargetCredential(
           tx,
           {
             path,
@@ -142,7 +146,7 @@ export function createTargetAdmin(ctx: GrantContext) {
       const row = await requireTarget(ref);
       const path = targetConfig(row.config).credential;
       await store.transaction(async (tx) => {
-        const deleted = path ? await grantStore.deleteSecret(tx, path, row.id) : false;
+        const deleted = path ? await deleteTargetCredential(tx, path, row.id) : false;
         if (!deleted) throw new StintError("NOT_FOUND", `The target ${row.name} has no stored credential.`);
         await audit.append(tx, actor, context, {
           action: "target.credential_deleted",
@@ -230,7 +234,7 @@ export function createTargetAdmin(ctx: GrantContext) {
       let bound = 0;
       const leftUnbound: string[] = [];
       await onceOnUpgrade("credential-binding", async (tx) => {
-        for (const secretRow of await grantStore.unboundSecrets(tx)) {
+        for (const secretRow of await unboundTargetCredentials(tx)) {
           const owners = targets.filter((t) => targetConfig(t.config).credential === secretRow.path);
           if (owners.length !== 1) {
             leftUnbound.push(secretRow.path);
@@ -248,7 +252,7 @@ export function createTargetAdmin(ctx: GrantContext) {
           }
           try {
             const sealed = seal(secretKey, value, credentialBinding(target.id, secretRow.path, endpoint));
-            if (!(await grantStore.bindSecret(tx, { path: secretRow.path, targetId: target.id, endpoint, sealed })))
+            if (!(await bindTargetCredential(tx, { path: secretRow.path, targetId: target.id, endpoint, sealed })))
               continue;
           } finally {
             value.fill(0);
@@ -265,7 +269,7 @@ export function createTargetAdmin(ctx: GrantContext) {
       unbound.push(...leftUnbound);
       // After the upgrade a credential with no target (one the upgrade could not bind, or a database writer's:
       // inserted, or put back from a backup, and named by a target of their choice) is never bound: reported.
-      const refused = (await grantStore.unboundSecrets(store.db)).filter((row) => !leftUnbound.includes(row.path));
+      const refused = (await unboundTargetCredentials(store.db)).filter((row) => !leftUnbound.includes(row.path));
       if (refused.length > 0) {
         const namedBy = (path: string) =>
           targets.filter((t) => targetConfig(t.config).credential === path).map((t) => t.name);

@@ -9,7 +9,12 @@ import { newId } from "../../lib/ids.js";
 import { actorLabel } from "../audit/audit.service.js";
 import { authorize, can } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import { allowSessionSecret, findTarget } from "../catalog/catalog.public.js";
+import {
+  allowSessionSecret,
+  disallowSessionSecret,
+  findTarget,
+  sessionSecretAllowance,
+} from "../catalog/catalog.public.js";
 import { targetConfig } from "../catalog/catalog.rules.js";
 import { endpointOf, sessionSecretUsable } from "../catalog/custody.rules.js";
 import { accessFields, integrity, iso, newValueFor, nextRotation, type VaultContext } from "./vault.context.js";
@@ -171,7 +176,7 @@ export function createSecrets(ctx: VaultContext) {
   ): Promise<{ version: number; kind: string; value: string }> {
     await rootKey();
     const row = await vaultStore.findSecret(store.db, path);
-    const allowance = await vaultStore.allowanceOf(store.db, path);
+    const allowance = await sessionSecretAllowance(store.db, path);
     const problem = allowanceKey
       ? sessionSecretUsable({
           key: allowanceKey,
@@ -207,7 +212,7 @@ export function createSecrets(ctx: VaultContext) {
       if (!target || !row) throw new StintError("NOT_FOUND", `There is no secret ${path} or no target ${targetRef}.`);
       if (row.break_glass)
         throw new StintError("BREAK_GLASS_ONLY", `${path} is a break-glass secret: no session may inject it.`);
-      const held = await vaultStore.allowanceOf(tx, path);
+      const held = await sessionSecretAllowance(tx, path);
       if (held && held.target_id !== target.id)
         throw new StintError(
           "CONFLICT",
@@ -235,7 +240,7 @@ export function createSecrets(ctx: VaultContext) {
     authorize(actor, "vault.operate");
     await store.transaction(async (tx) => {
       const target = await findTarget(tx, targetRef);
-      const removed = target ? await vaultStore.deleteAllowance(tx, path, target.id) : false;
+      const removed = target ? await disallowSessionSecret(tx, path, target.id) : false;
       if (!target || !removed) throw new StintError("NOT_FOUND", `${path} is not allowed for a target ${targetRef}.`);
       await audit.append(tx, actor, context, {
         action: "secret.disallowed",

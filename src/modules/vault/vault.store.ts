@@ -166,25 +166,6 @@ export async function setWrappedKey(
 // ---------------------------------------------------------------------------
 // Access
 
-/** Which target's sessions may use the secret, and for which endpoint (custody.rules). */
-export function allowanceOf(db: Q, path: string) {
-  return db
-    .selectFrom("secret_target_allowances")
-    .select(["target_id", "endpoint", "granted_by", "created_at", "mac"])
-    .where("path", "=", path)
-    .executeTakeFirst();
-}
-
-export async function deleteAllowance(db: Q, path: string, targetId: string): Promise<boolean> {
-  const rows = await db
-    .deleteFrom("secret_target_allowances")
-    .where("path", "=", path)
-    .where("target_id", "=", targetId)
-    .returning("path")
-    .execute();
-  return rows.length > 0;
-}
-
 /** Whether the principal has an active activation, now, of one of these roles. */
 export async function hasActiveRole(db: Q, principalId: string, roles: string[], now: Date): Promise<boolean> {
   if (roles.length === 0) return false;
