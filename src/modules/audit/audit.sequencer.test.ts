@@ -2,46 +2,24 @@
  * The background sequencer (issue 14): business transactions write unchained events without locking
  * the head; the sequencer chains what committed. Run on both engines, in background mode on each.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import { Registry } from "prom-client";
 import { ENGINES } from "../../testing/engines.js";
-import { auditHarness } from "../../testing/harness.js";
-import { NO_CONTEXT, type Actor } from "../authz/authz.types.js";
-import { createAuditLog } from "./audit.service.js";
-import { createAuditSequencer, storeLease, type AuditSequencer } from "./audit.sequencer.js";
+import { alice, sequencerFixture, sleep, until } from "../../testing/audit-sequencer.js";
+import { NO_CONTEXT } from "../authz/authz.types.js";
+import type { AppStore } from "../../db/index.js";
+import { createAuditLog, type AuditLog } from "./audit.service.js";
+import { createAuditSequencer, storeLease } from "./audit.sequencer.js";
 import * as auditStore from "./audit.store.js";
 import { systemClock } from "../../lib/clock.js";
 import type { Logger } from "../../lib/logger.js";
 
-const alice: Actor = {
-  kind: "principal",
-  id: "0190d000-0000-7000-8000-000000000001",
-  name: "alice",
-  principalKind: "user",
-  roles: ["user"],
-};
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await sleep(20);
-  }
-}
-
 describe.each(ENGINES)("audit sequencer on %s", (engine) => {
-  let h: Awaited<ReturnType<typeof auditHarness>> | undefined;
-  const sequencers: AuditSequencer[] = [];
-  afterEach(async () => {
-    for (const s of sequencers.splice(0)) await s.stop();
-    await h?.cleanup();
-    h = undefined;
-  });
+  const fixture = sequencerFixture();
 
   async function setup(checkpointEvery = 50) {
-    h = await auditHarness(engine, { checkpointEvery, sequencing: "background" });
+    const h = await fixture.harness(engine, { checkpointEvery, sequencing: "background" });
     // Event times from the real clock, so the lag histogram means something.
     const audit = createAuditLog({
       store: h.store,
@@ -53,6 +31,16 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     return { ...h, audit };
   }
 
+  /** Starts a sequencer (its own metrics, a 10 ms poll) and waits until nothing is pending. */
+  async function chainedBySequencer(audit: AuditLog, store: AppStore) {
+    const registry = new Registry();
+    const sequencer = fixture.start(
+      createAuditSequencer({ audit, lease: storeLease(store), holder: "a", registry, pollMs: 10 }),
+    );
+    await until(async () => (await audit.pendingStats()).count === 0);
+    return { registry, sequencer };
+  }
+
   it("appends take no lock on the head and stay unchained until the sequencer runs", async () => {
     const { audit, store } = await setup();
     await store.transaction(async (tx) => {
@@ -62,11 +50,7 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     });
     expect(await audit.pendingStats()).toMatchObject({ count: 1 });
     expect(await store.db.selectFrom("audit_events").select("seq").execute()).toHaveLength(0);
-    const registry = new Registry();
-    const sequencer = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", registry, pollMs: 10 });
-    sequencers.push(sequencer);
-    sequencer.start();
-    await until(async () => (await audit.pendingStats()).count === 0);
+    const { registry } = await chainedBySequencer(audit, store);
     const [event] = await store.db.selectFrom("audit_events").selectAll().execute();
     expect(event).toMatchObject({ seq: 1, action: "role.activate", actor: "alice" });
     expect(await audit.verify()).toMatchObject({ ok: true, count: 1 });
@@ -81,8 +65,7 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
   it("32 concurrent writers: every committed event chained exactly once in a gapless chain; rolled back ones never", async () => {
     const { audit, store } = await setup(100);
     const sequencer = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", pollMs: 5, batch: 64 });
-    sequencers.push(sequencer);
-    sequencer.start();
+    fixture.start(sequencer);
     const committed: string[] = [];
     const rolledBack: string[] = [];
     await Promise.all(
@@ -149,11 +132,7 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     await sql`insert into audit_pending (id, time, actor, action, outcome, details, mac)
       select '0190d000-0000-7000-8000-0000000000ff', now(), 'carol', 'request.approve', 'success', '{}', mac
       from audit_pending limit 1`.execute(store.db);
-    const registry = new Registry();
-    const sequencer = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", registry, pollMs: 10 });
-    sequencers.push(sequencer);
-    sequencer.start();
-    await until(async () => (await audit.pendingStats()).count === 0);
+    const { registry, sequencer } = await chainedBySequencer(audit, store);
     const events = await audit.read({});
     expect(events.map((e) => e.action)).toEqual(["x", "audit.pending_rejected"]);
     expect(events.some((e) => e.id === "0190d000-0000-7000-8000-0000000000ff" || e.actor === "carol")).toBe(false);
@@ -170,8 +149,7 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     await audit.record(alice, NO_CONTEXT, { action: "secret.read", outcome: "success", subject: "secret:db" });
     await sql`update audit_pending set subject = 'secret:other'`.execute(store.db);
     const again = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", registry, pollMs: 10 });
-    sequencers.push(again);
-    again.start();
+    fixture.start(again);
     await until(async () => (await audit.pendingStats()).count === 0);
     expect((await audit.read({ afterSeq: 2 })).map((e) => e.action)).toEqual(["audit.pending_rejected"]);
     expect(await audit.verify()).toMatchObject({ ok: true, count: 3 });
@@ -190,15 +168,14 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     a.start();
     await until(async () => a.isLeader());
     const b = createAuditSequencer({ audit, lease, holder: "b", pollMs: 10, leaseMs: 600 });
-    sequencers.push(b);
-    b.start();
+    fixture.start(b);
     await sleep(700);
     expect(a.isLeader()).toBe(true);
     expect(b.isLeader()).toBe(false);
     expect(await auditStore.takeLease(store.db, "c", 600)).toBe(false);
     frozen = true;
     const frozeAt = Date.now();
-    await until(async () => b.isLeader(), 10_000);
+    await until(async () => b.isLeader(), "condition", 10_000);
     expect(Date.now() - frozeAt).toBeLessThan(3_000);
     await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success" });
     await until(async () => (await audit.pendingStats()).count === 0);
@@ -228,10 +205,9 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
       pollMs: 10,
       alertAfterMs: 1000,
     });
-    sequencers.push(b);
-    b.start();
+    fixture.start(b);
     const alerts = async () => (await registry.getSingleMetric("stint_audit_lag_alerts_total")!.get()).values[0]?.value;
-    await until(async () => (await alerts()) === 1, 10_000);
+    await until(async () => (await alerts()) === 1, "condition", 10_000);
     expect(b.isLeader()).toBe(false);
     expect(errors).toContain("audit events are waiting longer than allowed to be chained");
     const age = await registry.getSingleMetric("stint_audit_unchained_age_seconds")!.get();

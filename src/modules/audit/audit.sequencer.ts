@@ -17,8 +17,10 @@
  * transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), the very contention this takes
  * away. Only the leader listens. A wake that is lost (the listening connection down, a NOTIFY sent while the
  * lease changed hands) is caught by the idle poll, every `pollMs`; on PGlite (one process) the nudge is all.
- * Any user of the database may NOTIFY the channel (the store delivers only Stint's own role's): a wake right after a look that found nothing waits out
- * `wakeGapMs`, so a flood of NOTIFYs costs the leader one look per gap.
+ * Any user of the database may NOTIFY the channel; the store delivers only those sent by Stint's own role, and
+ * reports as unverified one whose sender exited before it could be checked (it may have been a lost wake). Only
+ * an unverified wake right after a look that found nothing waits out `wakeGapMs`, so a flood of them costs the
+ * leader one look per gap; this node's own appends and verified wakes are looked at at once.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
@@ -54,7 +56,7 @@ export interface AuditSequencerOptions {
   pollMs?: number;
   /**
    * At least this long between two wakes this node sends the leader, and on the leader between a look that
-   * found nothing and the next look a wake starts (default 5 ms).
+   * found nothing and the next look an unverified wake starts (default 5 ms).
    */
   wakeGapMs?: number;
   /** Lease TTL (default 5 s): a dead holder is replaced within about this long. */
@@ -68,11 +70,17 @@ export interface AuditSequencerOptions {
 
 /** Wakes between nodes: the leader listens, a node that appends and does not sequence sends. */
 export interface AuditWakes {
-  /** Calls `onWake` at every wake sent (and when the listening connection is back: wakes may be lost). */
-  listen(onWake: () => void): Promise<() => Promise<void>>;
+  /**
+   * Calls `onWake` at every wake sent by Stint's role (and when the listening connection is back: wakes may be
+   * lost), `onUnverified` at one whose sender could not be checked (by default `onWake`).
+   */
+  listen(onWake: () => void, onUnverified?: () => void): Promise<() => Promise<void>>;
   /** Tells whichever node sequences that this one appended; its own statement, after the append committed. */
   send(): Promise<void>;
 }
+
+/** What woke the sequencer: "unverified" is a NOTIFY whose sender could not be checked. */
+type Wake = "verified" | "unverified";
 
 /** The idle poll: only a lost wake waits for it. */
 export const DEFAULT_POLL_MS = 250;
@@ -154,9 +162,9 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   let running = false;
   let leader = false;
   let leaseCheckedAt = 0;
-  let wake: (() => void) | undefined;
+  let wake: ((kind: Wake) => void) | undefined;
   /** A wake that came while no sleep waited for it (a pass in flight): the next sleep ends at once. */
-  let woken = false;
+  let woken: Wake | undefined;
   let nudgeTimer: NodeJS.Timeout | undefined;
   let loop: Promise<void> | undefined;
   let alerting = false;
@@ -167,9 +175,10 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   let sendAgain = false;
   let sentAt = Number.NEGATIVE_INFINITY;
 
-  function poke() {
-    if (wake) wake();
-    else woken = true;
+  /** Wakes the loop: "verified" (this node's appends, Stint's NOTIFYs, a listener back) or "unverified". */
+  function poke(kind: Wake = "verified") {
+    if (wake) wake(kind);
+    else if (woken !== "verified") woken = kind;
   }
 
   /** This node appended (and committed): wake the loop if it sequences, else the node that does. */
@@ -206,21 +215,28 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
 
   audit.onPending(nudge);
 
-  /** Sleeps `ms`, or less when woken; true when a wake ended it. */
-  const sleep = (ms: number) =>
-    new Promise<boolean>((resolve) => {
-      if (woken) {
-        woken = false;
-        resolve(true);
+  /**
+   * Sleeps `ms`, or less when woken (by a verified wake only, with `verifiedOnly`: an unverified one then is
+   * absorbed, the look after the sleep covers it); the kind of wake that ended it, undefined when none did.
+   */
+  const sleep = (ms: number, verifiedOnly = false) =>
+    new Promise<Wake | undefined>((resolve) => {
+      if (woken && !(verifiedOnly && woken === "unverified")) {
+        const kind = woken;
+        woken = undefined;
+        resolve(kind);
         return;
       }
-      const timer = setTimeout(() => done(false), ms);
-      function done(byWake: boolean) {
+      woken = undefined;
+      const timer = setTimeout(() => done(undefined), ms);
+      function done(kind: Wake | undefined) {
         clearTimeout(timer);
         wake = undefined;
-        resolve(byWake);
+        resolve(kind);
       }
-      wake = () => done(true);
+      wake = (kind) => {
+        if (!(verifiedOnly && kind === "unverified")) done(kind);
+      };
     });
 
   /** The leader listens for other nodes' wakes; a node that is not stops. A failed LISTEN is tried again with the lease. */
@@ -230,7 +246,10 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
       if (now() - listenTriedAt < leaseMs / 3) return;
       listenTriedAt = now();
       try {
-        stopListening = await wakes.listen(poke);
+        stopListening = await wakes.listen(
+          () => poke("verified"),
+          () => poke("unverified"),
+        );
         // Events another node appended before this one listened: look now.
         poke();
       } catch (error) {
@@ -287,15 +306,16 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   /** When the leader last looked (a read or a pass) and found nothing to chain. */
   let foundNothingAt = Number.NEGATIVE_INFINITY;
   /**
-   * The leader's wait for a wake: the poll at most, and never past the lease's renewal. A wake within
-   * `wakeGapMs` of a look that found nothing waits out the gap: any user of the database may NOTIFY the
-   * channel, and a flood of them costs one look per gap, not a chaining pass per NOTIFY.
+   * The leader's wait for a wake: the poll at most, and never past the lease's renewal. An unverified wake
+   * within `wakeGapMs` of a look that found nothing waits out the gap (a verified wake ends that wait): anyone
+   * who may connect can make NOTIFYs whose senders are gone before they are checked, and a flood of them costs
+   * one look per gap, not a chaining pass each. True when a wake ended the wait.
    */
   const idleSleep = async () => {
-    const woken = await sleep(Math.min(pollMs, Math.max(1, leaseCheckedAt + leaseMs / 3 - now())));
+    const kind = await sleep(Math.min(pollMs, Math.max(1, leaseCheckedAt + leaseMs / 3 - now())));
     const wait = foundNothingAt + wakeGapMs - Date.now();
-    if (woken && wait > 0 && running) await new Promise((resolve) => setTimeout(resolve, wait));
-    return woken;
+    if (kind === "unverified" && wait > 0 && running) await sleep(wait, true);
+    return kind !== undefined;
   };
 
   async function run(): Promise<void> {
@@ -358,7 +378,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
       running = false;
       if (nudgeTimer) clearTimeout(nudgeTimer);
       nudgeTimer = undefined;
-      wake?.();
+      wake?.("verified");
       await loop;
       await unlisten();
       if (leader) {
@@ -374,7 +394,8 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
 export function storeWakes(store: Pick<AppStore, "db" | "engine" | "listen">): AuditWakes | undefined {
   if (store.engine !== "postgres") return undefined;
   return {
-    listen: (onWake) => store.listen(auditStore.WAKE_CHANNEL, onWake, { onReconnect: onWake, onUnverified: onWake }),
+    listen: (onWake, onUnverified = onWake) =>
+      store.listen(auditStore.WAKE_CHANNEL, onWake, { onReconnect: onWake, onUnverified }),
     send: () => auditStore.sendWake(store.db),
   };
 }

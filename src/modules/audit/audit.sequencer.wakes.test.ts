@@ -3,54 +3,25 @@
  * lease sends the leader one NOTIFY after its commit (PostgreSQL), at most one per gap; the idle poll is only
  * the fallback for a lost wake, so an idle leader reads a few times a second, not forty.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import pg from "pg";
-import { auditHarness } from "../../testing/harness.js";
+import { alice, sequencerFixture, sleep, until } from "../../testing/audit-sequencer.js";
 import { ENGINES } from "../../testing/engines.js";
 import { statementCounter } from "../../testing/statements.js";
 import { openAppStore, type AppStore } from "../../db/index.js";
 import { systemClock } from "../../lib/clock.js";
 import { loadKeyring } from "../keys/keys.service.js";
-import { NO_CONTEXT, type Actor } from "../authz/authz.types.js";
+import { NO_CONTEXT } from "../authz/authz.types.js";
 import { createAuditLog, type AuditLog } from "./audit.service.js";
-import {
-  createAuditSequencer,
-  DEFAULT_POLL_MS,
-  storeLease,
-  storeWakes,
-  type AuditSequencer,
-  type AuditWakes,
-} from "./audit.sequencer.js";
+import { createAuditSequencer, DEFAULT_POLL_MS, storeLease, storeWakes, type AuditWakes } from "./audit.sequencer.js";
 
-const alice: Actor = {
-  kind: "principal",
-  id: "0190d000-0000-7000-8000-000000000001",
-  name: "alice",
-  principalKind: "user",
-  roles: ["user"],
-};
 const MINUTE = 60_000;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not in time`);
-    await sleep(20);
-  }
-}
 
 const event = (subject: string) => ({ action: "x", outcome: "success" as const, subject });
 const never = { take: () => Promise.resolve(false), release: () => Promise.resolve() };
 
 describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
-  let h: Awaited<ReturnType<typeof auditHarness>> | undefined;
-  const sequencers: AuditSequencer[] = [];
-  afterEach(async () => {
-    for (const s of sequencers.splice(0)) await s.stop();
-    await h?.cleanup();
-    h = undefined;
-  });
+  const fixture = sequencerFixture();
 
   async function node(store: AppStore, masterKey: Uint8Array): Promise<AuditLog> {
     const keyring = await loadKeyring({ store, masterKey, clock: systemClock });
@@ -58,22 +29,21 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
   }
 
   it("the leader's own appends wake it at once: chained with a poll of a minute, in a transaction and alone", async () => {
-    h = await auditHarness(engine, { sequencing: "background" });
+    const h = await fixture.harness(engine, { sequencing: "background" });
     const audit = await node(h.store, h.masterKey);
     const store = h.store;
     const sequencer = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", pollMs: MINUTE });
-    sequencers.push(sequencer);
-    sequencer.start();
-    await until("leader", async () => sequencer.isLeader());
+    fixture.start(sequencer);
+    await until(async () => sequencer.isLeader(), "leader");
     await store.transaction((tx) => audit.append(tx, alice, NO_CONTEXT, event("in a transaction")));
-    await until("chained", async () => (await audit.pendingStats()).count === 0);
+    await until(async () => (await audit.pendingStats()).count === 0, "chained");
     await audit.record(alice, NO_CONTEXT, event("alone"));
-    await until("chained", async () => (await audit.pendingStats()).count === 0);
+    await until(async () => (await audit.pendingStats()).count === 0, "chained");
     expect(await audit.verify()).toMatchObject({ ok: true, count: 2 });
   });
 
   it("a node that does not sequence sends one wake per gap however much it appends, and none for a rollback", async () => {
-    h = await auditHarness(engine, { sequencing: "background" });
+    const h = await fixture.harness(engine, { sequencing: "background" });
     const audit = await node(h.store, h.masterKey);
     const store = h.store;
     let sent = 0;
@@ -82,8 +52,7 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
       send: () => Promise.resolve(void sent++),
     };
     const follower = createAuditSequencer({ audit, lease: never, holder: "b", wakes, wakeGapMs: MINUTE });
-    sequencers.push(follower);
-    follower.start();
+    fixture.start(follower);
     await store
       .transaction(async (tx) => {
         await audit.append(tx, alice, NO_CONTEXT, event("rolled back"));
@@ -96,19 +65,19 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
       await store.transaction((tx) => audit.append(tx, alice, NO_CONTEXT, event(`t${i}`)));
       await audit.record(alice, NO_CONTEXT, event(`r${i}`));
     }
-    await until("the first wake sent", async () => sent > 0);
+    await until(async () => sent > 0, "the first wake sent");
     await sleep(50);
     // The other 39 appends fall within the gap: one more wake once it ends, not one each.
     expect(sent).toBe(1);
   });
 
   it(`an idle leader reads a few times a second (the poll, every ${DEFAULT_POLL_MS} ms), not at every 25 ms`, async () => {
-    h = await auditHarness(engine, { sequencing: "background" });
+    const h = await fixture.harness(engine, { sequencing: "background" });
     const counter = statementCounter();
     const store = counter.wrap(h.store);
     const audit = await node(store, h.masterKey);
     const sequencer = createAuditSequencer({ audit, lease: storeLease(store), holder: "a", wakes: storeWakes(store) });
-    sequencers.push(sequencer);
+    fixture.track(sequencer);
     const seconds = 2;
     const { statements } = await counter.measure(async () => {
       sequencer.start();
@@ -127,22 +96,14 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
 });
 
 describe("audit sequencer wakes between nodes on postgres", () => {
-  let h: Awaited<ReturnType<typeof auditHarness>> | undefined;
-  const sequencers: AuditSequencer[] = [];
-  const closing: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const s of sequencers.splice(0)) await s.stop();
-    for (const close of closing.splice(0)) await close();
-    await h?.cleanup();
-    h = undefined;
-  });
+  const fixture = sequencerFixture();
 
   /** Two nodes over one database: A sequences (started first), B appends. Each its own store and audit log. */
   async function twoNodes(pollMs: number) {
-    h = await auditHarness("postgres", { sequencing: "background" });
+    const h = await fixture.harness("postgres", { sequencing: "background" });
     const storeB = await openAppStore({ databaseUrl: h.url! });
-    closing.push(() => storeB.close());
-    const keyring = (store: AppStore) => loadKeyring({ store, masterKey: h!.masterKey, clock: systemClock });
+    fixture.onCleanup(() => storeB.close());
+    const keyring = (store: AppStore) => loadKeyring({ store, masterKey: h.masterKey, clock: systemClock });
     const auditA = createAuditLog({ store: h.store, keyring: await keyring(h.store), clock: systemClock });
     const auditB = createAuditLog({ store: storeB, keyring: await keyring(storeB), clock: systemClock });
     const a = createAuditSequencer({
@@ -152,9 +113,8 @@ describe("audit sequencer wakes between nodes on postgres", () => {
       wakes: storeWakes(h.store),
       pollMs,
     });
-    sequencers.push(a);
-    a.start();
-    await until("A leads", async () => a.isLeader());
+    fixture.start(a);
+    await until(async () => a.isLeader(), "A leads");
     const b = createAuditSequencer({
       audit: auditB,
       lease: storeLease(storeB),
@@ -162,8 +122,7 @@ describe("audit sequencer wakes between nodes on postgres", () => {
       wakes: storeWakes(storeB),
       pollMs,
     });
-    sequencers.push(b);
-    b.start();
+    fixture.start(b);
     return { a, b, auditA, auditB, storeB, url: h.url! };
   }
 
@@ -172,7 +131,7 @@ describe("audit sequencer wakes between nodes on postgres", () => {
     await storeB.transaction((tx) => auditB.append(tx, alice, NO_CONTEXT, event("on b")));
     await auditB.record(alice, NO_CONTEXT, event("on b, alone"));
     // Well within the minute the leader would otherwise sleep: only B's NOTIFY can have woken it.
-    await until("chained by A", async () => (await auditA.pendingStats()).count === 0, 20_000);
+    await until(async () => (await auditA.pendingStats()).count === 0, "chained by A", 20_000);
     expect(b.isLeader()).toBe(false);
     expect((await auditA.read({})).map((e) => e.subject)).toEqual(["on b", "on b, alone"]);
     expect(await auditA.verify()).toMatchObject({ ok: true, count: 2 });
@@ -182,46 +141,48 @@ describe("audit sequencer wakes between nodes on postgres", () => {
     const { auditA, auditB, url } = await twoNodes(300);
     const admin = new pg.Client({ connectionString: url });
     await admin.connect();
-    closing.push(() => admin.end());
+    fixture.onCleanup(() => admin.end());
     const listening =
       "select pid from pg_stat_activity where datname = current_database() and application_name = 'stint listen stint_audit_wake'";
-    await until("A listens", async () => (await admin.query(listening)).rowCount === 1);
+    await until(async () => (await admin.query(listening)).rowCount === 1, "A listens");
     const { rows } = await admin.query<{ pid: number }>(listening);
     await admin.query("select pg_terminate_backend($1)", [rows[0]!.pid]);
     // Sent while nobody listens: this wake is lost; the poll (or the listener's return) finds the event.
     await auditB.record(alice, NO_CONTEXT, event("while A was deaf"));
-    await until("chained by A", async () => (await auditA.pendingStats()).count === 0, 20_000);
-    await until("A listens again", async () => (await admin.query(listening)).rowCount === 1);
+    await until(async () => (await auditA.pendingStats()).count === 0, "chained by A", 20_000);
+    await until(async () => (await admin.query(listening)).rowCount === 1, "A listens again");
     await auditB.record(alice, NO_CONTEXT, event("after"));
-    await until("chained by A", async () => (await auditA.pendingStats()).count === 0, 20_000);
+    await until(async () => (await auditA.pendingStats()).count === 0, "chained by A", 20_000);
     expect(await auditA.verify()).toMatchObject({ ok: true, count: 2 });
   });
 
   it("a leader that cannot listen at all polls: chained eventually", async () => {
-    h = await auditHarness("postgres", { sequencing: "background" });
+    const h = await fixture.harness("postgres", { sequencing: "background" });
     const audit = await loadKeyring({ store: h.store, masterKey: h.masterKey, clock: systemClock }).then((keyring) =>
-      createAuditLog({ store: h!.store, keyring, clock: systemClock }),
+      createAuditLog({ store: h.store, keyring, clock: systemClock }),
     );
     const deaf: AuditWakes = {
       listen: () => Promise.reject(new Error("too many connections")),
       send: () => Promise.resolve(),
     };
     const a = createAuditSequencer({ audit, lease: storeLease(h.store), holder: "a", wakes: deaf, pollMs: 200 });
-    sequencers.push(a);
-    a.start();
-    await until("A leads", async () => a.isLeader());
+    fixture.start(a);
+    await until(async () => a.isLeader(), "A leads");
     // Written as another node would: no nudge reaches A's loop.
     const other = createAuditLog({ store: h.store, keyring: h.keyring, clock: systemClock });
     await other.record(alice, NO_CONTEXT, event("from elsewhere"));
-    await until("chained by the poll", async () => (await audit.pendingStats()).count === 0);
+    await until(async () => (await audit.pendingStats()).count === 0, "chained by the poll");
     expect(await audit.verify()).toMatchObject({ ok: true, count: 1 });
   });
 });
 
 describe("a flood of wakes (any user of the database may NOTIFY stint_audit_wake)", () => {
-  it("costs the leader at most one look per gap after a look that found nothing, not a chaining pass per wake", async () => {
+  const fixture = sequencerFixture();
+
+  /** A leader (its lease always held, its poll a minute) that counts its looks; `wakes` is how it is woken. */
+  async function countingLeader(wakeGapMs: number) {
     let looks = 0;
-    let onWake: (() => void) | undefined;
+    let wake: { verified: () => void; unverified: () => void } | undefined;
     const audit = {
       sequencing: "background" as const,
       chainPending: () =>
@@ -231,40 +192,44 @@ describe("a flood of wakes (any user of the database may NOTIFY stint_audit_wake
       onPending: () => undefined,
     };
     const wakes: AuditWakes = {
-      listen: (wake) => {
-        onWake = wake;
+      listen: (verified, unverified) => {
+        wake = { verified, unverified: unverified ?? verified };
         return Promise.resolve(() => Promise.resolve());
       },
       send: () => Promise.resolve(),
     };
-    const gap = 20;
     const always = { take: () => Promise.resolve(true), release: () => Promise.resolve() };
-    const sequencer = createAuditSequencer({
-      audit,
-      lease: always,
-      holder: "a",
-      wakes,
-      pollMs: MINUTE,
-      wakeGapMs: gap,
-    });
-    sequencers.push(sequencer);
-    sequencer.start();
-    await until("listening", () => Promise.resolve(onWake !== undefined));
+    fixture.start(createAuditSequencer({ audit, lease: always, holder: "a", wakes, pollMs: MINUTE, wakeGapMs }));
+    await until(() => Promise.resolve(wake !== undefined), "listening");
     await sleep(50);
-    looks = 0;
+    return { wakes: wake!, looks: () => looks };
+  }
+
+  it("of unverified wakes (senders gone before the check) costs at most one look per gap, not a pass per wake", async () => {
+    const gap = 20;
+    const leader = await countingLeader(gap);
+    const before = leader.looks();
     const started = Date.now();
     // A NOTIFY at every turn of the event loop: each used to start a chaining pass at once, back to back.
     while (Date.now() - started < 300) {
-      onWake!();
+      leader.wakes.unverified();
       await new Promise((resolve) => setImmediate(resolve));
     }
-    const counted = looks;
+    const counted = leader.looks() - before;
     const elapsed = Date.now() - started;
     // A slower machine only looks less often; the bound is the gap, whatever the rate of NOTIFYs.
+    expect(counted).toBeGreaterThan(0);
     expect(counted).toBeLessThanOrEqual(elapsed / gap + 3);
   });
-  const sequencers: AuditSequencer[] = [];
-  afterEach(async () => {
-    for (const s of sequencers.splice(0)) await s.stop();
+
+  it("does not delay a verified wake: Stint's own wake is looked at at once, even within the gap", async () => {
+    const leader = await countingLeader(MINUTE);
+    // Its last look (at start) found nothing: an unverified wake waits out the gap (a minute), a verified one does not.
+    const after = leader.looks();
+    leader.wakes.unverified();
+    await sleep(100);
+    expect(leader.looks()).toBe(after);
+    leader.wakes.verified();
+    await until(() => Promise.resolve(leader.looks() > after), "the verified wake looked at", 10_000);
   });
 });
