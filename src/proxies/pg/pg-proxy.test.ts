@@ -5,7 +5,7 @@
  * a few lines below that map one Stint user and token to the cluster and keep what gets recorded.
  */
 import { execFile, spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -33,6 +33,7 @@ import {
   type SessionGate,
   type UpstreamPostgres,
 } from "../../modules/sessions/sessions.types.js";
+import { PG_ADMIN_URL } from "../../testing/engines.js";
 import { startPostgres, type PostgresInstance } from "../../testing/postgres-instance.js";
 import { createLocalTunnel } from "./local-tunnel.js";
 import { createPgProxy, type PgProxy } from "./pg-proxy.js";
@@ -787,5 +788,77 @@ describe("PostgreSQL proxy", () => {
     const all = logLines.join("");
     expect(all).not.toContain(TOKEN);
     expect(all).not.toContain(UPSTREAM_PASSWORD);
+  });
+});
+
+describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own buffer)", () => {
+  const testGate = createTestGate(() => upstream);
+  let upstream: UpstreamPostgres;
+  let proxy: PgProxy;
+  let proxyPort: number;
+
+  beforeAll(async () => {
+    const url = new URL(PG_ADMIN_URL);
+    upstream = {
+      kind: "postgres",
+      host: url.hostname,
+      address: url.hostname,
+      port: Number(url.port || 5432),
+      database: "postgres",
+      user: decodeURIComponent(url.username || "postgres"),
+      password: decodeURIComponent(url.password),
+      tls: null,
+      allowAuth: ["scram-sha-256", "md5", "password"],
+    };
+    proxy = createPgProxy({ gate: testGate.gate, logger: createLogger({ level: "silent" }), port: 0 });
+    proxyPort = (await proxy.listen()).port;
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  it("a client that stops reading mid-result, then reads on, gets exactly the server's rows; the query log has them", async () => {
+    const before = testGate.sessions.length;
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: proxyPort,
+      user: STINT_USER,
+      password: TOKEN,
+      database: "postgres",
+    });
+    await client.connect();
+    try {
+      const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
+      // 24 MiB of rows at once (more than the kernel's buffers hold), then small rows one by one (the
+      // server's reads come small and apart): while the client stalls, the proxy's writes to it wait.
+      const [big, rows] = [48, 448];
+      const query = client.query<{ i: number; h: string }>(
+        `SELECT i, CASE WHEN i <= ${big} THEN repeat(md5(i::text), 16384)
+           ELSE repeat(md5(i::text), 64) || pg_sleep(0.0005)::text END AS h
+         FROM generate_series(1, ${rows}) i`,
+      );
+      let done = false;
+      void query.finally(() => (done = true)).catch(() => undefined);
+      socket.pause();
+      await delay(300);
+      for (let stalls = 0; !done && stalls < 300; stalls++) {
+        socket.resume();
+        await delay(1);
+        socket.pause();
+        await delay(8);
+      }
+      socket.resume();
+      const result = await query;
+      expect(result.rows.map((row) => row.i)).toEqual(range(rows).map((i) => i + 1));
+      const md5 = (i: number) => createHash("md5").update(String(i)).digest("hex");
+      const wrong = result.rows.filter((row) => row.h !== md5(row.i).repeat(row.i <= big ? 16384 : 64));
+      expect(wrong.map((row) => row.i)).toEqual([]);
+      const again = await client.query("SELECT 'still in step' AS s");
+      expect(again.rows).toEqual([{ s: "still in step" }]);
+      expect(testGate.sessions.slice(before)[0]?.queries.map((q) => q.rows)).toEqual([rows, 1]);
+    } finally {
+      await client.end();
+    }
   });
 });

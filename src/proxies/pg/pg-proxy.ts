@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import type { Logger } from "../../lib/logger.js";
 import {
   PgWireError,
@@ -43,7 +44,7 @@ import {
   type SessionProxy,
 } from "../session-listener.js";
 import { createQueryGuard } from "./query-guard.js";
-import { createQueryLogTracker, type TrackedBackendMessage } from "./query-log.js";
+import { TRACKED_BY_TYPE, createQueryLogTracker, type TrackedBackendMessage } from "./query-log.js";
 import { loadQueryParser } from "./query-policy.js";
 import { forwardedParameters } from "./pg-startup.js";
 import { unsafeClientEncoding } from "./query-policy.rules.js";
@@ -68,6 +69,7 @@ import {
   forward,
   frameBytes,
   messageTypes,
+  type DirectReader,
   type FrameInbox,
   type FrameScanner,
 } from "./wire-stream.js";
@@ -120,25 +122,6 @@ const SYNC_TYPE = 0x53; // 'S'
 const TERMINATE = 0x58; // 'X'
 const COMMAND_COMPLETE = 0x43; // 'C'
 const SYNC: FrontendMessage = Object.freeze({ kind: "Sync" });
-
-/** The backend messages the query log follows by kind alone, by type byte. */
-const BACKEND_BY_TYPE: (TrackedBackendMessage | undefined)[] = (() => {
-  const table: (TrackedBackendMessage | undefined)[] = new Array(256);
-  const kinds: [string, TrackedBackendMessage["kind"]][] = [
-    ["1", "ParseComplete"],
-    ["2", "BindComplete"],
-    ["3", "CloseComplete"],
-    ["T", "RowDescription"],
-    ["n", "NoData"],
-    ["D", "DataRow"],
-    ["I", "EmptyQueryResponse"],
-    ["s", "PortalSuspended"],
-    ["V", "FunctionCallResponse"],
-    ["Z", "ReadyForQuery"],
-  ];
-  for (const [type, kind] of kinds) table[type.charCodeAt(0)] = Object.freeze({ kind }) as TrackedBackendMessage;
-  return table;
-})();
 
 /** A client message the query log reads, from its type byte and body; the codec's checks apply. */
 function frontendMessage(type: number, body: Buffer): FrontendMessage {
@@ -370,7 +353,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     /** A server message in session: most are followed by their type alone (see BACKEND_READ). */
     const trackBackend = (type: number, body: Buffer | null): void => {
       if (phase !== "relay") return;
-      const message = body !== null && BACKEND_READ[type] === 1 ? backendMessage(type, body) : BACKEND_BY_TYPE[type];
+      const message = body !== null && BACKEND_READ[type] === 1 ? backendMessage(type, body) : TRACKED_BY_TYPE[type];
       if (message === undefined) return;
       const logged = tracker.backend(message);
       for (let i = 0; i < logged.length; i++) record(logged[i]!);
@@ -411,6 +394,18 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       });
     const upstreamRelay =
       guard?.server ?? createRelayScanner({ keep: BACKEND_READ, onFrame: trackBackend, maxKeptLength: maxServerFrame });
+    /** A plain TCP upstream is read into a buffer of ours (connectTcp), a new one while the last read may be referred to. */
+    const upstreamReader: DirectReader | null =
+      target.tls !== null
+        ? null
+        : {
+            sink: null,
+            retained: () =>
+              guard !== null ||
+              client instanceof TLSSocket ||
+              client.writableLength > 0 ||
+              upstreamRelay.remainingInFrame() !== 0,
+          };
     /** Where the relay's pieces go in session (set with the upstream socket). */
     let toUpstream: (piece: Buffer) => void = () => undefined;
     let toClient: (piece: Buffer) => void = () => undefined;
@@ -462,7 +457,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       upstreamScanner = upstreamRelay;
       toUpstream = (piece) => forward(client, socket, piece);
       toClient = (piece) => forward(socket, client, piece);
-      socket.on("data", onUpstreamData);
+      if (upstreamReader !== null) upstreamReader.sink = onUpstreamData;
+      else socket.on("data", onUpstreamData);
       client.on("data", onClientData);
       // Paused by their handshake inboxes past its bound: read again, before the held bytes go on (forward may re-pause).
       if (client.isPaused()) client.resume();
@@ -494,7 +490,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       let socket: Socket;
       try {
         // The address the gate resolved and judged (no second lookup); TLS below checks the name.
-        socket = await connectTcp(target.address, target.port, connectTimeoutMs);
+        socket = await connectTcp(target.address, target.port, connectTimeoutMs, upstreamReader ?? undefined);
       } catch (error) {
         throw new UpstreamFailure("08006", `could not connect to the database at ${where}: ${errorMessage(error)}`);
       }

@@ -42,6 +42,25 @@ export type TrackedBackendMessage =
   | { kind: "CommandComplete"; tag: string }
   | { kind: "ErrorResponse"; fields: NoticeFields };
 
+/** The backend messages the tracker follows by kind alone, by type byte (a relay passes these, not parsing them). */
+export const TRACKED_BY_TYPE: (TrackedBackendMessage | undefined)[] = (() => {
+  const table: (TrackedBackendMessage | undefined)[] = new Array(256);
+  const kinds: [string, TrackedBackendMessage["kind"]][] = [
+    ["1", "ParseComplete"],
+    ["2", "BindComplete"],
+    ["3", "CloseComplete"],
+    ["T", "RowDescription"],
+    ["n", "NoData"],
+    ["D", "DataRow"],
+    ["I", "EmptyQueryResponse"],
+    ["s", "PortalSuspended"],
+    ["V", "FunctionCallResponse"],
+    ["Z", "ReadyForQuery"],
+  ];
+  for (const [type, kind] of kinds) table[type.charCodeAt(0)] = Object.freeze({ kind }) as TrackedBackendMessage;
+  return table;
+})();
+
 /** Most backend messages complete no entry: one shared empty answer, not an array each. */
 const NO_ENTRIES: readonly QueryLogEntry[] = Object.freeze([]);
 

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
-import type { Socket } from "node:net";
+import { createServer, type AddressInfo, type Socket } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -12,11 +13,13 @@ import {
 } from "../../lib/pg-wire.js";
 import { cstring, int16, int32, typed } from "../../lib/pg-wire/buffers.js";
 import {
+  connectTcp,
   createFrameInbox,
   createFrameScanner,
   createRelayScanner,
   frameBytes,
   messageTypes,
+  type DirectReader,
   type Frame,
   type KeptFrame,
 } from "./wire-stream.js";
@@ -265,5 +268,57 @@ describe("frame inbox", () => {
     expect(socket.paused).toBe(true);
     expect(inbox.detach()).toHaveLength(4);
     expect(socket.paused).toBe(true);
+  });
+});
+
+describe("direct reads (connectTcp's reader)", () => {
+  /** A server that sends `pieces` one per `next()` (each arrives as its own read), on a plain socket. */
+  async function pieceServer(pieces: string[]) {
+    let peer: Socket | null = null;
+    const server = createServer();
+    const connected = new Promise<void>((resolve) => {
+      server.once("connection", (socket: Socket) => {
+        peer = socket;
+        resolve();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    return {
+      port,
+      connected,
+      async next(received: () => number) {
+        const want = received() + 1;
+        peer!.write(pieces.shift()!);
+        for (let i = 0; i < 500 && received() < want; i++) await delay(2);
+      },
+      close: () => {
+        peer?.destroy();
+        server.close();
+      },
+    };
+  }
+
+  it("hands reads to the sink as views; a view is overwritten by the next read unless retained() says it is still used", async () => {
+    for (const retainedAnswer of [false, true]) {
+      const server = await pieceServer(["abc", "def", "ghi"]);
+      const views: Buffer[] = [];
+      const handshake: Buffer[] = [];
+      const reader: DirectReader = { sink: null, retained: () => retainedAnswer };
+      const socket = await connectTcp("127.0.0.1", server.port, 2_000, reader);
+      await server.connected;
+      // Before the sink is set (a handshake), each read is a 'data' event of its own copy.
+      socket.on("data", (chunk: Buffer) => handshake.push(chunk));
+      await server.next(() => handshake.length);
+      reader.sink = (view) => views.push(view);
+      await server.next(() => views.length);
+      await server.next(() => views.length);
+      expect(Buffer.concat(handshake).toString()).toBe("abc");
+      expect(views).toHaveLength(2);
+      // Reused: the first view now shows the second read's bytes; retained: each read kept its own.
+      expect(views.map(String)).toEqual(retainedAnswer ? ["def", "ghi"] : ["ghi", "ghi"]);
+      socket.destroy();
+      server.close();
+    }
   });
 });

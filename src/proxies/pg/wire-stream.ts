@@ -460,9 +460,48 @@ export function forward(from: Socket, to: Socket, chunk: Buffer): void {
   }
 }
 
-/** Connects a TCP socket, or rejects after `timeoutMs`. */
-export async function connectTcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
-  const socket = connect({ host, port });
+/** Size of a buffer the socket reads into directly (connectTcp's `reader`). */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Reads of a socket straight into a buffer of ours (net's `onread`): no stream machinery per read
+ * (no push, 'data' event or read-more tick) and no new buffer per read. With `sink` null (a
+ * handshake) each read is emitted as a 'data' event of its own copy, as without a reader.
+ */
+export interface DirectReader {
+  /** Gets each read's bytes: a view of the read buffer, valid only during the call unless `retained()` after it. */
+  sink: ((chunk: Buffer) => void) | null;
+  /** Asked after each read: something may still refer to its bytes (a queued write, part of a frame), so the next read needs a new buffer. */
+  retained: () => boolean;
+}
+
+/**
+ * Connects a TCP socket, or rejects after `timeoutMs`. With `reader` the socket's reads go to it
+ * (see DirectReader); never on a socket TLS will be started over.
+ */
+export async function connectTcp(
+  host: string,
+  port: number,
+  timeoutMs: number,
+  reader?: DirectReader,
+): Promise<Socket> {
+  let readBuffer: Buffer | null = null;
+  const onread =
+    reader === undefined
+      ? undefined
+      : {
+          buffer: (): Buffer =>
+            readBuffer === null || reader.retained()
+              ? (readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES))
+              : readBuffer,
+          callback: (length: number, buffer: Uint8Array): boolean => {
+            const view = (buffer as Buffer).subarray(0, length);
+            if (reader.sink !== null) reader.sink(view);
+            else socket.emit("data", Buffer.from(view));
+            return true; // keep reading (pause() stops reads as without a reader)
+          },
+        };
+  const socket = connect({ host, port, onread });
   return new Promise<Socket>((resolve, reject) => {
     const timer = setTimeout(() => {
       socket.destroy();
