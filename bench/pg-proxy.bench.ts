@@ -6,7 +6,7 @@
  * each path's ratio to the direct run of its round, the medians and PASS when Stint's median ratio is
  * at least PgBouncer's.
  *
- *   npm run bench:pgproxy -- [--seconds=15] [--rounds=3] [--engine=pglite|postgres]
+ *   npm run bench:pgproxy -- [--seconds=15] [--rounds=3] [--engine=pglite|postgres] [--node-relay] [--rate=TPS]
  *
  * Stint (its store on PGlite in memory, or on a fresh database of the machine's PostgreSQL) and its
  * proxy run in this process, as they do in `stint server`; pgbench and pgbouncer are child processes.
@@ -64,6 +64,11 @@ export interface PgProxyBenchOptions {
   profileFile?: string;
   /** Adds a fourth path each round: a bare Node relay in this process (what Node's sockets cost alone). */
   nodeRelay?: boolean;
+  /**
+   * pgbench -R: every path runs at this many transactions/s. CPU per transaction then compares paths
+   * (and commits) at the same load: at full speed it falls as tps rises (more work per wake-up).
+   */
+  rate?: number;
 }
 
 export interface PgbenchRun {
@@ -91,6 +96,8 @@ export interface PgbenchRun {
 
 export interface PgProxyBenchResult {
   seconds: number;
+  /** pgbench -R, when the runs were rate-limited. */
+  rate: number | null;
   rounds: number;
   /** tps and latency per path, one entry per round. */
   runs: Record<PgProxyPath, PgbenchRun[]>;
@@ -231,6 +238,7 @@ async function pgbench(
   endpoint: Endpoint,
   seconds: number,
   proxyCpuSeconds: (() => Promise<CpuSeconds>) | null = null,
+  rate?: number,
 ): Promise<PgbenchRun> {
   const cpuBefore = proxyCpuSeconds ? await proxyCpuSeconds() : null;
   // On a direct run this process relays nothing: its CPU meanwhile is its background cost.
@@ -252,6 +260,7 @@ async function pgbench(
     binary,
     [
       ...["-S", "-n", "-c", String(CLIENTS), "-j", String(THREADS), "-T", String(seconds), "-P", "1"],
+      ...(rate === undefined ? [] : ["-R", String(rate)]),
       ...["-h", endpoint.host, "-p", String(endpoint.port), "-U", endpoint.user, endpoint.database],
     ],
     { env: pgbenchEnv(endpoint), timeoutMs: (seconds + 60) * 1000, onStderr },
@@ -628,7 +637,7 @@ eligibility:
         const endpoint = await endpointOf(via);
         const profiling = via === "stint" && profiler !== null;
         if (profiling) await profiler.post("Profiler.start");
-        const run = await pgbench(binary, via, endpoint, seconds, cpuOf[via]);
+        const run = await pgbench(binary, via, endpoint, seconds, cpuOf[via], options.rate);
         if (profiling) profiles.push(await profiler.post("Profiler.stop"));
         runs[via].push(run);
         const cpu =
@@ -650,6 +659,7 @@ eligibility:
     const ratio = { pgbouncer: median(ratios.pgbouncer), stint: median(ratios.stint) };
     return {
       seconds,
+      rate: options.rate ?? null,
       rounds,
       runs,
       ratios,
@@ -691,7 +701,7 @@ eligibility:
 export function formatPgProxyBench(result: PgProxyBenchResult): string {
   const lines: string[] = [];
   lines.push(
-    `pgbench -S -n -c ${CLIENTS} -j ${THREADS} -T ${result.seconds} (select-only, scale ${SCALE}), ` +
+    `pgbench -S -n -c ${CLIENTS} -j ${THREADS} -T ${result.seconds}${result.rate === null ? "" : ` -R ${result.rate}`} (select-only, scale ${SCALE}), ` +
       `direct / PgBouncer (session pooling) / Stint proxy (query recording on), interleaved ${result.rounds}×`,
   );
   lines.push(
@@ -749,9 +759,10 @@ function parseArgs(argv: string[]): PgProxyBenchOptions {
     else if (key === "--engine" && (value === "pglite" || value === "postgres")) options.engine = value;
     else if (key === "--profile" && value) options.profileFile = path.resolve(value);
     else if (key === "--node-relay" && value === undefined) options.nodeRelay = true;
+    else if (key === "--rate" && count(value)) options.rate = count(value)!;
     else
       throw new Error(
-        `unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres, --profile=FILE.cpuprofile, --node-relay)`,
+        `unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres, --profile=FILE.cpuprofile, --node-relay, --rate=TPS)`,
       );
   }
   return options;
