@@ -384,8 +384,7 @@ export function createAuditLog(deps: {
   }
 
   async function chainIn(tx: Kysely<Database>, limit: number): Promise<ChainResult> {
-    const head = await auditStore.lockHead(tx);
-    const rows = await auditStore.readPending(tx, limit);
+    const { head, rows } = await auditStore.lockHeadAndReadPending(tx, limit);
     if (rows.length === 0) return { chained: 0, rejected: 0, times: [], ids: [] };
     const genuine: { pos: string; event: PendingAuditEvent; parts: CanonicalParts | null }[] = [];
     const rejected: { pos: number; id: string; action: string }[] = [];

@@ -198,6 +198,33 @@ export async function readPending(tx: Q, limit: number): Promise<PendingRow[]> {
   return rows;
 }
 
+/**
+ * `lockHead` and `readPending` in one statement (one round trip less in every chaining pass). The pending rows
+ * are read with the statement's snapshot, taken before the head's lock was granted: when another pass chained
+ * while this one waited for the lock (the locked head is newer than the head that snapshot sees), the rows are
+ * read again, now under the lock, as `readPending` after `lockHead` would have read them.
+ */
+export async function lockHeadAndReadPending(
+  tx: Q,
+  limit: number,
+): Promise<{ head: { seq: number; hash: string }; rows: PendingRow[] }> {
+  const { rows } = await sql<
+    { head_seq: number | string; head_hash: string; seen_seq: number | string } & {
+      [K in keyof PendingRow]: PendingRow[K] | null;
+    }
+  >`with head as (select seq, hash from audit_head where id = 1 for update)
+    select h.seq as head_seq, h.hash as head_hash, (select seq from audit_head where id = 1) as seen_seq, p.*
+    from head h left join lateral (select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject, outcome,
+      reason, correlation_id, source_ip, user_agent, details, mac
+      from audit_pending order by pos limit ${limit}) p on true
+    order by p.pos`.execute(tx);
+  const first = rows[0];
+  if (!first) throw new Error("audit: the chain head row is missing");
+  const head = { seq: Number(first.head_seq), hash: first.head_hash };
+  if (Number(first.seen_seq) !== head.seq) return { head, rows: await readPending(tx, limit) };
+  return { head, rows: first.pos === null ? [] : (rows as unknown as PendingRow[]) };
+}
+
 export function pendingToEvent(row: PendingRow): PendingAuditEvent {
   return {
     id: row.id,
