@@ -6,10 +6,11 @@ import { errors as joseErrors, jwtVerify, type JWTPayload } from "jose";
 import { hash as digestOnce } from "node:crypto";
 import { StintError } from "../../lib/errors.js";
 import { constantTimeEqual, sha256Hex } from "../../lib/security.js";
-import { ANONYMOUS, type Actor, type PlatformRole } from "../authz/authz.types.js";
+import { ANONYMOUS, type Actor } from "../authz/authz.types.js";
 import type { VerifiedAccessToken } from "./auth-cache.js";
 import type { IdentityContext } from "./identity.context.js";
 import { parseApiToken } from "./identity.rules.js";
+import { entryActor, principalActor } from "./principal.mapper.js";
 import * as identityStore from "./identity.store.js";
 import { ACCESS_TOKEN_AUDIENCE, ACCESS_TOKEN_ISSUER } from "./identity.types.js";
 
@@ -110,11 +111,7 @@ export function createBearerAuth(deps: IdentityContext) {
     // The same session and principal entry make the same actor: made once, not per request.
     if (session.actor?.of === principal) return session.actor.actor;
     const actor: Actor = Object.freeze({
-      kind: "principal",
-      id: principal.id,
-      name: principal.name,
-      principalKind: principal.kind,
-      roles: principal.platformRoles as PlatformRole[],
+      ...entryActor(principal),
       sessionId: verified.sid,
       mfaAt: session.mfaAt === null ? null : new Date(session.mfaAt),
       webauthnAt: session.webauthnAt === null ? null : new Date(session.webauthnAt),
@@ -144,11 +141,7 @@ export function createBearerAuth(deps: IdentityContext) {
         remembering,
       );
     return {
-      kind: "principal",
-      id: live.id,
-      name: live.name,
-      principalKind: live.kind,
-      roles: live.platform_roles as PlatformRole[],
+      ...principalActor(live),
       sessionId: verified.sid,
       mfaAt: mfaAt === null ? null : new Date(mfaAt),
       webauthnAt: webauthnAt === null ? null : new Date(webauthnAt),
@@ -187,11 +180,7 @@ export function createBearerAuth(deps: IdentityContext) {
       await identityStore.touchApiToken(store.db, apiToken.tokenId, now);
     }
     return {
-      kind: "principal",
-      id: principal.id,
-      name: principal.name,
-      principalKind: principal.kind,
-      roles: principal.platformRoles as PlatformRole[],
+      ...entryActor(principal),
       tokenId: apiToken.tokenId,
     };
   }

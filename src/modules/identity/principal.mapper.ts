@@ -45,13 +45,22 @@ export function principalEntry(row: Pick<PrincipalRow, "id" | "name" | "kind" | 
   return { id: row.id, name: row.name, kind: row.kind, status: row.status, platformRoles: [...row.platform_roles] };
 }
 
-/** The actor a principal's row stands for once it signed in (before any session or token is attached). */
-export function principalActor(row: Pick<PrincipalRow, "id" | "name" | "kind" | "platform_roles">): Actor {
+type PrincipalActor = Extract<Actor, { kind: "principal" }>;
+
+/** The actor a principal stands for once it signed in (before any session or token is attached), from its index entry. */
+export function entryActor(
+  entry: Pick<ReturnType<typeof principalEntry>, "id" | "name" | "kind" | "platformRoles">,
+): PrincipalActor {
   return {
     kind: "principal",
-    id: row.id,
-    name: row.name,
-    principalKind: row.kind,
-    roles: row.platform_roles as PlatformRole[],
+    id: entry.id,
+    name: entry.name,
+    principalKind: entry.kind,
+    roles: entry.platformRoles as PlatformRole[],
   };
+}
+
+/** The actor a principal's row stands for once it signed in (before any session or token is attached). */
+export function principalActor(row: Pick<PrincipalRow, "id" | "name" | "kind" | "platform_roles">): PrincipalActor {
+  return entryActor({ id: row.id, name: row.name, kind: row.kind, platformRoles: row.platform_roles });
 }
