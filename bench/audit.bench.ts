@@ -162,6 +162,8 @@ export interface Row {
    * when chained before the writer heard back).
    */
   commitLagP99?: number | null;
+  /** Its median. */
+  commitLagP50?: number | null;
   /** Statements this process sent (writers and the sequencer's passes) per transaction. */
   statementsPerTx?: number | null;
   /** CPU of this process per event (µs), the sequencer's chaining included (append scenarios). */
@@ -290,6 +292,7 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
         p99: r.p99,
         lagP99: audit.sequencing === "background" ? percentile(sorted, 99) : null,
         commitLagP99: audit.sequencing === "background" ? percentile(fromCommit, 99) : null,
+        commitLagP50: audit.sequencing === "background" ? percentile(fromCommit, 50) : null,
         statementsPerTx: sentPerTx,
         cpuPerEvent: (used.user + used.system) / events,
         dbCpuPerEvent: serverBefore && serverAfter ? serverCpuSince(serverBefore, serverAfter) / events : null,
@@ -489,6 +492,7 @@ function table(rows: Row[]): string {
     "tx p50 ms",
     "tx p99 ms",
     "chain lag p99 ms",
+    "from commit p50 ms",
     "from commit p99 ms",
     "stmts/tx",
     "CPU µs/event",
@@ -505,6 +509,7 @@ function table(rows: Row[]): string {
     fmt(r.p50, 2),
     fmt(r.p99, 2),
     fmt(r.lagP99, 1),
+    fmt(r.commitLagP50 ?? null, 1),
     fmt(r.commitLagP99 ?? null, 1),
     fmt(r.statementsPerTx ?? null, 2),
     fmt(r.cpuPerEvent ?? null, (r.cpuPerEvent ?? 99) < 20 ? 2 : 1),
