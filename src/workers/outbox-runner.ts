@@ -9,7 +9,7 @@
  * NOTIFY. Every write after the claim is fenced on (id, status running, attempts), so a worker that lost its lease
  * can never overwrite the row's newer state.
  */
-import { Counter, Gauge, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import type { AppStore } from "../db/index.js";
 import type { Clock } from "../lib/clock.js";
 import { isStoreUnavailable } from "../lib/db.js";
@@ -25,11 +25,15 @@ import {
   outboxStore,
   safeErrorMessage,
   type BackoffPolicy,
+  type HandlerContext,
   type OutboxHandlers,
   type OutboxJob,
   type RandomSource,
 } from "../modules/outbox/index.js";
 import { registerLocalRunner } from "../modules/outbox/outbox.local.js";
+import { outboxMetrics } from "./outbox-metrics.js";
+
+export { outboxMetrics };
 
 export interface OutboxRunnerOptions {
   /** With `listen`, a started runner wakes as soon as a due job is committed (NOTIFY), not at its next poll. */
@@ -49,10 +53,10 @@ export interface OutboxRunnerOptions {
   /** How long a claim holds a row; after that another runner may take it over. */
   leaseMs?: number;
   /**
-   * A job run after its enqueuing commit (`runAfterCommit`) is written claimed with this short hold, renewed
-   * every third of it while it runs (and until its outcome is written): a node that dies between the commit
-   * and the run holds the job this long, not `leaseMs`. Its handler is stopped (signal aborted) when no
-   * renewal landed in time, before another runner may take it. Default 5 s.
+   * A job run after its enqueuing commit (`runAfterCommit`) is written claimed with this short hold, renewed every
+   * third of it while it runs (and until its outcome is written): a node that dies between the commit and the run holds
+   * the job this long, not `leaseMs`. Its handler is stopped (signal aborted) when no renewal landed in time, before
+   * another runner may take it. Default 5 s.
    */
   aliveMs?: number;
   /** Pause between passes that found less than a full batch. */
@@ -109,87 +113,6 @@ function positiveInteger(name: string, value: number): number {
   return value;
 }
 
-function getOrCreate<M>(registry: Registry, name: string, create: () => M): M {
-  return (registry.getSingleMetric(name) as M | undefined) ?? create();
-}
-
-/** Registers the outbox metrics on `registry` (once; a second runner on the same registry shares them). */
-export function outboxMetrics(
-  registry: Registry,
-  deps: { store: Pick<AppStore, "db">; clock: Clock; logger: Pick<Logger, "warn"> },
-) {
-  const { store, clock, logger } = deps;
-  const registers = [registry];
-  const depth: Gauge<"kind"> = getOrCreate(
-    registry,
-    "stint_outbox_depth",
-    () =>
-      new Gauge({
-        name: "stint_outbox_depth",
-        help: "Outbox rows still to do (pending or running), per kind.",
-        labelNames: ["kind"],
-        registers,
-        async collect() {
-          try {
-            const rows = await outboxStore.depthByKind(store.db);
-            depth.reset();
-            for (const row of rows) depth.set({ kind: row.kind }, row.count);
-          } catch (error) {
-            logger.warn({ err: safeErrorMessage(error) }, "outbox depth could not be read");
-          }
-        },
-      }),
-  );
-  const oldestAge: Gauge = getOrCreate(
-    registry,
-    "stint_outbox_oldest_age_seconds",
-    () =>
-      new Gauge({
-        name: "stint_outbox_oldest_age_seconds",
-        help: "Age of the oldest pending outbox row (0 when none).",
-        registers,
-        async collect() {
-          try {
-            const oldest = await outboxStore.oldestPendingCreatedAt(store.db);
-            oldestAge.set(oldest ? Math.max(0, (clock.now().getTime() - oldest.getTime()) / 1000) : 0);
-          } catch (error) {
-            logger.warn({ err: safeErrorMessage(error) }, "outbox age could not be read");
-          }
-        },
-      }),
-  );
-  return {
-    depth,
-    oldestAge,
-    failures: getOrCreate(
-      registry,
-      "stint_outbox_failures_total",
-      () =>
-        new Counter({
-          name: "stint_outbox_failures_total",
-          help: "Failed outbox attempts (including unknown kinds and timeouts), per kind.",
-          labelNames: ["kind"],
-          registers,
-        }),
-    ) as Counter<"kind">,
-    deadLetters: getOrCreate(
-      registry,
-      "stint_outbox_dead_letters_total",
-      () =>
-        new Counter({
-          name: "stint_outbox_dead_letters_total",
-          help: "Outbox rows that used up their attempts.",
-          registers,
-        }),
-    ) as Counter,
-    executed: getOrCreate(
-      registry,
-      "stint_outbox_executed_total",
-      () => new Counter({ name: "stint_outbox_executed_total", help: "Outbox rows run to success.", registers }),
-    ) as Counter,
-  };
-}
-
 export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   const { store, clock, handlers, audit } = options;
   const logger = options.logger ?? NOOP_LOGGER;
@@ -207,7 +130,12 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   const metrics = outboxMetrics(options.registry, { store, clock, logger });
 
   /** Runs the handler with a deadline; the signal tells a cooperative handler to give up. */
-  async function runHandler(job: OutboxJob, timeoutMs = handlerTimeoutMs, lost?: AbortSignal): Promise<void> {
+  async function runHandler(
+    job: OutboxJob,
+    timeoutMs = handlerTimeoutMs,
+    lost?: AbortSignal,
+    done?: HandlerContext["done"],
+  ): Promise<void> {
     if (!Object.hasOwn(handlers, job.kind)) throw new Error(`no handler for outbox kind "${job.kind}"`);
     const handler = handlers[job.kind]!;
     if (lost?.aborted) throw lost.reason as Error;
@@ -237,6 +165,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
           idempotencyKey: job.idempotencyKey,
           attempt: job.attempts,
           signal: controller.signal,
+          ...(done ? { done } : {}),
         }),
         deadline,
       ]);
@@ -317,10 +246,10 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   }
 
   /**
-   * Renews a job's `alive_until` once a third of each hold has passed (fenced: a row taken over is not
-   * renewed), until the returned function is called. Aborts `lost` when a renewal is refused, or when none
-   * landed while a sixth of the hold was still left (the store unreachable or slow): the handler stops before
-   * anyone may take the job. Half a hold separates a renewal's start from that deadline.
+   * Renews a job's `alive_until` once a third of each hold has passed (fenced: a row taken over is not renewed), until
+   * the returned function is called. Aborts `lost` when a renewal is refused, or when none landed while a sixth of the
+   * hold was still left (the store unreachable or slow): the handler stops before anyone may take the job. Half a hold
+   * separates a renewal's start from that deadline.
    */
   function keepAlive(job: OutboxJob, lost: AbortController): () => void {
     let aliveUntil = job.aliveUntil?.getTime() ?? 0;
@@ -373,11 +302,22 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       return deadLetter(job, "the worker running the last attempt stopped before finishing");
     }
     await failpoint("outbox.job.before-run");
+    // Set when the handler's own transaction carried the done-mark and committed (`HandlerContext.done`).
+    let completed: boolean | undefined;
+    const done: HandlerContext["done"] = {
+      alongside: (when) => outboxStore.doneMarkAlongside({ id: job.id, attempt: job.attempts, now: clock.now() }, when),
+      completed: (marked) => void (completed = marked),
+    };
     try {
-      await runHandler(job, timeoutMs, lost);
+      await runHandler(job, timeoutMs, lost, done);
     } catch (error) {
       if (error instanceof FailpointCrash) throw error;
       return recordFailure(job, error);
+    }
+    if (completed !== undefined) {
+      if (!completed) return "stale";
+      metrics.executed.inc();
+      return "done";
     }
     await failpoint("outbox.job.before-done");
     const moved = await recordOutcome(() =>
@@ -441,8 +381,8 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   }
 
   /**
-   * Runs one claimed row, counting it against the overall and lane limits until its outcome is recorded
-   * (`occupied`: its slot was taken already, when it was reserved at enqueue).
+   * Runs one claimed row, counting it against the overall and lane limits until its outcome is recorded (`occupied`:
+   * its slot was taken already, when it was reserved at enqueue).
    */
   function launch(
     job: OutboxJob,

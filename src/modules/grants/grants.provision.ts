@@ -9,7 +9,8 @@ import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { type Actor, type CallContext } from "../authz/authz.types.js";
 import { ConnectorError, type Connector, type MintedPassword } from "../connectors/index.js";
-import { outboxStore } from "../outbox/index.js";
+import { outboxStore, type HandlerContext } from "../outbox/index.js";
+import type { GrantInputs } from "../requests/request-context.js";
 import { generateValue } from "../vault/vault.crypto.js";
 import { asConnectorError, grantLogin, problemsOf, type GrantContext } from "./grants.context.js";
 import { targetLane } from "./grants.lanes.js";
@@ -34,12 +35,12 @@ export function createProvisioning(ctx: GrantContext) {
 
   async function onGrant(
     tx: Kysely<Database>,
-    change: { grantId: string; requestId: string; action: "provision" | "revoke" },
+    change: { grantId: string; requestId: string; action: "provision" | "revoke"; inputs?: GrantInputs },
   ): Promise<void> {
     if (change.action === "provision") {
-      // In the submit's transaction: its entitlement, target and principal in one read, and the lane given (the
-      // wrapper would read the target again).
-      const grant = await grantStore.grantLoginInputs(tx, change.grantId);
+      // In the submit's transaction: its entitlement, target and principal came with the submit's facts (else one
+      // read), and the lane is given (the wrapper would read the target again).
+      const grant = change.inputs ?? (await grantStore.grantLoginInputs(tx, change.grantId));
       if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
       const mapped = isDynamic(grant.entitlement)
         ? { login: mintedLogin(grant.principal_name) }
@@ -96,7 +97,13 @@ export function createProvisioning(ctx: GrantContext) {
   // -------------------------------------------------------------------------
   // Outbox handlers
 
-  async function provisionJob(payload: Record<string, unknown>, attempt: number, signal: AbortSignal) {
+  async function provisionJob(
+    payload: Record<string, unknown>,
+    attempt: number,
+    signal: AbortSignal,
+    /** The attempt's done-mark, carried by the activation's statement (the runner then writes none). */
+    done?: HandlerContext["done"],
+  ) {
     const grantId = String(payload.grantId);
     const maxAttempts = Number(payload.maxAttempts ?? provisionAttempts);
     // The grant, its target, the target's credential and a stored password: one statement.
@@ -194,7 +201,7 @@ export function createProvisioning(ctx: GrantContext) {
       throw failure;
     }
     await failpoint("grant.provision.after-target");
-    if (!(await deps.requests.provisioned(grantId, { login }))) {
+    if (!(await deps.requests.provisioned(grantId, { login, done }))) {
       // The activation ended while the target was being changed: take the privilege away again.
       await failpoint("grant.provision.before-follow-up");
       await revokeAfterProvisioning(

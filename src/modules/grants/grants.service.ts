@@ -31,7 +31,8 @@ export function createGrantService(deps: GrantServiceDeps) {
   const standing = createStandingAccess(ctx);
 
   const handlers: OutboxHandlers = {
-    [JOB.provision]: (payload, context) => provisioning.provisionJob(payload, context.attempt, context.signal),
+    [JOB.provision]: (payload, context) =>
+      provisioning.provisionJob(payload, context.attempt, context.signal, context.done),
     [JOB.revoke]: (payload, context) => revocation.revokeJob(payload, context),
     [JOB.restore]: (payload, context) => revocation.restoreJob(payload, context),
     [JOB.removeDrift]: (payload, context) => drift.removeDriftJob(payload, context),

@@ -38,9 +38,10 @@ async function passwordIs(login: string, password: string): Promise<boolean> {
  * are one read, the KEK comes from memory, the insert says whether it won (RETURNING), and the credentials
  * read takes the password with the grant. Transactions: only the activation's (the claim, the password's
  * insert, the completion and the read's audit event commit on their own). Then 10, of which the activation 5
- * (the locked read, the basis, the writes, the index's message, the audit event): now 7, the activation 2.
+ * (the locked read, the basis, the writes, the index's message, the audit event): then 7, the activation 2. Now 6:
+ * the job's completion (its done-mark) is written by the activation's statement, in its transaction.
  */
-const PROVISION_MAX_STATEMENTS = 7;
+const PROVISION_MAX_STATEMENTS = 6;
 const PROVISION_MAX_TRANSACTIONS = 1;
 const CREDENTIALS_MAX_STATEMENTS = 2;
 /**
@@ -49,12 +50,13 @@ const CREDENTIALS_MAX_STATEMENTS = 2;
  */
 const CREDENTIALS_MAX_TRANSACTIONS = { pglite: 1, postgres: 0 };
 /**
- * The submit's provisioning hook (`onGrant`, in the submit's transaction): the grant's entitlement, target and
- * principal in one read, then the job's INSERT carrying the grant's login (a data-modifying CTE) and the
- * runners' NOTIFY (or written claimed, without it, where this node's runner runs it). It was 6: the grant and
- * its target read apart, and the outbox lane's target read again; then 4: the login, the job and the NOTIFY apart.
+ * The submit's provisioning hook (`onGrant`, in the submit's transaction): the job's INSERT carrying the grant's
+ * login (a data-modifying CTE) and the runners' NOTIFY (or written claimed, without it, where this node's runner
+ * runs it); the grant's entitlement, target and principal come with the submit's own read of its facts. It was 6:
+ * the grant and its target read apart, and the outbox lane's target read again; then 4: the login, the job and the
+ * NOTIFY apart; then 2: the entitlement, target and principal read by the hook.
  */
-const ON_GRANT_MAX_STATEMENTS = 2;
+const ON_GRANT_MAX_STATEMENTS = 1;
 /**
  * The activation (`requests.provisioned`, in the pass): one statement locks the request and its grant, reads the
  * requester's basis, makes both active and sends the index's `act` message; then the audit event. In one
@@ -207,6 +209,18 @@ eligibility:
         .where("id", "=", submitted.id)
         .executeTakeFirstOrThrow();
       expect(request.state).toBe("active");
+      // The job was marked done, by the activation's statement.
+      const grant = await s.store.db
+        .selectFrom("grants")
+        .select("id")
+        .where("request_id", "=", submitted.id)
+        .executeTakeFirstOrThrow();
+      const job = await s.store.db
+        .selectFrom("outbox")
+        .select(["status", "done_at"])
+        .where("idempotency_key", "=", `provision:${grant.id}`)
+        .executeTakeFirstOrThrow();
+      expect(job).toMatchObject({ status: "done", done_at: expect.any(Date) });
       const activation = activations.splice(0);
       expect(activation.map((a) => a.result)).toEqual([true]);
       // This node's index learnt the activation at commit; another node's learns it from the channel, the same.

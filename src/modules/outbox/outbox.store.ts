@@ -1,5 +1,13 @@
 /** SQL of the outbox. Every function takes the transaction (or db) it runs in; "now" is always a parameter. */
-import { sql, type Insertable, type Kysely, type Selectable } from "kysely";
+import {
+  sql,
+  type Expression,
+  type Insertable,
+  type Kysely,
+  type QueryCreator,
+  type Selectable,
+  type SqlBool,
+} from "kysely";
 import type { Database } from "../../db/index.js";
 import type { OutboxTable } from "../../db/schema.js";
 import type { Alongside, OutboxJob, OutboxPayload } from "./outbox.types.js";
@@ -166,6 +174,22 @@ export async function claimDue(
 /** The row as this attempt left it: still running and not reclaimed since. */
 function fenced(db: Q, id: string, attempt: number) {
   return db.updateTable("outbox").where("id", "=", id).where("status", "=", "running").where("attempts", "=", attempt);
+}
+
+/**
+ * `markDone` as a write another statement carries (a data-modifying CTE of the handler's own last statement), with
+ * the same fence, written only when `when` holds in that statement; it returns the row's id when written.
+ */
+export function doneMarkAlongside(input: { id: string; attempt: number; now: Date }, when: Expression<SqlBool>) {
+  return ((db: QueryCreator<Database>) =>
+    db
+      .updateTable("outbox")
+      .set({ status: "done", done_at: input.now, locked_until: null, last_error: null })
+      .where("id", "=", input.id)
+      .where("status", "=", "running")
+      .where("attempts", "=", input.attempt)
+      .where(when)
+      .returning("id")) as Alongside;
 }
 
 /**

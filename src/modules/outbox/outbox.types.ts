@@ -1,5 +1,5 @@
 /** Entities and value types of the transactional outbox. */
-import type { QueryCreator } from "kysely";
+import type { Expression, QueryCreator, SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
 
 export type OutboxStatus = "pending" | "running" | "done" | "dead";
@@ -70,6 +70,14 @@ export interface HandlerContext {
   attempt: number;
   /** Aborted when the handler overruns its lease: stop work, another worker may take over. */
   signal: AbortSignal;
+  /**
+   * For a handler whose work ends with a transaction of its own (the provisioning's activation): this attempt's
+   * done-mark, fenced as the runner's own, as a write that transaction's last statement carries (`alongside`),
+   * written only when `when` holds there. Once that transaction has committed, the handler tells whether the mark
+   * was written (`completed`, then return at once); the runner then writes no outcome of its own: one statement
+   * and one commit fewer. A handler that does not call `completed` is marked done by the runner as usual.
+   */
+  done?: { alongside(when: Expression<SqlBool>): Alongside; completed(marked: boolean): void };
 }
 
 /**

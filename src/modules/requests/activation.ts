@@ -13,7 +13,7 @@ import { assertTransition, stageDeadline } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import { createRequestTiming } from "./timing.js";
 import { waitsForStart } from "./timing.rules.js";
-import { iso, type RequestContext } from "./request-context.js";
+import { iso, type GrantInputs, type RequestContext } from "./request-context.js";
 
 /** The shared context with the activation steps: what each use case file receives. */
 export function createRequestCore(ctx: RequestContext) {
@@ -201,10 +201,12 @@ export function createRequestCore(ctx: RequestContext) {
     row: requestStore.RequestRow,
     grantId: string,
     expiresAt: Date | null,
+    /** The provisioning hook's inputs, when the caller read them already (the submit). */
+    inputs?: GrantInputs,
   ): Promise<AuditInput[]> {
     const subject = `request:${row.id}`;
     if (!expiresAt) {
-      await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision" });
+      await deps.onGrant?.(tx, { grantId, requestId: row.id, action: "provision", ...(inputs ? { inputs } : {}) });
       return [
         { action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } },
       ];
@@ -232,8 +234,10 @@ export function createRequestCore(ctx: RequestContext) {
     now: Date,
     /** The index's message went with the statement that wrote the request (`insertRequest`). */
     told = false,
+    /** What the provisioning hook needs (a real target), read with the submit's facts. */
+    inputs?: GrantInputs,
   ): Promise<AuditInput[]> {
-    if (row.state !== "active") return announceStart(tx, row, grantId, null);
+    if (row.state !== "active") return announceStart(tx, row, grantId, null, inputs);
     const expiresAt = new Date(row.expires_at!);
     if (!told) await tellActive(tx, row, now, expiresAt);
     return announceStart(tx, row, grantId, expiresAt);

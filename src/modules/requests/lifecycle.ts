@@ -8,6 +8,7 @@ import { newId } from "../../lib/ids.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
+import type { HandlerContext } from "../outbox/index.js";
 import { checkExtension, checkJustification, checkMfaFreshness, evaluateWindow } from "./policy.rules.js";
 import { ACCESS_CHANNEL } from "../access-index/access-index.service.js";
 import { activateProvisioned } from "./provisioned.store.js";
@@ -272,15 +273,23 @@ export function createLifecycle(core: RequestCore) {
      * clock starts now. Returns false when the request ended meanwhile (the caller revokes again). A
      * requester who lost the basis meanwhile (disabled, no longer eligible) is revoked here instead.
      */
-    async provisioned(grantId: string, details: { login: string }): Promise<boolean> {
+    async provisioned(
+      grantId: string,
+      details: { login: string; done?: HandlerContext["done"] | undefined },
+    ): Promise<boolean> {
       const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
-      return store.transaction(async (tx) => {
+      // Whether the activation's statement wrote the provisioning job's done-mark (told once committed).
+      let marked: boolean | undefined;
+      const result = await store.transaction(async (tx) => {
+        marked = undefined;
         const now = clock.now();
         // One statement locks the request and its grant, reads the requester's basis and, when both are
-        // provisioning and the basis holds, makes them active and sends the index's message (4 before).
+        // provisioning and the basis holds, makes them active, sends the index's message and marks the job done
+        // (4 before, and the mark after the commit).
         const act = index?.prepareAct ? { channel: ACCESS_CHANNEL, at: Date.now() } : null;
-        const done = await activateProvisioned(tx, grantId, now, act);
+        const done = await activateProvisioned(tx, grantId, now, act, details.done?.alongside);
         if (!done) return false;
+        if (details.done && done.activated) marked = done.completed;
         const { row, activated } = done;
         if (row.state !== "provisioning" || done.grantState !== "provisioning") return false;
         if (!activated) {
@@ -313,6 +322,8 @@ export function createLifecycle(core: RequestCore) {
         });
         return true;
       });
+      if (marked !== undefined) details.done!.completed(marked);
+      return result;
     },
 
     /** Worker: the target refused the privilege (or never answered): the activation fails with its message. */

@@ -1,8 +1,9 @@
 /**
  * SQL of the provisioning worker's success (`lifecycle.ts` `provisioned`): the activation in one statement.
  */
-import { sql, type Kysely } from "kysely";
+import { sql, type Expression, type Kysely, type QueryCreator, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
+import type { Alongside } from "../outbox/index.js";
 import { eligibleQuery, requestQuery, type RequestRow } from "./requests.store.js";
 
 type Q = Kysely<Database>;
@@ -22,8 +23,23 @@ export interface ActNotification {
  * `prepareAct` sends it; `parseMessage` reads it (requests.statements.test.ts holds that).
  * Undefined when the grant does not exist; `activated` false when nothing changed (`row` says why).
  */
-export async function activateProvisioned(db: Q, grantId: string, now: Date, act: ActNotification | null) {
+export async function activateProvisioned(
+  db: Q,
+  grantId: string,
+  now: Date,
+  act: ActNotification | null,
+  /** The provisioning attempt's done-mark (outbox `HandlerContext.done`), carried and written only on activation. */
+  doneMark?: (when: Expression<SqlBool>) => Alongside,
+) {
   const nowMs = now.getTime();
+  // A CTE that writes nothing when there is no mark to carry.
+  const mark: Alongside =
+    doneMark?.(sql<SqlBool>`exists (select 1 from granted)`) ??
+    ((creator) =>
+      creator
+        .selectFrom("grants")
+        .select("grants.id")
+        .where(sql<SqlBool>`false`));
   const found = await db
     .with("locked", () =>
       requestQuery(db)
@@ -81,20 +97,25 @@ export async function activateProvisioned(db: Q, grantId: string, now: Date, act
         ])
         .where(sql<boolean>`${act !== null}`),
     )
+    // The mark is typed for the plain schema; the CTEs above add nothing it uses (its condition is raw SQL).
+    .with("completed", ((creator: QueryCreator<Database>) => mark(creator)) as never)
     .selectFrom("locked")
     .selectAll("locked")
     .select([
       sql<boolean>`exists (select 1 from granted)`.as("activated"),
+      sql<boolean>`exists (select 1 from completed)`.as("completed"),
       sql<string | null>`(select x from sent)`.as("x"),
     ])
     .executeTakeFirst();
   if (!found) return undefined;
-  const { grant_state, requester_status, eligible, activated, x, ...row } = found;
+  const { grant_state, requester_status, eligible, activated, completed, x, ...row } = found;
   return {
     row: row as RequestRow,
     grantState: grant_state,
     basis: { active: requester_status === "active", eligible: eligible === true },
     activated: activated === true,
+    /** Whether the statement wrote the done-mark it carried. */
+    completed: completed === true,
     /** The transaction id the `act` message carries (null when none was sent). */
     x: x === null ? null : Number(x),
   };

@@ -44,6 +44,15 @@ export interface RequestEvent {
   startAt?: string;
 }
 
+/** What a grant's provisioning hook needs to name its login and lane: its role's entitlement, target and principal. */
+export interface GrantInputs {
+  entitlement: Record<string, unknown>;
+  target_id: string;
+  target_config: Record<string, unknown>;
+  principal_name: string;
+  principal_email: string | null;
+}
+
 export interface RequestServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
   audit: Pick<AuditLog, "append" | "record"> & {
@@ -58,10 +67,13 @@ export interface RequestServiceDeps {
   onEvent?: (tx: Kysely<Database>, event: RequestEvent | RequestEvent[]) => Promise<void>;
   /** Verifies one-time decision-link tokens (from notifications). */
   decisionLinks?: Pick<DecisionLinks, "consume">;
-  /** Called inside the transaction when a grant must be provisioned or revoked at a real target. */
+  /**
+   * Called inside the transaction when a grant must be provisioned or revoked at a real target. A submit gives
+   * `inputs`, read with its facts: the hook then reads nothing to name the login and the lane.
+   */
   onGrant?: (
     tx: Kysely<Database>,
-    change: { grantId: string; requestId: string; action: "provision" | "revoke" },
+    change: { grantId: string; requestId: string; action: "provision" | "revoke"; inputs?: GrantInputs },
   ) => Promise<void>;
   /**
    * Called inside the transaction that ends active activations (their brokered sessions end with them), once

@@ -139,11 +139,15 @@ export function submitFacts(db: Q, principalId: string, roleName: string, now: D
       "principals.status",
       "principals.name as requester_name",
       "principals.manager_id as requester_manager_id",
+      "principals.email as requester_email",
       "roles.id as role_id",
       "roles.name as role_name",
       "roles.risk as role_risk",
+      "roles.entitlement as role_entitlement",
       "policies.spec as policy_spec",
+      "targets.id as target_id",
       "targets.kind as target_kind",
+      "targets.config as target_config",
       eb
         .exists(
           eligibleQuery(db, principalId, now)

@@ -185,7 +185,20 @@ export function createSubmit(core: RequestCore) {
                 subject: `request:${id}`,
                 details: { role: facts.role_name, requester: row.requester_name, startAt: startAt.toISOString() },
               });
-            else events.push(...(await started(tx, row, grantId!, now, told)));
+            else {
+              // At a real target, the provisioning hook names the login and lane from the facts read above.
+              const inputs =
+                state === "provisioning" && facts.target_id && facts.role_entitlement && facts.target_config
+                  ? {
+                      entitlement: facts.role_entitlement,
+                      target_id: facts.target_id,
+                      target_config: facts.target_config,
+                      principal_name: facts.requester_name,
+                      principal_email: facts.requester_email,
+                    }
+                  : undefined;
+              events.push(...(await started(tx, row, grantId!, now, told, inputs)));
+            }
           } else {
             await emit(tx, {
               type: "submitted",
