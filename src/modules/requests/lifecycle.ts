@@ -335,12 +335,14 @@ export function createLifecycle(core: RequestCore) {
         if (!row || row.state !== "provisioning") return false;
         assertTransition("provisioning", "failed");
         const reason = `the target refused: ${message}`.slice(0, 1000);
+        // The request and its grant fail in one statement (the request's update a CTE of the grant's).
         await tx
-          .updateTable("activation_requests")
-          .set({ state: "failed", ended_at: now, end_reason: reason, ended_by: "system", updated_at: now })
-          .where("id", "=", row.id)
-          .execute();
-        await tx
+          .with("request", (db) =>
+            db
+              .updateTable("activation_requests")
+              .set({ state: "failed", ended_at: now, end_reason: reason, ended_by: "system", updated_at: now })
+              .where("id", "=", row.id),
+          )
           .updateTable("grants")
           .set({ state: "failed", last_error: message.slice(0, 1000), next_attempt_at: null, updated_at: now })
           .where("id", "=", grantId)
