@@ -70,9 +70,10 @@ import { createIssuerKeys } from "./modules/workload/jwks.js";
 import { registerWorkloadRoutes } from "./modules/workload/workload.routes.js";
 import { createScimService } from "./modules/scim/scim.service.js";
 import { registerScimRoutes } from "./modules/scim/scim.routes.js";
+import { ssoLinksOf } from "./modules/scim/scim.rules.js";
 import { createProviderClients } from "./modules/sso/sso.client.js";
 import { resolveProviders } from "./modules/sso/sso.config.js";
-import { createSsoService } from "./modules/sso/sso.service.js";
+import { createSsoService, principalLinkedAt } from "./modules/sso/sso.service.js";
 import { registerSsoRoutes } from "./modules/sso/sso.routes.js";
 import { createReviewService, openReviewItem, registerReviewRoutes } from "./modules/reviews/index.js";
 import { ALERTS_ACTOR, createAlertService, registerAlertRoutes, type AlertService } from "./modules/alerts/index.js";
@@ -230,6 +231,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     const ssoClients = createProviderClients(resolveProviders(config.ssoProviders, process.env), {
       policy: addressPolicy,
     });
+    // Which issuer each SCIM service provisions for (ssoProviders[].scim); a service in none, or two, fails the start.
+    const scimSsoLinks = ssoLinksOf(ssoClients.list(), config.scimServices);
     const channels = config.notifications.channels;
     const decisionLinks = createDecisionLinks({ keyring, clock });
     const outboxService = createOutboxService({ store, clock, audit });
@@ -606,6 +609,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             audit,
             clock,
             services: config.scimServices,
+            ssoLinks: scimSsoLinks,
+            linkedAccount: principalLinkedAt,
             onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
           }),
         });

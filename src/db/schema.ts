@@ -18,6 +18,10 @@ export interface PrincipalsTable {
   external_id: Generated<string | null>;
   /** The userName the identity provider gave (migration 0020). */
   scim_name: Generated<string | null>;
+  /** Who disabled it: `scim:<service>` or `user:<name>` (an administrator); null while active (migration 0033). */
+  disabled_by: Generated<string | null>;
+  /** The SCIM service identity that provisioned or adopted it (migration 0033). */
+  provisioned_by: Generated<string | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -215,12 +215,23 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
             sessionsEnded: sessions,
             tokensRevoked: tokens,
             ended,
-          } = await disablePrincipal(tx, { onAccessBasisLost: deps.onAccessBasisLost, tellPrincipal }, row, now, {
-            by: actorName(actor),
-            ...(reason ? { reason } : {}),
-          }));
+          } = await disablePrincipal(
+            tx,
+            { onAccessBasisLost: deps.onAccessBasisLost, tellPrincipal },
+            row,
+            now,
+            {
+              by: actorName(actor),
+              ...(reason ? { reason } : {}),
+            },
+            `user:${actorName(actor)}`,
+          ));
         } else {
-          await tx.updateTable("principals").set({ status, updated_at: now }).where("id", "=", row.id).execute();
+          await tx
+            .updateTable("principals")
+            .set({ status, disabled_by: null, updated_at: now })
+            .where("id", "=", row.id)
+            .execute();
           await tellPrincipal(tx, row.id);
         }
         await audit.append(tx, actor, context, [

@@ -1,7 +1,8 @@
 /**
  * Disabling a principal, in the caller's transaction: its sessions and API tokens revoked, its status set, every
  * node's index told, and what it held or waited for ended (pending requests cancelled, activations revoked at the
- * targets through the outbox) — one shared sequence for the directory (`stint users disable`) and SCIM.
+ * targets through the outbox) — one shared sequence for the directory (`stint users disable`) and SCIM. Who disabled is kept
+ * (`disabled_by`): SCIM's `active: true` undoes only a SCIM deprovision.
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/schema.js";
@@ -21,6 +22,17 @@ export interface LifecycleDeps {
   tellPrincipal(tx: Kysely<Database>, id: string): Promise<void>;
 }
 
+/**
+ * Who disabled a principal, as `principals.disabled_by` keeps it: a SCIM deprovision (`scim:<service>`), which
+ * that SCIM may undo, or a Stint administrator (`user:<name>`), which only an administrator undoes.
+ */
+export type DisabledBy = `scim:${string}` | `user:${string}`;
+
+/** Whether SCIM's `active: true` may enable a principal disabled by `disabledBy` (null: from before 0033). */
+export function scimMayEnable(disabledBy: string | null): boolean {
+  return disabledBy !== null && disabledBy.startsWith("scim:");
+}
+
 /** Disables a locked, active principal; refuses to disable the last active administrator. */
 export async function disablePrincipal(
   tx: Kysely<Database>,
@@ -28,6 +40,7 @@ export async function disablePrincipal(
   row: { id: string; platform_roles: string[] },
   now: Date,
   cause: { by: string; reason?: string },
+  disabledBy: DisabledBy,
 ): Promise<{ sessionsEnded: number; tokensRevoked: number; ended: AuditInput[] }> {
   if (row.platform_roles.includes("admin")) {
     await identityStore.lockAdministrators(tx);
@@ -36,7 +49,11 @@ export async function disablePrincipal(
   }
   const sessionsEnded = await identityStore.revokeSessions(tx, row.id, now, "account disabled");
   const tokensRevoked = await identityStore.revokeApiTokens(tx, row.id, now);
-  await tx.updateTable("principals").set({ status: "disabled", updated_at: now }).where("id", "=", row.id).execute();
+  await tx
+    .updateTable("principals")
+    .set({ status: "disabled", disabled_by: disabledBy, updated_at: now })
+    .where("id", "=", row.id)
+    .execute();
   // Its sessions and tokens (revoked above) are dropped from every node's cache with it.
   await deps.tellPrincipal(tx, row.id);
   // Pending requests are cancelled and active activations revoked in this same transaction.

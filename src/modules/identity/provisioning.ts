@@ -33,7 +33,7 @@ export async function insertPrincipal(
   values: Pick<
     PrincipalRow,
     "id" | "kind" | "name" | "email" | "display_name" | "platform_roles" | "status" | "source" | "external_id"
-  > & { scim_name: string | null; now: Date },
+  > & { scim_name: string | null; provisioned_by?: string | null; disabled_by?: string | null; now: Date },
 ): Promise<void> {
   const { now, ...row } = values;
   await tx
@@ -48,6 +48,8 @@ export async function updatePrincipalAttributes(
   id: string,
   changes: Partial<Pick<PrincipalRow, "email" | "display_name" | "external_id" | "status" | "source">> & {
     scim_name?: string | null;
+    disabled_by?: string | null;
+    provisioned_by?: string | null;
   },
   now: Date,
 ): Promise<void> {
@@ -154,7 +156,8 @@ export function sourcedPrincipalsByIds(db: Q, ids: string[], source: string) {
 }
 
 export type SourcedTable = "principals" | "groups";
-export type SourcedCriterion = { by: "name" | "externalId" | "id"; value: string } | undefined;
+/** `raw`, for a name: the identity provider's own spelling, matched (case aside) to `scim_name` as well. */
+export type SourcedCriterion = { by: "name" | "externalId" | "id"; value: string; raw?: string } | undefined;
 
 /**
  * One page of the rows of `source` in `table` (their ids, in creation order) and how many match in all,
@@ -170,8 +173,15 @@ export async function pageSourced(
 ): Promise<{ total: number; ids: string[] }> {
   // Both tables have the columns used here; Kysely's types cannot say so for a union of table names.
   let select = db.selectFrom(table as "groups").where("source", "=", source);
-  if (criterion?.by === "name") select = select.where("name", "=", criterion.value);
-  else if (criterion?.by === "externalId") select = select.where("external_id", "=", criterion.value);
+  if (criterion?.by === "name") {
+    const { value, raw } = criterion;
+    select =
+      raw === undefined
+        ? select.where("name", "=", value)
+        : select.where((eb) =>
+            eb.or([eb("name", "=", value), eb(eb.fn("lower", ["scim_name"]), "=", raw.toLowerCase())]),
+          );
+  } else if (criterion?.by === "externalId") select = select.where("external_id", "=", criterion.value);
   else if (criterion?.by === "id")
     select = select.where("id", "=", /^[0-9a-f-]{36}$/i.test(criterion.value) ? criterion.value : NO_ID);
   const total = await select.select((eb) => eb.fn.countAll<string>().as("n")).executeTakeFirstOrThrow();
@@ -215,4 +225,22 @@ export function findPrincipalByName(db: Q, name: string) {
  */
 export function lockPrincipal(db: Q, id: string) {
   return identityStore.lockPrincipal(db, id);
+}
+
+/**
+ * The principals one SCIM service provisioned (deprovisioned too) with this external id, or this userName (case
+ * aside): the accounts single sign-on may link a person to.
+ */
+export function provisionedMatching(db: Q, service: string, match: { externalId: string } | { userName: string }) {
+  let query = db
+    .selectFrom("principals")
+    .selectAll()
+    .where("kind", "=", "user")
+    .where("source", "in", ["scim", "scim-deleted"])
+    .where("provisioned_by", "=", service);
+  query =
+    "externalId" in match
+      ? query.where("external_id", "=", match.externalId)
+      : query.where((eb) => eb(eb.fn("lower", ["scim_name"]), "=", match.userName.toLowerCase()));
+  return query.execute();
 }

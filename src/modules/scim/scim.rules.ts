@@ -234,3 +234,34 @@ export function groupPatch(body: unknown): GroupPatch {
 export function etag(updatedAt: Date): string {
   return `W/"${updatedAt.getTime().toString(36)}"`;
 }
+
+/** A single sign-on provider a SCIM service provisions for (the provider's `scim` setting). */
+export interface ScimSsoLink {
+  service: string;
+  provider: string;
+  issuer: string;
+  match: "userName" | "externalId";
+}
+
+/**
+ * The pairs of SCIM service and single sign-on issuer the providers' `scim` settings make. A service must be in
+ * `scimServices`, and pairs with one issuer only (never across issuers); otherwise the configuration is refused.
+ */
+export function ssoLinksOf(
+  providers: readonly { id: string; issuer: string; scim?: { service: string; match: "userName" | "externalId" } }[],
+  scimServices: readonly string[],
+): ScimSsoLink[] {
+  const links: ScimSsoLink[] = [];
+  for (const p of providers) {
+    if (!p.scim) continue;
+    if (!scimServices.includes(p.scim.service))
+      throw new Error(`ssoProviders ${p.id}: scim.service ${p.scim.service} is not in scimServices`);
+    const other = links.find((l) => l.service === p.scim!.service);
+    if (other && (other.issuer !== p.issuer || other.match !== p.scim.match))
+      throw new Error(
+        `ssoProviders ${p.id}: scim.service ${p.scim.service} already provisions for ${other.provider} (one issuer and one match per SCIM service)`,
+      );
+    links.push({ service: p.scim.service, provider: p.id, issuer: p.issuer, match: p.scim.match });
+  }
+  return links;
+}

@@ -19,7 +19,7 @@ import type { Actor, CallContext } from "../authz/authz.types.js";
 import * as provisioning from "../identity/provisioning.js";
 import { principalEntry } from "../identity/principal.mapper.js";
 import { addMemberships, removeMemberships } from "../identity/group-membership.js";
-import { disablePrincipal, type LifecycleDeps } from "../identity/principal-lifecycle.js";
+import { disablePrincipal, scimMayEnable, type LifecycleDeps } from "../identity/principal-lifecycle.js";
 import {
   etag,
   groupPatch,
@@ -32,12 +32,13 @@ import {
   stintName,
   userFromResource,
   userPatch,
+  type ScimSsoLink,
   type UserFields,
 } from "./scim.rules.js";
 
 export interface ScimServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append">;
+  audit: Pick<AuditLog, "append" | "record">;
   clock: Clock;
   /** Service identities allowed to provision. */
   services: readonly string[];
@@ -45,6 +46,17 @@ export interface ScimServiceDeps {
   index?: Pick<AccessIndex, "send">;
   /** The base URL resources' `meta.location` starts with (e.g. https://stint.example.com/scim/v2). */
   baseUrl?: string;
+  /** The single sign-on issuer each SCIM service provisions for (`ssoProviders[].scim`, see `ssoLinksOf`). */
+  ssoLinks?: readonly ScimSsoLink[];
+  /** The id of the account a sign-in link of `issuer` names (the SSO module's `principalLinkedAt`). */
+  linkedAccount?: (tx: Db, issuer: string, match: { subject: string } | { username: string }) => Promise<string | null>;
+}
+
+/** SCIM's `active: true` for a user a Stint administrator disabled: refused, audited by the caller. */
+class AdminDisabled extends Error {
+  constructor(readonly user: string) {
+    super("disabled by a Stint administrator");
+  }
 }
 
 type Db = Kysely<Database>;
@@ -106,7 +118,9 @@ export function createScimService(deps: ScimServiceDeps) {
 
   /** Applies what a PUT or PATCH says, in the caller's transaction; the audit events of the change. */
   async function changeUser(tx: Db, row: UserRow, fields: UserFields, by: string): Promise<AuditInput[]> {
-    if (fields.userName !== undefined && stintName(fields.userName) !== row.name)
+    // An account adopted from single sign-on keeps its name; the userName it was provisioned with is the one kept.
+    const current = row.scim_name !== null ? stintName(row.scim_name) : row.name;
+    if (fields.userName !== undefined && stintName(fields.userName) !== current)
       throw new ScimError(400, `userName cannot change the user's name in Stint (${row.name}).`, "mutability");
     const now = clock.now();
     const changes: Parameters<typeof provisioning.updatePrincipalAttributes>[2] = {};
@@ -116,6 +130,11 @@ export function createScimService(deps: ScimServiceDeps) {
     if (fields.displayName !== undefined && fields.displayName !== row.display_name)
       changes.display_name = fields.displayName;
     if (fields.email !== undefined && fields.email !== row.email) changes.email = fields.email;
+    // An incident-response disable outlasts the identity provider's next sync: only an administrator undoes it.
+    if (fields.active === true && row.status === "disabled" && !scimMayEnable(row.disabled_by))
+      throw new AdminDisabled(row.name);
+    // Accounts provisioned before migration 0033 become this service's at its next change.
+    if (row.provisioned_by === null) changes.provisioned_by = by;
     const events: AuditInput[] = [];
     if (Object.keys(changes).length > 0) {
       await provisioning.updatePrincipalAttributes(tx, row.id, changes, now);
@@ -128,7 +147,14 @@ export function createScimService(deps: ScimServiceDeps) {
       });
     }
     if (fields.active === false && row.status === "active") {
-      const result = await disablePrincipal(tx, lifecycle, row, now, { by, reason: "deprovisioned by SCIM" });
+      const result = await disablePrincipal(
+        tx,
+        lifecycle,
+        row,
+        now,
+        { by, reason: "deprovisioned by SCIM" },
+        `scim:${by}`,
+      );
       events.push(
         {
           action: "user.disable",
@@ -145,7 +171,7 @@ export function createScimService(deps: ScimServiceDeps) {
         ...result.ended,
       );
     } else if (fields.active === true && row.status === "disabled") {
-      await provisioning.updatePrincipalAttributes(tx, row.id, { status: "active" }, now);
+      await provisioning.updatePrincipalAttributes(tx, row.id, { status: "active", disabled_by: null }, now);
       await tellPrincipal(tx, row.id);
       events.push({
         action: "user.enable",
@@ -239,13 +265,99 @@ export function createScimService(deps: ScimServiceDeps) {
   ) {
     const by = allow(actor);
     const change = fields(body);
-    return store.transaction(async (tx) => {
-      const row = await scimUser(tx, id, true);
-      checkVersion(row, ifMatch);
-      const events = await changeUser(tx, row, change, by);
-      if (events.length > 0) await audit.append(tx, actor, context, events);
-      return userResource(tx, (await provisioning.findPrincipalById(tx, row.id))!);
+    return store
+      .transaction(async (tx) => {
+        const row = await scimUser(tx, id, true);
+        checkVersion(row, ifMatch);
+        const events = await changeUser(tx, row, change, by);
+        if (events.length > 0) await audit.append(tx, actor, context, events);
+        return userResource(tx, (await provisioning.findPrincipalById(tx, row.id))!);
+      })
+      .catch((error: unknown) => refuseAdminDisabled(actor, context, by, error));
+  }
+
+  /**
+   * SCIM may not enable a user a Stint administrator disabled: nothing of the request is applied, the attempt is
+   * audited (`user.enable`, denied) and the client told 400 `mutability` (RFC 7644 3.12: the modification is not
+   * compatible with the attribute's current state), which Entra and Okta show in their provisioning logs.
+   */
+  async function refuseAdminDisabled(actor: Actor, context: CallContext, by: string, error: unknown): Promise<never> {
+    if (!(error instanceof AdminDisabled)) throw error;
+    await audit.record(actor, context, {
+      action: "user.enable",
+      outcome: "denied",
+      subject: `user:${error.user}`,
+      reason: "disabled by a Stint administrator: only an administrator enables it",
+      details: { source: "scim", by },
     });
+    throw new ScimError(
+      400,
+      `A Stint administrator disabled ${error.user}; SCIM cannot enable it (active stays false until an administrator enables it in Stint).`,
+      "mutability",
+    );
+  }
+
+  /**
+   * A POST of a person single sign-on already created an account for, through the issuer this SCIM service
+   * provisions for (matched by userName or externalId, as the provider's `scim.match` says): that account becomes
+   * SCIM's (source `scim`), so SCIM's deprovisioning reaches it. Null when there is none to adopt. An account of
+   * another source, or one linked through another issuer too, is never taken (409 `uniqueness`, or a new user).
+   */
+  async function adopt(
+    tx: Db,
+    fields: UserFields & { userName: string },
+    by: string,
+  ): Promise<{ id: string; events: AuditInput[] } | null> {
+    const link = deps.ssoLinks?.find((l) => l.service === by);
+    if (!link || !deps.linkedAccount) return null;
+    const match =
+      link.match === "userName"
+        ? { username: fields.userName }
+        : typeof fields.externalId === "string"
+          ? { subject: fields.externalId }
+          : null;
+    if (!match) return null;
+    const id = await deps.linkedAccount(tx, link.issuer, match);
+    if (!id) return null;
+    const row = (await provisioning.lockPrincipal(tx, id))!;
+    if (row.source !== "oidc" || row.kind !== "user")
+      throw new ScimError(409, `The account of ${fields.userName} is already provisioned.`, "uniqueness");
+    const now = clock.now();
+    await provisioning.updatePrincipalAttributes(
+      tx,
+      row.id,
+      {
+        source: SOURCE,
+        provisioned_by: by,
+        scim_name: fields.userName,
+        external_id: fields.externalId ?? null,
+        ...(fields.email !== undefined ? { email: fields.email } : {}),
+        ...(fields.displayName !== undefined ? { display_name: fields.displayName } : {}),
+      },
+      now,
+    );
+    await tellPrincipal(tx, row.id);
+    const events: AuditInput[] = [
+      {
+        action: "user.update",
+        outcome: "success",
+        subject: `user:${row.name}`,
+        reason: `provisioned by SCIM: the account a sign-in through ${link.provider} created`,
+        details: {
+          source: "scim",
+          by,
+          userName: fields.userName,
+          externalId: fields.externalId ?? null,
+          linked: { provider: link.provider, issuer: link.issuer, match: link.match },
+          ...(row.status === "disabled" ? { keptDisabled: true } : {}),
+        },
+      },
+    ];
+    if (fields.active === false && row.status === "active") {
+      const adopted = (await provisioning.findPrincipalById(tx, row.id))!;
+      events.push(...(await changeUser(tx, adopted, { active: false }, by)));
+    }
+    return { id: row.id, events };
   }
 
   /**
@@ -261,6 +373,9 @@ export function createScimService(deps: ScimServiceDeps) {
         attribute === nameAttribute
           ? { by: "name", value: stintName(value) }
           : { by: attribute === "externalId" ? "externalId" : "id", value };
+      // A user adopted from single sign-on keeps its own name: its userName is found as given, too.
+      if (attribute === nameAttribute && table === "principals")
+        criterion = { by: "name", value: stintName(value), raw: value };
     }
     return { ...(await provisioning.pageSourced(store.db, table, SOURCE, criterion, offset, limit)), offset };
   }
@@ -282,6 +397,11 @@ export function createScimService(deps: ScimServiceDeps) {
       const name = stintName(fields.userName);
       return store
         .transaction(async (tx) => {
+          const adopted = await adopt(tx, fields, by);
+          if (adopted) {
+            await audit.append(tx, actor, context, adopted.events);
+            return userResource(tx, (await provisioning.findPrincipalById(tx, adopted.id))!);
+          }
           const now = clock.now();
           const id = newId();
           await provisioning.insertPrincipal(tx, {
@@ -295,6 +415,8 @@ export function createScimService(deps: ScimServiceDeps) {
             source: SOURCE,
             external_id: fields.externalId ?? null,
             scim_name: fields.userName,
+            provisioned_by: by,
+            disabled_by: fields.active === false ? `scim:${by}` : null,
             now,
           });
           await tellPrincipal(tx, id);

@@ -107,6 +107,7 @@ export function identityFromClaims(
       issuer,
       subject,
       name,
+      username: raw!,
       email,
       displayName: claimText(claims, "name") ?? null,
       groups: !provider.groupsClaim

@@ -12,6 +12,8 @@ export interface OidcIdentitiesTable {
   subject: string;
   provider: string;
   principal_id: string;
+  /** The usernameClaim value at the link's first sign-in (migration 0033; null before). */
+  username: Generated<string | null>;
   created_at: Timestamp;
   last_sign_in_at: Timestamp;
 }

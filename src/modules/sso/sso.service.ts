@@ -33,6 +33,7 @@ import {
   refusalOfClientError,
 } from "./sso.rules.js";
 import * as ssoStore from "./sso.store.js";
+import { scimAccount } from "./sso.scim.js";
 import { createDeviceFlow, throwIfStint } from "./sso.device.js";
 import type { SsoIdentity, SsoProvider } from "./sso.types.js";
 
@@ -52,6 +53,8 @@ export interface SsoServiceDeps {
 }
 
 export { DEVICE_GRANT, type DeviceStart } from "./sso.device.js";
+/** The account a sign-in link names, for SCIM's adoption of accounts single sign-on created. */
+export { principalLinkedAt } from "./sso.store.js";
 
 /** A refusal with its code, audited by the caller's `refuse`. */
 class Refused extends Error {
@@ -227,11 +230,12 @@ export function createSsoService(deps: SsoServiceDeps) {
     const link = await ssoStore.lockLink(tx, identity.issuer, identity.subject);
     const events: AuditInput[] = [];
     let principal: provisioning.PrincipalRow;
+    const scimOwned = link ? null : await scimAccount(tx, provider, identity);
     if (link) {
       principal = (await provisioning.lockPrincipal(tx, link.principal_id))!;
       if (principal.status !== "active")
         throw new Refused("ACCOUNT_DISABLED", "account is disabled", { user: principal.name });
-      await ssoStore.touchLink(tx, identity.issuer, identity.subject, now);
+      await ssoStore.touchLink(tx, identity.issuer, identity.subject, identity.username, now);
       // The provider is the truth for the e-mail address and display name of the people it signs in.
       const changes: { email?: string | null; display_name?: string | null } = {};
       if (identity.email !== null && identity.email !== principal.email) changes.email = identity.email;
@@ -247,6 +251,36 @@ export function createSsoService(deps: SsoServiceDeps) {
           details: { changed: Object.keys(changes), source: "oidc", provider: provider.id },
         });
       }
+    } else if (scimOwned) {
+      // The account SCIM provisioned for this person (the provider's `scim` setting): linked, not duplicated.
+      principal = scimOwned;
+      if (principal.status !== "active")
+        throw new Refused("ACCOUNT_DISABLED", "account is disabled", {
+          user: principal.name,
+          ...(principal.source === "scim-deleted" ? { deprovisioned: true } : {}),
+        });
+      await ssoStore.insertLink(tx, {
+        issuer: identity.issuer,
+        subject: identity.subject,
+        provider: provider.id,
+        principalId: principal.id,
+        username: identity.username,
+        now,
+      });
+      events.push({
+        action: "user.update",
+        outcome: "success",
+        subject: `user:${principal.name}`,
+        reason: `first sign-in through ${provider.displayName}: linked to the account SCIM provisioned`,
+        details: {
+          source: "scim",
+          changed: ["link"],
+          provider: provider.id,
+          issuer: identity.issuer,
+          sub: identity.subject,
+          match: provider.scim!.match,
+        },
+      });
     } else {
       const taken = await provisioning.findPrincipalByName(tx, identity.name);
       if (taken)
@@ -273,6 +307,7 @@ export function createSsoService(deps: SsoServiceDeps) {
         subject: identity.subject,
         provider: provider.id,
         principalId: id,
+        username: identity.username,
         now,
       });
       await tellPrincipal(tx, id);

@@ -130,7 +130,7 @@ export async function lockLink(db: Db, issuer: string, subject: string) {
 
 export async function insertLink(
   db: Db,
-  row: { issuer: string; subject: string; provider: string; principalId: string; now: Date },
+  row: { issuer: string; subject: string; provider: string; principalId: string; username: string; now: Date },
 ): Promise<void> {
   await db
     .insertInto("oidc_identities")
@@ -139,16 +139,18 @@ export async function insertLink(
       subject: row.subject,
       provider: row.provider,
       principal_id: row.principalId,
+      username: row.username,
       created_at: row.now,
       last_sign_in_at: row.now,
     })
     .execute();
 }
 
-export async function touchLink(db: Db, issuer: string, subject: string, now: Date): Promise<void> {
+/** The link's last sign-in, and the usernameClaim value it brought (SCIM's userName is matched to it). */
+export async function touchLink(db: Db, issuer: string, subject: string, username: string, now: Date): Promise<void> {
   await db
     .updateTable("oidc_identities")
-    .set({ last_sign_in_at: now })
+    .set({ last_sign_in_at: now, username })
     .where("issuer", "=", issuer)
     .where("subject", "=", subject)
     .execute();
@@ -175,4 +177,37 @@ export async function linkedCount(db: Db, principalIds: string[]): Promise<numbe
     .where("principal_id", "in", principalIds)
     .executeTakeFirstOrThrow();
   return Number(row.n);
+}
+
+/**
+ * The id of the principal a link of `issuer` names, by its subject or by the username it recorded (case aside).
+ * Null when there is none, or when that principal is linked through another issuer too (never another issuer's
+ * account). SCIM adopts an account single sign-on created through this (`ssoLinks` in server wiring).
+ */
+export async function principalLinkedAt(
+  db: Db,
+  issuer: string,
+  match: { subject: string } | { username: string },
+): Promise<string | null> {
+  let query = db.selectFrom("oidc_identities").select("principal_id").where("issuer", "=", issuer);
+  query =
+    "subject" in match
+      ? query.where("subject", "=", match.subject)
+      : query.where((eb) => eb(eb.fn("lower", ["username"]), "=", match.username.toLowerCase()));
+  const links = await query.execute();
+  if (links.length !== 1) return null;
+  const principalId = links[0]!.principal_id;
+  const issuers = await issuersOf(db, [principalId]);
+  return issuers.length === 1 ? principalId : null;
+}
+
+/** Whether any single sign-on link names this principal. */
+export async function hasLink(db: Db, principalId: string): Promise<boolean> {
+  const row = await db
+    .selectFrom("oidc_identities")
+    .select("principal_id")
+    .where("principal_id", "=", principalId)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
 }

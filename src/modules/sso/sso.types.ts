@@ -35,6 +35,18 @@ export const ssoProviderSchema = z
     mfaAmr: z.array(z.string().min(1).max(64)).default([]),
     /** `acr` values of the provider that count as MFA. */
     mfaAcr: z.array(z.string().min(1).max(256)).default([]),
+    /**
+     * The SCIM connection (a service identity of `scimServices`) that provisions this provider's people: one
+     * account per person, whichever of SCIM or a sign-in saw them first. `match: userName` pairs SCIM's
+     * `userName` with the `usernameClaim` value (case aside); `match: externalId` pairs SCIM's `externalId` with
+     * the token's `sub`. Only accounts of this service and of this issuer are ever paired.
+     */
+    scim: z
+      .strictObject({
+        service: z.string().regex(/^[a-z][a-z0-9._-]{0,63}$/, "must be a service identity's name"),
+        match: z.enum(["userName", "externalId"]).default("userName"),
+      })
+      .optional(),
   })
   .refine((p) => p.scopes.includes("openid"), { message: "scopes must include openid", path: ["scopes"] })
   .refine((p) => [p.clientSecret, p.clientSecretFile, p.clientSecretEnv].filter((v) => v !== undefined).length <= 1, {
@@ -70,6 +82,8 @@ export interface SsoIdentity {
   issuer: string;
   subject: string;
   name: string;
+  /** The usernameClaim value as the provider sent it (a SCIM `userName` is matched to it). */
+  username: string;
   email: string | null;
   displayName: string | null;
   /**
