@@ -18,13 +18,15 @@ import { testServer, type TestServer } from "../../src/testing/server.js";
 
 const PUBLIC_URL = "http://stint.test";
 const SERVICE = "entra-provisioning";
+const OKTA_SERVICE = "okta-provisioning";
 const callbackOf = (provider: string) => `${PUBLIC_URL}/v1/auth/sso/${provider}/callback`;
 
 let corp: TestProvider;
 let partner: TestProvider;
+let okta: TestProvider;
 let server: TestServer;
 let work: string;
-let scimToken: string;
+const scimTokens = new Map<string, string>();
 
 interface Session {
   accessToken: string;
@@ -32,8 +34,10 @@ interface Session {
 }
 
 /** Signs in through `provider` as `login`: the session, or the refusal's code. */
-async function signIn(provider: "corp" | "partner", login: string): Promise<Session | { error: string }> {
-  const idp = provider === "corp" ? corp : partner;
+type Provider = "corp" | "partner" | "okta";
+
+async function signIn(provider: Provider, login: string): Promise<Session | { error: string }> {
+  const idp = { corp, partner, okta }[provider];
   const verifier = randomBytes(32).toString("base64url");
   const challenge = createHash("sha256").update(verifier).digest("base64url");
   const start = await server.app.inject({
@@ -55,17 +59,17 @@ async function signIn(provider: "corp" | "partner", login: string): Promise<Sess
   return redeemed.json<Session>();
 }
 
-async function session(provider: "corp" | "partner", login: string): Promise<Session> {
+async function session(provider: Provider, login: string): Promise<Session> {
   const result = await signIn(provider, login);
   expect("error" in result ? result.error : null).toBeNull();
   return result as Session;
 }
 
-async function scim(method: "GET" | "POST" | "PATCH" | "DELETE", url: string, payload?: unknown) {
+async function scim(method: "GET" | "POST" | "PATCH" | "DELETE", url: string, payload?: unknown, service = SERVICE) {
   const res = await server.app.inject({
     method,
     url: `/scim/v2${url}`,
-    headers: { authorization: `Bearer ${scimToken}`, "content-type": "application/scim+json" },
+    headers: { authorization: `Bearer ${scimTokens.get(service)}`, "content-type": "application/scim+json" },
     ...(payload !== undefined ? { payload: JSON.stringify(payload) } : {}),
   });
   return { status: res.statusCode, body: (res.body ? res.json() : {}) as Record<string, unknown> };
@@ -110,8 +114,10 @@ beforeAll(async () => {
   work = await mkdtemp(path.join(tmpdir(), "stint-scim-sso-"));
   corp = await startOidcProvider({ redirectUris: [callbackOf("corp")] });
   partner = await startOidcProvider({ redirectUris: [callbackOf("partner")] });
+  okta = await startOidcProvider({ redirectUris: [callbackOf("okta")] });
   await writeFile(path.join(work, "corp-secret"), `${corp.clientSecret}\n`);
   await writeFile(path.join(work, "partner-secret"), `${partner.clientSecret}\n`);
+  await writeFile(path.join(work, "okta-secret"), `${okta.clientSecret}\n`);
   const provider = (id: string, idp: TestProvider, extra = "") => `  - id: ${id}
     displayName: ${id}
     issuer: ${idp.issuer}
@@ -120,22 +126,28 @@ beforeAll(async () => {
 ${extra}`;
   await writeFile(
     path.join(work, "stint.yaml"),
-    `scimServices: [${SERVICE}]\nssoProviders:\n${provider("corp", corp, `    scim: { service: ${SERVICE}, match: userName }\n`)}${provider("partner", partner)}`,
+    `scimServices: [${SERVICE}, ${OKTA_SERVICE}]\nssoProviders:\n` +
+      provider("corp", corp, `    scim: { service: ${SERVICE}, match: userName }\n`) +
+      provider("partner", partner) +
+      provider("okta", okta, `    scim: { service: ${OKTA_SERVICE}, match: externalId }\n`),
   );
   server = await testServer("pglite", {
     env: { STINT_CONFIG_FILE: path.join(work, "stint.yaml"), STINT_PUBLIC_URL: PUBLIC_URL },
   });
   const admin = (method: "POST", url: string, payload: object) =>
     server.app.inject({ method, url, headers: { authorization: server.adminAuth }, payload });
-  expect((await admin("POST", "/v1/users", { name: SERVICE, kind: "service" })).statusCode).toBe(201);
-  const token = await admin("POST", "/v1/tokens", { name: "scim", principal: SERVICE, expiresIn: "1d" });
-  scimToken = token.json<{ token: string }>().token;
+  for (const service of [SERVICE, OKTA_SERVICE]) {
+    expect((await admin("POST", "/v1/users", { name: service, kind: "service" })).statusCode).toBe(201);
+    const token = await admin("POST", "/v1/tokens", { name: "scim", principal: service, expiresIn: "1d" });
+    scimTokens.set(service, token.json<{ token: string }>().token);
+  }
 }, 120_000);
 
 afterAll(async () => {
   await server?.cleanup();
   await corp?.close();
   await partner?.close();
+  await okta?.close();
   await rm(work, { recursive: true, force: true });
 });
 
@@ -175,6 +187,26 @@ describe("a leaver single sign-on created is deprovisioned by SCIM", () => {
     expect((await scim("DELETE", `/Users/${String(posted.body.id)}`)).status).toBe(204);
     expect(await stillIn(held)).toEqual({ me: 401, refresh: 401 });
     expect(await signIn("corp", "sub-sam")).toEqual({ error: "ACCOUNT_DISABLED" });
+  });
+});
+
+describe("match: externalId (Okta: SCIM's externalId is the token's sub)", () => {
+  it("pairs by sub whatever the names, and never the other SCIM service's people", async () => {
+    okta.accounts.set("00u-kim", { preferred_username: "kim" });
+    const held = await session("okta", "00u-kim");
+    const kim = await account("kim");
+    // Another SCIM service naming that sub adopts nothing (it provisions for another issuer).
+    const wrong = await scim("POST", "/Users", newUser("kim.other@corp.example", "00u-kim"));
+    expect(wrong.status).toBe(201);
+    expect(wrong.body.id).not.toBe(kim!.id);
+    // (externalId is unique among SCIM's users: that service deletes its user first.)
+    expect((await scim("DELETE", `/Users/${String(wrong.body.id)}`)).status).toBe(204);
+    const posted = await scim("POST", "/Users", newUser("Kim.Lee@okta.example", "00u-kim"), OKTA_SERVICE);
+    expect(posted.status, JSON.stringify(posted.body)).toBe(201);
+    expect(posted.body.id).toBe(kim!.id);
+    expect((await scim("DELETE", `/Users/${kim!.id}`, undefined, OKTA_SERVICE)).status).toBe(204);
+    expect(await stillIn(held)).toEqual({ me: 401, refresh: 401 });
+    expect(await signIn("okta", "00u-kim")).toEqual({ error: "ACCOUNT_DISABLED" });
   });
 });
 

@@ -6,6 +6,7 @@ import {
   parseFilter,
   scimBoolean,
   ScimError,
+  ssoLinksOf,
   stintName,
   userFromResource,
   userPatch,
@@ -102,5 +103,23 @@ describe("groups", () => {
     expect(groupPatch({ Operations: [{ op: "remove", path: "members" }] })).toMatchObject({ replace: [] });
     expect(() => groupPatch({ Operations: [{ op: "add", path: 'members[value eq "x"]' }] })).toThrow(ScimError);
     expect(() => groupPatch({ Operations: [{ op: "add", path: "owners", value: [] }] })).toThrow(/no attribute/);
+  });
+});
+
+describe("ssoLinksOf: which issuer a SCIM service provisions for", () => {
+  const corp = { id: "corp", issuer: "https://corp.example", scim: { service: "entra", match: "userName" as const } };
+  it("pairs a SCIM service with the issuer of the providers that name it", () => {
+    const web = { ...corp, id: "corp-web" };
+    expect(ssoLinksOf([corp, web, { id: "partner", issuer: "https://partner.example" }], ["entra"])).toEqual([
+      { service: "entra", provider: "corp", issuer: "https://corp.example", match: "userName" },
+      { service: "entra", provider: "corp-web", issuer: "https://corp.example", match: "userName" },
+    ]);
+  });
+  it("refuses a service that may not provision, and one service for two issuers (never across issuers)", () => {
+    expect(() => ssoLinksOf([corp], [])).toThrow(/not in scimServices/);
+    const partner = { ...corp, id: "partner", issuer: "https://partner.example" };
+    expect(() => ssoLinksOf([corp, partner], ["entra"])).toThrow(/already provisions for corp/);
+    const other = { ...corp, id: "corp-2", scim: { service: "entra", match: "externalId" as const } };
+    expect(() => ssoLinksOf([corp, other], ["entra"])).toThrow(/one issuer and one match/);
   });
 });
