@@ -10,3 +10,6 @@ alter table principals add column provisioned_by text;
 -- username: the provider's usernameClaim value at the link's first sign-in, matched exactly (case aside) to a
 -- SCIM userName; null for links from before this migration.
 alter table oidc_identities add column username text;
+-- SCIM's filter on userName and the pairing look these up by their lower-cased spelling.
+create index principals_scim_name_lower on principals (lower(scim_name));
+create index oidc_identities_username on oidc_identities (issuer, lower(username));
