@@ -7,6 +7,7 @@ import path from "node:path";
 import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
 import type { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
+import { ADVISORY_LOCKS } from "./advisory-locks.js";
 import { lockDataDir } from "./data-dir-lock.js";
 import { createSenderGate, SENDER_LOOKUP_SQL } from "./notify-senders.js";
 
@@ -474,9 +475,6 @@ export function storeOverPglite<DB>(pglite: PGlite, onClosed?: () => void): Stor
   );
 }
 
-/** A stable number for the advisory lock that serializes migrations across nodes. */
-const MIGRATION_LOCK = 0x5717_0001;
-
 /**
  * Applies `NNNN_name.sql` files from `dir` in order, each in its own
  * transaction, under an advisory lock so two nodes starting at once apply each
@@ -485,7 +483,7 @@ const MIGRATION_LOCK = 0x5717_0001;
 export async function migrate<DB>(db: Kysely<DB>, dir: string): Promise<string[]> {
   const files = (await readdir(dir)).filter((f) => /^\d{4}_[\w-]+\.sql$/.test(f)).sort();
   return db.connection().execute(async (conn) => {
-    await sql`select pg_advisory_lock(${MIGRATION_LOCK})`.execute(conn);
+    await sql`select pg_advisory_lock(${ADVISORY_LOCKS.migration})`.execute(conn);
     try {
       await sql`create table if not exists schema_migrations (
         name text primary key,
@@ -506,20 +504,17 @@ export async function migrate<DB>(db: Kysely<DB>, dir: string): Promise<string[]
       }
       return applied;
     } finally {
-      await sql`select pg_advisory_unlock(${MIGRATION_LOCK})`.execute(conn);
+      await sql`select pg_advisory_unlock(${ADVISORY_LOCKS.migration})`.execute(conn);
     }
   });
 }
-
-/** A stable number for the advisory lock that serializes the start's upgrade steps across nodes. */
-const UPGRADE_LOCK = 0x5717_0004;
 
 /**
  * Held until the transaction ends: two nodes starting at once run a start's upgrade step (a change of the data
  * that follows the migrations, `audit/audit.upgrades.ts`) one after the other.
  */
 export async function lockUpgrades<DB>(tx: Kysely<DB>): Promise<void> {
-  await sql`select pg_advisory_xact_lock(${UPGRADE_LOCK})`.execute(tx);
+  await sql`select pg_advisory_xact_lock(${ADVISORY_LOCKS.upgrade})`.execute(tx);
 }
 
 /** Lists migrations that exist on disk but are not applied yet (for /readyz). */

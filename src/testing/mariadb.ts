@@ -7,10 +7,10 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import pg from "pg";
+import { ADVISORY_LOCKS } from "../lib/advisory-locks.js";
 import { PG_ADMIN_URL } from "./engines.js";
 
 const run = promisify(execFile);
-const MARIADB_LOCK = 0x5717_3306;
 
 export const MARIADB_URL = "mysql://root@127.0.0.1:3306?sslmode=disable";
 
@@ -18,9 +18,9 @@ export const MARIADB_URL = "mysql://root@127.0.0.1:3306?sslmode=disable";
 export async function holdMariadb(): Promise<() => Promise<void>> {
   const client = new pg.Client({ connectionString: PG_ADMIN_URL });
   await client.connect();
-  await client.query("select pg_advisory_lock($1)", [MARIADB_LOCK]);
+  await client.query("select pg_advisory_lock($1)", [ADVISORY_LOCKS.mariadbTests]);
   return async () => {
-    await client.query("select pg_advisory_unlock($1)", [MARIADB_LOCK]).catch(() => undefined);
+    await client.query("select pg_advisory_unlock($1)", [ADVISORY_LOCKS.mariadbTests]).catch(() => undefined);
     await client.end().catch(() => undefined);
   };
 }

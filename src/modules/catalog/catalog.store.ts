@@ -5,17 +5,15 @@
  */
 import { sql, type Kysely, type SelectQueryBuilder } from "kysely";
 import type { Database } from "../../db/index.js";
+import { ADVISORY_LOCKS } from "../../lib/advisory-locks.js";
 import { isUuid } from "../../lib/ids.js";
 import type { RiskTier, TargetConfig, TargetKind } from "./catalog.types.js";
 
 type Q = Kysely<Database>;
 
-/** A stable number for the advisory lock that serializes catalog writes (next to the migration lock). */
-const CATALOG_LOCK = 0x5717_0002;
-
 /** Serializes catalog writes for the rest of the transaction: plans are made and applied on a still picture. */
 export async function lockCatalog(tx: Q): Promise<void> {
-  await sql`select pg_advisory_xact_lock(${CATALOG_LOCK})`.execute(tx);
+  await sql`select pg_advisory_xact_lock(${ADVISORY_LOCKS.catalog})`.execute(tx);
 }
 
 // Narrowed to the tables with an id and a name; Kysely cannot express "any such table" more simply.

@@ -1,6 +1,7 @@
 /** SQL of identity. Every function takes the transaction (or db) it runs in. */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import { ADVISORY_LOCKS } from "../../lib/advisory-locks.js";
 
 type Q = Kysely<Database>;
 
@@ -54,7 +55,7 @@ export async function principalFacts(db: Q, ids: string[]) {
  * so two concurrent removals cannot both see "another one is left".
  */
 export async function lockAdministrators(db: Q) {
-  await sql`select pg_advisory_xact_lock(${0x5717_0003})`.execute(db);
+  await sql`select pg_advisory_xact_lock(${ADVISORY_LOCKS.administrators})`.execute(db);
 }
 
 export function countActiveAdmins(db: Q) {

@@ -16,6 +16,7 @@ import {
 import { sql } from "kysely";
 import type { AppStore } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
+import { ADVISORY_LOCKS } from "../../lib/advisory-locks.js";
 import { deriveKey, open, randomToken, seal } from "../../lib/security.js";
 
 export type KeyPurpose = "token" | "audit";
@@ -63,14 +64,12 @@ export class AuditKeyMissingError extends Error {
   }
 }
 
-const KEYRING_LOCK = 0x5717_0002;
-
 export async function loadKeyring(deps: { store: AppStore; masterKey: Uint8Array; clock: Clock }): Promise<Keyring> {
   const { store, masterKey, clock } = deps;
   const wrapKey = deriveKey(masterKey, "signing-keys");
 
   const rows = await store.transaction(async (tx) => {
-    await sql`select pg_advisory_xact_lock(${KEYRING_LOCK})`.execute(tx);
+    await sql`select pg_advisory_xact_lock(${ADVISORY_LOCKS.keyring})`.execute(tx);
     for (const purpose of ["token", "audit"] as const) {
       const existing = await tx
         .selectFrom("signing_keys")
