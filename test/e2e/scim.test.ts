@@ -375,6 +375,32 @@ describe("SCIM: who may provision, and what it may touch", () => {
     expect((await h.admin("GET", "/v1/me")).status).toBe(200);
   });
 
+  it("says what clashed: the userName's account or the externalId another resource holds", async () => {
+    const taken = await scim(ENTRA, "POST", "/Users", { userName: `holder.${hex}`, externalId: `ext-${hex}` });
+    expect(taken.status, JSON.stringify(taken.body)).toBe(201);
+    const sameName = await scim(ENTRA, "POST", "/Users", { userName: `holder.${hex}`, externalId: `other-${hex}` });
+    expect(sameName.status).toBe(409);
+    expect(sameName.body).toMatchObject({ scimType: "uniqueness", detail: expect.stringMatching(/^A user named /) });
+    const sameExternalId = await scim(ENTRA, "POST", "/Users", { userName: `fresh.${hex}`, externalId: `ext-${hex}` });
+    expect(sameExternalId.status).toBe(409);
+    expect(sameExternalId.body).toMatchObject({
+      scimType: "uniqueness",
+      detail: `Another user has the externalId ext-${hex}.`,
+    });
+    // A PATCH taking another user's externalId is the same 409 (it was a 500), and changes nothing.
+    const second = await scim(ENTRA, "POST", "/Users", { userName: `second.${hex}`, externalId: `ext2-${hex}` });
+    const patched = await scim(ENTRA, "PATCH", `/Users/${String(second.body.id)}`, {
+      Operations: [{ op: "replace", path: "externalId", value: `ext-${hex}` }],
+    });
+    expect(patched.status).toBe(409);
+    expect(patched.body.detail).toBe(`Another user has the externalId ext-${hex}.`);
+    expect((await scim(ENTRA, "GET", `/Users/${String(second.body.id)}`)).body.externalId).toBe(`ext2-${hex}`);
+    const group = await scim(ENTRA, "POST", "/Groups", { displayName: `g1-${hex}`, externalId: `gext-${hex}` });
+    expect(group.status).toBe(201);
+    const groupClash = await scim(ENTRA, "POST", "/Groups", { displayName: `g2-${hex}`, externalId: `gext-${hex}` });
+    expect(groupClash.body).toMatchObject({ status: "409", detail: `Another group has the externalId gext-${hex}.` });
+  });
+
   it("refuses bad input with SCIM errors and changes nothing", async () => {
     const before = await scim(ENTRA, "GET", "/Users");
     const cases: [string, string, unknown, number, string?][] = [

@@ -241,16 +241,23 @@ export function createScimService(deps: ScimServiceDeps) {
     ];
   }
 
-  /** A name another resource holds (a local one too: it is never taken over) is SCIM's 409 `uniqueness`. */
-  function uniqueness(what: "user" | "group", name: string) {
+  /**
+   * A name another resource holds (a local one too: it is never taken over), or an externalId another SCIM resource
+   * holds (`*_scim_external_id`, migration 0020), is SCIM's 409 `uniqueness`; the sentence says which clashed.
+   */
+  function uniqueness(what: "user" | "group", clashing: { name?: string; externalId?: string | null }) {
     return (error: unknown): never => {
-      if (isUniqueViolation(error))
-        throw new ScimError(
-          409,
-          `A ${what} named ${name} already exists (a local ${what === "user" ? "account" : "group"} is never taken over).`,
-          "uniqueness",
-        );
-      throw error;
+      if (!isUniqueViolation(error)) throw error;
+      const constraint = (error as { constraint?: unknown }).constraint;
+      if (typeof constraint === "string" && constraint.endsWith("_scim_external_id"))
+        throw new ScimError(409, `Another ${what} has the externalId ${String(clashing.externalId)}.`, "uniqueness");
+      // A PUT or PATCH never renames (400 `mutability` above), so only a creation clashes on a name.
+      if (clashing.name === undefined) throw error;
+      throw new ScimError(
+        409,
+        `A ${what} named ${clashing.name} already exists (a local ${what === "user" ? "account" : "group"} is never taken over).`,
+        "uniqueness",
+      );
     };
   }
 
@@ -273,6 +280,7 @@ export function createScimService(deps: ScimServiceDeps) {
         if (events.length > 0) await audit.append(tx, actor, context, events);
         return userResource(tx, (await provisioning.findPrincipalById(tx, row.id))!);
       })
+      .catch(uniqueness("user", { externalId: change.externalId }))
       .catch((error: unknown) => refuseAdminDisabled(actor, context, by, error));
   }
 
@@ -428,7 +436,7 @@ export function createScimService(deps: ScimServiceDeps) {
           });
           return userResource(tx, (await provisioning.findPrincipalById(tx, id))!);
         })
-        .catch(uniqueness("user", name));
+        .catch(uniqueness("user", { name, externalId: fields.externalId }));
     },
 
     async getUser(actor: Actor, id: string) {
@@ -493,7 +501,7 @@ export function createScimService(deps: ScimServiceDeps) {
           ]);
           return groupResource(tx, (await groupRow(tx, id))!);
         })
-        .catch(uniqueness("group", name));
+        .catch(uniqueness("group", { name, externalId }));
     },
 
     async getGroup(actor: Actor, id: string) {
@@ -511,34 +519,36 @@ export function createScimService(deps: ScimServiceDeps) {
     async patchGroup(actor: Actor, id: string, body: unknown, context: CallContext) {
       const by = allow(actor);
       const patch = groupPatch(body);
-      return store.transaction(async (tx) => {
-        const group = await groupRow(tx, id, true);
-        if (patch.displayName !== undefined && stintName(patch.displayName) !== group.name)
-          throw new ScimError(
-            400,
-            `displayName cannot change the group's name in Stint (${group.name}).`,
-            "mutability",
-          );
-        let { add, remove } = patch;
-        if (patch.replace !== undefined) {
-          const current = await provisioning.memberIdsOf(tx, group.id);
-          const keep = new Set(patch.replace);
-          remove = [...remove, ...current.filter((p) => !keep.has(p))];
-          add = [...add, ...patch.replace];
-        }
-        const events = await changeMembers(tx, group, add, remove, by);
-        if (patch.externalId !== undefined && patch.externalId !== group.external_id) {
-          await provisioning.updateGroupAttributes(tx, group.id, { external_id: patch.externalId });
-          events.push({
-            action: "group.update",
-            outcome: "success",
-            subject: `group:${group.name}`,
-            details: { source: "scim", changed: ["externalId"] },
-          });
-        }
-        if (events.length > 0) await audit.append(tx, actor, context, events);
-        return groupResource(tx, group);
-      });
+      return store
+        .transaction(async (tx) => {
+          const group = await groupRow(tx, id, true);
+          if (patch.displayName !== undefined && stintName(patch.displayName) !== group.name)
+            throw new ScimError(
+              400,
+              `displayName cannot change the group's name in Stint (${group.name}).`,
+              "mutability",
+            );
+          let { add, remove } = patch;
+          if (patch.replace !== undefined) {
+            const current = await provisioning.memberIdsOf(tx, group.id);
+            const keep = new Set(patch.replace);
+            remove = [...remove, ...current.filter((p) => !keep.has(p))];
+            add = [...add, ...patch.replace];
+          }
+          const events = await changeMembers(tx, group, add, remove, by);
+          if (patch.externalId !== undefined && patch.externalId !== group.external_id) {
+            await provisioning.updateGroupAttributes(tx, group.id, { external_id: patch.externalId });
+            events.push({
+              action: "group.update",
+              outcome: "success",
+              subject: `group:${group.name}`,
+              details: { source: "scim", changed: ["externalId"] },
+            });
+          }
+          if (events.length > 0) await audit.append(tx, actor, context, events);
+          return groupResource(tx, group);
+        })
+        .catch(uniqueness("group", { externalId: patch.externalId }));
     },
 
     /** DELETE empties the group (members lose what they activated through it) and hides it from SCIM. */
