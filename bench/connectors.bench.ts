@@ -13,11 +13,20 @@
  *   node --import tsx bench/connectors.bench.ts [--logins=100] [--concurrency=4] [--engines=postgres,pglite]
  *     [--activations=50] [--roles=20] [--scenarios=dynamic,connector,membership] [--trace=N]
  *
+ * CPU per issuance (1 at a time, the deactivation and the drop included): this process's, split into its main
+ * thread and its other threads (V8's garbage collector and compiler, libuv's pool: the minted password's PBKDF2),
+ * and PostgreSQL's, read from /proc/<pid>/schedstat of the backends of this run's databases (the store's, the
+ * requesters' watcher, the target's admin pool) and of each minted login's own backend just before it signs off.
+ * The machine's PostgreSQL trusts local sign-ins: the requester's sign-in runs no SCRAM exchange here (the
+ * password is checked against pg_authid by grants.statements.test.ts), so a SCRAM target costs the client one
+ * PBKDF2 of the secret's 4,096 rounds more (about 1 ms of CPU here).
+ *
  * `--trace=N` prints, for N issuances one at a time (after the sequential samples), every statement sent to the
  * store and to the target with its start and end (ms after the submit) and the requester's milestones: where the
  * milliseconds go. A statement is shown by its first words only, cut before any PASSWORD.
  */
 import { randomBytes } from "node:crypto";
+import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -90,6 +99,56 @@ const load = () =>
     .loadavg()
     .map((l) => l.toFixed(1))
     .join(" ");
+
+/** A process's time on CPU so far, ns (`/proc/<pid>/schedstat`: exact, unlike utime's clock ticks); 0 once it exited. */
+function cpuNs(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * PostgreSQL's CPU by backend kind (the server's store connections, the watcher's, the target's admin pool), ns:
+ * the backends of this run's databases, found by pid in pg_stat_activity (PostgreSQL on this host only).
+ */
+async function backendCpu(root: pg.Pool, store: string, target: string): Promise<Map<number, [string, number]>> {
+  const { rows } = await root.query<{ pid: number; datname: string; application_name: string }>(
+    "select pid, datname, application_name from pg_stat_activity where datname = any($1)",
+    [[store, target]],
+  );
+  return new Map(
+    rows.map((r) => [
+      r.pid,
+      [
+        r.datname === target ? "target admin" : r.application_name === WATCHER_APP ? "bench watcher" : "store",
+        cpuNs(r.pid),
+      ],
+    ]),
+  );
+}
+
+/** CPU used between two snapshots, ms by kind (a backend started in between counts from its start). */
+function cpuBetween(before: Map<number, [string, number]>, after: Map<number, [string, number]>) {
+  const used = new Map<string, number>();
+  for (const [pid, [kind, ns]] of after)
+    used.set(kind, (used.get(kind) ?? 0) + (ns - (before.get(pid)?.[1] ?? 0)) / 1e6);
+  return used;
+}
+
+/** This process's CPU so far, ns: its main thread's and its other threads' (V8's GC and compiler, libuv's pool). */
+function threadCpu(): { main: number; others: number } {
+  const used = { main: 0, others: 0 };
+  for (const tid of readdirSync("/proc/self/task")) {
+    const ns = cpuNs(Number(tid));
+    if (Number(tid) === process.pid) used.main += ns;
+    else used.others += ns;
+  }
+  return used;
+}
+
+const WATCHER_APP = "stint bench watcher";
 
 function summary(label: string, samples: number[], extra = "") {
   const sorted = [...samples].sort((a, b) => a - b);
@@ -168,6 +227,8 @@ pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
 /** `--trace`: the milestones of one issuance, ms after its submit started (null: not tracing). */
 let timeline: { at: number; what: string; took?: number }[] | null = null;
 let timelineStart = 0;
+/** CPU of the minted logins' backends (the requesters' sign-ins), ns. */
+let loginCpuNs = 0;
 function mark(what: string, since?: number): number {
   const at = performance.now();
   timeline?.push({ at: at - timelineStart, what, ...(since === undefined ? {} : { took: at - since }) });
@@ -292,7 +353,10 @@ async function benchDynamic(engine: Engine, options: Options, target: DynamicTar
   });
   // The requesters look at their request's state with a direct query: on PostgreSQL on a connection of their
   // own (not the server's pool), on PGlite through the store (it has one connection).
-  const watcher = engine === "postgres" ? new pg.Pool({ connectionString: server.databaseUrl, max: requesters }) : null;
+  const watcher =
+    engine === "postgres"
+      ? new pg.Pool({ connectionString: server.databaseUrl, max: requesters, application_name: WATCHER_APP })
+      : null;
   storeDatabase = server.databaseUrl ? new URL(server.databaseUrl).pathname.slice(1) : "";
   try {
     const users = Array.from({ length: requesters }, (_, i) => `${target.userPrefix}${engine[1]}${i}`);
@@ -415,6 +479,9 @@ eligibility:
       await client.connect();
       mark("requester: signed in as the minted login");
       const rows = await client.query("select entry from ledger");
+      // The login's backend: its fork, authentication, catalog caches and the query (read before it exits).
+      const loginPid = (client as unknown as { processID?: number }).processID;
+      if (loginPid) loginCpuNs += cpuNs(loginPid);
       await client.end();
       if (rows.rowCount !== 1) throw new Error(`the minted login read ${rows.rowCount} rows, expected 1`);
       const works = mark(WORKS);
@@ -456,9 +523,14 @@ eligibility:
     };
     console.error(`${engine}: ${options.logins} sequential dynamic logins (load ${load()})`);
     const sequential: Phases[] = [];
+    const pgBefore = watcher ? await backendCpu(root, storeDatabase, targetDatabase) : null;
+    loginCpuNs = 0;
+    const threadsBefore = threadCpu();
     const cpuBefore = process.cpuUsage();
     for (let i = 0; i < options.logins; i++) sequential.push(await issue(auths[0]!, i, true));
     const cpu = process.cpuUsage(cpuBefore);
+    const threadsAfter = threadCpu();
+    const pgUsed = pgBefore ? cpuBetween(pgBefore, await backendCpu(root, storeDatabase, targetDatabase)) : null;
     summary(
       `${engine.padEnd(8)} submit → login works, 1 at a time`,
       sequential.map((p) => p.total),
@@ -467,8 +539,18 @@ eligibility:
     // Less sensitive to other processes on the host than wall time: this process's CPU (server and requester,
     // the drop included), per issuance.
     console.log(
-      `  1 at a time: ${((cpu.user + cpu.system) / 1000 / options.logins).toFixed(1)} ms of this process's CPU per issuance`,
+      `  1 at a time: ${((cpu.user + cpu.system) / 1000 / options.logins).toFixed(1)} ms of this process's CPU per issuance` +
+        ` (main thread ${((threadsAfter.main - threadsBefore.main) / 1e6 / options.logins).toFixed(1)},` +
+        ` other threads ${((threadsAfter.others - threadsBefore.others) / 1e6 / options.logins).toFixed(1)})`,
     );
+    if (pgUsed) {
+      const per = (ms: number) => (ms / options.logins).toFixed(1);
+      console.log(
+        `  1 at a time, PostgreSQL's CPU per issuance (backends' schedstat): ` +
+          [...pgUsed].map(([kind, ms]) => `${kind} ${per(ms)}`).join(" · ") +
+          ` · the minted login's own connection ${per(loginCpuNs / 1e6)} ms (drops and deactivations included)`,
+      );
+    }
     phases("1 at a time", sequential);
     for (let i = 0; i < options.trace; i++) {
       timeline = [];
