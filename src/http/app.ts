@@ -48,11 +48,11 @@ declare module "fastify" {
     /** Every route registered on the app, in registration order. */
     routeTable: readonly RouteEntry[];
     /**
-     * Answers the plain success of `GET <path>?…` before Fastify routes the request (fast-path.ts): `path`
-     * must be a GET route registered with the same answer; everything the fast path does not answer (no or
+     * Answers the plain success of `GET <url>` before Fastify routes the request (fast-path.ts): `url` must
+     * be a GET route registered with the same answer; everything the fast path does not answer (no or
      * another credential, a refusal, an unusual query) goes to that route.
      */
-    fastGet(path: string, answer: FastAnswer): void;
+    fastGet(url: string, answer: FastAnswer): void;
     /** Registers a watcher of the fast paths' answers (the metrics). */
     observeFastAnswers(observer: FastAnswerObserver): void;
   }
@@ -100,14 +100,14 @@ const requestIdFor = (given: string | string[] | undefined) =>
   typeof given === "string" && REQUEST_ID.test(given) ? given : requestId();
 
 export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<void> | void): Promise<App> {
-  // The fast paths (fast-path.ts) in front of Fastify's handler. The request log line (`debug`) is written by
-  // an onResponse hook, which a fast answer skips: none then.
+  // The fast paths (fast-path.ts) in front of Fastify's handler; none with the request log line (`debug`, a hook).
   const routeTable: RouteEntry[] = [];
   const fast = createFastPaths({
     enabled: !deps.logger.isLevelEnabled("debug"),
     authenticate: deps.authenticate,
     routeTable,
     requestIdFor,
+    trustsProxies: deps.trustedProxies.length > 0,
   });
 
   const app = Fastify({
@@ -122,7 +122,7 @@ export async function buildApp(deps: HttpDeps, register: (app: App) => Promise<v
       // Not once the server stops listening (closing): Fastify then answers 503 with `Connection: close`,
       // which is how busy keep-alive connections drain.
       const server = createServer(options.http ?? {}, (request, response) => {
-        if (!server.listening || !fast.answer(request, response)) handler(request, response);
+        if (!server.listening || !fast.answer(request, response, handler)) handler(request, response);
       });
       if (options.keepAliveTimeout !== undefined) server.keepAliveTimeout = options.keepAliveTimeout;
       if (options.requestTimeout !== undefined) server.requestTimeout = options.requestTimeout;

@@ -95,17 +95,23 @@ export function createReads(ctx: VaultContext) {
    * else (a refusal, break-glass, an exclusive secret, a stale copy) is decided from the database.
    */
   async function read(actor: Actor, context: CallContext, path: string, version?: number) {
+    return (await readFromMemoryOnly(actor, context, path, version)) ?? readFromDatabase(actor, context, path, version);
+  }
+
+  /**
+   * `read` as far as memory decides it: the value, after its event committed, or null when `read` would
+   * go on to the database (and then nothing was recorded); throws what `read` throws before or in the
+   * memory's part (UNAUTHENTICATED, SEALED, a failed audit batch). The HTTP fast path's read.
+   */
+  async function readFromMemoryOnly(actor: Actor, context: CallContext, path: string, version?: number) {
     principalOf(actor);
     await rootKey();
-    if (index?.view()) {
-      const fromMemory = await readFromMemory(actor, context, path, version);
-      if (fromMemory) return fromMemory;
-    }
-    return readFromDatabase(actor, context, path, version);
+    return index?.view() ? readFromMemory(actor, context, path, version) : null;
   }
 
   return {
     read,
+    readFromMemoryOnly,
     /** How the reads' audit events were group-committed so far (for the benchmark). */
     readAuditStats: () => readAudit.stats(),
   };

@@ -2,6 +2,7 @@
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import type { z } from "zod";
 import type { App } from "../../http/app.js";
+import { fastFailure } from "../../http/fast-path.js";
 import * as c from "../../contract/vault.js";
 import type { VaultService } from "./vault.service.js";
 
@@ -41,9 +42,25 @@ export function registerVaultRoutes(app: App, deps: { vault: VaultService }) {
     },
     async (req, reply) => {
       reply.header("cache-control", "no-store");
+      // A read the fast path began and that failed (its audit batch): that error, not a second read.
+      fastFailure(req.raw);
       return vault.read(req.actor, req.callContext, req.params.path, req.query.version);
     },
   );
+  // The plain read decided from memory goes out before Fastify sees the request (http/fast-path.ts: same
+  // answer, same headers, its audit event committed first); anything else, refusals included, comes to the
+  // route above, which answers a failure of the fast path's read with its error.
+  app.fastGet("/v1/secrets/:path/value", (param, actor, context) => {
+    const path = plainSecretPath(param);
+    if (path === undefined) return undefined;
+    return vault.readFromMemoryOnly(actor, context(), path).then((read) => {
+      if (read === null) return undefined;
+      // Recorded already: an answer of another shape is the route's serializer's error, not a second read.
+      const json = secretValueJson(read);
+      if (json === undefined) throw new Error("a secret read's answer does not match its schema");
+      return json;
+    });
+  });
   app.get(
     "/v1/secrets/:path/versions",
     {
@@ -157,6 +174,17 @@ function keyCount(data: object): number {
   for (const key in data) if (Object.hasOwn(data, key)) keys++;
   return keys;
 }
+
+/**
+ * The secret path a read's URL segment names when it is plainly one (lower-case letters, digits, `._-`, its
+ * slashes sent as `%2F`: what the parameters' validator takes at once), else undefined: Fastify's to decode.
+ */
+export function plainSecretPath(segment: string): string | undefined {
+  if (!PLAIN_SEGMENT.test(segment)) return undefined;
+  const path = segment.replace(/%2f/gi, "/");
+  return SECRET_PATH.test(path) ? path : undefined;
+}
+const PLAIN_SEGMENT = /^(?:[a-z0-9._-]|%2[fF])+$/;
 
 /**
  * A read's parameters (the path, nothing else) and query (none: the current version) checked by a
