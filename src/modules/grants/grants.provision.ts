@@ -9,7 +9,7 @@ import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { type Actor, type CallContext } from "../authz/authz.types.js";
 import { ConnectorError, type Connector, type MintedPassword } from "../connectors/index.js";
-import { outboxStore, type HandlerContext } from "../outbox/index.js";
+import type { HandlerContext } from "../outbox/index.js";
 import type { GrantInputs } from "../requests/request-context.js";
 import { generateValue } from "../vault/vault.crypto.js";
 import { asConnectorError, grantLogin, problemsOf, type GrantContext } from "./grants.context.js";
@@ -58,19 +58,22 @@ export function createProvisioning(ctx: GrantContext) {
       });
       return;
     }
+    // The lane's target and the provisioning job's state: one read (the lanes' wrapper reads none when given one).
+    const facts = await grantStore.revocationInputs(tx, change.grantId);
     await outbox.enqueue(tx, {
       kind: JOB.revoke,
       idempotencyKey: `revoke:${change.grantId}`,
       payload: { grantId: change.grantId },
       maxAttempts: revokeAttempts,
+      ...(facts ? { lane: targetLane(facts.target_id) } : {}),
     });
     // Ended while its provisioning is still to run or running: that attempt may change the target after the
     // revocation above has run, and its node may die before it says so. A second revocation, due once the
     // attempt's lease is over, commits here with the end, so no crash anywhere can lose it (issue 13 finding 2).
-    const provision = await outboxStore.findByIdempotencyKey(tx, `provision:${change.grantId}`);
-    if (provision && (provision.status === "pending" || provision.status === "running")) {
+    if (facts?.provision_status) {
       const now = clock.now().getTime();
-      const leaseEnd = Math.max(now, provision.lockedUntil?.getTime() ?? now);
+      const lockedUntil = facts.provision_locked_until;
+      const leaseEnd = Math.max(now, lockedUntil === null ? now : new Date(lockedUntil).getTime());
       await outbox.enqueue(tx, {
         kind: JOB.revoke,
         idempotencyKey: `revoke:${change.grantId}:provision-in-flight`,

@@ -58,6 +58,12 @@ const CREDENTIALS_MAX_TRANSACTIONS = { pglite: 1, postgres: 0 };
  */
 const ON_GRANT_MAX_STATEMENTS = 1;
 /**
+ * The same hook when the activation ends (`onGrant` with `revoke`, in the deactivation's transaction): one read (the
+ * grant's target, for the job's lane, and its provisioning job's state) and the revocation's INSERT with its NOTIFY.
+ * It was 3: the lanes' wrapper read the target, then the INSERT, then the provisioning job was read.
+ */
+const ON_END_MAX_STATEMENTS = 2;
+/**
  * The activation (`requests.provisioned`, in the pass): one statement locks the request and its grant, reads the
  * requester's basis, makes both active and sends the index's `act` message; then the audit event. In one
  * transaction: 4 round trips with BEGIN and COMMIT (7 before: the lock, the basis, the writes and the message
@@ -176,10 +182,10 @@ eligibility:
     // module's.
     const hooked: { statements: string[] }[] = [];
     const onGrant = s.grants.onGrant;
+    const ends: { statements: string[] }[] = [];
     s.grants.onGrant = async (tx, change) => {
-      if (change.action !== "provision") return onGrant(tx, change);
       const measured = await measure(() => onGrant(tx, change));
-      hooked.push(measured);
+      (change.action === "provision" ? hooked : ends).push(measured);
       return measured.result;
     };
     const activations: { statements: string[]; transactions: number; result: boolean }[] = [];
@@ -251,6 +257,9 @@ eligibility:
       expect(rows).toEqual([{ entry: "opening balance" }]);
 
       await s.requests.deactivate(actor, role, context);
+      const end = ends.splice(0);
+      expect(end).toHaveLength(1);
+      expect(end[0]!.statements.length, JSON.stringify(end[0]!.statements)).toBeLessThanOrEqual(ON_END_MAX_STATEMENTS);
       // The revocation: the login dropped at the target and the grant marked revoked, audited.
       const revoked = await measure(() => s.outbox.runOnce());
       expect(revoked.result).toMatchObject({ claimed: 1, done: 1 });

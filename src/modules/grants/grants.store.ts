@@ -170,6 +170,22 @@ export function grantLoginInputs(db: Q, grantId: string) {
     .executeTakeFirst();
 }
 
+/**
+ * What a grant's revocation is queued with, in one statement: its target (the job's lane) and its provisioning
+ * job's state and lease, if that job is still to run or running.
+ */
+export function revocationInputs(db: Q, grantId: string) {
+  return db
+    .selectFrom("grants")
+    .innerJoin("roles", "roles.id", "grants.role_id")
+    .leftJoin("outbox", (join) =>
+      join.on("outbox.idempotency_key", "=", `provision:${grantId}`).on("outbox.status", "in", ["pending", "running"]),
+    )
+    .select(["roles.target_id", "outbox.status as provision_status", "outbox.locked_until as provision_locked_until"])
+    .where("grants.id", "=", grantId)
+    .executeTakeFirst();
+}
+
 /** The grant's login set, as a write another statement carries (the provisioning job's INSERT, `alongside`). */
 export function setLogin(grantId: string, login: string) {
   return (db: QueryCreator<Database>) => db.updateTable("grants").set({ login }).where("id", "=", grantId);
