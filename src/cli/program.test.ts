@@ -23,6 +23,7 @@ const alice = {
   displayName: "Alice",
   manager: null,
   status: "active",
+  disabledBy: null,
   platformRoles: ["admin"],
   mfaEnrolled: true,
   groups: ["dba"],
@@ -321,6 +322,32 @@ describe("stint CLI (fake API)", () => {
       password: "a-long-enough-password",
       platformRoles: ["security", "auditor", "user"],
     });
+  });
+
+  it("users list and show say who disabled a user", async () => {
+    await signedIn();
+    const mallory = {
+      ...alice,
+      name: "mallory",
+      status: "disabled",
+      disabledBy: "user:alice",
+      platformRoles: ["user"],
+    };
+    const leaver = { ...alice, name: "leaver", status: "disabled", disabledBy: "scim:entra", platformRoles: ["user"] };
+    on("GET", "/v1/users", () => ({ status: 200, body: { items: [alice, leaver, mallory] } }));
+    on("GET", "/v1/users/mallory", () => ({ status: 200, body: mallory }));
+    const list = await run(["users", "list"]);
+    expect(list.code).toBe(0);
+    const rows = list.stdout.trimEnd().split("\n");
+    expect(rows[0]).toMatch(/^NAME +KIND +STATUS +DISABLED BY +ROLES/);
+    expect(rows.slice(1).map((row) => row.split(/ {2,}/).slice(0, 4))).toEqual([
+      ["alice", "user", "active", "-"],
+      ["leaver", "user", "disabled", "scim:entra"],
+      ["mallory", "user", "disabled", "user:alice"],
+    ]);
+    const show = await run(["users", "show", "mallory"]);
+    expect(show.stdout).toMatch(/^status: +disabled\ndisabled by: +user:alice\n/m);
+    expect((await run(["users", "show", "mallory", "--json"])).stdout).toContain('"disabledBy": "user:alice"');
   });
 
   it("tokens create prints the token alone on stdout and warns that it is shown once", async () => {

@@ -13,6 +13,11 @@ export const principal = z.object({
   displayName: z.string().nullable(),
   manager: z.string().nullable(),
   status: z.enum(["active", "disabled"]),
+  /**
+   * Who disabled it: `scim:<service>` (a SCIM deprovision, which SCIM may undo) or `user:<administrator>` (only an
+   * administrator enables it). Null while active, and for a disable from before this was kept (an administrator's).
+   */
+  disabledBy: z.string().nullable(),
   platformRoles: z.array(platformRole),
   mfaEnrolled: z.boolean(),
   groups: z.array(z.string()),

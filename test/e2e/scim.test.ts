@@ -74,9 +74,9 @@ async function as(auth: string, method: "GET" | "POST", url: string, payload?: o
 /** The Stint user behind a SCIM id, as the admin API shows it. */
 async function stintUser(scimId: string) {
   const users = await h.admin("GET", "/v1/users");
-  return (users.body.items as { id: string; name: string; status: string; groups: string[] }[]).find(
-    (u) => u.id === scimId,
-  )!;
+  return (
+    users.body.items as { id: string; name: string; status: string; disabledBy: string | null; groups: string[] }[]
+  ).find((u) => u.id === scimId)!;
 }
 
 beforeAll(async () => {
@@ -231,7 +231,7 @@ describe("SCIM: Entra ID's sequence", () => {
     });
     expect(left.status, JSON.stringify(left.body)).toBe(200);
     expect(left.body.active).toBe(false);
-    expect((await stintUser(id)).status).toBe("disabled");
+    expect(await stintUser(id)).toMatchObject({ status: "disabled", disabledBy: `scim:${ENTRA}` });
     const requests = await h.admin("GET", `/v1/activation-requests?scope=all&role=scim-reader-e${hex}`);
     expect(JSON.stringify(requests.body)).toContain('"state":"revoked"');
     const cancelled = await h.admin("GET", `/v1/activation-requests/${String(pending.body.id)}`);
@@ -333,7 +333,7 @@ describe("SCIM: Okta's sequence", () => {
       Operations: [{ op: "replace", value: { active: false } }],
     });
     expect(deactivated.status, JSON.stringify(deactivated.body)).toBe(200);
-    expect((await stintUser(id)).status).toBe("disabled");
+    expect(await stintUser(id)).toMatchObject({ status: "disabled", disabledBy: `scim:${OKTA}` });
     // Reactivation works the same way.
     const back = await scim(OKTA, "PATCH", `/Users/${id}`, {
       schemas: ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],

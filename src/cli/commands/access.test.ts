@@ -268,6 +268,7 @@ describe("access commands (fake API)", () => {
         displayName: null,
         manager: null,
         status: "active",
+        disabledBy: null,
         platformRoles: ["user"],
         mfaEnrolled: false,
         groups: [],

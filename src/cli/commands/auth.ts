@@ -97,6 +97,7 @@ export function describePrincipal(who: PrincipalDto, server?: string): string {
     ["email", who.email],
     ["manager", who.manager],
     ["status", who.status],
+    ...(who.status === "disabled" ? ([["disabled by", who.disabledBy ?? "an administrator"]] as const) : []),
     ["platform roles", who.platformRoles],
     ["groups", who.groups],
     ["mfa", who.mfaEnrolled ? "enrolled" : "not enrolled"],

@@ -35,6 +35,7 @@ const USER_COLUMNS: readonly Column<PrincipalDto>[] = [
   { header: "NAME", value: (user) => user.name },
   { header: "KIND", value: (user) => user.kind },
   { header: "STATUS", value: (user) => user.status },
+  { header: "DISABLED BY", value: (user) => user.disabledBy },
   { header: "ROLES", value: (user) => user.platformRoles },
   { header: "MFA", value: (user) => user.mfaEnrolled },
   { header: "EMAIL", value: (user) => user.email },

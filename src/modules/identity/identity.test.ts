@@ -349,7 +349,13 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
       expect((await me(server, first.auth)).status).toBe(200);
       expect((await me(server, botAuth)).status).toBe(200);
 
-      expect((await disable(server, server.adminAuth, "sam")).status).toBe(200);
+      const disabled = await disable(server, server.adminAuth, "sam");
+      expect(disabled.body).toMatchObject({ status: "disabled", disabledBy: "user:admin" });
+      const listed = (await call(server, "GET", "/v1/users", { auth: server.adminAuth })).body as {
+        items: { name: string; disabledBy: string | null }[];
+      };
+      expect(listed.items.find((u) => u.name === "sam")?.disabledBy).toBe("user:admin");
+      expect(listed.items.find((u) => u.name === "admin")?.disabledBy).toBeNull();
       for (const pair of [first, second]) {
         const access = await me(server, pair.auth);
         expect([access.status, access.code]).toEqual([401, "UNAUTHENTICATED"]);
@@ -370,7 +376,8 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
       ]);
 
       for (const name of ["sam", "deploy-bot"]) {
-        expect((await call(server, "POST", `/v1/users/${name}/enable`, { auth: server.adminAuth })).status).toBe(200);
+        const enabled = await call(server, "POST", `/v1/users/${name}/enable`, { auth: server.adminAuth });
+        expect(enabled.body).toMatchObject({ status: "active", disabledBy: null });
       }
       for (const pair of [first, second]) {
         expect((await me(server, pair.auth)).status).toBe(401);

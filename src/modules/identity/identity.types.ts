@@ -14,6 +14,8 @@ export interface Principal {
   displayName: string | null;
   manager: string | null;
   status: "active" | "disabled";
+  /** `scim:<service>` or `user:<administrator>`; null while active or for a disable from before migration 0033. */
+  disabledBy: string | null;
   platformRoles: PlatformRole[];
   mfaEnrolled: boolean;
   groups: string[];

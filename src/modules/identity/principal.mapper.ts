@@ -29,6 +29,7 @@ export async function toPrincipals(
     displayName: row.display_name,
     manager: row.manager_id ? (managers.get(row.manager_id) ?? null) : null,
     status: row.status,
+    disabledBy: row.status === "disabled" ? row.disabled_by : null,
     platformRoles: row.platform_roles as PlatformRole[],
     mfaEnrolled: facts.mfa.has(row.id),
     groups: facts.groups.get(row.id) ?? [],
