@@ -32,6 +32,15 @@ async function rowCounts() {
   };
 }
 
+/** The grant row of a request, as the store keeps it (the API shows the request, not its grant). */
+function grantOf(requestId: unknown) {
+  return h.server.store.db
+    .selectFrom("grants")
+    .select(["state", "last_error", "next_attempt_at"])
+    .where("request_id", "=", String(requestId))
+    .executeTakeFirstOrThrow();
+}
+
 /** Notifications to the "ops" channel, as an on-call tool receives them. */
 const alerts: { event: string; title: string }[] = [];
 let receiver: Server;
@@ -212,6 +221,12 @@ describe("provisioning outcomes", () => {
     expect(request.state).toBe("failed");
     expect(request.endReason).toEqual(expect.stringContaining("the IAM role does not exist"));
     expect(endpoint.holders.has("gus@example.com")).toBe(false);
+    // provisionFailed fails the grant in the request's statement: nothing would retry or revoke it later.
+    expect(await grantOf(request.id)).toEqual({
+      state: "failed",
+      last_error: expect.stringContaining("the IAM role does not exist"),
+      next_attempt_at: null,
+    });
   });
 
   it("an endpoint that keeps failing is retried, then the activation fails; it never silently stays provisioning", async () => {
@@ -225,6 +240,7 @@ describe("provisioning outcomes", () => {
     const after = await h.admin("GET", `/v1/activation-requests/${String(submitted.id)}`);
     expect(after.body.state).toBe("failed");
     expect(String(after.body.endReason)).toMatch(/did not answer/);
+    expect(await grantOf(submitted.id)).toMatchObject({ state: "failed", next_attempt_at: null });
     expect(endpoint.calls.filter((c) => c.login === "hal@example.com" && c.action === "provision")).toHaveLength(5);
   });
 
