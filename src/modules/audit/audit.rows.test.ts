@@ -7,7 +7,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { canonicalEvent } from "./audit.rules.js";
-import { canonicalOfRow, decodeVerifyRow, FIELD } from "./audit.rows.js";
+import { canonicalOfRow, decodeVerifyRow, eventTime, FIELD, verifyRowTime } from "./audit.rows.js";
 
 /** Characters JSON escapes or may (quote, backslash, controls, separators, surrogates), and plain ones. */
 const tricky = fc.string({
@@ -15,7 +15,16 @@ const tricky = fc.string({
 });
 /** Text that needs no escape in JSON (no surrogate either), where the shortcut applies. */
 const plain = fc.string({ unit: fc.constantFrom("a", "Z", "é", "\u2028", "1", " ", ":", "-", "null") });
-const time = fc.constantFrom("2026-12-06T07:17:54.733000", "2026-12-06T07:17:54.733001", "2026-12-06T07:17:54", "");
+/** Times as a `timestamp` prints in the ISO DateStyle (no trailing zeros), and texts that are not that. */
+const time = fc.constantFrom(
+  "2026-12-06 07:17:54.733",
+  "2026-12-06 07:17:54.733001",
+  "2026-12-06 07:17:54.7",
+  "2026-12-06 07:17:54",
+  "12/06/2026 07:17:54.733",
+  "10000-12-06 07:17:54",
+  "",
+);
 
 /** A row as `VERIFY_ROW` writes it: NULL as empty with its bit in the mask, the details as the database prints them. */
 const rowOf = (text: fc.Arbitrary<string>) => {
@@ -49,8 +58,11 @@ const rowOf = (text: fc.Arbitrary<string>) => {
       const details = JSON.stringify(r.details).replace(/,"/g, ', "');
       return [
         r.seq,
-        r.id,
         r.time,
+        r.hash,
+        String(mask),
+        r.prevHash,
+        r.id,
         r.actor,
         r.actorId ?? "",
         r.action,
@@ -60,9 +72,6 @@ const rowOf = (text: fc.Arbitrary<string>) => {
         r.correlationId ?? "",
         r.sourceIp ?? "",
         r.userAgent ?? "",
-        r.prevHash,
-        r.hash,
-        String(mask),
         details,
       ].join(FIELD);
     });
@@ -103,8 +112,11 @@ describe("canonicalOfRow", () => {
   it("takes the shortcut for plain rows and declines what needs an escape or does not split", () => {
     const plain = [
       "42",
+      "2026-12-06 07:17:54.733",
+      "cd".repeat(32),
+      String(4 | 1),
+      "ab".repeat(32),
       "01a24a37-67b4-73a0-b2bb-c64a32e317e7",
-      "2026-12-06T07:17:54.733000",
       "bench",
       "",
       "bench.append",
@@ -114,9 +126,6 @@ describe("canonicalOfRow", () => {
       "bench",
       "192.0.2.1",
       "stint-bench",
-      "ab".repeat(32),
-      "cd".repeat(32),
-      String(4 | 1),
       '{"n": 5, "b": [1, "é 😀"]}',
     ];
     const fast = canonicalOfRow(plain.join(FIELD));
@@ -124,13 +133,34 @@ describe("canonicalOfRow", () => {
     expect(fast?.canonical).toContain('"actorId":null,');
     expect(fast?.canonical).toContain('"time":"2026-12-06T07:17:54.733Z"');
     const edited = (k: number, value: string) => plain.map((v, i) => (i === k ? value : v)).join(FIELD);
-    expect(canonicalOfRow(edited(3, 'be"nch'))).toBeUndefined();
-    expect(canonicalOfRow(edited(6, "thing\\5"))).toBeUndefined();
-    expect(canonicalOfRow(edited(9, "a\u001eb"))).toBeUndefined();
-    expect(canonicalOfRow(edited(9, "a\u001fb"))).toBeUndefined();
+    expect(canonicalOfRow(edited(6, 'be"nch'))).toBeUndefined();
+    expect(canonicalOfRow(edited(9, "thing\\5"))).toBeUndefined();
+    expect(canonicalOfRow(edited(12, "a\u001eb"))).toBeUndefined();
+    expect(canonicalOfRow(edited(12, "a\u001fb"))).toBeUndefined();
+    expect(canonicalOfRow(edited(4, `${"ab".repeat(31)}a"`))).toBeUndefined();
+    expect(canonicalOfRow(edited(5, "01a24a37\n"))).toBeUndefined();
+    expect(canonicalOfRow(edited(14, "stint\ud800"))).toBeUndefined();
     expect(canonicalOfRow(edited(0, "9007199254740993"))).toBeUndefined();
-    expect(canonicalOfRow(edited(14, "64"))).toBeUndefined();
+    expect(canonicalOfRow(edited(3, "64"))).toBeUndefined();
+    expect(canonicalOfRow(edited(1, "2026-12-06T07:17:54.733"))).toBeUndefined();
+    expect(decodeVerifyRow(edited(1, "12/06/2026 07:17:54.733"))).toBeUndefined();
     // The details may hold quotes and separators of their own: they are parsed, not tested.
     expect(canonicalOfRow(edited(15, '{"a\\u001f": "\\""}'))?.canonical).toContain('"details":{"a\\u001f":"\\""}');
+  });
+});
+
+describe("verifyRowTime", () => {
+  it("writes the time `eventTime` writes from `TIME_TEXT` for the same instant, and refuses other texts", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 253402300799999 }), fc.integer({ min: 0, max: 999 }), (ms, micros) => {
+        // `TIME_TEXT` (to_char, six digits always) and a `timestamp` in the ISO style (no trailing zeros).
+        const iso = new Date(ms).toISOString().slice(0, 23) + String(micros).padStart(3, "0");
+        const full = iso.slice(0, 26);
+        const printed = `${full.slice(0, 10)} ${full.slice(11)}`.replace(/\.?0+$/, "");
+        expect(verifyRowTime(printed)).toBe(eventTime(full));
+      }),
+    );
+    for (const text of ["2026-12-06T07:17:54", "12/06/2026 07:17:54", "2026-12-06 07:17:54.1234567", " ", ""])
+      expect(verifyRowTime(text)).toBeUndefined();
   });
 });

@@ -62,29 +62,78 @@ export function toEvent(row: EventRow): AuditEvent {
  */
 export const FIELD = "\x1f";
 
+/**
+ * Where each field is in a `VERIFY_ROW` text. The fields the canonical JSON writes as strings with no
+ * format of their own (from the previous hash to the user agent) come one after the other, so that one
+ * escape test covers them all; the time has its own strict format, the hash is not in the canonical JSON.
+ */
+const F = {
+  seq: 0,
+  time: 1,
+  hash: 2,
+  nulls: 3,
+  prevHash: 4,
+  id: 5,
+  actor: 6,
+  actorId: 7,
+  action: 8,
+  subject: 9,
+  outcome: 10,
+  reason: 11,
+  correlationId: 12,
+  sourceIp: 13,
+  userAgent: 14,
+  details: 15,
+} as const;
+
+/** Fields in a `VERIFY_ROW` text. */
+export const VERIFY_FIELDS = 16;
+
+/** The time as PostgreSQL prints a `timestamp` in the ISO style: its fraction without trailing zeros. */
+const ISO_TIME = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?$/;
+
+/**
+ * A `VERIFY_ROW` time ("2026-12-05 01:17:02.1234", the UTC time as a `timestamp` prints in the ISO
+ * DateStyle) as the event's `time`, exactly as `eventTime` writes the `TIME_TEXT` of the same instant:
+ * milliseconds when the microseconds are zeros, else all six digits. Undefined for any other text (another
+ * DateStyle, a year past 9999): the row is then read again as columns.
+ */
+export function verifyRowTime(text: string): string | undefined {
+  if (!ISO_TIME.test(text)) return undefined;
+  const fraction = text.length > 19 ? text.slice(20) : "";
+  const digits = fraction.length <= 3 ? fraction.padEnd(3, "0") : fraction.padEnd(6, "0");
+  return `${text.slice(0, 10)}T${text.slice(11, 19)}.${digits}Z`;
+}
+
 /** An event read as `VERIFY_ROW`, or undefined when its text cannot be split without doubt. */
 export function decodeVerifyRow(text: string): AuditEvent | undefined {
   const f = text.split(FIELD);
-  if (f.length !== 16) return undefined;
-  const nulls = Number(f[14]);
-  if (!(nulls < 64)) return undefined;
-  return toEvent({
-    seq: Number(f[0]),
-    id: f[1]!,
-    time: f[2]!,
-    actor: f[3]!,
-    actor_id: nulls & 1 ? null : f[4]!,
-    action: f[5]!,
-    subject: nulls & 2 ? null : f[6]!,
-    outcome: f[7] as AuditEvent["outcome"],
-    reason: nulls & 4 ? null : f[8]!,
-    correlation_id: nulls & 8 ? null : f[9]!,
-    source_ip: nulls & 16 ? null : f[10]!,
-    user_agent: nulls & 32 ? null : f[11]!,
-    prev_hash: f[12]!,
-    hash: f[13]!,
-    details: JSON.parse(f[15]!) as Record<string, unknown>,
-  });
+  if (f.length !== VERIFY_FIELDS) return undefined;
+  const nulls = Number(f[F.nulls]);
+  const time = verifyRowTime(f[F.time]!);
+  if (!(nulls < 64) || time === undefined) return undefined;
+  return {
+    seq: Number(f[F.seq]),
+    id: f[F.id]!,
+    time,
+    actor: f[F.actor]!,
+    actorId: nulls & 1 ? null : f[F.actorId]!,
+    action: f[F.action]!,
+    subject: nulls & 2 ? null : f[F.subject]!,
+    outcome: f[F.outcome] as AuditEvent["outcome"],
+    reason: nulls & 4 ? null : f[F.reason]!,
+    correlationId: nulls & 8 ? null : f[F.correlationId]!,
+    sourceIp: nulls & 16 ? null : f[F.sourceIp]!,
+    userAgent: nulls & 32 ? null : f[F.userAgent]!,
+    details: JSON.parse(f[F.details]!) as Record<string, unknown>,
+    prevHash: f[F.prevHash]!,
+    hash: f[F.hash]!,
+  };
+}
+
+/** The seq a `VERIFY_ROW` text begins with (NaN when it does not). */
+export function verifyRowSeq(text: string): number {
+  return Number(text.slice(0, text.indexOf(FIELD)));
 }
 
 /** A character JSON escapes, or a surrogate, but not `FIELD` (a field holding that does not split into 16). */
@@ -97,25 +146,29 @@ const maybe = (nulls: number, bit: number, text: string) => (nulls & bit ? "null
 /**
  * The event of a `VERIFY_ROW` text as `canonicalEvent(decodeVerifyRow(text))` writes it, with its seq,
  * stored previous hash and hash; straight from the fields, no event object, and one escape test for the
- * whole row but its details instead of one per field (verify's worker threads: their hot loop).
- * Undefined when that shortcut does not apply (a field JSON escapes, a seq that is not a safe integer, a
- * row that does not decode without doubt): the caller then decodes the row as `decodeVerifyRow` does.
+ * string fields (from the previous hash to the user agent, side by side in the row) instead of one per field
+ * (verify's worker threads: their hot loop). Undefined when that shortcut does not apply (a field JSON
+ * escapes, a seq that is not a safe integer, a row that does not decode without doubt): the caller then
+ * decodes the row as `decodeVerifyRow` does.
  */
 export function canonicalOfRow(
   text: string,
 ): { canonical: string; seq: number; prevHash: string; hash: string } | undefined {
   const f = text.split(FIELD);
-  if (f.length !== 16) return undefined;
-  const nulls = Number(f[14]);
-  const seq = Number(f[0]);
-  const details = f[15]!;
-  if (!(nulls < 64) || !Number.isSafeInteger(seq)) return undefined;
-  if (ESCAPED_BUT_FIELD.test(text.slice(0, text.length - details.length))) return undefined;
+  if (f.length !== VERIFY_FIELDS) return undefined;
+  const nulls = Number(f[F.nulls]);
+  const seq = Number(f[F.seq]);
+  const time = verifyRowTime(f[F.time]!);
+  if (!(nulls < 64) || !Number.isSafeInteger(seq) || time === undefined) return undefined;
+  const details = f[F.details]!;
+  const strings = f[F.seq]!.length + f[F.time]!.length + f[F.hash]!.length + f[F.nulls]!.length + 4;
+  if (ESCAPED_BUT_FIELD.test(text.slice(strings, text.length - details.length))) return undefined;
   const canonical =
-    `{"action":"${f[5]}","actor":"${f[3]}","actorId":${maybe(nulls, 1, f[4]!)},` +
-    `"correlationId":${maybe(nulls, 8, f[9]!)},"details":${canonicalDetails(JSON.parse(details) as Record<string, unknown>)},` +
-    `"id":"${f[1]}","outcome":"${f[7]}","prevHash":"${f[12]}","reason":${maybe(nulls, 4, f[8]!)},"seq":${seq},` +
-    `"sourceIp":${maybe(nulls, 16, f[10]!)},"subject":${maybe(nulls, 2, f[6]!)},"time":"${eventTime(f[2]!)}",` +
-    `"userAgent":${maybe(nulls, 32, f[11]!)}}`;
-  return { canonical, seq, prevHash: f[12]!, hash: f[13]! };
+    `{"action":"${f[F.action]}","actor":"${f[F.actor]}","actorId":${maybe(nulls, 1, f[F.actorId]!)},` +
+    `"correlationId":${maybe(nulls, 8, f[F.correlationId]!)},` +
+    `"details":${canonicalDetails(JSON.parse(details) as Record<string, unknown>)},` +
+    `"id":"${f[F.id]}","outcome":"${f[F.outcome]}","prevHash":"${f[F.prevHash]}",` +
+    `"reason":${maybe(nulls, 4, f[F.reason]!)},"seq":${seq},"sourceIp":${maybe(nulls, 16, f[F.sourceIp]!)},` +
+    `"subject":${maybe(nulls, 2, f[F.subject]!)},"time":"${time}","userAgent":${maybe(nulls, 32, f[F.userAgent]!)}}`;
+  return { canonical, seq, prevHash: f[F.prevHash]!, hash: f[F.hash]! };
 }

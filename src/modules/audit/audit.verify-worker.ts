@@ -8,7 +8,7 @@
 import { hash as digestOnce } from "node:crypto";
 import { parentPort } from "node:worker_threads";
 import { hashEvent } from "./audit.rules.js";
-import { canonicalOfRow, decodeVerifyRow, FIELD } from "./audit.rows.js";
+import { canonicalOfRow, decodeVerifyRow, verifyRowSeq } from "./audit.rows.js";
 import type { PageJob, PageReport, ReadJob, WorkerMessage } from "./audit.verify.js";
 
 /** The workers' connections' application_name (in `pg_stat_activity`). */
@@ -95,7 +95,7 @@ async function readPage(job: ReadJob): Promise<PageReport> {
   ).query({ text: reader.text, values: [job.afterSeq, job.limit + 1], rowMode: "array" });
   const texts = rows.map((row) => row[0]!);
   // Past the head (appended since verify read it): left for the next run, as `verifyPageRows` leaves them.
-  const seqOf = (text: string) => Number(text.slice(0, text.indexOf(FIELD)));
+  const seqOf = verifyRowSeq;
   while (texts.length > 0 && seqOf(texts[texts.length - 1]!) > job.headSeq) texts.pop();
   const next = texts.length > job.limit ? texts.pop() : undefined;
   const report = checkPage({ id: job.id, rows: texts, wanted: job.wanted });

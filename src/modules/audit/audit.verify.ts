@@ -23,6 +23,7 @@ import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { createChainVerifier } from "./audit.rules.js";
 import * as auditStore from "./audit.store.js";
+import * as verifyStore from "./audit.verify.store.js";
 
 export interface PageJob {
   kind: "rows";
@@ -80,7 +81,7 @@ interface Page {
 export const PARALLEL_FROM = 20_000;
 
 /** Rows per page of the parallel verify at most (5,000 cost the database and this thread alike per event). */
-export const PARALLEL_PAGE = auditStore.VERIFY_PAGE;
+export const PARALLEL_PAGE = verifyStore.VERIFY_PAGE;
 
 /**
  * Rows to read for the next page: smaller first pages, so the workers start sooner, then
@@ -200,7 +201,7 @@ let nextRun = 1;
 async function openReaders(pool: Pool, db: Kysely<Database>, url: string) {
   const run = nextRun++;
   const count = Math.min(MAX_READERS, workerCount());
-  const text = auditStore.verifyPageStatement(db);
+  const text = verifyStore.verifyPageStatement(db);
   const close = () =>
     Promise.all(
       Array.from({ length: count }, (_, on) => pool.run({ kind: "close", run }, { on }).catch(() => undefined)),
@@ -313,12 +314,12 @@ export async function visitInParallel(
         while (!stopped && queue.length >= depth) stopped = !(await settle(queue.shift()!));
         continue;
       }
-      const rows = await auditStore.verifyPageRows(db, fetchAfter, headSeq, size);
+      const rows = await verifyStore.verifyPageRows(db, fetchAfter, headSeq, size);
       if (rows.length === 0) break;
       const page: Page = {
         count: rows.length,
-        firstSeq: auditStore.verifyRowSeq(rows[0]!),
-        lastSeq: auditStore.verifyRowSeq(rows[rows.length - 1]!),
+        firstSeq: verifyStore.verifyRowSeq(rows[0]!),
+        lastSeq: verifyStore.verifyRowSeq(rows[rows.length - 1]!),
       };
       // A seq that does not read as one: this page one by one (as columns), the rest serially.
       const readable =
@@ -337,7 +338,7 @@ export async function visitInParallel(
     // A page read again as columns that ended elsewhere (rows changed meanwhile): the rest serially, from
     // what was visited, unless the chain is broken already.
     if (stopped && !verifier.isBroken() && afterSeq < headSeq)
-      await auditStore.visitForVerify(db, headSeq, verifier.push, onPage, pageSize, afterSeq);
+      await verifyStore.visitForVerify(db, headSeq, verifier.push, onPage, pageSize, afterSeq);
     return {
       pagesFromWorkers: counts.pagesFromWorkers,
       pagesOneByOne: counts.pagesOneByOne,
