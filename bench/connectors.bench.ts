@@ -229,6 +229,17 @@ let timeline: { at: number; what: string; took?: number }[] | null = null;
 let timelineStart = 0;
 /** CPU of the minted logins' backends (the requesters' sign-ins), ns. */
 let loginCpuNs = 0;
+/** The store's and the target's backends whose CPU each sequential issuance reads at its milestones (split). */
+let splitPids: number[] = [];
+/** CPU (ms) of the sequential issuances, submit → the login works apart from the deactivation and drop after it. */
+const split = { issuance: { process: 0, postgres: 0 }, teardown: { process: 0, postgres: 0 } };
+function cpuNow(): { process: number; postgres: number } {
+  const used = process.cpuUsage();
+  return {
+    process: (used.user + used.system) / 1000,
+    postgres: splitPids.reduce((sum, pid) => sum + cpuNs(pid), 0) / 1e6,
+  };
+}
 function mark(what: string, since?: number): number {
   const at = performance.now();
   timeline?.push({ at: at - timelineStart, what, ...(since === undefined ? {} : { took: at - since }) });
@@ -440,6 +451,7 @@ eligibility:
     const issue = async (auth: string, n: number, alone: boolean): Promise<Phases> => {
       const snapshot = () => ({ store: statements.store, target: statements.target });
       const counts0 = snapshot();
+      const cpu0 = cpuNow();
       const started = performance.now();
       timelineStart = started;
       const submitted = await inject(server, auth, "POST", "/v1/activation-requests", {
@@ -485,6 +497,7 @@ eligibility:
       await client.end();
       if (rows.rowCount !== 1) throw new Error(`the minted login read ${rows.rowCount} rows, expected 1`);
       const works = mark(WORKS);
+      const cpu1 = cpuNow();
       const inside = await insideOf(id);
 
       expectStatus("deactivate", await inject(server, auth, "POST", `/v1/me/roles/${ROLE}/deactivate`), 200);
@@ -493,6 +506,13 @@ eligibility:
         async () => (await root.query("select 1 from pg_roles where rolname = $1", [creds.body.user])).rowCount === 0,
         () => sleep(10),
       );
+      if (alone) {
+        const cpu2 = cpuNow();
+        split.issuance.process += cpu1.process - cpu0.process;
+        split.issuance.postgres += cpu1.postgres - cpu0.postgres;
+        split.teardown.process += cpu2.process - cpu1.process;
+        split.teardown.postgres += cpu2.postgres - cpu1.postgres;
+      }
       return {
         submit: afterSubmit - started,
         provisioning: active - afterSubmit,
@@ -525,6 +545,8 @@ eligibility:
     const sequential: Phases[] = [];
     const pgBefore = watcher ? await backendCpu(root, storeDatabase, targetDatabase) : null;
     loginCpuNs = 0;
+    splitPids = pgBefore ? [...pgBefore].filter(([, [kind]]) => kind !== "bench watcher").map(([pid]) => pid) : [];
+    for (const part of Object.values(split)) Object.assign(part, { process: 0, postgres: 0 });
     const threadsBefore = threadCpu();
     const cpuBefore = process.cpuUsage();
     for (let i = 0; i < options.logins; i++) sequential.push(await issue(auths[0]!, i, true));
@@ -549,6 +571,12 @@ eligibility:
         `  1 at a time, PostgreSQL's CPU per issuance (backends' schedstat): ` +
           [...pgUsed].map(([kind, ms]) => `${kind} ${per(ms)}`).join(" · ") +
           ` · the minted login's own connection ${per(loginCpuNs / 1e6)} ms (drops and deactivations included)`,
+      );
+      console.log(
+        `  1 at a time, CPU per issuance by part: submit → the login works: this process ${per(split.issuance.process)},` +
+          ` store and target backends ${per(split.issuance.postgres)}, the login's backend ${per(loginCpuNs / 1e6)}` +
+          ` · the deactivation and drop after it: this process ${per(split.teardown.process)},` +
+          ` store and target backends ${per(split.teardown.postgres)} ms`,
       );
     }
     phases("1 at a time", sequential);
