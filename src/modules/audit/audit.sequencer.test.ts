@@ -13,6 +13,7 @@ import { createAuditLog, type AuditLog } from "./audit.service.js";
 import { createAuditSequencer, storeLease } from "./audit.sequencer.js";
 import * as auditStore from "./audit.store.js";
 import { systemClock } from "../../lib/clock.js";
+import { armFailpoint, disarmFailpoints } from "../../lib/failpoints.js";
 import type { Logger } from "../../lib/logger.js";
 
 describe.each(ENGINES)("audit sequencer on %s", (engine) => {
@@ -123,6 +124,54 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     expect(rows).toHaveLength(60);
     expect(new Set(rows.map((r) => r.id)).size).toBe(60);
     expect(await audit.verify()).toMatchObject({ ok: true, count: 60 });
+  });
+
+  it("a pass whose head another pass moved after its read writes nothing and runs again under the lock", async () => {
+    const { audit, store } = await setup(4);
+    for (let i = 0; i < 3; i++) await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success" });
+    // Between this pass's read and its move, more events commit and a second chainer chains them all.
+    const armed = armFailpoint("audit.sequence.before-commit", async () => {
+      for (let i = 0; i < 2; i++) await audit.record(alice, NO_CONTEXT, { action: "y", outcome: "success" });
+      expect((await store.transaction((tx) => audit.chainPending(tx))).chained).toBe(5);
+    });
+    try {
+      expect(await audit.chainPending()).toMatchObject({ chained: 0, rejected: 0 });
+    } finally {
+      disarmFailpoints();
+    }
+    expect(armed.fired).toBe(1);
+    const rows = await store.db.selectFrom("audit_events").select(["seq", "id", "action"]).orderBy("seq").execute();
+    expect(rows.map((r) => [Number(r.seq), r.action])).toEqual([
+      [1, "x"],
+      [2, "x"],
+      [3, "x"],
+      [4, "y"],
+      [5, "y"],
+    ]);
+    expect(new Set(rows.map((r) => r.id)).size).toBe(5);
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 5, checkpoints: 1 });
+  });
+
+  it("the move refuses a head that is not the one read, and a pending row that is gone: nothing written", async () => {
+    const { audit, store } = await setup();
+    for (let i = 0; i < 2; i++) await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success" });
+    const { head, rows } = await auditStore.readHeadAndPending(store.db, 10);
+    const chained = rows.map((row, i) => ({ pos: row.pos, seq: i + 1, prevHash: "p", hash: `h${i + 1}` }));
+    const stale = { seq: head.seq, hash: "f".repeat(64) };
+    const refused = auditStore.chainMove(store.db, stale, [rows[0]!.pos], chained.slice(0, 1), chained[0]!, []);
+    await expect(refused).rejects.toMatchObject({ code: "STA01" });
+    const moved = { seq: 1, hash: "h1" };
+    await sql`delete from audit_pending where pos = ${rows[1]!.pos}`.execute(store.db);
+    await expect(
+      auditStore.chainMove(store.db, head, [rows[0]!.pos, rows[1]!.pos], chained, { seq: 2, hash: "h2" }, []),
+    ).rejects.toThrow("audit chaining moved 1 of 2 pending events");
+    // Neither wrote anything: the head, the pending row and the events are as they were.
+    const headNow = async () => auditStore.readHead(store.db).then((h) => ({ seq: Number(h.seq), hash: h.hash }));
+    expect(await headNow()).toEqual(head);
+    expect((await auditStore.readHeadAndPending(store.db, 10)).rows.map((r) => r.pos)).toEqual([rows[0]!.pos]);
+    expect(await store.db.selectFrom("audit_events").select("seq").execute()).toEqual([]);
+    await auditStore.chainMove(store.db, head, [rows[0]!.pos], chained.slice(0, 1), moved, []);
+    expect(await headNow()).toEqual(moved);
   });
 
   it("a row a database writer slips into the pending table is not chained as what it claims, and the chain says so", async () => {

@@ -33,7 +33,14 @@ import {
 } from "./audit.uniform.js";
 import * as auditStore from "./audit.store.js";
 import { PARALLEL_FROM, visitInParallel } from "./audit.verify.js";
-import type { AuditAnchor, AuditEvent, AuditInput, PendingAuditEvent, VerifyResult } from "./audit.types.js";
+import type {
+  AuditAnchor,
+  AuditEvent,
+  AuditInput,
+  CheckpointValues,
+  PendingAuditEvent,
+  VerifyResult,
+} from "./audit.types.js";
 
 /** What one chaining pass did. */
 export interface ChainResult {
@@ -134,8 +141,6 @@ export interface AuditLog {
 
 const AUDIT_ACTOR: Actor = { kind: "system", name: "audit" };
 
-type PendingRowRef = Pick<auditStore.PendingRow, "pos">;
-
 /** The text a pending event's MAC covers (`pendingMessage`), from its parts when it has them. */
 function macMessage(event: PendingAuditEvent, parts: CanonicalParts | null): string {
   return parts ? pendingMessageOf(parts) : pendingMessageGeneral(event);
@@ -171,14 +176,9 @@ export function createAuditLog(deps: {
   const parallelFrom = deps.verifyInParallelFrom ?? PARALLEL_FROM;
 
   async function signCheckpoint(tx: Kysely<Database>, head: { seq: number; hash: string }): Promise<AuditAnchor> {
-    const signedAt = clock.now();
-    const time = signedAt.toISOString();
-    const { keyId, signature } = keyring.signDetached(
-      "audit",
-      checkpointMessage({ seq: head.seq, hash: head.hash, every, signedAt: time }),
-    );
-    await auditStore.insertCheckpoint(tx, { ...head, every, keyId, signature, signedAt });
-    return { format: "stint-audit-anchor/v1", seq: head.seq, hash: head.hash, every, time, keyId, signature };
+    const { row, anchor } = signed(head);
+    await auditStore.insertCheckpoint(tx, row);
+    return anchor;
   }
 
   /** A stored checkpoint as an anchor, if it is v2 and its signature verifies (a database writer may have added it). */
@@ -336,56 +336,28 @@ export function createAuditLog(deps: {
     return n;
   };
 
-  /**
-   * Links the pending rows that verified and the notes after `head`, moves them into the chain (the
-   * pending rows from `audit_pending` itself, the notes from their values), moves the head and signs the
-   * checkpoints they cross.
-   */
-  async function link(
-    tx: Kysely<Database>,
-    head: { seq: number; hash: string },
-    taken: readonly PendingRowRef[],
-    genuine: readonly { pos: string | number; event: PendingAuditEvent; parts: CanonicalParts | null }[],
-    notes: readonly PendingAuditEvent[],
-  ) {
-    const events: AuditEvent[] = [];
-    let prev = head;
-    for (const item of genuine) {
-      const event = chain(item.event, prev, item.parts);
-      events.push(event);
-      prev = event;
-    }
-    const noted: AuditEvent[] = [];
-    for (const note of notes) {
-      const event = chain(note, prev, canonicalParts(note));
-      events.push(event);
-      noted.push(event);
-      prev = event;
-    }
-    await auditStore.insertEvents(tx, noted);
-    const moved = await auditStore.moveChained(
-      tx,
-      taken.map((row) => row.pos),
-      genuine.map((item, i) => ({
-        pos: item.pos,
-        seq: events[i]!.seq,
-        prevHash: events[i]!.prevHash,
-        hash: events[i]!.hash,
-      })),
-      { seq: prev.seq, hash: prev.hash },
+  /** A checkpoint over `head`, signed now: the row to store and the anchor it makes. */
+  function signed(head: { seq: number; hash: string }): { row: CheckpointValues; anchor: AuditAnchor } {
+    const signedAt = clock.now();
+    const time = signedAt.toISOString();
+    const { keyId, signature } = keyring.signDetached(
+      "audit",
+      checkpointMessage({ seq: head.seq, hash: head.hash, every, signedAt: time }),
     );
-    // Only this transaction (it holds the head lock) moves pending rows: one missing was deleted by hand.
-    if (moved !== genuine.length) throw new Error(`audit chaining moved ${moved} of ${genuine.length} pending events`);
-    // A checkpoint at exactly every multiple of N, in the transaction that chains that event: verify
-    // treats a missing one as tampering, so none may depend on a later step that could be skipped.
-    for (const seq of boundariesCrossed(head.seq, prev.seq, every))
-      await signCheckpoint(tx, events[seq - head.seq - 1]!);
-    return events;
+    return {
+      row: { ...head, every, keyId, signature, signedAt },
+      anchor: { format: "stint-audit-anchor/v1", seq: head.seq, hash: head.hash, every, time, keyId, signature },
+    };
   }
 
-  async function chainIn(tx: Kysely<Database>, limit: number): Promise<ChainResult> {
-    const { head, rows } = await auditStore.lockHeadAndReadPending(tx, limit);
-    if (rows.length === 0) return { chained: 0, rejected: 0, times: [], ids: [] };
+  /**
+   * One pass over the pending rows read after `head`: checks each MAC, links those that verify and, after
+   * them, an `audit.pending_rejected` note for each that does not, and signs the checkpoints they cross (a
+   * checkpoint at exactly every multiple of N, written by the statement that chains that event: verify treats a
+   * missing one as tampering, so none may depend on a later step that could be skipped). Pure but for the clock
+   * and the keys: nothing is written.
+   */
+  function prepare(head: { seq: number; hash: string }, rows: readonly auditStore.PendingRow[]) {
     const genuine: { pos: string; event: PendingAuditEvent; parts: CanonicalParts | null }[] = [];
     const rejected: { pos: number; id: string; action: string }[] = [];
     for (const row of rows) {
@@ -410,19 +382,72 @@ export function createAuditLog(deps: {
       userAgent: null,
       details: { pos: row.pos, claimedId: row.id, claimedAction: row.action },
     }));
-    await link(tx, head, rows, genuine, notes);
-    await failpoint("audit.sequence.before-commit");
-    if (rejected.length > 0) deps.onRejected?.(rejected);
+    let prev: { seq: number; hash: string } = head;
+    const linked = [...genuine, ...notes.map((event) => ({ event, parts: canonicalParts(event) }))];
+    const events = linked.map((item) => (prev = chain(item.event, prev, item.parts)));
+    const checkpoints = boundariesCrossed(head.seq, prev.seq, every).map(
+      (seq) => signed(events[seq - head.seq - 1]!).row,
+    );
+    const taken = rows.map((row) => row.pos);
+    const chained = genuine.map((item, i) => ({
+      pos: item.pos,
+      seq: events[i]!.seq,
+      prevHash: events[i]!.prevHash,
+      hash: events[i]!.hash,
+    }));
     return {
-      chained: genuine.length,
-      rejected: rejected.length,
-      times: genuine.map((item) => item.event.time),
-      ids: genuine.map((item) => item.event.id),
+      /** Writes the pass: the pending rows moved, the head moved from `head` if it is still there, the notes. */
+      write: async (db: Kysely<Database>) => {
+        await auditStore.chainMove(db, head, taken, chained, { seq: prev.seq, hash: prev.hash }, checkpoints);
+        await auditStore.insertEvents(db, events.slice(genuine.length));
+      },
+      rejected,
+      result: {
+        chained: genuine.length,
+        rejected: rejected.length,
+        times: genuine.map((item) => item.event.time),
+        ids: genuine.map((item) => item.event.id),
+      } satisfies ChainResult,
     };
   }
 
-  const chainPending: AuditLog["chainPending"] = (tx, limit = 2000) =>
-    tx ? chainIn(tx, limit) : store.transaction((own) => chainIn(own, limit));
+  const nothing = (): ChainResult => ({ chained: 0, rejected: 0, times: [], ids: [] });
+
+  /** A pass in `tx`, under the head lock (taken by its first statement). */
+  async function chainIn(tx: Kysely<Database>, limit: number): Promise<ChainResult> {
+    const { head, rows } = await auditStore.lockHeadAndReadPending(tx, limit);
+    if (rows.length === 0) return nothing();
+    const pass = prepare(head, rows);
+    await pass.write(tx);
+    await failpoint("audit.sequence.before-commit");
+    if (pass.rejected.length > 0) deps.onRejected?.(pass.rejected);
+    return pass.result;
+  }
+
+  /**
+   * A pass of its own, in two round trips: the head and the pending rows read in one statement (no transaction,
+   * no lock), then one statement that moves them only if the head is still the one read (`chainMove`). Another
+   * pass that chained meanwhile (a reader catching up, a second node that believes it sequences) moved the head:
+   * the statement writes nothing and this pass runs again under the head lock. A pass that must write notes
+   * (rows that failed their MAC: the statement and the notes' INSERT) runs under the lock too.
+   */
+  async function chainOwn(limit: number): Promise<ChainResult> {
+    const locked = () => store.transaction((tx) => chainIn(tx, limit));
+    const { head, rows } = await auditStore.readHeadAndPending(store.db, limit);
+    if (rows.length === 0) return nothing();
+    const pass = prepare(head, rows);
+    if (pass.rejected.length > 0) return locked();
+    await failpoint("audit.sequence.before-commit");
+    try {
+      await pass.write(store.db);
+    } catch (error) {
+      if (!auditStore.headMoved(error)) throw error;
+      return locked();
+    }
+    return pass.result;
+  }
+
+  const chainPending: AuditLog["chainPending"] = (tx, limit = 2000) => (tx ? chainIn(tx, limit) : chainOwn(limit));
 
   async function catchUp(maxPasses = 50): Promise<number> {
     let total = 0;

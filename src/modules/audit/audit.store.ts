@@ -2,7 +2,7 @@
 import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
 import { decodeVerifyRow, eventTime, toEvent, type EventRow } from "./audit.rows.js";
-import { EVENT_ROW_COLUMNS, type AuditEvent, type PendingAuditEvent } from "./audit.types.js";
+import { EVENT_ROW_COLUMNS, type AuditEvent, type CheckpointValues, type PendingAuditEvent } from "./audit.types.js";
 
 export { decodeVerifyRow, toEvent, type EventRow };
 
@@ -187,7 +187,7 @@ export interface PendingRow {
 
 /**
  * Up to `limit` pending events, oldest `pos` first. Run under the head lock (`lockHead`): only the
- * transaction holding it moves pending events (`moveChained`), so what this reads stays there until then.
+ * transaction holding it moves pending events (`chainMove`), so what this reads stays there until then.
  * The time is read as text, exactly (as verify reads it): a time moved below the millisecond no longer
  * matches its MAC, where a `Date` would have dropped the change.
  */
@@ -198,31 +198,51 @@ export async function readPending(tx: Q, limit: number): Promise<PendingRow[]> {
   return rows;
 }
 
+interface HeadAndPending {
+  head: { seq: number; hash: string };
+  rows: PendingRow[];
+}
+
+/**
+ * The head (locked with `lock`) and up to `limit` pending rows in one statement; `seen`: the head's seq as the
+ * statement's snapshot saw it (older than `head` when another pass chained while this one waited for the lock).
+ */
+async function headAndPending(db: Q, limit: number, lock: boolean): Promise<HeadAndPending & { seen: number }> {
+  const { rows } = await sql<
+    { head_seq: number | string; head_hash: string; seen_seq: number | string } & {
+      [K in keyof PendingRow]: PendingRow[K] | null;
+    }
+  >`with head as (select seq, hash from audit_head where id = 1 ${lock ? sql`for update` : sql``})
+    select h.seq as head_seq, h.hash as head_hash, (select seq from audit_head where id = 1) as seen_seq, p.*
+    from head h left join lateral (select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject, outcome,
+      reason, correlation_id, source_ip, user_agent, details, mac
+      from audit_pending order by pos limit ${limit}) p on true
+    order by p.pos`.execute(db);
+  const first = rows[0];
+  if (!first) throw new Error("audit: the chain head row is missing");
+  const head = { seq: Number(first.head_seq), hash: first.head_hash };
+  return { head, seen: Number(first.seen_seq), rows: first.pos === null ? [] : (rows as unknown as PendingRow[]) };
+}
+
 /**
  * `lockHead` and `readPending` in one statement (one round trip less in every chaining pass). The pending rows
  * are read with the statement's snapshot, taken before the head's lock was granted: when another pass chained
  * while this one waited for the lock (the locked head is newer than the head that snapshot sees), the rows are
  * read again, now under the lock, as `readPending` after `lockHead` would have read them.
  */
-export async function lockHeadAndReadPending(
-  tx: Q,
-  limit: number,
-): Promise<{ head: { seq: number; hash: string }; rows: PendingRow[] }> {
-  const { rows } = await sql<
-    { head_seq: number | string; head_hash: string; seen_seq: number | string } & {
-      [K in keyof PendingRow]: PendingRow[K] | null;
-    }
-  >`with head as (select seq, hash from audit_head where id = 1 for update)
-    select h.seq as head_seq, h.hash as head_hash, (select seq from audit_head where id = 1) as seen_seq, p.*
-    from head h left join lateral (select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject, outcome,
-      reason, correlation_id, source_ip, user_agent, details, mac
-      from audit_pending order by pos limit ${limit}) p on true
-    order by p.pos`.execute(tx);
-  const first = rows[0];
-  if (!first) throw new Error("audit: the chain head row is missing");
-  const head = { seq: Number(first.head_seq), hash: first.head_hash };
-  if (Number(first.seen_seq) !== head.seq) return { head, rows: await readPending(tx, limit) };
-  return { head, rows: first.pos === null ? [] : (rows as unknown as PendingRow[]) };
+export async function lockHeadAndReadPending(tx: Q, limit: number): Promise<HeadAndPending> {
+  const { head, seen, rows } = await headAndPending(tx, limit, true);
+  return { head, rows: seen === head.seq ? rows : await readPending(tx, limit) };
+}
+
+/**
+ * The head and up to `limit` pending rows as one snapshot saw them, with no lock and no transaction (the
+ * background sequencer's own pass): `chainMove` writes only if the head is still this one, so rows another
+ * pass chained meanwhile are never chained again.
+ */
+export async function readHeadAndPending(db: Q, limit: number): Promise<HeadAndPending> {
+  const { head, rows } = await headAndPending(db, limit, false);
+  return { head, rows };
 }
 
 export function pendingToEvent(row: PendingRow): PendingAuditEvent {
@@ -242,37 +262,34 @@ export function pendingToEvent(row: PendingRow): PendingAuditEvent {
   };
 }
 
+/** True for a `chainMove` refused (SQLSTATE STA01) because another pass moved the head since the read. */
+export function headMoved(error: unknown): boolean {
+  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === "STA01";
+}
+
 /**
- * Moves pending events into the chain in one statement, under the head lock: deletes the pending rows at
- * `taken` (the chained ones and those rejected), inserts each chained one into `audit_events` from its
- * pending row with its `seq`, `prevHash` and `hash`, and moves the head. The columns never travel back
- * from this process: only four arrays do. Returns how many rows it moved; the caller fails the pass (and
- * rolls it back) unless that is every chained one.
+ * Moves pending events into the chain in one statement (`audit_chain_move`, migration 0034): moves the head
+ * from `from` to `to` only if it is still `from` (else it raises, `headMoved`, and writes nothing), deletes the
+ * pending rows at `taken` (the chained ones and those rejected), inserts each chained one into `audit_events`
+ * from its pending row with its `seq`, `prevHash` and `hash`, and inserts the `checkpoints`. A chained row
+ * missing from `audit_pending` raises (STA02): the statement, and any transaction it is in, roll back. Only
+ * arrays of positions, seqs and hashes travel, never the events' columns. Outside a transaction it commits alone.
  */
-export async function moveChained(
-  tx: Q,
+export async function chainMove(
+  db: Q,
+  from: { seq: number; hash: string },
   taken: readonly (number | string)[],
   chained: readonly { pos: number | string; seq: number; prevHash: string; hash: string }[],
-  head: { seq: number; hash: string },
-): Promise<number> {
-  const pos = chained.map((c) => String(c.pos));
-  const seqs = chained.map((c) => c.seq);
-  const prev = chained.map((c) => c.prevHash);
-  const hashes = chained.map((c) => c.hash);
-  const { rows } = await sql<{ moved: string }>`with taken as (
-      delete from audit_pending where pos = any(${taken.map(String)}::bigint[]) returning *
-    ), moved as (
-      insert into audit_events (seq, id, time, actor, actor_id, action, subject, outcome, reason, correlation_id,
-        source_ip, user_agent, details, prev_hash, hash)
-      select c.seq, t.id, t.time, t.actor, t.actor_id, t.action, t.subject, t.outcome, t.reason, t.correlation_id,
-        t.source_ip, t.user_agent, t.details, c.prev_hash, c.hash
-      from unnest(${pos}::bigint[], ${seqs}::bigint[], ${prev}::text[], ${hashes}::text[]) as c(pos, seq, prev_hash, hash)
-      join taken t on t.pos = c.pos
-      returning 1
-    )
-    update audit_head set seq = ${head.seq}, hash = ${head.hash} where id = 1
-    returning (select count(*) from moved) as moved`.execute(tx);
-  return Number(rows[0]?.moved ?? 0);
+  to: { seq: number; hash: string },
+  checkpoints: readonly CheckpointValues[],
+): Promise<void> {
+  await sql`select audit_chain_move(${from.seq}::bigint, ${from.hash}::text, ${taken.map(String)}::bigint[],
+    ${chained.map((c) => String(c.pos))}::bigint[], ${chained.map((c) => c.seq)}::bigint[],
+    ${chained.map((c) => c.prevHash)}::text[], ${chained.map((c) => c.hash)}::text[], ${to.seq}::bigint,
+    ${to.hash}::text, ${checkpoints.map((c) => c.seq)}::bigint[], ${checkpoints.map((c) => c.hash)}::text[],
+    ${checkpoints.map((c) => c.every)}::integer[], ${checkpoints.map((c) => c.keyId)}::text[],
+    ${checkpoints.map((c) => c.signature)}::text[],
+    ${checkpoints.map((c) => c.signedAt.toISOString())}::timestamptz[])`.execute(db);
 }
 
 /** How many events wait to be chained, and the time of the oldest. */
@@ -322,10 +339,6 @@ export const WAKE_CHANNEL = "stint_audit_wake";
 /** The wake itself: its own statement, never inside the appending transaction (NOTIFY serializes commits). */
 export async function sendWake(db: Q): Promise<void> {
   await sql`select pg_notify(${WAKE_CHANNEL}, '')`.execute(db);
-}
-
-export async function moveHead(tx: Q, head: { seq: number; hash: string }): Promise<void> {
-  await tx.updateTable("audit_head").set(head).where("id", "=", 1).execute();
 }
 
 /**
@@ -414,10 +427,7 @@ export async function pageBefore(
   return query.orderBy("seq", "desc").limit(limit).execute() as Promise<EventRow[]>;
 }
 
-export async function insertCheckpoint(
-  tx: Q,
-  cp: { seq: number; hash: string; every: number; keyId: string; signature: string; signedAt: Date },
-): Promise<void> {
+export async function insertCheckpoint(tx: Q, cp: CheckpointValues): Promise<void> {
   await tx
     .insertInto("audit_checkpoints")
     .values({

@@ -78,3 +78,13 @@ export interface AuditAnchor {
   /** Ed25519 over `stint-audit-checkpoint:v2:<seq>:<hash>:<every>:<time>`, base64url. */
   signature: string;
 }
+
+/** A checkpoint's row: signed for the event at `seq`, written by the statement that chains it or by `checkpoint`. */
+export interface CheckpointValues {
+  seq: number;
+  hash: string;
+  every: number;
+  keyId: string;
+  signature: string;
+  signedAt: Date;
+}
