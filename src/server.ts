@@ -24,6 +24,7 @@ import { createAccessIndex, type AccessIndex } from "./modules/access-index/acce
 import { createAuditLog, type AuditLog } from "./modules/audit/audit.service.js";
 import { createAnchorWriter, type AnchorWriter } from "./modules/audit/audit.anchor.js";
 import { registerAuditRoutes } from "./modules/audit/audit.routes.js";
+import { createBurstHold } from "./lib/burst-hold.js";
 import { createAuditSequencer, storeLease, storeWakes, type AuditSequencer } from "./modules/audit/audit.sequencer.js";
 import { createSiemService, registerSiemRoutes, type SiemService } from "./modules/siem/index.js";
 import { loadKeyring, type Keyring } from "./modules/keys/keys.service.js";
@@ -250,8 +251,11 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     collectDefaultMetrics({ register: registry, prefix: "stint_process_" });
     accessIndex.registerMetrics(registry);
     registry.registerMetric(rejectedNotifications);
+    // The scheduler's waves of expiries hold the sequencer's chaining until they have ended (lib/burst-hold.ts).
+    const expiryBurst = createBurstHold();
     const sequencer = createAuditSequencer({
       audit,
+      burst: expiryBurst,
       lease: storeLease(store),
       wakes: storeWakes(store),
       pollMs: config.auditPoll,
@@ -288,6 +292,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       onGrant: (tx, change) => grants!.onGrant(tx, change),
       onEnded: (tx, ended) => sessions!.onActivationsEnded(tx, ended),
       endedNotifications: (ended) => sessions!.endedNotifications(ended),
+      expiryBurst,
     });
     const notifier = channels.length > 0 ? createNotifier({ channels }) : undefined;
     const vault = createVaultService({
