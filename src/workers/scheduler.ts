@@ -85,6 +85,8 @@ export function createScheduler(deps: {
   /** When `wakeTimer` fires (epoch ms), Infinity when unset. */
   let wakeAt = Number.POSITIVE_INFINITY;
   let unsubscribe: (() => void) | undefined;
+  /** The wake timer fired: the next pass starts at an expiry it knew of, all lanes at once. */
+  let expiryDue = false;
 
   /** Starts a pass now, or right after the one running. */
   function wake() {
@@ -112,6 +114,7 @@ export function createScheduler(deps: {
     wakeTimer = setTimeout(() => {
       wakeTimer = undefined;
       wakeAt = Number.POSITIVE_INFINITY;
+      expiryDue = true;
       wake();
     }, delay);
     wakeTimer.unref?.();
@@ -143,7 +146,11 @@ export function createScheduler(deps: {
       }
       return ended;
     };
-    const first = await expireBatch();
+    // Woken at an expiry (a wave may be due at once): every lane starts at once. Else one batch first, so an
+    // idle poll stays one claim.
+    const atExpiry = expiryDue;
+    expiryDue = false;
+    const first = atExpiry ? { done: 0, limit: 0 } : await expireBatch();
     let expired = first.done;
     if (first.done >= first.limit) {
       const lanes = await Promise.allSettled(Array.from({ length: expiryLanes }, lane));

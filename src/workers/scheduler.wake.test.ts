@@ -86,4 +86,36 @@ describe("scheduler wake-up at the next expiry", () => {
     await scheduler.stop();
     expect(listener).toBeUndefined();
   });
+
+  it("at an expiry every lane starts at once; a poll starts with one batch", async () => {
+    const { passes, requests } = fakeRequests();
+    // Each claim waits a moment; the most claims in flight together is what the test reads.
+    let inFlight = 0;
+    let most = 0;
+    const claims: number[] = [];
+    const expireDue = async () => {
+      claims.push(passes.length);
+      most = Math.max(most, ++inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      inFlight--;
+      return 0;
+    };
+    let next: Date | null = new Date(Date.now() + 100);
+    scheduler = createScheduler({
+      requests: { ...requests, expireDue },
+      pollMs: HOUR,
+      expiryLanes: 3,
+      expiries: { next: async () => next, onActivated: () => () => undefined },
+    });
+    scheduler.start();
+    await until("the first pass ran", () => passes.length >= 1);
+    // The first pass (no timer yet) claimed once: nothing was due.
+    expect(claims).toEqual([0]);
+    expect(most).toBe(1);
+    await until("the pass at the expiry ran", () => passes.length >= 2);
+    next = null;
+    // The pass at the expiry: three lanes, each one claim, in flight together.
+    expect(claims).toEqual([0, 1, 1, 1]);
+    expect(most).toBe(3);
+  });
 });

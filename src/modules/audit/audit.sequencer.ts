@@ -25,6 +25,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { Logger } from "../../lib/logger.js";
 import type { AppStore } from "../../db/index.js";
+import { burstWaiter, type BurstHold } from "../../lib/burst-hold.js";
 import { shrinkingBatch } from "../../lib/shrinking-batch.js";
 import type { AuditLog, ChainResult } from "./audit.service.js";
 import * as auditStore from "./audit.store.js";
@@ -66,6 +67,12 @@ export interface AuditSequencerOptions {
   /** Unchained for longer than this raises the alert (log error + `stint_audit_lag_alerts_total`). Default 30 s. */
   alertAfterMs?: number;
   now?: () => number;
+  /**
+   * A burst of appends this node's scheduler is making (a wave of expiries): the leader holds its next pass
+   * while it goes on, `burstHoldMs` at most (default 2 s), and chains it right after.
+   */
+  burst?: Pick<BurstHold, "until"> | undefined;
+  burstHoldMs?: number;
 }
 
 /** Wakes between nodes: the leader listens, a node that appends and does not sequence sends. */
@@ -84,6 +91,8 @@ type Wake = "verified" | "unverified";
 
 /** The idle poll: only a lost wake waits for it. */
 export const DEFAULT_POLL_MS = 250;
+/** How long a burst (`burst`) holds the chaining at most: the wave's events are chained this much later at worst. */
+export const DEFAULT_BURST_HOLD_MS = 2000;
 /** From an append's commit to the look that finds it: lets a burst of appends wake once. */
 const NUDGE_MS = 2;
 
@@ -174,6 +183,9 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   let sending = false;
   let sendAgain = false;
   let sentAt = Number.NEGATIVE_INFINITY;
+  const waitOutBurst = options.burst
+    ? burstWaiter(options.burst, options.burstHoldMs ?? DEFAULT_BURST_HOLD_MS, () => !running)
+    : async () => undefined;
 
   /** Wakes the loop: "verified" (this node's appends, Stint's NOTIFYs, a listener back) or "unverified". */
   function poke(kind: Wake = "verified") {
@@ -334,6 +346,8 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
           await sleep(leaseMs / 3);
           continue;
         }
+        // A wave of expiries ending: their transactions first (their lateness counts), the chaining right after.
+        await waitOutBurst();
         // Idle, a poll is one cheap read; the chaining transaction only when something waits.
         if (idle && !(await audit.anyPending())) {
           foundNothingAt = Date.now();

@@ -9,6 +9,7 @@ import { alice, sequencerFixture, sleep, until } from "../../testing/audit-seque
 import { ENGINES } from "../../testing/engines.js";
 import { statementCounter } from "../../testing/statements.js";
 import { openAppStore, type AppStore } from "../../db/index.js";
+import { createBurstHold } from "../../lib/burst-hold.js";
 import { systemClock } from "../../lib/clock.js";
 import { loadKeyring } from "../keys/keys.service.js";
 import { NO_CONTEXT } from "../authz/authz.types.js";
@@ -69,6 +70,39 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
     await sleep(50);
     // The other 39 appends fall within the gap: one more wake once it ends, not one each.
     expect(sent).toBe(1);
+  });
+
+  it("a burst (a wave of expiries) holds the leader's pass, for its limit at most; without one it chains at once", async () => {
+    const h = await fixture.harness(engine, { sequencing: "background" });
+    const audit = await node(h.store, h.masterKey);
+    const burst = createBurstHold();
+    const sequencer = createAuditSequencer({
+      audit,
+      lease: storeLease(h.store),
+      holder: "a",
+      pollMs: MINUTE,
+      burst,
+      burstHoldMs: 1000,
+    });
+    fixture.start(sequencer);
+    await until(async () => sequencer.isLeader(), "leader");
+    // A burst that goes on and on: renewed every 50 ms.
+    burst.hold(300);
+    const renew = setInterval(() => burst.hold(300), 50);
+    try {
+      await audit.record(alice, NO_CONTEXT, event("during the burst"));
+      await sleep(300);
+      expect((await audit.pendingStats()).count).toBe(1);
+      await until(async () => (await audit.pendingStats()).count === 0, "chained once the hold's limit is spent");
+      // Chained while the burst still went on: the limit, not the burst's end, let the pass run.
+      expect(burst.until()).toBeGreaterThan(Date.now());
+    } finally {
+      clearInterval(renew);
+    }
+    await until(async () => burst.until() < Date.now(), "the burst is over");
+    await audit.record(alice, NO_CONTEXT, event("after the burst"));
+    await until(async () => (await audit.pendingStats()).count === 0, "chained");
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 2 });
   });
 
   it(`an idle leader reads a few times a second (the poll, every ${DEFAULT_POLL_MS} ms), not at every 25 ms`, async () => {

@@ -4,6 +4,7 @@
  * one file each (`submit.ts`, `decide.ts`, `lifecycle.ts`, `scheduler.ts`, `queries.ts`), wired in
  * `requests.service.ts`.
  */
+import type { BurstHold } from "../../lib/burst-hold.js";
 import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import { policySpec, type PolicySpec } from "../../contract/catalog.js";
@@ -108,6 +109,11 @@ export interface RequestServiceDeps {
    * that starts, extends or ends an activation tells it (all nodes hear it at commit).
    */
   index?: Pick<AccessIndex, "view" | "send" | "sendMany" | "prepareMany"> & Partial<Pick<AccessIndex, "prepareAct">>;
+  /**
+   * Told while the scheduler's expiries end full batches one after another (a wave due at once), so that work
+   * which can wait (the audit sequencer's chaining) stays out of the wave's way (`lib/burst-hold.ts`).
+   */
+  expiryBurst?: Pick<BurstHold, "hold">;
 }
 
 export interface RequestDto {

@@ -16,6 +16,11 @@ import { iso } from "./request-context.js";
 
 /** Why the scheduler ends an activation (its `end_reason` and the audit event's reason). */
 const EXPIRY_REASON = "the activation reached its end time";
+/**
+ * How long one full batch of expiries says its wave goes on (`expiryBurst`): about two batches' time, renewed by
+ * each full batch, so the hold ends soon after the wave's last full batch.
+ */
+const BURST_HOLD_MS = 300;
 /** The call context of the scheduler's audit events. */
 const SCHEDULER_CONTEXT: CallContext = { correlationId: "scheduler", sourceIp: null, userAgent: null };
 /** A character JSON escapes, or a surrogate (which the canonical form decides on its own). */
@@ -69,6 +74,8 @@ export function createScheduler(core: RequestCore) {
         const due = await requestStore.expireDue(tx, { now, limit, reason });
         const n = due.ids.length;
         if (n === 0) return 0;
+        // A full batch: more is due (a wave), the next batch follows at once. Work that can wait holds off.
+        if (n >= limit) deps.expiryBurst?.hold(BURST_HOLD_MS);
         // A real target is revoked through the outbox (Stint enforces internal roles itself: nothing to queue).
         for (const { grantId, requestId } of due.revoking)
           await deps.onGrant?.(tx, { grantId, requestId, action: "revoke" });
