@@ -20,6 +20,7 @@ import {
   ATTRIBUTE_COLUMNS,
   checkAddress,
   createLoginBatchSql,
+  dropLoginBatchSql,
   createLoginSql,
   DYNAMIC_LOGIN_COMMENT,
   entitlementProblems,
@@ -194,6 +195,20 @@ async function loginState(
   const row = result.rows[0]!;
   const state = !row.found ? "missing" : row.comment === DYNAMIC_LOGIN_COMMENT ? "dynamic" : "other";
   return { state, canConnect: row.can, database: row.db, granted: row.granted };
+}
+
+/** dropLogin without PL/pgSQL: the login's state, NOLOGIN, the sessions ended, CONNECT revoked, the drop. */
+async function dropLoginStepwise(client: pg.Client, login: string) {
+  const { state, database, granted } = await loginState(client, login);
+  if (state === "missing") return;
+  if (state === "other") throw refused(`login ${login} was not created by Stint: not dropping it`);
+  // NOLOGIN first, so no new session starts between the terminate and the drop.
+  await client.query(`ALTER ROLE ${quoteIdent(login)} WITH NOLOGIN`);
+  await terminateSessions(client, login);
+  // A CONNECT that createLogin gave would keep DROP ROLE from working.
+  if (granted) await client.query(`REVOKE CONNECT ON DATABASE ${quoteIdent(database)} FROM ${quoteIdent(login)}`);
+  // Fails (refused, in PostgreSQL's words) when the login owns objects or holds privileges elsewhere.
+  await client.query(`DROP ROLE IF EXISTS ${quoteIdent(login)}`);
 }
 
 /** createLogin without PL/pgSQL: the login's state, then one simple query (one transaction) that acts on it. */
@@ -415,16 +430,18 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
   async dropLogin(target, spec, call) {
     const login = checkedLogin(spec.login);
     await withClient(target, call, async (client) => {
-      const { state, database, granted } = await loginState(client, login);
-      if (state === "missing") return;
-      if (state === "other") throw refused(`login ${login} was not created by Stint: not dropping it`);
-      // NOLOGIN first, so no new session starts between the terminate and the drop.
-      await client.query(`ALTER ROLE ${quoteIdent(login)} WITH NOLOGIN`);
-      await terminateSessions(client, login);
-      // A CONNECT that createLogin gave would keep DROP ROLE from working.
-      if (granted) await client.query(`REVOKE CONNECT ON DATABASE ${quoteIdent(database)} FROM ${quoteIdent(login)}`);
-      // Fails (refused, in PostgreSQL's words) when the login owns objects or holds privileges elsewhere.
-      await client.query(`DROP ROLE IF EXISTS ${quoteIdent(login)}`);
+      const waits = (serverVersion.get(client) ?? 0) >= 140000;
+      try {
+        // One round trip: NOLOGIN committed first, then the sessions ended, CONNECT revoked and the login dropped.
+        await client.query(dropLoginBatchSql(login, waits ? TERMINATE_WAIT_MS : null));
+      } catch (error) {
+        // A target where PL/pgSQL is missing or not usable by the admin: the same step by step. Any other failure
+        // of these codes fails there again, as it is.
+        const code = (error as { code?: unknown }).code;
+        if (code !== "42704" && code !== "42501") throw error;
+        await client.query("ROLLBACK");
+        await dropLoginStepwise(client, login);
+      }
     });
   },
 

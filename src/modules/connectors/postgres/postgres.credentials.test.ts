@@ -398,6 +398,28 @@ describe("postgres credentials: dropLogin", () => {
     await connector.dropLogin(target, { login: `stint_c_${hex}_never` });
   });
 
+  it("takes one round trip on a pooled connection, the login there or not", async () => {
+    const login = newLogin();
+    const password = newPassword();
+    await connector.createLogin(target, spec(login, password));
+    const open = await signIn(login, password);
+    const sent: string[] = [];
+    const query = pg.Client.prototype.query;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      if ((this as unknown as { database?: string }).database === database) sent.push(String(args[0]).slice(0, 40));
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof query;
+    try {
+      await connector.dropLogin(target, { login });
+      await connector.dropLogin(target, { login });
+    } finally {
+      pg.Client.prototype.query = query;
+    }
+    expect(sent, JSON.stringify(sent)).toHaveLength(2);
+    await expect(open.query("SELECT 1")).rejects.toThrow();
+    expect(await roleRow(login)).toBeUndefined();
+  });
+
   it("refuses to drop a login it did not create", async () => {
     const error = await rejection(connector.dropLogin(target, { login: human }));
     expect(error.reason).toBe("refused");

@@ -217,6 +217,63 @@ END`;
   ].join(";\n");
 }
 
+/**
+ * dropLogin's one round trip: one simple query, two transactions. In the first, a PL/pgSQL block looks at the login
+ * (one someone else made is refused, nothing changed; a missing one is left alone) and makes Stint's NOLOGIN; its
+ * COMMIT makes that visible before any session is ended, so none starts between the terminate and the drop. In the
+ * second, a block ends the login's sessions, waiting up to `waitMs` for each to exit (PostgreSQL 14+; null: no
+ * wait) — one still there fails the call with SQLSTATE 55P03 (retried) before anything is dropped — and revokes a
+ * CONNECT that createLogin gave (it would keep DROP ROLE from working); then DROP ROLE, outside the blocks, fails in
+ * PostgreSQL's words when the login owns objects. An error in the first transaction leaves its block open (aborted):
+ * the caller rolls it back before using the connection again.
+ */
+export function dropLoginBatchSql(login: string, waitMs: number | null): string {
+  const name = quoteLiteral(login);
+  const refusal = quoteLiteral(`login ${login} was not created by Stint: not dropping it`);
+  const terminate =
+    waitMs === null
+      ? "pg_catalog.pg_terminate_backend(pid)"
+      : `pg_catalog.pg_terminate_backend(pid, ${Math.max(1, Math.trunc(waitMs))})`;
+  const disable = `
+DECLARE
+  found boolean;
+  note text;
+BEGIN
+  SELECT r.oid IS NOT NULL, pg_catalog.shobj_description(r.oid, 'pg_authid') INTO found, note
+    FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = ${name};
+  IF found AND note IS DISTINCT FROM ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)} THEN
+    RAISE EXCEPTION USING ERRCODE = '42939', MESSAGE = ${refusal};
+  END IF;
+  IF found THEN
+    EXECUTE pg_catalog.format('ALTER ROLE %I WITH NOLOGIN', ${name});
+  END IF;
+END`;
+  const end = `
+DECLARE
+  lingering bigint;
+BEGIN
+  SELECT count(*) FILTER (WHERE NOT ended) INTO lingering
+    FROM (SELECT ${terminate} AS ended FROM pg_catalog.pg_stat_activity
+           WHERE usename = ${name} AND pid <> pg_catalog.pg_backend_pid()) AS sessions;
+  IF lingering > 0 THEN
+    RAISE EXCEPTION USING ERRCODE = '55P03',
+      MESSAGE = lingering || ' session(s) of ' || ${name} || ' did not end in time';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) acl, pg_catalog.pg_roles r
+              WHERE d.datname = pg_catalog.current_database() AND r.rolname = ${name} AND acl.grantee = r.oid
+                AND acl.privilege_type = 'CONNECT') THEN
+    EXECUTE pg_catalog.format('REVOKE CONNECT ON DATABASE %I FROM %I', pg_catalog.current_database(), ${name});
+  END IF;
+END`;
+  return [
+    "BEGIN",
+    `DO ${dollarQuoted(disable)}`,
+    "COMMIT",
+    `DO ${dollarQuoted(end)}`,
+    `DROP ROLE IF EXISTS ${quoteIdent(login)}`,
+  ].join(";\n");
+}
+
 /** `text` dollar-quoted with a tag it does not contain. */
 export function dollarQuoted(text: string): string {
   let tag = "$stint$";
