@@ -3,9 +3,12 @@
  * test changes (claims incl. e-mail and groups); its development interaction pages (a login form that takes any
  * password, then consent) are what a browser or a fetch-driven "browser" goes through. Device flow on.
  */
+import { createHash, randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { FastifyInstance } from "fastify";
 import Provider from "oidc-provider";
+import { expect } from "vitest";
 
 export interface TestAccount {
   email?: string;
@@ -144,4 +147,50 @@ export async function browseThrough(authorizationUrl: string, login: string, iss
     body = fields.toString();
   }
   throw new Error("the provider's pages did not end in a redirect");
+}
+
+/** A PKCE pair, as a client starting a sign-in makes one. */
+export function pkce() {
+  const verifier = randomBytes(32).toString("base64url");
+  return { verifier, challenge: createHash("sha256").update(verifier).digest("base64url") };
+}
+
+type Injects = Pick<FastifyInstance, "inject">;
+
+/**
+ * Starts a sign-in at Stint through its SSO provider `provider`, goes through the test IdP `idp`'s pages as the
+ * account `login`, and hands the callback back to Stint. The fragment Stint's callback gives the web UI
+ * (`sso_code`, or `sso_error`), the callback URL and the PKCE pair the one-time code is bound to.
+ */
+export async function signInThrough(app: Injects, provider: string, idp: TestProvider, login: string, client = pkce()) {
+  const start = await app.inject({
+    method: "GET",
+    url: `/v1/auth/sso/${provider}/login?code_challenge=${client.challenge}`,
+  });
+  expect(start.statusCode, start.body).toBe(302);
+  const callback = await browseThrough(start.headers.location as string, login, idp.issuer);
+  expect(callback.pathname).toBe(`/v1/auth/sso/${provider}/callback`);
+  const back = await app.inject({ method: "GET", url: `${callback.pathname}${callback.search}` });
+  expect(back.statusCode).toBe(302);
+  const fragment = new URLSearchParams(new URL(back.headers.location as string).hash.slice(1));
+  return { callback, fragment, client };
+}
+
+export function redeemSsoCode(app: Injects, code: string, verifier: string) {
+  return app.inject({ method: "POST", url: "/v1/auth/sso/redeem", payload: { code, codeVerifier: verifier } });
+}
+
+/** `signInThrough`, then the one-time code redeemed: the session, or the refusal's code (`sso_error`). */
+export async function ssoSession(
+  app: Injects,
+  provider: string,
+  idp: TestProvider,
+  login: string,
+): Promise<{ accessToken: string; refreshToken: string } | { error: string }> {
+  const { fragment, client } = await signInThrough(app, provider, idp, login);
+  const code = fragment.get("sso_code");
+  if (!code) return { error: fragment.get("sso_error") ?? "none" };
+  const redeemed = await redeemSsoCode(app, code, client.verifier);
+  expect(redeemed.statusCode, redeemed.body).toBe(200);
+  return redeemed.json<{ accessToken: string; refreshToken: string }>();
 }

@@ -8,12 +8,11 @@
  * first, and a SCIM deprovision ends it all. A SCIM userName equal to a local account's, or to an account another
  * issuer signs in, links nothing. And SCIM's `active: true` does not undo a Stint administrator's disable.
  */
-import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { browseThrough, startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
+import { ssoSession, startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
 const PUBLIC_URL = "http://stint.test";
@@ -33,30 +32,11 @@ interface Session {
   refreshToken: string;
 }
 
-/** Signs in through `provider` as `login`: the session, or the refusal's code. */
 type Provider = "corp" | "partner" | "okta";
 
-async function signIn(provider: Provider, login: string): Promise<Session | { error: string }> {
-  const idp = { corp, partner, okta }[provider];
-  const verifier = randomBytes(32).toString("base64url");
-  const challenge = createHash("sha256").update(verifier).digest("base64url");
-  const start = await server.app.inject({
-    method: "GET",
-    url: `/v1/auth/sso/${provider}/login?code_challenge=${challenge}`,
-  });
-  expect(start.statusCode, start.body).toBe(302);
-  const callback = await browseThrough(start.headers.location as string, login, idp.issuer);
-  const back = await server.app.inject({ method: "GET", url: `${callback.pathname}${callback.search}` });
-  const fragment = new URLSearchParams(new URL(back.headers.location as string).hash.slice(1));
-  const code = fragment.get("sso_code");
-  if (!code) return { error: fragment.get("sso_error") ?? "none" };
-  const redeemed = await server.app.inject({
-    method: "POST",
-    url: "/v1/auth/sso/redeem",
-    payload: { code, codeVerifier: verifier },
-  });
-  expect(redeemed.statusCode, redeemed.body).toBe(200);
-  return redeemed.json<Session>();
+/** Signs in through `provider` as `login`: the session, or the refusal's code. */
+function signIn(provider: Provider, login: string): Promise<Session | { error: string }> {
+  return ssoSession(server.app, provider, { corp, partner, okta }[provider], login);
 }
 
 async function session(provider: Provider, login: string): Promise<Session> {

@@ -9,12 +9,11 @@
  * sign-in created it; another issuer's claim of that name is ignored (`groupsIgnored` in the sign-in event). A
  * group from before owners were kept is adopted only by the issuer all its members sign in through.
  */
-import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { browseThrough, startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
+import { signInThrough, startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
 const PUBLIC_URL = "http://stint.test";
@@ -27,16 +26,7 @@ let work: string;
 
 /** Signs in through `provider` (its test IdP `idp`) as the account `login`; the sign-in succeeds. */
 async function signIn(provider: string, idp: TestProvider, login: string) {
-  const verifier = randomBytes(32).toString("base64url");
-  const challenge = createHash("sha256").update(verifier).digest("base64url");
-  const start = await server.app.inject({
-    method: "GET",
-    url: `/v1/auth/sso/${provider}/login?code_challenge=${challenge}`,
-  });
-  expect(start.statusCode, start.body).toBe(302);
-  const callback = await browseThrough(start.headers.location as string, login, idp.issuer);
-  const back = await server.app.inject({ method: "GET", url: `${callback.pathname}${callback.search}` });
-  const fragment = new URLSearchParams(new URL(back.headers.location as string).hash.slice(1));
+  const { fragment } = await signInThrough(server.app, provider, idp, login);
   expect(fragment.get("sso_error")).toBeNull();
 }
 

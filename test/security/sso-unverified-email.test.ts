@@ -10,13 +10,12 @@
  * account (and whatever eligibility names it) of the person who really owns that address. Now an unverified
  * address is never kept (nor changes the one kept), and one that would name the user is refused.
  */
-import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loginFor } from "../../src/modules/connectors/index.js";
-import { browseThrough, startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
+import { ssoSession, startOidcProvider, type TestProvider } from "../../src/testing/oidc-provider.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
 const PUBLIC_URL = "http://stint.test";
@@ -30,26 +29,8 @@ let work: string;
 
 /** Signs in through the provider `provider` as the account `login`: the fragment the web UI gets back. */
 async function signIn(provider: string, login: string) {
-  const verifier = randomBytes(32).toString("base64url");
-  const challenge = createHash("sha256").update(verifier).digest("base64url");
-  const start = await server.app.inject({
-    method: "GET",
-    url: `/v1/auth/sso/${provider}/login?code_challenge=${challenge}`,
-  });
-  expect(start.statusCode, start.body).toBe(302);
-  const callback = await browseThrough(start.headers.location as string, login, idp.issuer);
-  expect(callback.href.startsWith(callbackOf(provider))).toBe(true);
-  const back = await server.app.inject({ method: "GET", url: `${callback.pathname}${callback.search}` });
-  const fragment = new URLSearchParams(new URL(back.headers.location as string).hash.slice(1));
-  const code = fragment.get("sso_code");
-  if (!code) return { error: fragment.get("sso_error") };
-  const redeemed = await server.app.inject({
-    method: "POST",
-    url: "/v1/auth/sso/redeem",
-    payload: { code, codeVerifier: verifier },
-  });
-  expect(redeemed.statusCode, redeemed.body).toBe(200);
-  return { error: null };
+  const result = await ssoSession(server.app, provider, idp, login);
+  return { error: "error" in result ? result.error : null };
 }
 
 async function principal(name: string) {

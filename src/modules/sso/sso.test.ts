@@ -5,12 +5,17 @@
  * domain, a name taken by a local account and a disabled user refused with their codes and nothing created,
  * the one-time code bound to the client's PKCE verifier, the device grant, and passwords off but for break-glass.
  */
-import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { browseThrough, startOidcProvider, type TestProvider } from "../../testing/oidc-provider.js";
+import {
+  pkce,
+  redeemSsoCode,
+  signInThrough,
+  startOidcProvider,
+  type TestProvider,
+} from "../../testing/oidc-provider.js";
 import { ADMIN_PASSWORD, testServer, type TestServer } from "../../testing/server.js";
 
 const PUBLIC_URL = "http://stint.test";
@@ -20,30 +25,9 @@ let idp: TestProvider;
 let server: TestServer;
 let work: string;
 
-function pkce() {
-  const verifier = randomBytes(32).toString("base64url");
-  return { verifier, challenge: createHash("sha256").update(verifier).digest("base64url") };
-}
-
-/** Starts a sign-in at Stint, goes through the provider's pages as `login`, and hands the callback to Stint. */
-async function signInThroughProvider(login: string, client = pkce()) {
-  const start = await server.app.inject({
-    method: "GET",
-    url: `/v1/auth/sso/corp/login?code_challenge=${client.challenge}`,
-  });
-  expect(start.statusCode, start.body).toBe(302);
-  const callback = await browseThrough(start.headers.location as string, login, idp.issuer);
-  expect(callback.href.startsWith(CALLBACK)).toBe(true);
-  const back = await server.app.inject({ method: "GET", url: `${callback.pathname}${callback.search}` });
-  expect(back.statusCode).toBe(302);
-  const location = new URL(back.headers.location as string);
-  const fragment = new URLSearchParams(location.hash.slice(1));
-  return { callback, fragment, client };
-}
-
-async function redeem(code: string, verifier: string) {
-  return server.app.inject({ method: "POST", url: "/v1/auth/sso/redeem", payload: { code, codeVerifier: verifier } });
-}
+/** A sign-in through the provider `corp` as `login`, up to the fragment Stint's callback gives the web UI. */
+const signInThroughProvider = (login: string) => signInThrough(server.app, "corp", idp, login);
+const redeem = (code: string, verifier: string) => redeemSsoCode(server.app, code, verifier);
 
 async function principalCount(): Promise<number> {
   const row = await server.store.db
