@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { describe, expect, it } from "vitest";
 import * as c from "../../contract/vault.js";
-import { secretValueSerializer, secretValueValidator } from "./vault.routes.js";
+import { plainSecretPath, secretValueSerializer, secretValueValidator } from "./vault.routes.js";
 
 const url = "/v1/secrets/:path/value";
 const route = { schema: c.secretValue, method: "GET", url, httpStatus: "200" };
@@ -98,5 +98,44 @@ describe("a secret read's parameters and query", () => {
     expect(query!.fast({ version: "2" })).toEqual({ value: { version: 2 } });
     expect(query!.fast({ version: "0" }).error).toBeDefined();
     expect(query!.fast({ extra: "1" }).error).toBeDefined();
+  });
+});
+
+describe("the fast path's reading of a read's URL segment (plainSecretPath)", () => {
+  const params = validatorCompiler({ schema: c.secretParams, method: "GET", url, httpPart: "params" }) as (
+    data: unknown,
+  ) => { value?: unknown; error?: unknown };
+  const segment = fc.oneof(
+    fc.stringMatching(/^[a-z0-9._%2Ff-]{1,40}$/),
+    fc.string({ maxLength: 30 }).map((text) => encodeURIComponent(text)),
+    fc.constantFrom(
+      "a%2Fb",
+      "a%2fb",
+      "%2Fa",
+      "a%2F",
+      "a%2F%2Fb",
+      "a%2",
+      "a%2G",
+      "a%20b",
+      "%61",
+      "A",
+      ".",
+      "a".repeat(101),
+    ),
+  );
+
+  it("names a path only when Fastify's decoding of the segment names that path and zod takes it", () => {
+    fc.assert(
+      fc.property(segment, (raw) => {
+        const path = plainSecretPath(raw);
+        if (path === undefined) return;
+        expect(decodeURIComponent(raw)).toBe(path);
+        expect(params({ path })).toEqual({ value: { path } });
+      }),
+      { numRuns: 2000 },
+    );
+    expect(plainSecretPath("prod%2Fdb%2fadmin")).toBe("prod/db/admin");
+    expect(plainSecretPath("prod%2Fdb%2F")).toBeUndefined();
+    expect(plainSecretPath("%70rod")).toBeUndefined();
   });
 });
