@@ -397,9 +397,11 @@ export function createAuditLog(deps: {
     }));
     return {
       /** Writes the pass: the pending rows moved, the head moved from `head` if it is still there, the notes. */
-      write: async (db: Kysely<Database>) => {
-        await auditStore.chainMove(db, head, taken, chained, { seq: prev.seq, hash: prev.hash }, checkpoints);
+      write: async (db: Kysely<Database>, next = 0): Promise<auditStore.HeadAndPending> => {
+        const to = { seq: prev.seq, hash: prev.hash };
+        const rows = await auditStore.chainMove(db, head, taken, chained, to, checkpoints, next);
         await auditStore.insertEvents(db, events.slice(genuine.length));
+        return { head: to, rows };
       },
       rejected,
       result: {
@@ -424,22 +426,29 @@ export function createAuditLog(deps: {
     return pass.result;
   }
 
+  /** What this process's last pass of its own read with its move: the head it left and the rows pending then. */
+  let ahead: auditStore.HeadAndPending | undefined;
+
   /**
-   * A pass of its own, in two round trips: the head and the pending rows read in one statement (no transaction,
-   * no lock), then one statement that moves them only if the head is still the one read (`chainMove`). Another
-   * pass that chained meanwhile (a reader catching up, a second node that believes it sequences) moved the head:
-   * the statement writes nothing and this pass runs again under the head lock. A pass that must write notes
-   * (rows that failed their MAC: the statement and the notes' INSERT) runs under the lock too.
+   * A pass of its own, without a transaction: the head and the pending rows as one snapshot saw them (read by
+   * the previous pass's move when it found any, else in a statement of their own, no lock taken), then one
+   * statement that moves them only if the head is still the one read (`chainMove`) and reads the rows for the
+   * next pass: under load, one round trip a pass. Another pass that chained meanwhile (a reader catching up, a
+   * second node that believes it sequences) moved the head: the statement writes nothing and this pass runs
+   * again under the head lock. A pass that must write notes (rows that failed their MAC: the statement and the
+   * notes' INSERT) runs under the lock too.
    */
   async function chainOwn(limit: number): Promise<ChainResult> {
     const locked = () => store.transaction((tx) => chainIn(tx, limit));
-    const { head, rows } = await auditStore.readHeadAndPending(store.db, limit);
+    const read = ahead?.rows.length ? ahead : undefined;
+    ahead = undefined;
+    const { head, rows } = read ?? (await auditStore.readHeadAndPending(store.db, limit));
     if (rows.length === 0) return nothing();
-    const pass = prepare(head, rows);
+    const pass = prepare(head, rows.slice(0, limit));
     if (pass.rejected.length > 0) return locked();
     await failpoint("audit.sequence.before-commit");
     try {
-      await pass.write(store.db);
+      ahead = await pass.write(store.db, limit);
     } catch (error) {
       if (!auditStore.headMoved(error)) throw error;
       return locked();

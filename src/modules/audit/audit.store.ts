@@ -192,13 +192,24 @@ export interface PendingRow {
  * matches its MAC, where a `Date` would have dropped the change.
  */
 export async function readPending(tx: Q, limit: number): Promise<PendingRow[]> {
-  const { rows } = await sql<PendingRow>`select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject,
-      outcome, reason, correlation_id, source_ip, user_agent, details, mac
-    from audit_pending order by pos limit ${limit}`.execute(tx);
-  return rows;
+  return (await pendingRows(limit).$castTo<PendingRow>().execute(tx)).rows;
 }
 
-interface HeadAndPending {
+/** The SELECT of up to `limit` pending rows, oldest `pos` first, the time as `TIME_TEXT`; none at `except`. */
+function pendingRows(limit: number, except?: readonly (number | string)[]) {
+  return sql`select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject, outcome, reason,
+      correlation_id, source_ip, user_agent, details, mac
+    from audit_pending ${except ? sql`where pos <> all(${except.map(String)}::bigint[])` : sql``}
+    order by pos limit ${limit}`;
+}
+
+/** Pending rows read beside something else (one row, every column null, when none is pending). */
+type PendingOrNone = { [K in keyof PendingRow]: PendingRow[K] | null };
+
+/** The pending rows of `rows`, none when its one row's are null. */
+const pendingOf = (rows: readonly PendingOrNone[]) => (rows[0]?.pos == null ? [] : (rows as PendingRow[]));
+
+export interface HeadAndPending {
   head: { seq: number; hash: string };
   rows: PendingRow[];
 }
@@ -209,19 +220,16 @@ interface HeadAndPending {
  */
 async function headAndPending(db: Q, limit: number, lock: boolean): Promise<HeadAndPending & { seen: number }> {
   const { rows } = await sql<
-    { head_seq: number | string; head_hash: string; seen_seq: number | string } & {
-      [K in keyof PendingRow]: PendingRow[K] | null;
-    }
-  >`with head as (select seq, hash from audit_head where id = 1 ${lock ? sql`for update` : sql``})
+    { head_seq: number | string; head_hash: string; seen_seq: number | string } & PendingOrNone
+  >`
+    with head as (select seq, hash from audit_head where id = 1 ${lock ? sql`for update` : sql``})
     select h.seq as head_seq, h.hash as head_hash, (select seq from audit_head where id = 1) as seen_seq, p.*
-    from head h left join lateral (select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject, outcome,
-      reason, correlation_id, source_ip, user_agent, details, mac
-      from audit_pending order by pos limit ${limit}) p on true
+    from head h left join lateral (${pendingRows(limit)}) p on true
     order by p.pos`.execute(db);
   const first = rows[0];
   if (!first) throw new Error("audit: the chain head row is missing");
   const head = { seq: Number(first.head_seq), hash: first.head_hash };
-  return { head, seen: Number(first.seen_seq), rows: first.pos === null ? [] : (rows as unknown as PendingRow[]) };
+  return { head, seen: Number(first.seen_seq), rows: pendingOf(rows) };
 }
 
 /**
@@ -274,6 +282,8 @@ export function headMoved(error: unknown): boolean {
  * from its pending row with its `seq`, `prevHash` and `hash`, and inserts the `checkpoints`. A chained row
  * missing from `audit_pending` raises (STA02): the statement, and any transaction it is in, roll back. Only
  * arrays of positions, seqs and hashes travel, never the events' columns. Outside a transaction it commits alone.
+ * With `next`, the same statement also reads up to `next` pending rows besides those it moved (with its own
+ * snapshot, from before the move: what committed before the statement began), the next pass's rows after `to`.
  */
 export async function chainMove(
   db: Q,
@@ -282,14 +292,23 @@ export async function chainMove(
   chained: readonly { pos: number | string; seq: number; prevHash: string; hash: string }[],
   to: { seq: number; hash: string },
   checkpoints: readonly CheckpointValues[],
-): Promise<void> {
-  await sql`select audit_chain_move(${from.seq}::bigint, ${from.hash}::text, ${taken.map(String)}::bigint[],
+  next = 0,
+): Promise<PendingRow[]> {
+  const move = sql`select audit_chain_move(${from.seq}::bigint, ${from.hash}::text, ${taken.map(String)}::bigint[],
     ${chained.map((c) => String(c.pos))}::bigint[], ${chained.map((c) => c.seq)}::bigint[],
     ${chained.map((c) => c.prevHash)}::text[], ${chained.map((c) => c.hash)}::text[], ${to.seq}::bigint,
     ${to.hash}::text, ${checkpoints.map((c) => c.seq)}::bigint[], ${checkpoints.map((c) => c.hash)}::text[],
     ${checkpoints.map((c) => c.every)}::integer[], ${checkpoints.map((c) => c.keyId)}::text[],
     ${checkpoints.map((c) => c.signature)}::text[],
-    ${checkpoints.map((c) => c.signedAt.toISOString())}::timestamptz[])`.execute(db);
+    ${checkpoints.map((c) => c.signedAt.toISOString())}::timestamptz[]) as moved`;
+  if (next === 0) {
+    await move.execute(db);
+    return [];
+  }
+  // The move on the preserved side of the join: it runs once, whether or not anything else is pending.
+  const { rows } = await sql<PendingOrNone & { moved: string }>`with m as materialized (${move})
+    select m.moved, p.* from m left join lateral (${pendingRows(next, taken)}) p on true order by p.pos`.execute(db);
+  return pendingOf(rows);
 }
 
 /** How many events wait to be chained, and the time of the oldest. */
