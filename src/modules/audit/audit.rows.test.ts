@@ -6,8 +6,15 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { canonicalEvent } from "./audit.rules.js";
-import { canonicalOfRow, decodeVerifyRow, eventTime, FIELD, verifyRowTime } from "./audit.rows.js";
+import { canonicalDetails, canonicalEvent } from "./audit.rules.js";
+import {
+  canonicalFlatDetails,
+  canonicalOfRow,
+  decodeVerifyRow,
+  eventTime,
+  FIELD,
+  verifyRowTime,
+} from "./audit.rows.js";
 
 /** Characters JSON escapes or may (quote, backslash, controls, separators, surrogates), and plain ones. */
 const tricky = fc.string({
@@ -162,5 +169,62 @@ describe("verifyRowTime", () => {
     );
     for (const text of ["2026-12-06T07:17:54", "12/06/2026 07:17:54", "2026-12-06 07:17:54.1234567", " ", ""])
       expect(verifyRowTime(text)).toBeUndefined();
+  });
+});
+
+/** A value as jsonb prints it: keys by length then code unit, ", " and ": " between items. */
+function jsonbText(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(jsonbText).join(", ")}]`;
+  if (value === null || typeof value !== "object") return JSON.stringify(value);
+  const keys = Object.keys(value).sort((a, b) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0));
+  return `{${keys.map((k) => `${JSON.stringify(k)}: ${jsonbText((value as Record<string, unknown>)[k])}`).join(", ")}}`;
+}
+
+describe("canonicalFlatDetails", () => {
+  it("writes what canonicalDetails writes from the parsed text, or declines", () => {
+    const key = fc.oneof(fc.constantFrom("a", "b", "aa", "n", "role", "10", "2", "__proto__", "é"), tricky);
+    const scalar = fc.oneof(
+      tricky,
+      fc.integer(),
+      fc.constantFrom(0, -0, 1e15, 2 ** 53 + 2, 1.5, -7, true, false, null),
+      fc.double({ noNaN: true, noDefaultInfinity: true }),
+    );
+    const details = fc.oneof(
+      fc.dictionary(key, scalar, { maxKeys: 4 }).map(jsonbText),
+      fc
+        .dictionary(key, fc.oneof(scalar, fc.array(scalar, { maxLength: 2 }), fc.dictionary(key, scalar)), {
+          maxKeys: 3,
+        })
+        .map(jsonbText),
+      // Texts jsonb would not print (a database writer may change the column's type): other spacing, repeats.
+      fc.constantFrom(
+        '{"a":1}',
+        '{"a": 1,"b": 2}',
+        '{"a": 1, "a": 2}',
+        '{"a": 01}',
+        '{"a": -0}',
+        '{"a": 1}\n',
+        "[]",
+        "5",
+      ),
+      tricky,
+    );
+    let taken = 0;
+    fc.assert(
+      fc.property(details, (text) => {
+        const fast = canonicalFlatDetails(text);
+        if (fast === undefined) return;
+        taken++;
+        expect(fast).toBe(canonicalDetails(JSON.parse(text) as Record<string, unknown>));
+      }),
+      { numRuns: 5000 },
+    );
+    expect(taken).toBeGreaterThan(500);
+    expect(canonicalFlatDetails('{"n": 12344}')).toBe('{"n":12344}');
+    // jsonb's order (shorter keys first) sorted as RFC 8785 sorts; separators inside strings kept.
+    expect(canonicalFlatDetails('{"to": 5, "from": "a: b, c"}')).toBe('{"from":"a: b, c","to":5}');
+    expect(canonicalFlatDetails('{"b": 1, "a": 2, "b": 3}')).toBeUndefined();
+    expect(canonicalFlatDetails('{"from": "a\\": 1, \\"b", "to": 5}')).toBeUndefined();
+    expect(canonicalFlatDetails('{"from": "a: b, c", "to": 5}')).toBe('{"from":"a: b, c","to":5}');
   });
 });

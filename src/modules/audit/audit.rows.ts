@@ -140,6 +140,44 @@ export function verifyRowSeq(text: string): number {
 // eslint-disable-next-line no-control-regex -- control characters are what JSON escapes
 const ESCAPED_BUT_FIELD = /["\\\u0000-\u001e\ud800-\udfff]/;
 
+/**
+ * One member of a flat object as jsonb prints it (`"key": value, `): a key and a string value with nothing
+ * JSON escapes (no backslash, control character or surrogate), an integer JSON.stringify writes back digit
+ * for digit (no leading zero, no -0, at most 15 digits), true, false or null; then ", " or the closing brace.
+ */
+const FLAT_MEMBER =
+  // eslint-disable-next-line no-control-regex -- control characters are what JSON escapes
+  /"([^"\\\u0000-\u001f\ud800-\udfff]*)": ("[^"\\\u0000-\u001f\ud800-\udfff]*"|0|-?[1-9]\d{0,14}|true|false|null)(, |\}$)/y;
+
+/**
+ * `canonicalDetails(JSON.parse(text))` for the details most events have, a flat object as jsonb prints it
+ * (`FLAT_MEMBER`s), without parsing it: the same members without the spaces, sorted by key as RFC 8785
+ * sorts them (jsonb prints shorter keys first). Undefined for anything else (nested values, escapes, a
+ * repeated key, other spacing): the caller parses those.
+ */
+export function canonicalFlatDetails(text: string): string | undefined {
+  if (text === "{}") return text;
+  if (text.charCodeAt(0) !== 0x7b) return undefined;
+  FLAT_MEMBER.lastIndex = 1;
+  const members: [key: string, value: string][] = [];
+  let sorted = true;
+  for (;;) {
+    const member = FLAT_MEMBER.exec(text);
+    if (!member) return undefined;
+    const last = members[members.length - 1];
+    if (last && !(last[0] < member[1]!)) sorted = false;
+    members.push([member[1]!, member[2]!]);
+    if (member[3] !== ", ") break;
+  }
+  if (!sorted) {
+    members.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    for (let i = 1; i < members.length; i++) if (members[i - 1]![0] === members[i]![0]) return undefined;
+  }
+  let out = "{";
+  for (let i = 0; i < members.length; i++) out += `${i === 0 ? "" : ","}"${members[i]![0]}":${members[i]![1]}`;
+  return `${out}}`;
+}
+
 /** A nullable field as the canonical JSON writes it (no escape needed: checked by the caller). */
 const maybe = (nulls: number, bit: number, text: string) => (nulls & bit ? "null" : `"${text}"`);
 
@@ -166,7 +204,7 @@ export function canonicalOfRow(
   const canonical =
     `{"action":"${f[F.action]}","actor":"${f[F.actor]}","actorId":${maybe(nulls, 1, f[F.actorId]!)},` +
     `"correlationId":${maybe(nulls, 8, f[F.correlationId]!)},` +
-    `"details":${canonicalDetails(JSON.parse(details) as Record<string, unknown>)},` +
+    `"details":${canonicalFlatDetails(details) ?? canonicalDetails(JSON.parse(details) as Record<string, unknown>)},` +
     `"id":"${f[F.id]}","outcome":"${f[F.outcome]}","prevHash":"${f[F.prevHash]}",` +
     `"reason":${maybe(nulls, 4, f[F.reason]!)},"seq":${seq},"sourceIp":${maybe(nulls, 16, f[F.sourceIp]!)},` +
     `"subject":${maybe(nulls, 2, f[F.subject]!)},"time":"${time}","userAgent":${maybe(nulls, 32, f[F.userAgent]!)}}`;
