@@ -280,9 +280,10 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
     await stop?.().catch(() => undefined);
   }
 
-  async function holdLease(): Promise<boolean> {
-    const at = now();
-    if (leader && at - leaseCheckedAt < leaseMs / 3) return true;
+  /** The leader's renewal of its lease, when one runs beside its passes. */
+  let renewal: Promise<boolean> | undefined;
+
+  async function takeLease(at: number): Promise<boolean> {
     const had = leader;
     try {
       leader = await lease.take(holder, leaseMs);
@@ -295,6 +296,21 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
     if (leader && !had) logger.info({ holder }, "this node sequences the audit log");
     if (!leader && had) logger.warn({ holder }, "this node lost the audit sequencer lease");
     return leader;
+  }
+
+  /**
+   * Whether this node sequences. The leader renews every third of the TTL, beside its passes while a third of
+   * the TTL is left (a round trip queued behind the writers' would hold up every event waiting for the next
+   * pass); a pass never counts on the lease, it writes only over the head it read.
+   */
+  async function holdLease(): Promise<boolean> {
+    const at = now();
+    if (leader && at - leaseCheckedAt < leaseMs / 3) return true;
+    if (leader && at - leaseCheckedAt < (2 * leaseMs) / 3) {
+      renewal ??= takeLease(at).finally(() => (renewal = undefined));
+      return true;
+    }
+    return renewal ?? takeLease(at);
   }
 
   async function checkLag(): Promise<void> {
@@ -324,11 +340,14 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
    * one look per gap, not a chaining pass each. True when a wake ended the wait.
    */
   const idleSleep = async () => {
-    const kind = await sleep(Math.min(pollMs, Math.max(1, leaseCheckedAt + leaseMs / 3 - now())));
+    const renewDue = renewal ? pollMs : leaseCheckedAt + leaseMs / 3 - now();
+    const kind = await sleep(Math.min(pollMs, Math.max(1, renewDue)));
     const wait = foundNothingAt + wakeGapMs - Date.now();
     if (kind === "unverified" && wait > 0 && running) await sleep(wait, true);
     return kind !== undefined;
   };
+
+  let lagCheck: Promise<void> | undefined;
 
   async function run(): Promise<void> {
     let lastLagCheck = 0;
@@ -336,9 +355,14 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
     while (running) {
       try {
         // Every node watches the lag, leader or not: a cluster where nobody chains must raise the alert.
-        if (now() - lastLagCheck > lagCheckMs) {
+        // Beside the passes, as the renewal: not one round trip more in front of the events waiting.
+        if (now() - lastLagCheck > lagCheckMs && !lagCheck) {
           lastLagCheck = now();
-          await checkLag();
+          lagCheck = checkLag()
+            .catch((error: unknown) =>
+              logger.warn({ err: error instanceof Error ? error.message : String(error) }, "audit lag check failed"),
+            )
+            .finally(() => (lagCheck = undefined));
         }
         const leading = await holdLease();
         await followWakes();
@@ -394,6 +418,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
       nudgeTimer = undefined;
       wake?.("verified");
       await loop;
+      await Promise.all([renewal, lagCheck]);
       await unlisten();
       if (leader) {
         leader = false;
