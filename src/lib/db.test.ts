@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import { ENGINES, freshStore, type TestStore } from "../testing/engines.js";
-import { migrate } from "./db.js";
+import { migrate, PREPARED } from "./db.js";
 import { MIGRATIONS_DIR } from "../db/index.js";
 
 describe.each(ENGINES)("store on %s", (engine) => {
@@ -103,5 +103,22 @@ describe.each(ENGINES)("store on %s", (engine) => {
     );
     expect(row.rows[0]?.big).toBe(9007199254740);
     expect(row.rows[0]?.at).toBeInstanceOf(Date);
+  });
+
+  it("prepares a statement marked PREPARED once per connection (PostgreSQL), and answers it the same", async () => {
+    t = await freshStore(engine);
+    const prepared = await t.store.transaction(async (tx) => {
+      const answers: number[] = [];
+      for (const n of [1, 2, 3]) {
+        const marked = await sql<{ n: number }>`select ${sql.raw(PREPARED)} ${n}::int + 1 as n`.execute(tx);
+        const plain = await sql<{ n: number }>`select ${n}::int + 2 as n`.execute(tx);
+        answers.push(marked.rows[0]!.n, plain.rows[0]!.n);
+      }
+      expect(answers).toEqual([2, 3, 3, 4, 4, 5]);
+      if (engine !== "postgres") return [];
+      const { rows } = await sql<{ statement: string }>`select statement from pg_prepared_statements`.execute(tx);
+      return rows.map((row) => row.statement);
+    });
+    if (engine === "postgres") expect(prepared).toEqual([`select ${PREPARED} $1::int + 1 as n`]);
   });
 });

@@ -234,7 +234,7 @@ function checkedAfterLoss(pool: pg.Pool) {
     if (!wrapper) {
       wrapper = Object.create(client) as pg.PoolClient;
       wrapper.query = ((...args: Parameters<pg.PoolClient["query"]>) => {
-        const result = (client.query as (...a: unknown[]) => unknown)(...args);
+        const result = (client.query as (...a: unknown[]) => unknown)(...preparedIfMarked(args));
         if (result instanceof Promise) result.catch(noteLoss);
         return result;
       }) as pg.PoolClient["query"];
@@ -372,6 +372,33 @@ async function listenPostgres(
     client = null;
     await c?.end().catch(() => undefined);
   };
+}
+
+/**
+ * Marks a statement to be prepared on each PostgreSQL connection (a named statement: parsed and planned once
+ * per connection, then only bound and executed), when its text is in it anywhere (a comment). Only for a hot
+ * statement whose text is fixed (a fixed number of parameters) and whose result's columns do not depend on a
+ * table's (no `*`): a prepared statement is planned again by PostgreSQL after a change of the tables it reads,
+ * but refused if its result's type changed. The secret reads' audit INSERT costs PostgreSQL ~250 µs a batch
+ * less CPU prepared (parse and plan of its unnest/jsonb text, ~0.9 ms of planning alone the first time).
+ * Ignored on PGlite.
+ */
+export const PREPARED = "/* stint:prepared */";
+/** At most this many texts get a name: a marked text that varies is a bug, and must not grow every connection. */
+const MAX_PREPARED = 64;
+const preparedNames = new Map<string, string>();
+
+/** Kysely's `query(text, values)` as pg's named query when the text carries `PREPARED`. */
+function preparedIfMarked(args: unknown[]): unknown[] {
+  const [text, values] = args;
+  if (typeof text !== "string" || args.length !== 2 || !text.includes(PREPARED)) return args;
+  let name = preparedNames.get(text);
+  if (name === undefined) {
+    if (preparedNames.size >= MAX_PREPARED) return args;
+    name = `stint_prepared_${preparedNames.size + 1}`;
+    preparedNames.set(text, name);
+  }
+  return [{ name, text, values }];
 }
 
 /**

@@ -2,6 +2,7 @@
 import { sql, type Kysely, type Selectable } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { SecretVersionsTable } from "../../db/schema.js";
+import { PREPARED } from "../../lib/db.js";
 
 type Q = Kysely<Database>;
 const json = (value: unknown) => JSON.stringify(value);
@@ -397,7 +398,8 @@ export interface HeldCopy {
  * read from the database (no copy), and each read from memory whose copy is what the database holds now
  * (the fields a read decides on, and the sealed version). It goes inside the batch's audit INSERT
  * (`AuditLog.appendManyWhere`): the check and the events are one statement. Fixed text, one parameter (the
- * copies as one JSON text, compared as jsonb: the order of keys and the notation of numbers do not matter).
+ * copies as one JSON text, compared as jsonb: the order of keys and the notation of numbers do not matter), so
+ * that statement, whose text is fixed too, is prepared on each connection (`PREPARED`: planned once).
  */
 export function callsWithCurrentCopies(copies: readonly (HeldCopy | undefined)[]) {
   const calls = copies.map((held, call) =>
@@ -421,7 +423,7 @@ export function callsWithCurrentCopies(copies: readonly (HeldCopy | undefined)[]
           },
         },
   );
-  return sql`select (r->>'call')::int from jsonb_array_elements(${json(calls)}::jsonb) as r
+  return sql`select ${sql.raw(PREPARED)} (r->>'call')::int from jsonb_array_elements(${json(calls)}::jsonb) as r
     where r->'copy' is null or exists (select 1 from secret_versions as v inner join secrets as s on s.id = v.secret_id
       where v.secret_id = (r->>'id')::uuid and v.version = (r->>'version')::int
         and jsonb_build_object('path', s.path, 'kind', s.kind, 'current_version', s.current_version,
