@@ -56,10 +56,19 @@ export function createRevocation(ctx: GrantContext) {
     const membership = membershipOf(grant);
     const restoreReason = `the revocation of grant ${grantId} removed it at the target`;
 
-    /** Marks the grant revoked and audits it (a forced revocation is audited even when it already was). */
-    async function recordRevoked(tx: Kysely<Database>, now: Date, extra: Record<string, unknown>): Promise<void> {
-      const revoked = await grantStore.markRevoked(tx, grantId, now);
-      if (!revoked && !force) return;
+    /**
+     * Marks the grant revoked and audits it (a forced revocation is audited even when it already was). With `done`,
+     * the same statement writes the attempt's done-mark; returns whether it did (undefined without `done`).
+     */
+    async function recordRevoked(
+      tx: Kysely<Database>,
+      now: Date,
+      extra: Record<string, unknown>,
+      done?: HandlerContext["done"],
+    ): Promise<boolean | undefined> {
+      const marked = done ? await grantStore.markRevokedAndDone(tx, grantId, now, done.alongside) : undefined;
+      const revoked = marked ? marked.revoked : await grantStore.markRevoked(tx, grantId, now);
+      if (!revoked && !force) return marked?.completed;
       await audit.append(tx, SYSTEM, systemContext(`grant:${grantId}`), {
         action: "grant.revoked",
         outcome: "success",
@@ -81,6 +90,7 @@ export function createRevocation(ctx: GrantContext) {
           ...extra,
         },
       });
+      return marked?.completed;
     }
 
     if (membership) {
@@ -148,7 +158,8 @@ export function createRevocation(ctx: GrantContext) {
     }
     await failpoint("grant.revoke.after-target");
     const now = clock.now();
-    await store.transaction(async (tx) => {
+    // The attempt's done-mark goes with the grant's revoked mark, in its transaction: the runner writes none.
+    const completed = await store.transaction(async (tx) => {
       // A grant of the same membership that started after the check above may have had its GRANT land before this
       // REVOKE did: the membership is put back for every one still provisioning or active.
       const holders = membership
@@ -158,8 +169,9 @@ export function createRevocation(ctx: GrantContext) {
           })
         : [];
       await queueRestores(tx, holders, job, restoreReason);
-      await recordRevoked(tx, now, holders.length > 0 ? { restoring: holders.map((h) => h.id) } : {});
+      return recordRevoked(tx, now, holders.length > 0 ? { restoring: holders.map((h) => h.id) } : {}, job.done);
     });
+    if (completed !== undefined) job.done!.completed(completed);
     // The activation ended before its revocation was queued (read with the grant above).
     if (grant.request_ended_at)
       revocationLatency.observe(Math.max(0, (now.getTime() - new Date(grant.request_ended_at).getTime()) / 1000));

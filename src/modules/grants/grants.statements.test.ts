@@ -73,10 +73,11 @@ const PROVISIONED_MAX_STATEMENTS = 2;
 /**
  * The revocation of the minted login (one outbox pass after the deactivation): the claim, the grant with its
  * target, the target's credential and the activation's end in one read, the grant marked revoked with its audit
- * event, the completion. It was 7: the grant, its target and the activation's end read apart (8 with the
- * target's credential stored).
+ * event; the completion (its done-mark) is written by the revoked mark's statement, in its transaction. It was 7:
+ * the grant, its target and the activation's end read apart (8 with the target's credential stored); then 5, the
+ * completion a statement of its own after the commit.
  */
-const REVOKE_MAX_STATEMENTS = 5;
+const REVOKE_MAX_STATEMENTS = 4;
 /** On PGlite the audit log chains in the appending transaction (`inline`): four more per audited transaction. */
 const INLINE_CHAINING = { pglite: 4, postgres: 0 };
 
@@ -263,6 +264,13 @@ eligibility:
       // The revocation: the login dropped at the target and the grant marked revoked, audited.
       const revoked = await measure(() => s.outbox.runOnce());
       expect(revoked.result).toMatchObject({ claimed: 1, done: 1 });
+      // The revocation's job was marked done, by the revoked mark's statement.
+      const revokeJob = await s.store.db
+        .selectFrom("outbox")
+        .select(["status", "done_at"])
+        .where("idempotency_key", "=", `revoke:${grant.id}`)
+        .executeTakeFirstOrThrow();
+      expect(revokeJob).toMatchObject({ status: "done", done_at: expect.any(Date) });
       await drain();
       if (round === 0) continue;
       expect(revoked.statements.length, JSON.stringify(revoked.statements)).toBeLessThanOrEqual(

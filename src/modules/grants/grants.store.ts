@@ -1,6 +1,7 @@
 /** SQL of grants at real targets (drift findings: reconcile.store.ts; target credentials: catalog.public.ts). Every function takes its transaction or db. */
-import { sql, type Kysely, type QueryCreator } from "kysely";
+import { sql, type Expression, type Kysely, type QueryCreator, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
+import type { Alongside } from "../outbox/index.js";
 
 type Q = Kysely<Database>;
 
@@ -228,6 +229,36 @@ export async function markRevoked(db: Q, grantId: string, now: Date): Promise<bo
     .returning("id")
     .execute();
   return rows.length > 0;
+}
+
+/**
+ * `markRevoked` carrying the revocation attempt's done-mark (outbox `HandlerContext.done`, written whatever the
+ * grant's state: the job's work is over) in the same statement: whether the grant was revoking, and whether the
+ * mark was written (false when the attempt's lease was lost).
+ */
+export async function markRevokedAndDone(
+  db: Q,
+  grantId: string,
+  now: Date,
+  doneMark: (when: Expression<SqlBool>) => Alongside,
+): Promise<{ revoked: boolean; completed: boolean }> {
+  const row = await db
+    // The mark is typed for the plain schema (as in requests' activateProvisioned).
+    .with("completed", doneMark(sql<SqlBool>`true`) as never)
+    .with("revoked", (creator) =>
+      creator
+        .updateTable("grants")
+        .set({ state: "revoked", last_error: null, next_attempt_at: null, updated_at: now })
+        .where("id", "=", grantId)
+        .where("state", "=", "revoking")
+        .returning("id"),
+    )
+    .selectNoFrom([
+      sql<boolean>`exists (select 1 from revoked)`.as("revoked"),
+      sql<boolean>`exists (select 1 from completed)`.as("completed"),
+    ])
+    .executeTakeFirstOrThrow();
+  return { revoked: row.revoked === true, completed: row.completed === true };
 }
 
 /**
