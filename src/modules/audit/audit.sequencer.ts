@@ -6,9 +6,10 @@
  * One runs per cluster: every node runs this loop, and only the holder of the lease row
  * (`audit_sequencer`, renewed every third of its TTL against the database's clock) chains in the
  * background; when the holder dies its lease runs out and the next node to try takes over. The lease
- * is for efficiency, not correctness: a chaining pass runs under the chain head's row lock, so two
- * passes never interleave, and a pending row leaves `audit_pending` in the transaction that chains it,
- * so a crash at any moment loses nothing and chains nothing twice.
+ * is for efficiency, not correctness: a chaining pass writes in one statement that moves the chain head
+ * only if it is still the head the pass read (two passes never both chain), and a pending row leaves
+ * `audit_pending` in the statement that chains it, so a crash at any moment loses nothing and chains
+ * nothing twice.
  *
  * It wakes when an event commits. The leader's own appends wake it directly (a nudge once the appending
  * transaction committed). A node that does not hold the lease tells the leader over LISTEN/NOTIFY (PostgreSQL):
