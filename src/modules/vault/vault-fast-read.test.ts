@@ -5,7 +5,7 @@
  * nothing away and is not read a second time: the route answers the fast path's error (app.inject never
  * meets the fast path: it is the reference here).
  */
-import type { AddressInfo } from "node:net";
+import { connect, type AddressInfo } from "node:net";
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppStore } from "../../db/index.js";
@@ -120,6 +120,20 @@ describe("a secret read's fast path", () => {
     expect(comparable(http.body)).toBe(comparable(inject.body));
     expect(http.headers).toEqual(inject.headers);
     expect(http.body).not.toContain(VALUE);
+  });
+
+  it("records the read of a caller who hung up before the answer, and goes on serving", async () => {
+    const rita = await server.login("fast-rita");
+    await both(rita);
+    const before = await reads();
+    const { port } = server.app.server.address() as AddressInfo;
+    const socket = connect(port, "127.0.0.1");
+    await new Promise<void>((resolve) => socket.once("connect", resolve));
+    socket.write(`GET ${URL} HTTP/1.1\r\nHost: x\r\nAuthorization: ${rita}\r\n\r\n`);
+    socket.destroy();
+    for (let i = 0; i < 100 && (await reads()) === before; i++) await new Promise((r) => setTimeout(r, 20));
+    expect((await reads()) - before).toBe(1);
+    expect((await both(rita)).http.body).toContain(VALUE);
   });
 
   it("gives nothing away when the read's audit write fails, and does not read a second time", async () => {
