@@ -301,29 +301,33 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
     }
     await sequencer.stop();
 
-    const serverBefore = await serverCpu(store);
-    const cpu = process.cpuUsage();
-    const started = performance.now();
-    const result = await audit.verify();
-    const ms = performance.now() - started;
-    const used = process.cpuUsage(cpu);
-    const serverAfter = await serverCpu(store);
-    if (!result.ok || result.count !== total) {
-      throw new Error(`verify on ${name} expected ${total} intact events, got ${JSON.stringify(result)}`);
+    // Twice: run 1 starts verify's worker threads (from 20,000 events; run from TypeScript each loads tsx
+    // first), run 2 finds them started, as a server's next verify within their idle time; the verdict takes the faster.
+    for (const run of ["run 1", "run 2"]) {
+      const serverBefore = await serverCpu(store);
+      const cpu = process.cpuUsage();
+      const started = performance.now();
+      const result = await audit.verify();
+      const ms = performance.now() - started;
+      const used = process.cpuUsage(cpu);
+      const serverAfter = await serverCpu(store);
+      if (!result.ok || result.count !== total) {
+        throw new Error(`verify on ${name} expected ${total} intact events, got ${JSON.stringify(result)}`);
+      }
+      rows.push({
+        engine: name,
+        scenario: `verify (${result.checkpoints} checkpoints), ${run}`,
+        events: result.count,
+        transactions: null,
+        ms,
+        p50: null,
+        p99: null,
+        lagP99: null,
+        cpuPerEvent: (used.user + used.system) / result.count,
+        dbCpuPerEvent: serverBefore && serverAfter ? serverCpuSince(serverBefore, serverAfter) / result.count : null,
+      });
+      console.error(`  verify ${run}: ${Math.round(ms)} ms`);
     }
-    rows.push({
-      engine: name,
-      scenario: `verify (${result.checkpoints} checkpoints)`,
-      events: result.count,
-      transactions: null,
-      ms,
-      p50: null,
-      p99: null,
-      lagP99: null,
-      cpuPerEvent: (used.user + used.system) / result.count,
-      dbCpuPerEvent: serverBefore && serverAfter ? serverCpuSince(serverBefore, serverAfter) / result.count : null,
-    });
-    console.error(`  verify: ${Math.round(ms)} ms`);
   } finally {
     await opened.cleanup();
   }
