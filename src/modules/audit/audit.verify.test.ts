@@ -85,6 +85,34 @@ describe.each(ENGINES)("parallel audit verify on %s", (engine) => {
     expect(fromWorkers).toBeGreaterThan(0);
   });
 
+  it("stays exact when the server prints times in another DateStyle (each page read again as columns)", async () => {
+    const serial = await check(false, 7);
+    const rolledBack = new Error("rolled back");
+    const inSqlStyle = h.store.transaction(async (tx) => {
+      // The text read prints each time as "12/06/2026 07:17:54.733": never decoded, read again as columns.
+      await sql`set local datestyle = 'SQL, DMY'`.execute(tx);
+      const visit = async () => {
+        const checkpoints = (await auditStore.listCheckpoints(tx)).map((cp) => ({
+          seq: Number(cp.seq),
+          hash: cp.hash,
+          every: cp.every,
+          signatureValid: true,
+        }));
+        const head = await auditStore.readHead(tx);
+        const verifier = createChainVerifier(checkpoints, { every: EVERY });
+        await auditStore.visitForVerify(tx, head.seq, verifier.push, undefined, 7);
+        return verifier.finish(head);
+      };
+      expect(await visit()).toEqual(serial);
+      // A time moved by a microsecond is still an edit.
+      await sql`update audit_events set time = time + interval '1 microsecond' where seq = 9`.execute(tx);
+      expect(await visit()).toMatchObject({ ok: false, brokenSeq: 9 });
+      throw rolledBack;
+    });
+    await expect(inSqlStyle).rejects.toBe(rolledBack);
+    expect(await check(false, 7)).toEqual(serial);
+  });
+
   it("names the first edit, deletion and forged checkpoint as the serial verify does", async () => {
     const { db } = h.store;
     const record = async (statement: string) => {
