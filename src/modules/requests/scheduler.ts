@@ -17,10 +17,11 @@ import { iso } from "./request-context.js";
 /** Why the scheduler ends an activation (its `end_reason` and the audit event's reason). */
 const EXPIRY_REASON = "the activation reached its end time";
 /**
- * How long one full batch of expiries says its wave goes on (`expiryBurst`): about two batches' time, renewed by
- * each full batch, so the hold ends soon after the wave's last full batch.
+ * How long one full batch of expiries says its wave goes on (`expiryBurst`), told when its claim returns and again
+ * when its events are written: longer than COMMIT and the next claim take on a loaded host (a batch of 1,000 is
+ * ~170 ms in all, 400 ms and more at load 10), so the hold ends about this long after the wave's last full batch.
  */
-const BURST_HOLD_MS = 300;
+const BURST_HOLD_MS = 500;
 /** The call context of the scheduler's audit events. */
 const SCHEDULER_CONTEXT: CallContext = { correlationId: "scheduler", sourceIp: null, userAgent: null };
 /** A character JSON escapes, or a surrogate (which the canonical form decides on its own). */
@@ -74,8 +75,10 @@ export function createScheduler(core: RequestCore) {
         const due = await requestStore.expireDue(tx, { now, limit, reason });
         const n = due.ids.length;
         if (n === 0) return 0;
-        // A full batch: more is due (a wave), the next batch follows at once. Work that can wait holds off.
-        if (n >= limit) deps.expiryBurst?.hold(BURST_HOLD_MS);
+        // A full batch: more is due (a wave), the next batch follows at once. Work that can wait holds off (told
+        // again once the batch is written, so the hold outlasts the wait for the next claim).
+        const full = n >= limit;
+        if (full) deps.expiryBurst?.hold(BURST_HOLD_MS);
         // A real target is revoked through the outbox (Stint enforces internal roles itself: nothing to queue).
         for (const { grantId, requestId } of due.revoking)
           await deps.onGrant?.(tx, { grantId, requestId, action: "revoke" });
@@ -163,6 +166,7 @@ export function createScheduler(core: RequestCore) {
             })),
           );
         }
+        if (full) deps.expiryBurst?.hold(BURST_HOLD_MS);
         return n;
       });
     },
