@@ -33,6 +33,7 @@ import {
   type SessionGate,
   type UpstreamPostgres,
 } from "../../modules/sessions/sessions.types.js";
+import { queryRules, type QueryRules } from "../../contract/query-policy.js";
 import { PG_ADMIN_URL } from "../../testing/engines.js";
 import { startPostgres, type PostgresInstance } from "../../testing/postgres-instance.js";
 import { createLocalTunnel } from "./local-tunnel.js";
@@ -54,7 +55,7 @@ interface TestSession {
 }
 
 /** The sessions module's part, reduced to: one user, one token, one upstream (changeable per test). */
-function createTestGate(upstream: () => UpstreamPostgres) {
+function createTestGate(upstream: () => UpstreamPostgres, queries: () => QueryRules | undefined = () => undefined) {
   const calls: { user: string; password: string; database: string | null; clientAddress: string }[] = [];
   const sessions: TestSession[] = [];
   const gate: Pick<SessionGate, "openPostgres"> = {
@@ -73,7 +74,7 @@ function createTestGate(upstream: () => UpstreamPostgres) {
           user: "alice",
           role: "pg-read",
           target: "app-db",
-          policy: { recording: "required", portForwarding: false, queryParameters: true },
+          policy: { recording: "required", portForwarding: false, queryParameters: true, queries: queries() },
           upstream: { ...upstream(), database: input.database ?? UPSTREAM_USER },
           recorder: {
             output: () => {},
@@ -792,7 +793,11 @@ describe("PostgreSQL proxy", () => {
 });
 
 describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own buffer)", () => {
-  const testGate = createTestGate(() => upstream);
+  let queries: QueryRules | undefined;
+  const testGate = createTestGate(
+    () => upstream,
+    () => queries,
+  );
   let upstream: UpstreamPostgres;
   let proxy: PgProxy;
   let proxyPort: number;
@@ -861,4 +866,51 @@ describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own
       await client.end();
     }
   });
+  // The relay's read buffer is reused only while nothing refers to the last read. Here the server's rows come
+  // in reads of about 8 KiB (PostgreSQL's send buffer, a pause every 8 rows) while the client does not read:
+  // once the kernel's buffers are full (some 4 MiB), a write to the client waits, still queued, and the next
+  // reads come while the queue is under the high-water mark. A buffer reused then would overwrite queued
+  // bytes before they are sent: rows differ from the direct query's, or the stream no longer parses.
+  it.each([
+    ["no query policy", undefined],
+    ["a query policy (the guard counts rows)", queryRules.parse({ maxRows: 1_000_000 })],
+  ])(
+    "with %s: a client that stops reading while small reads arrive gets the bytes a direct query gets",
+    async (_label, rules) => {
+      queries = rules;
+      const sql = `SELECT i, repeat(md5(i::text), 32) || CASE WHEN i % 8 = 0 THEN pg_sleep(0.0002)::text ELSE '' END AS h
+         FROM generate_series(1, 8000) i`;
+      const direct = new pg.Client({ connectionString: PG_ADMIN_URL });
+      const client = new pg.Client({
+        host: "127.0.0.1",
+        port: proxyPort,
+        user: STINT_USER,
+        password: TOKEN,
+        database: "postgres",
+      });
+      await Promise.all([direct.connect(), client.connect()]);
+      // A stream the proxy garbled ends the connection, or leaves the client waiting for a length it read in
+      // overwritten bytes: fail then, rather than wait for rows that never come.
+      const broken = new Promise<never>((_resolve, reject) => {
+        client.on("error", reject);
+        setTimeout(() => reject(new Error("no answer through the proxy in 20 s")), 20_000).unref();
+      });
+      try {
+        const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
+        const proxied = client.query<{ i: number; h: string }>(sql);
+        socket.pause();
+        const [expected] = await Promise.all([direct.query<{ i: number; h: string }>(sql), delay(1_500)]);
+        socket.resume();
+        const rows = (await Promise.race([proxied, broken])).rows;
+        expect(rows.length).toBe(expected.rows.length);
+        const differing = rows.filter((row, n) => row.i !== expected.rows[n]!.i || row.h !== expected.rows[n]!.h);
+        expect(differing.map((row) => row.i)).toEqual([]);
+        expect((await client.query("SELECT 'still in step' AS s")).rows).toEqual([{ s: "still in step" }]);
+      } finally {
+        queries = undefined;
+        await Promise.all([client.end().catch(() => undefined), direct.end()]);
+      }
+    },
+    30_000,
+  );
 });
