@@ -913,4 +913,39 @@ describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own
     },
     30_000,
   );
+  it("a client that stops reading while whole messages arrive (notices, flushed one by one) gets what a direct session gets", async () => {
+    // Each NoticeResponse is sent (flushed) on its own, so reads end on message boundaries: nothing but the
+    // queued write to the stalled client refers to the last read when the next one comes.
+    const sql = `DO $$ BEGIN FOR i IN 1..2000 LOOP RAISE NOTICE '%', repeat(md5(i::text), 100); PERFORM pg_sleep(0.0001); END LOOP; END $$`;
+    const direct = new pg.Client({ connectionString: PG_ADMIN_URL });
+    const client = new pg.Client({
+      host: "127.0.0.1",
+      port: proxyPort,
+      user: STINT_USER,
+      password: TOKEN,
+      database: "postgres",
+    });
+    await Promise.all([direct.connect(), client.connect()]);
+    const notices = { direct: [] as string[], proxied: [] as string[] };
+    direct.on("notice", (notice) => notices.direct.push(notice.message ?? ""));
+    client.on("notice", (notice) => notices.proxied.push(notice.message ?? ""));
+    const broken = new Promise<never>((_resolve, reject) => {
+      client.on("error", reject);
+      setTimeout(() => reject(new Error("no answer through the proxy in 20 s")), 20_000).unref();
+    });
+    try {
+      const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
+      const proxied = client.query(sql);
+      socket.pause();
+      await Promise.all([direct.query(sql), delay(1_500)]);
+      socket.resume();
+      await Promise.race([proxied, broken]);
+      expect(notices.proxied.length).toBe(notices.direct.length);
+      const differing = notices.proxied.flatMap((text, n) => (text === notices.direct[n] ? [] : [n]));
+      expect(differing).toEqual([]);
+      expect((await client.query("SELECT 'still in step' AS s")).rows).toEqual([{ s: "still in step" }]);
+    } finally {
+      await Promise.all([client.end().catch(() => undefined), direct.end()]);
+    }
+  }, 30_000);
 });
