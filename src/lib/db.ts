@@ -2,6 +2,7 @@
  * One store over two engines: PGlite (embedded, a data directory) and
  * PostgreSQL (a `pg` pool). Both speak the same SQL; Kysely builds it.
  */
+import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { Kysely, PostgresDialect, sql, type Transaction } from "kysely";
@@ -388,6 +389,17 @@ export const PREPARED = "/* stint:prepared */";
 const MAX_PREPARED = 64;
 const preparedNames = new Map<string, string>();
 
+/**
+ * A marked text's statement name: made from the text alone (its SHA-256), so that one name means one text on every
+ * node and every release. Numbered in the order a process first met them, two nodes gave one name to two texts:
+ * behind a pooler that shares server connections between clients (PgBouncer's transaction mode before its own
+ * prepared-statement support), one node's Bind would have run the other's statement with its parameters; now it
+ * can only fail (no such statement, or one that exists already), never run another text.
+ */
+export function preparedName(text: string): string {
+  return `stint_${createHash("sha256").update(text).digest("hex").slice(0, 40)}`;
+}
+
 /** Kysely's `query(text, values)` as pg's named query when the text carries `PREPARED`. */
 function preparedIfMarked(args: unknown[]): unknown[] {
   const [text, values] = args;
@@ -395,7 +407,7 @@ function preparedIfMarked(args: unknown[]): unknown[] {
   let name = preparedNames.get(text);
   if (name === undefined) {
     if (preparedNames.size >= MAX_PREPARED) return args;
-    name = `stint_prepared_${preparedNames.size + 1}`;
+    name = preparedName(text);
     preparedNames.set(text, name);
   }
   return [{ name, text, values }];

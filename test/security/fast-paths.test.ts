@@ -5,11 +5,11 @@
  */
 import { request as httpRequest } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { sql } from "kysely";
 import { seedUser } from "../../src/testing/pim.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
-import { ENGINES } from "../../src/testing/engines.js";
+import { createPgDatabase, ENGINES } from "../../src/testing/engines.js";
 import { alice, sequencerFixture } from "../../src/testing/audit-sequencer.js";
 import { NO_CONTEXT } from "../../src/modules/authz/authz.types.js";
 import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
@@ -148,5 +148,40 @@ describe("a secret read's HTTP fast path answers only what the route would", () 
       userAgent: "fp-agent/1",
     });
     expect(pick("fp-request-0001")).toEqual(pick("fp-request-0002"));
+  });
+});
+
+describe("statements marked PREPARED (lib/db.ts) on two nodes", () => {
+  it("a name means one statement text on every node: a pooler sharing server connections cannot bind one node's parameters to another's statement", async () => {
+    const database = await createPgDatabase();
+    const closing: (() => Promise<void>)[] = [];
+    try {
+      // Two nodes: two instances of the module, each marking statements in its own order (what runs first).
+      const seen = new Map<string, string>();
+      for (const order of [
+        ["a", "b"],
+        ["b", "a"],
+      ]) {
+        vi.resetModules();
+        const db = await import("../../src/lib/db.js");
+        const store = await db.openStore<Record<string, never>>({ databaseUrl: database.url, poolSize: 1 });
+        closing.push(() => store.close());
+        const named = await store.transaction(async (tx) => {
+          for (const which of order)
+            await sql`select ${sql.raw(db.PREPARED)} ${which}::text || ${sql.raw(`'-${which}'`)} as v`.execute(tx);
+          const { rows } = await sql<{ name: string; statement: string }>`select name, statement
+            from pg_prepared_statements`.execute(tx);
+          return rows;
+        });
+        expect(named).toHaveLength(2);
+        for (const { name, statement } of named) {
+          expect(seen.get(name) ?? statement, name).toBe(statement);
+          seen.set(name, statement);
+        }
+      }
+    } finally {
+      for (const close of closing) await close();
+      await database.drop();
+    }
   });
 });
