@@ -129,7 +129,13 @@ describe("a secret read's HTTP fast path answers only what the route would", () 
 
   it("a fast read's audit event carries the caller's address, user agent and request id as the route's does", async () => {
     const rita = await server.login("fp-rita");
-    const headers = { authorization: rita, "user-agent": "fp-agent/1", "x-request-id": "fp-request-0001" };
+    // X-Forwarded-For from a client no trusted proxy stands for (none configured) names no one.
+    const headers = {
+      authorization: rita,
+      "user-agent": "fp-agent/1",
+      "x-request-id": "fp-request-0001",
+      "x-forwarded-for": "203.0.113.9",
+    };
     await raw("GET", PLAIN, { authorization: rita }); // this token now known in memory
     const before = fastAnswers.length;
     expect((await raw("GET", PLAIN, headers)).headers["x-request-id"]).toBe("fp-request-0001");
