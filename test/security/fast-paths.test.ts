@@ -27,7 +27,11 @@ describe.each(ENGINES)("audit chaining pass without a lock on %s", (engine) => {
       const { audit } = h;
       await audit.record(alice, NO_CONTEXT, { action: "secret.read", outcome: "success", subject: "secret:db" });
       // The pass read the row and checked its MAC; the writer (no keys) now rewrites what the row says.
+      // Once: a pass run again under the head lock (and, once fixed, with the pending rows locked) meets the
+      // failpoint inside its transaction, where a second write would wait for that transaction.
+      let edits = 0;
       const armed = armFailpoint("audit.sequence.before-commit", async () => {
+        if (edits++ > 0) return;
         await sql`update audit_pending set subject = 'secret:other', actor = 'carol'`.execute(h.store.db);
       });
       try {
@@ -35,7 +39,7 @@ describe.each(ENGINES)("audit chaining pass without a lock on %s", (engine) => {
       } finally {
         disarmFailpoints();
       }
-      expect(armed.fired).toBe(1);
+      expect(armed.fired).toBeGreaterThanOrEqual(1);
       await audit.catchUp();
       const events = await audit.read({});
       // Never the writer's text under the hash of the genuine event: either the genuine event (what was
