@@ -17,37 +17,33 @@ import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
 describe.each(ENGINES)("audit chaining pass without a lock on %s", (engine) => {
   const fixture = sequencerFixture();
 
-  // OPEN FINDING (docs/security.md #28): the move inserts the pending rows as the table holds them at the move,
-  // under the hash of what the pass read and MAC-checked. Flip to `it` once audit_chain_move is bound to the
-  // row versions read (see the finding).
-  it.fails(
-    "a database writer changing a pending row between the pass's read and its move does not get its text chained",
-    async () => {
-      const h = await fixture.harness(engine, { checkpointEvery: 50, sequencing: "background" });
-      const { audit } = h;
-      await audit.record(alice, NO_CONTEXT, { action: "secret.read", outcome: "success", subject: "secret:db" });
-      // The pass read the row and checked its MAC; the writer (no keys) now rewrites what the row says.
-      // Once: a pass run again under the head lock (and, once fixed, with the pending rows locked) meets the
-      // failpoint inside its transaction, where a second write would wait for that transaction.
-      let edits = 0;
-      const armed = armFailpoint("audit.sequence.before-commit", async () => {
-        if (edits++ > 0) return;
-        await sql`update audit_pending set subject = 'secret:other', actor = 'carol'`.execute(h.store.db);
-      });
-      try {
-        await audit.chainPending();
-      } finally {
-        disarmFailpoints();
-      }
-      expect(armed.fired).toBeGreaterThanOrEqual(1);
-      await audit.catchUp();
-      const events = await audit.read({});
-      // Never the writer's text under the hash of the genuine event: either the genuine event (what was
-      // MAC-checked) is chained, or the altered row is rejected as any altered pending row is.
-      expect(events.some((e) => e.subject === "secret:other" || e.actor === "carol")).toBe(false);
-      expect(await audit.verify()).toMatchObject({ ok: true });
-    },
-  );
+  // Finding 28 (docs/security.md): the move inserts the pending rows as the table holds them at the move, under
+  // the hash of what the pass read and MAC-checked; it is bound to the row versions read since migration 0035.
+  it("a database writer changing a pending row between the pass's read and its move does not get its text chained", async () => {
+    const h = await fixture.harness(engine, { checkpointEvery: 50, sequencing: "background" });
+    const { audit } = h;
+    await audit.record(alice, NO_CONTEXT, { action: "secret.read", outcome: "success", subject: "secret:db" });
+    // The pass read the row and checked its MAC; the writer (no keys) now rewrites what the row says.
+    // Once: a pass run again under the head lock (and, once fixed, with the pending rows locked) meets the
+    // failpoint inside its transaction, where a second write would wait for that transaction.
+    let edits = 0;
+    const armed = armFailpoint("audit.sequence.before-commit", async () => {
+      if (edits++ > 0) return;
+      await sql`update audit_pending set subject = 'secret:other', actor = 'carol'`.execute(h.store.db);
+    });
+    try {
+      await audit.chainPending();
+    } finally {
+      disarmFailpoints();
+    }
+    expect(armed.fired).toBeGreaterThanOrEqual(1);
+    await audit.catchUp();
+    const events = await audit.read({});
+    // Never the writer's text under the hash of the genuine event: either the genuine event (what was
+    // MAC-checked) is chained, or the altered row is rejected as any altered pending row is.
+    expect(events.some((e) => e.subject === "secret:other" || e.actor === "carol")).toBe(false);
+    expect(await audit.verify()).toMatchObject({ ok: true });
+  });
 });
 
 describe("a secret read's HTTP fast path answers only what the route would", () => {

@@ -152,25 +152,33 @@ describe.each(ENGINES)("audit sequencer on %s", (engine) => {
     expect(await audit.verify()).toMatchObject({ ok: true, count: 5, checkpoints: 1 });
   });
 
-  it("the move refuses a head that is not the one read, and a pending row that is gone: nothing written", async () => {
+  it("the move refuses a head that is not the one read, a pending row that is gone or changed: nothing written", async () => {
     const { audit, store } = await setup();
     for (let i = 0; i < 2; i++) await audit.record(alice, NO_CONTEXT, { action: "x", outcome: "success" });
     const { head, rows } = await auditStore.readHeadAndPending(store.db, 10);
     const chained = rows.map((row, i) => ({ pos: row.pos, seq: i + 1, prevHash: "p", hash: `h${i + 1}` }));
     const stale = { seq: head.seq, hash: "f".repeat(64) };
-    const refused = auditStore.chainMove(store.db, stale, [rows[0]!.pos], chained.slice(0, 1), chained[0]!, []);
+    const refused = auditStore.chainMove(store.db, stale, [rows[0]!], chained.slice(0, 1), chained[0]!, []);
     await expect(refused).rejects.toMatchObject({ code: "STA01" });
     const moved = { seq: 1, hash: "h1" };
     await sql`delete from audit_pending where pos = ${rows[1]!.pos}`.execute(store.db);
     await expect(
-      auditStore.chainMove(store.db, head, [rows[0]!.pos, rows[1]!.pos], chained, { seq: 2, hash: "h2" }, []),
+      auditStore.chainMove(store.db, head, [rows[0]!, rows[1]!], chained, { seq: 2, hash: "h2" }, []),
     ).rejects.toThrow("audit chaining moved 1 of 2 pending events");
     // Neither wrote anything: the head, the pending row and the events are as they were.
     const headNow = async () => auditStore.readHead(store.db).then((h) => ({ seq: Number(h.seq), hash: h.hash }));
     expect(await headNow()).toEqual(head);
     expect((await auditStore.readHeadAndPending(store.db, 10)).rows.map((r) => r.pos)).toEqual([rows[0]!.pos]);
     expect(await store.db.selectFrom("audit_events").select("seq").execute()).toEqual([]);
-    await auditStore.chainMove(store.db, head, [rows[0]!.pos], chained.slice(0, 1), moved, []);
+    // A row changed since the read (another version now): refused, nothing written (docs/security.md, finding 28).
+    await sql`update audit_pending set subject = 'forged' where pos = ${rows[0]!.pos}`.execute(store.db);
+    await expect(
+      auditStore.chainMove(store.db, head, [rows[0]!], chained.slice(0, 1), moved, []),
+    ).rejects.toMatchObject({ code: "STA03" });
+    expect(await headNow()).toEqual(head);
+    expect(await store.db.selectFrom("audit_events").select("seq").execute()).toEqual([]);
+    const [now] = (await auditStore.readHeadAndPending(store.db, 10)).rows;
+    await auditStore.chainMove(store.db, head, [now!], chained.slice(0, 1), moved, []);
     expect(await headNow()).toEqual(moved);
   });
 

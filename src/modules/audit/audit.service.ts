@@ -388,7 +388,7 @@ export function createAuditLog(deps: {
     const checkpoints = boundariesCrossed(head.seq, prev.seq, every).map(
       (seq) => signed(events[seq - head.seq - 1]!).row,
     );
-    const taken = rows.map((row) => row.pos);
+    const taken = rows.map(({ pos, version }) => ({ pos, version }));
     const chained = genuine.map((item, i) => ({
       pos: item.pos,
       seq: events[i]!.seq,

@@ -183,6 +183,8 @@ export interface PendingRow {
   user_agent: string | null;
   details: Record<string, unknown>;
   mac: string;
+  /** The row's version as read (its `xmin`): `chainMove` moves it only while it is still that version. */
+  version: string;
 }
 
 /**
@@ -198,7 +200,7 @@ export async function readPending(tx: Q, limit: number): Promise<PendingRow[]> {
 /** The SELECT of up to `limit` pending rows, oldest `pos` first, the time as `TIME_TEXT`; none at `except`. */
 function pendingRows(limit: number, except?: readonly (number | string)[]) {
   return sql`select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject, outcome, reason,
-      correlation_id, source_ip, user_agent, details, mac
+      correlation_id, source_ip, user_agent, details, mac, xmin::text as version
     from audit_pending ${except ? sql`where pos <> all(${except.map(String)}::bigint[])` : sql``}
     order by pos limit ${limit}`;
 }
@@ -270,15 +272,22 @@ export function pendingToEvent(row: PendingRow): PendingAuditEvent {
   };
 }
 
-/** True for a `chainMove` refused (SQLSTATE STA01) because another pass moved the head since the read. */
+/**
+ * True for a `chainMove` refused, nothing written, because what it read is no longer there as read: another
+ * pass moved the head (SQLSTATE STA01), or a pending row it took is no longer the version it read (STA03: a
+ * database writer changed it; run again under the head lock, the row's MAC is checked as it is now).
+ */
 export function headMoved(error: unknown): boolean {
-  return typeof error === "object" && error !== null && (error as { code?: unknown }).code === "STA01";
+  const code = typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined;
+  return code === "STA01" || code === "STA03";
 }
 
 /**
- * Moves pending events into the chain in one statement (`audit_chain_move`, migration 0034): moves the head
- * from `from` to `to` only if it is still `from` (else it raises, `headMoved`, and writes nothing), deletes the
- * pending rows at `taken` (the chained ones and those rejected), inserts each chained one into `audit_events`
+ * Moves pending events into the chain in one statement (`audit_chain_move`, migrations 0034, 0035): moves the
+ * head from `from` to `to` only if it is still `from` (else it raises, `headMoved`, and writes nothing), deletes
+ * the pending rows `taken` (the chained ones and those rejected) — raising (`headMoved`, STA03, nothing written)
+ * unless each is still the version read: the chained events are inserted from the table, under the hashes of
+ * what was read and MAC-checked, so a row changed since must not be (docs/security.md, finding 28) —, inserts each chained one into `audit_events`
  * from its pending row with its `seq`, `prevHash` and `hash`, and inserts the `checkpoints`. A chained row
  * missing from `audit_pending` raises (STA02): the statement, and any transaction it is in, roll back. Only
  * arrays of positions, seqs and hashes travel, never the events' columns. Outside a transaction it commits alone.
@@ -288,13 +297,15 @@ export function headMoved(error: unknown): boolean {
 export async function chainMove(
   db: Q,
   from: { seq: number; hash: string },
-  taken: readonly (number | string)[],
+  taken: readonly Pick<PendingRow, "pos" | "version">[],
   chained: readonly { pos: number | string; seq: number; prevHash: string; hash: string }[],
   to: { seq: number; hash: string },
   checkpoints: readonly CheckpointValues[],
   next = 0,
 ): Promise<PendingRow[]> {
-  const move = sql`select audit_chain_move(${from.seq}::bigint, ${from.hash}::text, ${taken.map(String)}::bigint[],
+  const positions = taken.map((row) => String(row.pos));
+  const move = sql`select audit_chain_move(${from.seq}::bigint, ${from.hash}::text, ${positions}::bigint[],
+    ${taken.map((row) => row.version)}::text[],
     ${chained.map((c) => String(c.pos))}::bigint[], ${chained.map((c) => c.seq)}::bigint[],
     ${chained.map((c) => c.prevHash)}::text[], ${chained.map((c) => c.hash)}::text[], ${to.seq}::bigint,
     ${to.hash}::text, ${checkpoints.map((c) => c.seq)}::bigint[], ${checkpoints.map((c) => c.hash)}::text[],
@@ -307,7 +318,9 @@ export async function chainMove(
   }
   // The move on the preserved side of the join: it runs once, whether or not anything else is pending.
   const { rows } = await sql<PendingOrNone & { moved: string }>`with m as materialized (${move})
-    select m.moved, p.* from m left join lateral (${pendingRows(next, taken)}) p on true order by p.pos`.execute(db);
+    select m.moved, p.* from m left join lateral (${pendingRows(next, positions)}) p on true order by p.pos`.execute(
+    db,
+  );
   return pendingOf(rows);
 }
 
