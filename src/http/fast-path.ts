@@ -32,15 +32,21 @@ import { authorize } from "../modules/authz/authz.rules.js";
 import type { Actor, CallContext } from "../modules/authz/authz.types.js";
 import type { RouteEntry } from "./app.js";
 
+/** The request a fast path answers, as its answer function sees it. */
+export interface FastRequest {
+  /** The call context Fastify's request would carry (throws when that is Fastify's to work out). */
+  context(): CallContext;
+}
+
 /**
  * A fast path's answer to `GET <path>?<query>` (or `GET <prefix><param><suffix>`) by an authenticated,
  * authorized `actor`: the 200 answer's JSON text, or undefined (or a throw) to let Fastify answer the
- * request as it would any other; `context()` is the call context Fastify's request would carry.
+ * request as it would any other.
  */
 export type FastAnswer = (
   input: string,
   actor: Actor,
-  context: () => CallContext,
+  request: FastRequest,
 ) => string | undefined | Promise<string | undefined>;
 
 /** Told of each answer a fast path sent (what an onResponse hook is told of Fastify's). */
@@ -61,6 +67,39 @@ export function pendingActor(raw: IncomingMessage): Promise<Actor> | undefined {
 export function fastFailure(raw: IncomingMessage): void {
   const failed = (raw as RawWithPending)[FAILURE];
   if (failed !== undefined) throw failed.error;
+}
+
+interface CallDeps {
+  requestIdFor(given: string | string[] | undefined): string;
+  trustsProxies: boolean;
+}
+
+/**
+ * One request a fast path answers: its request id (made once, when first needed) and call context. A class,
+ * not closures made per request (the check API's answer needs neither).
+ */
+class FastCall implements FastRequest {
+  private id: string | undefined = undefined;
+  constructor(
+    readonly request: IncomingMessage,
+    private readonly deps: CallDeps,
+  ) {}
+
+  requestId(): string {
+    return (this.id ??= this.deps.requestIdFor(this.request.headers["x-request-id"]));
+  }
+
+  context(): CallContext {
+    const { request } = this;
+    // Fastify's `request.ip`: the peer's address, unless a trusted proxy may have named another.
+    if (this.deps.trustsProxies && request.headers["x-forwarded-for"] !== undefined)
+      throw new Error("the source address is Fastify's to work out");
+    return {
+      correlationId: this.requestId(),
+      sourceIp: request.socket.remoteAddress ?? null,
+      userAgent: (request.headers["user-agent"] ?? "").slice(0, 512) || null,
+    };
+  }
 }
 
 interface FastPath {
@@ -133,17 +172,7 @@ export function createFastPaths(deps: {
     const started = performance.now();
     const route = (fast.route ??= deps.routeTable.find((r) => r.method === "GET" && r.url === fast.url) ?? null);
     if (route === null) return false;
-    let id: string | undefined;
-    // Fastify's `request.ip`: the peer's address, unless a trusted proxy may have named another.
-    const context = (): CallContext => {
-      if (deps.trustsProxies && request.headers["x-forwarded-for"] !== undefined)
-        throw new Error("the source address is Fastify's to work out");
-      return {
-        correlationId: (id ??= deps.requestIdFor(request.headers["x-request-id"])),
-        sourceIp: request.socket.remoteAddress ?? null,
-        userAgent: (request.headers["user-agent"] ?? "").slice(0, 512) || null,
-      };
-    };
+    const call = new FastCall(request, deps);
     let body: string | undefined | Promise<string | undefined>;
     try {
       // Only the headers are read (as the server's `authenticate` does of a Fastify request).
@@ -155,28 +184,29 @@ export function createFastPaths(deps: {
         return false;
       }
       authorize(actor, route.requirement);
-      body = fast.answer(input, actor, context);
+      body = fast.answer(input, actor, call);
     } catch {
       return false;
     }
-    const answered = (text: string) => {
-      send(response, (id ??= deps.requestIdFor(request.headers["x-request-id"])), text);
-      const seconds = (performance.now() - started) / 1000;
-      for (const observer of observers) observer(route, "GET", 200, seconds);
-    };
     if (body === undefined) return false;
     if (typeof body === "string") {
-      answered(body);
+      answered(call, response, route, started, body);
       return true;
     }
     body.then(
-      (text) => (text === undefined ? fallback(request, response) : answered(text)),
+      (text) => (text === undefined ? fallback(request, response) : answered(call, response, route, started, text)),
       (error: unknown) => {
         (request as RawWithPending)[FAILURE] = { error };
         fallback(request, response);
       },
     );
     return true;
+  }
+
+  function answered(call: FastCall, response: ServerResponse, route: RouteEntry, started: number, text: string) {
+    send(response, call.requestId(), text);
+    const seconds = (performance.now() - started) / 1000;
+    for (const observer of observers) observer(route, "GET", 200, seconds);
   }
 
   return {

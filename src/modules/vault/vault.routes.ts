@@ -50,10 +50,10 @@ export function registerVaultRoutes(app: App, deps: { vault: VaultService }) {
   // The plain read decided from memory goes out before Fastify sees the request (http/fast-path.ts: same
   // answer, same headers, its audit event committed first); anything else, refusals included, comes to the
   // route above, which answers a failure of the fast path's read with its error.
-  app.fastGet("/v1/secrets/:path/value", (param, actor, context) => {
+  app.fastGet("/v1/secrets/:path/value", (param, actor, request) => {
     const path = plainSecretPath(param);
     if (path === undefined) return undefined;
-    return vault.readFromMemoryOnly(actor, context(), path).then((read) => {
+    return vault.readFromMemoryOnly(actor, request.context(), path).then((read) => {
       if (read === null) return undefined;
       // Recorded already: an answer of another shape is the route's serializer's error, not a second read.
       const json = secretValueJson(read);
