@@ -290,8 +290,29 @@ export async function visitInParallel(
 
     let fetchAfter = 0;
     let stopped = false;
+    /** Rows of the page read after `after`, as the loop below sizes it (`pagesRead` pages read before it). */
+    const sizeAfter = (after: number) =>
+      Math.min(pageSize ?? pageSizeFor(counts.pagesRead, headSeq - after), headSeq - after);
+    /**
+     * The page read ahead: while this thread receives a page and hands it out, the database already reads
+     * the one after the seq that page ends at when the chain is intact (on a second connection). Used only
+     * when the loop reads after exactly that seq, with that size: the very read it would make, made earlier.
+     */
+    let ahead: { after: number; size: number; rows: Promise<string[]> } | undefined;
+    const readRows = (after: number, size: number) => {
+      const early = ahead?.after === after && ahead.size === size ? ahead.rows : undefined;
+      ahead = undefined;
+      return early ?? verifyStore.verifyPageRows(db, after, headSeq, size);
+    };
+    const readAhead = (after: number) => {
+      const size = sizeAfter(after);
+      if (readers || size <= 0) return;
+      const rows = verifyStore.verifyPageRows(db, after, headSeq, size);
+      rows.catch(() => undefined);
+      ahead = { after, size, rows };
+    };
     while (!stopped && fetchAfter < headSeq) {
-      const size = Math.min(pageSize ?? pageSizeFor(counts.pagesRead, headSeq - fetchAfter), headSeq - fetchAfter);
+      const size = sizeAfter(fetchAfter);
       counts.pagesRead++;
       if (readers) {
         // The keyset range the next `size` events hold when the chain is intact; the worker reads it.
@@ -314,7 +335,9 @@ export async function visitInParallel(
         while (!stopped && queue.length >= depth) stopped = !(await settle(queue.shift()!));
         continue;
       }
-      const rows = await verifyStore.verifyPageRows(db, fetchAfter, headSeq, size);
+      const pending = readRows(fetchAfter, size);
+      readAhead(fetchAfter + size);
+      const rows = await pending;
       if (rows.length === 0) break;
       const page: Page = {
         count: rows.length,
@@ -335,6 +358,8 @@ export async function visitInParallel(
     }
     while (!stopped && queue.length > 0) stopped = !(await settle(queue.shift()!));
     queue.length = 0;
+    // A page read ahead that the loop did not take (the chain did not end where it was guessed, or it stopped).
+    await (ahead as { rows: Promise<string[]> } | undefined)?.rows.catch(() => undefined);
     // A page read again as columns that ended elsewhere (rows changed meanwhile): the rest serially, from
     // what was visited, unless the chain is broken already.
     if (stopped && !verifier.isBroken() && afterSeq < headSeq)
