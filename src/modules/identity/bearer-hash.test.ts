@@ -1,7 +1,7 @@
 /**
- * The bearer token hashes remembered per header (bearer-auth.ts) are found by the header's last characters:
- * a header that shares them with a remembered one but differs before them is hashed on its own, never taken
- * for the remembered header's token.
+ * The bearer token hashes remembered per header (bearer-auth.ts): a header that ends like a remembered one
+ * (its signature's tail) but differs before it is hashed on its own, never taken for the remembered header's
+ * token (a lookup by the header's tail alone fails this).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testServer, type TestServer } from "../../testing/server.js";
