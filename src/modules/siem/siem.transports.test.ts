@@ -119,3 +119,61 @@ describe("HEC sender", () => {
     expect(ackQueries - after).toBe(0);
   });
 });
+
+describe("the address policy at connect time", () => {
+  // The name resolves (through the test's resolver) to loopback, which the policy of this test forbids: the
+  // destination was a name at configuration time, so only a check when connecting can refuse it.
+  const toLoopback = async () => [{ address: "127.0.0.1", family: 4 }];
+  const denyLoopback = { policy: { allow: [], deny: ["127.0.0.0/8"] }, resolve: toLoopback };
+
+  it("syslog: a name (localhost) resolving to a forbidden address is refused and nothing reaches a listener there", async () => {
+    const r = await receiver();
+    const named = { ...destination(r.port, 0), host: "localhost" };
+    const refused = createSyslogSender(named, Date.now, denyLoopback);
+    cleanups.push(() => refused.reset());
+    await expect(refused.send([Buffer.from("5 hello")], { seq: 1, checkpointSeq: 0 })).rejects.toThrow(
+      /refused by the address policy: localhost resolves to/,
+    );
+    await sleep(50);
+    expect(r.sockets).toHaveLength(0);
+    expect(r.received).toHaveLength(0);
+    // Allowed, the same name is connected to at the address it resolved to.
+    const allowed = createSyslogSender(named, Date.now, { resolve: toLoopback });
+    cleanups.push(() => allowed.reset());
+    await allowed.send([Buffer.from("5 hello")], { seq: 1, checkpointSeq: 0 });
+    await sleep(50);
+    expect(Buffer.concat(r.received).toString()).toBe("5 hello");
+  });
+
+  it("HEC: a name (localhost) resolving to a forbidden address is refused before any request is made", async () => {
+    let requests = 0;
+    const server = http.createServer((req, res) => {
+      requests++;
+      req.resume();
+      req.on("end", () => res.end(JSON.stringify({ text: "Success", code: 0 })));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const { port } = server.address() as net.AddressInfo;
+    const hec = siemDestinationSchema.parse({
+      name: "h",
+      kind: "hec",
+      url: `http://localhost:${port}/services/collector/event`,
+      tokenEnv: "UNUSED",
+      format: "json",
+    }) as HecDestination;
+    const refused = createHecSender(hec, "token", denyLoopback);
+    cleanups.push(() => void refused.close());
+    await expect(refused.send([Buffer.from("{}")], { seq: 1, checkpointSeq: 0 })).rejects.toThrow(
+      /refused by the address policy: localhost resolves to/,
+    );
+    expect(requests).toBe(0);
+    const allowed = createHecSender(hec, "token", { resolve: toLoopback });
+    cleanups.push(() => void allowed.close());
+    await allowed.send([Buffer.from("{}")], { seq: 1, checkpointSeq: 0 });
+    expect(requests).toBe(1);
+  });
+});

@@ -9,6 +9,9 @@ import https from "node:https";
 import net from "node:net";
 import tls from "node:tls";
 import { randomUUID } from "node:crypto";
+import { AddressRefusedError, checkHost, resolveAllowedAddress, type Resolve } from "../../lib/address-guard.js";
+import type { AddressPolicy } from "../../lib/address-policy.js";
+import { currentAddressPolicy } from "../connectors/index.js";
 import { hecAckUrl, parseHecAnswer, type Position } from "./siem.rules.js";
 import type { HecDestination, SyslogDestination } from "./siem.types.js";
 
@@ -51,6 +54,26 @@ function withTimeout<T>(work: Promise<T>, ms: number, what: string, onTimeout?: 
   });
 }
 
+/**
+ * The address policy at connect time: the destination's name is resolved on every (re)connection, every answer
+ * judged, and the socket opened to the judged address (no second lookup a rebound name could answer).
+ */
+export interface SiemAddressGuard {
+  /** The policy (STINT_ALLOW_NETWORKS / STINT_DENY_NETWORKS); the server's current one by default. */
+  policy?: AddressPolicy;
+  /** The resolver (tests); the system's by default. */
+  resolve?: Resolve;
+}
+
+async function allowedAddress(host: string, guard: SiemAddressGuard): Promise<string> {
+  try {
+    return await resolveAllowedAddress(host, guard.policy ?? currentAddressPolicy(), guard.resolve);
+  } catch (error) {
+    if (error instanceof AddressRefusedError) throw new SendError(`refused by the address policy: ${error.message}`);
+    throw new SendError(`${host} does not resolve`);
+  }
+}
+
 function readCa(file: string | undefined): Buffer | undefined {
   return file === undefined ? undefined : readFileSync(file);
 }
@@ -62,7 +85,11 @@ function readCa(file: string | undefined): Buffer | undefined {
  * process (the write callback) and the connection then stayed up for `settleMs`: a receiver that died
  * meanwhile closes it, and everything not confirmed is sent again on a new connection.
  */
-export function createSyslogSender(destination: SyslogDestination, now: () => number = Date.now): Sender {
+export function createSyslogSender(
+  destination: SyslogDestination,
+  now: () => number = Date.now,
+  guard: SiemAddressGuard = {},
+): Sender {
   const ca = readCa(destination.caFile);
   let socket: net.Socket | undefined;
   let alive = false;
@@ -83,13 +110,14 @@ export function createSyslogSender(destination: SyslogDestination, now: () => nu
     if (pending.length > 0) throw failure ?? new SendError("the connection closed with batches unconfirmed");
     drop();
     failure = undefined;
+    const address = await withTimeout(allowedAddress(destination.host, guard), destination.timeoutMs, "resolving");
     const opened = await withTimeout(
       new Promise<net.Socket>((resolve, reject) => {
         let s: net.Socket;
         if (destination.transport === "tls") {
           const serverName = destination.serverName ?? destination.host;
           s = tls.connect({
-            host: destination.host,
+            host: address,
             port: destination.port,
             ...(net.isIP(serverName) === 0 && { servername: serverName }),
             ...(ca && { ca }),
@@ -100,7 +128,7 @@ export function createSyslogSender(destination: SyslogDestination, now: () => nu
           });
           s.once("secureConnect", () => resolve(s));
         } else {
-          s = net.connect({ host: destination.host, port: destination.port });
+          s = net.connect({ host: address, port: destination.port });
           s.once("connect", () => resolve(s));
         }
         s.once("error", reject);
@@ -232,8 +260,22 @@ export function readHecToken(destination: HecDestination, env: NodeJS.ProcessEnv
  * with `ack`, once `/services/collector/ack` says it was indexed); anything else is retried, so a batch whose
  * answer was lost may arrive twice (at least once).
  */
-export function createHecSender(destination: HecDestination, token: string): Sender {
+export function createHecSender(destination: HecDestination, token: string, guard: SiemAddressGuard = {}): Sender {
   const url = new URL(destination.url);
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  // Called for every new connection (keep-alive reuses one): resolved, judged, pinned. A literal address is
+  // not looked up by Node, so send() judges it itself.
+  const lookup: net.LookupFunction = (hostname, options, callback) => {
+    allowedAddress(hostname, guard).then(
+      (address) => {
+        const family = net.isIP(address) === 6 ? 6 : 4;
+        if ((options as { all?: boolean }).all)
+          (callback as (e: null, a: { address: string; family: number }[]) => void)(null, [{ address, family }]);
+        else callback(null, address, family);
+      },
+      (error: Error) => callback(error as NodeJS.ErrnoException, "", 4),
+    );
+  };
   const ackUrl = new URL(hecAckUrl(destination.url));
   const secure = url.protocol === "https:";
   const ca = readCa(destination.caFile);
@@ -253,6 +295,7 @@ export function createHecSender(destination: HecDestination, token: string): Sen
           method: "POST",
           agent,
           signal,
+          lookup,
           headers: {
             authorization: `Splunk ${token}`,
             "content-type": "application/json",
@@ -322,6 +365,10 @@ export function createHecSender(destination: HecDestination, token: string): Sen
       const controller = new AbortController();
       current = controller;
       const { signal } = controller;
+      if (net.isIP(host) !== 0)
+        await checkHost(host, guard.policy ?? currentAddressPolicy()).catch((error: Error) => {
+          throw new SendError(`refused by the address policy: ${error.message}`);
+        });
       try {
         await withTimeout(
           (async () => {
