@@ -26,8 +26,9 @@ export class PinnedFetchError extends Error {
   constructor(
     readonly kind: "refused" | "unavailable",
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = "PinnedFetchError";
   }
 }
@@ -114,6 +115,7 @@ export function pinnedFetch(options: PinnedFetchOptions): typeof fetch {
           new PinnedFetchError(
             "unavailable",
             deadline.aborted ? `no answer within ${options.timeoutMs} ms` : `the connection failed: ${error.message}`,
+            { cause: error },
           ),
         ),
       );

@@ -5,7 +5,14 @@
  * throws, so the outbox retries it with backoff and dead-letters it in the end.
  */
 import type { AddressPolicy } from "../../lib/address-policy.js";
-import { AddressRefusedError, checkAddressHosts } from "../../lib/address-guard.js";
+import { isIP } from "node:net";
+import {
+  AddressRefusedError,
+  checkAddressHosts,
+  resolveAllowedAddress,
+  type Resolve,
+} from "../../lib/address-guard.js";
+import { PinnedFetchError, pinnedFetch } from "../../lib/pinned-fetch.js";
 import type { Kysely } from "kysely";
 import { createTransport, type SendMailOptions, type Transporter } from "nodemailer";
 import type { Database } from "../../db/index.js";
@@ -54,7 +61,10 @@ export interface Notifier {
 }
 
 export interface NotifyHandlerOptions {
-  /** Defaults to the global fetch (tests and proxies may pass their own). */
+  /**
+   * Defaults to a pinned fetch (src/lib/pinned-fetch.ts): the host is resolved once, judged by `addressPolicy`,
+   * and the connection goes to that address (no second lookup, so DNS rebinding is not followed).
+   */
   fetch?: typeof globalThis.fetch | undefined;
   /** Per delivery: HTTP request, or each SMTP stage (connect, greeting, idle socket). Default 10 s. */
   timeoutMs?: number | undefined;
@@ -63,7 +73,12 @@ export interface NotifyHandlerOptions {
   logger?: Pick<Logger, "warn"> | undefined;
   /** Where deliveries may connect (STINT_ALLOW_NETWORKS / STINT_DENY_NETWORKS); the built-in blocks by default. */
   addressPolicy?: AddressPolicy | undefined;
+  /** The resolver (tests); the system's by default. */
+  resolve?: Resolve | undefined;
 }
+
+/** Answers are read only for Slack's short error code; anything past this is cut off. */
+const MAX_ANSWER_BYTES = 1024 * 1024;
 
 const DEDUPE_KEY = /^[\x21-\x7e]{1,120}$/;
 
@@ -171,6 +186,8 @@ async function post(
       redirect: "error",
     });
   } catch (error) {
+    if (error instanceof PinnedFetchError && error.kind === "refused")
+      throw new Error(`${label} refused by the address policy: ${error.message}`);
     throw unreachable(label, error, signal, context, timeoutMs);
   }
   if (response.ok) {
@@ -209,32 +226,41 @@ function emailError(label: string, error: unknown, context: HandlerContext): Err
  */
 export function notifyHandlers(channels: readonly unknown[], options: NotifyHandlerOptions = {}): OutboxHandlers {
   const configured = byName(channels);
-  const fetchImpl = options.fetch ?? globalThis.fetch;
   const timeoutMs = options.timeoutMs ?? 10_000;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1)
     throw new RangeError("notify timeoutMs must be a positive integer");
+  const fetchImpl =
+    options.fetch ??
+    pinnedFetch({
+      ...(options.addressPolicy ? { policy: options.addressPolicy } : {}),
+      ...(options.resolve ? { resolve: options.resolve } : {}),
+      timeoutMs,
+      maxBytes: MAX_ANSWER_BYTES,
+    });
   const clock = options.clock ?? systemClock;
-  const transports = new Map<string, Transporter>();
+  const transports = new Map<string, { address: string; transport: Transporter }>();
 
-  function transportFor(channel: EmailChannel): Transporter {
-    let transport = transports.get(channel.name);
-    if (!transport) {
-      transport = createTransport({
-        host: channel.host,
-        port: channel.port,
-        secure: channel.secure ?? false,
-        requireTLS: channel.requireTls ?? channel.password !== undefined,
-        ...(channel.username !== undefined
-          ? { auth: { user: channel.username, ...(channel.password !== undefined ? { pass: channel.password } : {}) } }
-          : {}),
-        connectionTimeout: timeoutMs,
-        greetingTimeout: timeoutMs,
-        socketTimeout: timeoutMs,
-        logger: false,
-        debug: false,
-      });
-      transports.set(channel.name, transport);
-    }
+  /** A transport that connects to `address` (judged already); TLS still checks the certificate against the name. */
+  function transportFor(channel: EmailChannel, address: string): Transporter {
+    const cached = transports.get(channel.name);
+    if (cached?.address === address) return cached.transport;
+    cached?.transport.close();
+    const transport = createTransport({
+      host: address,
+      ...(isIP(channel.host) === 0 ? { tls: { servername: channel.host } } : {}),
+      port: channel.port,
+      secure: channel.secure ?? false,
+      requireTLS: channel.requireTls ?? channel.password !== undefined,
+      ...(channel.username !== undefined
+        ? { auth: { user: channel.username, ...(channel.password !== undefined ? { pass: channel.password } : {}) } }
+        : {}),
+      connectionTimeout: timeoutMs,
+      greetingTimeout: timeoutMs,
+      socketTimeout: timeoutMs,
+      logger: false,
+      debug: false,
+    });
+    transports.set(channel.name, { address, transport });
     return transport;
   }
 
@@ -252,9 +278,17 @@ export function notifyHandlers(channels: readonly unknown[], options: NotifyHand
       headers: { "X-Stint-Event": n.event },
       signal: context.signal,
     };
+    let address: string;
+    try {
+      address = await resolveAllowedAddress(channel.host, options.addressPolicy, options.resolve);
+    } catch (error) {
+      if (error instanceof AddressRefusedError)
+        throw new Error(`${label} refused by the address policy: ${error.message}`);
+      throw new Error(`${label} failed: EDNS`);
+    }
     let info: { rejected?: unknown[] };
     try {
-      info = (await transportFor(channel).sendMail(mail)) as { rejected?: unknown[] };
+      info = (await transportFor(channel, address).sendMail(mail)) as { rejected?: unknown[] };
     } catch (error) {
       throw emailError(label, error, context);
     }
@@ -276,7 +310,11 @@ export function notifyHandlers(channels: readonly unknown[], options: NotifyHand
       const label = `${channel.kind} "${name}"`;
       // Judged on what the name resolves to now (it may have been re-pointed since the config was read).
       try {
-        await checkAddressHosts(channel.kind === "email" ? channel.host : channel.url, options.addressPolicy);
+        await checkAddressHosts(
+          channel.kind === "email" ? channel.host : channel.url,
+          options.addressPolicy,
+          options.resolve,
+        );
       } catch (error) {
         if (error instanceof AddressRefusedError)
           throw new Error(`${label} refused by the address policy: ${error.message}`);
