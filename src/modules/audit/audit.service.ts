@@ -396,8 +396,13 @@ export function createAuditLog(deps: {
       hash: events[i]!.hash,
     }));
     return {
-      /** Writes the pass: the pending rows moved, the head moved from `head` if it is still there, the notes. */
+      /**
+       * Writes the pass: the pending rows moved, the head moved from `head` if it is still there, the notes. The
+       * failpoint fires first, in both kinds of pass: linked and signed, nothing written (in `chainIn`'s
+       * transaction, or before the own pass's one statement).
+       */
       write: async (db: Kysely<Database>, next = 0): Promise<auditStore.HeadAndPending> => {
+        await failpoint("audit.sequence.before-commit");
         const to = { seq: prev.seq, hash: prev.hash };
         const rows = await auditStore.chainMove(db, head, taken, chained, to, checkpoints, next);
         await auditStore.insertEvents(db, events.slice(genuine.length));
@@ -421,7 +426,6 @@ export function createAuditLog(deps: {
     if (rows.length === 0) return nothing();
     const pass = prepare(head, rows);
     await pass.write(tx);
-    await failpoint("audit.sequence.before-commit");
     if (pass.rejected.length > 0) deps.onRejected?.(pass.rejected);
     return pass.result;
   }
@@ -446,7 +450,6 @@ export function createAuditLog(deps: {
     if (rows.length === 0) return nothing();
     const pass = prepare(head, rows.slice(0, limit));
     if (pass.rejected.length > 0) return locked();
-    await failpoint("audit.sequence.before-commit");
     try {
       ahead = await pass.write(store.db, limit);
     } catch (error) {
