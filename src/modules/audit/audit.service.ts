@@ -33,6 +33,7 @@ import {
 } from "./audit.uniform.js";
 import * as auditStore from "./audit.store.js";
 import { PARALLEL_FROM, visitInParallel } from "./audit.verify.js";
+import { visitForVerify } from "./audit.verify.store.js";
 import type {
   AuditAnchor,
   AuditEvent,
@@ -570,7 +571,7 @@ export function createAuditLog(deps: {
       });
       // Workers reading their own pages (`connectionUrl`) measured dearer in CPU per event: off (README).
       if (head.seq >= parallelFrom) await visitInParallel(store.db, head.seq, verifier, onProgress);
-      else await auditStore.visitForVerify(store.db, head.seq, verifier.push, onProgress);
+      else await visitForVerify(store.db, head.seq, verifier.push, onProgress);
       const result = verifier.finish(head);
       if (!result.ok) return result;
       const { count } = await auditStore.pendingStats(store.db);

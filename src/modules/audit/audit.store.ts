@@ -444,7 +444,7 @@ export async function pageFrom(db: Q, afterSeq: number, limit: number, filter: E
   return filtered(db, filter).where("seq", ">", afterSeq).orderBy("seq").limit(limit).execute() as Promise<EventRow[]>;
 }
 
-/** Verify's read, in a file of its own (`audit.service.ts` reads the log through this one). */
+/** Verify's read lives in audit.verify.store.ts; re-exported for the tests that read through the store. */
 export { VERIFY_PAGE, visitForVerify } from "./audit.verify.store.js";
 
 /** Newest first, before `beforeSeq` (all when undefined). */
