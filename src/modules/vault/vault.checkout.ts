@@ -198,8 +198,7 @@ export function createCheckouts(
     }
     const value = await release("reveal", row, row.current_version, { actor, context });
     const reviewId = newId();
-    const rotationDueAt = new Date(now.getTime() + BREAK_GLASS_ROTATE_AFTER_MS);
-    await store.transaction(async (tx) => {
+    const rotationDueAt = await store.transaction(async (tx) => {
       await vaultStore.insertReview(tx, {
         id: reviewId,
         kind: "break-glass-secret",
@@ -209,15 +208,21 @@ export function createCheckouts(
         now,
         dueAt: new Date(now.getTime() + REVIEW_DUE_MS),
       });
-      await vaultStore.setRotationDue(tx, row.id, rotationDueAt);
+      // Never later than a rotation already due (an earlier reveal's): revealing again does not postpone it.
+      const dueAt = await vaultStore.setRotationDueBy(
+        tx,
+        row.id,
+        new Date(now.getTime() + BREAK_GLASS_ROTATE_AFTER_MS),
+      );
       await audit.append(tx, actor, context, {
         action: "breakglass.secret_revealed",
         outcome: "success",
         subject: `secret:${path}`,
         reason,
-        details: { version: row.current_version, reviewId, rotationDueAt: rotationDueAt.toISOString() },
+        details: { version: row.current_version, reviewId, rotationDueAt: dueAt.toISOString() },
       });
       await deps.onBreakGlass?.(tx, { path, by: principal.name, reason, reviewId, at: now });
+      return dueAt;
     });
     deps.afterBreakGlass?.();
     return { path, version: row.current_version, value, reviewId, rotationDueAt: rotationDueAt.toISOString() };

@@ -304,6 +304,20 @@ export async function setRotationDue(db: Q, secretId: string, at: Date): Promise
   await db.updateTable("secrets").set({ rotation_due_at: at }).where("id", "=", secretId).execute();
 }
 
+/**
+ * Schedules a rotation at `at` unless one is due sooner, and answers when it is due: a reveal never postpones
+ * the rotation an earlier reveal (or a schedule) set, so revealing again does not keep a revealed value valid.
+ */
+export async function setRotationDueBy(db: Q, secretId: string, at: Date): Promise<Date> {
+  const row = await db
+    .updateTable("secrets")
+    .set({ rotation_due_at: sql<Date>`least(coalesce(rotation_due_at, ${at}), ${at})` })
+    .where("id", "=", secretId)
+    .returning("rotation_due_at")
+    .executeTakeFirstOrThrow();
+  return new Date(row.rotation_due_at!);
+}
+
 export function dueRotations(db: Q, now: Date, limit: number) {
   return db.selectFrom("secrets").select(["id", "path"]).where("rotation_due_at", "<=", now).limit(limit).execute();
 }
