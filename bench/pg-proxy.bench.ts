@@ -2,11 +2,13 @@
  * PostgreSQL proxy benchmark (issue 14, acceptance 6): `pgbench -S -n -c 8 -j 2 -T <seconds>` straight to
  * the machine's PostgreSQL, through Debian's PgBouncer (session pooling, records nothing) and through
  * Stint's PostgreSQL proxy (a Stint database token as the password, a dynamic login minted upstream,
- * every query written to the session's recording), interleaved `--rounds` times. Prints tps per run,
- * each path's ratio to the direct run of its round, the medians and PASS when Stint's median ratio is
- * at least PgBouncer's.
+ * every query written to the session's recording) and through a bare Node relay (the floor: what Node's
+ * sockets cost with nothing parsed or recorded), interleaved `--rounds` times. Prints tps per run, each
+ * path's ratio to the direct run of its round, the medians, PASS when Stint's median ratio is at least
+ * PgBouncer's, whether the bare relay's ratio reaches PgBouncer's (if not, the target is out of reach for
+ * a relay in Node on this machine), and each proxy's CPU per transaction, user and system.
  *
- *   npm run bench:pgproxy -- [--seconds=15] [--rounds=3] [--engine=pglite|postgres] [--node-relay] [--rate=TPS]
+ *   npm run bench:pgproxy -- [--seconds=15] [--rounds=3] [--engine=pglite|postgres] [--no-node-relay] [--rate=TPS]
  *
  * Stint (its store on PGlite in memory, or on a fresh database of the machine's PostgreSQL) and its
  * proxy run in this process, as they do in `stint server`; pgbench and pgbouncer are child processes.
@@ -48,8 +50,9 @@ const CLOCK_TICKS = 100;
 
 export type PgProxyPath = "direct" | "pgbouncer" | "stint" | "node";
 export const PG_PROXY_PATHS: readonly PgProxyPath[] = ["direct", "pgbouncer", "stint"];
-/** With --node-relay: also a bare Node relay (`on('data')` → `write`, nothing else) in this process, Node's floor. */
+/** By default also a bare Node relay (`on('data')` → `write`, nothing else) in this process, Node's floor. */
 const WITH_NODE_RELAY: readonly PgProxyPath[] = [...PG_PROXY_PATHS, "node"];
+type Proxied = "pgbouncer" | "stint" | "node";
 
 export interface PgProxyBenchOptions {
   /** Seconds per pgbench run (15 in the acceptance). */
@@ -62,7 +65,7 @@ export interface PgProxyBenchOptions {
   progress?: (line: string) => void;
   /** Writes a CPU profile of this process (so of Stint's proxy) covering only the Stint runs. */
   profileFile?: string;
-  /** Adds a fourth path each round: a bare Node relay in this process (what Node's sockets cost alone). */
+  /** A fourth path each round (default true): a bare Node relay in this process (what Node's sockets cost alone). */
   nodeRelay?: boolean;
   /**
    * pgbench -R: every path runs at this many transactions/s. CPU per transaction then compares paths
@@ -101,11 +104,12 @@ export interface PgProxyBenchResult {
   rounds: number;
   /** tps and latency per path, one entry per round. */
   runs: Record<PgProxyPath, PgbenchRun[]>;
-  /** Each run's tps divided by the direct run of its round. */
-  ratios: { pgbouncer: number[]; stint: number[] };
+  /** Each run's tps divided by the direct run of its round (node: empty unless the bare relay ran). */
+  ratios: Record<Proxied, number[]>;
   median: {
     tps: Record<PgProxyPath, number>;
-    ratio: { pgbouncer: number; stint: number };
+    /** node: the bare Node relay's, null unless it ran. */
+    ratio: { pgbouncer: number; stint: number; node: number | null };
     /** CPU per transaction (µs, user + system) of each proxy; node: the bare Node relay, null unless run. */
     proxyCpuUsPerTx: { pgbouncer: number; stint: number; node: number | null };
     /** Of which in the kernel. */
@@ -117,6 +121,11 @@ export interface PgProxyBenchResult {
   };
   /** Stint's median ratio to direct is at least PgBouncer's. */
   pass: boolean;
+  /**
+   * The bare Node relay's median ratio is at least PgBouncer's: the target is within reach of a relay
+   * in Node on this machine (false: out of reach whatever the proxy does; null: the relay did not run).
+   */
+  floorReaches: boolean | null;
   /** Sessions the proxy recorded during the runs (each pgbench client is one), and their recordings' bytes. */
   recorded: { sessions: number; withRecording: number; recordingBytes: number };
   load: { before: string; after: string };
@@ -538,8 +547,9 @@ export async function runPgProxyBench(options: PgProxyBenchOptions = {}): Promis
       stint: thisProcessCpu,
       node: thisProcessCpu,
     };
-    const paths = options.nodeRelay ? WITH_NODE_RELAY : PG_PROXY_PATHS;
-    const viaNode: Endpoint = options.nodeRelay
+    const withNode = options.nodeRelay ?? true;
+    const paths = withNode ? WITH_NODE_RELAY : PG_PROXY_PATHS;
+    const viaNode: Endpoint = withNode
       ? { ...direct, host: "127.0.0.1", port: await startNodeRelay(pgHost, pgPort, defer) }
       : direct;
 
@@ -619,7 +629,7 @@ eligibility:
     await pgbench(binary, "warm-up direct", direct, WARMUP_SECONDS);
     await pgbench(binary, "warm-up pgbouncer", viaBouncer, WARMUP_SECONDS);
     await pgbench(binary, "warm-up stint", await viaStint(), WARMUP_SECONDS);
-    if (options.nodeRelay) await pgbench(binary, "warm-up node", viaNode, WARMUP_SECONDS);
+    if (withNode) await pgbench(binary, "warm-up node", viaNode, WARMUP_SECONDS);
 
     const profiler = options.profileFile ? new InspectorSession() : null;
     const profiles: { profile: object }[] = [];
@@ -643,7 +653,8 @@ eligibility:
         const cpu =
           run.proxyCpuUsPerTx === null
             ? `, Stint idle ${run.idleCpuMsPerS!.toFixed(1)} ms CPU/s`
-            : `, proxy CPU ${run.proxyCpuUsPerTx.toFixed(1)} µs/tx (system ${run.proxySystemUsPerTx!.toFixed(1)}, ` +
+            : `, proxy CPU ${run.proxyCpuUsPerTx.toFixed(1)} µs/tx (user ` +
+              `${(run.proxyCpuUsPerTx - run.proxySystemUsPerTx!).toFixed(1)}, system ${run.proxySystemUsPerTx!.toFixed(1)}, ` +
               `steady state ${run.steadyCpuUsPerTx?.toFixed(1) ?? "?"})`;
         progress(`round ${round}/${rounds} ${via.padEnd(9)} ${run.tps.toFixed(0).padStart(7)} tps${cpu}`);
       }
@@ -654,9 +665,13 @@ eligibility:
       progress(`CPU profile of the first Stint run: ${options.profileFile}`);
     }
     const recorded = await recordedSessions(server, user);
-    const ratioOf = (via: "pgbouncer" | "stint") => runs[via].map((run, i) => run.tps / runs.direct[i]!.tps);
-    const ratios = { pgbouncer: ratioOf("pgbouncer"), stint: ratioOf("stint") };
-    const ratio = { pgbouncer: median(ratios.pgbouncer), stint: median(ratios.stint) };
+    const ratioOf = (via: Proxied) => runs[via].map((run, i) => run.tps / runs.direct[i]!.tps);
+    const ratios = { pgbouncer: ratioOf("pgbouncer"), stint: ratioOf("stint"), node: ratioOf("node") };
+    const ratio = {
+      pgbouncer: median(ratios.pgbouncer),
+      stint: median(ratios.stint),
+      node: withNode ? median(ratios.node) : null,
+    };
     return {
       seconds,
       rate: options.rate ?? null,
@@ -668,27 +683,28 @@ eligibility:
           direct: median(runs.direct.map((r) => r.tps)),
           pgbouncer: median(runs.pgbouncer.map((r) => r.tps)),
           stint: median(runs.stint.map((r) => r.tps)),
-          node: options.nodeRelay ? median(runs.node.map((r) => r.tps)) : 0,
+          node: withNode ? median(runs.node.map((r) => r.tps)) : 0,
         },
         ratio,
         proxyCpuUsPerTx: {
           pgbouncer: median(runs.pgbouncer.map((r) => r.proxyCpuUsPerTx!)),
           stint: median(runs.stint.map((r) => r.proxyCpuUsPerTx!)),
-          node: options.nodeRelay ? median(runs.node.map((r) => r.proxyCpuUsPerTx!)) : null,
+          node: withNode ? median(runs.node.map((r) => r.proxyCpuUsPerTx!)) : null,
         },
         proxySystemUsPerTx: {
           pgbouncer: median(runs.pgbouncer.map((r) => r.proxySystemUsPerTx!)),
           stint: median(runs.stint.map((r) => r.proxySystemUsPerTx!)),
-          node: options.nodeRelay ? median(runs.node.map((r) => r.proxySystemUsPerTx!)) : null,
+          node: withNode ? median(runs.node.map((r) => r.proxySystemUsPerTx!)) : null,
         },
         steadyCpuUsPerTx: {
           pgbouncer: median(runs.pgbouncer.map((r) => r.steadyCpuUsPerTx ?? Number.NaN)),
           stint: median(runs.stint.map((r) => r.steadyCpuUsPerTx ?? Number.NaN)),
-          node: options.nodeRelay ? median(runs.node.map((r) => r.steadyCpuUsPerTx ?? Number.NaN)) : null,
+          node: withNode ? median(runs.node.map((r) => r.steadyCpuUsPerTx ?? Number.NaN)) : null,
         },
         idleCpuMsPerS: median(runs.direct.map((r) => r.idleCpuMsPerS!)),
       },
       pass: ratio.stint >= ratio.pgbouncer,
+      floorReaches: ratio.node === null ? null : ratio.node >= ratio.pgbouncer,
       recorded,
       load: { before: loadBefore, after: await uptime() },
     };
@@ -702,23 +718,25 @@ export function formatPgProxyBench(result: PgProxyBenchResult): string {
   const lines: string[] = [];
   lines.push(
     `pgbench -S -n -c ${CLIENTS} -j ${THREADS} -T ${result.seconds}${result.rate === null ? "" : ` -R ${result.rate}`} (select-only, scale ${SCALE}), ` +
-      `direct / PgBouncer (session pooling) / Stint proxy (query recording on), interleaved ${result.rounds}×`,
+      `direct / PgBouncer (session pooling) / Stint proxy (query recording on)` +
+      `${result.median.ratio.node === null ? "" : " / bare Node relay"}, interleaved ${result.rounds}×`,
   );
   lines.push(
     `${"path".padEnd(11)}${result.runs.direct.map((_, i) => `run ${i + 1} tps`.padStart(13)).join("")}` +
       `${"median tps".padStart(12)}${"ratios to direct".padStart(24)}${"median ×".padStart(10)}`,
   );
-  for (const via of PG_PROXY_PATHS) {
-    const ratios = via === "direct" ? [] : result.ratios[via as "pgbouncer" | "stint"];
+  const shown = result.median.ratio.node === null ? PG_PROXY_PATHS : WITH_NODE_RELAY;
+  for (const via of shown) {
+    const ratios = via === "direct" ? [] : result.ratios[via];
+    const ratio = via === "direct" ? 1 : result.median.ratio[via]!;
     lines.push(
-      `${via.padEnd(11)}${result.runs[via].map((r) => r.tps.toFixed(0).padStart(13)).join("")}` +
+      `${(via === "node" ? "node relay" : via).padEnd(11)}` +
+        `${result.runs[via].map((r) => r.tps.toFixed(0).padStart(13)).join("")}` +
         `${result.median.tps[via].toFixed(0).padStart(12)}` +
         `${ratios
           .map((r) => r.toFixed(2))
           .join(" ")
-          .padStart(
-            24,
-          )}${(via === "direct" ? "1.00" : result.median.ratio[via as "pgbouncer" | "stint"].toFixed(2)).padStart(10)}`,
+          .padStart(24)}${ratio.toFixed(2).padStart(10)}`,
     );
   }
   lines.push(
@@ -736,9 +754,15 @@ export function formatPgProxyBench(result: PgProxyBenchResult): string {
     `  Stint                   ${figure(cpu.stint, system.stint, steady.stint)}, its whole process ` +
       `(${result.median.idleCpuMsPerS.toFixed(1)} ms CPU/s relaying nothing)`,
   );
-  if (cpu.node !== null && system.node !== null) {
-    const tps = result.runs.node.map((r) => r.tps.toFixed(0)).join(" ");
-    lines.push(`  bare Node relay (floor) ${figure(cpu.node, system.node, steady.node)}, same process (tps ${tps})`);
+  if (cpu.node !== null && system.node !== null && result.median.ratio.node !== null) {
+    lines.push(`  bare Node relay (floor) ${figure(cpu.node, system.node, steady.node)}, same process`);
+    const [floor, bouncer] = [result.median.ratio.node.toFixed(2), result.median.ratio.pgbouncer.toFixed(2)];
+    lines.push(
+      result.floorReaches
+        ? `floor: the bare Node relay's ratio ${floor} ≥ PgBouncer's ${bouncer}: the target is within Node's reach here`
+        : `floor: the bare Node relay's ratio ${floor} < PgBouncer's ${bouncer}: out of reach for a relay in Node ` +
+            `on this machine (${cpu.node.toFixed(1)} µs/query against PgBouncer's ${cpu.pgbouncer.toFixed(1)})`,
+    );
   }
   lines.push(
     `Stint sessions: ${result.recorded.sessions} (${result.recorded.withRecording} with a recording, ` +
@@ -759,10 +783,11 @@ function parseArgs(argv: string[]): PgProxyBenchOptions {
     else if (key === "--engine" && (value === "pglite" || value === "postgres")) options.engine = value;
     else if (key === "--profile" && value) options.profileFile = path.resolve(value);
     else if (key === "--node-relay" && value === undefined) options.nodeRelay = true;
+    else if (key === "--no-node-relay" && value === undefined) options.nodeRelay = false;
     else if (key === "--rate" && count(value)) options.rate = count(value)!;
     else
       throw new Error(
-        `unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres, --profile=FILE.cpuprofile, --node-relay, --rate=TPS)`,
+        `unknown argument ${arg} (use --seconds=N, --rounds=N, --engine=pglite|postgres, --profile=FILE.cpuprofile, --no-node-relay, --rate=TPS)`,
       );
   }
   return options;
