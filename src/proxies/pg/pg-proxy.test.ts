@@ -825,13 +825,7 @@ describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own
 
   it("a client that stops reading mid-result, then reads on, gets exactly the server's rows; the query log has them", async () => {
     const before = testGate.sessions.length;
-    const client = new pg.Client({
-      host: "127.0.0.1",
-      port: proxyPort,
-      user: STINT_USER,
-      password: TOKEN,
-      database: "postgres",
-    });
+    const client = proxiedClient();
     await client.connect();
     try {
       const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
@@ -866,6 +860,41 @@ describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own
       await client.end();
     }
   });
+  const proxiedClient = () =>
+    new pg.Client({ host: "127.0.0.1", port: proxyPort, user: STINT_USER, password: TOKEN, database: "postgres" });
+
+  /**
+   * Runs `sql` through the proxy while its client stops reading for 1.5 s, and directly meanwhile; the
+   * proxied session must then still be in step. `watch` sees both clients before the query (listeners).
+   */
+  async function stalledAndDirect<R extends pg.QueryResultRow>(
+    sql: string,
+    watch: (clients: { direct: pg.Client; proxied: pg.Client }) => void = () => undefined,
+  ): Promise<{ direct: pg.QueryResult<R>; proxied: pg.QueryResult<R> }> {
+    const direct = new pg.Client({ connectionString: PG_ADMIN_URL });
+    const client = proxiedClient();
+    await Promise.all([direct.connect(), client.connect()]);
+    watch({ direct, proxied: client });
+    // A stream the proxy garbled ends the connection, or leaves the client waiting for a length it read in
+    // overwritten bytes: fail then, rather than wait for an answer that never comes.
+    const broken = new Promise<never>((_resolve, reject) => {
+      client.on("error", reject);
+      setTimeout(() => reject(new Error("no answer through the proxy in 20 s")), 20_000).unref();
+    });
+    try {
+      const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
+      const proxying = client.query<R>(sql);
+      socket.pause();
+      const [expected] = await Promise.all([direct.query<R>(sql), delay(1_500)]);
+      socket.resume();
+      const proxied = await Promise.race([proxying, broken]);
+      expect((await client.query("SELECT 'still in step' AS s")).rows).toEqual([{ s: "still in step" }]);
+      return { direct: expected, proxied };
+    } finally {
+      await Promise.all([client.end().catch(() => undefined), direct.end()]);
+    }
+  }
+
   // The relay's read buffer is reused only while nothing refers to the last read. Here the server's rows come
   // in reads of about 8 KiB (PostgreSQL's send buffer, a pause every 8 rows) while the client does not read:
   // once the kernel's buffers are full (some 4 MiB), a write to the client waits, still queued, and the next
@@ -878,37 +907,16 @@ describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own
     "with %s: a client that stops reading while small reads arrive gets the bytes a direct query gets",
     async (_label, rules) => {
       queries = rules;
-      const sql = `SELECT i, repeat(md5(i::text), 32) || CASE WHEN i % 8 = 0 THEN pg_sleep(0.0002)::text ELSE '' END AS h
-         FROM generate_series(1, 8000) i`;
-      const direct = new pg.Client({ connectionString: PG_ADMIN_URL });
-      const client = new pg.Client({
-        host: "127.0.0.1",
-        port: proxyPort,
-        user: STINT_USER,
-        password: TOKEN,
-        database: "postgres",
-      });
-      await Promise.all([direct.connect(), client.connect()]);
-      // A stream the proxy garbled ends the connection, or leaves the client waiting for a length it read in
-      // overwritten bytes: fail then, rather than wait for rows that never come.
-      const broken = new Promise<never>((_resolve, reject) => {
-        client.on("error", reject);
-        setTimeout(() => reject(new Error("no answer through the proxy in 20 s")), 20_000).unref();
-      });
       try {
-        const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
-        const proxied = client.query<{ i: number; h: string }>(sql);
-        socket.pause();
-        const [expected] = await Promise.all([direct.query<{ i: number; h: string }>(sql), delay(1_500)]);
-        socket.resume();
-        const rows = (await Promise.race([proxied, broken])).rows;
-        expect(rows.length).toBe(expected.rows.length);
-        const differing = rows.filter((row, n) => row.i !== expected.rows[n]!.i || row.h !== expected.rows[n]!.h);
+        const { direct, proxied } = await stalledAndDirect<{ i: number; h: string }>(
+          `SELECT i, repeat(md5(i::text), 32) || CASE WHEN i % 8 = 0 THEN pg_sleep(0.0002)::text ELSE '' END AS h
+           FROM generate_series(1, 8000) i`,
+        );
+        expect(proxied.rows.length).toBe(direct.rows.length);
+        const differing = proxied.rows.filter((row, n) => row.i !== direct.rows[n]!.i || row.h !== direct.rows[n]!.h);
         expect(differing.map((row) => row.i)).toEqual([]);
-        expect((await client.query("SELECT 'still in step' AS s")).rows).toEqual([{ s: "still in step" }]);
       } finally {
         queries = undefined;
-        await Promise.all([client.end().catch(() => undefined), direct.end()]);
       }
     },
     30_000,
@@ -916,36 +924,16 @@ describe("PostgreSQL proxy over a plain TCP upstream (reads into the relay's own
   it("a client that stops reading while whole messages arrive (notices, flushed one by one) gets what a direct session gets", async () => {
     // Each NoticeResponse is sent (flushed) on its own, so reads end on message boundaries: nothing but the
     // queued write to the stalled client refers to the last read when the next one comes.
-    const sql = `DO $$ BEGIN FOR i IN 1..2000 LOOP RAISE NOTICE '%', repeat(md5(i::text), 100); PERFORM pg_sleep(0.0001); END LOOP; END $$`;
-    const direct = new pg.Client({ connectionString: PG_ADMIN_URL });
-    const client = new pg.Client({
-      host: "127.0.0.1",
-      port: proxyPort,
-      user: STINT_USER,
-      password: TOKEN,
-      database: "postgres",
-    });
-    await Promise.all([direct.connect(), client.connect()]);
     const notices = { direct: [] as string[], proxied: [] as string[] };
-    direct.on("notice", (notice) => notices.direct.push(notice.message ?? ""));
-    client.on("notice", (notice) => notices.proxied.push(notice.message ?? ""));
-    const broken = new Promise<never>((_resolve, reject) => {
-      client.on("error", reject);
-      setTimeout(() => reject(new Error("no answer through the proxy in 20 s")), 20_000).unref();
-    });
-    try {
-      const socket = (client as unknown as { connection: { stream: import("node:net").Socket } }).connection.stream;
-      const proxied = client.query(sql);
-      socket.pause();
-      await Promise.all([direct.query(sql), delay(1_500)]);
-      socket.resume();
-      await Promise.race([proxied, broken]);
-      expect(notices.proxied.length).toBe(notices.direct.length);
-      const differing = notices.proxied.flatMap((text, n) => (text === notices.direct[n] ? [] : [n]));
-      expect(differing).toEqual([]);
-      expect((await client.query("SELECT 'still in step' AS s")).rows).toEqual([{ s: "still in step" }]);
-    } finally {
-      await Promise.all([client.end().catch(() => undefined), direct.end()]);
-    }
+    await stalledAndDirect(
+      `DO $$ BEGIN FOR i IN 1..2000 LOOP RAISE NOTICE '%', repeat(md5(i::text), 100); PERFORM pg_sleep(0.0001); END LOOP; END $$`,
+      (clients) => {
+        for (const side of ["direct", "proxied"] as const)
+          clients[side].on("notice", (notice) => notices[side].push(notice.message ?? ""));
+      },
+    );
+    expect(notices.proxied.length).toBe(notices.direct.length);
+    const differing = notices.proxied.flatMap((text, n) => (text === notices.direct[n] ? [] : [n]));
+    expect(differing).toEqual([]);
   }, 30_000);
 });
