@@ -212,17 +212,70 @@ async function appendRun(
   return { transactions, ms, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
 }
 
-async function benchEngine(name: string, options: Options): Promise<Row[]> {
+/** Opens engine `name`, migrates it and runs `body` on an audit log there (a checkpoint every 1,000 events). */
+async function withAuditLog(
+  name: string,
+  sequencing: "inline" | undefined,
+  body: (store: AppStore, audit: AuditLog) => Promise<Row[]>,
+): Promise<Row[]> {
   const open = ENGINES[name];
   if (!open) throw new Error(`unknown engine ${name}`);
   const opened = await open();
   const { store } = opened;
-  const rows: Row[] = [];
   try {
     console.error(`# ${name}: ${opened.note}`);
     await store.migrate(MIGRATIONS_DIR);
     const keyring = await loadKeyring({ store, masterKey: randomBytes(32), clock: systemClock });
-    const audit = createAuditLog({ store, keyring, clock: systemClock, checkpointEvery: 1000 });
+    return await body(
+      store,
+      createAuditLog({ store, keyring, clock: systemClock, checkpointEvery: 1000, ...(sequencing && { sequencing }) }),
+    );
+  } finally {
+    await opened.cleanup();
+  }
+}
+
+/**
+ * Times one `verify` of `expected` events: wall time, this process's CPU per event (its main thread and verify's
+ * worker threads apart) and the database's (every backend, those opened meanwhile too: serverCpuDuring).
+ */
+async function timeVerify(name: string, store: AppStore, audit: AuditLog, expected: number, run: string): Promise<Row> {
+  const mainBefore = await mainThreadCpu();
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  const { result, cpu: serverUsed } = await serverCpuDuring(store, () => audit.verify());
+  const ms = performance.now() - started;
+  const used = process.cpuUsage(cpu);
+  const mainAfter = await mainThreadCpu();
+  if (!result.ok || result.count !== expected)
+    throw new Error(`verify on ${name} expected ${expected} intact events, got ${JSON.stringify(result)}`);
+  const cpuPerEvent = (used.user + used.system) / result.count;
+  const server = serverUsed === null ? null : serverUsed / result.count;
+  const main = mainBefore === null || mainAfter === null ? null : (mainAfter - mainBefore) / result.count;
+  const serverNote =
+    (main === null ? "" : ` (main thread ${main.toFixed(2)}, worker threads ${(cpuPerEvent - main).toFixed(2)})`) +
+    (server === null ? "" : `, database ${server.toFixed(2)} µs CPU/event`);
+  console.error(
+    `  verify ${run}: ${Math.round(ms)} ms, ${Math.round((result.count / ms) * 1000)} events/s, ` +
+      `${cpuPerEvent.toFixed(2)} µs CPU/event${serverNote}, load ${os.loadavg()[0]!.toFixed(2)}`,
+  );
+  return {
+    engine: name,
+    scenario: `verify (${result.checkpoints} checkpoints), ${run}`,
+    events: result.count,
+    transactions: null,
+    ms,
+    p50: null,
+    p99: null,
+    lagP99: null,
+    cpuPerEvent,
+    dbCpuPerEvent: server,
+  };
+}
+
+function benchEngine(name: string, options: Options): Promise<Row[]> {
+  return withAuditLog(name, undefined, async (store, audit) => {
+    const rows: Row[] = [];
     // Every chaining pass's lag, from the events' own times (set in their transactions, before commit).
     let lags: number[] = [];
     // When each event was chained (its pass committed) and when its writer saw its own commit.
@@ -303,35 +356,9 @@ async function benchEngine(name: string, options: Options): Promise<Row[]> {
 
     // Twice: run 1 starts verify's worker threads (from 20,000 events; run from TypeScript each loads tsx
     // first), run 2 finds them started, as a server's next verify within their idle time; the verdict takes the faster.
-    for (const run of ["run 1", "run 2"]) {
-      const serverBefore = await serverCpu(store);
-      const cpu = process.cpuUsage();
-      const started = performance.now();
-      const result = await audit.verify();
-      const ms = performance.now() - started;
-      const used = process.cpuUsage(cpu);
-      const serverAfter = await serverCpu(store);
-      if (!result.ok || result.count !== total) {
-        throw new Error(`verify on ${name} expected ${total} intact events, got ${JSON.stringify(result)}`);
-      }
-      rows.push({
-        engine: name,
-        scenario: `verify (${result.checkpoints} checkpoints), ${run}`,
-        events: result.count,
-        transactions: null,
-        ms,
-        p50: null,
-        p99: null,
-        lagP99: null,
-        cpuPerEvent: (used.user + used.system) / result.count,
-        dbCpuPerEvent: serverBefore && serverAfter ? serverCpuSince(serverBefore, serverAfter) / result.count : null,
-      });
-      console.error(`  verify ${run}: ${Math.round(ms)} ms`);
-    }
-  } finally {
-    await opened.cleanup();
-  }
-  return rows;
+    for (const run of ["run 1", "run 2"]) rows.push(await timeVerify(name, store, audit, total, run));
+    return rows;
+  });
 }
 
 /**
@@ -426,60 +453,17 @@ function serverCpuSince(before: Map<number, number>, after: Map<number, number>)
  * Verify alone: writes `options.verifyOnly` events quickly (500 per transaction, chained inline), then
  * times `verify` `options.verifyRuns` times: wall time and this process's CPU (user + system) per event.
  */
-async function benchVerifyOnly(name: string, options: Options): Promise<Row[]> {
-  const open = ENGINES[name];
-  if (!open) throw new Error(`unknown engine ${name}`);
-  const opened = await open();
-  const { store } = opened;
-  const rows: Row[] = [];
-  try {
-    console.error(`# ${name}: ${opened.note}`);
-    await store.migrate(MIGRATIONS_DIR);
-    const keyring = await loadKeyring({ store, masterKey: randomBytes(32), clock: systemClock });
-    const audit = createAuditLog({ store, keyring, clock: systemClock, checkpointEvery: 1000, sequencing: "inline" });
+function benchVerifyOnly(name: string, options: Options): Promise<Row[]> {
+  return withAuditLog(name, "inline", async (store, audit) => {
+    const rows: Row[] = [];
     const perTx = 500;
     for (let written = 0; written < options.verifyOnly; written += perTx)
       await audit.record(actor, context, inputs(written, Math.min(perTx, options.verifyOnly - written)));
     console.error(`  wrote ${options.verifyOnly} events`);
-    for (let run = 1; run <= options.verifyRuns; run++) {
-      const mainBefore = await mainThreadCpu();
-      const cpu = process.cpuUsage();
-      const started = performance.now();
-      const { result, cpu: serverUsed } = await serverCpuDuring(store, () => audit.verify());
-      const ms = performance.now() - started;
-      const used = process.cpuUsage(cpu);
-      const mainAfter = await mainThreadCpu();
-      if (!result.ok || result.count !== options.verifyOnly)
-        throw new Error(
-          `verify on ${name} expected ${options.verifyOnly} intact events, got ${JSON.stringify(result)}`,
-        );
-      const cpuPerEvent = (used.user + used.system) / result.count;
-      const server = serverUsed === null ? null : serverUsed / result.count;
-      const main = mainBefore === null || mainAfter === null ? null : (mainAfter - mainBefore) / result.count;
-      const serverNote =
-        (main === null ? "" : ` (main thread ${main.toFixed(2)}, worker threads ${(cpuPerEvent - main).toFixed(2)})`) +
-        (server === null ? "" : `, database ${server.toFixed(2)} µs CPU/event`);
-      console.error(
-        `  verify run ${run}: ${Math.round(ms)} ms, ${Math.round((result.count / ms) * 1000)} events/s, ` +
-          `${cpuPerEvent.toFixed(2)} µs CPU/event${serverNote}, load ${os.loadavg()[0]!.toFixed(2)}`,
-      );
-      rows.push({
-        engine: name,
-        scenario: `verify (${result.checkpoints} checkpoints), run ${run}`,
-        events: result.count,
-        transactions: null,
-        ms,
-        p50: null,
-        p99: null,
-        lagP99: null,
-        cpuPerEvent,
-        dbCpuPerEvent: server,
-      });
-    }
-  } finally {
-    await opened.cleanup();
-  }
-  return rows;
+    for (let run = 1; run <= options.verifyRuns; run++)
+      rows.push(await timeVerify(name, store, audit, options.verifyOnly, `run ${run}`));
+    return rows;
+  });
 }
 
 function table(rows: Row[]): string {
@@ -554,19 +538,23 @@ export function verdicts(rows: Row[]): { target: string; value: string; pass: bo
   return result;
 }
 
-export async function runAuditBench(argv: string[] = []): Promise<Row[]> {
-  const options = parseArgs(argv);
+/** Every engine of `options` in turn; PostgreSQL not listening is skipped, told to `skipped`. */
+async function benchEngines(options: Options, skipped: (line: string) => void): Promise<Row[]> {
   const rows: Row[] = [];
   for (const engine of options.engines) {
     try {
       rows.push(...(await (options.verifyOnly > 0 ? benchVerifyOnly : benchEngine)(engine, options)));
     } catch (error) {
       if (engine === "postgres" && (error as { code?: string }).code === "ECONNREFUSED") {
-        console.error(`postgres skipped: nothing listens at ${new URL(PG_ADMIN_URL).host} (set STINT_TEST_PG_URL)`);
+        skipped(`postgres skipped: nothing listens at ${new URL(PG_ADMIN_URL).host} (set STINT_TEST_PG_URL)`);
       } else throw error;
     }
   }
   return rows;
+}
+
+export function runAuditBench(argv: string[] = []): Promise<Row[]> {
+  return benchEngines(parseArgs(argv), (line) => console.error(line));
 }
 
 async function main() {
@@ -577,17 +565,8 @@ async function main() {
       `${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}`,
   );
   const started = performance.now();
-  const rows: Row[] = [];
   const skipped: string[] = [];
-  for (const engine of options.engines) {
-    try {
-      rows.push(...(await (options.verifyOnly > 0 ? benchVerifyOnly : benchEngine)(engine, options)));
-    } catch (error) {
-      if (engine === "postgres" && (error as { code?: string }).code === "ECONNREFUSED") {
-        skipped.push(`postgres skipped: nothing listens at ${new URL(PG_ADMIN_URL).host} (set STINT_TEST_PG_URL)`);
-      } else throw error;
-    }
-  }
+  const rows = await benchEngines(options, (line) => skipped.push(line));
   console.log(table(rows));
   for (const line of skipped) console.log(line);
   for (const v of verdicts(rows)) console.log(`${v.pass ? "PASS" : "FAIL"}  ${v.target}: ${v.value}`);
