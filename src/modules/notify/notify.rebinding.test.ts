@@ -1,26 +1,23 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { SMTPServer } from "smtp-server";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Resolve } from "../../lib/address-guard.js";
 import type { HandlerContext } from "../outbox/index.js";
 import { notifyHandlers, type ChannelConfig } from "./index.js";
 
-// DNS rebinding: the name answers a public address at the first lookup (the check) and loopback after it.
-// Only the system resolver is fooled here (no resolver is passed in), so code that looks the name up a
-// second time at connect time (the old check-then-send) reaches the listener on 127.0.0.1.
-const lookups = new Map<string, number>();
-vi.mock("node:dns/promises", async (importOriginal) => {
-  const real = await importOriginal<typeof import("node:dns/promises")>();
-  const lookup = async (host: string, options?: unknown) => {
-    if (host !== "localhost") return real.lookup(host, options as never);
-    const n = (lookups.get(host) ?? 0) + 1;
-    lookups.set(host, n);
-    return [{ address: n === 1 ? "93.184.216.34" : "127.0.0.1", family: 4 }];
-  };
-  return { ...real, default: { ...real, lookup }, lookup };
-});
+// DNS rebinding: `localhost` answers 127.0.0.2 (allowed) at the first lookup and 127.0.0.1 (denied) after it.
+// Only the resolver the address check consults (the `resolve` option) is fooled; a client resolving the name
+// itself at connect time (fetch, nodemailer) reaches the trap on 127.0.0.1. A delivery that checks once and
+// connects to what it checked reaches 127.0.0.2; one that looks the name up twice (a pre-send check, then the
+// pinned connect) sees the denied answer the second time and fails.
+let lookups = 0;
+const rebinding: Resolve = async () => {
+  lookups++;
+  return [{ address: lookups === 1 ? "127.0.0.2" : "127.0.0.1", family: 4 }];
+};
 
-const policy = { allow: [], deny: ["127.0.0.0/8"] };
+const policy = { allow: [], deny: ["127.0.0.1/32"] };
 const notification = {
   event: "request.submitted",
   severity: "warning",
@@ -30,50 +27,116 @@ const notification = {
 };
 const context = (key: string) =>
   ({ jobId: "1", idempotencyKey: key, attempt: 1, signal: new AbortController().signal }) as HandlerContext;
-const deliver = (channels: ChannelConfig[], name: string) =>
-  notifyHandlers(channels, { addressPolicy: policy, timeoutMs: 2_000 })["notify.deliver"]!(
+const deliver = (channels: ChannelConfig[], name: string, options: Parameters<typeof notifyHandlers>[1] = {}) =>
+  notifyHandlers(channels, { addressPolicy: policy, timeoutMs: 2_000, ...options })["notify.deliver"]!(
     { channel: name, notification },
     context(`notify:k:${name}`),
   );
 
 const closers: (() => Promise<void>)[] = [];
 afterEach(async () => {
-  lookups.clear();
+  lookups = 0;
   for (const close of closers.splice(0)) await close();
 });
 
-describe("notify: a name re-pointed between the check and the connection (DNS rebinding)", () => {
-  it("a webhook is not sent to the forbidden address", async () => {
-    let requests = 0;
-    const server = http.createServer((req, res) => {
-      requests++;
+interface Listener {
+  listen(port: number, host: string, callback: () => void): unknown;
+  close(callback: () => void): unknown;
+  once(event: "error", callback: (error: Error) => void): unknown;
+}
+
+/** Two listeners on one port: the allowed 127.0.0.2 and the trap on the denied 127.0.0.1. */
+async function pair<T extends Listener>(make: () => T, address: (server: T) => AddressInfo) {
+  for (let attempt = 0; ; attempt++) {
+    const allowed = make();
+    await new Promise<void>((resolve) => allowed.listen(0, "127.0.0.2", resolve));
+    const port = address(allowed).port;
+    const trap = make();
+    const bound = await new Promise<boolean>((resolve) => {
+      trap.once("error", () => resolve(false));
+      trap.listen(port, "127.0.0.1", () => resolve(true));
+    });
+    closers.push(() => new Promise((resolve) => allowed.close(() => resolve())));
+    if (bound) {
+      closers.push(() => new Promise((resolve) => trap.close(() => resolve())));
+      return { port, allowed, trap };
+    }
+    if (attempt === 5) throw new Error("no port free on both 127.0.0.1 and 127.0.0.2");
+  }
+}
+
+function httpPair() {
+  const hits = { allowed: 0, trap: 0 };
+  const server = (which: keyof typeof hits) => () =>
+    http.createServer((req, res) => {
+      hits[which]++;
       res.end("ok");
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    closers.push(() => new Promise((resolve) => server.close(() => resolve())));
-    const port = (server.address() as AddressInfo).port;
-    const channels = [
-      { name: "hook", kind: "webhook", url: `http://localhost:${port}/hook`, secret: "whsec_0123456789abcdef" },
-    ] as ChannelConfig[];
-    await expect(deliver(channels, "hook")).rejects.toThrow(
-      /webhook "hook" refused by the address policy: localhost resolves to/,
-    );
-    expect(requests).toBe(0);
+  let n = 0;
+  return pair(
+    () => server(n++ % 2 === 0 ? "allowed" : "trap")(),
+    (s) => s.address() as AddressInfo,
+  ).then((p) => ({ ...p, hits }));
+}
+
+function smtpPair() {
+  const hits = { allowed: 0, trap: 0 };
+  let n = 0;
+  return pair(
+    () => {
+      const which = n++ % 2 === 0 ? "allowed" : "trap";
+      const smtp = new SMTPServer({ authOptional: true, disabledCommands: ["STARTTLS"], logger: false });
+      smtp.on("connect", () => hits[which]++);
+      return smtp;
+    },
+    (s) => s.server.address() as AddressInfo,
+  ).then((p) => ({ ...p, hits }));
+}
+
+const hook = (port: number): ChannelConfig[] => [
+  { name: "hook", kind: "webhook", url: `http://localhost:${port}/hook`, secret: "whsec_0123456789abcdef" },
+];
+const mail = (port: number): ChannelConfig[] => [
+  { name: "mail", kind: "email", host: "localhost", port, from: "stint@example.com", to: ["a@example.com"] },
+];
+
+describe("notify: a name re-pointed between the check and the connection (DNS rebinding)", () => {
+  it("a webhook goes to the address that was judged, looked up once, never to the re-pointed one", async () => {
+    const { port, hits } = await httpPair();
+    await deliver(hook(port), "hook", { resolve: rebinding });
+    expect(hits).toEqual({ allowed: 1, trap: 0 });
+    expect(lookups).toBe(1);
   });
 
-  it("an e-mail is not sent to the forbidden address", async () => {
-    let connections = 0;
-    const smtp = new SMTPServer({ authOptional: true, disabledCommands: ["STARTTLS"], logger: false });
-    smtp.on("connect", () => connections++);
-    await new Promise<void>((resolve) => smtp.listen(0, "127.0.0.1", () => resolve()));
-    closers.push(() => new Promise((resolve) => smtp.close(() => resolve())));
-    const port = (smtp.server.address() as AddressInfo).port;
+  it("an e-mail goes to the address that was judged, looked up once, never to the re-pointed one", async () => {
+    const { port, hits } = await smtpPair();
+    await deliver(mail(port), "mail", { resolve: rebinding });
+    expect(hits).toEqual({ allowed: 1, trap: 0 });
+    expect(lookups).toBe(1);
+  });
+});
+
+describe("notify: the connection's own check is the only one, and it refuses on every path", () => {
+  // Through the `resolve` option (the one the check consults): the name answers the denied address only.
+  const denied = async () => [{ address: "127.0.0.1", family: 4 }];
+
+  it.each(["webhook", "slack", "teams"] as const)("%s: refused, nothing reaches the denied address", async (kind) => {
+    const { port, hits } = await httpPair();
+    const url = `http://localhost:${port}/hook`;
     const channels = [
-      { name: "mail", kind: "email", host: "localhost", port, from: "stint@example.com", to: ["a@example.com"] },
+      kind === "webhook" ? { name: "c", kind, url, secret: "whsec_0123456789abcdef" } : { name: "c", kind, url },
     ] as ChannelConfig[];
-    await expect(deliver(channels, "mail")).rejects.toThrow(
+    await expect(deliver(channels, "c", { resolve: denied })).rejects.toThrow(
+      `${kind} "c" refused by the address policy: localhost resolves to`,
+    );
+    expect(hits).toEqual({ allowed: 0, trap: 0 });
+  });
+
+  it("email: refused, nothing reaches the denied address", async () => {
+    const { port, hits } = await smtpPair();
+    await expect(deliver(mail(port), "mail", { resolve: denied })).rejects.toThrow(
       /email "mail" refused by the address policy: localhost resolves to/,
     );
-    expect(connections).toBe(0);
+    expect(hits).toEqual({ allowed: 0, trap: 0 });
   });
 });

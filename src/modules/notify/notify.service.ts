@@ -6,12 +6,7 @@
  */
 import type { AddressPolicy } from "../../lib/address-policy.js";
 import { isIP } from "node:net";
-import {
-  AddressRefusedError,
-  checkAddressHosts,
-  resolveAllowedAddress,
-  type Resolve,
-} from "../../lib/address-guard.js";
+import { AddressRefusedError, resolveAllowedAddress, type Resolve } from "../../lib/address-guard.js";
 import { PinnedFetchError, pinnedFetch } from "../../lib/pinned-fetch.js";
 import type { Kysely } from "kysely";
 import { createTransport, type SendMailOptions, type Transporter } from "nodemailer";
@@ -60,12 +55,15 @@ export interface Notifier {
   ): Promise<EnqueueNotificationResult>;
 }
 
+/**
+ * Each delivery's one address check is where its connection is opened: webhook, Slack and Teams requests go
+ * through `pinnedFetch` (src/lib/pinned-fetch.ts: the host resolved once, judged by `addressPolicy`, the socket
+ * opened to that address), e-mail through `resolveAllowedAddress` and a transport connecting to its answer.
+ * There is no `fetch` option: a fetch passed in opens its own connection (a test double none, a proxy-aware
+ * one to its proxy, which resolves the name again), so no check made here could bind the address it reaches.
+ * Tests pass `resolve`, which the check itself consults.
+ */
 export interface NotifyHandlerOptions {
-  /**
-   * Defaults to a pinned fetch (src/lib/pinned-fetch.ts): the host is resolved once, judged by `addressPolicy`,
-   * and the connection goes to that address (no second lookup, so DNS rebinding is not followed).
-   */
-  fetch?: typeof globalThis.fetch | undefined;
   /** Per delivery: HTTP request, or each SMTP stage (connect, greeting, idle socket). Default 10 s. */
   timeoutMs?: number | undefined;
   /** For the signature timestamp. */
@@ -229,14 +227,12 @@ export function notifyHandlers(channels: readonly unknown[], options: NotifyHand
   const timeoutMs = options.timeoutMs ?? 10_000;
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1)
     throw new RangeError("notify timeoutMs must be a positive integer");
-  const fetchImpl =
-    options.fetch ??
-    pinnedFetch({
-      ...(options.addressPolicy ? { policy: options.addressPolicy } : {}),
-      ...(options.resolve ? { resolve: options.resolve } : {}),
-      timeoutMs,
-      maxBytes: MAX_ANSWER_BYTES,
-    });
+  const fetchImpl = pinnedFetch({
+    ...(options.addressPolicy ? { policy: options.addressPolicy } : {}),
+    ...(options.resolve ? { resolve: options.resolve } : {}),
+    timeoutMs,
+    maxBytes: MAX_ANSWER_BYTES,
+  });
   const clock = options.clock ?? systemClock;
   const transports = new Map<string, { address: string; transport: Transporter }>();
 
@@ -308,18 +304,7 @@ export function notifyHandlers(channels: readonly unknown[], options: NotifyHand
       const channel = configured.get(name);
       if (!channel) throw new Error(`notification channel "${name}" is not configured`);
       const label = `${channel.kind} "${name}"`;
-      // Judged on what the name resolves to now (it may have been re-pointed since the config was read).
-      try {
-        await checkAddressHosts(
-          channel.kind === "email" ? channel.host : channel.url,
-          options.addressPolicy,
-          options.resolve,
-        );
-      } catch (error) {
-        if (error instanceof AddressRefusedError)
-          throw new Error(`${label} refused by the address policy: ${error.message}`);
-        throw error;
-      }
+      // Judged on what the name resolves to now, by the connection itself (pinnedFetch, sendEmail): no earlier check.
       switch (channel.kind) {
         case "webhook": {
           const body = webhookBody(n);
