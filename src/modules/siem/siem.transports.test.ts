@@ -145,10 +145,11 @@ describe("the address policy at connect time", () => {
     expect(Buffer.concat(r.received).toString()).toBe("5 hello");
   });
 
-  it("HEC: a name (localhost) resolving to a forbidden address is refused before any request is made", async () => {
-    let requests = 0;
+  /** A HEC endpoint on 127.0.0.1 that answers success; `requests` counts what reached it. */
+  async function hecReceiver(host: string) {
+    const seen = { requests: 0 };
     const server = http.createServer((req, res) => {
-      requests++;
+      seen.requests++;
       req.resume();
       req.on("end", () => res.end(JSON.stringify({ text: "Success", code: 0 })));
     });
@@ -161,19 +162,43 @@ describe("the address policy at connect time", () => {
     const hec = siemDestinationSchema.parse({
       name: "h",
       kind: "hec",
-      url: `http://localhost:${port}/services/collector/event`,
+      url: `http://${host}:${port}/services/collector/event`,
       tokenEnv: "UNUSED",
       format: "json",
     }) as HecDestination;
+    return { hec, seen };
+  }
+
+  it("HEC: a name (localhost) resolving to a forbidden address is refused before any request is made", async () => {
+    const { hec, seen } = await hecReceiver("localhost");
     const refused = createHecSender(hec, "token", denyLoopback);
     cleanups.push(() => void refused.close());
     await expect(refused.send([Buffer.from("{}")], { seq: 1, checkpointSeq: 0 })).rejects.toThrow(
       /refused by the address policy: localhost resolves to/,
     );
-    expect(requests).toBe(0);
+    expect(seen.requests).toBe(0);
     const allowed = createHecSender(hec, "token", { resolve: toLoopback });
     cleanups.push(() => void allowed.close());
     await allowed.send([Buffer.from("{}")], { seq: 1, checkpointSeq: 0 });
-    expect(requests).toBe(1);
+    expect(seen.requests).toBe(1);
+  });
+
+  // Node looks no literal address up (no lookup hook runs): each sender judges a literal itself, once.
+  it("a literal forbidden address is refused on both senders and nothing reaches it", async () => {
+    const r = await receiver();
+    const syslog = createSyslogSender(destination(r.port, 0), Date.now, denyLoopback);
+    cleanups.push(() => syslog.reset());
+    await expect(syslog.send([Buffer.from("5 hello")], { seq: 1, checkpointSeq: 0 })).rejects.toThrow(
+      /refused by the address policy: 127\.0\.0\.1 is refused/,
+    );
+    const { hec, seen } = await hecReceiver("127.0.0.1");
+    const refused = createHecSender(hec, "token", denyLoopback);
+    cleanups.push(() => void refused.close());
+    await expect(refused.send([Buffer.from("{}")], { seq: 1, checkpointSeq: 0 })).rejects.toThrow(
+      /refused by the address policy: 127\.0\.0\.1 is refused/,
+    );
+    await sleep(50);
+    expect(r.sockets).toHaveLength(0);
+    expect(seen.requests).toBe(0);
   });
 });
