@@ -40,6 +40,16 @@ import { startPostgres, type PostgresInstance } from "../src/testing/postgres-in
 import { DUE_CHANNEL as OUTBOX_CHANNEL } from "../src/modules/outbox/outbox.store.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
 import { selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
+import {
+  mark,
+  observed,
+  printSteps,
+  printTimeline,
+  stepsOf,
+  WATCHER_APP,
+  WORKS,
+  type Steps,
+} from "./connectors.timeline.js";
 
 /** Issue 14 acceptance 5: submit → the dynamic login works at the server, p99. */
 const DYNAMIC_P99_TARGET_MS = 25;
@@ -148,8 +158,6 @@ function threadCpu(): { main: number; others: number } {
   return used;
 }
 
-const WATCHER_APP = "stint bench watcher";
-
 function summary(label: string, samples: number[], extra = "") {
   const sorted = [...samples].sort((a, b) => a - b);
   const ms = (q: number) => quantile(sorted, q).toFixed(1).padStart(6);
@@ -194,39 +202,6 @@ function phases(label: string, samples: Phases[]) {
   );
 }
 
-/**
- * Statements sent by node-postgres clients in this process, by database: the store's (engine postgres) and the
- * target's. Counted by wrapping Client.prototype.query (observed, not changed), so that the round trips on the
- * way to a working login can be told apart whatever the host's load does to their duration.
- */
-const statements = { store: 0, target: 0, other: 0 };
-let targetDatabase = "";
-let storeDatabase = "";
-const originalQuery = pg.Client.prototype.query;
-pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  const database = (this as unknown as { database?: string }).database;
-  const where = database === targetDatabase ? "target" : database === storeDatabase ? "store" : "other";
-  statements[where] += 1;
-  if (!timeline) return (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
-  const user = (this as unknown as { user?: string }).user ?? "";
-  const what = `${where === "target" && user !== "postgres" ? "login" : where} ${statementText(args[0])}`;
-  const started = mark(`${what} …`);
-  const finish = () => mark(`${what} ✓`, started);
-  const last = args.at(-1);
-  if (typeof last === "function")
-    args[args.length - 1] = (...r: unknown[]) => {
-      finish();
-      return (last as (...a: unknown[]) => unknown)(...r);
-    };
-  const result = (originalQuery as (...a: unknown[]) => unknown).apply(this, args);
-  if (result && typeof (result as Promise<unknown>).then === "function")
-    (result as Promise<unknown>).then(finish, finish);
-  return result;
-} as typeof pg.Client.prototype.query;
-
-/** `--trace`: the milestones of one issuance, ms after its submit started (null: not tracing). */
-let timeline: { at: number; what: string; took?: number }[] | null = null;
-let timelineStart = 0;
 /** CPU of the minted logins' backends (the requesters' sign-ins), ns. */
 let loginCpuNs = 0;
 /** The store's and the target's backends whose CPU each sequential issuance reads at its milestones (split). */
@@ -240,34 +215,6 @@ function cpuNow(): { process: number; postgres: number } {
     postgres: splitPids.reduce((sum, pid) => sum + cpuNs(pid), 0) / 1e6,
   };
 }
-function mark(what: string, since?: number): number {
-  const at = performance.now();
-  timeline?.push({ at: at - timelineStart, what, ...(since === undefined ? {} : { took: at - since }) });
-  return at;
-}
-
-/** A statement's first words, never what follows a PASSWORD (a SCRAM secret is in createLogin's statement). */
-function statementText(query: unknown): string {
-  const text = typeof query === "string" ? query : String((query as { text?: unknown } | null)?.text ?? "(prepared)");
-  const words = text
-    .replace(/\s+/g, " ")
-    .trim()
-    .split(/\s*(?:PASSWORD|password)\b/)[0]!;
-  return words.length > 72 ? `${words.slice(0, 72)}…` : words;
-}
-
-const WORKS = "requester: the login read the table";
-
-function printTimeline(label: string) {
-  if (!timeline) return;
-  console.log(`  ${label}`);
-  for (const { at, what, took } of timeline) {
-    console.log(`    ${at.toFixed(2).padStart(7)}  ${took === undefined ? "" : `(${took.toFixed(2)}) `}${what}`);
-    // What follows (the insideOf query, the deactivation and the drop) is not on the timed path.
-    if (what === WORKS) break;
-  }
-}
-
 /** Where the provisioning time went, from the server's own timestamps (ms, Date resolution), after submit. */
 interface Inside {
   /** The job enqueued (in the submit's transaction) → its NOTIFY heard by the runner: the rest of the transaction, commit, delivery. */
@@ -291,6 +238,8 @@ interface Phases {
   inside: Inside | null;
   /** Statements to the store and to the target in each phase (engine postgres, 1 requester at a time only). */
   counts: { submit: Count; provisioning: Count; credentials: Count } | null;
+  /** The steps read off the issuance's timeline (1 at a time, engine postgres), or null. */
+  steps: Steps | null;
 }
 
 type Count = { store: number; target: number };
@@ -338,7 +287,7 @@ async function benchDynamic(engine: Engine, options: Options, target: DynamicTar
         resolve();
       });
     });
-  targetDatabase = new URL(target.url).pathname.slice(1);
+  observed.targetDatabase = new URL(target.url).pathname.slice(1);
   const server = await testServer(engine, {
     env: { STINT_RECONCILE_INTERVAL: "0" },
     wrapStore: (store) =>
@@ -368,7 +317,7 @@ async function benchDynamic(engine: Engine, options: Options, target: DynamicTar
     engine === "postgres"
       ? new pg.Pool({ connectionString: server.databaseUrl, max: requesters, application_name: WATCHER_APP })
       : null;
-  storeDatabase = server.databaseUrl ? new URL(server.databaseUrl).pathname.slice(1) : "";
+  observed.storeDatabase = server.databaseUrl ? new URL(server.databaseUrl).pathname.slice(1) : "";
   try {
     const users = Array.from({ length: requesters }, (_, i) => `${target.userPrefix}${engine[1]}${i}`);
     for (const user of users)
@@ -449,11 +398,11 @@ eligibility:
 
     /** `alone`: no other requester runs meanwhile, so the statements counted are this issuance's. */
     const issue = async (auth: string, n: number, alone: boolean): Promise<Phases> => {
-      const snapshot = () => ({ store: statements.store, target: statements.target });
+      const snapshot = () => ({ store: observed.statements.store, target: observed.statements.target });
       const counts0 = snapshot();
       const cpu0 = cpuNow();
       const started = performance.now();
-      timelineStart = started;
+      observed.start = started;
       const submitted = await inject(server, auth, "POST", "/v1/activation-requests", {
         role: ROLE,
         duration: "10m",
@@ -498,6 +447,7 @@ eligibility:
       if (rows.rowCount !== 1) throw new Error(`the minted login read ${rows.rowCount} rows, expected 1`);
       const works = mark(WORKS);
       const cpu1 = cpuNow();
+      const steps = observed.timeline && engine === "postgres" ? stepsOf(observed.timeline) : null;
       const inside = await insideOf(id);
 
       expectStatus("deactivate", await inject(server, auth, "POST", `/v1/me/roles/${ROLE}/deactivate`), 200);
@@ -520,6 +470,7 @@ eligibility:
         signIn: works - read,
         total: works - started,
         inside,
+        steps,
         counts:
           !alone || engine !== "postgres"
             ? null
@@ -543,16 +494,23 @@ eligibility:
     };
     console.error(`${engine}: ${options.logins} sequential dynamic logins (load ${load()})`);
     const sequential: Phases[] = [];
-    const pgBefore = watcher ? await backendCpu(root, storeDatabase, targetDatabase) : null;
+    const pgBefore = watcher ? await backendCpu(root, observed.storeDatabase, observed.targetDatabase) : null;
     loginCpuNs = 0;
     splitPids = pgBefore ? [...pgBefore].filter(([, [kind]]) => kind !== "bench watcher").map(([pid]) => pid) : [];
     for (const part of Object.values(split)) Object.assign(part, { process: 0, postgres: 0 });
     const threadsBefore = threadCpu();
     const cpuBefore = process.cpuUsage();
-    for (let i = 0; i < options.logins; i++) sequential.push(await issue(auths[0]!, i, true));
+    // Each issuance on a timeline of its own (a few pushes per statement), to read its steps off.
+    for (let i = 0; i < options.logins; i++) {
+      observed.timeline = [];
+      sequential.push(await issue(auths[0]!, i, true));
+      observed.timeline = null;
+    }
     const cpu = process.cpuUsage(cpuBefore);
     const threadsAfter = threadCpu();
-    const pgUsed = pgBefore ? cpuBetween(pgBefore, await backendCpu(root, storeDatabase, targetDatabase)) : null;
+    const pgUsed = pgBefore
+      ? cpuBetween(pgBefore, await backendCpu(root, observed.storeDatabase, observed.targetDatabase))
+      : null;
     summary(
       `${engine.padEnd(8)} submit → login works, 1 at a time`,
       sequential.map((p) => p.total),
@@ -580,11 +538,16 @@ eligibility:
       );
     }
     phases("1 at a time", sequential);
+    if (engine === "postgres")
+      printSteps(
+        "1 at a time",
+        sequential.flatMap((p) => (p.steps ? [p.steps] : [])),
+      );
     for (let i = 0; i < options.trace; i++) {
-      timeline = [];
+      const timeline = (observed.timeline = []);
       const traced = await issue(auths[0]!, options.logins + i, true);
-      printTimeline(`trace ${i + 1} of ${options.trace}: submit → login works ${traced.total.toFixed(1)} ms`);
-      timeline = null;
+      observed.timeline = null;
+      printTimeline(`trace ${i + 1} of ${options.trace}: submit → login works ${traced.total.toFixed(1)} ms`, timeline);
     }
 
     if (requesters > 1) {
