@@ -16,6 +16,7 @@ import { assertTransition, basisProblem, stageDeadline, stagesFor } from "./requ
 import * as requestStore from "./requests.store.js";
 import { expiredUndecided, isPendingPastTtl, pendingExpiresAt } from "./timing.rules.js";
 import type { RequestCore } from "./activation.js";
+import { breakGlassUse } from "./break-glass-use.js";
 import { iso, Refusal, type RequestDto } from "./request-context.js";
 
 export function createLifecycle(core: RequestCore) {
@@ -252,6 +253,19 @@ export function createLifecycle(core: RequestCore) {
         ];
         if (stages.length === 0) {
           events.push(...(await approveThenGrant(tx, id, now)));
+          // An extension of a break-glass activation is a break-glass use of its own: loud and reviewed.
+          if (spec.breakGlass)
+            events.push(
+              await breakGlassUse(tx, emit, {
+                activationId: parent.id,
+                extensionId: id,
+                role: role.name,
+                requesterId: principal.id,
+                requester: principal.name,
+                reason: input.reason,
+                now,
+              }),
+            );
         } else {
           await emit(tx, {
             type: "submitted",

@@ -12,6 +12,7 @@ import { alreadyOpenMessage, assertTransition, stageDeadline, stagesFor } from "
 import * as requestStore from "./requests.store.js";
 import type { RequestState } from "./requests.types.js";
 import { checkStart, pendingExpiresAt } from "./timing.rules.js";
+import { breakGlassUse } from "./break-glass-use.js";
 import type { RequestCore } from "./activation.js";
 import { iso, Refusal, type RequestDto } from "./request-context.js";
 
@@ -208,37 +209,18 @@ export function createSubmit(core: RequestCore) {
               reason: input.reason,
             });
           }
-          if (spec.breakGlass) {
-            // A break-glass activation is reviewed after the fact, always.
-            const reviewId = newId();
-            await tx
-              .insertInto("review_items")
-              .values({
-                id: reviewId,
-                kind: "break-glass-activation",
-                subject: `request:${id}`,
-                actor_id: principal.id,
+          // A break-glass activation is reviewed after the fact, always, and every channel is told.
+          if (spec.breakGlass)
+            events.push(
+              await breakGlassUse(tx, emit, {
+                activationId: id,
+                role: facts.role_name,
+                requesterId: principal.id,
+                requester: row.requester_name,
                 reason: input.reason,
-                status: "open",
-                created_at: now,
-                due_at: new Date(now.getTime() + 3 * 24 * 3600_000),
-              })
-              .execute();
-            events.push({
-              action: "breakglass.used",
-              outcome: "success",
-              subject: `request:${id}`,
-              reason: input.reason,
-              details: { role: facts.role_name, reviewRequired: true, reviewId },
-            });
-            await emit(tx, {
-              type: "break_glass",
-              requestId: id,
-              role: facts.role_name,
-              requester: row.requester_name,
-              reason: input.reason,
-            });
-          }
+                now,
+              }),
+            );
           await audit.append(tx, actor, context, events);
           return dtoOf(row, []);
         });
