@@ -28,10 +28,16 @@ function sessionSummary(server: string, pair: TokenPairDto): Record<string, unkn
   };
 }
 
-function checkNewPassword(value: string): string {
+/**
+ * A new password too short for any account is refused before anything is sent, with the code and sentence the
+ * server gives for the other password rules (WEAK_PASSWORD, exit 2), whichever command sets it.
+ */
+export function checkNewPassword(value: string): string {
   const parsed = passwordSchema.safeParse(value);
-  if (!parsed.success) throw usageError(`the password ${parsed.error.issues[0]?.message ?? "is not valid"}`);
-  return value;
+  if (parsed.success) return value;
+  const problem = parsed.error.issues[0]?.message ?? "is not valid";
+  if (parsed.error.issues[0]?.code === "too_small") throw new CliError("WEAK_PASSWORD", `The password ${problem}.`);
+  throw usageError(`the password ${problem}`);
 }
 
 /**
@@ -156,7 +162,7 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     .requiredOption("--code <code>", "the one-time setup code from the server's first start")
     .option("--user <name>", "the administrator's user name", "admin")
     .option("--password-stdin", "read the new password as one line from stdin instead of prompting")
-    .addHelpText("after", "\nExample:\n  stint setup --code 7KQ2-XR9P --user admin\n")
+    .addHelpText("after", "\nExample:\n  stint setup --code Xq3v9LmR2tKp8WzN4cYb7HdJf0e --user admin\n")
     .action(async (options: { code: string; user: string; passwordStdin?: boolean }, command: Command) => {
       const { json } = globalOptions(command);
       const username = checkName("user name", options.user);

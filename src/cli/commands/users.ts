@@ -8,7 +8,7 @@ import { globalOptions, type CliContext } from "../context.js";
 import { usageError } from "../exit-codes.js";
 import { type Column, emit, renderTable } from "../output.js";
 import { isInteractive, readPassword } from "../prompt.js";
-import { describePrincipal } from "./auth.js";
+import { checkNewPassword, describePrincipal } from "./auth.js";
 import { checkName, clientFor } from "./shared.js";
 
 const ROLES = platformRole.options.join(", ");
@@ -87,7 +87,7 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
       client.requireSession();
       let password: string | undefined;
       if (options.passwordStdin) {
-        password = await readPassword(ctx, { passwordStdin: true, label: "" });
+        password = checkNewPassword(await readPassword(ctx, { passwordStdin: true, label: "" }));
       } else if (kind === "user" && isInteractive(ctx)) {
         const answer = await readPassword(ctx, {
           passwordStdin: false,
@@ -95,7 +95,7 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
           confirm: true,
           allowEmpty: true,
         });
-        if (answer !== "") password = answer;
+        if (answer !== "") password = checkNewPassword(answer);
       }
       const { data, raw } = await client.request("POST", "/v1/users", {
         body: {
@@ -202,11 +202,13 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
       const { json } = globalOptions(command);
       const client = await clientFor(ctx, command);
       client.requireSession();
-      const password = await readPassword(ctx, {
-        passwordStdin: options.passwordStdin === true,
-        label: `New password for ${userName}: `,
-        confirm: true,
-      });
+      const password = checkNewPassword(
+        await readPassword(ctx, {
+          passwordStdin: options.passwordStdin === true,
+          label: `New password for ${userName}: `,
+          confirm: true,
+        }),
+      );
       const { raw } = await client.request("PUT", `/v1/users/${segment(userName)}/password`, { body: { password } });
       emit(ctx, json, raw, () => `Password of ${userName} set.\n`);
     });

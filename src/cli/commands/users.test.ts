@@ -1,0 +1,63 @@
+/**
+ * What a new user meets when setting passwords and reading the directory, against a scripted fake API: a password
+ * too short is the same WEAK_PASSWORD (exit 2) from every command that sets one, before anything is sent.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { runCliCaptured } from "../../testing/cli-run.js";
+import { saveCredentials } from "../credentials.js";
+
+const SERVER = "http://127.0.0.1:8420";
+const NOW = Date.parse("2030-01-01T12:00:00.000Z");
+const iso = (offsetMs: number) => new Date(NOW + offsetMs).toISOString();
+
+describe("users and passwords (fake API)", () => {
+  let dir: string;
+  let sent: { method: string; pathname: string }[];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "stint-cli-users-"));
+    sent = [];
+    await saveCredentials(
+      { STINT_CONFIG_DIR: dir },
+      {
+        version: 1,
+        server: SERVER,
+        principal: { id: "0190b6a0-0000-7000-8000-000000000001", name: "admin" },
+        accessToken: "access-1",
+        accessTokenExpiresAt: iso(600_000),
+        refreshToken: "refresh-1",
+        refreshTokenExpiresAt: iso(43_200_000),
+        savedAt: iso(0),
+      },
+    );
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const fakeFetch: typeof fetch = async (input, init) => {
+    const url = new URL(String(input));
+    sent.push({ method: init?.method ?? "GET", pathname: url.pathname });
+    if (url.pathname === "/v1/setup/check") return Response.json({ valid: true });
+    return Response.json({ error: { code: "ROUTE_NOT_FOUND", message: "no route" } }, { status: 404 });
+  };
+
+  function run(argv: string[], input = "") {
+    return runCliCaptured(argv, { env: { STINT_CONFIG_DIR: dir, HOME: dir }, fetch: fakeFetch, now: () => NOW, input });
+  }
+
+  it.each([
+    ["setup", ["setup", "--code", "Xq3v9LmR2tKp8WzN4cYb7HdJf0e", "--password-stdin"], "short1\n"],
+    ["users create", ["users", "create", "dave", "--password-stdin"], "short1\n"],
+    ["users set-password", ["users", "set-password", "dave", "--password-stdin"], "short1\n"],
+    ["password", ["password", "--password-stdin"], "the-current-password\nshort1\n"],
+  ])("%s: a password under 12 characters is WEAK_PASSWORD, exit 2, and is not sent", async (_name, argv, input) => {
+    const result = await run(argv, input);
+    expect(result.stderr).toContain("error: WEAK_PASSWORD: The password must be at least 12 characters.");
+    expect(result.code).toBe(2);
+    expect(sent.filter((call) => call.method !== "GET" && call.pathname !== "/v1/setup/check")).toEqual([]);
+  });
+});
