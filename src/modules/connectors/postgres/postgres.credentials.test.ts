@@ -86,6 +86,22 @@ async function roleRow(login: string) {
   return result.rows[0];
 }
 
+/** The statements (their first 40 characters) node-postgres sends to the test database while `run` runs. */
+async function statementsSent(run: () => Promise<void>): Promise<string[]> {
+  const sent: string[] = [];
+  const query = pg.Client.prototype.query;
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    if ((this as unknown as { database?: string }).database === database) sent.push(String(args[0]).slice(0, 40));
+    return (query as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof query;
+  try {
+    await run();
+  } finally {
+    pg.Client.prototype.query = query;
+  }
+  return sent;
+}
+
 async function closedPort(): Promise<number> {
   return new Promise((resolve) => {
     const server = net.createServer();
@@ -268,20 +284,12 @@ describe("postgres credentials: createLogin", () => {
 
   it("takes one round trip on a pooled connection, a retry too", async () => {
     await connector.test(target); // a signed-in connection in the pool
-    const sent: string[] = [];
-    const query = pg.Client.prototype.query;
-    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-      if ((this as unknown as { database?: string }).database === database) sent.push(String(args[0]).slice(0, 40));
-      return (query as (...a: unknown[]) => unknown).apply(this, args);
-    } as typeof query;
     const login = newLogin();
     const password = newPassword();
-    try {
+    const sent = await statementsSent(async () => {
       await connector.createLogin(target, spec(login, password));
       await connector.createLogin(target, spec(login, password));
-    } finally {
-      pg.Client.prototype.query = query;
-    }
+    });
     expect(sent, JSON.stringify(sent)).toHaveLength(2);
     expect(await readAs(login, password)).toBe("ok");
   });
@@ -403,18 +411,10 @@ describe("postgres credentials: dropLogin", () => {
     const password = newPassword();
     await connector.createLogin(target, spec(login, password));
     const open = await signIn(login, password);
-    const sent: string[] = [];
-    const query = pg.Client.prototype.query;
-    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-      if ((this as unknown as { database?: string }).database === database) sent.push(String(args[0]).slice(0, 40));
-      return (query as (...a: unknown[]) => unknown).apply(this, args);
-    } as typeof query;
-    try {
+    const sent = await statementsSent(async () => {
       await connector.dropLogin(target, { login });
       await connector.dropLogin(target, { login });
-    } finally {
-      pg.Client.prototype.query = query;
-    }
+    });
     expect(sent, JSON.stringify(sent)).toHaveLength(2);
     await expect(open.query("SELECT 1")).rejects.toThrow();
     expect(await roleRow(login)).toBeUndefined();

@@ -167,6 +167,25 @@ export function scramSecretOf(salted: Buffer, salt: Buffer, iterations = SCRAM_I
 /** Marks a login createLogin minted, so that it never takes over, or drops, a login someone else made. */
 export const DYNAMIC_LOGIN_COMMENT = "stint: dynamic login";
 
+/**
+ * The start of a PL/pgSQL block of createLogin's or dropLogin's: looks at `login` (into the block's `found` and
+ * `note`, and `also`'s column into its variable) and refuses, with SQLSTATE `code` and `refusal`, a login that
+ * exists without Stint's mark (someone else made it).
+ */
+function madeByStintSql(
+  login: string,
+  check: { also?: { select: string; into: string }; code: string; refusal: string },
+): string {
+  const { also } = check;
+  return `
+  SELECT r.oid IS NOT NULL, pg_catalog.shobj_description(r.oid, 'pg_authid')${also ? `,\n         ${also.select}` : ""}
+    INTO found, note${also ? `, ${also.into}` : ""}
+    FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = ${quoteLiteral(login)};
+  IF found AND note IS DISTINCT FROM ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)} THEN
+    RAISE EXCEPTION USING ERRCODE = '${check.code}', MESSAGE = ${quoteLiteral(check.refusal)};
+  END IF;`;
+}
+
 /** `passwordLiteral` is already quoted (see quoteLiteral); `validUntil` is quoted here. */
 export function createLoginSql(login: string, passwordLiteral: string, validUntil: Date, exists: boolean): string {
   const verb = exists ? "ALTER" : "CREATE";
@@ -184,26 +203,23 @@ export function createLoginSql(login: string, passwordLiteral: string, validUnti
  */
 export function createLoginBatchSql(login: string, role: string, passwordLiteral: string, validUntil: Date): string {
   const name = quoteLiteral(login);
-  const mark = quoteLiteral(DYNAMIC_LOGIN_COMMENT);
-  const refusal = quoteLiteral(
-    `login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`,
-  );
   const body = `
 DECLARE
   found boolean;
   note text;
   can_connect boolean;
-BEGIN
-  SELECT r.oid IS NOT NULL, pg_catalog.shobj_description(r.oid, 'pg_authid'),
-         pg_catalog.has_database_privilege(COALESCE(r.rolname, 'public'), pg_catalog.current_database(), 'CONNECT')
-    INTO found, note, can_connect
-    FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = ${name};
-  IF found AND note IS DISTINCT FROM ${mark} THEN
-    RAISE EXCEPTION USING ERRCODE = '42710', MESSAGE = ${refusal};
-  END IF;
+BEGIN${madeByStintSql(login, {
+    also: {
+      select:
+        "pg_catalog.has_database_privilege(COALESCE(r.rolname, 'public'), pg_catalog.current_database(), 'CONNECT')",
+      into: "can_connect",
+    },
+    code: "42710",
+    refusal: `login ${login} exists and was not created by Stint: a dynamic login needs a fresh name`,
+  })}
   IF NOT found THEN
     CREATE ROLE ${quoteIdent(login)};
-    COMMENT ON ROLE ${quoteIdent(login)} IS ${mark};
+    COMMENT ON ROLE ${quoteIdent(login)} IS ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)};
   END IF;
   IF NOT can_connect THEN
     EXECUTE pg_catalog.format('GRANT CONNECT ON DATABASE %I TO %I', pg_catalog.current_database(), ${name});
@@ -229,7 +245,6 @@ END`;
  */
 export function dropLoginBatchSql(login: string, waitMs: number | null): string {
   const name = quoteLiteral(login);
-  const refusal = quoteLiteral(`login ${login} was not created by Stint: not dropping it`);
   const terminate =
     waitMs === null
       ? "pg_catalog.pg_terminate_backend(pid)"
@@ -238,12 +253,7 @@ export function dropLoginBatchSql(login: string, waitMs: number | null): string 
 DECLARE
   found boolean;
   note text;
-BEGIN
-  SELECT r.oid IS NOT NULL, pg_catalog.shobj_description(r.oid, 'pg_authid') INTO found, note
-    FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_roles r ON r.rolname = ${name};
-  IF found AND note IS DISTINCT FROM ${quoteLiteral(DYNAMIC_LOGIN_COMMENT)} THEN
-    RAISE EXCEPTION USING ERRCODE = '42939', MESSAGE = ${refusal};
-  END IF;
+BEGIN${madeByStintSql(login, { code: "42939", refusal: `login ${login} was not created by Stint: not dropping it` })}
   IF found THEN
     EXECUTE pg_catalog.format('ALTER ROLE %I WITH NOLOGIN', ${name});
   END IF;
