@@ -1,6 +1,7 @@
 /**
  * What a new user meets when setting passwords and reading the directory, against a scripted fake API: a password
- * too short is the same WEAK_PASSWORD (exit 2) from every command that sets one, before anything is sent.
+ * too short is the same WEAK_PASSWORD (exit 2) from every command that sets one, before anything is sent; and
+ * `users list` says who disabled an account as `users show` does.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,13 +14,33 @@ const SERVER = "http://127.0.0.1:8420";
 const NOW = Date.parse("2030-01-01T12:00:00.000Z");
 const iso = (offsetMs: number) => new Date(NOW + offsetMs).toISOString();
 
+function user(name: string, overrides: Record<string, unknown> = {}) {
+  return {
+    id: "0190b6a0-0000-7000-8000-000000000002",
+    kind: "user",
+    name,
+    email: null,
+    displayName: null,
+    manager: null,
+    status: "active",
+    disabledBy: null,
+    platformRoles: ["user"],
+    mfaEnrolled: false,
+    groups: [],
+    createdAt: iso(-86_400_000),
+    ...overrides,
+  };
+}
+
 describe("users and passwords (fake API)", () => {
   let dir: string;
   let sent: { method: string; pathname: string }[];
+  let users: unknown[];
 
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), "stint-cli-users-"));
     sent = [];
+    users = [];
     await saveCredentials(
       { STINT_CONFIG_DIR: dir },
       {
@@ -42,6 +63,7 @@ describe("users and passwords (fake API)", () => {
     const url = new URL(String(input));
     sent.push({ method: init?.method ?? "GET", pathname: url.pathname });
     if (url.pathname === "/v1/setup/check") return Response.json({ valid: true });
+    if (url.pathname === "/v1/users") return Response.json({ items: users });
     return Response.json({ error: { code: "ROUTE_NOT_FOUND", message: "no route" } }, { status: 404 });
   };
 
@@ -59,5 +81,21 @@ describe("users and passwords (fake API)", () => {
     expect(result.stderr).toContain("error: WEAK_PASSWORD: The password must be at least 12 characters.");
     expect(result.code).toBe(2);
     expect(sent.filter((call) => call.method !== "GET" && call.pathname !== "/v1/setup/check")).toEqual([]);
+  });
+
+  it("users list names who disabled an account, and an administrator for a disable from before that was kept", async () => {
+    users = [
+      user("alice"),
+      user("mallory", { status: "disabled", disabledBy: "user:admin" }),
+      user("ada", { status: "disabled", disabledBy: "scim:entra" }),
+      user("eve", { status: "disabled", disabledBy: null }),
+    ];
+    const result = await run(["users", "list"]);
+    expect(result.code).toBe(0);
+    const row = (name: string) => result.stdout.split("\n").find((line) => line.startsWith(`${name} `)) ?? "";
+    expect(row("alice")).toMatch(/ active +- +user /);
+    expect(row("mallory")).toMatch(/ disabled +user:admin +user /);
+    expect(row("ada")).toMatch(/ disabled +scim:entra +user /);
+    expect(row("eve")).toMatch(/ disabled +an administrator +user /);
   });
 });

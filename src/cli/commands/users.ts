@@ -35,7 +35,11 @@ const USER_COLUMNS: readonly Column<PrincipalDto>[] = [
   { header: "NAME", value: (user) => user.name },
   { header: "KIND", value: (user) => user.kind },
   { header: "STATUS", value: (user) => user.status },
-  { header: "DISABLED BY", value: (user) => user.disabledBy },
+  // A disable from before who disabled was kept is an administrator's, as `users show` says.
+  {
+    header: "DISABLED BY",
+    value: (user) => (user.status === "disabled" ? (user.disabledBy ?? "an administrator") : null),
+  },
   { header: "ROLES", value: (user) => user.platformRoles },
   { header: "MFA", value: (user) => user.mfaEnrolled },
   { header: "EMAIL", value: (user) => user.email },
