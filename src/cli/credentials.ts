@@ -139,17 +139,20 @@ export async function loadCredentials(env: Env, warn?: (message: string) => void
   return parsed.data;
 }
 
-/** Writes the credentials atomically: a fresh 0600 file in a 0700 directory, renamed over the old one. */
-export async function saveCredentials(env: Env, credentials: SavedCredentials): Promise<string> {
-  await mkdir(configDir(env), { recursive: true, mode: DIR_MODE });
-  const dir = profileDir(env);
-  await mkdir(dir, { recursive: true, mode: DIR_MODE });
-  const file = path.join(dir, CREDENTIALS_FILE);
-  const temporary = path.join(dir, `.${CREDENTIALS_FILE}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+/**
+ * Writes a file only its owner may read, atomically: a fresh 0600 file (opened exclusively, so never one that was
+ * there) renamed over the old one. Writing over an existing file would keep that file's mode, and whoever could
+ * make it 0644 beforehand would read what is written.
+ */
+export async function writePrivateFile(file: string, content: string): Promise<void> {
+  const temporary = path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`,
+  );
   const handle = await open(temporary, "wx", FILE_MODE);
   try {
     try {
-      await handle.writeFile(`${JSON.stringify(savedCredentials.parse(credentials), null, 2)}\n`, "utf8");
+      await handle.writeFile(content, "utf8");
       await handle.sync();
     } finally {
       await handle.close();
@@ -159,6 +162,15 @@ export async function saveCredentials(env: Env, credentials: SavedCredentials): 
     await unlink(temporary).catch(() => undefined);
     throw error;
   }
+}
+
+/** Writes the credentials atomically: a fresh 0600 file in a 0700 directory, renamed over the old one. */
+export async function saveCredentials(env: Env, credentials: SavedCredentials): Promise<string> {
+  await mkdir(configDir(env), { recursive: true, mode: DIR_MODE });
+  const dir = profileDir(env);
+  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  const file = path.join(dir, CREDENTIALS_FILE);
+  await writePrivateFile(file, `${JSON.stringify(savedCredentials.parse(credentials), null, 2)}\n`);
   return file;
 }
 

@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import type { Command } from "commander";
 import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 import { sshCertificate, sshInfo } from "../../contract/sessions.js";
-import { profileDir } from "../credentials.js";
+import { profileDir, writePrivateFile } from "../credentials.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError } from "../exit-codes.js";
 import { emit, note, sanitize, warn } from "../output.js";
@@ -24,8 +24,11 @@ function sshDir(ctx: CliContext): string {
   return path.join(profileDir(ctx.env), "ssh");
 }
 
-/** The key Stint certifies: `--key` (a private key path; its `.pub` is read), else Stint's own key, made once. */
-async function keyPair(
+/**
+ * The key Stint certifies: `--key` (a private key path; its `.pub` is read), else Stint's own key, made once. A new
+ * private key goes into a fresh 0600 file, whatever a file of that name left behind (its mode included).
+ */
+export async function keyPair(
   ctx: CliContext,
   keyPath: string | undefined,
 ): Promise<{ privatePath: string; publicKey: string }> {
@@ -43,7 +46,7 @@ async function keyPair(
   } catch {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const pair = generateEd25519KeyPair("stint");
-    await writeFile(privatePath, pair.privateKey, { mode: 0o600 });
+    await writePrivateFile(privatePath, pair.privateKey);
     await writeFile(`${privatePath}.pub`, `${pair.publicKey}\n`, { mode: 0o644 });
     return { privatePath, publicKey: pair.publicKey };
   }
