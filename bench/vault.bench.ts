@@ -10,7 +10,11 @@
  *    a connection with them reading the granted table; then from deactivate to the login dropped.
  *
  *   node --import tsx bench/vault.bench.ts [--reads=2000] [--secrets=100] [--issuances=30]
- *     [--engines=pglite,postgres]
+ *     [--engines=pglite,postgres] [--load-seconds=8] [--reads-only | --http-only] [--profile=FILE.cpuprofile]
+ *     [--split]
+ *
+ * --split: the reads over HTTP first with the audit sequencer stopped, then its catch-up, then as they run:
+ * prints the per-read CPU split (the server's and PostgreSQL's, the reads' own and the sequencer's share).
  *
  * The target database, its NOLOGIN role and every minted login are dropped at the end.
  */
@@ -54,6 +58,8 @@ interface Options {
   httpOnly: boolean;
   /** A CPU profile of the server's process during the reads over HTTP (of the last engine run). */
   profileFile?: string;
+  /** First a load with the sequencer stopped and its catch-up: the per-read CPU split (reads, sequencer). */
+  split: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -65,6 +71,7 @@ function parseArgs(argv: string[]): Options {
     loadSeconds: 8,
     readsOnly: false,
     httpOnly: false,
+    split: false,
   };
   const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
   for (const arg of argv) {
@@ -78,10 +85,11 @@ function parseArgs(argv: string[]): Options {
     else if (key === "--reads-only" && value === undefined) options.readsOnly = true;
     else if (key === "--http-only" && value === undefined) options.httpOnly = options.readsOnly = true;
     else if (key === "--profile" && value) options.profileFile = value;
+    else if (key === "--split" && value === undefined) options.split = true;
     else
       throw new Error(
         "unknown argument " +
-          `${arg} (use --reads=N, --secrets=N, --issuances=N, --engines=pglite,postgres, --load-seconds=N, --reads-only, --http-only, --profile=FILE.cpuprofile)`,
+          `${arg} (use --reads=N, --secrets=N, --issuances=N, --engines=pglite,postgres, --load-seconds=N, --reads-only, --http-only, --profile=FILE.cpuprofile, --split)`,
       );
   }
   return options;
@@ -257,6 +265,79 @@ async function benchReads(
   // Acceptance 4: over real HTTP, 16 readers in another process; every read's audit event counted.
   await server.app.listen({ host: "127.0.0.1", port: 0 });
   const port = (server.app.server.address() as AddressInfo).port;
+  const requests = paths.map((path, k) => ({
+    path: `/v1/secrets/${encodeURIComponent(path)}/value`,
+    headers: { authorization: reader },
+    expect: values[k]!,
+  }));
+  const measure = (profileFile?: string) => measureLoad(server, counter, port, requests, options, profileFile);
+  // The split: the reads with the sequencer stopped (their INSERTs alone), then its catch-up of what they left
+  // (a few large passes), then the reads as they run (chained as they commit); the sequencer's share in steady
+  // state is what the last adds to the first.
+  let alone: Measured | undefined;
+  if (options.split) {
+    await server.auditSequencer.stop();
+    alone = await measure();
+    console.log(`${engine.padEnd(8)} reads with the sequencer stopped: ${describe(alone)}`);
+    const backlog = Number((await server.audit.pendingStats()).count);
+    const caught = await cpuOf(server.store, async () => {
+      server.auditSequencer.start();
+      while ((await server.audit.pendingStats()).count > 0) await new Promise((r) => setTimeout(r, 20));
+    });
+    console.log(
+      `${engine.padEnd(8)} its catch-up of ${backlog} events: server ${(caught.server / backlog).toFixed(1)} µs/event` +
+        (caught.db === null ? "" : `, PostgreSQL ${(caught.db / backlog).toFixed(1)} µs/event`),
+    );
+  }
+  const all = await measure(options.profileFile);
+  const pass =
+    all.result.perSecond >= LOAD_MIN_PER_SECOND &&
+    all.result.p99 < LOAD_MAX_P99_MS &&
+    all.events === all.result.responses;
+  console.log(
+    `${engine.padEnd(8)} secret read over HTTP, ${LOAD_READERS} readers, ${options.loadSeconds} s: ` +
+      `${Math.round(all.result.perSecond)} reads/s, p50 ${all.result.p50.toFixed(2)} ms, p99 ${all.result.p99.toFixed(2)} ms, ` +
+      `secret.read events ${all.events} for ${all.result.responses} reads — acceptance 4 (≥ ${LOAD_MIN_PER_SECOND}/s, ` +
+      `p99 < ${LOAD_MAX_P99_MS} ms, every read audited): ${pass ? "PASS" : "FAIL"}`,
+  );
+  console.log(`${engine.padEnd(8)}   ${describe(all)}`);
+  if (alone) {
+    const share = (a: number | null, b: number | null) => (a === null || b === null ? "n/a" : (a - b).toFixed(0));
+    console.log(
+      `${engine.padEnd(8)}   per read: server ${all.serverPerRead.toFixed(0)} µs (reads ${alone.serverPerRead.toFixed(0)}, ` +
+        `sequencer ${share(all.serverPerRead, alone.serverPerRead)}), PostgreSQL ${all.dbPerRead?.toFixed(0) ?? "n/a"} µs ` +
+        `(reads' INSERTs ${alone.dbPerRead?.toFixed(0) ?? "n/a"}, sequencer ${share(all.dbPerRead, alone.dbPerRead)})`,
+    );
+  }
+}
+
+/** The CPU (µs) `work` took in this process and in the store's PostgreSQL backends (null on PGlite). */
+async function cpuOf(store: AppStore, work: () => Promise<void>) {
+  const dbBefore = await backendCpu(store);
+  const before = process.cpuUsage();
+  await work();
+  const used = process.cpuUsage(before);
+  return { server: used.user + used.system, db: backendCpuSince(dbBefore, await backendCpu(store)) };
+}
+
+interface Measured {
+  result: Awaited<ReturnType<typeof loadHttp>>;
+  events: number;
+  serverPerRead: number;
+  dbPerRead: number | null;
+  text: string;
+}
+const describe = (m: Measured) => m.text;
+
+/** One load of reads over HTTP: its figures, the server's and PostgreSQL's CPU per read, the statements. */
+async function measureLoad(
+  server: TestServer,
+  counter: ReturnType<typeof storeCounter>,
+  port: number,
+  requests: Parameters<typeof loadHttp>[0]["requests"],
+  options: Options,
+  profileFile?: string,
+): Promise<Measured> {
   const readEvents = async () => {
     // One statement: an event is either waiting to be chained or chained, never both.
     const { rows } = await sql<{ n: number }>`select
@@ -268,7 +349,7 @@ async function benchReads(
   const statementsBefore = counter.snapshot();
   const batchesBefore = server.vault.readAuditStats();
   const idle = await idleCpu();
-  const profiler = options.profileFile ? new InspectorSession() : null;
+  const profiler = profileFile ? new InspectorSession() : null;
   if (profiler) {
     profiler.connect();
     await profiler.post("Profiler.enable");
@@ -278,49 +359,35 @@ async function benchReads(
   const dbBefore = await backendCpu(server.store);
   const cpuBefore = process.cpuUsage();
   const loadStarted = performance.now();
-  const result = await loadHttp({
-    port,
-    connections: LOAD_READERS,
-    seconds: options.loadSeconds,
-    requests: paths.map((path, k) => ({
-      path: `/v1/secrets/${encodeURIComponent(path)}/value`,
-      headers: { authorization: reader },
-      expect: values[k]!,
-    })),
-  });
+  const result = await loadHttp({ port, connections: LOAD_READERS, seconds: options.loadSeconds, requests });
   const cpu = process.cpuUsage(cpuBefore);
   const loadMs = performance.now() - loadStarted;
   const dbCpu = backendCpuSince(dbBefore, await backendCpu(server.store));
   if (profiler) {
     const { profile } = await profiler.post("Profiler.stop");
     profiler.disconnect();
-    await writeFile(options.profileFile!, JSON.stringify(profile));
-    console.log(`CPU profile of the server's process during the reads over HTTP: ${options.profileFile}`);
+    await writeFile(profileFile!, JSON.stringify(profile));
+    console.log(`CPU profile of the server's process during the reads over HTTP: ${profileFile}`);
   }
   const batches = server.vault.readAuditStats();
   const statements = counter.since(statementsBefore, result.responses);
   const events = (await readEvents()) - before;
   if (result.wrong > 0) throw new Error(`${result.wrong} wrong answers, e.g. ${result.problems.join(" | ")}`);
-  const pass = result.perSecond >= LOAD_MIN_PER_SECOND && result.p99 < LOAD_MAX_P99_MS && events === result.responses;
-  console.log(
-    `${engine.padEnd(8)} secret read over HTTP, ${LOAD_READERS} readers, ${options.loadSeconds} s: ` +
-      `${Math.round(result.perSecond)} reads/s, p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ` +
-      `secret.read events ${events} for ${result.responses} reads — acceptance 4 (≥ ${LOAD_MIN_PER_SECOND}/s, ` +
-      `p99 < ${LOAD_MAX_P99_MS} ms, every read audited): ${pass ? "PASS" : "FAIL"}`,
-  );
   // Where a read's cost goes in the server's process (this one; the load generator is another process).
   const readBatches = batches.batches - batchesBefore.batches;
-  console.log(
-    `${engine.padEnd(8)}   server CPU ${((cpu.user + cpu.system) / result.responses).toFixed(0)} µs/read ` +
-      `(user ${(cpu.user / result.responses).toFixed(0)}, system ${(cpu.system / result.responses).toFixed(0)}; ` +
-      `${netCpuPerOp(cpu, idle, loadMs, result.responses).toFixed(0)} net of idle, which was ` +
-      `${(idle / 10).toFixed(1)}% of a core); ` +
-      (dbCpu === null ? "" : `PostgreSQL backends ${(dbCpu / result.responses).toFixed(0)} µs/read; `) +
-      `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch, ` +
-      `${batches.stale - batchesBefore.stale} found stale, ` +
-      `${((batches.commitMs - batchesBefore.commitMs) / Math.max(1, readBatches)).toFixed(2)} ms a batch's commit; ` +
-      `per read: ${statements}; load average ${os.loadavg()[0]!.toFixed(1)}`,
-  );
+  const n = result.responses;
+  const serverPerRead = (cpu.user + cpu.system) / n;
+  const dbPerRead = dbCpu === null ? null : dbCpu / n;
+  const text =
+    `${Math.round(result.perSecond)} reads/s, p99 ${result.p99.toFixed(2)} ms; server CPU ${serverPerRead.toFixed(0)} µs/read ` +
+    `(user ${(cpu.user / n).toFixed(0)}, system ${(cpu.system / n).toFixed(0)}; ` +
+    `${netCpuPerOp(cpu, idle, loadMs, n).toFixed(0)} net of idle, which was ${(idle / 10).toFixed(1)}% of a core); ` +
+    (dbPerRead === null ? "" : `PostgreSQL backends ${dbPerRead.toFixed(0)} µs/read; `) +
+    `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch, ` +
+    `${batches.stale - batchesBefore.stale} found stale, ` +
+    `${((batches.commitMs - batchesBefore.commitMs) / Math.max(1, readBatches)).toFixed(2)} ms a batch's commit; ` +
+    `per read: ${statements}; load average ${os.loadavg()[0]!.toFixed(1)}`;
+  return { result, events, serverPerRead, dbPerRead, text };
 }
 
 interface Target {

@@ -12,7 +12,8 @@
  * nothing twice.
  *
  * It wakes when an event commits. The leader's own appends wake it directly (a nudge once the appending
- * transaction committed). A node that does not hold the lease tells the leader over LISTEN/NOTIFY (PostgreSQL):
+ * transaction committed, `gatherMs` after the first append since its last look, so that a stream of small
+ * commits is chained a few at a time rather than a pass each). A node that does not hold the lease tells the leader over LISTEN/NOTIFY (PostgreSQL):
  * after its own commit, in a statement of its own, at most one NOTIFY per `wakeGapMs` however many events it
  * appends — never a pg_notify inside the audited transaction: PostgreSQL serializes the commits of every
  * transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), the very contention this takes
@@ -61,6 +62,12 @@ export interface AuditSequencerOptions {
    * found nothing and the next look an unverified wake starts (default 5 ms).
    */
   wakeGapMs?: number;
+  /**
+   * From the leader's own first append since its last look to the look that chains it (default
+   * `DEFAULT_GATHER_MS`): the appends that commit meanwhile go in the same pass. Under a stream of small
+   * commits (grouped secret reads) a pass each cost the database about as much again as the appends.
+   */
+  gatherMs?: number;
   /** Lease TTL (default 5 s): a dead holder is replaced within about this long. */
   leaseMs?: number;
   /** Events per chaining transaction (default 2000). */
@@ -96,6 +103,8 @@ export const DEFAULT_POLL_MS = 250;
 export const DEFAULT_BURST_HOLD_MS = 2000;
 /** From an append's commit to the look that finds it: lets a burst of appends wake once. */
 const NUDGE_MS = 2;
+/** The leader's `gatherMs` by default: an event is chained this much later at most for it. */
+export const DEFAULT_GATHER_MS = 10;
 
 function metric<M>(registry: Registry | undefined, name: string, create: (registers: Registry[]) => M): M {
   const existing = registry?.getSingleMetric(name);
@@ -108,6 +117,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   const { wakes } = options;
   const pollMs = options.pollMs ?? DEFAULT_POLL_MS;
   const wakeGapMs = options.wakeGapMs ?? 5;
+  const gatherMs = options.gatherMs ?? DEFAULT_GATHER_MS;
   const leaseMs = options.leaseMs ?? 5000;
   const passes = shrinkingBatch(options.batch ?? 2000);
   const alertAfterMs = options.alertAfterMs ?? 30_000;
@@ -197,7 +207,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   /** This node appended (and committed): wake the loop if it sequences, else the node that does. */
   function nudge() {
     if (!running || nudgeTimer) return;
-    const delay = leader ? NUDGE_MS : Math.max(NUDGE_MS, sentAt + wakeGapMs - Date.now());
+    const delay = leader ? gatherMs : Math.max(NUDGE_MS, sentAt + wakeGapMs - Date.now());
     nudgeTimer = setTimeout(() => {
       nudgeTimer = undefined;
       if (leader) poke();
