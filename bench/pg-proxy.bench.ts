@@ -123,7 +123,8 @@ export interface PgProxyBenchResult {
   pass: boolean;
   /**
    * The bare Node relay's median ratio is at least PgBouncer's: the target is within reach of a relay
-   * in Node on this machine (false: out of reach whatever the proxy does; null: the relay did not run).
+   * in Node on this machine (false: out of reach whatever the proxy does; null: the relay did not run,
+   * or the runs were rate-limited).
    */
   floorReaches: boolean | null;
   /** Sessions the proxy recorded during the runs (each pgbench client is one), and their recordings' bytes. */
@@ -704,7 +705,8 @@ eligibility:
         idleCpuMsPerS: median(runs.direct.map((r) => r.idleCpuMsPerS!)),
       },
       pass: ratio.stint >= ratio.pgbouncer,
-      floorReaches: ratio.node === null ? null : ratio.node >= ratio.pgbouncer,
+      // At a fixed rate (-R) every path reaches it: the ratios then say nothing.
+      floorReaches: ratio.node === null || options.rate !== undefined ? null : ratio.node >= ratio.pgbouncer,
       recorded,
       load: { before: loadBefore, after: await uptime() },
     };
@@ -757,11 +759,14 @@ export function formatPgProxyBench(result: PgProxyBenchResult): string {
   if (cpu.node !== null && system.node !== null && result.median.ratio.node !== null) {
     lines.push(`  bare Node relay (floor) ${figure(cpu.node, system.node, steady.node)}, same process`);
     const [floor, bouncer] = [result.median.ratio.node.toFixed(2), result.median.ratio.pgbouncer.toFixed(2)];
+    const cpuFloor = `${cpu.node.toFixed(1)} µs/query against PgBouncer's ${cpu.pgbouncer.toFixed(1)}`;
     lines.push(
-      result.floorReaches
-        ? `floor: the bare Node relay's ratio ${floor} ≥ PgBouncer's ${bouncer}: the target is within Node's reach here`
-        : `floor: the bare Node relay's ratio ${floor} < PgBouncer's ${bouncer}: out of reach for a relay in Node ` +
-            `on this machine (${cpu.node.toFixed(1)} µs/query against PgBouncer's ${cpu.pgbouncer.toFixed(1)})`,
+      result.floorReaches === null
+        ? `floor: at -R ${result.rate ?? "?"} every path keeps the rate (ratios say nothing); the bare Node relay ${cpuFloor}`
+        : result.floorReaches
+          ? `floor: the bare Node relay's ratio ${floor} ≥ PgBouncer's ${bouncer}: the target is within Node's reach here`
+          : `floor: the bare Node relay's ratio ${floor} < PgBouncer's ${bouncer}: out of reach for a relay in Node ` +
+            `on this machine (${cpuFloor})`,
     );
   }
   lines.push(
