@@ -41,6 +41,7 @@ import { DUE_CHANNEL as OUTBOX_CHANNEL } from "../src/modules/outbox/outbox.stor
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
 import { selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
 import {
+  ANSWERED,
   mark,
   observed,
   printSteps,
@@ -440,6 +441,7 @@ eligibility:
       await client.connect();
       mark("requester: signed in as the minted login");
       const rows = await client.query("select entry from ledger");
+      mark(ANSWERED);
       // The login's backend: its fork, authentication, catalog caches and the query (read before it exits).
       const loginPid = (client as unknown as { processID?: number }).processID;
       if (loginPid) loginCpuNs += cpuNs(loginPid);

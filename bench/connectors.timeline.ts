@@ -9,7 +9,9 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 
 export const WATCHER_APP = "stint bench watcher";
-/** The requester's last milestone: the minted login read the granted table. */
+/** The minted login's SELECT answered; the requester then ends its connection. */
+export const ANSWERED = "requester: the login's SELECT answered";
+/** The requester's last milestone: the minted login read the granted table and its connection ended. */
 export const WORKS = "requester: the login read the table";
 
 interface Entry {
@@ -111,7 +113,8 @@ export const STEPS = [
   ["activeSeen", "→ the requester saw the request active (its look)"],
   ["credentials", "→ GET credentials answered (an audited read)"],
   ["signedIn", "→ a new connection as the minted login signed in"],
-  ["works", "→ the login's SELECT answered: the login works"],
+  ["answered", "→ the login's SELECT answered: the login works"],
+  ["works", "→ its connection ended (the end of the timed path: the total includes it)"],
 ] as const;
 
 export type Steps = Record<(typeof STEPS)[number][0], number>;
@@ -166,6 +169,7 @@ export function stepsOf(timeline: Entry[]): Steps | null {
     milestone("requester: saw the request active"),
     milestone("requester: credentials answered 200"),
     milestone("requester: signed in as the minted login"),
+    milestone(ANSWERED),
     milestone(WORKS),
   ];
   if ([jobInsert, ...marks].some((i) => i < 0)) return null;
