@@ -4,6 +4,7 @@
  */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import { PREPARED } from "../../lib/db.js";
 
 type Q = Kysely<Database>;
 
@@ -23,7 +24,8 @@ export interface EndedRow {
  * Ends the given activations (locked by the caller) in one statement, set-based whatever their number (the
  * scheduler's expiries claim theirs in `expireDue`, which ends them the same way). Their rows take the end state; their grants end too (`revoked` on the internal target,
  * which Stint enforces itself; `revoking` elsewhere, for the outbox to revoke at the target); their pending
- * extensions are cancelled (nothing left to extend).
+ * extensions are cancelled (nothing left to extend). Its text is fixed (arrays, however many): prepared on each
+ * connection (`PREPARED`), planned once — every deactivate runs it.
  */
 export async function endActivations(
   db: Q,
@@ -45,7 +47,7 @@ export async function endActivations(
     })[];
     grants: { id: string; request_id: string }[];
     cancelled: { id: string; extends_request_id: string }[];
-  }>`
+  }>`${sql.raw(PREPARED)}
     with chosen as (${chosen}),
     ended as (
       update activation_requests a

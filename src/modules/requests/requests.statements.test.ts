@@ -7,7 +7,9 @@
  * (the audit sequencer, heartbeats, the outbox runner) runs outside it. BEGIN and COMMIT are not statements
  * here; transactions are counted apart.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { AsyncLocalStorage } from "node:async_hooks";
+import pg from "pg";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { Actor } from "../authz/authz.types.js";
 import { ENGINES } from "../../testing/engines.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
@@ -26,6 +28,34 @@ const DEACTIVATE_MAX_STATEMENTS = 3;
 /** On PGlite the audit log chains in the appending transaction (`inline`): four more statements. */
 const INLINE_CHAINING = { pglite: 4, postgres: 0 };
 
+/**
+ * Parse messages (PostgreSQL parses and plans the text) of submits → active and deactivates: their hot statements
+ * are prepared once per connection (`precompiled.ts`, `PREPARED`), so on a connection that ran them before, only
+ * the audit events' INSERT (the audit module's) is parsed again. Before, every statement was, each time.
+ */
+const PARSED_AGAIN = /^insert into "audit_pending"/;
+
+async function seedSelfService(server: TestServer): Promise<Actor> {
+  await seedUser(server, "alice", { groups: ["sre"] });
+  await seedRole(server, {
+    name: "self-service",
+    policy: {
+      defaultDuration: "30m",
+      maxDuration: "2h",
+      mfa: { required: false, maxAge: "10m" },
+      justification: { minLength: 10 },
+      approval: { stages: [] },
+    },
+    eligibleGroups: ["sre"],
+  });
+  const row = await server.store.db
+    .selectFrom("principals")
+    .select("id")
+    .where("name", "=", "alice")
+    .executeTakeFirstOrThrow();
+  return { kind: "principal", id: row.id, name: "alice", principalKind: "user", roles: ["user"] };
+}
+
 describe.each(ENGINES)("statements of an elevation on %s", (engine) => {
   let server: TestServer | undefined;
   afterEach(async () => {
@@ -36,25 +66,8 @@ describe.each(ENGINES)("statements of an elevation on %s", (engine) => {
   it("an auto-approved submit → active and a deactivate stay under their statement ceilings", async () => {
     const { wrap, measure } = statementCounter();
     server = await testServer(engine, { wrapStore: wrap });
-    await seedUser(server, "alice", { groups: ["sre"] });
-    await seedRole(server, {
-      name: "self-service",
-      policy: {
-        defaultDuration: "30m",
-        maxDuration: "2h",
-        mfa: { required: false, maxAge: "10m" },
-        justification: { minLength: 10 },
-        approval: { stages: [] },
-      },
-      eligibleGroups: ["sre"],
-    });
     const s = server;
-    const row = await s.store.db
-      .selectFrom("principals")
-      .select("id")
-      .where("name", "=", "alice")
-      .executeTakeFirstOrThrow();
-    const alice: Actor = { kind: "principal", id: row.id, name: "alice", principalKind: "user", roles: ["user"] };
+    const alice = await seedSelfService(s);
     const context = { correlationId: "statements-test", sourceIp: "127.0.0.1", userAgent: null };
     // The first round warms what a node keeps in memory; the next ones are counted.
     for (let round = 0; round < 3; round++) {
@@ -83,5 +96,46 @@ describe.each(ENGINES)("statements of an elevation on %s", (engine) => {
       expect(actions.filter((a) => a === action)).toHaveLength(3);
     const grants = await s.store.db.selectFrom("grants").select("state").execute();
     expect(grants.map((g) => g.state)).toEqual(["revoked", "revoked", "revoked"]);
+  });
+});
+
+describe("statements of an elevation on postgres, parsed", () => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    vi.restoreAllMocks();
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it("an auto-approved submit → active and a deactivate parse only their audit INSERTs after the first", async () => {
+    server = await testServer("postgres");
+    const s = server;
+    const alice = await seedSelfService(s);
+    const context = { correlationId: "statements-test", sourceIp: "127.0.0.1", userAgent: null };
+    // A statement is sent (Parse included) synchronously by the call that runs it, inside its transaction.
+    const scope = new AsyncLocalStorage<boolean>();
+    const parsedBy = new Map<unknown, Set<string>>();
+    const again: string[] = [];
+    const parse = pg.Connection.prototype.parse;
+    vi.spyOn(pg.Connection.prototype, "parse").mockImplementation(function (this: unknown, ...args) {
+      const text = String((args[0] as { text?: string }).text);
+      if (scope.getStore()) {
+        const seen = parsedBy.get(this) ?? new Set<string>();
+        if (seen.has(text)) again.push(text.slice(0, 80));
+        parsedBy.set(this, seen.add(text));
+      }
+      return parse.apply(this, args);
+    });
+    for (let round = 0; round < 4; round++) {
+      const submitted = await scope.run(true, () =>
+        s.requests.submit(alice, { role: "self-service", reason: "rotate the replica's keys" }, context),
+      );
+      expect(submitted).toMatchObject({ state: "active", role: "self-service", requester: "alice" });
+      const ended = await scope.run(true, () => s.requests.deactivate(alice, "self-service", context));
+      expect(ended).toMatchObject({ state: "deactivated", id: submitted.id });
+    }
+    // The pool hands the last released connection out first: most rounds ran on one that had parsed before.
+    expect(again.length).toBeGreaterThan(0);
+    expect(again.filter((text) => !PARSED_AGAIN.test(text))).toEqual([]);
   });
 });

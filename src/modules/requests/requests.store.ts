@@ -1,6 +1,7 @@
 /** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
 import { sql, type Expression, type ExpressionBuilder, type Insertable, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import { precompiled } from "./precompiled.js";
 import type { Decision, RequestFacts, Stage } from "./requests.types.js";
 
 type Q = Kysely<Database>;
@@ -129,36 +130,42 @@ export async function principalStatus(db: Q, principalId: string, lock = false) 
  * role with its policy and target (null columns when there is no such role), and whether the requester holds
  * an eligibility for it valid at `now`, directly or through a group.
  */
-export function submitFacts(db: Q, principalId: string, roleName: string, now: Date) {
-  return db
-    .selectFrom("principals")
-    .leftJoin("roles", (join) => join.on("roles.name", "=", roleName))
-    .leftJoin("policies", "policies.id", "roles.policy_id")
-    .leftJoin("targets", "targets.id", "roles.target_id")
-    .select((eb) => [
-      "principals.status",
-      "principals.name as requester_name",
-      "principals.manager_id as requester_manager_id",
-      "principals.email as requester_email",
-      "roles.id as role_id",
-      "roles.name as role_name",
-      "roles.risk as role_risk",
-      "roles.entitlement as role_entitlement",
-      "policies.spec as policy_spec",
-      "targets.id as target_id",
-      "targets.kind as target_kind",
-      "targets.config as target_config",
-      eb
-        .exists(
-          eligibleQuery(db, principalId, now)
-            .select("eligibilities.id")
-            .where("eligibilities.role_id", "=", sql.ref<string>("roles.id")),
-        )
-        .as("eligible"),
-    ])
-    .where("principals.id", "=", principalId)
-    .modifyEnd(sql`for share of principals`)
-    .executeTakeFirst();
+const submitFactsQuery = precompiled(
+  ["principalId", "roleName", "now"],
+  (db, p: { principalId: string; roleName: string; now: Date }) =>
+    db
+      .selectFrom("principals")
+      .leftJoin("roles", (join) => join.on("roles.name", "=", p.roleName))
+      .leftJoin("policies", "policies.id", "roles.policy_id")
+      .leftJoin("targets", "targets.id", "roles.target_id")
+      .select((eb) => [
+        "principals.status",
+        "principals.name as requester_name",
+        "principals.manager_id as requester_manager_id",
+        "principals.email as requester_email",
+        "roles.id as role_id",
+        "roles.name as role_name",
+        "roles.risk as role_risk",
+        "roles.entitlement as role_entitlement",
+        "policies.spec as policy_spec",
+        "targets.id as target_id",
+        "targets.kind as target_kind",
+        "targets.config as target_config",
+        eb
+          .exists(
+            eligibleQuery(db, p.principalId, p.now)
+              .select("eligibilities.id")
+              .where("eligibilities.role_id", "=", sql.ref<string>("roles.id")),
+          )
+          .as("eligible"),
+      ])
+      .where("principals.id", "=", p.principalId)
+      .modifyEnd(sql`for share of principals`),
+);
+
+/** `submitFactsQuery`, precompiled: every submit runs it. */
+export async function submitFacts(db: Q, principalId: string, roleName: string, now: Date) {
+  return (await submitFactsQuery(db, { principalId, roleName, now })).rows[0];
 }
 
 /**
@@ -324,15 +331,21 @@ function decisionsFromJson(rows: DecisionJson[]): DecisionOf[] {
  * transaction, with its decisions: one statement. A row another transaction ended meanwhile is not returned
  * (the lock waits for it, then the row is checked again).
  */
+const lockOpenOfRoleQuery = precompiled(
+  ["requesterId", "roleName"],
+  (db, p: { requesterId: string; roleName: string }) =>
+    requestQuery(db)
+      .select(decisionsColumn)
+      .where("activation_requests.requester_id", "=", p.requesterId)
+      .where("roles.name", "=", p.roleName)
+      .where("activation_requests.extends_request_id", "is", null)
+      .where("activation_requests.state", "in", ["pending", "approved", "provisioning", "active"])
+      .modifyEnd(sql`for update of activation_requests`),
+);
+
+/** `lockOpenOfRoleQuery`, precompiled: every deactivate runs it. */
 export async function lockOpenOfRole(db: Q, requesterId: string, roleName: string) {
-  const row = await requestQuery(db)
-    .select(decisionsColumn)
-    .where("activation_requests.requester_id", "=", requesterId)
-    .where("roles.name", "=", roleName)
-    .where("activation_requests.extends_request_id", "is", null)
-    .where("activation_requests.state", "in", ["pending", "approved", "provisioning", "active"])
-    .modifyEnd(sql`for update of activation_requests`)
-    .executeTakeFirst();
+  const row = (await lockOpenOfRoleQuery(db, { requesterId, roleName })).rows[0];
   if (!row) return undefined;
   const { decisions, ...request } = row;
   return { row: request as RequestRow, decisions: decisionsFromJson(decisions) };
@@ -387,6 +400,50 @@ export function stagesOf(row: { stages: unknown }): Stage[] {
   return row.stages as Stage[];
 }
 
+/** The request with its grant (and the index's message), by the columns the caller writes: one text each. */
+const insertWithGrant = new Map<string, ReturnType<typeof insertWithGrantQuery>>();
+
+function insertWithGrantQuery(columns: string[]) {
+  return precompiled(
+    [...columns, "$grant_id", "$grant_state", "$grant_at", "$notify", "$channel", "$head"],
+    (db, p: Record<string, unknown>) =>
+      db
+        .with("request", (db) =>
+          db
+            .insertInto("activation_requests")
+            .values(Object.fromEntries(columns.map((c) => [c, p[c]])) as Insertable<Database["activation_requests"]>)
+            .onConflict((oc) => oc.doNothing())
+            .returning(["id", "role_id", "requester_id"]),
+        )
+        // Sent only when the request was written (one row in `request`); read back by the grant's RETURNING.
+        .with("sent", (db) =>
+          db
+            .selectFrom("request")
+            .select([
+              sql<string>`pg_current_xact_id()::text`.as("x"),
+              sql`pg_notify(${p.$channel}, ${p.$head} || pg_current_xact_id()::text || '}')`.as("n"),
+            ])
+            .where(sql<boolean>`${p.$notify}`),
+        )
+        .insertInto("grants")
+        .columns(["id", "request_id", "role_id", "principal_id", "state", "created_at", "updated_at"])
+        .expression((eb) =>
+          eb
+            .selectFrom("request")
+            .select([
+              sql<string>`${p.$grant_id}::uuid`.as("id"),
+              "request.id as request_id",
+              "request.role_id",
+              "request.requester_id as principal_id",
+              sql<string>`${p.$grant_state}::text`.as("state"),
+              sql<Date>`${p.$grant_at}::timestamptz`.as("created_at"),
+              sql<Date>`${p.$grant_at}::timestamptz`.as("updated_at"),
+            ]),
+        )
+        .returning(["grants.id", sql<string | null>`(select x from sent)`.as("x")]),
+  );
+}
+
 /**
  * Inserts a request, unless its requester has one open for its role (the partial unique index: then nothing is
  * written and the answer is false). A request written already approved in its final state gets its grant
@@ -400,40 +457,30 @@ export async function insertRequest(
   /** A message the same statement sends once the request is written: `head` completed by the transaction id. */
   notify?: { channel: string; head: string },
 ): Promise<{ x?: number } | undefined> {
-  const request = db
-    .insertInto("activation_requests")
-    .values(values)
-    .onConflict((oc) => oc.doNothing());
-  if (!grant) return (await request.returning("id").executeTakeFirst()) ? {} : undefined;
-  const inserted = await db
-    .with("request", () => request.returning(["id", "role_id", "requester_id"]))
-    // Sent only when the request was written (one row in `request`); read back by the grant's RETURNING.
-    .with("sent", (db) =>
-      db
-        .selectFrom("request")
-        .select([
-          sql<string>`pg_current_xact_id()::text`.as("x"),
-          sql`pg_notify(${notify?.channel ?? ""}, ${notify?.head ?? ""} || pg_current_xact_id()::text || '}')`.as("n"),
-        ])
-        .where(sql<boolean>`${notify !== undefined}`),
-    )
-    .insertInto("grants")
-    .columns(["id", "request_id", "role_id", "principal_id", "state", "created_at", "updated_at"])
-    .expression((eb) =>
-      eb
-        .selectFrom("request")
-        .select([
-          sql<string>`${grant.id}::uuid`.as("id"),
-          "request.id as request_id",
-          "request.role_id",
-          "request.requester_id as principal_id",
-          sql<string>`${grant.state}::text`.as("state"),
-          sql<Date>`${grant.at}::timestamptz`.as("created_at"),
-          sql<Date>`${grant.at}::timestamptz`.as("updated_at"),
-        ]),
-    )
-    .returning(["grants.id", sql<string | null>`(select x from sent)`.as("x")])
-    .executeTakeFirst();
+  if (!grant) {
+    const request = db
+      .insertInto("activation_requests")
+      .values(values)
+      .onConflict((oc) => oc.doNothing())
+      .returning("id");
+    return (await request.executeTakeFirst()) ? {} : undefined;
+  }
+  // Every auto-approved submit runs this one: precompiled (built, compiled and planned once).
+  const columns = Object.keys(values);
+  const key = columns.join(",");
+  let query = insertWithGrant.get(key);
+  if (!query) insertWithGrant.set(key, (query = insertWithGrantQuery(columns)));
+  const inserted = (
+    await query(db, {
+      ...values,
+      $grant_id: grant.id,
+      $grant_state: grant.state,
+      $grant_at: grant.at,
+      $notify: notify !== undefined,
+      $channel: notify?.channel ?? "",
+      $head: notify?.head ?? "",
+    })
+  ).rows[0];
   if (!inserted) return undefined;
   return inserted.x === null ? {} : { x: Number(inserted.x) };
 }
