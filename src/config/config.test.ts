@@ -37,6 +37,14 @@ describe("config", () => {
     expect(result.problems.join("\n")).not.toContain("hunter2-xx");
   });
 
+  it("a proxy's bad address is told with that proxy's default port and `off`, not the API's 8420", () => {
+    const result = loadConfig({ STINT_SSH_PROXY_LISTEN: "127.0.0.1:99999", STINT_PG_PROXY_LISTEN: "nowhere" });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(result.problems.join("\n")).toMatch(/^STINT_SSH_PROXY_LISTEN: .*e\.g\. 127\.0\.0\.1:2222, or off$/m);
+    expect(result.problems.join("\n")).toMatch(/^STINT_PG_PROXY_LISTEN: .*e\.g\. 127\.0\.0\.1:6543, or off$/m);
+  });
+
   it("bounds the audit sequencer's idle poll (250ms by default; a poll of 1ms would hammer the store)", () => {
     expect(loadConfig({})).toMatchObject({ ok: true, config: { auditPoll: 250 } });
     expect(loadConfig({ STINT_AUDIT_POLL: "500ms" })).toMatchObject({ ok: true, config: { auditPoll: 500 } });

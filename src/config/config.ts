@@ -23,12 +23,15 @@ const duration = z.string().transform((text, ctx) => {
   }
 });
 
-const listen = z
-  .string()
-  .refine(
-    (v) => /^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$/.test(v) && Number(v.slice(v.lastIndexOf(":") + 1)) <= 65535,
-    "must be host:port with a port up to 65535, e.g. 127.0.0.1:8420",
-  );
+/** host:port; the message gives the setting's own default as the example (and `off` where that is allowed). */
+const listenAt = (example: string) =>
+  z
+    .string()
+    .refine(
+      (v) => /^(\[[0-9a-fA-F:]+\]|[\w.-]+):\d{1,5}$/.test(v) && Number(v.slice(v.lastIndexOf(":") + 1)) <= 65535,
+      `must be host:port with a port up to 65535, e.g. ${example}`,
+    );
+const listen = listenAt("127.0.0.1:8420");
 
 const cidrOrIp = z.string().refine((v) => {
   const [ip, bits, ...rest] = v.split("/");
@@ -88,14 +91,14 @@ export const configSchema = z
       .regex(/^https?:\/\/[^\s/$.?#].[^\s]*$/, "must be an http(s) URL")
       .optional(),
     /** Where the SSH session proxy listens ("off" turns it off). Default 127.0.0.1:2222. */
-    sshProxyListen: z.union([z.literal("off"), listen]).optional(),
+    sshProxyListen: z.union([z.literal("off"), listenAt("127.0.0.1:2222, or off")]).optional(),
     /** How long an SSH proxy client has from accept until it is signed in (version line, key exchange, certificate). */
     sshProxyHandshakeTimeout: duration.default(30_000),
     /** Connections the SSH proxy holds at once, overall and from one source address; more are closed at accept. */
     sshProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     sshProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
     /** Where the PostgreSQL session proxy listens ("off" turns it off). Default 127.0.0.1:6543. */
-    pgProxyListen: z.union([z.literal("off"), listen]).optional(),
+    pgProxyListen: z.union([z.literal("off"), listenAt("127.0.0.1:6543, or off")]).optional(),
     /** PEM certificate (chain) and key files for the PostgreSQL proxy: with them it speaks TLS only. */
     pgProxyTlsCert: z.string().min(1).optional(),
     pgProxyTlsKey: z.string().min(1).optional(),
@@ -105,7 +108,7 @@ export const configSchema = z
     pgProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     pgProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
     /** Where the MySQL/MariaDB session proxy listens ("off" turns it off). Default 127.0.0.1:3307. */
-    mysqlProxyListen: z.union([z.literal("off"), listen]).optional(),
+    mysqlProxyListen: z.union([z.literal("off"), listenAt("127.0.0.1:3307, or off")]).optional(),
     /** PEM certificate (chain) and key files for the MySQL proxy: with them clients on other machines may sign in over TLS. */
     mysqlProxyTlsCert: z.string().min(1).optional(),
     mysqlProxyTlsKey: z.string().min(1).optional(),
