@@ -614,6 +614,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
             audit,
             clock,
             services: config.scimServices,
+            publicUrl: config.publicUrl ?? `http://${config.listen}`,
             ssoLinks: scimSsoLinks,
             linkedAccount: principalLinkedAt,
             onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),

@@ -44,8 +44,11 @@ export interface ScimServiceDeps {
   services: readonly string[];
   onAccessBasisLost?: LifecycleDeps["onAccessBasisLost"];
   index?: Pick<AccessIndex, "send">;
-  /** The base URL resources' `meta.location` starts with (e.g. https://stint.example.com/scim/v2). */
-  baseUrl?: string;
+  /**
+   * Where people reach Stint (the configured `publicUrl`, never a request's Host header): a resource's
+   * `meta.location` (and a 201's Location) is the absolute `<publicUrl>/scim/v2/Users/<id>` (RFC 7643 §3.1).
+   */
+  publicUrl: string;
   /** The single sign-on issuer each SCIM service provisions for (`ssoProviders[].scim`, see `ssoLinksOf`). */
   ssoLinks?: readonly ScimSsoLink[];
   /** The id of the account a sign-in link of `issuer` names (the SSO module's `principalLinkedAt`). */
@@ -68,7 +71,7 @@ const DELETED = "scim-deleted";
 
 export function createScimService(deps: ScimServiceDeps) {
   const { store, audit, clock } = deps;
-  const base = deps.baseUrl ?? "/scim/v2";
+  const base = `${deps.publicUrl.replace(/\/+$/, "")}/scim/v2`;
 
   async function tellPrincipal(tx: Db, id: string) {
     if (!deps.index) return;
