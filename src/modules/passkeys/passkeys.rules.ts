@@ -38,6 +38,14 @@ export function challengeProblem(
   return null;
 }
 
+/** Whether a CLI hand-off can still be answered: it exists, is not completed and has not expired. */
+export function handoffOpen<T extends { completed_at: Date | string | null; expires_at: Date | string }>(
+  row: T | undefined,
+  now: Date,
+): row is T {
+  return !!row && !row.completed_at && new Date(row.expires_at) > now;
+}
+
 /**
  * WebAuthn §6.1.1: when either counter is non-zero, the new one must be greater than the stored one;
  * otherwise two copies of the credential are signing (a cloned authenticator). Authenticators that keep

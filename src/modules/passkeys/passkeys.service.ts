@@ -30,6 +30,7 @@ import {
   challengeProblem,
   counterWentBack,
   factorChangeAllowed,
+  handoffOpen,
   matchCode,
   nextCounter,
   type ChallengePurpose,
@@ -52,10 +53,15 @@ export interface PasskeyServiceDeps {
 }
 
 type Principal = Extract<Actor, { kind: "principal" }>;
-type Failure = { failed: string; code: ErrorCode };
+type Failure = { failed: string; code: ErrorCode; message?: string };
 export type AssertionOutcome = { method: "webauthn"; credential: { id: string; name: string } } | Failure;
 
 const CEREMONY_TIMEOUT_MS = 120_000;
+const HANDOFF_GONE = {
+  failed: "hand-off unknown, expired or done",
+  code: "NOT_FOUND",
+  message: "That step-up link is unknown, expired or already used; run the command again.",
+} as const;
 
 function principalOf(actor: Actor): Principal {
   if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
@@ -407,7 +413,7 @@ export function createPasskeyService(deps: PasskeyServiceDeps) {
         let sessionId = principal.sessionId!;
         if (input.handoff) {
           const handoff = await passkeyStore.findHandoff(tx, input.handoff, principal.id);
-          if (!handoff || handoff.completed_at || new Date(handoff.expires_at) <= now) return { missing: true };
+          if (!handoffOpen(handoff, now)) return { missing: true };
           sessionId = handoff.session_id;
         }
         return {
@@ -422,8 +428,8 @@ export function createPasskeyService(deps: PasskeyServiceDeps) {
           actor,
           context,
           "auth.step_up",
-          "hand-off unknown, expired or done",
-          new StintError("NOT_FOUND", "That step-up link is unknown, expired or already used; run the command again."),
+          HANDOFF_GONE.failed,
+          new StintError("NOT_FOUND", HANDOFF_GONE.message),
         );
       if (!result.options)
         throw await deny(
@@ -454,6 +460,10 @@ export function createPasskeyService(deps: PasskeyServiceDeps) {
         if ("failed" in checked) return checked;
         const sessionId = checked.challenge?.sessionId ?? principal.sessionId!;
         const handoffId = checked.challenge?.handoffId ?? null;
+        // The hand-off, locked, must still be pending now the answer is in: it may have expired since its
+        // challenge was issued, or another answer may have completed it.
+        if (handoffId && !handoffOpen(await passkeyStore.findHandoff(tx, handoffId, principal.id, true), now))
+          return HANDOFF_GONE;
         if (!(await passkeyStore.liveSession(tx, sessionId, principal.id, now)))
           return { failed: "the session to step up has ended", code: "UNAUTHENTICATED" as const };
         if (handoffId) await passkeyStore.completeHandoff(tx, handoffId, now);
@@ -474,7 +484,7 @@ export function createPasskeyService(deps: PasskeyServiceDeps) {
         return checked;
       });
       if ("failed" in outcome)
-        throw await deny(actor, context, "auth.step_up", outcome.failed, new StintError(outcome.code));
+        throw await deny(actor, context, "auth.step_up", outcome.failed, new StintError(outcome.code, outcome.message));
       return { mfaAt: now.toISOString(), method: "webauthn" };
     },
 

@@ -365,4 +365,35 @@ eligibility:
       "NOT_FOUND",
     );
   });
+
+  it("refuses an answer for a hand-off that expired or was completed meanwhile, audited", async () => {
+    clock.advance(30_000);
+    const cli = await server.login("max", passwordFor("max"), totpNow(totpSecret, clock.now().getTime()));
+    const browser = await loginWithKey("max", key);
+    const browserAuth = `Bearer ${browser.body.accessToken as string}`;
+    const answer = async (id: string) => {
+      const options = await call("POST", "/v1/auth/webauthn/step-up-options", browserAuth, { handoff: id });
+      const { challengeId, options: o } = options.body as unknown as Options;
+      return () =>
+        call("POST", "/v1/auth/webauthn/step-up", browserAuth, { challengeId, response: authenticator.assert(key, o) });
+    };
+    const cliActivates = async () =>
+      (await call("POST", "/v1/activation-requests", cli, { role: "prod-admin", reason: "from cli" })).code;
+    // A challenge issued just before the hand-off expired, answered after it: refused, the CLI not stepped up.
+    const late = (await call("POST", "/v1/auth/step-up-handoffs", cli)).body.id as string;
+    clock.advance(4 * 60_000);
+    const lateAnswer = await answer(late);
+    clock.advance(2 * 60_000);
+    expect((await call("GET", `/v1/auth/step-up-handoffs/${late}`, cli)).body.status).toBe("expired");
+    expect((await lateAnswer()).code).toBe("NOT_FOUND");
+    expect(await cliActivates()).toBe("WEBAUTHN_REQUIRED");
+    // Two answers prepared while the hand-off was pending: the first completes it, the second is refused.
+    const twice = (await call("POST", "/v1/auth/step-up-handoffs", cli)).body.id as string;
+    const first = await answer(twice);
+    const second = await answer(twice);
+    expect((await first()).status).toBe(200);
+    expect((await second()).code).toBe("NOT_FOUND");
+    const refused = (await auditActions("auth.step_up")).filter((e) => e.outcome === "denied");
+    expect(refused.filter((e) => e.reason === "hand-off unknown, expired or done").length).toBeGreaterThanOrEqual(2);
+  });
 });
