@@ -15,13 +15,12 @@
  * See bench/README.md for what the figures mean.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import Fastify from "fastify";
-import { sql } from "kysely";
 import type { Engine } from "../src/lib/db.js";
 import { loadConfig } from "../src/config/config.js";
 import { openAppStore } from "../src/db/index.js";
@@ -32,6 +31,17 @@ import { createPgDatabase, PG_ADMIN_URL } from "../src/testing/engines.js";
 import { seedGroupMember, seedRole, seedUser } from "../src/testing/pim.js";
 import { TEST_SCRYPT, testServer, type TestServer } from "../src/testing/server.js";
 import { loadHttp, type LoadRequest, type LoadResult } from "./http-load.js";
+import {
+  cpuMeter,
+  ELEVATE_GOAL_P99_MS,
+  ELEVATE_JUDGED_CONCURRENCY,
+  elevateCpu,
+  elevateCpuLines,
+  elevateIdle,
+  IDLE_MS,
+  measureChaining,
+  type Transport,
+} from "./pim.cpu.js";
 
 const ELEVATE_CONCURRENCY = [1, 10, 50];
 const CHECK_CONCURRENCY = [1, 16];
@@ -41,7 +51,6 @@ const WARMUP_CHECKS = 200;
 /** Margin kept below the access-token lifetime: the run refuses to go on past it. */
 const TOKEN_MARGIN_MS = 30_000;
 
-type Transport = "inject" | "http";
 type Scenario = "elevate" | "check" | "check-load" | "staleness";
 const SCENARIOS: Scenario[] = ["elevate", "check", "check-load", "staleness"];
 /** Acceptance 3 of issue 14: connections of the load generator, and the targets. */
@@ -232,94 +241,6 @@ async function setUp(engine: Engine, options: Options): Promise<Fixture> {
   return { server, users, checker, signedInAt };
 }
 
-/** CPU time per elevation (submit and deactivate) of one level: this process, and the database's backends. */
-interface ElevateCpu {
-  engine: Engine;
-  transport: Transport;
-  concurrency: number;
-  ops: number;
-  /** This process: the server, and the benchmark's own client (fetch or app.inject); and of it, in the kernel. */
-  processMs: number;
-  systemMs: number;
-  /** PostgreSQL backends of the benchmark's database, from /proc (NaN on PGlite, which runs in this process). */
-  backendsMs: number;
-}
-const elevateCpu: ElevateCpu[] = [];
-/** The same measured over IDLE_MS with no request (before the levels, after the warm-up). */
-const elevateIdle: Omit<ElevateCpu, "concurrency" | "ops">[] = [];
-const IDLE_MS = 2000;
-
-/**
- * The audit sequencer's share of an elevation's CPU (PostgreSQL, where it chains in the background): a run at
- * SPLIT_CONCURRENCY with the sequencer stopped (the elevations' own CPU, their events left pending), then the
- * sequencer started again and measured until it has chained them all. It chains them in fuller batches than
- * during a level, so its share here is a lower bound.
- */
-interface ChainingCpu {
-  transport: Transport;
-  ops: number;
-  elevation: { processMs: number; backendsMs: number };
-  chaining: { processMs: number; backendsMs: number };
-}
-const chainingCpu: ChainingCpu[] = [];
-const SPLIT_CONCURRENCY = 10;
-
-async function measureChaining(
-  server: TestServer,
-  engine: Engine,
-  transport: Transport,
-  options: Options,
-  op: (i: number, worker: number) => Promise<number>,
-) {
-  // Whatever the levels left pending is chained first, outside the measure.
-  while (await server.audit.anyPending()) await new Promise((resolve) => setTimeout(resolve, 20));
-  await server.auditSequencer.stop();
-  try {
-    const cpu = await cpuMeter(server, engine);
-    const r = await run(options.elevations, SPLIT_CONCURRENCY, op, options.levelSeconds * 1000);
-    const elevation = await cpu.stop();
-    const chain = await cpuMeter(server, engine);
-    server.auditSequencer.start();
-    while (await server.audit.anyPending()) await new Promise((resolve) => setTimeout(resolve, 10));
-    chainingCpu.push({ transport, ops: r.ops, elevation, chaining: await chain.stop() });
-  } finally {
-    server.auditSequencer.start();
-  }
-}
-
-/** Linux's USER_HZ: /proc's CPU times are in these ticks. */
-const CLOCK_TICKS = 100;
-
-/** Starts measuring this process's CPU and that of the database's PostgreSQL backends (from /proc). */
-async function cpuMeter(server: TestServer, engine: Engine) {
-  const backends = async (seen: Set<number>) => {
-    if (engine !== "postgres") return new Map<number, number>();
-    const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity
-      where datname = current_database()`.execute(server.store.db);
-    for (const row of rows) seen.add(row.pid);
-    const ms = new Map<number, number>();
-    for (const pid of seen) {
-      const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
-      if (!stat) continue; // gone: the pool keeps its connections, so little is lost
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ms.set(pid, ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS);
-    }
-    return ms;
-  };
-  const seen = new Set<number>();
-  const before = await backends(seen);
-  const cpu = process.cpuUsage();
-  return {
-    async stop() {
-      const used = process.cpuUsage(cpu);
-      const after = await backends(seen);
-      let backendsMs = engine === "postgres" ? 0 : Number.NaN;
-      for (const [pid, ms] of after) backendsMs += ms - (before.get(pid) ?? 0);
-      return { processMs: (used.user + used.system) / 1000, systemMs: used.system / 1000, backendsMs };
-    },
-  };
-}
-
 /** Submits as `user` and returns the latency until the response says active; then deactivates (not timed). */
 async function elevateOnce(call: Call, user: { name: string; auth: string }, n: number): Promise<number> {
   const started = performance.now();
@@ -371,7 +292,9 @@ async function benchTransport(
       elevateCpu.push({ engine, transport, concurrency, ops: r.ops, ...(await cpu.stop()) });
     }
     if (engine === "postgres")
-      await measureChaining(server, engine, transport, options, (i, w) => elevateOnce(call, users[w]!, i));
+      await measureChaining(server, engine, transport, (concurrency) =>
+        run(options.elevations, concurrency, (i, w) => elevateOnce(call, users[w]!, i), budget),
+      );
   }
   if (!options.scenarios.includes("check")) return rows;
 
@@ -677,85 +600,6 @@ function table(rows: Row[]): string {
     "| " + cells.map((c, i) => (i < left ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") + " |";
   const rule = "|" + widths.map((w, i) => (i < left ? "-".repeat(w + 2) : "-".repeat(w + 1) + ":")).join("|") + "|";
   return [line(head), rule, ...body.map(line)].join("\n");
-}
-
-/** Issue 14 acceptance 2: time-to-elevate p99 at 50 concurrent requesters on PostgreSQL. */
-const ELEVATE_GOAL_P99_MS = 25;
-const ELEVATE_JUDGED_CONCURRENCY = 50;
-
-/**
- * CPU per elevation at each level, and the rate the host's two cores allow at most: this process is one
- * thread (its CPU per elevation bounds it alone), and it shares the cores with the backends.
- */
-function elevateCpuLines(): string[] {
-  if (elevateCpu.length === 0) return [];
-  const lines = [
-    `\ntime-to-elevate, CPU per elevation (submit + deactivate), ${os.cpus().length} cores:`,
-    "| engine | via | conc. | process ms | of which kernel | backends ms | bound elevations/s |",
-    "|---|---|--:|--:|--:|--:|--:|",
-  ];
-  for (const c of elevateCpu) {
-    const processMs = c.processMs / c.ops;
-    const backendsMs = c.backendsMs / c.ops;
-    const cores = os.cpus().length;
-    const bound = Number.isNaN(backendsMs)
-      ? 1000 / processMs
-      : Math.min(1000 / processMs, (cores * 1000) / (processMs + backendsMs));
-    lines.push(
-      `| ${c.engine} | ${c.transport} | ${c.concurrency} | ${processMs.toFixed(2)} | ${(c.systemMs / c.ops).toFixed(2)} | ` +
-        `${Number.isNaN(backendsMs) ? "-" : backendsMs.toFixed(2)} | ${Math.round(bound)} |`,
-    );
-  }
-  for (const idle of elevateIdle)
-    lines.push(
-      `idle (${idle.engine} via ${idle.transport}, ${IDLE_MS / 1000} s, no request): process ` +
-        `${((idle.processMs * 1000) / IDLE_MS).toFixed(0)} ms/s, backends ` +
-        `${Number.isNaN(idle.backendsMs) ? "-" : ((idle.backendsMs * 1000) / IDLE_MS).toFixed(0)} ms/s`,
-    );
-  lines.push(
-    "process = this process (the server and the benchmark's client: fetch, or app.inject); backends = the " +
-      "database's PostgreSQL backends. bound = min(1000 / process ms, cores × 1000 / (process + backends ms)), " +
-      "if nothing else ran on the host.",
-  );
-  for (const c of chainingCpu) {
-    const per = (ms: number) => (ms / c.ops).toFixed(2);
-    const all = c.elevation.processMs + c.elevation.backendsMs + c.chaining.processMs + c.chaining.backendsMs;
-    lines.push(
-      `split (postgres via ${c.transport}, ${c.ops} elevations at ${SPLIT_CONCURRENCY}, the audit sequencer stopped, ` +
-        `then chaining them): elevation ${per(c.elevation.processMs)} ms process + ${per(c.elevation.backendsMs)} ms ` +
-        `backends; sequencer ${per(c.chaining.processMs)} ms process + ${per(c.chaining.backendsMs)} ms backends ` +
-        `(${Math.round((100 * (c.chaining.processMs + c.chaining.backendsMs)) / all)}% of ${per(all)} ms, a lower ` +
-        `bound: it chains fuller batches than during a level)`,
-    );
-  }
-  return [...lines, ...littlesLaw()];
-}
-
-/**
- * What the target asks of CPU (Little's law): each requester has one call in flight, so requesters = rate ×
- * mean time per cycle. A mean cycle of at most the p99 goal at 50 requesters needs 50 / 25 ms = 2,000
- * elevations/s, i.e. at most cores × 1000 / 2000 ms of CPU per elevation in all processes (and no more than
- * 1000 / 2000 in this one-threaded process) — a floor, since p99 sits above the mean and the untimed deactivate
- * shares the cycle. And what the CPU measured at 50 implies: the bound rate B, so a mean cycle ≥ 50 / B.
- */
-function littlesLaw(): string[] {
-  const cores = os.cpus().length;
-  const need = (ELEVATE_JUDGED_CONCURRENCY * 1000) / ELEVATE_GOAL_P99_MS;
-  const lines = [
-    `Little's law: ${ELEVATE_JUDGED_CONCURRENCY} requesters with a mean cycle ≤ ${ELEVATE_GOAL_P99_MS} ms need ≥ ` +
-      `${need.toLocaleString("en-US")} elevations/s: ≤ ${((cores * 1000) / need).toFixed(2)} ms of CPU per elevation ` +
-      `in all processes on ${cores} cores, ≤ ${(1000 / need).toFixed(2)} ms in this one-threaded process.`,
-  ];
-  for (const c of elevateCpu.filter((e) => e.engine === "postgres" && e.concurrency === ELEVATE_JUDGED_CONCURRENCY)) {
-    const total = (c.processMs + c.backendsMs) / c.ops;
-    const bound = Math.min(c.ops / (c.processMs / 1000), (cores * 1000) / total);
-    lines.push(
-      `measured at ${c.concurrency} via ${c.transport}: ${total.toFixed(2)} ms CPU per elevation → at most ` +
-        `${Math.round(bound)} elevations/s → a mean cycle ≥ ${((ELEVATE_JUDGED_CONCURRENCY * 1000) / bound).toFixed(0)} ms ` +
-        `for ${ELEVATE_JUDGED_CONCURRENCY} requesters (${(total / ((cores * 1000) / need)).toFixed(1)}× the CPU the target allows).`,
-    );
-  }
-  return lines;
 }
 
 function elevateVerdicts(rows: Row[]): string[] {
