@@ -26,25 +26,28 @@
  * milliseconds go. A statement is shown by its first words only, cut before any PASSWORD.
  */
 import { randomBytes } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { CompiledQuery } from "kysely";
 import pg from "pg";
 import type { Engine } from "../src/lib/db.js";
-import { connectorFor, type ConnectorTarget } from "../src/modules/connectors/index.js";
-import { postgresPools } from "../src/modules/connectors/postgres/postgres.connector.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
-import { startPostgres, type PostgresInstance } from "../src/testing/postgres-instance.js";
 import { DUE_CHANNEL as OUTBOX_CHANNEL } from "../src/modules/outbox/outbox.store.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
-import { selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
+import { selfServicePolicy } from "../src/testing/targets-harness.js";
+import { benchConnector, benchMembership } from "./connectors.target.js";
 import {
   ANSWERED,
+  backendCpu,
+  cpuBetween,
+  cpuNs,
+  threadCpu,
   mark,
   observed,
   printSteps,
+  quantile,
+  summary,
   printTimeline,
   stepsOf,
   WATCHER_APP,
@@ -104,69 +107,11 @@ function parseArgs(argv: string[]): Options {
   return options;
 }
 
-const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 const load = () =>
   os
     .loadavg()
     .map((l) => l.toFixed(1))
     .join(" ");
-
-/** A process's time on CPU so far, ns (`/proc/<pid>/schedstat`: exact, unlike utime's clock ticks); 0 once it exited. */
-function cpuNs(pid: number): number {
-  try {
-    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * PostgreSQL's CPU by backend kind (the server's store connections, the watcher's, the target's admin pool), ns:
- * the backends of this run's databases, found by pid in pg_stat_activity (PostgreSQL on this host only).
- */
-async function backendCpu(root: pg.Pool, store: string, target: string): Promise<Map<number, [string, number]>> {
-  const { rows } = await root.query<{ pid: number; datname: string; application_name: string }>(
-    "select pid, datname, application_name from pg_stat_activity where datname = any($1)",
-    [[store, target]],
-  );
-  return new Map(
-    rows.map((r) => [
-      r.pid,
-      [
-        r.datname === target ? "target admin" : r.application_name === WATCHER_APP ? "bench watcher" : "store",
-        cpuNs(r.pid),
-      ],
-    ]),
-  );
-}
-
-/** CPU used between two snapshots, ms by kind (a backend started in between counts from its start). */
-function cpuBetween(before: Map<number, [string, number]>, after: Map<number, [string, number]>) {
-  const used = new Map<string, number>();
-  for (const [pid, [kind, ns]] of after)
-    used.set(kind, (used.get(kind) ?? 0) + (ns - (before.get(pid)?.[1] ?? 0)) / 1e6);
-  return used;
-}
-
-/** This process's CPU so far, ns: its main thread's and its other threads' (V8's GC and compiler, libuv's pool). */
-function threadCpu(): { main: number; others: number } {
-  const used = { main: 0, others: 0 };
-  for (const tid of readdirSync("/proc/self/task")) {
-    const ns = cpuNs(Number(tid));
-    if (Number(tid) === process.pid) used.main += ns;
-    else used.others += ns;
-  }
-  return used;
-}
-
-function summary(label: string, samples: number[], extra = "") {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const ms = (q: number) => quantile(sorted, q).toFixed(1).padStart(6);
-  console.log(
-    `${label.padEnd(46)} n=${String(sorted.length).padStart(4)}  p50 ${ms(0.5)}  p95 ${ms(0.95)}  p99 ${ms(0.99)}` +
-      `  max ${sorted.at(-1)!.toFixed(1).padStart(6)} ms${extra}`,
-  );
-}
 
 /** The p50 of each phase, for "where the time goes". */
 function phases(label: string, samples: Phases[]) {
@@ -573,192 +518,6 @@ eligibility:
   } finally {
     await watcher?.end().catch(() => undefined);
     await server.cleanup();
-  }
-}
-
-async function benchMembership(options: Options) {
-  const hex = randomBytes(4).toString("hex");
-  const database = `stint_bench_${hex}`;
-  const login = `stint_bench_user_${hex}`;
-  const admin = new URL(PG_ADMIN_URL);
-  admin.pathname = "";
-  const adminUrl = admin.toString().replace(/\/$/, "");
-  const root = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await root.connect();
-  const roles = Array.from({ length: options.roles }, (_, i) => `stint_bench_r${i}_${hex}`);
-  await root.query(`create database ${database}`);
-  await root.query(`create role ${login} login`);
-  for (const role of roles) await root.query(`create role ${role} nologin`);
-  const h = await targetsHarness();
-  try {
-    await h.createUser("bench");
-    await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("bench-self")}
-targets:
-  - name: bench-db
-    kind: postgres
-    address: ${adminUrl}/${database}?sslmode=disable
-    identity: { map: { bench: ${login} } }
-roles:
-${roles
-  .map(
-    (role, i) => `  - name: bench-role-${i}
-    target: bench-db
-    entitlement: { role: ${role} }
-    policy: bench-self
-    risk: low`,
-  )
-  .join("\n")}
-eligibility:
-  - role: bench-role-0
-    users: [bench]
-`);
-    const auth = await h.server.login("bench", passwordFor("bench"));
-    const elevate: number[] = [];
-    const revoke: number[] = [];
-    for (let i = 0; i < options.activations; i++) {
-      const started = performance.now();
-      const res = await h.server.app.inject({
-        method: "POST",
-        url: "/v1/activation-requests",
-        headers: { authorization: auth },
-        payload: { role: "bench-role-0", duration: "10m", reason: "benchmark of the postgres connector" },
-      });
-      if (res.statusCode !== 201) throw new Error(res.body);
-      await h.drainOutbox();
-      elevate.push(performance.now() - started);
-      const held = new pg.Client({ connectionString: `${adminUrl.replace("postgres@", `${login}@`)}/${database}` });
-      held.on("error", () => undefined);
-      await held.connect();
-      const ended = performance.now();
-      await h.server.app.inject({
-        method: "POST",
-        url: "/v1/me/roles/bench-role-0/deactivate",
-        headers: { authorization: auth },
-      });
-      await h.drainOutbox();
-      revoke.push(performance.now() - ended);
-      await held.end().catch(() => undefined);
-    }
-    summary("pglite   submit → privilege (outbox run at once)", elevate);
-    summary("pglite   deactivate → revoked, sessions ended", revoke);
-    const cycles: number[] = [];
-    for (let i = 0; i < 10; i++) {
-      const started = performance.now();
-      const res = await h.admin("POST", "/v1/reconcile", { target: "bench-db" });
-      if (res.status !== 200) throw new Error(JSON.stringify(res.body));
-      cycles.push(performance.now() - started);
-    }
-    summary(`pglite   reconcile of a target with ${options.roles} roles`, cycles);
-  } finally {
-    await h.server.cleanup();
-    await root.query(`drop database if exists ${database} with (force)`);
-    for (const role of [login, ...roles]) await root.query(`drop role if exists ${role}`);
-    await root.end();
-  }
-}
-
-/**
- * The connector alone: createLogin then dropLogin of a dynamic login, each on a warm pooled admin connection
- * and on a new one (the pool emptied first, as every call was before pooling), interleaved so that both see
- * the same host. Against the machine's PostgreSQL (trust, no TLS) and, where the PostgreSQL 15 binaries and root
- * are there, a throwaway cluster that signs in with SCRAM over TLS (verify-full), as a production target does.
- */
-async function benchConnector(options: Options) {
-  const connector = connectorFor("postgres")!;
-  const hex = randomBytes(4).toString("hex");
-  const run = async (label: string, target: ConnectorTarget, admin: pg.Client) => {
-    const reader = `stint_bench_cr_${hex}`;
-    await admin.query(`create role ${reader} nologin`);
-    try {
-      const times = {
-        warmCreate: [] as number[],
-        warmDrop: [] as number[],
-        coldCreate: [] as number[],
-        coldDrop: [] as number[],
-      };
-      const once = async (n: number, cold: boolean) => {
-        const login = `stint_bench_c_${hex}_${n}${cold ? "c" : "w"}`;
-        // Minted as the grants service does: its SCRAM secret computed ahead (when the stock has one).
-        const minted = connector.mintPassword!(() => randomBytes(24).toString("base64url"));
-        const spec = {
-          login,
-          password: minted.password,
-          minted,
-          entitlement: { role: reader, dynamic: true },
-          validUntil: new Date(Date.now() + 600_000),
-        };
-        if (cold) await postgresPools.closeAll();
-        let t = performance.now();
-        await connector.createLogin!(target, spec);
-        const create = performance.now() - t;
-        if (cold) await postgresPools.closeAll();
-        t = performance.now();
-        await connector.dropLogin!(target, { login });
-        const drop = performance.now() - t;
-        if (n < 0) return;
-        (cold ? times.coldCreate : times.warmCreate).push(create);
-        (cold ? times.coldDrop : times.warmDrop).push(drop);
-      };
-      for (let i = 0; i < 3; i++) await once(-1 - i, i % 2 === 0);
-      for (let i = 0; i < options.logins; i++) {
-        await once(i, true);
-        await once(i, false);
-      }
-      summary(`${label} createLogin, new connection`, times.coldCreate);
-      summary(`${label} createLogin, pooled connection`, times.warmCreate);
-      summary(`${label} dropLogin, new connection`, times.coldDrop);
-      summary(`${label} dropLogin, pooled connection`, times.warmDrop);
-    } finally {
-      await postgresPools.closeAll();
-      await admin.query(`drop role if exists ${reader}`);
-    }
-  };
-
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await admin.connect();
-  const local = new URL(PG_ADMIN_URL);
-  try {
-    await run(
-      "trust, no TLS ",
-      { name: "bench-local", address: `${local.toString()}?sslmode=disable`, options: {}, credential: null },
-      admin,
-    );
-  } finally {
-    await admin.end();
-  }
-
-  let instance: PostgresInstance;
-  try {
-    instance = await startPostgres({ tls: true });
-  } catch (error) {
-    console.log(`(no SCRAM/TLS cluster: ${(error as Error).message.split("\n")[0]})`);
-    return;
-  }
-  const scram = new pg.Client({
-    host: "127.0.0.1",
-    port: instance.port,
-    user: "postgres",
-    password: instance.adminPassword,
-    database: "postgres",
-    ssl: { ca: instance.tls!.ca },
-  });
-  try {
-    await scram.connect();
-    await run(
-      "SCRAM over TLS",
-      {
-        name: "bench-scram",
-        address: `postgres://postgres@127.0.0.1:${instance.port}/postgres`,
-        options: { tls: { ca: instance.tls!.ca } },
-        credential: instance.adminPassword,
-      },
-      scram,
-    );
-  } finally {
-    await scram.end().catch(() => undefined);
-    await instance.stop();
   }
 }
 

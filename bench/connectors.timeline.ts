@@ -4,7 +4,9 @@
  * timeline with the connection it went on, beside the requester's and the server's milestones. `stepsOf` reads
  * the steps of one issuance off that timeline: submit → committed → the job's first statement → the connector's
  * statement sent → CREATE ROLE done → the job done and audited → active seen → credentials → signed in → works.
+ * Also the CPU the bench reads per issuance: this process's threads and PostgreSQL's backends (schedstat).
  */
+import { readdirSync, readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 
@@ -69,6 +71,19 @@ pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     (result as Promise<unknown>).then(finish, finish);
   return result;
 } as typeof pg.Client.prototype.query;
+
+export const quantile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+
+/** One line of a scenario's figures: n, p50, p95, p99 and max (ms), then `extra`. */
+export function summary(label: string, samples: number[], extra = "") {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const ms = (q: number) => quantile(sorted, q).toFixed(1).padStart(6);
+  console.log(
+    `${label.padEnd(46)} n=${String(sorted.length).padStart(4)}  p50 ${ms(0.5)}  p95 ${ms(0.95)}  p99 ${ms(0.99)}` +
+      `  max ${sorted.at(-1)!.toFixed(1).padStart(6)} ms${extra}`,
+  );
+}
 
 /** Puts a milestone on the timeline being written (if any); returns its time, for `since` of a later one. */
 export function mark(what: string, since?: number, client = 0, text?: string): number {
@@ -183,16 +198,62 @@ export function printSteps(label: string, samples: Steps[]) {
     console.log(`  ${label}: no issuance's steps could be read off its timeline`);
     return;
   }
-  const quantile = (values: number[], q: number) =>
-    [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))]!;
   console.log(`  ${label}, the steps of an issuance (n=${samples.length}; p50 / p99 of each step, ms):`);
   let sum = 0;
   for (const [key, text] of STEPS) {
-    const values = samples.map((s) => s[key]);
+    const values = samples.map((s) => s[key]).sort((a, b) => a - b);
     sum += quantile(values, 0.5);
     console.log(
       `    ${quantile(values, 0.5).toFixed(2).padStart(6)} / ${quantile(values, 0.99).toFixed(2).padStart(6)}  ${text}`,
     );
   }
   console.log(`    ${sum.toFixed(2).padStart(6)}           the sum of the p50s`);
+}
+
+/** A process's time on CPU so far, ns (`/proc/<pid>/schedstat`: exact, unlike utime's clock ticks); 0 once it exited. */
+export function cpuNs(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * PostgreSQL's CPU by backend kind (the server's store connections, the watcher's, the target's admin pool), ns:
+ * the backends of this run's databases, found by pid in pg_stat_activity (PostgreSQL on this host only).
+ */
+export async function backendCpu(root: pg.Pool, store: string, target: string): Promise<Map<number, [string, number]>> {
+  const { rows } = await root.query<{ pid: number; datname: string; application_name: string }>(
+    "select pid, datname, application_name from pg_stat_activity where datname = any($1)",
+    [[store, target]],
+  );
+  return new Map(
+    rows.map((r) => [
+      r.pid,
+      [
+        r.datname === target ? "target admin" : r.application_name === WATCHER_APP ? "bench watcher" : "store",
+        cpuNs(r.pid),
+      ],
+    ]),
+  );
+}
+
+/** CPU used between two snapshots, ms by kind (a backend started in between counts from its start). */
+export function cpuBetween(before: Map<number, [string, number]>, after: Map<number, [string, number]>) {
+  const used = new Map<string, number>();
+  for (const [pid, [kind, ns]] of after)
+    used.set(kind, (used.get(kind) ?? 0) + (ns - (before.get(pid)?.[1] ?? 0)) / 1e6);
+  return used;
+}
+
+/** This process's CPU so far, ns: its main thread's and its other threads' (V8's GC and compiler, libuv's pool). */
+export function threadCpu(): { main: number; others: number } {
+  const used = { main: 0, others: 0 };
+  for (const tid of readdirSync("/proc/self/task")) {
+    const ns = cpuNs(Number(tid));
+    if (Number(tid) === process.pid) used.main += ns;
+    else used.others += ns;
+  }
+  return used;
 }
