@@ -73,14 +73,23 @@ function stageColumn(request: ActivationRequestDto): string | null {
   return `${request.stageIndex + 1}/${request.stages.length}`;
 }
 
-/** When an activation ends ("in 23m"), or ended ("ended 5m ago"); nothing for requests that never became active. */
+/**
+ * When an activation ends ("in 23m"), or ended ("ended 5m ago"); for a pending request, whichever comes first of
+ * its approval stage's timeout ("stage times out in 29m") and its lapse undecided ("lapses in 23h"); nothing for
+ * requests that never became active.
+ */
 function expiresColumn(request: ActivationRequestDto, now: number): string | null {
   if (request.endedAt !== null && request.activatedAt !== null) return `ended ${relative(request.endedAt, now)}`;
   if (request.state === "active" || request.state === "provisioning") return relative(request.expiresAt, now);
-  // Undecided by then, a pending request expires (its policy's requestTtl).
-  if (request.state === "pending" && request.pendingExpiresAt)
-    return `lapses ${relative(request.pendingExpiresAt, now)}`;
-  return null;
+  if (request.state !== "pending") return null;
+  // The stage's timeout (its onTimeout: deny, escalate or approve) and the policy's requestTtl, the sooner one.
+  const lapses = request.pendingExpiresAt ?? null;
+  const stage = request.stageDeadline;
+  if (stage !== null && (lapses === null || Date.parse(stage) < Date.parse(lapses)))
+    return Date.parse(stage) >= now
+      ? `stage times out ${relative(stage, now)}`
+      : `stage timed out ${relative(stage, now)}`;
+  return lapses ? `lapses ${relative(lapses, now)}` : null;
 }
 
 export function describeActive(request: ActivationRequestDto, now: number): string {

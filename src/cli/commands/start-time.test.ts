@@ -184,6 +184,27 @@ describe("stint activate --start (fake API)", () => {
     expect(result.stdout).toMatch(/prod-db-reader\s+alice\s+pending\s+0s\s+1\/1\s+lapses in 23h/);
   });
 
+  it("stint requests shows a pending stage's timeout when it comes before the request lapses, saying which", async () => {
+    const pending = (id: string, stageDeadline: string | null) => ({
+      ...scheduled(iso(3600_000)),
+      id,
+      role: "prod-db-reader",
+      state: "pending",
+      stages: [{ name: "stage 1", count: 1, approvals: [], escalated: false }],
+      stageDeadline,
+      decidedAt: null,
+      pendingExpiresAt: iso(23 * 3600_000),
+    });
+    listed = [
+      pending("0190b6a0-1111-7000-8000-00000000ef01", iso(29 * 60_000)),
+      pending("0190b6a0-2222-7000-8000-00000000ef02", iso(30 * 3600_000)),
+    ];
+    const lines = (await run(["requests"])).stdout.trim().split("\n");
+    expect(lines[1]).toMatch(/^0000ef01\s+prod-db-reader\s+alice\s+pending\s+0s\s+1\/1\s+stage times out in 29m\s/);
+    // A stage that would time out after the request lapses: the lapse comes first.
+    expect(lines[2]).toMatch(/^0000ef02\s+prod-db-reader\s+alice\s+pending\s+0s\s+1\/1\s+lapses in 23h\s/);
+  });
+
   it("shows the server's refusal of a start in the past or too far ahead, with its exit code", async () => {
     reply = () => ({
       status: 400,
