@@ -161,4 +161,38 @@ describe.each(ENGINES)("secret reads on %s", (engine) => {
     expect(after.status).toBe(404);
     expect(JSON.stringify(after.body)).not.toContain("psp-key");
   });
+
+  it("a secret's row changed behind Stint's back, in any column, is read again from the database", async () => {
+    server = await testServer(engine);
+    const s = server;
+    const reader = await s.userWithRoles("reader", ["user"]);
+    const url = `/v1/secrets/${encodeURIComponent("ops/backup/token")}`;
+    const headers = (auth: string) => ({ authorization: auth });
+    const put = await s.app.inject({
+      method: "PUT",
+      url,
+      headers: headers(s.adminAuth),
+      payload: { kind: "api-key", value: "backup-token-value", platformRoles: ["user"] },
+    });
+    expect(put.statusCode).toBe(200);
+    const read = async () => {
+      const reply = await measured.run(true, () => s.app.inject({ url: `${url}/value`, headers: headers(reader) }));
+      expect(reply.json()).toMatchObject({ value: "backup-token-value" });
+    };
+    await read();
+    await read();
+    expect(s.vault.readAuditStats().stale).toBe(0); // from memory, the copy current
+    // Someone with SQL access rewrites the row in a column no read decides on, and no message is sent.
+    await s.store.db
+      .updateTable("secrets")
+      .set({ description: "changed behind Stint's back" })
+      .where("path", "=", "ops/backup/token")
+      .execute();
+    // The batch found the copy stale (its row version changed): nothing recorded for it, read again from the
+    // database, which recorded that read instead.
+    await read();
+    expect(s.vault.readAuditStats().stale).toBe(1);
+    const events = await s.audit.read({ action: "secret.read", limit: 100 });
+    expect(events.filter((e) => e.subject === "secret:ops/backup/token")).toHaveLength(3);
+  });
 });

@@ -20,20 +20,21 @@ const READ_CACHE_MAX_AGE_MS = 30_000;
 /** Past this many opened versions in memory, the node forgets them all and starts again. */
 const READ_CACHE_MAX_VALUES = 10_000;
 
-/** A secret's row as reads decide on it, kept in memory. */
+/** A secret's row as reads decide on it, kept in memory, with the row version it was read at. */
 interface CachedSecret {
-  row: vaultStore.SecretRow;
+  row: vaultStore.SecretRow & { row_version: string };
   /** The row's check-out policy says exclusive (decided from the database only). */
   exclusive: boolean;
   /** performance.now() when it was read from the database. */
   at: number;
 }
 
-/** A sealed version as the database holds it. */
+/** A sealed version as the database holds it, with the row version it was read at. */
 interface SealedCopy {
   ciphertext: string;
   wrapped_key: string;
   kek_version: number;
+  row_version: string;
 }
 
 /** A version kept in memory: the sealed copy read from the database, and what it opened to. */
@@ -41,6 +42,16 @@ export interface CachedValue {
   sealed: SealedCopy;
   value: string;
   at: number;
+  /** The answer a read from memory gives for it, made by the first such read (vault.read.ts). */
+  answer?: ReadAnswer;
+}
+
+/** A read's answer. Made once per version kept in memory and shared by its reads: never changed. */
+export interface ReadAnswer {
+  readonly path: string;
+  readonly version: number;
+  readonly kind: vaultStore.SecretRow["kind"];
+  readonly value: string;
 }
 
 export function createVaultMemory(deps: VaultServiceDeps) {
@@ -95,7 +106,7 @@ export function createVaultMemory(deps: VaultServiceDeps) {
     if (cached && performance.now() - cached.at < READ_CACHE_MAX_AGE_MS) return cached;
     const mark = cacheMark();
     const at = performance.now();
-    const row = await vaultStore.findSecret(store.db, path);
+    const row = await vaultStore.findSecretHeld(store.db, path);
     if (!row) return undefined;
     const entry = { row, exclusive: checkoutPolicy.parse(row.checkout ?? {}).exclusive, at };
     if (mark === cacheMark()) rowCache.set(path, entry);
@@ -108,10 +119,9 @@ export function createVaultMemory(deps: VaultServiceDeps) {
     if (remembered && performance.now() - remembered.at < READ_CACHE_MAX_AGE_MS) return remembered;
     const mark = cacheMark();
     const at = performance.now();
-    const stored = await vaultStore.findVersion(store.db, row.id, version);
-    if (!stored) return undefined;
-    const sealed = { ciphertext: stored.ciphertext, wrapped_key: stored.wrapped_key, kek_version: stored.kek_version };
-    const kek = await kekOf(store.db, stored.kek_version);
+    const sealed = await vaultStore.findVersionHeld(store.db, row.id, version);
+    if (!sealed) return undefined;
+    const kek = await kekOf(store.db, sealed.kek_version);
     const value = openVersion(kek, binding(row.id, row.path, version), {
       ciphertext: sealed.ciphertext,
       wrappedKey: sealed.wrapped_key,

@@ -46,9 +46,14 @@ export function createReads(ctx: VaultContext) {
       { action: "secret.read", outcome: "success", subject: `secret:${path}`, details: { version: wanted } },
       { row, version: wanted, sealed: opened.sealed },
     );
-    if (recorded) return { path, version: wanted, kind: row.kind, value: opened.value };
-    forgetSecret(path); // stale or altered in the database: read again from there
-    return null;
+    if (!recorded) {
+      forgetSecret(path); // stale or altered in the database: read again from there
+      return null;
+    }
+    // One answer per version kept (and one serialised body per answer: vault.routes.ts).
+    const kept = opened.answer;
+    if (kept !== undefined && kept.kind === row.kind && kept.path === path) return kept;
+    return (opened.answer = Object.freeze({ path, version: wanted, kind: row.kind, value: opened.value }));
   }
 
   /** A read decided and opened from the database: every refusal, and whatever memory could not answer. */

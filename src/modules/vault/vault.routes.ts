@@ -50,14 +50,19 @@ export function registerVaultRoutes(app: App, deps: { vault: VaultService }) {
   // The plain read decided from memory goes out before Fastify sees the request (http/fast-path.ts: same
   // answer, same headers, its audit event committed first); anything else, refusals included, comes to the
   // route above, which answers a failure of the fast path's read with its error.
+  // A read from memory answers with the one object kept per version: its body is written once.
+  const bodies = new WeakMap<object, string>();
   app.fastGet("/v1/secrets/:path/value", (param, actor, request) => {
     const path = plainSecretPath(param);
     if (path === undefined) return undefined;
     return vault.readFromMemoryOnly(actor, request.context(), path).then((read) => {
       if (read === null) return undefined;
+      const kept = bodies.get(read);
+      if (kept !== undefined) return kept;
       // Recorded already: an answer of another shape is the route's serializer's error, not a second read.
       const json = secretValueJson(read);
       if (json === undefined) throw new Error("a secret read's answer does not match its schema");
+      if (Object.isFrozen(read)) bodies.set(read, json);
       return json;
     });
   });

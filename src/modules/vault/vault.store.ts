@@ -1,7 +1,6 @@
 /** SQL of the vault. Every function takes its transaction or db. */
-import { sql, type Kysely, type Selectable } from "kysely";
+import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
-import type { SecretVersionsTable } from "../../db/schema.js";
 import { PREPARED } from "../../lib/db.js";
 
 type Q = Kysely<Database>;
@@ -397,50 +396,64 @@ export function abandonedPending(db: Q, now: Date) {
     .execute();
 }
 
-/** What a read from memory decided on and opened: the secret's row as it was read, and the sealed version. */
+/**
+ * A secret's row as a read from memory keeps it, with the row's version (its `xmin`, as text): every change to
+ * the row, by Stint or behind its back, writes a new version of it.
+ */
+export async function findSecretHeld(db: Q, path: string) {
+  return db
+    .selectFrom("secrets")
+    .selectAll()
+    .select(sql<string>`xmin::text`.as("row_version"))
+    .where("path", "=", path)
+    .executeTakeFirst();
+}
+
+/** A sealed version as a read from memory keeps it, with the row's version (`xmin`, as text). */
+export async function findVersionHeld(db: Q, secretId: string, version: number) {
+  return db
+    .selectFrom("secret_versions")
+    .select(["ciphertext", "wrapped_key", "kek_version", sql<string>`xmin::text`.as("row_version")])
+    .where("secret_id", "=", secretId)
+    .where("version", "=", version)
+    .executeTakeFirst();
+}
+
+/**
+ * What a read from memory decided on and opened: the secret's row as it was read and the sealed version, each
+ * with the row version it was read at (`findSecretHeld`, `findVersionHeld`).
+ */
 export interface HeldCopy {
-  row: Pick<
-    SecretRow,
-    "id" | "path" | "kind" | "current_version" | "break_glass" | "roles" | "platform_roles" | "checkout"
-  >;
+  row: Pick<SecretRow, "id"> & { row_version: string };
   version: number;
-  sealed: Pick<Selectable<SecretVersionsTable>, "ciphertext" | "wrapped_key" | "kek_version">;
+  sealed: { row_version: string };
 }
 
 /**
  * For a batch of reads, a SELECT of the call numbers (index in `copies`) whose read may be recorded: each
- * read from the database (no copy), and each read from memory whose copy is what the database holds now
- * (the fields a read decides on, and the sealed version). It goes inside the batch's audit INSERT
- * (`AuditLog.appendManyWhere`): the check and the events are one statement. Fixed text, one parameter (the
- * copies as one JSON text, compared as jsonb: the order of keys and the notation of numbers do not matter), so
- * that statement, whose text is fixed too, is prepared on each connection (`PREPARED`: planned once).
+ * read from the database (no copy), and each read from memory whose copy is what the database holds now: the
+ * secret's row and the version's row both still the row versions (`xmin`) they were read at. A row changed
+ * since, by anyone and in any column (the fields a read decides on, the sealed version), is another row
+ * version. It goes inside the batch's audit INSERT (`AuditLog.appendManyWhere`): the check and the events are
+ * one statement. Fixed text, a few array parameters (no JSON built or parsed per read), so that statement,
+ * whose text is fixed too, is prepared on each connection (`PREPARED`: planned once).
  */
 export function callsWithCurrentCopies(copies: readonly (HeldCopy | undefined)[]) {
-  const calls = copies.map((held, call) =>
-    held === undefined
-      ? { call }
-      : {
-          call,
-          id: held.row.id,
-          version: held.version,
-          copy: {
-            path: held.row.path,
-            kind: held.row.kind,
-            current_version: held.row.current_version,
-            break_glass: held.row.break_glass,
-            roles: held.row.roles,
-            platform_roles: held.row.platform_roles,
-            checkout: held.row.checkout,
-            ciphertext: held.sealed.ciphertext,
-            wrapped_key: held.sealed.wrapped_key,
-            kek_version: held.sealed.kek_version,
-          },
-        },
-  );
-  return sql`select ${sql.raw(PREPARED)} (r->>'call')::int from jsonb_array_elements(${json(calls)}::jsonb) as r
-    where r->'copy' is null or exists (select 1 from secret_versions as v inner join secrets as s on s.id = v.secret_id
-      where v.secret_id = (r->>'id')::uuid and v.version = (r->>'version')::int
-        and jsonb_build_object('path', s.path, 'kind', s.kind, 'current_version', s.current_version,
-          'break_glass', s.break_glass, 'roles', s.roles, 'platform_roles', s.platform_roles, 'checkout', s.checkout,
-          'ciphertext', v.ciphertext, 'wrapped_key', v.wrapped_key, 'kek_version', v.kek_version) = r->'copy')`;
+  const n = copies.length;
+  const ids = new Array<string | null>(n);
+  const versions = new Array<number | null>(n);
+  const rowVersions = new Array<string | null>(n);
+  const sealedVersions = new Array<string | null>(n);
+  for (let i = 0; i < n; i++) {
+    const held = copies[i];
+    ids[i] = held?.row.id ?? null;
+    versions[i] = held?.version ?? null;
+    rowVersions[i] = held?.row.row_version ?? null;
+    sealedVersions[i] = held?.sealed.row_version ?? null;
+  }
+  return sql`select ${sql.raw(PREPARED)} (c.n - 1)::int from unnest(${ids}::uuid[], ${versions}::int[],
+      ${rowVersions}::text[], ${sealedVersions}::text[]) with ordinality as c(id, version, row_version, sealed_version, n)
+    where c.id is null or exists (select 1 from secret_versions as v inner join secrets as s on s.id = v.secret_id
+      where v.secret_id = c.id and v.version = c.version and s.xmin::text = c.row_version
+        and v.xmin::text = c.sealed_version)`;
 }
