@@ -14,6 +14,40 @@ import { expiredUndecided, isPendingPastTtl, waitsForStart } from "./timing.rule
 import type { RequestCore } from "./activation.js";
 import { iso, Refusal, type RequestDto } from "./request-context.js";
 
+type Decisions = Awaited<ReturnType<typeof requestStore.decisionsOf>>;
+
+/**
+ * The decisions that still stand: an approval of the current stage by someone the stage no longer names (removed
+ * from its approver group, disabled since) does not count towards the stage (`discounted`, by name). Read in the
+ * decision's transaction, so the count is of people who are approvers when the stage is decided.
+ */
+async function standingDecisions(
+  tx: Parameters<typeof requestStore.principalContext>[0],
+  row: { stage_index: number; requester_manager_id: string | null } & Parameters<typeof requestStore.stagesOf>[0],
+  decisions: Decisions,
+): Promise<{ standing: Decisions; discounted: string[] }> {
+  const stage = requestStore.stagesOf(row)[row.stage_index];
+  const standing: Decisions = [];
+  const discounted: string[] = [];
+  for (const d of decisions) {
+    if (stage && d.stageIndex === row.stage_index && d.decision === "approve") {
+      const who = await requestStore.principalContext(tx, d.approverId);
+      const named = (set: typeof stage.approvers | null | undefined) =>
+        !!who && !!set && isNamedBy(set, who, row.requester_manager_id);
+      if (
+        !who ||
+        who.status !== "active" ||
+        !(named(stage.approvers) || (stage.escalated && named(stage.escalateTo)))
+      ) {
+        discounted.push(d.approverName);
+        continue;
+      }
+    }
+    standing.push(d);
+  }
+  return { standing, discounted };
+}
+
 export function createDecide(core: RequestCore) {
   const {
     deps,
@@ -74,8 +108,9 @@ export function createDecide(core: RequestCore) {
               )
             : new Refusal("NOT_FOUND", "There is no such request.", { requestId });
         }
+        const { standing, discounted } = await standingDecisions(tx, row, decisions);
         const result = applyDecision(
-          requestStore.factsOf(row, decisions),
+          requestStore.factsOf(row, standing),
           { id: approver.id, name: approver.name, groups: approver.groups },
           decision,
         );
@@ -120,7 +155,12 @@ export function createDecide(core: RequestCore) {
           })
           .execute();
         const subject = `request:${row.id}`;
-        const base = { role: row.role_name, requester: row.requester_name, stage: row.stage_index + 1 };
+        const base = {
+          role: row.role_name,
+          requester: row.requester_name,
+          stage: row.stage_index + 1,
+          ...(discounted.length > 0 ? { discounted } : {}),
+        };
         const events: AuditInput[] = [];
         switch (result.result) {
           case "denied":
