@@ -363,6 +363,9 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
 
     decideServer(head) {
       const p = queue[0];
+      // A file request with no statement waiting would be read by the client's next command as its answer.
+      if (p === undefined && !head.continuation && head.first === 0xfb)
+        throw new MysqlWireError("a request for a client file from the server while no command was waiting");
       if (p === undefined || head.continuation) return p?.swallow ? "drop" : "pass";
       p.serverSeq = head.seq;
       if (p.expect === "result" && head.first === 0xfb) {

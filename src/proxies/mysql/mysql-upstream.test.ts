@@ -35,25 +35,36 @@ afterEach(() => {
   server = null;
 });
 
-/** A server that greets with `plugin` and then runs `script` on the client's packets. */
+/**
+ * A server that greets with `plugin` and then runs `script` on the client's packets; with `identity`,
+ * it offers SSL and runs the script inside TLS after the client's SSLRequest.
+ */
 async function scripted(
   plugin: string,
   script: (
     read: () => Promise<{ seq: number; payload: Buffer }>,
     write: (seq: number, p: Buffer) => void,
   ) => Promise<void>,
+  identity?: { cert: string; key: string },
 ): Promise<{ port: number; done: Promise<string[]>; packets: () => number }> {
   let received = 0;
   let settle: (log: string[]) => void = () => {};
   const done = new Promise<string[]>((resolve) => (settle = resolve));
-  server = createServer((socket: Socket) => {
+  server = createServer((raw: Socket) => {
     const log: string[] = [];
     let buffer = Buffer.alloc(0);
     let wake: (() => void) | null = null;
-    socket.on("data", (c: Buffer) => {
+    let socket: Socket = raw;
+    const take = (c: Buffer) => {
       buffer = Buffer.concat([buffer, c]);
       wake?.();
-    });
+    };
+    if (identity === undefined) raw.on("data", take);
+    else
+      raw.once("data", (first: Buffer) => {
+        socket = new TLSSocket(withPrefix(raw, first.subarray(36)) as Socket, { isServer: true, ...identity });
+        socket.on("data", take);
+      });
     const read = async () => {
       for (;;) {
         if (buffer.length >= 4 && buffer.length >= 4 + buffer.readUIntLE(0, 3)) {
@@ -73,7 +84,7 @@ async function scripted(
         serverVersion: "8.4.0-test",
         connectionId: 77,
         scramble: NONCE,
-        capabilities: PROXY_CAPABILITIES,
+        capabilities: PROXY_CAPABILITIES | (identity === undefined ? 0 : CLIENT.SSL),
         charset: 45,
         status: 2,
         authPlugin: plugin,
@@ -125,27 +136,6 @@ describe("upstream sign-in", () => {
     const result = await signIn(port);
     expect(result.connectionId).toBe(77);
     expect(result.ok.equals(OK)).toBe(true);
-    expect(await done).toEqual([]);
-  });
-
-  it("caching_sha2_password, full path: the password under the server's RSA key (OAEP), never in clear", async () => {
-    const { port, done } = await scripted(CACHING_SHA2_PASSWORD, async (read, write) => {
-      const first = await read();
-      write(first.seq + 1, Buffer.from([1, 4]));
-      const ask = await read();
-      expect([...ask.payload]).toEqual([2]);
-      write(
-        ask.seq + 1,
-        Buffer.concat([Buffer.from([1]), Buffer.from(publicKey.export({ type: "spki", format: "pem" }))]),
-      );
-      const sealed = await read();
-      expect(sealed.payload.includes(Buffer.from(PASSWORD))).toBe(false);
-      const plain = privateDecrypt({ key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING }, sealed.payload);
-      const password = Buffer.from(plain.map((b, i) => b ^ NONCE[i % NONCE.length]!));
-      expect(password.toString("utf8")).toBe(`${PASSWORD}\0`);
-      write(sealed.seq + 1, OK);
-    });
-    await signIn(port);
     expect(await done).toEqual([]);
   });
 
@@ -291,6 +281,33 @@ describe("upstream TLS (the target's sslmode)", () => {
     expect(result.encrypted).toBe(true);
     expect(result.ok.equals(OK)).toBe(true);
     expect(await seen).toEqual({ sslRequest: true, signedIn: true });
+  }, 30_000);
+
+  it("caching_sha2_password, full path, verify-full: the password under the server's RSA key (OAEP), never in clear", async () => {
+    ca ??= await createTestCa();
+    identity ??= await ca.issue(["db.test"]);
+    const { port, done } = await scripted(
+      CACHING_SHA2_PASSWORD,
+      async (read, write) => {
+        const first = await read();
+        write(first.seq + 1, Buffer.from([1, 4]));
+        const ask = await read();
+        expect([...ask.payload]).toEqual([2]);
+        write(
+          ask.seq + 1,
+          Buffer.concat([Buffer.from([1]), Buffer.from(publicKey.export({ type: "spki", format: "pem" }))]),
+        );
+        const sealed = await read();
+        expect(sealed.payload.includes(Buffer.from(PASSWORD))).toBe(false);
+        const plain = privateDecrypt({ key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING }, sealed.payload);
+        const password = Buffer.from(plain.map((b, i) => b ^ NONCE[i % NONCE.length]!));
+        expect(password.toString("utf8")).toBe(`${PASSWORD}\0`);
+        write(sealed.seq + 1, OK);
+      },
+      identity,
+    );
+    expect((await signInTls(port, { mode: "verify-full", ca: ca.cert })).encrypted).toBe(true);
+    expect(await done).toEqual([]);
   }, 30_000);
 
   it("a certificate from another CA is refused (verify-ca, verify-full), and nothing is signed in", async () => {

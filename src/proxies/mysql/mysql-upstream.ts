@@ -202,6 +202,11 @@ export async function signInUpstream(
       const data = reply.payload.subarray(1);
       if (data.length === 1 && data[0] === 0x03) continue; // fast path: the OK follows
       if (data.length === 1 && data[0] === 0x04) {
+        // The full path hands the password to whoever holds the key the server sends: only to a verified server.
+        if (tls === null || tls.mode === "require")
+          throw new UpstreamFailure(
+            `the database at ${where} asks for the password itself (caching_sha2_password's full authentication) over a connection that does not verify the server (sslmode=${tls?.mode ?? "disable"}); Stint sends it only with verify-ca or verify-full`,
+          );
         channel.write(packet(seq, Buffer.from([0x02]))); // full authentication: the server's public key, please
         continue;
       }
