@@ -56,6 +56,10 @@ describe("an approval does not outlive its approver's basis", () => {
     expect((await stateOf(id)).state).toBe("pending");
 
     expect((await admin("DELETE", "/v1/groups/treasury/members/mallory")).statusCode).toBe(200);
+    // Nor may she decide again: she is no approver of the stage any more.
+    const again = await approve("mallory", id);
+    expect(again.status).toBe(403);
+    expect(again.body.error?.code).toBe("NOT_AN_APPROVER");
 
     const second = await approve("trent", id);
     expect(second.status, JSON.stringify(second.body)).toBe(200);
