@@ -101,6 +101,7 @@ export interface MysqlSession {
 }
 
 const COMMAND_NAMES: Record<number, string> = {
+  [COM.STMT_PREPARE]: "COM_STMT_PREPARE",
   [COM.CHANGE_USER]: "COM_CHANGE_USER",
   [COM.BINLOG_DUMP]: "COM_BINLOG_DUMP",
   [COM.BINLOG_DUMP_GTID]: "COM_BINLOG_DUMP_GTID",
@@ -263,10 +264,15 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
       if (head.length === 0) throw new MysqlWireError("an empty command packet");
       const command = head.first;
       const answer = ANSWER[command];
-      if (answer === undefined) {
-        const reason =
-          REFUSED[command] ??
-          `command 0x${command.toString(16).padStart(2, "0")} is not supported through the Stint proxy`;
+      // A statement prepared beyond the bound would run with its text nowhere in the query log.
+      const unrecorded =
+        command === COM.STMT_PREPARE &&
+        prepared.size + queue.filter((q) => q.command === COM.STMT_PREPARE).length >= MAX_PREPARED;
+      if (answer === undefined || unrecorded) {
+        const reason = unrecorded
+          ? `more than ${MAX_PREPARED.toLocaleString("en")} prepared statements open in one session through the Stint proxy: close some first`
+          : (REFUSED[command] ??
+            `command 0x${command.toString(16).padStart(2, "0")} is not supported through the Stint proxy`);
         const pending = refuse(head, reason, COMMAND_NAMES[command] ?? `0x${command.toString(16).padStart(2, "0")}`);
         queue.push(pending);
         clientCurrent = { pending, verdict: "drop" };
