@@ -206,3 +206,24 @@ describe("workload identity: clocks", () => {
     await refused(token, "WORKLOAD_TOKEN_EXPIRED");
   });
 });
+
+describe("workload identity: a disabled service identity (a leaver's pipeline)", () => {
+  it("mints nothing more, and what it minted before stops working; enabled again, it mints", async () => {
+    const before = await exchange(await signed(keyA));
+    expect(before.status).toBe(200);
+    const admin = (url: string, payload: object) =>
+      server.app.inject({ method: "POST", url, headers: { authorization: server.adminAuth }, payload });
+    expect((await admin("/v1/users/ci-a/disable", { reason: "the team that ran it left" })).statusCode).toBe(200);
+
+    await refused(await signed(keyA), "WORKLOAD_NO_TRUST");
+    const me = await server.app.inject({
+      method: "GET",
+      url: "/v1/me",
+      headers: { authorization: `Bearer ${before.body.accessToken}` },
+    });
+    expect(me.statusCode).toBe(401);
+
+    expect((await admin("/v1/users/ci-a/enable", {})).statusCode).toBe(200);
+    expect((await exchange(await signed(keyA))).status).toBe(200);
+  });
+});
