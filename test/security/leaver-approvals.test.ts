@@ -1,5 +1,5 @@
 /**
- * Leavers among approvers: an approval recorded by someone who is no longer an approver when the stage is
+ * Leavers among approvers (finding 37): an approval recorded by someone who is no longer an approver when the stage is
  * decided. A stage that needs two people (`count: 2`) counted every approval recorded on it, so an approver who
  * approved and then left the approver group (or was disabled) still made one of the two: the second approver
  * alone activated the role, though only one current approver had agreed. Through the HTTP API of a whole server;
