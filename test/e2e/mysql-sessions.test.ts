@@ -400,9 +400,9 @@ describe("MariaDB/MySQL proxy", () => {
     expect(parseErr(await read()).message).toMatch(/COM_CHANGE_USER/);
     socket.write(packet(0, Buffer.from([0x99, 1, 2, 3])));
     expect(parseErr(await read()).message).toMatch(/not supported/);
-    // A 2 MiB statement of garbage: the server's syntax error; the log keeps the first 1 MiB.
+    // A 2 MiB statement: refused (the log keeps statements whole, up to 1 MiB), never sent on.
     socket.write(packet(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.alloc(2 << 20, "Z")])));
-    expect(parseErr(await read()).message).toMatch(/syntax/);
+    expect(parseErr(await read()).message).toMatch(/1 MiB or more/);
     socket.write(packet(0, Buffer.concat([Buffer.from([COM.QUERY]), Buffer.from("select current_user()")])));
     const columns = await read();
     expect(columns[0]).toBe(1);
@@ -440,11 +440,10 @@ describe("MariaDB/MySQL proxy", () => {
       expect.arrayContaining([
         ["command_refused", "/* COM_CHANGE_USER */"],
         ["command_refused", "/* 0x99 */"],
+        ["command_refused", "/* COM_QUERY */"],
       ]),
     );
-    const garbage = entries.find((e) => e.statement.startsWith("ZZZZ"));
-    expect(garbage?.statement.length).toBeLessThan((1 << 20) + 100);
-    expect(garbage?.statement).toContain("cut by the Stint proxy");
+    expect(entries.some((e) => e.statement.startsWith("ZZZZ"))).toBe(false);
   }, 60_000);
 
   it("LOAD DATA LOCAL is refused: the client's file never reaches the server", async () => {

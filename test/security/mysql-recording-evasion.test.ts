@@ -7,6 +7,9 @@
  * keeps 10,000 statements open and then prepares `DELETE FROM payroll` would have its execution
  * logged as "statement N, prepared before it was logged", the text nowhere. A prepare beyond the
  * bound is now refused before it reaches the server (the client gets 1227 and can close some).
+ * Likewise a statement longer than the 1 MiB the log keeps (a megabyte of comment, then the
+ * statement) ran with only its start recorded; it is refused, as the PostgreSQL proxy refuses a
+ * statement it cannot log whole (pg-large-messages.test.ts).
  * Socket-free: the proxy's own relays and session, fed the packets a client and MariaDB exchange.
  */
 import { describe, expect, it } from "vitest";
@@ -85,5 +88,25 @@ describe("MySQL proxy: a statement hidden behind 10,000 open prepared statements
     // Closing one makes room again.
     h.up(command(COM.STMT_CLOSE, Buffer.from([1, 0, 0, 0])));
     expect(h.up(command(COM.STMT_PREPARE, "SELECT 'again'")).length).toBeGreaterThan(0);
+  });
+});
+
+describe("MySQL proxy: a statement hidden behind a megabyte of comment", () => {
+  it("a statement longer than the query log keeps is refused, not run with its end unrecorded", () => {
+    const h = relay();
+    const text = `/*${"x".repeat(1 << 20)}*/ DELETE FROM payroll`;
+    const sent = h.up(command(COM.QUERY, text));
+    if (sent.length > 0) {
+      h.down(packet(1, Buffer.from([0, 42, 0, 2, 0, 0, 0])));
+      expect(h.logged.at(-1)?.statement).toContain("DELETE FROM payroll");
+    } else {
+      expect(parseErr(h.toClient[0]!.subarray(4))).toMatchObject({ code: 1227 });
+      expect(parseErr(h.toClient[0]!.subarray(4)).message).toMatch(/1 MiB or more/);
+    }
+    // One just within the bound runs and is recorded whole.
+    const within = `/*${"x".repeat((1 << 20) - 40)}*/ DELETE FROM payroll`;
+    expect(h.up(command(COM.QUERY, within)).length).toBeGreaterThan(0);
+    h.down(packet(1, Buffer.from([0, 42, 0, 2, 0, 0, 0])));
+    expect(h.logged.at(-1)?.statement).toBe(within);
   });
 });

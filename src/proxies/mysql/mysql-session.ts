@@ -20,7 +20,7 @@ import {
   type Verdict,
 } from "./mysql-wire.js";
 
-/** Statement text kept for the query log, at most (a longer one is cut and marked). */
+/** Statement text kept for the query log, whole; a statement this long or longer is refused. */
 export const MAX_LOGGED_STATEMENT = 1 << 20;
 /** Server payloads kept whole up to this size (OK/ERR/EOF are far smaller; rows are never needed). */
 export const SERVER_KEEP = 64 * 1024;
@@ -100,7 +100,12 @@ export interface MysqlSession {
   interrupt(): QueryLogEntry[];
 }
 
+/** Commands whose text the query log keeps. */
+const TEXT_COMMANDS = new Set<number>([COM.QUERY, COM.STMT_PREPARE, COM.INIT_DB]);
+
 const COMMAND_NAMES: Record<number, string> = {
+  [COM.QUERY]: "COM_QUERY",
+  [COM.INIT_DB]: "COM_INIT_DB",
   [COM.STMT_PREPARE]: "COM_STMT_PREPARE",
   [COM.CHANGE_USER]: "COM_CHANGE_USER",
   [COM.BINLOG_DUMP]: "COM_BINLOG_DUMP",
@@ -199,7 +204,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
     if (p.statement !== null) return p.statement;
     const body = p.parts.length === 1 ? p.parts[0]! : Buffer.concat(p.parts);
     const full = body.toString("utf8");
-    p.statement = p.kept >= MAX_LOGGED_STATEMENT ? `${full} /* …cut by the Stint proxy */` : full;
+    p.statement = full;
     p.parts = [];
     return p.statement;
   };
@@ -268,11 +273,15 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
       const unrecorded =
         command === COM.STMT_PREPARE &&
         prepared.size + queue.filter((q) => q.command === COM.STMT_PREPARE).length >= MAX_PREPARED;
-      if (answer === undefined || unrecorded) {
-        const reason = unrecorded
-          ? `more than ${MAX_PREPARED.toLocaleString("en")} prepared statements open in one session through the Stint proxy: close some first`
-          : (REFUSED[command] ??
-            `command 0x${command.toString(16).padStart(2, "0")} is not supported through the Stint proxy`);
+      // A statement longer than the log keeps would run with its end unrecorded.
+      const tooLong = TEXT_COMMANDS.has(command) && head.length > MAX_LOGGED_STATEMENT;
+      if (answer === undefined || unrecorded || tooLong) {
+        const reason = tooLong
+          ? "a statement of 1 MiB or more is not relayed by the Stint proxy (its query log keeps statements whole)"
+          : unrecorded
+            ? `more than ${MAX_PREPARED.toLocaleString("en")} prepared statements open in one session through the Stint proxy: close some first`
+            : (REFUSED[command] ??
+              `command 0x${command.toString(16).padStart(2, "0")} is not supported through the Stint proxy`);
         const pending = refuse(head, reason, COMMAND_NAMES[command] ?? `0x${command.toString(16).padStart(2, "0")}`);
         queue.push(pending);
         clientCurrent = { pending, verdict: "drop" };
