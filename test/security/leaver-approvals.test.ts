@@ -6,6 +6,7 @@
  * the request's approvals read at the decision are those of people the stage still names.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Actor } from "../../src/modules/authz/authz.types.js";
 import { actAs, seedRole, seedUser } from "../../src/testing/pim.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
@@ -15,8 +16,9 @@ const REASON = "rotate the payment keys after incident 4711";
 beforeAll(async () => {
   server = await testServer("pglite");
   await seedUser(server, "alice", { groups: ["requesters"] });
-  for (const name of ["mallory", "trent", "victor", "wendy"]) await seedUser(server, name, { groups: ["treasury"] });
-  for (const name of ["vault-admin", "ledger-admin"])
+  for (const name of ["mallory", "trent", "victor", "wendy", "xavier"])
+    await seedUser(server, name, { groups: ["treasury"] });
+  for (const name of ["vault-admin", "ledger-admin", "cash-admin"])
     await seedRole(server, {
       name,
       risk: "high",
@@ -87,5 +89,30 @@ describe("an approval does not outlive its approver's basis", () => {
     expect((await stateOf(id)).state).toBe("pending");
     expect((await approve("victor", id)).status).toBe(200);
     expect((await stateOf(id)).state).toBe("active");
+  });
+
+  it("an approver disabled after their credential was checked decides nothing", async () => {
+    const id = await submit("cash-admin");
+    expect((await approve("trent", id)).status).toBe(200);
+    const row = await server.store.db
+      .selectFrom("principals")
+      .select("id")
+      .where("name", "=", "xavier")
+      .executeTakeFirstOrThrow();
+    // Her bearer was verified (a cached session, a decision link opened before): the actor stands for her.
+    const xavier: Actor = { kind: "principal", id: row.id, name: "xavier", principalKind: "user", roles: ["user"] };
+    const disabled = await admin("POST", "/v1/users/xavier/disable", { reason: "left the company" });
+    expect(disabled.statusCode, disabled.body).toBe(200);
+
+    const context = { correlationId: "leaver-window", sourceIp: null, userAgent: null };
+    await expect(
+      server.requests.decide(xavier, id, "approve", "checked the incident ticket", context),
+    ).rejects.toMatchObject({ code: "NOT_AN_APPROVER" });
+    expect((await stateOf(id)).state).toBe("pending");
+    const refused = await admin("GET", "/v1/audit/events?action=request.approved&limit=50");
+    const hers = refused
+      .json<{ items: { subject: string; actor: string; outcome: string }[] }>()
+      .items.filter((e) => e.subject === `request:${id}`);
+    expect(hers.map((e) => [e.actor, e.outcome])).toEqual([["xavier", "denied"]]);
   });
 });

@@ -81,6 +81,11 @@ export function createDecide(core: RequestCore) {
       const action = decision === "approve" ? "request.approved" : "request.denied";
       const outcome = await store.transaction(async (tx) => {
         const now = clock.now();
+        // The decider's own account, read first and locked FOR SHARE (the order a disable takes: principal, then
+        // its requests): a disable either waits for this decision or is seen here. A credential verified before
+        // the disable (a cache window, a decision link opened earlier) decides nothing.
+        if ((await requestStore.principalStatus(tx, principal.id, true)) !== "active")
+          return new Refusal("NOT_AN_APPROVER", "A disabled account decides on no request.", { requestId });
         const row = await requestStore.lockRequest(tx, requestId);
         if (!row) return new Refusal("NOT_FOUND", "There is no such request.");
         const approver = await requestStore.principalContext(tx, principal.id);
