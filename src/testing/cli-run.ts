@@ -4,6 +4,7 @@
  */
 import { PassThrough } from "node:stream";
 import type { CliContext } from "../cli/context.js";
+import { saveCredentials } from "../cli/credentials.js";
 import { runCli } from "../cli/program.js";
 
 export interface CliRun {
@@ -38,4 +39,28 @@ export async function runCliCaptured(argv: string[], options: CliRunOptions): Pr
   };
   const code = await runCli(argv, ctx);
   return { code, stdout: out.join(""), stderr: err.join("") };
+}
+
+/**
+ * A profile in `configDir` signed in as `name`, as `stint login` leaves it: the access token valid 10 minutes and the
+ * refresh token 12 hours from `now`.
+ */
+export async function saveSignedIn(
+  configDir: string,
+  signIn: { name: string; now: number; id?: string; server?: string },
+): Promise<void> {
+  const at = (offsetMs: number) => new Date(signIn.now + offsetMs).toISOString();
+  await saveCredentials(
+    { STINT_CONFIG_DIR: configDir },
+    {
+      version: 1,
+      server: signIn.server ?? "http://127.0.0.1:8420",
+      principal: { id: signIn.id ?? "0190b6a0-0000-7000-8000-000000000001", name: signIn.name },
+      accessToken: "access-1",
+      accessTokenExpiresAt: at(600_000),
+      refreshToken: "refresh-1",
+      refreshTokenExpiresAt: at(43_200_000),
+      savedAt: at(0),
+    },
+  );
 }

@@ -6,12 +6,10 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { runCliCaptured } from "../../testing/cli-run.js";
-import { saveCredentials } from "../credentials.js";
+import { runCliCaptured, saveSignedIn } from "../../testing/cli-run.js";
 import { exitCodeFor } from "../exit-codes.js";
 import { describePolicy, humanSpan, pollDelay, shortId } from "./access.js";
 
-const SERVER = "http://127.0.0.1:8420";
 const NOW = Date.parse("2030-01-01T12:00:00.000Z");
 const iso = (offsetMs: number) => new Date(NOW + offsetMs).toISOString();
 const ID = "0190b6a0-1111-7000-8000-00000000abcd";
@@ -67,19 +65,7 @@ describe("access commands (fake API)", () => {
     dir = await mkdtemp(path.join(tmpdir(), "stint-cli-access-"));
     calls = [];
     handlers = [];
-    await saveCredentials(
-      { STINT_CONFIG_DIR: dir },
-      {
-        version: 1,
-        server: SERVER,
-        principal: { id: "0190b6a0-0000-7000-8000-000000000001", name: "alice" },
-        accessToken: "access-1",
-        accessTokenExpiresAt: iso(600_000),
-        refreshToken: "refresh-1",
-        refreshTokenExpiresAt: iso(43_200_000),
-        savedAt: iso(0),
-      },
-    );
+    await saveSignedIn(dir, { name: "alice", now: NOW });
   });
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });

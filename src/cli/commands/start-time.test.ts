@@ -3,8 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { runCliCaptured } from "../../testing/cli-run.js";
-import { saveCredentials } from "../credentials.js";
+import { runCliCaptured, saveSignedIn } from "../../testing/cli-run.js";
 import { isCliError } from "../exit-codes.js";
 import { parseStart } from "./start-time.js";
 
@@ -64,19 +63,7 @@ describe("stint activate --start (fake API)", () => {
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), "stint-cli-start-"));
     sent = [];
-    await saveCredentials(
-      { STINT_CONFIG_DIR: dir },
-      {
-        version: 1,
-        server: "http://127.0.0.1:8420",
-        principal: { id: "0190b6a0-0000-7000-8000-000000000001", name: "alice" },
-        accessToken: "access-1",
-        accessTokenExpiresAt: iso(600_000),
-        refreshToken: "refresh-1",
-        refreshTokenExpiresAt: iso(43_200_000),
-        savedAt: iso(0),
-      },
-    );
+    await saveSignedIn(dir, { name: "alice", now: NOW });
   });
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true });
