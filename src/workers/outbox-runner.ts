@@ -519,8 +519,10 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
         // nobody listened sent a NOTIFY that is lost, and the poll may be a minute away.
         void listen(outboxStore.DUE_CHANNEL, notify, { onReconnect: nudge, onUnverified: unverified }).then(
           (stop) => {
-            if (stopping) void stop();
-            else unlisten = stop;
+            if (stopping) return void stop();
+            unlisten = stop;
+            // A job committed after the first claim but before LISTEN took hold sent a NOTIFY nobody heard: look now.
+            nudge();
           },
           (error: unknown) => logger.warn({ err: safeErrorMessage(error) }, "outbox runner cannot listen; it polls"),
         );

@@ -35,7 +35,7 @@ describe("wakes of the outbox runner (postgres)", () => {
    * A started runner on a fresh store whose claim statements are counted. `listen` is the store's own; the
    * runner's `onUnverified` hook is kept so a test can call it as the store does for an unverified NOTIFY.
    */
-  async function startRunner(options: { gap: number }) {
+  async function startRunner(options: { gap: number; listening?: Promise<void> }) {
     const h = await auditHarness("postgres");
     cleanups.push(h.cleanup);
     // Counts the runner's claim statements (outboxStore.claimDue: raw SQL, an UPDATE … FOR UPDATE SKIP LOCKED).
@@ -50,8 +50,10 @@ describe("wakes of the outbox runner (postgres)", () => {
       transformResult: (args) => Promise.resolve(args.result),
     };
     const hooks: { unverified?: () => void } = {};
-    const listen: AppStore["listen"] = (channel, onMessage, opts) => {
+    const listen: AppStore["listen"] = async (channel, onMessage, opts) => {
       hooks.unverified = opts?.onUnverified;
+      // A LISTEN that takes hold late (a slow connection): the test decides when.
+      await options.listening;
       return h.store.listen(channel, onMessage, opts);
     };
     const ran: string[] = [];
@@ -163,5 +165,21 @@ describe("wakes of the outbox runner (postgres)", () => {
     await enqueue("again");
     await until("the second job ran", () => ran.includes("again"));
     expect(ran).toEqual(["committed", "again"]);
+  });
+
+  it("a job committed after the first claim but before LISTEN took hold runs when it does, not at the next poll", async () => {
+    let listening!: () => void;
+    const { counter, ran, enqueue } = await startRunner({
+      gap: 600_000,
+      listening: new Promise<void>((resolve) => (listening = resolve)),
+    });
+    // Its NOTIFY is sent while nobody listens: lost.
+    await enqueue("early");
+    const before = counter.claims;
+    listening();
+    // The poll is a minute away: only a claim once LISTEN holds finds the job.
+    await until("the early job ran", () => ran.includes("early"));
+    expect(counter.claims).toBeGreaterThan(before);
+    expect(ran).toEqual(["early"]);
   });
 });
