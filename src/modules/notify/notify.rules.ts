@@ -65,16 +65,23 @@ export function slackPayload(n: Notification): Record<string, unknown> {
 const TEAMS_COLOR: Record<Severity, string> = { info: "Default", warning: "Warning", critical: "Attention" };
 const TEAMS_ACTION_STYLE = { primary: "positive", danger: "destructive" } as const;
 
-/** A Teams incoming-webhook message carrying one Adaptive Card (schema 1.4). */
+/**
+ * One paragraph of plain text. Teams renders Markdown in a TextBlock and in a FactSet's titles and values
+ * (`[Approve](https://…)` is a link there), never in a RichTextBlock's TextRun: text a requester wrote (a
+ * reason, a name) shows as written and cannot put a link of its own into Stint's card.
+ */
+function teamsText(...runs: (Record<string, unknown> & { text: string })[]): Record<string, unknown> {
+  return { type: "RichTextBlock", inlines: runs.map((run) => ({ type: "TextRun", ...run })) };
+}
+
+/** A Teams incoming-webhook message carrying one Adaptive Card (schema 1.4); all its text is plain (`teamsText`). */
 export function teamsPayload(n: Notification): Record<string, unknown> {
   const body: Record<string, unknown>[] = [
-    { type: "TextBlock", text: n.title, weight: "Bolder", size: "Medium", wrap: true, color: TEAMS_COLOR[n.severity] },
-    { type: "TextBlock", text: n.text, wrap: true },
+    teamsText({ text: n.title, weight: "Bolder", size: "Medium", color: TEAMS_COLOR[n.severity] }),
+    teamsText({ text: n.text }),
+    ...(n.fields ?? []).map((f) => teamsText({ text: `${f.label}: `, weight: "Bolder" }, { text: f.value })),
+    teamsText({ text: footer(n), isSubtle: true, size: "Small" }),
   ];
-  if (n.fields && n.fields.length > 0) {
-    body.push({ type: "FactSet", facts: n.fields.map((f) => ({ title: f.label, value: f.value })) });
-  }
-  body.push({ type: "TextBlock", text: footer(n), isSubtle: true, size: "Small", wrap: true });
   const actions = (n.links ?? []).map((link) => ({
     type: "Action.OpenUrl",
     title: link.label,

@@ -308,7 +308,9 @@ describe.each(["pglite", "postgres"] as const)("notifications through the outbox
           content: {
             type: "AdaptiveCard",
             version: "1.4",
-            body: expect.arrayContaining([expect.objectContaining({ type: "TextBlock", text: submitted.title })]),
+            body: expect.arrayContaining([
+              { type: "RichTextBlock", inlines: [expect.objectContaining({ type: "TextRun", text: submitted.title })] },
+            ]),
             actions: [
               { type: "Action.OpenUrl", title: "Approve", url: submitted.links![0]!.url },
               { type: "Action.OpenUrl", title: "Deny", url: submitted.links![1]!.url },
@@ -559,15 +561,23 @@ describe("rendering", () => {
     expect(payload).toContain("&lt;!channel&gt;");
   });
 
-  it("Teams gets an Adaptive Card with facts and colour by severity", () => {
+  it("Teams gets an Adaptive Card of plain text (no Markdown) with fields and colour by severity", () => {
     const card = (
       teamsPayload({ ...submitted, severity: "critical" }) as { attachments: { content: { body: unknown[] } }[] }
     ).attachments[0]!.content;
-    expect(card.body).toContainEqual(expect.objectContaining({ type: "TextBlock", color: "Attention" }));
     expect(card.body).toContainEqual({
-      type: "FactSet",
-      facts: submitted.fields!.map((f) => ({ title: f.label, value: f.value })),
+      type: "RichTextBlock",
+      inlines: [expect.objectContaining({ type: "TextRun", text: submitted.title, color: "Attention" })],
     });
+    for (const f of submitted.fields!)
+      expect(card.body).toContainEqual({
+        type: "RichTextBlock",
+        inlines: [
+          { type: "TextRun", text: `${f.label}: `, weight: "Bolder" },
+          { type: "TextRun", text: f.value },
+        ],
+      });
+    expect(JSON.stringify(card.body)).not.toMatch(/"TextBlock"|"FactSet"/);
   });
 
   it("the notification schema refuses non-http links, multi-line titles and control characters", () => {
