@@ -8,7 +8,7 @@ import * as oidc from "openid-client";
 import { DEFAULT_ADDRESS_POLICY, type AddressPolicy } from "../../lib/address-policy.js";
 import { pinnedFetch, PinnedFetchError } from "../../lib/pinned-fetch.js";
 import { StintError } from "../../lib/errors.js";
-import { issuerProblem, type SsoProvider } from "./sso.types.js";
+import { issuerProblem, sameIssuer, type SsoProvider } from "./sso.types.js";
 
 export interface ProviderClientsOptions {
   policy?: AddressPolicy;
@@ -65,6 +65,16 @@ export function createProviderClients(providers: readonly SsoProvider[], options
           timeout: Math.ceil(timeoutMs / 1000),
         },
       );
+      // openid-client lets one origin's document name another issuer (Entra ID's multi-tenant `common` and
+      // `organizations` name `…/{tenantid}/v2.0`, then any tenant's token passes): Stint trusts exactly one issuer.
+      const named = config.serverMetadata().issuer;
+      if (!sameIssuer(named, provider.issuer))
+        throw new StintError(
+          "SSO_PROVIDER_UNAVAILABLE",
+          `The discovery document of ${provider.issuer} names the issuer ${named.slice(0, 200)}: Stint signs in ` +
+            `through one issuer exactly (for Entra ID, your tenant's https://login.microsoftonline.com/<tenant-id>/v2.0, ` +
+            `never common or organizations, which admit every tenant).`,
+        );
       config[oidc.customFetch] = fetcher;
       // openid-client does not verify the signature of an ID token received straight from the token endpoint
       // (OIDC Core allows trusting TLS instead); Stint always verifies it against the provider's published keys.

@@ -35,7 +35,7 @@ import {
 import * as ssoStore from "./sso.store.js";
 import { scimAccount } from "./sso.scim.js";
 import { createDeviceFlow, throwIfStint } from "./sso.device.js";
-import type { SsoIdentity, SsoProvider } from "./sso.types.js";
+import { sameIssuer, type SsoIdentity, type SsoProvider } from "./sso.types.js";
 
 type Db = Kysely<Database>;
 
@@ -357,6 +357,13 @@ export function createSsoService(deps: SsoServiceDeps) {
     then: (tx: Db, principal: { principalId: string }, identity: SsoIdentity) => Promise<T>,
   ): Promise<T> {
     const issuer = String(claims.iss ?? provider.issuer);
+    // The library checked `iss` against the discovery document; Stint links people of the configured issuer only.
+    if (!sameIssuer(issuer, provider.issuer))
+      return refuse(context, provider.id, {
+        code: "SSO_ISSUER_MISMATCH",
+        reason: "the ID token names another issuer than the configured one",
+        details: { issuer: issuer.slice(0, 200) },
+      });
     const checked = identityFromClaims(provider, issuer, claims, clock.now());
     if ("refused" in checked)
       return refuse(context, provider.id, {

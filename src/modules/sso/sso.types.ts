@@ -77,6 +77,15 @@ export function issuerProblem(issuer: string): string | null {
   return "not https";
 }
 
+/** Whether two spellings name one issuer (as openid-client compares them: the URL's serialization). */
+export function sameIssuer(a: string, b: string): boolean {
+  try {
+    return new URL(a).href === new URL(b).href;
+  } catch {
+    return false;
+  }
+}
+
 /** What a verified ID token (and the provider's configuration) say about who signed in. */
 export interface SsoIdentity {
   issuer: string;
