@@ -10,8 +10,8 @@ import { ADMIN_PASSWORD, passwordFor, testServer, type TestServer } from "./serv
 export interface TargetsHarness {
   server: TestServer;
   clock: ReturnType<typeof manualClock>;
-  admin(method: "GET" | "POST" | "PUT" | "DELETE", url: string, payload?: unknown): Promise<ApiReply>;
-  as(user: string, method: "GET" | "POST", url: string, payload?: unknown): Promise<ApiReply>;
+  admin(method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE", url: string, payload?: unknown): Promise<ApiReply>;
+  as(user: string, method: "GET" | "POST" | "PUT", url: string, payload?: unknown): Promise<ApiReply>;
   apply(yaml: string): Promise<void>;
   createUser(name: string): Promise<void>;
   /** Submits an activation as `user` and runs the outbox; returns the request as it is then. */

@@ -8,6 +8,7 @@ import type { Actor, CallContext } from "../authz/authz.types.js";
 import { diffEntity } from "./catalog.plan.rules.js";
 import { targetConfig } from "./catalog.rules.js";
 import * as catalogStore from "./catalog.store.js";
+import { guardOwnAccess } from "../requests/self-grant.js";
 import { applyCustody } from "./custody.js";
 import { storedCredentials } from "./custody.store.js";
 import { targetValues, endpointOfRow, custodyOrThrow, invalid, targetDto } from "./catalog.helpers.js";
@@ -74,6 +75,8 @@ export function targetUseCases(ctx: CatalogContext) {
         if (before.kind !== values.kind && (await catalogStore.roleNamesUsingTarget(tx, row.id)).length > 0)
           throw invalid([{ path: "body.kind", message: "cannot change the kind of a target that has roles" }]);
         if (fields.length === 0) return targetDto(row, await storedCredentials(tx));
+        // Nor what a role they are eligible for grants through its target (its session login, its address…).
+        const ownAccess = await guardOwnAccess(tx, actor);
         await fourEyesGuard(
           tx,
           actor,
@@ -82,6 +85,7 @@ export function targetUseCases(ctx: CatalogContext) {
         );
         const custody = await custodyOrThrow(tx, actor, values, row);
         await catalogStore.updateTarget(tx, row.id, values, clock.now());
+        await ownAccess.check(tx, clock.now());
         await audit.append(tx, actor, context, {
           action: "target.update",
           outcome: "success",

@@ -76,6 +76,7 @@ export async function rulesOfRoles(db: Q, names: string[]) {
   return db
     .selectFrom("roles")
     .innerJoin("policies", "policies.id", "roles.policy_id")
+    .innerJoin("targets", "targets.id", "roles.target_id")
     .select([
       "roles.name",
       "roles.target_id",
@@ -83,6 +84,9 @@ export async function rulesOfRoles(db: Q, names: string[]) {
       "roles.risk",
       "roles.policy_id",
       "policies.spec as policy_spec",
+      "targets.kind as target_kind",
+      "targets.address as target_address",
+      "targets.config as target_config",
     ])
     .where("roles.name", "in", names)
     .orderBy("roles.name")

@@ -3,7 +3,7 @@
  * eligibility (an eligibility created or changed, a group membership, a configuration file) takes a
  * snapshot of the actor's own eligibility first and compares after the change, in the same transaction:
  * if the actor became eligible for more (a new role, an earlier start, a later end), or what a role they
- * are eligible for grants or demands changed (target, entitlement, risk, policy), the change is refused and
+ * are eligible for grants or demands changed (target and its definition, entitlement, risk, policy), the change is refused and
  * the transaction rolls back. Comparing outcomes instead of inspecting each kind of change covers every
  * path, including a group the actor belongs to and a file that adds them to one.
  */
@@ -28,14 +28,28 @@ async function windowsOf(tx: Kysely<Database>, principalId: string): Promise<Eli
 }
 
 /**
- * What a role grants and under which rules, for the roles given: its target, entitlement, risk and policy.
- * Changing any of these for a role one is eligible for is changing one's own access (dropping an approval
- * stage, widening an entitlement), so it is refused like a new eligibility.
+ * What a role grants and under which rules, for the roles given: its target and that target's definition (kind,
+ * address, credential, identity mapping, options: the session login the proxies sign in as is the target's unless
+ * the role names its own), entitlement, risk and policy. Changing any of these for a role one is eligible for is
+ * changing one's own access (dropping an approval stage, widening an entitlement, switching the target's session
+ * login to a stronger role's), so it is refused like a new eligibility. Labels are not part of it.
  */
 async function rulesOf(tx: Kysely<Database>, roles: string[]): Promise<Map<string, string>> {
   const rows = await rulesOfRoles(tx, roles);
   return new Map(
-    rows.map((r) => [r.name, JSON.stringify([r.target_id, r.entitlement, r.risk, r.policy_id, r.policy_spec])]),
+    rows.map((r) => [
+      r.name,
+      JSON.stringify([
+        r.target_id,
+        r.entitlement,
+        r.risk,
+        r.policy_id,
+        r.policy_spec,
+        r.target_kind,
+        r.target_address,
+        r.target_config,
+      ]),
+    ]),
   );
 }
 
