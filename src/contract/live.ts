@@ -5,8 +5,10 @@
  * The socket: the client's first message is `auth` (the access token: never in the URL); the server then
  * sends `hello`, the session's recent lines, and every new line of its recording as it is written (asciicast
  * v2 event lines for SSH, query-log lines for PostgreSQL; typed input is never sent), `moderation` when a
- * moderator joins or leaves, and `ended` before it closes. A moderator may send `terminate`; anything else
- * the client sends closes the socket (a watcher is read-only).
+ * moderator joins or leaves, and `ended` before it closes. A moderator may send `terminate`; any client may
+ * send `auth` again with a fresh token for the same principal and mode (the right to watch lasts as long as
+ * the latest token, and is checked again every few seconds); anything else the client sends closes the
+ * socket (a watcher is read-only).
  */
 import { z } from "zod";
 import { isoTime, name, reason } from "./common.js";
@@ -21,7 +23,7 @@ export type ModeratorRule = z.output<typeof moderatorRule>;
 export const liveMode = z.enum(["watch", "moderate"]);
 export type LiveMode = z.infer<typeof liveMode>;
 
-/** Client → server, first message. */
+/** Client → server, first message; again later with a refreshed token (a renewal). */
 export const liveAuth = z.strictObject({
   type: z.literal("auth"),
   token: z.string().min(1).max(4096),
@@ -58,9 +60,9 @@ export const watchableList = z.object({ items: z.array(watchableSession) });
 export const LIVE_CLOSE = {
   /** The session ended (normal closure). */
   ended: 1000,
-  /** The first message was not a valid `auth` in time. */
+  /** The first message was not a valid `auth` in time, or the latest token expired or its account was disabled. */
   unauthenticated: 4401,
-  /** Not allowed to watch or moderate this session, or it does not exist (the same answer). */
+  /** Not allowed to watch or moderate this session (any more), or it does not exist (the same answer). */
   forbidden: 4403,
   /** The client sent something a watcher may not send (input, unknown messages). */
   readOnly: 4400,

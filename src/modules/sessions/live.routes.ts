@@ -7,7 +7,7 @@ import type { FastifyRequest } from "fastify";
 import type { App } from "../../http/app.js";
 import { isStintError, StintError, toEnvelope } from "../../lib/errors.js";
 import type { Actor } from "../authz/authz.types.js";
-import { LIVE_CLOSE, liveAuth, liveTerminate, watchableList } from "../../contract/live.js";
+import { LIVE_CLOSE, liveAuth, liveTerminate, watchableList, type LiveMode } from "../../contract/live.js";
 import { sessionParams } from "../../contract/sessions.js";
 import type { LiveService } from "./live.service.js";
 import type { LiveSocket } from "./live-hub.js";
@@ -24,6 +24,8 @@ interface ServerSocket extends LiveSocket {
 const AUTH_DEADLINE_MS = 10_000;
 /** Largest client message taken (an `auth` with a long token, a `terminate` with a reason). */
 const MAX_CLIENT_MESSAGE = 8 * 1024;
+/** How often a joined socket's right to the stream is checked again: its latest token, its account, the rules. */
+export const LIVE_RECHECK_MS = 5_000;
 
 export interface LiveRouteDeps {
   live: LiveService;
@@ -31,6 +33,8 @@ export interface LiveRouteDeps {
   authenticate(authorization: string): Actor | Promise<Actor>;
   /** Origins the web UI is served from besides the request's own (the configured public URL's). */
   origins: readonly string[];
+  /** How often a joined socket's right is checked again (default LIVE_RECHECK_MS). */
+  recheckMs?: number;
 }
 
 const closeCode: Record<string, number> = {
@@ -86,6 +90,22 @@ export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
     }
     let state: "auth" | "joining" | "joined" | "closed" = "auth";
     let joined: Awaited<ReturnType<LiveService["join"]>> | undefined;
+    // The right to the stream lasts as long as the latest token the socket sent (the web UI sends each one it
+    // refreshes to) and the rules that let its holder in: checked again every few seconds, closed when gone.
+    let token = "";
+    let principalId = "";
+    let recheck: NodeJS.Timeout | undefined;
+    const lapsed = (error: unknown) => {
+      if (state === "closed") return;
+      state = "closed";
+      fail(socket, error);
+    };
+    const holder = async (mode: LiveMode) => {
+      const actor = await deps.authenticate(`Bearer ${token}`);
+      if (actor.kind !== "principal" || (principalId !== "" && actor.id !== principalId))
+        throw new StintError("UNAUTHENTICATED");
+      await deps.live.mayStay(actor, id, mode);
+    };
     const deadline = setTimeout(() => {
       if (state === "auth") socket.close(LIVE_CLOSE.unauthenticated, "no auth message");
     }, AUTH_DEADLINE_MS);
@@ -93,6 +113,7 @@ export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
     socket.on("close", () => {
       state = "closed";
       clearTimeout(deadline);
+      clearInterval(recheck);
       joined?.leave();
     });
     socket.on("error", () => undefined);
@@ -117,10 +138,18 @@ export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
           if ((state as string) === "closed") return result.leave();
           joined = result;
           state = "joined";
-        })().catch((error: unknown) => {
-          state = "closed";
-          fail(socket, error);
-        });
+          token = auth.data.token;
+          principalId = actor.kind === "principal" ? actor.id : "";
+          recheck = setInterval(() => void holder(auth.data.mode).catch(lapsed), deps.recheckMs ?? LIVE_RECHECK_MS);
+          recheck.unref();
+        })().catch(lapsed);
+        return;
+      }
+      // A renewed token for the same principal and mode: the socket's right now lasts as long as it does.
+      const renewal = liveAuth.safeParse(message);
+      if (state === "joined" && renewal.success && renewal.data.mode === joined?.watcher.mode) {
+        token = renewal.data.token;
+        holder(renewal.data.mode).catch(lapsed);
         return;
       }
       const terminate = liveTerminate.safeParse(message);

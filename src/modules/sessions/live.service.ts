@@ -190,6 +190,19 @@ export function createLiveService(deps: LiveServiceDeps) {
       };
     },
 
+    /**
+     * Whether `actor` may still watch (or moderate) a session they joined, by the rules as they are now: the
+     * routes ask again every few seconds, with the watcher's current token. FORBIDDEN when not; a session
+     * already over is the hub's to close.
+     */
+    async mayStay(actor: Actor, id: string, mode: LiveMode): Promise<void> {
+      const info = hub.session(id);
+      if (!info) return;
+      const viewer = await viewerOf(actor);
+      const allowed = viewer !== null && (mode === "moderate" ? mayModerate : mayWatch)(viewer, info.facts);
+      if (!allowed) throw new StintError("FORBIDDEN", `You may no longer ${mode} session ${id}.`);
+    },
+
     /** The live sessions on this node the caller may watch (and moderate). */
     async watchable(actor: Actor): Promise<WatchableSession[]> {
       const viewer = await viewerOf(actor);

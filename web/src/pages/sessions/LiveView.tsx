@@ -46,6 +46,7 @@ export default function LiveView({
     if (terminal && element) terminal.open(element);
     let socket: WebSocket | null = null;
     let closed = false;
+    let renewal: ReturnType<typeof setInterval> | undefined;
 
     const onLine = (line: string) => {
       let value: unknown;
@@ -80,6 +81,19 @@ export default function LiveView({
       socket = new WebSocket(url);
       socketRef.current = socket;
       socket.onopen = () => socket?.send(JSON.stringify({ type: "auth", token, mode }));
+      // The server lets a socket watch only while its latest token is valid: each token refreshed (api() does
+      // when 30 s or less remain) goes to the socket, which keeps it open past the first token's expiry.
+      let sent = token;
+      renewal = setInterval(() => {
+        void api("GET", "/v1/sessions/live")
+          .then(() => {
+            const fresh = currentSession()?.accessToken;
+            if (!fresh || fresh === sent || socket?.readyState !== WebSocket.OPEN) return;
+            sent = fresh;
+            socket.send(JSON.stringify({ type: "auth", token: fresh, mode }));
+          })
+          .catch(() => undefined);
+      }, 20_000);
       socket.onmessage = (event: MessageEvent<string>) => {
         const text = event.data;
         // Recording lines come whole, each ending with a newline; a control message is one JSON object without.
@@ -114,6 +128,7 @@ export default function LiveView({
 
     return () => {
       closed = true;
+      clearInterval(renewal);
       socket?.close(1000, "left");
       socketRef.current = null;
       terminal?.dispose();
