@@ -13,7 +13,7 @@
  * The "network": login.microsoftonline.com resolves to 127.0.0.1 and its connections reach a local https server
  * with a certificate of a test CA; Stint's code (address policy, pinned fetch, openid-client) runs unchanged.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import https from "node:https";
@@ -21,9 +21,8 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { ConnectionOptions } from "node:tls";
-import { exportJWK, generateKeyPair, SignJWT, type JWK, type KeyLike } from "jose";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { pkce, redeemSsoCode } from "../../src/testing/oidc-provider.js";
+import { scriptedIdp, signInScripted, type ScriptedIdp } from "../../src/testing/scripted-idp.js";
 import { makePki } from "../../src/testing/siem-receivers.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
@@ -41,86 +40,13 @@ vi.mock("node:dns/promises", async (importOriginal) => {
 const PUBLIC_URL = "http://stint.test";
 const CONTOSO = randomUUID();
 const EVIL = randomUUID();
-const CLIENT_ID = randomUUID();
-
-interface Grant {
-  nonce: string;
-  claims: Record<string, unknown>;
-}
 
 let server: TestServer;
 let work: string;
 let entra: https.Server;
-let signingKey: KeyLike;
-let jwk: JWK;
-/** Authorization codes the fake Entra issued, with what the ID token will say. */
-const grants = new Map<string, Grant>();
+let idp: ScriptedIdp;
 
-/** Entra's endpoints for one tenant segment (a tenant id, `organizations` or `common`). */
-function metadata(segment: string) {
-  const base = `https://${ENTRA}/${segment}`;
-  return {
-    issuer: `https://${ENTRA}/${segment === CONTOSO ? CONTOSO : "{tenantid}"}/v2.0`,
-    authorization_endpoint: `${base}/oauth2/v2.0/authorize`,
-    token_endpoint: `${base}/oauth2/v2.0/token`,
-    jwks_uri: `https://${ENTRA}/common/discovery/v2.0/keys`,
-    response_types_supported: ["code", "id_token", "code id_token"],
-    subject_types_supported: ["pairwise"],
-    id_token_signing_alg_values_supported: ["RS256"],
-    scopes_supported: ["openid", "profile", "email", "offline_access"],
-    code_challenge_methods_supported: ["S256"],
-  };
-}
-
-async function answer(req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) {
-  const url = new URL(req.url ?? "/", `https://${ENTRA}`);
-  res.setHeader("content-type", "application/json");
-  const discovery = /^\/([^/]+)\/v2\.0\/\.well-known\/openid-configuration$/.exec(url.pathname);
-  if (discovery) return res.end(JSON.stringify(metadata(discovery[1]!)));
-  if (url.pathname === "/common/discovery/v2.0/keys") return res.end(JSON.stringify({ keys: [jwk] }));
-  if (url.pathname.endsWith("/oauth2/v2.0/token") && req.method === "POST") {
-    let body = "";
-    for await (const chunk of req) body += String(chunk);
-    const grant = grants.get(new URLSearchParams(body).get("code") ?? "");
-    if (!grant) return res.writeHead(400).end(JSON.stringify({ error: "invalid_grant" }));
-    const now = Math.floor(Date.now() / 1000);
-    const idToken = await new SignJWT({ ...grant.claims, nonce: grant.nonce, ver: "2.0" })
-      .setProtectedHeader({ alg: "RS256", kid: jwk.kid!, typ: "JWT" })
-      .setIssuer(`https://${ENTRA}/${String(grant.claims.tid)}/v2.0`)
-      .setAudience(CLIENT_ID)
-      .setIssuedAt(now)
-      .setNotBefore(now)
-      .setExpirationTime(now + 3600)
-      .sign(signingKey);
-    return res.end(
-      JSON.stringify({ token_type: "Bearer", access_token: randomUUID(), expires_in: 3600, id_token: idToken }),
-    );
-  }
-  res.writeHead(404).end("{}");
-}
-
-/**
- * A browser signing in through Stint's provider `provider` as the Entra account `claims` (the person already
- * signed in at Microsoft): Stint's start, Microsoft's redirect back with a code, Stint's callback, the redeem.
- */
-async function signIn(provider: string, claims: Record<string, unknown>) {
-  const client = pkce();
-  const start = await server.app.inject({
-    method: "GET",
-    url: `/v1/auth/sso/${provider}/login?code_challenge=${client.challenge}`,
-  });
-  if (start.statusCode !== 302) return { start: start.json<{ error: { code: string; message: string } }>() };
-  const authorize = new URL(start.headers.location as string);
-  const code = randomBytes(16).toString("hex");
-  grants.set(code, { nonce: authorize.searchParams.get("nonce")!, claims });
-  const query = new URLSearchParams({ code, state: authorize.searchParams.get("state")! });
-  const back = await server.app.inject({ method: "GET", url: `/v1/auth/sso/${provider}/callback?${query}` });
-  const fragment = new URLSearchParams(new URL(back.headers.location as string).hash.slice(1));
-  const handoff = fragment.get("sso_code");
-  if (!handoff) return { error: fragment.get("sso_error") };
-  const redeemed = await redeemSsoCode(server.app, handoff, client.verifier);
-  return { session: redeemed.statusCode === 200 };
-}
+const signIn = (provider: string, claims: Record<string, unknown>) => signInScripted(server.app, idp, provider, claims);
 
 const principal = (name: string) =>
   server.store.db.selectFrom("principals").select(["name", "email"]).where("name", "=", name).executeTakeFirst();
@@ -128,13 +54,13 @@ const principal = (name: string) =>
 beforeAll(async () => {
   work = await mkdtemp(path.join(tmpdir(), "stint-sso-entra-"));
   const pki = makePki(work, "entra", { dns: [ENTRA], ips: [] });
-  const keys = await generateKeyPair("RS256", { extractable: true });
-  signingKey = keys.privateKey;
-  jwk = { ...(await exportJWK(keys.publicKey)), kid: randomUUID(), use: "sig", kty: "RSA" };
-  entra = https.createServer(
-    { cert: readFileSync(pki.certFile), key: readFileSync(pki.keyFile) },
-    (req, res) => void answer(req, res),
-  );
+  // Entra ID: a tenant's own endpoint names its issuer; `organizations` and `common` name the `{tenantid}` template.
+  idp = await scriptedIdp({
+    origin: () => `https://${ENTRA}`,
+    issuerNamed: (segment) => `https://${ENTRA}/${segment === CONTOSO ? CONTOSO : "{tenantid}"}/v2.0`,
+    tokenIssuer: (claims) => `https://${ENTRA}/${String(claims.tid)}/v2.0`,
+  });
+  entra = https.createServer({ cert: readFileSync(pki.certFile), key: readFileSync(pki.keyFile) }, idp.handle);
   await new Promise<void>((resolve) => entra.listen(0, "127.0.0.1", resolve));
   const port = (entra.address() as AddressInfo).port;
   // Connections to login.microsoftonline.com:443 reach the local server, whose certificate the test CA signed.
@@ -147,7 +73,7 @@ beforeAll(async () => {
   const provider = (id: string, segment: string) => `  - id: ${id}
     displayName: Contoso (${id})
     issuer: https://${ENTRA}/${segment}/v2.0
-    clientId: ${CLIENT_ID}
+    clientId: ${idp.clientId}
     clientSecretFile: ${path.join(work, "client-secret")}
     allowedEmailDomains: [contoso.com]
 `;
@@ -174,6 +100,7 @@ const eve = {
   preferred_username: "eve@evil.onmicrosoft.com",
   email: "eve@contoso.com",
   name: "Eve",
+  ver: "2.0",
 };
 
 describe("Entra ID tenants", () => {
@@ -193,7 +120,7 @@ describe("Entra ID tenants", () => {
 
   it("a provider on the tenant's own issuer signs its people in, and no other tenant's", async () => {
     const alice = { ...eve, tid: CONTOSO, sub: "alice-sub", preferred_username: "alice@contoso.com" };
-    expect(await signIn("entra", { ...alice, email: "alice@contoso.com" })).toEqual({ session: true });
+    expect(await signIn("entra", { ...alice, email: "alice@contoso.com" })).toMatchObject({ session: true });
     expect(await principal("alice.contoso.com")).toEqual({ name: "alice.contoso.com", email: "alice@contoso.com" });
     expect(await signIn("entra", eve)).toEqual({ error: "SSO_ISSUER_MISMATCH" });
     expect(await principal("eve.evil.onmicrosoft.com")).toBeUndefined();

@@ -98,10 +98,16 @@ describe("identityFromClaims", () => {
     expect(providerMfaAt(provider, { amr: ["pwd", "mfa"], auth_time: authTime }, NOW)).toEqual(
       new Date(authTime * 1000),
     );
-    expect(providerMfaAt(provider, { acr: "urn:example:loa:2" }, NOW)).toEqual(NOW);
-    expect(providerMfaAt({ mfaAmr: [], mfaAcr: [] }, { amr: ["mfa"] }, NOW)).toBeNull();
-    // An auth_time in the future is not believed.
-    expect(providerMfaAt(provider, { amr: ["mfa"], auth_time: authTime + 3600 }, NOW)).toEqual(NOW);
+    expect(providerMfaAt(provider, { acr: "urn:example:loa:2", auth_time: authTime }, NOW)).toEqual(
+      new Date(authTime * 1000),
+    );
+    expect(providerMfaAt({ mfaAmr: [], mfaAcr: [] }, { amr: ["mfa"], auth_time: authTime }, NOW)).toBeNull();
+    // Without an auth_time the MFA's age is unknown: not counted.
+    expect(providerMfaAt(provider, { amr: ["mfa"] }, NOW)).toBeNull();
+    expect(providerMfaAt(provider, { acr: "urn:example:loa:2" }, NOW)).toBeNull();
+    // An auth_time in the future is not believed; a few seconds ahead is the provider's clock.
+    expect(providerMfaAt(provider, { amr: ["mfa"], auth_time: authTime + 3600 }, NOW)).toBeNull();
+    expect(providerMfaAt(provider, { amr: ["mfa"], auth_time: authTime + 90 }, NOW)).toEqual(NOW);
   });
 });
 

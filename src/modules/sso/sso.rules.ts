@@ -56,7 +56,14 @@ function groupsElsewhere(claims: Record<string, unknown>, claim: string): boolea
   return claims[claim] === undefined && typeof names === "object" && names !== null && claim in names;
 }
 
-/** When the provider's authentication counts as MFA under its configuration: its time, else null. */
+/** How far ahead of Stint's clock a provider's `auth_time` may be (its clock, not a claim about the future). */
+export const AUTH_TIME_SKEW_MS = 60_000;
+
+/**
+ * When the provider's authentication counts as MFA under its configuration: its `auth_time`, else null. Without
+ * an `auth_time` (or with one ahead of the clock) the token says MFA happened in the provider's session, not
+ * when: hours ago is as likely as now, so it is not counted (the session steps up with Stint's own factor).
+ */
 export function providerMfaAt(
   provider: Pick<SsoProvider, "mfaAmr" | "mfaAcr">,
   claims: Record<string, unknown>,
@@ -66,8 +73,10 @@ export function providerMfaAt(
   const acr = typeof claims.acr === "string" ? claims.acr : undefined;
   const counts = amr.some((v) => provider.mfaAmr.includes(v)) || (acr !== undefined && provider.mfaAcr.includes(acr));
   if (!counts) return null;
-  const authTime = typeof claims.auth_time === "number" ? new Date(claims.auth_time * 1000) : null;
-  return authTime && authTime.getTime() <= now.getTime() ? authTime : now;
+  if (typeof claims.auth_time !== "number" || !Number.isFinite(claims.auth_time)) return null;
+  const authTime = new Date(claims.auth_time * 1000);
+  if (authTime.getTime() > now.getTime() + AUTH_TIME_SKEW_MS) return null;
+  return authTime.getTime() <= now.getTime() ? authTime : now;
 }
 
 /** `email_verified` says no (`false`, or the string `"false"` some providers send, e.g. Amazon Cognito). */
