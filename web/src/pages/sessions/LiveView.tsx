@@ -47,6 +47,8 @@ export default function LiveView({
     let socket: WebSocket | null = null;
     let closed = false;
     let renewal: ReturnType<typeof setInterval> | undefined;
+    // Renewals are sent once the server said hello (before, a second message would be taken for input).
+    let joined = false;
 
     const onLine = (line: string) => {
       let value: unknown;
@@ -88,7 +90,7 @@ export default function LiveView({
         void api("GET", "/v1/sessions/live")
           .then(() => {
             const fresh = currentSession()?.accessToken;
-            if (!fresh || fresh === sent || socket?.readyState !== WebSocket.OPEN) return;
+            if (!joined || !fresh || fresh === sent || socket?.readyState !== WebSocket.OPEN) return;
             sent = fresh;
             socket.send(JSON.stringify({ type: "auth", token: fresh, mode }));
           })
@@ -108,6 +110,7 @@ export default function LiveView({
           return;
         }
         if (message.type === "hello") {
+          joined = true;
           setStatus("live");
           setModeration((message.moderation as LiveModerationView | null) ?? null);
         } else if (message.type === "moderation") {
