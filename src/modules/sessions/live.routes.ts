@@ -94,6 +94,7 @@ export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
     // refreshes to) and the rules that let its holder in: checked again every few seconds, closed when gone.
     let token = "";
     let principalId = "";
+    let mode: LiveMode | undefined;
     let recheck: NodeJS.Timeout | undefined;
     const lapsed = (error: unknown) => {
       if (state === "closed") return;
@@ -129,8 +130,10 @@ export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
       if (state === "auth") {
         const auth = liveAuth.safeParse(message);
         if (!auth.success) return socket.close(LIVE_CLOSE.unauthenticated, "the first message must be auth");
+        mode = auth.data.mode;
         state = "joining";
         clearTimeout(deadline);
+        token = auth.data.token;
         void (async () => {
           const actor = await deps.authenticate(`Bearer ${auth.data.token}`);
           if (actor.kind === "anonymous") throw new StintError("UNAUTHENTICATED");
@@ -138,18 +141,18 @@ export function registerLiveRoutes(app: App, deps: LiveRouteDeps) {
           if ((state as string) === "closed") return result.leave();
           joined = result;
           state = "joined";
-          token = auth.data.token;
           principalId = actor.kind === "principal" ? actor.id : "";
           recheck = setInterval(() => void holder(auth.data.mode).catch(lapsed), deps.recheckMs ?? LIVE_RECHECK_MS);
           recheck.unref();
         })().catch(lapsed);
         return;
       }
-      // A renewed token for the same principal and mode: the socket's right now lasts as long as it does.
+      // A renewed token for the same principal and mode: the socket's right now lasts as long as it does
+      // (checked at once when joined, else at the first recheck).
       const renewal = liveAuth.safeParse(message);
-      if (state === "joined" && renewal.success && renewal.data.mode === joined?.watcher.mode) {
+      if (renewal.success && renewal.data.mode === mode) {
         token = renewal.data.token;
-        holder(renewal.data.mode).catch(lapsed);
+        if (state === "joined") holder(mode).catch(lapsed);
         return;
       }
       const terminate = liveTerminate.safeParse(message);
