@@ -24,6 +24,8 @@ export interface TestProvider {
   clientId: string;
   clientSecret: string;
   accounts: Map<string, TestAccount>;
+  /** Requests the provider received, by path (e.g. `/token`). */
+  requests: Map<string, number>;
   close(): Promise<void>;
 }
 
@@ -37,7 +39,12 @@ export async function startOidcProvider(options: {
   const clientSecret = options.clientSecret ?? "a-client-secret-for-tests-only-0123456789";
   // Listen first: the issuer carries the port.
   const route: { handler?: (req: IncomingMessage, res: ServerResponse) => void } = {};
-  const server: Server = createServer((req, res) => route.handler!(req, res));
+  const requests = new Map<string, number>();
+  const server: Server = createServer((req, res) => {
+    const path = new URL(req.url ?? "/", "http://idp").pathname;
+    requests.set(path, (requests.get(path) ?? 0) + 1);
+    route.handler!(req, res);
+  });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const provider = new Provider(issuer, {
@@ -87,6 +94,7 @@ export async function startOidcProvider(options: {
     clientId,
     clientSecret,
     accounts,
+    requests,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

@@ -109,6 +109,14 @@ export function createDeviceFlow({ deps, deviceKey, refuse, signInAndThen }: Dev
       const handoff = await ssoStore.lockHandoff(store.db, codeHash, "device", now);
       if (!handoff || !handoff.device_code_sealed) throw new StintError("SSO_CODE_INVALID");
       const provider = clients.provider(handoff.provider);
+      // Stint asks the provider at most once per interval, whatever the client does (RFC 8628 slow_down).
+      if (!(await ssoStore.claimPoll(store.db, codeHash, now))) {
+        const slower = Math.min((handoff.poll_interval_s ?? 5) + 5, 60);
+        await ssoStore.setPollInterval(store.db, codeHash, slower);
+        throw new StintError("SSO_AUTHORIZATION_PENDING", "Polling too fast: wait longer between polls.", {
+          interval: slower,
+        });
+      }
       const config = await clients.configOf(provider.id);
       const deviceCode = open(deviceKey, handoff.device_code_sealed, `sso-device:${codeHash}`).toString();
       let tokens: Awaited<ReturnType<typeof oidc.genericGrantRequest>>;

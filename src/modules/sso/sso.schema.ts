@@ -40,6 +40,8 @@ export interface SsoHandoffsTable {
   client_challenge: string | null;
   device_code_sealed: string | null;
   poll_interval_s: number | null;
+  /** When a device grant's poll was last passed on to the provider (migration 0036). */
+  polled_at: Generated<Date | null>;
   amr: string[] | null;
   mfa_at: Timestamp | null;
   created_at: Timestamp;

@@ -114,6 +114,28 @@ export async function useHandoff(db: Db, codeHash: string, now: Date): Promise<v
   await db.updateTable("sso_handoffs").set({ used_at: now }).where("code_hash", "=", codeHash).execute();
 }
 
+/**
+ * Claims a device grant's turn to ask the provider: true (and its poll time set) when it was never polled or
+ * its last poll is at least its interval ago; false when polled too soon (or not live).
+ */
+export async function claimPoll(db: Db, codeHash: string, now: Date): Promise<boolean> {
+  const claimed = await db
+    .updateTable("sso_handoffs")
+    .set({ polled_at: now })
+    .where("code_hash", "=", codeHash)
+    .where("kind", "=", "device")
+    .where("used_at", "is", null)
+    .where(({ or, eb }) =>
+      or([
+        eb("polled_at", "is", null),
+        eb(sql<Date>`polled_at + coalesce(poll_interval_s, 5) * interval '1 second'`, "<=", now),
+      ]),
+    )
+    .returning("code_hash")
+    .executeTakeFirst();
+  return claimed !== undefined;
+}
+
 export async function setPollInterval(db: Db, codeHash: string, seconds: number): Promise<void> {
   await db.updateTable("sso_handoffs").set({ poll_interval_s: seconds }).where("code_hash", "=", codeHash).execute();
 }
