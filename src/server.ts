@@ -223,6 +223,11 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
       // Disabling someone or taking them out of a group ends what they held on it, in the same transaction.
       onAccessBasisLost: (tx, scope, cause) => requests.endAccessWithoutBasis(tx, scope, cause),
+      // Adding a member is judged by four-eyes as a file would be (the catalog, made with the routes, below).
+      holdGroupMember: (actor, context, group, principal) => {
+        if (!catalogForGrants) throw new StintError("UNAVAILABLE");
+        return catalogForGrants.holdGroupMember(actor, context, group, principal);
+      },
     });
 
     // Where Stint may connect on someone's say-so (targets, webhooks): see src/lib/address-policy.ts.
@@ -279,8 +284,9 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     // The two services call each other: a grant is provisioned for a request, and its outcome moves the request.
     let grants: GrantService | undefined = undefined;
     // The catalog (made with the routes, below): converting standing access holds its eligibility as the catalog's
-    // one-object writes are held (four-eyes). Until it exists, a conversion is refused rather than left unheld.
-    let catalogForGrants: Pick<CatalogService, "holdNewEligibility"> | undefined = undefined;
+    // one-object writes are held (four-eyes), and so is adding a group member. Until it exists, both are refused
+    // rather than left unheld.
+    let catalogForGrants: Pick<CatalogService, "holdNewEligibility" | "holdGroupMember"> | undefined = undefined;
     let sessions: SessionService | undefined = undefined;
     const requests = createRequestService({
       store: indexed,

@@ -1,5 +1,6 @@
 /** Groups of principals, used for eligibility and approvers: create, list, add, remove. */
 import type { Command } from "commander";
+import { isHeldWrite } from "../../contract/catalog-api.js";
 import { group, groupList } from "../../contract/identity.js";
 import type { z } from "zod";
 import { segment } from "../client.js";
@@ -57,7 +58,14 @@ export function registerGroupCommands(program: Command, ctx: CliContext): void {
       const { raw } = await client.request("POST", `/v1/groups/${segment(groupName)}/members`, {
         body: { principal: member },
       });
-      emit(ctx, json, raw, () => `Added ${member} to ${groupName}.\n`);
+      const held = isHeldWrite(raw) ? raw.changeRequest : null;
+      emit(ctx, json, raw, () =>
+        held
+          ? `Held for a second admin (four-eyes: adding ${member} to ${groupName} widens access at risk ${held.tier}); ` +
+            "nothing was changed.\n" +
+            `Change request ${held.id}, pending until ${held.expiresAt}: another admin runs \`stint changes approve ${held.id}\`.\n`
+          : `Added ${member} to ${groupName}.\n`,
+      );
     });
 
   groups

@@ -14,6 +14,8 @@ import { policyUseCases } from "./catalog.policies.js";
 import { roleUseCases } from "./catalog.roles.js";
 import { eligibilityUseCases } from "./catalog.eligibility.js";
 import { configUseCases } from "./catalog.config-as-code.js";
+import { diffEntity } from "./catalog.plan.rules.js";
+import { findPrincipal } from "./catalog.store.js";
 
 export type { CatalogServiceDeps, HeldFollowUp, HeldPlan } from "./catalog.context.js";
 
@@ -79,6 +81,42 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     }
   }
 
+  /**
+   * Four-eyes for `stint groups add` (the directory's `POST /v1/groups/{name}/members`): adding `principal` to
+   * `group` is judged as a file changing that group's members is; when it widens access at a covered tier it is
+   * applied as that file (held as a change request; SELF_GRANT checked on it) and the change request answered,
+   * "applied" should the file apply it at once after all; null when the directory may add it itself (nothing
+   * held, or no such group or principal: the directory answers for those).
+   */
+  async function holdGroupMember(
+    actor: Actor,
+    context: CallContext,
+    group: string,
+    principal: string,
+  ): Promise<ChangeRequestRefDto | "applied" | null> {
+    try {
+      await ctx.store.transaction(async (tx) => {
+        const before = (await ctx.loadState(tx)).groups.find((g) => g.name === group);
+        if (!before || before.members.includes(principal) || !(await findPrincipal(tx, principal))) return;
+        const after = { ...before, members: [...before.members, principal].sort() };
+        const fields = diffEntity("group", before, after);
+        await ctx.fourEyesGuard(
+          tx,
+          actor,
+          { action: "update", kind: "group", name: group, fields },
+          {
+            prune: false,
+            groups: [after],
+          },
+        );
+      });
+      return null;
+    } catch (error) {
+      if (!(error instanceof HeldAsFile)) throw error;
+      return (await config.applyConfig(actor, error.text, context)).changeRequest ?? "applied";
+    }
+  }
+
   return {
     ...targets,
     ...policies,
@@ -86,6 +124,7 @@ export function createCatalogService(deps: CatalogServiceDeps) {
     ...eligibility,
     ...config,
     holdNewEligibility,
+    holdGroupMember,
     updateTarget: (
       actor: Actor,
       ref: string,

@@ -12,6 +12,7 @@ import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { hashPassword, randomToken, sha256Hex, type ScryptParams } from "../../lib/security.js";
+import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
@@ -43,6 +44,17 @@ export interface DirectoryServiceDeps {
   ) => Promise<AuditInput[]>;
   /** Tells every node's access index (and the caches of sessions and tokens on it) what changed, at commit. */
   index?: Pick<AccessIndex, "send">;
+  /**
+   * Four-eyes on adding a group member (the catalog's `holdGroupMember`): a change request when the addition widens
+   * access at a covered tier (held as a file, as `stint apply` would be), "applied" when that file applied at once,
+   * null when the directory adds the member itself.
+   */
+  holdGroupMember?: (
+    actor: Actor,
+    context: CallContext,
+    group: string,
+    principal: string,
+  ) => Promise<ChangeRequestRefDto | "applied" | null>;
 }
 
 const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
@@ -320,8 +332,14 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
       principalName: string,
       change: "add" | "remove",
       context: CallContext,
-    ) {
+    ): Promise<{ changeRequest: ChangeRequestRefDto } | undefined> {
       authorize(actor, "groups.write");
+      // Joining a group that carries a high-risk role (or approves one) waits for a second admin, as a file would.
+      if (change === "add" && deps.holdGroupMember) {
+        const held = await deps.holdGroupMember(actor, context, groupName, principalName);
+        if (held === "applied") return undefined;
+        if (held) return { changeRequest: held };
+      }
       await store.transaction(async (tx) => {
         const group = await identityStore.findGroupByName(tx, groupName);
         if (!group) throw new StintError("NOT_FOUND", `There is no group named ${groupName}.`);
@@ -347,6 +365,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         await ownAccess.check(tx, now);
         await audit.append(tx, actor, context, added);
       });
+      return undefined;
     },
 
     async listTokens(actor: Actor) {

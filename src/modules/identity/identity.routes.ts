@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { App } from "../../http/app.js";
 import * as c from "../../contract/identity.js";
 import { ok } from "../../contract/common.js";
+import { heldWrite } from "../../contract/catalog-api.js";
 import type { IdentityService } from "./identity.service.js";
 import type { DirectoryService } from "./directory.service.js";
 
@@ -199,10 +200,23 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
     "/v1/groups/:name/members",
     {
       config: { requirement: "groups.write" },
-      schema: { tags: ["groups"], params: nameParam, body: c.groupMemberRequest, response: { 200: ok } },
+      schema: {
+        tags: ["groups"],
+        params: nameParam,
+        body: c.groupMemberRequest,
+        response: { 200: ok, 202: heldWrite },
+      },
     },
-    async (req) => {
-      await directory.changeMembership(req.actor, req.params.name, req.body.principal, "add", req.callContext);
+    async (req, reply) => {
+      const held = await directory.changeMembership(
+        req.actor,
+        req.params.name,
+        req.body.principal,
+        "add",
+        req.callContext,
+      );
+      // Held for a second admin (four-eyes): nothing changed yet.
+      if (held) return reply.code(202).send(held);
       return { ok: true as const };
     },
   );
