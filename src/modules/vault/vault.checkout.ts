@@ -32,20 +32,25 @@ export function createCheckouts(
     return store.transaction(async (tx) => {
       const now = clock.now();
       const due = await vaultStore.claimExpiredCheckouts(tx, now, limit);
-      for (const c of due) await vaultStore.returnCheckout(tx, c.id, "expired", now);
-      if (due.length > 0)
-        await audit.append(
-          tx,
-          SYSTEM,
-          { correlationId: "scheduler", sourceIp: null, userAgent: null },
-          due.map((c) => ({
-            action: "secret.checked_in",
-            outcome: "success" as const,
-            subject: `secret:${c.path}`,
-            reason: "the check-out reached its end",
-            details: { holder: c.holder_name, automatic: true },
-          })),
-        );
+      const events = [];
+      for (const c of due) {
+        const leaver = c.holder_status === "disabled";
+        await vaultStore.returnCheckout(tx, c.id, leaver ? "holder disabled" : "expired", now);
+        // The holder saw the value whether they checked it in or not: rotated as a check-in would have it,
+        // by this pass's due rotations (at the target for a login's password, proven there).
+        const policy = checkoutPolicy.parse(c.checkout ?? {});
+        const rotate = policy.rotateOnCheckin && c.kind !== "certificate";
+        if (rotate) await vaultStore.setRotationDueBy(tx, c.secret_id, now);
+        events.push({
+          action: "secret.checked_in",
+          outcome: "success" as const,
+          subject: `secret:${c.path}`,
+          reason: leaver ? "the holder was disabled" : "the check-out reached its end",
+          details: { holder: c.holder_name, automatic: true, rotationDue: rotate },
+        });
+      }
+      if (events.length > 0)
+        await audit.append(tx, SYSTEM, { correlationId: "scheduler", sourceIp: null, userAgent: null }, events);
       return due.length;
     });
   }

@@ -231,7 +231,10 @@ export async function returnCheckout(db: Q, id: string, reason: string, now: Dat
   return rows.length > 0;
 }
 
-/** Open check-outs past their end, claimed so that several nodes never return one twice. */
+/**
+ * Open check-outs past their end or whose holder was disabled (a leaver keeps no check-out), claimed so that
+ * several nodes never return one twice.
+ */
 export function claimExpiredCheckouts(db: Q, now: Date, limit: number) {
   return db
     .selectFrom("secret_checkouts")
@@ -241,11 +244,13 @@ export function claimExpiredCheckouts(db: Q, now: Date, limit: number) {
       "secret_checkouts.id",
       "secret_checkouts.secret_id",
       "secrets.path",
+      "secrets.kind",
       "secrets.checkout",
       "principals.name as holder_name",
+      "principals.status as holder_status",
     ])
     .where("secret_checkouts.returned_at", "is", null)
-    .where("secret_checkouts.expires_at", "<=", now)
+    .where((eb) => eb.or([eb("secret_checkouts.expires_at", "<=", now), eb("principals.status", "=", "disabled")]))
     .limit(limit)
     .forUpdate("secret_checkouts")
     .skipLocked()

@@ -1,0 +1,103 @@
+/**
+ * Check-outs attacked by their borrower (security review, finding 45).
+ *
+ * A secret checked out with `rotateOnCheckin` is given a new value at its check-in, since the borrower saw
+ * the old one. A borrower who simply never checked in kept it: the check-out's end returned it with no new
+ * value, and the password they took away stayed the current one for as long as nobody else checked it in.
+ * A borrower disabled mid check-out (a leaver) kept the check-out itself, and with it everyone else locked
+ * out of the secret and the value unchanged, until its end. Now a check-out returned at its end or because
+ * its holder was disabled is rotated as a check-in would have been (scheduled at once, the same pass).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { manualClock } from "../../src/lib/clock.js";
+import { ADMIN_PASSWORD, testServer, type TestServer } from "../../src/testing/server.js";
+
+const MINUTE = 60_000;
+const clock = manualClock(new Date());
+let server: TestServer;
+
+type Reply = { status: number; body: Record<string, unknown> & { error?: { code: string } } };
+
+async function call(auth: string, method: "GET" | "POST" | "PUT", target: string, payload?: object): Promise<Reply> {
+  const res = await server.app.inject({
+    method,
+    url: target,
+    headers: { authorization: auth },
+    ...(payload ? { payload } : {}),
+  });
+  return { status: res.statusCode, body: res.body ? (res.json() as Reply["body"]) : {} };
+}
+
+const admin = () => server.login(server.config.bootstrapAdminName, ADMIN_PASSWORD);
+const url = (path: string) => `/v1/secrets/${encodeURIComponent(path)}`;
+
+/** An exclusive secret rotated at check-in, that users may check out for at most 30 minutes. */
+async function exclusiveSecret(path: string): Promise<void> {
+  const put = await call(await admin(), "PUT", url(path), {
+    kind: "password",
+    generate: { length: 32 },
+    platformRoles: ["user", "admin"],
+    checkout: { exclusive: true, maxDuration: "30m", rotateOnCheckin: true },
+  });
+  expect(put.status, JSON.stringify(put.body)).toBe(200);
+}
+
+async function checkout(auth: string, path: string): Promise<string> {
+  const res = await call(auth, "POST", `${url(path)}/checkout`, { reason: "fix the legacy batch host" });
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return String(res.body.value);
+}
+
+/** The value an admin reads after taking the check-out in turn (as the next borrower would see it). */
+async function currentValue(path: string): Promise<{ value: string; version: number }> {
+  const auth = await admin();
+  const taken = await call(auth, "POST", `${url(path)}/checkout`, { reason: "next borrower" });
+  expect(taken.status, JSON.stringify(taken.body)).toBe(200);
+  const meta = await call(auth, "GET", url(path));
+  return { value: String(taken.body.value), version: Number(meta.body.currentVersion) };
+}
+
+beforeAll(async () => {
+  server = await testServer("pglite", { clock });
+  for (const name of ["mallory", "lena"]) await server.userWithRoles(name, ["user"]);
+}, 60_000);
+afterAll(async () => server?.cleanup());
+
+describe("a check-out rotated at check-in is rotated however it ends", () => {
+  it("a borrower who never checks in does not keep the value past the check-out's end", async () => {
+    const path = "legacy/batch-root";
+    await exclusiveSecret(path);
+    const mallory = await server.login("mallory");
+    const taken = await checkout(mallory, path);
+
+    clock.advance(31 * MINUTE);
+    await server.scheduler.runOnce();
+
+    const now = await currentValue(path);
+    expect(now.value).not.toBe(taken);
+    expect(now.version).toBe(2);
+    const events = await call(await admin(), "GET", "/v1/audit/events?limit=200");
+    const actions = (events.body.items as { action: string; subject: string }[])
+      .filter((e) => e.subject === `secret:${path}`)
+      .map((e) => e.action);
+    expect(actions).toContain("secret.rotated");
+  });
+
+  it("a leaver disabled mid check-out loses the check-out, and the value they saw is replaced", async () => {
+    const path = "legacy/ftp-root";
+    await exclusiveSecret(path);
+    const lena = await server.login("lena");
+    const taken = await checkout(lena, path);
+
+    const disabled = await call(await admin(), "POST", "/v1/users/lena/disable", { reason: "left the company" });
+    expect(disabled.status, JSON.stringify(disabled.body)).toBe(200);
+    clock.advance(MINUTE); // well within the check-out's 30 minutes
+    await server.scheduler.runOnce();
+
+    const meta = await call(await admin(), "GET", url(path));
+    expect(meta.body.checkedOut).toBeNull();
+    const now = await currentValue(path);
+    expect(now.value).not.toBe(taken);
+    expect(now.version).toBe(2);
+  });
+});
