@@ -22,8 +22,19 @@ export interface BlobWriter {
   readonly failure: Error | null;
   /** Called once, at the first write failure. */
   onFailure(listener: (error: Error) => void): void;
-  /** Flushes and closes; the blob is then readable under its key. */
-  finish(): Promise<{ key: string; sha256: string; bytes: number }>;
+  /**
+   * Flushes and closes; the blob is then readable under its key. After a write failure the blob holds
+   * what reached the file before it (`partial: true`, its own size and SHA-256).
+   */
+  finish(): Promise<FinishedBlob>;
+}
+
+export interface FinishedBlob {
+  key: string;
+  sha256: string;
+  bytes: number;
+  /** Writing failed: the blob holds the writes taken before the failure, as far as they reached the file. */
+  partial?: true;
 }
 
 export interface BlobStore {
@@ -118,6 +129,8 @@ export const BLOB_BATCH_MS = 100;
 function blobWriter(key: string, handle: FileHandle, partial: string, file: string): BlobWriter {
   const hash = createHash("sha256");
   let bytes = 0;
+  /** Bytes in the file: all `bytes` once finished, unless writing failed. */
+  let onDisk = 0;
   let failure: Error | null = null;
   const listeners: ((error: Error) => void)[] = [];
   let queued: Buffer[] = [];
@@ -128,7 +141,7 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
   let sealed = false;
   /** A test's simulated crash (failpoint): the process is dead here; the file stays `.partial` as it is. */
   let crashed: FailpointCrash | null = null;
-  let finished: Promise<{ key: string; sha256: string; bytes: number }> | null = null;
+  let finished: Promise<FinishedBlob> | null = null;
   const fail = (error: Error) => {
     if (failure) return;
     failure = error;
@@ -142,16 +155,11 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
       // Let the current turn add its lines first.
       await new Promise<void>((resolve) => setImmediate(resolve));
       while (queued.length > 0 && !failure) {
-        const batch = queued.length === 1 ? queued[0]! : Buffer.concat(queued, queuedBytes);
+        const pieces = queued;
+        const batch = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, queuedBytes);
         queued = [];
         queuedBytes = 0;
-        // Hashed as written, in order: one update per batch gives the same SHA-256 as one per write.
-        hash.update(batch);
-        try {
-          await handle.write(batch);
-        } catch (error) {
-          fail(error as Error);
-        }
+        await writeBatch(batch, pieces);
         try {
           await failpoint("session.recording.after-write");
         } catch (error) {
@@ -172,6 +180,34 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
       if (queued.length > 0) schedule();
     })();
     return flushing;
+  };
+  /**
+   * Writes one batch whole (a short write, as at a full disk, goes on with the rest). Hashed as written,
+   * in order: one update per batch gives the same SHA-256 as one per write. When writing fails the file
+   * is cut back to the last whole piece on disk (a recording's last whole line): what is kept of a
+   * failed blob is the pieces taken before the failure, and `onDisk` and the hash are exactly that.
+   */
+  const writeBatch = async (batch: Buffer, pieces: Buffer[]): Promise<void> => {
+    let done = 0;
+    try {
+      while (done < batch.length) {
+        const { bytesWritten } = await handle.write(batch, done, batch.length - done);
+        if (bytesWritten <= 0) throw Object.assign(new Error("the blob store took no bytes"), { code: "EIO" });
+        done += bytesWritten;
+      }
+      hash.update(batch);
+      onDisk += batch.length;
+    } catch (error) {
+      let whole = 0;
+      for (const piece of pieces) {
+        if (whole + piece.length > done) break;
+        whole += piece.length;
+      }
+      hash.update(batch.subarray(0, whole));
+      onDisk += whole;
+      await handle.truncate(onDisk).catch(() => undefined);
+      fail(error as Error);
+    }
   };
   /** A batch under BLOB_BATCH_BYTES is written BLOB_BATCH_MS after its first byte. */
   const schedule = (): void => {
@@ -208,18 +244,25 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
     },
   };
 
-  /** Writes what was taken before the seal, then syncs, closes and renames: once, whoever asks. */
-  async function complete(): Promise<{ key: string; sha256: string; bytes: number }> {
+  /**
+   * Writes what was taken before the seal, then syncs, closes and renames: once, whoever asks. A blob
+   * whose writing failed is kept as far as it reached the file (`partial: true`), never dropped: a
+   * recording must not lose what came before a full disk.
+   */
+  async function complete(): Promise<FinishedBlob> {
     while (!crashed && (flushing || queued.length > 0)) await flush();
     if (crashed) throw crashed; // a dead process closes nothing: the file stays `.partial`
+    const failed = failure;
     try {
-      if (!failure) await handle.sync();
+      await handle.sync();
     } catch (error) {
       fail(error as Error);
     }
     await handle.close().catch(() => undefined);
-    if (failure) throw failure;
+    if (failure && !failed) throw failure; // the bytes may not be on the disk: nothing to vouch for
     await rename(partial, file);
-    return { key, sha256: hash.digest("hex"), bytes };
+    return failure
+      ? { key, sha256: hash.digest("hex"), bytes: onDisk, partial: true }
+      : { key, sha256: hash.digest("hex"), bytes };
   }
 }

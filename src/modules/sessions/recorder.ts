@@ -5,7 +5,7 @@
  * recording does not hold, and a late write can never spoil a blob being closed.
  */
 import { StringDecoder } from "node:string_decoder";
-import type { BlobWriter } from "../../lib/blob-store.js";
+import type { BlobWriter, FinishedBlob } from "../../lib/blob-store.js";
 import type { Clock } from "../../lib/clock.js";
 import {
   asciicastEvent,
@@ -20,8 +20,11 @@ import type { QueryLogEntry, SessionKind, SessionRecorder } from "./sessions.typ
 export interface ActiveRecorder extends SessionRecorder {
   /** False once the recording takes nothing more (finish() called, or a write failed). */
   readonly open: boolean;
-  /** Closes the blob: its key, SHA-256 and size, or null when nothing was recorded (no writer). */
-  finish(): Promise<{ key: string; sha256: string; bytes: number } | null>;
+  /**
+   * Closes the blob: its key, SHA-256 and size (`partial` when a write failed: what reached the disk
+   * before), or null when nothing was recorded (no writer).
+   */
+  finish(): Promise<FinishedBlob | null>;
 }
 
 export function createRecorder(options: {

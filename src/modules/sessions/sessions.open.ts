@@ -1,5 +1,5 @@
 /** Opening a brokered session: its row, recording, audit event, expiry timer, live feed and end. */
-import type { BlobWriter } from "../../lib/blob-store.js";
+import type { BlobWriter, FinishedBlob } from "../../lib/blob-store.js";
 import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import { policySpec } from "../../contract/catalog.js";
@@ -219,7 +219,7 @@ export function createOpenSession(core: SessionsCore) {
             { cause: reason === "killed" ? "killed" : "activation_ended" },
             Math.max(0, (Date.now() - entry.causeAt) / 1000),
           );
-        let recording: { key: string; sha256: string; bytes: number } | null = null;
+        let recording: FinishedBlob | null = null;
         try {
           recording = await recorder.finish();
         } catch (error) {
@@ -258,7 +258,15 @@ export function createOpenSession(core: SessionsCore) {
                 endReason: reason,
                 bytesUp: bytes.up,
                 bytesDown: bytes.down,
-                recording: recording ? { key: recording.key, sha256: recording.sha256, bytes: recording.bytes } : null,
+                // partial: the recording failed (a full disk); it holds what reached the disk before.
+                recording: recording
+                  ? {
+                      key: recording.key,
+                      sha256: recording.sha256,
+                      bytes: recording.bytes,
+                      ...(recording.partial ? { partial: true } : {}),
+                    }
+                  : null,
               },
             });
             await failpoint("session.end.before-commit");

@@ -53,10 +53,14 @@ export function relaySession(
   });
   channelSession.on("env", (accept, reject, info) => {
     if (started) return reject?.();
+    // Recorded: the target's sshd may pass it to the shell (Debian's `AcceptEnv LANG LC_*`), and a
+    // command line `eval "$LC_X"` runs what it holds.
+    session.recorder.event("env", { name: info.key, value: info.val });
     env[info.key] = info.val;
     accept?.();
   });
   channelSession.on("signal", (accept, _reject, info) => {
+    session.recorder.event("signal", { name: info.name });
     safely(() => remote?.signal(info.name));
     accept?.();
   });
