@@ -174,6 +174,14 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         if (input.manager !== undefined) {
           const manager = input.manager === null ? null : await requirePrincipal(tx, input.manager);
           if (manager?.id === row.id) throw new StintError("VALIDATION_FAILED", "Nobody is their own manager.");
+          if (manager && manager.kind !== "user")
+            throw new StintError("VALIDATION_FAILED", "A manager must be a user, not a service.");
+          // The manager approves one's requests where a policy says `manager: true`: not one's own choice.
+          if (manager && manager.id !== row.manager_id && actor.kind === "principal" && actor.id === row.id)
+            throw new StintError(
+              "SELF_GRANT",
+              "Your manager approves your requests where a policy says `manager: true`; someone else must choose who it is.",
+            );
           changes.manager_id = manager?.id ?? null;
         }
         if (input.platformRoles !== undefined) {
