@@ -4,13 +4,15 @@
  * A secret checked out with `rotateOnCheckin` is given a new value at its check-in, since the borrower saw
  * the old one. A borrower who simply never checked in kept it: the check-out's end returned it with no new
  * value, and the password they took away stayed the current one for as long as nobody else checked it in.
- * A borrower disabled mid check-out (a leaver) kept the check-out itself, and with it everyone else locked
- * out of the secret and the value unchanged, until its end. Now a check-out returned at its end or because
- * its holder was disabled is rotated as a check-in would have been (scheduled at once, the same pass).
+ * A borrower disabled mid check-out (a leaver), or whose activation ended, kept the check-out itself, and with
+ * it everyone else locked out of the secret and the value unchanged, until its end. Now a check-out ends with
+ * the access that allowed it, and one returned at its end or so is rotated as a check-in would have been
+ * (scheduled at once, rotated in the same pass).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
 import { ADMIN_PASSWORD, testServer, type TestServer } from "../../src/testing/server.js";
+import { selfServicePolicy } from "../../src/testing/targets-harness.js";
 
 const MINUTE = 60_000;
 const clock = manualClock(new Date());
@@ -31,12 +33,15 @@ async function call(auth: string, method: "GET" | "POST" | "PUT", target: string
 const admin = () => server.login(server.config.bootstrapAdminName, ADMIN_PASSWORD);
 const url = (path: string) => `/v1/secrets/${encodeURIComponent(path)}`;
 
-/** An exclusive secret rotated at check-in, that users may check out for at most 30 minutes. */
-async function exclusiveSecret(path: string): Promise<void> {
+/**
+ * An exclusive secret rotated at check-in, that users (or, given `roles`, those with an active activation
+ * of one) may check out for at most 30 minutes.
+ */
+async function exclusiveSecret(path: string, roles?: string[]): Promise<void> {
   const put = await call(await admin(), "PUT", url(path), {
     kind: "password",
     generate: { length: 32 },
-    platformRoles: ["user", "admin"],
+    ...(roles ? { roles, platformRoles: ["admin"] } : { platformRoles: ["user", "admin"] }),
     checkout: { exclusive: true, maxDuration: "30m", rotateOnCheckin: true },
   });
   expect(put.status, JSON.stringify(put.body)).toBe(200);
@@ -59,7 +64,24 @@ async function currentValue(path: string): Promise<{ value: string; version: num
 
 beforeAll(async () => {
   server = await testServer("pglite", { clock });
-  for (const name of ["mallory", "lena"]) await server.userWithRoles(name, ["user"]);
+  for (const name of ["mallory", "lena", "tess"]) await server.userWithRoles(name, ["user"]);
+  const applied = await call(server.adminAuth, "POST", "/v1/config/apply", {
+    yaml: `apiVersion: stint/v1
+policies:${selfServicePolicy("self")}
+targets:
+  - name: stint
+    kind: internal
+roles:
+  - name: legacy-fix
+    target: stint
+    policy: self
+    risk: medium
+eligibility:
+  - role: legacy-fix
+    users: [tess]
+`,
+  });
+  expect(applied.status, JSON.stringify(applied.body)).toBe(200);
 }, 60_000);
 afterAll(async () => server?.cleanup());
 
@@ -92,6 +114,28 @@ describe("a check-out rotated at check-in is rotated however it ends", () => {
     const disabled = await call(await admin(), "POST", "/v1/users/lena/disable", { reason: "left the company" });
     expect(disabled.status, JSON.stringify(disabled.body)).toBe(200);
     clock.advance(MINUTE); // well within the check-out's 30 minutes
+    await server.scheduler.runOnce();
+
+    const meta = await call(await admin(), "GET", url(path));
+    expect(meta.body.checkedOut).toBeNull();
+    const now = await currentValue(path);
+    expect(now.value).not.toBe(taken);
+    expect(now.version).toBe(2);
+  });
+
+  it("a check-out does not outlast the activation that allowed it", async () => {
+    const path = "legacy/mainframe-operator";
+    await exclusiveSecret(path, ["legacy-fix"]);
+    const tess = await server.login("tess");
+    const activated = await call(tess, "POST", "/v1/activation-requests", {
+      role: "legacy-fix",
+      duration: "10m",
+      reason: "restart the nightly batch",
+    });
+    expect(activated.body.state, JSON.stringify(activated.body)).toBe("active");
+    const taken = await checkout(tess, path); // for the policy's 30 minutes
+
+    clock.advance(11 * MINUTE); // the activation has ended; the check-out has 19 minutes left
     await server.scheduler.runOnce();
 
     const meta = await call(await admin(), "GET", url(path));

@@ -232,8 +232,9 @@ export async function returnCheckout(db: Q, id: string, reason: string, now: Dat
 }
 
 /**
- * Open check-outs past their end or whose holder was disabled (a leaver keeps no check-out), claimed so that
- * several nodes never return one twice.
+ * Open check-outs past their end, or whose holder may no longer use the secret (disabled, or neither a platform
+ * role it lists nor an active activation of a role it lists: a check-out does not outlast its basis), claimed so
+ * that several nodes never return one twice. Open check-outs are one per exclusive secret: few to look at.
  */
 export function claimExpiredCheckouts(db: Q, now: Date, limit: number) {
   return db
@@ -248,9 +249,16 @@ export function claimExpiredCheckouts(db: Q, now: Date, limit: number) {
       "secrets.checkout",
       "principals.name as holder_name",
       "principals.status as holder_status",
+      sql<boolean>`secret_checkouts.expires_at <= ${now}`.as("ended"),
     ])
     .where("secret_checkouts.returned_at", "is", null)
-    .where((eb) => eb.or([eb("secret_checkouts.expires_at", "<=", now), eb("principals.status", "=", "disabled")]))
+    .where(
+      sql<boolean>`(secret_checkouts.expires_at <= ${now} OR principals.status <> 'active' OR NOT (
+        principals.platform_roles && secrets.platform_roles
+        OR EXISTS (SELECT 1 FROM activation_requests a JOIN roles r ON r.id = a.role_id
+                    WHERE a.requester_id = secret_checkouts.holder_id AND a.state = 'active'
+                      AND a.expires_at > ${now} AND r.name = ANY (secrets.roles))))`,
+    )
     .limit(limit)
     .forUpdate("secret_checkouts")
     .skipLocked()
