@@ -245,16 +245,15 @@ export function checkAnswerJson(data: unknown): string | undefined {
 export function plainCheckQuery(query: string): { principal: string; role: string } | undefined {
   const amp = query.indexOf("&");
   if (amp === -1) return undefined;
-  const first = query.slice(0, amp);
-  const second = query.slice(amp + 1);
+  // The two values sliced straight from the query (no slice per field first: this runs on every check).
   let principal: string;
   let role: string;
-  if (first.startsWith("principal=") && second.startsWith("role=")) {
-    principal = first.slice(10);
-    role = second.slice(5);
-  } else if (first.startsWith("role=") && second.startsWith("principal=")) {
-    role = first.slice(5);
-    principal = second.slice(10);
+  if (query.startsWith("principal=") && query.startsWith("role=", amp + 1)) {
+    principal = query.slice(10, amp);
+    role = query.slice(amp + 6);
+  } else if (query.startsWith("role=") && query.startsWith("principal=", amp + 1)) {
+    role = query.slice(5, amp);
+    principal = query.slice(amp + 11);
   } else return undefined;
   return NAME_PATTERN.test(principal) && NAME_PATTERN.test(role) ? { principal, role } : undefined;
 }
