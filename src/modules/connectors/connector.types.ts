@@ -117,8 +117,15 @@ export interface CredentialOperations {
   createLogin(target: ConnectorTarget, spec: DynamicLoginSpec, call?: CallOptions): Promise<void>;
   /** Ends the login's sessions and drops it; a login that is gone already is fine. */
   dropLogin(target: ConnectorTarget, spec: { login: string }, call?: CallOptions): Promise<void>;
-  /** Sets a login's password (the login must exist). */
-  setPassword(target: ConnectorTarget, spec: { login: string; password: string }, call?: CallOptions): Promise<void>;
+  /**
+   * Sets a login's password (the login must exist). `endSessions`: also end the login's sessions, where the
+   * target's options allow (`terminateSessions`): someone who saw the old password keeps no session it opened.
+   */
+  setPassword(
+    target: ConnectorTarget,
+    spec: { login: string; password: string; endSessions?: boolean },
+    call?: CallOptions,
+  ): Promise<void>;
   /** Whether the login can sign in with this password now (a real sign-in, not a catalog lookup). */
   verifyPassword(
     target: ConnectorTarget,

@@ -37,7 +37,7 @@ export function createTargetAdmin(ctx: GrantContext) {
     async withCredentials<T>(
       targetName: string,
       work: (ops: {
-        setPassword(login: string, password: string): Promise<void>;
+        setPassword(login: string, password: string, options?: { endSessions?: boolean }): Promise<void>;
         verifyPassword(login: string, password: string): Promise<boolean>;
       }) => Promise<T>,
     ): Promise<T> {
@@ -48,9 +48,9 @@ export function createTargetAdmin(ctx: GrantContext) {
       if (!setPassword || !verifyPassword)
         throw new ConnectorError("refused", `a ${connector.kind} target cannot change passwords`);
       return work({
-        setPassword: (login, password) =>
+        setPassword: (login, password, options) =>
           call(connector.kind, "set_password", () =>
-            setPassword.call(connector, target, { login, password }).catch((error: unknown) => {
+            setPassword.call(connector, target, { login, password, ...options }).catch((error: unknown) => {
               throw withoutSecrets(error, [password, target.credential]);
             }),
           ),

@@ -40,7 +40,8 @@ export interface VaultServiceDeps {
     withCredentials<T>(
       targetName: string,
       work: (ops: {
-        setPassword(login: string, password: string): Promise<void>;
+        /** `endSessions`: also end the login's sessions there (its password was a person's to see). */
+        setPassword(login: string, password: string, options?: { endSessions?: boolean }): Promise<void>;
         verifyPassword(login: string, password: string): Promise<boolean>;
       }) => Promise<T>,
     ): Promise<T>;

@@ -3,6 +3,7 @@
  * dead node left (`reconcilePending`). Bound to a login at a target, a rotation is claimed by one node with
  * a lease, stored as a pending version, set at the target and proven by a sign-in before it becomes current.
  */
+import { checkoutPolicy } from "../../contract/vault.js";
 import { StintError } from "../../lib/errors.js";
 import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import { authorize } from "../authz/authz.rules.js";
@@ -56,9 +57,12 @@ export function createRotations(ctx: VaultContext) {
         throw new StintError("CONFLICT", "Rotation at targets is not available on this server.");
       }
       const old = await release("rotation", row, pending.previous);
+      // A person's credential (one holder at a time, or break-glass): whoever saw the old password keeps no
+      // session they opened with it. An application's login keeps its connections.
+      const endSessions = row.break_glass || checkoutPolicy.parse(row.checkout ?? {}).exclusive;
       try {
         await deps.targets.withCredentials(rotation.target, async (ops) => {
-          await ops.setPassword(rotation.login, next);
+          await ops.setPassword(rotation.login, next, { endSessions });
           if (!(await ops.verifyPassword(rotation.login, next)))
             throw new Error("the new password does not sign in at the target");
         });

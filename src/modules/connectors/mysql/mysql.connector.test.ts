@@ -409,6 +409,15 @@ describe("dynamic logins", () => {
     expect(await freshSelectAs(dynUser, newPassword)).toContainEqual({ name: "apple" });
   });
 
+  it("setPassword with endSessions ends the connections opened with the old password (finding 46)", async () => {
+    const held = await signIn(dynUser, newPassword);
+    const rotated = `r\\${randomBytes(6).toString("hex")}`;
+    await mysqlConnector.setPassword!(target, { login: dynUser, password: rotated, endSessions: true });
+    await expect(held.query("SELECT 1")).rejects.toThrow();
+    await mysqlConnector.setPassword!(target, { login: dynUser, password: newPassword });
+    expect(await mysqlConnector.verifyPassword!(target, { login: dynUser, password: newPassword })).toBe(true);
+  });
+
   it("verifyPassword says false for a locked account and an expired password", async () => {
     try {
       await root.query(`ALTER USER '${dynUser}'@'%' ACCOUNT LOCK`);

@@ -357,11 +357,13 @@ async function dropLogin(session: Session, login: string): Promise<void> {
   await killSessions(session, login);
 }
 
-async function setPassword(session: Session, login: string, password: string): Promise<void> {
+async function setPassword(session: Session, login: string, password: string, endSessions = false): Promise<void> {
   const account = accountSql(login, session.options.accountHost);
   if (!(await accountExists(session, login)))
     throw refused(`${session.target.name}: account ${account} does not exist`);
   await session.query(`ALTER USER ${account} IDENTIFIED BY ${passwordSql(session, password)}`);
+  // After the change: a connection that starts meanwhile signed in with the new password.
+  if (endSessions && session.options.terminateSessions) await killSessions(session, login);
 }
 
 function assertPassword(password: string): void {
@@ -428,7 +430,7 @@ export const mysqlConnector: Connector = {
   setPassword: async (target, spec, call) => {
     assertLogin(spec.login);
     assertPassword(spec.password);
-    return withSession(target, call, (session) => setPassword(session, spec.login, spec.password), {
+    return withSession(target, call, (session) => setPassword(session, spec.login, spec.password, spec.endSessions), {
       secrets: [spec.password],
     });
   },

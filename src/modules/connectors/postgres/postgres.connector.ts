@@ -454,6 +454,8 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
       async (client) => {
         // ALTER ROLE of a missing login fails with 'role "x" does not exist'.
         await client.query(`ALTER ROLE ${quoteIdent(login)} WITH PASSWORD ${literal.trim()}`);
+        // After the change: a session that starts meanwhile signed in with the new password.
+        if (spec.endSessions && parseOptions(target.options).terminateSessions) await terminateSessions(client, login);
       },
       { secrets },
     );
