@@ -1,5 +1,5 @@
 /**
- * A borrowed login's sessions at its target (security review, finding 46).
+ * A borrowed login's sessions at its target (security review, finding 49).
  *
  * An exclusive secret that is a login's password at a target, checked out with `rotateOnCheckin`: at the
  * check-in Stint sets a new password there and proves it, since the borrower saw the old one. The borrower's

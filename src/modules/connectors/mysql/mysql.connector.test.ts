@@ -409,7 +409,7 @@ describe("dynamic logins", () => {
     expect(await freshSelectAs(dynUser, newPassword)).toContainEqual({ name: "apple" });
   });
 
-  it("setPassword with endSessions ends the connections opened with the old password (finding 46)", async () => {
+  it("setPassword with endSessions ends the connections opened with the old password (finding 49)", async () => {
     const held = await signIn(dynUser, newPassword);
     const rotated = `r\\${randomBytes(6).toString("hex")}`;
     await mysqlConnector.setPassword!(target, { login: dynUser, password: rotated, endSessions: true });
