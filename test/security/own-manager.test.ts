@@ -9,7 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
 
 const CATALOG = `apiVersion: stint/v1
+groups:
+  - { name: ledger-leads, members: [carol] }
 policies:
+  - name: leads-approve
+    mfa: { required: false }
+    approval:
+      stages:
+        - approvers: { groups: [ledger-leads] }
   - name: boss-approves
     mfa: { required: false }
     approval:
@@ -19,6 +26,9 @@ targets:
   - { name: ledger, kind: internal }
 roles:
   - { name: ledger-admin, target: ledger, policy: boss-approves, risk: medium }
+  - { name: ledger-viewer, target: ledger, policy: leads-approve, risk: medium }
+eligibility:
+  - { role: ledger-viewer, users: [admin2] }
 `;
 const REASON = "close the books for the quarter, ticket FIN-2231";
 
@@ -41,6 +51,7 @@ describe("choosing one's own approver (manager: true)", () => {
     await server.userWithRoles("carol", ["user"]);
     await server.userWithRoles("alice", ["user"]);
     admin2 = await server.userWithRoles("admin2", ["admin", "user"]);
+    await server.userWithRoles("crony", ["user"]);
     const applied = await call(server.adminAuth, "POST", "/v1/config/apply", { yaml: CATALOG });
     expect(applied.status, JSON.stringify(applied.body)).toBe(200);
     for (const who of ["admin2", "alice"]) {
@@ -74,6 +85,23 @@ describe("choosing one's own approver (manager: true)", () => {
     expect((await call(server.adminAuth, "GET", "/v1/users/admin2")).body.manager).toBe("carol");
     // Someone else may change it.
     const byOther = await call(server.adminAuth, "PATCH", "/v1/users/admin2", { manager: "alice" });
+    expect(byOther.status, JSON.stringify(byOther.body)).toBe(200);
+  });
+
+  it("nor add an account to the group that approves a role they are eligible for, and approve with it", async () => {
+    const join = await call(admin2, "POST", "/v1/groups/ledger-leads/members", { principal: "crony" });
+    const request = await call(admin2, "POST", "/v1/activation-requests", { role: "ledger-viewer", reason: REASON });
+    expect(request.status, JSON.stringify(request.body)).toBe(201);
+    const url = `/v1/activation-requests/${String(request.body.id)}`;
+    await call(await server.login("crony"), "POST", `${url}/approvals`, {});
+    expect((await call(admin2, "GET", url)).body.state).toBe("pending");
+    expect(join.status, JSON.stringify(join.body)).toBe(403);
+    expect(join.body.error?.code).toBe("SELF_GRANT");
+    // Nor by file; someone who is not eligible for ledger-viewer may.
+    const yaml = "apiVersion: stint/v1\ngroups:\n  - { name: ledger-leads, members: [carol, crony] }\n";
+    const byFile = await call(admin2, "POST", "/v1/config/apply", { yaml });
+    expect(byFile.body.error?.code, JSON.stringify(byFile.body)).toBe("SELF_GRANT");
+    const byOther = await call(server.adminAuth, "POST", "/v1/groups/ledger-leads/members", { principal: "crony" });
     expect(byOther.status, JSON.stringify(byOther.body)).toBe(200);
   });
 
