@@ -4,13 +4,15 @@
  * OpenSSH client.
  * - Environment variables the client sets (`SetEnv`, `SendEnv`) reach the target's shell: a command line
  *   `eval "$LC_X"` runs what the variable holds, so the variable must be in the recording.
+ * - SFTP requests the proxy's tracker could not remember (4,096 already waiting for the server's answer)
+ *   ran on the target with no event in the recording.
  * - A recordings disk that fills up mid-session (the user's own output can fill it) ends a session under
  *   `recording: required`, and must not take what was recorded before with it.
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, readdir, readFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRecording, transcript, type ParsedRecording } from "../../src/contract/recording.js";
@@ -24,7 +26,7 @@ beforeAll(async () => {
   h = await sshSessionsHarness({
     policy: "    session: { recording: required }",
     // Debian's and Ubuntu's sshd_config: the client's locale variables are accepted.
-    sshdConfig: ["AcceptEnv LANG LC_*"],
+    sshdConfig: ["AcceptEnv LANG LC_*", "Subsystem sftp /usr/lib/openssh/sftp-server"],
   });
   user = h.users[0]!;
   await h.activate(user, "web-shell");
@@ -136,6 +138,70 @@ describe("a recordings disk that fills up (recording: required)", () => {
       expect(transcript(cast)).toContain("did-something-42");
     } finally {
       spawnSync("umount", ["-l", recordings]); // lazily: a writer may still hold a file there
+    }
+  }, 120_000);
+});
+
+/** SFTP v3 packets (draft-ietf-secsh-filexfer-02): length, type, then the fields. */
+function sftpPacket(type: number, ...fields: (number | string | bigint)[]): Buffer {
+  const uint32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n);
+    return b;
+  };
+  const parts = fields.map((field) => {
+    if (typeof field === "number") return uint32(field);
+    if (typeof field === "string") return Buffer.concat([uint32(Buffer.byteLength(field)), Buffer.from(field)]);
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64BE(field);
+    return b;
+  });
+  const body = Buffer.concat([Buffer.from([type]), ...parts]);
+  return Buffer.concat([uint32(body.length), body]);
+}
+
+async function bytesUp(): Promise<number> {
+  const metric = await h.server.registry.getSingleMetric("stint_session_bytes_total")?.get();
+  return (metric?.values ?? [])
+    .filter((v) => v.labels.kind === "ssh" && v.labels.direction === "up")
+    .reduce((sum, v) => sum + v.value, 0);
+}
+
+describe("SFTP requests beyond what the tracker remembers", () => {
+  it("a REMOVE sent behind 4,096 requests the server has not answered yet is still in the recording", async () => {
+    const tag = Math.random().toString(36).slice(2);
+    const fifo = `/tmp/stint-fifo-${tag}`;
+    const victim = `/tmp/stint-victim-${tag}`;
+    spawnSync("mkfifo", ["-m", "666", fifo]);
+    await writeFile(victim, "evidence", { mode: 0o666 });
+    try {
+      // OpenSSH's sftp-server answers in order, one request at a time: an OPEN of a FIFO holds it (and every
+      // answer) until someone writes to the FIFO, so the requests behind it all wait at once.
+      const before = await bytesUp();
+      const client = h.spawnSsh(key, `${user}%web`, ["-s", "sftp"]);
+      const requests = [
+        sftpPacket(1, 3), // INIT, version 3
+        sftpPacket(3, 1, fifo, 1, 0), // OPEN the FIFO for reading, no attributes
+        ...Array.from({ length: 4100 }, (_, i) => sftpPacket(5, 2 + i, "no-such-handle", 0n, 16)), // READs
+        sftpPacket(13, 9999, victim), // REMOVE
+      ];
+      const sent = Buffer.concat(requests);
+      client.child.stdin!.write(sent);
+      // Every request has passed the proxy (its byte count) before the server answers anything.
+      await until("the requests to pass the proxy", async () => (await bytesUp()) - before >= sent.length);
+      const writer = await open(fifo, "w");
+      await writer.close();
+      await until("the REMOVE to run on the target", async () => !existsSync(victim));
+      client.child.stdin!.end();
+      await client.exited;
+
+      const { session, recording } = await newestEnded();
+      const cast = await replayed(session.id, recording as { key: string; sha256: string; bytes: number });
+      // Before: the REMOVE ran with no trace in the recording (its request was never remembered).
+      expect(cast.events).toContainEqual(expect.objectContaining({ event: "sftp", operation: "remove", path: victim }));
+    } finally {
+      await rm(fifo, { force: true });
+      await rm(victim, { force: true });
     }
   }, 120_000);
 });

@@ -257,6 +257,42 @@ describe("createSftpTracker", () => {
     ]);
   });
 
+  it("a request reusing the id of one still waiting is an event at once: its answer is not taken for the other's", () => {
+    const events = run([
+      ...handshake,
+      ["client", read(5, "h", 0, 16)],
+      ["client", pathRequest(SFTP.REMOVE, 5, "/etc/victim")],
+      ["server", status(5, 4, "bad handle")],
+      ["server", ok(5)],
+    ]);
+    expect(events).toEqual([{ operation: "remove", path: "/etc/victim", ok: null }]);
+  });
+
+  it("beyond the requests it remembers, an OPEN or path operation is an event at once", () => {
+    const waiting: Step[] = Array.from({ length: 4096 }, (_, i) => ["client", read(i, "h", 0, 16)]);
+    const events = run([
+      ...handshake,
+      ...waiting,
+      ["client", pathRequest(SFTP.RENAME, 9000, "/a", str("/b"))],
+      ["client", open(9001, "/etc/shadow", SFTP_OPEN.READ)],
+    ]);
+    expect(events).toEqual([
+      { operation: "rename", path: "/a", newPath: "/b", ok: null },
+      { operation: "open", path: "/etc/shadow", direction: "download", ok: null },
+    ]);
+  });
+
+  it("a file opened while 1,024 are open is an open event when the server hands out its handle", () => {
+    const opened: Step[] = Array.from({ length: 1025 }, (_, i): Step[] => [
+      ["client", open(i, `/f${i}`, SFTP_OPEN.READ)],
+      ["server", handleReply(i, `h${i}`)],
+    ]).flat();
+    const events = run([...handshake, ...opened]);
+    expect(events.filter((e) => e.path === "/f1024")).toEqual([
+      { operation: "open", path: "/f1024", direction: "download", ok: true },
+    ]);
+  });
+
   it("a stream that is not SFTP stops the tracker without throwing", () => {
     const tracker = createSftpTracker({ maxPacket: 1024 });
     expect(tracker.fromClient(Buffer.from("SSH-2.0-not-sftp\r\n"))).toEqual([]);

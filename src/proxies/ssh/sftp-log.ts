@@ -12,6 +12,10 @@
  * - remove, rename, mkdir, rmdir, setstat (and fsetstat, lsetstat), symlink and link give one event
  *   each when the server answers, with ok and the server's message on failure.
  * - Reads of metadata (stat, lstat, fstat, realpath, readlink, opendir/readdir) are not events.
+ * - What the tracker cannot follow is still an event: a request that comes while MAX_PENDING requests
+ *   wait for their answers (a client can pipeline them behind one the server is slow to answer), or
+ *   with the id of one still waiting, is an event when it passes, `ok: null` (the answer not followed); a file opened while MAX_HANDLES are
+ *   open is an `open` event when the server hands out its handle, without byte totals.
  * - Only headers are read: the data of WRITE requests and DATA replies is stepped over, never copied
  *   nor kept (`packetHeads`), so a transfer costs the tracker a few bytes per packet.
  * - Never throws: a packet that cannot be parsed is skipped; a length beyond `maxPacket` means the
@@ -29,14 +33,17 @@ export interface SftpEvent {
   bytes?: number;
   /** rename and link: the new name; symlink: what the link points to. */
   newPath?: string;
-  /** Whether the server reported success (for a file handle: its OPEN and CLOSE). */
-  ok: boolean;
+  /**
+   * Whether the server reported success (for a file handle: its OPEN and CLOSE); null when the proxy
+   * did not follow the answer (more requests waiting than it remembers).
+   */
+  ok: boolean | null;
   /** The server's status message when ok is false. */
   error?: string;
 }
 
 export interface SftpTracker {
-  /** Bytes the client sent (requests). Returns the events they complete (none, in practice). */
+  /** Bytes the client sent (requests). Returns events for requests whose answers cannot be followed. */
   fromClient(chunk: Buffer): SftpEvent[];
   /** Bytes the server sent (responses). Returns the events they complete. */
   fromServer(chunk: Buffer): SftpEvent[];
@@ -128,11 +135,24 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
   const clientPackets = packetHeads(maxPacket, requestHead, () => (stopped = true));
   const serverPackets = packetHeads(maxPacket, responseHead, () => (stopped = true));
 
-  const remember = (id: number, request: Pending) => {
-    if (pending.size < MAX_PENDING) pending.set(id, request);
+  /**
+   * Remembered for its answer; one that cannot be is an event now (open and path operations): beyond
+   * MAX_PENDING, or with the id of a request still waiting (the server answers both, in order: the
+   * first answer is the earlier request's).
+   */
+  const remember = (id: number, request: Pending): SftpEvent | undefined => {
+    if (pending.size < MAX_PENDING && !pending.has(id)) {
+      pending.set(id, request);
+      return undefined;
+    }
+    if (request.kind === "open")
+      return { operation: "open", path: request.path, direction: request.writing ? "upload" : "download", ok: null };
+    if (request.kind !== "simple") return undefined;
+    const { operation, path, newPath } = request;
+    return { operation, path, ...(newPath !== undefined ? { newPath } : {}), ok: null };
   };
 
-  function request(packet: Buffer): void {
+  function request(packet: Buffer): SftpEvent | undefined {
     const read = new SftpReader(packet);
     const type = read.byte();
     if (type === SFTP.INIT) return;
@@ -141,62 +161,51 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
       case SFTP.OPEN: {
         const path = read.text();
         const flags = read.uint32();
-        remember(id, { kind: "open", path, writing: (flags & (SFTP_OPEN.WRITE | SFTP_OPEN.APPEND)) !== 0 });
-        return;
+        return remember(id, { kind: "open", path, writing: (flags & (SFTP_OPEN.WRITE | SFTP_OPEN.APPEND)) !== 0 });
       }
       case SFTP.CLOSE:
-        remember(id, { kind: "close", handle: read.handle() });
-        return;
+        return remember(id, { kind: "close", handle: read.handle() });
       case SFTP.READ:
-        remember(id, { kind: "read", handle: read.handle() });
-        return;
+        return remember(id, { kind: "read", handle: read.handle() });
       case SFTP.WRITE: {
         const handle = read.handle();
         read.uint64(); // offset
-        remember(id, { kind: "write", handle, bytes: read.uint32() });
-        return;
+        return remember(id, { kind: "write", handle, bytes: read.uint32() });
       }
       case SFTP.REMOVE:
-        remember(id, { kind: "simple", operation: "remove", path: read.text() });
-        return;
+        return remember(id, { kind: "simple", operation: "remove", path: read.text() });
       case SFTP.MKDIR:
-        remember(id, { kind: "simple", operation: "mkdir", path: read.text() });
-        return;
+        return remember(id, { kind: "simple", operation: "mkdir", path: read.text() });
       case SFTP.RMDIR:
-        remember(id, { kind: "simple", operation: "rmdir", path: read.text() });
-        return;
+        return remember(id, { kind: "simple", operation: "rmdir", path: read.text() });
       case SFTP.SETSTAT:
-        remember(id, { kind: "simple", operation: "setstat", path: read.text() });
-        return;
+        return remember(id, { kind: "simple", operation: "setstat", path: read.text() });
       case SFTP.FSETSTAT: {
         const file = handles.get(read.handle());
-        if (file) remember(id, { kind: "simple", operation: "setstat", path: file.path });
-        return;
+        return file ? remember(id, { kind: "simple", operation: "setstat", path: file.path }) : undefined;
       }
       case SFTP.RENAME: {
         const path = read.text();
-        remember(id, { kind: "simple", operation: "rename", path, newPath: read.text() });
-        return;
+        return remember(id, { kind: "simple", operation: "rename", path, newPath: read.text() });
       }
       case SFTP.SYMLINK: {
         // OpenSSH sends the target first and the link second (the draft's order reversed).
         const target = read.text();
-        remember(id, { kind: "simple", operation: "symlink", path: read.text(), newPath: target });
-        return;
+        return remember(id, { kind: "simple", operation: "symlink", path: read.text(), newPath: target });
       }
       case SFTP.EXTENDED: {
         const name = read.text();
         if (name === "posix-rename@openssh.com" || name === "hardlink@openssh.com") {
           const path = read.text();
           const operation = name === "hardlink@openssh.com" ? "link" : "rename";
-          remember(id, { kind: "simple", operation, path, newPath: read.text() });
-        } else if (name === "lsetstat@openssh.com") {
-          remember(id, { kind: "simple", operation: "setstat", path: read.text() });
+          return remember(id, { kind: "simple", operation, path, newPath: read.text() });
         }
-        return;
+        if (name === "lsetstat@openssh.com")
+          return remember(id, { kind: "simple", operation: "setstat", path: read.text() });
+        return undefined;
       }
       default:
-        return;
+        return undefined;
     }
   }
 
@@ -215,8 +224,10 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
         if (type === SFTP.HANDLE) {
           if (handles.size < MAX_HANDLES) {
             handles.set(read.handle(), { path: asked.path, writing: asked.writing, read: 0, written: 0 });
+            return NO_EVENTS;
           }
-          return NO_EVENTS;
+          // Not followed (too many open): the opening is recorded now, without byte totals.
+          return [{ operation: "open", path: asked.path, direction: asked.writing ? "upload" : "download", ok: true }];
         }
         return [
           {
@@ -262,12 +273,16 @@ export function createSftpTracker(options: { maxPacket?: number } = {}): SftpTra
   return {
     fromClient(chunk) {
       if (stopped) return NO_EVENTS;
+      let events: SftpEvent[] = NO_EVENTS;
       try {
-        for (const packet of clientPackets(chunk)) skipMalformed(request, packet.head);
+        for (const packet of clientPackets(chunk)) {
+          const event = skipMalformed(request, packet.head);
+          if (event) events = events === NO_EVENTS ? [event] : [...events, event];
+        }
       } catch {
         // Never throws (see above).
       }
-      return NO_EVENTS;
+      return events;
     },
     fromServer(chunk) {
       if (stopped) return NO_EVENTS;
