@@ -205,3 +205,47 @@ describe("SFTP requests beyond what the tracker remembers", () => {
     }
   }, 120_000);
 });
+
+describe("SFTP request ids reused while the first still waits (files: { maxBytes })", () => {
+  beforeAll(async () => {
+    const yaml = h.catalog.replace(
+      /^ {4}session: .*$/m,
+      "    session: { recording: required, files: { maxBytes: 1000 } }",
+    );
+    const res = await h.admin("POST", "/v1/config/apply", { yaml });
+    if (res.status >= 300) throw new Error(`apply: ${res.status} ${JSON.stringify(res.body)}`);
+    key = (await h.certify(user, "web-shell")).key;
+  }, 60_000);
+
+  it("an OPEN whose id a bogus READ reuses still counts against maxBytes", async () => {
+    const big = `/tmp/stint-big-${Math.random().toString(36).slice(2)}`;
+    await writeFile(big, "A".repeat(100_000), { mode: 0o644 });
+    try {
+      const client = h.spawnSsh(key, `${user}%web`, ["-s", "sftp"]);
+      // OpenSSH's sftp-server names its first handle 0 (four zero bytes): no need to read the HANDLE reply.
+      const first = "\0\0\0\0";
+      client.child.stdin!.write(sftpPacket(1, 3)); // INIT; the filter lets an OPEN through only after VERSION
+      await until("the server's VERSION", async () => client.stdout().length >= 9);
+      client.child.stdin!.write(
+        Buffer.concat([
+          sftpPacket(3, 7, big, 1, 0), // OPEN for reading, id 7
+          sftpPacket(5, 7, "bogus", 0n, 16), // a READ of no handle with the same id: the filter took the HANDLE for its answer
+          sftpPacket(5, 8, first, 0n, 65_536), // READ of the file
+        ]),
+      );
+      const tooLarge = "is larger than the 1000 bytes role web-shell may transfer";
+      const leaked = "A".repeat(2000);
+      await until(
+        "the READ's answer",
+        async () => client.output().includes(leaked) || client.output().includes(tooLarge),
+      );
+      client.child.stdin!.end();
+      await client.exited;
+      // Before: 64 KiB of a file under a 1,000-byte maxBytes reached the client.
+      expect(client.stdout().includes(leaked)).toBe(false);
+      expect(client.output()).toContain(tooLarge);
+    } finally {
+      await rm(big, { force: true });
+    }
+  }, 120_000);
+});

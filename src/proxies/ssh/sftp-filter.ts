@@ -308,15 +308,20 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
     });
   }
 
+  /**
+   * Not when the id is still waiting: the server answers both requests, in order, and the first answer
+   * (an OPEN's handle) must not be taken for the second's (a bogus READ), or the file goes unfollowed.
+   */
   const remember = (id: number, entry: Pending): boolean => {
-    if (pending.size >= MAX_PENDING) return false;
+    if (pending.size >= MAX_PENDING || pending.has(id)) return false;
     pending.set(id, entry);
     return true;
   };
   /** Under a restrictive policy a read or write the filter cannot follow does not pass. */
   const untracked = (id: number): Decision => {
     if (!strict) return PASS;
-    reply(statusPacket(id, SSH_FX.FAILURE, "Stint: too many SFTP requests are waiting; try again"));
+    const why = pending.has(id) ? "its request id is still in use" : "too many SFTP requests are waiting";
+    reply(statusPacket(id, SSH_FX.FAILURE, `Stint: this request cannot be followed (${why}); try again`));
     return { drop: true };
   };
 
@@ -349,8 +354,14 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
           refuseOpen(id, path, "upload", deniedMessage(role, "upload", path), "upload");
           return { drop: true };
         }
-        if (strict && (version !== 3 || handles.size >= MAX_HANDLES || pending.size >= MAX_PENDING)) {
-          const why = version !== 3 ? "the server does not speak SFTP version 3" : "too many files are open";
+        const reused = pending.has(id);
+        if (strict && (version !== 3 || handles.size >= MAX_HANDLES || pending.size >= MAX_PENDING || reused)) {
+          const why =
+            version !== 3
+              ? "the server does not speak SFTP version 3"
+              : reused
+                ? "its request id is still in use"
+                : "too many files are open";
           refuseOpen(
             id,
             path,
@@ -366,6 +377,8 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
         const handle = read.handle();
         return remember(id, { kind: "read", handle, offset: read.uint64() }) ? PASS : untracked(id);
       }
+      case SFTP.CLOSE:
+        return remember(id, { kind: "close", handle: read.handle() }) ? PASS : untracked(id);
       case SFTP.WRITE: {
         const handle = read.handle();
         const offset = read.uint64();
@@ -387,9 +400,6 @@ export function createSftpFilter(options: SftpFilterOptions): SftpFilter {
         if (inHead.length > 0) piece.body(inHead);
         return piece;
       }
-      case SFTP.CLOSE:
-        remember(id, { kind: "close", handle: read.handle() });
-        return PASS;
       default:
         return PASS;
     }
