@@ -21,6 +21,8 @@ export interface CliRunOptions {
   now?: () => number;
   /** Whether stdin is a terminal (default: as a PassThrough is, not one). */
   isTTY?: boolean;
+  /** Told each chunk as it is written, for a command that runs until stopped (`stint db proxy`). */
+  onWrite?: (stream: "stdout" | "stderr", chunk: string) => void;
 }
 
 export async function runCliCaptured(argv: string[], options: CliRunOptions): Promise<CliRun> {
@@ -30,8 +32,8 @@ export async function runCliCaptured(argv: string[], options: CliRunOptions): Pr
   stdin.end(options.input ?? "");
   const ctx: CliContext = {
     stdin: options.isTTY === undefined ? stdin : Object.assign(stdin, { isTTY: options.isTTY }),
-    stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-    stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+    stdout: { write: (chunk) => (options.onWrite?.("stdout", String(chunk)), out.push(String(chunk)) > 0) },
+    stderr: { write: (chunk) => (options.onWrite?.("stderr", String(chunk)), err.push(String(chunk)) > 0) },
     env: options.env,
     fetch: options.fetch ?? globalThis.fetch,
     now: options.now ?? (() => Date.now()),

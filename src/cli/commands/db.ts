@@ -3,12 +3,14 @@
  * with `dynamic: true`. The password is printed only here (stdout), never logged by Stint.
  * `stint db login ROLE`: a token for Stint's PostgreSQL or MySQL proxy (you never see the database's own
  * credential), with the psql or mariadb command line that uses it (`--defaults-file` writes a MySQL option
- * file, mode 0600); `stint db proxy ROLE --port N`: a local tunnel (PostgreSQL) that needs no password at all.
+ * file, mode 0600); `stint db proxy ROLE --port N`: a local tunnel (PostgreSQL) that asks local clients for a
+ * password of its own, drawn per run (loopback is shared by every user of the machine), never the Stint token.
  */
 import { chmod, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { dbCredentials } from "../../contract/grants.js";
 import { dbToken } from "../../contract/sessions.js";
+import { randomToken } from "../../lib/security.js";
 import { createLocalTunnel } from "../../proxies/pg/local-tunnel.js";
 import { segment } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
@@ -141,15 +143,17 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
     });
 
   db.command("proxy")
-    .description("a local tunnel to Stint's PostgreSQL proxy that needs no password")
+    .description("a local tunnel to Stint's PostgreSQL proxy, with a password of its own for this run")
     .argument("<role>", "the role you activated")
     .requiredOption("--port <n>", "the local port to listen on (127.0.0.1)", integerIn(1, 65535))
     .addHelpText(
       "after",
-      "\nRuns until interrupted (Ctrl-C). Any local client connects without a password:\n" +
-        "\nExamples:\n  stint db proxy app-db --port 15432 &\n  psql -h 127.0.0.1 -p 15432 -d app\n",
+      "\nRuns until interrupted (Ctrl-C). Local clients connect with the password it prints (drawn for this run:\n" +
+        "other users of the machine reach 127.0.0.1 too, and get nothing without it):\n" +
+        "\nExamples:\n  stint db proxy app-db --port 15432\n  PGPASSWORD='…printed…' psql -h 127.0.0.1 -p 15432 -d app\n",
     )
     .action(async (roleName: string, options: { port: number }, command: Command) => {
+      const { json } = globalOptions(command);
       const role = checkName("role", roleName);
       const client = await clientFor(ctx, command);
       const { data } = await client.request("POST", "/v1/db/tokens", { body: { role, once: false }, schema: dbToken });
@@ -158,6 +162,7 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
           "USAGE",
           `stint db proxy is for PostgreSQL targets; ${role} is on a MySQL database: use stint db login ${role} --defaults-file FILE.`,
         );
+      const localPassword = randomToken(24);
       const tunnel = createLocalTunnel({
         listenHost: "127.0.0.1",
         listenPort: options.port,
@@ -165,12 +170,23 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
         proxyPort: data.port,
         user: data.user,
         password: () => Promise.resolve(data.password),
+        localPassword,
       });
       const { port } = await tunnel.listen();
-      note(
-        ctx,
-        `Listening on 127.0.0.1:${port} for ${role} until ${data.expiresAt}: psql -h 127.0.0.1 -p ${port} -d ${data.database}`,
+      const local = { host: "127.0.0.1", port, database: data.database, password: localPassword };
+      emit(ctx, json, { ...local, role, expiresAt: data.expiresAt }, () =>
+        [
+          `host:     127.0.0.1`,
+          `port:     ${port}`,
+          `database: ${data.database}`,
+          `password: ${localPassword}  (this tunnel's, for this run)`,
+          `expires:  ${data.expiresAt}`,
+          "",
+          `PGPASSWORD=${quoted(localPassword)} psql ${quoted(conninfo({ host: "127.0.0.1", port, dbname: data.database }))}`,
+          "",
+        ].join("\n"),
       );
+      note(ctx, `Listening on 127.0.0.1:${port} for ${role} until ${data.expiresAt} (Ctrl-C ends it).`);
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once("SIGINT", stop);

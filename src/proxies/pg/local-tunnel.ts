@@ -1,14 +1,17 @@
 /**
- * `stint db proxy ROLE --port N`: a local listener that lets any local PostgreSQL client through to
- * Stint's PostgreSQL proxy without a password. It signs in to the proxy as `user` ("alice%pg-read")
- * with the Stint token from `password()`, then relays bytes both ways; the client sees the proxy's
- * AuthenticationOk and everything after as the proxy sent it.
+ * `stint db proxy ROLE --port N`: a local listener that lets a local PostgreSQL client through to
+ * Stint's PostgreSQL proxy. Loopback is shared by every user of the machine, so each client must first
+ * give `localPassword` (the tunnel's own, drawn per run, never the Stint token); then the tunnel signs in
+ * to the proxy as `user` ("alice%pg-read") with the Stint token from `password()` and relays bytes both
+ * ways; the client sees the proxy's AuthenticationOk and everything after as the proxy sent it.
  */
 import { once } from "node:events";
 import { connect as tlsConnect } from "node:tls";
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import type { Logger } from "../../lib/logger.js";
+import { constantTimeEqual } from "../../lib/security.js";
 import {
+  encodeAuthenticationCleartextPassword,
   encodeErrorResponse,
   encodePasswordMessage,
   encodeSslRequest,
@@ -30,6 +33,8 @@ export interface LocalTunnelOptions {
   user: string;
   /** The Stint database token, asked for each new connection. */
   password: () => Promise<string>;
+  /** What a local client must answer the tunnel's password request with (another local user does not know it). */
+  localPassword: string;
   connectTimeoutMs?: number;
   logger?: Logger;
 }
@@ -83,6 +88,22 @@ export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
     return track(secure);
   }
 
+  /** Asks the local client for the tunnel's password; a wrong or missing one ends the connection. */
+  async function localClientKnowsPassword(
+    client: Socket,
+    inbox: ReturnType<typeof createFrameInbox>,
+  ): Promise<boolean> {
+    client.write(encodeAuthenticationCleartextPassword());
+    const frame = await inbox.next(STARTUP_TIMEOUT_MS);
+    const end = frame.type === "p" ? frame.body.indexOf(0) : -1;
+    const given = end === frame.body.length - 1 ? frame.body.toString("utf8", 0, end) : null;
+    if (given !== null && constantTimeEqual(given, options.localPassword)) return true;
+    client.end(
+      fatal("28P01", "password authentication failed for the Stint tunnel (its password is printed by stint db proxy)"),
+    );
+    return false;
+  }
+
   async function handle(client: Socket): Promise<void> {
     const scanner = createFrameScanner({ startup: true });
     const inbox = createFrameInbox(client, scanner);
@@ -102,6 +123,7 @@ export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
         startup = message;
       }
     }
+    if (!(await localClientKnowsPassword(client, inbox))) return;
 
     let proxy: Socket;
     try {

@@ -41,6 +41,7 @@ import { createPgProxy, type PgProxy } from "./pg-proxy.js";
 
 const STINT_USER = "alice%pg-read";
 const TOKEN = `stint-db-${randomUUID()}`;
+const TUNNEL_PASSWORD = `tunnel-${randomUUID()}`;
 const UPSTREAM_USER = "app_user";
 const UPSTREAM_PASSWORD = `upstream-${randomUUID()}`;
 const DATABASE = "appdb";
@@ -458,11 +459,12 @@ describe("PostgreSQL proxy", () => {
         proxyPort: port,
         user: STINT_USER,
         password: () => Promise.resolve(TOKEN),
+        localPassword: TUNNEL_PASSWORD,
       });
       const tunnelPort = (await tunnel.listen()).port;
       try {
         const viaTunnel = await psql(tunnelPort, ["-w", "-c", "SELECT 'tunnelled'"], {
-          PGPASSWORD: undefined,
+          PGPASSWORD: TUNNEL_PASSWORD,
           PGSSLMODE: "disable",
         });
         expect(viaTunnel.stderr).toBe("");
@@ -736,23 +738,37 @@ describe("PostgreSQL proxy", () => {
     }
   });
 
-  it("the local tunnel: psql with no password at all", async () => {
+  it("the local tunnel: psql with the tunnel's own password, never the token", async () => {
     const tunnel = createLocalTunnel({
       listenPort: 0,
       proxyHost: "127.0.0.1",
       proxyPort,
       user: STINT_USER,
       password: () => Promise.resolve(TOKEN),
+      localPassword: TUNNEL_PASSWORD,
     });
     const { port } = await tunnel.listen();
     try {
-      const run = await psql(port, ["-w", "-c", "SELECT current_user"], { PGPASSWORD: undefined, PGUSER: "alice" });
+      const run = await psql(port, ["-w", "-c", "SELECT current_user"], {
+        PGPASSWORD: TUNNEL_PASSWORD,
+        PGUSER: "alice",
+      });
       expect(run.stderr).toBe("");
       expect(run.stdout).toBe("app_user\n");
       expect(testGate.calls.at(-1)).toMatchObject({ user: STINT_USER, password: TOKEN });
+      const calls = testGate.calls.length;
+      const without = await psql(port, ["-w", "-c", "SELECT 1"], { PGPASSWORD: undefined, PGUSER: "alice" });
+      expect(without.code).not.toBe(0);
+      expect(testGate.calls.length).toBe(calls);
 
       // A cancel through the tunnel reaches the server.
-      const client = new pg.Client({ host: "127.0.0.1", port, user: "alice", database: DATABASE });
+      const client = new pg.Client({
+        host: "127.0.0.1",
+        port,
+        user: "alice",
+        password: TUNNEL_PASSWORD,
+        database: DATABASE,
+      });
       await client.connect();
       const sleeping = client.query("SELECT pg_sleep(30)").then(
         () => "not cancelled",
