@@ -6,13 +6,13 @@
  * file, mode 0600); `stint db proxy ROLE --port N`: a local tunnel (PostgreSQL) that asks local clients for a
  * password of its own, drawn per run (loopback is shared by every user of the machine), never the Stint token.
  */
-import { chmod, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { dbCredentials } from "../../contract/grants.js";
 import { dbToken } from "../../contract/sessions.js";
 import { randomToken } from "../../lib/security.js";
 import { createLocalTunnel } from "../../proxies/pg/local-tunnel.js";
 import { segment } from "../client.js";
+import { writePrivateFile } from "../credentials.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { emit, note } from "../output.js";
 import { CliError } from "../exit-codes.js";
@@ -100,8 +100,8 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
       });
       if (data.kind === "mysql") {
         if (options.defaultsFile !== undefined) {
-          await writeFile(options.defaultsFile, mysqlOptionFile(data), { mode: 0o600 });
-          await chmod(options.defaultsFile, 0o600);
+          // A new file born 0600, renamed over the path: never one that was there (held open, or a link's target).
+          await writePrivateFile(options.defaultsFile, mysqlOptionFile(data));
         }
         emit(ctx, json, raw, () =>
           [

@@ -1,0 +1,76 @@
+/**
+ * Class: the CLI on a shared machine: files holding secrets written where another local user can reach.
+ *
+ * `stint db login ROLE --defaults-file PATH` writes a MySQL option file holding the user's database token.
+ * It opened PATH as it found it (following a link planted there, writing into a file someone else had made)
+ * and set the mode to 0600 only after writing: a reader who held the file open from before, or owned the file
+ * a link named, kept the token. The file is now always a new one, born 0600 and renamed into place.
+ */
+import { lstat, mkdtemp, open, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { runCliCaptured, saveSignedIn } from "../../src/testing/cli-run.js";
+
+const TOKEN = "stint_db_0123456789abcdef0123456789abcdef";
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "stint-cli-files-"));
+  await saveSignedIn(path.join(dir, "config"), { name: "ann", now: Date.now() });
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const mysqlToken: typeof fetch = async (input, init) => {
+  if (init?.method === "POST" && new URL(String(input)).pathname === "/v1/db/tokens")
+    return new Response(
+      JSON.stringify({
+        kind: "mysql",
+        host: "127.0.0.1",
+        port: 3307,
+        database: "",
+        user: "ann%app-maria",
+        password: TOKEN,
+        expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+      }),
+      { status: 200, headers: { "content-type": "application/json" } },
+    );
+  return new Response(JSON.stringify({ error: { code: "ROUTE_NOT_FOUND", message: "no route" } }), { status: 404 });
+};
+
+const login = (file: string) =>
+  runCliCaptured(["db", "login", "app-maria", "--defaults-file", file], {
+    env: { STINT_CONFIG_DIR: path.join(dir, "config"), HOME: dir },
+    fetch: mysqlToken,
+  });
+
+describe("stint db login --defaults-file in a directory others can write", () => {
+  it("a file made beforehand and held open by another user does not receive the token", async () => {
+    const file = path.join(dir, "maria.cnf");
+    await writeFile(file, "", { mode: 0o666 });
+    const held = await open(file, "r"); // Mallory's descriptor, opened while the file was hers to read
+    try {
+      const run = await login(file);
+      expect(run.code, run.stderr).toBe(0);
+      expect(await readFile(file, "utf8")).toContain(TOKEN); // the user's file has it…
+      expect((await lstat(file)).mode & 0o777).toBe(0o600);
+      expect(await held.readFile("utf8")).not.toContain(TOKEN); // …and Mallory's descriptor does not
+    } finally {
+      await held.close();
+    }
+  });
+
+  it("a link planted at the path is replaced, not followed into the planter's file", async () => {
+    const planted = path.join(dir, "mallory-owned");
+    await writeFile(planted, "", { mode: 0o666 });
+    const file = path.join(dir, "maria.cnf");
+    await symlink(planted, file);
+    const run = await login(file);
+    expect(run.code, run.stderr).toBe(0);
+    expect(await readFile(planted, "utf8")).not.toContain(TOKEN);
+    expect((await lstat(file)).isSymbolicLink()).toBe(false);
+    expect(await readFile(file, "utf8")).toContain(TOKEN);
+  });
+});
