@@ -206,6 +206,28 @@ describe("SFTP requests beyond what the tracker remembers", () => {
   }, 120_000);
 });
 
+describe("a recording changed on disk after its session", () => {
+  it("is not served as the recording: its SHA-256 no longer matches the audit log's", async () => {
+    const result = await h.ssh(key, `${user}%web`, ["echo original-$((6*7))"]);
+    expect(result.stdout).toContain("original-42");
+    const { session, recording } = await newestEnded();
+    const kept = recording as { key: string; sha256: string; bytes: number };
+    await replayed(session.id, kept);
+    // Someone with write access to the blob store (not the database) rewrites what the user did.
+    const file = path.join(h.server.config.blobDir, kept.key);
+    await writeFile(file, (await readFile(file, "utf8")).replaceAll("original", "innocent"));
+    const served = await h.server.app.inject({
+      method: "GET",
+      url: `/v1/sessions/${session.id}/recording`,
+      headers: { authorization: h.server.adminAuth },
+    });
+    // Before: 200, the altered bytes, under the header naming the original SHA-256; no player checks it.
+    expect(served.body.includes("innocent-42")).toBe(false);
+    expect(served.statusCode).toBe(500);
+    expect(served.json()).toMatchObject({ error: { code: "INTEGRITY_FAILED" } });
+  }, 60_000);
+});
+
 describe("SFTP request ids reused while the first still waits (files: { maxBytes })", () => {
   beforeAll(async () => {
     const yaml = h.catalog.replace(

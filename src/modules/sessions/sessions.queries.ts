@@ -1,4 +1,6 @@
 /** Reading sessions and recordings (admins and auditors), and the kill switch. */
+import { createHash } from "node:crypto";
+import type { Readable } from "node:stream";
 import { StintError } from "../../lib/errors.js";
 import { can } from "../authz/authz.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
@@ -30,6 +32,23 @@ export interface SessionDto {
 
 export function createSessionQueries(core: SessionsCore) {
   const { store, audit, clock, blobs } = core;
+
+  /** The recording's SHA-256 as the session's `session.ended` event gives it (chained or still pending). */
+  async function endedHash(id: string): Promise<string | undefined> {
+    for (const table of ["audit_events", "audit_pending"] as const) {
+      const rows = await store.db
+        .selectFrom(table)
+        .select("details")
+        .where("action", "=", "session.ended")
+        .where("subject", "=", `session:${id}`)
+        .execute();
+      for (const { details } of rows) {
+        const recording = (details as { recording?: { sha256?: unknown } } | null)?.recording;
+        if (typeof recording?.sha256 === "string") return recording.sha256;
+      }
+    }
+    return undefined;
+  }
 
   function toDto(row: sessionStore.SessionRow): SessionDto {
     return {
@@ -92,9 +111,28 @@ export function createSessionQueries(core: SessionsCore) {
             ? `Session ${id} has no recording.`
             : `Session ${id} is still live; its recording is not finished.`,
         );
-      const stream = await blobs.read(row.recording_key).catch(() => {
+      const missing = () => {
         throw new StintError("NOT_FOUND", `The recording of session ${id} is missing from the blob store.`);
-      });
+      };
+      // Checked before it is served: the bytes must hash to what the session's `session.ended` event (the
+      // tamper-evident log) holds, so a recording changed on disk, or a row changed with it, is never
+      // replayed as the session's.
+      const expected = (await endedHash(id)) ?? row.recording_sha256;
+      const actual = await sha256Of(await blobs.read(row.recording_key).catch(missing));
+      if (actual !== expected || row.recording_sha256 !== expected) {
+        await audit.record(actor, ctx, {
+          action: "session.recording_read",
+          outcome: "failed",
+          subject: `session:${id}`,
+          reason: "the recording does not match the SHA-256 in the audit log",
+          details: { expected, actual },
+        });
+        throw new StintError(
+          "INTEGRITY_FAILED",
+          `The recording of session ${id} does not match the SHA-256 the audit log holds for it (${expected}): it was changed after the session ended, so it is not served.`,
+        );
+      }
+      const stream = await blobs.read(row.recording_key).catch(missing);
       await audit.record(actor, ctx, {
         action: "session.recording_read",
         outcome: "success",
@@ -131,4 +169,10 @@ export function createSessionQueries(core: SessionsCore) {
       return toDto((await sessionStore.findSession(store.db, id))!);
     },
   };
+}
+
+async function sha256Of(stream: Readable): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash.digest("hex");
 }
