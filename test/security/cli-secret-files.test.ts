@@ -5,10 +5,17 @@
  * It opened PATH as it found it (following a link planted there, writing into a file someone else had made)
  * and set the mode to 0600 only after writing: a reader who held the file open from before, or owned the file
  * a link named, kept the token. The file is now always a new one, born 0600 and renamed into place.
+ *
+ * `stint ssh config` prints a block for ~/.ssh/config and saves the proxy's host key, both from the server's
+ * answer: a server (or whoever answers for it) that put a newline in the proxy's host added directives of its
+ * choosing to the user's ssh_config (`ProxyCommand`: a command run at the next `ssh … @stint`), and one in the
+ * host key planted keys for other hosts. The answer is now checked (a host name or address, a key line).
  */
+import { execFile } from "node:child_process";
 import { lstat, mkdtemp, open, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runCliCaptured, saveSignedIn } from "../../src/testing/cli-run.js";
 
@@ -72,5 +79,53 @@ describe("stint db login --defaults-file in a directory others can write", () =>
     expect(await readFile(planted, "utf8")).not.toContain(TOKEN);
     expect((await lstat(file)).isSymbolicLink()).toBe(false);
     expect(await readFile(file, "utf8")).toContain(TOKEN);
+  });
+});
+
+/** A server whose `/v1/ssh/ca` names the proxy as told. */
+const sshCa =
+  (proxy: { host: string; port: number; hostKey: string }): typeof fetch =>
+  async (input) =>
+    new URL(String(input)).pathname === "/v1/ssh/ca"
+      ? new Response(JSON.stringify({ caPublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA stint-ca", proxy }), {
+          status: 200,
+          headers: { "content-type": "application/json" },
+        })
+      : new Response("{}", { status: 404 });
+
+describe("stint ssh config from a server that lies", () => {
+  const HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOo9mRkzYj8rJ0Uq4gEw3f5m6lq7h2ZxZ4vX3z1q8b1c stint-proxy";
+  const sshConfig = (proxy: { host: string; port: number; hostKey: string }) =>
+    runCliCaptured(["ssh", "config"], {
+      env: { STINT_CONFIG_DIR: path.join(dir, "config"), HOME: dir },
+      fetch: sshCa(proxy),
+    });
+
+  it("a proxy host with a newline adds no ssh_config directive (ProxyCommand runs a command at the next ssh)", async () => {
+    const evil = `ssh.example\n  ProxyCommand touch ${dir}/pwned`;
+    const run = await sshConfig({ host: evil, port: 2222, hostKey: HOST_KEY });
+    // What `stint ssh config >> ~/.ssh/config` appends, as OpenSSH reads it.
+    const file = path.join(dir, "ssh_config");
+    await writeFile(file, run.stdout);
+    const { stdout } = await promisify(execFile)("ssh", ["-G", "-F", file, "stint"]);
+    expect(stdout).not.toMatch(/^proxycommand /m);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain("BAD_RESPONSE");
+  });
+
+  it("a host key with a newline plants no other host's key in the saved known_hosts", async () => {
+    const run = await sshConfig({ host: "ssh.example", port: 2222, hostKey: `${HOST_KEY}\ngit.example ${HOST_KEY}` });
+    const saved = await readFile(path.join(dir, "config", "ssh", "known_hosts"), "utf8").catch(() => "");
+    expect(saved).not.toContain("git.example");
+    expect(run.code).not.toBe(0);
+  });
+
+  it("a proper answer still makes the block and the known_hosts line", async () => {
+    const run = await sshConfig({ host: "ssh.example", port: 2222, hostKey: HOST_KEY });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain("  HostName ssh.example\n  Port 2222\n");
+    expect(await readFile(path.join(dir, "config", "ssh", "known_hosts"), "utf8")).toBe(
+      `[ssh.example]:2222 ${HOST_KEY}\n`,
+    );
   });
 });

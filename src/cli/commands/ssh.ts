@@ -6,6 +6,7 @@
  * list of certificates whose activation ended, for those hosts' RevokedKeys.
  */
 import { execFile } from "node:child_process";
+import { isIP } from "node:net";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -22,6 +23,27 @@ const run = promisify(execFile);
 
 function sshDir(ctx: CliContext): string {
   return path.join(profileDir(ctx.env), "ssh");
+}
+
+const HOST_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+const HOST_KEY =
+  /^(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) [A-Za-z0-9+/]{16,16384}={0,2}(?: [ -~]{0,255})?$/;
+
+/**
+ * The proxy's address and host key as the server gave them, before they go into ssh_config, known_hosts or a
+ * command line: a host name or address and one key line, nothing that starts another directive or line
+ * (a newline in the host put a `ProxyCommand` of the server's choosing in the user's ~/.ssh/config).
+ */
+function checkedProxy<P extends { host: string; port: number; hostKey: string }>(proxy: P): P {
+  if (
+    !(HOST_NAME.test(proxy.host) || isIP(proxy.host) !== 0) ||
+    proxy.port < 1 ||
+    proxy.port > 65535 ||
+    !HOST_KEY.test(proxy.hostKey)
+  )
+    throw new CliError("BAD_RESPONSE", "the server's SSH proxy address or host key is not a host name, port and key");
+  return proxy;
 }
 
 /**
@@ -92,7 +114,7 @@ export function registerSshCommands(program: Command, ctx: CliContext): void {
         }
       }
       const info = await client.request("GET", "/v1/ssh/ca", { schema: sshInfo, auth: false });
-      const proxy = info.data.proxy;
+      const proxy = info.data.proxy && checkedProxy(info.data.proxy);
       // The certificate's one principal is the login: <you>%<target>.
       const login = data.principals[0] ?? `you%${data.target}`;
       emit(ctx, json, { ...(raw as object), certificateFile: certPath, identityFile: privatePath, agent, proxy }, () =>
@@ -121,17 +143,18 @@ export function registerSshCommands(program: Command, ctx: CliContext): void {
       const client = await clientFor(ctx, command);
       const { data, raw } = await client.request("GET", "/v1/ssh/ca", { schema: sshInfo, auth: false });
       if (!data.proxy) throw new CliError("UNAVAILABLE", "this Stint server runs no SSH proxy");
+      const proxy = checkedProxy(data.proxy);
       const dir = sshDir(ctx);
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const knownHosts = path.join(dir, "known_hosts");
-      const hostEntry = data.proxy.port === 22 ? data.proxy.host : `[${data.proxy.host}]:${data.proxy.port}`;
-      await writeFile(knownHosts, `${hostEntry} ${data.proxy.hostKey}\n`, { mode: 0o644 });
+      const hostEntry = proxy.port === 22 ? proxy.host : `[${proxy.host}]:${proxy.port}`;
+      await writeFile(knownHosts, `${hostEntry} ${proxy.hostKey}\n`, { mode: 0o644 });
       const identity = path.join(dir, "id_ed25519");
       const block = [
         "# Stint SSH proxy: ssh <you>%<target>@stint (after `stint activate` and `stint ssh login`)",
         "Host stint",
-        `  HostName ${data.proxy.host}`,
-        `  Port ${data.proxy.port}`,
+        `  HostName ${proxy.host}`,
+        `  Port ${proxy.port}`,
         `  IdentityFile ${identity}`,
         `  CertificateFile ${identity}-cert.pub`,
         "  IdentitiesOnly yes",
