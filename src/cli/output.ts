@@ -14,6 +14,16 @@ export function sanitize(text: string): string {
   return text.replace(CONTROL, (char) => (char === "\t" || char === "\n" ? " " : "?"));
 }
 
+// What a terminal acts on in text of several lines: every C0 control but tab and newline (CR rewrites a line),
+// DEL and C1 (ESC and CSI start every escape sequence: cursor moves, titles, OSC 52 clipboard writes, OSC 8 links).
+// eslint-disable-next-line no-control-regex
+const TERMINAL_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/** Human output of several lines, safe for a terminal: lines stay lines, every other control becomes "?". */
+export function terminalText(text: string): string {
+  return text.replace(TERMINAL_CONTROL, "?");
+}
+
 /** Empty or missing values show as "-". */
 export function cell(value: unknown): string {
   if (value === null || value === undefined || value === "") return "-";
@@ -52,16 +62,25 @@ export function renderJson(value: unknown): string {
 
 /** Writes a result: the raw API JSON with `--json`, else the human rendering. */
 export function emit(ctx: CliContext, json: boolean, raw: unknown, human: () => string): void {
-  ctx.stdout.write(json ? renderJson(raw ?? { ok: true }) : human());
+  ctx.stdout.write(json ? renderJson(raw ?? { ok: true }) : terminalText(human()));
+}
+
+/**
+ * A stored value (a secret, a token) as it is, for a pipe or a file; on a terminal its controls show as "?"
+ * (someone else may have written the value).
+ */
+export function emitValue(ctx: CliContext, json: boolean, raw: unknown, value: string): void {
+  if (json || ctx.stdout.isTTY === true) emit(ctx, json, raw, () => `${value}\n`);
+  else ctx.stdout.write(`${value}\n`);
 }
 
 /** A line for the human on stderr (notes, warnings), kept off stdout so pipes stay clean. */
 export function note(ctx: CliContext, message: string): void {
-  ctx.stderr.write(`${message}\n`);
+  ctx.stderr.write(`${terminalText(message)}\n`);
 }
 
 export function warn(ctx: CliContext, message: string): void {
-  ctx.stderr.write(`warning: ${message}\n`);
+  ctx.stderr.write(`warning: ${terminalText(message)}\n`);
 }
 
 /** Turns any thrown value into a CliError; unknown errors become UNEXPECTED (exit 1). */

@@ -26,7 +26,7 @@ import {
 import { segment } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError, isCliError, usageError } from "../exit-codes.js";
-import { type Column, emit, note, renderKeyValues, renderTable, sanitize, warn } from "../output.js";
+import { type Column, emit, emitValue, note, renderKeyValues, renderTable, sanitize, warn } from "../output.js";
 import { isInteractive, readFromTerminal, readStdinLine } from "../prompt.js";
 import {
   checkReason,
@@ -267,8 +267,8 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
         query: { version: options.atVersion },
         schema: secretValue,
       });
-      // The value exactly as stored: not sanitized, so keys and certificates pipe intact.
-      emit(ctx, json, raw, () => `${data.value}\n`);
+      // The value exactly as stored into a pipe or file (keys and certificates intact); at a terminal, controls show as "?".
+      emitValue(ctx, json, raw, data.value);
     });
 
   secret
@@ -321,7 +321,7 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
         throw checkedOutError(path, error);
       }
       const { data, raw } = result;
-      emit(ctx, json, raw, () => `${data.value}\n`);
+      emitValue(ctx, json, raw, data.value);
       if (!json) {
         note(
           ctx,
@@ -399,7 +399,7 @@ function registerSecretCommands(program: Command, ctx: CliContext): void {
         body: { reason },
         schema: revealResult,
       });
-      emit(ctx, json, raw, () => `${data.value}\n`);
+      emitValue(ctx, json, raw, data.value);
       if (!json)
         warn(
           ctx,
