@@ -167,6 +167,39 @@ async function bytesUp(): Promise<number> {
     .reduce((sum, v) => sum + v.value, 0);
 }
 
+describe("after a required recording failed", () => {
+  it("nothing more is relayed: a command sent in the kill's grace period never reaches the target", async () => {
+    const recordings = path.join(h.server.config.blobDir, "recordings");
+    await mkdir(recordings, { recursive: true });
+    if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", recordings]).status !== 0) {
+      console.warn("skipped: cannot mount a tmpfs here (needs root)");
+      return;
+    }
+    const marker = `/tmp/stint-unrecorded-${Math.random().toString(36).slice(2)}`;
+    try {
+      const failures = async () =>
+        ((await h.server.registry.getSingleMetric("stint_session_recording_failures_total")?.get())?.values ?? [])
+          .filter((v) => v.labels.kind === "ssh")
+          .reduce((sum, v) => sum + v.value, 0);
+      const before = await failures();
+      const client = h.spawnSsh(key, `${user}%web`, ["sh"]);
+      // Output that fills the recordings disk, in the background: the shell reads its next line at once.
+      client.child.stdin!.write("(head -c 20000000 /dev/zero | tr '\\0' y) &\n");
+      await until("the recording to fail", async () => (await failures()) > before);
+      // The user's client sees the session being ended and fires a command in the grace period.
+      client.child.stdin!.write(`touch ${marker}\n`);
+      await client.exited;
+      const { session } = await newestEnded();
+      expect(session.endReason).toBe("recording_failed");
+      // Before: the shell ran it (the relay went on for the kill's 250 ms), and no recording could hold it.
+      expect(existsSync(marker)).toBe(false);
+    } finally {
+      spawnSync("umount", ["-l", recordings]);
+      await rm(marker, { force: true });
+    }
+  }, 120_000);
+});
+
 describe("SFTP requests beyond what the tracker remembers", () => {
   it("a REMOVE sent behind 4,096 requests the server has not answered yet is still in the recording", async () => {
     const tag = Math.random().toString(36).slice(2);

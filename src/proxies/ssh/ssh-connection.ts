@@ -65,12 +65,17 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
   const closed = new Promise<void>((resolve) => (resolveClosed = resolve));
   let sessionEnded: Promise<void> = Promise.resolve();
 
+  /**
+   * A required recording failed: the kill's grace period still tells the client why, but nothing more
+   * is relayed or opened (no recording could hold it).
+   */
+  const unrecorded = () => killing?.reason === "recording_failed";
   const state: ChannelContext = {
     get log() {
       return log;
     },
     get ending() {
-      return ending;
+      return ending || unrecorded();
     },
     get killing() {
       return killing;
@@ -79,7 +84,7 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
 
   let forwards = 0;
   /** The relay stops the moment the session starts to end, before its recording is closed. */
-  const relaying = () => !ending;
+  const relaying = () => !ending && !unrecorded();
 
   client.on("error", (error: Error) => log.debug({ err: error }, "ssh client connection error"));
   client.on("close", () => {
@@ -167,12 +172,12 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
   }
 
   client.on("session", (accept, reject) => {
-    if (!live || ending) return reject();
+    if (!live || state.ending) return reject();
     relaySession(state, accept(), live);
   });
 
   client.on("tcpip", (accept, reject, info) => {
-    if (!live || ending) return reject();
+    if (!live || state.ending) return reject();
     const { session, upstream } = live;
     if (!moderationAdmits(session))
       return rejectProhibited(client, reject, "Stint: no moderator has joined this session yet");
@@ -186,7 +191,7 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
   });
 
   client.on("request", (accept, reject, name, info) => {
-    if (!live || ending || (name !== "tcpip-forward" && name !== "cancel-tcpip-forward")) return reject?.();
+    if (!live || state.ending || (name !== "tcpip-forward" && name !== "cancel-tcpip-forward")) return reject?.();
     const { session, upstream } = live;
     if (name === "cancel-tcpip-forward") {
       upstream.unforwardIn(info.bindAddr, info.bindPort, (error) => (error ? reject?.() : accept?.()));
