@@ -145,14 +145,22 @@ export async function loadCredentials(env: Env, warn?: (message: string) => void
  * make it 0644 beforehand would read what is written.
  */
 export async function writePrivateFile(file: string, content: string): Promise<void> {
+  await replaceFile(file, content, FILE_MODE);
+}
+
+/**
+ * Replaces `file` whole with a new file of `mode` (readers see the old file or the new one, never half): a temporary
+ * name drawn at random and opened exclusively (never a file or link someone planted under it), then renamed.
+ */
+export async function replaceFile(file: string, content: string | Uint8Array, mode: number): Promise<void> {
   const temporary = path.join(
     path.dirname(file),
     `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`,
   );
-  const handle = await open(temporary, "wx", FILE_MODE);
+  const handle = await open(temporary, "wx", mode);
   try {
     try {
-      await handle.writeFile(content, "utf8");
+      await handle.writeFile(content);
       await handle.sync();
     } finally {
       await handle.close();

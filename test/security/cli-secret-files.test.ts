@@ -10,6 +10,9 @@
  * answer: a server (or whoever answers for it) that put a newline in the proxy's host added directives of its
  * choosing to the user's ssh_config (`ProxyCommand`: a command run at the next `ssh … @stint`), and one in the
  * host key planted keys for other hosts. The answer is now checked (a host name or address, a key line).
+ *
+ * `stint ssh krl -o FILE` (root's cron on hosts that trust the CA) wrote through `FILE.<pid>.tmp`, opened as found:
+ * a link planted there by whoever may write FILE's directory had root write the list into the file it named.
  */
 import { execFile } from "node:child_process";
 import { lstat, mkdtemp, open, readFile, rm, symlink, writeFile } from "node:fs/promises";
@@ -127,5 +130,23 @@ describe("stint ssh config from a server that lies", () => {
     expect(await readFile(path.join(dir, "config", "ssh", "known_hosts"), "utf8")).toBe(
       `[ssh.example]:2222 ${HOST_KEY}\n`,
     );
+  });
+});
+
+describe("stint ssh krl -o FILE (run by root from cron) in a directory others can write", () => {
+  it("a link planted at the temporary name is not followed into another file", async () => {
+    const krl = Buffer.concat([Buffer.from("SSHKRL\n\0", "latin1"), Buffer.alloc(40, 1)]);
+    const victim = path.join(dir, "shadow");
+    await writeFile(victim, "root:$y$…:19000::::::\n");
+    const output = path.join(dir, "stint.krl");
+    // The old temporary name was `${output}.${pid}.tmp`: pids are few and guessable; this is the right one.
+    await symlink(victim, `${output}.${process.pid}.tmp`);
+    const run = await runCliCaptured(["ssh", "krl", "-o", output], {
+      env: { STINT_CONFIG_DIR: path.join(dir, "config"), HOME: dir },
+      fetch: async () => new Response(krl, { status: 200, headers: { "content-type": "application/octet-stream" } }),
+    });
+    expect(run.code, run.stderr).toBe(0);
+    expect(await readFile(victim, "utf8")).toBe("root:$y$…:19000::::::\n");
+    expect(await readFile(output)).toEqual(krl);
   });
 });

@@ -7,13 +7,13 @@
  */
 import { execFile } from "node:child_process";
 import { isIP } from "node:net";
-import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import type { Command } from "commander";
 import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 import { sshCertificate, sshInfo } from "../../contract/sessions.js";
-import { profileDir, writePrivateFile } from "../credentials.js";
+import { profileDir, replaceFile, writePrivateFile } from "../credentials.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError } from "../exit-codes.js";
 import { emit, note, sanitize, warn } from "../output.js";
@@ -194,10 +194,9 @@ export function registerSshCommands(program: Command, ctx: CliContext): void {
         ctx.stdout.write(krl);
         return;
       }
-      // sshd reads the file at every sign-in: write it whole under another name, then rename.
-      const temporary = `${options.output}.${process.pid}.tmp`;
-      await writeFile(temporary, krl, { mode: 0o644 });
-      await rename(temporary, options.output);
+      // sshd reads the file at every sign-in: write it whole under another name (random, opened exclusively:
+      // never a link planted at a name known in advance), then rename.
+      await replaceFile(options.output, krl, 0o644);
       note(ctx, `Wrote ${krl.length} bytes to ${options.output}.`);
     });
 
