@@ -38,6 +38,7 @@ export type LocalErrorCode =
   | "CONFIG_INVALID"
   | "SERVER_UNREACHABLE"
   | "BAD_RESPONSE"
+  | "PROXY_UNVERIFIABLE"
   | "AUDIT_CHAIN_BROKEN"
   | "INTERRUPTED"
   | "UNEXPECTED";
@@ -48,6 +49,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   CONFIG_INVALID: EXIT_CODES.usage,
   SERVER_UNREACHABLE: EXIT_CODES.unreachable,
   BAD_RESPONSE: EXIT_CODES.unexpected,
+  PROXY_UNVERIFIABLE: EXIT_CODES.unexpected,
   AUDIT_CHAIN_BROKEN: EXIT_CODES.auditBroken,
   INTERRUPTED: EXIT_CODES.interrupted,
   UNEXPECTED: EXIT_CODES.unexpected,

@@ -54,6 +54,11 @@ export const dbToken = z.object({
   user: z.string(),
   password: z.string(),
   expiresAt: isoTime,
+  /**
+   * The SHA-256 of the proxy's TLS certificate ("AB:CD:…"): `stint db proxy` refuses a proxy showing another
+   * one. null: the proxy runs without TLS; absent: a server from before this field.
+   */
+  proxyCertificateSha256: z.string().nullable().optional(),
 });
 
 const openSshPublicKey = z

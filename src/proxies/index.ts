@@ -3,6 +3,7 @@
  * listen. A proxy left at its default address that finds the port taken is skipped with a warning (a
  * second Stint on one machine still starts); one configured explicitly must bind or the start fails.
  */
+import { X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import {
   DEFAULT_MYSQL_PROXY_LISTEN,
@@ -60,6 +61,16 @@ export async function startProxies(deps: {
     },
   };
 
+  /** The database proxies' own certificates (SHA-256, as "AB:CD:…"): the CLI's tunnel checks the proxy against it. */
+  const certificates: Partial<Record<"postgres" | "mysql", string>> = {};
+  async function readTls(kind: "postgres" | "mysql", certFile?: string, keyFile?: string) {
+    if (!certFile || !keyFile) return undefined;
+    const tls = { cert: await readFile(certFile), key: await readFile(keyFile) };
+    // The first certificate of the file is the one the proxy shows (a chain follows it).
+    certificates[kind] = new X509Certificate(tls.cert).fingerprint256;
+    return tls;
+  }
+
   async function start(
     kind: "ssh" | "postgres" | "mysql",
     setting: string | undefined,
@@ -75,8 +86,16 @@ export async function startProxies(deps: {
     try {
       const bound = await proxy.listen();
       const shown = advertised(config, bound);
+      const certificateSha256 = kind === "ssh" ? undefined : certificates[kind];
       // The SQL console connects to the bound address (0.0.0.0 and :: mean this host's loopback).
-      sessions.setProxyAddress(kind, shown, { ...bound, host: loopbackFor(bound.host) });
+      sessions.setProxyAddress(
+        kind,
+        { ...shown, ...(certificateSha256 ? { certificateSha256 } : {}) },
+        {
+          ...bound,
+          host: loopbackFor(bound.host),
+        },
+      );
       result[kind] = shown;
       closers.push(() => proxy.close());
       logger.info({ kind, listen: `${bound.host}:${bound.port}` }, "session proxy listening");
@@ -111,10 +130,7 @@ export async function startProxies(deps: {
   const listening = result.ssh ? sshProxy : undefined;
   if (listening) deps.terminals?.attach((clientAddress) => listening.connectLocal(clientAddress));
   await start("postgres", config.pgProxyListen, DEFAULT_PG_PROXY_LISTEN, async (address) => {
-    const tls =
-      config.pgProxyTlsCert && config.pgProxyTlsKey
-        ? { cert: await readFile(config.pgProxyTlsCert), key: await readFile(config.pgProxyTlsKey) }
-        : undefined;
+    const tls = await readTls("postgres", config.pgProxyTlsCert, config.pgProxyTlsKey);
     return createPgProxy({
       gate: sessions.gate,
       logger,
@@ -127,10 +143,7 @@ export async function startProxies(deps: {
     });
   });
   await start("mysql", config.mysqlProxyListen, DEFAULT_MYSQL_PROXY_LISTEN, async (address) => {
-    const tls =
-      config.mysqlProxyTlsCert && config.mysqlProxyTlsKey
-        ? { cert: await readFile(config.mysqlProxyTlsCert), key: await readFile(config.mysqlProxyTlsKey) }
-        : undefined;
+    const tls = await readTls("mysql", config.mysqlProxyTlsCert, config.mysqlProxyTlsKey);
     return createMysqlProxy({
       gate: sessions.gate,
       logger,

@@ -14,7 +14,7 @@ import { createLocalTunnel } from "../../proxies/pg/local-tunnel.js";
 import { segment } from "../client.js";
 import { writePrivateFile } from "../credentials.js";
 import { globalOptions, type CliContext } from "../context.js";
-import { emit, note } from "../output.js";
+import { emit, note, terminalText, warn } from "../output.js";
 import { CliError } from "../exit-codes.js";
 import { checkName, clientFor, integerIn } from "./shared.js";
 
@@ -44,6 +44,29 @@ function conninfo(parts: Record<string, string | number>): string {
   return Object.entries(parts)
     .map(([key, value]) => `${key}='${String(value).replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`)
     .join(" ");
+}
+
+/**
+ * What the tunnel checks the proxy against: the certificate the server names (its answer came over the
+ * API's HTTPS). A server before that field names none: refused unless `--insecure-proxy` (the token would go
+ * to whoever answers for the proxy's address); a proxy without TLS (null) sends the token in clear anyway.
+ */
+function proxyCertificate(ctx: CliContext, sha256: string | null | undefined, insecure: boolean): string | null {
+  if (typeof sha256 === "string") return sha256;
+  if (sha256 === null) {
+    warn(
+      ctx,
+      "the Stint proxy has no TLS certificate (STINT_PG_PROXY_TLS_CERT): the token crosses the network in clear.",
+    );
+    return null;
+  }
+  if (!insecure)
+    throw new CliError(
+      "PROXY_UNVERIFIABLE",
+      "The Stint server names no certificate for its PostgreSQL proxy (it predates the check), so the tunnel cannot tell the proxy from someone answering for it; upgrade the server, or pass --insecure-proxy to connect unchecked.",
+    );
+  warn(ctx, "--insecure-proxy: the Stint proxy's certificate is not checked; whoever answers for it gets the token.");
+  return null;
 }
 
 export function registerDbCommands(program: Command, ctx: CliContext): void {
@@ -146,13 +169,15 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
     .description("a local tunnel to Stint's PostgreSQL proxy, with a password of its own for this run")
     .argument("<role>", "the role you activated")
     .requiredOption("--port <n>", "the local port to listen on (127.0.0.1)", integerIn(1, 65535))
+    .option("--insecure-proxy", "a server that names no proxy certificate (older): connect without checking it")
     .addHelpText(
       "after",
       "\nRuns until interrupted (Ctrl-C). Local clients connect with the password it prints (drawn for this run:\n" +
-        "other users of the machine reach 127.0.0.1 too, and get nothing without it):\n" +
+        "other users of the machine reach 127.0.0.1 too, and get nothing without it). The proxy must show the\n" +
+        "certificate the Stint server names, or it gets nothing (PROXY_CERT_MISMATCH):\n" +
         "\nExamples:\n  stint db proxy app-db --port 15432\n  PGPASSWORD='…printed…' psql -h 127.0.0.1 -p 15432 -d app\n",
     )
-    .action(async (roleName: string, options: { port: number }, command: Command) => {
+    .action(async (roleName: string, options: { port: number; insecureProxy?: boolean }, command: Command) => {
       const { json } = globalOptions(command);
       const role = checkName("role", roleName);
       const client = await clientFor(ctx, command);
@@ -162,6 +187,7 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
           "USAGE",
           `stint db proxy is for PostgreSQL targets; ${role} is on a MySQL database: use stint db login ${role} --defaults-file FILE.`,
         );
+      const pinned = proxyCertificate(ctx, data.proxyCertificateSha256, options.insecureProxy === true);
       const localPassword = randomToken(24);
       const tunnel = createLocalTunnel({
         listenHost: "127.0.0.1",
@@ -171,6 +197,8 @@ export function registerDbCommands(program: Command, ctx: CliContext): void {
         user: data.user,
         password: () => Promise.resolve(data.password),
         localPassword,
+        ...(pinned ? { proxyCertificateSha256: pinned } : {}),
+        onProxyRefused: (message) => ctx.stderr.write(`error: ${terminalText(message)}\n`),
       });
       const { port } = await tunnel.listen();
       const local = { host: "127.0.0.1", port, database: data.database, password: localPassword };

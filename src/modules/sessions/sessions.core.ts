@@ -50,6 +50,8 @@ export interface SessionServiceDeps {
 export interface ProxyAddress {
   host: string;
   port: number;
+  /** A database proxy with TLS: its certificate's SHA-256 ("AB:CD:…"), which clients check it against. */
+  certificateSha256?: string;
 }
 
 export interface LiveEntry {

@@ -179,6 +179,8 @@ export function createCredentials(core: SessionsCore) {
         user: `${actor.name}%${input.role}`,
         password: token,
         expiresAt: expiresAt.toISOString(),
+        // What the CLI checks the proxy's certificate against before the token leaves it (null: no TLS).
+        proxyCertificateSha256: proxy.certificateSha256 ?? null,
       };
     },
   };

@@ -35,6 +35,13 @@ export interface LocalTunnelOptions {
   password: () => Promise<string>;
   /** What a local client must answer the tunnel's password request with (another local user does not know it). */
   localPassword: string;
+  /**
+   * The SHA-256 of the proxy's certificate ("AB:CD:…", as the server names it): the proxy must then offer TLS
+   * and show that certificate, or the connection ends before the token is asked for. Absent: not checked.
+   */
+  proxyCertificateSha256?: string;
+  /** Told each refusal of the proxy (PROXY_CERT_MISMATCH), a sentence for the user. */
+  onProxyRefused?: (message: string) => void;
   connectTimeoutMs?: number;
   logger?: Logger;
 }
@@ -54,11 +61,20 @@ function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/** "AB:CD:…" or "abcd…": the same certificate hash either way. */
+function sameHash(a: string, b: string): boolean {
+  const plain = (hash: string) => hash.replace(/:/g, "").toLowerCase();
+  return constantTimeEqual(plain(a), plain(b));
+}
+
+/** The proxy is not the one the Stint server names: nothing more goes to it. */
+class ProxyRefused extends Error {}
+
 export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
   const timeoutMs = options.connectTimeoutMs ?? 10_000;
   const proxyAddress = `${options.proxyHost}:${options.proxyPort}`;
   const sockets = new Set<Socket>();
-  const track = (socket: Socket): Socket => {
+  const track = <T extends Socket>(socket: T): T => {
     sockets.add(socket);
     socket.on("error", (error) => options.logger?.debug({ error: error.message }, "tunnel socket error"));
     socket.once("close", () => sockets.delete(socket));
@@ -75,17 +91,31 @@ export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
 
   /**
    * Asks the proxy for TLS and upgrades when it agrees (a proxy with a certificate accepts nothing
-   * else). Like psql's sslmode=require, the certificate is not checked against a CA.
+   * else). With `proxyCertificateSha256` the proxy must agree and show that certificate (pinned: no CA
+   * involved); without it, like psql's sslmode=require, the certificate is not checked.
    */
   async function secureIfOffered(socket: Socket): Promise<Socket> {
+    const pinned = options.proxyCertificateSha256;
     socket.write(encodeSslRequest());
     const [answer] = (await once(socket, "data")) as [Buffer];
     if (answer.length !== 1 || (answer[0] !== 0x53 && answer[0] !== 0x4e))
       throw new Error("the Stint proxy answered the TLS request with something else");
-    if (answer[0] === 0x4e) return socket;
-    const secure = tlsConnect({ socket, rejectUnauthorized: false });
+    if (answer[0] === 0x4e) {
+      if (pinned === undefined) return socket;
+      throw new ProxyRefused(
+        `PROXY_CERT_MISMATCH: the Stint proxy at ${proxyAddress} declined TLS, though the Stint server says it has a certificate; nothing was sent (someone may be answering for the proxy).`,
+      );
+    }
+    const secure = track(tlsConnect({ socket, rejectUnauthorized: false }));
     await once(secure, "secureConnect");
-    return track(secure);
+    const shown = secure.getPeerCertificate().fingerprint256;
+    if (pinned !== undefined && !(typeof shown === "string" && sameHash(shown, pinned))) {
+      secure.destroy();
+      throw new ProxyRefused(
+        `PROXY_CERT_MISMATCH: the Stint proxy at ${proxyAddress} showed a certificate (SHA-256 ${shown || "none"}) other than the one the Stint server names (${pinned}); nothing was sent (someone may be answering for the proxy).`,
+      );
+    }
+    return secure;
   }
 
   /** Asks the local client for the tunnel's password; a wrong or missing one ends the connection. */
@@ -129,7 +159,10 @@ export function createLocalTunnel(options: LocalTunnelOptions): LocalTunnel {
     try {
       proxy = await secureIfOffered(track(await connectTcp(options.proxyHost, options.proxyPort, timeoutMs)));
     } catch (error) {
-      client.end(fatal("08006", `could not reach the Stint proxy at ${proxyAddress}: ${errorMessage(error)}`));
+      if (error instanceof ProxyRefused) {
+        options.onProxyRefused?.(error.message);
+        client.end(fatal("08006", error.message));
+      } else client.end(fatal("08006", `could not reach the Stint proxy at ${proxyAddress}: ${errorMessage(error)}`));
       return;
     }
     if (client.destroyed) {

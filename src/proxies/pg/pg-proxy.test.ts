@@ -5,7 +5,7 @@
  * a few lines below that map one Stint user and token to the cluster and keep what gets recorded.
  */
 import { execFile, spawn } from "node:child_process";
-import { createHash, randomUUID } from "node:crypto";
+import { X509Certificate, createHash, randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -460,6 +460,8 @@ describe("PostgreSQL proxy", () => {
         user: STINT_USER,
         password: () => Promise.resolve(TOKEN),
         localPassword: TUNNEL_PASSWORD,
+        // As the server names it (src/proxies/index.ts): the proxy shows that certificate, so it passes.
+        proxyCertificateSha256: new X509Certificate(await readFile(path.join(dir, "cert.pem"))).fingerprint256,
       });
       const tunnelPort = (await tunnel.listen()).port;
       try {
