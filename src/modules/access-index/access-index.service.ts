@@ -136,7 +136,9 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   let roleNamesTimer: NodeJS.Timeout | undefined;
   let unverifiedTimer: NodeJS.Timeout | undefined;
   let unverifiedReloadAt = Number.NEGATIVE_INFINITY;
-  let checkingRoleNames = false;
+  /** The role-name pass under way, and the one queued behind it (for a caller whose rename it may have missed). */
+  let roleNamesPass: Promise<void> | null = null;
+  let roleNamesNext: Promise<void> | null = null;
   /** Bumped whenever messages may have been lost: caches compare it before and after a database read. */
   let generation = 0;
   const subscribers = new Set<AccessSubscriber>();
@@ -307,10 +309,25 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     return reloading;
   }
 
-  /** Renames the activations of roles renamed in the database (messages carry the name at activation). */
-  async function checkRoleNames() {
-    if (checkingRoleNames || !loaded) return;
-    checkingRoleNames = true;
+  /**
+   * Renames the activations of roles renamed in the database (messages carry the name at activation). Once
+   * the returned promise settles, every rename committed before the call is applied: a pass already under way
+   * may have read the names before it, so a call meanwhile waits for one more pass (at most one is queued).
+   */
+  function checkRoleNames(): Promise<void> {
+    if (roleNamesPass) {
+      roleNamesNext ??= roleNamesPass.then(() => {
+        roleNamesNext = null;
+        return checkRoleNames();
+      });
+      return roleNamesNext;
+    }
+    roleNamesPass = roleNamesOnce().finally(() => (roleNamesPass = null));
+    return roleNamesPass;
+  }
+
+  async function roleNamesOnce() {
+    if (!loaded) return;
     try {
       const names = new Map((await indexStore.roleNames(store.db)).map((r) => [r.id, r.name]));
       const renamed = new Map<string, string>();
@@ -321,8 +338,6 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       for (const [id, name] of renamed) apply({ t: "role", at: 0, id, name });
     } catch {
       // The store is unreachable: the next pass (or the cross-check) catches up.
-    } finally {
-      checkingRoleNames = false;
     }
   }
 

@@ -52,7 +52,13 @@ function counting() {
     },
     transformResult: async (args: PluginTransformResultArgs) => args.result,
   };
-  const wrap = (store: AppStore): AppStore => ({
+  return { counter, wrap: withPlugin(plugin) };
+}
+
+/** The store with `plugin` on every statement it sends. */
+const withPlugin =
+  (plugin: KyselyPlugin) =>
+  (store: AppStore): AppStore => ({
     engine: store.engine,
     db: store.db.withPlugin(plugin),
     transaction: (fn) => store.transaction((tx) => fn(tx.withPlugin(plugin))),
@@ -61,7 +67,36 @@ function counting() {
     listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
     close: () => store.close(),
   });
-  return { counter, wrap };
+
+/** Holds the answer of the index's role-name read (every role's name, no where) while `hold()` is on. */
+function holdingRoleNames() {
+  let gate: Promise<void> | null = null;
+  let open = () => {};
+  const state = { reached: 0 };
+  const held = new WeakSet<object>();
+  const plugin: KyselyPlugin = {
+    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+      const node = args.node;
+      if (gate && tableOf(node) === "roles" && node.kind === "SelectQueryNode" && !node.where) held.add(args.queryId);
+      return node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => {
+      if (held.has(args.queryId)) {
+        state.reached += 1;
+        await gate;
+      }
+      return args.result;
+    },
+  };
+  return {
+    state,
+    wrap: withPlugin(plugin),
+    hold: () => void (gate = new Promise<void>((resolve) => (open = resolve))),
+    release: () => {
+      gate = null;
+      open();
+    },
+  };
 }
 
 async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000) {
@@ -222,6 +257,34 @@ describe.each(ENGINES)("access index on %s", (engine) => {
     const renamed = await call(server.adminAuth, "GET", "/v1/check?principal=alice&role=db-reader-v2");
     expect(renamed.body).toMatchObject({ allowed: true });
   });
+
+  // On PostgreSQL only: the held answer keeps its connection, and PGlite has one (the rename would wait for it).
+  it.runIf(engine === "postgres")(
+    "a role-name pass asked for while one is under way applies a rename that one read too early",
+    async () => {
+      const holding = holdingRoleNames();
+      const { server, alice, call } = await setup({ wrapStore: holding.wrap });
+      await call(alice, "POST", "/v1/activation-requests", { role: "db-reader", reason: "before the rename" });
+      // A pass (the timer's, say) has read the names, before the rename; its answer is held.
+      holding.hold();
+      const running = server.accessIndex.checkRoleNames();
+      await until("the pass read the names", () => holding.state.reached > 0);
+      // Renamed on a connection of its own (the store's may all be busy).
+      const admin = new pg.Client({ connectionString: server.databaseUrl });
+      await admin.connect();
+      try {
+        await admin.query("update roles set name = 'db-reader-v2' where name = 'db-reader'");
+      } finally {
+        await admin.end();
+      }
+      // Asked for after the rename: once it settles, the rename is applied.
+      const asked = server.accessIndex.checkRoleNames();
+      holding.release();
+      await Promise.all([asked, running]);
+      const renamed = await call(server.adminAuth, "GET", "/v1/check?principal=alice&role=db-reader-v2");
+      expect(renamed.body).toMatchObject({ allowed: true });
+    },
+  );
 
   it.runIf(engine === "postgres")(
     "a killed listening connection is noticed: answers come from the database, then from a full reload",
