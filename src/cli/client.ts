@@ -6,6 +6,7 @@
  */
 import type { z } from "zod";
 import { tokenPair, type TokenPairDto } from "../contract/identity.js";
+import { declaredLength, MAX_RESPONSE_BYTES, readBounded, responseTooLarge } from "./bounded-body.js";
 import type { CliContext } from "./context.js";
 import { loadCredentials, saveCredentials, withCredentialsLock, type SavedCredentials } from "./credentials.js";
 import { CliError } from "./exit-codes.js";
@@ -90,7 +91,10 @@ export interface ApiClient {
   /** Throws "not signed in" now, before the user is asked to type anything. */
   requireSession(): void;
   request<T = unknown>(method: string, path: string, options?: RequestOptions<T>): Promise<ApiResult<T>>;
-  /** A streamed text answer (audit export); only the wait for the headers is timed out. */
+  /**
+   * A streamed answer (audit export); only the wait for the headers is timed out. Unbounded: a caller that
+   * holds it in memory reads it with readBounded and the size it expects.
+   */
   /** `auth: false` for public downloads (the SSH KRL), so a host without a Stint sign-in can fetch them. */
   stream(path: string, query?: Query, auth?: boolean): Promise<ReadableStream<Uint8Array>>;
   /** Saves a freshly issued token pair as the credentials for this server. */
@@ -236,10 +240,18 @@ export async function createApiClient(ctx: CliContext, options: ClientOptions = 
     return { response, settle, timedOut: () => timedOut };
   }
 
+  /** The answer's body as text, at most MAX_RESPONSE_BYTES: a server (or proxy) sets no size on our memory. */
   async function readText({ response, settle, timedOut }: Exchange): Promise<string> {
     try {
-      return await response.text();
+      const declared = declaredLength(response.headers);
+      if (declared !== null && declared > MAX_RESPONSE_BYTES) {
+        await response.body?.cancel().catch(() => undefined);
+        throw responseTooLarge(MAX_RESPONSE_BYTES, "answer");
+      }
+      // TextDecoder as response.text() does (UTF-8, a leading BOM dropped).
+      return new TextDecoder().decode(await readBounded(response.body, MAX_RESPONSE_BYTES, "answer"));
     } catch (error) {
+      if (error instanceof CliError) throw error;
       throw unreachable(server, error, timedOut());
     } finally {
       settle();

@@ -39,6 +39,7 @@ export type LocalErrorCode =
   | "SERVER_UNREACHABLE"
   | "BAD_RESPONSE"
   | "PROXY_UNVERIFIABLE"
+  | "RESPONSE_TOO_LARGE"
   | "AUDIT_CHAIN_BROKEN"
   | "INTERRUPTED"
   | "UNEXPECTED";
@@ -50,6 +51,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   SERVER_UNREACHABLE: EXIT_CODES.unreachable,
   BAD_RESPONSE: EXIT_CODES.unexpected,
   PROXY_UNVERIFIABLE: EXIT_CODES.unexpected,
+  RESPONSE_TOO_LARGE: EXIT_CODES.unexpected,
   AUDIT_CHAIN_BROKEN: EXIT_CODES.auditBroken,
   INTERRUPTED: EXIT_CODES.interrupted,
   UNEXPECTED: EXIT_CODES.unexpected,

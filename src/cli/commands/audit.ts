@@ -9,7 +9,8 @@ import { randomBytes } from "node:crypto";
 import { type Command, Option } from "commander";
 import type { z } from "zod";
 import { auditAnchor, auditEvent, auditPage, verifyResult } from "../../contract/audit.js";
-import { globalOptions, type CliContext, type CliOutput } from "../context.js";
+import { writeWithBackpressure } from "../bounded-body.js";
+import { globalOptions, type CliContext } from "../context.js";
 import { CliError } from "../exit-codes.js";
 import { type Column, emit, note, renderTable } from "../output.js";
 import { clientFor, integerIn, sinceToIso } from "./shared.js";
@@ -27,12 +28,6 @@ const EVENT_COLUMNS: readonly Column<AuditEvent>[] = [
 ];
 
 /** Writes a chunk and waits when the stream asks us to (a slow pipe reader). */
-async function writeWithBackpressure(output: CliOutput, chunk: Uint8Array): Promise<void> {
-  if (output.write(chunk) === false && output.once) {
-    await new Promise<void>((resolve) => output.once?.("drain", resolve));
-  }
-}
-
 function streamBroke(error: unknown): CliError {
   return new CliError("SERVER_UNREACHABLE", `the export stream broke off: ${(error as Error).message}`);
 }

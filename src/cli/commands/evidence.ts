@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { type Command, Option } from "commander";
 import { evidenceReport } from "../../contract/evidence.js";
+import { writeWithBackpressure } from "../bounded-body.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { usageError } from "../exit-codes.js";
 import { note } from "../output.js";
@@ -56,12 +57,14 @@ export function registerEvidenceCommands(program: Command, ctx: CliContext): voi
         if (Date.parse(query.from!) >= Date.parse(query.to!)) throw usageError("--from must be before --to");
         const client = await clientFor(ctx, command);
         if (options.format === "csv") {
+          // Written as it comes (one chunk in memory), hashed on the way: a report has no size to cap it by.
           const body = await client.stream("/v1/evidence", query);
-          const chunks: Uint8Array[] = [];
-          for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk);
-          const bytes = Buffer.concat(chunks);
-          ctx.stdout.write(bytes);
-          note(ctx, `SHA-256 ${createHash("sha256").update(bytes).digest("hex")} (recorded in the audit log)`);
+          const hash = createHash("sha256");
+          for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+            hash.update(chunk);
+            await writeWithBackpressure(ctx.stdout, chunk);
+          }
+          note(ctx, `SHA-256 ${hash.digest("hex")} (recorded in the audit log)`);
           return;
         }
         const { data, raw } = await client.request("GET", "/v1/evidence", { query, schema: evidenceReport });

@@ -6,7 +6,8 @@
 import type { Command } from "commander";
 import { parseRecording, transcript } from "../../contract/recording.js";
 import { session, sessionList, type SessionView } from "../../contract/sessions.js";
-import { segment } from "../client.js";
+import { readBounded } from "../bounded-body.js";
+import { segment, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { usageError } from "../exit-codes.js";
 import { type Column, emit, note, renderKeyValues, renderTable, sanitize } from "../output.js";
@@ -49,15 +50,20 @@ function listItem(s: SessionView) {
   };
 }
 
-async function readText(stream: ReadableStream<Uint8Array>): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  const reader = stream.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
+/** A recording whose session names no size (an older server): replayed up to this much. */
+const RECORDING_UNSIZED_LIMIT = 256 * 1024 * 1024;
+/** Past this no recording is read whatever its session says: more than a string can hold. */
+const RECORDING_CEILING = 512 * 1024 * 1024 - 1024;
+
+/**
+ * A recording, read whole (it is parsed whole) up to the size its session declares: the server, or whoever
+ * answers for it, sets no size on our memory.
+ */
+async function readRecording(client: ApiClient, id: string): Promise<string> {
+  const { data } = await client.request("GET", `/v1/sessions/${segment(id)}`, { schema: session });
+  const limit = Math.min(data.recording?.bytes ?? RECORDING_UNSIZED_LIMIT, RECORDING_CEILING);
+  const stream = await client.stream(`/v1/sessions/${segment(id)}/recording`);
+  return (await readBounded(stream, limit, "recording")).toString("utf8");
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -129,7 +135,7 @@ export function registerSessionCommands(program: Command, ctx: CliContext): void
     )
     .action(async (id: string, options: { speed?: number; maxWait: number }, command: Command) => {
       const client = await clientFor(ctx, command);
-      const text = await readText(await client.stream(`/v1/sessions/${segment(checkId(id))}/recording`));
+      const text = await readRecording(client, checkId(id));
       const recording = parseRecording(text);
       const timed = recording.kind === "ssh" && (ctx.stdout.isTTY === true || options.speed !== undefined);
       if (!timed) {

@@ -13,6 +13,7 @@ import { promisify } from "node:util";
 import type { Command } from "commander";
 import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 import { sshCertificate, sshInfo } from "../../contract/sessions.js";
+import { MAX_RESPONSE_BYTES, readBounded } from "../bounded-body.js";
 import { profileDir, replaceFile, writePrivateFile } from "../credentials.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError } from "../exit-codes.js";
@@ -179,14 +180,7 @@ export function registerSshCommands(program: Command, ctx: CliContext): void {
     .action(async (options: { output?: string }, command: Command) => {
       const client = await clientFor(ctx, command);
       const stream = await client.stream("/v1/ssh/krl", undefined, false);
-      const chunks: Uint8Array[] = [];
-      const reader = stream.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-      }
-      const krl = Buffer.concat(chunks);
+      const krl = await readBounded(stream, MAX_RESPONSE_BYTES, "revocation list");
       // "SSHKRL\n\0": never replace a host's list with something else (an error page, a proxy's answer).
       if (!krl.subarray(0, 8).equals(Buffer.from("SSHKRL\n\0", "latin1")))
         throw new CliError("BAD_RESPONSE", "the server's answer is not an OpenSSH KRL");
