@@ -9,7 +9,7 @@ import { templateProblems, type IdentityMapping } from "./identity-mapping.rules
 import { ldapConnector } from "./ldap/ldap.connector.js";
 import { mysqlConnector, mysqlPools } from "./mysql/mysql.connector.js";
 import { postgresConnector, postgresPools } from "./postgres/postgres.connector.js";
-import { sshHostConnector } from "./ssh-host/ssh-host.connector.js";
+import { sshHostConnector, sshHostPools } from "./ssh-host/ssh-host.connector.js";
 import { webhookConnector } from "./webhook/webhook.connector.js";
 import { DEFAULT_ADDRESS_POLICY, literalAddressProblems, type AddressPolicy } from "../../lib/address-policy.js";
 import { AddressRefusedError, checkAddressHosts } from "../../lib/address-guard.js";
@@ -49,7 +49,7 @@ export function currentAddressPolicy(): AddressPolicy {
  * call opens new ones.
  */
 export async function closeConnectorPools(): Promise<void> {
-  await Promise.all([postgresPools.closeAll(), mysqlPools.closeAll()]);
+  await Promise.all([postgresPools.closeAll(), mysqlPools.closeAll(), sshHostPools.closeAll()]);
 }
 
 const isTarget = (value: unknown): value is ConnectorTarget =>

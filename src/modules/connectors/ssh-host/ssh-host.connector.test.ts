@@ -17,7 +17,8 @@ import {
   startSshd,
   type Sshd,
 } from "../../../testing/sshd.js";
-import { sshHostConnector as connector } from "./ssh-host.connector.js";
+import { eventually, sshClientPorts } from "../../../testing/ssh-connections.js";
+import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
 
 const suffix = randomBytes(4).toString("hex");
 const name = (part: string) => `stint_t_${suffix}_${part}`;
@@ -59,12 +60,7 @@ function members(group: string): string[] {
 }
 
 /** Established client connections to the test sshd. */
-function openConnections(): string[] {
-  return execFileSync("ss", ["-tnH", "state", "established", `( dport = :${sshd.port} )`])
-    .toString()
-    .split("\n")
-    .filter((line) => line.trim() !== "");
-}
+const openConnections = () => sshClientPorts(sshd.port);
 
 beforeAll(async () => {
   sshd = await startSshd();
@@ -100,6 +96,7 @@ afterAll(async () => {
   if (createdSudoersDir) rmdirSync("/etc/sudoers.d");
   for (const user of users) await deleteUser(user).catch(() => undefined);
   for (const group of groups) await deleteGroup(group).catch(() => undefined);
+  await sshHostPools.closeAll();
   await sshd?.stop();
 });
 
@@ -311,18 +308,19 @@ describe("errors", () => {
     expect(await idGroups(bob)).not.toContain(admins);
   });
 
-  it("closes its connection after success, refusal, and an abort in mid-call", async () => {
+  it("keeps its connection for the next call after a success; closes it after a refusal and an abort", async () => {
+    await sshHostPools.closeAll();
     await connector.observe(target, { group: devs });
-    expect(openConnections()).toEqual([]);
+    expect(openConnections()).toHaveLength(1);
     await failure(connector.observe(target, { group: name("nogroup") }));
-    expect(openConnections()).toEqual([]);
+    expect(await eventually(() => openConnections().length === 0)).toBe(true);
 
     const controller = new AbortController();
     const pending = failure(connector.discover(target, { signal: controller.signal }));
     while (openConnections().length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
     controller.abort();
     expect((await pending).reason).toBe("unavailable");
-    expect(openConnections()).toEqual([]);
+    expect(await eventually(() => openConnections().length === 0)).toBe(true);
   });
 
   it("no message holds the private key or any line of it", () => {

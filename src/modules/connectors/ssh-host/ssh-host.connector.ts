@@ -1,64 +1,32 @@
 /**
  * Linux host over SSH: an entitlement is membership of a Unix group (`gpasswd -a/-d`).
- * One SSH connection per call, host key pinned by fingerprint, every command built
+ * Admin connections pooled per target, host key pinned by fingerprint (ssh-host.client.ts), every command built
  * from quoted argv (see ssh-host.rules.ts).
  */
-import { randomBytes } from "node:crypto";
-import { Socket } from "node:net";
-import ssh2, { Client, type ClientErrorExtensions } from "ssh2";
+import ssh2 from "ssh2";
 
 // ssh2 is CommonJS: Node's ESM loader finds `Client` by name but not `utils`.
 const { utils } = ssh2;
-import {
-  ConnectorError,
-  refused,
-  unavailable,
-  type CallOptions,
-  type Connector,
-  type ConnectorTarget,
-  type StandingAccess,
-} from "../connector.types.js";
+import { ConnectorError, refused, type Connector, type StandingAccess } from "../connector.types.js";
 import {
   AUTHORIZED_KEYS_SCRIPT,
-  buildBatch,
-  buildCommand,
-  fingerprintFromHex,
   groupHolders,
   isNotMemberMessage,
   managedKeyLine,
   nameProblems,
   optionProblems,
-  parseAddress,
   parseGroups,
   parseLastlog,
-  parseOptions,
   parsePasswd,
   parseSudoers,
   splitSudoersFiles,
   sudoersGroups,
-  splitBatch,
   sudoersHolders,
   type CommandResult,
-  type SshAddress,
-  type SshHostOptions,
 } from "./ssh-host.rules.js";
+import { AuthenticationFailed, firstLine, withSession, type Command } from "./ssh-host.client.js";
 
-const CONNECT_TIMEOUT_MS = 5_000;
-const COMMAND_TIMEOUT_MS = 30_000;
-const CLOSE_WAIT_MS = 250;
-
-interface Command {
-  argv: string[];
-  /** Through `sudo -n` when useSudo is on and the admin user is not root (default true). */
-  privileged?: boolean;
-}
-
-interface Session {
-  address: SshAddress;
-  options: SshHostOptions;
-  /** Runs the commands in order in one round trip, whatever their exit status; one result each. */
-  run(...commands: Command[]): Promise<CommandResult[]>;
-}
+export { sshHostPools } from "./ssh-host.client.js";
 
 const plain = (...argv: string[]): Command => ({ argv, privileged: false });
 const privileged = (...argv: string[]): Command => ({ argv, privileged: true });
@@ -280,196 +248,4 @@ function expectOk(result: CommandResult): CommandResult {
 function refusedBy(result: CommandResult): ConnectorError {
   const said = (result.stderr.trim() || result.stdout.trim()).split("\n").slice(0, 3).join(" / ").slice(0, 500);
   return refused(said || `command failed with exit code ${result.code ?? "none (killed)"}`);
-}
-
-function firstLine(text: string): string {
-  return text.trim().split("\n")[0] ?? "";
-}
-
-/**
- * Opens one SSH connection for the call, verifies the host key before authenticating, runs `work`,
- * and always closes the connection. Errors leave as ConnectorError with the credential scrubbed.
- */
-async function withSession<T>(
-  target: ConnectorTarget,
-  call: CallOptions | undefined,
-  work: (session: Session) => Promise<T>,
-  extra: {
-    /** Sign in as this user with this key instead of the admin (the address's user and the credential). */
-    as?: { user: string; privateKey: string };
-    /** Secrets besides the credential to keep out of messages. */
-    secrets?: string[];
-  } = {},
-): Promise<T> {
-  const problems = optionProblems(target.options);
-  if (problems.length > 0) throw refused(`target ${target.name}: ${problems.join("; ")}`);
-  const options = parseOptions(target.options);
-  const parsed = parseAddress(target.address);
-  if ("problem" in parsed) throw refused(`target ${target.name}: ${parsed.problem}`);
-  const address = extra.as ? { ...parsed, user: extra.as.user } : parsed;
-  const privateKey = extra.as ? extra.as.privateKey : target.credential;
-  if (!privateKey) throw refused(`target ${target.name} has no credential: set the admin user's private key`);
-  const secrets = [target.credential ?? "", ...(extra.secrets ?? [])];
-  const where = `${address.host}:${address.port}`;
-
-  if (call?.signal?.aborted) throw unavailable(`call to ${where} aborted`);
-
-  const client = new Client();
-  // Our own socket, so that it can be closed for certain (ssh2's destroy() does nothing once end() ran).
-  const socket = new Socket();
-  let closed = false;
-  let onAbort = () => {};
-  // Rejects when the connection drops or the call is aborted; raced against every step.
-  const ended = new Promise<never>((_, reject) => {
-    // Deferred so that the "error" event, which says why, is handled first.
-    client.once("close", () => {
-      closed = true;
-      setImmediate(() => reject(unavailable(`the SSH connection to ${where} closed`)));
-    });
-    onAbort = () => {
-      reject(unavailable(`call to ${where} aborted`));
-      socket.destroy();
-    };
-    call?.signal?.addEventListener("abort", onAbort, { once: true });
-  });
-  ended.catch(() => undefined);
-
-  try {
-    socket.connect({ host: address.host, port: address.port });
-    await Promise.race([connect(client, socket, address, options.hostKey, privateKey, where), ended]);
-    const sudo = options.useSudo && address.user !== "root";
-    const session: Session = {
-      address,
-      options,
-      run: async (...commands) => {
-        const lines = commands.map((command) => buildCommand(command.argv, sudo && command.privileged !== false));
-        if (lines.length === 1) return [await Promise.race([exec(client, lines[0]!, where), ended])];
-        const marker = `stint-${randomBytes(12).toString("hex")}`;
-        const script = buildCommand(["sh", "-c", buildBatch(lines, marker)], false);
-        const batch = await Promise.race([exec(client, script, where), ended]);
-        const results = splitBatch(batch.stdout, batch.stderr, marker, lines.length);
-        if (results.length < lines.length) {
-          throw unavailable(`a command batch on ${where} stopped early: ${firstLine(batch.stderr) || "no message"}`);
-        }
-        return results;
-      },
-    };
-    return await Promise.race([work(session), ended]);
-  } catch (error) {
-    throw scrub(error, secrets);
-  } finally {
-    call?.signal?.removeEventListener("abort", onAbort);
-    if (!closed && !socket.destroyed) {
-      // A polite disconnect, a short wait for the server to hang up, then the socket goes regardless.
-      const gone = new Promise<void>((resolve) => client.once("close", () => resolve()));
-      client.end();
-      await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, CLOSE_WAIT_MS).unref())]);
-    }
-    socket.destroy();
-  }
-}
-
-function connect(
-  client: Client,
-  socket: Socket,
-  address: SshAddress,
-  hostKey: string,
-  privateKey: string,
-  where: string,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let presented: string | undefined;
-    let ready = false;
-    client.once("ready", () => {
-      ready = true;
-      resolve();
-    });
-    // Kept for the whole call: an "error" without a listener would crash the process. After ready, "close" follows.
-    client.on("error", (error: Error & ClientErrorExtensions & { code?: string }) => {
-      if (ready) return;
-      if (presented !== undefined && presented !== hostKey) {
-        reject(
-          refused(
-            `the host key of ${where} is ${presented}, not ${hostKey} as options.hostKey says; refusing to talk to it`,
-          ),
-        );
-      } else if (error.level === "client-authentication") {
-        reject(
-          new AuthenticationFailed(
-            `${address.user}@${where} did not accept the key (public key authentication failed)`,
-          ),
-        );
-      } else if (error.level === "client-timeout") {
-        reject(unavailable(`no SSH answer from ${where} within ${CONNECT_TIMEOUT_MS / 1000} s`));
-      } else if (error.code) {
-        reject(unavailable(`cannot reach ${where}: ${error.code}`));
-      } else {
-        reject(unavailable(`SSH connection to ${where} failed: ${error.message}`));
-      }
-    });
-    try {
-      client.connect({
-        sock: socket,
-        username: address.user,
-        privateKey,
-        readyTimeout: CONNECT_TIMEOUT_MS,
-        hostHash: "sha256",
-        hostVerifier: (hex: string) => {
-          presented = fingerprintFromHex(hex);
-          return presented === hostKey;
-        },
-      });
-    } catch {
-      // ssh2 throws synchronously on a key it cannot parse; its message is not repeated, to be safe.
-      reject(refused("the credential is not a private key this connector can read (OpenSSH or PEM, no passphrase)"));
-    }
-  });
-}
-
-function exec(client: Client, command: string, where: string): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(unavailable(`a command on ${where} did not finish within ${COMMAND_TIMEOUT_MS / 1000} s`));
-      client.end();
-    }, COMMAND_TIMEOUT_MS);
-    timer.unref();
-    client.exec(command, (error, channel) => {
-      if (error) {
-        clearTimeout(timer);
-        reject(unavailable(`${where} would not run a command: ${error.message}`));
-        return;
-      }
-      const stdout: Buffer[] = [];
-      const stderr: Buffer[] = [];
-      let code: number | null = null;
-      channel.on("data", (chunk: Buffer) => stdout.push(chunk));
-      channel.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
-      channel.on("exit", (exitCode: number | null) => {
-        code = typeof exitCode === "number" ? exitCode : null;
-      });
-      channel.on("close", () => {
-        clearTimeout(timer);
-        resolve({ code, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() });
-      });
-    });
-  });
-}
-
-/** The server refused the key: a refusal, which verifyPassword reports as false. */
-class AuthenticationFailed extends ConnectorError {
-  constructor(message: string) {
-    super("refused", message);
-  }
-}
-
-/** Every error leaves as a ConnectorError, with the credentials (and each line of them) cut out. */
-function scrub(error: unknown, credentials: string[]): ConnectorError {
-  const secrets = credentials
-    .flatMap((credential) => [credential, ...credential.split("\n").filter((line) => line.trim().length >= 12)])
-    .map((s) => s.trim());
-  const clean = (message: string) =>
-    secrets.reduce((text, secret) => (secret ? text.split(secret).join("[redacted]") : text), message);
-  if (error instanceof AuthenticationFailed) return new AuthenticationFailed(clean(error.message));
-  if (error instanceof ConnectorError) return new ConnectorError(error.reason, clean(error.message));
-  return unavailable(clean(`unexpected error: ${error instanceof Error ? error.message : String(error)}`));
 }

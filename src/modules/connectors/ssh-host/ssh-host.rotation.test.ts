@@ -14,7 +14,7 @@ const { utils } = ssh2;
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createUser, deleteUser, freePort, startSshd, type Sshd } from "../../../testing/sshd.js";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
-import { sshHostConnector as connector } from "./ssh-host.connector.js";
+import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
 
 const suffix = randomBytes(4).toString("hex");
 const dana = `stint_r_${suffix}_dana`; // has a home and a hand-written authorized_keys
@@ -115,6 +115,7 @@ afterAll(async () => {
   for (const user of withHome) await deleteUser(user, { removeHome: true }).catch(() => undefined);
   await deleteUser(frank).catch(() => undefined);
   if (keyDir) rmSync(keyDir, { recursive: true, force: true });
+  await sshHostPools.closeAll();
   await sshd?.stop();
 });
 

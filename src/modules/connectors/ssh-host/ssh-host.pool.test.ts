@@ -1,0 +1,133 @@
+/**
+ * The ssh-host connector's pool of admin connections (../connection-pool.ts) against a real OpenSSH sshd
+ * (src/testing/sshd.ts): operations reuse one connection (the same client port at the server), a connection
+ * the server side kills is replaced without the caller noticing, idle connections close, and a call with
+ * another admin key or another pinned host key never gets the pooled connection.
+ */
+import { execFileSync } from "node:child_process";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_POOL_SETTINGS } from "../connection-pool.js";
+import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
+import { startSshd, type Sshd } from "../../../testing/sshd.js";
+import { eventually, sshClientPorts, sshdChildren } from "../../../testing/ssh-connections.js";
+import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
+
+let sshd: Sshd;
+let target: ConnectorTarget;
+const ports = () => sshClientPorts(sshd.port);
+const observeRoot = (on: ConnectorTarget = target) => connector.observe(on, { group: "root" });
+
+async function failure(pending: Promise<unknown>): Promise<ConnectorError> {
+  const error = await pending.then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  expect(error).toBeInstanceOf(ConnectorError);
+  return error as ConnectorError;
+}
+
+/** Closes every pooled connection and waits until the server has none left. */
+async function freshPools(): Promise<void> {
+  await sshHostPools.closeAll();
+  expect(await eventually(() => ports().length === 0)).toBe(true);
+}
+
+beforeAll(async () => {
+  sshd = await startSshd();
+  target = {
+    name: "pool-host",
+    address: `ssh://${sshd.adminUser}@${sshd.host}:${sshd.port}`,
+    options: { hostKey: sshd.hostKeyFingerprint },
+    credential: sshd.adminPrivateKey,
+  };
+});
+
+afterEach(async () => {
+  sshHostPools.configure(DEFAULT_POOL_SETTINGS);
+  await freshPools();
+});
+
+afterAll(async () => {
+  await sshHostPools.closeAll();
+  await sshd?.stop();
+});
+
+describe("ssh-host admin connection pool", () => {
+  it("operations one after another run on one connection, kept open between them", async () => {
+    await freshPools();
+    await connector.test(target);
+    const [first, ...others] = ports();
+    expect(first).toBeDefined();
+    expect(others).toEqual([]);
+    await observeRoot();
+    await connector.discover(target);
+    await observeRoot();
+    expect(ports()).toEqual([first]);
+  });
+
+  it("concurrent operations use at most the pool's size of connections", async () => {
+    await freshPools();
+    await Promise.all(Array.from({ length: 12 }, () => observeRoot()));
+    expect(ports().length).toBeGreaterThanOrEqual(1);
+    expect(ports().length).toBeLessThanOrEqual(DEFAULT_POOL_SETTINGS.max);
+  });
+
+  it("a pooled connection killed at the server is replaced: the next operation succeeds on a new one", async () => {
+    await freshPools();
+    await observeRoot();
+    const [before] = ports();
+    const children = sshdChildren(sshd.pid);
+    expect(children.length).toBeGreaterThan(0);
+    // The sshd process serving the pooled connection dies; the next call comes at once, before or after
+    // the client hears of it.
+    execFileSync("kill", ["-KILL", ...children.map(String)]);
+    expect(await observeRoot()).toEqual(["root"]);
+    expect(ports()).toHaveLength(1);
+    expect(ports()).not.toContain(before);
+  });
+
+  it("an idle connection is closed after idleMs", async () => {
+    await freshPools();
+    sshHostPools.configure({ idleMs: 300 });
+    await observeRoot();
+    expect(ports()).toHaveLength(1);
+    expect(await eventually(() => ports().length === 0)).toBe(true);
+    expect(await observeRoot()).toEqual(["root"]);
+  });
+
+  it("a call with another admin key signs in anew (and fails), and the old key's connection is closed", async () => {
+    await freshPools();
+    await observeRoot();
+    expect(ports()).toHaveLength(1);
+    const otherKey = execFileSync("sh", [
+      "-c",
+      `d=$(mktemp -d) && ssh-keygen -q -t ed25519 -N '' -f "$d/k" && cat "$d/k" && rm -r "$d"`,
+    ]).toString();
+    const refusedKey = await failure(observeRoot({ ...target, credential: otherKey }));
+    expect(refusedKey.reason).toBe("refused");
+    expect(refusedKey.message).toContain("did not accept the key");
+    // The connection opened with the old key serves nothing any more.
+    expect(await eventually(() => ports().length === 0)).toBe(true);
+  });
+
+  it("a call pinning another host key is refused even while a connection to the host is pooled", async () => {
+    await freshPools();
+    await observeRoot();
+    const wrong = { ...target, options: { hostKey: `SHA256:${"B".repeat(43)}` } };
+    const error = await failure(observeRoot(wrong));
+    expect(error.reason).toBe("refused");
+    expect(error.message).toContain("host key");
+  });
+
+  it("an aborted call closes its connection rather than pooling it", async () => {
+    await freshPools();
+    await observeRoot();
+    const [pooled] = ports();
+    const controller = new AbortController();
+    const pending = failure(connector.discover(target, { signal: controller.signal }));
+    controller.abort();
+    expect((await pending).reason).toBe("unavailable");
+    expect(await eventually(() => !ports().includes(pooled!))).toBe(true);
+    expect(await observeRoot()).toEqual(["root"]);
+  });
+});
