@@ -340,6 +340,20 @@ export function createOpenSession(core: SessionsCore) {
           })
           .catch((error: unknown) => logger.error({ err: error, session: id }, "could not audit a file transfer"));
       },
+      channelRefused(event) {
+        // Counted with the refused queries: one client looping on a refused channel must not flood the log.
+        refusals += 1;
+        if (refusals > core.MAX_AUDITED_REFUSALS) return;
+        audit
+          .record(actor, context(input.clientAddress), {
+            action: "session.channel_refused",
+            outcome: "denied",
+            subject: `session:${id}`,
+            reason: event.reason,
+            details: { role: activation.role_name, target: activation.target_name, subsystem: event.subsystem },
+          })
+          .catch((error: unknown) => logger.error({ err: error, session: id }, "could not audit a refused channel"));
+      },
       end,
     };
   }

@@ -167,6 +167,11 @@ export interface BrokeredSession<
   /** SSH: a file transfer passed, failed or was refused: audited as `session.file_transfer` (never throws). */
   fileTransfer?(event: FileTransferEvent): void;
   /**
+   * SSH: a channel refused because the target's end of it was not what it claimed (an `sftp` subsystem that
+   * does not answer as SFTP): audited as `session.channel_refused` (never throws).
+   */
+  channelRefused?(event: { subsystem: string; reason: string }): void;
+  /**
    * SSH: the policy requires a moderator: the proxy opens no channel upstream until `whenAdmitted()`
    * resolves (ssh-proxy.ts, live-moderation.ts). Absent: the session starts at once.
    */

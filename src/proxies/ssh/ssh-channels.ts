@@ -10,6 +10,7 @@ import { parseRsyncCommand, parseScpCommand, createScpCounter } from "./exec-com
 import { execRefusal, fileChannel, refuseExec } from "./file-policy.js";
 import { whenModerated } from "./live-moderation.js";
 import { safely } from "./session-end.js";
+import { readClientInit, readServerVersion, SFTP_INIT_V3, SFTP_VERSION_TIMEOUT_MS } from "./sftp-handshake.js";
 import { createSftpTracker } from "./sftp-log.js";
 import { countPerTick, relayStream } from "./ssh-relay.js";
 import type { Live } from "./ssh-connection.js";
@@ -196,12 +197,37 @@ function relayChannel(
     if (rsync?.direction === "upload") rsyncBytes += data.length;
   };
 
-  relayStream(remote, local, fromTarget, relaying, files?.fromServer);
+  const relayClient = () => {
+    relayStream(local, remote, fromClient, relaying, files?.fromClient);
+    local.resume();
+  };
+  // An sftp channel: nothing more than the INIT passes before the target answered as SFTP (sftp-handshake.ts).
+  const handshake = sftp
+    ? guardSftp(local, remote, {
+        passInit(init) {
+          if (!relaying()) return;
+          fromClient(init);
+          for (const part of files?.fromClient ? files.fromClient(init) : [init]) remote.write(part);
+        },
+        open: relayClient,
+        refuse(reason, received) {
+          recorder.event("subsystem", { name: detail, allowed: false, reason, received: received.toString("base64") });
+          session.channelRefused?.({ subsystem: detail, reason });
+          connection.log.warn({ subsystem: detail, reason }, "ssh sftp channel refused: the target did not speak SFTP");
+          safely(() => local.stderr.write(`Stint: ${session.target}'s sftp subsystem is not SFTP (${reason}).\r\n`));
+          safely(() => local.exit(1));
+          safely(() => local.end());
+          safely(() => remote.close());
+        },
+      })
+    : undefined;
+  const filter = files?.fromServer;
+  const fromServer = handshake && filter ? (data: Buffer) => handshake(data).flatMap(filter) : (handshake ?? filter);
+  relayStream(remote, local, fromTarget, relaying, fromServer);
   relayStream(remote.stderr, local.stderr, fromTarget, relaying);
   // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
   local.on("end", () => safely(() => remote.end()));
-  relayStream(local, remote, fromClient, relaying, files?.fromClient);
-  local.resume();
+  if (!handshake) relayClient();
   remote.on("error", (error: Error) => connection.log.debug({ err: error }, "ssh target channel error"));
 
   remote.on("exit", (code: number | null, signal?: string, coreDumped?: boolean, description?: string) => {
@@ -236,6 +262,70 @@ function relayChannel(
     recordEnd();
     safely(() => remote.close());
   });
+}
+
+/**
+ * The SFTP handshake of an sftp channel (sftp-handshake.ts): the client's INIT goes on as the canonical
+ * nine bytes; the rest of the client's data waits (the channel paused, its window not topped up) until the
+ * target's VERSION, then `open` relays it. Anything else refuses the channel. Returns the transform of
+ * the target's stdout: nothing passes before the VERSION, the VERSION and all that follows after it.
+ */
+function guardSftp(
+  local: ServerChannel,
+  remote: ClientChannel,
+  on: { passInit(init: Buffer): void; open(): void; refuse(reason: string, received: Buffer): void },
+): (data: Buffer) => Buffer[] {
+  let state: "init" | "version" | "open" | "refused" = "init";
+  let client: Buffer = Buffer.alloc(0);
+  let server: Buffer = Buffer.alloc(0);
+  const refuse = (reason: string, received: Buffer) => {
+    if (state === "open" || state === "refused") return;
+    state = "refused";
+    clearTimeout(timer);
+    local.pause();
+    local.off("data", fromClient);
+    on.refuse(reason, received.subarray(0, 256));
+  };
+  const fromClient = (data: Buffer) => {
+    client = client.length > 0 ? Buffer.concat([client, data]) : data;
+    const step = readClientInit(client);
+    if (step.state === "more") return;
+    local.pause();
+    local.off("data", fromClient);
+    if (step.state === "refused") return refuse(step.reason, client);
+    state = "version";
+    if (client.length > step.length) local.unshift(client.subarray(step.length));
+    client = Buffer.alloc(0);
+    on.passInit(SFTP_INIT_V3);
+  };
+  const timer = setTimeout(
+    () => refuse(`no SFTP VERSION within ${SFTP_VERSION_TIMEOUT_MS / 1000} s`, server),
+    SFTP_VERSION_TIMEOUT_MS,
+  );
+  timer.unref();
+  remote.once("close", () => {
+    clearTimeout(timer);
+    if (state === "version") refuse("the subsystem closed before its SFTP VERSION", server);
+  });
+  local.once("close", () => clearTimeout(timer));
+  local.on("data", fromClient);
+  local.resume();
+  return (data) => {
+    if (state === "open") return [data];
+    if (state === "refused") return [];
+    server = server.length > 0 ? Buffer.concat([server, data]) : data;
+    const step = readServerVersion(server);
+    if (step.state === "refused") refuse(step.reason, server);
+    else if (step.state === "done" && state === "init")
+      refuse("the subsystem answered before the client's INIT", server);
+    else if (step.state === "done") {
+      state = "open";
+      clearTimeout(timer);
+      on.open();
+      return [server];
+    }
+    return [];
+  };
 }
 
 type OpenCallback = (error: Error | undefined, channel: ClientChannel | undefined) => void;
