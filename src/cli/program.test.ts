@@ -162,9 +162,11 @@ describe("stint CLI (fake API)", () => {
     ["INVALID_CREDENTIALS", "The user name or password is wrong."],
   ])("login reports %s with its code and exits 4", async (code, message) => {
     on("POST", "/v1/auth/login", () => envelope(code, message, 401));
-    const result = await run(["login", "--user", "alice", "--password-stdin", "--otp", "123456"], {
-      stdin: "pw-pw-pw-pw-pw\n",
+    // The password is stdin's first line, the one-time code its second (never in argv).
+    const result = await run(["login", "--user", "alice", "--password-stdin", "--otp", "-"], {
+      stdin: "pw-pw-pw-pw-pw\n123456\n",
     });
+    expect(calls[0]?.body).toMatchObject({ password: "pw-pw-pw-pw-pw", otp: "123456" });
     expect(result).toEqual({ code: 4, stdout: "", stderr: `error: ${code}: ${message}\n` });
     expect(await loadCredentials({ STINT_CONFIG_DIR: dir })).toBeNull();
   });

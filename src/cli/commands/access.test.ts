@@ -235,7 +235,9 @@ describe("access commands (fake API)", () => {
     );
     const refused = await run(["activate", "prod-db-reader", "--reason", "investigate slow queries"]);
     expect(refused.code).toBe(4);
-    expect(refused.stderr).toContain("MFA_STEP_UP_REQUIRED: This role needs a recent MFA check; add --otp CODE");
+    expect(refused.stderr).toContain(
+      "MFA_STEP_UP_REQUIRED: This role needs a recent MFA check; add --otp - (the code on stdin) or set STINT_TOTP_CODE",
+    );
 
     const done = await run(["activate", "prod-db-reader", "--reason", "investigate slow queries", "--otp", "123 456"]);
     expect(done.code).toBe(0);

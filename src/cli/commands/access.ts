@@ -12,7 +12,8 @@ import { segment, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
 import { emit, note, renderTable, sanitize } from "../output.js";
-import { ask, isInteractive } from "../prompt.js";
+import { oneTimeCode, promptOneTimeCode, TOTP_CODE_ENV } from "../one-time-code.js";
+import { isInteractive } from "../prompt.js";
 import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
 import { stepUpInBrowser } from "./step-up.js";
 import { parseStart } from "./start-time.js";
@@ -98,9 +99,11 @@ async function stepUp(client: ApiClient, otp: string): Promise<void> {
 async function withStepUp<T>(
   ctx: CliContext,
   client: ApiClient,
-  otp: string | undefined,
+  given: string | undefined,
   send: () => Promise<T>,
 ): Promise<T> {
+  // $STINT_TOTP_CODE only when the policy asks: a code spent on a role that needs none would be gone.
+  const otp = await oneTimeCode(ctx, { given, flag: "--otp", stdinHint: "`--otp -`", useEnv: false });
   if (otp !== undefined) await stepUp(client, otp);
   try {
     return await send();
@@ -127,14 +130,16 @@ async function withStepUp<T>(
         `${error.message.replace(/\.$/, "")}; you have no authenticator app enrolled: run \`stint mfa enroll\` first (a passkey also counts: \`stint step-up --webauthn\`)`,
         { exitCode: error.exitCode, ...(error.status !== undefined ? { status: error.status } : {}) },
       );
-    if (otp !== undefined || !isInteractive(ctx)) {
-      throw new CliError(error.code, `${error.message.replace(/\.$/, "")}; add --otp CODE`, {
-        exitCode: error.exitCode,
-        ...(error.status !== undefined ? { status: error.status } : {}),
-      });
+    const fromEnv = otp === undefined ? ctx.env[TOTP_CODE_ENV]?.replace(/\s+/g, "") : undefined;
+    if (!fromEnv && (otp !== undefined || !isInteractive(ctx))) {
+      throw new CliError(
+        error.code,
+        `${error.message.replace(/\.$/, "")}; add --otp - (the code on stdin) or set ${TOTP_CODE_ENV}`,
+        { exitCode: error.exitCode, ...(error.status !== undefined ? { status: error.status } : {}) },
+      );
     }
-    const code = await ask(ctx, "This role needs a recent MFA check. One-time code: ");
-    if (code.trim() === "") throw error;
+    const code = fromEnv || (await promptOneTimeCode(ctx, "This role needs a recent MFA check. One-time code: "));
+    if (code === "") throw error;
     await stepUp(client, code);
     return send();
   }
@@ -186,7 +191,7 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
     )
     .requiredOption("--reason <text>", "what you will do and why (recorded, shown to approvers)")
     .option("--ticket <id>", "ticket or change reference, e.g. INC-1234")
-    .option("--otp <code>", "a fresh one-time code, for roles that need a recent MFA check")
+    .option("--otp <code>", "- to read a fresh one-time code from stdin, for roles that need a recent MFA check")
     .option("--wait", "wait until the request is active (exit 0), denied (exit 5) or ends otherwise (exit 1)")
     .option(
       "--timeout <duration>",
@@ -343,7 +348,7 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
     .argument("<role>", "an active role of yours")
     .requiredOption("--by <duration>", "how much longer: 30m, 1h …", durationArgument)
     .requiredOption("--reason <text>", "why you need longer")
-    .option("--otp <code>", "a fresh one-time code, for roles that need a recent MFA check")
+    .option("--otp <code>", "- to read a fresh one-time code from stdin, for roles that need a recent MFA check")
     .addHelpText(
       "after",
       '\nExample:\n  stint extend prod-db-reader --by 30m --reason "the migration is slower than planned"\n',

@@ -13,6 +13,7 @@ import type { ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { chooseProfile, deleteCredentials, listProfiles, loadCredentials } from "../credentials.js";
 import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
+import { oneTimeCode, promptOneTimeCode } from "../one-time-code.js";
 import { emit, note, renderKeyValues, renderTable, warn } from "../output.js";
 import { ask, isInteractive, readPassword, readStdinLine } from "../prompt.js";
 import { checkName, clientFor, warnIfPlainHttp } from "./shared.js";
@@ -64,7 +65,7 @@ async function signIn(
     // A passkey-only account has no code to type: the CLI signs in with TOTP only (passkeys in the web UI).
     const methods = error.details?.methods;
     if (Array.isArray(methods) && !methods.includes("totp")) throw error;
-    const code = (await ask(ctx, "One-time code: ")).replace(/\s+/g, "");
+    const code = await promptOneTimeCode(ctx);
     if (code === "") throw error;
     return (await attempt(code)).data;
   }
@@ -197,7 +198,7 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     .description("sign in and save the session in the config directory")
     .option("--user <name>", "user name (prompted for at a terminal when omitted)")
     .option("--password-stdin", "read the password as one line from stdin instead of prompting")
-    .option("--otp <code>", "one-time code from the authenticator app, if the account has MFA")
+    .option("--otp <code>", "- to read the one-time code from stdin (after the password), for accounts with MFA")
     .option(
       "--token-exchange-from-env <var>",
       "CI: trade the OIDC job token in this environment variable for a short-lived token of the service identity that trusts the job",
@@ -211,7 +212,7 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
     .addHelpText(
       "after",
       "\nExamples:\n  stint login --server https://stint.example.com --user alice\n" +
-        "  printf '%s\\n' \"$PASSWORD\" | stint login --user ci-bot --password-stdin --otp 123456\n" +
+        '  printf \'%s\\n%s\\n\' "$PASSWORD" "$CODE" | stint login --user ci-bot --password-stdin --otp -\n' +
         "  stint login --server https://stint.example.com --token-exchange-from-env CI_JOB_JWT\n" +
         "  stint login --server https://stint.example.com --sso\n" +
         "  stint login --server https://stint.example.com --device corp\n",
@@ -261,7 +262,8 @@ export function registerAuthCommands(program: Command, ctx: CliContext): void {
         passwordStdin: options.passwordStdin === true,
         label: `Password for ${username}: `,
       });
-      const otp = options.otp?.replace(/\s+/g, "");
+      // After the password: with --password-stdin and --otp -, the password is stdin's first line, the code its second.
+      const otp = await oneTimeCode(ctx, { given: options.otp, flag: "--otp", stdinHint: "`--otp -`" });
       const pair = await signInAndSave(ctx, client, username, password, otp);
       emit(ctx, json, sessionSummary(client.server, pair), () => describeSignIn(ctx, client.server, pair.principal));
     });

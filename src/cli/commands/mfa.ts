@@ -5,7 +5,8 @@ import type { ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { isCliError, usageError } from "../exit-codes.js";
 import { emit, note, renderKeyValues, sanitize } from "../output.js";
-import { ask, isInteractive } from "../prompt.js";
+import { oneTimeCode, promptOneTimeCode, TOTP_CODE_ENV } from "../one-time-code.js";
+import { isInteractive } from "../prompt.js";
 import { clientFor } from "./shared.js";
 
 const ATTEMPTS_AT_PROMPT = 3;
@@ -46,16 +47,17 @@ export function registerMfaCommands(program: Command, ctx: CliContext): void {
           ["uri", data.otpauthUri],
         ]),
       );
-      // With --json the caller drives the flow: it runs `stint mfa confirm CODE` itself.
+      // With --json the caller drives the flow: it runs `stint mfa confirm` itself.
       if (json || !isInteractive(ctx)) {
-        if (!json) note(ctx, "Add the secret to your authenticator app, then run `stint mfa confirm CODE`.");
+        if (!json)
+          note(ctx, "Add the secret to your authenticator app, then run `stint mfa confirm` (it asks for the code).");
         return;
       }
       note(ctx, "Add the secret (or the URI) to your authenticator app, then type the code it shows.");
       for (let attempt = 1; ; attempt += 1) {
-        const answer = await ask(ctx, "Code: ");
+        const answer = await promptOneTimeCode(ctx, "Code: ");
         if (answer === "") {
-          note(ctx, "Not confirmed yet: run `stint mfa confirm CODE` when ready.");
+          note(ctx, "Not confirmed yet: run `stint mfa confirm` when ready.");
           return;
         }
         try {
@@ -73,12 +75,27 @@ export function registerMfaCommands(program: Command, ctx: CliContext): void {
   mfa
     .command("confirm")
     .description("finish enrolment with a code from the app; prints the recovery codes once")
-    .argument("<code>", "the 6-digit code the authenticator app shows now")
-    .addHelpText("after", "\nExample:\n  stint mfa confirm 492039\n")
-    .action(async (code: string, _options: unknown, command: Command) => {
+    .argument("[code]", "- to read the code from stdin (a code typed here is visible to other users: ps)")
+    .option("--code-stdin", "read the code as one line from stdin")
+    .addHelpText(
+      "after",
+      `\nThe code comes from stdin (\`-\` or --code-stdin), $${TOTP_CODE_ENV}, or a prompt that does not echo.\n` +
+        "\nExamples:\n  stint mfa confirm                 # asks for the code\n  echo 492039 | stint mfa confirm -\n",
+    )
+    .action(async (code: string | undefined, options: { codeStdin?: boolean }, command: Command) => {
       const { json } = globalOptions(command);
       const client = await clientFor(ctx, command);
-      const { data, raw } = await confirm(client, checkCode(code));
+      client.requireSession();
+      const source = { given: code, fromStdin: options.codeStdin === true, flag: "the code", stdinHint: "`-`" };
+      let text = await oneTimeCode(ctx, source);
+      if (text === undefined) {
+        if (!isInteractive(ctx))
+          throw usageError(
+            `stdin is not a terminal, so stint cannot ask for the code: pipe it with \`stint mfa confirm -\` or set ${TOTP_CODE_ENV}`,
+          );
+        text = await promptOneTimeCode(ctx, "Code: ");
+      }
+      const { data, raw } = await confirm(client, checkCode(text));
       if (json) note(ctx, "warning: the recovery codes are not shown again; store them safely.");
       emit(ctx, json, raw, () => showRecoveryCodes(ctx, data.recoveryCodes));
     });

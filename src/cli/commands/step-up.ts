@@ -13,7 +13,8 @@ import { segment, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError, usageError } from "../exit-codes.js";
 import { emit, note, renderKeyValues, sanitize } from "../output.js";
-import { ask, isInteractive } from "../prompt.js";
+import { oneTimeCode, promptOneTimeCode, TOTP_CODE_ENV } from "../one-time-code.js";
+import { isInteractive } from "../prompt.js";
 import { clientFor, durationArgument } from "./shared.js";
 
 const POLL_MS = 1000;
@@ -55,12 +56,12 @@ export function registerStepUpCommand(program: Command, ctx: CliContext): void {
   program
     .command("step-up")
     .description("renew this session's MFA check: a one-time code, or your passkey through the browser")
-    .option("--otp <code>", "a fresh one-time code from the authenticator app")
+    .option("--otp <code>", "- to read a fresh one-time code from stdin (asked for at a terminal without it)")
     .option("--webauthn", "confirm with a passkey: prints a link to a Stint page and waits until it is confirmed")
     .option("--timeout <duration>", "with --webauthn: give up waiting after this long (exit 1)", durationArgument, "5m")
     .addHelpText(
       "after",
-      "\nExamples:\n  stint step-up --otp 492039\n  stint step-up --webauthn     # for roles whose policy requires a passkey\n",
+      "\nExamples:\n  stint step-up                # asks for the code\n  echo 492039 | stint step-up --otp -\n  stint step-up --webauthn     # for roles whose policy requires a passkey\n",
     )
     .action(async (options: StepUpOptions, command: Command) => {
       const { json } = globalOptions(command);
@@ -71,12 +72,12 @@ export function registerStepUpCommand(program: Command, ctx: CliContext): void {
         emit(ctx, json, done.raw, () => renderKeyValues([["mfa", `passkey, ${done.completedAt}`]]));
         return;
       }
-      let otp = options.otp;
-      if (otp === undefined) {
-        if (!isInteractive(ctx)) throw usageError("give --otp CODE or --webauthn");
-        otp = await ask(ctx, "One-time code: ");
+      let code = await oneTimeCode(ctx, { given: options.otp, flag: "--otp", stdinHint: "`--otp -`" });
+      if (code === undefined) {
+        if (!isInteractive(ctx))
+          throw usageError(`give --otp - (the code on stdin), set ${TOTP_CODE_ENV}, or --webauthn`);
+        code = await promptOneTimeCode(ctx);
       }
-      const code = otp.replace(/\s+/g, "");
       if (code === "") throw usageError("--otp needs the code the authenticator app shows");
       const { data, raw } = await client.request("POST", "/v1/auth/step-up", {
         body: { otp: code },
