@@ -13,7 +13,7 @@ import { signInGuard } from "./sign-in-guard.js";
 
 export function createAccountUseCases(deps: IdentityContext) {
   const { store, audit, clock, index, hash } = deps;
-  const { failSignIn, refuseIfLocked } = signInGuard(deps);
+  const { failSignIn, claimAttempt, releaseAttempt } = signInGuard(deps);
 
   return {
     async me(actor: Actor): Promise<Principal> {
@@ -29,14 +29,14 @@ export function createAccountUseCases(deps: IdentityContext) {
       context: CallContext,
     ): Promise<void> {
       if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
-      await refuseIfLocked(actor.name, context, "user.password_changed", actor);
+      // Counted before the current password is checked: parallel guesses cannot outrun the lockout.
+      const claim = await claimAttempt(actor.name, context, "user.password_changed", actor);
       const stored = await identityStore.getPasswordHash(store.db, actor.id);
       if (!stored || !(await verifyPassword(input.currentPassword, stored))) {
-        return failSignIn(actor.name, context, "current password wrong", "INVALID_CREDENTIALS", {
-          action: "user.password_changed",
-          actor,
-        });
+        const as = { action: "user.password_changed", actor };
+        return failSignIn(actor.name, context, "current password wrong", "INVALID_CREDENTIALS", as, claim);
       }
+      await releaseAttempt(claim);
       const problem = passwordProblem(input.newPassword, actor.name);
       if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
       const newHash = await hash(input.newPassword);

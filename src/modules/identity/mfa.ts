@@ -74,7 +74,7 @@ export function secondFactors(deps: IdentityContext) {
 
 export function createMfaUseCases(deps: IdentityContext) {
   const { store, audit, clock, index, totpKey } = deps;
-  const { failSignIn, refuseIfLocked, deny } = signInGuard(deps);
+  const { failSignIn, claimAttempt, releaseAttempt, refuseIfLocked, deny } = signInGuard(deps);
   const { checkSecondFactor, totpFor } = secondFactors(deps);
 
   /**
@@ -190,11 +190,13 @@ export function createMfaUseCases(deps: IdentityContext) {
     async stepUp(actor: Actor, otp: string, context: CallContext): Promise<{ mfaAt: string }> {
       if (actor.kind !== "principal" || !actor.sessionId)
         throw new StintError("UNAUTHENTICATED", "Step-up needs a signed-in session.");
-      await refuseIfLocked(actor.name, context, "auth.step_up", actor);
+      // Counted before the code is checked: parallel guesses from a stolen session cannot outrun the lockout.
+      const claim = await claimAttempt(actor.name, context, "auth.step_up", actor);
       const now = clock.now();
       const result = await store.transaction(async (tx) => {
         const checked = await checkSecondFactor(tx, actor, otp, now);
         if ("failed" in checked) return checked;
+        await releaseAttempt(claim, tx);
         await tx.updateTable("refresh_sessions").set({ mfa_at: now }).where("id", "=", actor.sessionId!).execute();
         await index?.send(tx, { t: "ses", sid: actor.sessionId! });
         await audit.append(tx, actor, context, {
@@ -206,7 +208,7 @@ export function createMfaUseCases(deps: IdentityContext) {
         return checked;
       });
       if ("failed" in result) {
-        return failSignIn(actor.name, context, result.failed, "MFA_INVALID", { action: "auth.step_up", actor });
+        return failSignIn(actor.name, context, result.failed, "MFA_INVALID", { action: "auth.step_up", actor }, claim);
       }
       return { mfaAt: now.toISOString() };
     },

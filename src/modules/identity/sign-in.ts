@@ -7,16 +7,16 @@ import { StintError } from "../../lib/errors.js";
 import { burnPasswordCheck, verifyPassword } from "../../lib/security.js";
 import { ANONYMOUS, type CallContext } from "../authz/authz.types.js";
 import type { IdentityContext } from "./identity.context.js";
-import { canonicalUsername, isLocked } from "./identity.rules.js";
+import { canonicalUsername } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import type { TokenPair } from "./identity.types.js";
 import { secondFactors } from "./mfa.js";
 import { sessionTokens } from "./sessions.js";
-import { signInGuard, throttleState } from "./sign-in-guard.js";
+import { signInGuard } from "./sign-in-guard.js";
 
 export function createSignInUseCases(deps: IdentityContext) {
   const { store, clock } = deps;
-  const { userKey, ipKey, failSignIn, refuseIfLocked, lockedOut, deny } = signInGuard(deps);
+  const { userKey, failSignIn, claimAttempt, releaseAttempt, deny } = signInGuard(deps);
   const { openRefreshSession, issueSession } = sessionTokens(deps);
   const { checkSecondFactor } = secondFactors(deps);
 
@@ -41,23 +41,24 @@ export function createSignInUseCases(deps: IdentityContext) {
           "passwords are turned off (single sign-on only) and this is no break-glass account",
           new StintError("PASSWORD_SIGNIN_DISABLED"),
         );
-      await refuseIfLocked(username, context, "auth.login", ANONYMOUS);
+      // Counted before the password (and code) are checked: parallel guesses cannot outrun the lockout.
+      const claim = await claimAttempt(username, context, "auth.login", ANONYMOUS);
+      const fail = (reason: string, code: Parameters<typeof failSignIn>[3]) =>
+        failSignIn(username, context, reason, code, undefined, claim);
+      const refuseUncounted = async (reason: string, error: StintError) => {
+        await releaseAttempt(claim);
+        return refuse(reason, error);
+      };
 
       const principal = await identityStore.findPrincipalByName(store.db, username);
       const storedHash = principal ? await identityStore.getPasswordHash(store.db, principal.id) : undefined;
       if (!principal || !storedHash) {
         await burnPasswordCheck(input.password, deps.scrypt);
-        return failSignIn(
-          username,
-          context,
-          principal ? "account has no password" : "unknown user",
-          "INVALID_CREDENTIALS",
-        );
+        return fail(principal ? "account has no password" : "unknown user", "INVALID_CREDENTIALS");
       }
-      if (!(await verifyPassword(input.password, storedHash))) {
-        return failSignIn(username, context, "wrong password", "INVALID_CREDENTIALS");
-      }
-      if (principal.status !== "active") return refuse("account is disabled", new StintError("ACCOUNT_DISABLED"));
+      if (!(await verifyPassword(input.password, storedHash))) return fail("wrong password", "INVALID_CREDENTIALS");
+      if (principal.status !== "active")
+        return refuseUncounted("account is disabled", new StintError("ACCOUNT_DISABLED"));
 
       const totp = await identityStore.getTotp(store.db, principal.id);
       const totpEnrolled = !!totp?.confirmed_at;
@@ -67,7 +68,7 @@ export function createSignInUseCases(deps: IdentityContext) {
         const methods = [...(totpEnrolled ? ["totp"] : []), ...(passkeyEnrolled ? ["webauthn"] : [])];
         // The challenge is issued only now that the password checked out: it never tells who has passkeys.
         const webauthn = passkeyEnrolled ? await deps.passkeys!.loginOptions(principal.id) : undefined;
-        return refuse(
+        return refuseUncounted(
           totpEnrolled ? "one-time code missing" : "passkey missing",
           new StintError(
             "MFA_REQUIRED",
@@ -83,10 +84,6 @@ export function createSignInUseCases(deps: IdentityContext) {
 
       type LoginFailure = { failed: string; code: Parameters<typeof failSignIn>[3] };
       const result = await store.transaction(async (tx) => {
-        // Checked again under the row locks: a lockout may have begun since the early check.
-        await identityStore.ensureThrottle(tx, [userKey(username)], now);
-        const throttleRows = await identityStore.getThrottle(tx, [userKey(username), ipKey(context)]);
-        if (throttleRows.some((row) => isLocked(throttleState(row), now))) return { locked: true };
         let method: "none" | "totp" | "recovery" | "webauthn" = "none";
         let credential: { id: string; name: string } | undefined;
         let webauthnAt: Date | null = null;
@@ -120,8 +117,7 @@ export function createSignInUseCases(deps: IdentityContext) {
         const event = { action: "auth.login", subject: `user:${username}`, details };
         return { pair: await issueSession(tx, principal, session, context, event) };
       });
-      if ("locked" in result) return lockedOut(username, context, "auth.login");
-      if ("failed" in result) return failSignIn(username, context, result.failed, result.code);
+      if ("failed" in result) return fail(result.failed, result.code);
       return result.pair!;
     },
   };
