@@ -12,8 +12,9 @@
  * nothing twice.
  *
  * It wakes when an event commits. The leader's own appends wake it directly (a nudge once the appending
- * transaction committed, `gatherMs` after the first append since its last look, so that a stream of small
- * commits is chained a few at a time rather than a pass each). A node that does not hold the lease tells the leader over LISTEN/NOTIFY (PostgreSQL):
+ * transaction committed, `gatherMs` after the first append since its last look, `streamGatherMs` while they
+ * stream, so that a stream of small commits is chained many at a time rather than a pass each). A node that
+ * does not hold the lease tells the leader over LISTEN/NOTIFY (PostgreSQL):
  * after its own commit, in a statement of its own, at most one NOTIFY per `wakeGapMs` however many events it
  * appends — never a pg_notify inside the audited transaction: PostgreSQL serializes the commits of every
  * transaction that sent a NOTIFY (a database-wide lock in PreCommit_Notify), the very contention this takes
@@ -68,6 +69,13 @@ export interface AuditSequencerOptions {
    * commits (grouped secret reads) a pass each cost the database about as much again as the appends.
    */
   gatherMs?: number;
+  /**
+   * The window while the leader's own appends stream (default `DEFAULT_STREAM_GATHER_MS`; never less than
+   * `gatherMs`): when the first append after a look's window comes within this long of that window's end,
+   * the next window is this long too. A pass has a fixed cost (its statement, the head's update, a commit) that
+   * a stream of small commits pays once per window; an isolated commit still waits `gatherMs` only.
+   */
+  streamGatherMs?: number;
   /** Lease TTL (default 5 s): a dead holder is replaced within about this long. */
   leaseMs?: number;
   /** Events per chaining transaction (default 2000). */
@@ -105,6 +113,11 @@ export const DEFAULT_BURST_HOLD_MS = 2000;
 const NUDGE_MS = 2;
 /** The leader's `gatherMs` by default: an event is chained this much later at most for it. */
 export const DEFAULT_GATHER_MS = 10;
+/**
+ * The leader's `streamGatherMs` by default: while its own appends stream, an event waits this much at most
+ * for its pass to start (issue 14: chaining lag p99 ≤ 100 ms leaves room for it and the pass).
+ */
+export const DEFAULT_STREAM_GATHER_MS = 25;
 
 function metric<M>(registry: Registry | undefined, name: string, create: (registers: Registry[]) => M): M {
   const existing = registry?.getSingleMetric(name);
@@ -118,6 +131,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   const pollMs = options.pollMs ?? DEFAULT_POLL_MS;
   const wakeGapMs = options.wakeGapMs ?? 5;
   const gatherMs = options.gatherMs ?? DEFAULT_GATHER_MS;
+  const streamGatherMs = Math.max(gatherMs, options.streamGatherMs ?? DEFAULT_STREAM_GATHER_MS);
   const leaseMs = options.leaseMs ?? 5000;
   const passes = shrinkingBatch(options.batch ?? 2000);
   const alertAfterMs = options.alertAfterMs ?? 30_000;
@@ -186,6 +200,8 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   /** A wake that came while no sleep waited for it (a pass in flight): the next sleep ends at once. */
   let woken: Wake | undefined;
   let nudgeTimer: NodeJS.Timeout | undefined;
+  /** When the leader's last gather window ended (its look asked for). */
+  let gatheredAt = Number.NEGATIVE_INFINITY;
   let loop: Promise<void> | undefined;
   let alerting = false;
   let lastAlertAt = 0;
@@ -204,14 +220,24 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
     else if (woken !== "verified") woken = kind;
   }
 
-  /** This node appended (and committed): wake the loop if it sequences, else the node that does. */
+  /**
+   * This node appended (and committed): wake the loop if it sequences, else the node that does. The leader
+   * gathers first: `gatherMs`, or `streamGatherMs` when this append follows the last window closely (a stream).
+   */
   function nudge() {
     if (!running || nudgeTimer) return;
-    const delay = leader ? gatherMs : Math.max(NUDGE_MS, sentAt + wakeGapMs - Date.now());
+    const at = Date.now();
+    const delay = leader
+      ? at - gatheredAt < streamGatherMs
+        ? streamGatherMs
+        : gatherMs
+      : Math.max(NUDGE_MS, sentAt + wakeGapMs - at);
     nudgeTimer = setTimeout(() => {
       nudgeTimer = undefined;
-      if (leader) poke();
-      else void sendWake();
+      if (leader) {
+        gatheredAt = Date.now();
+        poke();
+      } else void sendWake();
     }, delay);
   }
 
@@ -399,7 +425,13 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
         idle = result.chained + result.rejected === 0;
         if (idle) foundNothingAt = Date.now();
         const at = now();
-        for (const time of result.times) lag.observe(Math.max(0, (at - Date.parse(time)) / 1000));
+        // A batch's events share their time (group commit): each distinct time parsed once.
+        let time: string | undefined;
+        let seconds = 0;
+        for (const next of result.times) {
+          if (next !== time) seconds = Math.max(0, (at - Date.parse((time = next))) / 1000);
+          lag.observe(seconds);
+        }
         if (result.rejected > 0) {
           rejectedTotal.inc(result.rejected);
           logger.error(

@@ -73,6 +73,39 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
     expect(await audit.verify()).toMatchObject({ ok: true, count: 20 });
   });
 
+  it("while the leader's own commits stream its windows grow to streamGatherMs: a stream of them in one pass or two", async () => {
+    const h = await fixture.harness(engine, { sequencing: "background" });
+    const audit = await node(h.store, h.masterKey);
+    let passes = 0;
+    const counted: typeof audit = {
+      ...audit,
+      chainPending: (tx, limit) => (passes++, audit.chainPending(tx, limit)),
+    };
+    const sequencer = createAuditSequencer({
+      audit: counted,
+      lease: storeLease(h.store),
+      holder: "a",
+      pollMs: MINUTE,
+      gatherMs: 50,
+      streamGatherMs: 5000,
+    });
+    fixture.start(sequencer);
+    await until(async () => sequencer.isLeader(), "leader");
+    // The first commit after a quiet spell: a window of gatherMs, then its pass.
+    await audit.record(alice, NO_CONTEXT, event("first"));
+    await until(async () => (await audit.pendingStats()).count === 0, "the first chained");
+    const before = passes;
+    // Right after that window: a stream. Twenty commits at least 10 ms apart span more than four windows of
+    // gatherMs; they go in the stream's window (two if it closed between two commits), not one pass per 50 ms.
+    for (let i = 0; i < 20; i++) {
+      await audit.record(alice, NO_CONTEXT, event(`read ${i}`));
+      await sleep(10);
+    }
+    await until(async () => (await audit.pendingStats()).count === 0, "chained");
+    expect(passes - before).toBeLessThanOrEqual(2);
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 21 });
+  });
+
   it("a node that does not sequence sends one wake per gap however much it appends, and none for a rollback", async () => {
     const h = await fixture.harness(engine, { sequencing: "background" });
     const audit = await node(h.store, h.masterKey);
