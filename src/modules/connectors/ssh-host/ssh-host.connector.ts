@@ -24,7 +24,7 @@ import {
   sudoersHolders,
   type CommandResult,
 } from "./ssh-host.rules.js";
-import { AuthenticationFailed, firstLine, withSession, type Command } from "./ssh-host.client.js";
+import { AuthenticationFailed, firstLine, withSession, type Command, type Session } from "./ssh-host.client.js";
 
 export { sshHostPools } from "./ssh-host.client.js";
 
@@ -77,10 +77,7 @@ export const sshHostConnector: Connector = {
   revoke: async (target, grant, call) => {
     const { login, group } = checkGrant(grant.login, grant.entitlement);
     return withSession(target, call, async (session) => {
-      // Killing every process of root or of the account Stint works through would take the host down with it.
-      if (session.options.terminateSessions && (login === "root" || login === session.address.user)) {
-        throw refused(`will not end every process of ${login}: terminateSessions is on for this target`);
-      }
+      if (session.options.terminateSessions) refuseToEndAll(session, login);
       const [removal, passwd, groupEntry] = await session.run(
         privileged("gpasswd", "-d", login, group),
         plain("getent", "passwd", login),
@@ -95,11 +92,7 @@ export const sshHostConnector: Connector = {
           throw refused(`${group} is the primary group of ${login}; Stint cannot remove it, change it with usermod -g`);
         }
       }
-      if (session.options.terminateSessions) {
-        const [kill] = await session.run(privileged("pkill", "-KILL", "-u", login));
-        // 1: no process matched; "invalid user name": the login is gone, so are its sessions.
-        if (kill!.code !== 0 && kill!.code !== 1 && !/invalid user name/.test(kill!.stderr)) throw refusedBy(kill!);
-      }
+      if (session.options.terminateSessions) await endProcesses(session, login);
     });
   },
 
@@ -181,10 +174,15 @@ export const sshHostConnector: Connector = {
         const [user] = parsePasswd(expectOk(passwd!).stdout);
         if (!user?.home) throw refused(`getent printed no home directory for "${login}"`);
         // As the login, not as root: a symlink in its home cannot redirect the write.
+        const endSessions = spec.endSessions === true && session.options.terminateSessions;
+        if (endSessions) refuseToEndAll(session, login);
         const [written] = await session.run(
           privileged("runuser", "-u", login, "--", "sh", "-c", AUTHORIZED_KEYS_SCRIPT, "stint", user.home, line),
         );
         expectOk(written!);
+        // After the old key's line is gone: a session that starts meanwhile was signed in with the new key, or
+        // is ended here. Whoever saw the old key keeps no shell, tunnel or process it started with it.
+        if (endSessions) await endProcesses(session, login);
       },
       { secrets: [spec.password] },
     );
@@ -205,6 +203,20 @@ export const sshHostConnector: Connector = {
     }
   },
 };
+
+/** Killing every process of root or of the account Stint works through would take the host down with it. */
+function refuseToEndAll(session: Session, login: string): void {
+  if (login === "root" || login === session.address.user) {
+    throw refused(`will not end every process of ${login}: terminateSessions is on for this target`);
+  }
+}
+
+/** Ends every process of the login (its SSH sessions, what they started): `pkill -KILL -u`. */
+async function endProcesses(session: Session, login: string): Promise<void> {
+  const [kill] = await session.run(privileged("pkill", "-KILL", "-u", login));
+  // 1: no process matched; "invalid user name": the login is gone, so are its sessions.
+  if (kill!.code !== 0 && kill!.code !== 1 && !/invalid user name/.test(kill!.stderr)) throw refusedBy(kill!);
+}
 
 function checkLogin(login: string): string {
   const problems = nameProblems("the login", login);

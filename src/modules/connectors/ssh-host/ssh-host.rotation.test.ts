@@ -3,7 +3,7 @@
  * "password" is a login's private key, its public key goes into ~login/.ssh/authorized_keys. Sign-ins
  * are checked independently with the OpenSSH client. Throwaway users stint_r_<hex>_*, removed in afterAll.
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chownSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -12,6 +12,7 @@ import ssh2 from "ssh2";
 
 const { utils } = ssh2;
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually } from "../../../testing/ssh-connections.js";
 import { createUser, deleteUser, freePort, startSshd, type Sshd } from "../../../testing/sshd.js";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
 import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
@@ -32,6 +33,7 @@ const keyB = utils.generateKeyPairSync("ed25519");
 const personal = utils.generateKeyPairSync("ed25519"); // a key the user added by hand
 const personalLine = `${personal.public.trim()} ${dana}@laptop`;
 const messages: string[] = [];
+const children: ChildProcess[] = [];
 
 async function failure(pending: Promise<unknown>): Promise<ConnectorError> {
   const error = await pending.then(
@@ -45,36 +47,21 @@ async function failure(pending: Promise<unknown>): Promise<ConnectorError> {
 
 const homeOf = (user: string) => execFileSync("getent", ["passwd", user]).toString().split(":")[5]!;
 
+/** The OpenSSH client's options for the test sshd with the key in `file`. */
+const sshArgs = (file: string) => [
+  ...["-F", "/dev/null", "-i", file, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"],
+  ...["-o", "StrictHostKeyChecking=no", "-o", `UserKnownHostsFile=${join(keyDir, "known_hosts")}`],
+  ...["-o", "ConnectTimeout=5", "-p", String(sshd.port)],
+];
+
 /** Whether the OpenSSH client gets in as the user with the private key (and runs `id -un` there). */
 function sshLogin(user: string, privateKey: string): boolean {
   const file = join(keyDir, randomBytes(4).toString("hex"));
   writeFileSync(file, privateKey, { mode: 0o600 });
-  const knownHosts = join(keyDir, "known_hosts");
-  const result = spawnSync(
-    "ssh",
-    [
-      "-F",
-      "/dev/null",
-      "-i",
-      file,
-      "-o",
-      "IdentitiesOnly=yes",
-      "-o",
-      "BatchMode=yes",
-      "-o",
-      "StrictHostKeyChecking=no",
-      "-o",
-      `UserKnownHostsFile=${knownHosts}`,
-      "-o",
-      "ConnectTimeout=5",
-      "-p",
-      String(sshd.port),
-      `${user}@${sshd.host}`,
-      "id",
-      "-un",
-    ],
-    { encoding: "utf8", timeout: 15_000 },
-  );
+  const result = spawnSync("ssh", [...sshArgs(file), `${user}@${sshd.host}`, "id", "-un"], {
+    encoding: "utf8",
+    timeout: 15_000,
+  });
   rmSync(file, { force: true });
   if (result.status === 0) {
     expect(result.stdout.trim()).toBe(user);
@@ -83,6 +70,23 @@ function sshLogin(user: string, privateKey: string): boolean {
   expect(result.stderr).toMatch(/Permission denied/);
   return false;
 }
+
+/** An OpenSSH session as the user with the key, kept open (a shell that prints "ready", then sleeps). */
+function holdSession(user: string, privateKey: string): { child: ChildProcess; output: string } {
+  const file = join(keyDir, randomBytes(4).toString("hex"));
+  writeFileSync(file, privateKey, { mode: 0o600 });
+  const child = spawn("ssh", [...sshArgs(file), `${user}@${sshd.host}`, "echo ready; exec sleep 600"], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  children.push(child);
+  const held = { child, output: "" };
+  child.stdout.on("data", (chunk: Buffer) => (held.output += chunk.toString()));
+  return held;
+}
+
+/** The ids of the user's processes on this machine. */
+const processesOf = (user: string) =>
+  spawnSync("pgrep", ["-u", user], { encoding: "utf8" }).stdout.split("\n").filter(Boolean);
 
 const authorizedKeys = (user: string) => readFileSync(join(homeOf(user), ".ssh", "authorized_keys"), "utf8");
 const managedLines = (user: string) =>
@@ -112,6 +116,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
   for (const user of withHome) await deleteUser(user, { removeHome: true }).catch(() => undefined);
   await deleteUser(frank).catch(() => undefined);
   if (keyDir) rmSync(keyDir, { recursive: true, force: true });
@@ -190,6 +195,40 @@ describe("key rotation", () => {
     const closed = { ...target, address: `ssh://root@127.0.0.1:${await freePort()}` };
     expect((await failure(setPassword(closed, { login: dana, password: keyA.private }))).reason).toBe("unavailable");
     expect((await failure(verifyPassword(closed, { login: dana, password: keyA.private }))).reason).toBe("unavailable");
+  });
+
+  it("setPassword with endSessions ends the sessions opened with the old key (terminateSessions on)", async () => {
+    await setPassword(target, { login: dana, password: keyA.private });
+    // Someone who saw key A keeps a shell open with it.
+    const held = holdSession(dana, keyA.private);
+    expect(await eventually(() => held.output.includes("ready"))).toBe(true);
+    expect(processesOf(dana)).not.toEqual([]);
+
+    // A rotation that does not ask for it, or a target that does not allow it, leaves the session alone.
+    await setPassword(
+      { ...target, options: { ...target.options, terminateSessions: true } },
+      {
+        login: dana,
+        password: keyB.private,
+      },
+    );
+    await setPassword(target, { login: dana, password: keyA.private, endSessions: true });
+    expect(held.child.exitCode).toBeNull();
+    expect(processesOf(dana)).not.toEqual([]);
+
+    await setPassword(
+      { ...target, options: { ...target.options, terminateSessions: true } },
+      {
+        login: dana,
+        password: keyB.private,
+        endSessions: true,
+      },
+    );
+    // Killed by then; a killed process is listed until its parent (sshd) has reaped it.
+    expect(await eventually(() => processesOf(dana).length === 0)).toBe(true);
+    expect(await eventually(() => held.child.exitCode !== null)).toBe(true);
+    expect(sshLogin(dana, keyA.private)).toBe(false);
+    expect(sshLogin(dana, keyB.private)).toBe(true);
   });
 
   it("no message holds private key material", () => {
