@@ -11,7 +11,10 @@
  *    terminated. Then reconcile cycles of a target with N roles.
  *
  *   node --import tsx bench/connectors.bench.ts [--logins=100] [--concurrency=4] [--engines=postgres,pglite]
- *     [--activations=50] [--roles=20] [--scenarios=dynamic,connector,membership] [--trace=N]
+ *     [--activations=50] [--roles=20] [--scenarios=dynamic,connector,membership] [--trace=N] [--precreated=N]
+ *
+ * `--precreated=N` gives the target `options.preCreatedLogins: N`: logins created ahead of demand, so an
+ * activation only hands one out (ALTER ROLE … LOGIN VALID UNTIL, the GRANT); the warm-up's first login fills it.
  *
  * CPU per issuance (1 at a time, the deactivation and the drop included): this process's, split into its main
  * thread and its other threads (V8's garbage collector and compiler, libuv's pool: the minted password's PBKDF2),
@@ -70,6 +73,8 @@ interface Options {
   roles: number;
   scenarios: string[];
   trace: number;
+  /** The target's `options.preCreatedLogins` (0: every activation creates its login). */
+  precreated: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -81,6 +86,7 @@ function parseArgs(argv: string[]): Options {
     roles: 20,
     scenarios: ["dynamic", "connector", "membership"],
     trace: 0,
+    precreated: 0,
   };
   const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
   for (const arg of argv) {
@@ -90,6 +96,7 @@ function parseArgs(argv: string[]): Options {
     else if (key === "--activations" && count(value)) options.activations = count(value)!;
     else if (key === "--roles" && count(value)) options.roles = count(value)!;
     else if (key === "--trace" && count(value)) options.trace = count(value)!;
+    else if (key === "--precreated" && value !== undefined && /^\d+$/.test(value)) options.precreated = Number(value);
     else if (key === "--engines" && value && value.split(",").every((e) => e === "pglite" || e === "postgres"))
       options.engines = value.split(",") as Engine[];
     else if (
@@ -101,7 +108,7 @@ function parseArgs(argv: string[]): Options {
     else
       throw new Error(
         `unknown argument ${arg} (use --logins=N, --concurrency=N, --engines=postgres,pglite, --activations=N, ` +
-          "--roles=N, --scenarios=dynamic,connector,membership, --trace=N)",
+          "--roles=N, --scenarios=dynamic,connector,membership, --trace=N, --precreated=N)",
       );
   }
   return options;
@@ -281,7 +288,7 @@ policies:${selfServicePolicy("bench-self")}
 targets:
   - name: bench-ledger
     kind: postgres
-    address: ${target.url}?sslmode=disable
+    address: ${target.url}?sslmode=disable${options.precreated > 0 ? `\n    options: { preCreatedLogins: ${options.precreated} }` : ""}
 roles:
   - name: ${ROLE}
     target: bench-ledger
@@ -517,7 +524,10 @@ eligibility:
     }
   } finally {
     await watcher?.end().catch(() => undefined);
+    // The logins still kept ready at the target (NOLOGIN) go with the run.
+    const kept = await server.store.db.selectFrom("precreated_logins").select("login").execute();
     await server.cleanup();
+    for (const { login } of kept) await root.query(`drop role if exists ${pg.escapeIdentifier(login)}`);
   }
 }
 

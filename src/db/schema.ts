@@ -432,6 +432,20 @@ export interface GrantCredentialsTable {
   wrapped_key: string;
   kek_version: number;
   created_at: Timestamp;
+  /** The pre-created login handed to the grant (its password opens bound to `precreated:<pool_id>`); else null. */
+  pool_id: Generated<string | null>;
+}
+
+/** A login created at a PostgreSQL target ahead of demand (migrations/0038), NOLOGIN until handed out. */
+export interface PrecreatedLoginsTable {
+  id: string;
+  target_id: string;
+  login: string;
+  state: "creating" | "ready";
+  ciphertext: string;
+  wrapped_key: string;
+  kek_version: number;
+  created_at: Timestamp;
 }
 
 export interface SshKeysTable {
@@ -639,6 +653,7 @@ export interface Database {
   secret_target_allowances: SecretTargetAllowancesTable;
   secret_checkouts: SecretCheckoutsTable;
   grant_credentials: GrantCredentialsTable;
+  precreated_logins: PrecreatedLoginsTable;
   review_items: ReviewItemsTable;
   review_definitions: ReviewDefinitionsTable;
   review_campaigns: ReviewCampaignsTable;

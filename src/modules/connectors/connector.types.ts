@@ -118,6 +118,21 @@ export interface CredentialOperations {
   /** Ends the login's sessions and drops it; a login that is gone already is fine. */
   dropLogin(target: ConnectorTarget, spec: { login: string }, call?: CallOptions): Promise<void>;
   /**
+   * Optional: creates logins ahead of demand, each with its password set but unusable (cannot sign in, holds
+   * nothing) until `activatePreCreated`; refused when a name exists. Dropped by dropLogin like created ones.
+   */
+  preCreateLogins?(
+    target: ConnectorTarget,
+    logins: { login: string; password: string; minted?: MintedPassword }[],
+    call?: CallOptions,
+  ): Promise<void>;
+  /** Hands out a pre-created login: it may sign in until `validUntil` and holds the entitlement. Idempotent. */
+  activatePreCreated?(
+    target: ConnectorTarget,
+    spec: Omit<DynamicLoginSpec, "password" | "minted">,
+    call?: CallOptions,
+  ): Promise<void>;
+  /**
    * Sets a login's password (the login must exist). `endSessions`: also end the login's sessions, where the
    * target's options allow (`terminateSessions`): someone who saw the old password keeps no session it opened.
    */

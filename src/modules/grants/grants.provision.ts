@@ -11,11 +11,13 @@ import { type Actor, type CallContext } from "../authz/authz.types.js";
 import { ConnectorError, type Connector, type MintedPassword } from "../connectors/index.js";
 import type { HandlerContext } from "../outbox/index.js";
 import type { GrantInputs } from "../requests/request-context.js";
-import { generateValue } from "../vault/vault.crypto.js";
+import { generateValue, grantCredentialBinding } from "../vault/vault.crypto.js";
 import { asConnectorError, grantLogin, problemsOf, type GrantContext } from "./grants.context.js";
 import { targetLane } from "./grants.lanes.js";
 import * as grantStore from "./grants.store.js";
 import { isDynamic, JOB, mintedLogin } from "./grants.types.js";
+import { preCreatedCount, type createPreCreation } from "./grants.precreated.js";
+import { claimPreCreated } from "./precreated.store.js";
 
 /**
  * Attempts a provisioning row has beyond the provisioning's own budget. The runner dead-letters a row whose last
@@ -27,7 +29,7 @@ const SETTLING_ATTEMPTS = 2;
 /** A minted login's own VALID UNTIL, past the activation's end: a safety net if Stint cannot drop it in time. */
 const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
 
-export function createProvisioning(ctx: GrantContext) {
+export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<typeof createPreCreation>) {
   const { deps, store, audit, clock, outbox, provisionAttempts, revokeAttempts, call } = ctx;
 
   // -------------------------------------------------------------------------
@@ -42,8 +44,13 @@ export function createProvisioning(ctx: GrantContext) {
       // read), and the lane is given (the wrapper would read the target again).
       const grant = change.inputs ?? (await grantStore.grantLoginInputs(tx, change.grantId));
       if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
+      // A target that keeps logins created ahead hands one to this grant (one statement); else one is minted.
+      const preCreated =
+        isDynamic(grant.entitlement) && preCreatedCount(grant.target_config) > 0
+          ? await claimPreCreated(tx, { grantId: change.grantId, targetId: grant.target_id, now: clock.now() })
+          : null;
       const mapped = isDynamic(grant.entitlement)
-        ? { login: mintedLogin(grant.principal_name) }
+        ? { login: preCreated ?? mintedLogin(grant.principal_name) }
         : grantLogin(grant.target_config, grant);
       await outbox.enqueue(tx, {
         kind: JOB.provision,
@@ -137,11 +144,24 @@ export function createProvisioning(ctx: GrantContext) {
     }
     const login = grant.login;
     const entitlement = grant.entitlement as Record<string, unknown>;
+    // Handed a pre-created login by the submit: its password is set at the target and sealed already.
+    const preCreated = isDynamic(entitlement) && Boolean(read.credential?.pool_id);
     await failpoint("grant.provision.before-target");
     try {
       const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
       problemsOf(connector.checkLogin(login), `the login ${login}`);
-      if (isDynamic(entitlement)) {
+      if (preCreated) {
+        if (!connector.activatePreCreated)
+          throw new ConnectorError("refused", `a ${connector.kind} target pre-creates no logins`);
+        const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
+        await call(connector.kind, "activate_login", () =>
+          connector.activatePreCreated!(
+            target,
+            { login, entitlement, validUntil },
+            { signal, operationId: `provision:${grantId}` },
+          ),
+        );
+      } else if (isDynamic(entitlement)) {
         if (!connector.createLogin || !deps.vault)
           throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
         const minted = await dynamicPassword(grantId, login, read.credential, connector);
@@ -204,7 +224,11 @@ export function createProvisioning(ctx: GrantContext) {
       throw failure;
     }
     await failpoint("grant.provision.after-target");
-    if (!(await deps.requests.provisioned(grantId, { login, done }))) {
+    const activated = await deps.requests.provisioned(grantId, { login, done });
+    // The target's stock of pre-created logins topped up, after the activation (off its path).
+    if (isDynamic(entitlement) && preCreatedCount(targetRow.config) > 0)
+      await preCreation.queueFill(targetRow.id, grantId);
+    if (!activated) {
       // The activation ended while the target was being changed: take the privilege away again.
       await failpoint("grant.provision.before-follow-up");
       await revokeAfterProvisioning(
@@ -275,7 +299,8 @@ export function createProvisioning(ctx: GrantContext) {
       if (grant.ciphertext === null || grant.credential_login === null)
         throw new StintError("NOT_ACTIVE", `The credentials of ${roleName} are still being made.`);
       const stored = { login: grant.credential_login };
-      const password = await deps.vault.openValue(`grant:${grant.id}`, {
+      const bound = grantCredentialBinding({ grant_id: grant.id, pool_id: grant.pool_id });
+      const password = await deps.vault.openValue(bound, {
         ciphertext: grant.ciphertext,
         wrappedKey: grant.wrapped_key!,
         kekVersion: grant.kek_version!,

@@ -13,6 +13,7 @@
 import type { OutboxHandlers } from "../outbox/index.js";
 import { createGrantContext, type GrantServiceDeps } from "./grants.context.js";
 import { createDriftChecks } from "./grants.drift.js";
+import { createPreCreation } from "./grants.precreated.js";
 import { createProvisioning } from "./grants.provision.js";
 import { createRevocation } from "./grants.revoke.js";
 import { createStandingAccess } from "./grants.standing.js";
@@ -25,7 +26,8 @@ export * from "./grants.types.js";
 
 export function createGrantService(deps: GrantServiceDeps) {
   const ctx = createGrantContext(deps);
-  const provisioning = createProvisioning(ctx);
+  const preCreation = createPreCreation(ctx);
+  const provisioning = createProvisioning(ctx, preCreation);
   const revocation = createRevocation(ctx);
   const drift = createDriftChecks(ctx);
   const standing = createStandingAccess(ctx);
@@ -39,6 +41,7 @@ export function createGrantService(deps: GrantServiceDeps) {
     [JOB.reprovision]: (payload, context) => drift.reprovisionJob(payload, context.signal),
     [JOB.removeStanding]: (payload, context) => standing.removeStandingJob(payload, context),
     [JOB.probe]: (payload, context) => revocation.probeJob(payload, context.signal),
+    [JOB.preCreate]: (payload, context) => preCreation.fillJob(payload, context.signal),
     [JOB.reconcile]: async (payload) => {
       const row = await grantStore.findTarget(ctx.store.db, String(payload.targetId));
       if (row) await drift.reconcileTarget(row);

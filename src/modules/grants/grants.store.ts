@@ -111,6 +111,7 @@ export async function grantToProvision(db: Q, grantId: string) {
       "gc.ciphertext as credential_ciphertext",
       "gc.wrapped_key as credential_wrapped_key",
       "gc.kek_version as credential_kek_version",
+      "gc.pool_id as credential_pool_id",
     ])
     .where("grants.id", "=", grantId)
     .executeTakeFirst();
@@ -127,6 +128,7 @@ export async function grantToProvision(db: Q, grantId: string) {
     credential_ciphertext,
     credential_wrapped_key,
     credential_kek_version,
+    credential_pool_id,
     ...grant
   } = row;
   const target: TargetRow = {
@@ -146,6 +148,7 @@ export async function grantToProvision(db: Q, grantId: string) {
           ciphertext: credential_ciphertext,
           wrapped_key: credential_wrapped_key!,
           kek_version: credential_kek_version!,
+          pool_id: credential_pool_id,
         };
   return { grant: grant satisfies GrantRow, target, targetSecret, credential };
 }
@@ -438,6 +441,8 @@ export interface StoredCredential {
   ciphertext: string;
   wrapped_key: string;
   kek_version: number;
+  /** Set when the login was pre-created (its password sealed bound to `precreated:<pool_id>`). */
+  pool_id?: string | null;
 }
 
 export function findCredential(db: Q, grantId: string) {
@@ -487,6 +492,7 @@ export function activeGrantOf(db: Q, principalId: string, roleName: string, now:
       "gc.ciphertext",
       "gc.wrapped_key",
       "gc.kek_version",
+      "gc.pool_id",
     ])
     .where("grants.principal_id", "=", principalId)
     .where("roles.name", "=", roleName)

@@ -14,6 +14,7 @@ export const JOB = {
   reconcile: "reconcile.target",
   probe: "target.probe",
   restore: "grant.restore",
+  preCreate: "login.precreate",
 } as const;
 
 /** Something operators should hear about now (delivered through the outbox, like request notifications). */

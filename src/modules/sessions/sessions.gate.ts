@@ -9,6 +9,7 @@ import type { Actor } from "../authz/authz.types.js";
 import * as mysqlRules from "../connectors/mysql/mysql.rules.js";
 import * as postgresRules from "../connectors/postgres/postgres.rules.js";
 import * as sshHostRules from "../connectors/ssh-host/ssh-host.rules.js";
+import { grantCredentialBinding } from "../vault/vault.crypto.js";
 import * as sessionStore from "./sessions.store.js";
 import {
   SessionRefusedError,
@@ -105,7 +106,7 @@ export function createGate(core: SessionsCore, openSession: OpenSession): Sessio
       if (!stored || activation.grant_state !== "active")
         return refuse(kind, "NO_CREDENTIAL", `The database login of ${roleName} is still being made.`, who);
       try {
-        const password = await deps.vault.openValue(`grant:${activation.grant_id}`, {
+        const password = await deps.vault.openValue(grantCredentialBinding(stored), {
           ciphertext: stored.ciphertext,
           wrappedKey: stored.wrapped_key,
           kekVersion: stored.kek_version,

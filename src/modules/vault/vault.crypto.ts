@@ -24,6 +24,12 @@ export interface SealedVersion {
 
 export const binding = (secretId: string, path: string, version: number) => `${secretId}:${path}:v${version}`;
 
+/** A login pre-created at a target ahead of demand (grants.precreated.ts): its password, bound to its stock row. */
+export const preCreatedBinding = (poolId: string) => `precreated:${poolId}`;
+/** A minted login's password as the grant holds it: bound to the grant, or to the pre-created login it was handed. */
+export const grantCredentialBinding = (row: { grant_id: string; pool_id?: string | null }) =>
+  row.pool_id ? preCreatedBinding(row.pool_id) : `grant:${row.grant_id}`;
+
 export function sealVersion(kek: Uint8Array, bound: string, plaintext: string): SealedVersion {
   const dataKey = randomBytes(32);
   try {

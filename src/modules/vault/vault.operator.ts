@@ -17,6 +17,8 @@ import {
   verifierFor,
   verifies,
   wrapKek,
+  grantCredentialBinding,
+  preCreatedBinding,
 } from "./vault.crypto.js";
 import * as vaultStore from "./vault.store.js";
 
@@ -150,9 +152,12 @@ export function createOperator(ctx: VaultContext) {
           await vaultStore.setWrappedKey(tx, v.secret_id, v.version, wrapped, version);
         }
         for (const g of await vaultStore.allGrantCredentials(tx)) {
-          const bound = vaultStore.grantBinding(g.grant_id);
-          const wrapped = rewrapKey(unwrapped.get(g.kek_version)!, next, bound, g.wrapped_key);
+          const wrapped = rewrapKey(unwrapped.get(g.kek_version)!, next, grantCredentialBinding(g), g.wrapped_key);
           await vaultStore.setGrantCredentialKey(tx, g.grant_id, wrapped, version);
+        }
+        for (const p of await vaultStore.allPreCreated(tx)) {
+          const wrapped = rewrapKey(unwrapped.get(p.kek_version)!, next, preCreatedBinding(p.id), p.wrapped_key);
+          await vaultStore.setPreCreatedKey(tx, p.id, wrapped, version);
         }
       } catch (error) {
         integrity(error);

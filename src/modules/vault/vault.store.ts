@@ -268,10 +268,25 @@ export function claimExpiredCheckouts(db: Q, now: Date, limit: number) {
 // ---------------------------------------------------------------------------
 // Values sealed for other modules (dynamic credentials), re-wrapped with the rest
 
-export const grantBinding = (grantId: string) => `grant:${grantId}`;
-
 export function allGrantCredentials(db: Q) {
-  return db.selectFrom("grant_credentials").select(["grant_id", "wrapped_key", "kek_version"]).forUpdate().execute();
+  return db
+    .selectFrom("grant_credentials")
+    .select(["grant_id", "pool_id", "wrapped_key", "kek_version"])
+    .forUpdate()
+    .execute();
+}
+
+/** Logins pre-created ahead of demand (grants.precreated.ts): their passwords, not yet handed to a grant. */
+export function allPreCreated(db: Q) {
+  return db.selectFrom("precreated_logins").select(["id", "wrapped_key", "kek_version"]).forUpdate().execute();
+}
+
+export async function setPreCreatedKey(db: Q, id: string, wrappedKey: string, kekVersion: number) {
+  await db
+    .updateTable("precreated_logins")
+    .set({ wrapped_key: wrappedKey, kek_version: kekVersion })
+    .where("id", "=", id)
+    .execute();
 }
 
 export async function setGrantCredentialKey(db: Q, grantId: string, wrappedKey: string, kekVersion: number) {

@@ -16,6 +16,7 @@ import {
   type StandingAccess,
 } from "../connector.types.js";
 import { serverVersion, withClient } from "./postgres.client.js";
+import { activatePreCreatedSql, preCreateLoginsSql } from "./postgres.precreated.js";
 import {
   ATTRIBUTE_COLUMNS,
   checkAddress,
@@ -163,6 +164,14 @@ function fresh(generate: () => string): { password: string; prepared: Promise<Pa
   const prepared = passwordLiteral(password);
   prepared.catch(() => undefined);
   return { password, prepared };
+}
+
+/** `password`'s form for CREATE/ALTER ROLE: hashed already when mintPassword made it, else on the thread pool now. */
+function hashed(password: string, minted: { prepared: unknown } | undefined): Promise<PasswordLiteral> {
+  const prepared = minted?.prepared;
+  return prepared instanceof Promise && mintedHere.get(prepared) === password
+    ? (prepared as Promise<PasswordLiteral>).catch(() => passwordLiteral(password))
+    : passwordLiteral(password);
 }
 
 /**
@@ -399,12 +408,7 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
     const password = checkedPassword(spec.password);
     if (!(spec.validUntil instanceof Date) || Number.isNaN(spec.validUntil.getTime()))
       throw refused("validUntil must be a valid date");
-    // Minted here: hashed already. Else hashed on the thread pool while a connection is taken from the pool.
-    const prepared = spec.minted?.prepared;
-    const hashing =
-      prepared instanceof Promise && mintedHere.get(prepared) === password
-        ? (prepared as Promise<PasswordLiteral>).catch(() => passwordLiteral(password))
-        : passwordLiteral(password);
+    const hashing = hashed(password, spec.minted);
     const secrets = [password];
     await withClient(
       target,
@@ -425,6 +429,34 @@ export const postgresConnector: Connector & CredentialOperations & { checkAddres
       },
       { secrets },
     );
+  },
+
+  async preCreateLogins(target, logins, call) {
+    const checked = logins.map(({ login, password, minted }) => ({
+      login: checkedLogin(login),
+      hashing: hashed(checkedPassword(password), minted),
+    }));
+    const secrets = logins.map(({ password }) => password);
+    const literals: { login: string; literal: string }[] = [];
+    for (const { login, hashing } of checked) {
+      const { literal, secrets: forms } = await hashing;
+      secrets.push(...forms);
+      literals.push({ login, literal });
+    }
+    if (literals.length === 0) return;
+    await withClient(target, call, (client) => client.query(preCreateLoginsSql(literals)).then(() => undefined), {
+      secrets,
+    });
+  },
+
+  async activatePreCreated(target, spec, call) {
+    const login = checkedLogin(spec.login);
+    const role = parseDynamicRole(spec.entitlement);
+    if (!(spec.validUntil instanceof Date) || Number.isNaN(spec.validUntil.getTime()))
+      throw refused("validUntil must be a valid date");
+    await withClient(target, call, async (client) => {
+      await client.query(activatePreCreatedSql(login, role, spec.validUntil));
+    });
   },
 
   async dropLogin(target, spec, call) {

@@ -40,8 +40,11 @@ export interface PostgresOptions {
 
 export const DEFAULT_OPTIONS: Readonly<PostgresOptions> = { terminateSessions: true, privilegedRoles: [], ignore: [] };
 
-/** Options keys besides DEFAULT_OPTIONS': session (the proxy's login), tls, auth, databases. */
-const OTHER_OPTION_KEYS = ["session", "tls", "auth", "databases"];
+/**
+ * Options keys besides DEFAULT_OPTIONS': session (the proxy's login), tls, auth, databases, preCreatedLogins (how
+ * many dynamic logins to keep created ahead of demand: postgres.precreated.ts).
+ */
+const OTHER_OPTION_KEYS = ["session", "tls", "auth", "databases", "preCreatedLogins"];
 
 /**
  * Sign-in methods a target may opt into besides SCRAM-SHA-256 with channel binding (always
@@ -352,6 +355,9 @@ export function optionProblems(options: Record<string, unknown>): string[] {
   problems.push(...tlsOptionProblems(options.tls));
   problems.push(...authOptionProblems(options.auth));
   problems.push(...databasesProblems(options.databases));
+  const pre = options.preCreatedLogins;
+  if (pre !== undefined && !(Number.isInteger(pre) && (pre as number) >= 0 && (pre as number) <= 32))
+    problems.push("options.preCreatedLogins must be a whole number from 0 to 32");
   if (options.terminateSessions !== undefined && typeof options.terminateSessions !== "boolean")
     problems.push("options.terminateSessions must be true or false");
   for (const key of ["privilegedRoles", "ignore"] as const) {
