@@ -23,6 +23,11 @@ import * as preStore from "./precreated.store.js";
 const STALE_CREATING_MS = 5 * 60_000;
 /** Attempts of one fill; the next activation queues another anyway. */
 const FILL_ATTEMPTS = 3;
+/**
+ * A fill runs this long after the activation that queued it: not while its requester reads the credentials and
+ * signs in, which the target's PBKDF2 on new logins' secrets would compete with.
+ */
+const FILL_DELAY_MS = 250;
 
 /** How many logins a target's options ask to keep ready (0: none; the connector checks the value, 0–32). */
 export function preCreatedCount(config: unknown): number {
@@ -50,12 +55,14 @@ export function createPreCreation(ctx: GrantContext) {
       payload: { targetId },
       maxAttempts: FILL_ATTEMPTS,
       lane: precreateLane(targetId),
+      notBefore: new Date(clock.now().getTime() + FILL_DELAY_MS),
     });
   }
 
   /**
    * Tops the target's stock up to its `preCreatedLogins`: the rows first (`creating`, each password sealed bound to
-   * its row), then the logins at the target in one call, then the rows made ready with their audit event. A fill
+   * its row), then the logins at the target in one call, then the rows made ready with their audit event; only when
+   * at most half the stock is left, so logins are made a few at a time, in one round trip to the target. A fill
    * whose node died in between leaves rows `creating`: a later fill drops their logins (unusable meanwhile) and
    * deletes them. Two fills at once (two nodes) make a few logins too many, which the next activations use.
    */
@@ -66,6 +73,8 @@ export function createPreCreation(ctx: GrantContext) {
     const size = preCreatedCount(row.config);
     const now = clock.now();
     const held = await preStore.preCreatedOf(store.db, targetId, new Date(now.getTime() - STALE_CREATING_MS));
+    const missing = size - held.ready - held.creating;
+    if (held.stale.length === 0 && (missing <= 0 || held.ready + held.creating > Math.floor(size / 2))) return;
     const { connector, target } = await ctx.connectorTarget(store.db, row);
     if (!connector.preCreateLogins) return;
     for (const stale of held.stale)
@@ -76,7 +85,6 @@ export function createPreCreation(ctx: GrantContext) {
       store.db,
       held.stale.map((stale) => stale.id),
     );
-    const missing = size - held.ready - held.creating;
     if (missing <= 0) return;
     const made: { id: string; login: string; password: string; minted?: ReturnType<typeof mint> }[] = [];
     const mint = () => connector.mintPassword?.(() => generateValue(32));
