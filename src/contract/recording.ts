@@ -1,7 +1,11 @@
 /**
  * Recording formats, pure. SSH sessions: asciicast v2 (one JSON header line, then `[time, code, data]`
- * lines: "o" output, "i" input, "r" resize "COLSxROWS", "m" a marker whose data is a JSON object for
- * the non-terminal facts: exec, scp, sftp, forward). PostgreSQL and MySQL sessions: JSON lines, a header
+ * lines: "o" output (the target's stdout), "e" the target's stderr (SSH extended data; Stint's own code,
+ * which a stock asciinema player skips), "i" input, "r" resize "COLSxROWS", "m" a marker whose data is a
+ * JSON object for the non-terminal facts: exec, scp, sftp, forward). Frames of a session channel carry a
+ * fourth element, the channel's number in its session (1, 2, … in the order opened; markers a `channel`
+ * field): several channels of one connection share the recording. Recordings made before either have
+ * neither; they read as stdout of an unnamed channel. PostgreSQL and MySQL sessions: JSON lines, a header
  * `{ version: 1, kind: "postgres" | "mysql", … }` then one QueryLogEntry per line with its time `t`.
  */
 export type SessionKind = "ssh" | "postgres" | "mysql";
@@ -62,8 +66,13 @@ export function elapsed(startedAt: Date, now: Date): number {
   return Math.max(0, Math.round((now.getTime() - startedAt.getTime()) * 1000) / 1_000_000);
 }
 
-export function asciicastEvent(time: number, code: "o" | "i" | "r" | "m", data: string): string {
-  return `${JSON.stringify([time, code, data])}\n`;
+export function asciicastEvent(
+  time: number,
+  code: "o" | "e" | "i" | "r" | "m",
+  data: string,
+  channel?: number,
+): string {
+  return `${JSON.stringify(channel === undefined ? [time, code, data] : [time, code, data, channel])}\n`;
 }
 
 export function queryLogHeader(meta: RecordingMeta, kind: QueryLogKind = "postgres"): string {
@@ -96,12 +105,24 @@ export function queryLogLine(time: number, entry: QueryLogEntry): string {
 /** A number as JSON writes it (NaN and the infinities as null). */
 const jsonNumber = (value: number): string => (Number.isFinite(value) ? String(value) : "null");
 
+/**
+ * A terminal event: "o" is output from either stream (stderr's `"e"` lines read as "o" with `stream:
+ * "stderr"`, so a player shows what the user's terminal showed); `channel` when the recording names it.
+ */
+export interface RecordingFrame {
+  time: number;
+  code: "o" | "i" | "r";
+  data: string;
+  stream?: "stderr";
+  channel?: number;
+}
+
 export type ParsedRecording =
   | {
       kind: "ssh";
       header: AsciicastHeader;
       /** Terminal events in order. */
-      frames: { time: number; code: "o" | "i" | "r"; data: string }[];
+      frames: RecordingFrame[];
       /** Marker events (exec, scp, sftp, forward) in order. */
       events: ({ time: number; event: string } & Record<string, unknown>)[];
     }
@@ -113,12 +134,14 @@ export function parseRecording(text: string): ParsedRecording {
   if (lines.length === 0) throw new Error("the recording is empty");
   const header = JSON.parse(lines[0]!) as Record<string, unknown>;
   if (header.version === 2) {
-    const frames: { time: number; code: "o" | "i" | "r"; data: string }[] = [];
+    const frames: RecordingFrame[] = [];
     const events: ({ time: number; event: string } & Record<string, unknown>)[] = [];
     for (const line of lines.slice(1)) {
-      const [time, code, data] = JSON.parse(line) as [number, string, string];
+      const [time, code, data, channel] = JSON.parse(line) as [number, string, string, number?];
+      const on = typeof channel === "number" ? { channel } : {};
       if (code === "m") events.push({ time, ...(JSON.parse(data) as { event: string }) });
-      else if (code === "o" || code === "i" || code === "r") frames.push({ time, code, data });
+      else if (code === "e") frames.push({ time, code: "o", data, stream: "stderr", ...on });
+      else if (code === "o" || code === "i" || code === "r") frames.push({ time, code, data, ...on });
     }
     return { kind: "ssh", header: header as unknown as AsciicastHeader, frames, events };
   }

@@ -5,8 +5,16 @@
  */
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { auditedFor, newestEnded, replayed, sftpPacket, until } from "../../src/testing/ssh-recordings.js";
+import {
+  auditedFor,
+  newestEnded,
+  replayed,
+  sftpPacket,
+  until,
+  type SshRecording,
+} from "../../src/testing/ssh-recordings.js";
 import { sshSessionsHarness, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
 
 let h: SshSessionsHarness;
@@ -60,5 +68,59 @@ describe("an sftp subsystem that is a shell (`Subsystem sftp /bin/sh` on the tar
     } finally {
       await rm(proof, { force: true });
     }
+  }, 90_000);
+});
+
+/** Output frames of one stream (and channel, when given), joined. */
+function streamOf(recording: SshRecording, stream: "stdout" | "stderr", channel?: number): string {
+  return recording.frames
+    .filter(
+      (f) => f.code === "o" && (f.stream ?? "stdout") === stream && (channel === undefined || f.channel === channel),
+    )
+    .map((f) => f.data)
+    .join("");
+}
+
+describe("stdout and stderr", () => {
+  it("a command writing to both is recorded with each byte in its own stream", async () => {
+    // Alternating writes, each flushed: the two streams cross the proxy interleaved.
+    const command = "for i in 1 2 3 4 5 6; do printf out$i; printf err$i >&2; sleep 0.05; done";
+    const result = await h.ssh(key, `${user}%web`, [command]);
+    expect(result.stdout).toBe("out1out2out3out4out5out6");
+    expect(result.stderr).toContain("err1err2err3err4err5err6");
+    const recording = await replayed(h, await newestEnded(h, user));
+    // Before: one output stream, `out1err1out2err2…`: a line the client saw on stdout could not be told apart.
+    expect(streamOf(recording, "stdout")).toBe("out1out2out3out4out5out6");
+    expect(streamOf(recording, "stderr")).toBe("err1err2err3err4err5err6");
+  }, 60_000);
+});
+
+describe("several session channels on one connection (OpenSSH's ControlMaster)", () => {
+  it("each channel's output is attributed to the command that produced it", async () => {
+    const control = path.join(h.dir, `control-${Math.random().toString(36).slice(2, 8)}`);
+    const master = h.spawnSsh(key, `${user}%web`, [], ["-M", "-S", control, "-N"]);
+    try {
+      await until("the master connection", () => existsSync(control), 60_000);
+      const command = (tag: string) => `for i in 1 2 3 4 5; do echo ${tag}$i; sleep 0.1; done`;
+      const [a, b] = await Promise.all(
+        ["alpha", "beta"].map((tag) => h.ssh(key, `${user}%web`, [command(tag)], { extra: ["-S", control] })),
+      );
+      expect(a!.stdout).toBe("alpha1\nalpha2\nalpha3\nalpha4\nalpha5\n");
+      expect(b!.stdout).toBe("beta1\nbeta2\nbeta3\nbeta4\nbeta5\n");
+    } finally {
+      master.child.kill("SIGTERM");
+      await master.exited;
+    }
+    const recording = await replayed(h, await newestEnded(h, user));
+    const channelOf = (tag: string) =>
+      recording.events.find((e) => e.event === "exec" && String(e.command).includes(`echo ${tag}$i`))?.channel;
+    const alpha = channelOf("alpha");
+    const beta = channelOf("beta");
+    // Before: no channel anywhere; both outputs interleaved in one stream, unattributable.
+    expect(typeof alpha).toBe("number");
+    expect(typeof beta).toBe("number");
+    expect(alpha).not.toBe(beta);
+    expect(streamOf(recording, "stdout", alpha as number)).toBe("alpha1\nalpha2\nalpha3\nalpha4\nalpha5\n");
+    expect(streamOf(recording, "stdout", beta as number)).toBe("beta1\nbeta2\nbeta3\nbeta4\nbeta5\n");
   }, 90_000);
 });

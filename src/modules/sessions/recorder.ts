@@ -42,8 +42,8 @@ export function createRecorder(options: {
   const time = () => elapsed(meta.startedAt, clock.now());
   let headerWritten = false;
   let size = { cols: 80, rows: 24 };
-  const out = new StringDecoder("utf8");
-  const typed = new StringDecoder("utf8");
+  /** One UTF-8 decoder per stream and channel: a character split across two reads stays whole. */
+  const decoders = new Map<string, StringDecoder>();
   let finished = false;
   // Without a writer (optional recording, store unavailable) there is nothing to keep, and nothing to refuse.
   const tap = options.tap;
@@ -65,26 +65,28 @@ export function createRecorder(options: {
     headerWritten = true;
     write(queryLogHeader(meta, kind));
   }
-  const text = (decoder: StringDecoder, data: Buffer | string) =>
-    typeof data === "string" ? data : decoder.write(data);
+  const text = (code: "o" | "e" | "i", channel: number | undefined, data: Buffer | string) => {
+    if (typeof data === "string") return data;
+    const key = channel === undefined ? code : `${code}${channel}`;
+    let decoder = decoders.get(key);
+    if (!decoder) decoders.set(key, (decoder = new StringDecoder("utf8")));
+    return decoder.write(data);
+  };
+  const frame = (code: "o" | "e" | "i", data: Buffer | string, channel: number | undefined) => {
+    if (kind !== "ssh" || finished) return !finished;
+    ensureHeader();
+    const chunk = text(code, channel, data);
+    return chunk ? write(asciicastEvent(time(), code, chunk, channel)) : true;
+  };
 
   return {
     get open() {
       return !finished && (writer === null || writer.open);
     },
-    output(data) {
-      if (kind !== "ssh" || finished) return !finished;
-      ensureHeader();
-      const chunk = text(out, data);
-      return chunk ? write(asciicastEvent(time(), "o", chunk)) : true;
-    },
-    input(data) {
-      if (kind !== "ssh" || finished) return !finished;
-      ensureHeader();
-      const chunk = text(typed, data);
-      return chunk ? write(asciicastEvent(time(), "i", chunk)) : true;
-    },
-    resize(cols, rows) {
+    output: (data, channel) => frame("o", data, channel),
+    errorOutput: (data, channel) => frame("e", data, channel),
+    input: (data, channel) => frame("i", data, channel),
+    resize(cols, rows, channel) {
       if (kind !== "ssh" || finished || !(cols > 0 && rows > 0)) return !finished;
       if (!headerWritten) {
         // The first size the client announces is the terminal's size from the start.
@@ -92,7 +94,7 @@ export function createRecorder(options: {
         ensureHeader();
         return true;
       }
-      return write(asciicastEvent(time(), "r", `${cols}x${rows}`));
+      return write(asciicastEvent(time(), "r", `${cols}x${rows}`, channel));
     },
     event(name, fields) {
       if (kind !== "ssh" || finished) return !finished;

@@ -127,12 +127,17 @@ export interface UpstreamSsh {
  * relaying first, so that nothing passes that the recording does not hold.
  */
 export interface SessionRecorder {
-  /** SSH terminal output (asciicast "o"). */
-  output(data: Buffer | string): void;
+  /**
+   * SSH output of the target's stdout (asciicast "o"). `channel`: the session channel's number in its
+   * session (1, 2, … in the order opened), so channels sharing a connection stay apart.
+   */
+  output(data: Buffer | string, channel?: number): void;
+  /** SSH output of the target's stderr, SSH extended data ("e"): never mixed into stdout (the SSH recorder has it). */
+  errorOutput?(data: Buffer | string, channel?: number): void;
   /** SSH input: typed at a terminal, or the stdin of an exec channel (asciicast "i"). */
-  input(data: Buffer | string): void;
+  input(data: Buffer | string, channel?: number): void;
   /** SSH window size change (asciicast "r"). */
-  resize(cols: number, rows: number): void;
+  resize(cols: number, rows: number, channel?: number): void;
   /**
    * A non-terminal SSH fact: `exec` {command, exitCode?}, `sftp` {operation, path, direction?, bytes?},
    * `scp` {direction, path, bytes}, `forward` {kind, host, port, allowed}, `subsystem` {name}.

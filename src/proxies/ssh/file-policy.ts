@@ -100,8 +100,12 @@ export function execRefusal(
 }
 
 /** One transfer into the recording and the audit log. */
-export function reportTransfer(session: BrokeredSession<UpstreamSsh>, event: FileTransferEvent): void {
-  session.recorder.event("file_transfer", { ...event });
+export function reportTransfer(
+  session: BrokeredSession<UpstreamSsh>,
+  event: FileTransferEvent,
+  channel?: number,
+): void {
+  session.recorder.event("file_transfer", { ...event, ...(channel === undefined ? {} : { channel }) });
   session.fileTransfer?.(event);
 }
 
@@ -113,17 +117,23 @@ export function refuseExec(
   session: BrokeredSession<UpstreamSsh>,
   accept: () => ServerChannel | undefined,
   refusal: ExecRefusal,
+  /** The channel's number in the recording. */
+  channel?: number,
 ): void {
-  reportTransfer(session, {
-    protocol: refusal.protocol,
-    direction: refusal.direction,
-    path: refusal.path,
-    bytes: 0,
-    sha256: null,
-    outcome: "denied",
-    rule: refusal.rule,
-    reason: refusal.message,
-  });
+  reportTransfer(
+    session,
+    {
+      protocol: refusal.protocol,
+      direction: refusal.direction,
+      path: refusal.path,
+      bytes: 0,
+      sha256: null,
+      outcome: "denied",
+      rule: refusal.rule,
+      reason: refusal.message,
+    },
+    channel,
+  );
   const local = accept();
   if (!local) return;
   local.on("error", () => undefined);
@@ -151,10 +161,12 @@ export function fileChannel(input: {
   session: BrokeredSession<UpstreamSsh>;
   local: ServerChannel;
   remote: ClientChannel;
+  /** The channel's number in the recording. */
+  channel?: number;
 }): FileChannel | undefined {
   const { session, local, remote } = input;
   const rules = session.policy.files;
-  const report = (event: FileTransferEvent) => reportTransfer(session, event);
+  const report = (event: FileTransferEvent) => reportTransfer(session, event, input.channel);
   /** Stops the channel after the relay passed on what came before the refusal. */
   const stop = (message: string, scpRecord: boolean) =>
     queueMicrotask(() => {

@@ -25,11 +25,10 @@ export interface ChannelContext {
   readonly killing: SessionEnd | undefined;
 }
 
-export function relaySession(
-  connection: ChannelContext,
-  channelSession: Session,
-  { session, upstream, channels }: Live,
-): void {
+export function relaySession(connection: ChannelContext, channelSession: Session, live: Live): void {
+  const { session, upstream, channels } = live;
+  /** This channel's number in the recording: its frames and markers name it. */
+  const channel = (live.opened += 1);
   let pty: PseudoTtyInfo | undefined;
   const env: Record<string, string> = {};
   let remote: ClientChannel | undefined;
@@ -40,11 +39,11 @@ export function relaySession(
   channelSession.on("pty", (accept, reject, info) => {
     if (started) return reject?.();
     pty = info;
-    session.recorder.resize(info.cols, info.rows);
+    session.recorder.resize(info.cols, info.rows, channel);
     accept?.();
   });
   channelSession.on("window-change", (accept, _reject, info) => {
-    session.recorder.resize(info.cols, info.rows);
+    session.recorder.resize(info.cols, info.rows, channel);
     if (pty) {
       pty = { ...pty, cols: info.cols, rows: info.rows, width: info.width, height: info.height };
       resized = true;
@@ -56,12 +55,12 @@ export function relaySession(
     if (started) return reject?.();
     // Recorded: the target's sshd may pass it to the shell (Debian's `AcceptEnv LANG LC_*`), and a
     // command line `eval "$LC_X"` runs what it holds.
-    session.recorder.event("env", { name: info.key, value: info.val });
+    session.recorder.event("env", { name: info.key, value: info.val, channel });
     env[info.key] = info.val;
     accept?.();
   });
   channelSession.on("signal", (accept, _reject, info) => {
-    session.recorder.event("signal", { name: info.name });
+    session.recorder.event("signal", { name: info.name, channel });
     safely(() => remote?.signal(info.name));
     accept?.();
   });
@@ -96,12 +95,12 @@ export function relaySession(
       };
       const openUpstream = () => {
         try {
-          open((error, channel) => {
-            if (error || !channel) return refuse(error?.message);
-            if (connection.ending || local.destroyed) return safely(() => channel.close());
-            remote = channel;
-            if (pty && resized) safely(() => channel.setWindow(pty!.rows, pty!.cols, pty!.height, pty!.width));
-            relayChannel(connection, local, channel, kind, detail, session, pty !== undefined);
+          open((error, upstreamChannel) => {
+            if (error || !upstreamChannel) return refuse(error?.message);
+            if (connection.ending || local.destroyed) return safely(() => upstreamChannel.close());
+            remote = upstreamChannel;
+            if (pty && resized) safely(() => upstreamChannel.setWindow(pty!.rows, pty!.cols, pty!.height, pty!.width));
+            relayChannel(connection, local, upstreamChannel, { kind, detail, channel }, session, pty !== undefined);
           });
         } catch (error) {
           refuse((error as Error).message);
@@ -134,14 +133,14 @@ export function relaySession(
     );
     if (refusal && !started && !connection.ending) {
       started = true;
-      return refuseExec(session, accept, refusal);
+      return refuseExec(session, accept, refusal, channel);
     }
     start("exec", info.command, (done) => upstream.exec(info.command, options(), done))(accept, reject);
   });
   channelSession.on("subsystem", (accept, reject, info) => {
     // Only SFTP is understood (sftp-log.ts); any other subsystem could be a shell by another name.
     if (info.name !== "sftp") {
-      session.recorder.event("subsystem", { name: info.name, allowed: false });
+      session.recorder.event("subsystem", { name: info.name, allowed: false, channel });
       connection.log.info({ subsystem: info.name }, "ssh subsystem refused");
       return reject();
     }
@@ -158,8 +157,7 @@ function relayChannel(
   connection: ChannelContext,
   local: ServerChannel,
   remote: ClientChannel,
-  kind: "shell" | "exec" | "subsystem",
-  detail: string,
+  { kind, detail, channel }: { kind: "shell" | "exec" | "subsystem"; detail: string; channel: number },
   session: BrokeredSession<UpstreamSsh>,
   withTerminal: boolean,
 ): void {
@@ -173,9 +171,9 @@ function relayChannel(
   let rsyncBytes = 0;
   const sftp = kind === "subsystem" && detail === "sftp" ? createSftpTracker() : undefined;
   const scpBytes = scp ? createScpCounter() : undefined;
-  if (kind === "subsystem") recorder.event("subsystem", { name: detail });
+  if (kind === "subsystem") recorder.event("subsystem", { name: detail, channel });
   // The file-transfer policy, sizes and SHA-256s of SFTP and legacy scp (file-policy.ts).
-  const files = fileChannel({ kind, detail, scp, session, local, remote });
+  const files = fileChannel({ kind, detail, scp, session, local, remote, channel });
   let exit: { exitCode?: number; signal?: string } = {};
 
   const recordOutput = kind === "shell" || (kind === "exec" && !scp && !rsync);
@@ -183,16 +181,23 @@ function relayChannel(
   const countUp = countPerTick((bytes) => session.countBytes("up", bytes));
   const fromTarget = (data: Buffer) => {
     countDown(data.length);
-    if (recordOutput) recorder.output(data);
-    if (sftp) for (const event of sftp.fromServer(data)) recorder.event("sftp", { ...event });
+    if (recordOutput) recorder.output(data, channel);
+    if (sftp) for (const event of sftp.fromServer(data)) recorder.event("sftp", { ...event, channel });
     if (scp?.direction === "download") scpBytes?.feed(data);
     if (rsync?.direction === "download") rsyncBytes += data.length;
+  };
+  // The target's stderr (SSH extended data): its own stream in the recording, on every kind of channel (an
+  // sftp-server's or rsync's messages too), never fed to a protocol tracker or counter of the data stream.
+  const fromTargetStderr = (data: Buffer) => {
+    countDown(data.length);
+    if (recorder.errorOutput) recorder.errorOutput(data, channel);
+    else recorder.output(data, channel);
   };
   const fromClient = (data: Buffer) => {
     countUp(data.length);
     // A terminal's keystrokes, and an exec's stdin (`echo CMD | ssh host sh` runs what it carries).
-    if (recordOutput) recorder.input(data);
-    if (sftp) for (const event of sftp.fromClient(data)) recorder.event("sftp", { ...event });
+    if (recordOutput) recorder.input(data, channel);
+    if (sftp) for (const event of sftp.fromClient(data)) recorder.event("sftp", { ...event, channel });
     if (scp?.direction === "upload") scpBytes?.feed(data);
     if (rsync?.direction === "upload") rsyncBytes += data.length;
   };
@@ -211,7 +216,8 @@ function relayChannel(
         },
         open: relayClient,
         refuse(reason, received) {
-          recorder.event("subsystem", { name: detail, allowed: false, reason, received: received.toString("base64") });
+          const received64 = received.toString("base64");
+          recorder.event("subsystem", { name: detail, allowed: false, reason, received: received64, channel });
           session.channelRefused?.({ subsystem: detail, reason });
           connection.log.warn({ subsystem: detail, reason }, "ssh sftp channel refused: the target did not speak SFTP");
           safely(() => local.stderr.write(`Stint: ${session.target}'s sftp subsystem is not SFTP (${reason}).\r\n`));
@@ -224,7 +230,7 @@ function relayChannel(
   const filter = files?.fromServer;
   const fromServer = handshake && filter ? (data: Buffer) => handshake(data).flatMap(filter) : (handshake ?? filter);
   relayStream(remote, local, fromTarget, relaying, fromServer);
-  relayStream(remote.stderr, local.stderr, fromTarget, relaying);
+  relayStream(remote.stderr, local.stderr, fromTargetStderr, relaying);
   // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
   local.on("end", () => safely(() => remote.end()));
   if (!handshake) relayClient();
@@ -244,14 +250,14 @@ function relayChannel(
     if (recorded) return;
     recorded = true;
     if (scp) {
-      recorder.event("scp", { direction: scp.direction, path: scp.path, bytes: scpBytes?.bytes() ?? 0 });
+      recorder.event("scp", { direction: scp.direction, path: scp.path, bytes: scpBytes?.bytes() ?? 0, channel });
     } else if (rsync) {
       const { direction, paths, options } = rsync;
-      recorder.event("rsync", { command: detail, direction, paths, options, bytes: rsyncBytes, ...exit });
+      recorder.event("rsync", { command: detail, direction, paths, options, bytes: rsyncBytes, ...exit, channel });
     } else if (kind === "exec") {
-      recorder.event("exec", { command: detail, ...exit });
+      recorder.event("exec", { command: detail, ...exit, channel });
     }
-    if (sftp) for (const event of sftp.end()) recorder.event("sftp", { ...event });
+    if (sftp) for (const event of sftp.end()) recorder.event("sftp", { ...event, channel });
     files?.end();
   };
   remote.on("close", () => {

@@ -51,6 +51,8 @@ export interface Live {
   upstream: SshClient;
   /** Open client-side session channels (where a kill message goes). */
   channels: Set<ServerChannel>;
+  /** Session channels opened so far: each is numbered in the recording (1, 2, …). */
+  opened: number;
 }
 
 export function proxyConnection(client: Connection, clientAddress: string, deps: ConnectionDeps): ProxiedConnection {
@@ -150,7 +152,7 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
       return;
     }
 
-    live = { session, upstream, channels: new Set() };
+    live = { session, upstream, channels: new Set(), opened: 0 };
     deps.signedIn();
     ctx.accept();
     log.info({ role: session.role, serial: login.serial, keyId: login.keyId }, "ssh session opened");

@@ -82,6 +82,7 @@ function testSession(target: string, upstream: UpstreamSsh, policy: SessionPolic
     endReason: undefined,
     recorder: {
       output: (data) => session.outputs.push(Buffer.from(data)),
+      errorOutput: (data) => session.outputs.push(Buffer.from(data)),
       input: (data) => session.inputs.push(Buffer.from(data)),
       resize: (cols, rows) => session.resizes.push([cols, rows]),
       event: (name, fields) => session.events.push({ name, fields }),
@@ -310,7 +311,7 @@ describe("exec", () => {
     expect(await session.ended).toBe("client_closed");
     expect(session.events).toContainEqual({
       name: "exec",
-      fields: { command: "id -un; echo to-stderr >&2", exitCode: 0 },
+      fields: { command: "id -un; echo to-stderr >&2", exitCode: 0, channel: 1 },
     });
     expect(session.output()).toContain("root\n");
     expect(session.output()).toContain("to-stderr");
@@ -325,7 +326,10 @@ describe("exec", () => {
 
   it("propagates exit codes and stdin", async () => {
     expect((await ssh(aliceKey, "web1", ["exit 3"])).code).toBe(3);
-    expect(lastSession().events).toContainEqual({ name: "exec", fields: { command: "exit 3", exitCode: 3 } });
+    expect(lastSession().events).toContainEqual({
+      name: "exec",
+      fields: { command: "exit 3", exitCode: 3, channel: 1 },
+    });
     const echoed = await client(
       "ssh",
       [...sshOptions(aliceKey), "-p", String(proxyPort), "alice%web1@127.0.0.1", "wc -c"],
@@ -556,10 +560,17 @@ describe("file transfer", () => {
     expect(up).toMatchObject({ code: 0 });
     expect(readFileSync(`${remote}-scp`).equals(content)).toBe(true);
     await lastSession().ended;
-    expect(lastSession().events).toContainEqual({ name: "subsystem", fields: { name: "sftp" } });
+    expect(lastSession().events).toContainEqual({ name: "subsystem", fields: { name: "sftp", channel: 1 } });
     expect(lastSession().events).toContainEqual({
       name: "sftp",
-      fields: { operation: "open", path: `${remote}-scp`, direction: "upload", bytes: content.length, ok: true },
+      fields: {
+        operation: "open",
+        path: `${remote}-scp`,
+        direction: "upload",
+        bytes: content.length,
+        ok: true,
+        channel: 1,
+      },
     });
 
     const back = join(dir, "scp-down.bin");
@@ -568,7 +579,14 @@ describe("file transfer", () => {
     await lastSession().ended;
     expect(lastSession().events).toContainEqual({
       name: "sftp",
-      fields: { operation: "open", path: `${remote}-scp`, direction: "download", bytes: content.length, ok: true },
+      fields: {
+        operation: "open",
+        path: `${remote}-scp`,
+        direction: "download",
+        bytes: content.length,
+        ok: true,
+        channel: 1,
+      },
     });
   }, 30_000);
 
@@ -582,7 +600,7 @@ describe("file transfer", () => {
     await lastSession().ended;
     expect(lastSession().events).toContainEqual({
       name: "scp",
-      fields: { direction: "upload", path: `${remote}-legacy`, bytes: content.length },
+      fields: { direction: "upload", path: `${remote}-legacy`, bytes: content.length, channel: 1 },
     });
 
     const back = join(dir, "legacy-down.bin");
@@ -593,7 +611,7 @@ describe("file transfer", () => {
     await lastSession().ended;
     expect(lastSession().events).toContainEqual({
       name: "scp",
-      fields: { direction: "download", path: `${remote}-legacy`, bytes: content.length },
+      fields: { direction: "download", path: `${remote}-legacy`, bytes: content.length, channel: 1 },
     });
     // File contents are not terminal output.
     expect(lastSession().outputs).toEqual([]);
@@ -665,7 +683,9 @@ describe("file transfer", () => {
     const session = lastSession();
     await session.ended;
     const sftp = session.events.filter((event) => event.name === "sftp").map((event) => event.fields);
-    expect(sftp).toEqual([
+    // Every one on the connection's only session channel.
+    expect(sftp.map(({ channel }) => channel)).toEqual([1, 1, 1, 1, 1, 1]);
+    expect(sftp.map(({ channel: _channel, ...fields }) => fields)).toEqual([
       { operation: "open", path: `${remote}-sftp`, direction: "upload", bytes: content.length, ok: true },
       { operation: "rename", path: `${remote}-sftp`, newPath: `${remote}-sftp-renamed`, ok: true },
       { operation: "open", path: `${remote}-sftp-renamed`, direction: "download", bytes: content.length, ok: true },

@@ -59,7 +59,8 @@ export default function LiveView({
       }
       if (Array.isArray(value)) {
         const [, code, data] = value as [number, string, string];
-        if (code === "o") terminal?.write(data);
+        // "e": the target's stderr, shown as the user's terminal showed it.
+        if (code === "o" || code === "e") terminal?.write(data);
         else if (code === "r") {
           const [cols, rows] = data.split("x").map(Number);
           if (cols && rows) terminal?.resize(cols, rows);
