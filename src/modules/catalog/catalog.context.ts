@@ -13,10 +13,11 @@ import { renderConfig, reviewState } from "./catalog.config.js";
 import { reviewDefinition } from "../../contract/reviews.js";
 import { assessPlan, type PlanAssessment } from "./change-requests.rules.js";
 import { policyProblems, policyReferences, riskProblem, sortedSet, targetConfig } from "./catalog.rules.js";
+import { riskFloorProblem } from "./risk-floor.rules.js";
 import * as catalogStore from "./catalog.store.js";
 import { roleSessionProblem } from "./custody.js";
 import { entitlementProblems } from "../connectors/index.js";
-import type { CatalogState, Change, DesiredCatalog, RiskTier } from "./catalog.types.js";
+import type { CatalogState, Change, DesiredCatalog, RiskTier, TargetKind } from "./catalog.types.js";
 import {
   type Db,
   type Issue,
@@ -142,6 +143,16 @@ export function createCatalogContext(deps: CatalogServiceDeps) {
     });
     const problem = policy ? riskProblem(normalizeSpec(policy.spec), input.risk) : null;
     if (problem) issues.push({ path: "body.risk", message: problem });
+    if (target && policy) {
+      const grant = {
+        targetKind: target.kind as TargetKind,
+        targetLabels: target.labels ?? {},
+        entitlement: input.entitlement,
+        policy: normalizeSpec(policy.spec),
+      };
+      const floor = riskFloorProblem(grant, input.risk);
+      if (floor) issues.push({ path: "body.risk", message: floor });
+    }
     if (target) {
       for (const message of entitlementProblems(target.kind, input.entitlement))
         issues.push({ path: "body.entitlement", message });

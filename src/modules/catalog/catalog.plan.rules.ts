@@ -10,6 +10,7 @@ import {
   riskProblem,
   autoApprovingStages,
 } from "./catalog.rules.js";
+import { riskFloorProblem } from "./risk-floor.rules.js";
 import {
   KINDS,
   SECTION_OF,
@@ -335,6 +336,29 @@ export function checkConfig(
       );
     }
     const policy = final.policy.get(role.policy);
+    const target = final.target.get(role.target);
+    // Its tier may not be below what it grants (risk-floor.rules.ts), whichever side of it the file changes.
+    const floor =
+      policy && target
+        ? riskFloorProblem(
+            {
+              targetKind: target.kind,
+              targetLabels: target.labels,
+              entitlement: role.entitlement,
+              policy: policy.spec,
+            },
+            role.risk,
+          )
+        : null;
+    if (floor)
+      problems.push(
+        role.at
+          ? { path: [...role.at, "risk"], message: `role ${quote(role.name)}: ${floor}` }
+          : {
+              path: policy?.at ?? target?.at ?? prunePath,
+              message: `role ${quote(role.name)} (not in this file) would have ${floor}`,
+            },
+      );
     const problem = policy ? riskProblem(policy.spec, role.risk) : null;
     if (!policy || !problem) continue;
     if (role.at) {

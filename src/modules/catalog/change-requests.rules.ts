@@ -15,7 +15,8 @@
 import { createHash } from "node:crypto";
 import { parseDuration } from "../../lib/duration.js";
 import { diffValues } from "./catalog.plan.rules.js";
-import type { CatalogState, Change, DesiredCatalog, FieldChange, RiskTier } from "./catalog.types.js";
+import type { CatalogState, Change, DesiredCatalog, FieldChange, RiskTier, RoleState } from "./catalog.types.js";
+import { effectiveRisk } from "./risk-floor.rules.js";
 import { finalState } from "./catalog.plan.rules.js";
 
 export const RISK_ORDER: readonly RiskTier[] = ["low", "medium", "high", "critical"];
@@ -198,15 +199,26 @@ function stagesWiden(from: unknown, to: unknown): string | null {
   return null;
 }
 
+/** A role at the higher of its declared tier and its floor in that state (risk-floor.rules.ts). */
+function riskIn(state: ReturnType<typeof finalState>, role: RoleState | undefined): RiskTier | undefined {
+  if (!role) return undefined;
+  const target = state.target.get(role.target);
+  const policy = state.policy.get(role.policy);
+  if (!target || !policy) return role.risk;
+  const grant = { targetKind: target.kind, targetLabels: target.labels, entitlement: role.entitlement };
+  return effectiveRisk({ ...grant, policy: policy.spec }, role.risk);
+}
+
 /** Where each group reaches roles (eligible for, owns, or approves through a policy), for tiers. */
 function groupReach(state: ReturnType<typeof finalState>, group: string): RiskTier | null {
   let tier: RiskTier | null = null;
   for (const e of state.eligibility.values())
-    if (e.subjectKind === "group" && e.subject === group) tier = maxTier(tier, state.role.get(e.role)?.risk);
+    if (e.subjectKind === "group" && e.subject === group) tier = maxTier(tier, riskIn(state, state.role.get(e.role)));
   for (const role of state.role.values()) {
-    if (role.owners.includes(group)) tier = maxTier(tier, role.risk);
+    if (role.owners.includes(group)) tier = maxTier(tier, riskIn(state, role));
     const policy = state.policy.get(role.policy);
-    if (policy && JSON.stringify(policy.spec).includes(JSON.stringify(group))) tier = maxTier(tier, role.risk);
+    if (policy && JSON.stringify(policy.spec).includes(JSON.stringify(group)))
+      tier = maxTier(tier, riskIn(state, role));
   }
   return tier;
 }
@@ -223,9 +235,13 @@ export function assessPlan(
 ): PlanAssessment {
   const after = finalState(current, desired);
   const before = finalState(current, { prune: false });
-  const roleTier = (name: string) => maxTier(after.role.get(name)?.risk, before.role.get(name)?.risk);
+  const roleTier = (name: string) =>
+    maxTier(riskIn(after, after.role.get(name)), riskIn(before, before.role.get(name)));
   const rolesOf = (pick: (role: { target: string; policy: string }) => boolean) =>
-    maxTier(...[...after.role.values(), ...before.role.values()].filter(pick).map((role) => role.risk));
+    maxTier(
+      ...[...after.role.values()].filter(pick).map((role) => riskIn(after, role)),
+      ...[...before.role.values()].filter(pick).map((role) => riskIn(before, role)),
+    );
 
   const assessed = changes.map((change): ChangeAssessment => {
     const reasons: string[] = [];
@@ -264,7 +280,7 @@ export function assessPlan(
       case "role": {
         const role = after.role.get(change.name);
         const old = before.role.get(change.name);
-        tier = maxTier(role?.risk, old?.risk);
+        tier = maxTier(riskIn(after, role), riskIn(before, old));
         if (change.action === "create") break; // grants nothing until someone is eligible (itself held)
         for (const f of change.fields) {
           if (f.field === "description") continue;
