@@ -14,7 +14,14 @@ import { systemClock } from "../../lib/clock.js";
 import { loadKeyring } from "../keys/keys.service.js";
 import { NO_CONTEXT } from "../authz/authz.types.js";
 import { createAuditLog, type AuditLog } from "./audit.service.js";
-import { createAuditSequencer, DEFAULT_POLL_MS, storeLease, storeWakes, type AuditWakes } from "./audit.sequencer.js";
+import {
+  createAuditSequencer,
+  DEFAULT_POLL_MS,
+  storeLease,
+  storeWakes,
+  type AuditSequencerOptions,
+  type AuditWakes,
+} from "./audit.sequencer.js";
 
 const MINUTE = 60_000;
 
@@ -43,66 +50,57 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
     expect(await audit.verify()).toMatchObject({ ok: true, count: 2 });
   });
 
-  it("a stream of the leader's own small commits is chained a gather window at a time, not a pass per commit", async () => {
+  /** A leader (poll of a minute) whose chaining passes are counted. */
+  async function countedLeader(gathers: Pick<AuditSequencerOptions, "gatherMs" | "streamGatherMs">) {
     const h = await fixture.harness(engine, { sequencing: "background" });
     const audit = await node(h.store, h.masterKey);
-    let passes = 0;
+    const count = { passes: 0 };
     const counted: typeof audit = {
       ...audit,
-      chainPending: (tx, limit) => (passes++, audit.chainPending(tx, limit)),
+      chainPending: (tx, limit) => (count.passes++, audit.chainPending(tx, limit)),
     };
     const sequencer = createAuditSequencer({
       audit: counted,
       lease: storeLease(h.store),
       holder: "a",
       pollMs: MINUTE,
-      gatherMs: 2000,
+      ...gathers,
     });
     fixture.start(sequencer);
     await until(async () => sequencer.isLeader(), "leader");
-    await until(async () => (passes > 0 ? true : (await sleep(10), false)), "the first look");
-    const before = passes;
-    // Twenty commits a few milliseconds apart, as grouped secret reads commit.
-    for (let i = 0; i < 20; i++) {
+    return { audit, count };
+  }
+
+  /** `n` commits of one event each, `gapMs` apart, then until all are chained. */
+  async function streamOf(audit: AuditLog, n: number, gapMs: number) {
+    for (let i = 0; i < n; i++) {
       await audit.record(alice, NO_CONTEXT, event(`read ${i}`));
-      await sleep(5);
+      await sleep(gapMs);
     }
     await until(async () => (await audit.pendingStats()).count === 0, "chained");
+  }
+
+  it("a stream of the leader's own small commits is chained a gather window at a time, not a pass per commit", async () => {
+    const { audit, count } = await countedLeader({ gatherMs: 2000 });
+    await until(async () => (count.passes > 0 ? true : (await sleep(10), false)), "the first look");
+    const before = count.passes;
+    // Twenty commits a few milliseconds apart, as grouped secret reads commit.
+    await streamOf(audit, 20, 5);
     // One pass for them all (two if the window closed between two commits), not one per commit.
-    expect(passes - before).toBeLessThanOrEqual(2);
+    expect(count.passes - before).toBeLessThanOrEqual(2);
     expect(await audit.verify()).toMatchObject({ ok: true, count: 20 });
   });
 
   it("while the leader's own commits stream its windows grow to streamGatherMs: a stream of them in one pass or two", async () => {
-    const h = await fixture.harness(engine, { sequencing: "background" });
-    const audit = await node(h.store, h.masterKey);
-    let passes = 0;
-    const counted: typeof audit = {
-      ...audit,
-      chainPending: (tx, limit) => (passes++, audit.chainPending(tx, limit)),
-    };
-    const sequencer = createAuditSequencer({
-      audit: counted,
-      lease: storeLease(h.store),
-      holder: "a",
-      pollMs: MINUTE,
-      gatherMs: 50,
-      streamGatherMs: 5000,
-    });
-    fixture.start(sequencer);
-    await until(async () => sequencer.isLeader(), "leader");
+    const { audit, count } = await countedLeader({ gatherMs: 50, streamGatherMs: 5000 });
     // The first commit after a quiet spell: a window of gatherMs, then its pass.
     await audit.record(alice, NO_CONTEXT, event("first"));
     await until(async () => (await audit.pendingStats()).count === 0, "the first chained");
-    const before = passes;
+    const before = count.passes;
     // Right after that window: a stream. Twenty commits at least 10 ms apart span more than four windows of
     // gatherMs; they go in the stream's window (two if it closed between two commits), not one pass per 50 ms.
-    for (let i = 0; i < 20; i++) {
-      await audit.record(alice, NO_CONTEXT, event(`read ${i}`));
-      await sleep(10);
-    }
-    await until(async () => (await audit.pendingStats()).count === 0, "chained");
-    expect(passes - before).toBeLessThanOrEqual(2);
+    await streamOf(audit, 20, 10);
+    expect(count.passes - before).toBeLessThanOrEqual(2);
     expect(await audit.verify()).toMatchObject({ ok: true, count: 21 });
   });
 
