@@ -95,6 +95,10 @@ export const ERROR_CODES = {
   JUSTIFICATION_INVALID: { status: 400, message: "The justification does not meet the role's policy." },
   OUTSIDE_WINDOW: { status: 403, message: "The role cannot be activated at this time." },
   MFA_STEP_UP_REQUIRED: { status: 401, message: "This role needs a recent MFA check: give a fresh one-time code." },
+  SIGN_IN_AGAIN: {
+    status: 401,
+    message: "Adding a first second factor needs a sign-in within the last 15 minutes: sign out and in again.",
+  },
   EXTENSION_LIMIT_REACHED: { status: 409, message: "The activation cannot be extended any further." },
   NOT_ACTIVE: { status: 409, message: "That activation is not active." },
   SQL_CONSOLE_ENDED: { status: 410, message: "This SQL console has ended; open a new one from My access." },

@@ -6,7 +6,7 @@
  * to them (it needs MFA within 15 minutes), but enrolling an authenticator app of their own was not: they then
  * stepped up with it and had a session as MFA-fresh as the victim's own, for every role whose policy asks for
  * MFA, and a second factor of their own to sign in with the password later. Enrolment (start and confirm) is
- * now held to the passkeys' rule; the first factor of an account that has none stays free to enrol.
+ * now held to the passkeys' rule; the first factor of an account that has none needs a recent sign-in (finding 65).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
@@ -125,8 +125,8 @@ describe("second-factor enrolment on an account that has one", () => {
     });
     expect(confirmed.status, JSON.stringify(confirmed.body)).toBe(200);
 
+    // An account without a factor enrols its first from a recent sign-in (test/security/first-factor.test.ts).
     const plain = await server.userWithRoles("pia", ["user"]);
-    clock.advance(20 * 60_000);
     const own = await call("POST", "/v1/me/mfa/totp", plain);
     expect(own.status, JSON.stringify(own.body)).toBe(200);
     const done = await call("POST", "/v1/me/mfa/totp/confirm", plain, {

@@ -10,7 +10,7 @@ import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { constantTimeEqual, open, seal, sha256Hex } from "../../lib/security.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
-import { factorChangeAllowed } from "../passkeys/passkeys.rules.js";
+import { factorChangeNeeds } from "../passkeys/passkeys.rules.js";
 import type { IdentityContext } from "./identity.context.js";
 import { RECOVERY_CODE, TOTP_CODE, isTotpReplay, normalizeRecoveryCode, totpStep } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
@@ -79,8 +79,9 @@ export function createMfaUseCases(deps: IdentityContext) {
 
   /**
    * An account that already has a passkey gets an authenticator app beside it only from a session whose MFA is
-   * fresh (the passkeys' rule for adding a factor): whoever holds a session but not the passkey must not enrol
-   * a factor of their own and step up with it. Checked at the start and at the confirmation.
+   * fresh, and one without a factor its first only from a recent sign-in (the passkeys' rule for adding a
+   * factor): whoever holds a session but not the passkey, or an old session of an account with no factor,
+   * must not enrol a factor of their own and step up with it. Checked at the start and at the confirmation.
    */
   async function requireFreshMfaIfFactor(
     actor: Extract<Actor, { kind: "principal" }>,
@@ -88,7 +89,22 @@ export function createMfaUseCases(deps: IdentityContext) {
     action: string,
   ) {
     const hasPasskey = deps.passkeys ? await deps.passkeys.hasPasskeys(store.db, actor.id) : false;
-    if (factorChangeAllowed({ hasFactor: hasPasskey, mfaAt: actor.mfaAt ?? null, now: clock.now() })) return;
+    const needs = factorChangeNeeds({
+      hasFactor: hasPasskey,
+      mfaAt: actor.mfaAt ?? null,
+      signedInAt: await identityStore.sessionOpenedAt(store.db, actor.sessionId),
+      now: clock.now(),
+    });
+    if (needs === null) return;
+    if (needs === "sign-in")
+      await deny(
+        context,
+        action,
+        `user:${actor.name}`,
+        "a first second factor needs a sign-in within the last 15 minutes",
+        new StintError("SIGN_IN_AGAIN"),
+        actor,
+      );
     await deny(
       context,
       action,

@@ -6,7 +6,7 @@ import { minimizeSpec } from "../catalog/catalog.config.js";
 import {
   challengeProblem,
   counterWentBack,
-  factorChangeAllowed,
+  factorChangeNeeds,
   matchCode,
   nextCounter,
   relyingPartyFrom,
@@ -76,14 +76,18 @@ describe("relyingPartyFrom", () => {
   });
 });
 
-describe("factorChangeAllowed", () => {
-  it("lets an account without a second factor add its first", () => {
-    expect(factorChangeAllowed({ hasFactor: false, mfaAt: null, now })).toBe(true);
+describe("factorChangeNeeds", () => {
+  it("lets an account without a second factor add its first only from a recent sign-in", () => {
+    const input = { hasFactor: false, mfaAt: null, now };
+    expect(factorChangeNeeds({ ...input, signedInAt: minutesAgo(15) })).toBeNull();
+    expect(factorChangeNeeds({ ...input, signedInAt: minutesAgo(16) })).toBe("sign-in");
+    expect(factorChangeNeeds({ ...input, signedInAt: null })).toBe("sign-in");
   });
-  it("needs an MFA check within 15 minutes once a factor exists", () => {
-    expect(factorChangeAllowed({ hasFactor: true, mfaAt: null, now })).toBe(false);
-    expect(factorChangeAllowed({ hasFactor: true, mfaAt: minutesAgo(15), now })).toBe(true);
-    expect(factorChangeAllowed({ hasFactor: true, mfaAt: minutesAgo(16), now })).toBe(false);
+  it("needs an MFA check within 15 minutes once a factor exists, however recent the sign-in", () => {
+    const input = { hasFactor: true, signedInAt: now, now };
+    expect(factorChangeNeeds({ ...input, mfaAt: null })).toBe("step-up");
+    expect(factorChangeNeeds({ ...input, mfaAt: minutesAgo(15) })).toBeNull();
+    expect(factorChangeNeeds({ ...input, mfaAt: minutesAgo(16) })).toBe("step-up");
   });
 });
 

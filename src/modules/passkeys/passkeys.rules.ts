@@ -69,13 +69,29 @@ export function matchCode(bytes: Uint8Array): string {
 
 /**
  * How fresh the session's MFA must be to add or remove a passkey when the account already has a second
- * factor: whoever has only the password must not swap the factors.
+ * factor: whoever has only the password must not swap the factors. An account without one adds its first
+ * only from a session signed in as recently: whoever holds an older session (a copied refresh token) must not
+ * make a factor of their own, step up with it, and be the owner's second factor from then on.
  */
 export const FACTOR_CHANGE_MFA_MAX_AGE_MS = 15 * 60_000;
 
-export function factorChangeAllowed(input: { hasFactor: boolean; mfaAt: Date | null; now: Date }): boolean {
-  if (!input.hasFactor) return true;
-  if (!input.mfaAt) return false;
-  const age = input.now.getTime() - input.mfaAt.getTime();
+const recent = (at: Date | null, now: Date) => {
+  if (!at) return false;
+  const age = now.getTime() - at.getTime();
   return age >= -60_000 && age <= FACTOR_CHANGE_MFA_MAX_AGE_MS;
+};
+
+/**
+ * What a change of second factors needs that the session lacks: nothing (`null`), a fresh MFA check
+ * (`step-up`), or, on an account without a factor, a fresh sign-in (`sign-in`; `signedInAt` is when the
+ * session was opened: refreshing keeps it).
+ */
+export function factorChangeNeeds(input: {
+  hasFactor: boolean;
+  mfaAt: Date | null;
+  signedInAt: Date | null;
+  now: Date;
+}): "step-up" | "sign-in" | null {
+  if (input.hasFactor) return recent(input.mfaAt, input.now) ? null : "step-up";
+  return recent(input.signedInAt, input.now) ? null : "sign-in";
 }

@@ -29,7 +29,7 @@ import type * as c from "../../contract/passkeys.js";
 import {
   challengeProblem,
   counterWentBack,
-  factorChangeAllowed,
+  factorChangeNeeds,
   handoffOpen,
   matchCode,
   nextCounter,
@@ -226,12 +226,13 @@ export function createPasskeyService(deps: PasskeyServiceDeps) {
   }
 
   async function requireFreshMfaForFactorChange(actor: Principal, context: CallContext, action: string) {
-    const allowed = factorChangeAllowed({
+    const needs = factorChangeNeeds({
       hasFactor: await hasFactor(store.db, actor.id),
       mfaAt: actor.mfaAt ?? null,
+      signedInAt: await passkeyStore.sessionOpenedAt(store.db, actor.sessionId),
       now: clock.now(),
     });
-    if (!allowed)
+    if (needs === "step-up")
       throw await deny(
         actor,
         context,
@@ -241,6 +242,14 @@ export function createPasskeyService(deps: PasskeyServiceDeps) {
           "MFA_STEP_UP_REQUIRED",
           "Changing your passkeys needs a second-factor check within the last 15 minutes: step up first.",
         ),
+      );
+    if (needs === "sign-in")
+      throw await deny(
+        actor,
+        context,
+        action,
+        "a first second factor needs a sign-in within the last 15 minutes",
+        new StintError("SIGN_IN_AGAIN"),
       );
   }
 
