@@ -6,7 +6,7 @@
  * to them (it needs MFA within 15 minutes), but enrolling an authenticator app of their own was not: they then
  * stepped up with it and had a session as MFA-fresh as the victim's own, for every role whose policy asks for
  * MFA, and a second factor of their own to sign in with the password later. Enrolment (start and confirm) is
- * now held to the passkeys' rule; the first factor of an account that has none needs a recent sign-in (finding 65).
+ * now held to the passkeys' rule; the first factor of an account that has none needs a recent sign-in (finding 67).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
