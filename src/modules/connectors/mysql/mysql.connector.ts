@@ -5,6 +5,7 @@
  * at the end. Admin connections are pooled per target (../connection-pool.ts). Tested against MariaDB; the MySQL 8 paths (role_edges, default_roles) are the
  * documented equivalents.
  */
+import { createHash } from "node:crypto";
 import {
   refused,
   type Connector,
@@ -319,42 +320,98 @@ function passwordSql(session: Session, password: string): string {
 }
 
 /**
- * Creates (or, on a retry, re-keys) the account and grants the entitlement as provision does.
- * An account this call created is dropped again when the grant fails, so no half-made login stays.
+ * The event that drops a dynamic login at its end by the server's own clock (event_scheduler), whether or not
+ * Stint is up then; it is also the mark that Stint made the account (MariaDB keeps no comment on an account).
+ * Named by a digest of the account, within the 64 characters an event name may have.
+ */
+function expiryEvent(session: Session, login: string): { name: string; sql: string } {
+  const digest = createHash("sha256").update(`${login}@${session.options.accountHost}`).digest("hex").slice(0, 40);
+  const name = `stint_expiry_${digest}`;
+  return { name, sql: `${quoteIdentifier(session.options.expirySchema)}.${quoteIdentifier(name)}` };
+}
+
+async function madeByStint(session: Session, login: string): Promise<boolean> {
+  const rows = await session.query(
+    "SELECT 1 FROM information_schema.EVENTS WHERE EVENT_SCHEMA = ? AND EVENT_NAME = ?",
+    [session.options.expirySchema, expiryEvent(session, login).name],
+  );
+  return rows.length > 0;
+}
+
+/**
+ * (Re)schedules the login's expiry event at `validUntil`: it drops the account and (MariaDB) ends its
+ * connections. Kept after it ran (ON COMPLETION PRESERVE), as the mark, until dropLogin removes it.
+ */
+async function scheduleExpiry(session: Session, login: string, validUntil: Date): Promise<void> {
+  const event = expiryEvent(session, login);
+  const account = accountSql(login, session.options.accountHost);
+  // Relative to the server's clock and time zone: the seconds left, not a wall time.
+  const seconds = Math.max(1, Math.ceil((validUntil.getTime() - Date.now()) / 1000));
+  // An event's comment holds 64 characters at most: the login is in the body.
+  const comment = quotePassword("Stint: drops a dynamic login at its end", session.backslashEscapes);
+  const kill = session.mariadb ? ` KILL CONNECTION USER ${account};` : "";
+  await session.query(`DROP EVENT IF EXISTS ${event.sql}`);
+  await session.query(
+    `CREATE EVENT ${event.sql} ON SCHEDULE AT CURRENT_TIMESTAMP + INTERVAL ${seconds} SECOND ON COMPLETION PRESERVE ` +
+      `COMMENT ${comment} DO BEGIN DROP USER IF EXISTS ${account};${kill} END`,
+  );
+}
+
+/**
+ * Creates (or, on a retry, re-keys) the account and grants the entitlement as provision does, with an expiry
+ * event that drops it at `validUntil` at the server (see scheduleExpiry). An account that exists without
+ * Stint's mark is refused, never re-keyed: its password would go to the requester. An account this call
+ * created is dropped again when the grant fails, so no half-made login stays.
  */
 async function createLogin(session: Session, spec: DynamicLoginSpec, entitlement: MysqlEntitlement): Promise<void> {
   const account = accountSql(spec.login, session.options.accountHost);
   const identified = `IDENTIFIED BY ${passwordSql(session, spec.password)}`;
+  const notOurs = () =>
+    refused(`${session.target.name}: account ${account} exists and was not created by Stint: not taking it over`);
+  const exists = await accountExists(session, spec.login);
+  if (exists && !(await madeByStint(session, spec.login))) throw notOurs();
+  // The mark comes before the account: no account of Stint's is ever without its expiry.
+  await scheduleExpiry(session, spec.login, spec.validUntil);
   let created = false;
-  if (await accountExists(session, spec.login)) await session.query(`ALTER USER ${account} ${identified}`);
+  if (exists) await session.query(`ALTER USER ${account} ${identified}`);
   else
     try {
       await session.query(`CREATE USER ${account} ${identified}`);
       created = true;
     } catch (error) {
-      // Another attempt created it in between.
       if ((error as { errno?: unknown }).errno !== ER_CANNOT_USER) throw error;
-      await session.query(`ALTER USER ${account} ${identified}`);
+      // Someone created it in between: not ours, and no longer marked as ours.
+      await session.query(`DROP EVENT IF EXISTS ${expiryEvent(session, spec.login).sql}`);
+      throw notOurs();
     }
   try {
     await provision(session, spec.login, entitlement);
   } catch (error) {
-    if (created) await session.query(`DROP USER IF EXISTS ${account}`).catch(() => undefined);
+    if (created) {
+      await session.query(`DROP USER IF EXISTS ${account}`).catch(() => undefined);
+      await session.query(`DROP EVENT IF EXISTS ${expiryEvent(session, spec.login).sql}`).catch(() => undefined);
+    }
     throw error;
   }
 }
 
 /**
  * Drops the account, then kills its connections: in that order no new connection can sign in
- * between the two steps. The admin's own account is never dropped.
+ * between the two steps; then its expiry event. The admin's own account, and an account without Stint's mark
+ * (not a dynamic login Stint made), are never dropped.
  */
 async function dropLogin(session: Session, login: string): Promise<void> {
   const host = session.options.accountHost;
   const [self] = await session.query("SELECT CURRENT_USER() AS account");
   if (String(self?.account) === `${login}@${host}`)
     throw refused(`${session.target.name}: ${accountSql(login, host)} is the account Stint connects as`);
+  if ((await accountExists(session, login)) && !(await madeByStint(session, login)))
+    throw refused(
+      `${session.target.name}: account ${accountSql(login, host)} was not created by Stint: not dropping it`,
+    );
   await session.query(`DROP USER IF EXISTS ${accountSql(login, host)}`);
   await killSessions(session, login);
+  await session.query(`DROP EVENT IF EXISTS ${expiryEvent(session, login).sql}`);
 }
 
 async function setPassword(session: Session, login: string, password: string, endSessions = false): Promise<void> {
@@ -418,7 +475,7 @@ export const mysqlConnector: Connector = {
     const entitlement = entitlementOf(spec.entitlement);
     assertLogin(spec.login);
     assertPassword(spec.password);
-    // MariaDB and MySQL have no VALID UNTIL: spec.validUntil is kept by Stint, which drops the login then.
+    // MariaDB and MySQL have no VALID UNTIL: Stint drops the login at spec.validUntil, and so does its expiry event.
     return withSession(target, call, (session) => createLogin(session, spec, entitlement), {
       secrets: [spec.password],
     });

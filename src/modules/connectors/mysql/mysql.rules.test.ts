@@ -110,11 +110,23 @@ describe("addresses", () => {
 describe("options", () => {
   it("fills in defaults", () => {
     expect(checkOptions({})).toEqual([]);
-    expect(readOptions({})).toEqual({ accountHost: "%", privilegedRoles: [], ignore: [], terminateSessions: true });
+    expect(readOptions({})).toEqual({
+      accountHost: "%",
+      privilegedRoles: [],
+      ignore: [],
+      terminateSessions: true,
+      expirySchema: "mysql",
+    });
   });
 
   it("accepts every documented key", () => {
-    const options = { accountHost: "10.0.%", privilegedRoles: ["dba"], ignore: ["root"], terminateSessions: false };
+    const options = {
+      accountHost: "10.0.%",
+      privilegedRoles: ["dba"],
+      ignore: ["root"],
+      terminateSessions: false,
+      expirySchema: "stint",
+    };
     expect(checkOptions(options)).toEqual([]);
     expect(readOptions(options)).toEqual(options);
   });
@@ -126,6 +138,7 @@ describe("options", () => {
     [{ privilegedRoles: ["a`b"] }, "privilegedRoles"],
     [{ ignore: [1] }, "ignore"],
     [{ terminateSessions: "yes" }, "terminateSessions"],
+    [{ expirySchema: "a`b" }, "expirySchema"],
     [{ accounthost: "%" }, "accounthost"],
   ])("refuses %j naming the field", (options, field) => {
     const problems = checkOptions(options);

@@ -42,6 +42,8 @@ export interface MysqlOptions {
   privilegedRoles: string[];
   ignore: string[];
   terminateSessions: boolean;
+  /** The schema that holds each dynamic login's expiry event (see createLogin). */
+  expirySchema: string;
 }
 
 /** `dynamic`: the role mints an account per activation (createLogin) instead of granting to an existing one. */
@@ -139,7 +141,15 @@ function isLoopbackHost(host: string): boolean {
 
 export function checkOptions(options: Record<string, unknown>): string[] {
   const problems: string[] = [];
-  const known = new Set(["accountHost", "privilegedRoles", "ignore", "terminateSessions", "session", "tls"]);
+  const known = new Set([
+    "accountHost",
+    "privilegedRoles",
+    "ignore",
+    "terminateSessions",
+    "session",
+    "tls",
+    "expirySchema",
+  ]);
   for (const key of Object.keys(options))
     if (!known.has(key)) problems.push(`options.${key} is not a MySQL option (use ${[...known].join(", ")})`);
   const { accountHost, privilegedRoles, ignore, terminateSessions } = options;
@@ -170,6 +180,9 @@ export function checkOptions(options: Record<string, unknown>): string[] {
     problems.push("options.tls must be { ca: <PEM CA bundle> }");
   if (terminateSessions !== undefined && typeof terminateSessions !== "boolean")
     problems.push("options.terminateSessions must be true or false");
+  const { expirySchema } = options;
+  if (expirySchema !== undefined && (typeof expirySchema !== "string" || !/^[A-Za-z0-9_$]{1,64}$/.test(expirySchema)))
+    problems.push("options.expirySchema must be a schema name (letters, digits, _ and $, at most 64)");
   // The login the MySQL session proxy signs in as, and the vault path of its password.
   problems.push(...sessionOptionProblems(options.session));
   return problems;
@@ -182,6 +195,7 @@ export function readOptions(options: Record<string, unknown>): MysqlOptions {
     privilegedRoles: Array.isArray(options.privilegedRoles) ? (options.privilegedRoles as string[]) : [],
     ignore: Array.isArray(options.ignore) ? (options.ignore as string[]) : [],
     terminateSessions: typeof options.terminateSessions === "boolean" ? options.terminateSessions : true,
+    expirySchema: typeof options.expirySchema === "string" ? options.expirySchema : "mysql",
   };
 }
 

@@ -1,0 +1,148 @@
+/**
+ * MariaDB dynamic logins against the machine's MariaDB (security review): createLogin never takes over an
+ * account it did not make (the password it sets goes to the requester), and a dynamic login ends at the server
+ * by itself at its validUntil (an expiry event), even if Stint is down then.
+ */
+import { randomBytes } from "node:crypto";
+import mysql from "mysql2/promise";
+import type { Connection, RowDataPacket } from "mysql2/promise";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
+import { holdMariadb } from "../../../testing/mariadb.js";
+import { eventually } from "../../../testing/ssh-connections.js";
+import { mysqlConnector as connector, mysqlPools } from "./mysql.connector.js";
+
+const HOST = "127.0.0.1";
+const PORT = 3306;
+const hex = randomBytes(4).toString("hex");
+const admin = `stint_da_${hex}`;
+const role = `stint_dr_${hex}`;
+const victim = `stint_dv_${hex}`;
+const minted = `stint_dm_${hex}`;
+const expiring = `stint_de_${hex}`;
+const adminPassword = `pw-${randomBytes(12).toString("hex")}`;
+const victimPassword = `pw-${randomBytes(12).toString("hex")}`;
+const password = `pw-${randomBytes(12).toString("hex")}`;
+const entitlement = { role, dynamic: true };
+const target: ConnectorTarget = {
+  name: "dyn-db",
+  address: `mysql://${admin}@${HOST}:${PORT}?sslmode=disable`,
+  options: {},
+  credential: adminPassword,
+};
+
+let root: Connection;
+let release: (() => Promise<void>) | undefined;
+let schedulerWas = "OFF";
+const opened: Connection[] = [];
+
+async function rows(sql: string, values?: unknown[]): Promise<RowDataPacket[]> {
+  const [result] = await root.query(sql, values);
+  return result as RowDataPacket[];
+}
+
+async function signIn(user: string, pass: string): Promise<Connection> {
+  const connection = await mysql.createConnection({ host: HOST, port: PORT, user, password: pass });
+  connection.on("error", () => undefined);
+  opened.push(connection);
+  return connection;
+}
+
+const signsIn = (user: string, pass: string) =>
+  signIn(user, pass).then(
+    async (connection) => {
+      await connection.end();
+      return true;
+    },
+    () => false,
+  );
+
+const accountExists = async (user: string) =>
+  (await rows("SELECT 1 FROM mysql.user WHERE User = ?", [user])).length > 0;
+const stintEvents = async () =>
+  rows("SELECT EVENT_NAME AS name FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'mysql' AND DEFINER LIKE ?", [
+    `${admin}@%`,
+  ]);
+
+async function refusal(pending: Promise<unknown>): Promise<ConnectorError> {
+  const error = await pending.then(
+    () => undefined,
+    (thrown: unknown) => thrown,
+  );
+  expect(error).toBeInstanceOf(ConnectorError);
+  expect((error as ConnectorError).reason).toBe("refused");
+  return error as ConnectorError;
+}
+
+beforeAll(async () => {
+  release = await holdMariadb();
+  root = await mysql.createConnection({ host: HOST, port: PORT, user: "root", password: "" });
+  root.on("error", () => undefined);
+  await root.query(`CREATE USER '${admin}'@'%' IDENTIFIED BY '${adminPassword}'`);
+  await root.query(`GRANT ALL PRIVILEGES ON *.* TO '${admin}'@'%' WITH GRANT OPTION`);
+  await root.query(`CREATE ROLE ${role} WITH ADMIN '${admin}'@'%'`);
+  // An account someone else made, with privileges of its own.
+  await root.query(`CREATE USER '${victim}'@'%' IDENTIFIED BY '${victimPassword}'`);
+  await root.query(`GRANT PROCESS ON *.* TO '${victim}'@'%'`);
+  schedulerWas = String((await rows("SELECT @@GLOBAL.event_scheduler AS value"))[0]?.value);
+});
+
+afterAll(async () => {
+  for (const connection of opened) connection.destroy();
+  await mysqlPools.closeAll();
+  if (root) {
+    for (const event of await stintEvents()) await root.query(`DROP EVENT IF EXISTS mysql.\`${String(event.name)}\``);
+    for (const user of [admin, victim, minted, expiring]) await root.query(`DROP USER IF EXISTS '${user}'@'%'`);
+    await root.query(`DROP ROLE IF EXISTS ${role}`);
+    if (schedulerWas !== "ON") await root.query("SET GLOBAL event_scheduler = OFF").catch(() => undefined);
+    await root.end();
+  }
+  await release?.();
+});
+
+describe("MariaDB dynamic logins", () => {
+  it("createLogin refuses an account it did not make, and leaves it as it was", async () => {
+    const validUntil = new Date(Date.now() + 3_600_000);
+    const error = await refusal(connector.createLogin!(target, { login: victim, password, entitlement, validUntil }));
+    expect(error.message).toContain("not created by Stint");
+    // The requester's password does not open the account; its owner's still does, and it holds no role.
+    expect(await signsIn(victim, password)).toBe(false);
+    expect(await signsIn(victim, victimPassword)).toBe(true);
+    expect(await connector.observe(target, entitlement)).toEqual([]);
+    // Nor does the grant's end drop it.
+    await refusal(connector.dropLogin!(target, { login: victim }));
+    expect(await accountExists(victim)).toBe(true);
+  });
+
+  it("a login it made is re-keyed by a retry and dropped with its expiry event", async () => {
+    const validUntil = new Date(Date.now() + 3_600_000);
+    await connector.createLogin!(target, { login: minted, password: "first-0123456789", entitlement, validUntil });
+    expect(await stintEvents()).toHaveLength(1);
+    await connector.createLogin!(target, { login: minted, password, entitlement, validUntil });
+    expect(await signsIn(minted, password)).toBe(true);
+    expect(await stintEvents()).toHaveLength(1);
+    await connector.dropLogin!(target, { login: minted });
+    expect(await accountExists(minted)).toBe(false);
+    expect(await stintEvents()).toHaveLength(0);
+  });
+
+  it("the server drops the login and ends its session at validUntil by itself (event_scheduler on)", async () => {
+    await root.query("SET GLOBAL event_scheduler = ON");
+    const validUntil = new Date(Date.now() + 4_000);
+    await connector.createLogin!(target, { login: expiring, password, entitlement, validUntil });
+    const session = await signIn(expiring, password);
+    const alive = () =>
+      session.query("SELECT 1").then(
+        () => true,
+        () => false,
+      );
+    expect(await alive()).toBe(true);
+    // Stint does nothing more: no dropLogin. The server's clock ends it.
+    expect(await eventually(async () => !(await accountExists(expiring)), 90_000)).toBe(true);
+    expect(await eventually(async () => !(await alive()), 30_000)).toBe(true);
+    expect(await signsIn(expiring, password)).toBe(false);
+    // dropLogin afterwards (Stint back) finds nothing to drop and clears the event.
+    await connector.dropLogin!(target, { login: expiring });
+    expect(await stintEvents()).toHaveLength(0);
+  });
+});
