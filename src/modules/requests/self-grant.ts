@@ -14,6 +14,7 @@ import { StintError } from "../../lib/errors.js";
 import type { Actor } from "../authz/authz.types.js";
 import { widenedEligibility, type EligibilityWindow } from "./requests.rules.js";
 import { eligibilityWindowsOf, rulesOfRoles } from "./requests.store.js";
+import { reviewSpecs, reviewsCovering } from "./self-review.js";
 
 export interface OwnAccessGuard {
   /** Throws SELF_GRANT (rolling the transaction back) when the actor's own eligibility grew since the snapshot. */
@@ -101,6 +102,7 @@ export async function guardOwnAccess(tx: Kysely<Database>, actor: Actor): Promis
   const before = await windowsOf(tx, actor.id);
   const mine = [...new Set(before.map((w) => w.role))];
   const rulesBefore = await rulesOf(tx, mine);
+  const reviewsBefore = await reviewsCovering(tx, actor.id);
   return {
     async check(db, now) {
       const widened = widenedEligibility(before, await windowsOf(db, actor.id), now.getTime());
@@ -130,6 +132,15 @@ export async function guardOwnAccess(tx: Kysely<Database>, actor: Actor): Promis
           "SELF_GRANT",
           `This change adds an approver of a role you are eligible for (${joined.join(", ")}); someone else must make it.`,
           { roles: joined },
+        );
+      // Weakening the review of one's own access: a definition covering it narrowed, stretched or deleted.
+      const reviewsAfter = await reviewSpecs(db, [...reviewsBefore.keys()]);
+      const weakened = [...reviewsBefore].filter(([name, spec]) => reviewsAfter.get(name) !== spec).map(([n]) => n);
+      if (weakened.length > 0)
+        throw new StintError(
+          "SELF_GRANT",
+          `This change alters or removes an access review of your own access (${weakened.join(", ")}); someone else must make it.`,
+          { reviews: weakened },
         );
     },
   };
