@@ -429,7 +429,9 @@ function assertPassword(password: string): void {
 }
 
 async function test(session: Session): Promise<{ detail: string }> {
-  const [row] = await session.query("SELECT VERSION() AS version, CURRENT_USER() AS user");
+  const [row] = await session.query(
+    "SELECT VERSION() AS version, CURRENT_USER() AS user, @@GLOBAL.event_scheduler AS scheduler",
+  );
   const version = String(row?.version);
   const currentUser = String(row?.user);
   const grantee = granteeOfCurrentUser(currentUser);
@@ -445,7 +447,12 @@ async function test(session: Session): Promise<{ detail: string }> {
     throw refused(
       `${session.target.name}: ${server}, connected as ${currentUser}, which may not grant (needs CREATE USER with GRANT OPTION, or SUPER)`,
     );
-  return { detail: `${server}, connected as ${currentUser}, may grant` };
+  // Without the event scheduler, a dynamic account's expiry event never runs: only Stint's drop ends it.
+  const expiry =
+    String(row?.scheduler).toUpperCase() === "ON"
+      ? ""
+      : "; event_scheduler is off, so dynamic accounts get no expiry at the server";
+  return { detail: `${server}, connected as ${currentUser}, may grant${expiry}` };
 }
 
 export const mysqlConnector: Connector = {

@@ -127,7 +127,10 @@ describe("MariaDB dynamic logins", () => {
   });
 
   it("the server drops the login and ends its session at validUntil by itself (event_scheduler on)", async () => {
+    await root.query("SET GLOBAL event_scheduler = OFF");
+    expect((await connector.test(target)).detail).toContain("event_scheduler is off");
     await root.query("SET GLOBAL event_scheduler = ON");
+    expect((await connector.test(target)).detail).not.toContain("event_scheduler");
     const validUntil = new Date(Date.now() + 4_000);
     await connector.createLogin!(target, { login: expiring, password, entitlement, validUntil });
     const session = await signIn(expiring, password);
