@@ -15,6 +15,21 @@ import { createRequestTiming } from "./timing.js";
 import { waitsForStart } from "./timing.rules.js";
 import { iso, type GrantInputs, type RequestContext } from "./request-context.js";
 
+/** The notification of an activation that became active. */
+export function activatedNotice(row: requestStore.RequestRow) {
+  return { type: "activated" as const, requestId: row.id, role: row.role_name, requester: row.requester_name };
+}
+
+/** The audit event of an activation that became active. */
+export function activatedEvent(row: requestStore.RequestRow, grantId: string, expiresAt: Date): AuditInput {
+  return {
+    action: "request.activated",
+    outcome: "success",
+    subject: `request:${row.id}`,
+    details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
+  };
+}
+
 /** The shared context with the activation steps: what each use case file receives. */
 export function createRequestCore(ctx: RequestContext) {
   const { deps, store, audit, clock, index, emit, tellActive, lostBasis, loadPolicy } = ctx;
@@ -211,15 +226,8 @@ export function createRequestCore(ctx: RequestContext) {
         { action: "request.provisioning", outcome: "success", subject, details: { role: row.role_name, grantId } },
       ];
     }
-    await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
-    return [
-      {
-        action: "request.activated",
-        outcome: "success",
-        subject,
-        details: { role: row.role_name, requester: row.requester_name, expiresAt: expiresAt.toISOString(), grantId },
-      },
-    ];
+    await emit(tx, activatedNotice(row));
+    return [activatedEvent(row, grantId, expiresAt)];
   }
 
   /**
@@ -268,8 +276,24 @@ export function createRequestCore(ctx: RequestContext) {
     by: string,
     now: Date,
   ): Promise<AuditInput[]> {
-    if (rows.length === 0) return [];
+    return [...(await endEach(tx, rows, state, reason, by, now)).values()].flat();
+  }
+
+  /**
+   * `endMany`, each activation's audit events apart (by request id), and who ended it given per activation
+   * (by request id) or one for all: a group of deactivates, each by its holder.
+   */
+  async function endEach(
+    tx: Kysely<Database>,
+    rows: requestStore.RequestRow[],
+    state: "expired" | "deactivated" | "revoked",
+    reason: string,
+    by: string | ReadonlyMap<string, string>,
+    now: Date,
+  ): Promise<Map<string, AuditInput[]>> {
+    if (rows.length === 0) return new Map();
     for (const row of rows) assertTransition(row.state, state);
+    const byOf = (id: string) => (typeof by === "string" ? by : by.get(id)!);
     // Given the sessions' payloads, every message of the end (the index's, the sessions') is sent by the
     // statement that ends them: one round trip, not three.
     const notify = deps.endedNotifications
@@ -279,13 +303,15 @@ export function createRequestCore(ctx: RequestContext) {
             rows.map((row) => ({ t: "end", id: row.id })),
           ) ?? []),
           ...deps.endedNotifications(
-            rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
+            rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by: byOf(row.id), reason })),
           ),
         ]
       : undefined;
     const ids = rows.map((row) => row.id);
-    const done = await requestStore.endActivations(tx, { ids }, { state, reason, by, now }, notify);
-    return ended(tx, done, state, reason, by, now, notify !== undefined);
+    const which = typeof by === "string" ? { ids } : { ids, by: ids.map(byOf) };
+    const endBy = typeof by === "string" ? by : "system";
+    const done = await requestStore.endActivations(tx, which, { state, reason, by: endBy, now }, notify);
+    return ended(tx, done, state, reason, byOf, now, notify !== undefined);
   }
 
   /** What follows the end of activations (see `endActivations`): revocations, messages, audit events. */
@@ -294,12 +320,13 @@ export function createRequestCore(ctx: RequestContext) {
     rows: requestStore.EndedRow[],
     state: "expired" | "deactivated" | "revoked",
     reason: string,
-    by: string,
+    byOf: (id: string) => string,
     now: Date,
     /** The index's and the sessions' messages went with the statement that ended them (`endMany`). */
     notified = false,
-  ): Promise<AuditInput[]> {
-    if (rows.length === 0) return [];
+  ): Promise<Map<string, AuditInput[]>> {
+    const events = new Map<string, AuditInput[]>();
+    if (rows.length === 0) return events;
     // A real target is revoked through the outbox (Stint enforces internal roles itself: nothing to queue).
     for (const row of rows)
       if (row.grant_id && row.target_kind !== "internal")
@@ -311,7 +338,7 @@ export function createRequestCore(ctx: RequestContext) {
       );
       await deps.onEnded?.(
         tx,
-        rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by, reason })),
+        rows.map((row) => ({ requestId: row.id, role: row.role_name, state, by: byOf(row.id), reason })),
       );
     }
     await deps.onEvent?.(
@@ -322,20 +349,18 @@ export function createRequestCore(ctx: RequestContext) {
         role: row.role_name,
         requester: row.requester_name,
         reason,
-        by,
+        by: byOf(row.id),
       })),
     );
-    const events: AuditInput[] = [];
     for (const row of rows) {
-      for (const id of row.cancelled)
-        events.push({
-          action: "request.cancelled",
-          outcome: "success",
-          subject: `request:${id}`,
-          reason: "the activation it would extend ended",
-          details: { role: row.role_name, extends: row.id },
-        });
-      events.push({
+      const own: AuditInput[] = row.cancelled.map((id) => ({
+        action: "request.cancelled",
+        outcome: "success",
+        subject: `request:${id}`,
+        reason: "the activation it would extend ended",
+        details: { role: row.role_name, extends: row.id },
+      }));
+      own.push({
         action: `request.${state}`,
         outcome: "success",
         subject: `request:${row.id}`,
@@ -350,6 +375,7 @@ export function createRequestCore(ctx: RequestContext) {
             state === "expired" && row.expires_at ? now.getTime() - new Date(row.expires_at).getTime() : undefined,
         },
       });
+      events.set(row.id, own);
     }
     return events;
   }
@@ -392,6 +418,7 @@ export function createRequestCore(ctx: RequestContext) {
     started,
     end,
     endMany,
+    endEach,
     moveToStage,
     timing,
   };

@@ -29,12 +29,16 @@ export interface EndedRow {
  */
 export async function endActivations(
   db: Q,
-  which: { ids: string[] },
+  /** `by`, when given: who ended each one (in `ids` order), instead of `end.by` for all (a group of deactivates). */
+  which: { ids: string[]; by?: readonly string[] },
   end: { state: "expired" | "deactivated" | "revoked"; reason: string; by: string; now: Date },
   /** Payloads to their channels, sent in this statement, in this order (delivered at commit). */
   notify: readonly { channel: string; payload: string }[] = [],
 ): Promise<EndedRow[]> {
-  const chosen = sql`select unnest(${which.ids}::uuid[]) as id`;
+  const chosen = which.by
+    ? sql`select * from unnest(${which.ids}::uuid[], ${which.by}::text[]) as c(id, by)`
+    : sql`select unnest(${which.ids}::uuid[]) as id`;
+  const endedBy = which.by ? sql`(select c.by from chosen c where c.id = a.id)` : sql`${end.by}`;
   const { now } = end;
   // One row of three JSON arrays: joining the data-modifying CTEs' outputs would be planned as nested loops
   // (their row counts are unknown to the planner), quadratic in the batch. The chosen rows are looked up by
@@ -51,7 +55,7 @@ export async function endActivations(
     with chosen as (${chosen}),
     ended as (
       update activation_requests a
-      set state = ${end.state}, ended_at = ${now}, end_reason = ${end.reason}, ended_by = ${end.by},
+      set state = ${end.state}, ended_at = ${now}, end_reason = ${end.reason}, ended_by = ${endedBy},
         updated_at = ${now}
       from roles r, targets t, principals p
       where a.id = any(array(select id from chosen)) and r.id = a.role_id and t.id = r.target_id and p.id = a.requester_id

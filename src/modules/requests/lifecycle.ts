@@ -18,6 +18,7 @@ import { expiredUndecided, isPendingPastTtl, pendingExpiresAt } from "./timing.r
 import type { RequestCore } from "./activation.js";
 import { breakGlassUse } from "./break-glass-use.js";
 import { iso, Refusal, type RequestDto } from "./request-context.js";
+import { createDeactivateGroup, type DeactivateCall } from "./deactivate.group.js";
 
 export function createLifecycle(core: RequestCore) {
   const {
@@ -38,6 +39,30 @@ export function createLifecycle(core: RequestCore) {
     approveThenGrant,
     timing,
   } = core;
+
+  /** A deactivate in a transaction of its own. */
+  async function deactivateAlone({ actor, roleName, context }: DeactivateCall): Promise<RequestDto> {
+    const principal = actor;
+    const outcome = await store.transaction(async (tx) => {
+      const now = clock.now();
+      const open = await requestStore.lockOpenOfRole(tx, principal.id, roleName);
+      if (!open || open.row.state !== "active")
+        return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName}.`);
+      const { row, decisions } = open;
+      const ended = isPastExpiry(row, now)
+        ? { state: "expired" as const, reason: "the activation reached its end time", by: "system" }
+        : { state: "deactivated" as const, reason: "ended early by the holder", by: principal.name };
+      await audit.append(tx, actor, context, await end(tx, row, ended.state, ended.reason, ended.by, now));
+      return dtoOf(
+        { ...row, state: ended.state, ended_at: now, end_reason: ended.reason, ended_by: ended.by },
+        decisions,
+      );
+    });
+    if (outcome instanceof Refusal) return refuse(actor, context, "request.deactivated", `role:${roleName}`, outcome);
+    return outcome;
+  }
+
+  const deactivateGroup = createDeactivateGroup(core, deactivateAlone);
 
   return {
     async cancel(actor: Actor, requestId: string, context: CallContext): Promise<RequestDto> {
@@ -90,27 +115,16 @@ export function createLifecycle(core: RequestCore) {
       return outcome;
     },
 
-    /** Ends the caller's own active activation of a role early. */
+    /**
+     * Ends the caller's own active activation of a role early. Concurrent deactivates go together
+     * (`deactivate.group.ts`), each decided and answered as alone.
+     */
     async deactivate(actor: Actor, roleName: string, context: CallContext): Promise<RequestDto> {
-      const principal = principalOf(actor);
-      const outcome = await store.transaction(async (tx) => {
-        const now = clock.now();
-        const open = await requestStore.lockOpenOfRole(tx, principal.id, roleName);
-        if (!open || open.row.state !== "active")
-          return new Refusal("NOT_ACTIVE", `You have no active activation of ${roleName}.`);
-        const { row, decisions } = open;
-        const ended = isPastExpiry(row, now)
-          ? { state: "expired" as const, reason: "the activation reached its end time", by: "system" }
-          : { state: "deactivated" as const, reason: "ended early by the holder", by: principal.name };
-        await audit.append(tx, actor, context, await end(tx, row, ended.state, ended.reason, ended.by, now));
-        return dtoOf(
-          { ...row, state: ended.state, ended_at: now, end_reason: ended.reason, ended_by: ended.by },
-          decisions,
-        );
-      });
-      if (outcome instanceof Refusal) return refuse(actor, context, "request.deactivated", `role:${roleName}`, outcome);
-      return outcome;
+      return deactivateGroup.deactivate({ actor: principalOf(actor), roleName, context });
     },
+
+    /** The deactivate groups so far (a benchmark's figures). */
+    deactivateGroups: () => deactivateGroup.stats(),
 
     /** An administrator ends someone's activation (or a provisioning one), with a reason. */
     async revoke(actor: Actor, requestId: string, reason: string, context: CallContext): Promise<RequestDto> {

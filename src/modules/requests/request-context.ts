@@ -59,6 +59,8 @@ export interface RequestServiceDeps {
   audit: Pick<AuditLog, "append" | "record"> & {
     /** `AuditLog.appendUniform` (the scheduler's expiries); without it they take `append` and one more statement. */
     appendUniform?: AppendUniform;
+    /** `AuditLog.appendMany` (a group of submits or deactivates); without it each call's events take `append`. */
+    appendMany?: AuditLog["appendMany"];
   };
   clock: Clock;
   /**

@@ -22,6 +22,8 @@ import { statementCounter } from "../../testing/statements.js";
  * in its final state with its grant and the index's message (one statement; the message was one more before), the audit events. Deactivate: one locking read (with
  * the decisions), one statement ending the request, its grant and its pending extensions and sending the
  * access index's and the sessions' messages (5 before: the two messages were a statement each), the audit events.
+ * Since 2026-12-07 the same ceilings hold for a group of submits or deactivates made together (`submit.group.ts`,
+ * `deactivate.group.ts`): one transaction and these statements for the whole group, multi-row.
  */
 const SUBMIT_MAX_STATEMENTS = 3;
 const DEACTIVATE_MAX_STATEMENTS = 3;
@@ -96,6 +98,53 @@ describe.each(ENGINES)("statements of an elevation on %s", (engine) => {
       expect(actions.filter((a) => a === action)).toHaveLength(3);
     const grants = await s.store.db.selectFrom("grants").select("state").execute();
     expect(grants.map((g) => g.state)).toEqual(["revoked", "revoked", "revoked"]);
+  });
+});
+
+describe.each(ENGINES)("statements of a group of elevations on %s", (engine) => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it("submits and deactivates made together cost one transaction and the statements of one", async () => {
+    const { wrap, measure } = statementCounter();
+    server = await testServer(engine, { wrapStore: wrap });
+    const s = server;
+    await seedSelfService(s);
+    const names = ["bob", "carol", "dave", "erin", "frank"];
+    for (const name of names) await seedUser(s, name, { groups: ["sre"] });
+    const rows = await s.store.db.selectFrom("principals").select(["id", "name"]).where("name", "in", names).execute();
+    const actors: Actor[] = rows.map((r) => ({
+      kind: "principal",
+      id: r.id,
+      name: r.name,
+      principalKind: "user",
+      roles: ["user"],
+    }));
+    const context = { correlationId: "statements-test", sourceIp: "127.0.0.1", userAgent: null };
+    // Made in one turn of the event loop: one group (`submit.group.ts`), written by multi-row statements.
+    const submitted = await measure(() =>
+      Promise.all(
+        actors.map((a) => s.requests.submit(a, { role: "self-service", reason: "rotate the replica's keys" }, context)),
+      ),
+    );
+    expect(submitted.result.map((r) => r.state)).toEqual(actors.map(() => "active"));
+    const report = (m: { statements: string[]; transactions: number }) =>
+      `${m.statements.length} in ${m.transactions} tx ${JSON.stringify(m.statements)}`;
+    expect(submitted.transactions, report(submitted)).toBe(1);
+    expect(submitted.statements.length, report(submitted)).toBeLessThanOrEqual(
+      SUBMIT_MAX_STATEMENTS + INLINE_CHAINING[engine],
+    );
+    const ended = await measure(() =>
+      Promise.all(actors.map((a) => s.requests.deactivate(a, "self-service", context))),
+    );
+    expect(ended.result.map((r) => r.state)).toEqual(actors.map(() => "deactivated"));
+    expect(ended.transactions, report(ended)).toBe(1);
+    expect(ended.statements.length, report(ended)).toBeLessThanOrEqual(
+      DEACTIVATE_MAX_STATEMENTS + INLINE_CHAINING[engine],
+    );
   });
 });
 

@@ -1,5 +1,5 @@
 /** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
-import { sql, type Expression, type ExpressionBuilder, type Insertable, type Kysely } from "kysely";
+import { sql, type Expression, type ExpressionBuilder, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import { precompiled } from "./precompiled.js";
 import type { Decision, RequestFacts, Stage } from "./requests.types.js";
@@ -135,14 +135,24 @@ export async function principalStatus(db: Q, principalId: string, lock = false) 
  * an eligibility for it valid at `now`, directly or through a group.
  */
 const submitFactsQuery = precompiled(
-  ["principalId", "roleName", "now"],
-  (db, p: { principalId: string; roleName: string; now: Date }) =>
+  ["principalIds", "roleNames", "now"],
+  (db, p: { principalIds: string[]; roleNames: string[]; now: Date }) =>
     db
-      .selectFrom("principals")
-      .leftJoin("roles", (join) => join.on("roles.name", "=", p.roleName))
+      .selectFrom(
+        sql<{
+          pid: string;
+          rname: string;
+          n: string;
+        }>`(select * from unnest(${p.principalIds}::uuid[], ${p.roleNames}::text[]) with ordinality as u(pid, rname, n))`.as(
+          "q",
+        ),
+      )
+      .innerJoin("principals", "principals.id", "q.pid")
+      .leftJoin("roles", "roles.name", "q.rname")
       .leftJoin("policies", "policies.id", "roles.policy_id")
       .leftJoin("targets", "targets.id", "roles.target_id")
       .select((eb) => [
+        "q.n",
         "principals.status",
         "principals.name as requester_name",
         "principals.manager_id as requester_manager_id",
@@ -157,19 +167,32 @@ const submitFactsQuery = precompiled(
         "targets.config as target_config",
         eb
           .exists(
-            eligibleQuery(db, p.principalId, p.now)
+            eligibleQuery(db, sql.ref<string>("q.pid"), p.now)
               .select("eligibilities.id")
               .where("eligibilities.role_id", "=", sql.ref<string>("roles.id")),
           )
           .as("eligible"),
       ])
-      .where("principals.id", "=", p.principalId)
+      // Requesters' rows locked in one order (two groups locking the same ones never wait for each other).
+      .orderBy("principals.id")
       .modifyEnd(sql`for share of principals`),
 );
 
 /** `submitFactsQuery`, precompiled: every submit runs it. */
 export async function submitFacts(db: Q, principalId: string, roleName: string, now: Date) {
-  return (await submitFactsQuery(db, { principalId, roleName, now })).rows[0];
+  return (await submitFactsMany(db, [{ principalId, roleName }], now))[0];
+}
+
+/** The facts of many submits in one statement (a group of them, `submit.group.ts`), in the order asked. */
+export async function submitFactsMany(db: Q, asked: readonly { principalId: string; roleName: string }[], now: Date) {
+  const { rows } = await submitFactsQuery(db, {
+    principalIds: asked.map((a) => a.principalId),
+    roleNames: asked.map((a) => a.roleName),
+    now,
+  });
+  const facts: ((typeof rows)[number] | undefined)[] = asked.map(() => undefined);
+  for (const row of rows) facts[Number(row.n) - 1] = row;
+  return facts;
 }
 
 /**
@@ -336,23 +359,41 @@ function decisionsFromJson(rows: DecisionJson[]): DecisionOf[] {
  * (the lock waits for it, then the row is checked again).
  */
 const lockOpenOfRoleQuery = precompiled(
-  ["requesterId", "roleName"],
-  (db, p: { requesterId: string; roleName: string }) =>
+  ["requesterIds", "roleNames"],
+  (db, p: { requesterIds: string[]; roleNames: string[] }) =>
     requestQuery(db)
-      .select(decisionsColumn)
-      .where("activation_requests.requester_id", "=", p.requesterId)
-      .where("roles.name", "=", p.roleName)
+      .innerJoin(
+        sql<{
+          pid: string;
+          rname: string;
+          n: string;
+        }>`(select * from unnest(${p.requesterIds}::uuid[], ${p.roleNames}::text[]) with ordinality as u(pid, rname, n))`.as(
+          "q",
+        ),
+        (join) => join.onRef("q.pid", "=", "activation_requests.requester_id").onRef("q.rname", "=", "roles.name"),
+      )
+      .select(["q.n", decisionsColumn])
       .where("activation_requests.extends_request_id", "is", null)
       .where("activation_requests.state", "in", ["pending", "approved", "provisioning", "active"])
+      .orderBy("activation_requests.id")
       .modifyEnd(sql`for update of activation_requests`),
 );
 
 /** `lockOpenOfRoleQuery`, precompiled: every deactivate runs it. */
 export async function lockOpenOfRole(db: Q, requesterId: string, roleName: string) {
-  const row = (await lockOpenOfRoleQuery(db, { requesterId, roleName })).rows[0];
-  if (!row) return undefined;
-  const { decisions, ...request } = row;
-  return { row: request as RequestRow, decisions: decisionsFromJson(decisions) };
+  return (await lockOpenOfRoles(db, [{ requesterId, roleName }]))[0];
+}
+
+/** `lockOpenOfRole` of many callers in one statement (a group of deactivates), in the order asked. */
+export async function lockOpenOfRoles(db: Q, asked: readonly { requesterId: string; roleName: string }[]) {
+  const { rows } = await lockOpenOfRoleQuery(db, {
+    requesterIds: asked.map((a) => a.requesterId),
+    roleNames: asked.map((a) => a.roleName),
+  });
+  const found: ({ row: RequestRow; decisions: DecisionOf[] } | undefined)[] = asked.map(() => undefined);
+  for (const { decisions, n, ...request } of rows)
+    found[Number(n) - 1] = { row: request as RequestRow, decisions: decisionsFromJson(decisions) };
+  return found;
 }
 
 export function listRequests(
@@ -404,90 +445,7 @@ export function stagesOf(row: { stages: unknown }): Stage[] {
   return row.stages as Stage[];
 }
 
-/** The request with its grant (and the index's message), by the columns the caller writes: one text each. */
-const insertWithGrant = new Map<string, ReturnType<typeof insertWithGrantQuery>>();
-
-function insertWithGrantQuery(columns: string[]) {
-  return precompiled(
-    [...columns, "$grant_id", "$grant_state", "$grant_at", "$notify", "$channel", "$head"],
-    (db, p: Record<string, unknown>) =>
-      db
-        .with("request", (db) =>
-          db
-            .insertInto("activation_requests")
-            .values(Object.fromEntries(columns.map((c) => [c, p[c]])) as Insertable<Database["activation_requests"]>)
-            .onConflict((oc) => oc.doNothing())
-            .returning(["id", "role_id", "requester_id"]),
-        )
-        // Sent only when the request was written (one row in `request`); read back by the grant's RETURNING.
-        .with("sent", (db) =>
-          db
-            .selectFrom("request")
-            .select([
-              sql<string>`pg_current_xact_id()::text`.as("x"),
-              sql`pg_notify(${p.$channel}, ${p.$head} || pg_current_xact_id()::text || '}')`.as("n"),
-            ])
-            .where(sql<boolean>`${p.$notify}`),
-        )
-        .insertInto("grants")
-        .columns(["id", "request_id", "role_id", "principal_id", "state", "created_at", "updated_at"])
-        .expression((eb) =>
-          eb
-            .selectFrom("request")
-            .select([
-              sql<string>`${p.$grant_id}::uuid`.as("id"),
-              "request.id as request_id",
-              "request.role_id",
-              "request.requester_id as principal_id",
-              sql<string>`${p.$grant_state}::text`.as("state"),
-              sql<Date>`${p.$grant_at}::timestamptz`.as("created_at"),
-              sql<Date>`${p.$grant_at}::timestamptz`.as("updated_at"),
-            ]),
-        )
-        .returning(["grants.id", sql<string | null>`(select x from sent)`.as("x")]),
-  );
-}
-
-/**
- * Inserts a request, unless its requester has one open for its role (the partial unique index: then nothing is
- * written and the answer is false). A request written already approved in its final state gets its grant
- * (`active` on the internal target, `provisioning` elsewhere) in the same statement: one round trip, and no
- * grant without its request.
- */
-export async function insertRequest(
-  db: Q,
-  values: Insertable<Database["activation_requests"]>,
-  grant: { id: string; state: "active" | "provisioning"; at: Date } | null,
-  /** A message the same statement sends once the request is written: `head` completed by the transaction id. */
-  notify?: { channel: string; head: string },
-): Promise<{ x?: number } | undefined> {
-  if (!grant) {
-    const request = db
-      .insertInto("activation_requests")
-      .values(values)
-      .onConflict((oc) => oc.doNothing())
-      .returning("id");
-    return (await request.executeTakeFirst()) ? {} : undefined;
-  }
-  // Every auto-approved submit runs this one: precompiled (built, compiled and planned once).
-  const columns = Object.keys(values);
-  const key = columns.join(",");
-  let query = insertWithGrant.get(key);
-  if (!query) insertWithGrant.set(key, (query = insertWithGrantQuery(columns)));
-  const inserted = (
-    await query(db, {
-      ...values,
-      $grant_id: grant.id,
-      $grant_state: grant.state,
-      $grant_at: grant.at,
-      $notify: notify !== undefined,
-      $channel: notify?.channel ?? "",
-      $head: notify?.head ?? "",
-    })
-  ).rows[0];
-  if (!inserted) return undefined;
-  return inserted.x === null ? {} : { x: Number(inserted.x) };
-}
+export { insertRequest } from "./group.store.js";
 
 export { endActivations, expireDue, notifyAll, type EndedRow, type ExpiredColumns } from "./ending.store.js";
 
