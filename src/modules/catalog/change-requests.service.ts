@@ -23,6 +23,9 @@ import * as store from "./change-requests.store.js";
 import type { RiskTier } from "./catalog.types.js";
 import type { ChangeRequestCreated } from "./change-request-notifications.js";
 
+/** How long an approver who was disabled still counts against `fourEyes.alone: apply`. */
+const ALONE_COOLDOWN_MS = 24 * 60 * 60 * 1000;
+
 export interface ChangeRequestServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
   audit: Pick<AuditLog, "append" | "record">;
@@ -130,10 +133,15 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
   }
 
   return {
-    /** Whether someone other than `actor` could approve a change request now (an active admin or security user). */
+    /**
+     * Whether someone other than `actor` could approve a change request (an active admin or security user), or
+     * could have a day ago: one disabled in the last 24 hours still counts, so disabling the only other admin,
+     * applying alone and enabling them again does not waive four-eyes.
+     */
     async anotherApprover(tx: Parameters<typeof store.anotherWithRoles>[0], actor: Actor): Promise<boolean> {
       if (actor.kind !== "principal") return true;
-      return store.anotherWithRoles(tx, actor.id, PERMISSIONS["catalog.write"]);
+      const since = new Date(clock.now().getTime() - ALONE_COOLDOWN_MS);
+      return store.anotherWithRoles(tx, actor.id, PERMISSIONS["catalog.write"], since);
     },
 
     /** Keeps a held plan as a change request (catalog.applyConfig calls it); the catalog must not have moved. */

@@ -98,11 +98,23 @@ export async function findActivePrincipal(
 }
 
 /** Whether an active principal other than `exceptId` holds one of `roles` (a possible second approver). */
-export async function anotherWithRoles(db: Q, exceptId: string, roles: readonly string[]): Promise<boolean> {
+export async function anotherWithRoles(
+  db: Q,
+  exceptId: string,
+  roles: readonly string[],
+  disabledSince?: Date,
+): Promise<boolean> {
   const row = await db
     .selectFrom("principals")
     .select("id")
-    .where("status", "=", "active")
+    .where((eb) =>
+      disabledSince === undefined
+        ? eb("status", "=", "active")
+        : eb.or([
+            eb("status", "=", "active"),
+            eb.and([eb("status", "=", "disabled"), eb("updated_at", ">=", disabledSince)]),
+          ]),
+    )
     .where("id", "<>", exceptId)
     .where(sql<boolean>`platform_roles && ${sql.val(roles)}::text[]`)
     .limit(1)
