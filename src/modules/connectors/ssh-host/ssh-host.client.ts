@@ -25,6 +25,11 @@ import {
 const CONNECT_TIMEOUT_MS = 5_000;
 const COMMAND_TIMEOUT_MS = 30_000;
 const CLOSE_WAIT_MS = 250;
+/**
+ * How long a command's channel may take to open. A live sshd answers at once; a pooled connection whose host
+ * went silent (no FIN: a pause, a network cut) would otherwise hold the call for the whole command timeout.
+ */
+const CHANNEL_OPEN_TIMEOUT_MS = 10_000;
 
 export interface Command {
   argv: string[];
@@ -280,7 +285,8 @@ function connect(
   });
 }
 
-function exec({ client, where }: SshConnection, command: string): Promise<CommandResult> {
+function exec(connection: SshConnection, command: string): Promise<CommandResult> {
+  const { client, where } = connection;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(unavailable(`a command on ${where} did not finish within ${COMMAND_TIMEOUT_MS / 1000} s`));
@@ -288,7 +294,15 @@ function exec({ client, where }: SshConnection, command: string): Promise<Comman
       client.end();
     }, COMMAND_TIMEOUT_MS);
     timer.unref();
+    const opening = setTimeout(() => {
+      clearTimeout(timer);
+      reject(new ConnectionLost(`${where} did not open a channel within ${CHANNEL_OPEN_TIMEOUT_MS / 1000} s`));
+      // Nothing ran: the connection is closed (not reused), and a reused one is retried on a new connection.
+      connection.socket.destroy();
+    }, CHANNEL_OPEN_TIMEOUT_MS);
+    opening.unref();
     client.exec(command, (error, channel) => {
+      clearTimeout(opening);
       if (error) {
         clearTimeout(timer);
         // No channel on a connection that was fine when the call took it: most likely it died meanwhile.

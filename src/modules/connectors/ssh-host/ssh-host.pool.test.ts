@@ -86,6 +86,21 @@ describe("ssh-host admin connection pool", () => {
     expect(ports()).not.toContain(before);
   });
 
+  it("a pooled connection whose server went silent (stopped, no FIN) is given up and the call retried", async () => {
+    await freshPools();
+    await observeRoot();
+    const [before] = ports();
+    // The connection's sshd processes (the monitor and its unprivileged child that speaks the protocol).
+    const stopped = sshdChildren(sshd.pid).flatMap((child) => [child, ...sshdChildren(child)]);
+    execFileSync("kill", ["-STOP", ...stopped.map(String)]);
+    try {
+      expect(await observeRoot()).toEqual(["root"]);
+      expect(ports()).not.toContain(before);
+    } finally {
+      execFileSync("kill", ["-KILL", ...stopped.map(String)]);
+    }
+  }, 60_000);
+
   it("an idle connection is closed after idleMs", async () => {
     await freshPools();
     sshHostPools.configure({ idleMs: 300 });
