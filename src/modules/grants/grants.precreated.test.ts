@@ -11,6 +11,8 @@ import { armFailpoint, disarmFailpoints } from "../../lib/failpoints.js";
 import type { Actor } from "../authz/authz.types.js";
 import { ENGINES, PG_ADMIN_URL } from "../../testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../../testing/server.js";
+import { statementCounter } from "../../testing/statements.js";
+import type { AppStore } from "../../db/index.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_pre_db_${hex}`;
@@ -85,8 +87,8 @@ describe.each(ENGINES)("logins pre-created ahead of demand, store on %s", (engin
     server = undefined;
   });
 
-  async function setup() {
-    server = await testServer(engine, { env: { STINT_RECONCILE_INTERVAL: "0" } });
+  async function setup(wrapStore?: (store: AppStore) => AppStore) {
+    server = await testServer(engine, { ...(wrapStore ? { wrapStore } : {}), env: { STINT_RECONCILE_INTERVAL: "0" } });
     const s = server;
     const post = async (url: string, payload: object) => {
       const res = await s.app.inject({ method: "POST", url, headers: { authorization: s.adminAuth }, payload });
@@ -176,9 +178,18 @@ eligibility: [{ role: ${role}, users: [${users.join(", ")}] }]
   }
 
   it("a pre-created login cannot sign in; handed out, it works; then it is dropped and never handed out again", async () => {
-    const { s, actors, context, drain, filled, submit, loginOf, stock, warm, passwordOf } = await setup();
+    const { wrap, measure } = statementCounter();
+    const { s, actors, context, drain, filled, submit, loginOf, stock, warm, passwordOf } = await setup(wrap);
     const ready = await warm();
     const passwords = await Promise.all(ready.map(passwordOf));
+    // The submit's hook hands the login out in the job's INSERT: one statement, as when it mints one.
+    const hooked: number[] = [];
+    const onGrant = s.grants.onGrant;
+    s.grants.onGrant = async (tx, change) => {
+      const measured = await measure(() => onGrant(tx, change));
+      hooked.push(measured.statements.length);
+      return measured.result;
+    };
     for (const [i, row] of ready.entries()) {
       expect(row.login).toMatch(/^stint_pre_[0-9a-f]{16}$/);
       // NOLOGIN (refused even where the server trusts local sign-ins), holding nothing.
@@ -188,6 +199,7 @@ eligibility: [{ role: ${role}, users: [${users.join(", ")}] }]
     const submitted = await submit(actors[1]!);
     const login = await loginOf(submitted.id);
     expect(login).toBe(ready[0]!.login);
+    expect(hooked).toEqual([1]);
     // Handed out (the submit committed) but not activated yet: still unusable.
     expect(await readAs(login, passwords[0]!)).toBe("28000");
     await drain();

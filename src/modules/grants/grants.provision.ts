@@ -44,14 +44,21 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
       // read), and the lane is given (the wrapper would read the target again).
       const grant = change.inputs ?? (await grantStore.grantLoginInputs(tx, change.grantId));
       if (!grant) throw new Error(`grant ${change.grantId} vanished inside its own transaction`);
-      // A target that keeps logins created ahead hands one to this grant (one statement); else one is minted.
-      const preCreated =
-        isDynamic(grant.entitlement) && preCreatedCount(grant.target_config) > 0
-          ? await claimPreCreated(tx, { grantId: change.grantId, targetId: grant.target_id, now: clock.now() })
-          : null;
       const mapped = isDynamic(grant.entitlement)
-        ? { login: preCreated ?? mintedLogin(grant.principal_name) }
+        ? { login: mintedLogin(grant.principal_name) }
         : grantLogin(grant.target_config, grant);
+      // A target that keeps logins created ahead hands one to this grant (else the minted login), in the job's INSERT.
+      const alongside =
+        "login" in mapped
+          ? isDynamic(grant.entitlement) && preCreatedCount(grant.target_config) > 0
+            ? claimPreCreated({
+                grantId: change.grantId,
+                targetId: grant.target_id,
+                now: clock.now(),
+                minted: mapped.login,
+              })
+            : grantStore.setLogin(change.grantId, mapped.login)
+          : undefined;
       await outbox.enqueue(tx, {
         kind: JOB.provision,
         idempotencyKey: `provision:${change.grantId}`,
@@ -61,7 +68,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
         // Run by this node's runner the moment the submit commits: no NOTIFY round, no claim of its own.
         runAfterCommit: true,
         // The login set by the job's INSERT: one statement.
-        ...("login" in mapped ? { alongside: grantStore.setLogin(change.grantId, mapped.login) } : {}),
+        ...(alongside ? { alongside } : {}),
       });
       return;
     }

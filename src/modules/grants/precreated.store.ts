@@ -1,34 +1,30 @@
 /** SQL of logins pre-created at targets ahead of demand (migrations/0038; grants.precreated.ts). */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import type { Alongside } from "../outbox/index.js";
 
 type Q = Kysely<Database>;
 
 /**
- * Hands one ready pre-created login of the target to the grant, in one statement of the submit's transaction: the
- * oldest ready row, locked (rows another submit is taking are skipped, never waited for), is deleted and its sealed
- * password becomes the grant's credential (`pool_id` naming its binding; unique, so no two grants ever hold one
- * login). Returns the login, or null when none is ready. A rollback of the submit puts the row back as it was.
+ * Hands one ready pre-created login of the target to the grant, carried by the provisioning job's INSERT in the
+ * submit's transaction (outbox `alongside`, one statement): the oldest ready row, locked (rows another submit is
+ * taking are skipped, never waited for), is deleted, its sealed password becomes the grant's credential (`pool_id`
+ * naming its binding; unique, so no two grants ever hold one login) and its login the grant's; with none ready,
+ * the grant gets `minted`. A rollback of the submit puts the row back as it was.
  */
-export async function claimPreCreated(
-  tx: Q,
-  input: { grantId: string; targetId: string; now: Date },
-): Promise<string | null> {
-  const result = await sql<{ login: string }>`
-    with pick as (
-      select id, login, ciphertext, wrapped_key, kek_version from precreated_logins
-       where target_id = ${input.targetId} and state = 'ready'
-       order by created_at, id
-       limit 1
-         for update skip locked
-    ), taken as (
-      delete from precreated_logins where id in (select id from pick)
-    ), credential as (
-      insert into grant_credentials (grant_id, login, ciphertext, wrapped_key, kek_version, created_at, pool_id)
-      select ${input.grantId}, login, ciphertext, wrapped_key, kek_version, ${input.now}, id from pick
-    )
-    select login from pick`.execute(tx);
-  return result.rows[0]?.login ?? null;
+export function claimPreCreated(input: { grantId: string; targetId: string; now: Date; minted: string }): Alongside[] {
+  return [
+    () => sql`(select id, login, ciphertext, wrapped_key, kek_version from precreated_logins
+               where target_id = ${input.targetId} and state = 'ready'
+               order by created_at, id
+               limit 1
+                 for update skip locked)`,
+    () => sql`(delete from precreated_logins where id in (select id from alongside))`,
+    () => sql`(insert into grant_credentials (grant_id, login, ciphertext, wrapped_key, kek_version, created_at, pool_id)
+              select ${input.grantId}, login, ciphertext, wrapped_key, kek_version, ${input.now}, id from alongside)`,
+    () => sql`(update grants set login = coalesce((select login from alongside), ${input.minted})
+               where id = ${input.grantId})`,
+  ];
 }
 
 /** Rows of pre-created logins about to be made at the target (state `creating`), in one statement. */

@@ -55,7 +55,7 @@ export interface NewJob {
 export async function insertJob(
   tx: Q,
   job: NewJob,
-  options: { alongside?: Alongside | undefined; notify?: boolean } = {},
+  options: { alongside?: Alongside | readonly Alongside[] | undefined; notify?: boolean } = {},
 ): Promise<boolean> {
   const inserted = await insertRows(tx, jobValues(job), options.alongside)
     .returning(
@@ -86,8 +86,18 @@ function jobValues(job: NewJob) {
  * The one INSERT of jobs: a row whose idempotency key exists is not written; `alongside`, the caller's write
  * carried as a data-modifying CTE (it runs whether or not it is referenced).
  */
-function insertRows(tx: Q, rows: Insertable<OutboxTable> | Insertable<OutboxTable>[], alongside?: Alongside) {
-  const carrying: Pick<Q, "insertInto"> = alongside ? tx.with("alongside", alongside) : tx;
+function insertRows(
+  tx: Q,
+  rows: Insertable<OutboxTable> | Insertable<OutboxTable>[],
+  alongside?: Alongside | readonly Alongside[],
+) {
+  const writes: readonly Alongside[] =
+    alongside === undefined ? [] : typeof alongside === "function" ? [alongside] : alongside;
+  // Named `alongside`, `alongside_1`, …: a later write may read an earlier one's RETURNING (or SELECT) by name.
+  const carrying = writes.reduce<Pick<Q, "insertInto">>(
+    (query, write, i) => (query as Q).with(i === 0 ? "alongside" : `alongside_${i}`, write) as unknown as Q,
+    tx,
+  );
   return carrying
     .insertInto("outbox")
     .values(rows)
@@ -101,7 +111,7 @@ function insertRows(tx: Q, rows: Insertable<OutboxTable> | Insertable<OutboxTabl
  */
 export async function insertClaimedJob(
   tx: Q,
-  job: NewJob & { leaseUntil: Date; aliveUntil: Date; alongside?: Alongside | undefined },
+  job: NewJob & { leaseUntil: Date; aliveUntil: Date; alongside?: Alongside | readonly Alongside[] | undefined },
 ): Promise<OutboxJob | undefined> {
   const claimed = {
     status: "running",

@@ -55,9 +55,10 @@ export interface EnqueueInput {
   /**
    * A write of the caller's (an UPDATE, INSERT or DELETE builder) that the job's INSERT carries as a
    * data-modifying CTE: one statement, one round trip, in the same transaction (e.g. the grant's login set with
-   * its provisioning job). It runs whether or not the job's idempotency key existed.
+   * its provisioning job). It runs whether or not the job's idempotency key existed. Several: CTEs `alongside`,
+   * `alongside_1`, … in this order, each able to read the ones before by name (one statement still).
    */
-  alongside?: Alongside | undefined;
+  alongside?: Alongside | readonly Alongside[] | undefined;
 }
 
 /** A data-modifying statement the job's INSERT carries (`EnqueueInput.alongside`). */
