@@ -394,6 +394,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       clock,
       masterKey,
       blobs: createBlobStore(config.blobDir),
+      recordingMaxBytes: config.recordingMaxBytes,
       registry,
       logger,
       vault,

@@ -97,6 +97,16 @@ export const configSchema = z
     /** Connections the SSH proxy holds at once, overall and from one source address; more are closed at accept. */
     sshProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     sshProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
+    /**
+     * The largest a session's recording may grow, in bytes: the write that would pass it ends the recording
+     * (and, under `recording: required`, the session). Default 4 GiB.
+     */
+    recordingMaxBytes: z.coerce
+      .number()
+      .int()
+      .min(1024 * 1024)
+      .max(Number.MAX_SAFE_INTEGER)
+      .default(4 * 1024 ** 3),
     /** Where the PostgreSQL session proxy listens ("off" turns it off). Default 127.0.0.1:6543. */
     pgProxyListen: z.union([z.literal("off"), listenAt("127.0.0.1:6543, or off")]).optional(),
     /** PEM certificate (chain) and key files for the PostgreSQL proxy: with them it speaks TLS only. */
@@ -326,6 +336,7 @@ export const ENV_KEYS = {
   STINT_MYSQL_PROXY_MAX_CONNECTIONS: "mysqlProxyMaxConnections",
   STINT_MYSQL_PROXY_MAX_CONNECTIONS_PER_ADDRESS: "mysqlProxyMaxConnectionsPerAddress",
   STINT_BLOB_DIR: "blobDir",
+  STINT_RECORDING_MAX_BYTES: "recordingMaxBytes",
   STINT_METRICS_TOKEN: "metricsToken",
   STINT_METRICS_REFRESH: "metricsRefresh",
   STINT_WORKLOAD_JWKS_COOLDOWN: "workloadJwksCooldown",

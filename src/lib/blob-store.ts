@@ -20,8 +20,15 @@ export interface BlobWriter {
   readonly open: boolean;
   /** The first write failure, if any. */
   readonly failure: Error | null;
-  /** Called once, at the first write failure. */
+  /** Called once, at the first write failure (or the write that would pass `maxBytes`: code EFBIG). */
   onFailure(listener: (error: Error) => void): void;
+  /**
+   * More than BLOB_BACKLOG_BYTES taken wait for the disk (a stalled or slow disk): a writer that can hold
+   * its source back should, until `onDrain`. The writer itself never drops what it took.
+   */
+  readonly backlogged: boolean;
+  /** Calls `listener` once, as soon as the writer is not backlogged (at once if it is not). */
+  onDrain(listener: () => void): void;
   /**
    * Flushes and closes; the blob is then readable under its key. After a write failure the blob holds
    * what reached the file before it (`partial: true`, its own size and SHA-256).
@@ -35,12 +42,17 @@ export interface FinishedBlob {
   bytes: number;
   /** Writing failed: the blob holds the writes taken before the failure, as far as they reached the file. */
   partial?: true;
+  /** The blob stopped at its size limit (`maxBytes`): it holds every write taken before the one that would pass it. */
+  limit?: number;
 }
 
 export interface BlobStore {
   readonly dir: string;
-  /** Creates a new blob (refuses an existing key). Throws when the store cannot be written to. */
-  create(key: string): Promise<BlobWriter>;
+  /**
+   * Creates a new blob (refuses an existing key). Throws when the store cannot be written to. `maxBytes`:
+   * the write that would pass it is refused (EFBIG, as a failure) and the blob ends `partial` there.
+   */
+  create(key: string, options?: { maxBytes?: number }): Promise<BlobWriter>;
   /** A blob's bytes as a stream; throws ENOENT for a missing key. */
   read(key: string): Promise<ReadStream>;
   size(key: string): Promise<number>;
@@ -66,7 +78,7 @@ export function createBlobStore(dir: string, options: { minFreeBytes?: number } 
   };
   return {
     dir: root,
-    async create(key) {
+    async create(key, createOptions = {}) {
       const file = fileOf(key);
       await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
       // Written under a temporary name and renamed at the end: a reader never sees half a blob as whole.
@@ -80,7 +92,7 @@ export function createBlobStore(dir: string, options: { minFreeBytes?: number } 
           { code: "ENOSPC" },
         );
       const handle = await open(partial, "wx", 0o600);
-      return blobWriter(key, handle, partial, file);
+      return blobWriter(key, handle, partial, file, createOptions.maxBytes);
     },
     read: async (key) => {
       const file = fileOf(key);
@@ -126,15 +138,30 @@ export function createBlobStore(dir: string, options: { minFreeBytes?: number } 
 export const BLOB_BATCH_BYTES = 64 * 1024;
 export const BLOB_BATCH_MS = 100;
 
-function blobWriter(key: string, handle: FileHandle, partial: string, file: string): BlobWriter {
+/** Bytes taken and not yet on the disk past which a writer is `backlogged` (its callers hold their source). */
+export const BLOB_BACKLOG_BYTES = 4 * 1024 * 1024;
+
+function blobWriter(key: string, handle: FileHandle, partial: string, file: string, maxBytes?: number): BlobWriter {
   const hash = createHash("sha256");
   let bytes = 0;
   /** Bytes in the file: all `bytes` once finished, unless writing failed. */
   let onDisk = 0;
   let failure: Error | null = null;
+  /** The write that would have passed maxBytes: nothing more is taken, what was taken is still written. */
+  let limited: Error | null = null;
   const listeners: ((error: Error) => void)[] = [];
   let queued: Buffer[] = [];
   let queuedBytes = 0;
+  /** The batch being written. */
+  let inFlight = 0;
+  let drainListeners: (() => void)[] = [];
+  const backlogged = () => !failure && !crashed && queuedBytes + inFlight > BLOB_BACKLOG_BYTES;
+  const drained = () => {
+    if (drainListeners.length === 0 || backlogged()) return;
+    const waiting = drainListeners;
+    drainListeners = [];
+    for (const listener of waiting) listener();
+  };
   let timer: NodeJS.Timeout | null = null;
   let flushing: Promise<void> | null = null;
   /** Set by finish(): a write that comes later (a relay still running) must not reach a closing file. */
@@ -142,10 +169,13 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
   /** A test's simulated crash (failpoint): the process is dead here; the file stays `.partial` as it is. */
   let crashed: FailpointCrash | null = null;
   let finished: Promise<FinishedBlob> | null = null;
+  const notify = (error: Error) => {
+    for (const listener of listeners.splice(0)) listener(error);
+  };
   const fail = (error: Error) => {
     if (failure) return;
     failure = error;
-    for (const listener of listeners) listener(error);
+    notify(error);
   };
   /** Writes what waits; goes on while a full batch (or, once sealed, anything) waits. */
   const flush = (): Promise<void> => {
@@ -159,7 +189,10 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
         const batch = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, queuedBytes);
         queued = [];
         queuedBytes = 0;
+        inFlight = batch.length;
         await writeBatch(batch, pieces);
+        inFlight = 0;
+        drained();
         try {
           await failpoint("session.recording.after-write");
         } catch (error) {
@@ -172,11 +205,12 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
         }
         if (queuedBytes < BLOB_BATCH_BYTES && !sealed) break;
       }
-      if (failure) {
+      if (failure || crashed) {
         queued = [];
         queuedBytes = 0;
       }
       flushing = null;
+      drained();
       if (queued.length > 0) schedule();
     })();
     return flushing;
@@ -218,18 +252,33 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
   return {
     key,
     get failure() {
-      return failure;
+      return failure ?? limited;
     },
     get open() {
-      return !sealed && !failure && !crashed;
+      return !sealed && !failure && !limited && !crashed;
+    },
+    get backlogged() {
+      return backlogged();
+    },
+    onDrain(listener) {
+      if (backlogged()) drainListeners.push(listener);
+      else listener();
     },
     onFailure(listener) {
-      if (failure) listener(failure);
+      const first = failure ?? limited;
+      if (first) listener(first);
       else listeners.push(listener);
     },
     write(data) {
-      if (failure || sealed || crashed) return false;
+      if (failure || limited || sealed || crashed) return false;
       const chunk = typeof data === "string" ? Buffer.from(data) : Buffer.from(data);
+      if (maxBytes !== undefined && bytes + chunk.length > maxBytes) {
+        limited = Object.assign(new Error(`the blob would pass its size limit of ${maxBytes} bytes`), {
+          code: "EFBIG",
+        });
+        notify(limited);
+        return false;
+      }
       bytes += chunk.length;
       queued.push(chunk);
       queuedBytes += chunk.length;
@@ -261,8 +310,8 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
     await handle.close().catch(() => undefined);
     if (failure && !failed) throw failure; // the bytes may not be on the disk: nothing to vouch for
     await rename(partial, file);
-    return failure
-      ? { key, sha256: hash.digest("hex"), bytes: onDisk, partial: true }
-      : { key, sha256: hash.digest("hex"), bytes };
+    if (failure) return { key, sha256: hash.digest("hex"), bytes: onDisk, partial: true };
+    if (limited) return { key, sha256: hash.digest("hex"), bytes, partial: true, limit: maxBytes! };
+    return { key, sha256: hash.digest("hex"), bytes };
   }
 }

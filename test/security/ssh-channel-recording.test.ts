@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
 import {
   auditedFor,
   newestEnded,
@@ -17,6 +18,8 @@ import {
 } from "../../src/testing/ssh-recordings.js";
 import { sshSessionsHarness, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
 
+/** The recordings' size limit in this file (STINT_RECORDING_MAX_BYTES). */
+const MAX_RECORDING = 16 * 1024 * 1024;
 let h: SshSessionsHarness;
 let user: string;
 let key: string;
@@ -26,6 +29,7 @@ beforeAll(async () => {
     policy: "    session: { recording: required }",
     // Root on the target made its sftp subsystem a shell.
     sshdConfig: ["Subsystem sftp /bin/sh"],
+    env: { STINT_RECORDING_MAX_BYTES: String(MAX_RECORDING) },
   });
   user = h.users[0]!;
   await h.activate(user, "web-shell");
@@ -123,4 +127,57 @@ describe("several session channels on one connection (OpenSSH's ControlMaster)",
     expect(streamOf(recording, "stdout", alpha as number)).toBe("alpha1\nalpha2\nalpha3\nalpha4\nalpha5\n");
     expect(streamOf(recording, "stdout", beta as number)).toBe("beta1\nbeta2\nbeta3\nbeta4\nbeta5\n");
   }, 90_000);
+});
+
+describe("a recordings disk that stalls, and a recording's size limit", () => {
+  const OUTPUT = 12_000_000;
+  const received = (client: ReturnType<SshSessionsHarness["spawnSsh"]>) => client.stdout().length;
+
+  it("while the disk stalls the target is held back: the proxy does not buffer the output, and loses none of it", async () => {
+    let release: () => void = () => undefined;
+    const stalled = new Promise<void>((resolve) => (release = resolve));
+    // The first batch of the recording reaches the disk, then the disk takes nothing more until released.
+    armFailpoint("session.recording.after-write", () => stalled);
+    try {
+      const client = h.spawnSsh(key, `${user}%web`, [`head -c ${OUTPUT} /dev/zero | tr '\\0' y`]);
+      // Wait until what reaches the client stops growing (or all of it came).
+      let last = -1;
+      let steady = 0;
+      await until(
+        "the output to stop flowing",
+        () => {
+          const now = received(client);
+          steady = now === last ? steady + 1 : 0;
+          last = now;
+          return now >= OUTPUT || steady >= 60; // 3 s without a byte
+        },
+        120_000,
+      );
+      // Before: all 12 MB passed (and waited in the proxy's memory for the disk).
+      expect(received(client)).toBeLessThan(OUTPUT / 2);
+      release();
+      expect(await client.exited).toBe(0);
+      expect(received(client)).toBe(OUTPUT);
+      const recording = await replayed(h, await newestEnded(h, user));
+      expect(streamOf(recording, "stdout")).toBe("y".repeat(OUTPUT));
+    } finally {
+      release();
+      disarmFailpoints();
+    }
+  }, 180_000);
+
+  it("a recording that reaches STINT_RECORDING_MAX_BYTES ends a session under `recording: required`, saying why", async () => {
+    const client = h.spawnSsh(key, `${user}%web`, [`head -c ${2 * MAX_RECORDING} /dev/zero | tr '\\0' y`]);
+    expect(await client.exited).not.toBe(0);
+    // Before: all of it passed and was recorded, however large.
+    expect(received(client)).toBeLessThan(2 * MAX_RECORDING);
+    const ended = await newestEnded(h, user);
+    expect(ended.session.endReason).toBe("recording_failed");
+    expect(ended.reason).toMatch(/size limit/);
+    expect(ended.recording).toMatchObject({ partial: true, limit: MAX_RECORDING });
+    expect(ended.recording!.bytes).toBeLessThanOrEqual(MAX_RECORDING);
+    // What was recorded up to the limit is kept, served and whole.
+    const recording = await replayed(h, ended);
+    expect(streamOf(recording, "stdout").length).toBeGreaterThan(0);
+  }, 120_000);
 });

@@ -83,6 +83,13 @@ export function createRecorder(options: {
     get open() {
       return !finished && (writer === null || writer.open);
     },
+    get backlogged() {
+      return writer?.backlogged ?? false;
+    },
+    onDrain(listener) {
+      if (writer) writer.onDrain(listener);
+      else listener();
+    },
     output: (data, channel) => frame("o", data, channel),
     errorOutput: (data, channel) => frame("e", data, channel),
     input: (data, channel) => frame("i", data, channel),

@@ -34,6 +34,8 @@ export interface SessionServiceDeps {
   clock: Clock;
   masterKey: Uint8Array;
   blobs: BlobStore;
+  /** The largest a session's recording may grow (STINT_RECORDING_MAX_BYTES); none when absent. */
+  recordingMaxBytes?: number;
   registry: Registry;
   logger: Logger;
   vault: Pick<VaultService, "injectValue" | "openValue">;

@@ -69,7 +69,8 @@ export function createOpenSession(core: SessionsCore) {
     const recordingKey = `recordings/${month}/${id}.${RECORDING_EXTENSION[kind]}`;
     let writer: BlobWriter | null = null;
     try {
-      writer = await blobs.create(recordingKey);
+      const maxBytes = core.deps.recordingMaxBytes;
+      writer = await blobs.create(recordingKey, maxBytes === undefined ? {} : { maxBytes });
     } catch (error) {
       metrics.recordingFailures.inc({ kind });
       logger.error({ err: error, session: id, blobs: blobs.dir }, "the recording store cannot be written to");
@@ -189,15 +190,13 @@ export function createOpenSession(core: SessionsCore) {
       onFailure: (error) => {
         metrics.recordingFailures.inc({ kind });
         logger.error({ err: error, session: id }, "a session recording failed");
-        if (policy.recording === "required")
-          abort(
-            entry,
-            {
-              reason: "recording_failed",
-              message: `Recording is required for ${activation.role_name} and it failed, so the session is ended.`,
-            },
-            clock.now().getTime(),
-          );
+        if (policy.recording !== "required") return;
+        const limit = (error as NodeJS.ErrnoException).code === "EFBIG" ? core.deps.recordingMaxBytes : undefined;
+        const message =
+          limit === undefined
+            ? `Recording is required for ${activation.role_name} and it failed, so the session is ended.`
+            : `This session's recording reached its size limit (${limit} bytes, STINT_RECORDING_MAX_BYTES) and recording is required for ${activation.role_name}, so the session is ended.`;
+        abort(entry, { reason: "recording_failed", message }, clock.now().getTime());
       },
     });
 
@@ -265,6 +264,8 @@ export function createOpenSession(core: SessionsCore) {
                       sha256: recording.sha256,
                       bytes: recording.bytes,
                       ...(recording.partial ? { partial: true } : {}),
+                      // limit: it stopped at STINT_RECORDING_MAX_BYTES (it holds everything before).
+                      ...(recording.limit !== undefined ? { limit: recording.limit } : {}),
                     }
                   : null,
               },

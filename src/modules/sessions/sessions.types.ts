@@ -145,6 +145,13 @@ export interface SessionRecorder {
   event(name: string, fields: Record<string, unknown>): void;
   /** A PostgreSQL or MySQL query, logged when it completes (or fails). */
   query(entry: QueryLogEntry): void;
+  /**
+   * The recording's disk is behind (a stalled or slow disk: more than a few MiB wait to be written): a
+   * proxy holds its sources back until `onDrain` rather than let the backlog grow in memory or drop it.
+   */
+  readonly backlogged?: boolean;
+  /** Calls `listener` once the recording is no longer backlogged (at once if it is not). */
+  onDrain?(listener: () => void): void;
 }
 
 /** A session the module opened: the proxy relays until `signal` aborts or either side closes, then calls `end`. */

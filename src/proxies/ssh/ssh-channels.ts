@@ -203,7 +203,7 @@ function relayChannel(
   };
 
   const relayClient = () => {
-    relayStream(local, remote, fromClient, relaying, files?.fromClient);
+    relayStream(local, remote, fromClient, relaying, files?.fromClient, recorder);
     local.resume();
   };
   // An sftp channel: nothing more than the INIT passes before the target answered as SFTP (sftp-handshake.ts).
@@ -229,14 +229,17 @@ function relayChannel(
     : undefined;
   const filter = files?.fromServer;
   const fromServer = handshake && filter ? (data: Buffer) => handshake(data).flatMap(filter) : (handshake ?? filter);
-  relayStream(remote, local, fromTarget, relaying, fromServer);
-  relayStream(remote.stderr, local.stderr, fromTargetStderr, relaying);
+  relayStream(remote, local, fromTarget, relaying, fromServer, recorder);
+  relayStream(remote.stderr, local.stderr, fromTargetStderr, relaying, undefined, recorder);
   // The client's EOF goes on to the target; the target's EOF waits for its exit status (below).
   local.on("end", () => safely(() => remote.end()));
   if (!handshake) relayClient();
   remote.on("error", (error: Error) => connection.log.debug({ err: error }, "ssh target channel error"));
 
   remote.on("exit", (code: number | null, signal?: string, coreDumped?: boolean, description?: string) => {
+    // Once the relay stopped (a required recording failed or reached its limit), the client did not get
+    // all the output: it gets no exit status (a success) for it either; the connection closes.
+    if (!relaying()) return;
     if (typeof code === "number") {
       exit = { exitCode: code };
       safely(() => local.exit(code));
@@ -262,7 +265,7 @@ function relayChannel(
   };
   remote.on("close", () => {
     recordEnd();
-    safely(() => local.end());
+    if (relaying()) safely(() => local.end());
   });
   local.on("close", () => {
     recordEnd();

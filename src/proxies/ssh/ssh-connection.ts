@@ -220,8 +220,8 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
         session?.recorder.event("forward_data", { id, ...forward, direction, data: data.toString("base64") });
       };
     };
-    relayStream(remote, local, observe("down"), relaying);
-    relayStream(local, remote, observe("up"), relaying);
+    relayStream(remote, local, observe("down"), relaying, undefined, session?.recorder);
+    relayStream(local, remote, observe("up"), relaying, undefined, session?.recorder);
     local.on("end", () => safely(() => remote.end()));
     remote.on("end", () => safely(() => local.end()));
     for (const side of [local, remote]) {

@@ -3,6 +3,9 @@ import type { Readable, Writable } from "node:stream";
 
 /**
  * Data from `from` to `to`, each chunk seen by `observe` first, with backpressure; no end propagation.
+ * Backpressure from the recording too: when its disk is behind (`recording.backlogged`), `from` waits
+ * until the recording drained, and its sender's window is not topped up meanwhile (a stalled disk holds
+ * the target back instead of filling the proxy's memory).
  * Once `relaying()` answers false (the session is ending and its recording closing) chunks are dropped:
  * nothing passes that the recording did not take.
  *
@@ -22,14 +25,26 @@ export function relayStream(
   relaying: () => boolean,
   /** What to pass on instead of the chunk (the file-transfer policy); a filter that fails passes nothing. */
   transform?: (data: Buffer) => Buffer[],
+  /** The recording: while its disk is behind, `from` waits (nothing is dropped, nothing piles up in memory). */
+  recording?: RecordingBacklog,
 ): void {
   const window = channelWindow(from, RELAY_WINDOW);
   const batch = writeBatch(to);
+  /** `to` is backed up. */
   let waiting = false;
+  /** The recording is backed up. */
+  let held = false;
+  const resume = () => {
+    if (!waiting && !held) from.resume();
+  };
+  const release = () => {
+    held = false;
+    resume();
+  };
   to.on("drain", () => {
     if (!waiting) return;
     waiting = false;
-    from.resume();
+    resume();
   });
   from.on("data", (data: Buffer) => {
     if (!relaying()) return;
@@ -52,13 +67,24 @@ export function relayStream(
     } else {
       passed = to.write(data);
     }
-    if (passed) {
-      window?.grant();
-    } else if (!waiting) {
+    if (!held && recording?.backlogged && recording.onDrain) {
+      held = true;
+      from.pause();
+      recording.onDrain(release);
+    }
+    if (!passed && !waiting) {
       waiting = true;
       from.pause();
+    } else if (passed && !held) {
+      window?.grant();
     }
   });
+}
+
+/** What relayStream reads of a session's recorder (SessionRecorder's backlogged and onDrain). */
+export interface RecordingBacklog {
+  readonly backlogged?: boolean;
+  onDrain?(listener: () => void): void;
 }
 
 /**
