@@ -158,6 +158,11 @@ export function listRoles(db: Q) {
   return roleQuery(db).orderBy("roles.name").execute();
 }
 
+/** The roles on a target with their policies' specs, to weigh a change of the target against their floors. */
+export function rolesOnTarget(db: Q, targetId: string) {
+  return roleQuery(db).where("roles.target_id", "=", targetId).orderBy("roles.name").execute();
+}
+
 export function findRole(db: Q, ref: string) {
   return byRef(roleQuery(db), "roles", ref).executeTakeFirst();
 }

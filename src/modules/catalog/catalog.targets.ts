@@ -11,7 +11,38 @@ import * as catalogStore from "./catalog.store.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
 import { applyCustody } from "./custody.js";
 import { storedCredentials } from "./custody.store.js";
-import { targetValues, endpointOfRow, custodyOrThrow, invalid, targetDto } from "./catalog.helpers.js";
+import {
+  targetValues,
+  endpointOfRow,
+  custodyOrThrow,
+  invalid,
+  targetDto,
+  normalizeSpec,
+  quote,
+  type Db,
+} from "./catalog.helpers.js";
+import { riskFloorProblem } from "./risk-floor.rules.js";
+import type { TargetKind } from "./catalog.types.js";
+import type { TargetValues } from "./catalog.store.js";
+
+/**
+ * A target's new labels (or options) may raise the floor of a role on it above the role's declared tier: refused
+ * as the role's own write would be (risk-floor.rules.ts), so the change cannot leave a role below its floor.
+ */
+async function floorsOfRolesOn(db: Db, targetId: string, values: TargetValues): Promise<void> {
+  const issues = [];
+  for (const role of await catalogStore.rolesOnTarget(db, targetId)) {
+    const grant = {
+      targetKind: values.kind as TargetKind,
+      targetLabels: values.labels ?? {},
+      entitlement: role.entitlement as Record<string, unknown>,
+      policy: normalizeSpec(role.policy_spec),
+    };
+    const floor = riskFloorProblem(grant, role.risk);
+    if (floor) issues.push({ path: "body.labels", message: `role ${quote(role.name)} would have ${floor}` });
+  }
+  if (issues.length > 0) throw invalid(issues);
+}
 import type { CatalogContext } from "./catalog.context.js";
 
 export function targetUseCases(ctx: CatalogContext) {
@@ -75,6 +106,7 @@ export function targetUseCases(ctx: CatalogContext) {
         if (before.kind !== values.kind && (await catalogStore.roleNamesUsingTarget(tx, row.id)).length > 0)
           throw invalid([{ path: "body.kind", message: "cannot change the kind of a target that has roles" }]);
         if (fields.length === 0) return targetDto(row, await storedCredentials(tx));
+        await floorsOfRolesOn(tx, row.id, values);
         // Nor what a role they are eligible for grants through its target (its session login, its address…).
         const ownAccess = await guardOwnAccess(tx, actor);
         await fourEyesGuard(
