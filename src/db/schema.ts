@@ -54,6 +54,8 @@ export interface GroupsTable {
   source: Generated<string>;
   external_id: Generated<string | null>;
   scim_name: Generated<string | null>;
+  /** The SCIM service that created the group (migration 0043); null for any other, or one from before. */
+  provisioned_by: Generated<string | null>;
   created_at: Timestamp;
 }
 

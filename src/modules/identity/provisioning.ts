@@ -2,9 +2,9 @@
  * What an identity provider's provisioning (SCIM) reads and writes of principals, groups and memberships, as
  * functions of the identity module: the tables stay identity's own. Every function takes the transaction (or db)
  * it runs in and sees only rows of the `source` it is given, so a provisioner never reads or changes a local
- * account or group.
+ * account or group; a SCIM service (an `Owner`) sees, of those, only the ones it provisioned (`provisioned_by`).
  */
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/schema.js";
 import * as identityStore from "./identity.store.js";
 import type { PrincipalRow } from "./identity.store.js";
@@ -16,14 +16,42 @@ export type GroupRow = Awaited<ReturnType<typeof findSourcedGroup>> & object;
 /** An id no row has (an empty page, a filter on a malformed id). */
 const NO_ID = "00000000-0000-0000-0000-000000000000";
 
-export function findSourcedPrincipal(db: Q, id: string, source: string, lock = false) {
-  let query = db.selectFrom("principals").selectAll().where("id", "=", id).where("source", "=", source);
+/**
+ * Whose rows a provisioner sees: those of `source` that `service` provisioned, and with `orUnowned` also those
+ * recording no service (rows from before `provisioned_by` was kept, when a single service could have made them).
+ */
+export interface Owner {
+  source: string;
+  service: string;
+  orUnowned: boolean;
+}
+
+/** The condition "`table`'s row is `owner`'s". */
+function owned(owner: Owner, table: "principals" | "groups") {
+  const column = sql.ref(`${table}.provisioned_by`);
+  return owner.orUnowned
+    ? sql<boolean>`(${column} = ${owner.service} or ${column} is null)`
+    : sql<boolean>`${column} = ${owner.service}`;
+}
+
+export function findSourcedPrincipal(db: Q, id: string, owner: Owner, lock = false) {
+  let query = db
+    .selectFrom("principals")
+    .selectAll()
+    .where("id", "=", id)
+    .where("source", "=", owner.source)
+    .where(owned(owner, "principals"));
   if (lock) query = query.forUpdate();
   return query.executeTakeFirst();
 }
 
-export function findSourcedGroup(db: Q, id: string, source: string, lock = false) {
-  let query = db.selectFrom("groups").selectAll().where("id", "=", id).where("source", "=", source);
+export function findSourcedGroup(db: Q, id: string, owner: Owner, lock = false) {
+  let query = db
+    .selectFrom("groups")
+    .selectAll()
+    .where("id", "=", id)
+    .where("source", "=", owner.source)
+    .where(owned(owner, "groups"));
   if (lock) query = query.forUpdate();
   return query.executeTakeFirst();
 }
@@ -62,7 +90,15 @@ export async function updatePrincipalAttributes(
 
 export async function insertGroup(
   tx: Q,
-  values: { id: string; name: string; source: string; externalId: string | null; scimName: string; now: Date },
+  values: {
+    id: string;
+    name: string;
+    source: string;
+    externalId: string | null;
+    scimName: string;
+    provisionedBy: string;
+    now: Date;
+  },
 ): Promise<void> {
   await tx
     .insertInto("groups")
@@ -73,6 +109,7 @@ export async function insertGroup(
       source: values.source,
       external_id: values.externalId,
       scim_name: values.scimName,
+      provisioned_by: values.provisionedBy,
       created_at: values.now,
     })
     .execute();
@@ -116,21 +153,23 @@ export async function groupsNamed(db: Q, names: string[]) {
 export async function updateGroupAttributes(
   tx: Q,
   id: string,
-  changes: { external_id?: string | null; source?: string },
+  changes: { external_id?: string | null; source?: string; provisioned_by?: string },
 ): Promise<void> {
   await tx.updateTable("groups").set(changes).where("id", "=", id).execute();
 }
 
-/** The groups of `source` a principal is a member of, by name. */
-export function sourcedGroupsOf(db: Q, principalId: string, source: string) {
-  return db
+/** The groups of `source` (or of an owner) a principal is a member of, by name. */
+export function sourcedGroupsOf(db: Q, principalId: string, source: string | Owner) {
+  let query = db
     .selectFrom("group_members")
     .innerJoin("groups", "groups.id", "group_members.group_id")
     .select(["groups.id", "groups.name", "groups.scim_name", "groups.external_id"])
-    .where("group_members.principal_id", "=", principalId)
-    .where("groups.source", "=", source)
-    .orderBy("groups.name")
-    .execute();
+    .where("group_members.principal_id", "=", principalId);
+  query =
+    typeof source === "string"
+      ? query.where("groups.source", "=", source)
+      : query.where("groups.source", "=", source.source).where(owned(source, "groups"));
+  return query.orderBy("groups.name").execute();
 }
 
 /** A group's members, by name. */
@@ -144,14 +183,15 @@ export function membersOf(db: Q, groupId: string) {
     .execute();
 }
 
-/** The principals of `source` among `ids` (id and name); ids of other sources or none are left out. */
-export function sourcedPrincipalsByIds(db: Q, ids: string[], source: string) {
+/** The principals of `owner` among `ids` (id and name); ids of other sources, other owners or none are left out. */
+export function sourcedPrincipalsByIds(db: Q, ids: string[], owner: Owner) {
   if (ids.length === 0) return Promise.resolve([]);
   return db
     .selectFrom("principals")
     .select(["id", "name"])
     .where("id", "in", ids)
-    .where("source", "=", source)
+    .where("source", "=", owner.source)
+    .where(owned(owner, "principals"))
     .execute();
 }
 
@@ -160,19 +200,22 @@ export type SourcedTable = "principals" | "groups";
 export type SourcedCriterion = { by: "name" | "externalId" | "id"; value: string; raw?: string } | undefined;
 
 /**
- * One page of the rows of `source` in `table` (their ids, in creation order) and how many match in all,
+ * One page of `owner`'s rows in `table` (their ids, in creation order) and how many match in all,
  * optionally those with one name, external id or id.
  */
 export async function pageSourced(
   db: Q,
   table: SourcedTable,
-  source: string,
+  owner: Owner,
   criterion: SourcedCriterion,
   offset: number,
   limit: number,
 ): Promise<{ total: number; ids: string[] }> {
   // Both tables have the columns used here; Kysely's types cannot say so for a union of table names.
-  let select = db.selectFrom(table as "groups").where("source", "=", source);
+  let select = db
+    .selectFrom(table as "groups")
+    .where("source", "=", owner.source)
+    .where(owned(owner, table));
   if (criterion?.by === "name") {
     const { value, raw } = criterion;
     select =

@@ -1,7 +1,8 @@
 /**
  * SCIM 2.0 provisioning of users and groups by an identity provider (Entra ID, Okta), authenticated as a service
  * identity the configuration names (`scimServices`). SCIM sees and changes only what it created (source `scim`):
- * a local account or group with the same name is never taken over. Every change is one transaction with its audit
+ * a local account or group with the same name is never taken over; and each service only what it provisioned
+ * (`provisioned_by`), a group's members only among its own users: another service's resources are 404 to it. Every change is one transaction with its audit
  * events; a user made inactive or deleted is disabled in that transaction (sessions and tokens revoked, pending
  * requests cancelled, activations revoked at the targets through the outbox), and a member removed from a group
  * loses what they activated through it, the same way.
@@ -87,7 +88,15 @@ export function createScimService(deps: ScimServiceDeps) {
     throw new ScimError(403, "This identity may not provision users (it is not in scimServices).");
   }
 
-  async function userResource(db: Db, row: UserRow) {
+  /**
+   * What service `by` sees: what it provisioned, and rows recording no service (from before migrations 0033 and
+   * 0043) only when it is the one configured, as it then made them; with several, those are no service's.
+   */
+  function ownerOf(by: string): provisioning.Owner {
+    return { source: SOURCE, service: by, orUnowned: deps.services.length === 1 };
+  }
+
+  async function userResource(db: Db, row: UserRow, by: string) {
     const updated = new Date(row.updated_at);
     return {
       schemas: [SCHEMA_USER],
@@ -97,7 +106,7 @@ export function createScimService(deps: ScimServiceDeps) {
       displayName: row.display_name ?? undefined,
       active: row.status === "active",
       emails: row.email ? [{ value: row.email, primary: true, type: "work" }] : [],
-      groups: (await provisioning.sourcedGroupsOf(db, row.id, SOURCE)).map((g) => ({
+      groups: (await provisioning.sourcedGroupsOf(db, row.id, ownerOf(by))).map((g) => ({
         value: g.id,
         display: g.scim_name ?? g.name,
       })),
@@ -112,9 +121,9 @@ export function createScimService(deps: ScimServiceDeps) {
     };
   }
 
-  async function scimUser(db: Db, id: string, lock = false): Promise<UserRow> {
+  async function scimUser(db: Db, id: string, by: string, lock = false): Promise<UserRow> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(404, `There is no user ${id.slice(0, 64)}.`);
-    const row = await provisioning.findSourcedPrincipal(db, id, SOURCE, lock);
+    const row = await provisioning.findSourcedPrincipal(db, id, ownerOf(by), lock);
     if (!row) throw new ScimError(404, `There is no user ${id}.`);
     return row;
   }
@@ -136,7 +145,7 @@ export function createScimService(deps: ScimServiceDeps) {
     // An incident-response disable outlasts the identity provider's next sync: only an administrator undoes it.
     if (fields.active === true && row.status === "disabled" && !scimMayEnable(row.disabled_by))
       throw new AdminDisabled(row.name);
-    // Accounts provisioned before migration 0033 become this service's at its next change.
+    // Accounts provisioned before migration 0033 become the single configured service's at its next change.
     if (row.provisioned_by === null) changes.provisioned_by = by;
     const events: AuditInput[] = [];
     if (Object.keys(changes).length > 0) {
@@ -191,9 +200,9 @@ export function createScimService(deps: ScimServiceDeps) {
       throw new ScimError(412, "The resource changed since that version (If-Match).");
   }
 
-  async function groupRow(db: Db, id: string, lock = false) {
+  async function groupRow(db: Db, id: string, by: string, lock = false) {
     if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(404, `There is no group ${id.slice(0, 64)}.`);
-    const row = await provisioning.findSourcedGroup(db, id, SOURCE, lock);
+    const row = await provisioning.findSourcedGroup(db, id, ownerOf(by), lock);
     if (!row) throw new ScimError(404, `There is no group ${id}.`);
     return row;
   }
@@ -217,12 +226,12 @@ export function createScimService(deps: ScimServiceDeps) {
     };
   }
 
-  /** Members by SCIM id: only users SCIM provisioned. */
-  async function memberRows(tx: Db, ids: string[]) {
+  /** Members by SCIM id: only users this SCIM service provisioned. */
+  async function memberRows(tx: Db, ids: string[], by: string) {
     if (ids.length === 0) return [];
     for (const id of ids)
       if (!/^[0-9a-f-]{36}$/i.test(id)) throw new ScimError(400, `No user ${id.slice(0, 64)}.`, "invalidValue");
-    const rows = await provisioning.sourcedPrincipalsByIds(tx, ids, SOURCE);
+    const rows = await provisioning.sourcedPrincipalsByIds(tx, ids, ownerOf(by));
     const missing = ids.filter((id) => !rows.some((r) => r.id === id));
     if (missing.length > 0) throw new ScimError(400, `No provisioned user ${missing[0]}.`, "invalidValue");
     return rows;
@@ -237,7 +246,7 @@ export function createScimService(deps: ScimServiceDeps) {
     by: string,
   ): Promise<AuditInput[]> {
     const memberships = async (ids: string[]) =>
-      (await memberRows(tx, [...new Set(ids)])).map((principal) => ({ group, principal }));
+      (await memberRows(tx, [...new Set(ids)], by)).map((principal) => ({ group, principal }));
     return [
       ...(await addMemberships(tx, await memberships(add), clock.now(), { source: SOURCE })),
       ...(await removeMemberships(tx, lifecycle, await memberships(remove), { by, source: SOURCE })),
@@ -277,11 +286,11 @@ export function createScimService(deps: ScimServiceDeps) {
     const change = fields(body);
     return store
       .transaction(async (tx) => {
-        const row = await scimUser(tx, id, true);
+        const row = await scimUser(tx, id, by, true);
         checkVersion(row, ifMatch);
         const events = await changeUser(tx, row, change, by);
         if (events.length > 0) await audit.append(tx, actor, context, events);
-        return userResource(tx, (await provisioning.findPrincipalById(tx, row.id))!);
+        return userResource(tx, (await provisioning.findPrincipalById(tx, row.id))!, by);
       })
       .catch(uniqueness("user", { externalId: change.externalId }))
       .catch((error: unknown) => refuseAdminDisabled(actor, context, by, error));
@@ -375,7 +384,7 @@ export function createScimService(deps: ScimServiceDeps) {
    * One page of what SCIM provisioned in `table` (its ids, in creation order) and how many match in all, for a
    * filter on the name attribute (matched through the Stint name it maps to), `externalId` or `id`.
    */
-  async function listed(table: provisioning.SourcedTable, nameAttribute: string, query: ListQuery) {
+  async function listed(table: provisioning.SourcedTable, nameAttribute: string, query: ListQuery, by: string) {
     const { offset, limit } = paging(query.startIndex, query.count);
     let criterion: provisioning.SourcedCriterion;
     if (query.filter !== undefined) {
@@ -388,7 +397,7 @@ export function createScimService(deps: ScimServiceDeps) {
       if (attribute === nameAttribute && table === "principals")
         criterion = { by: "name", value: stintName(value), raw: value };
     }
-    return { ...(await provisioning.pageSourced(store.db, table, SOURCE, criterion, offset, limit)), offset };
+    return { ...(await provisioning.pageSourced(store.db, table, ownerOf(by), criterion, offset, limit)), offset };
   }
 
   function listResponse(found: { total: number; offset: number }, resources: unknown[]) {
@@ -411,7 +420,7 @@ export function createScimService(deps: ScimServiceDeps) {
           const adopted = await adopt(tx, fields, by);
           if (adopted) {
             await audit.append(tx, actor, context, adopted.events);
-            return userResource(tx, (await provisioning.findPrincipalById(tx, adopted.id))!);
+            return userResource(tx, (await provisioning.findPrincipalById(tx, adopted.id))!, by);
           }
           const now = clock.now();
           const id = newId();
@@ -437,21 +446,21 @@ export function createScimService(deps: ScimServiceDeps) {
             subject: `user:${name}`,
             details: { source: "scim", by, userName: fields.userName, externalId: fields.externalId ?? null },
           });
-          return userResource(tx, (await provisioning.findPrincipalById(tx, id))!);
+          return userResource(tx, (await provisioning.findPrincipalById(tx, id))!, by);
         })
         .catch(uniqueness("user", { name, externalId: fields.externalId }));
     },
 
     async getUser(actor: Actor, id: string) {
-      allow(actor);
-      return userResource(store.db, await scimUser(store.db, id));
+      const by = allow(actor);
+      return userResource(store.db, await scimUser(store.db, id, by), by);
     },
 
     async listUsers(actor: Actor, query: ListQuery) {
-      allow(actor);
-      const found = await listed("principals", "userName", query);
+      const by = allow(actor);
+      const found = await listed("principals", "userName", query, by);
       const rows = await provisioning.principalsByIds(store.db, found.ids);
-      return listResponse(found, await Promise.all(rows.map((row) => userResource(store.db, row))));
+      return listResponse(found, await Promise.all(rows.map((row) => userResource(store.db, row, by))));
     },
 
     replaceUser(actor: Actor, id: string, body: unknown, ifMatch: string | undefined, context: CallContext) {
@@ -466,7 +475,7 @@ export function createScimService(deps: ScimServiceDeps) {
     async deleteUser(actor: Actor, id: string, context: CallContext): Promise<void> {
       const by = allow(actor);
       await store.transaction(async (tx) => {
-        const row = await scimUser(tx, id, true);
+        const row = await scimUser(tx, id, by, true);
         const events = await changeUser(tx, row, { active: false }, by);
         await provisioning.updatePrincipalAttributes(tx, row.id, { source: DELETED }, clock.now());
         await audit.append(tx, actor, context, [
@@ -488,7 +497,15 @@ export function createScimService(deps: ScimServiceDeps) {
         .transaction(async (tx) => {
           const id = newId();
           const now = clock.now();
-          await provisioning.insertGroup(tx, { id, name, source: SOURCE, externalId, scimName: displayName, now });
+          await provisioning.insertGroup(tx, {
+            id,
+            name,
+            source: SOURCE,
+            externalId,
+            scimName: displayName,
+            provisionedBy: by,
+            now,
+          });
           const members = Array.isArray(group.members)
             ? groupPatch({ Operations: [{ op: "add", path: "members", value: group.members }] }).add
             : [];
@@ -502,19 +519,19 @@ export function createScimService(deps: ScimServiceDeps) {
             },
             ...events,
           ]);
-          return groupResource(tx, (await groupRow(tx, id))!);
+          return groupResource(tx, await groupRow(tx, id, by));
         })
         .catch(uniqueness("group", { name, externalId }));
     },
 
     async getGroup(actor: Actor, id: string) {
-      allow(actor);
-      return groupResource(store.db, await groupRow(store.db, id));
+      const by = allow(actor);
+      return groupResource(store.db, await groupRow(store.db, id, by));
     },
 
     async listGroups(actor: Actor, query: ListQuery) {
-      allow(actor);
-      const found = await listed("groups", "displayName", query);
+      const by = allow(actor);
+      const found = await listed("groups", "displayName", query, by);
       const rows = await provisioning.groupsByIds(store.db, found.ids);
       return listResponse(found, await Promise.all(rows.map((row) => groupResource(store.db, row))));
     },
@@ -524,7 +541,10 @@ export function createScimService(deps: ScimServiceDeps) {
       const patch = groupPatch(body);
       return store
         .transaction(async (tx) => {
-          const group = await groupRow(tx, id, true);
+          const group = await groupRow(tx, id, by, true);
+          // A group created before migration 0043 becomes the single configured service's at its next change.
+          if (group.provisioned_by === null)
+            await provisioning.updateGroupAttributes(tx, group.id, { provisioned_by: by });
           if (patch.displayName !== undefined && stintName(patch.displayName) !== group.name)
             throw new ScimError(
               400,
@@ -558,7 +578,7 @@ export function createScimService(deps: ScimServiceDeps) {
     async deleteGroup(actor: Actor, id: string, context: CallContext): Promise<void> {
       const by = allow(actor);
       await store.transaction(async (tx) => {
-        const group = await groupRow(tx, id, true);
+        const group = await groupRow(tx, id, by, true);
         const events = await changeMembers(tx, group, [], await provisioning.memberIdsOf(tx, group.id), by);
         await provisioning.updateGroupAttributes(tx, group.id, { source: DELETED });
         await audit.append(tx, actor, context, [
