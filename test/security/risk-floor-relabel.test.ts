@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testServer, type TestServer } from "../../src/testing/server.js";
+import { apiCaller } from "../../src/testing/api-call.js";
 
 const target = (env: string) => ({
   name: "ledger-db",
@@ -27,10 +28,9 @@ ${role ? ROLE : ""}`;
 
 let server: TestServer;
 
-async function call(method: "GET" | "POST" | "PUT", url: string, payload?: object) {
-  const res = await server.app.inject({ method, url, headers: { authorization: server.adminAuth }, payload });
-  return { status: res.statusCode, text: res.body, body: res.json() as { error?: { code: string } } };
-}
+const api = apiCaller(() => server);
+const call = (method: "GET" | "POST" | "PUT", url: string, payload?: object) =>
+  api(server.adminAuth, method, url, payload);
 const labelOf = async () => ((await call("GET", "/v1/targets/ledger-db")).body as { labels: { env: string } }).labels;
 
 beforeAll(async () => {

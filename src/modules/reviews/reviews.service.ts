@@ -29,6 +29,7 @@ import {
   reviewersFor,
 } from "./reviews.rules.js";
 import * as reviewStore from "./reviews.store.js";
+import { campaignDto, itemDto, type CampaignRow } from "./reviews.dto.js";
 import type { CampaignReviewers, CampaignScope, OnMissed, ReviewDefinition } from "./reviews.types.js";
 
 export interface ReviewNotice {
@@ -64,55 +65,11 @@ interface CampaignSpec {
   onMissed: OnMissed | "by-risk";
 }
 
-type CampaignRow = NonNullable<Awaited<ReturnType<typeof reviewStore.findCampaign>>>;
-
 const iso = (value: Date | string) => new Date(value).toISOString();
 
 function principalOf(actor: Actor): Extract<Actor, { kind: "principal" }> {
   if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
   return actor;
-}
-
-function itemDto(row: reviewStore.ItemRow): ReviewItemDto {
-  // An eligibility item's holder; a break-glass item's member is whoever broke the glass.
-  const member = row.member_name ?? (row.group_name ? `group:${row.group_name}` : (row.actor_name ?? null));
-  return {
-    id: row.id,
-    kind: row.kind,
-    campaignId: row.campaign_id,
-    subject: row.subject,
-    role: row.role_name,
-    member,
-    status: row.status,
-    outcome: row.outcome,
-    reason: row.reason,
-    decisionReason: row.decision_reason,
-    reviewers: row.reviewer_names ?? [],
-    onMissed: row.on_missed,
-    evidence: (row.evidence as ReviewItemDto["evidence"]) ?? null,
-    dueAt: iso(row.due_at),
-    closedAt: row.closed_at ? iso(row.closed_at) : null,
-    closedBy: row.closed_by,
-  };
-}
-
-function campaignDto(row: CampaignRow, progress: { total: number; open: number } | undefined): CampaignDto {
-  const total = progress?.total ?? 0;
-  const open = progress?.open ?? 0;
-  return {
-    id: row.id,
-    name: row.name,
-    definition: row.definition_name,
-    status: row.status,
-    scope: row.scope as CampaignScope,
-    reviewers: row.reviewers as CampaignDto["reviewers"],
-    onMissed: row.on_missed,
-    openedAt: iso(row.opened_at),
-    dueAt: iso(row.due_at),
-    closedAt: row.closed_at ? iso(row.closed_at) : null,
-    createdBy: row.created_by,
-    progress: { total, decided: total - open, open },
-  };
 }
 
 function invalidDecision(kind: string): StintError {
@@ -300,6 +257,30 @@ export function createReviewService(deps: ReviewServiceDeps) {
     return items.length;
   }
 
+  /** closeCampaign's transaction: the campaign locked, the closer's own open items refused, the rest applied. */
+  function closeNow(actor: Actor, id: string, context: CallContext): Promise<CampaignDetailDto> {
+    return store.transaction(async (tx) => {
+      await lockCatalog(tx);
+      const row = await tx
+        .selectFrom("review_campaigns")
+        .selectAll()
+        .where("id", "=", id)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!row) throw new StintError("NOT_FOUND", "No such review campaign.");
+      if (row.status !== "open") throw new StintError("CAMPAIGN_CLOSED");
+      const own = actor.kind === "principal" ? await reviewStore.openItemsAbout(tx, row.id, actor.id) : [];
+      if (own.length > 0)
+        throw new StintError(
+          "SELF_REVIEW",
+          `The campaign ${row.name} has open items about your own access (${own.join(", ")}); closing it would apply their onMissed by your hand. Another reviewer decides them first, or another manager closes the campaign.`,
+          { items: own },
+        );
+      await finishCampaign(tx, actor, context, row, "campaign closed before its due date");
+      return detail(tx, (await reviewStore.findCampaign(tx, id))!);
+    });
+  }
+
   return {
     async createCampaign(actor: Actor, input: CampaignInput, context: CallContext): Promise<CampaignDetailDto> {
       authorize(actor, "reviews.manage");
@@ -339,22 +320,25 @@ export function createReviewService(deps: ReviewServiceDeps) {
       return detail(store.db, await requireCampaign(store.db, id));
     },
 
-    /** Closes a campaign now: undecided items are applied as at the due date (their onMissed). */
+    /**
+     * Closes a campaign now: undecided items are applied as at the due date (their onMissed). Not while an item
+     * about the closer's own access is open: that would decide it by their hand (SELF_REVIEW, audited).
+     */
     async closeCampaign(actor: Actor, id: string, context: CallContext): Promise<CampaignDetailDto> {
       authorize(actor, "reviews.manage");
-      return store.transaction(async (tx) => {
-        await lockCatalog(tx);
-        const row = await tx
-          .selectFrom("review_campaigns")
-          .selectAll()
-          .where("id", "=", id)
-          .forUpdate()
-          .executeTakeFirst();
-        if (!row) throw new StintError("NOT_FOUND", "No such review campaign.");
-        if (row.status !== "open") throw new StintError("CAMPAIGN_CLOSED");
-        await finishCampaign(tx, actor, context, row, "campaign closed before its due date");
-        return detail(tx, (await reviewStore.findCampaign(tx, id))!);
-      });
+      try {
+        return await closeNow(actor, id, context);
+      } catch (error) {
+        if (error instanceof StintError && error.code === "SELF_REVIEW")
+          await audit.record(actor, context, {
+            action: "review.campaign.close",
+            outcome: "denied",
+            subject: `review-campaign:${id}`,
+            reason: "SELF_REVIEW",
+            details: { campaignId: id, ...error.details },
+          });
+        throw error;
+      }
     },
 
     /** The caller's open items (and open break-glass items for those who manage reviews). */

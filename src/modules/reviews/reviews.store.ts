@@ -233,6 +233,30 @@ export function openItemsOf(db: Q, campaignId: string) {
     .execute();
 }
 
+/**
+ * The subjects of a campaign's open items about this principal: their own eligibility, or a group's they are a
+ * member of (any status), as `decide` counts a subject.
+ */
+export async function openItemsAbout(db: Q, campaignId: string, principalId: string): Promise<string[]> {
+  const items = await db
+    .selectFrom("review_items as i")
+    .leftJoin("eligibilities as e", "e.id", "i.eligibility_id")
+    .select(["i.subject", "i.actor_id", "e.group_id"])
+    .where("i.campaign_id", "=", campaignId)
+    .where("i.status", "=", "open")
+    .orderBy("i.subject")
+    .execute();
+  const members = new Map<string, string[]>();
+  const own: string[] = [];
+  for (const item of items) {
+    if (item.actor_id === principalId) own.push(item.subject);
+    if (item.actor_id || !item.group_id) continue;
+    if (!members.has(item.group_id)) members.set(item.group_id, await memberIdsOfGroup(db, item.group_id));
+    if (members.get(item.group_id)!.includes(principalId)) own.push(item.subject);
+  }
+  return own;
+}
+
 export async function reviewerNamesOfOpenItems(db: Q, campaignId: string): Promise<string[]> {
   const rows = await db
     .selectFrom("review_items as i")
