@@ -34,8 +34,11 @@ const call = (method: "GET" | "POST" | "PUT", url: string, payload?: object) =>
 const labelOf = async () => ((await call("GET", "/v1/targets/ledger-db")).body as { labels: { env: string } }).labels;
 
 beforeAll(async () => {
-  server = await testServer("pglite", { env: { STINT_ALLOW_NETWORKS: "192.0.2.0/24" } });
+  server = await testServer("pglite", {
+    env: { STINT_ALLOW_NETWORKS: "192.0.2.0/24", STINT_FOUR_EYES_TIERS: "critical" },
+  });
   await server.userWithRoles("carol", ["user"]);
+  await server.userWithRoles("admin2", ["admin"]); // four-eyes is not waived: a second admin exists
   expect((await call("POST", "/v1/config/apply", { yaml: file("staging") })).text).toContain('"applied":true');
 });
 afterAll(async () => server?.cleanup());
@@ -62,5 +65,21 @@ describe("a target change is judged against the floors of the roles on it", () =
     expect((await call("POST", "/v1/config/apply", { yaml: raised })).text).toContain('"applied":true');
     expect(await labelOf()).toEqual({ env: "production" });
     expect((await call("PUT", "/v1/targets/ledger-db", target("prod"))).status).toBe(200);
+  });
+
+  it("four-eyes weighs a target change at its roles' floors: a break-glass role declared low makes it critical", async () => {
+    const glass = `apiVersion: stint/v1
+policies:
+  - { name: glass, breakGlass: true }
+targets:
+  - { name: wiki-db, kind: postgres, address: "postgres://stint@192.0.2.12:5432/wiki", labels: { env: staging } }
+roles:
+  - { name: wiki-glass, target: wiki-db, policy: glass, risk: low, entitlement: { role: app_reader } }
+`;
+    expect((await call("POST", "/v1/config/apply", { yaml: glass })).text).toContain('"applied":true');
+    const moved = { ...target("staging"), name: "wiki-db", address: "postgres://stint@192.0.2.13:5432/wiki" };
+    const res = await call("PUT", "/v1/targets/wiki-db", moved);
+    expect(res.status, res.text).toBe(202);
+    expect(res.body).toMatchObject({ changeRequest: { tier: "critical" } });
   });
 });
