@@ -36,6 +36,17 @@ export function throttleState(
   };
 }
 
+/** A lock younger than this may belong to a guess still being checked: a claim waits for it (see claimAttempt). */
+const FRESH_LOCK_MS = 3_000;
+/** How long a claim waits, at most, for a fresh lock to be given back, and how often it looks. */
+const CLAIM_WAIT_MS = 3_000;
+const CLAIM_RETRY_MS = 50;
+
+/** When the latest of these locks was set (ms since the epoch). */
+function lockStart(locks: (ThrottleState | undefined)[], lockoutMs: number): number {
+  return Math.max(...locks.map((state) => (state?.lockedUntil?.getTime() ?? 0) - lockoutMs));
+}
+
 export function signInGuard(deps: IdentityContext) {
   const { store, audit, clock, policy } = deps;
   const userKey = (username: string) => `user:${canonicalUsername(username)}`;
@@ -115,18 +126,27 @@ export function signInGuard(deps: IdentityContext) {
     actor: Actor,
   ): Promise<AttemptClaim> {
     const key = userKey(username);
-    const now = clock.now();
-    const claim = await store.transaction(async (tx) => {
-      await identityStore.ensureThrottle(tx, [key], now);
-      const rows = await identityStore.getThrottle(tx, [key, ipKey(context)]);
-      if (rows.some((row) => isLocked(throttleState(row), now))) return undefined;
-      const before = throttleState(rows.find((r) => r.key === key));
-      const next = recordFailure(before, now, policy.throttle);
-      await identityStore.putThrottle(tx, key, next);
-      return { key, failures: next.failures, justLocked: next.justLocked, lockedUntil: next.lockedUntil };
-    });
-    if (!claim) return lockedOut(username, context, action, actor);
-    return claim;
+    const started = performance.now();
+    for (;;) {
+      const now = clock.now();
+      const claim = await store.transaction(async (tx): Promise<AttemptClaim | { lockedSince: number }> => {
+        await identityStore.ensureThrottle(tx, [key], now);
+        const rows = await identityStore.getThrottle(tx, [key, ipKey(context)]);
+        const locks = rows.map((row) => throttleState(row)).filter((state) => isLocked(state, now));
+        if (locks.length > 0) return { lockedSince: lockStart(locks, policy.throttle.lockoutMs) };
+        const before = throttleState(rows.find((r) => r.key === key));
+        const next = recordFailure(before, now, policy.throttle);
+        await identityStore.putThrottle(tx, key, next);
+        return { key, failures: next.failures, justLocked: next.justLocked, lockedUntil: next.lockedUntil };
+      });
+      if ("key" in claim) return claim;
+      // A lock set a moment ago may be a claim still being checked (simultaneous right sign-ins past the limit):
+      // wait for it to settle rather than refuse a right password as "too many failures". Only briefly, and only
+      // after a fresh lock, so a locked account's refusals stay one statement each.
+      const fresh = now.getTime() - claim.lockedSince < FRESH_LOCK_MS;
+      if (!fresh || performance.now() - started > CLAIM_WAIT_MS) return lockedOut(username, context, action, actor);
+      await new Promise((resolve) => setTimeout(resolve, CLAIM_RETRY_MS));
+    }
   }
 
   /**
