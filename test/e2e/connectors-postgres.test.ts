@@ -97,7 +97,7 @@ roles:
     target: app-db
     entitlement: { attribute: SUPERUSER }
     policy: pg-self
-    risk: medium
+    risk: high
 eligibility:
   - role: app-db-reader
     users: [${alice}]

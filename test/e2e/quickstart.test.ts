@@ -84,7 +84,8 @@ describe("quickstart: npm start, then the CLI", () => {
     const enroll = await cli(["mfa", "enroll", "--json"], { env });
     expect(enroll.code).toBe(0);
     const { secret } = JSON.parse(enroll.stdout) as { secret: string };
-    const confirm = await cli(["mfa", "confirm", totp(secret, Date.now()), "--json"], { env });
+    // The code on stdin (`-`), as docs/cli.md says: never in argv, where every local user reads it.
+    const confirm = await cli(["mfa", "confirm", "-", "--json"], { env, input: `${totp(secret, Date.now())}\n` });
     expect(confirm.code).toBe(0);
     expect(JSON.parse(confirm.stdout).recoveryCodes).toHaveLength(10);
     expect((await cli(["logout"], { env })).code).toBe(0);
@@ -101,15 +102,14 @@ describe("quickstart: npm start, then the CLI", () => {
     });
     expect(badCode.code).toBe(4);
     expect(badCode.stderr).toContain("MFA_INVALID");
+    // A code in argv still works for old scripts, with a warning that says what to use instead.
+    expect(badCode.stderr).toContain("--otp -");
 
     // The next 30-second step: the enrolment already used the current one.
-    const good = await cli(
-      ["login", "--user", "admin", "--password-stdin", "--otp", totp(secret, Date.now() + 30_000)],
-      {
-        env,
-        input: `${PASSWORD}\n`,
-      },
-    );
+    const good = await cli(["login", "--user", "admin", "--password-stdin", "--otp", "-"], {
+      env,
+      input: `${PASSWORD}\n${totp(secret, Date.now() + 30_000)}\n`,
+    });
     expect(good.stderr).toBe("");
     expect(good.code).toBe(0);
 

@@ -71,6 +71,18 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+  // A break-glass role counts as critical (the risk floor), so four-eyes holds the file for a second person.
+  const held = (applied.body as { changeRequest?: { id: string } }).changeRequest;
+  expect(held, JSON.stringify(applied.body)).toBeDefined();
+  const second = await admin("POST", "/v1/users", {
+    name: "ada",
+    password: "cobalt meadow lantern orbit",
+    platformRoles: ["admin"],
+  });
+  expect(second.status, JSON.stringify(second.body)).toBe(201);
+  const ada = await apiAs(url, "ada", "cobalt meadow lantern orbit");
+  const approved = await ada("POST", `/v1/change-requests/${held!.id}/approve`, {});
+  expect(approved.status, JSON.stringify(approved.body)).toBe(200);
   const campaign = await admin("POST", "/v1/reviews/campaigns", {
     name: "reports-recert",
     scope: { roles: ["reports"] },
