@@ -104,8 +104,15 @@ describe("the README's first run, as written", () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  /** Runs one `npx stint …` line in-process; a prompt ending in ": " is answered with `answer(prompt)`. */
-  async function stint(args: string[], answer: (prompt: string) => string | undefined, input?: string) {
+  /**
+   * Runs one `npx stint …` line in-process; a prompt ending in ": " is answered with `answer(prompt, stdout so
+   * far)` (no answer: the prompt stays unanswered).
+   */
+  async function stint(
+    args: string[],
+    answer: (prompt: string, stdout: string) => string | undefined | Promise<string | undefined>,
+    input?: string,
+  ) {
     const interactive = input === undefined;
     const stdin = Object.assign(new PassThrough(), {
       isTTY: interactive,
@@ -121,8 +128,10 @@ describe("the README's first run, as written", () => {
         write: (chunk) => {
           const text = String(chunk);
           err.push(text);
-          const reply = text.endsWith(": ") ? answer(text) : undefined;
-          if (reply !== undefined) setImmediate(() => stdin.write(`${reply}\r`));
+          if (text.endsWith(": "))
+            void Promise.resolve(answer(text, out.join(""))).then((reply) => {
+              if (reply !== undefined) setImmediate(() => stdin.write(`${reply}\r`));
+            });
           return true;
         },
       },
@@ -171,21 +180,35 @@ describe("the README's first run, as written", () => {
       }
       const password = PASSWORDS[person];
       expect(password, `a password for ${person} (${line})`).toBeDefined();
-      // A terminal where the README's reader would type a password; elsewhere stdin is a pipe (as in a script),
-      // so nothing waits for a prompt nobody answers.
-      const typesPassword = (args.includes("login") || args.includes("setup")) && !args.includes("--password-stdin");
+      // A terminal where the README's reader would type a password or a one-time code (a profile's enrolment,
+      // the MFA-checked activation); elsewhere stdin is a pipe (as in a script), so nothing waits for a prompt
+      // nobody answers. The admin's `mfa enroll` in the Quickstart runs without a terminal: it only prints.
+      const typesAtTerminal =
+        ((args.includes("login") || args.includes("setup")) && !args.includes("--password-stdin")) ||
+        (profile !== "default" && (args.includes("enroll") || args[2] === "activate"));
       const result = await stint(
         args,
-        (prompt) => (/password|repeat to confirm/i.test(prompt) ? password : undefined),
-        typesPassword ? undefined : args.includes("--password-stdin") ? `${password}\n` : "",
+        async (prompt, stdout) => {
+          if (/password|repeat to confirm/i.test(prompt)) return password;
+          if (!/code/i.test(prompt)) return undefined;
+          // The enrolment prints the secret before it asks: the reader adds it to the app, then types its code.
+          const secret = /secret:?\s+([A-Z2-7]+)/.exec(stdout)?.[1];
+          if (args.includes("enroll") && secret) totpSecrets.set(profile, secret);
+          return appCode(profile);
+        },
+        typesAtTerminal ? undefined : args.includes("--password-stdin") ? `${password}\n` : "",
       );
       expect(result.code, `${line}\n${result.stdout}\n${result.stderr}`).toBe(0);
+      // Codes are typed at prompts, never passed in argv (which would warn).
+      expect(result.stderr).not.toMatch(/one-time code on the command line/i);
 
       if (args.includes("enroll")) {
         const secret = /secret:?\s+([A-Z2-7]+)/.exec(result.stdout)?.[1];
         expect(secret, result.stdout).toBeDefined();
         totpSecrets.set(profile, secret!);
       }
+      if (args.includes("enroll") && profile !== "default")
+        expect(result.stderr, "the enrolment at a terminal confirms it and shows recovery codes").toMatch(/MFA is on/);
       if (args.includes("--pending")) {
         const row = result.stdout.split("\n").find((l) => l.includes("prod-db-reader") && l.includes("alice"));
         expect(row, result.stdout).toBeDefined();
