@@ -14,6 +14,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { describeGauge, machineGauge } from "./machine-gauge.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -149,6 +150,9 @@ async function main() {
   const cpus = os.cpus();
   const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`;
   console.log(`Stint throughput run — ${new Date().toISOString()} — ${machine}${quick ? " — QUICK (not judged)" : ""}`);
+  // Targets are absolute; the gauge says how fast this host is, to compare runs made on different ones.
+  const gauge = await machineGauge();
+  console.log(describeGauge(gauge));
   const outcomes: Outcome[] = [];
   for (const bench of chosen) {
     console.log(`\n=== ${bench.name} (${bench.judges}) ===`);
@@ -167,7 +171,7 @@ async function main() {
   await mkdir(dir, { recursive: true });
   await writeFile(
     path.join(dir, "latest.json"),
-    `${JSON.stringify({ date: new Date().toISOString(), machine, quick, outcomes }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine, gauge, quick, outcomes }, null, 2)}\n`,
   );
   console.log(`\nwrote bench/results/latest.json`);
   if (outcomes.some((o) => o.exitCode !== 0)) process.exitCode = 1;
