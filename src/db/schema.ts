@@ -22,6 +22,8 @@ export interface PrincipalsTable {
   disabled_by: Generated<string | null>;
   /** The SCIM service identity that provisioned or adopted it (migration 0033). */
   provisioned_by: Generated<string | null>;
+  /** When it last lost its last role that may approve a held change (admin, security) (migration 0048). */
+  approver_role_lost_at: Generated<Date | null>;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

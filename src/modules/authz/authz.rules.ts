@@ -57,6 +57,15 @@ export function can(actor: Actor, permission: Permission): boolean {
   return false;
 }
 
+/**
+ * Whether platform roles may approve a held change of the catalog (four-eyes): the roles that write it. Losing the
+ * last of them is remembered (`approver_role_lost_at`), so a demotion does not make an admin "alone".
+ */
+export function mayApproveChanges(roles: readonly string[]): boolean {
+  const allowed: readonly string[] = PERMISSIONS["catalog.write"];
+  return roles.some((role) => allowed.includes(role));
+}
+
 /** Throws UNAUTHENTICATED for anonymous callers and FORBIDDEN for everyone else who may not. */
 export function authorize(actor: Actor, requirement: Requirement): void {
   if (requirement === "public") return;

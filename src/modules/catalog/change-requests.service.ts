@@ -23,7 +23,7 @@ import * as store from "./change-requests.store.js";
 import type { RiskTier } from "./catalog.types.js";
 import type { ChangeRequestCreated } from "./change-request-notifications.js";
 
-/** How long an approver who was disabled still counts against `fourEyes.alone: apply`. */
+/** How long an approver who was disabled or demoted still counts against `fourEyes.alone: apply`. */
 const ALONE_COOLDOWN_MS = 24 * 60 * 60 * 1000;
 
 export interface ChangeRequestServiceDeps {
@@ -135,8 +135,9 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
   return {
     /**
      * Whether someone other than `actor` could approve a change request (an active admin or security user), or
-     * could have a day ago: one disabled in the last 24 hours still counts, so disabling the only other admin,
-     * applying alone and enabling them again does not waive four-eyes.
+     * could have a day ago: one disabled or demoted (no longer admin nor security) in the last 24 hours still
+     * counts, so disabling or demoting the only other admin, applying alone and restoring them does not waive
+     * four-eyes.
      */
     async anotherApprover(tx: Parameters<typeof store.anotherWithRoles>[0], actor: Actor): Promise<boolean> {
       if (actor.kind !== "principal") return true;

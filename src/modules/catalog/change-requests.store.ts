@@ -97,26 +97,31 @@ export async function findActivePrincipal(
     .executeTakeFirst();
 }
 
-/** Whether an active principal other than `exceptId` holds one of `roles` (a possible second approver). */
+/**
+ * Whether an active principal other than `exceptId` holds one of `roles` (a possible second approver). With
+ * `since`, also one disabled since then while holding one, or one that lost its last approver role since then
+ * (`approver_role_lost_at`, whatever its roles and status now): a demotion counts as a disable does.
+ */
 export async function anotherWithRoles(
   db: Q,
   exceptId: string,
   roles: readonly string[],
-  disabledSince?: Date,
+  since?: Date,
 ): Promise<boolean> {
+  const holds = sql<boolean>`platform_roles && ${sql.val(roles)}::text[]`;
   const row = await db
     .selectFrom("principals")
     .select("id")
     .where((eb) =>
-      disabledSince === undefined
-        ? eb("status", "=", "active")
+      since === undefined
+        ? eb.and([eb("status", "=", "active"), holds])
         : eb.or([
-            eb("status", "=", "active"),
-            eb.and([eb("status", "=", "disabled"), eb("updated_at", ">=", disabledSince)]),
+            eb.and([eb("status", "=", "active"), holds]),
+            eb.and([eb("status", "=", "disabled"), eb("updated_at", ">=", since), holds]),
+            eb("approver_role_lost_at", ">=", since),
           ]),
     )
     .where("id", "<>", exceptId)
-    .where(sql<boolean>`platform_roles && ${sql.val(roles)}::text[]`)
     .limit(1)
     .executeTakeFirst();
   return row !== undefined;

@@ -16,7 +16,7 @@ import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
-import { authorize } from "../authz/authz.rules.js";
+import { authorize, mayApproveChanges } from "../authz/authz.rules.js";
 import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
 import { formatApiToken, passwordProblem } from "./identity.rules.js";
@@ -193,6 +193,9 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
               throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
           }
           changes.platform_roles = roles;
+          // Demoted, they still count against `fourEyes.alone: apply` for a day, as a disabled approver does.
+          if (mayApproveChanges(row.platform_roles) && !mayApproveChanges(roles))
+            changes.approver_role_lost_at = clock.now();
         }
         if (Object.keys(changes).length === 0) return toPrincipal(tx, row);
         await tx
