@@ -264,3 +264,47 @@ describe("SCIM does not undo an administrator's disable", () => {
     expect(await account("eve.corp.example")).toMatchObject({ status: "active", disabled_by: null });
   });
 });
+
+describe("SCIM cannot point an account at another person's sign-in (match: externalId)", () => {
+  const setExternalId = (value: string) => ({
+    schemas: ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+    Operations: [{ op: "Replace", path: "externalId", value }],
+  });
+  const nameOf = async (held: Session) =>
+    (
+      await server.app.inject({
+        method: "GET",
+        url: "/v1/me",
+        headers: { authorization: `Bearer ${held.accessToken}` },
+      })
+    ).json<{ name: string }>().name;
+
+  it("a new externalId is refused (400 mutability, audited), so another subject's first sign-in is not the user", async () => {
+    const bo = await scim("POST", "/Users", newUser("Bo.Ng@okta.example", "00u-bo"), OKTA_SERVICE);
+    expect(bo.status, JSON.stringify(bo.body)).toBe(201);
+    // A stolen SCIM token points Bo's account (never signed in yet) at the attacker's own subject.
+    okta.accounts.set("00u-mal", { preferred_username: "mal" });
+    const rekey = await scim("PATCH", `/Users/${String(bo.body.id)}`, setExternalId("00u-mal"), OKTA_SERVICE);
+    // Before: 200, and the attacker's first sign-in was Bo's account.
+    expect(rekey.status, JSON.stringify(rekey.body)).toBe(400);
+    expect(rekey.body.scimType).toBe("mutability");
+    expect(await nameOf(await session("okta", "00u-mal"))).toBe("mal");
+    okta.accounts.set("00u-bo", { preferred_username: "bo" });
+    expect(await nameOf(await session("okta", "00u-bo"))).toBe("bo.ng.okta.example");
+    const denied = await server.app.inject({
+      method: "GET",
+      url: "/v1/audit/events?action=user.update&limit=50",
+      headers: { authorization: server.adminAuth },
+    });
+    expect(
+      denied
+        .json<{ items: { outcome: string; subject: string }[] }>()
+        .items.some((e) => e.outcome === "denied" && e.subject === "user:bo.ng.okta.example"),
+    ).toBe(true);
+  });
+
+  it("where sign-ins match by userName, externalId stays SCIM's to change", async () => {
+    const ray = await scim("POST", "/Users", newUser("ray@corp.example", "oid-ray"));
+    expect((await scim("PATCH", `/Users/${String(ray.body.id)}`, setExternalId("oid-ray-2"))).status).toBe(200);
+  });
+});

@@ -24,6 +24,42 @@ export class ScimError extends Error {
 }
 
 /**
+ * A change of a user SCIM may not make, refused whole and audited (outcome denied) by the service, which tells
+ * the client 400 `mutability` (RFC 7644 §3.12: not compatible with the attribute's current state).
+ */
+export class ScimRefusal extends Error {
+  constructor(
+    readonly user: string,
+    readonly action: "user.enable" | "user.update",
+    readonly why: string,
+    readonly sentence: string,
+  ) {
+    super(why);
+  }
+}
+
+/** `active: true` for a user a Stint administrator disabled (an incident's disable outlasts the next sync). */
+export const adminDisabled = (user: string) =>
+  new ScimRefusal(
+    user,
+    "user.enable",
+    "disabled by a Stint administrator: only an administrator enables it",
+    `A Stint administrator disabled ${user}; SCIM cannot enable it (active stays false until an administrator enables it in Stint).`,
+  );
+
+/**
+ * A new externalId where single sign-on finds SCIM's account by it (`match: externalId`): it says who signs in as
+ * the user, so changed, the next sign-in of that subject not linked yet would take over an account never signed in.
+ */
+export const signInSubjectFixed = (user: string) =>
+  new ScimRefusal(
+    user,
+    "user.update",
+    "externalId is the single sign-on subject of the account: SCIM cannot change it",
+    `The externalId of ${user} is the subject its single sign-on matches; SCIM cannot change it (an administrator deletes the user, and SCIM provisions the person anew).`,
+  );
+
+/**
  * Stint's name for what the identity provider calls `value` (a userName such as `Alice.Smith@Example.com`, a
  * group's displayName): lower case, every run of other characters than a-z 0-9 . _ - made one `.`, starting with a
  * letter, at most 64 characters. Deterministic, so the same userName always lands on the same name.

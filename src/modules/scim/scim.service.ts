@@ -30,6 +30,9 @@ import {
   SCHEMA_GROUP,
   SCHEMA_LIST,
   SCHEMA_USER,
+  ScimRefusal,
+  signInSubjectFixed,
+  adminDisabled,
   stintName,
   userFromResource,
   userPatch,
@@ -54,13 +57,6 @@ export interface ScimServiceDeps {
   ssoLinks?: readonly ScimSsoLink[];
   /** The id of the account a sign-in link of `issuer` names (the SSO module's `principalLinkedAt`). */
   linkedAccount?: (tx: Db, issuer: string, match: { subject: string } | { username: string }) => Promise<string | null>;
-}
-
-/** SCIM's `active: true` for a user a Stint administrator disabled: refused, audited by the caller. */
-class AdminDisabled extends Error {
-  constructor(readonly user: string) {
-    super("disabled by a Stint administrator");
-  }
 }
 
 type Db = Kysely<Database>;
@@ -137,14 +133,18 @@ export function createScimService(deps: ScimServiceDeps) {
     const now = clock.now();
     const changes: Parameters<typeof provisioning.updatePrincipalAttributes>[2] = {};
     if (fields.userName !== undefined && fields.userName !== row.scim_name) changes.scim_name = fields.userName;
-    if (fields.externalId !== undefined && fields.externalId !== row.external_id)
+    if (fields.externalId !== undefined && fields.externalId !== row.external_id) {
+      // Where sign-ins find SCIM's account by it, it names who signs in as the user (docs/security.md).
+      if (deps.ssoLinks?.some((link) => link.service === by && link.match === "externalId"))
+        throw signInSubjectFixed(row.name);
       changes.external_id = fields.externalId;
+    }
     if (fields.displayName !== undefined && fields.displayName !== row.display_name)
       changes.display_name = fields.displayName;
     if (fields.email !== undefined && fields.email !== row.email) changes.email = fields.email;
     // An incident-response disable outlasts the identity provider's next sync: only an administrator undoes it.
     if (fields.active === true && row.status === "disabled" && !scimMayEnable(row.disabled_by))
-      throw new AdminDisabled(row.name);
+      throw adminDisabled(row.name);
     // Accounts provisioned before migration 0033 become the single configured service's at its next change.
     if (row.provisioned_by === null) changes.provisioned_by = by;
     const events: AuditInput[] = [];
@@ -293,28 +293,23 @@ export function createScimService(deps: ScimServiceDeps) {
         return userResource(tx, (await provisioning.findPrincipalById(tx, row.id))!, by);
       })
       .catch(uniqueness("user", { externalId: change.externalId }))
-      .catch((error: unknown) => refuseAdminDisabled(actor, context, by, error));
+      .catch((error: unknown) => refuseAudited(actor, context, by, error));
   }
 
   /**
-   * SCIM may not enable a user a Stint administrator disabled: nothing of the request is applied, the attempt is
-   * audited (`user.enable`, denied) and the client told 400 `mutability` (RFC 7644 3.12: the modification is not
-   * compatible with the attribute's current state), which Entra and Okta show in their provisioning logs.
+   * A change SCIM may not make (`ScimRefusal`): nothing of the request is applied, the attempt is audited (outcome
+   * denied) and the client told 400 `mutability`, which Entra and Okta show in their provisioning logs.
    */
-  async function refuseAdminDisabled(actor: Actor, context: CallContext, by: string, error: unknown): Promise<never> {
-    if (!(error instanceof AdminDisabled)) throw error;
+  async function refuseAudited(actor: Actor, context: CallContext, by: string, error: unknown): Promise<never> {
+    if (!(error instanceof ScimRefusal)) throw error;
     await audit.record(actor, context, {
-      action: "user.enable",
+      action: error.action,
       outcome: "denied",
       subject: `user:${error.user}`,
-      reason: "disabled by a Stint administrator: only an administrator enables it",
+      reason: error.why,
       details: { source: "scim", by },
     });
-    throw new ScimError(
-      400,
-      `A Stint administrator disabled ${error.user}; SCIM cannot enable it (active stays false until an administrator enables it in Stint).`,
-      "mutability",
-    );
+    throw new ScimError(400, error.sentence, "mutability");
   }
 
   /**
