@@ -6,10 +6,17 @@
  * - A link cannot decide another request (a new one after a cancel, say), nor take the other action.
  * - The requester cannot approve their own request with a link.
  * - A used link is refused, whoever presents it.
+ * - After the fact: an expired link, a link of an approver since removed from the approver group, and a link to a
+ *   request already decided decide nothing (the links are bearer-free: the API takes no cookie, so a page elsewhere
+ *   cannot decide in the approver's name, and opening a link only shows the request until the approver clicks).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { systemClock } from "../../src/lib/clock.js";
-import { createDecisionLinks, type DecisionLinks } from "../../src/modules/requests/decision-links.js";
+import {
+  createDecisionLinks,
+  DECISION_LINK_TTL_MS,
+  type DecisionLinks,
+} from "../../src/modules/requests/decision-links.js";
 import { actAs, seedRole, seedUser } from "../../src/testing/pim.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
@@ -39,6 +46,7 @@ beforeAll(async () => {
   await seedUser(server, "dan", { groups: ["approvers"] });
   await seedUser(server, "eve");
   await seedUser(server, "alice", { groups: ["approvers"] });
+  await seedUser(server, "fay", { groups: ["approvers"] });
   await seedRole(server, {
     name: "orders-db",
     policy: {
@@ -88,5 +96,40 @@ describe("decision links are no credential", () => {
     const third = await submit("eve");
     expect((await deny("dan", third, link)).body.error?.code).toBe("VALIDATION_FAILED");
     expect(await stateOf(third)).toBe("pending");
+  });
+});
+
+describe("decision links after the fact", () => {
+  it("an expired link decides nothing, even for an approver the policy names", async () => {
+    const id = await submit("alice");
+    const yesterday = { now: () => new Date(Date.now() - DECISION_LINK_TTL_MS - 60_000) };
+    const expired = await createDecisionLinks({ keyring: server.keyring, clock: yesterday }).sign(id, "approve");
+    expect((await approve("carol", id, expired)).body.error?.code).toBe("VALIDATION_FAILED");
+    expect(await stateOf(id)).toBe("pending");
+    await actAs(server, "alice")("POST", `/v1/activation-requests/${id}/cancel`);
+  });
+
+  it("an approver removed from the approver group decides nothing with a link sent to them before", async () => {
+    const id = await submit("alice");
+    const link = await links.sign(id, "approve");
+    const removed = await server.app.inject({
+      method: "DELETE",
+      url: "/v1/groups/approvers/members/fay",
+      headers: { authorization: server.adminAuth },
+    });
+    expect(removed.statusCode, removed.body).toBeLessThan(300);
+    expect((await approve("fay", id, link)).status).toBeGreaterThanOrEqual(400);
+    expect(await stateOf(id)).toBe("pending");
+    // Not used up by the refusal: a current approver still decides with it.
+    expect((await approve("carol", id, link)).status).toBe(200);
+    await actAs(server, "alice")("POST", "/v1/me/roles/orders-db/deactivate");
+  });
+
+  it("a link to a request already decided decides nothing", async () => {
+    const id = await submit("alice");
+    const approveLink = await links.sign(id, "approve");
+    expect((await deny("carol", id, await links.sign(id, "deny"))).status).toBe(200);
+    expect((await approve("dan", id, approveLink)).status).toBeGreaterThanOrEqual(400);
+    expect(await stateOf(id)).toBe("denied");
   });
 });
