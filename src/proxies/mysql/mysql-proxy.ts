@@ -19,7 +19,7 @@ import {
   type SessionGate,
   type UpstreamMysql,
 } from "../../modules/sessions/sessions.types.js";
-import { connectTcp, forward } from "../pg/wire-stream.js";
+import { connectTcp, forward, holdForRecording } from "../pg/wire-stream.js";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   acceptTls,
@@ -247,7 +247,11 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     let deliverKill: (() => void) | null = null;
     let upstreamConnectionId: number | null = null;
     const pendingClient: Buffer[] = leftover.length > 0 ? [leftover] : [];
-    const record = (entry: QueryLogEntry): void => session.recorder.query(entry);
+    /** Logged; while the recording's disk is behind, the client's next statements wait in its socket. */
+    const record = (entry: QueryLogEntry): void => {
+      session.recorder.query(entry);
+      holdForRecording(client, session.recorder);
+    };
 
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;

@@ -67,6 +67,7 @@ import {
   createFrameScanner,
   createRelayScanner,
   forward,
+  holdForRecording,
   frameBytes,
   messageTypes,
   type DirectReader,
@@ -342,7 +343,10 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       finish("error", message);
     };
 
-    const record = (logged: QueryLogEntry): void => session.recorder.query(logged);
+    const record = (logged: QueryLogEntry): void => {
+      session.recorder.query(logged);
+      holdForRecording(client, session.recorder); // its disk behind: the next statements wait in the client's socket
+    };
     /** A client message in session: the query log reads what it needs (see FRONTEND_READ). */
     const trackFrontend = (type: number, body: Buffer | null): void => {
       if (phase !== "relay") return;

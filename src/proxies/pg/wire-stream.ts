@@ -6,6 +6,7 @@
  */
 import { connect, type Socket } from "node:net";
 import { DEFAULT_MAX_MESSAGE_LENGTH, DEFAULT_MAX_STARTUP_LENGTH, PgWireError } from "../../lib/pg-wire.js";
+import type { SessionRecorder } from "../../modules/sessions/sessions.types.js";
 
 export interface Frame {
   /** The type byte; null for an untyped startup-phase message. */
@@ -446,18 +447,40 @@ export function createFrameInbox(socket: Socket, scanner: FrameScanner, maxBytes
 }
 
 const waitingForDrain = new WeakSet<Socket>();
+/** Sockets `forward` paused until their destination drains. */
+const pausedForDrain = new WeakSet<Socket>();
+/** Sockets paused until their session's recording drained (holdForRecording). */
+const pausedForRecording = new WeakSet<Socket>();
 
 /** Writes `chunk` to `to`; when its buffer is full, pauses `from` until it drains. */
 export function forward(from: Socket, to: Socket, chunk: Buffer): void {
   if (to.destroyed || !to.writable) return;
   if (!to.write(chunk) && !waitingForDrain.has(to)) {
     waitingForDrain.add(to);
+    pausedForDrain.add(from);
     from.pause();
     to.once("drain", () => {
       waitingForDrain.delete(to);
-      from.resume();
+      pausedForDrain.delete(from);
+      if (!pausedForRecording.has(from)) from.resume();
     });
   }
+}
+
+/**
+ * While the session's recording is behind its disk (more than the blob writer's backlog bound waits to
+ * be written), `client` is not read: its next statements wait in its own socket (TCP backpressure), not
+ * in the proxy's memory, and nothing is dropped. Read again once the recording drained (unless `forward`
+ * still waits for the upstream to drain). Cheap when not backlogged: one property read.
+ */
+export function holdForRecording(client: Socket, recording: Pick<SessionRecorder, "backlogged" | "onDrain">): void {
+  if (!recording.backlogged || !recording.onDrain || pausedForRecording.has(client)) return;
+  pausedForRecording.add(client);
+  client.pause();
+  recording.onDrain(() => {
+    pausedForRecording.delete(client);
+    if (!pausedForDrain.has(client) && !client.destroyed) client.resume();
+  });
 }
 
 /** Size of a buffer the socket reads into directly (connectTcp's `reader`). */

@@ -1,0 +1,99 @@
+/**
+ * Test support: brokered database sessions for a proxy under test, with the real recorder writing to a
+ * real blob store (its backlog, backpressure and size limit), without the rest of a Stint server. A
+ * required recording that fails aborts the session with `recording_failed`, as the sessions module does.
+ */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createBlobStore, type FinishedBlob } from "../lib/blob-store.js";
+import { systemClock } from "../lib/clock.js";
+import { createRecorder } from "../modules/sessions/recorder.js";
+import type {
+  BrokeredSession,
+  EndReason,
+  QueryLogEntry,
+  UpstreamMysql,
+  UpstreamPostgres,
+} from "../modules/sessions/sessions.types.js";
+
+export interface RecordedSessionEnd {
+  reason: EndReason;
+  detail: string | undefined;
+  recording: FinishedBlob | null;
+}
+
+export interface RecordedDbSessions {
+  /** A session for the gate to hand the proxy, recording required. */
+  open<U extends UpstreamPostgres | UpstreamMysql>(upstream: U): Promise<BrokeredSession<U>>;
+  /** The sessions' ends, in the order opened: each resolves once the proxy ended it and its recording closed. */
+  ended: Promise<RecordedSessionEnd>[];
+  /** The query log's entries (the header line skipped). */
+  entries(recording: FinishedBlob): QueryLogEntry[];
+  cleanup(): void;
+}
+
+export function recordedDbSessions(options: { maxBytes?: number } = {}): RecordedDbSessions {
+  const dir = mkdtempSync(path.join(tmpdir(), "stint-db-recordings-"));
+  const blobs = createBlobStore(dir);
+  const ended: Promise<RecordedSessionEnd>[] = [];
+  let count = 0;
+  return {
+    ended,
+    async open<U extends UpstreamPostgres | UpstreamMysql>(upstream: U): Promise<BrokeredSession<U>> {
+      const id = `db-session-${++count}`;
+      const controller = new AbortController();
+      const writer = await blobs.create(
+        `recordings/${id}.jsonl`,
+        options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes },
+      );
+      const recorder = createRecorder({
+        kind: upstream.kind,
+        writer,
+        meta: {
+          session: id,
+          user: "ann",
+          role: "app-db",
+          target: "app-db",
+          login: upstream.user,
+          startedAt: new Date(),
+        },
+        clock: systemClock,
+        onFailure: (error) => {
+          const limit = (error as NodeJS.ErrnoException).code === "EFBIG";
+          const message = limit
+            ? `This session's recording reached its size limit (${options.maxBytes} bytes, STINT_RECORDING_MAX_BYTES) and recording is required for app-db, so the session is ended.`
+            : "Recording is required for app-db and it failed, so the session is ended.";
+          controller.abort({ reason: "recording_failed", message });
+        },
+      });
+      let resolveEnd: (end: RecordedSessionEnd) => void = () => undefined;
+      ended.push(new Promise((resolve) => (resolveEnd = resolve)));
+      let ending: Promise<void> | null = null;
+      return {
+        id,
+        user: "ann",
+        role: "app-db",
+        target: "app-db",
+        policy: { recording: "required", portForwarding: false, queryParameters: false },
+        upstream,
+        recorder,
+        signal: controller.signal,
+        countBytes: () => undefined,
+        end: (reason, detail) =>
+          (ending ??= recorder.finish().then((recording) => resolveEnd({ reason, detail, recording }))),
+      };
+    },
+    entries(recording) {
+      const text = readFileSync(path.join(dir, recording.key), "utf8");
+      return text
+        .split("\n")
+        .slice(1)
+        .filter((line) => line.trim() !== "")
+        .map((line) => JSON.parse(line) as QueryLogEntry);
+    },
+    cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

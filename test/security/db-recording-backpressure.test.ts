@@ -1,0 +1,184 @@
+/**
+ * Class: a user with a recorded database session filling the proxy's memory while the recordings disk is
+ * behind (a hung NFS mount, a saturated volume), and a query log growing without a size limit.
+ *
+ * The query log is written through the blob writer, which takes every line and reports a backlog past
+ * 4 MiB waiting for the disk; the SSH proxy holds its streams back then (finding 72), the database proxies
+ * read on. A client streaming large statements had every one of them run, answered and queued in memory
+ * for the disk. Now the client is not read while the recording is backlogged (its statements wait in its
+ * own socket): nothing is dropped, and everything runs once the disk caught up. And the recording's size
+ * limit (STINT_RECORDING_MAX_BYTES) ends a `recording: required` session as `recording_failed`.
+ *
+ * Real PostgreSQL and MariaDB, the real proxies, the real recorder and blob store; the disk stalled with a
+ * failpoint after the recording's first write.
+ */
+import pg from "pg";
+import mysql from "mysql2/promise";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
+import { createLogger } from "../../src/lib/logger.js";
+import type { UpstreamMysql, UpstreamPostgres } from "../../src/modules/sessions/sessions.types.js";
+import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql-proxy.js";
+import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
+import { holdMariadb } from "../../src/testing/mariadb.js";
+import { recordedDbSessions, type RecordedDbSessions } from "../../src/testing/recorded-db-sessions.js";
+
+/** Statements of 512 KiB (the MySQL proxy refuses one of 1 MiB it could not log whole). */
+const STATEMENT_BYTES = 512 * 1024;
+const STATEMENTS = 60;
+const LIMIT = 4 * 1024 * 1024;
+const statementOf = (i: number) => `SELECT ${i} AS i, LENGTH('${"x".repeat(STATEMENT_BYTES)}') AS n`;
+
+const PG_UPSTREAM: UpstreamPostgres = {
+  kind: "postgres",
+  host: "127.0.0.1",
+  address: "127.0.0.1",
+  port: 5432,
+  database: "postgres",
+  user: "postgres",
+  password: "",
+  tls: null,
+  allowAuth: ["scram-sha-256"],
+};
+const MYSQL_UPSTREAM: UpstreamMysql = {
+  kind: "mysql",
+  host: "127.0.0.1",
+  address: "127.0.0.1",
+  port: 3306,
+  database: null,
+  user: "root",
+  password: "",
+  tls: null,
+};
+
+let unlimited: RecordedDbSessions;
+let limited: RecordedDbSessions;
+/** Which recordings the gates hand out. */
+let sessions: () => RecordedDbSessions;
+let pgProxy: PgProxy;
+let mysqlProxy: MysqlProxy;
+let pgPort: number;
+let mysqlPort: number;
+let releaseMariadb: () => Promise<void>;
+
+beforeAll(async () => {
+  releaseMariadb = await holdMariadb();
+  unlimited = recordedDbSessions();
+  limited = recordedDbSessions({ maxBytes: LIMIT });
+  sessions = () => unlimited;
+  const logger = createLogger({ level: "silent" });
+  pgProxy = createPgProxy({ logger, port: 0, gate: { openPostgres: () => sessions().open(PG_UPSTREAM) } });
+  mysqlProxy = createMysqlProxy({ logger, port: 0, gate: { openMysql: () => sessions().open(MYSQL_UPSTREAM) } });
+  pgPort = (await pgProxy.listen()).port;
+  mysqlPort = (await mysqlProxy.listen()).port;
+}, 60_000);
+
+afterAll(async () => {
+  disarmFailpoints();
+  await pgProxy?.close();
+  await mysqlProxy?.close();
+  unlimited?.cleanup();
+  limited?.cleanup();
+  await releaseMariadb?.();
+}, 60_000);
+
+interface Client {
+  query(sql: string): Promise<unknown>;
+  end(): Promise<void>;
+}
+
+async function pgClient(): Promise<Client> {
+  const client = new pg.Client({ host: "127.0.0.1", port: pgPort, user: "ann%app-db", password: "token" });
+  client.on("error", () => undefined);
+  await client.connect();
+  return { query: (sql) => client.query(sql), end: () => client.end() };
+}
+
+async function mysqlClient(): Promise<Client> {
+  const connection = await mysql.createConnection({
+    host: "127.0.0.1",
+    port: mysqlPort,
+    user: "ann%app-db",
+    password: "token",
+    authPlugins: { mysql_clear_password: () => () => Buffer.from("token\0") },
+  });
+  // A killed session's connection reports an error event: taken here (the query's rejection says it).
+  (connection as unknown as NodeJS.EventEmitter).on("error", () => undefined);
+  return { query: (sql) => connection.query(sql), end: () => connection.end() };
+}
+
+/** Polls until `done()` or the value stops changing for 3 s (60 looks 50 ms apart); never a timing assert. */
+async function untilSteady(value: () => number, done: () => boolean, ms = 120_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  let last = -1;
+  let steady = 0;
+  while (Date.now() < deadline) {
+    const now = value();
+    steady = now === last ? steady + 1 : 0;
+    last = now;
+    if (done() || steady >= 60) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error("the statements never stopped nor finished");
+}
+
+describe.each([
+  ["PostgreSQL", pgClient],
+  ["MariaDB", mysqlClient],
+] as const)("%s proxy: the query log's disk stalls, and its size limit", (_name, connect) => {
+  it("while the disk stalls the client is held back: the proxy does not queue the statements, and loses none", async () => {
+    sessions = () => unlimited;
+    let release: () => void = () => undefined;
+    const stalled = new Promise<void>((resolve) => (release = resolve));
+    // The first batch of the recording reaches the disk, then the disk takes nothing more until released.
+    armFailpoint("session.recording.after-write", () => stalled);
+    try {
+      const client = await connect();
+      const ended = unlimited.ended.at(-1)!;
+      let answered = 0;
+      const running = (async () => {
+        for (let i = 0; i < STATEMENTS; i++) {
+          await client.query(statementOf(i));
+          answered += 1;
+        }
+      })();
+      running.catch(() => undefined);
+      await untilSteady(
+        () => answered,
+        () => answered === STATEMENTS,
+      );
+      // Before: all 60 ran and were answered, 30 MiB of query log waiting in the proxy's memory.
+      expect(answered).toBeLessThan(STATEMENTS / 2);
+      release();
+      await running;
+      expect(answered).toBe(STATEMENTS);
+      await client.end();
+      const end = await ended;
+      expect(end.reason).toBe("client_closed");
+      const logged = unlimited.entries(end.recording!).filter((entry) => entry.statement.length > STATEMENT_BYTES);
+      expect(logged.map((entry) => entry.statement)).toEqual(
+        Array.from({ length: STATEMENTS }, (_, i) => statementOf(i)),
+      );
+    } finally {
+      release();
+      disarmFailpoints();
+    }
+  }, 180_000);
+
+  it("a query log that reaches STINT_RECORDING_MAX_BYTES ends a `recording: required` session, saying why", async () => {
+    sessions = () => limited;
+    const client = await connect();
+    const ended = limited.ended.at(-1)!;
+    let failure: Error | undefined;
+    for (let i = 0; i < 4 * (LIMIT / STATEMENT_BYTES) && !failure; i++) {
+      await client.query(statementOf(i)).catch((error: Error) => (failure = error));
+    }
+    expect(failure?.message).toMatch(/size limit/);
+    const end = await ended;
+    expect(end.reason).toBe("recording_failed");
+    expect(end.recording).toMatchObject({ partial: true, limit: LIMIT });
+    expect(end.recording!.bytes).toBeLessThanOrEqual(LIMIT);
+    expect(limited.entries(end.recording!).length).toBeGreaterThan(0);
+    await client.end().catch(() => undefined);
+  }, 120_000);
+});
