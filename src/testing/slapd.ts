@@ -14,7 +14,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { superviseChild } from "./child-server.js";
+import { superviseChild, type ChildServer } from "./child-server.js";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,8 +35,22 @@ export interface Slapd {
   rootDn: string;
   /** Random per server. */
   rootPassword: string;
+  /** slapd's process id (a new one after `restart`). */
+  readonly pid: number;
+  /** Kills slapd with SIGKILL (no goodbye to any client) and starts it again on the same port and data. */
+  restart(): Promise<void>;
   /** Kills slapd and removes its directory. */
   stop(): Promise<void>;
+}
+
+/** What slapd's monitor backend counts since it started (the read's own bind and connection left out). */
+export interface SlapdCounts {
+  /** Bind operations completed. */
+  binds: number;
+  /** Connections accepted. */
+  connections: number;
+  /** Connections open now. */
+  open: number;
 }
 
 const BASE_DN = "dc=stint,dc=test";
@@ -48,6 +62,21 @@ export interface SlapdOptions {
    * lets everyone read and only the rootdn write). Use `{{base}}` for the base DN.
    */
   access?: string[];
+  /** slapd.conf lines before the database, e.g. `restrict extended=1.3.6.1.4.1.4203.1.11.3`. */
+  global?: string[];
+}
+
+/**
+ * The ACL of docs/connectors/ldap.md for a service account `uid=<uid>,ou=people,…`: it may write member and
+ * uniqueMember of the groups and userPassword of any entry; everyone signed in reads the rest.
+ */
+export function serviceAccountAcl(uid: string): string[] {
+  const service = `dn.exact="uid=${uid},ou=people,{{base}}"`;
+  return [
+    `access to attrs=userPassword by ${service} write by self write by anonymous auth by * none`,
+    `access to dn.one="ou=groups,{{base}}" attrs=member,uniqueMember by ${service} write by users read`,
+    "access to * by users read",
+  ];
 }
 
 export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
@@ -63,6 +92,7 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
         ...SCHEMAS.map((schema) => `include /etc/ldap/schema/${schema}.schema`),
         `pidfile ${join(dir, "slapd.pid")}`,
         `argsfile ${join(dir, "slapd.args")}`,
+        ...(options.global ?? []),
         "modulepath /usr/lib/ldap",
         "moduleload back_mdb",
         "database mdb",
@@ -74,6 +104,9 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
         "lastbind on",
         "index objectClass eq",
         ...(options.access ?? []).map((line) => line.replaceAll("{{base}}", BASE_DN)),
+        // cn=Monitor, readable by the rootdn only: what slapd counts (binds, connections), see slapdCounts().
+        "database monitor",
+        `access to * by dn.exact="${rootDn}" read by * none`,
         "",
       ].join("\n"),
       { mode: 0o600 },
@@ -83,21 +116,13 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
     for (let attempt = 1; ; attempt += 1) {
       const port = await freePort();
       const url = `ldap://127.0.0.1:${port}`;
-      // `-d 0` keeps slapd in the foreground (no fork), so the child is slapd itself and can be killed.
-      const child = spawn("/usr/sbin/slapd", ["-f", config, "-h", `${url}/`, "-d", "0"], {
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      const server = superviseChild(child, { dir, signal: "SIGTERM", graceMs: 3000 });
-      const stop = () => server.stop();
-
+      let server: ChildServer & { pid: number };
       try {
-        await waitForBind(url, rootDn, rootPassword, server.running, 10_000);
+        server = await runSlapd(config, dir, url, rootDn, rootPassword);
       } catch (error) {
-        await stop();
-        if (attempt < 3 && /bind|address already in use/i.test(server.log())) continue;
-        throw new Error(`slapd did not start: ${(error as Error).message}\n${server.log()}`);
+        if (attempt < 3 && /bind|address already in use/i.test((error as Error).message)) continue;
+        throw error;
       }
-
       const slapd: Slapd = {
         url,
         baseDn: BASE_DN,
@@ -105,8 +130,17 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
         groupsDn: `ou=groups,${BASE_DN}`,
         rootDn,
         rootPassword,
+        get pid() {
+          return server.pid;
+        },
+        restart: async () => {
+          process.kill(server.pid, "SIGKILL");
+          await server.stop();
+          server = await runSlapd(config, dir, url, rootDn, rootPassword);
+          countReads.delete(slapd);
+        },
         stop: async () => {
-          await stop();
+          await server.stop();
           await rm(dir, { recursive: true, force: true });
         },
       };
@@ -126,6 +160,51 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** Starts slapd on `url` with `config` and waits until the rootdn can bind; throws with its log when it cannot. */
+async function runSlapd(
+  config: string,
+  dir: string,
+  url: string,
+  rootDn: string,
+  rootPassword: string,
+): Promise<ChildServer & { pid: number }> {
+  // `-d 0` keeps slapd in the foreground (no fork), so the child is slapd itself and can be killed.
+  const child = spawn("/usr/sbin/slapd", ["-f", config, "-h", `${url}/`, "-d", "0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const server = superviseChild(child, { dir, signal: "SIGTERM", graceMs: 3000 });
+  try {
+    await waitForBind(url, rootDn, rootPassword, server.running, 10_000);
+  } catch (error) {
+    await server.stop();
+    throw new Error(`slapd did not start: ${(error as Error).message}\n${server.log()}`);
+  }
+  return { ...server, pid: child.pid! };
+}
+
+/** slapdCounts() reads of each server since it (re)started: each read's own connection and bind. */
+const countReads = new WeakMap<Slapd, number>();
+
+/**
+ * What the server's monitor backend counts now (see SlapdCounts): binds and connections less those of every
+ * read so far, open connections less this read's (a closed one may still be counted for a moment: poll).
+ */
+export async function slapdCounts(slapd: Slapd): Promise<SlapdCounts> {
+  const reads = (countReads.get(slapd) ?? 0) + 1;
+  countReads.set(slapd, reads);
+  return asRoot(slapd, async (client) => {
+    const read = async (dn: string, attribute: string) => {
+      const { searchEntries } = await client.search(dn, { scope: "base", attributes: [attribute] });
+      return Number(searchEntries[0]?.[attribute]);
+    };
+    return {
+      binds: (await read("cn=Bind,cn=Operations,cn=Monitor", "monitorOpCompleted")) - reads,
+      connections: (await read("cn=Total,cn=Connections,cn=Monitor", "monitorCounter")) - reads,
+      open: (await read("cn=Current,cn=Connections,cn=Monitor", "monitorCounter")) - 1,
+    };
+  });
 }
 
 const NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/i;

@@ -6,7 +6,7 @@
 import type { TargetKind } from "../catalog/catalog.types.js";
 import type { Connector } from "./connector.types.js";
 import { templateProblems, type IdentityMapping } from "./identity-mapping.rules.js";
-import { ldapConnector } from "./ldap/ldap.connector.js";
+import { ldapConnector, ldapPools } from "./ldap/ldap.connector.js";
 import { mysqlConnector, mysqlPools } from "./mysql/mysql.connector.js";
 import { postgresConnector, postgresPools } from "./postgres/postgres.connector.js";
 import { sshHostConnector, sshHostPools } from "./ssh-host/ssh-host.connector.js";
@@ -49,7 +49,7 @@ export function currentAddressPolicy(): AddressPolicy {
  * call opens new ones.
  */
 export async function closeConnectorPools(): Promise<void> {
-  await Promise.all([postgresPools.closeAll(), mysqlPools.closeAll(), sshHostPools.closeAll()]);
+  await Promise.all([postgresPools.closeAll(), mysqlPools.closeAll(), sshHostPools.closeAll(), ldapPools.closeAll()]);
 }
 
 const isTarget = (value: unknown): value is ConnectorTarget =>

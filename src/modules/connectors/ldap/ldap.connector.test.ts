@@ -9,11 +9,13 @@ import {
   deleteEntry,
   freePort,
   readAttribute,
+  serviceAccountAcl,
   startSlapd,
   type Slapd,
 } from "../../../testing/slapd.js";
-import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
-import { ldapConnector } from "./ldap.connector.js";
+import type { ConnectorTarget } from "../connector.types.js";
+import { connectorFailure } from "../../../testing/connector-failure.js";
+import { ldapConnector, ldapPools } from "./ldap.connector.js";
 import { normalizeDn } from "./ldap.rules.js";
 
 const suffix = randomBytes(4).toString("hex");
@@ -40,15 +42,6 @@ async function membersSeen(group: string, attribute = "member"): Promise<string[
   return (await readAttribute(slapd, group, attribute)).map((dn) => normalizeDn(dn)!).sort();
 }
 
-async function failure(promise: Promise<unknown>): Promise<ConnectorError> {
-  const error = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(ConnectorError);
-  return error as ConnectorError;
-}
-
 beforeAll(async () => {
   slapd = await startSlapd();
   const track = async (dn: Promise<string>) => {
@@ -64,6 +57,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await ldapPools.closeAll();
   if (!slapd) return;
   for (const dn of created) await deleteEntry(slapd, dn).catch(() => undefined);
   await slapd.stop();
@@ -78,7 +72,7 @@ describe("test()", () => {
 
   it("refuses a wrong password without repeating it", async () => {
     const wrong = `wrong-${randomBytes(8).toString("hex")}`;
-    const error = await failure(ldapConnector.test(target({}, { credential: wrong })));
+    const error = await connectorFailure(ldapConnector.test(target({}, { credential: wrong })));
     expect(error.reason).toBe("refused");
     expect(error.message).toMatch(/invalid credentials/i);
     expect(error.message).not.toContain(wrong);
@@ -86,20 +80,20 @@ describe("test()", () => {
   });
 
   it("refuses to bind without a credential (which would be an anonymous bind)", async () => {
-    const error = await failure(ldapConnector.test(target({}, { credential: null })));
+    const error = await connectorFailure(ldapConnector.test(target({}, { credential: null })));
     expect(error.reason).toBe("refused");
     expect(error.message).toContain("credential");
   });
 
   it("a closed port is unavailable", async () => {
     const port = await freePort();
-    const error = await failure(ldapConnector.test(target({}, { address: `ldap://127.0.0.1:${port}` })));
+    const error = await connectorFailure(ldapConnector.test(target({}, { address: `ldap://127.0.0.1:${port}` })));
     expect(error.reason).toBe("unavailable");
     expect(error.message).not.toContain(slapd.rootPassword);
   });
 
   it("StartTLS against a server without TLS is a clear failure", async () => {
-    const error = await failure(ldapConnector.test(target({ startTls: true })));
+    const error = await connectorFailure(ldapConnector.test(target({ startTls: true })));
     expect(error.message).toMatch(/StartTLS/);
     expect(error.message).not.toContain(slapd.rootPassword);
   });
@@ -107,7 +101,7 @@ describe("test()", () => {
   it("an aborted call fails as unavailable", async () => {
     const controller = new AbortController();
     controller.abort();
-    const error = await failure(ldapConnector.test(target(), { signal: controller.signal }));
+    const error = await connectorFailure(ldapConnector.test(target(), { signal: controller.signal }));
     expect(error.reason).toBe("unavailable");
   });
 });
@@ -139,7 +133,7 @@ describe("a server that accepts connections and never answers", () => {
     while (sockets.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
     const closed = new Promise<void>((resolve) => sockets[0]!.once("close", () => resolve()));
     controller.abort();
-    const error = await failure(call);
+    const error = await connectorFailure(call);
     expect(error.reason).toBe("unavailable");
     expect(error.message).toContain("cancelled");
     await closed;
@@ -147,7 +141,7 @@ describe("a server that accepts connections and never answers", () => {
 
   it("no answer is unavailable (after the operation timeout) and the connection is closed", async () => {
     const before = sockets.length;
-    const error = await failure(ldapConnector.test(target({}, { address })));
+    const error = await connectorFailure(ldapConnector.test(target({}, { address })));
     expect(error.reason).toBe("unavailable");
     expect(error.message).not.toContain(slapd.rootPassword);
     expect(sockets.length).toBe(before + 1);
@@ -186,7 +180,9 @@ describe("groupOfNames (member)", () => {
   it("refuses to remove the last member of a groupOfNames, saying why", async () => {
     const lonely = await addGroup(slapd, `lonely-${suffix}`, [carol]);
     created.unshift(lonely);
-    const error = await failure(ldapConnector.revoke(target(), { login: carol, entitlement: { group: lonely } }));
+    const error = await connectorFailure(
+      ldapConnector.revoke(target(), { login: carol, entitlement: { group: lonely } }),
+    );
     expect(error.reason).toBe("refused");
     expect(error.message).toMatch(/last member/);
     expect(error.message).toMatch(/placeholder/);
@@ -195,23 +191,25 @@ describe("groupOfNames (member)", () => {
 
   it("a group that does not exist is refused on provision and observe; revoke has nothing to do", async () => {
     const missing = { group: `cn=missing-${suffix},${slapd.groupsDn}` };
-    const provision = await failure(ldapConnector.provision(target(), { login: alice, entitlement: missing }));
+    const provision = await connectorFailure(ldapConnector.provision(target(), { login: alice, entitlement: missing }));
     expect(provision.reason).toBe("refused");
     expect(provision.message).toContain("does not exist");
-    expect((await failure(ldapConnector.observe(target(), missing))).reason).toBe("refused");
+    expect((await connectorFailure(ldapConnector.observe(target(), missing))).reason).toBe("refused");
     await ldapConnector.revoke(target(), { login: alice, entitlement: missing });
   });
 
   it("a login with no entry is refused and not added", async () => {
     const ghost = `uid=ghost-${suffix},${slapd.peopleDn}`;
-    const error = await failure(ldapConnector.provision(target(), { login: ghost, entitlement: { group: admins } }));
+    const error = await connectorFailure(
+      ldapConnector.provision(target(), { login: ghost, entitlement: { group: admins } }),
+    );
     expect(error.reason).toBe("refused");
     expect(error.message).toContain("no entry");
     expect(await membersSeen(admins)).not.toContain(normalizeDn(ghost));
   });
 
   it("the wrong member attribute for the group's class is refused with a hint", async () => {
-    const error = await failure(
+    const error = await connectorFailure(
       ldapConnector.provision(target({ memberAttribute: "uniqueMember" }), {
         login: carol,
         entitlement: { group: admins },
@@ -223,7 +221,7 @@ describe("groupOfNames (member)", () => {
 
   it("a closed port is unavailable for provision too", async () => {
     const port = await freePort();
-    const error = await failure(
+    const error = await connectorFailure(
       ldapConnector.provision(target({}, { address: `ldap://127.0.0.1:${port}` }), {
         login: alice,
         entitlement: { group: admins },
@@ -234,7 +232,7 @@ describe("groupOfNames (member)", () => {
 
   it("a wrong password is refused on provision, without the password", async () => {
     const wrong = `wrong-${randomBytes(8).toString("hex")}`;
-    const error = await failure(
+    const error = await connectorFailure(
       ldapConnector.provision(target({}, { credential: wrong }), { login: bob, entitlement: { group: admins } }),
     );
     expect(error.reason).toBe("refused");
@@ -339,7 +337,7 @@ describe("password rotation (setPassword / verifyPassword)", () => {
 
   it("a missing entry is refused, without the password", async () => {
     const ghost = `uid=ghost-${suffix},${slapd.peopleDn}`;
-    const error = await failure(ldapConnector.setPassword!(target(), { login: ghost, password: newPassword }));
+    const error = await connectorFailure(ldapConnector.setPassword!(target(), { login: ghost, password: newPassword }));
     expect(error.reason).toBe("refused");
     expect(error.message).toContain("no entry");
     expect(error.message).not.toContain(newPassword);
@@ -349,20 +347,22 @@ describe("password rotation (setPassword / verifyPassword)", () => {
   });
 
   it("a login that is not a DN is refused before connecting", async () => {
-    const error = await failure(ldapConnector.setPassword!(target(), { login: "erin)(uid=*", password: newPassword }));
+    const error = await connectorFailure(
+      ldapConnector.setPassword!(target(), { login: "erin)(uid=*", password: newPassword }),
+    );
     expect(error.reason).toBe("refused");
     expect(error.message).not.toContain(newPassword);
   });
 
   it("an empty password is refused (the server would make one up)", async () => {
-    const error = await failure(ldapConnector.setPassword!(target(), { login: erin, password: "" }));
+    const error = await connectorFailure(ldapConnector.setPassword!(target(), { login: erin, password: "" }));
     expect(error.reason).toBe("refused");
     expect(await canBind(erin, oldPassword)).toBe(true);
   });
 
   it("a wrong admin password is refused and changes nothing", async () => {
     const wrong = `wrong-${randomBytes(8).toString("hex")}`;
-    const error = await failure(
+    const error = await connectorFailure(
       ldapConnector.setPassword!(target({}, { credential: wrong }), { login: erin, password: newPassword }),
     );
     expect(error.reason).toBe("refused");
@@ -377,7 +377,7 @@ describe("password rotation (setPassword / verifyPassword)", () => {
       ldapConnector.setPassword!(closed, { login: erin, password: newPassword }),
       ldapConnector.verifyPassword!(closed, { login: erin, password: newPassword }),
     ]) {
-      const error = await failure(promise);
+      const error = await connectorFailure(promise);
       expect(error.reason).toBe("unavailable");
       expect(error.message).not.toContain(newPassword);
       expect(error.message).not.toContain(slapd.rootPassword);
@@ -387,7 +387,7 @@ describe("password rotation (setPassword / verifyPassword)", () => {
   it("an aborted call is unavailable", async () => {
     const controller = new AbortController();
     controller.abort();
-    const error = await failure(
+    const error = await connectorFailure(
       ldapConnector.verifyPassword!(target(), { login: erin, password: oldPassword }, { signal: controller.signal }),
     );
     expect(error.reason).toBe("unavailable");
@@ -405,15 +405,7 @@ describe("with the least privileges the docs ask for (a second slapd with ACLs)"
 
   beforeAll(async () => {
     // The ACL of docs/connectors/ldap.md, with the service account's DN filled in.
-    restricted = await startSlapd({
-      access: [
-        'access to attrs=userPassword by dn.exact="uid=stint-svc,ou=people,{{base}}" write' +
-          " by self write by anonymous auth by * none",
-        'access to dn.one="ou=groups,{{base}}" attrs=member,uniqueMember' +
-          ' by dn.exact="uid=stint-svc,ou=people,{{base}}" write by users read',
-        "access to * by users read",
-      ],
-    });
+    restricted = await startSlapd({ access: serviceAccountAcl("stint-svc") });
     service = await addPerson(restricted, "stint-svc", { password: servicePassword });
     reader = await addPerson(restricted, "reader", { password: readerPassword });
     dave = await addPerson(restricted, "dave");
@@ -451,7 +443,7 @@ describe("with the least privileges the docs ask for (a second slapd with ACLs)"
     expect(await ldapConnector.verifyPassword!(as(service, servicePassword), { login: frank, password: next })).toBe(
       true,
     );
-    const error = await failure(
+    const error = await connectorFailure(
       ldapConnector.setPassword!(as(reader, readerPassword), { login: frank, password: "another-pw" }),
     );
     expect(error.reason).toBe("refused");
@@ -463,7 +455,7 @@ describe("with the least privileges the docs ask for (a second slapd with ACLs)"
   });
 
   it("an account that may only read is refused, in the server's words, without its password", async () => {
-    const error = await failure(
+    const error = await connectorFailure(
       ldapConnector.provision(as(reader, readerPassword), { login: dave, entitlement: { group } }),
     );
     expect(error.reason).toBe("refused");

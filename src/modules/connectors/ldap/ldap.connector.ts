@@ -2,30 +2,26 @@
  * The LDAP connector: an entitlement is membership of a group (groupOfNames `member`,
  * groupOfUniqueNames `uniqueMember`, or an Active Directory group), and a login is
  * the DN of the principal's entry. Stint binds as `options.bindDn` with the target's
- * credential for one call, changes one value of the group's member attribute, and
- * unbinds. Values travel BER-encoded in modify requests, never in filters, so there
+ * credential on a connection of the target's pool (ldap.client.ts) and changes one value
+ * of the group's member attribute. Values travel BER-encoded in modify requests, never in filters, so there
  * is nothing to inject into; DNs are still checked strictly (ldap.rules.ts).
  */
-import { Attribute, BerWriter, Change, Client, ResultCodeError, type Entry } from "ldapts";
+import { Attribute, BerWriter, Change, type Entry, type ResultCodeError } from "ldapts";
 import {
-  ConnectorError,
   refused,
-  unavailable,
-  type CallOptions,
   type Connector,
   type ConnectorTarget,
   type GrantSpec,
   type StandingAccess,
 } from "../connector.types.js";
+import { canBind, endpointOf, resultCode, serverWords, withDirectory, type Directory } from "./ldap.client.js";
 import {
   ACTIVITY_ATTRIBUTES,
   RESULT,
   checkEntitlement,
   checkLogin,
   checkOptions,
-  describeResult,
   groupOf,
-  isTransientResult,
   lastActivityOf,
   memberDn,
   normalizeDn,
@@ -34,155 +30,7 @@ import {
 } from "./ldap.rules.js";
 
 export { normalizeDn, sameDn } from "./ldap.rules.js";
-
-const CONNECT_TIMEOUT_MS = 5_000;
-const OPERATION_TIMEOUT_MS = 15_000;
-
-/** The LDAP result code of an error the server sent, or null for anything else (a socket error, a timeout). */
-function resultCode(error: unknown): number | null {
-  return error instanceof ResultCodeError ? error.code : null;
-}
-
-/** Removes the credential (and any other secret of the call) from text, in case a server or library echoes it. */
-function scrub(text: string, target: ConnectorTarget, extra: string[] = []): string {
-  return [target.credential ?? "", ...extra]
-    .filter((secret) => secret.length >= 4)
-    .reduce((clean, secret) => clean.split(secret).join("[redacted]"), text);
-}
-
-/** The server's own words for a result, one line. */
-function serverWords(error: ResultCodeError, target: ConnectorTarget, extra: string[] = []): string {
-  return scrub(describeResult(error.code, error.message), target, extra);
-}
-
-/** Where the connector connects, without user info, path or query. */
-function endpointOf(address: string): { url: string; host: string } {
-  const url = new URL(address);
-  const secure = url.protocol === "ldaps:";
-  const port = url.port || (secure ? "636" : "389");
-  return { url: `${url.protocol}//${url.hostname}:${port}`, host: `${url.hostname}:${port}` };
-}
-
-/** Any failure as a ConnectorError: the server's "no" is refused; anything else is unavailable, safely worded. */
-function classify(error: unknown, target: ConnectorTarget, doing: string, extra: string[] = []): ConnectorError {
-  if (error instanceof ConnectorError) return new ConnectorError(error.reason, scrub(error.message, target, extra));
-  const code = resultCode(error);
-  if (code !== null) {
-    const words = serverWords(error as ResultCodeError, target, extra);
-    return isTransientResult(code)
-      ? unavailable(`${target.name}: ${doing}: ${words}`)
-      : refused(`${target.name}: ${doing}: ${words}`);
-  }
-  const message = error instanceof Error ? error.message : "";
-  const known =
-    /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EPIPE|timeout|timed out|closed|socket|certificate|TLS|SSL/i;
-  const firstLine = message.split("\n")[0]!;
-  const detail =
-    firstLine === "Connection timeout"
-      ? `: no connection within ${CONNECT_TIMEOUT_MS / 1000} s`
-      : known.test(message)
-        ? `: ${scrub(firstLine, target, extra)}`
-        : "";
-  return unavailable(`${target.name}: ${doing}: the LDAP server did not answer${detail}`);
-}
-
-/**
- * Connects, optionally upgrades with StartTLS, binds as the admin, runs `work`, and
- * unbinds, also on error. On abort the call fails at once; the connection is closed
- * as soon as any operation in flight (at most the connect timeout) settles.
- */
-async function withDirectory<T>(
-  target: ConnectorTarget,
-  call: CallOptions | undefined,
-  doing: string,
-  work: (client: Client, settings: LdapSettings) => Promise<T>,
-  secrets: string[] = [],
-): Promise<T> {
-  const settings = settingsOf(target.options);
-  if (call?.signal?.aborted) throw unavailable(`${target.name}: ${doing}: cancelled`);
-  if (!target.credential)
-    // An empty password would make the bind anonymous (RFC 4513 §5.1.2) instead of failing.
-    throw refused(`${target.name}: no credential is set: store the password of ${settings.bindDn} as its credential`);
-  const credential = target.credential;
-  return withConnection(
-    target,
-    call,
-    doing,
-    async (client, endpoint) => {
-      try {
-        await client.bind(settings.bindDn, credential);
-      } catch (error) {
-        if (resultCode(error) === RESULT.invalidCredentials)
-          throw refused(
-            `${target.name}: cannot bind as ${settings.bindDn}: invalid credentials (wrong DN or password)`,
-          );
-        throw classify(error, target, `binding as ${settings.bindDn} at ${endpoint.host}`, secrets);
-      }
-      return work(client, settings);
-    },
-    secrets,
-  );
-}
-
-/**
- * Connects and optionally upgrades with StartTLS, without binding; runs `work` and unbinds,
- * also on error and on abort. `secrets` are scrubbed from messages besides the credential.
- */
-async function withConnection<T>(
-  target: ConnectorTarget,
-  call: CallOptions | undefined,
-  doing: string,
-  work: (client: Client, endpoint: { url: string; host: string }) => Promise<T>,
-  secrets: string[],
-): Promise<T> {
-  const settings = settingsOf(target.options);
-  const signal = call?.signal;
-  if (signal?.aborted) throw unavailable(`${target.name}: ${doing}: cancelled`);
-  let endpoint: { url: string; host: string };
-  try {
-    endpoint = endpointOf(target.address);
-  } catch {
-    throw refused(`${target.name}: the address is not an ldap:// or ldaps:// URL`);
-  }
-  if (settings.startTls && endpoint.url.startsWith("ldaps:"))
-    throw refused(`${target.name}: options.startTls is for ldap:// addresses; ldaps:// is encrypted already`);
-
-  const client = new Client({ url: endpoint.url, connectTimeout: CONNECT_TIMEOUT_MS, timeout: OPERATION_TIMEOUT_MS });
-  const run = (async () => {
-    if (settings.startTls) {
-      try {
-        await client.startTLS({ servername: new URL(target.address).hostname });
-      } catch (error) {
-        throw classify(error, target, `StartTLS with ${endpoint.host}`, secrets);
-      }
-    }
-    return work(client, endpoint);
-  })();
-
-  let onAbort: (() => void) | undefined;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => {
-      reject(unavailable(`${target.name}: ${doing}: cancelled`));
-      void client.unbind().catch(() => undefined);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-  aborted.catch(() => undefined);
-  try {
-    return await (signal ? Promise.race([run, aborted]) : run);
-  } catch (error) {
-    throw classify(error, target, doing, secrets);
-  } finally {
-    if (onAbort) signal?.removeEventListener("abort", onAbort);
-    // After an abort `run` may still be connecting; close once it settles, without making the caller wait.
-    const close = run.then(
-      () => client.unbind(),
-      () => client.unbind(),
-    );
-    if (signal?.aborted) void close.catch(() => undefined);
-    else await close.catch(() => undefined);
-  }
-}
+export { ldapPools } from "./ldap.client.js";
 
 /** The LDAP Password Modify extended operation (RFC 3062). */
 const PASSWORD_MODIFY_OID = "1.3.6.1.4.1.4203.1.11.1";
@@ -207,7 +55,7 @@ function valuesOf(entry: Entry | undefined, attribute: string): string[] {
 }
 
 /** The member DNs of a group, normalised, as read; refused when the group is not there. */
-async function readMembers(client: Client, target: ConnectorTarget, group: string, attribute: string) {
+async function readMembers(client: Directory, target: ConnectorTarget, group: string, attribute: string) {
   try {
     const { searchEntries } = await client.search(group, { scope: "base", attributes: [attribute] });
     if (searchEntries.length === 0) throw refused(`${target.name}: group ${group} does not exist`);
@@ -229,7 +77,7 @@ function ignoredMembers(settings: LdapSettings, group: string): Set<string> {
   return new Set([group, ...settings.ignore].map((dn) => normalizeDn(dn)).filter((dn): dn is string => dn !== null));
 }
 
-async function lastActivity(client: Client, dn: string): Promise<string | null> {
+async function lastActivity(client: Directory, dn: string): Promise<string | null> {
   try {
     const { searchEntries } = await client.search(dn, { scope: "base", attributes: [...ACTIVITY_ATTRIBUTES] });
     const entry = searchEntries[0];
@@ -376,21 +224,7 @@ export const ldapConnector: Connector = {
     const login = checkedLogin(target, spec.login);
     // An empty password would be an unauthenticated bind (RFC 4513 §5.1.2), which proves nothing.
     if (!spec.password) return false;
-    return withConnection(
-      target,
-      call,
-      `signing in as ${login}`,
-      async (client) => {
-        try {
-          await client.bind(login, spec.password);
-          return true;
-        } catch (error) {
-          if (resultCode(error) === RESULT.invalidCredentials) return false;
-          throw error;
-        }
-      },
-      [spec.password],
-    );
+    return canBind(target, call, login, spec.password);
   },
 
   async discover(target, call) {

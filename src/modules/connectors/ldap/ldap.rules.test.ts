@@ -9,6 +9,7 @@ import {
   fileTimeToIso,
   generalizedTimeToIso,
   lastActivityOf,
+  leavesConnectionAsItWas,
   memberDn,
   normalizeDn,
   parseDn,
@@ -257,5 +258,26 @@ describe("describeResult", () => {
       "objectClassViolation (65): object class 'groupOfNames' requires attribute 'member'",
     );
     expect(describeResult(4096, "odd\nserver")).toBe("result (4096): odd server");
+  });
+});
+
+describe("leavesConnectionAsItWas", () => {
+  it.each([
+    [16, true], // noSuchAttribute: revoke of a value that is not there
+    [20, true], // attributeOrValueExists: provision of a member already there
+    [32, true], // noSuchObject
+    [50, true], // insufficientAccessRights
+    [65, true], // objectClassViolation
+    [1, false], // operationsError
+    [2, false], // protocolError
+    [3, false], // timeLimitExceeded
+    [8, false], // strongerAuthRequired (also slapd's notice of disconnection)
+    [49, false], // invalidCredentials: a bind that fails leaves the connection anonymous
+    [51, false], // busy
+    [52, false], // unavailable
+    [53, false], // unwillingToPerform
+    [80, false], // other
+  ])("result %i: reusable %s", (code, reusable) => {
+    expect(leavesConnectionAsItWas(code)).toBe(reusable);
   });
 });

@@ -426,3 +426,32 @@ export function describeResult(code: number, diagnostic: string): string {
 export function isTransientResult(code: number): boolean {
   return code === RESULT.timeLimitExceeded || code === RESULT.busy || code === RESULT.unavailable;
 }
+
+/**
+ * Result codes that answer about the operation's object (no such entry or value, the value is there already,
+ * the schema or the ACL says no): the connection is as it was, bound as before, and may serve the next call.
+ * Any other code (busy, unavailable, protocolError, strongerAuthRequired, other …) may come from a server
+ * about to drop the connection or one whose state is unknown: the connection is closed, not pooled.
+ */
+const SETTLED_RESULTS: ReadonlySet<number> = new Set([
+  RESULT.noSuchAttribute,
+  RESULT.undefinedAttributeType,
+  18, // inappropriateMatching
+  19, // constraintViolation
+  RESULT.typeOrValueExists,
+  RESULT.invalidAttributeSyntax,
+  RESULT.noSuchObject,
+  RESULT.invalidDnSyntax,
+  RESULT.insufficientAccessRights,
+  64, // namingViolation
+  RESULT.objectClassViolation,
+  66, // notAllowedOnNonLeaf
+  67, // notAllowedOnRDN
+  68, // entryAlreadyExists
+  69, // objectClassModsProhibited
+]);
+
+/** Whether a connection that received this result code may be reused (see SETTLED_RESULTS). */
+export function leavesConnectionAsItWas(code: number): boolean {
+  return SETTLED_RESULTS.has(code);
+}

@@ -4,6 +4,7 @@
  * (mysql.connector.ts) run inside `withSession`.
  */
 import mysql from "mysql2/promise";
+import { abortion } from "../call-abort.js";
 import { createConnectionPools, poolKey } from "../connection-pool.js";
 import type { Connection, RowDataPacket } from "mysql2/promise";
 import { refused, unavailable, type CallOptions, type ConnectorTarget } from "../connector.types.js";
@@ -110,20 +111,9 @@ export const mysqlPools = createConnectionPools<Connection>({
   },
 });
 
-/** Rejects with "aborted" when `signal` aborts; `stop` removes the listener. */
-export function abortion(target: ConnectorTarget, signal: AbortSignal | undefined, onAbort: () => void = () => {}) {
-  let stop = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    if (!signal) return;
-    const listener = () => {
-      onAbort();
-      reject(unavailable(`${target.name}: call aborted`));
-    };
-    signal.addEventListener("abort", listener, { once: true });
-    stop = () => signal.removeEventListener("abort", listener);
-  });
-  aborted.catch(() => undefined);
-  return { aborted, stop };
+/** The call's abort (see ../call-abort.ts), failing it as unavailable. */
+function abortionOf(target: ConnectorTarget, signal: AbortSignal | undefined, onAbort: () => void = () => {}) {
+  return abortion(signal, onAbort, () => unavailable(`${target.name}: call aborted`));
 }
 
 /** Opens and signs in one connection (as the admin, or as `as`); an abort destroys it and wins the race. */
@@ -157,7 +147,7 @@ export async function openConnection(
   });
   // A connection that completes after an abort is closed straight away.
   connecting.then((late) => (signal?.aborted ? late.destroy() : undefined)).catch(() => undefined);
-  const { aborted, stop } = abortion(target, signal);
+  const { aborted, stop } = abortionOf(target, signal);
   try {
     const connection = await Promise.race([connecting, aborted]);
     // A server that drops the connection between queries reports it as an event; the next query fails anyway.
@@ -207,7 +197,7 @@ export async function withSession<T>(
   };
   const signal = call?.signal;
   const run = async (connection: Connection) => {
-    const { aborted, stop } = abortion(target, signal, () => connection.destroy());
+    const { aborted, stop } = abortionOf(target, signal, () => connection.destroy());
     try {
       const query = async (sql: string, values?: unknown[]) => {
         const [rows] = await Promise.race([connection.query({ sql, values, timeout: QUERY_TIMEOUT_MS }), aborted]);
