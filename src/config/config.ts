@@ -97,6 +97,10 @@ export const configSchema = z
     /** Connections the SSH proxy holds at once, overall and from one source address; more are closed at accept. */
     sshProxyMaxConnections: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     sshProxyMaxConnectionsPerAddress: z.coerce.number().int().min(1).max(1_000_000).default(50),
+    /** Session channels one SSH proxy connection holds open at once (OpenSSH's MaxSessions); more are refused. */
+    sshProxyMaxSessions: z.coerce.number().int().min(1).max(10_000).default(10),
+    /** Forwarded connections one SSH proxy connection holds open at once, and remote-forward listeners apart. */
+    sshProxyMaxForwards: z.coerce.number().int().min(1).max(10_000).default(32),
     /**
      * The largest a session's recording may grow, in bytes: the write that would pass it ends the recording
      * (and, under `recording: required`, the session). Default 4 GiB.
@@ -322,6 +326,8 @@ export const ENV_KEYS = {
   STINT_SSH_PROXY_HANDSHAKE_TIMEOUT: "sshProxyHandshakeTimeout",
   STINT_SSH_PROXY_MAX_CONNECTIONS: "sshProxyMaxConnections",
   STINT_SSH_PROXY_MAX_CONNECTIONS_PER_ADDRESS: "sshProxyMaxConnectionsPerAddress",
+  STINT_SSH_PROXY_MAX_SESSIONS: "sshProxyMaxSessions",
+  STINT_SSH_PROXY_MAX_FORWARDS: "sshProxyMaxForwards",
   STINT_PG_PROXY_LISTEN: "pgProxyListen",
   STINT_PROXY_PUBLIC_HOST: "proxyPublicHost",
   STINT_PG_PROXY_TLS_CERT: "pgProxyTlsCert",

@@ -123,6 +123,8 @@ export async function startProxies(deps: {
       handshakeTimeoutMs: config.sshProxyHandshakeTimeout,
       maxConnections: config.sshProxyMaxConnections,
       maxConnectionsPerAddress: config.sshProxyMaxConnectionsPerAddress,
+      maxSessions: config.sshProxyMaxSessions,
+      maxForwards: config.sshProxyMaxForwards,
       ...(deps.registry ? { registry: deps.registry } : {}),
     });
     return sshProxy;

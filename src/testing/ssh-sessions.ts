@@ -128,6 +128,8 @@ export async function sshSessionsHarness(options: HarnessOptions = {}): Promise<
     handshakeTimeoutMs: server.config.sshProxyHandshakeTimeout,
     maxConnections: server.config.sshProxyMaxConnections,
     maxConnectionsPerAddress: server.config.sshProxyMaxConnectionsPerAddress,
+    maxSessions: server.config.sshProxyMaxSessions,
+    maxForwards: server.config.sshProxyMaxForwards,
     registry: server.registry,
     ...options.proxy,
   });

@@ -3,9 +3,10 @@
  * subsystem) with the file-transfer policy and moderation before anything opens upstream, then the bytes
  * both ways, recorded.
  */
-import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from "ssh2";
+import type { ClientChannel, Connection, PseudoTtyInfo, ServerChannel, Session } from "ssh2";
 import type { Logger } from "../../lib/logger.js";
 import type { BrokeredSession, SessionEnd, UpstreamSsh } from "../../modules/sessions/sessions.types.js";
+import { closeUnstarted, MAX_ENV_PER_CHANNEL } from "./channel-limits.js";
 import { parseRsyncCommand, parseScpCommand, createScpCounter } from "./exec-commands.js";
 import { execRefusal, fileChannel, refuseExec } from "./file-policy.js";
 import { whenModerated } from "./live-moderation.js";
@@ -23,9 +24,17 @@ export interface ChannelContext {
   readonly ending: boolean;
   /** Set when Stint ends the session: a channel the client opens during the grace period gets the message too. */
   readonly killing: SessionEnd | undefined;
+  /** After a request was recorded: while the recording's disk is behind, the connection is not read. */
+  holdForRecording(): void;
 }
 
-export function relaySession(connection: ChannelContext, channelSession: Session, live: Live): void {
+export function relaySession(
+  connection: ChannelContext,
+  channelSession: Session,
+  live: Live,
+  /** The client's connection, and this channel's place in its budget (channel-limits.ts), given back once closed. */
+  { client, release }: { client: Connection; release: () => void },
+): void {
   const { session, upstream, channels } = live;
   /** This channel's number in the recording: its frames and markers name it. */
   const channel = (live.opened += 1);
@@ -35,11 +44,18 @@ export function relaySession(connection: ChannelContext, channelSession: Session
   let started = false;
   /** A window change came before the target's channel was open. */
   let resized = false;
+  let envCount = 0;
+  channelSession.once("close", () => {
+    release();
+    if (!started) closeUnstarted(client, channelSession);
+  });
 
   channelSession.on("pty", (accept, reject, info) => {
-    if (started) return reject?.();
+    // One terminal per channel (OpenSSH's sshd refuses a second too).
+    if (started || pty) return reject?.();
     pty = info;
     session.recorder.resize(info.cols, info.rows, channel);
+    connection.holdForRecording();
     accept?.();
   });
   channelSession.on("window-change", (accept, _reject, info) => {
@@ -49,19 +65,23 @@ export function relaySession(connection: ChannelContext, channelSession: Session
       resized = true;
     }
     safely(() => remote?.setWindow(info.rows, info.cols, info.height, info.width));
+    connection.holdForRecording();
     accept?.();
   });
   channelSession.on("env", (accept, reject, info) => {
-    if (started) return reject?.();
+    if (started || envCount >= MAX_ENV_PER_CHANNEL) return reject?.();
+    envCount += 1;
     // Recorded: the target's sshd may pass it to the shell (Debian's `AcceptEnv LANG LC_*`), and a
     // command line `eval "$LC_X"` runs what it holds.
     session.recorder.event("env", { name: info.key, value: info.val, channel });
     env[info.key] = info.val;
+    connection.holdForRecording();
     accept?.();
   });
   channelSession.on("signal", (accept, _reject, info) => {
     session.recorder.event("signal", { name: info.name, channel });
     safely(() => remote?.signal(info.name));
+    connection.holdForRecording();
     accept?.();
   });
   channelSession.on("auth-agent", (_accept, reject) => reject?.());
@@ -85,7 +105,10 @@ export function relaySession(connection: ChannelContext, channelSession: Session
         const { message } = connection.killing;
         safely(() => local.stderr.write(`\r\nStint: ${message}\r\n`));
       }
-      local.on("close", () => channels.delete(local));
+      local.on("close", () => {
+        channels.delete(local);
+        release();
+      });
       local.on("error", (error: Error) => connection.log.debug({ err: error }, "ssh client channel error"));
       const refuse = (reason: string | undefined) => {
         connection.log.info({ kind, reason }, "ssh channel refused by the target");
@@ -141,6 +164,7 @@ export function relaySession(connection: ChannelContext, channelSession: Session
     // Only SFTP is understood (sftp-log.ts); any other subsystem could be a shell by another name.
     if (info.name !== "sftp") {
       session.recorder.event("subsystem", { name: info.name, allowed: false, channel });
+      connection.holdForRecording();
       connection.log.info({ subsystem: info.name }, "ssh subsystem refused");
       return reject();
     }

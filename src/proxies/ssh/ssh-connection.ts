@@ -13,6 +13,7 @@ import type {
   SshCertificateLogin,
   UpstreamSsh,
 } from "../../modules/sessions/sessions.types.js";
+import { createChannelBudget, createConnectionHold, type ChannelLimits } from "./channel-limits.js";
 import { moderationAdmits } from "./live-moderation.js";
 import { endOf, endSession, safely } from "./session-end.js";
 import {
@@ -35,6 +36,8 @@ export interface ConnectionDeps {
   gate: Pick<SessionGate, "checkSshCertificate" | "openSsh">;
   logger: Logger;
   upstreamTimeoutMs: number;
+  /** What one connection may hold open at once (channel-limits.ts). */
+  limits: ChannelLimits;
   /** The client is signed in: its handshake deadline no longer applies. */
   signedIn(): void;
 }
@@ -72,7 +75,19 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
    * is relayed or opened (no recording could hold it).
    */
   const unrecorded = () => killing?.reason === "recording_failed";
+  const holdConnection = createConnectionHold(client);
+  /** Past a cap an open is refused; the first refusal of each kind is logged, recorded and audited. */
+  const budget = createChannelBudget(deps.limits, (kind, limit, sentence) => {
+    log.warn({ kind, limit }, "ssh channel limit reached; refusing more of this kind on this connection");
+    live?.session.recorder.event("channel_limit", { kind, limit });
+    live?.session.channelRefused?.({ subsystem: kind, reason: sentence });
+  });
+  /** Remote forwards the target listens on for this connection, by "address:port": their releases. */
+  const listeners = new Map<string, () => void>();
   const state: ChannelContext = {
+    holdForRecording: () => {
+      if (live) holdConnection(live.session.recorder);
+    },
     get log() {
       return log;
     },
@@ -166,16 +181,24 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
     // Remote forwarding: the target tells of a connection to a port it listens on for us.
     upstream.on("tcp connection", (details, accept, reject) => {
       if (ending) return reject();
+      const release = budget.take("forwarded-tcpip");
+      if (!release) return reject();
       client.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (error, channel) => {
-        if (error) return reject();
-        relayForward(channel, accept(), { kind: "tcpip-forward", host: details.destIP, port: details.destPort });
+        if (error) {
+          release();
+          return reject();
+        }
+        const forward = { kind: "tcpip-forward", host: details.destIP, port: details.destPort };
+        relayForward(channel, accept(), forward, release);
       });
     });
   }
 
   client.on("session", (accept, reject) => {
     if (!live || state.ending) return reject();
-    relaySession(state, accept(), live);
+    const release = budget.take("session");
+    if (!release) return rejectProhibited(client, reject, budget.refusal("session"));
+    relaySession(state, accept(), live, { client, release });
   });
 
   client.on("tcpip", (accept, reject, info) => {
@@ -184,11 +207,17 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
     if (!moderationAdmits(session))
       return rejectProhibited(client, reject, "Stint: no moderator has joined this session yet");
     const allowed = session.policy.portForwarding;
+    const release = allowed ? budget.take("direct-tcpip") : null;
+    if (allowed && !release) return rejectProhibited(client, reject, budget.refusal("direct-tcpip"));
     session.recorder.event("forward", { kind: "direct-tcpip", host: info.destIP, port: info.destPort, allowed });
-    if (!allowed) return rejectProhibited(client, reject, `Stint: port forwarding is not allowed for ${session.role}`);
+    state.holdForRecording();
+    if (!release) return rejectProhibited(client, reject, `Stint: port forwarding is not allowed for ${session.role}`);
     upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (error, channel) => {
-      if (error) return reject();
-      relayForward(accept(), channel, { kind: "direct-tcpip", host: info.destIP, port: info.destPort });
+      if (error) {
+        release();
+        return reject();
+      }
+      relayForward(accept(), channel, { kind: "direct-tcpip", host: info.destIP, port: info.destPort }, release);
     });
   });
 
@@ -196,21 +225,44 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
     if (!live || state.ending || (name !== "tcpip-forward" && name !== "cancel-tcpip-forward")) return reject?.();
     const { session, upstream } = live;
     if (name === "cancel-tcpip-forward") {
-      upstream.unforwardIn(info.bindAddr, info.bindPort, (error) => (error ? reject?.() : accept?.()));
+      upstream.unforwardIn(info.bindAddr, info.bindPort, (error) => {
+        if (error) return reject?.();
+        listeners.get(`${info.bindAddr}:${info.bindPort}`)?.();
+        listeners.delete(`${info.bindAddr}:${info.bindPort}`);
+        accept?.();
+      });
       return;
     }
     if (!moderationAdmits(session)) return reject?.();
     const allowed = session.policy.portForwarding;
+    const release = allowed ? budget.take("tcpip-forward") : null;
+    if (allowed && !release) return reject?.();
     session.recorder.event("forward", { kind: "tcpip-forward", host: info.bindAddr, port: info.bindPort, allowed });
-    if (!allowed) return reject?.();
-    upstream.forwardIn(info.bindAddr, info.bindPort, (error, port) => (error ? reject?.() : accept?.(port)));
+    state.holdForRecording();
+    if (!release) return reject?.();
+    upstream.forwardIn(info.bindAddr, info.bindPort, (error, port) => {
+      if (error) {
+        release();
+        return reject?.();
+      }
+      const key = `${info.bindAddr}:${info.bindPort === 0 ? port : info.bindPort}`;
+      listeners.get(key)?.();
+      listeners.set(key, release);
+      accept?.(port);
+    });
   });
 
   /**
    * A forwarded TCP connection: bytes both ways, counted and recorded (`forward_data` events, base64), so a
    * tunnel carries nothing the recording does not hold.
    */
-  function relayForward(local: Duplex, remote: Duplex, forward: { kind: string; host: string; port: number }): void {
+  function relayForward(
+    local: Duplex,
+    remote: Duplex,
+    forward: { kind: string; host: string; port: number },
+    /** Its place in the connection's budget, given back once it closed. */
+    release: () => void,
+  ): void {
     const session = live?.session;
     const id = ++forwards;
     const observe = (direction: "up" | "down") => {
@@ -227,6 +279,7 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
     for (const side of [local, remote]) {
       side.on("error", (error: Error) => log.debug({ err: error }, "ssh forward channel error"));
       side.on("close", () => {
+        release();
         safely(() => local.destroy());
         safely(() => remote.destroy());
       });

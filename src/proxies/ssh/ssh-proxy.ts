@@ -11,6 +11,7 @@ import { Duplex } from "node:stream";
 import ssh2 from "ssh2";
 import type { Logger } from "../../lib/logger.js";
 import type { SessionGate } from "../../modules/sessions/sessions.types.js";
+import { DEFAULT_MAX_FORWARDS, DEFAULT_MAX_SESSIONS } from "./channel-limits.js";
 import { proxyConnection, type ProxiedConnection } from "./ssh-connection.js";
 
 // The proxy's pieces, importable from here as before the split.
@@ -43,6 +44,10 @@ export interface SshProxyDeps {
   registry?: Registry;
   /** Time the target has to accept the vaulted credential (default 15 s). */
   upstreamTimeoutMs?: number;
+  /** Session channels one connection holds open at once (default 10, OpenSSH's MaxSessions). */
+  maxSessions?: number;
+  /** Forwarded connections one connection holds open at once, and remote-forward listeners apart (default 32). */
+  maxForwards?: number;
 }
 
 export interface SshProxy {
@@ -69,6 +74,10 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
   const handshakeTimeoutMs = deps.handshakeTimeoutMs ?? 30_000;
   const maxConnections = deps.maxConnections ?? 1000;
   const maxPerAddress = deps.maxConnectionsPerAddress ?? 50;
+  const limits = {
+    sessions: deps.maxSessions ?? DEFAULT_MAX_SESSIONS,
+    forwards: deps.maxForwards ?? DEFAULT_MAX_FORWARDS,
+  };
   const metrics = proxyMetrics(deps.registry);
   const sockets = new Set<Socket>();
   const perAddress = new Map<string, number>();
@@ -90,6 +99,7 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
         gate,
         logger,
         upstreamTimeoutMs: deps.upstreamTimeoutMs ?? 15_000,
+        limits,
         signedIn: () => {
           clearTimeout(deadlines.get(peer));
           deadlines.delete(peer);

@@ -336,11 +336,12 @@ function sshString(bytes: Buffer): Buffer {
  * so the parsed key answers the certificate's own blob instead (ssh2 then names the certificate in the
  * signature blob too; the proxy takes that for Ed25519).
  */
-class CertificateAgent extends BaseAgent<ParsedKey> {
+export class CertificateAgent extends BaseAgent<ParsedKey> {
   private readonly identity: ParsedKey;
   constructor(
     certificate: string,
-    private readonly privateKey: KeyObject,
+    /** Signs with the certified key (a raw signature, as `crypto.sign` gives). */
+    private readonly signer: (data: Buffer) => Buffer,
   ) {
     super();
     const parsed = ssh2.utils.parseKey(certificate);
@@ -353,7 +354,7 @@ class CertificateAgent extends BaseAgent<ParsedKey> {
   }
   sign(_key: ParsedKey, data: Buffer, options: unknown, cb?: SignCallback): void {
     const done = (typeof options === "function" ? options : cb) as SignCallback;
-    done(undefined, sign(null, data, this.privateKey));
+    done(undefined, this.signer(data));
   }
 }
 
@@ -395,7 +396,7 @@ function openShell(
     const agentAuth: AgentAuthMethod = {
       type: "agent",
       username: login,
-      agent: new CertificateAgent(certificate, key.privateKey),
+      agent: new CertificateAgent(certificate, (data) => sign(null, data, key.privateKey)),
     };
     client.connect({
       sock: sock as never,
