@@ -34,6 +34,7 @@ import { PG_ADMIN_URL } from "../src/testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
 import { selfServicePolicy } from "../src/testing/targets-harness.js";
 import { loadHttp } from "./http-load.js";
+import { cpuSplit, machineCpu } from "./machine-cpu.js";
 
 const READ_CONCURRENCY = [1, 16];
 const WARMUP_READS = 100;
@@ -356,13 +357,23 @@ async function measureLoad(
     await profiler.post("Profiler.setSamplingInterval", { interval: 200 });
     await profiler.post("Profiler.start");
   }
+  const machineBefore = await machineCpu();
   const dbBefore = await backendCpu(server.store);
   const cpuBefore = process.cpuUsage();
   const loadStarted = performance.now();
   const result = await loadHttp({ port, connections: LOAD_READERS, seconds: options.loadSeconds, requests });
   const cpu = process.cpuUsage(cpuBefore);
   const loadMs = performance.now() - loadStarted;
-  const dbCpu = backendCpuSince(dbBefore, await backendCpu(server.store));
+  const dbAfter = await backendCpu(server.store);
+  const dbCpu = backendCpuSince(dbBefore, dbAfter);
+  // This database's backends: those `backendCpu` found before or after (as its own figure counts them).
+  const backends = new Set([...(dbBefore?.keys() ?? []), ...(dbAfter?.keys() ?? [])]);
+  const machine = cpuSplit(machineBefore, await machineCpu(), (p) => {
+    if (p.pid === process.pid) return "server";
+    if (backends.has(p.pid)) return "its PostgreSQL backends";
+    // The WAL writer, checkpointer and the like (another database's backends are another run's).
+    return p.comm === "postgres" && /^postgres: [^:]+: [a-z ]+$/.test(p.cmd) ? "PostgreSQL's own processes" : undefined;
+  });
   if (profiler) {
     const { profile } = await profiler.post("Profiler.stop");
     profiler.disconnect();
@@ -386,7 +397,16 @@ async function measureLoad(
     `${readBatches} audit batches, ${((batches.events - batchesBefore.events) / Math.max(1, readBatches)).toFixed(1)} reads/batch, ` +
     `${batches.stale - batchesBefore.stale} found stale, ` +
     `${((batches.commitMs - batchesBefore.commitMs) / Math.max(1, readBatches)).toFixed(2)} ms a batch's commit; ` +
-    `per read: ${statements}; load average ${os.loadavg()[0]!.toFixed(1)}`;
+    `per read: ${statements}; load average ${os.loadavg()[0]!.toFixed(1)}` +
+    (machine === null
+      ? ""
+      : `\n  the machine's CPU per read (µs): ${(machine.busyNs / 1000 / n).toFixed(0)} busy in all = ` +
+        [...machine.groups, ["the rest (other processes, interrupts)", machine.restNs] as const]
+          .map(
+            ([group, ns]) =>
+              `${group === "server's children" ? "load generator" : group} ${(ns / 1000 / n).toFixed(0)}`,
+          )
+          .join(" + "));
   return { result, events, serverPerRead, dbPerRead, text };
 }
 
