@@ -2,7 +2,8 @@
  * Dynamic database credentials against the machine's real PostgreSQL and
  * MariaDB: an activation of a role with `dynamic: true` mints a login with a
  * random password (sealed by the vault) that can read the granted table; when
- * the activation ends the login is dropped and its open connection ended.
+ * the activation ends the login is dropped and its open connection ended — on MariaDB also a login made before
+ * Stint marked its logins with an expiry event (an upgrade from before finding 68's fix).
  */
 import { randomBytes } from "node:crypto";
 import mysql from "mysql2/promise";
@@ -154,5 +155,32 @@ describe("dynamic database credentials", () => {
     connection.destroy();
     const [left] = await myRoot.query("select User from mysql.user where User = ?", [creds.user]);
     expect(left).toEqual([]);
+  });
+
+  it("MariaDB: a login made before the mark (no expiry event) is still dropped at its grant's end", async () => {
+    // The clock is a day ahead after the tests above: back to the server's time, as in production.
+    h.clock.set(new Date());
+    expect((await h.activate(user, "ledger-maria-reader")).state).toBe("active");
+    const creds = await credentialsOf("ledger-maria-reader");
+    // What a login minted by a Stint version before the mark looks like: no event names it.
+    const [events] = await myRoot.query(
+      "select event_schema as s, event_name as n from information_schema.events where event_definition like ?",
+      [`%${creds.user}%`],
+    );
+    expect(events).toHaveLength(1);
+    for (const e of events as { s: string; n: string }[]) await myRoot.query(`drop event \`${e.s}\`.\`${e.n}\``);
+    const connection = await mysql.createConnection({
+      host: creds.host,
+      port: creds.port,
+      user: creds.user,
+      password: creds.password,
+    });
+    connection.on("error", () => undefined);
+
+    await h.expireAll();
+    const [left] = await myRoot.query("select User from mysql.user where User = ?", [creds.user]);
+    expect(left).toEqual([]);
+    await expect(connection.query("select 1")).rejects.toThrow();
+    connection.destroy();
   });
 });

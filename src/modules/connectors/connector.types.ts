@@ -97,6 +97,17 @@ export interface DynamicLoginSpec {
   minted?: MintedPassword;
 }
 
+export interface DropLoginSpec {
+  login: string;
+  /**
+   * Given when Stint's own record says it created this login at the target: the grant that drew the login's
+   * random name at `namedAt` became active with it (createLogin succeeded). A connector that marks the logins it
+   * makes may drop an unmarked one on this evidence (one made by a version before the mark), but never an account
+   * that existed before `namedAt`. Absent: only a login the connector can tell is its own is dropped.
+   */
+  madeFor?: { namedAt: Date };
+}
+
 /** A new password with what the connector computed for it ahead of time (opaque to the caller). */
 export interface MintedPassword {
   readonly password: string;
@@ -116,7 +127,7 @@ export interface CredentialOperations {
   /** Creates the login with the password and grants it the entitlement. Idempotent for the same login. */
   createLogin(target: ConnectorTarget, spec: DynamicLoginSpec, call?: CallOptions): Promise<void>;
   /** Ends the login's sessions and drops it; a login that is gone already is fine. */
-  dropLogin(target: ConnectorTarget, spec: { login: string }, call?: CallOptions): Promise<void>;
+  dropLogin(target: ConnectorTarget, spec: DropLoginSpec, call?: CallOptions): Promise<void>;
   /**
    * Optional: creates logins ahead of demand, each with its password set but unusable (cannot sign in, holds
    * nothing) until `activatePreCreated`; refused when a name exists. Dropped by dropLogin like created ones.

@@ -116,8 +116,18 @@ export function createRevocation(ctx: GrantContext) {
         const login = grant.login;
         const entitlement = grant.entitlement as Record<string, unknown>;
         if (isDynamic(entitlement) && connector.dropLogin) {
+          // The login's name was drawn with the grant, and the grant became active with it: Stint made it there
+          // (a pre-created login was made before its grant, and is marked as Stint's anyway).
+          const madeFor =
+            grant.request_activated_at !== null && !read.credential?.pool_id
+              ? { madeFor: { namedAt: new Date(grant.created_at) } }
+              : {};
           await call(connector.kind, "drop_login", () =>
-            connector.dropLogin!(target, { login }, { signal: job.signal, operationId: `revoke:${grantId}` }),
+            connector.dropLogin!(
+              target,
+              { login, ...madeFor },
+              { signal: job.signal, operationId: `revoke:${grantId}` },
+            ),
           );
         } else {
           await call(connector.kind, "revoke", () =>

@@ -100,6 +100,8 @@ export async function grantToProvision(db: Q, grantId: string) {
     .leftJoin("grant_credentials as gc", "gc.grant_id", "grants.id")
     .select([
       ...GRANT_COLUMNS,
+      "grants.created_at",
+      "r.activated_at as request_activated_at",
       "targets.name as target_name",
       "targets.kind as target_kind",
       "targets.address as target_address",

@@ -396,20 +396,68 @@ async function createLogin(session: Session, spec: DynamicLoginSpec, entitlement
 }
 
 /**
- * Drops the account, then kills its connections: in that order no new connection can sign in
- * between the two steps; then its expiry event. The admin's own account, and an account without Stint's mark
- * (not a dynamic login Stint made), are never dropped.
+ * How far the target's clock may be behind Stint's: an account whose password was set longer than this before the
+ * grant drew its login's name is not that grant's login (see ownedByGrant).
  */
-async function dropLogin(session: Session, login: string): Promise<void> {
+const CLOCK_SKEW_MS = 10 * 60_000;
+const ER_BAD_FIELD_ERROR = 1054;
+const ER_NO_SUCH_TABLE = 1146;
+
+/**
+ * When the account's password was last set, by the server's clock: MariaDB (10.4+) keeps it in mysql.global_priv's
+ * JSON, MySQL 8 in mysql.user. Null when the server does not say (an older MariaDB, or 0: never set).
+ */
+async function passwordSetAt(session: Session, login: string): Promise<Date | null> {
+  const sql = session.mariadb
+    ? "SELECT JSON_VALUE(Priv, '$.password_last_changed') AS at FROM mysql.global_priv WHERE User = ? AND Host = ?"
+    : "SELECT UNIX_TIMESTAMP(password_last_changed) AS at FROM mysql.user WHERE User = ? AND Host = ?";
+  const rows = await session.query(sql, [login, session.options.accountHost]).catch((error: unknown) => {
+    const errno = (error as { errno?: unknown }).errno;
+    if (errno === ER_BAD_FIELD_ERROR || errno === ER_NO_SUCH_TABLE) return [];
+    throw error;
+  });
+  const seconds = Number(rows[0]?.at);
+  return Number.isFinite(seconds) && seconds > 0 ? new Date(seconds * 1000) : null;
+}
+
+/**
+ * Whether an account without Stint's mark is the login of the grant Stint says it minted (`madeFor`): an account
+ * made before the mark existed (a Stint version before finding 68's fix) can only be ended this way. The name was
+ * drawn at random (`stint_<user>_<32 random bits>`) when the grant was made and is recorded only on the grant, and
+ * the grant became active, so Stint made an account of that name (the old createLogin's CREATE USER, or its ALTER
+ * USER on one that existed: either way setting its password then). An account whose password was last set before
+ * the name was drawn (less the clock skew allowed) predates the grant and is not touched. One whose password
+ * changed since (its holder's SET PASSWORD) is still the grant's: the change does not keep it.
+ */
+async function ownedByGrant(session: Session, login: string, madeFor: { namedAt: Date }): Promise<string | null> {
+  const setAt = await passwordSetAt(session, login);
+  if (setAt === null) return "the server does not say when its password was set";
+  if (setAt.getTime() < madeFor.namedAt.getTime() - CLOCK_SKEW_MS)
+    return `its password was set at ${setAt.toISOString()}, before the grant drew its name (${madeFor.namedAt.toISOString()})`;
+  return null;
+}
+
+/**
+ * Drops the account, then kills its connections: in that order no new connection can sign in
+ * between the two steps; then its expiry event. The admin's own account is never dropped, nor an account
+ * without Stint's mark unless it is the login of the grant Stint minted it for (`madeFor`, see ownedByGrant).
+ */
+async function dropLogin(session: Session, login: string, madeFor?: { namedAt: Date }): Promise<void> {
   const host = session.options.accountHost;
+  const account = accountSql(login, host);
   const [self] = await session.query("SELECT CURRENT_USER() AS account");
   if (String(self?.account) === `${login}@${host}`)
-    throw refused(`${session.target.name}: ${accountSql(login, host)} is the account Stint connects as`);
-  if ((await accountExists(session, login)) && !(await madeByStint(session, login)))
-    throw refused(
-      `${session.target.name}: account ${accountSql(login, host)} was not created by Stint: not dropping it`,
-    );
-  await session.query(`DROP USER IF EXISTS ${accountSql(login, host)}`);
+    throw refused(`${session.target.name}: ${account} is the account Stint connects as`);
+  if ((await accountExists(session, login)) && !(await madeByStint(session, login))) {
+    if (!madeFor) throw refused(`${session.target.name}: account ${account} was not created by Stint: not dropping it`);
+    const notTheGrants = await ownedByGrant(session, login, madeFor);
+    if (notTheGrants !== null)
+      throw refused(
+        `${session.target.name}: account ${account} has no mark of Stint's and ${notTheGrants}: not dropping it ` +
+          "(if it is the grant's login, drop it by hand)",
+      );
+  }
+  await session.query(`DROP USER IF EXISTS ${account}`);
   await killSessions(session, login);
   await session.query(`DROP EVENT IF EXISTS ${expiryEvent(session, login).sql}`);
 }
@@ -447,11 +495,14 @@ async function test(session: Session): Promise<{ detail: string }> {
     throw refused(
       `${session.target.name}: ${server}, connected as ${currentUser}, which may not grant (needs CREATE USER with GRANT OPTION, or SUPER)`,
     );
-  // Without the event scheduler, a dynamic account's expiry event never runs: only Stint's drop ends it.
+  // Without the event scheduler, a dynamic account's expiry event never runs (and nothing says so when it is
+  // created): only Stint's drop ends it.
+  const scheduler = String(row?.scheduler).toUpperCase();
   const expiry =
-    String(row?.scheduler).toUpperCase() === "ON"
+    scheduler === "ON"
       ? ""
-      : "; event_scheduler is off, so dynamic accounts get no expiry at the server";
+      : `; warning: event_scheduler is ${scheduler}, so dynamic accounts' expiry events never run: only Stint ` +
+        "drops them at their end, not the server if Stint is down then (set event_scheduler=ON in the server's configuration)";
   return { detail: `${server}, connected as ${currentUser}, may grant${expiry}` };
 }
 
@@ -489,7 +540,7 @@ export const mysqlConnector: Connector = {
   },
   dropLogin: async (target, spec, call) => {
     assertLogin(spec.login);
-    return withSession(target, call, (session) => dropLogin(session, spec.login));
+    return withSession(target, call, (session) => dropLogin(session, spec.login, spec.madeFor));
   },
   setPassword: async (target, spec, call) => {
     assertLogin(spec.login);

@@ -1,7 +1,9 @@
 /**
  * MariaDB dynamic logins against the machine's MariaDB (security review): createLogin never takes over an
  * account it did not make (the password it sets goes to the requester), and a dynamic login ends at the server
- * by itself at its validUntil (an expiry event), even if Stint is down then.
+ * by itself at its validUntil (an expiry event), even if Stint is down then. A login made before the mark (no
+ * expiry event) is still dropped at the end of the grant Stint made it for, and no other account of its name.
+ * With the server's event_scheduler off, the expiry event does not run: test() says so, and Stint's drop ends it.
  */
 import { randomBytes } from "node:crypto";
 import mysql from "mysql2/promise";
@@ -20,6 +22,8 @@ const role = `stint_dr_${hex}`;
 const victim = `stint_dv_${hex}`;
 const minted = `stint_dm_${hex}`;
 const expiring = `stint_de_${hex}`;
+const preUpgrade = `stint_dp_${hex}`;
+const unattended = `stint_do_${hex}`;
 const adminPassword = `pw-${randomBytes(12).toString("hex")}`;
 const victimPassword = `pw-${randomBytes(12).toString("hex")}`;
 const password = `pw-${randomBytes(12).toString("hex")}`;
@@ -92,7 +96,8 @@ afterAll(async () => {
   await mysqlPools.closeAll();
   if (root) {
     for (const event of await stintEvents()) await root.query(`DROP EVENT IF EXISTS mysql.\`${String(event.name)}\``);
-    for (const user of [admin, victim, minted, expiring]) await root.query(`DROP USER IF EXISTS '${user}'@'%'`);
+    for (const user of [admin, victim, minted, expiring, preUpgrade, unattended])
+      await root.query(`DROP USER IF EXISTS '${user}'@'%'`);
     await root.query(`DROP ROLE IF EXISTS ${role}`);
     if (schedulerWas !== "ON") await root.query("SET GLOBAL event_scheduler = OFF").catch(() => undefined);
     await root.end();
@@ -128,7 +133,7 @@ describe("MariaDB dynamic logins", () => {
 
   it("the server drops the login and ends its session at validUntil by itself (event_scheduler on)", async () => {
     await root.query("SET GLOBAL event_scheduler = OFF");
-    expect((await connector.test(target)).detail).toContain("event_scheduler is off");
+    expect((await connector.test(target)).detail).toContain("event_scheduler is OFF");
     await root.query("SET GLOBAL event_scheduler = ON");
     expect((await connector.test(target)).detail).not.toContain("event_scheduler");
     const validUntil = new Date(Date.now() + 4_000);
@@ -146,6 +151,63 @@ describe("MariaDB dynamic logins", () => {
     expect(await signsIn(expiring, password)).toBe(false);
     // dropLogin afterwards (Stint back) finds nothing to drop and clears the event.
     await connector.dropLogin!(target, { login: expiring });
+    expect(await stintEvents()).toHaveLength(0);
+  });
+
+  it("a login made before the mark (no expiry event) is dropped at the end of the grant Stint made it for", async () => {
+    const namedAt = new Date(Date.now() - 1_000);
+    // What createLogin did before the mark, as Stint's admin: CREATE USER, the role as its default; no event.
+    const oldStint = await signIn(admin, adminPassword);
+    await oldStint.query(`CREATE USER '${preUpgrade}'@'%' IDENTIFIED BY '${password}'`);
+    await oldStint.query(`GRANT ${role} TO '${preUpgrade}'@'%'`);
+    await oldStint.query(`SET DEFAULT ROLE ${role} FOR '${preUpgrade}'@'%'`);
+    await oldStint.end();
+    const session = await signIn(preUpgrade, password);
+    // Without the grant's word, it is an account like any other: refused, kept.
+    await refusal(connector.dropLogin!(target, { login: preUpgrade }));
+    expect(await accountExists(preUpgrade)).toBe(true);
+    await connector.dropLogin!(target, { login: preUpgrade, madeFor: { namedAt } });
+    expect(await accountExists(preUpgrade)).toBe(false);
+    expect(await signsIn(preUpgrade, password)).toBe(false);
+    await expect(session.query("SELECT 1")).rejects.toThrow();
+  });
+
+  it("an account that only has the name is untouched: no grant, or one whose name was drawn after it was made", async () => {
+    await refusal(connector.dropLogin!(target, { login: victim }));
+    const later = new Date(Date.now() + 3_600_000);
+    const error = await refusal(connector.dropLogin!(target, { login: victim, madeFor: { namedAt: later } }));
+    expect(error.message).toContain("before the grant drew its name");
+    expect(await signsIn(victim, victimPassword)).toBe(true);
+  });
+
+  it("with event_scheduler off the expiry event silently does not run; test() says so and dropLogin ends the login", async () => {
+    await root.query("SET GLOBAL event_scheduler = OFF");
+    expect((await connector.test(target)).detail).toMatch(/event_scheduler is OFF.*only Stint/);
+    await connector.createLogin!(target, {
+      login: unattended,
+      password,
+      entitlement,
+      validUntil: new Date(Date.now() + 1_000),
+    });
+    // Until the server's clock is well past the event's time: it did not run, and nothing said so.
+    const due = async () =>
+      (
+        await rows(
+          "SELECT 1 FROM information_schema.EVENTS WHERE EVENT_SCHEMA = 'mysql' AND DEFINER LIKE ? " +
+            "AND EXECUTE_AT < NOW() - INTERVAL 3 SECOND",
+          [`${admin}@%`],
+        )
+      ).length > 0;
+    expect(await eventually(due, 30_000)).toBe(true);
+    const [event] = await rows(
+      "SELECT LAST_EXECUTED AS last, STATUS AS status FROM information_schema.EVENTS WHERE DEFINER LIKE ?",
+      [`${admin}@%`],
+    );
+    expect(event).toMatchObject({ last: null, status: "ENABLED" });
+    expect(await signsIn(unattended, password)).toBe(true);
+    // Stint's own end of the grant drops it (its mark is there).
+    await connector.dropLogin!(target, { login: unattended });
+    expect(await accountExists(unattended)).toBe(false);
     expect(await stintEvents()).toHaveLength(0);
   });
 });
