@@ -120,6 +120,14 @@ export interface ExpiredColumns {
  * (rows another node's scheduler holds are skipped), and ends them as `endActivations` does, in one statement;
  * what it ended comes back as one row of texts (ids and times comma-separated, names as JSON arrays), which the
  * driver hands over as strings and this splits without building a row object each.
+ *
+ * The claimed rows are updated by the tuple the claim locked (`ctid`, a TID scan) rather than looked up again
+ * by primary key: a row another transaction changed after this statement's snapshot is then left alone (not
+ * ended, not audited; the next pass takes it), never ended twice. The transaction commits without waiting for
+ * the WAL flush (`synchronous_commit` off for it alone, set by this statement): a database crash right after
+ * can only lose ends whose activations are then still active and past their `expires_at`, which the next pass
+ * ends again, each with its event; any transaction that commits after it waits for the flush (the sequencer
+ * chaining its events, the outbox revoking a grant it queued), so nothing durable depends on a lost one.
  */
 export async function expireDue(db: Q, end: { now: Date; limit: number; reason: string }): Promise<ExpiredColumns> {
   const { now } = end;
@@ -133,7 +141,7 @@ export async function expireDue(db: Q, end: { now: Date; limit: number; reason: 
     cancelled: string | null;
   }>`
     with chosen as (
-      select id from activation_requests
+      select ctid from activation_requests
       where state = 'active' and expires_at <= ${now}
       order by expires_at limit ${end.limit}
       for update skip locked
@@ -142,7 +150,7 @@ export async function expireDue(db: Q, end: { now: Date; limit: number; reason: 
       update activation_requests a
       set state = 'expired', ended_at = ${now}, end_reason = ${end.reason}, ended_by = 'system', updated_at = ${now}
       from roles r, targets t, principals p
-      where a.id = any(array(select id from chosen)) and r.id = a.role_id and t.id = r.target_id and p.id = a.requester_id
+      where a.ctid = any(array(select ctid from chosen)) and r.id = a.role_id and t.id = r.target_id and p.id = a.requester_id
       returning a.id, t.kind as target_kind, r.name as role_name, p.name as requester_name,
         floor(extract(epoch from a.activated_at) * 1000)::bigint as activated,
         floor(extract(epoch from a.expires_at) * 1000)::bigint as expires
@@ -165,7 +173,8 @@ export async function expireDue(db: Q, end: { now: Date; limit: number; reason: 
       (select string_agg(g.id || ':' || g.request_id, ',') from grants_ended g where g.target_kind <> 'internal')
         as revoking,
       (select string_agg(c.id || ':' || c.extends_request_id, ',' order by c.id) from extensions_cancelled c)
-        as cancelled
+        as cancelled,
+      set_config('synchronous_commit', 'off', true) as async_commit
     from (select string_agg(id::text, ',' order by expires, id) as ids,
         json_agg(role_name order by expires, id)::text as roles,
         json_agg(requester_name order by expires, id)::text as requesters,
