@@ -50,7 +50,7 @@ interface SshConnection {
   /** Our own socket, so that it can be closed for certain (ssh2's destroy() does nothing once end() ran). */
   socket: Socket;
   where: string;
-  /** Rejects with ConnectionLost when the connection closes; raced against every step of a call. */
+  /** Rejects with ConnectionLost when the connection closes; raced against the sign-in (steps use untilLost). */
   lost: Promise<never>;
   closed: boolean;
 }
@@ -60,6 +60,25 @@ class ConnectionLost extends ConnectorError {
   constructor(message: string) {
     super("unavailable", message);
   }
+}
+
+/**
+ * `pending`, or ConnectionLost when the connection closes first. The close listener lives as long as the step:
+ * racing every step against the connection's long-lived `lost` promise would leave a reaction on it per step,
+ * each keeping that step's result alive for as long as the pooled connection lives.
+ */
+function untilLost<R>(connection: SshConnection, pending: Promise<R>): Promise<R> {
+  const lost = () => new ConnectionLost(`the SSH connection to ${connection.where} closed`);
+  if (connection.closed) {
+    pending.catch(() => undefined);
+    return Promise.reject(lost());
+  }
+  return new Promise<R>((resolve, reject) => {
+    // Deferred so that the "error" event, which says why, is handled first.
+    const onClose = () => setImmediate(() => reject(lost()));
+    connection.client.once("close", onClose);
+    pending.then(resolve, reject).finally(() => connection.client.removeListener("close", onClose));
+  });
 }
 
 /** The server refused the key: a refusal, which verifyPassword reports as false. */
@@ -178,7 +197,7 @@ export async function withSession<T>(
   const sudo = options.useSudo && address.user !== "root";
   const run = async (connection: SshConnection) => {
     const { aborted, stop } = abortion(where, signal, () => connection.socket.destroy());
-    const step = <R>(pending: Promise<R>) => Promise.race([pending, connection.lost, aborted]);
+    const step = <R>(pending: Promise<R>) => Promise.race([untilLost(connection, pending), aborted]);
     try {
       const session: Session = {
         address,

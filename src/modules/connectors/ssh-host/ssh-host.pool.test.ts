@@ -5,12 +5,15 @@
  * another admin key or another pinned host key never gets the pooled connection.
  */
 import { execFileSync } from "node:child_process";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_POOL_SETTINGS } from "../connection-pool.js";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
 import { startSshd, type Sshd } from "../../../testing/sshd.js";
 import { eventually, sshClientPorts, sshdChildren } from "../../../testing/ssh-connections.js";
 import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
+import { withSession } from "./ssh-host.client.js";
 
 let sshd: Sshd;
 let target: ConnectorTarget;
@@ -144,5 +147,34 @@ describe("ssh-host admin connection pool", () => {
     expect((await pending).reason).toBe("unavailable");
     expect(await eventually(() => !ports().includes(pooled!))).toBe(true);
     expect(await observeRoot()).toEqual(["root"]);
+  });
+
+  it("a pooled connection does not keep what its calls returned (nothing piles up while it lives)", async () => {
+    await freshPools();
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    const settle = async () => {
+      for (let i = 0; i < 3; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        gc();
+      }
+      return process.memoryUsage().arrayBuffers;
+    };
+    const CALLS = 24;
+    const SIZE = 8 * 2 ** 20;
+    // Each call runs a command on the pooled connection and returns a large value its caller then drops.
+    const call = () =>
+      withSession(target, undefined, async (session) => {
+        await session.run({ argv: ["true"] });
+        return Buffer.alloc(SIZE, 1);
+      });
+    await call();
+    const [pooled] = ports();
+    const before = await settle();
+    for (let i = 0; i < CALLS; i++) expect((await call()).length).toBe(SIZE);
+    const after = await settle();
+    // One connection the whole time, still open: the calls' values went with their callers.
+    expect(ports()).toEqual([pooled]);
+    expect((after - before) / 2 ** 20).toBeLessThan((CALLS * SIZE) / 2 ** 20 / 4);
   });
 });
