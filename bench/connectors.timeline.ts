@@ -11,6 +11,8 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 
 export const WATCHER_APP = "stint bench watcher";
+/** The requester saw its request active (`--poll` only: otherwise its credentials read waits for that). */
+export const SEEN_ACTIVE = "requester: saw the request active";
 /** The minted login's SELECT answered; the requester then ends its connection. */
 export const ANSWERED = "requester: the login's SELECT answered";
 /** The requester's last milestone: the minted login read the granted table and its connection ended. */
@@ -125,8 +127,8 @@ export const STEPS = [
   ["connectorSent", "→ the connector's statement sent to the target"],
   ["roleCreated", "→ CREATE ROLE done (the target answered)"],
   ["jobDone", "→ the job marked done and audited (the activation's commit)"],
-  ["activeSeen", "→ the requester saw the request active (its look)"],
-  ["credentials", "→ GET credentials answered (an audited read)"],
+  ["activeSeen", "→ the requester saw the request active (its look; 0 when its read waits: ?wait=)"],
+  ["credentials", "→ GET credentials answered (an audited read; with ?wait= woken by the activation)"],
   ["signedIn", "→ a new connection as the minted login signed in"],
   ["answered", "→ the login's SELECT answered: the login works"],
   ["works", "→ its connection ended (the end of the timed path: the total includes it)"],
@@ -174,6 +176,8 @@ export function stepsOf(timeline: Entry[]): Steps | null {
     (e) => e.client === timeline[activating]?.client && /^store#\d+ commit ✓$/.test(e.what),
   );
   const milestone = (what: string) => find(done, (e) => e.what === what);
+  // A read that waits (?wait=) has no look of its own: the activation's commit is when it was seen.
+  const seen = milestone(SEEN_ACTIVE);
   const marks = [
     committed,
     claimed >= 0 ? claimed : committed,
@@ -181,7 +185,7 @@ export function stepsOf(timeline: Entry[]): Steps | null {
     sent,
     created,
     done,
-    milestone("requester: saw the request active"),
+    seen >= 0 ? seen : done,
     milestone("requester: credentials answered 200"),
     milestone("requester: signed in as the minted login"),
     milestone(ANSWERED),

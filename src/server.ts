@@ -354,6 +354,8 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       clock,
       outbox: outboxService,
       requests,
+      // A credentials read that waits (?wait=) is woken by the activation's message.
+      index: accessIndex,
       masterKey,
       registry,
       logger,

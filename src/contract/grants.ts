@@ -99,6 +99,13 @@ export const credentialBody = z.strictObject({
 export const credentialResult = z.object({ secret: z.string() });
 
 export const credentialsParams = z.strictObject({ role: name });
+export const credentialsQuery = z.strictObject({
+  /**
+   * Seconds to wait (at most 30) for a request of the role still on its way (pending, approved, provisioning)
+   * to become active: asked right after the submit, the answer comes the moment the login works.
+   */
+  wait: z.coerce.number().int().min(0).max(30).optional(),
+});
 /** A login minted for the caller's activation (a role with `dynamic: true`). */
 export const dbCredentials = z.object({
   host: z.string(),

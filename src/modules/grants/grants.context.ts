@@ -26,6 +26,7 @@ import {
 import { safeErrorMessage, type HandlerContext, type OutboxService } from "../outbox/index.js";
 import type { RequestService } from "../requests/requests.service.js";
 import type { VaultService } from "../vault/vault.service.js";
+import type { ActivationEvents } from "./grants.credentials.js";
 import { withTargetLanes } from "./grants.lanes.js";
 import * as grantStore from "./grants.store.js";
 import * as reconcileStore from "./reconcile.store.js";
@@ -44,6 +45,11 @@ export interface GrantServiceDeps {
   /** Tests may wrap connectors; by default the built-in one of each kind. */
   connectorFor?: (kind: string) => Connector | null;
   onAlert?: (tx: Kysely<Database>, alert: GrantAlert) => Promise<void>;
+  /**
+   * The access index's messages: a credentials read that waits (`?wait=`) is woken by the activation's `act`
+   * (without it, such a read looks again every half second).
+   */
+  index?: ActivationEvents;
   /** Seals the passwords of minted logins (roles with `dynamic: true`). */
   vault?: Pick<VaultService, "sealValue" | "openValue">;
   /** Attempts before a provisioning that cannot reach its target fails the activation. */

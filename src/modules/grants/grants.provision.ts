@@ -1,17 +1,16 @@
 /**
  * Provisioning: the requests service's hook (a grant to provision or revoke, in its transaction), the
- * provisioning job, and a minted login's password (made and sealed once per grant; read back by its holder).
+ * provisioning job, and a minted login's password (made and sealed once per grant; read back by its holder in
+ * grants.credentials.ts).
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import { StintError } from "../../lib/errors.js";
 import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
-import type { AuditInput } from "../audit/audit.types.js";
-import { type Actor, type CallContext } from "../authz/authz.types.js";
 import { ConnectorError, type Connector, type MintedPassword } from "../connectors/index.js";
 import type { HandlerContext } from "../outbox/index.js";
 import type { GrantInputs } from "../requests/request-context.js";
-import { generateValue, grantCredentialBinding } from "../vault/vault.crypto.js";
+import { generateValue } from "../vault/vault.crypto.js";
 import { asConnectorError, grantLogin, problemsOf, type GrantContext } from "./grants.context.js";
 import { targetLane } from "./grants.lanes.js";
 import * as grantStore from "./grants.store.js";
@@ -30,7 +29,7 @@ const SETTLING_ATTEMPTS = 2;
 const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
 
 export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<typeof createPreCreation>) {
-  const { deps, store, audit, clock, outbox, provisionAttempts, revokeAttempts, call } = ctx;
+  const { deps, store, clock, outbox, provisionAttempts, revokeAttempts, call } = ctx;
 
   // -------------------------------------------------------------------------
   // The requests service's hook: a grant must be provisioned or revoked
@@ -288,50 +287,5 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
   return {
     onGrant,
     provisionJob,
-
-    /**
-     * The minted login of the caller's active activation of a role (`dynamic: true`), with where to connect.
-     * Audited; the password never is.
-     */
-    async credentials(actor: Actor, context: CallContext, roleName: string) {
-      if (actor.kind !== "principal") throw new StintError("UNAUTHENTICATED");
-      const now = clock.now();
-      const grant = await grantStore.activeGrantOf(store.db, actor.id, roleName, now);
-      if (!grant || !isDynamic(grant.entitlement) || !deps.vault)
-        throw new StintError(
-          "NOT_ACTIVE",
-          `You have no active activation of ${roleName} with database credentials (a role with dynamic: true).`,
-        );
-      // The sealed password came with the grant (null columns while it is not stored yet).
-      if (grant.ciphertext === null || grant.credential_login === null)
-        throw new StintError("NOT_ACTIVE", `The credentials of ${roleName} are still being made.`);
-      const stored = { login: grant.credential_login };
-      const bound = grantCredentialBinding({ grant_id: grant.id, pool_id: grant.pool_id });
-      const password = await deps.vault.openValue(bound, {
-        ciphertext: grant.ciphertext,
-        wrappedKey: grant.wrapped_key!,
-        kekVersion: grant.kek_version!,
-      });
-      const url = new URL(grant.address ?? "");
-      const defaultPort = grant.target_kind === "postgres" ? 5432 : 3306;
-      const read: AuditInput = {
-        action: "grant.credentials_read",
-        outcome: "success",
-        subject: `grant:${grant.id}`,
-        details: { role: roleName, target: grant.target_name, login: stored.login },
-      };
-      // The event has committed before the password is returned. With a background sequencer its one INSERT
-      // commits on its own (no BEGIN and COMMIT round trips); chaining inline needs its transaction.
-      if (audit.sequencing === "background") await audit.append(store.db, actor, context, read);
-      else await audit.record(actor, context, read);
-      return {
-        host: url.hostname,
-        port: url.port ? Number(url.port) : defaultPort,
-        database: decodeURIComponent(url.pathname.replace(/^\//, "")) || null,
-        user: stored.login,
-        password,
-        expiresAt: new Date(grant.expires_at!).toISOString(),
-      };
-    },
   };
 }

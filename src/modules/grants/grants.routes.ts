@@ -25,11 +25,29 @@ export function registerGrantRoutes(app: App, deps: { grants: GrantService }) {
     "/v1/me/roles/:role/credentials",
     {
       config: { requirement: "authenticated" },
-      schema: { tags, params: c.credentialsParams, response: { 200: c.dbCredentials } },
+      schema: {
+        tags,
+        params: c.credentialsParams,
+        querystring: c.credentialsQuery,
+        response: { 200: c.dbCredentials },
+      },
     },
     async (req, reply) => {
       reply.header("cache-control", "no-store");
-      return grants.credentials(req.actor, req.callContext, req.params.role);
+      const wait = req.query.wait ?? 0;
+      if (wait === 0) return grants.credentials(req.actor, req.callContext, req.params.role);
+      // A caller that hangs up stops the wait.
+      const gone = new AbortController();
+      const hangUp = () => gone.abort();
+      reply.raw.once("close", hangUp);
+      try {
+        return await grants.credentials(req.actor, req.callContext, req.params.role, {
+          waitMs: wait * 1000,
+          signal: gone.signal,
+        });
+      } finally {
+        reply.raw.off("close", hangUp);
+      }
     },
   );
 

@@ -8,10 +8,12 @@
  * audit event afterwards, in one transaction, fenced on the state it expects.
  *
  * This factory only wires the use cases, one file each, which share one dependency type (grants.context.ts):
- * grants.provision.ts, grants.revoke.ts, grants.drift.ts, grants.standing.ts, grants.targets.ts.
+ * grants.provision.ts, grants.credentials.ts, grants.revoke.ts, grants.drift.ts, grants.standing.ts,
+ * grants.targets.ts.
  */
 import type { OutboxHandlers } from "../outbox/index.js";
 import { createGrantContext, type GrantServiceDeps } from "./grants.context.js";
+import { createCredentialReads } from "./grants.credentials.js";
 import { createDriftChecks } from "./grants.drift.js";
 import { createPreCreation } from "./grants.precreated.js";
 import { createProvisioning } from "./grants.provision.js";
@@ -28,6 +30,7 @@ export function createGrantService(deps: GrantServiceDeps) {
   const ctx = createGrantContext(deps);
   const preCreation = createPreCreation(ctx);
   const provisioning = createProvisioning(ctx, preCreation);
+  const credentialReads = createCredentialReads(ctx);
   const revocation = createRevocation(ctx);
   const drift = createDriftChecks(ctx);
   const standing = createStandingAccess(ctx);
@@ -53,7 +56,9 @@ export function createGrantService(deps: GrantServiceDeps) {
     onGrant: provisioning.onGrant,
     scheduleReconcile: drift.scheduleReconcile,
     reconcile: drift.reconcile,
-    credentials: provisioning.credentials,
+    credentials: credentialReads.credentials,
+    /** Credentials reads waiting for an activation now (tests). */
+    waitingForCredentials: credentialReads.waiting,
     discover: standing.discover,
     convert: standing.convert,
     applyHeldFollowUp: standing.applyHeldFollowUp,

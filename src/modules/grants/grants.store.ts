@@ -503,3 +503,18 @@ export function activeGrantOf(db: Q, principalId: string, roleName: string, now:
     .where("r.expires_at", ">", now)
     .executeTakeFirst();
 }
+
+/**
+ * The entitlements of the caller's requests of a role that may still become active (pending, approved or
+ * provisioning): what a credentials read that waits (`?wait=`) waits for. Empty: nothing is coming.
+ */
+export function openRequestsOf(db: Q, principalId: string, roleName: string) {
+  return db
+    .selectFrom("activation_requests as r")
+    .innerJoin("roles", "roles.id", "r.role_id")
+    .select("roles.entitlement")
+    .where("r.requester_id", "=", principalId)
+    .where("roles.name", "=", roleName)
+    .where("r.state", "in", ["pending", "approved", "provisioning"])
+    .execute();
+}
