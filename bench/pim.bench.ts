@@ -10,27 +10,28 @@
  *
  *   node --import tsx bench/pim.bench.ts [--users=50] [--elevations=200] [--checks=2000]
  *     [--engines=pglite,postgres] [--transports=inject,http] [--scenarios=elevate,check,check-load]
- *     [--load-seconds=5]
+ *     [--load-seconds=5] [--levels=1,10,50] [--profile=DIR] [--statements]
+ *
+ * `--profile=DIR` writes a V8 CPU profile of this process during each elevate level at 50 requesters (DIR/
+ * pim-<engine>-<via>-<requesters>.cpuprofile) and prints where its time went per elevation (`cpu-profile.ts`);
+ * `--statements` counts the statements sent to PostgreSQL during those levels, by kind, per elevation.
  *
  * See bench/README.md for what the figures mean.
  */
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
 import Fastify from "fastify";
 import type { Engine } from "../src/lib/db.js";
-import { loadConfig } from "../src/config/config.js";
-import { openAppStore } from "../src/db/index.js";
-import { createLogger } from "../src/lib/logger.js";
-import { SYSTEM, type Actor } from "../src/modules/authz/authz.types.js";
-import { createServer, type Server } from "../src/server.js";
-import { createPgDatabase, PG_ADMIN_URL } from "../src/testing/engines.js";
-import { seedGroupMember, seedRole, seedUser } from "../src/testing/pim.js";
-import { TEST_SCRYPT, testServer, type TestServer } from "../src/testing/server.js";
-import { loadHttp, type LoadRequest, type LoadResult } from "./http-load.js";
+import { PG_ADMIN_URL } from "../src/testing/engines.js";
+import { seedRole, seedUser } from "../src/testing/pim.js";
+import { testServer, type TestServer } from "../src/testing/server.js";
+import { startCpuProfile, summarize, summaryLines } from "./cpu-profile.js";
+import { loadHttp, type LoadRequest } from "./http-load.js";
+import { rawHttpClient } from "./raw-http.js";
+import { LOAD_CONNECTIONS, LOAD_ROUNDS, loadLines, type LoadRow } from "./pim.check-load.js";
+import { benchStaleness, stalenessLines, type StalenessRow } from "./pim.staleness.js";
 import {
   cpuMeter,
   ELEVATE_GOAL_P99_MS,
@@ -40,10 +41,15 @@ import {
   elevateIdle,
   IDLE_MS,
   measureChaining,
+  statementTally,
   type Transport,
 } from "./pim.cpu.js";
 
 const ELEVATE_CONCURRENCY = [1, 10, 50];
+/** Ends the http transport's client connections (before the server closes). */
+const clientClosers: (() => void)[] = [];
+/** What `--profile` and `--statements` found, printed after the tables. */
+const examinedLines: string[] = [];
 const CHECK_CONCURRENCY = [1, 16];
 const ROLE = "bench-elevate";
 const WARMUP_ELEVATIONS = 20;
@@ -53,15 +59,6 @@ const TOKEN_MARGIN_MS = 30_000;
 
 type Scenario = "elevate" | "check" | "check-load" | "staleness";
 const SCENARIOS: Scenario[] = ["elevate", "check", "check-load", "staleness"];
-/** Acceptance 3 of issue 14: connections of the load generator, and the targets. */
-const LOAD_CONNECTIONS = 50;
-const LOAD_MIN_RATIO = 0.7;
-const LOAD_MAX_P99_MS = 5;
-/** Bare and Stint alternate this many times, so that a busy moment of the host does not favour one. */
-const LOAD_ROUNDS = 3;
-/** Issue 14 item 2: how long another node takes to honour a change (p99 goal). */
-const STALENESS_GOAL_MS = 100;
-const STALENESS_CHANGES = 200;
 
 interface Options {
   users: number;
@@ -73,6 +70,14 @@ interface Options {
   transports: Transport[];
   scenarios: Scenario[];
   loadSeconds: number;
+  /** The elevate levels to measure (requesters). */
+  levels: number[];
+  /** Where to write CPU profiles of the levels at the judged concurrency. */
+  profileDir: string | undefined;
+  /** Count the statements sent to PostgreSQL during the levels at the judged concurrency. */
+  statements: boolean;
+  /** The client of the http transport. */
+  httpClient: "raw" | "fetch";
 }
 
 function parseArgs(argv: string[]): Options {
@@ -85,6 +90,10 @@ function parseArgs(argv: string[]): Options {
     transports: ["inject", "http"],
     scenarios: SCENARIOS,
     loadSeconds: 5,
+    levels: ELEVATE_CONCURRENCY,
+    profileDir: undefined,
+    statements: false,
+    httpClient: "raw",
   };
   const count = (value: string | undefined) => (value && /^[1-9]\d*$/.test(value) ? Number(value) : undefined);
   for (const arg of argv) {
@@ -100,10 +109,16 @@ function parseArgs(argv: string[]): Options {
     else if (key === "--scenarios" && value && value.split(",").every((t) => SCENARIOS.includes(t as Scenario)))
       options.scenarios = value.split(",") as Scenario[];
     else if (key === "--load-seconds" && count(value)) options.loadSeconds = count(value)!;
+    else if (key === "--levels" && value && value.split(",").every((v) => count(v)))
+      options.levels = value.split(",").map(Number);
+    else if (key === "--profile" && value) options.profileDir = value;
+    else if (key === "--statements" && value === undefined) options.statements = true;
+    else if (key === "--http-client" && (value === "raw" || value === "fetch")) options.httpClient = value;
     else
       throw new Error(
         `unknown argument ${arg} (use --users=N, --elevations=N, --checks=N, --level-seconds=N, ` +
-          `--engines=pglite,postgres, --transports=inject,http, --scenarios=${SCENARIOS.join(",")}, --load-seconds=N)`,
+          `--engines=pglite,postgres, --transports=inject,http, --scenarios=${SCENARIOS.join(",")}, --load-seconds=N, ` +
+          `--levels=1,10,50, --profile=DIR, --statements, --http-client=raw|fetch)`,
       );
   }
   // One user per requester: fewer users (a quick run) measure fewer levels.
@@ -113,7 +128,7 @@ function parseArgs(argv: string[]): Options {
 
 /** The requester counts measured with `users` users. */
 function elevateLevels(options: Options): number[] {
-  return ELEVATE_CONCURRENCY.filter((c) => c <= options.users);
+  return options.levels.filter((c) => c <= options.users);
 }
 
 interface Reply {
@@ -134,10 +149,18 @@ function injectCall(server: TestServer): Call {
   };
 }
 
-/** Real HTTP: the server listens on an ephemeral port; fetch (undici) keeps connections alive. */
-async function httpCall(server: TestServer): Promise<Call> {
+/**
+ * Real HTTP: the server listens on an ephemeral port; keep-alive connections from a lean client (`raw-http.ts`),
+ * or fetch (undici) with `--http-client=fetch`, which cost this process more per call than the server did.
+ */
+async function httpCall(server: TestServer, client: Options["httpClient"]): Promise<Call> {
   if (!server.app.server.listening) await server.app.listen({ host: "127.0.0.1", port: 0 });
   const { port } = server.app.server.address() as AddressInfo;
+  if (client === "raw") {
+    const raw = rawHttpClient(port);
+    clientClosers.push(() => raw.close());
+    return (method, url, auth, payload) => raw.call(method, url, { authorization: auth }, payload);
+  }
   const base = `http://127.0.0.1:${port}`;
   return async (method, url, auth, payload) => {
     const res = await fetch(base + url, {
@@ -264,7 +287,7 @@ async function benchTransport(
   ttlMs: number,
 ): Promise<Row[]> {
   const { server, users, checker } = fixture;
-  const call = transport === "inject" ? injectCall(server) : await httpCall(server);
+  const call = transport === "inject" ? injectCall(server) : await httpCall(server, options.httpClient);
   const rows: Row[] = [];
   const budget = options.levelSeconds * 1000;
   const tokensStillValid = () => {
@@ -277,7 +300,8 @@ async function benchTransport(
   };
 
   if (options.scenarios.includes("elevate")) {
-    await run(WARMUP_ELEVATIONS, 1, (i) => elevateOnce(call, users[0]!, i));
+    // Every requester once: a token's first use verifies its signature and reads its session (then remembered).
+    await run(Math.max(WARMUP_ELEVATIONS, users.length), 1, (i) => elevateOnce(call, users[i % users.length]!, i));
     // What the server spends with nothing asked of it (timers, the sequencer's poll, the index's checks): a
     // level's CPU includes it, more of it per elevation the slower the level.
     const idle = await cpuMeter(server, engine);
@@ -285,11 +309,24 @@ async function benchTransport(
     elevateIdle.push({ engine, transport, ...(await idle.stop()) });
     for (const concurrency of elevateLevels(options)) {
       tokensStillValid();
+      const examined = concurrency === ELEVATE_JUDGED_CONCURRENCY;
+      const profile = examined && options.profileDir ? await startCpuProfile() : undefined;
+      const statements = examined && options.statements ? statementTally() : undefined;
       const cpu = await cpuMeter(server, engine);
       // Each worker is its own requester (a distinct user), so no request meets another's active grant.
       const r = await run(options.elevations, concurrency, (i, w) => elevateOnce(call, users[w]!, i), budget);
       push("time-to-elevate", concurrency, r);
       elevateCpu.push({ engine, transport, concurrency, ops: r.ops, ...(await cpu.stop()) });
+      const what = `${engine} via ${transport} at ${concurrency} requesters`;
+      if (statements) {
+        const [head, ...table] = statements.stop(r.ops);
+        examinedLines.push(`\n${what}: ${head}`, ...table);
+      }
+      if (profile) {
+        const file = path.join(options.profileDir!, `pim-${engine}-${transport}-${concurrency}.cpuprofile`);
+        const summary = summarize(await profile.stop(file));
+        examinedLines.push(`\nCPU profile of this process, ${what} (${file}):`, ...summaryLines(summary, r.ops));
+      }
     }
     if (engine === "postgres")
       await measureChaining(server, engine, transport, (concurrency) =>
@@ -337,13 +374,6 @@ async function deactivateAll(call: Call, active: Fixture["users"]) {
     const ended = await call("POST", `/v1/me/roles/${ROLE}/deactivate`, user.auth);
     expectReply(`deactivate as ${user.name}`, ended, 200, (b) => b.state === "deactivated");
   }
-}
-
-interface LoadRow {
-  engine: string;
-  round: number;
-  bare: LoadResult & { cpuPerRequest: number };
-  stint: LoadResult & { cpuPerRequest: number };
 }
 
 /** Runs the load against `port` and adds this process's CPU time per response (the servers live here). */
@@ -400,152 +430,6 @@ async function benchCheckLoad(engine: Engine, fixture: Fixture, options: Options
   return rows;
 }
 
-function loadTable(rows: LoadRow[]): string {
-  const lines = [
-    "| engine | round | bare req/s | bare p99 ms | bare CPU µs/req | check req/s | check p50 ms | check p99 ms | check CPU µs/req | ratio (req/s) | ratio (CPU) |",
-    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-  ];
-  for (const r of rows) {
-    lines.push(
-      `| ${r.engine} | ${r.round} | ${Math.round(r.bare.perSecond)} | ${r.bare.p99.toFixed(2)} | ` +
-        `${r.bare.cpuPerRequest.toFixed(0)} | ${Math.round(r.stint.perSecond)} | ${r.stint.p50.toFixed(2)} | ` +
-        `${r.stint.p99.toFixed(2)} | ${r.stint.cpuPerRequest.toFixed(0)} | ` +
-        `${(r.stint.perSecond / r.bare.perSecond).toFixed(2)} | ${(r.bare.cpuPerRequest / r.stint.cpuPerRequest).toFixed(2)} |`,
-    );
-  }
-  return lines.join("\n");
-}
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
-
-/** One verdict per engine: the median round's ratio, and the worst round's p99. */
-function loadVerdicts(rows: LoadRow[]): string[] {
-  return [...new Set(rows.map((r) => r.engine))].map((engine) => {
-    const mine = rows.filter((r) => r.engine === engine);
-    const ratio = median(mine.map((r) => r.stint.perSecond / r.bare.perSecond));
-    const p99 = Math.max(...mine.map((r) => r.stint.p99));
-    const pass = ratio >= LOAD_MIN_RATIO && p99 <= LOAD_MAX_P99_MS;
-    return (
-      `acceptance 3, check API vs bare Fastify on ${engine}: median ratio ${ratio.toFixed(2)} ` +
-      `(target ≥ ${LOAD_MIN_RATIO}), worst p99 ${p99.toFixed(2)} ms (target ≤ ${LOAD_MAX_P99_MS} ms): ${pass ? "PASS" : "FAIL"}`
-    );
-  });
-}
-
-interface StalenessRow {
-  concurrency: number;
-  changes: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
-
-/**
- * Issue 14 item 2: two nodes on one PostgreSQL database (in this process); changes (activations and
- * deactivations) made on node A; for each, how long from A's call returning (its transaction committed,
- * A honours it) until node B's index applied it. At concurrency 1 and 16.
- */
-async function benchStaleness(): Promise<StalenessRow[]> {
-  const database = await createPgDatabase();
-  const blobDir = await mkdtemp(path.join(os.tmpdir(), "stint-bench-nodes-"));
-  const nodes: Server[] = [];
-  try {
-    const parsed = loadConfig({
-      STINT_DATABASE_URL: database.url,
-      STINT_BOOTSTRAP_ADMIN_PASSWORD: "bench-root-password",
-      STINT_LOG_LEVEL: "silent",
-      STINT_BLOB_DIR: blobDir,
-    });
-    if (!parsed.ok) throw new Error(parsed.problems.join("\n"));
-    const masterKey = randomBytes(32);
-    for (let i = 0; i < 2; i++) {
-      nodes.push(
-        await createServer({
-          config: parsed.config,
-          logger: createLogger({ level: "silent" }),
-          masterKey,
-          vaultKey: randomBytes(32),
-          scrypt: TEST_SCRYPT,
-          store: await openAppStore({ databaseUrl: database.url }),
-        }),
-      );
-      if (i === 0) await nodes[0]!.bootstrap();
-    }
-    const [a, b] = nodes as [Server, Server];
-    const context = { correlationId: "bench-staleness", sourceIp: null, userAgent: null };
-    const requesters: Actor[] = [];
-    for (let i = 0; i < 16; i++) {
-      const created = await a.directory.createPrincipal(SYSTEM, { name: `stale-${i}`, kind: "user" }, context);
-      requesters.push({
-        kind: "principal",
-        id: created.id,
-        name: created.name,
-        principalKind: "user",
-        roles: ["user"],
-      });
-      await seedGroupMember({ store: a.store } as unknown as TestServer, "stale-requesters", created.name);
-    }
-    await seedRole({ store: a.store } as unknown as TestServer, {
-      name: ROLE,
-      policy: {
-        defaultDuration: "1h",
-        maxDuration: "8h",
-        approval: { stages: [] },
-        mfa: { required: false, maxAge: "10m" },
-        justification: { minLength: 10 },
-      },
-      eligibleGroups: ["stale-requesters"],
-    });
-    const applied = new Map<string, number>();
-    const waiters = new Map<string, () => void>();
-    b.accessIndex.subscribe({
-      onMessage(message) {
-        if (message.t !== "act" && message.t !== "end") return;
-        const key = `${message.t}:${message.id}`;
-        if (applied.has(key)) return;
-        applied.set(key, performance.now());
-        waiters.get(key)?.();
-      },
-    });
-    /** From `returned` (the change's call returned: its transaction committed) to node B applying it; 0 if before. */
-    const heard = (key: string, returned: number) =>
-      new Promise<number>((resolve, reject) => {
-        const done = () => resolve(Math.max(0, applied.get(key)! - returned));
-        if (applied.has(key)) return done();
-        const timer = setTimeout(() => reject(new Error(`node B never heard ${key}`)), 30_000);
-        waiters.set(key, () => {
-          clearTimeout(timer);
-          done();
-        });
-      });
-    const rows: StalenessRow[] = [];
-    for (const concurrency of [1, 16]) {
-      const lags: number[] = [];
-      let next = 0;
-      await Promise.all(
-        requesters.slice(0, concurrency).map(async (actor) => {
-          while (next < STALENESS_CHANGES) {
-            next += 2;
-            const request = await a.requests.submit(actor, { role: ROLE, reason: "staleness benchmark run" }, context);
-            lags.push(await heard(`act:${request.id}`, performance.now()));
-            await a.requests.deactivate(actor, ROLE, context);
-            lags.push(await heard(`end:${request.id}`, performance.now()));
-          }
-        }),
-      );
-      const sorted = lags.sort((x, y) => x - y);
-      const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
-      rows.push({ concurrency, changes: sorted.length, p50: q(0.5), p99: q(0.99), max: sorted.at(-1) ?? Number.NaN });
-      console.error(`  staleness c=${concurrency}: p50 ${q(0.5).toFixed(1)} ms, p99 ${q(0.99).toFixed(1)} ms`);
-    }
-    return rows;
-  } finally {
-    for (const node of nodes) await node.close().catch(() => undefined);
-    await database.drop().catch(() => undefined);
-    await rm(blobDir, { recursive: true, force: true });
-  }
-}
-
 async function benchEngine(engine: Engine, options: Options): Promise<{ rows: Row[]; load: LoadRow[] }> {
   const started = performance.now();
   const fixture = await setUp(engine, options);
@@ -560,6 +444,7 @@ async function benchEngine(engine: Engine, options: Options): Promise<{ rows: Ro
         rows.push(...(await benchTransport(engine, transport, fixture, options, fixture.server.config.accessTokenTtl)));
     if (options.scenarios.includes("check-load")) load.push(...(await benchCheckLoad(engine, fixture, options)));
   } finally {
+    for (const close of clientClosers.splice(0)) close();
     await fixture.server.cleanup();
   }
   return { rows, load };
@@ -648,7 +533,7 @@ async function main() {
         rows.push(...result.rows);
         load.push(...result.load);
       }
-      if (engine === "postgres" && options.scenarios.includes("staleness")) staleness = await benchStaleness();
+      if (engine === "postgres" && options.scenarios.includes("staleness")) staleness = await benchStaleness(ROLE);
     } catch (error) {
       if (engine === "postgres" && (error as { code?: string }).code === "ECONNREFUSED") {
         skipped.push(`postgres skipped: nothing listens at ${new URL(PG_ADMIN_URL).host} (set STINT_TEST_PG_URL)`);
@@ -663,43 +548,13 @@ async function main() {
   );
   console.log(
     "via inject = app.inject in-process: no socket, excludes network and HTTP parsing. via http = real HTTP on " +
-      "127.0.0.1 with keep-alive fetch; the client runs in the same process as the server.",
+      `127.0.0.1 with keep-alive connections (${options.httpClient === "raw" ? "a lean client, raw-http.ts" : "fetch"}); ` +
+      "the client runs in the same process as the server.",
   );
-  if (load.length > 0) {
-    console.log(
-      `\ncheck API under load (issue 14 acceptance 3): ${LOAD_CONNECTIONS} keep-alive connections from a separate ` +
-        `process, ${options.loadSeconds} s per measure after 1 s of warm-up, bare Fastify (\`{}\`, no hooks, no ` +
-        `logger) and Stint's GET /v1/check with a bearer token alternating ${LOAD_ROUNDS} times; PASS needs ` +
-        `ratio ≥ ${LOAD_MIN_RATIO} and check p99 ≤ ${LOAD_MAX_P99_MS} ms. Half the answers are allowed; every ` +
-        `answer is checked.`,
-    );
-    console.log(loadTable(load));
-    console.log(
-      "ratio (req/s) divides the two servers' requests/s; ratio (CPU) divides their CPU time per response in " +
-        "this process (bare ÷ check), which a busy host disturbs less.",
-    );
-    for (const line of loadVerdicts(load)) console.log(line);
-  }
-  if (staleness.length > 0) {
-    console.log(
-      `\nstaleness across nodes (issue 14 item 2): two Stint nodes on one PostgreSQL database; node A activates and ` +
-        `deactivates (${STALENESS_CHANGES} changes per level); from the change's call returning on node A (committed, ` +
-        `and honoured there) to node B's access index applying it (0 when B had it first). Both nodes share this ` +
-        `process's event loop.`,
-    );
-    console.log("| concurrency | changes | p50 ms | p99 ms | max ms |");
-    console.log("|--:|--:|--:|--:|--:|");
-    for (const r of staleness)
-      console.log(
-        `| ${r.concurrency} | ${r.changes} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} |`,
-      );
-    const worst = Math.max(...staleness.map((r) => r.p99));
-    console.log(
-      `item 2, staleness across nodes: worst p99 ${worst.toFixed(1)} ms (goal < ${STALENESS_GOAL_MS} ms): ` +
-        `${worst < STALENESS_GOAL_MS ? "PASS" : "FAIL"}`,
-    );
-  }
+  for (const line of loadLines(load, options.loadSeconds)) console.log(line);
+  for (const line of stalenessLines(staleness)) console.log(line);
   for (const line of elevateCpuLines()) console.log(line);
+  for (const line of examinedLines) console.log(line);
   for (const line of elevateVerdicts(rows)) console.log(line);
   if (rows.some((r) => r.capped))
     console.log(`* cut short by the ${options.levelSeconds} s budget per level (--level-seconds).`);

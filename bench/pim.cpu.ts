@@ -5,7 +5,9 @@
  */
 import { readFile } from "node:fs/promises";
 import os from "node:os";
+import { performance } from "node:perf_hooks";
 import { sql } from "kysely";
+import pg from "pg";
 import type { Engine } from "../src/lib/db.js";
 import type { TestServer } from "../src/testing/server.js";
 
@@ -176,4 +178,51 @@ function littlesLaw(): string[] {
     );
   }
   return lines;
+}
+
+/**
+ * Every statement this process sends to PostgreSQL while it runs (the server's, the sequencer's, the index's
+ * heartbeats; node-postgres' `Client.query`), by its text's first words: how many per elevation, and the mean
+ * round trip (sent → result, queueing in the backend included). `stop` restores `Client.query`.
+ */
+export function statementTally() {
+  const tally = new Map<string, { n: number; ms: number }>();
+  const original = pg.Client.prototype.query;
+  const kindOf = (text: string) =>
+    text
+      .replace(/\/\*.*?\*\//g, "")
+      .replace(/\s+/g, " ")
+      .trim()
+      .slice(0, 64)
+      .toLowerCase();
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    const config = args[0] as string | { text?: string } | undefined;
+    const text = typeof config === "string" ? config : (config?.text ?? "?");
+    const started = performance.now();
+    const result = (original as (...a: unknown[]) => unknown).apply(this, args);
+    const record = () => {
+      const kind = kindOf(text);
+      const entry = tally.get(kind) ?? { n: 0, ms: 0 };
+      entry.n += 1;
+      entry.ms += performance.now() - started;
+      tally.set(kind, entry);
+    };
+    if (result instanceof Promise) result.then(record, record);
+    return result;
+  } as typeof original;
+  return {
+    stop(ops: number): string[] {
+      pg.Client.prototype.query = original;
+      const rows = [...tally].sort((a, b) => b[1].n - a[1].n);
+      const total = rows.reduce((sum, [, e]) => sum + e.n, 0);
+      return [
+        `statements sent to PostgreSQL: ${(total / ops).toFixed(2)} per elevation (${total} over ${ops})`,
+        "| statement (first words) | per elevation | mean round trip ms |",
+        "|---|--:|--:|",
+        ...rows.map(
+          ([kind, e]) => `| ${kind.replaceAll("|", "\\|")} | ${(e.n / ops).toFixed(3)} | ${(e.ms / e.n).toFixed(2)} |`,
+        ),
+      ];
+    },
+  };
 }
