@@ -3,7 +3,7 @@
  * unusable logins (NOLOGIN, no membership) whose password is already set at the target and sealed here, so an
  * activation of a `dynamic: true` role only hands one out (LOGIN, validity, membership): no SCRAM hashing by the
  * target and no sealing on its path. The stock is topped up by an outbox job in its own lane (`precreate:<target>`),
- * queued after each such activation; its logins' creation is audited (`login.precreated`, names only), and so is
+ * queued beside each such provisioning's target call; its logins' creation is audited (`login.precreated`, names only), and so is
  * the hand-out (the activation's `request.activated` names the login, which `login.precreated` listed). Taken by the submit's
  * transaction (precreated.store `claimPreCreated`): one login for one grant, never put back; dropped as any minted
  * login when the grant ends or fails.

@@ -153,6 +153,14 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
     // Handed a pre-created login by the submit: its password is set at the target and sealed already.
     const preCreated = isDynamic(entitlement) && Boolean(read.credential?.pool_id);
     await failpoint("grant.provision.before-target");
+    // The target's stock of pre-created logins is topped up later (the fill is due in 250 ms): queued beside the
+    // target call, so that its commit is not in the way of the activation or of the credentials read after it.
+    const fill =
+      isDynamic(entitlement) && preCreatedCount(targetRow.config) > 0
+        ? preCreation.queueFill(targetRow.id, grantId)
+        : undefined;
+    // Awaited after the activation; never an unhandled rejection meanwhile.
+    fill?.catch(() => undefined);
     try {
       const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
       problemsOf(connector.checkLogin(login), `the login ${login}`);
@@ -231,9 +239,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
     }
     await failpoint("grant.provision.after-target");
     const activated = await deps.requests.provisioned(grantId, { login, done });
-    // The target's stock of pre-created logins topped up, after the activation (off its path).
-    if (isDynamic(entitlement) && preCreatedCount(targetRow.config) > 0)
-      await preCreation.queueFill(targetRow.id, grantId);
+    await fill;
     if (!activated) {
       // The activation ended while the target was being changed: take the privilege away again.
       await failpoint("grant.provision.before-follow-up");
