@@ -7,6 +7,10 @@ import * as c from "../../contract/requests.js";
 import type { RequestService } from "./requests.service.js";
 import type { ActivationTokenIssuer } from "./activation-token.js";
 import type { ApproverContext } from "./approver-context.js";
+import { activationRequestSerializer } from "./request-json.js";
+
+/** The answer of every route that answers an activation request, written by hand (`request-json.ts`). */
+const requestAnswer = activationRequestSerializer(serializerCompiler) as never;
 
 export function registerRequestRoutes(
   app: App,
@@ -27,6 +31,7 @@ export function registerRequestRoutes(
     {
       config: { requirement: "authenticated" },
       schema: { tags: ["requests"], body: c.submitActivation, response: { 201: c.activationRequest } },
+      serializerCompiler: requestAnswer,
     },
     async (req, reply) => {
       reply.code(201);
@@ -55,6 +60,7 @@ export function registerRequestRoutes(
     {
       config: { requirement: "authenticated" },
       schema: { tags: ["requests"], params: c.requestIdParams, response: { 200: c.activationRequest } },
+      serializerCompiler: requestAnswer,
     },
     async (req) => requests.get(req.actor, req.params.id),
   );
@@ -79,6 +85,7 @@ export function registerRequestRoutes(
         body: c.approveBody.optional(),
         response: { 200: c.activationRequest },
       },
+      serializerCompiler: requestAnswer,
     },
     async (req) =>
       requests.decide(req.actor, req.params.id, "approve", req.body?.reason, req.callContext, req.body?.linkToken),
@@ -94,6 +101,7 @@ export function registerRequestRoutes(
         body: c.denyBody,
         response: { 200: c.activationRequest },
       },
+      serializerCompiler: requestAnswer,
     },
     async (req) =>
       requests.decide(req.actor, req.params.id, "deny", req.body.reason, req.callContext, req.body.linkToken),
@@ -104,6 +112,7 @@ export function registerRequestRoutes(
     {
       config: { requirement: "authenticated" },
       schema: { tags: ["requests"], params: c.requestIdParams, response: { 200: c.activationRequest } },
+      serializerCompiler: requestAnswer,
     },
     async (req) => requests.cancel(req.actor, req.params.id, req.callContext),
   );
@@ -118,6 +127,7 @@ export function registerRequestRoutes(
         body: c.revokeBody,
         response: { 200: c.activationRequest },
       },
+      serializerCompiler: requestAnswer,
     },
     async (req) => requests.revoke(req.actor, req.params.id, req.body.reason, req.callContext),
   );
@@ -127,6 +137,7 @@ export function registerRequestRoutes(
     {
       config: { requirement: "authenticated" },
       schema: { tags: ["requests"], params: c.roleParams, response: { 200: c.activationRequest } },
+      serializerCompiler: requestAnswer,
     },
     async (req) => requests.deactivate(req.actor, req.params.role, req.callContext),
   );
@@ -136,6 +147,7 @@ export function registerRequestRoutes(
     {
       config: { requirement: "authenticated" },
       schema: { tags: ["requests"], params: c.roleParams, body: c.extendBody, response: { 201: c.activationRequest } },
+      serializerCompiler: requestAnswer,
     },
     async (req, reply) => {
       reply.code(201);
