@@ -6,9 +6,16 @@
  */
 import { connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { eventually } from "../../src/testing/ssh-connections.js";
 import { sshSessionsHarness, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
 
-const HANDSHAKE_MS = 1500;
+/**
+ * Long enough for a real ssh client's handshake on a loaded host (the deadline applies to it too), and for the
+ * cap test's steps to finish before its held connections reach it.
+ */
+const HANDSHAKE_MS = 4000;
+/** A refused connection is closed at accept; a kept one only at the deadline: halfway tells them apart. */
+const REFUSED_WITHIN_MS = HANDSHAKE_MS / 2;
 const PER_ADDRESS = 3;
 const OVERALL = 5;
 let h: SshSessionsHarness;
@@ -86,7 +93,7 @@ describe("slow clients stalling the accept loop (SSH proxy)", () => {
     const held = [];
     for (let i = 0; i < PER_ADDRESS; i++) held.push(await open("127.0.0.1"));
     const over = await open("127.0.0.1");
-    const overClosed = await Promise.race([over.closed, settle(500).then(() => -1)]);
+    const overClosed = await Promise.race([over.closed, settle(REFUSED_WITHIN_MS).then(() => -1)]);
     expect(overClosed, "a connection beyond the per-address cap was kept").toBeGreaterThan(0);
     expect(held.every((c) => !c.socket.destroyed)).toBe(true);
     expect(await refused("per_address")).toBe(perAddressBefore + 1);
@@ -95,12 +102,12 @@ describe("slow clients stalling the accept loop (SSH proxy)", () => {
     // Overall: 3 held from 127.0.0.1, 2 more from 127.0.0.3 fill it; the next from anywhere is refused.
     held.push(await open("127.0.0.3"), await open("127.0.0.3"));
     const full = await open("127.0.0.4");
-    expect(await Promise.race([full.closed, settle(500).then(() => -1)])).toBeGreaterThan(0);
+    expect(await Promise.race([full.closed, settle(REFUSED_WITHIN_MS).then(() => -1)])).toBeGreaterThan(0);
     expect(await refused("overall")).toBe(overallBefore + 1);
 
     // One slot freed: a real ssh client gets in and works while the slow ones are still held.
     held.pop()!.socket.destroy();
-    await settle(50);
+    expect(await eventually(async () => (await metric("stint_ssh_proxy_connections")) === OVERALL - 1)).toBe(true);
     const viaOther = await h.ssh(cert.key, `${user}%web`, ["echo still-serving"], { extra: ["-b", "127.0.0.2"] });
     expect(viaOther).toMatchObject({ code: 0, stdout: "still-serving\n" });
     for (const c of held) c.socket.destroy();
