@@ -284,8 +284,8 @@ function benchEngine(name: string, options: Options): Promise<Row[]> {
     const chainPending = audit.chainPending;
     const measured: AuditLog = {
       ...audit,
-      chainPending: async (tx, limit) => {
-        const result = await chainPending(tx, limit);
+      chainPending: async (tx, limit, fresh) => {
+        const result = await chainPending(tx, limit, fresh);
         const now = Date.now();
         for (const time of result.times) lags.push(now - Date.parse(time));
         for (const id of result.ids ?? []) chainedAt.set(id, now);

@@ -199,6 +199,10 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
   let wake: ((kind: Wake) => void) | undefined;
   /** A wake that came while no sleep waited for it (a pass in flight): the next sleep ends at once. */
   let woken: Wake | undefined;
+  /** Wakes so far, a counter; `pokesSeen`: its value when the last pass started, `lastFull`: that pass was full. */
+  let pokes = 0;
+  let pokesSeen = 0;
+  let lastFull = false;
   let nudgeTimer: NodeJS.Timeout | undefined;
   /** When the leader's last gather window ended (its look asked for). */
   let gatheredAt = Number.NEGATIVE_INFINITY;
@@ -216,6 +220,7 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
 
   /** Wakes the loop: "verified" (this node's appends, Stint's NOTIFYs, a listener back) or "unverified". */
   function poke(kind: Wake = "verified") {
+    pokes++;
     if (wake) wake(kind);
     else if (woken !== "verified") woken = kind;
   }
@@ -418,10 +423,15 @@ export function createAuditSequencer(options: AuditSequencerOptions): AuditSeque
         // All or nothing per pass: a pass cut by a lost connection is retried half as large, so a burst's
         // backlog drains even when the store drops connections faster than a full pass commits.
         let result: ChainResult = { chained: 0, rejected: 0, times: [] };
+        // The pending rows the last pass read with its move serve this one, unless a wake came since it started
+        // and it was not full: that wake covers commits its read may have missed (they would wait for the poll).
+        const fresh = pokes !== pokesSeen && !lastFull;
+        pokesSeen = pokes;
         const { limit } = await passes.run(async (n) => {
-          result = await audit.chainPending(undefined, n);
+          result = await audit.chainPending(undefined, n, fresh);
           return result.chained + result.rejected;
         });
+        lastFull = result.chained + result.rejected >= limit;
         idle = result.chained + result.rejected === 0;
         if (idle) foundNothingAt = Date.now();
         const at = now();

@@ -51,13 +51,13 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
   });
 
   /** A leader (poll of a minute) whose chaining passes are counted. */
-  async function countedLeader(gathers: Pick<AuditSequencerOptions, "gatherMs" | "streamGatherMs">) {
+  async function countedLeader(gathers: Pick<AuditSequencerOptions, "gatherMs" | "streamGatherMs" | "leaseMs">) {
     const h = await fixture.harness(engine, { sequencing: "background" });
     const audit = await node(h.store, h.masterKey);
     const count = { passes: 0 };
     const counted: typeof audit = {
       ...audit,
-      chainPending: (tx, limit) => (count.passes++, audit.chainPending(tx, limit)),
+      chainPending: (tx, limit, fresh) => (count.passes++, audit.chainPending(tx, limit, fresh)),
     };
     const sequencer = createAuditSequencer({
       audit: counted,
@@ -102,6 +102,23 @@ describe.each(ENGINES)("audit sequencer wakes on %s", (engine) => {
     await streamOf(audit, 20, 10);
     expect(count.passes - before).toBeLessThanOrEqual(2);
     expect(await audit.verify()).toMatchObject({ ok: true, count: 21 });
+  });
+
+  it("commits that land while a pass writes are chained by the wake they sent, not left for the poll", async () => {
+    // A pass reads the next pass's rows with its move; commits after that read are covered by the wake they
+    // sent. Chaining only the rows read before them left them unchained until the idle poll (p99 lag = poll).
+    // The lease is renewed every third of it, a look too: ten minutes, so that no renewal chains them either.
+    const { audit } = await countedLeader({ gatherMs: 5, streamGatherMs: 5, leaseMs: 10 * MINUTE });
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(
+        Array.from({ length: 4 }, async (_, writer) => {
+          for (let i = 0; i < 40; i++) await audit.record(alice, NO_CONTEXT, event(`r${round} w${writer} ${i}`));
+        }),
+      );
+      // The poll is a minute: only the wakes can chain the last commits within this.
+      await until(async () => (await audit.pendingStats()).count === 0, `round ${round} chained`, 15_000);
+    }
+    expect(await audit.verify()).toMatchObject({ ok: true, count: 480 });
   });
 
   it("a node that does not sequence sends one wake per gap however much it appends, and none for a rollback", async () => {

@@ -99,9 +99,10 @@ export interface AuditLog {
   readonly sequencing: AuditSequencing;
   /**
    * Chains up to `limit` committed pending events, in `pos` order, under the head lock, signing the
-   * checkpoints they cross: in `tx` when given, else in a transaction of its own.
+   * checkpoints they cross: in `tx` when given, else in a transaction of its own. `fresh`: read the pending
+   * rows now, not the ones the last pass's move read with it (a wake came since: commits it may not have seen).
    */
-  chainPending(tx?: Kysely<Database>, limit?: number): Promise<ChainResult>;
+  chainPending(tx?: Kysely<Database>, limit?: number, fresh?: boolean): Promise<ChainResult>;
   /** Chains until nothing committed is pending (or `maxPasses` passes ran); the events chained. */
   catchUp(maxPasses?: number): Promise<number>;
   /** Events committed and not chained yet, and the time of the oldest. */
@@ -443,9 +444,9 @@ export function createAuditLog(deps: {
    * again under the head lock. A pass that must write notes (rows that failed their MAC: the statement and the
    * notes' INSERT) runs under the lock too.
    */
-  async function chainOwn(limit: number): Promise<ChainResult> {
+  async function chainOwn(limit: number, fresh: boolean): Promise<ChainResult> {
     const locked = () => store.transaction((tx) => chainIn(tx, limit));
-    const read = ahead?.rows.length ? ahead : undefined;
+    const read = !fresh && ahead?.rows.length ? ahead : undefined;
     ahead = undefined;
     const { head, rows } = read ?? (await auditStore.readHeadAndPending(store.db, limit));
     if (rows.length === 0) return nothing();
@@ -460,7 +461,8 @@ export function createAuditLog(deps: {
     return pass.result;
   }
 
-  const chainPending: AuditLog["chainPending"] = (tx, limit = 2000) => (tx ? chainIn(tx, limit) : chainOwn(limit));
+  const chainPending: AuditLog["chainPending"] = (tx, limit = 2000, fresh = false) =>
+    tx ? chainIn(tx, limit) : chainOwn(limit, fresh);
 
   async function catchUp(maxPasses = 50): Promise<number> {
     let total = 0;
