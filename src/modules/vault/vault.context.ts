@@ -6,13 +6,13 @@
  */
 import { checkoutPolicy, type PutSecretBody, type SecretMetaDto } from "../../contract/vault.js";
 import type { Kysely } from "kysely";
-import ssh2 from "ssh2";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { deriveKey } from "../../lib/security.js";
+import { generateEd25519KeyPair } from "../../lib/ssh-keys.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
@@ -64,9 +64,12 @@ export interface VaultServiceDeps {
 
 export const iso = (value: Date | string) => new Date(value).toISOString();
 
-/** A new random value of the secret's kind: an OpenSSH ed25519 private key for ssh-key, a password otherwise. */
+/**
+ * A new random value of the secret's kind: an OpenSSH ed25519 private key for ssh-key (one ssh2 and OpenSSH load:
+ * ssh2's own generator makes an unloadable one about once in 256), a password otherwise.
+ */
 export function newValueFor(kind: string): string {
-  return kind === "ssh-key" ? ssh2.utils.generateKeyPairSync("ed25519").private : generateValue(32);
+  return kind === "ssh-key" ? generateEd25519KeyPair("").privateKey : generateValue(32);
 }
 
 /** When a secret with a rotation schedule is next due (null without one). */
