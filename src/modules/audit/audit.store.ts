@@ -1,6 +1,7 @@
 /** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
-import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
+import { CompiledQuery, sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
+import { PREPARED } from "../../lib/db.js";
 import { decodeVerifyRow, eventTime, toEvent, type EventRow } from "./audit.rows.js";
 import { EVENT_ROW_COLUMNS, type AuditEvent, type CheckpointValues, type PendingAuditEvent } from "./audit.types.js";
 
@@ -16,68 +17,33 @@ export async function readHead(db: Q): Promise<{ seq: number; hash: string }> {
   return db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirstOrThrow();
 }
 
-/** The columns of an event, as arrays of one parameter each (`unnest`), in `EVENT_INSERT_COLUMNS` order. */
-function columnArrays(events: readonly PendingAuditEvent[]) {
-  const n = events.length;
-  const id = new Array<string>(n);
-  const time = new Array<string>(n);
-  const actor = new Array<string>(n);
-  const actorId = new Array<string | null>(n);
-  const action = new Array<string>(n);
-  const subject = new Array<string | null>(n);
-  const outcome = new Array<string>(n);
-  const reason = new Array<string | null>(n);
-  const correlationId = new Array<string | null>(n);
-  const sourceIp = new Array<string | null>(n);
-  const userAgent = new Array<string | null>(n);
-  const details = new Array<string>(n);
-  for (let i = 0; i < n; i++) {
-    const e = events[i]!;
-    id[i] = e.id;
-    time[i] = e.time;
-    actor[i] = e.actor;
-    actorId[i] = e.actorId;
-    action[i] = e.action;
-    subject[i] = e.subject;
-    outcome[i] = e.outcome;
-    reason[i] = e.reason;
-    correlationId[i] = e.correlationId;
-    sourceIp[i] = e.sourceIp;
-    userAgent[i] = e.userAgent;
-    details[i] = JSON.stringify(e.details);
-  }
-  return sql`${id}::uuid[], ${time}::timestamptz[], ${actor}::text[], ${actorId}::uuid[], ${action}::text[],
-    ${subject}::text[], ${outcome}::text[], ${reason}::text[], ${correlationId}::text[], ${sourceIp}::text[],
-    ${userAgent}::text[], ${details}::jsonb[]`;
-}
-
 /**
- * From this many rows an INSERT sends `unnest` arrays, below it a VALUES list. Measured on PostgreSQL 15
- * here (bench/README.md, audit): per row, one row of 13 columns as arrays cost the database ~230 µs against
- * ~60 as VALUES (every array parsed, a function scan planned), ten about the same, 500 half (6 against 13 µs)
- * and the client less (one parameter a column instead of one a value).
+ * The rows of an INSERT of events travel as one JSON text (an array of rows, each an array of the event's
+ * columns in `EVENT_INSERT_COLUMNS` order, then the table's own): one parameter, one native `JSON.stringify`, whatever
+ * the batch's size, where `unnest` arrays had one parameter a column, each escaped by node-postgres element by
+ * element (6.4% of an elevation's process CPU at 50 requesters), and a VALUES list one a value, built by Kysely
+ * at every call. The statements' texts are constant and prepared on each PostgreSQL connection (`PREPARED`).
+ * PostgreSQL text holds no NUL: a value with one is refused as before (jsonb refuses the escape `\u0000`,
+ * SQLSTATE 22P05, where a text parameter was refused at bind, 22021), nothing written.
  */
-export const UNNEST_FROM = 16;
-
-/** The columns an event has before it is chained (shared by audit_pending and audit_events). */
-function eventColumns(e: PendingAuditEvent) {
-  return {
-    id: e.id,
-    time: e.time,
-    actor: e.actor,
-    actor_id: e.actorId,
-    action: e.action,
-    subject: e.subject,
-    outcome: e.outcome,
-    reason: e.reason,
-    correlation_id: e.correlationId,
-    source_ip: e.sourceIp,
-    user_agent: e.userAgent,
-    details: JSON.stringify(e.details),
-  };
+function eventRow(e: PendingAuditEvent): unknown[] {
+  return [
+    e.id,
+    e.time,
+    e.actor,
+    e.actorId,
+    e.action,
+    e.subject,
+    e.outcome,
+    e.reason,
+    e.correlationId,
+    e.sourceIp,
+    e.userAgent,
+    e.details,
+  ];
 }
 
-/** The columns an event has before it is chained, in `columnArrays` order. */
+/** The columns an event has before it is chained (shared by audit_pending and audit_events), in `eventRow` order. */
 const EVENT_INSERT_COLUMNS = [
   "id",
   "time",
@@ -93,51 +59,50 @@ const EVENT_INSERT_COLUMNS = [
   "details",
 ] as const;
 
+/** Those columns read from a JSON row `e` (`eventRow`): each field's text is its column's input, as it was. */
+const EVENT_FROM_JSON = EVENT_INSERT_COLUMNS.map((column, i) => {
+  if (column === "details") return `e->${i}`;
+  if (column === "time") return `(e->>${i})::timestamptz`;
+  return column === "id" || column === "actor_id" ? `(e->>${i})::uuid` : `e->>${i}`;
+}).join(", ");
+
+/**
+ * `insert into <table> (<event columns>, <more>) select <event columns>, <fields> from jsonb_array_elements(`:
+ * the JSON text of the rows follows, then `ROWS_FROM_JSON`. `e` is a row, `n` its place.
+ */
+const insertFromJson = (table: string, more: string, fields: string) =>
+  `insert into ${table} (${EVENT_INSERT_COLUMNS.join(", ")}, ${more})
+    select ${EVENT_FROM_JSON}, ${fields} from jsonb_array_elements(`;
+const ROWS_FROM_JSON = "::jsonb) with ordinality as t(e, n)";
+
+/** Rows in their order: `pos` (audit_pending), and so the chain's order, is the order of the events given. */
+const INSERT_PENDING = `${PREPARED} ${insertFromJson("audit_pending", "mac", "e->>12")}$1${ROWS_FROM_JSON} order by n`;
+const INSERT_EVENTS = `${PREPARED} ${insertFromJson(
+  "audit_events",
+  "seq, prev_hash, hash",
+  "(e->>12)::bigint, e->>13, e->>14",
+)}$1${ROWS_FROM_JSON} order by n`;
+
 /**
  * Chained events the sequencer made itself (`audit.pending_rejected` notes): not in `audit_pending`, so
- * written from their values (`unnest` arrays from `UNNEST_FROM` rows).
+ * written from their values.
  */
 export async function insertEvents(tx: Q, events: AuditEvent[]): Promise<void> {
   if (events.length === 0) return;
-  if (events.length < UNNEST_FROM) {
-    await tx
-      .insertInto("audit_events")
-      .values(events.map((e) => ({ ...eventColumns(e), seq: e.seq, prev_hash: e.prevHash, hash: e.hash })))
-      .execute();
-    return;
-  }
-  const seqs = events.map((e) => e.seq);
-  const prev = events.map((e) => e.prevHash);
-  const hashes = events.map((e) => e.hash);
-  await tx
-    .insertInto("audit_events")
-    .columns([...EVENT_INSERT_COLUMNS, "seq", "prev_hash", "hash"])
-    .expression(
-      sql`select * from unnest(${columnArrays(events)}, ${seqs}::bigint[], ${prev}::text[], ${hashes}::text[])`,
-    )
-    .execute();
+  const rows = events.map((e) => [...eventRow(e), e.seq, e.prevHash, e.hash]);
+  await tx.executeQuery(CompiledQuery.raw(INSERT_EVENTS, [JSON.stringify(rows)]));
 }
 
-/**
- * An event committed by its transaction but not chained yet; `mac` proves a Stint node wrote it. From
- * `UNNEST_FROM` rows one INSERT of `unnest` arrays, one parameter per column: a multi-row VALUES list has
- * one per value, which Kysely builds (and node-postgres serializes) value by value.
- */
+/** An event committed by its transaction but not chained yet; `mac` proves a Stint node wrote it. */
 export async function insertPending(tx: Q, events: { event: PendingAuditEvent; mac: string }[]): Promise<void> {
   if (events.length === 0) return;
-  if (events.length < UNNEST_FROM) {
-    await tx
-      .insertInto("audit_pending")
-      .values(events.map(({ event, mac }) => ({ ...eventColumns(event), mac })))
-      .execute();
-    return;
+  const rows = new Array<unknown[]>(events.length);
+  for (let i = 0; i < events.length; i++) {
+    const row = eventRow(events[i]!.event);
+    row.push(events[i]!.mac);
+    rows[i] = row;
   }
-  const macs = events.map((e) => e.mac);
-  await tx
-    .insertInto("audit_pending")
-    .columns([...EVENT_INSERT_COLUMNS, "mac"])
-    .expression(sql`select * from unnest(${columnArrays(events.map((e) => e.event))}, ${macs}::text[])`)
-    .execute();
+  await tx.executeQuery(CompiledQuery.raw(INSERT_PENDING, [JSON.stringify(rows)]));
 }
 
 /**
@@ -151,20 +116,18 @@ export async function insertPendingWhere(
   allowed: Expression<unknown>,
 ): Promise<Set<string>> {
   if (events.length === 0) return new Set();
-  const rows = await tx
-    .insertInto("audit_pending")
-    .columns([...EVENT_INSERT_COLUMNS, "mac"])
-    .expression(
-      sql`select id, time, actor, actor_id, action, subject, outcome, reason, correlation_id, source_ip,
-          user_agent, details, mac
-        from unnest(${columnArrays(events.map((e) => e.event))}, ${events.map((e) => e.mac)}::text[],
-          ${events.map((e) => e.call)}::int[]) with ordinality as e(id, time, actor, actor_id, action, subject,
-          outcome, reason, correlation_id, source_ip, user_agent, details, mac, call, n)
-        where call in (${allowed}) order by n`,
-    )
-    .returning("id")
-    .execute();
-  return new Set(rows.map((r) => r.id));
+  const rows = new Array<unknown[]>(events.length);
+  for (let i = 0; i < events.length; i++) {
+    const row = eventRow(events[i]!.event);
+    row.push(events[i]!.mac, events[i]!.call);
+    rows[i] = row;
+  }
+  const { rows: inserted } = await sql<{
+    id: string;
+  }>`${sql.raw(insertFromJson("audit_pending", "mac", "e->>12"))}${JSON.stringify(
+    rows,
+  )}${sql.raw(ROWS_FROM_JSON)} where (e->>13)::int in (${allowed}) order by n returning id`.execute(tx);
+  return new Set(inserted.map((r) => r.id));
 }
 
 /** A pending event as the sequencer reads it: `time` as the database stores it (`TIME_TEXT`). */
@@ -197,12 +160,16 @@ export async function readPending(tx: Q, limit: number): Promise<PendingRow[]> {
   return (await pendingRows(limit).$castTo<PendingRow>().execute(tx)).rows;
 }
 
-/** The SELECT of up to `limit` pending rows, oldest `pos` first, the time as `TIME_TEXT`; none at `except`. */
-function pendingRows(limit: number, except?: readonly (number | string)[]) {
-  return sql`select pos, id, ${TIME_TEXT} as time, actor, actor_id, action, subject, outcome, reason,
-      correlation_id, source_ip, user_agent, details, mac, xmin::text as version
-    from audit_pending ${except ? sql`where pos <> all(${except.map(String)}::bigint[])` : sql``}
-    order by pos limit ${limit}`;
+/** `TIME_TEXT`'s SQL. */
+const TIME_TEXT_SQL = `pg_catalog.to_char(time at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`;
+
+/** A pending row's columns as the sequencer reads them (`PendingRow`), the time as `TIME_TEXT`. */
+const PENDING_COLUMNS = `pos, id, ${TIME_TEXT_SQL} as time, actor, actor_id, action, subject, outcome, reason,
+  correlation_id, source_ip, user_agent, details, mac, xmin::text as version`;
+
+/** The SELECT of up to `limit` pending rows, oldest `pos` first. */
+function pendingRows(limit: number) {
+  return sql`select ${sql.raw(PENDING_COLUMNS)} from audit_pending order by pos limit ${limit}`;
 }
 
 /** Pending rows read beside something else (one row, every column null, when none is pending). */
@@ -290,7 +257,8 @@ export function headMoved(error: unknown): boolean {
  * what was read and MAC-checked, so a row changed since must not be (docs/security.md, finding 28) —, inserts each chained one into `audit_events`
  * from its pending row with its `seq`, `prevHash` and `hash`, and inserts the `checkpoints`. A chained row
  * missing from `audit_pending` raises (STA02): the statement, and any transaction it is in, roll back. Only
- * arrays of positions, seqs and hashes travel, never the events' columns. Outside a transaction it commits alone.
+ * positions, versions, seqs and hashes travel, as one JSON text (`CHAIN_MOVE_ARGUMENTS`), never the events'
+ * columns; the statement's text is constant (prepared). Outside a transaction it commits alone.
  * With `next`, the same statement also reads up to `next` pending rows besides those it moved (with its own
  * snapshot, from before the move: what committed before the statement began), the next pass's rows after `to`.
  */
@@ -303,26 +271,69 @@ export async function chainMove(
   checkpoints: readonly CheckpointValues[],
   next = 0,
 ): Promise<PendingRow[]> {
-  const positions = taken.map((row) => String(row.pos));
-  const move = sql`select audit_chain_move(${from.seq}::bigint, ${from.hash}::text, ${positions}::bigint[],
-    ${taken.map((row) => row.version)}::text[],
-    ${chained.map((c) => String(c.pos))}::bigint[], ${chained.map((c) => c.seq)}::bigint[],
-    ${chained.map((c) => c.prevHash)}::text[], ${chained.map((c) => c.hash)}::text[], ${to.seq}::bigint,
-    ${to.hash}::text, ${checkpoints.map((c) => c.seq)}::bigint[], ${checkpoints.map((c) => c.hash)}::text[],
-    ${checkpoints.map((c) => c.every)}::integer[], ${checkpoints.map((c) => c.keyId)}::text[],
-    ${checkpoints.map((c) => c.signature)}::text[],
-    ${checkpoints.map((c) => c.signedAt.toISOString())}::timestamptz[]) as moved`;
+  const n = taken.length;
+  const takenRows = new Array<unknown[]>(n);
+  for (let i = 0; i < n; i++) takenRows[i] = [taken[i]!.pos, taken[i]!.version];
+  const chainedRows = new Array<unknown[]>(chained.length);
+  for (let i = 0; i < chained.length; i++) {
+    const c = chained[i]!;
+    chainedRows[i] = [c.pos, c.seq, c.prevHash, c.hash];
+  }
+  const signed = checkpoints.map((c) => [c.seq, c.hash, c.every, c.keyId, c.signature, c.signedAt.toISOString()]);
+  const move = JSON.stringify([from.seq, from.hash, to.seq, to.hash, takenRows, chainedRows, signed, next]);
   if (next === 0) {
-    await move.execute(db);
+    await db.executeQuery(CompiledQuery.raw(CHAIN_MOVE, [move]));
     return [];
   }
-  // The move on the preserved side of the join: it runs once, whether or not anything else is pending.
-  const { rows } = await sql<PendingOrNone & { moved: string }>`with m as materialized (${move})
-    select m.moved, p.* from m left join lateral (${pendingRows(next, positions)}) p on true order by p.pos`.execute(
-    db,
+  const { rows } = await db.executeQuery(
+    CompiledQuery.raw(CHAIN_MOVE_AND_READ, [move]) as CompiledQuery<PendingOrNone & { moved: string }>,
   );
   return pendingOf(rows);
 }
+
+/**
+ * `audit_chain_move`'s arguments from one JSON text `$1` (`chainMove`): `[fromSeq, fromHash, toSeq, toHash,
+ * taken [[pos, version]…], chained [[pos, seq, prevHash, hash]…], checkpoints [[seq, hash, every, keyId,
+ * signature, signedAt]…], next]`. Each list's arrays are aggregated in one pass over its rows, so they pair up
+ * element for element as the function's `unnest` pairs them; an empty list gives empty arrays, as before.
+ */
+const CHAIN_MOVE_ARGUMENTS = `p as (select $1::jsonb as j),
+  taken as (
+    select coalesce(array_agg((e->>0)::bigint), '{}') as pos, coalesce(array_agg(e->>1), '{}') as version
+    from p, jsonb_array_elements(p.j->4) as t(e)
+  ),
+  chained as (
+    select coalesce(array_agg((e->>0)::bigint), '{}') as pos, coalesce(array_agg((e->>1)::bigint), '{}') as seq,
+      coalesce(array_agg(e->>2), '{}') as prev_hash, coalesce(array_agg(e->>3), '{}') as hash
+    from p, jsonb_array_elements(p.j->5) as t(e)
+  ),
+  cp as (
+    select coalesce(array_agg((e->>0)::bigint), '{}') as seq, coalesce(array_agg(e->>1), '{}') as hash,
+      coalesce(array_agg((e->>2)::integer), '{}') as every, coalesce(array_agg(e->>3), '{}') as key_id,
+      coalesce(array_agg(e->>4), '{}') as signature, coalesce(array_agg((e->>5)::timestamptz), '{}') as signed_at
+    from p, jsonb_array_elements(p.j->6) as t(e)
+  ),
+  m as materialized (
+    select audit_chain_move((p.j->>0)::bigint, p.j->>1, taken.pos, taken.version, chained.pos, chained.seq,
+      chained.prev_hash, chained.hash, (p.j->>2)::bigint, p.j->>3, cp.seq, cp.hash, cp.every, cp.key_id,
+      cp.signature, cp.signed_at) as moved
+    from p, taken, chained, cp
+  )`;
+
+const CHAIN_MOVE = `${PREPARED} with ${CHAIN_MOVE_ARGUMENTS} select moved from m`;
+
+/**
+ * The move, and up to `next` pending rows it did not take (with the statement's snapshot, from before the move).
+ * The move on the preserved side of the join: it runs once, whether or not anything else is pending. The rows
+ * taken are left out by a hashed lookup (`not in` a subquery), not a scan of their array for every row read.
+ */
+const CHAIN_MOVE_AND_READ = `${PREPARED} with ${CHAIN_MOVE_ARGUMENTS}
+  select m.moved, r.* from m left join lateral (
+    select ${PENDING_COLUMNS} from audit_pending
+    where pos not in (select unnest(taken.pos) from taken)
+    order by pos limit (select (p.j->>7)::integer from p)
+  ) r on true
+  order by r.pos`;
 
 /** How many events wait to be chained, and the time of the oldest. */
 export async function pendingStats(db: Q): Promise<{ count: number; oldest: Date | null }> {
@@ -379,7 +390,7 @@ export async function sendWake(db: Q): Promise<void> {
  * `Date` per row (parsing and re-formatting them was ~8% of verify), and exactly: a time moved by less
  * than a millisecond, which a `Date` would drop, no longer matches its hash.
  */
-const TIME_TEXT = sql<string>`pg_catalog.to_char(time at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`;
+const TIME_TEXT = sql<string>`${sql.raw(TIME_TEXT_SQL)}`;
 
 /** The columns of an event (`EVENT_ROW_COLUMNS`), every one of them read by `toEvent`; the time as `TIME_TEXT`. */
 const EVENT_COLUMNS = EVENT_ROW_COLUMNS.map((column) => (column === "time" ? TIME_TEXT.as("time") : column));
