@@ -6,7 +6,11 @@
  * fourth element, the channel's number in its session (1, 2, … in the order opened; markers a `channel`
  * field): several channels of one connection share the recording. Recordings made before either have
  * neither; they read as stdout of an unnamed channel. PostgreSQL and MySQL sessions: JSON lines, a header
- * `{ version: 1, kind: "postgres" | "mysql", … }` then one QueryLogEntry per line with its time `t`.
+ * `{ version: 1, kind: "postgres" | "mysql", … }`, then a statement's line when the proxy sends it to the
+ * server, before it does (`{t, sent: n, statement, parameters?}`), and one line per result of it when that
+ * comes (`{t, of: n, durationMs, rows, command, error, interrupted?}`); a statement that never reaches the
+ * server (a refused Parse, a refused MySQL command) and recordings made before have one whole QueryLogEntry
+ * line with its time `t`. Read back (parseRecording), each result is one QueryLogEntry with its statement.
  */
 export type SessionKind = "ssh" | "postgres" | "mysql";
 
@@ -27,6 +31,21 @@ export interface QueryLogEntry {
   error: string | null;
   /** The session ended (killed, revoked, expired, closed) before this statement's result came. */
   interrupted?: true;
+}
+
+/** A statement as the query log takes it before the proxy sends it: `id` numbers it in its session (1, 2, …). */
+export interface SentStatement {
+  id: number;
+  statement: string;
+  parameters?: (string | null)[];
+}
+
+/**
+ * An entry as a proxy hands it to the recorder: `sent` names the statement's line logged when it was
+ * sent, and the entry's line then carries that number instead of the statement again.
+ */
+export interface QueryLogResult extends QueryLogEntry {
+  sent?: number;
 }
 
 export interface RecordingMeta {
@@ -88,16 +107,26 @@ export function queryLogHeader(meta: RecordingMeta, kind: QueryLogKind = "postgr
   })}\n`;
 }
 
-export function queryLogLine(time: number, entry: QueryLogEntry): string {
+/** A statement's line, written before the proxy sends it to the server. */
+export function queryLogSentLine(time: number, sent: SentStatement): string {
+  const line = `{"t":${jsonNumber(time)},"sent":${sent.id},"statement":${JSON.stringify(sent.statement)}`;
+  return sent.parameters === undefined ? `${line}}\n` : `${line},"parameters":${JSON.stringify(sent.parameters)}}\n`;
+}
+
+export function queryLogLine(time: number, entry: QueryLogResult): string {
   // JSON.stringify({ t: time, ...entry }) for an entry built in QueryLogEntry's field order, written
   // field by field (one line per statement of every proxied session: stringifying the object was the
-  // largest part of recording a statement). Only the strings go through JSON.stringify.
+  // largest part of recording a statement). Only the strings go through JSON.stringify. The result of a
+  // statement logged when sent names its line (`of`) instead of repeating its text and parameters.
+  const sent = entry.sent !== undefined;
   let line =
-    `{"t":${jsonNumber(time)},"statement":${JSON.stringify(entry.statement)},` +
+    (sent
+      ? `{"t":${jsonNumber(time)},"of":${entry.sent},`
+      : `{"t":${jsonNumber(time)},"statement":${JSON.stringify(entry.statement)},`) +
     `"durationMs":${jsonNumber(entry.durationMs)},"rows":${entry.rows === null ? "null" : jsonNumber(entry.rows)},` +
     `"command":${entry.command === null ? "null" : JSON.stringify(entry.command)},` +
     `"error":${entry.error === null ? "null" : JSON.stringify(entry.error)}`;
-  if (entry.parameters !== undefined) line += `,"parameters":${JSON.stringify(entry.parameters)}`;
+  if (entry.parameters !== undefined && !sent) line += `,"parameters":${JSON.stringify(entry.parameters)}`;
   if (entry.interrupted !== undefined) line += `,"interrupted":${JSON.stringify(entry.interrupted)}`;
   return `${line}}\n`;
 }
@@ -146,12 +175,60 @@ export function parseRecording(text: string): ParsedRecording {
     return { kind: "ssh", header: header as unknown as AsciicastHeader, frames, events };
   }
   if (header.version === 1 && (header.kind === "postgres" || header.kind === "mysql"))
-    return {
-      kind: header.kind,
-      header,
-      queries: lines.slice(1).map((line) => JSON.parse(line) as QueryLogEntry & { t: number }),
-    };
+    return { kind: header.kind, header, queries: queryLogEntries(lines.slice(1)) };
   throw new Error("not a Stint recording");
+}
+
+type QueryLogLine = QueryLogEntry & { t: number; sent?: number; of?: number };
+
+/**
+ * A query log's lines as entries, in the order their results came: a result line (`of`) takes its
+ * statement's text and parameters from the line logged when it was sent. A statement sent with no
+ * result recorded (the recording stopped first: its size limit, a crash) comes last, interrupted.
+ */
+function queryLogEntries(lines: string[]): (QueryLogEntry & { t: number })[] {
+  const sent = new Map<number, { line: QueryLogLine; answered: boolean }>();
+  const out: (QueryLogEntry & { t: number })[] = [];
+  for (const text of lines) {
+    const line = JSON.parse(text) as QueryLogLine;
+    if (typeof line.sent === "number") {
+      sent.set(line.sent, { line, answered: false });
+      continue;
+    }
+    if (typeof line.of !== "number") {
+      out.push(line);
+      continue;
+    }
+    const { of, ...result } = line;
+    const statement = sent.get(of);
+    if (statement) statement.answered = true;
+    const parameters = statement?.line.parameters;
+    out.push({
+      t: result.t,
+      statement: statement?.line.statement ?? `<statement ${of}, not in the recording>`,
+      ...(parameters === undefined ? {} : { parameters }),
+      durationMs: result.durationMs,
+      rows: result.rows,
+      command: result.command,
+      error: result.error,
+      ...(result.interrupted ? { interrupted: true as const } : {}),
+    });
+  }
+  for (const { line, answered } of sent.values()) {
+    if (answered) continue;
+    const { t, statement, parameters } = line;
+    out.push({
+      t,
+      statement,
+      ...(parameters === undefined ? {} : { parameters }),
+      durationMs: 0,
+      rows: null,
+      command: null,
+      error: null,
+      interrupted: true,
+    });
+  }
+  return out;
 }
 
 /** What `stint sessions play` prints without timing: the terminal output, or the query transcript. */
@@ -165,7 +242,9 @@ export function transcript(recording: ParsedRecording): string {
     .map((q) => {
       const outcome = q.error
         ? `ERROR ${q.error}`
-        : `${q.command ?? "OK"}${q.rows !== null ? ` ${q.rows} row${q.rows === 1 ? "" : "s"}` : ""}`;
+        : q.interrupted && q.command === null
+          ? "INTERRUPTED (no result recorded)"
+          : `${q.command ?? "OK"}${q.rows !== null ? ` ${q.rows} row${q.rows === 1 ? "" : "s"}` : ""}`;
       const parameters = q.parameters ? `\n  -- parameters: ${JSON.stringify(q.parameters)}` : "";
       return `-- +${q.t.toFixed(3)}s (${q.durationMs.toFixed(1)} ms) ${outcome}\n${q.statement.trim()};${parameters}\n`;
     })

@@ -66,6 +66,20 @@ export function metric<T>(registry: Registry | undefined, name: string, make: (r
   return (existing as T | undefined) ?? make(registry ? [registry] : []);
 }
 
+/**
+ * Why a session ends when its required recording did not take a statement: the signal's reason (the
+ * recording's failure aborted it: its size limit, a failed disk), else this proxy's own sentence.
+ */
+export function unrecordedEnd(signal: AbortSignal): SessionEnd {
+  const reason: unknown = signal.reason;
+  if (signal.aborted && isSessionEnd(reason)) return reason;
+  return {
+    reason: "recording_failed",
+    message:
+      "This statement could not be recorded and recording is required for this role: it was not run, and the session is ended.",
+  };
+}
+
 /** Ends a connection with a last message; the socket is destroyed LINGER_MS later whatever the client does. */
 export function endWith(client: Socket, bytes: Buffer): void {
   if (!client.destroyed) client.end(bytes);

@@ -6,6 +6,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { parseRecording } from "../contract/recording.js";
 import { createBlobStore, type FinishedBlob } from "../lib/blob-store.js";
 import { systemClock } from "../lib/clock.js";
 import { createRecorder } from "../modules/sessions/recorder.js";
@@ -28,7 +29,7 @@ export interface RecordedDbSessions {
   open<U extends UpstreamPostgres | UpstreamMysql>(upstream: U): Promise<BrokeredSession<U>>;
   /** The sessions' ends, in the order opened: each resolves once the proxy ended it and its recording closed. */
   ended: Promise<RecordedSessionEnd>[];
-  /** The query log's entries (the header line skipped). */
+  /** The query log's entries as read back (parseRecording: a result with its statement, a statement sent with no result interrupted). */
   entries(recording: FinishedBlob): QueryLogEntry[];
   cleanup(): void;
 }
@@ -85,12 +86,8 @@ export function recordedDbSessions(options: { maxBytes?: number } = {}): Recorde
       };
     },
     entries(recording) {
-      const text = readFileSync(path.join(dir, recording.key), "utf8");
-      return text
-        .split("\n")
-        .slice(1)
-        .filter((line) => line.trim() !== "")
-        .map((line) => JSON.parse(line) as QueryLogEntry);
+      const parsed = parseRecording(readFileSync(path.join(dir, recording.key), "utf8"));
+      return parsed.kind === "ssh" ? [] : parsed.queries;
     },
     cleanup() {
       rmSync(dir, { recursive: true, force: true });

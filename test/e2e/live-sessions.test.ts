@@ -312,7 +312,7 @@ describe("watching a live SSH session", () => {
 });
 
 describe("watching a live PostgreSQL session", () => {
-  it("streams the query log as statements complete", async () => {
+  it("streams the query log: each statement as it is sent, then its result", async () => {
     await ok("ann", ["activate", "app-db-reader", "--for", "30m", "--reason", REASON, "--wait", "--json"]);
     const login = JSON.parse((await ok("ann", ["db", "login", "app-db-reader", "--json"])).stdout) as {
       host: string;
@@ -339,9 +339,18 @@ describe("watching a live PostgreSQL session", () => {
       // The joining watcher got the log's header and the statement before it joined.
       expect(watcher.messages.join("")).toContain("before-");
       psql.stdin.write("select 'while-watched-' || 6*7;\n");
-      await waitFor("the statement in the stream", async () => watcher.messages.join("").includes("while-watched-"));
-      const line = watcher.messages.find((m) => m.includes("while-watched-"))!;
-      expect(JSON.parse(line)).toMatchObject({ command: "SELECT", rows: 1, error: null });
+      const lines = () =>
+        watcher.messages
+          .flatMap((m) => (m.endsWith("\n") ? m.split("\n") : []))
+          .filter((line) => line !== "")
+          .map((line) => JSON.parse(line) as Record<string, unknown>);
+      const sent = await waitFor("the statement in the stream", async () =>
+        lines().find((line) => String(line.statement).includes("while-watched-")),
+      );
+      // Logged when sent (before the server ran it); its result names it when it comes.
+      expect(sent).toMatchObject({ sent: expect.any(Number) });
+      const result = await waitFor("its result", async () => lines().find((line) => line.of === sent.sent));
+      expect(result).toMatchObject({ command: "SELECT", rows: 1, error: null });
     } finally {
       psql.stdin.end();
       psql.kill();

@@ -9,9 +9,14 @@
  * own socket): nothing is dropped, and everything runs once the disk caught up. And the recording's size
  * limit (STINT_RECORDING_MAX_BYTES) ends a `recording: required` session as `recording_failed`.
  *
+ * Finding 84: a statement was logged when its result came, so the one whose entry passed the size limit
+ * had already run at the server and was in no recording. Now a statement is logged before it is sent,
+ * and one the recording cannot take is never sent: every row the server holds has its INSERT recorded.
+ *
  * Real PostgreSQL and MariaDB, the real proxies, the real recorder and blob store; the disk stalled with a
  * failpoint after the recording's first write.
  */
+import { randomBytes } from "node:crypto";
 import pg from "pg";
 import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -28,6 +33,8 @@ const STATEMENT_BYTES = 512 * 1024;
 const STATEMENTS = 60;
 const LIMIT = 4 * 1024 * 1024;
 const statementOf = (i: number) => `SELECT ${i} AS i, LENGTH('${"x".repeat(STATEMENT_BYTES)}') AS n`;
+const TIGHT_LIMIT = 24 * 1024;
+const insertOf = (table: string, i: number) => `INSERT INTO ${table} VALUES (${i}, '${"y".repeat(400)}')`;
 
 const PG_UPSTREAM: UpstreamPostgres = {
   kind: "postgres",
@@ -53,6 +60,8 @@ const MYSQL_UPSTREAM: UpstreamMysql = {
 
 let unlimited: RecordedDbSessions;
 let limited: RecordedDbSessions;
+/** A limit reached after some dozens of small INSERTs. */
+let tight: RecordedDbSessions;
 /** Which recordings the gates hand out. */
 let sessions: () => RecordedDbSessions;
 let pgProxy: PgProxy;
@@ -65,6 +74,7 @@ beforeAll(async () => {
   releaseMariadb = await holdMariadb();
   unlimited = recordedDbSessions();
   limited = recordedDbSessions({ maxBytes: LIMIT });
+  tight = recordedDbSessions({ maxBytes: TIGHT_LIMIT });
   sessions = () => unlimited;
   const logger = createLogger({ level: "silent" });
   pgProxy = createPgProxy({ logger, port: 0, gate: { openPostgres: () => sessions().open(PG_UPSTREAM) } });
@@ -79,6 +89,7 @@ afterAll(async () => {
   await mysqlProxy?.close();
   unlimited?.cleanup();
   limited?.cleanup();
+  tight?.cleanup();
   await releaseMariadb?.();
 }, 60_000);
 
@@ -107,6 +118,37 @@ async function mysqlClient(): Promise<Client> {
   return { query: (sql) => connection.query(sql), end: () => connection.end() };
 }
 
+/** The database itself, not through the proxy: what ran there. */
+interface Direct {
+  run(sql: string): Promise<void>;
+  numbers(sql: string): Promise<number[]>;
+  /** A new table's qualified name. */
+  table: string;
+  end(): Promise<void>;
+}
+
+async function pgDirect(): Promise<Direct> {
+  const client = new pg.Client({ host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres" });
+  await client.connect();
+  return {
+    run: async (sql) => void (await client.query(sql)),
+    numbers: async (sql) => (await client.query<{ i: number }>(sql)).rows.map((row) => Number(row.i)),
+    table: `public.stint_limit_${randomBytes(4).toString("hex")}`,
+    end: () => client.end(),
+  };
+}
+
+async function mysqlDirect(): Promise<Direct> {
+  const connection = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root" });
+  await connection.query("CREATE DATABASE IF NOT EXISTS stint_recording_limit");
+  return {
+    run: async (sql) => void (await connection.query(sql)),
+    numbers: async (sql) => ((await connection.query(sql))[0] as { i: number }[]).map((row) => Number(row.i)),
+    table: `stint_recording_limit.t_${randomBytes(4).toString("hex")}`,
+    end: () => connection.end(),
+  };
+}
+
 /** Polls until `done()` or the value stops changing for 3 s (60 looks 50 ms apart); never a timing assert. */
 async function untilSteady(value: () => number, done: () => boolean, ms = 120_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -123,9 +165,9 @@ async function untilSteady(value: () => number, done: () => boolean, ms = 120_00
 }
 
 describe.each([
-  ["PostgreSQL", pgClient],
-  ["MariaDB", mysqlClient],
-] as const)("%s proxy: the query log's disk stalls, and its size limit", (_name, connect) => {
+  ["PostgreSQL", pgClient, pgDirect],
+  ["MariaDB", mysqlClient, mysqlDirect],
+] as const)("%s proxy: the query log's disk stalls, and its size limit", (_name, connect, direct) => {
   it("while the disk stalls the client is held back: the proxy does not queue the statements, and loses none", async () => {
     sessions = () => unlimited;
     let release: () => void = () => undefined;
@@ -180,5 +222,35 @@ describe.each([
     expect(end.recording!.bytes).toBeLessThanOrEqual(LIMIT);
     expect(limited.entries(end.recording!).length).toBeGreaterThan(0);
     await client.end().catch(() => undefined);
+  }, 120_000);
+
+  it("the statement that would pass the size limit never reaches the server: every statement that ran is recorded", async () => {
+    sessions = () => tight;
+    const database = await direct();
+    const { table } = database;
+    await database.run(`CREATE TABLE ${table} (i INT PRIMARY KEY, pad TEXT)`);
+    try {
+      const client = await connect();
+      const ended = tight.ended.at(-1)!;
+      let failure: Error | undefined;
+      for (let i = 1; i <= 1000 && !failure; i++)
+        await client.query(insertOf(table, i)).catch((error: Error) => (failure = error));
+      expect(failure?.message).toMatch(/size limit/);
+      const end = await ended;
+      expect(end.reason).toBe("recording_failed");
+      expect(end.recording!.bytes).toBeLessThanOrEqual(TIGHT_LIMIT);
+      await client.end().catch(() => undefined);
+      const ran = await database.numbers(`SELECT i FROM ${table} ORDER BY i`);
+      const recorded = tight
+        .entries(end.recording!)
+        .filter((entry) => entry.statement.startsWith(`INSERT INTO ${table} `))
+        .map((entry) => Number(/VALUES \((\d+),/.exec(entry.statement)![1]));
+      expect(ran.length).toBeGreaterThan(10);
+      // Before: the server held one more row than the recording had INSERTs (the last, whose entry passed the limit).
+      expect(recorded).toEqual(ran);
+    } finally {
+      await database.run(`DROP TABLE ${table}`).catch(() => undefined);
+      await database.end();
+    }
   }, 120_000);
 });

@@ -13,9 +13,12 @@ import {
   elapsed,
   queryLogHeader,
   queryLogLine,
+  queryLogSentLine,
+  type QueryLogResult,
   type RecordingMeta,
+  type SentStatement,
 } from "../../contract/recording.js";
-import type { QueryLogEntry, SessionKind, SessionRecorder } from "./sessions.types.js";
+import type { SessionKind, SessionRecorder } from "./sessions.types.js";
 
 export interface ActiveRecorder extends SessionRecorder {
   /** False once the recording takes nothing more (finish() called, or a write failed). */
@@ -48,13 +51,15 @@ export function createRecorder(options: {
   // Without a writer (optional recording, store unavailable) there is nothing to keep, and nothing to refuse.
   const tap = options.tap;
   const write = (line: string): boolean => {
-    if (tap)
+    const taken = writer ? writer.write(line) : !finished;
+    // Watchers see what the recording holds: not a line it refused (a statement then never sent).
+    if (tap && taken)
       try {
         tap(line);
       } catch {
         // Watchers never disturb the recording.
       }
-    return writer ? writer.write(line) : !finished;
+    return taken;
   };
   const ensureHeader = () => {
     if (headerWritten) return;
@@ -108,7 +113,11 @@ export function createRecorder(options: {
       ensureHeader();
       return write(asciicastEvent(time(), "m", JSON.stringify({ event: name, ...fields })));
     },
-    query(entry: QueryLogEntry) {
+    sent(statement: SentStatement) {
+      if (kind === "ssh" || finished) return !finished;
+      return write(queryLogSentLine(time(), statement));
+    },
+    query(entry: QueryLogResult) {
       if (kind === "ssh" || finished) return !finished;
       return write(queryLogLine(time(), entry));
     },

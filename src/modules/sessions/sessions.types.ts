@@ -9,9 +9,9 @@ import type { FileRules } from "../../contract/file-policy.js";
 import type { ModeratorRule } from "../../contract/live.js";
 import type { ModerationGate } from "./live-hub.js";
 import type { QueryRules } from "../../contract/query-policy.js";
-import type { QueryLogEntry, SessionKind } from "../../contract/recording.js";
+import type { QueryLogEntry, QueryLogResult, SentStatement, SessionKind } from "../../contract/recording.js";
 
-export type { QueryLogEntry, SessionKind };
+export type { QueryLogEntry, QueryLogResult, SentStatement, SessionKind };
 
 /**
  * Why a session ended. `killed`: an administrator ended it; `activation_ended`: the activation behind
@@ -143,8 +143,14 @@ export interface SessionRecorder {
    * `scp` {direction, path, bytes}, `forward` {kind, host, port, allowed}, `subsystem` {name}.
    */
   event(name: string, fields: Record<string, unknown>): void;
-  /** A PostgreSQL or MySQL query, logged when it completes (or fails). */
-  query(entry: QueryLogEntry): void;
+  /**
+   * A PostgreSQL or MySQL statement, logged before the proxy sends it to the server. False: the
+   * recording did not take it (its size limit, a failed disk, the session ending), and under
+   * `recording: required` the proxy must not send it. Absent (a test's recorder): taken.
+   */
+  sent?(statement: SentStatement): boolean;
+  /** A PostgreSQL or MySQL statement's result, logged when it comes (or fails); `sent` names its statement's line. */
+  query(entry: QueryLogResult): void;
   /**
    * The recording's disk is behind (a stalled or slow disk: more than a few MiB wait to be written): a
    * proxy holds its sources back until `onDrain` rather than let the backlog grow in memory or drop it.

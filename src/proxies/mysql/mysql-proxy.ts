@@ -14,7 +14,8 @@ import {
   SessionRefusedError,
   type BrokeredSession,
   type EndReason,
-  type QueryLogEntry,
+  type QueryLogResult,
+  type SentStatement,
   type SessionEnd,
   type SessionGate,
   type UpstreamMysql,
@@ -28,6 +29,7 @@ import {
   endWith,
   errorMessage,
   malformedStream,
+  unrecordedEnd,
   type SessionListenerOptions,
   type SessionProxy,
 } from "../session-listener.js";
@@ -248,9 +250,15 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     let upstreamConnectionId: number | null = null;
     const pendingClient: Buffer[] = leftover.length > 0 ? [leftover] : [];
     /** Logged; while the recording's disk is behind, the client's next statements wait in its socket. */
-    const record = (entry: QueryLogEntry): void => {
+    const record = (entry: QueryLogResult): void => {
       session.recorder.query(entry);
       holdForRecording(client, session.recorder);
+    };
+    /** Logged before its last packet goes on; one a required recording refused ends the session before that. */
+    const logSent = (statement: SentStatement): void => {
+      if (session.recorder.sent?.(statement) === false && session.policy.recording === "required")
+        kill(unrecordedEnd(session.signal));
+      else holdForRecording(client, session.recorder);
     };
 
     const finish = (reason: EndReason, detail?: string): void => {
@@ -300,6 +308,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
       const session_ = createMysqlSession({
         allowLocalInfile: session.policy.loadDataLocal === true,
         record,
+        sent: logSent,
         toServer: (bytes) => socket.write(bytes),
         toClient: (bytes) => client.write(bytes),
         onRefused: ({ command, reason, statement }) => {
@@ -336,6 +345,8 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
           return;
         }
         countBytes("up", chunk.length);
+        // A statement the recording refused ended the session inside this chunk: none of it goes on.
+        if (phase !== "relay") return;
         for (const piece of pieces) forward(client, socket, piece);
       };
       const onServerData = (chunk: Buffer): void => {

@@ -4,7 +4,7 @@
  * decides per packet whether it goes on, and turns each finished result into a query log entry. The
  * proxy feeds it both byte streams through `createPacketRelay`; see README.md for the invariants.
  */
-import type { QueryLogEntry } from "../../modules/sessions/sessions.types.js";
+import type { QueryLogResult, SentStatement } from "../../modules/sessions/sessions.types.js";
 import {
   COM,
   MAX_PAYLOAD,
@@ -68,12 +68,19 @@ interface Pending {
   /** Results logged so far (the nth result of a multi-statement text takes the nth statement's verb). */
   results: number;
   starts: number[] | null;
+  /** The number of its line logged when sent, else 0. */
+  sent: number;
 }
 
 export interface MysqlSessionOptions {
   /** LOAD DATA LOCAL: the server's request for a client file goes to the client only when true. */
   allowLocalInfile: boolean;
-  record(entry: QueryLogEntry): void;
+  record(entry: QueryLogResult): void;
+  /**
+   * A command whose result the query log keeps (a statement, a prepare, a USE), as its last packet
+   * completes and before the relay passes it on; its entries name the number (`sent`).
+   */
+  sent?(statement: SentStatement): void;
   /** Bytes for the server that are not the client's (the empty file answering a refused LOCAL INFILE). */
   toServer(bytes: Buffer): void;
   /** Bytes for the client outside the server's stream (a refused command's error when nothing is pending). */
@@ -97,8 +104,11 @@ export interface MysqlSession {
   /** The sequence id an error sent to the client now must carry (a kill). */
   nextClientSeq(): number;
   /** Commands still waiting for their answer, logged as interrupted (once). */
-  interrupt(): QueryLogEntry[];
+  interrupt(): QueryLogResult[];
 }
+
+/** Commands whose results the query log keeps: each is logged when sent. */
+const LOGGED_COMMANDS = new Set<number>([COM.QUERY, COM.STMT_PREPARE, COM.INIT_DB, COM.STMT_EXECUTE]);
 
 /** Commands whose text the query log keeps. */
 const TEXT_COMMANDS = new Set<number>([COM.QUERY, COM.STMT_PREPARE, COM.INIT_DB]);
@@ -209,11 +219,18 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
     return p.statement;
   };
 
-  const log = (p: Pending, result: Pick<QueryLogEntry, "rows" | "command" | "error">): void => {
-    const statement =
-      p.command === COM.INIT_DB ? `USE \`${text(p)}\`` : p.command === COM.STMT_EXECUTE ? (p.statement ?? "") : text(p);
+  let sentCount = 0;
+  const statementOf = (p: Pending): string =>
+    p.command === COM.INIT_DB ? `USE \`${text(p)}\`` : p.command === COM.STMT_EXECUTE ? (p.statement ?? "") : text(p);
+  const log = (p: Pending, result: Pick<QueryLogResult, "rows" | "command" | "error">): void => {
     p.results += 1;
-    options.record({ statement, durationMs: Math.max(0, now() - p.startedAt), ...result });
+    const entry: QueryLogResult = {
+      statement: statementOf(p),
+      durationMs: Math.max(0, now() - p.startedAt),
+      ...result,
+    };
+    if (p.sent !== 0) entry.sent = p.sent;
+    options.record(entry);
   };
   const logError = (p: Pending, body: Buffer): void => {
     const err = parseErr(body);
@@ -258,6 +275,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
       open: true,
       results: 0,
       starts: null,
+      sent: 0,
     };
   };
 
@@ -311,6 +329,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
         open: true,
         results: 0,
         starts: null,
+        sent: 0,
       };
       queue.push(pending);
       clientCurrent = { pending, verdict: "pass" };
@@ -366,6 +385,10 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
       }
       if (p.command === COM.QUERY || p.command === COM.STMT_PREPARE || p.command === COM.INIT_DB) text(p);
       if (p.command === COM.STMT_PREPARE) lastPrepared = p.statement;
+      if (options.sent !== undefined && LOGGED_COMMANDS.has(p.command)) {
+        p.sent = ++sentCount;
+        options.sent({ id: p.sent, statement: statementOf(p) });
+      }
       void emit;
     },
 
@@ -545,19 +568,14 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
     interrupt() {
       if (interrupted) return [];
       interrupted = true;
-      const entries: QueryLogEntry[] = [];
+      const entries: QueryLogResult[] = [];
       for (const p of queue) {
         if (p.synthetic !== null || p.swallow) continue;
         if (p.command !== COM.QUERY && p.command !== COM.STMT_EXECUTE && p.command !== COM.STMT_PREPARE) continue;
         const statement = p.command === COM.STMT_EXECUTE ? (p.statement ?? "") : text(p);
-        entries.push({
-          statement,
-          durationMs: Math.max(0, now() - p.startedAt),
-          rows: null,
-          command: null,
-          error: null,
-          interrupted: true,
-        });
+        const durationMs = Math.max(0, now() - p.startedAt);
+        const sent = p.sent !== 0 ? { sent: p.sent } : {};
+        entries.push({ statement, durationMs, rows: null, command: null, error: null, interrupted: true, ...sent });
       }
       return entries;
     },

@@ -19,7 +19,6 @@ import {
   encodeStartupMessage,
   encodeTerminate,
   parseBackendMessage,
-  parseFrontendMessage,
   parseStartupBody,
   type FrontendMessage,
 } from "../../lib/pg-wire.js";
@@ -27,7 +26,8 @@ import {
   SessionRefusedError,
   type BrokeredSession,
   type EndReason,
-  type QueryLogEntry,
+  type QueryLogResult,
+  type SentStatement,
   type SessionEnd,
   type SessionGate,
   type UpstreamPostgres,
@@ -40,11 +40,19 @@ import {
   endWith,
   errorMessage,
   malformedStream,
+  unrecordedEnd,
   type SessionListenerOptions,
   type SessionProxy,
 } from "../session-listener.js";
 import { createQueryGuard } from "./query-guard.js";
-import { TRACKED_BY_TYPE, createQueryLogTracker, type TrackedBackendMessage } from "./query-log.js";
+import {
+  BACKEND_READ,
+  FRONTEND_READ,
+  TRACKED_BY_TYPE,
+  backendMessage,
+  createQueryLogTracker,
+  frontendMessage,
+} from "./query-log.js";
 import { loadQueryParser } from "./query-policy.js";
 import { forwardedParameters } from "./pg-startup.js";
 import { unsafeClientEncoding } from "./query-policy.rules.js";
@@ -69,7 +77,6 @@ import {
   forward,
   holdForRecording,
   frameBytes,
-  messageTypes,
   type DirectReader,
   type FrameInbox,
   type FrameScanner,
@@ -111,35 +118,9 @@ function fatal(code: string, message: string): Buffer {
   return encodeErrorResponse({ severity: "FATAL", code, message });
 }
 
-/**
- * In session, the relay reads the bodies of these client messages only (what the query log needs:
- * Query, Parse, Bind, Describe, Execute, Close, FunctionCall), and of these server messages only
- * (CommandComplete, ErrorResponse); every other message is relayed on its header alone.
- */
-const FRONTEND_READ = messageTypes("QPBDECF");
-const BACKEND_READ = messageTypes("CE");
-const QUERY = 0x51; // 'Q'
 const SYNC_TYPE = 0x53; // 'S'
 const TERMINATE = 0x58; // 'X'
-const COMMAND_COMPLETE = 0x43; // 'C'
 const SYNC: FrontendMessage = Object.freeze({ kind: "Sync" });
-
-/** A client message the query log reads, from its type byte and body; the codec's checks apply. */
-function frontendMessage(type: number, body: Buffer): FrontendMessage {
-  // The common case, read directly: one NUL-terminated string and nothing after it.
-  if (type === QUERY && body.length > 0 && body.indexOf(0) === body.length - 1)
-    return { kind: "Query", sql: body.toString("utf8", 0, body.length - 1) };
-  return parseFrontendMessage(String.fromCharCode(type), body);
-}
-
-/** A server message the query log reads (CommandComplete, ErrorResponse); the codec's checks apply. */
-function backendMessage(type: number, body: Buffer): TrackedBackendMessage {
-  if (type === COMMAND_COMPLETE && body.length > 0 && body.indexOf(0) === body.length - 1)
-    return { kind: "CommandComplete", tag: body.toString("utf8", 0, body.length - 1) };
-  const message = parseBackendMessage(String.fromCharCode(type), body);
-  if (message.kind === "CommandComplete" || message.kind === "ErrorResponse") return message;
-  throw new PgWireError("BAD_VALUE", `unexpected '${String.fromCharCode(type)}' message`);
-}
 
 export function createPgProxy(deps: PgProxyDeps): PgProxy {
   const log = deps.logger.child({ component: "pg-proxy" });
@@ -269,7 +250,10 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     const slog = sessionLogger(log, session);
     const target = session.upstream;
     const where = `${target.host}:${target.port}`;
-    const tracker = createQueryLogTracker({ keepParameters: session.policy.queryParameters });
+    const tracker = createQueryLogTracker({
+      keepParameters: session.policy.queryParameters,
+      sent: (statement) => logSent(statement),
+    });
     let phase: "handshake" | "relay" | "killing" | "closed" = "handshake";
     let upstream: Socket | null = null;
     /** Where the streams' frames end: the handshake's scanners, then (in session) the relay's. */
@@ -281,6 +265,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
     let killEnd: SessionEnd | null = null;
     /** The client sent Terminate: whichever socket closes first, the client ended the session. */
     let clientTerminated = false;
+    /** A client chunk is being relayed: its bytes are not all passed on yet, so the server may be mid-message. */
+    let relayingClient = false;
 
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;
@@ -302,7 +288,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       // What was running when the session was ended is logged too, marked interrupted.
       if (wasRelay) for (const logged of tracker.interrupt(end.reason)) record(logged);
       if (upstream !== null) {
-        if (clientFrames.remainingInFrame() === 0) upstream.end(encodeTerminate());
+        // Inside a client chunk (a statement the recording refused) the server may hold part of a message.
+        if (clientFrames.remainingInFrame() === 0 && !relayingClient) upstream.end(encodeTerminate());
         else upstream.destroy();
       }
       deliverKill = () => {
@@ -343,9 +330,15 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       finish("error", message);
     };
 
-    const record = (logged: QueryLogEntry): void => {
+    const record = (logged: QueryLogResult): void => {
       session.recorder.query(logged);
       holdForRecording(client, session.recorder); // its disk behind: the next statements wait in the client's socket
+    };
+    /** Logged before its last byte goes on; one a required recording refused ends the session before that. */
+    const logSent = (statement: SentStatement): void => {
+      if (session.recorder.sent?.(statement) === false && session.policy.recording === "required")
+        kill(unrecordedEnd(session.signal));
+      else holdForRecording(client, session.recorder);
     };
     /** A client message in session: the query log reads what it needs (see FRONTEND_READ). */
     const trackFrontend = (type: number, body: Buffer | null): void => {
@@ -416,13 +409,14 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
 
     const onClientData = (chunk: Buffer): void => {
       if (phase !== "relay" || upstream === null) return;
+      relayingClient = true;
       try {
         clientRelay.push(chunk, toUpstream);
+        countBytes("up", chunk.length);
       } catch (error) {
         failProtocol("client", error);
-        return;
       }
-      countBytes("up", chunk.length);
+      relayingClient = false;
     };
 
     const onUpstreamData = (chunk: Buffer): void => {
@@ -459,7 +453,8 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       // From here on the relay's scanners follow the streams, from where the handshake's stopped.
       clientFrames = clientRelay;
       upstreamScanner = upstreamRelay;
-      toUpstream = (piece) => forward(client, socket, piece);
+      // Nothing more goes upstream once the session ends (a statement its recording refused ends it mid-chunk).
+      toUpstream = (piece) => phase === "relay" && forward(client, socket, piece);
       toClient = (piece) => forward(socket, client, piece);
       if (upstreamReader !== null) upstreamReader.sink = onUpstreamData;
       else socket.on("data", onUpstreamData);
@@ -469,13 +464,16 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       if (socket.isPaused()) socket.resume();
       try {
         // Whatever arrived during the handshake after its last message goes on, in order.
+        relayingClient = true;
         for (const frame of fromClient) clientRelay.push(frameBytes(frame), toUpstream);
         const clientPartial = clientScanner.pending();
         if (clientPartial.length > 0) clientRelay.push(clientPartial, toUpstream);
+        relayingClient = false;
         for (const frame of fromServer) upstreamRelay.push(frameBytes(frame), toClient);
         const serverPartial = scanner.pending();
         if (serverPartial.length > 0) upstreamRelay.push(serverPartial, toClient);
       } catch (error) {
+        relayingClient = false;
         failProtocol("handshake", error);
         return;
       }

@@ -14,8 +14,8 @@ import {
   encodeSync,
 } from "../../lib/pg-wire.js";
 import { cstring, int16, int32, typed } from "../../lib/pg-wire/buffers.js";
-import { queryLogLine } from "../../contract/recording.js";
-import type { QueryLogEntry } from "../../modules/sessions/sessions.types.js";
+import { parseRecording, queryLogHeader, queryLogLine, queryLogSentLine } from "../../contract/recording.js";
+import type { QueryLogEntry, QueryLogResult, SentStatement } from "../../modules/sessions/sessions.types.js";
 import { createQueryLogTracker, describeParameters, parseCommandTag } from "./query-log.js";
 
 const fe = {
@@ -501,5 +501,57 @@ describe("command tags and parameters", () => {
       "<binary 2 bytes>",
     ]);
     expect(describeParameters([1, 0], [Buffer.alloc(8), Buffer.from("y")])).toEqual(["<binary 8 bytes>", "y"]);
+  });
+
+  it("logged when sent: a statement that runs reaches `sent` as its message completes, before any answer; read back, the recording is the entries", () => {
+    let time = 0;
+    const meta = { session: "s1", user: "ann", role: "db", target: "db", login: "app", startedAt: new Date(0) };
+    const lines = [queryLogHeader(meta, "postgres")];
+    const sent: SentStatement[] = [];
+    const entries: QueryLogResult[] = [];
+    const tracker = createQueryLogTracker({
+      keepParameters: true,
+      now: () => time,
+      sent: (statement) => {
+        sent.push(statement);
+        lines.push(queryLogSentLine(time / 1000, statement));
+      },
+    });
+    const frontend = createFrontendReader({ startupDone: true });
+    const backend = createBackendReader();
+    const client = (...messages: Buffer[]) => {
+      for (const message of frontend.push(Buffer.concat(messages))) tracker.frontend(message);
+    };
+    const server = (...messages: Buffer[]) => {
+      for (const message of backend.push(Buffer.concat(messages)))
+        for (const entry of tracker.backend(message)) {
+          entries.push(entry);
+          lines.push(queryLogLine(time / 1000, entry));
+        }
+    };
+    client(fe.query("INSERT INTO t VALUES (1); SELECT 2"));
+    expect(sent).toEqual([{ id: 1, statement: "INSERT INTO t VALUES (1); SELECT 2" }]);
+    time = 4;
+    server(be.commandComplete("INSERT 0 1"), be.commandComplete("SELECT 1"), be.ready());
+    // Parse, Bind and Describe run nothing; the Execute is the statement, with its parameters.
+    client(...extended("SELECT $1::int", ["7"]), fe.sync());
+    expect(sent.slice(1)).toEqual([{ id: 2, statement: "SELECT $1::int", parameters: ["7"] }]);
+    time = 9;
+    server(be.parseComplete(), be.bindComplete(), be.noData(), be.commandComplete("SELECT 1"), be.ready());
+    // A Parse the server refuses ran nothing: no sent line, its error one whole line.
+    client(fe.parse("", "SELEC oops"), fe.sync());
+    server(be.error("42601", 'syntax error at or near "SELEC"'), be.ready());
+    // Sent, and the recording stopped before its result (its size limit, a crash).
+    client(fe.query("SELECT pg_sleep(10)"));
+    expect(sent.map((statement) => statement.id)).toEqual([1, 2, 3]);
+    expect(entries.map((entry) => entry.sent)).toEqual([1, 1, 2, undefined]);
+    const parsed = parseRecording(lines.join(""));
+    expect(parsed.kind === "postgres" && parsed.queries.map(({ t: _t, ...entry }) => entry)).toEqual([
+      ...entries.map(({ sent: _sent, ...entry }) => entry),
+      { statement: "SELECT pg_sleep(10)", durationMs: 0, rows: null, command: null, error: null, interrupted: true },
+    ]);
+    // A result line names its statement's line instead of repeating the text.
+    expect(lines[2]).toBe('{"t":0.004,"of":1,"durationMs":4,"rows":1,"command":"INSERT","error":null}\n');
+    tracker.interrupt("client_closed");
   });
 });

@@ -12,13 +12,25 @@
  *   A Parse, Bind or Describe that fails gives one error entry too; the messages PostgreSQL then
  *   skips until Sync give none, and their effect on named statements and portals is undone.
  * - Entries without a command tag (an empty query, a suspended portal) have command null and error null.
+ * - Logged when sent: a statement that runs (a Query, an Execute, a FunctionCall) goes to `sent` as the
+ *   client's message completes, before the relay passes its last byte on, numbered in the session; its
+ *   entries name that number (`sent`), so the recording holds every statement the server could run even
+ *   when its result never comes. Parse, Bind, Describe, Close and Sync run nothing and are not sent lines.
  * - Durations are seen from the proxy: from when the request arrived, or when the previous result
  *   arrived if later, to when its result arrived. PostgreSQL buffers extended-protocol results until
  *   Sync or Flush, so statements pipelined in one batch cannot be timed apart.
  */
-import type { BackendMessage, FrontendMessage, NoticeFields } from "../../lib/pg-wire.js";
-import type { QueryLogEntry } from "../../modules/sessions/sessions.types.js";
+import {
+  PgWireError,
+  parseBackendMessage,
+  parseFrontendMessage,
+  type BackendMessage,
+  type FrontendMessage,
+  type NoticeFields,
+} from "../../lib/pg-wire.js";
+import type { QueryLogResult, SentStatement } from "../../modules/sessions/sessions.types.js";
 import type { StreamedBind, ValueHead } from "./streamed-frames.js";
+import { messageTypes } from "./wire-stream.js";
 
 /**
  * What the tracker reads of a backend message: the kind, a CommandComplete's tag and an
@@ -61,8 +73,35 @@ export const TRACKED_BY_TYPE: (TrackedBackendMessage | undefined)[] = (() => {
   return table;
 })();
 
+/**
+ * In session, the relay reads the bodies of these client messages only (what the query log needs:
+ * Query, Parse, Bind, Describe, Execute, Close, FunctionCall), and of these server messages only
+ * (CommandComplete, ErrorResponse); every other message is relayed on its header alone.
+ */
+export const FRONTEND_READ = messageTypes("QPBDECF");
+export const BACKEND_READ = messageTypes("CE");
+const QUERY = 0x51; // 'Q'
+const COMMAND_COMPLETE = 0x43; // 'C'
+
+/** A client message the query log reads, from its type byte and body; the codec's checks apply. */
+export function frontendMessage(type: number, body: Buffer): FrontendMessage {
+  // The common case, read directly: one NUL-terminated string and nothing after it.
+  if (type === QUERY && body.length > 0 && body.indexOf(0) === body.length - 1)
+    return { kind: "Query", sql: body.toString("utf8", 0, body.length - 1) };
+  return parseFrontendMessage(String.fromCharCode(type), body);
+}
+
+/** A server message the query log reads (CommandComplete, ErrorResponse); the codec's checks apply. */
+export function backendMessage(type: number, body: Buffer): TrackedBackendMessage {
+  if (type === COMMAND_COMPLETE && body.length > 0 && body.indexOf(0) === body.length - 1)
+    return { kind: "CommandComplete", tag: body.toString("utf8", 0, body.length - 1) };
+  const message = parseBackendMessage(String.fromCharCode(type), body);
+  if (message.kind === "CommandComplete" || message.kind === "ErrorResponse") return message;
+  throw new PgWireError("BAD_VALUE", `unexpected '${String.fromCharCode(type)}' message`);
+}
+
 /** Most backend messages complete no entry: one shared empty answer, not an array each. */
-const NO_ENTRIES: readonly QueryLogEntry[] = Object.freeze([]);
+const NO_ENTRIES: readonly QueryLogResult[] = Object.freeze([]);
 
 export interface QueryLogTracker {
   /** A message the client sent (after the startup phase); a Bind too long to keep whole, as the relay read it. */
@@ -72,14 +111,14 @@ export interface QueryLogTracker {
    * read (a DataRow's, to count rows of a suspended portal), the tag of a CommandComplete and the
    * fields of an ErrorResponse: see TrackedBackendMessage.
    */
-  backend(message: TrackedBackendMessage | BackendMessage): readonly QueryLogEntry[];
+  backend(message: TrackedBackendMessage | BackendMessage): readonly QueryLogResult[];
   /** Requests sent and not yet answered by ReadyForQuery. */
   pending(): number;
   /**
    * The session is ending: one entry, marked interrupted, for each statement still waiting for its
    * result (the one running, and any queued behind it), so that a kill never hides what ran.
    */
-  interrupt(reason: string): QueryLogEntry[];
+  interrupt(reason: string): QueryLogResult[];
 }
 
 type OpKind = "simple" | "parse" | "bind" | "describe" | "execute" | "close" | "sync" | "function";
@@ -91,6 +130,8 @@ interface Op {
   parameters: (string | null)[] | undefined;
   receivedAt: number;
   dataRows: number;
+  /** The number of its line logged when sent (a Query, Execute or FunctionCall), else 0. */
+  sent: number;
   /** Reverts this message's effect on named statements/portals when PostgreSQL skips or refuses it. */
   undo: (() => void) | undefined;
 }
@@ -147,15 +188,27 @@ export function describeValueHeads(formats: number[], values: (ValueHead | null)
 
 const round = (ms: number): number => Math.max(0, Math.round(ms * 1000) / 1000);
 
-export function createQueryLogTracker(options: { keepParameters: boolean; now?: () => number }): QueryLogTracker {
+export function createQueryLogTracker(options: {
+  keepParameters: boolean;
+  now?: () => number;
+  /** A statement that runs, as its message completes and before it is passed on (see the choices above). */
+  sent?: (statement: SentStatement) => void;
+}): QueryLogTracker {
   const now = options.now ?? (() => performance.now());
+  const onSent = options.sent;
   const statements = new Map<string, string>();
   const portals = new Map<string, Portal>();
   const queue: Op[] = [];
   let lastResultAt = Number.NEGATIVE_INFINITY;
+  let sentCount = 0;
 
   const push = (kind: OpKind, statement: string, parameters?: (string | null)[], undo?: () => void): void => {
-    const op: Op = { kind, statement, parameters, receivedAt: now(), dataRows: 0, undo };
+    let sent = 0;
+    if (onSent !== undefined && (kind === "simple" || kind === "execute" || kind === "function")) {
+      sent = ++sentCount;
+      onSent(parameters === undefined ? { id: sent, statement } : { id: sent, statement, parameters });
+    }
+    const op: Op = { kind, statement, parameters, receivedAt: now(), dataRows: 0, sent, undo };
     queue.push(op);
   };
 
@@ -176,11 +229,11 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
     rows: number | null,
     command: string | null,
     error: string | null,
-  ): QueryLogEntry => {
+  ): QueryLogResult => {
     const at = now();
     const startedAt = Math.max(op?.receivedAt ?? at, lastResultAt);
     lastResultAt = at;
-    const out: QueryLogEntry = {
+    const out: QueryLogResult = {
       statement: op?.statement ?? "",
       durationMs: round(at - startedAt),
       rows,
@@ -188,6 +241,7 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
       error,
     };
     if (options.keepParameters && op?.parameters !== undefined) out.parameters = op.parameters;
+    if (op !== undefined && op.sent !== 0) out.sent = op.sent;
     return out;
   };
 
@@ -315,7 +369,7 @@ export function createQueryLogTracker(options: { keepParameters: boolean; now?: 
     pending: () => queue.length,
 
     interrupt(reason) {
-      const out: QueryLogEntry[] = [];
+      const out: QueryLogResult[] = [];
       for (const op of queue.splice(0)) {
         if (op.kind !== "simple" && op.kind !== "execute" && op.kind !== "function") continue;
         const rows = op.dataRows > 0 ? op.dataRows : null;

@@ -1,7 +1,8 @@
 /**
  * One live session as it happens, over the WebSocket of /v1/sessions/:id/live (src/contract/live.ts): the
  * access token goes in the first message, never the URL. SSH output is drawn on an xterm.js terminal from
- * the same asciicast lines a recording holds; a PostgreSQL session's queries are listed as they complete.
+ * the same asciicast lines a recording holds; a database session's statements are listed as they are sent,
+ * each with its result once it comes.
  * A moderator sees who moderates and may terminate the session; closing the view is leaving it.
  * Loaded only when a live session is opened.
  */
@@ -14,10 +15,28 @@ import { api, currentSession } from "../../api.js";
 
 interface QueryLine {
   t: number;
+  /** Its line logged when sent: its results name it (`of`). */
+  sent?: number;
   statement: string;
   durationMs?: number;
   rows?: number | null;
   error?: string | null;
+}
+
+type Result = Omit<QueryLine, "statement" | "sent"> & { of: number };
+
+/**
+ * A result shown with its statement: on the statement's row when it is the first, as a row of its own when
+ * one statement text gave several; dropped when the statement was sent before this watcher joined.
+ */
+function withResult(queries: QueryLine[], result: Result): QueryLine[] {
+  let at = -1;
+  for (let i = queries.length - 1; i >= 0 && at < 0; i--) if (queries[i]!.sent === result.of) at = i;
+  if (at < 0) return queries;
+  const sent = queries[at]!;
+  const answered: QueryLine = { ...sent, durationMs: result.durationMs, rows: result.rows, error: result.error };
+  if (sent.durationMs !== undefined) return [...queries.slice(-499), answered];
+  return queries.map((line, i) => (i === at ? answered : line));
 }
 
 export default function LiveView({
@@ -72,6 +91,7 @@ export default function LiveView({
         terminal?.resize(object.width, object.height);
       else if (typeof object.statement === "string")
         setQueries((q) => [...q.slice(-499), object as unknown as QueryLine]);
+      else if (typeof object.of === "number") setQueries((q) => withResult(q, object as unknown as Result));
     };
 
     void (async () => {
