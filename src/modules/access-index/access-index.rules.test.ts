@@ -16,6 +16,8 @@ import {
   liveActivationsOf,
   mergeSnapshot,
   parseMessage,
+  renamedRoles,
+  type IndexState,
   type Touched,
   type TxSnapshot,
 } from "./access-index.rules.js";
@@ -213,6 +215,71 @@ describe("access index rules", () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+});
+
+describe("the role-name check, per role", () => {
+  /** The check as it was: every activation whose role name differs from the database's. */
+  function walk(state: IndexState, names: ReadonlyMap<string, string>) {
+    const renamed = new Map<string, string>();
+    for (const a of state.activations.values()) {
+      const name = names.get(a.roleId);
+      if (name !== undefined && name !== a.roleName) renamed.set(a.roleId, name);
+    }
+    return renamed;
+  }
+  const roles = [uuid(801), uuid(802)];
+  const op = fc.oneof(
+    fc.record({
+      kind: fc.constant("act" as const),
+      id: fc.integer({ min: 1, max: 6 }),
+      role: fc.integer({ min: 0, max: 1 }),
+      name: fc.constantFrom("a", "b", "c"),
+      exp: fc.integer({ min: NOW + 1, max: NOW + 5000 }),
+    }),
+    fc.record({ kind: fc.constant("end" as const), id: fc.integer({ min: 1, max: 6 }) }),
+    fc.record({
+      kind: fc.constant("role" as const),
+      role: fc.integer({ min: 0, max: 1 }),
+      name: fc.constantFrom("a", "b", "c"),
+    }),
+  );
+
+  it("finds every role the walk over activations found; its renames leave every activation with the database's name", () => {
+    fc.assert(
+      fc.property(
+        fc.array(op, { maxLength: 30 }),
+        fc.constantFrom("a", "b", "c"),
+        fc.constantFrom("a", "b", "c"),
+        (ops, n0, n1) => {
+          const state = emptyState();
+          for (const o of ops) {
+            const message: AccessMessage =
+              o.kind === "act"
+                ? { ...(act(o.id, o.exp) as AccessMessage & { t: "act" }), rid: roles[o.role]!, rn: o.name }
+                : o.kind === "end"
+                  ? end(o.id)
+                  : { t: "role", at: 0, id: roles[o.role]!, name: o.name };
+            applyMessage(state, message, NOW);
+          }
+          for (const [roleId, role] of state.byRole) {
+            const held = [...state.activations.values()].filter((a) => a.roleId === roleId);
+            expect(role.count).toBe(held.length);
+            if (!role.mixed) for (const a of held) expect(a.roleName).toBe(role.name);
+          }
+          expect(state.byRole.size).toBe(new Set([...state.activations.values()].map((a) => a.roleId)).size);
+          const names = new Map([
+            [roles[0]!, n0],
+            [roles[1]!, n1],
+          ]);
+          const found = renamedRoles(state, names);
+          for (const [roleId, name] of walk(state, names)) expect(found.get(roleId)).toBe(name);
+          for (const [roleId, name] of found) applyMessage(state, { t: "role", at: 0, id: roleId, name }, NOW);
+          expect(walk(state, names).size).toBe(0);
+          expect(renamedRoles(state, names).size).toBe(0);
+        },
+      ),
     );
   });
 });

@@ -15,10 +15,23 @@ export interface IndexState {
   activations: Map<string, ActiveActivation>;
   /** principal id → request ids of its activations in `activations`. */
   byPrincipal: Map<string, Set<string>>;
+  /** role id → the name its activations hold (the role-name check compares roles, not activations). */
+  byRole: Map<string, RoleNames>;
   /** Request ids that ended → until when (epoch ms) the tombstone is kept. */
   ended: Map<string, number>;
   principals: Map<string, PrincipalEntry>;
   principalIdsByName: Map<string, string>;
+}
+
+/**
+ * What the activations of one role hold as its name: `name` is the first one's, `mixed` whether one holds
+ * another (an `act` written before a rename, heard after it): then the role-name check renames them all.
+ */
+export interface RoleNames {
+  name: string;
+  mixed: boolean;
+  /** Activations of the role in `activations`; the entry goes with the last. */
+  count: number;
 }
 
 /** How long an ended activation's tombstone is kept after its expiry (or after it was heard of). */
@@ -28,6 +41,7 @@ export function emptyState(): IndexState {
   return {
     activations: new Map(),
     byPrincipal: new Map(),
+    byRole: new Map(),
     ended: new Map(),
     principals: new Map(),
     principalIdsByName: new Map(),
@@ -44,13 +58,22 @@ function putActivation(state: IndexState, activation: ActiveActivation): void {
   if (existing) {
     // Only later: an extension moves the expiry; a replayed older message must not pull it back.
     if (activation.expiresAt > existing.expiresAt) existing.expiresAt = activation.expiresAt;
-    existing.roleName = activation.roleName;
+    if (existing.roleName !== activation.roleName) {
+      existing.roleName = activation.roleName;
+      state.byRole.get(existing.roleId)!.mixed = true;
+    }
     return;
   }
   state.activations.set(activation.requestId, { ...activation });
   let ids = state.byPrincipal.get(activation.principalId);
   if (!ids) state.byPrincipal.set(activation.principalId, (ids = new Set()));
   ids.add(activation.requestId);
+  const role = state.byRole.get(activation.roleId);
+  if (!role) state.byRole.set(activation.roleId, { name: activation.roleName, mixed: false, count: 1 });
+  else {
+    role.count += 1;
+    if (role.name !== activation.roleName) role.mixed = true;
+  }
 }
 
 function dropActivation(state: IndexState, requestId: string): ActiveActivation | undefined {
@@ -60,6 +83,8 @@ function dropActivation(state: IndexState, requestId: string): ActiveActivation 
   const ids = state.byPrincipal.get(existing.principalId);
   ids?.delete(requestId);
   if (ids?.size === 0) state.byPrincipal.delete(existing.principalId);
+  const role = state.byRole.get(existing.roleId)!;
+  if (--role.count === 0) state.byRole.delete(existing.roleId);
   return existing;
 }
 
@@ -92,8 +117,26 @@ export function applyPrincipal(state: IndexState, principal: PrincipalEntry): vo
   state.principalIdsByName.set(principal.name, principal.id);
 }
 
+/** A role's activations take its new name (walks every activation: renames are rare). */
 export function applyRoleRenamed(state: IndexState, roleId: string, name: string): void {
+  const role = state.byRole.get(roleId);
+  if (!role) return;
   for (const activation of state.activations.values()) if (activation.roleId === roleId) activation.roleName = name;
+  role.name = name;
+  role.mixed = false;
+}
+
+/**
+ * The roles whose activations hold a name other than the database's (`names`: role id → current name), with
+ * that name: one look per role held, not per activation.
+ */
+export function renamedRoles(state: IndexState, names: ReadonlyMap<string, string>): Map<string, string> {
+  const renamed = new Map<string, string>();
+  for (const [roleId, role] of state.byRole) {
+    const name = names.get(roleId);
+    if (name !== undefined && (role.mixed || role.name !== name)) renamed.set(roleId, name);
+  }
+  return renamed;
 }
 
 /** Applies one message to the state; the messages for other caches (sessions, tokens, vault) change nothing here. */

@@ -31,6 +31,7 @@ import {
   parseMessages,
   parseTxSnapshot,
   reflectedIn,
+  renamedRoles,
   touchedBy,
   type IndexState,
   type Touched,
@@ -330,12 +331,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     if (!loaded) return;
     try {
       const names = new Map((await indexStore.roleNames(store.db)).map((r) => [r.id, r.name]));
-      const renamed = new Map<string, string>();
-      for (const activation of state.activations.values()) {
-        const name = names.get(activation.roleId);
-        if (name !== undefined && name !== activation.roleName) renamed.set(activation.roleId, name);
-      }
-      for (const [id, name] of renamed) apply({ t: "role", at: 0, id, name });
+      for (const [id, name] of renamedRoles(state, names)) apply({ t: "role", at: 0, id, name });
     } catch {
       // The store is unreachable: the next pass (or the cross-check) catches up.
     }
