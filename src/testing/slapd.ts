@@ -25,6 +25,8 @@ export { freePort };
 export interface Slapd {
   /** `ldap://127.0.0.1:<port>` */
   url: string;
+  /** `ldaps://127.0.0.1:<port>` with `tls` (StartTLS is offered on `url` then too), else null. */
+  ldapsUrl: string | null;
   /** `dc=stint,dc=test` */
   baseDn: string;
   /** `ou=people,dc=stint,dc=test` */
@@ -64,6 +66,8 @@ export interface SlapdOptions {
   access?: string[];
   /** slapd.conf lines before the database, e.g. `restrict extended=1.3.6.1.4.1.4203.1.11.3`. */
   global?: string[];
+  /** A server certificate and its key (PEM, e.g. from `createTestCa().issue`): slapd offers StartTLS and ldaps://. */
+  tls?: { cert: string; key: string };
 }
 
 /**
@@ -86,6 +90,15 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
     const rootDn = `cn=admin,${BASE_DN}`;
     const rootPassword = randomBytes(12).toString("hex");
     const config = join(dir, "slapd.conf");
+    const tlsLines: string[] = [];
+    if (options.tls) {
+      await writeFile(join(dir, "server.crt"), options.tls.cert, { mode: 0o600 });
+      await writeFile(join(dir, "server.key"), options.tls.key, { mode: 0o600 });
+      tlsLines.push(
+        `TLSCertificateFile ${join(dir, "server.crt")}`,
+        `TLSCertificateKeyFile ${join(dir, "server.key")}`,
+      );
+    }
     await writeFile(
       config,
       [
@@ -93,6 +106,7 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
         `pidfile ${join(dir, "slapd.pid")}`,
         `argsfile ${join(dir, "slapd.args")}`,
         ...(options.global ?? []),
+        ...tlsLines,
         "modulepath /usr/lib/ldap",
         "moduleload back_mdb",
         "database mdb",
@@ -116,15 +130,18 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
     for (let attempt = 1; ; attempt += 1) {
       const port = await freePort();
       const url = `ldap://127.0.0.1:${port}`;
+      const ldapsUrl = options.tls ? `ldaps://127.0.0.1:${await freePort()}` : null;
+      const urls = [url, ...(ldapsUrl ? [ldapsUrl] : [])];
       let server: ChildServer & { pid: number };
       try {
-        server = await runSlapd(config, dir, url, rootDn, rootPassword);
+        server = await runSlapd(config, dir, urls, rootDn, rootPassword);
       } catch (error) {
         if (attempt < 3 && /bind|address already in use/i.test((error as Error).message)) continue;
         throw error;
       }
       const slapd: Slapd = {
         url,
+        ldapsUrl,
         baseDn: BASE_DN,
         peopleDn: `ou=people,${BASE_DN}`,
         groupsDn: `ou=groups,${BASE_DN}`,
@@ -136,7 +153,7 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
         restart: async () => {
           process.kill(server.pid, "SIGKILL");
           await server.stop();
-          server = await runSlapd(config, dir, url, rootDn, rootPassword);
+          server = await runSlapd(config, dir, urls, rootDn, rootPassword);
           countReads.delete(slapd);
         },
         stop: async () => {
@@ -162,16 +179,17 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<Slapd> {
   }
 }
 
-/** Starts slapd on `url` with `config` and waits until the rootdn can bind; throws with its log when it cannot. */
+/** Starts slapd on `urls` with `config` and waits until the rootdn can bind; throws with its log when it cannot. */
 async function runSlapd(
   config: string,
   dir: string,
-  url: string,
+  urls: string[],
   rootDn: string,
   rootPassword: string,
 ): Promise<ChildServer & { pid: number }> {
   // `-d 0` keeps slapd in the foreground (no fork), so the child is slapd itself and can be killed.
-  const child = spawn("/usr/sbin/slapd", ["-f", config, "-h", `${url}/`, "-d", "0"], {
+  const url = urls[0]!;
+  const child = spawn("/usr/sbin/slapd", ["-f", config, "-h", urls.map((u) => `${u}/`).join(" "), "-d", "0"], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const server = superviseChild(child, { dir, signal: "SIGTERM", graceMs: 3000 });

@@ -112,6 +112,10 @@ function checkedEndpoint(target: ConnectorTarget, settings: LdapSettings) {
   }
   if (settings.startTls && endpoint.url.startsWith("ldaps:"))
     throw refused(`${target.name}: options.startTls is for ldap:// addresses; ldaps:// is encrypted already`);
+  if (settings.ca !== null && !settings.startTls && !endpoint.url.startsWith("ldaps:"))
+    throw refused(
+      `${target.name}: options.tls is for an ldaps:// address or options.startTls: true; over ${endpoint.url} nothing is encrypted`,
+    );
   return endpoint;
 }
 
@@ -140,8 +144,9 @@ export const ldapPools = createConnectionPools<LdapConnection>({
 });
 
 /**
- * Connects (TLS checked against Node's CAs and the host name for ldaps://), upgrades with StartTLS when the
- * options say so (the same checks), and binds as `dn`; an abort destroys the connection and wins the race.
+ * Connects (TLS checked against `options.tls.ca`, else Node's CAs, and the host name for ldaps://), upgrades
+ * with StartTLS when the options say so (the same checks; a refused StartTLS ends the call before any bind:
+ * the password never goes in clear), and binds as `dn`; an abort destroys the connection and wins the race.
  */
 async function openConnection(
   target: ConnectorTarget,
@@ -152,14 +157,20 @@ async function openConnection(
 ): Promise<LdapConnection> {
   const endpoint = checkedEndpoint(target, settings);
   if (signal?.aborted) throw unavailable(`${target.name}: ${doing}: cancelled`);
-  const client = new Client({ url: endpoint.url, connectTimeout: CONNECT_TIMEOUT_MS, timeout: OPERATION_TIMEOUT_MS });
+  const tlsOptions = settings.ca === null ? {} : { ca: settings.ca };
+  const client = new Client({
+    url: endpoint.url,
+    connectTimeout: CONNECT_TIMEOUT_MS,
+    timeout: OPERATION_TIMEOUT_MS,
+    ...(endpoint.url.startsWith("ldaps:") ? { tlsOptions } : {}),
+  });
   const socketOf = () => (client as unknown as { socket?: Socket }).socket;
   const cancelled = () => unavailable(`${target.name}: ${doing}: cancelled`);
   const { aborted, stop } = abortion(signal, () => socketOf()?.destroy(), cancelled);
   const setUp = async () => {
     if (settings.startTls)
       try {
-        await client.startTLS({ servername: new URL(target.address).hostname });
+        await client.startTLS({ ...tlsOptions, servername: new URL(target.address).hostname });
       } catch (error) {
         throw classify(error, target, `StartTLS with ${endpoint.host}`);
       }

@@ -192,6 +192,7 @@ describe("checkOptions", () => {
       privilegedGroups: [],
       ignore: [],
       startTls: false,
+      ca: null,
     });
   });
 });

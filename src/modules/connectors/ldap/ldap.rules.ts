@@ -3,6 +3,7 @@
  * and normalised for comparison, the target's options, entitlements, and the
  * timestamps directories keep about last logons.
  */
+import { tlsCaOf, tlsCaProblems } from "../tls-ca.rules.js";
 
 // ---------------------------------------------------------------- distinguished names
 
@@ -212,7 +213,7 @@ export function memberDn(value: string): string {
 
 export const MEMBER_ATTRIBUTES = ["member", "uniqueMember"] as const;
 export type MemberAttribute = (typeof MEMBER_ATTRIBUTES)[number];
-const OPTION_KEYS = ["bindDn", "memberAttribute", "privilegedGroups", "ignore", "startTls"];
+const OPTION_KEYS = ["bindDn", "memberAttribute", "privilegedGroups", "ignore", "startTls", "tls"];
 const MAX_LISTED_DNS = 1000;
 
 export interface LdapSettings {
@@ -221,6 +222,8 @@ export interface LdapSettings {
   privilegedGroups: string[];
   ignore: string[];
   startTls: boolean;
+  /** `options.tls.ca`: the CAs the server's certificate is checked against (ldaps:// and StartTLS); null: Node's. */
+  ca: string | null;
 }
 
 function dnListProblems(name: string, value: unknown): string[] {
@@ -258,6 +261,7 @@ export function checkOptions(options: Record<string, unknown>): string[] {
   problems.push(...dnListProblems("ignore", options.ignore));
   if (options.startTls !== undefined && typeof options.startTls !== "boolean")
     problems.push("options.startTls must be true or false");
+  problems.push(...tlsCaProblems(options.tls, "known: ca; an ldaps:// address or options.startTls turns TLS on"));
   return problems;
 }
 
@@ -271,6 +275,7 @@ export function settingsOf(options: Record<string, unknown>): LdapSettings {
     privilegedGroups: list(options.privilegedGroups),
     ignore: list(options.ignore),
     startTls: options.startTls === true,
+    ca: tlsCaOf(options.tls),
   };
 }
 

@@ -3,9 +3,10 @@
  * and login may look like, identifier quoting, the SQL each operation sends, and
  * how a failure is classified. No IO here (eslint enforces it).
  */
-import { X509Certificate, createHash, createHmac, pbkdf2Sync } from "node:crypto";
+import { createHash, createHmac, pbkdf2Sync } from "node:crypto";
 import { ConnectorError, refused, unavailable } from "../connector.types.js";
 import { sessionOptionProblems } from "../session-options.rules.js";
+import { tlsCaProblems } from "../tls-ca.rules.js";
 
 /** Logins and role names Stint accepts; ASCII, so 63 characters fit PostgreSQL's 63-byte NAMEDATALEN limit. */
 export const NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_.@-]{0,62}$/;
@@ -294,31 +295,6 @@ export function dollarQuoted(text: string): string {
   return `${tag}${text}${tag}`;
 }
 
-function tlsOptionProblems(value: unknown): string[] {
-  if (value === undefined) return [];
-  if (typeof value !== "object" || value === null || Array.isArray(value))
-    return ['options.tls must be a mapping such as { ca: "<PEM certificates>" }'];
-  const record = value as Record<string, unknown>;
-  const problems = Object.keys(record)
-    .filter((key) => key !== "ca")
-    .map((key) => `options.tls.${key} is not a TLS setting (known: ca; the mode is the address's sslmode)`);
-  if (record.ca === undefined) return problems;
-  if (typeof record.ca !== "string" || !record.ca.includes("-----BEGIN CERTIFICATE-----")) {
-    problems.push("options.tls.ca must be PEM certificates (-----BEGIN CERTIFICATE-----)");
-    return problems;
-  }
-  const blocks = record.ca.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  for (const [i, block] of blocks.entries()) {
-    try {
-      new X509Certificate(block);
-    } catch {
-      problems.push(`options.tls.ca: certificate ${i + 1} cannot be read`);
-    }
-  }
-  if (blocks.length === 0) problems.push("options.tls.ca holds no complete certificate");
-  return problems;
-}
-
 function authOptionProblems(value: unknown): string[] {
   if (value === undefined) return [];
   if (typeof value !== "object" || value === null || Array.isArray(value))
@@ -352,7 +328,7 @@ export function optionProblems(options: Record<string, unknown>): string[] {
   for (const key of Object.keys(options))
     if (!known.includes(key)) problems.push(`options.${key} is not a postgres option (known: ${known.join(", ")})`);
   problems.push(...sessionOptionProblems(options.session));
-  problems.push(...tlsOptionProblems(options.tls));
+  problems.push(...tlsCaProblems(options.tls, "known: ca; the mode is the address's sslmode"));
   problems.push(...authOptionProblems(options.auth));
   problems.push(...databasesProblems(options.databases));
   const pre = options.preCreatedLogins;
