@@ -101,6 +101,8 @@ export const configSchema = z
     sshProxyMaxSessions: z.coerce.number().int().min(1).max(10_000).default(10),
     /** Forwarded connections one SSH proxy connection holds open at once, and remote-forward listeners apart. */
     sshProxyMaxForwards: z.coerce.number().int().min(1).max(10_000).default(32),
+    /** Userauth refusals one SSH proxy connection gets; the last closes it (OpenSSH's MaxAuthTries). */
+    sshProxyMaxAuthTries: z.coerce.number().int().min(1).max(1_000).default(6),
     /**
      * The largest a session's recording may grow, in bytes: the write that would pass it ends the recording
      * (and, under `recording: required`, the session). Default 4 GiB.
@@ -328,6 +330,7 @@ export const ENV_KEYS = {
   STINT_SSH_PROXY_MAX_CONNECTIONS_PER_ADDRESS: "sshProxyMaxConnectionsPerAddress",
   STINT_SSH_PROXY_MAX_SESSIONS: "sshProxyMaxSessions",
   STINT_SSH_PROXY_MAX_FORWARDS: "sshProxyMaxForwards",
+  STINT_SSH_PROXY_MAX_AUTH_TRIES: "sshProxyMaxAuthTries",
   STINT_PG_PROXY_LISTEN: "pgProxyListen",
   STINT_PROXY_PUBLIC_HOST: "proxyPublicHost",
   STINT_PG_PROXY_TLS_CERT: "pgProxyTlsCert",

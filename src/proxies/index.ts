@@ -125,6 +125,7 @@ export async function startProxies(deps: {
       maxConnectionsPerAddress: config.sshProxyMaxConnectionsPerAddress,
       maxSessions: config.sshProxyMaxSessions,
       maxForwards: config.sshProxyMaxForwards,
+      maxAuthTries: config.sshProxyMaxAuthTries,
       ...(deps.registry ? { registry: deps.registry } : {}),
     });
     return sshProxy;

@@ -130,6 +130,7 @@ export async function sshSessionsHarness(options: HarnessOptions = {}): Promise<
     maxConnectionsPerAddress: server.config.sshProxyMaxConnectionsPerAddress,
     maxSessions: server.config.sshProxyMaxSessions,
     maxForwards: server.config.sshProxyMaxForwards,
+    maxAuthTries: server.config.sshProxyMaxAuthTries,
     registry: server.registry,
     ...options.proxy,
   });

@@ -4,6 +4,9 @@ import type { AuthContext, PublicKeyAuthContext } from "ssh2";
 import { SessionRefusedError } from "../../modules/sessions/sessions.types.js";
 import { safely } from "./session-end.js";
 
+/** Userauth refusals one connection gets before it is closed: OpenSSH's MaxAuthTries default (STINT_SSH_PROXY_MAX_AUTH_TRIES). */
+export const DEFAULT_MAX_AUTH_TRIES = 6;
+
 /** Certificate key algorithms a client may offer (OpenSSH PROTOCOL.certkeys). */
 export const CERTIFICATE_ALGORITHMS = new Set([
   "ssh-ed25519-cert-v01@openssh.com",

@@ -38,6 +38,8 @@ export interface ConnectionDeps {
   upstreamTimeoutMs: number;
   /** What one connection may hold open at once (channel-limits.ts). */
   limits: ChannelLimits;
+  /** Userauth refusals one connection gets; the last closes it (OpenSSH's MaxAuthTries). */
+  maxAuthTries: number;
   /** The client is signed in: its handshake deadline no longer applies. */
   signedIn(): void;
 }
@@ -110,16 +112,34 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
     void sessionEnded.then(resolveClosed);
   });
 
+  /**
+   * Userauth refusals on this connection, counted as OpenSSH counts them (every one but the client's opening
+   * `none`, which asks what methods there are): at `maxAuthTries` the connection is closed instead, so one
+   * connection cannot go on guessing, nor repeat refusals that are logged or audited, until its deadline.
+   */
+  let authRequests = 0;
+  let authFailures = 0;
   client.on("authentication", (ctx) => {
-    authenticate(ctx).catch((error: unknown) => {
+    if (authFailures >= deps.maxAuthTries) return; // closing: nothing more is tried
+    const counted = !(++authRequests === 1 && ctx.method === "none");
+    const refuse = (): void => {
+      if (authFailures >= deps.maxAuthTries) return; // closing already
+      if (counted) authFailures += 1;
+      if (authFailures < deps.maxAuthTries) return ctx.reject(["publickey"]);
+      log.warn({ failures: authFailures }, "too many ssh authentication failures; closing the connection");
+      const limit = `${deps.maxAuthTries} per connection, STINT_SSH_PROXY_MAX_AUTH_TRIES`;
+      sendAuthBanner(ctx, `Stint: too many authentication failures (${limit}).`);
+      safely(() => client.end());
+    };
+    authenticate(ctx, refuse).catch((error: unknown) => {
       log.error({ err: error }, "ssh authentication failed unexpectedly");
-      safely(() => ctx.reject(["publickey"]));
+      safely(refuse);
     });
   });
 
-  async function authenticate(ctx: AuthContext): Promise<void> {
-    if (ctx.method !== "publickey" || live || ending) return ctx.reject(["publickey"]);
-    if (!CERTIFICATE_ALGORITHMS.has(ctx.key.algo)) return ctx.reject(["publickey"]);
+  async function authenticate(ctx: AuthContext, refuse: () => void): Promise<void> {
+    if (ctx.method !== "publickey" || live || ending) return refuse();
+    if (!CERTIFICATE_ALGORITHMS.has(ctx.key.algo)) return refuse();
     let login: SshCertificateLogin;
     try {
       login = gate.checkSshCertificate({
@@ -129,13 +149,13 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
       });
     } catch (error) {
       log.info({ username: ctx.username, reason: refusalText(error) }, "ssh certificate refused");
-      return ctx.reject(["publickey"]);
+      return refuse();
     }
     // An offer without a signature: the client asks whether this key would do before signing.
     if (!ctx.signature || !ctx.blob) return ctx.accept();
     if (!userauthSignatureValid(ctx, login.publicKey)) {
       log.warn({ user: login.user, serial: login.serial }, "ssh certificate offered without a valid signature");
-      return ctx.reject(["publickey"]);
+      return refuse();
     }
 
     let session: BrokeredSession<UpstreamSsh>;
@@ -144,7 +164,7 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
     } catch (error) {
       log.info({ user: login.user, target: login.target, reason: refusalText(error) }, "ssh session refused");
       sendAuthBanner(ctx, `Stint: ${refusalText(error)}`);
-      return ctx.reject(["publickey"]);
+      return refuse();
     }
     log = log.child({ sessionId: session.id, user: session.user, target: session.target });
 
@@ -155,7 +175,7 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
       const reason = (error as Error).message;
       log.warn({ reason }, "ssh target unreachable");
       sendAuthBanner(ctx, `Stint: cannot open ${session.target}: ${reason}`);
-      ctx.reject(["publickey"]);
+      refuse();
       await endSession(session, "error", reason, log);
       return;
     }
@@ -163,7 +183,7 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
       upstream.end();
       const reason = session.signal.aborted ? endOf(session.signal).reason : "client_closed";
       await endSession(session, reason, undefined, log);
-      if (!clientClosed) ctx.reject(["publickey"]);
+      if (!clientClosed) refuse();
       return;
     }
 

@@ -12,6 +12,7 @@ import ssh2 from "ssh2";
 import type { Logger } from "../../lib/logger.js";
 import type { SessionGate } from "../../modules/sessions/sessions.types.js";
 import { DEFAULT_MAX_FORWARDS, DEFAULT_MAX_SESSIONS } from "./channel-limits.js";
+import { DEFAULT_MAX_AUTH_TRIES } from "./ssh-auth.js";
 import { proxyConnection, type ProxiedConnection } from "./ssh-connection.js";
 
 // The proxy's pieces, importable from here as before the split.
@@ -48,6 +49,8 @@ export interface SshProxyDeps {
   maxSessions?: number;
   /** Forwarded connections one connection holds open at once, and remote-forward listeners apart (default 32). */
   maxForwards?: number;
+  /** Userauth refusals one connection gets; the last closes it (default 6, OpenSSH's MaxAuthTries). */
+  maxAuthTries?: number;
 }
 
 export interface SshProxy {
@@ -100,6 +103,7 @@ export function createSshProxy(deps: SshProxyDeps): SshProxy {
         logger,
         upstreamTimeoutMs: deps.upstreamTimeoutMs ?? 15_000,
         limits,
+        maxAuthTries: deps.maxAuthTries ?? DEFAULT_MAX_AUTH_TRIES,
         signedIn: () => {
           clearTimeout(deadlines.get(peer));
           deadlines.delete(peer);
