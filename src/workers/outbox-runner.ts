@@ -422,6 +422,13 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
   /** A wake came from the channel, one of them verified, and what ends the sleep (the gap: only a verified one). */
   let [notified, verified, wakesOn] = [false, false, "any" as "any" | "verified"];
   let foundNothingAt = Number.NEGATIVE_INFINITY;
+  /** Iterations of the claim loop so far. */
+  let passes = 0;
+  /**
+   * Set while the loop sleeps after a pass that saw every due row it had room for (a free slot, fewer rows than it
+   * asked for): the pass it sleeps after. A job adopted meanwhile took room no claim has wanted yet.
+   */
+  let idleAfter: number | null = null;
   let unlisten: (() => Promise<void>) | undefined;
   let unregister: (() => void) | undefined;
 
@@ -452,10 +459,12 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
 
   async function claimLoop(): Promise<void> {
     while (!stopping) {
+      passes += 1;
       due = false;
       notified = false;
       verified = false;
       let more = false;
+      let sawAll = false;
       const free = concurrency - running;
       if (free > 0) {
         const limit = Math.min(batchSize, free);
@@ -465,6 +474,7 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
           for (const job of jobs) void launch(job, nudge);
           // As many as asked for suggests more is due.
           more = jobs.length >= limit;
+          sawAll = !more;
           if (jobs.length === 0) foundNothingAt = Date.now();
         } catch (error) {
           foundNothingAt = Date.now();
@@ -473,7 +483,11 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
       }
       if (stopping) break;
       if ((more && running < concurrency) || due) continue;
-      if (!notified) await sleep(pollMs, "any");
+      if (!notified) {
+        idleAfter = sawAll ? passes : null;
+        await sleep(pollMs, "any");
+        idleAfter = null;
+      }
       // An unverified wake (anyone may send one) soon after an empty claim waits out the gap (a flood costs one claim
       // per gap); a verified NOTIFY and this node's own nudges end it.
       const gap = foundNothingAt + wakeGapMs - Date.now();
@@ -510,7 +524,15 @@ export function createOutboxRunner(options: OutboxRunnerOptions): OutboxRunner {
           const now = clock.now().getTime();
           if ((job.aliveUntil?.getTime() ?? 0) - now <= Math.ceil(aliveMs / 2)) return this.release(job.lane);
           const left = (job.lockedUntil?.getTime() ?? 0) - now;
-          void launch(job, nudge, { occupied: true, timeoutMs: Math.max(1, Math.min(handlerTimeoutMs, left)) });
+          // Its end frees a slot no claim has missed when the loop slept all along after a pass that saw every due
+          // row (nothing came: a NOTIFY, a nudge or the poll would have run a pass): then no claim statement, which
+          // would only run beside the next work of the caller (the dynamic login's credentials read). Time-due rows
+          // wait for the poll, as they did when no job ran.
+          const quiet = idleAfter;
+          const settled = () => {
+            if (quiet === null || passes !== quiet) nudge();
+          };
+          void launch(job, settled, { occupied: true, timeoutMs: Math.max(1, Math.min(handlerTimeoutMs, left)) });
         },
       });
       const listen = options.store.listen;
