@@ -127,17 +127,6 @@ export function getTotp(db: Q, principalId: string, lock = false) {
   return (lock ? query.forUpdate() : query).executeTakeFirst();
 }
 
-/** When the session was opened (its sign-in; a refresh keeps it), or null for none. */
-export async function sessionOpenedAt(db: Q, sessionId: string | undefined): Promise<Date | null> {
-  if (!sessionId) return null;
-  const row = await db
-    .selectFrom("refresh_sessions")
-    .select("created_at")
-    .where("id", "=", sessionId)
-    .executeTakeFirst();
-  return row ? new Date(row.created_at) : null;
-}
-
 export async function revokeSessions(db: Q, principalId: string, now: Date, reason: string) {
   const result = await db
     .updateTable("refresh_sessions")

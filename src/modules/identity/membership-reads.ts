@@ -1,6 +1,7 @@
 /**
  * Read-only questions other modules ask about groups and sign-ins (access reviews: who reviews, whose access an
- * item is, when someone last signed in), so that they do not read the identity tables themselves.
+ * item is, when someone last signed in; passkeys and MFA: when this session signed in), so that they do not read
+ * the identity tables themselves.
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
@@ -51,4 +52,15 @@ export async function lastSignInOf(db: Q, principalIds: readonly string[]): Prom
     .where("principal_id", "in", principalIds)
     .executeTakeFirst();
   return row?.last ? new Date(row.last as unknown as string) : null;
+}
+
+/** When the session was opened (its sign-in; a refresh keeps it), or null for none. */
+export async function sessionOpenedAt(db: Q, sessionId: string | undefined): Promise<Date | null> {
+  if (!sessionId) return null;
+  const row = await db
+    .selectFrom("refresh_sessions")
+    .select("created_at")
+    .where("id", "=", sessionId)
+    .executeTakeFirst();
+  return row ? new Date(row.created_at) : null;
 }

@@ -14,6 +14,7 @@ import { factorChangeNeeds } from "../passkeys/passkeys.rules.js";
 import type { IdentityContext } from "./identity.context.js";
 import { RECOVERY_CODE, TOTP_CODE, isTotpReplay, normalizeRecoveryCode, totpStep } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
+import { sessionOpenedAt } from "./membership-reads.js";
 import { signInGuard } from "./sign-in-guard.js";
 
 const RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789";
@@ -92,7 +93,7 @@ export function createMfaUseCases(deps: IdentityContext) {
     const needs = factorChangeNeeds({
       hasFactor: hasPasskey,
       mfaAt: actor.mfaAt ?? null,
-      signedInAt: await identityStore.sessionOpenedAt(store.db, actor.sessionId),
+      signedInAt: await sessionOpenedAt(store.db, actor.sessionId),
       now: clock.now(),
     });
     if (needs === null) return;

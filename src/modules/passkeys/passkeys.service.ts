@@ -25,6 +25,7 @@ import { constantTimeEqual } from "../../lib/security.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
+import { sessionOpenedAt } from "../identity/membership-reads.js";
 import type * as c from "../../contract/passkeys.js";
 import {
   challengeProblem,
@@ -229,7 +230,7 @@ export function createPasskeyService(deps: PasskeyServiceDeps) {
     const needs = factorChangeNeeds({
       hasFactor: await hasFactor(store.db, actor.id),
       mfaAt: actor.mfaAt ?? null,
-      signedInAt: await passkeyStore.sessionOpenedAt(store.db, actor.sessionId),
+      signedInAt: await sessionOpenedAt(store.db, actor.sessionId),
       now: clock.now(),
     });
     if (needs === "step-up")

@@ -117,17 +117,6 @@ export async function markSessionStepUp(db: Q, sessionId: string, at: Date) {
   await db.updateTable("refresh_sessions").set({ mfa_at: at, webauthn_at: at }).where("id", "=", sessionId).execute();
 }
 
-/** When the session was opened (its sign-in; a refresh keeps it), or null for none. */
-export async function sessionOpenedAt(db: Q, sessionId: string | undefined): Promise<Date | null> {
-  if (!sessionId) return null;
-  const row = await db
-    .selectFrom("refresh_sessions")
-    .select("created_at")
-    .where("id", "=", sessionId)
-    .executeTakeFirst();
-  return row ? new Date(row.created_at) : null;
-}
-
 export function liveSession(db: Q, sessionId: string, principalId: string, now: Date) {
   return db
     .selectFrom("refresh_sessions")
