@@ -24,6 +24,7 @@ import { performance } from "node:perf_hooks";
 import { sql, type KyselyPlugin, type RootOperationNode } from "kysely";
 import type { AppStore } from "../src/db/index.js";
 import type { Engine } from "../src/lib/db.js";
+import { AUTO_APPROVED_POLICY } from "../src/testing/pim.js";
 import { describeNode } from "../src/testing/statements.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
 import { testServer, type TestServer } from "../src/testing/server.js";
@@ -102,13 +103,7 @@ async function seed(server: TestServer, n: number, waves: number, firstExpiry: n
   const db = server.store.db;
   const principals = Math.ceil(n / ROLES);
   const now = new Date();
-  const policy = {
-    defaultDuration: "1h",
-    maxDuration: "8h",
-    approval: { stages: [] },
-    mfa: { required: false, maxAge: "10m" },
-    justification: { minLength: 10 },
-  };
+  const policy = AUTO_APPROVED_POLICY;
   await sql`insert into targets (id, name, kind, config, labels, created_at, updated_at)
     values (gen_random_uuid(), 'expiry-bench', 'internal', '{}', '{}', ${now}, ${now})
     on conflict do nothing`.execute(db);

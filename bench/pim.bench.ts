@@ -25,7 +25,7 @@ import type { AddressInfo } from "node:net";
 import Fastify from "fastify";
 import type { Engine } from "../src/lib/db.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
-import { seedRole, seedUser } from "../src/testing/pim.js";
+import { AUTO_APPROVED_POLICY, seedRole, seedUser } from "../src/testing/pim.js";
 import { testServer, type TestServer } from "../src/testing/server.js";
 import { startCpuProfile, summarize, summaryLines } from "./cpu-profile.js";
 import { loadHttp, type LoadRequest } from "./http-load.js";
@@ -247,13 +247,7 @@ async function setUp(engine: Engine, options: Options): Promise<Fixture> {
   await seedRole(server, {
     name: ROLE,
     risk: "low",
-    policy: {
-      defaultDuration: "1h",
-      maxDuration: "8h",
-      approval: { stages: [] },
-      mfa: { required: false, maxAge: "10m" },
-      justification: { minLength: 10 },
-    },
+    policy: AUTO_APPROVED_POLICY,
     eligibleGroups: ["bench-requesters"],
   });
   const signedInAt = Date.now();

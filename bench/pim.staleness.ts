@@ -13,7 +13,7 @@ import { createLogger } from "../src/lib/logger.js";
 import { SYSTEM, type Actor } from "../src/modules/authz/authz.types.js";
 import { createServer, type Server } from "../src/server.js";
 import { createPgDatabase } from "../src/testing/engines.js";
-import { seedGroupMember, seedRole } from "../src/testing/pim.js";
+import { AUTO_APPROVED_POLICY, seedGroupMember, seedRole } from "../src/testing/pim.js";
 import { TEST_SCRYPT, type TestServer } from "../src/testing/server.js";
 
 /** Issue 14 item 2: how long another node takes to honour a change (p99 goal). */
@@ -75,13 +75,7 @@ export async function benchStaleness(ROLE: string): Promise<StalenessRow[]> {
     }
     await seedRole({ store: a.store } as unknown as TestServer, {
       name: ROLE,
-      policy: {
-        defaultDuration: "1h",
-        maxDuration: "8h",
-        approval: { stages: [] },
-        mfa: { required: false, maxAge: "10m" },
-        justification: { minLength: 10 },
-      },
+      policy: AUTO_APPROVED_POLICY,
       eligibleGroups: ["stale-requesters"],
     });
     const applied = new Map<string, number>();

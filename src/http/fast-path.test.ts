@@ -5,7 +5,7 @@
  */
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { seedRole, seedUser } from "../testing/pim.js";
+import { AUTO_APPROVED_POLICY, seedRole, seedUser } from "../testing/pim.js";
 import { testServer, type TestServer } from "../testing/server.js";
 
 const ROLE = "fast-role";
@@ -24,13 +24,7 @@ beforeAll(async () => {
   await seedRole(server, {
     name: ROLE,
     risk: "low",
-    policy: {
-      defaultDuration: "1h",
-      maxDuration: "8h",
-      approval: { stages: [] },
-      mfa: { required: false, maxAge: "10m" },
-      justification: { minLength: 10 },
-    },
+    policy: AUTO_APPROVED_POLICY,
     eligibleGroups: ["fast-requesters"],
   });
   holder = await server.login("fast-holder");

@@ -45,6 +45,18 @@ export async function removeGroupMember(server: TestServer, group: string, membe
   await db.deleteFrom("group_members").where("group_id", "=", g.id).where("principal_id", "=", p.id).execute();
 }
 
+/**
+ * The self-service policy of the PIM tests and benches: approved at once (no stages), no MFA, 1 h by default and
+ * 8 h at most, a reason of 10 characters or more.
+ */
+export const AUTO_APPROVED_POLICY: z.input<typeof policySpec> = {
+  defaultDuration: "1h",
+  maxDuration: "8h",
+  approval: { stages: [] },
+  mfa: { required: false, maxAge: "10m" },
+  justification: { minLength: 10 },
+};
+
 /** A role on the internal target with its own policy; eligible groups and users get an eligibility each. */
 export async function seedRole(
   server: TestServer,
