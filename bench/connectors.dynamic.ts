@@ -10,7 +10,6 @@ import pg from "pg";
 import type { Engine } from "../src/lib/db.js";
 import { DUE_CHANNEL as OUTBOX_CHANNEL } from "../src/modules/outbox/outbox.store.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
-import { selfServicePolicy } from "../src/testing/targets-harness.js";
 import {
   ANSWERED,
   SEEN_ACTIVE,
@@ -29,6 +28,7 @@ import {
   WORKS,
   type Steps,
 } from "./connectors.timeline.js";
+import { dynamicRoleConfig } from "./connectors.target.js";
 
 /** Issue 14 acceptance 5: submit → the dynamic login works at the server, p99. */
 const DYNAMIC_P99_TARGET_MS = 25;
@@ -216,23 +216,13 @@ export async function benchDynamic(engine: Engine, options: DynamicOptions, targ
     expectStatus(
       "config apply",
       await inject(server, server.adminAuth, "POST", "/v1/config/apply", {
-        yaml: `
-apiVersion: stint/v1
-policies:${selfServicePolicy("bench-self")}
-targets:
-  - name: bench-ledger
-    kind: postgres
-    address: ${target.url}?sslmode=disable${options.precreated > 0 ? `\n    options: { preCreatedLogins: ${options.precreated} }` : ""}
-roles:
-  - name: ${ROLE}
-    target: bench-ledger
-    entitlement: { role: ${target.reader}, dynamic: true }
-    policy: bench-self
-    risk: medium
-eligibility:
-  - role: ${ROLE}
-    users: [${users.join(", ")}]
-`,
+        yaml: dynamicRoleConfig({
+          role: ROLE,
+          url: target.url,
+          reader: target.reader,
+          users,
+          preCreatedLogins: options.precreated,
+        }),
       }),
       200,
     );

@@ -13,6 +13,38 @@ import { passwordFor } from "../src/testing/server.js";
 import { selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
 import { summary } from "./connectors.timeline.js";
 
+/**
+ * The config the dynamic-login benches apply (connectors.dynamic.ts, vault.bench.ts): a PostgreSQL target at `url`
+ * (no TLS), one `dynamic: true` role on its NOLOGIN `reader`, self-service (no approval, no MFA) for `users`; with
+ * `preCreatedLogins` above 0, the target keeps that many logins made ahead.
+ */
+export function dynamicRoleConfig(spec: {
+  role: string;
+  url: string;
+  reader: string;
+  users: string[];
+  preCreatedLogins?: number;
+}): string {
+  const options = spec.preCreatedLogins ? `\n    options: { preCreatedLogins: ${spec.preCreatedLogins} }` : "";
+  return `
+apiVersion: stint/v1
+policies:${selfServicePolicy("bench-self")}
+targets:
+  - name: bench-ledger
+    kind: postgres
+    address: ${spec.url}?sslmode=disable${options}
+roles:
+  - name: ${spec.role}
+    target: bench-ledger
+    entitlement: { role: ${spec.reader}, dynamic: true }
+    policy: bench-self
+    risk: medium
+eligibility:
+  - role: ${spec.role}
+    users: [${spec.users.join(", ")}]
+`;
+}
+
 export async function benchMembership(options: { activations: number; roles: number }) {
   const hex = randomBytes(4).toString("hex");
   const database = `stint_bench_${hex}`;

@@ -32,7 +32,7 @@ import type { Engine } from "../src/lib/db.js";
 import { describeNode } from "../src/testing/statements.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
-import { selfServicePolicy } from "../src/testing/targets-harness.js";
+import { dynamicRoleConfig } from "./connectors.target.js";
 import { loadHttp } from "./http-load.js";
 import { cpuSplit, machineCpu } from "./machine-cpu.js";
 
@@ -424,23 +424,7 @@ async function benchDynamic(server: TestServer, engine: Engine, options: Options
   });
   expectStatus(`create ${user}`, created, 201);
   const apply = await call(server, server.adminAuth, "POST", "/v1/config/apply", {
-    yaml: `
-apiVersion: stint/v1
-policies:${selfServicePolicy("bench-self")}
-targets:
-  - name: bench-ledger
-    kind: postgres
-    address: ${target.url}?sslmode=disable
-roles:
-  - name: ${ROLE}
-    target: bench-ledger
-    entitlement: { role: ${target.reader}, dynamic: true }
-    policy: bench-self
-    risk: medium
-eligibility:
-  - role: ${ROLE}
-    users: [${user}]
-`,
+    yaml: dynamicRoleConfig({ role: ROLE, url: target.url, reader: target.reader, users: [user] }),
   });
   expectStatus("config apply", apply, 200);
   const auth = await server.login(user);
