@@ -7,16 +7,10 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  selfServicePolicy,
-  targetsHarness,
-  type ApiReply,
-  type TargetsHarness,
-} from "../../src/testing/targets-harness.js";
-import { pgTarget, type PgTarget } from "./pg-target.js";
+import type { ApiReply, TargetsHarness } from "../../src/testing/targets-harness.js";
+import { dynamicPgConfig, stintWithPgTarget, type PgTarget } from "./pg-target.js";
 
 const hex = randomBytes(4).toString("hex");
-const database = `stint_dynw_${hex}`;
 const reader = `stint_dynw_reader_${hex}`;
 const user = `wen${hex}`;
 
@@ -24,38 +18,26 @@ let h: TargetsHarness;
 let target: PgTarget | undefined;
 
 beforeAll(async () => {
-  target = await pgTarget({
-    database,
-    reader,
-    table: { name: "ledger", column: "entry", value: "opening balance" },
-    mintedFor: user,
-  });
-  h = await targetsHarness();
-  await h.createUser(user);
-  await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("dynw-self")}
-targets:
-  - name: ledger-pg
-    kind: postgres
-    address: ${target.address}
-roles:
-  - name: ledger-reader
-    target: ledger-pg
-    entitlement: { role: ${reader}, dynamic: true }
-    policy: dynw-self
-    risk: medium
-  - name: ledger-broken
-    target: ledger-pg
-    entitlement: { role: stint_dynw_missing_${hex}, dynamic: true }
-    policy: dynw-self
-    risk: medium
-eligibility:
-  - role: ledger-reader
-    users: [${user}]
-  - role: ledger-broken
-    users: [${user}]
-`);
+  ({ h, target } = await stintWithPgTarget({
+    target: {
+      database: `stint_dynw_${hex}`,
+      reader,
+      table: { name: "ledger", column: "entry", value: "opening balance" },
+      mintedFor: user,
+    },
+    principals: [user],
+    config: (address) =>
+      dynamicPgConfig({
+        policy: "dynw-self",
+        target: "ledger-pg",
+        address,
+        roles: [
+          { name: "ledger-reader", reader },
+          { name: "ledger-broken", reader: `stint_dynw_missing_${hex}` },
+        ],
+        users: [user],
+      }),
+  }));
 });
 
 afterAll(async () => {

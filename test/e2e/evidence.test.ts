@@ -18,9 +18,9 @@ import type { EvidenceReportDto } from "../../src/contract/evidence.js";
 import { createLogger } from "../../src/lib/logger.js";
 import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
 import { passwordFor } from "../../src/testing/server.js";
-import { targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import type { TargetsHarness } from "../../src/testing/targets-harness.js";
 import { injectFetch } from "./inject-fetch.js";
-import { pgTarget, type PgTarget } from "./pg-target.js";
+import { stintWithPgTarget, type PgTarget } from "./pg-target.js";
 
 const run = promisify(execFile);
 const hex = randomBytes(3).toString("hex");
@@ -30,7 +30,7 @@ const database = `stint_ev_${hex}`;
 const reader = `stint_ev_reader_${hex}`;
 
 let h: TargetsHarness;
-let target: PgTarget;
+let target: PgTarget | undefined;
 let proxy: PgProxy;
 let proxyPort: number;
 let from: string;
@@ -69,19 +69,15 @@ async function cli(argv: string[], user: string) {
 }
 
 beforeAll(async () => {
-  target = await pgTarget({
-    database,
-    reader,
-    table: { name: "ledger", column: "entry", value: "opening balance" },
-    mintedFor: ann,
-  });
-  h = await targetsHarness();
-  proxy = createPgProxy({ gate: h.server.sessions.gate, logger: createLogger({ level: "silent" }), port: 0 });
-  proxyPort = (await proxy.listen()).port;
-  h.server.sessions.setProxyAddress("postgres", { host: "127.0.0.1", port: proxyPort });
-  for (const user of [ann, ben, "olive"]) await h.createUser(user);
-  await h.server.userWithRoles("aud", ["auditor"]);
-  await h.apply(`
+  ({ h, target } = await stintWithPgTarget({
+    target: {
+      database,
+      reader,
+      table: { name: "ledger", column: "entry", value: "opening balance" },
+      mintedFor: [ann, ben],
+    },
+    principals: [ann, ben, "olive"],
+    config: (address) => `
 apiVersion: stint/v1
 policies:
   - name: approved-recorded
@@ -94,7 +90,7 @@ policies:
 targets:
   - name: ledger-db
     kind: postgres
-    address: ${target.address}
+    address: ${address}
   - { name: stint, kind: internal }
 roles:
   - name: ledger-reader
@@ -106,7 +102,12 @@ roles:
 eligibility:
   - { role: ledger-reader, users: [${ann}, ${ben}] }
   - { role: reports, users: [${ann}] }
-`);
+`,
+  }));
+  proxy = createPgProxy({ gate: h.server.sessions.gate, logger: createLogger({ level: "silent" }), port: 0 });
+  proxyPort = (await proxy.listen()).port;
+  h.server.sessions.setProxyAddress("postgres", { host: "127.0.0.1", port: proxyPort });
+  await h.server.userWithRoles("aud", ["auditor"]);
   // Before the period: an activation of ben's, ended.
   ids.old = await submitAndApprove(ben, "ledger-reader", "last month's reconciliation run", "reconciliation ok");
   const ended = await h.as(ben, "POST", "/v1/me/roles/ledger-reader/deactivate", {});
@@ -124,15 +125,7 @@ eligibility:
 afterAll(async () => {
   await proxy?.close();
   await h?.server.cleanup();
-  if (target) {
-    // cleanup drops ann's minted logins; ben's too.
-    const minted = await target.root.query<{ rolname: string }>("select rolname from pg_roles where rolname like $1", [
-      `stint\\_${ben}\\_%`,
-    ]);
-    await target.root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
-    for (const r of minted.rows) await target.root.query(`drop role if exists ${r.rolname}`).catch(() => undefined);
-    await target.cleanup();
-  }
+  await target?.cleanup();
 }, 60_000);
 
 describe("the evidence report on a real PostgreSQL target", () => {

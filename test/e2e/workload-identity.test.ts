@@ -21,8 +21,8 @@ import type { CliContext } from "../../src/cli/context.js";
 import { runCli } from "../../src/cli/program.js";
 import { ADMIN_PASSWORD } from "../../src/testing/server.js";
 import { injectFetch } from "./inject-fetch.js";
-import { pgTarget, type PgTarget } from "./pg-target.js";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { dynamicPgConfig, stintWithPgTarget, type PgTarget } from "./pg-target.js";
+import type { TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
 const pgDatabase = `stint_wl_${hex}`;
@@ -191,35 +191,26 @@ beforeAll(async () => {
   stranger = await startIssuer();
   stranger.publish([keyA]);
 
-  target = await pgTarget({
-    database: pgDatabase,
-    reader: pgReader,
-    table: { name: "releases", column: "version", value: "1.0.0" },
-    mintedFor: SERVICE,
-  });
-  pgRoot = target.root;
-
   // 127.0.0.2 stands for an internal network the operator walled off.
-  h = await targetsHarness({ env: { STINT_WORKLOAD_JWKS_COOLDOWN: "0s", STINT_DENY_NETWORKS: "127.0.0.2/32" } });
-  const created = await h.admin("POST", "/v1/users", { name: SERVICE, kind: "service" });
-  expect(created.status, JSON.stringify(created.body)).toBe(201);
-  await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("ci-auto")}
-targets:
-  - name: releases-pg
-    kind: postgres
-    address: ${target.address}
-roles:
-  - name: releases-reader
-    target: releases-pg
-    entitlement: { role: ${pgReader}, dynamic: true }
-    policy: ci-auto
-    risk: medium
-eligibility:
-  - role: releases-reader
-    users: [${SERVICE}]
-`);
+  ({ h, target } = await stintWithPgTarget({
+    target: {
+      database: pgDatabase,
+      reader: pgReader,
+      table: { name: "releases", column: "version", value: "1.0.0" },
+      mintedFor: SERVICE,
+    },
+    harness: { env: { STINT_WORKLOAD_JWKS_COOLDOWN: "0s", STINT_DENY_NETWORKS: "127.0.0.2/32" } },
+    principals: [{ name: SERVICE, kind: "service" }],
+    config: (address) =>
+      dynamicPgConfig({
+        policy: "ci-auto",
+        target: "releases-pg",
+        address,
+        roles: [{ name: "releases-reader", reader: pgReader }],
+        users: [SERVICE],
+      }),
+  }));
+  pgRoot = target.root;
   const trust = await h.admin("POST", `/v1/services/${SERVICE}/trusts`, {
     name: "main-deploys",
     issuer: issuer.url,
