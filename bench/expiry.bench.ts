@@ -37,7 +37,7 @@ function wakeAtExpiries(server: TestServer) {
   return {
     next: () => server.requests.nextExpiry(),
     onActivated: (listener: (expiresAt: number) => void) =>
-      server.accessIndex.subscribe({ onMessage: (message) => void (message.t === "act" && listener(message.exp)) }),
+      server.accessIndex.onActivated((activation) => listener(activation.expiresAt)),
   };
 }
 /** How long the run waits for the audit sequencer to chain what the expiries wrote before verifying. */
@@ -325,16 +325,14 @@ async function benchEngine(engine: Engine, options: Options): Promise<Result> {
     let allEnded: () => void = () => undefined;
     const done = new Promise<void>((resolve) => (allEnded = resolve));
     const seen = new Set<string>();
-    server.accessIndex.subscribe({
-      onMessage(message) {
-        if (message.t !== "end" || seen.has(message.id)) return;
-        const expiry = expiresAt.get(message.id);
-        if (expiry === undefined) return;
-        seen.add(message.id);
-        waveOf[ended] = Math.round((expiry - start) / options.gapMs);
-        lateness[ended++] = Date.now() - expiry;
-        if (ended === expiresAt.size) allEnded();
-      },
+    server.accessIndex.onEnded((requestId) => {
+      if (seen.has(requestId)) return;
+      const expiry = expiresAt.get(requestId);
+      if (expiry === undefined) return;
+      seen.add(requestId);
+      waveOf[ended] = Math.round((expiry - start) / options.gapMs);
+      lateness[ended++] = Date.now() - expiry;
+      if (ended === expiresAt.size) allEnded();
     });
     const started = performance.now();
     const pids = new Map<number, string>();

@@ -80,15 +80,13 @@ export async function benchStaleness(ROLE: string): Promise<StalenessRow[]> {
     });
     const applied = new Map<string, number>();
     const waiters = new Map<string, () => void>();
-    b.accessIndex.subscribe({
-      onMessage(message) {
-        if (message.t !== "act" && message.t !== "end") return;
-        const key = `${message.t}:${message.id}`;
-        if (applied.has(key)) return;
-        applied.set(key, performance.now());
-        waiters.get(key)?.();
-      },
-    });
+    const applies = (key: string) => {
+      if (applied.has(key)) return;
+      applied.set(key, performance.now());
+      waiters.get(key)?.();
+    };
+    b.accessIndex.onActivated((activation) => applies(`act:${activation.requestId}`));
+    b.accessIndex.onEnded((requestId) => applies(`end:${requestId}`));
     /** From `returned` (the change's call returned: its transaction committed) to node B applying it; 0 if before. */
     const heard = (key: string, returned: number) =>
       new Promise<number>((resolve, reject) => {

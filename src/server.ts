@@ -425,8 +425,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       // Wakes at the next expiry (re-armed by the index's `act` messages), not only at the next poll.
       expiries: {
         next: () => requests.nextExpiry(),
-        onActivated: (listener) =>
-          accessIndex.subscribe({ onMessage: (message) => void (message.t === "act" && listener(message.exp)) }),
+        onActivated: (listener) => accessIndex.onActivated((activation) => listener(activation.expiresAt)),
       },
       now: () => clock.now().getTime(),
     });

@@ -37,15 +37,13 @@ import {
   type Touched,
   type TxSnapshot,
 } from "./access-index.rules.js";
+import { createIndexListeners } from "./access-index.listeners.js";
+import { createOwnNotifications, type AccessMessageBody } from "./access-index.own.js";
 import * as indexStore from "./access-index.store.js";
 import type { AccessMessage, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
 
-/** Messages as services write them: `at` is added when sent. */
-export type AccessMessageBody = AccessMessage extends infer M
-  ? M extends AccessMessage
-    ? Omit<M, "at">
-    : never
-  : never;
+export type { AccessSubscriber, ActivationListener } from "./access-index.listeners.js";
+export type { AccessMessageBody } from "./access-index.own.js";
 
 export interface AccessIndexDeps {
   store: Pick<AppStore, "db" | "engine" | "listen">;
@@ -74,13 +72,6 @@ export interface AccessIndexDeps {
  * snapshot), so the caller's statement sends them as they are.
  */
 export type EndMessageBody = AccessMessageBody & { t: "end" };
-
-/** Hears the same messages as the index (caches built on top of it) and when it lost some. */
-export interface AccessSubscriber {
-  onMessage?(message: AccessMessage): void;
-  /** Messages may have been lost: drop everything cached. */
-  onReset?(): void;
-}
 
 /** What the index answers, valid for the moment it was asked (see `view()`). */
 export interface AccessView {
@@ -142,8 +133,13 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   let roleNamesNext: Promise<void> | null = null;
   /** Bumped whenever messages may have been lost: caches compare it before and after a database read. */
   let generation = 0;
-  const subscribers = new Set<AccessSubscriber>();
-  const pendingByTx = new WeakMap<object, AccessMessage[]>();
+  const listeners = createIndexListeners();
+  const own = createOwnNotifications({
+    apply: (message) => apply(message),
+    heard: (at) => {
+      if (at > 0) metrics.lag.observe(Math.max(0, Date.now() - at) / 1000);
+    },
+  });
 
   const registers = deps.registry ? [deps.registry] : [];
   const metrics = {
@@ -165,7 +161,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     }),
     lag: new Histogram({
       name: "stint_access_index_message_lag_seconds",
-      help: "From a change's message being written (sender's clock) to this node applying it",
+      help: "From a change's message being written (sender's clock) to this node applying it (another node's, or this node's own heard before its COMMIT returned)",
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     }),
@@ -205,10 +201,11 @@ export function createAccessIndex(deps: AccessIndexDeps) {
         if (about.role) journal.touched.roles.add(about.role);
       }
     }
-    for (const subscriber of subscribers) subscriber.onMessage?.(message);
+    listeners.deliver(message);
   }
 
   function receive(payload: string) {
+    if (own.echo(payload)) return;
     const messages = parseMessages(payload);
     if (messages.length === 0) return;
     const first = messages[0]!;
@@ -225,7 +222,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
   function lose(reason: string) {
     generation += 1;
     needsReload = true;
-    for (const subscriber of subscribers) subscriber.onReset?.();
+    listeners.reset();
     deps.logger?.warn(
       { reason },
       "access index: messages may have been lost; answering from the database until reloaded",
@@ -247,7 +244,7 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     }
     generation += 1;
     needsReload = true;
-    for (const subscriber of subscribers) subscriber.onReset?.();
+    listeners.reset();
     unverifiedTimer = setTimeout(() => {
       unverifiedTimer = undefined;
       unverifiedReloadAt = performance.now();
@@ -284,6 +281,9 @@ export function createAccessIndex(deps: AccessIndexDeps) {
           state = next;
           seenTx = tx;
           loaded = true;
+          // Echoes still awaited of notifications applied here: lost, or on their way (one that comes is
+          // parsed and merged as any other message: acts and ends merge the same in any order).
+          own.forgetApplied();
           metrics.reloads.inc({ reason });
           if (wasLoaded && (found.extra > 0 || found.missing > 0)) {
             metrics.drift.inc({ kind: "extra" }, found.extra);
@@ -429,20 +429,23 @@ export function createAccessIndex(deps: AccessIndexDeps) {
     /** Changes whenever messages may have been lost (a cache must not keep what it read across a change). */
     generation: () => generation,
 
-    subscribe(subscriber: AccessSubscriber): () => void {
-      subscribers.add(subscriber);
-      return () => subscribers.delete(subscriber);
-    },
+    subscribe: listeners.subscribe,
+    onActivation: listeners.onActivation,
+    onActivated: listeners.onActivated,
+    onEnded: listeners.onEnded,
+    /** `onActivation`'s listeners now (tests). */
+    activationListeners: listeners.activationListeners,
 
     /**
      * Inside a transaction: tells every node, when it commits. A transaction run through `tracked` also
      * applies it on this node right after the commit, before the call that made the change returns.
      */
     async send(tx: Kysely<Database>, body: AccessMessageBody): Promise<void> {
-      const message = { ...body, at: Date.now() } as AccessMessage;
+      const notification = own.of(tx, [body], false)[0]!;
+      const message = notification.messages[0]!;
       const x = await indexStore.notify(tx, message);
       if (x !== undefined) message.x = x;
-      pendingByTx.get(tx)?.push(message);
+      own.register(tx, notification);
     },
 
     /**
@@ -455,25 +458,34 @@ export function createAccessIndex(deps: AccessIndexDeps) {
       tx: Kysely<Database>,
       body: AccessMessageBody & { t: "act" },
     ): { channel: string; head: string; sent(x: number): void } {
-      const message = { ...body, at: Date.now() } as AccessMessage;
+      const notification = own.of(tx, [body], false)[0]!;
+      const message = notification.messages[0]!;
       return {
         channel: indexStore.ACCESS_CHANNEL,
         head: `${JSON.stringify(message).slice(0, -1)},"x":`,
         sent(x: number) {
           message.x = x;
-          pendingByTx.get(tx)?.push(message);
+          own.register(tx, notification);
         },
       };
     },
 
+    /**
+     * An `act` the caller's statement sent in words of its own (the provisioning worker's, built in SQL):
+     * applied on this node at commit, like `prepareAct`'s once `sent`; its echo is read as any other message.
+     */
+    sentAct(tx: Kysely<Database>, body: AccessMessageBody & { t: "act" }, x: number): void {
+      own.register(tx, { n: 0, messages: [{ ...body, at: Date.now(), x }], applied: false });
+    },
+
     /** `send` for many messages, in one statement (the scheduler ending a batch of activations). */
     async sendMany(tx: Kysely<Database>, bodies: AccessMessageBody[]): Promise<void> {
-      const at = Date.now();
-      const messages = bodies.map((body) => ({ ...body, at }) as AccessMessage);
+      const notifications = own.of(tx, bodies, false);
+      const messages = notifications.flatMap((notification) => notification.messages);
       const x = await indexStore.notifyMany(tx, messages);
       if (x !== undefined)
         for (const message of messages) if (message.t === "act" || message.t === "prn") message.x = x;
-      pendingByTx.get(tx)?.push(...messages);
+      for (const notification of notifications) own.register(tx, notification);
     },
 
     /**
@@ -482,27 +494,19 @@ export function createAccessIndex(deps: AccessIndexDeps) {
      * this node at commit as `sendMany`'s are; the caller must send them in `tx`.
      */
     prepareMany(tx: Kysely<Database>, bodies: EndMessageBody[]): { channel: string; payload: string }[] {
-      const at = Date.now();
-      const messages = bodies.map((body) => ({ ...body, at }) as AccessMessage);
-      pendingByTx.get(tx)?.push(...messages);
-      return indexStore.payloadsOf(messages).map((payload) => ({ channel: indexStore.ACCESS_CHANNEL, payload }));
+      return own
+        .of(tx, bodies)
+        .flatMap((notification) => indexStore.payloadsOfNotification(notification.messages))
+        .map((payload) => ({ channel: indexStore.ACCESS_CHANNEL, payload }));
     },
 
     /**
      * The store, with transactions whose messages are applied on this node as soon as they commit (read
      * your own writes: a revocation answered is a revocation this node honours). Other nodes hear them
-     * through the channel.
+     * through the channel; this one skips their echo.
      */
     tracked<S extends Pick<AppStore, "transaction">>(inner: S): S {
-      const transaction: AppStore["transaction"] = async (fn) => {
-        const messages: AccessMessage[] = [];
-        const result = await inner.transaction(async (tx) => {
-          pendingByTx.set(tx, messages);
-          return fn(tx);
-        });
-        for (const message of messages) apply(message);
-        return result;
-      };
+      const transaction: AppStore["transaction"] = (fn) => own.transaction((run) => inner.transaction(run), fn);
       return Object.assign(Object.create(inner) as S, { transaction });
     },
 
@@ -528,6 +532,8 @@ export function createAccessIndex(deps: AccessIndexDeps) {
         principals: state.principals.size,
         tombstones: state.ended.size,
         generation,
+        /** This node's notifications applied at commit whose echo has not come back yet. */
+        echoesAwaited: own.awaited(),
       };
     },
   };

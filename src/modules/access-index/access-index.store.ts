@@ -106,26 +106,37 @@ export async function notify(db: Q, message: AccessMessage): Promise<number | un
 }
 
 /**
- * The payloads of `messages`, in order: a run of `end` messages travels as `ends` messages of up to
- * `MAX_PACKED_IDS` packed ids each (`parseMessages` gives them back as `end` messages), so a batch of 500
- * activations ended is two notifications, not 500, for the database to queue and every node to read.
+ * `messages` as the notifications they travel in, in order: a run of `end` messages travels as `ends`
+ * messages of up to `MAX_PACKED_IDS` packed ids each (`parseMessages` gives them back as `end` messages), so a
+ * batch of 500 activations ended is two notifications, not 500, for the database to queue and every node to
+ * read; any other message as one of its own.
  */
-export function payloadsOf(messages: readonly AccessMessage[]): string[] {
-  const payloads: string[] = [];
+export function notificationsOf(messages: readonly AccessMessage[]): AccessMessage[][] {
+  const groups: AccessMessage[][] = [];
   for (let i = 0; i < messages.length;) {
-    const message = messages[i]!;
-    if (message.t !== "end") {
-      payloads.push(JSON.stringify(message));
-      i++;
+    if (messages[i]!.t !== "end") {
+      groups.push([messages[i++]!]);
       continue;
     }
     const run: AccessMessage[] = [];
     while (i < messages.length && messages[i]!.t === "end" && run.length < MAX_PACKED_IDS) run.push(messages[i++]!);
-    const ids = packIds(run.map((m) => (m as { id: string }).id));
-    if (run.length > 1 && ids !== null) payloads.push(JSON.stringify({ t: "ends", at: run[0]!.at, ids }));
-    else for (const m of run) payloads.push(JSON.stringify(m));
+    groups.push(run);
   }
-  return payloads;
+  return groups;
+}
+
+/** The payload of one notification of `notificationsOf` (several if its ids cannot be packed). */
+export function payloadsOfNotification(group: readonly AccessMessage[]): string[] {
+  if (group.length === 1) return [JSON.stringify(group[0])];
+  const first = group[0]!;
+  const ids = packIds(group.map((m) => (m as { id: string }).id));
+  if (ids === null) return group.map((m) => JSON.stringify(m));
+  return [JSON.stringify({ t: "ends", o: first.o, at: first.at, ids })];
+}
+
+/** The payloads of `messages`, in order (`notificationsOf`). */
+export function payloadsOf(messages: readonly AccessMessage[]): string[] {
+  return notificationsOf(messages).flatMap(payloadsOfNotification);
 }
 
 /** Whether a payload is an `act` or a `prn` (they carry the sending transaction's id). */

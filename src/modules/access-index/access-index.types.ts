@@ -34,6 +34,11 @@ export type AccessMessage = {
    * that predates it, and on the others (an `end` is terminal; the rest only drop caches).
    */
   x?: number;
+  /**
+   * The sending node's tag on a notification of a transaction it applies itself at commit (`tracked`):
+   * `<node token>.<n>`, written right after `t` so that the node skips its own echo without parsing it.
+   */
+  o?: string;
 } & (
   | {
       /** An activation became active, or was extended (`exp` only ever moves later). */

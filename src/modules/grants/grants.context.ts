@@ -46,8 +46,8 @@ export interface GrantServiceDeps {
   connectorFor?: (kind: string) => Connector | null;
   onAlert?: (tx: Kysely<Database>, alert: GrantAlert) => Promise<void>;
   /**
-   * The access index's messages: a credentials read that waits (`?wait=`) is woken by the activation's `act`
-   * (without it, such a read looks again every half second).
+   * The access index: a credentials read that waits (`?wait=`) is woken when the activation becomes active
+   * (`onActivation`; without it, such a read looks again every half second).
    */
   index?: ActivationEvents;
   /** Seals the passwords of minted logins (roles with `dynamic: true`). */

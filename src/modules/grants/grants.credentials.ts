@@ -3,16 +3,16 @@
  * once or, with `?wait=N`, as soon as the activation becomes active (at most N seconds): the caller asks right
  * after its submit and gets the login in the same answer, instead of polling the request and asking again.
  *
- * The wait is woken by the access index's `act` message for the caller and the role: applied on this node the
- * moment the activation's transaction commits (the provisioning job runs on the submitting node), heard through
- * the index's channel from any other. A waiter is armed before each read, so an activation committed between the
- * read and the wait still wakes it. A lost message (the index's reset) wakes every waiter, and each looks again
+ * The wait is woken by the access index (`onActivation`) when the caller's activation of the role becomes active:
+ * on this node the moment the activation's transaction commits (the provisioning job runs on the submitting node),
+ * heard through the index's channel from any other. A waiter is armed before each read, so an activation committed
+ * between the read and the wait still wakes it. A lost message (the index's reset) wakes every waiter, and each looks again
  * at least every `RECHECK_MS` (a failed activation sends no `act`): it answers NOT_ACTIVE once no request of the
  * role may still become active. A caller with nothing coming is answered at once.
  */
 import { performance } from "node:perf_hooks";
 import { StintError } from "../../lib/errors.js";
-import type { AccessSubscriber } from "../access-index/access-index.service.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import { grantCredentialBinding } from "../vault/vault.crypto.js";
@@ -28,52 +28,29 @@ type Missing = "none" | "being-made";
 /** The longest `?wait=` (seconds). */
 export const MAX_CREDENTIALS_WAIT_S = 30;
 
-/** The access index's subscription, as the waits use it. */
-export interface ActivationEvents {
-  subscribe(subscriber: AccessSubscriber): () => void;
-}
+/** The access index's subscription to activations, as the waits use it. */
+export type ActivationEvents = Pick<AccessIndex, "onActivation">;
 
-/** Waiters by principal and role name, woken by `act` messages. */
+/** Waiters by principal and role name, woken when an activation of the pair becomes active. */
 function createActivationWaits(events: ActivationEvents | undefined) {
-  const waiters = new Map<string, Set<() => void>>();
-  let subscribed = false;
-  const keyOf = (principalId: string, roleName: string) => `${principalId}\n${roleName}`;
-  const wake = (set: Set<() => void> | undefined) => {
-    for (const resolve of [...(set ?? [])]) resolve();
-  };
-
-  function subscribe() {
-    if (subscribed || !events) return;
-    subscribed = true;
-    events.subscribe({
-      onMessage: (message) => {
-        if (message.t === "act") wake(waiters.get(keyOf(message.pid, message.rn)));
-      },
-      onReset: () => {
-        for (const set of waiters.values()) wake(set);
-      },
-    });
-  }
+  let waiting = 0;
 
   /**
-   * Arms a waiter (before the read it follows): `until` settles at the first `act` for the pair since it was
-   * armed, after `ms`, or when `signal` aborts; `disarm` forgets it.
+   * Arms a waiter (before the read it follows): `until` settles at the first activation of the pair since it
+   * was armed (or the index's reset), after `ms`, or when `signal` aborts; `disarm` forgets it.
    */
   function arm(principalId: string, roleName: string) {
-    subscribe();
-    const key = keyOf(principalId, roleName);
     let woken = false;
     let resolveWake = () => {};
     const woke = new Promise<void>((resolve) => {
       resolveWake = resolve;
     });
-    const resolver = () => {
+    const stop = events?.onActivation(principalId, roleName, () => {
       woken = true;
       resolveWake();
-    };
-    const set = waiters.get(key) ?? new Set();
-    set.add(resolver);
-    waiters.set(key, set);
+    });
+    waiting += 1;
+    let armed = true;
     return {
       async until(ms: number, signal: AbortSignal | undefined): Promise<void> {
         if (woken || signal?.aborted) return;
@@ -85,14 +62,15 @@ function createActivationWaits(events: ActivationEvents | undefined) {
         signal?.removeEventListener("abort", onAbort);
       },
       disarm() {
-        set.delete(resolver);
-        if (set.size === 0 && waiters.get(key) === set) waiters.delete(key);
+        if (!armed) return;
+        armed = false;
+        waiting -= 1;
+        stop?.();
       },
     };
   }
 
-  const waiting = () => [...waiters.values()].reduce((sum, set) => sum + set.size, 0);
-  return { arm, waiting };
+  return { arm, waiting: () => waiting };
 }
 
 export function createCredentialReads(ctx: GrantContext) {

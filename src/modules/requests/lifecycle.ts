@@ -314,7 +314,7 @@ export function createLifecycle(core: RequestCore) {
         // One statement locks the request and its grant, reads the requester's basis and, when both are
         // provisioning and the basis holds, makes them active, sends the index's message and marks the job done
         // (4 before, and the mark after the commit).
-        const act = index?.prepareAct ? { channel: ACCESS_CHANNEL, at: Date.now() } : null;
+        const act = index?.sentAct ? { channel: ACCESS_CHANNEL, at: Date.now() } : null;
         const done = await activateProvisioned(tx, grantId, now, act, details.done?.alongside);
         if (!done) return false;
         if (details.done && done.activated) marked = done.completed;
@@ -333,7 +333,7 @@ export function createLifecycle(core: RequestCore) {
         }
         assertTransition("provisioning", "active");
         const expiresAt = new Date(now.getTime() + row.duration_ms);
-        if (done.x !== null) index!.prepareAct!(tx, actMessage(row, now, expiresAt)).sent(done.x);
+        if (done.x !== null) index!.sentAct!(tx, actMessage(row, now, expiresAt), done.x);
         else await tellActive(tx, row, now, expiresAt);
         await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
         await audit.append(tx, SYSTEM, context, {

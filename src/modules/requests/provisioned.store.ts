@@ -20,8 +20,17 @@ export interface ActNotification {
  * active (the request's clock starts at `now`) and the index's `act` sent (`act`), all in one statement: one
  * round trip where the lock, the basis, the writes and the message were four. The message's payload is built
  * here as `actMessage` (request-context.ts) builds it, completed by the transaction id (`x`), as
- * `prepareAct` sends it; `parseMessage` reads it (requests.statements.test.ts holds that).
+ * `prepareAct` sends it (untagged: the index applies it here at commit through `sentAct` and reads its echo as
+ * any other message); `parseMessage` reads it (requests.statements.test.ts holds that).
  * Undefined when the grant does not exist; `activated` false when nothing changed (`row` says why).
+ *
+ * A transaction that activates commits without waiting for the WAL flush (`synchronous_commit` off for it alone,
+ * set by this statement; one flush, 1–6 ms on this host, off the dynamic login's path): a database crash right
+ * after can only lose an activation whose grant is still `provisioning` and whose job (its done-mark is written
+ * here) still `running`, which the job's retry activates again, with its event. Whatever hands something out on
+ * the strength of it commits after it and waits for the flush, which covers it (WAL is flushed in order): the
+ * credentials read's audit event before the password is returned, the sequencer chaining the activation's
+ * event, a deactivation. Ending (the basis lost) keeps the synchronous commit.
  */
 export async function activateProvisioned(
   db: Q,
@@ -105,10 +114,14 @@ export async function activateProvisioned(
       sql<boolean>`exists (select 1 from granted)`.as("activated"),
       sql<boolean>`exists (select 1 from completed)`.as("completed"),
       sql<string | null>`(select x from sent)`.as("x"),
+      // An activation commits without waiting for the WAL flush (synchronous_commit off for this transaction
+      // alone): see above.
+      sql<string | null>`case when exists (select 1 from granted)
+        then set_config('synchronous_commit', 'off', true) end`.as("async_commit"),
     ])
     .executeTakeFirst();
   if (!found) return undefined;
-  const { grant_state, requester_status, eligible, activated, completed, x, ...row } = found;
+  const { grant_state, requester_status, eligible, activated, completed, x, async_commit: _async, ...row } = found;
   return {
     row: row as RequestRow,
     grantState: grant_state,

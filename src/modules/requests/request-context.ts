@@ -110,7 +110,8 @@ export interface RequestServiceDeps {
    * The node's access index: the check API and activation tokens answer from it, and every transaction
    * that starts, extends or ends an activation tells it (all nodes hear it at commit).
    */
-  index?: Pick<AccessIndex, "view" | "send" | "sendMany" | "prepareMany"> & Partial<Pick<AccessIndex, "prepareAct">>;
+  index?: Pick<AccessIndex, "view" | "send" | "sendMany" | "prepareMany"> &
+    Partial<Pick<AccessIndex, "prepareAct" | "sentAct">>;
   /**
    * Told while the scheduler's expiries end full batches one after another (a wave due at once), so that work
    * which can wait (the audit sequencer's chaining) stays out of the wave's way (`lib/burst-hold.ts`).
