@@ -37,7 +37,7 @@ import { registerPasskeyRoutes } from "./modules/passkeys/passkeys.routes.js";
 import { createCatalogService, type CatalogService } from "./modules/catalog/catalog.service.js";
 import { StintError } from "./lib/errors.js";
 import { registerCatalogRoutes } from "./modules/catalog/catalog.routes.js";
-import { createChangeRequestService } from "./modules/catalog/change-requests.service.js";
+import { createChangeRequestService, type ChangeRequestService } from "./modules/catalog/change-requests.service.js";
 import { registerChangeRequestRoutes } from "./modules/catalog/change-requests.routes.js";
 import { createChangeRequestNotifications } from "./modules/catalog/change-request-notifications.js";
 import { createOutboxRunner, type OutboxRunner } from "./workers/outbox-runner.js";
@@ -215,6 +215,13 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
       passwordSignIn: { mode: config.passwordSignIn, breakGlassUsers: config.breakGlassUsers },
     });
+    // The change requests (made with the routes, below) hold what four-eyes holds of the directory; until they exist
+    // such a change is refused rather than made unheld.
+    let changeRequestsForDirectory: ChangeRequestService | undefined = undefined;
+    const heldBy = () => {
+      if (!changeRequestsForDirectory) throw new StintError("UNAVAILABLE");
+      return changeRequestsForDirectory;
+    };
     const directory = createDirectoryService({
       store: indexed,
       index: accessIndex,
@@ -227,6 +234,15 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       holdGroupMember: (actor, context, group, principal) => {
         if (!catalogForGrants) throw new StintError("UNAVAILABLE");
         return catalogForGrants.holdGroupMember(actor, context, group, principal);
+      },
+      // Granting a role that approves, or resetting an approver's password, waits for another approver (finding 81).
+      fourEyes: {
+        on: config.fourEyes.tiers.length > 0,
+        alone: config.fourEyes.alone,
+        anotherApprover: (tx, actor) => heldBy().anotherApprover(tx, actor),
+        hold: (tx, actor, held, context) => heldBy().holdDirectory(tx, actor, held, context),
+        seal: (bound, value) => vault.sealValue(bound, value),
+        open: (bound, sealed) => vault.openValue(bound, sealed),
       },
     });
 
@@ -544,6 +560,11 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           expireAfterMs: config.fourEyes.expireAfter,
           // A held conversion of standing access: its approval also removes that access (grants.standing).
           onApplied: (tx, applied) => grants!.applyHeldFollowUp(tx, applied),
+          // A held directory change (an approver role, an approver's password) is the directory's to apply.
+          directory: {
+            openHeldSecret: (id, sealed) => directory.openHeldSecret(id, sealed),
+            applyHeld: (tx, held) => directory.applyHeld(tx, held),
+          },
           ...(notifier
             ? {
                 onCreated: createChangeRequestNotifications({ notifier, outbox: outboxService, publicUrl }),
@@ -564,6 +585,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           },
         });
         catalogForGrants = catalog;
+        changeRequestsForDirectory = changeRequests;
         registerCatalogRoutes(scoped, { catalog });
         registerChangeRequestRoutes(scoped, { changeRequests });
         registerAuditRoutes(scoped, { audit, version: VERSION });

@@ -15,6 +15,11 @@ export const changeAssessment = z.object({
 
 export const changeRequest = z.object({
   id: z.string(),
+  /**
+   * What it holds: a configuration file (`catalog`), or a change to one account (`directory`: granting a platform
+   * role that approves, or an administrator's reset of an approver's password; `document` describes it).
+   */
+  kind: z.enum(["catalog", "directory"]),
   status: changeRequestStatus,
   tier: z.enum(["low", "medium", "high", "critical"]),
   author: z.string(),
@@ -29,7 +34,7 @@ export const changeRequest = z.object({
   decidedBy: z.string().nullable(),
   decidedAt: z.string().nullable(),
   reason: z.string().nullable(),
-  /** Whether the caller may approve it now (pending, not theirs, allowed to write the catalog). */
+  /** Whether the caller may approve it now (pending, not theirs nor about their account, may write the catalog). */
   canApprove: z.boolean(),
 });
 export type ChangeRequestDto = z.infer<typeof changeRequest>;

@@ -1,6 +1,7 @@
 /** Request and response shapes of the identity API, shared by server, CLI and web. */
 import { z } from "zod";
 import { durationText, isoTime, name, password, reason } from "./common.js";
+import { changeRequestRef } from "./catalog-api.js";
 import { webauthnAssertion } from "./passkeys.js";
 
 export const platformRole = z.enum(["admin", "security", "auditor", "user"]);
@@ -24,6 +25,13 @@ export const principal = z.object({
   createdAt: isoTime,
 });
 export type PrincipalDto = z.infer<typeof principal>;
+
+/**
+ * 202 from creating or updating a user whose new platform roles include one that approves (admin, security) while
+ * four-eyes is on: the user as it is now (made or changed without those roles) and the change request holding them.
+ */
+export const heldUserWrite = z.object({ user: principal, changeRequest: changeRequestRef });
+export type HeldUserWriteDto = z.infer<typeof heldUserWrite>;
 
 export const loginRequest = z
   .strictObject({

@@ -618,6 +618,10 @@ export interface ChangeRequestsTable {
   decided_by_name: string | null;
   decided_at: Timestamp | null;
   decision_reason: string | null;
+  /** What it holds: a configuration file, or a change to one principal (migration 0049). */
+  kind: Generated<"catalog" | "directory">;
+  /** A held password reset's hash, sealed by the vault; null otherwise and once decided (migration 0049). */
+  sealed_secret: ColumnType<unknown, string | null | undefined, string | null>;
 }
 
 export interface Database {

@@ -36,14 +36,28 @@ async function openPage(page: Page, label: string, heading: string) {
   await page.getByRole("heading", { name: heading, level: 1 }).waitFor();
 }
 
+type Api = Awaited<ReturnType<typeof apiAs>>;
+
+/** Makes a user with an approving role: at once when alone, else held and approved by `approver`. */
+async function makeApprover(admin: Api, name: string, password: string, role: string, approver?: Api): Promise<Api> {
+  const res = await admin("POST", "/v1/users", { name, password, platformRoles: [role] });
+  expect(res.status, JSON.stringify(res.body)).toBe(approver ? 202 : 201);
+  if (approver) {
+    const { changeRequest } = res.body as { changeRequest: { id: string } };
+    const approved = await approver("POST", `/v1/change-requests/${changeRequest.id}/approve`, {});
+    expect(approved.status, JSON.stringify(approved.body)).toBe(200);
+  }
+  return apiAs(url, name, password);
+}
+
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-reviews-web-"));
   ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
   const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
-  for (const [name, password] of Object.entries(PASSWORDS)) {
-    const res = await admin("POST", "/v1/users", { name, password, platformRoles: ["security"] });
-    expect(res.status, JSON.stringify(res.body)).toBe(201);
-  }
+  // The first security user is made at once (nobody else could approve: fourEyes.alone: apply); each later grant of
+  // an approving role waits for another approver (finding 81), and sid approves it.
+  const sid = await makeApprover(admin, "sid", PASSWORDS.sid, "security");
+  await makeApprover(admin, "sue", PASSWORDS.sue, "security", sid);
   for (const name of ["ann", "ben"]) {
     const res = await admin("POST", "/v1/users", { name, password: "amber willow copper meadow" });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
@@ -74,13 +88,7 @@ eligibility:
   // A break-glass role counts as critical (the risk floor), so four-eyes holds the file for a second person.
   const held = (applied.body as { changeRequest?: { id: string } }).changeRequest;
   expect(held, JSON.stringify(applied.body)).toBeDefined();
-  const second = await admin("POST", "/v1/users", {
-    name: "ada",
-    password: "cobalt meadow lantern orbit",
-    platformRoles: ["admin"],
-  });
-  expect(second.status, JSON.stringify(second.body)).toBe(201);
-  const ada = await apiAs(url, "ada", "cobalt meadow lantern orbit");
+  const ada = await makeApprover(admin, "ada", "cobalt meadow lantern orbit", "admin", sid);
   const approved = await ada("POST", `/v1/change-requests/${held!.id}/approve`, {});
   expect(approved.status, JSON.stringify(approved.body)).toBe(200);
   const campaign = await admin("POST", "/v1/reviews/campaigns", {
@@ -90,7 +98,6 @@ eligibility:
     duration: "7d",
   });
   expect(campaign.status, JSON.stringify(campaign.body)).toBe(201);
-  const sid = await apiAs(url, "sid", PASSWORDS.sid);
   const glass = await sid("POST", "/v1/activation-requests", {
     role: "emergency",
     duration: "30m",

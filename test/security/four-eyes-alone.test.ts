@@ -63,6 +63,8 @@ describe("fourEyes.alone: apply cannot be had by demoting the other admin", () =
     expect(res.body, JSON.stringify(res.body)).toMatchObject({ applied: false, changeRequest: { tier: "high" } });
     const eligible = (await call("GET", "/v1/eligibilities")).body.items as { role: string }[];
     expect(eligible.map((e) => e.role)).not.toContain("ledger-admin");
-    expect((await call("PATCH", "/v1/users/admin2", { platformRoles: ["admin"] })).status).toBe(200);
+    // Giving the role back is itself held now (finding 81): admin2, demoted a moment ago, still counts.
+    const restored = await call("PATCH", "/v1/users/admin2", { platformRoles: ["admin"] });
+    expect(restored.status, JSON.stringify(restored.body)).toBe(202);
   });
 });

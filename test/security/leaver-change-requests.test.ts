@@ -31,7 +31,7 @@ async function eligibleRoles(): Promise<string[]> {
 
 /** The author holds a widening file; the leaver step happens; another admin's approval applies nothing. */
 async function heldThenLeft(author: string, role: string, leave: () => Promise<{ status: number }>) {
-  const auth = await server.userWithRoles(author, ["admin"]);
+  const auth = await server.login(author);
   const held = await call(auth, "POST", "/v1/config/apply", { yaml: fileFor(role) });
   expect(held.body, held.text).toMatchObject({ applied: false, changeRequest: { tier: "high" } });
   const id = (held.body.changeRequest as { id: string }).id;
@@ -44,6 +44,9 @@ async function heldThenLeft(author: string, role: string, leave: () => Promise<{
 beforeAll(async () => {
   server = await testServer("pglite", { env: { STINT_FOUR_EYES_TIERS: "high,critical" } });
   await server.userWithRoles("mallory", ["user"]);
+  // Both authors are admins before either leaves: the second's role waits for another approver (finding 81), and
+  // the first approves it, which a leaver could no longer do.
+  for (const author of ["leaver", "mover"]) await server.userWithRoles(author, ["admin"]);
 }, 60_000);
 afterAll(async () => server?.cleanup());
 

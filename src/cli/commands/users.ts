@@ -2,7 +2,9 @@
 import type { Command } from "commander";
 import { InvalidArgumentError } from "commander";
 import { reason as reasonSchema } from "../../contract/common.js";
-import { platformRole, principal, principalList, type PrincipalDto } from "../../contract/identity.js";
+import { z } from "zod";
+import { isHeldWrite, type ChangeRequestRefDto } from "../../contract/catalog-api.js";
+import { heldUserWrite, platformRole, principal, principalList, type PrincipalDto } from "../../contract/identity.js";
 import { segment } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { usageError } from "../exit-codes.js";
@@ -29,6 +31,18 @@ function collectRoles(value: string, previous: string[] | undefined): string[] {
 function orNull(value: string | undefined): string | null | undefined {
   if (value === undefined) return undefined;
   return value.trim() === "" ? null : value;
+}
+
+/** A user write's answer: the user, or (202) the user as it is now and the change request holding approver roles. */
+const userOrHeld = z.union([heldUserWrite, principal]);
+
+/** What a write four-eyes held says (finding 81): nothing of it happened yet, and who may approve it. */
+function heldText(what: string, held: ChangeRequestRefDto): string {
+  return (
+    `Held for a second approver (four-eyes: ${what}).\n` +
+    `Change request ${held.id}, pending until ${held.expiresAt}: another admin or security user runs ` +
+    `\`stint changes approve ${held.id}\`.\n`
+  );
 }
 
 const USER_COLUMNS: readonly Column<PrincipalDto>[] = [
@@ -111,9 +125,14 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
           ...(password !== undefined ? { password } : {}),
           ...(options.role ? { platformRoles: options.role } : {}),
         },
-        schema: principal,
+        schema: userOrHeld,
       });
-      emit(ctx, json, raw, () => `Created ${data.kind} ${data.name}.\n`);
+      emit(ctx, json, raw, () =>
+        "changeRequest" in data
+          ? `Created ${data.user.kind} ${data.user.name} with the platform roles ${data.user.platformRoles.join(", ")}. ` +
+            heldText(`the roles ${(options.role ?? []).join(", ")} approve change requests`, data.changeRequest)
+          : `Created ${data.kind} ${data.name}.\n`,
+      );
     });
 
   users
@@ -163,9 +182,17 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
       const client = await clientFor(ctx, command);
       const { data, raw } = await client.request("PATCH", `/v1/users/${segment(userName)}`, {
         body,
-        schema: principal,
+        schema: userOrHeld,
       });
-      emit(ctx, json, raw, () => `Updated ${data.name}.\n`);
+      emit(ctx, json, raw, () =>
+        "changeRequest" in data
+          ? `Updated ${data.user.name}, but not its platform roles. ` +
+            heldText(
+              `the roles ${(options.role ?? []).join(", ")} include one that approves change requests`,
+              data.changeRequest,
+            )
+          : `Updated ${data.name}.\n`,
+      );
     });
 
   users
@@ -214,6 +241,11 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
         }),
       );
       const { raw } = await client.request("PUT", `/v1/users/${segment(userName)}/password`, { body: { password } });
-      emit(ctx, json, raw, () => `Password of ${userName} set.\n`);
+      emit(ctx, json, raw, () =>
+        isHeldWrite(raw)
+          ? `Password of ${userName} not set yet. ` +
+            heldText(`${userName} approves, and whoever knows the password can sign in as them`, raw.changeRequest)
+          : `Password of ${userName} set.\n`,
+      );
     });
 }

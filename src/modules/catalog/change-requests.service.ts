@@ -22,6 +22,7 @@ import { decisionRefusal, effectiveStatus, type ChangeAssessment } from "./chang
 import * as store from "./change-requests.store.js";
 import type { RiskTier } from "./catalog.types.js";
 import type { ChangeRequestCreated } from "./change-request-notifications.js";
+import { directorySubject, heldDirectoryUseCases, type DirectoryApplier } from "./change-requests.directory.js";
 
 /** How long an approver who was disabled or demoted still counts against `fourEyes.alone: apply`. */
 const ALONE_COOLDOWN_MS = 24 * 60 * 60 * 1000;
@@ -44,6 +45,8 @@ export interface ChangeRequestServiceDeps {
   ) => Promise<AuditInput[]>;
   /** Called in the transaction that keeps a change request: tells who may approve it (change-request-notifications). */
   onCreated?: (tx: Parameters<typeof store.approverEmails>[0], created: ChangeRequestCreated) => Promise<void>;
+  /** The directory, which applies a held directory change (change-requests.directory.ts). */
+  directory?: DirectoryApplier;
 }
 
 /** Refusals of a decision that are audited (outcome denied) in a transaction of their own. */
@@ -63,10 +66,15 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
 
   function toDto(row: store.ChangeRequestRow, viewer: Actor, now: Date): ChangeRequestDto {
     const status = effectiveStatus(row.status, new Date(row.expires_at), now);
-    // The follow-up is the approval's to run, not to show (its notes are in the plan's).
-    const { followUp: _followUp, ...plan } = row.plan as ChangeRequestDto["plan"] & { followUp?: unknown };
+    // The follow-up and a directory change are the approval's to run, not to show (the plan's notes tell).
+    const {
+      followUp: _followUp,
+      directory: _directory,
+      ...plan
+    } = row.plan as ChangeRequestDto["plan"] & { followUp?: unknown; directory?: unknown };
     return {
       id: row.id,
+      kind: row.kind,
       status,
       tier: row.tier,
       author: row.author_name,
@@ -81,7 +89,9 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       canApprove:
         status === "pending" &&
         viewer.kind === "principal" &&
+        viewer.principalKind === "user" &&
         viewer.id !== row.author_id &&
+        viewer.id !== directorySubject(row) &&
         can(viewer, "catalog.write"),
     };
   }
@@ -124,6 +134,8 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
     if (actor.kind !== "principal") throw new StintError("FORBIDDEN", "Only a person decides a change request.");
     return actor;
   }
+
+  const directory = heldDirectoryUseCases({ ...deps, expire, principalOf });
 
   async function get(actor: Actor, id: string): Promise<ChangeRequestDto> {
     authorize(actor, "catalog.read");
@@ -197,6 +209,8 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       return { id, status: "pending", tier, expiresAt: expiresAt.toISOString() };
     },
 
+    holdDirectory: directory.hold,
+
     async list(actor: Actor, status: store.ChangeRequestRow["status"] | "all"): Promise<ChangeRequestDto[]> {
       authorize(actor, "catalog.read");
       const now = clock.now();
@@ -220,7 +234,11 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       return refused(actor, context, "change_request.approved", id, async () => {
         authorize(actor, "catalog.write");
         const approver = principalOf(actor);
+        // Never a service identity: an admin mints its API tokens, so it would be a second pair of eyes of theirs.
+        if (approver.principalKind !== "user")
+          throw new StintError("FORBIDDEN", "Only a person approves a change request, not a service identity.");
         const now = clock.now();
+        const passwordHash = await directory.openBeforeApproval(id, approver);
         const outcome = await deps.store.transaction(async (tx) => {
           await catalogStore.lockCatalog(tx);
           const row = await store.findChangeRequest(tx, id, true);
@@ -236,6 +254,9 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
             return { refusal } as const;
           }
           if (refusal) throw new StintError(refusal);
+          if (row.kind === "directory") {
+            return { refusal: await directory.approve(tx, row, approver, passwordHash, reason, context) } as const;
+          }
           const plan = row.plan as HeldPlan["plan"];
           if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
           // The catalog must still be the one the plan was made against; else the author applies again.

@@ -9,10 +9,19 @@ export async function insertChangeRequest(
   db: Q,
   row: Omit<
     ChangeRequestRow,
-    "plan" | "assessment" | "decided_by_id" | "decided_by_name" | "decided_at" | "decision_reason"
+    | "plan"
+    | "assessment"
+    | "decided_by_id"
+    | "decided_by_name"
+    | "decided_at"
+    | "decision_reason"
+    | "kind"
+    | "sealed_secret"
   > & {
     plan: unknown;
     assessment: unknown;
+    kind?: ChangeRequestRow["kind"];
+    sealed_secret?: unknown;
   },
 ): Promise<void> {
   await db
@@ -21,6 +30,7 @@ export async function insertChangeRequest(
       ...row,
       plan: JSON.stringify(row.plan),
       assessment: JSON.stringify(row.assessment),
+      sealed_secret: row.sealed_secret === undefined ? null : JSON.stringify(row.sealed_secret),
       decided_by_id: null,
       decided_by_name: null,
       decided_at: null,
@@ -65,6 +75,8 @@ export async function decideChangeRequest(
       decided_by_name: decision.byName,
       decided_at: decision.at,
       decision_reason: decision.reason,
+      // A held password is of no use once decided: it does not outlive the decision.
+      sealed_secret: null,
     })
     .where("id", "=", id)
     .where("status", "=", "pending")
@@ -76,7 +88,7 @@ export async function decideChangeRequest(
 export async function expireDue(db: Q, now: Date): Promise<string[]> {
   const rows = await db
     .updateTable("change_requests")
-    .set({ status: "expired", decided_at: now })
+    .set({ status: "expired", decided_at: now, sealed_secret: null })
     .where("status", "=", "pending")
     .where("expires_at", "<=", now)
     .returning("id")
@@ -98,7 +110,7 @@ export async function findActivePrincipal(
 }
 
 /**
- * Whether an active principal other than `exceptId` holds one of `roles` (a possible second approver). With
+ * Whether an active user other than `exceptId` holds one of `roles` (a possible second approver). With
  * `since`, also one disabled since then while holding one, or one that lost its last approver role since then
  * (`approver_role_lost_at`, whatever its roles and status now): a demotion counts as a disable does.
  */
@@ -122,6 +134,8 @@ export async function anotherWithRoles(
           ]),
     )
     .where("id", "<>", exceptId)
+    // Only a person approves (a service identity's tokens are an admin's to mint): a service is nobody's second pair.
+    .where("kind", "=", "user")
     .limit(1)
     .executeTakeFirst();
   return row !== undefined;

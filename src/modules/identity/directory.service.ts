@@ -23,6 +23,18 @@ import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js";
 import { disablePrincipal } from "./principal-lifecycle.js";
+import {
+  applyDirectoryChange,
+  approverRolesAdded,
+  approvesWhat,
+  directoryDecision,
+  heldPassword,
+  heldPasswordBinding,
+  heldRoles,
+  sealedSecret,
+  waivedEvent,
+  type DirectoryFourEyes,
+} from "./held-directory.js";
 import { addMemberships, removeMemberships } from "./group-membership.js";
 import type { Principal } from "./identity.types.js";
 
@@ -55,7 +67,12 @@ export interface DirectoryServiceDeps {
     group: string,
     principal: string,
   ) => Promise<ChangeRequestRefDto | "applied" | null>;
+  /** Four-eyes on granting approver roles and resetting an approver's password (held-directory.ts). */
+  fourEyes?: DirectoryFourEyes;
 }
+
+/** A write that four-eyes held in part: what was applied now, and the change request for the rest. */
+export type MaybeHeld<T> = T & { changeRequest?: ChangeRequestRefDto };
 
 const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
 
@@ -75,6 +92,27 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
     const row = await identityStore.findPrincipalByName(db, name);
     if (!row) throw new StintError("NOT_FOUND", `There is no user or service named ${name}.`);
     return row;
+  }
+
+  /** The columns that give `row` the platform roles `roles` (never the last active administrator's). */
+  async function rolesChange(
+    tx: Kysely<Database>,
+    row: { id: string; status: string; platform_roles: string[] },
+    roles: string[],
+  ): Promise<Record<string, unknown>> {
+    // A disabled administrator is not counted, so demoting one takes nothing away.
+    if (row.status === "active" && row.platform_roles.includes("admin") && !roles.includes("admin")) {
+      await identityStore.lockAdministrators(tx);
+      if ((await identityStore.countActiveAdmins(tx)) <= 1)
+        throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
+    }
+    // Demoted, they still count against `fourEyes.alone: apply` for a day, as a disabled approver does.
+    return {
+      platform_roles: roles,
+      ...(mayApproveChanges(row.platform_roles) && !mayApproveChanges(roles)
+        ? { approver_role_lost_at: clock.now() }
+        : {}),
+    };
   }
 
   return {
@@ -101,7 +139,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         platformRoles?: PlatformRole[] | undefined;
       },
       context: CallContext,
-    ): Promise<Principal> {
+    ): Promise<MaybeHeld<Principal>> {
       authorize(actor, "users.write");
       if (input.password !== undefined) {
         if (input.kind === "service")
@@ -110,7 +148,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
       }
       const passwordHash = input.password !== undefined ? await hashPassword(input.password, deps.scrypt) : undefined;
-      const roles = [...new Set<PlatformRole>(input.platformRoles ?? ["user"])];
+      const wanted = [...new Set<PlatformRole>(input.platformRoles ?? ["user"])];
       try {
         return await store.transaction(async (tx) => {
           const now = clock.now();
@@ -118,6 +156,11 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           if (manager && manager.kind !== "user")
             throw new StintError("VALIDATION_FAILED", "A manager must be a user, not a service.");
           const id = newId();
+          // Approver roles wait for another approver: the account is made without them meanwhile.
+          const approverRoles = approverRolesAdded([], wanted);
+          const decision = approverRoles.length > 0 ? await directoryDecision(deps.fourEyes, tx, actor) : "apply";
+          const kept = wanted.filter((role) => decision !== "hold" || !approverRoles.includes(role));
+          const roles = kept.length > 0 ? kept : (["user"] as PlatformRole[]);
           await tx
             .insertInto("principals")
             .values({
@@ -134,18 +177,39 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
             .execute();
           if (passwordHash) await identityStore.setPasswordHash(tx, id, passwordHash, now);
           await tellPrincipal(tx, id);
-          await audit.append(tx, actor, context, {
-            action: input.kind === "service" ? "service.create" : "user.create",
-            outcome: "success",
-            subject: `${input.kind}:${input.name}`,
-            details: {
-              platformRoles: roles,
-              manager: input.manager ?? null,
-              email: input.email ?? null,
-              password: passwordHash ? "set" : "none",
+          const subject = `${input.kind}:${input.name}`;
+          // Held before the audit append: change request rows are locked before the audit head, as approvals do.
+          const changeRequest =
+            decision === "hold"
+              ? await deps.fourEyes!.hold(
+                  tx,
+                  actor,
+                  heldRoles(newId(), { id, name: input.name }, roles, wanted, [
+                    ...(passwordHash
+                      ? [
+                          `${actorName(actor)} chose the password of ${input.name} when making the account: until ${input.name} changes it, ${actorName(actor)} can sign in as ${input.name}.`,
+                        ]
+                      : []),
+                  ]),
+                  context,
+                )
+              : undefined;
+          await audit.append(tx, actor, context, [
+            {
+              action: input.kind === "service" ? "service.create" : "user.create",
+              outcome: "success",
+              subject,
+              details: {
+                platformRoles: roles,
+                manager: input.manager ?? null,
+                email: input.email ?? null,
+                password: passwordHash ? "set" : "none",
+              },
             },
-          });
-          return toPrincipal(tx, (await identityStore.findPrincipalById(tx, id))!);
+            ...(decision === "waive" ? [waivedEvent(subject, `platform roles ${approverRoles.join(", ")}`)] : []),
+          ]);
+          const principal = await toPrincipal(tx, (await identityStore.findPrincipalById(tx, id))!);
+          return changeRequest ? { ...principal, changeRequest } : principal;
         });
       } catch (error) {
         if (isUniqueViolation(error))
@@ -164,10 +228,12 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         platformRoles?: PlatformRole[] | undefined;
       },
       context: CallContext,
-    ): Promise<Principal> {
+    ): Promise<MaybeHeld<Principal>> {
       authorize(actor, "users.write");
       return store.transaction(async (tx) => {
         const row = (await identityStore.lockPrincipal(tx, (await requirePrincipal(tx, name)).id))!;
+        let changeRequest: ChangeRequestRefDto | undefined;
+        const waived: AuditInput[] = [];
         const changes: Record<string, unknown> = {};
         if (input.email !== undefined) changes.email = input.email;
         if (input.displayName !== undefined) changes.display_name = input.displayName;
@@ -186,34 +252,40 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         }
         if (input.platformRoles !== undefined) {
           const roles = [...new Set(input.platformRoles)];
-          // A disabled administrator is not counted, so demoting one takes nothing away.
-          if (row.status === "active" && row.platform_roles.includes("admin") && !roles.includes("admin")) {
-            await identityStore.lockAdministrators(tx);
-            if ((await identityStore.countActiveAdmins(tx)) <= 1)
-              throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
+          // Adding a role that approves waits for another approver, the whole new set of roles with it.
+          const added = approverRolesAdded(row.platform_roles, roles);
+          const decision = added.length > 0 ? await directoryDecision(deps.fourEyes, tx, actor) : "apply";
+          if (decision === "hold") {
+            const change = heldRoles(newId(), row, row.platform_roles, roles, []);
+            changeRequest = await deps.fourEyes!.hold(tx, actor, change, context);
+          } else {
+            Object.assign(changes, await rolesChange(tx, row, roles));
+            if (decision === "waive")
+              waived.push(waivedEvent(`${row.kind}:${name}`, `platform roles ${added.join(", ")}`));
           }
-          changes.platform_roles = roles;
-          // Demoted, they still count against `fourEyes.alone: apply` for a day, as a disabled approver does.
-          if (mayApproveChanges(row.platform_roles) && !mayApproveChanges(roles))
-            changes.approver_role_lost_at = clock.now();
         }
-        if (Object.keys(changes).length === 0) return toPrincipal(tx, row);
+        const held = <T extends object>(value: T): MaybeHeld<T> =>
+          changeRequest ? { ...value, changeRequest } : value;
+        if (Object.keys(changes).length === 0) return held(await toPrincipal(tx, row));
         await tx
           .updateTable("principals")
           .set({ ...changes, updated_at: clock.now() })
           .where("id", "=", row.id)
           .execute();
         await tellPrincipal(tx, row.id);
-        await audit.append(tx, actor, context, {
-          action: "user.update",
-          outcome: "success",
-          subject: `${row.kind}:${name}`,
-          details: {
-            changed: Object.keys(input).filter((k) => (input as Record<string, unknown>)[k] !== undefined),
-            platformRoles: input.platformRoles ?? null,
+        const applied = Object.keys(input).filter(
+          (k) => (input as Record<string, unknown>)[k] !== undefined && (k !== "platformRoles" || !changeRequest),
+        );
+        await audit.append(tx, actor, context, [
+          {
+            action: "user.update",
+            outcome: "success",
+            subject: `${row.kind}:${name}`,
+            details: { changed: applied, platformRoles: changeRequest ? null : (input.platformRoles ?? null) },
           },
-        });
-        return toPrincipal(tx, (await identityStore.findPrincipalById(tx, row.id))!);
+          ...waived,
+        ]);
+        return held(await toPrincipal(tx, (await identityStore.findPrincipalById(tx, row.id))!));
       });
     },
 
@@ -274,7 +346,16 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
       });
     },
 
-    async setPassword(actor: Actor, name: string, password: string, context: CallContext): Promise<void> {
+    /**
+     * Sets another user's password; held for another approver (answered) when that user approves something and
+     * four-eyes is on: the password's hash is then sealed by the vault and set only on approval.
+     */
+    async setPassword(
+      actor: Actor,
+      name: string,
+      password: string,
+      context: CallContext,
+    ): Promise<ChangeRequestRefDto | undefined> {
       authorize(actor, "users.write");
       const target = await requirePrincipal(store.db, name);
       if (target.kind === "service")
@@ -282,18 +363,55 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
       const problem = passwordProblem(password, name);
       if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
       const passwordHash = await hashPassword(password, deps.scrypt);
+      // One's own password is one's own; someone else's, where they approve, lets the setter be them.
+      const approves =
+        actor.kind === "principal" && actor.id !== target.id ? await approvesWhat(store.db, target) : null;
+      const decision = approves ? await directoryDecision(deps.fourEyes, store.db, actor) : "apply";
+      if (decision === "hold") {
+        const id = newId();
+        // Sealed before the transaction: the vault reads its keys outside it.
+        const sealed = await deps.fourEyes!.seal(heldPasswordBinding(id), passwordHash);
+        const held = heldPassword(id, target, actorName(actor), approves!, sealed);
+        return store.transaction((tx) => deps.fourEyes!.hold(tx, actor, held, context));
+      }
       await store.transaction(async (tx) => {
         const now = clock.now();
         await identityStore.setPasswordHash(tx, target.id, passwordHash, now);
         const sessions = await identityStore.revokeSessions(tx, target.id, now, "password reset by an administrator");
         await index?.send(tx, { t: "pses", pid: target.id });
-        await audit.append(tx, actor, context, {
-          action: "user.password_reset",
-          outcome: "success",
-          subject: `user:${name}`,
-          details: { sessionsEnded: sessions },
-        });
+        await audit.append(tx, actor, context, [
+          {
+            action: "user.password_reset",
+            outcome: "success",
+            subject: `user:${name}`,
+            details: { sessionsEnded: sessions },
+          },
+          ...(decision === "waive" ? [waivedEvent(`user:${name}`, "password")] : []),
+        ]);
       });
+      return undefined;
+    },
+
+    /** Opens a held password's hash (outside any transaction: the vault reads its keys), for `applyHeld`. */
+    async openHeldSecret(changeRequestId: string, sealed: unknown): Promise<string> {
+      if (!deps.fourEyes) throw new StintError("UNAVAILABLE", "Held directory changes cannot be applied here.");
+      return deps.fourEyes.open(heldPasswordBinding(changeRequestId), sealedSecret.parse(sealed));
+    },
+
+    /** Applies an approved directory change in the change request's transaction; answers its audit events. */
+    applyHeld(tx: Kysely<Database>, held: { change: unknown; passwordHash: string | null }): Promise<AuditInput[]> {
+      return applyDirectoryChange(
+        tx,
+        {
+          now: clock.now(),
+          tellPrincipal,
+          rolesChange,
+          sessionsEnded: async (t, pid) => {
+            await index?.send(t, { t: "pses", pid });
+          },
+        },
+        held,
+      );
     },
 
     async listGroups(actor: Actor) {

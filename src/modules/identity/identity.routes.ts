@@ -5,7 +5,8 @@ import * as c from "../../contract/identity.js";
 import { ok } from "../../contract/common.js";
 import { heldWrite } from "../../contract/catalog-api.js";
 import type { IdentityService } from "./identity.service.js";
-import type { DirectoryService } from "./directory.service.js";
+import type { DirectoryService, MaybeHeld } from "./directory.service.js";
+import type { Principal } from "./identity.types.js";
 
 const nameParam = z.strictObject({ name: z.string().min(1).max(64) });
 const tokenIdParam = z.strictObject({ id: z.uuid() });
@@ -120,11 +121,13 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
     "/v1/users",
     {
       config: { requirement: "users.write" },
-      schema: { tags: ["users"], body: c.createUserRequest, response: { 201: c.principal } },
+      schema: { tags: ["users"], body: c.createUserRequest, response: { 201: c.principal, 202: c.heldUserWrite } },
     },
+    // 202 when four-eyes holds an approver role: the user is made without it, the change request answered.
     async (req, reply) => {
-      reply.code(201);
-      return directory.createPrincipal(req.actor, req.body, req.callContext);
+      const answer = heldOr(201, await directory.createPrincipal(req.actor, req.body, req.callContext));
+      reply.code(answer.code);
+      return answer.body;
     },
   );
 
@@ -141,9 +144,21 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
     "/v1/users/:name",
     {
       config: { requirement: "users.write" },
-      schema: { tags: ["users"], params: nameParam, body: c.updateUserRequest, response: { 200: c.principal } },
+      schema: {
+        tags: ["users"],
+        params: nameParam,
+        body: c.updateUserRequest,
+        response: { 200: c.principal, 202: c.heldUserWrite },
+      },
     },
-    async (req) => directory.updatePrincipal(req.actor, req.params.name, req.body, req.callContext),
+    async (req, reply) => {
+      const answer = heldOr(
+        200,
+        await directory.updatePrincipal(req.actor, req.params.name, req.body, req.callContext),
+      );
+      reply.code(answer.code);
+      return answer.body;
+    },
   );
 
   app.post(
@@ -168,11 +183,18 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
     "/v1/users/:name/password",
     {
       config: { requirement: "users.write" },
-      schema: { tags: ["users"], params: nameParam, body: c.setPasswordRequest, response: { 200: ok } },
+      schema: {
+        tags: ["users"],
+        params: nameParam,
+        body: c.setPasswordRequest,
+        response: { 200: ok, 202: heldWrite },
+      },
     },
-    async (req) => {
-      await directory.setPassword(req.actor, req.params.name, req.body.password, req.callContext);
-      return { ok: true as const };
+    async (req, reply) => {
+      const changeRequest = await directory.setPassword(req.actor, req.params.name, req.body.password, req.callContext);
+      if (!changeRequest) return { ok: true as const };
+      reply.code(202);
+      return { changeRequest };
     },
   );
 
@@ -264,4 +286,10 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
       return { ok: true as const };
     },
   );
+}
+
+/** A user write four-eyes held in part: 202 with the user as it is now and the change request; else `code`. */
+function heldOr<Code extends 200 | 201>(code: Code, result: MaybeHeld<Principal>) {
+  const { changeRequest, ...user } = result;
+  return changeRequest ? { code: 202 as const, body: { user, changeRequest } } : { code, body: user };
 }

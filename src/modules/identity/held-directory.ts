@@ -1,0 +1,251 @@
+/**
+ * Four-eyes on the directory (docs/security.md, finding 81). Four-eyes assumes one account is one person, which no
+ * admin may undo alone: granting a platform role that approves change requests (admin, security) and an
+ * administrator's reset of the password of someone who approves (those roles, or named an approver of activations
+ * by a policy: directly, through a group, or as a manager where a policy says `manager: true`) are held as change
+ * requests while four-eyes is on (`fourEyes.tiers` not empty). Another approver approves, never the author nor the
+ * account concerned; `fourEyes.alone: apply` waives it while nobody else could (the first admin making the second),
+ * audited as `user.four_eyes_waived`. A held password is kept only as its scrypt hash, sealed by the vault (envelope
+ * encryption bound to the change request), and set only on approval.
+ */
+import type { Kysely } from "kysely";
+import { z } from "zod";
+import type { Database } from "../../db/index.js";
+import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
+import { StintError } from "../../lib/errors.js";
+import type { AuditInput } from "../audit/audit.types.js";
+import { mayApproveChanges } from "../authz/authz.rules.js";
+import type { Actor, CallContext } from "../authz/authz.types.js";
+import * as identityStore from "./identity.store.js";
+
+type Tx = Kysely<Database>;
+
+/** What a held directory change does once approved (kept in the change request's plan as `directory`). */
+export const directoryChange = z.discriminatedUnion("action", [
+  z.object({
+    action: z.literal("platform-roles"),
+    principalId: z.string(),
+    principal: z.string(),
+    /** The roles it had when the change was held: approving a change made against other roles turns it stale. */
+    before: z.array(z.string()),
+    roles: z.array(z.string()),
+  }),
+  z.object({ action: z.literal("password"), principalId: z.string(), principal: z.string() }),
+]);
+export type DirectoryChange = z.infer<typeof directoryChange>;
+
+/** A value the vault sealed (vault.secrets `sealValue`). */
+export const sealedSecret = z.object({ ciphertext: z.string(), wrappedKey: z.string(), kekVersion: z.number() });
+export type SealedSecret = z.infer<typeof sealedSecret>;
+
+export interface HeldDirectoryChange {
+  /** The change request's id, drawn first: a held password's hash is sealed bound to it. */
+  id: string;
+  change: DirectoryChange;
+  /** What the approver reads (there is no configuration file to show). */
+  document: string;
+  reasons: string[];
+  notes: string[];
+  sealed?: SealedSecret;
+}
+
+export interface DirectoryFourEyes {
+  /** Four-eyes is on (`fourEyes.tiers` not empty). */
+  on: boolean;
+  alone: "apply" | "hold";
+  /** Whether someone other than `actor` could approve (or could a day ago: change-requests.service). */
+  anotherApprover: (tx: Tx, actor: Actor) => Promise<boolean>;
+  /** Keeps the change request in the caller's transaction. */
+  hold: (tx: Tx, actor: Actor, held: HeldDirectoryChange, context: CallContext) => Promise<ChangeRequestRefDto>;
+  /** The vault's envelope encryption (`sealValue`, `openValue`): a held password's hash, never the password. */
+  seal: (bound: string, value: string) => Promise<SealedSecret>;
+  open: (bound: string, sealed: SealedSecret) => Promise<string>;
+}
+
+/** What a held password's hash is sealed bound to: it opens for this change request only. */
+export const heldPasswordBinding = (changeRequestId: string) => `change-request:${changeRequestId}:password`;
+
+/** The roles in `after` and not in `before` that approve change requests (admin, security). */
+export function approverRolesAdded(before: readonly string[], after: readonly string[]): string[] {
+  return after.filter((role) => !before.includes(role) && mayApproveChanges([role]));
+}
+
+const stringsOf = (value: unknown): string[] =>
+  Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : [];
+
+/** Who the stored policies name as approvers of activations (any stage, escalation, outside the window). */
+export function namedApprovers(specs: readonly unknown[]): {
+  users: Set<string>;
+  groups: Set<string>;
+  manager: boolean;
+} {
+  const named = { users: new Set<string>(), groups: new Set<string>(), manager: false };
+  const add = (set: unknown) => {
+    if (typeof set !== "object" || set === null) return;
+    const { users, groups, manager } = set as { users?: unknown; groups?: unknown; manager?: unknown };
+    for (const user of stringsOf(users)) named.users.add(user);
+    for (const group of stringsOf(groups)) named.groups.add(group);
+    if (manager === true) named.manager = true;
+  };
+  for (const spec of specs) {
+    const { approval, outsideWindowApprovers } = (spec ?? {}) as {
+      approval?: unknown;
+      outsideWindowApprovers?: unknown;
+    };
+    const stages = (approval as { stages?: unknown } | undefined)?.stages;
+    for (const stage of Array.isArray(stages) ? (stages as unknown[]) : []) {
+      add((stage as { approvers?: unknown } | null)?.approvers);
+      add((stage as { escalateTo?: unknown } | null)?.escalateTo);
+    }
+    add(outsideWindowApprovers);
+  }
+  return named;
+}
+
+/** Why `principal` approves something (a platform role, or the policies as they stand), or null when nothing. */
+export async function approvesWhat(
+  db: Tx,
+  principal: { id: string; name: string; platform_roles: string[] },
+): Promise<string | null> {
+  const roles = principal.platform_roles.filter((role) => mayApproveChanges([role]));
+  if (roles.length > 0) return `approves change requests (platform role ${roles.join(", ")})`;
+  const named = namedApprovers((await db.selectFrom("policies").select("spec").execute()).map((p) => p.spec));
+  if (named.users.has(principal.name)) return "is named an approver of activations by a policy";
+  if (named.groups.size > 0) {
+    const group = await db
+      .selectFrom("group_members")
+      .innerJoin("groups", "groups.id", "group_members.group_id")
+      .select("groups.name")
+      .where("group_members.principal_id", "=", principal.id)
+      .where("groups.name", "in", [...named.groups])
+      .limit(1)
+      .executeTakeFirst();
+    if (group) return `approves activations (a member of ${group.name}, which a policy names)`;
+  }
+  if (named.manager) {
+    const report = await db
+      .selectFrom("principals")
+      .select("id")
+      .where("manager_id", "=", principal.id)
+      .limit(1)
+      .executeTakeFirst();
+    if (report) return "approves activations as a manager (a policy says `manager: true`)";
+  }
+  return null;
+}
+
+/**
+ * Whether `actor`'s change of approver rights is applied now (`apply`: four-eyes off), applied with the waiver
+ * (`waive`: nobody else could approve, `alone: apply`) or held.
+ */
+export async function directoryDecision(
+  fourEyes: DirectoryFourEyes | undefined,
+  db: Tx,
+  actor: Actor,
+): Promise<"apply" | "waive" | "hold"> {
+  if (!fourEyes?.on || actor.kind !== "principal") return "apply";
+  if (fourEyes.alone === "apply" && !(await fourEyes.anotherApprover(db, actor))) return "waive";
+  return "hold";
+}
+
+/** The audit event of a waived directory change (`alone: apply`), beside the change's own. */
+export function waivedEvent(subject: string, what: string): AuditInput {
+  return {
+    action: "user.four_eyes_waived",
+    outcome: "success",
+    subject,
+    reason: "no second admin",
+    details: { change: what },
+  };
+}
+
+const HEADER = "# Held by four-eyes: a change to the directory (not a configuration file).\n";
+
+/** A held grant of approver roles, as the approver reads it. */
+export function heldRoles(
+  id: string,
+  principal: { id: string; name: string },
+  before: string[],
+  roles: string[],
+  notes: string[],
+): HeldDirectoryChange {
+  const added = approverRolesAdded(before, roles);
+  return {
+    id,
+    change: { action: "platform-roles", principalId: principal.id, principal: principal.name, before, roles },
+    document: `${HEADER}user: ${principal.name}\nplatformRoles: [${roles.join(", ")}]  # now: [${before.join(", ")}]\n`,
+    reasons: added.map((role) => `grants platform role ${role}, which approves change requests`),
+    notes,
+  };
+}
+
+/** A held password reset, as the approver reads it: the password itself is nowhere in it. */
+export function heldPassword(
+  id: string,
+  principal: { id: string; name: string },
+  author: string,
+  why: string,
+  sealed: SealedSecret,
+): HeldDirectoryChange {
+  return {
+    id,
+    change: { action: "password", principalId: principal.id, principal: principal.name },
+    document: `${HEADER}user: ${principal.name}\npassword: chosen by ${author}, kept sealed until approved\n`,
+    reasons: [`sets the password of ${principal.name}, who ${why}: whoever knows it can sign in as them`],
+    notes: [`Approving lets ${author} sign in as ${principal.name} until ${principal.name} changes the password.`],
+    sealed,
+  };
+}
+
+/**
+ * Applies an approved directory change in the change request's transaction and answers its audit events: only to
+ * the account as it was when held (roles unchanged, still active), else CHANGE_REQUEST_STALE.
+ */
+export async function applyDirectoryChange(
+  tx: Tx,
+  deps: {
+    now: Date;
+    tellPrincipal: (tx: Tx, id: string) => Promise<void>;
+    rolesChange: (
+      tx: Tx,
+      row: { id: string; status: string; platform_roles: string[] },
+      roles: string[],
+    ) => Promise<Record<string, unknown>>;
+    sessionsEnded: (tx: Tx, principalId: string) => Promise<void>;
+  },
+  held: { change: unknown; passwordHash: string | null },
+): Promise<AuditInput[]> {
+  const change = directoryChange.parse(held.change);
+  const row = await identityStore.lockPrincipal(tx, change.principalId);
+  if (!row || row.status !== "active")
+    throw new StintError("CHANGE_REQUEST_STALE", `${change.principal} is gone or disabled since this was held.`);
+  const subject = `${row.kind}:${row.name}`;
+  if (change.action === "password") {
+    if (held.passwordHash === null) throw new StintError("INTEGRITY_FAILED", "The held password is missing.");
+    await identityStore.setPasswordHash(tx, row.id, held.passwordHash, deps.now);
+    const sessions = await identityStore.revokeSessions(tx, row.id, deps.now, "password reset by an administrator");
+    await deps.sessionsEnded(tx, row.id);
+    return [{ action: "user.password_reset", outcome: "success", subject, details: { sessionsEnded: sessions } }];
+  }
+  const same = (a: readonly string[], b: readonly string[]) => [...a].sort().join() === [...b].sort().join();
+  if (!same(row.platform_roles, change.before))
+    throw new StintError(
+      "CHANGE_REQUEST_STALE",
+      `The platform roles of ${row.name} changed since this was held; ask for the change again.`,
+    );
+  const changes = await deps.rolesChange(tx, row, change.roles);
+  await tx
+    .updateTable("principals")
+    .set({ ...changes, updated_at: deps.now })
+    .where("id", "=", row.id)
+    .execute();
+  await deps.tellPrincipal(tx, row.id);
+  return [
+    {
+      action: "user.update",
+      outcome: "success",
+      subject,
+      details: { changed: ["platformRoles"], platformRoles: change.roles },
+    },
+  ];
+}
