@@ -13,10 +13,10 @@ import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { loadavg } from "node:os";
-import type { Connector, ConnectorTarget } from "../src/modules/connectors/connector.types.js";
+import type { Connector } from "../src/modules/connectors/connector.types.js";
 import { sshHostConnector, sshHostPools } from "../src/modules/connectors/ssh-host/ssh-host.connector.js";
 import { sshdChildren } from "../src/testing/ssh-connections.js";
-import { startSshd } from "../src/testing/sshd.js";
+import { sshHostTarget, startSshd } from "../src/testing/sshd.js";
 
 const TICK_MS = 10; // USER_HZ 100 on Linux
 
@@ -61,12 +61,7 @@ interface Variant {
 const calls = Number(arg("calls", "60"));
 const beforeDir = arg("before", "");
 const sshd = await startSshd();
-const target: ConnectorTarget = {
-  name: "bench-host",
-  address: `ssh://${sshd.adminUser}@${sshd.host}:${sshd.port}`,
-  options: { hostKey: sshd.hostKeyFingerprint },
-  credential: sshd.adminPrivateKey,
-};
+const target = sshHostTarget(sshd, "bench-host");
 const observe = (connector: Connector) => async () => {
   await connector.observe(target, { group: "root" });
 };

@@ -10,6 +10,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import type { ConnectorTarget } from "../modules/connectors/connector.types.js";
 import { freePort } from "./ports.js";
 export { freePort };
 
@@ -105,6 +106,16 @@ export async function startSshd(options: { extraConfig?: string[] } = {}): Promi
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** The ssh-host target for the test sshd: its admin user with the admin key, the host key pinned. */
+export function sshHostTarget(sshd: Sshd, name: string): ConnectorTarget {
+  return {
+    name,
+    address: `ssh://${sshd.adminUser}@${sshd.host}:${sshd.port}`,
+    options: { hostKey: sshd.hostKeyFingerprint },
+    credential: sshd.adminPrivateKey,
+  };
 }
 
 async function waitForPort(port: number, alive: () => boolean, timeoutMs: number): Promise<void> {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
-import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
+import type { ConnectorTarget } from "../connector.types.js";
 import {
   createGroup,
   createUser,
@@ -14,9 +14,11 @@ import {
   deleteUser,
   freePort,
   idGroups,
+  sshHostTarget,
   startSshd,
   type Sshd,
 } from "../../../testing/sshd.js";
+import { connectorFailure } from "../../../testing/connector-failure.js";
 import { eventually, sshClientPorts } from "../../../testing/ssh-connections.js";
 import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
 
@@ -40,15 +42,7 @@ const messages: string[] = [];
 const children: ChildProcess[] = [];
 
 /** The error a call throws, recorded so that the last test can check that no message holds the key. */
-async function failure(pending: Promise<unknown>): Promise<ConnectorError> {
-  const error = await pending.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ConnectorError);
-  messages.push((error as ConnectorError).message);
-  return error as ConnectorError;
-}
+const failure = (pending: Promise<unknown>) => connectorFailure(pending, messages);
 
 function withOptions(options: Record<string, unknown>, overrides: Partial<ConnectorTarget> = {}): ConnectorTarget {
   return { ...target, options: { ...target.options, ...options }, ...overrides };
@@ -64,12 +58,7 @@ const openConnections = () => sshClientPorts(sshd.port);
 
 beforeAll(async () => {
   sshd = await startSshd();
-  target = {
-    name: "test-host",
-    address: `ssh://${sshd.adminUser}@${sshd.host}:${sshd.port}`,
-    options: { hostKey: sshd.hostKeyFingerprint },
-    credential: sshd.adminPrivateKey,
-  };
+  target = sshHostTarget(sshd, "test-host");
   for (const group of groups) await createGroup(group);
   for (const user of users) await createUser(user, { sshLogin: user === lowly });
   execFileSync("gpasswd", ["-a", carol, sudoersGroup]);

@@ -9,8 +9,9 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_POOL_SETTINGS } from "../connection-pool.js";
-import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
-import { startSshd, type Sshd } from "../../../testing/sshd.js";
+import type { ConnectorTarget } from "../connector.types.js";
+import { connectorFailure } from "../../../testing/connector-failure.js";
+import { sshHostTarget, startSshd, type Sshd } from "../../../testing/sshd.js";
 import { eventually, sshClientPorts, sshdChildren } from "../../../testing/ssh-connections.js";
 import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
 import { withSession } from "./ssh-host.client.js";
@@ -20,14 +21,7 @@ let target: ConnectorTarget;
 const ports = () => sshClientPorts(sshd.port);
 const observeRoot = (on: ConnectorTarget = target) => connector.observe(on, { group: "root" });
 
-async function failure(pending: Promise<unknown>): Promise<ConnectorError> {
-  const error = await pending.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ConnectorError);
-  return error as ConnectorError;
-}
+const failure = connectorFailure;
 
 /** Closes every pooled connection and waits until the server has none left. */
 async function freshPools(): Promise<void> {
@@ -37,12 +31,7 @@ async function freshPools(): Promise<void> {
 
 beforeAll(async () => {
   sshd = await startSshd();
-  target = {
-    name: "pool-host",
-    address: `ssh://${sshd.adminUser}@${sshd.host}:${sshd.port}`,
-    options: { hostKey: sshd.hostKeyFingerprint },
-    credential: sshd.adminPrivateKey,
-  };
+  target = sshHostTarget(sshd, "pool-host");
 });
 
 afterEach(async () => {

@@ -11,8 +11,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateEd25519KeyPair } from "../../../lib/ssh-keys.js";
 import { eventually } from "../../../testing/ssh-connections.js";
-import { createUser, deleteUser, freePort, startSshd, type Sshd } from "../../../testing/sshd.js";
-import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
+import { connectorFailure } from "../../../testing/connector-failure.js";
+import { createUser, deleteUser, freePort, sshHostTarget, startSshd, type Sshd } from "../../../testing/sshd.js";
+import type { ConnectorTarget } from "../connector.types.js";
 import { sshHostConnector as connector, sshHostPools } from "./ssh-host.connector.js";
 
 const suffix = randomBytes(4).toString("hex");
@@ -43,15 +44,7 @@ const personalLine = personal.public;
 const messages: string[] = [];
 const children: ChildProcess[] = [];
 
-async function failure(pending: Promise<unknown>): Promise<ConnectorError> {
-  const error = await pending.then(
-    () => undefined,
-    (thrown: unknown) => thrown,
-  );
-  expect(error).toBeInstanceOf(ConnectorError);
-  messages.push((error as ConnectorError).message);
-  return error as ConnectorError;
-}
+const failure = (pending: Promise<unknown>) => connectorFailure(pending, messages);
 
 const homeOf = (user: string) => execFileSync("getent", ["passwd", user]).toString().split(":")[5]!;
 
@@ -105,12 +98,7 @@ const publicPart = (key: { public: string }) => key.public.trim().split(" ").sli
 
 beforeAll(async () => {
   sshd = await startSshd();
-  target = {
-    name: "test-host",
-    address: `ssh://${sshd.adminUser}@${sshd.host}:${sshd.port}`,
-    options: { hostKey: sshd.hostKeyFingerprint },
-    credential: sshd.adminPrivateKey,
-  };
+  target = sshHostTarget(sshd, "test-host");
   keyDir = mkdtempSync(join(tmpdir(), "stint-rotation-"));
   for (const user of withHome) await createUser(user, { sshLogin: true, home: true });
   await createUser(frank, { sshLogin: true });
@@ -213,25 +201,13 @@ describe("key rotation", () => {
     expect(processesOf(dana)).not.toEqual([]);
 
     // A rotation that does not ask for it, or a target that does not allow it, leaves the session alone.
-    await setPassword(
-      { ...target, options: { ...target.options, terminateSessions: true } },
-      {
-        login: dana,
-        password: keyB.private,
-      },
-    );
+    const terminating = { ...target, options: { ...target.options, terminateSessions: true } };
+    await setPassword(terminating, { login: dana, password: keyB.private });
     await setPassword(target, { login: dana, password: keyA.private, endSessions: true });
     expect(held.child.exitCode).toBeNull();
     expect(processesOf(dana)).not.toEqual([]);
 
-    await setPassword(
-      { ...target, options: { ...target.options, terminateSessions: true } },
-      {
-        login: dana,
-        password: keyB.private,
-        endSessions: true,
-      },
-    );
+    await setPassword(terminating, { login: dana, password: keyB.private, endSessions: true });
     // Killed by then; a killed process is listed until its parent (sshd) has reaped it.
     expect(await eventually(() => processesOf(dana).length === 0)).toBe(true);
     expect(await eventually(() => held.child.exitCode !== null)).toBe(true);
