@@ -6,10 +6,8 @@
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CliContext } from "../../src/cli/context.js";
-import { runCli } from "../../src/cli/program.js";
+import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
 import { injectFetch } from "./inject-fetch.js";
 
@@ -29,23 +27,13 @@ describe("CLI profiles", () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function stint(argv: string[], env: Record<string, string> = {}, input?: string) {
-    const stdin = new PassThrough();
-    stdin.end(input);
-    const out: string[] = [];
-    const err: string[] = [];
-    const ctx: CliContext = {
-      stdin: Object.assign(stdin, { isTTY: false }),
-      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+  const stint = (argv: string[], env: Record<string, string> = {}, input?: string) =>
+    runCliCaptured(argv, {
       env: { STINT_CONFIG_DIR: dir, HOME: dir, STINT_SERVER: SERVER, ...env },
+      input,
       fetch: injectFetch(() => server.app),
-      now: () => Date.now(),
-      version: "0.0.0-test",
-    };
-    const code = await runCli(argv, ctx);
-    return { code, stdout: out.join(""), stderr: err.join("") };
-  }
+      isTTY: false,
+    });
   const whoami = async (argv: string[] = [], env: Record<string, string> = {}) => {
     const result = await stint(["whoami", "--json", ...argv], env);
     expect(result.code, result.stderr).toBe(0);

@@ -12,14 +12,12 @@ import { createServer, type IncomingMessage, type Server as HttpServer, type Ser
 import { createServer as createNetServer, type Server as NetServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type KeyLike } from "jose";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { CliContext } from "../../src/cli/context.js";
-import { runCli } from "../../src/cli/program.js";
 import { ADMIN_PASSWORD } from "../../src/testing/server.js";
+import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { injectFetch } from "./inject-fetch.js";
 import { dynamicPgConfig, stintWithPgTarget, type PgTarget } from "./pg-target.js";
 import type { TargetsHarness } from "../../src/testing/targets-harness.js";
@@ -573,23 +571,13 @@ describe("workload identity: stint login --token-exchange-from-env", () => {
   /** The CLI's fetch, answered by the in-process server. */
   const bridge = injectFetch(() => h.server.app);
 
-  async function cli(dir: string, argv: string[], env: Record<string, string> = {}, input?: string) {
-    const stdin = new PassThrough();
-    stdin.end(input);
-    const out: string[] = [];
-    const err: string[] = [];
-    const ctx: CliContext = {
-      stdin: Object.assign(stdin, { isTTY: false }),
-      stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-      stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+  const cli = (dir: string, argv: string[], env: Record<string, string> = {}, input?: string) =>
+    runCliCaptured(argv, {
       env: { STINT_CONFIG_DIR: dir, HOME: dir, STINT_SERVER: SERVER, ...env },
+      input,
       fetch: bridge,
-      now: () => Date.now(),
-      version: "0.0.0-test",
-    };
-    const code = await runCli(argv, ctx);
-    return { code, stdout: out.join(""), stderr: err.join("") };
-  }
+      isTTY: false,
+    });
 
   it("signs a pipeline in from the job token in an environment variable, never printing or saving that token", async () => {
     const dir = await mkdtemp(path.join(tmpdir(), "stint-cli-wl-"));

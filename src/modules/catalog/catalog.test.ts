@@ -9,13 +9,11 @@
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
 import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseDocument } from "yaml";
-import type { CliContext } from "../../cli/context.js";
-import { runCli } from "../../cli/program.js";
 import type { App } from "../../http/app.js";
+import { runCliCaptured } from "../../testing/cli-run.js";
 import { ENGINES } from "../../testing/engines.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 import { SEED_CATALOG_YAML } from "../../testing/seed-catalog.js";
@@ -84,15 +82,8 @@ function injectFetch(app: App): typeof fetch {
   };
 }
 
-async function cli(server: TestServer, auth: string, argv: string[], dir: string) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const stdin = new PassThrough();
-  stdin.end();
-  const ctx: CliContext = {
-    stdin: Object.assign(stdin, { isTTY: false }),
-    stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-    stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+function cli(server: TestServer, auth: string, argv: string[], dir: string) {
+  return runCliCaptured(argv, {
     env: {
       STINT_CONFIG_DIR: dir,
       HOME: dir,
@@ -100,11 +91,8 @@ async function cli(server: TestServer, auth: string, argv: string[], dir: string
       STINT_TOKEN: auth.replace(/^Bearer /, ""),
     },
     fetch: injectFetch(server.app),
-    now: () => Date.now(),
-    version: "0.0.0-test",
-  };
-  const code = await runCli(argv, ctx);
-  return { code, stdout: out.join(""), stderr: err.join("") };
+    isTTY: false,
+  });
 }
 
 const FILE = SEED_CATALOG_YAML;

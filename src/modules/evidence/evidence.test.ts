@@ -10,10 +10,8 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PassThrough } from "node:stream";
-import { runCli } from "../../cli/program.js";
-import type { CliContext } from "../../cli/context.js";
 import { injectFetch } from "../../../test/e2e/inject-fetch.js";
+import { runCliCaptured } from "../../testing/cli-run.js";
 import { passwordFor } from "../../testing/server.js";
 import { reportHash } from "./evidence.rules.js";
 import { targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
@@ -31,21 +29,11 @@ let itemId: string;
 
 async function cli(argv: string[], user: string) {
   const token = (await h.server.login(user, passwordFor(user))).slice("Bearer ".length);
-  const out: string[] = [];
-  const err: string[] = [];
-  const stdin = new PassThrough();
-  stdin.end("");
-  const ctx: CliContext = {
-    stdin,
-    stdout: { write: (chunk) => out.push(String(chunk)) > 0 },
-    stderr: { write: (chunk) => err.push(String(chunk)) > 0 },
+  return runCliCaptured(argv, {
     env: { STINT_SERVER: "http://stint.test", STINT_TOKEN: token, STINT_CONFIG_DIR: path.join(work, "cli") },
     fetch: injectFetch(() => h.server.app),
     now: () => h.clock.now().getTime(),
-    version: "0.0.0-test",
-  };
-  const code = await runCli(argv, ctx);
-  return { code, stdout: out.join(""), stderr: err.join("") };
+  });
 }
 
 async function events(action: string) {
