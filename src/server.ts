@@ -558,6 +558,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
           clock,
           catalog: () => catalog,
           expireAfterMs: config.fourEyes.expireAfter,
+          approverMfa: config.fourEyes.approverMfa,
           // A held conversion of standing access: its approval also removes that access (grants.standing).
           onApplied: (tx, applied) => grants!.applyHeldFollowUp(tx, applied),
           // A held directory change (an approver role, an approver's password) is the directory's to apply.

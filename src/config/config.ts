@@ -230,8 +230,29 @@ export const configSchema = z
          * the catalog), `apply` applies at once, audited as config.four_eyes_waived; `hold` holds it anyway.
          */
         alone: z.enum(["apply", "hold"]).default("apply"),
+        /**
+         * The approving admin's own fresh second factor (as `stint step-up` renews it), for change requests at these
+         * tiers, no older than `maxAge`. Off by default: other admin writes ask for no MFA either, so it stops a
+         * phished approver only where admin sessions are otherwise MFA-fresh (docs/configuration.md#four-eyes).
+         */
+        approverMfa: z
+          .strictObject({
+            tiers: z
+              .array(z.enum(["low", "medium", "high", "critical"]))
+              .refine((t) => new Set(t).size === t.length, "must not repeat a tier")
+              .default([]),
+            maxAge: duration
+              .refine((ms) => ms >= 30_000 && ms <= 86_400_000, "must be between 30s and 1d")
+              .default(15 * 60_000),
+          })
+          .default({ tiers: [], maxAge: 15 * 60_000 }),
       })
-      .default({ tiers: ["high", "critical"], expireAfter: 7 * 86_400_000, alone: "apply" }),
+      .default({
+        tiers: ["high", "critical"],
+        expireAfter: 7 * 86_400_000,
+        alone: "apply",
+        approverMfa: { tiers: [], maxAge: 15 * 60_000 },
+      }),
   })
   .strict()
   .refine(

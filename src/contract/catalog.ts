@@ -72,29 +72,32 @@ function durationBetween(minMs: number, maxMs: number, words: string) {
   }, `must be ${words}`);
 }
 
+/** How recent a second factor must be: the requester's at activation (`mfa`), an approver's (`approval.mfa`). */
+const mfaRule = z
+  .strictObject({
+    required: z.boolean().default(true),
+    maxAge: durationText.default("15m"),
+    /**
+     * Which second factors count for this policy's freshness check; absent = any (TOTP, recovery code or
+     * passkey). `[webauthn]` accepts only a passkey check with user verification.
+     */
+    methods: z
+      .array(mfaMethod)
+      .min(1)
+      .max(2)
+      .refine((m) => new Set(m).size === m.length, "must not repeat a method")
+      .optional(),
+  })
+  .refine((m) => m.required || m.methods === undefined, {
+    message: "methods only apply when MFA is required",
+    path: ["methods"],
+  });
+export type MfaRule = z.output<typeof mfaRule>;
+
 export const policySpec = z.strictObject({
   defaultDuration: durationText.default("1h"),
   maxDuration: durationText.default("8h"),
-  mfa: z
-    .strictObject({
-      required: z.boolean().default(true),
-      maxAge: durationText.default("15m"),
-      /**
-       * Which second factors count for this policy's freshness check; absent = any (TOTP, recovery code or
-       * passkey). `[webauthn]` accepts only a passkey check with user verification.
-       */
-      methods: z
-        .array(mfaMethod)
-        .min(1)
-        .max(2)
-        .refine((m) => new Set(m).size === m.length, "must not repeat a method")
-        .optional(),
-    })
-    .refine((m) => m.required || m.methods === undefined, {
-      message: "methods only apply when MFA is required",
-      path: ["methods"],
-    })
-    .default({ required: true, maxAge: "15m" }),
+  mfa: mfaRule.default({ required: true, maxAge: "15m" }),
   justification: z
     .strictObject({
       minLength: z.number().int().min(0).max(1000).default(10),
@@ -129,6 +132,11 @@ export const policySpec = z.strictObject({
        * people who approved no earlier stage, so two stages always mean at least two people.
        */
       sameApproverAcrossStages: z.boolean().default(false),
+      /**
+       * How recent the approver's own second factor must be for an approval to count (a denial needs none).
+       * Absent: required within 15m for roles at risk `critical`, not asked otherwise (`approverMfaRule`).
+       */
+      mfa: mfaRule.optional(),
     })
     .default({ stages: [], sameApproverAcrossStages: false }),
   windows: z.array(activationWindow).max(20).default([]),

@@ -5,17 +5,14 @@
 import { shortId } from "../../contract/short-id.js";
 import { type Command, Option } from "commander";
 import { reason as reasonSchema } from "../../contract/common.js";
-import { principal, stepUpResult } from "../../contract/identity.js";
 import { activationRequest, activationToken, checkResult, myRoles, requestList } from "../../contract/requests.js";
 import { parseDuration } from "../../lib/duration.js";
 import { segment, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { CliError, EXIT_CODES, isCliError, usageError } from "../exit-codes.js";
 import { emit, note, renderTable, sanitize } from "../output.js";
-import { oneTimeCode, promptOneTimeCode, TOTP_CODE_ENV } from "../one-time-code.js";
-import { isInteractive } from "../prompt.js";
 import { checkName, clientFor, durationArgument, integerIn } from "./shared.js";
-import { stepUpInBrowser } from "./step-up.js";
+import { withStepUp } from "./step-up.js";
 import { parseStart } from "./start-time.js";
 import {
   clock,
@@ -84,66 +81,6 @@ async function resolveRequestId(
   return matches[0]!;
 }
 
-/** POST /v1/auth/step-up: a fresh one-time code renews the session's MFA time. */
-async function stepUp(client: ApiClient, otp: string): Promise<void> {
-  const code = otp.replace(/\s+/g, "");
-  if (code === "") throw usageError("--otp needs the code the authenticator app shows");
-  await client.request("POST", "/v1/auth/step-up", { body: { otp: code }, schema: stepUpResult });
-}
-
-/**
- * Sends a request that a role's policy may refuse for want of a recent MFA check. With --otp the
- * step-up comes first; at a terminal, MFA_STEP_UP_REQUIRED turns into a prompt for the code and
- * one more try.
- */
-async function withStepUp<T>(
-  ctx: CliContext,
-  client: ApiClient,
-  given: string | undefined,
-  send: () => Promise<T>,
-): Promise<T> {
-  // $STINT_TOTP_CODE only when the policy asks: a code spent on a role that needs none would be gone.
-  const otp = await oneTimeCode(ctx, { given, flag: "--otp", stdinHint: "`--otp -`", useEnv: false });
-  if (otp !== undefined) await stepUp(client, otp);
-  try {
-    return await send();
-  } catch (error) {
-    if (isCliError(error) && error.code === "WEBAUTHN_REQUIRED") {
-      // The policy wants a passkey: at a terminal the browser confirms it (the CLI prints the link and waits).
-      if (!isInteractive(ctx))
-        throw new CliError(error.code, `${error.message.replace(/\.$/, "")}; run \`stint step-up --webauthn\` first`, {
-          exitCode: error.exitCode,
-          ...(error.status !== undefined ? { status: error.status } : {}),
-        });
-      await stepUpInBrowser(ctx, client, 5 * 60_000);
-      return send();
-    }
-    if (!(isCliError(error) && error.code === "MFA_STEP_UP_REQUIRED")) throw error;
-    // Nobody can type a one-time code without an authenticator app: say how to get one instead.
-    const me = await client
-      .request("GET", "/v1/me", { schema: principal })
-      .then((answer) => answer.data)
-      .catch(() => undefined);
-    if (me && !me.mfaEnrolled)
-      throw new CliError(
-        error.code,
-        `${error.message.replace(/\.$/, "")}; you have no authenticator app enrolled: run \`stint mfa enroll\` first (a passkey also counts: \`stint step-up --webauthn\`)`,
-        { exitCode: error.exitCode, ...(error.status !== undefined ? { status: error.status } : {}) },
-      );
-    const fromEnv = otp === undefined ? ctx.env[TOTP_CODE_ENV]?.replace(/\s+/g, "") : undefined;
-    if (!fromEnv && (otp !== undefined || !isInteractive(ctx))) {
-      throw new CliError(
-        error.code,
-        `${error.message.replace(/\.$/, "")}; add --otp - (the code on stdin) or set ${TOTP_CODE_ENV}`,
-        { exitCode: error.exitCode, ...(error.status !== undefined ? { status: error.status } : {}) },
-      );
-    }
-    const code = fromEnv || (await promptOneTimeCode(ctx, "This role needs a recent MFA check. One-time code: "));
-    if (code === "") throw error;
-    await stepUp(client, code);
-    return send();
-  }
-}
 // Commands
 
 interface ActivateOptions {
@@ -277,8 +214,9 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
     .description("approve a request that waits for your decision")
     .argument("<id>", "request id (the UUID, or at least 8 of its hex digits)")
     .option("--reason <text>", "why (recorded in the audit log)")
+    .option("--otp <code>", "- to read a fresh one-time code from stdin, where approving needs a recent MFA check")
     .addHelpText("after", '\nExample:\n  stint approve 7c1e9a42 --reason "matches INC-1234"\n')
-    .action(async (id: string, options: { reason?: string }, command: Command) => {
+    .action(async (id: string, options: { reason?: string; otp?: string }, command: Command) => {
       const { json } = globalOptions(command);
       const reason = options.reason === undefined ? undefined : checkReason("--reason", options.reason);
       const client = await clientFor(ctx, command);
@@ -288,10 +226,13 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
         ["inbox", "mine", "all"],
         `no request waiting for your decision matches "${id}": it may be decided already (\`stint requests --pending\` lists what waits for you), or give the full id`,
       );
-      const { data, raw } = await client.request("POST", `/v1/activation-requests/${segment(requestId)}/approvals`, {
-        body: reason === undefined ? {} : { reason },
-        schema: activationRequest,
-      });
+      // A policy may ask the approver for a recent MFA check (approval.mfa; critical roles by default).
+      const { data, raw } = await withStepUp(ctx, client, options.otp, () =>
+        client.request("POST", `/v1/activation-requests/${segment(requestId)}/approvals`, {
+          body: reason === undefined ? {} : { reason },
+          schema: activationRequest,
+        }),
+      );
       emit(ctx, json, raw, () => {
         const now = ctx.now();
         if (data.state === "pending") return `Approval recorded. Now at ${sanitize(describeProgress(data))}.\n`;

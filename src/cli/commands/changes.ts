@@ -9,6 +9,7 @@ import { globalOptions, type CliContext } from "../context.js";
 import { type Column, emit, renderTable, sanitize } from "../output.js";
 import { renderPlan } from "./config.js";
 import { clientFor } from "./shared.js";
+import { withStepUp } from "./step-up.js";
 
 const COLUMNS: readonly Column<ChangeRequestDto>[] = [
   { header: "ID", value: (c) => c.id },
@@ -90,22 +91,31 @@ export function registerChangeCommands(program: Command, ctx: CliContext): void 
     ["approve", "approve another admin's change request: it is applied now, or not at all"],
     ["deny", "deny a change request (its author may withdraw their own): nothing of it is applied"],
   ] as const) {
-    changes
+    const sub = changes
       .command(verb)
       .description(help)
       .argument("<id>", "the change request id (stint changes list)", idArgument)
-      .option("--reason <text>", "why (recorded in the audit log)")
+      .option("--reason <text>", "why (recorded in the audit log)");
+    // fourEyes.approverMfa may ask the approving admin for a recent MFA check; a denial needs none.
+    if (verb === "approve")
+      sub.option(
+        "--otp <code>",
+        "- to read a fresh one-time code from stdin, where approving needs a recent MFA check",
+      );
+    sub
       .addHelpText(
         "after",
         `\nExample:\n  stint changes show 0192… && stint changes ${verb} 0192… --reason "reviewed"\n`,
       )
-      .action(async (id: string, options: { reason?: string }, command: Command) => {
+      .action(async (id: string, options: { reason?: string; otp?: string }, command: Command) => {
         const { json } = globalOptions(command);
         const client = await clientFor(ctx, command);
-        const { data, raw } = await client.request("POST", `/v1/change-requests/${segment(id)}/${verb}`, {
-          body: options.reason ? { reason: options.reason } : {},
-          schema: changeRequest,
-        });
+        const { data, raw } = await withStepUp(ctx, client, options.otp, () =>
+          client.request("POST", `/v1/change-requests/${segment(id)}/${verb}`, {
+            body: options.reason ? { reason: options.reason } : {},
+            schema: changeRequest,
+          }),
+        );
         emit(ctx, json, raw, () =>
           data.status === "applied"
             ? `Applied change request ${data.id}: ${data.plan.changes.length} change${data.plan.changes.length === 1 ? "" : "s"}.\n`

@@ -6,12 +6,12 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
-import { stepUpResult } from "../../contract/identity.js";
+import { principal, stepUpResult } from "../../contract/identity.js";
 import { stepUpHandoff, stepUpHandoffStatus } from "../../contract/passkeys.js";
 import { parseDuration } from "../../lib/duration.js";
 import { segment, type ApiClient } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
-import { CliError, usageError } from "../exit-codes.js";
+import { CliError, isCliError, usageError } from "../exit-codes.js";
 import { emit, note, renderKeyValues, sanitize } from "../output.js";
 import { oneTimeCode, promptOneTimeCode, TOTP_CODE_ENV } from "../one-time-code.js";
 import { isInteractive } from "../prompt.js";
@@ -43,6 +43,67 @@ export async function stepUpInBrowser(
         exitCode: 1,
       });
     await sleep(POLL_MS);
+  }
+}
+
+/** POST /v1/auth/step-up: a fresh one-time code renews the session's MFA time. */
+async function stepUp(client: ApiClient, otp: string): Promise<void> {
+  const code = otp.replace(/\s+/g, "");
+  if (code === "") throw usageError("--otp needs the code the authenticator app shows");
+  await client.request("POST", "/v1/auth/step-up", { body: { otp: code }, schema: stepUpResult });
+}
+
+/**
+ * Sends a request that a policy may refuse for want of a recent MFA check (an activation, an extension, an
+ * approval). With --otp the step-up comes first; at a terminal, MFA_STEP_UP_REQUIRED turns into a prompt for
+ * the code and one more try.
+ */
+export async function withStepUp<T>(
+  ctx: CliContext,
+  client: ApiClient,
+  given: string | undefined,
+  send: () => Promise<T>,
+): Promise<T> {
+  // $STINT_TOTP_CODE only when the policy asks: a code spent on a role that needs none would be gone.
+  const otp = await oneTimeCode(ctx, { given, flag: "--otp", stdinHint: "`--otp -`", useEnv: false });
+  if (otp !== undefined) await stepUp(client, otp);
+  try {
+    return await send();
+  } catch (error) {
+    if (isCliError(error) && error.code === "WEBAUTHN_REQUIRED") {
+      // The policy wants a passkey: at a terminal the browser confirms it (the CLI prints the link and waits).
+      if (!isInteractive(ctx))
+        throw new CliError(error.code, `${error.message.replace(/\.$/, "")}; run \`stint step-up --webauthn\` first`, {
+          exitCode: error.exitCode,
+          ...(error.status !== undefined ? { status: error.status } : {}),
+        });
+      await stepUpInBrowser(ctx, client, 5 * 60_000);
+      return send();
+    }
+    if (!(isCliError(error) && error.code === "MFA_STEP_UP_REQUIRED")) throw error;
+    // Nobody can type a one-time code without an authenticator app: say how to get one instead.
+    const me = await client
+      .request("GET", "/v1/me", { schema: principal })
+      .then((answer) => answer.data)
+      .catch(() => undefined);
+    if (me && !me.mfaEnrolled)
+      throw new CliError(
+        error.code,
+        `${error.message.replace(/\.$/, "")}; you have no authenticator app enrolled: run \`stint mfa enroll\` first (a passkey also counts: \`stint step-up --webauthn\`)`,
+        { exitCode: error.exitCode, ...(error.status !== undefined ? { status: error.status } : {}) },
+      );
+    const fromEnv = otp === undefined ? ctx.env[TOTP_CODE_ENV]?.replace(/\s+/g, "") : undefined;
+    if (!fromEnv && (otp !== undefined || !isInteractive(ctx))) {
+      throw new CliError(
+        error.code,
+        `${error.message.replace(/\.$/, "")}; add --otp - (the code on stdin) or set ${TOTP_CODE_ENV}`,
+        { exitCode: error.exitCode, ...(error.status !== undefined ? { status: error.status } : {}) },
+      );
+    }
+    const code = fromEnv || (await promptOneTimeCode(ctx, "This needs a recent MFA check. One-time code: "));
+    if (code === "") throw error;
+    await stepUp(client, code);
+    return send();
   }
 }
 

@@ -341,7 +341,9 @@ export function minimizeSpec(spec: PolicySpec): Record<string, unknown> {
         break;
       }
       case "approval": {
-        if (spec.approval.stages.length === 0) break;
+        // The approver MFA rule is kept whole: `{}` would mean required at every tier, absent only at critical.
+        const mfa = spec.approval.mfa;
+        if (spec.approval.stages.length === 0 && mfa === undefined) break;
         out.approval = {
           stages: spec.approval.stages.map((stage) => ({
             ...(stage.name !== undefined ? { name: stage.name } : {}),
@@ -352,6 +354,7 @@ export function minimizeSpec(spec: PolicySpec): Record<string, unknown> {
             ...(stage.escalateTo !== undefined ? { escalateTo: minimizeApprovers(stage.escalateTo) } : {}),
           })),
           ...(spec.approval.sameApproverAcrossStages ? { sameApproverAcrossStages: true } : {}),
+          ...(mfa !== undefined ? { mfa } : {}),
         };
         break;
       }

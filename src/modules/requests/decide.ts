@@ -7,7 +7,7 @@ import { newId } from "../../lib/ids.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { can } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
-import { windowProblemAtActivation } from "./policy.rules.js";
+import { approverMfaRule, checkApproverMfa, windowProblemAtActivation } from "./policy.rules.js";
 import { applyDecision, currentApprovers, isNamedBy } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import { expiredUndecided, isPendingPastTtl, waitsForStart } from "./timing.rules.js";
@@ -125,9 +125,22 @@ export function createDecide(core: RequestCore) {
             requestId,
           });
         }
-        if (decision === "approve" && result.result === "approved" && !waitsForStart(row, now)) {
+        const spec = decision === "approve" ? await loadPolicy({ policy_spec: row.policy_snapshot }) : null;
+        // An approval needs the approver's own fresh second factor where the policy (absent: a critical role) asks
+        // for one: a phished password alone approves nothing. Checked before anything is recorded or a decision
+        // link is spent, so the approver steps up and the same link still works. A denial needs none.
+        const approverMfa = spec
+          ? checkApproverMfa(
+              approverMfaRule(spec, row.role_risk),
+              principal.mfaAt ?? null,
+              now,
+              principal.webauthnAt ?? null,
+            )
+          : null;
+        if (approverMfa && !approverMfa.ok) return new Refusal(approverMfa.code, approverMfa.message, { requestId });
+        if (spec && result.result === "approved" && !waitsForStart(row, now)) {
           // The approval that would activate it must fall inside the windows; nothing is recorded otherwise.
-          const closed = windowProblemAtActivation(await loadPolicy({ policy_spec: row.policy_snapshot }), now);
+          const closed = windowProblemAtActivation(spec, now);
           if (closed) return new Refusal("OUTSIDE_WINDOW", closed, { requestId });
         }
         if (decision === "approve") {
@@ -165,6 +178,8 @@ export function createDecide(core: RequestCore) {
           requester: row.requester_name,
           stage: row.stage_index + 1,
           ...(discounted.length > 0 ? { discounted } : {}),
+          // When and how the approver last proved a second factor (never the code), where the rule asked for it.
+          ...(approverMfa?.ok && approverMfa.used ? { approverMfa: approverMfa.used } : {}),
         };
         const events: AuditInput[] = [];
         switch (result.result) {

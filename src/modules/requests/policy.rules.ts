@@ -2,7 +2,7 @@
  * Pure policy rules for activation requests: duration, justification, activation
  * windows, MFA freshness and extensions. No IO and no clock reads: callers pass `now`.
  */
-import type { PolicySpec } from "../../contract/catalog.js";
+import type { MfaRule, PolicySpec } from "../../contract/catalog.js";
 import { formatDuration, parseDuration } from "../../lib/duration.js";
 
 export type ActivationWindow = PolicySpec["windows"][number];
@@ -272,10 +272,12 @@ export type MfaResult =
  * a fresh one-time code then answers WEBAUTHN_REQUIRED, not MFA_STEP_UP_REQUIRED.
  */
 export function checkMfaFreshness(
-  spec: Pick<PolicySpec, "mfa">,
+  spec: { mfa: MfaRule },
   mfaAt: Date | null,
   now: Date,
   webauthnAt: Date | null = null,
+  /** Who needs it, for the message: the role (activation) or the approval. */
+  needs = "This role needs",
 ): MfaResult {
   if (!spec.mfa.required) return { ok: true };
   const maxAgeMs = parseDuration(spec.mfa.maxAge);
@@ -287,13 +289,53 @@ export function checkMfaFreshness(
     return {
       ok: false,
       code: "WEBAUTHN_REQUIRED",
-      message: `This role needs a passkey check (with user verification) within the last ${formatDuration(maxAgeMs)}; a one-time code does not count. Step up with your passkey and try again.`,
+      message: `${needs} a passkey check (with user verification) within the last ${formatDuration(maxAgeMs)}; a one-time code does not count. Step up with your passkey and try again.`,
     };
   return {
     ok: false,
     code: "MFA_STEP_UP_REQUIRED",
-    message: `This role needs a one-time code entered within the last ${formatDuration(maxAgeMs)}; confirm with your authenticator and try again.`,
+    message: `${needs} a one-time code entered within the last ${formatDuration(maxAgeMs)}; confirm with your authenticator and try again.`,
   };
+}
+
+/** What an approval's audit event records of the approver's second factor: when, and whether a passkey. */
+export interface ApproverMfa {
+  at: string;
+  method: "passkey" | "otp-or-sso";
+}
+
+/** How recent an approver's MFA must be where the policy does not say (`approval.mfa` absent) and asks for it. */
+export const DEFAULT_APPROVER_MFA_MAX_AGE = "15m";
+
+/**
+ * The rule an approval follows: the policy's `approval.mfa`, else (absent: every policy written before it existed)
+ * required within 15m for roles at risk `critical` and not asked otherwise, so existing lower-tier approvals keep
+ * working and the approvals that hand out the most privilege need a second factor of the approver's own.
+ */
+export function approverMfaRule(spec: Pick<PolicySpec, "approval">, risk: string): MfaRule {
+  return spec.approval.mfa ?? { required: risk === "critical", maxAge: DEFAULT_APPROVER_MFA_MAX_AGE };
+}
+
+/**
+ * An approver's second factor under `rule`: refused as an activation would be (MFA_STEP_UP_REQUIRED or
+ * WEBAUTHN_REQUIRED), or accepted with what the approval's audit event records of it: the time of the check that
+ * counted and whether it was a passkey (a session's passkey check at or after its last MFA of any kind, as the
+ * access token's `amr` says `hwk`) or something else (a one-time code, or the identity provider's MFA at sign-in).
+ * Nothing is recorded when the rule asks for no MFA.
+ */
+export function checkApproverMfa(
+  rule: MfaRule,
+  mfaAt: Date | null,
+  now: Date,
+  webauthnAt: Date | null,
+  needs = "Approving requests for this role needs",
+): { ok: true; used: ApproverMfa | null } | Extract<MfaResult, { ok: false }> {
+  const checked = checkMfaFreshness({ mfa: rule }, mfaAt, now, webauthnAt, needs);
+  if (!checked.ok || !rule.required) return checked.ok ? { ok: true, used: null } : checked;
+  const passkeyOnly = rule.methods !== undefined && !rule.methods.includes("totp");
+  const passkey = webauthnAt !== null && (passkeyOnly || (mfaAt !== null && webauthnAt.getTime() >= mfaAt.getTime()));
+  const at = passkeyOnly ? webauthnAt! : mfaAt!;
+  return { ok: true, used: { at: at.toISOString(), method: passkey ? "passkey" : "otp-or-sso" } };
 }
 
 // ---------------------------------------------------------------------------

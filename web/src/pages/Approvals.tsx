@@ -31,6 +31,7 @@ import {
   type ApproverContextDto,
 } from "../../../src/contract/requests.js";
 import { api, ApiError, hasRole } from "../api.js";
+import { StepUpPrompt, stepUpNeedOf, type StepUpNeed } from "./passkeys/StepUpPrompt.js";
 import { PageMessages } from "../page-messages.js";
 import { useSelection } from "../selection.js";
 import { formatAge, useNow, zodFieldErrors } from "../ui.js";
@@ -306,6 +307,7 @@ function DecisionDialog({
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [stepUp, setStepUp] = useState<StepUpNeed | null>(null);
   const approving = decision === "approve";
 
   async function submit() {
@@ -328,6 +330,13 @@ function DecisionDialog({
           : `You denied ${whose(request)}; ${request.requester} sees your reason.`,
       );
     } catch (e) {
+      // The policy asks the approver for a recent MFA check: step up here, then the approval goes again.
+      const need = approving ? stepUpNeedOf(e) : null;
+      if (need) {
+        setStepUp(need);
+        setBusy(false);
+        return;
+      }
       const fields = e instanceof ApiError ? e.fieldErrors() : {};
       if (e instanceof ApiError && e.code === "JUSTIFICATION_INVALID") fields.reason = e.message;
       setErrors(fields);
@@ -364,6 +373,16 @@ function DecisionDialog({
           minRows={2}
           data-autofocus
         />
+        {stepUp && (
+          <StepUpPrompt
+            need={stepUp}
+            action="approve"
+            onDone={() => {
+              setStepUp(null);
+              void submit();
+            }}
+          />
+        )}
         <Group justify="flex-end">
           <Button variant="default" onClick={() => onClose()}>
             Cancel

@@ -7,6 +7,7 @@ import { Alert, Badge, Button, Card, Group, SegmentedControl, Stack, Text, TextI
 import { useState } from "react";
 import type { ChangeRequestDto } from "../../../../src/contract/change-requests.js";
 import { api, currentSession } from "../../api.js";
+import { StepUpPrompt, stepUpNeedOf, type StepUpNeed } from "../passkeys/StepUpPrompt.js";
 import { toneProps, type Tone } from "../requests/shared.js";
 import { PlanView } from "./ConfigTab.js";
 import { canWriteCatalog, FormAlert, useList } from "./shared.js";
@@ -72,6 +73,7 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
   const [busy, setBusy] = useState<"approve" | "deny" | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [showFile, setShowFile] = useState(false);
+  const [stepUp, setStepUp] = useState<StepUpNeed | null>(null);
   const mine = currentSession()?.user.name === item.author;
   const canDeny = item.status === "pending" && canWriteCatalog();
   const widening = item.assessment.filter((a) => a.effect === "widens");
@@ -89,7 +91,10 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
           : `Change request by ${result.author} ${mine ? "withdrawn" : "denied"}.`,
       );
     } catch (e) {
-      setError((e as Error).message);
+      // fourEyes.approverMfa asks the approving admin for a recent MFA check: step up, then approve again.
+      const need = verb === "approve" ? stepUpNeedOf(e) : null;
+      if (need) setStepUp(need);
+      else setError((e as Error).message);
     } finally {
       setBusy(null);
     }
@@ -160,6 +165,16 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
               {mine ? "Withdraw" : "Deny"}
             </Button>
           </Group>
+        )}
+        {stepUp && (
+          <StepUpPrompt
+            need={stepUp}
+            action="apply"
+            onDone={() => {
+              setStepUp(null);
+              void decide("approve");
+            }}
+          />
         )}
         {mine && item.status === "pending" && (
           <Text size="sm" c="dimmed">

@@ -1,0 +1,106 @@
+/**
+ * Four-eyes approvers prove a second factor where `fourEyes.approverMfa` says so (finding 82). A change request that
+ * widens access was applied on the approval of any session of a second admin: a phished password was enough to be
+ * the second pair of eyes. With `fourEyes.approverMfa.tiers` covering the request's tier the approving admin needs
+ * their own MFA within `maxAge`: MFA_STEP_UP_REQUIRED (audited, nothing applied) otherwise; the approval's event
+ * records when and how it was proved. Off by default (docs/configuration.md#four-eyes).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { manualClock } from "../../src/lib/clock.js";
+import { apiCaller } from "../../src/testing/api-call.js";
+import { ADMIN_PASSWORD, passwordFor, testServer, totpNow, type TestServer } from "../../src/testing/server.js";
+
+const clock = manualClock(new Date());
+const work = mkdtempSync(path.join(tmpdir(), "stint-approver-mfa-"));
+let server: TestServer;
+let secret: string;
+const call = apiCaller(() => server);
+
+const file = `apiVersion: stint/v1
+policies:
+  - { name: plain, mfa: { required: false } }
+targets:
+  - { name: payroll, kind: internal }
+roles:
+  - { name: payroll-admin, target: payroll, policy: plain, risk: high }
+eligibility:
+  - { role: payroll-admin, users: [mallory] }
+`;
+
+function code(): string {
+  clock.advance(60_000); // each code of a time step of its own: a code is accepted once
+  return totpNow(secret, clock.now().getTime());
+}
+
+/** The bootstrap admin, signed in now (the test's clock outruns an access token). */
+const admin = () => server.login(server.config.bootstrapAdminName, ADMIN_PASSWORD);
+
+async function eligibleRoles(): Promise<string[]> {
+  const items = (await call(await admin(), "GET", "/v1/eligibilities")).body.items as { role: string }[];
+  return items.map((e) => e.role);
+}
+
+beforeAll(async () => {
+  const config = path.join(work, "stint.yaml");
+  // High only: the harness's own approvals (userWithRoles granting admin is held at critical) ask for no MFA.
+  writeFileSync(config, "fourEyes:\n  approverMfa: { tiers: [high], maxAge: 5m }\n");
+  server = await testServer("pglite", {
+    clock,
+    env: { STINT_CONFIG_FILE: config, STINT_FOUR_EYES_TIERS: "high,critical" },
+  });
+  await server.userWithRoles("mallory", ["user"]);
+  await server.userWithRoles("author", ["admin"]);
+  await server.userWithRoles("phished", ["admin"]); // no second factor: the password is everything
+  const sec = await server.userWithRoles("sec", ["admin"]);
+  secret = String((await call(sec, "POST", "/v1/me/mfa/totp")).body.secret);
+  expect((await call(sec, "POST", "/v1/me/mfa/totp/confirm", { code: code() })).status).toBe(200);
+}, 60_000);
+afterAll(async () => {
+  await server?.cleanup();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe("fourEyes.approverMfa: the second admin proves a fresh second factor (finding 82)", () => {
+  it("a session without MFA approves no change request; an MFA-fresh admin's approval applies it", async () => {
+    const held = await call(await server.login("author"), "POST", "/v1/config/apply", { yaml: file });
+    expect(held.body, held.text).toMatchObject({ applied: false, changeRequest: { tier: "high" } });
+    const id = (held.body.changeRequest as { id: string }).id;
+
+    const refused = await call(await server.login("phished"), "POST", `/v1/change-requests/${id}/approve`, {});
+    expect([refused.status, refused.body.error?.code], refused.text).toEqual([401, "MFA_STEP_UP_REQUIRED"]);
+    expect(refused.text).toContain("Approving a change request at risk high needs a one-time code");
+    expect(await eligibleRoles()).not.toContain("payroll-admin");
+    const pending = await call(await admin(), "GET", `/v1/change-requests/${id}`);
+    expect(pending.body.status).toBe("pending");
+
+    // Signed in with a code, but longer ago than maxAge: refused the same way.
+    const sec = await server.login("sec", passwordFor("sec"), code());
+    clock.advance(6 * 60_000);
+    expect((await call(sec, "POST", `/v1/change-requests/${id}/approve`, {})).body.error?.code).toBe(
+      "MFA_STEP_UP_REQUIRED",
+    );
+
+    expect((await call(sec, "POST", "/v1/auth/step-up", { otp: code() })).status).toBe(200);
+    const approved = await call(sec, "POST", `/v1/change-requests/${id}/approve`, { reason: "reviewed" });
+    expect([approved.status, approved.body.status], approved.text).toEqual([200, "applied"]);
+    expect(await eligibleRoles()).toContain("payroll-admin");
+
+    const events = await call(await admin(), "GET", "/v1/audit/events?action=change_request.approved&limit=20");
+    const ours = (events.body.items as { subject: string; outcome: string; reason: string | null; details: unknown }[])
+      .filter((e) => e.subject === `change-request:${id}`)
+      .map((e) => [
+        e.outcome,
+        e.outcome === "denied" ? e.reason : (e.details as { approverMfa?: unknown }).approverMfa,
+      ]);
+    expect(ours).toEqual(
+      expect.arrayContaining([
+        ["denied", "MFA_STEP_UP_REQUIRED"],
+        ["success", { at: clock.now().toISOString(), method: "otp-or-sso" }],
+      ]),
+    );
+    expect(ours).toHaveLength(3);
+  });
+});
