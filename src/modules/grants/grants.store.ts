@@ -2,6 +2,7 @@
 import { sql, type Expression, type Kysely, type QueryCreator, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
 import type { Alongside } from "../outbox/index.js";
+import { precompiled } from "../requests/precompiled.js";
 
 type Q = Kysely<Database>;
 
@@ -94,8 +95,12 @@ export type GrantRow = NonNullable<Awaited<ReturnType<typeof findGrant>>>;
  * row, the target's sealed admin credential (the path its config names; null when none is stored or named) and
  * the minted login's sealed password (null until one is stored).
  */
-export async function grantToProvision(db: Q, grantId: string) {
-  const row = await grantsJoined(db)
+/**
+ * The provisioning attempt's and the revocation's one read, and the credentials read's (below): built once and
+ * prepared per connection (`precompiled`): no query building and no parse or plan per dynamic login.
+ */
+const grantToProvisionQuery = precompiled(["grantId"], (db, p: { grantId: string }) =>
+  grantsJoined(db)
     .leftJoin("target_secrets as ts", (join) => join.on(sql<boolean>`ts.path = targets.config->>'credential'`))
     .leftJoin("grant_credentials as gc", "gc.grant_id", "grants.id")
     .select([
@@ -115,8 +120,11 @@ export async function grantToProvision(db: Q, grantId: string) {
       "gc.kek_version as credential_kek_version",
       "gc.pool_id as credential_pool_id",
     ])
-    .where("grants.id", "=", grantId)
-    .executeTakeFirst();
+    .where("grants.id", "=", p.grantId),
+);
+
+export async function grantToProvision(db: Q, grantId: string) {
+  const row = (await grantToProvisionQuery(db, { grantId })).rows[0];
   if (!row) return undefined;
   const {
     target_name,
@@ -475,46 +483,56 @@ export async function insertCredential(
  * The requester's active grant of a role, with its target and its minted login's sealed password (null
  * columns until one is stored), for reading a minted credential.
  */
-export function activeGrantOf(db: Q, principalId: string, roleName: string, now: Date) {
-  return db
-    .selectFrom("grants")
-    .innerJoin("activation_requests as r", "r.id", "grants.request_id")
-    .innerJoin("roles", "roles.id", "grants.role_id")
-    .innerJoin("targets", "targets.id", "roles.target_id")
-    .leftJoin("grant_credentials as gc", "gc.grant_id", "grants.id")
-    .select([
-      "grants.id",
-      "grants.login",
-      "roles.entitlement",
-      "r.expires_at",
-      "targets.kind as target_kind",
-      "targets.address",
-      "targets.name as target_name",
-      "gc.login as credential_login",
-      "gc.ciphertext",
-      "gc.wrapped_key",
-      "gc.kek_version",
-      "gc.pool_id",
-    ])
-    .where("grants.principal_id", "=", principalId)
-    .where("roles.name", "=", roleName)
-    .where("grants.state", "=", "active")
-    .where("r.state", "=", "active")
-    .where("r.expires_at", ">", now)
-    .executeTakeFirst();
+const activeGrantOfQuery = precompiled(
+  ["principalId", "roleName", "now"],
+  (db, p: { principalId: string; roleName: string; now: Date }) =>
+    db
+      .selectFrom("grants")
+      .innerJoin("activation_requests as r", "r.id", "grants.request_id")
+      .innerJoin("roles", "roles.id", "grants.role_id")
+      .innerJoin("targets", "targets.id", "roles.target_id")
+      .leftJoin("grant_credentials as gc", "gc.grant_id", "grants.id")
+      .select([
+        "grants.id",
+        "grants.login",
+        "roles.entitlement",
+        "r.expires_at",
+        "targets.kind as target_kind",
+        "targets.address",
+        "targets.name as target_name",
+        "gc.login as credential_login",
+        "gc.ciphertext",
+        "gc.wrapped_key",
+        "gc.kek_version",
+        "gc.pool_id",
+      ])
+      .where("grants.principal_id", "=", p.principalId)
+      .where("roles.name", "=", p.roleName)
+      .where("grants.state", "=", "active")
+      .where("r.state", "=", "active")
+      .where("r.expires_at", ">", p.now),
+);
+
+export async function activeGrantOf(db: Q, principalId: string, roleName: string, now: Date) {
+  return (await activeGrantOfQuery(db, { principalId, roleName, now })).rows[0];
 }
 
 /**
  * The entitlements of the caller's requests of a role that may still become active (pending, approved or
  * provisioning): what a credentials read that waits (`?wait=`) waits for. Empty: nothing is coming.
  */
-export function openRequestsOf(db: Q, principalId: string, roleName: string) {
-  return db
-    .selectFrom("activation_requests as r")
-    .innerJoin("roles", "roles.id", "r.role_id")
-    .select("roles.entitlement")
-    .where("r.requester_id", "=", principalId)
-    .where("roles.name", "=", roleName)
-    .where("r.state", "in", ["pending", "approved", "provisioning"])
-    .execute();
+const openRequestsOfQuery = precompiled(
+  ["principalId", "roleName"],
+  (db, p: { principalId: string; roleName: string }) =>
+    db
+      .selectFrom("activation_requests as r")
+      .innerJoin("roles", "roles.id", "r.role_id")
+      .select("roles.entitlement")
+      .where("r.requester_id", "=", p.principalId)
+      .where("roles.name", "=", p.roleName)
+      .where("r.state", "in", ["pending", "approved", "provisioning"]),
+);
+
+export async function openRequestsOf(db: Q, principalId: string, roleName: string) {
+  return (await openRequestsOfQuery(db, { principalId, roleName })).rows;
 }
