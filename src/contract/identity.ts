@@ -102,6 +102,8 @@ export const createGroupRequest = z.strictObject({ name, description: z.string()
 export const groupMemberRequest = z.strictObject({ principal: name });
 export const groupList = z.object({ items: z.array(group) });
 
+/** Where a token's minter stands now: `disabled` by an admin, `deprovisioned` by SCIM (a leaver either way). */
+export const minterStatus = z.enum(["active", "disabled", "deprovisioned"]);
 export const apiToken = z.object({
   id: z.uuid(),
   name: z.string(),
@@ -110,6 +112,16 @@ export const apiToken = z.object({
   expiresAt: isoTime,
   lastUsedAt: isoTime.nullable(),
   revokedAt: isoTime.nullable(),
+  /**
+   * Who minted it, and whether they are still active; null when no person did (Stint itself). Every answer of this
+   * server has it; optional so that the CLI still reads a server from before it.
+   */
+  minter: z.object({ name: z.string(), status: minterStatus }).nullable().optional(),
+});
+/** `GET /v1/tokens`: all tokens, or those one person minted, or those whose minter left (`minter=left`). */
+export const tokenListQuery = z.strictObject({
+  mintedBy: name.optional(),
+  minter: z.enum(["left"]).optional(),
 });
 export const createTokenRequest = z.strictObject({
   name,

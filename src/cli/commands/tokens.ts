@@ -14,6 +14,12 @@ function tokenStatus(token: ApiToken, now: number): string {
   return Date.parse(token.expiresAt) <= now ? "expired" : "active";
 }
 
+/** The minter, and whether they left: `alice`, `alice (disabled)`; `-` when Stint itself minted it. */
+function minterText(token: ApiToken): string {
+  if (!token.minter) return "-";
+  return token.minter.status === "active" ? token.minter.name : `${token.minter.name} (${token.minter.status})`;
+}
+
 export function registerTokenCommands(program: Command, ctx: CliContext): void {
   const tokens = program.command("tokens").description("API tokens for service identities");
 
@@ -46,16 +52,28 @@ export function registerTokenCommands(program: Command, ctx: CliContext): void {
   tokens
     .command("list")
     .alias("ls")
-    .description("list API tokens (never their secrets)")
-    .action(async (_options: unknown, command: Command) => {
+    .description("list API tokens (never their secrets) and who minted them")
+    .option("--minted-by <user>", "only the tokens this person minted (a leaver's, say)")
+    .option("--minter-left", "only the tokens whose minter is disabled or deprovisioned (they stay valid)")
+    .addHelpText(
+      "after",
+      "\nA token outlives its minter leaving; MINTED BY says `(disabled)` or `(deprovisioned)` then.\n" +
+        "\nExamples:\n  stint tokens list --minted-by alice\n  stint tokens list --minter-left --json\n",
+    )
+    .action(async (options: { mintedBy?: string; minterLeft?: boolean }, command: Command) => {
       const { json } = globalOptions(command);
+      const mintedBy = options.mintedBy === undefined ? undefined : checkName("--minted-by", options.mintedBy);
       const client = await clientFor(ctx, command);
-      const { data, raw } = await client.request("GET", "/v1/tokens", { schema: tokenList });
+      const { data, raw } = await client.request("GET", "/v1/tokens", {
+        query: { mintedBy, minter: options.minterLeft ? "left" : undefined },
+        schema: tokenList,
+      });
       const now = ctx.now();
       const columns: readonly Column<ApiToken>[] = [
         { header: "ID", value: (token) => token.id },
         { header: "NAME", value: (token) => token.name },
         { header: "FOR", value: (token) => token.principal },
+        { header: "MINTED BY", value: (token) => minterText(token) },
         { header: "STATUS", value: (token) => tokenStatus(token, now) },
         { header: "EXPIRES", value: (token) => token.expiresAt },
         { header: "LAST USED", value: (token) => token.lastUsedAt },

@@ -19,6 +19,7 @@ import type { AuditInput } from "../audit/audit.types.js";
 import { authorize, mayApproveChanges } from "../authz/authz.rules.js";
 import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
+import { listApiTokens } from "./api-token.js";
 import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
 import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js";
@@ -304,11 +305,13 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         if (row.status === status) return toPrincipal(tx, row);
         let sessions = 0;
         let tokens = 0;
+        let minted = 0;
         let ended: AuditInput[] = [];
         if (status === "disabled") {
           ({
             sessionsEnded: sessions,
             tokensRevoked: tokens,
+            mintedTokensLive: minted,
             ended,
           } = await disablePrincipal(
             tx,
@@ -337,7 +340,12 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
             reason: reason ?? null,
             details:
               status === "disabled"
-                ? { sessionsEnded: sessions, tokensRevoked: tokens, requestsEnded: ended.length }
+                ? {
+                    sessionsEnded: sessions,
+                    tokensRevoked: tokens,
+                    mintedTokensLive: minted,
+                    requestsEnded: ended.length,
+                  }
                 : {},
           },
           ...ended,
@@ -497,17 +505,13 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
       return undefined;
     },
 
-    async listTokens(actor: Actor) {
+    /** API tokens, never their secrets, each with its minter as they stand now (api-token.ts). */
+    async listTokens(actor: Actor, filter: { mintedBy?: string; minter?: "left" } = {}) {
       authorize(actor, "tokens.read");
-      return (await identityStore.listApiTokens(store.db)).map((t) => ({
-        id: t.id,
-        name: t.name,
-        principal: t.principal,
-        createdAt: new Date(t.created_at).toISOString(),
-        expiresAt: new Date(t.expires_at).toISOString(),
-        lastUsedAt: t.last_used_at ? new Date(t.last_used_at).toISOString() : null,
-        revokedAt: t.revoked_at ? new Date(t.revoked_at).toISOString() : null,
-      }));
+      return listApiTokens(store.db, {
+        ...(filter.mintedBy !== undefined ? { mintedBy: filter.mintedBy } : {}),
+        minterLeft: filter.minter === "left",
+      });
     },
 
     /** Creates an API token for a service identity. The token is returned once and only its hash is kept. */
@@ -561,6 +565,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
           expiresAt: expiresAt.toISOString(),
           lastUsedAt: null,
           revokedAt: null,
+          minter: actor.kind === "principal" ? { name: actor.name, status: "active" as const } : null,
           token: formatApiToken(id, secret),
         };
       });

@@ -257,9 +257,12 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
 
   app.get(
     "/v1/tokens",
-    { config: { requirement: "tokens.read" }, schema: { tags: ["tokens"], response: { 200: c.tokenList } } },
+    {
+      config: { requirement: "tokens.read" },
+      schema: { tags: ["tokens"], querystring: c.tokenListQuery, response: { 200: c.tokenList } },
+    },
     async (req) => ({
-      items: await directory.listTokens(req.actor),
+      items: await directory.listTokens(req.actor, req.query),
     }),
   );
 

@@ -205,23 +205,6 @@ export async function listGroupsWithMembers(db: Q) {
   return groups.map((g) => ({ ...g, members: members.filter((m) => m.group_id === g.id).map((m) => m.name) }));
 }
 
-export function listApiTokens(db: Q) {
-  return db
-    .selectFrom("api_tokens")
-    .innerJoin("principals", "principals.id", "api_tokens.principal_id")
-    .select([
-      "api_tokens.id",
-      "api_tokens.name",
-      "principals.name as principal",
-      "api_tokens.created_at",
-      "api_tokens.expires_at",
-      "api_tokens.last_used_at",
-      "api_tokens.revoked_at",
-    ])
-    .orderBy("api_tokens.created_at", "desc")
-    .execute();
-}
-
 /** Usage telemetry, not a change of access: written at most once a minute per token. */
 export async function touchApiToken(db: Q, tokenId: string, now: Date) {
   await db

@@ -371,8 +371,12 @@ describe.each(ENGINES)("identity over HTTP on %s", (engine: Engine) => {
       const disables = await auditEvents(server, "user.disable");
       expect(disables.map((e) => [e.subject, e.details, e.reason])).toEqual([
         // userWithRoles signed in once too.
-        ["user:sam", { sessionsEnded: 3, tokensRevoked: 0, requestsEnded: 0 }, "left the company"],
-        ["service:deploy-bot", { sessionsEnded: 0, tokensRevoked: 2, requestsEnded: 0 }, "left the company"],
+        ["user:sam", { sessionsEnded: 3, tokensRevoked: 0, mintedTokensLive: 0, requestsEnded: 0 }, "left the company"],
+        [
+          "service:deploy-bot",
+          { sessionsEnded: 0, tokensRevoked: 2, mintedTokensLive: 0, requestsEnded: 0 },
+          "left the company",
+        ],
       ]);
 
       for (const name of ["sam", "deploy-bot"]) {

@@ -2,12 +2,15 @@
  * Disabling a principal, in the caller's transaction: its sessions and API tokens revoked, its status set, every
  * node's index told, and what it held or waited for ended (pending requests cancelled, activations revoked at the
  * targets through the outbox) — one shared sequence for the directory (`stint users disable`) and SCIM. Who disabled is kept
- * (`disabled_by`): SCIM's `active: true` undoes only a SCIM deprovision.
+ * (`disabled_by`): SCIM's `active: true` undoes only a SCIM deprovision. API tokens the principal minted for service
+ * identities stay valid (they are the services' credentials); how many is told (`mintedTokensLive`, in the
+ * `user.disable` event), and `stint tokens list --minted-by NAME` lists them.
  */
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/schema.js";
 import { StintError } from "../../lib/errors.js";
 import type { AuditInput } from "../audit/audit.types.js";
+import { countLiveTokensMintedBy } from "./api-token.js";
 import * as identityStore from "./identity.store.js";
 
 export interface LifecycleDeps {
@@ -41,7 +44,7 @@ export async function disablePrincipal(
   now: Date,
   cause: { by: string; reason?: string },
   disabledBy: DisabledBy,
-): Promise<{ sessionsEnded: number; tokensRevoked: number; ended: AuditInput[] }> {
+): Promise<{ sessionsEnded: number; tokensRevoked: number; mintedTokensLive: number; ended: AuditInput[] }> {
   if (row.platform_roles.includes("admin")) {
     await identityStore.lockAdministrators(tx);
     if ((await identityStore.countActiveAdmins(tx)) <= 1)
@@ -49,6 +52,7 @@ export async function disablePrincipal(
   }
   const sessionsEnded = await identityStore.revokeSessions(tx, row.id, now, "account disabled");
   const tokensRevoked = await identityStore.revokeApiTokens(tx, row.id, now);
+  const mintedTokensLive = await countLiveTokensMintedBy(tx, row.id, now);
   await tx
     .updateTable("principals")
     .set({ status: "disabled", disabled_by: disabledBy, updated_at: now })
@@ -58,5 +62,5 @@ export async function disablePrincipal(
   await deps.tellPrincipal(tx, row.id);
   // Pending requests are cancelled and active activations revoked in this same transaction.
   const ended = (await deps.onAccessBasisLost?.(tx, { principalIds: [row.id] }, cause)) ?? [];
-  return { sessionsEnded, tokensRevoked, ended };
+  return { sessionsEnded, tokensRevoked, mintedTokensLive, ended };
 }

@@ -177,6 +177,7 @@ export function createScimService(deps: ScimServiceDeps) {
             source: "scim",
             sessionsEnded: result.sessionsEnded,
             tokensRevoked: result.tokensRevoked,
+            mintedTokensLive: result.mintedTokensLive,
             requestsEnded: result.ended.length,
           },
         },
