@@ -3,19 +3,20 @@
  * same body and headers as the route, and nothing else — every refusal, a signed-out or unknown token, an
  * unusual query, HEAD — is Fastify's (app.inject never meets the fast path: it is the reference here).
  */
-import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { listenWithFastPath } from "../testing/fast-path.js";
 import { AUTO_APPROVED_POLICY, seedRole, seedUser } from "../testing/pim.js";
 import { testServer, type TestServer } from "../testing/server.js";
 
 const ROLE = "fast-role";
 let server: TestServer;
 let base: string;
+let both: Awaited<ReturnType<typeof listenWithFastPath>>["both"];
 let checker: string;
 let holder: string;
 let other: string;
 /** What the fast path answered (its observers are told of each answer). */
-const fastAnswers: { url: string; statusCode: number }[] = [];
+let fastAnswers: { url: string; statusCode: number }[];
 
 beforeAll(async () => {
   server = await testServer("pglite");
@@ -37,36 +38,12 @@ beforeAll(async () => {
     payload: { role: ROLE, reason: "fast path test activation" },
   });
   expect(submitted.statusCode).toBe(201);
-  server.app.observeFastAnswers((route, _method, statusCode) => fastAnswers.push({ url: route.url, statusCode }));
-  await server.app.listen({ host: "127.0.0.1", port: 0 });
-  base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
+  ({ base, both, answers: fastAnswers } = await listenWithFastPath(server));
 }, 60_000);
 
 afterAll(async () => {
   await server?.cleanup();
 });
-
-const HEADERS = ["content-type", "content-length", "x-content-type-options", "cache-control", "www-authenticate"];
-
-/** The same request over HTTP (fast path in front) and through app.inject (Fastify only). */
-async function both(url: string, headers: Record<string, string> = {}, method: "GET" | "HEAD" = "GET") {
-  const before = fastAnswers.length;
-  const res = await fetch(base + url, { method, headers });
-  const http = {
-    status: res.status,
-    body: await res.text(),
-    headers: Object.fromEntries(HEADERS.map((h) => [h, res.headers.get(h)])),
-    requestId: res.headers.get("x-request-id"),
-  };
-  const fast = fastAnswers.length > before;
-  const ref = await server.app.inject({ method, url, headers });
-  const inject = {
-    status: ref.statusCode,
-    body: ref.body,
-    headers: Object.fromEntries(HEADERS.map((h) => [h, (ref.headers[h] as string | undefined) ?? null])),
-  };
-  return { http, inject, fast };
-}
 
 /** Bodies without the parts that differ per request (an error's correlation id). */
 const comparable = (body: string) => body.replace(/"correlationId":"[^"]*"/, '"correlationId":"…"');

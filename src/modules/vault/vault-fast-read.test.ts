@@ -9,13 +9,13 @@ import { connect, type AddressInfo } from "node:net";
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppStore } from "../../db/index.js";
+import { listenWithFastPath } from "../../testing/fast-path.js";
 import { seedUser } from "../../testing/pim.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 
 const SECRET = "ledger/db/reader";
 const URL = `/v1/secrets/${encodeURIComponent(SECRET)}/value`;
 const VALUE = "fast-path-secret-value";
-const HEADERS = ["content-type", "content-length", "x-content-type-options", "cache-control", "www-authenticate"];
 
 /** Audit writes tried, and whether they fail (the store refuses them: a real error from the driver's path). */
 const audit = { attempts: 0, fail: false };
@@ -38,7 +38,7 @@ const wrap = (store: AppStore): AppStore => ({
 
 let server: TestServer;
 let base: string;
-const fastAnswers: string[] = [];
+let probe: Awaited<ReturnType<typeof listenWithFastPath>>;
 
 beforeAll(async () => {
   server = await testServer("pglite", { wrapStore: wrap });
@@ -50,9 +50,8 @@ beforeAll(async () => {
     payload: { kind: "password", value: VALUE, platformRoles: ["user"] },
   });
   expect(put.statusCode).toBe(200);
-  server.app.observeFastAnswers((route) => fastAnswers.push(route.url));
-  await server.app.listen({ host: "127.0.0.1", port: 0 });
-  base = `http://127.0.0.1:${(server.app.server.address() as AddressInfo).port}`;
+  probe = await listenWithFastPath(server);
+  base = probe.base;
 }, 60_000);
 
 afterAll(async () => {
@@ -63,23 +62,7 @@ const reads = async () => (await server.audit.read({ action: "secret.read", limi
 const comparable = (body: string) => body.replace(/"correlationId":"[^"]*"/, '"correlationId":"…"');
 
 /** The read over HTTP (fast path in front) and through app.inject (Fastify only). */
-async function both(authorization: string, url = URL) {
-  const before = fastAnswers.length;
-  const res = await fetch(base + url, { headers: { authorization } });
-  const http = {
-    status: res.status,
-    body: await res.text(),
-    headers: Object.fromEntries(HEADERS.map((h) => [h, res.headers.get(h)])),
-  };
-  const fast = fastAnswers.length > before;
-  const ref = await server.app.inject({ method: "GET", url, headers: { authorization } });
-  const inject = {
-    status: ref.statusCode,
-    body: ref.body,
-    headers: Object.fromEntries(HEADERS.map((h) => [h, (ref.headers[h] as string | undefined) ?? null])),
-  };
-  return { http, inject, fast };
-}
+const both = (authorization: string, url = URL) => probe.both(url, { authorization });
 
 describe("a secret read's fast path", () => {
   it("answers the plain read from memory as the route does, each read with its committed audit event", async () => {
