@@ -49,6 +49,17 @@ describe("users and passwords (fake API)", () => {
     const url = new URL(String(input));
     sent.push({ method: init?.method ?? "GET", pathname: url.pathname });
     if (url.pathname === "/v1/setup/check") return Response.json({ valid: true });
+    // Four-eyes holds an approver role and an approver's password (finding 81): 202 with the change request.
+    const changeRequest = {
+      id: "0190b6a0-0000-7000-8000-0000000000c1",
+      status: "pending",
+      tier: "critical",
+      expiresAt: iso(7 * 86_400_000),
+    };
+    if (init?.method === "POST" && url.pathname === "/v1/users")
+      return Response.json({ user: user("sock"), changeRequest }, { status: 202 });
+    if (init?.method === "PUT" && url.pathname === "/v1/users/bob/password")
+      return Response.json({ changeRequest }, { status: 202 });
     if (url.pathname === "/v1/users") return Response.json({ items: users });
     return Response.json({ error: { code: "ROUTE_NOT_FOUND", message: "no route" } }, { status: 404 });
   };
@@ -67,6 +78,20 @@ describe("users and passwords (fake API)", () => {
     expect(result.stderr).toContain("error: WEAK_PASSWORD: The password must be at least 12 characters.");
     expect(result.code).toBe(2);
     expect(sent.filter((call) => call.method !== "GET" && call.pathname !== "/v1/setup/check")).toEqual([]);
+  });
+
+  it("a held role or password says it was not given and which change request another approver approves", async () => {
+    const created = await run(
+      ["users", "create", "sock", "--role", "security", "--password-stdin"],
+      "a-long-enough-password\n",
+    );
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toContain("Created user sock with the platform roles user. Held for a second approver");
+    expect(created.stdout).toContain("stint changes approve 0190b6a0-0000-7000-8000-0000000000c1");
+    const reset = await run(["users", "set-password", "bob", "--password-stdin"], "a-long-enough-password\n");
+    expect(reset.code, reset.stderr).toBe(0);
+    expect(reset.stdout).toContain("Password of bob not set yet.");
+    expect(reset.stdout).not.toContain("a-long-enough-password");
   });
 
   it("users list names who disabled an account, and an administrator for a disable from before that was kept", async () => {
