@@ -113,6 +113,12 @@ async function refusal(promise: Promise<unknown>): Promise<SessionRefusedError> 
   return error as SessionRefusedError;
 }
 
+/** How a PostgreSQL session opened from ::1 with the database token `t` is refused. */
+const refusedOpen = (t: { user: string; password: string }) =>
+  refusal(
+    h.server.sessions.gate.openPostgres({ user: t.user, password: t.password, database: null, clientAddress: "::1" }),
+  );
+
 async function auditEvents(action: string) {
   const res = await h.admin("GET", "/v1/audit/events?limit=1000");
   const items = res.body.items as {
@@ -242,14 +248,7 @@ describe("recordings", () => {
       const original = path.join(h.server.config.blobDir, "recordings");
       await rm(original, { recursive: true, force: true });
       await writeFile(original, "not a directory");
-      const refused = await refusal(
-        h.server.sessions.gate.openPostgres({
-          user: t.user,
-          password: t.password,
-          database: null,
-          clientAddress: "::1",
-        }),
-      );
+      const refused = await refusedOpen(t);
       expect(refused.code).toBe("RECORDING_UNAVAILABLE");
       expect(refused.message).toMatch(/Recording is required for sess-reader/);
       expect(await h.metric("stint_session_recording_failures_total", { kind: "postgres" })).toBeGreaterThanOrEqual(1);
@@ -273,14 +272,7 @@ describe("recordings", () => {
     try {
       spawnSync("dd", ["if=/dev/zero", `of=${path.join(recordings, "filler")}`, "bs=64k"]); // fills it (ENOSPC)
       const t = await token(bob, "sess-reader");
-      const refused = await refusal(
-        h.server.sessions.gate.openPostgres({
-          user: t.user,
-          password: t.password,
-          database: null,
-          clientAddress: "::1",
-        }),
-      );
+      const refused = await refusedOpen(t);
       expect(refused.code).toBe("RECORDING_UNAVAILABLE");
       const left = (await readdir(recordings, { recursive: true })).filter((f) => String(f).endsWith(".partial"));
       expect(left).toEqual([]);
