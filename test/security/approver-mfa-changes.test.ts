@@ -104,3 +104,62 @@ describe("fourEyes.approverMfa: the second admin proves a fresh second factor (f
     expect(ours).toHaveLength(3);
   });
 });
+
+describe("fourEyes.approverMfa covers held directory changes too (an admin role granted)", () => {
+  let other: TestServer;
+  afterAll(async () => other?.cleanup());
+
+  it("the approval of a held admin grant needs the approver's fresh MFA and records it", async () => {
+    const config = path.join(work, "critical.yaml");
+    writeFileSync(config, "fourEyes:\n  approverMfa: { tiers: [critical], maxAge: 5m }\n");
+    other = await testServer("pglite", {
+      clock,
+      env: { STINT_CONFIG_FILE: config, STINT_FOUR_EYES_TIERS: "high,critical" },
+    });
+    const root = () => other.login(other.config.bootstrapAdminName, ADMIN_PASSWORD);
+    const on = (auth: string, method: "GET" | "POST", url: string, payload?: object) =>
+      other.app.inject({ method, url, headers: { authorization: auth }, payload }).then((r) => ({
+        status: r.statusCode,
+        text: r.body,
+        body: r.json<Record<string, unknown> & { error?: { code: string } }>(),
+      }));
+    // The first other admin is made at once (nobody else could approve); the next one is held for them.
+    const made = await on(await root(), "POST", "/v1/users", {
+      name: "sec",
+      password: passwordFor("sec"),
+      platformRoles: ["admin"],
+    });
+    expect(made.status, made.text).toBe(201);
+    const sec = await other.login("sec");
+    const secSecret = String((await on(sec, "POST", "/v1/me/mfa/totp")).body.secret);
+    clock.advance(60_000);
+    expect(
+      (await on(sec, "POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secSecret, clock.now().getTime()) })).status,
+    ).toBe(200);
+    const held = await on(await root(), "POST", "/v1/users", {
+      name: "ops",
+      password: passwordFor("ops"),
+      platformRoles: ["admin"],
+    });
+    expect(held.status, held.text).toBe(202);
+    const id = (held.body.changeRequest as { id: string }).id;
+
+    // Sec's session was opened with the password alone, before the authenticator: no MFA in it.
+    const refused = await on(sec, "POST", `/v1/change-requests/${id}/approve`, {});
+    expect(refused.body.error?.code, refused.text).toBe("MFA_STEP_UP_REQUIRED");
+    clock.advance(60_000);
+    expect((await on(sec, "POST", "/v1/auth/step-up", { otp: totpNow(secSecret, clock.now().getTime()) })).status).toBe(
+      200,
+    );
+    const approved = await on(sec, "POST", `/v1/change-requests/${id}/approve`, {});
+    expect([approved.status, approved.body.status], approved.text).toEqual([200, "applied"]);
+    const events = await on(await root(), "GET", "/v1/audit/events?action=change_request.approved&limit=20");
+    const success = (
+      events.body.items as { subject: string; outcome: string; details: Record<string, unknown> }[]
+    ).find((e) => e.subject === `change-request:${id}` && e.outcome === "success");
+    expect(success?.details).toMatchObject({
+      kind: "directory",
+      approverMfa: { at: clock.now().toISOString(), method: "otp-or-sso" },
+    });
+  });
+});

@@ -16,6 +16,7 @@ import { PLATFORM_ROLES, type Actor, type CallContext, type PlatformRole } from 
 import type { RiskTier } from "./catalog.types.js";
 import type { ChangeRequestCreated } from "./change-request-notifications.js";
 import * as store from "./change-requests.store.js";
+import type { ApproverMfa } from "../requests/policy.rules.js";
 
 type Tx = Parameters<typeof store.decideChangeRequest>[0];
 type Person = Extract<Actor, { kind: "principal" }>;
@@ -129,6 +130,8 @@ export function heldDirectoryUseCases(deps: {
       passwordHash: string | null,
       reason: string | undefined,
       context: CallContext,
+      /** The approver's MFA as `fourEyes.approverMfa` checked it, for the approval's event (null: not asked). */
+      approverMfa: ApproverMfa | null = null,
     ): Promise<"CHANGE_REQUEST_STALE" | null> {
       if (directorySubject(row) === approver.id)
         throw new StintError(
@@ -176,7 +179,12 @@ export function heldDirectoryUseCases(deps: {
           outcome: "success",
           subject: `change-request:${row.id}`,
           ...(reason ? { reason } : {}),
-          details: { author: row.author_name, tier: row.tier, kind: "directory" },
+          details: {
+            author: row.author_name,
+            tier: row.tier,
+            kind: "directory",
+            ...(approverMfa ? { approverMfa } : {}),
+          },
         },
         ...events.map((event) => ({
           ...event,

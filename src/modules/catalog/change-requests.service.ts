@@ -279,7 +279,9 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
           if (refusal) throw new StintError(refusal);
           const approverMfa = approverMfaFor(row.tier, approver, now);
           if (row.kind === "directory") {
-            return { refusal: await directory.approve(tx, row, approver, passwordHash, reason, context) } as const;
+            return {
+              refusal: await directory.approve(tx, row, approver, passwordHash, reason, context, approverMfa),
+            } as const;
           }
           const plan = row.plan as HeldPlan["plan"];
           if (plan.changes.some((change) => change.kind === "group")) authorize(actor, "groups.write");
