@@ -338,6 +338,34 @@ describe("access commands (fake API)", () => {
     expect(calls).toHaveLength(1); // a full UUID needs no lookup
   });
 
+  it("approve --otp - steps up first where the policy asks the approver for a recent MFA check (finding 82)", async () => {
+    let stepped = false;
+    on("POST", "/v1/auth/step-up", () => {
+      stepped = true;
+      return { status: 200, body: { mfaAt: iso(0) } };
+    });
+    const message = "Approving requests for this role needs a one-time code entered within the last 15m.";
+    on("POST", `/v1/activation-requests/${ID}/approvals`, () =>
+      stepped
+        ? { status: 200, body: active }
+        : { status: 401, body: { error: { code: "MFA_STEP_UP_REQUIRED", message } } },
+    );
+    const refused = await run(["approve", ID]);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain("add --otp - (the code on stdin) or set STINT_TOTP_CODE");
+
+    const done = await runCliCaptured(["approve", ID, "--otp", "-"], {
+      env: { STINT_CONFIG_DIR: dir, HOME: dir },
+      fetch: fakeFetch,
+      now: () => NOW,
+      isTTY: false,
+      input: "654 321\n",
+    });
+    expect(done.code, done.stderr).toBe(0);
+    expect(calls.find((call) => call.url.pathname === "/v1/auth/step-up")!.body).toEqual({ otp: "654321" });
+    expect(done.stdout).toContain("Approved. prod-db-reader is active until");
+  });
+
   it("deny and revoke need a reason; cancel, deactivate and extend call their routes", async () => {
     expect((await run(["deny", ID])).code).toBe(2);
     expect((await run(["revoke", ID])).code).toBe(2);
