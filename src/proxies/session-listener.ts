@@ -9,7 +9,14 @@ import type { Duplex } from "node:stream";
 import { TLSSocket, createSecureContext, type SecureContext } from "node:tls";
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Logger } from "../lib/logger.js";
-import type { BrokeredSession, EndReason, SessionEnd } from "../modules/sessions/sessions.types.js";
+import type {
+  BrokeredSession,
+  EndReason,
+  QueryLogResult,
+  SentStatement,
+  SessionEnd,
+} from "../modules/sessions/sessions.types.js";
+import { holdForRecording } from "./pg/wire-stream.js";
 
 /** A client gets this long from accept to send its startup packet and its password. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 15_000;
@@ -64,6 +71,30 @@ export function isSessionEnd(value: unknown): value is SessionEnd {
 export function metric<T>(registry: Registry | undefined, name: string, make: (registers: Registry[]) => T): T {
   const existing = registry?.getSingleMetric(name);
   return (existing as T | undefined) ?? make(registry ? [registry] : []);
+}
+
+/**
+ * A database proxy's query log: `record` a result; `logSent` a statement before its last byte goes on. One a
+ * required recording refused ends the session (`kill`) before that; while the recording is backlogged (its
+ * disk behind) the client is not read after either, its next statements waiting in its own socket.
+ */
+export function queryLogWriters(
+  session: Pick<BrokeredSession, "recorder" | "policy" | "signal">,
+  client: Socket,
+  kill: (end: SessionEnd) => void,
+): { record(entry: QueryLogResult): void; logSent(statement: SentStatement): void } {
+  const { recorder } = session;
+  return {
+    record(entry) {
+      recorder.query(entry);
+      holdForRecording(client, recorder);
+    },
+    logSent(statement) {
+      if (recorder.sent?.(statement) === false && session.policy.recording === "required")
+        kill(unrecordedEnd(session.signal));
+      else holdForRecording(client, recorder);
+    },
+  };
 }
 
 /**

@@ -14,13 +14,11 @@ import {
   SessionRefusedError,
   type BrokeredSession,
   type EndReason,
-  type QueryLogResult,
-  type SentStatement,
   type SessionEnd,
   type SessionGate,
   type UpstreamMysql,
 } from "../../modules/sessions/sessions.types.js";
-import { connectTcp, forward, holdForRecording } from "../pg/wire-stream.js";
+import { connectTcp, forward } from "../pg/wire-stream.js";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   acceptTls,
@@ -29,7 +27,7 @@ import {
   endWith,
   errorMessage,
   malformedStream,
-  unrecordedEnd,
+  queryLogWriters,
   type SessionListenerOptions,
   type SessionProxy,
 } from "../session-listener.js";
@@ -249,17 +247,7 @@ export function createMysqlProxy(deps: MysqlProxyDeps): MysqlProxy {
     let deliverKill: (() => void) | null = null;
     let upstreamConnectionId: number | null = null;
     const pendingClient: Buffer[] = leftover.length > 0 ? [leftover] : [];
-    /** Logged; while the recording's disk is behind, the client's next statements wait in its socket. */
-    const record = (entry: QueryLogResult): void => {
-      session.recorder.query(entry);
-      holdForRecording(client, session.recorder);
-    };
-    /** Logged before its last packet goes on; one a required recording refused ends the session before that. */
-    const logSent = (statement: SentStatement): void => {
-      if (session.recorder.sent?.(statement) === false && session.policy.recording === "required")
-        kill(unrecordedEnd(session.signal));
-      else holdForRecording(client, session.recorder);
-    };
+    const { record, logSent } = queryLogWriters(session, client, (end) => kill(end));
 
     const finish = (reason: EndReason, detail?: string): void => {
       if (phase === "closed") return;

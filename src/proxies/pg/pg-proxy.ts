@@ -26,8 +26,6 @@ import {
   SessionRefusedError,
   type BrokeredSession,
   type EndReason,
-  type QueryLogResult,
-  type SentStatement,
   type SessionEnd,
   type SessionGate,
   type UpstreamPostgres,
@@ -40,7 +38,7 @@ import {
   endWith,
   errorMessage,
   malformedStream,
-  unrecordedEnd,
+  queryLogWriters,
   type SessionListenerOptions,
   type SessionProxy,
 } from "../session-listener.js";
@@ -75,7 +73,6 @@ import {
   createFrameScanner,
   createRelayScanner,
   forward,
-  holdForRecording,
   frameBytes,
   type DirectReader,
   type FrameInbox,
@@ -330,16 +327,7 @@ export function createPgProxy(deps: PgProxyDeps): PgProxy {
       finish("error", message);
     };
 
-    const record = (logged: QueryLogResult): void => {
-      session.recorder.query(logged);
-      holdForRecording(client, session.recorder); // its disk behind: the next statements wait in the client's socket
-    };
-    /** Logged before its last byte goes on; one a required recording refused ends the session before that. */
-    const logSent = (statement: SentStatement): void => {
-      if (session.recorder.sent?.(statement) === false && session.policy.recording === "required")
-        kill(unrecordedEnd(session.signal));
-      else holdForRecording(client, session.recorder);
-    };
+    const { record, logSent } = queryLogWriters(session, client, kill);
     /** A client message in session: the query log reads what it needs (see FRONTEND_READ). */
     const trackFrontend = (type: number, body: Buffer | null): void => {
       if (phase !== "relay") return;
