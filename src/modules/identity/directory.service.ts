@@ -16,7 +16,7 @@ import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
-import { authorize, mayApproveChanges } from "../authz/authz.rules.js";
+import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
 import { listApiTokens } from "./api-token.js";
@@ -26,6 +26,7 @@ import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js
 import { disablePrincipal } from "./principal-lifecycle.js";
 import {
   applyDirectoryChange,
+  platformRolesChange,
   approverRolesAdded,
   approvesWhat,
   directoryDecision,
@@ -93,27 +94,6 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
     const row = await identityStore.findPrincipalByName(db, name);
     if (!row) throw new StintError("NOT_FOUND", `There is no user or service named ${name}.`);
     return row;
-  }
-
-  /** The columns that give `row` the platform roles `roles` (never the last active administrator's). */
-  async function rolesChange(
-    tx: Kysely<Database>,
-    row: { id: string; status: string; platform_roles: string[] },
-    roles: string[],
-  ): Promise<Record<string, unknown>> {
-    // A disabled administrator is not counted, so demoting one takes nothing away.
-    if (row.status === "active" && row.platform_roles.includes("admin") && !roles.includes("admin")) {
-      await identityStore.lockAdministrators(tx);
-      if ((await identityStore.countActiveAdmins(tx)) <= 1)
-        throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
-    }
-    // Demoted, they still count against `fourEyes.alone: apply` for a day, as a disabled approver does.
-    return {
-      platform_roles: roles,
-      ...(mayApproveChanges(row.platform_roles) && !mayApproveChanges(roles)
-        ? { approver_role_lost_at: clock.now() }
-        : {}),
-    };
   }
 
   return {
@@ -260,7 +240,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
             const change = heldRoles(newId(), row, row.platform_roles, roles, []);
             changeRequest = await deps.fourEyes!.hold(tx, actor, change, context);
           } else {
-            Object.assign(changes, await rolesChange(tx, row, roles));
+            Object.assign(changes, await platformRolesChange(tx, row, roles, clock.now()));
             if (decision === "waive")
               waived.push(waivedEvent(`${row.kind}:${name}`, `platform roles ${added.join(", ")}`));
           }
@@ -413,7 +393,6 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
         {
           now: clock.now(),
           tellPrincipal,
-          rolesChange,
           sessionsEnded: async (t, pid) => {
             await index?.send(t, { t: "pses", pid });
           },

@@ -197,6 +197,32 @@ export function heldPassword(
   };
 }
 
+/** What a platform role change is judged on: the principal as locked. */
+export type RolesRow = { id: string; status: string; platform_roles: string[] };
+
+/**
+ * The columns that give `row` the platform roles `roles`, now or on approval: never the last active
+ * administrator's (CONFLICT), and the loss of the last role that approves remembered (finding 76).
+ */
+export async function platformRolesChange(
+  tx: Tx,
+  row: RolesRow,
+  roles: string[],
+  now: Date,
+): Promise<Record<string, unknown>> {
+  // A disabled administrator is not counted, so demoting one takes nothing away.
+  if (row.status === "active" && row.platform_roles.includes("admin") && !roles.includes("admin")) {
+    await identityStore.lockAdministrators(tx);
+    if ((await identityStore.countActiveAdmins(tx)) <= 1)
+      throw new StintError("CONFLICT", "That would leave Stint without an active administrator.");
+  }
+  // Demoted, they still count against `fourEyes.alone: apply` for a day, as a disabled approver does.
+  return {
+    platform_roles: roles,
+    ...(mayApproveChanges(row.platform_roles) && !mayApproveChanges(roles) ? { approver_role_lost_at: now } : {}),
+  };
+}
+
 /**
  * Applies an approved directory change in the change request's transaction and answers its audit events: only to
  * the account as it was when held (roles unchanged, still active), else CHANGE_REQUEST_STALE.
@@ -206,11 +232,6 @@ export async function applyDirectoryChange(
   deps: {
     now: Date;
     tellPrincipal: (tx: Tx, id: string) => Promise<void>;
-    rolesChange: (
-      tx: Tx,
-      row: { id: string; status: string; platform_roles: string[] },
-      roles: string[],
-    ) => Promise<Record<string, unknown>>;
     sessionsEnded: (tx: Tx, principalId: string) => Promise<void>;
   },
   held: { change: unknown; passwordHash: string | null },
@@ -233,7 +254,7 @@ export async function applyDirectoryChange(
       "CHANGE_REQUEST_STALE",
       `The platform roles of ${row.name} changed since this was held; ask for the change again.`,
     );
-  const changes = await deps.rolesChange(tx, row, change.roles);
+  const changes = await platformRolesChange(tx, row, change.roles, deps.now);
   await tx
     .updateTable("principals")
     .set({ ...changes, updated_at: deps.now })
