@@ -26,6 +26,29 @@ export function describeNode(node: RootOperationNode): string {
   return table ? `${kind} ${table}` : kind;
 }
 
+/**
+ * Whether `node` inserts into `table`: an INSERT built with Kysely's builder, or raw SQL whose text is that
+ * INSERT (a constant statement: `lib/constant-sql.ts`, such as the audit log's pending events).
+ */
+export function insertsInto(node: RootOperationNode, table: string): boolean {
+  const n = node as unknown as { kind: string; into?: { table?: { identifier?: { name?: string } } } };
+  if (n.kind === "InsertQueryNode") return n.into?.table?.identifier?.name === table;
+  if (n.kind !== "RawNode") return false;
+  return new RegExp(`^(\\s|/\\*.*?\\*/)*insert into ${table}\\b`, "i").test(rawText(node));
+}
+
+/** The text of raw SQL, the raw pieces in it (`sql.raw`, nested sql) written in, `$` for each value. */
+function rawText(node: unknown): string {
+  const { sqlFragments, parameters } = node as {
+    sqlFragments: readonly string[];
+    parameters: readonly { kind: string }[];
+  };
+  let text = sqlFragments[0] ?? "";
+  for (let i = 0; i < parameters.length; i++)
+    text += (parameters[i]!.kind === "RawNode" ? rawText(parameters[i]) : "$") + (sqlFragments[i + 1] ?? "");
+  return text;
+}
+
 export interface Measured<T> {
   result: T;
   statements: string[];

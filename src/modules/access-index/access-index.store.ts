@@ -1,6 +1,8 @@
 /** SQL of the access index: the snapshot a node loads, and the notification a transaction sends. */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import { oneParameter } from "../../lib/constant-sql.js";
+import { PREPARED } from "../../lib/db.js";
 import { MAX_PACKED_IDS, packIds } from "../../lib/packed-ids.js";
 import type { AccessMessage, ActiveActivation, PrincipalEntry } from "./access-index.types.js";
 
@@ -89,6 +91,26 @@ export function loadSnapshot(
     });
 }
 
+/** The sending transaction's id, as text. */
+type Xid = { x: string };
+
+/**
+ * The notifications' statements: constant texts with one parameter each (`oneParameter`), prepared on each
+ * PostgreSQL connection: no query built per message, no text array escaped element by element.
+ */
+const NOTIFY_ONE = oneParameter(`${PREPARED} select pg_notify('${ACCESS_CHANNEL}', $1::text)`);
+/** `$1` completed by the sending transaction's id and `}`. */
+const NOTIFY_ONE_WITH_X = oneParameter<Xid>(`${PREPARED} select x, pg_notify('${ACCESS_CHANNEL}', $1::text || x || '}')
+  from (select pg_current_xact_id()::text as x) as current`);
+/** The payloads as one JSON array of texts, sent in its order. */
+const NOTIFY_MANY = oneParameter(`${PREPARED} select pg_notify('${ACCESS_CHANNEL}', m)
+  from jsonb_array_elements_text($1::jsonb) with ordinality as t(m, n) order by n`);
+/** As `NOTIFY_MANY`, each payload `[text, tail]`: with `tail` true, completed by the transaction's id and `}`. */
+const NOTIFY_MANY_WITH_X = oneParameter<Xid>(`${PREPARED} select current.x,
+    pg_notify('${ACCESS_CHANNEL}', case when (t.e->>1)::boolean then (t.e->>0) || current.x || '}' else t.e->>0 end)
+  from (select pg_current_xact_id()::text as x) as current, jsonb_array_elements($1::jsonb) with ordinality as t(e, n)
+  order by t.n`);
+
 /**
  * Sends `message` to every node; delivered when the transaction commits, never if it rolls back. An `act` or
  * a `prn` carries the sending transaction's id as `x` (added by the statement itself, no extra round trip),
@@ -96,12 +118,10 @@ export function loadSnapshot(
  */
 export async function notify(db: Q, message: AccessMessage): Promise<number | undefined> {
   if (message.t !== "act" && message.t !== "prn") {
-    await sql`select pg_notify(${ACCESS_CHANNEL}, ${JSON.stringify(message)})`.execute(db);
+    await NOTIFY_ONE(JSON.stringify(message)).execute(db);
     return undefined;
   }
-  const head = `${JSON.stringify(message).slice(0, -1)},"x":`;
-  const { rows } = await sql<{ x: string }>`select x, pg_notify(${ACCESS_CHANNEL}, ${head} || x || '}')
-    from (select pg_current_xact_id()::text as x) as current`.execute(db);
+  const { rows } = await NOTIFY_ONE_WITH_X(`${JSON.stringify(message).slice(0, -1)},"x":`).execute(db);
   return Number(rows[0]!.x);
 }
 
@@ -150,21 +170,11 @@ export async function notifyMany(db: Q, messages: AccessMessage[]): Promise<numb
   if (messages.length === 0) return undefined;
   const payloads = payloadsOf(messages);
   if (payloads.some(ordered)) {
-    const heads = payloads.map((p) => (ordered(p) ? `${p.slice(0, -1)},"x":` : p));
-    const tails = payloads.map(ordered);
-    const { rows } = await sql<{ x: string }>`select current.x,
-        pg_notify(${ACCESS_CHANNEL}, case when t.tail then t.m || current.x || '}' else t.m end)
-      from (select pg_current_xact_id()::text as x) as current,
-           unnest(${heads}::text[], ${tails}::boolean[]) with ordinality as t(m, tail, n)
-     order by t.n`.execute(db);
-    return Number(rows[0]!.x);
+    const rows = payloads.map((p) => (ordered(p) ? [`${p.slice(0, -1)},"x":`, true] : [p, false]));
+    const { rows: sent } = await NOTIFY_MANY_WITH_X(JSON.stringify(rows)).execute(db);
+    return Number(sent[0]!.x);
   }
-  if (payloads.length === 1) {
-    await sql`select pg_notify(${ACCESS_CHANNEL}, ${payloads[0]})`.execute(db);
-    return undefined;
-  }
-  await sql`select pg_notify(${ACCESS_CHANNEL}, m) from unnest(${payloads}::text[]) with ordinality as t(m, n) order by n`.execute(
-    db,
-  );
+  if (payloads.length === 1) await NOTIFY_ONE(payloads[0]).execute(db);
+  else await NOTIFY_MANY(JSON.stringify(payloads)).execute(db);
   return undefined;
 }

@@ -1,6 +1,7 @@
 /** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
-import { CompiledQuery, sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
+import { oneParameter } from "../../lib/constant-sql.js";
 import { PREPARED } from "../../lib/db.js";
 import { decodeVerifyRow, eventTime, toEvent, type EventRow } from "./audit.rows.js";
 import { EVENT_ROW_COLUMNS, type AuditEvent, type CheckpointValues, type PendingAuditEvent } from "./audit.types.js";
@@ -76,12 +77,16 @@ const insertFromJson = (table: string, more: string, fields: string) =>
 const ROWS_FROM_JSON = "::jsonb) with ordinality as t(e, n)";
 
 /** Rows in their order: `pos` (audit_pending), and so the chain's order, is the order of the events given. */
-const INSERT_PENDING = `${PREPARED} ${insertFromJson("audit_pending", "mac", "e->>12")}$1${ROWS_FROM_JSON} order by n`;
-const INSERT_EVENTS = `${PREPARED} ${insertFromJson(
-  "audit_events",
-  "seq, prev_hash, hash",
-  "(e->>12)::bigint, e->>13, e->>14",
-)}$1${ROWS_FROM_JSON} order by n`;
+const INSERT_PENDING = oneParameter(
+  `${PREPARED} ${insertFromJson("audit_pending", "mac", "e->>12")}$1${ROWS_FROM_JSON} order by n`,
+);
+const INSERT_EVENTS = oneParameter(
+  `${PREPARED} ${insertFromJson(
+    "audit_events",
+    "seq, prev_hash, hash",
+    "(e->>12)::bigint, e->>13, e->>14",
+  )}$1${ROWS_FROM_JSON} order by n`,
+);
 
 /**
  * Chained events the sequencer made itself (`audit.pending_rejected` notes): not in `audit_pending`, so
@@ -90,7 +95,7 @@ const INSERT_EVENTS = `${PREPARED} ${insertFromJson(
 export async function insertEvents(tx: Q, events: AuditEvent[]): Promise<void> {
   if (events.length === 0) return;
   const rows = events.map((e) => [...eventRow(e), e.seq, e.prevHash, e.hash]);
-  await tx.executeQuery(CompiledQuery.raw(INSERT_EVENTS, [JSON.stringify(rows)]));
+  await INSERT_EVENTS(JSON.stringify(rows)).execute(tx);
 }
 
 /** An event committed by its transaction but not chained yet; `mac` proves a Stint node wrote it. */
@@ -102,7 +107,7 @@ export async function insertPending(tx: Q, events: { event: PendingAuditEvent; m
     row.push(events[i]!.mac);
     rows[i] = row;
   }
-  await tx.executeQuery(CompiledQuery.raw(INSERT_PENDING, [JSON.stringify(rows)]));
+  await INSERT_PENDING(JSON.stringify(rows)).execute(tx);
 }
 
 /**
@@ -282,13 +287,10 @@ export async function chainMove(
   const signed = checkpoints.map((c) => [c.seq, c.hash, c.every, c.keyId, c.signature, c.signedAt.toISOString()]);
   const move = JSON.stringify([from.seq, from.hash, to.seq, to.hash, takenRows, chainedRows, signed, next]);
   if (next === 0) {
-    await db.executeQuery(CompiledQuery.raw(CHAIN_MOVE, [move]));
+    await CHAIN_MOVE(move).execute(db);
     return [];
   }
-  const { rows } = await db.executeQuery(
-    CompiledQuery.raw(CHAIN_MOVE_AND_READ, [move]) as CompiledQuery<PendingOrNone & { moved: string }>,
-  );
-  return pendingOf(rows);
+  return pendingOf((await CHAIN_MOVE_AND_READ(move).execute(db)).rows);
 }
 
 /**
@@ -320,20 +322,20 @@ const CHAIN_MOVE_ARGUMENTS = `p as (select $1::jsonb as j),
     from p, taken, chained, cp
   )`;
 
-const CHAIN_MOVE = `${PREPARED} with ${CHAIN_MOVE_ARGUMENTS} select moved from m`;
+const CHAIN_MOVE = oneParameter(`${PREPARED} with ${CHAIN_MOVE_ARGUMENTS} select moved from m`);
 
 /**
  * The move, and up to `next` pending rows it did not take (with the statement's snapshot, from before the move).
  * The move on the preserved side of the join: it runs once, whether or not anything else is pending. The rows
  * taken are left out by a hashed lookup (`not in` a subquery), not a scan of their array for every row read.
  */
-const CHAIN_MOVE_AND_READ = `${PREPARED} with ${CHAIN_MOVE_ARGUMENTS}
+const CHAIN_MOVE_AND_READ = oneParameter<PendingOrNone & { moved: string }>(`${PREPARED} with ${CHAIN_MOVE_ARGUMENTS}
   select m.moved, r.* from m left join lateral (
     select ${PENDING_COLUMNS} from audit_pending
     where pos not in (select unnest(taken.pos) from taken)
     order by pos limit (select (p.j->>7)::integer from p)
   ) r on true
-  order by r.pos`;
+  order by r.pos`);
 
 /** How many events wait to be chained, and the time of the oldest. */
 export async function pendingStats(db: Q): Promise<{ count: number; oldest: Date | null }> {

@@ -12,6 +12,7 @@ import type { AppStore } from "../../db/index.js";
 import { listenWithFastPath } from "../../testing/fast-path.js";
 import { seedUser } from "../../testing/pim.js";
 import { testServer, type TestServer } from "../../testing/server.js";
+import { insertsInto } from "../../testing/statements.js";
 
 const SECRET = "ledger/db/reader";
 const URL = `/v1/secrets/${encodeURIComponent(SECRET)}/value`;
@@ -21,8 +22,7 @@ const VALUE = "fast-path-secret-value";
 const audit = { attempts: 0, fail: false };
 const failingAudit: KyselyPlugin = {
   transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-    const into = (args.node as { into?: { table?: { identifier?: { name?: string } } } }).into;
-    if (args.node.kind === "InsertQueryNode" && into?.table?.identifier?.name === "audit_pending") {
+    if (insertsInto(args.node, "audit_pending")) {
       audit.attempts++;
       if (audit.fail) throw new Error("the store refused the audit write (test)");
     }

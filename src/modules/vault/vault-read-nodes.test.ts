@@ -20,6 +20,7 @@ import { createLogger } from "../../lib/logger.js";
 import { createServer, type Server } from "../../server.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
 import { testServer, TEST_SCRYPT, type TestServer } from "../../testing/server.js";
+import { insertsInto } from "../../testing/statements.js";
 
 /** The index's `maxSilenceMs`, and a margin for the read to start after it. */
 const BOUND_MS = 1000 + 100;
@@ -44,7 +45,7 @@ function instrumented() {
       const table = name(args.node);
       if (args.node.kind === "SelectQueryNode" && (table === "secrets" || table === "secret_versions"))
         state.secretReads++;
-      if (args.node.kind === "InsertQueryNode" && table === "audit_pending" && state.failAuditWrites)
+      if (insertsInto(args.node, "audit_pending") && state.failAuditWrites)
         throw new Error("the store refused the audit write (test)");
       return args.node;
     },

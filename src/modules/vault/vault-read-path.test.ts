@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { AppStore } from "../../db/index.js";
 import { ENGINES } from "../../testing/engines.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
+import { insertsInto } from "../../testing/statements.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 
 const READ_TABLES = new Set([
@@ -28,10 +29,6 @@ function tableOf(node: RootOperationNode): string | undefined {
   return n.from?.froms?.[0]?.table?.identifier?.name;
 }
 
-function intoTable(node: RootOperationNode): string | undefined {
-  return (node as unknown as { into?: { table?: { identifier?: { name?: string } } } }).into?.table?.identifier?.name;
-}
-
 /** Marks the calls whose statements are counted. */
 const measured = new AsyncLocalStorage<boolean>();
 
@@ -44,12 +41,12 @@ function instrumented() {
   const plugin = (inTransaction: boolean): KyselyPlugin => ({
     transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
       const table = tableOf(args.node);
-      if (args.node.kind === "InsertQueryNode" && intoTable(args.node) === "audit_pending" && state.failAuditWrites)
+      if (insertsInto(args.node, "audit_pending") && state.failAuditWrites)
         throw new Error("the store refused the audit write (test)");
       // Reads: only those of the measured calls (not the index's cross-check). Audit writes: all (a batch may
       // run in another call's context; nothing else writes audit events meanwhile).
       if (args.node.kind === "SelectQueryNode" && table && READ_TABLES.has(table) && measured.getStore()) state.reads++;
-      if (args.node.kind === "InsertQueryNode" && intoTable(args.node) === "audit_pending") {
+      if (insertsInto(args.node, "audit_pending")) {
         if (inTransaction) state.auditWritesInTransactions++;
         else state.auditWritesAlone++;
       }
