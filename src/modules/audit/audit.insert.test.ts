@@ -12,7 +12,8 @@ import { ENGINES } from "../../testing/engines.js";
 import { auditHarness } from "../../testing/harness.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import * as auditStore from "./audit.store.js";
-import type { AuditInput } from "./audit.types.js";
+import type { AuditLog } from "./audit.service.js";
+import type { AuditInput, PendingAuditEvent } from "./audit.types.js";
 
 /** A batch this large went as `unnest` arrays before, a smaller one as a VALUES list. */
 const MANY = 40;
@@ -43,6 +44,15 @@ function inputs(count: number): AuditInput[] {
       },
     };
   });
+}
+
+/** The chain verifies, holds exactly `written` and reads each event back as it was appended. */
+async function expectChainedAsWritten(audit: AuditLog, written: readonly PendingAuditEvent[]) {
+  expect(await audit.verify()).toMatchObject({ ok: true, count: written.length });
+  const read = await audit.read({ limit: 1000 });
+  expect(read.map(({ seq: _seq, prevHash: _prev, hash: _hash, ...event }) => event)).toEqual(
+    written.map((event) => ({ ...event, details: JSON.parse(JSON.stringify(event.details)) as unknown })),
+  );
 }
 
 describe.each(ENGINES)("audit writes on %s", (engine) => {
@@ -76,12 +86,7 @@ describe.each(ENGINES)("audit writes on %s", (engine) => {
         ).flat(),
       ];
       expect(await audit.catchUp()).toBeGreaterThanOrEqual(sequencing === "inline" ? 0 : written.length);
-      const verified = await audit.verify();
-      expect(verified).toMatchObject({ ok: true, count: written.length });
-      const read = await audit.read({ limit: 1000 });
-      expect(read.map(({ seq: _seq, prevHash: _prev, hash: _hash, ...event }) => event)).toEqual(
-        written.map((event) => ({ ...event, details: JSON.parse(JSON.stringify(event.details)) as unknown })),
-      );
+      await expectChainedAsWritten(audit, written);
     });
 });
 
@@ -154,11 +159,7 @@ describe.each(ENGINES)("audit writes of awkward values on %s", (engine) => {
       ).flat(),
     ];
     expect(await audit.catchUp()).toBe(written.length);
-    expect(await audit.verify()).toMatchObject({ ok: true, count: written.length });
-    const read = await audit.read({ limit: 1000 });
-    expect(read.map(({ seq: _seq, prevHash: _prev, hash: _hash, ...event }) => event)).toEqual(
-      written.map((event) => ({ ...event, details: JSON.parse(JSON.stringify(event.details)) as unknown })),
-    );
+    await expectChainedAsWritten(audit, written);
   });
 
   it("only the calls the database allows are written (appendManyWhere), in their order", async () => {
