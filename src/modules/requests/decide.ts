@@ -7,7 +7,8 @@ import { newId } from "../../lib/ids.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { can } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
-import { approverMfaRule, checkApproverMfa, windowProblemAtActivation } from "./policy.rules.js";
+import { approverMfaCheck } from "./approver-mfa.rules.js";
+import { windowProblemAtActivation } from "./policy.rules.js";
 import { applyDecision, currentApprovers, isNamedBy } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import { expiredUndecided, isPendingPastTtl, waitsForStart } from "./timing.rules.js";
@@ -129,14 +130,8 @@ export function createDecide(core: RequestCore) {
         // An approval needs the approver's own fresh second factor where the policy (absent: a critical role) asks
         // for one: a phished password alone approves nothing. Checked before anything is recorded or a decision
         // link is spent, so the approver steps up and the same link still works. A denial needs none.
-        const approverMfa = spec
-          ? checkApproverMfa(
-              approverMfaRule(spec, row.role_risk),
-              principal.mfaAt ?? null,
-              now,
-              principal.webauthnAt ?? null,
-            )
-          : null;
+        // The same check the approvals inbox's hint runs (`approverMfaHint`), here again at the decision's own time.
+        const approverMfa = spec ? approverMfaCheck(spec, row.role_risk, principal, now) : null;
         if (approverMfa && !approverMfa.ok) return new Refusal(approverMfa.code, approverMfa.message, { requestId });
         if (spec && result.result === "approved" && !waitsForStart(row, now)) {
           // The approval that would activate it must fall inside the windows; nothing is recorded otherwise.
