@@ -87,7 +87,26 @@ export const requestListQuery = z.strictObject({
   role: name.optional(),
   limit: z.coerce.number().int().min(1).max(500).default(100),
 });
-export const requestList = z.object({ items: z.array(activationRequest) });
+/**
+ * What approving a request asks of the caller's own second factor now (`approval.mfa`; absent: within 15m for
+ * critical roles): a hint ahead of the decision, computed by the decision's own check at the time of the list.
+ * Never a permission: the approval checks again when it is made, and an MFA that was recent enough a moment ago
+ * may not be any more.
+ */
+export const approverMfaHint = z.object({
+  required: z.boolean(),
+  /** How recent the approver's MFA must be, in seconds; null when not required. */
+  withinSeconds: z.number().int().nullable(),
+  /** Only a passkey check counts (the policy's `methods: [webauthn]`), not a one-time code. */
+  passkeyOnly: z.boolean(),
+  /** The caller's session would pass the check now (true when not required). */
+  satisfied: z.boolean(),
+});
+export type ApproverMfaHintDto = z.infer<typeof approverMfaHint>;
+/** A listed request; in the inbox (`scope=inbox`) with what approving it asks of the caller's MFA. */
+export const requestListItem = activationRequest.extend({ approverMfa: approverMfaHint.optional() });
+export type RequestListItemDto = z.infer<typeof requestListItem>;
+export const requestList = z.object({ items: z.array(requestListItem) });
 
 export const myRole = z.object({
   role: z.string(),
