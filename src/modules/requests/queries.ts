@@ -12,6 +12,7 @@ import * as requestStore from "./requests.store.js";
 import type { RequestState } from "./requests.types.js";
 import type { RequestCore } from "./activation.js";
 import type { RequestDto } from "./request-context.js";
+import { approverMfaHint, type ApproverMfaHint } from "./approver-mfa.rules.js";
 
 /**
  * The check API's answer, built as a plain literal: this is the hottest answer Stint gives, and an object
@@ -48,7 +49,7 @@ function isoExpiry(activation: ActiveActivation): string {
 }
 
 export function createQueries(core: RequestCore) {
-  const { store, clock, index, principalOf, toDto } = core;
+  const { store, clock, index, principalOf, toDto, loadPolicy } = core;
 
   /**
    * The check API's answer from the access index, synchronously (the hottest route: no promise, no
@@ -87,7 +88,10 @@ export function createQueries(core: RequestCore) {
       return toDto(store.db, row);
     },
 
-    /** mine: the caller's requests; inbox: pending requests the caller may decide now; all: everything (readers only). */
+    /**
+     * mine: the caller's requests; inbox: pending requests the caller may decide now, each with what approving it
+     * asks of the caller's own MFA (`approverMfa`); all: everything (readers only).
+     */
     async list(
       actor: Actor,
       filter: {
@@ -96,7 +100,7 @@ export function createQueries(core: RequestCore) {
         role?: string | undefined;
         limit?: number | undefined;
       },
-    ): Promise<RequestDto[]> {
+    ): Promise<(RequestDto & { approverMfa?: ApproverMfaHint })[]> {
       const principal = principalOf(actor);
       const limit = Math.min(filter.limit ?? 100, 500);
       if (filter.scope === "all") authorize(actor, "requests.read");
@@ -120,7 +124,19 @@ export function createQueries(core: RequestCore) {
             )
           );
         });
-        return Promise.all(mine.slice(0, limit).map((row) => toDto(store.db, row)));
+        // What approving asks of the caller's own MFA, by the decision's own check at this moment: a hint only.
+        const now = clock.now();
+        return Promise.all(
+          mine.slice(0, limit).map(async (row) => ({
+            ...(await toDto(store.db, row)),
+            approverMfa: approverMfaHint(
+              await loadPolicy({ policy_spec: row.policy_snapshot }),
+              row.role_risk,
+              principal,
+              now,
+            ),
+          })),
+        );
       }
       const rows = await requestStore.listRequests(store.db, {
         requesterId: filter.scope === "mine" ? principal.id : undefined,
