@@ -120,10 +120,16 @@ export function createCredentialReads(ctx: GrantContext) {
     };
   }
 
-  /** Whether a request of the role (with credentials to mint) may still become active for the caller. */
-  async function somethingComing(principalId: string, roleName: string): Promise<boolean> {
-    const open = await grantStore.openRequestsOf(store.db, principalId, roleName);
-    return open.some((row) => isDynamic(row.entitlement));
+  /**
+   * Whether a request of the role (with credentials to mint) may still become active for the caller (`coming`),
+   * is active already (`arrived`: its activation committed after the read looked), or neither.
+   */
+  async function whatIsComing(principalId: string, roleName: string): Promise<"coming" | "arrived" | "nothing"> {
+    const open = (await grantStore.openRequestsOf(store.db, principalId, roleName)).filter((row) =>
+      isDynamic(row.entitlement),
+    );
+    if (open.some((row) => row.state !== "active")) return "coming";
+    return open.length > 0 ? "arrived" : "nothing";
   }
 
   return {
@@ -146,6 +152,8 @@ export function createCredentialReads(ctx: GrantContext) {
         return answer;
       }
       const deadline = performance.now() + waitMs;
+      // An activation that committed between the read and the look at what is coming is read again, once.
+      let readAgain = false;
       for (;;) {
         // A caller that hung up gets nothing read (and nothing audited) for it.
         if (options.signal?.aborted) throw notActive(roleName, "none");
@@ -155,7 +163,12 @@ export function createCredentialReads(ctx: GrantContext) {
           if (typeof answer !== "string") return answer;
           const left = deadline - performance.now();
           if (left <= 0) throw notActive(roleName, answer);
-          if (answer === "none" && !(await somethingComing(actor.id, roleName))) throw notActive(roleName, answer);
+          if (answer === "none") {
+            const coming = await whatIsComing(actor.id, roleName);
+            if (coming === "nothing" || (coming === "arrived" && readAgain)) throw notActive(roleName, answer);
+            readAgain = coming === "arrived";
+            if (readAgain) continue;
+          }
           await waiter.until(Math.min(left, RECHECK_MS), options.signal);
         } finally {
           waiter.disarm();

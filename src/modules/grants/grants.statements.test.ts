@@ -8,6 +8,7 @@
  * (bench/connectors.bench.ts prints them).
  */
 import { randomBytes } from "node:crypto";
+import type { CompiledQuery } from "kysely";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AppStore } from "../../db/index.js";
@@ -319,6 +320,41 @@ eligibility:
     // No minted login is left at the target.
     const left = await root.query("select rolname from pg_roles where rolname like $1", [`stint_${user}_%`]);
     expect(left.rows).toEqual([]);
+  });
+
+  it("a waiting credentials read whose activation commits between its read and its look for what is coming answers", async () => {
+    // The activation commits right after the waiting read found no active grant and before it looks whether a
+    // request is still on its way: a fast activation (a pre-created login's) did in the bench, and was told
+    // NOT_ACTIVE. The store's precompiled reads go through `executeQuery`; the grant's read (the only one naming
+    // `credential_login`) runs the outbox once it has answered.
+    let race: (() => Promise<void>) | undefined;
+    const { s, actor, context, drain } = await setup((store) => {
+      const db = new Proxy(store.db, {
+        get(target, key) {
+          if (key === "executeQuery")
+            return async (query: CompiledQuery) => {
+              const result = await target.executeQuery(query);
+              const run = race;
+              if (run && query.sql.includes("credential_login")) {
+                race = undefined;
+                await run();
+              }
+              return result;
+            };
+          const value: unknown = Reflect.get(target, key, target);
+          return typeof value === "function" ? (value as () => unknown).bind(target) : value;
+        },
+      });
+      return Object.assign(Object.create(store) as AppStore, { db });
+    });
+    await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
+    race = drain;
+    const read = await s.grants.credentials(actor, context, role, { waitMs: 30_000 });
+    expect(race).toBeUndefined();
+    expect(read.user).toMatch(new RegExp(`^stint_${user}_`));
+    expect(await passwordIs(read.user, read.password)).toBe(true);
+    await s.requests.deactivate(actor, role, context);
+    await drain();
   });
 
   it("a requester whose eligibility ended while the login was created is not activated: it is revoked and dropped", async () => {

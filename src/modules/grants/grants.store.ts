@@ -518,8 +518,9 @@ export async function activeGrantOf(db: Q, principalId: string, roleName: string
 }
 
 /**
- * The entitlements of the caller's requests of a role that may still become active (pending, approved or
- * provisioning): what a credentials read that waits (`?wait=`) waits for. Empty: nothing is coming.
+ * The entitlements and states of the caller's requests of a role that may still become active (pending, approved
+ * or provisioning) or are active: what a credentials read that waits (`?wait=`) waits for, and whether one became
+ * active since its read looked (an activation may commit between the two statements). Empty: nothing is coming.
  */
 const openRequestsOfQuery = precompiled(
   ["principalId", "roleName"],
@@ -527,10 +528,10 @@ const openRequestsOfQuery = precompiled(
     db
       .selectFrom("activation_requests as r")
       .innerJoin("roles", "roles.id", "r.role_id")
-      .select("roles.entitlement")
+      .select(["roles.entitlement", "r.state"])
       .where("r.requester_id", "=", p.principalId)
       .where("roles.name", "=", p.roleName)
-      .where("r.state", "in", ["pending", "approved", "provisioning"]),
+      .where("r.state", "in", ["pending", "approved", "provisioning", "active"]),
 );
 
 export async function openRequestsOf(db: Q, principalId: string, roleName: string) {
