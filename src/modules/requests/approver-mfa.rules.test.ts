@@ -2,9 +2,11 @@
  * The approver MFA rule (finding 82), pure: which rule an approval follows (`approval.mfa`, else critical roles
  * only), what it accepts and what the approval's event records; and how four-eyes weighs a change of it.
  */
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { policySpec } from "../../contract/catalog.js";
 import { policyFieldWidens } from "../catalog/change-requests.rules.js";
+import { approverMfaCheck, approverMfaHint } from "./approver-mfa.rules.js";
 import { approverMfaRule, checkApproverMfa } from "./policy.rules.js";
 
 const NOW = new Date("2026-03-02T10:00:00Z");
@@ -91,5 +93,52 @@ describe("four-eyes weighs a change of approval.mfa", () => {
     expect(widens("approval.mfa.maxAge", "30m", "5m")).toBeNull();
     expect(widens("approval.mfa.methods", ["webauthn"], ["webauthn", "totp"])).toMatch(/more approver MFA methods/);
     expect(widens("approval.mfa.methods", undefined, ["webauthn"])).toBeNull();
+  });
+});
+
+describe("approverMfaHint: the inbox's hint is the decision's own check at the time of the list", () => {
+  const specs = [
+    policySpec.parse({ approval: stage }),
+    policySpec.parse({ approval: { ...stage, mfa: { maxAge: "5m" } } }),
+    policySpec.parse({ approval: { ...stage, mfa: { maxAge: "10m", methods: ["webauthn"] } } }),
+    policySpec.parse({ approval: { ...stage, mfa: { required: false } } }),
+  ];
+  const minutesAgo = fc.option(fc.integer({ min: -2, max: 30 }), { nil: null });
+
+  it("says satisfied exactly when the decision at that moment would accept the session", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...specs),
+        fc.constantFrom("low", "medium", "high", "critical"),
+        minutesAgo,
+        minutesAgo,
+        (spec, risk, mfa, passkey) => {
+          const session = { mfaAt: mfa === null ? null : ago(mfa), webauthnAt: passkey === null ? null : ago(passkey) };
+          const hint = approverMfaHint(spec, risk, session, NOW);
+          expect(hint.satisfied).toBe(approverMfaCheck(spec, risk, session, NOW).ok);
+          expect(hint.required).toBe(approverMfaRule(spec, risk).required);
+        },
+      ),
+    );
+  });
+
+  it("names the window in seconds and whether only a passkey counts", () => {
+    expect(approverMfaHint(specs[0]!, "critical", {}, NOW)).toEqual({
+      required: true,
+      withinSeconds: 900,
+      passkeyOnly: false,
+      satisfied: false,
+    });
+    expect(approverMfaHint(specs[2]!, "low", { mfaAt: ago(1) }, NOW)).toMatchObject({
+      withinSeconds: 600,
+      passkeyOnly: true,
+      satisfied: false,
+    });
+    expect(approverMfaHint(specs[0]!, "high", {}, NOW)).toEqual({
+      required: false,
+      withinSeconds: null,
+      passkeyOnly: false,
+      satisfied: true,
+    });
   });
 });
