@@ -1,6 +1,6 @@
 /** How `stint roles` and `stint requests` word roles and activation requests for people, and their table columns. */
 import type { z } from "zod";
-import type { ActivationRequestDto, myRoles } from "../../contract/requests.js";
+import type { ActivationRequestDto, myRoles, RequestListItemDto } from "../../contract/requests.js";
 import { shortId } from "../../contract/short-id.js";
 import type { Column } from "../output.js";
 
@@ -145,6 +145,34 @@ export const REQUEST_COLUMNS = (now: number): readonly Column<ActivationRequestD
   { header: "EXPIRES", value: (request) => expiresColumn(request, now) },
   { header: "REASON", value: (request) => request.reason },
 ];
+
+/**
+ * What approving asks of your own MFA now, from the inbox's hint: `-` (not asked), `ok (15m)` (your session's MFA is
+ * recent enough, for now), `step up (15m)` (a one-time code or a passkey first), `passkey (10m)` (only a passkey
+ * counts). A hint: the approval checks again when it is made.
+ */
+export function approverMfaColumn(request: RequestListItemDto): string {
+  const hint = request.approverMfa;
+  if (!hint?.required) return "-";
+  const within = humanSpan((hint.withinSeconds ?? 0) * 1000);
+  if (hint.satisfied) return `ok (${within})`;
+  return hint.passkeyOnly ? `passkey (${within})` : `step up (${within})`;
+}
+
+/** The inbox's table: the requests' columns with what approving asks of your MFA before the reason. */
+export const INBOX_COLUMNS = (now: number): readonly Column<RequestListItemDto>[] =>
+  REQUEST_COLUMNS(now).toSpliced(-1, 0, { header: "MFA TO APPROVE", value: approverMfaColumn });
+
+/** Said under the inbox's table when some approval there needs a fresh second factor first, and how to give it. */
+export function inboxStepUpNote(items: readonly RequestListItemDto[]): string {
+  const needs = items.filter((item) => item.approverMfa?.required && !item.approverMfa.satisfied);
+  if (needs.length === 0) return "";
+  const how = needs.every((item) => item.approverMfa?.passkeyOnly)
+    ? "`stint step-up --webauthn` first (only a passkey counts)"
+    : "`stint step-up` first (`--webauthn` for a passkey), or `stint approve <id> --otp -`";
+  const count = needs.length === 1 ? "1 request needs" : `${needs.length} requests need`;
+  return `\n${count} a fresh MFA check of yours to approve: ${how}.\n`;
+}
 
 export const ROLE_COLUMNS = (now: number): readonly Column<MyRole>[] => [
   { header: "ROLE", value: (role) => role.role },

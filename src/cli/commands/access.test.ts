@@ -297,15 +297,44 @@ describe("access commands (fake API)", () => {
     expect(calls[0]!.url.searchParams.get("scope")).toBe("inbox");
     expect(calls[0]!.url.searchParams.get("role")).toBe("prod-db-reader");
     const lines = result.stdout.trim().split("\n");
-    expect(lines[0]).toMatch(/^ID\s+ROLE\s+REQUESTER\s+STATE\s+AGE\s+STAGE\s+EXPIRES\s+REASON$/);
-    expect(lines[1]).toMatch(/^0000abcd\s+prod-db-reader\s+alice\s+pending\s+5m\s+1\/1\s+-\s+investigate/);
+    expect(lines[0]).toMatch(/^ID\s+ROLE\s+REQUESTER\s+STATE\s+AGE\s+STAGE\s+EXPIRES\s+MFA TO APPROVE\s+REASON$/);
+    expect(lines[1]).toMatch(/^0000abcd\s+prod-db-reader\s+alice\s+pending\s+5m\s+1\/1\s+-\s+-\s+investigate/);
     expect(lines[2]).toMatch(/^0000abcd\s+prod-db-reader\s+alice\s+active\s+5m\s+-\s+in 23m\s/);
     expect(lines[3]).toMatch(/^0000abcd\s+prod-db-reader\s+alice\s+deactivated\s+5m\s+-\s+ended 1m ago\s/);
 
     await run(["requests"]);
     expect(calls.at(-1)!.url.searchParams.get("scope")).toBe("mine");
+    expect((await run(["requests"])).stdout).toMatch(
+      /^ID\s+ROLE\s+REQUESTER\s+STATE\s+AGE\s+STAGE\s+EXPIRES\s+REASON\n/,
+    );
     expect((await run(["requests", "--mine", "--all"])).code).toBe(2);
     expect((await run(["requests", "--state", "sleeping"])).code).toBe(2);
+  });
+
+  it("requests --pending says what approving each asks of your MFA, and how to step up", async () => {
+    const hint = (required: boolean, satisfied: boolean, passkeyOnly = false) => ({
+      approverMfa: { required, withinSeconds: required ? 900 : null, passkeyOnly, satisfied },
+    });
+    const items = [
+      request(hint(true, false)),
+      request({ id: OTHER_ID, ...hint(true, true) }),
+      request({ id: "0190b6a0-1111-7000-8000-000000001234", ...hint(true, false, true) }),
+      request({ id: "0190b6a0-1111-7000-8000-000000005678", ...hint(false, true) }),
+    ];
+    on("GET", "/v1/activation-requests", () => ({ status: 200, body: { items } }));
+    const result = await run(["requests", "--pending"]);
+    expect(result.code, result.stderr).toBe(0);
+    const lines = result.stdout.trim().split("\n");
+    expect(lines[1]).toMatch(/^0000abcd\s.*\s1\/1\s+-\s+step up \(15m\)\s+investigate/);
+    expect(lines[2]).toMatch(/^0000ef01\s.*\s1\/1\s+-\s+ok \(15m\)\s+investigate/);
+    expect(lines[3]).toMatch(/^00001234\s.*\s1\/1\s+-\s+passkey \(15m\)\s+investigate/);
+    expect(lines[4]).toMatch(/^00005678\s.*\s1\/1\s+-\s+-\s+investigate/);
+    expect(lines.at(-1)).toBe(
+      "2 requests need a fresh MFA check of yours to approve: `stint step-up` first (`--webauthn` for a passkey), or `stint approve <id> --otp -`.",
+    );
+    // --json passes the server's answer through, the hint with it.
+    const json = await run(["requests", "--pending", "--json"]);
+    expect(JSON.parse(json.stdout).items[0].approverMfa).toEqual(items[0]!.approverMfa);
   });
 
   it("approve resolves a short id through the lists, and refuses an ambiguous one", async () => {

@@ -21,6 +21,8 @@ import {
   describePolicy,
   describeProgress,
   humanSpan,
+  INBOX_COLUMNS,
+  inboxStepUpNote,
   REQUEST_COLUMNS,
   ROLE_COLUMNS,
 } from "./access-wording.js";
@@ -206,7 +208,12 @@ export function registerAccessCommands(program: Command, ctx: CliContext): void 
       });
       const now = ctx.now();
       const empty = scope === "inbox" ? "Nothing is waiting for your decision.\n" : "No requests.\n";
-      emit(ctx, json, raw, () => (data.items.length === 0 ? empty : renderTable(REQUEST_COLUMNS(now), data.items)));
+      emit(ctx, json, raw, () => {
+        if (data.items.length === 0) return empty;
+        if (scope !== "inbox") return renderTable(REQUEST_COLUMNS(now), data.items);
+        // The inbox says ahead what approving asks of your own MFA (a hint: the approval checks again).
+        return renderTable(INBOX_COLUMNS(now), data.items) + inboxStepUpNote(data.items);
+      });
     });
 
   program
