@@ -175,6 +175,8 @@ export interface TlsUpstreamFixture {
   logLines: string[];
   /** The sessions the gate opened since `count` were. */
   sessionsSince(count: number): TestSession[];
+  /** node-postgres settings for a session through the proxy as the Stint user with the token. */
+  proxied(): pg.ClientConfig & { port: number };
 }
 
 /**
@@ -189,6 +191,13 @@ export function tlsUpstreamFixture(): TlsUpstreamFixture {
     logger: createLogger({ level: "debug", destination: { write: (line: string) => logLines.push(line) } }),
     gate: createTestGate(() => fixture.upstream),
     sessionsSince: (count: number) => fixture.gate.sessions.slice(count),
+    proxied: () => ({
+      host: "127.0.0.1",
+      port: fixture.proxyPort,
+      user: STINT_USER,
+      password: TOKEN,
+      database: DATABASE,
+    }),
   } as TlsUpstreamFixture;
 
   beforeAll(async () => {

@@ -8,9 +8,6 @@ import pg from "pg";
 import { describe, expect, it } from "vitest";
 import type { SessionEnd } from "../../modules/sessions/sessions.types.js";
 import {
-  DATABASE,
-  STINT_USER,
-  TOKEN,
   backendKey,
   clientSocket,
   psql,
@@ -137,14 +134,7 @@ describe("PostgreSQL proxy with node-postgres clients", () => {
 
   it("a pool of 10 gets the same results through the proxy as directly", async () => {
     const before = fx.gate.sessions.length;
-    const viaProxy = new pg.Pool({
-      host: "127.0.0.1",
-      port: fx.proxyPort,
-      user: STINT_USER,
-      password: TOKEN,
-      database: DATABASE,
-      max: 10,
-    });
+    const viaProxy = new pg.Pool({ ...fx.proxied(), max: 10 });
     const direct = new pg.Pool({
       host: fx.upstream.host,
       port: fx.upstream.port,
@@ -216,14 +206,7 @@ describe("PostgreSQL proxy with node-postgres clients", () => {
 
   it("a pipelining client: the query log keeps the order and the parameters", async () => {
     const before = fx.gate.sessions.length;
-    const client = new pg.Client({
-      host: "127.0.0.1",
-      port: fx.proxyPort,
-      user: STINT_USER,
-      password: TOKEN,
-      database: DATABASE,
-      pipeline: true,
-    });
+    const client = new pg.Client({ ...fx.proxied(), pipeline: true });
     await client.connect();
     try {
       const results = await Promise.all(
@@ -239,13 +222,7 @@ describe("PostgreSQL proxy with node-postgres clients", () => {
 
   it("backpressure: a client that stops reading stops the proxy reading from the server", async () => {
     const before = fx.gate.sessions.length;
-    const client = new pg.Client({
-      host: "127.0.0.1",
-      port: fx.proxyPort,
-      user: STINT_USER,
-      password: TOKEN,
-      database: DATABASE,
-    });
+    const client = new pg.Client(fx.proxied());
     await client.connect();
     try {
       const record = fx.sessionsSince(before)[0];
@@ -293,13 +270,7 @@ describe("PostgreSQL proxy with node-postgres clients", () => {
 
   it("aborting an idle node-postgres session: the client gets the FATAL message", async () => {
     const before = fx.gate.sessions.length;
-    const client = new pg.Client({
-      host: "127.0.0.1",
-      port: fx.proxyPort,
-      user: STINT_USER,
-      password: TOKEN,
-      database: DATABASE,
-    });
+    const client = new pg.Client(fx.proxied());
     const errors: string[] = [];
     client.on("error", (error) => errors.push(error.message));
     await client.connect();
