@@ -31,6 +31,14 @@ export function formatAge(fromIso: string, now = Date.now()): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
+/** A policy's time window in seconds as policies write it: 900 as "15m", 5400 as "1h 30m". */
+export function formatWindow(seconds: number): string {
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 1) return `${seconds}s`;
+  if (minutes < 60) return `${minutes}m`;
+  return minutes % 60 === 0 ? `${minutes / 60}h` : `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
+}
+
 export function riskColor(risk: string): string {
   // Dark shades: readable (WCAG AA) as outline badges on white.
   return { low: "gray.8", medium: "yellow.9", high: "orange.9", critical: "red.9" }[risk] ?? "gray.8";

@@ -4,8 +4,10 @@
  * waiting, stage progress), approve and deny dialogs, and bulk approval of low-risk requests.
  * Risk, policy, history and the approvals so far come from each request's approver context
  * (GET /v1/activation-requests/{id}/context), which being its approver is enough to read, whatever the
- * platform role. After a decision the page says what was done; someone who may see all requests is told
- * how many pending ones wait for other approvers, and where to find them.
+ * platform role. Each request says ahead what approving it asks of the approver's own MFA (its `approverMfa`
+ * hint: a badge, and the approval dialog offers the step-up before the server has to refuse). After a decision
+ * the page says what was done; someone who may see all requests is told how many pending ones wait for other
+ * approvers, and where to find them.
  */
 import {
   Alert,
@@ -29,13 +31,14 @@ import {
   denyBody,
   type ActivationRequestDto,
   type ApproverContextDto,
+  type RequestListItemDto,
 } from "../../../src/contract/requests.js";
 import { api, ApiError, hasRole } from "../api.js";
-import { StepUpPrompt, stepUpNeedOf, type StepUpNeed } from "./passkeys/StepUpPrompt.js";
+import { needAhead, useStepUpRetry } from "./passkeys/StepUpPrompt.js";
 import { PageMessages } from "../page-messages.js";
 import { useSelection } from "../selection.js";
 import { formatAge, useNow, zodFieldErrors } from "../ui.js";
-import { RiskBadge, StateBadge, stageInWords, type Risk } from "./requests/shared.js";
+import { ApproverMfaBadge, RiskBadge, StateBadge, stageInWords, type Risk } from "./requests/shared.js";
 
 type Decision = "approve" | "deny";
 /** Each request's approver context by request id: known, not readable (null: decided meanwhile), or not asked yet. */
@@ -47,11 +50,11 @@ const contextKey = (r: ActivationRequestDto) => `${r.id}:${r.stageIndex}:${r.dec
 const whose = (r: ActivationRequestDto) => `${r.requester}'s request for ${r.role}`;
 
 export default function Approvals() {
-  const [items, setItems] = useState<ActivationRequestDto[] | null>(null);
+  const [items, setItems] = useState<RequestListItemDto[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [contexts, setContexts] = useState<ContextMap>({});
   const selected = useSelection();
-  const [deciding, setDeciding] = useState<{ request: ActivationRequestDto; decision: Decision } | null>(null);
+  const [deciding, setDeciding] = useState<{ request: RequestListItemDto; decision: Decision } | null>(null);
   const [bulk, setBulk] = useState<ActivationRequestDto[] | null>(null);
   /** What the last decision did, in words. */
   const [notice, setNotice] = useState<string | null>(null);
@@ -62,7 +65,7 @@ export default function Approvals() {
 
   const load = useCallback(async () => {
     try {
-      const list = (await api<{ items: ActivationRequestDto[] }>("GET", "/v1/activation-requests?scope=inbox")).items;
+      const list = (await api<{ items: RequestListItemDto[] }>("GET", "/v1/activation-requests?scope=inbox")).items;
       setItems(list);
       selected.keepListed(list);
       setError(null);
@@ -99,8 +102,14 @@ export default function Approvals() {
   }, [items]);
 
   const riskOf = (r: ActivationRequestDto): Risk | undefined => contexts[r.id]?.role.risk;
-  const lowRisk = (r: ActivationRequestDto) => riskOf(r) === "low";
-  const chosen = (items ?? []).filter((r) => selected.has(r.id) && lowRisk(r));
+  /** Why a request cannot be approved together with others (null: it can). */
+  const notTogether = (r: RequestListItemDto) =>
+    riskOf(r) !== "low"
+      ? "Only low-risk requests can be approved together"
+      : needAhead(r.approverMfa)
+        ? "Approving this one needs a fresh MFA check of yours: approve it on its own"
+        : null;
+  const chosen = (items ?? []).filter((r) => selected.has(r.id) && !notTogether(r));
 
   return (
     <Stack>
@@ -146,8 +155,8 @@ export default function Approvals() {
                   <Checkbox
                     aria-label={`Select ${whose(r)}`}
                     checked={selected.has(r.id)}
-                    disabled={!lowRisk(r)}
-                    title={lowRisk(r) ? undefined : "Only low-risk requests can be approved together"}
+                    disabled={notTogether(r) !== null}
+                    title={notTogether(r) ?? undefined}
                     onChange={(e) => selected.toggle(r.id, e.currentTarget.checked)}
                   />
                   <Text fw={700}>{r.requester}</Text>
@@ -155,6 +164,7 @@ export default function Approvals() {
                   <Text fw={700}>{r.role}</Text>
                   {riskOf(r) && <RiskBadge risk={riskOf(r)!} />}
                   {r.breakGlass && <Badge color="red.9">break-glass</Badge>}
+                  <ApproverMfaBadge hint={r.approverMfa} />
                 </Group>
                 <Text size="sm" c="gray.7">
                   waiting {formatAge(r.submittedAt, now)}
@@ -298,7 +308,7 @@ function DecisionDialog({
   decision,
   onClose,
 }: {
-  request: ActivationRequestDto;
+  request: RequestListItemDto;
   decision: Decision;
   /** With what was done, in words, after a decision; without, when cancelled. */
   onClose: (done?: string) => void;
@@ -307,8 +317,10 @@ function DecisionDialog({
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [stepUp, setStepUp] = useState<StepUpNeed | null>(null);
   const approving = decision === "approve";
+  // Where the inbox said approving needs a fresh MFA check of this approver's, the step-up is offered at once,
+  // before the server has to refuse (which it still does, wording its own need, when the hint is stale).
+  const stepUp = useStepUpRetry("approve", () => void submit(), approving ? needAhead(request.approverMfa) : null);
 
   async function submit() {
     setError(null);
@@ -331,9 +343,7 @@ function DecisionDialog({
       );
     } catch (e) {
       // The policy asks the approver for a recent MFA check: step up here, then the approval goes again.
-      const need = approving ? stepUpNeedOf(e) : null;
-      if (need) {
-        setStepUp(need);
+      if (approving && stepUp.caught(e)) {
         setBusy(false);
         return;
       }
@@ -373,16 +383,7 @@ function DecisionDialog({
           minRows={2}
           data-autofocus
         />
-        {stepUp && (
-          <StepUpPrompt
-            need={stepUp}
-            action="approve"
-            onDone={() => {
-              setStepUp(null);
-              void submit();
-            }}
-          />
-        )}
+        {stepUp.prompt}
         <Group justify="flex-end">
           <Button variant="default" onClick={() => onClose()}>
             Cancel

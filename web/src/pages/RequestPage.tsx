@@ -11,7 +11,7 @@ import { approveBody, denyBody, type ActivationRequestDto } from "../../../src/c
 import { api, ApiError, currentSession } from "../api.js";
 import { decisionLinkFor, forgetDecisionToken } from "../decision-link.js";
 import { zodFieldErrors } from "../ui.js";
-import { StepUpPrompt, stepUpNeedOf, type StepUpNeed } from "./passkeys/StepUpPrompt.js";
+import { useStepUpRetry } from "./passkeys/StepUpPrompt.js";
 import { RequestDetail } from "./requests/shared.js";
 
 type Decision = "approve" | "deny";
@@ -24,7 +24,7 @@ export default function RequestPage({ id }: { id: string }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [done, setDone] = useState<Decision | null>(null);
-  const [stepUp, setStepUp] = useState<StepUpNeed | null>(null);
+  const stepUp = useStepUpRetry("approve", () => void decide("approve"));
   const link = decisionLinkFor(id);
 
   const load = useCallback(async () => {
@@ -65,8 +65,7 @@ export default function RequestPage({ id }: { id: string }) {
     } catch (e) {
       // The approval needs a fresh second factor of the approver's own: nothing was decided and the link's token
       // was not spent, so after the step-up the same decision goes again, with it.
-      const need = decision === "approve" ? stepUpNeedOf(e) : null;
-      if (need) return setStepUp(need);
+      if (decision === "approve" && stepUp.caught(e)) return;
       // A spent or expired link token must not block a signed-in approver: the next try goes without it.
       if (token) forgetDecisionToken();
       const fields = e instanceof ApiError ? e.fieldErrors() : {};
@@ -124,16 +123,7 @@ export default function RequestPage({ id }: { id: string }) {
             autosize
             minRows={2}
           />
-          {stepUp && (
-            <StepUpPrompt
-              need={stepUp}
-              action="approve"
-              onDone={() => {
-                setStepUp(null);
-                void decide("approve");
-              }}
-            />
-          )}
+          {stepUp.prompt}
           <Group>
             <Button onClick={() => void decide("approve")} loading={busy}>
               Approve

@@ -7,7 +7,7 @@ import { Alert, Badge, Button, Card, Group, SegmentedControl, Stack, Text, TextI
 import { useState } from "react";
 import type { ChangeRequestDto } from "../../../../src/contract/change-requests.js";
 import { api, currentSession } from "../../api.js";
-import { StepUpPrompt, stepUpNeedOf, type StepUpNeed } from "../passkeys/StepUpPrompt.js";
+import { useStepUpRetry } from "../passkeys/StepUpPrompt.js";
 import { toneProps, type Tone } from "../requests/shared.js";
 import { PlanView } from "./ConfigTab.js";
 import { canWriteCatalog, FormAlert, useList } from "./shared.js";
@@ -73,7 +73,7 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
   const [busy, setBusy] = useState<"approve" | "deny" | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [showFile, setShowFile] = useState(false);
-  const [stepUp, setStepUp] = useState<StepUpNeed | null>(null);
+  const stepUp = useStepUpRetry("apply", () => void decide("approve"));
   const mine = currentSession()?.user.name === item.author;
   const canDeny = item.status === "pending" && canWriteCatalog();
   const widening = item.assessment.filter((a) => a.effect === "widens");
@@ -92,9 +92,7 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
       );
     } catch (e) {
       // fourEyes.approverMfa asks the approving admin for a recent MFA check: step up, then approve again.
-      const need = verb === "approve" ? stepUpNeedOf(e) : null;
-      if (need) setStepUp(need);
-      else setError((e as Error).message);
+      if (!(verb === "approve" && stepUp.caught(e))) setError((e as Error).message);
     } finally {
       setBusy(null);
     }
@@ -166,16 +164,7 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
             </Button>
           </Group>
         )}
-        {stepUp && (
-          <StepUpPrompt
-            need={stepUp}
-            action="apply"
-            onDone={() => {
-              setStepUp(null);
-              void decide("approve");
-            }}
-          />
-        )}
+        {stepUp.prompt}
         {mine && item.status === "pending" && (
           <Text size="sm" c="dimmed">
             You wrote this change: another admin must approve it.

@@ -4,8 +4,8 @@
  * detail of one activation request.
  */
 import { Badge, Group, Stack, Stepper, Table, Text } from "@mantine/core";
-import type { ActivationRequestDto } from "../../../../src/contract/requests.js";
-import { shortTime } from "../../ui.js";
+import type { ActivationRequestDto, ApproverMfaHintDto } from "../../../../src/contract/requests.js";
+import { formatWindow, shortTime } from "../../ui.js";
 
 export type Risk = "low" | "medium" | "high" | "critical";
 export type Tone = "gray" | "blue" | "cyan" | "green" | "yellow" | "orange" | "red";
@@ -57,6 +57,31 @@ export function RiskBadge({ risk }: { risk: Risk }) {
   return (
     <Badge {...toneProps(RISK_TONE[risk])} miw="max-content">
       {risk} risk
+    </Badge>
+  );
+}
+
+/**
+ * What approving asks of the approver's own MFA, from the inbox's hint: nothing shown when not asked; "Step up to
+ * approve" when the session's MFA is too old (or not a passkey where only one counts); "Your MFA counts" while it is
+ * recent enough. A hint as of the list: the approval checks again.
+ */
+export function ApproverMfaBadge({ hint }: { hint: ApproverMfaHintDto | undefined }) {
+  if (!hint?.required) return null;
+  const within = formatWindow(hint.withinSeconds ?? 0);
+  const label = hint.satisfied
+    ? `Your MFA counts (${within})`
+    : hint.passkeyOnly
+      ? `Passkey to approve (within ${within})`
+      : `Step up to approve (MFA within ${within})`;
+  return (
+    <Badge
+      {...toneProps(hint.satisfied ? "green" : "yellow")}
+      miw="max-content"
+      data-testid="approver-mfa"
+      title={`Approving asks for your own ${hint.passkeyOnly ? "passkey check" : "MFA check"} within the last ${within}`}
+    >
+      {label}
     </Badge>
   );
 }
