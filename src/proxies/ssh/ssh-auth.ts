@@ -84,7 +84,10 @@ interface ProtocolInternals {
   _cipher: { encrypt(packet: Buffer): void };
 }
 
+const MESSAGE_DISCONNECT = 1;
 const MESSAGE_USERAUTH_BANNER = 53;
+/** RFC 4253 §11.1: SSH_DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE. */
+const DISCONNECT_NO_MORE_AUTH_METHODS = 14;
 
 /**
  * Sends SSH_MSG_USERAUTH_BANNER (RFC 4252 §5.4) so the client shows why it is refused. ssh2 only sends
@@ -92,6 +95,20 @@ const MESSAGE_USERAUTH_BANNER = 53;
  * if ssh2's internals ever change shape, the client is refused without the message.
  */
 export function sendAuthBanner(ctx: AuthContext, message: string): void {
+  sendText(ctx, MESSAGE_USERAUTH_BANNER, undefined, `${message.replace(/[\r\n]+$/, "")}\n`);
+}
+
+/**
+ * Sends SSH_MSG_DISCONNECT with reason "no more authentication methods available" and `message` as its
+ * description (OpenSSH's ssh prints it: "Received disconnect from …: <message>"); ssh2's own disconnect
+ * has no description. The caller still ends the connection.
+ */
+export function sendAuthDisconnect(ctx: AuthContext, message: string): void {
+  sendText(ctx, MESSAGE_DISCONNECT, DISCONNECT_NO_MORE_AUTH_METHODS, message);
+}
+
+/** One packet of `type`: [uint32 code], string text, string language tag (empty), through ssh2's writer. */
+function sendText(ctx: AuthContext, type: number, code: number | undefined, message: string): void {
   const protocol = (ctx as unknown as { _protocol?: Partial<ProtocolInternals> })._protocol;
   if (
     !protocol ||
@@ -104,13 +121,15 @@ export function sendAuthBanner(ctx: AuthContext, message: string): void {
   const { write } = protocol._packetRW;
   const cipher = protocol._cipher;
   safely(() => {
-    const text = Buffer.from(`${message.replace(/[\r\n]+$/, "")}\n`, "utf8");
+    const text = Buffer.from(message, "utf8");
+    const head = code === undefined ? 1 : 5;
     const start = write.allocStart;
-    const packet = write.alloc(1 + 4 + text.length + 4);
-    packet[start] = MESSAGE_USERAUTH_BANNER;
-    packet.writeUInt32BE(text.length, start + 1);
-    text.copy(packet, start + 5);
-    packet.writeUInt32BE(0, start + 5 + text.length); // language tag
+    const packet = write.alloc(head + 4 + text.length + 4);
+    packet[start] = type;
+    if (code !== undefined) packet.writeUInt32BE(code, start + 1);
+    packet.writeUInt32BE(text.length, start + head);
+    text.copy(packet, start + head + 4);
+    packet.writeUInt32BE(0, start + head + 4 + text.length); // language tag
     const finalized = write.finalize(packet);
     if (protocol._kexinit !== undefined) {
       // A key exchange is running: queue it as ssh2 does.

@@ -13,6 +13,7 @@ import type {
   SshCertificateLogin,
   UpstreamSsh,
 } from "../../modules/sessions/sessions.types.js";
+import { createAuthTries } from "./auth-tries.js";
 import { createChannelBudget, createConnectionHold, type ChannelLimits } from "./channel-limits.js";
 import { moderationAdmits } from "./live-moderation.js";
 import { endOf, endSession, safely } from "./session-end.js";
@@ -21,6 +22,7 @@ import {
   certificateKeyType,
   refusalText,
   sendAuthBanner,
+  sendAuthDisconnect,
   userauthSignatureValid,
 } from "./ssh-auth.js";
 import { relaySession, type ChannelContext } from "./ssh-channels.js";
@@ -113,31 +115,43 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
   });
 
   /**
-   * Userauth refusals on this connection, counted as OpenSSH counts them (every one but the client's opening
-   * `none`, which asks what methods there are): at `maxAuthTries` the connection is closed instead, so one
-   * connection cannot go on guessing, nor repeat refusals that are logged or audited, until its deadline.
+   * Userauth attempts on this connection (auth-tries.ts): refusals as OpenSSH counts them (not the client's
+   * opening `none`), and key queries answered yes whose signature never came (probes, which OpenSSH does not
+   * count). At `maxAuthTries` the connection is closed instead, so one connection cannot go on guessing,
+   * asking which certificates would do, nor repeating refusals that are logged or audited, until its deadline.
    */
-  let authRequests = 0;
-  let authFailures = 0;
+  const tries = createAuthTries(deps.maxAuthTries);
+  const closeForTries = (ctx: AuthContext): void => {
+    log.warn(tries.summary(), "too many ssh authentication failures; closing the connection");
+    const message = `Stint: too many authentication failures (${deps.maxAuthTries} per connection, STINT_SSH_PROXY_MAX_AUTH_TRIES).`;
+    sendAuthBanner(ctx, message);
+    sendAuthDisconnect(ctx, message);
+    safely(() => client.end());
+  };
   client.on("authentication", (ctx) => {
-    if (authFailures >= deps.maxAuthTries) return; // closing: nothing more is tried
-    const counted = !(++authRequests === 1 && ctx.method === "none");
+    if (tries.exhausted) return; // closing: nothing more is tried
+    if (!tries.begin(ctx)) return closeForTries(ctx);
     const refuse = (): void => {
-      if (authFailures >= deps.maxAuthTries) return; // closing already
-      if (counted) authFailures += 1;
-      if (authFailures < deps.maxAuthTries) return ctx.reject(["publickey"]);
-      log.warn({ failures: authFailures }, "too many ssh authentication failures; closing the connection");
-      const limit = `${deps.maxAuthTries} per connection, STINT_SSH_PROXY_MAX_AUTH_TRIES`;
-      sendAuthBanner(ctx, `Stint: too many authentication failures (${limit}).`);
-      safely(() => client.end());
+      if (tries.exhausted) return; // closing already
+      if (tries.refuse()) return ctx.reject(["publickey"]);
+      closeForTries(ctx);
     };
-    authenticate(ctx, refuse).catch((error: unknown) => {
+    const answerYes = (): void => {
+      tries.answeredYes(ctx);
+      ctx.accept();
+    };
+    authenticate(ctx, refuse, answerYes).catch((error: unknown) => {
       log.error({ err: error }, "ssh authentication failed unexpectedly");
       safely(refuse);
     });
   });
+  client.on("close", () => {
+    const summary = tries.summary();
+    if (!live && !tries.exhausted && (summary.failures > 0 || summary.unsigned > 0))
+      log.info(summary, "ssh connection closed before signing in");
+  });
 
-  async function authenticate(ctx: AuthContext, refuse: () => void): Promise<void> {
+  async function authenticate(ctx: AuthContext, refuse: () => void, answerYes: () => void): Promise<void> {
     if (ctx.method !== "publickey" || live || ending) return refuse();
     if (!CERTIFICATE_ALGORITHMS.has(ctx.key.algo)) return refuse();
     let login: SshCertificateLogin;
@@ -151,8 +165,9 @@ export function proxyConnection(client: Connection, clientAddress: string, deps:
       log.info({ username: ctx.username, reason: refusalText(error) }, "ssh certificate refused");
       return refuse();
     }
-    // An offer without a signature: the client asks whether this key would do before signing.
-    if (!ctx.signature || !ctx.blob) return ctx.accept();
+    // An offer without a signature: the client asks whether this key would do before signing (a yes its
+    // signature does not follow is counted as a failure: auth-tries.ts).
+    if (!ctx.signature || !ctx.blob) return answerYes();
     if (!userauthSignatureValid(ctx, login.publicKey)) {
       log.warn({ user: login.user, serial: login.serial }, "ssh certificate offered without a valid signature");
       return refuse();
