@@ -4,6 +4,7 @@
  * callers waiting for an activation (`onActivation`), the scheduler's wake-up (`onActivated`) and benchmarks
  * (`onEnded`).
  */
+import { activationOf } from "./access-index.rules.js";
 import type { AccessMessage, AccessMessageOf, ActiveActivation } from "./access-index.types.js";
 
 /** Hears the same messages as the index (caches built on top of it) and when it lost some. */
@@ -30,15 +31,7 @@ export function createIndexListeners() {
   function activation(message: AccessMessageOf<"act">) {
     const pair = byPair.size === 0 ? undefined : byPair.get(pairKey(message.pid, message.rn));
     if (!pair && activated.size === 0) return;
-    const news: ActiveActivation = {
-      requestId: message.id,
-      principalId: message.pid,
-      principalName: message.pn,
-      roleId: message.rid,
-      roleName: message.rn,
-      expiresAt: message.exp,
-      activatedAt: message.since,
-    };
+    const news = activationOf(message);
     for (const listener of [...(pair ?? [])]) listener(news);
     for (const listener of activated) listener(news);
   }

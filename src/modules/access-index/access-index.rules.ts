@@ -88,10 +88,9 @@ function dropActivation(state: IndexState, requestId: string): ActiveActivation 
   return existing;
 }
 
-/** An activation became active or was extended; ignored for one that already ended. */
-export function applyActivated(state: IndexState, message: AccessMessageOf<"act">): void {
-  if (state.ended.has(message.id)) return;
-  putActivation(state, {
+/** The activation an `act` message tells of, in the index's words. */
+export function activationOf(message: AccessMessageOf<"act">): ActiveActivation {
+  return {
     requestId: message.id,
     principalId: message.pid,
     principalName: message.pn,
@@ -99,7 +98,13 @@ export function applyActivated(state: IndexState, message: AccessMessageOf<"act"
     roleName: message.rn,
     expiresAt: message.exp,
     activatedAt: message.since,
-  });
+  };
+}
+
+/** An activation became active or was extended; ignored for one that already ended. */
+export function applyActivated(state: IndexState, message: AccessMessageOf<"act">): void {
+  if (state.ended.has(message.id)) return;
+  putActivation(state, activationOf(message));
 }
 
 /** An activation ended: gone now, and remembered so that no late message brings it back. */
