@@ -2,7 +2,10 @@
  * Finding 82 in a real browser (playwright-core driving Debian's Chromium): an approver whose session holds no
  * MFA approves a request for a critical role from the Approvals inbox. The server refuses it
  * (MFA_STEP_UP_REQUIRED, the one 4xx the page may meet); the dialog then asks for a one-time code; with it the
- * approval goes again and counts, and its audit event records how the approver proved it. Needs `npm run build`.
+ * approval goes again and counts, and its audit event records how the approver proved it. And ahead of it: the inbox
+ * shows what approving each request asks of the approver's MFA (a badge from the list's `approverMfa`), the dialog
+ * offers the step-up before the server has to refuse, and once stepped up the other critical request's badge says
+ * the MFA counts and it approves at once. Needs `npm run build`.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,14 +17,21 @@ import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
 const ADMIN_PASSWORD = "approver-mfa-web-root-password";
-const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
+const PASSWORDS = {
+  alice: "tulip orbit canyon lantern",
+  carol: "maple quartz harbor violet",
+  dave: "cobalt meadow ferry thistle",
+};
 const ROLE = "ledger-admin";
+/** Dave's: two critical roles (his MFA within 15m by default) and a low one (none asked). */
+const DAVES = ["treasury-admin", "vault-root", "wiki-editor"] as const;
 
 let work: string;
 let url: string;
 let server: RunningProcess;
 let browser: Browser;
 let pendingId: string;
+const davesIds: Record<string, string> = {};
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-web-approver-mfa-"));
@@ -31,6 +41,7 @@ beforeAll(async () => {
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
   ).toBe(201);
+  expect((await admin("POST", "/v1/users", { name: "dave", password: PASSWORDS.dave })).status).toBe(201);
   // No approval.mfa: a critical role's approvers need their own MFA by default.
   const applied = await admin("POST", "/v1/config/apply", {
     yaml: `apiVersion: stint/v1
@@ -40,6 +51,11 @@ policies:
     approval:
       stages:
         - approvers: { manager: true }
+  - name: by-dave
+    mfa: { required: false }
+    approval:
+      stages:
+        - approvers: { users: [dave] }
 targets:
   - name: stint
     kind: internal
@@ -48,16 +64,21 @@ roles:
     target: stint
     risk: critical
     policy: by-manager
-eligibility:
+${DAVES.map((role) => `  - name: ${role}\n    target: stint\n    risk: ${role === "wiki-editor" ? "low" : "critical"}\n    policy: by-dave\n`).join("")}eligibility:
   - role: ${ROLE}
     users: [alice]
-`,
+${DAVES.map((role) => `  - role: ${role}\n    users: [alice]\n`).join("")}`,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   const alice = await apiAs(url, "alice", PASSWORDS.alice);
   const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: "close the quarter's books" });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   pendingId = res.body.id as string;
+  for (const role of DAVES) {
+    const submitted = await alice("POST", "/v1/activation-requests", { role, reason: "quarter-end checks" });
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(201);
+    davesIds[role] = submitted.body.id as string;
+  }
   browser = await launchChromium();
 }, 180_000);
 
@@ -105,6 +126,52 @@ describe("an approver without a fresh MFA, in the web UI", () => {
         ["success", "with MFA"],
       ]),
     );
+    await guard.close();
+  }, 120_000);
+
+  it("sees ahead what approving asks of their MFA, steps up in the dialog before any refusal, then approves at once", async () => {
+    const guard = new Guard(() => browser); // no refusal expected: the hint spares it
+    const context = await guard.context();
+    const page = await signInPage(context, url, "dave", PASSWORDS.dave);
+    const dave = await apiAs(url, "dave", PASSWORDS.dave);
+    const secret = String((await dave("POST", "/v1/me/mfa/totp")).body.secret);
+    expect((await dave("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
+
+    await page.evaluate(
+      `window.history.pushState(null, "", "/approvals"); window.dispatchEvent(new PopStateEvent("popstate"));`,
+    );
+    const card = (role: string) => page.getByRole("article", { name: `alice's request for ${role}` });
+    const badge = (role: string) => card(role).getByTestId("approver-mfa");
+    await badge("treasury-admin").getByText("Step up to approve (MFA within 15m)").waitFor();
+    await badge("vault-root").getByText("Step up to approve (MFA within 15m)").waitFor();
+    await card("wiki-editor").waitFor();
+    expect(await badge("wiki-editor").count()).toBe(0); // a low role's approval asks nothing of the approver
+
+    // The dialog offers the step-up at once: the code, then the approval, with no refused attempt first.
+    await card("treasury-admin").getByRole("button", { name: "Approve alice's request for treasury-admin" }).click();
+    const dialog = page.getByRole("dialog", { name: "Approve alice's request for treasury-admin" });
+    await dialog.getByText(/needs a fresh MFA check of yours \(within the last 15m\)/).waitFor();
+    await dialog.getByLabel("One-time code").fill(totpNow(secret, Date.now() + 30_000));
+    await dialog.getByRole("button", { name: "Confirm and approve" }).click();
+    await page.getByRole("status").getByText("You approved alice's request for treasury-admin.").waitFor();
+
+    // Stepped up: the other critical request's badge says the MFA counts (the list asks again), and it approves at once.
+    await badge("vault-root").getByText("Your MFA counts (15m)").waitFor({ timeout: 30_000 });
+    await card("vault-root").getByRole("button", { name: "Approve alice's request for vault-root" }).click();
+    const second = page.getByRole("dialog", { name: "Approve alice's request for vault-root" });
+    expect(await second.getByLabel("One-time code").count()).toBe(0);
+    await second.getByRole("button", { name: "Approve", exact: true }).click();
+    await page.getByRole("status").getByText("You approved alice's request for vault-root.").waitFor();
+
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const events = await admin("GET", "/v1/audit/events?action=request.approved&limit=50");
+    for (const role of ["treasury-admin", "vault-root"]) {
+      expect((await admin("GET", `/v1/activation-requests/${davesIds[role]}`)).body.state).toBe("active");
+      const ours = (events.body.items as { subject: string; outcome: string; details: Record<string, unknown> }[])
+        .filter((e) => e.subject === `request:${davesIds[role]}`)
+        .map((e) => [e.outcome, e.details?.approverMfa ? "with MFA" : "without"]);
+      expect(ours, role).toEqual([["success", "with MFA"]]);
+    }
     await guard.close();
   }, 120_000);
 });
