@@ -144,4 +144,10 @@ describe.each(ENGINES)("the approvals inbox says what approving asks of the appr
     const approved = await call(carol, "POST", `/v1/activation-requests/${id}/approvals`, {});
     expect([approved.status, approved.body.state], approved.text).toEqual([200, "active"]);
   });
+
+  it("the OpenAPI document lists the hint on the list's items", async () => {
+    const doc = await server.app.inject({ method: "GET", url: "/openapi.json" });
+    const list = JSON.stringify(doc.json().paths["/v1/activation-requests"].get.responses["200"]);
+    for (const field of ["approverMfa", "withinSeconds", "passkeyOnly", "satisfied"]) expect(list).toContain(field);
+  });
 });
