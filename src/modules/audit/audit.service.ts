@@ -5,7 +5,7 @@
  * background sequencer (`audit.sequencer.ts`, one per cluster) or, in `inline` mode, in the appending
  * transaction itself (PGlite, where transactions run one at a time anyway).
  */
-import type { Expression, Kysely } from "kysely";
+import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { Clock } from "../../lib/clock.js";
 import { whenSettled } from "../../lib/db.js";
@@ -76,15 +76,15 @@ export interface AuditLog {
     calls: readonly { actor: Actor; context: CallContext; events: AuditInput | AuditInput[] }[],
   ): Promise<PendingAuditEvent[][]>;
   /**
-   * `appendMany` where the database decides, in the same INSERT statement, which calls are recorded: only
-   * the events of the calls whose number (index in `calls`) the SELECT `allowed` returns are written (the
-   * vault's reads from memory: the copies they used are still what the database holds). Returns, for each
-   * call, whether its events were written.
+   * `appendMany` where the database decides, in the same INSERT statement, which calls are recorded: a call's
+   * events are written only if it gives no `copy` or `condition` holds for its copy (the vault's reads from
+   * memory: the copies they used are still what the database holds). Returns, for each call, whether its
+   * events were written.
    */
   appendManyWhere(
     tx: Kysely<Database>,
-    calls: readonly { actor: Actor; context: CallContext; events: AuditInput | AuditInput[] }[],
-    allowed: Expression<unknown>,
+    calls: readonly { actor: Actor; context: CallContext; events: AuditInput | AuditInput[]; copy?: unknown }[],
+    condition: auditStore.PendingCondition,
   ): Promise<boolean[]>;
   /**
    * Many events of one kind (the scheduler's expiries): one action, outcome and reason, each event with its own
@@ -280,15 +280,15 @@ export function createAuditLog(deps: {
     return perCall;
   };
 
-  const appendManyWhere: AuditLog["appendManyWhere"] = async (tx, calls, allowed) => {
+  const appendManyWhere: AuditLog["appendManyWhere"] = async (tx, calls, condition) => {
     const time = clock.now().toISOString();
     const perCall = calls.map((call) =>
       pendingEvents(call.actor, call.context, Array.isArray(call.events) ? call.events : [call.events], time),
     );
     const inserted = await auditStore.insertPendingWhere(
       tx,
-      perCall.flatMap((events, call) => events.map((event) => ({ event, call, mac: macOf(event) }))),
-      allowed,
+      perCall.flatMap((events, call) => events.map((event) => ({ event, copy: calls[call]!.copy, mac: macOf(event) }))),
+      condition,
     );
     if (inserted.size > 0) {
       if (sequencing === "inline") await chainPending(tx);

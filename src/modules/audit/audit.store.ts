@@ -1,5 +1,5 @@
 /** SQL of the audit log. Every function takes the transaction (or db) it runs in. */
-import { sql, type Expression, type ExpressionBuilder, type Kysely, type SqlBool } from "kysely";
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type RawBuilder, type SqlBool } from "kysely";
 import type { Database } from "../../db/index.js";
 import { oneParameter } from "../../lib/constant-sql.js";
 import { PREPARED } from "../../lib/db.js";
@@ -111,27 +111,47 @@ export async function insertPending(tx: Q, events: { event: PendingAuditEvent; m
 }
 
 /**
- * `insertPending` of the events of many calls (`call`: each event's call number) in one statement that
- * inserts only the events of the calls `allowed` selects (a SELECT of one integer column: call numbers),
- * decided by the database in that statement. Returns the ids of the events inserted.
+ * A condition a call's events must meet to be written, checked by the database inside the INSERT
+ * (`insertPendingWhere`): constant SQL (a boolean expression) over `copy`, the call's copy (a JSON value, given
+ * per call and sent in the rows' JSON text, as jsonb). The SQL is code, never input: one prepared statement text
+ * per condition.
+ */
+export interface PendingCondition {
+  readonly sql: string;
+}
+
+/** The INSERT of each condition's statement, made once. */
+const insertWhere = new Map<string, (rows: string) => RawBuilder<{ id: string }>>();
+
+/**
+ * `insertPending` of the events of many calls in one statement that inserts an event only if its call gave no
+ * copy or `condition` holds for that copy, decided by the database in that statement. One JSON parameter (each row
+ * the event's columns, its MAC and its call's copy or null) under a constant, prepared text: nothing built or
+ * escaped value by value per call. Returns the ids of the events inserted.
  */
 export async function insertPendingWhere(
   tx: Q,
-  events: readonly { event: PendingAuditEvent; mac: string; call: number }[],
-  allowed: Expression<unknown>,
+  events: readonly { event: PendingAuditEvent; mac: string; copy: unknown }[],
+  condition: PendingCondition,
 ): Promise<Set<string>> {
   if (events.length === 0) return new Set();
   const rows = new Array<unknown[]>(events.length);
   for (let i = 0; i < events.length; i++) {
     const row = eventRow(events[i]!.event);
-    row.push(events[i]!.mac, events[i]!.call);
+    row.push(events[i]!.mac, events[i]!.copy ?? null);
     rows[i] = row;
   }
-  const { rows: inserted } = await sql<{
-    id: string;
-  }>`${sql.raw(insertFromJson("audit_pending", "mac", "e->>12"))}${JSON.stringify(
-    rows,
-  )}${sql.raw(ROWS_FROM_JSON)} where (e->>13)::int in (${allowed}) order by n returning id`.execute(tx);
+  let insert = insertWhere.get(condition.sql);
+  if (insert === undefined)
+    insertWhere.set(
+      condition.sql,
+      (insert = oneParameter<{ id: string }>(
+        `${PREPARED} ${insertFromJson("audit_pending", "mac", "e->>12")}$1${ROWS_FROM_JSON},
+          lateral (select e->13 as copy) as c
+        where c.copy = 'null'::jsonb or (${condition.sql}) order by n returning id`,
+      )),
+    );
+  const { rows: inserted } = await insert(JSON.stringify(rows)).execute(tx);
   return new Set(inserted.map((r) => r.id));
 }
 

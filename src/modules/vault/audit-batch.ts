@@ -5,8 +5,8 @@
  * fails.
  *
  * A call may carry what it read from memory (`checked`): the batch's INSERT then writes the events of a
- * call only if `allowed` (a SELECT run inside that INSERT, `AuditLog.appendManyWhere`) finds that copy still
- * what the database holds; a call whose copy is stale (or was tampered with in the database) gets no event
+ * call only if `allowed`'s condition (checked inside that INSERT, `AuditLog.appendManyWhere`) finds that copy
+ * still what the database holds; a call whose copy is stale (or was tampered with in the database) gets no event
  * and its promise resolves `false`: the caller reads again from the database and records that read instead.
  *
  * On PostgreSQL a batch is that one statement, sent on its own without BEGIN and COMMIT: a statement is
@@ -31,17 +31,18 @@
  * committed.
  */
 import { performance } from "node:perf_hooks";
-import type { Expression, Kysely } from "kysely";
+import type { Kysely } from "kysely";
 import type { AppStore, Database } from "../../db/index.js";
 import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 
-interface Waiting<C> {
+interface Waiting {
   actor: Actor;
   context: CallContext;
   events: AuditInput[];
-  checked: C | undefined;
+  /** What the call read from memory, as `allowed.copy` gives it to the INSERT's check. */
+  copy: unknown;
   resolve: (recorded: boolean) => void;
   reject: (error: unknown) => void;
 }
@@ -63,10 +64,10 @@ export function createAuditBatcher<C>(
     store: Pick<AppStore, "db" | "transaction">;
     audit: Pick<AuditLog, "appendMany" | "appendManyWhere"> & Partial<Pick<AuditLog, "sequencing">>;
     /**
-     * A SELECT of the call numbers (index in `checked`) that may be recorded: every call without a copy,
-     * and those whose copy is still what the database holds.
+     * When a call carries what it read from memory (`checked`): the copy the batch's INSERT checks
+     * (`copy`, a JSON value) and the condition (SQL over `c.copy`) under which that call is recorded.
      */
-    allowed?: (checked: readonly (C | undefined)[]) => Expression<unknown>;
+    allowed?: { copy: (checked: C) => unknown; condition: { readonly sql: string } };
   } & AuditBatcherOptions,
 ) {
   const maxBatch = deps.maxBatch ?? 256;
@@ -74,21 +75,21 @@ export function createAuditBatcher<C>(
   const holdMs = deps.holdMs ?? 1;
   // Background sequencing: the append is the INSERT alone, so it needs no transaction around it.
   const alone = deps.audit.sequencing === "background";
-  let queue: Waiting<C>[] = [];
+  let queue: Waiting[] = [];
   let inFlight = 0;
   let batches = 0;
   let events = 0;
   let stale = 0;
   let commitMs = 0;
 
-  async function commitIn(db: Kysely<Database>, batch: Waiting<C>[]): Promise<boolean[]> {
-    if (deps.allowed && batch.some((item) => item.checked !== undefined))
-      return deps.audit.appendManyWhere(db, batch, deps.allowed(batch.map((item) => item.checked)));
+  async function commitIn(db: Kysely<Database>, batch: Waiting[]): Promise<boolean[]> {
+    if (deps.allowed && batch.some((item) => item.copy !== undefined))
+      return deps.audit.appendManyWhere(db, batch, deps.allowed.condition);
     await deps.audit.appendMany(db, batch);
     return batch.map(() => true);
   }
 
-  function commit(batch: Waiting<C>[]): Promise<boolean[]> {
+  function commit(batch: Waiting[]): Promise<boolean[]> {
     if (alone) return commitIn(deps.store.db, batch);
     return deps.store.transaction((tx) => commitIn(tx, batch));
   }
@@ -152,7 +153,8 @@ export function createAuditBatcher<C>(
      */
     record(actor: Actor, context: CallContext, input: AuditInput | AuditInput[], checked?: C): Promise<boolean> {
       return new Promise<boolean>((resolve, reject) => {
-        queue.push({ actor, context, events: Array.isArray(input) ? input : [input], checked, resolve, reject });
+        const copy = checked === undefined || !deps.allowed ? undefined : deps.allowed.copy(checked);
+        queue.push({ actor, context, events: Array.isArray(input) ? input : [input], copy, resolve, reject });
         schedule();
       });
     },

@@ -19,7 +19,7 @@ export function createReads(ctx: VaultContext) {
   const readAudit = createAuditBatcher<vaultStore.HeldCopy>({
     store,
     audit,
-    allowed: vaultStore.callsWithCurrentCopies,
+    allowed: { copy: vaultStore.heldCopy, condition: vaultStore.COPY_IS_CURRENT },
     ...deps.readAudit,
   });
 

@@ -1,7 +1,6 @@
 /** SQL of the vault. Every function takes its transaction or db. */
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
-import { PREPARED } from "../../lib/db.js";
 
 type Q = Kysely<Database>;
 const json = (value: unknown) => JSON.stringify(value);
@@ -458,30 +457,21 @@ export interface HeldCopy {
 }
 
 /**
- * For a batch of reads, a SELECT of the call numbers (index in `copies`) whose read may be recorded: each
- * read from the database (no copy), and each read from memory whose copy is what the database holds now: the
- * secret's row and the version's row both still the row versions (`xmin`) they were read at. A row changed
+ * For a batch of reads, whether a read from memory may be recorded: its copy is what the database holds now,
+ * the secret's row and the version's row both still the row versions (`xmin`) they were read at. A row changed
  * since, by anyone and in any column (the fields a read decides on, the sealed version), is another row
  * version. It goes inside the batch's audit INSERT (`AuditLog.appendManyWhere`): the check and the events are
- * one statement. Fixed text, a few array parameters (no JSON built or parsed per read), so that statement,
- * whose text is fixed too, is prepared on each connection (`PREPARED`: planned once).
+ * one statement, the copies (`heldCopy`) travel in its one JSON parameter, and its text is fixed, so it is
+ * prepared on each connection (`PREPARED`: planned once). A read from the database gives no copy and is
+ * recorded.
  */
-export function callsWithCurrentCopies(copies: readonly (HeldCopy | undefined)[]) {
-  const n = copies.length;
-  const ids = new Array<string | null>(n);
-  const versions = new Array<number | null>(n);
-  const rowVersions = new Array<string | null>(n);
-  const sealedVersions = new Array<string | null>(n);
-  for (let i = 0; i < n; i++) {
-    const held = copies[i];
-    ids[i] = held?.row.id ?? null;
-    versions[i] = held?.version ?? null;
-    rowVersions[i] = held?.row.row_version ?? null;
-    sealedVersions[i] = held?.sealed.row_version ?? null;
-  }
-  return sql`select ${sql.raw(PREPARED)} (c.n - 1)::int from unnest(${ids}::uuid[], ${versions}::int[],
-      ${rowVersions}::text[], ${sealedVersions}::text[]) with ordinality as c(id, version, row_version, sealed_version, n)
-    where c.id is null or exists (select 1 from secret_versions as v inner join secrets as s on s.id = v.secret_id
-      where v.secret_id = c.id and v.version = c.version and s.xmin::text = c.row_version
-        and v.xmin::text = c.sealed_version)`;
+export const COPY_IS_CURRENT = {
+  sql: `exists (select 1 from secret_versions as v inner join secrets as s on s.id = v.secret_id
+    where v.secret_id = (c.copy->>0)::uuid and v.version = (c.copy->>1)::int and s.xmin::text = c.copy->>2
+      and v.xmin::text = c.copy->>3)`,
+} as const;
+
+/** A copy as `COPY_IS_CURRENT` reads it: the secret's id, the version, and the two rows' versions. */
+export function heldCopy(held: HeldCopy): unknown {
+  return [held.row.id, held.version, held.row.row_version, held.sealed.row_version];
 }
