@@ -122,6 +122,51 @@ describe("request notifications", () => {
   });
 });
 
+describe("the approvers' notification says what approving asks of their own MFA", () => {
+  it("for a critical role by default (15m), for a policy's approval.mfa, and not at all where nothing is asked", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "stint-notify-mfa-"));
+    const file = path.join(dir, "stint.yaml");
+    // A channel nobody listens to: the notifications stay in the outbox, where this test reads them.
+    writeFileSync(
+      file,
+      `notifications:\n  channels:\n    - { name: ops, kind: webhook, url: "http://127.0.0.1:9/hook", secret: "${SECRET}" }\n`,
+    );
+    const server = await testServer("pglite", { env: { STINT_CONFIG_FILE: file } });
+    try {
+      await seedUser(server, "carol");
+      await seedUser(server, "alice", { manager: "carol" });
+      const policy = (mfa?: object) => ({
+        mfa: { required: false },
+        approval: { stages: [{ approvers: { manager: true } }], ...(mfa ? { mfa } : {}) },
+      });
+      await seedRole(server, { name: "ledger", risk: "critical", policy: policy(), eligibleUsers: ["alice"] });
+      await seedRole(server, {
+        name: "vault",
+        risk: "low",
+        policy: policy({ maxAge: "5m", methods: ["webauthn"] }),
+        eligibleUsers: ["alice"],
+      });
+      await seedRole(server, { name: "wiki", risk: "medium", policy: policy(), eligibleUsers: ["alice"] });
+      for (const role of ["ledger", "vault", "wiki"])
+        await actAs(server, "alice")("POST", "/v1/activation-requests", { role, reason: "quarter-end checks" });
+      const rows = await server.store.db.selectFrom("outbox").select("payload").execute();
+      const textOf = (role: string) =>
+        rows
+          .map((r) => JSON.stringify(r.payload))
+          .filter((payload) => payload.includes(`alice asks to activate ${role}`))
+          .join("\n");
+      expect(textOf("ledger")).toContain(
+        "Approving needs your own MFA within the last 15m: the page asks for a one-time code or a passkey",
+      );
+      expect(textOf("vault")).toContain("Approving needs a passkey check of your own within the last 5m");
+      expect(textOf("wiki")).not.toBe("");
+      expect(textOf("wiki")).not.toContain("Approving needs");
+    } finally {
+      await server.cleanup();
+    }
+  });
+});
+
 describe("decision links", () => {
   it("are one-time, bound to one request and one action, and expire", async () => {
     const clock = manualClock("2026-03-02T10:00:00Z");

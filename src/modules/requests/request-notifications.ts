@@ -15,6 +15,9 @@ import { isNamedBy, currentApprovers } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import type { RequestEvent } from "./requests.service.js";
 import type { DecisionLinks } from "./decision-links.js";
+import { policySpec } from "../../contract/catalog.js";
+import { formatDuration } from "../../lib/duration.js";
+import { approverMfaHint } from "./approver-mfa.rules.js";
 
 const TITLES: Record<RequestEvent["type"], (e: RequestEvent) => string> = {
   expiring: (e) => `${e.role} for ${e.requester} ends soon`,
@@ -51,11 +54,27 @@ const EVENT_NAMES: Record<RequestEvent["type"], string> = {
   break_glass: "breakglass.used",
 };
 
-/** Emails of the principals who may decide the request's current stage now. */
-async function approverEmails(db: Kysely<Database>, requestId: string): Promise<string[]> {
+/**
+ * What approving asks of an approver's own MFA (the decision's rule, `approverMfaHint`), as a line of the approvers'
+ * notification, so that they know before they open it; null when it asks nothing. The approval checks it then.
+ */
+function approverMfaLine(row: requestStore.RequestRow): string | null {
+  const spec = policySpec.safeParse(row.policy_snapshot);
+  if (!spec.success) return null;
+  // No session here: only what the rule asks (required, window, passkey only), not whether anyone has it now.
+  const hint = approverMfaHint(spec.data, row.role_risk, {}, new Date(0));
+  if (!hint.required) return null;
+  const within = formatDuration((hint.withinSeconds ?? 0) * 1000);
+  return hint.passkeyOnly
+    ? `Approving needs a passkey check of your own within the last ${within}: the page asks for it.`
+    : `Approving needs your own MFA within the last ${within}: the page asks for a one-time code or a passkey, or use stint approve --otp -.`;
+}
+
+/** The principals who may decide the request's current stage now (their emails), and what approving asks of them. */
+async function approversOf(db: Kysely<Database>, requestId: string): Promise<{ emails: string[]; mfa: string | null }> {
   const row = await requestStore.findRequest(db, requestId);
   const stage = row ? requestStore.stagesOf(row)[row.stage_index] : undefined;
-  if (!row || !stage) return [];
+  if (!row || !stage) return { emails: [], mfa: null };
   const candidates = await db
     .selectFrom("principals")
     .select(["id", "name", "email"])
@@ -67,7 +86,7 @@ async function approverEmails(db: Kysely<Database>, requestId: string): Promise<
     .innerJoin("groups", "groups.id", "group_members.group_id")
     .select(["group_members.principal_id", "groups.name"])
     .execute();
-  return candidates
+  const emails = candidates
     .filter((p) => p.id !== row.requester_id)
     .filter((p) =>
       isNamedBy(
@@ -77,6 +96,7 @@ async function approverEmails(db: Kysely<Database>, requestId: string): Promise<
       ),
     )
     .map((p) => p.email!);
+  return { emails, mfa: approverMfaLine(row) };
 }
 
 export function createRequestNotifications(deps: {
@@ -91,7 +111,7 @@ export function createRequestNotifications(deps: {
     tx: Kysely<Database>,
     outbox: Pick<OutboxService, "enqueue">,
     event: RequestEvent,
-    recipients: string[],
+    { emails: recipients, mfa }: { emails: string[]; mfa: string | null },
   ): Promise<void> {
     const toApprovers = event.type === "submitted" || event.type === "escalated";
     const link = `${deps.publicUrl.replace(/\/$/, "")}/requests/${event.requestId}`;
@@ -114,6 +134,7 @@ export function createRequestNotifications(deps: {
       text:
         [
           event.reason ? `Reason: ${event.reason}` : null,
+          toApprovers ? mfa : null,
           toApprovers
             ? `Decide with: stint approve ${event.requestId} --reason "…" or stint deny ${event.requestId} --reason "…"`
             : null,
@@ -139,11 +160,11 @@ export function createRequestNotifications(deps: {
     });
   }
 
-  /** Approvers of what waits for them; the requester of anything else. */
+  /** Approvers of what waits for them (with what approving asks of their MFA); the requester of anything else. */
   async function recipientsOf(tx: Kysely<Database>, event: RequestEvent, emails: Map<string, string | null>) {
-    if (event.type === "submitted" || event.type === "escalated") return approverEmails(tx, event.requestId);
+    if (event.type === "submitted" || event.type === "escalated") return approversOf(tx, event.requestId);
     const email = emails.get(event.requester);
-    return email ? [email] : [];
+    return { emails: email ? [email] : [], mfa: null };
   }
 
   return async (tx: Kysely<Database>, events: RequestEvent | RequestEvent[]): Promise<void> => {
