@@ -1,9 +1,10 @@
 /** Thin handlers: contract schemas in, service call, contract schemas out. */
+import type { FastifyReply } from "fastify";
 import { z } from "zod";
 import type { App } from "../../http/app.js";
 import * as c from "../../contract/identity.js";
 import { ok } from "../../contract/common.js";
-import { heldWrite } from "../../contract/catalog-api.js";
+import { heldWrite, type ChangeRequestRefDto } from "../../contract/catalog-api.js";
 import type { IdentityService } from "./identity.service.js";
 import type { DirectoryService, MaybeHeld } from "./directory.service.js";
 import type { Principal } from "./identity.types.js";
@@ -190,12 +191,8 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
         response: { 200: ok, 202: heldWrite },
       },
     },
-    async (req, reply) => {
-      const changeRequest = await directory.setPassword(req.actor, req.params.name, req.body.password, req.callContext);
-      if (!changeRequest) return { ok: true as const };
-      reply.code(202);
-      return { changeRequest };
-    },
+    async (req, reply) =>
+      okOrHeld(reply, await directory.setPassword(req.actor, req.params.name, req.body.password, req.callContext)),
   );
 
   app.get(
@@ -237,9 +234,7 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
         "add",
         req.callContext,
       );
-      // Held for a second admin (four-eyes): nothing changed yet.
-      if (held) return reply.code(202).send(held);
-      return { ok: true as const };
+      return okOrHeld(reply, held?.changeRequest);
     },
   );
 
@@ -289,6 +284,13 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
       return { ok: true as const };
     },
   );
+}
+
+/** A write four-eyes may hold: 200 ok when done; held for a second admin, 202 with the change request (nothing changed yet). */
+function okOrHeld(reply: FastifyReply, changeRequest: ChangeRequestRefDto | undefined) {
+  if (!changeRequest) return { ok: true as const };
+  reply.code(202);
+  return { changeRequest };
 }
 
 /** A user write four-eyes held in part: 202 with the user as it is now and the change request; else `code`. */
