@@ -27,6 +27,7 @@ import { safeErrorMessage, type HandlerContext, type OutboxService } from "../ou
 import type { RequestService } from "../requests/requests.service.js";
 import type { VaultService } from "../vault/vault.service.js";
 import type { ActivationEvents } from "./grants.credentials.js";
+import { createHandouts } from "./grants.handouts.js";
 import { withTargetLanes } from "./grants.lanes.js";
 import * as grantStore from "./grants.store.js";
 import * as reconcileStore from "./reconcile.store.js";
@@ -35,7 +36,7 @@ import { normalizeLogin } from "./reconcile.rules.js";
 
 export interface GrantServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append" | "record" | "sequencing" | "catchUp">;
+  audit: Pick<AuditLog, "append" | "appendManyWhere" | "record" | "sequencing" | "catchUp">;
   clock: Clock;
   outbox: Pick<OutboxService, "enqueue">;
   requests: Pick<RequestService, "provisioned" | "provisionFailed">;
@@ -366,6 +367,8 @@ export function createGrantContext(deps: GrantServiceDeps) {
     requireTarget,
     loginsOf,
     queueRestores,
+    /** Minted logins this node's provisioning just activated, for their holders' waiting reads (one statement). */
+    handouts: createHandouts(),
   };
 }
 

@@ -13,11 +13,13 @@
 import { performance } from "node:perf_hooks";
 import { StintError } from "../../lib/errors.js";
 import type { AccessIndex } from "../access-index/access-index.service.js";
+import type { ActiveActivation } from "../access-index/access-index.types.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import { grantCredentialBinding } from "../vault/vault.crypto.js";
 import type { GrantContext } from "./grants.context.js";
 import * as grantStore from "./grants.store.js";
+import { HANDED_OUT_IS_CURRENT } from "./grants.store.js";
 import { isDynamic } from "./grants.types.js";
 
 /** A waiting read looks again at least this often (a failure sends no `act`; a message may be lost). */
@@ -41,12 +43,14 @@ function createActivationWaits(events: ActivationEvents | undefined) {
    */
   function arm(principalId: string, roleName: string) {
     let woken = false;
+    let activation: ActiveActivation | null = null;
     let resolveWake = () => {};
     const woke = new Promise<void>((resolve) => {
       resolveWake = resolve;
     });
-    const stop = events?.onActivation(principalId, roleName, () => {
+    const stop = events?.onActivation(principalId, roleName, (news) => {
       woken = true;
+      activation ??= news;
       resolveWake();
     });
     waiting += 1;
@@ -61,6 +65,8 @@ function createActivationWaits(events: ActivationEvents | undefined) {
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
       },
+      /** The activation that woke it (null: none, or the index's reset). */
+      activation: () => activation,
       disarm() {
         if (!armed) return;
         armed = false;
@@ -71,6 +77,30 @@ function createActivationWaits(events: ActivationEvents | undefined) {
   }
 
   return { arm, waiting: () => waiting };
+}
+
+/** A credentials read's audit event (never the password). */
+function readEvent(grantId: string, roleName: string, targetName: string, login: string): AuditInput {
+  return {
+    action: "grant.credentials_read",
+    outcome: "success",
+    subject: `grant:${grantId}`,
+    details: { role: roleName, target: targetName, login },
+  };
+}
+
+/** The answer: where to connect, as whom, with what, until when. */
+function answer(address: string | null, kind: string, login: string, password: string, expiresAt: Date | string) {
+  const url = new URL(address ?? "");
+  const defaultPort = kind === "postgres" ? 5432 : 3306;
+  return {
+    host: url.hostname,
+    port: url.port ? Number(url.port) : defaultPort,
+    database: decodeURIComponent(url.pathname.replace(/^\//, "")) || null,
+    user: login,
+    password,
+    expiresAt: new Date(expiresAt).toISOString(),
+  };
 }
 
 export function createCredentialReads(ctx: GrantContext) {
@@ -92,32 +122,60 @@ export function createCredentialReads(ctx: GrantContext) {
     // The sealed password came with the grant (null columns while it is not stored yet).
     if (grant.ciphertext === null || grant.credential_login === null) return "being-made";
     const login = grant.credential_login;
-    const bound = grantCredentialBinding({ grant_id: grant.id, pool_id: grant.pool_id });
-    const password = await deps.vault.openValue(bound, {
-      ciphertext: grant.ciphertext,
-      wrappedKey: grant.wrapped_key!,
-      kekVersion: grant.kek_version!,
-    });
-    const url = new URL(grant.address ?? "");
-    const defaultPort = grant.target_kind === "postgres" ? 5432 : 3306;
-    const read: AuditInput = {
-      action: "grant.credentials_read",
-      outcome: "success",
-      subject: `grant:${grant.id}`,
-      details: { role: roleName, target: grant.target_name, login },
-    };
+    const password = await openPassword(grant.id, grant);
+    const read = readEvent(grant.id, roleName, grant.target_name, login);
     // The event has committed before the password is returned. With a background sequencer its one INSERT
     // commits on its own (no BEGIN and COMMIT round trips); chaining inline needs its transaction.
     if (audit.sequencing === "background") await audit.append(store.db, actor, context, read);
     else await audit.record(actor, context, read);
-    return {
-      host: url.hostname,
-      port: url.port ? Number(url.port) : defaultPort,
-      database: decodeURIComponent(url.pathname.replace(/^\//, "")) || null,
-      user: login,
-      password,
-      expiresAt: new Date(grant.expires_at!).toISOString(),
-    };
+    return answer(grant.address, grant.target_kind, login, password, grant.expires_at!);
+  }
+
+  /**
+   * The read woken by an activation this node's provisioning handed out (its copy, grants.handouts.ts): one
+   * statement, the audit event's INSERT, written only if the database still holds what the copy says
+   * (`HANDED_OUT_IS_CURRENT`); undefined when there is no copy or it is not current (the read then reads the
+   * database). With a background sequencer only: chaining inline needs a transaction.
+   */
+  async function readHandedOut(
+    actor: Actor & { kind: "principal" },
+    context: CallContext,
+    roleName: string,
+    activation: ActiveActivation,
+  ) {
+    const copy = ctx.handouts.take(activation.requestId);
+    if (!copy || copy.roleName !== roleName || audit.sequencing !== "background" || !deps.vault) return undefined;
+    const password = await openPassword(copy.grantId, copy.sealed);
+    const [written] = await audit.appendManyWhere(
+      store.db,
+      [
+        {
+          actor,
+          context,
+          events: readEvent(copy.grantId, roleName, copy.target.name, copy.login),
+          copy: [copy.grantId, actor.id, activation.requestId, copy.sealed.ciphertext, clock.now().toISOString()],
+        },
+      ],
+      HANDED_OUT_IS_CURRENT,
+    );
+    if (!written) return undefined;
+    return answer(copy.target.address, copy.target.kind, copy.login, password, new Date(activation.expiresAt));
+  }
+
+  function openPassword(
+    grantId: string,
+    sealed: {
+      ciphertext: string | null;
+      wrapped_key: string | null;
+      kek_version: number | null;
+      pool_id?: string | null;
+    },
+  ) {
+    return deps.vault!.openValue(grantCredentialBinding({ grant_id: grantId, pool_id: sealed.pool_id ?? null }), {
+      ciphertext: sealed.ciphertext!,
+      wrappedKey: sealed.wrapped_key!,
+      kekVersion: sealed.kek_version!,
+    });
   }
 
   /**
@@ -154,9 +212,16 @@ export function createCredentialReads(ctx: GrantContext) {
       const deadline = performance.now() + waitMs;
       // An activation that committed between the read and the look at what is coming is read again, once.
       let readAgain = false;
+      // The activation that woke the last wait: answered from this node's copy when it has one.
+      let woke: ActiveActivation | null = null;
       for (;;) {
         // A caller that hung up gets nothing read (and nothing audited) for it.
         if (options.signal?.aborted) throw notActive(roleName, "none");
+        if (woke) {
+          const handedOut = await readHandedOut(actor, context, roleName, woke);
+          woke = null;
+          if (handedOut) return handedOut;
+        }
         const waiter = waits.arm(actor.id, roleName);
         try {
           const answer = await readOnce(actor, context, roleName);
@@ -170,6 +235,7 @@ export function createCredentialReads(ctx: GrantContext) {
             if (readAgain) continue;
           }
           await waiter.until(Math.min(left, RECHECK_MS), options.signal);
+          woke = waiter.activation();
         } finally {
           waiter.disarm();
         }

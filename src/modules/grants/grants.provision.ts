@@ -152,6 +152,8 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
     const entitlement = grant.entitlement as Record<string, unknown>;
     // Handed a pre-created login by the submit: its password is set at the target and sealed already.
     const preCreated = isDynamic(entitlement) && Boolean(read.credential?.pool_id);
+    /** The minted login's stored password as sealed, for its holder's read (`handouts`); null when unknown here. */
+    let handedOut: grantStore.StoredCredential | null = preCreated ? read.credential : null;
     await failpoint("grant.provision.before-target");
     // The target's stock of pre-created logins is topped up later (the fill is due in 250 ms): queued beside the
     // target call, so that its commit is not in the way of the activation or of the credentials read after it.
@@ -209,6 +211,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
         if (creating.status === "rejected") throw creating.reason;
         // Another worker stored its password first: the login gets that one (that worker sets it too).
         if (storing.value !== null) await createLogin(storing.value);
+        else handedOut = minted.sealed;
       } else {
         await call(connector.kind, "provision", () =>
           connector.provision(target, { login, entitlement }, { signal, operationId: `provision:${grantId}` }),
@@ -238,6 +241,16 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
       throw failure;
     }
     await failpoint("grant.provision.after-target");
+    // Kept before the activation commits: the holder's waiting read is woken by that commit (on this node).
+    if (handedOut)
+      ctx.handouts.remember({
+        requestId: grant.request_id,
+        grantId,
+        roleName: grant.role_name,
+        login,
+        sealed: handedOut,
+        target: { kind: targetRow.kind, address: targetRow.address, name: targetRow.name },
+      });
     const activated = await deps.requests.provisioned(grantId, { login, done });
     await fill;
     if (!activated) {
@@ -262,12 +275,18 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
     login: string,
     stored: grantStore.StoredCredential | null,
     connector: Pick<Connector, "mintPassword">,
-  ): Promise<{ password: string; stored: Promise<string | null>; prepared?: MintedPassword }> {
+  ): Promise<{
+    password: string;
+    stored: Promise<string | null>;
+    prepared?: MintedPassword;
+    /** The password sealed: the stored one, or this attempt's (the login's only if its insert wins: `stored`). */
+    sealed: grantStore.StoredCredential;
+  }> {
     const vault = deps.vault!;
     const bound = `grant:${grantId}`;
     const openSealed = (row: grantStore.StoredCredential) =>
       vault.openValue(bound, { ciphertext: row.ciphertext, wrappedKey: row.wrapped_key, kekVersion: row.kek_version });
-    if (stored) return { password: await openSealed(stored), stored: Promise.resolve(null) };
+    if (stored) return { password: await openSealed(stored), stored: Promise.resolve(null), sealed: stored };
     // The connector's own minting where it has one: the target-side form (a SCRAM secret) is ready already.
     const prepared = connector.mintPassword?.(() => generateValue(32));
     const password = prepared?.password ?? generateValue(32);
@@ -287,7 +306,13 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
     })();
     // Awaited by the caller (allSettled); never an unhandled rejection meanwhile.
     storing.catch(() => undefined);
-    return { password, stored: storing, ...(prepared ? { prepared } : {}) };
+    const mine = {
+      login,
+      ciphertext: sealed.ciphertext,
+      wrapped_key: sealed.wrappedKey,
+      kek_version: sealed.kekVersion,
+    };
+    return { password, stored: storing, ...(prepared ? { prepared } : {}), sealed: mine };
   }
 
   return {

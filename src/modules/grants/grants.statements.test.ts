@@ -8,7 +8,7 @@
  * (bench/connectors.bench.ts prints them).
  */
 import { randomBytes } from "node:crypto";
-import type { CompiledQuery } from "kysely";
+import type { CompiledQuery, QueryResult } from "kysely";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { AppStore } from "../../db/index.js";
@@ -29,6 +29,34 @@ async function passwordIs(login: string, password: string): Promise<boolean> {
   const match = /^SCRAM-SHA-256\$(\d+):([^$]+)\$/.exec(row?.rolpassword ?? "");
   if (!match) return false;
   return scramSecret(password, Buffer.from(match[2]!, "base64"), Number(match[1])) === row!.rolpassword;
+}
+
+/**
+ * The store with `around` run for each statement the server sends through its `db` (precompiled reads, raw
+ * statements such as the audit INSERTs): `run` sends it. Builders made from `db` do not pass here.
+ */
+function aroundStatements(
+  store: AppStore,
+  around: (sql: string, run: () => Promise<QueryResult<unknown>>) => Promise<QueryResult<unknown>>,
+): AppStore {
+  const bound = (target: object, key: string | symbol): unknown => {
+    const value: unknown = Reflect.get(target, key, target);
+    return typeof value === "function" ? (value as () => unknown).bind(target) : value;
+  };
+  const send = (target: { executeQuery(q: CompiledQuery): Promise<QueryResult<unknown>> }) => (q: CompiledQuery) =>
+    around(q.sql, () => target.executeQuery(q));
+  const db = new Proxy(store.db, {
+    get(target, key) {
+      if (key === "executeQuery") return send(target);
+      if (key === "getExecutor")
+        return () =>
+          new Proxy(target.getExecutor(), {
+            get: (executor, k) => (k === "executeQuery" ? send(executor) : bound(executor, k)),
+          });
+      return bound(target, key);
+    },
+  });
+  return Object.assign(Object.create(store) as AppStore, { db });
 }
 
 /**
@@ -328,25 +356,17 @@ eligibility:
     // NOT_ACTIVE. The store's precompiled reads go through `executeQuery`; the grant's read (the only one naming
     // `credential_login`) runs the outbox once it has answered.
     let race: (() => Promise<void>) | undefined;
-    const { s, actor, context, drain } = await setup((store) => {
-      const db = new Proxy(store.db, {
-        get(target, key) {
-          if (key === "executeQuery")
-            return async (query: CompiledQuery) => {
-              const result = await target.executeQuery(query);
-              const run = race;
-              if (run && query.sql.includes("credential_login")) {
-                race = undefined;
-                await run();
-              }
-              return result;
-            };
-          const value: unknown = Reflect.get(target, key, target);
-          return typeof value === "function" ? (value as () => unknown).bind(target) : value;
-        },
-      });
-      return Object.assign(Object.create(store) as AppStore, { db });
-    });
+    const { s, actor, context, drain } = await setup((store) =>
+      aroundStatements(store, async (text, run) => {
+        const result = await run();
+        const then = race;
+        if (then && text.includes("credential_login")) {
+          race = undefined;
+          await then();
+        }
+        return result;
+      }),
+    );
     await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
     race = drain;
     const read = await s.grants.credentials(actor, context, role, { waitMs: 30_000 });
@@ -354,6 +374,65 @@ eligibility:
     expect(read.user).toMatch(new RegExp(`^stint_${user}_`));
     expect(await passwordIs(read.user, read.password)).toBe(true);
     await s.requests.deactivate(actor, role, context);
+    await drain();
+  });
+
+  it("a waiting read woken by this node's activation answers from its copy: one statement, the audit INSERT", async () => {
+    const { wrap, measure } = statementCounter();
+    const { s, actor, context, drain } = await setup(wrap);
+    for (let round = 0; round < 2; round++) {
+      await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
+      const reading = measure(() => s.grants.credentials(actor, context, role, { waitMs: 30_000 }));
+      await expect.poll(() => s.grants.waitingForCredentials(), { timeout: 20_000 }).toBe(1);
+      await drain();
+      const read = await reading;
+      expect(await passwordIs(read.result.user, read.result.password)).toBe(true);
+      // The first look (the grant, then what is coming: 2), then, woken, the event's INSERT that checks the copy
+      // (1; the grant read again and the INSERT before: 2). Chained inline (PGlite) it reads the database.
+      if (engine === "postgres" && round > 0) expect(read.statements.length, JSON.stringify(read.statements)).toBe(3);
+      await s.requests.deactivate(actor, role, context);
+      await drain();
+    }
+    const audit = await s.store.db
+      .selectFrom("audit_pending")
+      .select(["action", "details"])
+      .unionAll(s.store.db.selectFrom("audit_events").select(["action", "details"]))
+      .execute();
+    expect(audit.filter((e) => e.action === "grant.credentials_read")).toHaveLength(2);
+  });
+
+  it("a copy the database no longer holds is not answered from: the activation ended before the read's INSERT", async () => {
+    // Copies are used with a background sequencer only (PostgreSQL); PGlite reads the database.
+    if (engine !== "postgres") return;
+    // The activation commits, wakes the read, and ends before the read's INSERT runs: the INSERT's check finds
+    // the grant revoking, writes nothing, and the read, looking at the database, answers NOT_ACTIVE.
+    let ended: (() => Promise<unknown>) | undefined;
+    const { s, actor, context, drain } = await setup((store) =>
+      aroundStatements(store, async (text, run) => {
+        const end = ended;
+        if (end && text.includes("c.copy->>3")) {
+          ended = undefined;
+          await end();
+        }
+        return run();
+      }),
+    );
+    await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
+    ended = () => s.requests.deactivate(actor, role, context);
+    const reading = s.grants.credentials(actor, context, role, { waitMs: 30_000 }).then(
+      () => "answered",
+      (error: { code?: string }) => error.code,
+    );
+    await expect.poll(() => s.grants.waitingForCredentials(), { timeout: 20_000 }).toBe(1);
+    await drain();
+    expect(await reading).toBe("NOT_ACTIVE");
+    expect(ended).toBeUndefined();
+    const audit = await s.store.db
+      .selectFrom("audit_pending")
+      .select("action")
+      .unionAll(s.store.db.selectFrom("audit_events").select("action"))
+      .execute();
+    expect(audit.filter((e) => e.action === "grant.credentials_read")).toEqual([]);
     await drain();
   });
 

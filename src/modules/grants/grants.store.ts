@@ -537,3 +537,18 @@ const openRequestsOfQuery = precompiled(
 export async function openRequestsOf(db: Q, principalId: string, roleName: string) {
   return (await openRequestsOfQuery(db, { principalId, roleName })).rows;
 }
+
+/**
+ * For a credentials read answered from a provisioning's copy (grants.handouts.ts), whether it may be recorded and
+ * answered: inside its audit event's INSERT (`AuditLog.appendManyWhere`), the grant `copy[0]` is the caller's
+ * (`copy[1]`), of the activation `copy[2]`, both active and not expired at `copy[4]` (the service's clock, as
+ * `activeGrantOf`), and its stored password is the one copied (`copy[3]`, its ciphertext). A constant text,
+ * prepared per connection.
+ */
+export const HANDED_OUT_IS_CURRENT = {
+  sql: `exists (select 1 from grants as g inner join activation_requests as r on r.id = g.request_id
+    inner join grant_credentials as gc on gc.grant_id = g.id
+    where g.id = (c.copy->>0)::uuid and g.principal_id = (c.copy->>1)::uuid and r.id = (c.copy->>2)::uuid
+      and g.state = 'active' and r.state = 'active' and r.expires_at > (c.copy->>4)::timestamptz
+      and gc.ciphertext = c.copy->>3)`,
+} as const;
