@@ -3,11 +3,14 @@
  * outcome, reason, time, actor and context, each event with its own id, subject and details. The MAC texts are
  * the ones `append` writes (`pendingMessage`), made from a template built once per batch out of
  * `canonicalParts` itself, so the layout of the text stays defined in one place (`audit.rules.ts`); the events
- * go in one INSERT whose shared columns travel once and each event as `[id, subject, mac, details]` in one
- * JSON text (no array per column, no object per event), with notifications sent by the same statement.
+ * go in one INSERT whose shared columns travel once and each event as `[id, subject, mac, details]`, all in
+ * one JSON text under a constant, prepared statement (no array per column, no object per event, nothing
+ * escaped value by value), with notifications sent by the same statement.
  */
-import { sql, type Kysely } from "kysely";
+import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import { oneParameter } from "../../lib/constant-sql.js";
+import { PREPARED } from "../../lib/db.js";
 import { newId } from "../../lib/ids.js";
 import { canonicalParts, pendingMessageOf } from "./audit.rules.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
@@ -105,10 +108,43 @@ export function uniformRows(
   return `${rows}]`;
 }
 
+/** `notify`'s payloads as a JSON text of `[channel, payload]` pairs, in order. */
+const notifications = (notify: readonly { channel: string; payload: string }[]) =>
+  JSON.stringify(notify.map((m) => [m.channel, m.payload]));
+
+/**
+ * The batch's INSERT and its notifications, from one JSON text `[shared, rows, notify]`: `shared` the shared
+ * columns (`[time, actor, actorId, action, outcome, reason, correlationId, sourceIp, userAgent]`), `rows` as
+ * `uniformRows` writes them, `notify` as `notifications` does. Constant and prepared: nothing built, and no
+ * array escaped element by element, per call.
+ */
+const INSERT_UNIFORM = oneParameter<{ inserted: number; notified: number }>(`${PREPARED} with p as (
+    select $1::jsonb as j
+  ), events as (
+    select e->>0 as id, e->>1 as subject, e->>2 as mac, e->3 as details, n
+    from p, jsonb_array_elements(p.j->1) with ordinality as t(e, n)
+  ), inserted as (
+    insert into audit_pending (id, time, actor, actor_id, action, subject, outcome, reason, correlation_id,
+      source_ip, user_agent, details, mac)
+    select id::uuid, (s->>0)::timestamptz, s->>1, (s->>2)::uuid, s->>3, subject, s->>4, s->>5, s->>6, s->>7,
+      s->>8, details, mac
+    from events, (select j->0 as s from p) as shared order by n
+    returning 1
+  )
+  select (select count(*) from inserted)::int as inserted,
+    (select count(*) from (select pg_notify(m->>0, m->>1) from p, jsonb_array_elements(p.j->2)
+      with ordinality as t(m, n) order by n) sent)::int as notified`);
+
+/** `notify`'s payloads (`notifications`) to their channels, in order. */
+const NOTIFY_ALL = oneParameter(
+  `${PREPARED} select pg_notify(m->>0, m->>1) from jsonb_array_elements($1::jsonb) with ordinality as t(m, n) order by n`,
+);
+
 /**
  * Inserts the rows (`uniformRows`) into `audit_pending` with the shared columns, in their order, and sends
  * `notify`'s payloads to their channels, in this order, in the same statement (delivered at commit, like
- * every NOTIFY). Returns how many events were inserted.
+ * every NOTIFY): one JSON parameter under a constant text (`INSERT_UNIFORM`). Returns how many events were
+ * inserted.
  */
 export async function insertUniform(
   tx: Kysely<Database>,
@@ -116,22 +152,18 @@ export async function insertUniform(
   rows: string,
   notify: readonly { channel: string; payload: string }[],
 ): Promise<number> {
-  const { rows: result } = await sql<{ inserted: number; notified: number }>`with events as (
-      select e->>0 as id, e->>1 as subject, e->>2 as mac, e->3 as details, n
-      from jsonb_array_elements(${rows}::jsonb) with ordinality as t(e, n)
-    ), inserted as (
-      insert into audit_pending (id, time, actor, actor_id, action, subject, outcome, reason, correlation_id,
-        source_ip, user_agent, details, mac)
-      select id::uuid, ${shared.time}::timestamptz, ${shared.actor}, ${shared.actorId}::uuid, ${shared.action}, subject,
-        ${shared.outcome}, ${shared.reason}, ${shared.correlationId}, ${shared.sourceIp}, ${shared.userAgent}, details, mac
-      from events order by n
-      returning 1
-    )
-    select (select count(*) from inserted)::int as inserted,
-      (select count(*) from (select pg_notify(c, p) from unnest(${notify.map((m) => m.channel)}::text[],
-        ${notify.map((m) => m.payload)}::text[]) with ordinality as t(c, p, n) order by n) sent)::int as notified`.execute(
-    tx,
-  );
+  const columns = JSON.stringify([
+    shared.time,
+    shared.actor,
+    shared.actorId,
+    shared.action,
+    shared.outcome,
+    shared.reason,
+    shared.correlationId,
+    shared.sourceIp,
+    shared.userAgent,
+  ]);
+  const { rows: result } = await INSERT_UNIFORM(`[${columns},${rows},${notifications(notify)}]`).execute(tx);
   return result[0]?.inserted ?? 0;
 }
 
@@ -141,8 +173,7 @@ export async function notifyAll(
   notify: readonly { channel: string; payload: string }[],
 ): Promise<void> {
   if (notify.length === 0) return;
-  await sql`select pg_notify(c, p) from unnest(${notify.map((m) => m.channel)}::text[],
-    ${notify.map((m) => m.payload)}::text[]) with ordinality as t(c, p, n) order by n`.execute(tx);
+  await NOTIFY_ALL(notifications(notify)).execute(tx);
 }
 
 /** A details object's canonical JSON, as the MAC and the hash cover it (what `uniformMessage` takes). */
