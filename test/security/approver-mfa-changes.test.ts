@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
 import { apiCaller } from "../../src/testing/api-call.js";
 import { ADMIN_PASSWORD, passwordFor, testServer, totpNow, type TestServer } from "../../src/testing/server.js";
+import { wideningFile } from "./support.js";
 
 const clock = manualClock(new Date());
 const work = mkdtempSync(path.join(tmpdir(), "stint-approver-mfa-"));
@@ -19,16 +20,7 @@ let server: TestServer;
 let secret: string;
 const call = apiCaller(() => server);
 
-const file = `apiVersion: stint/v1
-policies:
-  - { name: plain, mfa: { required: false } }
-targets:
-  - { name: payroll, kind: internal }
-roles:
-  - { name: payroll-admin, target: payroll, policy: plain, risk: high }
-eligibility:
-  - { role: payroll-admin, users: [mallory] }
-`;
+const file = wideningFile();
 
 function code(): string {
   clock.advance(60_000); // each code of a time step of its own: a code is accepted once

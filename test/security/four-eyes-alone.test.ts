@@ -9,20 +9,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testServer, type TestServer } from "../../src/testing/server.js";
+import { wideningFile } from "./support.js";
 
-const FILE = `apiVersion: stint/v1
-policies:
-  - { name: plain, mfa: { required: false } }
-targets:
-  - { name: payroll, kind: internal }
-roles:
-  - { name: payroll-admin, target: payroll, policy: plain, risk: high }
-eligibility:
-  - { role: payroll-admin, users: [mallory] }
-`;
+const FILE = wideningFile();
 
 /** Another widening file (another role), so each case is judged on its own. */
-const SECOND_FILE = FILE.replaceAll("payroll-admin", "ledger-admin");
+const SECOND_FILE = wideningFile("ledger-admin");
 
 let server: TestServer;
 

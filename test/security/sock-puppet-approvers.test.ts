@@ -9,17 +9,9 @@ import type { DestinationStream } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { apiCaller } from "../../src/testing/api-call.js";
 import { passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
+import { wideningFile } from "./support.js";
 
-const FILE = `apiVersion: stint/v1
-policies:
-  - { name: plain, mfa: { required: false } }
-targets:
-  - { name: payroll, kind: internal }
-roles:
-  - { name: payroll-admin, target: payroll, policy: plain, risk: high }
-eligibility:
-  - { role: payroll-admin, users: [mallory] }
-`;
+const FILE = wideningFile();
 
 /** The password the attacking admin chooses for the other accounts. */
 const CHOSEN = "Chosen-by-the-attacker-4711";
