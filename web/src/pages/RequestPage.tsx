@@ -3,16 +3,23 @@
  * It shows the request and, while it waits for a decision, lets a named approver decide it. A link's
  * one-time token (read from the fragment by ../decision-link.ts) goes along in the decision's body for
  * the action it was made for; it is not a credential: the approver is signed in and the server checks
- * that the policy names them.
+ * that the policy names them. Where approving asks for a fresh MFA check of the approver's own, the page says so
+ * ahead (the approvals inbox's `approverMfa` for this request) and offers the step-up before any refusal.
  */
 import { Alert, Button, Group, Loader, Stack, Text, Textarea, Title } from "@mantine/core";
 import { useCallback, useEffect, useState } from "react";
-import { approveBody, denyBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
+import {
+  approveBody,
+  denyBody,
+  type ActivationRequestDto,
+  type ApproverMfaHintDto,
+  type RequestListItemDto,
+} from "../../../src/contract/requests.js";
 import { api, ApiError, currentSession } from "../api.js";
 import { decisionLinkFor, forgetDecisionToken } from "../decision-link.js";
 import { zodFieldErrors } from "../ui.js";
-import { useStepUpRetry } from "./passkeys/StepUpPrompt.js";
-import { RequestDetail } from "./requests/shared.js";
+import { needAhead, useStepUpRetry } from "./passkeys/StepUpPrompt.js";
+import { ApproverMfaBadge, RequestDetail } from "./requests/shared.js";
 
 type Decision = "approve" | "deny";
 
@@ -25,6 +32,7 @@ export default function RequestPage({ id }: { id: string }) {
   const [busy, setBusy] = useState(false);
   const [done, setDone] = useState<Decision | null>(null);
   const stepUp = useStepUpRetry("approve", () => void decide("approve"));
+  const [mfaHint, setMfaHint] = useState<ApproverMfaHintDto | undefined>(undefined);
   const link = decisionLinkFor(id);
 
   const load = useCallback(async () => {
@@ -40,6 +48,22 @@ export default function RequestPage({ id }: { id: string }) {
     }
   }, [id]);
   useEffect(() => void load(), [load]);
+
+  // Someone else's pending request: if it waits for this user, the inbox says what approving asks of their MFA.
+  const role = request?.state === "pending" && request.requester !== currentSession()?.user.name ? request.role : null;
+  useEffect(() => {
+    if (!role) return;
+    const query = `scope=inbox&role=${encodeURIComponent(role)}`;
+    void api<{ items: RequestListItemDto[] }>("GET", `/v1/activation-requests?${query}`).then(
+      ({ items }) => {
+        const hint = items.find((item) => item.id === id)?.approverMfa;
+        setMfaHint(hint);
+        const ahead = needAhead(hint);
+        if (ahead) stepUp.ask(ahead);
+      },
+      () => undefined, // only a hint: the decision asks anyway
+    );
+  }, [role, id]);
 
   async function decide(decision: Decision) {
     const text = reason.trim();
@@ -113,6 +137,11 @@ export default function RequestPage({ id }: { id: string }) {
               You opened the <strong>{link.decide === "approve" ? "Approve" : "Deny"}</strong> link of a notification.
               Check the request below, then decide.
             </Text>
+          )}
+          {mfaHint?.required && (
+            <Group>
+              <ApproverMfaBadge hint={mfaHint} />
+            </Group>
           )}
           <Textarea
             label="Reason (optional when approving)"

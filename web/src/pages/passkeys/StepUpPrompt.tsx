@@ -94,7 +94,7 @@ export function needAhead(hint: ApproverMfaHintDto | undefined): StepUpNeed | nu
 /**
  * A decision that may be refused for want of a fresh second factor, sent again once the approver has stepped up:
  * `caught(error)` in the decision's catch shows the prompt when the error asks for a step-up (true); `ahead` shows it
- * from the start, where the inbox's hint said the decision would need it (`needAhead`). `again` is the decision,
+ * from the start, and `ask(need)` once known, where the inbox's hint said the decision would need it (`needAhead`). `again` is the decision,
  * the one of the latest render (so what the approver typed meanwhile goes with it). `prompt` is what to render
  * (null while none is asked).
  */
@@ -102,7 +102,7 @@ export function useStepUpRetry(
   action: string,
   again: () => void,
   ahead: StepUpNeed | null = null,
-): { caught: (error: unknown) => boolean; prompt: ReactNode } {
+): { caught: (error: unknown) => boolean; ask: (need: StepUpNeed) => void; prompt: ReactNode } {
   const [need, setNeed] = useState<StepUpNeed | null>(ahead);
   const latest = useRef(again);
   latest.current = again;
@@ -121,5 +121,5 @@ export function useStepUpRetry(
       }}
     />
   ) : null;
-  return { caught, prompt };
+  return { caught, ask: setNeed, prompt };
 }
