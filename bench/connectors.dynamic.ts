@@ -383,6 +383,9 @@ export async function benchDynamic(engine: Engine, options: DynamicOptions, targ
         [...samples].sort((a, b) => a - b),
         0.99,
       );
+      // The acceptance is judged on the target's documented default (no pre-created logins, docs/connectors/postgres.md).
+      if (options.precreated > 0)
+        return `  with preCreatedLogins: ${options.precreated} (not the default: acceptance 5 is judged without)`;
       return `  ${p99 < DYNAMIC_P99_TARGET_MS ? "PASS" : "FAIL"} (p99 < ${DYNAMIC_P99_TARGET_MS} ms)`;
     };
     console.error(`${engine}: ${options.logins} sequential dynamic logins (load ${load()})`);

@@ -150,9 +150,14 @@ export function stepsOf(timeline: Entry[]): Steps | null {
   };
   const isStore = (e: Entry) => e.what.startsWith("store#");
   const at = (i: number) => timeline[i]?.at ?? NaN;
+  // The job's INSERT carries the grant's login (a CTE before it); a pre-created login's hand-out is four CTEs,
+  // which push the INSERT past the text kept.
   const jobInsert = find(
     0,
-    (e) => isStore(e) && e.text?.includes('insert into "outbox"') === true && e.what.endsWith("…"),
+    (e) =>
+      isStore(e) &&
+      (e.text?.includes('insert into "outbox"') === true || e.text?.startsWith('with "alongside" as') === true) &&
+      e.what.endsWith("…"),
   );
   const submitClient = timeline[jobInsert]?.client;
   const committed = find(jobInsert, (e) => e.client === submitClient && /^store#\d+ commit ✓$/.test(e.what));
