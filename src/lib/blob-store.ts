@@ -30,6 +30,13 @@ export interface BlobWriter {
   /** Calls `listener` once, as soon as the writer is not backlogged (at once if it is not). */
   onDrain(listener: () => void): void;
   /**
+   * After a write failure: the writes taken (write answered true) that never reached the file, whole and
+   * in order (the failed batch's pieces past the last whole one on disk, then those waiting behind it).
+   * Their callers acted on them (a statement was sent): the blob cannot hold them, its owner may keep them
+   * elsewhere. Empty without a failure; at most what was waiting (BLOB_BACKLOG_BYTES and a batch, about).
+   */
+  unwritten(): readonly Buffer[];
+  /**
    * Flushes and closes; the blob is then readable under its key. After a write failure the blob holds
    * what reached the file before it (`partial: true`, its own size and SHA-256).
    */
@@ -152,6 +159,8 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
   const listeners: ((error: Error) => void)[] = [];
   let queued: Buffer[] = [];
   let queuedBytes = 0;
+  /** Taken, then lost to a write failure (see BlobWriter.unwritten). */
+  const lost: Buffer[] = [];
   /** The batch being written. */
   let inFlight = 0;
   let drainListeners: (() => void)[] = [];
@@ -205,6 +214,7 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
         }
         if (queuedBytes < BLOB_BATCH_BYTES && !sealed) break;
       }
+      if (failure && !crashed) lost.push(...queued);
       if (failure || crashed) {
         queued = [];
         queuedBytes = 0;
@@ -233,10 +243,13 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
       onDisk += batch.length;
     } catch (error) {
       let whole = 0;
+      let kept = 0;
       for (const piece of pieces) {
         if (whole + piece.length > done) break;
         whole += piece.length;
+        kept += 1;
       }
+      for (let i = kept; i < pieces.length; i++) lost.push(pieces[i]!);
       hash.update(batch.subarray(0, whole));
       onDisk += whole;
       await handle.truncate(onDisk).catch(() => undefined);
@@ -264,6 +277,7 @@ function blobWriter(key: string, handle: FileHandle, partial: string, file: stri
       if (backlogged()) drainListeners.push(listener);
       else listener();
     },
+    unwritten: () => lost,
     onFailure(listener) {
       const first = failure ?? limited;
       if (first) listener(first);

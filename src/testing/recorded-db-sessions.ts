@@ -9,7 +9,7 @@ import path from "node:path";
 import { parseRecording } from "../contract/recording.js";
 import { createBlobStore, type FinishedBlob } from "../lib/blob-store.js";
 import { systemClock } from "../lib/clock.js";
-import { createRecorder } from "../modules/sessions/recorder.js";
+import { createRecorder, type RecordedBlob } from "../modules/sessions/recorder.js";
 import type {
   BrokeredSession,
   EndReason,
@@ -18,13 +18,39 @@ import type {
   UpstreamPostgres,
 } from "../modules/sessions/sessions.types.js";
 
+/** The local PostgreSQL and MariaDB of the test host, as their superusers (no TLS). */
+export const PG_UPSTREAM: UpstreamPostgres = {
+  kind: "postgres",
+  host: "127.0.0.1",
+  address: "127.0.0.1",
+  port: 5432,
+  database: "postgres",
+  user: "postgres",
+  password: "",
+  tls: null,
+  allowAuth: ["scram-sha-256"],
+};
+export const MYSQL_UPSTREAM: UpstreamMysql = {
+  kind: "mysql",
+  host: "127.0.0.1",
+  address: "127.0.0.1",
+  port: 3306,
+  database: null,
+  user: "root",
+  password: "",
+  tls: null,
+};
+
 export interface RecordedSessionEnd {
   reason: EndReason;
   detail: string | undefined;
-  recording: FinishedBlob | null;
+  /** With `unwritten` when the disk failed after taking lines (recorder.ts). */
+  recording: RecordedBlob | null;
 }
 
 export interface RecordedDbSessions {
+  /** The recordings' directory (their blob store's). */
+  dir: string;
   /** A session for the gate to hand the proxy, recording required. */
   open<U extends UpstreamPostgres | UpstreamMysql>(upstream: U): Promise<BrokeredSession<U>>;
   /** The sessions' ends, in the order opened: each resolves once the proxy ended it and its recording closed. */
@@ -40,6 +66,7 @@ export function recordedDbSessions(options: { maxBytes?: number } = {}): Recorde
   const ended: Promise<RecordedSessionEnd>[] = [];
   let count = 0;
   return {
+    dir,
     ended,
     async open<U extends UpstreamPostgres | UpstreamMysql>(upstream: U): Promise<BrokeredSession<U>> {
       const id = `db-session-${++count}`;

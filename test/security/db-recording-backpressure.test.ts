@@ -22,11 +22,15 @@ import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
 import { createLogger } from "../../src/lib/logger.js";
-import type { UpstreamMysql, UpstreamPostgres } from "../../src/modules/sessions/sessions.types.js";
 import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql-proxy.js";
 import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
 import { holdMariadb } from "../../src/testing/mariadb.js";
-import { recordedDbSessions, type RecordedDbSessions } from "../../src/testing/recorded-db-sessions.js";
+import {
+  MYSQL_UPSTREAM,
+  PG_UPSTREAM,
+  recordedDbSessions,
+  type RecordedDbSessions,
+} from "../../src/testing/recorded-db-sessions.js";
 
 /** Statements of 512 KiB (the MySQL proxy refuses one of 1 MiB it could not log whole). */
 const STATEMENT_BYTES = 512 * 1024;
@@ -35,28 +39,6 @@ const LIMIT = 4 * 1024 * 1024;
 const statementOf = (i: number) => `SELECT ${i} AS i, LENGTH('${"x".repeat(STATEMENT_BYTES)}') AS n`;
 const TIGHT_LIMIT = 24 * 1024;
 const insertOf = (table: string, i: number) => `INSERT INTO ${table} VALUES (${i}, '${"y".repeat(400)}')`;
-
-const PG_UPSTREAM: UpstreamPostgres = {
-  kind: "postgres",
-  host: "127.0.0.1",
-  address: "127.0.0.1",
-  port: 5432,
-  database: "postgres",
-  user: "postgres",
-  password: "",
-  tls: null,
-  allowAuth: ["scram-sha-256"],
-};
-const MYSQL_UPSTREAM: UpstreamMysql = {
-  kind: "mysql",
-  host: "127.0.0.1",
-  address: "127.0.0.1",
-  port: 3306,
-  database: null,
-  user: "root",
-  password: "",
-  tls: null,
-};
 
 let unlimited: RecordedDbSessions;
 let limited: RecordedDbSessions;

@@ -18,16 +18,23 @@ import {
   type RecordingMeta,
   type SentStatement,
 } from "../../contract/recording.js";
+import { unwrittenLines, type UnwrittenLines } from "./recording-unwritten.js";
 import type { SessionKind, SessionRecorder } from "./sessions.types.js";
+
+/** A closed recording, and what it took that its disk lost (a write failure: `partial`). */
+export interface RecordedBlob extends FinishedBlob {
+  unwritten?: UnwrittenLines;
+}
 
 export interface ActiveRecorder extends SessionRecorder {
   /** False once the recording takes nothing more (finish() called, or a write failed). */
   readonly open: boolean;
   /**
    * Closes the blob: its key, SHA-256 and size (`partial` when a write failed: what reached the disk
-   * before), or null when nothing was recorded (no writer).
+   * before, and `unwritten`: the lines taken that it lost, statements as the query log holds them), or
+   * null when nothing was recorded (no writer).
    */
-  finish(): Promise<FinishedBlob | null>;
+  finish(): Promise<RecordedBlob | null>;
 }
 
 export function createRecorder(options: {
@@ -126,7 +133,9 @@ export function createRecorder(options: {
       // From here on every call answers false: the relay must not pass what is no longer recorded.
       finished = true;
       if (!writer) return null;
-      return writer.finish();
+      const blob: RecordedBlob = await writer.finish();
+      const unwritten = unwrittenLines(kind, writer.unwritten());
+      return unwritten ? { ...blob, unwritten } : blob;
     },
   };
 }

@@ -1,9 +1,9 @@
 /** Opening a brokered session: its row, recording, audit event, expiry timer, live feed and end. */
-import type { BlobWriter, FinishedBlob } from "../../lib/blob-store.js";
+import type { BlobWriter } from "../../lib/blob-store.js";
 import { failpoint, FailpointCrash } from "../../lib/failpoints.js";
 import { newId } from "../../lib/ids.js";
 import { policySpec } from "../../contract/catalog.js";
-import { createRecorder, type ActiveRecorder } from "./recorder.js";
+import { createRecorder, type ActiveRecorder, type RecordedBlob } from "./recorder.js";
 import { approversOf } from "./live.rules.js";
 import { RECORDING_EXTENSION } from "../../contract/recording.js";
 import * as sessionStore from "./sessions.store.js";
@@ -218,9 +218,17 @@ export function createOpenSession(core: SessionsCore) {
             { cause: reason === "killed" ? "killed" : "activation_ended" },
             Math.max(0, (Date.now() - entry.causeAt) / 1000),
           );
-        let recording: FinishedBlob | null = null;
+        let recording: RecordedBlob | null = null;
         try {
           recording = await recorder.finish();
+          if (recording?.unwritten) {
+            const { lines, bytes: lost, statements, omitted } = recording.unwritten;
+            const counts = { lines, bytes: lost, statements: (statements?.length ?? 0) + (omitted?.count ?? 0) };
+            logger.error(
+              { session: id, ...counts },
+              "a session recording lost lines it took; session.ended keeps them",
+            );
+          }
         } catch (error) {
           if (error instanceof FailpointCrash) throw error; // the node died while recording: nothing more
           metrics.recordingFailures.inc({ kind });
@@ -266,6 +274,9 @@ export function createOpenSession(core: SessionsCore) {
                       ...(recording.partial ? { partial: true } : {}),
                       // limit: it stopped at STINT_RECORDING_MAX_BYTES (it holds everything before).
                       ...(recording.limit !== undefined ? { limit: recording.limit } : {}),
+                      // unwritten: lines it took that the failing disk lost; a database session's
+                      // statements among them ran (sent once taken), as the query log holds them.
+                      ...(recording.unwritten ? { unwritten: recording.unwritten } : {}),
                     }
                   : null,
               },
