@@ -13,8 +13,9 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
+import { targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
 import { startWebhookEndpoint, type WebhookEndpoint } from "../../testing/webhook-endpoint.js";
+import { cloudIamCatalog } from "../../testing/webhook-target.js";
 
 const SECRET = `whsec-${randomBytes(16).toString("hex")}`;
 const BACKOFF = { baseMs: 100, capMs: 1_000 };
@@ -65,28 +66,14 @@ beforeAll(async () => {
   );
   h = await targetsHarness({ backoff: BACKOFF, env: { STINT_CONFIG_FILE: file } });
   for (const user of ["fay", "gus", "hal", "ivy", "jo"]) await h.createUser(user);
-  await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("iam-self")}
-targets:
-  - name: cloud-iam
-    kind: webhook
-    address: ${endpoint.url}
-    credential: { secret: targets/cloud-iam/signing }
-    identity: { template: "{{name}}@example.com" }
-  - name: undeclared
-    kind: webhook
-    address: ${endpoint.url}
-roles:
-  - name: iam-admin
-    target: cloud-iam
-    entitlement: { role: arn:aws:iam::123:role/admin }
-    policy: iam-self
-    risk: high
-eligibility:
-  - role: iam-admin
-    users: [fay, gus, hal, ivy, jo]
-`);
+  await h.apply(
+    cloudIamCatalog(endpoint.url, {
+      role: { name: "iam-admin", risk: "high" },
+      users: ["fay", "gus", "hal", "ivy", "jo"],
+      signed: true,
+      moreTargets: `  - name: undeclared\n    kind: webhook\n    address: ${endpoint.url}\n`,
+    }),
+  );
 });
 
 afterAll(async () => {

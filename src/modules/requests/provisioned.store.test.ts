@@ -8,36 +8,20 @@ import { randomBytes } from "node:crypto";
 import { sql, type Kysely } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../../db/index.js";
-import { startWebhookEndpoint, type WebhookEndpoint } from "../../testing/webhook-endpoint.js";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
+import type { TargetsHarness } from "../../testing/targets-harness.js";
+import type { WebhookEndpoint } from "../../testing/webhook-endpoint.js";
+import { cloudIamHarness } from "../../testing/webhook-target.js";
 import { activateProvisioned } from "./provisioned.store.js";
 
 let h: TargetsHarness;
 let endpoint: WebhookEndpoint;
 
 beforeAll(async () => {
-  const secret = `whsec-${randomBytes(16).toString("hex")}`;
-  endpoint = await startWebhookEndpoint(secret);
-  h = await targetsHarness();
-  await h.createUser("ann");
-  await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("iam-self")}
-targets:
-  - name: cloud-iam
-    kind: webhook
-    address: ${endpoint.url}
-    identity: { template: "{{name}}@example.com" }
-roles:
-  - name: iam-reader
-    target: cloud-iam
-    entitlement: { role: arn:aws:iam::123:role/reader }
-    policy: iam-self
-    risk: medium
-eligibility:
-  - role: iam-reader
-    users: [ann]
-`);
+  ({ h, endpoint } = await cloudIamHarness(`whsec-${randomBytes(16).toString("hex")}`, {
+    role: { name: "iam-reader", risk: "medium" },
+    users: ["ann"],
+    signed: false,
+  }));
 });
 
 afterAll(async () => {

@@ -4,37 +4,20 @@
  * for any approval, the activation's duration counted from when the target holds it.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
-import { startWebhookEndpoint, type WebhookEndpoint } from "../../testing/webhook-endpoint.js";
+import type { TargetsHarness } from "../../testing/targets-harness.js";
+import type { WebhookEndpoint } from "../../testing/webhook-endpoint.js";
+import { cloudIamHarness } from "../../testing/webhook-target.js";
 
 const SECRET = "webhook-signing-secret-for-timing-tests";
 let h: TargetsHarness;
 let endpoint: WebhookEndpoint;
 
 beforeAll(async () => {
-  endpoint = await startWebhookEndpoint(SECRET);
-  h = await targetsHarness();
-  await h.createUser("fay");
-  await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("iam-self")}
-targets:
-  - name: cloud-iam
-    kind: webhook
-    address: ${endpoint.url}
-    credential: { secret: targets/cloud-iam/signing }
-    identity: { template: "{{name}}@example.com" }
-roles:
-  - name: iam-admin
-    target: cloud-iam
-    entitlement: { role: arn:aws:iam::123:role/admin }
-    policy: iam-self
-    risk: high
-eligibility:
-  - role: iam-admin
-    users: [fay]
-`);
-  expect((await h.admin("PUT", "/v1/targets/cloud-iam/credential", { secret: SECRET })).status).toBe(200);
+  ({ h, endpoint } = await cloudIamHarness(SECRET, {
+    role: { name: "iam-admin", risk: "high" },
+    users: ["fay"],
+    signed: true,
+  }));
 }, 60_000);
 
 afterAll(async () => {
