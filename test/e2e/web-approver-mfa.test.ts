@@ -5,7 +5,7 @@
  * approval goes again and counts, and its audit event records how the approver proved it. And ahead of it: the inbox
  * shows what approving each request asks of the approver's MFA (a badge from the list's `approverMfa`), the dialog
  * offers the step-up before the server has to refuse, and once stepped up the other critical request's badge says
- * the MFA counts and it approves at once. Needs `npm run build`.
+ * the MFA counts and it approves at once; a notification's Approve link page does the same. Needs `npm run build`.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,10 +21,13 @@ const PASSWORDS = {
   alice: "tulip orbit canyon lantern",
   carol: "maple quartz harbor violet",
   dave: "cobalt meadow ferry thistle",
+  eve: "saffron glacier pivot ember",
 };
 const ROLE = "ledger-admin";
 /** Dave's: two critical roles (his MFA within 15m by default) and a low one (none asked). */
 const DAVES = ["treasury-admin", "vault-root", "wiki-editor"] as const;
+/** Eve's: a critical role, decided from the page a notification's Approve link opens. */
+const EVES = "payroll-admin";
 
 let work: string;
 let url: string;
@@ -41,7 +44,8 @@ beforeAll(async () => {
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
   ).toBe(201);
-  expect((await admin("POST", "/v1/users", { name: "dave", password: PASSWORDS.dave })).status).toBe(201);
+  for (const name of ["dave", "eve"] as const)
+    expect((await admin("POST", "/v1/users", { name, password: PASSWORDS[name] })).status).toBe(201);
   // No approval.mfa: a critical role's approvers need their own MFA by default.
   const applied = await admin("POST", "/v1/config/apply", {
     yaml: `apiVersion: stint/v1
@@ -56,6 +60,11 @@ policies:
     approval:
       stages:
         - approvers: { users: [dave] }
+  - name: by-eve
+    mfa: { required: false }
+    approval:
+      stages:
+        - approvers: { users: [eve] }
 targets:
   - name: stint
     kind: internal
@@ -64,17 +73,21 @@ roles:
     target: stint
     risk: critical
     policy: by-manager
-${DAVES.map((role) => `  - name: ${role}\n    target: stint\n    risk: ${role === "wiki-editor" ? "low" : "critical"}\n    policy: by-dave\n`).join("")}eligibility:
+${DAVES.map((role) => `  - name: ${role}\n    target: stint\n    risk: ${role === "wiki-editor" ? "low" : "critical"}\n    policy: by-dave\n`).join("")}  - name: ${EVES}
+    target: stint
+    risk: critical
+    policy: by-eve
+eligibility:
   - role: ${ROLE}
     users: [alice]
-${DAVES.map((role) => `  - role: ${role}\n    users: [alice]\n`).join("")}`,
+${[...DAVES, EVES].map((role) => `  - role: ${role}\n    users: [alice]\n`).join("")}`,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   const alice = await apiAs(url, "alice", PASSWORDS.alice);
   const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: "close the quarter's books" });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   pendingId = res.body.id as string;
-  for (const role of DAVES) {
+  for (const role of [...DAVES, EVES]) {
     const submitted = await alice("POST", "/v1/activation-requests", { role, reason: "quarter-end checks" });
     expect(submitted.status, JSON.stringify(submitted.body)).toBe(201);
     davesIds[role] = submitted.body.id as string;
@@ -172,6 +185,29 @@ describe("an approver without a fresh MFA, in the web UI", () => {
         .map((e) => [e.outcome, e.details?.approverMfa ? "with MFA" : "without"]);
       expect(ours, role).toEqual([["success", "with MFA"]]);
     }
+    await guard.close();
+  }, 120_000);
+
+  it("on a notification's Approve link page, sees the same and steps up before any refusal", async () => {
+    const guard = new Guard(() => browser);
+    const context = await guard.context();
+    const page = await signInPage(context, url, "eve", PASSWORDS.eve);
+    const eve = await apiAs(url, "eve", PASSWORDS.eve);
+    const secret = String((await eve("POST", "/v1/me/mfa/totp")).body.secret);
+    expect((await eve("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
+
+    // In-app navigation, as a signed-in approver following the link (a reload would sign out: tokens live in memory).
+    await page.evaluate(
+      `window.history.pushState(null, "", "/requests/${davesIds[EVES]}"); window.dispatchEvent(new PopStateEvent("popstate"));`,
+    );
+    await page.getByTestId("approver-mfa").getByText("Step up to approve (MFA within 15m)").waitFor();
+    await page.getByText(/needs a fresh MFA check of yours \(within the last 15m\)/).waitFor();
+    await page.getByLabel("One-time code").fill(totpNow(secret, Date.now() + 30_000));
+    await page.getByRole("button", { name: "Confirm and approve" }).click();
+    await page.getByRole("status").getByText("You approved this request.").waitFor();
+
+    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    expect((await admin("GET", `/v1/activation-requests/${davesIds[EVES]}`)).body.state).toBe("active");
     await guard.close();
   }, 120_000);
 });
