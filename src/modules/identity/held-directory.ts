@@ -2,13 +2,14 @@
  * Four-eyes on the directory (docs/security.md, finding 81). Four-eyes assumes one account is one person, which no
  * admin may undo alone: granting a platform role that approves change requests (admin, security) and an
  * administrator's reset of the password of someone who approves (those roles, or named an approver of activations
- * by a policy: directly, through a group, or as a manager where a policy says `manager: true`) are held as change
+ * by a policy or a pending request's policy snapshot: directly, through a group, or as a manager where a policy says
+ * `manager: true`; or a reviewer of an open access-review item: `approvesWhat`) are held as change
  * requests while four-eyes is on (`fourEyes.tiers` not empty). Another approver approves, never the author nor the
  * account concerned; `fourEyes.alone: apply` waives it while nobody else could (the first admin making the second),
  * audited as `user.four_eyes_waived`. A held password is kept only as its scrypt hash, sealed by the vault (envelope
  * encryption bound to the change request), and set only on approval.
  */
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import { z } from "zod";
 import type { Database } from "../../db/index.js";
 import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
@@ -102,15 +103,32 @@ export function namedApprovers(specs: readonly unknown[]): {
   return named;
 }
 
-/** Why `principal` approves something (a platform role, or the policies as they stand), or null when nothing. */
+/**
+ * Why `principal` approves something now, or null when nothing: the one answer to "does this account approve
+ * anything" (finding 89). A platform role that approves change requests; being named an approver of activations
+ * by a policy as it stands, or by the policy snapshot of a pending request (the policy kept at submission, which
+ * decides that request whatever the policy says since); or being a reviewer of an open access-review item.
+ */
 export async function approvesWhat(
   db: Tx,
   principal: { id: string; name: string; platform_roles: string[] },
 ): Promise<string | null> {
   const roles = principal.platform_roles.filter((role) => mayApproveChanges([role]));
   if (roles.length > 0) return `approves change requests (platform role ${roles.join(", ")})`;
-  const named = namedApprovers((await db.selectFrom("policies").select("spec").execute()).map((p) => p.spec));
-  if (named.users.has(principal.name)) return "is named an approver of activations by a policy";
+  const reviewer = await db
+    .selectFrom("review_items")
+    .select("id")
+    .where("status", "=", "open")
+    .where(sql<boolean>`${principal.id}::uuid = any(reviewer_ids)`)
+    .limit(1)
+    .executeTakeFirst();
+  if (reviewer) return "reviews an open access-review item";
+  const policies = (await db.selectFrom("policies").select("spec").execute()).map((p) => p.spec);
+  const snapshots = (
+    await db.selectFrom("activation_requests").select("policy_snapshot").where("state", "=", "pending").execute()
+  ).map((r) => r.policy_snapshot);
+  const named = namedApprovers([...policies, ...snapshots]);
+  if (named.users.has(principal.name)) return "is named an approver of activations by a policy or a pending request";
   if (named.groups.size > 0) {
     const group = await db
       .selectFrom("group_members")
