@@ -69,6 +69,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   MFA_REQUIRED: EXIT_CODES.unauthenticated,
   MFA_INVALID: EXIT_CODES.unauthenticated,
   SETUP_CODE_INVALID: EXIT_CODES.unauthenticated,
+  INVITE_INVALID: EXIT_CODES.unauthenticated,
   ACCOUNT_LOCKED: EXIT_CODES.unauthenticated,
   ACCOUNT_DISABLED: EXIT_CODES.unauthenticated,
   // authorization, existence, state
@@ -78,6 +79,8 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   ALREADY_EXISTS: EXIT_CODES.conflict,
   CONFLICT: EXIT_CODES.conflict,
   SETUP_ALREADY_DONE: EXIT_CODES.conflict,
+  PASSWORD_ALREADY_SET: EXIT_CODES.conflict,
+  ADMIN_PASSWORDS_REFUSED: EXIT_CODES.forbidden,
   MFA_ALREADY_ENROLLED: EXIT_CODES.conflict,
   MFA_NOT_STARTED: EXIT_CODES.conflict,
   // activation requests

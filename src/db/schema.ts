@@ -134,6 +134,18 @@ export interface SetupCodesTable {
   used_at: Timestamp | null;
 }
 
+/** One-time invites: a user chooses their own password (migration 0050, finding 89). */
+export interface UserInvitesTable {
+  id: string;
+  principal_id: string;
+  code_hash: string;
+  issued_by: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+  ended_as: "redeemed" | "replaced" | null;
+}
+
 export interface SigningKeysTable {
   id: string;
   purpose: "token" | "audit";
@@ -637,6 +649,7 @@ export interface Database {
   workload_token_uses: WorkloadTokenUsesTable;
   login_throttle: LoginThrottleTable;
   setup_codes: SetupCodesTable;
+  user_invites: UserInvitesTable;
   signing_keys: SigningKeysTable;
   audit_events: AuditEventsTable;
   audit_head: AuditHeadTable;

@@ -31,6 +31,19 @@ export const ERROR_CODES = {
   CONFLICT: { status: 409, message: "The request conflicts with the current state." },
   SETUP_CODE_INVALID: { status: 401, message: "The setup code is wrong, used or expired." },
   SETUP_ALREADY_DONE: { status: 409, message: "Stint already has an administrator." },
+  INVITE_INVALID: {
+    status: 401,
+    message: "The invite code is wrong, used, expired or replaced by a newer one (or the user name is wrong).",
+  },
+  PASSWORD_ALREADY_SET: {
+    status: 409,
+    message: "That user already has a password: an invite is only for an account without one.",
+  },
+  ADMIN_PASSWORDS_REFUSED: {
+    status: 403,
+    message:
+      "This install refuses passwords chosen by an administrator (identity.adminSetPasswords: refused); issue an invite instead.",
+  },
   WEAK_PASSWORD: { status: 400, message: "The password is too weak: use at least 12 characters." },
   NOT_ELIGIBLE: { status: 403, message: "You are not eligible for that role (or it does not exist)." },
   REQUEST_ALREADY_OPEN: {
