@@ -5,6 +5,7 @@
 import { sql, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
 import { PREPARED } from "../../lib/db.js";
+import { oneParameter } from "../../lib/constant-sql.js";
 
 type Q = Kysely<Database>;
 
@@ -20,12 +21,67 @@ export interface EndedRow {
   cancelled: string[];
 }
 
+/** What `END_ACTIVATIONS` answers: one row of three JSON arrays. */
+interface EndedJson {
+  ended: (Omit<EndedRow, "grant_id" | "cancelled" | "activated_at" | "expires_at"> & {
+    activated_at: string | null;
+    expires_at: string | null;
+  })[];
+  grants: { id: string; request_id: string }[];
+  cancelled: { id: string; extends_request_id: string }[];
+}
+
+/**
+ * `endActivations`' statement: a constant text with one JSON parameter (`lib/constant-sql.ts`), `{"ids": [[id]
+ * or [id, ended by], …], "state", "reason", "by", "now", "notify": [[channel, payload], …]}`.
+ *
+ * One row of three JSON arrays comes back: joining the data-modifying CTEs' outputs would be planned as nested
+ * loops (their row counts are unknown to the planner), quadratic in the batch. The chosen rows are looked up by
+ * primary key (`= any(array(…))`): joined to the CTE, the planner hashed all of activation_requests and of
+ * grants for every batch (a sequential scan of each, ~30 ms of 90 per batch of 500 among 10,000).
+ */
+const END_ACTIVATIONS = oneParameter<EndedJson>(`${PREPARED} with p as (select $1::jsonb as j),
+  k as (
+    select j->>'state' as state, j->>'reason' as reason, j->>'by' as by, (j->>'now')::timestamptz as now from p
+  ),
+  chosen as (select (e->>0)::uuid as id, e->>1 as by from p, jsonb_array_elements(p.j->'ids') as e),
+  ended as (
+    update activation_requests a
+    set state = k.state, ended_at = k.now, end_reason = k.reason,
+      ended_by = coalesce((select c.by from chosen c where c.id = a.id), k.by), updated_at = k.now
+    from roles r, targets t, principals pr, k
+    where a.id = any(array(select id from chosen)) and r.id = a.role_id and t.id = r.target_id
+      and pr.id = a.requester_id
+    returning a.id, t.kind as target_kind, r.name as role_name, pr.name as requester_name, a.activated_at,
+      a.expires_at
+  ),
+  grants_ended as (
+    update grants g
+    set state = case when ended.target_kind = 'internal' then 'revoked' else 'revoking' end, updated_at = k.now
+    from ended, k
+    where g.request_id = ended.id
+    returning g.id, g.request_id
+  ),
+  extensions_cancelled as (
+    update activation_requests x
+    set state = 'cancelled', end_reason = 'the activation ended', ended_by = 'system', updated_at = k.now
+    from ended, k
+    where x.extends_request_id = ended.id and x.state = 'pending'
+    returning x.id, x.extends_request_id
+  )
+  select
+    (select coalesce(json_agg(e order by e.expires_at, e.id), '[]') from ended e) as ended,
+    (select coalesce(json_agg(g), '[]') from grants_ended g) as grants,
+    (select coalesce(json_agg(c order by c.id), '[]') from extensions_cancelled c) as cancelled,
+    (select count(*) from (select pg_notify(m->>0, m->>1) from p, jsonb_array_elements(p.j->'notify')
+      with ordinality as t(m, n) order by n) sent)::int as notified`);
+
 /**
  * Ends the given activations (locked by the caller) in one statement, set-based whatever their number (the
  * scheduler's expiries claim theirs in `expireDue`, which ends them the same way). Their rows take the end state; their grants end too (`revoked` on the internal target,
  * which Stint enforces itself; `revoking` elsewhere, for the outbox to revoke at the target); their pending
- * extensions are cancelled (nothing left to extend). Its text is fixed (arrays, however many): prepared on each
- * connection (`PREPARED`), planned once — every deactivate runs it.
+ * extensions are cancelled (nothing left to extend). Its text is fixed (one JSON parameter, however many):
+ * prepared on each connection (`PREPARED`), planned once — every deactivate runs it.
  */
 export async function endActivations(
   db: Q,
@@ -35,55 +91,16 @@ export async function endActivations(
   /** Payloads to their channels, sent in this statement, in this order (delivered at commit). */
   notify: readonly { channel: string; payload: string }[] = [],
 ): Promise<EndedRow[]> {
-  const chosen = which.by
-    ? sql`select * from unnest(${which.ids}::uuid[], ${which.by}::text[]) as c(id, by)`
-    : sql`select unnest(${which.ids}::uuid[]) as id`;
-  const endedBy = which.by ? sql`(select c.by from chosen c where c.id = a.id)` : sql`${end.by}`;
-  const { now } = end;
-  // One row of three JSON arrays: joining the data-modifying CTEs' outputs would be planned as nested loops
-  // (their row counts are unknown to the planner), quadratic in the batch. The chosen rows are looked up by
-  // primary key (`= any(array(…))`): joined to the CTE, the planner hashed all of activation_requests and of
-  // grants for every batch (a sequential scan of each, ~30 ms of 90 per batch of 500 among 10,000).
-  const result = await sql<{
-    ended: (Omit<EndedRow, "grant_id" | "cancelled" | "activated_at" | "expires_at"> & {
-      activated_at: string | null;
-      expires_at: string | null;
-    })[];
-    grants: { id: string; request_id: string }[];
-    cancelled: { id: string; extends_request_id: string }[];
-  }>`${sql.raw(PREPARED)}
-    with chosen as (${chosen}),
-    ended as (
-      update activation_requests a
-      set state = ${end.state}, ended_at = ${now}, end_reason = ${end.reason}, ended_by = ${endedBy},
-        updated_at = ${now}
-      from roles r, targets t, principals p
-      where a.id = any(array(select id from chosen)) and r.id = a.role_id and t.id = r.target_id and p.id = a.requester_id
-      returning a.id, t.kind as target_kind, r.name as role_name, p.name as requester_name, a.activated_at,
-        a.expires_at
-    ),
-    grants_ended as (
-      update grants g
-      set state = case when ended.target_kind = 'internal' then 'revoked' else 'revoking' end, updated_at = ${now}
-      from ended
-      where g.request_id = ended.id
-      returning g.id, g.request_id
-    ),
-    extensions_cancelled as (
-      update activation_requests x
-      set state = 'cancelled', end_reason = 'the activation ended', ended_by = 'system', updated_at = ${now}
-      from ended
-      where x.extends_request_id = ended.id and x.state = 'pending'
-      returning x.id, x.extends_request_id
-    )
-    select
-      (select coalesce(json_agg(e order by e.expires_at, e.id), '[]') from ended e) as ended,
-      (select coalesce(json_agg(g), '[]') from grants_ended g) as grants,
-      (select coalesce(json_agg(c order by c.id), '[]') from extensions_cancelled c) as cancelled,
-      (select count(*) from (select pg_notify(c, p) from unnest(${notify.map((m) => m.channel)}::text[],
-        ${notify.map((m) => m.payload)}::text[]) with ordinality as t(c, p, n) order by n) sent)::int as notified`.execute(
-    db,
-  );
+  const ids = which.by ? which.ids.map((id, i) => [id, which.by![i]]) : which.ids.map((id) => [id]);
+  const parameter = JSON.stringify({
+    ids,
+    state: end.state,
+    reason: end.reason,
+    by: end.by,
+    now: end.now,
+    notify: notify.map((m) => [m.channel, m.payload]),
+  });
+  const result = await END_ACTIVATIONS(parameter).execute(db);
   const { ended, grants, cancelled } = result.rows[0]!;
   const grantOf = new Map(grants.map((g) => [g.request_id, g.id]));
   const cancelledOf = new Map<string, string[]>();
@@ -197,9 +214,12 @@ export async function expireDue(db: Q, end: { now: Date; limit: number; reason: 
   };
 }
 
+/** `notifyAll`'s statement: `$1` is `[[channel, payload], …]`. */
+const NOTIFY_ALL = oneParameter(`${PREPARED} select pg_notify(m->>0, m->>1)
+  from jsonb_array_elements($1::jsonb) with ordinality as t(m, n) order by n`);
+
 /** Payloads to their channels, in this order, in one statement (delivered at commit). */
 export async function notifyAll(db: Q, notify: readonly { channel: string; payload: string }[]): Promise<void> {
   if (notify.length === 0) return;
-  await sql`select pg_notify(c, p) from unnest(${notify.map((m) => m.channel)}::text[],
-    ${notify.map((m) => m.payload)}::text[]) with ordinality as t(c, p, n) order by n`.execute(db);
+  await NOTIFY_ALL(JSON.stringify(notify.map((m) => [m.channel, m.payload]))).execute(db);
 }

@@ -274,13 +274,15 @@ export function createRequestContext(deps: RequestServiceDeps) {
 
   /**
    * A stored policy, parsed by zod once per text (not once per submit: ~1% of the CPU of an elevation) and kept
-   * frozen, shared by the calls that read the same text; at most `PARSED_POLICIES_MAX` texts are kept.
+   * frozen, shared by the calls that read the same text; at most `PARSED_POLICIES_MAX` texts are kept. Given
+   * as its JSON text (a submit's facts read it so: not parsed by the driver each time) or as read (`jsonb`).
    */
   async function loadPolicy(row: { policy_spec: unknown }): Promise<PolicySpec> {
-    const text = JSON.stringify(row.policy_spec);
+    const given = row.policy_spec;
+    const text = typeof given === "string" ? given : JSON.stringify(given);
     let spec = parsedPolicies.get(text);
     if (spec === undefined) {
-      spec = deepFreeze(policySpec.parse(row.policy_spec));
+      spec = deepFreeze(policySpec.parse(typeof given === "string" ? JSON.parse(given) : given));
       if (parsedPolicies.size >= PARSED_POLICIES_MAX) parsedPolicies.clear();
       parsedPolicies.set(text, spec);
     }

@@ -2,15 +2,26 @@
  * Group commit of submits and deactivates (`submit.group.ts`, `deactivate.group.ts`): calls made together are
  * written by one transaction, and each caller still gets its own answer, its own refusal, and its own audit
  * events committed with its change; a group that dies before its commit writes nothing, and its calls are
- * answered alone.
+ * answered alone. An elevation and its audit events commit together: when the store refuses the audit write, a
+ * submit or deactivate fails and writes nothing, alone or in a group (a Kysely plugin makes the audit INSERT
+ * fail; it sees every statement of the hot path, and checks that none of them went around it).
  */
-import { sql, type Kysely } from "kysely";
+import {
+  sql,
+  type Kysely,
+  type KyselyPlugin,
+  type PluginTransformQueryArgs,
+  type PluginTransformResultArgs,
+  type RootOperationNode,
+} from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AppStore, Database } from "../../db/index.js";
+import { settlesWith } from "../../lib/db.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import { ENGINES } from "../../testing/engines.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
 import { testServer, type TestServer } from "../../testing/server.js";
+import { insertsInto } from "../../testing/statements.js";
 
 const ROLE = "grouped-ops";
 const REASON = "investigate the grouped incident";
@@ -240,5 +251,98 @@ describe.each(ENGINES)("group commit of elevations on %s", (engine) => {
       .unionAll(s.store.db.selectFrom("audit_events").select("action").where("action", "like", "request.%"))
       .execute();
     expect(events).toHaveLength(users.length * 3);
+  });
+});
+
+/** A store whose audit INSERTs fail while `state.fail`; `state.unseen`: results of statements no plugin saw. */
+function failingAudit() {
+  const state = { fail: false, unseen: [] as string[] };
+  const seen = new WeakSet<object>();
+  const plugin: KyselyPlugin = {
+    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+      seen.add(args.queryId);
+      if (state.fail && insertsInto(args.node, "audit_pending")) throw new Error("the store refused the audit write");
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => {
+      // A compiled query run as it is (`executeQuery(CompiledQuery)`) has no id: no plugin saw it before it ran.
+      if (!args.queryId || !seen.has(args.queryId))
+        state.unseen.push(JSON.stringify(args.result.rows[0] ?? {}).slice(0, 80));
+      return args.result;
+    },
+  };
+  const wrap = (store: AppStore): AppStore => ({
+    engine: store.engine,
+    db: store.db.withPlugin(plugin),
+    transaction: (fn) => store.transaction((tx) => fn(settlesWith(tx.withPlugin(plugin), tx))),
+    migrate: (dir) => store.migrate(dir),
+    ping: () => store.ping(),
+    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
+    close: () => store.close(),
+  });
+  return { state, wrap };
+}
+
+describe.each(ENGINES)("an elevation whose audit write fails, on %s", (engine) => {
+  let server: TestServer | undefined;
+  afterEach(async () => {
+    await server?.cleanup();
+    server = undefined;
+  });
+
+  it("writes nothing: no request, grant or end without its audit events, alone or in a group", async () => {
+    const { state, wrap } = failingAudit();
+    server = await testServer(engine, { wrapStore: wrap });
+    const s = server;
+    const { users } = await seed(s, 4);
+    const db = s.store.db;
+    const submit = (u: (typeof users)[number]) => s.requests.submit(u, { role: ROLE, reason: REASON }, contextOf(u));
+    const deactivate = (u: (typeof users)[number]) => s.requests.deactivate(u, ROLE, contextOf(u));
+    const counts = async () => ({
+      requests: Number(
+        (await db.selectFrom("activation_requests").select(db.fn.countAll().as("n")).executeTakeFirstOrThrow()).n,
+      ),
+      grants: Number((await db.selectFrom("grants").select(db.fn.countAll().as("n")).executeTakeFirstOrThrow()).n),
+    });
+
+    // Submits: one alone, then the others together (one group).
+    state.fail = true;
+    await expect(submit(users[0]!)).rejects.toThrow(/refused the audit write/);
+    const group = await Promise.allSettled(users.map(submit));
+    expect(group.map((r) => r.status)).toEqual(users.map(() => "rejected"));
+    expect(await counts()).toEqual({ requests: 0, grants: 0 });
+
+    // Active, then deactivates that cannot write their events leave the activations active.
+    state.fail = false;
+    const active = await Promise.all(users.map(submit));
+    expect(active.map((r) => r.state)).toEqual(users.map(() => "active"));
+    state.fail = true;
+    await expect(deactivate(users[0]!)).rejects.toThrow(/refused the audit write/);
+    const ends = await Promise.allSettled(users.map(deactivate));
+    expect(ends.map((r) => r.status)).toEqual(users.map(() => "rejected"));
+    const rows = await db.selectFrom("activation_requests").select("state").execute();
+    expect(rows.map((r) => r.state)).toEqual(users.map(() => "active"));
+    const grants = await db.selectFrom("grants").select("state").execute();
+    expect(grants.map((g) => g.state)).toEqual(users.map(() => "active"));
+
+    // And once the store takes audit events again, they end (each with its event).
+    state.fail = false;
+    const ended = await Promise.all(users.map(deactivate));
+    expect(ended.map((r) => r.state)).toEqual(users.map(() => "deactivated"));
+    const events = await db
+      .selectFrom("audit_pending")
+      .select("action")
+      .where("action", "in", ["request.activated", "request.deactivated"])
+      .unionAll(
+        db
+          .selectFrom("audit_events")
+          .select("action")
+          .where("action", "in", ["request.activated", "request.deactivated"]),
+      )
+      .execute();
+    expect(events.filter((e) => e.action === "request.activated")).toHaveLength(users.length);
+    expect(events.filter((e) => e.action === "request.deactivated")).toHaveLength(users.length);
+    // Every statement that came back had been seen by the plugin first (none went around it).
+    expect(state.unseen).toEqual([]);
   });
 });

@@ -32,9 +32,8 @@ const INLINE_CHAINING = { pglite: 4, postgres: 0 };
 
 /**
  * Parse messages (PostgreSQL parses and plans the text) of submits → active and deactivates: their hot statements
- * are prepared once per connection (`precompiled.ts`, `PREPARED`; the audit events' INSERT too, a constant text
- * with one JSON parameter), so on a connection that ran them before, nothing is parsed again. Before, every
- * statement was, each time.
+ * are prepared once per connection (constant texts with one JSON parameter, `PREPARED`, the audit events' INSERT
+ * too), so on a connection that ran them before, nothing is parsed again. Before, every statement was, each time.
  */
 
 async function seedSelfService(server: TestServer): Promise<Actor> {

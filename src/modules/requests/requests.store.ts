@@ -1,7 +1,7 @@
 /** SQL of activation requests. Every function takes the transaction (or db) it runs in. */
 import { sql, type Expression, type ExpressionBuilder, type Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
-import { precompiled } from "./precompiled.js";
+import { lockOpenOfRolesJson } from "./elevation.store.js";
 import type { Decision, RequestFacts, Stage } from "./requests.types.js";
 
 type Q = Kysely<Database>;
@@ -128,72 +128,7 @@ export async function principalStatus(db: Q, principalId: string, lock = false) 
   return row?.status;
 }
 
-/**
- * Everything submit decides on, read in one statement inside its transaction: the requester's status (its row
- * locked FOR SHARE, so a concurrent disable either waits for this request and ends it, or is seen here), the
- * role with its policy and target (null columns when there is no such role), and whether the requester holds
- * an eligibility for it valid at `now`, directly or through a group.
- */
-const submitFactsQuery = precompiled(
-  ["principalIds", "roleNames", "now"],
-  (db, p: { principalIds: string[]; roleNames: string[]; now: Date }) =>
-    db
-      .selectFrom(
-        sql<{
-          pid: string;
-          rname: string;
-          n: string;
-        }>`(select * from unnest(${p.principalIds}::uuid[], ${p.roleNames}::text[]) with ordinality as u(pid, rname, n))`.as(
-          "q",
-        ),
-      )
-      .innerJoin("principals", "principals.id", "q.pid")
-      .leftJoin("roles", "roles.name", "q.rname")
-      .leftJoin("policies", "policies.id", "roles.policy_id")
-      .leftJoin("targets", "targets.id", "roles.target_id")
-      .select((eb) => [
-        "q.n",
-        "principals.status",
-        "principals.name as requester_name",
-        "principals.manager_id as requester_manager_id",
-        "principals.email as requester_email",
-        "roles.id as role_id",
-        "roles.name as role_name",
-        "roles.risk as role_risk",
-        "roles.entitlement as role_entitlement",
-        "policies.spec as policy_spec",
-        "targets.id as target_id",
-        "targets.kind as target_kind",
-        "targets.config as target_config",
-        eb
-          .exists(
-            eligibleQuery(db, sql.ref<string>("q.pid"), p.now)
-              .select("eligibilities.id")
-              .where("eligibilities.role_id", "=", sql.ref<string>("roles.id")),
-          )
-          .as("eligible"),
-      ])
-      // Requesters' rows locked in one order (two groups locking the same ones never wait for each other).
-      .orderBy("principals.id")
-      .modifyEnd(sql`for share of principals`),
-);
-
-/** `submitFactsQuery`, precompiled: every submit runs it. */
-export async function submitFacts(db: Q, principalId: string, roleName: string, now: Date) {
-  return (await submitFactsMany(db, [{ principalId, roleName }], now))[0];
-}
-
-/** The facts of many submits in one statement (a group of them, `submit.group.ts`), in the order asked. */
-export async function submitFactsMany(db: Q, asked: readonly { principalId: string; roleName: string }[], now: Date) {
-  const { rows } = await submitFactsQuery(db, {
-    principalIds: asked.map((a) => a.principalId),
-    roleNames: asked.map((a) => a.roleName),
-    now,
-  });
-  const facts: ((typeof rows)[number] | undefined)[] = asked.map(() => undefined);
-  for (const row of rows) facts[Number(row.n) - 1] = row;
-  return facts;
-}
+export { submitFacts, submitFactsMany } from "./elevation.store.js";
 
 /**
  * Open activations (not extensions) of some principals or roles, or of everyone, locked in id order for
@@ -323,20 +258,14 @@ export async function basisOf(db: Q, principalId: string, roleId: string, now: D
   return { active: row?.status === "active", eligible: row?.eligible === true };
 }
 
-/** The decisions on a request as one JSON column, in the order `decisionsOf` reads them. */
-const decisionsColumn = sql<DecisionJson[]>`(
-  select coalesce(json_agg(json_build_object(
-    'stage_index', d.stage_index, 'approver_id', d.approver_id, 'decision', d.decision,
-    'reason', d.reason, 'decided_at', d.decided_at, 'name', p.name) order by d.decided_at, d.id), '[]'::json)
-  from request_decisions d join principals p on p.id = d.approver_id
-  where d.request_id = activation_requests.id)`.as("decisions");
-
-interface DecisionJson {
+/** The decisions on a request as one JSON column (`elevation.store.ts`), in the order `decisionsOf` reads them. */
+export interface DecisionJson {
   stage_index: number;
   approver_id: string;
   decision: "approve" | "deny";
   reason: string | null;
-  decided_at: string;
+  /** A text in JSON; a `Date` when read as a column (`decisionsOf`). */
+  decided_at: string | Date;
   name: string;
 }
 
@@ -355,45 +284,17 @@ function decisionsFromJson(rows: DecisionJson[]): DecisionOf[] {
 
 /**
  * The caller's open activation (not an extension) of a role, by its name, locked for the rest of the
- * transaction, with its decisions: one statement. A row another transaction ended meanwhile is not returned
- * (the lock waits for it, then the row is checked again).
+ * transaction, with its decisions: one statement (`elevation.store.ts`, as a group of deactivates reads them).
  */
-const lockOpenOfRoleQuery = precompiled(
-  ["requesterIds", "roleNames"],
-  (db, p: { requesterIds: string[]; roleNames: string[] }) =>
-    requestQuery(db)
-      .innerJoin(
-        sql<{
-          pid: string;
-          rname: string;
-          n: string;
-        }>`(select * from unnest(${p.requesterIds}::uuid[], ${p.roleNames}::text[]) with ordinality as u(pid, rname, n))`.as(
-          "q",
-        ),
-        (join) => join.onRef("q.pid", "=", "activation_requests.requester_id").onRef("q.rname", "=", "roles.name"),
-      )
-      .select(["q.n", decisionsColumn])
-      .where("activation_requests.extends_request_id", "is", null)
-      .where("activation_requests.state", "in", ["pending", "approved", "provisioning", "active"])
-      .orderBy("activation_requests.id")
-      .modifyEnd(sql`for update of activation_requests`),
-);
-
-/** `lockOpenOfRoleQuery`, precompiled: every deactivate runs it. */
 export async function lockOpenOfRole(db: Q, requesterId: string, roleName: string) {
   return (await lockOpenOfRoles(db, [{ requesterId, roleName }]))[0];
 }
 
 /** `lockOpenOfRole` of many callers in one statement (a group of deactivates), in the order asked. */
 export async function lockOpenOfRoles(db: Q, asked: readonly { requesterId: string; roleName: string }[]) {
-  const { rows } = await lockOpenOfRoleQuery(db, {
-    requesterIds: asked.map((a) => a.requesterId),
-    roleNames: asked.map((a) => a.roleName),
-  });
-  const found: ({ row: RequestRow; decisions: DecisionOf[] } | undefined)[] = asked.map(() => undefined);
-  for (const { decisions, n, ...request } of rows)
-    found[Number(n) - 1] = { row: request as RequestRow, decisions: decisionsFromJson(decisions) };
-  return found;
+  return (await lockOpenOfRolesJson(db, asked)).map(
+    (found) => found && { row: found.row, decisions: decisionsFromJson(found.decisions) },
+  );
 }
 
 export function listRequests(
@@ -431,14 +332,7 @@ export async function decisionsOf(
     .orderBy("request_decisions.decided_at")
     .orderBy("request_decisions.id")
     .execute();
-  return rows.map((r) => ({
-    stageIndex: r.stage_index,
-    approverId: r.approver_id,
-    decision: r.decision,
-    approverName: r.name,
-    reason: r.reason,
-    decidedAt: new Date(r.decided_at),
-  }));
+  return decisionsFromJson(rows);
 }
 
 export function stagesOf(row: { stages: unknown }): Stage[] {

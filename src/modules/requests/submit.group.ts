@@ -89,8 +89,8 @@ export function createSubmitGroup(
       const written = await insertActiveRequests(
         tx,
         writes.map(({ plan, grantId }) => ({
-          // The JSON columns as values (the JSON array carries them), not as texts.
-          columns: { ...plan.columns, policy_snapshot: plan.row.policy_snapshot, stages: plan.row.stages },
+          // The JSON columns as their texts (written into the parameter as they are).
+          columns: plan.columns,
           grantId,
           head: acts.get(plan.row.id)?.head ?? "",
         })),

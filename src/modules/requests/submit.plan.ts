@@ -37,6 +37,14 @@ export interface SubmitPlan {
   events: AuditInput[];
 }
 
+/** A parsed policy's JSON text, written once per policy (`loadPolicy` shares one frozen spec per text). */
+const snapshots = new WeakMap<PolicySpec, string>();
+function snapshotText(spec: PolicySpec): string {
+  let text = snapshots.get(spec);
+  if (text === undefined) snapshots.set(spec, (text = JSON.stringify(spec)));
+  return text;
+}
+
 export function planSubmit(
   principal: Extract<Actor, { kind: "principal" }>,
   input: SubmitInput,
@@ -154,7 +162,7 @@ export function planSubmit(
     automatic,
     startAt,
     expiresAt,
-    columns: { ...columns, policy_snapshot: JSON.stringify(spec), stages: JSON.stringify(stages), updated_at: now },
+    columns: { ...columns, policy_snapshot: snapshotText(spec), stages: JSON.stringify(stages), updated_at: now },
     events,
   };
 }
