@@ -224,7 +224,10 @@ export function createCredentialReads(ctx: GrantContext) {
         }
         const waiter = waits.arm(actor.id, roleName);
         try {
-          const answer = await readOnce(actor, context, roleName);
+          // This node is provisioning it and has not reached the activation: nothing to read yet, so wait.
+          const answer = ctx.handouts.onlyComing(actor.name, roleName)
+            ? "being-made"
+            : await readOnce(actor, context, roleName);
           if (typeof answer !== "string") return answer;
           const left = deadline - performance.now();
           if (left <= 0) throw notActive(roleName, answer);

@@ -6,6 +6,12 @@
  * checked in the INSERT: the grant and its activation active and unexpired, the caller's, with that password). A
  * read without a copy (another node's activation, an entry gone) reads the database as before. Only sealed
  * passwords are kept, as the database holds them.
+ *
+ * It also knows which (principal, role) pairs this node is provisioning a minted login for now, so a read that
+ * arrives meanwhile (the holder asks right after its submit) waits for the activation without reading the
+ * database first: the job says so before its activation may commit, so a wait armed before that cannot miss
+ * its wake-up. A job that fails sends no wake-up: the read looks at the database after its usual recheck
+ * interval.
  */
 
 /** A minted login as its provisioning handed it out. */
@@ -23,8 +29,13 @@ const KEEP_MS = 30_000;
 /** At most this many copies are kept (the oldest go first): a burst of activations nobody reads stays bounded. */
 const MAX_KEPT = 1_000;
 
+const pairKey = (principalName: string, roleName: string) => `${principalName}\n${roleName}`;
+
 export function createHandouts(now: () => number = Date.now) {
   const kept = new Map<string, { copy: HandedOut; at: number }>();
+  /** Provisioning jobs running on this node, by principal and role name; the pairs whose activation may commit. */
+  const running = new Map<string, number>();
+  const activating = new Set<string>();
 
   return {
     /** Keeps the copy of an activation about to commit (before it does: its read may be woken at once). */
@@ -35,6 +46,36 @@ export function createHandouts(now: () => number = Date.now) {
         kept.delete(id);
       }
       kept.set(copy.requestId, { copy, at });
+    },
+    /**
+     * A provisioning job of a minted login for this pair starts on this node: `activating` before its activation
+     * may commit (after its copy is kept), `end` when it is over.
+     */
+    provisioning(principalName: string, roleName: string): { activating(): void; end(): void } {
+      const key = pairKey(principalName, roleName);
+      running.set(key, (running.get(key) ?? 0) + 1);
+      let ended = false;
+      return {
+        activating: () => activating.add(key),
+        end() {
+          if (ended) return;
+          ended = true;
+          const left = (running.get(key) ?? 1) - 1;
+          if (left > 0) running.set(key, left);
+          else {
+            running.delete(key);
+            activating.delete(key);
+          }
+        },
+      };
+    },
+    /**
+     * Whether a read may wait without looking at the database first: this node is provisioning the pair and no
+     * job of it has reached its activation yet (so none of it can have committed and been missed).
+     */
+    onlyComing(principalName: string, roleName: string): boolean {
+      const key = pairKey(principalName, roleName);
+      return running.has(key) && !activating.has(key);
     },
     /** The copy of this activation, once: a read that cannot use it reads the database. */
     take(requestId: string): HandedOut | undefined {

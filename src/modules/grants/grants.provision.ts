@@ -154,113 +154,121 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
     const preCreated = isDynamic(entitlement) && Boolean(read.credential?.pool_id);
     /** The minted login's stored password as sealed, for its holder's read (`handouts`); null when unknown here. */
     let handedOut: grantStore.StoredCredential | null = preCreated ? read.credential : null;
-    await failpoint("grant.provision.before-target");
-    // The target's stock of pre-created logins is topped up later (the fill is due in 250 ms): queued beside the
-    // target call, so that its commit is not in the way of the activation or of the credentials read after it.
-    const fill =
-      isDynamic(entitlement) && preCreatedCount(targetRow.config) > 0
-        ? preCreation.queueFill(targetRow.id, grantId)
-        : undefined;
-    // Awaited after the activation; never an unhandled rejection meanwhile.
-    fill?.catch(() => undefined);
+    // This node provisions the pair's minted login: its holder's read may wait without looking first.
+    const inFlight = isDynamic(entitlement) ? ctx.handouts.provisioning(grant.principal_name, grant.role_name) : null;
     try {
-      const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
-      problemsOf(connector.checkLogin(login), `the login ${login}`);
-      if (preCreated) {
-        if (!connector.activatePreCreated)
-          throw new ConnectorError("refused", `a ${connector.kind} target pre-creates no logins`);
-        const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
-        await call(connector.kind, "activate_login", () =>
-          connector.activatePreCreated!(
-            target,
-            { login, entitlement, validUntil },
-            { signal, operationId: `provision:${grantId}` },
-          ),
-        );
-      } else if (isDynamic(entitlement)) {
-        if (!connector.createLogin || !deps.vault)
-          throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
-        const minted = await dynamicPassword(grantId, login, read.credential, connector);
-        const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
-        const createLogin = (password: string) =>
-          call(connector.kind, "create_login", () =>
-            connector.createLogin!(
+      await failpoint("grant.provision.before-target");
+      // The target's stock of pre-created logins is topped up later (the fill is due in 250 ms): queued beside the
+      // target call, so that its commit is not in the way of the activation or of the credentials read after it.
+      const fill =
+        isDynamic(entitlement) && preCreatedCount(targetRow.config) > 0
+          ? preCreation.queueFill(targetRow.id, grantId)
+          : undefined;
+      // Awaited after the activation; never an unhandled rejection meanwhile.
+      fill?.catch(() => undefined);
+      try {
+        const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
+        problemsOf(connector.checkLogin(login), `the login ${login}`);
+        if (preCreated) {
+          if (!connector.activatePreCreated)
+            throw new ConnectorError("refused", `a ${connector.kind} target pre-creates no logins`);
+          const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
+          await call(connector.kind, "activate_login", () =>
+            connector.activatePreCreated!(
               target,
-              {
-                login,
-                password,
-                entitlement,
-                validUntil,
-                ...(minted.prepared?.password === password ? { minted: minted.prepared } : {}),
-              },
+              { login, entitlement, validUntil },
               { signal, operationId: `provision:${grantId}` },
             ),
           );
-        // A new password's insert commits while the target creates the login (its commit is off the critical
-        // path); both have finished, and succeeded, before the activation. A login made with a password that
-        // is then not stored is harmless: the retry seals a new one and createLogin sets it on the login it
-        // made (both connectors), and a grant that fails or ends has its login dropped whatever its password.
-        const [storing, creating] = await Promise.allSettled([
-          minted.stored.then(async (winner) => {
-            await failpoint("grant.provision.after-credential");
-            return winner;
-          }),
-          createLogin(minted.password),
-        ]);
-        if (storing.status === "rejected") throw storing.reason;
-        if (creating.status === "rejected") throw creating.reason;
-        // Another worker stored its password first: the login gets that one (that worker sets it too).
-        if (storing.value !== null) await createLogin(storing.value);
-        else handedOut = minted.sealed;
-      } else {
-        await call(connector.kind, "provision", () =>
-          connector.provision(target, { login, entitlement }, { signal, operationId: `provision:${grantId}` }),
+        } else if (isDynamic(entitlement)) {
+          if (!connector.createLogin || !deps.vault)
+            throw new ConnectorError("refused", `a ${connector.kind} target cannot mint a login per activation`);
+          const minted = await dynamicPassword(grantId, login, read.credential, connector);
+          const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
+          const createLogin = (password: string) =>
+            call(connector.kind, "create_login", () =>
+              connector.createLogin!(
+                target,
+                {
+                  login,
+                  password,
+                  entitlement,
+                  validUntil,
+                  ...(minted.prepared?.password === password ? { minted: minted.prepared } : {}),
+                },
+                { signal, operationId: `provision:${grantId}` },
+              ),
+            );
+          // A new password's insert commits while the target creates the login (its commit is off the critical
+          // path); both have finished, and succeeded, before the activation. A login made with a password that
+          // is then not stored is harmless: the retry seals a new one and createLogin sets it on the login it
+          // made (both connectors), and a grant that fails or ends has its login dropped whatever its password.
+          const [storing, creating] = await Promise.allSettled([
+            minted.stored.then(async (winner) => {
+              await failpoint("grant.provision.after-credential");
+              return winner;
+            }),
+            createLogin(minted.password),
+          ]);
+          if (storing.status === "rejected") throw storing.reason;
+          if (creating.status === "rejected") throw creating.reason;
+          // Another worker stored its password first: the login gets that one (that worker sets it too).
+          if (storing.value !== null) await createLogin(storing.value);
+          else handedOut = minted.sealed;
+        } else {
+          await call(connector.kind, "provision", () =>
+            connector.provision(target, { login, entitlement }, { signal, operationId: `provision:${grantId}` }),
+          );
+        }
+      } catch (error) {
+        if (error instanceof FailpointCrash) throw error;
+        const failure = asConnectorError(error);
+        if (failure.reason === "refused" || attempt >= maxAttempts) {
+          await deps.requests.provisionFailed(
+            grantId,
+            failure.reason === "refused" ? failure.message : `the target did not answer: ${failure.message}`,
+          );
+          if (failure.reason === "refused") return;
+          // A call that timed out or lost its connection may still have changed the target: take it away.
+          await failpoint("grant.provision.after-give-up");
+          await revokeAfterProvisioning(grantId, `after-attempt:${attempt}`, "the provisioning did not finish");
+          return;
+        }
+        await grantStore.recordGrantFailure(
+          store.db,
+          { id: grantId, state: "provisioning" },
+          failure.message,
+          clock.now(),
+          null,
         );
+        throw failure;
       }
-    } catch (error) {
-      if (error instanceof FailpointCrash) throw error;
-      const failure = asConnectorError(error);
-      if (failure.reason === "refused" || attempt >= maxAttempts) {
-        await deps.requests.provisionFailed(
+      await failpoint("grant.provision.after-target");
+      // Kept before the activation commits: the holder's waiting read is woken by that commit (on this node).
+      if (handedOut)
+        ctx.handouts.remember({
+          requestId: grant.request_id,
           grantId,
-          failure.reason === "refused" ? failure.message : `the target did not answer: ${failure.message}`,
+          roleName: grant.role_name,
+          login,
+          sealed: handedOut,
+          target: { kind: targetRow.kind, address: targetRow.address, name: targetRow.name },
+        });
+      // From here the activation may commit: a read arriving now looks at the database first.
+      inFlight?.activating();
+      const activated = await deps.requests.provisioned(grantId, { login, done });
+      await fill;
+      if (!activated) {
+        // The activation ended while the target was being changed: take the privilege away again.
+        await failpoint("grant.provision.before-follow-up");
+        await revokeAfterProvisioning(
+          grantId,
+          `after-attempt:${attempt}`,
+          "provisioning finished after the activation ended",
         );
-        if (failure.reason === "refused") return;
-        // A call that timed out or lost its connection may still have changed the target: take it away.
-        await failpoint("grant.provision.after-give-up");
-        await revokeAfterProvisioning(grantId, `after-attempt:${attempt}`, "the provisioning did not finish");
-        return;
       }
-      await grantStore.recordGrantFailure(
-        store.db,
-        { id: grantId, state: "provisioning" },
-        failure.message,
-        clock.now(),
-        null,
-      );
-      throw failure;
-    }
-    await failpoint("grant.provision.after-target");
-    // Kept before the activation commits: the holder's waiting read is woken by that commit (on this node).
-    if (handedOut)
-      ctx.handouts.remember({
-        requestId: grant.request_id,
-        grantId,
-        roleName: grant.role_name,
-        login,
-        sealed: handedOut,
-        target: { kind: targetRow.kind, address: targetRow.address, name: targetRow.name },
-      });
-    const activated = await deps.requests.provisioned(grantId, { login, done });
-    await fill;
-    if (!activated) {
-      // The activation ended while the target was being changed: take the privilege away again.
-      await failpoint("grant.provision.before-follow-up");
-      await revokeAfterProvisioning(
-        grantId,
-        `after-attempt:${attempt}`,
-        "provisioning finished after the activation ended",
-      );
+    } finally {
+      inFlight?.end();
     }
   }
 

@@ -401,6 +401,28 @@ eligibility:
     expect(audit.filter((e) => e.action === "grant.credentials_read")).toHaveLength(2);
   });
 
+  it("a waiting read that arrives while this node provisions its login waits without looking: one statement", async () => {
+    const { wrap, measure } = statementCounter();
+    const { s, actor, context, drain } = await setup(wrap);
+    for (let round = 0; round < 2; round++) {
+      await s.requests.submit(actor, { role, reason: "reconcile the ledger's entries" }, context);
+      // The read arrives while the job runs (before its target call): it waits, reading nothing.
+      let reading: ReturnType<typeof measure<Awaited<ReturnType<typeof s.grants.credentials>>>> | undefined;
+      armFailpoint("grant.provision.before-target", async () => {
+        reading = measure(() => s.grants.credentials(actor, context, role, { waitMs: 30_000 }));
+        await expect.poll(() => s.grants.waitingForCredentials(), { timeout: 20_000 }).toBe(1);
+      });
+      await drain();
+      disarmFailpoints();
+      const read = await reading!;
+      expect(await passwordIs(read.result.user, read.result.password)).toBe(true);
+      // Woken by the activation: the event's INSERT that checks the copy, alone (PGlite reads the database).
+      if (engine === "postgres" && round > 0) expect(read.statements.length, JSON.stringify(read.statements)).toBe(1);
+      await s.requests.deactivate(actor, role, context);
+      await drain();
+    }
+  });
+
   it("a copy the database no longer holds is not answered from: the activation ended before the read's INSERT", async () => {
     // Copies are used with a background sequencer only (PostgreSQL); PGlite reads the database.
     if (engine !== "postgres") return;
