@@ -8,9 +8,12 @@
  *   node --import tsx bench/throughput.ts [--only=audit,pim,...] [--quick]
  *
  * `--quick` passes each benchmark its smaller sizes (a smoke run; the figures do not judge anything).
+ * A benchmark of the built server (rss: `bin/stint.js`, dist/) gets it built first, before any benchmark
+ * starts, when dist/ is missing or older than src/ (a fresh checkout has none; an old one would be measured
+ * as if it were this code); a failed build stops the run there.
  */
 import { spawn } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,6 +28,8 @@ interface Bench {
   file: string;
   args: string[];
   quickArgs: string[];
+  /** Runs the built server (dist/), not the sources. */
+  usesBuild?: true;
 }
 
 const BENCHES: Bench[] = [
@@ -81,6 +86,7 @@ const BENCHES: Bench[] = [
     name: "rss",
     judges: "9: server RSS idle and after each of three repetitions (growth ≤ 10%)",
     file: "bench/rss.bench.ts",
+    usesBuild: true,
     args: [],
     quickArgs: ["--repetitions=2", "--seconds=3"],
   },
@@ -136,6 +142,35 @@ function run(bench: Bench, quick: boolean): Promise<Outcome> {
   });
 }
 
+/** Why dist/ must be built before a benchmark runs the server from it, or null when it is up to date. */
+async function buildNeeded(): Promise<string | null> {
+  const built = await stat(path.join(ROOT, "dist/cli/main.js")).catch(() => null);
+  if (!built) return "dist/ is missing";
+  // What tsconfig.build.json compiles: src/ without tests and test support.
+  const sources = (await readdir(path.join(ROOT, "src"), { recursive: true })).filter(
+    (file) => file.endsWith(".ts") && !file.endsWith(".test.ts") && !file.startsWith(`testing${path.sep}`),
+  );
+  for (const file of sources)
+    if ((await stat(path.join(ROOT, "src", file))).mtimeMs > built.mtimeMs) return `src/${file} is newer than dist/`;
+  return null;
+}
+
+/** The server's part of `npm run build` (tsc -p tsconfig.build.json; the web app is not needed to measure it). */
+function buildServer(): Promise<void> {
+  const tsc = path.join(ROOT, "node_modules/typescript/bin/tsc");
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [tsc, "-p", "tsconfig.build.json"], { cwd: ROOT, stdio: "inherit" });
+    child.on("error", reject);
+    child.on("close", (code) =>
+      code === 0
+        ? resolve()
+        : reject(
+            new Error(`the server build (tsc -p tsconfig.build.json) failed with exit ${code}: no benchmark was run`),
+          ),
+    );
+  });
+}
+
 async function main() {
   const args = process.argv.slice(2);
   const only = args
@@ -147,6 +182,16 @@ async function main() {
     if (!arg.startsWith("--only=") && arg !== "--quick")
       throw new Error(`unknown argument ${arg} (use --only=a,b and --quick)`);
   const chosen = only ? BENCHES.filter((b) => only.includes(b.name)) : BENCHES;
+  const usingBuild = chosen.filter((b) => b.usesBuild).map((b) => b.name);
+  if (usingBuild.length > 0) {
+    const why = await buildNeeded();
+    if (why) {
+      console.log(
+        `${usingBuild.join(", ")} run${usingBuild.length === 1 ? "s" : ""} the built server and ${why}: building it`,
+      );
+      await buildServer();
+    }
+  }
   const cpus = os.cpus();
   const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? "unknown CPU"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`;
   console.log(`Stint throughput run — ${new Date().toISOString()} — ${machine}${quick ? " — QUICK (not judged)" : ""}`);
