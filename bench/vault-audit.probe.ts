@@ -14,7 +14,7 @@ import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { randomBytes } from "node:crypto";
-import { sql } from "kysely";
+import { sql, type KyselyPlugin, type PluginTransformQueryArgs, type PluginTransformResultArgs } from "kysely";
 import type { AppStore } from "../src/db/index.js";
 import type { Actor, CallContext } from "../src/modules/authz/authz.types.js";
 import { testServer } from "../src/testing/server.js";
@@ -39,11 +39,40 @@ async function backendCpu(store: AppStore): Promise<Map<number, number>> {
   return used;
 }
 
+/**
+ * Counts the statements the server sends to its store and the pending rows the sequencer's statements read
+ * (what a pass parses: the rows it chains, and any it reads for the next pass).
+ */
+function storeCounter() {
+  const counts = { statements: 0, pendingRowsRead: 0 };
+  const reads = new WeakSet<object>();
+  const plugin: KyselyPlugin = {
+    transformQuery(args: PluginTransformQueryArgs) {
+      counts.statements += 1;
+      return args.node;
+    },
+    transformResult: async (args: PluginTransformResultArgs) => {
+      const rows = args.result.rows as { pos?: unknown; mac?: unknown }[];
+      if (rows.length > 0 && rows[0]!.mac !== undefined && !reads.has(args.result))
+        for (const row of rows) if (row.pos != null) counts.pendingRowsRead += 1;
+      reads.add(args.result);
+      return args.result;
+    },
+  };
+  const wrap = (store: AppStore): AppStore => ({
+    ...store,
+    db: store.db.withPlugin(plugin),
+    transaction: (fn) => store.transaction((tx) => fn(tx.withPlugin(plugin))),
+  });
+  return { counts, wrap };
+}
+
 async function main() {
   const rounds = option("rounds", 3);
   const reads = option("reads", 20_000);
   const readers = option("readers", 16);
-  const server = await testServer("postgres", { env: { STINT_RECONCILE_INTERVAL: "0" } });
+  const counter = storeCounter();
+  const server = await testServer("postgres", { env: { STINT_RECONCILE_INTERVAL: "0" }, wrapStore: counter.wrap });
   try {
     const paths = Array.from({ length: 100 }, (_, i) => `probe/app-${String(i).padStart(3, "0")}/token`);
     for (const path of paths) {
@@ -85,6 +114,7 @@ async function main() {
     console.log(`vault audit probe: ${readers} readers, ${reads} reads a round, load ${os.loadavg()[0]!.toFixed(1)}`);
     for (let round = 0; round < rounds; round++) {
       const stats = server.vault.readAuditStats();
+      const counted = { ...counter.counts };
       const dbBefore = await backendCpu(server.store);
       const cpu = process.cpuUsage();
       const started = performance.now();
@@ -102,6 +132,8 @@ async function main() {
         `round ${round + 1}: ${Math.round((reads / ms) * 1000)} reads/s; process ${((used.user + used.system) / reads).toFixed(1)} µs/read ` +
           `(system ${(used.system / reads).toFixed(1)}), backends ${(db / reads).toFixed(1)} µs/read; ` +
           `${(reads / batches).toFixed(1)} reads/batch, ${((after.commitMs - stats.commitMs) / batches).toFixed(2)} ms a commit; ` +
+          `${((counter.counts.statements - counted.statements) / reads).toFixed(3)} statements and ` +
+          `${((counter.counts.pendingRowsRead - counted.pendingRowsRead) / reads).toFixed(2)} pending rows read a read; ` +
           `load ${os.loadavg()[0]!.toFixed(1)}`,
       );
     }

@@ -438,8 +438,8 @@ export function createAuditLog(deps: {
   /**
    * A pass of its own, without a transaction: the head and the pending rows as one snapshot saw them (read by
    * the previous pass's move when it found any, else in a statement of their own, no lock taken), then one
-   * statement that moves them only if the head is still the one read (`chainMove`) and reads the rows for the
-   * next pass: under load, one round trip a pass. Another pass that chained meanwhile (a reader catching up, a
+   * statement that moves them only if the head is still the one read (`chainMove`) and, when the pass is full,
+   * reads the rows for the next: under a backlog, one round trip a pass. Another pass that chained meanwhile (a reader catching up, a
    * second node that believes it sequences) moved the head: the statement writes nothing and this pass runs
    * again under the head lock. A pass that must write notes (rows that failed their MAC: the statement and the
    * notes' INSERT) runs under the lock too.
@@ -453,7 +453,9 @@ export function createAuditLog(deps: {
     const pass = prepare(head, rows.slice(0, limit));
     if (pass.rejected.length > 0) return locked();
     try {
-      ahead = await pass.write(store.db, limit);
+      // Only a full pass reads the next rows with its move: the loop goes on at once and uses them. After any
+      // other the loop waits for a wake, and a woken pass reads afresh (`fresh`): rows read here went unused.
+      ahead = await pass.write(store.db, rows.length >= limit ? limit : 0);
     } catch (error) {
       if (!auditStore.headMoved(error)) throw error;
       return locked();
