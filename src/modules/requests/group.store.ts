@@ -12,8 +12,8 @@ import { oneParameter } from "../../lib/constant-sql.js";
 
 type Q = Kysely<Database>;
 
-/** The statement for a set of columns: one text each. */
-const statements = new Map<string, ReturnType<typeof statementFor>>();
+/** The statement for a set of columns, and its rows' writer: one each. */
+const statements = new Map<string, { run: ReturnType<typeof statementFor>; row: ReturnType<typeof rowWriter> }>();
 
 function statementFor(columns: readonly string[]) {
   const list = columns.map((c) => `"${c.replaceAll('"', '""')}"`).join(", ");
@@ -47,8 +47,9 @@ function statementFor(columns: readonly string[]) {
 /** A request to write with its grant, as `insertActiveRequests` takes it. */
 export interface RequestWithGrant {
   /**
-   * The request's columns. Its JSON columns (`policy_snapshot`, `stages`) may be given as their JSON text (as
-   * `planSubmit` writes them): written into the parameter as they are, not serialized again.
+   * The request's columns, the same ones for every row of a call. Its JSON columns (`policy_snapshot`,
+   * `stages`) given as texts are their JSON texts (as `planSubmit` writes them): written into the parameter as
+   * they are, not serialized again.
    */
   columns: Record<string, unknown>;
   grantId: string;
@@ -57,19 +58,29 @@ export interface RequestWithGrant {
   head: string;
 }
 
-/** One row of the parameter: the columns' JSON, JSON columns given as texts written in as they are. */
-function rowJson(row: RequestWithGrant): string {
-  const { policy_snapshot: snapshot, stages, ...rest } = row.columns;
-  let texts = "";
-  const plain: Record<string, unknown> = rest;
-  if (typeof snapshot === "string") texts += `"policy_snapshot":${snapshot},`;
-  else if (snapshot !== undefined) plain.policy_snapshot = snapshot;
-  if (typeof stages === "string") texts += `"stages":${stages},`;
-  else if (stages !== undefined) plain.stages = stages;
-  plain["grant$"] = row.grantId;
-  plain["state$"] = row.grantState ?? "active";
-  plain["head$"] = row.head;
-  return `{${texts}${JSON.stringify(plain).slice(1)}`;
+/** JSON columns a caller may give as their JSON text (`planSubmit` writes them so). */
+const JSON_TEXT_COLUMNS = new Set(["policy_snapshot", "stages"]);
+
+/** A value as JSON: a `Date` as its ISO text, a JSON column's text as it is. */
+function jsonValue(value: unknown, jsonText: boolean): string {
+  if (value === null || value === undefined) return "null";
+  if (typeof value === "string") return jsonText ? value : JSON.stringify(value);
+  if (value instanceof Date) return `"${value.toISOString()}"`;
+  return JSON.stringify(value);
+}
+
+/**
+ * The rows' writer for a set of columns: each row's object written key by key from texts made once (the keys
+ * quoted, a JSON column's text written in as it is), not by serializing an object built per row.
+ */
+function rowWriter(columns: readonly string[]) {
+  const keys = columns.map((c, i) => `${i === 0 ? "{" : ","}${JSON.stringify(c)}:`);
+  const jsonText = columns.map((c) => JSON_TEXT_COLUMNS.has(c));
+  return (row: RequestWithGrant): string => {
+    let text = "";
+    for (let i = 0; i < columns.length; i++) text += keys[i]! + jsonValue(row.columns[columns[i]!], jsonText[i]!);
+    return `${text},"grant$":${JSON.stringify(row.grantId)},"state$":"${row.grantState ?? "active"}","head$":${JSON.stringify(row.head)}}`;
+  };
 }
 
 /**
@@ -88,9 +99,9 @@ export async function insertActiveRequests(
   const columns = Object.keys(rows[0]!.columns);
   const key = columns.join(",");
   let statement = statements.get(key);
-  if (!statement) statements.set(key, (statement = statementFor(columns)));
-  const parameter = `{"now":${JSON.stringify(now)},"channel":${JSON.stringify(channel)},"rows":[${rows.map(rowJson).join(",")}]}`;
-  const result = await statement(parameter).execute(db);
+  if (!statement) statements.set(key, (statement = { run: statementFor(columns), row: rowWriter(columns) }));
+  const parameter = `{"now":"${now.toISOString()}","channel":${JSON.stringify(channel)},"rows":[${rows.map(statement.row).join(",")}]}`;
+  const result = await statement.run(parameter).execute(db);
   return new Map(result.rows.map((r) => [r.request_id, Number(r.x)]));
 }
 

@@ -88,6 +88,18 @@ function words(text: string): string[] {
     .filter((word) => word.length > 0);
 }
 
+/** A policy's reject words as a set of words, made once per list (a parsed policy is shared and frozen). */
+const rejectedSets = new WeakMap<readonly string[], ReadonlySet<string>>();
+function rejectedWords(list: readonly string[]): ReadonlySet<string> {
+  let set = rejectedSets.get(list);
+  if (set === undefined) {
+    set = new Set(list.flatMap(words));
+    // A list that can still change (not frozen) is not kept: its set would go stale.
+    if (Object.isFrozen(list)) rejectedSets.set(list, set);
+  }
+  return set;
+}
+
 /**
  * A pattern as the policy author wrote it when it carries its own anchors; otherwise
  * the whole ticket must match, so `ABC-\d+` does not accept `xABC-1y`.
@@ -116,7 +128,7 @@ export function checkJustification(
     problems.push(`The reason must be at least ${rules.minLength} characters long; say what you will do and why.`);
   }
   const reasonWords = words(trimmed);
-  const rejected = new Set(rules.rejectWords.flatMap(words));
+  const rejected = rejectedWords(rules.rejectWords);
   if (reasonWords.length === 0) {
     problems.push("The reason must say in words what you will do and why.");
   } else if (reasonWords.every((word) => rejected.has(word))) {
