@@ -30,8 +30,18 @@ export type PrincipalDto = z.infer<typeof principal>;
  * 202 from creating or updating a user whose new platform roles include one that approves (admin, security) while
  * four-eyes is on: the user as it is now (made or changed without those roles) and the change request holding them.
  */
-export const heldUserWrite = z.object({ user: principal, changeRequest: changeRequestRef });
+/** A one-time invite's code (finding 89): answered once, to the administrator who issued it; kept only hashed. */
+export const inviteIssued = z.object({ code: z.string(), expiresAt: isoTime });
+export type InviteIssuedDto = z.infer<typeof inviteIssued>;
+/** 201 from creating a user: with `invite: true`, the invite the user redeems to choose their password. */
+export const createdUser = principal.extend({ invite: inviteIssued.optional() });
+export const heldUserWrite = z.object({
+  user: principal,
+  changeRequest: changeRequestRef,
+  invite: inviteIssued.optional(),
+});
 export type HeldUserWriteDto = z.infer<typeof heldUserWrite>;
+export const redeemInviteRequest = z.strictObject({ username: name, code: z.string().min(1).max(128), password });
 
 export const loginRequest = z
   .strictObject({
@@ -80,6 +90,8 @@ export const createUserRequest = z.strictObject({
   manager: name.optional(),
   password: password.optional(),
   platformRoles: z.array(platformRole).min(1).max(4).optional(),
+  /** Answer a one-time invite the user redeems to choose their own password (not with `password`). */
+  invite: z.boolean().optional(),
 });
 export const updateUserRequest = z.strictObject({
   email: z.email().max(254).nullable().optional(),

@@ -44,6 +44,7 @@ const MATRIX = `
   GET     /assets/*                                yes        yes   yes      yes       yes
   POST    /v1/setup                                yes        yes   yes      yes       yes
   POST    /v1/setup/check                          yes        yes   yes      yes       yes
+  POST    /v1/invites/redeem                       yes        yes   yes      yes       yes
   POST    /v1/auth/login                           yes        yes   yes      yes       yes
   POST    /v1/auth/refresh                         yes        yes   yes      yes       yes
   POST    /v1/auth/token-exchange                  yes        yes   yes      yes       yes
@@ -75,6 +76,7 @@ const MATRIX = `
   POST    /v1/users/:name/disable                  no         no    no       no        yes
   POST    /v1/users/:name/enable                   no         no    no       no        yes
   PUT     /v1/users/:name/password                 no         no    no       no        yes
+  POST    /v1/users/:name/invite                   no         no    no       no        yes
   GET     /v1/groups                               no         no    yes      yes       yes
   POST    /v1/groups                               no         no    no       no        yes
   POST    /v1/groups/:name/members                 no         no    no       no        yes
@@ -253,6 +255,11 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { code: "not-a-real-setup-code", username: "matrix-setup", password: "a-long-enough-password-1" },
   }),
   "POST /v1/setup/check": () => ({ url: "/v1/setup/check", payload: { code: "not-a-real-setup-code" } }),
+  // A weak password is refused before the code is checked (no guess counted against the peer address).
+  "POST /v1/invites/redeem": () => ({
+    url: "/v1/invites/redeem",
+    payload: { username: "matrix-invitee", code: "not-a-real-invite-code", password: "short" },
+  }),
   // Single sign-on is public: with no provider configured these answer 404 SSO_PROVIDER_UNKNOWN, and the
   // redeem and device-token bodies are invalid (a real code would answer 401 for a reason that is not authorization).
   "GET /v1/auth/sso/:provider/login": () => ({ url: `/v1/auth/sso/corp/login?code_challenge=${"a".repeat(43)}` }),
@@ -286,6 +293,8 @@ const PROBES: Record<string, ProbeFactory> = {
     payload: { reason: "authorization matrix" },
   }),
   "POST /v1/users/:name/enable": () => ({ url: `/v1/users/${TARGET}/enable` }),
+  // TARGET has a password: 409 PASSWORD_ALREADY_SET for whoever may invite.
+  "POST /v1/users/:name/invite": () => ({ url: `/v1/users/${TARGET}/invite` }),
   "PUT /v1/users/:name/password": () => ({
     url: `/v1/users/${TARGET}/password`,
     payload: { password: "a-brand-new-password-1" },

@@ -33,6 +33,8 @@ export interface IdentityServiceDeps {
    * single sign-on is the way in (`passwordSignIn: break-glass`).
    */
   passwordSignIn?: { mode: "everyone" | "break-glass"; breakGlassUsers: readonly string[] };
+  /** How long an invite's code is good for (`inviteTtl`; invites.ts, default 24 hours). */
+  inviteTtlMs?: number;
   /** Passkeys as a second factor at sign-in (modules/passkeys). Without it only TOTP is asked for. */
   passkeys?: Pick<PasskeyService, "hasPasskeys" | "loginOptions" | "checkAssertion">;
 }

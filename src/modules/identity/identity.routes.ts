@@ -8,6 +8,7 @@ import { heldWrite, type ChangeRequestRefDto } from "../../contract/catalog-api.
 import type { IdentityService } from "./identity.service.js";
 import type { DirectoryService, MaybeHeld } from "./directory.service.js";
 import type { Principal } from "./identity.types.js";
+import { StintError } from "../../lib/errors.js";
 
 const nameParam = z.strictObject({ name: z.string().min(1).max(64) });
 const tokenIdParam = z.strictObject({ id: z.uuid() });
@@ -122,14 +123,41 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
     "/v1/users",
     {
       config: { requirement: "users.write" },
-      schema: { tags: ["users"], body: c.createUserRequest, response: { 201: c.principal, 202: c.heldUserWrite } },
+      schema: { tags: ["users"], body: c.createUserRequest, response: { 201: c.createdUser, 202: c.heldUserWrite } },
     },
     // 202 when four-eyes holds an approver role: the user is made without it, the change request answered.
     async (req, reply) => {
-      const answer = heldOr(201, await directory.createPrincipal(req.actor, req.body, req.callContext));
+      const { invite, ...input } = req.body;
+      if (invite && (input.password !== undefined || input.kind === "service"))
+        throw new StintError("VALIDATION_FAILED", "An invite is for a user without a password: drop `password`.");
+      const answer = heldOr(201, await directory.createPrincipal(req.actor, input, req.callContext));
       reply.code(answer.code);
-      return answer.body;
+      if (!invite) return answer.body;
+      return { ...answer.body, invite: await identity.issueInvite(req.actor, input.name, req.callContext) };
     },
+  );
+
+  app.post(
+    "/v1/users/:name/invite",
+    {
+      config: { requirement: "users.write" },
+      schema: { tags: ["users"], params: nameParam, response: { 201: c.inviteIssued } },
+    },
+    // Issues (or reissues, replacing the open one) a one-time invite for a user without a password.
+    async (req, reply) => {
+      reply.code(201);
+      return identity.issueInvite(req.actor, req.params.name, req.callContext);
+    },
+  );
+
+  app.post(
+    "/v1/invites/redeem",
+    {
+      config: { requirement: "public" },
+      schema: { tags: ["auth"], body: c.redeemInviteRequest, response: { 200: ok } },
+    },
+    // The code travels in the body only, never in a URL.
+    async (req) => identity.redeemInvite(req.body, req.callContext),
   );
 
   app.get(

@@ -6,11 +6,12 @@
  * Each use case has its file, all sharing one context (identity.context.ts): setup.ts (the first
  * administrator), sign-in.ts (password sign-in), sessions.ts (access tokens, refresh, single-sign-on
  * sessions, sign-out), bearer-auth.ts (an Authorization header to an actor), mfa.ts (TOTP, recovery codes,
- * step-up), account.ts (me, password change); sign-in-guard.ts holds throttling and audited refusals.
+ * step-up), account.ts (me, password change), invites.ts (a user chooses their password with a one-time code); sign-in-guard.ts holds throttling and audited refusals.
  */
 import { createAccountUseCases } from "./account.js";
 import { createBearerAuth } from "./bearer-auth.js";
 import { createIdentityContext, type IdentityServiceDeps } from "./identity.context.js";
+import { createInviteUseCases } from "./invites.js";
 import { createMfaUseCases } from "./mfa.js";
 import { createSessionUseCases } from "./sessions.js";
 import { createSetupUseCases } from "./setup.js";
@@ -28,6 +29,7 @@ export function createIdentityService(deps: IdentityServiceDeps) {
     ...createBearerAuth(context),
     ...createAccountUseCases(context),
     ...createMfaUseCases(context),
+    ...createInviteUseCases(context),
   };
 }
 

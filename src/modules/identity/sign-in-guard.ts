@@ -63,7 +63,8 @@ export function signInGuard(deps: IdentityContext) {
       | "MFA_INVALID"
       | "WEBAUTHN_INVALID"
       | "WEBAUTHN_CHALLENGE_INVALID"
-      | "WEBAUTHN_CLONED_AUTHENTICATOR",
+      | "WEBAUTHN_CLONED_AUTHENTICATOR"
+      | "INVITE_INVALID",
     /** Password and code checks after sign-in (step-up, password change) count against the same lockout. */
     as: { action: string; actor: Actor } = { action: "auth.login", actor: ANONYMOUS },
     /** The attempt `claimAttempt` already counted against the account: only the address is counted now. */
