@@ -231,7 +231,8 @@ export function createCredentialReads(ctx: GrantContext) {
           if (typeof answer !== "string") return answer;
           const left = deadline - performance.now();
           if (left <= 0) throw notActive(roleName, answer);
-          if (answer === "none") {
+          // The job may have started during the read: then it is coming, and its activation cannot be missed.
+          if (answer === "none" && !ctx.handouts.onlyComing(actor.name, roleName)) {
             const coming = await whatIsComing(actor.id, roleName);
             if (coming === "nothing" || (coming === "arrived" && readAgain)) throw notActive(roleName, answer);
             readAgain = coming === "arrived";
