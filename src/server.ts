@@ -214,6 +214,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       policy,
       ...(deps.scrypt ? { scrypt: deps.scrypt } : {}),
       passwordSignIn: { mode: config.passwordSignIn, breakGlassUsers: config.breakGlassUsers },
+      inviteTtlMs: config.identity.inviteTtl,
     });
     // The change requests (made with the routes, below) hold what four-eyes holds of the directory; until they exist
     // such a change is refused rather than made unheld.
@@ -223,6 +224,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
       return changeRequestsForDirectory;
     };
     const directory = createDirectoryService({
+      adminSetPasswords: config.identity.adminSetPasswords,
       store: indexed,
       index: accessIndex,
       audit,

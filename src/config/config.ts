@@ -253,6 +253,19 @@ export const configSchema = z
         alone: "apply",
         approverMfa: { tiers: [], maxAge: 15 * 60_000 },
       }),
+    /**
+     * Passwords and invites (finding 89): `adminSetPasswords: refused` makes an administrator's choosing of another
+     * person's password (creating a user with one, a reset) fail with ADMIN_PASSWORDS_REFUSED (use an invite);
+     * `inviteTtl` is how long an invite's one-time code is good for.
+     */
+    identity: z
+      .strictObject({
+        adminSetPasswords: z.enum(["allowed", "refused"]).default("allowed"),
+        inviteTtl: duration
+          .refine((ms) => ms >= 5 * 60_000 && ms <= 30 * 86_400_000, "must be between 5m and 30d")
+          .default(86_400_000),
+      })
+      .default({ adminSetPasswords: "allowed", inviteTtl: 86_400_000 }),
   })
   .strict()
   .refine(

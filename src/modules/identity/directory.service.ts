@@ -41,6 +41,8 @@ import { addMemberships, removeMemberships } from "./group-membership.js";
 import type { Principal } from "./identity.types.js";
 
 export interface DirectoryServiceDeps {
+  /** `identity.adminSetPasswords: refused`: no administrator chooses another person's password (finding 89). */
+  adminSetPasswords?: "allowed" | "refused";
   store: Pick<AppStore, "db" | "transaction">;
   audit: Pick<AuditLog, "append">;
   clock: Clock;
@@ -123,6 +125,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
     ): Promise<MaybeHeld<Principal>> {
       authorize(actor, "users.write");
       if (input.password !== undefined) {
+        if (deps.adminSetPasswords === "refused") throw new StintError("ADMIN_PASSWORDS_REFUSED");
         if (input.kind === "service")
           throw new StintError("VALIDATION_FAILED", "Service identities sign in with API tokens, not passwords.");
         const problem = passwordProblem(input.password, input.name);
@@ -348,6 +351,8 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
       const target = await requirePrincipal(store.db, name);
       if (target.kind === "service")
         throw new StintError("VALIDATION_FAILED", "Service identities sign in with API tokens, not passwords.");
+      if (deps.adminSetPasswords === "refused" && !(actor.kind === "principal" && actor.id === target.id))
+        throw new StintError("ADMIN_PASSWORDS_REFUSED");
       const problem = passwordProblem(password, name);
       if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
       const passwordHash = await hashPassword(password, deps.scrypt);
