@@ -21,6 +21,7 @@ import { registerTargetCommands } from "./commands/targets.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerTrustCommands } from "./commands/trusts.js";
 import { registerUserCommands } from "./commands/users.js";
+import { registerInviteCommands } from "./commands/invite.js";
 import { registerVaultCommands } from "./commands/vault.js";
 import { registerDbCommands } from "./commands/db.js";
 import { registerSessionCommands } from "./commands/sessions.js";
@@ -79,6 +80,7 @@ export function buildProgram(ctx: CliContext, json = false): Command {
   registerMfaCommands(program, ctx);
   registerStepUpCommand(program, ctx);
   registerUserCommands(program, ctx);
+  registerInviteCommands(program, ctx);
   registerGroupCommands(program, ctx);
   registerTokenCommands(program, ctx);
   registerTrustCommands(program, ctx);

@@ -4,7 +4,14 @@ import { InvalidArgumentError } from "commander";
 import { reason as reasonSchema } from "../../contract/common.js";
 import { z } from "zod";
 import { isHeldWrite, type ChangeRequestRefDto } from "../../contract/catalog-api.js";
-import { heldUserWrite, platformRole, principal, principalList, type PrincipalDto } from "../../contract/identity.js";
+import {
+  createdUser,
+  heldUserWrite,
+  platformRole,
+  principal,
+  principalList,
+  type PrincipalDto,
+} from "../../contract/identity.js";
 import { segment } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { usageError } from "../exit-codes.js";
@@ -12,6 +19,7 @@ import { type Column, emit, renderTable } from "../output.js";
 import { isInteractive, readPassword } from "../prompt.js";
 import { checkNewPassword, describePrincipal } from "./auth.js";
 import { checkName, clientFor } from "./shared.js";
+import { inviteText, registerUsersInvite } from "./invite.js";
 
 const ROLES = platformRole.options.join(", ");
 
@@ -67,6 +75,7 @@ interface CreateOptions {
   service?: boolean;
   role?: string[];
   passwordStdin?: boolean;
+  invite?: boolean;
 }
 
 interface UpdateOptions {
@@ -89,11 +98,13 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
     .option("--service", "a non-human identity (for API tokens); it has no password")
     .option("--role <role>", `platform role, repeatable: ${ROLES} (default: user)`, collectRoles)
     .option("--password-stdin", "read an initial password as one line from stdin")
+    .option("--invite", "no password: print a one-time invite code with which the user chooses their own")
     .addHelpText(
       "after",
-      "\nA person created at a terminal is asked for an initial password (Enter leaves it unset).\n" +
+      "\nA person created at a terminal is asked for an initial password (Enter leaves it unset), unless --invite.\n" +
         "\nExamples:\n  stint users create alice --email alice@example.com --manager bob --role security\n" +
-        "  stint users create deploy-bot --service\n",
+        "  stint users create deploy-bot --service\n" +
+        "  stint users create carol --invite\n",
     )
     .action(async (userName: string, options: CreateOptions, command: Command) => {
       const { json } = globalOptions(command);
@@ -101,12 +112,14 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
       if (options.manager !== undefined) checkName("manager", options.manager);
       const kind = options.service ? "service" : "user";
       if (kind === "service" && options.passwordStdin) throw usageError("a service identity has no password");
+      if (options.invite && (kind === "service" || options.passwordStdin))
+        throw usageError("--invite is for a person without a password (not with --service or --password-stdin)");
       const client = await clientFor(ctx, command);
       client.requireSession();
       let password: string | undefined;
       if (options.passwordStdin) {
         password = checkNewPassword(await readPassword(ctx, { passwordStdin: true, label: "" }));
-      } else if (kind === "user" && isInteractive(ctx)) {
+      } else if (kind === "user" && !options.invite && isInteractive(ctx)) {
         const answer = await readPassword(ctx, {
           passwordStdin: false,
           label: `Initial password for ${userNameChecked} (Enter to leave unset): `,
@@ -124,14 +137,20 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
           ...(options.manager !== undefined ? { manager: options.manager } : {}),
           ...(password !== undefined ? { password } : {}),
           ...(options.role ? { platformRoles: options.role } : {}),
+          ...(options.invite ? { invite: true } : {}),
         },
-        schema: userOrHeld,
+        schema: z.union([heldUserWrite, createdUser]),
       });
-      emit(ctx, json, raw, () =>
-        "changeRequest" in data
-          ? `Created ${data.user.kind} ${data.user.name} with the platform roles ${data.user.platformRoles.join(", ")}. ` +
-            heldText(`the roles ${(options.role ?? []).join(", ")} approve change requests`, data.changeRequest)
-          : `Created ${data.kind} ${data.name}.\n`,
+      const invite = data.invite ? inviteText(userNameChecked, data.invite) : "";
+      emit(
+        ctx,
+        json,
+        raw,
+        () =>
+          ("changeRequest" in data
+            ? `Created ${data.user.kind} ${data.user.name} with the platform roles ${data.user.platformRoles.join(", ")}. ` +
+              heldText(`the roles ${(options.role ?? []).join(", ")} approve change requests`, data.changeRequest)
+            : `Created ${data.kind} ${data.name}.\n`) + invite,
       );
     });
 
@@ -222,6 +241,8 @@ export function registerUserCommands(program: Command, ctx: CliContext): void {
       const { raw } = await client.request("POST", `/v1/users/${segment(userName)}/enable`);
       emit(ctx, json, raw, () => `Enabled ${userName}.\n`);
     });
+
+  registerUsersInvite(users, ctx);
 
   users
     .command("set-password")
