@@ -1,10 +1,14 @@
 /**
- * What the browser tests share: Debian's Chromium launched as this machine needs it, an API client signed in
- * as a user, signing in through the page, and a guard that fails a test on any 4xx/5xx answer it did not
- * expect or any console error.
+ * What the browser tests share: the built server and Chromium for a test file (`webFixture`), Debian's Chromium
+ * launched as this machine needs it, an API client signed in as a user, signing in through the page, and a guard
+ * that fails a test on any 4xx/5xx answer it did not expect or any console error.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from "playwright-core";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
+import { freePort, startWebServer, type RunningProcess } from "./support.js";
 
 export const CHROMIUM = process.env.STINT_CHROMIUM ?? "/usr/bin/chromium";
 
@@ -13,6 +17,42 @@ export function launchChromium(): Promise<Browser> {
     executablePath: CHROMIUM,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
   });
+}
+
+export interface WebFixture {
+  /** The file's work directory (the server's data; removed at the end). */
+  work: string;
+  url: string;
+  server: RunningProcess;
+  browser: Browser;
+}
+
+/**
+ * For the calling test file: the built server (`startWebServer`) in a fresh work directory named after `name`,
+ * its bootstrap administrator signing in with `adminPassword`, and Chromium; all there once this `beforeAll` has
+ * run (a file's own `beforeAll`, registered after this call, runs after it), closed, killed and removed after
+ * the file. `localhost`: the server is addressed as http://localhost:<port>, its public URL (WebAuthn needs a
+ * host name in a secure context, never an IP address).
+ */
+export function webFixture(name: string, options: { adminPassword: string; localhost?: boolean }): WebFixture {
+  const web = {} as WebFixture;
+  beforeAll(async () => {
+    web.work = mkdtempSync(path.join(tmpdir(), `stint-${name}-`));
+    const env = { STINT_BOOTSTRAP_ADMIN_PASSWORD: options.adminPassword };
+    const port = options.localhost ? await freePort() : undefined;
+    ({ server: web.server, url: web.url } = await startWebServer(
+      port === undefined
+        ? { work: web.work, env }
+        : { work: web.work, port, host: "localhost", env: { ...env, STINT_PUBLIC_URL: `http://localhost:${port}` } },
+    ));
+    web.browser = await launchChromium();
+  }, 180_000);
+  afterAll(async () => {
+    await web.browser?.close();
+    await web.server?.kill("SIGTERM");
+    if (web.work) rmSync(web.work, { recursive: true, force: true });
+  }, 30_000);
+  return web;
 }
 
 export type Call = (

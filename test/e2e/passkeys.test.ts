@@ -11,19 +11,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as OTPAuth from "otpauth";
-import type { Browser, CDPSession, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { launchChromium, tokenOf } from "./browser.js";
-import { BIN, cli, freePort, start, startWebServer, type RunningProcess } from "./support.js";
+import type { CDPSession, Page } from "playwright-core";
+import { beforeAll, describe, expect, it } from "vitest";
+import { tokenOf, webFixture } from "./browser.js";
+import { BIN, cli, start } from "./support.js";
 
 const ADMIN_PASSWORD = "root key orchard 4417";
 const DANA = { name: "dana", password: "cobalt meadow ferry lantern" };
 const REASON = "rotate the root certificate";
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
 let totp: OTPAuth.TOTP;
 let lastStep = -1;
 let recoveryCodes: string[] = [];
@@ -52,7 +48,7 @@ function recoveryCode(): string {
 }
 
 async function post(route: string, body: unknown, token?: string) {
-  const res = await fetch(`${url}${route}`, {
+  const res = await fetch(`${web.url}${route}`, {
     method: "POST",
     headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: JSON.stringify(body),
@@ -60,10 +56,10 @@ async function post(route: string, body: unknown, token?: string) {
   return { status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, unknown> };
 }
 async function get(route: string, token: string) {
-  const res = await fetch(`${url}${route}`, { headers: { authorization: `Bearer ${token}` } });
+  const res = await fetch(`${web.url}${route}`, { headers: { authorization: `Bearer ${token}` } });
   return { status: res.status, body: (await res.json().catch(() => ({}))) as Record<string, unknown> };
 }
-const login = (name: string, password: string, otp?: string) => tokenOf(url, name, password, otp);
+const login = (name: string, password: string, otp?: string) => tokenOf(web.url, name, password, otp);
 const codeOf = (res: { body: Record<string, unknown> }) => (res.body.error as { code?: string } | undefined)?.code;
 
 async function auditEvents(adminToken: string, action: string) {
@@ -73,7 +69,7 @@ async function auditEvents(adminToken: string, action: string) {
 
 /** The sign-in form: password first; the second step is a code or the passkey. */
 async function signInPassword(page: Page) {
-  await page.goto(url);
+  await page.goto(web.url);
   await page.getByLabel("User name").fill(DANA.name);
   await page.getByLabel(/^Password/).fill(DANA.password);
   await page.getByRole("button", { name: "Sign in" }).click();
@@ -84,16 +80,9 @@ async function signOut(page: Page) {
   await page.getByLabel("User name").waitFor();
 }
 
+const web = webFixture("passkeys", { adminPassword: ADMIN_PASSWORD, localhost: true });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-passkeys-"));
-  // WebAuthn needs a host name (never an IP address) in a secure context: http://localhost is one.
-  const port = await freePort();
-  ({ server, url } = await startWebServer({
-    work,
-    port,
-    host: "localhost",
-    env: { STINT_PUBLIC_URL: `http://localhost:${port}`, STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD },
-  }));
   const admin = await login("admin", ADMIN_PASSWORD);
   expect((await post("/v1/users", { name: DANA.name, password: DANA.password }, admin)).status).toBe(201);
   const applied = await post(
@@ -134,14 +123,7 @@ eligibility:
   const confirmed = await post("/v1/me/mfa/totp/confirm", { code: await freshCode() }, dana);
   expect(confirmed.status).toBe(200);
   recoveryCodes = [...(confirmed.body.recoveryCodes as string[])];
-  browser = await launchChromium();
 }, 180_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
 
 describe("passkeys in the browser", () => {
   let page: Page;
@@ -149,7 +131,7 @@ describe("passkeys in the browser", () => {
   let authenticatorId: string;
 
   it("enrols a key in the web UI, signs out, and signs in with password + the key", async () => {
-    const context = await browser.newContext();
+    const context = await web.browser.newContext();
     page = await context.newPage();
     cdp = await context.newCDPSession(page);
     await cdp.send("WebAuthn.enable");
@@ -255,7 +237,7 @@ describe("passkeys in the browser", () => {
 
   it("the CLI hands its passkey step-up to the browser, waits for it, then activates the role", async () => {
     const configDir = mkdtempSync(path.join(tmpdir(), "stint-cli-"));
-    const env = { STINT_CONFIG_DIR: configDir, STINT_SERVER: url };
+    const env = { STINT_CONFIG_DIR: configDir, STINT_SERVER: web.url };
     try {
       const signedIn = await cli(["login", "--user", DANA.name, "--password-stdin", "--otp", recoveryCode()], {
         env,

@@ -6,29 +6,23 @@
  * report. Campaign items are kept in bulk from the keyboard and the campaign's progress follows; axe-core finds no
  * serious violation on the Reviews and Evidence pages. Any unexpected 4xx/5xx or console error fails the test.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import type { Browser, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Page } from "playwright-core";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { EvidenceReportDto } from "../../src/contract/evidence.js";
-import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
-import { ROOT, startWebServer, type RunningProcess } from "./support.js";
+import { apiAs, Guard, signInPage, webFixture } from "./browser.js";
+import { ROOT } from "./support.js";
 
 const ADMIN_PASSWORD = "reviews-web-root-password";
 const PASSWORDS = { sid: "tulip orbit canyon lantern", sue: "maple quartz harbor violet" };
 const FINDING = "failover by hand during INC-4242; commands match the incident log";
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
 let requestId: string;
-const guard = new Guard(() => browser);
+const guard = new Guard(() => web.browser);
 
 async function signIn(user: keyof typeof PASSWORDS): Promise<Page> {
   // bypassCSP: our CSP forbids inline scripts, which is how axe is put into the page.
-  return signInPage(await guard.context(undefined, { bypassCSP: true }), url, user, PASSWORDS[user]);
+  return signInPage(await guard.context(undefined, { bypassCSP: true }), web.url, user, PASSWORDS[user]);
 }
 
 async function openPage(page: Page, label: string, heading: string) {
@@ -47,13 +41,13 @@ async function makeApprover(admin: Api, name: string, password: string, role: st
     const approved = await approver("POST", `/v1/change-requests/${changeRequest.id}/approve`, {});
     expect(approved.status, JSON.stringify(approved.body)).toBe(200);
   }
-  return apiAs(url, name, password);
+  return apiAs(web.url, name, password);
 }
 
+const web = webFixture("reviews-web", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-reviews-web-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
   // The first security user is made at once (nobody else could approve: fourEyes.alone: apply); each later grant of
   // an approving role waits for another approver (finding 81), and sid approves it.
   const sid = await makeApprover(admin, "sid", PASSWORDS.sid, "security");
@@ -105,14 +99,7 @@ eligibility:
   });
   expect((glass.body as { state: string }).state, JSON.stringify(glass.body)).toBe("active");
   requestId = (glass.body as { id: string }).id;
-  browser = await launchChromium();
 }, 180_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
 
 describe("the reviewer inbox in a browser", () => {
   it("refuses the person who broke the glass, in words", async () => {
@@ -169,7 +156,7 @@ describe("the reviewer inbox in a browser", () => {
     expect(await row.isVisible()).toBe(true);
     await page.emulateMedia({ media: "screen" });
 
-    const auditor = await apiAs(url, "sue", PASSWORDS.sue);
+    const auditor = await apiAs(web.url, "sue", PASSWORDS.sue);
     const from = new Date(Date.now() - 86_400_000).toISOString();
     const to = new Date(Date.now() + 86_400_000).toISOString();
     const report = (await auditor("GET", `/v1/evidence?from=${from}&to=${to}&role=emergency`))

@@ -7,26 +7,18 @@
  * - the activate dialog takes any duration within the policy (45m, not only presets) and refuses one over
  *   the policy's maximum in words, before sending anything.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import type { Browser, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { launchChromium, signInPage, tokenOf } from "./browser.js";
-import { startWebServer, type RunningProcess } from "./support.js";
+import type { Page } from "playwright-core";
+import { beforeAll, describe, expect, it } from "vitest";
+import { signInPage, tokenOf, webFixture } from "./browser.js";
 
 const ADMIN_PASSWORD = "pebble-lantern-orchid-7";
 const PASSWORDS = { carol: "quartz-meadow-falcon-2", alice: "amber-harbor-willow-5" };
 const REASON = "rotate the orders database replica password";
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
 let adminToken: string;
 
 async function api(method: string, route: string, body?: unknown, token = adminToken) {
-  const res = await fetch(`${url}${route}`, {
+  const res = await fetch(`${web.url}${route}`, {
     method,
     headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
     ...(body ? { body: JSON.stringify(body) } : {}),
@@ -36,8 +28,8 @@ async function api(method: string, route: string, body?: unknown, token = adminT
 
 async function signIn(user: string, password: string): Promise<Page> {
   const page = await signInPage(
-    await browser.newContext({ viewport: { width: 1440, height: 900 } }),
-    url,
+    await web.browser.newContext({ viewport: { width: 1440, height: 900 } }),
+    web.url,
     user,
     password,
   );
@@ -47,10 +39,10 @@ async function signIn(user: string, password: string): Promise<Page> {
   return page;
 }
 
+const web = webFixture("web-admin", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-web-admin-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  adminToken = await tokenOf(url, "admin", ADMIN_PASSWORD);
+  adminToken = await tokenOf(web.url, "admin", ADMIN_PASSWORD);
   expect((await api("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect((await api("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice })).status).toBe(201);
   expect((await api("POST", "/v1/groups", { name: "dba-leads" })).status).toBe(201);
@@ -75,14 +67,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await launchChromium();
 }, 180_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
 
 describe("administration forms pick from the directory", () => {
   it("the Targets tab says what a target's definition weakens, in the API's words", async () => {
@@ -188,7 +173,7 @@ describe("the activate dialog's duration", () => {
       "GET",
       "/v1/activation-requests?scope=mine",
       undefined,
-      await tokenOf(url, "alice", PASSWORDS.alice),
+      await tokenOf(web.url, "alice", PASSWORDS.alice),
     );
     expect((mine.body.items as { duration: string }[])[0]).toMatchObject({ duration: "45m" });
     await page.context().close();

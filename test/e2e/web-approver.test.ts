@@ -4,30 +4,20 @@
  * the requester's latest requests for that role, selects the low-risk request for bulk approval and approves
  * it. The test fails on any 4xx/5xx response in the network log and on any console error.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
-import { startWebServer, type RunningProcess } from "./support.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { apiAs, Guard, signInPage, webFixture } from "./browser.js";
 
 const ADMIN_PASSWORD = "approver-web-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 const ROLE = "wiki-editor";
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
-
 let pendingId: string;
 const earlierReasons = ["update the release notes page", "fix the broken onboarding links"];
 
+const web = webFixture("web-approver", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-web-approver-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
@@ -57,7 +47,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  const alice = await apiAs(url, "alice", PASSWORDS.alice);
+  const alice = await apiAs(web.url, "alice", PASSWORDS.alice);
   for (const reason of earlierReasons) {
     const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
@@ -66,25 +56,18 @@ eligibility:
   const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: "publish the incident review" });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   pendingId = res.body.id as string;
-  browser = await launchChromium();
 }, 180_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
 
 describe("an approver whose platform role is user, at phone width", () => {
   it("sees the risk, the policy and alice's last activations, and approves; no request answers 4xx/5xx", async () => {
-    const guard = new Guard(() => browser);
+    const guard = new Guard(() => web.browser);
     const context = await guard.context({ width: 390, height: 844 });
     const asked: string[] = [];
     context.on("response", (response) => {
       const path = new URL(response.url()).pathname;
       if (path.startsWith("/v1/")) asked.push(`${response.request().method()} ${path}`);
     });
-    const page = await signInPage(context, url, "carol", PASSWORDS.carol);
+    const page = await signInPage(context, web.url, "carol", PASSWORDS.carol);
     // In-app navigation (a reload would sign out: tokens live in memory).
     await page.evaluate(
       `window.history.pushState(null, "", "/approvals"); window.dispatchEvent(new PopStateEvent("popstate"));`,
@@ -113,7 +96,7 @@ describe("an approver whose platform role is user, at phone width", () => {
     await page.getByRole("status").getByText("You approved 1 request.").waitFor();
     await page.getByText("Nothing is waiting for you.").waitFor();
 
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     const after = await admin("GET", `/v1/activation-requests/${pendingId}`);
     expect(after.body.state).not.toBe("pending");
     expect((after.body.decisions as { approver: string }[]).map((d) => d.approver)).toEqual(["carol"]);

@@ -6,24 +6,16 @@
  * and each page's JavaScript on the wire (everything the page loaded, signing in included) is measured, the
  * largest under 250 KB.
  */
-import { mkdtempSync, rmSync } from "node:fs";
 import { request as httpRequest } from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
-import type { Browser, Page, Response } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Page, Response } from "playwright-core";
+import { beforeAll, describe, expect, it } from "vitest";
 import { COMPRESS_THRESHOLD_BYTES } from "../../src/http/app.js";
 import { NEVER_COMPRESSED } from "../../src/http/no-compress.js";
-import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
-import { startWebServer, type RunningProcess } from "./support.js";
+import { apiAs, Guard, signInPage, webFixture } from "./browser.js";
 
 const ADMIN_PASSWORD = "compression-web-root-password";
 const JS_BUDGET = 250 * 1024;
-
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
 
 /** NEVER_COMPRESSED's routes as patterns over request paths (":param" is one path segment). */
 const secretRoutes = NEVER_COMPRESSED.map((entry) => {
@@ -91,11 +83,11 @@ function plainGet(target: string, authorization?: string): Promise<{ encoding: s
   });
 }
 
+const web = webFixture("web-compression", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-web-compression-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
   // Data, so that lists are over the threshold: users, a catalog, requests.
-  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
   for (let i = 0; i < 12; i++)
     expect(
       (await admin("POST", "/v1/users", { name: `user-${i}`, password: "tulip orbit canyon lantern" })).status,
@@ -116,27 +108,20 @@ ${Array.from({ length: 8 }, (_, i) => `  - role: role-${i}\n    users: [user-${i
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   // Activations (no approval needed): the request lists and dashboards have rows.
   for (let i = 0; i < 8; i++) {
-    const user = await apiAs(url, `user-${i}`, "tulip orbit canyon lantern");
+    const user = await apiAs(web.url, `user-${i}`, "tulip orbit canyon lantern");
     const activated = await user("POST", "/v1/activation-requests", {
       role: `role-${i}`,
       reason: `checking how lists of requests travel, number ${i}`,
     });
     expect(activated.status, JSON.stringify(activated.body)).toBe(201);
   }
-  browser = await launchChromium();
 }, 180_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
 
 describe("compression on the wire", () => {
   it("assets and JSON over 1 KiB come compressed when accepted and plain otherwise; each page's JavaScript is measured", async () => {
     // The pages the admin's navigation offers.
-    const first = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-    const probe = await signInPage(first, url, "admin", ADMIN_PASSWORD);
+    const first = await web.browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const probe = await signInPage(first, web.url, "admin", ADMIN_PASSWORD);
     const pages = await probe
       .getByRole("navigation")
       .getByRole("link")
@@ -146,7 +131,7 @@ describe("compression on the wire", () => {
     expect(pages).toContain("/audit");
 
     const all: Seen[] = [];
-    const guard = new Guard(() => browser);
+    const guard = new Guard(() => web.browser);
     const jsPerPage: Record<string, number> = {};
     for (const route of pages) {
       // A fresh context per page: what the page needs is fetched, nothing comes from another page's cache.
@@ -154,7 +139,7 @@ describe("compression on the wire", () => {
       const seen: Promise<Seen | null>[] = [];
       let stop: () => void = () => undefined;
       context.once("page", (page) => (stop = watch(page, seen)));
-      const page = await signInPage(context, url, "admin", ADMIN_PASSWORD);
+      const page = await signInPage(context, web.url, "admin", ADMIN_PASSWORD);
       // The audit page's events (its one large answer) load beside the chain's verification: wait for them
       // by name rather than trust a quiet network to mean they came (under load they once had not).
       const events =

@@ -10,28 +10,19 @@
  * - an administrator's Approvals page says how many pending requests wait for other approvers, and where.
  * Every page fails the test on a 4xx/5xx response it did not expect, or on any console error.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import type { Browser, Locator, Page } from "playwright-core";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { apiAs, Guard, launchChromium, signInPage, type Call } from "./browser.js";
-import { startWebServer, type RunningProcess } from "./support.js";
+import type { Locator, Page } from "playwright-core";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { apiAs, Guard, signInPage, type Call, webFixture } from "./browser.js";
 
 const ADMIN_PASSWORD = "web-flows-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 const ROLE = "prod-db-reader";
 const GOOD_REASON = "investigate slow queries on the orders database";
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
-
 let guard: Guard;
 
 async function signIn(user: string, password: string): Promise<Page> {
-  return signInPage(await guard.context(), url, user, password);
+  return signInPage(await guard.context(), web.url, user, password);
 }
 
 async function openPage(page: Page, route: string, heading: string | RegExp) {
@@ -60,16 +51,16 @@ async function pendingOf(api: Call, role = ROLE): Promise<{ id: string; state: s
 }
 
 async function requestAsAlice(): Promise<string> {
-  const alice = await apiAs(url, "alice", PASSWORDS.alice);
+  const alice = await apiAs(web.url, "alice", PASSWORDS.alice);
   const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: GOOD_REASON, ticket: "INC-7" });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body.id as string;
 }
 
+const web = webFixture("web-flows", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-web-flows-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
@@ -102,14 +93,7 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await launchChromium();
 }, 180_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
 
 describe("web UI flows", () => {
   afterEach(async () => {
@@ -117,8 +101,8 @@ describe("web UI flows", () => {
   });
 
   it("the activate dialog shows the policy's rules up front and each error in words under its own field", async () => {
-    guard = new Guard(() => browser);
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    guard = new Guard(() => web.browser);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     const page = await signIn("alice", PASSWORDS.alice);
     const posted: string[] = [];
     page.on("request", (r) => {
@@ -175,7 +159,7 @@ describe("web UI flows", () => {
     expect(await pendingOf(admin)).toEqual([]);
 
     // What the page reads, as the API gives it (additive fields).
-    const alice = await apiAs(url, "alice", PASSWORDS.alice);
+    const alice = await apiAs(web.url, "alice", PASSWORDS.alice);
     const roles = (await alice("GET", "/v1/me/roles")).body.items as {
       role: string;
       policy: Record<string, unknown>;
@@ -194,8 +178,8 @@ describe("web UI flows", () => {
   });
 
   it("a pending request is cancelled from My access: a confirmation, and the API says cancelled", async () => {
-    guard = new Guard(() => browser);
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    guard = new Guard(() => web.browser);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     const page = await signIn("alice", PASSWORDS.alice);
     await page.getByRole("button", { name: `Activate ${ROLE}` }).click();
     const dialog = page.getByRole("dialog", { name: `Activate ${ROLE}` });
@@ -217,7 +201,7 @@ describe("web UI flows", () => {
   });
 
   it("an admin's Approvals page says how many pending requests wait for other approvers, and links to Requests", async () => {
-    guard = new Guard(() => browser);
+    guard = new Guard(() => web.browser);
     const id = await requestAsAlice();
     const page = await signIn("admin", ADMIN_PASSWORD);
     await openPage(page, "/approvals", "Approvals");
@@ -227,12 +211,12 @@ describe("web UI flows", () => {
     expect(await note.innerText()).toBe("1 pending request waits for other approvers: see Requests.");
     await note.getByRole("link", { name: "Requests" }).click();
     await page.getByRole("heading", { name: "Requests", level: 1 }).waitFor();
-    const alice = await apiAs(url, "alice", PASSWORDS.alice);
+    const alice = await apiAs(web.url, "alice", PASSWORDS.alice);
     expect((await alice("POST", `/v1/activation-requests/${id}/cancel`)).status).toBe(200);
   });
 
   it("carol denies in words and is told so; alice sees who denied it and why, with a cross at the stage", async () => {
-    guard = new Guard(() => browser);
+    guard = new Guard(() => web.browser);
     const id = await requestAsAlice();
     const carol = await signIn("carol", PASSWORDS.carol);
     // The request's own page (where notification links lead) asks for a deny reason in words too.
@@ -276,7 +260,7 @@ describe("web UI flows", () => {
   });
 
   it("approve and deactivate each end with a confirmation", async () => {
-    guard = new Guard(() => browser);
+    guard = new Guard(() => web.browser);
     const id = await requestAsAlice();
     const carol = await signIn("carol", PASSWORDS.carol);
     await openPage(carol, "/approvals", "Approvals");
@@ -308,7 +292,7 @@ describe("web UI flows", () => {
     await alice.getByRole("button", { name: `Deactivate ${ROLE}` }).click();
     await alice.getByRole("status").getByText(`${ROLE} is deactivated: you no longer hold it.`).waitFor();
     await alice.getByText("Nothing is active: you hold no standing privilege.").waitFor();
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     const check = await admin("GET", `/v1/check?principal=alice&role=${ROLE}`);
     expect(check.body.allowed).toBe(false);
   });

@@ -4,30 +4,21 @@
  * sending anything, and says the request is approved ahead; My access shows "Scheduled: starts …" with a Cancel
  * button, and the request page shows its start and, while pending, when it expires undecided.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import type { Browser, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { apiAs, launchChromium, signInPage } from "./browser.js";
-import { startWebServer, type RunningProcess } from "./support.js";
+import type { Page } from "playwright-core";
+import { beforeAll, describe, expect, it } from "vitest";
+import { apiAs, signInPage, webFixture } from "./browser.js";
 
 const ADMIN_PASSWORD = "web-timing-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
 const REASON = "rebuild the reporting indexes after the load";
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
-
 /** A time as the browser's datetime-local input takes it, in UTC (the page runs in UTC here). */
 const localInput = (at: Date) => at.toISOString().slice(0, 16);
 
+const web = webFixture("web-timing", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-web-timing-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect((await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice })).status).toBe(201);
   const applied = await admin("POST", "/v1/config/apply", {
@@ -57,20 +48,13 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await launchChromium();
 }, 180_000);
 
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
-
 async function signIn(user: string, password: string): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, timezoneId: "UTC" });
+  const context = await web.browser.newContext({ viewport: { width: 1440, height: 900 }, timezoneId: "UTC" });
   const problems: string[] = [];
   context.on("page", (page) => page.on("pageerror", (error) => problems.push(error.message)));
-  const page = await signInPage(context, url, user, password);
+  const page = await signInPage(context, web.url, user, password);
   expect(problems).toEqual([]);
   return page;
 }
@@ -110,7 +94,7 @@ describe("request timing in the web UI", () => {
     await dialog.getByRole("button", { name: "Close" }).last().click();
     await page.getByTestId("status-reporting-admin").getByText("Waiting for approval; to start").waitFor();
 
-    const alice = await apiAs(url, "alice", PASSWORDS.alice);
+    const alice = await apiAs(web.url, "alice", PASSWORDS.alice);
     const mine = (await alice("GET", "/v1/activation-requests?scope=mine")).body.items as {
       id: string;
       state: string;
@@ -124,7 +108,7 @@ describe("request timing in the web UI", () => {
     expect(await row("Starts").innerText()).toContain(new Date(startAt).toLocaleString("en-US", { timeZone: "UTC" }));
     expect(await row("Decide by").innerText()).toContain("(then it expires undecided)");
 
-    const carol = await apiAs(url, "carol", PASSWORDS.carol);
+    const carol = await apiAs(web.url, "carol", PASSWORDS.carol);
     const approved = await carol("POST", `/v1/activation-requests/${id}/approvals`, {});
     expect(approved.body).toMatchObject({ state: "approved", activatedAt: null, startAt: startAt.toISOString() });
 

@@ -5,14 +5,13 @@
  * input next to the field without sending anything; axe-core finds no serious or critical violation on
  * the main pages; screenshots at laptop and phone widths; the JavaScript each page loads, gzipped.
  */
-import { mkdirSync, mkdtempSync, rmSync, existsSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { gzipSync } from "node:zlib";
-import type { Browser, BrowserContext, Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { apiAs, launchChromium, signInPage } from "./browser.js";
-import { ROOT, startWebServer, type RunningProcess } from "./support.js";
+import type { BrowserContext, Page } from "playwright-core";
+import { beforeAll, describe, expect, it } from "vitest";
+import { apiAs, signInPage, webFixture } from "./browser.js";
+import { ROOT } from "./support.js";
 
 const ADMIN_PASSWORD = "web-ui-root-password";
 const PASSWORDS = { alice: "tulip orbit canyon lantern", carol: "maple quartz harbor violet" };
@@ -21,19 +20,14 @@ export const SCREENSHOT_DIR = path.join(ROOT, "test-output", "screenshots");
 const REASON = "investigate slow queries on the orders database";
 const MAX_JS_GZIP = 500 * 1024;
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
-
 function signIn(context: BrowserContext, user: string, password: string): Promise<Page> {
-  return signInPage(context, url, user, password);
+  return signInPage(context, web.url, user, password);
 }
 
+const web = webFixture("web", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-web-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
@@ -65,20 +59,13 @@ eligibility:
 `,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  browser = await launchChromium();
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
 }, 180_000);
 
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
-
 describe("the web UI", () => {
   it("alice requests, carol approves in her own browser, alice sees the countdown and deactivates; the audit explorer shows it", async () => {
-    const aliceContext = await browser.newContext();
-    const carolContext = await browser.newContext();
+    const aliceContext = await web.browser.newContext();
+    const carolContext = await web.browser.newContext();
     const alice = await signIn(aliceContext, "alice", PASSWORDS.alice);
     await alice.getByRole("button", { name: "Activate prod-db-reader" }).click();
     const dialog = alice.getByRole("dialog", { name: "Activate prod-db-reader" });
@@ -115,7 +102,7 @@ describe("the web UI", () => {
     await alice.getByRole("button", { name: "Deactivate prod-db-reader" }).click();
     await countdown.waitFor({ state: "detached", timeout: 15_000 });
 
-    const adminContext = await browser.newContext();
+    const adminContext = await web.browser.newContext();
     const admin = await signIn(adminContext, "admin", ADMIN_PASSWORD);
     await admin.getByRole("link", { name: "Audit" }).click();
     await admin.getByRole("heading", { name: "Audit" }).waitFor();
@@ -126,7 +113,7 @@ describe("the web UI", () => {
   });
 
   it("a form given invalid input shows the API's error next to the field and sends nothing", async () => {
-    const context = await browser.newContext();
+    const context = await web.browser.newContext();
     const page = await signIn(context, "alice", PASSWORDS.alice);
     const sent: string[] = [];
     page.on("request", (request) => {
@@ -155,13 +142,13 @@ describe("the web UI", () => {
       .getByText(/justification|at least 20|characters/i)
       .first()
       .waitFor();
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     const requests = await admin("GET", "/v1/activation-requests?scope=all&state=pending");
     expect((requests.body.items as unknown[]).length).toBe(0);
     await context.close();
 
     // An administrator's form: a role name the API's schema refuses.
-    const adminContext = await browser.newContext();
+    const adminContext = await web.browser.newContext();
     const adminPage = await signIn(adminContext, "admin", ADMIN_PASSWORD);
     const adminSent: string[] = [];
     adminPage.on("request", (request) => {
@@ -187,9 +174,9 @@ describe("the web UI", () => {
 
   it("axe-core finds no serious or critical violation on the sign-in page and each main page", async () => {
     // Our CSP forbids inline scripts, which is how axe is put into the page.
-    const context = await browser.newContext({ bypassCSP: true });
+    const context = await web.browser.newContext({ bypassCSP: true });
     const signInPage = await context.newPage();
-    await signInPage.goto(url);
+    await signInPage.goto(web.url);
     const found: Record<string, string[]> = { "/ (sign-in)": await seriousViolations(signInPage) };
     await signInPage.close();
     const page = await signIn(context, "admin", ADMIN_PASSWORD);
@@ -206,7 +193,7 @@ describe("the web UI", () => {
       ["desktop", { width: 1280, height: 800 }],
       ["phone", { width: 375, height: 812 }],
     ] as const) {
-      const context = await browser.newContext({ viewport });
+      const context = await web.browser.newContext({ viewport });
       const page = await signIn(context, "admin", ADMIN_PASSWORD);
       for (const route of PAGES) {
         await openPage(page, route);
@@ -223,15 +210,15 @@ describe("the web UI", () => {
   });
 
   it("serves the bundle with caching headers, and no page loads more than 500 KB of JavaScript gzipped", async () => {
-    const index = await fetch(url);
+    const index = await fetch(web.url);
     expect(index.headers.get("cache-control")).toBe("no-cache");
     expect(index.headers.get("content-security-policy")).toContain("default-src 'self'");
     const html = await index.text();
     const asset = /\/assets\/[^"]+\.js/.exec(html)![0];
-    const cached = await fetch(`${url}${asset}`);
+    const cached = await fetch(`${web.url}${asset}`);
     expect(cached.headers.get("cache-control")).toBe("public, max-age=31536000, immutable");
 
-    const context = await browser.newContext();
+    const context = await web.browser.newContext();
     const page = await signIn(context, "admin", ADMIN_PASSWORD);
     const sizes: Record<string, number> = {};
     for (const route of PAGES) {
@@ -243,7 +230,7 @@ describe("the web UI", () => {
         const body = await response.body().catch(() => Buffer.alloc(0));
         scripts.set(response.url(), gzipSync(body).length);
       });
-      await fresh.goto(`${url}${route}`);
+      await fresh.goto(`${web.url}${route}`);
       // Signed out in a new page (tokens live in memory): sign in, then the page loads its own chunk.
       await fresh.getByLabel("User name").fill("admin");
       await fresh.getByLabel(/^Password/).fill(ADMIN_PASSWORD);
