@@ -1,10 +1,11 @@
 /** Sign-in with password and, when the account has one, a TOTP code; clear errors, session expiry told. */
-import { Alert, Button, Center, Paper, PasswordInput, Stack, TextInput, Title, Text } from "@mantine/core";
+import { Alert, Anchor, Button, Center, Paper, PasswordInput, Stack, TextInput, Title, Text } from "@mantine/core";
 import { useState, type FormEvent } from "react";
 import { ApiError, signIn, takeExpiredNotice } from "../api.js";
 import type { WebauthnOptionsDto } from "../../../src/contract/passkeys.js";
 import { PasskeySignIn } from "./passkeys/PasskeySignIn.js";
 import { SsoSignIn } from "./SsoSignIn.js";
+import { InviteRedeem } from "./InviteRedeem.js";
 
 export function SignIn() {
   const [expired] = useState(() => takeExpiredNotice());
@@ -16,6 +17,8 @@ export function SignIn() {
   const [mfa, setMfa] = useState<{ methods: string[]; webauthn?: WebauthnOptionsDto } | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  // An invited user without a password yet chooses one with their invite code (InviteRedeem).
+  const [inviting, setInviting] = useState(false);
 
   async function submit(event: FormEvent) {
     event.preventDefault();
@@ -39,71 +42,78 @@ export function SignIn() {
   return (
     <Center mih="100vh" p="md">
       <Paper withBorder shadow="sm" p="xl" w="100%" maw={400} component="main">
-        <form onSubmit={(e) => void submit(e)} aria-label="Sign in">
-          <Stack>
-            <Title order={1} size="h2">
-              Sign in to Stint
-            </Title>
-            <Text size="sm" c="gray.7">
-              Just-in-time access: nothing is standing, everything is recorded.
-            </Text>
-            {expired && (
-              <Alert color="yellow" role="status">
-                Your session has expired; sign in again.
-              </Alert>
-            )}
-            {error && (
-              <Alert color="red" role="alert">
-                {error}
-              </Alert>
-            )}
-            <SsoSignIn />
-            <TextInput
-              label="User name"
-              name="username"
-              autoComplete="username"
-              required
-              value={username}
-              onChange={(e) => setUsername(e.currentTarget.value)}
-            />
-            <PasswordInput
-              label="Password"
-              name="password"
-              autoComplete="current-password"
-              required
-              value={password}
-              onChange={(e) => setPassword(e.currentTarget.value)}
-            />
-            {needOtp && (
+        {inviting ? (
+          <InviteRedeem onBack={() => setInviting(false)} />
+        ) : (
+          <form onSubmit={(e) => void submit(e)} aria-label="Sign in">
+            <Stack>
+              <Title order={1} size="h2">
+                Sign in to Stint
+              </Title>
+              <Text size="sm" c="gray.7">
+                Just-in-time access: nothing is standing, everything is recorded.
+              </Text>
+              {expired && (
+                <Alert color="yellow" role="status">
+                  Your session has expired; sign in again.
+                </Alert>
+              )}
+              {error && (
+                <Alert color="red" role="alert">
+                  {error}
+                </Alert>
+              )}
+              <SsoSignIn />
               <TextInput
-                label="One-time code"
-                name="otp"
-                inputMode="numeric"
-                autoComplete="one-time-code"
+                label="User name"
+                name="username"
+                autoComplete="username"
                 required
-                value={otp}
-                onChange={(e) => setOtp(e.currentTarget.value)}
+                value={username}
+                onChange={(e) => setUsername(e.currentTarget.value)}
               />
-            )}
-            {mfa?.webauthn && (
-              <PasskeySignIn
-                username={username.trim()}
-                password={password}
-                challenge={mfa.webauthn}
-                orCode={needOtp}
-                onRestart={(message) => {
-                  setError(message);
-                  setMfa({ methods: mfa.methods });
-                }}
+              <PasswordInput
+                label="Password"
+                name="password"
+                autoComplete="current-password"
+                required
+                value={password}
+                onChange={(e) => setPassword(e.currentTarget.value)}
               />
-            )}
-            {(!mfa || needOtp || !mfa.webauthn) && (
-              <Button type="submit" loading={busy}>
-                Sign in
-              </Button>
-            )}
-          </Stack>
-        </form>
+              {needOtp && (
+                <TextInput
+                  label="One-time code"
+                  name="otp"
+                  inputMode="numeric"
+                  autoComplete="one-time-code"
+                  required
+                  value={otp}
+                  onChange={(e) => setOtp(e.currentTarget.value)}
+                />
+              )}
+              {mfa?.webauthn && (
+                <PasskeySignIn
+                  username={username.trim()}
+                  password={password}
+                  challenge={mfa.webauthn}
+                  orCode={needOtp}
+                  onRestart={(message) => {
+                    setError(message);
+                    setMfa({ methods: mfa.methods });
+                  }}
+                />
+              )}
+              {(!mfa || needOtp || !mfa.webauthn) && (
+                <Button type="submit" loading={busy}>
+                  Sign in
+                </Button>
+              )}
+              <Anchor component="button" type="button" size="sm" onClick={() => setInviting(true)}>
+                I have an invite code
+              </Anchor>
+            </Stack>
+          </form>
+        )}
       </Paper>
     </Center>
   );
