@@ -19,8 +19,6 @@ import {
   chain,
   checkpointMessage,
   createChainVerifier,
-  pendingMessageGeneral,
-  pendingMessageOf,
   type CanonicalParts,
 } from "./audit.rules.js";
 import {
@@ -31,6 +29,7 @@ import {
   type AppendUniform,
   type SharedColumns,
 } from "./audit.uniform.js";
+import { createPendingMacs, macMessage } from "./audit.macs.js";
 import * as auditStore from "./audit.store.js";
 import { PARALLEL_FROM, visitInParallel } from "./audit.verify.js";
 import { visitForVerify } from "./audit.verify.store.js";
@@ -143,11 +142,6 @@ export interface AuditLog {
 
 const AUDIT_ACTOR: Actor = { kind: "system", name: "audit" };
 
-/** The text a pending event's MAC covers (`pendingMessage`), from its parts when it has them. */
-function macMessage(event: PendingAuditEvent, parts: CanonicalParts | null): string {
-  return parts ? pendingMessageOf(parts) : pendingMessageGeneral(event);
-}
-
 export function actorLabel(actor: Actor): { actor: string; actorId: string | null } {
   switch (actor.kind) {
     case "principal":
@@ -251,8 +245,9 @@ export function createAuditLog(deps: {
     }));
   }
 
-  /** The MAC a pending row carries: proof that a Stint node wrote it. */
-  const macOf = (event: PendingAuditEvent) => keyring.mac("audit-pending", macMessage(event, canonicalParts(event)));
+  /** The MAC a pending row carries: proof that a Stint node wrote it (`audit.macs.ts`). */
+  const pendingMacs = createPendingMacs(keyring);
+  const macOf = (event: PendingAuditEvent) => pendingMacs.mac(event.id, macMessage(event, canonicalParts(event)));
 
   /** Writes `events` (one multi-row INSERT, a MAC per row) and chains them inline or wakes the sequencer. */
   async function writePending(tx: Kysely<Database>, events: PendingAuditEvent[]) {
@@ -366,8 +361,7 @@ export function createAuditLog(deps: {
       const event = auditStore.pendingToEvent(row);
       // Written once: the MAC's text and the hash's are made of the same parts.
       const parts = canonicalParts(event);
-      if (keyring.macValid("audit-pending", macMessage(event, parts), row.mac))
-        genuine.push({ pos: row.pos, event, parts });
+      if (pendingMacs.valid(row.id, macMessage(event, parts), row.mac)) genuine.push({ pos: row.pos, event, parts });
       else rejected.push({ pos: Number(row.pos), id: row.id, action: row.action });
     }
     // A row no node wrote is not chained as what it claims; the chain records that it was there.
