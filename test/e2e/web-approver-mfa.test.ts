@@ -7,14 +7,9 @@
  * offers the step-up before the server has to refuse, and once stepped up the other critical request's badge says
  * the MFA counts and it approves at once; a notification's Approve link page does the same. Needs `npm run build`.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import type { Browser } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { totpNow } from "../../src/testing/server.js";
-import { apiAs, Guard, launchChromium, signInPage } from "./browser.js";
-import { startWebServer, type RunningProcess } from "./support.js";
+import { apiAs, Guard, signInPage, webFixture } from "./browser.js";
 
 const ADMIN_PASSWORD = "approver-mfa-web-root-password";
 const PASSWORDS = {
@@ -29,17 +24,13 @@ const DAVES = ["treasury-admin", "vault-root", "wiki-editor"] as const;
 /** Eve's: a critical role, decided from the page a notification's Approve link opens. */
 const EVES = "payroll-admin";
 
-let work: string;
-let url: string;
-let server: RunningProcess;
-let browser: Browser;
 let pendingId: string;
 const davesIds: Record<string, string> = {};
 
+const web = webFixture("web-approver-mfa", { adminPassword: ADMIN_PASSWORD });
+
 beforeAll(async () => {
-  work = mkdtempSync(path.join(tmpdir(), "stint-web-approver-mfa-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
-  const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "carol", password: PASSWORDS.carol })).status).toBe(201);
   expect(
     (await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice, manager: "carol" })).status,
@@ -83,7 +74,7 @@ eligibility:
 ${[...DAVES, EVES].map((role) => `  - role: ${role}\n    users: [alice]\n`).join("")}`,
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  const alice = await apiAs(url, "alice", PASSWORDS.alice);
+  const alice = await apiAs(web.url, "alice", PASSWORDS.alice);
   const res = await alice("POST", "/v1/activation-requests", { role: ROLE, reason: "close the quarter's books" });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   pendingId = res.body.id as string;
@@ -92,24 +83,17 @@ ${[...DAVES, EVES].map((role) => `  - role: ${role}\n    users: [alice]\n`).join
     expect(submitted.status, JSON.stringify(submitted.body)).toBe(201);
     davesIds[role] = submitted.body.id as string;
   }
-  browser = await launchChromium();
 }, 180_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.kill("SIGTERM");
-  if (work) rmSync(work, { recursive: true, force: true });
-}, 30_000);
 
 describe("an approver without a fresh MFA, in the web UI", () => {
   it("is asked for a one-time code in the approval dialog, and the approval then counts", async () => {
-    const guard = new Guard(() => browser);
+    const guard = new Guard(() => web.browser);
     guard.expect(`POST /v1/activation-requests/${pendingId}/approvals 401`);
     const context = await guard.context();
     // Signed in with the password alone (no authenticator yet): the session holds no MFA.
-    const page = await signInPage(context, url, "carol", PASSWORDS.carol);
+    const page = await signInPage(context, web.url, "carol", PASSWORDS.carol);
     // Carol enrols an authenticator in another session (it does not refresh the browser's MFA time).
-    const carol = await apiAs(url, "carol", PASSWORDS.carol);
+    const carol = await apiAs(web.url, "carol", PASSWORDS.carol);
     const secret = String((await carol("POST", "/v1/me/mfa/totp")).body.secret);
     expect((await carol("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
 
@@ -127,7 +111,7 @@ describe("an approver without a fresh MFA, in the web UI", () => {
     await dialog.getByRole("button", { name: "Confirm and approve" }).click();
     await page.getByRole("status").getByText(`You approved ${whose}.`).waitFor();
 
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     expect((await admin("GET", `/v1/activation-requests/${pendingId}`)).body.state).toBe("active");
     const events = await admin("GET", "/v1/audit/events?action=request.approved&limit=20");
     const ours = (events.body.items as { subject: string; outcome: string; details: Record<string, unknown> }[])
@@ -143,10 +127,10 @@ describe("an approver without a fresh MFA, in the web UI", () => {
   }, 120_000);
 
   it("sees ahead what approving asks of their MFA, steps up in the dialog before any refusal, then approves at once", async () => {
-    const guard = new Guard(() => browser); // no refusal expected: the hint spares it
+    const guard = new Guard(() => web.browser); // no refusal expected: the hint spares it
     const context = await guard.context();
-    const page = await signInPage(context, url, "dave", PASSWORDS.dave);
-    const dave = await apiAs(url, "dave", PASSWORDS.dave);
+    const page = await signInPage(context, web.url, "dave", PASSWORDS.dave);
+    const dave = await apiAs(web.url, "dave", PASSWORDS.dave);
     const secret = String((await dave("POST", "/v1/me/mfa/totp")).body.secret);
     expect((await dave("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
 
@@ -176,7 +160,7 @@ describe("an approver without a fresh MFA, in the web UI", () => {
     await second.getByRole("button", { name: "Approve", exact: true }).click();
     await page.getByRole("status").getByText("You approved alice's request for vault-root.").waitFor();
 
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     const events = await admin("GET", "/v1/audit/events?action=request.approved&limit=50");
     for (const role of ["treasury-admin", "vault-root"]) {
       expect((await admin("GET", `/v1/activation-requests/${davesIds[role]}`)).body.state).toBe("active");
@@ -189,10 +173,10 @@ describe("an approver without a fresh MFA, in the web UI", () => {
   }, 120_000);
 
   it("on a notification's Approve link page, sees the same and steps up before any refusal", async () => {
-    const guard = new Guard(() => browser);
+    const guard = new Guard(() => web.browser);
     const context = await guard.context();
-    const page = await signInPage(context, url, "eve", PASSWORDS.eve);
-    const eve = await apiAs(url, "eve", PASSWORDS.eve);
+    const page = await signInPage(context, web.url, "eve", PASSWORDS.eve);
+    const eve = await apiAs(web.url, "eve", PASSWORDS.eve);
     const secret = String((await eve("POST", "/v1/me/mfa/totp")).body.secret);
     expect((await eve("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
 
@@ -206,7 +190,7 @@ describe("an approver without a fresh MFA, in the web UI", () => {
     await page.getByRole("button", { name: "Confirm and approve" }).click();
     await page.getByRole("status").getByText("You approved this request.").waitFor();
 
-    const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
+    const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     expect((await admin("GET", `/v1/activation-requests/${davesIds[EVES]}`)).body.state).toBe("active");
     await guard.close();
   }, 120_000);
