@@ -9,17 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { apiCaller } from "../../src/testing/api-call.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
-
-const fileFor = (role: string) => `apiVersion: stint/v1
-policies:
-  - { name: plain, mfa: { required: false } }
-targets:
-  - { name: payroll, kind: internal }
-roles:
-  - { name: ${role}, target: payroll, policy: plain, risk: high }
-eligibility:
-  - { role: ${role}, users: [mallory] }
-`;
+import { wideningFile } from "./support.js";
 
 let server: TestServer;
 const call = apiCaller(() => server);
@@ -32,7 +22,7 @@ async function eligibleRoles(): Promise<string[]> {
 /** The author holds a widening file; the leaver step happens; another admin's approval applies nothing. */
 async function heldThenLeft(author: string, role: string, leave: () => Promise<{ status: number }>) {
   const auth = await server.login(author);
-  const held = await call(auth, "POST", "/v1/config/apply", { yaml: fileFor(role) });
+  const held = await call(auth, "POST", "/v1/config/apply", { yaml: wideningFile(role) });
   expect(held.body, held.text).toMatchObject({ applied: false, changeRequest: { tier: "high" } });
   const id = (held.body.changeRequest as { id: string }).id;
   expect((await leave()).status).toBe(200);
