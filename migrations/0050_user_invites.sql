@@ -10,7 +10,8 @@ create table user_invites (
   created_at timestamptz not null,
   expires_at timestamptz not null,
   used_at timestamptz,
-  -- 'redeemed' (the user chose a password) or 'replaced' (a newer invite, or a password set otherwise).
-  ended_as text check (ended_as in ('redeemed', 'replaced'))
+  -- 'redeemed' (the user chose a password), 'replaced' (a newer invite, or a password set otherwise) or 'revoked'
+  -- (the user was disabled: an invite never outlives a leaver, even one enabled again later).
+  ended_as text check (ended_as in ('redeemed', 'replaced', 'revoked'))
 );
 create unique index user_invites_open on user_invites (principal_id) where used_at is null;

@@ -143,7 +143,7 @@ export interface UserInvitesTable {
   created_at: Timestamp;
   expires_at: Timestamp;
   used_at: Timestamp | null;
-  ended_as: "redeemed" | "replaced" | null;
+  ended_as: "redeemed" | "replaced" | "revoked" | null;
 }
 
 export interface SigningKeysTable {

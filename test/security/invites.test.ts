@@ -88,13 +88,19 @@ describe("invites: the user chooses their own password", () => {
     expect(await signIn("cleo")).toBe(401);
   });
 
-  it("a disabled user is not invited, and an open invite of someone disabled since is not redeemed", async () => {
+  it("a disabled user is not invited, and disabling ends an open invite for good, enabled again or not", async () => {
     await admin("POST", "/v1/users", { name: "dora" });
     const code = await invite("dora");
     expect((await admin("POST", "/v1/users/dora/disable", { reason: "left the company" })).status).toBe(200);
     expect((await admin("POST", "/v1/users/dora/invite")).body.error).toMatchObject({ code: "ACCOUNT_DISABLED" });
-    expect((await redeem("dora", code)).code).toBe("ACCOUNT_DISABLED");
+    expect((await redeem("dora", code)).code).toBe("INVITE_INVALID");
     expect(await signIn("dora")).toBe(401);
+    // Enabled again within the invite's 24 hours: the leaver's old code still does not work; a new one does.
+    expect((await admin("POST", "/v1/users/dora/enable")).status).toBe(200);
+    expect((await redeem("dora", code)).code).toBe("INVITE_INVALID");
+    expect(await signIn("dora")).toBe(401);
+    expect((await redeem("dora", await invite("dora"))).status).toBe(200);
+    expect(await signIn("dora")).toBe(200);
   });
 
   it("guessing codes locks the account out like guessing passwords: then even the right code is refused", async () => {

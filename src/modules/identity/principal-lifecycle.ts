@@ -53,6 +53,13 @@ export async function disablePrincipal(
   const sessionsEnded = await identityStore.revokeSessions(tx, row.id, now, "account disabled");
   const tokensRevoked = await identityStore.revokeApiTokens(tx, row.id, now);
   const mintedTokensLive = await countLiveTokensMintedBy(tx, row.id, now);
+  // An open invite ends with the account: enabled again later, the user needs a new one.
+  await tx
+    .updateTable("user_invites")
+    .set({ used_at: now, ended_as: "revoked" })
+    .where("principal_id", "=", row.id)
+    .where("used_at", "is", null)
+    .execute();
   await tx
     .updateTable("principals")
     .set({ status: "disabled", disabled_by: disabledBy, updated_at: now })
