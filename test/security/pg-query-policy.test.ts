@@ -568,6 +568,30 @@ eligibility:
     );
   }, 30_000);
 
+  it("a refused statement carrying a password is audited without it (the audit log feeds the SIEM)", async () => {
+    const client = viaProxy(await token());
+    await client.connect();
+    const secret = `Pw-${HEX}-never-in-audit`;
+    const statement = `ALTER ROLE ${LOGIN} PASSWORD '${secret}'`;
+    expect(
+      await client.query(statement).then(
+        () => null,
+        (e: Error & { code?: string }) => e.code,
+      ),
+    ).toBe("42501");
+    await client.end();
+
+    const events = await h.server.store.db
+      .selectFrom("audit_events")
+      .selectAll()
+      .where("action", "=", "session.query_refused")
+      .execute();
+    const mine = events.find((event) => JSON.stringify(event.details).includes(`ALTER ROLE ${LOGIN} PASSWORD`));
+    expect(mine, `${events.length} refusal events`).toBeDefined();
+    expect(mine!.details).toMatchObject({ statement: `ALTER ROLE ${LOGIN} PASSWORD '<redacted>'` });
+    expect(JSON.stringify(events)).not.toContain(secret);
+  }, 30_000);
+
   it("maxRows: a longer result is cut after 100 rows with 54000 (both protocols, COPY out), a shorter one passes, the session goes on, audited", async () => {
     const client = viaProxy(await token());
     await client.connect();

@@ -35,6 +35,32 @@ describe("unwrittenLines: what a failed recording took and lost", () => {
     expect(summary.omitted).toEqual({ count: many + 1 - listed, firstSent: listed + 1, lastSent: many + 1 });
   });
 
+  it("a lost statement carrying a password goes to the audit event without it, and so do its bound values", () => {
+    const pieces = [
+      sent(3, "ALTER ROLE app PASSWORD 'Hunter2-s3cret'"),
+      Buffer.from(
+        queryLogSentLine(1.5, {
+          id: 4,
+          statement: "UPDATE users SET password = $1 WHERE id = $2",
+          parameters: ["Hunter2-s3cret", "7"],
+        }),
+      ),
+      Buffer.from(queryLogSentLine(1.5, { id: 5, statement: "UPDATE t SET v = $1", parameters: ["kept", null] })),
+    ];
+    const summary = unwrittenLines("postgres", pieces)!;
+    expect(JSON.stringify(summary)).not.toContain("Hunter2-s3cret");
+    expect(summary.statements).toEqual([
+      { t: 1.5, sent: 3, statement: "ALTER ROLE app PASSWORD '<redacted>'" },
+      {
+        t: 1.5,
+        sent: 4,
+        statement: "UPDATE users SET password = $1 WHERE id = $2",
+        parameters: ["<redacted>", "<redacted>"],
+      },
+      { t: 1.5, sent: 5, statement: "UPDATE t SET v = $1", parameters: ["kept", null] },
+    ]);
+  });
+
   it("an SSH recording's lost frames are counted, not listed", () => {
     const pieces = [Buffer.from('[0.5,"i","rm -rf /tmp/x\\r"]\n')];
     expect(unwrittenLines("ssh", pieces)).toEqual({ lines: 1, bytes: pieces[0]!.length });

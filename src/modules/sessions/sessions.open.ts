@@ -17,6 +17,7 @@ import {
   type UpstreamSsh,
 } from "./sessions.types.js";
 import type { LiveEntry, SessionsCore } from "./sessions.core.js";
+import { mentionsPassword, redactSqlSecrets } from "../../lib/sql-redact.js";
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -321,7 +322,8 @@ export function createOpenSession(core: SessionsCore) {
               target: activation.target_name,
               rule: event.rule,
               protocol: event.protocol,
-              statement: event.statement.slice(0, 2_000),
+              // The query log keeps it as typed; the audit log (and the SIEM) never a password literal in it.
+              statement: redactSqlSecrets(event.statement.slice(0, 2_000), mentionsPassword(event.statement)),
               ...(refusals === core.MAX_AUDITED_REFUSALS ? { lastAudited: true } : {}),
             },
           })
