@@ -117,6 +117,13 @@ ${Array.from({ length: 8 }, (_, i) => `  - role: role-${i}\n    users: [user-${i
   }
 }, 180_000);
 
+/** Per page, the JSON answers over 1 KiB that the fixture's data gives it (the test expects at least four). */
+const LARGE_ANSWERS: Record<string, string[]> = {
+  "/audit": ["/v1/audit/events"],
+  "/dashboards": ["/v1/eligibilities", "/v1/activation-requests"],
+  "/alerts": ["/v1/alerts"],
+};
+
 describe("compression on the wire", () => {
   it("assets and JSON over 1 KiB come compressed when accepted and plain otherwise; each page's JavaScript is measured", async () => {
     // The pages the admin's navigation offers.
@@ -140,18 +147,18 @@ describe("compression on the wire", () => {
       let stop: () => void = () => undefined;
       context.once("page", (page) => (stop = watch(page, seen)));
       const page = await signInPage(context, web.url, "admin", ADMIN_PASSWORD);
-      // The audit page's events (its one large answer) load beside the chain's verification: wait for them
-      // by name rather than trust a quiet network to mean they came (under load they once had not).
-      const events =
-        route === "/audit"
-          ? page.waitForResponse((r) => new URL(r.url()).pathname === "/v1/audit/events", { timeout: 60_000 })
-          : null;
+      // The pages whose answers are over 1 KiB: wait for those answers by name rather than trust a quiet
+      // network to mean they came (under load the audit page's events once had not, and in a clean-clone CI run
+      // one of the others: a starved page may ask after the network has been quiet for half a second).
+      const awaited = (LARGE_ANSWERS[route] ?? []).map((pathname) =>
+        page.waitForResponse((r) => new URL(r.url()).pathname === pathname, { timeout: 60_000 }),
+      );
       await page.evaluate(
         `window.history.pushState(null, "", ${JSON.stringify(route)}); window.dispatchEvent(new PopStateEvent("popstate"));`,
       );
       await page.getByRole("heading", { level: 1 }).first().waitFor();
       await page.waitForLoadState("networkidle");
-      if (events) await (await events).finished();
+      await Promise.all(awaited.map(async (answer) => (await answer).finished()));
       if (process.env.STINT_SCREENSHOTS && route === "/dashboards")
         await page.screenshot({ path: path.join(process.env.STINT_SCREENSHOTS, "dashboards.png"), fullPage: true });
       stop();
