@@ -5,24 +5,23 @@
  * activation it holds or waits for (through the requests service, same transaction).
  */
 import type { Kysely } from "kysely";
-import type { AppStore, Database } from "../../db/index.js";
-import type { Clock } from "../../lib/clock.js";
+import type { Database } from "../../db/index.js";
 import { isUniqueViolation } from "../../lib/db.js";
 import { parseDuration } from "../../lib/duration.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
-import { hashPassword, randomToken, sha256Hex, type ScryptParams } from "../../lib/security.js";
+import { hashPassword, randomToken, sha256Hex } from "../../lib/security.js";
 import type { ChangeRequestRefDto } from "../../contract/catalog-api.js";
-import type { AccessIndex } from "../access-index/access-index.service.js";
-import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
 import { guardOwnAccess } from "../requests/self-grant.js";
 import { listApiTokens } from "./api-token.js";
+import { createPrincipalUseCases } from "./create-principal.js";
+import { actorName, createDirectoryContext, type DirectoryServiceDeps, type MaybeHeld } from "./directory.context.js";
 import { formatApiToken, passwordProblem } from "./identity.rules.js";
 import * as identityStore from "./identity.store.js";
-import { principalEntry, toPrincipal, toPrincipals } from "./principal.mapper.js";
+import { toPrincipal, toPrincipals } from "./principal.mapper.js";
 import { disablePrincipal } from "./principal-lifecycle.js";
 import {
   applyDirectoryChange,
@@ -35,68 +34,17 @@ import {
   heldRoles,
   sealedSecret,
   waivedEvent,
-  type DirectoryFourEyes,
 } from "./held-directory.js";
 import { addMemberships, removeMemberships } from "./group-membership.js";
 import type { Principal } from "./identity.types.js";
 
-export interface DirectoryServiceDeps {
-  /** `identity.adminSetPasswords: refused`: no administrator chooses another person's password (finding 89). */
-  adminSetPasswords?: "allowed" | "refused";
-  store: Pick<AppStore, "db" | "transaction">;
-  audit: Pick<AuditLog, "append">;
-  clock: Clock;
-  scrypt?: ScryptParams;
-  /**
-   * Called inside the transaction that disables a principal or removes it from a group: ends the open
-   * activations that lost their basis (the requests service), so access never outlives the change, and
-   * returns their audit events. Called before this transaction's audit append, so request rows are locked
-   * before the audit head, in the order request transactions take them.
-   */
-  onAccessBasisLost?: (
-    tx: Kysely<Database>,
-    scope: { principalIds: string[] },
-    cause: { by: string; reason?: string },
-  ) => Promise<AuditInput[]>;
-  /** Tells every node's access index (and the caches of sessions and tokens on it) what changed, at commit. */
-  index?: Pick<AccessIndex, "send">;
-  /**
-   * Four-eyes on adding a group member (the catalog's `holdGroupMember`): a change request when the addition widens
-   * access at a covered tier (held as a file, as `stint apply` would be), "applied" when that file applied at once,
-   * null when the directory adds the member itself.
-   */
-  holdGroupMember?: (
-    actor: Actor,
-    context: CallContext,
-    group: string,
-    principal: string,
-  ) => Promise<ChangeRequestRefDto | "applied" | null>;
-  /** Four-eyes on granting approver roles and resetting an approver's password (held-directory.ts). */
-  fourEyes?: DirectoryFourEyes;
-}
-
-/** A write that four-eyes held in part: what was applied now, and the change request for the rest. */
-export type MaybeHeld<T> = T & { changeRequest?: ChangeRequestRefDto };
+export type { DirectoryServiceDeps, MaybeHeld } from "./directory.context.js";
 
 const MAX_TOKEN_LIFETIME_MS = 366 * 86_400_000;
 
-const actorName = (actor: Actor) => (actor.kind === "principal" ? actor.name : "system");
-
 export function createDirectoryService(deps: DirectoryServiceDeps) {
-  const { store, audit, clock, index } = deps;
-
-  /** In the transaction that created or changed a principal: every node's index learns it at commit. */
-  async function tellPrincipal(tx: Kysely<Database>, id: string) {
-    if (!index) return;
-    const row = await identityStore.findPrincipalById(tx, id);
-    if (row) await index.send(tx, { t: "prn", p: principalEntry(row) });
-  }
-
-  async function requirePrincipal(db: typeof store.db, name: string) {
-    const row = await identityStore.findPrincipalByName(db, name);
-    if (!row) throw new StintError("NOT_FOUND", `There is no user or service named ${name}.`);
-    return row;
-  }
+  const ctx = createDirectoryContext(deps);
+  const { store, audit, clock, index, tellPrincipal, requirePrincipal } = ctx;
 
   return {
     async listPrincipals(actor: Actor): Promise<Principal[]> {
@@ -110,97 +58,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps) {
       return toPrincipal(store.db, await requirePrincipal(store.db, name));
     },
 
-    async createPrincipal(
-      actor: Actor,
-      input: {
-        name: string;
-        kind: "user" | "service";
-        email?: string | undefined;
-        displayName?: string | undefined;
-        manager?: string | undefined;
-        password?: string | undefined;
-        platformRoles?: PlatformRole[] | undefined;
-      },
-      context: CallContext,
-    ): Promise<MaybeHeld<Principal>> {
-      authorize(actor, "users.write");
-      if (input.password !== undefined) {
-        if (deps.adminSetPasswords === "refused") throw new StintError("ADMIN_PASSWORDS_REFUSED");
-        if (input.kind === "service")
-          throw new StintError("VALIDATION_FAILED", "Service identities sign in with API tokens, not passwords.");
-        const problem = passwordProblem(input.password, input.name);
-        if (problem) throw new StintError("WEAK_PASSWORD", `The password ${problem}.`);
-      }
-      const passwordHash = input.password !== undefined ? await hashPassword(input.password, deps.scrypt) : undefined;
-      const wanted = [...new Set<PlatformRole>(input.platformRoles ?? ["user"])];
-      try {
-        return await store.transaction(async (tx) => {
-          const now = clock.now();
-          const manager = input.manager ? await requirePrincipal(tx, input.manager) : undefined;
-          if (manager && manager.kind !== "user")
-            throw new StintError("VALIDATION_FAILED", "A manager must be a user, not a service.");
-          const id = newId();
-          // Approver roles wait for another approver: the account is made without them meanwhile.
-          const approverRoles = approverRolesAdded([], wanted);
-          const decision = approverRoles.length > 0 ? await directoryDecision(deps.fourEyes, tx, actor) : "apply";
-          const kept = wanted.filter((role) => decision !== "hold" || !approverRoles.includes(role));
-          const roles = kept.length > 0 ? kept : (["user"] as PlatformRole[]);
-          await tx
-            .insertInto("principals")
-            .values({
-              id,
-              kind: input.kind,
-              name: input.name,
-              email: input.email ?? null,
-              display_name: input.displayName ?? null,
-              manager_id: manager?.id ?? null,
-              platform_roles: roles,
-              created_at: now,
-              updated_at: now,
-            })
-            .execute();
-          if (passwordHash) await identityStore.setPasswordHash(tx, id, passwordHash, now);
-          await tellPrincipal(tx, id);
-          const subject = `${input.kind}:${input.name}`;
-          // Held before the audit append: change request rows are locked before the audit head, as approvals do.
-          const changeRequest =
-            decision === "hold"
-              ? await deps.fourEyes!.hold(
-                  tx,
-                  actor,
-                  heldRoles(newId(), { id, name: input.name }, roles, wanted, [
-                    ...(passwordHash
-                      ? [
-                          `${actorName(actor)} chose the password of ${input.name} when making the account: until ${input.name} changes it, ${actorName(actor)} can sign in as ${input.name}.`,
-                        ]
-                      : []),
-                  ]),
-                  context,
-                )
-              : undefined;
-          await audit.append(tx, actor, context, [
-            {
-              action: input.kind === "service" ? "service.create" : "user.create",
-              outcome: "success",
-              subject,
-              details: {
-                platformRoles: roles,
-                manager: input.manager ?? null,
-                email: input.email ?? null,
-                password: passwordHash ? "set" : "none",
-              },
-            },
-            ...(decision === "waive" ? [waivedEvent(subject, `platform roles ${approverRoles.join(", ")}`)] : []),
-          ]);
-          const principal = await toPrincipal(tx, (await identityStore.findPrincipalById(tx, id))!);
-          return changeRequest ? { ...principal, changeRequest } : principal;
-        });
-      } catch (error) {
-        if (isUniqueViolation(error))
-          throw new StintError("ALREADY_EXISTS", `A user or service named ${input.name} already exists.`);
-        throw error;
-      }
-    },
+    ...createPrincipalUseCases(ctx),
 
     async updatePrincipal(
       actor: Actor,
