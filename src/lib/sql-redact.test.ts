@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { mentionsPassword, REDACTED, redactSqlSecrets } from "./sql-redact.js";
+import { mentionsPassword, REDACTED, redactErrorText, redactSqlSecrets, withoutPasswords } from "./sql-redact.js";
 
 const SECRET = "Hunter2-s3cret";
 
@@ -93,5 +93,39 @@ describe("redactSqlSecrets (statements bound for the audit log)", () => {
       ),
       { numRuns: 3_000 },
     );
+  });
+});
+
+describe("withoutPasswords (query log lines: the recording, finding 91)", () => {
+  it("redacts the statement, every bound value and the server's error from its first quote on", () => {
+    const line = {
+      id: 3,
+      statement: "INSERT INTO accounts (name, password) VALUES ($1, $2)",
+      parameters: ["alice", SECRET, null],
+      error: `23505: duplicate key "${SECRET}"`,
+    };
+    expect(withoutPasswords(line)).toEqual({
+      id: 3,
+      statement: line.statement,
+      parameters: ["<redacted>", "<redacted>", null],
+      error: `23505: duplicate key ${REDACTED}`,
+    });
+    // The given line is not changed (the proxy's tracker may hold it).
+    expect(line.parameters[1]).toBe(SECRET);
+  });
+
+  it("an error echoing a literal with quotes of both kinds inside loses all of it", () => {
+    // PostgreSQL and MariaDB quote the token they echo without escaping it.
+    for (const error of [
+      `42601: syntax error at or near "'ab"c${SECRET}'"`,
+      `42000: You have an error in your SQL syntax; check the manual near ''ab'${SECRET}' at line 1'`,
+    ])
+      expect(redactErrorText(error)).not.toContain(SECRET.slice(2));
+    expect(redactErrorText("28000: password must not be empty")).toBe("28000: password must not be empty");
+  });
+
+  it("a line that mentions no password is the same object (nothing copied on the hot path)", () => {
+    const line = { statement: "SELECT $1::text", parameters: ["visible"], error: 'x "y"' };
+    expect(withoutPasswords(line)).toBe(line);
   });
 });

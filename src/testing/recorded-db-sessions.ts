@@ -6,10 +6,15 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import mysql from "mysql2/promise";
+import pg from "pg";
 import { parseRecording } from "../contract/recording.js";
 import { createBlobStore, type FinishedBlob } from "../lib/blob-store.js";
 import { systemClock } from "../lib/clock.js";
+import { createLogger } from "../lib/logger.js";
 import { createRecorder, type RecordedBlob } from "../modules/sessions/recorder.js";
+import { createMysqlProxy } from "../proxies/mysql/mysql-proxy.js";
+import { createPgProxy } from "../proxies/pg/pg-proxy.js";
 import type {
   BrokeredSession,
   EndReason,
@@ -60,7 +65,13 @@ export interface RecordedDbSessions {
   cleanup(): void;
 }
 
-export function recordedDbSessions(options: { maxBytes?: number } = {}): RecordedDbSessions {
+export function recordedDbSessions(
+  options: {
+    maxBytes?: number;
+    /** The sessions' policy keeps bound parameters in the query log (`session.queryParameters`). */
+    queryParameters?: boolean;
+  } = {},
+): RecordedDbSessions {
   const dir = mkdtempSync(path.join(tmpdir(), "stint-db-recordings-"));
   const blobs = createBlobStore(dir);
   const ended: Promise<RecordedSessionEnd>[] = [];
@@ -103,7 +114,7 @@ export function recordedDbSessions(options: { maxBytes?: number } = {}): Recorde
         user: "ann",
         role: "app-db",
         target: "app-db",
-        policy: { recording: "required", portForwarding: false, queryParameters: false },
+        policy: { recording: "required", portForwarding: false, queryParameters: options.queryParameters ?? false },
         upstream,
         recorder,
         signal: controller.signal,
@@ -118,6 +129,46 @@ export function recordedDbSessions(options: { maxBytes?: number } = {}): Recorde
     },
     cleanup() {
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The PostgreSQL and MariaDB/MySQL proxies, their gates opening sessions of `sessions()`; clients through them. */
+export interface RecordedDbProxies {
+  /** A node-postgres client through the PostgreSQL proxy, connected; its own errors are taken (a test reads its queries'). */
+  pgClient(): Promise<pg.Client>;
+  /** A mysql2 connection through the MySQL proxy; its own errors are taken likewise. */
+  mysqlClient(): Promise<mysql.Connection>;
+  close(): Promise<void>;
+}
+
+export async function recordedDbProxies(sessions: () => RecordedDbSessions): Promise<RecordedDbProxies> {
+  const logger = createLogger({ level: "silent" });
+  const pgProxy = createPgProxy({ logger, port: 0, gate: { openPostgres: () => sessions().open(PG_UPSTREAM) } });
+  const mysqlProxy = createMysqlProxy({ logger, port: 0, gate: { openMysql: () => sessions().open(MYSQL_UPSTREAM) } });
+  const pgPort = (await pgProxy.listen()).port;
+  const mysqlPort = (await mysqlProxy.listen()).port;
+  return {
+    async pgClient() {
+      const client = new pg.Client({ host: "127.0.0.1", port: pgPort, user: "ann%app-db", password: "token" });
+      client.on("error", () => undefined);
+      await client.connect();
+      return client;
+    },
+    async mysqlClient() {
+      const connection = await mysql.createConnection({
+        host: "127.0.0.1",
+        port: mysqlPort,
+        user: "ann%app-db",
+        password: "token",
+        authPlugins: { mysql_clear_password: () => () => Buffer.from("token\0") },
+      });
+      (connection as unknown as NodeJS.EventEmitter).on("error", () => undefined);
+      return connection;
+    },
+    async close() {
+      await pgProxy.close();
+      await mysqlProxy.close();
     },
   };
 }

@@ -1,7 +1,7 @@
 /**
- * Test support for reading back what the SSH proxy recorded: a user's newest ended session, the
- * recording its `session.ended` audit event names (checked against its SHA-256, and served by the API),
- * SFTP packets built by hand, and a robust wait.
+ * Test support for reading back what the SSH proxy recorded (and the database proxies: `newestEnded`,
+ * `servedRecording`): a user's newest ended session, the recording its `session.ended` audit event names
+ * (checked against its SHA-256, and served by the API), SFTP packets built by hand, and a robust wait.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -34,7 +34,7 @@ export interface EndedSession {
 }
 
 /** The user's newest session once it ended, with what its `session.ended` audit event says. */
-export async function newestEnded(h: SshSessionsHarness, user: string): Promise<EndedSession> {
+export async function newestEnded(h: Pick<SshSessionsHarness, "admin">, user: string): Promise<EndedSession> {
   const session = await until("the session to end", async () => {
     const items = (await h.admin("GET", "/v1/sessions?limit=100")).body.items as EndedSession["session"][];
     const [latest] = items.filter((s) => s.user === user);
@@ -52,8 +52,14 @@ export async function newestEnded(h: SshSessionsHarness, user: string): Promise<
   };
 }
 
-/** The recording an auditor replays: its file hashing to what the audit log holds, served by the API. */
-export async function replayed(h: SshSessionsHarness, ended: EndedSession): Promise<SshRecording> {
+/**
+ * The recording an auditor replays, as the API serves it (`stint sessions play`, the web player): its file
+ * hashing to what the audit log holds, its text and what a player reads of it.
+ */
+export async function servedRecording(
+  h: Pick<SshSessionsHarness, "server">,
+  ended: EndedSession,
+): Promise<{ text: string; recording: ParsedRecording }> {
   const recorded = ended.recording;
   if (!recorded) throw new Error(`session ${ended.session.id} ended without a recording`);
   const bytes = readFileSync(path.join(h.server.config.blobDir, recorded.key));
@@ -65,9 +71,14 @@ export async function replayed(h: SshSessionsHarness, ended: EndedSession): Prom
     headers: { authorization: h.server.adminAuth },
   });
   if (served.statusCode !== 200) throw new Error(`the recording is not served: ${served.statusCode}`);
-  const parsed = parseRecording(bytes.toString("utf8"));
-  if (parsed.kind !== "ssh") throw new Error("not an SSH recording");
-  return parsed;
+  return { text: served.payload, recording: parseRecording(served.payload) };
+}
+
+/** An SSH session's recording as an auditor replays it (servedRecording). */
+export async function replayed(h: Pick<SshSessionsHarness, "server">, ended: EndedSession): Promise<SshRecording> {
+  const { recording } = await servedRecording(h, ended);
+  if (recording.kind !== "ssh") throw new Error("not an SSH recording");
+  return recording;
 }
 
 /** The audit events of one action about one session, newest first. */

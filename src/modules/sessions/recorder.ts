@@ -2,11 +2,14 @@
  * A session's recorder: formats events (recording.rules.ts) into a blob writer. Never throws into the
  * relay; the first write failure is reported once through `onFailure`. Once finish() is called it takes
  * nothing more and every call answers false, so a relay that checks the answer never passes bytes the
- * recording does not hold, and a late write can never spoil a blob being closed.
+ * recording does not hold, and a late write can never spoil a blob being closed. A database session's
+ * statements are written without password literals (`withoutPasswords`, finding 91): every line, and so
+ * what live watchers and `unwritten` see, holds that a password was set, never which.
  */
 import { StringDecoder } from "node:string_decoder";
 import type { BlobWriter, FinishedBlob } from "../../lib/blob-store.js";
 import type { Clock } from "../../lib/clock.js";
+import { withoutPasswords } from "../../lib/sql-redact.js";
 import {
   asciicastEvent,
   asciicastHeader,
@@ -122,11 +125,14 @@ export function createRecorder(options: {
     },
     sent(statement: SentStatement) {
       if (kind === "ssh" || finished) return !finished;
-      return write(queryLogSentLine(time(), statement));
+      return write(queryLogSentLine(time(), withoutPasswords(statement)));
     },
     query(entry: QueryLogResult) {
       if (kind === "ssh" || finished) return !finished;
-      return write(queryLogLine(time(), entry));
+      // A result naming its statement's line (`sent`) carries none of its text, only the server's error.
+      return write(
+        queryLogLine(time(), entry.sent !== undefined && entry.error === null ? entry : withoutPasswords(entry)),
+      );
     },
     async finish() {
       if (kind === "ssh" && !finished) ensureHeader();

@@ -2,10 +2,11 @@
  * What a recording took and its disk then lost (finding 88): the blob writer batches lines (64 KiB / 100 ms),
  * and a write that fails loses the lines of its batch past the last whole one and those waiting behind it.
  * A database proxy sent each of those statements once the recorder took its line, so they ran: the session's
- * end keeps them (session.ended `recording.unwritten`), bounded, as the query log holds them but for password
- * literals (`redactSqlSecrets`: the audit log and the SIEM never get one).
+ * end keeps them (session.ended `recording.unwritten`), bounded, as the query log holds them: without password
+ * literals (the recorder writes them so, finding 91; redacted here again, as the audit log and the SIEM must
+ * never get one whatever wrote the line).
  */
-import { mentionsPassword, redactSqlSecrets } from "../../lib/sql-redact.js";
+import { mentionsPassword, redactParameters, redactSqlSecrets } from "../../lib/sql-redact.js";
 import type { SessionKind } from "./sessions.types.js";
 
 /** Statement text kept per statement; a longer one is cut there (`cut`: its whole length). */
@@ -77,14 +78,14 @@ function statementOf(piece: Buffer): UnwrittenStatement | null {
   return {
     t: typeof line.t === "number" ? line.t : 0,
     ...(typeof line.sent === "number" ? { sent: line.sent } : {}),
-    // In an audit event (and so the SIEM): never a password literal (the query log had it as typed).
+    // In an audit event (and so the SIEM): never a password literal, whatever wrote the line.
     statement: redactSqlSecrets(
       statement.length > UNWRITTEN_STATEMENT_CHARS ? statement.slice(0, UNWRITTEN_STATEMENT_CHARS) : statement,
       secret,
     ),
     ...(Array.isArray(line.parameters)
       ? {
-          parameters: secret ? line.parameters.map((v) => (v === null ? null : "<redacted>")) : line.parameters,
+          parameters: secret ? redactParameters(line.parameters) : line.parameters,
         }
       : {}),
     ...(statement.length > UNWRITTEN_STATEMENT_CHARS ? { cut: statement.length } : {}),

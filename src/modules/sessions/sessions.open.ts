@@ -322,7 +322,7 @@ export function createOpenSession(core: SessionsCore) {
               target: activation.target_name,
               rule: event.rule,
               protocol: event.protocol,
-              // The query log keeps it as typed; the audit log (and the SIEM) never a password literal in it.
+              // The audit log (and the SIEM), like the query log, never gets a password literal.
               statement: redactSqlSecrets(event.statement.slice(0, 2_000), mentionsPassword(event.statement)),
               ...(refusals === core.MAX_AUDITED_REFUSALS ? { lastAudited: true } : {}),
             },
