@@ -1,6 +1,7 @@
 /** Four-eyes change requests (`/v1/change-requests`): shared by the server, the CLI and the web app. */
 import { z } from "zod";
 import { configPlan } from "./catalog-api.js";
+import { approverMfaHint } from "./requests.js";
 
 export const changeRequestStatus = z.enum(["pending", "applied", "denied", "expired", "stale"]);
 
@@ -36,6 +37,11 @@ export const changeRequest = z.object({
   reason: z.string().nullable(),
   /** Whether the caller may approve it now (pending, not theirs nor about their account, may write the catalog). */
   canApprove: z.boolean(),
+  /**
+   * Only where `canApprove`: what approving asks of the caller's own MFA now (`fourEyes.approverMfa` at this tier),
+   * by the decision's own check at the time of the answer. A hint: the approval checks again when it is made.
+   */
+  approverMfa: approverMfaHint.optional(),
 });
 export type ChangeRequestDto = z.infer<typeof changeRequest>;
 

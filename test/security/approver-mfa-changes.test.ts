@@ -3,7 +3,8 @@
  * widens access was applied on the approval of any session of a second admin: a phished password was enough to be
  * the second pair of eyes. With `fourEyes.approverMfa.tiers` covering the request's tier the approving admin needs
  * their own MFA within `maxAge`: MFA_STEP_UP_REQUIRED (audited, nothing applied) otherwise; the approval's event
- * records when and how it was proved. Off by default (docs/configuration.md#four-eyes).
+ * records when and how it was proved. Off by default (docs/configuration.md#four-eyes). The list of change requests
+ * says ahead, to whoever may approve one, what approving it asks of their MFA (`approverMfa`), by the same check.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -94,6 +95,55 @@ describe("fourEyes.approverMfa: the second admin proves a fresh second factor (f
       ]),
     );
     expect(ours).toHaveLength(3);
+  });
+});
+
+describe("the change requests' list says ahead what approving asks of the approver's MFA", () => {
+  /** The pending change requests as this session lists them: each one's approverMfa, by id. */
+  async function hints(session: string): Promise<Record<string, unknown>> {
+    const res = await call(session, "GET", "/v1/change-requests");
+    expect(res.status, res.text).toBe(200);
+    const items = res.body.items as { id: string; approverMfa?: unknown }[];
+    return Object.fromEntries(items.map((item) => [item.id, item.approverMfa]));
+  }
+
+  it("by the decision's own check: satisfied just inside maxAge, refused and said so just outside it", async () => {
+    const author = await server.login("author");
+    const held = await call(author, "POST", "/v1/config/apply", { yaml: wideningFile("ledger-admin") });
+    expect(held.body, held.text).toMatchObject({ applied: false, changeRequest: { tier: "high" } });
+    const id = (held.body.changeRequest as { id: string }).id;
+    // Its author may not approve it: no hint for them.
+    expect(await hints(author)).toEqual({ [id]: undefined });
+    expect((await hints(await server.login("phished")))[id]).toEqual({
+      required: true,
+      withinSeconds: 300,
+      passkeyOnly: false,
+      satisfied: false,
+    });
+
+    const sec = await server.login("sec", passwordFor("sec"), code());
+    clock.advance(4 * 60_000 + 59_000); // within the 5m window still
+    expect((await hints(sec))[id]).toEqual({ required: true, withinSeconds: 300, passkeyOnly: false, satisfied: true });
+
+    clock.advance(2_000); // past it (and past the clock-skew allowance): the decision checks again at its own time
+    const stale = await call(sec, "POST", `/v1/change-requests/${id}/approve`, {});
+    expect([stale.status, stale.body.error?.code], stale.text).toEqual([401, "MFA_STEP_UP_REQUIRED"]);
+    expect((await call(await admin(), "GET", `/v1/change-requests/${id}`)).body.status).toBe("pending");
+    expect((await hints(sec))[id]).toMatchObject({ satisfied: false });
+
+    // A step-up in the same session makes it true again, and the approval applies the file.
+    expect((await call(sec, "POST", "/v1/auth/step-up", { otp: code() })).status).toBe(200);
+    expect((await hints(sec))[id]).toMatchObject({ satisfied: true });
+    const approved = await call(sec, "POST", `/v1/change-requests/${id}/approve`, {});
+    expect([approved.status, approved.body.status], approved.text).toEqual([200, "applied"]);
+    expect(approved.body).not.toHaveProperty("approverMfa"); // decided: nobody approves it any more
+    expect(await eligibleRoles()).toContain("ledger-admin");
+  });
+
+  it("the OpenAPI document lists the hint on the list's items", async () => {
+    const doc = await server.app.inject({ method: "GET", url: "/openapi.json" });
+    const list = JSON.stringify(doc.json().paths["/v1/change-requests"].get.responses["200"]);
+    for (const field of ["approverMfa", "withinSeconds", "passkeyOnly", "satisfied"]) expect(list).toContain(field);
   });
 });
 

@@ -18,7 +18,7 @@ import { authorize, can, PERMISSIONS } from "../authz/authz.rules.js";
 import { PLATFORM_ROLES, SYSTEM, type Actor, type CallContext, type PlatformRole } from "../authz/authz.types.js";
 import type { CatalogService, HeldFollowUp, HeldPlan } from "./catalog.service.js";
 import * as catalogStore from "./catalog.store.js";
-import { checkApproverMfa } from "../requests/policy.rules.js";
+import { approverMfaRuleCheck, approverMfaRuleHint, changeApproverMfaRule } from "../requests/approver-mfa.rules.js";
 import { decisionRefusal, effectiveStatus, type ChangeAssessment } from "./change-requests.rules.js";
 import * as store from "./change-requests.store.js";
 import type { RiskTier } from "./catalog.types.js";
@@ -76,6 +76,13 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       directory: _directory,
       ...plan
     } = row.plan as ChangeRequestDto["plan"] & { followUp?: unknown; directory?: unknown };
+    const canApprove =
+      status === "pending" &&
+      viewer.kind === "principal" &&
+      viewer.principalKind === "user" &&
+      viewer.id !== row.author_id &&
+      viewer.id !== directorySubject(row) &&
+      can(viewer, "catalog.write");
     return {
       id: row.id,
       kind: row.kind,
@@ -90,13 +97,9 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
       decidedBy: row.decided_by_name,
       decidedAt: row.decided_at ? iso(row.decided_at) : null,
       reason: row.decision_reason,
-      canApprove:
-        status === "pending" &&
-        viewer.kind === "principal" &&
-        viewer.principalKind === "user" &&
-        viewer.id !== row.author_id &&
-        viewer.id !== directorySubject(row) &&
-        can(viewer, "catalog.write"),
+      canApprove,
+      // To whoever may approve it: what approving asks of their own MFA now (fourEyes.approverMfa), ahead of it.
+      ...(canApprove && viewer.kind === "principal" ? { approverMfa: approverMfaHintFor(row.tier, viewer, now) } : {}),
     };
   }
 
@@ -137,20 +140,22 @@ export function createChangeRequestService(deps: ChangeRequestServiceDeps) {
   /**
    * The approving admin's own fresh second factor, where `fourEyes.approverMfa` covers the change request's tier:
    * what the approval's audit event records of it, or MFA_STEP_UP_REQUIRED (a phished password alone applies
-   * nothing). Null when the tier is not covered.
+   * nothing). Null when the tier is not covered. The same check as the list's hint (`approverMfaHintFor`).
    */
   function approverMfaFor(tier: RiskTier, approver: Extract<Actor, { kind: "principal" }>, now: Date) {
-    const rule = deps.approverMfa;
-    if (!rule?.tiers.includes(tier)) return null;
-    const checked = checkApproverMfa(
-      { required: true, maxAge: `${Math.ceil(rule.maxAge / 1000)}s` },
-      approver.mfaAt ?? null,
+    const checked = approverMfaRuleCheck(
+      changeApproverMfaRule(deps.approverMfa, tier),
+      approver,
       now,
-      approver.webauthnAt ?? null,
       `Approving a change request at risk ${tier} needs`,
     );
     if (!checked.ok) throw new StintError(checked.code, checked.message, { tier });
     return checked.used;
+  }
+
+  /** What approving asks of this approver's MFA now: the decision's own check, a hint only (it checks again). */
+  function approverMfaHintFor(tier: RiskTier, approver: Extract<Actor, { kind: "principal" }>, now: Date) {
+    return approverMfaRuleHint(changeApproverMfaRule(deps.approverMfa, tier), approver, now);
   }
 
   function principalOf(actor: Actor): Extract<Actor, { kind: "principal" }> {

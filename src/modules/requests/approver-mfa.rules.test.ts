@@ -6,7 +6,13 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { policySpec } from "../../contract/catalog.js";
 import { policyFieldWidens } from "../catalog/change-requests.rules.js";
-import { approverMfaCheck, approverMfaHint } from "./approver-mfa.rules.js";
+import {
+  approverMfaCheck,
+  approverMfaHint,
+  approverMfaRuleCheck,
+  approverMfaRuleHint,
+  changeApproverMfaRule,
+} from "./approver-mfa.rules.js";
 import { approverMfaRule, checkApproverMfa } from "./policy.rules.js";
 
 const NOW = new Date("2026-03-02T10:00:00Z");
@@ -140,5 +146,28 @@ describe("approverMfaHint: the inbox's hint is the decision's own check at the t
       passkeyOnly: false,
       satisfied: true,
     });
+  });
+});
+
+describe("changeApproverMfaRule: a change request's hint and decision are the same check", () => {
+  const config = { tiers: ["high", "critical"], maxAge: 5 * 60_000 };
+  const minutesAgo = fc.option(fc.integer({ min: -2, max: 30 }), { nil: null });
+
+  it("asks within maxAge at the configured tiers only, and nothing without the setting", () => {
+    expect(changeApproverMfaRule(config, "high")).toEqual({ required: true, maxAge: "300s" });
+    for (const tier of ["low", "medium"]) expect(changeApproverMfaRule(config, tier).required).toBe(false);
+    expect(changeApproverMfaRule(undefined, "critical").required).toBe(false);
+  });
+
+  it("the hint says satisfied exactly when the decision's check accepts the session, and names the window", () => {
+    fc.assert(
+      fc.property(fc.constantFrom("low", "medium", "high", "critical"), minutesAgo, minutesAgo, (tier, mfa, key) => {
+        const session = { mfaAt: mfa === null ? null : ago(mfa), webauthnAt: key === null ? null : ago(key) };
+        const rule = changeApproverMfaRule(config, tier);
+        const hint = approverMfaRuleHint(rule, session, NOW);
+        expect(hint.satisfied).toBe(approverMfaRuleCheck(rule, session, NOW).ok);
+        expect(hint).toMatchObject(rule.required ? { required: true, withinSeconds: 300 } : { required: false });
+      }),
+    );
   });
 });
