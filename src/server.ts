@@ -225,6 +225,7 @@ export async function createServer(deps: ServerDeps): Promise<Server> {
     };
     const directory = createDirectoryService({
       adminSetPasswords: config.identity.adminSetPasswords,
+      inviteTtlMs: config.identity.inviteTtl,
       store: indexed,
       index: accessIndex,
       audit,

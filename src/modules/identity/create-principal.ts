@@ -1,7 +1,9 @@
 /**
  * Making a user or a service identity: the principal, its password's hash if one was chosen, and its audit event in
- * one transaction; a platform role that approves waits for another approver (four-eyes, held-directory.ts).
+ * one transaction, and with `invite: true` the user's one-time invite and its event too (invites.ts), so a failed
+ * invite leaves no user behind; a platform role that approves waits for another approver (four-eyes, held-directory.ts).
  */
+import type { InviteIssuedDto } from "../../contract/identity.js";
 import { isUniqueViolation } from "../../lib/db.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
@@ -11,12 +13,14 @@ import type { Actor, CallContext, PlatformRole } from "../authz/authz.types.js";
 import { actorName, type DirectoryContext, type MaybeHeld } from "./directory.context.js";
 import { approverRolesAdded, directoryDecision, heldRoles, waivedEvent } from "./held-directory.js";
 import { passwordProblem } from "./identity.rules.js";
+import { DEFAULT_INVITE_TTL_MS, writeInvite } from "./invites.js";
 import * as identityStore from "./identity.store.js";
 import type { Principal } from "./identity.types.js";
 import { toPrincipal } from "./principal.mapper.js";
 
 export function createPrincipalUseCases(deps: DirectoryContext) {
   const { store, audit, clock, tellPrincipal, requirePrincipal } = deps;
+  const inviteTtlMs = deps.inviteTtlMs ?? DEFAULT_INVITE_TTL_MS;
 
   return {
     async createPrincipal(
@@ -29,10 +33,14 @@ export function createPrincipalUseCases(deps: DirectoryContext) {
         manager?: string | undefined;
         password?: string | undefined;
         platformRoles?: PlatformRole[] | undefined;
+        /** With an invite the user redeems to choose their own password, issued in the same transaction. */
+        invite?: boolean | undefined;
       },
       context: CallContext,
-    ): Promise<MaybeHeld<Principal>> {
+    ): Promise<MaybeHeld<Principal> & { invite?: InviteIssuedDto }> {
       authorize(actor, "users.write");
+      if (input.invite && (input.password !== undefined || input.kind === "service"))
+        throw new StintError("VALIDATION_FAILED", "An invite is for a user without a password: drop `password`.");
       if (input.password !== undefined) {
         if (deps.adminSetPasswords === "refused") throw new StintError("ADMIN_PASSWORDS_REFUSED");
         if (input.kind === "service")
@@ -69,6 +77,15 @@ export function createPrincipalUseCases(deps: DirectoryContext) {
             })
             .execute();
           if (passwordHash) await identityStore.setPasswordHash(tx, id, passwordHash, now);
+          // The invite with the account or neither (non-negotiable 4): a failed invite leaves no user behind.
+          const invited = input.invite
+            ? await writeInvite(tx, { clock, ttlMs: inviteTtlMs }, actor, {
+                id,
+                name: input.name,
+                kind: "user",
+                status: "active",
+              })
+            : undefined;
           await tellPrincipal(tx, id);
           const subject = `${input.kind}:${input.name}`;
           // Held before the audit append: change request rows are locked before the audit head, as approvals do.
@@ -99,10 +116,15 @@ export function createPrincipalUseCases(deps: DirectoryContext) {
                 password: passwordHash ? "set" : "none",
               },
             },
+            ...(invited ? [invited.event] : []),
             ...(decision === "waive" ? [waivedEvent(subject, `platform roles ${approverRoles.join(", ")}`)] : []),
           ]);
           const principal = await toPrincipal(tx, (await identityStore.findPrincipalById(tx, id))!);
-          return changeRequest ? { ...principal, changeRequest } : principal;
+          return {
+            ...principal,
+            ...(changeRequest ? { changeRequest } : {}),
+            ...(invited ? { invite: invited.invite } : {}),
+          };
         });
       } catch (error) {
         if (isUniqueViolation(error))

@@ -49,6 +49,8 @@ export interface DirectoryServiceDeps {
   ) => Promise<ChangeRequestRefDto | "applied" | null>;
   /** Four-eyes on granting approver roles and resetting an approver's password (held-directory.ts). */
   fourEyes?: DirectoryFourEyes;
+  /** How long the invite of a user made with `invite: true` is good for (`inviteTtl`; invites.ts, 24 hours). */
+  inviteTtlMs?: number;
 }
 
 /** A write that four-eyes held in part: what was applied now, and the change request for the rest. */

@@ -8,7 +8,6 @@ import { heldWrite, type ChangeRequestRefDto } from "../../contract/catalog-api.
 import type { IdentityService } from "./identity.service.js";
 import type { DirectoryService, MaybeHeld } from "./directory.service.js";
 import type { Principal } from "./identity.types.js";
-import { StintError } from "../../lib/errors.js";
 
 const nameParam = z.strictObject({ name: z.string().min(1).max(64) });
 const tokenIdParam = z.strictObject({ id: z.uuid() });
@@ -126,14 +125,12 @@ export function registerIdentityRoutes(app: App, deps: { identity: IdentityServi
       schema: { tags: ["users"], body: c.createUserRequest, response: { 201: c.createdUser, 202: c.heldUserWrite } },
     },
     // 202 when four-eyes holds an approver role: the user is made without it, the change request answered.
+    // With `invite: true`, the user and their invite are made in one transaction (create-principal.ts).
     async (req, reply) => {
-      const { invite, ...input } = req.body;
-      if (invite && (input.password !== undefined || input.kind === "service"))
-        throw new StintError("VALIDATION_FAILED", "An invite is for a user without a password: drop `password`.");
-      const answer = heldOr(201, await directory.createPrincipal(req.actor, input, req.callContext));
+      const { invite, ...created } = await directory.createPrincipal(req.actor, req.body, req.callContext);
+      const answer = heldOr(201, created);
       reply.code(answer.code);
-      if (!invite) return answer.body;
-      return { ...answer.body, invite: await identity.issueInvite(req.actor, input.name, req.callContext) };
+      return invite ? { ...answer.body, invite } : answer.body;
     },
   );
 

@@ -6,9 +6,13 @@
  * each attempt is claimed against the account before the code is checked (sign-in-guard.ts), so wrong codes lock
  * the account out as wrong passwords do. The code is in no log, audit event, URL or later answer.
  */
+import type { Kysely } from "kysely";
+import type { Database } from "../../db/index.js";
+import type { Clock } from "../../lib/clock.js";
 import { StintError } from "../../lib/errors.js";
 import { newId } from "../../lib/ids.js";
 import { constantTimeEqual, randomToken, sha256Hex } from "../../lib/security.js";
+import type { AuditInput } from "../audit/audit.types.js";
 import { authorize } from "../authz/authz.rules.js";
 import { ANONYMOUS, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { IdentityContext } from "./identity.context.js";
@@ -20,6 +24,53 @@ import { signInGuard } from "./sign-in-guard.js";
 export const DEFAULT_INVITE_TTL_MS = 86_400_000;
 
 const REDEEMED = "user.invite_redeemed";
+
+/**
+ * In the caller's transaction, with `row` locked: a one-time invite for this user without a password, replacing
+ * an open one. Answers the code (once) and the `user.invited` event for the caller to append with its own.
+ */
+export async function writeInvite(
+  tx: Kysely<Database>,
+  deps: { clock: Clock; ttlMs: number },
+  actor: Actor,
+  row: Pick<identityStore.PrincipalRow, "id" | "name" | "kind" | "status">,
+): Promise<{ invite: { code: string; expiresAt: string }; event: AuditInput }> {
+  if (row.kind !== "user")
+    throw new StintError("VALIDATION_FAILED", "Service identities sign in with API tokens, not invites.");
+  if (row.status !== "active")
+    throw new StintError("ACCOUNT_DISABLED", `${row.name} is disabled: enable the account before inviting.`);
+  if ((await identityStore.getPasswordHash(tx, row.id)) !== undefined)
+    throw new StintError("PASSWORD_ALREADY_SET", `${row.name} already has a password; an invite would not be used.`);
+  const code = randomToken(20);
+  const now = deps.clock.now();
+  const expiresAt = new Date(now.getTime() + deps.ttlMs);
+  const replaced = await tx
+    .updateTable("user_invites")
+    .set({ used_at: now, ended_as: "replaced" })
+    .where("principal_id", "=", row.id)
+    .where("used_at", "is", null)
+    .executeTakeFirst();
+  await tx
+    .insertInto("user_invites")
+    .values({
+      id: newId(),
+      principal_id: row.id,
+      code_hash: sha256Hex(code),
+      issued_by: actor.kind === "principal" ? `user:${actor.name}` : actor.kind,
+      created_at: now,
+      expires_at: expiresAt,
+    })
+    .execute();
+  return {
+    invite: { code, expiresAt: expiresAt.toISOString() },
+    event: {
+      action: "user.invited",
+      outcome: "success",
+      subject: `user:${row.name}`,
+      details: { expiresAt: expiresAt.toISOString(), replaced: Number(replaced.numUpdatedRows) > 0 },
+    },
+  };
+}
 
 export function createInviteUseCases(deps: IdentityContext) {
   const { store, audit, clock, hash } = deps;
@@ -48,43 +99,13 @@ export function createInviteUseCases(deps: IdentityContext) {
      */
     async issueInvite(actor: Actor, name: string, context: CallContext): Promise<{ code: string; expiresAt: string }> {
       authorize(actor, "users.write");
-      const code = randomToken(20);
       return store.transaction(async (tx) => {
         const found = await identityStore.findPrincipalByName(tx, name);
         const row = found ? await identityStore.lockPrincipal(tx, found.id) : undefined;
         if (!row) throw new StintError("NOT_FOUND", `No user is named ${name}.`);
-        if (row.kind !== "user")
-          throw new StintError("VALIDATION_FAILED", "Service identities sign in with API tokens, not invites.");
-        if (row.status !== "active")
-          throw new StintError("ACCOUNT_DISABLED", `${name} is disabled: enable the account before inviting.`);
-        if ((await identityStore.getPasswordHash(tx, row.id)) !== undefined)
-          throw new StintError("PASSWORD_ALREADY_SET", `${name} already has a password; an invite would not be used.`);
-        const now = clock.now();
-        const expiresAt = new Date(now.getTime() + ttlMs);
-        const replaced = await tx
-          .updateTable("user_invites")
-          .set({ used_at: now, ended_as: "replaced" })
-          .where("principal_id", "=", row.id)
-          .where("used_at", "is", null)
-          .executeTakeFirst();
-        await tx
-          .insertInto("user_invites")
-          .values({
-            id: newId(),
-            principal_id: row.id,
-            code_hash: sha256Hex(code),
-            issued_by: actor.kind === "principal" ? `user:${actor.name}` : actor.kind,
-            created_at: now,
-            expires_at: expiresAt,
-          })
-          .execute();
-        await audit.append(tx, actor, context, {
-          action: "user.invited",
-          outcome: "success",
-          subject: `user:${name}`,
-          details: { expiresAt: expiresAt.toISOString(), replaced: Number(replaced.numUpdatedRows) > 0 },
-        });
-        return { code, expiresAt: expiresAt.toISOString() };
+        const { invite, event } = await writeInvite(tx, { clock, ttlMs }, actor, row);
+        await audit.append(tx, actor, context, event);
+        return invite;
       });
     },
 
