@@ -2,10 +2,11 @@
  * Accessibility and phone widths in a real browser (playwright-core driving Debian's /usr/bin/chromium) against
  * the built server, with data on every page (issue 17 items 8 and 9, acceptance 4): an active role and pending
  * ones, requests to approve, a live and an ended session, audit events, vault secrets, groups, rows in every
- * administration tab, an access review, alerts. At 1440×900 and 390×844, every page, tab and dialog is checked
- * by axe-core (WCAG 2.0–2.2 A and AA rules plus best practices; zero violations of any impact); each dialog has
- * a Close button, keeps focus inside while open and, closed with Escape, gives it back to the button that opened
- * it; at 390 px every table button and tab is on the screen and no badge or tab label is cut short.
+ * administration tab, an access review, alerts. At 1440×900 and 390×844, every page (the sign-in page's invite
+ * form too, empty and refusing), tab and dialog is checked by axe-core (WCAG 2.0–2.2 A and AA rules plus best
+ * practices; zero violations of any impact); each dialog has a Close button, keeps focus inside while open and,
+ * closed with Escape, gives it back to the button that opened it; at 390 px every table button and tab is on the
+ * screen and no badge or tab label is cut short.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -520,6 +521,19 @@ async function checkWidth(viewport: (typeof WIDTHS)[number], found: Record<strin
   await page.goto(url);
   await settle(page);
   found[`${viewport.label} sign-in`] = await axeViolations(page);
+  // The sign-in page's invite form, empty and then refusing (the two passwords differ), and back.
+  await page.getByRole("button", { name: "I have an invite code" }).click();
+  const invite = page.getByRole("form", { name: "Accept an invite" });
+  await invite.waitFor();
+  found[`${viewport.label} invite form`] = await axeViolations(page);
+  await invite.getByLabel(/^User name/).fill("alice");
+  await invite.getByLabel(/^Invite code/).fill("a-code-nobody-gave");
+  await invite.getByLabel(/^New password(?!, again)/).fill(ALICE_PASSWORD);
+  await invite.getByLabel(/^New password, again/).fill(`${ALICE_PASSWORD}x`);
+  await invite.getByRole("button", { name: "Set my password and sign in" }).click();
+  await invite.getByRole("alert").waitFor();
+  found[`${viewport.label} invite form, refused`] = await axeViolations(page);
+  await invite.getByRole("button", { name: "Back to sign-in" }).click();
   await signIn(page);
   const navigation = (await page.evaluate(
     '[...document.querySelectorAll("nav a[href]")].map((a) => a.getAttribute("href"))',
