@@ -21,14 +21,11 @@ import pg from "pg";
 import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
-import { createLogger } from "../../src/lib/logger.js";
-import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql-proxy.js";
-import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
 import { holdMariadb } from "../../src/testing/mariadb.js";
 import {
-  MYSQL_UPSTREAM,
-  PG_UPSTREAM,
+  recordedDbProxies,
   recordedDbSessions,
+  type RecordedDbProxies,
   type RecordedDbSessions,
 } from "../../src/testing/recorded-db-sessions.js";
 
@@ -46,10 +43,7 @@ let limited: RecordedDbSessions;
 let tight: RecordedDbSessions;
 /** Which recordings the gates hand out. */
 let sessions: () => RecordedDbSessions;
-let pgProxy: PgProxy;
-let mysqlProxy: MysqlProxy;
-let pgPort: number;
-let mysqlPort: number;
+let proxies: RecordedDbProxies;
 let releaseMariadb: () => Promise<void>;
 
 beforeAll(async () => {
@@ -58,17 +52,12 @@ beforeAll(async () => {
   limited = recordedDbSessions({ maxBytes: LIMIT });
   tight = recordedDbSessions({ maxBytes: TIGHT_LIMIT });
   sessions = () => unlimited;
-  const logger = createLogger({ level: "silent" });
-  pgProxy = createPgProxy({ logger, port: 0, gate: { openPostgres: () => sessions().open(PG_UPSTREAM) } });
-  mysqlProxy = createMysqlProxy({ logger, port: 0, gate: { openMysql: () => sessions().open(MYSQL_UPSTREAM) } });
-  pgPort = (await pgProxy.listen()).port;
-  mysqlPort = (await mysqlProxy.listen()).port;
+  proxies = await recordedDbProxies(() => sessions());
 }, 60_000);
 
 afterAll(async () => {
   disarmFailpoints();
-  await pgProxy?.close();
-  await mysqlProxy?.close();
+  await proxies?.close();
   unlimited?.cleanup();
   limited?.cleanup();
   tight?.cleanup();
@@ -80,23 +69,14 @@ interface Client {
   end(): Promise<void>;
 }
 
+// A killed session's connection reports an error event: the helper takes it (the query's rejection says it).
 async function pgClient(): Promise<Client> {
-  const client = new pg.Client({ host: "127.0.0.1", port: pgPort, user: "ann%app-db", password: "token" });
-  client.on("error", () => undefined);
-  await client.connect();
+  const client = await proxies.pgClient();
   return { query: (sql) => client.query(sql), end: () => client.end() };
 }
 
 async function mysqlClient(): Promise<Client> {
-  const connection = await mysql.createConnection({
-    host: "127.0.0.1",
-    port: mysqlPort,
-    user: "ann%app-db",
-    password: "token",
-    authPlugins: { mysql_clear_password: () => () => Buffer.from("token\0") },
-  });
-  // A killed session's connection reports an error event: taken here (the query's rejection says it).
-  (connection as unknown as NodeJS.EventEmitter).on("error", () => undefined);
+  const connection = await proxies.mysqlClient();
   return { query: (sql) => connection.query(sql), end: () => connection.end() };
 }
 

@@ -20,16 +20,13 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLogger } from "../../src/lib/logger.js";
 import type { UnwrittenLines } from "../../src/modules/sessions/recording-unwritten.js";
-import { createMysqlProxy, type MysqlProxy } from "../../src/proxies/mysql/mysql-proxy.js";
-import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
 import { holdMariadb } from "../../src/testing/mariadb.js";
 import { pgProxyHarness, type PgProxyHarness } from "../../src/testing/pg-proxy-harness.js";
 import {
-  MYSQL_UPSTREAM,
-  PG_UPSTREAM,
+  recordedDbProxies,
   recordedDbSessions,
+  type RecordedDbProxies,
   type RecordedDbSessions,
 } from "../../src/testing/recorded-db-sessions.js";
 
@@ -68,24 +65,17 @@ async function onDisk(dir: string, text: string, ms = 30_000): Promise<void> {
 }
 
 let recordings: RecordedDbSessions;
-let pgProxy: PgProxy;
-let mysqlProxy: MysqlProxy;
+let proxies: RecordedDbProxies;
 let releaseMariadb: () => Promise<void>;
-const ports = { pg: 0, mysql: 0 };
 
 beforeAll(async () => {
   releaseMariadb = await holdMariadb();
   recordings = recordedDbSessions();
-  const logger = createLogger({ level: "silent" });
-  pgProxy = createPgProxy({ logger, port: 0, gate: { openPostgres: () => recordings.open(PG_UPSTREAM) } });
-  mysqlProxy = createMysqlProxy({ logger, port: 0, gate: { openMysql: () => recordings.open(MYSQL_UPSTREAM) } });
-  ports.pg = (await pgProxy.listen()).port;
-  ports.mysql = (await mysqlProxy.listen()).port;
+  proxies = await recordedDbProxies(() => recordings);
 }, 60_000);
 
 afterAll(async () => {
-  await pgProxy?.close();
-  await mysqlProxy?.close();
+  await proxies?.close();
   recordings?.cleanup();
   await releaseMariadb?.();
 }, 60_000);
@@ -103,10 +93,9 @@ interface Database {
 }
 
 async function postgres(): Promise<Database> {
-  const proxied = new pg.Client({ host: "127.0.0.1", port: ports.pg, user: "ann%app-db", password: "token" });
+  const proxied = await proxies.pgClient();
   const errors: Error[] = [];
   proxied.on("error", (error: Error) => errors.push(error));
-  await proxied.connect();
   const direct = new pg.Client({ host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres" });
   await direct.connect();
   return {
@@ -123,13 +112,7 @@ async function postgres(): Promise<Database> {
 }
 
 async function mariadb(): Promise<Database> {
-  const proxied = await mysql.createConnection({
-    host: "127.0.0.1",
-    port: ports.mysql,
-    user: "ann%app-db",
-    password: "token",
-    authPlugins: { mysql_clear_password: () => () => Buffer.from("token\0") },
-  });
+  const proxied = await proxies.mysqlClient();
   const errors: Error[] = [];
   (proxied as unknown as NodeJS.EventEmitter).on("error", (error: Error) => errors.push(error));
   const direct = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root" });
