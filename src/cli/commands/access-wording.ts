@@ -1,6 +1,6 @@
 /** How `stint roles` and `stint requests` word roles and activation requests for people, and their table columns. */
 import type { z } from "zod";
-import type { ActivationRequestDto, myRoles, RequestListItemDto } from "../../contract/requests.js";
+import type { ActivationRequestDto, ApproverMfaHintDto, myRoles, RequestListItemDto } from "../../contract/requests.js";
 import { shortId } from "../../contract/short-id.js";
 import type { Column } from "../output.js";
 
@@ -146,13 +146,16 @@ export const REQUEST_COLUMNS = (now: number): readonly Column<ActivationRequestD
   { header: "REASON", value: (request) => request.reason },
 ];
 
+/** Something a list offers to approve, with what approving it asks of your MFA (`approverMfa`, a hint). */
+type WithApproverMfa = { approverMfa?: ApproverMfaHintDto | undefined };
+
 /**
- * What approving asks of your own MFA now, from the inbox's hint: `-` (not asked), `ok (15m)` (your session's MFA is
- * recent enough, for now), `step up (15m)` (a one-time code or a passkey first), `passkey (10m)` (only a passkey
- * counts). A hint: the approval checks again when it is made.
+ * What approving asks of your own MFA now, from a list's hint (the inbox's requests, the change requests): `-` (not
+ * asked), `ok (15m)` (your session's MFA is recent enough, for now), `step up (15m)` (a one-time code or a passkey
+ * first), `passkey (10m)` (only a passkey counts). A hint: the approval checks again when it is made.
  */
-export function approverMfaColumn(request: RequestListItemDto): string {
-  const hint = request.approverMfa;
+export function approverMfaColumn(item: WithApproverMfa): string {
+  const hint = item.approverMfa;
   if (!hint?.required) return "-";
   const within = humanSpan((hint.withinSeconds ?? 0) * 1000);
   if (hint.satisfied) return `ok (${within})`;
@@ -161,16 +164,29 @@ export function approverMfaColumn(request: RequestListItemDto): string {
 
 /** The inbox's table: the requests' columns with what approving asks of your MFA before the reason. */
 export const INBOX_COLUMNS = (now: number): readonly Column<RequestListItemDto>[] =>
-  REQUEST_COLUMNS(now).toSpliced(-1, 0, { header: "MFA TO APPROVE", value: approverMfaColumn });
+  REQUEST_COLUMNS(now).toSpliced(-1, 0, {
+    header: "MFA TO APPROVE",
+    value: (request: RequestListItemDto) => approverMfaColumn(request),
+  });
 
-/** Said under the inbox's table when some approval there needs a fresh second factor first, and how to give it. */
-export function inboxStepUpNote(items: readonly RequestListItemDto[]): string {
+/**
+ * Said under a list's table when some approval there needs a fresh second factor first, and how to give it: `what`
+ * names the things listed, `approve` the command that approves one with a code read from stdin.
+ */
+export function inboxStepUpNote(
+  items: readonly WithApproverMfa[],
+  what: { one: string; many: string; approve: string } = {
+    one: "request",
+    many: "requests",
+    approve: "stint approve <id> --otp -",
+  },
+): string {
   const needs = items.filter((item) => item.approverMfa?.required && !item.approverMfa.satisfied);
   if (needs.length === 0) return "";
   const how = needs.every((item) => item.approverMfa?.passkeyOnly)
     ? "`stint step-up --webauthn` first (only a passkey counts)"
-    : "`stint step-up` first (`--webauthn` for a passkey), or `stint approve <id> --otp -`";
-  const count = needs.length === 1 ? "1 request needs" : `${needs.length} requests need`;
+    : `\`stint step-up\` first (\`--webauthn\` for a passkey), or \`${what.approve}\``;
+  const count = needs.length === 1 ? `1 ${what.one} needs` : `${needs.length} ${what.many} need`;
   return `\n${count} a fresh MFA check of yours to approve: ${how}.\n`;
 }
 

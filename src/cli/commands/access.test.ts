@@ -337,6 +337,41 @@ describe("access commands (fake API)", () => {
     expect(JSON.parse(json.stdout).items[0].approverMfa).toEqual(hint(true, false).approverMfa);
   });
 
+  it("changes list says what approving each change request asks of your MFA, and how to step up", async () => {
+    const change = (id: string, approverMfa?: object) => ({
+      id,
+      kind: "catalog",
+      status: "pending",
+      tier: "high",
+      author: "bob",
+      createdAt: iso(-60_000),
+      expiresAt: iso(86_400_000),
+      plan: { changes: [], summary: { create: 1, update: 0, delete: 0 }, notes: [] },
+      assessment: [],
+      document: "apiVersion: stint/v1\n",
+      decidedBy: null,
+      decidedAt: null,
+      reason: null,
+      canApprove: approverMfa !== undefined,
+      ...(approverMfa ? { approverMfa } : {}),
+    });
+    const hint = { required: true, withinSeconds: 300, passkeyOnly: false, satisfied: false };
+    on("GET", "/v1/change-requests", () => ({
+      status: 200,
+      body: { items: [change(ID, hint), change(OTHER_ID, { ...hint, satisfied: true }), change(OTHER_ID)] },
+    }));
+    const result = await run(["changes", "list"]);
+    expect(result.code, result.stderr).toBe(0);
+    const lines = result.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^ID\s+STATUS\s+TIER\s+AUTHOR\s+CHANGES\s+EXPIRES\s+MFA TO APPROVE$/);
+    expect(lines[1]).toMatch(new RegExp(`^${ID}\\s+pending\\s+high\\s+bob\\s+\\+1 ~0 -0\\s+\\S+\\s+step up \\(5m\\)$`));
+    expect(lines[2]).toMatch(/\sok \(5m\)$/);
+    expect(lines[3]).toMatch(/\s-$/); // not one this user may approve: nothing to say
+    expect(lines.at(-1)).toBe(
+      "1 change request needs a fresh MFA check of yours to approve: `stint step-up` first (`--webauthn` for a passkey), or `stint changes approve <id> --otp -`.",
+    );
+  });
+
   it("approve resolves a short id through the lists, and refuses an ambiguous one", async () => {
     on("GET", "/v1/activation-requests", (call) =>
       call.url.searchParams.get("scope") === "all"

@@ -7,6 +7,7 @@ import { changeRequest, changeRequestList, type ChangeRequestDto } from "../../c
 import { segment } from "../client.js";
 import { globalOptions, type CliContext } from "../context.js";
 import { type Column, emit, renderTable, sanitize } from "../output.js";
+import { approverMfaColumn, inboxStepUpNote } from "./access-wording.js";
 import { renderPlan } from "./config.js";
 import { clientFor } from "./shared.js";
 import { withStepUp } from "./step-up.js";
@@ -21,6 +22,8 @@ const COLUMNS: readonly Column<ChangeRequestDto>[] = [
     value: (c) => `+${c.plan.summary.create} ~${c.plan.summary.update} -${c.plan.summary.delete}`,
   },
   { header: "EXPIRES", value: (c) => c.expiresAt },
+  // What approving asks of your own MFA now (fourEyes.approverMfa), where you may approve it: a hint.
+  { header: "MFA TO APPROVE", value: approverMfaColumn },
 ];
 
 function idArgument(value: string): string {
@@ -70,7 +73,12 @@ export function registerChangeCommands(program: Command, ctx: CliContext): void 
       emit(ctx, json, raw, () =>
         data.items.length === 0
           ? `No ${options.status === "all" ? "" : `${options.status} `}change requests.\n`
-          : renderTable(COLUMNS, data.items),
+          : renderTable(COLUMNS, data.items) +
+            inboxStepUpNote(data.items, {
+              one: "change request",
+              many: "change requests",
+              approve: "stint changes approve <id> --otp -",
+            }),
       );
     });
 
