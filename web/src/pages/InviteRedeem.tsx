@@ -2,9 +2,10 @@
  * Redeeming an invite (finding 89): the invited user types the one-time code an administrator gave them (never in a
  * URL: it is typed here and sent in the body) and chooses their own password, then is signed in.
  */
-import { Alert, Anchor, Button, PasswordInput, Stack, TextInput, Title, Text } from "@mantine/core";
+import { Alert, Anchor, Button, PasswordInput, Stack, Title, Text } from "@mantine/core";
 import { useState, type FormEvent } from "react";
 import { api, signIn } from "../api.js";
+import { CredentialFields } from "./CredentialFields.js";
 
 export function InviteRedeem({ onBack }: { onBack: () => void }) {
   const [username, setUsername] = useState("");
@@ -43,39 +44,22 @@ export function InviteRedeem({ onBack }: { onBack: () => void }) {
             {error}
           </Alert>
         )}
-        <TextInput
-          label="User name"
-          name="username"
-          autoComplete="username"
-          required
-          value={username}
-          onChange={(e) => setUsername(e.currentTarget.value)}
-        />
-        <PasswordInput
-          label="Invite code"
-          name="invite-code"
-          autoComplete="off"
-          required
-          value={code}
-          onChange={(e) => setCode(e.currentTarget.value)}
-        />
-        <PasswordInput
-          label="New password"
-          description="At least 12 characters, not containing your user name."
-          name="new-password"
-          autoComplete="new-password"
-          required
-          value={password}
-          onChange={(e) => setPassword(e.currentTarget.value)}
-        />
-        <PasswordInput
-          label="New password, again"
-          name="new-password-again"
-          autoComplete="new-password"
-          required
-          value={again}
-          onChange={(e) => setAgain(e.currentTarget.value)}
-        />
+        <CredentialFields
+          username={username}
+          onUsername={setUsername}
+          password={password}
+          onPassword={setPassword}
+          choose={{ again, onAgain: setAgain }}
+        >
+          <PasswordInput
+            label="Invite code"
+            name="invite-code"
+            autoComplete="off"
+            required
+            value={code}
+            onChange={(e) => setCode(e.currentTarget.value)}
+          />
+        </CredentialFields>
         <Button type="submit" loading={busy}>
           Set my password and sign in
         </Button>

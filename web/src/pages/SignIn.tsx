@@ -1,10 +1,11 @@
 /** Sign-in with password and, when the account has one, a TOTP code; clear errors, session expiry told. */
-import { Alert, Anchor, Button, Center, Paper, PasswordInput, Stack, TextInput, Title, Text } from "@mantine/core";
+import { Alert, Anchor, Button, Center, Paper, Stack, TextInput, Title, Text } from "@mantine/core";
 import { useState, type FormEvent } from "react";
 import { ApiError, signIn, takeExpiredNotice } from "../api.js";
 import type { WebauthnOptionsDto } from "../../../src/contract/passkeys.js";
 import { PasskeySignIn } from "./passkeys/PasskeySignIn.js";
 import { SsoSignIn } from "./SsoSignIn.js";
+import { CredentialFields } from "./CredentialFields.js";
 import { InviteRedeem } from "./InviteRedeem.js";
 
 export function SignIn() {
@@ -64,21 +65,11 @@ export function SignIn() {
                 </Alert>
               )}
               <SsoSignIn />
-              <TextInput
-                label="User name"
-                name="username"
-                autoComplete="username"
-                required
-                value={username}
-                onChange={(e) => setUsername(e.currentTarget.value)}
-              />
-              <PasswordInput
-                label="Password"
-                name="password"
-                autoComplete="current-password"
-                required
-                value={password}
-                onChange={(e) => setPassword(e.currentTarget.value)}
+              <CredentialFields
+                username={username}
+                onUsername={setUsername}
+                password={password}
+                onPassword={setPassword}
               />
               {needOtp && (
                 <TextInput
