@@ -581,7 +581,7 @@ async function checkWidth(viewport: (typeof WIDTHS)[number], found: Record<strin
 describe("accessibility at laptop and phone widths, with data present", () => {
   it(
     "axe-core finds no violation on any page or dialog at 1440 and 390 px; dialogs keep focus and Escape gives it back to the opener; at 390 px table actions and tabs stay on screen and nothing is cut short",
-    { timeout: 120_000 },
+    { timeout: 240_000 },
     async () => {
       const found: Record<string, string[]> = {};
       const started = Date.now();
