@@ -6,15 +6,18 @@
  *   the export can be copied and downloaded;
  * - an admin's file adding eligibility to a critical role is held (the page says so, nothing exists yet); the
  *   author sees no Approve, a second admin sees why it is held and the diff on the Change requests tab, approves,
- *   and only then the eligibility exists;
+ *   and only then the eligibility exists; with `fourEyes.approverMfa` covering the tier, the card says ahead what
+ *   approving asks of the second admin's own MFA (the list's `approverMfa`) and Approve offers the step-up before
+ *   the server has to refuse (no 401 at all);
  * - an eligibility form's save that widens at a four-eyes tier says it is held for a second admin (not an error).
  * Any 4xx/5xx answer or console error in the pages fails the test.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { totpNow } from "../../src/testing/server.js";
 import { apiAs, Guard, launchChromium, signInPage, type Call } from "./browser.js";
 import { startWebServer, type RunningProcess } from "./support.js";
 
@@ -72,7 +75,13 @@ async function eligibleForCritical(api: Call): Promise<string[]> {
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(tmpdir(), "stint-four-eyes-web-"));
-  ({ server, url } = await startWebServer({ work, env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD } }));
+  // The approving admin's own MFA within 15m for critical change requests.
+  const config = path.join(work, "stint.yaml");
+  writeFileSync(config, "fourEyes:\n  approverMfa: { tiers: [critical], maxAge: 15m }\n");
+  ({ server, url } = await startWebServer({
+    work,
+    env: { STINT_BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD, STINT_CONFIG_FILE: config },
+  }));
   const admin = await apiAs(url, "admin", ADMIN_PASSWORD);
   expect((await admin("POST", "/v1/users", { name: "alice", password: PASSWORDS.alice })).status).toBe(201);
   expect((await admin("POST", "/v1/users", { name: "bob" })).status).toBe(201);
@@ -164,20 +173,37 @@ describe("four-eyes in the web UI", () => {
     await own.getByText("You wrote this change: another admin must approve it.").waitFor();
     expect(await own.getByRole("button", { name: "Approve and apply" }).count()).toBe(0);
     expect(await own.getByRole("button", { name: "Withdraw" }).count()).toBe(1);
+    expect(await own.getByTestId("approver-mfa").count()).toBe(0); // not theirs to approve: nothing asked
 
-    // The second admin sees why it is held and the diff, and approves.
+    // The second admin sees why it is held and the diff, and approves. Signed in with the password alone, then an
+    // authenticator enrolled in another session: the browser's session holds no MFA.
     const second = await signIn("admin2", PASSWORDS.admin2);
+    const admin2 = await apiAs(url, "admin2", PASSWORDS.admin2);
+    const secret = String((await admin2("POST", "/v1/me/mfa/totp")).body.secret);
+    expect((await admin2("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
     await openAdminTab(second, "Change requests");
     const card = second.getByRole("article", { name: "Change request by admin" });
     await card.getByText("Why it is held").waitFor();
     await card.getByText(/eligibility crown-jewels\/user:alice \(critical\): new eligibility/).waitFor();
     await card.getByRole("table", { name: "Changes" }).getByText("crown-jewels/user:alice").waitFor();
+    await card.getByTestId("approver-mfa").getByText("Step up to approve (MFA within 15m)").waitFor();
     await card.getByLabel("Reason (optional, audited)").fill("checked with the data owner");
+    // Approve offers the step-up first (the guard fails on any 401): the code, then the approval goes.
     await card.getByRole("button", { name: "Approve and apply" }).click();
+    await card
+      .getByText(/Approving this change request needs a fresh MFA check of yours \(within the last 15m\)/)
+      .waitFor();
+    await card.getByLabel("One-time code").fill(totpNow(secret, Date.now() + 30_000));
+    await card.getByRole("button", { name: "Confirm and apply" }).click();
     await second.getByText(/Approved and applied: \d+ change\(s\) by admin\./).waitFor();
     expect(await eligibleForCritical(admin)).toEqual(["alice"]);
     const listed = await admin("GET", "/v1/change-requests?status=applied");
     expect(listed.body.items).toMatchObject([{ decidedBy: "admin2", reason: "checked with the data owner" }]);
+    // Approved once, with the MFA it asked for, and never refused on the way.
+    const events = await admin("GET", "/v1/audit/events?action=change_request.approved&limit=20");
+    expect(events.body.items).toMatchObject([
+      { outcome: "success", details: { approverMfa: { method: "otp-or-sso" } } },
+    ]);
     await guard.close();
   });
 

@@ -1,14 +1,16 @@
 /**
  * Four-eyes change requests: configuration files that widen access, waiting for a second admin. Each shows who
  * wrote it, why it is held (the widening changes and their risk) and its diff; another admin approves (it is applied
- * then, or not at all) or denies it, and its author may withdraw it. Decided ones are listed below.
+ * then, or not at all) or denies it, and its author may withdraw it. Decided ones are listed below. Where approving
+ * asks for a fresh MFA check of the approver's own (`fourEyes.approverMfa`), the card says so (the list's
+ * `approverMfa`) and Approve offers the step-up before any refusal.
  */
 import { Alert, Badge, Button, Card, Group, SegmentedControl, Stack, Text, TextInput, Title } from "@mantine/core";
 import { useState } from "react";
 import type { ChangeRequestDto } from "../../../../src/contract/change-requests.js";
 import { api, currentSession } from "../../api.js";
-import { useStepUpRetry } from "../passkeys/StepUpPrompt.js";
-import { toneProps, type Tone } from "../requests/shared.js";
+import { needAhead, useStepUpRetry } from "../passkeys/StepUpPrompt.js";
+import { ApproverMfaBadge, toneProps, type Tone } from "../requests/shared.js";
 import { PlanView } from "./ConfigTab.js";
 import { canWriteCatalog, FormAlert, useList } from "./shared.js";
 import { YamlView } from "./YamlEditor.js";
@@ -73,7 +75,12 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
   const [busy, setBusy] = useState<"approve" | "deny" | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [showFile, setShowFile] = useState(false);
-  const stepUp = useStepUpRetry("apply", () => void decide("approve"));
+  // Once stepped up, the approval goes at once: the list's hint (as of its answer) is not asked again.
+  const [steppedUp, setSteppedUp] = useState(false);
+  const stepUp = useStepUpRetry("apply", () => {
+    setSteppedUp(true);
+    void decide("approve");
+  });
   const mine = currentSession()?.user.name === item.author;
   const canDeny = item.status === "pending" && canWriteCatalog();
   const widening = item.assessment.filter((a) => a.effect === "widens");
@@ -98,6 +105,16 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
     }
   }
 
+  /**
+   * Approve: where the list said approving needs a fresh MFA check of this admin's (fourEyes.approverMfa), the step-up
+   * is offered first, before the server has to refuse; the server checks again either way.
+   */
+  function approve() {
+    const ahead = steppedUp ? null : needAhead(item.approverMfa, "this change request");
+    if (ahead) stepUp.ask(ahead);
+    else void decide("approve");
+  }
+
   return (
     <Card withBorder component="article" aria-label={`Change request by ${item.author}`}>
       <Stack gap="sm">
@@ -108,6 +125,7 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
               {item.tier} risk
             </Badge>
             <Text fw={600}>by {item.author}</Text>
+            <ApproverMfaBadge hint={item.approverMfa} />
           </Group>
           <Text size="sm" c="dimmed">
             {new Date(item.createdAt).toLocaleString()} · expires {new Date(item.expiresAt).toLocaleString()} ·{" "}
@@ -149,7 +167,7 @@ function ChangeRequestCard(props: { item: ChangeRequestDto; onDecided: (notice: 
               style={{ flex: 1, minWidth: 220 }}
             />
             {item.canApprove && (
-              <Button loading={busy === "approve"} disabled={busy !== null} onClick={() => void decide("approve")}>
+              <Button loading={busy === "approve"} disabled={busy !== null} onClick={approve}>
                 Approve and apply
               </Button>
             )}

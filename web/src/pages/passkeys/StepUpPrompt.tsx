@@ -76,17 +76,17 @@ export function StepUpPrompt(props: { need: StepUpNeed; action: string; onDone: 
 }
 
 /**
- * What the inbox's hint says approving will ask of this approver now, as the prompt words it; null when nothing (not
+ * What a list's hint says approving `what` will ask of this approver now, as the prompt words it; null when nothing (not
  * required, or the session's MFA is recent enough for now). A hint: the server checks again and, refusing, words
  * its own need, which the prompt then shows instead.
  */
-export function needAhead(hint: ApproverMfaHintDto | undefined): StepUpNeed | null {
+export function needAhead(hint: ApproverMfaHintDto | undefined, what = "this request"): StepUpNeed | null {
   if (!hint?.required || hint.satisfied) return null;
   const within = formatWindow(hint.withinSeconds ?? 0);
   return hint.passkeyOnly
-    ? { message: `Approving this request needs a passkey check of yours within the last ${within}.`, passkeyOnly: true }
+    ? { message: `Approving ${what} needs a passkey check of yours within the last ${within}.`, passkeyOnly: true }
     : {
-        message: `Approving this request needs a fresh MFA check of yours (within the last ${within}): a one-time code or a passkey.`,
+        message: `Approving ${what} needs a fresh MFA check of yours (within the last ${within}): a one-time code or a passkey.`,
         passkeyOnly: false,
       };
 }
