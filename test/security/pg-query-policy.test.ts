@@ -305,6 +305,28 @@ describe("query policy on the PostgreSQL proxy: a read-only role (issue 18)", ()
     return client;
   }
 
+  /** `statement` through the proxy in a session of its own: refused by the query policy (42501). */
+  async function refusedViaProxy(statement: string): Promise<void> {
+    const client = viaProxy(await token());
+    await client.connect();
+    expect(
+      await client.query(statement).then(
+        () => null,
+        (e: Error & { code?: string }) => e.code,
+      ),
+    ).toBe("42501");
+    await client.end();
+  }
+
+  /** The audit log's session.query_refused events so far: refused statements and cut results. */
+  function refusalEvents() {
+    return h.server.store.db
+      .selectFrom("audit_events")
+      .selectAll()
+      .where("action", "=", "session.query_refused")
+      .execute();
+  }
+
   /** Straight to the server as the session login (with the settings the proxy signs in with). */
   function direct(): pg.Client {
     const client = new pg.Client({ ...MACHINE_PG, user: LOGIN, database: DATABASE, options: DIRECT_OPTIONS });
@@ -523,22 +545,10 @@ eligibility:
   }, 60_000);
 
   it("refusals are in the audit log and in the session's query log", async () => {
-    const client = viaProxy(await token());
-    await client.connect();
     const marker = `DELETE FROM accounts WHERE owner = 'audit-${HEX}'`;
-    expect(
-      await client.query(marker).then(
-        () => null,
-        (e: Error & { code?: string }) => e.code,
-      ),
-    ).toBe("42501");
-    await client.end();
+    await refusedViaProxy(marker);
 
-    const events = await h.server.store.db
-      .selectFrom("audit_events")
-      .selectAll()
-      .where("action", "=", "session.query_refused")
-      .execute();
+    const events = await refusalEvents();
     const mine = events.find((event) => JSON.stringify(event.details).includes(`audit-${HEX}`));
     expect(mine, `${events.length} refusal events`).toBeDefined();
     expect(mine!.outcome).toBe("denied");
@@ -569,23 +579,11 @@ eligibility:
   }, 30_000);
 
   it("a refused statement carrying a password is audited without it (the audit log feeds the SIEM)", async () => {
-    const client = viaProxy(await token());
-    await client.connect();
     const secret = `Pw-${HEX}-never-in-audit`;
     const statement = `ALTER ROLE ${LOGIN} PASSWORD '${secret}'`;
-    expect(
-      await client.query(statement).then(
-        () => null,
-        (e: Error & { code?: string }) => e.code,
-      ),
-    ).toBe("42501");
-    await client.end();
+    await refusedViaProxy(statement);
 
-    const events = await h.server.store.db
-      .selectFrom("audit_events")
-      .selectAll()
-      .where("action", "=", "session.query_refused")
-      .execute();
+    const events = await refusalEvents();
     const mine = events.find((event) => JSON.stringify(event.details).includes(`ALTER ROLE ${LOGIN} PASSWORD`));
     expect(mine, `${events.length} refusal events`).toBeDefined();
     expect(mine!.details).toMatchObject({ statement: `ALTER ROLE ${LOGIN} PASSWORD '<redacted>'` });
@@ -632,11 +630,7 @@ eligibility:
     expect(lines[100]).toMatch(/ERROR:\s+54000: result cut by Stint query policy \(rule max_rows\)/);
     expect(output.get(1)?.trim()).toBe("after");
 
-    const events = await h.server.store.db
-      .selectFrom("audit_events")
-      .selectAll()
-      .where("action", "=", "session.query_refused")
-      .execute();
+    const events = await refusalEvents();
     const cuts = events.filter((event) => (event.details as { rule?: string }).rule === "max_rows");
     expect(cuts.length).toBeGreaterThanOrEqual(2);
     expect(cuts[0]!.details).toMatchObject({ rule: "max_rows", protocol: "result" });
