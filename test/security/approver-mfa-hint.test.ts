@@ -9,31 +9,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
 import { apiCaller } from "../../src/testing/api-call.js";
 import { ENGINES } from "../../src/testing/engines.js";
-import { seedRole, seedUser } from "../../src/testing/pim.js";
-import { passwordFor, testServer, totpNow, type TestServer } from "../../src/testing/server.js";
+import { passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
+import { approverMfaWorld, APPROVERS_STAGE } from "./support.js";
 
 const MINUTE = 60_000;
-const REASON = "rotate the payment keys after incident 4711";
-const stage = { stages: [{ approvers: { groups: ["approvers"] } }] };
 
 describe.each(ENGINES)("the approvals inbox says what approving asks of the approver's MFA, on %s", (engine) => {
   const clock = manualClock(new Date());
   let server: TestServer;
-  let carolSecret: string;
+  let world: Awaited<ReturnType<typeof approverMfaWorld>>;
   const call = apiCaller(() => server);
-
-  /** A one-time code of Carol's authenticator, each of a time step of its own (a code is accepted once). */
-  function code(): string {
-    clock.advance(MINUTE);
-    return totpNow(carolSecret, clock.now().getTime());
-  }
-
-  async function submit(role: string): Promise<string> {
-    const alice = await server.login("alice");
-    const res = await call(alice, "POST", "/v1/activation-requests", { role, reason: REASON });
-    expect(res.status, res.text).toBe(201);
-    return String(res.body.id);
-  }
+  const code = () => world.code();
+  const submit = (role: string) => world.submit(role);
 
   /** The caller's inbox, by request id: each request's approverMfa. */
   async function hints(session: Awaited<ReturnType<TestServer["login"]>>): Promise<Record<string, unknown>> {
@@ -45,38 +32,14 @@ describe.each(ENGINES)("the approvals inbox says what approving asks of the appr
 
   beforeAll(async () => {
     server = await testServer(engine, { clock });
-    await seedUser(server, "alice", { groups: ["requesters"] });
-    await seedUser(server, "carol", { groups: ["approvers"] });
-    await seedUser(server, "dan", { groups: ["approvers"] });
-    const policy = (approval: object) => ({ mfa: { required: false }, approval });
-    await seedRole(server, {
-      name: "payments-admin",
-      risk: "high",
-      policy: policy({ ...stage, mfa: { required: true, maxAge: "5m" } }),
-      eligibleGroups: ["requesters"],
-    });
-    await seedRole(server, {
-      name: "vault-admin",
-      risk: "high",
-      policy: policy({ ...stage, mfa: { maxAge: "10m", methods: ["webauthn"] } }),
-      eligibleGroups: ["requesters"],
-    });
-    // No approval.mfa: the default asks critical roles' approvers only.
-    await seedRole(server, {
-      name: "ledger-admin",
-      risk: "critical",
-      policy: policy(stage),
-      eligibleGroups: ["requesters"],
-    });
-    await seedRole(server, {
-      name: "wiki-admin",
-      risk: "medium",
-      policy: policy(stage),
-      eligibleGroups: ["requesters"],
-    });
-    const carol = await server.login("carol", passwordFor("carol"));
-    carolSecret = String((await call(carol, "POST", "/v1/me/mfa/totp")).body.secret);
-    expect((await call(carol, "POST", "/v1/me/mfa/totp/confirm", { code: code() })).status).toBe(200);
+    // Besides the world's roles: one whose approver's MFA counts only as a passkey check within 10m.
+    world = await approverMfaWorld(server, clock, [
+      {
+        name: "vault-admin",
+        risk: "high",
+        approval: { ...APPROVERS_STAGE, mfa: { maxAge: "10m", methods: ["webauthn"] } },
+      },
+    ]);
   }, 120_000);
   afterAll(async () => server?.cleanup());
 
@@ -120,8 +83,7 @@ describe.each(ENGINES)("the approvals inbox says what approving asks of the appr
 
   it("a hint that said satisfied a moment before does not let the session approve once its MFA is past the window", async () => {
     const alice = await server.login("alice");
-    await call(alice, "POST", "/v1/me/roles/payments-admin/deactivate"); // the earlier test's activation
-    const id = await submit("payments-admin");
+    const id = await submit("payments-admin"); // the earlier test's activation ended first
     const carol = await server.login("carol", passwordFor("carol"), code());
     clock.advance(4 * MINUTE + 59_000); // within the 5m window still
     expect((await hints(carol))[id]).toEqual({

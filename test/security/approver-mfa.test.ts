@@ -12,36 +12,22 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
 import { createDecisionLinks, type DecisionLinks } from "../../src/modules/requests/decision-links.js";
 import { apiCaller } from "../../src/testing/api-call.js";
-import { seedRole, seedUser } from "../../src/testing/pim.js";
-import { ADMIN_PASSWORD, passwordFor, testServer, totpNow, type TestServer } from "../../src/testing/server.js";
+import { ADMIN_PASSWORD, passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
+import { approverMfaWorld } from "./support.js";
 
 const MINUTE = 60_000;
-const REASON = "rotate the payment keys after incident 4711";
 const clock = manualClock(new Date());
 let server: TestServer;
 let links: DecisionLinks;
-let carolSecret: string;
+let world: Awaited<ReturnType<typeof approverMfaWorld>>;
 const call = apiCaller(() => server);
-
-const stage = { stages: [{ approvers: { groups: ["approvers"] } }] };
 
 /** Dan, an approver with no second factor, signed in with his password: all a phished password needs. */
 const phished = () => server.login("dan", passwordFor("dan"));
-/** A one-time code of Carol's authenticator, each of a time step of its own (a code is accepted once). */
-function code(): string {
-  clock.advance(MINUTE);
-  return totpNow(carolSecret, clock.now().getTime());
-}
+const code = () => world.code();
 /** Carol signed in with her password and a one-time code: MFA-fresh. */
 const carolFresh = () => server.login("carol", passwordFor("carol"), code());
-
-async function submit(role: string): Promise<string> {
-  const alice = await server.login("alice");
-  await call(alice, "POST", `/v1/me/roles/${role}/deactivate`); // an earlier test's activation, if any
-  const res = await call(alice, "POST", "/v1/activation-requests", { role, reason: REASON });
-  expect(res.status, res.text).toBe(201);
-  return String(res.body.id);
-}
+const submit = (role: string) => world.submit(role);
 
 async function state(id: string): Promise<{ state: string; decisions: unknown[] }> {
   const res = await call(await server.login("alice"), "GET", `/v1/activation-requests/${id}`);
@@ -59,27 +45,7 @@ async function approvalEvents(id: string) {
 beforeAll(async () => {
   server = await testServer("pglite", { clock });
   links = createDecisionLinks({ keyring: server.keyring, clock });
-  await seedUser(server, "alice", { groups: ["requesters"] });
-  await seedUser(server, "carol", { groups: ["approvers"] });
-  await seedUser(server, "dan", { groups: ["approvers"] });
-  const policy = (approval: object) => ({ mfa: { required: false }, approval });
-  await seedRole(server, {
-    name: "payments-admin",
-    risk: "high",
-    policy: policy({ ...stage, mfa: { required: true, maxAge: "5m" } }),
-    eligibleGroups: ["requesters"],
-  });
-  // No approval.mfa: the default asks critical roles' approvers only.
-  await seedRole(server, {
-    name: "ledger-admin",
-    risk: "critical",
-    policy: policy(stage),
-    eligibleGroups: ["requesters"],
-  });
-  await seedRole(server, { name: "wiki-admin", risk: "medium", policy: policy(stage), eligibleGroups: ["requesters"] });
-  const carol = await server.login("carol", passwordFor("carol"));
-  carolSecret = String((await call(carol, "POST", "/v1/me/mfa/totp")).body.secret);
-  expect((await call(carol, "POST", "/v1/me/mfa/totp/confirm", { code: code() })).status).toBe(200);
+  world = await approverMfaWorld(server, clock);
 }, 60_000);
 afterAll(async () => server?.cleanup());
 
