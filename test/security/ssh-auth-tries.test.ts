@@ -12,21 +12,12 @@ import { generateKeyPairSync, sign } from "node:crypto";
 import ssh2, { type AnyAuthMethod } from "ssh2";
 import { afterAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/lib/logger.js";
-import {
-  SessionRefusedError,
-  type SessionGate,
-  type SshCertificateLogin,
-} from "../../src/modules/sessions/sessions.types.js";
-import {
-  generateCa,
-  publicKeyObject,
-  signUserCertificate,
-  verifyCertificate,
-} from "../../src/modules/sessions/ssh-ca.js";
-import { createSshProxy, type SshProxy } from "../../src/proxies/ssh/ssh-proxy.js";
+import { SessionRefusedError, type SessionGate } from "../../src/modules/sessions/sessions.types.js";
+import { generateCa, signUserCertificate } from "../../src/modules/sessions/ssh-ca.js";
 import { CertificateAgent } from "../../src/proxies/ssh/web-terminal.js";
+import { certificateCheck, sshProxies } from "./ssh-proxy.support.js";
 
-const { Client, utils } = ssh2;
+const { Client } = ssh2;
 const ATTEMPTS = 50;
 const LOGIN = "mallory%web";
 
@@ -51,21 +42,7 @@ const certificate = signUserCertificate({
 
 const calls = { certificates: 0, sessions: 0 };
 const gate: Pick<SessionGate, "checkSshCertificate" | "openSsh"> = {
-  checkSshCertificate({ username, algorithm, key }): SshCertificateLogin {
-    calls.certificates += 1;
-    const verdict = verifyCertificate(`${algorithm} ${key.toString("base64")}`, ca.publicKey, new Date(), {
-      principal: username,
-    });
-    if (!verdict.ok)
-      throw new SessionRefusedError("BAD_CREDENTIALS", `The certificate is not valid: ${verdict.reason}`);
-    return {
-      user: "mallory",
-      target: "web",
-      publicKey: publicKeyObject(verdict.certificate.publicKey),
-      serial: verdict.certificate.serial.toString(),
-      keyId: verdict.certificate.keyId,
-    };
-  },
+  checkSshCertificate: certificateCheck(ca.publicKey, "mallory", calls),
   // The real gate audits each of these refusals (`session.refused`).
   openSsh() {
     calls.sessions += 1;
@@ -75,23 +52,9 @@ const gate: Pick<SessionGate, "checkSshCertificate" | "openSsh"> = {
   },
 };
 
-const proxies: SshProxy[] = [];
-afterAll(async () => {
-  for (const proxy of proxies) await proxy.close();
-});
-
-async function proxyWith(maxAuthTries?: number): Promise<number> {
-  const hostKey = utils.generateKeyPairSync("ecdsa", { bits: 256 }).private;
-  const proxy = createSshProxy({
-    gate,
-    hostKey,
-    logger: createLogger({ level: "silent" }),
-    port: 0,
-    ...(maxAuthTries === undefined ? {} : { maxAuthTries }),
-  });
-  proxies.push(proxy);
-  return (await proxy.listen()).port;
-}
+const proxies = sshProxies(gate, createLogger({ level: "silent" }));
+afterAll(() => proxies.closeAll());
+const proxyWith = (maxAuthTries?: number) => proxies.start(maxAuthTries);
 
 /**
  * One connection making up to ATTEMPTS userauth requests of `method`'s making; resolves when the client

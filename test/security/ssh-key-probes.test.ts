@@ -23,20 +23,10 @@ import ssh2, { type IdentityCallback, type ParsedKey, type SignCallback } from "
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateEd25519KeyPair } from "../../src/lib/ssh-keys.js";
 import { createLogger } from "../../src/lib/logger.js";
-import {
-  SessionRefusedError,
-  type BrokeredSession,
-  type SessionGate,
-  type UpstreamSsh,
-} from "../../src/modules/sessions/sessions.types.js";
-import {
-  generateCa,
-  publicKeyObject,
-  signUserCertificate,
-  verifyCertificate,
-} from "../../src/modules/sessions/ssh-ca.js";
-import { createSshProxy, type SshProxy } from "../../src/proxies/ssh/ssh-proxy.js";
+import { type BrokeredSession, type SessionGate, type UpstreamSsh } from "../../src/modules/sessions/sessions.types.js";
+import { generateCa, signUserCertificate } from "../../src/modules/sessions/ssh-ca.js";
 import { startSshd, type Sshd } from "../../src/testing/sshd.js";
+import { certificateCheck, sshProxies } from "./ssh-proxy.support.js";
 
 const { BaseAgent, Client, utils } = ssh2;
 const run = promisify(execFile);
@@ -65,14 +55,7 @@ const logLines: Record<string, unknown>[] = [];
 const calls = { certificates: 0, sessions: 0 };
 
 const gate: Pick<SessionGate, "checkSshCertificate" | "openSsh"> = {
-  checkSshCertificate(offer) {
-    calls.certificates += 1;
-    const line = `${offer.algorithm} ${offer.key.toString("base64")}`;
-    const verdict = verifyCertificate(line, ca.publicKey, new Date(), { principal: offer.username });
-    if (!verdict.ok) throw new SessionRefusedError("BAD_CREDENTIALS", verdict.reason);
-    const { keyId, serial, publicKey } = verdict.certificate;
-    return { user: "alice", target: "web", keyId, serial: String(serial), publicKey: publicKeyObject(publicKey) };
-  },
+  checkSshCertificate: certificateCheck(ca.publicKey, "alice", calls),
   openSsh() {
     calls.sessions += 1;
     const upstream: UpstreamSsh = {
@@ -107,9 +90,10 @@ const gate: Pick<SessionGate, "checkSshCertificate" | "openSsh"> = {
   },
 };
 
-const proxies: SshProxy[] = [];
-async function proxyPort(maxAuthTries?: number): Promise<number> {
-  const logger = createLogger({
+/** The proxies of this file, their log lines kept in `logLines` as JSON objects. */
+const proxies = sshProxies(
+  gate,
+  createLogger({
     level: "info",
     destination: new Writable({
       write(chunk: Buffer, _encoding, done) {
@@ -118,24 +102,16 @@ async function proxyPort(maxAuthTries?: number): Promise<number> {
         done();
       },
     }),
-  });
-  const proxy = createSshProxy({
-    gate,
-    hostKey: utils.generateKeyPairSync("ecdsa", { bits: 256 }).private,
-    logger,
-    port: 0,
-    ...(maxAuthTries === undefined ? {} : { maxAuthTries }),
-  });
-  proxies.push(proxy);
-  return (await proxy.listen()).port;
-}
+  }),
+);
+const proxyPort = (maxAuthTries?: number) => proxies.start(maxAuthTries);
 
 beforeAll(async () => {
   sshd = await startSshd();
   dir = mkdtempSync(join(tmpdir(), "stint-key-probes-"));
 }, 60_000);
 afterAll(async () => {
-  for (const proxy of proxies) await proxy.close();
+  await proxies.closeAll();
   await sshd?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
