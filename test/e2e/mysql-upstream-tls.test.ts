@@ -26,6 +26,7 @@ import { CLIENT, PROXY_CAPABILITIES } from "../../src/proxies/mysql/mysql-wire.j
 import { connectTcp } from "../../src/proxies/pg/wire-stream.js";
 import { MARIADB_URL } from "../../src/testing/mariadb.js";
 import { createTestCa } from "../../src/testing/postgres-instance.js";
+import { MYSQL_UPSTREAM } from "../../src/testing/recorded-db-sessions.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const run = promisify(execFile);
@@ -257,16 +258,8 @@ async function signInRecorded(tls: { mode: "require" | "verify-ca" | "verify-ful
   }) as typeof socket.write;
   const attempt = signInUpstream(
     socket,
-    {
-      kind: "mysql",
-      host: "127.0.0.1",
-      address: "127.0.0.1",
-      port: 3306,
-      database: null,
-      user: "root",
-      password: "never-sent",
-      tls,
-    },
+    // The local MariaDB as root, with a password that must never be sent, in clear or not as `tls` says.
+    { ...MYSQL_UPSTREAM, password: "never-sent", tls },
     { capabilities: PROXY_CAPABILITIES | CLIENT.PROTOCOL_41, maxPacketSize: 1 << 24, charset: 45 },
     { timeoutMs: 5_000, loadDataLocal: false, database: null },
   );
