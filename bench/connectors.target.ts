@@ -10,7 +10,7 @@ import { postgresPools } from "../src/modules/connectors/postgres/postgres.conne
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
 import { startPostgres, type PostgresInstance } from "../src/testing/postgres-instance.js";
 import { passwordFor } from "../src/testing/server.js";
-import { selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
+import { selfServiceCatalog, selfServicePolicy, targetsHarness } from "../src/testing/targets-harness.js";
 import { summary } from "./connectors.timeline.js";
 
 /**
@@ -26,23 +26,12 @@ export function dynamicRoleConfig(spec: {
   preCreatedLogins?: number;
 }): string {
   const options = spec.preCreatedLogins ? `\n    options: { preCreatedLogins: ${spec.preCreatedLogins} }` : "";
-  return `
-apiVersion: stint/v1
-policies:${selfServicePolicy("bench-self")}
-targets:
-  - name: bench-ledger
-    kind: postgres
-    address: ${spec.url}?sslmode=disable${options}
-roles:
-  - name: ${spec.role}
-    target: bench-ledger
-    entitlement: { role: ${spec.reader}, dynamic: true }
-    policy: bench-self
-    risk: medium
-eligibility:
-  - role: ${spec.role}
-    users: [${spec.users.join(", ")}]
-`;
+  return selfServiceCatalog({
+    policy: "bench-self",
+    target: { name: "bench-ledger", lines: `    kind: postgres\n    address: ${spec.url}?sslmode=disable${options}\n` },
+    role: { name: spec.role, entitlement: `{ role: ${spec.reader}, dynamic: true }`, risk: "medium" },
+    users: spec.users,
+  });
 }
 
 export async function benchMembership(options: { activations: number; roles: number }) {

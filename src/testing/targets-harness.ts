@@ -113,6 +113,36 @@ export function selfServicePolicy(name: string, drift: "report" | "remove" = "re
     drift: ${drift}`;
 }
 
+/**
+ * A catalog file of one target and one role on it under a self-service policy named `policy` (`selfServicePolicy`),
+ * `users` eligible for it. `target.lines`: the target's entry after its name (YAML lines indented four spaces, each
+ * ending with a newline); `moreTargets`: further entries of the `targets:` list.
+ */
+export function selfServiceCatalog(spec: {
+  policy: string;
+  target: { name: string; lines: string };
+  moreTargets?: string | undefined;
+  role: { name: string; entitlement: string; risk: string };
+  users: readonly string[];
+}): string {
+  const { policy, target, role } = spec;
+  return `
+apiVersion: stint/v1
+policies:${selfServicePolicy(policy)}
+targets:
+  - name: ${target.name}
+${target.lines}${spec.moreTargets ?? ""}roles:
+  - name: ${role.name}
+    target: ${target.name}
+    entitlement: ${role.entitlement}
+    policy: ${policy}
+    risk: ${role.risk}
+eligibility:
+  - role: ${role.name}
+    users: [${spec.users.join(", ")}]
+`;
+}
+
 /** Real time, moved forward by `advance` (the manual clock's interface, for tests that run the workers live). */
 function realTimeClock(): ReturnType<typeof manualClock> {
   let offset = 0;

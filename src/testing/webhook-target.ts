@@ -4,7 +4,7 @@
  * `cloudIamHarness` starts the endpoint and the harness, makes the users and applies the file.
  */
 import { expect } from "vitest";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "./targets-harness.js";
+import { selfServiceCatalog, targetsHarness, type TargetsHarness } from "./targets-harness.js";
 import { startWebhookEndpoint, type WebhookEndpoint } from "./webhook-endpoint.js";
 
 export interface CloudIamRole {
@@ -26,24 +26,21 @@ export interface CloudIamOptions {
 /** A catalog file: `cloud-iam` (the webhook endpoint at `url`) and the role on it under a self-service policy. */
 export function cloudIamCatalog(url: string, options: CloudIamOptions): string {
   const { role } = options;
-  return `
-apiVersion: stint/v1
-policies:${selfServicePolicy("iam-self")}
-targets:
-  - name: cloud-iam
-    kind: webhook
-    address: ${url}
-${options.signed ? "    credential: { secret: targets/cloud-iam/signing }\n" : ""}    identity: { template: "{{name}}@example.com" }
-${options.moreTargets ?? ""}roles:
-  - name: ${role.name}
-    target: cloud-iam
-    entitlement: { role: arn:aws:iam::123:role/${role.name.slice("iam-".length)} }
-    policy: iam-self
-    risk: ${role.risk}
-eligibility:
-  - role: ${role.name}
-    users: [${options.users.join(", ")}]
-`;
+  const credential = options.signed ? "    credential: { secret: targets/cloud-iam/signing }\n" : "";
+  return selfServiceCatalog({
+    policy: "iam-self",
+    target: {
+      name: "cloud-iam",
+      lines: `    kind: webhook\n    address: ${url}\n${credential}    identity: { template: "{{name}}@example.com" }\n`,
+    },
+    moreTargets: options.moreTargets,
+    role: {
+      name: role.name,
+      entitlement: `{ role: arn:aws:iam::123:role/${role.name.slice("iam-".length)} }`,
+      risk: role.risk,
+    },
+    users: options.users,
+  });
 }
 
 /**
