@@ -488,8 +488,15 @@ export class DataDirUnwritableError extends Error {
   override name = "DataDirUnwritableError";
 }
 
-/** A store over an already open PGlite instance (tests clone a migrated template this way). */
-export function storeOverPglite<DB>(pglite: PGlite, onClosed?: () => void): Store<DB> {
+/**
+ * A store over an already open PGlite instance (tests clone a migrated template this way). Closing the store closes
+ * the instance, or hands it to `release` (tests keep instances to use again).
+ */
+export function storeOverPglite<DB>(
+  pglite: PGlite,
+  onClosed?: () => void,
+  release: (pglite: PGlite) => Promise<void> = (instance) => instance.close(),
+): Store<DB> {
   const db = new Kysely<DB>({
     dialect: new PostgresDialect({ pool: pglitePool(pglite) as unknown as pg.Pool }),
   });
@@ -499,7 +506,7 @@ export function storeOverPglite<DB>(pglite: PGlite, onClosed?: () => void): Stor
     async () => {
       await db.destroy();
       try {
-        await pglite.close();
+        await release(pglite);
       } finally {
         onClosed?.();
       }

@@ -36,7 +36,7 @@ function migratedEmbeddedDb(): Promise<string> {
     const hash = createHash("sha256");
     for (const name of (await readdir(MIGRATIONS_DIR)).sort())
       hash.update(name).update(await readFile(path.join(MIGRATIONS_DIR, name)));
-    hash.update(await readFile(path.join(ROOT, "node_modules/@electric-sql/pglite/package.json")));
+    hash.update(await readFile(path.join(ROOT, "node_modules/@electric-sql/pglite/package.json"))).update("settled-1");
     const dir = path.join(tmpdir(), `stint-e2e-embedded-db-${hash.digest("hex").slice(0, 16)}`);
     if (existsSync(path.join(dir, "PG_VERSION"))) return dir;
     // Built under a private name and renamed: a concurrent test process never copies half a directory.
@@ -49,6 +49,11 @@ function migratedEmbeddedDb(): Promise<string> {
     } finally {
       await store.close();
     }
+    // Started once more: that start writes the relation cache's init files (pg_internal.init) the migrations' DDL
+    // left out of date, which every server started on a copy would otherwise rebuild at its own start.
+    const settled = await PGlite.create(building);
+    await settled.query("select count(*) from pg_class");
+    await settled.close();
     await rename(building, dir).catch(() => rm(building, { recursive: true, force: true }));
     return dir;
   })();
