@@ -5,9 +5,9 @@
  */
 import { spawn, execFile } from "node:child_process";
 import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync, statSync } from "node:fs";
 import { connect } from "node:net";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { ConnectorTarget } from "../modules/connectors/connector.types.js";
@@ -63,12 +63,19 @@ export async function startSshd(options: { extraConfig?: string[] } = {}): Promi
         "StrictModes no",
         "UseDNS no",
         "PrintMotd no",
+        // A command run over SSH makes bash read the user's ~/.bashrc (Debian's bash does when SSH_CLIENT is set
+        // and it is a top-level shell): this machine's root has `pyenv init` there, whose rehash waits up to 60 s
+        // on a lock file that a session killed mid-rehash leaves behind (seen in a CI run: every later command
+        // hung). SHLVL=1 makes bash count itself a second-level shell, which does not read it; login shells (a
+        // terminal) still read ~/.profile, hence removeStaleRehashLock() too.
+        "SetEnv SHLVL=1",
         ...(options.extraConfig ?? []),
         "",
       ].join("\n"),
     );
     // sshd's privilege separation directory; Debian's package creates it only when its service starts.
     mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+    await removeStaleRehashLock();
 
     const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config], { stdio: ["ignore", "ignore", "pipe"] });
     let log = "";
@@ -176,4 +183,18 @@ export async function deleteGroup(name: string): Promise<void> {
 export async function idGroups(user: string): Promise<string[]> {
   const { stdout } = await run("id", ["-nG", checkName(user)]);
   return stdout.trim().split(/\s+/).filter(Boolean);
+}
+
+/**
+ * pyenv's rehash lock (`$PYENV_ROOT/shims/.pyenv-shim`) when a rehash that was killed left it: a rehash holds it
+ * for milliseconds, so one older than a minute is stale, and every shell that reads a `pyenv init` waits 60 s on it.
+ * Removed before each test sshd starts (root's login shells on this machine run `pyenv init`).
+ */
+async function removeStaleRehashLock(): Promise<void> {
+  const lock = join(process.env.PYENV_ROOT ?? join(homedir(), ".pyenv"), "shims", ".pyenv-shim");
+  try {
+    if (Date.now() - statSync(lock).mtimeMs > 60_000) rmSync(lock, { force: true });
+  } catch {
+    // No lock (or no pyenv): nothing to do.
+  }
 }
