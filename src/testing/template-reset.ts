@@ -28,6 +28,8 @@ const USER_NAMESPACES = `n.nspname not in ('pg_catalog', 'information_schema', '
  * One text that changes when anything a test could add, drop or alter in the schema does. On a PostgreSQL server
  * the roles are the cluster's, not the database's: other tests create them all the time, so they are left out.
  */
+// Every aggregate orders by its own expressions: `order by 1` inside string_agg sorts by the constant 1, leaving
+// the catalogs' physical order, which a TRUNCATE changes.
 function schemaFingerprintSql(withRoles: boolean): string {
   return `select md5(concat_ws(' | ',
   (select string_agg(format('%s.%s %s %s %s %s', n.nspname, c.relname, c.relkind, c.relrowsecurity,
@@ -43,21 +45,25 @@ function schemaFingerprintSql(withRoles: boolean): string {
   (select string_agg(format('%s %s %s', c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid)), ','
      order by c.conrelid::regclass::text, c.conname)
      from pg_constraint c join pg_namespace n on n.oid = c.connamespace where ${USER_NAMESPACES}),
-  (select string_agg(format('%s %s %s', p.oid::regprocedure, md5(p.prosrc), p.provolatile), ',' order by 1)
+  (select string_agg(format('%s %s %s', p.oid::regprocedure, md5(p.prosrc), p.provolatile), ','
+     order by p.oid::regprocedure::text)
      from pg_proc p join pg_namespace n on n.oid = p.pronamespace where ${USER_NAMESPACES}),
-  (select string_agg(format('%s %s %s', polrelid::regclass, polname, pg_get_expr(polqual, polrelid)), ',' order by 1)
+  (select string_agg(format('%s %s %s', polrelid::regclass, polname, pg_get_expr(polqual, polrelid)), ','
+     order by polrelid::regclass::text, polname)
      from pg_policy),
-  (select string_agg(format('%s %s', ev_class::regclass, rulename), ',' order by 1) from pg_rewrite r
+  (select string_agg(format('%s %s', ev_class::regclass, rulename), ',' order by ev_class::regclass::text, rulename)
+     from pg_rewrite r
      join pg_class c on c.oid = r.ev_class join pg_namespace n on n.oid = c.relnamespace where ${USER_NAMESPACES}),
   (select string_agg(t.typname, ',' order by t.typname) from pg_type t join pg_namespace n on n.oid = t.typnamespace
      where ${USER_NAMESPACES}),
-  (select string_agg(nspname, ',' order by nspname) from pg_namespace),
+  (select string_agg(nspname, ',' order by nspname) from pg_namespace n where ${USER_NAMESPACES}),
   ${withRoles ? "(select string_agg(format('%s %s %s', rolname, rolsuper, rolconfig), ',' order by rolname) from pg_roles)," : ""}
   (select string_agg(extname || extversion, ',' order by extname) from pg_extension),
   (select string_agg(evtname, ',' order by evtname) from pg_event_trigger),
-  (select string_agg(setconfig::text, ',' order by 1) from pg_db_role_setting
+  (select string_agg(setconfig::text, ',' order by setconfig::text) from pg_db_role_setting
      where setdatabase in (0, (select oid from pg_database where datname = current_database()))),
-  (select string_agg(format('%s %s', indexrelid::regclass, pg_get_indexdef(indexrelid)), ',' order by 1)
+  (select string_agg(format('%s %s', indexrelid::regclass, pg_get_indexdef(indexrelid)), ','
+     order by indexrelid::regclass::text)
      from pg_index i join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace
      where ${USER_NAMESPACES})
 )) as fingerprint`;
