@@ -33,6 +33,26 @@ async function openPage(page: Page, route: string, heading: string | RegExp) {
   await page.getByRole("heading", { name: heading, level: 1 }).waitFor();
 }
 
+/**
+ * Opens the inbox's dialog `name` with its button: clicked again until the dialog shows. The inbox reloads its list
+ * (polling, and after the page's first load): a click that lands as the list re-renders reaches a button that is
+ * then replaced, and no dialog opens (a clean-clone CI run waited 30 s for one).
+ */
+async function openDialog(page: Page, name: string): Promise<Locator> {
+  const dialog = page.getByRole("dialog", { name });
+  for (let attempt = 0; attempt < 6; attempt++) {
+    // A dialog slow to show is not clicked behind: only a page without it is clicked again.
+    if (!(await dialog.isVisible())) await page.getByRole("button", { name }).click({ timeout: 10_000 });
+    const shown = await dialog.waitFor({ timeout: 5_000 }).then(
+      () => true,
+      () => false,
+    );
+    if (shown) return dialog;
+  }
+  await dialog.waitFor();
+  return dialog;
+}
+
 /** The texts a field points at with aria-describedby (its description and its error), by kind. */
 async function describedBy(field: Locator): Promise<{ description: string; error: string }> {
   const ids = ((await field.getAttribute("aria-describedby")) ?? "").split(/\s+/).filter(Boolean);
@@ -229,8 +249,7 @@ describe("web UI flows", () => {
       .toBe("Say why you deny it: alice reads your reason.");
 
     await openPage(carol, "/approvals", "Approvals");
-    await carol.getByRole("button", { name: `Deny alice's request for ${ROLE}` }).click();
-    const dialog = carol.getByRole("dialog", { name: `Deny alice's request for ${ROLE}` });
+    const dialog = await openDialog(carol, `Deny alice's request for ${ROLE}`);
     const reason = dialog.getByLabel("Reason (required)");
     expect((await describedBy(reason)).description).toBe("Required: alice reads this.");
     await dialog.getByRole("button", { name: "Deny", exact: true }).click();
@@ -264,8 +283,7 @@ describe("web UI flows", () => {
     const id = await requestAsAlice();
     const carol = await signIn("carol", PASSWORDS.carol);
     await openPage(carol, "/approvals", "Approvals");
-    await carol.getByRole("button", { name: `Approve alice's request for ${ROLE}` }).click();
-    const dialog = carol.getByRole("dialog", { name: `Approve alice's request for ${ROLE}` });
+    const dialog = await openDialog(carol, `Approve alice's request for ${ROLE}`);
     await dialog.getByRole("button", { name: "Approve", exact: true }).click();
     await carol.getByRole("status").getByText(`You approved alice's request for ${ROLE}.`).waitFor();
     await carol.getByText("Nothing is waiting for you.").waitFor();
