@@ -12,17 +12,12 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import type { AppStore } from "../db/index.js";
 import { settlesWith } from "../lib/db.js";
+import { tableOf } from "./plugged-store.js";
 
 /** A statement's kind and first table, e.g. `update activation_requests`, `raw` for sql`…`. */
 export function describeNode(node: RootOperationNode): string {
-  const n = node as unknown as {
-    kind: string;
-    from?: { froms?: { table?: { identifier?: { name?: string } } }[] };
-    table?: { table?: { identifier?: { name?: string } } };
-    into?: { table?: { identifier?: { name?: string } } };
-  };
-  const kind = n.kind.replace(/QueryNode$|Node$/, "").toLowerCase();
-  const table = (n.from?.froms?.[0]?.table ?? n.table?.table ?? n.into?.table)?.identifier?.name;
+  const kind = node.kind.replace(/QueryNode$|Node$/, "").toLowerCase();
+  const table = tableOf(node);
   return table ? `${kind} ${table}` : kind;
 }
 

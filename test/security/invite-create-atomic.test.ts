@@ -5,33 +5,23 @@
  * the retry answered ALREADY_EXISTS). Here the invite's INSERT fails once (a Kysely plugin on the server's store):
  * nobody is made, nothing is audited of it, and the same request made again succeeds.
  */
-import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppStore } from "../../src/db/index.js";
 import { ENGINES } from "../../src/testing/engines.js";
+import { onEachQuery, tableOf, withPlugin } from "../../src/testing/plugged-store.js";
 import { passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
 
 /** Fails the next INSERT INTO user_invites while armed, as a full disk or a lost connection would. */
 function failingInviteWrites() {
   const state = { armed: false, failed: 0 };
-  const plugin: KyselyPlugin = {
-    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-      const node = args.node as RootOperationNode & { into?: { table?: { identifier?: { name?: string } } } };
-      if (state.armed && node.kind === "InsertQueryNode" && node.into?.table?.identifier?.name === "user_invites") {
-        state.armed = false;
-        state.failed += 1;
-        throw new Error("injected: the invite could not be written");
-      }
-      return args.node;
-    },
-    transformResult: async (args: PluginTransformResultArgs) => args.result,
-  };
-  const wrap = (store: AppStore): AppStore => ({
-    ...store,
-    db: store.db.withPlugin(plugin),
-    transaction: (fn) => store.transaction((tx) => fn(tx.withPlugin(plugin))),
+  const plugin = onEachQuery(({ node }) => {
+    if (state.armed && node.kind === "InsertQueryNode" && tableOf(node) === "user_invites") {
+      state.armed = false;
+      state.failed += 1;
+      throw new Error("injected: the invite could not be written");
+    }
   });
-  return { state, wrap };
+  return { state, wrap: (store: AppStore) => withPlugin(store, plugin) };
 }
 
 describe.each(ENGINES)("a user made with an invite, store on %s", (engine) => {

@@ -11,6 +11,7 @@ import type { AppStore } from "../../db/index.js";
 import { manualClock } from "../../lib/clock.js";
 import { ENGINES } from "../../testing/engines.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
+import { onEachQuery, tableOf, withPlugin } from "../../testing/plugged-store.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 
 const SELF_SERVICE = {
@@ -24,49 +25,21 @@ const SELF_SERVICE = {
 /** Tables whose reads the hot paths must not need. */
 const HOT_TABLES = new Set(["activation_requests", "principals", "refresh_sessions", "api_tokens", "roles", "grants"]);
 
-/** The first table a query names (select, update, insert, delete), if any. */
-function tableOf(node: RootOperationNode): string | undefined {
-  const n = node as unknown as {
-    from?: { froms?: { table?: { identifier?: { name?: string } } }[] };
-    table?: { table?: { identifier?: { name?: string } } };
-    into?: { table?: { identifier?: { name?: string } } };
-  };
-  return (n.from?.froms?.[0]?.table ?? n.table?.table ?? n.into?.table)?.identifier?.name;
-}
-
 /**
  * Counts the statements the server sends (through `store.db` or a transaction) that read or write the tables
  * behind authentication and activations. Background work (heartbeats, the audit sequencer) touches others.
  */
 function counting() {
   const counter = { queries: 0 };
-  const plugin: KyselyPlugin = {
-    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-      const table = tableOf(args.node);
-      // The index's own pass over every role's name (a timer, every 2 s: `roleNames`, a select without a where)
-      // is not a hot path; under load it lands inside the measured loop.
-      const wholeRolesTable =
-        table === "roles" && args.node.kind === "SelectQueryNode" && !("where" in args.node && args.node.where);
-      if (table && HOT_TABLES.has(table) && !wholeRolesTable) counter.queries++;
-      return args.node;
-    },
-    transformResult: async (args: PluginTransformResultArgs) => args.result,
-  };
-  return { counter, wrap: withPlugin(plugin) };
-}
-
-/** The store with `plugin` on every statement it sends. */
-const withPlugin =
-  (plugin: KyselyPlugin) =>
-  (store: AppStore): AppStore => ({
-    engine: store.engine,
-    db: store.db.withPlugin(plugin),
-    transaction: (fn) => store.transaction((tx) => fn(tx.withPlugin(plugin))),
-    migrate: (dir) => store.migrate(dir),
-    ping: () => store.ping(),
-    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
-    close: () => store.close(),
+  const plugin = onEachQuery(({ node }) => {
+    const table = tableOf(node);
+    // The index's own pass over every role's name (a timer, every 2 s: `roleNames`, a select without a where)
+    // is not a hot path; under load it lands inside the measured loop.
+    const wholeRolesTable = table === "roles" && node.kind === "SelectQueryNode" && !("where" in node && node.where);
+    if (table && HOT_TABLES.has(table) && !wholeRolesTable) counter.queries++;
   });
+  return { counter, wrap: (store: AppStore) => withPlugin(store, plugin) };
+}
 
 /** Holds the answer of the index's role-name read (every role's name, no where) while `hold()` is on. */
 function holdingRoleNames() {
@@ -90,7 +63,7 @@ function holdingRoleNames() {
   };
   return {
     state,
-    wrap: withPlugin(plugin),
+    wrap: (store: AppStore) => withPlugin(store, plugin),
     hold: () => void (gate = new Promise<void>((resolve) => (open = resolve))),
     release: () => {
       gate = null;

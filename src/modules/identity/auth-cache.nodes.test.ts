@@ -13,11 +13,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAppStore, type AppStore } from "../../db/index.js";
 import { createLogger } from "../../lib/logger.js";
 import { createServer, type Server } from "../../server.js";
+import { onEachQuery, tableOf, withPlugin } from "../../testing/plugged-store.js";
 import { passwordFor, testServer, TEST_SCRYPT, type TestServer } from "../../testing/server.js";
 
 /** The index's `maxSilenceMs`, and a margin for the request to start after it. */
@@ -28,25 +28,11 @@ const POLL_MS = 3000;
 /** Counts node B's reads of the tables behind authentication. */
 function counted() {
   const state = { authReads: 0 };
-  const plugin: KyselyPlugin = {
-    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-      const node = args.node as unknown as { from?: { froms?: { table?: { identifier?: { name?: string } } }[] } };
-      const table = node.from?.froms?.[0]?.table?.identifier?.name;
-      if (table === "refresh_sessions" || table === "api_tokens" || table === "principals") state.authReads++;
-      return args.node;
-    },
-    transformResult: async (args: PluginTransformResultArgs) => args.result,
-  };
-  const wrap = (store: AppStore): AppStore => ({
-    engine: store.engine,
-    db: store.db.withPlugin(plugin),
-    transaction: (fn) => store.transaction((tx) => fn(tx.withPlugin(plugin))),
-    migrate: (dir) => store.migrate(dir),
-    ping: () => store.ping(),
-    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
-    close: () => store.close(),
+  const plugin = onEachQuery(({ node }) => {
+    const table = node.kind === "SelectQueryNode" ? tableOf(node) : undefined;
+    if (table === "refresh_sessions" || table === "api_tokens" || table === "principals") state.authReads++;
   });
-  return { state, wrap };
+  return { state, wrap: (store: AppStore) => withPlugin(store, plugin) };
 }
 
 describe("bearer authentication from memory across two nodes (PostgreSQL)", () => {

@@ -16,10 +16,10 @@ import {
 } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import type { AppStore, Database } from "../../db/index.js";
-import { settlesWith } from "../../lib/db.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import { ENGINES } from "../../testing/engines.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
+import { withPlugin } from "../../testing/plugged-store.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 import { insertsInto } from "../../testing/statements.js";
 
@@ -271,16 +271,7 @@ function failingAudit() {
       return args.result;
     },
   };
-  const wrap = (store: AppStore): AppStore => ({
-    engine: store.engine,
-    db: store.db.withPlugin(plugin),
-    transaction: (fn) => store.transaction((tx) => fn(settlesWith(tx.withPlugin(plugin), tx))),
-    migrate: (dir) => store.migrate(dir),
-    ping: () => store.ping(),
-    listen: (channel, onMessage, options) => store.listen(channel, onMessage, options),
-    close: () => store.close(),
-  });
-  return { state, wrap };
+  return { state, wrap: (store: AppStore) => withPlugin(store, plugin) };
 }
 
 describe.each(ENGINES)("an elevation whose audit write fails, on %s", (engine) => {

@@ -13,12 +13,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { KyselyPlugin, PluginTransformQueryArgs, PluginTransformResultArgs, RootOperationNode } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAppStore, type AppStore } from "../../db/index.js";
 import { createLogger } from "../../lib/logger.js";
 import { createServer, type Server } from "../../server.js";
 import { seedRole, seedUser } from "../../testing/pim.js";
+import { onEachQuery, tableOf, withPlugin } from "../../testing/plugged-store.js";
 import { testServer, TEST_SCRYPT, type TestServer } from "../../testing/server.js";
 import { insertsInto } from "../../testing/statements.js";
 
@@ -33,39 +33,22 @@ const POLL_MS = 3000;
  */
 function instrumented() {
   const state = { secretReads: 0, failAuditWrites: false, hearLateMs: 0 };
-  const name = (n: RootOperationNode) => {
-    const node = n as unknown as {
-      from?: { froms?: { table?: { identifier?: { name?: string } } }[] };
-      into?: { table?: { identifier?: { name?: string } } };
-    };
-    return (node.from?.froms?.[0]?.table ?? node.into?.table)?.identifier?.name;
-  };
-  const plugin: KyselyPlugin = {
-    transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
-      const table = name(args.node);
-      if (args.node.kind === "SelectQueryNode" && (table === "secrets" || table === "secret_versions"))
-        state.secretReads++;
-      if (insertsInto(args.node, "audit_pending") && state.failAuditWrites)
-        throw new Error("the store refused the audit write (test)");
-      return args.node;
-    },
-    transformResult: async (args: PluginTransformResultArgs) => args.result,
-  };
-  const wrap = (store: AppStore): AppStore => ({
-    engine: store.engine,
-    db: store.db.withPlugin(plugin),
-    transaction: (fn) => store.transaction((tx) => fn(tx.withPlugin(plugin))),
-    migrate: (dir) => store.migrate(dir),
-    ping: () => store.ping(),
-    listen: (channel, onMessage, options) =>
-      store.listen(
-        channel,
-        (payload) =>
-          state.hearLateMs > 0 ? setTimeout(() => onMessage(payload), state.hearLateMs) : onMessage(payload),
-        options,
-      ),
-    close: () => store.close(),
+  const plugin = onEachQuery(({ node }) => {
+    const table = tableOf(node);
+    if (node.kind === "SelectQueryNode" && (table === "secrets" || table === "secret_versions")) state.secretReads++;
+    if (insertsInto(node, "audit_pending") && state.failAuditWrites)
+      throw new Error("the store refused the audit write (test)");
   });
+  const wrap = (store: AppStore): AppStore =>
+    withPlugin(store, plugin, {
+      listen: (channel, onMessage, options) =>
+        store.listen(
+          channel,
+          (payload) =>
+            state.hearLateMs > 0 ? setTimeout(() => onMessage(payload), state.hearLateMs) : onMessage(payload),
+          options,
+        ),
+    });
   return { state, wrap };
 }
 
