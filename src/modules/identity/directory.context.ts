@@ -14,7 +14,7 @@ import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import type { DirectoryFourEyes } from "./held-directory.js";
 import * as identityStore from "./identity.store.js";
-import { principalEntry } from "./principal.mapper.js";
+import { principalTeller } from "./principal.mapper.js";
 
 export interface DirectoryServiceDeps {
   /** `identity.adminSetPasswords: refused`: no administrator chooses another person's password (finding 89). */
@@ -69,11 +69,7 @@ export function createDirectoryContext(deps: DirectoryServiceDeps): DirectoryCon
   const { index } = deps;
   return {
     ...deps,
-    async tellPrincipal(tx, id) {
-      if (!index) return;
-      const row = await identityStore.findPrincipalById(tx, id);
-      if (row) await index.send(tx, { t: "prn", p: principalEntry(row) });
-    },
+    tellPrincipal: principalTeller(index),
     async requirePrincipal(db, name) {
       const row = await identityStore.findPrincipalByName(db, name);
       if (!row) throw new StintError("NOT_FOUND", `There is no user or service named ${name}.`);

@@ -11,9 +11,8 @@ import type { AuditLog } from "../audit/audit.service.js";
 import type { Keyring } from "../keys/keys.service.js";
 import type { PasskeyService } from "../passkeys/passkeys.service.js";
 import { createAuthCache, type AuthCache } from "./auth-cache.js";
-import * as identityStore from "./identity.store.js";
 import type { IdentityPolicy } from "./identity.types.js";
-import { principalEntry } from "./principal.mapper.js";
+import { principalTeller } from "./principal.mapper.js";
 
 export interface IdentityServiceDeps {
   store: Pick<AppStore, "db" | "transaction">;
@@ -56,11 +55,7 @@ export function createIdentityContext(deps: IdentityServiceDeps): IdentityContex
     ...deps,
     totpKey: deriveKey(deps.masterKey, "totp"),
     cache: index ? createAuthCache({ index }) : undefined,
-    async tellPrincipal(tx, id) {
-      if (!index) return;
-      const row = await identityStore.findPrincipalById(tx, id);
-      if (row) await index.send(tx, { t: "prn", p: principalEntry(row) });
-    },
+    tellPrincipal: principalTeller(index),
     hash: (password) => hashPassword(password, deps.scrypt),
   };
 }

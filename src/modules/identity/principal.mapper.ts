@@ -1,7 +1,8 @@
 import type { Kysely } from "kysely";
 import type { Database } from "../../db/index.js";
+import type { AccessIndex } from "../access-index/access-index.service.js";
 import type { Actor, PlatformRole } from "../authz/authz.types.js";
-import { principalFacts, type PrincipalRow } from "./identity.store.js";
+import { findPrincipalById, principalFacts, type PrincipalRow } from "./identity.store.js";
 import type { Principal } from "./identity.types.js";
 
 /** Rows → API principals, with manager names, groups and MFA status, in two queries. */
@@ -44,6 +45,18 @@ export async function toPrincipal(db: Kysely<Database>, row: PrincipalRow): Prom
 /** What the access index keeps of a principal (sent in a `prn` message by every change to one). */
 export function principalEntry(row: Pick<PrincipalRow, "id" | "name" | "kind" | "status" | "platform_roles">) {
   return { id: row.id, name: row.name, kind: row.kind, status: row.status, platformRoles: [...row.platform_roles] };
+}
+
+/**
+ * `tellPrincipal(tx, id)`, called in the transaction that created or changed a principal: every node's access index
+ * learns what it now is, at commit. Without an index there is no one to tell.
+ */
+export function principalTeller(index: Pick<AccessIndex, "send"> | undefined) {
+  return async (tx: Kysely<Database>, id: string): Promise<void> => {
+    if (!index) return;
+    const row = await findPrincipalById(tx, id);
+    if (row) await index.send(tx, { t: "prn", p: principalEntry(row) });
+  };
 }
 
 type PrincipalActor = Extract<Actor, { kind: "principal" }>;

@@ -18,7 +18,7 @@ import type { AuditLog } from "../audit/audit.service.js";
 import type { AuditInput } from "../audit/audit.types.js";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import * as provisioning from "../identity/provisioning.js";
-import { principalEntry } from "../identity/principal.mapper.js";
+import { principalTeller } from "../identity/principal.mapper.js";
 import { addMemberships, removeMemberships } from "../identity/group-membership.js";
 import { disablePrincipal, scimMayEnable, type LifecycleDeps } from "../identity/principal-lifecycle.js";
 import {
@@ -70,11 +70,7 @@ export function createScimService(deps: ScimServiceDeps) {
   const { store, audit, clock } = deps;
   const base = `${deps.publicUrl.replace(/\/+$/, "")}/scim/v2`;
 
-  async function tellPrincipal(tx: Db, id: string) {
-    if (!deps.index) return;
-    const row = await provisioning.findPrincipalById(tx, id);
-    if (row) await deps.index.send(tx, { t: "prn", p: principalEntry(row) });
-  }
+  const tellPrincipal = principalTeller(deps.index);
   const lifecycle: LifecycleDeps = { onAccessBasisLost: deps.onAccessBasisLost, tellPrincipal };
 
   /** Only the service identities the configuration names provision; anyone else is told no. */
