@@ -4,8 +4,8 @@
  * users and groups. Needs root and Debian's openssh-server.
  */
 import { spawn, execFile } from "node:child_process";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { mkdirSync, rmSync, statSync } from "node:fs";
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdirSync } from "node:fs";
 import { connect } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -193,7 +193,7 @@ export async function idGroups(user: string): Promise<string[]> {
 async function removeStaleRehashLock(): Promise<void> {
   const lock = join(process.env.PYENV_ROOT ?? join(homedir(), ".pyenv"), "shims", ".pyenv-shim");
   try {
-    if (Date.now() - statSync(lock).mtimeMs > 60_000) rmSync(lock, { force: true });
+    if (Date.now() - (await stat(lock)).mtimeMs > 60_000) await rm(lock, { force: true });
   } catch {
     // No lock (or no pyenv): nothing to do.
   }
