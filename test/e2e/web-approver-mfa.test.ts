@@ -85,21 +85,36 @@ ${[...DAVES, EVES].map((role) => `  - role: ${role}\n    users: [alice]\n`).join
   }
 }, 180_000);
 
+/**
+ * `who` signed in with the password alone (the session holds no MFA), then enrolling an authenticator in another
+ * session (which does not refresh the browser's MFA time); the page then at `path`, by in-app navigation (a reload
+ * would sign out: tokens live in memory). Returns the page and the authenticator's secret.
+ */
+async function approverAt(guard: Guard, who: "carol" | "dave" | "eve", path: string) {
+  const page = await signInPage(await guard.context(), web.url, who, PASSWORDS[who]);
+  const api = await apiAs(web.url, who, PASSWORDS[who]);
+  const secret = String((await api("POST", "/v1/me/mfa/totp")).body.secret);
+  expect((await api("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
+  await page.evaluate(
+    `window.history.pushState(null, "", "${path}"); window.dispatchEvent(new PopStateEvent("popstate"));`,
+  );
+  return { page, secret };
+}
+
+/** The outcomes of the approval events about request `id`, each with whether it records the approver's MFA. */
+async function approvalsOf(id: string) {
+  const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
+  const events = await admin("GET", "/v1/audit/events?action=request.approved&limit=50");
+  return (events.body.items as { subject: string; outcome: string; details: Record<string, unknown> }[])
+    .filter((e) => e.subject === `request:${id}`)
+    .map((e) => [e.outcome, e.details?.approverMfa ? "with MFA" : "without"]);
+}
+
 describe("an approver without a fresh MFA, in the web UI", () => {
   it("is asked for a one-time code in the approval dialog, and the approval then counts", async () => {
     const guard = new Guard(() => web.browser);
     guard.expect(`POST /v1/activation-requests/${pendingId}/approvals 401`);
-    const context = await guard.context();
-    // Signed in with the password alone (no authenticator yet): the session holds no MFA.
-    const page = await signInPage(context, web.url, "carol", PASSWORDS.carol);
-    // Carol enrols an authenticator in another session (it does not refresh the browser's MFA time).
-    const carol = await apiAs(web.url, "carol", PASSWORDS.carol);
-    const secret = String((await carol("POST", "/v1/me/mfa/totp")).body.secret);
-    expect((await carol("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
-
-    await page.evaluate(
-      `window.history.pushState(null, "", "/approvals"); window.dispatchEvent(new PopStateEvent("popstate"));`,
-    );
+    const { page, secret } = await approverAt(guard, "carol", "/approvals");
     const whose = `alice's request for ${ROLE}`;
     await page.getByRole("button", { name: `Approve ${whose}` }).click();
     const dialog = page.getByRole("dialog", { name: `Approve ${whose}` });
@@ -113,11 +128,7 @@ describe("an approver without a fresh MFA, in the web UI", () => {
 
     const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
     expect((await admin("GET", `/v1/activation-requests/${pendingId}`)).body.state).toBe("active");
-    const events = await admin("GET", "/v1/audit/events?action=request.approved&limit=20");
-    const ours = (events.body.items as { subject: string; outcome: string; details: Record<string, unknown> }[])
-      .filter((e) => e.subject === `request:${pendingId}`)
-      .map((e) => [e.outcome, e.details?.approverMfa ? "with MFA" : "without"]);
-    expect(ours).toEqual(
+    expect(await approvalsOf(pendingId)).toEqual(
       expect.arrayContaining([
         ["denied", "without"],
         ["success", "with MFA"],
@@ -128,15 +139,7 @@ describe("an approver without a fresh MFA, in the web UI", () => {
 
   it("sees ahead what approving asks of their MFA, steps up in the dialog before any refusal, then approves at once", async () => {
     const guard = new Guard(() => web.browser); // no refusal expected: the hint spares it
-    const context = await guard.context();
-    const page = await signInPage(context, web.url, "dave", PASSWORDS.dave);
-    const dave = await apiAs(web.url, "dave", PASSWORDS.dave);
-    const secret = String((await dave("POST", "/v1/me/mfa/totp")).body.secret);
-    expect((await dave("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
-
-    await page.evaluate(
-      `window.history.pushState(null, "", "/approvals"); window.dispatchEvent(new PopStateEvent("popstate"));`,
-    );
+    const { page, secret } = await approverAt(guard, "dave", "/approvals");
     const card = (role: string) => page.getByRole("article", { name: `alice's request for ${role}` });
     const badge = (role: string) => card(role).getByTestId("approver-mfa");
     await badge("treasury-admin").getByText("Step up to approve (MFA within 15m)").waitFor();
@@ -161,29 +164,17 @@ describe("an approver without a fresh MFA, in the web UI", () => {
     await page.getByRole("status").getByText("You approved alice's request for vault-root.").waitFor();
 
     const admin = await apiAs(web.url, "admin", ADMIN_PASSWORD);
-    const events = await admin("GET", "/v1/audit/events?action=request.approved&limit=50");
     for (const role of ["treasury-admin", "vault-root"]) {
       expect((await admin("GET", `/v1/activation-requests/${davesIds[role]}`)).body.state).toBe("active");
-      const ours = (events.body.items as { subject: string; outcome: string; details: Record<string, unknown> }[])
-        .filter((e) => e.subject === `request:${davesIds[role]}`)
-        .map((e) => [e.outcome, e.details?.approverMfa ? "with MFA" : "without"]);
-      expect(ours, role).toEqual([["success", "with MFA"]]);
+      expect(await approvalsOf(davesIds[role]!), role).toEqual([["success", "with MFA"]]);
     }
     await guard.close();
   }, 120_000);
 
   it("on a notification's Approve link page, sees the same and steps up before any refusal", async () => {
     const guard = new Guard(() => web.browser);
-    const context = await guard.context();
-    const page = await signInPage(context, web.url, "eve", PASSWORDS.eve);
-    const eve = await apiAs(web.url, "eve", PASSWORDS.eve);
-    const secret = String((await eve("POST", "/v1/me/mfa/totp")).body.secret);
-    expect((await eve("POST", "/v1/me/mfa/totp/confirm", { code: totpNow(secret) })).status).toBe(200);
-
-    // In-app navigation, as a signed-in approver following the link (a reload would sign out: tokens live in memory).
-    await page.evaluate(
-      `window.history.pushState(null, "", "/requests/${davesIds[EVES]}"); window.dispatchEvent(new PopStateEvent("popstate"));`,
-    );
+    // As a signed-in approver following the link.
+    const { page, secret } = await approverAt(guard, "eve", `/requests/${davesIds[EVES]}`);
     await page.getByTestId("approver-mfa").getByText("Step up to approve (MFA within 15m)").waitFor();
     await page.getByText(/needs a fresh MFA check of yours \(within the last 15m\)/).waitFor();
     await page.getByLabel("One-time code").fill(totpNow(secret, Date.now() + 30_000));
