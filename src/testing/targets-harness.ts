@@ -34,10 +34,12 @@ export async function targetsHarness(
     env?: NodeJS.ProcessEnv;
     /** A clock that follows real time (plus what `advance` adds), for tests of a started runner. */
     realTime?: boolean;
+    /** The store's engine (PGlite by default). */
+    engine?: "pglite" | "postgres";
   } = {},
 ): Promise<TargetsHarness> {
   const clock = options.realTime ? realTimeClock() : manualClock(new Date());
-  const server = await testServer("pglite", {
+  const server = await testServer(options.engine ?? "pglite", {
     clock,
     env: { STINT_RECONCILE_INTERVAL: "0", ...options.env },
     ...(options.backoff ? { outboxBackoff: options.backoff } : {}),

@@ -35,7 +35,8 @@ import { JOB, type GrantAlert } from "./grants.types.js";
 import { normalizeLogin } from "./reconcile.rules.js";
 
 export interface GrantServiceDeps {
-  store: Pick<AppStore, "db" | "transaction">;
+  /** `engine`: PostgreSQL lets an activation's transaction run beside the target's change (`grants.provision.ts`). */
+  store: Pick<AppStore, "db" | "transaction"> & Partial<Pick<AppStore, "engine">>;
   audit: Pick<AuditLog, "append" | "appendManyWhere" | "record" | "sequencing" | "catchUp">;
   clock: Clock;
   outbox: Pick<OutboxService, "enqueue">;

@@ -166,14 +166,26 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
           : undefined;
       // Awaited after the activation; never an unhandled rejection meanwhile.
       fill?.catch(() => undefined);
+      /**
+       * On PostgreSQL the activation's transaction runs while the target is being changed and commits once the
+       * change succeeded (`provisioned`'s `ready`): its statements are off the path to a working login. Started
+       * once this attempt's password insert has settled, so that it never holds a store connection another part
+       * of this attempt waits for.
+       */
+      const overlap = store.engine === "postgres";
+      let activation: Promise<boolean> | undefined;
       try {
         const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
         problemsOf(connector.checkLogin(login), `the login ${login}`);
+        /** The target's change, then what must hold before the activation may commit. */
+        let changed: Promise<void>;
+        /** When the activation may start beside the target's change. */
+        let startable: Promise<unknown> = Promise.resolve();
         if (preCreated) {
           if (!connector.activatePreCreated)
             throw new ConnectorError("refused", `a ${connector.kind} target pre-creates no logins`);
           const validUntil = new Date(clock.now().getTime() + grant.duration_ms + DYNAMIC_SAFETY_MARGIN_MS);
-          await call(connector.kind, "activate_login", () =>
+          changed = call(connector.kind, "activate_login", () =>
             connector.activatePreCreated!(
               target,
               { login, entitlement, validUntil },
@@ -200,27 +212,54 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
               ),
             );
           // A new password's insert commits while the target creates the login (its commit is off the critical
-          // path); both have finished, and succeeded, before the activation. A login made with a password that
-          // is then not stored is harmless: the retry seals a new one and createLogin sets it on the login it
+          // path); both have finished, and succeeded, before the activation commits. A login made with a password
+          // that is then not stored is harmless: the retry seals a new one and createLogin sets it on the login it
           // made (both connectors), and a grant that fails or ends has its login dropped whatever its password.
-          const [storing, creating] = await Promise.allSettled([
-            minted.stored.then(async (winner) => {
-              await failpoint("grant.provision.after-credential");
-              return winner;
-            }),
-            createLogin(minted.password),
-          ]);
-          if (storing.status === "rejected") throw storing.reason;
-          if (creating.status === "rejected") throw creating.reason;
-          // Another worker stored its password first: the login gets that one (that worker sets it too).
-          if (storing.value !== null) await createLogin(storing.value);
-          else handedOut = minted.sealed;
+          const stored = minted.stored.then(async (winner) => {
+            await failpoint("grant.provision.after-credential");
+            return winner;
+          });
+          const creating = createLogin(minted.password);
+          startable = stored.catch(() => undefined);
+          changed = (async () => {
+            const [storing, creation] = await Promise.allSettled([stored, creating]);
+            if (storing.status === "rejected") throw storing.reason;
+            if (creation.status === "rejected") throw creation.reason;
+            // Another worker stored its password first: the login gets that one (that worker sets it too).
+            if (storing.value !== null) await createLogin(storing.value);
+            else handedOut = minted.sealed;
+          })();
         } else {
-          await call(connector.kind, "provision", () =>
+          changed = call(connector.kind, "provision", () =>
             connector.provision(target, { login, entitlement }, { signal, operationId: `provision:${grantId}` }),
           );
         }
+        const ready = changed.then(async () => {
+          await failpoint("grant.provision.after-target");
+          // Kept before the activation commits: the holder's waiting read is woken by that commit (on this node).
+          if (handedOut)
+            ctx.handouts.remember({
+              requestId: grant.request_id,
+              grantId,
+              roleName: grant.role_name,
+              login,
+              sealed: handedOut,
+              target: { kind: targetRow.kind, address: targetRow.address, name: targetRow.name },
+            });
+          // From here the activation may commit: a read arriving now looks at the database first.
+          inFlight?.activating();
+        });
+        // Settled by the catch below or by the activation; never an unhandled rejection meanwhile.
+        ready.catch(() => undefined);
+        if (overlap) {
+          await startable;
+          activation = deps.requests.provisioned(grantId, { login, done, ready });
+          activation.catch(() => undefined);
+        }
+        await ready;
       } catch (error) {
+        // The activation beside the target's change waited for it and wrote nothing: over before going on.
+        await activation?.catch(() => undefined);
         if (error instanceof FailpointCrash) throw error;
         const failure = asConnectorError(error);
         if (failure.reason === "refused" || attempt >= maxAttempts) {
@@ -243,20 +282,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
         );
         throw failure;
       }
-      await failpoint("grant.provision.after-target");
-      // Kept before the activation commits: the holder's waiting read is woken by that commit (on this node).
-      if (handedOut)
-        ctx.handouts.remember({
-          requestId: grant.request_id,
-          grantId,
-          roleName: grant.role_name,
-          login,
-          sealed: handedOut,
-          target: { kind: targetRow.kind, address: targetRow.address, name: targetRow.name },
-        });
-      // From here the activation may commit: a read arriving now looks at the database first.
-      inFlight?.activating();
-      const activated = await deps.requests.provisioned(grantId, { login, done });
+      const activated = await (activation ?? deps.requests.provisioned(grantId, { login, done }));
       await fill;
       if (!activated) {
         // The activation ended while the target was being changed: take the privilege away again.

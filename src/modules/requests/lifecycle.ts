@@ -10,9 +10,8 @@ import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { HandlerContext } from "../outbox/index.js";
 import { checkExtension, checkJustification, checkMfaFreshness, evaluateWindow } from "./policy.rules.js";
-import { ACCESS_CHANNEL } from "../access-index/access-index.service.js";
-import { activateProvisioned } from "./provisioned.store.js";
-import { assertTransition, basisProblem, stageDeadline, stagesFor } from "./requests.rules.js";
+import { createActivation, SLOW_TARGET } from "./provisioned.js";
+import { assertTransition, stageDeadline, stagesFor } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import { expiredUndecided, isPendingPastTtl, pendingExpiresAt } from "./timing.rules.js";
 import type { RequestCore } from "./activation.js";
@@ -32,9 +31,6 @@ export function createLifecycle(core: RequestCore) {
     dtoOf,
     isPastExpiry,
     loadPolicy,
-    tellActive,
-    actMessage,
-    index,
     end,
     approveThenGrant,
     timing,
@@ -63,6 +59,7 @@ export function createLifecycle(core: RequestCore) {
   }
 
   const deactivateGroup = createDeactivateGroup(core, deactivateAlone);
+  const { activate } = createActivation(core);
 
   return {
     async cancel(actor: Actor, requestId: string, context: CallContext): Promise<RequestDto> {
@@ -303,55 +300,24 @@ export function createLifecycle(core: RequestCore) {
      */
     async provisioned(
       grantId: string,
-      details: { login: string; done?: HandlerContext["done"] | undefined },
+      details: {
+        login: string;
+        done?: HandlerContext["done"] | undefined;
+        /**
+         * The target's change, when it is still under way: the activation's transaction writes beside it and
+         * commits only once it succeeded (when it fails, nothing is written and its error is thrown). A change
+         * slower than `OVERLAP_MS` has the transaction rolled back (its locks are not held for a slow target) and
+         * written again once the change is done.
+         */
+        ready?: Promise<void>;
+      },
     ): Promise<boolean> {
-      const context: CallContext = { correlationId: `grant:${grantId}`, sourceIp: null, userAgent: null };
-      // Whether the activation's statement wrote the provisioning job's done-mark (told once committed).
-      let marked: boolean | undefined;
-      const result = await store.transaction(async (tx) => {
-        marked = undefined;
-        const now = clock.now();
-        // One statement locks the request and its grant, reads the requester's basis and, when both are
-        // provisioning and the basis holds, makes them active, sends the index's message and marks the job done
-        // (4 before, and the mark after the commit).
-        const act = index?.sentAct ? { channel: ACCESS_CHANNEL, at: Date.now() } : null;
-        const done = await activateProvisioned(tx, grantId, now, act, details.done?.alongside);
-        if (!done) return false;
-        if (details.done && done.activated) marked = done.completed;
-        const { row, activated } = done;
-        if (row.state !== "provisioning" || done.grantState !== "provisioning") return false;
-        if (!activated) {
-          // The target changed for someone who may no longer hold the role: take it away again, now.
-          const lost = basisProblem({
-            requesterActive: done.basis.active,
-            eligible: done.basis.active && done.basis.eligible,
-          });
-          // Not activated with the basis held cannot happen (the statement's conditions are these): retried.
-          if (!lost) throw new Error(`grant ${grantId}: provisioning not activated with its basis held`);
-          await audit.append(tx, SYSTEM, context, await end(tx, row, "revoked", lost, "system", now));
-          return true;
-        }
-        assertTransition("provisioning", "active");
-        const expiresAt = new Date(now.getTime() + row.duration_ms);
-        if (done.x !== null) index!.sentAct!(tx, actMessage(row, now, expiresAt), done.x);
-        else await tellActive(tx, row, now, expiresAt);
-        await emit(tx, { type: "activated", requestId: row.id, role: row.role_name, requester: row.requester_name });
-        await audit.append(tx, SYSTEM, context, {
-          action: "request.activated",
-          outcome: "success",
-          subject: `request:${row.id}`,
-          details: {
-            role: row.role_name,
-            requester: row.requester_name,
-            expiresAt: expiresAt.toISOString(),
-            grantId,
-            login: details.login,
-          },
-        });
-        return true;
-      });
-      if (marked !== undefined) details.done!.completed(marked);
-      return result;
+      if (details.ready) {
+        const outcome = await activate(grantId, details, details.ready);
+        if (outcome !== SLOW_TARGET) return outcome;
+        await details.ready;
+      }
+      return (await activate(grantId, details, undefined)) as boolean;
     },
 
     /** Worker: the target refused the privilege (or never answered): the activation fails with its message. */

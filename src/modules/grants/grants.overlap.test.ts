@@ -1,0 +1,150 @@
+/**
+ * On PostgreSQL the activation's transaction runs beside the target's change and commits only once the change
+ * succeeded (grants.provision.ts, requests/provisioned.ts). What that must never do: show an activation before the
+ * target holds the privilege, keep any of it when the target fails, or let a slow (or hanging) target hold the
+ * request's locks, so that an administrator could not revoke it meanwhile.
+ */
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { armFailpoint, disarmFailpoints } from "../../lib/failpoints.js";
+import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
+import { OVERLAP_MS } from "../requests/provisioned.js";
+
+const hex = randomBytes(4).toString("hex");
+const database = `stint_ovl_${hex}`;
+const reader = `stint_ovl_reader_${hex}`;
+const adminUrl = "postgres://postgres@127.0.0.1:5432";
+const users = ["ann", "ben", "cal"].map((u) => `${u}${hex}`);
+const loginOf = (user: string) => `stint_ovl_${user}`;
+
+let root: pg.Client;
+let h: TargetsHarness;
+
+async function isMember(login: string): Promise<boolean> {
+  const result = await root.query(
+    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
+      where r.rolname = $1 and u.rolname = $2`,
+    [reader, login],
+  );
+  return result.rowCount === 1;
+}
+
+async function submit(user: string): Promise<string> {
+  const res = await h.as(user, "POST", "/v1/activation-requests", {
+    role: "db-reader",
+    duration: "1h",
+    reason: "investigating incident 4242 in production",
+  });
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  expect(res.body.state).toBe("provisioning");
+  return String(res.body.id);
+}
+
+/** The request's state and its `request.activated` events (chained or waiting), read on a connection of its own. */
+async function seen(requestId: string): Promise<{ state: string; activatedEvents: number }> {
+  const db = h.server.store.db;
+  const { state } = await db
+    .selectFrom("activation_requests")
+    .select("state")
+    .where("id", "=", requestId)
+    .executeTakeFirstOrThrow();
+  const count = async (table: "audit_events" | "audit_pending") =>
+    Number(
+      (
+        await db
+          .selectFrom(table)
+          .select((eb) => eb.fn.countAll().as("n"))
+          .where("action", "=", "request.activated")
+          .where("subject", "=", `request:${requestId}`)
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
+  return { state, activatedEvents: (await count("audit_events")) + (await count("audit_pending")) };
+}
+
+beforeAll(async () => {
+  root = new pg.Client({ connectionString: `${adminUrl}/postgres` });
+  await root.connect();
+  await root.query(`create database ${database}`);
+  for (const user of users) await root.query(`create role ${loginOf(user)} login`);
+  await root.query(`create role ${reader} nologin`);
+  h = await targetsHarness({ engine: "postgres", backoff: { baseMs: 1, capMs: 1 } });
+  for (const user of users) await h.createUser(user);
+  await h.apply(`
+apiVersion: stint/v1
+policies:${selfServicePolicy("db-ovl", "report")}
+targets:
+  - name: ovl-db
+    kind: postgres
+    address: ${adminUrl}/${database}?sslmode=disable
+    identity: { template: "stint_ovl_{{name}}" }
+    options: { ignore: [postgres] }
+roles:
+  - name: db-reader
+    target: ovl-db
+    entitlement: { role: ${reader} }
+    policy: db-ovl
+    risk: medium
+eligibility:
+  - role: db-reader
+    users: [${users.join(", ")}]
+`);
+});
+
+afterEach(() => disarmFailpoints());
+
+afterAll(async () => {
+  await h?.server.cleanup();
+  if (!root) return;
+  await root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
+  for (const role of [...users.map(loginOf), reader])
+    await root.query(`drop role if exists ${role}`).catch(() => undefined);
+  await root.end();
+});
+
+describe("an activation written beside the target's change (PostgreSQL)", () => {
+  it("is not visible until the target holds the privilege, then is active with its event", async () => {
+    const user = users[0]!;
+    const requestId = await submit(user);
+    let during: { member: boolean; state: string; activatedEvents: number } | undefined;
+    armFailpoint("grant.provision.after-target", async () => {
+      during = { member: await isMember(loginOf(user)), ...(await seen(requestId)) };
+    });
+    await h.drainOutbox();
+    expect(during).toEqual({ member: true, state: "provisioning", activatedEvents: 0 });
+    expect(await seen(requestId)).toEqual({ state: "active", activatedEvents: 1 });
+  });
+
+  it("a target that fails keeps nothing of the activation; the retry activates it", async () => {
+    const user = users[1]!;
+    const requestId = await submit(user);
+    armFailpoint("grant.provision.after-target", () => {
+      throw new Error("the target's connection was lost");
+    });
+    await h.server.outbox.runOnce();
+    expect(await seen(requestId)).toEqual({ state: "provisioning", activatedEvents: 0 });
+    disarmFailpoints();
+    h.clock.advance(60_000);
+    await h.drainOutbox();
+    expect(await seen(requestId)).toEqual({ state: "active", activatedEvents: 1 });
+  });
+
+  it(`a target slower than ${OVERLAP_MS} ms does not hold the request: an administrator revokes it meanwhile`, async () => {
+    const user = users[2]!;
+    const requestId = await submit(user);
+    let revoked: { status: number; state: unknown } | undefined;
+    // The target's change has landed and its call has not returned yet: the revocation comes now and must not
+    // wait for the call (held by the activation's locks, it would wait for ever: the call waits for it here).
+    armFailpoint("grant.provision.after-target", async () => {
+      const res = await h.admin("POST", `/v1/activation-requests/${requestId}/revoke`, { reason: "wrong account" });
+      revoked = { status: res.status, state: res.body.state };
+    });
+    await h.drainOutbox();
+    expect(revoked).toEqual({ status: 200, state: "revoked" });
+    expect(await seen(requestId)).toEqual({ state: "revoked", activatedEvents: 0 });
+    // The privilege the late change left is taken away again.
+    await h.drainOutbox();
+    expect(await isMember(loginOf(user))).toBe(false);
+  });
+});
