@@ -7,6 +7,7 @@
  *   const instance = await startPostgres();   // instance.url: postgres://postgres@127.0.0.1:<port>/postgres
  *   new pg.Client({ host: "127.0.0.1", port: instance.port, user: "postgres", password: instance.adminPassword })
  *   (not { connectionString, password }: node-postgres lets the URL's empty password win)
+ *   await asSuperuser(instance, (c) => c.query(`create role …`)); await signsIn(instance, login, password);
  *   await instance.restart({ downMs: 3000 }); // stopped, down 3 s, started again on the same port and data
  *   await instance.stop();                    // stops the server and removes the dir
  *
@@ -199,6 +200,40 @@ export async function startPostgres(options: { tls?: boolean } = {}): Promise<Po
     await rm(dir, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** Runs `work` with a client connected to `instance` as its `postgres` superuser; the client is ended after. */
+export async function asSuperuser<T>(instance: PostgresInstance, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ ...clientOf(instance), user: "postgres", password: instance.adminPassword });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Whether `login` signs in to `instance` with `password` (the cluster checks passwords). */
+export async function signsIn(instance: PostgresInstance, login: string, password: string): Promise<boolean> {
+  const client = new pg.Client({ ...clientOf(instance), user: login, password });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Where a client of `instance` connects (over TLS when the cluster has it), not as whom. */
+function clientOf(instance: PostgresInstance): pg.ClientConfig {
+  return {
+    host: "127.0.0.1",
+    port: instance.port,
+    database: "postgres",
+    ...(instance.tls ? { ssl: { ca: instance.tls.ca } } : {}),
+  };
 }
 
 async function waitForConnection(

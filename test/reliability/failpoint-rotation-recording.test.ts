@@ -28,7 +28,6 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import pg from "pg";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { parseRecording } from "../../src/contract/recording.js";
@@ -47,7 +46,7 @@ import type { Actor } from "../../src/modules/authz/authz.types.js";
 import { createSessionService } from "../../src/modules/sessions/sessions.service.js";
 import { createVaultService } from "../../src/modules/vault/vault.service.js";
 import { ENGINES } from "../../src/testing/engines.js";
-import { startPostgres, type PostgresInstance } from "../../src/testing/postgres-instance.js";
+import { asSuperuser, signsIn, startPostgres, type PostgresInstance } from "../../src/testing/postgres-instance.js";
 import { ADMIN_PASSWORD, passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
 import { selfServicePolicy } from "../../src/testing/targets-harness.js";
 
@@ -62,34 +61,6 @@ const reader = `fpr_reader_${hex}`;
 const context = { correlationId: "failpoint-walk", sourceIp: null, userAgent: null };
 
 let instance: PostgresInstance;
-
-async function asRoot<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({
-    host: "127.0.0.1",
-    port: instance.port,
-    user: "postgres",
-    password: instance.adminPassword,
-    database: "postgres",
-  });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function signsIn(login: string, password: string): Promise<boolean> {
-  const client = new pg.Client({ host: "127.0.0.1", port: instance.port, user: login, password, database: "postgres" });
-  try {
-    await client.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
 
 async function until(what: string, check: () => boolean | Promise<boolean>, deadlineMs = 20_000): Promise<void> {
   const end = Date.now() + deadlineMs;
@@ -244,7 +215,7 @@ async function walkRotation(d: Deployment, scenario: RotationScenario, index: nu
   const login = `fpr_app_${index}_${hex}`;
   const original = `orig-${randomBytes(10).toString("hex")}`;
   const secretPath = `fpr/${index}/${hex}`;
-  await asRoot((c) => c.query(`create role ${login} login password '${original}'`));
+  await asSuperuser(instance, (c) => c.query(`create role ${login} login password '${original}'`));
   await server.vault.put(admin, context, secretPath, {
     kind: "password",
     value: original,
@@ -270,7 +241,7 @@ async function walkRotation(d: Deployment, scenario: RotationScenario, index: nu
     .where("pending", "=", true)
     .execute();
   expect(pendingAtCrash.map((v) => v.version)).toEqual([2]);
-  expect(await signsIn(login, original)).toBe(scenario.targetHas === "old");
+  expect(await signsIn(instance, login, original)).toBe(scenario.targetHas === "old");
 
   // Node B: the restarted node, a vault service of its own on the same store.
   const nodeB = createVaultService({
@@ -299,7 +270,9 @@ async function walkRotation(d: Deployment, scenario: RotationScenario, index: nu
       .execute();
     expect(pending).toEqual([]);
     const current = await nodeB.read(admin, context, secretPath);
-    expect(await signsIn(login, current.value), "the vault's current version signs in at the target").toBe(true);
+    expect(await signsIn(instance, login, current.value), "the vault's current version signs in at the target").toBe(
+      true,
+    );
     // Every committed rotation version was made current by exactly one event; nothing else was.
     const committed = await db
       .selectFrom("secret_versions")
@@ -325,7 +298,7 @@ async function walkRotation(d: Deployment, scenario: RotationScenario, index: nu
   const reconciled = settled.events.filter((e) => e.action === "secret.rotation_reconciled");
   expect(reconciled.map((e) => e.details.settledOn)).toEqual([scenario.targetHas]);
   expect(settled.current.version).toBe(scenario.targetHas === "new" ? 2 : 1);
-  if (scenario.targetHas === "new") expect(await signsIn(login, original)).toBe(false);
+  if (scenario.targetHas === "new") expect(await signsIn(instance, login, original)).toBe(false);
 
   // The secret rotates again (no claim or version left stuck), and everything above still holds.
   const again = await nodeB.rotate(admin, context, secretPath);
@@ -346,7 +319,7 @@ async function rotationOutlivesClaim(d: Deployment, index: number): Promise<void
   const login = `fpr_slow_${index}_${hex}`;
   const original = `orig-${randomBytes(10).toString("hex")}`;
   const secretPath = `fpr/slow-${index}/${hex}`;
-  await asRoot((c) => c.query(`create role ${login} login password '${original}'`));
+  await asSuperuser(instance, (c) => c.query(`create role ${login} login password '${original}'`));
   await server.vault.put(admin, context, secretPath, {
     kind: "password",
     value: original,
@@ -374,7 +347,7 @@ async function rotationOutlivesClaim(d: Deployment, index: number): Promise<void
   // Whatever node A answers, the vault's current version is the password the target accepts, and nothing pends.
   const current = await nodeB.read(admin, context, secretPath);
   expect(
-    await signsIn(login, current.value),
+    await signsIn(instance, login, current.value),
     `the vault's current version signs in (A said ${JSON.stringify(outcome)})`,
   ).toBe(true);
   const pending = await server.store.db
@@ -554,7 +527,7 @@ async function recordingElsewhere(d: Deployment, user: string): Promise<void> {
 
 beforeAll(async () => {
   instance = await startPostgres();
-  await asRoot((c) => c.query(`create role ${reader} nologin`));
+  await asSuperuser(instance, (c) => c.query(`create role ${reader} nologin`));
 });
 
 afterEach(() => disarmFailpoints());

@@ -9,9 +9,8 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startPostgres, type PostgresInstance } from "../../testing/postgres-instance.js";
+import { asSuperuser, signsIn, startPostgres, type PostgresInstance } from "../../testing/postgres-instance.js";
 import { ADMIN_PASSWORD, passwordFor, testServer, totpNow, type TestServer } from "../../testing/server.js";
 
 type Reply = { status: number; body: Record<string, unknown> & { error?: { code: string; message: string } } };
@@ -58,34 +57,13 @@ afterAll(async () => {
   await new Promise<void>((r) => (receiver ? receiver.close(() => r()) : r()));
 });
 
-async function signsIn(login: string, password: string): Promise<boolean> {
-  const client = new pg.Client({ host: "127.0.0.1", port: instance.port, user: login, password, database: "postgres" });
-  try {
-    await client.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 describe("rotation of a PostgreSQL login's password", () => {
   const login = `app_${randomBytes(3).toString("hex")}`;
   const original = `orig-${randomBytes(10).toString("hex")}`;
 
   it("the old password fails, the new works, and the previous version stays readable for rollback", async () => {
-    const root = new pg.Client({
-      host: "127.0.0.1",
-      port: instance.port,
-      user: "postgres",
-      password: instance.adminPassword,
-      database: "postgres",
-    });
-    await root.connect();
-    await root.query(`create role ${login} login password '${original}'`);
-    await root.end();
-    expect(await signsIn(login, original)).toBe(true);
+    await asSuperuser(instance, (c) => c.query(`create role ${login} login password '${original}'`));
+    expect(await signsIn(instance, login, original)).toBe(true);
 
     const auth = await admin();
     const applied = await call(server, auth, "POST", "/v1/config/apply", {
@@ -115,8 +93,8 @@ targets:
     const current = await call(server, auth, "GET", `/v1/secrets/${enc("scratch/app")}/value`);
     const next = String(current.body.value);
     expect(next).not.toBe(original);
-    expect(await signsIn(login, original)).toBe(false);
-    expect(await signsIn(login, next)).toBe(true);
+    expect(await signsIn(instance, login, original)).toBe(false);
+    expect(await signsIn(instance, login, next)).toBe(true);
     const previous = await call(server, auth, "GET", `/v1/secrets/${enc("scratch/app")}/value?version=1`);
     expect(previous.body.value).toBe(original);
   });
@@ -140,8 +118,8 @@ targets:
     const after = await call(server, auth, "GET", `/v1/secrets/${enc("scratch/app")}`);
     expect(after.body.currentVersion).toBe(4);
     const next = String((await call(server, auth, "GET", `/v1/secrets/${enc("scratch/app")}/value`)).body.value);
-    expect(await signsIn(login, current)).toBe(false);
-    expect(await signsIn(login, next)).toBe(true);
+    expect(await signsIn(instance, login, current)).toBe(false);
+    expect(await signsIn(instance, login, next)).toBe(true);
     expect(Date.parse(String(after.body.rotationDueAt)) - Date.now()).toBeGreaterThan(29 * 24 * 3600_000);
   });
 

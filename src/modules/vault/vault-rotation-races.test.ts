@@ -8,7 +8,6 @@
  *   returns): the next node to start settles the pending version on the password the target accepts.
  */
 import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../config/config.js";
 import { openAppStore } from "../../db/index.js";
@@ -16,7 +15,7 @@ import { manualClock, type Clock } from "../../lib/clock.js";
 import { createLogger } from "../../lib/logger.js";
 import { createServer, type Server } from "../../server.js";
 import { createPgDatabase } from "../../testing/engines.js";
-import { startPostgres, type PostgresInstance } from "../../testing/postgres-instance.js";
+import { asSuperuser, signsIn, startPostgres, type PostgresInstance } from "../../testing/postgres-instance.js";
 import { ADMIN_PASSWORD, TEST_SCRYPT } from "../../testing/server.js";
 import { SYSTEM, type Actor } from "../authz/authz.types.js";
 import { createVaultService } from "./vault.service.js";
@@ -49,39 +48,11 @@ async function node(clock?: Clock): Promise<Server> {
   return server;
 }
 
-async function root<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({
-    host: "127.0.0.1",
-    port: instance.port,
-    user: "postgres",
-    password: instance.adminPassword,
-    database: "postgres",
-  });
-  await client.connect();
-  try {
-    return await work(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function signsIn(login: string, password: string): Promise<boolean> {
-  const client = new pg.Client({ host: "127.0.0.1", port: instance.port, user: login, password, database: "postgres" });
-  try {
-    await client.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 /** A login at the target and a secret in the vault that is its password, due for rotation now. */
 async function dueSecret(server: Server, path: string): Promise<{ login: string; original: string }> {
   const login = `app_${randomBytes(3).toString("hex")}`;
   const original = `orig-${randomBytes(10).toString("hex")}`;
-  await root((c) => c.query(`create role ${login} login password '${original}'`));
+  await asSuperuser(instance, (c) => c.query(`create role ${login} login password '${original}'`));
   await server.vault.put(SYSTEM_ADMIN, context, path, {
     kind: "password",
     value: original,
@@ -182,8 +153,8 @@ describe("rotation races between nodes (finding 16)", () => {
       expect(await events(a, "secret.rotated", path)).toBe(1);
       const current = await currentValue(a, path);
       expect(current.version).toBe(2);
-      expect(await signsIn(login, current.value)).toBe(true);
-      expect(await signsIn(login, original)).toBe(false);
+      expect(await signsIn(instance, login, current.value)).toBe(true);
+      expect(await signsIn(instance, login, original)).toBe(false);
     }
   });
 
@@ -205,8 +176,9 @@ describe("rotation races between nodes (finding 16)", () => {
       },
     });
     void dying.rotate(SYSTEM, context, path);
-    for (let i = 0; i < 200 && (await signsIn(login, original)); i++) await new Promise((r) => setTimeout(r, 25));
-    expect(await signsIn(login, original), "node A changed the password at the target").toBe(false);
+    for (let i = 0; i < 200 && (await signsIn(instance, login, original)); i++)
+      await new Promise((r) => setTimeout(r, 25));
+    expect(await signsIn(instance, login, original), "node A changed the password at the target").toBe(false);
     expect((await currentValue(a, path)).version, "nothing committed yet").toBe(1);
 
     // Node C starts after A's claim ran out.
@@ -214,7 +186,7 @@ describe("rotation races between nodes (finding 16)", () => {
     const c = await node(later);
     const settled = await currentValue(c, path);
     expect(settled.version).toBe(2);
-    expect(await signsIn(login, settled.value)).toBe(true);
+    expect(await signsIn(instance, login, settled.value)).toBe(true);
     expect(await events(c, "secret.rotation_reconciled", path)).toBe(1);
   });
 
@@ -242,7 +214,7 @@ describe("rotation races between nodes (finding 16)", () => {
     const settled = await currentValue(c, path);
     expect(settled.version).toBe(1);
     expect(settled.value).toBe(original);
-    expect(await signsIn(login, original)).toBe(true);
+    expect(await signsIn(instance, login, original)).toBe(true);
     const versions = await c.store.db
       .selectFrom("secret_versions")
       .innerJoin("secrets", "secrets.id", "secret_versions.secret_id")
