@@ -27,9 +27,17 @@ import { claimPreCreated } from "./precreated.store.js";
 const SETTLING_ATTEMPTS = 2;
 /** A minted login's own VALID UNTIL, past the activation's end: a safety net if Stint cannot drop it in time. */
 const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
+/**
+ * Activations written beside their target's change at once on a node, at most: each holds a store connection
+ * while its target answers (up to the requests module's `OVERLAP_MS`), so a burst of provisioning at slow targets
+ * must not take the pool (10 by default) from everyone else. Beyond it an activation runs after its change.
+ */
+const MAX_OVERLAPPING = 4;
 
 export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<typeof createPreCreation>) {
   const { deps, store, clock, outbox, provisionAttempts, revokeAttempts, call } = ctx;
+  /** Activations being written beside their target's change on this node (`MAX_OVERLAPPING`). */
+  let overlapping = 0;
 
   // -------------------------------------------------------------------------
   // The requests service's hook: a grant must be provisioned or revoked
@@ -172,7 +180,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
        * once this attempt's password insert has settled, so that it never holds a store connection another part
        * of this attempt waits for.
        */
-      const overlap = store.engine === "postgres";
+      let overlap = store.engine === "postgres" && overlapping < MAX_OVERLAPPING;
       let activation: Promise<boolean> | undefined;
       try {
         const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
@@ -251,10 +259,13 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
         });
         // Settled by the catch below or by the activation; never an unhandled rejection meanwhile.
         ready.catch(() => undefined);
+        if (overlap) await startable;
+        // Counted from here (another attempt may have taken the last place while this one waited).
+        overlap &&= overlapping < MAX_OVERLAPPING;
         if (overlap) {
-          await startable;
+          overlapping += 1;
           activation = deps.requests.provisioned(grantId, { login, done, ready });
-          activation.catch(() => undefined);
+          activation.catch(() => undefined).finally(() => (overlapping -= 1));
         }
         await ready;
       } catch (error) {
