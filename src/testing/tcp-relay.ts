@@ -1,9 +1,12 @@
 /**
  * Test support: a TCP relay on 127.0.0.1 to a server, whose connections can be made to go silent (`freeze`:
  * nothing relayed either way, nothing closed — a paused server or a cut network, as a client sees it), while
- * new connections are relayed as usual.
+ * new connections are relayed as usual. `switchableRelay`: one that can go down (connections refused, open ones
+ * cut) and come back on its port, as a target's outage looks to a client.
  */
-import { createServer, Socket, type AddressInfo } from "node:net";
+import { createServer, Socket, type AddressInfo, type Server } from "node:net";
+
+type Destination = { host: string; port: number };
 
 export interface TcpRelay {
   port: number;
@@ -14,23 +17,28 @@ export interface TcpRelay {
   close(): Promise<void>;
 }
 
-export async function startTcpRelay(to: { host: string; port: number }): Promise<TcpRelay> {
+/** Relays `client` to `to` both ways; when either side closes or fails, both are destroyed and `ended` is called. */
+function relay(client: Socket, to: Destination, ended: (upstream: Socket) => void): Socket {
+  const upstream = new Socket();
+  const drop = () => {
+    client.destroy();
+    upstream.destroy();
+    ended(upstream);
+  };
+  client.on("error", drop).on("close", drop);
+  upstream.on("error", drop).on("close", drop);
+  upstream.connect(to.port, to.host, () => {
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  return upstream;
+}
+
+export async function startTcpRelay(to: Destination): Promise<TcpRelay> {
   const pairs = new Set<{ client: Socket; upstream: Socket }>();
   const server = createServer((client) => {
-    const upstream = new Socket();
-    const pair = { client, upstream };
+    const pair = { client, upstream: relay(client, to, () => pairs.delete(pair)) };
     pairs.add(pair);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      pairs.delete(pair);
-    };
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-    upstream.connect(to.port, to.host, () => {
-      client.pipe(upstream);
-      upstream.pipe(client);
-    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -57,5 +65,40 @@ export async function startTcpRelay(to: { host: string; port: number }): Promise
       }
       await new Promise((resolve) => server.close(resolve));
     },
+  };
+}
+
+/** A relay on 127.0.0.1 to `to` that can go down and come back up on the same port. */
+export function switchableRelay(to: Destination) {
+  let server: Server | undefined;
+  const sockets = new Set<Socket>();
+  let port = 0;
+  return {
+    /** Listens (on the port of the first time, after that); resolves with the port. */
+    up: () =>
+      new Promise<number>((resolve, reject) => {
+        const listening = createServer((client) => {
+          const upstream = relay(client, to, () => {
+            sockets.delete(client);
+            sockets.delete(upstream);
+          });
+          sockets.add(client).add(upstream);
+        });
+        server = listening;
+        listening.once("error", reject);
+        listening.listen(port, "127.0.0.1", () => {
+          port = (listening.address() as AddressInfo).port;
+          resolve(port);
+        });
+      }),
+    /** Down: the listener closed (connections refused) and every open connection cut. */
+    down: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        sockets.clear();
+        if (!server) return resolve();
+        server.close(() => resolve());
+        server = undefined;
+      }),
   };
 }

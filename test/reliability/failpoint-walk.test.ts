@@ -17,7 +17,6 @@
  * walked by failpoint-rotation-recording.test.ts, which fails the same way for those. Finding 2 is the `grant.provision.before-follow-up` scenario.
  */
 import { randomBytes } from "node:crypto";
-import { createServer as createTcpServer, Socket, type AddressInfo, type Server as TcpServer } from "node:net";
 import { sql } from "kysely";
 import pg from "pg";
 import { Registry } from "prom-client";
@@ -36,6 +35,7 @@ import {
 import { ENGINES } from "../../src/testing/engines.js";
 import { ADMIN_PASSWORD, passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
 import { selfServicePolicy } from "../../src/testing/targets-harness.js";
+import { switchableRelay } from "../../src/testing/tcp-relay.js";
 import { createOutboxRunner, type OutboxRunner } from "../../src/workers/outbox-runner.js";
 import { createScheduler, type Scheduler } from "../../src/workers/scheduler.js";
 
@@ -57,46 +57,7 @@ const loginOf = (user: string) => `stint_fpw_${user}`;
 let root: pg.Client;
 
 /** A TCP proxy to 127.0.0.1:5432, the flaky target's address: down, it refuses connections and cuts live ones. */
-function pgProxy() {
-  let server: TcpServer | undefined;
-  const sockets = new Set<Socket>();
-  let port = 0;
-  return {
-    up: () =>
-      new Promise<number>((resolve, reject) => {
-        server = createTcpServer((client) => {
-          const upstream = new Socket();
-          sockets.add(client).add(upstream);
-          const drop = () => {
-            client.destroy();
-            upstream.destroy();
-            sockets.delete(client);
-            sockets.delete(upstream);
-          };
-          client.on("error", drop).on("close", drop);
-          upstream.on("error", drop).on("close", drop);
-          upstream.connect(5432, "127.0.0.1", () => {
-            client.pipe(upstream);
-            upstream.pipe(client);
-          });
-        });
-        server.once("error", reject);
-        server.listen(port, "127.0.0.1", () => {
-          port = (server!.address() as AddressInfo).port;
-          resolve(port);
-        });
-      }),
-    down: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        sockets.clear();
-        if (!server) return resolve();
-        server.close(() => resolve());
-        server = undefined;
-      }),
-  };
-}
-const proxy = pgProxy();
+const proxy = switchableRelay({ host: "127.0.0.1", port: 5432 });
 let proxyPort = 0;
 
 async function isMember(reader: string, login: string): Promise<boolean> {

@@ -5,10 +5,10 @@
  * when the proxy listens again on the same port, every stuck revocation completes within 5 s.
  */
 import { randomBytes } from "node:crypto";
-import { createServer, Socket, type AddressInfo, type Server } from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { switchableRelay } from "../../src/testing/tcp-relay.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_tor_${hex}`;
@@ -21,46 +21,7 @@ let root: pg.Client;
 let h: TargetsHarness;
 
 /** A TCP proxy to 127.0.0.1:5432 that can go down (listener closed, connections cut) and come back on its port. */
-function pgProxy() {
-  let server: Server | undefined;
-  const sockets = new Set<Socket>();
-  let port = 0;
-  const up = () =>
-    new Promise<number>((resolve, reject) => {
-      server = createServer((client) => {
-        const upstream = new Socket();
-        sockets.add(client).add(upstream);
-        const drop = () => {
-          client.destroy();
-          upstream.destroy();
-          sockets.delete(client);
-          sockets.delete(upstream);
-        };
-        client.on("error", drop).on("close", drop);
-        upstream.on("error", drop).on("close", drop);
-        upstream.connect(5432, "127.0.0.1", () => {
-          client.pipe(upstream);
-          upstream.pipe(client);
-        });
-      });
-      server.once("error", reject);
-      server.listen(port, "127.0.0.1", () => {
-        port = (server!.address() as AddressInfo).port;
-        resolve(port);
-      });
-    });
-  const down = () =>
-    new Promise<void>((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      sockets.clear();
-      if (!server) return resolve();
-      server.close(() => resolve());
-      server = undefined;
-    });
-  return { up, down };
-}
-
-const proxy = pgProxy();
+const proxy = switchableRelay({ host: "127.0.0.1", port: 5432 });
 
 async function isMember(login: string): Promise<boolean> {
   const result = await root.query(
