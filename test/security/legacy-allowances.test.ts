@@ -12,6 +12,7 @@ import type { AppStore } from "../../src/db/index.js";
 import { deriveKey, seal } from "../../src/lib/security.js";
 import { insertTarget } from "../../src/modules/catalog/catalog.store.js";
 import { legacyCredentialBinding } from "../../src/modules/catalog/custody.rules.js";
+import type { Engine } from "../../src/lib/db.js";
 import { ENGINES } from "../../src/testing/engines.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 
@@ -53,43 +54,57 @@ interface Event {
   details: Record<string, unknown>;
 }
 
-describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => {
-  let server: TestServer;
-  const warnings: string[] = [];
-
-  beforeAll(async () => {
-    server = await testServer(engine, {
-      env: { STINT_RECONCILE_INTERVAL: "0" },
-      prepareStore: olderRelease,
-      logLevel: "warn",
-      logDestination: { write: (line: string) => void warnings.push(line) },
-    });
-  });
-
-  afterAll(async () => {
-    await server?.cleanup();
-  });
-
-  const events = async (...actions: string[]) => {
-    const res = await server.app.inject({
-      method: "GET",
-      url: "/v1/audit/events?limit=500&order=asc",
-      headers: { authorization: server.adminAuth },
-    });
-    return (res.json().items as Event[]).filter((e) => actions.includes(e.action));
+/**
+ * For a describe: a test server started on a store `prepareStore` left as an older release did, its log lines at warn
+ * and above in `warnings`, and `events(...actions)`: the audit events of those actions, oldest first.
+ */
+function startedFromOlder(
+  engine: Engine,
+  prepareStore: (store: AppStore) => Promise<void>,
+  options: { masterKey?: Uint8Array } = {},
+) {
+  const started = {
+    server: undefined as unknown as TestServer,
+    warnings: [] as string[],
+    events: async (...actions: string[]) => {
+      const res = await started.server.app.inject({
+        method: "GET",
+        url: "/v1/audit/events?limit=500&order=asc",
+        headers: { authorization: started.server.adminAuth },
+      });
+      return (res.json().items as Event[]).filter((e) => actions.includes(e.action));
+    },
   };
+  beforeAll(async () => {
+    started.server = await testServer(engine, {
+      env: { STINT_RECONCILE_INTERVAL: "0" },
+      ...options,
+      prepareStore,
+      logLevel: "warn",
+      logDestination: { write: (line: string) => void started.warnings.push(line) },
+    });
+  });
+  afterAll(async () => {
+    await started.server?.cleanup();
+  });
+  return started;
+}
+
+describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => {
+  const started = startedFromOlder(engine, olderRelease);
+  const { warnings, events } = started;
   const allowance = (path: string) =>
-    server.store.db
+    started.server.store.db
       .selectFrom("secret_target_allowances")
       .select(["target_id", "granted_by", "mac"])
       .where("path", "=", path)
       .executeTakeFirst();
   const markers = async () => (await events("upgrade.completed")).map((e) => e.details.step).sort();
   const verify = async () => {
-    const res = await server.app.inject({
+    const res = await started.server.app.inject({
       method: "GET",
       url: "/v1/audit/verify",
-      headers: { authorization: server.adminAuth },
+      headers: { authorization: started.server.adminAuth },
     });
     return res.json<{ ok: boolean; brokenSeq?: number; problem?: string }>();
   };
@@ -97,7 +112,7 @@ describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => 
   it("a database from an older release is upgraded at its first start, audited, with one marker per step", async () => {
     // The markers are in the hash chain already (before anything reads the log and chains what waits), not in
     // audit_pending, where a deletion would go unnoticed.
-    const pending = await server.store.db
+    const pending = await started.server.store.db
       .selectFrom("audit_pending")
       .select("id")
       .where("action", "=", "upgrade.completed")
@@ -118,13 +133,13 @@ describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => 
     expect(await markers()).toEqual(["allowance-macs", "credential-binding", "session-secret-allowances"]);
 
     // Restarts (two at once here) find the markers: nothing runs again.
-    await Promise.all([server.grants.bindStoredCredentials(), server.grants.bindStoredCredentials()]);
+    await Promise.all([started.server.grants.bindStoredCredentials(), started.server.grants.bindStoredCredentials()]);
     expect(await markers()).toEqual(["allowance-macs", "credential-binding", "session-secret-allowances"]);
     expect(await events("secret.allowed")).toHaveLength(2);
   });
 
   it("an allowance a database writer inserts without a MAC after the upgrade stays refused at restart, and is reported", async () => {
-    await server.store.db
+    await started.server.store.db
       .insertInto("secret_target_allowances")
       .values({
         path: "shared/planted-session",
@@ -136,7 +151,7 @@ describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => 
       })
       .execute();
 
-    await server.grants.bindStoredCredentials();
+    await started.server.grants.bindStoredCredentials();
 
     expect((await allowance("shared/planted-session"))?.mac).toBeNull();
     const warned = warnings.map((line) => JSON.parse(line) as { msg: string; allowances?: unknown });
@@ -155,23 +170,26 @@ describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => 
         details: { target: "old-db" },
       }),
     ]);
-    await server.store.db.deleteFrom("secret_target_allowances").where("path", "=", "shared/planted-session").execute();
+    await started.server.store.db
+      .deleteFrom("secret_target_allowances")
+      .where("path", "=", "shared/planted-session")
+      .execute();
   });
 
   it("a target option a database writer edits to name a secret after the adoption gets no allowance at restart", async () => {
-    const row = await server.store.db
+    const row = await started.server.store.db
       .selectFrom("targets")
       .select("config")
       .where("id", "=", OLD)
       .executeTakeFirstOrThrow();
     const config = row.config as Record<string, unknown>;
-    await server.store.db
+    await started.server.store.db
       .updateTable("targets")
       .set({ config: JSON.stringify({ ...config, options: { session: { login: "app", secret: "shared/edited" } } }) })
       .where("id", "=", OLD)
       .execute();
 
-    const { unbound } = await server.grants.bindStoredCredentials();
+    const { unbound } = await started.server.grants.bindStoredCredentials();
 
     expect(unbound).toContain("shared/edited");
     expect(await allowance("shared/edited")).toBeUndefined();
@@ -180,16 +198,16 @@ describe.each(ENGINES)("the start's allowance upgrade steps on %s", (engine) => 
 
   it("deleting a marker is reported by audit verify; a start then upgrades what is MAC-less once, audited", async () => {
     expect(await verify()).toMatchObject({ ok: true });
-    await server.audit.catchUp();
-    await server.store.db.deleteFrom("audit_events").where("action", "=", "upgrade.completed").execute();
-    await server.store.db
+    await started.server.audit.catchUp();
+    await started.server.store.db.deleteFrom("audit_events").where("action", "=", "upgrade.completed").execute();
+    await started.server.store.db
       .insertInto("secret_target_allowances")
       .values({ path: "shared/late", target_id: OLD, endpoint: "E-late", granted_by: "admin", created_at: new Date() })
       .execute();
     expect(await verify()).toMatchObject({ ok: false, brokenSeq: expect.any(Number) });
 
     // Two nodes starting at once: the upgrade lock lets one run each step, the other finds its marker.
-    await Promise.all([server.grants.bindStoredCredentials(), server.grants.bindStoredCredentials()]);
+    await Promise.all([started.server.grants.bindStoredCredentials(), started.server.grants.bindStoredCredentials()]);
 
     expect(await markers()).toEqual(["allowance-macs", "credential-binding", "session-secret-allowances"]);
     expect((await events("secret.allowed")).filter((e) => e.subject === "secret:shared/late")).toEqual([
@@ -249,34 +267,11 @@ async function olderCredentials(store: AppStore): Promise<void> {
 }
 
 describe.each(ENGINES)("the start's credential binding on %s", (engine) => {
-  let server: TestServer;
-  const warnings: string[] = [];
-
-  beforeAll(async () => {
-    server = await testServer(engine, {
-      env: { STINT_RECONCILE_INTERVAL: "0" },
-      masterKey,
-      prepareStore: olderCredentials,
-      logLevel: "warn",
-      logDestination: { write: (line: string) => void warnings.push(line) },
-    });
-  });
-
-  afterAll(async () => {
-    await server?.cleanup();
-  });
-
-  const events = async (...actions: string[]) => {
-    const res = await server.app.inject({
-      method: "GET",
-      url: "/v1/audit/events?limit=500&order=asc",
-      headers: { authorization: server.adminAuth },
-    });
-    return (res.json().items as Event[]).filter((e) => actions.includes(e.action));
-  };
+  const started = startedFromOlder(engine, olderCredentials, { masterKey });
+  const { warnings, events } = started;
   const owner = async (path: string) =>
     (
-      await server.store.db
+      await started.server.store.db
         .selectFrom("target_secrets")
         .select("target_id")
         .where("path", "=", path)
@@ -284,22 +279,22 @@ describe.each(ENGINES)("the start's credential binding on %s", (engine) => {
     ).target_id;
   /** A database writer edits the credential path a target names. */
   const nameCredential = async (targetId: string, path: string | null) => {
-    const row = await server.store.db
+    const row = await started.server.store.db
       .selectFrom("targets")
       .select("config")
       .where("id", "=", targetId)
       .executeTakeFirstOrThrow();
-    await server.store.db
+    await started.server.store.db
       .updateTable("targets")
       .set({ config: JSON.stringify({ ...(row.config as Record<string, unknown>), credential: path }) })
       .where("id", "=", targetId)
       .execute();
   };
   const testEvil = async () => {
-    const res = await server.app.inject({
+    const res = await started.server.app.inject({
       method: "POST",
       url: "/v1/targets/evil-db/test",
-      headers: { authorization: server.adminAuth },
+      headers: { authorization: started.server.adminAuth },
     });
     return res.json<{ ok: boolean; detail: string }>();
   };
@@ -316,7 +311,7 @@ describe.each(ENGINES)("the start's credential binding on %s", (engine) => {
     ).toEqual(["credential-binding"]);
 
     // Restarts (two at once) find the marker.
-    await Promise.all([server.grants.bindStoredCredentials(), server.grants.bindStoredCredentials()]);
+    await Promise.all([started.server.grants.bindStoredCredentials(), started.server.grants.bindStoredCredentials()]);
     expect((await events("upgrade.completed")).filter((e) => e.details.step === "credential-binding")).toHaveLength(1);
   });
 
@@ -326,7 +321,7 @@ describe.each(ENGINES)("the start's credential binding on %s", (engine) => {
     await nameCredential(TWIN_B, null);
     warnings.length = 0;
 
-    const { unbound } = await server.grants.bindStoredCredentials();
+    const { unbound } = await started.server.grants.bindStoredCredentials();
 
     expect(await owner("targets/gone-db/admin")).toBeNull();
     expect(await owner("shared/twin-admin")).toBeNull();
@@ -358,9 +353,9 @@ describe.each(ENGINES)("the start's credential binding on %s", (engine) => {
 
   it("another target's credential put back unbound from a backup is not bound to the target a writer chose", async () => {
     // The row as the older release stored it, from a backup, in place of bound-db's; evil-db alone names it.
-    await server.store.db.deleteFrom("target_secrets").where("path", "=", "targets/bound-db/admin").execute();
+    await started.server.store.db.deleteFrom("target_secrets").where("path", "=", "targets/bound-db/admin").execute();
     const now = new Date();
-    await server.store.db
+    await started.server.store.db
       .insertInto("target_secrets")
       .values({
         path: "targets/bound-db/admin",
@@ -374,7 +369,7 @@ describe.each(ENGINES)("the start's credential binding on %s", (engine) => {
     await nameCredential(BOUND, null);
     await nameCredential(EVIL, "targets/bound-db/admin");
 
-    await server.grants.bindStoredCredentials();
+    await started.server.grants.bindStoredCredentials();
 
     expect(await owner("targets/bound-db/admin")).toBeNull();
     expect(await events("target.credential_bound")).toHaveLength(1);
