@@ -176,19 +176,18 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
       fill?.catch(() => undefined);
       /**
        * On PostgreSQL the activation's transaction runs while the target is being changed and commits once the
-       * change succeeded (`provisioned`'s `ready`): its statements are off the path to a working login. Started
-       * once this attempt's password insert has settled, so that it never holds a store connection another part
-       * of this attempt waits for.
+       * change succeeded (`provisioned`'s `ready`): its statements are off the path to a working login. It may
+       * wait for this attempt's password insert, on another store connection: at most `MAX_OVERLAPPING` such
+       * transactions hold connections meanwhile, fewer than the pool has, so that insert always gets one (and
+       * `OVERLAP_MS` bounds any wait).
        */
-      let overlap = store.engine === "postgres" && overlapping < MAX_OVERLAPPING;
+      const overlap = store.engine === "postgres" && overlapping < MAX_OVERLAPPING;
       let activation: Promise<boolean> | undefined;
       try {
         const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
         problemsOf(connector.checkLogin(login), `the login ${login}`);
         /** The target's change, then what must hold before the activation may commit. */
         let changed: Promise<void>;
-        /** When the activation may start beside the target's change. */
-        let startable: Promise<unknown> = Promise.resolve();
         if (preCreated) {
           if (!connector.activatePreCreated)
             throw new ConnectorError("refused", `a ${connector.kind} target pre-creates no logins`);
@@ -228,7 +227,6 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
             return winner;
           });
           const creating = createLogin(minted.password);
-          startable = stored.catch(() => undefined);
           changed = (async () => {
             const [storing, creation] = await Promise.allSettled([stored, creating]);
             if (storing.status === "rejected") throw storing.reason;
@@ -259,9 +257,6 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
         });
         // Settled by the catch below or by the activation; never an unhandled rejection meanwhile.
         ready.catch(() => undefined);
-        if (overlap) await startable;
-        // Counted from here (another attempt may have taken the last place while this one waited).
-        overlap &&= overlapping < MAX_OVERLAPPING;
         if (overlap) {
           overlapping += 1;
           activation = deps.requests.provisioned(grantId, { login, done, ready });
