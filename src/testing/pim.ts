@@ -57,6 +57,15 @@ export const AUTO_APPROVED_POLICY: z.input<typeof policySpec> = {
   justification: { minLength: 10 },
 };
 
+/** The access index tests' self-service policy: no approval, no MFA, 30 minutes by default and 2 hours at most. */
+export const SELF_SERVICE_POLICY: z.input<typeof policySpec> = {
+  defaultDuration: "30m",
+  maxDuration: "2h",
+  mfa: { required: false, maxAge: "10m" },
+  justification: { minLength: 10 },
+  approval: { stages: [] },
+};
+
 /** A role on the internal target with its own policy; eligible groups and users get an eligibility each. */
 export async function seedRole(
   server: TestServer,

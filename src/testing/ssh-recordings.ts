@@ -8,23 +8,12 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseRecording, type ParsedRecording } from "../contract/recording.js";
 import type { SshSessionsHarness } from "./ssh-sessions.js";
+import { untilValue } from "./until.js";
 
 export type SshRecording = ParsedRecording & { kind: "ssh" };
 
-/** Polls `probe` until it answers something truthy (every 50 ms), or throws after `timeoutMs`. */
-export async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+/** Polls `probe` until it answers something truthy (every 50 ms), or throws after `timeoutMs` (30 s). */
+export const until = untilValue;
 
 export interface EndedSession {
   session: { id: string; user: string; live: boolean; endReason: string | null };

@@ -49,6 +49,7 @@ import { ENGINES } from "../../src/testing/engines.js";
 import { asSuperuser, signsIn, startPostgres, type PostgresInstance } from "../../src/testing/postgres-instance.js";
 import { ADMIN_PASSWORD, passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
 import { selfServicePolicy } from "../../src/testing/targets-harness.js";
+import { until } from "../../src/testing/until.js";
 
 /** The vault's rotation claim: a dead node's claim is taken over this long after it was made. */
 const ROTATION_LEASE_MS = 10 * 60_000;
@@ -61,14 +62,6 @@ const reader = `fpr_reader_${hex}`;
 const context = { correlationId: "failpoint-walk", sourceIp: null, userAgent: null };
 
 let instance: PostgresInstance;
-
-async function until(what: string, check: () => boolean | Promise<boolean>, deadlineMs = 20_000): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // One deployment per engine

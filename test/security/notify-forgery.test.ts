@@ -12,16 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAppStore, type AppStore } from "../../src/db/index.js";
 import { ACCESS_CHANNEL } from "../../src/modules/access-index/access-index.service.js";
 import { SESSIONS_CHANNEL } from "../../src/modules/sessions/sessions.service.js";
-import { seedRole, seedUser } from "../../src/testing/pim.js";
+import { SELF_SERVICE_POLICY, seedRole, seedUser } from "../../src/testing/pim.js";
 import { passwordFor, testServer, type TestServer } from "../../src/testing/server.js";
-
-const SELF_SERVICE = {
-  defaultDuration: "30m",
-  maxDuration: "2h",
-  mfa: { required: false, maxAge: "10m" },
-  justification: { minLength: 10 },
-  approval: { stages: [] },
-};
+import { until } from "../../src/testing/until.js";
 
 let server: TestServer;
 let admin: pg.Client;
@@ -30,14 +23,6 @@ let attackerRole: string;
 let auditor: string;
 let rejected = 0;
 const logLines: string[] = [];
-
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function call(auth: string, method: "GET" | "POST", url: string, payload?: object) {
   const res = await server.app.inject({ method, url, headers: { authorization: auth }, ...(payload && { payload }) });
@@ -72,7 +57,7 @@ beforeAll(async () => {
   await seedUser(server, "alice", { groups: ["sre"] });
   await seedUser(server, "carol", { groups: ["sre"] });
   await seedUser(server, "bob");
-  await seedRole(server, { name: "db-reader", policy: SELF_SERVICE as never, eligibleGroups: ["sre"] });
+  await seedRole(server, { name: "db-reader", policy: SELF_SERVICE_POLICY, eligibleGroups: ["sre"] });
   auditor = await server.userWithRoles("auditor-1", ["auditor"]);
   admin = new pg.Client({ connectionString: server.databaseUrl });
   await admin.connect();

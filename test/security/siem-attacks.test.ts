@@ -16,19 +16,12 @@ import type { SiemDestinationStatus } from "../../src/contract/siem.js";
 import { NO_CONTEXT } from "../../src/modules/authz/authz.types.js";
 import { testServer, type TestServer } from "../../src/testing/server.js";
 import { hecReceiver, makePki, type HecReceiver } from "../../src/testing/siem-receivers.js";
+import { untilValue } from "../../src/testing/until.js";
+
+/** What this file waits for can take a minute on a loaded host. */
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined) => untilValue(what, probe, 60_000);
 
 const HEC_TOKEN = "hec-token-that-must-never-be-logged-4f1c";
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {

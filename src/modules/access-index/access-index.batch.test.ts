@@ -13,14 +13,7 @@ import { createAccessIndex } from "./access-index.service.js";
 import { ACCESS_CHANNEL, payloadsOf } from "./access-index.store.js";
 import { parseMessages } from "./access-index.rules.js";
 import type { AccessMessage } from "./access-index.types.js";
-
-async function until(what: string, check: () => boolean, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+import { until } from "../../testing/until.js";
 
 describe("ended activations in one message per batch", () => {
   it("payloads: a run of ends is packed, other messages stay as they are, order kept", () => {

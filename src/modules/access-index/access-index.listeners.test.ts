@@ -10,14 +10,7 @@ import { newId } from "../../lib/ids.js";
 import { ENGINES, freshStore } from "../../testing/engines.js";
 import { createAccessIndex, type AccessIndex } from "./access-index.service.js";
 import type { ActiveActivation } from "./access-index.types.js";
-
-async function until(what: string, check: () => boolean, ms = 20_000) {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+import { until } from "../../testing/until.js";
 
 describe.each(ENGINES)("access index subscriptions on %s", (engine) => {
   const cleanups: (() => Promise<void>)[] = [];

@@ -8,26 +8,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { AppStore } from "../../db/index.js";
 import { systemClock } from "../../lib/clock.js";
-import { seedRole, seedUser } from "../../testing/pim.js";
+import { SELF_SERVICE_POLICY, seedRole, seedUser } from "../../testing/pim.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 import { createAccessIndex, type AccessIndex } from "./access-index.service.js";
-
-const SELF_SERVICE = {
-  defaultDuration: "30m",
-  maxDuration: "2h",
-  mfa: { required: false, maxAge: "10m" },
-  justification: { minLength: 10 },
-  approval: { stages: [] },
-};
-
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+import { until } from "../../testing/until.js";
 
 /** The channel as a lagging connection hears it: while holding, messages (not heartbeats) wait, in order. */
 function gatedListen(store: AppStore) {
@@ -77,7 +61,7 @@ describe("access index reload ordered against its snapshot (PostgreSQL)", () => 
     server = await testServer("postgres");
     await seedUser(server, "alice", { groups: ["sre"] });
     for (const name of ["db-reader", "db-writer", "db-admin"])
-      await seedRole(server, { name, policy: SELF_SERVICE, eligibleGroups: ["sre"] });
+      await seedRole(server, { name, policy: SELF_SERVICE_POLICY, eligibleGroups: ["sre"] });
     alice = await server.login("alice");
     aliceId = (
       await server.store.db.selectFrom("principals").select("id").where("name", "=", "alice").executeTakeFirstOrThrow()

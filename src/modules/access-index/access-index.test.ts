@@ -10,17 +10,10 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { AppStore } from "../../db/index.js";
 import { manualClock } from "../../lib/clock.js";
 import { ENGINES } from "../../testing/engines.js";
-import { seedRole, seedUser } from "../../testing/pim.js";
+import { SELF_SERVICE_POLICY, seedRole, seedUser } from "../../testing/pim.js";
 import { onEachQuery, tableOf, withPlugin } from "../../testing/plugged-store.js";
 import { testServer, type TestServer } from "../../testing/server.js";
-
-const SELF_SERVICE = {
-  defaultDuration: "30m",
-  maxDuration: "2h",
-  mfa: { required: false, maxAge: "10m" },
-  justification: { minLength: 10 },
-  approval: { stages: [] },
-};
+import { until } from "../../testing/until.js";
 
 /** Tables whose reads the hot paths must not need. */
 const HOT_TABLES = new Set(["activation_requests", "principals", "refresh_sessions", "api_tokens", "roles", "grants"]);
@@ -72,15 +65,6 @@ function holdingRoleNames() {
   };
 }
 
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 describe.each(ENGINES)("access index on %s", (engine) => {
   let server: TestServer | undefined;
   afterEach(async () => {
@@ -93,7 +77,7 @@ describe.each(ENGINES)("access index on %s", (engine) => {
   ) {
     server = await testServer(engine, options);
     await seedUser(server, "alice", { groups: ["sre"] });
-    await seedRole(server, { name: "db-reader", policy: SELF_SERVICE, eligibleGroups: ["sre"] });
+    await seedRole(server, { name: "db-reader", policy: SELF_SERVICE_POLICY, eligibleGroups: ["sre"] });
     const alice = await server.login("alice");
     const auditor = await server.userWithRoles("auditor-1", ["auditor"]);
     await until("the index is current", () => server!.accessIndex.current());

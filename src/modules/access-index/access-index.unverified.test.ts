@@ -8,25 +8,10 @@
 import { Registry } from "prom-client";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { systemClock } from "../../lib/clock.js";
-import { seedRole, seedUser } from "../../testing/pim.js";
+import { SELF_SERVICE_POLICY, seedRole, seedUser } from "../../testing/pim.js";
 import { testServer, type TestServer } from "../../testing/server.js";
 import { createAccessIndex, type AccessIndex } from "./access-index.service.js";
-
-const SELF_SERVICE = {
-  defaultDuration: "30m",
-  maxDuration: "2h",
-  mfa: { required: false, maxAge: "10m" },
-  justification: { minLength: 10 },
-  approval: { stages: [] },
-};
-
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+import { until } from "../../testing/until.js";
 
 let server: TestServer;
 let index: AccessIndex;
@@ -36,7 +21,7 @@ const registry = new Registry();
 beforeAll(async () => {
   server = await testServer("pglite");
   await seedUser(server, "alice", { groups: ["sre"] });
-  await seedRole(server, { name: "db-reader", policy: SELF_SERVICE, eligibleGroups: ["sre"] });
+  await seedRole(server, { name: "db-reader", policy: SELF_SERVICE_POLICY, eligibleGroups: ["sre"] });
   index = createAccessIndex({
     store: {
       db: server.store.db,

@@ -12,19 +12,9 @@ import { testServer, type TestServer } from "../../testing/server.js";
 import { hecReceiver, type HecReceiver } from "../../testing/siem-receivers.js";
 import { createSiemService } from "./siem.service.js";
 import { siemDestinationSchema } from "./siem.types.js";
+import { untilValue } from "../../testing/until.js";
 
 const TOKEN = "service-test-hec-token";
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -88,7 +78,7 @@ describe("SIEM deliverer", () => {
     await record(server, 30);
     await server.audit.catchUp();
     const head = async () => (await server.siem.status())[0]!.headSeq;
-    await until("the destination to catch up", async () => {
+    await untilValue("the destination to catch up", async () => {
       const s = (await nodeB.status())[0]!;
       return s.deliveredSeq === (await head()) || undefined;
     });
@@ -101,7 +91,7 @@ describe("SIEM deliverer", () => {
     await first.stop();
     await record(server, 20);
     await server.audit.catchUp();
-    await until("the other node to take over and catch up", async () => {
+    await untilValue("the other node to take over and catch up", async () => {
       const s = (await second.status())[0]!;
       return s.deliveringHere && s.deliveredSeq === (await head()) ? s : undefined;
     });
@@ -117,7 +107,7 @@ describe("SIEM deliverer", () => {
     const { server, receiver } = await setup({ ack: true, batchSize: 50 });
     await server.siem.start();
     await record(server, 12);
-    const status = await until("the destination to catch up", async () => {
+    const status = await untilValue("the destination to catch up", async () => {
       const s = (await server.siem.status())[0]!;
       return s.deliveredSeq === s.headSeq && s.headSeq >= 12 ? s : undefined;
     });
@@ -138,7 +128,7 @@ describe("SIEM deliverer", () => {
     await server.siem.start();
     await record(server, 3);
     await server.audit.catchUp();
-    await until("the destination to catch up", async () => {
+    await untilValue("the destination to catch up", async () => {
       const s = (await server.siem.status())[0]!;
       return s.deliveredSeq === s.headSeq && s.headSeq >= before + 3 ? s : undefined;
     });
