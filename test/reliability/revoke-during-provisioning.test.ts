@@ -7,32 +7,16 @@
  * left for an ended grant even under `drift: report`, while still only reporting privilege granted
  * outside Stint.
  */
-import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { armFailpoint, disarmFailpoints, type FailpointName } from "../../src/lib/failpoints.js";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { pgTarget, type PgTarget } from "../../src/testing/pg-target.js";
+import { targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
-const hex = randomBytes(4).toString("hex");
-const database = `stint_rdp_${hex}`;
-const reader = `stint_rdp_reader_${hex}`;
-const adminUrl = "postgres://postgres@127.0.0.1:5432";
-const users = ["ann", "ben", "cal", "dee", "eve"].map((u) => `${u}${hex}`);
-const loginOf = (user: string) => `stint_rdp_${user}`;
 /** The outbox runner's default lease: after it, another attempt takes over a crashed one. */
 const LEASE_MS = 30_000;
 
-let root: pg.Client;
+let t: PgTarget;
 let h: TargetsHarness;
-
-async function isMember(login: string): Promise<boolean> {
-  const result = await root.query(
-    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-      where r.rolname = $1 and u.rolname = $2`,
-    [reader, login],
-  );
-  return result.rowCount === 1;
-}
 
 /**
  * The sequence of the finding, up to the crash: provisioning reaches the target call; meanwhile an admin
@@ -61,48 +45,22 @@ async function revokeDuringProvisioningThenCrash(user: string, crashAt: Failpoin
     .executeTakeFirstOrThrow();
   expect(grant.state).toBe("revoked");
   // The window of the finding: the grant is revoked in Stint, the target holds the privilege.
-  expect(await isMember(loginOf(user))).toBe(true);
+  expect(await t.isMember(t.loginOf(user))).toBe(true);
   return grant.id;
 }
 
 beforeAll(async () => {
-  root = new pg.Client({ connectionString: `${adminUrl}/postgres` });
-  await root.connect();
-  await root.query(`create database ${database}`);
-  for (const user of users) await root.query(`create role ${loginOf(user)} login`);
-  await root.query(`create role ${reader} nologin`);
+  t = await pgTarget("rdp", ["ann", "ben", "cal", "dee", "eve"]);
   h = await targetsHarness();
-  for (const user of users) await h.createUser(user);
-  await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("db-report", "report")}
-targets:
-  - name: rdp-db
-    kind: postgres
-    address: ${adminUrl}/${database}?sslmode=disable
-    identity: { template: "stint_rdp_{{name}}" }
-    options: { ignore: [postgres] }
-roles:
-  - name: db-reader
-    target: rdp-db
-    entitlement: { role: ${reader} }
-    policy: db-report
-    risk: medium
-eligibility:
-  - role: db-reader
-    users: [${users.join(", ")}]
-`);
+  for (const user of t.users) await h.createUser(user);
+  await h.apply(t.catalog("rdp-db", "db-report"));
 });
 
 afterEach(() => disarmFailpoints());
 
 afterAll(async () => {
   await h?.server.cleanup();
-  if (!root) return;
-  await root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
-  for (const role of [...users.map(loginOf), reader])
-    await root.query(`drop role if exists ${role}`).catch(() => undefined);
-  await root.end();
+  await t?.drop();
 });
 
 describe("a crash while provisioning an activation that was revoked meanwhile (issue 13 finding 2)", () => {
@@ -110,17 +68,17 @@ describe("a crash while provisioning an activation that was revoked meanwhile (i
     ["grant.provision.after-target", 0],
     ["grant.provision.before-follow-up", 1],
   ])("crashed at %s: the retried attempt leaves a revocation behind", async (crashAt, index) => {
-    const user = users[index]!;
+    const user = t.users[index]!;
     await revokeDuringProvisioningThenCrash(user, crashAt);
     // The crashed attempt's lease runs out; the retry finds the grant ended (before the end's own
     // safety revocation is due, so this is the retry's doing).
     h.clock.advance(LEASE_MS + 1_000);
     await h.drainOutbox();
-    expect(await isMember(loginOf(user))).toBe(false);
+    expect(await t.isMember(t.loginOf(user))).toBe(false);
   });
 
   it("a provisioning never retried (its last attempt died) is covered by the revocation queued with the end", async () => {
-    const user = users[2]!;
+    const user = t.users[2]!;
     const grantId = await revokeDuringProvisioningThenCrash(user, "grant.provision.after-target");
     // As if that was its last attempt and its settling attempts died too: the runner dead-letters it.
     await h.server.store.db
@@ -136,16 +94,16 @@ describe("a crash while provisioning an activation that was revoked meanwhile (i
       .where("idempotency_key", "=", `provision:${grantId}`)
       .executeTakeFirstOrThrow();
     expect(provision.status).toBe("dead");
-    expect(await isMember(loginOf(user))).toBe(true);
+    expect(await t.isMember(t.loginOf(user))).toBe(true);
     // Due once the crashed attempt's lease and a settling time are over.
     h.clock.advance(61_000);
     await h.drainOutbox();
-    expect(await isMember(loginOf(user))).toBe(false);
+    expect(await t.isMember(t.loginOf(user))).toBe(false);
   });
 
   it("the reconciler removes privilege Stint granted for an ended grant under drift: report; privilege granted outside Stint is only reported", async () => {
-    const user = users[3]!;
-    const outsider = users[4]!;
+    const user = t.users[3]!;
+    const outsider = t.users[4]!;
     const grantId = await revokeDuringProvisioningThenCrash(user, "grant.provision.after-target");
     // Neither safety net runs (as if the GRANT landed after both): only the reconciler is left.
     await h.server.store.db
@@ -160,20 +118,20 @@ describe("a crash while provisioning an activation that was revoked meanwhile (i
       .execute();
     h.clock.advance(LEASE_MS + 1_000);
     await h.drainOutbox();
-    expect(await isMember(loginOf(user))).toBe(true);
-    await root.query(`grant ${reader} to ${loginOf(outsider)}`);
+    expect(await t.isMember(t.loginOf(user))).toBe(true);
+    await t.root.query(`grant ${t.reader} to ${t.loginOf(outsider)}`);
 
     const res = await h.admin("POST", "/v1/reconcile", { target: "rdp-db" });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     const drift = (res.body.items as { drift: { login: string; action: string }[] }[])[0]!.drift;
     expect(drift).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ login: loginOf(user), action: "removing" }),
-        expect.objectContaining({ login: loginOf(outsider), action: "reported" }),
+        expect.objectContaining({ login: t.loginOf(user), action: "removing" }),
+        expect.objectContaining({ login: t.loginOf(outsider), action: "reported" }),
       ]),
     );
     await h.drainOutbox();
-    expect(await isMember(loginOf(user))).toBe(false);
-    expect(await isMember(loginOf(outsider))).toBe(true);
+    expect(await t.isMember(t.loginOf(user))).toBe(false);
+    expect(await t.isMember(t.loginOf(outsider))).toBe(true);
   });
 });

@@ -4,31 +4,14 @@
  * target holds the privilege, keep any of it when the target fails, or let a slow (or hanging) target hold the
  * request's locks, so that an administrator could not revoke it meanwhile.
  */
-import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { armFailpoint, disarmFailpoints } from "../../lib/failpoints.js";
-import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
+import { pgTarget, type PgTarget } from "../../testing/pg-target.js";
+import { targetsHarness, type TargetsHarness } from "../../testing/targets-harness.js";
 import { OVERLAP_MS } from "../requests/provisioned.js";
 
-const hex = randomBytes(4).toString("hex");
-const database = `stint_ovl_${hex}`;
-const reader = `stint_ovl_reader_${hex}`;
-const adminUrl = "postgres://postgres@127.0.0.1:5432";
-const users = ["ann", "ben", "cal"].map((u) => `${u}${hex}`);
-const loginOf = (user: string) => `stint_ovl_${user}`;
-
-let root: pg.Client;
+let t: PgTarget;
 let h: TargetsHarness;
-
-async function isMember(login: string): Promise<boolean> {
-  const result = await root.query(
-    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-      where r.rolname = $1 and u.rolname = $2`,
-    [reader, login],
-  );
-  return result.rowCount === 1;
-}
 
 async function submit(user: string): Promise<string> {
   const res = await h.as(user, "POST", "/v1/activation-requests", {
@@ -64,52 +47,26 @@ async function seen(requestId: string): Promise<{ state: string; activatedEvents
 }
 
 beforeAll(async () => {
-  root = new pg.Client({ connectionString: `${adminUrl}/postgres` });
-  await root.connect();
-  await root.query(`create database ${database}`);
-  for (const user of users) await root.query(`create role ${loginOf(user)} login`);
-  await root.query(`create role ${reader} nologin`);
+  t = await pgTarget("ovl", ["ann", "ben", "cal"]);
   h = await targetsHarness({ engine: "postgres", backoff: { baseMs: 1, capMs: 1 } });
-  for (const user of users) await h.createUser(user);
-  await h.apply(`
-apiVersion: stint/v1
-policies:${selfServicePolicy("db-ovl", "report")}
-targets:
-  - name: ovl-db
-    kind: postgres
-    address: ${adminUrl}/${database}?sslmode=disable
-    identity: { template: "stint_ovl_{{name}}" }
-    options: { ignore: [postgres] }
-roles:
-  - name: db-reader
-    target: ovl-db
-    entitlement: { role: ${reader} }
-    policy: db-ovl
-    risk: medium
-eligibility:
-  - role: db-reader
-    users: [${users.join(", ")}]
-`);
+  for (const user of t.users) await h.createUser(user);
+  await h.apply(t.catalog("ovl-db", "db-ovl"));
 });
 
 afterEach(() => disarmFailpoints());
 
 afterAll(async () => {
   await h?.server.cleanup();
-  if (!root) return;
-  await root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
-  for (const role of [...users.map(loginOf), reader])
-    await root.query(`drop role if exists ${role}`).catch(() => undefined);
-  await root.end();
+  await t?.drop();
 });
 
 describe("an activation written beside the target's change (PostgreSQL)", () => {
   it("is not visible until the target holds the privilege, then is active with its event", async () => {
-    const user = users[0]!;
+    const user = t.users[0]!;
     const requestId = await submit(user);
     let during: { member: boolean; state: string; activatedEvents: number } | undefined;
     armFailpoint("grant.provision.after-target", async () => {
-      during = { member: await isMember(loginOf(user)), ...(await seen(requestId)) };
+      during = { member: await t.isMember(t.loginOf(user)), ...(await seen(requestId)) };
     });
     await h.drainOutbox();
     expect(during).toEqual({ member: true, state: "provisioning", activatedEvents: 0 });
@@ -117,7 +74,7 @@ describe("an activation written beside the target's change (PostgreSQL)", () => 
   });
 
   it("a target that fails keeps nothing of the activation; the retry activates it", async () => {
-    const user = users[1]!;
+    const user = t.users[1]!;
     const requestId = await submit(user);
     armFailpoint("grant.provision.after-target", () => {
       throw new Error("the target's connection was lost");
@@ -131,7 +88,7 @@ describe("an activation written beside the target's change (PostgreSQL)", () => 
   });
 
   it(`a target slower than ${OVERLAP_MS} ms does not hold the request: an administrator revokes it meanwhile`, async () => {
-    const user = users[2]!;
+    const user = t.users[2]!;
     const requestId = await submit(user);
     let revoked: { status: number; state: unknown } | undefined;
     // The target's change has landed and its call has not returned yet: the revocation comes now and must not
@@ -145,6 +102,6 @@ describe("an activation written beside the target's change (PostgreSQL)", () => 
     expect(await seen(requestId)).toEqual({ state: "revoked", activatedEvents: 0 });
     // The privilege the late change left is taken away again.
     await h.drainOutbox();
-    expect(await isMember(loginOf(user))).toBe(false);
+    expect(await t.isMember(t.loginOf(user))).toBe(false);
   });
 });
