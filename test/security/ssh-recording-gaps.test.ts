@@ -16,6 +16,7 @@ import { mkdir, open, readdir, readFile, rm, writeFile } from "node:fs/promises"
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRecording, transcript, type ParsedRecording } from "../../src/contract/recording.js";
+import { sftpPacket } from "../../src/testing/ssh-recordings.js";
 import { sshSessionsHarness, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
 
 let h: SshSessionsHarness;
@@ -141,24 +142,6 @@ describe("a recordings disk that fills up (recording: required)", () => {
     }
   }, 120_000);
 });
-
-/** SFTP v3 packets (draft-ietf-secsh-filexfer-02): length, type, then the fields. */
-function sftpPacket(type: number, ...fields: (number | string | bigint)[]): Buffer {
-  const uint32 = (n: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(n);
-    return b;
-  };
-  const parts = fields.map((field) => {
-    if (typeof field === "number") return uint32(field);
-    if (typeof field === "string") return Buffer.concat([uint32(Buffer.byteLength(field)), Buffer.from(field)]);
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64BE(field);
-    return b;
-  });
-  const body = Buffer.concat([Buffer.from([type]), ...parts]);
-  return Buffer.concat([uint32(body.length), body]);
-}
 
 async function bytesUp(): Promise<number> {
   const metric = await h.server.registry.getSingleMetric("stint_session_bytes_total")?.get();
