@@ -4,6 +4,7 @@
  * target holds the privilege, keep any of it when the target fails, or let a slow (or hanging) target hold the
  * request's locks, so that an administrator could not revoke it meanwhile.
  */
+import { sql } from "kysely";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { armFailpoint, disarmFailpoints } from "../../lib/failpoints.js";
 import { pgTarget, type PgTarget } from "../../testing/pg-target.js";
@@ -24,26 +25,19 @@ async function submit(user: string): Promise<string> {
   return String(res.body.id);
 }
 
-/** The request's state and its `request.activated` events (chained or waiting), read on a connection of its own. */
+/**
+ * The request's state and its `request.activated` events, chained or waiting: one statement, so one snapshot (the
+ * background sequencer moves events from pending to chained meanwhile).
+ */
 async function seen(requestId: string): Promise<{ state: string; activatedEvents: number }> {
-  const db = h.server.store.db;
-  const { state } = await db
-    .selectFrom("activation_requests")
-    .select("state")
-    .where("id", "=", requestId)
-    .executeTakeFirstOrThrow();
-  const count = async (table: "audit_events" | "audit_pending") =>
-    Number(
-      (
-        await db
-          .selectFrom(table)
-          .select((eb) => eb.fn.countAll().as("n"))
-          .where("action", "=", "request.activated")
-          .where("subject", "=", `request:${requestId}`)
-          .executeTakeFirstOrThrow()
-      ).n,
-    );
-  return { state, activatedEvents: (await count("audit_events")) + (await count("audit_pending")) };
+  const subject = `request:${requestId}`;
+  const { rows } = await sql<{ state: string; n: string }>`
+    select (select state from activation_requests where id = ${requestId}) as state,
+      (select count(*) from audit_events where action = 'request.activated' and subject = ${subject})
+      + (select count(*) from audit_pending where action = 'request.activated' and subject = ${subject}) as n`.execute(
+    h.server.store.db,
+  );
+  return { state: rows[0]!.state, activatedEvents: Number(rows[0]!.n) };
 }
 
 beforeAll(async () => {
