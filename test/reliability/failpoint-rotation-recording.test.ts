@@ -202,19 +202,25 @@ const ROTATIONS: RotationScenario[] = [
   },
 ];
 
-async function walkRotation(d: Deployment, scenario: RotationScenario, index: number): Promise<void> {
-  const { server, clock, admin } = d;
-  const db = server.store.db;
-  const login = `fpr_app_${index}_${hex}`;
+/** A login at the target and, at `secretPath`, the vault's password secret that rotates it; returns its password. */
+async function rotatedLogin(d: Deployment, login: string, secretPath: string): Promise<string> {
   const original = `orig-${randomBytes(10).toString("hex")}`;
-  const secretPath = `fpr/${index}/${hex}`;
   await asSuperuser(instance, (c) => c.query(`create role ${login} login password '${original}'`));
-  await server.vault.put(admin, context, secretPath, {
+  await d.server.vault.put(d.admin, context, secretPath, {
     kind: "password",
     value: original,
     platformRoles: ["admin"],
     rotation: { target: "fpr-db", login, every: "30d" },
   } as never);
+  return original;
+}
+
+async function walkRotation(d: Deployment, scenario: RotationScenario, index: number): Promise<void> {
+  const { server, clock, admin } = d;
+  const db = server.store.db;
+  const login = `fpr_app_${index}_${hex}`;
+  const secretPath = `fpr/${index}/${hex}`;
+  const original = await rotatedLogin(d, login, secretPath);
   const secret = await db.selectFrom("secrets").select("id").where("path", "=", secretPath).executeTakeFirstOrThrow();
 
   // Node A rotates and dies at the failpoint.
@@ -310,15 +316,8 @@ async function walkRotation(d: Deployment, scenario: RotationScenario, index: nu
 async function rotationOutlivesClaim(d: Deployment, index: number): Promise<void> {
   const { server, clock, admin } = d;
   const login = `fpr_slow_${index}_${hex}`;
-  const original = `orig-${randomBytes(10).toString("hex")}`;
   const secretPath = `fpr/slow-${index}/${hex}`;
-  await asSuperuser(instance, (c) => c.query(`create role ${login} login password '${original}'`));
-  await server.vault.put(admin, context, secretPath, {
-    kind: "password",
-    value: original,
-    platformRoles: ["admin"],
-    rotation: { target: "fpr-db", login, every: "30d" },
-  } as never);
+  await rotatedLogin(d, login, secretPath);
   const nodeB = createVaultService({
     store: server.store,
     audit: server.audit,
