@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
+import { apiCaller, type ApiReply } from "../../src/testing/api-call.js";
 import { ADMIN_PASSWORD, passwordFor, testServer, totpNow, type TestServer } from "../../src/testing/server.js";
 
 const MINUTE = 60_000;
@@ -17,23 +18,13 @@ const url = `/v1/secrets/${encodeURIComponent(path)}`;
 let server: TestServer;
 let totpSecret: string;
 
-type Reply = { status: number; body: Record<string, unknown> & { error?: { code: string } } };
-
-async function call(auth: string, method: "GET" | "POST" | "PUT", target: string, payload?: object): Promise<Reply> {
-  const res = await server.app.inject({
-    method,
-    url: target,
-    headers: { authorization: auth },
-    ...(payload ? { payload } : {}),
-  });
-  return { status: res.statusCode, body: res.body ? (res.json() as Reply["body"]) : {} };
-}
+const call = apiCaller(() => server);
 
 /** Sam signed in with a one-time code of the server's current time step: MFA-fresh. */
 const samFresh = () => server.login("sam", passwordFor("sam"), totpNow(totpSecret, clock.now().getTime()));
 const admin = () => server.login(server.config.bootstrapAdminName, ADMIN_PASSWORD);
 
-async function reveal(): Promise<Reply> {
+async function reveal(): Promise<ApiReply> {
   const res = await call(await samFresh(), "POST", `${url}/reveal`, { reason: "prod database down, SSO unavailable" });
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res;

@@ -11,6 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../src/lib/clock.js";
+import { apiCaller } from "../../src/testing/api-call.js";
 import { ADMIN_PASSWORD, testServer, type TestServer } from "../../src/testing/server.js";
 import { selfServicePolicy } from "../../src/testing/targets-harness.js";
 
@@ -18,17 +19,7 @@ const MINUTE = 60_000;
 const clock = manualClock(new Date());
 let server: TestServer;
 
-type Reply = { status: number; body: Record<string, unknown> & { error?: { code: string } } };
-
-async function call(auth: string, method: "GET" | "POST" | "PUT", target: string, payload?: object): Promise<Reply> {
-  const res = await server.app.inject({
-    method,
-    url: target,
-    headers: { authorization: auth },
-    ...(payload ? { payload } : {}),
-  });
-  return { status: res.statusCode, body: res.body ? (res.json() as Reply["body"]) : {} };
-}
+const call = apiCaller(() => server);
 
 const admin = () => server.login(server.config.bootstrapAdminName, ADMIN_PASSWORD);
 const url = (path: string) => `/v1/secrets/${encodeURIComponent(path)}`;
