@@ -27,12 +27,4 @@ export function sshdChildren(pid: number): number[] {
   }
 }
 
-/** Polls `condition` until it holds or `ms` pass; returns whether it held. */
-export async function eventually(condition: () => boolean | Promise<boolean>, ms = 20_000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return condition();
-}
+export { eventually } from "./until.js";

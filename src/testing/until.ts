@@ -27,3 +27,13 @@ export async function untilValue<T>(
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** Polls `condition` (every 50 ms) until it holds or `ms` pass; returns whether it held, for `expect(…).toBe(true)`. */
+export async function eventually(condition: () => boolean | Promise<boolean>, ms = 20_000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await condition()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return condition();
+}

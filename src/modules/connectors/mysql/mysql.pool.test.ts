@@ -13,6 +13,7 @@ import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
 import { DEFAULT_POOL_SETTINGS } from "../connection-pool.js";
 import { holdMariadb } from "../../../testing/mariadb.js";
 import { mysqlConnector as connector, mysqlPools } from "./mysql.connector.js";
+import { eventually } from "../../../testing/until.js";
 
 const HOST = "127.0.0.1";
 const PORT = 3306;
@@ -41,15 +42,6 @@ async function connections(): Promise<number[]> {
   return (rows as RowDataPacket[]).map((row) => Number(row.id));
 }
 
-async function until(condition: () => Promise<boolean>, ms = 15_000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return condition();
-}
-
 const observe = (target: ConnectorTarget) => connector.observe(target, { role });
 
 /**
@@ -58,7 +50,7 @@ const observe = (target: ConnectorTarget) => connector.observe(target, { role })
  */
 async function freshPools(): Promise<void> {
   await mysqlPools.closeAll();
-  expect(await until(async () => (await connections()).length === 0)).toBe(true);
+  expect(await eventually(async () => (await connections()).length === 0)).toBe(true);
 }
 
 beforeAll(async () => {
@@ -136,7 +128,7 @@ describe("mysql connector: pooled admin connections", () => {
     const target = targetFor();
     await Promise.all([observe(target), observe(target)]);
     expect((await connections()).length).toBeGreaterThanOrEqual(1);
-    expect(await until(async () => (await connections()).length === 0)).toBe(true);
+    expect(await eventually(async () => (await connections()).length === 0)).toBe(true);
   });
 
   it("a rotated admin password is used from the next operation on; the old one serves nothing", async () => {
@@ -151,7 +143,7 @@ describe("mysql connector: pooled admin connections", () => {
 
     const next = { ...target, credential: rotated };
     expect(await observe(next)).toEqual([]);
-    expect(await until(async () => !(await connections()).includes(before!))).toBe(true);
+    expect(await eventually(async () => !(await connections()).includes(before!))).toBe(true);
     expect(await connections()).toHaveLength(1);
 
     const stale = await observe(target).then(
@@ -168,6 +160,6 @@ describe("mysql connector: pooled admin connections", () => {
     await Promise.all([observe(target), observe(target)]);
     await mysqlPools.closeAll();
     expect(mysqlPools.stats()).toEqual([]);
-    expect(await until(async () => (await connections()).length === 0)).toBe(true);
+    expect(await eventually(async () => (await connections()).length === 0)).toBe(true);
   });
 });

@@ -9,6 +9,7 @@ import pg from "pg";
 import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
 import { DEFAULT_POOL_SETTINGS } from "../connection-pool.js";
 import { checkAddress, postgresConnector as connector, postgresPools } from "./postgres.connector.js";
+import { eventually } from "../../../testing/until.js";
 
 const SERVER = process.env.STINT_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const hex = randomBytes(4).toString("hex");
@@ -82,15 +83,6 @@ async function rejection(promise: Promise<unknown>): Promise<ConnectorError> {
 async function backends(): Promise<number> {
   return (await admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1", [appName]))
     .rows[0].n;
-}
-
-/** Polls until `condition` holds, for server-side effects that happen asynchronously; false after `ms`. */
-async function until(condition: () => Promise<boolean>, ms = 10_000): Promise<boolean> {
-  for (let waited = 0; waited < ms; waited += 100) {
-    if (await condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return condition();
 }
 
 async function isSuperuser(role: string): Promise<boolean> {
@@ -383,14 +375,14 @@ describe("postgres connector: failures", () => {
           [appName],
         )
       ).rows.map((row) => row.pid);
-    expect(await until(async () => (await waiting()).length === 1)).toBe(true);
+    expect(await eventually(async () => (await waiting()).length === 1)).toBe(true);
     const [pid] = await waiting();
     controller.abort();
     expect((await rejection(pending)).reason).toBe("unavailable");
     // The aborted call's connection is closed, not pooled: the server notices the closed socket, cancels the
     // waiting statement (well before lock_timeout, 10 s) and its backend ends.
     const gone = async () => (await admin.query("SELECT 1 FROM pg_stat_activity WHERE pid = $1", [pid])).rowCount === 0;
-    const cancelled = await until(gone, 5_000);
+    const cancelled = await eventually(gone, 5_000);
     await blocker.query("ROLLBACK");
     expect(cancelled).toBe(true);
     expect(await isSuperuser(login)).toBe(false);
@@ -405,6 +397,6 @@ describe("postgres connector: failures", () => {
     expect(open.rows.every((row) => row.state === "idle")).toBe(true);
     await postgresPools.closeAll();
     // Backends end asynchronously after the client closes its socket.
-    expect(await until(async () => (await backends()) === 0)).toBe(true);
+    expect(await eventually(async () => (await backends()) === 0)).toBe(true);
   });
 });

@@ -14,6 +14,7 @@ import { ConnectorError, type ConnectorTarget } from "../connector.types.js";
 import { DEFAULT_POOL_SETTINGS } from "../connection-pool.js";
 import { startPostgres, type PostgresInstance } from "../../../testing/postgres-instance.js";
 import { postgresConnector as connector, postgresPools } from "./postgres.connector.js";
+import { eventually } from "../../../testing/until.js";
 
 const hex = randomBytes(4).toString("hex");
 const readers = `stint_p_${hex}_readers`;
@@ -63,16 +64,6 @@ async function backends(appName: string): Promise<{ pid: number; state: string }
       [appName],
     )
   ).rows;
-}
-
-/** Polls `condition` until it holds; false after `ms` (backends end asynchronously after a socket closes). */
-async function until(condition: () => Promise<boolean>, ms = 15_000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return condition();
 }
 
 const observe = (target: ConnectorTarget) => connector.observe(target, { role: readers });
@@ -190,7 +181,7 @@ describe("postgres connector: pooled admin connections", () => {
     const { target, appName } = targetFor();
     await Promise.all([observe(target), observe(target), observe(target)]);
     expect((await backends(appName)).length).toBeGreaterThanOrEqual(1);
-    expect(await until(async () => (await backends(appName)).length === 0)).toBe(true);
+    expect(await eventually(async () => (await backends(appName)).length === 0)).toBe(true);
     expect(postgresPools.stats().find((s) => s.scope === `postgres:${target.name}`)).toBeUndefined();
     // And the next call opens a new one.
     await observe(target);
@@ -210,7 +201,7 @@ describe("postgres connector: pooled admin connections", () => {
     const next = { ...target, credential: rotated };
     expect(await observe(next)).toEqual([adminLogin]);
     // The connection signed in with the old password is closed, and a new one serves the new credential.
-    expect(await until(async () => !(await backends(appName)).some((b) => b.pid === before!.pid))).toBe(true);
+    expect(await eventually(async () => !(await backends(appName)).some((b) => b.pid === before!.pid))).toBe(true);
     const [after] = await backends(appName);
     expect(after!.pid).not.toBe(before!.pid);
 
@@ -232,7 +223,7 @@ describe("postgres connector: pooled admin connections", () => {
     const otherApp = `${appName}_moved`;
     const moved = { ...target, address: target.address.replace(appName, otherApp) };
     await observe(moved);
-    expect(await until(async () => (await backends(appName)).length === 0)).toBe(true);
+    expect(await eventually(async () => (await backends(appName)).length === 0)).toBe(true);
     expect(await backends(otherApp)).toHaveLength(1);
   });
 
@@ -252,7 +243,7 @@ describe("postgres connector: pooled admin connections", () => {
     expect((await backends(appName)).length).toBeGreaterThanOrEqual(1);
     await postgresPools.closeAll();
     expect(postgresPools.stats()).toEqual([]);
-    expect(await until(async () => (await backends(appName)).length === 0)).toBe(true);
+    expect(await eventually(async () => (await backends(appName)).length === 0)).toBe(true);
   });
 });
 
