@@ -42,14 +42,7 @@ export async function pgTarget(prefix: string, names: readonly string[]): Promis
     reader,
     users,
     loginOf,
-    async isMember(login) {
-      const result = await root.query(
-        `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-          where r.rolname = $1 and u.rolname = $2`,
-        [reader, login],
-      );
-      return result.rowCount === 1;
-    },
+    isMember: (login) => isMemberOf(root, reader, login),
     catalog: (target, policy) => `
 apiVersion: stint/v1
 policies:${selfServicePolicy(policy, "report")}
@@ -76,4 +69,14 @@ eligibility:
       await root.end();
     },
   };
+}
+
+/** Whether `login` is a member of `role` on the PostgreSQL server `client` is connected to. */
+export async function isMemberOf(client: Pick<pg.Client, "query">, role: string, login: string): Promise<boolean> {
+  const result = await client.query(
+    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
+      where r.rolname = $1 and u.rolname = $2`,
+    [role, login],
+  );
+  return result.rowCount === 1;
 }

@@ -38,6 +38,7 @@ import { selfServicePolicy } from "../../src/testing/targets-harness.js";
 import { switchableRelay } from "../../src/testing/tcp-relay.js";
 import { createOutboxRunner, type OutboxRunner } from "../../src/workers/outbox-runner.js";
 import { createScheduler, type Scheduler } from "../../src/workers/scheduler.js";
+import { isMemberOf } from "../../src/testing/pg-target.js";
 
 /** The outbox runner's default lease: a crashed attempt is taken over this long after its claim. */
 const LEASE_MS = 30_000;
@@ -60,14 +61,7 @@ let root: pg.Client;
 const proxy = switchableRelay({ host: "127.0.0.1", port: 5432 });
 let proxyPort = 0;
 
-async function isMember(reader: string, login: string): Promise<boolean> {
-  const result = await root.query(
-    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-      where r.rolname = $1 and u.rolname = $2`,
-    [reader, login],
-  );
-  return result.rowCount === 1;
-}
+const isMember = (reader: string, login: string) => isMemberOf(root, reader, login);
 
 async function roleExists(name: string): Promise<boolean> {
   return (await root.query("select 1 from pg_roles where rolname = $1", [name])).rowCount === 1;

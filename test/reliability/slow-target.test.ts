@@ -13,6 +13,8 @@ import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { isMemberOf } from "../../src/testing/pg-target.js";
+import { until } from "../../src/testing/until.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_slow_${hex}`;
@@ -62,22 +64,7 @@ async function handleHook(req: IncomingMessage, res: ServerResponse) {
   return reply({ ok: true });
 }
 
-async function isMember(login: string): Promise<boolean> {
-  const result = await watcher.query(
-    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-      where r.rolname = $1 and u.rolname = $2`,
-    [reader, login],
-  );
-  return result.rowCount === 1;
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+const isMember = (login: string) => isMemberOf(watcher, reader, login);
 
 /** Submits an activation and waits (the runner is live) until it is active; returns its id and end. */
 async function activate(user: string, role: string, duration: string): Promise<{ id: string; endsAt: number }> {
@@ -88,7 +75,7 @@ async function activate(user: string, role: string, duration: string): Promise<{
   });
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   const id = String(res.body.id);
-  await waitFor(
+  await until(
     `${user}'s activation of ${role}`,
     async () => (await h.admin("GET", `/v1/activation-requests/${id}`)).body.state === "active",
     5_000,
@@ -194,7 +181,7 @@ describe("a target hanging every call (issue 13 acceptance 3)", () => {
     // Each membership is watched at the server; when it is gone, the webhook lane must still be stuck.
     const results = await Promise.all(
       dbActivations.map(async ({ user, endsAt }) => {
-        await waitFor(`${user}'s membership to be revoked`, async () => !(await isMember(loginOf(user))), 20_000);
+        await until(`${user}'s membership to be revoked`, async () => !(await isMember(loginOf(user))), 20_000);
         const goneAt = Date.now();
         return { user, lagMs: goneAt - endsAt, hangingThen: hook.hanging.size };
       }),

@@ -9,6 +9,8 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 import { switchableRelay } from "../../src/testing/tcp-relay.js";
+import { isMemberOf } from "../../src/testing/pg-target.js";
+import { until } from "../../src/testing/until.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_tor_${hex}`;
@@ -23,22 +25,7 @@ let h: TargetsHarness;
 /** A TCP proxy to 127.0.0.1:5432 that can go down (listener closed, connections cut) and come back on its port. */
 const proxy = switchableRelay({ host: "127.0.0.1", port: 5432 });
 
-async function isMember(login: string): Promise<boolean> {
-  const result = await root.query(
-    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-      where r.rolname = $1 and u.rolname = $2`,
-    [reader, login],
-  );
-  return result.rowCount === 1;
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
+const isMember = (login: string) => isMemberOf(root, reader, login);
 
 beforeAll(async () => {
   root = new pg.Client({ connectionString: `${adminUrl}/postgres` });
@@ -102,7 +89,7 @@ describe("recovery after a target outage (issue 13 finding 4)", () => {
     const target = await db.selectFrom("targets").select("id").where("name", "=", "tor-db").executeTakeFirstOrThrow();
     const lane = `target:${target.id}`;
     // Each revocation fails against the dead address and waits on its backoff.
-    await waitFor(
+    await until(
       "the revocations to fail",
       async () => {
         const failed = await db
@@ -133,7 +120,7 @@ describe("recovery after a target outage (issue 13 finding 4)", () => {
     await proxy.up();
     const back = Date.now();
     // Complete: the privilege gone at the target and the grant recorded as revoked.
-    await waitFor(
+    await until(
       "every revocation to complete",
       async () => {
         const grants = await db.selectFrom("grants").select("state").where("request_id", "in", requests).execute();
