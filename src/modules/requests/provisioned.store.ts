@@ -15,7 +15,10 @@ export interface ActNotification {
 }
 
 /**
- * The request a grant was made for, both rows locked (`FOR UPDATE`), with its requester's basis at `now`
+ * The request a grant was made for, both rows locked (`FOR NO KEY UPDATE`: the rows are changed, never their keys,
+ * so an insert referencing them, the minted login's password in `grant_credentials`, is not held up; with the
+ * activation written beside the target call and waiting for that insert, `FOR UPDATE` held the insert's key-share
+ * lock until `OVERLAP_MS` gave up), with its requester's basis at `now`
  * (account active, eligible for the role) and, when both are `provisioning` and the basis holds, both made
  * active (the request's clock starts at `now`) and the index's `act` sent (`act`), all in one statement: one
  * round trip where the lock, the basis, the writes and the message were four. The message's payload is built
@@ -65,7 +68,7 @@ export async function activateProvisioned(
             .as("eligible"),
         ])
         .where("grants.id", "=", grantId)
-        .modifyEnd(sql`for update of activation_requests, grants`),
+        .modifyEnd(sql`for no key update of activation_requests, grants`),
     )
     .with("activated", (db) =>
       db
