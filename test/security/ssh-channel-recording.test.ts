@@ -153,8 +153,11 @@ describe("a recordings disk that stalls, and a recording's size limit", () => {
         },
         120_000,
       );
-      // Before: all 12 MB passed (and waited in the proxy's memory for the disk).
-      expect(received(client)).toBeLessThan(OUTPUT / 2);
+      // Before: all 12 MB passed (and waited in the proxy's memory for the disk). Now what passes is bounded: the
+      // first batch (up to BLOB_BATCH_MS of output, held at the stalled disk), the writer's backlog
+      // (BLOB_BACKLOG_BYTES, 4 MB) and the channels' windows: 6.3 MB on a fast host (a clean-clone CI run), where
+      // the first batch is larger than on a slow one.
+      expect(received(client)).toBeLessThan((OUTPUT * 3) / 4);
       release();
       expect(await client.exited).toBe(0);
       expect(received(client)).toBe(OUTPUT);
