@@ -141,6 +141,8 @@ export interface AuditLog {
 }
 
 const AUDIT_ACTOR: Actor = { kind: "system", name: "audit" };
+/** A background pass yields to the event loop every this many rows it checks (`prepare`'s `slice`). */
+const PREPARE_SLICE = 32;
 
 export function actorLabel(actor: Actor): { actor: string; actorId: string | null } {
   switch (actor.kind) {
@@ -354,10 +356,11 @@ export function createAuditLog(deps: {
    * missing one as tampering, so none may depend on a later step that could be skipped). Pure but for the clock
    * and the keys: nothing is written.
    */
-  function prepare(head: { seq: number; hash: string }, rows: readonly auditStore.PendingRow[]) {
+  async function prepare(head: { seq: number; hash: string }, rows: readonly auditStore.PendingRow[], slice = 0) {
     const genuine: { pos: string; event: PendingAuditEvent; parts: CanonicalParts | null }[] = [];
     const rejected: { pos: number; id: string; action: string }[] = [];
-    for (const row of rows) {
+    for (const [i, row] of rows.entries()) {
+      if (slice > 0 && i > 0 && i % slice === 0) await new Promise(setImmediate);
       const event = auditStore.pendingToEvent(row);
       // Written once: the MAC's text and the hash's are made of the same parts.
       const parts = canonicalParts(event);
@@ -420,7 +423,7 @@ export function createAuditLog(deps: {
   async function chainIn(tx: Kysely<Database>, limit: number): Promise<ChainResult> {
     const { head, rows } = await auditStore.lockHeadAndReadPending(tx, limit);
     if (rows.length === 0) return nothing();
-    const pass = prepare(head, rows);
+    const pass = await prepare(head, rows);
     await pass.write(tx);
     if (pass.rejected.length > 0) deps.onRejected?.(pass.rejected);
     return pass.result;
@@ -444,7 +447,7 @@ export function createAuditLog(deps: {
     ahead = undefined;
     const { head, rows } = read ?? (await auditStore.readHeadAndPending(store.db, limit));
     if (rows.length === 0) return nothing();
-    const pass = prepare(head, rows.slice(0, limit));
+    const pass = await prepare(head, rows.slice(0, limit), PREPARE_SLICE);
     if (pass.rejected.length > 0) return locked();
     try {
       // Only a full pass reads the next rows with its move: the loop goes on at once and uses them. After any
