@@ -50,7 +50,7 @@ beforeAll(async () => {
     clock,
     env: { STINT_PUBLIC_URL: ORIGIN, STINT_LOGIN_MAX_FAILURES: "50" },
   });
-  for (const name of ["quinn", "rosa", "sam"]) await server.userWithRoles(name, ["user"]);
+  for (const name of ["quinn", "rosa", "sam", "tara"]) await server.userWithRoles(name, ["user"]);
 }, 120_000);
 afterAll(async () => server?.cleanup());
 
@@ -85,7 +85,7 @@ describe("the first second factor of an account", () => {
     expect(confirmed.code).toBe("SIGN_IN_AGAIN");
   });
 
-  it("the owner, signed in again, enrols the app or a passkey", async () => {
+  it("owners signed in again enrol the app or a passkey", async () => {
     const { access } = await signIn("sam");
     const started = await call("/v1/me/mfa/totp", access);
     expect(started.status, JSON.stringify(started.body)).toBe(200);
@@ -93,7 +93,7 @@ describe("the first second factor of an account", () => {
       code: totpNow(started.body.secret as string, clock.now().getTime()),
     });
     expect(confirmed.status, JSON.stringify(confirmed.body)).toBe(200);
-    const { access: again } = await signIn("rosa");
+    const { access: again } = await signIn("tara");
     const options = await call("/v1/me/webauthn/registration-options", again);
     expect(options.status, JSON.stringify(options.body)).toBe(200);
     const { challengeId, options: o } = options.body as { challengeId: string; options: { challenge: string } };
