@@ -4,6 +4,7 @@
  * owns transport and batching. The mappings are documented in docs/audit-export.md.
  */
 import type { AuditAnchor, AuditEvent, AuditOutcome } from "./audit.types.js";
+import { linkedEvent } from "./audit.rules.js";
 
 export type ExportFormat = "jsonl" | "cef" | "ocsf";
 export const EXPORT_FORMATS: readonly ExportFormat[] = ["jsonl", "cef", "ocsf"];
@@ -120,24 +121,7 @@ export function formatAnchor(format: ExportFormat, anchor: AuditAnchor, options:
  * result never holds a raw newline.
  */
 export function toJsonl(event: AuditEvent): string {
-  const ordered: AuditEvent = {
-    seq: event.seq,
-    id: event.id,
-    time: event.time,
-    actor: event.actor,
-    actorId: event.actorId,
-    action: event.action,
-    subject: event.subject,
-    outcome: event.outcome,
-    reason: event.reason,
-    correlationId: event.correlationId,
-    sourceIp: event.sourceIp,
-    userAgent: event.userAgent,
-    details: event.details,
-    prevHash: event.prevHash,
-    hash: event.hash,
-  };
-  return JSON.stringify(ordered);
+  return JSON.stringify(linkedEvent(event, event.seq, event.prevHash, event.hash));
 }
 
 // ---------------------------------------------------------------- shared mappings

@@ -143,36 +143,48 @@ export function canonicalDetails(details: Record<string, unknown>): string {
  */
 export function canonicalEvent(event: Omit<AuditEvent, "hash">): string {
   const e = event;
-  // Field by field, no arrays: this runs once per event in verify's loop.
-  if (
-    !Number.isSafeInteger(e.seq) ||
-    typeof e.action !== "string" ||
-    typeof e.actor !== "string" ||
-    typeof e.id !== "string" ||
-    typeof e.outcome !== "string" ||
-    typeof e.prevHash !== "string" ||
-    typeof e.time !== "string" ||
-    !nullableString(e.actorId) ||
-    !nullableString(e.correlationId) ||
-    !nullableString(e.reason) ||
-    !nullableString(e.sourceIp) ||
-    !nullableString(e.subject) ||
-    !nullableString(e.userAgent)
-  )
-    return canonicalGeneral(e);
+  if (!Number.isSafeInteger(e.seq) || typeof e.prevHash !== "string" || !typedStrings(e)) return canonicalGeneral(e);
+  return `${canonicalHead(e)}"prevHash":${str(e.prevHash)},"reason":${str(e.reason)},"seq":${e.seq},${canonicalTail(e)}}`;
+}
+
+/**
+ * Every string field of a pending event is the string (or null) its type says. Field by field, no arrays:
+ * this runs once per event in verify's loop.
+ */
+function typedStrings(e: PendingAuditEvent): boolean {
   return (
-    `{"action":${str(e.action)},"actor":${str(e.actor)},"actorId":${str(e.actorId)},` +
-    `"correlationId":${str(e.correlationId)},"details":${canonicalDetails(e.details)},"id":${str(e.id)},` +
-    `"outcome":${str(e.outcome)},"prevHash":${str(e.prevHash)},"reason":${str(e.reason)},"seq":${e.seq},` +
-    `"sourceIp":${str(e.sourceIp)},"subject":${str(e.subject)},"time":${str(e.time)},` +
-    `"userAgent":${str(e.userAgent)}}`
+    typeof e.action === "string" &&
+    typeof e.actor === "string" &&
+    typeof e.id === "string" &&
+    typeof e.outcome === "string" &&
+    typeof e.time === "string" &&
+    nullableString(e.actorId) &&
+    nullableString(e.correlationId) &&
+    nullableString(e.reason) &&
+    nullableString(e.sourceIp) &&
+    nullableString(e.subject) &&
+    nullableString(e.userAgent)
   );
 }
 
-/** The same through the general canonicalizer (the definition the fast path must match). */
-export function canonicalGeneral(event: Omit<AuditEvent, "hash">): string {
-  const canonical = canonicalize({
-    seq: event.seq,
+/** The canonical JSON's keys up to `outcome`, from the opening brace: `{"action":…,…,"outcome":…,`. */
+const canonicalHead = (e: PendingAuditEvent) =>
+  `{"action":${str(e.action)},"actor":${str(e.actor)},"actorId":${str(e.actorId)},` +
+  `"correlationId":${str(e.correlationId)},"details":${canonicalDetails(e.details)},"id":${str(e.id)},` +
+  `"outcome":${str(e.outcome)},`;
+
+/** The canonical JSON's keys from `sourceIp` on, without the closing brace. */
+const canonicalTail = (e: PendingAuditEvent) =>
+  `"sourceIp":${str(e.sourceIp)},"subject":${str(e.subject)},"time":${str(e.time)},"userAgent":${str(e.userAgent)}`;
+
+/**
+ * The event's fields linked at `seq` after `prevHash`, in `AuditEvent`'s declaration order (the JSON lines
+ * export's): only its fields, whatever else the object holds. Field by field, not spread: the sequencer
+ * links every event (two spreads of fifteen fields cost more than writing its canonical JSON from the parts).
+ */
+export function linkedEvent(event: PendingAuditEvent, seq: number, prevHash: string, hash: string): AuditEvent {
+  return {
+    seq,
     id: event.id,
     time: event.time,
     actor: event.actor,
@@ -185,8 +197,19 @@ export function canonicalGeneral(event: Omit<AuditEvent, "hash">): string {
     sourceIp: event.sourceIp,
     userAgent: event.userAgent,
     details: event.details,
-    prevHash: event.prevHash,
-  });
+    prevHash,
+    hash,
+  };
+}
+
+/** The same through the general canonicalizer (the definition the fast path must match). */
+export function canonicalGeneral(event: Omit<AuditEvent, "hash">): string {
+  const { hash: _hash, ...fields } = linkedEvent(event, event.seq, event.prevHash, "");
+  return canonicalOrThrow(fields);
+}
+
+function canonicalOrThrow(value: unknown): string {
+  const canonical = canonicalize(value);
   if (canonical === undefined) throw new Error("audit event cannot be encoded");
   return canonical;
 }
@@ -202,23 +225,8 @@ export function pendingMessage(event: PendingAuditEvent): string {
 
 /** The same through the general canonicalizer (the definition `pendingMessageOf` must match). */
 export function pendingMessageGeneral(event: PendingAuditEvent): string {
-  const canonical = canonicalize({
-    v: "stint-audit-pending:v1",
-    id: event.id,
-    time: event.time,
-    actor: event.actor,
-    actorId: event.actorId,
-    action: event.action,
-    subject: event.subject,
-    outcome: event.outcome,
-    reason: event.reason,
-    correlationId: event.correlationId,
-    sourceIp: event.sourceIp,
-    userAgent: event.userAgent,
-    details: event.details,
-  });
-  if (canonical === undefined) throw new Error("audit event cannot be encoded");
-  return canonical;
+  const { seq: _seq, prevHash: _prevHash, hash: _hash, ...fields } = linkedEvent(event, 0, "", "");
+  return canonicalOrThrow({ v: "stint-audit-pending:v1", ...fields });
 }
 
 /**
@@ -248,17 +256,7 @@ const plain = (value: string | null) => value === null || !SURROGATE.test(value)
  */
 export function canonicalParts(e: PendingAuditEvent): CanonicalParts | null {
   if (
-    typeof e.action !== "string" ||
-    typeof e.actor !== "string" ||
-    typeof e.id !== "string" ||
-    typeof e.outcome !== "string" ||
-    typeof e.time !== "string" ||
-    !nullableString(e.actorId) ||
-    !nullableString(e.correlationId) ||
-    !nullableString(e.reason) ||
-    !nullableString(e.sourceIp) ||
-    !nullableString(e.subject) ||
-    !nullableString(e.userAgent) ||
+    !typedStrings(e) ||
     !plain(e.action) ||
     !plain(e.actor) ||
     !plain(e.actorId) ||
@@ -272,16 +270,7 @@ export function canonicalParts(e: PendingAuditEvent): CanonicalParts | null {
     !plain(e.userAgent)
   )
     return null;
-  return {
-    head:
-      `{"action":${str(e.action)},"actor":${str(e.actor)},"actorId":${str(e.actorId)},` +
-      `"correlationId":${str(e.correlationId)},"details":${canonicalDetails(e.details)},"id":${str(e.id)},` +
-      `"outcome":${str(e.outcome)},`,
-    reason: `"reason":${str(e.reason)},`,
-    tail:
-      `"sourceIp":${str(e.sourceIp)},"subject":${str(e.subject)},"time":${str(e.time)},` +
-      `"userAgent":${str(e.userAgent)}`,
-  };
+  return { head: canonicalHead(e), reason: `"reason":${str(e.reason)},`, tail: canonicalTail(e) };
 }
 
 /** `pendingMessage` from the parts. */
@@ -303,27 +292,9 @@ export function chain(
   prev: { seq: number; hash: string },
   parts?: CanonicalParts | null,
 ): AuditEvent {
-  // Field by field, not spread: the sequencer links every event (two spreads of fifteen fields cost more
-  // than writing its canonical JSON from the parts).
   const seq = prev.seq + 1;
   const prevHash = prev.hash;
-  const linked: AuditEvent = {
-    seq,
-    id: event.id,
-    time: event.time,
-    actor: event.actor,
-    actorId: event.actorId,
-    action: event.action,
-    subject: event.subject,
-    outcome: event.outcome,
-    reason: event.reason,
-    correlationId: event.correlationId,
-    sourceIp: event.sourceIp,
-    userAgent: event.userAgent,
-    details: event.details,
-    prevHash,
-    hash: "",
-  };
+  const linked = linkedEvent(event, seq, prevHash, "");
   // The hash covers every field but itself (`canonicalEvent` never reads it).
   linked.hash =
     parts && Number.isSafeInteger(seq) && typeof prevHash === "string" && plain(prevHash)
