@@ -6,22 +6,24 @@ import type { z } from "zod";
 import type { Actor, CallContext } from "../authz/authz.types.js";
 import type { CatalogService } from "./catalog.service.js";
 
+const read = { requirement: "catalog.read" } as const;
+const write = { requirement: "catalog.write" } as const;
+
 export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService }) {
   const { catalog } = deps;
-  const read = { requirement: "catalog.read" } as const;
-  const write = { requirement: "catalog.write" } as const;
 
-  // Targets, policies and roles: one shape each, named by `:ref` (name or id).
+  // Targets, policies and roles: one shape each, named by `:ref` (name or id); each kind declares its path, its
+  // schemas and the service's calls, which take the route's arguments as they come.
   registerNamedKind(
     app,
     "/v1/targets",
     { input: c.targetInput, item: c.target, list: c.targetList },
     {
-      list: (actor) => catalog.listTargets(actor),
-      get: (actor, ref) => catalog.getTarget(actor, ref),
-      create: (actor, input, context) => catalog.createTarget(actor, input, context),
-      update: (actor, ref, input, context) => catalog.updateTarget(actor, ref, input, context),
-      remove: (actor, ref, context) => catalog.deleteTarget(actor, ref, context),
+      list: catalog.listTargets,
+      get: catalog.getTarget,
+      create: catalog.createTarget,
+      update: catalog.updateTarget,
+      remove: catalog.deleteTarget,
     },
   );
   registerNamedKind(
@@ -29,11 +31,11 @@ export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService 
     "/v1/policies",
     { input: c.policyInput, item: c.policy, list: c.policyList },
     {
-      list: (actor) => catalog.listPolicies(actor),
-      get: (actor, ref) => catalog.getPolicy(actor, ref),
-      create: (actor, input, context) => catalog.createPolicy(actor, input, context),
-      update: (actor, ref, input, context) => catalog.updatePolicy(actor, ref, input, context),
-      remove: (actor, ref, context) => catalog.deletePolicy(actor, ref, context),
+      list: catalog.listPolicies,
+      get: catalog.getPolicy,
+      create: catalog.createPolicy,
+      update: catalog.updatePolicy,
+      remove: catalog.deletePolicy,
     },
   );
   registerNamedKind(
@@ -41,11 +43,11 @@ export function registerCatalogRoutes(app: App, deps: { catalog: CatalogService 
     "/v1/roles",
     { input: c.roleInput, item: c.role, list: c.roleList },
     {
-      list: (actor) => catalog.listRoles(actor),
-      get: (actor, ref) => catalog.getRole(actor, ref),
-      create: (actor, input, context) => catalog.createRole(actor, input, context),
-      update: (actor, ref, input, context) => catalog.updateRole(actor, ref, input, context),
-      remove: (actor, ref, context) => catalog.deleteRole(actor, ref, context),
+      list: catalog.listRoles,
+      get: catalog.getRole,
+      create: catalog.createRole,
+      update: catalog.updateRole,
+      remove: catalog.deleteRole,
     },
   );
 
@@ -145,8 +147,6 @@ function registerNamedKind<I extends z.ZodType, O>(
   schemas: { input: I; item: z.ZodType; list: z.ZodType },
   calls: NamedKindCalls<z.infer<I>, O>,
 ) {
-  const read = { requirement: "catalog.read" } as const;
-  const write = { requirement: "catalog.write" } as const;
   const { input, item, list } = schemas;
   const one = `${path}/:ref`;
   app.get(path, { config: read, schema: { tags: ["catalog"], response: { 200: list } } }, async (req) => ({
