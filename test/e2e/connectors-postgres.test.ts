@@ -118,8 +118,12 @@ describe("PostgreSQL target", () => {
   it("activation grants the role at the database; expiry revokes it and ends the open connection", async () => {
     await expect(freshSelect(loginOf(alice))).rejects.toThrow(/permission denied/);
 
+    const afterTarget = { kind: "postgres", path: "after_target" };
+    const before = (await h.metric("stint_provisioned_activations_total", afterTarget)) ?? 0;
     const request = await h.activate(alice, "app-db-reader");
     expect(request.state).toBe("active");
+    // On the embedded store the activation's transaction runs after the target's change, and says so.
+    expect(await h.metric("stint_provisioned_activations_total", afterTarget)).toBe(before + 1);
     expect(await freshSelect(loginOf(alice))).toEqual(["ada", "grace"]);
     const open = await connectAs(loginOf(alice));
     expect((await open.query("select count(*)::int as n from payroll")).rows[0].n).toBe(2);

@@ -183,6 +183,20 @@ export function createGrantContext(deps: GrantServiceDeps) {
         registers,
       }),
   );
+  const activationPaths: Counter<"kind" | "path"> = getOrCreate(
+    deps.registry,
+    "stint_provisioned_activations_total",
+    () =>
+      new Counter({
+        name: "stint_provisioned_activations_total",
+        help:
+          "Activations after a target's change, by target kind and how their transaction ran: beside_target (committed " +
+          "once the change succeeded), after_slow_target (the change took longer than 250 ms: rolled back, written " +
+          "again after it), after_target.",
+        labelNames: ["kind", "path"],
+        registers,
+      }),
+  );
   const unsettled: Gauge<"target" | "state"> = getOrCreate(
     deps.registry,
     "stint_grants_unsettled",
@@ -362,6 +376,7 @@ export function createGrantContext(deps: GrantServiceDeps) {
     allowanceKey,
     alert,
     revocationLatency,
+    activationPaths,
     endpointOfRow,
     connectorTarget,
     call,

@@ -40,6 +40,10 @@ async function seen(requestId: string): Promise<{ state: string; activatedEvents
   return { state: rows[0]!.state, activatedEvents: Number(rows[0]!.n) };
 }
 
+/** `stint_provisioned_activations_total` for the postgres targets on `path` (0 before the first). */
+const paths = async (path: string) =>
+  (await h.metric("stint_provisioned_activations_total", { kind: "postgres", path })) ?? 0;
+
 beforeAll(async () => {
   t = await pgTarget("ovl", ["ann", "ben", "cal"]);
   h = await targetsHarness({ engine: "postgres", backoff: { baseMs: 1, capMs: 1 } });
@@ -57,6 +61,7 @@ afterAll(async () => {
 describe("an activation written beside the target's change (PostgreSQL)", () => {
   it("is not visible until the target holds the privilege, then is active with its event", async () => {
     const user = t.users[0]!;
+    const beside = await paths("beside_target");
     const requestId = await submit(user);
     let during: { member: boolean; state: string; activatedEvents: number } | undefined;
     armFailpoint("grant.provision.after-target", async () => {
@@ -65,6 +70,8 @@ describe("an activation written beside the target's change (PostgreSQL)", () => 
     await h.drainOutbox();
     expect(during).toEqual({ member: true, state: "provisioning", activatedEvents: 0 });
     expect(await seen(requestId)).toEqual({ state: "active", activatedEvents: 1 });
+    // Operators see how the activation ran.
+    expect(await paths("beside_target")).toBe(beside + 1);
   });
 
   it("a target that fails keeps nothing of the activation; the retry activates it", async () => {
@@ -83,6 +90,7 @@ describe("an activation written beside the target's change (PostgreSQL)", () => 
 
   it(`a target slower than ${OVERLAP_MS} ms does not hold the request: an administrator revokes it meanwhile`, async () => {
     const user = t.users[2]!;
+    const slow = await paths("after_slow_target");
     const requestId = await submit(user);
     let revoked: { status: number; state: unknown } | undefined;
     // The target's change has landed and its call has not returned yet: the revocation comes now and must not
@@ -94,6 +102,8 @@ describe("an activation written beside the target's change (PostgreSQL)", () => 
     await h.drainOutbox();
     expect(revoked).toEqual({ status: 200, state: "revoked" });
     expect(await seen(requestId)).toEqual({ state: "revoked", activatedEvents: 0 });
+    // Counted as what it was: an operator watching slow targets sees the rolled-back transaction.
+    expect(await paths("after_slow_target")).toBe(slow + 1);
     // The privilege the late change left is taken away again.
     await h.drainOutbox();
     expect(await t.isMember(t.loginOf(user))).toBe(false);

@@ -17,6 +17,7 @@ import * as grantStore from "./grants.store.js";
 import { isDynamic, JOB, mintedLogin } from "./grants.types.js";
 import { preCreatedCount, type createPreCreation } from "./grants.precreated.js";
 import { claimPreCreated } from "./precreated.store.js";
+import type { ActivationPath } from "../requests/provisioned.js";
 
 /**
  * Attempts a provisioning row has beyond the provisioning's own budget. The runner dead-letters a row whose last
@@ -35,7 +36,7 @@ const DYNAMIC_SAFETY_MARGIN_MS = 60 * 60_000;
 const MAX_OVERLAPPING = 4;
 
 export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<typeof createPreCreation>) {
-  const { deps, store, clock, outbox, provisionAttempts, revokeAttempts, call } = ctx;
+  const { deps, store, clock, outbox, provisionAttempts, revokeAttempts, call, activationPaths } = ctx;
   /** Activations being written beside their target's change on this node (`MAX_OVERLAPPING`). */
   let overlapping = 0;
 
@@ -183,6 +184,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
        */
       const overlap = store.engine === "postgres" && overlapping < MAX_OVERLAPPING;
       let activation: Promise<boolean> | undefined;
+      const ran = (path: ActivationPath) => activationPaths.inc({ kind: targetRow.kind, path });
       try {
         const { connector, target } = await ctx.connectorTarget(store.db, targetRow, read.targetSecret);
         problemsOf(connector.checkLogin(login), `the login ${login}`);
@@ -259,7 +261,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
         ready.catch(() => undefined);
         if (overlap) {
           overlapping += 1;
-          activation = deps.requests.provisioned(grantId, { login, done, ready });
+          activation = deps.requests.provisioned(grantId, { login, done, ready, ran });
           activation.catch(() => undefined).finally(() => (overlapping -= 1));
         }
         await ready;
@@ -288,7 +290,7 @@ export function createProvisioning(ctx: GrantContext, preCreation: ReturnType<ty
         );
         throw failure;
       }
-      const activated = await (activation ?? deps.requests.provisioned(grantId, { login, done }));
+      const activated = await (activation ?? deps.requests.provisioned(grantId, { login, done, ran }));
       await fill;
       if (!activated) {
         // The activation ended while the target was being changed: take the privilege away again.

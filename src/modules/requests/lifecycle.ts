@@ -10,7 +10,7 @@ import { authorize } from "../authz/authz.rules.js";
 import { SYSTEM, type Actor, type CallContext } from "../authz/authz.types.js";
 import type { HandlerContext } from "../outbox/index.js";
 import { checkExtension, checkJustification, checkMfaFreshness, evaluateWindow } from "./policy.rules.js";
-import { createActivation, SLOW_TARGET } from "./provisioned.js";
+import { createActivation, SLOW_TARGET, type ActivationPath } from "./provisioned.js";
 import { assertTransition, stageDeadline, stagesFor } from "./requests.rules.js";
 import * as requestStore from "./requests.store.js";
 import { expiredUndecided, isPendingPastTtl, pendingExpiresAt } from "./timing.rules.js";
@@ -310,14 +310,24 @@ export function createLifecycle(core: RequestCore) {
          * written again once the change is done.
          */
         ready?: Promise<void>;
+        /** Told how the activation's transaction ran, once it committed or ended (the grants module's metric). */
+        ran?: (path: ActivationPath) => void;
       },
     ): Promise<boolean> {
       if (details.ready) {
         const outcome = await activate(grantId, details, details.ready);
-        if (outcome !== SLOW_TARGET) return outcome;
+        if (outcome !== SLOW_TARGET) {
+          details.ran?.("beside_target");
+          return outcome;
+        }
         await details.ready;
+        const again = (await activate(grantId, details, undefined)) as boolean;
+        details.ran?.("after_slow_target");
+        return again;
       }
-      return (await activate(grantId, details, undefined)) as boolean;
+      const outcome = (await activate(grantId, details, undefined)) as boolean;
+      details.ran?.("after_target");
+      return outcome;
     },
 
     /** Worker: the target refused the privilege (or never answered): the activation fails with its message. */

@@ -17,6 +17,13 @@ import { assertTransition, basisProblem } from "./requests.rules.js";
  */
 export const OVERLAP_MS = 250;
 
+/**
+ * How a provisioned activation's transaction ran: beside the target's change (committed once it succeeded), again
+ * after a change slower than `OVERLAP_MS` (the first transaction rolled back), or after the change (PGlite, or a
+ * node with enough such transactions open already).
+ */
+export type ActivationPath = "beside_target" | "after_slow_target" | "after_target";
+
 /** The activation's transaction gave up waiting for the target's change (rolled back, nothing written). */
 export const SLOW_TARGET = Symbol("slow target");
 
