@@ -99,20 +99,25 @@ describe("group claims of two providers", () => {
   });
 
   it("a group from before owners were kept is adopted only by the issuer its members sign in through", async () => {
-    // As an older Stint left it: an oidc group with no owner, its one member alice (linked through corp).
-    await server.store.db.updateTable("groups").set({ external_id: null }).where("name", "=", "db-admins").execute();
-    await signIn("partner", partner, "sub-mallory");
-    expect(await groupsOf("mallory")).toEqual(["partner-staff"]);
-    await signIn("corp", corp, "sub-alice");
-    expect(await groupsOf("alice")).toEqual(["db-admins"]);
+    // Users and a group of this test's own: bea (corp) in ops-admins, mark (partner) claiming it too.
+    corp.accounts.set("sub-bea", { preferred_username: "bea", groups: ["ops-admins"] });
+    partner.accounts.set("sub-mark", { preferred_username: "mark", groups: ["ops-admins", "partner-ops"] });
+    await signIn("corp", corp, "sub-bea");
+    expect(await groupsOf("bea")).toEqual(["ops-admins"]);
+    // As an older Stint left it: an oidc group with no owner, its one member bea (linked through corp).
+    await server.store.db.updateTable("groups").set({ external_id: null }).where("name", "=", "ops-admins").execute();
+    await signIn("partner", partner, "sub-mark");
+    expect(await groupsOf("mark")).toEqual(["partner-ops"]);
+    await signIn("corp", corp, "sub-bea");
+    expect(await groupsOf("bea")).toEqual(["ops-admins"]);
     const group = await server.store.db
       .selectFrom("groups")
       .select("external_id")
-      .where("name", "=", "db-admins")
+      .where("name", "=", "ops-admins")
       .executeTakeFirstOrThrow();
     expect(group.external_id).toBe(`oidc:${corp.issuer}`);
     // Adopted: the partner's claim stays ignored.
-    await signIn("partner", partner, "sub-mallory");
-    expect(await groupsOf("mallory")).toEqual(["partner-staff"]);
+    await signIn("partner", partner, "sub-mark");
+    expect(await groupsOf("mark")).toEqual(["partner-ops"]);
   });
 });
