@@ -126,7 +126,13 @@ eligibility:
 export async function benchConnector(options: { logins: number }) {
   const connector = connectorFor("postgres")!;
   const hex = randomBytes(4).toString("hex");
-  const run = async (label: string, target: ConnectorTarget, admin: pg.Client) => {
+  /** `signIn`: how the minted login connects to the target (its database and TLS). */
+  const run = async (
+    label: string,
+    target: ConnectorTarget,
+    admin: pg.Client,
+    signIn: (login: string, password: string) => pg.ClientConfig,
+  ) => {
     const reader = `stint_bench_cr_${hex}`;
     await admin.query(`create role ${reader} nologin`);
     try {
@@ -135,6 +141,7 @@ export async function benchConnector(options: { logins: number }) {
         warmDrop: [] as number[],
         coldCreate: [] as number[],
         coldDrop: [] as number[],
+        floor: [] as number[],
       };
       const once = async (n: number, cold: boolean) => {
         const login = `stint_bench_c_${hex}_${n}${cold ? "c" : "w"}`;
@@ -151,6 +158,15 @@ export async function benchConnector(options: { logins: number }) {
         let t = performance.now();
         await connector.createLogin!(target, spec);
         const create = performance.now() - t;
+        // The target's own part of a dynamic login, pooled: createLogin, then the login signs in and answers.
+        if (!cold && n >= 0) {
+          t = performance.now();
+          const client = new pg.Client(signIn(login, minted.password));
+          await client.connect();
+          await client.query("select 1");
+          times.floor.push(create + performance.now() - t);
+          await client.end();
+        }
         if (cold) await postgresPools.closeAll();
         t = performance.now();
         await connector.dropLogin!(target, { login });
@@ -168,6 +184,7 @@ export async function benchConnector(options: { logins: number }) {
       summary(`${label} createLogin, pooled connection`, times.warmCreate);
       summary(`${label} dropLogin, new connection`, times.coldDrop);
       summary(`${label} dropLogin, pooled connection`, times.warmDrop);
+      summary(`${label} target alone: create, sign in, SELECT`, times.floor);
     } finally {
       await postgresPools.closeAll();
       await admin.query(`drop role if exists ${reader}`);
@@ -182,6 +199,13 @@ export async function benchConnector(options: { logins: number }) {
       "trust, no TLS ",
       { name: "bench-local", address: `${local.toString()}?sslmode=disable`, options: {}, credential: null },
       admin,
+      (user, password) => ({
+        host: local.hostname,
+        port: Number(local.port || 5432),
+        database: local.pathname.slice(1) || "postgres",
+        user,
+        password,
+      }),
     );
   } finally {
     await admin.end();
@@ -213,6 +237,14 @@ export async function benchConnector(options: { logins: number }) {
         credential: instance.adminPassword,
       },
       scram,
+      (user, password) => ({
+        host: "127.0.0.1",
+        port: instance.port,
+        database: "postgres",
+        user,
+        password,
+        ssl: { ca: instance.tls!.ca },
+      }),
     );
   } finally {
     await scram.end().catch(() => undefined);
