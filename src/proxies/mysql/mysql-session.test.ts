@@ -222,6 +222,33 @@ describe("the session's commands and answers", () => {
     ]);
   });
 
+  it("a prepare's answer ends after its parameter and column definitions, each run with its EOF, or at once without", () => {
+    const prepareOk = (columns: number, params: number) =>
+      packet(1, Buffer.concat([Buffer.from([0, 5, 0, 0, 0]), u16(columns), u16(params), Buffer.from([0]), u16(0)]));
+    for (const [params, columns] of [
+      [0, 0],
+      [0, 2],
+      [2, 0],
+      [2, 1],
+    ] as const) {
+      const h = harness();
+      // A query sent with the prepare: its answer is followed only if the prepare's ended exactly at its last packet.
+      h.up(command(COM.STMT_PREPARE, "select ?, ?"), command(COM.QUERY, "select 1"));
+      let seq = 2;
+      const definitions = (n: number) =>
+        n === 0 ? [] : [...Array.from({ length: n }, () => column(seq++, "?")), eof(seq++)];
+      const answer = [prepareOk(columns, params), ...definitions(params), ...definitions(columns)];
+      for (const [i, part] of answer.entries()) {
+        h.down(part);
+        const open = i < answer.length - 1 ? 2 : 1;
+        expect(h.session.pending(), `${params} parameters, ${columns} columns, packet ${i}`).toBe(open);
+      }
+      h.down(...resultSet(["1", "2"]));
+      expect(h.session.pending()).toBe(0);
+      expect(h.logged.map((e) => [e.statement, e.rows, e.error])).toEqual([["select 1", 2, null]]);
+    }
+  });
+
   it("MariaDB's prepare-and-execute together: statement id 0xFFFFFFFF is logged with the text just prepared", () => {
     const h = harness();
     h.up(
@@ -304,6 +331,15 @@ describe("the session's commands and answers", () => {
     expect(h.down(...resultSet(["1"])).length).toBeGreaterThan(0);
     expect(h.logged.map((e) => e.error === null)).toEqual([false, true]);
     expect(h.refusals).toEqual(["LOAD DATA LOCAL"]);
+  });
+
+  it("LOAD DATA LOCAL refused: the server's error after the empty file is neither passed on nor logged", () => {
+    const h = harness();
+    h.up(command(COM.QUERY, "LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE t"));
+    h.down(packet(1, Buffer.concat([Buffer.from([0xfb]), Buffer.from("/etc/passwd")])));
+    expect(h.down(err(3, "Incorrect file"))).toHaveLength(0);
+    expect(h.session.pending()).toBe(0);
+    expect(h.logged.map((e) => e.error)).toEqual([expect.stringMatching(/LOAD DATA LOCAL is refused/)]);
   });
 
   it("LOAD DATA LOCAL allowed by policy: the request, the file and the answer pass", () => {

@@ -243,40 +243,57 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
     return statementVerb(sql.slice(p.starts[Math.min(p.results, p.starts.length - 1)]));
   };
 
+  /** Refused commands at the head of the queue, complete, get their error now, in order. */
+  const flushRefused = (emit: (bytes: Buffer) => void): void => {
+    while (queue.length > 0 && queue[0]!.synthetic !== null && !queue[0]!.open) emit(queue.shift()!.synthetic!);
+  };
+  /** The command at the head is answered in full. */
   const finish = (emit: (bytes: Buffer) => void): void => {
     queue.shift();
-    // Refused commands waiting their turn get their error now, in order.
-    while (queue.length > 0 && queue[0]!.synthetic !== null && !queue[0]!.open) {
-      emit(queue.shift()!.synthetic!);
-    }
+    flushRefused(emit);
   };
+  /** The command's ERR packet: its answer ends there, logged unless the client does not see it. */
+  const failed = (p: Pending, body: Buffer, emit: (bytes: Buffer) => void): void => {
+    if (!p.swallow) logError(p, body);
+    finish(emit);
+  };
+  /** After a prepared statement's parameter definitions (or none): its column definitions, if any, else the end. */
+  const prepareColumns = (p: Pending, emit: (bytes: Buffer) => void): void => {
+    if (p.columns > 0) {
+      p.remaining = p.columns;
+      p.expect = "prepare-columns";
+    } else finish(emit);
+  };
+
+  /** A command just sent, waiting for its `expect` answer; `synthetic`: the error a refused one gets instead. */
+  const begin = (head: PacketHead, expect: Expect, synthetic: Buffer | null): Pending => ({
+    command: head.first,
+    expect,
+    statement: null,
+    parts: [],
+    kept: 0,
+    startedAt: now(),
+    binary: synthetic === null && head.first === COM.STMT_EXECUTE,
+    remaining: 0,
+    columns: 0,
+    rows: 0,
+    clientSeq: head.seq,
+    serverSeq: null,
+    swallow: false,
+    synthetic,
+    stmtId: null,
+    open: true,
+    results: 0,
+    starts: null,
+    sent: 0,
+  });
 
   const refuse = (head: PacketHead, reason: string, command: string): Pending => {
     const statement = `/* ${command} */`;
     options.onRefused?.({ command, reason, statement });
     // The query log keeps the attempt too (a command has no text worth keeping beyond its name).
     options.record({ statement, durationMs: 0, rows: null, command: null, error: `42000: ${reason}` });
-    return {
-      command: head.first,
-      expect: "single",
-      statement: null,
-      parts: [],
-      kept: 0,
-      startedAt: now(),
-      binary: false,
-      remaining: 0,
-      columns: 0,
-      rows: 0,
-      clientSeq: head.seq,
-      serverSeq: null,
-      swallow: false,
-      synthetic: packet(head.seq + 1, encodeErr(1227, "42000", reason)),
-      stmtId: null,
-      open: true,
-      results: 0,
-      starts: null,
-      sent: 0,
-    };
+    return begin(head, "single", packet(head.seq + 1, encodeErr(1227, "42000", reason)));
   };
 
   const session: MysqlSession = {
@@ -310,27 +327,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
         clientCurrent = { pending: null, verdict: "pass" };
         return "pass";
       }
-      const pending: Pending = {
-        command,
-        expect: answer,
-        statement: null,
-        parts: [],
-        kept: 0,
-        startedAt: now(),
-        binary: command === COM.STMT_EXECUTE,
-        remaining: 0,
-        columns: 0,
-        rows: 0,
-        clientSeq: head.seq,
-        serverSeq: null,
-        swallow: false,
-        synthetic: null,
-        stmtId: null,
-        open: true,
-        results: 0,
-        starts: null,
-        sent: 0,
-      };
+      const pending = begin(head, answer, null);
       queue.push(pending);
       clientCurrent = { pending, verdict: "pass" };
       return "pass";
@@ -374,13 +371,8 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
       p.open = false;
       if (p.synthetic !== null) {
         p.synthetic = packet(head.seq + 1, p.synthetic.subarray(4));
-        // Nothing before it: the client gets its error now; otherwise when its turn comes.
-        if (queue[0] === p) {
-          queue.shift();
-          options.toClient(p.synthetic);
-          while (queue.length > 0 && queue[0]!.synthetic !== null && !queue[0]!.open)
-            options.toClient(queue.shift()!.synthetic!);
-        }
+        // Nothing before it: the client gets its error now (with any refused after it); otherwise when its turn comes.
+        if (queue[0] === p) flushRefused(options.toClient);
         return;
       }
       if (p.command === COM.QUERY || p.command === COM.STMT_PREPARE || p.command === COM.INIT_DB) text(p);
@@ -441,8 +433,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
             return;
           }
           if (first === 0xff) {
-            if (!p.swallow) logError(p, body);
-            finish(emit);
+            failed(p, body, emit);
             return;
           }
           const columns = parseColumnCount(body);
@@ -454,17 +445,14 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
         }
         case "columns":
           if (first === 0xff) {
-            if (!p.swallow) logError(p, body);
-            finish(emit);
+            failed(p, body, emit);
             return;
           }
-          p.remaining -= 1;
-          if (p.remaining <= 0) p.expect = "columns-eof";
+          countDefinition(p);
           return;
         case "columns-eof": {
           if (first === 0xff) {
-            if (!p.swallow) logError(p, body);
-            finish(emit);
+            failed(p, body, emit);
             return;
           }
           if (!isEof(first, head.length)) throw new MysqlWireError("expected EOF after the column definitions");
@@ -480,8 +468,7 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
         }
         case "rows": {
           if (first === 0xff) {
-            if (!p.swallow) logError(p, body);
-            finish(emit);
+            failed(p, body, emit);
             return;
           }
           if (isEof(first, head.length)) {
@@ -498,15 +485,12 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
         }
         case "infile-data":
           // The server does not speak while the client sends its file; if it does (an error), the file is over.
-          if (first === 0xff) {
-            if (!p.swallow) logError(p, body);
-            finish(emit);
-          }
+          if (first === 0xff) failed(p, body, emit);
           return;
         case "prepare": {
+          // Never swallowed: only a result's LOCAL INFILE request is.
           if (first === 0xff) {
-            logError(p, body);
-            finish(emit);
+            failed(p, body, emit);
             return;
           }
           if (first !== 0x00 || body.length < 9) throw new MysqlWireError("malformed COM_STMT_PREPARE answer");
@@ -518,32 +502,20 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
           if (params > 0) {
             p.remaining = params;
             p.expect = "params";
-          } else if (columns > 0) {
-            p.remaining = columns;
-            p.expect = "prepare-columns";
-          } else finish(emit);
+          } else prepareColumns(p, emit);
           return;
         }
         case "params":
-          p.remaining -= 1;
-          if (p.remaining <= 0) p.expect = "params-eof";
+        case "prepare-columns":
+          countDefinition(p);
           return;
         case "params-eof":
-          if (p.columns > 0) {
-            p.remaining = p.columns;
-            p.expect = "prepare-columns";
-          } else finish(emit);
-          return;
-        case "prepare-columns":
-          p.remaining -= 1;
-          if (p.remaining <= 0) p.expect = "prepare-columns-eof";
+          prepareColumns(p, emit);
           return;
         case "prepare-columns-eof":
           finish(emit);
           return;
         case "fieldlist":
-          if (first === 0xff || isEof(first, head.length)) finish(emit);
-          return;
         case "fetch":
           if (first === 0xff || isEof(first, head.length)) finish(emit);
           return;
@@ -581,6 +553,18 @@ export function createMysqlSession(options: MysqlSessionOptions): MysqlSession {
     },
   };
   return session;
+}
+
+/** The definitions a column or parameter count announced: the EOF after them follows the last. */
+const AFTER_DEFINITIONS: Partial<Record<Expect, Expect>> = {
+  columns: "columns-eof",
+  params: "params-eof",
+  "prepare-columns": "prepare-columns-eof",
+};
+
+function countDefinition(p: Pending): void {
+  p.remaining -= 1;
+  if (p.remaining <= 0) p.expect = AFTER_DEFINITIONS[p.expect] ?? p.expect;
 }
 
 function parseColumnCount(body: Buffer): number {
