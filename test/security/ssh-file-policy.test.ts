@@ -92,6 +92,9 @@ beforeAll(async () => {
   mkdirSync(REMOTE, { recursive: true });
   writeFileSync(join(REMOTE, "big.bin"), big);
   writeFileSync(join(REMOTE, "small.txt"), small);
+  // Files one test each reads, so that the audit events of a path are that test's alone.
+  for (const name of ["deny-sftp.txt", "deny-legacy.txt"]) writeFileSync(join(REMOTE, name), small);
+  writeFileSync(join(REMOTE, "recorded.bin"), big);
 }, 180_000);
 
 afterAll(async () => {
@@ -100,25 +103,27 @@ afterAll(async () => {
 }, 60_000);
 
 describe("download: deny", () => {
+  beforeAll(async () => setPolicy("{ download: deny }"), 30_000);
+
   it("scp (SFTP) cannot download: the client shows the policy, nothing arrives, the refusal is audited", async () => {
     const to = join(local, "sftp-mode-small.txt");
-    const result = await scp(false, remote(`${REMOTE}/small.txt`), to);
+    const result = await scp(false, remote(`${REMOTE}/deny-sftp.txt`), to);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("Downloads are not allowed for role web-shell");
     expect(result.stderr).toContain("session.files.download: deny");
     expect(existsSync(to) && readFileSync(to).length > 0).toBe(false);
-    const [event] = await transfers(`${REMOTE}/small.txt`);
+    const [event] = await transfers(`${REMOTE}/deny-sftp.txt`);
     expect(event).toMatchObject({ outcome: "denied" });
     expect(event!.details).toMatchObject({ protocol: "sftp", direction: "download", rule: "download", bytes: 0 });
   }, 60_000);
 
   it("scp -O cannot download: scp -f never reaches the target, the client prints the policy", async () => {
     const to = join(local, "legacy-small.txt");
-    const result = await scp(true, remote(`${REMOTE}/small.txt`), to);
+    const result = await scp(true, remote(`${REMOTE}/deny-legacy.txt`), to);
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain("Downloads are not allowed for role web-shell");
     expect(existsSync(to)).toBe(false);
-    const events = await transfers(`${REMOTE}/small.txt`, 2);
+    const events = await transfers(`${REMOTE}/deny-legacy.txt`);
     expect(events.map((event) => event.details.protocol)).toContain("scp");
   }, 60_000);
 
@@ -266,7 +271,10 @@ describe("download and upload allowed", () => {
   }, 90_000);
 
   it("the recording names each transfer (file_transfer) and holds none of the file's bytes", async () => {
-    // The last session (sftp get) once it has ended and its recording is closed.
+    // A download of its own (a file no other test reads): the last session, once it has ended and its recording
+    // is closed.
+    const get = await sftp(`get ${REMOTE}/recorded.bin ${join(local, "recorded.bin")}\n`);
+    expect(get.code, get.stderr).toBe(0);
     let body = "";
     for (let i = 0; i < 200 && !body; i++) {
       const items = (await h.admin("GET", "/v1/sessions")).body.items as {
@@ -288,7 +296,7 @@ describe("download and upload allowed", () => {
     }
     const recording = parseRecording(body);
     expect(recording.kind === "ssh" && recording.events).toContainEqual(
-      expect.objectContaining({ event: "file_transfer", path: `${REMOTE}/big.bin`, sha256: sha256(big) }),
+      expect.objectContaining({ event: "file_transfer", path: `${REMOTE}/recorded.bin`, sha256: sha256(big) }),
     );
     expect(body.length).toBeLessThan(big.length / 4);
   }, 30_000);
