@@ -12,9 +12,9 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRecording, transcript, type ParsedRecording } from "../../src/contract/recording.js";
 import { sshSessionsHarness, type IssuedCertificate, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
+import { until, untilValue } from "../../src/testing/until.js";
 
 const REPETITIONS = 20;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 let h: SshSessionsHarness;
 let echo: NetServer;
 let echoPort: number;
@@ -50,20 +50,6 @@ async function sessionsOf(user: string): Promise<SessionItem[]> {
   return (res.body.items as SessionItem[]).filter((s) => s.user === user);
 }
 
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined | null | false>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
 async function endedAudit(sessionId: string) {
   const res = await h.admin("GET", "/v1/audit/events?limit=1000&action=session.ended&order=desc");
   const items = res.body.items as { subject: string | null; details: Record<string, unknown> }[];
@@ -72,7 +58,7 @@ async function endedAudit(sessionId: string) {
 
 /** The stored recording: present under its key (never left .partial), hashing to what the audit log says. */
 async function checkedRecording(session: SessionItem): Promise<ParsedRecording> {
-  const ended = await until("the session.ended event", () => endedAudit(session.id));
+  const ended = await untilValue("the session.ended event", () => endedAudit(session.id));
   const recorded = ended.details.recording as { key: string; sha256: string; bytes: number } | null;
   expect(recorded, `session ${session.id} ended without a recording`).not.toBeNull();
   const file = path.join(h.server.config.blobDir, recorded!.key);
@@ -134,19 +120,19 @@ async function streamAndEnd(
     const client = clients.find((c) => c.user === user)!;
     sessions.set(
       user,
-      await until(`${user}'s live session`, async () => {
+      await untilValue(`${user}'s live session`, async () => {
         if (client.child.exitCode !== null) throw new Error(`ssh for ${user} exited: ${client.output()}`);
         return (await sessionsOf(user)).find((s) => s.live);
       }),
     );
   }
   // Output is flowing at every client.
-  await until("output at every client", async () => clients.every((c) => c.output().length > 10_000));
+  await until("every client has printed 10 kB", async () => clients.every((c) => c.output().length > 10_000));
   await ender(users, sessions, requests);
   await Promise.all(clients.map((c) => c.exited));
   for (const client of clients) {
     const session = sessions.get(client.user)!;
-    const ended = await until(`${client.user}'s session to end`, async () =>
+    const ended = await untilValue(`${client.user}'s session to end`, async () =>
       (await sessionsOf(client.user)).find((s) => s.id === session.id && !s.live),
     );
     expect(ended.endReason).toMatch(/killed|activation_ended/);
@@ -213,7 +199,7 @@ describe("recording loss when a session is ended mid-output (finding 8, acceptan
         .where("id", "in", [...requests.values()])
         .execute();
       await until(
-        "every session to end at expiry",
+        "every session has ended at the expiry",
         async () => {
           for (const user of users)
             if ((await sessionsOf(user)).find((s) => s.id === sessions.get(user)!.id)?.live) return false;
@@ -244,7 +230,7 @@ describe("recording evasion through tunnels and `ssh -tt 'scp -t; bash'` (findin
 
   /** The recording of the user's newest session, once it has ended. */
   async function newest(): Promise<ParsedRecording & { kind: "ssh" }> {
-    const session = await until("the session to end", async () => {
+    const session = await untilValue("the session to end", async () => {
       const [latest] = await sessionsOf(user);
       return latest && !latest.live && latest.recording?.available ? latest : undefined;
     });
@@ -284,7 +270,7 @@ describe("recording evasion through tunnels and `ssh -tt 'scp -t; bash'` (findin
     if (!stdin) throw new Error("ssh was spawned without a stdin pipe");
     // scp -t waits for its protocol: a bad line ends it, and the shell behind it takes the rest.
     stdin.write("X\n");
-    await until("the shell", async () => client.output().length > 0 || null, 10_000).catch(() => undefined);
+    await until("the shell has printed something", () => client.output().length > 0, 10_000).catch(() => undefined);
     stdin.write("echo tty-$((6*7)); exit\n");
     await client.exited;
     expect(client.output()).toContain("tty-42");
