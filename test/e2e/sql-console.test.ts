@@ -25,6 +25,7 @@ import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
 import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { ADMIN_PASSWORD, passwordFor } from "../../src/testing/server.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { until, untilValue } from "../../src/testing/until.js";
 import { WEB_DIR } from "../../src/http/web.routes.js";
 import { createSqlConsoleService } from "../../src/modules/sql-console/sql-console.service.js";
 import { Guard, launchChromium, signInPage } from "./browser.js";
@@ -80,16 +81,6 @@ async function openConsole(user = USER): Promise<{ id: string; sessionId: string
 
 function query(id: string, sql: string, user = USER, headers: Record<string, string> = {}) {
   return call(user, "POST", `/v1/sql-console/sessions/${id}/queries`, { sql }, headers);
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 async function accounts(): Promise<string> {
@@ -217,9 +208,9 @@ describe("the web SQL console runs through the PostgreSQL proxy", () => {
     const session = await h.admin("GET", `/v1/sessions/${opened.sessionId}`);
     expect(session.body).toMatchObject({ kind: "postgres", user: USER, role: ROLE, target: "orders-db", live: true });
     expect((await call(USER, "DELETE", `/v1/sql-console/sessions/${opened.id}`)).status).toBe(204);
-    await waitFor("the session's end", async () => {
+    await until("the session has ended and its recording is available", async () => {
       const s = await h.admin("GET", `/v1/sessions/${opened.sessionId}`);
-      return s.body.endedAt && (s.body.recording as { available?: boolean } | null)?.available;
+      return Boolean(s.body.endedAt) && (s.body.recording as { available?: boolean } | null)?.available === true;
     });
     const played = await runCliCaptured(["sessions", "play", opened.sessionId], {
       env: {
@@ -359,8 +350,8 @@ describe("the web SQL console runs through the PostgreSQL proxy", () => {
       expect(await axeViolations(page)).toEqual([]);
       await dialog.getByRole("button", { name: "Close" }).first().click();
       await dialog.waitFor({ state: "detached" });
-      await waitFor(
-        "the console to close",
+      await until(
+        "the console is closed (none listed)",
         async () => ((await call(USER, "GET", "/v1/sql-console/sessions")).body.items as unknown[]).length === 0,
       );
       await guard.close();
@@ -416,7 +407,7 @@ describe("the web SQL console runs through the PostgreSQL proxy", () => {
       reason: "the incident is over",
     });
     expect(revoked.status, JSON.stringify(revoked.body)).toBe(200);
-    const ended = await waitFor("the console's end", async () => {
+    const ended = await untilValue("the console's end (410)", async () => {
       const res = await query(opened.id, "SELECT 1");
       return res.status === 410 ? res : null;
     });
