@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseRecording, transcript, type ParsedRecording } from "../../src/contract/recording.js";
 import { sftpPacket } from "../../src/testing/ssh-recordings.js";
 import { sshSessionsHarness, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
+import { until, untilValue } from "../../src/testing/until.js";
 
 let h: SshSessionsHarness;
 let user: string;
@@ -44,24 +45,17 @@ interface SessionItem {
   endReason: string | null;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+/** How long a wait may take (until()'s default is 20 s). */
+const WAIT_MS = 30_000;
 
 /** The user's newest session once ended, its `session.ended` recording, and the file that recording names. */
 async function newestEnded() {
-  const session = await until("the session to end", async () => {
+  const session = await untilValue("the session to end", async () => {
     const items = (await h.admin("GET", "/v1/sessions?limit=100")).body.items as (SessionItem & { user: string })[];
     const [latest] = items.filter((s) => s.user === user);
     return latest && !latest.live ? latest : undefined;
   });
-  const ended = await until("the session.ended event", async () => {
+  const ended = await untilValue("the session.ended event", async () => {
     const res = await h.admin("GET", "/v1/audit/events?limit=100&action=session.ended&order=desc");
     const items = res.body.items as { subject: string | null; details: Record<string, unknown> }[];
     return items.find((e) => e.subject === `session:${session.id}`);
@@ -117,13 +111,20 @@ describe("a recordings disk that fills up (recording: required)", () => {
       const client = h.spawnSsh(key, `${user}%web`, ["sh"]);
       const stdin = client.child.stdin!;
       stdin.write("echo did-something-$((6*7))\n");
-      await until("the command's output", async () => client.stdout().includes("did-something-42"));
+      await until("the command's output has arrived", () => client.stdout().includes("did-something-42"), WAIT_MS);
       // What the user did is on the recordings disk (the .partial file of the live session).
-      await until("the recording to reach the disk", async () => {
-        const files = (await readdir(recordings, { recursive: true })).map(String);
-        const partial = files.find((f) => f.endsWith(".partial"));
-        return partial && (await readFile(path.join(recordings, partial), "utf8")).includes("did-something-42");
-      });
+      await until(
+        "the recording on disk holds the command",
+        async () => {
+          const files = (await readdir(recordings, { recursive: true })).map(String);
+          const partial = files.find((f) => f.endsWith(".partial"));
+          return (
+            partial !== undefined &&
+            (await readFile(path.join(recordings, partial), "utf8")).includes("did-something-42")
+          );
+        },
+        WAIT_MS,
+      );
       // Then output that fills the disk: the recording's next write fails.
       stdin.write("head -c 20000000 /dev/zero | tr '\\0' y\n");
       expect(await client.exited).not.toBe(0);
@@ -168,7 +169,7 @@ describe("after a required recording failed", () => {
       const client = h.spawnSsh(key, `${user}%web`, ["sh"]);
       // Output that fills the recordings disk, in the background: the shell reads its next line at once.
       client.child.stdin!.write("(head -c 20000000 /dev/zero | tr '\\0' y) &\n");
-      await until("the recording to fail", async () => (await failures()) > before);
+      await until("the recording has failed", async () => (await failures()) > before, WAIT_MS);
       // The user's client sees the session being ended and fires a command in the grace period.
       client.child.stdin!.write(`touch ${marker}\n`);
       await client.exited;
@@ -204,10 +205,10 @@ describe("SFTP requests beyond what the tracker remembers", () => {
       const sent = Buffer.concat(requests);
       client.child.stdin!.write(sent);
       // Every request has passed the proxy (its byte count) before the server answers anything.
-      await until("the requests to pass the proxy", async () => (await bytesUp()) - before >= sent.length);
+      await until("the requests have passed the proxy", async () => (await bytesUp()) - before >= sent.length, WAIT_MS);
       const writer = await open(fifo, "w");
       await writer.close();
-      await until("the REMOVE to run on the target", async () => !existsSync(victim));
+      await until("the REMOVE has run on the target", () => !existsSync(victim), WAIT_MS);
       client.child.stdin!.end();
       await client.exited;
 
@@ -263,7 +264,7 @@ describe("SFTP request ids reused while the first still waits (files: { maxBytes
       // OpenSSH's sftp-server names its first handle 0 (four zero bytes): no need to read the HANDLE reply.
       const first = "\0\0\0\0";
       client.child.stdin!.write(sftpPacket(1, 3)); // INIT; the filter lets an OPEN through only after VERSION
-      await until("the server's VERSION", async () => client.stdout().length >= 9);
+      await until("the server's VERSION has arrived", () => client.stdout().length >= 9, WAIT_MS);
       client.child.stdin!.write(
         Buffer.concat([
           sftpPacket(3, 7, big, 1, 0), // OPEN for reading, id 7
@@ -274,8 +275,9 @@ describe("SFTP request ids reused while the first still waits (files: { maxBytes
       const tooLarge = "is larger than the 1000 bytes role web-shell may transfer";
       const leaked = "A".repeat(2000);
       await until(
-        "the READ's answer",
-        async () => client.output().includes(leaked) || client.output().includes(tooLarge),
+        "the READ's answer has arrived",
+        () => client.output().includes(leaked) || client.output().includes(tooLarge),
+        WAIT_MS,
       );
       client.child.stdin!.end();
       await client.exited;
