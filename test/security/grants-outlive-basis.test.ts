@@ -10,9 +10,11 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isMemberOf } from "../../src/testing/pg-target.js";
 import { actAs, seedRole, seedUser } from "../../src/testing/pim.js";
 import { testServer } from "../../src/testing/server.js";
 import { targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { until } from "../../src/testing/until.js";
 
 const hex = randomBytes(4).toString("hex");
 const database = `stint_basis_${hex}`;
@@ -34,23 +36,18 @@ const team = `team${hex}`;
 let root: pg.Client;
 let h: TargetsHarness;
 
-async function isMember(login: string): Promise<boolean> {
-  const result = await root.query(
-    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-      where r.rolname = $1 and u.rolname = $2`,
-    [reader, login],
-  );
-  return result.rowCount === 1;
-}
+const isMember = (login: string) => isMemberOf(root, reader, login);
 
 /** Polls the real server: revocation runs in the outbox after the ending transaction commits. */
 async function eventuallyNotMember(login: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    await h.drainOutbox();
-    if (!(await isMember(login))) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${login} is still a member of ${reader} at the database`);
+  await until(
+    `${login} is no longer a member of ${reader} at the database`,
+    async () => {
+      await h.drainOutbox();
+      return !(await isMember(login));
+    },
+    10_000,
+  );
 }
 
 async function request(id: unknown) {
