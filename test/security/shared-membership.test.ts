@@ -14,6 +14,7 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { armFailpoint, disarmFailpoints } from "../../src/lib/failpoints.js";
+import { isMemberOf } from "../../src/testing/pg-target.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 
 const hex = randomBytes(4).toString("hex");
@@ -39,14 +40,7 @@ const LEASE_MS = 30_000;
 let root: pg.Client;
 let h: TargetsHarness;
 
-async function isMember(login: string, role = reader): Promise<boolean> {
-  const result = await root.query(
-    `select 1 from pg_auth_members m join pg_roles r on r.oid = m.roleid join pg_roles u on u.oid = m.member
-      where r.rolname = $1 and u.rolname = $2`,
-    [role, login],
-  );
-  return result.rowCount === 1;
-}
+const isMember = (login: string, role = reader) => isMemberOf(root, role, login);
 
 async function roleExists(name: string): Promise<boolean> {
   return (await root.query("select 1 from pg_roles where rolname = $1", [name])).rowCount === 1;
