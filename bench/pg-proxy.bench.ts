@@ -19,10 +19,9 @@
  * To see where the proxy's CPU goes under this load: `--profile=/tmp/stint.cpuprofile` writes a CPU
  * profile of this process covering the first Stint run only (open it in Chrome DevTools).
  */
-import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -35,7 +34,7 @@ import { startProxies } from "../src/proxies/index.js";
 import type { Engine } from "../src/lib/db.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
-import { freePort } from "../src/testing/sshd.js";
+import { exec, mustExec, startPgbouncer } from "./processes.js";
 
 const CLIENTS = 8;
 const THREADS = 2;
@@ -140,38 +139,6 @@ export const median = (values: number[]): number => {
 
 // ---- child processes ----
 
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a program without blocking the event loop (the proxy lives in this process). */
-function exec(
-  file: string,
-  args: string[],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; onStderr?: (text: string) => void } = {},
-) {
-  return new Promise<Ran>((resolve) => {
-    const child = execFile(
-      file,
-      args,
-      { env: options.env ?? process.env, timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
-        resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-      },
-    );
-    if (options.onStderr) child.stderr?.on("data", (chunk: Buffer | string) => options.onStderr!(String(chunk)));
-  });
-}
-
-async function mustExec(what: string, file: string, args: string[], options: Parameters<typeof exec>[2] = {}) {
-  const ran = await exec(file, args, options);
-  if (ran.code !== 0) throw new Error(`${what} failed (exit ${ran.code}): ${ran.stderr.trim().slice(-800)}`);
-  return ran;
-}
-
 async function uptime(): Promise<string> {
   const ran = await exec("uptime", []);
   return ran.code === 0
@@ -180,24 +147,6 @@ async function uptime(): Promise<string> {
         .loadavg()
         .map((l) => l.toFixed(2))
         .join(", ")}`;
-}
-
-async function waitForPort(port: number, alive: () => boolean, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (!alive()) throw new Error("the process exited");
-    const open = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, "127.0.0.1");
-      socket.once("connect", () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-    });
-    if (open) return;
-    if (Date.now() > deadline) throw new Error(`port ${port} did not open within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }
 
 // ---- pgbench ----
@@ -360,72 +309,6 @@ async function ensurePgbouncer(progress: (line: string) => void): Promise<void> 
     throw new Error(`apt-get install pgbouncer failed: ${installed.stderr.trim().split("\n").at(-1) ?? ""}`);
 }
 
-/** Debian's pgbouncer in session mode on a free port; config and logs in a temp dir. */
-async function startPgbouncer(
-  database: string,
-  pgPort: number,
-  defer: (what: string, run: () => Promise<unknown>) => void,
-): Promise<{ port: number; pid: number }> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "stint-bench-pgbouncer-"));
-  defer("remove the pgbouncer dir", () => rm(dir, { recursive: true, force: true }));
-  // pgbouncer refuses to run as root: as root, run it as the postgres OS user (setpriv execs, so the pid is its own).
-  let command = PGBOUNCER;
-  let prefix: string[] = [];
-  if (process.getuid?.() === 0) {
-    const uid = Number((await mustExec("id -u postgres", "id", ["-u", "postgres"])).stdout.trim());
-    const gid = Number((await mustExec("id -g postgres", "id", ["-g", "postgres"])).stdout.trim());
-    await chown(dir, uid, gid);
-    command = "setpriv";
-    prefix = ["--reuid", String(uid), "--regid", String(gid), "--init-groups", PGBOUNCER];
-  }
-  const port = await freePort();
-  const config = path.join(dir, "pgbouncer.ini");
-  await writeFile(
-    config,
-    [
-      "[databases]",
-      `${database} = host=127.0.0.1 port=${pgPort} dbname=${database} user=postgres`,
-      "[pgbouncer]",
-      "listen_addr = 127.0.0.1",
-      `listen_port = ${port}`,
-      "unix_socket_dir =",
-      "auth_type = any",
-      "pool_mode = session",
-      `default_pool_size = ${CLIENTS * 2}`,
-      "max_client_conn = 100",
-      "ignore_startup_parameters = extra_float_digits",
-      `logfile = ${path.join(dir, "pgbouncer.log")}`,
-      `pidfile = ${path.join(dir, "pgbouncer.pid")}`,
-      "",
-    ].join("\n"),
-  );
-  await chmod(config, 0o644);
-  const child = spawn(command, [...prefix, config], { stdio: ["ignore", "ignore", "pipe"] });
-  let log = "";
-  child.stderr.on("data", (chunk: Buffer) => (log = (log + chunk.toString()).slice(-2000)));
-  let running = true;
-  const exited = new Promise<void>((resolve) => {
-    child.once("exit", () => resolve());
-    child.once("error", (error) => {
-      log += String(error);
-      resolve();
-    });
-  });
-  void exited.then(() => (running = false));
-  defer("stop pgbouncer", async () => {
-    if (!running) return;
-    child.kill("SIGTERM");
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
-    if (running) child.kill("SIGKILL");
-  });
-  try {
-    await waitForPort(port, () => running, 10_000);
-  } catch (error) {
-    throw new Error(`pgbouncer did not start (${(error as Error).message}): ${log.trim().slice(-400)}`);
-  }
-  return { port, pid: child.pid! };
-}
-
 // ---- Stint ----
 
 interface Reply {
@@ -539,7 +422,14 @@ export async function runPgProxyBench(options: PgProxyBenchOptions = {}): Promis
       await db.end();
     }
 
-    const bouncer = await startPgbouncer(database, pgPort, defer);
+    const bouncer = await startPgbouncer({
+      binary: PGBOUNCER,
+      database,
+      pgPort,
+      poolMode: "session",
+      poolSize: CLIENTS * 2,
+      defer,
+    });
     const viaBouncer: Endpoint = { ...direct, host: "127.0.0.1", port: bouncer.port };
     const cpuOf: Record<PgProxyPath, (() => Promise<CpuSeconds>) | null> = {
       direct: null,

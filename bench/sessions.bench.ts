@@ -17,11 +17,9 @@
  * real programs, run as child processes. The database, the NOLOGIN role, the minted logins, pgbouncer,
  * sshd, the throwaway Unix user and group and the temp files are removed at the end, also on failure.
  */
-import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
-import { chmod, chown, mkdtemp, open, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
+import { mkdtemp, open, readFile, rm, stat, unlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -31,7 +29,8 @@ import { createLogger } from "../src/lib/logger.js";
 import { startProxies } from "../src/proxies/index.js";
 import { PG_ADMIN_URL } from "../src/testing/engines.js";
 import { passwordFor, testServer, type TestServer } from "../src/testing/server.js";
-import { createGroup, createUser, deleteGroup, deleteUser, freePort, startSshd } from "../src/testing/sshd.js";
+import { createGroup, createUser, deleteGroup, deleteUser, startSshd } from "../src/testing/sshd.js";
+import { exec, mustExec, startPgbouncer } from "./processes.js";
 
 const CLIENTS = 8;
 const THREADS = 2;
@@ -86,51 +85,6 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 
 // ---- child processes ----
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a program without blocking the event loop (the proxies live in this process). */
-function exec(file: string, args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}) {
-  return new Promise<Ran>((resolve) => {
-    execFile(
-      file,
-      args,
-      { env: options.env ?? process.env, timeout: options.timeoutMs ?? 120_000, maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
-        resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-      },
-    );
-  });
-}
-
-async function mustExec(what: string, file: string, args: string[], options: Parameters<typeof exec>[2] = {}) {
-  const ran = await exec(file, args, options);
-  if (ran.code !== 0) throw new Error(`${what} failed (exit ${ran.code}): ${ran.stderr.trim().slice(-800)}`);
-  return ran;
-}
-
-async function waitForPort(port: number, alive: () => boolean, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (!alive()) throw new Error("the process exited");
-    const open_ = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, "127.0.0.1");
-      socket.once("connect", () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-    });
-    if (open_) return;
-    if (Date.now() > deadline) throw new Error(`port ${port} did not open within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 // ---- Stint API ----
 
@@ -215,7 +169,7 @@ async function pgbench(what: string, endpoint: Endpoint, seconds: number): Promi
 }
 
 /** Debian's pgbouncer on a free port, config and logs in a temp dir; null with the reason when it cannot run. */
-async function startPgbouncer(database: string): Promise<{ port: number } | { skipped: string }> {
+async function startPgbouncerOrSkip(database: string): Promise<{ port: number } | { skipped: string }> {
   const binary = "/usr/sbin/pgbouncer";
   if (!existsSync(binary)) {
     progress("pgbouncer is missing: apt-get install -y pgbouncer");
@@ -226,65 +180,19 @@ async function startPgbouncer(database: string): Promise<{ port: number } | { sk
     if (installed.code !== 0 || !existsSync(binary))
       return { skipped: `apt-get install -y pgbouncer failed: ${installed.stderr.trim().split("\n").at(-1) ?? ""}` };
   }
-  const dir = await mkdtemp(path.join(os.tmpdir(), "stint-bench-pgbouncer-"));
-  defer("remove the pgbouncer dir", () => rm(dir, { recursive: true, force: true }));
-  // pgbouncer refuses to run as root: as root, run it as the postgres OS user (setpriv execs, so the pid is its own).
-  const asRoot = process.getuid?.() === 0;
-  let command = binary;
-  let prefix: string[] = [];
-  if (asRoot) {
-    const uid = Number((await mustExec("id -u postgres", "id", ["-u", "postgres"])).stdout.trim());
-    const gid = Number((await mustExec("id -g postgres", "id", ["-g", "postgres"])).stdout.trim());
-    await chown(dir, uid, gid);
-    command = "setpriv";
-    prefix = ["--reuid", String(uid), "--regid", String(gid), "--init-groups", binary];
-  }
-  const port = await freePort();
-  const config = path.join(dir, "pgbouncer.ini");
-  await writeFile(
-    config,
-    [
-      "[databases]",
-      `${database} = host=127.0.0.1 port=5432 dbname=${database} user=postgres`,
-      "[pgbouncer]",
-      "listen_addr = 127.0.0.1",
-      `listen_port = ${port}`,
-      "unix_socket_dir =",
-      "auth_type = any",
-      "pool_mode = transaction",
-      `default_pool_size = ${CLIENTS}`,
-      "max_client_conn = 100",
-      "ignore_startup_parameters = extra_float_digits",
-      `logfile = ${path.join(dir, "pgbouncer.log")}`,
-      `pidfile = ${path.join(dir, "pgbouncer.pid")}`,
-      "",
-    ].join("\n"),
-  );
-  await chmod(config, 0o644);
-  const child = spawn(command, [...prefix, config], { stdio: ["ignore", "ignore", "pipe"] });
-  let log = "";
-  child.stderr.on("data", (chunk: Buffer) => (log = (log + chunk.toString()).slice(-2000)));
-  let running = true;
-  const exited = new Promise<void>((resolve) => {
-    child.once("exit", () => resolve());
-    child.once("error", (error) => {
-      log += String(error);
-      resolve();
-    });
-  });
-  void exited.then(() => (running = false));
-  defer("stop pgbouncer", async () => {
-    if (!running) return;
-    child.kill("SIGTERM");
-    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 3000))]);
-    if (running) child.kill("SIGKILL");
-  });
   try {
-    await waitForPort(port, () => running, 10_000);
+    const { port } = await startPgbouncer({
+      binary,
+      database,
+      pgPort: 5432,
+      poolMode: "transaction",
+      poolSize: CLIENTS,
+      defer,
+    });
+    return { port };
   } catch (error) {
-    return { skipped: `pgbouncer did not start (${(error as Error).message}): ${log.trim().slice(-400)}` };
+    return { skipped: (error as Error).message };
   }
-  return { port };
 }
 
 // ---- scp ----
@@ -543,7 +451,7 @@ eligibility:
     database: String(token.body.database),
     password: String(token.body.password),
   };
-  const bouncer = await startPgbouncer(database);
+  const bouncer = await startPgbouncerOrSkip(database);
 
   progress(`pgbench warm-up, ${WARMUP_SECONDS} s direct`);
   await pgbench("warm-up", direct, WARMUP_SECONDS);

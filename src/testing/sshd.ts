@@ -125,10 +125,11 @@ export function sshHostTarget(sshd: Sshd, name: string): ConnectorTarget {
   };
 }
 
-async function waitForPort(port: number, alive: () => boolean, timeoutMs: number): Promise<void> {
+/** Resolves once 127.0.0.1:`port` accepts a connection; throws when `alive()` turns false (`what` exited) or after `timeoutMs`. */
+export async function waitForPort(port: number, alive: () => boolean, timeoutMs: number, what = "sshd"): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (!alive()) throw new Error("sshd exited");
+    if (!alive()) throw new Error(`${what} exited`);
     const open = await new Promise<boolean>((resolve) => {
       const socket = connect(port, "127.0.0.1");
       socket.once("connect", () => {
