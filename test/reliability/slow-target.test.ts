@@ -13,22 +13,19 @@ import type { AddressInfo } from "node:net";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
-import { isMemberOf } from "../../src/testing/pg-target.js";
+import { isMemberOf, pgTarget, type PgTarget } from "../../src/testing/pg-target.js";
 import { until } from "../../src/testing/until.js";
 
 const hex = randomBytes(4).toString("hex");
-const database = `stint_slow_${hex}`;
-const reader = `stint_slow_reader_${hex}`;
 const adminUrl = "postgres://postgres@127.0.0.1:5432";
 const SECRET = `whsec-${randomBytes(16).toString("hex")}`;
 /** More than the runner's per-lane limit (4), so the webhook lane is full and has more waiting. */
 const hookUsers = ["ada", "bo", "cy", "di", "ed", "flo"].map((u) => `${u}${hex}`);
-const dbUsers = ["gil", "hui", "ike"].map((u) => `${u}${hex}`);
-const loginOf = (user: string) => `stint_slow_${user}`;
 /** The PostgreSQL activations end 3 s, 5 s and 7 s after the webhook ones (whose revocations hang by then). */
 const DB_DURATIONS = ["8s", "10s", "11s"];
 
-let root: pg.Client;
+/** The PostgreSQL target: its database, reader role and the logins of its users (gil, hui, ike). */
+let db: PgTarget;
 /** Memberships are polled for several logins at once: a pool, one connection per poll. */
 let watcher: pg.Pool;
 let h: TargetsHarness;
@@ -64,7 +61,7 @@ async function handleHook(req: IncomingMessage, res: ServerResponse) {
   return reply({ ok: true });
 }
 
-const isMember = (login: string) => isMemberOf(watcher, reader, login);
+const isMember = (login: string) => isMemberOf(watcher, db.reader, login);
 
 /** Submits an activation and waits (the runner is live) until it is active; returns its id and end. */
 async function activate(user: string, role: string, duration: string): Promise<{ id: string; endsAt: number }> {
@@ -89,12 +86,8 @@ async function activate(user: string, role: string, duration: string): Promise<{
 }
 
 beforeAll(async () => {
-  root = new pg.Client({ connectionString: `${adminUrl}/postgres` });
-  await root.connect();
-  watcher = new pg.Pool({ connectionString: `${adminUrl}/postgres`, max: dbUsers.length });
-  await root.query(`create database ${database}`);
-  for (const user of dbUsers) await root.query(`create role ${loginOf(user)} login`);
-  await root.query(`create role ${reader} nologin`);
+  db = await pgTarget("slow", ["gil", "hui", "ike"]);
+  watcher = new pg.Pool({ connectionString: `${adminUrl}/postgres`, max: db.users.length });
   hookServer = createServer((req, res) => {
     handleHook(req, res).catch(() => res.destroy());
   });
@@ -102,7 +95,7 @@ beforeAll(async () => {
   const hookPort = (hookServer.address() as AddressInfo).port;
 
   h = await targetsHarness({ realTime: true });
-  for (const user of [...hookUsers, ...dbUsers]) await h.createUser(user);
+  for (const user of [...hookUsers, ...db.users]) await h.createUser(user);
   await h.apply(`
 apiVersion: stint/v1
 policies:${selfServicePolicy("slow-self")}
@@ -115,7 +108,7 @@ targets:
     options: { timeout: 30s }
   - name: slow-db
     kind: postgres
-    address: ${adminUrl}/${database}?sslmode=disable
+    address: ${adminUrl}/${db.database}?sslmode=disable
     identity: { template: "stint_slow_{{name}}" }
     options: { ignore: [postgres] }
 roles:
@@ -126,14 +119,14 @@ roles:
     risk: medium
   - name: db-reader
     target: slow-db
-    entitlement: { role: ${reader} }
+    entitlement: { role: ${db.reader} }
     policy: slow-self
     risk: medium
 eligibility:
   - role: hook-admin
     users: [${hookUsers.join(", ")}]
   - role: db-reader
-    users: [${dbUsers.join(", ")}]
+    users: [${db.users.join(", ")}]
 `);
   const stored = await h.admin("PUT", "/v1/targets/slow-hook/credential", { secret: SECRET });
   expect(stored.status, JSON.stringify(stored.body)).toBe(200);
@@ -151,11 +144,7 @@ afterAll(async () => {
     await new Promise<void>((resolve) => hookServer.close(() => resolve()));
   }
   await watcher?.end();
-  if (!root) return;
-  await root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
-  for (const role of [...dbUsers.map(loginOf), reader])
-    await root.query(`drop role if exists ${role}`).catch(() => undefined);
-  await root.end();
+  await db?.drop();
 });
 
 describe("a target hanging every call (issue 13 acceptance 3)", () => {
@@ -170,9 +159,9 @@ describe("a target hanging every call (issue 13 acceptance 3)", () => {
     hook.hang = true;
 
     const dbActivations: { user: string; endsAt: number }[] = [];
-    for (const [i, user] of dbUsers.entries()) {
+    for (const [i, user] of db.users.entries()) {
       const { endsAt } = await activate(user, "db-reader", DB_DURATIONS[i]!);
-      expect(await isMember(loginOf(user))).toBe(true);
+      expect(await isMember(db.loginOf(user))).toBe(true);
       dbActivations.push({ user, endsAt });
     }
     const lastHookEnd = Math.max(...hookActivations.map((a) => a.endsAt));
@@ -181,7 +170,7 @@ describe("a target hanging every call (issue 13 acceptance 3)", () => {
     // Each membership is watched at the server; when it is gone, the webhook lane must still be stuck.
     const results = await Promise.all(
       dbActivations.map(async ({ user, endsAt }) => {
-        await until(`${user}'s membership to be revoked`, async () => !(await isMember(loginOf(user))), 20_000);
+        await until(`${user}'s membership to be revoked`, async () => !(await isMember(db.loginOf(user))), 20_000);
         const goneAt = Date.now();
         return { user, lagMs: goneAt - endsAt, hangingThen: hook.hanging.size };
       }),
