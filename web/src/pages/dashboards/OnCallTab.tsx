@@ -4,20 +4,58 @@ import { Badge, Card, Group, Stack, Table, Text, Title } from "@mantine/core";
 import { formatCountdown, shortTime, useNow } from "../../ui.js";
 import type { ActivationRequestDto } from "../../../../src/contract/requests.js";
 import { StateBadge, stageInWords, toneProps, type Tone } from "../requests/shared.js";
-import { activeElevations, breakGlassUse, pendingApprovals, WINDOW_DAYS } from "./sli.js";
+import { activeElevations, breakGlassUse, pendingApprovals, WINDOW_DAYS, type Active, type Pending } from "./sli.js";
 import type { DashboardData } from "./shared.js";
 
-function Section({ title, count, tone, children }: { title: string; count: number; tone: Tone; children: ReactNode }) {
+/** One column of a section's table: its header and what a row shows under it. */
+interface Column<T> {
+  header: string;
+  cell: (row: T) => ReactNode;
+}
+
+/** A card: the title with its count, a sentence, and the rows as a table when there are any. */
+function Section<T>(props: {
+  title: string;
+  tone: Tone;
+  summary: string;
+  rows: T[];
+  rowKey: (row: T) => string;
+  columns: Column<T>[];
+  minWidth: number;
+}) {
+  const { rows, columns } = props;
   return (
     <Card withBorder padding="md">
       <Stack gap="xs">
         <Group gap="xs">
           <Title order={2} size="h4">
-            {title}
+            {props.title}
           </Title>
-          <Badge {...toneProps(count > 0 ? tone : "gray")}>{count}</Badge>
+          <Badge {...toneProps(rows.length > 0 ? props.tone : "gray")}>{rows.length}</Badge>
         </Group>
-        {children}
+        <Text size="sm">{props.summary}</Text>
+        {rows.length ? (
+          <Table.ScrollContainer minWidth={props.minWidth}>
+            <Table striped>
+              <Table.Thead>
+                <Table.Tr>
+                  {columns.map((c) => (
+                    <Table.Th key={c.header}>{c.header}</Table.Th>
+                  ))}
+                </Table.Tr>
+              </Table.Thead>
+              <Table.Tbody>
+                {rows.map((row) => (
+                  <Table.Tr key={props.rowKey(row)}>
+                    {columns.map((c) => (
+                      <Table.Td key={c.header}>{c.cell(row)}</Table.Td>
+                    ))}
+                  </Table.Tr>
+                ))}
+              </Table.Tbody>
+            </Table>
+          </Table.ScrollContainer>
+        ) : null}
       </Stack>
     </Card>
   );
@@ -48,6 +86,41 @@ function RoleCell({ request }: { request: ActivationRequestDto }) {
   );
 }
 
+const ROLE: Column<{ request: ActivationRequestDto }> = {
+  header: "Role",
+  cell: ({ request }) => <RoleCell request={request} />,
+};
+
+const PENDING_COLUMNS: Column<Pending<ActivationRequestDto>>[] = [
+  ROLE,
+  { header: "Requester", cell: ({ request }) => request.requester },
+  { header: "Waiting", cell: ({ ageMs }) => ageInWords(ageMs) },
+  { header: "Stage", cell: ({ request }) => stageInWords(request) },
+  { header: "Submitted", cell: ({ request }) => shortTime(request.submittedAt) },
+];
+
+const ACTIVE_COLUMNS: Column<Active<ActivationRequestDto>>[] = [
+  ROLE,
+  { header: "Holder", cell: ({ request }) => request.requester },
+  { header: "Time left", cell: ({ leftMs }) => (leftMs === null ? "no end" : formatCountdown(leftMs)) },
+  { header: "Ends", cell: ({ request }) => shortTime(request.expiresAt) },
+];
+
+const GLASS_COLUMNS: Column<ActivationRequestDto>[] = [
+  { header: "Role", cell: (request) => request.role },
+  { header: "Requester", cell: (request) => request.requester },
+  { header: "State", cell: (request) => <StateBadge state={request.state} /> },
+  { header: "Submitted", cell: (request) => shortTime(request.submittedAt) },
+  {
+    header: "Reason",
+    cell: (request) => (
+      <Text size="sm" lineClamp={2}>
+        {request.reason}
+      </Text>
+    ),
+  },
+];
+
 export function OnCallTab({ data }: { data: DashboardData }) {
   // Ages and countdowns move with the clock; the lists themselves come from the last load.
   const now = useNow(1000);
@@ -56,118 +129,49 @@ export function OnCallTab({ data }: { data: DashboardData }) {
   const active = activeElevations(requests, now);
   const glass = breakGlassUse(requests, now);
   const oldest = pending[0];
+  const next = active[0];
 
   return (
     <Stack>
-      <Section title="Pending approvals" count={pending.length} tone="orange">
-        <Text size="sm">
-          {oldest
+      <Section
+        title="Pending approvals"
+        tone="orange"
+        summary={
+          oldest
             ? `${pending.length} waiting; the oldest has waited ${ageInWords(oldest.ageMs)} (${oldest.request.role} for ${oldest.request.requester}).`
-            : "Nothing is waiting for an approval."}
-        </Text>
-        {pending.length ? (
-          <Table.ScrollContainer minWidth={560}>
-            <Table striped>
-              <Table.Thead>
-                <Table.Tr>
-                  <Table.Th>Role</Table.Th>
-                  <Table.Th>Requester</Table.Th>
-                  <Table.Th>Waiting</Table.Th>
-                  <Table.Th>Stage</Table.Th>
-                  <Table.Th>Submitted</Table.Th>
-                </Table.Tr>
-              </Table.Thead>
-              <Table.Tbody>
-                {pending.map(({ request, ageMs }) => (
-                  <Table.Tr key={request.id}>
-                    <Table.Td>
-                      <RoleCell request={request} />
-                    </Table.Td>
-                    <Table.Td>{request.requester}</Table.Td>
-                    <Table.Td>{ageInWords(ageMs)}</Table.Td>
-                    <Table.Td>{stageInWords(request)}</Table.Td>
-                    <Table.Td>{shortTime(request.submittedAt)}</Table.Td>
-                  </Table.Tr>
-                ))}
-              </Table.Tbody>
-            </Table>
-          </Table.ScrollContainer>
-        ) : null}
-      </Section>
-
-      <Section title="Active elevations" count={active.length} tone="blue">
-        <Text size="sm">
-          {active.length
-            ? `${active.length} in force now; the next ends in ${active[0]!.leftMs === null ? "no set time" : formatCountdown(active[0]!.leftMs)}.`
-            : "No elevation is in force."}
-        </Text>
-        {active.length ? (
-          <Table.ScrollContainer minWidth={520}>
-            <Table striped>
-              <Table.Thead>
-                <Table.Tr>
-                  <Table.Th>Role</Table.Th>
-                  <Table.Th>Holder</Table.Th>
-                  <Table.Th>Time left</Table.Th>
-                  <Table.Th>Ends</Table.Th>
-                </Table.Tr>
-              </Table.Thead>
-              <Table.Tbody>
-                {active.map(({ request, leftMs }) => (
-                  <Table.Tr key={request.id}>
-                    <Table.Td>
-                      <RoleCell request={request} />
-                    </Table.Td>
-                    <Table.Td>{request.requester}</Table.Td>
-                    <Table.Td>{leftMs === null ? "no end" : formatCountdown(leftMs)}</Table.Td>
-                    <Table.Td>{shortTime(request.expiresAt)}</Table.Td>
-                  </Table.Tr>
-                ))}
-              </Table.Tbody>
-            </Table>
-          </Table.ScrollContainer>
-        ) : null}
-      </Section>
-
-      <Section title="Break-glass use" count={glass.length} tone="red">
-        <Text size="sm">
-          {glass.length
+            : "Nothing is waiting for an approval."
+        }
+        rows={pending}
+        rowKey={({ request }) => request.id}
+        columns={PENDING_COLUMNS}
+        minWidth={560}
+      />
+      <Section
+        title="Active elevations"
+        tone="blue"
+        summary={
+          next
+            ? `${active.length} in force now; the next ends in ${next.leftMs === null ? "no set time" : formatCountdown(next.leftMs)}.`
+            : "No elevation is in force."
+        }
+        rows={active}
+        rowKey={({ request }) => request.id}
+        columns={ACTIVE_COLUMNS}
+        minWidth={520}
+      />
+      <Section
+        title="Break-glass use"
+        tone="red"
+        summary={
+          glass.length
             ? `${glass.length} break-glass ${glass.length === 1 ? "activation" : "activations"} requested in the last ${WINDOW_DAYS} days; each needs a review.`
-            : `No break-glass use in the last ${WINDOW_DAYS} days.`}
-        </Text>
-        {glass.length ? (
-          <Table.ScrollContainer minWidth={640}>
-            <Table striped>
-              <Table.Thead>
-                <Table.Tr>
-                  <Table.Th>Role</Table.Th>
-                  <Table.Th>Requester</Table.Th>
-                  <Table.Th>State</Table.Th>
-                  <Table.Th>Submitted</Table.Th>
-                  <Table.Th>Reason</Table.Th>
-                </Table.Tr>
-              </Table.Thead>
-              <Table.Tbody>
-                {glass.map((request) => (
-                  <Table.Tr key={request.id}>
-                    <Table.Td>{request.role}</Table.Td>
-                    <Table.Td>{request.requester}</Table.Td>
-                    <Table.Td>
-                      <StateBadge state={request.state} />
-                    </Table.Td>
-                    <Table.Td>{shortTime(request.submittedAt)}</Table.Td>
-                    <Table.Td>
-                      <Text size="sm" lineClamp={2}>
-                        {request.reason}
-                      </Text>
-                    </Table.Td>
-                  </Table.Tr>
-                ))}
-              </Table.Tbody>
-            </Table>
-          </Table.ScrollContainer>
-        ) : null}
-      </Section>
+            : `No break-glass use in the last ${WINDOW_DAYS} days.`
+        }
+        rows={glass}
+        rowKey={(request) => request.id}
+        columns={GLASS_COLUMNS}
+        minWidth={640}
+      />
     </Stack>
   );
 }
