@@ -24,9 +24,15 @@ export interface PgTarget {
   drop(): Promise<void>;
 }
 
-/** `prefix`: a short lower-case tag (a database, role and logins are named after it and a random suffix). */
-export async function pgTarget(prefix: string, names: readonly string[]): Promise<PgTarget> {
-  const hex = randomBytes(4).toString("hex");
+/**
+ * `prefix`: a short lower-case tag (a database, role and logins are named after it and a random suffix);
+ * `hex`: that suffix, when the test names its users (`<name><hex>`) before the target exists.
+ */
+export async function pgTarget(
+  prefix: string,
+  names: readonly string[],
+  hex = randomBytes(4).toString("hex"),
+): Promise<PgTarget> {
   const database = `stint_${prefix}_${hex}`;
   const reader = `stint_${prefix}_reader_${hex}`;
   const users = names.map((u) => `${u}${hex}`);

@@ -8,20 +8,16 @@
  * pending, and an approval that comes afterwards must not make anything active again.
  */
 import { randomBytes } from "node:crypto";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { isMemberOf } from "../../src/testing/pg-target.js";
+import { pgTarget, type PgTarget } from "../../src/testing/pg-target.js";
 import { actAs, seedRole, seedUser } from "../../src/testing/pim.js";
 import { testServer } from "../../src/testing/server.js";
 import { targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 import { until } from "../../src/testing/until.js";
 
 const hex = randomBytes(4).toString("hex");
-const database = `stint_basis_${hex}`;
-const reader = `stint_basis_reader_${hex}`;
 const adminUrl = "postgres://postgres@127.0.0.1:5432";
 const user = (name: string) => `${name}${hex}`;
-const loginOf = (name: string) => `stint_basis_${name}`;
 const alice = user("alice"); // active, then disabled
 const bob = user("bob"); // pending, then disabled, then approved
 const carol = user("carol"); // the approver
@@ -31,17 +27,21 @@ const frank = user("frank"); // active through a group, removed from the group
 const gina = user("gina"); // active, disabled, enabled again
 const hank = user("hank"); // active past the end date of the eligibility
 const everyone = [alice, bob, carol, dave, erin, frank, gina, hank];
+/** The names `everyone` is made of: pgTarget makes the same `<name><hex>` users and a login for each. */
+const NAMES = ["alice", "bob", "carol", "dave", "erin", "frank", "gina", "hank"];
 const team = `team${hex}`;
 
-let root: pg.Client;
+/** The real PostgreSQL target: its database, reader role and a login per user. */
+let db: PgTarget;
 let h: TargetsHarness;
 
-const isMember = (login: string) => isMemberOf(root, reader, login);
+const loginOf = (name: string) => db.loginOf(name);
+const isMember = (login: string) => db.isMember(login);
 
 /** Polls the real server: revocation runs in the outbox after the ending transaction commits. */
 async function eventuallyNotMember(login: string): Promise<void> {
   await until(
-    `${login} is no longer a member of ${reader} at the database`,
+    `${login} is no longer a member of ${db.reader} at the database`,
     async () => {
       await h.drainOutbox();
       return !(await isMember(login));
@@ -79,11 +79,7 @@ async function submit(name: string, role: string) {
 }
 
 beforeAll(async () => {
-  root = new pg.Client({ connectionString: `${adminUrl}/postgres` });
-  await root.connect();
-  await root.query(`create database ${database}`);
-  for (const name of everyone) await root.query(`create role ${loginOf(name)} login`);
-  await root.query(`create role ${reader} nologin`);
+  db = await pgTarget("basis", NAMES, hex);
 
   h = await targetsHarness();
   for (const name of everyone) await h.createUser(name);
@@ -107,18 +103,18 @@ policies:
 targets:
   - name: basis-db
     kind: postgres
-    address: ${adminUrl}/${database}?sslmode=disable
+    address: ${adminUrl}/${db.database}?sslmode=disable
     identity: { template: "stint_basis_{{name}}" }
     options: { ignore: [postgres] }
 roles:
   - name: basis-reader
     target: basis-db
-    entitlement: { role: ${reader} }
+    entitlement: { role: ${db.reader} }
     policy: basis-self
     risk: medium
   - name: basis-reader-approved
     target: basis-db
-    entitlement: { role: ${reader} }
+    entitlement: { role: ${db.reader} }
     policy: basis-approved
     risk: medium
 eligibility:
@@ -132,11 +128,7 @@ eligibility:
 
 afterAll(async () => {
   await h?.server.cleanup();
-  if (!root) return;
-  await root.query(`drop database if exists ${database} with (force)`).catch(() => undefined);
-  for (const role of [...everyone.map(loginOf), reader])
-    await root.query(`drop role if exists ${role}`).catch(() => undefined);
-  await root.end();
+  await db?.drop();
 });
 
 describe("grants outliving their basis (Warpgate GHSA-vv28-4wq5-g7q8; issue 12 finding 4)", () => {
