@@ -14,12 +14,11 @@ interface Column<T> {
 }
 
 /** A card: the title with its count, a sentence, and the rows as a table when there are any. */
-function Section<T>(props: {
+function Section<T extends { request: { id: string } }>(props: {
   title: string;
   tone: Tone;
   summary: string;
   rows: T[];
-  rowKey: (row: T) => string;
   columns: Column<T>[];
   minWidth: number;
 }) {
@@ -46,7 +45,7 @@ function Section<T>(props: {
               </Table.Thead>
               <Table.Tbody>
                 {rows.map((row) => (
-                  <Table.Tr key={props.rowKey(row)}>
+                  <Table.Tr key={row.request.id}>
                     {columns.map((c) => (
                       <Table.Td key={c.header}>{c.cell(row)}</Table.Td>
                     ))}
@@ -86,17 +85,17 @@ function RoleCell({ request }: { request: ActivationRequestDto }) {
   );
 }
 
-const ROLE: Column<{ request: ActivationRequestDto }> = {
-  header: "Role",
-  cell: ({ request }) => <RoleCell request={request} />,
-};
+type Row = { request: ActivationRequestDto };
+const ROLE: Column<Row> = { header: "Role", cell: ({ request }) => <RoleCell request={request} /> };
+const REQUESTER: Column<Row> = { header: "Requester", cell: ({ request }) => request.requester };
+const SUBMITTED: Column<Row> = { header: "Submitted", cell: ({ request }) => shortTime(request.submittedAt) };
 
 const PENDING_COLUMNS: Column<Pending<ActivationRequestDto>>[] = [
   ROLE,
-  { header: "Requester", cell: ({ request }) => request.requester },
+  REQUESTER,
   { header: "Waiting", cell: ({ ageMs }) => ageInWords(ageMs) },
   { header: "Stage", cell: ({ request }) => stageInWords(request) },
-  { header: "Submitted", cell: ({ request }) => shortTime(request.submittedAt) },
+  SUBMITTED,
 ];
 
 const ACTIVE_COLUMNS: Column<Active<ActivationRequestDto>>[] = [
@@ -106,14 +105,14 @@ const ACTIVE_COLUMNS: Column<Active<ActivationRequestDto>>[] = [
   { header: "Ends", cell: ({ request }) => shortTime(request.expiresAt) },
 ];
 
-const GLASS_COLUMNS: Column<ActivationRequestDto>[] = [
-  { header: "Role", cell: (request) => request.role },
-  { header: "Requester", cell: (request) => request.requester },
-  { header: "State", cell: (request) => <StateBadge state={request.state} /> },
-  { header: "Submitted", cell: (request) => shortTime(request.submittedAt) },
+const GLASS_COLUMNS: Column<Row>[] = [
+  { header: "Role", cell: ({ request }) => request.role },
+  REQUESTER,
+  { header: "State", cell: ({ request }) => <StateBadge state={request.state} /> },
+  SUBMITTED,
   {
     header: "Reason",
-    cell: (request) => (
+    cell: ({ request }) => (
       <Text size="sm" lineClamp={2}>
         {request.reason}
       </Text>
@@ -142,7 +141,6 @@ export function OnCallTab({ data }: { data: DashboardData }) {
             : "Nothing is waiting for an approval."
         }
         rows={pending}
-        rowKey={({ request }) => request.id}
         columns={PENDING_COLUMNS}
         minWidth={560}
       />
@@ -155,7 +153,6 @@ export function OnCallTab({ data }: { data: DashboardData }) {
             : "No elevation is in force."
         }
         rows={active}
-        rowKey={({ request }) => request.id}
         columns={ACTIVE_COLUMNS}
         minWidth={520}
       />
@@ -167,8 +164,7 @@ export function OnCallTab({ data }: { data: DashboardData }) {
             ? `${glass.length} break-glass ${glass.length === 1 ? "activation" : "activations"} requested in the last ${WINDOW_DAYS} days; each needs a review.`
             : `No break-glass use in the last ${WINDOW_DAYS} days.`
         }
-        rows={glass}
-        rowKey={(request) => request.id}
+        rows={glass.map((request) => ({ request }))}
         columns={GLASS_COLUMNS}
         minWidth={640}
       />
