@@ -150,6 +150,56 @@ describe("administration forms pick from the directory", () => {
   }, 90_000);
 });
 
+describe("the catalog dialogs check, save and show refusals where they belong", () => {
+  it("refuses before sending, puts the server's conflict at its field, and saves an edit to the item", async () => {
+    const page = await signIn("admin", ADMIN_PASSWORD);
+    const sent: string[] = [];
+    page.on("request", (r) => {
+      if (r.method() !== "GET") sent.push(`${r.method()} ${new URL(r.url()).pathname}`);
+    });
+    await page.getByRole("link", { name: "Administration" }).click();
+
+    // Checked in the browser: a role without a target, a target whose labels are not JSON; nothing is sent.
+    await page.getByRole("tab", { name: "Roles" }).click();
+    await page.getByRole("button", { name: "New role" }).click();
+    const role = page.getByRole("dialog", { name: "New role" });
+    await role.getByLabel(/^Name/).fill("orders-admin");
+    await role.getByRole("button", { name: "Create role" }).click();
+    await role.getByText("Choose a target.").waitFor();
+    await role.getByRole("button", { name: "Cancel" }).click();
+    await page.getByRole("tab", { name: "Targets" }).click();
+    await page.getByRole("button", { name: "New target" }).click();
+    const target = page.getByRole("dialog", { name: "New target" });
+    await target.getByLabel("Name", { exact: true }).fill("legacy-db");
+    await target.getByLabel("Labels (JSON)").fill("{ not json");
+    await target.getByRole("button", { name: "Create target" }).click();
+    await target.getByText(/must be valid JSON/).waitFor();
+    expect(sent).toEqual([]);
+
+    // Only the server knows the name is taken: its refusal goes to the Name field, and the dialog stays.
+    await target.getByLabel("Labels (JSON)").fill("{}");
+    await target.getByLabel("Address").fill("postgres://stint_admin@db.example.internal:5432/app");
+    await target.getByRole("button", { name: "Create target" }).click();
+    await target.getByText("A target named legacy-db already exists.").waitFor();
+    await expect(target.getByLabel("Name", { exact: true }).getAttribute("aria-invalid")).resolves.toBe("true");
+    expect(sent).toEqual(["POST /v1/targets"]);
+    await target.getByRole("button", { name: "Cancel" }).click();
+
+    // An edit is a PUT to the item (an eligibility by its id), under the dialog's own title.
+    await page.getByRole("tab", { name: "Eligibility" }).click();
+    await page.getByRole("button", { name: "Edit eligibility of user alice for orders-writer" }).click();
+    const edit = page.getByRole("dialog", { name: "Edit eligibility for orders-writer" });
+    await edit.getByLabel("Reason").fill("covers the orders rota");
+    await edit.getByRole("button", { name: "Save eligibility" }).click();
+    await edit.waitFor({ state: "detached" });
+    const items = (await api("GET", "/v1/eligibilities")).body.items as { id: string; role: string; reason: string }[];
+    const saved = items.find((e) => e.role === "orders-writer")!;
+    expect(saved.reason).toBe("covers the orders rota");
+    expect(sent.slice(1)).toEqual([`PUT /v1/eligibilities/${saved.id}`]);
+    await page.context().close();
+  }, 90_000);
+});
+
 describe("the activate dialog's duration", () => {
   it("takes any duration within the policy, and refuses one over its maximum in words without sending", async () => {
     const page = await signIn("alice", PASSWORDS.alice);

@@ -2,7 +2,7 @@
  * Eligibility: who may activate which role, and until when. Create, change the end and reason, and
  * remove; each checked with the API's schema before sending.
  */
-import { Badge, Button, Group, Modal, SegmentedControl, Select, Stack, Text, TextInput, Textarea } from "@mantine/core";
+import { Badge, SegmentedControl, Select, Stack, Text, Textarea } from "@mantine/core";
 import { useState } from "react";
 import {
   eligibilityInput,
@@ -10,12 +10,11 @@ import {
   type EligibilityDto,
   type RoleDto,
 } from "../../../../src/contract/catalog-api.js";
-import { api } from "../../api.js";
 import { shortTime } from "../../ui.js";
 import { toneProps } from "../requests/shared.js";
-import { clientErrors, FormAlert, HeldAlert, heldMessage, serverErrors, useList } from "./shared.js";
+import { TextField, useList } from "./shared.js";
 import { useDirectory, withCurrent } from "./pickers.js";
-import { CatalogList, type Column, type FormProps } from "./catalog-kit.js";
+import { CatalogFormDialog, CatalogList, useCatalogForm, type Column, type FormProps } from "./catalog-kit.js";
 
 const FIELDS = ["role", "principal", "group", "endsAt", "startsAt", "reason"];
 const STATUS_TONE = { active: "green", scheduled: "blue", ended: "gray" } as const;
@@ -73,144 +72,105 @@ function EligibilityForm({ item: eligibility, onClose, onSaved }: FormProps<Elig
   const { directory, error: directoryError } = useDirectory();
   const [until, setUntil] = useState(isoToLocal(eligibility?.endsAt ?? null));
   const [reason, setReason] = useState(eligibility?.reason ?? "");
-  const [errors, setErrors] = useState<Record<string, string>>({});
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  /** Set when four-eyes held the write as a change request: said instead of closing. */
-  const [notice, setNotice] = useState<string | null>(null);
+  const form = useCatalogForm({
+    noun: "eligibility",
+    path: "/v1/eligibilities",
+    fields: FIELDS,
+    fallback: "reason",
+    item: eligibility,
+    onClose,
+    onSaved,
+    conflictField: "principal",
+  });
+  const { errors } = form;
 
   async function submit() {
-    setError(null);
-    setNotice(null);
     const endsAt = localToIso(until);
-    let result: { success: true; data: unknown } | { success: false; errors: Record<string, string> };
     if (eligibility) {
-      const parsed = eligibilityUpdate.safeParse({
-        endsAt: endsAt || null,
-        reason: reason.trim() ? reason.trim() : null,
-      });
-      result = parsed.success
-        ? { success: true, data: parsed.data }
-        : { success: false, errors: clientErrors(parsed.error, FIELDS, "reason") };
-    } else {
-      const parsed = eligibilityInput.safeParse({
-        role: role ?? "",
-        ...(kind === "user" ? { principal: who.trim() } : { group: who.trim() }),
-        ...(endsAt ? { endsAt } : {}),
-        ...(reason.trim() ? { reason: reason.trim() } : {}),
-      });
-      result = parsed.success
-        ? { success: true, data: parsed.data }
-        : { success: false, errors: clientErrors(parsed.error, FIELDS, "reason") };
-    }
-    if (!result.success) {
-      if (!eligibility && !role) result.errors.role = "Choose a role.";
-      setErrors(result.errors);
+      // Only the end and the reason change; who and which role stay.
+      await form.send(
+        eligibilityUpdate.safeParse({ endsAt: endsAt || null, reason: reason.trim() ? reason.trim() : null }),
+      );
       return;
     }
-    setErrors({});
-    setBusy(true);
-    try {
-      const answer = eligibility
-        ? await api<unknown>("PUT", `/v1/eligibilities/${eligibility.id}`, result.data)
-        : await api<unknown>("POST", "/v1/eligibilities", result.data);
-      const held = heldMessage(answer);
-      if (held) setNotice(held);
-      else onSaved();
-    } catch (e) {
-      const found = serverErrors(e, FIELDS, "reason", { ALREADY_EXISTS: "principal" });
-      setErrors(found.fields);
-      setError(found.message);
-    } finally {
-      setBusy(false);
-    }
+    const parsed = eligibilityInput.safeParse({
+      role: role ?? "",
+      ...(kind === "user" ? { principal: who.trim() } : { group: who.trim() }),
+      ...(endsAt ? { endsAt } : {}),
+      ...(reason.trim() ? { reason: reason.trim() } : {}),
+    });
+    await form.send(parsed, role ? {} : { role: "Choose a role." });
   }
 
   const whoError = errors.principal ?? errors.group;
   const roleNames = roles.map((r) => r.name);
   return (
-    <Modal
-      opened
-      closeButtonProps={{ "aria-label": "Close" }}
-      onClose={onClose}
+    <CatalogFormDialog
+      {...form.dialog}
       title={eligibility ? `Edit eligibility for ${eligibility.role}` : "New eligibility"}
-      size="lg"
+      onSubmit={() => void submit()}
     >
-      <Stack>
-        <FormAlert message={error} />
-        <HeldAlert message={notice} />
-        <Select
-          label="Role"
-          data={role && !roleNames.includes(role) ? [role, ...roleNames] : roleNames}
-          value={role}
-          onChange={setRole}
-          error={errors.role}
-          searchable
+      <Select
+        label="Role"
+        data={role && !roleNames.includes(role) ? [role, ...roleNames] : roleNames}
+        value={role}
+        onChange={setRole}
+        error={errors.role}
+        searchable
+        disabled={!!eligibility}
+      />
+      <Stack gap={4}>
+        <Text size="sm" fw={500} id="eligibility-who-kind">
+          Eligible
+        </Text>
+        <SegmentedControl
+          aria-labelledby="eligibility-who-kind"
+          data={[
+            { value: "user", label: "A user" },
+            { value: "group", label: "A group" },
+          ]}
+          value={kind}
+          onChange={(v) => {
+            setKind(v as "user" | "group");
+            setWho("");
+          }}
           disabled={!!eligibility}
         />
-        <Stack gap={4}>
-          <Text size="sm" fw={500} id="eligibility-who-kind">
-            Eligible
-          </Text>
-          <SegmentedControl
-            aria-labelledby="eligibility-who-kind"
-            data={[
-              { value: "user", label: "A user" },
-              { value: "group", label: "A group" },
-            ]}
-            value={kind}
-            onChange={(v) => {
-              setKind(v as "user" | "group");
-              setWho("");
-            }}
-            disabled={!!eligibility}
-          />
-        </Stack>
-        <Select
-          label={kind === "user" ? "User" : "Group"}
-          description={
-            directoryError
-              ? `The directory could not be read (${directoryError}).`
-              : kind === "user"
-                ? "A user or service identity of the directory."
-                : "A group of the directory."
-          }
-          placeholder={kind === "user" ? "Search users" : "Search groups"}
-          data={withCurrent((kind === "user" ? directory?.principals : directory?.groups) ?? [], who ? [who] : [])}
-          value={who || null}
-          onChange={(v) => setWho(v ?? "")}
-          error={whoError}
-          searchable
-          nothingFoundMessage={kind === "user" ? "No such user" : "No such group"}
-          disabled={!!eligibility}
-        />
-        <TextInput
-          type="datetime-local"
-          label="Until"
-          description="Leave empty for no end."
-          value={until}
-          onChange={(e) => setUntil(e.currentTarget.value)}
-          error={errors.endsAt}
-        />
-        <Textarea
-          label="Reason"
-          value={reason}
-          onChange={(e) => setReason(e.currentTarget.value)}
-          error={errors.reason}
-          autosize
-          minRows={2}
-        />
-        <Group justify="flex-end">
-          <Button variant="default" onClick={onClose}>
-            {notice ? "Done" : "Cancel"}
-          </Button>
-          {!notice && (
-            <Button onClick={() => void submit()} loading={busy}>
-              {eligibility ? "Save eligibility" : "Create eligibility"}
-            </Button>
-          )}
-        </Group>
       </Stack>
-    </Modal>
+      <Select
+        label={kind === "user" ? "User" : "Group"}
+        description={
+          directoryError
+            ? `The directory could not be read (${directoryError}).`
+            : kind === "user"
+              ? "A user or service identity of the directory."
+              : "A group of the directory."
+        }
+        placeholder={kind === "user" ? "Search users" : "Search groups"}
+        data={withCurrent((kind === "user" ? directory?.principals : directory?.groups) ?? [], who ? [who] : [])}
+        value={who || null}
+        onChange={(v) => setWho(v ?? "")}
+        error={whoError}
+        searchable
+        nothingFoundMessage={kind === "user" ? "No such user" : "No such group"}
+        disabled={!!eligibility}
+      />
+      <TextField
+        type="datetime-local"
+        label="Until"
+        description="Leave empty for no end."
+        value={until}
+        onChange={setUntil}
+        error={errors.endsAt}
+      />
+      <Textarea
+        label="Reason"
+        value={reason}
+        onChange={(e) => setReason(e.currentTarget.value)}
+        error={errors.reason}
+        autosize
+        minRows={2}
+      />
+    </CatalogFormDialog>
   );
 }

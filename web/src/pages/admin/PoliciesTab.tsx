@@ -3,13 +3,13 @@
  * editor with approvers picked from the directory; the rest of the spec (windows, session rules…) is edited
  * as JSON. Checked with the API's schema before sending.
  */
-import { Group, NumberInput, Switch, TextInput } from "@mantine/core";
+import { Group, NumberInput, Switch } from "@mantine/core";
 import { useState } from "react";
 import { policyInput, type PolicyDto } from "../../../../src/contract/catalog-api.js";
 import { policySpec } from "../../../../src/contract/catalog.js";
 import { policyInWords } from "../../ui.js";
-import { CatalogFormDialog, CatalogList, useCatalogSave, type Column, type FormProps } from "./catalog-kit.js";
-import { clientErrors, JsonField, parseJsonField, pretty } from "./shared.js";
+import { CatalogFormDialog, CatalogList, useCatalogForm, type Column, type FormProps } from "./catalog-kit.js";
+import { JsonField, parseJsonField, pretty, TextField } from "./shared.js";
 import { StagesEditor } from "./pickers.js";
 
 const FIELDS = [
@@ -78,11 +78,16 @@ function PolicyForm({ item: policy, onClose, onSaved }: FormProps<PolicyDto>) {
   const [minLength, setMinLength] = useState<number | string>(spec.justification.minLength);
   const [stages, setStages] = useState(spec.approval.stages);
   const [advanced, setAdvanced] = useState(pretty(advancedPart(spec)));
-  const { errors, setErrors, error, busy, save, notice } = useCatalogSave({
+  const form = useCatalogForm({
+    noun: "policy",
     path: "/v1/policies",
     fields: FIELDS,
     fallback: ADVANCED,
+    item: policy,
+    onClose,
+    onSaved,
   });
+  const { errors } = form;
 
   async function submit() {
     let rest: Json;
@@ -91,7 +96,7 @@ function PolicyForm({ item: policy, onClose, onSaved }: FormProps<PolicyDto>) {
       if (typeof value !== "object" || value === null || Array.isArray(value)) throw new Error("must be a JSON object");
       rest = value as Json;
     } catch (e) {
-      setErrors({ [ADVANCED]: (e as Error).message });
+      form.setErrors({ [ADVANCED]: (e as Error).message });
       return;
     }
     const body = {
@@ -109,50 +114,26 @@ function PolicyForm({ item: policy, onClose, onSaved }: FormProps<PolicyDto>) {
         },
       },
     };
-    const parsed = policyInput.safeParse(body);
-    if (!parsed.success) {
-      setErrors(clientErrors(parsed.error, FIELDS, ADVANCED));
-      return;
-    }
-    await save(policy, parsed.data, onSaved);
+    await form.send(policyInput.safeParse(body));
   }
 
   return (
-    <CatalogFormDialog
-      noun="policy"
-      editing={policy?.name ?? null}
-      error={error}
-      notice={notice}
-      busy={busy}
-      onSubmit={() => void submit()}
-      onClose={onClose}
-    >
-      <TextInput
-        label="Name"
-        value={name}
-        onChange={(e) => setName(e.currentTarget.value)}
-        error={errors.name}
-        data-autofocus
-      />
-      <TextInput
-        label="Description"
-        value={description}
-        onChange={(e) => setDescription(e.currentTarget.value)}
-        error={errors.description}
-      />
+    <CatalogFormDialog {...form.dialog} onSubmit={() => void submit()}>
+      <TextField label="Name" value={name} onChange={setName} error={errors.name} data-autofocus />
+      <TextField label="Description" value={description} onChange={setDescription} error={errors.description} />
       <Group grow align="flex-start">
-        <TextInput
+        <TextField
           label="Default duration"
           description="Like 30m, 1h or 1d."
           value={defaultDuration}
-          onChange={(e) => setDefaultDuration(e.currentTarget.value)}
+          onChange={setDefaultDuration}
           error={errors["spec.defaultDuration"]}
         />
-        <TextInput
+        <TextField
           label="Maximum duration"
           description="The longest activation."
           value={maxDuration}
-          onChange={(e) => setMaxDuration(e.currentTarget.value)}
+          onChange={setMaxDuration}
           error={errors["spec.maxDuration"]}
         />
       </Group>

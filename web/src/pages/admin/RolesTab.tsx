@@ -1,10 +1,10 @@
 /** Roles: the list, and create/edit in a dialog checked with the API's own schema before sending. */
-import { Badge, Select, TagsInput, TextInput } from "@mantine/core";
+import { Badge, Select, TagsInput } from "@mantine/core";
 import { useState } from "react";
 import { roleInput, type PolicyDto, type RoleDto, type TargetDto } from "../../../../src/contract/catalog-api.js";
 import { toneProps, type Tone } from "../requests/shared.js";
-import { CatalogFormDialog, CatalogList, useCatalogSave, type Column, type FormProps } from "./catalog-kit.js";
-import { clientErrors, JsonField, parseJsonField, pretty, useList } from "./shared.js";
+import { CatalogFormDialog, CatalogList, useCatalogForm, type Column, type FormProps } from "./catalog-kit.js";
+import { JsonField, parseJsonField, pretty, TextField, useList } from "./shared.js";
 
 const FIELDS = ["name", "description", "target", "policy", "risk", "owners", "entitlement"];
 const RISK_TONE: Record<RoleDto["risk"], Tone> = { low: "gray", medium: "yellow", high: "orange", critical: "red" };
@@ -42,18 +42,23 @@ function RoleForm({ item: role, onClose, onSaved }: FormProps<RoleDto>) {
   const [risk, setRisk] = useState<string | null>(role?.risk ?? "medium");
   const [owners, setOwners] = useState<string[]>(role?.owners ?? []);
   const [entitlement, setEntitlement] = useState(role ? pretty(role.entitlement) : "{}");
-  const { errors, setErrors, error, busy, save, notice } = useCatalogSave({
+  const form = useCatalogForm({
+    noun: "role",
     path: "/v1/roles",
     fields: FIELDS,
     fallback: "entitlement",
+    item: role,
+    onClose,
+    onSaved,
   });
+  const { errors } = form;
 
   async function submit() {
     let entitlementValue: unknown;
     try {
       entitlementValue = parseJsonField(entitlement, {});
     } catch (e) {
-      setErrors({ entitlement: (e as Error).message });
+      form.setErrors({ entitlement: (e as Error).message });
       return;
     }
     const body = {
@@ -66,43 +71,25 @@ function RoleForm({ item: role, onClose, onSaved }: FormProps<RoleDto>) {
       entitlement: entitlementValue,
     };
     // The API's own schema: what it would refuse is shown here and nothing is sent.
-    const parsed = roleInput.safeParse(body);
-    if (!parsed.success) {
-      const found = clientErrors(parsed.error, FIELDS, "entitlement");
-      if (!target) found.target = "Choose a target.";
-      if (!policy) found.policy = "Choose a policy.";
-      setErrors(found);
-      return;
-    }
-    await save(role, parsed.data, onSaved);
+    await form.send(roleInput.safeParse(body), {
+      ...(target ? {} : { target: "Choose a target." }),
+      ...(policy ? {} : { policy: "Choose a policy." }),
+    });
   }
 
   const withCurrent = (names: string[], current: string | null) =>
     current && !names.includes(current) ? [current, ...names] : names;
   return (
-    <CatalogFormDialog
-      noun="role"
-      editing={role?.name ?? null}
-      error={error}
-      notice={notice}
-      busy={busy}
-      onSubmit={() => void submit()}
-      onClose={onClose}
-    >
-      <TextInput
+    <CatalogFormDialog {...form.dialog} onSubmit={() => void submit()}>
+      <TextField
         label="Name"
         description="Lower-case letters, digits, '.', '_' or '-'."
         value={name}
-        onChange={(e) => setName(e.currentTarget.value)}
+        onChange={setName}
         error={errors.name}
         data-autofocus
       />
-      <TextInput
-        label="Description"
-        value={description}
-        onChange={(e) => setDescription(e.currentTarget.value)}
-        error={errors.description}
-      />
+      <TextField label="Description" value={description} onChange={setDescription} error={errors.description} />
       <Select
         label="Target"
         data={withCurrent(

@@ -1,10 +1,10 @@
 /** Targets: the systems Stint grants access to; the list, and create/edit checked with the API's schema. */
-import { Badge, Group, Select, Stack, Text, TextInput } from "@mantine/core";
+import { Badge, Group, Select, Stack, Text } from "@mantine/core";
 import { useState } from "react";
 import { targetInput, type TargetDto } from "../../../../src/contract/catalog-api.js";
 import { targetKind } from "../../../../src/contract/catalog.js";
-import { CatalogFormDialog, CatalogList, useCatalogSave, type Column, type FormProps } from "./catalog-kit.js";
-import { clientErrors, JsonField, parseJsonField, pretty } from "./shared.js";
+import { CatalogFormDialog, CatalogList, useCatalogForm, type Column, type FormProps } from "./catalog-kit.js";
+import { JsonField, parseJsonField, pretty, TextField } from "./shared.js";
 
 const FIELDS = ["name", "kind", "address", "credential", "identity", "labels", "options"];
 
@@ -77,11 +77,16 @@ function TargetForm({ item: target, onClose, onSaved }: FormProps<TargetDto>) {
   const [template, setTemplate] = useState(target?.identity.template ?? "{{name}}");
   const [labels, setLabels] = useState(target ? pretty(target.labels) : "{}");
   const [options, setOptions] = useState(target ? pretty(target.options) : "{}");
-  const { errors, setErrors, error, busy, save, notice } = useCatalogSave({
+  const form = useCatalogForm({
+    noun: "target",
     path: "/v1/targets",
     fields: FIELDS,
     fallback: "options",
+    item: target,
+    onClose,
+    onSaved,
   });
+  const { errors } = form;
 
   async function submit() {
     const jsonErrors: Record<string, string> = {};
@@ -102,31 +107,12 @@ function TargetForm({ item: target, onClose, onSaved }: FormProps<TargetDto>) {
       labels: json("labels", labels),
       options: json("options", options),
     };
-    const parsed = targetInput.safeParse(body);
-    if (!parsed.success || Object.keys(jsonErrors).length > 0) {
-      setErrors({ ...(parsed.success ? {} : clientErrors(parsed.error, FIELDS, "options")), ...jsonErrors });
-      return;
-    }
-    await save(target, parsed.data, onSaved);
+    await form.send(targetInput.safeParse(body), jsonErrors);
   }
 
   return (
-    <CatalogFormDialog
-      noun="target"
-      editing={target?.name ?? null}
-      error={error}
-      notice={notice}
-      busy={busy}
-      onSubmit={() => void submit()}
-      onClose={onClose}
-    >
-      <TextInput
-        label="Name"
-        value={name}
-        onChange={(e) => setName(e.currentTarget.value)}
-        error={errors.name}
-        data-autofocus
-      />
+    <CatalogFormDialog {...form.dialog} onSubmit={() => void submit()}>
+      <TextField label="Name" value={name} onChange={setName} error={errors.name} data-autofocus />
       <Select
         label="Kind"
         data={targetKind.options}
@@ -135,25 +121,25 @@ function TargetForm({ item: target, onClose, onSaved }: FormProps<TargetDto>) {
         error={errors.kind}
         allowDeselect={false}
       />
-      <TextInput
+      <TextField
         label="Address"
         description="host:port, a URL or an LDAP URI, as the kind expects."
         value={address}
-        onChange={(e) => setAddress(e.currentTarget.value)}
+        onChange={setAddress}
         error={errors.address}
       />
-      <TextInput
+      <TextField
         label="Credential secret path"
         description="Where the vault keeps the admin credential, e.g. targets/app-db/admin."
         value={secret}
-        onChange={(e) => setSecret(e.currentTarget.value)}
+        onChange={setSecret}
         error={errors.credential}
       />
-      <TextInput
+      <TextField
         label="Login template"
         description="How a Stint user maps to a login: {{name}}, {{email}} or {{emailLocal}}."
         value={template}
-        onChange={(e) => setTemplate(e.currentTarget.value)}
+        onChange={setTemplate}
         error={errors.identity}
       />
       <JsonField label="Labels (JSON)" value={labels} onChange={setLabels} error={errors.labels} />

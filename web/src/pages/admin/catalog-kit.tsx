@@ -5,9 +5,11 @@
  */
 import { Button, Group, Modal, Stack, Table, Text } from "@mantine/core";
 import { useState, type ReactNode } from "react";
+import type { ZodError } from "zod";
 import { api } from "../../api.js";
 import {
   canWriteCatalog,
+  clientErrors,
   ConfirmDelete,
   FormAlert,
   HeldAlert,
@@ -62,12 +64,11 @@ export function CatalogList<T extends { id: string }>(props: {
   Form: (props: FormProps<T>) => ReactNode;
 }) {
   const { noun, path, Form } = props;
-  const nameOf = (item: T) => (item as { name?: string }).name ?? item.id;
   const first = props.first ?? { header: "Name", cell: nameOf };
   const subject = props.subject ?? ((item: T) => `${noun} ${nameOf(item)}`);
   const removal: Removal<T> = props.removal ?? {
     verb: "Delete",
-    url: (item) => `${path}/${encodeURIComponent(nameOf(item))}`,
+    url: (item) => itemUrl(path, item),
     title: (item) => `Delete ${subject(item)}`,
   };
   const { items, error, reload } = useList<T>(path);
@@ -141,40 +142,73 @@ export function CatalogList<T extends { id: string }>(props: {
   );
 }
 
+/** How an item is named in the API's URLs and in titles: its name, or its id when it has none. */
+const nameOf = (item: { id: string }) => (item as { name?: string }).name ?? item.id;
+const itemUrl = (path: string, item: { id: string }) => `${path}/${encodeURIComponent(nameOf(item))}`;
+
 const plural = (noun: string) => (noun.endsWith("y") ? `${noun.slice(0, -1)}ies` : `${noun}s`);
 
+/** A zod `safeParse` result, as the form checks it. */
+type Checked = { success: true; data: unknown } | { success: false; error: ZodError };
+
 /**
- * A catalog form's state of saving: field messages, the form's own message, busy; `save` sends the body
- * checked by the caller (PUT to the item when editing, POST to the collection when new) and maps a refusal
- * onto the fields (`fallback` takes problems of fields the form does not show).
+ * A catalog form's saving, bound to the item it edits (null: a new one): field messages, the form's own
+ * message, busy. `send` takes the body checked with the API's schema: what the schema (or the form, in
+ * `extra`) refuses is shown next to its field and nothing is sent; otherwise it is PUT to the item when
+ * editing, POSTed to the collection when new, and a refusal is mapped onto the fields (`fallback` takes
+ * problems of fields the form does not show). `dialog` is what CatalogFormDialog needs besides onSubmit.
  */
-export function useCatalogSave(options: { path: string; fields: string[]; fallback: string }) {
+export function useCatalogForm<T extends { id: string }>(options: {
+  noun: string;
+  /** The API's collection, e.g. /v1/roles; an item is `{path}/{name or id}`. */
+  path: string;
+  fields: string[];
+  fallback: string;
+  item: T | null;
+  onClose: () => void;
+  onSaved: () => void;
+  /** The field an ALREADY_EXISTS refusal is shown at (default: name). */
+  conflictField?: string;
+}) {
+  const { item, fields, fallback } = options;
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   /** Set when four-eyes held the write as a change request: the dialog says so instead of closing. */
   const [notice, setNotice] = useState<string | null>(null);
-  async function save(current: { name: string } | null, body: unknown, onSaved: () => void): Promise<void> {
-    setErrors({});
+  async function send(checked: Checked, extra: Record<string, string> = {}): Promise<void> {
     setError(null);
     setNotice(null);
+    if (!checked.success || Object.keys(extra).length > 0) {
+      setErrors({ ...(checked.success ? {} : clientErrors(checked.error, fields, fallback)), ...extra });
+      return;
+    }
+    setErrors({});
     setBusy(true);
     try {
-      const result = current
-        ? await api<unknown>("PUT", `${options.path}/${encodeURIComponent(current.name)}`, body)
-        : await api<unknown>("POST", options.path, body);
+      const result = item
+        ? await api<unknown>("PUT", itemUrl(options.path, item), checked.data)
+        : await api<unknown>("POST", options.path, checked.data);
       const held = heldMessage(result);
       if (held) setNotice(held);
-      else onSaved();
+      else options.onSaved();
     } catch (e) {
-      const found = serverErrors(e, options.fields, options.fallback, { ALREADY_EXISTS: "name" });
+      const found = serverErrors(e, fields, fallback, { ALREADY_EXISTS: options.conflictField ?? "name" });
       setErrors(found.fields);
       setError(found.message);
     } finally {
       setBusy(false);
     }
   }
-  return { errors, setErrors, error, setError, busy, save, notice };
+  const dialog = {
+    noun: options.noun,
+    editing: item ? nameOf(item) : null,
+    error,
+    notice,
+    busy,
+    onClose: options.onClose,
+  };
+  return { errors, setErrors, send, dialog };
 }
 
 /** The edit dialog around a catalog form's fields: its message, then the fields, then Cancel and Save/Create. */
@@ -182,6 +216,8 @@ export function CatalogFormDialog(props: {
   noun: string;
   /** The name of what is edited; null: a new one. */
   editing: string | null;
+  /** The dialog's title (default: "Edit {noun} {editing}" or "New {noun}"). */
+  title?: string;
   error: string | null;
   /** A write held for a second admin (useCatalogSave's `notice`): said, and the dialog only closes. */
   notice?: string | null;
@@ -196,7 +232,7 @@ export function CatalogFormDialog(props: {
       opened
       closeButtonProps={{ "aria-label": "Close" }}
       onClose={props.onClose}
-      title={editing !== null ? `Edit ${noun} ${editing}` : `New ${noun}`}
+      title={props.title ?? (editing !== null ? `Edit ${noun} ${editing}` : `New ${noun}`)}
       size="lg"
     >
       <Stack>

@@ -2,7 +2,18 @@
  * Pieces shared by the administration tabs: loading a list, turning client (zod) and server
  * (ApiError) problems into messages per form field, and JSON text fields for the advanced parts.
  */
-import { Alert, Button, Group, Modal, Stack, Table, Text, Textarea } from "@mantine/core";
+import {
+  Alert,
+  Button,
+  Group,
+  Modal,
+  Stack,
+  Table,
+  Text,
+  Textarea,
+  TextInput,
+  type TextInputProps,
+} from "@mantine/core";
 import { useCallback, useEffect, useState } from "react";
 import type { ZodError } from "zod";
 import { api, ApiError, hasRole } from "../../api.js";
@@ -99,6 +110,14 @@ export function JsonField(props: {
       spellCheck={false}
     />
   );
+}
+
+/** A text input whose onChange gives the text: `<TextField label="Name" value={name} onChange={setName} />`. */
+export function TextField({
+  onChange,
+  ...props
+}: Omit<TextInputProps, "onChange"> & { onChange: (text: string) => void }) {
+  return <TextInput {...props} onChange={(e) => onChange(e.currentTarget.value)} />;
 }
 
 export function FormAlert({ message }: { message: string | null }) {
