@@ -13,13 +13,13 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseRecording } from "../../src/contract/recording.js";
+import { newestEnded, servedRecording } from "../../src/testing/ssh-recordings.js";
 import { sshSessionsHarness, type ClientResult, type SshSessionsHarness } from "../../src/testing/ssh-sessions.js";
+import { untilValue } from "../../src/testing/until.js";
 
 const HEX = randomBytes(3).toString("hex");
 /** On the target (the sessions log in as root). */
 const REMOTE = `/tmp/stint-files-${HEX}`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
 let h: SshSessionsHarness;
@@ -67,19 +67,28 @@ const sftp = (commands: string) =>
 
 type AuditRow = { outcome: string; reason: string | null; details: Record<string, unknown>; subject: string | null };
 
-/** session.file_transfer events whose path contains `marker`, waiting a little for them to arrive. */
-async function transfers(marker: string, count = 1): Promise<AuditRow[]> {
-  let mine: AuditRow[] = [];
-  for (let i = 0; i < 100 && mine.length < count; i++) {
-    if (i > 0) await sleep(50);
-    const rows = (await h.server.store.db
-      .selectFrom("audit_events")
-      .select(["outcome", "reason", "details", "subject"])
-      .where("action", "=", "session.file_transfer")
-      .execute()) as AuditRow[];
-    mine = rows.filter((row) => String(row.details.path).includes(marker));
-  }
-  return mine;
+/**
+ * The session.file_transfer events whose path contains `marker`, once at least `count` of them that `counts`
+ * arrived (they are written as the transfer ends, maybe after the client exits); throws naming them if not.
+ */
+async function transfers(
+  marker: string,
+  count = 1,
+  counts: (row: AuditRow) => boolean = () => true,
+): Promise<AuditRow[]> {
+  return untilValue(
+    `${count} session.file_transfer event(s) for ${marker}`,
+    async () => {
+      const rows = (await h.server.store.db
+        .selectFrom("audit_events")
+        .select(["outcome", "reason", "details", "subject"])
+        .where("action", "=", "session.file_transfer")
+        .execute()) as AuditRow[];
+      const mine = rows.filter((row) => String(row.details.path).includes(marker));
+      return mine.filter(counts).length >= count && mine;
+    },
+    15_000,
+  );
 }
 
 beforeAll(async () => {
@@ -233,20 +242,10 @@ describe("download: deny", () => {
     const result = await h.ssh(key, `${user}%web`, [`cat ${REMOTE}/small.txt`]);
     expect(result.code).toBe(0);
     expect(result.stdout).toBe(small.toString());
-    const items = (await h.admin("GET", "/v1/sessions")).body.items as { id: string; live: boolean }[];
-    let text = "";
-    for (let i = 0; i < 100 && !text.includes(small.toString().trim()); i++) {
-      const last = items[0]!;
-      const res = await h.server.app.inject({
-        method: "GET",
-        url: `/v1/sessions/${last.id}/recording`,
-        headers: { authorization: h.server.adminAuth },
-      });
-      text = res.statusCode === 200 ? res.body : "";
-      await sleep(50);
-    }
+    // The exec's session, once it has ended and its recording is closed.
+    const { text } = await servedRecording(h, await newestEnded(h, user));
     expect(text).toContain(`small file ${HEX}`);
-  }, 60_000);
+  }, 90_000);
 });
 
 describe("download and upload allowed", () => {
@@ -260,7 +259,9 @@ describe("download and upload allowed", () => {
     };
     for (const [name, result] of Object.entries(results)) expect(result.code, `${name}: ${result.stderr}`).toBe(0);
     for (const name of ["a.bin", "b.bin", "c.bin"]) expect(readFileSync(join(local, name)).equals(big)).toBe(true);
-    const events = (await transfers(`${REMOTE}/big.bin`, 4)).filter((event) => event.outcome === "success");
+    // The denied download of the first describe may be there too (or not, in another order): wait for the three.
+    const success = (event: AuditRow) => event.outcome === "success";
+    const events = (await transfers(`${REMOTE}/big.bin`, 3, success)).filter(success);
     expect(events.length).toBe(3);
     const expected = sha256(readFileSync(join(REMOTE, "big.bin")));
     for (const event of events) {
@@ -275,31 +276,12 @@ describe("download and upload allowed", () => {
     // is closed.
     const get = await sftp(`get ${REMOTE}/recorded.bin ${join(local, "recorded.bin")}\n`);
     expect(get.code, get.stderr).toBe(0);
-    let body = "";
-    for (let i = 0; i < 200 && !body; i++) {
-      const items = (await h.admin("GET", "/v1/sessions")).body.items as {
-        id: string;
-        live: boolean;
-        recording: { available: boolean } | null;
-      }[];
-      const last = items[0];
-      if (last && !last.live && last.recording?.available) {
-        const res = await h.server.app.inject({
-          method: "GET",
-          url: `/v1/sessions/${last.id}/recording`,
-          headers: { authorization: h.server.adminAuth },
-        });
-        body = res.body;
-      } else {
-        await sleep(50);
-      }
-    }
-    const recording = parseRecording(body);
+    const { text, recording } = await servedRecording(h, await newestEnded(h, user));
     expect(recording.kind === "ssh" && recording.events).toContainEqual(
       expect.objectContaining({ event: "file_transfer", path: `${REMOTE}/recorded.bin`, sha256: sha256(big) }),
     );
-    expect(body.length).toBeLessThan(big.length / 4);
-  }, 30_000);
+    expect(text.length).toBeLessThan(big.length / 4);
+  }, 90_000);
 
   it("attack: an scp -O client that claims another size than it sends: the audit matches what the target wrote", async () => {
     const name = `claim-${HEX}.txt`;
@@ -330,7 +312,8 @@ describe("maxBytes", () => {
       const path = join(local, name);
       expect(existsSync(path) ? readFileSync(path).length : 0).toBeLessThanOrEqual(100_000);
     }
-    const denied = (await transfers(`${REMOTE}/big.bin`, 7)).filter((event) => event.details.rule === "maxBytes");
+    const overSize = (event: AuditRow) => event.details.rule === "maxBytes";
+    const denied = (await transfers(`${REMOTE}/big.bin`, 3, overSize)).filter(overSize);
     expect(denied.length).toBeGreaterThanOrEqual(3);
     for (const event of denied) expect(event.details.bytes as number).toBeLessThanOrEqual(100_000);
 
