@@ -20,7 +20,6 @@ import {
   SimpleGrid,
   Stack,
   Text,
-  Textarea,
   Title,
   Anchor,
 } from "@mantine/core";
@@ -38,6 +37,7 @@ import { needAhead, useStepUpRetry } from "./passkeys/StepUpPrompt.js";
 import { PageMessages } from "../page-messages.js";
 import { useSelection } from "../selection.js";
 import { formatAge, useNow, zodFieldErrors } from "../ui.js";
+import { ReasonField } from "../reason-field.js";
 import { ApproverMfaBadge, RiskBadge, StateBadge, stageInWords, type Risk } from "./requests/shared.js";
 
 type Decision = "approve" | "deny";
@@ -371,17 +371,15 @@ function DecisionDialog({
             {error}
           </Alert>
         )}
-        <Textarea
+        <ReasonField
           label={approving ? "Reason (optional)" : "Reason (required)"}
           description={
             approving ? "Kept with the decision in the audit log." : `Required: ${request.requester} reads this.`
           }
           value={reason}
-          onChange={(e) => setReason(e.currentTarget.value)}
+          onChange={setReason}
           error={errors.reason}
-          autosize
-          minRows={2}
-          data-autofocus
+          autoFocus
         />
         {stepUp.prompt}
         <Group justify="flex-end">
@@ -448,16 +446,7 @@ function BulkDialog({ requests, onClose }: { requests: ActivationRequestDto[]; o
             ))}
           </Alert>
         )}
-        {!done && (
-          <Textarea
-            label="Reason (optional)"
-            value={reason}
-            onChange={(e) => setReason(e.currentTarget.value)}
-            error={errors.reason}
-            autosize
-            minRows={2}
-          />
-        )}
+        {!done && <ReasonField label="Reason (optional)" value={reason} onChange={setReason} error={errors.reason} />}
         <Group justify="flex-end">
           <Button
             variant="default"

@@ -31,6 +31,7 @@ import { submitActivation, extendBody, type ActivationRequestDto } from "../../.
 import { denialInWords, StageSteps } from "./requests/shared.js";
 import { api, ApiError } from "../api.js";
 import { formatCountdown, policyInWords, riskColor, useNow, zodFieldErrors } from "../ui.js";
+import { ReasonField } from "../reason-field.js";
 import { shortId } from "../../../src/contract/short-id.js";
 import { MyGroups } from "./MyGroups.js";
 import { PasskeyStepUp } from "./passkeys/PasskeyStepUp.js";
@@ -405,14 +406,11 @@ function ActivateDialog({ role, onClose }: { role: MyRole; onClose: () => void }
             onChange={(v) => setDuration(v.trim())}
             error={errors.duration}
           />
-          <Textarea
-            label="Reason"
+          <ReasonField
             description={`What you will do and why, at least ${minLength} character${minLength === 1 ? "" : "s"}; reviewers read this.`}
             value={reason}
-            onChange={(e) => setReason(e.currentTarget.value)}
+            onChange={setReason}
             error={errors.reason}
-            autosize
-            minRows={2}
           />
           <TextInput
             label={role.policy.ticketRequired ? "Ticket (required)" : "Ticket (optional)"}

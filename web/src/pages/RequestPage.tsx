@@ -6,7 +6,7 @@
  * that the policy names them. Where approving asks for a fresh MFA check of the approver's own, the page says so
  * ahead (the approvals inbox's `approverMfa` for this request) and offers the step-up before any refusal.
  */
-import { Alert, Button, Group, Loader, Stack, Text, Textarea, Title } from "@mantine/core";
+import { Alert, Button, Group, Loader, Stack, Text, Title } from "@mantine/core";
 import { useCallback, useEffect, useState } from "react";
 import {
   approveBody,
@@ -18,6 +18,7 @@ import {
 import { api, ApiError, currentSession } from "../api.js";
 import { decisionLinkFor, forgetDecisionToken } from "../decision-link.js";
 import { zodFieldErrors } from "../ui.js";
+import { ReasonField } from "../reason-field.js";
 import { needAhead, useStepUpRetry } from "./passkeys/StepUpPrompt.js";
 import { ApproverMfaBadge, RequestDetail } from "./requests/shared.js";
 
@@ -143,14 +144,12 @@ export default function RequestPage({ id }: { id: string }) {
               <ApproverMfaBadge hint={mfaHint} />
             </Group>
           )}
-          <Textarea
+          <ReasonField
             label="Reason (optional when approving)"
             description={`Required to deny: ${request.requester} reads it.`}
             value={reason}
-            onChange={(e) => setReason(e.currentTarget.value)}
+            onChange={setReason}
             error={fieldError}
-            autosize
-            minRows={2}
           />
           {stepUp.prompt}
           <Group>

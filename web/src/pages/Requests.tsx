@@ -16,7 +16,6 @@ import {
   Table,
   Text,
   TextInput,
-  Textarea,
   Title,
 } from "@mantine/core";
 import { useEffect, useState } from "react";
@@ -24,6 +23,7 @@ import { usePolledList } from "../polling.js";
 import { requestListQuery, revokeBody, type ActivationRequestDto } from "../../../src/contract/requests.js";
 import { api, ApiError, hasRole } from "../api.js";
 import { shortTime, zodFieldErrors } from "../ui.js";
+import { ReasonField } from "../reason-field.js";
 import { endsInWords, RequestDetail, StateBadge } from "./requests/shared.js";
 
 const STATES: ActivationRequestDto["state"][] = [
@@ -252,15 +252,7 @@ function Revoke({ request, onDone }: { request: ActivationRequestDto; onDone: ()
               {error}
             </Alert>
           )}
-          <Textarea
-            label="Reason"
-            value={reason}
-            onChange={(e) => setReason(e.currentTarget.value)}
-            error={errors.reason}
-            autosize
-            minRows={2}
-            data-autofocus
-          />
+          <ReasonField value={reason} onChange={setReason} error={errors.reason} autoFocus />
           <Group justify="flex-end">
             <Button variant="default" onClick={() => setOpened(false)}>
               Cancel

@@ -2,12 +2,13 @@
  * Sessions (admin, auditor): brokered SSH and PostgreSQL sessions live now (refreshed every 3 s,
  * killable by admin and security), all sessions, and one session's detail with its recording.
  */
-import { Alert, Badge, Button, Group, Modal, Stack, Table, Text, Textarea, Title } from "@mantine/core";
+import { Alert, Badge, Button, Group, Modal, Stack, Table, Text, Title } from "@mantine/core";
 import { useState } from "react";
 import { usePolledList } from "../polling.js";
 import { killBody, type SessionView } from "../../../src/contract/sessions.js";
 import { api, ApiError, hasRole } from "../api.js";
 import { formatAge, shortTime, useNow, zodFieldErrors } from "../ui.js";
+import { ReasonField } from "../reason-field.js";
 import { toneProps } from "./requests/shared.js";
 import { formatBytes, SessionDetail } from "./sessions/SessionDetail.js";
 import { shortId } from "../../../src/contract/short-id.js";
@@ -221,15 +222,7 @@ function KillDialog({
             {error}
           </Alert>
         )}
-        <Textarea
-          label="Reason"
-          value={reason}
-          onChange={(e) => setReason(e.currentTarget.value)}
-          error={errors.reason}
-          autosize
-          minRows={2}
-          data-autofocus
-        />
+        <ReasonField value={reason} onChange={setReason} error={errors.reason} autoFocus />
         <Group justify="flex-end">
           <Button variant="default" onClick={onClose}>
             Cancel

@@ -2,7 +2,7 @@
  * Eligibility: who may activate which role, and until when. Create, change the end and reason, and
  * remove; each checked with the API's schema before sending.
  */
-import { Badge, SegmentedControl, Select, Stack, Text, Textarea } from "@mantine/core";
+import { Badge, SegmentedControl, Select, Stack, Text } from "@mantine/core";
 import { useState } from "react";
 import {
   eligibilityInput,
@@ -11,6 +11,7 @@ import {
   type RoleDto,
 } from "../../../../src/contract/catalog-api.js";
 import { shortTime } from "../../ui.js";
+import { ReasonField } from "../../reason-field.js";
 import { toneProps } from "../requests/shared.js";
 import { TextField, useList } from "./shared.js";
 import { useDirectory, withCurrent } from "./pickers.js";
@@ -163,14 +164,7 @@ function EligibilityForm({ item: eligibility, onClose, onSaved }: FormProps<Elig
         onChange={setUntil}
         error={errors.endsAt}
       />
-      <Textarea
-        label="Reason"
-        value={reason}
-        onChange={(e) => setReason(e.currentTarget.value)}
-        error={errors.reason}
-        autosize
-        minRows={2}
-      />
+      <ReasonField value={reason} onChange={setReason} error={errors.reason} />
     </CatalogFormDialog>
   );
 }

@@ -2,12 +2,13 @@
  * The vault's dialogs: check out (reason, duration) and reveal a break-glass secret (reason, then a
  * fresh one-time code when the API asks for one). Each shows the value once and forgets it on close.
  */
-import { Alert, Button, Group, Modal, PasswordInput, Select, Stack, Text, Textarea } from "@mantine/core";
+import { Alert, Button, Group, Modal, PasswordInput, Select, Stack, Text } from "@mantine/core";
 import { useState } from "react";
 import { stepUpRequest } from "../../../../src/contract/identity.js";
 import { checkoutBody, revealBody, type SecretMetaDto } from "../../../../src/contract/vault.js";
 import { api, ApiError } from "../../api.js";
 import { shortTime, zodFieldErrors } from "../../ui.js";
+import { ReasonField } from "../../reason-field.js";
 import { SecretValue } from "./SecretValue.js";
 import { shortId } from "../../../../src/contract/short-id.js";
 import { PasskeyStepUp } from "../passkeys/PasskeyStepUp.js";
@@ -90,15 +91,7 @@ export function CheckoutDialog({ secret, onClose }: { secret: SecretMetaDto; onC
             error={errors.duration}
             allowDeselect={false}
           />
-          <Textarea
-            label="Reason"
-            value={reason}
-            onChange={(e) => setReason(e.currentTarget.value)}
-            error={errors.reason}
-            autosize
-            minRows={2}
-            data-autofocus
-          />
+          <ReasonField value={reason} onChange={setReason} error={errors.reason} autoFocus />
           <Group justify="flex-end">
             <Button variant="default" onClick={onClose}>
               Cancel
@@ -184,15 +177,7 @@ export function RevealDialog({ secret, onClose }: { secret: SecretMetaDto; onClo
             Give the emergency that needs it.
           </Text>
           <ErrorAlert message={error} />
-          <Textarea
-            label="Reason"
-            value={reason}
-            onChange={(e) => setReason(e.currentTarget.value)}
-            error={errors.reason}
-            autosize
-            minRows={2}
-            data-autofocus
-          />
+          <ReasonField value={reason} onChange={setReason} error={errors.reason} autoFocus />
           {needOtp && (
             <PasswordInput
               label="One-time code"
