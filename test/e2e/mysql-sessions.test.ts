@@ -33,6 +33,7 @@ import { runCliCaptured } from "../../src/testing/cli-run.js";
 import { holdMariadb, MARIADB_URL } from "../../src/testing/mariadb.js";
 import { ADMIN_PASSWORD, passwordFor } from "../../src/testing/server.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
+import { selfSignedCertificate } from "../../src/testing/self-signed.js";
 import { injectFetch } from "./inject-fetch.js";
 
 const run = promisify(execFile);
@@ -484,30 +485,13 @@ describe("MariaDB/MySQL proxy", () => {
   });
 
   it("with a certificate: the mariadb client and mysql2 sign in over TLS; in clear from another machine they are refused", async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "stint-mysql-tls-"));
-    await run("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-keyout",
-      path.join(dir, "key.pem"),
-      "-out",
-      path.join(dir, "cert.pem"),
-    ]);
+    const certificate = await selfSignedCertificate();
     const secure = createMysqlProxy({
       gate: h.server.sessions.gate,
       logger: createLogger({ level: "silent" }),
       host: "0.0.0.0",
       port: 0,
-      tls: { cert: await readFile(path.join(dir, "cert.pem")), key: await readFile(path.join(dir, "key.pem")) },
+      tls: certificate,
     });
     const { port: securePort } = await secure.listen();
     try {
@@ -533,7 +517,6 @@ describe("MariaDB/MySQL proxy", () => {
       }
     } finally {
       await secure.close();
-      await rm(dir, { recursive: true, force: true });
     }
   });
 

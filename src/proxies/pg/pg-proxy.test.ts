@@ -7,13 +7,10 @@
  * node-postgres pools, pipelining, backpressure and ending sessions in pg-proxy.clients.test.ts; a plain
  * TCP upstream in pg-proxy.plain-upstream.test.ts.
  */
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { promisify } from "node:util";
+import { readFile, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import pg from "pg";
@@ -40,6 +37,7 @@ import {
   tlsUpstreamFixture,
   waitFor,
 } from "../../testing/pg-proxy-gate.js";
+import { selfSignedCertificate } from "../../testing/self-signed.js";
 import { createLocalTunnel } from "./local-tunnel.js";
 import { createPgProxy } from "./pg-proxy.js";
 
@@ -135,30 +133,12 @@ describe("PostgreSQL proxy", () => {
   });
 
   it("with a certificate: psql with sslmode=require is served over TLS, a plaintext startup is refused", async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "stint-pg-tls-"));
-    const run = promisify(execFile);
-    await run("openssl", [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-keyout",
-      path.join(dir, "key.pem"),
-      "-out",
-      path.join(dir, "cert.pem"),
-    ]);
+    const certificate = await selfSignedCertificate();
     const secure = createPgProxy({
       gate: fx.gate.gate,
       logger: fx.logger,
       port: 0,
-      tls: { cert: await readFile(path.join(dir, "cert.pem")), key: await readFile(path.join(dir, "key.pem")) },
+      tls: certificate,
     });
     const { port } = await secure.listen();
     try {
@@ -186,7 +166,7 @@ describe("PostgreSQL proxy", () => {
         password: () => Promise.resolve(TOKEN),
         localPassword: TUNNEL_PASSWORD,
         // As the server names it (src/proxies/index.ts): the proxy shows that certificate, so it passes.
-        proxyCertificateSha256: new X509Certificate(await readFile(path.join(dir, "cert.pem"))).fingerprint256,
+        proxyCertificateSha256: new X509Certificate(certificate.cert).fingerprint256,
       });
       const tunnelPort = (await tunnel.listen()).port;
       try {
@@ -207,7 +187,6 @@ describe("PostgreSQL proxy", () => {
       socket.destroy();
     } finally {
       await secure.close();
-      await rm(dir, { recursive: true, force: true });
     }
   });
 
