@@ -12,17 +12,16 @@
  * Chromium, "Open SQL console" on My access, a query typed, its rows seen.
  */
 import { randomBytes } from "node:crypto";
-import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import pg from "pg";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../src/lib/logger.js";
 import { createPgProxy, type PgProxy } from "../../src/proxies/pg/pg-proxy.js";
 import { runCliCaptured } from "../../src/testing/cli-run.js";
+import { selfSignedCertificate } from "../../src/testing/self-signed.js";
 import { ADMIN_PASSWORD, passwordFor } from "../../src/testing/server.js";
 import { selfServicePolicy, targetsHarness, type TargetsHarness } from "../../src/testing/targets-harness.js";
 import { until, untilValue } from "../../src/testing/until.js";
@@ -88,17 +87,6 @@ async function accounts(): Promise<string> {
     "SELECT string_agg(format('%s|%s', id, owner), ',' ORDER BY id) AS data FROM accounts",
   );
   return rows[0]!.data;
-}
-
-/** A self-signed certificate for 127.0.0.1 (PEM), made with the openssl command. */
-async function selfSigned(name: string): Promise<{ cert: string; key: string }> {
-  const key = path.join(work, `${name}.key`);
-  const cert = path.join(work, `${name}.crt`);
-  await promisify(execFile)("openssl", [
-    ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"],
-    ...["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
-  ]);
-  return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
 }
 
 /** axe-core's violations inside the open dialog, one line each. */
@@ -361,7 +349,7 @@ describe("the web SQL console runs through the PostgreSQL proxy", () => {
   }, 60_000);
 
   it("a proxy with a TLS certificate: the console speaks TLS pinned to that certificate; another one is refused", async () => {
-    const made = [await selfSigned("a"), await selfSigned("b")];
+    const made = [await selfSignedCertificate(), await selfSignedCertificate()];
     const secure = createPgProxy({
       gate: h.server.sessions.gate,
       logger: createLogger({ level: "silent" }),
