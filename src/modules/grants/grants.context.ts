@@ -33,6 +33,7 @@ import * as grantStore from "./grants.store.js";
 import * as reconcileStore from "./reconcile.store.js";
 import { JOB, type GrantAlert } from "./grants.types.js";
 import { normalizeLogin } from "./reconcile.rules.js";
+import { OVERLAP_MS } from "../requests/provisioned.js";
 
 export interface GrantServiceDeps {
   /** `engine`: PostgreSQL lets an activation's transaction run beside the target's change (`grants.provision.ts`). */
@@ -190,9 +191,9 @@ export function createGrantContext(deps: GrantServiceDeps) {
       new Counter({
         name: "stint_provisioned_activations_total",
         help:
-          "Activations after a target's change, by target kind and how their transaction ran: beside_target (committed " +
-          "once the change succeeded), after_slow_target (the change took longer than 250 ms: rolled back, written " +
-          "again after it), after_target.",
+          "Activations after a target's change, by target kind and how their transaction ran: beside_target " +
+          `(committed once the change succeeded), after_slow_target (the change took longer than ${OVERLAP_MS} ms: ` +
+          "rolled back, written again after it), after_target.",
         labelNames: ["kind", "path"],
         registers,
       }),

@@ -314,6 +314,7 @@ export function createLifecycle(core: RequestCore) {
         ran?: (path: ActivationPath) => void;
       },
     ): Promise<boolean> {
+      let path: ActivationPath = "after_target";
       if (details.ready) {
         const outcome = await activate(grantId, details, details.ready);
         if (outcome !== SLOW_TARGET) {
@@ -321,12 +322,10 @@ export function createLifecycle(core: RequestCore) {
           return outcome;
         }
         await details.ready;
-        const again = (await activate(grantId, details, undefined)) as boolean;
-        details.ran?.("after_slow_target");
-        return again;
+        path = "after_slow_target";
       }
       const outcome = (await activate(grantId, details, undefined)) as boolean;
-      details.ran?.("after_target");
+      details.ran?.(path);
       return outcome;
     },
 
